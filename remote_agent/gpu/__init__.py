@@ -1,0 +1,1 @@
+"""GPU access: the backend over the ``pynvml`` interface, and the faithful fake of that module."""

@@ -1,0 +1,1117 @@
+"""A faithful stand-in for nvidia-ml-py's ``pynvml`` module, backed by a simulated host.
+
+Same function names, positional signatures, constants, ``NVMLError`` classes and codes, and
+ctypes out-parameter conventions as nvidia-ml-py 13.x for every call the agent makes, so code
+that passes here passes on real NVML (tests/test_fake_pynvml_compat.py checks this against the
+installed nvidia-ml-py). The GPUs come from mig_profiles.json and obey real MIG rules: placement
+starts and sizes, per-profile instance counts, the compute-slice budget, ``IN_USE`` when
+destroying an instance that still has compute instances or processes, ``INSUFFICIENT_RESOURCES``
+on overlap, MIG mode changes only on an idle GPU.
+
+State lives in one JSON file (``sim_open(path, spec)``) shared by every process of the host — the
+agent, and simulated workloads registering their memory use — so a restarted agent sees the
+layout a real GPU would still have. ``path=None`` keeps it in memory (property tests).
+Everything that is not part of pynvml's API is named ``sim_*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import functools
+import json
+import os
+import string
+import threading
+import uuid as uuidlib
+from ctypes import POINTER, Structure, c_char, c_int, c_uint, c_ulonglong, pointer
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from remote_agent.gpu import models as _models
+
+# --- constants (values as in nvidia-ml-py) ----------------------------------------------------
+
+NVML_SUCCESS = 0
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_ALREADY_INITIALIZED = 5
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_INSUFFICIENT_SIZE = 7
+NVML_ERROR_INSUFFICIENT_POWER = 8
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
+NVML_ERROR_IRQ_ISSUE = 11
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_FUNCTION_NOT_FOUND = 13
+NVML_ERROR_CORRUPTED_INFOROM = 14
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_RESET_REQUIRED = 16
+NVML_ERROR_OPERATING_SYSTEM = 17
+NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_IN_USE = 19
+NVML_ERROR_MEMORY = 20
+NVML_ERROR_NO_DATA = 21
+NVML_ERROR_VGPU_ECC_NOT_SUPPORTED = 22
+NVML_ERROR_INSUFFICIENT_RESOURCES = 23
+NVML_ERROR_FREQ_NOT_SUPPORTED = 24
+NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25
+NVML_ERROR_DEPRECATED = 26
+NVML_ERROR_NOT_READY = 27
+NVML_ERROR_GPU_NOT_FOUND = 28
+NVML_ERROR_INVALID_STATE = 29
+NVML_ERROR_RESET_TYPE_NOT_SUPPORTED = 30
+NVML_ERROR_UNKNOWN = 999
+
+NVML_FEATURE_DISABLED = 0
+NVML_FEATURE_ENABLED = 1
+
+NVML_DEVICE_UUID_BUFFER_SIZE = 80
+NVML_DEVICE_UUID_V2_BUFFER_SIZE = 96
+NVML_DEVICE_NAME_BUFFER_SIZE = 64
+NVML_DEVICE_NAME_V2_BUFFER_SIZE = 96
+
+NVML_DEVICE_MIG_DISABLE = 0x0
+NVML_DEVICE_MIG_ENABLE = 0x1
+
+NVML_GPU_INSTANCE_PROFILE_1_SLICE = 0x0
+NVML_GPU_INSTANCE_PROFILE_2_SLICE = 0x1
+NVML_GPU_INSTANCE_PROFILE_3_SLICE = 0x2
+NVML_GPU_INSTANCE_PROFILE_4_SLICE = 0x3
+NVML_GPU_INSTANCE_PROFILE_7_SLICE = 0x4
+NVML_GPU_INSTANCE_PROFILE_8_SLICE = 0x5
+NVML_GPU_INSTANCE_PROFILE_6_SLICE = 0x6
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 = 0x7
+NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1 = 0x8
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2 = 0x9
+NVML_GPU_INSTANCE_PROFILE_COUNT = 0x12
+
+NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE = 0x0
+NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE = 0x1
+NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE = 0x2
+NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE = 0x3
+NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE = 0x4
+NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE = 0x5
+NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE = 0x6
+NVML_COMPUTE_INSTANCE_PROFILE_COUNT = 0x9
+
+NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED = 0x0
+
+NVML_VALUE_NOT_AVAILABLE_uint = c_uint(-1)
+NVML_VALUE_NOT_AVAILABLE_ulonglong = c_ulonglong(-1)
+
+nvmlGpuInstanceProfileInfo_v2 = 0x02000098
+nvmlComputeInstanceProfileInfo_v2 = 0x02000088
+nvmlMemory_v2 = 0x02000028
+
+# What libnvidia-ml's nvmlErrorString says for codes pynvml has no text of its own for.
+_LIBRARY_ERROR_STRINGS = {
+    NVML_ERROR_IN_USE: "In use by another client",
+    NVML_ERROR_NO_DATA: "No data",
+    NVML_ERROR_VGPU_ECC_NOT_SUPPORTED: "vGPU ECC not supported",
+    NVML_ERROR_INSUFFICIENT_RESOURCES: "Insufficient resources",
+    NVML_ERROR_FREQ_NOT_SUPPORTED: "Frequency not supported",
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH: "Argument version mismatch",
+    NVML_ERROR_DEPRECATED: "Deprecated",
+    NVML_ERROR_NOT_READY: "Not ready",
+    NVML_ERROR_GPU_NOT_FOUND: "GPU not found",
+    NVML_ERROR_INVALID_STATE: "Invalid state",
+    NVML_ERROR_RESET_TYPE_NOT_SUPPORTED: "Reset type not supported",
+}
+
+# --- errors: the same class hierarchy pynvml builds ---------------------------------------------
+
+
+class NVMLError(Exception):
+    _valClassMapping: Dict[int, type] = dict()
+    _errcode_to_string = {
+        NVML_ERROR_UNINITIALIZED: "Uninitialized",
+        NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
+        NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+        NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+        NVML_ERROR_ALREADY_INITIALIZED: "Already Initialized",
+        NVML_ERROR_NOT_FOUND: "Not Found",
+        NVML_ERROR_INSUFFICIENT_SIZE: "Insufficient Size",
+        NVML_ERROR_INSUFFICIENT_POWER: "Insufficient External Power",
+        NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+        NVML_ERROR_TIMEOUT: "Timeout",
+        NVML_ERROR_IRQ_ISSUE: "Interrupt Request Issue",
+        NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
+        NVML_ERROR_FUNCTION_NOT_FOUND: "Function Not Found",
+        NVML_ERROR_CORRUPTED_INFOROM: "Corrupted infoROM",
+        NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+        NVML_ERROR_RESET_REQUIRED: "GPU requires restart",
+        NVML_ERROR_OPERATING_SYSTEM: "The operating system has blocked the request.",
+        NVML_ERROR_LIB_RM_VERSION_MISMATCH: "RM has detected an NVML/RM version mismatch.",
+        NVML_ERROR_MEMORY: "Insufficient Memory",
+        NVML_ERROR_UNKNOWN: "Unknown Error",
+    }
+
+    def __new__(typ, value):
+        if typ == NVMLError:
+            typ = NVMLError._valClassMapping.get(value, typ)
+        obj = Exception.__new__(typ)
+        obj.value = value
+        return obj
+
+    def __str__(self):
+        return NVMLError._errcode_to_string.get(
+            self.value, _LIBRARY_ERROR_STRINGS.get(self.value, "NVML Error with code %d" % self.value))
+
+    def __eq__(self, other):
+        return self.value == other.value
+
+    def __hash__(self):
+        return hash(self.value)
+
+
+def nvmlExceptionClass(nvmlErrorCode):
+    if nvmlErrorCode not in NVMLError._valClassMapping:
+        raise ValueError("nvmlErrorCode %s is not valid" % nvmlErrorCode)
+    return NVMLError._valClassMapping[nvmlErrorCode]
+
+
+def _extract_error_classes() -> None:
+    # e.g. NVML_ERROR_IN_USE -> NVMLError_InUse, exactly as pynvml names them.
+    module = globals()
+    for err_name in [n for n in list(module) if n.startswith("NVML_ERROR_")]:
+        class_name = "NVMLError_" + string.capwords(
+            err_name.replace("NVML_ERROR_", ""), "_").replace("_", "")
+        err_val = module[err_name]
+
+        def gen_new(val):
+            def new(typ, *args):
+                return NVMLError.__new__(typ, val)
+            return new
+
+        cls = type(class_name, (NVMLError,), {"__new__": gen_new(err_val)})
+        cls.__module__ = __name__
+        module[class_name] = cls
+        NVMLError._valClassMapping[err_val] = cls
+
+
+_extract_error_classes()
+
+# --- structures: field layouts as in pynvml; handle structs carry the simulator's ids ----------
+
+
+class struct_c_nvmlDevice_t(Structure):
+    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_ci", c_int)]
+
+
+c_nvmlDevice_t = POINTER(struct_c_nvmlDevice_t)
+
+
+class struct_c_nvmlGpuInstance_t(Structure):
+    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int)]
+
+
+c_nvmlGpuInstance_t = POINTER(struct_c_nvmlGpuInstance_t)
+
+
+class struct_c_nvmlComputeInstance_t(Structure):
+    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_ci", c_int)]
+
+
+c_nvmlComputeInstance_t = POINTER(struct_c_nvmlComputeInstance_t)
+
+
+class c_nvmlMemory_t(Structure):
+    _fields_ = [("total", c_ulonglong), ("free", c_ulonglong), ("used", c_ulonglong)]
+
+
+class c_nvmlMemory_v2_t(Structure):
+    _fields_ = [("version", c_uint), ("total", c_ulonglong), ("reserved", c_ulonglong),
+                ("free", c_ulonglong), ("used", c_ulonglong)]
+
+
+class c_nvmlUtilization_t(Structure):
+    _fields_ = [("gpu", c_uint), ("memory", c_uint)]
+
+
+class c_nvmlProcessInfo_v2_t(Structure):
+    _fields_ = [("pid", c_uint), ("usedGpuMemory", c_ulonglong), ("gpuInstanceId", c_uint),
+                ("computeInstanceId", c_uint)]
+
+
+c_nvmlProcessInfo_t = c_nvmlProcessInfo_v2_t
+
+
+class c_nvmlGpuInstancePlacement_t(Structure):
+    _fields_ = [("start", c_uint), ("size", c_uint)]
+
+
+class c_nvmlGpuInstanceProfileInfo_t(Structure):
+    _fields_ = [("id", c_uint), ("isP2pSupported", c_uint), ("sliceCount", c_uint),
+                ("instanceCount", c_uint), ("multiprocessorCount", c_uint),
+                ("copyEngineCount", c_uint), ("decoderCount", c_uint), ("encoderCount", c_uint),
+                ("jpegCount", c_uint), ("ofaCount", c_uint), ("memorySizeMB", c_ulonglong)]
+
+
+class c_nvmlGpuInstanceProfileInfo_v2_t(Structure):
+    _fields_ = [("version", c_uint), ("id", c_uint), ("isP2pSupported", c_uint),
+                ("sliceCount", c_uint), ("instanceCount", c_uint),
+                ("multiprocessorCount", c_uint), ("copyEngineCount", c_uint),
+                ("decoderCount", c_uint), ("encoderCount", c_uint), ("jpegCount", c_uint),
+                ("ofaCount", c_uint), ("memorySizeMB", c_ulonglong),
+                ("name", c_char * NVML_DEVICE_NAME_V2_BUFFER_SIZE)]
+
+    def __init__(self):
+        super().__init__(version=nvmlGpuInstanceProfileInfo_v2)
+
+
+class c_nvmlGpuInstanceInfo_t(Structure):
+    _fields_ = [("device", c_nvmlDevice_t), ("id", c_uint), ("profileId", c_uint),
+                ("placement", c_nvmlGpuInstancePlacement_t)]
+
+
+class c_nvmlComputeInstancePlacement_t(Structure):
+    _fields_ = [("start", c_uint), ("size", c_uint)]
+
+
+class c_nvmlComputeInstanceProfileInfo_t(Structure):
+    _fields_ = [("id", c_uint), ("sliceCount", c_uint), ("instanceCount", c_uint),
+                ("multiprocessorCount", c_uint), ("sharedCopyEngineCount", c_uint),
+                ("sharedDecoderCount", c_uint), ("sharedEncoderCount", c_uint),
+                ("sharedJpegCount", c_uint), ("sharedOfaCount", c_uint)]
+
+
+class c_nvmlComputeInstanceProfileInfo_v2_t(Structure):
+    _fields_ = [("version", c_uint), ("id", c_uint), ("sliceCount", c_uint),
+                ("instanceCount", c_uint), ("multiprocessorCount", c_uint),
+                ("sharedCopyEngineCount", c_uint), ("sharedDecoderCount", c_uint),
+                ("sharedEncoderCount", c_uint), ("sharedJpegCount", c_uint),
+                ("sharedOfaCount", c_uint), ("name", c_char * NVML_DEVICE_NAME_V2_BUFFER_SIZE)]
+
+    def __init__(self):
+        super().__init__(version=nvmlComputeInstanceProfileInfo_v2)
+
+
+class c_nvmlComputeInstanceInfo_t(Structure):
+    _fields_ = [("device", c_nvmlDevice_t), ("gpuInstance", c_nvmlGpuInstance_t), ("id", c_uint),
+                ("profileId", c_uint), ("placement", c_nvmlComputeInstancePlacement_t)]
+
+
+class nvmlFriendlyObject(object):
+    def __init__(self, dictionary):
+        for x in dictionary:
+            setattr(self, x, dictionary[x])
+
+    def __str__(self):
+        return self.__dict__.__str__()
+
+
+# --- the simulated host -------------------------------------------------------------------------
+
+# Linux pids never reach 2**22, so registered workloads without a real process get pids above it
+# and are treated as alive until removed.
+SYNTHETIC_PID_BASE = 1 << 22
+_NA_UINT = 0xFFFFFFFF
+_MIB = 1024 * 1024
+_DRIVER_VERSION = "580.82.07"
+_CI_PROFILE_SLICES = {
+    NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE: 1, NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE: 2,
+    NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE: 3, NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE: 4,
+    NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE: 6, NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE: 7,
+    NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE: 8,
+}
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid >= SYNTHETIC_PID_BASE:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _new_state(spec: str) -> Dict[str, Any]:
+    gpus = []
+    for sim in _models.parse_sim_spec(spec):
+        gpus.append({"model": sim.model.name, "uuid": "GPU-%s" % uuidlib.uuid4(),
+                     "mig": 1 if sim.mig else 0, "gis": []})
+    return {"format": 1, "spec": spec, "gpus": gpus, "procs": [],
+            "next_pid": SYNTHETIC_PID_BASE + 1}
+
+
+class _Store:
+    """The host's GPU state: one JSON file, locked for writes, re-read when another process
+    changed it; or a dict in memory."""
+
+    def __init__(self, path: Optional[str], spec: Optional[str]):
+        self.path = path
+        self._stamp: Optional[Tuple[int, int, int]] = None
+        self._state: Dict[str, Any] = {}
+        self._mutex = threading.RLock()
+        if path is None:
+            if not spec:
+                raise ValueError("an in-memory simulated host needs a spec")
+            self._state = _new_state(spec)
+            return
+        with self.transaction() as state:
+            if not state:
+                if not spec:
+                    raise ValueError("no simulated host state at %s and no spec to create one"
+                                     % path)
+                state.update(_new_state(spec))
+            elif spec and _models.parse_sim_spec(spec) != _models.parse_sim_spec(state["spec"]):
+                raise ValueError("%s holds a simulated host with GPUs %r, not %r; use another "
+                                 "state dir for a different host" % (path, state["spec"], spec))
+
+    def _stat(self) -> Optional[Tuple[int, int, int]]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _reload(self) -> None:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            if stamp is None:
+                self._state = {}
+            else:
+                with open(self.path, "r", encoding="utf-8") as f:
+                    self._state = json.load(f)
+            self._stamp = stamp
+
+    def read(self) -> Dict[str, Any]:
+        with self._mutex:
+            if self.path is not None:
+                self._reload()
+            return self._state
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Dict[str, Any]]:
+        """Yield a copy of the state to change; it is saved only if the block succeeds."""
+        with self._mutex:
+            if self.path is None:
+                work = copy.deepcopy(self._state)
+                yield work
+                self._state = work
+                return
+            with open(self.path + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._reload()
+                work = copy.deepcopy(self._state)
+                yield work
+                work["procs"] = [p for p in work.get("procs", []) if _pid_alive(p["pid"])]
+                tmp = "%s.tmp.%d" % (self.path, os.getpid())
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(work, f, indent=1, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+                self._state = work
+                self._stamp = self._stat()
+
+
+class _Fault:
+    def __init__(self, code: int, skip: int, count: int):
+        self.code, self.skip, self.count = code, skip, count
+
+
+_store: Optional[_Store] = None
+_init_count = 0
+_faults: Dict[str, List[_Fault]] = {}
+_lock = threading.RLock()
+
+
+def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
+    """Attach this module to a simulated host: the state file at ``path`` (created from ``spec``
+    on first use), or a fresh in-memory host when ``path`` is None."""
+    global _store, _init_count
+    with _lock:
+        _store = _Store(path, spec)
+        _init_count = 0
+        _faults.clear()
+
+
+def sim_spec() -> str:
+    return _host()["spec"]
+
+
+def sim_inject_fault(function: str, code: int, skip: int = 0, count: int = 1) -> None:
+    """Make ``function`` fail with NVML error ``code``: after ``skip`` good calls, ``count`` times."""
+    if not function.startswith("nvml") or function not in globals():
+        raise ValueError("no NVML function %r in this module" % function)
+    if code not in NVMLError._valClassMapping:
+        raise ValueError("unknown NVML error code %r" % code)
+    with _lock:
+        _faults.setdefault(function, []).append(_Fault(code, skip, count))
+
+
+def sim_clear_faults() -> None:
+    with _lock:
+        _faults.clear()
+
+
+def sim_register_process(gpu: int, used_mib: int, instance_uuid: Optional[str] = None,
+                         pid: Optional[int] = None, util: int = 0) -> int:
+    """Record that a process uses ``used_mib`` of GPU memory on a GPU (or one of its MIG
+    instances); returns its pid (a synthetic one when none is given)."""
+    if used_mib < 0 or not 0 <= util <= 100:
+        raise ValueError("used_mib must be >= 0 and util within 0..100")
+    with _transaction() as state:
+        if not 0 <= gpu < len(state["gpus"]):
+            raise ValueError("no GPU %r on this simulated host" % (gpu,))
+        gi = ci = None
+        if instance_uuid is not None:
+            found = _find_ci_by_uuid(state["gpus"][gpu], instance_uuid)
+            if found is None:
+                raise ValueError("no MIG instance %s on GPU %d" % (instance_uuid, gpu))
+            gi, ci = found
+        elif state["gpus"][gpu]["mig"]:
+            raise ValueError("GPU %d is in MIG mode: name the MIG instance the process runs on"
+                             % gpu)
+        if pid is None:
+            pid = state["next_pid"]
+            state["next_pid"] += 1
+        state["procs"] = [p for p in state["procs"] if p["pid"] != pid]
+        state["procs"].append({"pid": pid, "gpu": gpu, "gi": gi, "ci": ci,
+                               "used_mib": int(used_mib), "util": int(util)})
+    return pid
+
+
+def sim_set_process_memory(pid: int, used_mib: int) -> None:
+    with _transaction() as state:
+        for p in state["procs"]:
+            if p["pid"] == pid:
+                p["used_mib"] = int(used_mib)
+                return
+    raise ValueError("no simulated GPU process with pid %d" % pid)
+
+
+def sim_remove_process(pid: int) -> bool:
+    with _transaction() as state:
+        before = len(state["procs"])
+        state["procs"] = [p for p in state["procs"] if p["pid"] != pid]
+        return len(state["procs"]) != before
+
+
+def _host() -> Dict[str, Any]:
+    if _store is None:
+        raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)
+    return _store.read()
+
+
+@contextlib.contextmanager
+def _transaction() -> Iterator[Dict[str, Any]]:
+    if _store is None:
+        raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)
+    with _store.transaction() as state:
+        yield state
+
+
+def _api(fn: Callable) -> Callable:
+    """Every NVML call: library loaded and initialised, then any injected fault, then the call."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _lock:
+            if _store is None:
+                raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)
+            if _init_count == 0 and not name.startswith("nvmlInit") and name != "nvmlErrorString":
+                raise NVMLError(NVML_ERROR_UNINITIALIZED)
+            for fault in _faults.get(name, []):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
+                if fault.count > 0:
+                    fault.count -= 1
+                    raise NVMLError(fault.code)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _alive_procs(state: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [p for p in state["procs"] if _pid_alive(p["pid"])]
+
+
+def _facts(gpu: Dict[str, Any]) -> _models.ModelFacts:
+    return _models.models()[gpu["model"]]
+
+
+def _find_ci_by_uuid(gpu: Dict[str, Any], mig_uuid: str) -> Optional[Tuple[int, int]]:
+    for gi in gpu["gis"]:
+        for ci in gi["cis"]:
+            if ci["uuid"] == mig_uuid:
+                return gi["id"], ci["id"]
+    return None
+
+
+def _gpu_of(state: Dict[str, Any], index: int) -> Dict[str, Any]:
+    if not 0 <= index < len(state["gpus"]):
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return state["gpus"][index]
+
+
+def _gi_of(gpu: Dict[str, Any], gi_id: int) -> Dict[str, Any]:
+    for gi in gpu["gis"]:
+        if gi["id"] == gi_id:
+            return gi
+    raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)  # a handle to an instance that is gone
+
+
+def _ci_of(gi: Dict[str, Any], ci_id: int) -> Dict[str, Any]:
+    for ci in gi["cis"]:
+        if ci["id"] == ci_id:
+            return ci
+    raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+
+
+def _device_handle(gpu: int, gi: int = -1, ci: int = -1):
+    return pointer(struct_c_nvmlDevice_t(gpu, gi, ci))
+
+
+def _gi_handle(gpu: int, gi: int):
+    return pointer(struct_c_nvmlGpuInstance_t(gpu, gi))
+
+
+def _ci_handle(gpu: int, gi: int, ci: int):
+    return pointer(struct_c_nvmlComputeInstance_t(gpu, gi, ci))
+
+
+def _resolve(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int, Optional[Dict[str, Any]]]:
+    """device handle -> (state, gpu, index, (gi, ci) dicts for a MIG device handle or None)."""
+    if not handle:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    h = handle.contents
+    state = _host()
+    gpu = _gpu_of(state, h.sim_gpu)
+    if h.sim_gi < 0:
+        return state, gpu, h.sim_gpu, None
+    gi = _gi_of(gpu, h.sim_gi)
+    return state, gpu, h.sim_gpu, {"gi": gi, "ci": _ci_of(gi, h.sim_ci)}
+
+
+def _parent(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int]:
+    state, gpu, index, mig = _resolve(handle)
+    if mig is not None:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return state, gpu, index
+
+
+def _mig_parent(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int]:
+    """A parent device with MIG mode on: what every GPU-instance call needs."""
+    state, gpu, index = _parent(handle)
+    if not _facts(gpu).mig_capable or not gpu["mig"]:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return state, gpu, index
+
+
+def _deref(ref):
+    """The ctypes object behind ``byref(x)`` (or ``x`` itself)."""
+    return getattr(ref, "_obj", ref)
+
+
+def _fill_array(arrayRef, countRef, items: List[Any], assign: Callable[[int, Any], None]):
+    """NVML's caller-allocated array convention: a NULL array asks for the count; a short array
+    gets INSUFFICIENT_SIZE with the count needed; else ``assign(i, item)`` fills slot i."""
+    count = _deref(countRef)
+    if arrayRef is None:
+        count.value = len(items)
+        return NVML_SUCCESS
+    if count.value < len(items):
+        count.value = len(items)
+        raise NVMLError(NVML_ERROR_INSUFFICIENT_SIZE)
+    for i, item in enumerate(items):
+        assign(i, item)
+    count.value = len(items)
+    return NVML_SUCCESS
+
+
+def _profile_facts_by_const(gpu: Dict[str, Any], profile: int) -> _models.ProfileFacts:
+    if not 0 <= profile < NVML_GPU_INSTANCE_PROFILE_COUNT:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    for p in _facts(gpu).profiles:
+        if globals().get(p.nvml_profile) == profile:
+            return p
+    raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+
+def _profile_facts_by_id(gpu: Dict[str, Any], profileId: int) -> _models.ProfileFacts:
+    for p in _facts(gpu).profiles:
+        if p.profile_id == profileId:
+            return p
+    raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+
+
+def _gi_facts(gpu: Dict[str, Any], gi: Dict[str, Any]) -> _models.ProfileFacts:
+    return _profile_facts_by_id(gpu, gi["profile_id"])
+
+
+def _procs_on(state, index: int, gi_id: Optional[int] = None, ci_id: Optional[int] = None):
+    out = []
+    for p in _alive_procs(state):
+        if p["gpu"] != index:
+            continue
+        if gi_id is not None and p["gi"] != gi_id:
+            continue
+        if ci_id is not None and p["ci"] != ci_id:
+            continue
+        out.append(p)
+    return out
+
+
+def _free_ids(used: List[int], first: int) -> int:
+    n = first
+    while n in used:
+        n += 1
+    return n
+
+
+# --- initialisation and system queries ----------------------------------------------------------
+
+
+@_api
+def nvmlInitWithFlags(flags):
+    global _init_count
+    _init_count += 1
+    return None
+
+
+def nvmlInit():
+    nvmlInitWithFlags(0)
+    return None
+
+
+@_api
+def nvmlShutdown():
+    global _init_count
+    if _init_count > 0:
+        _init_count -= 1
+    return None
+
+
+@_api
+def nvmlErrorString(result):
+    return NVMLError._errcode_to_string.get(
+        result, _LIBRARY_ERROR_STRINGS.get(result, "Unknown Error"))
+
+
+@_api
+def nvmlSystemGetDriverVersion():
+    return _DRIVER_VERSION
+
+
+@_api
+def nvmlSystemGetNVMLVersion():
+    return "13." + _DRIVER_VERSION
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+@_api
+def nvmlDeviceGetCount():
+    return len(_host()["gpus"])
+
+
+@_api
+def nvmlDeviceGetHandleByIndex(index):
+    _gpu_of(_host(), index)
+    return _device_handle(index)
+
+
+@_api
+def nvmlDeviceGetHandleByUUID(uuid):
+    if isinstance(uuid, bytes):
+        uuid = uuid.decode()
+    for index, gpu in enumerate(_host()["gpus"]):
+        if gpu["uuid"] == uuid:
+            return _device_handle(index)
+        found = _find_ci_by_uuid(gpu, uuid)
+        if found is not None:
+            return _device_handle(index, *found)
+    raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+
+@_api
+def nvmlDeviceGetIndex(handle):
+    return _parent(handle)[2]
+
+
+@_api
+def nvmlDeviceGetName(handle):
+    _, gpu, _, mig = _resolve(handle)
+    if mig is None:
+        return gpu["model"]
+    facts = _facts(gpu)
+    return "%s MIG %s" % (gpu["model"], facts.profile_name(_gi_facts(gpu, mig["gi"]).key))
+
+
+@_api
+def nvmlDeviceGetUUID(handle):
+    _, gpu, _, mig = _resolve(handle)
+    return gpu["uuid"] if mig is None else mig["ci"]["uuid"]
+
+
+@_api
+def nvmlDeviceGetMemoryInfo(handle, version=None):
+    state, gpu, index, mig = _resolve(handle)
+    facts = _facts(gpu)
+    if mig is None:
+        total = facts.memory_mib
+        used = sum(p["used_mib"] for p in _procs_on(state, index))
+    else:
+        total = facts.profile_memory_mib(_gi_facts(gpu, mig["gi"]))
+        used = sum(p["used_mib"] for p in _procs_on(state, index, mig["gi"]["id"]))
+    if not version:
+        mem = c_nvmlMemory_t()
+    else:
+        mem = c_nvmlMemory_v2_t()
+        mem.version = version
+    mem.total = total * _MIB
+    mem.used = used * _MIB
+    mem.free = max(0, total - used) * _MIB
+    return mem
+
+
+@_api
+def nvmlDeviceGetUtilizationRates(handle):
+    state, gpu, index, mig = _resolve(handle)
+    if mig is not None or gpu["mig"]:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)  # NVML reports no utilisation under MIG
+    util = c_nvmlUtilization_t()
+    util.gpu = min(100, sum(p["util"] for p in _procs_on(state, index)))
+    util.memory = 0  # memory bandwidth is not simulated
+    return util
+
+
+@_api
+def nvmlDeviceGetComputeRunningProcesses(handle):
+    state, gpu, index, mig = _resolve(handle)
+    if mig is None:
+        procs = _procs_on(state, index)
+    else:
+        procs = _procs_on(state, index, mig["gi"]["id"], mig["ci"]["id"])
+    return [nvmlFriendlyObject({
+        "pid": p["pid"], "usedGpuMemory": p["used_mib"] * _MIB,
+        "gpuInstanceId": _NA_UINT if p["gi"] is None else p["gi"],
+        "computeInstanceId": _NA_UINT if p["ci"] is None else p["ci"]}) for p in procs]
+
+
+# --- MIG mode -----------------------------------------------------------------------------------
+
+
+@_api
+def nvmlDeviceGetMigMode(device):
+    _, gpu, _ = _parent(device)
+    if not _facts(gpu).mig_capable:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return [gpu["mig"], gpu["mig"]]
+
+
+@_api
+def nvmlDeviceSetMigMode(device, mode):
+    _, gpu, index = _parent(device)
+    if not _facts(gpu).mig_capable:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    if mode not in (NVML_DEVICE_MIG_DISABLE, NVML_DEVICE_MIG_ENABLE):
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    with _transaction() as state:
+        gpu = state["gpus"][index]
+        if gpu["mig"] == mode:
+            return NVML_SUCCESS
+        if _procs_on(state, index) or gpu["gis"]:
+            raise NVMLError(NVML_ERROR_IN_USE)
+        gpu["mig"] = mode
+    return NVML_SUCCESS
+
+
+@_api
+def nvmlDeviceGetMaxMigDeviceCount(device):
+    _, gpu, _ = _parent(device)
+    facts = _facts(gpu)
+    return facts.compute_slices if facts.mig_capable else 0
+
+
+@_api
+def nvmlDeviceIsMigDeviceHandle(device):
+    return c_uint(0 if _resolve(device)[3] is None else 1)
+
+
+def _mig_devices(gpu: Dict[str, Any]) -> List[Tuple[int, int]]:
+    return [(gi["id"], ci["id"]) for gi in sorted(gpu["gis"], key=lambda g: g["id"])
+            for ci in sorted(gi["cis"], key=lambda c: c["id"])]
+
+
+@_api
+def nvmlDeviceGetMigDeviceHandleByIndex(device, index):
+    _, gpu, gpu_index = _mig_parent(device)
+    if not 0 <= index < _facts(gpu).compute_slices:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    devices = _mig_devices(gpu)
+    if index >= len(devices):
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+    return _device_handle(gpu_index, *devices[index])
+
+
+@_api
+def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice):
+    _, _, index, mig = _resolve(migDevice)
+    if mig is None:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return _device_handle(index)
+
+
+@_api
+def nvmlDeviceGetGpuInstanceId(device):
+    mig = _resolve(device)[3]
+    if mig is None:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return mig["gi"]["id"]
+
+
+@_api
+def nvmlDeviceGetComputeInstanceId(device):
+    mig = _resolve(device)[3]
+    if mig is None:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return mig["ci"]["id"]
+
+
+# --- GPU instances ------------------------------------------------------------------------------
+
+
+def _fill_profile_info(info, gpu: Dict[str, Any], p: _models.ProfileFacts) -> None:
+    facts = _facts(gpu)
+    share = p.compute_slices / facts.compute_slices
+    info.id = p.profile_id
+    info.isP2pSupported = 0
+    info.sliceCount = p.compute_slices
+    info.instanceCount = p.max_instances
+    info.multiprocessorCount = int(facts.sms * share)
+    info.copyEngineCount = max(1, p.size)
+    info.decoderCount = int(p.key.endswith("+me")) or p.compute_slices // 2
+    info.encoderCount = 0
+    info.jpegCount = int(p.key.endswith("+me")) or p.compute_slices // 4
+    info.ofaCount = int(p.key.endswith("+me"))
+    info.memorySizeMB = facts.profile_memory_mib(p)
+
+
+@_api
+def nvmlDeviceGetGpuInstanceProfileInfo(device, profile, version=2):
+    _, gpu, _ = _mig_parent(device)
+    p = _profile_facts_by_const(gpu, profile)
+    if version == 2:
+        info = c_nvmlGpuInstanceProfileInfo_v2_t()
+        info.name = ("MIG " + _facts(gpu).profile_name(p.key)).encode()
+    elif version == 1:
+        info = c_nvmlGpuInstanceProfileInfo_t()
+    else:
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+    _fill_profile_info(info, gpu, p)
+    return info
+
+
+@_api
+def nvmlDeviceGetGpuInstancePossiblePlacements(device, profileId, placementsRef, countRef):
+    _, gpu, _ = _mig_parent(device)
+    p = _profile_facts_by_id(gpu, profileId)
+
+    def assign(i, start):
+        placementsRef[i].start = start
+        placementsRef[i].size = p.size
+
+    return _fill_array(placementsRef, countRef, list(p.starts), assign)
+
+
+def _placement_refusal(gpu: Dict[str, Any], p: _models.ProfileFacts, start: int) -> Optional[int]:
+    """The NVML error creating profile ``p`` at ``start`` meets on this GPU, or None if it fits."""
+    facts = _facts(gpu)
+    if start not in p.starts:
+        return NVML_ERROR_INVALID_ARGUMENT
+    want = set(range(start, start + p.size))
+    used_compute = 0
+    same = 0
+    for gi in gpu["gis"]:
+        q = _gi_facts(gpu, gi)
+        used_compute += q.compute_slices
+        same += q.profile_id == p.profile_id
+        if want & set(range(gi["start"], gi["start"] + q.size)):
+            return NVML_ERROR_INSUFFICIENT_RESOURCES
+    if same >= p.max_instances or used_compute + p.compute_slices > facts.compute_slices:
+        return NVML_ERROR_INSUFFICIENT_RESOURCES
+    return None
+
+
+@_api
+def nvmlDeviceCreateGpuInstanceWithPlacement(device, profileId, placement):
+    _, gpu, index = _mig_parent(device)
+    p = _profile_facts_by_id(gpu, profileId)
+    place = _deref(placement)
+    if place.size != p.size:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    with _transaction() as state:
+        gpu = state["gpus"][index]
+        refusal = _placement_refusal(gpu, p, place.start)
+        if refusal is not None:
+            raise NVMLError(refusal)
+        gi_id = _free_ids([g["id"] for g in gpu["gis"]], 1)
+        gpu["gis"].append({"id": gi_id, "profile_id": p.profile_id, "start": place.start,
+                           "cis": []})
+    return _gi_handle(index, gi_id)
+
+
+@_api
+def nvmlDeviceGetGpuInstances(device, profileId, gpuInstancesRef, countRef):
+    _, gpu, index = _mig_parent(device)
+    _profile_facts_by_id(gpu, profileId)
+    ids = sorted(g["id"] for g in gpu["gis"] if g["profile_id"] == profileId)
+
+    def assign(i, gi_id):
+        gpuInstancesRef[i] = _gi_handle(index, gi_id)
+
+    return _fill_array(gpuInstancesRef, countRef, ids, assign)
+
+
+@_api
+def nvmlDeviceGetGpuInstanceById(device, gpuInstanceId):
+    _, gpu, index = _mig_parent(device)
+    for gi in gpu["gis"]:
+        if gi["id"] == gpuInstanceId:
+            return _gi_handle(index, gpuInstanceId)
+    raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+
+def _resolve_gi(gpuInstance) -> Tuple[Dict[str, Any], Dict[str, Any], int, Dict[str, Any]]:
+    if not gpuInstance:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    h = gpuInstance.contents
+    state = _host()
+    gpu = _gpu_of(state, h.sim_gpu)
+    return state, gpu, h.sim_gpu, _gi_of(gpu, h.sim_gi)
+
+
+@_api
+def nvmlGpuInstanceGetInfo(gpuInstance):
+    _, gpu, index, gi = _resolve_gi(gpuInstance)
+    info = c_nvmlGpuInstanceInfo_t()
+    info.device = _device_handle(index)
+    info.id = gi["id"]
+    info.profileId = gi["profile_id"]
+    info.placement.start = gi["start"]
+    info.placement.size = _gi_facts(gpu, gi).size
+    return info
+
+
+@_api
+def nvmlGpuInstanceDestroy(gpuInstance):
+    _, _, index, gi = _resolve_gi(gpuInstance)
+    with _transaction() as state:
+        gpu = state["gpus"][index]
+        gi = _gi_of(gpu, gi["id"])
+        if gi["cis"] or _procs_on(state, index, gi["id"]):
+            raise NVMLError(NVML_ERROR_IN_USE)
+        gpu["gis"] = [g for g in gpu["gis"] if g["id"] != gi["id"]]
+    return NVML_SUCCESS
+
+
+# --- compute instances --------------------------------------------------------------------------
+
+
+def _ci_slices(gpu: Dict[str, Any], gi: Dict[str, Any], profile: int) -> int:
+    slices = _CI_PROFILE_SLICES.get(profile)
+    if slices is None:
+        if 0 <= profile < NVML_COMPUTE_INSTANCE_PROFILE_COUNT:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    gi_slices = _gi_facts(gpu, gi).compute_slices
+    if slices > gi_slices or (slices == 3 and gi_slices == 4):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return slices
+
+
+@_api
+def nvmlGpuInstanceGetComputeInstanceProfileInfo(device, profile, engProfile, version=2):
+    _, gpu, _, gi = _resolve_gi(device)
+    if engProfile != NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    slices = _ci_slices(gpu, gi, profile)
+    gi_facts = _gi_facts(gpu, gi)
+    if version == 2:
+        info = c_nvmlComputeInstanceProfileInfo_v2_t()
+        name = _facts(gpu).profile_name(gi_facts.key)
+        info.name = (("MIG %dc.%s" % (slices, name)) if slices < gi_facts.compute_slices
+                     else "MIG " + name).encode()
+    elif version == 1:
+        info = c_nvmlComputeInstanceProfileInfo_t()
+    else:
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+    info.id = profile
+    info.sliceCount = slices
+    info.instanceCount = gi_facts.compute_slices // slices
+    info.multiprocessorCount = int(_facts(gpu).sms * slices / _facts(gpu).compute_slices)
+    info.sharedCopyEngineCount = max(1, gi_facts.size)
+    return info
+
+
+@_api
+def nvmlGpuInstanceCreateComputeInstance(gpuInstance, profileId):
+    _, gpu, index, gi = _resolve_gi(gpuInstance)
+    slices = _ci_slices(gpu, gi, profileId)
+    with _transaction() as state:
+        gi = _gi_of(state["gpus"][index], gi["id"])
+        used = sum(_CI_PROFILE_SLICES[c["profile_id"]] for c in gi["cis"])
+        if used + slices > _gi_facts(gpu, gi).compute_slices:
+            raise NVMLError(NVML_ERROR_INSUFFICIENT_RESOURCES)
+        ci_id = _free_ids([c["id"] for c in gi["cis"]], 0)
+        gi["cis"].append({"id": ci_id, "profile_id": profileId, "start": used,
+                          "uuid": "MIG-%s" % uuidlib.uuid4()})
+    return _ci_handle(index, gi["id"], ci_id)
+
+
+@_api
+def nvmlGpuInstanceGetComputeInstances(gpuInstance, profileId, computeInstancesRef, countRef):
+    _, gpu, index, gi = _resolve_gi(gpuInstance)
+    _ci_slices(gpu, gi, profileId)
+    ids = sorted(c["id"] for c in gi["cis"] if c["profile_id"] == profileId)
+
+    def assign(i, ci_id):
+        computeInstancesRef[i] = _ci_handle(index, gi["id"], ci_id)
+
+    return _fill_array(computeInstancesRef, countRef, ids, assign)
+
+
+def _resolve_ci(computeInstance):
+    if not computeInstance:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    h = computeInstance.contents
+    state = _host()
+    gpu = _gpu_of(state, h.sim_gpu)
+    gi = _gi_of(gpu, h.sim_gi)
+    return state, gpu, h.sim_gpu, gi, _ci_of(gi, h.sim_ci)
+
+
+@_api
+def nvmlComputeInstanceGetInfo(computeInstance):
+    _, _, index, gi, ci = _resolve_ci(computeInstance)
+    info = c_nvmlComputeInstanceInfo_t()
+    info.device = _device_handle(index)
+    info.gpuInstance = _gi_handle(index, gi["id"])
+    info.id = ci["id"]
+    info.profileId = ci["profile_id"]
+    info.placement.start = ci["start"]
+    info.placement.size = _CI_PROFILE_SLICES[ci["profile_id"]]
+    return info
+
+
+@_api
+def nvmlComputeInstanceDestroy(computeInstance):
+    _, _, index, gi, ci = _resolve_ci(computeInstance)
+    with _transaction() as state:
+        gi = _gi_of(state["gpus"][index], gi["id"])
+        if _procs_on(state, index, gi["id"], ci["id"]):
+            raise NVMLError(NVML_ERROR_IN_USE)
+        gi["cis"] = [c for c in gi["cis"] if c["id"] != ci["id"]]
+    return NVML_SUCCESS

@@ -1,0 +1,1 @@
+"""MIG layouts as data, the pure planner, and the all-or-nothing executor."""

@@ -1,0 +1,114 @@
+"""MIG geometry and layouts as plain data, shared by the planner, the agent and the fleet side.
+
+A GPU's geometry is what NVML says is possible (profiles, placement starts, counts, the compute
+budget); a layout is what exists now. Both are immutable so a plan can name the exact layout it
+was made against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One GPU-instance profile: where it may start, how much it takes, how many may exist."""
+
+    name: str  # e.g. "3g.40gb"
+    profile_id: int  # the id NVML uses for placements and creation
+    compute_slices: int
+    size: int  # memory slices occupied, starting at a placement start
+    starts: Tuple[int, ...]
+    max_instances: int
+    memory_mib: int = 0
+
+    def slots(self, start: int) -> range:
+        return range(start, start + self.size)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The MIG rules of one GPU model."""
+
+    model: str
+    memory_slices: int
+    compute_slices: int
+    profiles: Tuple[Profile, ...]
+
+    def profile(self, name: str) -> Optional[Profile]:
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        return None
+
+    def profile_by_id(self, profile_id: int) -> Optional[Profile]:
+        for p in self.profiles:
+            if p.profile_id == profile_id:
+                return p
+        return None
+
+    def by_size(self) -> Tuple[Profile, ...]:
+        """Profiles largest first: the order in which keeping room matters most."""
+        return tuple(sorted(self.profiles, key=lambda p: (-p.size, -p.compute_slices, p.profile_id)))
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A GPU instance as it exists on a GPU (with its compute instance, when it has one)."""
+
+    gi_id: int
+    profile: str
+    start: int
+    size: int
+    compute_slices: int
+    uuid: Optional[str] = None  # "MIG-..." once it has a compute instance
+    busy: bool = False
+    pids: Tuple[int, ...] = ()
+
+    def slots(self) -> range:
+        return range(self.start, self.start + self.size)
+
+    def label(self) -> str:
+        ident = self.uuid or "gi %d" % self.gi_id
+        return "%s at slot %d (%s)" % (self.profile, self.start, ident)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The instances on one MIG GPU, with the geometry that rules them."""
+
+    geometry: Geometry
+    instances: Tuple[Instance, ...] = ()
+
+    @property
+    def version(self) -> str:
+        """A short digest of what is placed where: equal versions mean the same layout.
+
+        Derived, never stored, so it stays right across agent restarts and changes made by
+        other tools (nvidia-smi) alike. Busy-ness is not part of it: a plan re-checks that at apply.
+        """
+        parts = sorted("%s@%d:%d" % (i.profile, i.start, i.gi_id) for i in self.instances)
+        return hashlib.sha1(";".join(parts).encode()).hexdigest()[:12]
+
+    def used_slots(self) -> set:
+        used = set()
+        for inst in self.instances:
+            used.update(inst.slots())
+        return used
+
+    def compute_used(self) -> int:
+        return sum(i.compute_slices for i in self.instances)
+
+    def count(self, profile_name: str) -> int:
+        return sum(1 for i in self.instances if i.profile == profile_name)
+
+    def without(self, gone: Tuple[Instance, ...]) -> "Layout":
+        ids = {i.gi_id for i in gone}
+        return Layout(self.geometry, tuple(i for i in self.instances if i.gi_id not in ids))
+
+    def with_instance(self, profile: Profile, start: int) -> "Layout":
+        placed = Instance(gi_id=-1, profile=profile.name, start=start, size=profile.size,
+                          compute_slices=profile.compute_slices)
+        return Layout(self.geometry, self.instances + (placed,))
