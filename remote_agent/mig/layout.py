@@ -66,6 +66,7 @@ class Instance:
     uuid: Optional[str] = None  # "MIG-..." once it has a compute instance
     busy: bool = False
     pids: Tuple[int, ...] = ()
+    memory_mib: int = 0
 
     def slots(self) -> range:
         return range(self.start, self.start + self.size)

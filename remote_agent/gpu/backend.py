@@ -1,0 +1,360 @@
+"""The agent's view of a host's GPUs, read and changed through the ``pynvml`` module interface.
+
+The backend is handed a module — nvidia-ml-py's ``pynvml`` on a real host, the fake in
+``fake_pynvml`` under simulation — and never asks which: it uses only names both provide, and the
+MIG geometry it plans with is read from NVML itself, so the planner follows the real driver's rules.
+"""
+
+from __future__ import annotations
+
+from ctypes import byref, c_uint
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
+
+MIB = 1024 * 1024
+NOT_AVAILABLE_UINT = 0xFFFFFFFF
+
+# GPU-instance profiles the backend asks about, by pynvml constant name; a module or driver
+# lacking one simply does not offer it.
+GI_PROFILE_CONSTANTS = (
+    "NVML_GPU_INSTANCE_PROFILE_1_SLICE", "NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1",
+    "NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2", "NVML_GPU_INSTANCE_PROFILE_2_SLICE",
+    "NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1", "NVML_GPU_INSTANCE_PROFILE_3_SLICE",
+    "NVML_GPU_INSTANCE_PROFILE_4_SLICE", "NVML_GPU_INSTANCE_PROFILE_6_SLICE",
+    "NVML_GPU_INSTANCE_PROFILE_7_SLICE", "NVML_GPU_INSTANCE_PROFILE_8_SLICE",
+)
+# The compute-instance profile that spans a whole GPU instance of n compute slices.
+CI_PROFILE_FOR_SLICES = {
+    1: "NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE", 2: "NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE",
+    3: "NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE", 4: "NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE",
+    6: "NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE", 7: "NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE",
+    8: "NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE",
+}
+
+
+class NvmlCallError(Exception):
+    """An NVML call failed; names the call and the NVML error so a person can act on it."""
+
+    def __init__(self, function: str, code: int, code_name: str, text: str):
+        super().__init__("%s failed: %s (%s)" % (function, text, code_name))
+        self.function = function
+        self.code = code
+        self.code_name = code_name
+        self.text = text
+        self.rollback_error: Optional[NvmlCallError] = None  # set when undoing it failed too
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    uuid: str
+    name: str
+    memory_mib: int
+    mig_capable: bool
+    mig_mode: bool
+    mig_pending: bool  # the mode after the next GPU reset; differs from mig_mode until then
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    used_mib: Optional[int]
+    gi_id: Optional[int] = None
+    ci_id: Optional[int] = None
+    instance_uuid: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    gi_id: int
+    ci_id: int
+    uuid: str
+    handle: Any = field(compare=False, repr=False)
+
+
+class GpuBackend:
+    """GPU inventory and MIG changes over a ``pynvml``-compatible module."""
+
+    def __init__(self, nv: ModuleType):
+        self.nv = nv
+        self._error_names = {getattr(nv, n): n for n in dir(nv) if n.startswith("NVML_ERROR_")}
+        self._geometry: Dict[Tuple[int, str], Geometry] = {}
+
+    # -- plumbing --
+
+    def call(self, function: str, *args: Any) -> Any:
+        try:
+            return getattr(self.nv, function)(*args)
+        except self.nv.NVMLError as err:
+            code = getattr(err, "value", -1)
+            raise NvmlCallError(function, code, self._error_names.get(code, "NVML_ERROR_%s" % code),
+                                str(err)) from err
+
+    def is_error(self, err: NvmlCallError, *names: str) -> bool:
+        return err.code_name in names
+
+    def open(self) -> None:
+        self.call("nvmlInit")
+
+    def close(self) -> None:
+        self.call("nvmlShutdown")
+
+    def driver_version(self) -> str:
+        return _text(self.call("nvmlSystemGetDriverVersion"))
+
+    def _handle(self, index: int) -> Any:
+        return self.call("nvmlDeviceGetHandleByIndex", index)
+
+    # -- inventory --
+
+    def count(self) -> int:
+        return self.call("nvmlDeviceGetCount")
+
+    def gpu(self, index: int) -> GpuInfo:
+        h = self._handle(index)
+        mem = self.call("nvmlDeviceGetMemoryInfo", h)
+        try:
+            current, pending = self.call("nvmlDeviceGetMigMode", h)
+            capable = True
+        except NvmlCallError as err:
+            if not self.is_error(err, "NVML_ERROR_NOT_SUPPORTED"):
+                raise
+            capable, current, pending = False, 0, 0
+        return GpuInfo(index=index, uuid=_text(self.call("nvmlDeviceGetUUID", h)),
+                       name=_text(self.call("nvmlDeviceGetName", h)),
+                       memory_mib=int(mem.total // MIB), mig_capable=capable,
+                       mig_mode=bool(current), mig_pending=bool(pending))
+
+    def gpus(self) -> List[GpuInfo]:
+        return [self.gpu(i) for i in range(self.count())]
+
+    def resolve(self, ref: Union[int, str]) -> int:
+        """A GPU named by index or by its GPU uuid -> its index."""
+        if isinstance(ref, int):
+            if not 0 <= ref < self.count():
+                raise LookupError("no GPU %d on this host (it has %d)" % (ref, self.count()))
+            return ref
+        for i in range(self.count()):
+            if _text(self.call("nvmlDeviceGetUUID", self._handle(i))) == ref:
+                return i
+        raise LookupError("no GPU with uuid %s on this host" % ref)
+
+    def geometry(self, index: int) -> Geometry:
+        """The MIG rules of this GPU as NVML states them (profiles, placements, counts)."""
+        h = self._handle(index)
+        name = _text(self.call("nvmlDeviceGetName", h))
+        key = (index, name)
+        if key in self._geometry:
+            return self._geometry[key]
+        profiles: List[Profile] = []
+        for const_name in GI_PROFILE_CONSTANTS:
+            const = getattr(self.nv, const_name, None)
+            if const is None:
+                continue
+            try:
+                info = self.call("nvmlDeviceGetGpuInstanceProfileInfo", h, const)
+            except NvmlCallError as err:
+                if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_INVALID_ARGUMENT"):
+                    continue
+                raise
+            starts, size = self._placements(h, info.id, info.instanceCount)
+            profiles.append(Profile(
+                name=_text(info.name).replace("MIG ", "", 1), profile_id=int(info.id),
+                compute_slices=int(info.sliceCount), size=size, starts=starts,
+                max_instances=int(info.instanceCount), memory_mib=int(info.memorySizeMB)))
+        if not profiles:
+            raise LookupError("GPU %d (%s) reports no MIG profiles: is MIG mode on?" % (index, name))
+        geo = Geometry(model=name,
+                       memory_slices=max(max(p.starts) + p.size for p in profiles),
+                       compute_slices=max(p.compute_slices for p in profiles),
+                       profiles=tuple(profiles))
+        self._geometry[key] = geo
+        return geo
+
+    def _placements(self, h: Any, profile_id: int, capacity: int) -> Tuple[Tuple[int, ...], int]:
+        count = c_uint(0)
+        self.call("nvmlDeviceGetGpuInstancePossiblePlacements", h, profile_id, None, byref(count))
+        array = (self.nv.c_nvmlGpuInstancePlacement_t * max(count.value, capacity, 1))()
+        count.value = len(array)
+        self.call("nvmlDeviceGetGpuInstancePossiblePlacements", h, profile_id, array, byref(count))
+        placed = [array[i] for i in range(count.value)]
+        return tuple(sorted(int(p.start) for p in placed)), int(placed[0].size) if placed else 0
+
+    def mig_devices(self, index: int) -> List[MigDevice]:
+        h = self._handle(index)
+        out = []
+        for i in range(self.call("nvmlDeviceGetMaxMigDeviceCount", h)):
+            try:
+                mh = self.call("nvmlDeviceGetMigDeviceHandleByIndex", h, i)
+            except NvmlCallError as err:
+                if self.is_error(err, "NVML_ERROR_NOT_FOUND"):
+                    continue
+                raise
+            out.append(MigDevice(gi_id=self.call("nvmlDeviceGetGpuInstanceId", mh),
+                                 ci_id=self.call("nvmlDeviceGetComputeInstanceId", mh),
+                                 uuid=_text(self.call("nvmlDeviceGetUUID", mh)), handle=mh))
+        return out
+
+    def _gpu_instances(self, index: int, geo: Geometry) -> List[Tuple[Any, Any]]:
+        """(handle, info) of every GPU instance, asked profile by profile as NVML wants."""
+        h = self._handle(index)
+        found = []
+        for p in geo.profiles:
+            array = (self.nv.c_nvmlGpuInstance_t * max(p.max_instances, 1))()
+            count = c_uint(len(array))
+            self.call("nvmlDeviceGetGpuInstances", h, p.profile_id, array, byref(count))
+            for i in range(count.value):
+                found.append((array[i], self.call("nvmlGpuInstanceGetInfo", array[i])))
+        return found
+
+    def layout(self, index: int) -> Layout:
+        """What is placed on a MIG GPU now, with each instance's processes.
+
+        An instance whose processes cannot be read counts as busy: the planner must never
+        destroy what might be in use."""
+        geo = self.geometry(index)
+        devices: Dict[int, List[MigDevice]] = {}
+        for d in self.mig_devices(index):
+            devices.setdefault(d.gi_id, []).append(d)
+        instances = []
+        for _, info in self._gpu_instances(index, geo):
+            prof = geo.profile_by_id(info.profileId)
+            gi_id = int(info.id)
+            pids: List[int] = []
+            busy = False
+            for d in devices.get(gi_id, []):
+                try:
+                    pids.extend(p.pid for p in self.call("nvmlDeviceGetComputeRunningProcesses",
+                                                         d.handle))
+                except NvmlCallError:
+                    busy = True
+            mine = sorted(devices.get(gi_id, []), key=lambda d: d.ci_id)
+            instances.append(Instance(
+                gi_id=gi_id, profile=prof.name if prof else "profile-%d" % info.profileId,
+                start=int(info.placement.start), size=int(info.placement.size),
+                compute_slices=prof.compute_slices if prof else 0,
+                # an instance of a profile this GPU does not list was made by someone else's
+                # tooling: never ours to destroy
+                uuid=mine[0].uuid if mine else None, busy=busy or bool(pids) or prof is None,
+                pids=tuple(sorted(pids)), memory_mib=prof.memory_mib if prof else 0))
+        instances.sort(key=lambda i: (i.start, i.gi_id))
+        return Layout(geo, tuple(instances))
+
+    # -- live state --
+
+    def processes(self, index: int) -> List[GpuProcess]:
+        info = self.gpu(index)
+        if not info.mig_mode:
+            return [GpuProcess(pid=p.pid, used_mib=_mib(p.usedGpuMemory))
+                    for p in self.call("nvmlDeviceGetComputeRunningProcesses", self._handle(index))]
+        out = []
+        for d in self.mig_devices(index):
+            for p in self.call("nvmlDeviceGetComputeRunningProcesses", d.handle):
+                out.append(GpuProcess(pid=p.pid, used_mib=_mib(p.usedGpuMemory), gi_id=d.gi_id,
+                                      ci_id=d.ci_id, instance_uuid=d.uuid))
+        return out
+
+    def memory_used_mib(self, index: int) -> int:
+        return int(self.call("nvmlDeviceGetMemoryInfo", self._handle(index)).used // MIB)
+
+    def instance_memory_mib(self, device: MigDevice) -> Tuple[int, int]:
+        mem = self.call("nvmlDeviceGetMemoryInfo", device.handle)
+        return int(mem.used // MIB), int(mem.total // MIB)
+
+    def utilization(self, index: int) -> Optional[int]:
+        """GPU utilisation in percent, or None where NVML does not report it (MIG)."""
+        try:
+            return int(self.call("nvmlDeviceGetUtilizationRates", self._handle(index)).gpu)
+        except NvmlCallError as err:
+            if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED"):
+                return None
+            raise
+
+    # -- changes --
+
+    def create_instance(self, index: int, profile: Profile, start: int) -> Instance:
+        """Create a GPU instance at ``start`` and its full-size compute instance, or nothing."""
+        h = self._handle(index)
+        placement = self.nv.c_nvmlGpuInstancePlacement_t()
+        placement.start = start
+        placement.size = profile.size
+        gi = self.call("nvmlDeviceCreateGpuInstanceWithPlacement", h, profile.profile_id,
+                       byref(placement))
+        try:
+            ci_profile = getattr(self.nv, CI_PROFILE_FOR_SLICES[profile.compute_slices])
+            ci_info = self.call("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi, ci_profile,
+                                self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_info.id)
+        except NvmlCallError as err:
+            _undo(err, lambda: self.call("nvmlGpuInstanceDestroy", gi))
+            raise
+        gi_id = int(self.call("nvmlGpuInstanceGetInfo", gi).id)
+        uuid = next((d.uuid for d in self.mig_devices(index) if d.gi_id == gi_id), None)
+        return Instance(gi_id=gi_id, profile=profile.name, start=start, size=profile.size,
+                        compute_slices=profile.compute_slices, uuid=uuid,
+                        memory_mib=profile.memory_mib)
+
+    def destroy_instance(self, index: int, gi_id: int) -> None:
+        """Destroy a GPU instance and its compute instances, or leave it as it was."""
+        gi = self.call("nvmlDeviceGetGpuInstanceById", self._handle(index), gi_id)
+        destroyed: List[int] = []  # compute-instance profile ids, to recreate on failure
+
+        def recreate() -> None:
+            for ci_profile_id in destroyed:
+                self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_profile_id)
+
+        try:
+            for ci, ci_profile_id in self._compute_instances(gi):
+                self.call("nvmlComputeInstanceDestroy", ci)
+                destroyed.append(ci_profile_id)
+            self.call("nvmlGpuInstanceDestroy", gi)
+        except NvmlCallError as err:
+            _undo(err, recreate)
+            raise
+
+    def _compute_instances(self, gi: Any) -> List[Tuple[Any, int]]:
+        out = []
+        for slices in sorted(CI_PROFILE_FOR_SLICES):
+            const = getattr(self.nv, CI_PROFILE_FOR_SLICES[slices], None)
+            if const is None:
+                continue
+            try:
+                info = self.call("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi, const,
+                                 self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            except NvmlCallError as err:
+                if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_INVALID_ARGUMENT"):
+                    continue
+                raise
+            array = (self.nv.c_nvmlComputeInstance_t * max(info.instanceCount, 1))()
+            count = c_uint(len(array))
+            self.call("nvmlGpuInstanceGetComputeInstances", gi, info.id, array, byref(count))
+            out.extend((array[i], int(info.id)) for i in range(count.value))
+        return out
+
+    def set_mig_mode(self, index: int, enabled: bool) -> Tuple[bool, bool]:
+        """Ask for MIG mode on or off; returns (current, pending) as NVML reports them after."""
+        h = self._handle(index)
+        mode = self.nv.NVML_DEVICE_MIG_ENABLE if enabled else self.nv.NVML_DEVICE_MIG_DISABLE
+        self.call("nvmlDeviceSetMigMode", h, mode)
+        current, pending = self.call("nvmlDeviceGetMigMode", h)
+        self._geometry = {k: v for k, v in self._geometry.items() if k[0] != index}
+        return bool(current), bool(pending)
+
+
+def _undo(cause: NvmlCallError, step: Callable[[], Any]) -> None:
+    """Run an undo step; if it fails too, say so on the original error rather than hide either."""
+    try:
+        step()
+    except NvmlCallError as undo_err:
+        cause.rollback_error = undo_err
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _mib(used_bytes: Optional[int]) -> Optional[int]:
+    return None if used_bytes is None else int(used_bytes // MIB)
