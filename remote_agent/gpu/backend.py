@@ -281,18 +281,26 @@ class GpuBackend:
         placement = self.nv.c_nvmlGpuInstancePlacement_t()
         placement.start = start
         placement.size = profile.size
-        gi = self.call("nvmlDeviceCreateGpuInstanceWithPlacement", h, profile.profile_id,
-                       byref(placement))
+        made: List[Tuple[str, Any]] = []  # how to take back each thing created, oldest first
+
+        def take_back() -> None:
+            for destroy, handle in reversed(made):
+                self.call(destroy, handle)
+
         try:
+            gi = self.call("nvmlDeviceCreateGpuInstanceWithPlacement", h, profile.profile_id,
+                           byref(placement))
+            made.append(("nvmlGpuInstanceDestroy", gi))
             ci_profile = getattr(self.nv, CI_PROFILE_FOR_SLICES[profile.compute_slices])
             ci_info = self.call("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi, ci_profile,
                                 self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
-            self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_info.id)
+            made.append(("nvmlComputeInstanceDestroy",
+                         self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_info.id)))
+            gi_id = int(self.call("nvmlGpuInstanceGetInfo", gi).id)
+            uuid = next((d.uuid for d in self.mig_devices(index) if d.gi_id == gi_id), None)
         except NvmlCallError as err:
-            _undo(err, lambda: self.call("nvmlGpuInstanceDestroy", gi))
+            _undo(err, take_back)
             raise
-        gi_id = int(self.call("nvmlGpuInstanceGetInfo", gi).id)
-        uuid = next((d.uuid for d in self.mig_devices(index) if d.gi_id == gi_id), None)
         return Instance(gi_id=gi_id, profile=profile.name, start=start, size=profile.size,
                         compute_slices=profile.compute_slices, uuid=uuid,
                         memory_mib=profile.memory_mib)

@@ -161,7 +161,7 @@ class NVMLError(Exception):
             self.value, _LIBRARY_ERROR_STRINGS.get(self.value, "NVML Error with code %d" % self.value))
 
     def __eq__(self, other):
-        return self.value == other.value
+        return isinstance(other, NVMLError) and self.value == other.value
 
     def __hash__(self):
         return hash(self.value)

@@ -1,0 +1,180 @@
+"""The fake NVML enforces the real MIG rules, keeps state like a GPU does, and fails on demand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from ctypes import byref, c_uint
+
+import pytest
+
+from remote_agent.gpu import fake_pynvml as nv
+
+
+@pytest.fixture
+def gpu():
+    nv.sim_open(None, "1xA100-80GB:mig,1xL4")
+    nv.nvmlInit()
+    yield nv.nvmlDeviceGetHandleByIndex(0)
+    nv.sim_open(None, "1xL4")
+
+
+def profile_id(handle, const):
+    return nv.nvmlDeviceGetGpuInstanceProfileInfo(handle, const).id
+
+
+def create(handle, const, start):
+    info = nv.nvmlDeviceGetGpuInstanceProfileInfo(handle, const)
+    possible = (nv.c_nvmlGpuInstancePlacement_t * 8)()
+    nv.nvmlDeviceGetGpuInstancePossiblePlacements(handle, info.id, possible, byref(c_uint(8)))
+    placement = nv.c_nvmlGpuInstancePlacement_t()
+    placement.start, placement.size = start, possible[0].size
+    return nv.nvmlDeviceCreateGpuInstanceWithPlacement(handle, info.id, byref(placement))
+
+
+def with_ci(gi, slices_const):
+    info = nv.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        gi, slices_const, nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+    return nv.nvmlGpuInstanceCreateComputeInstance(gi, info.id)
+
+
+def test_calls_before_init_are_uninitialized():
+    nv.sim_open(None, "1xL4")
+    with pytest.raises(nv.NVMLError_Uninitialized):
+        nv.nvmlDeviceGetCount()
+
+
+def test_possible_placements_follow_the_caller_allocated_array_convention(gpu):
+    pid = profile_id(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
+    count = c_uint(0)
+    nv.nvmlDeviceGetGpuInstancePossiblePlacements(gpu, pid, None, byref(count))
+    assert count.value == 7
+    short = (nv.c_nvmlGpuInstancePlacement_t * 3)()
+    count = c_uint(3)
+    with pytest.raises(nv.NVMLError_InsufficientSize):
+        nv.nvmlDeviceGetGpuInstancePossiblePlacements(gpu, pid, short, byref(count))
+    assert count.value == 7
+    full = (nv.c_nvmlGpuInstancePlacement_t * 7)()
+    nv.nvmlDeviceGetGpuInstancePossiblePlacements(gpu, pid, full, byref(count))
+    assert [(p.start, p.size) for p in full] == [(s, 1) for s in range(7)]
+
+
+def test_profile_info_matches_the_geometry(gpu):
+    info = nv.nvmlDeviceGetGpuInstanceProfileInfo(gpu, nv.NVML_GPU_INSTANCE_PROFILE_3_SLICE)
+    assert (info.id, info.sliceCount, info.instanceCount, info.name) == (9, 3, 2, b"MIG 3g.40gb")
+    with pytest.raises(nv.NVMLError_NotSupported):  # A100 has no 2-slice+me profile
+        nv.nvmlDeviceGetGpuInstanceProfileInfo(gpu, nv.NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1)
+    with pytest.raises(nv.NVMLError_InvalidArgument):
+        nv.nvmlDeviceGetGpuInstanceProfileInfo(gpu, nv.NVML_GPU_INSTANCE_PROFILE_COUNT)
+    with pytest.raises(nv.NVMLError_NotSupported):
+        nv.nvmlDeviceGetGpuInstanceProfileInfo(nv.nvmlDeviceGetHandleByIndex(1),
+                                               nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
+
+
+def test_overlap_is_insufficient_resources_and_a_bad_start_is_invalid(gpu):
+    create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_3_SLICE, 4)
+    with pytest.raises(nv.NVMLError_InsufficientResources):
+        create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE, 5)
+    with pytest.raises(nv.NVMLError_InvalidArgument):
+        create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_3_SLICE, 2)
+    with pytest.raises(nv.NVMLError_InvalidArgument):  # 1-slice profiles never start at 7
+        create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE, 7)
+
+
+def test_instance_counts_and_the_compute_budget_are_enforced(gpu):
+    create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, 0)  # 1g.10gb+me: one per GPU
+    with pytest.raises(nv.NVMLError_InsufficientResources):
+        create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1, 1)
+    nv.sim_open(None, "1xA100-80GB:mig")
+    nv.nvmlInit()
+    gpu = nv.nvmlDeviceGetHandleByIndex(0)
+    create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_4_SLICE, 0)
+    create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_2_SLICE, 4)
+    create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE, 6)  # 4 + 2 + 1 = all 7 compute slices
+    assert nv.nvmlDeviceGetGpuInstanceProfileInfo(gpu, 0).instanceCount == 7
+
+
+def test_compute_budget_refuses_what_memory_would_allow():
+    nv.sim_open(None, "1xA100-80GB:mig")
+    nv.nvmlInit()
+    gpu = nv.nvmlDeviceGetHandleByIndex(0)
+    for start in (0, 2, 4, 6):  # four 1g.20gb: 4 compute slices, all 8 memory slices
+        create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, start)
+    with pytest.raises(nv.NVMLError_InsufficientResources):
+        create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE, 1)
+
+
+def test_destroy_is_in_use_while_compute_instances_or_processes_remain(gpu):
+    gi = create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_3_SLICE, 0)
+    ci = with_ci(gi, nv.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE)
+    mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0)
+    mig_uuid = nv.nvmlDeviceGetUUID(mig)
+    assert mig_uuid.startswith("MIG-")
+    assert nv.nvmlDeviceGetName(mig) == "NVIDIA A100-SXM4-80GB MIG 3g.40gb"
+    pid = nv.sim_register_process(0, 2048, instance_uuid=mig_uuid)
+    with pytest.raises(nv.NVMLError_InUse):
+        nv.nvmlGpuInstanceDestroy(gi)
+    with pytest.raises(nv.NVMLError_InUse):
+        nv.nvmlComputeInstanceDestroy(ci)
+    procs = nv.nvmlDeviceGetComputeRunningProcesses(mig)
+    assert [(p.pid, p.usedGpuMemory) for p in procs] == [(pid, 2048 * 1024 * 1024)]
+    assert nv.nvmlDeviceGetMemoryInfo(mig).used == 2048 * 1024 * 1024
+    nv.sim_remove_process(pid)
+    nv.nvmlComputeInstanceDestroy(ci)
+    nv.nvmlGpuInstanceDestroy(gi)
+    with pytest.raises(nv.NVMLError_InvalidArgument):  # the handle now points at nothing
+        nv.nvmlGpuInstanceGetInfo(gi)
+    with pytest.raises(nv.NVMLError_NotFound):
+        nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0)
+
+
+def test_utilisation_is_not_supported_under_mig(gpu):
+    with pytest.raises(nv.NVMLError_NotSupported):
+        nv.nvmlDeviceGetUtilizationRates(gpu)
+    l4 = nv.nvmlDeviceGetHandleByIndex(1)
+    nv.sim_register_process(1, 100, util=70)
+    nv.sim_register_process(1, 100, util=70)
+    assert nv.nvmlDeviceGetUtilizationRates(l4).gpu == 100
+
+
+def test_mig_processes_must_name_their_instance(gpu):
+    with pytest.raises(ValueError, match="name the MIG instance"):
+        nv.sim_register_process(0, 100)
+
+
+def test_injected_faults_fire_after_skips_then_stop(gpu):
+    nv.sim_inject_fault("nvmlDeviceGetCount", nv.NVML_ERROR_GPU_IS_LOST, skip=1, count=2)
+    assert nv.nvmlDeviceGetCount() == 2
+    for _ in range(2):
+        with pytest.raises(nv.NVMLError_GpuIsLost):
+            nv.nvmlDeviceGetCount()
+    assert nv.nvmlDeviceGetCount() == 2
+    with pytest.raises(ValueError):
+        nv.sim_inject_fault("notAFunction", nv.NVML_ERROR_UNKNOWN)
+
+
+def test_state_persists_and_is_shared_between_processes(tmp_path):
+    path = str(tmp_path / "gpus.json")
+    nv.sim_open(path, "1xH100:mig")
+    nv.nvmlInit()
+    gi = create(nv.nvmlDeviceGetHandleByIndex(0), nv.NVML_GPU_INSTANCE_PROFILE_2_SLICE, 2)
+    with_ci(gi, nv.NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE)
+    mig_uuid = nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetMigDeviceHandleByIndex(
+        nv.nvmlDeviceGetHandleByIndex(0), 0))
+    # another process (a workload) registers memory use on the instance while it runs
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from remote_agent.gpu import fake_pynvml as nv\n"
+        "nv.sim_open(%r)\n"
+        "import os; nv.sim_register_process(0, 777, instance_uuid=%r, pid=os.getpid())\n"
+        "print('up', flush=True); sys.stdin.readline()\n") % (path, mig_uuid)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdout.readline() == b"up\n"
+    mig = nv.nvmlDeviceGetHandleByUUID(mig_uuid)
+    assert [p.pid for p in nv.nvmlDeviceGetComputeRunningProcesses(mig)] == [child.pid]
+    child.stdin.close()
+    child.wait(timeout=10)
+    assert nv.nvmlDeviceGetComputeRunningProcesses(mig) == []  # a dead process holds nothing
+    nv.sim_open(path)  # a restart: the layout is still there
+    nv.nvmlInit()
+    assert nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByUUID(mig_uuid)) == mig_uuid

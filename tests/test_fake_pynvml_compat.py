@@ -1,0 +1,71 @@
+"""The fake module must be a drop-in for nvidia-ml-py's ``pynvml`` wherever it offers a name:
+same function signatures, same constant values, same error classes, same structure layouts."""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+
+import pytest
+
+pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is a declared dependency")
+
+from remote_agent.gpu import fake_pynvml as fake  # noqa: E402
+
+FUNCTIONS = sorted(n for n in dir(fake) if n.startswith("nvml") and callable(getattr(fake, n)))
+CONSTANTS = sorted(n for n in dir(fake) if n.startswith("NVML_") and not n.startswith(
+    "NVML_VALUE_NOT_AVAILABLE"))
+STRUCTS = sorted(n for n in dir(fake) if n.startswith("c_nvml")
+                 and isinstance(getattr(fake, n), type)
+                 and issubclass(getattr(fake, n), ctypes.Structure))
+ERROR_CLASSES = sorted(n for n in dir(fake) if n.startswith("NVMLError_"))
+
+
+def _params(fn):
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_the_fake_offers_what_the_agent_uses():
+    assert len(FUNCTIONS) >= 35 and len(CONSTANTS) >= 50 and len(ERROR_CLASSES) >= 30
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_exists_in_pynvml_with_the_same_signature(name):
+    assert hasattr(pynvml, name), "pynvml has no %s" % name
+    assert _params(getattr(fake, name)) == _params(getattr(pynvml, name))
+
+
+@pytest.mark.parametrize("name", CONSTANTS)
+def test_constant_has_the_same_value(name):
+    assert getattr(fake, name) == getattr(pynvml, name)
+
+
+def test_not_available_sentinels_match():
+    assert fake.NVML_VALUE_NOT_AVAILABLE_uint.value == pynvml.NVML_VALUE_NOT_AVAILABLE_uint.value
+    assert (fake.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
+            == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value)
+
+
+@pytest.mark.parametrize("name", ERROR_CLASSES)
+def test_error_classes_map_to_the_same_codes(name):
+    real_cls = getattr(pynvml, name)
+    fake_cls = getattr(fake, name)
+    code = next(c for c, cls in pynvml.NVMLError._valClassMapping.items() if cls is real_cls)
+    assert fake.NVMLError._valClassMapping[code] is fake_cls
+    assert isinstance(fake.NVMLError(code), fake_cls)
+    assert fake.NVMLError(code).value == code
+    if code in pynvml.NVMLError._errcode_to_string:
+        assert str(fake.NVMLError(code)) == pynvml.NVMLError._errcode_to_string[code]
+
+
+@pytest.mark.parametrize("name", STRUCTS)
+def test_structure_layout_matches(name):
+    real = getattr(pynvml, name)
+    fields = [f[0] for f in getattr(fake, name)._fields_]
+    assert fields == [f[0] for f in real._fields_]
+    assert ctypes.sizeof(getattr(fake, name)) == ctypes.sizeof(real)
+
+
+def test_versioned_structs_carry_the_same_version_tag():
+    for name in ("c_nvmlGpuInstanceProfileInfo_v2_t", "c_nvmlComputeInstanceProfileInfo_v2_t"):
+        assert getattr(fake, name)().version == getattr(pynvml, name)().version
