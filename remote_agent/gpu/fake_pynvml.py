@@ -864,20 +864,21 @@ def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice):
     return _device_handle(index)
 
 
-@_api
-def nvmlDeviceGetGpuInstanceId(device):
+def _mig_of(device) -> Dict[str, Any]:
     mig = _resolve(device)[3]
     if mig is None:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return mig["gi"]["id"]
+    return mig
+
+
+@_api
+def nvmlDeviceGetGpuInstanceId(device):
+    return _mig_of(device)["gi"]["id"]
 
 
 @_api
 def nvmlDeviceGetComputeInstanceId(device):
-    mig = _resolve(device)[3]
-    if mig is None:
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return mig["ci"]["id"]
+    return _mig_of(device)["ci"]["id"]
 
 
 # --- GPU instances ------------------------------------------------------------------------------
