@@ -11,10 +11,12 @@ import socket
 import threading
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import GpuBackend, GpuInfo, NvmlCallError
+from remote_agent.jobs.caps import CapProbe
 from remote_agent.mig import planner
 from remote_agent.mig.apply import ApplyError, apply_plan
 from remote_agent.mig.layout import Instance, Layout
@@ -42,6 +44,9 @@ class Agent:
         self.backend_kind = backend_kind
         self.sim = sim
         self.mig_lock = threading.Lock()
+        # MIG uuids that jobs hold: busy for planning even before their processes start
+        self.reserved: Callable[[], Set[str]] = set
+        self.cap_probe: Optional[CapProbe] = None  # set by the daemon, which launches jobs
         self.problem: Optional[str] = None
         try:
             self.backend.open()
@@ -73,7 +78,7 @@ class Agent:
 
     # -- helpers --
 
-    def _nvml(self, fn: Callable[[], T]) -> T:
+    def call_nvml(self, fn: Callable[[], T]) -> T:
         """Run backend work, turning NVML failures into protocol errors a person can act on."""
         if self.problem is not None:
             raise RpcError(rpc.BACKEND_UNAVAILABLE, self.problem)
@@ -85,13 +90,22 @@ class Agent:
             raise RpcError(code, str(err), {"function": err.function,
                                             "nvml_error": err.code_name}) from err
 
+    def layout(self, index: int) -> Layout:
+        """The GPU's layout with instances that jobs hold marked busy."""
+        layout = self.backend.layout(index)
+        held = self.reserved()
+        if not held:
+            return layout
+        return Layout(layout.geometry, tuple(
+            replace(i, busy=True) if i.uuid in held else i for i in layout.instances))
+
     def _gpu(self, p: Params) -> GpuInfo:
         ref = p.gpu()
         try:
-            index = self._nvml(lambda: self.backend.resolve(ref))
+            index = self.call_nvml(lambda: self.backend.resolve(ref))
         except LookupError as err:
             raise RpcError(rpc.GPU_NOT_FOUND, str(err), {"gpu": ref}) from err
-        return self._nvml(lambda: self.backend.gpu(index))
+        return self.call_nvml(lambda: self.backend.gpu(index))
 
     def _mig_gpu(self, p: Params) -> Tuple[GpuInfo, Layout]:
         info = self._gpu(p)
@@ -99,7 +113,7 @@ class Agent:
             why = "does not support MIG" if not info.mig_capable else "has MIG mode off"
             raise RpcError(rpc.NOT_MIG, "GPU %d (%s) %s" % (info.index, info.name, why),
                            {"gpu": info.index})
-        return info, self._nvml(lambda: self.backend.layout(info.index))
+        return info, self.call_nvml(lambda: self.layout(info.index))
 
     def _require_mig_privilege(self) -> None:
         reason = self.mig_privilege_problem()
@@ -124,11 +138,9 @@ class Agent:
         gpus: List[Dict[str, Any]] = []
         driver = None
         if not self.problem:
-            driver = self._nvml(self.backend.driver_version)
-            for info in self._nvml(self.backend.gpus):
-                gpus.append({"index": info.index, "uuid": info.uuid, "name": info.name,
-                             "mig_capable": info.mig_capable, "mig_mode": info.mig_mode,
-                             "cap_layers": ["mig"] if info.mig_mode else []})
+            driver = self.call_nvml(self.backend.driver_version)
+            for info in self.call_nvml(self.backend.gpus):
+                gpus.append(self._capabilities(info))
         mig_reason = self.mig_privilege_problem()
         return {
             "protocol": PROTOCOL_VERSION,
@@ -143,6 +155,18 @@ class Agent:
             "methods": sorted(self.methods()),
         }
 
+    def _capabilities(self, info: GpuInfo) -> Dict[str, Any]:
+        record: Dict[str, Any] = {"index": info.index, "uuid": info.uuid, "name": info.name,
+                                  "mig_capable": info.mig_capable, "mig_mode": info.mig_mode}
+        if info.mig_mode:
+            record["cap_layers"] = ["mig"]
+        elif self.cap_probe is not None:
+            record["cap_layers"] = list(self.cap_probe.layers)
+            record["cap_layers_unavailable"] = dict(self.cap_probe.unavailable)
+        else:
+            record["cap_layers"] = []
+        return record
+
     def _gpu_record(self, info: GpuInfo) -> Dict[str, Any]:
         record: Dict[str, Any] = {
             "index": info.index, "uuid": info.uuid, "name": info.name,
@@ -150,17 +174,20 @@ class Agent:
             "mig_mode": info.mig_mode, "mig_pending": info.mig_pending,
         }
         if info.mig_mode:
-            layout = self.backend.layout(info.index)
+            layout = self.layout(info.index)
             record["layout_version"] = layout.version
             record["instances"] = [_instance_record(i) for i in layout.instances]
         return record
 
     def inventory(self, p: Params) -> Dict[str, Any]:
-        return self._nvml(lambda: {
+        return self.call_nvml(lambda: {
             "host": socket.gethostname(),
             "gpus": [self._gpu_record(info) for info in self.backend.gpus()]})
 
     def snapshot(self, p: Params) -> Dict[str, Any]:
+        return self.take_snapshot()
+
+    def take_snapshot(self) -> Dict[str, Any]:
         def take() -> Dict[str, Any]:
             gpus = []
             for info in self.backend.gpus():
@@ -182,12 +209,12 @@ class Agent:
                         inst["memory_mib"] = total
                 gpus.append(record)
             return {"host": socket.gethostname(), "time": time.time(), "gpus": gpus}
-        return self._nvml(take)
+        return self.call_nvml(take)
 
-    def _plan(self, p: Params, layout: Layout, start: Optional[int]) -> planner.Plan:
+    def _plan(self, layout: Layout, profile: str, start: Optional[int],
+              destroy_idle: bool) -> planner.Plan:
         try:
-            return planner.plan(layout, p.text("profile"), start=start,
-                                destroy_idle=p.flag("destroy_idle", False))
+            return planner.plan(layout, profile, start=start, destroy_idle=destroy_idle)
         except planner.PlanError as err:
             data: Dict[str, Any] = {"reason": err.kind, "layout_version": layout.version}
             if err.busy:
@@ -199,9 +226,34 @@ class Agent:
                 message += "; pass destroy_idle: true to allow it"
             raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
+    def _apply(self, index: int, made: planner.Plan) -> Instance:
+        """Carry out a plan (the caller holds the MIG lock)."""
+        try:
+            return self.call_nvml(lambda: apply_plan(self.backend, index, made))
+        except ApplyError as err:
+            raise RpcError(rpc.NVML_FAILED, str(err), {
+                "function": err.cause.function, "nvml_error": err.cause.code_name,
+                "rolled_back": err.rolled_back,
+                "rollback_errors": [str(e) for e in err.rollback_errors]}) from err
+
+    def create_for_job(self, index: int, profile: str, start: int, destroy_idle: bool,
+                       taken: Callable[[str], bool]) -> str:
+        """A MIG instance of ``profile`` at ``start`` for a job being launched: an idle one that
+        is already there and held by no job (so a retried launch never makes a second), or a
+        new one. Returns its MIG uuid."""
+        self._require_mig_privilege()
+        with self.mig_lock:
+            layout = self.call_nvml(lambda: self.layout(index))
+            for inst in layout.instances:
+                if (inst.profile, inst.start) == (profile, start) and inst.uuid \
+                        and not inst.busy and not taken(inst.uuid):
+                    return inst.uuid
+            return self._apply(index, self._plan(layout, profile, start, destroy_idle)).uuid
+
     def mig_plan(self, p: Params) -> Dict[str, Any]:
         info, layout = self._mig_gpu(p)
-        made = self._plan(p, layout, p.integer("start", None, minimum=0))
+        made = self._plan(layout, p.text("profile"), p.integer("start", None, minimum=0),
+                          p.flag("destroy_idle", False))
         return _plan_record(info, made)
 
     def mig_apply(self, p: Params) -> Dict[str, Any]:
@@ -216,15 +268,9 @@ class Agent:
                     "plan again" % (info.index, pinned, layout.version)),
                     {"layout_version": layout.version,
                      "instances": [_instance_record(i) for i in layout.instances]})
-            made = self._plan(p, layout, start)
-            try:
-                created = self._nvml(lambda: apply_plan(self.backend, info.index, made))
-            except ApplyError as err:
-                raise RpcError(rpc.NVML_FAILED, str(err), {
-                    "function": err.cause.function, "nvml_error": err.cause.code_name,
-                    "rolled_back": err.rolled_back,
-                    "rollback_errors": [str(e) for e in err.rollback_errors]}) from err
-            after = self._nvml(lambda: self.backend.layout(info.index))
+            made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False))
+            created = self._apply(info.index, made)
+            after = self.call_nvml(lambda: self.layout(info.index))
         record = _plan_record(info, made)
         record.update({"instance": _instance_record(created), "layout_version": after.version,
                        "planned_layout_version": made.layout_version})
@@ -249,8 +295,8 @@ class Agent:
                                "processes are never destroyed" % (
                                    target.label(), ", ".join(map(str, target.pids)) or "unknown"),
                                {"instance": _instance_record(target)})
-            self._nvml(lambda: self.backend.destroy_instance(info.index, target.gi_id))
-            after = self._nvml(lambda: self.backend.layout(info.index))
+            self.call_nvml(lambda: self.backend.destroy_instance(info.index, target.gi_id))
+            after = self.call_nvml(lambda: self.layout(info.index))
         return {"gpu": info.index, "destroyed": _instance_record(target),
                 "layout_version": after.version}
 
@@ -263,7 +309,7 @@ class Agent:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
                     info.index, info.name), {"gpu": info.index})
             try:
-                current, pending = self._nvml(
+                current, pending = self.call_nvml(
                     lambda: self.backend.set_mig_mode(info.index, enabled))
             except RpcError as err:
                 if (err.data or {}).get("nvml_error") == "NVML_ERROR_IN_USE":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any, Dict, Iterator, List, Optional
@@ -71,18 +72,50 @@ class AgentProcess:
         return code
 
 
+def stop_host(state_dir: str) -> None:
+    """Leave nothing running for a state dir: its jobs' process groups, shims, and daemon."""
+    jobs = os.path.join(state_dir, "jobs")
+    for name in os.listdir(jobs) if os.path.isdir(jobs) else []:
+        for pid_file, sig_group in (("started.json", True), ("shim.claim", False)):
+            path = os.path.join(jobs, name, pid_file)
+            if not os.path.exists(path):
+                continue
+            text = open(path).read()
+            pid = json.loads(text)["pid"] if text.startswith("{") else int(text or 0)
+            _kill(pid, group=sig_group)
+    pid_path = os.path.join(state_dir, "daemon.pid")
+    if os.path.exists(pid_path):
+        _kill(int(open(pid_path).read().strip() or 0), group=False)
+
+
+def _kill(pid: int, group: bool) -> None:
+    if pid <= 0:
+        return
+    try:
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
 @pytest.fixture
 def start_agent(tmp_path) -> Iterator:
-    """start_agent(spec, state_dir=None) -> a running sim agent; all are closed after the test."""
+    """start_agent(spec, state_dir=None) -> a bridge to a sim host's daemon; after the test every
+    bridge is closed and every daemon and job of those hosts is stopped."""
     started: List[AgentProcess] = []
+    dirs: List[str] = []
 
     def start(spec: Optional[str], state_dir: Optional[str] = None, *extra: str) -> AgentProcess:
+        state_dir = state_dir or str(tmp_path / "state")
         args = (["--sim", spec] if spec else ["--backend", "sim"]) + list(extra)
-        agent = AgentProcess(state_dir or str(tmp_path / "state"), *args)
+        agent = AgentProcess(state_dir, *args)
         started.append(agent)
+        if state_dir not in dirs:
+            dirs.append(state_dir)
         return agent
 
     yield start
     for agent in started:
         if agent.proc.poll() is None:
             agent.close()
+    for state_dir in dirs:
+        stop_host(state_dir)

@@ -403,10 +403,9 @@ class _Store:
                 yield work
                 work["procs"] = [p for p in work.get("procs", []) if _pid_alive(p["pid"])]
                 tmp = "%s.tmp.%d" % (self.path, os.getpid())
+                # replaced atomically; no fsync: a GPU's state need only outlive processes
                 with open(tmp, "w", encoding="utf-8") as f:
                     json.dump(work, f, indent=1, sort_keys=True)
-                    f.flush()
-                    os.fsync(f.fileno())
                 os.replace(tmp, self.path)
                 self._state = work
                 self._stamp = self._stat()

@@ -1,0 +1,252 @@
+"""The per-host daemon: one per state dir, serving any number of bridges on a unix socket.
+
+It owns the GPUs (MIG changes serialised by the agent's lock) and the jobs (through the
+supervisor), watches both about twice a second, and pushes ``snapshot``, ``job`` and ``log``
+notifications to the connections that asked for them, so clients never poll.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from remote_agent import PROTOCOL_VERSION, __version__
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.jobs.methods import job_methods
+from remote_agent.jobs.store import Job
+from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, tail_lines
+from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
+from remote_agent.serve import serve_stream
+from remote_agent.service import Agent
+
+log = logging.getLogger("remote_agent.daemon")
+
+TICK_S = 0.5  # the watchdog polls NVML at least this often
+
+
+class Connection:
+    """One bridge. Replies and notifications share the socket, so writes take a lock."""
+
+    def __init__(self, sock: socket.socket, daemon: "Daemon"):
+        self.sock = sock
+        self.daemon = daemon
+        self.subscribed = False
+        self.follows: Dict[int, int] = {}  # job id -> bytes of its current log already sent
+        self._write_lock = threading.Lock()
+        self.closed = False
+
+    # the writer interface serve_stream expects
+    def write(self, data: bytes) -> None:
+        with self._write_lock:
+            self.sock.sendall(data)
+
+    def flush(self) -> None:
+        pass
+
+    def notify(self, method: str, params: Dict[str, Any]) -> None:
+        line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
+                          separators=(",", ":"))
+        try:
+            self.write(line.encode() + b"\n")
+        except OSError as err:
+            log.info("dropping a connection that cannot take notifications: %s", err)
+            self.closed = True
+
+    def methods(self) -> Dict[str, Method]:
+        table = dict(self.daemon.methods)
+        table["subscribe"] = Method(self.subscribe)
+        table["unsubscribe"] = Method(self.unsubscribe)
+        table["job.logs"] = Method(self.logs, table["job.logs"].params)
+        return table
+
+    def subscribe(self, p: Params) -> Dict[str, Any]:
+        self.subscribed = True
+        return {"snapshot": self.daemon.last_snapshot(),
+                "jobs": [j.record() for j in self.daemon.supervisor.store.all()]}
+
+    def unsubscribe(self, p: Params) -> Dict[str, Any]:
+        self.subscribed = False
+        return {"subscribed": False}
+
+    def logs(self, p: Params) -> Dict[str, Any]:
+        sup = self.daemon.supervisor
+        job = sup.find(p.text("job"))
+        follow = p.flag("follow", False)
+        lines, size = tail_lines(sup.log_paths(job), p.integer("lines", 100, minimum=0))
+        if follow:
+            self.follows[job.id] = size
+        return {"job": job.record()["id"], "lines": lines, "offset": size, "follow": follow}
+
+    def serve(self) -> None:
+        try:
+            with self.sock.makefile("rb") as reader:
+                serve_stream(Dispatcher(self.methods()), reader, self)
+        except OSError as err:
+            log.info("connection ended: %s", err)
+        finally:
+            self.closed = True
+            self.sock.close()
+
+
+class Daemon:
+    def __init__(self, paths: AgentPaths, agent: Agent, settings: SupervisorSettings,
+                 sim_spec: Optional[str]):
+        self.paths = paths
+        self.agent = agent
+        self.sim_spec = sim_spec
+        self.started_at = time.time()
+        self.stopping = threading.Event()
+        self.connections: List[Connection] = []
+        self._conn_lock = threading.Lock()
+        self._snapshot: Optional[Dict[str, Any]] = None
+        job_env = {"FRACTUI_SIM_STATE": paths.sim_state} if agent.backend_kind == "sim" else {}
+        self.supervisor = Supervisor(paths, agent, settings, self.notify_job, job_env)
+        agent.reserved = lambda: {j.instance for j in self.supervisor.store.active()
+                                  if j.instance}
+        agent.cap_probe = self.supervisor.cap_probe
+        self.methods = agent.methods()
+        self.methods.update(job_methods(self.supervisor))
+        self.methods["daemon.version"] = Method(self.version)
+        self.methods["daemon.shutdown"] = Method(self.shutdown)
+
+    # -- methods --
+
+    def version(self, p: Params) -> Dict[str, Any]:
+        return {"version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
+                "backend": self.agent.backend_kind, "sim_spec": self.sim_spec,
+                "state_dir": self.paths.state_dir, "started_at": self.started_at}
+
+    def shutdown(self, p: Params) -> Dict[str, Any]:
+        """Stop serving; jobs keep running under their shims for the next daemon to adopt."""
+        self.stopping.set()
+        return {"stopping": True, "jobs_left_running": len(self.supervisor.store.active())}
+
+    # -- notifications --
+
+    def _subscribers(self) -> List[Connection]:
+        with self._conn_lock:
+            self.connections = [c for c in self.connections if not c.closed]
+            return [c for c in self.connections if c.subscribed]
+
+    def notify_job(self, job: Job) -> None:
+        for conn in self._subscribers():
+            conn.notify("job", job.record())
+
+    def last_snapshot(self) -> Optional[Dict[str, Any]]:
+        if self._snapshot is None:
+            self._snapshot = self._take_snapshot()
+        return self._snapshot
+
+    def _take_snapshot(self) -> Optional[Dict[str, Any]]:
+        try:
+            return self.agent.take_snapshot()
+        except RpcError as err:
+            log.warning("snapshot failed: %s", err.message)
+            return None
+
+    def _push_snapshot(self) -> None:
+        subscribers = self._subscribers()
+        if not subscribers:
+            self._snapshot = None
+            return
+        snap = self._take_snapshot()
+        if snap is None:
+            return
+        old = self._snapshot
+        self._snapshot = snap
+        if old is None or {**old, "time": 0} != {**snap, "time": 0}:
+            for conn in subscribers:
+                conn.notify("snapshot", snap)
+
+    def _push_logs(self) -> None:
+        sup = self.supervisor
+        with self._conn_lock:
+            conns = [c for c in self.connections if c.follows and not c.closed]
+        for conn in conns:
+            for job_id, offset in list(conn.follows.items()):
+                job = sup.store.get(job_id)
+                paths = sup.log_paths(job) if job else []
+                current = paths[-1] if paths else None
+                size = os.path.getsize(current) if current else 0
+                if size < offset:  # rotated: start the new file from its beginning
+                    offset = 0
+                if size > offset:
+                    with open(current, "rb") as f:
+                        f.seek(offset)
+                        data = f.read(size - offset)
+                    conn.notify("log", {"job": "j%d" % job_id,
+                                        "data": data.decode("utf-8", errors="replace")})
+                    conn.follows[job_id] = size
+                elif job is None or not job.active:
+                    conn.notify("log", {"job": "j%d" % job_id, "eof": True})
+                    del conn.follows[job_id]
+
+    # -- running --
+
+    def monitor(self) -> None:
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            for step in (self.supervisor.tick, self._push_logs, self._push_snapshot):
+                try:
+                    step()
+                except Exception:  # one bad tick must not end supervision: log it, go on
+                    log.exception("monitor step %s failed", step.__name__)
+            self.stopping.wait(max(0.05, TICK_S - (time.monotonic() - started)))
+
+    def serve(self, listener: socket.socket) -> None:
+        adopted = self.supervisor.adopt()
+        log.info("daemon %s (pid %d) serving %s; %d job(s) adopted", __version__, os.getpid(),
+                 self.paths.socket, len(adopted))
+        threading.Thread(target=self.monitor, name="monitor", daemon=True).start()
+        listener.settimeout(TICK_S)
+        while not self.stopping.is_set():
+            try:
+                sock, _ = listener.accept()
+            except socket.timeout:
+                continue
+            sock.settimeout(None)
+            conn = Connection(sock, self)
+            with self._conn_lock:
+                self.connections.append(conn)
+            threading.Thread(target=conn.serve, name="conn", daemon=True).start()
+        log.info("daemon stopping; %d job(s) keep running under their shims",
+                 len(self.supervisor.store.active()))
+
+
+def bind(paths: AgentPaths) -> socket.socket:
+    """Listen on the state dir's socket (the caller holds the daemon lock, so a socket file left
+    there belongs to a dead daemon)."""
+    paths.make_socket_dir()
+    if os.path.exists(paths.socket):
+        os.unlink(paths.socket)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(paths.socket)
+    os.chmod(paths.socket, 0o600)
+    listener.listen(64)
+    return listener
+
+
+def run_daemon(paths: AgentPaths, agent: Agent, settings: SupervisorSettings,
+               sim_spec: Optional[str]) -> int:
+    daemon = Daemon(paths, agent, settings, sim_spec)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
+    listener = bind(paths)
+    ino = os.stat(paths.socket).st_ino
+    try:
+        daemon.serve(listener)
+    finally:
+        listener.close()
+        try:
+            if os.stat(paths.socket).st_ino == ino:
+                os.unlink(paths.socket)
+        except FileNotFoundError:
+            pass
+        if os.path.exists(paths.pid_file):
+            os.unlink(paths.pid_file)
+    return 0

@@ -1,0 +1,92 @@
+"""Memory caps for a job, strongest layer first, each probed when the daemon starts.
+
+On a MIG instance the hardware is the cap. On a GPU without MIG a job gets a memory share, held by
+whichever of these the host supports — the driver's per-cgroup limit, MPS, HAMi-core — plus
+framework settings that are harmless everywhere, and always the NVML watchdog as the backstop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
+
+
+@dataclass(frozen=True)
+class CapSettings:
+    """Host cap settings from the admin's config (``mps = true``, ``hami_core_lib``)."""
+
+    mps: bool = False
+    hami_core_lib: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CapProbe:
+    """What this host can enforce on a GPU without MIG, and why not where it cannot."""
+
+    layers: List[str]
+    unavailable: Dict[str, str] = field(default_factory=dict)
+
+
+def probe(nv, settings: CapSettings, is_root: bool) -> CapProbe:
+    layers = ["visible_devices"]
+    unavailable: Dict[str, str] = {}
+
+    if not hasattr(nv, "nvmlDeviceSetMemoryLimits_v1"):
+        unavailable["driver_limit"] = "this NVML has no nvmlDeviceSetMemoryLimits_v1 (driver r615+)"
+    elif not is_root:
+        unavailable["driver_limit"] = "per-cgroup GPU memory limits need root"
+    elif not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+        unavailable["driver_limit"] = "cgroup v2 is not mounted at %s" % CGROUP_ROOT
+    else:
+        layers.append("driver_limit")
+
+    if not settings.mps:
+        unavailable["mps"] = "MPS is not enabled for this host (mps = true)"
+    elif not os.path.isdir(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)):
+        unavailable["mps"] = "mps = true, but no MPS control daemon pipe directory at %s" % (
+            os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT))
+    else:
+        layers.append("mps")
+
+    if not settings.hami_core_lib:
+        unavailable["hami"] = "no HAMi-core library configured (hami_core_lib)"
+    elif not os.path.isfile(settings.hami_core_lib):
+        unavailable["hami"] = "hami_core_lib %s does not exist" % settings.hami_core_lib
+    else:
+        layers.append("hami")
+
+    layers += ["framework", "watchdog"]
+    return CapProbe(layers, unavailable)
+
+
+def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], memory_mib: int,
+              gpu_memory_mib: int, torch_fraction: bool) -> Dict[str, str]:
+    """The environment that confines a job to ``memory_mib`` on each of its GPUs without MIG."""
+    fraction = min(1.0, memory_mib / float(gpu_memory_mib))
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_uuids)}
+    if "mps" in layers:
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = ",".join(
+            "%d=%dM" % (i, memory_mib) for i in range(len(gpu_uuids)))
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, int(round(fraction * 100))))
+    if "hami" in layers and settings.hami_core_lib:
+        env["LD_PRELOAD"] = settings.hami_core_lib
+        env["CUDA_DEVICE_MEMORY_LIMIT"] = "%dm" % memory_mib
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "%.3f" % fraction
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    if torch_fraction:
+        # PyTorch >= 2.14's allocator takes this key; older releases reject unknown keys,
+        # so it is set only when the job asks for it.
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "per_process_memory_fraction:%.3f" % fraction
+    return env
+
+
+def applied_layers(layers: List[str], torch_fraction: bool) -> List[str]:
+    """The layers a share job actually gets: driver limits are applied per job by the supervisor."""
+    out = [layer for layer in layers if layer != "driver_limit"]
+    if torch_fraction:
+        out.insert(out.index("framework") + 1, "torch_fraction")
+    return out

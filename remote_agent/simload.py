@@ -1,0 +1,74 @@
+"""A simulated GPU workload for the sim backend: tests and the demo run it as a job.
+
+``python -m remote_agent.simload --mem-mib N --seconds S [--grow-to M] [--exit-code C]``
+
+It finds its GPU the way a CUDA program would — from ``CUDA_VISIBLE_DEVICES`` (a GPU or MIG uuid)
+— and registers its memory use, growing linearly from N to M MiB over S seconds, with the
+simulated host named by ``FRACTUI_SIM_STATE``. When it ends, for whatever reason, its memory is
+free again (the simulator stops counting a dead process), as on a real GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import List, Optional
+
+STEP_S = 0.1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m remote_agent.simload",
+                                     description="a simulated GPU workload")
+    parser.add_argument("--mem-mib", type=int, required=True, help="GPU memory at start (MiB)")
+    parser.add_argument("--seconds", type=float, required=True, help="how long to run")
+    parser.add_argument("--grow-to", type=int, help="grow linearly to this many MiB")
+    parser.add_argument("--exit-code", type=int, default=0, help="exit with this code")
+    parser.add_argument("--util", type=int, default=50, help="GPU utilisation to report (%%)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from remote_agent.gpu import fake_pynvml as nv
+
+    state = os.environ.get("FRACTUI_SIM_STATE")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if not state or not visible:
+        print("simload: needs FRACTUI_SIM_STATE and CUDA_VISIBLE_DEVICES (run it as a job on a "
+              "simulated host)", file=sys.stderr)
+        return 2
+    nv.sim_open(state)
+    nv.nvmlInit()
+    target = visible.split(",")[0]
+    handle = nv.nvmlDeviceGetHandleByUUID(target)
+    if target.startswith("MIG-"):
+        parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        gpu, instance = nv.nvmlDeviceGetIndex(parent), target
+    else:
+        gpu, instance = nv.nvmlDeviceGetIndex(handle), None
+    pid = os.getpid()
+    used = args.mem_mib
+    nv.sim_register_process(gpu, used, instance_uuid=instance, pid=pid, util=args.util)
+    print("simload: pid %d on %s using %d MiB" % (pid, target, used), flush=True)
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= args.seconds:
+            break
+        if args.grow_to is not None:
+            want = int(args.mem_mib + (args.grow_to - args.mem_mib) * elapsed / args.seconds)
+            if want != used:
+                used = want
+                nv.sim_set_process_memory(pid, used)
+                print("simload: using %d MiB" % used, flush=True)
+        time.sleep(min(STEP_S, max(0.0, args.seconds - elapsed)))
+    nv.sim_remove_process(pid)
+    print("simload: done, exit code %d" % args.exit_code, flush=True)
+    return args.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
