@@ -30,12 +30,15 @@ class AgentError(Exception):
 class AgentProcess:
     """``python -m remote_agent serve --stdio`` in a subprocess, driven line by line."""
 
-    def __init__(self, state_dir: str, *args: str):
+    def __init__(self, state_dir: str, *args: str, code_root: str = REPO):
+        env = dict(os.environ, PYTHONPATH=code_root)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "remote_agent", "serve", "--stdio", "--state-dir", state_dir,
              *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=code_root,
+            env=env)
         self._next_id = 0
+        self.notifications: List[Dict[str, Any]] = []
 
     def send_raw(self, data: bytes) -> None:
         self.proc.stdin.write(data)
@@ -47,14 +50,30 @@ class AgentProcess:
             raise EOFError("agent closed its output; stderr: %s" % self.proc.stderr.read().decode())
         return json.loads(line)
 
-    def request(self, method: str, **params: Any) -> Dict[str, Any]:
+    def send(self, method: str, **params: Any) -> int:
         self._next_id += 1
         msg = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
         if params:
             msg["params"] = params
         self.send_raw(json.dumps(msg).encode() + b"\n")
+        return self._next_id
+
+    def request(self, method: str, **params: Any) -> Dict[str, Any]:
+        sent = self.send(method, **params)
+        while True:
+            reply = self.read_reply()
+            if isinstance(reply, dict) and "id" not in reply:
+                self.notifications.append(reply)  # pushed by the agent; kept for the test
+                continue
+            assert reply["id"] == sent, reply
+            return reply
+
+    def next_notification(self) -> Dict[str, Any]:
+        """The next line the agent pushes by itself (blocks until one arrives)."""
+        if self.notifications:
+            return self.notifications.pop(0)
         reply = self.read_reply()
-        assert reply["id"] == self._next_id, reply
+        assert "id" not in reply, reply
         return reply
 
     def call(self, method: str, **params: Any) -> Any:
@@ -104,10 +123,11 @@ def start_agent(tmp_path) -> Iterator:
     started: List[AgentProcess] = []
     dirs: List[str] = []
 
-    def start(spec: Optional[str], state_dir: Optional[str] = None, *extra: str) -> AgentProcess:
+    def start(spec: Optional[str], state_dir: Optional[str] = None, *extra: str,
+              code_root: str = REPO) -> AgentProcess:
         state_dir = state_dir or str(tmp_path / "state")
         args = (["--sim", spec] if spec else ["--backend", "sim"]) + list(extra)
-        agent = AgentProcess(state_dir, *args)
+        agent = AgentProcess(state_dir, *args, code_root=code_root)
         started.append(agent)
         if state_dir not in dirs:
             dirs.append(state_dir)

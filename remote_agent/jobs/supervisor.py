@@ -75,7 +75,8 @@ def parse_launch(p: Params) -> LaunchRequest:
     key = p.text("key")
     if not key.strip():
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'key' must not be empty")
-    argv = p.get("argv", (list,), "a list of strings (the program and its arguments)")
+    argv = p.get("argv", (list,), "a list of strings (the program and its arguments, run as "
+                               "is, never by a shell)")
     if not argv or not all(isinstance(a, str) for a in argv):
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'argv' must be a non-empty list of "
                        "strings; it is run as is, never by a shell")
@@ -158,8 +159,11 @@ class Supervisor:
             try:
                 return self._start(job, req)
             except RpcError:
-                if job.state == "starting" and job.pid is None:
-                    self.store.delete(job)  # nothing ran: the key is free to try again
+                if job.state == "starting" and not os.path.exists(
+                        os.path.join(self.job_dir(job), "shim.claim")):
+                    # nothing ran: forget it, and the key is free to try again
+                    shutil.rmtree(self.job_dir(job), ignore_errors=True)
+                    self.store.delete(job)
                 raise
 
     def job_dir(self, job: Job) -> str:
@@ -345,7 +349,7 @@ class Supervisor:
                 elif now >= when:
                     self._signal(job, signal.SIGKILL)
                     self._escalate[job_id] = now + 1.0
-            if now - self._last_prune > 60:
+            if now - self._last_prune > min(60.0, self.settings.retention_s):
                 self._last_prune = now
                 self.prune(now - self.settings.retention_s)
 

@@ -1,0 +1,360 @@
+"""Jobs through the real bridge and daemon: launch, logs, idempotency, caps, the watchdog,
+surviving dropped connections, daemon crashes and version handovers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+
+import pytest
+
+from remote_agent import __version__
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import REPO, AgentError, AgentProcess
+
+PY = sys.executable
+
+
+def simload(*args: str):
+    return [PY, "-m", "remote_agent.simload", *args]
+
+
+def script(code: str):
+    return [PY, "-c", code]
+
+
+def wait_job(agent, job_id, states=("exited", "killed", "lost"), timeout=20.0):
+    deadline = time.time() + timeout
+    while True:
+        job = agent.call("job.get", job=job_id)
+        if job["state"] in states:
+            return job
+        assert time.time() < deadline, "job %s still %s" % (job_id, job["state"])
+        time.sleep(0.1)
+
+
+def daemon_pid(agent) -> int:
+    return agent.call("daemon.version")["pid"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def host(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    return start_agent("1xA100-80GB:mig,1xL4", state), state
+
+
+def test_launch_then_logs_then_exit_code(host):
+    agent, _ = host
+    job = agent.call("job.launch", key="k-hello", gpu=1, memory_mib=2048,
+                     argv=script("print('hello from the job'); import sys; sys.exit(3)"))
+    assert job["state"] == "running" and job["pid"] > 0 and job["id"].startswith("j")
+    assert job["caps"] == ["visible_devices", "framework", "watchdog"]
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 3)
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["hello from the job"]
+
+
+def test_the_job_sees_its_slice_and_caps_in_its_environment(host):
+    agent, _ = host
+    gpus = agent.call("inventory")["gpus"]
+    job = agent.call("job.launch", key="k-env", gpu=1, memory_mib=5758, env={"MINE": "yes"},
+                     argv=script("import os\nfor k in ('CUDA_VISIBLE_DEVICES', "
+                                 "'XLA_PYTHON_CLIENT_MEM_FRACTION', 'MINE', 'FRACTUI_JOB_ID'):"
+                                 " print(k, os.environ[k])"))
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [
+        "CUDA_VISIBLE_DEVICES %s" % gpus[1]["uuid"], "XLA_PYTHON_CLIENT_MEM_FRACTION 0.250",
+        "MINE yes", "FRACTUI_JOB_ID %s" % job["id"]]
+
+
+def test_an_argv_is_run_verbatim_never_by_a_shell(host, tmp_path):
+    agent, _ = host
+    tricky = ["two words", "it's \"quoted\"", "$(touch %s)" % (tmp_path / "pwned"), "; ls"]
+    job = agent.call("job.launch", key="k-argv", gpu=1, memory_mib=10,
+                     argv=script("import sys; print(repr(sys.argv[1:]))") + tricky)
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [repr(tricky)]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_same_key_twice_is_one_job_and_one_process(host):
+    agent, state = host
+    argv = script("import time; time.sleep(30)")
+    first = agent.call("job.launch", key="k-once", gpu=1, memory_mib=100, argv=argv)
+    again = agent.call("job.launch", key="k-once", gpu=1, memory_mib=100, argv=argv)
+    assert (again["id"], again["pid"]) == (first["id"], first["pid"])
+    assert [j["id"] for j in agent.call("job.list")["jobs"]] == [first["id"]]
+    assert os.listdir(os.path.join(state, "jobs")) == [first["id"]]
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-once", gpu=1, memory_mib=100, argv=script("pass"))
+    assert err.value.code == rpc.INVALID_PARAMS and "other params" in err.value.message
+
+
+def test_a_mig_launch_retried_after_a_dropped_connection_makes_one_instance_one_process(
+        start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    first = start_agent("1xA100-80GB:mig", state)
+    params = dict(key="k-mig", gpu=0, mig={"profile": "3g.40gb", "start": 4},
+                  argv=simload("--mem-mib", "1000", "--seconds", "30"))
+    first.call("daemon.version")
+    first.send("job.launch", **params)
+    deadline = time.time() + 10
+    while not os.path.isdir(os.path.join(state, "jobs", "j1")):  # the launch is under way
+        assert time.time() < deadline
+        time.sleep(0.005)
+    first.proc.kill()  # the SSH channel drops before the reply arrives
+    first.proc.wait()
+    second = start_agent(None, state)
+    job = second.call("job.launch", **params)
+    again = second.call("job.launch", **params)
+    assert again["pid"] == job["pid"] and job["state"] == "running"
+    instances = second.call("inventory")["gpus"][0]["instances"]
+    assert [(i["profile"], i["start"]) for i in instances] == [("3g.40gb", 4)]
+    assert job["instance"] == instances[0]["uuid"] and job["caps"] == ["mig"]
+    assert len(second.call("job.list")["jobs"]) == 1
+    # the instance is the job's: nobody else may take it, and the planner will not destroy it
+    with pytest.raises(AgentError) as err:
+        second.call("job.launch", key="k-other", gpu=0, instance=job["instance"],
+                    argv=script("pass"))
+    assert err.value.code == rpc.INSTANCE_BUSY and job["id"] in err.value.message
+    with pytest.raises(AgentError) as err:
+        second.call("mig.apply", gpu=0, profile="7g.80gb", destroy_idle=True)
+    assert err.value.code == rpc.INSTANCE_BUSY
+
+
+def test_the_watchdog_stops_a_job_over_its_cap_with_the_reason(host):
+    agent, _ = host
+    over = agent.call("job.launch", key="k-over", gpu=1, memory_mib=1024,
+                      argv=simload("--mem-mib", "1391", "--seconds", "30"))
+    grows = agent.call("job.launch", key="k-grows", gpu=1, memory_mib=1024,
+                       argv=simload("--mem-mib", "200", "--grow-to", "3000", "--seconds", "4"))
+    under = agent.call("job.launch", key="k-under", gpu=1, memory_mib=1024,
+                       argv=simload("--mem-mib", "900", "--seconds", "3", "--exit-code", "0"))
+    killed = wait_job(agent, over["id"], timeout=10)
+    assert killed["state"] == "killed"
+    assert killed["reason"] == "exceeded its 1024 MiB cap: used 1391 MiB"
+    assert killed["ended_at"] - killed["started_at"] < 3.0
+    grown = wait_job(agent, grows["id"], timeout=10)
+    used = int(re.fullmatch(r"exceeded its 1024 MiB cap: used (\d+) MiB", grown["reason"])[1])
+    assert grown["state"] == "killed" and used > 1024
+    # it crossed 1024 MiB about 1.2 s in; stopped within 3 s of that
+    assert grown["ended_at"] - grown["started_at"] < 1.2 + 3.0
+    fine = wait_job(agent, under["id"], timeout=10)
+    assert (fine["state"], fine["exit_code"], fine["reason"]) == ("exited", 0, None)
+
+
+def test_the_job_table_survives_kill_9_of_the_daemon(host):
+    agent, state = host
+    codes = {}
+    for code in (0, 4, 7):
+        job = agent.call("job.launch", key="k-crash-%d" % code, gpu=1, memory_mib=100,
+                         argv=script("import time, sys; time.sleep(2.5); sys.exit(%d)" % code))
+        codes[job["id"]] = code
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)  # the bridge sees its daemon gone
+    again = AgentProcess(state, "--backend", "sim")
+    try:
+        jobs = again.call("job.list")["jobs"]
+        assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in codes}
+        for job_id, code in codes.items():
+            done = wait_job(again, job_id)
+            assert (done["state"], done["exit_code"]) == ("exited", code)
+    finally:
+        again.close()
+
+
+def test_a_newer_agent_takes_over_the_daemon_and_adopts_every_job(host, tmp_path, start_agent):
+    agent, state = host
+    old_pid = daemon_pid(agent)
+    codes = {}
+    for code in (0, 5, 9):
+        job = agent.call("job.launch", key="k-upgrade-%d" % code, gpu=1, memory_mib=100,
+                         argv=script("import time, sys; time.sleep(2.5); sys.exit(%d)" % code))
+        codes[job["id"]] = code
+    newer_root = tmp_path / "newer"
+    shutil.copytree(os.path.join(REPO, "remote_agent"), newer_root / "remote_agent",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = newer_root / "remote_agent" / "__init__.py"
+    bumped = __version__.rsplit(".", 1)[0] + "." + str(int(__version__.rsplit(".", 1)[1]) + 1)
+    init.write_text(init.read_text().replace('"%s"' % __version__, '"%s"' % bumped))
+    newer = start_agent(None, state, code_root=str(newer_root))
+    info = newer.call("daemon.version")
+    assert info["version"] == bumped and info["pid"] != old_pid
+    assert not alive(old_pid)
+    jobs = newer.call("job.list")["jobs"]
+    assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in codes}
+    for job_id, code in codes.items():
+        done = wait_job(newer, job_id)
+        assert (done["state"], done["exit_code"]) == ("exited", code)
+    # an older bridge now uses the newer daemon rather than replacing it
+    older = start_agent(None, state)
+    assert older.call("daemon.version")["version"] == bumped
+
+
+def test_closing_the_bridge_leaves_jobs_running(host, start_agent):
+    agent, state = host
+    job = agent.call("job.launch", key="k-stay", gpu=1, memory_mib=100,
+                     argv=script("import time, sys; time.sleep(2); sys.exit(6)"))
+    assert agent.close() == 0
+    assert alive(job["pid"])
+    later = start_agent(None, state)
+    assert later.call("job.get", job=job["id"])["state"] == "running"
+    assert wait_job(later, job["id"])["exit_code"] == 6
+
+
+def test_subscribe_pushes_job_changes_and_snapshots_without_polling(host):
+    agent, _ = host
+    first = agent.call("subscribe")
+    assert first["jobs"] == [] and len(first["snapshot"]["gpus"]) == 2
+    agent.send("job.launch", key="k-sub", gpu=1, memory_mib=300,
+               argv=simload("--mem-mib", "300", "--seconds", "1", "--exit-code", "2"))
+    seen = []
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        msg = agent.read_reply()
+        if "id" in msg:
+            continue  # the launch's own reply
+        seen.append(msg)
+        if msg["method"] == "job" and msg["params"]["state"] == "exited":
+            break
+    states = [m["params"]["state"] for m in seen if m["method"] == "job"]
+    assert states[0] == "running" and states[-1] == "exited"
+    assert seen[-1]["params"]["exit_code"] == 2
+    used = [m["params"]["gpus"][1]["memory_used_mib"] for m in seen if m["method"] == "snapshot"]
+    assert 300 in used
+
+
+def test_logs_follow_pushes_new_output_then_eof(host):
+    agent, _ = host
+    job = agent.call("job.launch", key="k-follow", gpu=1, memory_mib=10, argv=script(
+        "import time\nfor i in range(5):\n    print('line', i, flush=True)\n    time.sleep(0.3)"))
+    first = agent.call("job.logs", job=job["id"], follow=True, lines=10)
+    text = "\n".join(first["lines"]) + "\n"
+    while True:
+        msg = agent.next_notification()
+        assert msg["method"] == "log" and msg["params"]["job"] == job["id"]
+        if msg["params"].get("eof"):
+            break
+        text += msg["params"]["data"]
+    assert [line for line in text.splitlines() if line] == ["line %d" % i for i in range(5)]
+
+
+def test_stop_terminates_with_grace_then_kills(host):
+    agent, _ = host
+    polite = agent.call("job.launch", key="k-polite", gpu=1, memory_mib=10,
+                        argv=script("import time; time.sleep(60)"))
+    stubborn = agent.call("job.launch", key="k-stubborn", gpu=1, memory_mib=10, argv=script(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)"))
+    deadline = time.time() + 10
+    while agent.call("job.logs", job=stubborn["id"])["lines"] != ["ready"]:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    agent.call("job.stop", job=polite["id"])
+    agent.call("job.stop", job=stubborn["id"], grace=1, reason="make room for j9")
+    done = wait_job(agent, polite["id"])
+    assert (done["state"], done["reason"]) == ("killed", "stopped by request")
+    hard = wait_job(agent, stubborn["id"])
+    assert (hard["state"], hard["reason"]) == ("killed", "make room for j9")
+    assert hard["ended_at"] - time.time() < 5
+    assert not alive(stubborn["pid"])
+
+
+def test_bad_launches_are_refused_clearly_and_launch_nothing(host):
+    agent, state = host
+    holder = agent.call("mig.apply", gpu=0, profile="1g.10gb")["instance"]["uuid"]
+    foreign = agent.call("mig.apply", gpu=0, profile="2g.20gb")["instance"]["uuid"]
+    agent.call("sim.add_process", gpu=0, instance=foreign, used_mib=10)
+    agent.call("job.launch", key="k-holder", gpu=0, instance=holder,
+               argv=script("import time; time.sleep(30)"))
+    agent.call("job.launch", key="k-big", gpu=1, memory_mib=20000,
+               argv=script("import time; time.sleep(30)"))
+    cases = [
+        (dict(gpu=1, memory_mib=10), rpc.INVALID_PARAMS, "needs param 'argv'"),
+        (dict(gpu=1, memory_mib=10, argv="echo hi"), rpc.INVALID_PARAMS, "never by a shell"),
+        (dict(gpu=1, memory_mib=10, argv=[]), rpc.INVALID_PARAMS, "non-empty list"),
+        (dict(gpu=1, argv=["true"]), rpc.INVALID_PARAMS, "exactly one of"),
+        (dict(gpu=1, memory_mib=10, instance=holder, argv=["true"]), rpc.INVALID_PARAMS,
+         "exactly one of"),
+        (dict(gpu=0, instance="MIG-nope", argv=["true"]), rpc.INSTANCE_NOT_FOUND, "MIG-nope"),
+        (dict(gpu=0, instance=holder, argv=["true"]), rpc.INSTANCE_BUSY, "in use by job j1"),
+        (dict(gpu=0, instance=foreign, argv=["true"]), rpc.INSTANCE_BUSY, "outside fractui"),
+        (dict(gpu=1, memory_mib=4000, argv=["true"]), rpc.NO_ROOM, "3034 MiB free"),
+        (dict(gpu=0, memory_mib=100, argv=["true"]), rpc.NOT_SUPPORTED, "MIG mode"),
+        (dict(gpu=5, memory_mib=100, argv=["true"]), rpc.GPU_NOT_FOUND, "no GPU 5"),
+        (dict(gpu=1, memory_mib=10, argv=["true"], cwd="/no/such/dir"), rpc.INVALID_PARAMS,
+         "not a directory"),
+        (dict(gpu=0, mig={"profile": "3g.40gb"}, argv=["true"]), rpc.INVALID_PARAMS, "start"),
+        (dict(gpu=0, mig={"profile": "9g.1gb", "start": 0}, argv=["true"]),
+         rpc.UNKNOWN_PROFILE, "9g.1gb"),
+    ]
+    before = agent.call("job.list")["jobs"]
+    for n, (params, code, words) in enumerate(cases):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-bad-%d" % n, **params)
+        assert err.value.code == code, (params, err.value.message)
+        assert words in err.value.message, (params, err.value.message)
+    assert agent.call("job.list")["jobs"] == before
+    assert sorted(os.listdir(os.path.join(state, "jobs"))) == sorted(j["id"] for j in before)
+
+
+def test_a_program_that_cannot_start_is_reported(host):
+    agent, _ = host
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-missing", gpu=1, memory_mib=10,
+                   argv=["/no/such/program", "x"])
+    assert err.value.code == rpc.START_FAILED and "/no/such/program" in err.value.message
+    job = agent.call("job.launch", key="k-missing", gpu=1, memory_mib=10,
+                     argv=["/no/such/program", "x"])
+    assert (job["state"], job["exit_code"]) == ("exited", 127)
+
+
+def test_two_bridges_starting_at_once_give_one_daemon(start_agent, tmp_path):
+    state = str(tmp_path / "race")
+    bridges = [start_agent("1xL4", state) for _ in range(4)]
+    pids = {b.call("daemon.version")["pid"] for b in bridges}
+    assert len(pids) == 1
+    assert int(open(os.path.join(state, "daemon.pid")).read()) in pids
+
+
+def test_the_daemon_socket_is_private(host):
+    agent, state = host
+    from remote_agent.daemon.paths import AgentPaths
+
+    paths = AgentPaths(state)
+    agent.call("hello")  # the daemon is up
+    assert len(paths.socket) < 108
+    assert os.stat(paths.socket_dir).st_mode & 0o777 == 0o700
+    assert os.stat(paths.socket).st_mode & 0o777 == 0o600
+
+
+def test_logs_are_capped_and_finished_jobs_pruned(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state, "--log-max-mib", "1", "--retention-hours", "0.0005")
+    job = agent.call("job.launch", key="k-noisy", gpu=0, memory_mib=10, argv=script(
+        "import sys\nfor i in range(40000):\n    sys.stdout.write('%08d ' % i + 'x' * 90 + '\\n')"))
+    job_dir = os.path.join(state, "jobs", job["id"])
+    wait_job(agent, job["id"])
+    sizes = [os.path.getsize(os.path.join(job_dir, f)) for f in os.listdir(job_dir)
+             if f.startswith("output.log")]
+    assert len(sizes) == 2 and sum(sizes) <= 1 << 20
+    assert agent.call("job.logs", job=job["id"], lines=1)["lines"][0].startswith("00039999 ")
+    deadline = time.time() + 10
+    while os.path.exists(job_dir):
+        assert time.time() < deadline, "a finished job outlived its retention"
+        time.sleep(0.2)
+    with pytest.raises(AgentError) as err:
+        agent.call("job.get", job=job["id"])
+    assert err.value.code == rpc.JOB_NOT_FOUND
