@@ -32,6 +32,10 @@ def _add_host_options(parser: argparse.ArgumentParser) -> None:
                         help="keep finished jobs and their logs this long (default 168)")
     parser.add_argument("--watchdog-grace", type=float, default=5.0,
                         help="seconds between SIGTERM and SIGKILL for a job over its cap")
+    parser.add_argument("--cgroup-parent", metavar="PATH|auto|none",
+                        help="cgroup v2 directory for per-job cgroups with the driver's memory "
+                             "limits (default: auto on real GPUs, i.e. <cgroup2 mount>/fractui; "
+                             "none under simulation)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +70,21 @@ def _daemon_args(args: argparse.Namespace, backend: str) -> List[str]:
         out.append("--mps")
     if args.hami_core_lib:
         out += ["--hami-core-lib", args.hami_core_lib]
+    if args.cgroup_parent:
+        out += ["--cgroup-parent", args.cgroup_parent]
     return out
+
+
+def _cgroup_parent(choice: Optional[str], backend: str) -> Optional[str]:
+    from remote_agent.jobs.caps import cgroup2_mount
+
+    choice = choice or ("auto" if backend == "nvml" else "none")
+    if choice == "none":
+        return None
+    if choice == "auto":
+        mount = cgroup2_mount()
+        return os.path.join(mount, "fractui") if mount else None
+    return os.path.abspath(choice)
 
 
 def _daemonize(log_path: str) -> None:
@@ -134,7 +152,8 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
 
         agent = Agent(pynvml, "nvml")
     settings = SupervisorSettings(
-        caps=CapSettings(mps=args.mps, hami_core_lib=args.hami_core_lib),
+        caps=CapSettings(mps=args.mps, hami_core_lib=args.hami_core_lib,
+                         cgroup_parent=_cgroup_parent(args.cgroup_parent, backend)),
         log_max_bytes=args.log_max_mib << 20, retention_s=args.retention_hours * 3600,
         watchdog_grace_s=args.watchdog_grace)
     spec = sim_module.sim_spec() if sim_module is not None else None

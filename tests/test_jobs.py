@@ -13,6 +13,8 @@ import time
 import pytest
 
 from remote_agent import __version__
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import REPO, AgentError, AgentProcess
 
@@ -331,8 +333,6 @@ def test_two_bridges_starting_at_once_give_one_daemon(start_agent, tmp_path):
 
 def test_the_daemon_socket_is_private(host):
     agent, state = host
-    from remote_agent.daemon.paths import AgentPaths
-
     paths = AgentPaths(state)
     agent.call("hello")  # the daemon is up
     assert len(paths.socket) < 108
@@ -358,3 +358,35 @@ def test_logs_are_capped_and_finished_jobs_pruned(start_agent, tmp_path):
     with pytest.raises(AgentError) as err:
         agent.call("job.get", job=job["id"])
     assert err.value.code == rpc.JOB_NOT_FOUND
+
+
+def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agent, tmp_path):
+    # a stand-in cgroup v2 tree: the driver side is the simulator, which records the limits set
+    cgroot = tmp_path / "cgroup2"
+    cgroot.mkdir()
+    (cgroot / "cgroup.controllers").write_text("memory\n")
+    parent = cgroot / "fractui"
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state, "--cgroup-parent", str(parent))
+    assert "driver_limit" in agent.call("hello")["gpus"][0]["cap_layers"]
+    job = agent.call("job.launch", key="k-cg", gpu=0, memory_mib=3000,
+                     argv=script("import time; time.sleep(1)"))
+    assert job["caps"][:2] == ["visible_devices", "driver_limit"]
+    cgroups = list(parent.iterdir())
+    assert [c.name for c in cgroups] == ["%s-%s" % (AgentPaths(state).digest, job["id"])]
+    # the job joined it before it ran ("0" written by the job process itself)
+    assert (cgroups[0] / "cgroup.procs").read_text() == "0"
+    nv.sim_open(os.path.join(state, "sim-gpus.json"))
+    nv.nvmlInit()
+    limits = nv.c_nvmlGetMemoryLimits_v1_t()
+    limits.nameSpace = str(cgroups[0]).encode()
+    nv.nvmlDeviceGetMemoryLimits_v1(nv.nvmlDeviceGetHandleByIndex(0), limits)
+    assert limits.hardLimit == limits.softLimit == 3000 << 20
+    wait_job(agent, job["id"])
+    deadline = time.time() + 5
+    while True:
+        nv.nvmlDeviceGetMemoryLimits_v1(nv.nvmlDeviceGetHandleByIndex(0), limits)
+        if limits.hardLimit == nv.NVML_DEVICE_MEMORY_LIMIT_MAX:
+            break
+        assert time.time() < deadline, "the limit outlived its job"
+        time.sleep(0.1)

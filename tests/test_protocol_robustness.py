@@ -85,7 +85,7 @@ def test_hello_refuses_another_protocol_and_describes_the_host(agent):
     assert [g["cap_layers"] for g in hello["gpus"]] == [
         ["mig"], ["visible_devices", "framework", "watchdog"]]
     why_not = hello["gpus"][1]["cap_layers_unavailable"]
-    assert "nvmlDeviceSetMemoryLimits_v1" in why_not["driver_limit"]
+    assert "cgroup" in why_not["driver_limit"]
     assert "mps = true" in why_not["mps"] and "hami_core_lib" in why_not["hami"]
     assert {"inventory", "snapshot", "mig.plan", "mig.apply", "sim.add_process"} <= set(
         hello["methods"])

@@ -23,9 +23,13 @@ class AgentPaths:
         return "/tmp/fractui-%d" % os.getuid()
 
     @property
+    def digest(self) -> str:
+        """A short name for this state dir, for places shared by all of a user's agents."""
+        return hashlib.sha1(os.path.realpath(self.state_dir).encode()).hexdigest()[:16]
+
+    @property
     def socket(self) -> str:
-        digest = hashlib.sha1(os.path.realpath(self.state_dir).encode()).hexdigest()[:16]
-        return os.path.join(self.socket_dir, digest + ".sock")
+        return os.path.join(self.socket_dir, self.digest + ".sock")
 
     @property
     def pid_file(self) -> str:

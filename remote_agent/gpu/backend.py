@@ -105,7 +105,7 @@ class GpuBackend:
     def driver_version(self) -> str:
         return _text(self.call("nvmlSystemGetDriverVersion"))
 
-    def _handle(self, index: int) -> Any:
+    def handle(self, index: int) -> Any:
         return self.call("nvmlDeviceGetHandleByIndex", index)
 
     # -- inventory --
@@ -114,7 +114,7 @@ class GpuBackend:
         return self.call("nvmlDeviceGetCount")
 
     def gpu(self, index: int) -> GpuInfo:
-        h = self._handle(index)
+        h = self.handle(index)
         mem = self.call("nvmlDeviceGetMemoryInfo", h)
         try:
             current, pending = self.call("nvmlDeviceGetMigMode", h)
@@ -138,13 +138,13 @@ class GpuBackend:
                 raise LookupError("no GPU %d on this host (it has %d)" % (ref, self.count()))
             return ref
         for i in range(self.count()):
-            if _text(self.call("nvmlDeviceGetUUID", self._handle(i))) == ref:
+            if _text(self.call("nvmlDeviceGetUUID", self.handle(i))) == ref:
                 return i
         raise LookupError("no GPU with uuid %s on this host" % ref)
 
     def geometry(self, index: int) -> Geometry:
         """The MIG rules of this GPU as NVML states them (profiles, placements, counts)."""
-        h = self._handle(index)
+        h = self.handle(index)
         name = _text(self.call("nvmlDeviceGetName", h))
         key = (index, name)
         if key in self._geometry:
@@ -184,7 +184,7 @@ class GpuBackend:
         return tuple(sorted(int(p.start) for p in placed)), int(placed[0].size) if placed else 0
 
     def mig_devices(self, index: int) -> List[MigDevice]:
-        h = self._handle(index)
+        h = self.handle(index)
         out = []
         for i in range(self.call("nvmlDeviceGetMaxMigDeviceCount", h)):
             try:
@@ -200,7 +200,7 @@ class GpuBackend:
 
     def _gpu_instances(self, index: int, geo: Geometry) -> List[Tuple[Any, Any]]:
         """(handle, info) of every GPU instance, asked profile by profile as NVML wants."""
-        h = self._handle(index)
+        h = self.handle(index)
         found = []
         for p in geo.profiles:
             array = (self.nv.c_nvmlGpuInstance_t * max(p.max_instances, 1))()
@@ -249,7 +249,7 @@ class GpuBackend:
         info = self.gpu(index)
         if not info.mig_mode:
             return [GpuProcess(pid=p.pid, used_mib=_mib(p.usedGpuMemory))
-                    for p in self.call("nvmlDeviceGetComputeRunningProcesses", self._handle(index))]
+                    for p in self.call("nvmlDeviceGetComputeRunningProcesses", self.handle(index))]
         out = []
         for d in self.mig_devices(index):
             for p in self.call("nvmlDeviceGetComputeRunningProcesses", d.handle):
@@ -258,7 +258,7 @@ class GpuBackend:
         return out
 
     def memory_used_mib(self, index: int) -> int:
-        return int(self.call("nvmlDeviceGetMemoryInfo", self._handle(index)).used // MIB)
+        return int(self.call("nvmlDeviceGetMemoryInfo", self.handle(index)).used // MIB)
 
     def instance_memory_mib(self, device: MigDevice) -> Tuple[int, int]:
         mem = self.call("nvmlDeviceGetMemoryInfo", device.handle)
@@ -267,7 +267,7 @@ class GpuBackend:
     def utilization(self, index: int) -> Optional[int]:
         """GPU utilisation in percent, or None where NVML does not report it (MIG)."""
         try:
-            return int(self.call("nvmlDeviceGetUtilizationRates", self._handle(index)).gpu)
+            return int(self.call("nvmlDeviceGetUtilizationRates", self.handle(index)).gpu)
         except NvmlCallError as err:
             if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED"):
                 return None
@@ -277,7 +277,7 @@ class GpuBackend:
 
     def create_instance(self, index: int, profile: Profile, start: int) -> Instance:
         """Create a GPU instance at ``start`` and its full-size compute instance, or nothing."""
-        h = self._handle(index)
+        h = self.handle(index)
         placement = self.nv.c_nvmlGpuInstancePlacement_t()
         placement.start = start
         placement.size = profile.size
@@ -307,7 +307,7 @@ class GpuBackend:
 
     def destroy_instance(self, index: int, gi_id: int) -> None:
         """Destroy a GPU instance and its compute instances, or leave it as it was."""
-        gi = self.call("nvmlDeviceGetGpuInstanceById", self._handle(index), gi_id)
+        gi = self.call("nvmlDeviceGetGpuInstanceById", self.handle(index), gi_id)
         destroyed: List[int] = []  # compute-instance profile ids, to recreate on failure
 
         def recreate() -> None:
@@ -344,7 +344,7 @@ class GpuBackend:
 
     def set_mig_mode(self, index: int, enabled: bool) -> Tuple[bool, bool]:
         """Ask for MIG mode on or off; returns (current, pending) as NVML reports them after."""
-        h = self._handle(index)
+        h = self.handle(index)
         mode = self.nv.NVML_DEVICE_MIG_ENABLE if enabled else self.nv.NVML_DEVICE_MIG_DISABLE
         self.call("nvmlDeviceSetMigMode", h, mode)
         current, pending = self.call("nvmlDeviceGetMigMode", h)

@@ -25,7 +25,7 @@ import os
 import string
 import threading
 import uuid as uuidlib
-from ctypes import POINTER, Structure, c_char, c_int, c_uint, c_ulonglong, pointer
+from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulonglong, pointer
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from remote_agent.gpu import models as _models
@@ -98,6 +98,8 @@ NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE = 0x6
 NVML_COMPUTE_INSTANCE_PROFILE_COUNT = 0x9
 
 NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED = 0x0
+
+NVML_DEVICE_MEMORY_LIMIT_MAX = 0xFFFFFFFFFFFFFFFF
 
 NVML_VALUE_NOT_AVAILABLE_uint = c_uint(-1)
 NVML_VALUE_NOT_AVAILABLE_ulonglong = c_ulonglong(-1)
@@ -292,6 +294,15 @@ class c_nvmlComputeInstanceProfileInfo_v2_t(Structure):
 class c_nvmlComputeInstanceInfo_t(Structure):
     _fields_ = [("device", c_nvmlDevice_t), ("gpuInstance", c_nvmlGpuInstance_t), ("id", c_uint),
                 ("profileId", c_uint), ("placement", c_nvmlComputeInstancePlacement_t)]
+
+
+class c_nvmlSetMemoryLimits_v1_t(Structure):
+    _fields_ = [("nameSpace", c_char_p), ("softLimit", c_ulonglong), ("hardLimit", c_ulonglong)]
+
+
+class c_nvmlGetMemoryLimits_v1_t(Structure):
+    _fields_ = [("nameSpace", c_char_p), ("softLimit", c_ulonglong), ("hardLimit", c_ulonglong),
+                ("currentUsed", c_ulonglong)]
 
 
 class nvmlFriendlyObject(object):
@@ -1115,3 +1126,43 @@ def nvmlComputeInstanceDestroy(computeInstance):
             raise NVMLError(NVML_ERROR_IN_USE)
         gi["cis"] = [c for c in gi["cis"] if c["id"] != ci["id"]]
     return NVML_SUCCESS
+
+
+# --- per-cgroup memory limits (r615+ drivers) ---------------------------------------------------
+# The simulator records the limits a caller sets, keyed by GPU and cgroup path; it does not know
+# which processes a cgroup holds, so it does not make their allocations fail.
+
+
+def _limits_key(index: int, limits) -> str:
+    ns = _deref(limits).nameSpace
+    if not ns:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return "%d:%s" % (index, ns.decode() if isinstance(ns, bytes) else ns)
+
+
+@_api
+def nvmlDeviceSetMemoryLimits_v1(device, limits):
+    _, _, index, mig = _resolve(device)
+    if mig is not None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)  # MIG handles are not supported
+    if os.geteuid() != 0:
+        raise NVMLError(NVML_ERROR_NO_PERMISSION)
+    key = _limits_key(index, limits)
+    soft, hard = int(_deref(limits).softLimit), int(_deref(limits).hardLimit)
+    with _transaction() as state:
+        table = state.setdefault("limits", {})
+        if soft == 0 and hard == NVML_DEVICE_MEMORY_LIMIT_MAX:
+            table.pop(key, None)
+        else:
+            table[key] = [soft, hard]
+
+
+@_api
+def nvmlDeviceGetMemoryLimits_v1(device, limits):
+    state, _, index, mig = _resolve(device)
+    if mig is not None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    out = _deref(limits)
+    soft, hard = state.get("limits", {}).get(_limits_key(index, limits),
+                                              [0, NVML_DEVICE_MEMORY_LIMIT_MAX])
+    out.softLimit, out.hardLimit, out.currentUsed = soft, hard, 0

@@ -11,16 +11,30 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-CGROUP_ROOT = "/sys/fs/cgroup"
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
 
 
 @dataclass(frozen=True)
 class CapSettings:
-    """Host cap settings from the admin's config (``mps = true``, ``hami_core_lib``)."""
+    """Host cap settings from the admin's config (``mps = true``, ``hami_core_lib``) and where
+    per-job cgroups go (None: do not use the driver's per-cgroup limits)."""
 
     mps: bool = False
     hami_core_lib: Optional[str] = None
+    cgroup_parent: Optional[str] = None
+
+
+def cgroup2_mount(mounts: str = "/proc/mounts") -> Optional[str]:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid hosts)."""
+    try:
+        with open(mounts, encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return fields[1]
+    except OSError:
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,14 +49,21 @@ def probe(nv, settings: CapSettings, is_root: bool) -> CapProbe:
     layers = ["visible_devices"]
     unavailable: Dict[str, str] = {}
 
+    parent = settings.cgroup_parent
     if not hasattr(nv, "nvmlDeviceSetMemoryLimits_v1"):
         unavailable["driver_limit"] = "this NVML has no nvmlDeviceSetMemoryLimits_v1 (driver r615+)"
     elif not is_root:
         unavailable["driver_limit"] = "per-cgroup GPU memory limits need root"
-    elif not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
-        unavailable["driver_limit"] = "cgroup v2 is not mounted at %s" % CGROUP_ROOT
+    elif not parent:
+        unavailable["driver_limit"] = "no cgroup v2 hierarchy to put jobs in (cgroup parent)"
+    elif not os.path.exists(os.path.join(os.path.dirname(parent), "cgroup.controllers")):
+        unavailable["driver_limit"] = "%s is not inside a cgroup v2 hierarchy" % parent
     else:
-        layers.append("driver_limit")
+        try:
+            os.makedirs(parent, exist_ok=True)
+            layers.append("driver_limit")
+        except OSError as err:
+            unavailable["driver_limit"] = "cannot create cgroup %s: %s" % (parent, err)
 
     if not settings.mps:
         unavailable["mps"] = "MPS is not enabled for this host (mps = true)"
@@ -84,9 +105,9 @@ def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], me
     return env
 
 
-def applied_layers(layers: List[str], torch_fraction: bool) -> List[str]:
-    """The layers a share job actually gets: driver limits are applied per job by the supervisor."""
-    out = [layer for layer in layers if layer != "driver_limit"]
+def applied_layers(layers: List[str], torch_fraction: bool, driver_limit: bool) -> List[str]:
+    """The layers a share job gets; the driver limit only where the supervisor could set it."""
+    out = [layer for layer in layers if layer != "driver_limit" or driver_limit]
     if torch_fraction:
         out.insert(out.index("framework") + 1, "torch_fraction")
     return out

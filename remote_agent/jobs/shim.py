@@ -66,12 +66,19 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     with open(os.path.join(job_dir, "spec.json"), encoding="utf-8") as f:
         spec = json.load(f)
     log = CappedLog(os.path.join(job_dir, "output.log"), int(spec["log_max_bytes"]))
+    cgroup_procs = spec.get("cgroup_procs")
+
+    def join_cgroup() -> None:
+        # in the child, before exec: the job is inside its cgroup from its first instruction
+        with open(cgroup_procs, "w") as procs:
+            procs.write("0")
+
     try:
         child = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec.get("cwd") or None,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                 close_fds=True)
-    except OSError as err:
+                                 close_fds=True, preexec_fn=join_cgroup if cgroup_procs else None)
+    except (OSError, subprocess.SubprocessError) as err:
         message = "cannot start %r: %s" % (spec["argv"][0], err)
         log.write((message + "\n").encode())
         write_json(os.path.join(job_dir, "exit.json"),
@@ -121,8 +128,8 @@ def _report(report_fd: Optional[int], data: Dict[str, Any]) -> None:
     try:
         os.write(report_fd, (json.dumps(data) + "\n").encode())
         os.close(report_fd)
-    except OSError:
-        pass  # the daemon is gone; started.json / exit.json tell the next one
+    except OSError as err:  # the daemon is gone; started.json / exit.json tell the next one
+        print("shim: could not report to the daemon: %s" % err, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ _SCHEMA = [
         mig TEXT,
         memory_mib INTEGER,
         caps TEXT NOT NULL DEFAULT '[]',
+        cap_notes TEXT NOT NULL DEFAULT '[]',
         state TEXT NOT NULL,
         exit_code INTEGER,
         reason TEXT,
@@ -57,6 +58,7 @@ class Job:
     created_at: float
     state: str = "starting"
     caps: List[str] = field(default_factory=list)
+    cap_notes: List[str] = field(default_factory=list)  # why a layer the host has was not applied
     exit_code: Optional[int] = None
     reason: Optional[str] = None
     stop_reason: Optional[str] = None  # why the agent asked it to stop, before it has stopped
@@ -76,7 +78,7 @@ class Job:
         return out
 
 
-_JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps")
+_JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes")
 
 
 class JobStore:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
-from remote_agent.gpu.backend import GpuInfo
+from remote_agent.gpu.backend import GpuInfo, NvmlCallError
 from remote_agent.jobs import caps
 from remote_agent.jobs.shim import write_json
 from remote_agent.jobs.store import Job, JobStore
@@ -240,10 +240,11 @@ class Supervisor:
             self.store.update(job, instance=created)
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._read_started(job))  # a shim owns it already
-        env, applied = self._job_env(job, req.torch_fraction)
-        self.store.update(job, caps=applied)
+        cgroup_procs, notes = self._driver_limit(job)
+        env, applied = self._job_env(job, req.torch_fraction, cgroup_procs is not None)
+        self.store.update(job, caps=applied, cap_notes=notes)
         write_json(os.path.join(job_dir, "spec.json"), {
-            "argv": job.argv, "env": env, "cwd": job.cwd,
+            "argv": job.argv, "env": env, "cwd": job.cwd, "cgroup_procs": cgroup_procs,
             "log_max_bytes": self.settings.log_max_bytes})
         return self._record_start(job, self._spawn_shim(job))
 
@@ -251,6 +252,7 @@ class Supervisor:
         if "error" in report:
             self.store.update(job, state="exited", exit_code=127, reason=report["error"],
                               ended_at=time.time())
+            self._release_cgroup(job)
             self.notify(job)
             raise RpcError(rpc.START_FAILED, "job j%d did not start: %s" % (
                 job.id, report["error"]), {"job": job.record()})
@@ -259,7 +261,56 @@ class Supervisor:
         self.notify(job)
         return job
 
-    def _job_env(self, job: Job, torch_fraction: bool) -> Tuple[Dict[str, str], List[str]]:
+    def cgroup_of(self, job: Job) -> str:
+        return os.path.join(self.settings.caps.cgroup_parent or "",
+                            "%s-j%d" % (self.paths.digest, job.id))
+
+    def _driver_limit(self, job: Job) -> Tuple[Optional[str], List[str]]:
+        """Put a share job in a cgroup of its own with the driver's memory limit on each of its
+        GPUs. Returns the cgroup's procs file for the shim, or None and why not."""
+        if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
+            return None, []
+        nv = self.gpus.backend.nv
+        path = self.cgroup_of(job)
+        try:
+            os.makedirs(path, exist_ok=True)
+            for index in job.gpus:
+                limits = nv.c_nvmlSetMemoryLimits_v1_t()
+                limits.nameSpace = path.encode()
+                limits.softLimit = limits.hardLimit = job.memory_mib << 20
+                self.gpus.backend.call("nvmlDeviceSetMemoryLimits_v1",
+                                       self.gpus.backend.handle(index), limits)
+        except (OSError, NvmlCallError) as err:
+            note = "driver_limit not applied: %s" % err
+            log.warning("job j%d: %s", job.id, note)
+            self._release_cgroup(job)
+            return None, [note]
+        return os.path.join(path, "cgroup.procs"), []
+
+    def _release_cgroup(self, job: Job) -> None:
+        """Clear a finished job's driver limits and remove its cgroup."""
+        if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
+            return
+        nv = self.gpus.backend.nv
+        path = self.cgroup_of(job)
+        for index in job.gpus:
+            limits = nv.c_nvmlSetMemoryLimits_v1_t()
+            limits.nameSpace = path.encode()
+            limits.softLimit, limits.hardLimit = 0, nv.NVML_DEVICE_MEMORY_LIMIT_MAX
+            try:
+                self.gpus.backend.call("nvmlDeviceSetMemoryLimits_v1",
+                                       self.gpus.backend.handle(index), limits)
+            except NvmlCallError as err:
+                log.warning("job j%d: clearing its limit on GPU %d: %s", job.id, index, err)
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass  # never made, or already removed
+        except OSError as err:
+            log.warning("job j%d: cgroup %s stays: %s", job.id, path, err)
+
+    def _job_env(self, job: Job, torch_fraction: bool,
+                 driver_limit: bool) -> Tuple[Dict[str, str], List[str]]:
         env = {k: v for k, v in os.environ.items() if k not in _CONFINEMENT_VARS}
         env.update(self.extra_job_env)
         env.update(job.env)
@@ -272,7 +323,7 @@ class Supervisor:
                          for i in job.gpus)
         env.update(caps.share_env(layers, self.settings.caps, job.gpu_uuids, job.memory_mib,
                                   gpu_memory, torch_fraction))
-        return env, caps.applied_layers(layers, torch_fraction)
+        return env, caps.applied_layers(layers, torch_fraction, driver_limit)
 
     def _spawn_shim(self, job: Job) -> Dict[str, Any]:
         read_fd, write_fd = os.pipe()
@@ -363,6 +414,7 @@ class Supervisor:
                 self.store.update(job, state="lost", ended_at=time.time(), reason=(
                     "its shim ended without recording an exit status; whether the job finished, "
                     "and how, cannot be known"))
+                self._release_cgroup(job)
                 self.notify(job)
                 return
         changes: Dict[str, Any] = {"ended_at": ended.get("ended_at", time.time())}
@@ -375,6 +427,7 @@ class Supervisor:
         else:
             changes.update(state="exited", exit_code=ended.get("code"))
         self.store.update(job, **changes)
+        self._release_cgroup(job)
         self.notify(job)
 
     def _watchdog(self) -> None:
