@@ -29,6 +29,12 @@ def script(code: str):
     return [PY, "-c", code]
 
 
+def until_file(path, code: int):
+    """A job that runs until ``path`` exists, then exits with ``code``: the test decides when."""
+    return script("import os, sys, time\nwhile not os.path.exists(%r):\n    time.sleep(0.05)\n"
+                  "sys.exit(%d)" % (str(path), code))
+
+
 def wait_job(agent, job_id, states=("exited", "killed", "lost"), timeout=20.0):
     deadline = time.time() + timeout
     while True:
@@ -157,12 +163,13 @@ def test_the_watchdog_stops_a_job_over_its_cap_with_the_reason(host):
     assert (fine["state"], fine["exit_code"], fine["reason"]) == ("exited", 0, None)
 
 
-def test_the_job_table_survives_kill_9_of_the_daemon(host):
+def test_the_job_table_survives_kill_9_of_the_daemon(host, tmp_path):
     agent, state = host
+    release = tmp_path / "release"
     codes = {}
     for code in (0, 4, 7):
         job = agent.call("job.launch", key="k-crash-%d" % code, gpu=1, memory_mib=100,
-                         argv=script("import time, sys; time.sleep(2.5); sys.exit(%d)" % code))
+                         argv=until_file(release, code))
         codes[job["id"]] = code
     os.kill(daemon_pid(agent), signal.SIGKILL)
     agent.proc.wait(timeout=10)  # the bridge sees its daemon gone
@@ -170,6 +177,7 @@ def test_the_job_table_survives_kill_9_of_the_daemon(host):
     try:
         jobs = again.call("job.list")["jobs"]
         assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in codes}
+        release.touch()
         for job_id, code in codes.items():
             done = wait_job(again, job_id)
             assert (done["state"], done["exit_code"]) == ("exited", code)
@@ -180,10 +188,11 @@ def test_the_job_table_survives_kill_9_of_the_daemon(host):
 def test_a_newer_agent_takes_over_the_daemon_and_adopts_every_job(host, tmp_path, start_agent):
     agent, state = host
     old_pid = daemon_pid(agent)
+    release = tmp_path / "release"
     codes = {}
     for code in (0, 5, 9):
         job = agent.call("job.launch", key="k-upgrade-%d" % code, gpu=1, memory_mib=100,
-                         argv=script("import time, sys; time.sleep(2.5); sys.exit(%d)" % code))
+                         argv=until_file(release, code))
         codes[job["id"]] = code
     newer_root = tmp_path / "newer"
     shutil.copytree(os.path.join(REPO, "remote_agent"), newer_root / "remote_agent",
@@ -197,6 +206,7 @@ def test_a_newer_agent_takes_over_the_daemon_and_adopts_every_job(host, tmp_path
     assert not alive(old_pid)
     jobs = newer.call("job.list")["jobs"]
     assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in codes}
+    release.touch()
     for job_id, code in codes.items():
         done = wait_job(newer, job_id)
         assert (done["state"], done["exit_code"]) == ("exited", code)
@@ -205,14 +215,16 @@ def test_a_newer_agent_takes_over_the_daemon_and_adopts_every_job(host, tmp_path
     assert older.call("daemon.version")["version"] == bumped
 
 
-def test_closing_the_bridge_leaves_jobs_running(host, start_agent):
+def test_closing_the_bridge_leaves_jobs_running(host, start_agent, tmp_path):
     agent, state = host
+    release = tmp_path / "release"
     job = agent.call("job.launch", key="k-stay", gpu=1, memory_mib=100,
-                     argv=script("import time, sys; time.sleep(2); sys.exit(6)"))
+                     argv=until_file(release, 6))
     assert agent.close() == 0
     assert alive(job["pid"])
     later = start_agent(None, state)
     assert later.call("job.get", job=job["id"])["state"] == "running"
+    release.touch()
     assert wait_job(later, job["id"])["exit_code"] == 6
 
 
@@ -265,12 +277,14 @@ def test_stop_terminates_with_grace_then_kills(host):
         assert time.time() < deadline
         time.sleep(0.05)
     agent.call("job.stop", job=polite["id"])
+    asked = time.time()
     agent.call("job.stop", job=stubborn["id"], grace=1, reason="make room for j9")
     done = wait_job(agent, polite["id"])
     assert (done["state"], done["reason"]) == ("killed", "stopped by request")
     hard = wait_job(agent, stubborn["id"])
     assert (hard["state"], hard["reason"]) == ("killed", "make room for j9")
-    assert hard["ended_at"] - time.time() < 5
+    # it ignored SIGTERM, so it lived through the 1 s grace, then SIGKILL ended it
+    assert 0.9 <= hard["ended_at"] - asked < 5
     assert not alive(stubborn["pid"])
 
 

@@ -1,0 +1,139 @@
+"""Host agent benchmark: job launch latency and the daemon's idle CPU use.
+
+    python benchmarks/agent.py [--launches 50] [--jobs 20] [--idle-seconds 30] [--record]
+
+Runs a simulated host (the real bridge, daemon and shims, the sim GPU backend) and measures:
+- launch -> running: from sending ``job.launch`` to its reply, which comes once the job's process
+  has started (state running);
+- the daemon's CPU use while 20 jobs run and nothing else happens, over the given seconds,
+  from /proc (user + system time), with no client subscribed and with one subscribed.
+``--record`` writes the table into docs/benchmarks.md with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks.record import machine, record_section  # noqa: E402
+
+
+class Bridge:
+    def __init__(self, state_dir: str, spec: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "remote_agent", "serve", "--stdio", "--state-dir", state_dir,
+             "--sim", spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO)
+        self.next_id = 0
+
+    def call(self, method: str, **params: Any) -> Any:
+        self.next_id += 1
+        msg = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.flush()
+        while True:
+            reply = json.loads(self.proc.stdout.readline())
+            if reply.get("id") == self.next_id:
+                break
+        if "error" in reply:
+            raise RuntimeError(reply["error"]["message"])
+        return reply["result"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: List[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100.0 * (len(ordered) - 1))))]
+
+
+def idle_cpu(pid: int, seconds: float) -> float:
+    before, start = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - start)
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    state = tempfile.mkdtemp(prefix="fractui-bench-")
+    bridge = Bridge(state, "2xL40S")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    try:
+        daemon = bridge.call("daemon.version")["pid"]
+        latencies = []
+        for n in range(args.launches):
+            t0 = time.perf_counter()
+            job = bridge.call("job.launch", key="bench-%d" % n, gpu=n % 2, memory_mib=100,
+                              argv=sleeper)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert job["state"] == "running"
+            if n >= args.jobs:
+                bridge.call("job.stop", job=job["id"], grace=0)
+        time.sleep(2)  # let the stops settle
+        running = [j for j in bridge.call("job.list")["jobs"] if j["state"] == "running"]
+        assert len(running) == args.jobs, len(running)
+        quiet = idle_cpu(daemon, args.idle_seconds)
+        bridge.call("subscribe")
+        watched = idle_cpu(daemon, args.idle_seconds)
+        return {"launches": args.launches, "median_ms": statistics.median(latencies),
+                "p95_ms": percentile(latencies, 95), "jobs": len(running),
+                "seconds": args.idle_seconds, "idle_cpu": quiet, "subscribed_cpu": watched}
+    finally:
+        for job in bridge.call("job.list")["jobs"]:
+            if job["state"] == "running":
+                bridge.call("job.stop", job=job["id"], grace=0)
+        time.sleep(1)
+        bridge.call("daemon.shutdown")
+        bridge.close()
+
+
+def table(r: Dict[str, Any]) -> str:
+    return "\n".join([
+        "| measure | result | target |",
+        "|---|---|---|",
+        "| launch -> running, median (%d launches) | %.1f ms | <= 150 ms |" % (
+            r["launches"], r["median_ms"]),
+        "| launch -> running, p95 | %.1f ms | |" % r["p95_ms"],
+        "| daemon CPU, %d jobs, idle, %ds, no subscriber | %.2f %% of one core | <= 1 %% |" % (
+            r["jobs"], r["seconds"], r["idle_cpu"]),
+        "| daemon CPU, %d jobs, idle, %ds, one subscriber | %.2f %% of one core | |" % (
+            r["jobs"], r["seconds"], r["subscribed_cpu"]),
+    ])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--launches", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.launches < args.jobs:
+        parser.error("--launches must be at least --jobs")
+    result = run(args)
+    text = table(result)
+    print(text)
+    if args.record:
+        record_section("Host agent (benchmarks/agent.py)", text + "\n\nSimulated host (2 x L40S, "
+                       "sim backend); jobs are real processes under real shims.\n", machine())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
