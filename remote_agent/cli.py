@@ -116,19 +116,17 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # a daemon already runs for this state dir: the bridge will use it
-    sim_module = None
     if backend == "sim":
-        from remote_agent.gpu import fake_pynvml
+        from remote_agent.gpu import fake_pynvml as nv
 
         try:
-            fake_pynvml.sim_open(paths.sim_state, args.sim)
+            nv.sim_open(paths.sim_state, args.sim)
         except ValueError as err:
             print("remote_agent: %s" % err, file=sys.stderr)
             return 2
-        sim_module = fake_pynvml
     else:
         try:
-            import pynvml  # noqa: F401
+            import pynvml as nv
         except ImportError as err:
             print("remote_agent: the pynvml module (nvidia-ml-py) is not available: %s" % err,
                   file=sys.stderr)
@@ -145,19 +143,14 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.jobs.supervisor import SupervisorSettings
     from remote_agent.service import Agent
 
-    if sim_module is not None:
-        agent = Agent(sim_module, "sim", sim=sim_module)
-    else:
-        import pynvml
-
-        agent = Agent(pynvml, "nvml")
+    sim = nv if backend == "sim" else None
+    agent = Agent(nv, backend, sim=sim)
     settings = SupervisorSettings(
         caps=CapSettings(mps=args.mps, hami_core_lib=args.hami_core_lib,
                          cgroup_parent=_cgroup_parent(args.cgroup_parent, backend)),
         log_max_bytes=args.log_max_mib << 20, retention_s=args.retention_hours * 3600,
         watchdog_grace_s=args.watchdog_grace)
-    spec = sim_module.sim_spec() if sim_module is not None else None
-    return serve_daemon(paths, agent, settings, spec)
+    return serve_daemon(paths, agent, settings, sim.sim_spec() if sim is not None else None)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

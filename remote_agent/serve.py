@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, Dispatcher, RpcError, \
-    _error_response, _dump
+from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, Dispatcher, RpcError, dump, \
+    error_response
 
 
 def serve_stream(dispatcher: Dispatcher, reader: BinaryIO, writer: BinaryIO) -> None:
@@ -19,7 +19,7 @@ def serve_stream(dispatcher: Dispatcher, reader: BinaryIO, writer: BinaryIO) -> 
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
             while line and not line.endswith(b"\n"):
                 line = reader.readline(MAX_LINE_BYTES)
-            reply = _dump(_error_response(None, RpcError(
+            reply = dump(error_response(None, RpcError(
                 PARSE_ERROR, "request line longer than %d bytes" % MAX_LINE_BYTES)))
         elif not line.strip():
             continue

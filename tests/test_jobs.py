@@ -16,7 +16,7 @@ from remote_agent import __version__
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import REPO, AgentError, AgentProcess
+from tests.conftest import REPO, AgentError
 
 PY = sys.executable
 
@@ -163,37 +163,40 @@ def test_the_watchdog_stops_a_job_over_its_cap_with_the_reason(host):
     assert (fine["state"], fine["exit_code"], fine["reason"]) == ("exited", 0, None)
 
 
-def test_the_job_table_survives_kill_9_of_the_daemon(host, tmp_path):
+def launch_held_jobs(agent, release, codes):
+    """Jobs that run until ``release`` exists, each then exiting with its code: {id: code}."""
+    launched = {}
+    for code in codes:
+        job = agent.call("job.launch", key="k-held-%d" % code, gpu=1, memory_mib=100,
+                         argv=until_file(release, code))
+        launched[job["id"]] = code
+    return launched
+
+
+def assert_adopted_then_exit(agent, release, launched):
+    """All still listed running, and once released each ends with its real exit code."""
+    jobs = agent.call("job.list")["jobs"]
+    assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in launched}
+    release.touch()
+    for job_id, code in launched.items():
+        done = wait_job(agent, job_id)
+        assert (done["state"], done["exit_code"]) == ("exited", code)
+
+
+def test_the_job_table_survives_kill_9_of_the_daemon(host, tmp_path, start_agent):
     agent, state = host
     release = tmp_path / "release"
-    codes = {}
-    for code in (0, 4, 7):
-        job = agent.call("job.launch", key="k-crash-%d" % code, gpu=1, memory_mib=100,
-                         argv=until_file(release, code))
-        codes[job["id"]] = code
+    launched = launch_held_jobs(agent, release, (0, 4, 7))
     os.kill(daemon_pid(agent), signal.SIGKILL)
     agent.proc.wait(timeout=10)  # the bridge sees its daemon gone
-    again = AgentProcess(state, "--backend", "sim")
-    try:
-        jobs = again.call("job.list")["jobs"]
-        assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in codes}
-        release.touch()
-        for job_id, code in codes.items():
-            done = wait_job(again, job_id)
-            assert (done["state"], done["exit_code"]) == ("exited", code)
-    finally:
-        again.close()
+    assert_adopted_then_exit(start_agent(None, state), release, launched)
 
 
 def test_a_newer_agent_takes_over_the_daemon_and_adopts_every_job(host, tmp_path, start_agent):
     agent, state = host
     old_pid = daemon_pid(agent)
     release = tmp_path / "release"
-    codes = {}
-    for code in (0, 5, 9):
-        job = agent.call("job.launch", key="k-upgrade-%d" % code, gpu=1, memory_mib=100,
-                         argv=until_file(release, code))
-        codes[job["id"]] = code
+    launched = launch_held_jobs(agent, release, (0, 5, 9))
     newer_root = tmp_path / "newer"
     shutil.copytree(os.path.join(REPO, "remote_agent"), newer_root / "remote_agent",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -204,12 +207,7 @@ def test_a_newer_agent_takes_over_the_daemon_and_adopts_every_job(host, tmp_path
     info = newer.call("daemon.version")
     assert info["version"] == bumped and info["pid"] != old_pid
     assert not alive(old_pid)
-    jobs = newer.call("job.list")["jobs"]
-    assert {j["id"]: j["state"] for j in jobs} == {j: "running" for j in codes}
-    release.touch()
-    for job_id, code in codes.items():
-        done = wait_job(newer, job_id)
-        assert (done["state"], done["exit_code"]) == ("exited", code)
+    assert_adopted_then_exit(newer, release, launched)
     # an older bridge now uses the newer daemon rather than replacing it
     older = start_agent(None, state)
     assert older.call("daemon.version")["version"] == bumped

@@ -166,7 +166,8 @@ class GpuBackend:
                 compute_slices=int(info.sliceCount), size=size, starts=starts,
                 max_instances=int(info.instanceCount), memory_mib=int(info.memorySizeMB)))
         if not profiles:
-            raise LookupError("GPU %d (%s) reports no MIG profiles: is MIG mode on?" % (index, name))
+            raise LookupError("GPU %d (%s) reports no MIG profiles: is MIG mode on?"
+                              % (index, name))
         geo = Geometry(model=name,
                        memory_slices=max(max(p.starts) + p.size for p in profiles),
                        compute_slices=max(p.compute_slices for p in profiles),

@@ -159,8 +159,8 @@ class NVMLError(Exception):
         return obj
 
     def __str__(self):
-        return NVMLError._errcode_to_string.get(
-            self.value, _LIBRARY_ERROR_STRINGS.get(self.value, "NVML Error with code %d" % self.value))
+        fallback = _LIBRARY_ERROR_STRINGS.get(self.value, "NVML Error with code %d" % self.value)
+        return NVMLError._errcode_to_string.get(self.value, fallback)
 
     def __eq__(self, other):
         return isinstance(other, NVMLError) and self.value == other.value
@@ -448,7 +448,7 @@ def sim_spec() -> str:
 
 
 def sim_inject_fault(function: str, code: int, skip: int = 0, count: int = 1) -> None:
-    """Make ``function`` fail with NVML error ``code``: after ``skip`` good calls, ``count`` times."""
+    """Fail ``function`` with NVML error ``code``, ``count`` times, after ``skip`` good calls."""
     if not function.startswith("nvml") or function not in globals():
         raise ValueError("no NVML function %r in this module" % function)
     if code not in NVMLError._valClassMapping:

@@ -409,7 +409,8 @@ class Supervisor:
         if ended is None:
             if shim_alive(self.job_dir(job)):
                 return
-            ended = _load_json(os.path.join(self.job_dir(job), "exit.json"))  # it may just have ended
+            # it may have ended between the two looks
+            ended = _load_json(os.path.join(self.job_dir(job), "exit.json"))
             if ended is None:
                 self.store.update(job, state="lost", ended_at=time.time(), reason=(
                     "its shim ended without recording an exit status; whether the job finished, "

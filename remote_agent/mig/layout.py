@@ -51,7 +51,8 @@ class Geometry:
 
     def by_size(self) -> Tuple[Profile, ...]:
         """Profiles largest first: the order in which keeping room matters most."""
-        return tuple(sorted(self.profiles, key=lambda p: (-p.size, -p.compute_slices, p.profile_id)))
+        return tuple(sorted(self.profiles,
+                            key=lambda p: (-p.size, -p.compute_slices, p.profile_id)))
 
 
 @dataclass(frozen=True)

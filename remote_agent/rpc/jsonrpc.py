@@ -136,33 +136,33 @@ class Dispatcher:
             text = line.decode("utf-8") if isinstance(line, bytes) else line
             message = json.loads(text)
         except (UnicodeDecodeError, ValueError) as err:
-            return _dump(_error_response(None, RpcError(PARSE_ERROR, "not valid JSON: %s" % err)))
+            return dump(error_response(None, RpcError(PARSE_ERROR, "not valid JSON: %s" % err)))
         if isinstance(message, list):
             if not message:
-                return _dump(_error_response(None, RpcError(
+                return dump(error_response(None, RpcError(
                     INVALID_REQUEST, "an empty batch is not a request")))
             replies = [r for r in (self._handle(m) for m in message) if r is not None]
-            return _dump(replies) if replies else None
+            return dump(replies) if replies else None
         reply = self._handle(message)
-        return None if reply is None else _dump(reply)
+        return None if reply is None else dump(reply)
 
     def _handle(self, message: Any) -> Optional[Dict[str, Any]]:
         if not isinstance(message, dict):
-            return _error_response(None, RpcError(
+            return error_response(None, RpcError(
                 INVALID_REQUEST, "a request must be a JSON object, not %s" % _json_type(message)))
         is_notification = "id" not in message
         req_id = message.get("id")
         if not isinstance(req_id, (str, int, type(None))) or isinstance(req_id, bool):
-            return _error_response(None, RpcError(
+            return error_response(None, RpcError(
                 INVALID_REQUEST, "id must be a string, a number or null"))
         method = message.get("method")
         if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
-            return _error_response(req_id, RpcError(
+            return error_response(req_id, RpcError(
                 INVALID_REQUEST, 'a request needs "jsonrpc": "2.0" and a string "method"'))
         try:
             result = self.call(method, message.get("params"))
         except RpcError as err:
-            return None if is_notification else _error_response(req_id, err)
+            return None if is_notification else error_response(req_id, err)
         return None if is_notification else {"jsonrpc": "2.0", "id": req_id, "result": result}
 
     def call(self, method: str, params: Any) -> Any:
@@ -180,11 +180,11 @@ class Dispatcher:
                 method, type(err).__name__, err)) from err
 
 
-def _error_response(req_id: Any, err: RpcError) -> Dict[str, Any]:
+def error_response(req_id: Any, err: RpcError) -> Dict[str, Any]:
     return {"jsonrpc": "2.0", "id": req_id, "error": err.to_json()}
 
 
-def _dump(obj: Union[Dict[str, Any], List[Dict[str, Any]]]) -> str:
+def dump(obj: Union[Dict[str, Any], List[Dict[str, Any]]]) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False)
 
 
