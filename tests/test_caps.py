@@ -1,0 +1,78 @@
+"""Cap layers: what a host can enforce on a GPU without MIG, and the environment a share gets."""
+
+from __future__ import annotations
+
+import types
+
+from remote_agent.jobs import caps
+from tests.test_jobs import script, wait_job
+
+
+def test_probe_lists_what_the_host_has_and_why_not_the_rest(tmp_path, monkeypatch):
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    no_limits = types.SimpleNamespace()
+    found = caps.probe(no_limits, caps.CapSettings(mps=True, hami_core_lib=str(lib)), True)
+    assert found.layers == ["visible_devices", "mps", "hami", "framework", "watchdog"]
+    assert "nvmlDeviceSetMemoryLimits_v1" in found.unavailable["driver_limit"]
+    missing = caps.probe(no_limits, caps.CapSettings(mps=True, hami_core_lib="/no/lib.so"), True)
+    assert missing.layers == ["visible_devices", "mps", "framework", "watchdog"]
+    assert "/no/lib.so does not exist" in missing.unavailable["hami"]
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "none"))
+    assert "no MPS control daemon" in caps.probe(
+        no_limits, caps.CapSettings(mps=True), True).unavailable["mps"]
+    with_limits = types.SimpleNamespace(nvmlDeviceSetMemoryLimits_v1=None)
+    assert "need root" in caps.probe(with_limits, caps.CapSettings(), False).unavailable[
+        "driver_limit"]
+
+
+def test_share_env_sets_every_layer_for_the_share():
+    env = caps.share_env(["visible_devices", "mps", "hami", "framework", "watchdog"],
+                         caps.CapSettings(mps=True, hami_core_lib="/opt/libvgpu.so"),
+                         ["GPU-a", "GPU-b"], 6000, 24000, torch_fraction=True)
+    assert env == {
+        "CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b",
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=6000M,1=6000M",
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "25",
+        "LD_PRELOAD": "/opt/libvgpu.so",
+        "CUDA_DEVICE_MEMORY_LIMIT": "6000m",
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.250",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        "PYTORCH_CUDA_ALLOC_CONF": "per_process_memory_fraction:0.250",
+    }
+    plain = caps.share_env(["visible_devices", "framework", "watchdog"], caps.CapSettings(),
+                           ["GPU-a"], 100, 1000, torch_fraction=False)
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plain and "LD_PRELOAD" not in plain
+
+
+def test_cgroup2_mount_is_found_on_hybrid_hosts(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("cgroup /sys/fs/cgroup/memory cgroup rw 0 0\n"
+                      "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n")
+    assert caps.cgroup2_mount(str(mounts)) == "/sys/fs/cgroup/unified"
+    mounts.write_text("cgroup /sys/fs/cgroup/memory cgroup rw 0 0\n")
+    assert caps.cgroup2_mount(str(mounts)) is None
+
+
+def test_a_job_on_an_mps_and_hami_host_gets_their_limits(start_agent, tmp_path, monkeypatch):
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps", "--hami-core-lib", str(lib))
+    job = agent.call("job.launch", key="k-caps", gpu=0, memory_mib=11517, torch_fraction=True,
+                     argv=script("import os\nfor k in ('CUDA_MPS_PINNED_DEVICE_MEM_LIMIT', "
+                                 "'CUDA_DEVICE_MEMORY_LIMIT', 'PYTORCH_CUDA_ALLOC_CONF'):"
+                                 " print(k, os.environ[k])"))
+    assert job["caps"] == ["visible_devices", "mps", "hami", "framework", "torch_fraction",
+                           "watchdog"]
+    wait_job(agent, job["id"])
+    lines = agent.call("job.logs", job=job["id"])["lines"]
+    # (the stand-in library is empty, so ld.so warns that it cannot preload it: not our line)
+    assert [line for line in lines if not line.startswith("ERROR: ld.so")] == [
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT 0=11517M", "CUDA_DEVICE_MEMORY_LIMIT 11517m",
+        "PYTORCH_CUDA_ALLOC_CONF per_process_memory_fraction:0.500"]
