@@ -139,13 +139,17 @@ def relay(sock: socket.socket) -> int:
 
     threading.Thread(target=upstream, daemon=True).start()
     out = sys.stdout.buffer
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        out.write(chunk)
-        out.flush()
-    sock.close()
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out.write(chunk)
+            out.flush()
+    except BrokenPipeError:
+        return 0  # the client (the SSH channel) went away first: nothing left to tell it
+    finally:
+        sock.close()
     if not stdin_done.is_set():
         print("remote_agent bridge: the agent daemon closed the connection", file=sys.stderr)
         return 1

@@ -1,0 +1,5 @@
+import sys
+
+from fractui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,421 @@
+"""The admin's configuration file: the fleet's hosts and how to reach them.
+
+The file is TOML, read with ``tomllib``. Every mistake an admin can make in it becomes a
+``ConfigError`` whose text is ``file:line: what is wrong``, so the CLI can print it and exit 2.
+tomllib gives no line numbers for values, so ``_Locator`` finds them by scanning the text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import platformdirs
+
+from remote_agent.gpu.models import parse_sim_spec
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """A mistake in the config file, with the line to fix so the admin need not hunt for it."""
+
+    def __init__(self, path: str | None, line: int | None, message: str) -> None:
+        super().__init__(path, line, message)
+        self.path = path
+        self.line = line
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.path is None:  # a Config built in code (the demo) has no file to point at
+            return self.message
+        if self.line is None:
+            return f"{self.path}: {self.message}"
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One GPU host of the fleet: how to reach it over SSH and how to run the agent there."""
+
+    name: str
+    """Unique, stable name shown in the TUI and typed on the command line."""
+    host: str | None = None
+    """Hostname or ~/.ssh/config alias; None means the name itself (filled in on creation)."""
+    port: int | None = None
+    """None leaves the port to ~/.ssh/config, then 22."""
+    user: str | None = None
+    """None leaves the user to ~/.ssh/config, then the local user."""
+    identity_file: str | None = None
+    """A local private key, with ~ expanded."""
+    proxy_jump: str | None = None
+    """OpenSSH ProxyJump syntax: comma-separated [user@]host[:port] hops, first hop first."""
+    become: str | None = None
+    """Only "sudo": runs the agent as root, which MIG changes and driver memory limits need."""
+    python: str = "python3"
+    """The remote interpreter that runs the agent (Python >= 3.9)."""
+    state_dir: str = "~/.local/state/fractui-agent"
+    """The agent's --state-dir, kept as written: it is a path on the remote host."""
+    agent_cache: str = ".cache/fractui"
+    """Where the agent is uploaded over SFTP: relative to the remote home unless absolute."""
+    transport: str = "ssh"
+    """Either "ssh", or "local": a simulated host run as a subprocess on this machine."""
+    sim: str | None = None
+    """A --sim spec such as "2xA100-80GB:mig,1xL4": the agent simulates these GPUs."""
+    mps: bool = False
+    """MPS runs on this host, so memory shares are capped with MPS limits too."""
+    hami_core_lib: str | None = None
+    """HAMi-core's libvgpu.so on the remote host, to cap memory shares with it too."""
+
+    def __post_init__(self) -> None:
+        # Every HostConfig, from the file or built in code, has an address to dial.
+        if self.host is None:
+            object.__setattr__(self, "host", self.name)
+
+
+def _expanded(path: str) -> str:
+    return os.path.expanduser(path)
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """SSH behaviour shared by every host; paths are local and have ~ expanded."""
+
+    known_hosts: str = field(default_factory=lambda: _expanded("~/.ssh/known_hosts"))
+    """Host keys are checked against this file; `fractui trust HOST` adds to it."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for a TCP connection and the SSH handshake before a host is offline."""
+    config_file: str = field(default_factory=lambda: _expanded("~/.ssh/config"))
+    """The admin's OpenSSH config, honoured for aliases, users, ports, keys and ProxyJump."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole file, validated; ``queues`` and ``teams`` are kept raw for a later feature."""
+
+    path: str | None
+    hosts: tuple[HostConfig, ...] = ()
+    ssh: SshSettings = field(default_factory=SshSettings)
+    queues: tuple[dict[str, Any], ...] = ()
+    teams: tuple[dict[str, Any], ...] = ()
+
+    def host(self, name: str) -> HostConfig:
+        """The host called ``name``; a ConfigError names the known ones, for a CLI typo."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in self.hosts) or "none"
+        raise ConfigError(self.path, None, f"unknown host '{name}' (known: {known})")
+
+
+def default_config_path() -> str:
+    """``$XDG_CONFIG_HOME/fractui/config.toml`` on Linux (platformdirs honours XDG)."""
+    return os.path.join(platformdirs.user_config_dir("fractui"), "config.toml")
+
+
+# --- Finding lines ---------------------------------------------------------------------------
+
+# One key segment: bare, "basic" or 'literal' (escapes inside quotes are not handled).
+_KEY_PART = r"""[A-Za-z0-9_-]+|"[^"\\]*"|'[^']*'"""
+_DOTTED_KEY = rf"\s*(?:{_KEY_PART})\s*(?:\.\s*(?:{_KEY_PART})\s*)*"
+_ARRAY_HEADER = re.compile(rf"\s*\[\[({_DOTTED_KEY})\]\]\s*(?:#.*)?")
+_TABLE_HEADER = re.compile(rf"\s*\[({_DOTTED_KEY})\]\s*(?:#.*)?")
+_KEY_LINE = re.compile(rf"({_DOTTED_KEY})=")
+
+_BlockId = tuple[str, int | None]  # (dotted table name, index of an array of tables or None)
+_TOP: _BlockId = ("", None)
+
+
+def _parts(dotted: str) -> list[str]:
+    """``hosts."a.b"`` -> ["hosts", "a.b"]: the segments of a dotted key, quotes removed."""
+    return [p.strip("\"'") for p in re.findall(_KEY_PART, dotted)]
+
+
+@dataclass
+class _Block:
+    header_line: int | None  # None for the top level, which has no header
+    keys: dict[str, int] = field(default_factory=dict)  # key -> line of its first mention
+
+
+class _Locator:
+    """Where keys are written in the file text, by table block.
+
+    The Nth ``[[hosts]]`` header starts block ("hosts", N-1); ``[ssh]`` starts ("ssh", None);
+    lines before any header are the top level. Within a block, ``key =`` (also ``"key" =`` and
+    dotted ``key.sub =``, which count as ``key``) records its line. A sub-table header such as
+    ``[hosts.extra]`` counts as a mention of ``extra`` in the enclosing block and of ``hosts`` at
+    the top level, so unknown sub-tables are located too. Values inside inline tables are not
+    located: lookups fall back to the block's header, or for an inline ``key = [...]`` to that key.
+    Multi-line strings are not tracked; a line inside one that looks like a key could mislead.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._blocks: dict[_BlockId, _Block] = {_TOP: _Block(None)}
+        counts: dict[str, int] = {}  # array-of-tables name -> headers seen so far
+        current = self._blocks[_TOP]
+        # TOML lines end at \n only; str.splitlines would also split at \x0c, \u2028 and more.
+        for number, line in enumerate(text.split("\n"), start=1):
+            array = _ARRAY_HEADER.fullmatch(line)
+            header = array or _TABLE_HEADER.fullmatch(line)
+            if header:
+                parts = _parts(header.group(1))
+                self._mention(_TOP, parts[0], number)
+                if len(parts) > 1:  # a sub-table: a key of the latest block of its parent
+                    parent_index = counts[parts[0]] - 1 if parts[0] in counts else None
+                    self._mention((parts[0], parent_index), parts[1], number)
+                name = ".".join(parts)
+                index = None
+                if array:
+                    index = counts.get(name, 0)
+                    counts[name] = index + 1
+                current = self._blocks.setdefault((name, index), _Block(number))
+                continue
+            key = _KEY_LINE.match(line)
+            if key:
+                current.keys.setdefault(_parts(key.group(1))[0], number)
+
+    def _mention(self, block: _BlockId, key: str, line: int) -> None:
+        if block in self._blocks:
+            self._blocks[block].keys.setdefault(key, line)
+
+    def line(self, table: str, index: int | None = None, key: str | None = None) -> int | None:
+        """The line of ``key`` in the block, else the block's header, else where it was set."""
+        block = self._blocks.get((table, index))
+        if block is None:  # an inline table or array: point at the top-level key holding it
+            return self._blocks[_TOP].keys.get(table) if table else None
+        if key is not None and key in block.keys:
+            return block.keys[key]
+        return block.header_line
+
+
+# --- Checking values -------------------------------------------------------------------------
+
+def _describe(value: object) -> str:
+    """A TOML value's type, as the admin would say it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"  # datetime, date and time are the only other TOML values
+
+
+# Expected kinds: the phrase for messages and the test. Booleans are not integers here.
+_KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "string": ("a string", lambda v: isinstance(v, str)),
+    "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "number": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "boolean": ("a boolean", lambda v: isinstance(v, bool)),
+}
+
+# Keys of [[hosts]] and [ssh] with their kinds, in the order the error messages list them.
+_HOST_KEYS = {
+    "name": "string", "host": "string", "port": "integer", "user": "string",
+    "identity_file": "string", "proxy_jump": "string", "become": "string", "python": "string",
+    "state_dir": "string", "agent_cache": "string", "transport": "string", "sim": "string",
+    "mps": "boolean", "hami_core_lib": "string",
+}
+_SSH_KEYS = {"known_hosts": "string", "connect_timeout": "number", "config_file": "string"}
+_TOP_KEYS = ("hosts", "ssh", "queues", "teams")
+_BECOME = ("sudo",)
+_TRANSPORTS = ("ssh", "local")
+# One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
+_HOP = re.compile(r"(?:[^@\s,]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@:\s,\[\]]+)(?::(\d+))?")
+
+
+class _Checker:
+    """Validates the parsed document, raising ConfigError at the line of the first mistake."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.where = _Locator(text)
+
+    def fail(self, message: str, table: str = "", index: int | None = None,
+             key: str | None = None) -> ConfigError:
+        return ConfigError(self.path, self.where.line(table, index, key), message)
+
+    def config(self, doc: dict[str, Any]) -> Config:
+        for key in doc:
+            if key not in _TOP_KEYS:
+                raise self.fail(f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}",
+                                key=key)
+        ssh = doc.get("ssh", {})
+        if not isinstance(ssh, dict):
+            raise self.fail(f"ssh must be a table ([ssh]), got {_describe(ssh)}", key="ssh")
+        return Config(path=self.path, hosts=self.hosts(self.array_of_tables(doc, "hosts")),
+                      ssh=self.ssh(ssh), queues=self.array_of_tables(doc, "queues"),
+                      teams=self.array_of_tables(doc, "teams"))
+
+    def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
+        value = doc.get(name, [])
+        if not isinstance(value, list):
+            raise self.fail(f"{name} must be an array of tables ([[{name}]]), "
+                            f"got {_describe(value)}", key=name)
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.fail(f"{name}[{i}] must be a table, got {_describe(item)}", key=name)
+        return tuple(value)
+
+    def values(self, raw: dict[str, Any], known: dict[str, str], label: str, table: str,
+               index: int | None, prefix: str) -> dict[str, Any]:
+        """Checks keys and kinds of one table; returns its values with unset keys left out."""
+        for key in raw:
+            if key not in known:
+                raise self.fail(f"unknown key '{key}' in {label}{_suggest(key, known)}",
+                                table, index, key)
+        for key, kind in known.items():
+            if key not in raw:
+                continue
+            value = raw[key]
+            phrase, fits = _KINDS[kind]
+            if not fits(value):
+                raise self.fail(f"{prefix}{key} must be {phrase}, got {_describe(value)}",
+                                table, index, key)
+            if isinstance(value, str) and not value.strip():
+                raise self.fail(f"{prefix}{key} must not be empty", table, index, key)
+        return dict(raw)
+
+    def ssh(self, raw: dict[str, Any]) -> SshSettings:
+        values = self.values(raw, _SSH_KEYS, "[ssh]", "ssh", None, "ssh.")
+        timeout = values.get("connect_timeout")
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise self.fail(f"ssh.connect_timeout must be a positive number of seconds, "
+                            f"got {timeout}", "ssh", None, "connect_timeout")
+        for key in ("known_hosts", "config_file"):
+            if key in values:
+                values[key] = _expanded(values[key])
+        if "connect_timeout" in values:
+            values["connect_timeout"] = float(values["connect_timeout"])
+        return SshSettings(**values)
+
+    def hosts(self, raws: tuple[dict[str, Any], ...]) -> tuple[HostConfig, ...]:
+        hosts: list[HostConfig] = []
+        first_line: dict[str, int | None] = {}  # name -> where it was first given
+        for i, raw in enumerate(raws):
+            host = self.host(i, raw)
+            if host.name in first_line:
+                first = first_line[host.name]
+                seen = f" (first at line {first})" if first is not None else ""
+                raise self.fail(f"duplicate host name '{host.name}'{seen}", "hosts", i, "name")
+            first_line[host.name] = self.where.line("hosts", i, "name")
+            hosts.append(host)
+        return tuple(hosts)
+
+    def host(self, i: int, raw: dict[str, Any]) -> HostConfig:
+        prefix = f"hosts[{i}]."
+        values = self.values(raw, _HOST_KEYS, f"[[hosts]] #{i + 1}", "hosts", i, prefix)
+
+        def bad(key: str, message: str) -> ConfigError:
+            return self.fail(f"{prefix}{key} {message}", "hosts", i, key)
+
+        name = values.get("name")
+        if name is None:
+            raise self.fail(f"hosts[{i}] has no name: every [[hosts]] needs a unique name",
+                            "hosts", i)
+        # Names are CLI arguments and prefix job ids as "host/agent-id".
+        if re.search(r"[\s/]", name):
+            raise bad("name", f"must not contain spaces or '/', got '{name}'")
+        port = values.get("port")
+        if port is not None and not 1 <= port <= 65535:
+            raise bad("port", f"must be between 1 and 65535, got {port}")
+        if "proxy_jump" in values:
+            self.proxy_jump(values["proxy_jump"], bad)
+        if values.get("become", "sudo") not in _BECOME:
+            raise bad("become", f"must be \"sudo\" or left out, got '{values['become']}'")
+        if values.get("transport", "ssh") not in _TRANSPORTS:
+            raise bad("transport", f"must be \"ssh\" or \"local\", got '{values['transport']}'")
+        if "sim" in values:
+            try:
+                parse_sim_spec(values["sim"])
+            except ValueError as err:
+                raise bad("sim", f"is not a valid sim spec: {err}") from None
+        elif values.get("transport") == "local":
+            raise bad("transport", "is \"local\" but sim is not set: a local host is a "
+                      "simulated one, e.g. sim = \"2xA100-80GB:mig,1xL4\"")
+        if "agent_cache" in values:
+            values["agent_cache"] = self.agent_cache(values["agent_cache"], bad)
+        if "identity_file" in values:
+            values["identity_file"] = _expanded(values["identity_file"])
+        return HostConfig(**values)
+
+    @staticmethod
+    def proxy_jump(value: str, bad: Callable[[str, str], ConfigError]) -> None:
+        for hop in value.split(","):
+            m = _HOP.fullmatch(hop.strip())
+            if not m:
+                raise bad("proxy_jump", f"has a bad hop '{hop.strip()}': expected "
+                          "[user@]host[:port], hops separated by commas")
+            if m.group(1) is not None and not 1 <= int(m.group(1)) <= 65535:
+                raise bad("proxy_jump", f"has a bad port in hop '{hop.strip()}'")
+
+    @staticmethod
+    def agent_cache(value: str, bad: Callable[[str, str], ConfigError]) -> str:
+        """SFTP does not expand ~, so "~/x" is rewritten as "x", which SFTP reads from home."""
+        if value == "~" or value.startswith("~/"):
+            return value[2:] or "."
+        if value.startswith("~"):
+            raise bad("agent_cache", f"must be relative to the remote home or absolute, "
+                      f"got '{value}'")
+        return value
+
+
+def _suggest(key: str, known: tuple[str, ...] | dict[str, str]) -> str:
+    """The "(did you mean 'port'? known: ...)" tail: a close match first, as typos are common."""
+    names = list(known)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f" ({hint}known: {', '.join(names)})"
+
+
+def load_config(path: str) -> Config:
+    """Reads and validates the config file at ``path``; any mistake raises ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except OSError as err:
+        raise ConfigError(path, None, (err.strerror or str(err)).lower()) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(path, line, "not UTF-8 text, which TOML requires") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise _syntax_error(path, text, err) from None
+    return _Checker(path, text).config(doc)
+
+
+_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+_AT_END = re.compile(r"\s*\(at end of document\)")
+
+
+def _syntax_error(path: str, text: str, err: Exception) -> ConfigError:
+    """tomllib says "... (at line N, column M)": the line moves to the front, the column stays."""
+    message = str(err).splitlines()[0]
+    at = _AT.search(message)
+    if at:
+        line: int | None = int(at.group(1))
+        message = f"{message[:at.start()]} (column {at.group(2)})"
+    elif _AT_END.search(message):
+        line = text.count("\n") + (0 if text.endswith("\n") else 1)
+        message = _AT_END.sub(" (at end of file)", message)
+    else:
+        line = None
+    return ConfigError(path, line, f"invalid TOML: {message}")

@@ -1,0 +1,1 @@
+"""Reaching GPU hosts: SSH, the agent zipapp, host keys, host sessions."""

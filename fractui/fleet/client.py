@@ -1,0 +1,116 @@
+"""A JSON-RPC client for one agent connection (an SSH channel or a local pipe).
+
+One reader thread per connection hands replies to the callers waiting for them and pushed
+notifications to a callback, so calls may come from any thread and the UI thread never reads
+the network itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from typing import Any, BinaryIO, Callable, Dict, Optional
+
+log = logging.getLogger("fractui.fleet")
+
+Notify = Callable[[str, Dict[str, Any]], None]
+
+
+class AgentCallError(Exception):
+    """The agent answered with a JSON-RPC error."""
+
+    def __init__(self, method: str, error: Dict[str, Any]):
+        super().__init__(error.get("message", "error %s" % error.get("code")))
+        self.method = method
+        self.code = error.get("code")
+        self.message = error.get("message", "")
+        self.data = error.get("data")
+
+
+class ConnectionLost(Exception):
+    """The connection ended before the reply came."""
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: Optional[Dict[str, Any]] = None
+
+
+class AgentClient:
+    def __init__(self, reader: BinaryIO, write: Callable[[bytes], None],
+                 on_notify: Optional[Notify] = None, on_close: Optional[Callable[[], None]] = None,
+                 name: str = "agent"):
+        self._reader = reader
+        self._write = write
+        self._write_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: Dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._on_notify = on_notify
+        self._on_close = on_close
+        self.closed = threading.Event()
+        self.close_reason = "closed"
+        threading.Thread(target=self._read, name="agent-reader-%s" % name, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in self._reader:
+                if not line.strip():
+                    continue
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    log.warning("ignoring a line that is not JSON from the agent: %r", line[:200])
+                    continue
+                if isinstance(message, dict) and "id" not in message:
+                    if self._on_notify is not None:
+                        self._on_notify(message.get("method", ""), message.get("params") or {})
+                    continue
+                with self._lock:
+                    pending = self._pending.pop(message.get("id"), None)
+                if pending is not None:
+                    pending.reply = message
+                    pending.done.set()
+        except (OSError, ValueError) as err:
+            self.close_reason = str(err) or type(err).__name__
+        else:
+            self.close_reason = "the agent closed the connection"
+        finally:
+            self.closed.set()
+            with self._lock:
+                waiting, self._pending = list(self._pending.values()), {}
+            for pending in waiting:
+                pending.done.set()
+            if self._on_close is not None:
+                self._on_close()
+
+    def call(self, method: str, params: Optional[Dict[str, Any]] = None,
+             timeout_s: float = 60.0) -> Any:
+        if self.closed.is_set():
+            raise ConnectionLost(self.close_reason)
+        req_id = next(self._ids)
+        pending = _Pending()
+        with self._lock:
+            self._pending[req_id] = pending
+        message = {"jsonrpc": "2.0", "id": req_id, "method": method}
+        if params:
+            message["params"] = params
+        try:
+            with self._write_lock:
+                self._write(json.dumps(message).encode() + b"\n")
+        except OSError as err:
+            with self._lock:
+                self._pending.pop(req_id, None)
+            raise ConnectionLost("sending %s failed: %s" % (method, err)) from err
+        if not pending.done.wait(timeout_s):
+            with self._lock:
+                self._pending.pop(req_id, None)
+            raise ConnectionLost("no reply to %s within %.0f s" % (method, timeout_s))
+        if pending.reply is None:
+            raise ConnectionLost(self.close_reason)
+        if "error" in pending.reply:
+            raise AgentCallError(method, pending.reply["error"])
+        return pending.reply.get("result")

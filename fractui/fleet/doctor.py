@@ -1,0 +1,213 @@
+"""``fractui doctor``: for each host, every layer checked in order, each with what to fix.
+
+config -> SSH -> host key -> python -> agent -> privileges -> NVML -> MIG -> cap layers ->
+lingering -> state dir. A layer that fails stops the ones that need it (shown as skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from fractui.config import Config, HostConfig
+from fractui.fleet.host import HostSession, python_problem
+from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
+from fractui.fleet.link import LinkError, SshLink
+from fractui.fleet.sshconfig import resolve
+from fractui.fleet.zipapp import build_agent_archive
+
+Runner = Callable[[Sequence[str]], Tuple[int, str, str]]
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smbfs", "fuse.sshfs", "lustre", "gpfs",
+                       "ceph", "glusterfs", "9p")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail | skip
+    detail: str
+    fix: Optional[str] = None
+
+    @property
+    def mark(self) -> str:
+        return {"ok": " ok ", "warn": "warn", "fail": "FAIL", "skip": "skip"}[self.status]
+
+
+@dataclass
+class Report:
+    name: str
+    checks: List[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status in ("ok", "warn", "skip") for c in self.checks)
+
+    def add(self, name: str, status: str, detail: str, fix: Optional[str] = None) -> Check:
+        check = Check(name, status, detail, fix)
+        self.checks.append(check)
+        return check
+
+    def record(self) -> Dict[str, Any]:
+        return {"name": self.name, "ok": self.ok,
+                "checks": [{"name": c.name, "status": c.status, "detail": c.detail,
+                            "fix": c.fix} for c in self.checks]}
+
+
+LATER = ("python", "agent", "privileges", "nvml", "mig", "cap layers", "lingering", "state dir")
+
+
+def diagnose(config: Config, host: HostConfig) -> Report:
+    report = Report(host.name)
+    report.add("config", "ok", "%s host%s" % (host.transport, (
+        " (simulated: %s)" % host.sim) if host.sim else ""))
+    link: Optional[SshLink] = None
+    try:
+        if host.transport == "ssh":
+            link = _check_ssh(config, host, report)
+            if link is None:
+                for name in LATER:
+                    report.add(name, "skip", "needs SSH")
+                return report
+            problem = python_problem(host, link)
+            report.add("python", "fail" if problem else "ok", problem or "%s runs the agent"
+                       % host.python, "set python = \"/path/to/python3.9+\"" if problem else None)
+            if problem:
+                return report
+            run: Runner = link.run
+        else:
+            run = _run_local
+        hello = _check_agent(config, host, report)
+        if hello is not None:
+            _check_hello(hello, host, report)
+        _check_lingering(host, run, report)
+        _check_state_dir(host, run, report)
+    finally:
+        if link is not None:
+            link.close()
+    return report
+
+
+def _check_ssh(config: Config, host: HostConfig, report: Report) -> Optional[SshLink]:
+    try:
+        route = resolve(host, config.ssh.config_file)
+    except ValueError as err:
+        report.add("ssh", "fail", str(err), "fix ProxyJump in the config or ~/.ssh/config")
+        return None
+    via = " via " + ", ".join(h.host for h in route.jumps) if route.jumps else ""
+    where = "%s@%s:%d%s" % (route.target.user, route.target.host, route.target.port, via)
+    try:
+        link = SshLink(route, KnownHosts(config.ssh.known_hosts),
+                       config.ssh.connect_timeout).connect()
+    except UntrustedHostKey as err:
+        report.add("ssh", "ok", "reached %s" % where)
+        report.add("host key", "fail", str(err), "fractui trust %s" % host.name)
+        return None
+    except LinkError as err:
+        report.add("ssh", "fail", str(err), "check host, port, user and identity_file; "
+                   "`ssh -v %s` shows what ssh itself does" % (host.host or host.name))
+        return None
+    report.add("ssh", "ok", "reached %s" % where)
+    report.add("host key", "ok", "matches %s" % config.ssh.known_hosts)
+    return link
+
+
+def _check_agent(config: Config, host: HostConfig,
+                 report: Report) -> Optional[Dict[str, Any]]:
+    session = HostSession(host, config.ssh, build_agent_archive, reconnect_max_s=3600)
+    session.start()
+    try:
+        session.settled.wait(config.ssh.connect_timeout * 2 + 30)
+        status = session.status
+        if status.state not in ("online", "degraded") or status.hello is None:
+            fix = ("allow passwordless sudo for the agent, or reach the host as root"
+                   if "sudo" in (status.error or "") else "see the error; the agent logs to "
+                   "%s/daemon.log on the host" % host.state_dir)
+            report.add("agent", "fail", status.error or status.state, fix)
+            return None
+        hello = status.hello
+        report.add("agent", "ok", "agent %s, protocol %s, %s backend" % (
+            hello["agent_version"], hello["protocol"], hello["backend"]))
+        return hello
+    finally:
+        session.stop()
+
+
+def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> None:
+    privileges = hello.get("privileges") or {}
+    mig_capable = [g for g in hello.get("gpus", []) if g.get("mig_capable")]
+    if privileges.get("mig_changes"):
+        report.add("privileges", "ok", "root" if privileges.get("root") else
+                   "MIG changes allowed (simulated host)")
+    elif mig_capable:
+        report.add("privileges", "fail", "MIG is read-only: %s" % privileges.get("reason"),
+                   'set become = "sudo" (with passwordless sudo) or reach the host as root')
+    else:
+        report.add("privileges", "ok", "not root; no GPU here needs MIG changes")
+    if hello.get("problems"):
+        report.add("nvml", "fail", "; ".join(hello["problems"]),
+                   "install the NVIDIA driver, and nvidia-ml-py's libnvidia-ml must load")
+    else:
+        report.add("nvml", "ok", "driver %s, %d GPU(s)" % (hello.get("driver_version"),
+                                                            len(hello.get("gpus", []))))
+    gpus = hello.get("gpus", [])
+    if mig_capable:
+        off = [g for g in mig_capable if not g.get("mig_mode")]
+        report.add("mig", "warn" if off else "ok", ", ".join(
+            "gpu%d %s" % (g["index"], "MIG on" if g.get("mig_mode") else "MIG off")
+            for g in mig_capable), "fractui cannot slice a GPU with MIG off by MIG; it takes "
+            "memory shares there" if off else None)
+    else:
+        report.add("mig", "ok", "no MIG-capable GPU")
+    for g in gpus:
+        missing = g.get("cap_layers_unavailable") or {}
+        report.add("cap layers", "ok", "gpu%d: %s%s" % (g["index"], ", ".join(g.get(
+            "cap_layers", [])), ("; not here: " + "; ".join(
+                "%s (%s)" % kv for kv in sorted(missing.items()))) if missing else ""))
+
+
+def _run_local(words: Sequence[str]) -> Tuple[int, str, str]:
+    try:
+        done = subprocess.run(list(words), capture_output=True, text=True, timeout=30)
+    except FileNotFoundError as err:
+        return 127, "", str(err)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _check_lingering(host: HostConfig, run: Runner, report: Report) -> None:
+    """Where logind kills a user's processes at logout, the agent daemon dies with the SSH
+    session that started it, unless the user lingers."""
+    code, out, _ = run(["sh", "-c", "id -un; loginctl show-user \"$(id -un)\" -p Linger "
+                        "2>/dev/null; grep -hs '^KillUserProcesses' /etc/systemd/logind.conf "
+                        "/etc/systemd/logind.conf.d/*.conf"])
+    lines = out.split()
+    user = lines[0] if lines else "?"
+    kill = any(line.strip().lower() == "killuserprocesses=yes" for line in lines)
+    linger = any(line.strip().lower() == "linger=yes" for line in lines)
+    if user == "root" or not kill:
+        report.add("lingering", "ok", "processes outlive the SSH session (%s)" % (
+            "root" if user == "root" else "KillUserProcesses is not yes"))
+    elif linger:
+        report.add("lingering", "ok", "KillUserProcesses=yes, but %s lingers" % user)
+    else:
+        report.add("lingering", "fail", "logind kills %s's processes at logout: the agent and "
+                   "jobs would die with the SSH session" % user,
+                   "sudo loginctl enable-linger %s" % user)
+
+
+def _check_state_dir(host: HostConfig, run: Runner, report: Report) -> None:
+    path = host.state_dir[2:] if host.state_dir.startswith("~/") else host.state_dir
+    if host.transport == "local":
+        path = os.path.expanduser(host.state_dir)
+    code, out, err = run(["sh", "-c", 'mkdir -p "$1" && stat -f -c %T "$1"', "sh", path])
+    fstype = out.strip()
+    if code != 0:
+        report.add("state dir", "fail", "%s: %s" % (path, err.strip()), "set state_dir to a "
+                   "writable local directory")
+    elif fstype in NETWORK_FILESYSTEMS:
+        report.add("state dir", "fail", "%s is on %s: SQLite's WAL and unix sockets break on "
+                   "network filesystems" % (path, fstype), "set state_dir to a local disk, "
+                   "e.g. /var/tmp/fractui-agent")
+    else:
+        report.add("state dir", "ok", "%s on %s" % (path, fstype or "local disk"))

@@ -1,0 +1,349 @@
+"""One host of the fleet: reached, deployed to, and kept connected by a worker thread.
+
+States (shown with the last error, never hidden): ``connecting``; ``online`` (the agent answers);
+``degraded`` (connected, but the agent reports a problem: NVML failed, MIG read-only for lack of
+root, another protocol); ``offline`` (unreachable; retried with backoff); ``untrusted`` (host key
+unknown or changed: nothing is sent until the admin trusts it).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import posixpath
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import paramiko
+
+from fractui import __version__
+from fractui.config import HostConfig, SshSettings
+from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
+from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
+from fractui.fleet.link import LinkError, SshLink
+from fractui.fleet.sshconfig import resolve
+from fractui.fleet.zipapp import AgentArchive
+from remote_agent import PROTOCOL_VERSION
+
+log = logging.getLogger("fractui.fleet")
+
+MIN_PYTHON = (3, 9)
+STATES = ("connecting", "online", "degraded", "offline", "untrusted")
+
+
+class HostUnavailable(Exception):
+    """A call to a host that is not connected now; says what state it is in and why."""
+
+
+@dataclass
+class HostStatus:
+    name: str
+    state: str = "connecting"
+    error: Optional[str] = None
+    since: float = field(default_factory=time.time)
+    hello: Optional[Dict[str, Any]] = None
+    snapshot: Optional[Dict[str, Any]] = None
+    jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    uploaded: Optional[bool] = None  # whether the last connect had to upload the agent
+
+    def record(self) -> Dict[str, Any]:
+        """The host as ``fractui status --json`` shows it (documented in docs/cli.md)."""
+        gpus = (self.snapshot or {}).get("gpus") or (self.hello or {}).get("gpus") or []
+        agent = None
+        if self.hello:
+            agent = {k: self.hello.get(k) for k in ("agent_version", "protocol", "backend",
+                                                    "driver_version", "host", "privileges")}
+        return {"name": self.name, "state": self.state, "error": self.error,
+                "since": self.since, "agent": agent, "gpus": gpus,
+                "jobs": sorted(self.jobs.values(), key=lambda j: j.get("created_at") or 0)}
+
+
+class AgentProcessError(Exception):
+    """The agent would not start on the host; the message says why and what to do."""
+
+
+def _remote_path(path: str) -> str:
+    """Remote paths are relative to the remote home (where an SSH command starts)."""
+    return path[2:] if path.startswith("~/") else path
+
+
+def agent_args(cfg: HostConfig, state_dir: str) -> List[str]:
+    words = ["serve", "--stdio", "--state-dir", state_dir]
+    if cfg.sim:
+        words += ["--sim", cfg.sim]
+    if cfg.mps:
+        words.append("--mps")
+    if cfg.hami_core_lib:
+        words += ["--hami-core-lib", cfg.hami_core_lib]
+    return words
+
+
+class _Conn:
+    """An agent connection: its client, how to end it, and the last lines of its stderr."""
+
+    def __init__(self, client: AgentClient, close: Callable[[], None], stderr_stream: Any):
+        self.client = client
+        self.close = close
+        self.stderr: Deque[str] = deque(maxlen=20)
+        self._drain = threading.Thread(target=self._read_stderr, args=(stderr_stream,),
+                                       daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            self.stderr.append(raw.decode("utf-8", errors="replace").rstrip())
+
+    def why_it_ended(self) -> str:
+        """The agent's last words, once it has said them all."""
+        self._drain.join(timeout=2)
+        return " | ".join(self.stderr)
+
+
+class HostSession:
+    """Keeps one host connected from a worker thread; safe to call from any thread."""
+
+    def __init__(self, cfg: HostConfig, ssh: SshSettings, archive: Callable[[], AgentArchive],
+                 on_change: Optional[Callable[[HostStatus], None]] = None,
+                 reconnect_max_s: float = 30.0):
+        self.cfg = cfg
+        self.ssh = ssh
+        self.archive = archive
+        self.on_change = on_change
+        self.reconnect_max_s = reconnect_max_s
+        self.status = HostStatus(cfg.name)
+        # called with every notification the agent pushes (method, params), e.g. for logs -f
+        self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
+        self._conn: Optional[_Conn] = None
+        self._link: Optional[SshLink] = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self.settled = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
+                                        daemon=True)
+
+    # -- public --
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._drop()
+        self._thread.join(timeout=10)
+
+    def retry_now(self) -> None:
+        """Skip the rest of the backoff (e.g. after ``trust``)."""
+        self._wake.set()
+
+    def call(self, method: str, params: Optional[Dict[str, Any]] = None,
+             timeout_s: float = 60.0) -> Any:
+        conn = self._conn
+        if conn is None or self.status.state not in ("online", "degraded"):
+            raise HostUnavailable("%s is %s%s" % (self.cfg.name, self.status.state, (
+                ": " + self.status.error) if self.status.error else ""))
+        try:
+            return conn.client.call(method, params, timeout_s)
+        except ConnectionLost as err:
+            raise HostUnavailable("%s: connection lost: %s" % (self.cfg.name, err)) from err
+
+    def link(self) -> Optional[SshLink]:
+        """The live SSH link, for checks that run commands on the host (doctor)."""
+        return self._link
+
+    # -- state --
+
+    def _set(self, state: str, error: Optional[str] = None, **changes: Any) -> None:
+        with self._lock:
+            if state != self.status.state or error != self.status.error:
+                self.status.since = time.time()
+            self.status.state = state
+            self.status.error = error
+            for name, value in changes.items():
+                setattr(self.status, name, value)
+        if self.on_change is not None:
+            self.on_change(self.status)
+
+    def _notify(self, method: str, params: Dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            listener(method, params)
+        if method == "snapshot":
+            self.status.snapshot = params
+        elif method == "job":
+            self.status.jobs[params["id"]] = params
+        else:
+            return
+        if self.on_change is not None:
+            self.on_change(self.status)
+
+    # -- the worker --
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            if self.status.state not in ("offline", "untrusted"):
+                self._set("connecting", self.status.error)
+            try:
+                conn = self._connect()
+            except UntrustedHostKey as err:
+                self._set("untrusted", str(err))
+                self.settled.set()
+            except (LinkError, AgentProcessError, OSError, paramiko.SSHException, EOFError,
+                    ConnectionLost, AgentCallError) as err:
+                self._set("offline", str(err) or type(err).__name__)
+                self.settled.set()
+            else:
+                self.settled.set()
+                backoff = 0.5
+                conn.client.closed.wait()  # until the connection ends (or we end it)
+                self._drop()
+                if not self._stop.is_set():
+                    self._set("offline", "connection lost: %s" % conn.client.close_reason)
+            self._wake.wait(backoff)
+            self._wake.clear()
+            backoff = min(backoff * 2, self.reconnect_max_s)
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
+
+    def _connect(self) -> _Conn:
+        if self.cfg.transport == "local":
+            conn = self._start_local()
+        else:
+            conn = self._start_ssh()
+        try:
+            hello = conn.client.call("hello", {"protocol": PROTOCOL_VERSION,
+                                               "client": "fractui %s" % __version__}, 30.0)
+        except ConnectionLost as err:
+            conn.close()
+            said = conn.why_it_ended()
+            if self.cfg.become is not None and "password is required" in said:
+                raise AgentProcessError(
+                    "sudo -n was refused on %s (%s): allow the agent passwordless sudo, or "
+                    "reach the host as root" % (self.cfg.name, said)) from err
+            raise AgentProcessError("the agent on %s did not answer: %s%s" % (
+                self.cfg.name, err, " (it said: %s)" % said if said else "")) from err
+        except AgentCallError as err:
+            conn.close()
+            raise AgentProcessError("the agent on %s refused hello: %s" % (
+                self.cfg.name, err.message)) from err
+        subscribed = conn.client.call("subscribe", None, 30.0)
+        self._conn = conn
+        jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
+        problem = _problem(hello)
+        self._set("degraded" if problem else "online", problem, hello=hello,
+                  snapshot=subscribed.get("snapshot"), jobs=jobs)
+        return conn
+
+    def _client(self, reader: Any, write: Callable[[bytes], None]) -> AgentClient:
+        return AgentClient(reader, write, on_notify=self._notify, name=self.cfg.name)
+
+    def _start_local(self) -> _Conn:
+        """A simulated host as a subprocess of ours (the demo, tests): no SSH, same protocol."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "remote_agent"]
+            + agent_args(self.cfg, os.path.expanduser(self.cfg.state_dir)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def write(data: bytes) -> None:
+            proc.stdin.write(data)
+            proc.stdin.flush()
+
+        def close() -> None:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+        return _Conn(self._client(proc.stdout, write), close, proc.stderr)
+
+    def _start_ssh(self) -> _Conn:
+        route = resolve(self.cfg, self.ssh.config_file)
+        link = SshLink(route, KnownHosts(self.ssh.known_hosts), self.ssh.connect_timeout)
+        link.connect()
+        self._link = link
+        try:
+            self._check_python(link)
+            remote, uploaded = deploy(link, self.cfg, self.archive())
+            self.status.uploaded = uploaded
+            words = ([] if self.cfg.become is None else ["sudo", "-n"]) + [
+                self.cfg.python, remote] + agent_args(self.cfg, _remote_path(self.cfg.state_dir))
+            channel = link.exec(words)
+        except BaseException:
+            self._link = None
+            link.close()
+            raise
+        return _Conn(self._client(channel.makefile("rb"), channel.sendall), channel.close,
+                     channel.makefile_stderr("rb"))
+
+    def _check_python(self, link: SshLink) -> None:
+        problem = python_problem(self.cfg, link)
+        if problem:
+            raise AgentProcessError(problem)
+
+def python_problem(cfg: HostConfig, link: SshLink) -> Optional[str]:
+    """Why the host's python cannot run the agent, or None if it can."""
+    code, out, err = link.run([cfg.python, "-c",
+                               "import sys; print('%d.%d' % sys.version_info[:2])"])
+    if code == 127:
+        return "%s has no %s (set python = ... for this host)" % (cfg.name, cfg.python)
+    if code != 0:
+        return "%s -c failed on %s: %s" % (cfg.python, cfg.name, (err or out).strip())
+    version = tuple(int(x) for x in out.strip().split("."))
+    if version < MIN_PYTHON:
+        return "%s on %s is Python %s; the agent needs %d.%d or newer (set python = ... for " \
+               "this host)" % (cfg.python, cfg.name, out.strip(), *MIN_PYTHON)
+    return None
+
+
+def deploy(link: SshLink, cfg: HostConfig, archive: AgentArchive) -> Tuple[str, bool]:
+    """Upload the agent zipapp unless the host has this exact one already (named by its hash).
+    Returns the remote path and whether it was uploaded."""
+    cache = _remote_path(cfg.agent_cache)
+    remote = posixpath.join(cache, archive.name)
+    sftp = link.sftp()
+    try:
+        try:
+            sftp.stat(remote)
+            return remote, False
+        except FileNotFoundError:
+            pass
+        path = ""
+        for part in cache.split("/"):
+            path = posixpath.join(path, part) if path else (part or "/")
+            try:
+                sftp.stat(path)
+            except FileNotFoundError:
+                sftp.mkdir(path, 0o700)
+        partial = "%s.part-%s" % (remote, uuid.uuid4().hex[:8])
+        sftp.putfo(io.BytesIO(archive.data), partial)
+        sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
+        return remote, True
+    finally:
+        sftp.close()
+
+
+def _problem(hello: Dict[str, Any]) -> Optional[str]:
+    """What makes a connected host degraded, if anything."""
+    if hello.get("problems"):
+        return "; ".join(hello["problems"])
+    privileges = hello.get("privileges") or {}
+    if any(g.get("mig_capable") for g in hello.get("gpus", [])) and not privileges.get(
+            "mig_changes", True):
+        return "MIG is read-only: %s" % privileges.get("reason")
+    return None
