@@ -200,6 +200,10 @@ class HostSession:
                     ConnectionLost, AgentCallError) as err:
                 self._set("offline", str(err) or type(err).__name__)
                 self.settled.set()
+            except Exception as err:  # a bug of ours must not kill the host's worker: show it
+                log.exception("connecting to %s failed", self.cfg.name)
+                self._set("offline", "internal error: %s: %s" % (type(err).__name__, err))
+                self.settled.set()
             else:
                 self.settled.set()
                 backoff = 0.5
@@ -212,12 +216,16 @@ class HostSession:
             backoff = min(backoff * 2, self.reconnect_max_s)
 
     def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-        link, self._link = self._link, None
-        if link is not None:
-            link.close()
+        """End the connection (the worker and ``stop`` may both get here)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            link, self._link = self._link, None
+        for close in ([conn.close] if conn else []) + ([link.close] if link else []):
+            try:
+                close()
+            except (EOFError, OSError, paramiko.SSHException) as err:
+                # closing what the network already closed: the end we wanted
+                log.debug("%s: closing a dead connection: %r", self.cfg.name, err)
 
     def _connect(self) -> _Conn:
         if self.cfg.transport == "local":

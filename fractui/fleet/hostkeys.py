@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 
 import paramiko
+import paramiko.hostkeys
+
+log = logging.getLogger("fractui.fleet")
 
 
 def host_id(host: str, port: int) -> str:
@@ -47,9 +51,26 @@ class KnownHosts:
     path: str
 
     def _entries(self) -> paramiko.HostKeys:
+        """The file's keys. Lines paramiko cannot use (markers such as @cert-authority, keys of
+        types it does not know, damaged lines) are passed over, as they are not ours to judge;
+        hashed host names are understood."""
         keys = paramiko.HostKeys()
-        if os.path.exists(self.path):
-            keys.load(self.path)  # hashed names are understood; marker lines are skipped
+        if not os.path.exists(self.path):
+            return keys
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line or line.startswith(("#", "@")):
+                    continue
+                try:
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+                except paramiko.hostkeys.InvalidHostKey as err:
+                    log.warning("%s:%d: skipping a line paramiko cannot read: %s",
+                                self.path, number, err)
+                    continue
+                if entry is not None:
+                    for name in entry.hostnames:
+                        keys.add(name, entry.key.get_name(), entry.key)
         return keys
 
     def check(self, host: str, port: int, key: paramiko.PKey) -> None:

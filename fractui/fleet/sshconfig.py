@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 import paramiko
@@ -18,6 +18,8 @@ import paramiko
 from fractui.config import HostConfig
 
 MAX_INCLUDE_DEPTH = 16
+# What OpenSSH tries when nothing names a key.
+DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 _INCLUDE = re.compile(r"^\s*include\s+(.+?)\s*$", re.IGNORECASE)
 _HOP = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<host>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")
 
@@ -106,7 +108,14 @@ def resolve(host: HostConfig, ssh_config_path: str) -> Route:
     target = _hop(ssh, alias, user=host.user, port=host.port, identity=host.identity_file)
     jump_spec = host.proxy_jump if host.proxy_jump is not None else ssh.lookup(alias).get(
         "proxyjump")
-    return Route(target=target, jumps=parse_jumps(ssh, jump_spec))
+    defaults = tuple(p for p in (os.path.expanduser(d) for d in DEFAULT_IDENTITIES)
+                     if os.path.exists(p))
+    # a hop that names no key of its own is offered the host's key, then OpenSSH's defaults
+    jumps = tuple(replace(j, identity_files=j.identity_files or target.identity_files + defaults)
+                  for j in parse_jumps(ssh, jump_spec))
+    if not target.identity_files:
+        target = replace(target, identity_files=defaults)
+    return Route(target=target, jumps=jumps)
 
 
 def _local_user() -> str:
