@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
 from fractui import __version__
-from fractui.config import Config, ConfigError, default_config_path, load_config
+from fractui.config import ConfigError, default_config_path, load_config
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -152,11 +151,3 @@ def confirm(question: str) -> bool:
         return input("%s [y/N] " % question).strip().lower() in ("y", "yes")
     except EOFError:
         return False
-
-
-def wait_forever(event: threading.Event) -> None:
-    while not event.wait(0.5):
-        pass
-
-
-__all__ = ["main", "Config"]

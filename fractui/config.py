@@ -312,6 +312,13 @@ class _Checker:
                 seen = f" (first at line {first})" if first is not None else ""
                 raise self.fail(f"duplicate host name '{host.name}'{seen}", "hosts", i, "name")
             first_line[host.name] = self.where.line("hosts", i, "name")
+            # local hosts share this machine: one state dir would mean one agent for both
+            twin = next((h for h in hosts if h.transport == host.transport == "local"
+                         and os.path.expanduser(h.state_dir)
+                         == os.path.expanduser(host.state_dir)), None)
+            if twin is not None:
+                raise self.fail(f"local hosts '{twin.name}' and '{host.name}' have the same "
+                                f"state_dir; give each its own", "hosts", i, "state_dir")
             hosts.append(host)
         return tuple(hosts)
 

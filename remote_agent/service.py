@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 from remote_agent import PROTOCOL_VERSION, __version__
-from remote_agent.gpu.backend import GpuBackend, GpuInfo, NvmlCallError
+from remote_agent.gpu.backend import GpuBackend, GpuInfo, MigDevice, NvmlCallError
 from remote_agent.jobs.caps import CapProbe
 from remote_agent.mig import planner
 from remote_agent.mig.apply import ApplyError, apply_plan
@@ -90,9 +90,9 @@ class Agent:
             raise RpcError(code, str(err), {"function": err.function,
                                             "nvml_error": err.code_name}) from err
 
-    def layout(self, index: int) -> Layout:
+    def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
         """The GPU's layout with instances that jobs hold marked busy."""
-        layout = self.backend.layout(index)
+        layout = self.backend.layout(index, devices)
         held = self.reserved()
         if not held:
             return layout
@@ -167,14 +167,15 @@ class Agent:
             record["cap_layers"] = []
         return record
 
-    def _gpu_record(self, info: GpuInfo) -> Dict[str, Any]:
+    def _gpu_record(self, info: GpuInfo,
+                    devices: Optional[List[MigDevice]] = None) -> Dict[str, Any]:
         record: Dict[str, Any] = {
             "index": info.index, "uuid": info.uuid, "name": info.name,
             "memory_mib": info.memory_mib, "mig_capable": info.mig_capable,
             "mig_mode": info.mig_mode, "mig_pending": info.mig_pending,
         }
         if info.mig_mode:
-            layout = self.layout(info.index)
+            layout = self.layout(info.index, devices)
             record["layout_version"] = layout.version
             record["instances"] = [_instance_record(i) for i in layout.instances]
         return record
@@ -191,18 +192,18 @@ class Agent:
         def take() -> Dict[str, Any]:
             gpus = []
             for info in self.backend.gpus():
-                record = self._gpu_record(info)
+                devices = self.backend.mig_devices(info.index) if info.mig_mode else []
+                record = self._gpu_record(info, devices)
                 record["memory_used_mib"] = self.backend.memory_used_mib(info.index)
                 util = self.backend.utilization(info.index)
                 record["utilization_gpu"] = util
                 if util is None:
                     record["utilization_note"] = "not reported by NVML for MIG instances"
-                procs = self.backend.processes(info.index)
+                procs = self.backend.processes(info.index, info, devices)
                 record["processes"] = [{"pid": q.pid, "used_mib": q.used_mib,
                                         "instance": q.instance_uuid} for q in procs]
                 if info.mig_mode:
-                    memory = {d.uuid: self.backend.instance_memory_mib(d)
-                              for d in self.backend.mig_devices(info.index)}
+                    memory = {d.uuid: self.backend.instance_memory_mib(d) for d in devices}
                     for inst in record["instances"]:
                         used, total = memory.get(inst["uuid"], (0, inst["memory_mib"]))
                         inst["memory_used_mib"] = used

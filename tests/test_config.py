@@ -360,3 +360,13 @@ def test_an_unknown_host_name_lists_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as info:
         config.host("c")
     assert str(info.value) == f"{config.path}: unknown host 'c' (known: a, b)"
+
+
+def test_two_local_hosts_need_their_own_state_dirs(tmp_path):
+    path = tmp_path / "local.toml"
+    path.write_text('[[hosts]]\nname = "a"\ntransport = "local"\nsim = "1xL4"\n\n'
+                    '[[hosts]]\nname = "b"\ntransport = "local"\nsim = "1xL4"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(err.value).startswith("%s:6: local hosts 'a' and 'b' have the same state_dir"
+                                     % path)

@@ -25,6 +25,9 @@ class Fleet:
         self.sessions: Dict[str, HostSession] = {
             h.name: HostSession(h, config.ssh, self.archive, on_change, reconnect_max_s)
             for h in config.hosts}
+        # one thread per host, kept: a fan-out must not pay for starting threads each time
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.sessions)),
+                                        thread_name_prefix="fan-out")
 
     def archive(self) -> AgentArchive:
         """The agent zipapp, built once per fleet, when the first SSH host needs it."""
@@ -39,8 +42,8 @@ class Fleet:
         return self
 
     def stop(self) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, len(self.sessions))) as pool:
-            list(pool.map(lambda s: s.stop(), self.sessions.values()))
+        list(self._pool.map(lambda s: s.stop(), self.sessions.values()))
+        self._pool.shutdown()
 
     def __enter__(self) -> "Fleet":
         return self.start()
@@ -74,5 +77,4 @@ class Fleet:
                 return err
 
         sessions = list(self.sessions.values())
-        with ThreadPoolExecutor(max_workers=max(1, len(sessions))) as pool:
-            return dict(zip([s.cfg.name for s in sessions], pool.map(one, sessions)))
+        return dict(zip([s.cfg.name for s in sessions], self._pool.map(one, sessions)))

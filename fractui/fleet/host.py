@@ -140,10 +140,6 @@ class HostSession:
         self._drop()
         self._thread.join(timeout=10)
 
-    def retry_now(self) -> None:
-        """Skip the rest of the backoff (e.g. after ``trust``)."""
-        self._wake.set()
-
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:
         conn = self._conn
@@ -154,10 +150,6 @@ class HostSession:
             return conn.client.call(method, params, timeout_s)
         except ConnectionLost as err:
             raise HostUnavailable("%s: connection lost: %s" % (self.cfg.name, err)) from err
-
-    def link(self) -> Optional[SshLink]:
-        """The live SSH link, for checks that run commands on the host (doctor)."""
-        return self._link
 
     # -- state --
 

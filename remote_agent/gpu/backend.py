@@ -211,28 +211,28 @@ class GpuBackend:
                 found.append((array[i], self.call("nvmlGpuInstanceGetInfo", array[i])))
         return found
 
-    def layout(self, index: int) -> Layout:
+    def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
         """What is placed on a MIG GPU now, with each instance's processes.
 
         An instance whose processes cannot be read counts as busy: the planner must never
         destroy what might be in use."""
         geo = self.geometry(index)
-        devices: Dict[int, List[MigDevice]] = {}
-        for d in self.mig_devices(index):
-            devices.setdefault(d.gi_id, []).append(d)
+        by_gi: Dict[int, List[MigDevice]] = {}
+        for d in self.mig_devices(index) if devices is None else devices:
+            by_gi.setdefault(d.gi_id, []).append(d)
         instances = []
         for _, info in self._gpu_instances(index, geo):
             prof = geo.profile_by_id(info.profileId)
             gi_id = int(info.id)
             pids: List[int] = []
             busy = False
-            for d in devices.get(gi_id, []):
+            for d in by_gi.get(gi_id, []):
                 try:
                     pids.extend(p.pid for p in self.call("nvmlDeviceGetComputeRunningProcesses",
                                                          d.handle))
                 except NvmlCallError:
                     busy = True
-            mine = sorted(devices.get(gi_id, []), key=lambda d: d.ci_id)
+            mine = sorted(by_gi.get(gi_id, []), key=lambda d: d.ci_id)
             instances.append(Instance(
                 gi_id=gi_id, profile=prof.name if prof else "profile-%d" % info.profileId,
                 start=int(info.placement.start), size=int(info.placement.size),
@@ -246,13 +246,15 @@ class GpuBackend:
 
     # -- live state --
 
-    def processes(self, index: int) -> List[GpuProcess]:
-        info = self.gpu(index)
+    def processes(self, index: int, info: Optional[GpuInfo] = None,
+                  devices: Optional[List[MigDevice]] = None) -> List[GpuProcess]:
+        """GPU processes; pass what the caller already read to spare NVML calls."""
+        info = info or self.gpu(index)
         if not info.mig_mode:
             return [GpuProcess(pid=p.pid, used_mib=_mib(p.usedGpuMemory))
                     for p in self.call("nvmlDeviceGetComputeRunningProcesses", self.handle(index))]
         out = []
-        for d in self.mig_devices(index):
+        for d in self.mig_devices(index) if devices is None else devices:
             for p in self.call("nvmlDeviceGetComputeRunningProcesses", d.handle):
                 out.append(GpuProcess(pid=p.pid, used_mib=_mib(p.usedGpuMemory), gi_id=d.gi_id,
                                       ci_id=d.ci_id, instance_uuid=d.uuid))
