@@ -59,17 +59,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def host_option_words(sim: Optional[str], mps: bool, hami_core_lib: Optional[str]) -> List[str]:
+    """The host options as command-line words (fractui builds the same when it starts us)."""
+    out: List[str] = []
+    if sim:
+        out += ["--sim", sim]
+    if mps:
+        out.append("--mps")
+    if hami_core_lib:
+        out += ["--hami-core-lib", hami_core_lib]
+    return out
+
+
 def _daemon_args(args: argparse.Namespace, backend: str) -> List[str]:
     """The options a bridge hands on to the daemon it starts."""
     out = ["--backend", backend, "--log-max-mib", str(args.log_max_mib),
            "--retention-hours", str(args.retention_hours),
            "--watchdog-grace", str(args.watchdog_grace)]
-    if args.sim:
-        out += ["--sim", args.sim]
-    if args.mps:
-        out.append("--mps")
-    if args.hami_core_lib:
-        out += ["--hami-core-lib", args.hami_core_lib]
+    out += host_option_words(args.sim, args.mps, args.hami_core_lib)
     if args.cgroup_parent:
         out += ["--cgroup-parent", args.cgroup_parent]
     return out

@@ -31,6 +31,7 @@ from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
+from remote_agent.cli import host_option_words
 
 log = logging.getLogger("fractui.fleet")
 
@@ -75,14 +76,8 @@ def _remote_path(path: str) -> str:
 
 
 def agent_args(cfg: HostConfig, state_dir: str) -> List[str]:
-    words = ["serve", "--stdio", "--state-dir", state_dir]
-    if cfg.sim:
-        words += ["--sim", cfg.sim]
-    if cfg.mps:
-        words.append("--mps")
-    if cfg.hami_core_lib:
-        words += ["--hami-core-lib", cfg.hami_core_lib]
-    return words
+    return ["serve", "--stdio", "--state-dir", state_dir] + host_option_words(
+        cfg.sim, cfg.mps, cfg.hami_core_lib)
 
 
 class _Conn:
