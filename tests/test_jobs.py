@@ -50,11 +50,12 @@ def daemon_pid(agent) -> int:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it has ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    return True
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ newer agent version. Closing the bridge (the SSH channel) never stops a job.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -87,13 +88,18 @@ def _ask(sock: socket.socket, method: str) -> Dict[str, Any]:
 
 
 def _wait_gone(paths: AgentPaths, pid: int) -> None:
+    """Until the old daemon has let go of the state dir's lock: it does so as it exits, even
+    before its parent reaps it (a zombie still answers ``kill -0``)."""
     deadline = time.time() + CONNECT_TIMEOUT_S
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    with open(paths.lock_file, "a") as lock:
+        while time.time() < deadline:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(0.02)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
             return
-        time.sleep(0.02)
     raise BridgeError("the old agent daemon (pid %d) did not stop" % pid)
 
 
