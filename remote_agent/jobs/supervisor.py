@@ -443,7 +443,7 @@ class Supervisor:
             for proc in self.gpus.call_nvml(lambda: self.gpus.backend.processes(index)):
                 job = by_session.get(session_of(proc.pid))
                 if job is not None and index in job.gpus:
-                    used[job.id] = max(used.get(job.id, 0), 0) + (proc.used_mib or 0)
+                    used[job.id] = used.get(job.id, 0) + (proc.used_mib or 0)
         for job in share_jobs:
             if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None:
                 reason = "exceeded its %d MiB cap: used %d MiB" % (job.memory_mib, used[job.id])
