@@ -46,10 +46,11 @@ class SshFleet:
         proxy = self.env.proxy(server.port, delay_s=delay_s)
         if trust:
             self.env.trust(server, known_hosts_port=proxy.port)
-        host = HostConfig(name=name, host="127.0.0.1", port=proxy.port, user="root",
-                          identity_file=str(self.env.user_key_path), python=sys.executable,
-                          state_dir=str(self.tmp / "state" / name),
-                          agent_cache=str(self.tmp / "cache" / name), sim=spec, **extra)
+        fields = dict(name=name, host="127.0.0.1", port=proxy.port, user="root",
+                      identity_file=str(self.env.user_key_path), python=sys.executable,
+                      state_dir=str(self.tmp / "state" / name),
+                      agent_cache=str(self.tmp / "cache" / name), sim=spec)
+        host = HostConfig(**{**fields, **extra})
         self.servers[name], self.proxies[name] = server, proxy
         self.hosts.append(host)
         return host

@@ -238,7 +238,7 @@ class HostSession:
         subscribed = conn.client.call("subscribe", None, 30.0)
         self._conn = conn
         jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
-        problem = _problem(hello)
+        problem = hello_problem(hello)
         self._set("degraded" if problem else "online", problem, hello=hello,
                   snapshot=subscribed.get("snapshot"), jobs=jobs)
         return conn
@@ -333,7 +333,7 @@ def deploy(link: SshLink, cfg: HostConfig, archive: AgentArchive) -> Tuple[str, 
         sftp.close()
 
 
-def _problem(hello: Dict[str, Any]) -> Optional[str]:
+def hello_problem(hello: Dict[str, Any]) -> Optional[str]:
     """What makes a connected host degraded, if anything."""
     if hello.get("problems"):
         return "; ".join(hello["problems"])

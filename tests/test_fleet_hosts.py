@@ -1,0 +1,140 @@
+"""What a host that cannot run the agent as asked looks like: told plainly, with the fix."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fractui.config import HostConfig
+from fractui.fleet.host import HostSession, hello_problem
+from fractui.fleet.zipapp import build_agent_archive
+from tests import sshd
+from tests.conftest import stop_host
+from tests.test_fleet import SshFleet, wait_state
+
+ssh_env = sshd.ssh_env
+
+
+@pytest.fixture
+def fleet_env(ssh_env, tmp_path):
+    env = SshFleet(ssh_env, tmp_path)
+    yield env
+    env.stop()
+
+
+def session_for(env: SshFleet, host: HostConfig) -> HostSession:
+    session = HostSession(host, env.settings(), build_agent_archive)
+    session.start()
+    session.settled.wait(60)
+    return session
+
+
+@pytest.mark.parametrize("script, words", [
+    ("#!/bin/sh\necho 3.6\n", "is Python 3.6; the agent needs 3.9 or newer"),
+    ("#!/bin/sh\necho broken >&2\nexit 3\n", "failed on gpu-py: broken"),
+])
+def test_a_python_that_cannot_run_the_agent_is_named(fleet_env, tmp_path, script, words):
+    python = tmp_path / "python3"
+    python.write_text(script)
+    python.chmod(0o755)
+    host = fleet_env.add("gpu-py", "1xL4", python=str(python))
+    session = session_for(fleet_env, host)
+    try:
+        assert session.status.state == "offline"
+        assert words in session.status.error
+        assert not os.path.exists(host.agent_cache)  # nothing uploaded to a host that can't run
+    finally:
+        session.stop()
+
+
+def test_a_host_without_that_python_says_so(fleet_env):
+    host = fleet_env.add("gpu-nopy", "1xL4", python="/no/such/python3")
+    session = session_for(fleet_env, host)
+    try:
+        assert session.status.state == "offline"
+        assert session.status.error == ("gpu-nopy has no /no/such/python3 (set python = ... for "
+                                         "this host)")
+    finally:
+        session.stop()
+
+
+@pytest.fixture
+def plain_user():
+    """A real unprivileged account, with a home of its own, removed afterwards."""
+    if shutil.which("useradd") is None or shutil.which("sudo") is None:
+        pytest.fail("these tests need useradd and sudo (.ci/run installs sudo)")
+    name = "fractui-t%s" % uuid.uuid4().hex[:6]
+    home = tempfile.mkdtemp(prefix="fractui-home-")
+    os.chmod(home, 0o755)
+    # "*": no password, yet not locked (sshd refuses a locked account even with a key)
+    subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell", "/bin/sh",
+                    "--password", "*", name], check=True)
+    info = pwd.getpwnam(name)
+    os.chown(home, info.pw_uid, info.pw_gid)
+    yield name, home
+    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+    subprocess.run(["userdel", name], check=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def user_server(ssh_env, pubkey: str) -> sshd.SshServer:
+    """sshd reads authorized_keys as the user logging in: keep it where that user can read."""
+    workdir = Path(tempfile.mkdtemp(prefix="fractui-sshd-"))
+    os.chmod(workdir, 0o755)
+    server = sshd.SshServer(workdir, pubkey).start()
+    os.chmod(server.authorized_keys_path, 0o644)
+    return server
+
+
+def test_a_plain_user_runs_the_agent_as_itself_and_sudo_refusal_is_plain(ssh_env, plain_user):
+    name, home = plain_user
+    server = user_server(ssh_env, ssh_env.user_pubkey)
+    try:
+        ssh_env.trust(server)
+        settings = SshFleet(ssh_env, Path(home)).settings()
+        host = HostConfig(name="gpu-user", host="127.0.0.1", port=server.port, user=name,
+                          identity_file=str(ssh_env.user_key_path), python="/usr/bin/python3",
+                          state_dir=os.path.join(home, "state"), agent_cache=".cache/fractui",
+                          sim="1xA100-80GB:mig")
+        session = HostSession(host, settings, build_agent_archive)
+        session.start()
+        try:
+            # the simulator allows MIG changes without root (it stands for a host reached as
+            # root), so the host is online; the agent itself runs as the plain user
+            wait_state(session, "online")
+            assert session.call("hello")["privileges"]["root"] is False
+            assert os.path.exists(os.path.join(home, ".cache", "fractui"))
+        finally:
+            session.stop()
+            stop_host(host.state_dir)
+        sudo = HostSession(HostConfig(**{**host.__dict__, "become": "sudo",
+                                         "state_dir": os.path.join(home, "sudo-state")}),
+                           settings, build_agent_archive)
+        sudo.start()
+        try:
+            sudo.settled.wait(60)
+            assert sudo.status.state == "offline"
+            assert sudo.status.error.startswith("sudo -n was refused on gpu-user")
+            assert "passwordless sudo" in sudo.status.error
+        finally:
+            sudo.stop()
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def test_a_host_that_cannot_change_mig_without_root_is_degraded_with_the_reason():
+    hello = {"problems": [], "gpus": [{"mig_capable": True}], "privileges": {
+        "root": False, "mig_changes": False, "reason": "the agent runs as uid 1000 without root"}}
+    assert hello_problem(hello) == "MIG is read-only: the agent runs as uid 1000 without root"
+    assert hello_problem(dict(hello, gpus=[{"mig_capable": False}])) is None
+    assert hello_problem(dict(hello, problems=["NVML did not start: no driver"])) == (
+        "NVML did not start: no driver")
+
