@@ -1,0 +1,102 @@
+"""Requests onto MIG GPUs: which profile a request needs, and where the agent's planner would put
+it. The rules themselves are the planner's (remote_agent.mig), imported, never copied."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Optional, Tuple
+
+from remote_agent.mig import planner
+from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
+
+from fractui.sched.model import Request
+
+# A MIG GPU's state as the placer keys it: (profile, start, busy) per instance, sorted.
+Signature = Tuple[Tuple[str, int, bool], ...]
+
+
+def _plain(geo: Geometry) -> Tuple[Profile, ...]:
+    """Profiles a request can be given by size alone (media-extension variants are asked for by
+    name only)."""
+    return tuple(p for p in geo.profiles if "+" not in p.name)
+
+
+@lru_cache(maxsize=4096)
+def profile_for_fraction(geo: Geometry, f: float) -> Optional[Profile]:
+    """DESIGN's rule: the smallest profile whose compute share and memory share are both >= f."""
+    fits = [p for p in _plain(geo) if p.compute_slices * 1.0 / geo.compute_slices >= f - 1e-9
+            and p.size * 1.0 / geo.memory_slices >= f - 1e-9]
+    return min(fits, key=lambda p: (p.size, p.compute_slices, p.profile_id), default=None)
+
+
+@lru_cache(maxsize=4096)
+def profile_for_memory(geo: Geometry, memory_mib: float) -> Optional[Profile]:
+    fits = [p for p in _plain(geo) if p.memory_mib >= memory_mib]
+    return min(fits, key=lambda p: (p.size, p.compute_slices, p.profile_id), default=None)
+
+
+def profile_for(req: Request, geo: Geometry) -> Optional[Profile]:
+    """The profile ``req`` takes on a GPU of this geometry, or None if it cannot use MIG there.
+    A whole GPU is the full profile (7g on A100/H100); a CPU-only request takes none."""
+    if req.isolation == "share":
+        return None
+    if req.mig:
+        return geo.profile(req.mig)
+    if req.gpus:
+        return profile_for_fraction(geo, 1.0)
+    if req.memory_gib:
+        return profile_for_memory(geo, req.memory_gib * 1024)
+    if req.gpu:
+        return profile_for_fraction(geo, req.gpu)
+    return None
+
+
+def signature(layout: Layout) -> Signature:
+    return tuple(sorted((i.profile, i.start, i.busy) for i in layout.instances))
+
+
+@lru_cache(maxsize=200_000)
+def layout_of(geo: Geometry, sig: Signature) -> Layout:
+    insts = []
+    for k, (name, start, busy) in enumerate(sig):
+        p = geo.profile(name)
+        assert p is not None, name
+        insts.append(Instance(gi_id=k, profile=name, start=start, size=p.size,
+                              compute_slices=p.compute_slices, busy=busy))
+    return Layout(geo, tuple(insts))
+
+
+@lru_cache(maxsize=400_000)
+def best_start(geo: Geometry, sig: Signature, profile: str) -> Optional[int]:
+    """Where the planner would create ``profile`` on a GPU in this state (None: nowhere, even by
+    destroying idle instances). Memoised: thousands of GPUs share a few hundred states."""
+    try:
+        return planner.plan(layout_of(geo, sig), profile, destroy_idle=True).start
+    except planner.PlanError:
+        return None
+
+
+@lru_cache(maxsize=400_000)
+def after(geo: Geometry, sig: Signature, profile: str, start: int) -> Signature:
+    """The state once the planner's plan for ``profile`` at ``start`` ran and a job holds it."""
+    plan = planner.plan(layout_of(geo, sig), profile, start=start, destroy_idle=True)
+    gone = {(i.profile, i.start) for i in plan.destroy}
+    kept = tuple(s for s in sig if (s[0], s[1]) not in gone)
+    return tuple(sorted(kept + ((profile, start, True),)))
+
+
+def free_compute_milli(geo: Geometry, sig: Signature) -> int:
+    """The compute share no busy instance holds, in milli of the GPU."""
+    busy = sum(geo.profile(n).compute_slices for n, _, b in sig if b)  # type: ignore[union-attr]
+    return (geo.compute_slices - busy) * 1000 // geo.compute_slices
+
+
+def commit(layout: Layout, profile: str, start: int) -> Tuple[planner.Plan, Layout]:
+    """The real plan on the real layout, and the layout once it ran with a job on the instance."""
+    plan = planner.plan(layout, profile, start=start, destroy_idle=True)
+    base = layout.without(plan.destroy)
+    gi = max((i.gi_id for i in layout.instances), default=0) + 1
+    p = plan.profile
+    made = Instance(gi_id=gi, profile=p.name, start=start, size=p.size,
+                    compute_slices=p.compute_slices, busy=True, memory_mib=p.memory_mib)
+    return plan, Layout(layout.geometry, base.instances + (made,))

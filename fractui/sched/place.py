@@ -1,0 +1,324 @@
+"""Placement: one request in, the best feasible (host, GPUs, slice) out, fleet-wide.
+
+Policies (``POLICIES``): ``first-fit``, ``best-fit`` and ``fgd`` as the FGD simulator scores them
+(Weng et al., ATC '23), and ``fractui``. Every score is a function of one host's state alone, so
+it is cached per host and per request class and recomputed only for the host a decision touched;
+identical hosts (most of a fresh fleet) share one memo entry. Ties go to a fixed per-seed random
+host order, as in the simulator. Pure: no I/O, no clock, deterministic for a fleet and a seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+from remote_agent.mig.layout import Geometry
+
+from fractui.sched import mig
+from fractui.sched.model import MILLI, Host, Placement, Request
+
+POLICIES = ("first-fit", "best-fit", "fgd", "fractui")
+MAX_SPEC_CPU = 128_000  # the simulator's normalisation: 128 cores, 8 GPUs
+MAX_SPEC_GPU = 8 * MILLI
+FRACTUI_LEVELS = 50  # score grain of the fractui policy (FGD: 100); measured in docs/benchmarks
+
+GpuKind = Tuple[str, int, Optional[Geometry]]  # model, memory MiB, MIG geometry when MIG is on
+GpuKey = Hashable  # free milli without MIG, the layout's signature with MIG
+
+
+@dataclass(frozen=True)
+class TypicalClass:
+    """One kind of request the fleet should stay able to host, and how often it comes."""
+
+    request: Request
+    weight: float
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to put a request on one host: GPU i gets share milli[i] or profile[i] at start[i]."""
+
+    gpus: Tuple[int, ...]
+    milli: Tuple[int, ...]
+    profiles: Tuple[Optional[str], ...]
+    starts: Tuple[int, ...]
+    keys_after: Tuple[GpuKey, ...]  # the whole host's GPU keys once it ran
+
+
+def class_key(req: Request) -> tuple:
+    """What a host's score for ``req`` depends on (not its name, RAM or host filter)."""
+    return (req.cpu_milli, req.gpu, req.mig, req.memory_gib, req.gpus, req.models,
+            req.isolation)
+
+
+def typical_classes(requests: Sequence[Request], coverage: float = 0.95
+                    ) -> Tuple[TypicalClass, ...]:
+    """FGD's target workload: the most frequent request classes covering ``coverage`` of the
+    requests, weights renormalised to sum to 1."""
+    counts = Counter(class_key(r) for r in requests)
+    first: Dict[tuple, Request] = {}
+    for r in requests:
+        first.setdefault(class_key(r), r)
+    kept: List[Tuple[tuple, int]] = []
+    covered = 0
+    for key, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        if covered >= coverage * len(requests):
+            break
+        kept.append((key, n))
+        covered += n
+    return tuple(TypicalClass(first[k], n / covered) for k, n in kept)
+
+
+def _share(kind: GpuKind, req: Request) -> int:
+    return req.share_milli(kind[0], kind[1])
+
+
+def _idle(kind: GpuKind, key: GpuKey) -> int:
+    geo = kind[2]
+    return key if geo is None else mig.free_compute_milli(geo, key)  # type: ignore[return-value]
+
+
+def _take(kind: GpuKind, key: GpuKey, req: Request
+          ) -> Optional[Tuple[int, Optional[str], int, GpuKey]]:
+    """``req`` on one GPU: (share, profile, start, key after), or None if it does not fit."""
+    geo = kind[2]
+    if geo is None:
+        s = _share(kind, req)
+        if not s or key < s:  # type: ignore[operator]
+            return None
+        return s, None, -1, key - s  # type: ignore[operator]
+    if req.models and kind[0] not in req.models:
+        return None
+    prof = mig.profile_for(req, geo)
+    if prof is None:
+        return None
+    start = mig.best_start(geo, key, prof.name)  # type: ignore[arg-type]
+    if start is None:
+        return None
+    return 0, prof.name, start, mig.after(geo, key, prof.name, start)  # type: ignore[arg-type]
+
+
+def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request) -> List[Option]:
+    """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, the first k
+    usable GPUs for k whole GPUs (they are interchangeable), one GPU-less option for CPU only."""
+    if not req.gpu_count:
+        return [Option((), (), (), (), keys)]
+    taken = []
+    for i, (kind, key) in enumerate(zip(kinds, keys)):
+        t = _take(kind, key, req)
+        if t is not None:
+            taken.append((i, t))
+            if req.gpus and len(taken) == req.gpus:
+                break
+    if req.gpus:
+        if len(taken) < req.gpus:
+            return []
+        after = list(keys)
+        for i, t in taken:
+            after[i] = t[3]
+        return [Option(tuple(i for i, _ in taken), tuple(t[0] for _, t in taken),
+                       tuple(t[1] for _, t in taken), tuple(t[2] for _, t in taken),
+                       tuple(after))]
+    return [Option((i,), (t[0],), (t[1],), (t[2],), keys[:i] + (t[3],) + keys[i + 1:])
+            for i, t in taken]
+
+
+def host_frag(kinds: Tuple[GpuKind, ...], cpu_free: int, keys: Tuple[GpuKey, ...],
+              classes: Sequence[TypicalClass]) -> float:
+    """FGD's node fragmentation F_n: per typical class, the idle GPU milli it could not use here
+    (all of it if the host cannot take the class at all), weighted by the class's frequency."""
+    idle = [_idle(k, key) for k, key in zip(kinds, keys)]
+    idle_sum = sum(idle)
+    total = 0.0
+    for cls in classes:
+        r = cls.request
+        need = r.gpu_count
+        if not need or cpu_free < r.cpu_milli:
+            total += cls.weight * idle_sum
+            continue
+        fit = 0
+        frag = 0
+        for kind, key, i in zip(kinds, keys, idle):
+            if _take(kind, key, r) is None:
+                frag += i
+            else:
+                fit += 1
+        total += cls.weight * (frag if fit >= need else idle_sum)
+    return total
+
+
+def _prepare(kinds: Tuple[GpuKind, ...], classes: Sequence[TypicalClass]) -> list:
+    """Per class (weight, CPU, GPUs needed, its share of each GPU) for a host without MIG GPUs,
+    so its F_n is integer comparisons only; [] for a host with MIG GPUs (planner needed)."""
+    if any(k[2] is not None for k in kinds):
+        return []
+    return [(c.weight, c.request.cpu_milli, c.request.gpu_count,
+             tuple(_share(k, c.request) for k in kinds)) for c in classes]
+
+
+def _shared_frag(prep: list, cpu_free: int, keys: Tuple[int, ...]) -> float:
+    """``host_frag`` for a host without MIG GPUs: the hot path of every decision."""
+    idle_sum = sum(keys)
+    total = 0.0
+    for w, cpu, need, shares in prep:
+        if not need or cpu_free < cpu:
+            total += w * idle_sum
+            continue
+        fit = frag = 0
+        for s, key in zip(shares, keys):
+            if s and key >= s:
+                fit += 1
+            else:
+                frag += key
+        total += w * (frag if fit >= need else idle_sum)
+    return total
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+class Placer:
+    """The fleet's placement state and decisions. ``place`` decides, ``commit`` records; a
+    placement is only ever computed against the current state, so it never overcommits."""
+
+    def __init__(self, hosts: Sequence[Host], policy: str = "fractui",
+                 classes: Sequence[TypicalClass] = (), seed: int = 0):
+        if policy not in POLICIES:
+            raise ValueError("unknown policy %r; known: %s" % (policy, ", ".join(POLICIES)))
+        names = [h.name for h in hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("host names must be unique")
+        self.hosts = list(hosts)
+        self.policy = policy
+        self.classes = tuple(classes)
+        order = list(range(len(self.hosts)))
+        random.Random(seed).shuffle(order)
+        self._order = order  # tie-break: a fixed random host order per seed
+        self._kinds = [tuple((g.model, g.memory_mib, g.layout.geometry if g.layout else None)
+                             for g in h.gpus) for h in self.hosts]
+        ids: Dict[tuple, int] = {}
+        self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]  # cheap memo keys
+        self._keys = [self._gpu_keys(h) for h in self.hosts]
+        self._cache: List[Dict[tuple, object]] = [{} for _ in self.hosts]
+        self._memo: Dict[tuple, object] = {}
+        self._frag: Dict[tuple, float] = {}
+        self._prep: Dict[int, list] = {}
+
+    @staticmethod
+    def _gpu_keys(h: Host) -> Tuple[GpuKey, ...]:
+        return tuple(g.free_milli if g.layout is None else mig.signature(g.layout)
+                     for g in h.gpus)
+
+    def place(self, req: Request) -> Optional[Placement]:
+        """The best feasible placement of ``req`` under the policy, or None if none fits."""
+        ck = class_key(req)
+        cpu, mem, allowed = req.cpu_milli, req.memory_mib, req.hosts
+        first = self.policy == "first-fit"
+        hosts, caches = self.hosts, self._cache
+        best = None
+        best_i = -1
+        for i in self._order:
+            h = hosts[i]
+            if h.cpu_free < cpu or h.memory_free < mem or (allowed and h.name not in allowed):
+                continue
+            c = caches[i]
+            res = c.get(ck, c)
+            if res is c:
+                res = c[ck] = self._evaluate(i, req, ck)
+            if res is None:
+                continue
+            if best is None or res[0] > best[0]:  # type: ignore[index]
+                best, best_i = res, i
+                if first:
+                    break
+        if best is None:
+            return None
+        opt: Option = best[1]  # type: ignore[index]
+        h = hosts[best_i]
+        plans = tuple(mig.commit(h.gpus[g].layout, p, s)[0] if p else None  # type: ignore
+                      for g, p, s in zip(opt.gpus, opt.profiles, opt.starts))
+        return Placement(req.name, h.name, best_i, req.cpu_milli, req.memory_mib, opt.gpus,
+                         opt.milli, plans)
+
+    def commit(self, p: Placement) -> None:
+        """Record a placement made by ``place`` on the current state."""
+        h = self.hosts[p.host_index]
+        req_cpu, req_mem = p.cpu_milli, p.memory_mib
+        if h.cpu_free < req_cpu or h.memory_free < req_mem:
+            raise ValueError("placement %s no longer fits %s" % (p.request, h.name))
+        for g, m, plan in zip(p.gpus, p.milli, p.plans):
+            gpu = h.gpus[g]
+            if plan is None:
+                if gpu.free_milli < m:
+                    raise ValueError("placement %s no longer fits gpu%d of %s"
+                                     % (p.request, g, h.name))
+                gpu.free_milli -= m
+            else:
+                _, gpu.layout = mig.commit(gpu.layout, plan.profile.name,  # type: ignore
+                                           plan.start)
+                geo = gpu.layout.geometry  # type: ignore[union-attr]
+                gpu.free_milli = mig.free_compute_milli(geo, mig.signature(gpu.layout))
+        h.cpu_free -= req_cpu
+        h.memory_free -= req_mem
+        self._keys[p.host_index] = self._gpu_keys(h)
+        self._cache[p.host_index].clear()
+
+    def schedule(self, req: Request) -> Optional[Placement]:
+        """Place and commit in one step."""
+        p = self.place(req)
+        if p is not None:
+            self.commit(p)
+        return p
+
+    def _evaluate(self, i: int, req: Request, ck: tuple) -> object:
+        """(score, option) of the best way to put ``req`` on host i, or None."""
+        h = self.hosts[i]
+        kid, keys = self._kind_ids[i], self._keys[i]
+        mk = (kid, h.cpu_free, keys, ck)
+        res = self._memo.get(mk, self._memo)
+        if res is self._memo:
+            res = self._memo[mk] = self._score(self._kinds[i], kid, h.cpu_free, keys, req)
+        return res
+
+    def _host_frag(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
+                   keys: Tuple[GpuKey, ...]) -> float:
+        fk = (kid, cpu_free, keys)
+        f = self._frag.get(fk)
+        if f is None:
+            prep = self._prep.get(kid)
+            if prep is None:
+                prep = self._prep[kid] = _prepare(kinds, self.classes)
+            if prep:
+                f = _shared_frag(prep, cpu_free, keys)  # type: ignore[arg-type]
+            else:
+                f = host_frag(kinds, cpu_free, keys, self.classes)
+            self._frag[fk] = f
+        return f
+
+    def _score(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
+               keys: Tuple[GpuKey, ...], req: Request) -> Optional[Tuple[object, Option]]:
+        opts = options(kinds, keys, req)
+        if not opts:
+            return None
+        if self.policy == "first-fit":
+            return 0, opts[0]
+        left = [sum(_idle(kinds[g], o.keys_after[g]) for g in o.gpus) for o in opts]
+        if self.policy == "best-fit":
+            j = min(range(len(opts)), key=lambda j: (left[j], j))  # the GPU with least left
+            idle = sum(_idle(k, x) for k, x in zip(kinds, opts[j].keys_after))
+            waste = 0.5 * (cpu_free - req.cpu_milli) / MAX_SPEC_CPU + 0.5 * idle / MAX_SPEC_GPU
+            return int((1.0 - waste) * 100), opts[j]
+        before = self._host_frag(kinds, kid, cpu_free, keys)
+        cpu_after = cpu_free - req.cpu_milli
+        deltas = [before - self._host_frag(kinds, kid, cpu_after, o.keys_after) for o in opts]
+        # fgd scores on 100 integer levels, as the simulator truncates; fractui on a coarser
+        # grain, so hosts whose F_n grows by nearly the same amount tie and the seeded host
+        # order spreads them
+        levels = 100 if self.policy == "fgd" else FRACTUI_LEVELS
+        scores = [int(_sigmoid(d / 1000) * levels) for d in deltas]
+        j = max(range(len(opts)), key=lambda j: (scores[j], -j))
+        return scores[j], opts[j]

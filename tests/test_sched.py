@@ -1,0 +1,121 @@
+"""The placement core on small fleets whose right answers can be worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from remote_agent.gpu.models import model
+from remote_agent.mig import planner
+from remote_agent.mig.layout import Layout
+
+from fractui.sched import Gpu, Host, Placer, Request, TypicalClass, host_frag, typical_classes
+from fractui.sched.mig import profile_for, profile_for_fraction
+
+A100 = model("A100-80GB").geometry()
+A30 = model("A30").geometry()
+
+
+def plain(name: str, n: int = 2, cpu: int = 32000, ram: int = 65536, gpu: str = "T4") -> Host:
+    return Host(name, cpu, ram, [Gpu(gpu, 16384) for _ in range(n)])
+
+
+def migh(name: str, n: int = 1, cpu: int = 32000, ram: int = 65536) -> Host:
+    return Host(name, cpu, ram, [Gpu("A100-80GB", 81920, layout=Layout(A100)) for _ in range(n)])
+
+
+@pytest.mark.parametrize("f,want", [(0.1, "1g.10gb"), (0.125, "1g.10gb"), (0.14, "1g.20gb"),
+                                    (0.25, "2g.20gb"), (0.27, "3g.40gb"), (0.47, "4g.40gb"),
+                                    (0.58, "7g.80gb"), (1.0, "7g.80gb")])
+def test_fraction_to_profile_follows_design_rule(f, want):
+    assert profile_for_fraction(A100, f).name == want
+
+
+def test_fraction_on_a30_uses_four_slices():
+    assert profile_for_fraction(A30, 0.25).name == "1g.6gb"
+    assert profile_for_fraction(A30, 0.3).name == "2g.12gb"
+
+
+def test_request_forms_and_whole_gpus():
+    assert profile_for(Request("w", gpus=1), A100).name == "7g.80gb"
+    assert profile_for(Request("m", memory_gib=15), A100).name == "1g.20gb"
+    assert profile_for(Request("s", gpu=0.5, isolation="share"), A100) is None
+    with pytest.raises(ValueError, match="one of gpu"):
+        Request("x", gpu=0.5, gpus=1)
+    with pytest.raises(ValueError, match="fraction below 1"):
+        Request("x", gpu=1.5)
+    with pytest.raises(ValueError, match="isolation"):
+        Request("x", isolation="bogus")
+    with pytest.raises(ValueError, match="unknown policy"):
+        Placer([], policy="worst")
+
+
+def test_best_fit_takes_the_tightest_gpu():
+    h = plain("a")
+    h.gpus[0].free_milli, h.gpus[1].free_milli = 900, 400
+    p = Placer([h], "best-fit").schedule(Request("j", gpu=0.3))
+    assert p.gpus == (1,) and h.gpus[1].free_milli == 100
+
+
+def test_whole_gpus_need_free_gpus_and_cpu_ram_are_counted():
+    h = plain("a", n=2, cpu=8000, ram=1000)
+    placer = Placer([h], "fgd")
+    assert placer.schedule(Request("s", gpu=0.5, cpu_milli=1000)) is not None
+    assert placer.schedule(Request("w", gpus=2)) is None  # one GPU is shared now
+    assert placer.schedule(Request("w1", gpus=1, cpu_milli=7000)) is not None
+    assert placer.schedule(Request("c", cpu_milli=1)) is None  # CPU is all used
+    assert (h.cpu_free, h.memory_free) == (0, 1000)
+    assert placer.schedule(Request("r", memory_mib=2000)) is None
+
+
+def test_mig_request_gets_the_planners_plan():
+    h = migh("m")
+    placer = Placer([h], "fractui")
+    before = h.gpus[0].layout
+    p = placer.place(Request("j", mig="3g.40gb"))
+    assert p.plans[0] == planner.plan(before, "3g.40gb", destroy_idle=True)
+    placer.commit(p)
+    inst = h.gpus[0].layout.instances
+    assert [(i.profile, i.busy) for i in inst] == [("3g.40gb", True)]
+    assert placer.schedule(Request("k", gpu=0.5)).plans[0].profile.name == "4g.40gb"
+    assert placer.schedule(Request("l", gpu=0.1)) is None  # 7 of 7 compute slices used
+
+
+def test_filters_and_isolation():
+    hosts = [plain("t4", gpu="T4"), plain("v100", gpu="V100"), migh("mig")]
+    placer = Placer(hosts, "best-fit")
+    assert placer.schedule(Request("a", gpu=0.5, models=frozenset({"V100"}))).host == "v100"
+    assert placer.schedule(Request("b", gpu=0.5, hosts=frozenset({"t4"}))).host == "t4"
+    assert placer.schedule(Request("c", gpu=0.5, isolation="mig")).host == "mig"
+    p = placer.schedule(Request("d", gpu=0.2, isolation="share"))
+    assert p.host != "mig" and p.plans == (None,)
+    assert placer.schedule(Request("e", gpu=0.5, hosts=frozenset({"nowhere"}))) is None
+
+
+def test_first_fit_follows_the_seeded_host_order_and_is_deterministic():
+    def run(seed):
+        hosts = [plain("h%d" % i) for i in range(6)]
+        placer = Placer(hosts, "first-fit", seed=seed)
+        return [placer.schedule(Request("j%d" % k, gpu=0.6)).host for k in range(8)]
+    assert run(1) == run(1)
+    assert len({tuple(run(s)) for s in range(5)}) > 1
+
+
+def test_host_frag_counts_idle_gpu_a_class_cannot_use():
+    h = plain("a")
+    keys = (1000, 300)
+    kinds = tuple((g.model, g.memory_mib, None) for g in h.gpus)
+    half = TypicalClass(Request("s", gpu=0.5, cpu_milli=1000), 1.0)
+    assert host_frag(kinds, 32000, keys, [half]) == 300
+    assert host_frag(kinds, 500, keys, [half]) == 1300  # too little CPU: all idle is lost
+    cpu_only = TypicalClass(Request("c", cpu_milli=1000), 1.0)
+    assert host_frag(kinds, 32000, keys, [cpu_only]) == 1300
+
+
+def test_fgd_avoids_fragmenting_and_classes_cover_95_percent():
+    reqs = [Request("s%d" % i, gpu=0.5) for i in range(19)] + [Request("w", gpus=1)]
+    classes = typical_classes(reqs)
+    assert [round(c.weight, 2) for c in classes] == [1.0]
+    h = plain("a")
+    h.gpus[0].free_milli = 500  # a half-used GPU and a free one
+    p = Placer([h], "fgd", classes).schedule(Request("j", gpu=0.5))
+    assert p.gpus == (0,)  # filling the half-used GPU leaves a whole one for the next half
