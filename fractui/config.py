@@ -116,7 +116,11 @@ class Config:
 
 
 def default_config_path() -> str:
-    """``$XDG_CONFIG_HOME/fractui/config.toml`` on Linux (platformdirs honours XDG)."""
+    """``$XDG_CONFIG_HOME/fractui/config.toml`` wherever XDG_CONFIG_HOME is set (DESIGN names
+    that path; terminal users set it on macOS too), else the platform's config dir."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg and os.path.isabs(xdg):  # a relative value is invalid under the XDG spec
+        return os.path.join(xdg, "fractui", "config.toml")
     return os.path.join(platformdirs.user_config_dir("fractui"), "config.toml")
 
 
