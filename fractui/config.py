@@ -1,4 +1,4 @@
-"""The admin's configuration file: the fleet's hosts and how to reach them.
+"""The admin's configuration file: the fleet's hosts, queues, teams, scheduler and TUI settings.
 
 The file is TOML, read with ``tomllib``. Every mistake an admin can make in it becomes a
 ``ConfigError`` whose text is ``file:line: what is wrong``, so the CLI can print it and exit 2.
@@ -96,23 +96,123 @@ class SshSettings:
     """The admin's OpenSSH config, honoured for aliases, users, ports, keys and ProxyJump."""
 
 
+ISOLATIONS = ("any", "mig", "share")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A queue: the portion of a GPU each of its jobs gets, and where it may run.
+
+    The GPU part is one of ``gpu`` (any fraction below 1), ``mig`` (an exact profile),
+    ``memory_gib`` (GPU memory) or ``gpus`` (whole GPUs); none means CPU-only jobs."""
+
+    name: str
+    gpu: float = 0.0
+    mig: str | None = None
+    memory_gib: float = 0.0
+    gpus: int = 0
+    cpus: float = 0.0
+    """CPU cores each job books on its host."""
+    memory: float = 0.0
+    """Host RAM in GiB each job books on its host."""
+    hosts: tuple[str, ...] = ()
+    """Hosts its jobs may run on; empty: any."""
+    gpu_models: tuple[str, ...] = ()
+    """GPU models (e.g. "A100-80GB") its jobs may run on; empty: any."""
+    isolation: str = "any"
+    """"mig": MIG slices only; "share": memory shares of GPUs without MIG only; "any"."""
+    priority: int = 0
+    """Higher first, among jobs the quota rules treat alike."""
+    team: str | None = None
+    """The team charged for jobs submitted without --team."""
+
+    def describe(self) -> str:
+        """The portion as an admin writes it: "gpu = 0.25", "mig = 3g.40gb", "2 GPUs"."""
+        if self.mig:
+            return self.mig
+        if self.memory_gib:
+            return f"{self.memory_gib:g} GiB"
+        if self.gpus:
+            return f"{self.gpus} GPU" + ("s" if self.gpus > 1 else "")
+        if self.gpu:
+            return f"{self.gpu:g} GPU"
+        return "CPU only"
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    """A team: how many GPUs it is guaranteed (fractions count) and whether it may borrow."""
+
+    name: str
+    quota_gpus: float = 0.0
+    over_quota: bool = False
+    """May borrow idle capacity beyond the quota; such jobs are preemptible."""
+    weight: float = 1.0
+    """Its share against the other teams within quota (weighted fair share)."""
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The scheduler service: where its store is and how patient it is."""
+
+    store: str | None = None
+    """SQLite file of queues and jobs; None: $XDG_STATE_HOME/fractui/store.db."""
+    lease_s: float = 15.0
+    """A scheduler that has not renewed its lease for this long is replaced by a standby."""
+    host_lost_s: float = 120.0
+    """A host offline this long has its jobs requeued elsewhere."""
+    preempt_grace_s: float = 30.0
+    """Seconds between SIGTERM and SIGKILL for a preempted job."""
+    interval_s: float = 1.0
+    """Seconds between scheduling passes (a change in the fleet or store also wakes it)."""
+
+
+@dataclass(frozen=True)
+class TuiSettings:
+    """The TUI: its theme and remapped keys, checked against the known ones by the TUI."""
+
+    theme: str | None = None
+    keys: tuple[tuple[str, str], ...] = ()
+    """(binding id, keys) pairs, e.g. ("fleet.filter", "ctrl+f")."""
+
+
 @dataclass(frozen=True)
 class Config:
-    """The whole file, validated; ``queues`` and ``teams`` are kept raw for a later feature."""
+    """The whole file, validated."""
 
     path: str | None
     hosts: tuple[HostConfig, ...] = ()
     ssh: SshSettings = field(default_factory=SshSettings)
-    queues: tuple[dict[str, Any], ...] = ()
-    teams: tuple[dict[str, Any], ...] = ()
+    queues: tuple[QueueConfig, ...] = ()
+    teams: tuple[TeamConfig, ...] = ()
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    tui: TuiSettings = field(default_factory=TuiSettings)
+    lines: Callable[[str, int | None, str | None], int | None] = field(
+        default=lambda table, index=None, key=None: None, compare=False, repr=False)
+    """Where a key is written in the file, for errors found after loading (a theme name)."""
+
+    def fail(self, message: str, table: str = "", index: int | None = None,
+             key: str | None = None) -> "ConfigError":
+        """A ConfigError pointing at ``key`` of ``table``, for checks made outside this module."""
+        return ConfigError(self.path, self.lines(table, index, key), message)
+
+    def queue(self, name: str) -> QueueConfig:
+        return _named(self.queues, name, "queue", self.path)
+
+    def team(self, name: str) -> TeamConfig:
+        return _named(self.teams, name, "team", self.path)
 
     def host(self, name: str) -> HostConfig:
         """The host called ``name``; a ConfigError names the known ones, for a CLI typo."""
-        for host in self.hosts:
-            if host.name == name:
-                return host
-        known = ", ".join(h.name for h in self.hosts) or "none"
-        raise ConfigError(self.path, None, f"unknown host '{name}' (known: {known})")
+        return _named(self.hosts, name, "host", self.path)
+
+
+def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> Any:
+    for item in items:
+        if item.name == name:
+            return item
+    known = ", ".join(i.name for i in items) or "none"
+    raise ConfigError(path, None, f"unknown {what} '{name}' (known: {known})")
 
 
 def default_config_path() -> str:
@@ -224,6 +324,9 @@ _KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "integer": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "number": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
     "boolean": ("a boolean", lambda v: isinstance(v, bool)),
+    "table": ("a table", lambda v: isinstance(v, dict)),
+    "strings": ("an array of strings",
+                lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
 }
 
 # Keys of [[hosts]] and [ssh] with their kinds, in the order the error messages list them.
@@ -234,7 +337,17 @@ _HOST_KEYS = {
     "mps": "boolean", "hami_core_lib": "string",
 }
 _SSH_KEYS = {"known_hosts": "string", "connect_timeout": "number", "config_file": "string"}
-_TOP_KEYS = ("hosts", "ssh", "queues", "teams")
+_QUEUE_KEYS = {
+    "name": "string", "gpu": "number", "mig": "string", "memory_gib": "number",
+    "gpus": "integer", "cpus": "number", "memory": "number", "hosts": "strings",
+    "gpu_models": "strings", "isolation": "string", "priority": "integer", "team": "string",
+}
+_TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
+              "weight": "number"}
+_SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
+                   "preempt_grace_s": "number", "interval_s": "number"}
+_TUI_KEYS = {"theme": "string", "keys": "table"}
+_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "tui")
 _BECOME = ("sudo",)
 _TRANSPORTS = ("ssh", "local")
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
@@ -257,12 +370,19 @@ class _Checker:
             if key not in _TOP_KEYS:
                 raise self.fail(f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}",
                                 key=key)
-        ssh = doc.get("ssh", {})
-        if not isinstance(ssh, dict):
-            raise self.fail(f"ssh must be a table ([ssh]), got {_describe(ssh)}", key="ssh")
-        return Config(path=self.path, hosts=self.hosts(self.array_of_tables(doc, "hosts")),
-                      ssh=self.ssh(ssh), queues=self.array_of_tables(doc, "queues"),
-                      teams=self.array_of_tables(doc, "teams"))
+        hosts = self.hosts(self.array_of_tables(doc, "hosts"))
+        teams = self.teams(self.array_of_tables(doc, "teams"))
+        return Config(path=self.path, hosts=hosts, ssh=self.ssh(self.table(doc, "ssh")),
+                      queues=self.queues(self.array_of_tables(doc, "queues"), hosts, teams),
+                      teams=teams, scheduler=self.scheduler(self.table(doc, "scheduler")),
+                      tui=self.tui(self.table(doc, "tui")), lines=self.where.line)
+
+    def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(f"{name} must be a table ([{name}]), got {_describe(value)}",
+                            key=name)
+        return value
 
     def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
         value = doc.get(name, [])
@@ -305,6 +425,101 @@ class _Checker:
         if "connect_timeout" in values:
             values["connect_timeout"] = float(values["connect_timeout"])
         return SshSettings(**values)
+
+    def named(self, raws: tuple[dict[str, Any], ...], table: str, what: str
+              ) -> list[tuple[int, dict[str, Any]]]:
+        """Checks every item of an array of tables has a unique name; returns (index, raw)."""
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(raws):
+            name = raw.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise self.fail(f"{table}[{i}] has no name: every [[{table}]] needs a unique "
+                                "name", table, i, "name")
+            if re.search(r"[\s/]", name):
+                raise self.fail(f"{table}[{i}].name must not contain spaces or '/', got "
+                                f"'{name}'", table, i, "name")
+            if name in seen:
+                first = self.where.line(table, seen[name], "name")
+                at = f" (first at line {first})" if first is not None else ""
+                raise self.fail(f"duplicate {what} name '{name}'{at}", table, i, "name")
+            seen[name] = i
+        return list(enumerate(raws))
+
+    def teams(self, raws: tuple[dict[str, Any], ...]) -> tuple[TeamConfig, ...]:
+        teams = []
+        for i, raw in self.named(raws, "teams", "team"):
+            values = self.values(raw, _TEAM_KEYS, f"[[teams]] #{i + 1}", "teams", i,
+                                 f"teams[{i}].")
+            quota, weight = values.get("quota_gpus", 0.0), values.get("weight", 1.0)
+            if not (math.isfinite(quota) and quota >= 0):
+                raise self.fail(f"teams[{i}].quota_gpus must be a non-negative number of GPUs, "
+                                f"got {quota}", "teams", i, "quota_gpus")
+            if not (math.isfinite(weight) and weight > 0):
+                raise self.fail(f"teams[{i}].weight must be a positive number, got {weight}",
+                                "teams", i, "weight")
+            teams.append(TeamConfig(**values))
+        return tuple(teams)
+
+    def queues(self, raws: tuple[dict[str, Any], ...], hosts: tuple[HostConfig, ...],
+               teams: tuple[TeamConfig, ...]) -> tuple[QueueConfig, ...]:
+        queues = []
+        for i, raw in self.named(raws, "queues", "queue"):
+            prefix = f"queues[{i}]."
+            values = self.values(raw, _QUEUE_KEYS, f"[[queues]] #{i + 1}", "queues", i, prefix)
+
+            def bad(key: str, message: str) -> ConfigError:
+                return self.fail(f"{prefix}{key} {message}", "queues", i, key)
+
+            forms = [k for k in ("gpu", "mig", "memory_gib", "gpus") if values.get(k)]
+            if len(forms) > 1:
+                raise bad(forms[1], f"cannot be given with {forms[0]}: a queue asks for one "
+                          "of gpu, mig, memory_gib, gpus")
+            if "gpu" in values and not 0 < values["gpu"] < 1:
+                raise bad("gpu", f"must be a fraction between 0 and 1, got {values['gpu']} "
+                          "(use gpus = k for whole GPUs)")
+            for key in ("memory_gib", "cpus", "memory"):
+                if key in values and not (math.isfinite(values[key]) and values[key] >= 0):
+                    raise bad(key, f"must be a non-negative number, got {values[key]}")
+            if values.get("gpus", 0) < 0:
+                raise bad("gpus", f"must be a positive integer, got {values['gpus']}")
+            if values.get("isolation", "any") not in ISOLATIONS:
+                raise bad("isolation", f"must be one of {', '.join(ISOLATIONS)}, got "
+                          f"'{values['isolation']}'")
+            known_hosts = {h.name for h in hosts}
+            for host in values.get("hosts", []):
+                if host not in known_hosts:
+                    raise bad("hosts", f"names '{host}', which is not a configured host")
+            if "team" in values and values["team"] not in {t.name for t in teams}:
+                raise bad("team", f"names '{values['team']}', which is not a configured team")
+            for key in ("hosts", "gpu_models"):
+                if key in values:
+                    values[key] = tuple(values[key])
+            queues.append(QueueConfig(**values))
+        return tuple(queues)
+
+    def scheduler(self, raw: dict[str, Any]) -> SchedulerSettings:
+        values = self.values(raw, _SCHEDULER_KEYS, "[scheduler]", "scheduler", None,
+                             "scheduler.")
+        for key, value in values.items():
+            if key == "store":
+                values[key] = _expanded(value)
+            elif not (math.isfinite(value) and value > 0):
+                raise self.fail(f"scheduler.{key} must be a positive number of seconds, "
+                                f"got {value}", "scheduler", None, key)
+            else:
+                values[key] = float(value)
+        return SchedulerSettings(**values)
+
+    def tui(self, raw: dict[str, Any]) -> TuiSettings:
+        values = self.values(raw, _TUI_KEYS, "[tui]", "tui", None, "tui.")
+        keys = values.get("keys", {})
+        for action, key in keys.items():
+            if not isinstance(key, str) or not key.strip():
+                line = self.where.line("tui.keys", None, action) or self.where.line(
+                    "tui", None, "keys")  # [tui.keys] as a table, or keys = { ... } inline
+                raise ConfigError(self.path, line, f"tui.keys.{action} must be a key such as "
+                                  f"\"ctrl+f\", got {_describe(key)}")
+        return TuiSettings(theme=values.get("theme"), keys=tuple(sorted(keys.items())))
 
     def hosts(self, raws: tuple[dict[str, Any], ...]) -> tuple[HostConfig, ...]:
         hosts: list[HostConfig] = []

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from fractui.config import (Config, ConfigError, HostConfig, SshSettings, default_config_path,
+from fractui.config import (Config, ConfigError, HostConfig, QueueConfig, SchedulerSettings,
+                            SshSettings, TeamConfig, TuiSettings, default_config_path,
                             load_config, tomllib)
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -63,10 +64,21 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
 
         [[queues]]
         name = "train"
-        share = 0.5
+        gpu = 0.5
+        cpus = 4
+        hosts = ["sim"]
+        team = "vision"
 
         [[teams]]
         name = "vision"
+        quota_gpus = 2.5
+
+        [scheduler]
+        host_lost_s = 60
+
+        [tui]
+        theme = "light"
+        keys = { "fleet.filter" = "ctrl+f" }
         """))
     assert config.ssh == SshSettings(known_hosts=os.path.join(HOME, "kh"), connect_timeout=3.0,
                                      config_file=os.path.join(HOME, ".ssh", "config"))
@@ -84,8 +96,12 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
         mps=True, hami_core_lib="/usr/lib/libvgpu.so")
     assert config.hosts[2] == HostConfig(name="sim", transport="local",
                                          sim="2xA100-80GB:mig,1xL4")
-    assert config.queues == ({"name": "train", "share": 0.5},)
-    assert config.teams == ({"name": "vision"},)
+    assert config.queues == (QueueConfig(name="train", gpu=0.5, cpus=4, hosts=("sim",),
+                                         team="vision"),)
+    assert config.queue("train").describe() == "0.5 GPU"
+    assert config.teams == (TeamConfig(name="vision", quota_gpus=2.5),)
+    assert config.scheduler == SchedulerSettings(host_lost_s=60.0)
+    assert config.tui == TuiSettings(theme="light", keys=(("fleet.filter", "ctrl+f"),))
     assert config.host("h100-b") is config.hosts[1]
 
 
@@ -184,7 +200,7 @@ def test_an_unknown_top_level_key_is_an_error(tmp_path):
         [[host]]
         name = "b"
         """) == ("F:4: unknown top-level key 'host' (did you mean 'hosts'? "
-                 "known: hosts, ssh, queues, teams)")
+                 "known: hosts, ssh, queues, teams, scheduler, tui)")
 
 
 def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
@@ -192,6 +208,36 @@ def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
         [queues]
         name = "train"
         """) == "F:1: queues must be an array of tables ([[queues]]), got a table"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[[queues]]\nname = "q"\ngpu = 0.5\nmig = "1g.10gb"\n',
+     "F:4: queues[0].mig cannot be given with gpu: a queue asks for one of gpu, mig, "
+     "memory_gib, gpus"),
+    ('[[queues]]\nname = "q"\ngpu = 1.5\n',
+     "F:3: queues[0].gpu must be a fraction between 0 and 1, got 1.5 (use gpus = k for whole "
+     "GPUs)"),
+    ('[[queues]]\nname = "q"\nisolation = "hard"\n',
+     "F:3: queues[0].isolation must be one of any, mig, share, got 'hard'"),
+    ('[[queues]]\nname = "q"\nhosts = ["nowhere"]\n',
+     "F:3: queues[0].hosts names 'nowhere', which is not a configured host"),
+    ('[[queues]]\nname = "q"\nteam = "ghosts"\n',
+     "F:3: queues[0].team names 'ghosts', which is not a configured team"),
+    ('[[queues]]\nname = "q"\n[[queues]]\nname = "q"\n',
+     "F:4: duplicate queue name 'q' (first at line 2)"),
+    ('[[queues]]\ngpu = 0.5\n',
+     "F:1: queues[0] has no name: every [[queues]] needs a unique name"),
+    ('[[teams]]\nname = "t"\nquota_gpus = -1\n',
+     "F:3: teams[0].quota_gpus must be a non-negative number of GPUs, got -1"),
+    ('[[teams]]\nname = "t"\nweight = 0\n',
+     "F:3: teams[0].weight must be a positive number, got 0"),
+    ('[scheduler]\nlease_s = 0\n',
+     "F:2: scheduler.lease_s must be a positive number of seconds, got 0"),
+    ('[tui]\nkeys = { quit = 3 }\n',
+     "F:2: tui.keys.quit must be a key such as \"ctrl+f\", got an integer"),
+])
+def test_queue_team_scheduler_and_tui_mistakes_name_the_line(tmp_path, text, expected):
+    assert error(tmp_path, text) == expected
 
 
 def test_an_unknown_ssh_key_is_an_error(tmp_path):

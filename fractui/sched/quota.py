@@ -1,0 +1,82 @@
+"""Team quotas, counted in GPUs (fractions count): what each team holds and borrows, and who is
+served next. Pure: store jobs and team settings in, numbers and orderings out.
+
+Charge (DESIGN): a MIG slice counts its compute share, a memory share counts its fraction of
+the GPU, a whole GPU counts 1. A job is charged from the moment a decision gives it a slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence
+
+from fractui.config import TeamConfig
+from fractui.store.model import ON_HOST, PENDING, Job
+
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class TeamUsage:
+    """One team's standing: ``used`` is every GPU it holds, ``borrowed`` the part of it held by
+    over-quota (preemptible) jobs."""
+
+    name: str
+    quota: float
+    used: float
+    borrowed: float
+    pending: int
+    weight: float = 1.0
+    over_quota: bool = False
+
+    @property
+    def within(self) -> float:
+        """GPUs held within the quota."""
+        return self.used - self.borrowed
+
+    def room(self) -> float:
+        """GPUs it may still take within its quota."""
+        return max(0.0, self.quota - self.within)
+
+
+def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> list[TeamUsage]:
+    """Usage of every configured team (in config order), from the store's jobs."""
+    used = {t.name: 0.0 for t in teams}
+    borrowed = dict(used)
+    pending = {t.name: 0 for t in teams}
+    for job in jobs:
+        if job.team not in used:
+            continue
+        if job.state in ON_HOST and job.slot is not None:
+            used[job.team] += job.slot.charge
+            if job.preemptible:
+                borrowed[job.team] += job.slot.charge
+        elif job.state == PENDING:
+            pending[job.team] += 1
+    return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
+                      t.weight, t.over_quota) for t in teams]
+
+
+def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float) -> bool:
+    """Whether a job of ``team`` taking ``charge`` GPUs stays within the team's quota. A store
+    with no teams has no quotas: everything is within."""
+    if not usage:
+        return True
+    if team is None or team not in usage:
+        return False
+    return charge <= usage[team].room() + EPSILON
+
+
+def fair_order(jobs: Sequence[Job], usage: Mapping[str, TeamUsage],
+               priority: Mapping[str, int]) -> list[Job]:
+    """Pending jobs in the order they are served: the team furthest below its weighted share
+    first (used within quota / weight), then queue priority (higher first), then age.
+
+    The order is recomputed after every placement by the caller, so one team's burst does not
+    starve another whose share is lower."""
+    def rank(job: Job) -> tuple:
+        team = usage.get(job.team) if job.team is not None else None
+        share = team.within / team.weight if team is not None else 0.0
+        return (share, -priority.get(job.queue, 0), job.submitted_at, job.id)
+
+    return sorted(jobs, key=rank)

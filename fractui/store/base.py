@@ -1,0 +1,93 @@
+"""The store's interface: what the scheduler, the CLI and the TUI may ask of any store.
+
+SQLite implements it today (``fractui.store.sqlite``); a shared PostgreSQL store for several
+admins and a standby scheduler can implement the same methods later. Every method is one
+transaction, durable when it returns, and every state change is a compare-and-set on the job's
+state, so two actors racing on one job never both win.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable, Optional, Sequence
+
+from fractui.store.model import AuditEntry, Job, Slot, StaleCopy
+
+
+class JobNotFound(KeyError):
+    def __str__(self) -> str:
+        return "no job %s in the store" % self.args[0]
+
+
+class StateConflict(Exception):
+    """The job was not in a state the change expects (someone else acted first)."""
+
+
+class Store(abc.ABC):
+    uid: str
+    """Names this store in agent idempotency keys, so two stores never share a key."""
+
+    @abc.abstractmethod
+    def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
+               request: dict[str, Any], actor: str, cwd: Optional[str] = None) -> Job:
+        """A new pending job (audited as ``submit``)."""
+
+    @abc.abstractmethod
+    def get(self, job_id: int) -> Job:
+        """The job, or JobNotFound."""
+
+    @abc.abstractmethod
+    def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
+             limit: Optional[int] = None) -> list[Job]:
+        """Jobs in those states (all if None), oldest first; with ``limit``, the newest that
+        many."""
+
+    @abc.abstractmethod
+    def change(self, job_id: int, expect: Iterable[str], actor: Optional[str] = None,
+               why: Optional[str] = None, action: Optional[str] = None,
+               **fields: Any) -> Job:
+        """Sets ``fields`` (``state``, ``reason``, ``slot``, ``agent_job``, ...) if the job is
+        in one of ``expect``, else StateConflict; with ``action``, audits it as ``actor`` with
+        ``why`` in the same transaction."""
+
+    @abc.abstractmethod
+    def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
+                stale_on: Optional[str] = None) -> Job:
+        """Back to pending as the next attempt, its slot cleared. ``stale_on``: the host where
+        the previous attempt may still run, recorded as a stale copy to stop on its return."""
+
+    @abc.abstractmethod
+    def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
+        """Stale copies, on one host or all."""
+
+    @abc.abstractmethod
+    def drop_stale(self, host: str, key: str, actor: str, why: str) -> None:
+        """The stale copy is known stopped (audited)."""
+
+    @abc.abstractmethod
+    def audit(self, actor: str, action: str, job: Optional[int], why: str,
+              detail: Optional[dict[str, Any]] = None) -> None:
+        """Records who did what to which job and why."""
+
+    @abc.abstractmethod
+    def audit_log(self, job: Optional[int] = None, limit: int = 100) -> list[AuditEntry]:
+        """The newest entries (of one job, or all), oldest first."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
+        """Takes or renews the scheduler lease; False while another holder's lease lasts."""
+
+    @abc.abstractmethod
+    def release_lease(self, holder: str) -> None:
+        """Gives the lease up, if ``holder`` has it, so a standby takes over at once."""
+
+    @abc.abstractmethod
+    def lease_holder(self) -> Optional[tuple[str, float]]:
+        """(holder, expires_at) of a lease that has not expired, or None."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        ...
+
+
+__all__ = ["JobNotFound", "StateConflict", "Store", "Slot"]

@@ -1,0 +1,111 @@
+"""What the store holds: jobs in queues, copies left on lost hosts, the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# A job's life in the store. `placed`: a decision is recorded and awaits the lease holder;
+# `stopping`: a stop was sent (cancel, preemption, requeue) and its end is awaited.
+PENDING, PLACED, RUNNING, STOPPING = "pending", "placed", "running", "stopping"
+DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
+ACTIVE = (PENDING, PLACED, RUNNING, STOPPING)
+ENDED = (DONE, FAILED, CANCELLED)
+STATES = ACTIVE + ENDED
+ON_HOST = (PLACED, RUNNING, STOPPING)  # holds (or is about to hold) a slice of a host
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a job runs: a host, its GPUs, and on each the slice (a MIG profile at a start, or
+    a memory share in MiB). ``charge`` is what the team's quota is charged, in GPUs."""
+
+    host: str
+    gpus: tuple[int, ...] = ()
+    profile: str | None = None
+    start: int | None = None
+    memory_mib: int | None = None
+    charge: float = 0.0
+
+    def describe(self) -> str:
+        gpus = ",".join(str(g) for g in self.gpus)
+        where = f"{self.host} gpu{gpus}" if gpus else self.host
+        if self.profile:
+            at = f" at slot {self.start}" if self.start is not None else ""
+            return f"{where} {self.profile}{at}"
+        if self.memory_mib:
+            return f"{where} {self.memory_mib} MiB"
+        return where
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job of the store. ``request`` is its queue's portion as it was at submit time (keys of
+    a [[queues]] table), so later config edits never change a submitted job."""
+
+    id: int
+    queue: str
+    team: str | None
+    name: str
+    argv: tuple[str, ...]
+    request: dict[str, Any]
+    state: str
+    submitted_at: float
+    updated_at: float
+    cwd: str | None = None
+    reason: str | None = None
+    attempt: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    slot: Slot | None = None
+    preemptible: bool = False
+    manual: bool = False
+    agent_job: str | None = None
+    exit_code: int | None = None
+    stop_intent: str | None = None  # what a stop in flight leads to: cancel, requeue, preempt
+
+    def key(self, store_uid: str) -> str:
+        """The agent's idempotency key: the same attempt is never launched twice, and a
+        requeued job (next attempt) is a new launch."""
+        return f"fractui-{store_uid}-{self.id}.{self.attempt}"
+
+    def record(self) -> dict[str, Any]:
+        """The job as ``--json`` prints it (docs/cli.md)."""
+        slot = self.slot
+        return {"id": self.id, "queue": self.queue, "team": self.team, "name": self.name,
+                "argv": list(self.argv), "cwd": self.cwd, "request": self.request,
+                "state": self.state, "reason": self.reason, "attempt": self.attempt,
+                "submitted_at": self.submitted_at, "updated_at": self.updated_at,
+                "started_at": self.started_at, "ended_at": self.ended_at,
+                "host": slot.host if slot else None, "gpus": list(slot.gpus) if slot else [],
+                "profile": slot.profile if slot else None,
+                "start": slot.start if slot else None,
+                "memory_mib": slot.memory_mib if slot else None,
+                "charge": slot.charge if slot else 0.0, "preemptible": self.preemptible,
+                "manual": self.manual, "agent_job": self.agent_job,
+                "exit_code": self.exit_code}
+
+
+@dataclass(frozen=True)
+class StaleCopy:
+    """A launch of a job on a host that was lost while it ran; stopped by key on return."""
+
+    host: str
+    key: str
+    job: int
+    since: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    time: float
+    actor: str
+    action: str
+    job: int | None
+    why: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.id, "time": self.time, "actor": self.actor, "action": self.action,
+                "job": self.job, "why": self.why, "detail": self.detail}

@@ -1,0 +1,286 @@
+"""The store in one SQLite file (WAL, synchronous=FULL): durable before anything is acknowledged.
+
+Schema changes are numbered SQL files in migrations/, applied in order and counted in
+``PRAGMA user_version``. Writes take the database lock up front (BEGIN IMMEDIATE), so a
+compare-and-set never races another process between its read and its write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import platformdirs
+
+from fractui.store.base import JobNotFound, StateConflict, Store
+from fractui.store.model import PENDING, AuditEntry, Job, Slot, StaleCopy
+
+LEASE = "scheduler"
+_SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge")
+
+
+def default_store_path() -> str:
+    """``$XDG_STATE_HOME/fractui/store.db`` (DESIGN's place), else the platform's state dir."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = os.path.join(xdg, "fractui") if xdg and os.path.isabs(xdg) else \
+        platformdirs.user_state_dir("fractui")
+    return os.path.join(base, "store.db")
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("fractui.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, clock: Callable[[], float] = time.time):
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        self.path = path
+        self.clock = clock
+        self._lock = threading.Lock()  # one connection, used from the caller's threads in turn
+        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+        self.uid = self._db.execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()[0]
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            have = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, sql in _migrations():
+                if number > have:
+                    for statement in sql.split(";\n"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("PRAGMA user_version = %d" % number)
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('uid', ?)",
+                       (uuid.uuid4().hex[:8],))
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db
+
+    # -- jobs --
+
+    def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
+               request: dict[str, Any], actor: str, cwd: Optional[str] = None) -> Job:
+        now = self.clock()
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, submitted_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
+                 now, now))
+            job_id = int(cur.lastrowid)
+            self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
+                        {"team": team, "argv": list(argv)})
+            return self._get(db, job_id)
+
+    def get(self, job_id: int) -> Job:
+        with self._read() as db:
+            return self._get(db, job_id)
+
+    def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
+             limit: Optional[int] = None) -> list[Job]:
+        where, args = [], []  # type: list[str], list[Any]
+        if states is not None:
+            states = list(states)
+            where.append("state IN (%s)" % ",".join("?" * len(states)))
+            args += states
+        if queue is not None:
+            where.append("queue = ?")
+            args.append(queue)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        if limit is not None:
+            sql = "SELECT * FROM (%s ORDER BY id DESC LIMIT %d)" % (sql, int(limit))
+        with self._read() as db:
+            return [_job(row) for row in db.execute(sql + " ORDER BY id", args)]
+
+    def change(self, job_id: int, expect: Iterable[str], actor: Optional[str] = None,
+               why: Optional[str] = None, action: Optional[str] = None,
+               **fields: Any) -> Job:
+        now = self.clock()
+        with self._write() as db:
+            self._expect(db, job_id, expect)
+            self._set(db, job_id, now, fields)
+            if action is not None:
+                self._audit(db, now, actor or "fractui", action, job_id, why or action,
+                            _detail(fields))
+            return self._get(db, job_id)
+
+    def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
+                stale_on: Optional[str] = None) -> Job:
+        now = self.clock()
+        with self._write() as db:
+            job = self._expect(db, job_id, expect)
+            if stale_on is not None:
+                db.execute("INSERT OR IGNORE INTO stale (host, key, job, since) "
+                           "VALUES (?, ?, ?, ?)", (stale_on, job.key(self.uid), job_id, now))
+            self._set(db, job_id, now, {
+                "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
+                "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
+                "stop_intent": None, "exit_code": None})
+            self._audit(db, now, actor, "requeue", job_id, why,
+                        {"attempt": job.attempt + 1, "stale_on": stale_on})
+            return self._get(db, job_id)
+
+    def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
+        sql, args = "SELECT * FROM stale", ()  # type: str, tuple
+        if host is not None:
+            sql, args = sql + " WHERE host = ?", (host,)
+        with self._read() as db:
+            return [StaleCopy(r["host"], r["key"], r["job"], r["since"])
+                    for r in db.execute(sql + " ORDER BY since", args)]
+
+    def drop_stale(self, host: str, key: str, actor: str, why: str) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT job FROM stale WHERE host = ? AND key = ?",
+                             (host, key)).fetchone()
+            if row is None:
+                return
+            db.execute("DELETE FROM stale WHERE host = ? AND key = ?", (host, key))
+            self._audit(db, self.clock(), actor, "stop-stale", row["job"], why,
+                        {"host": host, "key": key})
+
+    # -- audit --
+
+    def audit(self, actor: str, action: str, job: Optional[int], why: str,
+              detail: Optional[dict[str, Any]] = None) -> None:
+        with self._write() as db:
+            self._audit(db, self.clock(), actor, action, job, why, detail or {})
+
+    def audit_log(self, job: Optional[int] = None, limit: int = 100) -> list[AuditEntry]:
+        sql, args = "SELECT * FROM audit", ()  # type: str, tuple
+        if job is not None:
+            sql, args = sql + " WHERE job = ?", (job,)
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM (%s ORDER BY id DESC LIMIT %d) ORDER BY id"
+                              % (sql, int(limit)), args).fetchall()
+        return [AuditEntry(r["id"], r["time"], r["actor"], r["action"], r["job"], r["why"],
+                           json.loads(r["detail"] or "{}")) for r in rows]
+
+    # -- the scheduler lease --
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
+        now = self.clock()
+        with self._write() as db:
+            row = db.execute("SELECT holder, expires_at FROM lease WHERE name = ?",
+                             (LEASE,)).fetchone()
+            if row is not None and row["holder"] != holder and row["expires_at"] > now:
+                return False
+            db.execute("INSERT OR REPLACE INTO lease (name, holder, expires_at) "
+                       "VALUES (?, ?, ?)", (LEASE, holder, now + ttl_s))
+            if row is None or row["holder"] != holder:
+                self._audit(db, now, holder, "lease", None, "took the scheduler lease" + (
+                    " from %s, expired" % row["holder"] if row is not None else ""), {})
+            return True
+
+    def release_lease(self, holder: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM lease WHERE name = ? AND holder = ?", (LEASE, holder))
+
+    def lease_holder(self) -> Optional[tuple[str, float]]:
+        with self._read() as db:
+            row = db.execute("SELECT holder, expires_at FROM lease WHERE name = ?",
+                             (LEASE,)).fetchone()
+        if row is None or row["expires_at"] <= self.clock():
+            return None
+        return row["holder"], row["expires_at"]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- inside a transaction --
+
+    def _get(self, db: sqlite3.Connection, job_id: int) -> Job:
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    def _expect(self, db: sqlite3.Connection, job_id: int, expect: Iterable[str]) -> Job:
+        job = self._get(db, job_id)
+        expect = tuple(expect)
+        if job.state not in expect:
+            raise StateConflict("job %d is %s, not %s" % (job_id, job.state,
+                                                         " or ".join(expect)))
+        return job
+
+    @staticmethod
+    def _set(db: sqlite3.Connection, job_id: int, now: float, fields: dict[str, Any]) -> None:
+        columns = {"updated_at": now}
+        for name, value in fields.items():
+            if name == "slot":
+                slot: Optional[Slot] = value
+                columns.update(dict(zip(_SLOT_COLUMNS, (
+                    slot.host, json.dumps(list(slot.gpus)), slot.profile, slot.start,
+                    slot.memory_mib, slot.charge) if slot else (None,) * 5 + (0.0,))))
+            elif name in ("preemptible", "manual"):
+                columns[name] = int(bool(value))
+            else:
+                columns[name] = value
+        db.execute("UPDATE jobs SET %s WHERE id = ?" % ", ".join("%s = ?" % c for c in columns),
+                   list(columns.values()) + [job_id])
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, now: float, actor: str, action: str,
+               job: Optional[int], why: str, detail: dict[str, Any]) -> None:
+        db.execute("INSERT INTO audit (time, actor, action, job, why, detail) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (now, actor, action, job, why,
+                                                 json.dumps(detail, sort_keys=True)))
+
+
+def _detail(fields: dict[str, Any]) -> dict[str, Any]:
+    """Changed fields as JSON-able values, for the audit trail."""
+    out = {}
+    for name, value in fields.items():
+        out[name] = value.__dict__ if isinstance(value, Slot) else value
+    if isinstance(out.get("slot"), dict):
+        out["slot"] = dict(out["slot"], gpus=list(out["slot"]["gpus"]))
+    return out
+
+
+def _job(row: sqlite3.Row) -> Job:
+    slot = None
+    if row["host"] is not None:
+        slot = Slot(row["host"], tuple(json.loads(row["gpus"] or "[]")), row["profile"],
+                    row["start"], row["memory_mib"], row["charge"])
+    return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
+               argv=tuple(json.loads(row["argv"])), request=json.loads(row["request"]),
+               state=row["state"], submitted_at=row["submitted_at"],
+               updated_at=row["updated_at"], cwd=row["cwd"], reason=row["reason"],
+               attempt=row["attempt"], started_at=row["started_at"], ended_at=row["ended_at"],
+               slot=slot, preemptible=bool(row["preemptible"]), manual=bool(row["manual"]),
+               agent_job=row["agent_job"], exit_code=row["exit_code"],
+               stop_intent=row["stop_intent"])
+
+
+def open_store(path: Optional[str] = None) -> SqliteStore:
+    return SqliteStore(path or default_store_path())
