@@ -1,4 +1,4 @@
-"""The ``fractui`` command: the host verbs of DESIGN's table.
+"""The ``fractui`` command: DESIGN's verb table.
 
 Every verb that prints data has ``--json`` (formats in docs/cli.md). Usage errors and a bad config
 exit 2 with ``file:line: what is wrong``; an unreachable host is reported for that host, never
@@ -66,12 +66,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cwd", help="working directory on the host")
     p.add_argument("--json", action="store_true")
 
-    p = verbs.add_parser("jobs", help="jobs on every host (or the hosts named)")
-    p.add_argument("hosts", nargs="*", metavar="HOST")
+    p = verbs.add_parser("submit", help="queue a job: fractui submit --queue Q -- ARGV")
+    p.add_argument("--queue", required=True, metavar="Q")
+    p.add_argument("--team", metavar="T", help="the team charged (default: the queue's)")
+    p.add_argument("--name", help="the job's name (default: the program's)")
+    p.add_argument("--cwd", help="working directory on the host")
     p.add_argument("--json", action="store_true")
 
-    p = verbs.add_parser("logs", help="a job's output: fractui logs HOST/JOB [-f]")
-    p.add_argument("job", metavar="HOST/JOB")
+    p = verbs.add_parser("jobs", help="queued jobs, then jobs launched directly on hosts")
+    p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
+    p.add_argument("--all", action="store_true", help="ended queued jobs too")
+    p.add_argument("--limit", type=int, default=200, help="with --all: the newest N")
+    p.add_argument("--json", action="store_true")
+
+    for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),
+                       ("requeue", "stop a running queued job and put it back in its queue")):
+        p = verbs.add_parser(verb, help=what)
+        p.add_argument("job", metavar="JOB")
+
+    p = verbs.add_parser("place", help="place a queued job by hand: JOB HOST GPU")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("gpu", metavar="GPU", help="GPU index")
+    p.add_argument("--profile", metavar="P", help="MIG profile (default: the queue's rule)")
+    p.add_argument("--start", type=int, metavar="S", help="with --profile: the slot")
+
+    p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
+    p.add_argument("job", nargs="?", metavar="JOB", help="only this job")
+    p.add_argument("-n", "--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("scheduler", help="the headless placement loop (head node, systemd)")
+    p.add_argument("--name", help="this scheduler's name in the lease and the audit")
+
+    p = verbs.add_parser("logs", help="a job's output: fractui logs JOB|HOST/JOB [-f]")
+    p.add_argument("job", metavar="JOB")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--lines", type=int, default=100)
 
@@ -93,8 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         words, job_argv = words[:cut], words[cut + 1:]
     args = parser.parse_args(words)
     args.argv = job_argv
-    if job_argv and args.verb != "launch":
-        parser.error("only launch takes a program after --")
+    if job_argv and args.verb not in ("launch", "submit"):
+        parser.error("only launch and submit take a program after --")
     if args.verb is None:
         parser.print_help()
         return 0
@@ -103,10 +132,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:
         print("fractui: %s" % err, file=sys.stderr)
         return EXIT_USAGE
-    from fractui import commands
+    from fractui import commands, store_commands
 
+    verb = getattr(commands, args.verb, None) or getattr(store_commands, args.verb)
     try:
-        return getattr(commands, args.verb)(config, args)
+        return verb(config, args)
     except (UsageError, ConfigError) as err:
         print("fractui: %s" % err, file=sys.stderr)
         return EXIT_USAGE

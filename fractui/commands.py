@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
@@ -19,6 +20,7 @@ from fractui.fleet.host import HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey, fingerprint, host_id
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
+from fractui.store.model import ACTIVE
 
 
 def _settle_time(config: Config) -> float:
@@ -181,29 +183,65 @@ def launch(config: Config, args: argparse.Namespace) -> int:
 
 
 def jobs(config: Config, args: argparse.Namespace) -> int:
-    fleet = _open(config, args.hosts or None)
-    try:
-        answers = fleet.fan_out("job.list")
-    finally:
-        fleet.stop()
+    """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
+    host/agent-id). Naming hosts shows only theirs."""
+    from fractui.store_commands import jobs_table, open_store
+
+    queued: List[Any] = []
+    uid = None
+    if not args.hosts:
+        store = open_store(config.scheduler.store)
+        try:
+            uid = store.uid
+            queued = store.jobs(None if args.all else ACTIVE, limit=args.limit if args.all
+                                else None)
+        finally:
+            store.close()
     rows, failed = [], False
-    for host, answer in answers.items():
-        if isinstance(answer, Exception):
-            failed = True
-            print("fractui: %s" % answer, file=sys.stderr)
-            continue
-        rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]]
+    if config.hosts:
+        fleet = _open(config, args.hosts or None)
+        try:
+            answers = fleet.fan_out("job.list")
+        finally:
+            fleet.stop()
+        mine = "fractui-%s-" % uid
+        for host, answer in answers.items():
+            if isinstance(answer, Exception):
+                failed = True
+                print("fractui: %s" % answer, file=sys.stderr)
+                continue
+            rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
+                     if not (uid and (j.get("key") or "").startswith(mine))]
     if args.json:
-        print_json({"jobs": rows})
+        print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in queued] + rows})
     else:
+        if queued:
+            print("\n".join(jobs_table(queued, time.time())))
         for j in rows:
             print("%-20s %-8s %-6s %s" % (j["ref"], j["state"], "" if j["exit_code"] is None
                                           else j["exit_code"], " ".join(j["argv"])))
     return EXIT_FAILED if failed else 0
 
 
+def _job_ref(config: Config, ref: str) -> List[str]:
+    """[host, agent job] of a queued job's number or of a HOST/JOB."""
+    if not ref.isdigit():
+        return split_job(ref)
+    from fractui.store_commands import open_store, queued
+
+    store = open_store(config.scheduler.store)
+    try:
+        job = queued(store, ref)
+    finally:
+        store.close()
+    if job.slot is None or job.agent_job is None:
+        raise UsageError("job %d is %s: it has not run yet%s" % (
+            job.id, job.state, " (%s)" % job.reason if job.reason else ""))
+    return [job.slot.host, job.agent_job]
+
+
 def logs(config: Config, args: argparse.Namespace) -> int:
-    host, job = split_job(args.job)
+    host, job = _job_ref(config, args.job)
     fleet, session = _one(config, host)
     try:
         done = threading.Event()

@@ -103,8 +103,8 @@ ISOLATIONS = ("any", "mig", "share")
 class QueueConfig:
     """A queue: the portion of a GPU each of its jobs gets, and where it may run.
 
-    The GPU part is one of ``gpu`` (any fraction below 1), ``mig`` (an exact profile),
-    ``memory_gib`` (GPU memory) or ``gpus`` (whole GPUs); none means CPU-only jobs."""
+    The GPU part is exactly one of ``gpu`` (any fraction below 1), ``mig`` (an exact profile),
+    ``memory_gib`` (GPU memory) or ``gpus`` (whole GPUs)."""
 
     name: str
     gpu: float = 0.0
@@ -134,9 +134,7 @@ class QueueConfig:
             return f"{self.memory_gib:g} GiB"
         if self.gpus:
             return f"{self.gpus} GPU" + ("s" if self.gpus > 1 else "")
-        if self.gpu:
-            return f"{self.gpu:g} GPU"
-        return "CPU only"
+        return f"{self.gpu:g} GPU"
 
 
 @dataclass(frozen=True)
@@ -471,6 +469,9 @@ class _Checker:
                 return self.fail(f"{prefix}{key} {message}", "queues", i, key)
 
             forms = [k for k in ("gpu", "mig", "memory_gib", "gpus") if values.get(k)]
+            if not forms:
+                raise self.fail(f"queues[{i}] asks for no GPU: give one of gpu, mig, memory_gib, "
+                                "gpus", "queues", i, "name")
             if len(forms) > 1:
                 raise bad(forms[1], f"cannot be given with {forms[0]}: a queue asks for one "
                           "of gpu, mig, memory_gib, gpus")

@@ -34,6 +34,11 @@ _PLAN_ERROR_CODES = {
 }
 
 
+def host_memory_mib() -> int:
+    """The host's RAM, which the admin side books jobs' ``memory`` against."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+
+
 class Agent:
     """GPU inventory and live MIG changes for one host.
 
@@ -147,6 +152,8 @@ class Agent:
             "agent_version": __version__,
             "backend": self.backend_kind,
             "host": socket.gethostname(),
+            "cpus": os.cpu_count() or 1,
+            "memory_mib": host_memory_mib(),
             "driver_version": driver,
             "privileges": {"root": os.geteuid() == 0, "mig_changes": mig_reason is None,
                            "reason": mig_reason},

@@ -139,3 +139,9 @@ def start_agent(tmp_path) -> Iterator:
             agent.close()
     for state_dir in dirs:
         stop_host(state_dir)
+
+
+@pytest.fixture(autouse=True)
+def _own_state_home(tmp_path, monkeypatch) -> None:
+    """Every test (and every fractui it runs) keeps its store under its own tmp dir."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))

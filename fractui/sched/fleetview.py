@@ -1,0 +1,187 @@
+"""The live fleet as the placement core sees it: agents' snapshots and job records, plus the
+store's decisions not yet launched, turned into ``Host``/``Gpu`` records. Pure: data in, data out.
+
+Booked is what jobs hold, not what they use: a memory share books its MiB whether or not the job
+has allocated them yet, a MIG instance held by a job is busy even while its process starts.
+MIG instances that are idle and held by no job are left out, so the planner may reuse their
+slots: the agent takes an idle instance of the same profile at the same start as it is, and
+destroys idle ones in the way (``destroy_idle``); it never touches one with processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from remote_agent.gpu.models import model as gpu_model
+from remote_agent.gpu.models import short_name
+from remote_agent.mig.layout import Geometry, Instance, Layout
+from remote_agent.mig.planner import PlanError
+
+from fractui.sched import mig
+from fractui.sched.model import MILLI, Gpu, Host, Request
+from fractui.store.model import ON_HOST, Job
+
+USABLE = ("online", "degraded")
+ACTIVE_AGENT_STATES = ("starting", "running")
+
+
+@dataclass
+class HostView:
+    """One host as the fleet last saw it (a HostStatus's data, without its locks)."""
+
+    name: str
+    state: str
+    hello: Optional[Dict[str, Any]] = None
+    snapshot: Optional[Dict[str, Any]] = None
+    jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # agent job id -> record
+
+    def by_key(self) -> Dict[str, Dict[str, Any]]:
+        return {j["key"]: j for j in self.jobs.values() if j.get("key")}
+
+    def gpu_records(self) -> List[Dict[str, Any]]:
+        return list((self.snapshot or {}).get("gpus") or (self.hello or {}).get("gpus") or [])
+
+
+@lru_cache(maxsize=256)
+def geometry(name: str) -> Optional[Geometry]:
+    """The MIG geometry of a GPU named as NVML names it; None if the model is unknown."""
+    try:
+        facts = gpu_model(name)
+    except ValueError:
+        return None
+    return facts.geometry() if facts.mig_capable else None
+
+
+def model_name(name: str) -> str:
+    """The short name queues filter on ("A100-80GB"), or NVML's name for other models."""
+    return short_name(name) or name
+
+
+def request_of(job: Job) -> Request:
+    """The placement core's request for a store job: its queue's portion at submit time."""
+    r = job.request
+    gpus = int(r.get("gpus") or 0)
+    isolation = r.get("isolation") or "any"
+    if gpus > 1:
+        isolation = "share"  # an agent starts a job on one MIG instance, never several
+    return Request(name=str(job.id), cpu_milli=int(round(float(r.get("cpus") or 0) * 1000)),
+                   memory_mib=int(round(float(r.get("memory") or 0) * 1024)),
+                   gpu=float(r.get("gpu") or 0.0), mig=r.get("mig") or None,
+                   memory_gib=float(r.get("memory_gib") or 0.0), gpus=gpus,
+                   models=frozenset(r.get("gpu_models") or ()),
+                   hosts=frozenset(r.get("hosts") or ()), isolation=isolation)
+
+
+def share_mib(req: Request, memory_mib: int, milli: int) -> int:
+    """The MiB a share of ``milli`` of a GPU of ``memory_mib`` books: exactly what was asked
+    for memory_gib requests, the whole GPU for whole GPUs, else the fraction rounded down."""
+    if req.gpus:
+        return memory_mib
+    if req.memory_gib:
+        return int(math.ceil(req.memory_gib * 1024))
+    return memory_mib * milli // MILLI
+
+
+def build_hosts(views: Iterable[HostView], store_jobs: Iterable[Job], store_uid: str,
+                leave_out: Collection[str] = ()) -> List[Host]:
+    """The placement core's fleet: every usable host, with what its jobs book taken away.
+
+    ``leave_out``: agent keys of jobs to treat as gone (a preemption being considered)."""
+    on_host: Dict[str, List[Job]] = {}
+    for job in store_jobs:
+        if job.state in ON_HOST and job.slot is not None:
+            on_host.setdefault(job.slot.host, []).append(job)
+    hosts = []
+    for view in views:
+        if view.state not in USABLE or not view.hello:
+            continue
+        hosts.append(_host(view, on_host.get(view.name, []), store_uid, set(leave_out)))
+    return hosts
+
+
+def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Host:
+    hello = view.hello or {}
+    mig_ok = (hello.get("privileges") or {}).get("mig_changes", True)
+    agent = {k: j for k, j in view.by_key().items()
+             if j.get("state") in ACTIVE_AGENT_STATES and k not in leave_out}
+    gpus = [_gpu(rec, mig_ok, agent.values()) for rec in view.gpu_records()]
+    host = Host(view.name, int(hello.get("cpus") or 0) * 1000, int(hello.get("memory_mib") or 0),
+                gpus)
+    for job in jobs:
+        key = job.key(store_uid)
+        if key in leave_out:
+            continue
+        req = request_of(job)
+        host.cpu_free -= req.cpu_milli
+        host.memory_free -= req.memory_mib
+        if key not in agent:  # decided, not yet running: book its slot from the decision
+            _book_decision(host, job)
+    return host
+
+
+def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, Any]]) -> Gpu:
+    index, memory = rec.get("index"), int(rec.get("memory_mib") or 0)
+    name = model_name(rec.get("name") or "")
+    mine = [j for j in agent_jobs if index in (j.get("gpus") or [])]
+    if rec.get("mig_mode"):
+        geo = geometry(rec.get("name") or "")
+        if geo is None or not mig_ok or rec.get("mig_pending") is False:
+            return Gpu(name, memory, free_milli=0)  # MIG we cannot change: nothing to give
+        held = {j.get("instance") for j in mine}
+        kept = tuple(Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"],
+                              size=i["size"], compute_slices=_compute(geo, i["profile"]),
+                              uuid=i.get("uuid"), busy=True)
+                     for i in rec.get("instances") or []
+                     if i.get("busy") or i.get("uuid") in held)
+        layout = Layout(geo, kept)
+        return Gpu(name, memory, free_milli=_free_compute(layout), layout=layout)
+    booked = sum(int(j.get("memory_mib") or 0) for j in mine)
+    free = max(0, memory - booked)
+    return Gpu(name, memory, free_milli=free * MILLI // memory if memory else 0)
+
+
+def _compute(geo: Geometry, profile: str) -> int:
+    p = geo.profile(profile)
+    return p.compute_slices if p is not None else geo.compute_slices
+
+
+def _free_compute(layout: Layout) -> int:
+    geo = layout.geometry
+    return (geo.compute_slices - layout.compute_used()) * MILLI // geo.compute_slices
+
+
+def _book_decision(host: Host, job: Job) -> None:
+    slot = job.slot
+    assert slot is not None
+    req = request_of(job)
+    for g in slot.gpus:
+        if not 0 <= g < len(host.gpus):
+            continue
+        gpu = host.gpus[g]
+        if gpu.layout is not None and slot.profile:
+            try:
+                _, gpu.layout = mig.commit(gpu.layout, slot.profile, slot.start)
+            except PlanError:
+                continue  # it cannot go there: its launch will be refused and requeued
+            gpu.free_milli = _free_compute(gpu.layout)
+        elif gpu.layout is None and gpu.memory_mib:
+            mib = slot.memory_mib or share_mib(req, gpu.memory_mib, req.milli)
+            gpu.free_milli = max(0, gpu.free_milli - math.ceil(mib * MILLI / gpu.memory_mib))
+
+
+def charge(req: Request, host: Host, gpus: Tuple[int, ...], profiles: Tuple[Optional[str], ...],
+           milli: Tuple[int, ...]) -> float:
+    """GPUs a placement charges its team (DESIGN): a MIG slice its compute share, a memory
+    share its fraction, a whole GPU 1."""
+    total = 0.0
+    for g, prof, m in zip(gpus, profiles, milli):
+        layout = host.gpus[g].layout
+        if prof and layout is not None:
+            p = layout.geometry.profile(prof)
+            total += (p.compute_slices if p else 0) / layout.geometry.compute_slices
+        else:
+            total += 1.0 if req.gpus else m / MILLI
+    return round(total, 6)

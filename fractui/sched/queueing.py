@@ -1,0 +1,195 @@
+"""One scheduling pass: pending jobs, the live fleet and the teams in; decisions out. Pure.
+
+Order of service (DESIGN, issue 7): jobs whose team stays within its quota come first, the team
+furthest below its weighted share first; then over-quota jobs of teams allowed to borrow, which
+take only idle capacity and are marked preemptible. A within-quota job that finds no room may
+preempt borrowed jobs — the fewest, newest first — when nothing else frees room: never while a
+stop is already in flight, since that room is coming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
+
+from fractui.config import QueueConfig, TeamConfig
+from fractui.sched.fleetview import HostView, build_hosts, charge, request_of, share_mib
+from fractui.sched.model import Placement, Request
+from fractui.sched.place import Placer, typical_classes
+from fractui.sched.quota import EPSILON, TeamUsage, fair_order, team_usage, within_quota
+from fractui.store.model import PENDING, RUNNING, STOPPING, Job, Slot
+
+POLICY = "fractui"
+
+
+@dataclass(frozen=True)
+class Decision:
+    job: int
+    slot: Slot
+    preemptible: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Preemption:
+    victim: int
+    for_job: int
+    why: str
+
+
+@dataclass
+class PassResult:
+    decisions: List[Decision] = field(default_factory=list)
+    preemptions: List[Preemption] = field(default_factory=list)
+    waiting: Dict[int, str] = field(default_factory=dict)  # job -> why it still waits
+
+
+def slot_of(p: Placement, job: Job, placer: Placer) -> Slot:
+    """The store's slot for a placement: GPUs, the MIG profile and start or the share in MiB,
+    and the charge."""
+    host = placer.hosts[p.host_index]
+    req = request_of(job)
+    profiles = tuple(plan.profile.name if plan else None for plan in p.plans)
+    profile = next((x for x in profiles if x), None)
+    start = next((plan.start for plan in p.plans if plan), None)
+    memory = None
+    if profile is None and p.gpus:
+        memory = share_mib(req, host.gpus[p.gpus[0]].memory_mib, p.milli[0])
+    return Slot(host.name, tuple(p.gpus), profile, start, memory,
+                charge(req, host, p.gpus, profiles, p.milli))
+
+
+def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
+             teams: Sequence[TeamConfig], store_uid: str,
+             refused: Optional[Dict[int, Tuple[str, ...]]] = None) -> PassResult:
+    """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
+    launch failed there), left out for it so it does not bounce off the same host."""
+    result = PassResult()
+    pending = [j for j in jobs if j.state == PENDING]
+    if not pending:
+        return result
+    priority = {q.name: q.priority for q in queues}
+    usage = {u.name: u for u in team_usage(jobs, teams)}
+    hosts = build_hosts(views, jobs, store_uid)
+    classes = typical_classes([request_of(j) for j in pending])
+    placer = Placer(hosts, POLICY, classes)
+    names = {h.name for h in hosts}
+
+    def attempt(job: Job) -> Optional[Placement]:
+        req = request_of(job)
+        avoid = set((refused or {}).get(job.id, ()))
+        if avoid:
+            allowed = (req.hosts or frozenset(names)) - avoid
+            req = _with_hosts(req, allowed)
+            if not allowed:
+                return None
+        return placer.place(req)
+
+    borrowers: List[Job] = []
+    starved: List[Job] = []
+    left = list(pending)
+    while left:
+        job = fair_order(left, usage, priority)[0]
+        left.remove(job)
+        p = attempt(job)
+        if p is None:
+            team = usage.get(job.team) if job.team else None
+            if team is not None and team.room() <= EPSILON:
+                result.waiting[job.id] = _at_quota(job.team, team)
+            else:
+                result.waiting[job.id] = "no room: no GPU in the fleet has a free slice for it"
+                starved.append(job)
+            continue
+        slot = slot_of(p, job, placer)
+        if not within_quota(usage, job.team, slot.charge):
+            team = usage.get(job.team) if job.team else None
+            if team is not None and team.over_quota:
+                borrowers.append(job)
+            result.waiting[job.id] = _at_quota(job.team, team)
+            continue
+        placer.commit(p)
+        usage = _charged(usage, job.team, slot.charge, borrowed=False)
+        result.decisions.append(Decision(job.id, slot, False,
+                                         "within quota" if usage else "placed"))
+        result.waiting.pop(job.id, None)
+    for job in sorted(borrowers, key=lambda j: (-priority.get(j.queue, 0), j.submitted_at)):
+        p = attempt(job)
+        if p is None:
+            continue
+        slot = slot_of(p, job, placer)
+        placer.commit(p)
+        usage = _charged(usage, job.team, slot.charge, borrowed=True)
+        result.decisions.append(Decision(job.id, slot, True, "over quota: borrows idle "
+                                         "capacity, preemptible"))
+        result.waiting.pop(job.id, None)
+    if starved and not any(j.state == STOPPING and j.stop_intent == "preempt" for j in jobs):
+        result.preemptions = _preempt(views, jobs, store_uid, starved, usage)
+    return result
+
+
+def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
+    return replace(req, hosts=frozenset(allowed))
+
+
+def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:
+    if team is None:
+        return "its team %r is not configured: it has no quota" % team_name
+    return "team %s is at its quota (%.2f of %.2f GPUs held)%s" % (
+        team.name, team.within, team.quota,
+        "; waits for idle capacity to borrow" if team.over_quota else "")
+
+
+def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
+             borrowed: bool) -> Dict[str, TeamUsage]:
+    if team is None or team not in usage:
+        return usage
+    u = usage[team]
+    return dict(usage, **{team: replace(u, used=u.used + amount,
+                                        borrowed=u.borrowed + (amount if borrowed else 0.0))})
+
+
+def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
+             starved: Sequence[Job], usage: Dict[str, TeamUsage]) -> List[Preemption]:
+    """For the first starved job that borrowed jobs can make room for: the fewest of them
+    (newest first, on one host) whose end lets it be placed within its team's quota."""
+    victims_all = sorted((j for j in jobs if j.state == RUNNING and j.preemptible
+                          and j.slot is not None),
+                         key=lambda j: (-(j.started_at or 0), -j.id))
+    for job in starved:
+        for host in sorted({v.slot.host for v in victims_all}):  # type: ignore[union-attr]
+            chosen: List[Job] = []
+            for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
+                           and v.team != job.team):
+                chosen.append(victim)
+                slot = _fits_without(views, jobs, store_uid, job, chosen, host)
+                if slot is None:
+                    continue
+                if not within_quota(usage, job.team, slot.charge):
+                    break
+                chosen = _fewest(views, jobs, store_uid, job, chosen, host)
+                why = "preempted: team %s (within quota) needs room for job %d" % (
+                    job.team, job.id) if job.team else "preempted for job %d" % job.id
+                return [Preemption(v.id, job.id, why) for v in chosen]
+    return []
+
+
+def _fits_without(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
+                  gone: Sequence[Job], host: str) -> Optional[Slot]:
+    hosts = build_hosts(views, jobs, store_uid, leave_out={g.key(store_uid) for g in gone})
+    placer = Placer(hosts, POLICY)
+    req = request_of(job)
+    if req.hosts and host not in req.hosts:
+        return None
+    p = placer.place(_with_hosts(req, {host}))
+    return slot_of(p, job, placer) if p is not None else None
+
+
+def _fewest(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
+            chosen: List[Job], host: str) -> List[Job]:
+    """Drop every victim the job does not need (oldest kept last)."""
+    kept = list(chosen)
+    for victim in list(chosen):
+        trial = [v for v in kept if v is not victim]
+        if trial and _fits_without(views, jobs, store_uid, job, trial, host) is not None:
+            kept = trial
+    return kept

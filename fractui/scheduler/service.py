@@ -1,0 +1,201 @@
+"""The scheduler service: one pass a second (or sooner when woken) while it holds the lease.
+
+A pass, in order: reflect the agents' job records into the store; requeue the jobs of hosts
+lost for longer than ``host_lost_s`` (recording their copies as stale); stop stale copies on
+hosts that came back, before anything new is placed there; send the stops the store asks for
+(cancel, requeue, preemption); decide where pending jobs go (fractui.sched.queueing) and record
+the decisions; then execute every recorded decision. Decisions are durable before they run, so
+a scheduler killed at any point leaves nothing a restarted one cannot finish.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from fractui.config import Config
+from fractui.fleet.fleet import Fleet
+from fractui.sched.fleetview import USABLE, HostView
+from fractui.sched.queueing import schedule
+from fractui.scheduler.execute import AGENT_ENDED, Executor
+from fractui.store.base import StateConflict, Store
+from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
+                                 STOPPING, Job)
+
+log = logging.getLogger("fractui.scheduler")
+
+REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
+
+
+def default_holder() -> str:
+    return "%s@%s:%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
+
+
+class Scheduler:
+    """Places and runs the store's jobs on the fleet while it holds the store's lease; a
+    second one waits as a standby and takes over when the lease expires."""
+
+    def __init__(self, config: Config, store: Store, fleet: Fleet, name: Optional[str] = None,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.settings = config.scheduler
+        self.store = store
+        self.fleet = fleet
+        self.holder = name or default_holder()
+        self.clock = clock
+        self.leader = False
+        self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s)
+        self._refused: Dict[int, Dict[str, float]] = {}  # job -> host -> until
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- running --
+
+    def start(self) -> "Scheduler":
+        self._thread = threading.Thread(target=self.run, name="scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, release: bool = True) -> None:
+        """Ends the loop; ``release`` hands the lease over at once (a clean shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if release:
+            self.store.release_lease(self.holder)
+            self.leader = False
+
+    def wake(self, *_: Any) -> None:
+        """Run a pass now (e.g. on a fleet change); safe from any thread."""
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # one bad pass must not end the service: log it, try again
+                log.exception("scheduling pass failed")
+            self._wake.wait(self.settings.interval_s)
+            self._wake.clear()
+
+    # -- one pass --
+
+    def step(self) -> bool:
+        """One pass; returns whether this scheduler holds the lease (and so acted)."""
+        self.leader = self.store.acquire_lease(self.holder, self.settings.lease_s)
+        if not self.leader:
+            return False
+        views = self._views()
+        by_name = {v.name: v for v in views}
+        jobs = self.store.jobs(ACTIVE)
+        for job in jobs:
+            view = by_name.get(job.slot.host) if job.slot else None
+            if job.state in ON_HOST and view is not None and view.state in USABLE:
+                self.executor.reflect(job, view)
+            elif job.state == STOPPING and job.slot is None:
+                self.executor.finish_stop(job, None)
+        self._requeue_lost(views)
+        self._stop_stale(by_name)
+        jobs = self.store.jobs(ACTIVE)
+        self._decide(views, jobs)
+        jobs = self.store.jobs(ACTIVE)
+        for job in jobs:
+            if job.state != PLACED or job.slot is None:
+                continue
+            view = by_name.get(job.slot.host)
+            if view is None or view.state not in USABLE:
+                continue  # waits; requeued if its host stays lost
+            why = self.executor.launch(job, view, jobs)
+            if why is not None:
+                self._refused.setdefault(job.id, {})[view.name] = self.clock() + REFUSED_FOR_S
+        return True
+
+    def _views(self) -> List[HostView]:
+        views = []
+        for status in self.fleet.statuses():
+            views.append(HostView(status.name, status.state, status.hello, status.snapshot,
+                                  dict(status.jobs)))
+        return views
+
+    def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
+        return self.fleet.session(host).call(method, params)
+
+    def _requeue_lost(self, views: List[HostView]) -> None:
+        """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
+        may still run there is recorded as stale, to be stopped when the host returns."""
+        now = self.clock()
+        lost = {}
+        for status in self.fleet.statuses():
+            if status.state in ("offline", "untrusted") and \
+                    now - status.since > self.settings.host_lost_s:
+                lost[status.name] = now - status.since
+        if not lost:
+            return
+        for job in self.store.jobs(ON_HOST):
+            host = job.slot.host if job.slot else None
+            if host not in lost:
+                continue
+            why = "host %s lost for %.0f s" % (host, lost[host])
+            try:
+                if job.state == STOPPING and job.stop_intent == "cancel":
+                    # it ends cancelled; a copy still running there is stopped on return
+                    self.store.requeue(job.id, (STOPPING,), self.holder, why, stale_on=host)
+                    self.store.change(job.id, (PENDING,), self.holder, why, "end",
+                                      state=CANCELLED)
+                else:
+                    self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host)
+            except StateConflict:
+                continue
+
+    def _stop_stale(self, by_name: Dict[str, HostView]) -> None:
+        for copy in self.store.stale():
+            view = by_name.get(copy.host)
+            if view is None or view.state not in USABLE:
+                continue
+            rec = view.by_key().get(copy.key)
+            if rec is None or rec.get("state") in AGENT_ENDED:
+                self.store.drop_stale(copy.host, copy.key, self.holder,
+                                      "the copy left on %s is not running" % copy.host)
+            else:
+                self.executor.stop(copy.host, rec["id"], copy.key,
+                                   "a stale copy: job %d was requeued while %s was lost" % (
+                                       copy.job, copy.host))
+
+    def _decide(self, views: List[HostView], jobs: List[Job]) -> None:
+        now = self.clock()
+        refused: Dict[int, Tuple[str, ...]] = {}
+        for job_id, hosts in list(self._refused.items()):
+            live = tuple(h for h, until in hosts.items() if until > now)
+            if live:
+                refused[job_id] = live
+            else:
+                del self._refused[job_id]
+        result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
+                          refused)
+        for d in result.decisions:
+            try:
+                self.store.change(d.job, (PENDING,), self.holder, d.why, "decide",
+                                  state=PLACED, slot=d.slot, preemptible=d.preemptible,
+                                  reason=None)
+            except StateConflict:
+                continue  # cancelled or placed by hand meanwhile
+        for p in result.preemptions:
+            try:
+                self.store.change(p.victim, (RUNNING,), self.holder, p.why, "preempt",
+                                  state=STOPPING, stop_intent="preempt", reason=p.why)
+            except StateConflict:
+                continue
+        reasons = {j.id: j.reason for j in jobs}
+        for job_id, why in result.waiting.items():
+            if reasons.get(job_id) != why:
+                try:
+                    self.store.change(job_id, (PENDING,), reason=why)
+                except StateConflict:
+                    continue

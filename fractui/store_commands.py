@@ -1,0 +1,249 @@
+"""The verbs that queue work and follow it through the store: submit, jobs, cancel, requeue,
+place, audit, and the headless ``scheduler``. Store jobs are named by number; jobs launched
+directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import signal
+import socket
+import threading
+import time
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional
+
+from fractui.cli import UsageError, print_json
+from fractui.config import Config, QueueConfig
+from fractui.fleet.fleet import Fleet
+from fractui.sched.fleetview import HostView, build_hosts, model_name, request_of
+from fractui.sched.place import Placer
+from fractui.store import JobNotFound, SqliteStore, StateConflict, open_store
+from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
+
+
+def actor() -> str:
+    return "%s@%s" % (getpass.getuser(), socket.gethostname())
+
+
+def _store(config: Config) -> SqliteStore:
+    return open_store(config.scheduler.store)
+
+
+def queued(store: SqliteStore, text: str) -> Job:
+    if not text.isdigit():
+        raise UsageError("a queued job is named by its number (see fractui jobs), not %r; "
+                         "jobs launched directly on a host are HOST/JOB" % text)
+    try:
+        return store.get(int(text))
+    except JobNotFound as err:
+        raise UsageError(str(err)) from None
+
+
+def request_record(queue: QueueConfig) -> Dict[str, Any]:
+    """A queue's portion as a store job keeps it (the queue's keys, without its name)."""
+    record = asdict(queue)
+    del record["name"]
+    return record
+
+
+# -- submit: refuse what no GPU could ever hold --
+
+def never_fits(config: Config, store: SqliteStore, request: Dict[str, Any],
+               queue: str, fleet_hosts: List[HostView]) -> Optional[str]:
+    """Why no host of the fleet could hold the request even when idle, or None if one could
+    (or if no host answered, so nothing can be said)."""
+    empty = []
+    for view in fleet_hosts:
+        if not view.hello:
+            continue
+        gpus = [dict(g, instances=[]) for g in view.gpu_records()]
+        empty.append(HostView(view.name, "online", view.hello, {"gpus": gpus}, {}))
+    if not empty:
+        return None
+    probe = Job(0, queue, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
+    hosts = build_hosts(empty, [], store.uid)
+    if Placer(hosts, "first-fit").place(request_of(probe)) is not None:
+        return None
+    kinds: Dict[str, int] = {}
+    for view in empty:
+        for g in view.gpu_records():
+            name = model_name(g.get("name") or "?") + (" (MIG)" if g.get("mig_mode") else "")
+            kinds[name] = kinds.get(name, 0) + 1
+    fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
+    cpus = max(int(v.hello.get("cpus") or 0) for v in empty if v.hello)
+    ram = max(int(v.hello.get("memory_mib") or 0) for v in empty if v.hello) // 1024
+    return ("no GPU in the fleet could ever hold what queue %s asks for (%s, %s); the fleet "
+            "has %s; at most %d CPUs and %d GiB RAM on a host" % (
+                queue, config.queue(queue).describe(), _filters(config.queue(queue)), fleet,
+                cpus, ram))
+
+
+def _filters(q: QueueConfig) -> str:
+    parts = ["isolation %s" % q.isolation]
+    if q.cpus:
+        parts.append("%g CPUs" % q.cpus)
+    if q.memory:
+        parts.append("%g GiB RAM" % q.memory)
+    if q.hosts:
+        parts.append("hosts %s" % ",".join(q.hosts))
+    if q.gpu_models:
+        parts.append("models %s" % ",".join(q.gpu_models))
+    return ", ".join(parts)
+
+
+def _fleet_views(config: Config, timeout_s: float) -> List[HostView]:
+    with Fleet(config) as fleet:
+        fleet.wait_settled(timeout_s)
+        return [HostView(s.name, s.state, s.hello, s.snapshot, dict(s.jobs))
+                for s in fleet.statuses()]
+
+
+def submit(config: Config, args: argparse.Namespace) -> int:
+    if not args.argv:
+        raise UsageError("submit needs the program to run after --, e.g. "
+                         "fractui submit --queue small -- python train.py")
+    queue = config.queue(args.queue)
+    team = args.team or queue.team
+    if config.teams:
+        if team is None:
+            raise UsageError("submit needs --team: the config has teams (%s) and queue %s names "
+                             "none" % (", ".join(t.name for t in config.teams), queue.name))
+        config.team(team)
+    elif team is not None:
+        raise UsageError("--team %s: the config has no [[teams]]" % team)
+    request = request_record(queue)
+    store = _store(config)
+    try:
+        why = never_fits(config, store, request, queue.name,
+                         _fleet_views(config, config.ssh.connect_timeout * 2 + 30))
+        if why is not None:
+            raise UsageError(why)
+        job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
+                           args.argv, request, actor(), cwd=args.cwd)
+    finally:
+        store.close()
+    if args.json:
+        print_json(job.record())
+    else:
+        print("%d pending in queue %s%s" % (job.id, job.queue, " for team %s" % team
+                                            if team else ""))
+    return 0
+
+
+# -- jobs, audit --
+
+def jobs_table(jobs: List[Job], now: float) -> List[str]:
+    """Store jobs as ``fractui jobs`` prints them (a * marks a preemptible job)."""
+    rows = ["%-6s %-10s %-12s %-10s %-28s %s" % ("JOB", "STATE", "QUEUE", "TEAM", "WHERE",
+                                                  "NAME / WHY")]
+    for j in jobs:
+        where = j.slot.describe() if j.slot else "waiting %ds" % (now - j.submitted_at)
+        note = j.name + (" - %s" % j.reason if j.reason else "")
+        rows.append("%-6s %-10s %-12s %-10s %-28s %s" % (
+            j.id, j.state + ("*" if j.preemptible else ""), j.queue, j.team or "-", where,
+            note))
+    return rows
+
+
+def audit(config: Config, args: argparse.Namespace) -> int:
+    store = _store(config)
+    try:
+        job = queued(store, args.job).id if args.job else None
+        entries = store.audit_log(job, args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print_json({"audit": [e.record() for e in entries]})
+        return 0
+    for e in entries:
+        print("%s  %-24s %-10s %-5s %s" % (time.strftime("%Y-%m-%d %H:%M:%S",
+                                                         time.localtime(e.time)),
+                                           e.actor, e.action, "" if e.job is None else e.job,
+                                           e.why))
+    return 0
+
+
+# -- cancel, requeue, place: decisions the lease holder carries out --
+
+def cancel(config: Config, args: argparse.Namespace) -> int:
+    return _stop_or_not(config, args.job, "cancel", "cancelled by %s" % actor())
+
+
+def requeue(config: Config, args: argparse.Namespace) -> int:
+    return _stop_or_not(config, args.job, "requeue", "requeued by %s" % actor())
+
+
+def _stop_or_not(config: Config, ref: str, intent: str, why: str) -> int:
+    store = _store(config)
+    try:
+        job = queued(store, ref)
+        try:
+            if job.state == PENDING and intent == "cancel":
+                job = store.change(job.id, (PENDING,), actor(), why, "cancel", state=CANCELLED,
+                                   reason=why, ended_at=time.time())
+            elif job.state in (PLACED, RUNNING):
+                job = store.change(job.id, (PLACED, RUNNING), actor(), why, intent,
+                                   state=STOPPING, stop_intent=intent, reason=why)
+            else:
+                raise UsageError("job %d is %s: nothing to %s" % (job.id, job.state, intent))
+        except StateConflict as err:
+            raise UsageError("job %d changed meanwhile: %s" % (job.id, err)) from None
+    finally:
+        store.close()
+    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
+                       if job.state == STOPPING else ""))
+    return 0
+
+
+def place(config: Config, args: argparse.Namespace) -> int:
+    """A manual placement, recorded as a decision; the lease holder launches it exactly there
+    (what the decision leaves open, it completes from the live GPU)."""
+    if args.start is not None and args.profile is None:
+        raise UsageError("--start goes with --profile")
+    config.host(args.host)
+    if not args.gpu.isdigit():
+        raise UsageError("GPU is an index here, not %r" % args.gpu)
+    store = _store(config)
+    try:
+        job = queued(store, args.job)
+        slot = Slot(args.host, (int(args.gpu),), args.profile, args.start)
+        try:
+            job = store.change(job.id, (PENDING,), actor(), "placed by hand on %s"
+                               % slot.describe(), "place", state=PLACED, slot=slot, manual=True,
+                               preemptible=False, reason=None)
+        except StateConflict as err:
+            raise UsageError("only a pending job can be placed: %s" % err) from None
+    finally:
+        store.close()
+    print("%d placed on %s; the scheduler launches it" % (job.id, slot.describe()))
+    return 0
+
+
+# -- the headless scheduler --
+
+def scheduler(config: Config, args: argparse.Namespace) -> int:
+    from fractui.scheduler import Scheduler
+
+    if not config.queues:
+        raise UsageError("the config has no [[queues]]: there is nothing to schedule")
+    store = _store(config)
+    done = threading.Event()
+    box: List[Scheduler] = []
+    fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())
+    sched = Scheduler(config, store, fleet, name=args.name)
+    box.append(sched)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    fleet.start()
+    sched.start()
+    print("scheduler %s: store %s, %d hosts, %d queues" % (
+        sched.holder, store.path, len(config.hosts), len(config.queues)), flush=True)
+    try:
+        done.wait()
+    finally:
+        sched.stop(release=True)
+        fleet.stop()
+        store.close()
+    return 0
+

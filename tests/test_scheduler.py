@@ -1,0 +1,203 @@
+"""The scheduler service end to end: a real SQLite store, simulated hosts over the local
+transport (real agent daemons, real job processes), the scheduler's passes driven by the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import pytest
+
+from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, TeamConfig)
+from fractui.fleet.fleet import Fleet
+from fractui.scheduler import Scheduler
+from fractui.store import Slot, SqliteStore
+from fractui.store.model import Job
+from fractui.store_commands import request_record
+from tests.conftest import REPO, stop_host
+
+# A job that says when it is asked to stop, and takes a moment to do so (its grace).
+POLITE = [sys.executable, "-c",
+          "import signal, sys, time\n"
+          "def bye(*_):\n    print('got SIGTERM', flush=True)\n    time.sleep(0.3)\n"
+          "    sys.exit(0)\n"
+          "signal.signal(signal.SIGTERM, bye)\nprint('up', flush=True)\ntime.sleep(600)"]
+
+
+def sleeper(seconds: float) -> List[str]:
+    return [sys.executable, "-c", "import time; time.sleep(%r)" % seconds]
+
+
+class LocalFleet:
+    """Simulated hosts, a store and a scheduler whose passes the test runs one by one."""
+
+    def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(), **settings):
+        self.tmp = tmp_path
+        self.config = Config(
+            path=None,
+            hosts=tuple(HostConfig(name=n, transport="local", sim=spec,
+                                   state_dir=str(tmp_path / "state" / n))
+                        for n, spec in hosts.items()),
+            queues=tuple(queues), teams=tuple(teams),
+            scheduler=SchedulerSettings(store=str(tmp_path / "store.db"),
+                                        **dict(dict(interval_s=0.2, preempt_grace_s=5.0),
+                                               **settings)))
+        self.store = SqliteStore(self.config.scheduler.store)
+        self.fleet = Fleet(self.config, reconnect_max_s=0.5).start()
+        self.fleet.wait_settled(60)
+        assert {s.state for s in self.fleet.statuses()} == {"online"}, [
+            (s.name, s.error) for s in self.fleet.statuses()]
+        self.scheduler = Scheduler(self.config, self.store, self.fleet, name="test")
+
+    def submit(self, queue: str, team: Optional[str] = None,
+               argv: Optional[List[str]] = None) -> Job:
+        return self.store.submit(queue, team, queue, argv or sleeper(600),
+                                 request_record(self.config.queue(queue)), "test")
+
+    def until(self, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Run passes until ``check()`` holds."""
+        deadline = time.time() + timeout_s
+        while not check():
+            assert time.time() < deadline, "never happened; jobs: %s" % self.states()
+            self.scheduler.step()
+            time.sleep(0.1)
+
+    def states(self) -> Dict[int, str]:
+        return {j.id: j.state for j in self.store.jobs()}
+
+    def agent_jobs(self) -> List[dict]:
+        """Every job record of every host's agent, with its host."""
+        out = []
+        for name, answer in self.fleet.fan_out("job.list").items():
+            out += [dict(j, host=name) for j in answer["jobs"]]
+        return out
+
+    def close(self) -> None:
+        self.fleet.stop()
+        self.store.close()
+        for h in self.config.hosts:
+            stop_host(h.state_dir)
+
+
+@pytest.fixture
+def local_fleet(tmp_path):
+    made: List[LocalFleet] = []
+
+    def make(*args, **kwargs) -> LocalFleet:
+        made.append(LocalFleet(tmp_path, *args, **kwargs))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+WHOLE = QueueConfig(name="whole", gpus=1)
+
+
+def test_a_team_within_quota_is_served_before_a_team_over_it(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
+                    [TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=1)])
+    early = [f.submit("whole", "nlp") for _ in range(3)]  # nlp came first, with three jobs
+    late = f.submit("whole", "vision")
+    f.until(lambda: f.states()[late.id] == "running")
+    states = f.states()
+    assert [states[j.id] for j in early] == ["running", "pending", "pending"]
+    waiting = f.store.get(early[1].id)
+    assert waiting.reason == "team nlp is at its quota (1.00 of 1.00 GPUs held)"
+    assert {j.slot.charge for j in f.store.jobs(["running"])} == {1.0}
+
+
+def test_over_quota_jobs_borrow_idle_capacity_and_are_marked_preemptible(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
+                    [TeamConfig("vision", quota_gpus=1),
+                     TeamConfig("nlp", quota_gpus=1, over_quota=True)])
+    jobs = [f.submit("whole", "nlp") for _ in range(2)]
+    f.until(lambda: all(s == "running" for s in f.states().values()))
+    first, second = (f.store.get(j.id) for j in jobs)
+    assert (first.preemptible, second.preemptible) == (False, True)
+    assert {first.slot.gpus, second.slot.gpus} == {(0,), (1,)}
+
+
+def test_a_team_within_quota_preempts_a_borrower_with_grace_and_the_borrower_is_requeued(
+        local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
+                    [TeamConfig("vision", quota_gpus=1),
+                     TeamConfig("nlp", quota_gpus=1, over_quota=True)])
+    own = f.submit("whole", "nlp", sleeper(600))
+    borrower = f.submit("whole", "nlp", POLITE)
+    f.until(lambda: set(f.states().values()) == {"running"})
+    assert f.store.get(borrower.id).preemptible
+    victim_host_job = f.store.get(borrower.id)
+    needy = f.submit("whole", "vision")
+    f.until(lambda: f.states()[needy.id] == "running")
+    back = f.store.get(borrower.id)
+    assert (back.state, back.attempt) == ("pending", 1)
+    why = "preempted: team vision (within quota) needs room for job %d" % needy.id
+    requeued = [e for e in f.store.audit_log(borrower.id) if e.action == "requeue"]
+    assert [e.why for e in requeued] == [why]
+    assert back.reason.startswith("team nlp is at its quota")  # and now waits to borrow again
+    assert f.store.get(own.id).state == "running"  # within its quota: never preempted
+    assert f.store.get(needy.id).slot.gpus == victim_host_job.slot.gpus
+    # SIGTERM first, and the job had its grace to finish by itself
+    ended = next(j for j in f.agent_jobs() if j["id"] == victim_host_job.agent_job)
+    assert ended["state"] == "killed" and "preempted" in ended["reason"]
+    logs = f.fleet.session("gpu-a").call("job.logs", {"job": victim_host_job.agent_job})
+    assert logs["lines"] == ["up", "got SIGTERM"]
+    actions = [(e.action, e.job) for e in f.store.audit_log()]
+    assert ("preempt", borrower.id) in actions and ("requeue", borrower.id) in actions
+
+
+def test_weighted_fair_share_between_teams_within_quota(local_fleet):
+    quarter = QueueConfig(name="quarter", gpu=0.25)
+    f = local_fleet({"gpu-a": "2xL4"}, [quarter],
+                    [TeamConfig("big", quota_gpus=10, weight=2),
+                     TeamConfig("small", quota_gpus=10, weight=1)])
+    for _ in range(8):  # both teams ask for more than the 8 quarters there are
+        f.submit("quarter", "big")
+        f.submit("quarter", "small")
+    f.until(lambda: list(f.states().values()).count("running") == 8)
+    running = f.store.jobs(["running"])
+    by_team = {t: sum(1 for j in running if j.team == t) for t in ("big", "small")}
+    assert by_team == {"big": 5, "small": 3}  # 2:1 of 8 slices is 5 1/3 : 2 2/3
+
+
+def test_a_manual_placement_runs_exactly_where_it_was_recorded(local_fleet, tmp_path):
+    mig = QueueConfig(name="small", mig="1g.10gb")
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig", "gpu-b": "1xL4"}, [mig])
+    job = f.submit("small")
+    config = tmp_path / "config.toml"
+    config.write_text("\n".join([
+        "[scheduler]", "store = %s" % json.dumps(f.config.scheduler.store),
+        "[[hosts]]", 'name = "gpu-a"', 'transport = "local"', 'sim = "1xA100-80GB:mig"',
+        "state_dir = %s" % json.dumps(f.config.hosts[0].state_dir),
+        "[[queues]]", 'name = "small"', 'mig = "1g.10gb"', ""]))
+    placed = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "place",
+                             str(job.id), "gpu-a", "0", "--profile", "1g.10gb", "--start", "3"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert placed.returncode == 0, placed.stderr
+    assert f.store.get(job.id).manual
+    f.until(lambda: f.states()[job.id] == "running")
+    record = next(j for j in f.agent_jobs() if j["key"] == f.store.get(job.id).key(f.store.uid))
+    assert (record["host"], record["gpus"], record["mig"]["profile"], record["mig"]["start"]) == (
+        "gpu-a", [0], "1g.10gb", 3)
+    audit = [e for e in f.store.audit_log(job.id) if e.action == "place"]
+    assert audit and audit[0].why == "placed by hand on gpu-a gpu0 1g.10gb at slot 3"
+    # the scheduler made no decision of its own for it
+    assert not [e for e in f.store.audit_log(job.id) if e.action == "decide"]
+
+
+def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_reason(
+        local_fleet):
+    f = local_fleet({"gpu-b": "1xL4"}, [QueueConfig(name="small", mig="1g.10gb")])
+    job = f.submit("small")
+    f.store.change(job.id, ("pending",), "test", "by hand", "place", state="placed",
+                   manual=True, slot=Slot("gpu-b", (0,), "1g.10gb", 0))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    back = f.store.get(job.id)
+    assert back.state == "pending"
+    assert back.reason == ("launch refused on gpu-b: GPU 0 of gpu-b has MIG off: it takes "
+                           "memory shares, not 1g.10gb")
