@@ -3,7 +3,10 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -74,6 +77,34 @@ class LocalFleet:
         for name, answer in self.fleet.fan_out("job.list").items():
             out += [dict(j, host=name) for j in answer["jobs"]]
         return out
+
+    def write_config(self) -> str:
+        """The same fleet as a config file, for ``fractui`` run as a command."""
+        lines = ["[scheduler]"] + ["%s = %s" % (k, json.dumps(v)) for k, v in
+                                   dataclasses.asdict(self.config.scheduler).items()]
+        for h in self.config.hosts:
+            lines += ["[[hosts]]", "name = %s" % json.dumps(h.name), 'transport = "local"',
+                      "sim = %s" % json.dumps(h.sim),
+                      "state_dir = %s" % json.dumps(h.state_dir)]
+        for table, items in (("queues", self.config.queues), ("teams", self.config.teams)):
+            for item in items:
+                lines.append("[[%s]]" % table)
+                lines += ["%s = %s" % (k, json.dumps(v)) for k, v in
+                          dataclasses.asdict(item).items() if v not in (None, (), 0, 0.0)
+                          and not (k == "isolation" and v == "any")]
+        path = self.tmp / "config.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    def fractui(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fractui", "--config", self.write_config(),
+                               *args], capture_output=True, text=True, cwd=REPO, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    def scheduler_process(self, name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "fractui", "--config",
+                                 self.write_config(), "scheduler", "--name", name], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def close(self) -> None:
         self.fleet.stop()
@@ -165,19 +196,12 @@ def test_weighted_fair_share_between_teams_within_quota(local_fleet):
     assert by_team == {"big": 5, "small": 3}  # 2:1 of 8 slices is 5 1/3 : 2 2/3
 
 
-def test_a_manual_placement_runs_exactly_where_it_was_recorded(local_fleet, tmp_path):
+def test_a_manual_placement_runs_exactly_where_it_was_recorded(local_fleet):
     mig = QueueConfig(name="small", mig="1g.10gb")
     f = local_fleet({"gpu-a": "1xA100-80GB:mig", "gpu-b": "1xL4"}, [mig])
     job = f.submit("small")
-    config = tmp_path / "config.toml"
-    config.write_text("\n".join([
-        "[scheduler]", "store = %s" % json.dumps(f.config.scheduler.store),
-        "[[hosts]]", 'name = "gpu-a"', 'transport = "local"', 'sim = "1xA100-80GB:mig"',
-        "state_dir = %s" % json.dumps(f.config.hosts[0].state_dir),
-        "[[queues]]", 'name = "small"', 'mig = "1g.10gb"', ""]))
-    placed = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "place",
-                             str(job.id), "gpu-a", "0", "--profile", "1g.10gb", "--start", "3"],
-                            capture_output=True, text=True, cwd=REPO)
+    placed = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "1g.10gb", "--start",
+                       "3")
     assert placed.returncode == 0, placed.stderr
     assert f.store.get(job.id).manual
     f.until(lambda: f.states()[job.id] == "running")
@@ -201,3 +225,100 @@ def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_
     assert back.state == "pending"
     assert back.reason == ("launch refused on gpu-b: GPU 0 of gpu-b has MIG off: it takes "
                            "memory shares, not 1g.10gb")
+
+
+def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fleet):
+    f = local_fleet({"gpu-b": "2xL4"},
+                    [QueueConfig(name="big-mig", mig="7g.80gb"), QueueConfig(name="four", gpus=4),
+                     QueueConfig(name="half", gpu=0.5, cpus=1)])
+    refused = f.fractui("submit", "--queue", "big-mig", "--", "python", "train.py")
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "fractui: no GPU in the fleet could ever hold what queue big-mig asks for (7g.80gb, "
+        "isolation any); the fleet has 2x L4; at most %d CPUs and %d GiB RAM on a host\n" % (
+            os.cpu_count(), f.fleet.session("gpu-b").status.hello["memory_mib"] // 1024))
+    assert f.fractui("submit", "--queue", "four", "--", "x").returncode == 2
+    assert f.store.jobs() == []  # nothing recorded for a refused submit
+    done = f.fractui("submit", "--queue", "half", "--name", "n1", "--json", "--", "python",
+                     "train.py", "--lr", "0.1")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["state"], record["argv"], record["name"]) == (
+        "pending", ["python", "train.py", "--lr", "0.1"], "n1")
+    assert f.store.get(record["id"]).request["gpu"] == 0.5
+    unknown = f.fractui("submit", "--queue", "nope", "--", "x")
+    assert unknown.returncode == 2 and "unknown queue 'nope' (known: big-mig, four, half)" in (
+        unknown.stderr)
+
+
+def _decisions_by(store: SqliteStore) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for e in store.audit_log(limit=10_000):
+        if e.action == "decide":
+            out[e.actor] = out.get(e.actor, 0) + 1
+    return out
+
+
+def test_two_schedulers_on_one_store_only_one_places_and_the_other_takes_over(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="quarter", gpu=0.25)], lease_s=2.0)
+    first = f.scheduler_process("one")
+    try:
+        deadline = time.time() + 30
+        while f.store.lease_holder() is None:
+            assert time.time() < deadline and first.poll() is None, first.stderr.read()
+            time.sleep(0.05)
+        second = f.scheduler_process("two")
+        try:
+            for _ in range(3):
+                f.submit("quarter")
+            deadline = time.time() + 30
+            while list(f.states().values()).count("running") < 3:
+                assert time.time() < deadline, f.states()
+                time.sleep(0.1)
+            assert _decisions_by(f.store) == {"one": 3}
+            assert f.store.lease_holder()[0] == "one"
+            first.send_signal(signal.SIGKILL)  # no clean release: the lease must expire
+            first.wait(10)
+            for _ in range(2):
+                f.submit("quarter")
+            deadline = time.time() + 30
+            while list(f.states().values()).count("running") < 5:
+                assert time.time() < deadline, f.states()
+                time.sleep(0.1)
+            assert _decisions_by(f.store) == {"one": 3, "two": 2}
+            assert f.store.lease_holder()[0] == "two"
+        finally:
+            second.terminate()
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+
+
+def test_a_scheduler_killed_mid_way_leaves_every_job_placed_once(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xA100-80GB:mig"},
+                    [QueueConfig(name="quarter", gpu=0.25)], lease_s=1.0)
+    jobs = [f.submit("quarter") for _ in range(10)]
+    run = f.scheduler_process("first")
+    deadline = time.time() + 30
+    while "running" not in f.states().values():
+        assert time.time() < deadline and run.poll() is None, f.states()
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait(10)
+    at_kill = f.states()
+    assert set(at_kill.values()) - {"running"}, "all done before the kill: not mid-way"
+    again = f.scheduler_process("second")
+    try:
+        deadline = time.time() + 60
+        while set(f.states().values()) != {"running"}:
+            assert time.time() < deadline and again.poll() is None, f.states()
+            time.sleep(0.1)
+    finally:
+        again.terminate()
+        again.wait(30)
+    records = [r for r in f.agent_jobs() if r["key"].startswith("fractui-%s-" % f.store.uid)]
+    keys = sorted(r["key"] for r in records)
+    assert keys == sorted(f.store.get(j.id).key(f.store.uid) for j in jobs)  # one launch each
+    assert {r["state"] for r in records} == {"running"}

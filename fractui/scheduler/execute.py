@@ -120,12 +120,14 @@ class Executor:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
         return None
 
-    def stop(self, host: str, agent_job: str, key: str, reason: str) -> None:
+    def stop(self, host: str, agent_job: str, key: str, reason: str,
+             grace_s: Optional[float] = None) -> None:
         """Sends one stop for a job copy (once per scheduler run)."""
         if (host, key) in self._stops_sent:
             return
+        grace = self.grace_s if grace_s is None else grace_s
         try:
-            self.call(host, "job.stop", {"job": agent_job, "grace": math.ceil(self.grace_s),
+            self.call(host, "job.stop", {"job": agent_job, "grace": math.ceil(grace),
                                          "reason": reason})
         except HostUnavailable as err:
             log.info("stopping %s on %s waits: %s", key, host, err)

@@ -16,7 +16,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
@@ -51,6 +52,7 @@ class Scheduler:
         self.leader = False
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s)
         self._refused: Dict[int, Dict[str, float]] = {}  # job -> host -> until
+        self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -102,9 +104,10 @@ class Scheduler:
             elif job.state == STOPPING and job.slot is None:
                 self.executor.finish_stop(job, None)
         self._requeue_lost(views)
-        self._stop_stale(by_name)
+        recovering = self._stop_stale(by_name)
         jobs = self.store.jobs(ACTIVE)
-        self._decide(views, jobs)
+        self._decide([replace(v, state="recovering") if v.name in recovering else v
+                      for v in views], jobs)
         jobs = self.store.jobs(ACTIVE)
         for job in jobs:
             if job.state != PLACED or job.slot is None:
@@ -129,13 +132,16 @@ class Scheduler:
 
     def _requeue_lost(self, views: List[HostView]) -> None:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
-        may still run there is recorded as stale, to be stopped when the host returns."""
+        may still run there is recorded as stale, to be stopped when the host returns. Away
+        time is this scheduler's own observation, from the first pass that saw the host gone."""
         now = self.clock()
-        lost = {}
-        for status in self.fleet.statuses():
-            if status.state in ("offline", "untrusted") and \
-                    now - status.since > self.settings.host_lost_s:
-                lost[status.name] = now - status.since
+        for view in views:
+            if view.state in USABLE:
+                self._away.pop(view.name, None)
+            else:
+                self._away.setdefault(view.name, now)
+        lost = {h: now - since for h, since in self._away.items()
+                if now - since > self.settings.host_lost_s}
         if not lost:
             return
         for job in self.store.jobs(ON_HOST):
@@ -154,7 +160,10 @@ class Scheduler:
             except StateConflict:
                 continue
 
-    def _stop_stale(self, by_name: Dict[str, HostView]) -> None:
+    def _stop_stale(self, by_name: Dict[str, HostView]) -> Set[str]:
+        """Kills the copies left on hosts that came back (no grace: their work was redone
+        elsewhere). Returns the hosts still running one: they take no new work until then."""
+        recovering = set()
         for copy in self.store.stale():
             view = by_name.get(copy.host)
             if view is None or view.state not in USABLE:
@@ -164,9 +173,11 @@ class Scheduler:
                 self.store.drop_stale(copy.host, copy.key, self.holder,
                                       "the copy left on %s is not running" % copy.host)
             else:
+                recovering.add(copy.host)
                 self.executor.stop(copy.host, rec["id"], copy.key,
                                    "a stale copy: job %d was requeued while %s was lost" % (
-                                       copy.job, copy.host))
+                                       copy.job, copy.host), grace_s=0)
+        return recovering
 
     def _decide(self, views: List[HostView], jobs: List[Job]) -> None:
         now = self.clock()
