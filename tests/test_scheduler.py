@@ -168,7 +168,7 @@ def test_a_team_within_quota_preempts_a_borrower_with_grace_and_the_borrower_is_
     back = f.store.get(borrower.id)
     assert (back.state, back.attempt) == ("pending", 1)
     why = "preempted: team vision (within quota) needs room for job %d" % needy.id
-    requeued = [e for e in f.store.audit_log(borrower.id) if e.action == "requeue"]
+    requeued = [e for e in f.store.audit_log(borrower.id) if e.action == "requeued"]
     assert [e.why for e in requeued] == [why]
     assert back.reason.startswith("team nlp is at its quota")  # and now waits to borrow again
     assert f.store.get(own.id).state == "running"  # within its quota: never preempted
@@ -179,7 +179,7 @@ def test_a_team_within_quota_preempts_a_borrower_with_grace_and_the_borrower_is_
     logs = f.fleet.session("gpu-a").call("job.logs", {"job": victim_host_job.agent_job})
     assert logs["lines"] == ["up", "got SIGTERM"]
     actions = [(e.action, e.job) for e in f.store.audit_log()]
-    assert ("preempt", borrower.id) in actions and ("requeue", borrower.id) in actions
+    assert ("preempt", borrower.id) in actions and ("requeued", borrower.id) in actions
 
 
 def test_weighted_fair_share_between_teams_within_quota(local_fleet):
@@ -322,3 +322,41 @@ def test_a_scheduler_killed_mid_way_leaves_every_job_placed_once(local_fleet):
     keys = sorted(r["key"] for r in records)
     assert keys == sorted(f.store.get(j.id).key(f.store.uid) for j in jobs)  # one launch each
     assert {r["state"] for r in records} == {"running"}
+
+
+def test_cancel_requeue_jobs_logs_and_audit_through_the_cli(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    talk = [sys.executable, "-c", "import time; print('hello', flush=True); time.sleep(600)"]
+    first, second, third = (f.submit("quarter", argv=talk) for _ in range(3))
+    f.until(lambda: set(f.states().values()) == {"running"})
+    assert f.fractui("cancel", str(first.id)).stdout == "%d stopping (the scheduler stops it)\n" % (
+        first.id)
+    requeued = f.fractui("requeue", str(second.id))
+    assert requeued.returncode == 0, requeued.stderr
+    f.until(lambda: f.states()[first.id] == "cancelled"
+            and f.store.get(second.id).attempt == 1 and f.states()[second.id] == "running")
+    again = f.fractui("cancel", str(first.id))
+    assert (again.returncode, again.stderr) == (2, "fractui: job %d is cancelled: nothing to "
+                                                   "cancel\n" % first.id)
+    assert f.fractui("cancel", "gpu-a/j1").returncode == 2  # host jobs are stopped with stop
+    killed = {r["key"]: r for r in f.agent_jobs()}
+    assert killed[f.store.get(first.id).key(f.store.uid)]["reason"].startswith("cancelled by ")
+    assert killed[second.key(f.store.uid)]["state"] == "killed"  # attempt 0, stopped
+    assert killed[f.store.get(second.id).key(f.store.uid)]["state"] == "running"  # attempt 1
+
+    listed = json.loads(f.fractui("jobs", "--json").stdout)["jobs"]
+    assert [(j["ref"], j["state"]) for j in listed] == [
+        (str(second.id), "running"), (str(third.id), "running")]
+    everything = json.loads(f.fractui("jobs", "--all", "--json").stdout)["jobs"]
+    assert [j["ref"] for j in everything] == [str(first.id), str(second.id), str(third.id)]
+    deadline = time.time() + 30
+    while f.fractui("logs", str(third.id)).stdout != "hello\n":
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+    audit = json.loads(f.fractui("audit", str(second.id), "--json").stdout)["audit"]
+    assert [e["action"] for e in audit] == ["submit", "decide", "launch", "requeue", "requeued",
+                                           "decide", "launch"]
+    assert audit[3]["why"].startswith("requeued by ")
+    text = f.fractui("audit").stdout
+    assert "cancel" in text and "lease" in text

@@ -9,17 +9,20 @@ stop is already in flight, since that room is coming.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
+from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.fleetview import HostView, build_hosts, charge, request_of, share_mib
 from fractui.sched.model import Placement, Request
 from fractui.sched.place import Placer, typical_classes
-from fractui.sched.quota import EPSILON, TeamUsage, fair_order, team_usage, within_quota
+from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
 from fractui.store.model import PENDING, RUNNING, STOPPING, Job, Slot
 
 POLICY = "fractui"
+PREEMPT_CANDIDATES = 4  # starved jobs a pass tries to make room for (each costs a few plans)
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,7 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
 
     borrowers: List[Job] = []
     starved: List[Job] = []
-    left = list(pending)
-    while left:
-        job = fair_order(left, usage, priority)[0]
-        left.remove(job)
+    for job in _fair(pending, lambda: usage, priority):
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
@@ -127,6 +127,22 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     return result
 
 
+def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
+          priority: Dict[str, int]) -> Iterator[Job]:
+    """``fair_order`` served one job at a time as usage grows: each team's jobs in their own
+    order, the next from the team furthest below its weighted share (a few teams, so cheap)."""
+    by_team: Dict[Optional[str], Deque[Job]] = {}
+    for job in sorted(pending, key=lambda j: (-priority.get(j.queue, 0), j.submitted_at, j.id)):
+        by_team.setdefault(job.team, deque()).append(job)
+    while by_team:
+        now = usage()
+        team = min(by_team, key=lambda t: (fair_rank(by_team[t][0], now, priority)))
+        job = by_team[team].popleft()
+        if not by_team[team]:
+            del by_team[team]
+        yield job
+
+
 def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
     return replace(req, hosts=frozenset(allowed))
 
@@ -155,7 +171,7 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.preemptible
                           and j.slot is not None),
                          key=lambda j: (-(j.started_at or 0), -j.id))
-    for job in starved:
+    for job in starved[:PREEMPT_CANDIDATES]:
         for host in sorted({v.slot.host for v in victims_all}):  # type: ignore[union-attr]
             chosen: List[Job] = []
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
@@ -175,7 +191,8 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
 
 def _fits_without(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
                   gone: Sequence[Job], host: str) -> Optional[Slot]:
-    hosts = build_hosts(views, jobs, store_uid, leave_out={g.key(store_uid) for g in gone})
+    hosts = build_hosts([v for v in views if v.name == host], jobs, store_uid,
+                        leave_out={g.key(store_uid) for g in gone})
     placer = Placer(hosts, POLICY)
     req = request_of(job)
     if req.hosts and host not in req.hosts:

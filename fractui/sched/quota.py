@@ -67,16 +67,16 @@ def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: fl
     return charge <= usage[team].room() + EPSILON
 
 
+def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int]) -> tuple:
+    """Where a pending job stands: the team furthest below its weighted share (used within
+    quota / weight) first, then queue priority (higher first), then age."""
+    team = usage.get(job.team) if job.team is not None else None
+    share = team.within / team.weight if team is not None else 0.0
+    return (share, -priority.get(job.queue, 0), job.submitted_at, job.id)
+
+
 def fair_order(jobs: Sequence[Job], usage: Mapping[str, TeamUsage],
                priority: Mapping[str, int]) -> list[Job]:
-    """Pending jobs in the order they are served: the team furthest below its weighted share
-    first (used within quota / weight), then queue priority (higher first), then age.
-
-    The order is recomputed after every placement by the caller, so one team's burst does not
-    starve another whose share is lower."""
-    def rank(job: Job) -> tuple:
-        team = usage.get(job.team) if job.team is not None else None
-        share = team.within / team.weight if team is not None else 0.0
-        return (share, -priority.get(job.queue, 0), job.submitted_at, job.id)
-
-    return sorted(jobs, key=rank)
+    """Pending jobs in the order they would be served now (the scheduler re-ranks after each
+    placement, as usage grows, so one team's burst does not starve another)."""
+    return sorted(jobs, key=lambda j: fair_rank(j, usage, priority))

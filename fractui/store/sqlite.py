@@ -146,7 +146,7 @@ class SqliteStore(Store):
                 "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
                 "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
                 "stop_intent": None, "exit_code": None})
-            self._audit(db, now, actor, "requeue", job_id, why,
+            self._audit(db, now, actor, "requeued", job_id, why,
                         {"attempt": job.attempt + 1, "stale_on": stale_on})
             return self._get(db, job_id)
 

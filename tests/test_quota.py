@@ -1,0 +1,39 @@
+"""Team quotas in GPUs (fractions count) and the order pending jobs are served in. Pure."""
+
+from __future__ import annotations
+
+from fractui.config import TeamConfig
+from fractui.sched.quota import fair_order, team_usage, within_quota
+from fractui.store.model import Job, Slot
+
+TEAMS = (TeamConfig("a", quota_gpus=1.5, weight=2), TeamConfig("b", quota_gpus=1,
+                                                                 over_quota=True))
+
+
+def job(i: int, team: str, state: str = "pending", charge: float = 0.0, borrowed: bool = False,
+        queue: str = "q", at: float = 0.0) -> Job:
+    slot = Slot("h", (0,), charge=charge) if state != "pending" else None
+    return Job(i, queue, team, "n", ("x",), {}, state, at or float(i), 0.0, slot=slot,
+               preemptible=borrowed)
+
+
+def test_usage_counts_fractions_held_and_borrowed_and_pending_jobs():
+    usage = {u.name: u for u in team_usage([
+        job(1, "a", "running", 0.25), job(2, "a", "placed", 3 / 7), job(3, "a"),
+        job(4, "b", "running", 1.0), job(5, "b", "running", 0.5, borrowed=True),
+        job(6, "b", "done", 1.0), job(7, "ghost", "running", 1.0)], TEAMS)}
+    assert round(usage["a"].used, 6) == round(0.25 + 3 / 7, 6) and usage["a"].pending == 1
+    assert (usage["b"].used, usage["b"].borrowed, usage["b"].within) == (1.5, 0.5, 1.0)
+    assert round(usage["a"].room(), 6) == round(1.5 - 0.25 - 3 / 7, 6)
+    assert within_quota(usage, "a", 0.8) and not within_quota(usage, "a", 0.9)
+    assert not within_quota(usage, "b", 0.01) and not within_quota(usage, "ghost", 0.0)
+    assert within_quota({}, None, 5.0)  # no teams configured: no quotas
+
+
+def test_the_team_furthest_below_its_weighted_share_goes_first_then_priority_then_age():
+    usage = {u.name: u for u in team_usage([job(1, "a", "running", 1.0),
+                                            job(2, "b", "running", 0.6)], TEAMS)}
+    # a: 1.0 / weight 2 = 0.5 ; b: 0.6 / 1 = 0.6
+    pending = [job(10, "b", queue="hi"), job(11, "a", at=50), job(12, "a", queue="hi", at=60)]
+    order = fair_order(pending, usage, {"hi": 5})
+    assert [j.id for j in order] == [12, 11, 10]
