@@ -104,11 +104,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     p.add_argument("-n", "--lines", type=int, default=100)
 
+    p = verbs.add_parser("demo", help="the TUI on a simulated local fleet (no GPU, no SSH)")
+    p.add_argument("--gpus", type=_demo_gpus, default=16, metavar="N",
+                   help="GPUs in the simulated fleet, 1 to 1000 (default 16)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the simulated job stream")
+
     p = verbs.add_parser("stop", help="stop a job: SIGTERM, then SIGKILL after the grace")
     p.add_argument("job", metavar="HOST/JOB")
     p.add_argument("--grace", type=int, default=10, metavar="S")
     p.add_argument("--json", action="store_true")
     return parser
+
+
+def _demo_gpus(text: str) -> int:
+    from fractui.demo import gpu_count
+
+    return gpu_count(text)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -124,9 +135,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = job_argv
     if job_argv and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")
-    if args.verb is None:
-        parser.print_help()
-        return 0
+    if args.verb in (None, "demo"):  # the TUI
+        from fractui.tui.run import run
+
+        return run(args)
     try:
         config = load_config(args.config or default_config_path())
     except ConfigError as err:

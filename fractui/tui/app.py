@@ -1,0 +1,86 @@
+"""The fractui Textual app: the fleet screen, help, the palette, themes and remappable keys.
+
+Every binding has an ``id``; the config's ``[tui] keys`` maps ids to keys and is checked here,
+as is ``[tui] theme``, so a typo is a ``file:line`` error before the screen opens.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from textual.app import App
+from textual.binding import Binding
+
+from fractui.config import Config
+from fractui.tui.commands import FleetCommands
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.help import HelpScreen
+from fractui.tui.queues import QueuePanel
+from fractui.tui.slicemap import SliceMap
+from fractui.tui.source import Source
+from fractui.tui.themes import DEFAULT, builtin_themes, theme_names
+
+
+class FractuiApp(App[None]):
+    TITLE = "fractui"
+    CSS_PATH = "fractui.tcss"
+    COMMANDS = App.COMMANDS | {FleetCommands}
+    BINDINGS = [
+        Binding("q", "quit", "quit", id="app.quit", tooltip="Leave fractui"),
+        Binding("question_mark", "help", "help", id="app.help",
+                tooltip="Every key, with its id for [tui] keys"),
+        Binding("colon,ctrl+p", "command_palette", "command", id="app.command",
+                tooltip="Jump to a host, queue or job; switch theme"),
+        Binding("t", "next_theme", "theme", id="app.theme", tooltip="The next fractui theme"),
+    ]
+
+    def __init__(self, source: Source, config: Config,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.source = source
+        self.config = config
+        self.clock = clock
+        check_tui_settings(config, theme_names())
+        for theme in builtin_themes().values():
+            self.register_theme(theme.theme)
+        self.theme = config.tui.theme or DEFAULT
+
+    def on_mount(self) -> None:
+        self.set_keymap(dict(self.config.tui.keys))
+        self.push_screen(FleetScreen(self.source, self.config, self.clock))
+
+    def action_help(self) -> None:
+        screen = self.screen
+        if isinstance(screen, FleetScreen):
+            self.push_screen(HelpScreen([(" ".join(keys), what, bid)
+                                         for keys, what, bid, _ in screen.bindings_shown()]))
+
+    def action_next_theme(self) -> None:
+        ours = list(builtin_themes())
+        at = ours.index(self.theme) if self.theme in ours else -1
+        self.theme = ours[(at + 1) % len(ours)]
+
+
+def binding_ids() -> list[str]:
+    """Every binding id the config may remap."""
+    ids = []
+    for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, HelpScreen):
+        ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
+    return ids
+
+
+def check_tui_settings(config: Config, themes: Iterable[str]) -> None:
+    """``[tui] keys`` must name known binding ids and ``[tui] theme`` a known theme."""
+    known = binding_ids()
+    for binding_id, _keys in config.tui.keys:
+        if binding_id not in known:
+            err = config.fail("tui.keys: unknown binding id '%s' (known: %s)" % (
+                binding_id, ", ".join(known)), "tui.keys", None, binding_id)
+            if err.line is None:  # keys = { ... } inline: point at the keys line
+                err = config.fail(err.message, "tui", None, "keys")
+            raise err
+    names = sorted(themes)
+    if config.tui.theme is not None and config.tui.theme not in names:
+        raise config.fail("tui.theme: unknown theme '%s' (known: %s)" % (
+            config.tui.theme, ", ".join(names)), "tui", None, "theme")

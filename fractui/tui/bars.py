@@ -1,0 +1,233 @@
+"""Lines of the slice map as styled segments: the bars themselves, no widget.
+
+A MIG GPU is drawn as its memory slices, each instance a block labelled with its profile and
+its owner; a GPU without MIG as the memory shares of its jobs, proportional, with eighth-block
+precision at the edges (nvitop's ``▏▎▍▌▋▊▉█``): a cell split between two shares shows the left
+one's eighths in the foreground over the right one's colour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+from rich.segment import Segment
+from rich.style import Style
+
+from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, Block, GpuGroupLine,
+                               GpuLine, HostLine, Line)
+from fractui.tui.themes import SlicePalette, label_colour
+
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+HATCH = "╱"
+COMPACT_BAR = 16  # cells per GPU in compact mode: two per memory slice of an A100
+COMPACT_CELL = COMPACT_BAR + 4  # "ii" + bar + two spaces
+
+
+@lru_cache(maxsize=512)
+def _style(fg: Optional[str], bg: Optional[str], bold: bool = False,
+           reverse: bool = False) -> Style:
+    return Style(color=fg, bgcolor=bg, bold=bold or None, reverse=reverse or None)
+
+
+@dataclass(frozen=True)
+class Paint:
+    """Everything colours depend on; its hash keys the line cache with the line itself."""
+
+    slices: SlicePalette
+    foreground: str
+    background: str
+    muted: str
+    states: tuple[tuple[str, str], ...]
+    """Host state -> colour."""
+    owners: tuple[str, ...] = ()
+    """Team (or queue) names in config order: their colour is their place in this list."""
+    by: str = "team"
+    """Colour blocks by "team" or by "queue"."""
+
+    def owner(self, block: Block) -> Optional[str]:
+        return block.team if self.by == "team" else block.queue
+
+    def colour(self, block: Optional[Block], stale: bool) -> str:
+        if block is None:
+            return self.slices.free
+        if stale:
+            return self.slices.stale
+        if block.kind == JOB:
+            name = self.owner(block)
+            if name is None:  # a job the store does not know: launched by hand on the host
+                return self.slices.other
+            owners = self.slices.owners
+            place = self.owners.index(name) if name in self.owners else sum(map(ord, name))
+            return owners[place % len(owners)]
+        return {IDLE: self.slices.idle, OTHER: self.slices.other,
+                SIMULATED: self.slices.simulated, PLACING: self.slices.placing}[block.kind]
+
+    def state(self, state: str) -> str:
+        return dict(self.states).get(state, self.foreground)
+
+
+def _label(block: Block, paint: Paint, mig: bool) -> str:
+    owner = paint.owner(block)
+    if block.kind == PLACING:
+        return "→" + block.label
+    if block.kind in (OTHER, SIMULATED) and mig:
+        return "%s %s" % (block.label, "sim" if block.kind == SIMULATED else "other")
+    if mig:
+        return block.label + (" " + owner if owner else "")
+    return owner or block.label
+
+
+def _runs(cells: list[tuple[str, Style]]) -> list[Segment]:
+    """Cells merged into as few segments as there are style changes."""
+    out: list[Segment] = []
+    text: list[str] = []
+    style: Optional[Style] = None
+    for ch, st in cells:
+        if st is not style and text:
+            out.append(Segment("".join(text), style))
+            text = []
+        style = st
+        text.append(ch)
+    if text:
+        out.append(Segment("".join(text), style))
+    return out
+
+
+def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
+            ) -> list[tuple[str, Style]]:
+    """Slices as equal parts of ``width``; each instance a block starting with a thin edge."""
+    slices = max(1, line.slices)
+    edge = [round(i * width / slices) for i in range(slices + 1)]
+    free = _style(paint.muted, paint.slices.free)
+    cells = [(" ", free)] * width
+    for i in range(1, slices):
+        if edge[i] < width:
+            cells[edge[i]] = ("▏", _style(paint.background, paint.slices.free))
+    for block in line.blocks:
+        first = round(block.start * slices)
+        a, e = edge[first], edge[min(slices, first + max(1, round(block.size * slices)))]
+        if e <= a:
+            continue
+        bg = paint.colour(block, line.stale)
+        fg = label_colour(bg)
+        fill = HATCH if block.kind == PLACING else " "
+        text = _label(block, paint, True)[:max(0, e - a - 1)] if labels else ""
+        body = _style(fg, bg)
+        cells[a] = ("▏", _style(paint.background, bg))
+        for i in range(a + 1, e):
+            k = i - a - 1
+            cells[i] = (text[k] if k < len(text) else fill, body)
+    return cells
+
+
+def share_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
+              ) -> list[tuple[str, Style]]:
+    """Shares as proportional runs, in eighths of a cell; labels only where a share has
+    room for them in whole cells."""
+    total = width * 8
+    owner = [-1] * total
+    blocks = line.blocks
+    for k, block in enumerate(blocks):
+        e0 = min(total, round(block.start * total))
+        e1 = min(total, max(e0 + 1, round((block.start + block.size) * total)))
+        owner[e0:e1] = [k] * (e1 - e0)
+    colours = [paint.colour(b, line.stale) for b in blocks]
+    free = paint.slices.free
+
+    def colour(k: int) -> str:
+        return colours[k] if k >= 0 else free
+
+    text: dict[int, str] = {}
+    if labels:
+        for k, block in enumerate(blocks):
+            cells_of = [c for c in range(width) if owner[c * 8] == owner[c * 8 + 7] == k]
+            label = _label(block, paint, False)
+            if label and len(cells_of) >= len(label) + 2:
+                text.update({cells_of[0] + 1 + i: ch for i, ch in enumerate(label)})
+    cells = []
+    for c in range(width):
+        left, right = owner[c * 8], owner[c * 8 + 7]
+        if left == right:
+            bg = colour(left)
+            fill = HATCH if left >= 0 and blocks[left].kind == PLACING else " "
+            fg = label_colour(bg) if left >= 0 else paint.muted
+            cells.append((text.get(c, fill), _style(fg, bg)))
+        else:
+            n = 0
+            while n < 8 and owner[c * 8 + n] == left:
+                n += 1
+            cells.append((EIGHTHS[n], _style(colour(left), colour(right))))
+    for k, block in enumerate(blocks):  # two shares of one colour side by side: an edge
+        e0 = min(total - 1, round(block.start * total))
+        if k and e0 and owner[e0 - 1] >= 0 and colours[owner[e0 - 1]] == colours[k]:
+            cells[e0 // 8] = ("▏", _style(paint.background, colours[k]))
+    return cells
+
+
+def gpu_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True) -> list[Segment]:
+    if width <= 0:
+        return []
+    cells = (mig_bar if line.mig else share_bar)(line, width, paint, labels)
+    return _runs(cells)
+
+
+def _memory(line: GpuLine) -> str:
+    return "%5.1f/%-3.0f GiB" % (line.used_mib / 1024, line.memory_mib / 1024)
+
+
+def _util(line: GpuLine, wide: bool) -> str:
+    if line.util is None:  # NVML does not report it for MIG instances: say so, never 0 %
+        return "util n/a: MIG" if line.mig and wide else ("n/a MIG" if line.mig else "n/a")
+    return ("util %3d%%" if wide else "%3d%%") % line.util
+
+
+def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
+               ) -> list[Segment]:
+    wide = width >= 100
+    suffix = " %s %*s" % (_memory(line), 13 if wide else 7, _util(line, wide))
+    prefix = "  %2d %-10.10s " % (line.index, line.model)
+    base = _style(paint.muted if line.stale else paint.foreground, None)
+    head = _style(paint.foreground, None, reverse=selected)
+    util_style = _style(paint.muted, None) if line.util is None else base
+    bar = gpu_bar(line, max(4, width - len(prefix) - len(suffix)), paint)
+    return [Segment(prefix, head), *bar, Segment(suffix[:-len(_util(line, wide))], base),
+            Segment(_util(line, wide), util_style)]
+
+
+def render_group(line: GpuGroupLine, paint: Paint) -> list[Segment]:
+    out: list[Segment] = []
+    for gpu in line.gpus:
+        base = _style(paint.muted if gpu.stale else paint.foreground, None)
+        out.append(Segment("%2d" % gpu.index, base))
+        out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False)
+        out.append(Segment("  ", base))
+    return out
+
+
+def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Segment]:
+    state = _style(paint.state(line.state), None, bold=True)
+    detail = "  %d GPU%s · %d job%s" % (line.gpus, "" if line.gpus == 1 else "s", line.jobs,
+                                       "" if line.jobs == 1 else "s")
+    if line.simulated:
+        detail += " · simulated load"
+    out = [Segment("▌", _style(paint.state(line.state), None)),
+           Segment(line.name, _style(paint.foreground, None, bold=True, reverse=selected)),
+           Segment(" " + line.state, state), Segment(detail, _style(paint.muted, None))]
+    if line.error:
+        out.append(Segment("  " + line.error, _style(paint.state("offline"), None)))
+    return out
+
+
+def render(line: Line, width: int, paint: Paint, selected: bool = False) -> list[Segment]:
+    if isinstance(line, HostLine):
+        return render_host(line, paint, selected)
+    if isinstance(line, GpuGroupLine):
+        return render_group(line, paint)
+    return render_gpu(line, width, paint, selected)
+
+
+def per_line(width: int) -> int:
+    """GPUs per line in compact mode."""
+    return max(1, width // COMPACT_CELL)

@@ -1,0 +1,52 @@
+"""``?``: every key of the screen it was opened from, with its binding id — the name to use in
+the config's ``[tui] keys`` to remap it."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen > VerticalScroll {
+        width: auto;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        background: $panel;
+        border: round $accent;
+        border-title-color: $accent;
+        padding: 0 1;
+    }
+    """
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "close", id="help.close",
+                tooltip="Close the help"),
+    ]
+
+    def __init__(self, keys: list[tuple[str, str, str]]) -> None:
+        """``keys``: (key as displayed, what it does, binding id) of the screen below."""
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+        table.add_column("key", style="bold " + self.app.theme_variables["secondary"],
+                         no_wrap=True)
+        table.add_column("what", no_wrap=True)
+        table.add_column("id (for [tui] keys)", style="dim",
+                         no_wrap=True)
+        for key, what, binding_id in self.keys:
+            table.add_row(key, what, binding_id)
+        scroll = VerticalScroll(Static(table))
+        scroll.border_title = "keys"
+        scroll.border_subtitle = "esc to close"
+        yield scroll

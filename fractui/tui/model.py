@@ -1,0 +1,327 @@
+"""What the screen shows, as plain data: hosts, GPUs and the blocks of each GPU's slice map.
+
+Pure: host statuses (from the fleet) and store jobs in, frozen lines out. Lines are values, so
+two equal lines render the same and the slice map caches rendered lines by their hash; a host
+that did not change yields equal lines and costs nothing to draw again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence, Union
+
+from fractui.config import QueueConfig
+from fractui.fleet.host import HostStatus
+from fractui.store.model import ACTIVE, PENDING, PLACED, Job
+from remote_agent.gpu.models import ALIASES, model as model_facts
+
+# Block kinds: what holds a part of a GPU.
+JOB = "job"  # a job of the agent (its store job known or not)
+IDLE = "idle"  # a MIG instance no job holds
+OTHER = "other"  # memory or an instance used by processes outside fractui
+PLACING = "placing"  # decided, not yet there: an instance being created, a share being launched
+SIMULATED = "simulated"  # the demo's simulated load: no process behind it
+
+_SHORT = {full: alias for alias, full in ALIASES.items()}
+_LIVE_JOB_STATES = ("starting", "running")
+
+
+def short_model(name: str) -> str:
+    """ "NVIDIA A100-SXM4-80GB" -> "A100-80GB": what fits a row and an admin says."""
+    return _SHORT.get(name) or name.replace("NVIDIA ", "").replace("GeForce ", "")
+
+
+def memory_slices(gpu: dict) -> int:
+    """A MIG GPU's memory slices (8, or 4 on A30), from the model facts; for a model we do not
+    know, the extent of its instances, at least 8."""
+    try:
+        slices = model_facts(gpu.get("name", "")).memory_slices
+    except ValueError:
+        slices = 0
+    ends = [i["start"] + i["size"] for i in gpu.get("instances") or ()]
+    return slices or max([8] + ends)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A part of one GPU: ``start`` and ``size`` are fractions of the GPU (MIG: its slices)."""
+
+    start: float
+    size: float
+    kind: str
+    label: str = ""
+    """The MIG profile, or for a share the job's name."""
+    team: Optional[str] = None
+    queue: Optional[str] = None
+    job: Optional[str] = None
+    """``host/agent-id``, with the store's ``#id`` when the store knows it."""
+
+
+@dataclass(frozen=True)
+class GpuLine:
+    host: str
+    index: int
+    model: str
+    mig: bool
+    slices: int
+    """Memory slices of a MIG GPU; 0 without MIG."""
+    memory_mib: int
+    used_mib: int
+    util: Optional[int]
+    util_note: Optional[str]
+    blocks: tuple[Block, ...]
+    stale: bool = False
+    """The host is not connected: this is its last known state."""
+
+    @property
+    def allocated(self) -> float:
+        """The held fraction of the GPU (jobs, instances in use, outside processes)."""
+        return min(1.0, sum(b.size for b in self.blocks if b.kind != IDLE))
+
+    def text(self) -> str:
+        """What a filter matches against."""
+        words = [self.host, "gpu%d" % self.index, self.model, "mig" if self.mig else "share"]
+        for b in self.blocks:
+            words += [b.label, b.team or "", b.queue or "", b.job or "", b.kind]
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class HostLine:
+    name: str
+    state: str
+    error: Optional[str]
+    gpus: int
+    jobs: int
+    simulated: bool = False
+
+
+@dataclass(frozen=True)
+class GpuGroupLine:
+    """Compact mode: several GPUs of one host side by side on one line."""
+
+    gpus: tuple[GpuLine, ...]
+
+
+Line = Union[HostLine, GpuLine, GpuGroupLine]
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """One read of the store: its active jobs (and its uid, to match agent keys)."""
+
+    uid: str
+    jobs: tuple[Job, ...] = ()
+
+    def by_key(self) -> dict[str, Job]:
+        return {j.key(self.uid): j for j in self.jobs}
+
+
+@dataclass
+class HostView:
+    header: HostLine
+    gpus: tuple[GpuLine, ...]
+
+
+def host_view(status: HostStatus, by_key: dict[str, Job], placed: Sequence[Job],
+              simulated: frozenset[str] = frozenset()) -> HostView:
+    """One host's lines from its status, the store jobs matched by agent key, and the store's
+    placed-but-not-running jobs on it. ``simulated``: agent pids of the demo's simulated load."""
+    snapshot = status.snapshot or {}
+    live = [j for j in status.jobs.values() if j.get("state") in _LIVE_JOB_STATES]
+    stale = status.state not in ("online", "degraded")
+    gpus = tuple(_gpu_line(status.name, g, live, by_key, placed, stale, simulated)
+                 for g in snapshot.get("gpus") or ())
+    header = HostLine(status.name, status.state, status.error, len(gpus), len(live),
+                      bool(simulated))
+    return HostView(header, gpus)
+
+
+def _owner(agent_job: dict, host: str, by_key: dict[str, Job]) -> dict:
+    job = by_key.get(agent_job.get("key") or "")
+    ref = "%s/%s" % (host, agent_job.get("id"))
+    if job is None:
+        return {"team": None, "queue": None, "job": ref}
+    return {"team": job.team, "queue": job.queue, "job": "#%d %s" % (job.id, ref)}
+
+
+def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
+              placed: Sequence[Job], stale: bool, simulated: frozenset[str]) -> GpuLine:
+    index = gpu.get("index", 0)
+    memory = max(1, int(gpu.get("memory_mib") or 1))
+    on_gpu = [j for j in live if index in (j.get("gpus") or ())]
+    waiting = [j for j in placed if j.slot is not None and index in j.slot.gpus]
+    blocks: list[Block] = []
+    if gpu.get("mig_mode"):
+        slices = memory_slices(gpu)
+        by_instance = {j.get("instance"): j for j in on_gpu if j.get("instance")}
+        taken = set()
+        for inst in gpu.get("instances") or ():
+            start, size = inst["start"] / slices, inst["size"] / slices
+            taken.add(inst["start"])
+            job = by_instance.get(inst.get("uuid"))
+            if inst.get("uuid") is None:  # a GPU instance still without its compute instance
+                blocks.append(Block(start, size, PLACING, inst["profile"]))
+            elif job is not None:
+                blocks.append(Block(start, size, JOB, inst["profile"],
+                                    **_owner(job, host, by_key)))
+            elif inst.get("busy"):
+                pids = {str(p) for p in inst.get("pids") or ()}
+                kind = SIMULATED if pids and pids <= simulated else OTHER
+                blocks.append(Block(start, size, kind, inst["profile"]))
+            else:
+                blocks.append(Block(start, size, IDLE, inst["profile"]))
+        for job in waiting:
+            slot = job.slot
+            if slot.profile and slot.start is not None and slot.start not in taken:
+                size = _profile_size(gpu, slot.profile) or 1
+                blocks.append(Block(slot.start / slices, size / slices, PLACING, slot.profile,
+                                    job.team, job.queue, "#%d" % job.id))
+    else:
+        slices = 0
+        at = 0.0
+        job_pids = set()
+        for job in sorted(on_gpu, key=lambda j: (j.get("created_at") or 0, j.get("id"))):
+            size = (job.get("memory_mib") or 0) / memory
+            job_pids.add(job.get("pid"))
+            blocks.append(Block(at, size, JOB, job.get("name") or "",
+                                **_owner(job, host, by_key)))
+            at += size
+        for job in waiting:
+            if job.slot.memory_mib:
+                size = job.slot.memory_mib / memory
+                blocks.append(Block(at, size, PLACING, job.name, job.team, job.queue,
+                                    "#%d" % job.id))
+                at += size
+        outside = [p for p in gpu.get("processes") or () if p.get("pid") not in job_pids]
+        for kind in (SIMULATED, OTHER):
+            used = sum(p.get("used_mib") or 0 for p in outside
+                       if (str(p.get("pid")) in simulated) == (kind == SIMULATED))
+            if used:
+                blocks.append(Block(at, used / memory, kind, kind))
+                at += used / memory
+    return GpuLine(host=host, index=index, model=short_model(gpu.get("name", "?")),
+                   mig=bool(gpu.get("mig_mode")), slices=slices, memory_mib=memory,
+                   used_mib=int(gpu.get("memory_used_mib") or 0),
+                   util=gpu.get("utilization_gpu"), util_note=gpu.get("utilization_note"),
+                   blocks=tuple(blocks), stale=stale)
+
+
+def _profile_size(gpu: dict, profile: str) -> Optional[int]:
+    try:
+        geo = model_facts(gpu.get("name", "")).geometry()
+    except ValueError:
+        return None
+    return next((p.size for p in geo.profiles if p.name == profile), None)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The header's fleet totals."""
+
+    hosts: int
+    states: tuple[tuple[str, int], ...]
+    gpus: int
+    allocated: float
+    """Mean held fraction over every GPU seen."""
+    running: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class QueueStat:
+    name: str
+    portion: str
+    pending: int
+    running: int
+    wait_s: Optional[float]
+    """How long its oldest pending job has waited."""
+
+
+@dataclass
+class FleetModel:
+    """Every host's view, kept by name in config order; rebuilt per host as updates arrive."""
+
+    order: list[str]
+    hosts: dict[str, HostView] = field(default_factory=dict)
+    store: Optional[StoreView] = None
+
+    def update(self, status: HostStatus, simulated: frozenset[str] = frozenset()) -> bool:
+        """Rebuilds one host; returns whether its lines changed."""
+        jobs = self.store.jobs if self.store else ()
+        by_key = self.store.by_key() if self.store else {}
+        placed = [j for j in jobs if j.state == PLACED and j.slot is not None
+                  and j.slot.host == status.name]
+        view = host_view(status, by_key, placed, simulated)
+        old = self.hosts.get(status.name)
+        self.hosts[status.name] = view
+        if status.name not in self.order:
+            self.order.append(status.name)
+        return old is None or old.header != view.header or old.gpus != view.gpus
+
+    def totals(self) -> Totals:
+        views = [self.hosts[n] for n in self.order if n in self.hosts]
+        states: dict[str, int] = {}
+        for v in views:
+            states[v.header.state] = states.get(v.header.state, 0) + 1
+        gpus = [g for v in views for g in v.gpus]
+        allocated = sum(g.allocated for g in gpus) / len(gpus) if gpus else 0.0
+        pending = sum(1 for j in self.store.jobs if j.state == PENDING) if self.store else 0
+        return Totals(len(views), tuple(sorted(states.items())), len(gpus), allocated,
+                      sum(v.header.jobs for v in views), pending)
+
+    def lines(self, pattern: Optional[re.Pattern[str]] = None, inverse: bool = False,
+              per_line: int = 0) -> list[Line]:
+        """The map's lines: each host, then its GPUs (that match the filter). ``per_line`` > 0
+        is compact mode: that many GPUs share a line."""
+        out: list[Line] = []
+        for name in self.order:
+            view = self.hosts.get(name)
+            if view is None:
+                continue
+            gpus = view.gpus
+            if pattern is not None:
+                host_hit = bool(pattern.search(name + " " + view.header.state))
+                gpus = tuple(g for g in gpus
+                             if bool(pattern.search(g.text()) or host_hit) != inverse)
+                if not gpus and host_hit == inverse:
+                    continue
+            out.append(view.header)
+            if per_line > 0:
+                out += [GpuGroupLine(gpus[i:i + per_line])
+                        for i in range(0, len(gpus), per_line)]
+            else:
+                out += gpus
+        return out
+
+
+def compile_filter(text: str) -> tuple[Optional[re.Pattern[str]], bool]:
+    """k9s's filter: a case-insensitive regex; a leading ``!`` keeps what does not match. A
+    pattern that is not a valid regex is matched literally."""
+    inverse = text.startswith("!")
+    body = text[1:] if inverse else text
+    if not body:
+        return None, False
+    try:
+        return re.compile(body, re.I), inverse
+    except re.error:
+        return re.compile(re.escape(body), re.I), inverse
+
+
+def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
+                now: Optional[float] = None) -> list[QueueStat]:
+    """Per configured queue (then any other queue the store names): pending, running, wait."""
+    now = time.time() if now is None else now
+    pending: dict[str, list[float]] = {}
+    running: dict[str, int] = {}
+    for job in jobs:
+        if job.state == PENDING:
+            pending.setdefault(job.queue, []).append(job.submitted_at)
+        elif job.state in ACTIVE:
+            running[job.queue] = running.get(job.queue, 0) + 1
+    portions = {q.name: q.describe() for q in queues}
+    names = [q.name for q in queues] + sorted((set(pending) | set(running)) - set(portions))
+    return [QueueStat(n, portions.get(n, "?"), len(pending.get(n, ())), running.get(n, 0),
+                      now - min(pending[n]) if pending.get(n) else None) for n in names]

@@ -1,0 +1,71 @@
+"""``fractui`` (no verb) and ``fractui demo``: open the app on the configured fleet, or on a
+simulated one, and take everything down again when it closes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from fractui.config import Config, ConfigError, default_config_path, load_config
+from fractui.tui.themes import theme_names
+
+EXIT_USAGE = 2
+
+
+def _user_config(args: argparse.Namespace, required: bool) -> Config:
+    """The admin's config; for the demo only its [tui] matters, and it may be absent."""
+    path = args.config or default_config_path()
+    if not required and args.config is None and not os.path.exists(path):
+        return Config(path=None)
+    return load_config(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fractui.tui.app import check_tui_settings
+
+    try:
+        config = _user_config(args, required=args.verb != "demo")
+        check_tui_settings(config, theme_names())
+    except ConfigError as err:
+        print("fractui: %s" % err, file=sys.stderr)
+        return EXIT_USAGE
+    if args.verb == "demo":
+        return _demo(args, config)
+    return _fleet(config)
+
+
+def _fleet(config: Config) -> int:
+    from fractui.store import open_store
+    from fractui.tui.app import FractuiApp
+    from fractui.tui.source import LiveSource
+
+    path = config.scheduler.store
+    store = open_store(path) if config.queues or (path and os.path.exists(path)) else None
+    source = LiveSource(config, store)
+    source.start()
+    try:
+        FractuiApp(source, config).run()
+    finally:
+        source.stop()
+        if store is not None:
+            store.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace, user: Config) -> int:
+    from fractui.demo import Demo
+    from fractui.tui.app import FractuiApp
+
+    demo = Demo(args.gpus, args.seed)
+    print("fractui demo: %d GPUs on %d simulated hosts, under %s" % (
+        args.gpus, len(demo.hosts), demo.root), flush=True)
+    try:
+        demo.start()
+        FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui)).run()
+    finally:
+        print("fractui demo: stopping jobs and agents…", flush=True)
+        demo.stop()
+    print("fractui demo: stopped; %s removed" % demo.root)
+    return 0
