@@ -121,6 +121,12 @@ def test_the_example_config_loads_and_sets_every_key():
     host_keys = {key for host in doc["hosts"] for key in host}
     assert host_keys == {f.name for f in dataclasses.fields(HostConfig)}
     assert set(doc["ssh"]) == {f.name for f in dataclasses.fields(SshSettings)}
+    for table, cls in (("queues", QueueConfig), ("teams", TeamConfig)):
+        assert {key for item in doc[table] for key in item} == {
+            f.name for f in dataclasses.fields(cls)}
+    assert set(doc["scheduler"]) == {f.name for f in dataclasses.fields(SchedulerSettings)}
+    assert set(doc["tui"]) == {f.name for f in dataclasses.fields(TuiSettings)}
+    assert [q.describe() for q in config.queues] == ["0.25 GPU", "3g.40gb", "10 GiB", "2 GPUs"]
 
 
 def test_xdg_config_home_is_honoured(tmp_path, monkeypatch):
