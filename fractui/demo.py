@@ -181,16 +181,20 @@ class SimulatedLoad(threading.Thread):
             self.call(host, "mig.destroy", gpu=gpu, instance=instance)
 
     def run(self) -> None:
+        burst = max(1, len(self.gpus) // 100)  # a 1,000-GPU fleet fills in seconds too
         while not self.stopped.wait(0.05):
-            host, gpu, mig = self.rng.choice(self.gpus)
-            ends = self.busy.get((host, gpu), (None,))[0]
-            try:
-                if ends is not None and ends < time.monotonic():
-                    self.end_load(host, gpu)
-                elif ends is None and len(self.busy) < 0.66 * len(self.gpus):
-                    self.start_load(host, gpu, mig)
-            except (HostUnavailable, AgentCallError, ConnectionLost) as err:
-                log.debug("simulated load on %s gpu %d: %s", host, gpu, err)
+            for _ in range(burst):
+                self.step(*self.rng.choice(self.gpus))
+
+    def step(self, host: str, gpu: int, mig: bool) -> None:
+        ends = self.busy.get((host, gpu), (None,))[0]
+        try:
+            if ends is not None and ends < time.monotonic():
+                self.end_load(host, gpu)
+            elif ends is None and len(self.busy) < 0.66 * len(self.gpus):
+                self.start_load(host, gpu, mig)
+        except (HostUnavailable, AgentCallError, ConnectionLost) as err:
+            log.debug("simulated load on %s gpu %d: %s", host, gpu, err)
 
 
 class Demo:

@@ -22,12 +22,13 @@ from fractui.tui.source import Source
 from fractui.tui.themes import DEFAULT, builtin_themes, theme_names
 
 
-class FractuiApp(App[None]):
+class FractuiApp(App[None], inherit_bindings=False):
     TITLE = "fractui"
     CSS_PATH = "fractui.tcss"
     COMMANDS = App.COMMANDS | {FleetCommands}
     BINDINGS = [
-        Binding("q", "quit", "quit", id="app.quit", tooltip="Leave fractui"),
+        Binding("q,ctrl+q", "quit", "quit", id="app.quit", tooltip="Leave fractui"),
+        Binding("ctrl+c", "help_quit", show=False, system=True),
         Binding("question_mark", "help", "help", id="app.help",
                 tooltip="Every key, with its id for [tui] keys"),
         Binding("colon,ctrl+p", "command_palette", "command", id="app.command",

@@ -71,7 +71,7 @@ class Paint:
 def _label(block: Block, paint: Paint, mig: bool) -> str:
     owner = paint.owner(block)
     if block.kind == PLACING:
-        return "→" + block.label
+        return "→" + (block.label if mig else owner or block.label)
     if block.kind in (OTHER, SIMULATED) and mig:
         return "%s %s" % (block.label, "sim" if block.kind == SIMULATED else "other")
     if mig:

@@ -50,7 +50,7 @@ class StoreRead(Message):
         self.error = error
 
 
-class FleetScreen(Screen[None]):
+class FleetScreen(Screen[None], inherit_bindings=False):
     BINDINGS = [
         Binding("slash", "filter", "filter", id="fleet.filter",
                 tooltip="Filter GPUs by a regex; !regex keeps those that do not match"),
@@ -60,8 +60,10 @@ class FleetScreen(Screen[None]):
                 tooltip="Several GPUs per line (on by itself when GPUs outnumber rows)"),
         Binding("c", "colour_by", "colour by", id="fleet.colour",
                 tooltip="Colour slices by team or by queue"),
-        Binding("tab", "switch_panel", "map/queues", id="fleet.panel",
+        Binding("tab,shift+tab", "switch_panel", "map/queues", id="fleet.panel",
                 tooltip="Move between the slice map and the queue panel"),
+        Binding("ctrl+c,super+c", "screen.copy_text", "copy selected text", id="fleet.copy",
+                show=False),
     ]
 
     def __init__(self, source: Source, config: Config,

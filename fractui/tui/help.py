@@ -4,6 +4,7 @@ the config's ``[tui] keys`` to remap it."""
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -17,7 +18,7 @@ class HelpScreen(ModalScreen[None]):
         align: center middle;
     }
     HelpScreen > VerticalScroll {
-        width: auto;
+        width: 78;
         max-width: 100%;
         height: auto;
         max-height: 100%;
@@ -42,11 +43,11 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("key", style="bold " + self.app.theme_variables["secondary"],
                          no_wrap=True)
         table.add_column("what", no_wrap=True)
-        table.add_column("id (for [tui] keys)", style="dim",
+        table.add_column(Text("id, for [tui] keys"), style="dim",
                          no_wrap=True)
         for key, what, binding_id in self.keys:
             table.add_row(key, what, binding_id)
-        scroll = VerticalScroll(Static(table))
+        scroll = VerticalScroll(Static(table, expand=True))
         scroll.border_title = "keys"
         scroll.border_subtitle = "esc to close"
         yield scroll

@@ -1,0 +1,99 @@
+"""End to end: ``fractui demo`` in a real terminal (a pty) starts a small simulated fleet, shows
+its GPUs, runs jobs, and on ``q`` leaves no agent daemon or job process behind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+from tests.conftest import REPO
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line or environment mentions ``text`` (the demo's state
+    dirs: daemons take them as --state-dir, jobs get them in FRACTUI_SIM_STATE)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("cmdline", "environ"):
+            try:
+                with open("/proc/%s/%s" % (pid, part), "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(pid))
+                        break
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+    return found
+
+
+class Terminal:
+    """A child process on a pty, its screen output collected as it comes."""
+
+    def __init__(self, argv: list[str], cols: int = 120, rows: int = 36) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=REPO, COLUMNS=str(cols),
+                   LINES=str(rows))
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     cwd=REPO, start_new_session=True)
+        os.close(slave)
+        self.output = b""
+
+    def read_until(self, pattern: bytes, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.output):
+                return True
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:  # the child closed the terminal
+                    return bool(re.search(pattern, self.output))
+        return False
+
+    def drain(self, timeout_s: float) -> None:
+        """Keep reading (so the child never blocks on a full pty) until it exits."""
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.read_until(b"(?!)", 0.2)
+
+
+def test_demo_shows_gpus_runs_jobs_and_q_leaves_nothing_behind():
+    term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"])
+    try:
+        assert term.read_until(rb"under (/\S+fractui-demo-\S+)", 30), term.output[-2000:]
+        root = re.search(rb"under (/\S+fractui-demo-\S+)", term.output).group(1).decode()
+        for model in (b"A100-80GB", b"H100", b"L4", b"A10"):
+            assert term.read_until(re.escape(model), 60), (model, term.output[-3000:])
+        assert term.read_until(rb"online", 60)
+        deadline = time.monotonic() + 90  # until jobs run: simulated workloads under root
+        jobs: list[int] = []
+        while not jobs and time.monotonic() < deadline:
+            term.read_until(b"(?!)", 0.5)
+            jobs = [p for p in _processes_naming(root) if _is_job(p)]
+        assert jobs, "no job started within 90 s"
+        os.write(term.master, b"q")
+        term.drain(60)
+        assert term.proc.returncode == 0, term.output[-3000:]
+        assert b"stopped;" in term.output
+        assert _processes_naming(root) == []
+        assert not os.path.exists(root)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+
+
+def _is_job(pid: int) -> bool:
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"remote_agent.simload" in f.read()
+    except OSError:
+        return False

@@ -1,0 +1,180 @@
+"""The slice map's data and bars, without widgets: blocks from agent records and store jobs,
+eighth-block shares, MIG slices, the filter, queue waits, and the demo's fleet layout."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from fractui.demo import fleet_layout, gpu_count
+from fractui.fleet.host import HostStatus
+from fractui.store.model import PENDING, PLACED, RUNNING, Job, Slot
+from fractui.tui.bars import EIGHTHS, HATCH, Paint, gpu_bar, render_gpu
+from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, FleetModel, StoreView,
+                               compile_filter, queue_stats)
+from fractui.tui.sample import QUEUES
+from fractui.tui.themes import builtin_themes, label_colour
+
+UID = "abcd1234"
+PAINT = Paint(builtin_themes()["fractui-dark"].slices, "#ffffff", "#000000", "#888888",
+              (("online", "#00ff00"),), ("vision", "nlp"))
+
+
+def job(id_: int, state: str = RUNNING, slot: Slot | None = None, team: str = "vision",
+        queue: str = "quarter", submitted_at: float = 0.0) -> Job:
+    return Job(id=id_, queue=queue, team=team, name="j%d" % id_, argv=("x",), request={},
+               state=state, submitted_at=submitted_at, updated_at=0.0, slot=slot)
+
+
+def l4(processes=()) -> dict:
+    return {"index": 0, "name": "NVIDIA L4", "memory_mib": 24000, "mig_mode": False,
+            "memory_used_mib": 100, "utilization_gpu": 40, "processes": list(processes)}
+
+
+def a100(instances) -> dict:
+    return {"index": 1, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+            "mig_mode": True, "memory_used_mib": 0, "utilization_gpu": None,
+            "utilization_note": "not reported by NVML for MIG instances",
+            "instances": instances, "processes": []}
+
+
+def inst(profile: str, start: int, size: int, uuid: str | None, busy: bool = False,
+         pids=()) -> dict:
+    return {"uuid": uuid, "profile": profile, "start": start, "size": size, "busy": busy,
+            "pids": list(pids)}
+
+
+def build(gpus, agent_jobs=(), store_jobs=(), simulated=frozenset()) -> FleetModel:
+    status = HostStatus("h", state="online", snapshot={"gpus": list(gpus)},
+                        jobs={j["id"]: j for j in agent_jobs})
+    model = FleetModel(["h"], store=StoreView(UID, tuple(store_jobs)))
+    model.update(status, simulated)
+    return model
+
+
+def test_share_owners_come_from_the_store_by_agent_key():
+    store_job = job(7, team="nlp", queue="10g")
+    agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [0], "memory_mib": 6000,
+              "state": "running", "pid": 11, "name": "train", "created_at": 1},
+             {"id": "j2", "key": "cli-by-hand", "gpus": [0], "memory_mib": 12000,
+              "state": "running", "pid": 12, "name": "manual", "created_at": 2},
+             {"id": "j3", "key": "old", "gpus": [0], "memory_mib": 12000, "state": "exited",
+              "pid": 13, "created_at": 0}]
+    outside = [{"pid": 11, "used_mib": 3000}, {"pid": 99, "used_mib": 2400}]
+    (gpu,) = build([l4(outside)], agent, [store_job]).hosts["h"].gpus
+    assert [(b.kind, b.team, b.queue, b.job) for b in gpu.blocks] == [
+        (JOB, "nlp", "10g", "#7 h/j1"), (JOB, None, None, "h/j2"), (OTHER, None, None, None)]
+    assert [round(b.start, 3) for b in gpu.blocks] == [0.0, 0.25, 0.75]
+    assert gpu.blocks[2].size == pytest.approx(0.1)  # pid 99 is no job's: outside fractui
+    assert gpu.allocated == pytest.approx(0.85)
+
+
+def test_mig_blocks_idle_busy_simulated_creating_and_decided():
+    store_job = job(3, team="nlp")
+    instances = [inst("3g.40gb", 4, 4, "MIG-a"), inst("1g.10gb", 0, 1, "MIG-b"),
+                 inst("1g.10gb", 1, 1, "MIG-c", busy=True, pids=[500]),
+                 inst("1g.10gb", 2, 1, "MIG-d", busy=True, pids=[9000001]),
+                 inst("1g.10gb", 3, 1, None)]
+    agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [1], "instance": "MIG-a",
+              "state": "running"}]
+    decided = job(4, state=PLACED, slot=Slot("h", (1,), profile="2g.20gb", start=6))
+    (gpu,) = build([a100(instances)], agent, [store_job, decided],
+                   frozenset({"9000001"})).hosts["h"].gpus
+    kinds = {b.label + "@%d" % round(b.start * 8): (b.kind, b.team) for b in gpu.blocks}
+    assert kinds == {"3g.40gb@4": (JOB, "nlp"), "1g.10gb@0": (IDLE, None),
+                     "1g.10gb@1": (OTHER, None), "1g.10gb@2": (SIMULATED, None),
+                     "1g.10gb@3": (PLACING, None), "2g.20gb@6": (PLACING, "vision")}
+    assert gpu.slices == 8 and gpu.util is None
+
+
+def test_share_bar_draws_edges_in_eighths():
+    agent = [{"id": "j1", "key": "k", "gpus": [0], "memory_mib": 9000, "state": "running",
+              "pid": 1, "created_at": 0}]
+    (gpu,) = build([l4()], agent).hosts["h"].gpus
+    cells = "".join(seg.text for seg in gpu_bar(gpu, 4, PAINT, labels=False))
+    # 9000/24000 of 32 eighths = 12 eighths: one full cell, then half of the next
+    assert cells[0] == " " and cells[1] == EIGHTHS[4] and cells[2:] == "  "
+    second = [seg for seg in gpu_bar(gpu, 4, PAINT, labels=False) if seg.text == EIGHTHS[4]]
+    assert second[0].style.color.triplet.hex == PAINT.slices.other.lower()  # left: the job
+    assert second[0].style.bgcolor.triplet.hex == PAINT.slices.free.lower()  # right: free
+
+
+def test_share_bar_labels_only_where_they_fit_and_placing_is_hatched():
+    decided = job(5, state=PLACED, slot=Slot("h", (0,), memory_mib=12000))
+    (gpu,) = build([l4()], (), [decided]).hosts["h"].gpus
+    wide = "".join(s.text for s in gpu_bar(gpu, 40, PAINT))
+    assert wide.startswith(HATCH + "→vision" + HATCH) and len(wide) == 40
+    narrow = "".join(s.text for s in gpu_bar(gpu, 6, PAINT))
+    assert "vision" not in narrow and narrow.startswith(HATCH * 3)
+
+
+def test_mig_bar_puts_each_instance_on_its_slices_with_its_label():
+    store_job = job(3, team="nlp")
+    agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [1], "instance": "MIG-a",
+              "state": "running"}]
+    (gpu,) = build([a100([inst("3g.40gb", 4, 4, "MIG-a")])], agent,
+                   [store_job]).hosts["h"].gpus
+    bar = "".join(s.text for s in gpu_bar(gpu, 32, PAINT))
+    assert len(bar) == 32
+    assert bar[16:] == "▏3g.40gb nlp" + " " * 4  # slots 4-7: cells 16-31
+    assert bar[4] == bar[8] == bar[12] == "▏"  # the slot grid of free slices
+
+
+def test_mig_gpu_says_utilisation_is_not_reported():
+    (gpu,) = build([a100([])]).hosts["h"].gpus
+    text = "".join(s.text for s in render_gpu(gpu, 120, PAINT))
+    assert "util n/a: MIG" in text and "0%" not in text
+    (share,) = build([l4()]).hosts["h"].gpus
+    assert "util  40%" in "".join(s.text for s in render_gpu(share, 120, PAINT))
+
+
+def test_unchanged_host_is_not_rebuilt_as_new_lines():
+    status = HostStatus("h", state="online", snapshot={"gpus": [l4()]})
+    model = FleetModel(["h"])
+    assert model.update(status)
+    assert not model.update(HostStatus("h", state="online", snapshot={"gpus": [l4()]}))
+    assert model.update(HostStatus("h", state="offline", error="gone",
+                                   snapshot={"gpus": [l4()]}))
+    assert model.hosts["h"].gpus[0].stale
+
+
+def test_filter_is_a_regex_falls_back_to_text_and_inverts():
+    assert compile_filter("") == (None, False)
+    pattern, inverse = compile_filter("!a1(0")  # not a regex: matched as written
+    assert inverse and pattern.search("xa1(0y") and not pattern.search("a10")
+    pattern, inverse = compile_filter("H100|l4")
+    assert not inverse and pattern.search("h100-1") and pattern.search("L4")
+
+
+def test_queue_stats_count_pending_running_and_the_oldest_wait():
+    jobs = [job(1, PENDING, queue="quarter", submitted_at=100.0),
+            job(2, PENDING, queue="quarter", submitted_at=160.0),
+            job(3, RUNNING, queue="quarter"), job(4, PENDING, queue="gone", submitted_at=190)]
+    stats = {s.name: s for s in queue_stats(QUEUES, jobs, now=200.0)}
+    assert (stats["quarter"].pending, stats["quarter"].running, stats["quarter"].wait_s) == (
+        2, 1, 100.0)
+    assert stats["quarter"].portion == "0.25 GPU" and stats["whole"].wait_s is None
+    assert stats["gone"].portion == "?" and stats["gone"].wait_s == 10.0
+
+
+def test_label_colour_contrasts():
+    assert label_colour("#ffffff") == "#000000" and label_colour("#000000") == "#ffffff"
+    assert label_colour("#0072b2") == "#ffffff" and label_colour("#f0e442") == "#000000"
+
+
+def test_demo_layout_mixes_mig_and_shares_and_scales_to_1000():
+    small = fleet_layout(16)
+    assert [(h.name, h.spec, h.real) for h in small] == [
+        ("a100-1", "4xA100-80GB:mig", True), ("h100-1", "4xH100:mig", True),
+        ("l4-1", "4xL4", True), ("a10-1", "4xA10", True)]
+    assert [h.spec for h in fleet_layout(2)] == ["1xA100-80GB:mig", "1xH100:mig"]
+    big = fleet_layout(1000)
+    assert sum(int(h.spec.split("x")[0]) for h in big) == 1000
+    assert sum(h.real for h in big) == 4 and len(big) == 16
+    assert len({h.name for h in big}) == 16
+    with pytest.raises(argparse.ArgumentTypeError):
+        gpu_count("1001")
+    with pytest.raises(argparse.ArgumentTypeError):
+        gpu_count("0")
+    assert gpu_count("1000") == 1000

@@ -1,0 +1,183 @@
+"""The TUI driven by keys (Textual's pilot) on the frozen fleet: filter, palette jumps, themes,
+keys remapped from the config, and updates that arrive from other threads."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from fractui.config import ConfigError, load_config
+from fractui.tui.app import check_tui_settings
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.model import GpuLine, HostLine
+from fractui.tui.themes import theme_names
+from tests.tui_frozen import frozen_app, pilot_test, settled
+
+
+def fleet(app) -> FleetScreen:
+    assert isinstance(app.screen, FleetScreen)
+    return app.screen
+
+
+def shown_hosts(app) -> list[str]:
+    return [line.name for line in fleet(app).map.lines if isinstance(line, HostLine)]
+
+
+async def palette(pilot, text: str) -> None:
+    await pilot.press("colon")
+    await pilot.pause()
+    await pilot.press(*text)
+    await pilot.pause(0.3)  # the palette searches in the background
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+@pilot_test
+async def test_filter_keeps_matching_gpus_and_esc_clears_it():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        assert shown_hosts(app) == ["a100-1", "h100-1", "l4-1", "a10-1"]
+        await pilot.press("slash", *"L4", "enter")
+        assert shown_hosts(app) == ["l4-1"]
+        gpus = [line for line in fleet(app).map.lines if isinstance(line, GpuLine)]
+        assert [g.model for g in gpus] == ["L4"] * 4
+        await pilot.press("escape", "slash", *"!a100|h100", "enter")  # inverse: the rest
+        assert shown_hosts(app) == ["l4-1", "a10-1"]
+        await pilot.press("escape")
+        assert shown_hosts(app) == ["a100-1", "h100-1", "l4-1", "a10-1"]
+
+
+@pilot_test
+async def test_filter_on_a_team_keeps_only_its_gpus():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("slash", *"speech", "enter")
+        gpus = [line for line in fleet(app).map.lines if isinstance(line, GpuLine)]
+        assert gpus and all(any(b.team == "speech" for b in g.blocks) for g in gpus)
+
+
+@pilot_test
+async def test_palette_jumps_to_a_host_and_to_a_queue():
+    app = frozen_app(gpus=32)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("z")  # one GPU per line: 40 lines, more than fit
+        await palette(pilot, "host a10-2")
+        screen = fleet(app)
+        target = screen.map.lines[screen.map.cursor]
+        assert isinstance(target, HostLine) and target.name == "a10-2"
+        top = screen.map.scroll_offset.y
+        assert 0 < top <= screen.map.cursor < top + screen.map.size.height  # scrolled to it
+        await palette(pilot, "queue 10g")
+        assert screen.query_one("#queues").marked == "10g"
+
+
+@pilot_test
+async def test_palette_jumps_to_a_running_job_on_its_gpu():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        job = next(j for j in screen.model.store.jobs if j.slot and j.slot.host == "a10-1")
+        await palette(pilot, "job #%d %s" % (job.id, job.name))
+        line = screen.map.lines[screen.map.cursor]
+        assert isinstance(line, GpuLine) and line.host == "a10-1"
+        assert line.index == job.slot.gpus[0]
+
+
+@pilot_test
+async def test_theme_switch_by_palette_and_by_key():
+    app = frozen_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settled(pilot)
+        assert app.theme == "fractui-dark"
+        await palette(pilot, "theme fractui-light")
+        assert app.theme == "fractui-light"
+        assert fleet(app).map.paint.slices.free == "#dde1e6"  # the map repainted
+        await pilot.press("t")
+        assert app.theme == "fractui-colourblind"
+
+
+@pilot_test
+async def test_key_remapped_from_config():
+    app = frozen_app(keys=(("fleet.filter", "f"), ("app.quit", "x")))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settled(pilot)
+        filter_box = app.screen.query_one("#filter")
+        await pilot.press("slash")
+        assert not filter_box.display  # / is no longer the filter
+        await pilot.press("f")
+        assert filter_box.display and filter_box.has_focus
+        await pilot.press("escape")
+        hints = dict(app.screen.query_one("Header").info.hints)
+        assert hints["f"] == "filter" and hints["x"] == "quit" and "q" not in hints
+        await pilot.press("q")
+        assert app.is_running
+        await pilot.press("x")
+    assert not app.is_running
+
+
+def _write(tmp_path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_unknown_binding_id_in_config_points_at_its_line(tmp_path):
+    path = _write(tmp_path, '[tui]\ntheme = "fractui-light"\n\n[tui.keys]\n'
+                  '"fleet.filter" = "f"\n"fleet.filtre" = "g"\n')
+    with pytest.raises(ConfigError) as err:
+        check_tui_settings(load_config(path), theme_names())
+    assert str(err.value).startswith("%s:6: tui.keys: unknown binding id 'fleet.filtre'" % path)
+    assert "fleet.filter" in str(err.value)  # the known ids are listed
+
+
+def test_unknown_binding_id_inline_points_at_keys(tmp_path):
+    path = _write(tmp_path, '[tui]\nkeys = { "nope" = "f" }\n')
+    with pytest.raises(ConfigError, match=r":2: tui.keys: unknown binding id 'nope'"):
+        check_tui_settings(load_config(path), theme_names())
+
+
+def test_unknown_theme_points_at_its_line(tmp_path):
+    path = _write(tmp_path, '\n[tui]\ntheme = "fractui-drak"\n')
+    with pytest.raises(ConfigError, match=r":3: tui.theme: unknown theme 'fractui-drak'"):
+        check_tui_settings(load_config(path), theme_names())
+
+
+@pilot_test
+async def test_host_updates_from_another_thread_reach_the_map():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        source = app.source
+        before = next(s for s in fleet(app).statuses.values() if s.name == "l4-1")
+        back = dataclasses.replace(before, state="online", error=None)
+        thread = threading.Thread(target=source.changed, args=(back,))
+        thread.start()
+        thread.join()
+        await pilot.pause(0.1)
+        header = next(line for line in fleet(app).map.lines
+                      if isinstance(line, HostLine) and line.name == "l4-1")
+        assert header.state == "online" and header.error is None
+        gpus = [line for line in fleet(app).map.lines
+                if isinstance(line, GpuLine) and line.host == "l4-1"]
+        assert gpus and not any(g.stale for g in gpus)
+
+
+@pilot_test
+async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:  # 20 rows fit: one GPU per line
+        await settled(pilot)
+        assert not fleet(app).compact_now()
+        await pilot.press("z")
+        assert fleet(app).compact_now()
+        assert len(fleet(app).map.lines) < 20
+    small = frozen_app()
+    async with small.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        assert fleet(small).compact_now()

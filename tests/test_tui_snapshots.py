@@ -1,0 +1,29 @@
+"""Snapshots of the fleet screen on a frozen fleet (no agents, fixed clock), at the two sizes
+that matter: 80x24 (compact, queue panel under the map) and 160x48 (one GPU per row)."""
+
+from __future__ import annotations
+
+from tests.tui_frozen import frozen_app, settled
+
+
+def test_fleet_80x24(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=settled)
+
+
+def test_fleet_160x48_degraded_and_offline_hosts(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=settled)
+
+
+def test_help_lists_every_binding(snap_compare):
+    assert snap_compare(frozen_app(), press=["question_mark"], terminal_size=(80, 24),
+                        run_before=settled)
+
+
+def test_light_theme(snap_compare):
+    assert snap_compare(frozen_app(theme="fractui-light"), terminal_size=(160, 48),
+                        run_before=settled)
+
+
+def test_colour_blind_theme_by_queue_at_80x24(snap_compare):
+    assert snap_compare(frozen_app(theme="fractui-colourblind"), press=["c"],
+                        terminal_size=(80, 24), run_before=settled)

@@ -1,0 +1,38 @@
+"""The frozen fleet the TUI tests draw: sample hosts with one degraded and one offline, a fixed
+clock, and an app built on them without any agent."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Awaitable, Callable
+
+from fractui.config import Config, TuiSettings
+from fractui.tui.app import FractuiApp
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.source import Source
+
+STATES = {"h100-1": ("degraded", "MIG is read-only: the agent runs without root"),
+          "l4-1": ("offline", "connection lost: ssh: Connection reset by peer")}
+
+
+def frozen_app(gpus: int = 16, **tui: Any) -> FractuiApp:
+    fleet = sample_fleet(gpus, states=STATES)
+    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
+    return FractuiApp(Source(fleet.statuses, fleet.store), config, clock=lambda: NOW)
+
+
+async def settled(pilot: Any) -> None:
+    """Until the first store read has landed and the screen has drawn it."""
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def pilot_test(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Runs an async pilot test in its own event loop (no async plugin needed)."""
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
