@@ -48,13 +48,14 @@ def inst(profile: str, start: int, size: int, uuid: str | None, busy: bool = Fal
 def build(gpus, agent_jobs=(), store_jobs=(), simulated=frozenset()) -> FleetModel:
     status = HostStatus("h", state="online", snapshot={"gpus": list(gpus)},
                         jobs={j["id"]: j for j in agent_jobs})
-    model = FleetModel(["h"], store=StoreView(UID, tuple(store_jobs)))
+    model = FleetModel(["h"])
+    model.set_store(StoreView(UID, tuple(store_jobs)))
     model.update(status, simulated)
     return model
 
 
 def test_share_owners_come_from_the_store_by_agent_key():
-    store_job = job(7, team="nlp", queue="10g")
+    store_job = job(7, team="nlp", queue="10g", slot=Slot("h", (0,), memory_mib=6000))
     agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [0], "memory_mib": 6000,
               "state": "running", "pid": 11, "name": "train", "created_at": 1},
              {"id": "j2", "key": "cli-by-hand", "gpus": [0], "memory_mib": 12000,
@@ -71,7 +72,7 @@ def test_share_owners_come_from_the_store_by_agent_key():
 
 
 def test_mig_blocks_idle_busy_simulated_creating_and_decided():
-    store_job = job(3, team="nlp")
+    store_job = job(3, team="nlp", slot=Slot("h", (1,), profile="3g.40gb", start=4))
     instances = [inst("3g.40gb", 4, 4, "MIG-a"), inst("1g.10gb", 0, 1, "MIG-b"),
                  inst("1g.10gb", 1, 1, "MIG-c", busy=True, pids=[500]),
                  inst("1g.10gb", 2, 1, "MIG-d", busy=True, pids=[9000001]),
@@ -110,7 +111,7 @@ def test_share_bar_labels_only_where_they_fit_and_placing_is_hatched():
 
 
 def test_mig_bar_puts_each_instance_on_its_slices_with_its_label():
-    store_job = job(3, team="nlp")
+    store_job = job(3, team="nlp", slot=Slot("h", (1,), profile="3g.40gb", start=4))
     agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [1], "instance": "MIG-a",
               "state": "running"}]
     (gpu,) = build([a100([inst("3g.40gb", 4, 4, "MIG-a")])], agent,
@@ -127,6 +128,16 @@ def test_mig_gpu_says_utilisation_is_not_reported():
     assert "util n/a: MIG" in text and "0%" not in text
     (share,) = build([l4()]).hosts["h"].gpus
     assert "util  40%" in "".join(s.text for s in render_gpu(share, 120, PAINT))
+
+
+def test_a_store_read_rebuilds_only_hosts_whose_jobs_changed():
+    model = FleetModel(["a", "b"])
+    on_a = job(1, slot=Slot("a", (0,), memory_mib=100))
+    pending = job(2, state=PENDING)
+    assert model.set_store(StoreView(UID, (on_a, pending))) == ["a"]
+    assert model.set_store(StoreView(UID, (on_a, job(3, state=PENDING)))) == []
+    moved = job(1, slot=Slot("b", (0,), memory_mib=100))
+    assert sorted(model.set_store(StoreView(UID, (moved,)))) == ["a", "b"]
 
 
 def test_unchanged_host_is_not_rebuilt_as_new_lines():

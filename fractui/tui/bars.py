@@ -14,6 +14,7 @@ from typing import Optional
 
 from rich.segment import Segment
 from rich.style import Style
+from textual.strip import Strip
 
 from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, Block, GpuGroupLine,
                                GpuLine, HostLine, Line)
@@ -188,9 +189,9 @@ def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
     wide = width >= 100
     suffix = " %s %*s" % (_memory(line), 13 if wide else 7, _util(line, wide))
     prefix = "  %2d %-10.10s " % (line.index, line.model)
-    base = _style(paint.muted if line.stale else paint.foreground, None)
-    head = _style(paint.foreground, None, reverse=selected)
-    util_style = _style(paint.muted, None) if line.util is None else base
+    base = _style(paint.muted if line.stale else paint.foreground, paint.background)
+    head = _style(paint.foreground, paint.background, reverse=selected)
+    util_style = _style(paint.muted, paint.background) if line.util is None else base
     bar = gpu_bar(line, max(4, width - len(prefix) - len(suffix)), paint)
     return [Segment(prefix, head), *bar, Segment(suffix[:-len(_util(line, wide))], base),
             Segment(_util(line, wide), util_style)]
@@ -199,7 +200,7 @@ def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
 def render_group(line: GpuGroupLine, paint: Paint) -> list[Segment]:
     out: list[Segment] = []
     for gpu in line.gpus:
-        base = _style(paint.muted if gpu.stale else paint.foreground, None)
+        base = _style(paint.muted if gpu.stale else paint.foreground, paint.background)
         out.append(Segment("%2d" % gpu.index, base))
         out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False)
         out.append(Segment("  ", base))
@@ -207,25 +208,33 @@ def render_group(line: GpuGroupLine, paint: Paint) -> list[Segment]:
 
 
 def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Segment]:
-    state = _style(paint.state(line.state), None, bold=True)
+    state = _style(paint.state(line.state), paint.background, bold=True)
     detail = "  %d GPU%s · %d job%s" % (line.gpus, "" if line.gpus == 1 else "s", line.jobs,
                                        "" if line.jobs == 1 else "s")
     if line.simulated:
         detail += " · simulated load"
-    out = [Segment("▌", _style(paint.state(line.state), None)),
-           Segment(line.name, _style(paint.foreground, None, bold=True, reverse=selected)),
-           Segment(" " + line.state, state), Segment(detail, _style(paint.muted, None))]
+    bg = paint.background
+    out = [Segment("▌", _style(paint.state(line.state), bg)),
+           Segment(line.name, _style(paint.foreground, bg, bold=True, reverse=selected)),
+           Segment(" " + line.state, state), Segment(detail, _style(paint.muted, bg))]
     if line.error:
-        out.append(Segment("  " + line.error, _style(paint.state("offline"), None)))
+        out.append(Segment("  " + line.error, _style(paint.state("offline"), bg)))
     return out
 
 
-def render(line: Line, width: int, paint: Paint, selected: bool = False) -> list[Segment]:
+def render(line: Line, width: int, paint: Paint, selected: bool = False) -> Strip:
+    """One line of the map, exactly ``width`` cells, every cell with its own background (so
+    the widget need not restyle it)."""
     if isinstance(line, HostLine):
-        return render_host(line, paint, selected)
-    if isinstance(line, GpuGroupLine):
-        return render_group(line, paint)
-    return render_gpu(line, width, paint, selected)
+        segments = render_host(line, paint, selected)
+    elif isinstance(line, GpuGroupLine):
+        segments = render_group(line, paint)
+    else:
+        segments = render_gpu(line, width, paint, selected)
+    strip = Strip(segments)
+    if strip.cell_length != width:
+        strip = strip.crop_extend(0, width, _style(None, paint.background))
+    return strip
 
 
 def per_line(width: int) -> int:

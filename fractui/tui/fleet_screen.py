@@ -123,10 +123,13 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.store_error = message.error
         view = message.view
         if view is not None and view != self.model.store:
-            self.model.store = view
-            for status in self.statuses.values():
-                self.model.update(status, self.source.simulated(status.name))
-            self.relayout()
+            changed = False
+            for host in self.model.set_store(view):
+                if host in self.statuses:
+                    changed |= self.model.update(self.statuses[host],
+                                                 self.source.simulated(host))
+            if changed:
+                self.relayout()
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
         self.query_one(QueuePanel).show(

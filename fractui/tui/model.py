@@ -115,9 +115,6 @@ class StoreView:
     uid: str
     jobs: tuple[Job, ...] = ()
 
-    def by_key(self) -> dict[str, Job]:
-        return {j.key(self.uid): j for j in self.jobs}
-
 
 @dataclass
 class HostView:
@@ -247,13 +244,25 @@ class FleetModel:
     order: list[str]
     hosts: dict[str, HostView] = field(default_factory=dict)
     store: Optional[StoreView] = None
+    _on_host: dict[str, tuple[Job, ...]] = field(default_factory=dict)
+    """The store's jobs that hold (or are about to hold) a slice of each host."""
+
+    def set_store(self, view: StoreView) -> list[str]:
+        """A new read of the store; returns the hosts whose jobs in it changed, the only ones
+        whose lines it can change (a job on a host has a slot there)."""
+        grouped: dict[str, list[Job]] = {}
+        for job in view.jobs:
+            if job.slot is not None:
+                grouped.setdefault(job.slot.host, []).append(job)
+        new = {host: tuple(jobs) for host, jobs in grouped.items()}
+        old, self._on_host, self.store = self._on_host, new, view
+        return [h for h in set(old) | set(new) if old.get(h) != new.get(h)]
 
     def update(self, status: HostStatus, simulated: frozenset[str] = frozenset()) -> bool:
         """Rebuilds one host; returns whether its lines changed."""
-        jobs = self.store.jobs if self.store else ()
-        by_key = self.store.by_key() if self.store else {}
-        placed = [j for j in jobs if j.state == PLACED and j.slot is not None
-                  and j.slot.host == status.name]
+        jobs = self._on_host.get(status.name, ())
+        by_key = {j.key(self.store.uid): j for j in jobs} if self.store else {}
+        placed = [j for j in jobs if j.state == PLACED]
         view = host_view(status, by_key, placed, simulated)
         old = self.hosts.get(status.name)
         self.hosts[status.name] = view

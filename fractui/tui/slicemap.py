@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from rich.segment import Segment
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -83,8 +82,6 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         key = (line, width, self.paint, index == self.cursor)
         strip = self._cache.get(key)
         if strip is None:
-            segments = render(line, width, self.paint, index == self.cursor)
-            strip = Strip(list(Segment.apply_style(segments, self.rich_style))).crop_extend(
-                0, width, self.rich_style)
+            strip = render(line, width, self.paint, index == self.cursor)
             self._cache[key] = strip
         return strip
