@@ -251,6 +251,20 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
         unknown.stderr)
 
 
+def wait(check: Callable[[], bool], what: Callable[[], object], timeout_s: float = 30.0,
+         alive: Optional[subprocess.Popen] = None, step_s: float = 0.1) -> None:
+    """Until ``check()`` holds, while a scheduler process runs (the test does not step)."""
+    deadline = time.time() + timeout_s
+    while not check():
+        assert time.time() < deadline, what()
+        assert alive is None or alive.poll() is None, alive.stderr.read()  # type: ignore
+        time.sleep(step_s)
+
+
+def running(f: LocalFleet) -> int:
+    return list(f.states().values()).count("running")
+
+
 def _decisions_by(store: SqliteStore) -> Dict[str, int]:
     out: Dict[str, int] = {}
     for e in store.audit_log(limit=10_000):
@@ -263,28 +277,19 @@ def test_two_schedulers_on_one_store_only_one_places_and_the_other_takes_over(lo
     f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="quarter", gpu=0.25)], lease_s=2.0)
     first = f.scheduler_process("one")
     try:
-        deadline = time.time() + 30
-        while f.store.lease_holder() is None:
-            assert time.time() < deadline and first.poll() is None, first.stderr.read()
-            time.sleep(0.05)
+        wait(lambda: f.store.lease_holder() is not None, f.states, alive=first)
         second = f.scheduler_process("two")
         try:
             for _ in range(3):
                 f.submit("quarter")
-            deadline = time.time() + 30
-            while list(f.states().values()).count("running") < 3:
-                assert time.time() < deadline, f.states()
-                time.sleep(0.1)
+            wait(lambda: running(f) == 3, f.states)
             assert _decisions_by(f.store) == {"one": 3}
             assert f.store.lease_holder()[0] == "one"
             first.send_signal(signal.SIGKILL)  # no clean release: the lease must expire
             first.wait(10)
             for _ in range(2):
                 f.submit("quarter")
-            deadline = time.time() + 30
-            while list(f.states().values()).count("running") < 5:
-                assert time.time() < deadline, f.states()
-                time.sleep(0.1)
+            wait(lambda: running(f) == 5, f.states)
             assert _decisions_by(f.store) == {"one": 3, "two": 2}
             assert f.store.lease_holder()[0] == "two"
         finally:
@@ -301,20 +306,14 @@ def test_a_scheduler_killed_mid_way_leaves_every_job_placed_once(local_fleet):
                     [QueueConfig(name="quarter", gpu=0.25)], lease_s=1.0)
     jobs = [f.submit("quarter") for _ in range(10)]
     run = f.scheduler_process("first")
-    deadline = time.time() + 30
-    while "running" not in f.states().values():
-        assert time.time() < deadline and run.poll() is None, f.states()
-        time.sleep(0.01)
+    wait(lambda: running(f) > 0, f.states, alive=run, step_s=0.01)
     run.send_signal(signal.SIGKILL)
     run.wait(10)
     at_kill = f.states()
     assert set(at_kill.values()) - {"running"}, "all done before the kill: not mid-way"
     again = f.scheduler_process("second")
     try:
-        deadline = time.time() + 60
-        while set(f.states().values()) != {"running"}:
-            assert time.time() < deadline and again.poll() is None, f.states()
-            time.sleep(0.1)
+        wait(lambda: running(f) == len(jobs), f.states, timeout_s=60, alive=again)
     finally:
         again.terminate()
         again.wait(30)
@@ -349,10 +348,7 @@ def test_cancel_requeue_jobs_logs_and_audit_through_the_cli(local_fleet):
         (str(second.id), "running"), (str(third.id), "running")]
     everything = json.loads(f.fractui("jobs", "--all", "--json").stdout)["jobs"]
     assert [j["ref"] for j in everything] == [str(first.id), str(second.id), str(third.id)]
-    deadline = time.time() + 30
-    while f.fractui("logs", str(third.id)).stdout != "hello\n":
-        assert time.time() < deadline
-        time.sleep(0.2)
+    wait(lambda: f.fractui("logs", str(third.id)).stdout == "hello\n", f.states)
 
     audit = json.loads(f.fractui("audit", str(second.id), "--json").stdout)["audit"]
     assert [e["action"] for e in audit] == ["submit", "decide", "launch", "requeue", "requeued",
