@@ -17,7 +17,7 @@ from fractui.tui.sample import QUEUES
 from fractui.tui.themes import builtin_themes, label_colour
 
 UID = "abcd1234"
-PAINT = Paint(builtin_themes()["fractui-dark"].slices, "#ffffff", "#000000", "#888888",
+PAINT = Paint(builtin_themes()["dark"].slices, "#ffffff", "#000000", "#888888",
               (("online", "#00ff00"),), ("vision", "nlp"))
 
 

@@ -4,6 +4,7 @@ keys remapped from the config, and updates that arrive from other threads."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from fractui.tui.app import check_tui_settings
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.themes import theme_names
+from tests.conftest import REPO
 from tests.tui_frozen import frozen_app, pilot_test, settled
 
 
@@ -94,12 +96,12 @@ async def test_theme_switch_by_palette_and_by_key():
     app = frozen_app()
     async with app.run_test(size=(120, 30)) as pilot:
         await settled(pilot)
-        assert app.theme == "fractui-dark"
-        await palette(pilot, "theme fractui-light")
-        assert app.theme == "fractui-light"
+        assert app.theme == "dark"
+        await palette(pilot, "theme light")
+        assert app.theme == "light"
         assert fleet(app).map.paint.slices.free == "#dde1e6"  # the map repainted
         await pilot.press("t")
-        assert app.theme == "fractui-colourblind"
+        assert app.theme == "colourblind"
 
 
 @pilot_test
@@ -128,7 +130,7 @@ def _write(tmp_path, text: str) -> str:
 
 
 def test_unknown_binding_id_in_config_points_at_its_line(tmp_path):
-    path = _write(tmp_path, '[tui]\ntheme = "fractui-light"\n\n[tui.keys]\n'
+    path = _write(tmp_path, '[tui]\ntheme = "light"\n\n[tui.keys]\n'
                   '"fleet.filter" = "f"\n"fleet.filtre" = "g"\n')
     with pytest.raises(ConfigError) as err:
         check_tui_settings(load_config(path), theme_names())
@@ -181,3 +183,7 @@ async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
     async with small.run_test(size=(80, 24)) as pilot:
         await settled(pilot)
         assert fleet(small).compact_now()
+
+
+def test_the_example_config_tui_table_is_valid():
+    check_tui_settings(load_config(os.path.join(REPO, "config.example.toml")), theme_names())

@@ -20,10 +20,10 @@ def test_help_lists_every_binding(snap_compare):
 
 
 def test_light_theme(snap_compare):
-    assert snap_compare(frozen_app(theme="fractui-light"), terminal_size=(160, 48),
+    assert snap_compare(frozen_app(theme="light"), terminal_size=(160, 48),
                         run_before=settled)
 
 
 def test_colour_blind_theme_by_queue_at_80x24(snap_compare):
-    assert snap_compare(frozen_app(theme="fractui-colourblind"), press=["c"],
+    assert snap_compare(frozen_app(theme="colourblind"), press=["c"],
                         terminal_size=(80, 24), run_before=settled)

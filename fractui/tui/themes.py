@@ -15,7 +15,7 @@ from textual.theme import BUILTIN_THEMES, Theme
 
 from fractui.config import tomllib
 
-DEFAULT = "fractui-dark"
+DEFAULT = "dark"
 _COLOURS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
             "background", "surface", "panel")
 _SLICES = ("free", "idle", "other", "simulated", "placing", "stale")
@@ -74,7 +74,7 @@ def palette_for(theme: Theme) -> SlicePalette:
     ours = builtin_themes()
     if theme.name in ours:
         return ours[theme.name].slices
-    return ours[DEFAULT if theme.dark else "fractui-light"].slices
+    return ours[DEFAULT if theme.dark else "light"].slices
 
 
 def label_colour(background: str) -> str:
