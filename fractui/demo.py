@@ -280,16 +280,6 @@ def _read_pid(path: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
-
-
 def running_pids(state_dir: str) -> list[tuple[int, bool]]:
     """(pid, is a job's process group) of what a state dir says still runs (file names as in
     docs/protocol.md): each job without a recorded exit, each shim and the daemon that hold
@@ -300,8 +290,12 @@ def running_pids(state_dir: str) -> list[tuple[int, bool]]:
         job_dir = os.path.join(jobs, name)
         if not os.path.exists(os.path.join(job_dir, "exit.json")):
             pid = _read_pid(os.path.join(job_dir, "started.json"))
-            if _alive(pid):
-                found.append((pid, True))
+            try:
+                if pid > 0:
+                    os.killpg(pid, 0)  # its process group is still there
+                    found.append((pid, True))
+            except OSError:
+                pass
         if _locked(os.path.join(job_dir, "shim.lock")):
             found.append((_read_pid(os.path.join(job_dir, "shim.claim")), False))
     if _locked(os.path.join(state_dir, "daemon.lock")):

@@ -13,7 +13,7 @@ import sys
 import termios
 import time
 
-from tests.conftest import REPO
+from tests.conftest import REPO, stop_host
 
 
 def _processes_naming(text: str) -> list[int]:
@@ -97,3 +97,33 @@ def _is_job(pid: int) -> bool:
             return b"remote_agent.simload" in f.read()
     except OSError:
         return False
+
+
+def test_fractui_without_a_verb_opens_the_configured_fleet(tmp_path):
+    state = tmp_path / "gpu-a"
+    config = tmp_path / "config.toml"
+    config.write_text('[[hosts]]\nname = "gpu-a"\ntransport = "local"\nsim = "2xL4"\n'
+                      'state_dir = "%s"\n\n[tui]\ntheme = "light"\n' % state)
+    term = Terminal([sys.executable, "-m", "fractui", "--config", str(config)])
+    try:
+        assert term.read_until(rb"gpu-a", 30), term.output[-2000:]
+        assert term.read_until(rb"online", 60), term.output[-3000:]
+        assert term.read_until(rb"L4", 10)
+        os.write(term.master, b"q")
+        term.drain(30)
+        assert term.proc.returncode == 0, term.output[-3000:]
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+        stop_host(str(state))  # the host's daemon outlives the TUI, as on a real host
+
+
+def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[tui]\nkeys = { "fleet.nope" = "f" }\n')
+    for verb in ([], ["demo"]):
+        done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config)] + verb,
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert done.returncode == 2
+        assert "%s:2: tui.keys: unknown binding id 'fleet.nope'" % config in done.stderr

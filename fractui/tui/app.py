@@ -49,7 +49,7 @@ class FractuiApp(App[None], inherit_bindings=False):
 
     def on_mount(self) -> None:
         self.set_keymap(dict(self.config.tui.keys))
-        self.push_screen(FleetScreen(self.source, self.config, self.clock))
+        self.push_screen(FleetScreen(self))
 
     def action_help(self) -> None:
         screen = self.screen

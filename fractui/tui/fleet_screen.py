@@ -8,8 +8,7 @@ never waits on the network or the disk.
 from __future__ import annotations
 
 import sqlite3
-import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from textual import work
 from textual.app import ComposeResult
@@ -39,6 +38,14 @@ HINT_ORDER = ("app.quit", "app.help", "app.command", "fleet.filter", "fleet.back
               "fleet.compact", "fleet.colour", "fleet.panel", "app.theme")
 
 
+class FleetApp(Protocol):
+    """What the screen needs of its app: where data comes from, the config, the clock."""
+
+    source: Source
+    config: Config
+    clock: Callable[[], float]
+
+
 class HostsChanged(Message):
     """Some hosts have news; the screen takes them from the source."""
 
@@ -66,13 +73,12 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 show=False),
     ]
 
-    def __init__(self, source: Source, config: Config,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, app: "FleetApp") -> None:
         super().__init__()
-        self.source = source
-        self.config = config
-        self.clock = clock
-        self.model = FleetModel(source.hosts())
+        self.source: Source = app.source
+        self.config: Config = app.config
+        self.clock: Callable[[], float] = app.clock
+        self.model = FleetModel(self.source.hosts())
         self.statuses: dict[str, HostStatus] = {}
         self.filter_text = ""
         self.compact: Optional[bool] = None
