@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("gpu", metavar="GPU", help="GPU index")
     p.add_argument("--profile", metavar="P", help="MIG profile (default: the queue's rule)")
     p.add_argument("--start", type=int, metavar="S", help="with --profile: the slot")
+    p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
+                   "plan was previewed on; the launch is refused if it changed")
 
     p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")

@@ -201,13 +201,16 @@ def place(config: Config, args: argparse.Namespace) -> int:
     (what the decision leaves open, it completes from the live GPU)."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
+    if args.layout_version is not None and args.start is None:
+        raise UsageError("--layout-version goes with --profile and --start (a previewed plan)")
     config.host(args.host)
     if not args.gpu.isdigit():
         raise UsageError("GPU is an index here, not %r" % args.gpu)
     store = _store(config)
     try:
         job = queued(store, args.job)
-        slot = Slot(args.host, (int(args.gpu),), args.profile, args.start)
+        slot = Slot(args.host, (int(args.gpu),), args.profile, args.start,
+                    layout_version=args.layout_version)
         try:
             job = store.change(job.id, (PENDING,), actor(), "placed by hand on %s"
                                % slot.describe(), "place", state=PLACED, slot=slot, manual=True,

@@ -245,10 +245,11 @@ class Agent:
                 "rollback_errors": [str(e) for e in err.rollback_errors]}) from err
 
     def create_for_job(self, index: int, profile: str, start: int, destroy_idle: bool,
-                       taken: Callable[[str], bool]) -> str:
+                       taken: Callable[[str], bool], pinned: Optional[str] = None) -> str:
         """A MIG instance of ``profile`` at ``start`` for a job being launched: an idle one that
         is already there and held by no job (so a retried launch never makes a second), or a
-        new one. Returns its MIG uuid."""
+        new one — refused if ``pinned`` (the layout version a preview was made against) is no
+        longer the GPU's. Returns its MIG uuid."""
         self._require_mig_privilege()
         with self.mig_lock:
             layout = self.call_nvml(lambda: self.layout(index))
@@ -256,7 +257,17 @@ class Agent:
                 if (inst.profile, inst.start) == (profile, start) and inst.uuid \
                         and not inst.busy and not taken(inst.uuid):
                     return inst.uuid
+            self._check_pinned(index, layout, pinned)
             return self._apply(index, self._plan(layout, profile, start, destroy_idle)).uuid
+
+    @staticmethod
+    def _check_pinned(index: int, layout: Layout, pinned: Optional[str]) -> None:
+        if pinned is not None and pinned != layout.version:
+            raise RpcError(rpc.STALE_LAYOUT, (
+                "the layout of GPU %d changed since the plan was made (version %s, now %s); "
+                "plan again" % (index, pinned, layout.version)),
+                {"layout_version": layout.version,
+                 "instances": [_instance_record(i) for i in layout.instances]})
 
     def mig_plan(self, p: Params) -> Dict[str, Any]:
         info, layout = self._mig_gpu(p)
@@ -270,12 +281,7 @@ class Agent:
         pinned = p.text("layout_version", None)
         with self.mig_lock:
             info, layout = self._mig_gpu(p)
-            if pinned is not None and pinned != layout.version:
-                raise RpcError(rpc.STALE_LAYOUT, (
-                    "the layout of GPU %d changed since the plan was made (version %s, now %s); "
-                    "plan again" % (info.index, pinned, layout.version)),
-                    {"layout_version": layout.version,
-                     "instances": [_instance_record(i) for i in layout.instances]})
+            self._check_pinned(info.index, layout, pinned)
             made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False))
             created = self._apply(info.index, made)
             after = self.call_nvml(lambda: self.layout(info.index))

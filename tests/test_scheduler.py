@@ -3,129 +3,18 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict
 
-import pytest
-
-from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, TeamConfig)
-from fractui.fleet.fleet import Fleet
-from fractui.scheduler import Scheduler
+from fractui.config import QueueConfig, TeamConfig
 from fractui.store import Slot, SqliteStore
-from fractui.store.model import Job
-from fractui.store_commands import request_record
-from tests.conftest import REPO, stop_host
+from tests import localfleet
+from tests.localfleet import POLITE, running, sleeper, wait
 
-# A job that says when it is asked to stop, and takes a moment to do so (its grace).
-POLITE = [sys.executable, "-c",
-          "import signal, sys, time\n"
-          "def bye(*_):\n    print('got SIGTERM', flush=True)\n    time.sleep(0.3)\n"
-          "    sys.exit(0)\n"
-          "signal.signal(signal.SIGTERM, bye)\nprint('up', flush=True)\ntime.sleep(600)"]
-
-
-def sleeper(seconds: float) -> List[str]:
-    return [sys.executable, "-c", "import time; time.sleep(%r)" % seconds]
-
-
-class LocalFleet:
-    """Simulated hosts, a store and a scheduler whose passes the test runs one by one."""
-
-    def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(), **settings):
-        self.tmp = tmp_path
-        self.config = Config(
-            path=None,
-            hosts=tuple(HostConfig(name=n, transport="local", sim=spec,
-                                   state_dir=str(tmp_path / "state" / n))
-                        for n, spec in hosts.items()),
-            queues=tuple(queues), teams=tuple(teams),
-            scheduler=SchedulerSettings(store=str(tmp_path / "store.db"),
-                                        **dict(dict(interval_s=0.2, preempt_grace_s=5.0),
-                                               **settings)))
-        self.store = SqliteStore(self.config.scheduler.store)
-        self.fleet = Fleet(self.config, reconnect_max_s=0.5).start()
-        self.fleet.wait_settled(60)
-        assert {s.state for s in self.fleet.statuses()} == {"online"}, [
-            (s.name, s.error) for s in self.fleet.statuses()]
-        self.scheduler = Scheduler(self.config, self.store, self.fleet, name="test")
-
-    def submit(self, queue: str, team: Optional[str] = None,
-               argv: Optional[List[str]] = None) -> Job:
-        return self.store.submit(queue, team, queue, argv or sleeper(600),
-                                 request_record(self.config.queue(queue)), "test")
-
-    def until(self, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-        """Run passes until ``check()`` holds."""
-        deadline = time.time() + timeout_s
-        while not check():
-            assert time.time() < deadline, "never happened; jobs: %s" % self.states()
-            self.scheduler.step()
-            time.sleep(0.1)
-
-    def states(self) -> Dict[int, str]:
-        return {j.id: j.state for j in self.store.jobs()}
-
-    def agent_jobs(self) -> List[dict]:
-        """Every job record of every host's agent, with its host."""
-        out = []
-        for name, answer in self.fleet.fan_out("job.list").items():
-            out += [dict(j, host=name) for j in answer["jobs"]]
-        return out
-
-    def write_config(self) -> str:
-        """The same fleet as a config file, for ``fractui`` run as a command."""
-        lines = ["[scheduler]"] + ["%s = %s" % (k, json.dumps(v)) for k, v in
-                                   dataclasses.asdict(self.config.scheduler).items()]
-        for h in self.config.hosts:
-            lines += ["[[hosts]]", "name = %s" % json.dumps(h.name), 'transport = "local"',
-                      "sim = %s" % json.dumps(h.sim),
-                      "state_dir = %s" % json.dumps(h.state_dir)]
-        for table, items in (("queues", self.config.queues), ("teams", self.config.teams)):
-            for item in items:
-                lines.append("[[%s]]" % table)
-                lines += ["%s = %s" % (k, json.dumps(v)) for k, v in
-                          dataclasses.asdict(item).items() if v not in (None, (), 0, 0.0)
-                          and not (k == "isolation" and v == "any")]
-        path = self.tmp / "config.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return str(path)
-
-    def fractui(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fractui", "--config", self.write_config(),
-                               *args], capture_output=True, text=True, cwd=REPO, timeout=120,
-                              stdin=subprocess.DEVNULL)
-
-    def scheduler_process(self, name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "fractui", "--config",
-                                 self.write_config(), "scheduler", "--name", name], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def close(self) -> None:
-        self.fleet.stop()
-        self.store.close()
-        for h in self.config.hosts:
-            stop_host(h.state_dir)
-
-
-@pytest.fixture
-def local_fleet(tmp_path):
-    made: List[LocalFleet] = []
-
-    def make(*args, **kwargs) -> LocalFleet:
-        made.append(LocalFleet(tmp_path, *args, **kwargs))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
-
-
+local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
 
 
@@ -249,20 +138,6 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
     unknown = f.fractui("submit", "--queue", "nope", "--", "x")
     assert unknown.returncode == 2 and "unknown queue 'nope' (known: big-mig, four, half)" in (
         unknown.stderr)
-
-
-def wait(check: Callable[[], bool], what: Callable[[], object], timeout_s: float = 30.0,
-         alive: Optional[subprocess.Popen] = None, step_s: float = 0.1) -> None:
-    """Until ``check()`` holds, while a scheduler process runs (the test does not step)."""
-    deadline = time.time() + timeout_s
-    while not check():
-        assert time.time() < deadline, what()
-        assert alive is None or alive.poll() is None, alive.stderr.read()  # type: ignore
-        time.sleep(step_s)
-
-
-def running(f: LocalFleet) -> int:
-    return list(f.states().values()).count("running")
 
 
 def _decisions_by(store: SqliteStore) -> Dict[str, int]:

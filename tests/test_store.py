@@ -97,3 +97,25 @@ def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(tmp_path):
     assert [j.id for j in store.jobs(["pending"])] == [1, 3, 4, 5]
     assert [j.id for j in store.jobs(queue="q0")] == [1, 3, 5]
     assert [j.id for j in store.jobs(limit=2)] == [4, 5]
+
+
+def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp_path):
+    path = str(tmp_path / "store.db")
+    first_sql = _migrations()[0][1]
+    db = sqlite3.connect(path)
+    for statement in first_sql.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00001')")
+    db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
+               "host, gpus, profile, start) VALUES ('q', 'n', '[\"x\"]', '{}', 'placed', 1, 1, "
+               "'h', '[0]', '3g.40gb', 4)")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    job = store.get(1)
+    assert (store.uid, job.slot) == ("old00001", Slot("h", (0,), "3g.40gb", 4))
+    pinned = store.change(1, ("placed",), slot=Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
+    assert pinned.slot.layout_version == "v9"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

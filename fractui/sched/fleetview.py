@@ -127,20 +127,29 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
     name = model_name(rec.get("name") or "")
     mine = [j for j in agent_jobs if index in (j.get("gpus") or [])]
     if rec.get("mig_mode"):
-        geo = geometry(rec.get("name") or "")
-        if geo is None or not mig_ok or rec.get("mig_pending") is False:
+        full = gpu_layout(rec, mine)
+        if full is None or not mig_ok or rec.get("mig_pending") is False:
             return Gpu(name, memory, free_milli=0)  # MIG we cannot change: nothing to give
-        held = {j.get("instance") for j in mine}
-        kept = tuple(Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"],
-                              size=i["size"], compute_slices=_compute(geo, i["profile"]),
-                              uuid=i.get("uuid"), busy=True)
-                     for i in rec.get("instances") or []
-                     if i.get("busy") or i.get("uuid") in held)
-        layout = Layout(geo, kept)
+        layout = Layout(full.geometry, tuple(i for i in full.instances if i.busy))
         return Gpu(name, memory, free_milli=_free_compute(layout), layout=layout)
     booked = sum(int(j.get("memory_mib") or 0) for j in mine)
     free = max(0, memory - booked)
     return Gpu(name, memory, free_milli=free * MILLI // memory if memory else 0)
+
+
+def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
+               ) -> Optional[Layout]:
+    """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy; None
+    for a GPU without MIG or of a model fractui does not know."""
+    geo = geometry(rec.get("name") or "") if rec.get("mig_mode") else None
+    if geo is None:
+        return None
+    held = {j.get("instance") for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])}
+    return Layout(geo, tuple(
+        Instance(gi_id=int(i["gi_id"]), profile=i["profile"], start=i["start"], size=i["size"],
+                 compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
+                 busy=bool(i.get("busy")) or i.get("uuid") in held)
+        for i in rec.get("instances") or []))
 
 
 def _compute(geo: Geometry, profile: str) -> int:

@@ -11,6 +11,8 @@ import logging
 import math
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
+from remote_agent.rpc.jsonrpc import STALE_LAYOUT
+
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
 from fractui.sched import mig
@@ -62,7 +64,8 @@ def resolve(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
                                                                          view.name))
         p = geo.profile(profile)
         share = (p.compute_slices / geo.compute_slices) if p else 0.0
-        return Slot(slot.host, slot.gpus, profile, start, None, round(share, 6))
+        return Slot(slot.host, slot.gpus, profile, start, None, round(share, 6),
+                    slot.layout_version)
     if slot.profile:
         raise LaunchRefused("GPU %d of %s has MIG off: it takes memory shares, not %s" % (
             slot.gpus[0], view.name, slot.profile))
@@ -80,8 +83,10 @@ def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
     if job.cwd:
         params["cwd"] = job.cwd
     if slot.profile:
-        params.update(gpu=slot.gpus[0], mig={"profile": slot.profile, "start": slot.start,
-                                             "destroy_idle": True})
+        mig_params = {"profile": slot.profile, "start": slot.start, "destroy_idle": True}
+        if slot.layout_version:
+            mig_params["layout_version"] = slot.layout_version
+        params.update(gpu=slot.gpus[0], mig=mig_params)
     else:
         params.update(gpus=list(slot.gpus), memory_mib=slot.memory_mib)
     return params
@@ -97,8 +102,9 @@ class Executor:
         self.grace_s = grace_s
         self._stops_sent: Set[Tuple[str, str]] = set()
 
-    def launch(self, job: Job, view: HostView, jobs: list) -> Optional[str]:
-        """Runs one decision. Returns None, or why the job went back to its queue."""
+    def launch(self, job: Job, view: HostView, jobs: list) -> bool:
+        """Runs one decision. Returns whether the host refused the job (it went back to its
+        queue with the reason, and should avoid that host for a while)."""
         uid = self.store.uid
         try:
             slot = resolve(job, view, uid, jobs) if job.manual else job.slot
@@ -107,18 +113,23 @@ class Executor:
             record = self.call(view.name, "job.launch", launch_params(job, uid))
         except HostUnavailable as err:
             log.info("job %d waits for %s: %s", job.id, view.name, err)
-            return None  # kept placed: the lost-host timeout requeues it if the host stays away
+            return False  # kept placed: the lost-host timeout requeues it if the host stays away
         except (AgentCallError, LaunchRefused) as err:
-            why = "launch refused on %s: %s" % (view.name, err)
+            stale = isinstance(err, AgentCallError) and err.code == STALE_LAYOUT
+            if stale:  # the host is fine, the preview was not: nothing to avoid
+                why = "not launched: the GPU changed since the placement was previewed " \
+                      "(%s); preview it again" % err
+            else:
+                why = "launch refused on %s: %s" % (view.name, err)
             self.store.requeue(job.id, (PLACED,), self.actor, why)
-            return why
+            return not stale
         try:
             self.store.change(job.id, (PLACED,), self.actor, "started on %s" % slot.describe(),
                               "launch", state=RUNNING, agent_job=record.get("id"),
                               started_at=record.get("started_at"), reason=None)
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
-        return None
+        return False
 
     def stop(self, host: str, agent_job: str, key: str, reason: str,
              grace_s: Optional[float] = None) -> None:

@@ -115,8 +115,7 @@ class Scheduler:
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
-            why = self.executor.launch(job, view, jobs)
-            if why is not None:
+            if self.executor.launch(job, view, jobs):
                 self._refused.setdefault(job.id, {})[view.name] = self.clock() + REFUSED_FOR_S
         return True
 

@@ -26,6 +26,7 @@ class Slot:
     start: int | None = None
     memory_mib: int | None = None
     charge: float = 0.0
+    layout_version: str | None = None  # MIG: the layout a previewed plan was made against
 
     def describe(self) -> str:
         gpus = ",".join(str(g) for g in self.gpus)
@@ -81,6 +82,7 @@ class Job:
                 "profile": slot.profile if slot else None,
                 "start": slot.start if slot else None,
                 "memory_mib": slot.memory_mib if slot else None,
+                "layout_version": slot.layout_version if slot else None,
                 "charge": slot.charge if slot else 0.0, "preemptible": self.preemptible,
                 "manual": self.manual, "agent_job": self.agent_job,
                 "exit_code": self.exit_code}

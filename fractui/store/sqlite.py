@@ -23,7 +23,7 @@ from fractui.store.base import JobNotFound, StateConflict, Store
 from fractui.store.model import PENDING, AuditEntry, Job, Slot, StaleCopy
 
 LEASE = "scheduler"
-_SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge")
+_SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
 
 
 def default_store_path() -> str:
@@ -241,7 +241,8 @@ class SqliteStore(Store):
                 slot: Optional[Slot] = value
                 columns.update(dict(zip(_SLOT_COLUMNS, (
                     slot.host, json.dumps(list(slot.gpus)), slot.profile, slot.start,
-                    slot.memory_mib, slot.charge) if slot else (None,) * 5 + (0.0,))))
+                    slot.memory_mib, slot.charge, slot.layout_version) if slot else
+                    (None,) * 5 + (0.0, None))))
             elif name in ("preemptible", "manual"):
                 columns[name] = int(bool(value))
             else:
@@ -271,7 +272,7 @@ def _job(row: sqlite3.Row) -> Job:
     slot = None
     if row["host"] is not None:
         slot = Slot(row["host"], tuple(json.loads(row["gpus"] or "[]")), row["profile"],
-                    row["start"], row["memory_mib"], row["charge"])
+                    row["start"], row["memory_mib"], row["charge"], row["layout_version"])
     return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
                argv=tuple(json.loads(row["argv"])), request=json.loads(row["request"]),
                state=row["state"], submitted_at=row["submitted_at"],

@@ -106,11 +106,13 @@ def parse_launch(p: Params) -> LaunchRequest:
                        "MIG uuid), 'mig' ({profile, start}) or 'memory_mib' (a share of a GPU "
                        "without MIG); got %s" % (", ".join(chosen) or "none"))
     if mig is not None:
-        unknown = sorted(set(mig) - {"profile", "start", "destroy_idle"})
+        unknown = sorted(set(mig) - {"profile", "start", "destroy_idle", "layout_version"})
         if unknown or not isinstance(mig.get("profile"), str) or not isinstance(
-                mig.get("start"), int) or isinstance(mig.get("start"), bool):
+                mig.get("start"), int) or isinstance(mig.get("start"), bool) or not isinstance(
+                    mig.get("layout_version", ""), str):
             raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'mig' must be {\"profile\": "
-                           "string, \"start\": integer[, \"destroy_idle\": bool]}")
+                           "string, \"start\": integer[, \"destroy_idle\": bool, "
+                           "\"layout_version\": string]}")
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
     name = p.text("name", None) or os.path.basename(argv[0])
@@ -236,7 +238,8 @@ class Supervisor:
         if job.mig is not None and job.instance is None:
             created = self.gpus.create_for_job(job.gpus[0], job.mig["profile"], job.mig["start"],
                                                bool(job.mig.get("destroy_idle", False)),
-                                               taken=lambda uuid: bool(self.holders(uuid)))
+                                               taken=lambda uuid: bool(self.holders(uuid)),
+                                               pinned=job.mig.get("layout_version"))
             self.store.update(job, instance=created)
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._read_started(job))  # a shim owns it already

@@ -1,0 +1,154 @@
+"""Every place a pending job could go now, each with its plan in words and its score: what the
+TUI's placement mode moves a ghost across, and what ``fractui place`` records. Pure.
+
+A MIG candidate is planned against the GPU's real layout (idle instances included, so the plan
+says which idle ones it destroys) and carries that layout's version: the launch is refused if
+the GPU changed in between, so what was previewed is what happens. The score is the fleet
+fragmentation the placement spares (FGD's ΔF, against the mix of requests waiting now): higher
+is better; the scheduler's own choice is marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from remote_agent.mig import planner
+from remote_agent.mig.layout import Layout
+
+from fractui.sched import mig
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, HostView, build_hosts, charge,
+                                     gpu_layout, request_of, share_mib)
+from fractui.sched.model import Host, Request
+from fractui.sched.place import Placer, TypicalClass, host_frag, typical_classes
+from fractui.sched.queueing import POLICY
+from fractui.store.model import PENDING, Job, Slot
+
+
+@dataclass(frozen=True)
+class Candidate:
+    host: str
+    gpus: Tuple[int, ...]
+    profile: Optional[str]
+    start: Optional[int]
+    memory_mib: Optional[int]
+    charge: float
+    score: float
+    plan: str
+    layout_version: Optional[str] = None
+    chosen: bool = False
+
+    def slot(self) -> Slot:
+        """The decision to record if the admin confirms this candidate."""
+        return Slot(self.host, self.gpus, self.profile, self.start, self.memory_mib,
+                    self.charge, self.layout_version)
+
+
+def candidates(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
+               job: Job) -> List[Candidate]:
+    """Where ``job`` could run now, best first (the scheduler's choice marked ``chosen``)."""
+    req = request_of(job)
+    hosts = build_hosts(views, jobs, store_uid)
+    waiting = [request_of(j) for j in jobs if j.state == PENDING and j.id != job.id]
+    classes = typical_classes(waiting + [req])
+    choice = Placer(hosts, POLICY, classes).place(req)
+    by_name = {v.name: v for v in views}
+    found: List[Candidate] = []
+    for host in hosts:
+        if host.cpu_free < req.cpu_milli or host.memory_free < req.memory_mib or (
+                req.hosts and host.name not in req.hosts):
+            continue
+        found += _on_host(host, by_name[host.name], req, classes)
+    if choice is not None:
+        chosen = (choice.host, tuple(choice.gpus),
+                  next((p.start for p in choice.plans if p), None))
+        found = [c if (c.host, c.gpus, c.start) != chosen else _mark(c) for c in found]
+    return sorted(found, key=lambda c: (not c.chosen, -c.score, c.host, c.gpus, c.start or 0))
+
+
+def _mark(c: Candidate) -> Candidate:
+    return Candidate(c.host, c.gpus, c.profile, c.start, c.memory_mib, c.charge, c.score,
+                     c.plan, c.layout_version, chosen=True)
+
+
+def _kinds_keys(host: Host) -> Tuple[tuple, tuple]:
+    kinds = tuple((g.model, g.memory_mib, g.layout.geometry if g.layout else None)
+                  for g in host.gpus)
+    keys = tuple(g.free_milli if g.layout is None else mig.signature(g.layout)
+                 for g in host.gpus)
+    return kinds, keys
+
+
+def _on_host(host: Host, view: HostView, req: Request,
+             classes: Sequence[TypicalClass]) -> List[Candidate]:
+    kinds, keys = _kinds_keys(host)
+    before = host_frag(kinds, host.cpu_free, keys, classes)
+    cpu_after = host.cpu_free - req.cpu_milli
+    records = view.gpu_records()
+    active = [j for j in view.jobs.values() if j.get("state") in ACTIVE_AGENT_STATES]
+
+    def score(after: tuple) -> float:
+        return round((before - host_frag(kinds, cpu_after, after, classes)) / 1000, 3)
+
+    out: List[Candidate] = []
+    shares: List[Tuple[int, int]] = []  # (gpu, milli) of GPUs without MIG that fit
+    for g, gpu in enumerate(host.gpus):
+        if gpu.layout is not None:
+            out += _mig_candidates(host, g, records[g], active, req, keys, score)
+            continue
+        milli = req.share_milli(gpu.model, gpu.memory_mib)
+        if milli and gpu.free_milli >= milli:
+            shares.append((g, milli))
+    if req.gpus:
+        if len(shares) >= req.gpus:
+            picked = shares[:req.gpus]
+            after = list(keys)
+            for g, m in picked:
+                after[g] = keys[g] - m
+            gpus = tuple(g for g, _ in picked)
+            mib = share_mib(req, host.gpus[gpus[0]].memory_mib, picked[0][1])
+            out.append(Candidate(host.name, gpus, None, None, mib,
+                                 charge(req, host, gpus, (None,) * len(gpus),
+                                        tuple(m for _, m in picked)),
+                                 score(tuple(after)),
+                                 "whole gpu%s of %s" % (",".join(map(str, gpus)), host.name)))
+        return out
+    for g, m in shares:
+        gpu = host.gpus[g]
+        mib = share_mib(req, gpu.memory_mib, m)
+        free = gpu.free_milli * gpu.memory_mib // 1000
+        out.append(Candidate(host.name, (g,), None, None, mib,
+                             charge(req, host, (g,), (None,), (m,)),
+                             score(keys[:g] + (keys[g] - m,) + keys[g + 1:]),
+                             "a %d MiB share of gpu%d of %s (%d of %d MiB free)" % (
+                                 mib, g, host.name, free, gpu.memory_mib)))
+    return out
+
+
+def _mig_candidates(host: Host, g: int, rec: Dict[str, Any], active: List[Dict[str, Any]],
+                    req: Request, keys: tuple, score: Callable[[tuple], float]
+                    ) -> List[Candidate]:
+    gpu = host.gpus[g]
+    layout: Layout = gpu.layout  # type: ignore[assignment]
+    geo = layout.geometry
+    if req.models and gpu.model not in req.models:
+        return []
+    profile = mig.profile_for(req, geo)
+    full = gpu_layout(rec, active)
+    if profile is None or full is None:
+        return []
+    out = []
+    for start in profile.starts:
+        try:
+            plan = planner.plan(full, profile.name, start=start, destroy_idle=True)
+            after = mig.after(geo, keys[g], profile.name, start)
+        except planner.PlanError:
+            continue
+        steps = plan.describe().replace("create %s at slot %d" % (profile.name, start),
+                                        "create %s at slot %d on gpu%d of %s" % (
+                                            profile.name, start, g, host.name))
+        out.append(Candidate(host.name, (g,), profile.name, start, None,
+                             charge(req, host, (g,), (profile.name,), (0,)),
+                             score(keys[:g] + (after,) + keys[g + 1:]), steps,
+                             rec.get("layout_version")))
+    return out

@@ -1,0 +1,83 @@
+"""Placement preview: every slot a pending job could take, its plan in words, and a launch that
+happens exactly as previewed — or not at all when the GPU changed in between."""
+
+from __future__ import annotations
+
+import time
+
+from fractui.config import QueueConfig
+from fractui.sched.fleetview import HostView
+from fractui.sched.preview import candidates
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+
+
+def views(f) -> list:
+    return [HostView(s.name, s.state, s.hello, s.snapshot, dict(s.jobs))
+            for s in f.fleet.statuses()]
+
+
+def wait_snapshot(f, host: str, check) -> None:
+    """Until the host's pushed snapshot shows it (no scheduler pass runs meanwhile)."""
+    deadline = time.time() + 30
+    while not check(f.fleet.session(host).status.snapshot):
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def test_candidates_list_every_slot_with_its_plan_and_mark_the_schedulers_choice(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig", "gpu-b": "1xL4"},
+                    [QueueConfig(name="3g", mig="3g.40gb"), QueueConfig(name="half", gpu=0.5)])
+    a = f.fleet.session("gpu-a")
+    idle = a.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": 0})["instance"]
+    wait_snapshot(f, "gpu-a", lambda s: s["gpus"][0]["instances"])
+    version = a.status.snapshot["gpus"][0]["layout_version"]
+    job = f.submit("3g")
+    found = candidates(views(f), f.store.jobs(), f.store.uid, job)
+    assert [(c.host, c.gpus, c.profile, c.start) for c in found] == [
+        ("gpu-a", (0,), "3g.40gb", 4), ("gpu-a", (0,), "3g.40gb", 0)]
+    assert [c.chosen for c in found] == [True, False]
+    assert found[0].plan == "create 3g.40gb at slot 4 on gpu0 of gpu-a; no running job touched"
+    assert found[1].plan == ("destroy idle 1g.10gb at slot 0 (%s); create 3g.40gb at slot 0 on "
+                             "gpu0 of gpu-a; no running job touched" % idle["uuid"])
+    assert {c.layout_version for c in found} == {version}
+    assert found[0].charge == round(3 / 7, 6)
+
+    half = f.submit("half")
+    shares = [c for c in candidates(views(f), f.store.jobs(), f.store.uid, half)
+              if c.host == "gpu-b"]
+    assert [(c.gpus, c.memory_mib, c.plan) for c in shares] == [
+        ((0,), 11517, "a 11517 MiB share of gpu0 of gpu-b (23034 of 23034 MiB free)")]
+
+
+def test_a_confirmed_preview_runs_exactly_as_shown(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    job = f.submit("3g")
+    pick = next(c for c in candidates(views(f), f.store.jobs(), f.store.uid, job)
+                if c.start == 0)
+    f.store.change(job.id, ("pending",), "admin", "placed by hand", "place", state="placed",
+                   slot=pick.slot(), manual=True)
+    f.until(lambda: f.store.get(job.id).state == "running")
+    record = next(r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid))
+    assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 0)
+
+
+def test_a_stale_preview_is_never_launched_and_the_job_says_why(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    job = f.submit("3g")
+    pick = next(c for c in candidates(views(f), f.store.jobs(), f.store.uid, job)
+                if c.start == 4)
+    f.store.change(job.id, ("pending",), "admin", "placed by hand", "place", state="placed",
+                   slot=pick.slot(), manual=True)
+    a = f.fleet.session("gpu-a")
+    a.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": 0})  # someone else, meanwhile
+    wait_snapshot(f, "gpu-a", lambda s: s["gpus"][0]["instances"])
+    f.scheduler.step()
+    back = f.store.get(job.id)
+    assert (back.state, back.attempt) == ("pending", 1)
+    assert back.reason.startswith("not launched: the GPU changed since the placement was "
+                                  "previewed (the layout of GPU 0 changed since the plan was made")
+    layout = a.call("snapshot")["gpus"][0]["instances"]
+    assert [(i["profile"], i["start"]) for i in layout] == [("1g.10gb", 0)]  # nothing created
+    assert [r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid)] == []
