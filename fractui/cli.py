@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),
-                       ("requeue", "stop a running queued job and put it back in its queue")):
+                       ("requeue", "stop a running queued job and put it back in its queue"),
+                       ("preempt", "as requeue, recorded as a preemption")):
         p = verbs.add_parser(verb, help=what)
         p.add_argument("job", metavar="JOB")
 

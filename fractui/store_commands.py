@@ -1,6 +1,7 @@
-"""The verbs that queue work and follow it through the store: submit, jobs, cancel, requeue,
-place, audit, and the headless ``scheduler``. Store jobs are named by number; jobs launched
-directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs)."""
+"""The verbs that queue work and follow it through the store: submit, cancel, requeue,
+preempt, place, audit, and the headless ``scheduler``. Store jobs are named by number; jobs
+launched directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs, and
+``jobs``, which shows both)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from fractui.config import Config, QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import HostView, build_hosts, model_name, request_of
 from fractui.sched.place import Placer
-from fractui.store import JobNotFound, SqliteStore, StateConflict, open_store
-from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
+from fractui.store import JobNotFound, SqliteStore, open_store
+from fractui.store.intents import Refused, ask_stop, place_by_hand
+from fractui.store.model import PENDING, STOPPING, Job, Slot
 
 
 def actor() -> str:
@@ -174,21 +176,16 @@ def requeue(config: Config, args: argparse.Namespace) -> int:
     return _stop_or_not(config, args.job, "requeue", "requeued by %s" % actor())
 
 
+def preempt(config: Config, args: argparse.Namespace) -> int:
+    return _stop_or_not(config, args.job, "preempt", "preempted by %s" % actor())
+
+
 def _stop_or_not(config: Config, ref: str, intent: str, why: str) -> int:
     store = _store(config)
     try:
-        job = queued(store, ref)
-        try:
-            if job.state == PENDING and intent == "cancel":
-                job = store.change(job.id, (PENDING,), actor(), why, "cancel", state=CANCELLED,
-                                   reason=why, ended_at=time.time())
-            elif job.state in (PLACED, RUNNING):
-                job = store.change(job.id, (PLACED, RUNNING), actor(), why, intent,
-                                   state=STOPPING, stop_intent=intent, reason=why)
-            else:
-                raise UsageError("job %d is %s: nothing to %s" % (job.id, job.state, intent))
-        except StateConflict as err:
-            raise UsageError("job %d changed meanwhile: %s" % (job.id, err)) from None
+        job = ask_stop(store, queued(store, ref), intent, actor(), why)
+    except Refused as err:
+        raise UsageError(str(err)) from None
     finally:
         store.close()
     print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
@@ -211,12 +208,9 @@ def place(config: Config, args: argparse.Namespace) -> int:
         job = queued(store, args.job)
         slot = Slot(args.host, (int(args.gpu),), args.profile, args.start,
                     layout_version=args.layout_version)
-        try:
-            job = store.change(job.id, (PENDING,), actor(), "placed by hand on %s"
-                               % slot.describe(), "place", state=PLACED, slot=slot, manual=True,
-                               preemptible=False, reason=None)
-        except StateConflict as err:
-            raise UsageError("only a pending job can be placed: %s" % err) from None
+        job = place_by_hand(store, job, slot, actor())
+    except Refused as err:
+        raise UsageError(str(err)) from None
     finally:
         store.close()
     print("%d placed on %s; the scheduler launches it" % (job.id, slot.describe()))

@@ -231,3 +231,7 @@ def test_cancel_requeue_jobs_logs_and_audit_through_the_cli(local_fleet):
     assert audit[3]["why"].startswith("requeued by ")
     text = f.fractui("audit").stdout
     assert "cancel" in text and "lease" in text
+    assert f.fractui("preempt", str(third.id)).returncode == 0
+    f.until(lambda: f.store.get(third.id).attempt == 1 and f.states()[third.id] == "running")
+    assert [e.action for e in f.store.audit_log(third.id)][-4:] == [
+        "preempt", "requeued", "decide", "launch"]

@@ -1,0 +1,44 @@
+"""What an admin asks of a queued job — place it here, cancel, requeue, preempt — recorded in
+the store for the lease holder to carry out. Shared by the CLI and the TUI, so both mean the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fractui.store.base import StateConflict, Store
+from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
+
+STOP_INTENTS = ("cancel", "requeue", "preempt")
+
+
+class Refused(Exception):
+    """The job is not in a state where that can be asked; the message says why."""
+
+
+def ask_stop(store: Store, job: Job, intent: str, actor: str, why: str) -> Job:
+    """Cancel, requeue or preempt. A pending job is cancelled at once; a placed or running one
+    becomes ``stopping`` and the scheduler stops it (requeue and preempt put it back in its
+    queue as a new attempt; the audit tells them apart)."""
+    if intent not in STOP_INTENTS:
+        raise ValueError("unknown intent %r" % intent)
+    try:
+        if job.state == PENDING and intent == "cancel":
+            return store.change(job.id, (PENDING,), actor, why, "cancel", state=CANCELLED,
+                                reason=why, ended_at=time.time())
+        if job.state in (PLACED, RUNNING):
+            return store.change(job.id, (PLACED, RUNNING), actor, why, intent, state=STOPPING,
+                                stop_intent=intent, reason=why)
+    except StateConflict as err:
+        raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+    raise Refused("job %d is %s: nothing to %s" % (job.id, job.state, intent))
+
+
+def place_by_hand(store: Store, job: Job, slot: Slot, actor: str) -> Job:
+    """Records a manual placement; the lease holder launches it exactly there."""
+    try:
+        return store.change(job.id, (PENDING,), actor, "placed by hand on %s" % slot.describe(),
+                            "place", state=PLACED, slot=slot, manual=True, preemptible=False,
+                            reason=None)
+    except StateConflict as err:
+        raise Refused("only a pending job can be placed: %s" % err) from None
