@@ -165,8 +165,10 @@ class Executor:
                 self.finish_stop(job, rec)
             else:
                 self._ended(job, rec)
-        elif job.state == PLACED:
-            self.store.change(job.id, (PLACED,), state=RUNNING, agent_job=rec.get("id"),
+        elif job.state == PLACED:  # launched by a scheduler that died before recording it
+            self.store.change(job.id, (PLACED,), self.actor, "found running on %s" %
+                              job.slot.describe(), "launch",  # type: ignore[union-attr]
+                              state=RUNNING, agent_job=rec.get("id"),
                               started_at=rec.get("started_at"))
         elif job.state == STOPPING:
             self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")

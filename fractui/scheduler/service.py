@@ -50,6 +50,7 @@ class Scheduler:
         self.holder = name or default_holder()
         self.clock = clock
         self.leader = False
+        self._renewed = 0.0
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s)
         self._refused: Dict[int, Dict[str, float]] = {}  # job -> host -> until
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
@@ -91,8 +92,7 @@ class Scheduler:
 
     def step(self) -> bool:
         """One pass; returns whether this scheduler holds the lease (and so acted)."""
-        self.leader = self.store.acquire_lease(self.holder, self.settings.lease_s)
-        if not self.leader:
+        if not self._renew(force=True):
             return False
         views = self._views()
         by_name = {v.name: v for v in views}
@@ -112,12 +112,23 @@ class Scheduler:
         for job in jobs:
             if job.state != PLACED or job.slot is None:
                 continue
+            if not self._renew():
+                return False  # a long pass outlived the lease: another scheduler acts now
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
             if self.executor.launch(job, view, jobs):
                 self._refused.setdefault(job.id, {})[view.name] = self.clock() + REFUSED_FOR_S
         return True
+
+    def _renew(self, force: bool = False) -> bool:
+        """Takes or renews the lease: every pass, and within a long pass once a third of it
+        has gone, so nothing is launched by a scheduler whose lease may have passed on."""
+        now = self.clock()
+        if force or now - self._renewed > self.settings.lease_s / 3:
+            self.leader = self.store.acquire_lease(self.holder, self.settings.lease_s)
+            self._renewed = now
+        return self.leader
 
     def _views(self) -> List[HostView]:
         views = []
