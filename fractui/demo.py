@@ -214,12 +214,10 @@ class Demo:
 
     def _note(self) -> str:
         real = [h.name for h in self.hosts if h.real]
-        note = "demo: simulated GPUs; real job processes (≤%d at once) on %s" % (
-            REAL_JOBS, ", ".join(real))
-        if len(real) < len(self.hosts):
-            note += "; load on the other %d hosts is simulated (no processes)" % (
-                len(self.hosts) - len(real))
-        return note
+        if len(real) == len(self.hosts):
+            return "demo · simulated GPUs · jobs are real processes (≤%d at once)" % REAL_JOBS
+        return "demo · real jobs (≤%d processes) on the first %d hosts · the other %d carry " \
+               "simulated load" % (REAL_JOBS, len(real), len(self.hosts) - len(real))
 
     def start(self) -> "Demo":
         for session in self.source.fleet.sessions.values():
