@@ -4,12 +4,19 @@ simulated one, and take everything down again when it closes."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
+import signal
 import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 from fractui.config import Config, ConfigError, default_config_path, load_config
 from fractui.tui.themes import theme_names
+
+if TYPE_CHECKING:
+    from fractui.tui.app import FractuiApp
 
 EXIT_USAGE = 2
 
@@ -46,12 +53,33 @@ def _fleet(config: Config) -> int:
     source = LiveSource(config, store)
     source.start()
     try:
-        FractuiApp(source, config).run()
+        app = FractuiApp(source, config)
+        with _ends_cleanly(app):
+            app.run()
     finally:
         source.stop()
         if store is not None:
             store.close()
     return 0
+
+
+@contextmanager
+def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
+    """A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app as `q` does, so what it
+    started is taken down rather than left running."""
+    def leave(signum: int, _frame: object) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the app is not running (yet, or any more)
+            raise SystemExit(128 + signum) from None
+        loop.call_soon_threadsafe(app.exit)  # wakes the loop, which may be waiting on input
+
+    before = {sig: signal.signal(sig, leave) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _demo(args: argparse.Namespace, user: Config) -> int:
@@ -62,8 +90,10 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     print("fractui demo: %d GPUs on %d simulated hosts, under %s" % (
         args.gpus, len(demo.hosts), demo.root), flush=True)
     try:
-        demo.start()
-        FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui)).run()
+        app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui))
+        with _ends_cleanly(app):
+            demo.start()
+            app.run()
     finally:
         print("fractui demo: stopping jobs and agents…", flush=True)
         demo.stop()
