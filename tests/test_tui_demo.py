@@ -7,11 +7,14 @@ import fcntl
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
+
+import pytest
 
 from tests.conftest import REPO, stop_host
 
@@ -65,8 +68,10 @@ class Terminal:
             self.read_until(b"(?!)", 0.2)
 
 
-def test_demo_shows_gpus_runs_jobs_and_q_leaves_nothing_behind():
+@pytest.mark.parametrize("leave", ["q", "terminal closed"])
+def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
     term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"])
+    closed = False
     try:
         assert term.read_until(rb"under (/\S+fractui-demo-\S+)", 30), term.output[-2000:]
         root = re.search(rb"under (/\S+fractui-demo-\S+)", term.output).group(1).decode()
@@ -79,16 +84,23 @@ def test_demo_shows_gpus_runs_jobs_and_q_leaves_nothing_behind():
             term.read_until(b"(?!)", 0.5)
             jobs = [p for p in _processes_naming(root) if _is_job(p)]
         assert jobs, "no job started within 90 s"
-        os.write(term.master, b"q")
-        term.drain(60)
-        assert term.proc.returncode == 0, term.output[-3000:]
-        assert b"stopped;" in term.output
+        if leave == "q":
+            os.write(term.master, b"q")
+            term.drain(60)
+            assert term.proc.returncode == 0, term.output[-3000:]
+            assert b"stopped;" in term.output
+        else:  # the admin's SSH session dies: its terminal goes, and the demo is hung up
+            term.proc.send_signal(signal.SIGHUP)  # (the kernel's, had it a controlling tty)
+            os.close(term.master)
+            closed = True
+            term.proc.wait(60)
         assert _processes_naming(root) == []
         assert not os.path.exists(root)
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
-        os.close(term.master)
+        if not closed:
+            os.close(term.master)
 
 
 def _is_job(pid: int) -> bool:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
 from fractui.config import Config, ConfigError, default_config_path, load_config
+from fractui.scheduler.service import default_holder
 from fractui.tui.themes import theme_names
 
 if TYPE_CHECKING:
@@ -95,7 +96,16 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
             demo.start()
             app.run()
     finally:
-        print("fractui demo: stopping jobs and agents…", flush=True)
+        _say("fractui demo: stopping jobs and agents…")
         demo.stop()
-    print("fractui demo: stopped; %s removed" % demo.root)
+    _say("fractui demo: stopped; %s removed" % demo.root)
     return 0
+
+
+def _say(text: str) -> None:
+    """Tell the admin, if a terminal is still there: after a hang-up there is none, and the
+    clean-up must go on regardless."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
