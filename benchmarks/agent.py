@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         time.sleep(1)
         bridge.call("daemon.shutdown")
         bridge.close()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def table(r: Dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,7 @@ def main() -> int:
         return 0 if job.get("state") == "killed" and "cap" in (job.get("reason") or "") else 1
     finally:
         agent.close()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
