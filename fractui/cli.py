@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="fractui %s" % __version__)
     parser.add_argument("--config", metavar="FILE",
                         help="config file (default: %s)" % default_config_path())
+    readonly = "the TUI binds no key that changes the fleet (place, stop, requeue, preempt)"
+    parser.add_argument("--readonly", action="store_true", help=readonly)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = verbs.add_parser("status", help="every host's state, agent and GPUs")
@@ -111,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=_demo_gpus, default=16, metavar="N",
                    help="GPUs in the simulated fleet, 1 to 1000 (default 16)")
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated job stream")
+    p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS, help=readonly)
 
     p = verbs.add_parser("stop", help="stop a job: SIGTERM, then SIGKILL after the grace")
     p.add_argument("job", metavar="HOST/JOB")
@@ -138,6 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = job_argv
     if job_argv and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")
+    if args.readonly and args.verb not in (None, "demo"):
+        parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")
     if args.verb in (None, "demo"):  # the TUI
         from fractui.tui.run import run
 

@@ -208,6 +208,7 @@ class Demo:
         self.source = LiveSource(self.config, self.store)
         self.source.note = self._note()
         self.scheduler = Scheduler(self.config, self.store, self.source.fleet, name="demo")
+        self.source.scheduler = self.scheduler.holder
         rng = random.Random(seed)
         self.stream = JobStream(self.config, self.store, random.Random(rng.random()))
         self.load = SimulatedLoad(self.source, self.hosts, random.Random(rng.random()))

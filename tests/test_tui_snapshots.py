@@ -27,3 +27,36 @@ def test_light_theme(snap_compare):
 def test_colour_blind_theme_by_queue_at_80x24(snap_compare):
     assert snap_compare(frozen_app(theme="colourblind"), press=["c"],
                         terminal_size=(80, 24), run_before=settled)
+
+
+async def _placing(pilot) -> None:
+    """Placement mode on the second pending job, the ghost one slot past the scheduler's
+    choice."""
+    await settled(pilot)
+    await pilot.press("tab", "down", "p")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.press("right")
+    await pilot.pause()
+
+
+def test_placement_mode(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=_placing)
+
+
+def test_placement_mode_at_80x24(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=_placing)
+
+
+async def _job_1(pilot) -> None:
+    await settled(pilot)
+    pilot.app.open_job(1)
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.press("slash", *"loss 0.2", "enter")
+    await pilot.pause()
+
+
+def test_job_screen_with_logs_searched(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(120, 36), run_before=_job_1)

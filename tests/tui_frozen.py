@@ -16,10 +16,16 @@ STATES = {"h100-1": ("degraded", "MIG is read-only: the agent runs without root"
           "l4-1": ("offline", "connection lost: ssh: Connection reset by peer")}
 
 
-def frozen_app(gpus: int = 16, **tui: Any) -> FractuiApp:
+# the output of job #1 (j1 on a100-1), for the job screen
+LOGS = {"a100-1/j1": ["epoch %d  loss %.3f  lr 3e-4" % (e, 2.5 / (e + 1)) for e in range(12)]
+        + ["saved checkpoint to /data/ckpt/epoch-11.pt", "epoch 12  loss 0.190  lr 3e-4"]}
+
+
+def frozen_app(gpus: int = 16, readonly: bool = False, **tui: Any) -> FractuiApp:
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
-    return FractuiApp(Source(fleet.statuses, fleet.store), config, clock=lambda: NOW)
+    return FractuiApp(Source(fleet.statuses, fleet.store, logs=LOGS), config,
+                      clock=lambda: NOW, readonly=readonly)
 
 
 async def settled(pilot: Any) -> None:

@@ -6,6 +6,8 @@ as is ``[tui] theme``, so a typo is a ``file:line`` error before the screen open
 
 from __future__ import annotations
 
+import getpass
+import socket
 import time
 from typing import Callable, Iterable
 
@@ -13,9 +15,13 @@ from textual.app import App
 from textual.binding import Binding
 
 from fractui.config import Config
+from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.help import HelpScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.logview import LogView
+from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
@@ -37,11 +43,15 @@ class FractuiApp(App[None], inherit_bindings=False):
     ]
 
     def __init__(self, source: Source, config: Config,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
         super().__init__()
         self.source = source
         self.config = config
         self.clock = clock
+        self.readonly = readonly
+        """Dangerous actions (placement, stop, requeue, preempt) are never bound."""
+        self.actor = "%s@%s (tui)" % (getpass.getuser(), socket.gethostname())
+        """Who the audit says decided what this TUI records."""
         check_tui_settings(config, theme_names())
         for theme in builtin_themes().values():
             self.register_theme(theme.theme)
@@ -51,11 +61,21 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.set_keymap(dict(self.config.tui.keys))
         self.push_screen(FleetScreen(self))
 
+    @property
+    def fleet(self) -> FleetScreen:
+        return next(s for s in self.screen_stack if isinstance(s, FleetScreen))
+
+    def open_job(self, job_id: int) -> None:
+        """The job screen of store job ``job_id``, over the fleet screen."""
+        fleet = self.fleet
+        self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.actor,
+                                   self.clock, self.readonly))
+
     def action_help(self) -> None:
         screen = self.screen
-        if isinstance(screen, FleetScreen):
+        if isinstance(screen, (FleetScreen, JobScreen)):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
-                                         for keys, what, bid, _ in screen.bindings_shown()]))
+                                         for keys, what, bid, _ in shown_bindings(screen)]))
 
     def action_next_theme(self) -> None:
         ours = list(builtin_themes())
@@ -66,7 +86,8 @@ class FractuiApp(App[None], inherit_bindings=False):
 def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
     ids = []
-    for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, HelpScreen):
+    for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
+                ConfirmScreen, HelpScreen):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

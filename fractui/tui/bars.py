@@ -16,12 +16,13 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, Block, GpuGroupLine,
-                               GpuLine, HostLine, Line)
+from fractui.tui.model import (GHOST, IDLE, JOB, OTHER, PLACING, SIMULATED, Block,
+                               GpuGroupLine, GpuLine, HostLine, Line)
 from fractui.tui.themes import SlicePalette, label_colour
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 HATCH = "╱"
+GHOST_FILL = "░"
 COMPACT_BAR = 16  # cells per GPU in compact mode: two per memory slice of an A100
 COMPACT_CELL = COMPACT_BAR + 4  # "ii" + bar + two spaces
 
@@ -53,6 +54,8 @@ class Paint:
     def colour(self, block: Optional[Block], stale: bool) -> str:
         if block is None:
             return self.slices.free
+        if block.kind == GHOST:
+            return self.foreground
         if stale:
             return self.slices.stale
         if block.kind == JOB:
@@ -73,11 +76,17 @@ def _label(block: Block, paint: Paint, mig: bool) -> str:
     owner = paint.owner(block)
     if block.kind == PLACING:
         return "→" + (block.label if mig else owner or block.label)
+    if block.kind == GHOST:
+        return "▶" + block.label
     if block.kind in (OTHER, SIMULATED) and mig:
         return "%s %s" % (block.label, "sim" if block.kind == SIMULATED else "other")
     if mig:
         return block.label + (" " + owner if owner else "")
     return owner or block.label
+
+
+def _fill(block: Block) -> str:
+    return HATCH if block.kind == PLACING else GHOST_FILL if block.kind == GHOST else " "
 
 
 def _runs(cells: list[tuple[str, Style]]) -> list[Segment]:
@@ -113,7 +122,7 @@ def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
             continue
         bg = paint.colour(block, line.stale)
         fg = label_colour(bg)
-        fill = HATCH if block.kind == PLACING else " "
+        fill = _fill(block)
         text = _label(block, paint, True)[:max(0, e - a - 1)] if labels else ""
         body = _style(fg, bg)
         cells[a] = ("▏", _style(paint.background, bg))
@@ -152,7 +161,7 @@ def share_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         left, right = owner[c * 8], owner[c * 8 + 7]
         if left == right:
             bg = colour(left)
-            fill = HATCH if left >= 0 and blocks[left].kind == PLACING else " "
+            fill = _fill(blocks[left]) if left >= 0 else " "
             fg = label_colour(bg) if left >= 0 else paint.muted
             cells.append((text.get(c, fill), _style(fg, bg)))
         else:
@@ -184,15 +193,33 @@ def _util(line: GpuLine, wide: bool) -> str:
     return ("util %3d%%" if wide else "%3d%%") % line.util
 
 
-def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
-               ) -> list[Segment]:
+def _gpu_parts(line: GpuLine, width: int) -> tuple[str, str, int]:
+    """A GPU line's prefix, suffix and the bar's width between them."""
     wide = width >= 100
     suffix = " %s %*s" % (_memory(line), 13 if wide else 7, _util(line, wide))
     prefix = "  %2d %-10.10s " % (line.index, line.model)
+    return prefix, suffix, max(4, width - len(prefix) - len(suffix))
+
+
+def bar_at(line: Line, width: int, x: int) -> Optional[tuple[GpuLine, float]]:
+    """The GPU whose bar cell ``x`` of a drawn line is on, and where along it (0 to 1)."""
+    if isinstance(line, GpuLine):
+        prefix, _suffix, bar = _gpu_parts(line, width)
+        return line, min(1.0, max(0.0, (x - len(prefix)) / bar))
+    if isinstance(line, GpuGroupLine) and x // COMPACT_CELL < len(line.gpus):
+        along = (x % COMPACT_CELL - 2) / COMPACT_BAR
+        return line.gpus[x // COMPACT_CELL], min(1.0, max(0.0, along))
+    return None
+
+
+def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
+               ) -> list[Segment]:
+    wide = width >= 100
+    prefix, suffix, bar_width = _gpu_parts(line, width)
     base = _style(paint.muted if line.stale else paint.foreground, paint.background)
     head = _style(paint.foreground, paint.background, reverse=selected)
     util_style = _style(paint.muted, paint.background) if line.util is None else base
-    bar = gpu_bar(line, max(4, width - len(prefix) - len(suffix)), paint)
+    bar = gpu_bar(line, bar_width, paint)
     return [Segment(prefix, head), *bar, Segment(suffix[:-len(_util(line, wide))], base),
             Segment(_util(line, wide), util_style)]
 

@@ -2,32 +2,41 @@
 
 Data reaches it only as messages: ``HostsChanged`` (posted from the fleet's threads by the
 source) and ``StoreRead`` (from a thread worker that reads the store on a timer). The UI thread
-never waits on the network or the disk.
+never waits on the network or the disk: placement candidates are found, checked and recorded in
+thread workers too, which answer with messages.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.color import Color
+from textual.errors import NoWidget
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
 
 from fractui.config import Config
-from fractui.fleet.host import HostStatus
+from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import HostStatus, HostUnavailable
+from fractui.sched.fleetview import HostView
+from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import team_usage
+from fractui.store.intents import Refused, place_by_hand
+from fractui.store.model import PENDING, Job
+from fractui.tui.actions import shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
 from fractui.tui.header import Header, HeaderInfo
 from fractui.tui.model import (FleetModel, GpuGroupLine, GpuLine, HostLine, StoreView,
-                               compile_filter, queue_stats)
-from fractui.tui.queues import QueuePanel
+                               compile_filter, queue_stats, with_ghost)
+from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
+from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import palette_for
@@ -35,19 +44,49 @@ from fractui.tui.themes import palette_for
 STORE_EVERY_S = 1.0
 NARROW = 120  # below this width the queue panel goes under the map
 HINT_ORDER = ("app.quit", "app.help", "app.command", "fleet.filter", "fleet.back",
-              "fleet.compact", "fleet.colour", "fleet.panel", "app.theme")
+              "fleet.compact", "fleet.colour", "fleet.panel", "fleet.job", "queue.place",
+              "queue.job", "app.theme")
 
 
 class FleetApp(Protocol):
-    """What the screen needs of its app: where data comes from, the config, the clock."""
+    """What the screen needs of its app: where data comes from, the config, the clock, who
+    acts, and whether dangerous actions are bound."""
 
     source: Source
     config: Config
     clock: Callable[[], float]
+    actor: str
+    readonly: bool
+
+    def open_job(self, job_id: int) -> None: ...
 
 
 class HostsChanged(Message):
     """Some hosts have news; the screen takes them from the source."""
+
+
+class Slots(Message):
+    """Where a job could go now (a worker found them); ``note``: why the admin is shown
+    these instead of recording (the GPU changed), ``near``: the slot to put the ghost on."""
+
+    def __init__(self, job: Job, found: Sequence[Candidate], note: Optional[str] = None,
+                 near: Optional[Candidate] = None) -> None:
+        super().__init__()
+        self.job = job
+        self.found = found
+        self.note = note
+        self.near = near
+
+
+class Placed(Message):
+    """A placement was recorded (``error``: or why not)."""
+
+    def __init__(self, job: Job, where: Optional[Candidate], error: Optional[str] = None
+                 ) -> None:
+        super().__init__()
+        self.job = job
+        self.where = where
+        self.error = error
 
 
 class StoreRead(Message):
@@ -71,6 +110,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 tooltip="Move between the slice map and the queue panel"),
         Binding("ctrl+c,super+c", "screen.copy_text", "copy selected text", id="fleet.copy",
                 show=False),
+        Binding("l,d", "open_job", "job", id="fleet.job",
+                tooltip="The job on the marked GPU: details, history and live logs"),
     ]
 
     def __init__(self, app: "FleetApp") -> None:
@@ -85,14 +126,19 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
         self.store_error: Optional[str] = None
+        self.fleet_app = app
+        self.placement: Optional[Placement] = None
+        self.drag: Optional[tuple[int, int, bool]] = None
+        """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
             yield SliceMap(id="map")
-            yield QueuePanel(id="queues")
+            yield QueuePanel(readonly=self.fleet_app.readonly, id="queues")
         yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
                     id="filter")
+        yield PreviewBar(id="preview")
 
     @property
     def map(self) -> SliceMap:
@@ -140,7 +186,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         note = message.error or (None if self.model.store else "no store: queues are empty")
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, self.clock()),
-            team_usage(jobs, self.config.teams), note)
+            team_usage(jobs, self.config.teams), note,
+            [j for j in jobs if j.state == PENDING])
         self.show_header()
 
     # -- drawing --
@@ -155,10 +202,19 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         rows = sum(1 + len(v.gpus) for v in self.model.hosts.values())
         return rows > max(1, self.map.size.height)
 
-    def relayout(self) -> None:
+    def relayout(self, reveal: bool = False) -> None:
+        """The map's lines again; with the placement's ghost drawn on them (``reveal``:
+        scrolled into sight, as when it moved)."""
         pattern, inverse = compile_filter(self.filter_text)
         per = per_line(self.map.line_width) if self.compact_now() else 0
-        self.map.show(self.model.lines(pattern, inverse, per))
+        lines = self.model.lines(pattern, inverse, per)
+        where = self.placement.current if self.placement else None
+        if where is not None and self.placement is not None:
+            lines, first = with_ghost(lines, where.host, where.gpus, where.profile, where.start,
+                                      where.memory_mib, self.placement.job.name)
+            if reveal and first >= 0:
+                self.map.reveal(first)
+        self.map.show(lines)
         self.show_header()
 
     def repaint(self) -> None:
@@ -171,29 +227,31 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                  v["surface"], muted, tuple(states.items()),
                                  tuple(o.name for o in owners), self.colour_by))
 
-    def bindings_shown(self) -> list[tuple[tuple[str, ...], str, str, bool]]:
-        """(keys as displayed, what, id, shown in the header) of every active binding."""
-        found: dict[str, tuple[list[str], Binding]] = {}
-        for active in self.active_bindings.values():
-            b = active.binding
-            if not b.system:
-                found.setdefault(b.id or b.action, ([], b))[0].append(
-                    self.app.get_key_display(b))
-        return [(tuple(keys), b.description or b.tooltip or b.action, b.id or "—", b.show)
-                for keys, b in found.values()]
+
+    def scheduler_line(self) -> str:
+        """Who carries out decisions: this process's scheduler, another, or no one."""
+        store = self.model.store
+        if store is None:
+            return ""
+        holder = store.holder
+        if holder is None:
+            return "scheduler: none (decisions wait)"
+        return "scheduler: " + ("this TUI" if holder == self.source.scheduler else holder)
 
     def show_header(self) -> None:
         view = ["fleet"]
+        if self.placement is not None:
+            view.append("placing #%d" % self.placement.job.id)
         if self.filter_text:
             view.append("filter /%s/" % self.filter_text)
         view.append("colour by " + self.colour_by)
         if self.compact_now():
             view.append("compact")
-        shown = [(keys[0], what, bid) for keys, what, bid, show in self.bindings_shown() if show]
+        shown = [(keys[0], what, bid) for keys, what, bid, show in shown_bindings(self) if show]
         shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
         hints = tuple((key, what) for key, what, _ in shown)
         self.query_one(Header).show(HeaderInfo(self.model.totals(), " · ".join(view), hints,
-                                               self.source.note))
+                                               self.source.note, self.scheduler_line()))
 
     # -- actions --
 
@@ -234,6 +292,174 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def action_switch_panel(self) -> None:
         panel = self.query_one(QueuePanel)
         (self.map if panel.has_focus else panel).focus()
+
+    # -- placement --
+
+    def on_job_picked(self, message: JobPicked) -> None:
+        if not message.place:
+            self.fleet_app.open_job(message.job.id)
+        elif message.job.state == PENDING:
+            self.start_placement(message.job, message.drag)
+
+    def start_placement(self, job: Job, drag: bool = False) -> None:
+        self.placement = Placement(job, busy="finding the slots it could take…")
+        self.drag = (0, 0, False) if drag else None
+        bar = self.query_one(PreviewBar)
+        bar.show(self.placement)
+        if not drag:
+            bar.focus()
+        self.relayout()
+        self.find_slots(job, list(self.statuses.values()))
+
+    def _views(self, statuses: Sequence[HostStatus]) -> list[HostView]:
+        return [HostView(s.name, s.state, s.hello, s.snapshot, dict(s.jobs)) for s in statuses]
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
+    def find_slots(self, job: Job, statuses: list[HostStatus]) -> None:
+        view = self.source.read_store() or self.model.store
+        if view is None:
+            self.post_message(Slots(job, []))
+            return
+        now = next((j for j in view.jobs if j.id == job.id), None)
+        if now is None or now.state != PENDING:
+            self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
+            return
+        self.post_message(Slots(now, candidates(self._views(statuses), view.jobs, view.uid,
+                                                now)))
+
+    def on_slots(self, message: Slots) -> None:
+        if self.placement is None or self.placement.job.id != message.job.id:
+            return
+        p = Placement.of(message.job, message.found, self.model.order)
+        p.note = message.note
+        if message.near is not None:
+            near = message.near
+            p.at = next((i for i, c in enumerate(p.candidates) if
+                         (c.host, c.gpus, c.start) == (near.host, near.gpus, near.start)), p.at)
+        self.placement = p
+        self.query_one(PreviewBar).show(p)
+        if self.drag is not None:
+            x, y, done = self.drag
+            self._drag_to(x, y, done)
+        self.relayout(reveal=True)
+
+    def on_ghost_moved(self, _message: GhostMoved) -> None:
+        self.query_one(PreviewBar).refresh()
+        self.relayout(reveal=True)
+
+    def on_placement_done(self, message: PlacementDone) -> None:
+        p = self.placement
+        if p is None:
+            return
+        if not message.confirm:
+            self.end_placement()
+            return
+        if p.busy or p.current is None:
+            return
+        where = p.current
+        p.busy = "checking %s gpu%s against its agent…" % (where.host,
+                                                          ",".join(map(str, where.gpus)))
+        self.query_one(PreviewBar).refresh()
+        statuses = dict(self.statuses)
+        self.confirm(p.job, where, statuses)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
+    def confirm(self, job: Job, where: Candidate, statuses: dict[str, HostStatus]) -> None:
+        """Checks the previewed slot against the GPU as it is now and the store as it is now;
+        records it only if the plan is unchanged, else shows the new plan instead."""
+        store = self.source.store
+        if store is None:
+            self.post_message(Placed(job, None, "no store here: nothing can be recorded"))
+            return
+        try:
+            fresh = self.source.fresh(where.host)
+        except (HostUnavailable, AgentCallError) as err:
+            self.post_message(Slots(job, [], "cannot check %s: %s" % (where.host, err)))
+            return
+        if fresh is not None:
+            statuses[where.host] = fresh
+        view = self.source.read_store()
+        now = next((j for j in view.jobs if j.id == job.id), None) if view else None
+        if view is None or now is None or now.state != PENDING:
+            self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
+            return
+        found = candidates(self._views(list(statuses.values())), view.jobs, view.uid, now)
+        match = next((c for c in found if same_slot(c, where)), None)
+        if match is None:
+            self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
+                                    "was placed. The plan now:", near=where))
+            return
+        try:
+            place_by_hand(store, now, match.slot(), self.fleet_app.actor)
+        except Refused as err:
+            self.post_message(Placed(now, None, str(err)))
+            return
+        self.post_message(Placed(now, match))
+
+    def on_placed(self, message: Placed) -> None:
+        if message.where is not None:
+            self.notify("#%d placed by hand: %s" % (message.job.id, message.where.plan),
+                        title="placed")
+        else:
+            self.notify(message.error or "not placed", severity="warning")
+        self.end_placement()
+        self.read_store()
+
+    def end_placement(self) -> None:
+        self.placement = None
+        self.drag = None
+        self.query_one(PreviewBar).show(None)
+        self.relayout()
+        self.query_one(QueuePanel).focus()
+
+    def on_dragging(self, message: Dragging) -> None:
+        if self.drag is None:
+            return
+        self.drag = (message.x, message.y, message.done)
+        if self.placement is not None and not self.placement.busy:
+            self._drag_to(message.x, message.y, message.done)
+
+    def _drag_to(self, x: int, y: int, done: bool) -> None:
+        """The ghost to the slot nearest the pointer on the GPU under it; on release, the
+        confirm step (or, dropped where the job cannot go, nothing)."""
+        p = self.placement
+        if p is None:
+            return
+        hit = self._gpu_at(x, y)
+        moved = hit is not None and p.nearest(*hit)
+        if moved:
+            self.query_one(PreviewBar).refresh()
+            self.relayout()
+        if done:
+            self.drag = None
+            if moved:
+                self.query_one(PreviewBar).focus()
+            else:
+                self.notify("dropped where #%d cannot go: nothing placed" % p.job.id)
+                self.end_placement()
+
+    def _gpu_at(self, x: int, y: int) -> Optional[tuple[str, int, float, int]]:
+        """(host, gpu, fraction of its bar, slices) under screen cell (x, y), if a GPU."""
+        try:
+            widget, _region = self.get_widget_at(x, y)
+        except NoWidget:  # outside the screen
+            return None
+        if widget is not self.map:
+            return None
+        return self.map.gpu_at(x - self.map.content_region.x, y - self.map.content_region.y)
+
+    def action_open_job(self) -> None:
+        """The first store job on the line the map's mark is on."""
+        line = self.map.lines[self.map.cursor] if 0 <= self.map.cursor < len(
+            self.map.lines) else None
+        gpus = line.gpus if isinstance(line, GpuGroupLine) else (
+            (line,) if isinstance(line, GpuLine) else ())
+        for gpu in gpus:
+            for block in gpu.blocks:
+                if (block.job or "").startswith("#"):
+                    self.fleet_app.open_job(int(block.job.split(" ")[0][1:]))
+                    return
+        self.notify("mark a GPU with a job first (click it, or : job #N)", severity="warning")
 
     # -- jumps (the palette) --
 
@@ -284,6 +510,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             entries.append(Entry("job #%d %s" % (job.id, job.name),
                                  "%s, %s, team %s" % (job.state, where, job.team or "—"),
                                  lambda j=job: self.jump_job(j.id, j.queue), discover=False))
+            entries.append(Entry("open job #%d %s" % (job.id, job.name),
+                                 "details, history and live logs",
+                                 lambda j=job: self.fleet_app.open_job(j.id), discover=False))
         for name in sorted(self.app.available_themes):
             entries.append(Entry("theme %s" % name, "switch to this theme",
                                  lambda n=name: setattr(self.app, "theme", n)))

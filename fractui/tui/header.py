@@ -30,6 +30,8 @@ class HeaderInfo:
     hints: tuple[tuple[str, str], ...]
     """(key as displayed, what it does), in binding order."""
     note: Optional[str] = None
+    scheduler: str = ""
+    """Who carries out decisions, e.g. "scheduler: this TUI"."""
 
 
 class Header(Widget):
@@ -72,6 +74,8 @@ class Header(Widget):
         left.append(" pending\n")
         left.append("view ", style="dim")
         left.append(info.view, style="bold " + vars_["accent"])
+        if info.scheduler:
+            left.append(" · " + info.scheduler, style="dim")
         if info.note:
             left.append("\n" + info.note, style=vars_["warning"])
         hints = Table.grid(padding=(0, 1))

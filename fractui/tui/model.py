@@ -7,6 +7,7 @@ that did not change yields equal lines and costs nothing to draw again.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ IDLE = "idle"  # a MIG instance no job holds
 OTHER = "other"  # memory or an instance used by processes outside fractui
 PLACING = "placing"  # decided, not yet there: an instance being created, a share being launched
 SIMULATED = "simulated"  # the demo's simulated load: no process behind it
+GHOST = "ghost"  # placement mode: where the job being placed would go
 
 _SHORT = {full: alias for alias, full in ALIASES.items()}
 _LIVE_JOB_STATES = ("starting", "running")
@@ -114,6 +116,8 @@ class StoreView:
 
     uid: str
     jobs: tuple[Job, ...] = ()
+    holder: Optional[str] = None
+    """Who holds the scheduler lease: who carries out decisions now (None: no one)."""
 
 
 @dataclass
@@ -204,6 +208,39 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                    used_mib=int(gpu.get("memory_used_mib") or 0),
                    util=gpu.get("utilization_gpu"), util_note=gpu.get("utilization_note"),
                    blocks=tuple(blocks), stale=stale)
+
+
+def with_ghost(lines: Sequence[Line], host: str, gpus: Sequence[int], profile: Optional[str],
+               start: Optional[int], memory_mib: Optional[int], label: str
+               ) -> tuple[list[Line], int]:
+    """The map's lines with a ghost block where a job would go (a MIG profile at a start, or a
+    share after what the GPU holds now), and the index of the first line that shows it (-1 if
+    none is shown, e.g. filtered out)."""
+    def ghostly(g: GpuLine) -> GpuLine:
+        if g.host != host or g.index not in gpus:
+            return g
+        if g.mig and profile is not None and start is not None:
+            size = _profile_size({"name": g.model}, profile) or 1
+            block = Block(start / g.slices, size / g.slices, GHOST, profile)
+        else:
+            share = (memory_mib or g.memory_mib) / g.memory_mib
+            at = min(1.0, sum(b.size for b in g.blocks if b.kind != IDLE))
+            block = Block(at, min(share, max(0.0, 1.0 - at)) or share, GHOST, label)
+        return dataclasses.replace(g, blocks=g.blocks + (block,))
+
+    out: list[Line] = []
+    first = -1
+    for i, line in enumerate(lines):
+        if isinstance(line, GpuLine):
+            new: Line = ghostly(line)
+        elif isinstance(line, GpuGroupLine):
+            new = GpuGroupLine(tuple(ghostly(g) for g in line.gpus))
+        else:
+            new = line
+        if new is not line and new != line and first < 0:
+            first = i
+        out.append(new)
+    return out, first
 
 
 def _profile_size(gpu: dict, profile: str) -> Optional[int]:

@@ -1,4 +1,7 @@
-"""The queue panel: each queue's portion, pending jobs and wait; each team's quota use."""
+"""The queue panel: each queue's portion, pending jobs and wait; each team's quota use; and the
+pending jobs themselves, one a line, to pick one: ``p`` places it (placement mode), dragging it
+onto a GPU does too, ``l`` opens it. The mouse is captured only while a drag that started on a
+job lasts, so selecting text with the mouse keeps working everywhere else."""
 
 from __future__ import annotations
 
@@ -7,9 +10,14 @@ from typing import Optional, Sequence
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual import events
+from textual.geometry import Region
+from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.quota import TeamUsage
+from fractui.store.model import Job
+from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.model import QueueStat
 
 
@@ -28,7 +36,38 @@ def duration(seconds: Optional[float]) -> str:
 SIDE_BY_SIDE = 70  # at least this wide, queues and teams sit side by side
 
 
-class QueuePanel(Widget, can_focus=True):
+class JobPicked(Message):
+    """A pending job to place (``drag``: by the mouse, the ghost follows the pointer) or to
+    open in the job screen."""
+
+    def __init__(self, job: Job, place: bool, drag: bool = False) -> None:
+        super().__init__()
+        self.job = job
+        self.place = place
+        self.drag = drag
+
+
+class Dragging(Message):
+    """The pointer of a drag moved (``done``: was released) at screen cell (x, y)."""
+
+    def __init__(self, x: int, y: int, done: bool) -> None:
+        super().__init__()
+        self.x = x
+        self.y = y
+        self.done = done
+
+
+class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
+    ACTIONS = (
+        Action("queue.down", "down,j", "select(1)", "next job", show=False),
+        Action("queue.up", "up,k", "select(-1)", "previous job", show=False),
+        Action("queue.place", "p,enter", "place", "place",
+               "Place the selected job by hand: a ghost over every slot it could take",
+               dangerous=True),
+        Action("queue.job", "l,d", "open", "job",
+               "The selected job: details, history and live logs"),
+    )
+    BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
     QueuePanel {
         background: $surface;
@@ -41,8 +80,16 @@ class QueuePanel(Widget, can_focus=True):
     }
     """
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, readonly: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        bind(self, self.ACTIONS, readonly)
+        self.readonly = readonly
+        self.pending: Sequence[Job] = ()
+        self.selected: Optional[int] = None
+        """The selected pending job's id."""
+        self._rows: dict[int, Job] = {}
+        """The panel's content line of each pending job, as last drawn."""
+        self._dragging = False
         self.queues: Sequence[QueueStat] = ()
         self.teams: Sequence[TeamUsage] = ()
         self.marked: Optional[str] = None
@@ -50,10 +97,79 @@ class QueuePanel(Widget, can_focus=True):
         self.store_note: Optional[str] = None
 
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
-             store_note: Optional[str] = None) -> None:
-        if (queues, teams, store_note) != (self.queues, self.teams, self.store_note):
+             store_note: Optional[str] = None, pending: Sequence[Job] = ()) -> None:
+        pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
+        if (queues, teams, store_note, pending) != (self.queues, self.teams, self.store_note,
+                                                    self.pending):
             self.queues, self.teams, self.store_note = queues, teams, store_note
+            ids = [j.id for j in pending]
+            if self.selected not in ids:
+                old = [j.id for j in self.pending]
+                at = old.index(self.selected) if self.selected in old else 0
+                self.selected = ids[min(at, len(ids) - 1)] if ids else None
+            self.pending = pending
             self.refresh(layout=True)
+
+    @property
+    def job(self) -> Optional[Job]:
+        return next((j for j in self.pending if j.id == self.selected), None)
+
+    def select_job(self, job_id: int) -> None:
+        self.selected = job_id
+        self.refresh()
+
+    def action_select(self, by: int) -> None:
+        ids = [j.id for j in self.pending]
+        if ids:
+            at = ids.index(self.selected) if self.selected in ids else -by
+            self.selected = ids[max(0, min(len(ids) - 1, at + by))]
+            row = next((y for y, j in self._rows.items() if j.id == self.selected), None)
+            if row is not None:
+                self.scroll_to_region(Region(0, row, 1, 1), animate=False)
+            self.refresh()
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    def action_place(self) -> None:
+        if self.job is not None:
+            self.post_message(JobPicked(self.job, place=True))
+
+    def action_open(self) -> None:
+        if self.job is not None:
+            self.post_message(JobPicked(self.job, place=False))
+
+    # -- the mouse: a drag starts only on a pending job's line --
+
+    def _job_at(self, event: events.MouseEvent) -> Optional[Job]:
+        offset = event.get_content_offset(self)
+        return None if offset is None else self._rows.get(offset.y + self.scroll_offset.y)
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        job = self._job_at(event)
+        if job is None or event.button != 1:
+            return
+        self.selected = job.id
+        self.refresh()
+        if not self.readonly:
+            self._dragging = True
+            self.capture_mouse()
+            self.post_message(JobPicked(job, place=True, drag=True))
+        event.stop()
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._dragging:
+            self.post_message(Dragging(event.screen_x, event.screen_y, done=False))
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self._dragging:
+            self._dragging = False
+            self.release_mouse()
+            self.post_message(Dragging(event.screen_x, event.screen_y, done=True))
+            event.stop()
 
     def mark(self, queue: Optional[str]) -> None:
         self.marked = queue
@@ -90,5 +206,30 @@ class QueuePanel(Widget, can_focus=True):
             grid.add_column(ratio=1)
             grid.add_column(ratio=1)
             grid.add_row(q, t)
-            return Group(grid, note)
-        return Group(q, Text(""), t, note)
+            top: RenderableType = Group(grid, note)
+        else:
+            top = Group(q, Text(""), t, note)
+        return self._with_pending(top)
+
+    def _with_pending(self, top: RenderableType) -> RenderableType:
+        """The pending jobs under ``top``, one a line, remembering each one's line."""
+        self._rows = {}
+        if not self.pending:
+            return top
+        width = max(1, self.content_size.width)
+        console = self.app.console
+        y = len(console.render_lines(top, console.options.update_width(width), pad=False))
+        lines = Text("Pending" + ("  p place · l open · drag to a GPU" if not self.readonly
+                                  else "  l open"), style="bold", no_wrap=True,
+                     overflow="ellipsis")
+        now = getattr(self.screen, "clock", lambda: 0.0)()
+        for k, job in enumerate(self.pending):
+            self._rows[y + 1 + k] = job
+            row = "%s#%-4d %-12.12s %-8.8s %-7.7s %s" % (
+                "▸" if job.id == self.selected else " ", job.id, job.name, job.queue,
+                job.team or "—", duration(now - job.submitted_at))
+            style = "reverse" if job.id == self.selected and self.has_focus else (
+                "bold" if job.id == self.selected else "")
+            lines.append("\n")
+            lines.append(row, style=style)
+        return Group(top, lines)

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
 from fractui.config import Config, ConfigError, default_config_path, load_config
-from fractui.scheduler.service import default_holder
 from fractui.tui.themes import theme_names
 
 if TYPE_CHECKING:
@@ -41,10 +40,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.verb == "demo":
         return _demo(args, config)
-    return _fleet(config)
+    return _fleet(config, args.readonly)
 
 
-def _fleet(config: Config) -> int:
+def _fleet(config: Config, readonly: bool) -> int:
+    """The configured fleet. With a store, this TUI also runs a scheduler (unless --readonly):
+    it acts only while it holds the store's lease — no headless ``fractui scheduler`` runs,
+    or the one that did stopped — and waits as a standby meanwhile, the TUI only recording."""
+    from fractui.scheduler import Scheduler
+    from fractui.scheduler.service import default_holder
     from fractui.store import open_store
     from fractui.tui.app import FractuiApp
     from fractui.tui.source import LiveSource
@@ -52,12 +56,22 @@ def _fleet(config: Config) -> int:
     path = config.scheduler.store
     store = open_store(path) if config.queues or (path and os.path.exists(path)) else None
     source = LiveSource(config, store)
+    scheduler = None
+    if store is not None and not readonly:
+        scheduler = Scheduler(config, store, source.fleet, name="%s (tui)" % default_holder())
+        source.scheduler = scheduler.holder
+        for session in source.fleet.sessions.values():
+            session.listeners.append(scheduler.wake)
     source.start()
     try:
-        app = FractuiApp(source, config)
+        app = FractuiApp(source, config, readonly=readonly)
         with _ends_cleanly(app):
+            if scheduler is not None:
+                scheduler.start()
             app.run()
     finally:
+        if scheduler is not None:
+            scheduler.stop()  # hands the lease over at once
         source.stop()
         if store is not None:
             store.close()
@@ -91,7 +105,8 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     print("fractui demo: %d GPUs on %d simulated hosts, under %s" % (
         args.gpus, len(demo.hosts), demo.root), flush=True)
     try:
-        app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui))
+        app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
+                         readonly=args.readonly)
         with _ends_cleanly(app):
             demo.start()
             app.run()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractui.config import QueueConfig, TeamConfig
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, RUNNING, Job, Slot
+from fractui.store_commands import request_record
 from fractui.tui.model import StoreView
 from remote_agent.gpu.models import model as model_facts
 
@@ -123,12 +124,15 @@ def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,
         snapshot = {"host": name, "time": NOW,
                     "gpus": [b.gpu(name, kind, i, jobs) for i in range(count)]}
         state, error = (states or {}).get(name, ("online", None))
+        hello = {"host": name, "cpus": 64, "memory_mib": 512 * 1024, "gpus": snapshot["gpus"],
+                 "privileges": {"root": True, "mig_changes": True, "reason": None}}
         statuses.append(HostStatus(name, state=state, error=error, since=NOW - 3600,
-                                   snapshot=snapshot, jobs=jobs))
+                                   hello=hello, snapshot=snapshot, jobs=jobs))
     for k in range(min(5, gpus)):  # a few waiting jobs, so the queue panel has waits
         queue = QUEUES[k % len(QUEUES)]
         b.jobs.append(Job(id=b.next_id, queue=queue.name, team=TEAMS[k % len(TEAMS)].name,
-                          name="wait-%d" % k, argv=("python", "x.py"), request={},
+                          name="wait-%d" % k, argv=("python", "x.py"),
+                          request=request_record(queue),
                           state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW))
         b.next_id += 1
     return SampleFleet(statuses, StoreView(UID, tuple(b.jobs)))

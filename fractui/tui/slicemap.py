@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from fractui.tui.bars import Paint, render
+from fractui.tui.bars import Paint, bar_at, render
 from fractui.tui.model import Line
 
 
@@ -62,13 +63,41 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         self.paint = paint
         self.refresh()
 
-    def jump(self, index: int) -> None:
-        """Put line ``index`` at the top of the view and mark it."""
+    def mark(self, index: int) -> None:
+        """Mark line ``index`` (drawn reversed; ``l`` opens its job)."""
         old, self.cursor = self.cursor, index
         for y in (old, index):
             if y >= 0:
                 self.refresh_line(y)
+
+    def jump(self, index: int) -> None:
+        """Put line ``index`` at the top of the view and mark it."""
+        self.mark(index)
         self.scroll_to(y=index, animate=False)
+
+    def reveal(self, index: int) -> None:
+        """Mark line ``index`` and scroll to it only if it is out of sight (the ghost)."""
+        self.mark(index)
+        top, height = self.scroll_offset.y, self.size.height
+        if not top <= index < top + height:
+            self.scroll_to(y=max(0, index - height // 2), animate=False)
+
+    def gpu_at(self, x: int, y: int) -> Optional[tuple[str, int, float, int]]:
+        """(host, GPU index, place along its bar 0-1, memory slices) at content cell (x, y)."""
+        index = y + self.scroll_offset.y
+        if not 0 <= index < len(self.lines):
+            return None
+        hit = bar_at(self.lines[index], self.line_width, x)
+        if hit is None:
+            return None
+        gpu, along = hit
+        return gpu.host, gpu.index, along, gpu.slices
+
+    def on_click(self, event: events.Click) -> None:
+        """A click marks the line (``l`` then opens its job)."""
+        offset = event.get_content_offset(self)
+        if offset is not None and 0 <= offset.y + self.scroll_offset.y < len(self.lines):
+            self.mark(offset.y + self.scroll_offset.y)
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self.line_width, len(self.lines))

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostStatus
 from fractui.store.base import Store
-from fractui.store.model import ACTIVE
+from fractui.store.model import ACTIVE, AuditEntry
 from fractui.tui.model import StoreView
+
+LOG_LINES = 500  # the job screen starts from a job's last lines
+CALL_S = 10.0
+
+LogSink = Callable[[str, bool], None]
+"""Receives a job's new output (and ``True`` once the job ended and all of it was sent)."""
 
 
 class Source:
@@ -26,10 +32,17 @@ class Source:
 
     note: Optional[str] = None
     """A line for the header (the demo says what is simulated)."""
+    store: Optional[Store] = None
+    """Where decisions are recorded (None: a frozen fleet records nothing)."""
+    scheduler: Optional[str] = None
+    """The holder name of the scheduler this process runs, if it runs one."""
 
     def __init__(self, statuses: list[HostStatus], store: Optional[StoreView] = None,
-                 simulated: Optional[dict[str, frozenset[str]]] = None) -> None:
+                 simulated: Optional[dict[str, frozenset[str]]] = None,
+                 logs: Optional[dict[str, list[str]]] = None) -> None:
         self._lock = threading.Lock()
+        self._current = {s.name: s for s in statuses}
+        self._logs = logs or {}
         self._latest = {s.name: s for s in statuses}
         self._names = [s.name for s in statuses]
         self._store = store
@@ -61,6 +74,7 @@ class Source:
         copy = dataclasses.replace(status, jobs=dict(status.jobs))
         with self._lock:
             self._latest[status.name] = copy
+            self._current[status.name] = copy
             wake = self._wake if not self._woken else None
             self._woken = self._woken or wake is not None
         if wake is not None:
@@ -73,6 +87,22 @@ class Source:
     def simulated(self, host: str) -> frozenset[str]:
         """Agent pids (as strings) of the demo's simulated load on ``host``."""
         return self._simulated.get(host, frozenset())
+
+    def fresh(self, host: str) -> Optional[HostStatus]:
+        """The host as it is now (asked of its agent where there is one): what a placement is
+        checked against before it is recorded. Called in a worker thread."""
+        with self._lock:
+            return self._current.get(host)
+
+    def audit(self, job: int) -> list[AuditEntry]:
+        """A job's history, newest first (worker thread)."""
+        return self.store.audit_log(job) if self.store is not None else []
+
+    def follow_logs(self, host: str, agent_job: str, sink: LogSink) -> tuple[list[str],
+                                                                             Callable[[], None]]:
+        """A job's last lines, and from then on its new output to ``sink`` (from the thread
+        it arrives on); returns the lines and how to stop following. Worker thread."""
+        return list(self._logs.get("%s/%s" % (host, agent_job), ())), lambda: None
 
 
 class LiveSource(Source):
@@ -94,7 +124,37 @@ class LiveSource(Source):
     def read_store(self) -> Optional[StoreView]:
         if self.store is None:
             return None
-        return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)))
+        held = self.store.lease_holder()
+        return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
+                         held[0] if held else None)
+
+    def fresh(self, host: str) -> Optional[HostStatus]:
+        session = self.fleet.session(host)
+        snapshot = session.call("snapshot", None, CALL_S)
+        return dataclasses.replace(session.status, snapshot=snapshot,
+                                   jobs=dict(session.status.jobs))
+
+    def follow_logs(self, host: str, agent_job: str, sink: LogSink) -> tuple[list[str],
+                                                                             Callable[[], None]]:
+        session = self.fleet.session(host)
+
+        def on_log(method: str, params: dict[str, Any]) -> None:
+            if method == "log" and params.get("job") == agent_job:
+                sink(params.get("data", ""), bool(params.get("eof")))
+
+        session.listeners.append(on_log)
+        try:
+            first = session.call("job.logs", {"job": agent_job, "lines": LOG_LINES,
+                                              "follow": True}, CALL_S)
+        except Exception:
+            session.listeners.remove(on_log)
+            raise
+
+        def stop() -> None:  # the agent follows until the job ends; we stop listening
+            if on_log in session.listeners:
+                session.listeners.remove(on_log)
+
+        return list(first.get("lines") or ()), stop
 
     def set_simulated(self, host: str, pids: frozenset[str]) -> None:
         """The demo's simulated load changed on ``host`` (its pids, as strings)."""

@@ -1,0 +1,54 @@
+"""Key actions as data, in k9s's manner: each has an id (for ``[tui] keys``), its keys, what it
+does, and whether it is dangerous. ``--readonly`` never binds a dangerous action, so it cannot be
+pressed, and neither the header nor ``?`` lists it (both are built from the active bindings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from textual.binding import Binding, BindingsMap
+from textual.dom import DOMNode
+from textual.screen import Screen
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    keys: str
+    action: str
+    what: str
+    tooltip: str = ""
+    dangerous: bool = False
+    """Changes what runs where (placement, stop, requeue, preempt): never bound --readonly."""
+    show: bool = True
+    """Listed in the header's key hints (``?`` lists every bound action)."""
+
+    def binding(self) -> Binding:
+        return Binding(self.keys, self.action, self.what, show=self.show, id=self.id,
+                       tooltip=self.tooltip or self.what)
+
+
+def bindings(actions: Iterable[Action], readonly: bool = False) -> list[Binding]:
+    return [a.binding() for a in actions if not (readonly and a.dangerous)]
+
+
+def bind(node: DOMNode, actions: Iterable[Action], readonly: bool) -> None:
+    """Gives ``node`` its actions' bindings, without the dangerous ones when ``readonly``.
+    Textual builds a node's bindings from its class; there is no public call to drop one, so
+    the node's map is replaced here, before it is mounted (the keymap applies on top)."""
+    node._bindings = BindingsMap(bindings(actions, readonly))
+
+
+def shown_bindings(screen: Screen) -> list[tuple[tuple[str, ...], str, str, bool]]:
+    """(keys as displayed, what, id, shown in hints) of every binding active on ``screen``
+    now: what the header's hints and ``?`` list, so an unbound action is never offered."""
+    found: dict[str, tuple[list[str], Binding]] = {}
+    for active in screen.active_bindings.values():
+        b = active.binding
+        if not b.system:
+            found.setdefault(b.id or b.action, ([], b))[0].append(
+                screen.app.get_key_display(b))
+    return [(tuple(keys), b.description or b.tooltip or b.action, b.id or "—", b.show)
+            for keys, b in found.values()]

@@ -1,0 +1,337 @@
+"""The job screen: one job's details (where it runs, its slice, the cap layers the agent applied,
+state, reason, attempt), its history from the audit, and its output live; and the actions on it
+— stop, requeue, preempt — each confirmed in a modal first, and none bound ``--readonly``.
+
+The store and the agent are read in thread workers; the agent pushes new output as ``log``
+notifications on the host session's reader thread, which reach the screen as messages.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sqlite3
+from typing import Any, Callable, Optional, Sequence
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Input, Static
+
+from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import HostStatus, HostUnavailable
+from fractui.store.base import JobNotFound
+from fractui.store.intents import Refused, ask_stop
+from fractui.store.model import AuditEntry, Job
+from fractui.tui.actions import Action, bind, bindings, shown_bindings
+from fractui.tui.logview import LogView
+from fractui.tui.queues import duration
+from fractui.tui.source import Source
+
+REFRESH_S = 1.0
+HISTORY = 6  # the newest audit entries shown
+
+STOP_WORDS = {"cancel": ("stop", "SIGTERM, then SIGKILL after its grace; it ends cancelled"),
+              "requeue": ("requeue", "stop it and put it back in its queue as a new attempt"),
+              "preempt": ("preempt", "as requeue, with the preemption grace, recorded as a "
+                                     "preemption")}
+
+
+class Loaded(Message):
+    def __init__(self, job: Optional[Job], history: Sequence[AuditEntry], uid: Optional[str],
+                 error: Optional[str] = None) -> None:
+        super().__init__()
+        self.job = job
+        self.history = history
+        self.uid = uid
+        self.error = error
+
+
+class LogData(Message):
+    """Output of the followed job (``lines`` at first, then chunks), or that it ended."""
+
+    def __init__(self, data: str, ended: bool = False, error: Optional[str] = None) -> None:
+        super().__init__()
+        self.data = data
+        self.ended = ended
+        self.error = error
+
+
+class Asked(Message):
+    """A stop, requeue or preemption was recorded (or refused: ``error``)."""
+
+    def __init__(self, what: str, error: Optional[str] = None) -> None:
+        super().__init__()
+        self.what = what
+        self.error = error
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes or no to a dangerous action, by key (``y``/``n``, ``esc``) or by mouse."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical {
+        width: 64; max-width: 100%; height: auto;
+        background: $panel; border: round $warning; padding: 0 1;
+    }
+    ConfirmScreen Horizontal { height: auto; align-horizontal: right; }
+    ConfirmScreen Button { margin: 1 0 0 2; }
+    """
+    BINDINGS = [
+        Binding("y", "answer(True)", "yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "no", id="confirm.no"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question)
+            with Horizontal():
+                yield Button("yes (y)", variant="warning", id="yes")
+                yield Button("no (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class JobScreen(Screen[None], inherit_bindings=False):
+    ACTIONS = (
+        Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
+        Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
+        Action("job.stop", "s", "ask('cancel')", "stop",
+               "Stop the job: it ends cancelled (asks first)", dangerous=True),
+        Action("job.requeue", "r", "ask('requeue')", "requeue",
+               "Stop it and put it back in its queue (asks first)", dangerous=True),
+        Action("job.preempt", "p", "ask('preempt')", "preempt",
+               "Requeue it as a preemption, with the preemption grace (asks first)",
+               dangerous=True),
+    )
+    BINDINGS = bindings(ACTIONS)
+    DEFAULT_CSS = """
+    JobScreen #details { height: auto; max-height: 14; background: $panel; padding: 0 1; }
+    JobScreen #logstate { height: 2; background: $panel; padding: 0 1; color: $text-muted; }
+    JobScreen #search { dock: bottom; height: 3; display: none; }
+    """
+
+    def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
+                 actor: str, clock: Callable[[], float], readonly: bool) -> None:
+        super().__init__()
+        bind(self, self.ACTIONS, readonly)
+        self.job_id = job_id
+        self.source = source
+        self.statuses = statuses
+        """The fleet screen's latest host statuses (for the agent's record of the job)."""
+        self.actor = actor
+        self.clock = clock
+        self.job: Optional[Job] = None
+        self.uid: Optional[str] = None
+        self.history: Sequence[AuditEntry] = ()
+        self.error: Optional[str] = None
+        self.followed: Optional[tuple[str, str]] = None
+        self._unfollow: Callable[[], None] = lambda: None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="details")
+        yield Static(id="logstate")
+        yield LogView(id="log")
+        yield Input(placeholder="search: a regex; enter finds, n/N next/previous, esc closes",
+                    id="search")
+
+    @property
+    def logview(self) -> LogView:
+        return self.query_one(LogView)
+
+    def on_mount(self) -> None:
+        self.logview.focus()
+        self.load()
+        self.set_interval(REFRESH_S, self.load)
+        self.show_state()
+
+    def on_unmount(self) -> None:
+        self._unfollow()
+
+    # -- data in --
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="job")
+    def load(self) -> None:
+        try:
+            view = self.source.read_store()
+            job = next((j for j in view.jobs if j.id == self.job_id), None) if view else None
+            if job is None and self.source.store is not None:
+                job = self.source.store.get(self.job_id)  # ended: no longer among the active
+            self.post_message(Loaded(job, self.source.audit(self.job_id),
+                                     view.uid if view else None))
+        except (sqlite3.Error, JobNotFound) as err:
+            self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err))
+
+    def agent_record(self) -> Optional[dict[str, Any]]:
+        job = self.job
+        if job is None or job.slot is None or self.uid is None:
+            return None
+        status = self.statuses().get(job.slot.host)
+        key = job.key(self.uid)
+        return next((r for r in (status.jobs.values() if status else ())
+                     if r.get("key") == key), None)
+
+    def on_loaded(self, message: Loaded) -> None:
+        self.job, self.history, self.error = message.job, message.history, message.error
+        self.uid = message.uid or self.uid
+        record = self.agent_record()
+        self.query_one("#details", Static).update(self.details(record))
+        agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
+        if self.job is not None and self.job.slot is not None and agent_job and (
+                self.job.slot.host, agent_job) != self.followed:
+            self._unfollow()
+            self.followed = (self.job.slot.host, agent_job)
+            self.logview.lines, self.logview.tail, self.logview.ended = [], "", False
+            self.follow(self.job.slot.host, agent_job)
+        self.show_state()
+
+    @work(thread=True, exit_on_error=False, group="logs")
+    def follow(self, host: str, agent_job: str) -> None:
+        def sink(data: str, ended: bool) -> None:  # on the session's reader thread
+            self.post_message(LogData(data, ended))
+
+        try:
+            lines, stop = self.source.follow_logs(host, agent_job, sink)
+        except (HostUnavailable, AgentCallError) as err:
+            self.post_message(LogData("", error="logs: %s" % err))
+            return
+        self._unfollow = stop
+        self.post_message(LogData("".join(line + "\n" for line in lines)))
+
+    def on_log_data(self, message: LogData) -> None:
+        if message.error:
+            self.error = message.error
+        if message.data:
+            self.logview.write(message.data)
+        self.logview.ended = self.logview.ended or message.ended
+        self.show_state()
+
+    # -- drawing --
+
+    def details(self, record: Optional[dict[str, Any]]) -> Table:
+        job = self.job
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        if job is None:
+            grid.add_row("job #%d" % self.job_id, self.error or "reading the store…")
+            return grid
+        now = self.clock()
+        grid.add_row("job #%d" % job.id, Text.assemble(
+            (job.name, "bold"), "  %s · attempt %d%s" % (
+                job.state, job.attempt, " · preemptible" if job.preemptible else "")))
+        grid.add_row("queue", "%s · team %s · submitted %s ago%s" % (
+            job.queue, job.team or "—", duration(now - job.submitted_at),
+            "" if job.started_at is None else " · started %s ago" % duration(
+                now - job.started_at)))
+        if job.slot is not None:
+            slot = job.slot
+            what = (("%s at slot %s" % (slot.profile, slot.start)) if slot.profile else
+                    "%d MiB share" % slot.memory_mib if slot.memory_mib else "whole GPU")
+            grid.add_row("where", "%s · gpu %s · %s · charge %.2f GPU%s" % (
+                slot.host, ",".join(map(str, slot.gpus)), what, slot.charge,
+                " · placed by hand" if job.manual else ""))
+        if record is not None:
+            caps = ", ".join(record.get("caps") or ()) or "none"
+            notes = "; ".join(record.get("cap_notes") or ())
+            grid.add_row("agent", "%s/%s %s · pid %s · caps: %s%s" % (
+                job.slot.host if job.slot else "?", record.get("id"), record.get("state"),
+                record.get("pid"), caps, " (%s)" % notes if notes else ""))
+        if job.reason or self.error:
+            grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
+                                        style=self.app.theme_variables["warning"]))
+        grid.add_row("argv", Text(shlex.join(job.argv), no_wrap=True, overflow="ellipsis"))
+        newest = list(self.history)[::-1][:HISTORY]
+        for k, entry in enumerate(newest):
+            grid.add_row(Text("history", style="dim") if k == 0 else "",
+                         "%s ago  %s %s: %s" % (duration(now - entry.time), entry.actor,
+                                                entry.action, entry.why))
+        return grid
+
+    def show_state(self) -> None:
+        log = self.logview
+        words = ["%d lines" % log.count]
+        words.append("following" if log.following else "line %d" % (log.cursor + 1))
+        if log.ended:
+            words.append("the job ended")
+        if log.pattern is not None:
+            words.append("search /%s/" % log.pattern.pattern)
+        if self.followed is None:
+            words.append("no output yet: the job has not run")
+        hint = "  ".join("%s %s" % (keys[0], what)
+                         for keys, what, bid, show in shown_bindings(self)
+                         if show and bid.startswith(("job.", "log.")))
+        self.query_one("#logstate", Static).update(" · ".join(words) + "\n" + hint)
+
+    def on_log_view_moved(self, _message: LogView.Moved) -> None:
+        self.show_state()
+
+    # -- actions --
+
+    def action_back(self) -> None:
+        box = self.query_one("#search", Input)
+        if box.display:
+            box.display = False
+            self.logview.focus()
+            return
+        self.dismiss()
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = False
+        self.logview.focus()
+        if not self.logview.search(event.value):
+            self.notify("no line matches /%s/" % event.value, severity="warning")
+        self.show_state()
+
+    def action_ask(self, intent: str) -> None:
+        job = self.job
+        if job is None:
+            return
+        word, what = STOP_WORDS[intent]
+
+        def answered(yes: Optional[bool]) -> None:
+            if yes:
+                self.record_stop(job.id, intent)
+
+        self.app.push_screen(ConfirmScreen("%s job #%d %s (%s)?\n\n%s." % (
+            word.capitalize(), job.id, job.name, job.state, what)), answered)
+
+    @work(thread=True, exit_on_error=False, group="ask")
+    def record_stop(self, job_id: int, intent: str) -> None:
+        store = self.source.store
+        if store is None:
+            self.post_message(Asked(intent, "no store here: nothing can be recorded"))
+            return
+        try:
+            ask_stop(store, store.get(job_id), intent, self.actor,
+                     "%s asked by %s in the TUI" % (intent, self.actor))
+        except (Refused, JobNotFound, sqlite3.Error) as err:
+            self.post_message(Asked(intent, str(err)))
+            return
+        self.post_message(Asked(intent))
+
+    def on_asked(self, message: Asked) -> None:
+        if message.error:
+            self.notify(message.error, severity="warning")
+        else:
+            self.notify("%s of #%d recorded: the scheduler carries it out" % (
+                message.what, self.job_id))
+        self.load()

@@ -1,0 +1,162 @@
+"""A job's output, drawn as Toolong draws logs: a ScrollView whose ``render_line`` draws only
+the lines on screen, with the search's matches highlighted and a cursor line to copy.
+
+New output arrives in chunks that may end mid-line; the unfinished tail is kept apart and shown
+as the last line until its newline comes. While following, the view stays at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from fractui.tui.actions import Action, bindings
+
+MAX_LINES = 100_000  # older lines are dropped past this: the agent keeps the whole log
+
+
+class LogView(ScrollView, can_focus=True, inherit_bindings=False):
+    ACTIONS = (
+        Action("log.down", "down,j", "cursor(1)", "down", show=False),
+        Action("log.up", "up,k", "cursor(-1)", "up", show=False),
+        Action("log.page_down", "pagedown,space", "page(1)", "page down", show=False),
+        Action("log.page_up", "pageup", "page(-1)", "page up", show=False),
+        Action("log.top", "home,g", "edge(False)", "top", show=False),
+        Action("log.bottom", "end,G", "edge(True)", "bottom, following", show=False),
+        Action("log.next", "n", "find(1)", "next"),
+        Action("log.previous", "N", "find(-1)", "previous"),
+        Action("log.follow", "f", "follow", "follow"),
+        Action("log.copy", "y,ctrl+c", "copy", "copy",
+               "Copy the cursor's line to the clipboard"),
+    )
+    BINDINGS: list[Binding] = bindings(ACTIONS)
+    DEFAULT_CSS = """
+    LogView {
+        background: $surface;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    class Moved(Message):
+        """The cursor, the following or the search changed: the status line says so."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.lines: list[str] = []
+        self.tail = ""
+        """Output after the last newline."""
+        self.cursor = -1
+        self.following = True
+        self.pattern: Optional[re.Pattern[str]] = None
+        self.ended = False
+
+    @property
+    def count(self) -> int:
+        return len(self.lines) + (1 if self.tail else 0)
+
+    def line(self, i: int) -> str:
+        return self.lines[i] if i < len(self.lines) else self.tail
+
+    def write(self, data: str) -> None:
+        """New output (any chunk of it)."""
+        parts = (self.tail + data).split("\n")
+        self.lines += parts[:-1]
+        self.tail = parts[-1]
+        if len(self.lines) > MAX_LINES:
+            drop = len(self.lines) - MAX_LINES
+            del self.lines[:drop]
+            self.cursor = max(-1, self.cursor - drop)
+        self.virtual_size = Size(self.size.width, self.count)
+        if self.following:
+            self.cursor = self.count - 1
+            self.scroll_end(animate=False, immediate=True)
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, self.count)
+
+    def render_line(self, y: int) -> Strip:
+        index = y + self.scroll_offset.y
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        if not 0 <= index < self.count:
+            return Strip.blank(width, base)
+        text = self.line(index).expandtabs(8)
+        style = base + Style(reverse=True) if index == self.cursor else base
+        segments: list[Segment] = []
+        at = 0
+        if self.pattern is not None:
+            mark = base + Style(bgcolor=self.app.theme_variables["warning"], color="black")
+            for m in self.pattern.finditer(text):
+                if m.end() > m.start():
+                    segments += [Segment(text[at:m.start()], style),
+                                 Segment(text[m.start():m.end()], mark)]
+                    at = m.end()
+        segments.append(Segment(text[at:], style))
+        return Strip(segments).crop_extend(0, width, style)
+
+    def _goto(self, index: int) -> None:
+        self.cursor = max(0, min(self.count - 1, index))
+        top, height = self.scroll_offset.y, self.scrollable_content_region.height
+        if not top <= self.cursor < top + height:
+            self.scroll_to(y=max(0, self.cursor - height // 2), animate=False, immediate=True)
+        self.refresh()
+        self.post_message(self.Moved())
+
+    def action_cursor(self, by: int) -> None:
+        self.following = False
+        self._goto((self.cursor if self.cursor >= 0 else self.count) + by)
+
+    def action_page(self, by: int) -> None:
+        self.action_cursor(by * max(1, self.scrollable_content_region.height - 1))
+
+    def action_edge(self, end: bool) -> None:
+        self.following = end
+        self._goto(self.count - 1 if end else 0)
+
+    def action_follow(self) -> None:
+        self.following = not self.following
+        if self.following:
+            self._goto(self.count - 1)
+        self.post_message(self.Moved())
+
+    def search(self, text: str) -> bool:
+        """Highlight ``text`` (a case-insensitive regex, or literal if it is not one) and go
+        to its first match from the cursor on; False if nothing matches."""
+        try:
+            self.pattern = re.compile(text, re.I) if text else None
+        except re.error:
+            self.pattern = re.compile(re.escape(text), re.I)
+        self.refresh()
+        return self.pattern is None or self.find(1, include_here=True)
+
+    def find(self, by: int, include_here: bool = False) -> bool:
+        """The cursor to the next (``by`` 1) or previous (-1) line that matches, wrapping."""
+        if self.pattern is None or not self.count:
+            return False
+        n = self.count
+        start = self.cursor if self.cursor >= 0 else (0 if by > 0 else n - 1)
+        for step in range(0 if include_here else 1, n + 1):
+            i = (start + by * step) % n
+            if self.pattern.search(self.line(i)):
+                self.following = False
+                self._goto(i)
+                return True
+        return False
+
+    def action_find(self, by: int) -> None:
+        if not self.find(by):
+            self.notify("no match", severity="warning")
+
+    def action_copy(self) -> None:
+        if 0 <= self.cursor < self.count:
+            self.app.copy_to_clipboard(self.line(self.cursor))
+            self.notify("copied line %d" % (self.cursor + 1))

@@ -1,0 +1,179 @@
+"""Placement mode: a pending job's ghost moved across the slots it could take, each with its
+plan and score, then confirmed — by keyboard, or by dragging the job onto a GPU.
+
+``Placement`` is the state (pure: candidates in map order, which one the ghost is on);
+``PreviewBar`` shows the plan and holds the mode's keys while it has focus, so leaving the mode
+is only giving focus back. Candidates come from ``fractui.sched.preview`` in a thread worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from rich.text import Text
+from textual.message import Message
+from textual.widget import Widget
+
+from fractui.sched.preview import Candidate
+from fractui.store.model import Job
+from fractui.tui.actions import Action, bindings
+
+
+def same_slot(a: Candidate, b: Candidate) -> bool:
+    """Whether two previews put the job in the same place, on the same MIG layout: then what
+    was shown is still what will happen (a share's free MiB may differ; its size may not)."""
+    return (a.host, a.gpus, a.profile, a.start, a.memory_mib, a.layout_version) == (
+        b.host, b.gpus, b.profile, b.start, b.memory_mib, b.layout_version)
+
+
+@dataclass
+class Placement:
+    job: Job
+    candidates: list[Candidate] = field(default_factory=list)
+    """In map order: host (as the map lists them), GPU, start."""
+    at: int = 0
+    note: Optional[str] = None
+    """What the admin must know before confirming (e.g. the GPU changed: a new plan)."""
+    busy: Optional[str] = None
+    """Work in flight ("finding slots…", "checking…"): nothing to confirm meanwhile."""
+
+    @classmethod
+    def of(cls, job: Job, found: Sequence[Candidate], order: Sequence[str]) -> "Placement":
+        """The ghost starts on the scheduler's choice."""
+        rank = {name: i for i, name in enumerate(order)}
+        ranked = sorted(found, key=lambda c: (rank.get(c.host, len(rank)), c.host, c.gpus,
+                                              c.start or 0))
+        at = next((i for i, c in enumerate(ranked) if c.chosen), 0)
+        return cls(job, ranked, at)
+
+    @property
+    def current(self) -> Optional[Candidate]:
+        return self.candidates[self.at] if self.candidates else None
+
+    def step(self, by: int) -> None:
+        """The next (or previous) slot, wrapping."""
+        if self.candidates:
+            self.at = (self.at + by) % len(self.candidates)
+
+    def gpu_step(self, by: int) -> None:
+        """The first slot of the next (or previous) GPU that has one, wrapping."""
+        if not self.candidates:
+            return
+        here = self._gpu(self.at)
+        n = len(self.candidates)
+        i = self.at
+        for _ in range(n):
+            i = (i + by) % n
+            if self._gpu(i) != here:
+                break
+        gpu = self._gpu(i)
+        self.at = next(k for k, c in enumerate(self.candidates) if (c.host, c.gpus) == gpu)
+
+    def _gpu(self, i: int) -> tuple[str, tuple[int, ...]]:
+        c = self.candidates[i]
+        return c.host, c.gpus
+
+    def to_chosen(self) -> bool:
+        for i, c in enumerate(self.candidates):
+            if c.chosen:
+                self.at = i
+                return True
+        return False
+
+    def nearest(self, host: str, gpu: int, fraction: float, slices: int) -> bool:
+        """The slot on ``host``'s ``gpu`` nearest ``fraction`` of its width (a drag's pointer);
+        False if the job cannot go on that GPU."""
+        on = [i for i, c in enumerate(self.candidates) if c.host == host and gpu in c.gpus]
+        if not on:
+            return False
+        self.at = min(on, key=lambda i: abs((self.candidates[i].start or 0) / max(1, slices)
+                                            - fraction))
+        return True
+
+
+class PlacementDone(Message):
+    """The admin confirmed (``confirm``) or left the mode."""
+
+    def __init__(self, confirm: bool) -> None:
+        super().__init__()
+        self.confirm = confirm
+
+
+class PreviewBar(Widget, can_focus=True):
+    """The plan of the slot the ghost is on, and the mode's keys while focused."""
+
+    ACTIONS = (
+        Action("placement.next", "right,l", "move(1)", "next slot"),
+        Action("placement.previous", "left,h", "move(-1)", "previous slot"),
+        Action("placement.down", "down,j", "move_gpu(1)", "next GPU"),
+        Action("placement.up", "up,k", "move_gpu(-1)", "previous GPU"),
+        Action("placement.choice", "a", "chosen", "scheduler's choice"),
+        Action("placement.confirm", "enter", "done(True)", "place here", dangerous=True),
+        Action("placement.cancel", "escape", "done(False)", "cancel"),
+    )
+    BINDINGS = bindings(ACTIONS)
+    DEFAULT_CSS = """
+    PreviewBar {
+        dock: bottom;
+        height: 3;
+        background: $panel;
+        border-top: hkey $accent;
+        padding: 0 1;
+        display: none;
+    }
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.placement: Optional[Placement] = None
+
+    def show(self, placement: Optional[Placement]) -> None:
+        self.placement = placement
+        self.display = placement is not None
+        self.refresh()
+
+    def render(self) -> Text:
+        p = self.placement
+        if p is None:
+            return Text("")
+        v = self.app.theme_variables
+        out = Text()
+        out.append("place #%d %s" % (p.job.id, p.job.name), style="bold " + v["accent"])
+        c = p.current
+        if p.busy:
+            out.append("  " + p.busy, style="dim")
+        elif c is None:
+            out.append("  no slot of the fleet can take it now" + (
+                " (%s)" % p.job.reason if p.job.reason else ""), style=v["warning"])
+        else:
+            out.append("  slot %d of %d · score %.3f · charge %.2f GPU%s" % (
+                p.at + 1, len(p.candidates), c.score, c.charge,
+                " · the scheduler's choice" if c.chosen else ""), style="dim")
+        out.append("\n")
+        if p.note:
+            out.append(p.note + " ", style="bold " + v["warning"])
+        if c is not None:
+            out.append(c.plan)
+        return out
+
+    def action_move(self, by: int) -> None:
+        if self.placement is not None and not self.placement.busy:
+            self.placement.step(by)
+            self.post_message(GhostMoved())
+
+    def action_move_gpu(self, by: int) -> None:
+        if self.placement is not None and not self.placement.busy:
+            self.placement.gpu_step(by)
+            self.post_message(GhostMoved())
+
+    def action_chosen(self) -> None:
+        if self.placement is not None and self.placement.to_chosen():
+            self.post_message(GhostMoved())
+
+    def action_done(self, confirm: bool) -> None:
+        self.post_message(PlacementDone(confirm))
+
+
+class GhostMoved(Message):
+    """The ghost is on another slot: redraw it and the plan."""

@@ -1,0 +1,152 @@
+"""The job screen on a simulated fleet: details from the store and the agent, output followed
+live and searched, stop/requeue/preempt each confirmed before the store changes; and
+``--readonly``, which binds none of the dangerous actions."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+from rich.console import Console
+
+from fractui.config import QueueConfig
+from fractui.tui.help import HelpScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.queues import QueuePanel
+from tests import localfleet
+from tests.localfleet import POLITE
+from tests.tui_frozen import frozen_app, pilot_test, settled
+from tests.tui_live import fleet, live_app, until
+
+local_fleet = localfleet.local_fleet
+SHARES = {"gpu-b": "1xL4"}
+QUARTER = [QueueConfig(name="quarter", gpu=0.25)]
+
+# prints a line every 0.1 s for a while: output that keeps coming while the screen is open
+TALKER = [sys.executable, "-c",
+          "import time\nfor i in range(400):\n    print('tick %d' % i + (' needle' if i % 7 == 3 "
+          "else ''), flush=True)\n    time.sleep(0.1)"]
+
+
+def text_of(renderable) -> str:
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def job_screen(app) -> JobScreen:
+    assert isinstance(app.screen, JobScreen), app.screen
+    return app.screen
+
+
+def test_logs_follow_live_and_search_finds_a_line(local_fleet):
+    f = local_fleet(SHARES, QUARTER)
+    job = f.submit("quarter", argv=TALKER)
+    f.until(lambda: f.store.get(job.id).state == "running")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            app.open_job(job.id)
+            await pilot.pause()
+            screen = job_screen(app)
+            log = screen.logview
+            await until(pilot, lambda: log.count >= 3, "first lines")
+            seen = log.count
+            await until(pilot, lambda: log.count >= seen + 5, "new lines pushed by the agent")
+            assert log.following and log.cursor == log.count - 1
+            details = text_of(screen.details(screen.agent_record()))
+            assert "where    gpu-b · gpu 0 · 5758 MiB share" in details
+            assert "gpu-b/j1 running" in details
+            assert "caps: " in details and "submit" in details  # agent caps, history
+            await pilot.press("slash", *"needle", "enter")
+            first = log.cursor
+            assert "needle" in log.line(first) and not log.following
+            await pilot.press("n")
+            assert log.cursor > first and "needle" in log.line(log.cursor)
+            await pilot.press("N")
+            assert log.cursor == first
+            await pilot.press("y")
+            assert app.clipboard == log.line(first)
+            await pilot.press("escape")
+            assert app.screen is fleet(app)
+
+    drive()
+
+
+def test_stop_requeue_preempt_each_ask_first_then_change_the_store(local_fleet):
+    f = local_fleet(SHARES, QUARTER)
+    jobs = [f.submit("quarter", argv=POLITE) for _ in range(3)]
+    f.until(lambda: all(f.store.get(j.id).state == "running" for j in jobs))
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            for job, key, intent in zip(jobs, "srp", ("cancel", "requeue", "preempt")):
+                app.open_job(job.id)
+                await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                            and app.screen.job is not None, "the job read")
+                await pilot.press(key)
+                await pilot.pause()
+                assert isinstance(app.screen, ConfirmScreen)
+                await pilot.press("n")  # not now
+                await pilot.pause()
+                assert f.store.get(job.id).state == "running"
+                await pilot.press(key)
+                await pilot.pause()
+                await pilot.press("y")
+                await until(pilot, lambda: f.store.get(job.id).state == "stopping",
+                            "%s recorded" % intent)
+                assert f.store.get(job.id).stop_intent == intent
+                assert f.store.audit_log(job.id)[-1].actor.endswith("(tui)")
+                await pilot.press("escape")
+                await pilot.pause()
+
+    drive()
+    # carried out: the first ends cancelled, the others are back in the queue as attempt 1
+    f.until(lambda: f.store.get(jobs[0].id).state == "cancelled"
+            and [f.store.get(j.id).attempt for j in jobs] == [0, 1, 1])
+
+
+def _ids(node) -> set:
+    return {b.id for _key, b in node._bindings}
+
+
+@pilot_test
+async def test_readonly_binds_no_dangerous_action_and_help_lacks_them():
+    app = frozen_app(readonly=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        panel = fleet(app).query_one(QueuePanel)
+        assert "queue.place" not in _ids(panel) and "queue.job" in _ids(panel)
+        await pilot.press("tab", "p")
+        await pilot.pause()
+        assert fleet(app).placement is None
+        await pilot.press("question_mark")
+        help_ids = {row[2] for row in app.screen.keys}
+        assert isinstance(app.screen, HelpScreen) and "queue.job" in help_ids
+        assert "queue.place" not in help_ids
+        await pilot.press("escape")
+        hints = dict(fleet(app).query_one("Header").info.hints)
+        assert "place" not in hints.values() and "job" in hints.values()
+        await pilot.press("l")
+        await pilot.pause()
+        screen = job_screen(app)
+        assert not {"job.stop", "job.requeue", "job.preempt"} & _ids(screen)
+        await pilot.press("s", "r", "p")
+        await pilot.pause()
+        assert app.screen is screen  # no confirmation asked: nothing is bound
+        await pilot.press("question_mark")
+        help_ids = {row[2] for row in app.screen.keys}
+        assert "job.search" in help_ids and not {"job.stop", "job.requeue"} & help_ids
+
+
+@pilot_test
+async def test_not_readonly_binds_them():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        assert "queue.place" in _ids(fleet(app).query_one(QueuePanel))
+        await pilot.press("tab", "l")
+        await pilot.pause()
+        assert {"job.stop", "job.requeue", "job.preempt"} <= _ids(job_screen(app))

@@ -1,0 +1,181 @@
+"""Placement mode end to end on a simulated fleet: a job placed by keyboard and by dragging it
+onto a GPU runs on exactly the previewed slice; a GPU that changed between preview and
+confirm shows the new plan instead of recording; who carries decisions out is on the header."""
+
+from __future__ import annotations
+
+from fractui.config import QueueConfig
+from fractui.tui.model import GHOST
+from fractui.tui.queues import QueuePanel
+from fractui.tui.slicemap import SliceMap
+from tests import localfleet
+from tests.tui_frozen import pilot_test
+from tests.tui_live import fleet, gpu_line, live_app, until
+
+local_fleet = localfleet.local_fleet
+MIG = {"gpu-a": "1xA100-80GB:mig"}
+QUEUES = [QueueConfig(name="3g", mig="3g.40gb")]
+
+
+def ghost_of(app) -> tuple:
+    """(host, gpu, start as a fraction) of every ghost block drawn on the map."""
+    return tuple((line.host, line.index, b.start) for line in fleet(app).map.lines
+                 if hasattr(line, "blocks") for b in line.blocks if b.kind == GHOST)
+
+
+def agent_record(f, job) -> dict:
+    return next(r for r in f.agent_jobs() if r["key"] == f.store.get(job.id).key(f.store.uid))
+
+
+async def slots_found(app, pilot) -> None:
+    await until(pilot, lambda: fleet(app).placement is not None and not fleet(
+        app).placement.busy and fleet(app).placement.candidates, "candidates found")
+
+
+def test_place_by_keyboard_runs_on_the_previewed_slice(local_fleet):
+    f = local_fleet(MIG, QUEUES)
+    job = f.submit("3g")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
+            await pilot.press("tab", "p")
+            await slots_found(app, pilot)
+            p = fleet(app).placement
+            assert [(c.start, c.chosen) for c in p.candidates] == [(0, False), (4, True)]
+            assert p.current.start == 4  # the ghost starts on the scheduler's choice
+            assert ghost_of(app) == (("gpu-a", 0, 0.5),)
+            await pilot.press("right")  # wraps to the other slot
+            assert p.current.start == 0 and ghost_of(app) == (("gpu-a", 0, 0.0),)
+            assert "create 3g.40gb at slot 0 on gpu0 of gpu-a" in p.current.plan
+            await pilot.press("a")
+            assert p.current.start == 4
+            await pilot.press("left", "enter")
+            await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")
+            assert fleet(app).placement is None and ghost_of(app) == ()
+
+    drive()
+    placed = f.store.get(job.id)
+    assert (placed.slot.profile, placed.slot.start, placed.manual) == ("3g.40gb", 0, True)
+    assert placed.slot.layout_version is not None
+    history = f.store.audit_log(job.id)
+    assert [e.action for e in history] == ["submit", "place"]
+    assert history[-1].actor.endswith("(tui)")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    record = agent_record(f, job)
+    assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 0)
+
+
+def test_place_by_dragging_the_job_onto_a_gpu(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig", "gpu-b": "2xA100-80GB:mig"}, QUEUES)
+    job = f.submit("3g")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            panel = fleet(app).query_one(QueuePanel)
+            await until(pilot, lambda: panel._rows, "the job's line drawn")
+            row = next(y for y, j in panel._rows.items() if j.id == job.id)
+            assert not app.mouse_captured
+            await pilot.mouse_down(QueuePanel, offset=(4, row))
+            assert app.mouse_captured is panel  # only now, during the drag
+            await slots_found(app, pilot)
+            y, line = gpu_line(app, "gpu-b", 1)
+            smap = fleet(app).map
+            x = smap.line_width - 40  # towards the right end of the bar: the slot at 4
+            await pilot.hover(SliceMap, offset=(x, y))
+            await pilot.pause()
+            assert ghost_of(app) == (("gpu-b", 1, 0.5),)
+            await pilot.hover(SliceMap, offset=(18, y))  # the left end: the slot at 0
+            await pilot.pause()
+            assert ghost_of(app) == (("gpu-b", 1, 0.0),)
+            await pilot.mouse_up(SliceMap, offset=(18, y))
+            await pilot.pause()
+            assert not app.mouse_captured
+            p = fleet(app).placement
+            assert (p.current.host, p.current.gpus, p.current.start) == ("gpu-b", (1,), 0)
+            assert f.store.get(job.id).state == "pending"  # dropped: the confirm step
+            await pilot.press("enter")
+            await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")
+
+    drive()
+    f.until(lambda: f.store.get(job.id).state == "running")
+    record = agent_record(f, job)
+    assert record["host"] == "gpu-b" and record["gpus"] == [1]
+    assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 0)
+
+
+def test_dropping_a_job_where_it_cannot_go_places_nothing(local_fleet):
+    f = local_fleet(MIG, QUEUES)
+    job = f.submit("3g")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            panel = fleet(app).query_one(QueuePanel)
+            await until(pilot, lambda: panel._rows, "the job's line drawn")
+            row = next(y for y, j in panel._rows.items() if j.id == job.id)
+            await pilot.mouse_down(QueuePanel, offset=(4, row))
+            await slots_found(app, pilot)
+            await pilot.mouse_up(QueuePanel, offset=(4, row))  # back where it started
+            await pilot.pause()
+            assert fleet(app).placement is None and not app.mouse_captured
+
+    drive()
+    assert f.store.get(job.id).state == "pending"
+
+
+def test_a_gpu_changed_before_confirm_shows_the_new_plan_and_records_nothing(local_fleet):
+    f = local_fleet(MIG, QUEUES)
+    job = f.submit("3g")
+    agent = f.fleet.session("gpu-a")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
+            await pilot.press("tab", "p")
+            await slots_found(app, pilot)
+            p = fleet(app).placement
+            shown = p.current
+            assert shown.start == 4
+            # someone else changes the GPU right before the admin confirms
+            agent.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": 0})
+            await pilot.press("enter")
+            await until(pilot, lambda: fleet(app).placement.note, "the admin is told")
+            p = fleet(app).placement
+            assert "changed since the preview" in p.note
+            assert p.current.start == 4 and p.current.layout_version != shown.layout_version
+            other = next(c for c in p.candidates if c.start == 0)
+            assert other.plan.startswith("destroy idle 1g.10gb at slot 0")
+            assert f.store.get(job.id).state == "pending"
+            assert [e.action for e in f.store.audit_log(job.id)] == ["submit"]
+            await pilot.press("enter")  # the new plan, confirmed
+            await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")
+            assert f.store.get(job.id).slot.layout_version == p.current.layout_version
+
+    drive()
+    f.until(lambda: f.store.get(job.id).state == "running")
+    assert agent_record(f, job)["mig"]["start"] == 4
+
+
+def test_header_says_who_carries_out_decisions(local_fleet):
+    f = local_fleet(MIG, QUEUES)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            header = fleet(app).query_one("Header")
+            await until(pilot, lambda: header.info, "header drawn")
+            assert header.info.scheduler == "scheduler: none (decisions wait)"
+            f.store.acquire_lease("ops@head:1234", 60)
+            await until(pilot, lambda: header.info.scheduler == "scheduler: ops@head:1234",
+                        "the other holder named")
+            f.store.release_lease("ops@head:1234")
+            app.source.scheduler = "me@here:1 (tui)"
+            f.store.acquire_lease("me@here:1 (tui)", 60)
+            await until(pilot, lambda: header.info.scheduler == "scheduler: this TUI",
+                        "this TUI named")
+
+    drive()
