@@ -63,6 +63,13 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         self.paint = paint
         self.refresh()
 
+    def action_scroll_down(self) -> None:
+        """One line, at once: an animated scroll would show the line a few frames late."""
+        self.scroll_relative(y=1, animate=False)
+
+    def action_scroll_up(self) -> None:
+        self.scroll_relative(y=-1, animate=False)
+
     def mark(self, index: int) -> None:
         """Mark line ``index`` (drawn reversed; ``l`` opens its job)."""
         old, self.cursor = self.cursor, index
