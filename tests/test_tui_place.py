@@ -32,6 +32,16 @@ async def slots_found(app, pilot) -> None:
         app).placement.busy and fleet(app).placement.candidates, "candidates found")
 
 
+async def drag_start(app, pilot, job) -> int:
+    """Press on the job's line in the queue panel, until its slots are found; its line."""
+    panel = fleet(app).query_one(QueuePanel)
+    await until(pilot, lambda: panel._rows, "the job's line drawn")
+    row = next(y for y, j in panel._rows.items() if j.id == job.id)
+    await pilot.mouse_down(QueuePanel, offset=(4, row))
+    await slots_found(app, pilot)
+    return row
+
+
 def test_place_by_keyboard_runs_on_the_previewed_slice(local_fleet):
     f = local_fleet(MIG, QUEUES)
     job = f.submit("3g")
@@ -74,13 +84,9 @@ def test_place_by_dragging_the_job_onto_a_gpu(local_fleet):
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            panel = fleet(app).query_one(QueuePanel)
-            await until(pilot, lambda: panel._rows, "the job's line drawn")
-            row = next(y for y, j in panel._rows.items() if j.id == job.id)
             assert not app.mouse_captured
-            await pilot.mouse_down(QueuePanel, offset=(4, row))
-            assert app.mouse_captured is panel  # only now, during the drag
-            await slots_found(app, pilot)
+            await drag_start(app, pilot, job)
+            assert app.mouse_captured is fleet(app).query_one(QueuePanel)  # only during it
             y, line = gpu_line(app, "gpu-b", 1)
             smap = fleet(app).map
             x = smap.line_width - 40  # towards the right end of the bar: the slot at 4
@@ -113,11 +119,7 @@ def test_dropping_a_job_where_it_cannot_go_places_nothing(local_fleet):
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            panel = fleet(app).query_one(QueuePanel)
-            await until(pilot, lambda: panel._rows, "the job's line drawn")
-            row = next(y for y, j in panel._rows.items() if j.id == job.id)
-            await pilot.mouse_down(QueuePanel, offset=(4, row))
-            await slots_found(app, pilot)
+            row = await drag_start(app, pilot, job)
             await pilot.mouse_up(QueuePanel, offset=(4, row))  # back where it started
             await pilot.pause()
             assert fleet(app).placement is None and not app.mouse_captured
