@@ -5,8 +5,10 @@ each host behind a proxy the test cuts."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import replace
+from typing import List
 
 from fractui.config import QueueConfig, SchedulerSettings
 from fractui.fleet.fleet import Fleet
@@ -61,8 +63,22 @@ def test_a_lost_host_has_its_jobs_requeued_and_its_old_copies_stopped_on_return(
             later = store.submit(pinned[lost].name, None, "later", ["sleep", "600"],
                                  request_record(pinned[lost]), "test")
 
+            # The first moment the host counts as back, ask it what runs there.
+            session = fleet.session(lost)
+            first_look: List[dict] = []
+
+            def look() -> None:
+                while session.status.state != "online":
+                    time.sleep(0.005)
+                first_look.extend(session.call("job.list")["jobs"])
+
+            watcher = threading.Thread(target=look, daemon=True)
+            watcher.start()
             env.proxies[lost].restore()
             until(lambda: not store.stale() and store.get(later.id).state == "running")
+            watcher.join(30)
+            old_copy = next(j for j in first_look if j["key"] == old_key)
+            assert old_copy["state"] == "killed"  # already gone when the host came back
             ended = next(j for j in fleet.session(lost).call("job.list")["jobs"]
                          if j["key"] == old_key)
             assert ended["state"] == "killed"
@@ -75,7 +91,7 @@ def test_a_lost_host_has_its_jobs_requeued_and_its_old_copies_stopped_on_return(
             stops = [e for e in store.audit_log(job.id) if e.action == "stop-stale"]
             assert len(stops) == 1
             # the host had a free GPU all along, yet took the waiting job only once the stale
-            # copy was gone
+            # copy was gone (the host's connect stopped it before the host counted as back)
             placed_later = [e for e in store.audit_log(later.id) if e.action == "decide"]
             assert len(placed_later) == 1 and placed_later[0].id > stops[0].id
             sched.stop()

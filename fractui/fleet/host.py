@@ -37,6 +37,7 @@ log = logging.getLogger("fractui.fleet")
 
 MIN_PYTHON = (3, 9)
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
+CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
 
 class HostUnavailable(Exception):
@@ -115,12 +116,17 @@ class HostSession:
         self.status = HostStatus(cfg.name)
         # called with every notification the agent pushes (method, params), e.g. for logs -f
         self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
+        # called on every (re)connect before the host counts as back online, with a way to
+        # call its agent and the agent's job records: where the scheduler stops stale copies
+        self.connect_hooks: List[Callable[[str, CallAgent, Dict[str, Dict[str, Any]]], None]] = []
         self._conn: Optional[_Conn] = None
         self._link: Optional[SshLink] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self.settled = threading.Event()
+        # notifications of a connection not yet installed (None once it is)
+        self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
 
@@ -162,12 +168,13 @@ class HostSession:
     def _notify(self, method: str, params: Dict[str, Any]) -> None:
         for listener in list(self.listeners):
             listener(method, params)
-        if method == "snapshot":
-            self.status.snapshot = params
-        elif method == "job":
-            self.status.jobs[params["id"]] = params
-        else:
+        if method not in ("snapshot", "job"):
             return
+        with self._lock:
+            if self._early is not None:  # connecting: newer than what subscribe answered
+                self._early.append((method, params))
+                return
+            _apply(self.status, method, params)
         if self.on_change is not None:
             self.on_change(self.status)
 
@@ -215,6 +222,8 @@ class HostSession:
                 log.debug("%s: closing a dead connection: %r", self.cfg.name, err)
 
     def _connect(self) -> _Conn:
+        with self._lock:
+            self._early = []
         if self.cfg.transport == "local":
             conn = self._start_local()
         else:
@@ -236,11 +245,21 @@ class HostSession:
             raise AgentProcessError("the agent on %s refused hello: %s" % (
                 self.cfg.name, err.message)) from err
         subscribed = conn.client.call("subscribe", None, 30.0)
-        self._conn = conn
         jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
+        for hook in list(self.connect_hooks):
+            try:
+                hook(self.cfg.name, lambda m, p=None: conn.client.call(m, p, 30.0), dict(jobs))
+            except (AgentCallError, ConnectionLost) as err:  # retried by the next pass
+                log.warning("%s: on connect: %s", self.cfg.name, err)
+        with self._lock:  # what subscribe answered, then what was pushed since, in order
+            self.status.hello, self.status.snapshot, self.status.jobs = (
+                hello, subscribed.get("snapshot"), jobs)
+            for method, params in self._early or ():
+                _apply(self.status, method, params)
+            self._early = None
+        self._conn = conn
         problem = hello_problem(hello)
-        self._set("degraded" if problem else "online", problem, hello=hello,
-                  snapshot=subscribed.get("snapshot"), jobs=jobs)
+        self._set("degraded" if problem else "online", problem)
         return conn
 
     def _client(self, reader: Any, write: Callable[[bytes], None]) -> AgentClient:
@@ -290,6 +309,13 @@ class HostSession:
         problem = python_problem(self.cfg, link)
         if problem:
             raise AgentProcessError(problem)
+
+def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> None:
+    if method == "snapshot":
+        status.snapshot = params
+    else:
+        status.jobs[params["id"]] = params
+
 
 def python_problem(cfg: HostConfig, link: SshLink) -> Optional[str]:
     """Why the host's python cannot run the agent, or None if it can."""

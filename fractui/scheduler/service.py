@@ -26,11 +26,16 @@ from fractui.sched.queueing import schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
-                                 STOPPING, Job)
+                                 STOPPING, Job, StaleCopy)
 
 log = logging.getLogger("fractui.scheduler")
 
 REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
+FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale copies to end
+
+
+def _stale_why(copy: StaleCopy) -> str:
+    return "a stale copy: job %d was requeued while %s was lost" % (copy.job, copy.host)
 
 
 def default_holder() -> str:
@@ -57,6 +62,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        for session in fleet.sessions.values():
+            session.connect_hooks.append(self._fence_returning)
 
     # -- running --
 
@@ -170,6 +177,27 @@ class Scheduler:
             except StateConflict:
                 continue
 
+    def _fence_returning(self, host: str, call: Callable[..., Any],
+                         jobs: Dict[str, Dict[str, Any]]) -> None:
+        """A host that comes back kills its stale copies before it counts as back at all: the
+        fleet runs this on reconnect, before the host is online, so no moment exists after its
+        return when the old copy and the requeued one both run."""
+        if not self.leader:
+            return  # the lease holder's own connection does it
+        by_key = {j.get("key"): j for j in jobs.values()}
+        for copy in self.store.stale(host):
+            rec = by_key.get(copy.key)
+            if rec is not None and rec.get("state") not in AGENT_ENDED:
+                call("job.stop", {"job": rec["id"], "grace": 0, "reason": _stale_why(copy)})
+                deadline = time.monotonic() + FENCE_WAIT_S
+                while rec.get("state") not in AGENT_ENDED and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    rec = call("job.get", {"job": rec["id"]})
+                if rec.get("state") not in AGENT_ENDED:
+                    continue  # left to the passes, which keep the host from new work
+            self.store.drop_stale(host, copy.key, self.holder, "the copy left on %s is not "
+                                  "running" % host)
+
     def _stop_stale(self, by_name: Dict[str, HostView]) -> Set[str]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
         elsewhere). Returns the hosts still running one: they take no new work until then."""
@@ -184,9 +212,8 @@ class Scheduler:
                                       "the copy left on %s is not running" % copy.host)
             else:
                 recovering.add(copy.host)
-                self.executor.stop(copy.host, rec["id"], copy.key,
-                                   "a stale copy: job %d was requeued while %s was lost" % (
-                                       copy.job, copy.host), grace_s=0)
+                self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
+                                   grace_s=0)
         return recovering
 
     def _decide(self, views: List[HostView], jobs: List[Job]) -> None:
