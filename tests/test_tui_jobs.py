@@ -60,14 +60,15 @@ def test_logs_follow_live_and_search_finds_a_line(local_fleet):
             assert "gpu-b/j1 running" in details
             assert "caps: " in details and "submit" in details  # agent caps, history
             await pilot.press("slash", *"needle", "enter")
-            first = log.cursor
-            assert "needle" in log.line(first) and not log.following
+            assert "needle" in log.line(log.cursor) and not log.following
+            await pilot.press("g", "n")  # from the top: the first match, then the next
+            assert log.line(log.cursor) == "tick 3 needle"
             await pilot.press("n")
-            assert log.cursor > first and "needle" in log.line(log.cursor)
+            assert log.line(log.cursor) == "tick 10 needle"
             await pilot.press("N")
-            assert log.cursor == first
+            assert log.line(log.cursor) == "tick 3 needle"
             await pilot.press("y")
-            assert app.clipboard == log.line(first)
+            assert app.clipboard == "tick 3 needle"
             await pilot.press("escape")
             assert app.screen is fleet(app)
 

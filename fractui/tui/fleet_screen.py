@@ -184,10 +184,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 self.relayout()
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
+        now = self.clock()
         self.query_one(QueuePanel).show(
-            queue_stats(self.config.queues, jobs, self.clock()),
-            team_usage(jobs, self.config.teams), note,
-            [j for j in jobs if j.state == PENDING])
+            queue_stats(self.config.queues, jobs, now), team_usage(jobs, self.config.teams),
+            note, [j for j in jobs if j.state == PENDING], now)
         self.show_header()
 
     # -- drawing --
@@ -278,6 +278,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.filter_text = ""
         self.map.cursor = -1
         self.query_one(QueuePanel).mark(None)
+        if self.placement is not None:
+            self.end_placement()
         self.relayout()
 
     def action_compact(self) -> None:

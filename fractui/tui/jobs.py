@@ -51,6 +51,15 @@ class Loaded(Message):
         self.error = error
 
 
+class Following(Message):
+    """The followed job's last lines, and how to stop following it."""
+
+    def __init__(self, lines: list[str], stop: Callable[[], None]) -> None:
+        super().__init__()
+        self.lines = lines
+        self.stop = stop
+
+
 class LogData(Message):
     """Output of the followed job (``lines`` at first, then chunks), or that it ended."""
 
@@ -186,6 +195,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
 
     def on_loaded(self, message: Loaded) -> None:
         self.job, self.history, self.error = message.job, message.history, message.error
+        if self.job is None and self.error is None:
+            self.error = "no job %d in the store" % self.job_id
         self.uid = message.uid or self.uid
         record = self.agent_record()
         self.query_one("#details", Static).update(self.details(record))
@@ -208,8 +219,12 @@ class JobScreen(Screen[None], inherit_bindings=False):
         except (HostUnavailable, AgentCallError) as err:
             self.post_message(LogData("", error="logs: %s" % err))
             return
-        self._unfollow = stop
-        self.post_message(LogData("".join(line + "\n" for line in lines)))
+        self.post_message(Following(lines, stop))
+
+    def on_following(self, message: Following) -> None:
+        self._unfollow = message.stop
+        self.logview.write("".join(line + "\n" for line in message.lines))
+        self.show_state()
 
     def on_log_data(self, message: LogData) -> None:
         if message.error:

@@ -90,6 +90,7 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self._rows: dict[int, Job] = {}
         """The panel's content line of each pending job, as last drawn."""
         self._dragging = False
+        self.now = 0.0
         self.queues: Sequence[QueueStat] = ()
         self.teams: Sequence[TeamUsage] = ()
         self.marked: Optional[str] = None
@@ -97,7 +98,10 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.store_note: Optional[str] = None
 
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
-             store_note: Optional[str] = None, pending: Sequence[Job] = ()) -> None:
+             store_note: Optional[str] = None, pending: Sequence[Job] = (),
+             now: float = 0.0) -> None:
+        """``pending``: the jobs to list, their waits as of ``now``."""
+        self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
         if (queues, teams, store_note, pending) != (self.queues, self.teams, self.store_note,
                                                     self.pending):
@@ -222,12 +226,11 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         lines = Text("Pending" + ("  p place · l open · drag to a GPU" if not self.readonly
                                   else "  l open"), style="bold", no_wrap=True,
                      overflow="ellipsis")
-        now = getattr(self.screen, "clock", lambda: 0.0)()
         for k, job in enumerate(self.pending):
             self._rows[y + 1 + k] = job
             row = "%s#%-4d %-12.12s %-8.8s %-7.7s %s" % (
                 "▸" if job.id == self.selected else " ", job.id, job.name, job.queue,
-                job.team or "—", duration(now - job.submitted_at))
+                job.team or "—", duration(self.now - job.submitted_at))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")
