@@ -32,6 +32,13 @@ async def slots_found(app, pilot) -> None:
         app).placement.busy and fleet(app).placement.candidates, "candidates found")
 
 
+async def keys_start(app, pilot) -> None:
+    """To the queue panel, placement mode on its job, until its slots are found."""
+    await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
+    await pilot.press("tab", "p")
+    await slots_found(app, pilot)
+
+
 async def drag_start(app, pilot, job) -> int:
     """Press on the job's line in the queue panel, until its slots are found; its line."""
     panel = fleet(app).query_one(QueuePanel)
@@ -49,9 +56,7 @@ def test_place_by_keyboard_runs_on_the_previewed_slice(local_fleet):
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
-            await pilot.press("tab", "p")
-            await slots_found(app, pilot)
+            await keys_start(app, pilot)
             p = fleet(app).placement
             assert [(c.start, c.chosen) for c in p.candidates] == [(0, False), (4, True)]
             assert p.current.start == 4  # the ghost starts on the scheduler's choice
@@ -136,9 +141,7 @@ def test_a_gpu_changed_before_confirm_shows_the_new_plan_and_records_nothing(loc
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
-            await pilot.press("tab", "p")
-            await slots_found(app, pilot)
+            await keys_start(app, pilot)
             p = fleet(app).placement
             shown = p.current
             assert shown.start == 4
