@@ -1,10 +1,13 @@
 """Placement: one request in, the best feasible (host, GPUs, slice) out, fleet-wide.
 
 Policies (``POLICIES``): ``first-fit``, ``best-fit`` and ``fgd`` as the FGD simulator scores them
-(Weng et al., ATC '23), and ``fractui``. Every score is a function of one host's state alone, so
+(Weng et al., ATC '23), and ``fractui``: FGD's fragmentation descent on a measure that also counts
+idle GPUs the host's CPU cannot back and weighs each request class by how scarce its GPUs are
+(``Placer._host_frag``, ``scarcity_weighted``). Every score is a function of one host's state, so
 it is cached per host and per request class and recomputed only for the host a decision touched;
-identical hosts (most of a fresh fleet) share one memo entry. Ties go to a fixed per-seed random
-host order, as in the simulator. Pure: no I/O, no clock, deterministic for a fleet and a seed.
+identical hosts (most of a fresh fleet) share one memo entry, and the memos are bounded
+(``memo_limit``). Ties go to a fixed per-seed random host order, as in the simulator. Pure: no
+I/O, no clock, deterministic for a fleet and a seed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from fractui.sched.model import MILLI, Host, Placement, Request
 POLICIES = ("first-fit", "best-fit", "fgd", "fractui")
 MAX_SPEC_CPU = 128_000  # the simulator's normalisation: 128 cores, 8 GPUs
 MAX_SPEC_GPU = 8 * MILLI
-FRACTUI_LEVELS = 50  # score grain of the fractui policy (FGD: 100); measured in docs/benchmarks
+LEVELS = 100  # integer score grain, as the simulator truncates FGD's score
+MEMO_LIMIT = 200_000  # entries a memo holds before it is cleared: a long-running placer is bounded
 
 GpuKind = Tuple[str, int, Optional[Geometry]]  # model, memory MiB, MIG geometry when MIG is on
 GpuKey = Hashable  # free milli without MIG, the layout's signature with MIG
@@ -101,14 +105,20 @@ def _take(kind: GpuKind, key: GpuKey, req: Request
     return 0, prof.name, start, mig.after(geo, key, prof.name, start)  # type: ignore[arg-type]
 
 
-def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request) -> List[Option]:
+def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
+            shares: Optional[Tuple[int, ...]] = None) -> List[Option]:
     """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, the first k
-    usable GPUs for k whole GPUs (they are interchangeable), one GPU-less option for CPU only."""
+    usable GPUs for k whole GPUs (they are interchangeable), one GPU-less option for CPU only.
+    ``shares``: its share of each GPU, when none has MIG (integer comparisons only)."""
     if not req.gpu_count:
         return [Option((), (), (), (), keys)]
-    taken = []
+    taken: List[Tuple[int, Tuple[int, Optional[str], int, GpuKey]]] = []
     for i, (kind, key) in enumerate(zip(kinds, keys)):
-        t = _take(kind, key, req)
+        if shares is None:
+            t = _take(kind, key, req)
+        else:
+            s = shares[i]
+            t = (s, None, -1, key - s) if s and key >= s else None  # type: ignore[operator]
         if t is not None:
             taken.append((i, t))
             if req.gpus and len(taken) == req.gpus:
@@ -181,12 +191,57 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
+def _fresh(kind: GpuKind) -> GpuKey:
+    """An idle GPU's key: its whole share without MIG, no instances with MIG."""
+    return MILLI if kind[2] is None else ()
+
+
+def _fresh_milli(kind: GpuKind, req: Request) -> int:
+    """The milli one request of this class holds on an idle GPU of this kind (0: none fits)."""
+    t = _take(kind, _fresh(kind), req)
+    return 0 if t is None else MILLI - _idle(kind, t[3])
+
+
+def scarcity_weighted(classes: Sequence[TypicalClass], gpus: Counter
+                      ) -> Tuple[TypicalClass, ...]:
+    """Each GPU class's weight divided by q², q the share of the fleet's GPUs (``gpus``: how
+    many of each kind) it can use at all, then renormalised: a class limited to a few GPU models
+    loses more per GPU another class takes there, and is likelier to find them taken. Classes
+    that can use every GPU, or none, keep q = 1."""
+    total = sum(gpus.values())
+    out = []
+    for c in classes:
+        usable = sum(n for k, n in gpus.items() if _fresh_milli(k, c.request))
+        q = usable / total if c.request.gpu_count and usable else 1.0
+        out.append((c, c.weight / (q * q)))
+    norm = sum(w for _, w in out)
+    return tuple(TypicalClass(c.request, w / norm) for c, w in out) if norm else tuple(classes)
+
+
+def cpu_per_gpu(classes: Sequence[TypicalClass], gpus: Counter) -> Tuple[float, float]:
+    """(weight, CPU milli per GPU milli) of the classes that take GPUs, over the fleet's GPUs
+    (``gpus``: how many of each kind) they can use: how much CPU an idle GPU needs to stay usable
+    to the mix. (0, 0) when no class takes a GPU or needs CPU."""
+    weight = cpu = milli = 0.0
+    for c in classes:
+        r = c.request
+        held = [(_fresh_milli(k, r), n) for k, n in gpus.items()] if r.gpu_count else []
+        n_usable = sum(n for m, n in held if m)
+        if not n_usable:
+            continue
+        weight += c.weight
+        cpu += c.weight * r.cpu_milli
+        milli += c.weight * r.gpu_count * sum(m * n for m, n in held) / n_usable
+    return (weight, cpu / milli) if cpu and milli else (0.0, 0.0)
+
+
 class Placer:
     """The fleet's placement state and decisions. ``place`` decides, ``commit`` records; a
     placement is only ever computed against the current state, so it never overcommits."""
 
     def __init__(self, hosts: Sequence[Host], policy: str = "fractui",
-                 classes: Sequence[TypicalClass] = (), seed: int = 0):
+                 classes: Sequence[TypicalClass] = (), seed: int = 0,
+                 memo_limit: int = MEMO_LIMIT):
         if policy not in POLICIES:
             raise ValueError("unknown policy %r; known: %s" % (policy, ", ".join(POLICIES)))
         names = [h.name for h in hosts]
@@ -202,11 +257,21 @@ class Placer:
                              for g in h.gpus) for h in self.hosts]
         ids: Dict[tuple, int] = {}
         self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]  # cheap memo keys
+        self._alike = [len(set(k)) <= 1 for k in ids]  # by kind id: all its GPUs of one kind
+        self._plain = [all(g[2] is None for g in k) for k in ids]  # by kind id: no MIG GPU
         self._keys = [self._gpu_keys(h) for h in self.hosts]
         self._cache: List[Dict[tuple, object]] = [{} for _ in self.hosts]
         self._memo: Dict[tuple, object] = {}
         self._frag: Dict[tuple, float] = {}
         self._prep: Dict[int, list] = {}
+        self._shares: Dict[tuple, Tuple[int, ...]] = {}
+        self.memo_limit = memo_limit
+        fleet_gpus = Counter(k for kinds in self._kinds for k in kinds)
+        self._weighted = self.classes  # what F_n weighs: the classes, or (fractui) by scarcity
+        self._starve = (0.0, 0.0)  # fractui: (weight, CPU per GPU milli) of CPU-starved GPU
+        if policy == "fractui":
+            self._weighted = scarcity_weighted(self.classes, fleet_gpus)
+            self._starve = cpu_per_gpu(self.classes, fleet_gpus)
 
     @staticmethod
     def _gpu_keys(h: Host) -> Tuple[GpuKey, ...]:
@@ -228,6 +293,8 @@ class Placer:
             c = caches[i]
             res = c.get(ck, c)
             if res is c:
+                if len(c) >= self.memo_limit:
+                    c.clear()
                 res = c[ck] = self._evaluate(i, req, ck)
             if res is None:
                 continue
@@ -279,31 +346,60 @@ class Placer:
         h = self.hosts[i]
         kid, keys = self._kind_ids[i], self._keys[i]
         mk = (kid, h.cpu_free, keys, ck)
-        res = self._memo.get(mk, self._memo)
-        if res is self._memo:
-            res = self._memo[mk] = self._score(self._kinds[i], kid, h.cpu_free, keys, req)
+        memo = self._memo
+        res = memo.get(mk, memo)
+        if res is memo:
+            if len(memo) >= self.memo_limit:
+                memo.clear()
+            res = memo[mk] = self._score(self._kinds[i], kid, h.cpu_free, keys, req, ck)
         return res
 
     def _host_frag(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
                    keys: Tuple[GpuKey, ...]) -> float:
+        """F_n of a host in this state. fractui adds what FGD's per-request view misses: idle GPU
+        the host's CPU can no longer back at the mix's CPU per GPU (each class alone may still
+        fit, but not all of them together) is fragmented for every class that takes GPUs."""
+        if self._alike[kid]:  # F_n does not depend on the order of GPUs alike
+            keys = tuple(sorted(keys))  # type: ignore[type-var]
         fk = (kid, cpu_free, keys)
-        f = self._frag.get(fk)
+        frag = self._frag
+        f = frag.get(fk)
         if f is None:
             prep = self._prep.get(kid)
             if prep is None:
-                prep = self._prep[kid] = _prepare(kinds, self.classes)
+                prep = self._prep[kid] = _prepare(kinds, self._weighted)
             if prep:
                 f = _shared_frag(prep, cpu_free, keys)  # type: ignore[arg-type]
             else:
-                f = host_frag(kinds, cpu_free, keys, self.classes)
-            self._frag[fk] = f
+                f = host_frag(kinds, cpu_free, keys, self._weighted)
+            weight, ratio = self._starve
+            if weight:
+                idle = sum(_idle(k, x) for k, x in zip(kinds, keys))
+                f += weight * max(0.0, idle - cpu_free / ratio)
+            if len(frag) >= self.memo_limit:
+                frag.clear()
+            frag[fk] = f
         return f
 
     def _score(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
-               keys: Tuple[GpuKey, ...], req: Request) -> Optional[Tuple[object, Option]]:
-        opts = options(kinds, keys, req)
+               keys: Tuple[GpuKey, ...], req: Request, ck: tuple
+               ) -> Optional[Tuple[object, Option]]:
+        shares = None
+        if self._plain[kid]:  # no MIG: its share of each GPU, per class
+            sk = (kid, ck)
+            shares = self._shares.get(sk)
+            if shares is None:
+                if len(self._shares) >= self.memo_limit:
+                    self._shares.clear()
+                shares = self._shares[sk] = tuple(_share(k, req) for k in kinds)
+        opts = options(kinds, keys, req, shares)
         if not opts:
             return None
+        if len(opts) > 1:  # a slice on GPUs alike in kind and state: same score, keep the first
+            seen: Dict[tuple, Option] = {}
+            for o in opts:
+                seen.setdefault((kinds[o.gpus[0]], keys[o.gpus[0]]), o)
+            opts = list(seen.values())
         if self.policy == "first-fit":
             return 0, opts[0]
         left = [sum(_idle(kinds[g], o.keys_after[g]) for g in o.gpus) for o in opts]
@@ -315,10 +411,8 @@ class Placer:
         before = self._host_frag(kinds, kid, cpu_free, keys)
         cpu_after = cpu_free - req.cpu_milli
         deltas = [before - self._host_frag(kinds, kid, cpu_after, o.keys_after) for o in opts]
-        # fgd scores on 100 integer levels, as the simulator truncates; fractui on a coarser
-        # grain, so hosts whose F_n grows by nearly the same amount tie and the seeded host
-        # order spreads them
-        levels = 100 if self.policy == "fgd" else FRACTUI_LEVELS
-        scores = [int(_sigmoid(d / 1000) * levels) for d in deltas]
+        # integer levels: hosts whose F_n grows by nearly the same amount tie, and the seeded
+        # host order spreads them (exact scores cost FGD about a point)
+        scores = [int(_sigmoid(d / 1000) * LEVELS) for d in deltas]
         j = max(range(len(opts)), key=lambda j: (scores[j], -j))
         return scores[j], opts[j]

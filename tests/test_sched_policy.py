@@ -1,0 +1,103 @@
+"""fractui's own policy (what it sees that FGD does not) and the placer's bounded memos."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from remote_agent.gpu.models import model
+from remote_agent.mig.layout import Layout
+
+from fractui.sched import Gpu, Host, Placer, Request, TypicalClass, typical_classes
+from fractui.sched.place import cpu_per_gpu, scarcity_weighted
+
+A100 = model("A100-80GB").geometry()
+WHOLE = TypicalClass(Request("w", cpu_milli=10000, gpus=1), 1.0)
+
+
+def plain(name: str, n: int, cpu: int, gpu: str = "T4") -> Host:
+    return Host(name, cpu, 1 << 20, [Gpu(gpu, 16384) for _ in range(n)])
+
+
+def two_hosts():
+    # after a 10-core CPU-only job both hosts still fit one more whole-GPU job, so FGD sees no
+    # difference; on "tight" the CPU left could back only 1.5 of its 2 idle GPUs
+    return [plain("roomy", 2, 40000), plain("tight", 2, 25000)]
+
+
+def test_fractui_keeps_idle_gpus_backed_by_cpu():
+    for seed in range(12):
+        placer = Placer(two_hosts(), "fractui", [WHOLE], seed=seed)
+        assert placer.schedule(Request("c", cpu_milli=10000)).host == "roomy"
+
+
+def test_fgd_alone_cannot_tell_the_two_hosts_apart():
+    picks = {Placer(two_hosts(), "fgd", [WHOLE], seed=s).schedule(
+        Request("c", cpu_milli=10000)).host for s in range(12)}
+    assert picks == {"roomy", "tight"}  # a tie, broken by the seeded host order
+
+
+def test_cpu_per_gpu_is_the_mix_of_gpu_classes():
+    half = TypicalClass(Request("s", cpu_milli=2000, gpu=0.5), 0.25)
+    cpu_only = TypicalClass(Request("c", cpu_milli=64000), 0.25)
+    whole = TypicalClass(Request("w", cpu_milli=10000, gpus=1), 0.5)
+    gpus = Counter({("T4", 16384, None): 4})
+    weight, ratio = cpu_per_gpu([half, cpu_only, whole], gpus)
+    assert weight == 0.75
+    assert ratio == pytest.approx((0.25 * 2000 + 0.5 * 10000) / (0.25 * 500 + 0.5 * 1000))
+    assert cpu_per_gpu([cpu_only], gpus) == (0.0, 0.0)
+
+
+def test_scarce_classes_weigh_more_by_the_square_of_their_share():
+    t4_only = TypicalClass(Request("t", gpus=1, models=frozenset({"T4"})), 0.5)
+    anywhere = TypicalClass(Request("a", gpus=1), 0.5)
+    gpus = Counter({("T4", 16384, None): 1, ("V100", 16384, None): 3})
+    got = scarcity_weighted([t4_only, anywhere], gpus)
+    assert [c.request.name for c in got] == ["t", "a"]
+    assert got[0].weight / got[1].weight == pytest.approx(16.0)  # q = 1/4
+    assert sum(c.weight for c in got) == pytest.approx(1.0)
+    assert scarcity_weighted([anywhere], gpus)[0].weight == pytest.approx(1.0)
+
+
+def _fleet(rng: random.Random):
+    hosts = []
+    for i in range(6):
+        if i % 3 == 2:
+            gpus = [Gpu("A100-80GB", 81920, layout=Layout(A100)) for _ in range(2)]
+        else:
+            gpus = [Gpu(rng.choice(["T4", "V100"]), 16384) for _ in range(rng.choice([2, 4]))]
+        hosts.append(Host("h%d" % i, rng.choice([16000, 64000]), 1 << 20, gpus))
+    return hosts
+
+
+def _stream(rng: random.Random):
+    out = []
+    for k in range(120):
+        form = rng.random()
+        kw = dict(name="r%d" % k, cpu_milli=rng.choice([0, 1000, 4000, 8000]))
+        if form < 0.5:
+            kw["gpu"] = rng.choice([0.1, 0.25, 0.3, 0.47, 0.81])
+        elif form < 0.8:
+            kw["gpus"] = rng.choice([1, 2])
+        elif form < 0.9:
+            kw["models"] = frozenset({"T4"})
+            kw["gpus"] = 1
+        out.append(Request(**kw))
+    return out
+
+
+@pytest.mark.parametrize("policy", ["fgd", "fractui"])
+def test_memos_stay_under_their_cap_and_decisions_do_not_change(policy):
+    stream = _stream(random.Random(7))
+    classes = typical_classes(stream)
+    big = Placer(_fleet(random.Random(3)), policy, classes, seed=1)
+    tiny = Placer(_fleet(random.Random(3)), policy, classes, seed=1, memo_limit=3)
+    for req in stream:
+        a, b = big.schedule(req), tiny.schedule(req)
+        assert (a and (a.host, a.gpus, a.milli, a.plans)) == (b and (b.host, b.gpus, b.milli,
+                                                                    b.plans))
+        assert max(len(tiny._memo), len(tiny._frag), len(tiny._shares)) <= 3
+        assert all(len(c) <= 3 for c in tiny._cache)
+    assert len(big._memo) > 3  # the cap, not a small workload, kept the tiny one small
