@@ -72,6 +72,7 @@ class Terminal:
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
     term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"])
     closed = False
+    root = ""
     try:
         assert term.read_until(rb"under (/\S+fractui-demo-\S+)", 30), term.output[-2000:]
         root = re.search(rb"under (/\S+fractui-demo-\S+)", term.output).group(1).decode()
@@ -101,6 +102,9 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
             term.proc.kill()
         if not closed:
             os.close(term.master)
+        if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
+            for name in os.listdir(os.path.join(root, "hosts")):
+                stop_host(os.path.join(root, "hosts", name))
 
 
 def _is_job(pid: int) -> bool:
