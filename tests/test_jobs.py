@@ -264,6 +264,22 @@ def test_logs_follow_pushes_new_output_then_eof(host):
     assert [line for line in text.splitlines() if line] == ["line %d" % i for i in range(5)]
 
 
+def test_logs_without_follow_ends_a_follow_of_that_job(host):
+    agent, _ = host
+    job = agent.call("job.launch", key="k-unfollow", gpu=1, memory_mib=10, argv=script(
+        "import time\nfor i in range(6):\n    print('line', i, flush=True)\n    time.sleep(0.3)"))
+    agent.call("job.logs", job=job["id"], follow=True, lines=0)
+    first = agent.next_notification()
+    assert first["method"] == "log" and first["params"]["job"] == job["id"]
+    agent.notifications.clear()
+    agent.call("job.logs", job=job["id"], follow=False, lines=0)
+    agent.notifications.clear()  # pushed before the reply: sent while it was still followed
+    while agent.call("job.get", job=job["id"])["state"] == "running":
+        time.sleep(0.2)
+    agent.call("daemon.version")  # one more round trip: anything pushed would be before it
+    assert [n for n in agent.notifications if n["method"] == "log"] == []
+
+
 def test_stop_terminates_with_grace_then_kills(host):
     agent, _ = host
     polite = agent.call("job.launch", key="k-polite", gpu=1, memory_mib=10,

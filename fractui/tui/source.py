@@ -9,15 +9,19 @@ once (a thread-safe ``post_message``), however many follow before it looks. So a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from typing import Any, Callable, Optional
 
 from fractui.config import Config
+from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
-from fractui.fleet.host import HostStatus
+from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import Store
 from fractui.store.model import ACTIVE, AuditEntry
 from fractui.tui.model import StoreView
+
+log = logging.getLogger("fractui.tui")
 
 LOG_LINES = 500  # the job screen starts from a job's last lines
 CALL_S = 10.0
@@ -150,11 +154,21 @@ class LiveSource(Source):
             session.listeners.remove(on_log)
             raise
 
-        def stop() -> None:  # the agent follows until the job ends; we stop listening
+        def stop() -> None:
             if on_log in session.listeners:
                 session.listeners.remove(on_log)
+            # tell the agent too, off the UI thread (it would push until the job ends)
+            threading.Thread(target=self._unfollow, args=(session, agent_job), daemon=True,
+                             name="unfollow").start()
 
         return list(first.get("lines") or ()), stop
+
+    @staticmethod
+    def _unfollow(session: HostSession, agent_job: str) -> None:
+        try:
+            session.call("job.logs", {"job": agent_job, "lines": 0, "follow": False}, CALL_S)
+        except (HostUnavailable, AgentCallError) as err:  # gone with its host: nothing to stop
+            log.info("unfollowing %s/%s: %s", session.cfg.name, agent_job, err)
 
     def set_simulated(self, host: str, pids: frozenset[str]) -> None:
         """The demo's simulated load changed on ``host`` (its pids, as strings)."""

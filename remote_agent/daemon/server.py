@@ -81,6 +81,8 @@ class Connection:
         lines, size = tail_lines(sup.log_paths(job), p.integer("lines", 100, minimum=0))
         if follow:
             self.follows[job.id] = size
+        else:  # also how a client stops following a job on this connection
+            self.follows.pop(job.id, None)
         return {"job": job.record()["id"], "lines": lines, "offset": size, "follow": follow}
 
     def serve(self) -> None:
