@@ -8,6 +8,7 @@ import time
 from fractui.config import QueueConfig
 from fractui.sched.fleetview import HostView
 from fractui.sched.preview import candidates
+from fractui.store.intents import place_by_hand
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -51,13 +52,18 @@ def test_candidates_list_every_slot_with_its_plan_and_mark_the_schedulers_choice
         ((0,), 11517, "a 11517 MiB share of gpu0 of gpu-b (23034 of 23034 MiB free)")]
 
 
-def test_a_confirmed_preview_runs_exactly_as_shown(local_fleet):
-    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+def place_previewed(f, start: int):
+    """A 3g job placed by hand on the previewed candidate at ``start`` (as the TUI does)."""
     job = f.submit("3g")
     pick = next(c for c in candidates(views(f), f.store.jobs(), f.store.uid, job)
-                if c.start == 0)
-    f.store.change(job.id, ("pending",), "admin", "placed by hand", "place", state="placed",
-                   slot=pick.slot(), manual=True)
+                if c.start == start)
+    place_by_hand(f.store, job, pick.slot(), "admin")
+    return job
+
+
+def test_a_confirmed_preview_runs_exactly_as_shown(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    job = place_previewed(f, 0)
     f.until(lambda: f.store.get(job.id).state == "running")
     record = next(r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid))
     assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 0)
@@ -65,11 +71,7 @@ def test_a_confirmed_preview_runs_exactly_as_shown(local_fleet):
 
 def test_a_stale_preview_is_never_launched_and_the_job_says_why(local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
-    job = f.submit("3g")
-    pick = next(c for c in candidates(views(f), f.store.jobs(), f.store.uid, job)
-                if c.start == 4)
-    f.store.change(job.id, ("pending",), "admin", "placed by hand", "place", state="placed",
-                   slot=pick.slot(), manual=True)
+    job = place_previewed(f, 4)
     a = f.fleet.session("gpu-a")
     a.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": 0})  # someone else, meanwhile
     wait_snapshot(f, "gpu-a", lambda s: s["gpus"][0]["instances"])
