@@ -163,3 +163,14 @@ def test_shared_gpu_fast_path_matches_the_general_fragmentation(free, cpu, reqs)
     keys = tuple(free)
     assert _shared_frag(_prepare(kinds, classes), cpu, keys) == \
         host_frag(kinds, cpu, keys, classes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(PLAIN)), st.integers(0, 1000)), max_size=8),
+       requests(0))
+def test_options_with_shares_known_match_the_general_path(gpus_, req):
+    from fractui.sched.place import _share, options
+    kinds = tuple((name, PLAIN[name], None) for name, _ in gpus_)
+    keys = tuple(free for _, free in gpus_)
+    shares = tuple(_share(k, req) for k in kinds)
+    assert options(kinds, keys, req, shares) == options(kinds, keys, req)
