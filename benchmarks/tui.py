@@ -262,8 +262,8 @@ def main() -> int:
             print(row, flush=True)
     body = "\n".join(rows) + (
         "\n\nHeadless app, %dx%d; median of %d rounds (max in brackets). Target: a full frame "
-        "of the slice map within %.0f ms at 1,000 GPUs. The slice map draws only the lines on screen, "
-        "so its cost follows the terminal's size, not the fleet's; the model (every host's "
+        "of the slice map within %.0f ms at 1,000 GPUs. The slice map draws only the lines on "
+        "screen, so its cost follows the terminal's size, not the fleet's; the model (every host's "
         "lines rebuilt) follows the fleet, and runs only for hosts that changed. A max is one "
         "round's worst: on a shared machine it includes other processes' turns and Python's "
         "garbage collector; the medians are what repeat from run to run."
