@@ -222,6 +222,15 @@ def default_config_path() -> str:
     return os.path.join(platformdirs.user_config_dir("fractui"), "config.toml")
 
 
+def state_home() -> str:
+    """``$XDG_STATE_HOME/fractui`` (DESIGN's place for the store), else the platform's state
+    dir: what fractui keeps on the admin's machine."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "fractui")
+    return platformdirs.user_state_dir("fractui")
+
+
 # --- Finding lines ---------------------------------------------------------------------------
 
 # One key segment: bare, "basic" or 'literal' (escapes inside quotes are not handled).
@@ -573,6 +582,9 @@ class _Checker:
         elif values.get("transport") == "local":
             raise bad("transport", "is \"local\" but sim is not set: a local host is a "
                       "simulated one, e.g. sim = \"2xA100-80GB:mig,1xL4\"")
+        if values.get("transport") == "local" and "state_dir" not in values:
+            # a simulated host lives on this machine: its own dir, so several just work
+            values["state_dir"] = os.path.join(state_home(), "hosts", name)
         if "agent_cache" in values:
             values["agent_cache"] = self.agent_cache(values["agent_cache"], bad)
         if "identity_file" in values:

@@ -94,8 +94,9 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
         python="/opt/py/bin/python3", state_dir="~/fractui-state",  # remote: not expanded
         agent_cache="tools/fractui",  # SFTP paths are relative to the remote home
         mps=True, hami_core_lib="/usr/lib/libvgpu.so")
-    assert config.hosts[2] == HostConfig(name="sim", transport="local",
-                                         sim="2xA100-80GB:mig,1xL4")
+    assert config.hosts[2] == HostConfig(  # a local host's state is this machine's
+        name="sim", transport="local", sim="2xA100-80GB:mig,1xL4",
+        state_dir=str(tmp_path / "xdg-state" / "fractui" / "hosts" / "sim"))
     assert config.queues == (QueueConfig(name="train", gpu=0.5, cpus=4, hosts=("sim",),
                                          team="vision"),)
     assert config.queue("train").describe() == "0.5 GPU"
@@ -413,11 +414,18 @@ def test_an_unknown_host_name_lists_the_known_ones(tmp_path):
     assert str(info.value) == f"{config.path}: unknown host 'c' (known: a, b)"
 
 
-def test_two_local_hosts_need_their_own_state_dirs(tmp_path):
+def test_local_hosts_get_their_own_state_dirs_unless_told_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     path = tmp_path / "local.toml"
     path.write_text('[[hosts]]\nname = "a"\ntransport = "local"\nsim = "1xL4"\n\n'
                     '[[hosts]]\nname = "b"\ntransport = "local"\nsim = "1xL4"\n')
+    assert [h.state_dir for h in load_config(str(path)).hosts] == [
+        str(tmp_path / "state" / "fractui" / "hosts" / n) for n in "ab"]
+    path.write_text('[[hosts]]\nname = "a"\ntransport = "local"\nsim = "1xL4"\n'
+                    'state_dir = "/tmp/x"\n\n'
+                    '[[hosts]]\nname = "b"\ntransport = "local"\nsim = "1xL4"\n'
+                    'state_dir = "/tmp/x"\n')
     with pytest.raises(ConfigError) as err:
         load_config(str(path))
-    assert str(err.value).startswith("%s:6: local hosts 'a' and 'b' have the same state_dir"
+    assert str(err.value).startswith("%s:11: local hosts 'a' and 'b' have the same state_dir"
                                      % path)

@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-import platformdirs
-
+from fractui.config import state_home
 from fractui.store.base import JobNotFound, StateConflict, Store
 from fractui.store.model import PENDING, AuditEntry, Job, Slot, StaleCopy
 
@@ -28,10 +27,7 @@ _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "la
 
 def default_store_path() -> str:
     """``$XDG_STATE_HOME/fractui/store.db`` (DESIGN's place), else the platform's state dir."""
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = os.path.join(xdg, "fractui") if xdg and os.path.isabs(xdg) else \
-        platformdirs.user_state_dir("fractui")
-    return os.path.join(base, "store.db")
+    return os.path.join(state_home(), "store.db")
 
 
 def _migrations() -> list[tuple[int, str]]:
