@@ -20,7 +20,7 @@ from fractui.fleet.host import HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey, fingerprint, host_id
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
-from fractui.store.model import ACTIVE
+from fractui.store.model import ACTIVE, PENDING, PLACED
 
 
 def _settle_time(config: Config) -> float:
@@ -220,11 +220,15 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         for j in rows:
             print("%-20s %-8s %-6s %s" % (j["ref"], j["state"], "" if j["exit_code"] is None
                                           else j["exit_code"], " ".join(j["argv"])))
+        if not queued and not rows and not failed:  # say so: a blank line reads as a hang
+            print("no jobs" if args.all or args.hosts else
+                  "no active jobs (--all lists ended ones too)")
     return EXIT_FAILED if failed else 0
 
 
-def _job_ref(config: Config, ref: str) -> List[str]:
-    """[host, agent job] of a queued job's number or of a HOST/JOB."""
+def _job_ref(config: Config, ref: str, wait: bool = False) -> List[str]:
+    """[host, agent job] of a queued job's number or of a HOST/JOB. With ``wait`` (logs -f), a
+    job that is still waiting or being placed is waited for until it starts."""
     if not ref.isdigit():
         return split_job(ref)
     from fractui.store_commands import open_store, queued
@@ -232,6 +236,12 @@ def _job_ref(config: Config, ref: str) -> List[str]:
     store = open_store(config.scheduler.store)
     try:
         job = queued(store, ref)
+        if wait and job.agent_job is None and job.state in (PENDING, PLACED):
+            print("fractui: job %d is %s; waiting for it to start" % (job.id, job.state),
+                  file=sys.stderr, flush=True)
+            while job.agent_job is None and job.state in (PENDING, PLACED):
+                time.sleep(0.5)
+                job = store.get(job.id)
     finally:
         store.close()
     if job.slot is None or job.agent_job is None:
@@ -241,7 +251,7 @@ def _job_ref(config: Config, ref: str) -> List[str]:
 
 
 def logs(config: Config, args: argparse.Namespace) -> int:
-    host, job = _job_ref(config, args.job)
+    host, job = _job_ref(config, args.job, wait=args.follow)
     fleet, session = _one(config, host)
     try:
         done = threading.Event()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from typing import Dict
 
@@ -200,6 +201,7 @@ def test_a_scheduler_killed_mid_way_leaves_every_job_placed_once(local_fleet):
 
 def test_cancel_requeue_jobs_logs_and_audit_through_the_cli(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    assert f.fractui("jobs").stdout == "no active jobs (--all lists ended ones too)\n"
     talk = [sys.executable, "-c", "import time; print('hello', flush=True); time.sleep(600)"]
     first, second, third = (f.submit("quarter", argv=talk) for _ in range(3))
     f.until(lambda: set(f.states().values()) == {"running"})
@@ -235,3 +237,19 @@ def test_cancel_requeue_jobs_logs_and_audit_through_the_cli(local_fleet):
     f.until(lambda: f.store.get(third.id).attempt == 1 and f.states()[third.id] == "running")
     assert [e.action for e in f.store.audit_log(third.id)][-4:] == [
         "preempt", "requeued", "decide", "launch"]
+
+
+def test_following_the_logs_of_a_waiting_job_waits_for_it_to_start(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    job = f.submit("whole", argv=[sys.executable, "-c", "print('hello', flush=True)"])
+    follow = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                               "logs", str(job.id), "-f"], cwd=localfleet.REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follow.stderr.readline() == "fractui: job %d is pending; waiting for it to " \
+                                           "start\n" % job.id  # it waits, rather than refuse
+        f.until(lambda: f.states()[job.id] == "done")
+        out, err = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert (follow.returncode, out, err) == (0, "hello\n", "")
