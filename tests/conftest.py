@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from hypothesis import settings
+
+from fractui.demo import sweep
 
 # Property tests run subprocess-free but long sequences: no per-example deadline.
 settings.register_profile("fractui", deadline=None, print_blob=True)
@@ -92,28 +93,9 @@ class AgentProcess:
 
 
 def stop_host(state_dir: str) -> None:
-    """Leave nothing running for a state dir: its jobs' process groups, shims, and daemon."""
-    jobs = os.path.join(state_dir, "jobs")
-    for name in os.listdir(jobs) if os.path.isdir(jobs) else []:
-        for pid_file, sig_group in (("started.json", True), ("shim.claim", False)):
-            path = os.path.join(jobs, name, pid_file)
-            if not os.path.exists(path):
-                continue
-            text = open(path).read()
-            pid = json.loads(text)["pid"] if text.startswith("{") else int(text or 0)
-            _kill(pid, group=sig_group)
-    pid_path = os.path.join(state_dir, "daemon.pid")
-    if os.path.exists(pid_path):
-        _kill(int(open(pid_path).read().strip() or 0), group=False)
-
-
-def _kill(pid: int, group: bool) -> None:
-    if pid <= 0:
-        return
-    try:
-        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone
+    """Leave nothing running for a state dir: its jobs' process groups, shims, and daemon (the
+    demo's sweep, which trusts a pid only while its process holds its lock), killed at once."""
+    sweep(state_dir, wait_s=0)
 
 
 @pytest.fixture
