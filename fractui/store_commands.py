@@ -9,6 +9,7 @@ import argparse
 import getpass
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -52,9 +53,10 @@ def request_record(queue: QueueConfig) -> Dict[str, Any]:
 # -- submit: refuse what no GPU could ever hold --
 
 def never_fits(config: Config, store: SqliteStore, request: Dict[str, Any],
-               queue: str, fleet_hosts: List[HostView]) -> Optional[str]:
+               queue: str, fleet_hosts: List[HostView], whole: bool = True) -> Optional[str]:
     """Why no host of the fleet could hold the request even when idle, or None if one could
-    (or if no host answered, so nothing can be said)."""
+    (or if no host answered, so nothing can be said). ``whole``: every host answered, so the
+    reason speaks of the fleet, not only of the hosts heard."""
     empty = []
     for view in fleet_hosts:
         if not view.hello:
@@ -75,10 +77,11 @@ def never_fits(config: Config, store: SqliteStore, request: Dict[str, Any],
     fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
     cpus = max(int(v.hello.get("cpus") or 0) for v in empty if v.hello)
     ram = max(int(v.hello.get("memory_mib") or 0) for v in empty if v.hello) // 1024
-    return ("no GPU in the fleet could ever hold what queue %s asks for (%s, %s); the fleet "
-            "has %s; at most %d CPUs and %d GiB RAM on a host" % (
-                queue, config.queue(queue).describe(), _filters(config.queue(queue)), fleet,
-                cpus, ram))
+    return ("no GPU %s could ever hold what queue %s asks for (%s, %s); %s %s; at most %d "
+            "CPUs and %d GiB RAM on a host" % (
+                "in the fleet" if whole else "of the hosts that answered", queue,
+                config.queue(queue).describe(), _filters(config.queue(queue)),
+                "the fleet has" if whole else "they have", fleet, cpus, ram))
 
 
 def _filters(q: QueueConfig) -> str:
@@ -117,10 +120,16 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     request = request_record(queue)
     store = _store(config)
     try:
-        why = never_fits(config, store, request, queue.name,
-                         _fleet_views(config, config.ssh.connect_timeout * 2 + 30))
-        if why is not None:
+        views = _fleet_views(config, config.ssh.connect_timeout * 2 + 30)
+        # A host that did not answer may be the one that fits: refuse only on a full hearing.
+        unheard = [v.name for v in views if not v.hello and (not queue.hosts
+                                                             or v.name in queue.hosts)]
+        why = never_fits(config, store, request, queue.name, views, whole=not unheard)
+        if why is not None and not unheard:
             raise UsageError(why)
+        if why is not None:
+            print("fractui: warning: %s; queued all the same: %s did not answer" % (
+                why, ", ".join(unheard)), file=sys.stderr)
         job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
                            args.argv, request, actor(), cwd=args.cwd)
     finally:

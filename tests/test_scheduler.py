@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Dict
@@ -253,3 +254,30 @@ def test_following_the_logs_of_a_waiting_job_waits_for_it_to_start(local_fleet):
     finally:
         follow.kill()
     assert (follow.returncode, out, err) == (0, "hello\n", "")
+
+
+def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fleet):
+    f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="big-mig", mig="7g.80gb"),
+                                        QueueConfig(name="b-only", mig="7g.80gb",
+                                                    hosts=("gpu-b",))])
+    with socket.socket() as s:  # a loopback port nothing listens on: the host is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = f.tmp / "with-a-down-host.toml"
+    config.write_text(open(f.write_config()).read() + "[ssh]\nconnect_timeout = 2\n"
+                      "[[hosts]]\nname = \"gpu-down\"\nhost = \"127.0.0.1\"\nport = %d\n" % port)
+
+    def submit(queue: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config),
+                               "submit", "--queue", queue, "--", "x"], capture_output=True,
+                              text=True, cwd=localfleet.REPO, timeout=120)
+
+    queued = submit("big-mig")
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stderr.startswith("fractui: warning: no GPU of the hosts that answered could "
+                                    "ever hold what queue big-mig asks for (7g.80gb, ")
+    assert queued.stderr.endswith("; queued all the same: gpu-down did not answer\n")
+    assert [j.queue for j in f.store.jobs()] == ["big-mig"]
+    only_b = submit("b-only")  # the host that did not answer is not one the queue may use
+    assert only_b.returncode == 2 and "no GPU in the fleet could ever hold" in only_b.stderr
+    assert len(f.store.jobs()) == 1
