@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional
 from fractui.cli import UsageError, print_json
 from fractui.config import Config, QueueConfig
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import HostView, build_hosts, model_name, request_of
+from fractui.sched.fleetview import (HostView, build_hosts, facts, idle_view, model_name,
+                                     request_of)
 from fractui.sched.place import Placer
 from fractui.store import JobNotFound, SqliteStore, open_store
 from fractui.store.intents import Refused, ask_stop, place_by_hand
@@ -52,34 +53,28 @@ def request_record(queue: QueueConfig) -> Dict[str, Any]:
 
 # -- submit: refuse what no GPU could ever hold --
 
-def never_fits(config: Config, store: SqliteStore, request: Dict[str, Any],
-               queue: str, fleet_hosts: List[HostView], whole: bool = True) -> Optional[str]:
-    """Why no host of the fleet could hold the request even when idle, or None if one could
-    (or if no host answered, so nothing can be said). ``whole``: every host answered, so the
-    reason speaks of the fleet, not only of the hosts heard."""
-    empty = []
-    for view in fleet_hosts:
-        if not view.hello:
-            continue
-        gpus = [dict(g, instances=[]) for g in view.gpu_records()]
-        empty.append(HostView(view.name, "online", view.hello, {"gpus": gpus}, {}))
-    if not empty:
+def never_fits(config: Config, store: SqliteStore, request: Dict[str, Any], queue: str,
+               inventory: Dict[str, Dict[str, Any]], whole: bool = True) -> Optional[str]:
+    """Why no host of ``inventory`` (host -> facts) could hold the request even when idle, or
+    None if one could (or if none is known, so nothing can be said). ``whole``: every host the
+    queue may use is known, so the reason speaks of the fleet, not only of the hosts heard."""
+    if not inventory:
         return None
+    idle = [idle_view(name, f) for name, f in sorted(inventory.items())]
     probe = Job(0, queue, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
-    hosts = build_hosts(empty, [], store.uid)
-    if Placer(hosts, "first-fit").place(request_of(probe)) is not None:
+    if Placer(build_hosts(idle, [], store.uid), "first-fit").place(request_of(probe)) is not None:
         return None
     kinds: Dict[str, int] = {}
-    for view in empty:
+    for view in idle:
         for g in view.gpu_records():
             name = model_name(g.get("name") or "?") + (" (MIG)" if g.get("mig_mode") else "")
             kinds[name] = kinds.get(name, 0) + 1
     fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
-    cpus = max(int(v.hello.get("cpus") or 0) for v in empty if v.hello)
-    ram = max(int(v.hello.get("memory_mib") or 0) for v in empty if v.hello) // 1024
+    cpus = max(int(f.get("cpus") or 0) for f in inventory.values())
+    ram = max(int(f.get("memory_mib") or 0) for f in inventory.values()) // 1024
     return ("no GPU %s could ever hold what queue %s asks for (%s, %s); %s %s; at most %d "
             "CPUs and %d GiB RAM on a host" % (
-                "in the fleet" if whole else "of the hosts that answered", queue,
+                "in the fleet" if whole else "of the hosts heard from", queue,
                 config.queue(queue).describe(), _filters(config.queue(queue)),
                 "the fleet has" if whole else "they have", fleet, cpus, ram))
 
@@ -97,11 +92,18 @@ def _filters(q: QueueConfig) -> str:
     return ", ".join(parts)
 
 
-def _fleet_views(config: Config, timeout_s: float) -> List[HostView]:
+def _heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, Any]]:
+    """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
+    answered in the store, and returns the inventory: fresh where heard, kept where not."""
     with Fleet(config) as fleet:
-        fleet.wait_settled(timeout_s)
-        return [HostView(s.name, s.state, s.hello, s.snapshot, dict(s.jobs))
-                for s in fleet.statuses()]
+        fleet.wait_settled(config.ssh.connect_timeout * 2 + 30)
+        heard = {s.name: facts(HostView(s.name, s.state, s.hello, s.snapshot, {}))
+                 for s in fleet.statuses() if s.hello}
+    kept = store.inventory()
+    for name, host_facts in heard.items():
+        if kept.get(name) != host_facts:
+            store.record_inventory(name, host_facts)
+    return dict(kept, **heard)
 
 
 def submit(config: Config, args: argparse.Namespace) -> int:
@@ -120,16 +122,22 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     request = request_record(queue)
     store = _store(config)
     try:
-        views = _fleet_views(config, config.ssh.connect_timeout * 2 + 30)
-        # A host that did not answer may be the one that fits: refuse only on a full hearing.
-        unheard = [v.name for v in views if not v.hello and (not queue.hosts
-                                                             or v.name in queue.hosts)]
-        why = never_fits(config, store, request, queue.name, views, whole=not unheard)
-        if why is not None and not unheard:
-            raise UsageError(why)
-        if why is not None:
-            print("fractui: warning: %s; queued all the same: %s did not answer" % (
-                why, ", ".join(unheard)), file=sys.stderr)
+        names = [h.name for h in config.hosts]
+        may_use = [n for n in names if not queue.hosts or n in queue.hosts]
+        known = {n: f for n, f in store.inventory().items() if n in names}
+        # What the kept inventory says fits is queued at once, no host reached; a refusal is
+        # made only on what the hosts say now (one that does not answer, on what it last said).
+        if any(n not in known for n in may_use) or never_fits(config, store, request,
+                                                              queue.name, known):
+            known = {n: f for n, f in _heard_inventory(config, store).items() if n in names}
+            # a host never heard from may be the one that fits: refuse only on a full hearing
+            unheard = [n for n in may_use if n not in known]
+            why = never_fits(config, store, request, queue.name, known, whole=not unheard)
+            if why is not None and not unheard:
+                raise UsageError(why)
+            if why is not None:
+                print("fractui: warning: %s; queued all the same, as it was never heard from: "
+                      "%s" % (why, ", ".join(unheard)), file=sys.stderr)
         job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
                            args.argv, request, actor(), cwd=args.cwd)
     finally:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from typing import Dict
@@ -14,6 +15,7 @@ from typing import Dict
 from fractui.config import QueueConfig, TeamConfig
 from fractui.store import Slot, SqliteStore
 from tests import localfleet
+from tests.conftest import stop_host
 from tests.localfleet import POLITE, running, sleeper, wait
 
 local_fleet = localfleet.local_fleet
@@ -274,10 +276,44 @@ def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fle
 
     queued = submit("big-mig")
     assert queued.returncode == 0, queued.stderr
-    assert queued.stderr.startswith("fractui: warning: no GPU of the hosts that answered could "
+    assert queued.stderr.startswith("fractui: warning: no GPU of the hosts heard from could "
                                     "ever hold what queue big-mig asks for (7g.80gb, ")
-    assert queued.stderr.endswith("; queued all the same: gpu-down did not answer\n")
+    assert queued.stderr.endswith("; queued all the same, as it was never heard from: "
+                                  "gpu-down\n")
     assert [j.queue for j in f.store.jobs()] == ["big-mig"]
     only_b = submit("b-only")  # the host that did not answer is not one the queue may use
     assert only_b.returncode == 2 and "no GPU in the fleet could ever hold" in only_b.stderr
     assert len(f.store.jobs()) == 1
+
+
+def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(local_fleet):
+    f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="half", gpu=0.5),
+                                        QueueConfig(name="big-mig", mig="7g.80gb")])
+    f.scheduler.step()  # the leader keeps what each host could ever hold
+    assert [g["name"] for g in f.store.inventory()["gpu-b"]["gpus"]] == ["NVIDIA L4"] * 2
+    seen = sqlite3.connect(f.config.scheduler.store).execute(
+        "SELECT seen_at FROM inventory").fetchall()
+    f.scheduler.step()
+    assert sqlite3.connect(f.config.scheduler.store).execute(
+        "SELECT seen_at FROM inventory").fetchall() == seen  # unchanged facts: not rewritten
+    # The same host, but at a state dir no agent runs in: reaching it would start one there.
+    unstarted = f.tmp / "unstarted"
+    config = f.tmp / "elsewhere.toml"
+    config.write_text(open(f.write_config()).read().replace(
+        json.dumps(f.config.hosts[0].state_dir), json.dumps(str(unstarted))))
+
+    def submit(queue: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config),
+                               "submit", "--queue", queue, "--", "x"], capture_output=True,
+                              text=True, cwd=localfleet.REPO, timeout=120)
+
+    try:
+        queued = submit("half")
+        assert (queued.returncode, queued.stderr) == (0, "")
+        assert not unstarted.exists()  # queued on the kept inventory: no host was reached
+        refused = submit("big-mig")  # a refusal is made only on what the host says now
+        assert refused.returncode == 2 and "the fleet has 2x L4" in refused.stderr
+        assert (unstarted / "daemon.lock").exists()
+    finally:
+        stop_host(str(unstarted))
+    assert [j.queue for j in f.store.jobs()] == ["half"]

@@ -118,4 +118,8 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert (store.uid, job.slot) == ("old00001", Slot("h", (0,), "3g.40gb", 4))
     pinned = store.change(1, ("placed",), slot=Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
     assert pinned.slot.layout_version == "v9"
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store.inventory() == {}  # 0003 added the inventory
+    store.record_inventory("h", {"cpus": 8, "gpus": []})
+    assert store.inventory() == {"h": {"cpus": 8, "gpus": []}}
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
+        _migrations()) == 3

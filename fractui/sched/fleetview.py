@@ -45,6 +45,29 @@ class HostView:
         return list((self.snapshot or {}).get("gpus") or (self.hello or {}).get("gpus") or [])
 
 
+# What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
+_HOST_FACTS = ("cpus", "memory_mib")
+_GPU_FACTS = ("index", "name", "memory_mib", "mig_mode", "mig_pending")
+
+
+def facts(view: HostView) -> Dict[str, Any]:
+    """A host's lasting facts (CPUs, RAM, GPUs and their MIG modes), without what runs on it:
+    they change only when its hardware or MIG modes do, so they can be kept and compared."""
+    hello = view.hello or {}
+    out: Dict[str, Any] = {k: hello.get(k) for k in _HOST_FACTS}
+    out["mig_changes"] = (hello.get("privileges") or {}).get("mig_changes", True)
+    out["gpus"] = [{k: g.get(k) for k in _GPU_FACTS} for g in view.gpu_records()]
+    return out
+
+
+def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
+    """The host as it would be with nothing running on it: what it could ever hold."""
+    hello = {k: host_facts.get(k) for k in _HOST_FACTS}
+    hello["privileges"] = {"mig_changes": host_facts.get("mig_changes", True)}
+    gpus = [dict(g, instances=[]) for g in host_facts.get("gpus") or []]
+    return HostView(name, "online", hello, {"gpus": gpus}, {})
+
+
 @lru_cache(maxsize=256)
 def geometry(name: str) -> Optional[Geometry]:
     """The MIG geometry of a GPU named as NVML names it; None if the model is unknown."""

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import USABLE, HostView
+from fractui.sched.fleetview import USABLE, HostView, facts
 from fractui.sched.queueing import schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.store.base import StateConflict, Store
@@ -59,6 +59,7 @@ class Scheduler:
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s)
         self._refused: Dict[int, Dict[str, float]] = {}  # job -> host -> until
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
+        self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -102,6 +103,7 @@ class Scheduler:
         if not self._renew(force=True):
             return False
         views = self._views()
+        self._record_inventory(views)
         by_name = {v.name: v for v in views}
         jobs = self.store.jobs(ACTIVE)
         for job in jobs:
@@ -143,6 +145,17 @@ class Scheduler:
             views.append(HostView(status.name, status.state, status.hello, status.snapshot,
                                   dict(status.jobs)))
         return views
+
+    def _record_inventory(self, views: List[HostView]) -> None:
+        """Keeps each reachable host's lasting facts in the store (written only when they
+        change), so ``submit`` can check a request without reaching the fleet."""
+        for view in views:
+            if view.state not in USABLE or not view.hello:
+                continue
+            now = facts(view)
+            if self._inventory.get(view.name) != now:
+                self.store.record_inventory(view.name, now)
+                self._inventory[view.name] = now
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params)

@@ -74,6 +74,14 @@ class Store(abc.ABC):
         """The newest entries (of one job, or all), oldest first."""
 
     @abc.abstractmethod
+    def record_inventory(self, host: str, facts: dict[str, Any]) -> None:
+        """Keeps what ``host`` could ever hold, as last seen (replacing what was kept)."""
+
+    @abc.abstractmethod
+    def inventory(self) -> dict[str, dict[str, Any]]:
+        """host -> the facts last recorded for it."""
+
+    @abc.abstractmethod
     def acquire_lease(self, holder: str, ttl_s: float) -> bool:
         """Takes or renews the scheduler lease; False while another holder's lease lasts."""
 

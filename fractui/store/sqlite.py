@@ -183,6 +183,20 @@ class SqliteStore(Store):
 
     # -- the scheduler lease --
 
+    # -- inventory --
+
+    def record_inventory(self, host: str, facts: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO inventory (host, facts, seen_at) VALUES (?, ?, ?)",
+                       (host, json.dumps(facts, sort_keys=True), self.clock()))
+
+    def inventory(self) -> dict[str, dict[str, Any]]:
+        with self._read() as db:
+            return {r["host"]: json.loads(r["facts"])
+                    for r in db.execute("SELECT host, facts FROM inventory")}
+
+    # -- lease --
+
     def acquire_lease(self, holder: str, ttl_s: float) -> bool:
         now = self.clock()
         with self._write() as db:
