@@ -144,6 +144,13 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
         unknown.stderr)
 
 
+def _submit(config, queue: str) -> subprocess.CompletedProcess:
+    """``fractui submit`` to ``queue`` with a config file the test wrote."""
+    return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "submit",
+                           "--queue", queue, "--", "x"], capture_output=True, text=True,
+                          cwd=localfleet.REPO, timeout=120)
+
+
 def _decisions_by(store: SqliteStore) -> Dict[str, int]:
     out: Dict[str, int] = {}
     for e in store.audit_log(limit=10_000):
@@ -269,19 +276,14 @@ def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fle
     config.write_text(open(f.write_config()).read() + "[ssh]\nconnect_timeout = 2\n"
                       "[[hosts]]\nname = \"gpu-down\"\nhost = \"127.0.0.1\"\nport = %d\n" % port)
 
-    def submit(queue: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config),
-                               "submit", "--queue", queue, "--", "x"], capture_output=True,
-                              text=True, cwd=localfleet.REPO, timeout=120)
-
-    queued = submit("big-mig")
+    queued = _submit(config, "big-mig")
     assert queued.returncode == 0, queued.stderr
     assert queued.stderr.startswith("fractui: warning: no GPU of the hosts heard from could "
                                     "ever hold what queue big-mig asks for (7g.80gb, ")
     assert queued.stderr.endswith("; queued all the same, as it was never heard from: "
                                   "gpu-down\n")
     assert [j.queue for j in f.store.jobs()] == ["big-mig"]
-    only_b = submit("b-only")  # the host that did not answer is not one the queue may use
+    only_b = _submit(config, "b-only")  # the host not heard from is not one it may use
     assert only_b.returncode == 2 and "no GPU in the fleet could ever hold" in only_b.stderr
     assert len(f.store.jobs()) == 1
 
@@ -302,16 +304,11 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
     config.write_text(open(f.write_config()).read().replace(
         json.dumps(f.config.hosts[0].state_dir), json.dumps(str(unstarted))))
 
-    def submit(queue: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config),
-                               "submit", "--queue", queue, "--", "x"], capture_output=True,
-                              text=True, cwd=localfleet.REPO, timeout=120)
-
     try:
-        queued = submit("half")
+        queued = _submit(config, "half")
         assert (queued.returncode, queued.stderr) == (0, "")
         assert not unstarted.exists()  # queued on the kept inventory: no host was reached
-        refused = submit("big-mig")  # a refusal is made only on what the host says now
+        refused = _submit(config, "big-mig")  # a refusal is made only on what the host says now
         assert refused.returncode == 2 and "the fleet has 2x L4" in refused.stderr
         assert (unstarted / "daemon.lock").exists()
     finally:
