@@ -136,8 +136,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             if why is not None and not unheard:
                 raise UsageError(why)
             if why is not None:
-                print("fractui: warning: %s; queued all the same, as it was never heard from: "
-                      "%s" % (why, ", ".join(unheard)), file=sys.stderr)
+                print("fractui: warning: %s; queued all the same: never heard from %s" % (
+                    why, ", ".join(unheard)), file=sys.stderr)
         job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
                            args.argv, request, actor(), cwd=args.cwd)
     finally:

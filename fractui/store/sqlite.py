@@ -181,8 +181,6 @@ class SqliteStore(Store):
         return [AuditEntry(r["id"], r["time"], r["actor"], r["action"], r["job"], r["why"],
                            json.loads(r["detail"] or "{}")) for r in rows]
 
-    # -- the scheduler lease --
-
     # -- inventory --
 
     def record_inventory(self, host: str, facts: dict[str, Any]) -> None:
@@ -195,7 +193,7 @@ class SqliteStore(Store):
             return {r["host"]: json.loads(r["facts"])
                     for r in db.execute("SELECT host, facts FROM inventory")}
 
-    # -- lease --
+    # -- the scheduler lease --
 
     def acquire_lease(self, holder: str, ttl_s: float) -> bool:
         now = self.clock()
