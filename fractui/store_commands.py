@@ -97,8 +97,7 @@ def _heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, 
     answered in the store, and returns the inventory: fresh where heard, kept where not."""
     with Fleet(config) as fleet:
         fleet.wait_settled(config.ssh.connect_timeout * 2 + 30)
-        heard = {s.name: facts(HostView(s.name, s.state, s.hello, s.snapshot, {}))
-                 for s in fleet.statuses() if s.hello}
+        heard = {s.name: facts(HostView.of(s)) for s in fleet.statuses() if s.hello}
     kept = store.inventory()
     for name, host_facts in heard.items():
         if kept.get(name) != host_facts:

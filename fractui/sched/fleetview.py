@@ -38,6 +38,11 @@ class HostView:
     snapshot: Optional[Dict[str, Any]] = None
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # agent job id -> record
 
+    @classmethod
+    def of(cls, status: Any) -> "HostView":
+        """A HostStatus's data as it is now (fractui.fleet.host; any object with its fields)."""
+        return cls(status.name, status.state, status.hello, status.snapshot, dict(status.jobs))
+
     def by_key(self) -> Dict[str, Dict[str, Any]]:
         return {j["key"]: j for j in self.jobs.values() if j.get("key")}
 

@@ -140,11 +140,7 @@ class Scheduler:
         return self.leader
 
     def _views(self) -> List[HostView]:
-        views = []
-        for status in self.fleet.statuses():
-            views.append(HostView(status.name, status.state, status.hello, status.snapshot,
-                                  dict(status.jobs)))
-        return views
+        return [HostView.of(s) for s in self.fleet.statuses()]
 
     def _record_inventory(self, views: List[HostView]) -> None:
         """Keeps each reachable host's lasting facts in the store (written only when they
