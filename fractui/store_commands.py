@@ -99,10 +99,8 @@ def _heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, 
         fleet.wait_settled(config.ssh.connect_timeout * 2 + 30)
         heard = {s.name: facts(HostView.of(s)) for s in fleet.statuses() if s.hello}
     kept = store.inventory()
-    for name, host_facts in heard.items():
-        if kept.get(name) != host_facts:
-            store.record_inventory(name, host_facts)
-    return dict(kept, **heard)
+    store.keep_inventory(heard, kept)
+    return kept
 
 
 def submit(config: Config, args: argparse.Namespace) -> int:

@@ -145,13 +145,8 @@ class Scheduler:
     def _record_inventory(self, views: List[HostView]) -> None:
         """Keeps each reachable host's lasting facts in the store (written only when they
         change), so ``submit`` can check a request without reaching the fleet."""
-        for view in views:
-            if view.state not in USABLE or not view.hello:
-                continue
-            now = facts(view)
-            if self._inventory.get(view.name) != now:
-                self.store.record_inventory(view.name, now)
-                self._inventory[view.name] = now
+        self.store.keep_inventory({v.name: facts(v) for v in views
+                                   if v.state in USABLE and v.hello}, self._inventory)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params)

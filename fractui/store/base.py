@@ -81,6 +81,16 @@ class Store(abc.ABC):
     def inventory(self) -> dict[str, dict[str, Any]]:
         """host -> the facts last recorded for it."""
 
+    def keep_inventory(self, heard: dict[str, dict[str, Any]],
+                       kept: dict[str, dict[str, Any]]) -> None:
+        """Records the hosts whose ``heard`` facts differ from ``kept`` (what the caller knows
+        is stored), and brings ``kept`` up to date: facts change rarely, so most calls write
+        nothing."""
+        for host, facts in heard.items():
+            if kept.get(host) != facts:
+                self.record_inventory(host, facts)
+                kept[host] = facts
+
     @abc.abstractmethod
     def acquire_lease(self, holder: str, ttl_s: float) -> bool:
         """Takes or renews the scheduler lease; False while another holder's lease lasts."""
