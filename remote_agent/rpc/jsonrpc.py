@@ -41,6 +41,28 @@ START_FAILED = 1016
 
 MAX_LINE_BYTES = 1 << 20
 
+# What an error says a client should do next (docs/protocol.md, "Error classes"). One table,
+# beside the codes, so the agent and every client read a refusal the same way.
+JOB = "job"            # the job as given can never start: fail it with the agent's words
+CAPACITY = "capacity"  # this GPU cannot take it now: place it elsewhere or later
+HOST = "host"          # the host itself is failing (NVML, privileges, a bug): try another host
+REQUEST = "request"    # the request is malformed or names nothing there: do not retry it
+
+ERROR_CLASSES = {
+    PARSE_ERROR: REQUEST, INVALID_REQUEST: REQUEST, METHOD_NOT_FOUND: REQUEST,
+    INVALID_PARAMS: REQUEST, INTERNAL_ERROR: HOST,
+    GPU_NOT_FOUND: HOST, NOT_MIG: CAPACITY, UNKNOWN_PROFILE: CAPACITY, NO_ROOM: CAPACITY,
+    INSTANCE_BUSY: CAPACITY, STALE_LAYOUT: CAPACITY, INSTANCE_NOT_FOUND: REQUEST,
+    NVML_FAILED: HOST, PROTOCOL_MISMATCH: HOST, NOT_PERMITTED: HOST, GPU_IN_USE: CAPACITY,
+    NEEDS_DESTROY: CAPACITY, NOT_SUPPORTED: CAPACITY, BACKEND_UNAVAILABLE: HOST,
+    JOB_NOT_FOUND: REQUEST, START_FAILED: JOB,
+}
+
+
+def error_class(code: Any) -> str:
+    """The class of an error code; codes this table does not know count as the host's."""
+    return ERROR_CLASSES.get(code, HOST) if isinstance(code, int) else HOST
+
 
 class RpcError(Exception):
     def __init__(self, code: int, message: str, data: Optional[Dict[str, Any]] = None):
