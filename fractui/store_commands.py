@@ -69,7 +69,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     queue = config.queue(args.queue)
     if not args.argv[0]:
         raise UsageError("the program to run after -- is an empty word")
-    team = args.team or queue.team
+    team = queue.team if args.team is None else args.team
     if config.teams:
         if team is None:
             raise UsageError("submit needs --team: the config has teams (%s) and queue %s names "
