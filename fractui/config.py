@@ -401,7 +401,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # A name that becomes a path part, a CLI word and a job id's prefix: the POSIX portable file
 # name characters, not starting with "." (so never "." or "..") or "-" (never an option).
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-NAME_RULE = ("1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'")
+NAME_RULE = "1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'"
 
 
 def name_problem(name: str) -> str | None:
@@ -488,9 +488,7 @@ class _Checker:
         for key in ("known_hosts", "config_file"):
             if key in values:
                 values[key] = self.local_file(values[key], "ssh", None, key, "ssh.")
-        if "connect_timeout" in values:
-            values["connect_timeout"] = float(values["connect_timeout"])
-        return SshSettings(**values)
+        return SshSettings(**_floats(values, ("connect_timeout",)))
 
     def named(self, raws: tuple[dict[str, Any], ...], table: str, what: str
               ) -> list[tuple[int, dict[str, Any]]]:
@@ -611,11 +609,11 @@ class _Checker:
             # one state dir is one agent: two entries for it would count its GPUs twice
             twin = agents.setdefault(agent_place(host), host)
             if twin is not host:
-                where = "local hosts" if host.transport == "local" else "hosts"
-                raise self.fail(f"{where} '{twin.name}' and '{host.name}' have the same "
-                                f"state_dir{'' if host.transport == 'local' else ' on one machine'}"
-                                f" ({host.state_dir}); give each its own", "hosts", i,
-                                "state_dir")
+                local = host.transport == "local"
+                raise self.fail(f"{'local hosts' if local else 'hosts'} '{twin.name}' and "
+                                f"'{host.name}' have the same state_dir"
+                                f"{'' if local else ' on one machine'} ({host.state_dir}); "
+                                "give each its own", "hosts", i, "state_dir")
             hosts.append(host)
         return tuple(hosts)
 

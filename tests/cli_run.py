@@ -5,6 +5,7 @@ docs/cli.md, and a message, never a traceback."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from typing import List, Sequence, Tuple
@@ -34,3 +35,10 @@ def subprocess_run(argv: Sequence[str], env_extra: dict | None = None,
 def leaks(err: str) -> List[str]:
     """What of NEVER shows in ``err``."""
     return [sign for sign in NEVER if sign in err]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a host there is offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -17,7 +17,7 @@ import pytest
 
 from fractui.config import QueueConfig
 from tests import localfleet
-from tests.cli_run import in_process, leaks, subprocess_run
+from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
 
 PY = sys.executable
@@ -25,13 +25,6 @@ PY = sys.executable
 
 def simload(*args: str) -> list:
     return [PY, "-m", "remote_agent.simload", *args]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on: a host there is offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cli:

@@ -20,9 +20,8 @@ from typing import Callable, Dict, List, Tuple
 import pytest
 
 from fractui.config import QueueConfig
-from tests.cli_run import in_process, leaks, subprocess_run
+from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet  # noqa: F401 - the fixture
-from tests.test_cli import closed_port
 
 SEED = 20260613
 PER_VERB = 24  # cases per verb; the count run is asserted below and written in reliability.md
