@@ -1,27 +1,34 @@
-"""The ``fractui`` command: DESIGN's verb table.
-
-Every verb that prints data has ``--json`` (formats in docs/cli.md). Usage errors and a bad config
-exit 2 with ``file:line: what is wrong``; an unreachable host is reported for that host, never
-as a traceback.
+"""The ``fractui`` command: DESIGN's verb table, and the one place where a verb's end becomes
+its exit code (docs/cli.md): 0 done; 1 the fleet, an agent or the store refused or failed;
+2 the command line or the config is wrong. Whatever happens, the user reads one line that says
+what and where, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import sqlite3
 import sys
-import uuid
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from fractui import __version__
-from fractui.config import ConfigError, default_config_path, load_config
+from fractui.arguments import bounded, check_words, mig_profile
+from fractui.config import Config, ConfigError, NoConfig, default_config_path
+from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
+                             EXIT_USAGE, Failed, UsageError)
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as written (exit 2)."""
+# verb -> the module of fractui that carries it out (each verb is a function of that name)
+VERBS = {
+    "status": "commands", "doctor": "commands", "trust": "commands", "mig": "commands",
+    "launch": "commands", "stop": "commands", "jobs": "job_commands", "logs": "job_commands",
+    "submit": "store_commands", "cancel": "store_commands", "requeue": "store_commands",
+    "preempt": "store_commands", "place": "store_commands", "audit": "store_commands",
+    "scheduler": "store_commands",
+}
+TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
+MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
+MAX_GRACE_S = 3600
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("mig", help="plan a MIG instance, show the plan, apply it on confirm")
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
-    p.add_argument("profile", metavar="PROFILE", help="e.g. 3g.40gb")
+    p.add_argument("profile", metavar="PROFILE", type=mig_profile, help="e.g. 3g.40gb")
     p.add_argument("--destroy-idle", action="store_true",
                    help="the plan may destroy idle instances to make room")
     p.add_argument("--yes", action="store_true", help="apply without asking")
@@ -59,9 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     slice_ = p.add_mutually_exclusive_group(required=True)
     slice_.add_argument("--instance", metavar="UUID", help="an idle MIG instance")
-    slice_.add_argument("--profile", metavar="P", help="create a MIG instance of this profile")
-    slice_.add_argument("--memory-mib", type=int, metavar="N", help="a memory share (no MIG)")
-    p.add_argument("--start", type=int, metavar="S", help="with --profile: the slot to use")
+    slice_.add_argument("--profile", metavar="P", type=mig_profile,
+                        help="create a MIG instance of this profile")
+    slice_.add_argument("--memory-mib", type=bounded(1, 2 ** 31), metavar="N",
+                        help="a memory share (no MIG)")
+    p.add_argument("--start", type=bounded(0, 63), metavar="S",
+                   help="with --profile: the slot to use")
     p.add_argument("--name", help="the job's name")
     p.add_argument("--key", help="idempotency key (default: a new one)")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
@@ -78,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("jobs", help="queued jobs, then jobs launched directly on hosts")
     p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
-    p.add_argument("--limit", type=int, default=200, help="with --all: the newest N")
+    p.add_argument("--limit", type=bounded(1, MAX_LINES), default=200,
+                   help="with --all: the newest N")
     p.add_argument("--json", action="store_true")
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),
@@ -91,14 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="JOB")
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index")
-    p.add_argument("--profile", metavar="P", help="MIG profile (default: the queue's rule)")
-    p.add_argument("--start", type=int, metavar="S", help="with --profile: the slot")
+    p.add_argument("--profile", metavar="P", type=mig_profile,
+                   help="MIG profile (default: the queue's rule)")
+    p.add_argument("--start", type=bounded(0, 63), metavar="S",
+                   help="with --profile: the slot")
     p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
                    "plan was previewed on; the launch is refused if it changed")
 
     p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")
-    p.add_argument("-n", "--limit", type=int, default=100)
+    p.add_argument("-n", "--limit", type=bounded(1, MAX_LINES), default=100)
     p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("scheduler", help="the headless placement loop (head node, systemd)")
@@ -107,17 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("logs", help="a job's output: fractui logs JOB|HOST/JOB [-f]")
     p.add_argument("job", metavar="JOB")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100)
 
     p = verbs.add_parser("demo", help="the TUI on a simulated local fleet (no GPU, no SSH)")
     p.add_argument("--gpus", type=_demo_gpus, default=16, metavar="N",
                    help="GPUs in the simulated fleet, 1 to 1000 (default 16)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the simulated job stream")
+    p.add_argument("--seed", type=bounded(0, 2 ** 32 - 1), default=1,
+                   help="seed of the simulated job stream")
     p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS, help=readonly)
 
     p = verbs.add_parser("stop", help="stop a job: SIGTERM, then SIGKILL after the grace")
     p.add_argument("job", metavar="HOST/JOB")
-    p.add_argument("--grace", type=int, default=10, metavar="S")
+    p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S")
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -129,8 +143,27 @@ def _demo_gpus(text: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs one command line; returns its exit code, whatever happened."""
+    try:
+        try:
+            code = _run(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as done:  # argparse: --help, --version, a usage error (said)
+            code = done.code if isinstance(done.code, int) else EXIT_USAGE
+        sys.stdout.flush()  # a reader gone before the last line shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - every error ends as one line and its code
+        code, message = _outcome(err)
+        _say(message)
+        return code
+
+
+def _run(words: List[str]) -> int:
+    check_words(words)
     parser = _parser()
-    words = list(sys.argv[1:] if argv is None else argv)
     # everything after the first "--" is the job's argv, untouched (argparse would read
     # options in it, e.g. a job's own --help)
     job_argv: List[str] = []
@@ -141,63 +174,89 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = job_argv
     if job_argv and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")
-    if args.readonly and args.verb not in (None, "demo"):
+    if args.readonly and args.verb not in TUI:
         parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")
-    if args.verb in (None, "demo"):  # the TUI
+    if args.config == "":
+        parser.error("--config needs a file name")
+    config = _config(args)
+    if args.verb in TUI:
         from fractui.tui.run import run
 
-        return run(args)
+        return run(args, config)
+    return _verb(args.verb)(config, args)
+
+
+def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:
+    from fractui import commands, job_commands, store_commands
+
+    modules = {"commands": commands, "job_commands": job_commands,
+               "store_commands": store_commands}
+    return getattr(modules[VERBS[name]], name)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The admin's config, checked, queues included (fractui.servable). The demo needs none:
+    only its [tui] table is used, when there is a file."""
+    from fractui.servable import load_checked
+
+    path = args.config or default_config_path()
+    if args.verb == "demo" and args.config is None and not os.path.exists(path):
+        return Config(path=None)
+    return load_checked(path)
+
+
+def _outcome(err: Exception) -> Tuple[int, str]:
+    """The exit code and the line to print for an error that ended a verb."""
+    if isinstance(err, NoConfig):
+        return EXIT_USAGE, "%s\n%s" % (err, _no_config_help(err.path))
+    if isinstance(err, (ConfigError, UsageError)):
+        return EXIT_USAGE, str(err)
+    if isinstance(err, _failures()):
+        return EXIT_FAILED, str(err) or type(err).__name__
+    if os.environ.get("FRACTUI_DEBUG"):
+        raise err
+    return EXIT_BUG, ("internal error: %s: %s (a bug in fractui; FRACTUI_DEBUG=1 shows where)"
+                      % (type(err).__name__, err))
+
+
+def _failures() -> Tuple[type, ...]:
+    """Refusals and failures of the fleet, the agents and the store: exit 1. Imported here, on
+    an error only, so a command that fails on its command line stays quick."""
+    from fractui.fleet.client import AgentCallError, ConnectionLost
+    from fractui.fleet.host import HostUnavailable
+    from fractui.fleet.link import LinkError
+    from fractui.store.base import JobNotFound, StateConflict
+    from fractui.store.intents import Refused
+
+    return (Failed, Refused, JobNotFound, StateConflict, HostUnavailable, AgentCallError,
+            ConnectionLost, LinkError, sqlite3.Error, OSError)
+
+
+def _no_config_help(path: Optional[str]) -> str:
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "config.example.toml")
+    where = example if os.path.exists(example) else "config.example.toml in fractui's source"
+    return ("  fractui reads --config FILE, else %s ($XDG_CONFIG_HOME/fractui/config.toml)\n"
+            "  to try fractui without a config: fractui demo  (a simulated fleet, no GPU, "
+            "no SSH)\n"
+            "  to write one: start from %s, which documents every key"
+            % (default_config_path(), where))
+
+
+def _closed_pipe() -> int:
+    """stdout's reader has gone: stop quietly. stdout now points at /dev/null, so the
+    interpreter's own flush at exit has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        config = load_config(args.config or default_config_path())
-    except ConfigError as err:
-        print("fractui: %s" % err, file=sys.stderr)
-        return EXIT_USAGE
-    from fractui import commands, store_commands
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (replaced in-process): nothing to flush
+        pass
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
-    verb = getattr(commands, args.verb, None) or getattr(store_commands, args.verb)
+
+def _say(message: str) -> None:
     try:
-        return verb(config, args)
-    except (UsageError, ConfigError) as err:
-        print("fractui: %s" % err, file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
-
-
-def split_job(ref: str) -> List[str]:
-    host, sep, job = ref.partition("/")
-    if not sep or not host or not job:
-        raise UsageError("a job is named HOST/JOB, e.g. gpu-a/j12, not %r" % ref)
-    return [host, job]
-
-
-def parse_env(pairs: List[str]) -> Dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError("--env takes KEY=VALUE, not %r" % pair)
-        env[key] = value
-    return env
-
-
-def new_key() -> str:
-    return "cli-%s" % uuid.uuid4().hex
-
-
-def gpu_ref(text: str) -> Any:
-    return int(text) if text.isdigit() else text
-
-
-def confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
-        return False
-    try:
-        return input("%s [y/N] " % question).strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
+        print("fractui: %s" % message, file=sys.stderr, flush=True)
+    except OSError:  # no stderr to say it on: the exit code still does
+        pass

@@ -1,17 +1,15 @@
-"""What each ``fractui`` verb does. Each takes the config and the parsed arguments and returns the
-exit code; ``fractui/cli.py`` owns parsing and the usage errors."""
+"""The host verbs of ``fractui``: status, doctor, trust, mig, launch, stop. Each takes the config
+and the parsed arguments and returns the exit code; ``fractui/cli.py`` owns parsing and maps
+every error to its code."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
-from fractui.cli import (EXIT_FAILED, UsageError, confirm, gpu_ref, new_key, parse_env,
-                         print_json, split_job)
+from fractui.arguments import gpu_ref, new_key, parse_env, split_job
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
@@ -20,7 +18,8 @@ from fractui.fleet.host import HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey, fingerprint, host_id
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
-from fractui.store.model import ACTIVE, PENDING, PLACED
+from fractui.outcome import EXIT_FAILED, UsageError
+from fractui.terminal import confirm, print_json
 
 
 def _settle_time(config: Config) -> float:
@@ -179,106 +178,6 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         print("%s/%s %s (pid %s) on gpu %s%s" % (
             args.host, job["id"], job["state"], job["pid"], ",".join(map(str, job["gpus"])),
             " instance " + job["instance"] if job.get("instance") else ""))
-    return 0
-
-
-def jobs(config: Config, args: argparse.Namespace) -> int:
-    """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
-    host/agent-id). Naming hosts shows only theirs."""
-    from fractui.store_commands import jobs_table, open_store
-
-    queued: List[Any] = []
-    uid = None
-    if not args.hosts:
-        store = open_store(config.scheduler.store)
-        try:
-            uid = store.uid
-            queued = store.jobs(None if args.all else ACTIVE, limit=args.limit if args.all
-                                else None)
-        finally:
-            store.close()
-    rows, failed = [], False
-    if config.hosts:
-        fleet = _open(config, args.hosts or None)
-        try:
-            answers = fleet.fan_out("job.list")
-        finally:
-            fleet.stop()
-        mine = "fractui-%s-" % uid
-        for host, answer in answers.items():
-            if isinstance(answer, Exception):
-                failed = True
-                print("fractui: %s" % answer, file=sys.stderr)
-                continue
-            rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
-                     if not (uid and (j.get("key") or "").startswith(mine))]
-    if args.json:
-        print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in queued] + rows})
-    else:
-        if queued:
-            print("\n".join(jobs_table(queued, time.time())))
-        for j in rows:
-            print("%-20s %-8s %-6s %s" % (j["ref"], j["state"], "" if j["exit_code"] is None
-                                          else j["exit_code"], " ".join(j["argv"])))
-        if not queued and not rows and not failed:  # say so: a blank line reads as a hang
-            print("no jobs" if args.all or args.hosts else
-                  "no active jobs (--all lists ended ones too)")
-    return EXIT_FAILED if failed else 0
-
-
-def _job_ref(config: Config, ref: str, wait: bool = False) -> List[str]:
-    """[host, agent job] of a queued job's number or of a HOST/JOB. With ``wait`` (logs -f), a
-    job that is still waiting or being placed is waited for until it starts."""
-    if not ref.isdigit():
-        return split_job(ref)
-    from fractui.store_commands import open_store, queued
-
-    store = open_store(config.scheduler.store)
-    try:
-        job = queued(store, ref)
-        if wait and job.agent_job is None and job.state in (PENDING, PLACED):
-            print("fractui: job %d is %s; waiting for it to start" % (job.id, job.state),
-                  file=sys.stderr, flush=True)
-            while job.agent_job is None and job.state in (PENDING, PLACED):
-                time.sleep(0.5)
-                job = store.get(job.id)
-    finally:
-        store.close()
-    if job.slot is None or job.agent_job is None:
-        raise UsageError("job %d is %s: it has not run yet%s" % (
-            job.id, job.state, " (%s)" % job.reason if job.reason else ""))
-    return [job.slot.host, job.agent_job]
-
-
-def logs(config: Config, args: argparse.Namespace) -> int:
-    host, job = _job_ref(config, args.job, wait=args.follow)
-    fleet, session = _one(config, host)
-    try:
-        done = threading.Event()
-
-        def on_log(method: str, params: Dict[str, Any]) -> None:
-            if method != "log" or params.get("job") != job:
-                return
-            if params.get("eof"):
-                done.set()
-            else:
-                sys.stdout.write(params.get("data", ""))
-                sys.stdout.flush()
-
-        session.listeners.append(on_log)
-        first = session.call("job.logs", {"job": job, "lines": args.lines,
-                                          "follow": args.follow})
-        for line in first["lines"]:
-            print(line)
-        sys.stdout.flush()
-        if args.follow:
-            while not done.wait(0.5):
-                if session.status.state not in ("online", "degraded"):
-                    return _fail("%s went %s while following" % (host, session.status.state))
-    except (HostUnavailable, AgentCallError) as err:
-        return _fail(str(err))
-    finally:
-        fleet.stop()
     return 0
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 import platformdirs
 
+from remote_agent.gpu.models import models as gpu_models
 from remote_agent.gpu.models import parse_sim_spec
 
 try:
@@ -39,6 +42,10 @@ class ConfigError(Exception):
         if self.line is None:
             return f"{self.path}: {self.message}"
         return f"{self.path}:{self.line}: {self.message}"
+
+
+class NoConfig(ConfigError):
+    """The config file does not exist: the CLI says where it looked and what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,13 @@ class QueueConfig:
     team: str | None = None
     """The team charged for jobs submitted without --team."""
 
+    def request(self) -> dict[str, Any]:
+        """The portion as a store job keeps it: the queue's keys without its name, so later
+        config edits never change a submitted job."""
+        record = asdict(self)
+        del record["name"]
+        return record
+
     def describe(self) -> str:
         """The portion as an admin writes it: "gpu = 0.25", "mig = 3g.40gb", "2 GPUs"."""
         if self.mig:
@@ -209,8 +223,9 @@ def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> An
     for item in items:
         if item.name == name:
             return item
-    known = ", ".join(i.name for i in items) or "none"
-    raise ConfigError(path, None, f"unknown {what} '{name}' (known: {known})")
+    known = ", ".join(i.name for i in items[:20]) or "none"
+    more = f" and {len(items) - 20} more" if len(items) > 20 else ""
+    raise ConfigError(path, None, f"unknown {what} {name!r} (known: {known}{more})")
 
 
 def default_config_path() -> str:
@@ -360,6 +375,53 @@ _TRANSPORTS = ("ssh", "local")
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
 _HOP = re.compile(r"(?:[^@\s,]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@:\s,\[\]]+)(?::(\d+))?")
 
+# Bounds of every number (inclusive), by (table, key), and its unit for messages. A number
+# with no entry here must still be finite.
+BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("ssh", "connect_timeout"): (0.5, 600, " seconds"),
+    ("hosts", "port"): (1, 65535, ""),
+    ("queues", "gpu"): (0.001, 0.999, " of a GPU (gpus = k asks for whole GPUs)"),
+    ("queues", "memory_gib"): (0, 1024, " GiB"),
+    ("queues", "gpus"): (0, 1024, " GPUs"),
+    ("queues", "cpus"): (0, 4096, " CPUs"),
+    ("queues", "memory"): (0, 65536, " GiB"),
+    ("queues", "priority"): (-1_000_000, 1_000_000, ""),
+    ("teams", "quota_gpus"): (0, 1_000_000, " GPUs"),
+    ("teams", "weight"): (0.001, 1000, ""),
+    ("scheduler", "lease_s"): (1, 3600, " seconds"),
+    ("scheduler", "host_lost_s"): (1, 7 * 86400, " seconds"),
+    ("scheduler", "preempt_grace_s"): (1, 3600, " seconds"),
+    ("scheduler", "interval_s"): (0.05, 600, " seconds"),
+}
+# How many entries a file may hold, and how big it may be.
+MAX_ITEMS = {"hosts": 10_000, "queues": 1000, "teams": 1000}
+MAX_LIST = 10_000  # entries of an array (a queue's hosts, gpu_models)
+MAX_TEXT = 4096  # characters of any string (PATH_MAX)
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+# A name that becomes a path part, a CLI word and a job id's prefix: the POSIX portable file
+# name characters, not starting with "." (so never "." or "..") or "-" (never an option).
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+NAME_RULE = "1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a host, queue or team (NAME), or None."""
+    if NAME.fullmatch(name):
+        return None
+    return f"must be {NAME_RULE}, got {_shown(name)}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _shown(value: object) -> str:
+    """A value for a message: quoted and escaped, and cut if it is long."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    if len(text) > 60:
+        return f"{text[:40]}… ({len(text)} characters)"
+    return text
+
 
 class _Checker:
     """Validates the parsed document, raising ConfigError at the line of the first mistake."""
@@ -406,7 +468,7 @@ class _Checker:
         """Checks keys and kinds of one table; returns its values with unset keys left out."""
         for key in raw:
             if key not in known:
-                raise self.fail(f"unknown key '{key}' in {label}{_suggest(key, known)}",
+                raise self.fail(f"unknown key {_shown(key)} in {label}{_suggest(key, known)}",
                                 table, index, key)
         for key, kind in known.items():
             if key not in raw:
@@ -416,35 +478,36 @@ class _Checker:
             if not fits(value):
                 raise self.fail(f"{prefix}{key} must be {phrase}, got {_describe(value)}",
                                 table, index, key)
-            if isinstance(value, str) and not value.strip():
-                raise self.fail(f"{prefix}{key} must not be empty", table, index, key)
+            problem = _value_problem(value, (table, key))
+            if problem is not None:
+                raise self.fail(f"{prefix}{key} {problem}", table, index, key)
         return dict(raw)
 
     def ssh(self, raw: dict[str, Any]) -> SshSettings:
         values = self.values(raw, _SSH_KEYS, "[ssh]", "ssh", None, "ssh.")
-        timeout = values.get("connect_timeout")
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise self.fail(f"ssh.connect_timeout must be a positive number of seconds, "
-                            f"got {timeout}", "ssh", None, "connect_timeout")
         for key in ("known_hosts", "config_file"):
             if key in values:
-                values[key] = _expanded(values[key])
-        if "connect_timeout" in values:
-            values["connect_timeout"] = float(values["connect_timeout"])
-        return SshSettings(**values)
+                values[key] = self.local_file(values[key], "ssh", None, key, "ssh.")
+        return SshSettings(**_floats(values, ("connect_timeout",)))
 
     def named(self, raws: tuple[dict[str, Any], ...], table: str, what: str
               ) -> list[tuple[int, dict[str, Any]]]:
         """Checks every item of an array of tables has a unique name; returns (index, raw)."""
+        if len(raws) > MAX_ITEMS[table]:
+            raise self.fail(f"{len(raws)} [[{table}]]: at most {MAX_ITEMS[table]}", table,
+                            MAX_ITEMS[table])
         seen: dict[str, int] = {}
         for i, raw in enumerate(raws):
             name = raw.get("name")
-            if not isinstance(name, str) or not name.strip():
+            if name is None:
                 raise self.fail(f"{table}[{i}] has no name: every [[{table}]] needs a unique "
                                 "name", table, i, "name")
-            if re.search(r"[\s/]", name):
-                raise self.fail(f"{table}[{i}].name must not contain spaces or '/', got "
-                                f"'{name}'", table, i, "name")
+            if not isinstance(name, str):
+                raise self.fail(f"{table}[{i}].name must be a string, got {_describe(name)}",
+                                table, i, "name")
+            problem = name_problem(name)
+            if problem is not None:
+                raise self.fail(f"{table}[{i}].name {problem}", table, i, "name")
             if name in seen:
                 first = self.where.line(table, seen[name], "name")
                 at = f" (first at line {first})" if first is not None else ""
@@ -457,14 +520,7 @@ class _Checker:
         for i, raw in self.named(raws, "teams", "team"):
             values = self.values(raw, _TEAM_KEYS, f"[[teams]] #{i + 1}", "teams", i,
                                  f"teams[{i}].")
-            quota, weight = values.get("quota_gpus", 0.0), values.get("weight", 1.0)
-            if not (math.isfinite(quota) and quota >= 0):
-                raise self.fail(f"teams[{i}].quota_gpus must be a non-negative number of GPUs, "
-                                f"got {quota}", "teams", i, "quota_gpus")
-            if not (math.isfinite(weight) and weight > 0):
-                raise self.fail(f"teams[{i}].weight must be a positive number, got {weight}",
-                                "teams", i, "weight")
-            teams.append(TeamConfig(**values))
+            teams.append(TeamConfig(**_floats(values, ("quota_gpus", "weight"))))
         return tuple(teams)
 
     def queues(self, raws: tuple[dict[str, Any], ...], hosts: tuple[HostConfig, ...],
@@ -484,17 +540,20 @@ class _Checker:
             if len(forms) > 1:
                 raise bad(forms[1], f"cannot be given with {forms[0]}: a queue asks for one "
                           "of gpu, mig, memory_gib, gpus")
-            if "gpu" in values and not 0 < values["gpu"] < 1:
-                raise bad("gpu", f"must be a fraction between 0 and 1, got {values['gpu']} "
-                          "(use gpus = k for whole GPUs)")
-            for key in ("memory_gib", "cpus", "memory"):
-                if key in values and not (math.isfinite(values[key]) and values[key] >= 0):
-                    raise bad(key, f"must be a non-negative number, got {values[key]}")
-            if values.get("gpus", 0) < 0:
-                raise bad("gpus", f"must be a positive integer, got {values['gpus']}")
-            if values.get("isolation", "any") not in ISOLATIONS:
+            isolation = values.get("isolation", "any")
+            if isolation not in ISOLATIONS:
                 raise bad("isolation", f"must be one of {', '.join(ISOLATIONS)}, got "
-                          f"'{values['isolation']}'")
+                          f"{_shown(isolation)}")
+            if "mig" in values:
+                problem = profile_problem(values["mig"])
+                if problem is not None:
+                    raise bad("mig", problem)
+                if isolation == "share":
+                    raise bad("isolation", "is \"share\" (memory shares only), which never "
+                              "gives the MIG slice that mig asks for")
+            if values.get("gpus", 0) > 1 and isolation == "mig":
+                raise bad("isolation", f"is \"mig\", but a job runs on one MIG instance: "
+                          f"gpus = {values['gpus']} can only be whole GPUs without MIG")
             known_hosts = {h.name for h in hosts}
             for host in values.get("hosts", []):
                 if host not in known_hosts:
@@ -504,50 +563,57 @@ class _Checker:
             for key in ("hosts", "gpu_models"):
                 if key in values:
                     values[key] = tuple(values[key])
-            queues.append(QueueConfig(**values))
+            queues.append(QueueConfig(**_floats(values, ("gpu", "memory_gib", "cpus",
+                                                         "memory"))))
         return tuple(queues)
 
     def scheduler(self, raw: dict[str, Any]) -> SchedulerSettings:
         values = self.values(raw, _SCHEDULER_KEYS, "[scheduler]", "scheduler", None,
                              "scheduler.")
-        for key, value in values.items():
-            if key == "store":
-                values[key] = _expanded(value)
-            elif not (math.isfinite(value) and value > 0):
-                raise self.fail(f"scheduler.{key} must be a positive number of seconds, "
-                                f"got {value}", "scheduler", None, key)
-            else:
-                values[key] = float(value)
-        return SchedulerSettings(**values)
+        if "store" in values:
+            values["store"] = self.local_file(values["store"], "scheduler", None, "store",
+                                              "scheduler.")
+        settings = SchedulerSettings(**_floats(values, ("lease_s", "host_lost_s",
+                                                        "preempt_grace_s", "interval_s")))
+        # The lease is renewed once a pass: passes further apart than a third of it would let
+        # it lapse between two, and a standby take over from a scheduler that is alive.
+        if settings.interval_s > settings.lease_s / 3:
+            key = "interval_s" if "interval_s" in values else "lease_s"
+            raise self.fail(f"scheduler.interval_s ({settings.interval_s:g} s) must be at most "
+                            f"a third of scheduler.lease_s ({settings.lease_s:g} s), which is "
+                            "renewed once a pass", "scheduler", None, key)
+        return settings
 
     def tui(self, raw: dict[str, Any]) -> TuiSettings:
         values = self.values(raw, _TUI_KEYS, "[tui]", "tui", None, "tui.")
         keys = values.get("keys", {})
+        if len(keys) > MAX_LIST:
+            raise self.fail(f"tui.keys has {len(keys)} entries; at most {MAX_LIST}", "tui",
+                            None, "keys")
         for action, key in keys.items():
-            if not isinstance(key, str) or not key.strip():
+            problem = (_value_problem(action, ("tui", "keys")) or
+                       (None if isinstance(key, str) else f"must be a key such as \"ctrl+f\", "
+                        f"got {_describe(key)}") or _value_problem(key, ("tui", "keys")))
+            if problem is not None:
                 line = self.where.line("tui.keys", None, action) or self.where.line(
                     "tui", None, "keys")  # [tui.keys] as a table, or keys = { ... } inline
-                raise ConfigError(self.path, line, f"tui.keys.{action} must be a key such as "
-                                  f"\"ctrl+f\", got {_describe(key)}")
+                label = action if re.fullmatch(_KEY_PART, action) else _shown(action)
+                raise ConfigError(self.path, line, f"tui.keys.{label} {problem}")
         return TuiSettings(theme=values.get("theme"), keys=tuple(sorted(keys.items())))
 
     def hosts(self, raws: tuple[dict[str, Any], ...]) -> tuple[HostConfig, ...]:
         hosts: list[HostConfig] = []
-        first_line: dict[str, int | None] = {}  # name -> where it was first given
-        for i, raw in enumerate(raws):
+        agents: dict[tuple[str | int | None, ...], HostConfig] = {}  # agent_place -> host
+        for i, raw in self.named(raws, "hosts", "host"):
             host = self.host(i, raw)
-            if host.name in first_line:
-                first = first_line[host.name]
-                seen = f" (first at line {first})" if first is not None else ""
-                raise self.fail(f"duplicate host name '{host.name}'{seen}", "hosts", i, "name")
-            first_line[host.name] = self.where.line("hosts", i, "name")
-            # local hosts share this machine: one state dir would mean one agent for both
-            twin = next((h for h in hosts if h.transport == host.transport == "local"
-                         and os.path.expanduser(h.state_dir)
-                         == os.path.expanduser(host.state_dir)), None)
-            if twin is not None:
-                raise self.fail(f"local hosts '{twin.name}' and '{host.name}' have the same "
-                                f"state_dir; give each its own", "hosts", i, "state_dir")
+            # one state dir is one agent: two entries for it would count its GPUs twice
+            twin = agents.setdefault(agent_place(host), host)
+            if twin is not host:
+                local = host.transport == "local"
+                raise self.fail(f"{'local hosts' if local else 'hosts'} '{twin.name}' and "
+                                f"'{host.name}' have the same state_dir"
+                                f"{'' if local else ' on one machine'} ({host.state_dir}); "
+                                "give each its own", "hosts", i, "state_dir")
             hosts.append(host)
         return tuple(hosts)
 
@@ -558,16 +624,11 @@ class _Checker:
         def bad(key: str, message: str) -> ConfigError:
             return self.fail(f"{prefix}{key} {message}", "hosts", i, key)
 
-        name = values.get("name")
-        if name is None:
-            raise self.fail(f"hosts[{i}] has no name: every [[hosts]] needs a unique name",
-                            "hosts", i)
-        # Names are CLI arguments and prefix job ids as "host/agent-id".
-        if re.search(r"[\s/]", name):
-            raise bad("name", f"must not contain spaces or '/', got '{name}'")
-        port = values.get("port")
-        if port is not None and not 1 <= port <= 65535:
-            raise bad("port", f"must be between 1 and 65535, got {port}")
+        name = values["name"]  # named() checked it
+        for key in ("host", "user"):  # words of an SSH destination
+            word = values.get(key)
+            if word is not None and (word.startswith("-") or re.search(r"\s", word)):
+                raise bad(key, f"must be one word not starting with '-', got {_shown(word)}")
         if "proxy_jump" in values:
             self.proxy_jump(values["proxy_jump"], bad)
         if values.get("become", "sudo") not in _BECOME:
@@ -582,14 +643,40 @@ class _Checker:
         elif values.get("transport") == "local":
             raise bad("transport", "is \"local\" but sim is not set: a local host is a "
                       "simulated one, e.g. sim = \"2xA100-80GB:mig,1xL4\"")
-        if values.get("transport") == "local" and "state_dir" not in values:
-            # a simulated host lives on this machine: its own dir, so several just work
-            values["state_dir"] = os.path.join(state_home(), "hosts", name)
+        if values.get("transport") == "local":
+            if "state_dir" in values:  # a path on this machine, then
+                values["state_dir"] = self.local_path(values["state_dir"], "hosts", i,
+                                                      "state_dir", prefix)
+            else:  # a simulated host lives on this machine: its own dir, so several just work
+                values["state_dir"] = os.path.join(state_home(), "hosts", name)
         if "agent_cache" in values:
             values["agent_cache"] = self.agent_cache(values["agent_cache"], bad)
         if "identity_file" in values:
-            values["identity_file"] = _expanded(values["identity_file"])
+            values["identity_file"] = self.local_file(values["identity_file"], "hosts", i,
+                                                      "identity_file", prefix)
         return HostConfig(**values)
+
+    def local_path(self, value: str, table: str, index: int | None, key: str,
+                   prefix: str) -> str:
+        """A path on this machine: ``~`` expanded, and absolute then, so it does not depend on
+        the directory fractui is started in."""
+        path = _expanded(value)
+        if path.startswith("~"):
+            raise self.fail(f"{prefix}{key} names a home directory this machine does not "
+                            f"have: {_shown(value)}", table, index, key)
+        if not os.path.isabs(path):
+            raise self.fail(f"{prefix}{key} must be an absolute path or start with ~, got "
+                            f"{_shown(value)}", table, index, key)
+        return path
+
+    def local_file(self, value: str, table: str, index: int | None, key: str,
+                   prefix: str) -> str:
+        """A file on this machine (it may not exist yet): a local path, not a directory."""
+        path = self.local_path(value, table, index, key, prefix)
+        if os.path.isdir(path):
+            raise self.fail(f"{prefix}{key} is a directory, not a file: {_shown(value)}",
+                            table, index, key)
+        return path
 
     @staticmethod
     def proxy_jump(value: str, bad: Callable[[str, str], ConfigError]) -> None:
@@ -612,6 +699,63 @@ class _Checker:
         return value
 
 
+def _floats(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``values`` with these keys as floats (TOML writes 15 for 15.0)."""
+    return {k: float(v) if k in keys else v for k, v in values.items()}
+
+
+def agent_place(host: HostConfig) -> tuple[str | int | None, ...]:
+    """Where a host's agent keeps its state: one place, one agent. A local host's state dir
+    is compared as this machine resolves it (``~``, ``..``, symlinks); a remote one by its
+    address and the path written, normalised."""
+    if host.transport == "local":
+        return ("local", os.path.realpath(_expanded(host.state_dir)))
+    return ("ssh", host.host, host.port, host.user, posixpath.normpath(host.state_dir))
+
+
+@lru_cache(maxsize=1)
+def mig_profiles() -> tuple[str, ...]:
+    """Every MIG profile some GPU model has (remote_agent's model facts)."""
+    return tuple(sorted({name for facts in gpu_models().values()
+                         for _key, name in facts.profile_names}))
+
+
+def profile_problem(name: str) -> str | None:
+    """Why no GPU could ever give MIG profile ``name``, or None if some model has it."""
+    if name in mig_profiles():
+        return None
+    close = difflib.get_close_matches(name, mig_profiles(), n=3)
+    return (f"names {_shown(name)}, a MIG profile no GPU model has"
+            + (f" (close: {', '.join(close)})" if close else ""))
+
+
+def _value_problem(value: Any, where: tuple[str, str]) -> str | None:
+    """What is wrong with one value of a known kind, or None: strings are printable and not
+    too long, arrays not too long, numbers finite and within BOUNDS."""
+    if isinstance(value, str):
+        if not value.strip():
+            return "must not be empty"
+        if len(value) > MAX_TEXT:
+            return f"is {len(value)} characters long; at most {MAX_TEXT}"
+        if not value.isprintable():
+            bad = next(c for c in value if not c.isprintable())
+            return (f"must not contain control or invisible characters ({bad!r}), got "
+                    f"{_shown(value)}")
+        return None
+    if isinstance(value, list):
+        if len(value) > MAX_LIST:
+            return f"has {len(value)} entries; at most {MAX_LIST}"
+        return next((p for p in (_value_problem(v, where) for v in value) if p), None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    lo, hi, unit = BOUNDS.get(where, (-2 ** 53, 2 ** 53, ""))  # else: exact as a float
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if not lo <= value <= hi:  # exact for any int, however large
+        return f"must be from {_number(lo)} to {_number(hi)}{unit}, got {_shown(value)}"
+    return None
+
+
 def _suggest(key: str, known: tuple[str, ...] | dict[str, str]) -> str:
     """The "(did you mean 'port'? known: ...)" tail: a close match first, as typos are common."""
     names = list(known)
@@ -624,11 +768,14 @@ def load_config(path: str) -> Config:
     """Reads and validates the config file at ``path``; any mistake raises ConfigError."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_CONFIG_BYTES + 1)  # at most: it may be /dev/zero
     except FileNotFoundError:
-        raise ConfigError(path, None, "no such file") from None
+        raise NoConfig(path, None, "no such file") from None
     except OSError as err:
         raise ConfigError(path, None, (err.strerror or str(err)).lower()) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(path, None, f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: "
+                          "not a config file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -638,7 +785,25 @@ def load_config(path: str) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _syntax_error(path, text, err) from None
+    except RecursionError:  # tomllib reads nested arrays and tables by recursion
+        raise ConfigError(path, _deepest_line(text), "arrays or tables nested too deeply "
+                          "(TOML is read by recursion)") from None
     return _Checker(path, text).config(doc)
+
+
+def _deepest_line(text: str) -> int:
+    """The line where brackets nest deepest (strings not told apart: a hint for the eye)."""
+    depth, deepest, line, at = 0, 0, 1, 1
+    for c in text:
+        if c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, line
+        elif c in "]}":
+            depth -= 1
+        elif c == "\n":
+            line += 1
+    return at
 
 
 _AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)")

@@ -36,7 +36,6 @@ from fractui.fleet.host import HostUnavailable
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
 from fractui.store.model import ACTIVE
-from fractui.store_commands import request_record
 from fractui.tui.source import LiveSource
 
 log = logging.getLogger("fractui.demo")
@@ -134,7 +133,7 @@ class JobStream(threading.Thread):
                 "--seconds", str(self.rng.randrange(15, 60)),
                 "--util", str(self.rng.randrange(20, 95))]
         self.store.submit(queue.name, team, "%s-%s" % (team, queue.name), argv,
-                          request_record(queue), actor="demo")
+                          queue.request(), actor="demo")
 
     def run(self) -> None:
         while not self.stopped.wait(self.every_s):

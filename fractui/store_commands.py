@@ -1,7 +1,7 @@
 """The verbs that queue work and follow it through the store: submit, cancel, requeue,
 preempt, place, audit, and the headless ``scheduler``. Store jobs are named by number; jobs
-launched directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs, and
-``jobs``, which shows both)."""
+launched directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs;
+fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
 
 from __future__ import annotations
 
@@ -12,84 +12,43 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-from fractui.cli import UsageError, print_json
-from fractui.config import Config, QueueConfig
+from fractui.arguments import gpu_index, job_number
+from fractui.config import Config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import (HostView, build_hosts, facts, idle_view, model_name,
-                                     request_of)
-from fractui.sched.place import Placer
-from fractui.store import JobNotFound, SqliteStore, open_store
-from fractui.store.intents import Refused, ask_stop, place_by_hand
-from fractui.store.model import PENDING, STOPPING, Job, Slot
+from fractui.outcome import UsageError
+from fractui.sched.fleetview import HostView, facts
+from fractui.servable import never_fits, queue_error, unservable
+from fractui.store import SqliteStore, open_store
+from fractui.store.intents import ask_stop, place_by_hand
+from fractui.store.model import STOPPING, Job, Slot
+from fractui.terminal import print_json
 
 
 def actor() -> str:
     return "%s@%s" % (getpass.getuser(), socket.gethostname())
 
 
-def _store(config: Config) -> SqliteStore:
-    return open_store(config.scheduler.store)
+def open_checked_store(config: Config) -> SqliteStore:
+    """The store, with the config's queues checked against what it keeps of the hosts (a
+    queue none of whose hosts could serve it is the config's error, exit 2). A refusal is made
+    only on what the hosts say now: the hosts are heard first, and the store's facts renewed."""
+    store = open_store(config.scheduler.store)
+    try:
+        if unservable(config, store.inventory()) is not None:
+            problem = unservable(config, _heard_inventory(config, store))
+            if problem is not None:
+                raise problem
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def queued(store: SqliteStore, text: str) -> Job:
-    if not text.isdigit():
-        raise UsageError("a queued job is named by its number (see fractui jobs), not %r; "
-                         "jobs launched directly on a host are HOST/JOB" % text)
-    try:
-        return store.get(int(text))
-    except JobNotFound as err:
-        raise UsageError(str(err)) from None
-
-
-def request_record(queue: QueueConfig) -> Dict[str, Any]:
-    """A queue's portion as a store job keeps it (the queue's keys, without its name)."""
-    record = asdict(queue)
-    del record["name"]
-    return record
-
-
-# -- submit: refuse what no GPU could ever hold --
-
-def never_fits(config: Config, store: SqliteStore, request: Dict[str, Any], queue: str,
-               inventory: Dict[str, Dict[str, Any]], whole: bool = True) -> Optional[str]:
-    """Why no host of ``inventory`` (host -> facts) could hold the request even when idle, or
-    None if one could (or if none is known, so nothing can be said). ``whole``: every host the
-    queue may use is known, so the reason speaks of the fleet, not only of the hosts heard."""
-    if not inventory:
-        return None
-    idle = [idle_view(name, f) for name, f in sorted(inventory.items())]
-    probe = Job(0, queue, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
-    if Placer(build_hosts(idle, [], store.uid), "first-fit").place(request_of(probe)) is not None:
-        return None
-    kinds: Dict[str, int] = {}
-    for view in idle:
-        for g in view.gpu_records():
-            name = model_name(g.get("name") or "?") + (" (MIG)" if g.get("mig_mode") else "")
-            kinds[name] = kinds.get(name, 0) + 1
-    fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
-    cpus = max(int(f.get("cpus") or 0) for f in inventory.values())
-    ram = max(int(f.get("memory_mib") or 0) for f in inventory.values()) // 1024
-    return ("no GPU %s could ever hold what queue %s asks for (%s, %s); %s %s; at most %d "
-            "CPUs and %d GiB RAM on a host" % (
-                "in the fleet" if whole else "of the hosts heard from", queue,
-                config.queue(queue).describe(), _filters(config.queue(queue)),
-                "the fleet has" if whole else "they have", fleet, cpus, ram))
-
-
-def _filters(q: QueueConfig) -> str:
-    parts = ["isolation %s" % q.isolation]
-    if q.cpus:
-        parts.append("%g CPUs" % q.cpus)
-    if q.memory:
-        parts.append("%g GiB RAM" % q.memory)
-    if q.hosts:
-        parts.append("hosts %s" % ",".join(q.hosts))
-    if q.gpu_models:
-        parts.append("models %s" % ",".join(q.gpu_models))
-    return ", ".join(parts)
+    """A queued job by its number (not in the store: JobNotFound, exit 1)."""
+    return store.get(job_number(text))
 
 
 def _heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, Any]]:
@@ -108,7 +67,9 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("submit needs the program to run after --, e.g. "
                          "fractui submit --queue small -- python train.py")
     queue = config.queue(args.queue)
-    team = args.team or queue.team
+    if not args.argv[0]:
+        raise UsageError("the program to run after -- is an empty word")
+    team = queue.team if args.team is None else args.team
     if config.teams:
         if team is None:
             raise UsageError("submit needs --team: the config has teams (%s) and queue %s names "
@@ -116,27 +77,25 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         config.team(team)
     elif team is not None:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
-    request = request_record(queue)
-    store = _store(config)
+    store = open_checked_store(config)
     try:
         names = [h.name for h in config.hosts]
         may_use = [n for n in names if not queue.hosts or n in queue.hosts]
         known = {n: f for n, f in store.inventory().items() if n in names}
         # What the kept inventory says fits is queued at once, no host reached; a refusal is
         # made only on what the hosts say now (one that does not answer, on what it last said).
-        if any(n not in known for n in may_use) or never_fits(config, store, request,
-                                                              queue.name, known):
+        if any(n not in known for n in may_use) or never_fits(queue, known):
             known = {n: f for n, f in _heard_inventory(config, store).items() if n in names}
             # a host never heard from may be the one that fits: refuse only on a full hearing
             unheard = [n for n in may_use if n not in known]
-            why = never_fits(config, store, request, queue.name, known, whole=not unheard)
+            why = never_fits(queue, known, whole=not unheard)
             if why is not None and not unheard:
-                raise UsageError(why)
+                raise queue_error(config, queue, why)
             if why is not None:
                 print("fractui: warning: %s; queued all the same: never heard from %s" % (
                     why, ", ".join(unheard)), file=sys.stderr)
         job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
-                           args.argv, request, actor(), cwd=args.cwd)
+                           args.argv, queue.request(), actor(), cwd=args.cwd)
     finally:
         store.close()
     if args.json:
@@ -147,23 +106,10 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-# -- jobs, audit --
-
-def jobs_table(jobs: List[Job], now: float) -> List[str]:
-    """Store jobs as ``fractui jobs`` prints them (a * marks a preemptible job)."""
-    rows = ["%-6s %-10s %-12s %-10s %-28s %s" % ("JOB", "STATE", "QUEUE", "TEAM", "WHERE",
-                                                  "NAME / WHY")]
-    for j in jobs:
-        where = j.slot.describe() if j.slot else "waiting %ds" % (now - j.submitted_at)
-        note = j.name + (" - %s" % j.reason if j.reason else "")
-        rows.append("%-6s %-10s %-12s %-10s %-28s %s" % (
-            j.id, j.state + ("*" if j.preemptible else ""), j.queue, j.team or "-", where,
-            note))
-    return rows
-
+# -- audit --
 
 def audit(config: Config, args: argparse.Namespace) -> int:
-    store = _store(config)
+    store = open_checked_store(config)
     try:
         job = queued(store, args.job).id if args.job else None
         entries = store.audit_log(job, args.limit)
@@ -195,11 +141,9 @@ def preempt(config: Config, args: argparse.Namespace) -> int:
 
 
 def _stop_or_not(config: Config, ref: str, intent: str, why: str) -> int:
-    store = _store(config)
+    store = open_checked_store(config)
     try:
         job = ask_stop(store, queued(store, ref), intent, actor(), why)
-    except Refused as err:
-        raise UsageError(str(err)) from None
     finally:
         store.close()
     print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
@@ -215,16 +159,13 @@ def place(config: Config, args: argparse.Namespace) -> int:
     if args.layout_version is not None and args.start is None:
         raise UsageError("--layout-version goes with --profile and --start (a previewed plan)")
     config.host(args.host)
-    if not args.gpu.isdigit():
-        raise UsageError("GPU is an index here, not %r" % args.gpu)
-    store = _store(config)
+    gpu = gpu_index(args.gpu)
+    store = open_checked_store(config)
     try:
         job = queued(store, args.job)
-        slot = Slot(args.host, (int(args.gpu),), args.profile, args.start,
+        slot = Slot(args.host, (gpu,), args.profile, args.start,
                     layout_version=args.layout_version)
         job = place_by_hand(store, job, slot, actor())
-    except Refused as err:
-        raise UsageError(str(err)) from None
     finally:
         store.close()
     print("%d placed on %s; the scheduler launches it" % (job.id, slot.describe()))
@@ -238,7 +179,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
 
     if not config.queues:
         raise UsageError("the config has no [[queues]]: there is nothing to schedule")
-    store = _store(config)
+    store = open_checked_store(config)
     done = threading.Event()
     box: List[Scheduler] = []
     fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())
@@ -246,11 +187,11 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     box.append(sched)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    fleet.start()
-    sched.start()
-    print("scheduler %s: store %s, %d hosts, %d queues" % (
-        sched.holder, store.path, len(config.hosts), len(config.queues)), flush=True)
     try:
+        fleet.start()
+        sched.start()
+        print("scheduler %s: store %s, %d hosts, %d queues" % (
+            sched.holder, store.path, len(config.hosts), len(config.queues)), flush=True)
         done.wait()
     finally:
         sched.stop(release=True)

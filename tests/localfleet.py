@@ -17,7 +17,6 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
 from fractui.store.model import Job
-from fractui.store_commands import request_record
 from tests.conftest import REPO, stop_host
 
 # A job that says when it is asked to stop, and takes a moment to do so (its grace).
@@ -56,7 +55,7 @@ class LocalFleet:
     def submit(self, queue: str, team: Optional[str] = None,
                argv: Optional[List[str]] = None) -> Job:
         return self.store.submit(queue, team, queue, argv or sleeper(600),
-                                 request_record(self.config.queue(queue)), "test")
+                                 self.config.queue(queue).request(), "test")
 
     def until(self, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
         """Run passes until ``check()`` holds."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import textwrap
 
 import pytest
 
-from fractui.config import (Config, ConfigError, HostConfig, QueueConfig, SchedulerSettings,
-                            SshSettings, TeamConfig, TuiSettings, default_config_path,
-                            load_config, tomllib)
+from fractui.config import (BOUNDS, Config, ConfigError, HostConfig, QueueConfig,
+                            SchedulerSettings, SshSettings, TeamConfig, TuiSettings,
+                            default_config_path, load_config, tomllib)
+from fractui.servable import load_checked
+from fractui.store import SqliteStore
+from fractui.store_commands import open_checked_store
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "config.example.toml")
@@ -222,8 +226,8 @@ def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
      "F:4: queues[0].mig cannot be given with gpu: a queue asks for one of gpu, mig, "
      "memory_gib, gpus"),
     ('[[queues]]\nname = "q"\ngpu = 1.5\n',
-     "F:3: queues[0].gpu must be a fraction between 0 and 1, got 1.5 (use gpus = k for whole "
-     "GPUs)"),
+     "F:3: queues[0].gpu must be from 0.001 to 0.999 of a GPU (gpus = k asks for whole GPUs), "
+     "got 1.5"),
     ('[[queues]]\nname = "q"\ncpus = 2\n',
      "F:2: queues[0] asks for no GPU: give one of gpu, mig, memory_gib, gpus"),
     ('[[queues]]\nname = "q"\ngpus = 1\nisolation = "hard"\n',
@@ -237,11 +241,11 @@ def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
     ('[[queues]]\ngpu = 0.5\n',
      "F:1: queues[0] has no name: every [[queues]] needs a unique name"),
     ('[[teams]]\nname = "t"\nquota_gpus = -1\n',
-     "F:3: teams[0].quota_gpus must be a non-negative number of GPUs, got -1"),
+     "F:3: teams[0].quota_gpus must be from 0 to 1000000 GPUs, got -1"),
     ('[[teams]]\nname = "t"\nweight = 0\n',
-     "F:3: teams[0].weight must be a positive number, got 0"),
+     "F:3: teams[0].weight must be from 0.001 to 1000, got 0"),
     ('[scheduler]\nlease_s = 0\n',
-     "F:2: scheduler.lease_s must be a positive number of seconds, got 0"),
+     "F:2: scheduler.lease_s must be from 1 to 3600 seconds, got 0"),
     ('[tui]\nkeys = { quit = 3 }\n',
      "F:2: tui.keys.quit must be a key such as \"ctrl+f\", got an integer"),
 ])
@@ -278,11 +282,11 @@ def test_a_wrong_type_in_ssh_is_an_error(tmp_path):
         """) == "F:2: ssh.connect_timeout must be a number, got a string"
 
 
-def test_a_non_positive_connect_timeout_is_an_error(tmp_path):
+def test_a_connect_timeout_out_of_bounds_is_an_error(tmp_path):
     assert error(tmp_path, """\
         [ssh]
         connect_timeout = 0
-        """) == "F:2: ssh.connect_timeout must be a positive number of seconds, got 0"
+        """) == "F:2: ssh.connect_timeout must be from 0.5 to 600 seconds, got 0"
 
 
 def test_hosts_must_be_an_array_of_tables(tmp_path):
@@ -323,7 +327,8 @@ def test_a_name_with_a_slash_is_an_error(tmp_path):
     assert error(tmp_path, """\
         [[hosts]]
         name = "rack1/a"
-        """) == "F:2: hosts[0].name must not contain spaces or '/', got 'rack1/a'"
+        """) == ("F:2: hosts[0].name must be 1 to 64 of A-Z a-z 0-9 . _ -, not starting with "
+                 "'.' or '-', got 'rack1/a'")
 
 
 def test_a_duplicate_name_points_at_the_second_one(tmp_path):
@@ -343,7 +348,7 @@ def test_a_port_out_of_range_is_an_error(tmp_path, port):
         [[hosts]]
         name = "a"
         port = {port}
-        """) == f"F:3: hosts[0].port must be between 1 and 65535, got {port}"
+        """) == f"F:3: hosts[0].port must be from 1 to 65535, got {port}"
 
 
 def test_become_can_only_be_sudo(tmp_path):
@@ -429,3 +434,218 @@ def test_local_hosts_get_their_own_state_dirs_unless_told_one(tmp_path, monkeypa
         load_config(str(path))
     assert str(err.value).startswith("%s:11: local hosts 'a' and 'b' have the same state_dir"
                                      % path)
+
+
+# --- Bounded and safe values -----------------------------------------------------------------
+
+def _doc_for(table: str, key: str, value: str) -> str:
+    """The smallest file that sets ``key`` of ``table`` to ``value`` (TOML text); the key is
+    always on the last line."""
+    if table == "queues":  # 0 GiB, 0 GPUs: not that form, so the queue needs another
+        form = "" if key in ("gpu", "memory_gib", "gpus") and value != "0" else (
+            "cpus = 1\ngpu = 0.5\n" if key == "gpus" else "gpus = 1\n")
+        return f'[[queues]]\nname = "q"\n{form}{key} = {value}\n'
+    if table in ("hosts", "teams"):
+        return f'[[{table}]]\nname = "x"\n{key} = {value}\n'
+    if table == "scheduler":  # a lease long enough for any interval, passes short for any lease
+        other = {"lease_s": "interval_s = 0.05", "interval_s": "lease_s = 3600"}.get(key, "")
+        return f"[scheduler]\n{other}\n{key} = {value}\n"
+    return f"[{table}]\n{key} = {value}\n"
+
+
+BOUND_CASES = [(table, key, lo, hi) for (table, key), (lo, hi, _unit) in BOUNDS.items()]
+
+
+@pytest.mark.parametrize("table, key, lo, hi", BOUND_CASES)
+def test_every_number_is_bounded_finite_and_exact(tmp_path, table, key, lo, hi):
+    integer = isinstance(lo, int) and isinstance(hi, int) and key not in (
+        "memory_gib", "cpus", "memory", "quota_gpus", "connect_timeout") and table != "scheduler"
+
+    def shown(x):
+        return repr(int(x)) if integer or float(x).is_integer() else repr(x)
+
+    for ok in (lo, hi):
+        load_config(write(tmp_path, _doc_for(table, key, shown(ok))))
+    step = 1 if integer else 0.0001 if hi < 1 else 0.5
+    for bad in (shown(lo - step), shown(hi + step), "1e308", "-1e308", "10" + "0" * 400,
+                "inf", "-inf", "nan"):
+        text = _doc_for(table, key, bad)
+        line = text.count("\n")
+        message = error(tmp_path, text)
+        assert message.startswith(f"F:{line}: ") and f"{key} must be" in message, (bad, message)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "-rf", "a/b", "a b", "é", "x" * 65, "a\\u0000b",
+                                  ".hidden", "tab\\there", "back\\\\slash", "~", "a:b"])
+@pytest.mark.parametrize("table", ["hosts", "queues", "teams"])
+def test_names_are_safe_path_parts(tmp_path, table, name):
+    text = f'[[{table}]]\nname = "{name}"\n' + ("gpus = 1\n" if table == "queues" else "")
+    message = error(tmp_path, text)
+    assert message.startswith(f"F:2: {table}[0].name must be 1 to 64 of A-Z a-z 0-9 . _ -, "
+                              "not starting with '.' or '-', got "), message
+
+
+@pytest.mark.parametrize("name", ["a", "gpu-01", "A_b.c", "x" * 64, "1", "_x", "10g"])
+def test_names_of_the_portable_file_name_characters_are_fine(tmp_path, name):
+    config = load_config(write(tmp_path, f'[[hosts]]\nname = "{name}"\n[[queues]]\n'
+                                         f'name = "{name}"\ngpus = 1\n[[teams]]\n'
+                                         f'name = "{name}"\n'))
+    assert (config.hosts[0].name, config.queues[0].name, config.teams[0].name) == (name,) * 3
+
+
+def test_local_state_dirs_that_are_one_after_normalising_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    home = os.path.expanduser("~")
+    default_b = tmp_path / "xdg" / "fractui" / "hosts" / "b"
+    for first, second in ((str(tmp_path / "real"), str(tmp_path / "link")),
+                          (str(tmp_path / "real"), str(tmp_path / "real") + "/"),
+                          (str(tmp_path / "x" / ".." / "real"), str(tmp_path / "real")),
+                          ("~/fractui-one", os.path.join(home, "fractui-one")),
+                          (str(default_b), None)):
+        b = f'state_dir = "{second}"\n' if second else ""
+        message = error(tmp_path, f'[[hosts]]\nname = "a"\ntransport = "local"\nsim = "1xL4"\n'
+                                  f'state_dir = "{first}"\n[[hosts]]\nname = "b"\n'
+                                  f'transport = "local"\nsim = "1xL4"\n{b}')
+        assert message.startswith("F:%d: local hosts 'a' and 'b' have the same state_dir"
+                                  % (10 if second else 6)), message
+
+
+def test_hosts_that_reach_one_agent_are_refused(tmp_path):
+    text = ('[[hosts]]\nname = "a"\nhost = "gpu.example"\nstate_dir = "~/s"\n'
+            '[[hosts]]\nname = "b"\nhost = "gpu.example"\nstate_dir = "~/s/"\n')
+    assert error(tmp_path, text).startswith(
+        "F:8: hosts 'a' and 'b' have the same state_dir on one machine")
+    load_config(write(tmp_path, text.replace('state_dir = "~/s/"', 'state_dir = "~/s"\n'
+                                                                   'port = 2222')))
+
+
+@pytest.mark.parametrize("line, says", [
+    ('store = "store.db"', "scheduler.store must be an absolute path or start with ~, got "
+                           "'store.db'"),
+    ('store = "/tmp"', "scheduler.store is a directory, not a file: '/tmp'"),
+    ('store = "~no-such-user-here/s.db"', "scheduler.store names a home directory this "
+                                          "machine does not have"),
+    ('store = "/tmp/a\\u0007b"', "scheduler.store must not contain control or invisible "
+                                 "characters ('\\x07')"),
+    ('store = "/tmp/\\u202etxt.db"', "scheduler.store must not contain control or invisible"),
+    ('store = "/%s"' % ("x" * 5000), "scheduler.store is 5001 characters long; at most 4096"),
+])
+def test_local_paths_are_absolute_files_of_plain_text(tmp_path, line, says):
+    message = error(tmp_path, "[scheduler]\n" + line + "\n")
+    assert message.startswith("F:2: " + says), message
+
+
+def test_ssh_words_are_one_word_and_never_an_option(tmp_path):
+    for key in ("host", "user"):
+        for value in ("-oProxyCommand=x", "two words"):
+            assert error(tmp_path, f'[[hosts]]\nname = "a"\n{key} = "{value}"\n').startswith(
+                f"F:3: hosts[0].{key} must be one word not starting with '-'")
+
+
+def test_passes_must_come_within_a_third_of_the_lease(tmp_path):
+    assert error(tmp_path, "[scheduler]\nlease_s = 2\n") == (
+        "F:2: scheduler.interval_s (1 s) must be at most a third of scheduler.lease_s (2 s), "
+        "which is renewed once a pass")
+    assert load_config(write(tmp_path, "[scheduler]\nlease_s = 3\n")).scheduler.lease_s == 3.0
+
+
+def test_too_many_entries_and_too_big_files_are_refused(tmp_path):
+    text = "".join(f'[[queues]]\nname = "q{i}"\ngpus = 1\n' for i in range(1001))
+    assert error(tmp_path, text) == "F:3001: 1001 [[queues]]: at most 1000"
+    hosts = ", ".join('"h"' for _ in range(10001))
+    assert error(tmp_path, f'[[queues]]\nname = "q"\ngpus = 1\nhosts = [{hosts}]\n') == (
+        "F:4: queues[0].hosts has 10001 entries; at most 10000")
+    with pytest.raises(ConfigError) as err:
+        load_config("/dev/zero")
+    assert str(err.value) == "/dev/zero: larger than 4 MiB: not a config file"
+    deep = 'a = 1\nb = 2\nc = ' + "[" * 5000 + "]" * 5000 + "\n"
+    assert error(tmp_path, deep) == ("F:3: arrays or tables nested too deeply (TOML is read "
+                                     "by recursion)")
+
+
+# --- Queues no GPU could ever serve ------------------------------------------------------------
+
+def checked_error(tmp_path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_checked(path)
+    return str(info.value).replace(path, "F", 1)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[[queues]]\nname = "q"\nmig = "3g.41gb"\n',
+     "F:3: queues[0].mig names '3g.41gb', a MIG profile no GPU model has (close: 3g.71gb, "
+     "3g.47gb, 3g.40gb)"),
+    ('[[queues]]\nname = "q"\nmig = "3g.40gb"\nisolation = "share"\n',
+     'F:4: queues[0].isolation is "share" (memory shares only), which never gives the MIG '
+     "slice that mig asks for"),
+    ('[[queues]]\nname = "q"\ngpus = 2\nisolation = "mig"\n',
+     'F:4: queues[0].isolation is "mig", but a job runs on one MIG instance: gpus = 2 can '
+     "only be whole GPUs without MIG"),
+])
+def test_a_queue_no_gpu_model_could_serve_is_refused_at_load(tmp_path, text, expected):
+    assert checked_error(tmp_path, text) == expected
+
+
+SIM_HOSTS = ('[[hosts]]\nname = "l4s"\ntransport = "local"\nsim = "2xL4"\n'
+             '[[hosts]]\nname = "a100"\ntransport = "local"\nsim = "1xA100-80GB"\n')
+
+
+@pytest.mark.parametrize("queue, says", [
+    ('mig = "7g.80gb"\nhosts = ["l4s"]', "(7g.80gb, isolation any, hosts l4s); the fleet has "
+                                         "2x L4"),
+    ("gpus = 3", "(3 GPUs, isolation any); the fleet has 1x A100-80GB, 2x L4"),
+    ("memory_gib = 100", "(100 GiB, isolation any); the fleet has 1x A100-80GB, 2x L4"),
+    ('gpu = 0.5\ngpu_models = ["H100"]', "(0.5 GPU, isolation any, models H100)"),
+    ('gpu = 0.5\nisolation = "mig"\nhosts = ["l4s"]', "(0.5 GPU, isolation mig, hosts l4s)"),
+])
+def test_a_queue_the_sim_specs_cannot_serve_is_refused_at_load(tmp_path, monkeypatch, queue,
+                                                              says):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    message = checked_error(tmp_path, SIM_HOSTS + '[[queues]]\nname = "q"\n' + queue + "\n")
+    assert message.startswith("F:11: no GPU in the fleet could ever hold what queue q asks for "
+                              + says), message
+    assert message.endswith(" (from their sim specs)")
+
+
+@pytest.mark.parametrize("queue", [
+    'mig = "3g.40gb"',  # the A100 has MIG off now, but could turn it on
+    "gpus = 2", "memory_gib = 80", 'gpu = 0.5\ngpu_models = ["L4"]',
+    'mig = "7g.80gb"\nhosts = ["l4s", "elsewhere"]',  # elsewhere is not known: it may serve
+])
+def test_a_queue_some_gpu_could_serve_loads(tmp_path, monkeypatch, queue):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    config = load_checked(write(tmp_path, SIM_HOSTS + '[[hosts]]\nname = "elsewhere"\n'
+                                                      '[[queues]]\nname = "q"\n' + queue + "\n"))
+    assert [q.name for q in config.queues] == ["q"]
+
+
+def test_a_queue_the_kept_inventory_cannot_serve_is_refused_where_the_store_opens(tmp_path):
+    store_path = tmp_path / "store.db"
+    with socket.socket() as s:  # a host that does not answer: its kept facts stand
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write(tmp_path, f'[ssh]\nconnect_timeout = 1\n[scheduler]\nstore = "{store_path}"\n'
+                           f'[[hosts]]\nname = "gpu-x"\nhost = "127.0.0.1"\nport = {port}\n'
+                           '[[queues]]\nname = "big"\nmig = "7g.80gb"\n')
+    config = load_checked(path)  # gpu-x is not known yet: nothing to say
+    store = SqliteStore(str(store_path))
+    l4 = {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "mig_mode": False,
+          "mig_pending": False}
+    store.record_inventory("gpu-x", {"cpus": 8, "memory_mib": 65536, "mig_changes": True,
+                                     "gpus": [l4, dict(l4, index=1)]})
+    store.close()
+    with pytest.raises(ConfigError) as info:
+        open_checked_store(config)
+    assert str(info.value) == (
+        f"{path}:11: no GPU in the fleet could ever hold what queue big asks for (7g.80gb, "
+        "isolation any); the fleet has 2x L4 (from what they last reported, kept in the "
+        "store)")
+    store = SqliteStore(str(store_path))
+    a100 = dict(l4, name="NVIDIA A100-SXM4-80GB", memory_mib=81920, mig_mode=True)
+    store.record_inventory("gpu-x", {"cpus": 8, "memory_mib": 65536, "mig_changes": True,
+                                     "gpus": [a100]})
+    store.close()
+    open_checked_store(config).close()

@@ -121,16 +121,21 @@ def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_
 
 
 def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fleet):
+    # (what no GPU of a sim spec could hold is refused when the config loads: test_cli.py)
     f = local_fleet({"gpu-b": "2xL4"},
-                    [QueueConfig(name="big-mig", mig="7g.80gb"), QueueConfig(name="four", gpus=4),
+                    [QueueConfig(name="many-cpus", gpu=0.5, cpus=4096),
+                     QueueConfig(name="much-ram", gpus=1, memory=65536),
                      QueueConfig(name="half", gpu=0.5, cpus=1)])
-    refused = f.fractui("submit", "--queue", "big-mig", "--", "python", "train.py")
+    refused = f.fractui("submit", "--queue", "many-cpus", "--", "python", "train.py")
     assert refused.returncode == 2
+    path = f.write_config()
+    at = open(path).read().split("\n").index('name = "many-cpus"') + 2  # its gpu = 0.5
     assert refused.stderr == (
-        "fractui: no GPU in the fleet could ever hold what queue big-mig asks for (7g.80gb, "
-        "isolation any); the fleet has 2x L4; at most %d CPUs and %d GiB RAM on a host\n" % (
-            os.cpu_count(), f.fleet.session("gpu-b").status.hello["memory_mib"] // 1024))
-    assert f.fractui("submit", "--queue", "four", "--", "x").returncode == 2
+        "fractui: %s:%d: no GPU in the fleet could ever hold what queue many-cpus asks for "
+        "(0.5 GPU, isolation any, 4096 CPUs); the fleet has 2x L4; at most %d CPUs and %d GiB "
+        "RAM on a host\n" % (path, at, os.cpu_count(),
+                             f.fleet.session("gpu-b").status.hello["memory_mib"] // 1024))
+    assert f.fractui("submit", "--queue", "much-ram", "--", "x").returncode == 2
     assert f.store.jobs() == []  # nothing recorded for a refused submit
     done = f.fractui("submit", "--queue", "half", "--name", "n1", "--json", "--", "python",
                      "train.py", "--lr", "0.1")
@@ -140,7 +145,7 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
         "pending", ["python", "train.py", "--lr", "0.1"], "n1")
     assert f.store.get(record["id"]).request["gpu"] == 0.5
     unknown = f.fractui("submit", "--queue", "nope", "--", "x")
-    assert unknown.returncode == 2 and "unknown queue 'nope' (known: big-mig, four, half)" in (
+    assert unknown.returncode == 2 and "unknown queue 'nope' (known: many-cpus, much-ram, half)" in (
         unknown.stderr)
 
 
@@ -222,8 +227,8 @@ def test_cancel_requeue_jobs_logs_and_audit_through_the_cli(local_fleet):
     f.until(lambda: f.states()[first.id] == "cancelled"
             and f.store.get(second.id).attempt == 1 and f.states()[second.id] == "running")
     again = f.fractui("cancel", str(first.id))
-    assert (again.returncode, again.stderr) == (2, "fractui: job %d is cancelled: nothing to "
-                                                   "cancel\n" % first.id)
+    assert (again.returncode, again.stderr) == (1, "fractui: job %d is cancelled: nothing to "
+                                                   "cancel\n" % first.id)  # the store refused
     assert f.fractui("cancel", "gpu-a/j1").returncode == 2  # host jobs are stopped with stop
     killed = {r["key"]: r for r in f.agent_jobs()}
     assert killed[f.store.get(first.id).key(f.store.uid)]["reason"].startswith("cancelled by ")
@@ -262,12 +267,13 @@ def test_following_the_logs_of_a_waiting_job_waits_for_it_to_start(local_fleet):
         out, err = follow.communicate(timeout=60)
     finally:
         follow.kill()
-    assert (follow.returncode, out, err) == (0, "hello\n", "")
+    assert (follow.returncode, out, err) == (0, "hello\n", "fractui: job %d ended: exited 0\n"
+                                             % job.id)
 
 
 def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fleet):
-    f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="big-mig", mig="7g.80gb"),
-                                        QueueConfig(name="b-only", mig="7g.80gb",
+    f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="many-cpus", gpu=0.5, cpus=4096),
+                                        QueueConfig(name="b-only", gpu=0.5, cpus=4096,
                                                     hosts=("gpu-b",))])
     with socket.socket() as s:  # a loopback port nothing listens on: the host is down
         s.bind(("127.0.0.1", 0))
@@ -276,12 +282,12 @@ def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fle
     config.write_text(open(f.write_config()).read() + "[ssh]\nconnect_timeout = 2\n"
                       "[[hosts]]\nname = \"gpu-down\"\nhost = \"127.0.0.1\"\nport = %d\n" % port)
 
-    queued = _submit(config, "big-mig")
+    queued = _submit(config, "many-cpus")
     assert queued.returncode == 0, queued.stderr
     assert queued.stderr.startswith("fractui: warning: no GPU of the hosts heard from could "
-                                    "ever hold what queue big-mig asks for (7g.80gb, ")
+                                    "ever hold what queue many-cpus asks for (0.5 GPU, ")
     assert queued.stderr.endswith("; queued all the same: never heard from gpu-down\n")
-    assert [j.queue for j in f.store.jobs()] == ["big-mig"]
+    assert [j.queue for j in f.store.jobs()] == ["many-cpus"]
     only_b = _submit(config, "b-only")  # the host not heard from is not one it may use
     assert only_b.returncode == 2 and "no GPU in the fleet could ever hold" in only_b.stderr
     assert len(f.store.jobs()) == 1
@@ -289,7 +295,7 @@ def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fle
 
 def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(local_fleet):
     f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="half", gpu=0.5),
-                                        QueueConfig(name="big-mig", mig="7g.80gb")])
+                                        QueueConfig(name="many-cpus", gpu=0.5, cpus=4096)])
     f.scheduler.step()  # the leader keeps what each host could ever hold
     assert [g["name"] for g in f.store.inventory()["gpu-b"]["gpus"]] == ["NVIDIA L4"] * 2
     seen = sqlite3.connect(f.config.scheduler.store).execute(
@@ -307,7 +313,7 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
         queued = _submit(config, "half")
         assert (queued.returncode, queued.stderr) == (0, "")
         assert not unstarted.exists()  # queued on the kept inventory: no host was reached
-        refused = _submit(config, "big-mig")  # a refusal is made only on what the host says now
+        refused = _submit(config, "many-cpus")  # a refusal is made only on what the host says now
         assert refused.returncode == 2 and "the fleet has 2x L4" in refused.stderr
         assert (unstarted / "daemon.lock").exists()
     finally:

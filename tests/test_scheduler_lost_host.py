@@ -14,7 +14,6 @@ from fractui.config import QueueConfig, SchedulerSettings
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
-from fractui.store_commands import request_record
 from tests import sshd
 from tests.test_fleet import SshFleet
 
@@ -39,7 +38,7 @@ def test_a_lost_host_has_its_jobs_requeued_and_its_old_copies_stopped_on_return(
             sched = Scheduler(config, store, fleet, name="test")
             job = store.submit("whole", None, "train", [sys.executable, "-c",
                                                         "import time; time.sleep(600)"],
-                               request_record(whole), "test")
+                               whole.request(), "test")
 
             def until(check, timeout_s: float = 60.0) -> None:
                 deadline = time.time() + timeout_s
@@ -61,7 +60,7 @@ def test_a_lost_host_has_its_jobs_requeued_and_its_old_copies_stopped_on_return(
             assert [s.key for s in store.stale()] == [old_key]
             # work for the lost host, waiting: it must not start there before the old copy ends
             later = store.submit(pinned[lost].name, None, "later", ["sleep", "600"],
-                                 request_record(pinned[lost]), "test")
+                                 pinned[lost].request(), "test")
 
             # The first moment the host counts as back, ask it what runs there.
             session = fleet.session(lost)

@@ -8,36 +8,22 @@ import asyncio
 import dataclasses
 import os
 import signal
-import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
-from fractui.config import Config, ConfigError, default_config_path, load_config
+from fractui.config import Config
 from fractui.tui.themes import theme_names
 
 if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
 
-EXIT_USAGE = 2
 
-
-def _user_config(args: argparse.Namespace, required: bool) -> Config:
-    """The admin's config; for the demo only its [tui] matters, and it may be absent."""
-    path = args.config or default_config_path()
-    if not required and args.config is None and not os.path.exists(path):
-        return Config(path=None)
-    return load_config(path)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, config: Config) -> int:
+    """The TUI on ``config``'s fleet, or the demo with ``config``'s [tui] settings; a wrong
+    binding id or theme is the config's ``file:line`` error before anything starts."""
     from fractui.tui.app import check_tui_settings
 
-    try:
-        config = _user_config(args, required=args.verb != "demo")
-        check_tui_settings(config, theme_names())
-    except ConfigError as err:
-        print("fractui: %s" % err, file=sys.stderr)
-        return EXIT_USAGE
+    check_tui_settings(config, theme_names())
     if args.verb == "demo":
         return _demo(args, config)
     return _fleet(config, args.readonly)
@@ -49,12 +35,13 @@ def _fleet(config: Config, readonly: bool) -> int:
     or the one that did stopped — and waits as a standby meanwhile, the TUI only recording."""
     from fractui.scheduler import Scheduler
     from fractui.scheduler.service import default_holder
-    from fractui.store import open_store
+    from fractui.store_commands import open_checked_store
     from fractui.tui.app import FractuiApp
     from fractui.tui.source import LiveSource
 
     path = config.scheduler.store
-    store = open_store(path) if config.queues or (path and os.path.exists(path)) else None
+    has_store = config.queues or (path and os.path.exists(path))
+    store = open_checked_store(config) if has_store else None
     source = LiveSource(config, store)
     scheduler = None
     if store is not None and not readonly:

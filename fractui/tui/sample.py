@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from fractui.config import QueueConfig, TeamConfig
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, RUNNING, Job, Slot
-from fractui.store_commands import request_record
 from fractui.tui.model import StoreView
 from remote_agent.gpu.models import model as model_facts
 
@@ -132,7 +131,7 @@ def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,
         queue = QUEUES[k % len(QUEUES)]
         b.jobs.append(Job(id=b.next_id, queue=queue.name, team=TEAMS[k % len(TEAMS)].name,
                           name="wait-%d" % k, argv=("python", "x.py"),
-                          request=request_record(queue),
+                          request=queue.request(),
                           state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW))
         b.next_id += 1
     return SampleFleet(statuses, StoreView(UID, tuple(b.jobs)))

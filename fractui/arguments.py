@@ -1,0 +1,104 @@
+"""The words of a command line that verbs read further than argparse does: job references,
+GPU references, numbers with bounds, ``--env`` pairs, launch keys. Each bad word is a
+UsageError (exit 2) that quotes it."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import uuid
+from typing import Any, Callable, Dict, List, Sequence
+
+from fractui.config import profile_problem
+from fractui.outcome import UsageError
+
+_NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "١" and "_"
+MAX_JOB_NUMBER = 2 ** 63 - 1  # SQLite's largest integer
+MAX_GPU_INDEX = 65535
+MAX_REF = 256  # characters of a GPU uuid or an agent job id
+
+
+def check_words(words: Sequence[str]) -> None:
+    """Every word must be text that can travel: no NUL (no C string holds one) and no bytes
+    that are not UTF-8 (Python hands them over as lone surrogates, which the store, the
+    protocol and the terminal cannot carry)."""
+    for n, word in enumerate(words, start=1):
+        if "\x00" in word:
+            raise UsageError("argument %d contains a NUL character: %r" % (n, word))
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("argument %d is not UTF-8 text: %r" % (n, word)) from None
+
+
+def bounded(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from lo to hi (argparse turns the error into exit 2)."""
+    def parse(text: str) -> int:
+        if not _NUMBER.fullmatch(text) or not lo <= int(text) <= hi:
+            raise argparse.ArgumentTypeError("must be a whole number from %d to %d, got %r"
+                                             % (lo, hi, text))
+        return int(text)
+
+    parse.__name__ = "number"
+    return parse
+
+
+def job_number(text: str) -> int:
+    """A queued job's number, as ``fractui jobs`` shows it."""
+    if not _NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_JOB_NUMBER:
+        raise UsageError("a queued job is named by its number (see fractui jobs), not %r; "
+                         "jobs launched directly on a host are HOST/JOB" % text)
+    return int(text)
+
+
+def is_job_number(text: str) -> bool:
+    return bool(_NUMBER.fullmatch(text)) and not text.startswith("-")
+
+
+def split_job(ref: str) -> List[str]:
+    """HOST/JOB: a job launched directly on a host."""
+    host, sep, job = ref.partition("/")
+    if not sep or not host or not job or len(job) > MAX_REF or not job.isprintable():
+        raise UsageError("a job is named HOST/JOB, e.g. gpu-a/j12, not %r" % ref)
+    return [host, job]
+
+
+def gpu_ref(text: str) -> Any:
+    """A GPU: its index, or its uuid as the agent reports it."""
+    if _NUMBER.fullmatch(text):
+        if not 0 <= int(text) <= MAX_GPU_INDEX:
+            raise UsageError("GPU index %s is out of range (0 to %d)" % (text, MAX_GPU_INDEX))
+        return int(text)
+    if not text or len(text) > MAX_REF or not text.isprintable() or text != text.strip():
+        raise UsageError("a GPU is named by its index or uuid, not %r" % text)
+    return text
+
+
+def gpu_index(text: str) -> int:
+    """A GPU named by its index only (a placement in the store)."""
+    ref = gpu_ref(text)
+    if not isinstance(ref, int):
+        raise UsageError("GPU is an index here, not %r" % text)
+    return ref
+
+
+def mig_profile(text: str) -> str:
+    """An argparse type: a MIG profile some GPU model has, e.g. 3g.40gb."""
+    problem = profile_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def parse_env(pairs: List[str]) -> Dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError("--env takes KEY=VALUE, not %r" % pair)
+        env[key] = value
+    return env
+
+
+def new_key() -> str:
+    return "cli-%s" % uuid.uuid4().hex

@@ -1,0 +1,174 @@
+"""``jobs`` and ``logs``: what runs and ran, queued jobs (by number) and jobs launched directly
+on hosts (``host/agent-id``) alike, each with its name and, once it ended, why."""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from fractui.arguments import is_job_number, split_job
+from fractui.commands import _one, _open
+from fractui.config import Config
+from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import HostSession
+from fractui.outcome import EXIT_FAILED, Failed
+from fractui.sched.fleetview import USABLE
+from fractui.scheduler.execute import AGENT_ENDED
+from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job
+from fractui.store_commands import open_checked_store, queued
+from fractui.terminal import print_json, table, width
+
+HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
+CAPS = (20, 10, 16, 12, 32, 24)  # the widest each column but the last (WHY) may be
+
+
+def why(job: Job) -> str:
+    """Why a queued job is where it is: how it ended (the exit code, the watchdog's or the
+    agent's words, who cancelled it), or why it waits or stops; "" while it simply runs."""
+    if job.reason:
+        return job.reason
+    return "exited %d" % job.exit_code if job.exit_code is not None else ""
+
+
+def agent_why(record: Dict[str, Any]) -> str:
+    """How a job on a host ended, in the agent's words; "" while it runs."""
+    if record.get("state") == "exited":
+        return "exited %s" % record.get("exit_code")
+    if record.get("state") in AGENT_ENDED:
+        return record.get("reason") or record["state"]
+    return ""
+
+
+def job_row(job: Job, now: float) -> List[str]:
+    where = job.slot.describe() if job.slot else (
+        "waiting %ds" % max(0, now - job.submitted_at) if job.state == PENDING else "-")
+    return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
+            job.team or "-", where, job.name, why(job)]
+
+
+def agent_row(record: Dict[str, Any]) -> List[str]:
+    gpus = ",".join(str(g) for g in record.get("gpus") or [])
+    where = "%s gpu%s" % (record["host"], gpus) if gpus else record["host"]
+    return [record["ref"], record.get("state") or "?", "-", "-", where,
+            record.get("name") or " ".join(record.get("argv") or []), agent_why(record)]
+
+
+def jobs(config: Config, args: argparse.Namespace) -> int:
+    """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
+    host/agent-id). Naming hosts shows only theirs."""
+    for name in args.hosts:
+        config.host(name)
+    stored: List[Job] = []
+    uid = None
+    if not args.hosts:
+        store = open_checked_store(config)
+        try:
+            uid = store.uid
+            stored = store.jobs(None if args.all else ACTIVE, limit=args.limit if args.all
+                                else None)
+        finally:
+            store.close()
+    rows, failed = [], False
+    if config.hosts:
+        fleet = _open(config, args.hosts or None)
+        try:
+            answers = fleet.fan_out("job.list")
+        finally:
+            fleet.stop()
+        mine = "fractui-%s-" % uid
+        for host, answer in answers.items():
+            if isinstance(answer, Exception):
+                failed = True
+                print("fractui: %s" % answer, file=sys.stderr)
+                continue
+            rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
+                     if not (uid and (j.get("key") or "").startswith(mine))]
+    if args.json:
+        print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in stored] + rows})
+    elif stored or rows:
+        now = time.time()
+        for line in table(HEADER, [job_row(j, now) for j in stored] +
+                          [agent_row(r) for r in rows], CAPS, width()):
+            print(line)
+    elif not failed:  # say so: a blank line reads as a hang
+        print("no jobs" if args.all or args.hosts else
+              "no active jobs (--all lists ended ones too)")
+    return EXIT_FAILED if failed else 0
+
+
+def _job_ref(config: Config, ref: str, wait: bool = False
+             ) -> Tuple[str, str, str, Optional[Job]]:
+    """(label, host, agent job, the queued job or None) of a queued job's number or of a
+    HOST/JOB. With ``wait`` (logs -f), a job that is still waiting or being placed is waited
+    for until it starts."""
+    if not is_job_number(ref):
+        host, job_id = split_job(ref)
+        config.host(host)
+        return ref, host, job_id, None
+    store = open_checked_store(config)
+    try:
+        job = queued(store, ref)
+        if wait and job.agent_job is None and job.state in (PENDING, PLACED):
+            print("fractui: job %d is %s; waiting for it to start" % (job.id, job.state),
+                  file=sys.stderr, flush=True)
+            while job.agent_job is None and job.state in (PENDING, PLACED):
+                time.sleep(0.5)
+                job = store.get(job.id)
+    finally:
+        store.close()
+    if job.slot is None or job.agent_job is None:
+        raise Failed("job %d is %s: it has not run yet%s" % (
+            job.id, job.state, " (%s)" % job.reason if job.reason else ""))
+    return "job %d" % job.id, job.slot.host, job.agent_job, job
+
+
+def logs(config: Config, args: argparse.Namespace) -> int:
+    """The job's output; once it has ended, a last line on stderr says why."""
+    label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
+    fleet, session = _one(config, host)
+    try:
+        chunks: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def on_log(method: str, params: Dict[str, Any]) -> None:
+            # on the session's reader thread: only hand over; stdout is written by this one
+            if method == "log" and params.get("job") == job_id:
+                chunks.put(None if params.get("eof") else params.get("data", ""))
+
+        session.listeners.append(on_log)
+        first = session.call("job.logs", {"job": job_id, "lines": args.lines,
+                                          "follow": args.follow})
+        for line in first["lines"]:
+            print(line)
+        sys.stdout.flush()
+        while args.follow:
+            try:
+                chunk = chunks.get(timeout=0.5)
+            except queue.Empty:
+                if session.status.state not in USABLE:
+                    raise Failed("%s went %s while following %s" % (
+                        host, session.status.state, label)) from None
+                continue
+            if chunk is None:
+                break
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        ended = _ended(session, job_id, job)
+    finally:
+        fleet.stop()
+    if ended:
+        print("fractui: %s ended: %s" % (label, ended), file=sys.stderr)
+    return 0
+
+
+def _ended(session: HostSession, job_id: str, job: Optional[Job]) -> str:
+    """Why the job ended, or "" if it runs: the agent's record says, or, where the agent no
+    longer keeps it, the store."""
+    try:
+        return agent_why(session.call("job.get", {"job": job_id}))
+    except AgentCallError:
+        if job is not None and job.state in ENDED:
+            return why(job)
+        raise

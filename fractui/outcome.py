@@ -1,0 +1,28 @@
+"""How a verb ends: the exit codes of docs/cli.md and the exceptions that carry them.
+
+Verbs raise these (or the store's, the fleet's and the config's own errors); ``fractui.cli``
+maps every one of them to its code in one place, so no verb picks a code by itself."""
+
+from __future__ import annotations
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+"""The fleet, an agent or the store refused or failed: a job not in a state the verb can act
+on, a host offline, a damaged store."""
+EXIT_USAGE = 2
+"""The command line or the config is wrong: an unknown verb, flag or name, a bad value."""
+EXIT_BUG = 70
+"""An error fractui does not know (sysexits' EX_SOFTWARE): a bug, reported in one line."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, as shells report it."""
+EXIT_CLOSED_PIPE = 141
+"""stdout was closed by its reader (``fractui jobs | head -1``): 128 + SIGPIPE, what a shell
+reports for a program that a closed pipe ended, and nothing is printed about it."""
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (exit 2)."""
+
+
+class Failed(Exception):
+    """The fleet, an agent or the store refused or failed; the message says what (exit 1)."""

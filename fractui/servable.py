@@ -1,0 +1,124 @@
+"""Queues the fleet could never serve, found before any job waits for them forever.
+
+Where a host's GPUs are known — from its ``sim`` spec in the config, or from the inventory the
+store keeps of what each host last reported — a queue whose portion (a MIG profile, an amount of
+GPU memory, a number of whole GPUs, within its hosts and GPU models) no GPU of its hosts could
+hold even idle is a mistake in the config: ``file:line`` at the queue, exit 2. A queue any of
+whose hosts is not known is left alone: the unknown one may be the one that serves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from remote_agent.gpu.models import parse_sim_spec
+
+from fractui.config import Config, ConfigError, HostConfig, QueueConfig, load_config
+from fractui.sched.fleetview import (HostView, build_hosts, geometry, idle_view, model_name,
+                                     request_of)
+from fractui.sched.place import Placer
+from fractui.store.model import PENDING, Job
+
+Facts = Dict[str, Any]  # what a host could ever hold, as fleetview.facts keeps it
+
+
+def load_checked(path: str) -> Config:
+    """The config at ``path``, with every queue checked against the GPUs the sim specs name."""
+    config = load_config(path)
+    problem = unservable(config, {})
+    if problem is not None:
+        raise problem
+    return config
+
+
+def unservable(config: Config, inventory: Dict[str, Facts]) -> Optional[ConfigError]:
+    """The first queue none of whose hosts' GPUs could ever serve it, as a ConfigError at the
+    queue; hosts are known by their sim spec, else by ``inventory`` (host -> kept facts)."""
+    known = {h.name: sim_facts(h) for h in config.hosts if h.sim}
+    known.update({n: f for n, f in inventory.items()
+                  if n not in known and any(h.name == n for h in config.hosts)})
+    for queue in config.queues:
+        may_use = [h.name for h in config.hosts if not queue.hosts or h.name in queue.hosts]
+        if not may_use or any(n not in known for n in may_use):
+            continue
+        why = never_fits(queue, known, gpu_only=True)
+        if why is not None:
+            kept = [n for n in may_use if n not in inventory or
+                    any(h.name == n and h.sim for h in config.hosts)]
+            source = "their sim specs" if len(kept) == len(may_use) else (
+                "what they last reported, kept in the store")
+            return queue_error(config, queue, "%s (from %s)" % (why, source))
+    return None
+
+
+def queue_error(config: Config, queue: QueueConfig, message: str) -> ConfigError:
+    """``message`` at the line of the queue's portion (its gpu, mig, memory_gib or gpus)."""
+    key = next((k for k in ("mig", "gpu", "memory_gib", "gpus") if getattr(queue, k)), "name")
+    return config.fail(message, "queues", config.queues.index(queue), key)
+
+
+def sim_facts(host: HostConfig) -> Facts:
+    """The GPUs an agent simulating ``host.sim`` reports (its CPUs and RAM are this
+    machine's, unknown here)."""
+    gpus = [{"index": i, "name": g.model.name, "memory_mib": g.model.memory_mib,
+             "mig_mode": g.mig, "mig_pending": g.mig}
+            for i, g in enumerate(parse_sim_spec(host.sim or ""))]
+    return {"cpus": None, "memory_mib": None, "mig_changes": True, "gpus": gpus}
+
+
+def never_fits(queue: QueueConfig, inventory: Dict[str, Facts],
+               whole: bool = True, gpu_only: bool = False) -> Optional[str]:
+    """Why no host of ``inventory`` (host -> facts) that the queue may use could hold its jobs
+    even when idle, or None if one could (or if none is known, so nothing can be said).
+    ``whole``: every host the queue may use is known, so the reason speaks of the fleet, not
+    only of the hosts heard.
+    ``gpu_only``: the GPU part alone, with each MIG-capable GPU in either mode (what the
+    hardware could ever do); else CPUs and RAM too, with the GPUs' MIG modes as they are."""
+    inventory = {n: f for n, f in inventory.items() if not queue.hosts or n in queue.hosts}
+    if not inventory:
+        return None
+    request = dict(queue.request(), hosts=())  # the hosts it may use are those given
+    if gpu_only:
+        request.update(cpus=0.0, memory=0.0)
+    probe = Job(0, queue.name, None, "probe", ("probe",), request, PENDING, 0.0, 0.0)
+    idle = [idle_view(name, f) for name, f in sorted(inventory.items())]
+    views = [v for view in idle for v in (_either_mode(view) if gpu_only else [view])]
+    if Placer(build_hosts(views, [], ""), "first-fit").place(request_of(probe)) is not None:
+        return None
+    kinds: Dict[str, int] = {}
+    for view in idle:
+        for g in view.gpu_records():
+            name = model_name(g.get("name") or "?") + (" (MIG)" if g.get("mig_mode") else "")
+            kinds[name] = kinds.get(name, 0) + 1
+    fleet = ", ".join("%dx %s" % (n, k) for k, n in sorted(kinds.items())) or "no GPUs"
+    why = "no GPU %s could ever hold what queue %s asks for (%s, %s); %s %s" % (
+        "in the fleet" if whole else "of the hosts heard from", queue.name, queue.describe(),
+        _filters(queue, gpu_only), "the fleet has" if whole else "they have", fleet)
+    if gpu_only:
+        return why
+    cpus = max(int(f.get("cpus") or 0) for f in inventory.values())
+    ram = max(int(f.get("memory_mib") or 0) for f in inventory.values()) // 1024
+    return "%s; at most %d CPUs and %d GiB RAM on a host" % (why, cpus, ram)
+
+
+def _either_mode(view: HostView) -> List[HostView]:
+    """The host as it is, and with every MIG-capable GPU switched on, and off."""
+    out = [view]
+    for suffix, mode in (("~mig", True), ("~share", False)):
+        gpus = [dict(g, mig_mode=mode, mig_pending=mode) if geometry(g.get("name") or "")
+                else g for g in view.gpu_records()]
+        out.append(HostView(view.name + suffix, view.state, view.hello, {"gpus": gpus}, {}))
+    return out
+
+
+def _filters(q: QueueConfig, gpu_only: bool) -> str:
+    parts = ["isolation %s" % q.isolation]
+    if q.cpus and not gpu_only:
+        parts.append("%g CPUs" % q.cpus)
+    if q.memory and not gpu_only:
+        parts.append("%g GiB RAM" % q.memory)
+    if q.hosts:
+        parts.append("hosts %s" % ",".join(q.hosts))
+    if q.gpu_models:
+        parts.append("models %s" % ",".join(q.gpu_models))
+    return ", ".join(parts)

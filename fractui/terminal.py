@@ -1,0 +1,59 @@
+"""What verbs write to the terminal and read from it: JSON, tables that fit the width, yes/no."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from typing import Any, List, Optional, Sequence
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def width() -> Optional[int]:
+    """The columns a table may use: $COLUMNS if set, else the terminal's when stdout is one;
+    None (no limit) into a pipe or a file, where nothing is cut for the reader."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[int],
+          columns: Optional[int]) -> List[str]:
+    """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap; the
+    last column takes what is left, and a line longer than ``columns`` ends in "…"."""
+    cells = [list(header)] + [[_one_line(c) for c in row] for row in rows]
+    widths = [min(cap, max(len(r[i]) for r in cells)) for i, cap in enumerate(caps)]
+    lines = []
+    for row in cells:
+        parts = [_cut(c, w).ljust(w) for c, w in zip(row, widths)] + row[len(widths):]
+        line = "  ".join(parts).rstrip()
+        if columns is not None and len(line) > columns:
+            line = line[:max(columns - 1, 0)] + "…"
+        lines.append(line)
+    return lines
+
+
+def _one_line(text: str) -> str:
+    """A cell on one line: a reason may hold newlines, a name control characters."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _cut(text: str, w: int) -> str:
+    return text if len(text) <= w else text[:max(w - 1, 0)] + "…"
+
+
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input("%s [y/N] " % question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False

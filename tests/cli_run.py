@@ -1,0 +1,44 @@
+"""``fractui`` run as the user runs it — the real ``main`` in this process, or ``python -m
+fractui`` as a subprocess — and what every run must show: an exit code by the rule of
+docs/cli.md, and a message, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import List, Sequence, Tuple
+
+from fractui.cli import main
+from tests.conftest import REPO
+
+# What must never reach the user: Python's own reports of an error, and our last resort.
+NEVER = ("Traceback (most recent call last)", "Exception ignored", "internal error")
+
+
+def in_process(capfd, argv: Sequence[str]) -> Tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``main(argv)``; stderr is read at the descriptor, so
+    what any thread writes there is seen too."""
+    code = main(list(argv))
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def subprocess_run(argv: Sequence[str], env_extra: dict | None = None,
+                   timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fractui", *argv], capture_output=True,
+                          text=True, cwd=REPO, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, **(env_extra or {})))
+
+
+def leaks(err: str) -> List[str]:
+    """What of NEVER shows in ``err``."""
+    return [sign for sign in NEVER if sign in err]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a host there is offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

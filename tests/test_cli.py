@@ -1,0 +1,297 @@
+"""The ``fractui`` command as a whole: one exit-code rule for every verb, ``jobs`` and ``logs``
+saying why each job ended, a quiet exit on a closed pipe, and help when there is no config.
+Real parts throughout: simulated hosts with real agents and jobs, a real SQLite store, the
+real ``main`` (and, where the process matters, ``python -m fractui``)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fractui.config import QueueConfig
+from tests import localfleet
+from tests.cli_run import closed_port, in_process, leaks, subprocess_run
+from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
+
+PY = sys.executable
+
+
+def simload(*args: str) -> list:
+    return [PY, "-m", "remote_agent.simload", *args]
+
+
+class Cli:
+    """A local fleet (host gpu-a: an L4 and an A100 in MIG mode) and an offline host, down,
+    in a config file; ``run`` is ``fractui --config FILE ARGV`` in this process."""
+
+    def __init__(self, fleet: localfleet.LocalFleet, capfd):
+        self.f = fleet
+        self.capfd = capfd
+        self.config = fleet.tmp / "cli.toml"
+        self.config.write_text(open(fleet.write_config()).read() + (
+            '[ssh]\nconnect_timeout = 2\n[[hosts]]\nname = "down"\nhost = "127.0.0.1"\n'
+            'port = %d\n' % closed_port()))
+
+    def run(self, *argv: str):
+        return in_process(self.capfd, ["--config", str(self.config), *argv])
+
+
+@pytest.fixture
+def cli(local_fleet, capfd):  # noqa: F811
+    return Cli(local_fleet({"gpu-a": "1xL4,1xA100-80GB:mig"},
+                           [QueueConfig(name="quarter", gpu=0.25)]), capfd)
+
+
+def test_every_verb_exits_by_the_one_rule(cli):
+    """0 done; 1 the fleet, an agent or the store refused or failed; 2 the command line or the
+    config is wrong — verb by verb, with what the user reads."""
+    pending = [cli.f.submit("quarter") for _ in range(4)]
+    a, b, c, d = (str(j.id) for j in pending)
+    launched = cli.run("launch", "gpu-a", "0", "--memory-mib", "1024", "--json", "--",
+                       *sleeper(600))
+    assert launched[0] == 0, launched
+    ref = re.search(r'"ref": "(gpu-a/j\d+)"', launched[1]).group(1)
+    cases = [
+        # (argv, exit code, what stderr says)
+        (["status"], 1, "down             offline    cannot reach 127.0.0.1"),
+        (["status", "--bogus"], 2, "unrecognized arguments: --bogus"),
+        (["doctor", "gpu-a"], 0, ""),
+        (["doctor", "down"], 1, "cannot reach 127.0.0.1"),
+        (["doctor", "nope"], 2, "unknown host 'nope' (known: gpu-a, down)"),
+        (["trust", "down", "--yes"], 1, "down: cannot reach 127.0.0.1"),
+        (["trust", "gpu-a"], 2, "gpu-a is a local simulated host"),
+        (["trust"], 2, "the following arguments are required: HOST"),
+        (["mig", "gpu-a", "1", "1g.10gb", "--yes"], 0, ""),
+        (["mig", "gpu-a", "0", "1g.10gb", "--yes"], 1, "MIG"),  # the L4: the agent refuses
+        (["mig", "gpu-a", "1", "1g.10gb"], 1, "not applied"),  # no terminal to confirm on
+        (["mig", "gpu-a", "1", "3g.41gb"], 2, "a MIG profile no GPU model has"),
+        (["mig", "down", "1", "1g.10gb", "--yes"], 1, "down is offline"),
+        (["mig", "gpu-a", "-5", "1g.10gb"], 2, "GPU index -5 is out of range"),
+        (["mig", "gpu-a", " x", "1g.10gb"], 2, "a GPU is named by its index or uuid"),
+        (["launch", "gpu-a", "0", "--memory-mib", "999999", "--", "x"], 1, "free"),
+        (["launch", "gpu-a", "0", "--memory-mib", "0", "--", "x"], 2, "from 1 to"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5"], 2, "launch needs the program"),
+        (["launch", "down", "0", "--memory-mib", "5", "--", "x"], 1, "down is offline"),
+        (["launch", "nope", "0", "--memory-mib", "5", "--", "x"], 2, "unknown host 'nope'"),
+        (["stop", "gpu-a/j999"], 1, "j999"),
+        (["stop", "gpu-a"], 2, "a job is named HOST/JOB"),
+        (["stop", "nope/j1"], 2, "unknown host 'nope'"),
+        (["stop", ref, "--grace", "-1"], 2, "from 0 to 3600"),
+        (["submit", "--queue", "quarter", "--", "x"], 0, ""),
+        (["submit", "--queue", "nope", "--", "x"], 2, "unknown queue 'nope' (known: quarter)"),
+        (["submit", "--queue", "quarter"], 2, "submit needs the program"),
+        (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
+        (["submit", "--queue", "quarter", "--team", "t", "--", "x"], 2, "no [[teams]]"),
+        (["jobs", "gpu-a"], 0, ""),
+        (["jobs"], 1, "down is offline"),
+        (["jobs", "nope"], 2, "unknown host 'nope'"),
+        (["jobs", "--all", "--limit", "0"], 2, "from 1 to"),
+        (["cancel", a], 0, ""),
+        (["cancel", a], 1, "job %s is cancelled: nothing to cancel" % a),
+        (["requeue", b], 1, "job %s is pending: nothing to requeue" % b),
+        (["preempt", "999"], 1, "no job 999"),
+        (["cancel", "abc"], 2, "a queued job is named by its number"),
+        (["cancel", "-1"], 2, "a queued job is named by its number"),
+        (["cancel", "99999999999999999999999"], 2, "a queued job is named by its number"),
+        (["place", c, "gpu-a", "0"], 0, ""),
+        (["place", c, "gpu-a", "0"], 1, "only a pending job can be placed"),
+        (["place", d, "nope", "0"], 2, "unknown host 'nope'"),
+        (["place", d, "gpu-a", "x"], 2, "GPU is an index here"),
+        (["place", d, "gpu-a", "1", "--profile", "9g.1gb"], 2, "a MIG profile no GPU model"),
+        (["place", "999", "gpu-a", "0"], 1, "no job 999"),
+        (["audit"], 0, ""),
+        (["audit", "999"], 1, "no job 999"),
+        (["audit", "-n", "0"], 2, "from 1 to"),
+        (["logs", ref], 0, ""),
+        (["logs", "999"], 1, "no job 999"),
+        (["logs", d], 1, "job %s is pending: it has not run yet" % d),
+        (["logs", "gpu-a/j999"], 1, "j999"),
+        (["logs", "down/j1"], 1, "down is offline"),
+        (["logs", "nope/j1"], 2, "unknown host 'nope'"),
+        (["logs", "junk"], 2, "a job is named HOST/JOB"),
+        (["logs", ref, "-n", "-3"], 2, "from 0 to"),
+        (["stop", ref, "--grace", "1"], 0, ""),
+        (["scheduler", "--bogus"], 2, "unrecognized arguments"),
+        (["demo", "--gpus", "0"], 2, "must be a whole number from 1 to 1000"),
+        (["--readonly", "status"], 2, "--readonly is for the TUI"),
+        (["status", "--", "x"], 2, "only launch and submit take a program after --"),
+        (["bogus"], 2, "invalid choice: 'bogus'"),
+    ]
+    wrong = []
+    for argv, code, says in cases:
+        got, out, err = cli.run(*argv)
+        # status and doctor say what failed in their report, every other verb on stderr
+        said = out + err if argv[0] in ("status", "doctor") else err
+        if got != code or says not in said or leaks(err) or (code and not said.strip()):
+            wrong.append((argv, code, says, got, err))
+    assert not wrong, "\n".join("%s: wanted %d %r, got %d %r" % w for w in wrong)
+
+
+def test_a_damaged_store_is_the_stores_failure_and_a_config_without_queues_a_usage_error(
+        cli):
+    damaged = cli.f.tmp / "damaged.db"
+    damaged.write_bytes(b"this is not a SQLite database, and never was " * 100)
+    config = cli.config.read_text().replace(str(cli.f.config.scheduler.store), str(damaged))
+    cli.config.write_text(config)
+    for argv in (["jobs"], ["cancel", "1"], ["audit"], ["submit", "--queue", "quarter", "--",
+                                                        "x"], ["scheduler"]):
+        code, _out, err = cli.run(*argv)
+        assert (code, leaks(err)) == (1, []) and err.strip(), (argv, err)
+    cli.config.write_text(re.sub(r"\[\[queues\]\][^\[]*", "", config))
+    code, _out, err = cli.run("scheduler")
+    assert (code, err) == (2, "fractui: the config has no [[queues]]: there is nothing to "
+                              "schedule\n")
+
+
+def _end_of(cli, job_id: int, until: str) -> None:
+    cli.f.until(lambda: cli.f.states()[job_id] == until, timeout_s=60)
+
+
+def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch):  # noqa: F811
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="one-gib", memory_gib=1)])
+    cli = Cli(f, capfd)
+    cli.config.write_text(open(f.write_config()).read())  # no offline host here
+
+    def submit(name: str, argv: list) -> int:
+        return f.store.submit("one-gib", None, name, argv, f.config.queue("one-gib").request(),
+                              "test").id
+
+    over = submit("too-big", simload("--mem-mib", "1391", "--seconds", "60"))
+    fails = submit("three", [PY, "-c", "print('bye', flush=True); raise SystemExit(3)"])
+    fine = submit("fine", [PY, "-c", "print('fine', flush=True)"])
+    stopped = submit("stopped", [PY, "-c", "import time; print('up', flush=True); "
+                                           "time.sleep(600)"])
+    _end_of(cli, stopped, "running")
+    assert cli.run("cancel", str(stopped))[0] == 0
+    for job, state in ((over, "failed"), (fails, "failed"), (fine, "done"),
+                       (stopped, "cancelled")):
+        _end_of(cli, job, state)
+    who = "cancelled by %s@%s" % (getpass.getuser(), socket.gethostname())
+    why = {over: "exceeded its 1024 MiB cap: used 1391 MiB", fails: "exited 3",
+           fine: "exited 0", stopped: who}
+    name = {over: "too-big", fails: "three", fine: "fine", stopped: "stopped"}
+
+    code, out, err = cli.run("jobs", "--all")  # into a pipe: nothing cut
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY"]
+    for job in why:
+        row = next(line for line in lines if line.split()[0] == str(job))
+        assert row.split()[1] == f.states()[job]
+        assert re.search(r"%s +%s$" % (name[job], re.escape(why[job])), row), row
+
+    monkeypatch.setenv("COLUMNS", "80")  # a terminal 80 wide: every line fits
+    code, out, _ = cli.run("jobs", "--all")
+    assert code == 0 and all(len(line) <= 80 for line in out.splitlines()), out
+    assert {line.split()[0] for line in out.splitlines()[1:]} == {str(j) for j in why}
+    monkeypatch.delenv("COLUMNS")
+
+    for job in why:
+        code, out, err = cli.run("logs", str(job))
+        assert code == 0 and err == "fractui: job %d ended: %s\n" % (job, why[job]), err
+    assert "simload: pid" in cli.run("logs", str(over))[1]
+
+    # a job launched directly on the host, stopped by the watchdog as it grows
+    code, out, err = cli.run("launch", "gpu-a", "0", "--memory-mib", "1024", "--name", "grower",
+                             "--", *simload("--mem-mib", "200", "--grow-to", "3000",
+                                            "--seconds", "30"))
+    assert code == 0, err
+    ref = out.split()[0]
+    deadline = time.time() + 30
+    while True:
+        row = next(line for line in cli.run("jobs", "gpu-a")[1].splitlines()
+                   if line.startswith(ref + " "))
+        if row.split()[1] != "running":
+            break
+        assert time.time() < deadline, "the watchdog never stopped the job"
+        time.sleep(0.2)
+    assert re.search(r"grower +exceeded its 1024 MiB cap: used \d+ MiB$", row), row
+    code, out, err = cli.run("logs", ref)
+    assert code == 0 and re.fullmatch(r"fractui: %s ended: exceeded its 1024 MiB cap: used "
+                                      r"\d+ MiB\n" % ref, err), err
+
+
+def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F811
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    cli = Cli(f, capfd)
+    job = f.submit("quarter", argv=[PY, "-c", "import time; print('up', flush=True); "
+                                              "time.sleep(600)"])
+    f.until(lambda: f.states()[job.id] == "running")
+    deadline = time.time() + 30
+    while cli.run("logs", str(job.id))[1] != "up\n":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert cli.run("logs", str(job.id)) == (0, "up\n", "")
+
+
+def _into_closed_pipe(argv: list, config: str) -> subprocess.CompletedProcess:
+    """``fractui ARGV`` writing into a pipe whose reader is already gone."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([PY, "-m", "fractui", "--config", config, *argv], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=localfleet.REPO,
+                              timeout=120, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write)
+
+
+def test_every_verb_exits_quietly_into_a_closed_pipe(local_fleet):  # noqa: F811
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    job = f.submit("quarter", argv=[PY, "-c", "print('x' * 100, flush=True)"])
+    f.until(lambda: f.states()[job.id] == "done")
+    config = f.write_config()
+    for argv in (["jobs"], ["jobs", "--json"], ["jobs", "--all"], ["audit"],
+                 ["audit", "--json"], ["status"], ["status", "--json"], ["doctor"],
+                 ["logs", str(job.id)], ["submit", "--queue", "quarter", "--json", "--", "x"]):
+        done = _into_closed_pipe(argv, config)
+        assert (done.returncode, done.stderr) == (141, ""), (argv, done.stderr)
+    for argv in (["--help"], ["--version"], ["jobs", "--help"]):  # argparse's own: quiet, 0
+        done = _into_closed_pipe(argv, config)
+        assert (done.returncode, done.stderr) == (0, ""), (argv, done.stderr)
+
+
+def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: F811
+    """``fractui jobs --all --json | head -1`` and ``fractui logs -f N | head -1``: more output
+    than a pipe holds, so fractui is still writing when head has gone."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    chatty = f.submit("quarter", argv=[PY, "-c", "import time\nwhile True:\n"
+                                                 "    print('line ' * 10, flush=True)\n"
+                                                 "    time.sleep(0.01)"])
+    f.until(lambda: f.states()[chatty.id] == "running")
+    for _ in range(3000):  # pending: no pass runs after this
+        f.store.submit("quarter", None, "n", ["x"] * 20, f.config.queue("quarter").request(),
+                       "test")
+    config = f.write_config()
+    for argv in (["jobs", "--all", "--limit", "5000", "--json"], ["logs", "-f", str(chatty.id)]):
+        fractui = subprocess.Popen([PY, "-m", "fractui", "--config", config, *argv],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+        head = subprocess.Popen(["head", "-1"], stdin=fractui.stdout, stdout=subprocess.PIPE)
+        fractui.stdout.close()  # head holds the only read end now
+        first, _ = head.communicate(timeout=60)
+        _, err = fractui.communicate(timeout=60)
+        assert first and (fractui.returncode, err) == (141, b""), (argv, err)
+
+
+def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "conf")}
+    expected = str(tmp_path / "conf" / "fractui" / "config.toml")
+    example = os.path.join(localfleet.REPO, "config.example.toml")
+    for argv in ([], ["jobs"], ["--config", str(tmp_path / "missing.toml"), "status"]):
+        done = subprocess_run(argv, env_extra=env)
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        path = argv[1] if argv[:1] == ["--config"] else expected
+        assert done.stderr.startswith("fractui: %s: no such file\n" % path), done.stderr
+        for hint in (expected, "fractui demo", example):
+            assert hint in done.stderr, (hint, done.stderr)
+        assert not leaks(done.stderr)
+    done = subprocess_run(["--config", str(tmp_path), "jobs"])
+    assert (done.returncode, done.stderr) == (2, "fractui: %s: is a directory\n" % tmp_path)
