@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import uuid
 from typing import Any, Dict, List, Optional, Sequence
 
 from fractui import __version__
@@ -63,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     slice_.add_argument("--memory-mib", type=int, metavar="N", help="a memory share (no MIG)")
     p.add_argument("--start", type=int, metavar="S", help="with --profile: the slot to use")
     p.add_argument("--name", help="the job's name")
-    p.add_argument("--key", help="idempotency key (default: a new one)")
+    p.add_argument("--key", help="idempotency key (default: derived from the command, so "
+                   "running the same command again answers the same job)")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--cwd", help="working directory on the host")
     p.add_argument("--json", action="store_true")
@@ -184,10 +184,6 @@ def parse_env(pairs: List[str]) -> Dict[str, str]:
             raise UsageError("--env takes KEY=VALUE, not %r" % pair)
         env[key] = value
     return env
-
-
-def new_key() -> str:
-    return "cli-%s" % uuid.uuid4().hex
 
 
 def gpu_ref(text: str) -> Any:
