@@ -119,3 +119,32 @@ def test_an_sshd_that_drops_mid_session_is_said_by_name(fleet_env):
     status = fleet_env.fractui("status")
     assert "Traceback" not in status.stderr
     assert line_about(status.stdout, "gpu-drop").split()[1] == "offline"
+
+
+def test_paramikos_words_stay_with_the_link_and_in_the_debug_log_without_the_stack(
+        monkeypatch, tmp_path):
+    """paramiko logs an exception as one record per line of its stack: the link keeps the
+    line that says what happened, the debug log keeps all of it."""
+    import logging
+    import threading
+
+    from fractui.fleet import sshlog
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    link = sshlog.LinkLog()
+    sshlog.watch(threading.current_thread(), link)
+    try:
+        logger = logging.getLogger("paramiko.transport")
+        logger.error("Socket exception: Connection reset by peer (104)")
+        for line in ["Traceback (most recent call last):", '  File "x.py", line 1, in run',
+                     "    raise SSHException('x')", "paramiko.SSHException: x"]:
+            logger.error(line)
+        logger.info("Connected (version 2.0, client OpenSSH_9.2)")
+    finally:
+        sshlog.keeper().links.pop(threading.current_thread(), None)
+    assert link.said() == "Socket exception: Connection reset by peer (104)"
+    assert "paramiko.SSHException: x" in link.lines
+    sshlog.keeper().flush()
+    with open(tmp_path / "fractui" / "fleet.log") as f:
+        kept = f.read()
+    assert "Traceback (most recent call last):" in kept and "Connection reset by peer" in kept

@@ -76,6 +76,12 @@ def test_openssh_rules_for_what_fractui_reads(tmp_path):
     assert resolve(host("gpu-x"), str(cfg)).target.host == "gpu-x"
 
 
+def test_match_user_sees_the_user_fractuis_config_names(tmp_path):
+    cfg = write(tmp_path / "config", "Match user ops\n  Port 7\n")
+    assert resolve(host("gpu-f", user="ops"), str(cfg)).target.port == 7
+    assert resolve(host("gpu-f", user="someone"), str(cfg)).target.port == 22
+
+
 def test_an_include_applies_only_where_its_block_does(tmp_path):
     write(tmp_path / "inc.conf", "Port 2001\nHost other\n  Port 2002\n")
     cfg = write(tmp_path / "config", "Host gpu-f\n  Include %s/inc.conf\n  User after\n"
@@ -89,6 +95,7 @@ def test_an_include_applies_only_where_its_block_does(tmp_path):
 @pytest.mark.parametrize("text, line, words", [
     ("Host gpu-f\n  Port 70000\n", 2, "port '70000' is not a number from 1 to 65535"),
     ("Host gpu-f\n  Port abc\n", 2, "port 'abc' is not a number"),
+    ("Host gpu-f\n  Port \u00b2\n", 2, "port '\u00b2' is not a number"),
     ("Host gpu-f\n  Port\n", 2, "Port needs a value"),
     ("\nHost gpu-f\n  ProxyJump a@@b\n", 3, "bad ProxyJump hop 'a@@b'"),
     ("Host gpu-f\n  ProxyJump j:99999\n", 2, "port '99999'"),

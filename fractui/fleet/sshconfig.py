@@ -228,6 +228,7 @@ class _Found:
     """What the blocks that apply say, each value with the line it came from."""
 
     alias: str
+    user: Optional[str] = None  # the user fractui's config names, as ssh's -l would
     values: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # keyword -> (value, where)
     identities: List[Tuple[str, str]] = field(default_factory=list)
     wants_final: bool = False
@@ -246,8 +247,8 @@ class SshConfig:
     def __init__(self, entries: _Entries):
         self.entries = entries
 
-    def lookup(self, alias: str) -> _Found:
-        found = _Found(alias)
+    def lookup(self, alias: str, user: Optional[str] = None) -> _Found:
+        found = _Found(alias, user)
         self._walk(self.entries, found, final=False, never=False)
         if found.wants_final:  # Match final: OpenSSH reads the files once more
             self._walk(self.entries, found, final=True, never=False)
@@ -294,7 +295,7 @@ def _match(line: _Line, found: _Found, final: bool) -> bool:
             patterns = args.pop(0).split(",")
             subject = {"host": found.get("hostname") or found.alias,
                        "originalhost": found.alias,
-                       "user": found.get("user") or _local_user(),
+                       "user": found.user or found.get("user") or _local_user(),
                        "localuser": _local_user(), "tagged": ""}[criterion]
             if criterion == "host" and "%" in subject:
                 subject = subject.replace("%h", found.alias).replace("%%", "%")
@@ -319,7 +320,7 @@ def load_ssh_config(path: str) -> SshConfig:
 # --- values ----------------------------------------------------------------------------------
 
 def parse_port(text: str, where: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= 65535:
         raise SshConfigError("%s: port %r is not a number from 1 to 65535" % (where, text))
     return int(text)
 
@@ -343,7 +344,7 @@ def _hop(ssh: SshConfig, alias: str, named_at: str, user: Optional[str] = None,
          port: Optional[int] = None, identity: Optional[str] = None) -> Hop:
     """One hop: what fractui's config says, else what the ssh_config blocks for ``alias``
     say. ``named_at`` says where the alias itself was written, for errors."""
-    found = ssh.lookup(alias)
+    found = ssh.lookup(alias, user)
     host, host_at = alias, named_at
     if found.get("hostname"):
         host_at = found.where("hostname")
@@ -397,7 +398,7 @@ def resolve(host: HostConfig, ssh_config_path: str) -> Route:
     if host.proxy_jump is not None:
         jump_spec, where = host.proxy_jump, "proxy_jump of " + named_at
     else:
-        found = ssh.lookup(alias)
+        found = ssh.lookup(alias, host.user)
         jump_spec = found.get("proxyjump")
         where = found.where("proxyjump") if jump_spec else ""
     defaults = tuple(p for p in (os.path.expanduser(d) for d in DEFAULT_IDENTITIES)

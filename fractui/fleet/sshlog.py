@@ -72,6 +72,16 @@ class Keeper(logging.handlers.RotatingFileHandler):
         link = self.links.get(threading.current_thread())
         if link is not None:
             link.add(record)
+        path = debug_log_path()
+        if path != self.baseFilename:  # the state dir moved (XDG_STATE_HOME changed)
+            self.acquire()
+            try:
+                if self.stream is not None:
+                    self.stream.close()
+                    self.stream = None  # type: ignore[assignment]
+                self.baseFilename, self.failure = path, None
+            finally:
+                self.release()
         if self.failure is not None:
             return
         try:
