@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import uuid
 from typing import Any, Callable, Dict, List, Sequence
 
 from fractui.config import profile_problem
@@ -99,6 +98,3 @@ def parse_env(pairs: List[str]) -> Dict[str, str]:
         env[key] = value
     return env
 
-
-def new_key() -> str:
-    return "cli-%s" % uuid.uuid4().hex

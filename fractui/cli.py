@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=bounded(0, 63), metavar="S",
                    help="with --profile: the slot to use")
     p.add_argument("--name", help="the job's name")
-    p.add_argument("--key", help="idempotency key (default: a new one)")
+    p.add_argument("--key", help="idempotency key (default: derived from the command, so "
+                   "running the same command again answers the same job)")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
     p.add_argument("--cwd", help="working directory on the host")
     p.add_argument("--json", action="store_true")

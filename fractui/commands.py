@@ -5,19 +5,25 @@ every error to its code."""
 from __future__ import annotations
 
 import argparse
+import getpass
+import hashlib
+import json
+import re
+import shlex
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
-from fractui.arguments import gpu_ref, new_key, parse_env, split_job
+from fractui.arguments import gpu_ref, parse_env, split_job
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
 from fractui.fleet.fleet import Fleet
-from fractui.fleet.host import HostSession, HostUnavailable
-from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey, fingerprint, host_id
+from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
+from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
-from fractui.fleet.sshconfig import resolve
+from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, UsageError
 from fractui.terminal import confirm, print_json
 
@@ -43,6 +49,20 @@ def _one(config: Config, name: str) -> "tuple[Fleet, HostSession]":
 def _fail(message: str) -> int:
     print("fractui: %s" % message, file=sys.stderr)
     return EXIT_FAILED
+
+
+def naming(host: str, err: Exception) -> str:
+    """What a host said or how it failed, worded so that it names the host: the agent's own
+    words ("no GPU 9 on this host") arrive with the host named already (AgentCallError);
+    anything that does not name it gets the host's name in front."""
+    text = str(err) or type(err).__name__
+    if re.search(r"(?<![\w.-])%s(?![\w.-])" % re.escape(host), text):
+        return text
+    return "%s: %s" % (host, text)
+
+
+def _fail_on(host: str, err: Exception) -> int:
+    return _fail(naming(host, err))
 
 
 # -- status, doctor, trust --
@@ -74,7 +94,8 @@ def _gpu_summary(gpu: Dict[str, Any]) -> str:
 
 def doctor(config: Config, args: argparse.Namespace) -> int:
     hosts = [config.host(n) for n in args.hosts] if args.hosts else list(config.hosts)
-    reports = [diagnose(config, h) for h in hosts]
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:  # a silent host
+        reports = list(pool.map(lambda h: diagnose(config, h), hosts))  # delays no other
     if args.json:
         print_json({"hosts": [r.record() for r in reports]})
     else:
@@ -88,29 +109,36 @@ def doctor(config: Config, args: argparse.Namespace) -> int:
 
 
 def trust(config: Config, args: argparse.Namespace) -> int:
-    """Connect hop by hop; each key known_hosts does not vouch for is shown and, on
-    confirmation, added as one line. Never accepted without the admin's word (or --yes)."""
+    """Connect hop by hop; each key of a host that known_hosts does not know yet is shown and,
+    on confirmation, added as one line. Never accepted without the admin's word (or --yes);
+    a changed or revoked key is never accepted at all."""
     host = config.host(args.host)
     if host.transport == "local":
         raise UsageError("%s is a local simulated host: it has no host key" % host.name)
     known = KnownHosts(config.ssh.known_hosts)
-    route = resolve(host, config.ssh.config_file)
+    try:
+        route = resolve(host, config.ssh.config_file)
+    except SshConfigError as err:
+        return _fail_on(host.name, err)
+    added = set()
     while True:
         try:
             SshLink(route, known, config.ssh.connect_timeout).connect().close()
         except UntrustedHostKey as err:
-            print("%s presents %s key %s" % (host_id(err.host, err.port), err.key.get_name(),
-                                             fingerprint(err.key)))
-            if err.changed:
-                return _fail("the key CHANGED from the one in %s; remove the old line yourself "
-                             "if the change is expected" % known.path)
+            print("%s presents %s key %s" % (err.name, err.key.get_name(), err.fingerprint))
+            if not err.trustable:
+                return _fail(str(err))
+            if (err.name, err.fingerprint) in added:
+                return _fail("%s: the key just added to %s is still refused" % (
+                    host.name, known.path))
             if not (args.yes or confirm("Trust it?")):
-                return _fail("not trusted")
-            known.append(err.host, err.port, err.key)
+                return _fail("%s: not trusted" % host.name)
+            known.append(err.name, err.key)
+            added.add((err.name, err.fingerprint))
             print("added to %s" % known.path)
             continue
         except LinkError as err:
-            return _fail("%s: %s" % (host.name, err))
+            return _fail_on(host.name, err)
         print("%s: host key trusted" % host.name)
         return 0
 
@@ -125,11 +153,17 @@ def mig(config: Config, args: argparse.Namespace) -> int:
         plan = session.call("mig.plan", params)
         print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]))
         if not (args.yes or confirm("Apply?")):
-            return _fail("not applied")
+            return _fail("%s: not applied" % args.host)
         done = session.call("mig.apply", dict(params, start=plan["start"],
                                               layout_version=plan["layout_version"]))
+    except AnswerLost as err:
+        if err.method != "mig.apply":
+            return _fail_on(args.host, err)
+        return _fail("%s\nThe change may have been made on %s: look at gpu %s there "
+                     "(fractui status) before applying it again" % (
+                         naming(args.host, err), args.host, args.gpu))
     except (HostUnavailable, AgentCallError) as err:
-        return _fail(str(err))
+        return _fail_on(args.host, err)
     finally:
         fleet.stop()
     if args.json:
@@ -142,15 +176,50 @@ def mig(config: Config, args: argparse.Namespace) -> int:
 
 # -- jobs --
 
+def launch_key(args: argparse.Namespace, env: Dict[str, str]) -> str:
+    """The key of a launch without --key: a digest of who launches what, where and how, so the
+    same command run again (after a cut link) names the same job on the agent instead of
+    starting a second one."""
+    what = [getpass.getuser(), args.host, args.gpu, args.instance, args.profile, args.start,
+            args.memory_mib, args.name, args.cwd, env, args.argv]
+    return "cli-" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _launch_command(args: argparse.Namespace, key: str) -> str:
+    """The launch as a command line with this key, for the user to run."""
+    words = ["fractui"] + (["--config", args.config] if args.config else []) + [
+        "launch", args.host, args.gpu]
+    for flag, value in (("--instance", args.instance), ("--profile", args.profile),
+                        ("--start", args.start), ("--memory-mib", args.memory_mib),
+                        ("--name", args.name), ("--cwd", args.cwd)):
+        if value is not None:
+            words += [flag, str(value)]
+    for pair in args.env:
+        words += ["--env", pair]
+    return shlex.join(words + ["--key", key] + (["--json"] if args.json else []) + ["--"]
+                      + list(args.argv))
+
+
+def _job_with_key(session: HostSession, key: str) -> "tuple[Optional[Dict[str, Any]], set]":
+    """The host's job under ``key`` (None if none), and every key the host knows."""
+    listed = session.call("job.list")["jobs"]
+    keys = {j.get("key") for j in listed}
+    return next((j for j in listed if j.get("key") == key), None), keys
+
+
 def launch(config: Config, args: argparse.Namespace) -> int:
+    """Start a job under an idempotency key (``--key``, else one derived from the command):
+    a job the key already names is answered instead of starting another, and a launch whose
+    answer was lost says that the job may have started and how to look."""
     argv = args.argv
     if not argv:
         raise UsageError("launch needs the program to run after --, e.g. "
                          "fractui launch gpu-a 0 --memory-mib 4096 -- python train.py")
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
-    params: Dict[str, Any] = {"key": args.key or new_key(), "gpu": gpu_ref(args.gpu),
-                              "argv": argv, "env": parse_env(args.env)}
+    env = parse_env(args.env)
+    key = args.key or launch_key(args, env)
+    params: Dict[str, Any] = {"key": key, "gpu": gpu_ref(args.gpu), "argv": argv, "env": env}
     if args.name:
         params["name"] = args.name
     if args.cwd:
@@ -161,22 +230,45 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["memory_mib"] = args.memory_mib
     fleet, session = _one(config, args.host)
     try:
+        earlier, keys = _job_with_key(session, key)
         if args.profile:
             start = args.start
+            if start is None and earlier is not None:  # where the first try put it
+                start = (earlier.get("mig") or {}).get("start")
             if start is None:
                 start = session.call("mig.plan", {"gpu": params["gpu"],
                                                   "profile": args.profile})["start"]
             params["mig"] = {"profile": args.profile, "start": start}
         job = session.call("job.launch", params)
+    except AnswerLost as err:
+        if err.method != "job.launch":
+            return _fail_on(args.host, err)
+        return _fail("%s\nThe job may have started on %s (key %s). Running the launch again "
+                     "is safe: it answers that job if it started, and starts it only if it "
+                     "did not:\n  %s\nTo look without launching: fractui%s jobs %s --json "
+                     "(the job's \"key\" is %s)" % (
+                         naming(args.host, err), args.host, key, _launch_command(args, key),
+                         " --config " + shlex.quote(args.config) if args.config else "",
+                         args.host, key))
     except (HostUnavailable, AgentCallError) as err:
-        return _fail(str(err))
+        return _fail_on(args.host, err)
     finally:
         fleet.stop()
+    ref = "%s/%s" % (args.host, job["id"])
+    is_earlier = earlier is not None and earlier.get("id") == job["id"]
+    if is_earlier:
+        n = 2
+        while "%s-%d" % (key, n) in keys:
+            n += 1
+        print("fractui: %s (%s) was launched earlier %s (key %s); nothing new was started. "
+              "To start another, give it a new key:\n  %s" % (
+                  ref, job["state"], "with this key" if args.key else "by this same command",
+                  key, _launch_command(args, "%s-%d" % (key, n))), file=sys.stderr)
     if args.json:
-        print_json(dict(job, ref="%s/%s" % (args.host, job["id"])))
+        print_json(dict(job, ref=ref, earlier=is_earlier))
     else:
-        print("%s/%s %s (pid %s) on gpu %s%s" % (
-            args.host, job["id"], job["state"], job["pid"], ",".join(map(str, job["gpus"])),
+        print("%s %s (pid %s) on gpu %s%s" % (
+            ref, job["state"], job["pid"], ",".join(map(str, job["gpus"])),
             " instance " + job["instance"] if job.get("instance") else ""))
     return 0
 
@@ -187,7 +279,7 @@ def stop(config: Config, args: argparse.Namespace) -> int:
     try:
         record = session.call("job.stop", {"job": job, "grace": args.grace})
     except (HostUnavailable, AgentCallError) as err:
-        return _fail(str(err))
+        return _fail_on(host, err)
     finally:
         fleet.stop()
     if args.json:

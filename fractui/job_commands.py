@@ -10,7 +10,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from fractui.arguments import is_job_number, split_job
-from fractui.commands import _one, _open
+from fractui.commands import _one, _open, naming
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostSession
@@ -82,7 +82,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         for host, answer in answers.items():
             if isinstance(answer, Exception):
                 failed = True
-                print("fractui: %s" % answer, file=sys.stderr)
+                print("fractui: %s" % naming(host, answer), file=sys.stderr)
                 continue
             rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
                      if not (uid and (j.get("key") or "").startswith(mine))]

@@ -35,13 +35,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _keygen(path: Path, comment: str) -> None:
-    """Write an unencrypted ed25519 key pair at ``path`` / ``path.pub``."""
+# ssh-keygen's -t for each host key type a test server may have
+KEY_TYPES = {"ed25519": ["-t", "ed25519"], "rsa": ["-t", "rsa", "-b", "2048"],
+             "ecdsa": ["-t", "ecdsa", "-b", "256"]}
+
+
+def _keygen(path: Path, comment: str, key_type: str = "ed25519") -> None:
+    """Write an unencrypted key pair (ed25519 unless said) at ``path`` / ``path.pub``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        [SSH_KEYGEN, "-q", *KEY_TYPES[key_type], "-N", "", "-C", comment, "-f", str(path)],
         check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, timeout=30)
+
+
+def public_key_line(path: Path) -> str:
+    """``TYPE BASE64`` of the key pair at ``path`` (no comment), as known_hosts wants it."""
+    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
 
 
 def make_user_key(dirpath: Path) -> Tuple[Path, str]:
@@ -117,16 +127,21 @@ class SshServer:
 
     Passing the ``host_key`` of an earlier server lets a test restart "the same host"; a
     fresh server gets a fresh key, which is how a changed host key is simulated.
+    ``key_types`` gives a fresh server host keys of those types instead (e.g. only "rsa").
     """
 
-    def __init__(self, workdir: Path, user_pubkey: str, host_key: Optional[Path] = None):
+    def __init__(self, workdir: Path, user_pubkey: str, host_key: Optional[Path] = None,
+                 key_types: Tuple[str, ...] = ("ed25519",)):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.user_pubkey = user_pubkey.strip()
-        if host_key is None:
-            host_key = self.workdir / "ssh_host_ed25519_key"
-            _keygen(host_key, "fractui-test-host")
-        self._host_key_path = Path(host_key)
+        if host_key is not None:
+            self.host_key_paths = [Path(host_key)]
+        else:
+            self.host_key_paths = [self.workdir / ("ssh_host_%s_key" % t) for t in key_types]
+            for path, key_type in zip(self.host_key_paths, key_types):
+                _keygen(path, "fractui-test-host", key_type)
+        self._host_key_path = self.host_key_paths[0]
         self.config_path = self.workdir / "sshd_config"
         self.log_path = self.workdir / "sshd.log"
         self.pid_path = self.workdir / "sshd.pid"
@@ -146,9 +161,13 @@ class SshServer:
 
     @property
     def host_public_key(self) -> str:
-        """``ssh-ed25519 AAAA...`` (no comment), as known_hosts wants it."""
-        pub = self._host_key_path.with_name(self._host_key_path.name + ".pub").read_text()
-        return " ".join(pub.split()[:2])
+        """``ssh-ed25519 AAAA...`` (no comment) of the first host key, as known_hosts wants."""
+        return public_key_line(self._host_key_path)
+
+    @property
+    def host_public_keys(self) -> List[str]:
+        """Every host key of this server, as known_hosts lines want them."""
+        return [public_key_line(p) for p in self.host_key_paths]
 
     @property
     def host_key(self) -> paramiko.PKey:
@@ -165,7 +184,7 @@ class SshServer:
         lines = [
             "ListenAddress %s" % LOOPBACK,
             "Port %d" % port,
-            "HostKey %s" % self._host_key_path.resolve(),
+            *("HostKey %s" % p.resolve() for p in self.host_key_paths),
             "PidFile %s" % self.pid_path.resolve(),
             "AuthorizedKeysFile %s" % self.authorized_keys_path.resolve(),
             "PasswordAuthentication no",
@@ -247,12 +266,20 @@ class SshServer:
 
 
 class _Link:
-    """One proxied TCP connection: a reader and a (delaying) sender thread per direction."""
+    """One proxied TCP connection: a reader and a (delaying) sender thread per direction.
 
-    def __init__(self, client: socket.socket, upstream: socket.socket, delay_s: float):
+    With ``hold_after`` set, once that many bytes went up, nothing more comes down: the mark
+    is set before those bytes are passed on, so no answer to them can ever get through."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, delay_s: float,
+                 hold_after: Optional[int] = None,
+                 holding: Optional[threading.Event] = None):
         self.client = client
         self.upstream = upstream
         self.delay_s = delay_s
+        self.hold_after = hold_after
+        self.holding = holding or threading.Event()
+        self.sent_up = 0
         self.closed = threading.Event()
         self._lock = threading.Lock()
         self._half_closed = 0
@@ -260,13 +287,16 @@ class _Link:
         for src, dst, name in ((client, upstream, "up"), (upstream, client, "down")):
             q: "queue.Queue[Optional[Tuple[float, bytes]]]" = queue.Queue()
             self.threads.append(threading.Thread(
-                target=self._read, args=(src, q), name="cutproxy-read-" + name, daemon=True))
+                target=self._read, args=(src, q, name == "up"), name="cutproxy-read-" + name,
+                daemon=True))
             self.threads.append(threading.Thread(
-                target=self._send, args=(dst, q), name="cutproxy-send-" + name, daemon=True))
+                target=self._send, args=(dst, q, name == "down"), name="cutproxy-send-" + name,
+                daemon=True))
         for t in self.threads:
             t.start()
 
-    def _read(self, src: socket.socket, q: "queue.Queue[Optional[Tuple[float, bytes]]]") -> None:
+    def _read(self, src: socket.socket, q: "queue.Queue[Optional[Tuple[float, bytes]]]",
+              up: bool) -> None:
         while not self.closed.is_set():
             try:
                 data = src.recv(65536)
@@ -275,15 +305,23 @@ class _Link:
                 break
             if not data:
                 break
+            if up and self.hold_after is not None:
+                self.sent_up += len(data)
+                if self.sent_up >= self.hold_after:
+                    self.holding.set()
             q.put((time.monotonic() + self.delay_s, data))
         q.put(None)
 
-    def _send(self, dst: socket.socket, q: "queue.Queue[Optional[Tuple[float, bytes]]]") -> None:
+    def _send(self, dst: socket.socket, q: "queue.Queue[Optional[Tuple[float, bytes]]]",
+              down: bool) -> None:
         while not self.closed.is_set():
             try:
                 item = q.get(timeout=0.2)
             except queue.Empty:
                 continue
+            if down and self.holding.is_set():
+                self.closed.wait()  # held: what came down stays here until the link ends
+                return
             if item is None:
                 self._finish_direction(dst)
                 return
@@ -333,6 +371,8 @@ class CutProxy:
     def __init__(self, target_port: int, delay_s: float = 0.0):
         self.target_port = target_port
         self.delay_s = delay_s
+        self.hold_after: Optional[int] = None
+        self.holding = threading.Event()
         self._lock = threading.Lock()
         self._links: List[_Link] = []
         self._listener: Optional[socket.socket] = None
@@ -389,7 +429,8 @@ class CutProxy:
                     client.close()
                     upstream.close()
                     break
-                self._links.append(_Link(client, upstream, self.delay_s))
+                self._links.append(_Link(client, upstream, self.delay_s, self.hold_after,
+                                         self.holding))
 
     def _stop_listening(self) -> None:
         self._stop_accept.set()
@@ -408,6 +449,18 @@ class CutProxy:
         for link in links:
             for t in link.threads:
                 t.join(timeout=2)
+
+    def hold_down_after(self, up_bytes: Optional[int]) -> None:
+        """Connections made from now on stop passing anything down once ``up_bytes`` went
+        up through them (``holding`` is set then): a request that big gets through, its
+        answer never does. None: they pass everything again."""
+        self.hold_after = up_bytes
+        self.holding.clear()
+
+    def sent_up(self) -> List[int]:
+        """The bytes each connection open now has passed up, counted while a hold is armed."""
+        with self._lock:
+            return [link.sent_up for link in self._links]
 
     def cut(self) -> None:
         """Break the link: open connections drop, new ones are refused."""
@@ -436,6 +489,117 @@ class CutProxy:
         return "CutProxy(%d -> %d, delay_s=%s)" % (self._port, self.target_port, self.delay_s)
 
 
+class HostileListener:
+    """A TCP port on 127.0.0.1 that accepts connections and then misbehaves as told:
+
+    - ``silent``: never says a word;
+    - ``close``: hangs up at once;
+    - ``garbage``: answers as a web server would, not with an SSH banner, then hangs up;
+    - ``banner``: an SSH banner, then silence (the key exchange never starts);
+    - ``mid-kex``: relays a real sshd (``target_port``) until the server has sent its banner
+      and its first key exchange packet, then passes nothing more down: the exchange stalls
+      in its middle.
+    Connections are held open until ``close()``."""
+
+    MODES = ("silent", "close", "garbage", "banner", "mid-kex")
+    GARBAGE = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+
+    def __init__(self, mode: str, target_port: Optional[int] = None):
+        assert mode in self.MODES and (mode != "mid-kex" or target_port)
+        self.mode = mode
+        self.target_port = target_port
+        self.accepted = 0
+        self._socks: List[socket.socket] = []
+        self._stop = threading.Event()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((LOOPBACK, 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.1)
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="hostile-%s" % mode, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            self.accepted += 1
+            self._socks.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.mode == "close":
+                conn.close()
+            elif self.mode == "garbage":
+                conn.sendall(self.GARBAGE)
+                conn.close()
+            elif self.mode == "banner":
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+                self._drain(conn)
+            elif self.mode == "mid-kex":
+                self._relay_until_kexinit(conn)
+            else:
+                self._drain(conn)
+        except OSError:
+            pass
+
+    def _drain(self, conn: socket.socket) -> None:
+        """Read and drop what the client sends, answering nothing, until it hangs up."""
+        while conn.recv(65536):
+            pass
+
+    def _relay_until_kexinit(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection((LOOPBACK, self.target_port), timeout=5)
+        upstream.settimeout(None)
+        self._socks.append(upstream)
+
+        def up() -> None:
+            try:
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    upstream.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=up, daemon=True).start()
+        buf = b""
+        while b"\n" not in buf:  # the banner line
+            buf += upstream.recv(1)
+        conn.sendall(buf)
+        head = b""
+        while len(head) < 4:  # then one binary packet: its length, then its body
+            head += upstream.recv(4 - len(head))
+        body = b""
+        size = int.from_bytes(head, "big")
+        while len(body) < size:
+            body += upstream.recv(size - len(body))
+        conn.sendall(head + body)
+        self._drain(upstream)  # the server's later packets are never passed on
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for sock in self._socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def __enter__(self) -> "HostileListener":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class SshEnv:
     """What the ``ssh_env`` fixture hands a test: a user key, a known_hosts file, factories."""
 
@@ -448,9 +612,12 @@ class SshEnv:
         self.proxies: List[CutProxy] = []
         self.clients: List[paramiko.SSHClient] = []
 
-    def new_server(self, name: str, host_key: Optional[Path] = None) -> SshServer:
-        """Start a server in ``root/name``; ``host_key`` reuses a key (same host identity)."""
-        server = SshServer(self.root / name, self.user_pubkey, host_key=host_key)
+    def new_server(self, name: str, host_key: Optional[Path] = None,
+                   key_types: Tuple[str, ...] = ("ed25519",)) -> SshServer:
+        """Start a server in ``root/name``; ``host_key`` reuses a key (same host identity),
+        ``key_types`` chooses the types of a fresh server's host keys."""
+        server = SshServer(self.root / name, self.user_pubkey, host_key=host_key,
+                           key_types=key_types)
         self.servers.append(server)
         return server.start()
 

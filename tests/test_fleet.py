@@ -39,24 +39,32 @@ class SshFleet:
         self.proxies: Dict[str, sshd.CutProxy] = {}
         self.ssh_config = tmp_path / "ssh_config"
         self.ssh_config.write_text("")
+        self.connect_timeout = 5.0
 
     def add(self, name: str, spec: Optional[str], trust: bool = True, delay_s: float = 0.0,
-            **extra) -> HostConfig:
-        server = self.env.new_server(name)
+            key_types=("ed25519",), **extra) -> HostConfig:
+        server = self.env.new_server(name, key_types=key_types)
         proxy = self.env.proxy(server.port, delay_s=delay_s)
         if trust:
             self.env.trust(server, known_hosts_port=proxy.port)
-        fields = dict(name=name, host="127.0.0.1", port=proxy.port, user="root",
+        self.servers[name], self.proxies[name] = server, proxy
+        return self.add_port(name, proxy.port, spec, **extra)
+
+    def add_port(self, name: str, port: int, spec: Optional[str] = "1xL4",
+                 **extra) -> HostConfig:
+        """A host entry for whatever listens on ``port`` (our sshd's proxy, or a port that
+        is no SSH server at all)."""
+        fields = dict(name=name, host="127.0.0.1", port=port, user="root",
                       identity_file=str(self.env.user_key_path), python=sys.executable,
                       state_dir=str(self.tmp / "state" / name),
                       agent_cache=str(self.tmp / "cache" / name), sim=spec)
         host = HostConfig(**{**fields, **extra})
-        self.servers[name], self.proxies[name] = server, proxy
         self.hosts.append(host)
         return host
 
     def settings(self) -> SshSettings:
-        return SshSettings(known_hosts=str(self.env.known_hosts), connect_timeout=5.0,
+        return SshSettings(known_hosts=str(self.env.known_hosts),
+                           connect_timeout=self.connect_timeout,
                            config_file=str(self.ssh_config))
 
     def config(self) -> Config:
@@ -67,7 +75,8 @@ class SshFleet:
         path = self.tmp / "config.toml"
         ssh = self.settings()
         lines = ["[ssh]", "known_hosts = %s" % json.dumps(ssh.known_hosts),
-                 "connect_timeout = 5.0", "config_file = %s" % json.dumps(ssh.config_file), ""]
+                 "connect_timeout = %r" % ssh.connect_timeout,
+                 "config_file = %s" % json.dumps(ssh.config_file), ""]
         for h in self.hosts:
             lines.append("[[hosts]]")
             for key in ("name", "host", "port", "user", "identity_file", "proxy_jump",
@@ -79,10 +88,11 @@ class SshFleet:
         path.write_text("\n".join(lines))
         return str(path)
 
-    def fractui(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def fractui(self, *args: str, timeout: float = 120,
+                env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "fractui", "--config", self.write_config(),
                                *args], capture_output=True, text=True, timeout=timeout,
-                              cwd=REPO, stdin=subprocess.DEVNULL)
+                              cwd=REPO, stdin=subprocess.DEVNULL, env=env)
 
     def status(self) -> dict:
         """``fractui status --json``, by host name."""

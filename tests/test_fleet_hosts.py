@@ -39,6 +39,7 @@ def session_for(env: SshFleet, host: HostConfig) -> HostSession:
 @pytest.mark.parametrize("script, words", [
     ("#!/bin/sh\necho 3.6\n", "is Python 3.6; the agent needs 3.9 or newer"),
     ("#!/bin/sh\necho broken >&2\nexit 3\n", "failed on gpu-py: broken"),
+    ("#!/bin/sh\necho banana\n", "on gpu-py printed 'banana' when asked for its version"),
 ])
 def test_a_python_that_cannot_run_the_agent_is_named(fleet_env, tmp_path, script, words):
     python = tmp_path / "python3"
@@ -61,6 +62,19 @@ def test_a_host_without_that_python_says_so(fleet_env):
         assert session.status.state == "offline"
         assert session.status.error == ("gpu-nopy has no /no/such/python3 (set python = ... for "
                                          "this host)")
+    finally:
+        session.stop()
+
+
+def test_an_agent_cache_that_cannot_be_written_is_named(fleet_env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    host = fleet_env.add("gpu-c", "1xL4", agent_cache=str(blocker / "cache"))
+    session = session_for(fleet_env, host)
+    try:
+        assert session.status.state == "offline"
+        assert session.status.error.startswith("cannot put the agent in %s/cache on gpu-c: " % (
+            blocker)), session.status.error
     finally:
         session.stop()
 

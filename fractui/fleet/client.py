@@ -19,14 +19,16 @@ Notify = Callable[[str, Dict[str, Any]], None]
 
 
 class AgentCallError(Exception):
-    """The agent answered with a JSON-RPC error."""
+    """The agent answered with a JSON-RPC error. ``message`` keeps the agent's words as it
+    said them; shown (``str``), the agent's "this host" names the host it is."""
 
-    def __init__(self, method: str, error: Dict[str, Any]):
-        super().__init__(error.get("message", "error %s" % error.get("code")))
+    def __init__(self, method: str, error: Dict[str, Any], host: Optional[str] = None):
         self.method = method
         self.code = error.get("code")
-        self.message = error.get("message", "")
+        self.message = str(error.get("message") or "error %s" % self.code)
         self.data = error.get("data")
+        self.host = host
+        super().__init__(self.message.replace("this host", host) if host else self.message)
 
 
 class ConnectionLost(Exception):
@@ -51,6 +53,7 @@ class AgentClient:
         self._lock = threading.Lock()
         self._on_notify = on_notify
         self._on_close = on_close
+        self.name = name
         self.closed = threading.Event()
         self.close_reason = "closed"
         threading.Thread(target=self._read, name="agent-reader-%s" % name, daemon=True).start()
@@ -65,17 +68,23 @@ class AgentClient:
                 except ValueError:
                     log.warning("ignoring a line that is not JSON from the agent: %r", line[:200])
                     continue
-                if isinstance(message, dict) and "id" not in message:
-                    if self._on_notify is not None:
-                        self._on_notify(message.get("method", ""), message.get("params") or {})
+                if not isinstance(message, dict) or not isinstance(message.get("id", 0), int):
+                    log.warning("ignoring a line that is not a JSON-RPC message from the "
+                                "agent: %r", line[:200])
+                    continue
+                if "id" not in message:
+                    self._notify(message)
                     continue
                 with self._lock:
-                    pending = self._pending.pop(message.get("id"), None)
+                    pending = self._pending.pop(message["id"], None)
                 if pending is not None:
                     pending.reply = message
                     pending.done.set()
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:
             self.close_reason = str(err) or type(err).__name__
+        except Exception as err:  # the transport's own errors (paramiko's): end, and say why
+            log.exception("reading from the agent on %s", self.name)
+            self.close_reason = "%s: %s" % (type(err).__name__, err)
         else:
             self.close_reason = "the agent closed the connection"
         finally:
@@ -86,6 +95,19 @@ class AgentClient:
                 pending.done.set()
             if self._on_close is not None:
                 self._on_close()
+
+    def _notify(self, message: Dict[str, Any]) -> None:
+        """One pushed notification to the callback; a callback that fails is logged with
+        its stack, and the connection goes on."""
+        if self._on_notify is None:
+            return
+        params = message.get("params")
+        try:
+            self._on_notify(str(message.get("method", "")), params if isinstance(
+                params, dict) else {})
+        except Exception:
+            log.exception("handling a %r notification from %s", message.get("method"),
+                          self.name)
 
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:
@@ -112,5 +134,7 @@ class AgentClient:
         if pending.reply is None:
             raise ConnectionLost(self.close_reason)
         if "error" in pending.reply:
-            raise AgentCallError(method, pending.reply["error"])
+            error = pending.reply["error"]
+            raise AgentCallError(method, error if isinstance(error, dict) else {
+                "message": "a malformed error answer: %r" % (error,)}, self.name)
         return pending.reply.get("result")

@@ -15,7 +15,7 @@ from fractui.config import Config, HostConfig
 from fractui.fleet.host import HostSession, python_problem
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
-from fractui.fleet.sshconfig import resolve
+from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.zipapp import build_agent_archive
 
 Runner = Callable[[Sequence[str]], Tuple[int, str, str]]
@@ -63,12 +63,12 @@ def diagnose(config: Config, host: HostConfig) -> Report:
     report.add("config", "ok", "%s host%s" % (host.transport, (
         " (simulated: %s)" % host.sim) if host.sim else ""))
     link: Optional[SshLink] = None
+    step = "python"
     try:
         if host.transport == "ssh":
             link = _check_ssh(config, host, report)
             if link is None:
-                for name in LATER:
-                    report.add(name, "skip", "needs SSH")
+                _skip_from(report, "python", "needs SSH")
                 return report
             problem = python_problem(host, link)
             report.add("python", "fail" if problem else "ok", problem or "%s runs the agent"
@@ -78,22 +78,37 @@ def diagnose(config: Config, host: HostConfig) -> Report:
             run: Runner = link.run
         else:
             run = _run_local
+        step = "agent"
         hello = _check_agent(config, host, report)
         if hello is not None:
             _check_hello(hello, host, report)
+        step = "lingering"
         _check_lingering(host, run, report)
+        step = "state dir"
         _check_state_dir(host, run, report)
+    except LinkError as err:  # the link broke under a later check: say so there
+        report.add(step, "fail", str(err), "check the host's network and sshd; run "
+                   "fractui doctor %s again" % host.name)
+        _skip_from(report, step, "the SSH link failed")
     finally:
         if link is not None:
             link.close()
     return report
 
 
+def _skip_from(report: Report, first: str, why: str) -> None:
+    done = {c.name for c in report.checks}
+    for name in LATER[LATER.index(first):]:
+        if name not in done:
+            report.add(name, "skip", why)
+
+
 def _check_ssh(config: Config, host: HostConfig, report: Report) -> Optional[SshLink]:
     try:
         route = resolve(host, config.ssh.config_file)
-    except ValueError as err:
-        report.add("ssh", "fail", str(err), "fix ProxyJump in the config or ~/.ssh/config")
+    except SshConfigError as err:
+        report.add("ssh", "fail", str(err), "fix that line of %s (or the file it names)" %
+                   config.ssh.config_file)
         return None
     via = " via " + ", ".join(h.host for h in route.jumps) if route.jumps else ""
     where = "%s@%s:%d%s" % (route.target.user, route.target.host, route.target.port, via)
@@ -102,7 +117,7 @@ def _check_ssh(config: Config, host: HostConfig, report: Report) -> Optional[Ssh
                        config.ssh.connect_timeout).connect()
     except UntrustedHostKey as err:
         report.add("ssh", "ok", "reached %s" % where)
-        report.add("host key", "fail", str(err), "fractui trust %s" % host.name)
+        report.add("host key", "fail", str(err), err.fix())
         return None
     except LinkError as err:
         report.add("ssh", "fail", str(err), "check host, port, user and identity_file; "

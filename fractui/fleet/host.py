@@ -3,7 +3,7 @@
 States (shown with the last error, never hidden): ``connecting``; ``online`` (the agent answers);
 ``degraded`` (connected, but the agent reports a problem: NVML failed, MIG read-only for lack of
 root, another protocol); ``offline`` (unreachable; retried with backoff); ``untrusted`` (host key
-unknown or changed: nothing is sent until the admin trusts it).
+unknown, changed or revoked: nothing is sent until the admin has trusted a new host's key).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import subprocess
 import sys
 import threading
@@ -25,10 +26,11 @@ import paramiko
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
+from fractui.fleet import sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
-from fractui.fleet.sshconfig import resolve
+from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.cli import host_option_words
@@ -42,6 +44,16 @@ CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
 class HostUnavailable(Exception):
     """A call to a host that is not connected now; says what state it is in and why."""
+
+
+class AnswerLost(HostUnavailable):
+    """The connection ended (or went silent) after the request was sent: the agent may have
+    carried it out. ``reason`` says how the connection ended."""
+
+    def __init__(self, host: str, method: str, reason: str):
+        super().__init__("%s: the connection was lost waiting for the answer to %s: %s" % (
+            host, method, reason))
+        self.host, self.method, self.reason = host, method, reason
 
 
 @dataclass
@@ -93,8 +105,11 @@ class _Conn:
         self._drain.start()
 
     def _read_stderr(self, stream: Any) -> None:
-        for raw in iter(stream.readline, b""):
-            self.stderr.append(raw.decode("utf-8", errors="replace").rstrip())
+        try:
+            for raw in iter(stream.readline, b""):
+                self.stderr.append(raw.decode("utf-8", errors="replace").rstrip())
+        except Exception:  # the link's end, as the reader of stdout will say; kept, not printed
+            log.debug("the agent's stderr ended", exc_info=True)
 
     def why_it_ended(self) -> str:
         """The agent's last words, once it has said them all."""
@@ -129,6 +144,7 @@ class HostSession:
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
+        sshlog.keeper()
 
     # -- public --
 
@@ -150,7 +166,7 @@ class HostSession:
         try:
             return conn.client.call(method, params, timeout_s)
         except ConnectionLost as err:
-            raise HostUnavailable("%s: connection lost: %s" % (self.cfg.name, err)) from err
+            raise AnswerLost(self.cfg.name, method, self._lost_why(str(err))) from err
 
     # -- state --
 
@@ -190,24 +206,32 @@ class HostSession:
             except UntrustedHostKey as err:
                 self._set("untrusted", str(err))
                 self.settled.set()
-            except (LinkError, AgentProcessError, OSError, paramiko.SSHException, EOFError,
-                    ConnectionLost, AgentCallError) as err:
+            except (LinkError, SshConfigError, AgentProcessError, OSError,
+                    paramiko.SSHException, EOFError, ConnectionLost, AgentCallError) as err:
                 self._set("offline", str(err) or type(err).__name__)
                 self.settled.set()
             except Exception as err:  # a bug of ours must not kill the host's worker: show it
                 log.exception("connecting to %s failed", self.cfg.name)
-                self._set("offline", "internal error: %s: %s" % (type(err).__name__, err))
+                self._set("offline", "internal error: %s: %s (the stack is in %s)" % (
+                    type(err).__name__, err, sshlog.debug_log_path()))
                 self.settled.set()
             else:
                 self.settled.set()
                 backoff = 0.5
                 conn.client.closed.wait()  # until the connection ends (or we end it)
+                why = self._lost_why(conn.client.close_reason)
                 self._drop()
                 if not self._stop.is_set():
-                    self._set("offline", "connection lost: %s" % conn.client.close_reason)
+                    self._set("offline", "connection lost: %s" % why)
             self._wake.wait(backoff)
             self._wake.clear()
             backoff = min(backoff * 2, self.reconnect_max_s)
+
+    def _lost_why(self, reason: str) -> str:
+        """How a connection ended, with what paramiko said about it if it said anything."""
+        link = self._link
+        said = link.said() if link is not None else None
+        return "%s (ssh: %s)" % (reason, said) if said else reason
 
     def _drop(self) -> None:
         """End the connection (the worker and ``stop`` may both get here)."""
@@ -325,6 +349,9 @@ def python_problem(cfg: HostConfig, link: SshLink) -> Optional[str]:
         return "%s has no %s (set python = ... for this host)" % (cfg.name, cfg.python)
     if code != 0:
         return "%s -c failed on %s: %s" % (cfg.python, cfg.name, (err or out).strip())
+    if not re.fullmatch(r"\d+\.\d+", out.strip()):
+        return "%s on %s printed %r when asked for its version" % (
+            cfg.python, cfg.name, out.strip()[:80])
     version = tuple(int(x) for x in out.strip().split("."))
     if version < MIN_PYTHON:
         return "%s on %s is Python %s; the agent needs %d.%d or newer (set python = ... for " \
@@ -355,6 +382,10 @@ def deploy(link: SshLink, cfg: HostConfig, archive: AgentArchive) -> Tuple[str, 
         sftp.putfo(io.BytesIO(archive.data), partial)
         sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
         return remote, True
+    except (OSError, paramiko.SSHException, EOFError) as err:
+        raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
+                                "writable directory)" % (cache, cfg.name, err or type(
+                                    err).__name__)) from err
     finally:
         sftp.close()
 

@@ -1,22 +1,48 @@
-"""Host keys: checked against known_hosts, never accepted on their own.
+"""Host keys: checked against known_hosts as OpenSSH checks them, never accepted on their own.
 
-An unknown or changed key is refused with its SHA256 fingerprint; ``fractui trust HOST`` adds
-exactly one line to known_hosts after the admin confirms. The file is only ever appended to:
-paramiko's ``HostKeys.save`` would rewrite it and drop comments and markers.
+A host is *known* when any line of known_hosts names it — by a pattern (``*``, ``?``, ``!``),
+a hashed name, ``[host]:port`` for a port other than 22, or its HostKeyAlias — whatever the type
+of the key on that line. A known host that offers a key not on file for it has a CHANGED key,
+even when the key on file is of another type (an impostor with only an RSA key must not pass for
+a new host of one known by its ed25519 key); a line that names the host but cannot be read
+counts as on file, since nothing says the offered key is the one it held. A key on a matching
+``@revoked`` line is refused always. Only a host that no line names is UNKNOWN, and only an
+unknown key can be trusted: ``fractui trust HOST`` adds exactly one line after the admin
+confirms. The file is only ever appended to, never rewritten; ``@cert-authority`` lines are left
+as they are (fractui does not check host certificates).
+
+So that a host known by one type of key is not asked for another, the link offers the key types
+on file first, as OpenSSH orders its HostKeyAlgorithms.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import logging
 import os
+import shlex
+import struct
 from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import paramiko
-import paramiko.hostkeys
+
+from fractui.fleet.patterns import matches_list
 
 log = logging.getLogger("fractui.fleet")
+
+# The signature algorithms that prove each type of key on file (what paramiko negotiates).
+ALGORITHMS = {
+    "ssh-ed25519": ("ssh-ed25519",),
+    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
+    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
+    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+}
+MARKERS = ("@revoked", "@cert-authority")
 
 
 def host_id(host: str, port: int) -> str:
@@ -25,68 +51,191 @@ def host_id(host: str, port: int) -> str:
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
+    return blob_fingerprint(key.asbytes())
+
+
+def blob_fingerprint(blob: bytes) -> str:
+    digest = hashlib.sha256(blob).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-class UntrustedHostKey(Exception):
-    """The server's key is not one known_hosts vouches for."""
+@dataclass(frozen=True)
+class KnownLine:
+    """One line of known_hosts that names some host."""
 
-    def __init__(self, host: str, port: int, key: paramiko.PKey, changed: bool):
-        self.host, self.port, self.key, self.changed = host, port, key, changed
-        if changed:
-            text = ("the host key of %s CHANGED: it is now %s %s; if that is expected, remove "
-                    "the old line from known_hosts, then run fractui trust")
+    number: int
+    marker: Optional[str]  # "@revoked", "@cert-authority" or None
+    names: str  # the host field as written
+    key_type: str
+    blob: Optional[bytes]  # None when the key cannot be read
+    problem: Optional[str] = None  # why the key cannot be read
+
+    def names_host(self, name: str) -> bool:
+        if self.names.startswith("|"):
+            return _hashed_match(self.names, name)
+        return matches_list(self.names.split(","), name)
+
+    def describe(self) -> str:
+        if self.blob is None:
+            return "line %d names it but cannot be read (%s)" % (self.number, self.problem)
+        if self.key_type not in ALGORITHMS:
+            return "line %d: %s, a key type fractui cannot check" % (self.number, self.key_type)
+        return "line %d: %s %s" % (self.number, self.key_type, blob_fingerprint(self.blob))
+
+
+def _hashed_match(field: str, name: str) -> bool:
+    """``|1|salt|hash``: HMAC-SHA1 of the name keyed by the salt (OpenSSH's HashKnownHosts)."""
+    parts = field.split("|")
+    if len(parts) != 4 or parts[1] != "1":
+        return False
+    try:
+        salt, digest = base64.b64decode(parts[2]), base64.b64decode(parts[3])
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
+
+
+def _parse(number: int, line: str) -> Optional[KnownLine]:
+    words = line.split()
+    marker = None
+    if words and words[0].startswith("@"):
+        marker = words.pop(0)
+        if marker not in MARKERS:
+            log.warning("known_hosts line %d: unknown marker %s: passed over", number, marker)
+            return None
+    if not words:
+        log.warning("known_hosts line %d: no host field: passed over", number)
+        return None
+    names, rest = words[0], words[1:]
+    if len(rest) < 2:
+        return KnownLine(number, marker, names, rest[0] if rest else "?", None,
+                         "no key after the host field")
+    key_type = rest[0]
+    try:
+        blob = base64.b64decode(rest[1].encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeError):
+        return KnownLine(number, marker, names, key_type, None, "the key is not base64")
+    inner = None
+    if len(blob) >= 4:
+        size = struct.unpack(">I", blob[:4])[0]
+        inner = blob[4:4 + size].decode("ascii", errors="replace") if size <= 64 else None
+    if inner != key_type:
+        return KnownLine(number, marker, names, key_type, None,
+                         "the key data is not a %s key" % key_type)
+    return KnownLine(number, marker, names, key_type, blob)
+
+
+class UntrustedHostKey(Exception):
+    """The server's key is not one known_hosts vouches for: ``kind`` is "unknown" (no line
+    names the host), "changed" (lines name it, none holds this key), "revoked" (a matching
+    @revoked line holds it) or "unreadable" (a matching @revoked line cannot be read)."""
+
+    def __init__(self, kind: str, name: str, key: paramiko.PKey, path: str, host: str,
+                 on_file: Sequence[KnownLine] = ()):
+        self.kind, self.name, self.key, self.path, self.host = kind, name, key, path, host
+        self.on_file = tuple(on_file)
+        offered = "%s %s" % (key.get_name(), fingerprint(key))
+        if kind == "unknown":
+            text = "unknown host key for %s: %s; check it, then run fractui trust %s" % (
+                name, offered, host)
+        elif kind == "unreadable":
+            text = ("%s has an @revoked line for %s that cannot be read (%s): whether the key "
+                    "it offers (%s) is revoked cannot be told; fix or remove that line" % (
+                        path, name, "; ".join(line.describe() for line in self.on_file),
+                        offered))
+        elif kind == "revoked":
+            text = ("the host key of %s is REVOKED: it offers %s, marked @revoked in %s (%s); "
+                    "refused" % (name, offered, path, ", ".join(
+                        "line %d" % line.number for line in self.on_file)))
         else:
-            text = "unknown host key for %s: %s %s; check it, then run fractui trust"
-        super().__init__(text % (host_id(host, port), key.get_name(), fingerprint(key)))
+            text = ("the host key of %s CHANGED: it offers %s, which is not on file for it in "
+                    "%s (%s). Someone may be impersonating the host. If it was really "
+                    "reinstalled, remove the old line on purpose (%s), then run fractui trust "
+                    "%s" % (name, offered, path, "; ".join(line.describe() for line in
+                                                            self.on_file),
+                            self.removal(), host))
+        super().__init__(text)
+
+    @property
+    def trustable(self) -> bool:
+        return self.kind == "unknown"
 
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.key)
+
+    def fix(self) -> str:
+        """What the admin does about it, in one line."""
+        if self.kind == "unknown":
+            return "check the fingerprint, then fractui trust %s" % self.host
+        if self.kind == "changed":
+            return "find out why it changed; if the host was really reinstalled, %s, then " \
+                   "fractui trust %s" % (self.removal(), self.host)
+        if self.kind == "revoked":
+            return "give the host a new key (this one is revoked), then fractui trust %s" % (
+                self.host)
+        return "fix or remove %s in %s" % (", ".join(
+            "line %d" % line.number for line in self.on_file), self.path)
+
+    def removal(self) -> str:
+        """The command that removes the lines naming this host, as OpenSSH suggests it."""
+        return "ssh-keygen -f %s -R %s" % (shlex.quote(self.path), shlex.quote(self.name))
 
 
 @dataclass
 class KnownHosts:
     path: str
 
-    def _entries(self) -> paramiko.HostKeys:
-        """The file's keys. Lines paramiko cannot use (markers such as @cert-authority, keys of
-        types it does not know, damaged lines) are passed over, as they are not ours to judge;
-        hashed host names are understood."""
-        keys = paramiko.HostKeys()
+    def lines(self) -> List[KnownLine]:
+        """Every line that names a host. Damaged lines are kept (with their problem) when
+        the host field can be read, so that a host they name never passes for unknown."""
         if not os.path.exists(self.path):
-            return keys
+            return []
+        found = []
         with open(self.path, encoding="utf-8", errors="replace") as f:
             for number, raw in enumerate(f, 1):
                 line = raw.strip()
-                if not line or line.startswith(("#", "@")):
-                    continue
-                try:
-                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
-                except paramiko.hostkeys.InvalidHostKey as err:
-                    log.warning("%s:%d: skipping a line paramiko cannot read: %s",
-                                self.path, number, err)
-                    continue
-                if entry is not None:
-                    for name in entry.hostnames:
-                        keys.add(name, entry.key.get_name(), entry.key)
-        return keys
+                if line and not line.startswith("#"):
+                    parsed = _parse(number, line)
+                    if parsed is not None:
+                        found.append(parsed)
+        return found
 
-    def check(self, host: str, port: int, key: paramiko.PKey) -> None:
-        """Return if known_hosts vouches for this key; raise UntrustedHostKey otherwise."""
-        known = self._entries().lookup(host_id(host, port))
-        if known is None:
-            raise UntrustedHostKey(host, port, key, changed=False)
-        same_type = known.get(key.get_name())
-        if same_type is None:  # known by a key of another type only: new to us, not changed
-            raise UntrustedHostKey(host, port, key, changed=False)
-        if same_type.asbytes() != key.asbytes():
-            raise UntrustedHostKey(host, port, key, changed=True)
+    def about(self, name: str) -> Tuple[List[KnownLine], List[KnownLine]]:
+        """(the lines that vouch for or against ``name``'s keys, its @revoked lines)."""
+        on_file, revoked = [], []
+        for line in self.lines():
+            if line.names_host(name):
+                if line.marker is None:
+                    on_file.append(line)
+                elif line.marker == "@revoked":
+                    revoked.append(line)
+        return on_file, revoked
 
-    def append(self, host: str, port: int, key: paramiko.PKey) -> str:
-        """Add one line for this key, leaving every other line as it was."""
-        line = "%s %s %s\n" % (host_id(host, port), key.get_name(), key.get_base64())
+    def key_types(self, name: str) -> List[str]:
+        """The types of the readable keys on file for ``name``."""
+        return [line.key_type for line in self.about(name)[0] if line.blob is not None]
+
+    def check(self, name: str, key: paramiko.PKey, host: str) -> None:
+        """Return if known_hosts vouches for this key of ``name``; raise UntrustedHostKey
+        otherwise. ``host`` is the host's name in fractui's config, for the messages."""
+        on_file, revoked = self.about(name)
+        blob = key.asbytes()
+        bad = [line for line in revoked if line.blob == blob]
+        if bad:
+            raise UntrustedHostKey("revoked", name, key, self.path, host, bad)
+        unreadable = [line for line in revoked if line.blob is None]
+        if unreadable:
+            raise UntrustedHostKey("unreadable", name, key, self.path, host, unreadable)
+        if any(line.blob == blob for line in on_file):
+            return
+        raise UntrustedHostKey("changed" if on_file else "unknown", name, key, self.path, host,
+                               on_file)
+
+    def append(self, name: str, key: paramiko.PKey) -> str:
+        """Add one line for this key, leaving every other line as it was; on disk (fsync'd)
+        before it returns."""
+        line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
         needs_newline = False
         if os.path.exists(self.path) and os.path.getsize(self.path):
@@ -95,4 +244,13 @@ class KnownHosts:
                 needs_newline = f.read(1) != b"\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(("\n" if needs_newline else "") + line)
+            f.flush()
+            os.fsync(f.fileno())
         return line
+
+
+def preferred_algorithms(known_types: Sequence[str], available: Sequence[str]) -> List[str]:
+    """``available`` with the algorithms for the key types on file first (OpenSSH's
+    order_hostkeyalgs), so a host with several keys proves the one we know."""
+    wanted = [a for t in known_types for a in ALGORITHMS.get(t, ())]
+    return [a for a in available if a in wanted] + [a for a in available if a not in wanted]

@@ -1,22 +1,30 @@
 """An SSH link to one host, hop by hop, in the way the admin's own ssh would go.
 
 Each hop is a paramiko Transport whose host key is checked against known_hosts before any
-authentication; a later hop rides a ``direct-tcpip`` channel of the one before. Commands are built
-from ``shlex.quote``d words, so nothing a user typed is ever read by a remote shell.
+authentication; a later hop rides a ``direct-tcpip`` channel of the one before. Every stage has
+the connect timeout and its own words when it fails: a port that takes TCP but never speaks SSH
+("no SSH banner from HOST:PORT within N s"), one that closes at once or sends something else, a
+key exchange that stalls, an authentication that gets no answer. What paramiko's threads say
+meanwhile is kept with the link (fractui.fleet.sshlog), never printed. Commands are built from
+``shlex.quote``d words, so nothing a user typed is ever read by a remote shell.
 """
 
 from __future__ import annotations
 
 import shlex
 import socket
-from typing import List, Optional, Sequence, Tuple
+import threading
+import time
+from typing import Any, List, Optional, Sequence, Tuple
 
 import paramiko
 
-from fractui.fleet.hostkeys import KnownHosts
+from fractui.fleet import sshlog
+from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
 
 KEEPALIVE_S = 5
+NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
 class LinkError(Exception):
@@ -27,32 +35,125 @@ def command_line(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _authenticate(transport: paramiko.Transport, hop: Hop) -> None:
+def seconds(value: float) -> str:
+    return "%g s" % value
+
+
+class _Wire:
+    """The socket (or jump channel) under a transport, noting what the server sent first and
+    whether it hung up, so a failed handshake can say what came instead of a banner."""
+
+    HEAD = 256
+
+    def __init__(self, sock: Any):
+        self.sock = sock
+        self.head = b""
+        self.eof = False
+
+    def recv(self, n: int) -> bytes:
+        data = self.sock.recv(n)
+        if not data:
+            self.eof = True
+        elif len(self.head) < self.HEAD:
+            self.head += data[:self.HEAD - len(self.head)]
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+    def first_line(self) -> str:
+        line = self.head.split(b"\n", 1)[0].strip()
+        text = "".join(c if c.isprintable() else "?" for c in line.decode(
+            "utf-8", errors="replace"))
+        return text[:60] + ("..." if len(text) > 60 else "")
+
+
+def _hung_up(error: Optional[BaseException]) -> bool:
+    """Whether the peer closed or reset the connection (paramiko wraps such errors)."""
+    while error is not None:
+        if isinstance(error, (EOFError, ConnectionResetError, BrokenPipeError,
+                              ConnectionAbortedError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _handshake(transport: paramiko.Transport, wire: _Wire, hop: Hop, timeout_s: float) -> None:
+    """Banner and key exchange, each within ``timeout_s``; a LinkError that says which failed.
+
+    paramiko's own timers end a silent banner wait and a key exchange that never starts; a
+    key exchange that stalls after the server's first packet has no timer of paramiko's, so
+    this one waits ``timeout_s`` past the banner and gives up itself."""
+    done = threading.Event()
+    started = time.monotonic()
+    transport.start_client(event=done)
+    finished = done.wait(timeout_s)
+    if not finished and not transport.remote_version:
+        finished = done.wait(1.0)  # paramiko's banner timer, of the same length, ends it
+    if not finished and transport.remote_version:
+        finished = done.wait(timeout_s)
+    if finished and transport.is_active():
+        return
+    error = transport.get_exception()
+    where = hop.address
+    if not transport.remote_version:
+        if wire.head.strip():
+            raise LinkError("%s does not speak SSH: it sent %r instead of an SSH banner" % (
+                where, wire.first_line()))
+        if wire.eof or _hung_up(error):
+            raise LinkError("%s closed the connection without an SSH banner" % where)
+        if not finished or time.monotonic() - started >= timeout_s:
+            raise LinkError("no SSH banner from %s within %s" % (where, seconds(timeout_s)))
+        raise LinkError("no SSH banner from %s: %s" % (where, error or "the link failed"))
+    banner = transport.remote_version[:60]
+    if not finished or transport.packetizer.handshake_timed_out():
+        raise LinkError("the SSH key exchange with %s (%s) stalled: no answer within %s" % (
+            where, banner, seconds(timeout_s)))
+    if wire.eof or error is None or _hung_up(error):
+        raise LinkError("%s (%s) closed the connection during the SSH key exchange" % (
+            where, banner))
+    raise LinkError("the SSH key exchange with %s (%s) failed: %s" % (where, banner, error))
+
+
+def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> None:
     tried: List[str] = []
+
+    def attempt(key: paramiko.PKey, label: str) -> bool:
+        started = time.monotonic()
+        try:
+            transport.auth_publickey(hop.user, key)
+            return True
+        except paramiko.BadAuthenticationType as err:
+            raise LinkError("%s@%s takes no key login (it allows: %s)" % (
+                hop.user, hop.address, ", ".join(err.allowed_types) or "nothing")) from None
+        except paramiko.AuthenticationException:
+            if not transport.is_active():
+                raise LinkError("%s closed the connection during authentication" %
+                                hop.address) from None
+            if time.monotonic() - started >= timeout_s:
+                raise LinkError("no answer to authentication from %s within %s" % (
+                    hop.address, seconds(timeout_s))) from None
+            tried.append(label)
+            return False
+
     for path in hop.identity_files:
         try:
             key = paramiko.PKey.from_path(path)
-        except (OSError, paramiko.SSHException) as err:
+        except (OSError, paramiko.SSHException, ValueError) as err:
             tried.append("%s (%s)" % (path, err))
             continue
-        try:
-            transport.auth_publickey(hop.user, key)
+        if attempt(key, path):
             return
-        except paramiko.AuthenticationException:
-            tried.append(path)
     try:
-        agent_keys = paramiko.Agent().get_keys()
+        agent_keys: Sequence[paramiko.PKey] = paramiko.Agent().get_keys()
     except paramiko.SSHException as err:
         agent_keys = ()
         tried.append("ssh-agent (%s)" % err)
     for key in agent_keys:
-        try:
-            transport.auth_publickey(hop.user, key)
+        if attempt(key, "an ssh-agent key"):
             return
-        except paramiko.AuthenticationException:
-            tried.append("an ssh-agent key")
-    raise LinkError("%s@%s:%d accepted none of our keys (tried: %s)" % (
-        hop.user, hop.host, hop.port, ", ".join(tried) or "no keys: set identity_file"))
+    raise LinkError("%s@%s accepted none of our keys (tried: %s)" % (
+        hop.user, hop.address, ", ".join(tried) or "no keys: set identity_file"))
 
 
 class SshLink:
@@ -63,40 +164,52 @@ class SshLink:
         self.known_hosts = known_hosts
         self.timeout_s = timeout_s
         self.transports: List[paramiko.Transport] = []
+        self.log = sshlog.LinkLog()
+        sshlog.keeper()
 
     def connect(self) -> "SshLink":
-        sock: Optional[object] = None
         try:
             hops = self.route.hops
             for i, hop in enumerate(hops):
-                if sock is None:
-                    try:
-                        sock = socket.create_connection((hop.host, hop.port), self.timeout_s)
-                    except OSError as err:
-                        raise LinkError("cannot reach %s:%d: %s" % (hop.host, hop.port, err))
-                transport = paramiko.Transport(sock)
-                self.transports.append(transport)
-                try:
-                    transport.start_client(timeout=self.timeout_s)
-                except (paramiko.SSHException, OSError, EOFError) as err:
-                    raise LinkError("SSH handshake with %s:%d failed: %s" % (
-                        hop.host, hop.port, err or type(err).__name__))
-                self.known_hosts.check(hop.host, hop.port, transport.get_remote_server_key())
-                _authenticate(transport, hop)
-                transport.set_keepalive(KEEPALIVE_S)
-                sock = None
-                if i + 1 < len(hops):
-                    nxt = hops[i + 1]
-                    try:
-                        sock = transport.open_channel("direct-tcpip", (nxt.host, nxt.port),
-                                                      ("127.0.0.1", 0), timeout=self.timeout_s)
-                    except (paramiko.SSHException, OSError) as err:
-                        raise LinkError("jump host %s could not open a channel to %s:%d: %s" % (
-                            hop.host, nxt.host, nxt.port, err))
+                self._hop(hop, self._dial(hop) if i == 0 else self._channel_to(hops[i - 1], hop))
         except BaseException:
-            self.close()
+            self.close()  # each transport closes the socket or channel it rode on
             raise
         return self
+
+    def _dial(self, hop: Hop) -> socket.socket:
+        try:
+            return socket.create_connection((hop.host, hop.port), self.timeout_s)
+        except (OSError, UnicodeError, ValueError) as err:
+            raise LinkError("cannot reach %s: %s" % (hop.address, getattr(
+                err, "strerror", None) or err)) from None
+
+    def _hop(self, hop: Hop, sock: Any) -> None:
+        """Handshake, host key check and authentication over ``sock``, which the new
+        transport owns from then on."""
+        wire = _Wire(sock)
+        transport = paramiko.Transport(wire)
+        sshlog.watch(transport, self.log)
+        self.transports.append(transport)
+        for attr in ("banner_timeout", "handshake_timeout", "auth_timeout"):
+            setattr(transport, attr, self.timeout_s)
+        name = hop.key_alias or host_id(hop.host, hop.port)
+        options = transport.get_security_options()
+        options.key_types = preferred_algorithms(self.known_hosts.key_types(name),
+                                                 options.key_types)
+        _handshake(transport, wire, hop, self.timeout_s)
+        self.known_hosts.check(name, transport.get_remote_server_key(),
+                               self.route.name or hop.alias)
+        _authenticate(transport, hop, self.timeout_s)
+        transport.set_keepalive(KEEPALIVE_S)
+
+    def _channel_to(self, hop: Hop, nxt: Hop) -> paramiko.Channel:
+        try:
+            return self.transports[-1].open_channel("direct-tcpip", (nxt.host, nxt.port),
+                                                    ("127.0.0.1", 0), timeout=self.timeout_s)
+        except NETWORK_ERRORS as err:
+            raise LinkError("jump host %s could not open a channel to %s: %s" % (
+                hop.address, nxt.address, err or type(err).__name__)) from None
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -106,23 +219,44 @@ class SshLink:
     def alive(self) -> bool:
         return bool(self.transports) and self.transport.is_active()
 
+    def said(self) -> Optional[str]:
+        """What paramiko last warned of on this link, if anything."""
+        return self.log.said()
+
     def exec(self, words: Sequence[str]) -> paramiko.Channel:
         """Start a command (quoted word by word) and return its channel."""
-        channel = self.transport.open_session(timeout=self.timeout_s)
-        channel.exec_command(command_line(words))
+        try:
+            channel = self.transport.open_session(timeout=self.timeout_s)
+            channel.exec_command(command_line(words))
+        except NETWORK_ERRORS as err:
+            raise LinkError("%s: cannot start %s: %s" % (
+                self.route.target.address, words[0], err or type(err).__name__)) from None
         return channel
 
     def run(self, words: Sequence[str], timeout_s: float = 30.0) -> Tuple[int, str, str]:
         """A short command to completion: (exit status, stdout, stderr)."""
         channel = self.exec(words)
-        channel.settimeout(timeout_s)
-        channel.shutdown_write()
-        out = channel.makefile("rb").read().decode("utf-8", errors="replace")
-        err = channel.makefile_stderr("rb").read().decode("utf-8", errors="replace")
-        return channel.recv_exit_status(), out, err
+        try:
+            channel.settimeout(timeout_s)
+            channel.shutdown_write()
+            out = channel.makefile("rb").read().decode("utf-8", errors="replace")
+            err = channel.makefile_stderr("rb").read().decode("utf-8", errors="replace")
+            return channel.recv_exit_status(), out, err
+        except socket.timeout:
+            raise LinkError("%s: %s gave no answer within %s" % (
+                self.route.target.address, words[0], seconds(timeout_s))) from None
+        except NETWORK_ERRORS as err:
+            raise LinkError("%s: %s: %s" % (self.route.target.address, words[0],
+                                            err or type(err).__name__)) from None
+        finally:
+            channel.close()
 
     def sftp(self) -> paramiko.SFTPClient:
-        return paramiko.SFTPClient.from_transport(self.transport)
+        try:
+            return paramiko.SFTPClient.from_transport(self.transport)
+        except NETWORK_ERRORS as err:
+            raise LinkError("%s: SFTP did not start: %s" % (
+                self.route.target.address, err or type(err).__name__)) from None
 
     def close(self) -> None:
         for transport in reversed(self.transports):

@@ -1,0 +1,120 @@
+"""What paramiko and the fleet's threads say, kept instead of printed.
+
+paramiko logs from its transport threads, tracebacks included ("Exception (client): ..." then
+the stack), and where no handler is configured Python prints such records on stderr: over the
+user's terminal, or over the TUI. So the ``paramiko`` and ``fractui.fleet`` loggers get one
+handler that never writes to a terminal. Every record goes to the fleet's debug log
+(``fleet.log`` in fractui's state dir, rotated at 1 MiB), and a record logged by a link's
+transport thread also goes to that link's own tail, from which the host's error quotes what
+paramiko said. If the debug log cannot be written, the tail still keeps what paramiko said and
+the failure is remembered (``Keeper.failure``), never printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+import threading
+import weakref
+from collections import deque
+from typing import Deque, Optional
+
+from fractui.config import state_home
+
+LOGGERS = ("paramiko", "fractui.fleet")
+LOG_FILE = "fleet.log"
+MAX_BYTES = 1 << 20
+
+
+def debug_log_path() -> str:
+    return os.path.join(state_home(), LOG_FILE)
+
+
+class LinkLog:
+    """The last things paramiko's threads said about one link."""
+
+    def __init__(self) -> None:
+        self.lines: Deque[str] = deque(maxlen=50)
+        self._last: Optional[str] = None
+        self._in_traceback = False
+
+    def add(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.lines.append(message)
+        if message.startswith("Traceback"):
+            self._in_traceback = True
+        elif self._in_traceback:
+            # the stack's lines are indented; its last line (the exception) is not
+            self._in_traceback = message[:1].isspace()
+        elif record.levelno >= logging.WARNING:
+            self._last = message
+
+    def said(self) -> Optional[str]:
+        """paramiko's last warning or error, without its stack."""
+        return self._last
+
+
+class Keeper(logging.handlers.RotatingFileHandler):
+    """Writes records to the debug log, and those of a watched thread to its link's tail."""
+
+    def __init__(self) -> None:
+        super().__init__(debug_log_path(), maxBytes=MAX_BYTES, backupCount=1,
+                         encoding="utf-8", delay=True)
+        self.setFormatter(logging.Formatter(
+            "%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s"))
+        self.links: "weakref.WeakKeyDictionary[threading.Thread, LinkLog]" = (
+            weakref.WeakKeyDictionary())
+        self.failure: Optional[str] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        link = self.links.get(threading.current_thread())
+        if link is not None:
+            link.add(record)
+        path = debug_log_path()
+        if path != self.baseFilename:  # the state dir moved (XDG_STATE_HOME changed)
+            self.acquire()
+            try:
+                if self.stream is not None:
+                    self.stream.close()
+                    self.stream = None  # type: ignore[assignment]
+                self.baseFilename, self.failure = path, None
+            finally:
+                self.release()
+        if self.failure is not None:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.baseFilename), mode=0o700, exist_ok=True)
+        except OSError as err:
+            self.failure = "%s: %s" % (self.baseFilename, err)
+            return
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Never print (the default prints a traceback on stderr): remember why instead."""
+        err = sys.exc_info()[1]
+        self.failure = "%s: %s" % (self.baseFilename, err)
+
+
+_lock = threading.Lock()
+_keeper: Optional[Keeper] = None
+
+
+def keeper() -> Keeper:
+    """The one handler, attached to paramiko's and the fleet's loggers on first use."""
+    global _keeper
+    with _lock:
+        if _keeper is None:
+            _keeper = Keeper()
+            for name in LOGGERS:
+                logger = logging.getLogger(name)
+                logger.addHandler(_keeper)
+                if logger.level == logging.NOTSET:
+                    logger.setLevel(logging.INFO)
+        return _keeper
+
+
+def watch(thread: threading.Thread, link: LinkLog) -> None:
+    """Records logged by ``thread`` (a paramiko Transport) also go to ``link``."""
+    keeper().links[thread] = link

@@ -1,0 +1,201 @@
+"""Host keys checked as OpenSSH checks them, against real sshd servers on 127.0.0.1: a known
+host that offers a key not on file is CHANGED whatever the key types, under every name
+OpenSSH matches (patterns, hashed names, [host]:port, HostKeyAlias), on every hop; @revoked
+keys and damaged lines never let a key through; `fractui trust` accepts only unknown keys."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from fractui.config import HostConfig
+from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
+from fractui.fleet.link import SshLink
+from fractui.fleet.sshconfig import resolve
+from tests import sshd
+from tests.test_fleet import SshFleet
+
+ssh_env = sshd.ssh_env
+
+
+def other_key(tmp: Path, key_type: str = "ed25519") -> str:
+    """A key that is not the server's, as known_hosts holds it (TYPE BASE64)."""
+    path = tmp / ("other-%s" % key_type) / "key"
+    if not path.exists():
+        sshd._keygen(path, "someone-else", key_type)
+    return sshd.public_key_line(path)
+
+
+def connect(env: sshd.SshEnv, server: sshd.SshServer, ssh_config: Optional[Path] = None,
+            **extra) -> SshLink:
+    host = HostConfig(**{**dict(name="gpu-k", host=sshd.LOOPBACK, port=server.port, user="root",
+                                identity_file=str(env.user_key_path)), **extra})
+    route = resolve(host, str(ssh_config or env.root / "no-ssh-config"))
+    return SshLink(route, KnownHosts(str(env.known_hosts)), 5.0).connect()
+
+
+def refused(env: sshd.SshEnv, server: sshd.SshServer, **extra) -> UntrustedHostKey:
+    with pytest.raises(UntrustedHostKey) as caught:
+        connect(env, server, **extra).close()
+    return caught.value
+
+
+def name(server: sshd.SshServer) -> str:
+    return "[%s]:%d" % (sshd.LOOPBACK, server.port)
+
+
+@pytest.mark.parametrize("on_file, offered", [
+    ("ed25519", ("rsa",)), ("rsa", ("ed25519",)), ("ecdsa", ("rsa", "ed25519")),
+    ("ed25519", ("ed25519",)), ("rsa", ("rsa",)),
+])
+def test_a_known_host_offering_a_key_not_on_file_is_changed_whatever_the_types(
+        ssh_env, tmp_path, on_file, offered):
+    server = ssh_env.new_server("h", key_types=offered)
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), other_key(tmp_path, on_file)))
+    err = refused(ssh_env, server)
+    assert err.kind == "changed" and not err.trustable
+    assert "CHANGED" in str(err) and "gpu-k" in str(err)
+    assert "line 1: %s SHA256:" % other_key(tmp_path, on_file).split()[0] in str(err)
+    assert "ssh-keygen -f %s -R '%s'" % (ssh_env.known_hosts, name(server)) in str(err)
+
+
+@pytest.mark.parametrize("offered, on_file", [
+    (("ed25519", "rsa"), "rsa"), (("rsa", "ed25519"), "ed25519"),
+    (("ed25519", "ecdsa", "rsa"), "ecdsa"), (("ed25519", "rsa"), "ed25519"),
+])
+def test_a_host_with_several_keys_proves_the_one_on_file(ssh_env, offered, on_file):
+    """The link asks for the types on file first, as OpenSSH orders HostKeyAlgorithms."""
+    server = ssh_env.new_server("multi", key_types=offered)
+    line = server.host_public_keys[offered.index(on_file)]
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), line))
+    link = connect(ssh_env, server)
+    try:
+        assert link.transport.get_remote_server_key().get_base64() == line.split()[1]
+    finally:
+        link.close()
+
+
+def test_every_name_openssh_matches_makes_the_host_known(ssh_env, tmp_path):
+    server = ssh_env.new_server("names", key_types=("rsa",))
+    stranger = other_key(tmp_path)
+    for field in ("[127.0.0.?]:%d" % server.port, "nothere,!other,[127.0.0.*]:%d" % server.port,
+                  "[127.0.0.1]:*"):
+        ssh_env.known_hosts.write_text("%s %s\n" % (field, stranger))
+        assert refused(ssh_env, server).kind == "changed", field
+    # a negated pattern that names it means the line is not about it
+    ssh_env.known_hosts.write_text("*,!%s %s\n" % (name(server), stranger))
+    assert refused(ssh_env, server).kind == "unknown"
+    # hashed by OpenSSH's own tool
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), stranger))
+    subprocess.run(["ssh-keygen", "-H", "-f", str(ssh_env.known_hosts)], check=True,
+                   capture_output=True)
+    assert ssh_env.known_hosts.read_text().startswith("|1|")
+    err = refused(ssh_env, server)
+    assert err.kind == "changed" and "line 1: ssh-ed25519" in str(err)
+    # the same host on another port, or port 22, is another host: its key is unknown here
+    ssh_env.known_hosts.write_text("%s %s\n[%s]:%d %s\n" % (
+        sshd.LOOPBACK, stranger, sshd.LOOPBACK, server.port + 1, stranger))
+    assert refused(ssh_env, server).kind == "unknown"
+
+
+def test_host_key_alias_is_the_name_checked(ssh_env, tmp_path):
+    server = ssh_env.new_server("alias", key_types=("rsa",))
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host gpu-alias\n  HostName %s\n  Port %d\n  HostKeyAlias gpu-k.lab\n"
+                          % (sshd.LOOPBACK, server.port))
+    ssh_env.known_hosts.write_text("gpu-k.lab %s\n%s %s\n" % (
+        other_key(tmp_path), name(server), server.host_public_key))
+    # on file under its address, but OpenSSH checks the alias: CHANGED there
+    with pytest.raises(UntrustedHostKey) as caught:
+        connect(ssh_env, server, ssh_config=ssh_config, host="gpu-alias", port=None).close()
+    assert caught.value.kind == "changed" and caught.value.name == "gpu-k.lab"
+    ssh_env.known_hosts.write_text("gpu-k.lab %s\n" % server.host_public_key)
+    connect(ssh_env, server, ssh_config=ssh_config, host="gpu-alias", port=None).close()
+
+
+def test_a_revoked_key_is_refused_even_when_also_trusted(ssh_env, tmp_path):
+    server = ssh_env.new_server("rev")
+    ssh_env.known_hosts.write_text("%s %s\n@revoked * %s\n" % (
+        name(server), server.host_public_key, server.host_public_key))
+    err = refused(ssh_env, server)
+    assert err.kind == "revoked" and "REVOKED" in str(err) and "line 2" in str(err)
+    # a revoked key of someone else changes nothing for this host
+    ssh_env.known_hosts.write_text("%s %s\n@revoked * %s\n" % (
+        name(server), server.host_public_key, other_key(tmp_path)))
+    connect(ssh_env, server).close()
+
+
+@pytest.mark.parametrize("damage, kind", [
+    ("{name} ssh-ed25519 not*base64", "changed"),
+    ("{name} ssh-ed25519", "changed"),
+    ("{name} ssh-rsa {ed25519_blob}", "changed"),  # the data is not the type it says
+    ("{name} ssh-dss AAAAB3NzaC1kc3MAAAA=", "changed"),  # a type fractui cannot check
+    ("@revoked {name} ssh-ed25519 broken!", "unreadable"),
+])
+def test_a_damaged_line_that_names_the_host_never_lets_a_key_through(
+        ssh_env, tmp_path, damage, kind):
+    server = ssh_env.new_server("dmg")
+    line = damage.format(name=name(server), ed25519_blob=other_key(tmp_path).split()[1])
+    if kind == "unreadable":  # the key is on file too: only the unreadable revocation stops it
+        line += "\n%s %s" % (name(server), server.host_public_key)
+    ssh_env.known_hosts.write_text("# comment\n\n%s\n" % line)
+    err = refused(ssh_env, server)
+    assert err.kind == kind and not err.trustable
+    assert "line 3" in str(err)
+
+
+def test_damaged_lines_about_other_hosts_do_not_matter(ssh_env):
+    server = ssh_env.new_server("fine")
+    ssh_env.known_hosts.write_bytes(
+        b"this line is damaged\n@bogus-marker x ssh-ed25519 AAAA\nother.example ssh-ed25519 "
+        b"!!\n\xff\xfe garbage\n" + ("%s %s\n" % (name(server), server.host_public_key)).encode())
+    connect(ssh_env, server).close()
+
+
+def test_each_jump_host_is_checked_the_same(ssh_env, tmp_path):
+    jump = ssh_env.new_server("jump", key_types=("rsa",))
+    target = ssh_env.new_server("target")
+    ssh_env.known_hosts.write_text("%s %s\n%s %s\n" % (
+        name(jump), other_key(tmp_path), name(target), target.host_public_key))
+    err = refused(ssh_env, target, proxy_jump="root@%s:%d" % (sshd.LOOPBACK, jump.port))
+    assert err.kind == "changed" and err.name == name(jump)
+    ssh_env.known_hosts.write_text("%s %s\n%s %s\n" % (
+        name(jump), jump.host_public_key, name(target), other_key(tmp_path, "rsa")))
+    err = refused(ssh_env, target, proxy_jump="root@%s:%d" % (sshd.LOOPBACK, jump.port))
+    assert err.kind == "changed" and err.name == name(target)
+
+
+@pytest.fixture
+def fleet_env(ssh_env, tmp_path):
+    env = SshFleet(ssh_env, tmp_path)
+    yield env
+    env.stop()
+
+
+def test_status_says_untrusted_and_trust_refuses_a_changed_key(fleet_env):
+    """The issue's case: known by ed25519, the host now offers only RSA."""
+    host = fleet_env.add("gpu-imp", None, trust=False, key_types=("rsa",))
+    old = other_key(fleet_env.tmp)
+    known = fleet_env.env.known_hosts
+    known.write_text("# fleet\n[%s]:%d %s\n" % (sshd.LOOPBACK, host.port, old))
+    before = known.read_text()
+    status = fleet_env.status()["gpu-imp"]
+    assert status["state"] == "untrusted" and "CHANGED" in status["error"]
+    assert "ssh-rsa SHA256:" in status["error"] and "ssh-keygen -f" in status["error"]
+    assert not Path(host.agent_cache).exists()  # nothing was sent to it
+    refused = fleet_env.fractui("trust", "gpu-imp", "--yes")
+    assert refused.returncode == 1, refused.stderr
+    assert "CHANGED" in refused.stderr and "ssh-keygen -f %s -R" % known in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert known.read_text() == before
+    doctor = fleet_env.fractui("doctor", "gpu-imp")
+    assert doctor.returncode == 1 and "ssh-keygen -f %s -R" % known in doctor.stdout
+    # removed on purpose, as the message says: then it is a new host, and trust takes it
+    subprocess.run(["ssh-keygen", "-f", str(known), "-R", "[%s]:%d" % (
+        sshd.LOOPBACK, host.port)], check=True, capture_output=True)
+    trusted = fleet_env.fractui("trust", "gpu-imp", "--yes")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "ssh-rsa" in known.read_text() and old not in known.read_text()

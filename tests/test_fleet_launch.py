@@ -1,0 +1,147 @@
+"""The host verbs over real sshd: every message about a host names it (the agent's own words
+too), and `launch` is safe to run again: after a cut link it answers the job it started
+instead of starting a second one, and says so."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests import sshd
+from tests.conftest import REPO
+from tests.test_fleet import SshFleet
+
+ssh_env = sshd.ssh_env
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def fleet_env(ssh_env, tmp_path):
+    env = SshFleet(ssh_env, tmp_path)
+    yield env
+    env.stop()
+
+
+def refusal(done: subprocess.CompletedProcess) -> str:
+    """What a refused verb printed: exit 1, no traceback, every line naming the host."""
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr and "this host" not in done.stderr, done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (("launch", "gpu-n", "9", "--memory-mib", "10", "--", "true"), "no GPU 9 on gpu-n"),
+    (("launch", "gpu-n", "0", "--memory-mib", "10", "--cwd", "/no/such/dir", "--", "true"),
+     "'/no/such/dir' is not a directory on gpu-n"),
+    (("launch", "gpu-n", "0", "--memory-mib", "999999", "--", "true"), "gpu-n: GPU 0"),
+    (("stop", "gpu-n/j404"), "no job 'j404' on gpu-n"),
+    (("logs", "gpu-n/j404"), "no job 'j404' on gpu-n"),
+    (("mig", "gpu-n", "0", "1g.10gb", "--yes"), "gpu-n: GPU 0 (NVIDIA L4) does not support "
+                                               "MIG"),
+    (("mig", "gpu-n", "9", "1g.10gb", "--yes"), "no GPU 9 on gpu-n"),
+])
+def test_refusals_name_the_host(fleet_env, args, words):
+    fleet_env.add("gpu-n", "1xL4")
+    said = refusal(fleet_env.fractui(*args))
+    assert said.startswith("fractui: ") and words in said, said
+
+
+def test_a_refused_mig_change_names_the_host(fleet_env):
+    fleet_env.add("gpu-m", "1xA100-40GB:mig")
+    assert fleet_env.fractui("mig", "gpu-m", "0", "3g.20gb", "--yes").returncode == 0
+    said = refusal(fleet_env.fractui("mig", "gpu-m", "0", "7g.40gb", "--yes"))
+    assert said.startswith("fractui: gpu-m: ") and "destroy_idle" in said
+
+
+def host_jobs(fleet_env: SshFleet, host: str) -> list:
+    done = fleet_env.fractui("jobs", host, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["jobs"]
+
+
+def run_printed(command: str) -> subprocess.CompletedProcess:
+    """Run a command line fractui printed, as the user would paste it."""
+    words = shlex.split(command)
+    assert words[0] == "fractui"
+    return subprocess.run([sys.executable, "-m", "fractui"] + words[1:], capture_output=True,
+                          text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+def test_a_launch_cut_after_it_was_sent_is_answered_by_running_it_again(fleet_env):
+    host = fleet_env.add("gpu-l", "1xL4")
+    assert fleet_env.fractui("status").returncode == 0  # the agent is deployed and running
+    proxy = fleet_env.proxies["gpu-l"]
+    # the request is padded well past what a connection sends before it (about 3 KB), so
+    # the hold starts with the launch request itself: its answer can never come back
+    pad = "x" * 48000
+    proxy.hold_down_after(32000)
+    words = ["launch", "gpu-l", "0", "--memory-mib", "64", "--env", "PAD=" + pad, "--json",
+             "--"] + SLEEP
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fractui", "--config", fleet_env.write_config()] + words,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdin=subprocess.DEVNULL)
+    try:
+        assert proxy.holding.wait(60)
+        started = os.path.join(host.state_dir, "jobs", "*", "started.json")
+        while not glob.glob(started):  # the agent got the request and started the job
+            assert first.poll() is None, first.communicate()
+            proxy.holding.wait(0.05)
+        proxy.cut()
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 1 and out == ""
+    assert "Traceback" not in err
+    assert "gpu-l: the connection was lost waiting for the answer to job.launch" in err
+    assert "The job may have started on gpu-l (key cli-" in err
+    again = err.split("only if it did not:\n  ", 1)[1].split("\n", 1)[0]
+    assert "jobs gpu-l --json" in err
+
+    proxy.hold_down_after(None)
+    proxy.restore()
+    rerun = run_printed(again)
+    assert rerun.returncode == 0, rerun.stderr
+    job = json.loads(rerun.stdout)
+    assert job["earlier"] is True and job["state"] == "running"
+    assert "was launched earlier" in rerun.stderr
+    # the user's own words, run again, name the same job too (the key comes from them)
+    same = fleet_env.fractui(*words)
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["id"] == job["id"]
+    listed = host_jobs(fleet_env, "gpu-l")
+    assert [j["ref"] for j in listed] == ["gpu-l/%s" % job["id"]]
+
+    # on purpose, a second one: the notice says how
+    another = same.stderr.split("give it a new key:\n  ", 1)[1].split("\n", 1)[0]
+    second = run_printed(another)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["earlier"] is False
+    assert len(host_jobs(fleet_env, "gpu-l")) == 2
+
+
+def test_a_repeated_mig_launch_reuses_its_job_and_instance(fleet_env):
+    fleet_env.add("gpu-p", "1xA100-40GB:mig")
+    words = ("launch", "gpu-p", "0", "--profile", "2g.10gb", "--json", "--") + tuple(SLEEP)
+    first = fleet_env.fractui(*words)
+    assert first.returncode == 0, first.stderr
+    again = fleet_env.fractui(*words)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["id"] == json.loads(first.stdout)["id"]
+    assert json.loads(again.stdout)["earlier"] is True
+    gpu = fleet_env.status()["gpu-p"]["gpus"][0]
+    assert [i["profile"] for i in gpu["instances"]] == ["2g.10gb"]
+    # another command (another name) is another job, on another instance
+    other = fleet_env.fractui(*words[:5], "--name", "second", "--json", "--", *SLEEP)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["earlier"] is False
+    gpu = fleet_env.status()["gpu-p"]["gpus"][0]
+    assert [i["profile"] for i in gpu["instances"]] == ["2g.10gb", "2g.10gb"]
