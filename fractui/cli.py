@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from fractui import __version__
 from fractui.config import ConfigError, default_config_path, load_config
+from fractui.store.base import StoreError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -160,6 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, ConfigError) as err:
         print("fractui: %s" % err, file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as err:  # damaged, read-only, full, locked: said with its path
+        print("fractui: %s" % err, file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -8,7 +8,6 @@ thread workers too, which answer with messages.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -27,6 +26,7 @@ from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.sched.fleetview import HostView
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import team_usage
+from fractui.store.base import StoreError
 from fractui.store.intents import Refused, place_by_hand
 from fractui.store.model import PENDING, Job
 from fractui.tui.actions import shown_bindings
@@ -160,8 +160,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def read_store(self) -> None:
         try:
             self.post_message(StoreRead(self.source.read_store()))
-        except sqlite3.Error as err:  # a locked or damaged store: say so, keep the fleet view
-            self.post_message(StoreRead(None, "store: %s" % err))
+        except StoreError as err:  # a locked or damaged store: say so, keep the fleet view
+            self.post_message(StoreRead(None, str(err)))
 
     def on_hosts_changed(self, _message: HostsChanged) -> None:
         changed = False

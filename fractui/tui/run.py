@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
 from fractui.config import Config, ConfigError, default_config_path, load_config
+from fractui.store.base import StoreError
 from fractui.tui.themes import theme_names
 
 if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
 def _user_config(args: argparse.Namespace, required: bool) -> Config:
@@ -40,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.verb == "demo":
         return _demo(args, config)
-    return _fleet(config, args.readonly)
+    try:
+        return _fleet(config, args.readonly)
+    except StoreError as err:  # damaged, read-only, full: said with its path, before any screen
+        print("fractui: %s" % err, file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _fleet(config: Config, readonly: bool) -> int:
