@@ -15,7 +15,8 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
                     Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
-from fractui.sched.fleetview import HostView, build_hosts, charge, request_of, share_mib
+from fractui.sched.fleetview import (HostView, build_hosts, placement_charge, request_of,
+                                     share_mib)
 from fractui.sched.model import Placement, Request
 from fractui.sched.place import Placer, typical_classes
 from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
@@ -59,7 +60,7 @@ def slot_of(p: Placement, job: Job, placer: Placer) -> Slot:
     if profile is None and p.gpus:
         memory = share_mib(req, host.gpus[p.gpus[0]].memory_mib, p.milli[0])
     return Slot(host.name, tuple(p.gpus), profile, start, memory,
-                charge(req, host, p.gpus, profiles, p.milli))
+                placement_charge(host, p.gpus, profile, memory))
 
 
 def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
@@ -94,8 +95,12 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
+            avoided = (refused or {}).get(job.id)
             if team is not None and team.room() <= EPSILON:
                 result.waiting[job.id] = _at_quota(job.team, team)
+            elif avoided:
+                result.waiting[job.id] = "no room outside the hosts that refused it lately " \
+                                         "(%s)" % ", ".join(avoided)
             else:
                 result.waiting[job.id] = "no room: no GPU in the fleet has a free slice for it"
                 starved.append(job)
