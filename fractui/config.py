@@ -163,6 +163,14 @@ class SchedulerSettings:
     """Seconds between SIGTERM and SIGKILL for a preempted job."""
     interval_s: float = 1.0
     """Seconds between scheduling passes (a change in the fleet or store also wakes it)."""
+    call_timeout_s: float | None = None
+    """Seconds a launch or stop waits for a host's answer; None: a third of lease_s. At most
+    a third of lease_s, so no call outlives the lease it was made under."""
+    max_attempts: int = 3
+    """Launches hosts may refuse a job (no room, a failing host) before it fails."""
+
+    def call_timeout(self) -> float:
+        return self.call_timeout_s or self.lease_s / 3
 
 
 @dataclass(frozen=True)
@@ -352,7 +360,9 @@ _QUEUE_KEYS = {
 _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
               "weight": "number"}
 _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
-                   "preempt_grace_s": "number", "interval_s": "number"}
+                   "preempt_grace_s": "number", "interval_s": "number",
+                   "call_timeout_s": "number", "max_attempts": "integer"}
+MAX_ATTEMPTS = 100
 _TUI_KEYS = {"theme": "string", "keys": "table"}
 _TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "tui")
 _BECOME = ("sudo",)
@@ -513,12 +523,22 @@ class _Checker:
         for key, value in values.items():
             if key == "store":
                 values[key] = _expanded(value)
+            elif key == "max_attempts":
+                if not 1 <= value <= MAX_ATTEMPTS:
+                    raise self.fail(f"scheduler.max_attempts must be 1 to {MAX_ATTEMPTS}, got "
+                                    f"{value}", "scheduler", None, key)
             elif not (math.isfinite(value) and value > 0):
                 raise self.fail(f"scheduler.{key} must be a positive number of seconds, "
                                 f"got {value}", "scheduler", None, key)
             else:
                 values[key] = float(value)
-        return SchedulerSettings(**values)
+        settings = SchedulerSettings(**values)
+        if settings.call_timeout() > settings.lease_s / 3:
+            raise self.fail(f"scheduler.call_timeout_s = {settings.call_timeout_s:g} must be at "
+                            f"most a third of lease_s ({settings.lease_s:g}), so no call "
+                            f"outlives the lease it was made under", "scheduler", None,
+                            "call_timeout_s")
+        return settings
 
     def tui(self, raw: dict[str, Any]) -> TuiSettings:
         values = self.values(raw, _TUI_KEYS, "[tui]", "tui", None, "tui.")
