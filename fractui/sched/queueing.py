@@ -69,10 +69,16 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
     launch failed there), left out for it so it does not bounce off the same host."""
     result = PassResult()
-    pending = [j for j in jobs if j.state == PENDING]
+    priority = {q.name: q.priority for q in queues}
+    pending = []
+    for job in (j for j in jobs if j.state == PENDING):
+        if job.queue in priority:
+            pending.append(job)
+        else:  # an admin took the queue away: its jobs start no more, and say why
+            result.waiting[job.id] = "queue %s is no longer in the config: it waits for the " \
+                                     "queue to come back, or to be cancelled" % job.queue
     if not pending:
         return result
-    priority = {q.name: q.priority for q in queues}
     usage = {u.name: u for u in team_usage(jobs, teams)}
     hosts = build_hosts(views, jobs, store_uid)
     classes = typical_classes([request_of(j) for j in pending])
@@ -96,7 +102,9 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
         if p is None:
             team = usage.get(job.team) if job.team else None
             avoided = (refused or {}).get(job.id)
-            if team is not None and team.room() <= EPSILON:
+            if usage and team is None:  # a team the config does not have: no quota at all
+                result.waiting[job.id] = _at_quota(job.team, None)
+            elif team is not None and team.room() <= EPSILON:
                 result.waiting[job.id] = _at_quota(job.team, team)
             elif avoided:
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
@@ -130,6 +138,13 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     if starved and not any(j.state == STOPPING and j.stop_intent == "preempt" for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage)
     return result
+
+
+def borrowed(job: Job, usage: Dict[str, TeamUsage]) -> bool:
+    """Whether a running job holds capacity beyond a quota, so a team within its quota may
+    preempt it: an over-quota job (the scheduler's or placed by hand past the quota), or one
+    of a team the config no longer has (it has no quota at all)."""
+    return job.preemptible or bool(usage) and job.team not in usage
 
 
 def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
@@ -173,8 +188,8 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage]) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host) whose end lets it be placed within its team's quota."""
-    victims_all = sorted((j for j in jobs if j.state == RUNNING and j.preemptible
-                          and j.slot is not None),
+    victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
+                          and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
     for job in starved[:PREEMPT_CANDIDATES]:
         for host in sorted({v.slot.host for v in victims_all}):  # type: ignore[union-attr]
