@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, metavar="S", help="with --profile: the slot")
     p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
                    "plan was previewed on; the launch is refused if it changed")
+    p.add_argument("--over-quota", "--yes", action="store_true", dest="over_quota",
+                   help="place it even past its team's quota, without asking (it is then "
+                   "borrowed: preemptible)")
 
     p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")

@@ -12,18 +12,20 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Dict, List, Optional
 
-from fractui.cli import UsageError, print_json
+from fractui.cli import EXIT_FAILED, UsageError, confirm, print_json
 from fractui.config import Config, QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import (HostView, build_hosts, facts, idle_view, model_name,
                                      request_of)
+from fractui.sched.manual import Unfit, complete
 from fractui.sched.place import Placer
+from fractui.sched.quota import past_quota, team_usage
 from fractui.store import JobNotFound, SqliteStore, open_store
 from fractui.store.intents import Refused, ask_stop, place_by_hand
-from fractui.store.model import PENDING, STOPPING, Job, Slot
+from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
 
 
 def actor() -> str:
@@ -209,7 +211,9 @@ def _stop_or_not(config: Config, ref: str, intent: str, why: str) -> int:
 
 def place(config: Config, args: argparse.Namespace) -> int:
     """A manual placement, recorded as a decision; the lease holder launches it exactly there
-    (what the decision leaves open, it completes from the live GPU)."""
+    (what the decision leaves open, it completes from the live GPU). One that takes the job's
+    team past its quota is said and asked about (``--over-quota`` agrees in advance), and is
+    then recorded as borrowed: preemptible like any over-quota job."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     if args.layout_version is not None and args.start is None:
@@ -220,15 +224,47 @@ def place(config: Config, args: argparse.Namespace) -> int:
     store = _store(config)
     try:
         job = queued(store, args.job)
-        slot = Slot(args.host, (int(args.gpu),), args.profile, args.start,
-                    layout_version=args.layout_version)
-        job = place_by_hand(store, job, slot, actor())
+        if job.state != PENDING:
+            raise UsageError("only a pending job can be placed: job %d is %s" % (job.id,
+                                                                                 job.state))
+        known = store.inventory().get(args.host) or _heard_inventory(config, store).get(
+            args.host)
+        if known is None:
+            print("fractui: %s was never heard from: its GPUs are unknown, so what placing job "
+                  "%d there would charge cannot be counted (fractui status says why)" % (
+                      args.host, job.id), file=sys.stderr)
+            return EXIT_FAILED
+        slot = hand_slot(job, Slot(args.host, (int(args.gpu),), args.profile, args.start,
+                                   layout_version=args.layout_version), known, store.uid)
+        usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
+        past = past_quota(usage, job.team, slot.charge)
+        if past is not None:
+            print("fractui: job %d on %s %s." % (job.id, slot.describe(), past),
+                  file=sys.stderr, flush=True)
+            if not (args.over_quota or confirm("Place it anyway, as a borrowed job that a "
+                                               "team within its quota may preempt?")):
+                print("fractui: not placed: job %d stays pending" % job.id, file=sys.stderr)
+                return EXIT_FAILED
+        job = place_by_hand(store, job, slot, actor(), past)
     except Refused as err:
         raise UsageError(str(err)) from None
     finally:
         store.close()
-    print("%d placed on %s; the scheduler launches it" % (job.id, slot.describe()))
+    print("%d placed on %s; the scheduler launches it%s" % (
+        job.id, slot.describe(), " (borrowed: preemptible)" if job.preemptible else ""))
     return 0
+
+
+def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
+    """The slot a placement by hand asks for, checked against what the host could hold (its
+    facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
+    leaves open stays open, for the launch to complete from the live GPU."""
+    try:
+        done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid,
+                        [])
+    except Unfit as err:
+        raise UsageError(str(err)) from None
+    return replace(slot, charge=done.charge)
 
 
 # -- the headless scheduler --
@@ -242,7 +278,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     done = threading.Event()
     box: List[Scheduler] = []
     fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())
-    sched = Scheduler(config, store, fleet, name=args.name)
+    sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set)
     box.append(sched)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -253,8 +289,10 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     try:
         done.wait()
     finally:
-        sched.stop(release=True)
+        sched.stop(release=sched.fatal is None)
         fleet.stop()
         store.close()
+    if sched.fatal is not None:
+        raise sched.fatal  # said by the command's caller, with the store's path: exit 1
     return 0
 
