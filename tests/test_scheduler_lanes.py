@@ -11,7 +11,9 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from fractui.config import QueueConfig
+import pytest
+
+from fractui.config import ConfigError, QueueConfig, load_config
 from fractui.scheduler import Scheduler
 from tests import localfleet
 
@@ -104,3 +106,21 @@ def test_no_call_starts_once_the_lease_is_lost(local_fleet):
         time.sleep(0.1)
     other.settle()
     assert [len(records(f, j)) for j in jobs] == [1, 1, 1]
+
+
+def test_a_call_timeout_that_could_outlive_the_lease_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "config.toml"
+    for text, said in (
+            ("[scheduler]\nlease_s = 9\ncall_timeout_s = 4\n",
+             ":3: scheduler.call_timeout_s = 4 must be at most a third of lease_s (9), so no "
+             "call outlives the lease it was made under"),
+            ("[scheduler]\nmax_attempts = 0\n", ":2: scheduler.max_attempts must be 1 to 100, "
+                                                "got 0"),
+            ("[scheduler]\nmax_attempts = 2.5\n", ":2: scheduler.max_attempts must be an "
+                                                  "integer")):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(str(path))
+        assert str(err.value).startswith(str(path) + said), str(err.value)
+    path.write_text("[scheduler]\nlease_s = 9\n")  # unset: a third of the lease
+    assert load_config(str(path)).scheduler.call_timeout() == 3.0

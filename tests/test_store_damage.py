@@ -14,14 +14,20 @@ import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
 import pytest
 
+from fractui.config import QueueConfig
 from fractui.store import SqliteStore
+from tests import localfleet
 from tests.conftest import REPO
+from tests.localfleet import wait
 from tests.sshd import free_port
+
+local_fleet = localfleet.local_fleet
 
 # Every verb that opens the store, the scheduler, and the TUI (no verb); job 1 exists in it.
 VERBS: List[Sequence[str]] = [
@@ -269,3 +275,30 @@ def test_a_read_only_store_is_refused_for_a_plain_user(plain_dir, store_mode, di
     refused_by_every_verb(config, store, says, SOME, user="nobody")
     assert store.read_bytes() == data
     assert sorted(os.listdir(store.parent)) == ["store.db"]
+
+
+def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is_room(
+        local_fleet, small_fs):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)], lease_s=3.0)
+    path = small_fs / "store.db"
+    f.config = replace(f.config, scheduler=replace(f.config.scheduler, store=str(path)))
+    store = SqliteStore(str(path))
+    run = f.scheduler_process("headless")
+    try:
+        wait(lambda: store.lease_holder() is not None, f.states, alive=run)
+        filler = _fill(small_fs)
+        # its passes fail from now on: it cannot renew its lease, which runs out
+        wait(lambda: store.lease_holder() is None, f.states, alive=run)
+        filler.unlink()
+        job = store.submit("half", None, "after", ["sleep", "600"], {"gpu": 0.5}, "test")
+        wait(lambda: store.get(job.id).state == "running", f.states, alive=run)
+    finally:
+        run.terminate()
+        _, err = run.communicate(timeout=60)
+        store.close()
+    assert run.returncode == 0, err
+    assert "Traceback" not in err
+    full = [line for line in err.splitlines() if "no space is left" in line]
+    assert len(full) == 1 and full[0].startswith("store %s: no space is left on the filesystem "
+                                                 "that holds it" % path), err
+    assert full[0].endswith("; the scheduler tries again every pass"), err
