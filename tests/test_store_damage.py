@@ -218,7 +218,9 @@ def test_a_full_store_refuses_writes_says_so_and_loses_nothing(tmp_path, small_f
     store = small_fs / "store.db"
     make_store(store)
     config = write_config(tmp_path, store)
-    kept = [j.record() for j in SqliteStore(str(store)).jobs()]
+    opened = SqliteStore(str(store))
+    kept = [j.record() for j in opened.jobs()]
+    opened.close()  # its -wal and -shm files go: a new connection must make them again
     filler = _fill(small_fs)
     refused_by_every_verb(config, store, "no space is left on the filesystem that holds it",
                           SOME)
