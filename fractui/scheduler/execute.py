@@ -25,7 +25,7 @@ from fractui.sched.manual import Unfit, complete
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
-                                 Refusal, Slot)
+                                 Refusal)
 
 log = logging.getLogger("fractui.scheduler")
 

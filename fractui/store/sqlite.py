@@ -2,7 +2,9 @@
 
 A file that is there but is not a whole, writable fractui store (empty, truncated, corrupt,
 another program's, read-only) is refused with what was found (fractui.store.sqlite_file); only
-a path where nothing exists becomes a new store. Schema changes are numbered SQL files in migrations/, applied in order and counted in
+a path where nothing exists becomes a new store.
+
+Schema changes are numbered SQL files in migrations/, applied in order and counted in
 ``PRAGMA user_version``. Writes take the database lock up front (BEGIN IMMEDIATE), so a
 compare-and-set never races another process between its read and its write.
 """
