@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -109,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --profile: the slot")
     p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
                    "plan was previewed on; the launch is refused if it changed")
+    p.add_argument("--over-quota", "--yes", action="store_true", dest="over_quota",
+                   help="place it even past its team's quota, without asking (it is then "
+                   "borrowed: preemptible)")
 
     p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")
@@ -226,11 +228,11 @@ def _failures() -> Tuple[type, ...]:
     from fractui.fleet.client import AgentCallError, ConnectionLost
     from fractui.fleet.host import HostUnavailable
     from fractui.fleet.link import LinkError
-    from fractui.store.base import JobNotFound, StateConflict
+    from fractui.store.base import JobNotFound, StateConflict, StoreError
     from fractui.store.intents import Refused
 
     return (Failed, Refused, JobNotFound, StateConflict, HostUnavailable, AgentCallError,
-            ConnectionLost, LinkError, sqlite3.Error, OSError)
+            ConnectionLost, LinkError, StoreError, OSError)
 
 
 def _no_config_help(path: Optional[str]) -> str:

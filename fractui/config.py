@@ -177,6 +177,14 @@ class SchedulerSettings:
     """Seconds between SIGTERM and SIGKILL for a preempted job."""
     interval_s: float = 1.0
     """Seconds between scheduling passes (a change in the fleet or store also wakes it)."""
+    call_timeout_s: float | None = None
+    """Seconds a launch or stop waits for a host's answer; None: a third of lease_s. At most
+    a third of lease_s, so no call outlives the lease it was made under."""
+    max_attempts: int = 3
+    """Launches hosts may refuse a job (no room, a failing host) before it fails."""
+
+    def call_timeout(self) -> float:
+        return self.call_timeout_s or self.lease_s / 3
 
 
 @dataclass(frozen=True)
@@ -367,7 +375,8 @@ _QUEUE_KEYS = {
 _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
               "weight": "number"}
 _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
-                   "preempt_grace_s": "number", "interval_s": "number"}
+                   "preempt_grace_s": "number", "interval_s": "number",
+                   "call_timeout_s": "number", "max_attempts": "integer"}
 _TUI_KEYS = {"theme": "string", "keys": "table"}
 _TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "tui")
 _BECOME = ("sudo",)
@@ -392,6 +401,8 @@ BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("scheduler", "host_lost_s"): (1, 7 * 86400, " seconds"),
     ("scheduler", "preempt_grace_s"): (1, 3600, " seconds"),
     ("scheduler", "interval_s"): (0.05, 600, " seconds"),
+    ("scheduler", "call_timeout_s"): (0.1, 1200, " seconds"),
+    ("scheduler", "max_attempts"): (1, 100, " attempts"),
 }
 # How many entries a file may hold, and how big it may be.
 MAX_ITEMS = {"hosts": 10_000, "queues": 1000, "teams": 1000}
@@ -574,7 +585,8 @@ class _Checker:
             values["store"] = self.local_file(values["store"], "scheduler", None, "store",
                                               "scheduler.")
         settings = SchedulerSettings(**_floats(values, ("lease_s", "host_lost_s",
-                                                        "preempt_grace_s", "interval_s")))
+                                                        "preempt_grace_s", "interval_s",
+                                                        "call_timeout_s")))
         # The lease is renewed once a pass: passes further apart than a third of it would let
         # it lapse between two, and a standby take over from a scheduler that is alive.
         if settings.interval_s > settings.lease_s / 3:
@@ -582,6 +594,12 @@ class _Checker:
             raise self.fail(f"scheduler.interval_s ({settings.interval_s:g} s) must be at most "
                             f"a third of scheduler.lease_s ({settings.lease_s:g} s), which is "
                             "renewed once a pass", "scheduler", None, key)
+        if settings.call_timeout() > settings.lease_s / 3:
+            key = "call_timeout_s" if "call_timeout_s" in values else "lease_s"
+            raise self.fail(f"scheduler.call_timeout_s ({settings.call_timeout():g} s) must be "
+                            f"at most a third of scheduler.lease_s ({settings.lease_s:g} s), so "
+                            "no call outlives the lease it was made under", "scheduler", None,
+                            key)
         return settings
 
     def tui(self, raw: dict[str, Any]) -> TuiSettings:

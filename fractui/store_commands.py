@@ -12,18 +12,21 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Dict, List
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
-from fractui.outcome import UsageError
-from fractui.sched.fleetview import HostView, facts
+from fractui.outcome import Failed, UsageError
+from fractui.sched.fleetview import HostView, facts, idle_view
+from fractui.sched.manual import Unfit, complete
+from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import never_fits, queue_error, unservable
 from fractui.store import SqliteStore, open_store
 from fractui.store.intents import ask_stop, place_by_hand
-from fractui.store.model import STOPPING, Job, Slot
-from fractui.terminal import print_json
+from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
+from fractui.terminal import confirm, print_json
 
 
 def actor() -> str:
@@ -153,7 +156,9 @@ def _stop_or_not(config: Config, ref: str, intent: str, why: str) -> int:
 
 def place(config: Config, args: argparse.Namespace) -> int:
     """A manual placement, recorded as a decision; the lease holder launches it exactly there
-    (what the decision leaves open, it completes from the live GPU)."""
+    (what the decision leaves open, it completes from the live GPU). One that takes the job's
+    team past its quota is said and asked about (``--over-quota`` agrees in advance), and is
+    then recorded as borrowed: preemptible like any over-quota job."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     if args.layout_version is not None and args.start is None:
@@ -163,13 +168,42 @@ def place(config: Config, args: argparse.Namespace) -> int:
     store = open_checked_store(config)
     try:
         job = queued(store, args.job)
-        slot = Slot(args.host, (gpu,), args.profile, args.start,
-                    layout_version=args.layout_version)
-        job = place_by_hand(store, job, slot, actor())
+        if job.state != PENDING:
+            raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
+        known = store.inventory().get(args.host) or _heard_inventory(config, store).get(
+            args.host)
+        if known is None:
+            raise Failed("%s was never heard from: its GPUs are unknown, so what placing job "
+                         "%d there would charge cannot be counted (fractui status says why)" % (
+                             args.host, job.id))
+        slot = hand_slot(job, Slot(args.host, (gpu,), args.profile, args.start,
+                                   layout_version=args.layout_version), known, store.uid)
+        usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
+        past = past_quota(usage, job.team, slot.charge)
+        if past is not None:
+            print("fractui: job %d on %s %s." % (job.id, slot.describe(), past),
+                  file=sys.stderr, flush=True)
+            if not (args.over_quota or confirm("Place it anyway, as a borrowed job that a "
+                                               "team within its quota may preempt?")):
+                raise Failed("not placed: job %d stays pending" % job.id)
+        job = place_by_hand(store, job, slot, actor(), past)
     finally:
         store.close()
-    print("%d placed on %s; the scheduler launches it" % (job.id, slot.describe()))
+    print("%d placed on %s; the scheduler launches it%s" % (
+        job.id, slot.describe(), " (borrowed: preemptible)" if job.preemptible else ""))
     return 0
+
+
+def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:
+    """The slot a placement by hand asks for, checked against what the host could hold (its
+    facts, fractui.sched.fleetview.facts) and charged as its launch will charge it; what it
+    leaves open stays open, for the launch to complete from the live GPU."""
+    try:
+        done = complete(replace(job, slot=slot), idle_view(slot.host, host_facts), store_uid,
+                        [])
+    except Unfit as err:
+        raise Failed(str(err)) from None
+    return replace(slot, charge=done.charge)
 
 
 # -- the headless scheduler --
@@ -183,7 +217,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     done = threading.Event()
     box: List[Scheduler] = []
     fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())
-    sched = Scheduler(config, store, fleet, name=args.name)
+    sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set)
     box.append(sched)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -194,8 +228,10 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
             sched.holder, store.path, len(config.hosts), len(config.queues)), flush=True)
         done.wait()
     finally:
-        sched.stop(release=True)
+        sched.stop(release=sched.fatal is None)
         fleet.stop()
         store.close()
+    if sched.fatal is not None:
+        raise sched.fatal  # said by the command's caller, with the store's path: exit 1
     return 0
 

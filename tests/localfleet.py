@@ -78,7 +78,8 @@ class LocalFleet:
     def write_config(self) -> str:
         """The same fleet as a config file, for ``fractui`` run as a command."""
         lines = ["[scheduler]"] + ["%s = %s" % (k, json.dumps(v)) for k, v in
-                                   dataclasses.asdict(self.config.scheduler).items()]
+                                   dataclasses.asdict(self.config.scheduler).items()
+                                   if v is not None]
         for h in self.config.hosts:
             lines += ["[[hosts]]", "name = %s" % json.dumps(h.name), 'transport = "local"',
                       "sim = %s" % json.dumps(h.sim),

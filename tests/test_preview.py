@@ -76,6 +76,7 @@ def test_a_stale_preview_is_never_launched_and_the_job_says_why(local_fleet):
     a.call("mig.apply", {"gpu": 0, "profile": "1g.10gb", "start": 0})  # someone else, meanwhile
     wait_snapshot(f, "gpu-a", lambda s: s["gpus"][0]["instances"])
     f.scheduler.step()
+    f.scheduler.settle()  # the pass's launch runs on the host's lane
     back = f.store.get(job.id)
     assert (back.state, back.attempt) == ("pending", 1)
     assert back.reason.startswith("not launched: the GPU changed since the placement was "

@@ -116,8 +116,12 @@ def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_
     f.until(lambda: f.store.get(job.id).attempt == 1)
     back = f.store.get(job.id)
     assert back.state == "pending"
-    assert back.reason == ("launch refused on gpu-b: GPU 0 of gpu-b has MIG off: it takes "
-                           "memory shares, not 1g.10gb")
+    words = "gpu-b: GPU 0 of gpu-b has MIG off: it takes memory shares, not 1g.10gb"
+    assert back.reason == "refused by " + words
+    assert [(r.host, r.kind) for r in back.refusals] == [("gpu-b", "capacity")]
+    f.scheduler.step()  # a later pass finds no room elsewhere, and keeps the refusal's words
+    assert f.store.get(job.id).reason == ("no room outside the hosts that refused it lately "
+                                          "(gpu-b); last refused by " + words)
 
 
 def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fleet):

@@ -121,5 +121,6 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.inventory() == {}  # 0003 added the inventory
     store.record_inventory("h", {"cpus": 8, "gpus": []})
     assert store.inventory() == {"h": {"cpus": 8, "gpus": []}}
+    assert job.refusals == ()  # 0004 added the refusals, none for a job of before
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 3
+        _migrations()) == 4

@@ -4,8 +4,11 @@ confirm shows the new plan instead of recording; who carries decisions out is on
 
 from __future__ import annotations
 
-from fractui.config import QueueConfig
+import pytest
+
+from fractui.config import QueueConfig, TeamConfig
 from fractui.tui.model import GHOST
+from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
@@ -184,3 +187,35 @@ def test_header_says_who_carries_out_decisions(local_fleet):
                         "this TUI named")
 
     drive()
+
+
+@pytest.mark.parametrize("quota,past", [(0.25, True), (1.0, False)])
+def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_fleet, quota, past):
+    # 3g of an A100 charges 3/7 of a GPU: past a quota of a quarter, within one of a GPU
+    f = local_fleet(MIG, QUEUES, [TeamConfig("t", quota_gpus=quota)])
+    job = f.submit("3g", "t")
+    said = "takes team t past its quota: 0.00 of 0.25 GPUs held within it, and this adds 0.43"
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await keys_start(app, pilot)
+            bar = fleet(app).query_one(PreviewBar)
+            assert (said in bar.render().plain) == past  # in the preview, before a confirm
+            await pilot.press("enter")
+            if past:
+                p = fleet(app).placement
+                assert p.busy is None  # nothing checked or recorded: asked first
+                assert p.note.startswith("Past the quota: enter again places it as a "
+                                         "borrowed job")
+                assert p.note in bar.render().plain
+                assert f.store.get(job.id).state == "pending"
+                await pilot.press("enter")  # agreed
+            await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")
+
+    drive()
+    placed = f.store.get(job.id)
+    assert (placed.manual, placed.preemptible, placed.slot.charge) == (True, past,
+                                                                        round(3 / 7, 6))
+    [entry] = [e for e in f.store.audit_log(job.id) if e.action == "place"]
+    assert entry.why.endswith("; it %s, so it is borrowed (preemptible)" % said) == past

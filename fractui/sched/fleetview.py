@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.gpu.models import short_name
@@ -22,6 +22,7 @@ from remote_agent.mig.planner import PlanError
 
 from fractui.sched import mig
 from fractui.sched.model import MILLI, Gpu, Host, Request
+from fractui.sched.quota import charge
 from fractui.store.model import ON_HOST, Job
 
 USABLE = ("online", "degraded")
@@ -209,16 +210,18 @@ def _book_decision(host: Host, job: Job) -> None:
             gpu.free_milli = max(0, gpu.free_milli - math.ceil(mib * MILLI / gpu.memory_mib))
 
 
-def charge(req: Request, host: Host, gpus: Tuple[int, ...], profiles: Tuple[Optional[str], ...],
-           milli: Tuple[int, ...]) -> float:
-    """GPUs a placement charges its team (DESIGN): a MIG slice its compute share, a memory
-    share its fraction, a whole GPU 1."""
-    total = 0.0
-    for g, prof, m in zip(gpus, profiles, milli):
-        layout = host.gpus[g].layout
-        if prof and layout is not None:
-            p = layout.geometry.profile(prof)
-            total += (p.compute_slices if p else 0) / layout.geometry.compute_slices
-        else:
-            total += 1.0 if req.gpus else m / MILLI
-    return round(total, 6)
+def placement_charge(host: Host, gpus: Sequence[int], profile: Optional[str],
+                     share: Optional[int]) -> float:
+    """``quota.charge`` of a slot on the placement core's host."""
+    return charge(profile, share, [(host.gpus[g].memory_mib, host.gpus[g].layout.geometry
+                                    if host.gpus[g].layout is not None else None)
+                                   for g in gpus])
+
+
+def record_charge(records: Sequence[Mapping[str, Any]], gpus: Sequence[int],
+                  profile: Optional[str], share: Optional[int]) -> float:
+    """``quota.charge`` of a slot on GPUs as agents report them (a snapshot's GPU records, or
+    the inventory's)."""
+    return charge(profile, share, [(int(records[g].get("memory_mib") or 0),
+                                    geometry(records[g].get("name") or "")
+                                    if records[g].get("mig_mode") else None) for g in gpus])

@@ -17,8 +17,8 @@ from remote_agent.mig import planner
 from remote_agent.mig.layout import Layout
 
 from fractui.sched import mig
-from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, HostView, build_hosts, charge,
-                                     gpu_layout, request_of, share_mib)
+from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, HostView, build_hosts, gpu_layout,
+                                     placement_charge, request_of, share_mib)
 from fractui.sched.model import Host, Request
 from fractui.sched.place import Placer, TypicalClass, host_frag, typical_classes
 from fractui.sched.queueing import POLICY
@@ -108,8 +108,7 @@ def _on_host(host: Host, view: HostView, req: Request,
             gpus = tuple(g for g, _ in picked)
             mib = share_mib(req, host.gpus[gpus[0]].memory_mib, picked[0][1])
             out.append(Candidate(host.name, gpus, None, None, mib,
-                                 charge(req, host, gpus, (None,) * len(gpus),
-                                        tuple(m for _, m in picked)),
+                                 placement_charge(host, gpus, None, mib),
                                  score(tuple(after)),
                                  "whole gpu%s of %s" % (",".join(map(str, gpus)), host.name)))
         return out
@@ -118,7 +117,7 @@ def _on_host(host: Host, view: HostView, req: Request,
         mib = share_mib(req, gpu.memory_mib, m)
         free = gpu.free_milli * gpu.memory_mib // 1000
         out.append(Candidate(host.name, (g,), None, None, mib,
-                             charge(req, host, (g,), (None,), (m,)),
+                             placement_charge(host, (g,), None, mib),
                              score(keys[:g] + (keys[g] - m,) + keys[g + 1:]),
                              "a %d MiB share of gpu%d of %s (%d of %d MiB free)" % (
                                  mib, g, host.name, free, gpu.memory_mib)))
@@ -148,7 +147,7 @@ def _mig_candidates(host: Host, g: int, rec: Dict[str, Any], active: List[Dict[s
                                         "create %s at slot %d on gpu%d of %s" % (
                                             profile.name, start, g, host.name))
         out.append(Candidate(host.name, (g,), profile.name, start, None,
-                             charge(req, host, (g,), (profile.name,), (0,)),
+                             placement_charge(host, (g,), profile.name, None),
                              score(keys[:g] + (after,) + keys[g + 1:]), steps,
                              rec.get("layout_version")))
     return out

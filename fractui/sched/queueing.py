@@ -15,7 +15,8 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
                     Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
-from fractui.sched.fleetview import HostView, build_hosts, charge, request_of, share_mib
+from fractui.sched.fleetview import (HostView, build_hosts, placement_charge, request_of,
+                                     share_mib)
 from fractui.sched.model import Placement, Request
 from fractui.sched.place import Placer, typical_classes
 from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
@@ -59,7 +60,7 @@ def slot_of(p: Placement, job: Job, placer: Placer) -> Slot:
     if profile is None and p.gpus:
         memory = share_mib(req, host.gpus[p.gpus[0]].memory_mib, p.milli[0])
     return Slot(host.name, tuple(p.gpus), profile, start, memory,
-                charge(req, host, p.gpus, profiles, p.milli))
+                placement_charge(host, p.gpus, profile, memory))
 
 
 def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
@@ -68,10 +69,16 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
     launch failed there), left out for it so it does not bounce off the same host."""
     result = PassResult()
-    pending = [j for j in jobs if j.state == PENDING]
+    priority = {q.name: q.priority for q in queues}
+    pending = []
+    for job in (j for j in jobs if j.state == PENDING):
+        if job.queue in priority:
+            pending.append(job)
+        else:  # an admin took the queue away: its jobs start no more, and say why
+            result.waiting[job.id] = "queue %s is no longer in the config: it waits for the " \
+                                     "queue to come back, or to be cancelled" % job.queue
     if not pending:
         return result
-    priority = {q.name: q.priority for q in queues}
     usage = {u.name: u for u in team_usage(jobs, teams)}
     hosts = build_hosts(views, jobs, store_uid)
     classes = typical_classes([request_of(j) for j in pending])
@@ -94,8 +101,14 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
-            if team is not None and team.room() <= EPSILON:
+            avoided = (refused or {}).get(job.id)
+            if usage and team is None:  # a team the config does not have: no quota at all
+                result.waiting[job.id] = _at_quota(job.team, None)
+            elif team is not None and team.room() <= EPSILON:
                 result.waiting[job.id] = _at_quota(job.team, team)
+            elif avoided:
+                result.waiting[job.id] = "no room outside the hosts that refused it lately " \
+                                         "(%s)" % ", ".join(avoided)
             else:
                 result.waiting[job.id] = "no room: no GPU in the fleet has a free slice for it"
                 starved.append(job)
@@ -125,6 +138,13 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     if starved and not any(j.state == STOPPING and j.stop_intent == "preempt" for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage)
     return result
+
+
+def borrowed(job: Job, usage: Dict[str, TeamUsage]) -> bool:
+    """Whether a running job holds capacity beyond a quota, so a team within its quota may
+    preempt it: an over-quota job (the scheduler's or placed by hand past the quota), or one
+    of a team the config no longer has (it has no quota at all)."""
+    return job.preemptible or bool(usage) and job.team not in usage
 
 
 def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
@@ -168,8 +188,8 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
              starved: Sequence[Job], usage: Dict[str, TeamUsage]) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
     (newest first, on one host) whose end lets it be placed within its team's quota."""
-    victims_all = sorted((j for j in jobs if j.state == RUNNING and j.preemptible
-                          and j.slot is not None),
+    victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
+                          and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
     for job in starved[:PREEMPT_CANDIDATES]:
         for host in sorted({v.slot.host for v in victims_all}):  # type: ignore[union-attr]

@@ -3,17 +3,47 @@ served next. Pure: store jobs and team settings in, numbers and orderings out.
 
 Charge (DESIGN): a MIG slice counts its compute share, a memory share counts its fraction of
 the GPU, a whole GPU counts 1. A job is charged from the moment a decision gives it a slot.
+``charge`` is that rule, the only place it is written: the scheduler's decisions, the preview,
+by-hand placement and the executor all call it, and what it returns is kept in the slot.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
+
+from remote_agent.mig.layout import Geometry
 
 from fractui.config import TeamConfig
+from fractui.sched.model import MILLI
 from fractui.store.model import ON_HOST, PENDING, Job
 
 EPSILON = 1e-9
+
+GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
+
+
+def gpu_charge(memory_mib: int, geometry: Optional[Geometry], profile: Optional[str],
+               share_mib: Optional[int]) -> float:
+    """What one GPU of a slot charges, in GPUs: a MIG instance of ``profile`` its compute share
+    (3g of an A100: 3/7); a memory share of ``share_mib`` its part of the GPU's memory in
+    thousandths, rounded up as placement books it (10 GiB of an L4: 0.445; a quarter: 0.25);
+    all of the GPU's memory, 1."""
+    if profile is not None:
+        p = geometry.profile(profile) if geometry is not None else None
+        if p is None:
+            raise ValueError("no MIG profile %s on this GPU" % profile)
+        return p.compute_slices / geometry.compute_slices  # type: ignore[union-attr]
+    if not memory_mib or share_mib is None:
+        raise ValueError("a memory share needs its MiB and the GPU's")
+    return min(MILLI, math.ceil(round(share_mib * MILLI / memory_mib, 6))) / MILLI
+
+
+def charge(profile: Optional[str], share_mib: Optional[int], gpus: Sequence[GpuOf]) -> float:
+    """What a slot charges its team: the sum over its GPUs (each its memory and MIG geometry)
+    of ``gpu_charge``, to six places."""
+    return round(sum(gpu_charge(memory, geo, profile, share_mib) for memory, geo in gpus), 6)
 
 
 @dataclass(frozen=True)
@@ -65,6 +95,19 @@ def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: fl
     if team is None or team not in usage:
         return False
     return charge <= usage[team].room() + EPSILON
+
+
+def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float
+               ) -> Optional[str]:
+    """Why a job of ``team`` taking ``charge`` GPUs would take its team past its quota (what a
+    placement by hand warns of and asks about), or None if it stays within."""
+    if within_quota(usage, team, charge):
+        return None
+    u = usage.get(team) if team is not None else None
+    if u is None:
+        return "is of team %s, which has no quota in the config" % (team or "(none)")
+    return "takes team %s past its quota: %.2f of %.2f GPUs held within it, and this adds " \
+           "%.2f" % (u.name, u.within, u.quota, charge)
 
 
 def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int]) -> tuple:

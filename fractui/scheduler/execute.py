@@ -3,76 +3,34 @@ what the agents report back into the store.
 
 Every launch carries the job's key (store uid, job id, attempt), so running a decision twice —
 after a crash between the launch and its record — gives the same job, never a second copy.
+
+A refused launch is read by its error's class (remote_agent.rpc.jsonrpc.ERROR_CLASSES): a job
+that can never start as given ("job") fails at once with the agent's words, as does a request
+the agent calls malformed ("request": a bug of ours, logged); a GPU or host that cannot take it
+now ("capacity", "host") sends it back to its queue as its next attempt, the refusal kept with
+the job, until ``max_attempts`` refusals fail it with all their words.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from remote_agent.rpc.jsonrpc import STALE_LAYOUT
+from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT, error_class
 
 from fractui.fleet.client import AgentCallError
-from fractui.fleet.host import HostUnavailable
-from fractui.sched import mig
-from fractui.sched.fleetview import HostView, build_hosts, geometry, request_of, share_mib
+from fractui.sched.fleetview import HostView
+from fractui.sched.manual import Unfit, complete
+from fractui.scheduler.lanes import Lanes
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
-                                 Slot)
+                                 Refusal)
 
 log = logging.getLogger("fractui.scheduler")
 
 AGENT_ENDED = ("exited", "killed", "lost")
 Call = Callable[[str, str, Dict[str, Any]], Any]  # (host, method, params) -> result
-
-
-class LaunchRefused(Exception):
-    """The decision cannot run as recorded (the agent refused it, or it names no such GPU)."""
-
-
-def resolve(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
-    """A manual decision completed from the live GPU: the profile the request takes there, the
-    start the planner picks, or the share in MiB. What was recorded is kept as it is."""
-    slot = job.slot
-    assert slot is not None
-    gpus = view.gpu_records()
-    if not slot.gpus or any(g >= len(gpus) for g in slot.gpus):
-        raise LaunchRefused("%s has no GPU %s" % (view.name, ",".join(map(str, slot.gpus))))
-    rec = gpus[slot.gpus[0]]
-    req = request_of(job)
-    if rec.get("mig_mode"):
-        geo = geometry(rec.get("name") or "")
-        if geo is None:
-            raise LaunchRefused("GPU %d of %s is a MIG model fractui does not know (%s)" % (
-                slot.gpus[0], view.name, rec.get("name")))
-        profile = slot.profile
-        if profile is None:
-            found = mig.profile_for(req, geo)
-            if found is None:
-                raise LaunchRefused("no MIG profile of %s holds what queue %s asks for" % (
-                    rec.get("name"), job.queue))
-            profile = found.name
-        start = slot.start
-        if start is None:
-            host = next(h for h in build_hosts([view], [j for j in jobs if j.id != job.id],
-                                               store_uid))
-            layout = host.gpus[slot.gpus[0]].layout
-            start = mig.best_start(geo, mig.signature(layout), profile) if layout else None
-            if start is None:
-                raise LaunchRefused("no room for %s on GPU %d of %s" % (profile, slot.gpus[0],
-                                                                         view.name))
-        p = geo.profile(profile)
-        share = (p.compute_slices / geo.compute_slices) if p else 0.0
-        return Slot(slot.host, slot.gpus, profile, start, None, round(share, 6),
-                    slot.layout_version)
-    if slot.profile:
-        raise LaunchRefused("GPU %d of %s has MIG off: it takes memory shares, not %s" % (
-            slot.gpus[0], view.name, slot.profile))
-    memory = int(rec.get("memory_mib") or 0)
-    mib = slot.memory_mib or share_mib(req, memory, req.milli)
-    charge = float(len(slot.gpus)) if req.gpus else round(mib / memory, 6) if memory else 0.0
-    return Slot(slot.host, slot.gpus, None, None, mib, charge)
 
 
 def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
@@ -92,57 +50,104 @@ def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
     return params
 
 
-class Executor:
-    """Acts for the lease holder; remembers which stops it sent so each is sent once."""
+def class_of(err: AgentCallError) -> str:
+    """An agent error's class: the one its answer names (``data.class``, so a newer agent's
+    codes are read right), else its code's."""
+    named = err.data.get("class") if isinstance(err.data, dict) else None
+    return named if named in (JOB, CAPACITY, HOST, REQUEST) else error_class(err.code)
 
-    def __init__(self, store: Store, call: Call, actor: str, grace_s: float):
+
+class Executor:
+    """Acts for the lease holder, each host's calls on that host's lane; remembers which stops
+    it sent so each is sent once."""
+
+    def __init__(self, store: Store, call: Call, actor: str, grace_s: float, max_attempts: int,
+                 lanes: Lanes, clock: Callable[[], float]):
         self.store = store
         self.call = call
         self.actor = actor
         self.grace_s = grace_s
+        self.max_attempts = max_attempts
+        self.lanes = lanes
+        self.clock = clock
         self._stops_sent: Set[Tuple[str, str]] = set()
 
-    def launch(self, job: Job, view: HostView, jobs: list) -> bool:
-        """Runs one decision. Returns whether the host refused the job (it went back to its
-        queue with the reason, and should avoid that host for a while)."""
+    def launch(self, job: Job, view: HostView, jobs: List[Job]) -> None:
+        """Runs one decision (on the host's lane). The host not answering (HostUnavailable)
+        is left to the lane: the job stays placed, and a launch that did reach the agent is
+        found by its key on a later pass."""
         uid = self.store.uid
         try:
-            slot = resolve(job, view, uid, jobs) if job.manual else job.slot
+            slot = complete(job, view, uid, jobs) if job.manual else job.slot
             if slot != job.slot:
                 job = self.store.change(job.id, (PLACED,), slot=slot)
             record = self.call(view.name, "job.launch", launch_params(job, uid))
-        except HostUnavailable as err:
-            log.info("job %d waits for %s: %s", job.id, view.name, err)
-            return False  # kept placed: the lost-host timeout requeues it if the host stays away
-        except (AgentCallError, LaunchRefused) as err:
-            stale = isinstance(err, AgentCallError) and err.code == STALE_LAYOUT
-            if stale:  # the host is fine, the preview was not: nothing to avoid
-                why = "not launched: the GPU changed since the placement was previewed " \
-                      "(%s); preview it again" % err
+        except Unfit as err:
+            self.refused(job, view.name, str(err), CAPACITY)
+            return
+        except AgentCallError as err:
+            kind = class_of(err)
+            if err.code == STALE_LAYOUT:  # the host is fine, the preview was not
+                self.store.requeue(job.id, (PLACED,), self.actor, "not launched: the GPU "
+                                   "changed since the placement was previewed (%s); preview "
+                                   "it again" % err)
+            elif kind in (JOB, REQUEST):
+                self.failed(job, view.name, str(err), kind)
             else:
-                why = "launch refused on %s: %s" % (view.name, err)
-            self.store.requeue(job.id, (PLACED,), self.actor, why)
-            return not stale
+                self.refused(job, view.name, str(err), kind)
+            return
         try:
             self.store.change(job.id, (PLACED,), self.actor, "started on %s" % slot.describe(),
                               "launch", state=RUNNING, agent_job=record.get("id"),
                               started_at=record.get("started_at"), reason=None)
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
-        return False
+
+    def failed(self, job: Job, host: str, words: str, kind: str) -> None:
+        """A job that can never start as given: failed at once, with the agent's words."""
+        why = "cannot start on %s: %s" % (host, words)
+        if kind == REQUEST:  # fractui sent what the agent calls malformed: a bug of ours
+            log.error("job %d: the agent on %s refused the launch as malformed: %s",
+                      job.id, host, words)
+        try:
+            self.store.change(job.id, (PLACED,), self.actor, why, "failed", state=FAILED,
+                              reason=why, ended_at=self.clock())
+        except StateConflict:
+            pass  # cancelled meanwhile: nothing ran
+
+    def refused(self, job: Job, host: str, words: str, kind: str) -> None:
+        """The host cannot take the job now: back to its queue as its next attempt, the
+        refusal kept (the scheduler avoids that host for it a while); at the
+        ``max_attempts``-th refusal the job fails with the words of every one."""
+        refusal = Refusal(host, words, self.clock(), kind)
+        tried = job.refusals + (refusal,)
+        try:
+            if len(tried) >= self.max_attempts:
+                why = "refused %d times ([scheduler] max_attempts = %d): %s" % (
+                    len(tried), self.max_attempts, "; ".join(r.describe() for r in tried))
+                self.store.change(job.id, (PLACED,), self.actor, why, "failed", state=FAILED,
+                                  reason=why, refusals=tried, ended_at=refusal.at)
+            else:
+                self.store.requeue(job.id, (PLACED,), self.actor, "refused by %s" %
+                                   refusal.describe(), refusal=refusal)
+        except StateConflict:
+            pass  # cancelled meanwhile: nothing ran
 
     def stop(self, host: str, agent_job: str, key: str, reason: str,
              grace_s: Optional[float] = None) -> None:
-        """Sends one stop for a job copy (once per scheduler run)."""
+        """Queues one stop for a job copy on the host's lane (sent once per scheduler run)."""
         if (host, key) in self._stops_sent:
             return
         grace = self.grace_s if grace_s is None else grace_s
+        self.lanes.add(host, lambda: self._send_stop(host, agent_job, key, reason, grace))
+
+    def _send_stop(self, host: str, agent_job: str, key: str, reason: str,
+                   grace: float) -> None:
+        if (host, key) in self._stops_sent:
+            return
         try:
             self.call(host, "job.stop", {"job": agent_job, "grace": math.ceil(grace),
                                          "reason": reason})
-        except HostUnavailable as err:
-            log.info("stopping %s on %s waits: %s", key, host, err)
-            return
         except AgentCallError as err:
             log.warning("stopping %s on %s: %s", key, host, err)
         self._stops_sent.add((host, key))
@@ -169,7 +174,7 @@ class Executor:
             self.store.change(job.id, (PLACED,), self.actor, "found running on %s" %
                               job.slot.describe(), "launch",  # type: ignore[union-attr]
                               state=RUNNING, agent_job=rec.get("id"),
-                              started_at=rec.get("started_at"))
+                              started_at=rec.get("started_at"), reason=None)
         elif job.state == STOPPING:
             self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
 
@@ -189,4 +194,3 @@ class Executor:
                               "end", state=CANCELLED, ended_at=(rec or {}).get("ended_at"))
         else:
             self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued")
-

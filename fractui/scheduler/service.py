@@ -1,11 +1,16 @@
 """The scheduler service: one pass a second (or sooner when woken) while it holds the lease.
 
 A pass, in order: reflect the agents' job records into the store; requeue the jobs of hosts
-lost for longer than ``host_lost_s`` (recording their copies as stale); stop stale copies on
+lost for longer than ``host_lost_s`` (recording their copies as stale) — a host that left the
+config, or a GPU its host no longer has, counts as lost the same way; stop stale copies on
 hosts that came back, before anything new is placed there; send the stops the store asks for
 (cancel, requeue, preemption); decide where pending jobs go (fractui.sched.queueing) and record
 the decisions; then execute every recorded decision. Decisions are durable before they run, so
 a scheduler killed at any point leaves nothing a restarted one cannot finish.
+
+Calls to hosts run on one lane per host (fractui.scheduler.lanes), each with a timeout of at
+most a third of the lease: a stalled host delays no other, and no call starts unless the lease
+is held for longer than the call may take (the lanes renew it as they go).
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import USABLE, HostView, facts
 from fractui.sched.queueing import schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
-from fractui.store.base import StateConflict, Store
+from fractui.scheduler.lanes import Lanes
+from fractui.store.base import StateConflict, Store, StoreDamaged, StoreError
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
 
@@ -47,18 +54,27 @@ class Scheduler:
     second one waits as a standby and takes over when the lease expires."""
 
     def __init__(self, config: Config, store: Store, fleet: Fleet, name: Optional[str] = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_fatal: Optional[Callable[[], None]] = None):
         self.config = config
         self.settings = config.scheduler
         self.store = store
         self.fleet = fleet
         self.holder = name or default_holder()
         self.clock = clock
+        self.on_fatal = on_fatal
+        self.fatal: Optional[StoreError] = None
+        """Why the service stopped by itself (a store that is no store any more)."""
         self.leader = False
         self._renewed = 0.0
-        self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s)
-        self._refused: Dict[int, Dict[str, float]] = {}  # job -> host -> until
+        self._held_until = 0.0
+        self._lease_lock = threading.Lock()
+        self.lanes = Lanes(self._may_act)
+        self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
+                                 self.settings.max_attempts, self.lanes, clock)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
+        self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
+        self._said: Optional[str] = None  # the store error last logged, said once
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -74,14 +90,20 @@ class Scheduler:
         return self
 
     def stop(self, release: bool = True) -> None:
-        """Ends the loop; ``release`` hands the lease over at once (a clean shutdown)."""
+        """Ends the loop and waits for the calls in flight (each ends within its timeout);
+        ``release`` hands the lease over at once (a clean shutdown)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.lanes.wait(self.settings.call_timeout() + 1)
         if release:
-            self.store.release_lease(self.holder)
             self.leader = False
+            self.store.release_lease(self.holder)
+
+    def settle(self, timeout_s: float = 60.0) -> bool:
+        """Waits for the calls the passes so far started; whether they all ended."""
+        return self.lanes.wait(timeout_s)
 
     def wake(self, *_: Any) -> None:
         """Run a pass now (e.g. on a fleet change); safe from any thread."""
@@ -91,6 +113,17 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.step()
+                self._said = None
+            except StoreDamaged as err:  # no store to schedule from: the service ends
+                log.error("%s; the scheduler stops", err)
+                self.fatal = err
+                if self.on_fatal is not None:
+                    self.on_fatal()
+                return
+            except StoreError as err:  # full, read-only, locked: said once, tried again
+                if str(err) != self._said:
+                    log.error("%s; the scheduler tries again every pass", err)
+                    self._said = str(err)
             except Exception:  # one bad pass must not end the service: log it, try again
                 log.exception("scheduling pass failed")
             self._wake.wait(self.settings.interval_s)
@@ -99,45 +132,61 @@ class Scheduler:
     # -- one pass --
 
     def step(self) -> bool:
-        """One pass; returns whether this scheduler holds the lease (and so acted)."""
+        """One pass; returns whether this scheduler holds the lease (and so acted). The calls
+        it starts run on the hosts' lanes and may end after it (``settle`` waits for them)."""
         if not self._renew(force=True):
             return False
         views = self._views()
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
-        jobs = self.store.jobs(ACTIVE)
+        busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
+        jobs = [j for j in self.store.jobs(ACTIVE) if j.id not in busy]
         for job in jobs:
             view = by_name.get(job.slot.host) if job.slot else None
             if job.state in ON_HOST and view is not None and view.state in USABLE:
                 self.executor.reflect(job, view)
             elif job.state == STOPPING and job.slot is None:
                 self.executor.finish_stop(job, None)
-        self._requeue_lost(views)
+        self._requeue_lost(views, [j for j in self.store.jobs(ON_HOST) if j.id not in busy])
         recovering = self._stop_stale(by_name)
         jobs = self.store.jobs(ACTIVE)
         self._decide([replace(v, state="recovering") if v.name in recovering else v
                       for v in views], jobs)
         jobs = self.store.jobs(ACTIVE)
         for job in jobs:
-            if job.state != PLACED or job.slot is None:
+            if job.state != PLACED or job.slot is None or job.id in busy:
                 continue
-            if not self._renew():
-                return False  # a long pass outlived the lease: another scheduler acts now
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
-            if self.executor.launch(job, view, jobs):
-                self._refused.setdefault(job.id, {})[view.name] = self.clock() + REFUSED_FOR_S
+            self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
+        self.lanes.start()
         return True
 
     def _renew(self, force: bool = False) -> bool:
-        """Takes or renews the lease: every pass, and within a long pass once a third of it
-        has gone, so nothing is launched by a scheduler whose lease may have passed on."""
-        now = self.clock()
-        if force or now - self._renewed > self.settings.lease_s / 3:
-            self.leader = self.store.acquire_lease(self.holder, self.settings.lease_s)
-            self._renewed = now
-        return self.leader
+        """Takes or renews the lease: every pass, and on the lanes before each call once a
+        third of it has gone, so nothing is launched by a scheduler whose lease may have
+        passed on."""
+        with self._lease_lock:
+            now = self.clock()
+            if force or now - self._renewed > self.settings.lease_s / 3:
+                self.leader = self.store.acquire_lease(self.holder, self.settings.lease_s)
+                self._renewed = now
+                self._held_until = now + self.settings.lease_s if self.leader else 0.0
+            return self.leader
+
+    def _may_act(self) -> bool:
+        """Whether a call to a host may start now: the service is not stopping, and the lease
+        is this scheduler's (renewed if due, else read back: it may have been handed over)
+        for longer than the call may take."""
+        if self._stop.is_set() or not self._renew():
+            return False
+        held = self.store.lease_holder()
+        if held is None or held[0] != self.holder:
+            with self._lease_lock:
+                self.leader, self._held_until = False, 0.0
+            return False
+        return self._held_until - self.clock() > self.settings.call_timeout()
 
     def _views(self) -> List[HostView]:
         return [HostView.of(s) for s in self.fleet.statuses()]
@@ -149,27 +198,45 @@ class Scheduler:
                                    if v.state in USABLE and v.hello}, self._inventory)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
-        return self.fleet.session(host).call(method, params)
+        return self.fleet.session(host).call(method, params, self.settings.call_timeout())
 
-    def _requeue_lost(self, views: List[HostView]) -> None:
+    def _requeue_lost(self, views: List[HostView], on_host: List[Job]) -> None:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
-        may still run there is recorded as stale, to be stopped when the host returns. Away
-        time is this scheduler's own observation, from the first pass that saw the host gone."""
+        may still run there is recorded as stale, to be stopped when the host returns. A host
+        no longer in the config counts as unreachable, and a job on a GPU its (reachable) host
+        no longer reports as lost with its GPU. Away time is this scheduler's own observation,
+        from the first pass that saw the host or GPU gone."""
         now = self.clock()
-        for view in views:
-            if view.state in USABLE:
-                self._away.pop(view.name, None)
+        by_name = {v.name: v for v in views}
+        removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name}
+        for name in set(self._away) | set(by_name) | removed:
+            view = by_name.get(name)
+            if view is not None and view.state in USABLE:
+                self._away.pop(name, None)
+            elif view is not None or name in removed:
+                self._away.setdefault(name, now)
             else:
-                self._away.setdefault(view.name, now)
-        lost = {h: now - since for h, since in self._away.items()
-                if now - since > self.settings.host_lost_s}
-        if not lost:
-            return
-        for job in self.store.jobs(ON_HOST):
-            host = job.slot.host if job.slot else None
-            if host not in lost:
+                del self._away[name]  # neither configured nor holding a job: nothing to do
+        lost = {h: "host %s %s for %.0f s" % (
+            h, "lost" if h in by_name else "no longer in the config", now - since)
+                for h, since in self._away.items() if now - since > self.settings.host_lost_s}
+        gone = {}
+        for job in on_host:
+            view = by_name.get(job.slot.host) if job.slot else None
+            missing = [g for g in job.slot.gpus if not _has_gpu(view, g)] if (
+                view is not None and view.state in USABLE) else []  # type: ignore[union-attr]
+            if not missing:
+                self._gpu_gone.pop(job.id, None)
                 continue
-            why = "host %s lost for %.0f s" % (host, lost[host])
+            since = self._gpu_gone.setdefault(job.id, now)
+            if now - since > self.settings.host_lost_s:
+                gone[job.id] = "GPU %s of %s gone for %.0f s" % (
+                    ",".join(map(str, missing)), view.name, now - since)  # type: ignore
+        for job in on_host:
+            host = job.slot.host if job.slot else None
+            why = lost.get(host) or gone.get(job.id)  # type: ignore[arg-type]
+            if why is None:
+                continue
             try:
                 if job.state == STOPPING and job.stop_intent == "cancel":
                     # it ends cancelled; a copy still running there is stopped on return
@@ -180,6 +247,7 @@ class Scheduler:
                     self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host)
             except StateConflict:
                 continue
+            self._gpu_gone.pop(job.id, None)
 
     def _fence_returning(self, host: str, call: Callable[..., Any],
                          jobs: Dict[str, Dict[str, Any]]) -> None:
@@ -222,15 +290,10 @@ class Scheduler:
 
     def _decide(self, views: List[HostView], jobs: List[Job]) -> None:
         now = self.clock()
-        refused: Dict[int, Tuple[str, ...]] = {}
-        for job_id, hosts in list(self._refused.items()):
-            live = tuple(h for h, until in hosts.items() if until > now)
-            if live:
-                refused[job_id] = live
-            else:
-                del self._refused[job_id]
+        refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
+                   for j in jobs if j.state == PENDING and j.refusals}
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
-                          refused)
+                          {k: v for k, v in refused.items() if v})
         for d in result.decisions:
             try:
                 self.store.change(d.job, (PENDING,), self.holder, d.why, "decide",
@@ -244,10 +307,18 @@ class Scheduler:
                                   state=STOPPING, stop_intent="preempt", reason=p.why)
             except StateConflict:
                 continue
-        reasons = {j.id: j.reason for j in jobs}
+        by_id = {j.id: j for j in jobs}
         for job_id, why in result.waiting.items():
-            if reasons.get(job_id) != why:
+            job = by_id[job_id]
+            if job.refusals:  # the agent's words stay in view while it waits
+                last = job.refusals[-1]
+                why = "%s; last refused by %s" % (why, last.describe())
+            if job.reason != why:
                 try:
                     self.store.change(job_id, (PENDING,), reason=why)
                 except StateConflict:
                     continue
+
+
+def _has_gpu(view: HostView, index: int) -> bool:
+    return any(g.get("index") == index for g in view.gpu_records())

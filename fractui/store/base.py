@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.model import AuditEntry, Job, Slot, StaleCopy
+from fractui.store.model import AuditEntry, Job, Refusal, Slot, StaleCopy
 
 
 class JobNotFound(KeyError):
@@ -21,6 +21,40 @@ class JobNotFound(KeyError):
 
 class StateConflict(Exception):
     """The job was not in a state the change expects (someone else acted first)."""
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked, said with where it is and what was found there.
+
+    Every store raises these for its driver's errors (and JobNotFound, StateConflict for the
+    outcomes above), so nothing above the store catches or names a driver's exceptions."""
+
+    def __init__(self, where: str, what: str):
+        super().__init__("store %s: %s" % (where, what))
+        self.where = where
+        self.what = what
+
+
+class StoreDamaged(StoreError):
+    """What is there is not a store fractui can use: empty, truncated, corrupt, written by a
+    newer fractui, or another program's file. It is never overwritten or started afresh."""
+
+
+class StoreReadOnly(StoreError):
+    """The store (or the directory it needs to write beside it) cannot be written."""
+
+
+class StoreFull(StoreError):
+    """No space is left where the store is: nothing was recorded."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's lock for longer than the store waits."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached for another reason (an I/O error, a file that cannot be
+    opened); the message carries the system's words."""
 
 
 class Store(abc.ABC):
@@ -52,9 +86,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
-                stale_on: Optional[str] = None) -> Job:
+                stale_on: Optional[str] = None, refusal: Optional[Refusal] = None) -> Job:
         """Back to pending as the next attempt, its slot cleared. ``stale_on``: the host where
-        the previous attempt may still run, recorded as a stale copy to stop on its return."""
+        the previous attempt may still run, recorded as a stale copy to stop on its return.
+        ``refusal``: the host refused the launch; kept in the job's ``refusals``."""
 
     @abc.abstractmethod
     def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
@@ -108,4 +143,5 @@ class Store(abc.ABC):
         ...
 
 
-__all__ = ["JobNotFound", "StateConflict", "Store", "Slot"]
+__all__ = ["JobNotFound", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreError",
+           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]

@@ -5,6 +5,7 @@ the store for the lease holder to carry out. Shared by the CLI and the TUI, so b
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
@@ -34,11 +35,16 @@ def ask_stop(store: Store, job: Job, intent: str, actor: str, why: str) -> Job:
     raise Refused("job %d is %s: nothing to %s" % (job.id, job.state, intent))
 
 
-def place_by_hand(store: Store, job: Job, slot: Slot, actor: str) -> Job:
-    """Records a manual placement; the lease holder launches it exactly there."""
+def place_by_hand(store: Store, job: Job, slot: Slot, actor: str,
+                  past_quota: Optional[str] = None) -> Job:
+    """Records a manual placement; the lease holder launches it exactly there. ``past_quota``:
+    why it takes its team past its quota (the admin agreed): it is then recorded as borrowed,
+    preemptible like any over-quota job."""
+    why = "placed by hand on %s" % slot.describe()
+    if past_quota:
+        why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
-        return store.change(job.id, (PENDING,), actor, "placed by hand on %s" % slot.describe(),
-                            "place", state=PLACED, slot=slot, manual=True, preemptible=False,
-                            reason=None)
+        return store.change(job.id, (PENDING,), actor, why, "place", state=PLACED, slot=slot,
+                            manual=True, preemptible=past_quota is not None, reason=None)
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None

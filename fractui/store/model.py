@@ -40,6 +40,23 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A launch a host refused (no room, a failing host): the job went back to its queue as
+    its next attempt, avoiding that host for a while. ``words``: the agent's own."""
+
+    host: str
+    words: str
+    at: float
+    kind: str = "capacity"  # the agent error's class (remote_agent.rpc.jsonrpc.ERROR_CLASSES)
+
+    def describe(self) -> str:
+        return f"{self.host}: {self.words}"
+
+    def record(self) -> dict[str, Any]:
+        return {"host": self.host, "words": self.words, "at": self.at, "kind": self.kind}
+
+
+@dataclass(frozen=True)
 class Job:
     """A job of the store. ``request`` is its queue's portion as it was at submit time (keys of
     a [[queues]] table), so later config edits never change a submitted job."""
@@ -64,6 +81,7 @@ class Job:
     agent_job: str | None = None
     exit_code: int | None = None
     stop_intent: str | None = None  # what a stop in flight leads to: cancel, requeue, preempt
+    refusals: tuple[Refusal, ...] = ()  # launches hosts refused, oldest first (its attempts)
 
     def key(self, store_uid: str) -> str:
         """The agent's idempotency key: the same attempt is never launched twice, and a
@@ -85,7 +103,7 @@ class Job:
                 "layout_version": slot.layout_version if slot else None,
                 "charge": slot.charge if slot else 0.0, "preemptible": self.preemptible,
                 "manual": self.manual, "agent_job": self.agent_job,
-                "exit_code": self.exit_code}
+                "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals]}
 
 
 @dataclass(frozen=True)

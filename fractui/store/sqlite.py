@@ -1,5 +1,9 @@
 """The store in one SQLite file (WAL, synchronous=FULL): durable before anything is acknowledged.
 
+A file that is there but is not a whole, writable fractui store (empty, truncated, corrupt,
+another program's, read-only) is refused with what was found (fractui.store.sqlite_file); only
+a path where nothing exists becomes a new store.
+
 Schema changes are numbered SQL files in migrations/, applied in order and counted in
 ``PRAGMA user_version``. Writes take the database lock up front (BEGIN IMMEDIATE), so a
 compare-and-set never races another process between its read and its write.
@@ -18,8 +22,9 @@ from importlib import resources
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from fractui.config import state_home
-from fractui.store.base import JobNotFound, StateConflict, Store
-from fractui.store.model import PENDING, AuditEntry, Job, Slot, StaleCopy
+from fractui.store import sqlite_file
+from fractui.store.base import JobNotFound, StateConflict, Store, StoreDamaged
+from fractui.store.model import PENDING, AuditEntry, Job, Refusal, Slot, StaleCopy
 
 LEASE = "scheduler"
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
@@ -39,47 +44,116 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# What every version of the schema has: a file without them is not a fractui store.
+_CORE_TABLES = ("meta", "jobs", "stale", "audit", "lease")
+
+
+def _check_schema(path: str, db: sqlite3.Connection) -> None:
+    """Refuses an SQLite file that is not a fractui store, or one a newer fractui wrote,
+    before anything is written to it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = sorted(r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))
+    missing = [t for t in _CORE_TABLES if t not in tables]
+    if version == 0 or missing:
+        has = "its tables: %s" % ", ".join(tables) if tables else "it has no tables"
+        raise StoreDamaged(path, "is an SQLite database but not a fractui store (%s)%s" % (
+            has, sqlite_file.MOVE_AWAY))
+    latest = _migrations()[-1][0]
+    if version > latest:
+        raise StoreDamaged(path, "was written by a newer fractui (schema version %d; this one "
+                           "knows up to %d): use that fractui, or upgrade this one" % (
+                               version, latest))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Applies the numbered migrations the store has not had yet (inside the caller's
+    transaction) and gives a new store its uid."""
+    have = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in _migrations():
+        if number > have:
+            for statement in sql.split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("PRAGMA user_version = %d" % number)
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('uid', ?)",
+               (uuid.uuid4().hex[:8],))
+
+
+def _initialise(db: sqlite3.Connection) -> None:
+    """A new store's schema and uid, on a connection to its still private file."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN IMMEDIATE")
+    _migrate(db)
+    db.execute("COMMIT")
+
+
 class SqliteStore(Store):
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-        self.path = path
+        self.path = os.path.abspath(path)
         self.clock = clock
         self._lock = threading.Lock()  # one connection, used from the caller's threads in turn
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
-        self.uid = self._db.execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()[0]
+        if not os.path.lexists(self.path):  # only where nothing is does a store begin
+            sqlite_file.create(self.path, _initialise)
+        sqlite_file.check_file(self.path)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as err:
+            raise sqlite_file.translate(self.path, err) from err
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
 
-    def _migrate(self) -> None:
+    def _open(self) -> None:
+        """Checks that the file holds a fractui store, brings its schema up to date and reads
+        its uid; refuses anything else without writing to it."""
+        with self._guard():
+            self._db.row_factory = sqlite3.Row
+            found = [r[0] for r in self._db.execute("PRAGMA quick_check(3)")]
+            if found != ["ok"]:
+                lines = [x for f in found for x in f.splitlines() if not x.startswith("***")]
+                raise StoreDamaged(self.path, "is damaged: SQLite's check finds: %s%s" % (
+                    "; ".join(lines), sqlite_file.MOVE_AWAY))
+            _check_schema(self.path, self._db)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         with self._write() as db:
-            have = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, sql in _migrations():
-                if number > have:
-                    for statement in sql.split(";\n"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute("PRAGMA user_version = %d" % number)
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('uid', ?)",
-                       (uuid.uuid4().hex[:8],))
+            _migrate(db)
+            row = db.execute("SELECT value FROM meta WHERE key = 'uid'").fetchone()
+        if row is None:
+            raise StoreDamaged(self.path, "has no store id (meta.uid): it is damaged%s" % (
+                sqlite_file.MOVE_AWAY))
+        self.uid = row[0]
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """The driver's errors as the store's own (fractui.store.base.StoreError)."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise sqlite_file.translate(self.path, err) from err
+        except _Unreadable as err:
+            raise StoreDamaged(self.path, "is damaged: %s%s" % (err, sqlite_file.MOVE_AWAY)) \
+                from err
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._guard():
             yield self._db
 
     # -- jobs --
@@ -131,19 +205,23 @@ class SqliteStore(Store):
             return self._get(db, job_id)
 
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
-                stale_on: Optional[str] = None) -> Job:
+                stale_on: Optional[str] = None, refusal: Optional[Refusal] = None) -> Job:
         now = self.clock()
         with self._write() as db:
             job = self._expect(db, job_id, expect)
             if stale_on is not None:
                 db.execute("INSERT OR IGNORE INTO stale (host, key, job, since) "
                            "VALUES (?, ?, ?, ?)", (stale_on, job.key(self.uid), job_id, now))
-            self._set(db, job_id, now, {
+            fields: dict[str, Any] = {
                 "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
                 "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
-                "stop_intent": None, "exit_code": None})
-            self._audit(db, now, actor, "requeued", job_id, why,
-                        {"attempt": job.attempt + 1, "stale_on": stale_on})
+                "stop_intent": None, "exit_code": None}
+            detail: dict[str, Any] = {"attempt": job.attempt + 1, "stale_on": stale_on}
+            if refusal is not None:
+                fields["refusals"] = job.refusals + (refusal,)
+                detail["refusal"] = refusal.record()
+            self._set(db, job_id, now, fields)
+            self._audit(db, now, actor, "requeued", job_id, why, detail)
             return self._get(db, job_id)
 
     def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
@@ -178,8 +256,9 @@ class SqliteStore(Store):
         with self._read() as db:
             rows = db.execute("SELECT * FROM (%s ORDER BY id DESC LIMIT %d) ORDER BY id"
                               % (sql, int(limit)), args).fetchall()
-        return [AuditEntry(r["id"], r["time"], r["actor"], r["action"], r["job"], r["why"],
-                           json.loads(r["detail"] or "{}")) for r in rows]
+            return [AuditEntry(r["id"], r["time"], r["actor"], r["action"], r["job"], r["why"],
+                               _decoded("audit entry %s" % r["id"], r["detail"] or "{}"))
+                    for r in rows]
 
     # -- inventory --
 
@@ -190,7 +269,7 @@ class SqliteStore(Store):
 
     def inventory(self) -> dict[str, dict[str, Any]]:
         with self._read() as db:
-            return {r["host"]: json.loads(r["facts"])
+            return {r["host"]: _decoded("the inventory of %s" % r["host"], r["facts"])
                     for r in db.execute("SELECT host, facts FROM inventory")}
 
     # -- the scheduler lease --
@@ -222,7 +301,7 @@ class SqliteStore(Store):
         return row["holder"], row["expires_at"]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._guard():
             self._db.close()
 
     # -- inside a transaction --
@@ -253,6 +332,8 @@ class SqliteStore(Store):
                     (None,) * 5 + (0.0, None))))
             elif name in ("preemptible", "manual"):
                 columns[name] = int(bool(value))
+            elif name == "refusals":
+                columns[name] = json.dumps([r.record() for r in value])
             else:
                 columns[name] = value
         db.execute("UPDATE jobs SET %s WHERE id = ?" % ", ".join("%s = ?" % c for c in columns),
@@ -270,25 +351,44 @@ def _detail(fields: dict[str, Any]) -> dict[str, Any]:
     """Changed fields as JSON-able values, for the audit trail."""
     out = {}
     for name, value in fields.items():
+        if name == "refusals":
+            value = [r.record() for r in value]
         out[name] = value.__dict__ if isinstance(value, Slot) else value
     if isinstance(out.get("slot"), dict):
         out["slot"] = dict(out["slot"], gpus=list(out["slot"]["gpus"]))
     return out
 
 
+class _Unreadable(Exception):
+    """A row SQLite returned whole, holding values fractui never wrote (a damaged page)."""
+
+
+def _decoded(what: str, text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise _Unreadable("%s holds %r, not JSON" % (what, text)) from err
+
+
 def _job(row: sqlite3.Row) -> Job:
-    slot = None
-    if row["host"] is not None:
-        slot = Slot(row["host"], tuple(json.loads(row["gpus"] or "[]")), row["profile"],
-                    row["start"], row["memory_mib"], row["charge"], row["layout_version"])
-    return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
-               argv=tuple(json.loads(row["argv"])), request=json.loads(row["request"]),
-               state=row["state"], submitted_at=row["submitted_at"],
-               updated_at=row["updated_at"], cwd=row["cwd"], reason=row["reason"],
-               attempt=row["attempt"], started_at=row["started_at"], ended_at=row["ended_at"],
-               slot=slot, preemptible=bool(row["preemptible"]), manual=bool(row["manual"]),
-               agent_job=row["agent_job"], exit_code=row["exit_code"],
-               stop_intent=row["stop_intent"])
+    what = "job %s" % row["id"]
+    try:
+        slot = None
+        if row["host"] is not None:
+            slot = Slot(row["host"], tuple(_decoded(what, row["gpus"] or "[]")), row["profile"],
+                        row["start"], row["memory_mib"], row["charge"], row["layout_version"])
+        return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
+                   argv=tuple(_decoded(what, row["argv"])),
+                   request=_decoded(what, row["request"]), state=row["state"],
+                   submitted_at=row["submitted_at"], updated_at=row["updated_at"],
+                   cwd=row["cwd"], reason=row["reason"], attempt=row["attempt"],
+                   started_at=row["started_at"], ended_at=row["ended_at"], slot=slot,
+                   preemptible=bool(row["preemptible"]), manual=bool(row["manual"]),
+                   agent_job=row["agent_job"], exit_code=row["exit_code"],
+                   stop_intent=row["stop_intent"],
+                   refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])))
+    except TypeError as err:  # JSON of another shape than fractui writes
+        raise _Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err
 
 
 def open_store(path: Optional[str] = None) -> SqliteStore:

@@ -8,7 +8,6 @@ thread workers too, which answer with messages.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -26,7 +25,8 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.sched.fleetview import HostView
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import team_usage
+from fractui.sched.quota import past_quota, team_usage
+from fractui.store.base import StoreError
 from fractui.store.intents import Refused, place_by_hand
 from fractui.store.model import PENDING, Job
 from fractui.tui.actions import shown_bindings
@@ -160,8 +160,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def read_store(self) -> None:
         try:
             self.post_message(StoreRead(self.source.read_store()))
-        except sqlite3.Error as err:  # a locked or damaged store: say so, keep the fleet view
-            self.post_message(StoreRead(None, "store: %s" % err))
+        except StoreError as err:  # a locked or damaged store: say so, keep the fleet view
+            self.post_message(StoreRead(None, str(err)))
 
     def on_hosts_changed(self, _message: HostsChanged) -> None:
         changed = False
@@ -318,7 +318,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
     def find_slots(self, job: Job, statuses: list[HostStatus]) -> None:
-        view = self.source.read_store() or self.model.store
+        try:
+            view = self.source.read_store() or self.model.store
+        except StoreError as err:
+            self.post_message(Placed(job, None, str(err)))
+            return
         if view is None:
             self.post_message(Slots(job, []))
             return
@@ -332,7 +336,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def on_slots(self, message: Slots) -> None:
         if self.placement is None or self.placement.job.id != message.job.id:
             return
-        p = Placement.of(message.job, message.found, self.model.order)
+        jobs = self.model.store.jobs if self.model.store else ()
+        usage = {u.name: u for u in team_usage(jobs, self.config.teams)}
+        p = Placement.of(message.job, message.found, self.model.order, usage)
         p.note = message.note
         if message.near is not None:
             near = message.near
@@ -346,6 +352,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.relayout(reveal=True)
 
     def on_ghost_moved(self, _message: GhostMoved) -> None:
+        p = self.placement
+        if p is not None and p.agreed is not None and p.agreed != p.current:
+            p.agreed, p.note = None, None  # agreed to another slot: this one is asked anew
         self.query_one(PreviewBar).refresh()
         self.relayout(reveal=True)
 
@@ -359,16 +368,24 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         if p.busy or p.current is None:
             return
         where = p.current
+        if p.needs_consent():  # said on the bar; a second confirm agrees
+            p.agreed = where
+            p.note = "Past the quota: enter again places it as a borrowed job (preemptible " \
+                     "by a team within its quota); esc cancels."
+            self.query_one(PreviewBar).refresh()
+            return
         p.busy = "checking %s gpu%s against its agent…" % (where.host,
                                                           ",".join(map(str, where.gpus)))
         self.query_one(PreviewBar).refresh()
         statuses = dict(self.statuses)
-        self.confirm(p.job, where, statuses)
+        self.confirm(p.job, where, statuses, p.agreed == where)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
-    def confirm(self, job: Job, where: Candidate, statuses: dict[str, HostStatus]) -> None:
+    def confirm(self, job: Job, where: Candidate, statuses: dict[str, HostStatus],
+                agreed: bool) -> None:
         """Checks the previewed slot against the GPU as it is now and the store as it is now;
-        records it only if the plan is unchanged, else shows the new plan instead."""
+        records it only if the plan is unchanged (and, past the team's quota, only if the
+        admin agreed to that), else shows the new plan instead."""
         store = self.source.store
         if store is None:
             self.post_message(Placed(job, None, "no store here: nothing can be recorded"))
@@ -380,7 +397,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             return
         if fresh is not None:
             statuses[where.host] = fresh
-        view = self.source.read_store()
+        try:
+            view = self.source.read_store()
+        except StoreError as err:
+            self.post_message(Placed(job, None, str(err)))
+            return
         now = next((j for j in view.jobs if j.id == job.id), None) if view else None
         if view is None or now is None or now.state != PENDING:
             self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
@@ -391,9 +412,15 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
                                     "was placed. The plan now:", near=where))
             return
+        usage = {u.name: u for u in team_usage(view.jobs, self.config.teams)}
+        past = past_quota(usage, now.team, match.charge)
+        if past is not None and not agreed:
+            self.post_message(Slots(now, found, "The team's quota was used meanwhile; nothing "
+                                    "was placed.", near=where))
+            return
         try:
-            place_by_hand(store, now, match.slot(), self.fleet_app.actor)
-        except Refused as err:
+            place_by_hand(store, now, match.slot(), self.fleet_app.actor, past)
+        except (Refused, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
             return
         self.post_message(Placed(now, match))

@@ -9,7 +9,6 @@ notifications on the host session's reader thread, which reach the screen as mes
 from __future__ import annotations
 
 import shlex
-import sqlite3
 from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
@@ -24,7 +23,7 @@ from textual.widgets import Button, Input, Static
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
-from fractui.store.base import JobNotFound
+from fractui.store.base import JobNotFound, StoreError
 from fractui.store.intents import Refused, ask_stop
 from fractui.store.model import AuditEntry, Job
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
@@ -181,7 +180,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
                 job = self.source.store.get(self.job_id)  # ended: no longer among the active
             self.post_message(Loaded(job, self.source.audit(self.job_id),
                                      view.uid if view else None))
-        except (sqlite3.Error, JobNotFound) as err:
+        except (StoreError, JobNotFound) as err:
             self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err))
 
     def agent_record(self) -> Optional[dict[str, Any]]:
@@ -338,7 +337,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
         try:
             ask_stop(store, store.get(job_id), intent, self.actor,
                      "%s asked by %s in the TUI" % (intent, self.actor))
-        except (Refused, JobNotFound, sqlite3.Error) as err:
+        except (Refused, JobNotFound, StoreError) as err:
             self.post_message(Asked(intent, str(err)))
             return
         self.post_message(Asked(intent))

@@ -9,13 +9,14 @@ is only giving focus back. Candidates come from ``fractui.sched.preview`` in a t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from rich.text import Text
 from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.preview import Candidate
+from fractui.sched.quota import TeamUsage, past_quota
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bindings
 
@@ -37,19 +38,33 @@ class Placement:
     """What the admin must know before confirming (e.g. the GPU changed: a new plan)."""
     busy: Optional[str] = None
     """Work in flight ("finding slots…", "checking…"): nothing to confirm meanwhile."""
+    usage: Mapping[str, TeamUsage] = field(default_factory=dict)
+    """The teams' standing as the store was read: what the job's charge is counted against."""
+    agreed: Optional[Candidate] = None
+    """The slot the admin agreed to place past the team's quota (a second confirm)."""
 
     @classmethod
-    def of(cls, job: Job, found: Sequence[Candidate], order: Sequence[str]) -> "Placement":
+    def of(cls, job: Job, found: Sequence[Candidate], order: Sequence[str],
+           usage: Mapping[str, TeamUsage]) -> "Placement":
         """The ghost starts on the scheduler's choice."""
         rank = {name: i for i, name in enumerate(order)}
         ranked = sorted(found, key=lambda c: (rank.get(c.host, len(rank)), c.host, c.gpus,
                                               c.start or 0))
         at = next((i for i, c in enumerate(ranked) if c.chosen), 0)
-        return cls(job, ranked, at)
+        return cls(job, ranked, at, usage=usage)
 
     @property
     def current(self) -> Optional[Candidate]:
         return self.candidates[self.at] if self.candidates else None
+
+    def past_quota(self) -> Optional[str]:
+        """Why the slot the ghost is on takes the job's team past its quota, or None."""
+        c = self.current
+        return past_quota(self.usage, self.job.team, c.charge) if c is not None else None
+
+    def needs_consent(self) -> bool:
+        """Whether confirming here must first be agreed to (past the quota, not yet agreed)."""
+        return self.past_quota() is not None and self.agreed != self.current
 
     def step(self, by: int) -> None:
         """The next (or previous) slot, wrapping."""
@@ -150,6 +165,9 @@ class PreviewBar(Widget, can_focus=True):
             out.append("  slot %d of %d · score %.3f · charge %.2f GPU%s" % (
                 p.at + 1, len(p.candidates), c.score, c.charge,
                 " · the scheduler's choice" if c.chosen else ""), style="dim")
+            past = p.past_quota()
+            if past is not None:
+                out.append(" · %s" % past, style="bold " + v["warning"])
         out.append("\n")
         if p.note:
             out.append(p.note + " ", style="bold " + v["warning"])

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     check_tui_settings(config, theme_names())
     if args.verb == "demo":
         return _demo(args, config)
-    return _fleet(config, args.readonly)
+    return _fleet(config, args.readonly)  # a damaged store: StoreError, said by fractui.cli
 
 
 def _fleet(config: Config, readonly: bool) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.fleet.host import HostStatus
+from fractui.sched.quota import charge
 from fractui.store.model import PENDING, RUNNING, Job, Slot
 from fractui.tui.model import StoreView
 from remote_agent.gpu.models import model as model_facts
@@ -85,7 +86,8 @@ class _Builder:
                                   "busy": held, "pids": [], "memory_used_mib": inst_used})
                 if held:
                     job = self.store_job(host, index, QUEUES[1], profile=profile, start=start,
-                                         charge=size / 8)
+                                         charge=charge(profile, None,
+                                                       [(facts.memory_mib, facts.geometry())]))
                     n = len(jobs) + 1
                     jobs["j%d" % n] = self.agent_job(job, n, index, instance=inst_uuid)
             record.update(instances=instances, layout_version="v%d" % index,
@@ -100,7 +102,7 @@ class _Builder:
                 free -= share
                 queue = QUEUES[2] if share == 10240 else QUEUES[0]
                 job = self.store_job(host, index, queue, memory_mib=share,
-                                     charge=share / facts.memory_mib)
+                                     charge=charge(None, share, [(facts.memory_mib, None)]))
                 n = len(jobs) + 1
                 jobs["j%d" % n] = self.agent_job(job, n, index, memory_mib=share)
                 used += share // 2

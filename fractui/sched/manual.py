@@ -1,0 +1,60 @@
+"""A decision recorded by hand, completed from a GPU's state: what it leaves open (the MIG
+profile, its start, the share in MiB) is filled in as the scheduler would, and its charge
+counted by the one rule (fractui.sched.quota.charge). Pure: the executor runs it on the live
+GPU before launching, ``fractui place`` on the host's kept facts before recording."""
+
+from __future__ import annotations
+
+from fractui.sched import mig
+from fractui.sched.fleetview import (HostView, build_hosts, geometry, record_charge, request_of,
+                                     share_mib)
+from fractui.store.model import Job, Slot
+
+
+class Unfit(Exception):
+    """The decision cannot run as recorded on that GPU as it is (it names no such GPU, a MIG
+    profile on a GPU without MIG, no room left for the profile); says why."""
+
+
+def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
+    """A manual decision completed from the GPU as ``view`` shows it: the profile the request
+    takes there, the start the planner picks, or the share in MiB, and what it charges. What was
+    recorded is kept as it is."""
+    slot = job.slot
+    assert slot is not None
+    gpus = view.gpu_records()
+    if not slot.gpus or any(g >= len(gpus) for g in slot.gpus):
+        raise Unfit("%s has no GPU %s" % (view.name, ",".join(map(str, slot.gpus))))
+    rec = gpus[slot.gpus[0]]
+    req = request_of(job)
+    if rec.get("mig_mode"):
+        geo = geometry(rec.get("name") or "")
+        if geo is None:
+            raise Unfit("GPU %d of %s is a MIG model fractui does not know (%s)" % (
+                slot.gpus[0], view.name, rec.get("name")))
+        profile = slot.profile
+        if profile is None:
+            found = mig.profile_for(req, geo)
+            if found is None:
+                raise Unfit("no MIG profile of %s holds what queue %s asks for" % (
+                    rec.get("name"), job.queue))
+            profile = found.name
+        if geo.profile(profile) is None:
+            raise Unfit("GPU %d of %s (%s) has no MIG profile %s" % (
+                slot.gpus[0], view.name, rec.get("name"), profile))
+        start = slot.start
+        if start is None:
+            host = next(h for h in build_hosts([view], [j for j in jobs if j.id != job.id],
+                                               store_uid))
+            layout = host.gpus[slot.gpus[0]].layout
+            start = mig.best_start(geo, mig.signature(layout), profile) if layout else None
+            if start is None:
+                raise Unfit("no room for %s on GPU %d of %s" % (profile, slot.gpus[0],
+                                                                 view.name))
+        return Slot(slot.host, slot.gpus, profile, start, None,
+                    record_charge(gpus, slot.gpus, profile, None), slot.layout_version)
+    if slot.profile:
+        raise Unfit("GPU %d of %s has MIG off: it takes memory shares, not %s" % (
+            slot.gpus[0], view.name, slot.profile))
+    mib = slot.memory_mib or share_mib(req, int(rec.get("memory_mib") or 0), req.milli)
+    return Slot(slot.host, slot.gpus, None, None, mib, record_charge(gpus, slot.gpus, None, mib))

@@ -1,0 +1,93 @@
+"""One lane per host: the calls a scheduling pass makes to a host (launches, stops) run in order
+on that host's own thread, so a host that stalls delays no other host and no later pass.
+
+A host whose lane still runs a pass's calls gets none of the next pass's: what it would have
+been sent is derived again from the store by the pass after it ends (a placed job stays placed,
+a stopping job stopping), so nothing is lost and nothing is sent twice at once. Before each
+call the lane asks ``may_act`` (the scheduler: do I still hold the lease, with time for the
+call to end within it?), so no call starts that could outlive the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+from fractui.fleet.host import HostUnavailable
+from fractui.store.base import StoreError
+
+log = logging.getLogger("fractui.scheduler")
+
+Action = Callable[[], None]
+
+
+class Lanes:
+    def __init__(self, may_act: Callable[[], bool]):
+        self.may_act = may_act
+        self._lock = threading.Lock()
+        self._running: Dict[str, threading.Thread] = {}
+        self._jobs: Dict[str, Set[int]] = {}  # host -> store jobs its running calls act on
+        self._queued: Dict[str, List[Tuple[Optional[int], Action]]] = {}
+
+    def busy(self, host: str) -> bool:
+        """Whether the host's lane still runs an earlier pass's calls."""
+        with self._lock:
+            return host in self._running
+
+    def in_flight(self) -> Set[int]:
+        """Store jobs a call is queued or running for: their state is the lane's to change."""
+        with self._lock:
+            return {j for jobs in self._jobs.values() for j in jobs} | {
+                j for queued in self._queued.values() for j, _ in queued if j is not None}
+
+    def add(self, host: str, action: Action, job: Optional[int] = None) -> bool:
+        """Queues a call for this pass; False (nothing queued) if the host's lane is busy."""
+        with self._lock:
+            if host in self._running:
+                return False
+            self._queued.setdefault(host, []).append((job, action))
+            return True
+
+    def start(self) -> None:
+        """Starts the pass's queued calls, each host's on its own thread."""
+        with self._lock:
+            queued, self._queued = self._queued, {}
+            for host, actions in queued.items():
+                thread = threading.Thread(target=self._run, args=(host, actions),
+                                          name="lane-%s" % host, daemon=True)
+                self._running[host] = thread
+                self._jobs[host] = {j for j, _ in actions if j is not None}
+                thread.start()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Waits for the running lanes; whether all ended within ``timeout_s``."""
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(timeout_s)
+        return not any(t.is_alive() for t in threads)
+
+    def _run(self, host: str, actions: List[Tuple[Optional[int], Action]]) -> None:
+        try:
+            for done, (_, action) in enumerate(actions):
+                if not self.may_act():
+                    log.info("%d calls to %s not made: the lease is not held long enough",
+                             len(actions) - done, host)
+                    return
+                try:
+                    action()
+                except HostUnavailable as err:  # its other calls wait for a later pass
+                    log.info("%s: %s; %d calls wait for a later pass", host, err,
+                             len(actions) - done - 1)
+                    return
+                except StoreError as err:
+                    log.error("%s; %d calls to %s wait for a later pass", err,
+                              len(actions) - done - 1, host)
+                    return
+                except Exception:  # a bug of ours: shown in full, the host's other calls go on
+                    log.exception("a call to %s failed", host)
+        finally:
+            with self._lock:
+                del self._running[host]
+                del self._jobs[host]

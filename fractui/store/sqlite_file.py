@@ -1,0 +1,175 @@
+"""An SQLite store's file as found on disk: what is there before SQLite touches it, a new store
+made so that no half-made one is ever seen, and the driver's errors said in the store's words.
+
+SQLite takes an empty file for a new database and opens an unwritable one read-only without a
+word, so a store truncated to 0 bytes would be started afresh and a read-only one would fail on
+its first write. Both are refused here, by what the file holds, before any connection is made:
+only a path where nothing exists becomes a new store.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import sqlite3
+import stat
+import tempfile
+from typing import Callable
+
+from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
+                                StoreUnavailable)
+
+HEADER = b"SQLite format 3\x00"
+HEADER_BYTES = 100
+SIDE_FILES = ("-wal", "-shm", "-journal")
+_EFFECTIVE = os.access in os.supports_effective_ids  # check modes for the effective user
+MOVE_AWAY = "; fractui will not start a new store over it: restore it from a backup, or move " \
+            "it away to start an empty store"
+
+
+def user() -> str:
+    """Who this process writes as (the effective user: a store's modes are checked for it)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "uid %d" % uid
+
+
+def _mode(path: str) -> str:
+    st = os.stat(path)
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = "uid %d" % st.st_uid
+    return "mode %04o, owner %s" % (stat.S_IMODE(st.st_mode), owner)
+
+
+def _read_only_fs(folder: str) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def check_file(path: str) -> None:
+    """Refuses what at ``path`` cannot be a store fractui may write: not a file, empty, not
+    SQLite, shorter than its header says, or not writable here (file or directory)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreDamaged(path, "is not a file but a %s" % (
+            "directory" if stat.S_ISDIR(st.st_mode) else "special file"))
+    if st.st_size == 0:
+        raise StoreDamaged(path, "is empty (0 bytes): a store is never empty, so it was "
+                           "truncated or is not a store" + MOVE_AWAY)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+    except PermissionError:
+        raise StoreReadOnly(path, "cannot be read by %s (%s)" % (user(), _mode(path))) from None
+    if not head.startswith(HEADER):
+        if HEADER.startswith(head):
+            raise StoreDamaged(path, "is truncated: %d bytes, shorter than an SQLite header%s"
+                               % (len(head), MOVE_AWAY))
+        raise StoreDamaged(path, "is not an SQLite database (it starts with %r), so not a "
+                           "fractui store%s" % (head[:16], MOVE_AWAY))
+    if len(head) < HEADER_BYTES:
+        raise StoreDamaged(path, "is truncated: %d bytes, shorter than an SQLite header%s" % (
+            len(head), MOVE_AWAY))
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    counted = head[92:96] == head[24:28]  # the header's page count is current (SQLite's rule)
+    wal = path + "-wal"
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0  # pages may live there yet
+    if counted and not pending and st.st_size < pages * page_size:
+        raise StoreDamaged(path, "is truncated: %d bytes where its header counts %d pages of %d "
+                           "bytes%s" % (st.st_size, pages, page_size, MOVE_AWAY))
+    check_writable(path)
+
+
+def check_writable(path: str) -> None:
+    """The file, and the directory SQLite writes its -wal and -shm files in, must be writable
+    by this process: every decision is recorded there."""
+    folder = os.path.dirname(path)
+    if _read_only_fs(folder):
+        raise StoreReadOnly(path, "is on a read-only filesystem: fractui records every "
+                            "decision in its store, so it must be writable")
+    if not os.access(path, os.R_OK | os.W_OK, effective_ids=_EFFECTIVE):
+        raise StoreReadOnly(path, "is read-only for %s (%s): fractui records every decision in "
+                            "its store; make it writable (chmod 600) or run as its owner" % (
+                                user(), _mode(path)))
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE):
+        raise StoreReadOnly(path, "its directory %s is not writable by %s (%s): SQLite keeps "
+                            "the store's -wal and -shm files beside it" % (
+                                folder, user(), _mode(folder)))
+
+
+def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
+    """A new store at ``path``: made whole in a private (0600) file beside it, then linked into
+    place in one step, so no process ever sees a half-made store, and a store another process
+    made meanwhile is kept as it is. Directories made on the way are 0700."""
+    folder = os.path.dirname(path)
+    try:
+        _make_dirs(folder)
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".new",
+                                   dir=folder)
+    except OSError as err:
+        raise translate(path, err, "cannot create a new store there") from err
+    os.close(fd)
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            initialise(db)
+        finally:
+            db.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made the store first: that one is used
+            pass
+    except (sqlite3.Error, OSError) as err:
+        raise translate(path, err, "cannot create a new store there") from err
+    finally:
+        for name in (tmp,) + tuple(tmp + s for s in SIDE_FILES):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass  # SQLite made no such file, or removed it on close
+
+
+def _make_dirs(folder: str) -> None:
+    """``folder`` and every missing one above it, each 0700 (``os.makedirs`` gives its mode to
+    the last one only)."""
+    if os.path.isdir(folder):
+        return
+    _make_dirs(os.path.dirname(folder))
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:  # made meanwhile by another process: used as it is
+        pass
+
+
+def _no_space(path: str) -> bool:
+    try:
+        return os.statvfs(os.path.dirname(path)).f_bavail == 0
+    except OSError:
+        return False
+
+
+def translate(path: str, err: BaseException, doing: str = "") -> StoreError:
+    """The store's error for a driver's (or the system's) error met at ``path``."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    code = getattr(err, "errno", None)
+    text = str(err) or type(err).__name__
+    what = (doing + ": " if doing else "") + text
+    if name.startswith("SQLITE_FULL") or code in (errno.ENOSPC, errno.EDQUOT) or (
+            "disk is full" in text) or (name.startswith("SQLITE_IOERR") and _no_space(path)):
+        return StoreFull(path, "no space is left on the filesystem that holds it (%s): nothing "
+                         "was recorded" % what)
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text or code in (
+            errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreReadOnly(path, "cannot be written by %s: %s" % (user(), what))
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or (
+            "not a database" in text) or "Could not decode" in text:  # text that is not UTF-8
+        return StoreDamaged(path, "is damaged: SQLite says %r%s" % (text, MOVE_AWAY))
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in text:
+        return StoreBusy(path, "another process kept it locked too long (%s); try again" % what)
+    return StoreUnavailable(path, what)

@@ -1,0 +1,135 @@
+"""What the store holds outlives the config it was made under. The config file is rewritten and
+the scheduler restarted on it (as `fractui scheduler` is after an edit), on real simulated hosts
+and the same store: jobs on a host the config dropped count as lost (requeued after
+host_lost_s, their charge released, the audit saying why), as do jobs on a GPU their host no
+longer has; a dropped queue starts no more jobs and says so; the running jobs of a dropped
+team hold no quota, so a team within its quota may preempt them."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterator
+
+from fractui.config import Config, QueueConfig, TeamConfig, load_config
+from fractui.fleet.fleet import Fleet
+from fractui.sched.quota import team_usage
+from fractui.scheduler import Scheduler
+from fractui.store.model import ACTIVE
+from tests import localfleet
+from tests.localfleet import POLITE
+
+local_fleet = localfleet.local_fleet
+WHOLE = QueueConfig(name="whole", gpus=1)
+QUARTER = QueueConfig(name="quarter", gpu=0.25)
+
+
+def rewritten(f, **changes) -> Config:
+    """The fleet's config file written again with ``changes``, loaded as fractui loads it."""
+    kept = f.config
+    f.config = replace(kept, **changes)
+    try:
+        path = f.write_config()
+    finally:
+        f.config = kept  # the fixture still stops every host it started
+    return load_config(path)
+
+
+@contextmanager
+def restarted(f, config: Config) -> Iterator[Scheduler]:
+    """The scheduler stopped, and started again on ``config`` (its own fleet, the same store)."""
+    f.scheduler.stop()
+    fleet = Fleet(config, reconnect_max_s=0.5).start()
+    fleet.wait_settled(60)
+    sched = Scheduler(config, f.store, fleet, name="restarted")
+    try:
+        yield sched
+    finally:
+        sched.stop()
+        fleet.stop()
+
+
+def until(f, sched: Scheduler, check) -> None:
+    f.scheduler = sched  # f.until drives the scheduler it holds
+    f.until(check)
+
+
+def used(f, team: str) -> float:
+    return next(u.used for u in team_usage(f.store.jobs(ACTIVE), f.config.teams)
+                if u.name == team)
+
+
+def test_jobs_on_a_host_dropped_from_the_config_are_lost_requeued_and_uncharged(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], [TeamConfig("t", 2)],
+                    host_lost_s=1.0)
+    job = f.submit("whole", "t")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    first = f.store.get(job.id)
+    dropped = first.slot.host
+    kept = next(h for h in f.config.hosts if h.name != dropped)
+    config = rewritten(f, hosts=(kept,))
+    assert [h.name for h in config.hosts] == [kept.name]
+    with restarted(f, config) as sched:
+        sched.step()
+        assert f.store.get(job.id).state == "running"  # not at once: after host_lost_s
+        until(f, sched, lambda: f.store.get(job.id).attempt == 1
+              and f.store.get(job.id).state == "running")
+    again = f.store.get(job.id)
+    assert again.slot.host == kept.name
+    assert used(f, "t") == 1.0  # charged once: the dropped copy's charge was released
+    [requeued] = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
+    assert requeued.why.startswith("host %s no longer in the config for " % dropped)
+    assert requeued.actor == "restarted"
+    assert [(s.host, s.key) for s in f.store.stale()] == [(dropped, first.key(f.store.uid))]
+
+
+def test_a_queue_dropped_from_the_config_starts_no_more_jobs_and_says_so(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE, QUARTER])
+    running = f.submit("quarter")
+    f.until(lambda: f.store.get(running.id).state == "running")
+    with restarted(f, rewritten(f, queues=(WHOLE,))) as sched:
+        waiting = f.submit("quarter")
+        for _ in range(3):
+            sched.step()
+        sched.settle()
+    assert f.store.get(waiting.id).state == "pending"
+    assert f.store.get(waiting.id).reason == ("queue quarter is no longer in the config: it "
+                                              "waits for the queue to come back, or to be "
+                                              "cancelled")
+    assert f.store.get(running.id).state == "running"  # what runs is left to run
+
+
+def test_the_running_jobs_of_a_dropped_team_hold_no_quota_and_may_be_preempted(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE],
+                    [TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=1)],
+                    preempt_grace_s=2.0)
+    old = f.submit("whole", "nlp", POLITE)
+    f.until(lambda: f.store.get(old.id).state == "running")
+    assert not f.store.get(old.id).preemptible  # within nlp's quota while nlp was there
+    with restarted(f, rewritten(f, teams=(TeamConfig("vision", quota_gpus=1),))) as sched:
+        needy = f.submit("whole", "vision")
+        until(f, sched, lambda: f.store.get(needy.id).state == "running")
+    back = f.store.get(old.id)
+    assert (back.state, back.attempt) == ("pending", 1)
+    assert back.reason == "its team 'nlp' is not configured: it has no quota"
+    preempted = [e for e in f.store.audit_log(old.id) if e.action == "preempt"]
+    assert [e.why for e in preempted] == [
+        "preempted: team vision (within quota) needs room for job %d" % needy.id]
+
+
+def test_a_job_on_a_gpu_its_host_no_longer_has_is_lost_and_runs_again(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], host_lost_s=1.0)
+    job = f.submit("quarter")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    first = f.store.get(job.id)
+    # The store says GPU 1, which this one-GPU host does not report (as when a GPU is gone).
+    f.store.change(job.id, ("running",), slot=replace(first.slot, gpus=(1,)))
+    f.until(lambda: f.store.get(job.id).attempt == 1
+            and f.store.get(job.id).state == "running")
+    [requeued] = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
+    assert requeued.why.startswith("GPU 1 of gpu-a gone for ")
+    assert f.store.get(job.id).slot.gpus == (0,)
+    f.until(lambda: not f.store.stale())  # the copy left running there is stopped
+    old = next(r for r in f.agent_jobs() if r["key"] == first.key(f.store.uid))
+    assert (old["state"], old["reason"]) == (
+        "killed", "a stale copy: job %d was requeued while gpu-a was lost" % job.id)

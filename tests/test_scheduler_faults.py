@@ -1,0 +1,129 @@
+"""Job faults against capacity, with the real scheduler on real simulated hosts: a job that can
+never start fails once with the agent's words; a host that cannot take a job now has it sent
+elsewhere, the host and its words named; the refusals a job may meet are capped."""
+
+from __future__ import annotations
+
+import sys
+
+from fractui.config import QueueConfig
+from fractui.sched.fleetview import HostView
+from fractui.sched.queueing import schedule
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+HALF = QueueConfig(name="half", gpu=0.5)
+TWO_HOSTS = {"gpu-a": "1xL4", "gpu-b": "1xL4"}
+
+
+def launches_of(f, job) -> list:
+    """Every agent record of any attempt of ``job``, on every host."""
+    prefix = "fractui-%s-%d." % (f.store.uid, job.id)
+    return [r for r in f.agent_jobs() if r["key"].startswith(prefix)]
+
+
+def test_a_missing_program_fails_once_with_the_agents_words(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    job = f.submit("half", argv=["/no/such/program-xyz", "--flag"])
+    ok = f.submit("half", argv=localfleet.sleeper(600))  # the host is fine for others
+    f.until(lambda: f.store.get(job.id).state == "failed"
+            and f.store.get(ok.id).state == "running")
+    failed = f.store.get(job.id)
+    assert failed.reason.startswith("cannot start on gpu-a: job j")
+    assert "/no/such/program-xyz" in failed.reason and "did not start" in failed.reason
+    assert (failed.attempt, failed.refusals) == (0, ())  # never retried
+    for _ in range(3):  # later passes leave it failed, with its words
+        f.scheduler.step()
+    f.scheduler.settle()
+    assert f.store.get(job.id) == failed
+    assert [e.action for e in f.store.audit_log(job.id)] == ["submit", "decide", "failed"]
+    assert len(launches_of(f, job)) == 1  # one launch, its record kept by the agent
+
+
+def test_a_missing_working_directory_fails_once_with_the_agents_words(local_fleet, tmp_path):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    gone = str(tmp_path / "no-such-dir")
+    job = f.store.submit("half", None, "in-nowhere", localfleet.sleeper(1), {"gpu": 0.5},
+                         "test", cwd=gone)
+    f.until(lambda: f.store.get(job.id).state == "failed")
+    for _ in range(3):
+        f.scheduler.step()
+    f.scheduler.settle()
+    failed = f.store.get(job.id)
+    assert failed.reason.startswith("cannot start on gpu-a: ")
+    assert gone in failed.reason and "not a directory" in failed.reason
+    assert (failed.state, failed.attempt, failed.refusals) == ("failed", 0, ())
+    assert [e.action for e in f.store.audit_log(job.id)] == ["submit", "decide", "failed"]
+    assert launches_of(f, job) == []  # refused before anything was recorded or run
+
+
+def _chosen_host(f, job) -> str:
+    views = [HostView.of(s) for s in f.fleet.statuses()]
+    return schedule(views, [job], f.config.queues, f.config.teams, f.store.uid
+                    ).decisions[0].slot.host
+
+
+def _crowd(f, host: str) -> None:
+    """Memory used on ``host``'s GPU by a process outside fractui: the scheduler does not
+    count it, the agent does, and refuses a share that does not fit."""
+    f.fleet.session(host).call("sim.add_process", {"gpu": 0, "used_mib": 20000})
+
+
+def test_a_capacity_refusal_names_the_host_and_is_retried_elsewhere(local_fleet):
+    f = local_fleet(TWO_HOSTS, [HALF])
+    job = f.submit("half")
+    crowded = _chosen_host(f, job)
+    other = ({"gpu-a", "gpu-b"} - {crowded}).pop()
+    _crowd(f, crowded)
+    f.until(lambda: f.store.get(job.id).state == "running")
+    ran = f.store.get(job.id)
+    assert ran.slot.host == other and ran.attempt == 1
+    [refusal] = ran.refusals
+    assert (refusal.host, refusal.kind) == (crowded, "capacity")
+    assert refusal.words.startswith("GPU 0 (NVIDIA L4) has ") and "MiB free for shares and " \
+        "the job asks 11517 MiB" in refusal.words and "used by processes outside fractui" in (
+            refusal.words)
+    requeued = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
+    assert [e.why for e in requeued] == ["refused by %s: %s" % (crowded, refusal.words)]
+    assert [r["host"] for r in launches_of(f, job)] == [other]  # nothing ran where refused
+
+
+def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    _crowd(f, "gpu-a")
+    job = f.submit("half")
+    f.until(lambda: f.store.get(job.id).refusals)
+    f.scheduler.settle()
+    for _ in range(3):  # passes that find no room where it was not refused
+        f.scheduler.step()
+    f.scheduler.settle()
+    waiting = f.store.get(job.id)
+    assert waiting.state == "pending" and len(waiting.refusals) == 1
+    assert waiting.reason == ("no room outside the hosts that refused it lately (gpu-a); "
+                              "last refused by gpu-a: %s" % waiting.refusals[0].words)
+
+
+def test_the_refusals_a_job_meets_are_capped_and_it_fails_with_their_words(local_fleet):
+    f = local_fleet(TWO_HOSTS, [HALF], max_attempts=2)
+    for host in TWO_HOSTS:
+        _crowd(f, host)
+    job = f.submit("half")
+    f.until(lambda: f.store.get(job.id).state == "failed")
+    failed = f.store.get(job.id)
+    assert sorted(r.host for r in failed.refusals) == ["gpu-a", "gpu-b"]
+    assert failed.reason == "refused 2 times ([scheduler] max_attempts = 2): %s" % "; ".join(
+        "%s: %s" % (r.host, r.words) for r in failed.refusals)
+    assert launches_of(f, job) == []
+    assert [e.action for e in f.store.audit_log(job.id)] == [
+        "submit", "decide", "requeued", "decide", "failed"]
+
+
+def test_a_job_preempted_or_requeued_is_not_counted_as_refused(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], max_attempts=1)
+    job = f.submit("half", argv=[sys.executable, "-c", "import time; time.sleep(600)"])
+    f.until(lambda: f.store.get(job.id).state == "running")
+    for n in (1, 2):
+        assert f.fractui("requeue", str(job.id)).returncode == 0
+        f.until(lambda: f.store.get(job.id).attempt == n
+                and f.store.get(job.id).state == "running")
+    assert f.store.get(job.id).refusals == ()

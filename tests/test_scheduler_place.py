@@ -1,0 +1,89 @@
+"""`fractui place` past a team's quota: said, and asked at a terminal (a pty here, answered no
+and yes), or agreed in advance with --over-quota; never placed silently from a script. A job
+so placed is borrowed: the scheduler preempts it when a team within its quota needs room."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+from fractui.config import QueueConfig, TeamConfig
+from tests import localfleet
+from tests.conftest import REPO
+from tests.localfleet import POLITE
+
+local_fleet = localfleet.local_fleet
+HALF = QueueConfig(name="half", gpu=0.5)
+TEAMS = [TeamConfig("vision", quota_gpus=0.5), TeamConfig("nlp", quota_gpus=1)]
+
+
+def place_at_terminal(f, job, answer: str) -> subprocess.CompletedProcess:
+    """``fractui place JOB gpu-a 0`` with a terminal as its stdin, answering ``answer``."""
+    ours, theirs = pty.openpty()
+    try:
+        os.write(ours, (answer + "\n").encode())
+        return subprocess.run([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                               "place", str(job.id), "gpu-a", "0"], stdin=theirs,
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+    finally:
+        os.close(ours)
+        os.close(theirs)
+
+
+def test_placing_past_the_quota_is_said_and_asked_and_a_no_places_nothing(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS)
+    held = f.submit("half", "vision")
+    f.until(lambda: f.store.get(held.id).state == "running")  # vision's whole quota
+    job = f.submit("half", "vision")
+    said = ("fractui: job %d on gpu-a gpu0 takes team vision past its quota: 0.50 of 0.50 "
+            "GPUs held within it, and this adds 0.50.\n" % job.id)
+
+    no = place_at_terminal(f, job, "n")
+    assert (no.returncode, no.stdout) == (1, "Place it anyway, as a borrowed job that a team "
+                                             "within its quota may preempt? [y/N] ")
+    assert no.stderr == said + "fractui: not placed: job %d stays pending\n" % job.id
+    assert f.store.get(job.id).state == "pending"
+    assert [e.action for e in f.store.audit_log(job.id)] == ["submit"]
+
+    script = f.fractui("place", str(job.id), "gpu-a", "0")  # no terminal: never asks, refuses
+    assert (script.returncode, script.stderr) == (
+        1, said + "fractui: not placed: job %d stays pending\n" % job.id)
+    assert f.store.get(job.id).state == "pending"
+
+    yes = place_at_terminal(f, job, "y")
+    assert yes.returncode == 0, yes.stderr
+    assert yes.stdout.endswith("%d placed on gpu-a gpu0; the scheduler launches it (borrowed: "
+                               "preemptible)\n" % job.id)
+    placed = f.store.get(job.id)
+    assert (placed.state, placed.manual, placed.preemptible, placed.slot.charge) == (
+        "placed", True, True, 0.5)
+
+
+def test_a_job_placed_past_the_quota_is_preempted_for_a_team_within_its_quota(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS, preempt_grace_s=2.0)
+    held = f.submit("half", "vision")
+    f.until(lambda: f.store.get(held.id).state == "running")
+    extra = f.submit("half", "vision", POLITE)
+    agreed = f.fractui("place", str(extra.id), "gpu-a", "0", "--over-quota")
+    assert agreed.returncode == 0, agreed.stderr
+    f.until(lambda: f.store.get(extra.id).state == "running")  # the GPU is full now
+    assert f.store.get(extra.id).preemptible
+    needy = f.submit("half", "nlp")
+    f.until(lambda: f.store.get(needy.id).state == "running")
+    back = f.store.get(extra.id)
+    assert (back.state, back.attempt) == ("pending", 1)
+    assert [e.why for e in f.store.audit_log(extra.id) if e.action == "preempt"] == [
+        "preempted: team nlp (within quota) needs room for job %d" % needy.id]
+    assert f.store.get(held.id).state == "running"  # within vision's quota: left alone
+
+
+def test_a_placement_within_the_quota_is_not_asked_about(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], TEAMS)
+    job = f.submit("half", "nlp")
+    done = f.fractui("place", str(job.id), "gpu-a", "0")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "%d placed on gpu-a gpu0; the scheduler launches it\n" % job.id
+    placed = f.store.get(job.id)
+    assert (placed.preemptible, placed.slot.charge) == (False, 0.5)

@@ -1,0 +1,306 @@
+"""A damaged store is refused, never overwritten and never taken for a new one: every verb that
+reads or writes the store, the headless scheduler and the TUI's start say what is wrong and
+where, exit 1, no traceback. Empty, truncated, corrupt, foreign and newer files are made from a
+real store; a full store sits on a real small tmpfs; read-only stores are tried as a plain user
+(root ignores modes) and on a read-only mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import pytest
+
+from fractui.config import QueueConfig
+from fractui.store import SqliteStore
+from tests import localfleet
+from tests.conftest import REPO
+from tests.localfleet import wait
+from tests.sshd import free_port
+
+local_fleet = localfleet.local_fleet
+
+# Every verb that opens the store, the scheduler, and the TUI (no verb); job 1 exists in it.
+VERBS: List[Sequence[str]] = [
+    ("jobs",), ("jobs", "--all", "--json"), ("submit", "--queue", "half", "--", "x"),
+    ("cancel", "1"), ("requeue", "1"), ("preempt", "1"), ("place", "1", "gpu-a", "0"),
+    ("audit",), ("audit", "1"), ("logs", "1"), ("scheduler",), (),
+]
+# Every verb opens the store through the same check, so most kinds try a few: a read, a
+# write, the scheduler and the TUI.
+SOME = [("jobs",), ("submit", "--queue", "half", "--", "x"), ("cancel", "1"), ("scheduler",), ()]
+MARK = b"sleeper-number-one"
+
+
+def make_store(path: Path) -> bytes:
+    """A real store with a few jobs (job 1 runs MARK), closed: its bytes, all in the file."""
+    store = SqliteStore(str(path))
+    store.submit("half", None, "first", [MARK.decode(), "--lr", "0.1"], {"gpu": 0.5}, "test")
+    for i in range(40):
+        store.submit("half", None, "n%d" % i, ["python", "train.py", str(i)], {"gpu": 0.5},
+                     "test")
+    store.close()
+    assert not os.path.exists(str(path) + "-wal")
+    return path.read_bytes()
+
+
+def write_config(folder: Path, store: Path) -> Path:
+    """A config whose one host is never reached (a closed port): the store fails first."""
+    path = folder / "config.toml"
+    path.write_text('[scheduler]\nstore = "%s"\n[ssh]\nconnect_timeout = 1\n'
+                    '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\nport = %d\n'
+                    '[[queues]]\nname = "half"\ngpu = 0.5\n' % (store, free_port()))
+    path.chmod(0o644)
+    return path
+
+
+# fractui as a plain user: the interpreter lives under root's 0700 home, so the process starts
+# as root, loads fractui's code, then drops to the user for good before it runs the verb.
+AS_USER = """
+import importlib.readers, os, pwd, sys
+import fractui.cli, fractui.commands, fractui.store_commands, fractui.scheduler.service
+import fractui.tui.run, fractui.tui.app, fractui.tui.source
+who = pwd.getpwnam(sys.argv[1])
+os.setgroups([])
+os.setgid(who.pw_gid)
+os.setuid(who.pw_uid)
+sys.exit(fractui.cli.main(sys.argv[2:]))
+"""
+
+
+def fractui(config: Path, verb: Sequence[str], user: str = "") -> subprocess.CompletedProcess:
+    start = [sys.executable, "-c", AS_USER, user] if user else [sys.executable, "-m", "fractui"]
+    return subprocess.run(start + ["--config", str(config), *verb], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def refused_by_every_verb(config: Path, store: Path, says: str, verbs=VERBS,
+                          user: str = "") -> int:
+    """Each verb exits 1, its last words one line naming the store and what it found, no
+    traceback; returns how many verbs were tried. (A scheduler that opened the store before
+    finding a damaged job has said its start on stdout and logged the stop first.)"""
+    for verb in verbs:
+        done = fractui(config, verb, user)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, (verb, done)
+        assert done.stdout == "" or verb == ("scheduler",), (verb, done)
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith("fractui: store %s: " % store) and says in last, (verb, last)
+        assert len(done.stderr.splitlines()) == 1 or verb == ("scheduler",), (verb, done)
+    return len(verbs)
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[:len(data) // 2]
+
+
+def _btree_zeroed(data: bytes) -> bytes:
+    """The b-tree header and cells of page 2 (the meta table) overwritten with zeros."""
+    page = int.from_bytes(data[16:18], "big")
+    return data[:page + 8] + bytes(2000) + data[page + 2008:]
+
+
+def _foreign(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.execute("INSERT INTO users VALUES ('ann')")
+    db.commit()
+    db.close()
+
+
+def _newer(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+
+
+# Damage found in a job's row once the store is open: what reads job 1 trips on it (a new job
+# could still be added, and the TUI keeps its fleet view, saying it in its queue panel).
+ROW = [("jobs",), ("cancel", "1"), ("requeue", "1"), ("place", "1", "gpu-a", "0"),
+       ("logs", "1"), ("scheduler",)]
+
+# kind -> (damage: the store's bytes -> new bytes, or a function of the path; what is said;
+# the verbs tried)
+DAMAGE: Dict[str, tuple] = {
+    "empty": (lambda data: b"", "is empty (0 bytes)", VERBS),
+    "truncated-in-header": (lambda data: data[:60], "is truncated: 60 bytes", SOME),
+    "truncated": (_truncated, "is truncated: ", SOME),
+    "corrupt-btree": (_btree_zeroed, "is damaged: SQLite's check finds: ", VERBS),
+    "corrupt-row-bytes": (lambda data: data.replace(MARK, b"\xff" * len(MARK)),
+                          "is damaged: ", ROW),
+    "corrupt-row-json": (lambda data: data.replace(MARK, b'"' * len(MARK)),
+                         "is damaged: job 1 holds ", ROW),
+    "not-sqlite": (lambda data: b"PK\x03\x04" + data[4:], "is not an SQLite database", VERBS),
+    "foreign-sqlite": (_foreign, "is an SQLite database but not a fractui store (its tables: "
+                                 "users)", SOME),
+    "newer-schema": (_newer, "was written by a newer fractui (schema version 99", SOME),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_a_damaged_store_is_refused_by_every_verb_and_left_as_it_was(tmp_path, kind):
+    store = tmp_path / "store.db"
+    data = make_store(store)
+    damage, says, verbs = DAMAGE[kind]
+    if kind in ("foreign-sqlite",):
+        store.unlink()
+        damage(store)
+    elif kind == "newer-schema":
+        damage(store)
+    else:
+        store.write_bytes(damage(data))
+    before = store.read_bytes()
+    config = write_config(tmp_path, store)
+    refused_by_every_verb(config, store, says, verbs)
+    if kind.startswith("corrupt-row"):  # the scheduler took the lease before it read job 1
+        assert damage(MARK) in store.read_bytes()  # but the damaged job is as it was
+    else:
+        assert store.read_bytes() == before  # never overwritten, never started afresh
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "store.db"]
+
+
+def test_only_a_path_where_nothing_is_becomes_a_new_store_0600_in_a_0700_dir(tmp_path):
+    store = tmp_path / "new" / "deeper" / "store.db"
+    config = write_config(tmp_path, store)
+    old = os.umask(0o022)
+    try:
+        done = fractui(config, ("submit", "--queue", "half", "--", "x"))
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    for folder in (tmp_path / "new", tmp_path / "new" / "deeper"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    opened = SqliteStore(str(store))  # while open, SQLite's -wal and -shm files exist
+    try:
+        for side in ("-wal", "-shm"):
+            assert stat.S_IMODE(os.stat(str(store) + side).st_mode) == 0o600, side
+        assert [j.argv for j in opened.jobs()] == [("x",)]
+    finally:
+        opened.close()
+    assert sorted(os.listdir(store.parent)) == ["store.db"]  # no private file left behind
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 1 MiB tmpfs (the tests run as root), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+                   check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as err:
+        assert err.errno == errno.ENOSPC, err  # the filesystem is full, as wanted
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_store_refuses_writes_says_so_and_loses_nothing(tmp_path, small_fs):
+    store = small_fs / "store.db"
+    make_store(store)
+    config = write_config(tmp_path, store)
+    opened = SqliteStore(str(store))
+    kept = [j.record() for j in opened.jobs()]
+    opened.close()  # its -wal and -shm files go: a new connection must make them again
+    filler = _fill(small_fs)
+    refused_by_every_verb(config, store, "no space is left on the filesystem that holds it",
+                          SOME)
+    filler.unlink()
+    again = SqliteStore(str(store))
+    try:
+        assert [j.record() for j in again.jobs()] == kept  # nothing lost, nothing half-written
+    finally:
+        again.close()
+
+
+def test_a_store_on_a_read_only_mount_is_refused(tmp_path, small_fs):
+    store = small_fs / "store.db"
+    data = make_store(store)
+    config = write_config(tmp_path, store)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    refused_by_every_verb(config, store, "is on a read-only filesystem", SOME)
+    assert store.read_bytes() == data
+
+
+@pytest.fixture
+def plain_dir():
+    """A directory a plain user (nobody) can reach, removed afterwards; tmp_path is root's."""
+    if shutil.which("sudo") is None:
+        pytest.fail("these tests need sudo (.ci/run installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="fractui-ro-"))
+    folder.chmod(0o755)
+    yield folder
+    for root, dirs, _files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+    shutil.rmtree(folder)
+
+
+def _as_nobody(folder: Path, store_mode: int, dir_mode: int) -> tuple:
+    store_dir = folder / "state"
+    store_dir.mkdir()
+    store = store_dir / "store.db"
+    data = make_store(store)
+    config = write_config(folder, store)
+    for path in (store_dir, store):
+        shutil.chown(path, "nobody", "nogroup")
+    store.chmod(store_mode)
+    store_dir.chmod(dir_mode)
+    return store, config, data
+
+
+@pytest.mark.parametrize("store_mode,dir_mode,says", [
+    (0o444, 0o700, "is read-only for nobody (mode 0444, owner nobody)"),
+    (0o600, 0o555, "is not writable by nobody (mode 0555, owner nobody)"),
+])
+def test_a_read_only_store_is_refused_for_a_plain_user(plain_dir, store_mode, dir_mode, says):
+    store, config, data = _as_nobody(plain_dir, store_mode, dir_mode)
+    refused_by_every_verb(config, store, says, SOME, user="nobody")
+    assert store.read_bytes() == data
+    assert sorted(os.listdir(store.parent)) == ["store.db"]
+
+
+def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is_room(
+        local_fleet, small_fs):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)], lease_s=3.0)
+    path = small_fs / "store.db"
+    f.config = replace(f.config, scheduler=replace(f.config.scheduler, store=str(path)))
+    store = SqliteStore(str(path))
+    run = f.scheduler_process("headless")
+    try:
+        wait(lambda: store.lease_holder() is not None, f.states, alive=run)
+        filler = _fill(small_fs)
+        # its passes fail from now on: it cannot renew its lease, which runs out
+        wait(lambda: store.lease_holder() is None, f.states, alive=run)
+        filler.unlink()
+        job = store.submit("half", None, "after", ["sleep", "600"], {"gpu": 0.5}, "test")
+        wait(lambda: store.get(job.id).state == "running", f.states, alive=run)
+    finally:
+        run.terminate()
+        _, err = run.communicate(timeout=60)
+        store.close()
+    assert run.returncode == 0, err
+    assert "Traceback" not in err
+    full = [line for line in err.splitlines() if "no space is left" in line]
+    assert len(full) == 1 and full[0].startswith("store %s: no space is left on the filesystem "
+                                                 "that holds it" % path), err
+    assert full[0].endswith("; the scheduler tries again every pass"), err
