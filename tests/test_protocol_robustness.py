@@ -79,7 +79,7 @@ def test_hello_refuses_another_protocol_and_describes_the_host(agent):
     with pytest.raises(AgentError) as err:
         agent.call("hello", protocol=PROTOCOL_VERSION + 1)
     assert err.value.code == rpc.PROTOCOL_MISMATCH
-    assert err.value.data == {"protocol": PROTOCOL_VERSION}
+    assert err.value.data == {"protocol": PROTOCOL_VERSION, "class": rpc.HOST}
     hello = agent.call("hello", protocol=PROTOCOL_VERSION, client="tests")
     assert hello["privileges"]["mig_changes"] is True
     assert [g["cap_layers"] for g in hello["gpus"]] == [

@@ -72,10 +72,11 @@ class RpcError(Exception):
         self.data = data
 
     def to_json(self) -> Dict[str, Any]:
-        err: Dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            err["data"] = self.data
-        return err
+        """The error object of an answer; its data always carries the code's class, so a
+        client knows what to do next without a table of its own."""
+        data = dict(self.data or {})
+        data["class"] = error_class(self.code)
+        return {"code": self.code, "message": self.message, "data": data}
 
 
 REQUIRED = object()  # the default of a param that must be given
