@@ -12,7 +12,7 @@ import threading
 import time
 from types import ModuleType
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import GpuBackend, GpuInfo, MigDevice, NvmlCallError
@@ -62,8 +62,9 @@ class Agent:
             self.problem = "NVML did not start: %s" % err
 
     def methods(self) -> Dict[str, Method]:
+        """The GPU methods. The daemon serves them with its own (remote_agent.daemon.server,
+        ``Connection.methods``), and ``hello`` lists the table it serves."""
         table = {
-            "hello": Method(self.hello, ("protocol", "client")),
             "inventory": Method(self.inventory),
             "snapshot": Method(self.snapshot),
             "mig.plan": Method(self.mig_plan, ("gpu", "profile", "start", "destroy_idle")),
@@ -134,7 +135,11 @@ class Agent:
 
     # -- methods --
 
-    def hello(self, p: Params) -> Dict[str, Any]:
+    def hello_method(self, served: Callable[[], Iterable[str]]) -> Method:
+        """``hello``, listing the names ``served()`` gives: the table that serves it."""
+        return Method(lambda p: self.hello(p, sorted(served())), ("protocol", "client"))
+
+    def hello(self, p: Params, methods: List[str]) -> Dict[str, Any]:
         wanted = p.integer("protocol", None)
         if wanted is not None and wanted != PROTOCOL_VERSION:
             raise RpcError(rpc.PROTOCOL_MISMATCH, "this agent speaks protocol %d, not %d" % (
@@ -162,7 +167,7 @@ class Agent:
                            "reason": mig_reason},
             "gpus": gpus,
             "problems": problems,
-            "methods": sorted(self.methods()),
+            "methods": methods,
         }
 
     def _capabilities(self, info: GpuInfo) -> Dict[str, Any]:

@@ -51,8 +51,15 @@ class Scenario:
         return self.name
 
 
+def served(agent: Agent) -> Dispatcher:
+    """The agent's GPU methods with hello, as the daemon serves them."""
+    table = agent.methods()
+    table["hello"] = agent.hello_method(lambda: table)
+    return Dispatcher(table)
+
+
 def rpc_call(method: str, **params: Any) -> Callable[[Agent], Any]:
-    return lambda agent: Dispatcher(agent.methods()).call(method, params)
+    return lambda agent: served(agent).call(method, params)
 
 
 def for_job(profile: str, start: int) -> Callable[[Agent], Any]:
@@ -100,7 +107,7 @@ def run(scenario: Scenario, faults: Sequence[Tuple[str, int, int, bool]] = ()) -
     change, and read what the GPU holds."""
     nv.sim_open(None, scenario.spec)
     agent = Agent(nv, "sim", sim=nv)
-    methods = Dispatcher(agent.methods())
+    methods = served(agent)
     for n, (profile, start) in enumerate(scenario.setup):
         made = methods.call("mig.apply", {"gpu": 0, "profile": profile, "start": start})
         if n in scenario.busy:
@@ -143,7 +150,7 @@ def simulated(state: Dict[str, Any]) -> List[Tuple[str, int, bool]]:
 
 
 def inventory_gpu(agent: Agent) -> Dict[str, Any]:
-    return Dispatcher(agent.methods()).call("inventory", {})["gpus"][0]
+    return served(agent).call("inventory", {})["gpus"][0]
 
 
 def check(scenario: Scenario, out: Outcome, faults: int) -> str:
@@ -166,7 +173,7 @@ def check(scenario: Scenario, out: Outcome, faults: int) -> str:
         if data["now"] is not None and "mig_mode" not in data["now"]:
             assert held(data["now"]) == simulated(out.after)
         assert data["degraded"] == inventory_gpu(out.agent)["degraded"]
-        hello = Dispatcher(out.agent.methods()).call("hello", {})
+        hello = served(out.agent).call("hello", {})
         assert any(p.startswith("GPU 0 is degraded") for p in hello["problems"])
         return "not restored"
     assert out.after == out.before, "an error, but the GPU changed: %s" % err.message
@@ -228,7 +235,7 @@ def test_two_faults_with_any_codes_anywhere(data):
 def agent_with(spec: str, *setup: Tuple[str, int]) -> Tuple[Agent, Dispatcher]:
     nv.sim_open(None, spec)
     agent = Agent(nv, "sim", sim=nv)
-    methods = Dispatcher(agent.methods())
+    methods = served(agent)
     for profile, start in setup:
         methods.call("mig.apply", {"gpu": 0, "profile": profile, "start": start})
     return agent, methods
