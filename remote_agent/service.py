@@ -424,7 +424,10 @@ class Agent:
     def sim_fault(self, p: Params) -> Dict[str, Any]:
         function = p.text("function")
         error = p.get("error", (str, int), "an NVML error name or code")
-        code = getattr(self.sim, error, None) if isinstance(error, str) else error
+        if isinstance(error, str):
+            error = p.text("error", max_len=64)
+        code = getattr(self.sim, error, None) if isinstance(error, str) and error.startswith(
+            "NVML_ERROR_") else error
         if not isinstance(code, int):
             raise RpcError(rpc.INVALID_PARAMS, "unknown NVML error %r" % (error,))
         skip, count = p.integer("skip", 0, minimum=0), p.integer("count", 1, minimum=1)

@@ -75,7 +75,7 @@ def raw_create(backend: GpuBackend, profile, start: int) -> None:
 
 
 @pytest.mark.parametrize("model_name", MIG_MODELS)
-@settings(max_examples=SEQUENCES_PER_MODEL, deadline=None,
+@settings(max_examples=SEQUENCES_PER_MODEL, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_sequences_keep_every_layout_legal(model_name, data):
