@@ -36,6 +36,9 @@ _PLAN_ERROR_CODES = {
 }
 
 
+MIG_ON = (True, True)  # (current, pending): the mode a GPU's layout is judged in
+
+
 def host_memory_mib() -> int:
     """The host's RAM, which the admin side books jobs' ``memory`` against."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
@@ -266,7 +269,7 @@ class Agent:
         try:
             applied = apply_change(self.backend, index, before, change)
         except ChangeFailed as err:
-            raise self._failed(index, err, (True, True), _layout_records) from err
+            raise self._failed(index, err, MIG_ON, _layout_records) from err
         self.health.clear(index)
         return applied
 
@@ -310,7 +313,7 @@ class Agent:
                 err = restore(self.backend, index, layout, change, applied.unread, (
                     "the new instance's uuid cannot be read (%s), and the job needs it"
                     % applied.unread))
-                raise self._failed(index, err, (True, True), _layout_records) from err
+                raise self._failed(index, err, MIG_ON, _layout_records) from err
             return created.uuid
 
     @staticmethod
