@@ -170,7 +170,7 @@ def mig(config: Config, args: argparse.Namespace) -> int:
         print_json(done)
     else:
         print("created %s at slot %d: %s" % (done["profile"], done["start"],
-                                              done["instance"]["uuid"]))
+                                              done["instance"]["uuid"] or done["warning"]))
     return 0
 
 

@@ -1,12 +1,15 @@
-"""Serving the protocol over a byte stream: stdin/stdout for ``serve --stdio`` (an SSH channel
-or a local pipe), one request line in, one response line out."""
+"""Serving the protocol over a byte stream (a daemon's connection from a bridge): one request
+line in, one answer line out, and the stream lives on whatever a line holds."""
 
 from __future__ import annotations
 
+import logging
 from typing import BinaryIO
 
-from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, Dispatcher, RpcError, dump, \
-    error_response
+from remote_agent.rpc.jsonrpc import INTERNAL_ERROR, MAX_LINE_BYTES, PARSE_ERROR, Dispatcher, \
+    RpcError, dump, error_response
+
+log = logging.getLogger("remote_agent.rpc")
 
 
 def serve_stream(dispatcher: Dispatcher, reader: BinaryIO, writer: BinaryIO) -> None:
@@ -24,7 +27,13 @@ def serve_stream(dispatcher: Dispatcher, reader: BinaryIO, writer: BinaryIO) -> 
         elif not line.strip():
             continue
         else:
-            reply = dispatcher.handle_line(line)
+            try:
+                reply = dispatcher.handle_line(line)
+            except Exception as err:  # a bug of ours must not end the connection: say so
+                log.exception("answering a request line failed")
+                reply = dump(error_response(None, RpcError(
+                    INTERNAL_ERROR, "the agent failed to answer: %s: %s" % (
+                        type(err).__name__, err))))
         if reply is not None:
             writer.write(reply.encode("utf-8") + b"\n")
             writer.flush()

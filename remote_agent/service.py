@@ -12,13 +12,15 @@ import threading
 import time
 from types import ModuleType
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import GpuBackend, GpuInfo, MigDevice, NvmlCallError
 from remote_agent.jobs.caps import CapProbe
 from remote_agent.mig import planner
-from remote_agent.mig.apply import ApplyError, apply_plan
+from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
+    restore, set_mode
+from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.layout import Instance, Layout
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
@@ -32,6 +34,9 @@ _PLAN_ERROR_CODES = {
     "no_room": rpc.NO_ROOM,
     "needs_destroy": rpc.NEEDS_DESTROY,
 }
+
+
+MIG_ON = (True, True)  # (current, pending): the mode a GPU's layout is judged in
 
 
 def host_memory_mib() -> int:
@@ -49,6 +54,7 @@ class Agent:
         self.backend_kind = backend_kind
         self.sim = sim
         self.mig_lock = threading.Lock()
+        self.health = GpuHealth()
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
         self.cap_probe: Optional[CapProbe] = None  # set by the daemon, which launches jobs
@@ -59,8 +65,9 @@ class Agent:
             self.problem = "NVML did not start: %s" % err
 
     def methods(self) -> Dict[str, Method]:
+        """The GPU methods. The daemon serves them with its own (remote_agent.daemon.server,
+        ``Connection.methods``), and ``hello`` lists the table it serves."""
         table = {
-            "hello": Method(self.hello, ("protocol", "client")),
             "inventory": Method(self.inventory),
             "snapshot": Method(self.snapshot),
             "mig.plan": Method(self.mig_plan, ("gpu", "profile", "start", "destroy_idle")),
@@ -90,10 +97,8 @@ class Agent:
         try:
             return fn()
         except NvmlCallError as err:
-            code = rpc.NOT_PERMITTED if err.code_name == "NVML_ERROR_NO_PERMISSION" \
-                else rpc.NVML_FAILED
-            raise RpcError(code, str(err), {"function": err.function,
-                                            "nvml_error": err.code_name}) from err
+            raise RpcError(_nvml_code(err), str(err), {"function": err.function,
+                                                       "nvml_error": err.code_name}) from err
 
     def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
         """The GPU's layout with instances that jobs hold marked busy."""
@@ -133,7 +138,11 @@ class Agent:
 
     # -- methods --
 
-    def hello(self, p: Params) -> Dict[str, Any]:
+    def hello_method(self, served: Callable[[], Iterable[str]]) -> Method:
+        """``hello``, listing the names ``served()`` gives: the table that serves it."""
+        return Method(lambda p: self.hello(p, sorted(served())), ("protocol", "client"))
+
+    def hello(self, p: Params, methods: List[str]) -> Dict[str, Any]:
         wanted = p.integer("protocol", None)
         if wanted is not None and wanted != PROTOCOL_VERSION:
             raise RpcError(rpc.PROTOCOL_MISMATCH, "this agent speaks protocol %d, not %d" % (
@@ -146,6 +155,8 @@ class Agent:
             driver = self.call_nvml(self.backend.driver_version)
             for info in self.call_nvml(self.backend.gpus):
                 gpus.append(self._capabilities(info))
+                self._degraded(info)
+            problems += self.health.problems()
         mig_reason = self.mig_privilege_problem()
         return {
             "protocol": PROTOCOL_VERSION,
@@ -159,7 +170,7 @@ class Agent:
                            "reason": mig_reason},
             "gpus": gpus,
             "problems": problems,
-            "methods": sorted(self.methods()),
+            "methods": methods,
         }
 
     def _capabilities(self, info: GpuInfo) -> Dict[str, Any]:
@@ -181,11 +192,29 @@ class Agent:
             "memory_mib": info.memory_mib, "mig_capable": info.mig_capable,
             "mig_mode": info.mig_mode, "mig_pending": info.mig_pending,
         }
+        layout = None
         if info.mig_mode:
             layout = self.layout(info.index, devices)
             record["layout_version"] = layout.version
             record["instances"] = [_instance_record(i) for i in layout.instances]
+        degraded = self._degraded(info, layout)
+        if degraded:
+            record["degraded"] = degraded
         return record
+
+    def _degraded(self, info: GpuInfo, layout: Optional[Layout] = None) -> Optional[str]:
+        """Why this GPU is degraded (a failed change left it neither as it was nor as asked),
+        judged on what it reads as now."""
+        mode = (info.mig_mode, info.mig_pending)
+        if not self.health.marked(info.index):
+            return None
+        if info.mig_mode and layout is None:
+            try:
+                layout = self.backend.layout(info.index)
+            except NvmlCallError:  # unreadable now: it stays degraded
+                return self.health.check(info.index, mode, None)
+        return self.health.check(info.index, mode,
+                                 placements(layout.instances) if layout is not None else None)
 
     def inventory(self, p: Params) -> Dict[str, Any]:
         return self.call_nvml(lambda: {
@@ -234,22 +263,41 @@ class Agent:
                 message += "; pass destroy_idle: true to allow it"
             raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
-    def _apply(self, index: int, made: planner.Plan) -> Instance:
-        """Carry out a plan (the caller holds the MIG lock)."""
+    def _change(self, index: int, before: Layout, change: Change) -> Applied:
+        """Carry out a MIG change (the caller holds the MIG lock): it stands, or the GPU is as
+        it was, or the GPU is marked degraded — and the answer says which."""
         try:
-            return self.call_nvml(lambda: apply_plan(self.backend, index, made))
-        except ApplyError as err:
-            raise RpcError(rpc.NVML_FAILED, str(err), {
-                "function": err.cause.function, "nvml_error": err.cause.code_name,
-                "rolled_back": err.rolled_back,
-                "rollback_errors": [str(e) for e in err.rollback_errors]}) from err
+            applied = apply_change(self.backend, index, before, change)
+        except ChangeFailed as err:
+            raise self._failed(index, err, MIG_ON, _layout_records) from err
+        self.health.clear(index)
+        return applied
+
+    def _failed(self, index: int, err: ChangeFailed, mode: Tuple[bool, bool],
+                show: Callable[[Any], Any], code: Optional[int] = None,
+                message: Optional[str] = None) -> RpcError:
+        """The error answer for a failed change; a GPU left changed is marked degraded."""
+        cause = err.cause
+        data: Dict[str, Any] = {
+            "function": cause.function if cause else None,
+            "nvml_error": cause.code_name if cause else None,
+            "rolled_back": err.restored, "rollback_errors": [str(e) for e in err.errors],
+            "before": show(err.before), "now": None if err.now is None else show(err.now)}
+        if not err.restored:
+            data["degraded"] = str(err)
+            self.health.mark(index, Degraded(str(err), mode, placements(err.before.instances)
+                                             if isinstance(err.before, Layout) else None))
+        if code is None:
+            code = _nvml_code(cause) if cause else rpc.NVML_FAILED
+        return RpcError(code, message or str(err), data)
 
     def create_for_job(self, index: int, profile: str, start: int, destroy_idle: bool,
                        taken: Callable[[str], bool], pinned: Optional[str] = None) -> str:
         """A MIG instance of ``profile`` at ``start`` for a job being launched: an idle one that
         is already there and held by no job (so a retried launch never makes a second), or a
         new one — refused if ``pinned`` (the layout version a preview was made against) is no
-        longer the GPU's. Returns its MIG uuid."""
+        longer the GPU's. Returns its MIG uuid. All or nothing, as ``mig.apply``: a new instance
+        whose uuid cannot be read is undone, since the job could not use it."""
         self._require_mig_privilege()
         with self.mig_lock:
             layout = self.call_nvml(lambda: self.layout(index))
@@ -258,7 +306,15 @@ class Agent:
                         and not inst.busy and not taken(inst.uuid):
                     return inst.uuid
             self._check_pinned(index, layout, pinned)
-            return self._apply(index, self._plan(layout, profile, start, destroy_idle)).uuid
+            change = _plan_change(self._plan(layout, profile, start, destroy_idle))
+            applied = self._change(index, layout, change)
+            created = change.created(applied.layout)
+            if created is None or created.uuid is None:
+                err = restore(self.backend, index, layout, change, applied.unread, (
+                    "the new instance's uuid cannot be read (%s), and the job needs it"
+                    % applied.unread))
+                raise self._failed(index, err, MIG_ON, _layout_records) from err
+            return created.uuid
 
     @staticmethod
     def _check_pinned(index: int, layout: Layout, pinned: Optional[str]) -> None:
@@ -283,11 +339,13 @@ class Agent:
             info, layout = self._mig_gpu(p)
             self._check_pinned(info.index, layout, pinned)
             made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False))
-            created = self._apply(info.index, made)
-            after = self.call_nvml(lambda: self.layout(info.index))
+            change = _plan_change(made)
+            applied = self._change(info.index, layout, change)
+        created = change.created(applied.layout)
         record = _plan_record(info, made)
-        record.update({"instance": _instance_record(created), "layout_version": after.version,
-                       "planned_layout_version": made.layout_version})
+        record.update({"instance": _instance_record(created) if created else
+                       _unread_instance(made), "planned_layout_version": made.layout_version})
+        record.update(_after_record(applied))
         return record
 
     def mig_destroy(self, p: Params) -> Dict[str, Any]:
@@ -309,10 +367,9 @@ class Agent:
                                "processes are never destroyed" % (
                                    target.label(), ", ".join(map(str, target.pids)) or "unknown"),
                                {"instance": _instance_record(target)})
-            self.call_nvml(lambda: self.backend.destroy_instance(info.index, target.gi_id))
-            after = self.call_nvml(lambda: self.layout(info.index))
-        return {"gpu": info.index, "destroyed": _instance_record(target),
-                "layout_version": after.version}
+            applied = self._change(info.index, layout, Change(
+                "destroying idle %s" % target.label(), destroy=(target,)))
+        return {"gpu": info.index, "destroyed": _instance_record(target), **_after_record(applied)}
 
     def mig_set_mode(self, p: Params) -> Dict[str, Any]:
         self._require_mig_privilege()
@@ -322,16 +379,23 @@ class Agent:
             if not info.mig_capable:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
                     info.index, info.name), {"gpu": info.index})
+            before = (info.mig_mode, info.mig_pending)
             try:
-                current, pending = self.call_nvml(
-                    lambda: self.backend.set_mig_mode(info.index, enabled))
-            except RpcError as err:
-                if (err.data or {}).get("nvml_error") == "NVML_ERROR_IN_USE":
-                    raise RpcError(rpc.GPU_IN_USE, (
+                mode = set_mode(self.backend, info.index, enabled, before)
+            except ChangeFailed as err:
+                if err.restored and err.cause is not None and \
+                        err.cause.code_name == "NVML_ERROR_IN_USE":
+                    raise self._failed(info.index, err, before, _mode_record, rpc.GPU_IN_USE, (
                         "GPU %d has processes or MIG instances; MIG mode changes only on an idle "
-                        "GPU (stop its work and destroy its instances first)" % info.index),
-                        err.data) from err
-                raise
+                        "GPU (stop its work and destroy its instances first)" % info.index)
+                                       ) from err
+                raise self._failed(info.index, err, before, _mode_record) from err
+            self.health.clear(info.index)
+        if mode is None:  # asked and accepted, but the GPU could not be read back
+            return {"gpu": info.index, "mig_mode": None, "mig_pending": enabled,
+                    "reset_required": None, "warning": "the change was made, but reading the "
+                    "GPU's MIG mode back failed; see inventory"}
+        current, pending = mode
         return {"gpu": info.index, "mig_mode": current, "mig_pending": pending,
                 "reset_required": current != pending}
 
@@ -363,7 +427,10 @@ class Agent:
     def sim_fault(self, p: Params) -> Dict[str, Any]:
         function = p.text("function")
         error = p.get("error", (str, int), "an NVML error name or code")
-        code = getattr(self.sim, error, None) if isinstance(error, str) else error
+        if isinstance(error, str):
+            error = p.text("error", max_len=64)
+        code = getattr(self.sim, error, None) if isinstance(error, str) and error.startswith(
+            "NVML_ERROR_") else error
         if not isinstance(code, int):
             raise RpcError(rpc.INVALID_PARAMS, "unknown NVML error %r" % (error,))
         skip, count = p.integer("skip", 0, minimum=0), p.integer("count", 1, minimum=1)
@@ -373,6 +440,39 @@ class Agent:
     def sim_clear_faults(self, p: Params) -> Dict[str, Any]:
         self.sim.sim_clear_faults()
         return {"cleared": True}
+
+
+def _nvml_code(err: NvmlCallError) -> int:
+    return rpc.NOT_PERMITTED if err.code_name == "NVML_ERROR_NO_PERMISSION" else rpc.NVML_FAILED
+
+
+def _plan_change(made: planner.Plan) -> Change:
+    return Change(made.describe(), destroy=made.destroy, create=made.profile, start=made.start)
+
+
+def _unread_instance(made: planner.Plan) -> Dict[str, Any]:
+    """The record of the instance a plan made when the GPU could not be read back: what the
+    plan says, without the ids only the GPU can tell."""
+    return {"uuid": None, "gi_id": None, "profile": made.profile.name, "start": made.start,
+            "size": made.profile.size, "memory_mib": made.profile.memory_mib, "busy": False,
+            "pids": []}
+
+
+def _layout_records(layout: Layout) -> List[Dict[str, Any]]:
+    return [_instance_record(i) for i in layout.instances]
+
+
+def _mode_record(mode: Tuple[bool, bool]) -> Dict[str, bool]:
+    return {"mig_mode": mode[0], "mig_pending": mode[1]}
+
+
+def _after_record(applied: Applied) -> Dict[str, Any]:
+    """The layout a change left, for its answer; a warning when the GPU could not be read back
+    (the change stands all the same)."""
+    if applied.layout is not None:
+        return {"layout_version": applied.layout.version}
+    return {"layout_version": None, "warning": "the change was made, but reading the GPU back "
+            "failed (%s); see inventory" % applied.unread}
 
 
 def _instance_record(inst: Instance) -> Dict[str, Any]:

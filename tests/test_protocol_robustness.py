@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import sys
+import time
 
 import pytest
 
 from remote_agent import PROTOCOL_VERSION
+from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES
 from tests.conftest import AgentError
@@ -37,7 +41,7 @@ def agent(start_agent):
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.plan", "params": {"gpu": 0, "profil": "x"}}',
      rpc.INVALID_PARAMS, "does not take param(s) 'profil'"),
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.plan", "params": {"gpu": -1, "profile": "x"}}',
-     rpc.INVALID_PARAMS, ">= 0"),
+     rpc.INVALID_PARAMS, "a GPU index (0 to"),
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.apply", "params": {"gpu": 0, '
      b'"profile": "1g.10gb", "start": "zero"}}', rpc.INVALID_PARAMS, "must be an integer"),
 ])
@@ -79,7 +83,7 @@ def test_hello_refuses_another_protocol_and_describes_the_host(agent):
     with pytest.raises(AgentError) as err:
         agent.call("hello", protocol=PROTOCOL_VERSION + 1)
     assert err.value.code == rpc.PROTOCOL_MISMATCH
-    assert err.value.data == {"protocol": PROTOCOL_VERSION}
+    assert err.value.data == {"protocol": PROTOCOL_VERSION, "class": rpc.HOST}
     hello = agent.call("hello", protocol=PROTOCOL_VERSION, client="tests")
     assert hello["privileges"]["mig_changes"] is True
     assert [g["cap_layers"] for g in hello["gpus"]] == [
@@ -109,3 +113,148 @@ def test_a_bad_sim_spec_is_a_usage_error(start_agent, tmp_path, spec):
     agent = start_agent(spec, str(tmp_path / spec.replace(":", "_").replace(",", "_")))
     assert agent.proc.wait(timeout=10) == 2
     assert b"remote_agent:" in agent.proc.stderr.read()
+
+
+UNLISTED = ["nope", "Hello", "hello ", "HELLO", "job.delete", "daemon.restart", "sim.*", "mig",
+            "mig.", ".hello", "inventory\u0000", "__init__", "methods", "job.logs.follow"]
+
+
+@pytest.mark.parametrize("backend", ["sim", "nvml"])
+def test_hello_lists_exactly_the_methods_the_agent_serves(start_agent, tmp_path, backend):
+    if backend == "sim":
+        agent = start_agent("1xA100-80GB:mig,1xL4")
+    else:  # no NVML library here: the agent starts all the same and says why it cannot work
+        agent = start_agent(None, str(tmp_path / "nvml"), "--backend", "nvml")
+    listed = agent.call("hello")["methods"]
+    assert listed == sorted(listed) and "hello" in listed
+    for method in listed:  # a param no method takes: refused by the method, so it is there
+        reply = agent.request(method, not_a_param=1)
+        assert reply["error"]["code"] == rpc.INVALID_PARAMS, (method, reply)
+    for method in UNLISTED + [m for m in ("sim.fault", "sim.add_process") if m not in listed]:
+        assert agent.request(method)["error"]["code"] == rpc.METHOD_NOT_FOUND, method
+    assert {m.startswith("sim.") for m in listed} == ({True, False} if backend == "sim"
+                                                      else {False})
+    if backend == "sim":
+        assert len(listed) == 21
+
+
+def deep(depth: int, kind: str) -> bytes:
+    """A line nesting arrays and objects exactly ``depth`` levels deep."""
+    if kind == "array":
+        return b"[" * depth + b"]" * depth
+    if kind == "object":
+        return b'{"a":' * depth + b"1" + b"}" * depth
+    # a request (1) and its params (2) whose env nests the rest of the way
+    inner = depth - 2
+    return (b'{"jsonrpc": "2.0", "id": 7, "method": "job.launch", "params": {"key": "k", '
+            b'"argv": ["x"], "gpu": 1, "memory_mib": 1, "env": '
+            + b'{"a":' * inner + b'"x"' + b"}" * inner + b"}}")
+
+
+NESTINGS = [(d, k) for d in (rpc.MAX_DEPTH + 1, 1000, 100000) for k in ("array", "object",
+                                                                       "params")]
+
+
+@pytest.mark.parametrize("depth, kind", NESTINGS)
+def test_deep_nesting_is_refused_and_the_connection_lives(agent, depth, kind):
+    agent.send_raw(deep(depth, kind) + b"\n")
+    reply = agent.read_reply()
+    assert reply["error"]["code"] == rpc.INVALID_REQUEST
+    assert "deeper than %d levels" % rpc.MAX_DEPTH in reply["error"]["message"]
+    assert agent.call("hello")["protocol"] == PROTOCOL_VERSION
+
+
+def test_nesting_up_to_the_limit_is_taken(agent):
+    agent.send_raw(deep(rpc.MAX_DEPTH, "params") + b"\n")
+    reply = agent.read_reply()
+    assert reply["error"]["code"] == rpc.INVALID_PARAMS  # read as a request; its env is wrong
+    assert "'env' must be an object of string values" in reply["error"]["message"]
+
+
+def test_deep_nesting_over_the_daemon_socket_leaves_the_connection_up(agent, tmp_path):
+    agent.call("hello")  # the daemon runs
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(AgentPaths(str(tmp_path / "state")).socket)
+    with sock, sock.makefile("rb") as answers:
+        for depth, kind in NESTINGS:
+            sock.sendall(deep(depth, kind) + b"\n")
+            reply = json.loads(answers.readline())
+            assert reply["error"]["code"] == rpc.INVALID_REQUEST, (depth, kind)
+        sock.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n')
+        assert json.loads(answers.readline())["result"]["protocol"] == PROTOCOL_VERSION
+
+
+def test_a_key_given_twice_is_refused_and_nothing_is_done(agent):
+    before = agent.call("inventory")
+    agent.send_raw(b'{"jsonrpc": "2.0", "id": 1, "method": "mig.apply", "params": {"gpu": 0, '
+                   b'"profile": "1g.10gb", "gpu": 0}}\n')
+    reply = agent.read_reply()
+    assert reply["error"]["code"] == rpc.INVALID_REQUEST and reply["id"] is None
+    assert "the key 'gpu' appears twice" in reply["error"]["message"]
+    agent.send_raw(b'{"jsonrpc": "2.0", "id": 2, "id": 3, "method": "hello"}\n')
+    assert agent.read_reply()["error"]["code"] == rpc.INVALID_REQUEST
+    assert agent.call("inventory") == before
+
+
+def test_a_member_a_request_does_not_have_is_refused(agent):
+    agent.send_raw(b'{"jsonrpc": "2.0", "id": 1, "method": "mig.apply", "param": {"gpu": 0, '
+                   b'"profile": "1g.10gb"}}\n')
+    reply = agent.read_reply()
+    assert reply["error"]["code"] == rpc.INVALID_REQUEST and reply["id"] == 1
+    assert "not 'param'" in reply["error"]["message"]
+    assert agent.call("inventory")["gpus"][0]["instances"] == []
+
+
+def test_a_batch_over_the_limit_is_refused_whole(agent):
+    batch = [{"jsonrpc": "2.0", "id": n, "method": "mig.apply",
+              "params": {"gpu": 0, "profile": "1g.10gb"}} for n in range(rpc.MAX_BATCH + 1)]
+    agent.send_raw(json.dumps(batch).encode() + b"\n")
+    reply = agent.read_reply()
+    assert reply["error"]["code"] == rpc.INVALID_REQUEST
+    assert "at most %d requests" % rpc.MAX_BATCH in reply["error"]["message"]
+    assert agent.call("inventory")["gpus"][0]["instances"] == []
+
+
+LINE = 1000  # bytes of each log line of the job below, its newline included
+
+
+def noisy_job(agent, lines: int) -> str:
+    """A job that has written ``lines`` lines of LINE bytes to its log, and ended."""
+    job = agent.call("job.launch", key="noisy-%d" % lines, gpu=1, memory_mib=10, argv=[
+        sys.executable, "-c", "import sys\nfor _ in range(%d):\n    sys.stdout.write('x' * %d "
+        "+ '\\n')" % (lines, LINE - 1)])
+    deadline = time.time() + 60
+    while agent.call("job.get", job=job["id"])["state"] == "running":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return job["id"]
+
+
+def test_an_answer_over_the_size_limit_is_withheld_with_a_clear_error(agent):
+    job = noisy_job(agent, rpc.MAX_ANSWER_BYTES // LINE + 100)
+    reply = agent.request("job.logs", job=job, lines=100000)
+    err = reply["error"]
+    assert err["code"] == rpc.ANSWER_TOO_LARGE and err["data"]["class"] == rpc.REQUEST
+    assert err["data"]["carried_out"] is True and err["data"]["size"] > rpc.MAX_ANSWER_BYTES
+    assert "ask for less" in err["message"]
+    assert len(agent.call("job.logs", job=job, lines=1000)["lines"]) == 1000  # the stream lives
+
+
+def test_a_batch_stops_carrying_out_requests_once_its_answers_fill_the_line(agent):
+    job = noisy_job(agent, 6000)  # 6 MB: two answers of it fit in a line, the third does not
+    batch = [{"jsonrpc": "2.0", "id": n, "method": "job.logs", "params": {
+        "job": job, "lines": 6000}} for n in range(4)]
+    batch.insert(3, {"jsonrpc": "2.0", "id": "apply", "method": "mig.apply", "params": {
+        "gpu": 0, "profile": "1g.10gb"}})
+    agent.send_raw(json.dumps(batch).encode() + b"\n")
+    raw = agent.proc.stdout.readline()
+    assert len(raw) <= rpc.MAX_ANSWER_BYTES + 1
+    replies = json.loads(raw)
+    assert [len(r["result"]["lines"]) for r in replies[:2]] == [6000, 6000]
+    assert replies[2]["error"]["data"]["carried_out"] is True
+    assert [r["id"] for r in replies[3:]] == ["apply", 3]
+    for r in replies[3:]:
+        assert r["error"]["code"] == rpc.ANSWER_TOO_LARGE
+        assert r["error"]["data"]["carried_out"] is False and "not carried out" in r[
+            "error"]["message"]
+    assert agent.call("inventory")["gpus"][0]["instances"] == []  # the apply was not done

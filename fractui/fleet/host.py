@@ -34,6 +34,7 @@ from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.cli import host_option_words
+from remote_agent.mig import health
 
 log = logging.getLogger("fractui.fleet")
 
@@ -172,14 +173,17 @@ class HostSession:
 
     def _set(self, state: str, error: Optional[str] = None, **changes: Any) -> None:
         with self._lock:
-            if state != self.status.state or error != self.status.error:
-                self.status.since = time.time()
-            self.status.state = state
-            self.status.error = error
-            for name, value in changes.items():
-                setattr(self.status, name, value)
+            self._set_locked(state, error, **changes)
         if self.on_change is not None:
             self.on_change(self.status)
+
+    def _set_locked(self, state: str, error: Optional[str] = None, **changes: Any) -> None:
+        if state != self.status.state or error != self.status.error:
+            self.status.since = time.time()
+        self.status.state = state
+        self.status.error = error
+        for name, value in changes.items():
+            setattr(self.status, name, value)
 
     def _notify(self, method: str, params: Dict[str, Any]) -> None:
         for listener in list(self.listeners):
@@ -191,6 +195,10 @@ class HostSession:
                 self._early.append((method, params))
                 return
             _apply(self.status, method, params)
+            if method == "snapshot" and self.status.state in ("online", "degraded") \
+                    and self.status.hello is not None:
+                problem = hello_problem(self.status.hello, params)
+                self._set_locked("degraded" if problem else "online", problem)
         if self.on_change is not None:
             self.on_change(self.status)
 
@@ -282,7 +290,7 @@ class HostSession:
                 _apply(self.status, method, params)
             self._early = None
         self._conn = conn
-        problem = hello_problem(hello)
+        problem = hello_problem(hello, self.status.snapshot)
         self._set("degraded" if problem else "online", problem)
         return conn
 
@@ -390,10 +398,18 @@ def deploy(link: SshLink, cfg: HostConfig, archive: AgentArchive) -> Tuple[str, 
         sftp.close()
 
 
-def hello_problem(hello: Dict[str, Any]) -> Optional[str]:
-    """What makes a connected host degraded, if anything."""
-    if hello.get("problems"):
-        return "; ".join(hello["problems"])
+def hello_problem(hello: Dict[str, Any],
+                  snapshot: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """What makes a connected host degraded, if anything. A snapshot is newer than hello: the
+    GPUs it marks degraded (a MIG change that failed and could not be undone) stand in for
+    those hello listed."""
+    problems = list(hello.get("problems") or [])
+    if snapshot is not None:
+        problems = [p for p in problems if not health.is_gpu_problem(p)] + [
+            health.problem(g["index"], g["degraded"]) for g in snapshot.get("gpus") or []
+            if g.get("degraded")]
+    if problems:
+        return "; ".join(problems)
     privileges = hello.get("privileges") or {}
     if any(g.get("mig_capable") for g in hello.get("gpus", [])) and not privileges.get(
             "mig_changes", True):

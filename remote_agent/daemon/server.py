@@ -20,7 +20,7 @@ from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs.methods import job_methods
 from remote_agent.jobs.store import Job
-from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, tail_lines
+from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
@@ -59,10 +59,16 @@ class Connection:
             self.closed = True
 
     def methods(self) -> Dict[str, Method]:
-        table = dict(self.daemon.methods)
-        table["subscribe"] = Method(self.subscribe)
-        table["unsubscribe"] = Method(self.unsubscribe)
-        table["job.logs"] = Method(self.logs, table["job.logs"].params)
+        """Every method this connection serves, composed here and only here: ``hello`` lists
+        exactly this table."""
+        daemon = self.daemon
+        table = daemon.agent.methods()
+        table.update(job_methods(daemon.supervisor, self.follow))
+        table.update({
+            "subscribe": Method(self.subscribe), "unsubscribe": Method(self.unsubscribe),
+            "daemon.version": Method(daemon.version), "daemon.shutdown": Method(daemon.shutdown),
+        })
+        table["hello"] = daemon.agent.hello_method(lambda: table)
         return table
 
     def subscribe(self, p: Params) -> Dict[str, Any]:
@@ -74,16 +80,11 @@ class Connection:
         self.subscribed = False
         return {"subscribed": False}
 
-    def logs(self, p: Params) -> Dict[str, Any]:
-        sup = self.daemon.supervisor
-        job = sup.find(p.text("job"))
-        follow = p.flag("follow", False)
-        lines, size = tail_lines(sup.log_paths(job), p.integer("lines", 100, minimum=0))
-        if follow:
-            self.follows[job.id] = size
-        else:  # also how a client stops following a job on this connection
-            self.follows.pop(job.id, None)
-        return {"job": job.record()["id"], "lines": lines, "offset": size, "follow": follow}
+    def follow(self, job_id: int, on: bool, offset: int) -> None:
+        if on:
+            self.follows[job_id] = offset
+        else:
+            self.follows.pop(job_id, None)
 
     def serve(self) -> None:
         try:
@@ -112,10 +113,6 @@ class Daemon:
         agent.reserved = lambda: {j.instance for j in self.supervisor.store.active()
                                   if j.instance}
         agent.cap_probe = self.supervisor.cap_probe
-        self.methods = agent.methods()
-        self.methods.update(job_methods(self.supervisor))
-        self.methods["daemon.version"] = Method(self.version)
-        self.methods["daemon.shutdown"] = Method(self.shutdown)
 
     # -- methods --
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ctypes import byref, c_uint
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
@@ -44,7 +44,6 @@ class NvmlCallError(Exception):
         self.code = code
         self.code_name = code_name
         self.text = text
-        self.rollback_error: Optional[NvmlCallError] = None  # set when undoing it failed too
 
 
 @dataclass(frozen=True)
@@ -278,55 +277,31 @@ class GpuBackend:
 
     # -- changes --
 
-    def create_instance(self, index: int, profile: Profile, start: int) -> Instance:
-        """Create a GPU instance at ``start`` and its full-size compute instance, or nothing."""
-        h = self.handle(index)
+    def create_instance(self, index: int, profile: Profile, start: int,
+                        with_compute: bool = True) -> None:
+        """Create a GPU instance at ``start`` and (unless told not to) its full-size compute
+        instance. Only the steps: a failure midway may leave a GPU instance without its compute
+        instance, and mig.apply, which reads the layout back, puts that right."""
         placement = self.nv.c_nvmlGpuInstancePlacement_t()
         placement.start = start
         placement.size = profile.size
-        made: List[Tuple[str, Any]] = []  # how to take back each thing created, oldest first
-
-        def take_back() -> None:
-            for destroy, handle in reversed(made):
-                self.call(destroy, handle)
-
-        try:
-            gi = self.call("nvmlDeviceCreateGpuInstanceWithPlacement", h, profile.profile_id,
-                           byref(placement))
-            made.append(("nvmlGpuInstanceDestroy", gi))
-            ci_profile = getattr(self.nv, CI_PROFILE_FOR_SLICES[profile.compute_slices])
-            ci_info = self.call("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi, ci_profile,
-                                self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
-            made.append(("nvmlComputeInstanceDestroy",
-                         self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_info.id)))
-            gi_id = int(self.call("nvmlGpuInstanceGetInfo", gi).id)
-            uuid = next((d.uuid for d in self.mig_devices(index) if d.gi_id == gi_id), None)
-        except NvmlCallError as err:
-            _undo(err, take_back)
-            raise
-        return Instance(gi_id=gi_id, profile=profile.name, start=start, size=profile.size,
-                        compute_slices=profile.compute_slices, uuid=uuid,
-                        memory_mib=profile.memory_mib)
+        gi = self.call("nvmlDeviceCreateGpuInstanceWithPlacement", self.handle(index),
+                       profile.profile_id, byref(placement))
+        if not with_compute:
+            return
+        ci_profile = getattr(self.nv, CI_PROFILE_FOR_SLICES[profile.compute_slices])
+        ci_info = self.call("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi, ci_profile,
+                            self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+        self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_info.id)
 
     def destroy_instance(self, index: int, gi_id: int) -> None:
-        """Destroy a GPU instance and its compute instances, or leave it as it was."""
+        """Destroy a GPU instance and its compute instances (the steps only, as above)."""
         gi = self.call("nvmlDeviceGetGpuInstanceById", self.handle(index), gi_id)
-        destroyed: List[int] = []  # compute-instance profile ids, to recreate on failure
+        for ci in self._compute_instances(gi):
+            self.call("nvmlComputeInstanceDestroy", ci)
+        self.call("nvmlGpuInstanceDestroy", gi)
 
-        def recreate() -> None:
-            for ci_profile_id in destroyed:
-                self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_profile_id)
-
-        try:
-            for ci, ci_profile_id in self._compute_instances(gi):
-                self.call("nvmlComputeInstanceDestroy", ci)
-                destroyed.append(ci_profile_id)
-            self.call("nvmlGpuInstanceDestroy", gi)
-        except NvmlCallError as err:
-            _undo(err, recreate)
-            raise
-
-    def _compute_instances(self, gi: Any) -> List[Tuple[Any, int]]:
+    def _compute_instances(self, gi: Any) -> List[Any]:
         out = []
         for slices in sorted(CI_PROFILE_FOR_SLICES):
             const = getattr(self.nv, CI_PROFILE_FOR_SLICES[slices], None)
@@ -342,25 +317,19 @@ class GpuBackend:
             array = (self.nv.c_nvmlComputeInstance_t * max(info.instanceCount, 1))()
             count = c_uint(len(array))
             self.call("nvmlGpuInstanceGetComputeInstances", gi, info.id, array, byref(count))
-            out.extend((array[i], int(info.id)) for i in range(count.value))
+            out.extend(array[i] for i in range(count.value))
         return out
 
-    def set_mig_mode(self, index: int, enabled: bool) -> Tuple[bool, bool]:
-        """Ask for MIG mode on or off; returns (current, pending) as NVML reports them after."""
-        h = self.handle(index)
-        mode = self.nv.NVML_DEVICE_MIG_ENABLE if enabled else self.nv.NVML_DEVICE_MIG_DISABLE
-        self.call("nvmlDeviceSetMigMode", h, mode)
-        current, pending = self.call("nvmlDeviceGetMigMode", h)
-        self._geometry = {k: v for k, v in self._geometry.items() if k[0] != index}
+    def mig_mode(self, index: int) -> Tuple[bool, bool]:
+        """(current, pending) MIG mode: pending is what the next GPU reset brings."""
+        current, pending = self.call("nvmlDeviceGetMigMode", self.handle(index))
         return bool(current), bool(pending)
 
-
-def _undo(cause: NvmlCallError, step: Callable[[], Any]) -> None:
-    """Run an undo step; if it fails too, say so on the original error rather than hide either."""
-    try:
-        step()
-    except NvmlCallError as undo_err:
-        cause.rollback_error = undo_err
+    def set_mig_mode(self, index: int, enabled: bool) -> None:
+        """Ask for MIG mode on or off (read back with ``mig_mode``)."""
+        self._geometry = {k: v for k, v in self._geometry.items() if k[0] != index}
+        mode = self.nv.NVML_DEVICE_MIG_ENABLE if enabled else self.nv.NVML_DEVICE_MIG_DISABLE
+        self.call("nvmlDeviceSetMigMode", self.handle(index), mode)
 
 
 def _text(value: Any) -> str:

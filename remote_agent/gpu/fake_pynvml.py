@@ -423,43 +423,73 @@ class _Store:
 
 
 class _Fault:
-    def __init__(self, code: int, skip: int, count: int):
-        self.code, self.skip, self.count = code, skip, count
+    def __init__(self, code: int, skip: int, count: int, after: bool):
+        self.code, self.skip, self.count, self.after = code, skip, count, after
 
 
 _store: Optional[_Store] = None
 _init_count = 0
 _faults: Dict[str, List[_Fault]] = {}
+_trace: Optional[List[str]] = None  # the NVML calls made since sim_start_trace, in order
 _lock = threading.RLock()
 
 
 def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
     """Attach this module to a simulated host: the state file at ``path`` (created from ``spec``
     on first use), or a fresh in-memory host when ``path`` is None."""
-    global _store, _init_count
+    global _store, _init_count, _trace
     with _lock:
         _store = _Store(path, spec)
         _init_count = 0
         _faults.clear()
+        _trace = None
 
 
 def sim_spec() -> str:
     return _host()["spec"]
 
 
-def sim_inject_fault(function: str, code: int, skip: int = 0, count: int = 1) -> None:
-    """Fail ``function`` with NVML error ``code``, ``count`` times, after ``skip`` good calls."""
+def sim_inject_fault(function: str, code: int, skip: int = 0, count: int = 1,
+                     after: bool = False) -> None:
+    """Fail ``function`` with NVML error ``code``, ``count`` times, after ``skip`` calls of it
+    (every call counts, failed ones too). With ``after`` the failing call first takes effect,
+    as a driver that times out after doing the work would: callers must read back what is true.
+    """
     if not function.startswith("nvml") or function not in globals():
         raise ValueError("no NVML function %r in this module" % function)
     if code not in NVMLError._valClassMapping:
         raise ValueError("unknown NVML error code %r" % code)
     with _lock:
-        _faults.setdefault(function, []).append(_Fault(code, skip, count))
+        _faults.setdefault(function, []).append(_Fault(code, skip, count, after))
 
 
 def sim_clear_faults() -> None:
     with _lock:
         _faults.clear()
+
+
+def sim_start_trace() -> None:
+    """Record every NVML call from now on (``sim_trace`` returns them)."""
+    global _trace
+    with _lock:
+        _trace = []
+
+
+def sim_trace() -> List[str]:
+    """The NVML calls made since ``sim_start_trace``, by name, in order, failed ones included."""
+    with _lock:
+        return list(_trace or [])
+
+
+def sim_gpu_state(gpu: int) -> Dict[str, Any]:
+    """What a GPU holds, read straight from the simulated host: MIG mode and every GPU
+    instance as (profile name, start, number of compute instances), sorted."""
+    state = _host()
+    g = state["gpus"][gpu]
+    facts = _facts(g)
+    return {"mig": bool(g["mig"]), "instances": sorted(
+        (facts.profile_name(_gi_facts(g, gi).key), gi["start"], len(gi["cis"]))
+        for gi in g["gis"])}
 
 
 def sim_register_process(gpu: int, used_mib: int, instance_uuid: Optional[str] = None,
@@ -530,14 +560,20 @@ def _api(fn: Callable) -> Callable:
                 raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)
             if _init_count == 0 and not name.startswith("nvmlInit") and name != "nvmlErrorString":
                 raise NVMLError(NVML_ERROR_UNINITIALIZED)
+            if _trace is not None:
+                _trace.append(name)
+            due: Optional[_Fault] = None
             for fault in _faults.get(name, []):
                 if fault.skip > 0:
                     fault.skip -= 1
-                    continue
-                if fault.count > 0:
+                elif fault.count > 0 and due is None:
                     fault.count -= 1
-                    raise NVMLError(fault.code)
-            return fn(*args, **kwargs)
+                    due = fault
+            if due is None:
+                return fn(*args, **kwargs)
+            if due.after:
+                fn(*args, **kwargs)
+            raise NVMLError(due.code)
 
     return wrapper
 

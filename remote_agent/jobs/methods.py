@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
+from remote_agent.jobs.store import ACTIVE, FINISHED
 from remote_agent.jobs.supervisor import Supervisor, parse_launch, tail_lines
 from remote_agent.rpc.jsonrpc import Method, Params
 
 LAUNCH_PARAMS = ("key", "argv", "env", "cwd", "name", "gpu", "gpus", "instance", "mig",
                  "memory_mib", "torch_fraction")
 DEFAULT_STOP_GRACE_S = 10
+MAX_LOG_LINES = 100000  # job.logs lines; the answer's size is bounded too (MAX_ANSWER_BYTES)
 
 
-def job_methods(sup: Supervisor) -> Dict[str, Method]:
+def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Dict[str, Method]:
+    """The job methods over a supervisor; ``follow(job id, on, offset)`` starts or ends
+    following a job's log on the connection that asked (``job.logs`` with ``follow``)."""
     def launch(p: Params) -> Dict[str, Any]:
         return sup.launch(parse_launch(p)).record()
 
@@ -25,14 +29,17 @@ def job_methods(sup: Supervisor) -> Dict[str, Method]:
         return sup.find(p.text("job")).record()
 
     def list_jobs(p: Params) -> Dict[str, Any]:
-        wanted = p.text("state", None)
+        wanted = p.text("state", None, choices=ACTIVE + FINISHED)
         jobs = sup.store.all()
         return {"jobs": [j.record() for j in jobs if wanted in (None, j.state)]}
 
     def logs(p: Params) -> Dict[str, Any]:
         job = sup.find(p.text("job"))
-        lines, size = tail_lines(sup.log_paths(job), p.integer("lines", 100, minimum=0))
-        return {"job": job.record()["id"], "lines": lines, "offset": size}
+        wanted = p.flag("follow", False)
+        lines, size = tail_lines(sup.log_paths(job), p.integer("lines", 100, minimum=0,
+                                                               maximum=MAX_LOG_LINES))
+        follow(job.id, wanted, size)  # without follow, also how a client stops following
+        return {"job": job.record()["id"], "lines": lines, "offset": size, "follow": wanted}
 
     return {
         "job.launch": Method(launch, LAUNCH_PARAMS),

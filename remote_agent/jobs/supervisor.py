@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -35,6 +36,7 @@ from remote_agent.rpc.jsonrpc import Params, RpcError
 log = logging.getLogger("remote_agent.jobs")
 
 START_TIMEOUT_S = 15.0
+ARG_MAX_LEN = 128 * 1024  # an argument or environment value (Linux's MAX_ARG_STRLEN)
 # Variables that would undo a job's confinement if inherited from the daemon's environment.
 _CONFINEMENT_VARS = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_PRELOAD",
                      "CUDA_DEVICE_MEMORY_LIMIT", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
@@ -72,32 +74,34 @@ class LaunchRequest:
 
 
 def parse_launch(p: Params) -> LaunchRequest:
-    key = p.text("key")
+    key = p.text("key", max_len=rpc.MAX_ID)
     if not key.strip():
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'key' must not be empty")
-    argv = p.get("argv", (list,), "a list of strings (the program and its arguments, run as "
-                               "is, never by a shell)")
-    if not argv or not all(isinstance(a, str) for a in argv):
+    argv = p.texts("argv", "a list of strings (the program and its arguments, run as is, never "
+                   "by a shell)", max_len=ARG_MAX_LEN)
+    if not argv:
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'argv' must be a non-empty list of "
                        "strings; it is run as is, never by a shell")
-    env = p.get("env", (dict,), "an object of string values", {})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'env' must map strings to strings")
+    env = p.text_map("env", "an object of string values", {}, max_len=ARG_MAX_LEN)
+    if any(not k or "=" in k for k in env):
+        raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'env': a variable's name is never "
+                       "empty and holds no '='")
     cwd = p.text("cwd", None)
     if cwd is not None and not os.path.isdir(cwd):
         raise RpcError(rpc.INVALID_PARAMS, "job.launch cwd %r is not a directory on this host"
                        % cwd)
-    if "gpu" in p.raw and "gpus" in p.raw:
+    if p.given("gpu") and p.given("gpus"):
         raise RpcError(rpc.INVALID_PARAMS, "job.launch takes 'gpu' or 'gpus', not both")
-    if "gpus" in p.raw:
-        gpus = p.get("gpus", (list,), "a list of GPU indexes or uuids")
-        if not gpus or any(isinstance(g, bool) or not isinstance(g, (int, str)) for g in gpus):
-            raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'gpus' must be a non-empty list "
-                           "of GPU indexes or uuids")
-    else:
-        gpus = [p.gpu("gpu")]
+    gpus = p.gpus("gpus") if p.given("gpus") else [p.gpu("gpu")]
     instance = p.text("instance", None)
-    mig = p.get("mig", (dict,), "an object {profile, start}", None)
+    asked = p.nested("mig", ("profile", "start", "destroy_idle", "layout_version"),
+                     "an object {profile, start[, destroy_idle, layout_version]}", None)
+    if asked is not None:  # checked here, kept as given (it is part of the key's fingerprint)
+        asked.text("profile")
+        asked.integer("start", minimum=0)
+        asked.flag("destroy_idle", None)
+        asked.text("layout_version", None)
+    mig = asked.raw if asked is not None else None
     memory_mib = p.integer("memory_mib", None, minimum=1)
     chosen = [n for n, v in (("instance", instance), ("mig", mig), ("memory_mib", memory_mib))
               if v is not None]
@@ -105,14 +109,6 @@ def parse_launch(p: Params) -> LaunchRequest:
         raise RpcError(rpc.INVALID_PARAMS, "job.launch needs exactly one of 'instance' (an idle "
                        "MIG uuid), 'mig' ({profile, start}) or 'memory_mib' (a share of a GPU "
                        "without MIG); got %s" % (", ".join(chosen) or "none"))
-    if mig is not None:
-        unknown = sorted(set(mig) - {"profile", "start", "destroy_idle", "layout_version"})
-        if unknown or not isinstance(mig.get("profile"), str) or not isinstance(
-                mig.get("start"), int) or isinstance(mig.get("start"), bool) or not isinstance(
-                    mig.get("layout_version", ""), str):
-            raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'mig' must be {\"profile\": "
-                           "string, \"start\": integer[, \"destroy_idle\": bool, "
-                           "\"layout_version\": string]}")
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
     name = p.text("name", None) or os.path.basename(argv[0])
@@ -237,7 +233,7 @@ class Supervisor:
         os.makedirs(job_dir, mode=0o700, exist_ok=True)
         if job.mig is not None and job.instance is None:
             created = self.gpus.create_for_job(job.gpus[0], job.mig["profile"], job.mig["start"],
-                                               bool(job.mig.get("destroy_idle", False)),
+                                               job.mig.get("destroy_idle") is True,
                                                taken=lambda uuid: bool(self.holders(uuid)),
                                                pinned=job.mig.get("layout_version"))
             self.store.update(job, instance=created)
@@ -481,7 +477,7 @@ class Supervisor:
 
     def find(self, ref: str) -> Job:
         job_id = ref[1:] if ref.startswith("j") else ref
-        job = self.store.get(int(job_id)) if job_id.isdigit() else None
+        job = self.store.get(int(job_id)) if re.fullmatch("[0-9]{1,18}", job_id) else None
         if job is None:
             raise RpcError(rpc.JOB_NOT_FOUND, "no job %r on this host" % ref)
         return job

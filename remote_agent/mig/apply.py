@@ -1,52 +1,223 @@
-"""Carry out a MIG plan on a GPU, all or nothing.
+"""Carry out a MIG change on a GPU, all or nothing.
 
-Each step is atomic in the backend (an instance and its compute instance come and go together);
-if a later step fails, the steps already done are undone in reverse and the original NVML error is
-reported — with the undo's own failure beside it if the GPU refused that too, never hidden.
+The GPU is the only witness of what happened: after the steps of a change, and after any
+failure, the layout is read back (a failed read is retried), never inferred from which calls
+returned. When a step fails, the GPU is brought back to the layout it had before in rounds of
+read, compare, undo the difference — the undo's own calls may fail too, and the next round tries
+again. Only what the change touched is ever undone: the instances it destroyed are made again,
+the instances it made are destroyed; every other instance is left alone.
+
+The caller learns one of three things: the change stands (with the layout read after it, or why
+that read failed); it failed and the GPU is exactly as before; or it failed, the GPU could not be
+restored, and what it holds now (or that it cannot be read).
 """
 
 from __future__ import annotations
 
-from typing import List
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional, Tuple, TypeVar
 
 from remote_agent.gpu.backend import GpuBackend, NvmlCallError
-from remote_agent.mig.layout import Instance
-from remote_agent.mig.planner import Plan
+from remote_agent.mig.layout import Instance, Layout, Profile
+
+READ_TRIES = 3  # a read of the GPU after a change, or during a restore, is tried this often
+RESTORE_ROUNDS = 4  # rounds of read, compare, undo the difference before giving up
+
+T = TypeVar("T")
 
 
-class ApplyError(Exception):
-    """A plan failed midway. ``cause`` is the NVML error that stopped it."""
+def placements(instances: Iterable[Instance]) -> Counter:
+    """What instances hold a GPU: (profile, start, has its compute instance) for each."""
+    return Counter(_key(i) for i in instances)
 
-    def __init__(self, plan: Plan, cause: NvmlCallError, rollback_errors: List[NvmlCallError]):
-        self.plan = plan
+
+def _key(inst: Instance) -> Tuple[str, int, bool]:
+    return inst.profile, inst.start, inst.uuid is not None
+
+
+def describe_layout(layout: Optional[Layout]) -> str:
+    if layout is None:
+        return "(unreadable)"
+    if not layout.instances:
+        return "no instances"
+    return ", ".join("%s@%d%s" % (i.profile, i.start, "" if i.uuid else " without its compute "
+                                  "instance") for i in layout.instances)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Destroy these idle instances, then create ``create`` at ``start`` (when given)."""
+
+    what: str  # for people, e.g. a plan's description
+    destroy: Tuple[Instance, ...] = ()
+    create: Optional[Profile] = None
+    start: int = 0
+
+    def expected(self, before: Layout) -> Counter:
+        want = placements(before.instances) - placements(self.destroy)
+        if self.create is not None:
+            want[(self.create.name, self.start, True)] += 1
+        return want
+
+    def created(self, layout: Optional[Layout]) -> Optional[Instance]:
+        """The instance this change made, as ``layout`` shows it (None if it does not)."""
+        if self.create is None or layout is None:
+            return None
+        return next((i for i in layout.instances
+                     if (i.profile, i.start) == (self.create.name, self.start)), None)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A change that stands. ``layout`` is the GPU as read after it; None when every read
+    failed (``unread`` is the last failure) though every step had succeeded."""
+
+    layout: Optional[Layout]
+    unread: Optional[NvmlCallError] = None
+
+
+class ChangeFailed(Exception):
+    """A change failed. ``restored`` says whether the GPU is exactly as before; ``now`` is what
+    it holds as last read (None: it could not be read); ``errors`` are the failures met while
+    restoring. ``cause`` is the NVML error that stopped the change (None when every step
+    succeeded but the GPU did not show the result)."""
+
+    def __init__(self, what: str, cause: Optional[NvmlCallError], problem: str, before: Any,
+                 now: Any, restored: bool, errors: List[NvmlCallError],
+                 show: Callable[[Any], str]):
+        self.what = what
         self.cause = cause
-        self.rollback_errors = rollback_errors
-        if rollback_errors:
-            tail = "; rolling back ALSO failed (%s): the GPU's layout differs from before" % (
-                "; ".join(str(e) for e in rollback_errors))
+        self.before = before
+        self.now = now
+        self.restored = restored
+        self.errors = errors
+        if restored:
+            tail = "every step already done was undone; the GPU is as it was"
+        elif now is None:
+            tail = "the GPU could NOT be restored and cannot be read (%s); before it held %s" % (
+                errors[-1] if errors else "no read succeeded", show(before))
         else:
-            tail = "; every step already done was undone"
-        super().__init__("applying '%s' failed: %s%s" % (plan.describe(), cause, tail))
-
-    @property
-    def rolled_back(self) -> bool:
-        return not self.rollback_errors
+            tail = "the GPU could NOT be restored%s: it now holds %s; before it held %s" % (
+                " (%s)" % errors[-1] if errors else "", show(now), show(before))
+        super().__init__("%s failed: %s; %s" % (what, problem, tail))
 
 
-def apply_plan(backend: GpuBackend, index: int, plan: Plan) -> Instance:
-    """Destroy the plan's idle instances, create its instance; return the created instance."""
-    destroyed: List[Instance] = []
+def apply_change(backend: GpuBackend, index: int, before: Layout, change: Change) -> Applied:
+    """Carry out ``change`` on a GPU whose layout is ``before`` (the caller holds the MIG lock)."""
     try:
-        for victim in plan.destroy:
+        for victim in change.destroy:
             backend.destroy_instance(index, victim.gi_id)
-            destroyed.append(victim)
-        return backend.create_instance(index, plan.profile, plan.start)
+        if change.create is not None:
+            backend.create_instance(index, change.create, change.start)
     except NvmlCallError as err:
-        failures = [e for e in (err.rollback_error,) if e is not None]
-        geo = backend.geometry(index)
-        for victim in reversed(destroyed):
-            try:
-                backend.create_instance(index, geo.profile(victim.profile), victim.start)
-            except NvmlCallError as undo_err:
-                failures.append(undo_err)
-        raise ApplyError(plan, err, failures) from err
+        raise restore(backend, index, before, change, err, str(err)) from err
+    want = change.expected(before)
+    layout, done, unread = _read_back(lambda: backend.layout(index),
+                                      lambda read: placements(read.instances) == want)
+    if done or layout is None:
+        return Applied(layout, unread)
+    raise restore(backend, index, before, change, None, (
+        "every step succeeded, yet the GPU then held %s" % describe_layout(layout)))
+
+
+def restore(backend: GpuBackend, index: int, before: Layout, change: Change,
+            cause: Optional[NvmlCallError], problem: str) -> ChangeFailed:
+    """Put back what ``change`` touched, in rounds, and say how that ended (as the error to
+    raise: ``problem`` says why the change is being undone)."""
+    want = placements(before.instances)
+    kept = {i.gi_id for i in before.instances} - {v.gi_id for v in change.destroy}
+    goal = placements(change.destroy)
+
+    def undo(now: Layout) -> None:
+        touched = [i for i in now.instances if i.gi_id not in kept]
+        extra = placements(touched) - goal
+        for inst in touched:
+            if extra[_key(inst)] > 0:
+                extra[_key(inst)] -= 1
+                backend.destroy_instance(index, inst.gi_id)
+        for (name, start, with_compute), n in (goal - placements(touched)).items():
+            for _ in range(n):
+                backend.create_instance(index, before.geometry.profile(name), start, with_compute)
+
+    errors: List[NvmlCallError] = []
+    now = _settle(lambda: backend.layout(index), lambda read: placements(read.instances) == want,
+                  undo, errors)
+    restored = now is not None and placements(now.instances) == want
+    return ChangeFailed(change.what, cause, problem, before, now, restored, errors,
+                        describe_layout)
+
+
+def _settle(read: Callable[[], T], settled: Callable[[T], bool], undo: Callable[[T], None],
+            errors: List[NvmlCallError]) -> Optional[T]:
+    """Rounds of read, then undo what the read shows, until a read shows the GPU settled; a
+    failed undo is tried again by the next round. The last round only reads: never trust an
+    action without reading what it did. Returns the last read (None if it failed)."""
+    now: Optional[T] = None
+    for round_no in range(RESTORE_ROUNDS):
+        now = _read(read, errors)
+        if now is None or settled(now) or round_no == RESTORE_ROUNDS - 1:
+            break
+        try:
+            undo(now)
+        except NvmlCallError as err:
+            errors.append(err)
+    return now
+
+
+def _read(read: Callable[[], T], errors: List[NvmlCallError]) -> Optional[T]:
+    """One read, a failed one tried again; None when every try failed."""
+    for _ in range(READ_TRIES):
+        try:
+            return read()
+        except NvmlCallError as err:
+            errors.append(err)
+    return None
+
+
+def _read_back(read: Callable[[], T], done: Callable[[T], bool]
+               ) -> Tuple[Optional[T], bool, Optional[NvmlCallError]]:
+    """Read after a change until a read shows it done, a read that fails or does not show it
+    yet being tried again: (the last good read, whether it shows the change, the last failure)."""
+    last: Optional[T] = None
+    failure: Optional[NvmlCallError] = None
+    for _ in range(READ_TRIES):
+        try:
+            value = read()
+        except NvmlCallError as err:
+            failure = err
+            continue
+        if done(value):
+            return value, True, failure
+        last = value
+    return last, False, failure
+
+
+def set_mode(backend: GpuBackend, index: int, enabled: bool,
+             before: Tuple[bool, bool]) -> Optional[Tuple[bool, bool]]:
+    """Ask for MIG mode on or off on a GPU whose (current, pending) mode is ``before``; returns
+    the mode read after (None if it could not be read), or raises ChangeFailed."""
+    what = "turning MIG mode %s on GPU %d" % ("on" if enabled else "off", index)
+    try:
+        backend.set_mig_mode(index, enabled)
+    except NvmlCallError as err:
+        raise _restore_mode(backend, index, before, what, err, str(err)) from err
+    mode, done, _ = _read_back(lambda: backend.mig_mode(index), lambda read: read[1] == enabled)
+    if done or mode is None:
+        return mode
+    raise _restore_mode(backend, index, before, what, None,
+                        "NVML accepted it, yet the GPU then read %s" % _show_mode(mode))
+
+
+def _restore_mode(backend: GpuBackend, index: int, before: Tuple[bool, bool], what: str,
+                  cause: Optional[NvmlCallError], problem: str) -> ChangeFailed:
+    errors: List[NvmlCallError] = []
+    now = _settle(lambda: backend.mig_mode(index), lambda read: read == before,
+                  lambda _: backend.set_mig_mode(index, before[1]), errors)
+    return ChangeFailed(what, cause, problem, before, now, now == before, errors, _show_mode)
+
+
+def _show_mode(mode: Tuple[bool, bool]) -> str:
+    current, pending = mode
+    return "MIG mode %s%s" % ("on" if current else "off", "" if current == pending else
+                              " (%s after the next reset)" % ("on" if pending else "off"))

@@ -1,0 +1,74 @@
+"""A GPU that a failed MIG change left changed is reported, on real processes: the agent over a
+pipe (through its daemon's socket) and the admin side's host session, which turns the host
+degraded while the agent says so and online again once it does not."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fractui.config import HostConfig, SshSettings
+from fractui.fleet.host import HostSession
+from fractui.fleet.zipapp import build_agent_archive
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import AgentError, stop_host
+
+
+def unrestorable_apply(agent) -> AgentError:
+    """A change whose new instance, and the undo of its destroy, the GPU always refuses."""
+    agent.call("sim.fault", function="nvmlDeviceCreateGpuInstanceWithPlacement",
+               error="NVML_ERROR_GPU_IS_LOST", count=1000)
+    with pytest.raises(AgentError) as err:
+        agent.call("mig.apply", gpu=0, profile="4g.40gb", destroy_idle=True)
+    agent.call("sim.clear_faults")
+    return err.value
+
+
+def test_the_agent_reports_a_gpu_it_could_not_restore_until_a_change_succeeds(start_agent):
+    agent = start_agent("1xA100-80GB:mig,1xL4")
+    for _ in range(2):
+        agent.call("mig.apply", gpu=0, profile="3g.40gb")
+    err = unrestorable_apply(agent)
+    assert err.code == rpc.NVML_FAILED and err.data["class"] == rpc.HOST
+    assert err.data["rolled_back"] is False
+    assert [(i["profile"], i["start"]) for i in err.data["now"]] == [("3g.40gb", 4)]
+    gpus = agent.call("inventory")["gpus"]
+    assert gpus[0]["degraded"] == err.message and "degraded" not in gpus[1]
+    assert [(i["profile"], i["start"]) for i in gpus[0]["instances"]] == [("3g.40gb", 4)]
+    assert agent.call("hello")["problems"] == ["GPU 0 is degraded: %s" % err.message]
+    agent.call("mig.apply", gpu=0, profile="3g.40gb", start=0)
+    assert "degraded" not in agent.call("snapshot")["gpus"][0]
+    assert agent.call("hello")["problems"] == []
+
+
+def wait_for(check, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
+    while not check():
+        assert time.time() < deadline, "never happened"
+        time.sleep(0.05)
+
+
+def test_a_host_is_degraded_while_a_snapshot_says_a_gpu_is(tmp_path):
+    host = HostConfig(name="gpu-sim", transport="local", sim="1xA100-80GB:mig",
+                      state_dir=str(tmp_path / "state"))
+    session = HostSession(host, SshSettings(), build_agent_archive)
+    session.start()
+    try:
+        wait_for(lambda: session.status.state == "online")
+        for _ in range(2):
+            session.call("mig.apply", {"gpu": 0, "profile": "3g.40gb"})
+        session.call("sim.fault", {"function": "nvmlDeviceCreateGpuInstanceWithPlacement",
+                                   "error": "NVML_ERROR_GPU_IS_LOST", "count": 1000})
+        with pytest.raises(Exception) as err:
+            session.call("mig.apply", {"gpu": 0, "profile": "4g.40gb", "destroy_idle": True})
+        session.call("sim.clear_faults")
+        assert "could NOT be restored" in str(err.value)
+        wait_for(lambda: session.status.state == "degraded")
+        assert session.status.error.startswith("GPU 0 is degraded: ")
+        session.call("mig.apply", {"gpu": 0, "profile": "3g.40gb", "start": 0})
+        wait_for(lambda: session.status.state == "online")
+        assert session.status.error is None
+    finally:
+        session.stop()
+        stop_host(host.state_dir)
