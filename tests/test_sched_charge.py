@@ -20,7 +20,7 @@ from fractui.sched.preview import candidates
 from fractui.sched.queueing import schedule
 from fractui.sched.quota import charge, team_usage
 from fractui.store.model import PENDING, PLACED, Job, Slot
-from fractui.store_commands import hand_slot, request_record
+from fractui.store_commands import hand_slot
 
 MODELS = sorted(models().values(), key=lambda m: m.name)
 UID = "charge00"
@@ -69,7 +69,7 @@ def expected(model, mig_mode: bool, slot: Slot) -> float:
 def test_every_path_charges_the_same(case):
     model, mig_mode, count, queue = case
     view = view_of(model, mig_mode, count)
-    job = Job(1, "q", "t", "n", ("x",), request_record(queue), PENDING, 0.0, 0.0)
+    job = Job(1, "q", "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
     teams = [TeamConfig("t", quota_gpus=100)]
     decided = schedule([view], [job], [queue], teams, UID).decisions
     assert decided, "an idle host of the model takes every portion it has"
@@ -94,7 +94,7 @@ def test_the_l4_share_that_was_counted_two_ways():
     l4 = models()["NVIDIA L4"]
     assert charge(None, 10240, [(l4.memory_mib, None)]) == 0.445
     queue = QueueConfig(name="q", memory_gib=10)
-    job = Job(1, "q", "t", "n", ("x",), request_record(queue), PENDING, 0.0, 0.0)
+    job = Job(1, "q", "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
     view = view_of(l4, False, 1)
     assert complete(replace(job, slot=Slot("h", (0,))), view, UID, []).charge == 0.445
     assert schedule([view], [job], [queue], [], UID).decisions[0].slot.charge == 0.445
