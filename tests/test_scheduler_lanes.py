@@ -112,10 +112,10 @@ def test_a_call_timeout_that_could_outlive_the_lease_is_refused_with_its_line(tm
     path = tmp_path / "config.toml"
     for text, said in (
             ("[scheduler]\nlease_s = 9\ncall_timeout_s = 4\n",
-             ":3: scheduler.call_timeout_s = 4 must be at most a third of lease_s (9), so no "
-             "call outlives the lease it was made under"),
-            ("[scheduler]\nmax_attempts = 0\n", ":2: scheduler.max_attempts must be 1 to 100, "
-                                                "got 0"),
+             ":3: scheduler.call_timeout_s (4 s) must be at most a third of scheduler.lease_s "
+             "(9 s), so no call outlives the lease it was made under"),
+            ("[scheduler]\nmax_attempts = 0\n", ":2: scheduler.max_attempts must be from 1 to "
+                                                "100 attempts, got 0"),
             ("[scheduler]\nmax_attempts = 2.5\n", ":2: scheduler.max_attempts must be an "
                                                   "integer")):
         path.write_text(text)
