@@ -8,7 +8,7 @@ from remote_agent.jobs.supervisor import Supervisor, parse_launch, tail_lines
 from remote_agent.rpc.jsonrpc import Method, Params
 
 LAUNCH_PARAMS = ("key", "argv", "env", "cwd", "name", "gpu", "gpus", "instance", "mig",
-                 "memory_mib", "torch_fraction")
+                 "memory_mib", "torch_fraction", "run_as")
 DEFAULT_STOP_GRACE_S = 10
 
 

@@ -1,0 +1,116 @@
+"""A job's output: a named pipe the job writes to, and a size-capped log that never fails it.
+
+The job's stdout and stderr are the write end of ``output.pipe`` (a FIFO in its job dir). Its
+shim copies the pipe into ``output.log``; the daemon keeps a spare read end open, so a job whose
+shim died still has a reader (and its writes never fail with EPIPE) while the daemon lives, and
+the daemon copies the output from then on. A log write that fails — a full disk, an I/O error —
+drops that output and never raises: the job must not die because its log cannot grow. Once a write
+succeeds again, the log says how much was dropped and why.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from remote_agent.daemon.trust import open_private
+
+PIPE_NAME = "output.pipe"
+LOG_NAME = "output.log"
+CHUNK = 65536
+
+
+def dropped_note(count: int, why: str) -> bytes:
+    return ("[fractui: %d bytes of the job's output were dropped: its log could not be written "
+            "(%s)]\n" % (count, why)).encode()
+
+
+class CappedLog:
+    """Appends to ``output.log``; past half the cap it becomes ``output.log.1`` and a new one
+    starts, so the two together never exceed the cap."""
+
+    def __init__(self, path: str, max_bytes: int):
+        self.path = path
+        self.half = max(4096, max_bytes // 2)
+        self.fd: Optional[int] = None
+        self.size = 0
+        self.dropped = 0
+        self.why = ""
+        self.line_ended = True  # the last byte written ended a line
+
+    def _note(self) -> bytes:
+        """What was dropped, on a line of its own."""
+        return (b"" if self.line_ended else b"\n") + dropped_note(self.dropped, self.why)
+
+    def write(self, data: bytes) -> None:
+        if self.dropped:
+            if self._put(self._note()):
+                self.dropped += len(data)
+                return
+            self.dropped = 0
+        self.dropped += self._put(data)
+
+    def close(self) -> None:
+        """Say what was dropped if there is room now, then close."""
+        if self.dropped and not self._put(self._note()):
+            self.dropped = 0
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _put(self, data: bytes) -> int:
+        """Write all of ``data``; returns how many bytes could not be written."""
+        view = memoryview(data)
+        try:
+            if self.fd is not None and self.size and self.size + len(data) > self.half:
+                os.close(self.fd)
+                self.fd = None
+                os.replace(self.path, self.path + ".1")
+            if self.fd is None:
+                self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "log")
+                self.size = os.fstat(self.fd).st_size
+                self.line_ended = not self.size or os.pread(self.fd, 1, self.size - 1) == b"\n"
+            while view:
+                written = os.write(self.fd, view)
+                if written:
+                    self.line_ended = view[written - 1] == 10
+                self.size += written
+                view = view[written:]
+        except OSError as err:
+            self.why = err.strerror or str(err)
+            return len(view)
+        return 0
+
+
+def read_from(path: str, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes of a job's log from ``offset`` (for a follow)."""
+    fd = open_private(path, os.O_RDONLY, "log")
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+def make_pipe(path: str) -> None:
+    """The job's output FIFO, 0600 (kept if a shim made it before)."""
+    try:
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+
+
+def open_reader(path: str) -> int:
+    """A non-blocking read end of the job's output FIFO (never blocks, even with no writer)."""
+    return open_private(path, os.O_RDONLY | os.O_NONBLOCK, "output pipe", fifo=True)
+
+
+def drain(fd: int, log: CappedLog) -> bool:
+    """Copy what the pipe holds now into the log; True once every writer has closed it."""
+    while True:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return False  # writers remain, nothing more for now
+        if not chunk:
+            return True
+        log.write(chunk)
