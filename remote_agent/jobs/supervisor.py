@@ -776,11 +776,15 @@ class Supervisor:
 
 
 def tail_lines(paths: List[str], lines: int) -> Tuple[List[str], int]:
-    """The last ``lines`` lines across the rotated and current log, and the current log's size."""
+    """The last ``lines`` lines across the rotated and current log, and the current log's size;
+    a log that is not the agent's own (a symlink put in its place) is refused, not read."""
     data = b""
     size = 0
     for path in paths:
-        chunk = read_private(path, "job log") or b""
+        try:
+            chunk = read_private(path, "job log") or b""
+        except UnsafePath as err:
+            raise RpcError(rpc.NOT_PERMITTED, str(err)) from err
         data += chunk
         size = len(chunk)
     text = data.decode("utf-8", errors="replace").splitlines()
