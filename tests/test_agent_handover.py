@@ -20,8 +20,7 @@ from remote_agent.daemon.paths import AgentPaths, code_hash
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.jobs import store as job_store
 from tests.conftest import REPO, AgentProcess
-from tests.test_jobs import (alive, assert_adopted_then_exit, daemon_pid, launch_held_jobs,
-                             script, wait_job)
+from tests.test_jobs import alive, assert_adopted_then_exit, launch_held_jobs, script, wait_job
 
 
 def copy_of_the_agent(tmp_path, change: str = "") -> str:

@@ -7,18 +7,16 @@ never kills a job. Every fault here is a real signal to a real process, or a rea
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import signal
 import sqlite3
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from tests.test_jobs import PY, alive, daemon_pid, script, simload, until_file, wait_job
+from tests.test_jobs import alive, daemon_pid, script, simload, wait_job
 
 
 @pytest.fixture(params=["session", "cgroup"])

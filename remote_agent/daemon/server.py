@@ -26,7 +26,8 @@ from remote_agent.jobs.caps import CapSettings
 from remote_agent.jobs.methods import job_methods
 from remote_agent.jobs.output import read_from
 from remote_agent.jobs.store import Job
-from remote_agent.jobs.supervisor import TICK_S, Supervisor, SupervisorSettings, tail_lines
+from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, tail_lines
+from remote_agent.jobs.watch import TICK_S, Watchdog
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
@@ -231,8 +232,8 @@ class Daemon:
         adopted = self.supervisor.adopt()
         log.info("daemon %s (pid %d) serving %s; %d job(s) adopted", __version__, os.getpid(),
                  self.paths.socket, len(adopted))
-        threading.Thread(target=self.supervisor.watch, args=(self.stopping,), name="watchdog",
-                         daemon=True).start()
+        threading.Thread(target=Watchdog(self.supervisor).run, args=(self.stopping,),
+                         name="watchdog", daemon=True).start()
         threading.Thread(target=self._tell_jobs, name="notify", daemon=True).start()
         threading.Thread(target=self.monitor, name="monitor", daemon=True).start()
         listener.settimeout(TICK_S)

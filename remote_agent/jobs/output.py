@@ -11,7 +11,8 @@ succeeds again, the log says how much was dropped and why.
 from __future__ import annotations
 
 import os
-from typing import Optional
+import threading
+from typing import Dict, Optional
 
 from remote_agent.daemon.trust import open_private
 
@@ -114,3 +115,62 @@ def drain(fd: int, log: CappedLog) -> bool:
         if not chunk:
             return True
         log.write(chunk)
+
+
+class _Held:
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.log: Optional[CappedLog] = None  # set once the daemon copies the output itself
+
+
+class Outputs:
+    """The daemon's read end of each running job's output pipe: while the daemon lives a job
+    has a reader even if its shim dies, and the daemon then copies the output itself."""
+
+    def __init__(self, jobs_dir: str, log_max_bytes: int):
+        self.jobs_dir = jobs_dir
+        self.log_max_bytes = log_max_bytes
+        self._lock = threading.Lock()
+        self._held: Dict[int, _Held] = {}
+
+    def _dir(self, job_id: int) -> str:
+        return os.path.join(self.jobs_dir, "j%d" % job_id)
+
+    def hold(self, job_id: int) -> None:
+        """Open the job's pipe (once); a job whose pipe is gone has nothing to hold."""
+        with self._lock:
+            if job_id in self._held:
+                return
+            try:
+                fd = open_reader(os.path.join(self._dir(job_id), PIPE_NAME))
+            except FileNotFoundError:
+                return
+            self._held[job_id] = _Held(fd)
+
+    def take_over(self, job_id: int) -> bool:
+        """Copy what the job's pipe holds into its log, as its dead shim did; True the first
+        time (the log says from where the agent keeps it)."""
+        self.hold(job_id)
+        with self._lock:
+            held = self._held.get(job_id)
+            if held is None:
+                return False
+            first = held.log is None
+            if first:
+                held.log = CappedLog(os.path.join(self._dir(job_id), LOG_NAME),
+                                     self.log_max_bytes)
+                held.log.write(b"[fractui: the job's shim ended; the agent keeps its output "
+                               b"from here]\n")
+            drain(held.fd, held.log)
+        return first
+
+    def release(self, job_id: int) -> None:
+        """An ended job: the last of its output kept (if the daemon was copying it), closed."""
+        with self._lock:
+            held = self._held.pop(job_id, None)
+        if held is None:
+            return
+        if held.log is not None:
+            drain(held.fd, held.log)
+            held.log.close()
+        os.close(held.fd)

@@ -46,7 +46,7 @@ from remote_agent.rpc.jsonrpc import Params, RpcError
 log = logging.getLogger("remote_agent.jobs")
 
 START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
-TICK_S = 0.5  # the watchdog looks at every job and polls NVML at least this often
+FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 
 
 @dataclass
@@ -137,14 +137,6 @@ class _Facts:
     instance_busy: Optional[Tuple[str, bool, Tuple[int, ...]]] = None  # (uuid, busy, pids)
 
 
-@dataclass
-class _Output:
-    """The daemon's read end of a running job's output pipe, and its log once the shim died."""
-
-    fd: int
-    log: Optional[output.CappedLog] = None
-
-
 def start_failed(reason: str, job: Optional[Job] = None) -> RpcError:
     """The answer to a launch that can never start as given: class "job", the agent's words."""
     data: Dict[str, Any] = {"reason": reason}
@@ -172,10 +164,8 @@ class Supervisor:
         self._settled = threading.Condition(self._lock)  # a launch in flight has ended
         self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
-        self._outputs: Dict[int, _Output] = {}
-        self._orphans: Set[int] = set()  # running jobs whose shim died
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
-        self._last_prune = 0.0
+        self.outputs = output.Outputs(paths.jobs_dir, settings.log_max_bytes)
 
     # -- launching --
 
@@ -354,21 +344,21 @@ class Supervisor:
         if report is None:
             return job
         if "error" in report:
-            self._finish(job, state="exited", exit_code=127, reason=report["error"],
+            self.finish(job, state="exited", exit_code=127, reason=report["error"],
                          by_launch=True)
             raise start_failed(report["error"], job)
         if "lost" in report:
-            self._finish(job, state="lost", reason=report["lost"], by_launch=True)
+            self.finish(job, state="lost", reason=report["lost"], by_launch=True)
             raise RpcError(rpc.INTERNAL_ERROR, "job j%d: %s" % (job.id, report["lost"]),
                            {"job": job.record()})
         with self._lock:
             self.store.update(job, state="running", pid=report["pid"],
                               start_ticks=report.get("start_ticks"),
                               started_at=report["started_at"])
-        self._open_output(job)
+        self.outputs.hold(job.id)
         self.notify(job)
         if job.stop_reason is not None:  # stopped while it was starting
-            self._signal(job, signal.SIGTERM)
+            self.signal(job, signal.SIGTERM)
         return job
 
     def _forget_if_nothing_ran(self, job: Job) -> None:
@@ -468,10 +458,10 @@ class Supervisor:
         if it is still under way after that."""
         deadline = time.time() + START_TIMEOUT_S
         while True:
-            failed = self._read_json(job, "exit.json")
+            failed = self.read_job_file(job, "exit.json")
             if failed is not None and "error" in failed:
                 return failed
-            started = self._read_json(job, "started.json")
+            started = self.read_job_file(job, "started.json")
             if started is not None:
                 return started
             if not shim_alive(self.job_dir(job)):
@@ -502,126 +492,16 @@ class Supervisor:
             if changes:
                 self.store.update(fresh, **changes)
         if fresh.state == "running":
-            self._signal(fresh, signal.SIGTERM)
+            self.signal(fresh, signal.SIGTERM)
         return fresh
 
-    def _signal(self, job: Job, sig: int,
+    def signal(self, job: Job, sig: int,
                 table: Optional[Dict[int, procs.ProcInfo]] = None) -> None:
         count = job.procs().signal(sig, table)
         if count:
-            log.info("job j%d: %s to %d process(es)", job.id, _signal_name(sig), count)
+            log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
 
-    # -- watching: the watchdog thread, about twice a second --
-
-    def watch(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            started = time.monotonic()
-            try:
-                self.tick()
-            except Exception:  # one bad pass must not end supervision: log it, go on
-                log.exception("watchdog pass failed")
-            stopping.wait(max(0.05, TICK_S - (time.monotonic() - started)))
-
-    def tick(self) -> None:
-        with self._lock:
-            for job_id, shim in list(self._shims.items()):
-                if shim.poll() is not None:
-                    del self._shims[job_id]
-            launching = set(self._launching)
-        jobs = [j for j in self.store.active() if j.id not in launching]
-        table = procs.scan() if any(j.cgroup is None for j in jobs) else None
-        for job in jobs:
-            try:
-                if job.state == "running":
-                    self._observe(job, table)
-                else:
-                    self._resolve_starting(job, table)
-            except UnsafePath as err:
-                log.warning("job j%d: %s", job.id, err)
-        running = [j for j in jobs if j.state == "running"]
-        self._enforce_caps(running, table)
-        now = time.time()
-        for job in running:
-            if job.kill_at is not None and now >= job.kill_at:
-                self._signal(job, signal.SIGKILL, table)
-        with self._lock:
-            left = set(self._cgroups_left)
-        for path in left:
-            if self.cgroups.remove(path):
-                with self._lock:
-                    self._cgroups_left.discard(path)
-        if now - self._last_prune > min(60.0, self.settings.retention_s):
-            self._last_prune = now
-            self.prune(now - self.settings.retention_s)
-
-    def _observe(self, job: Job, table: Optional[Dict[int, procs.ProcInfo]]) -> None:
-        ended = self._read_json(job, "exit.json")
-        if ended is None:
-            if shim_alive(self.job_dir(job)):
-                return
-            self._adopt_orphan(job)
-            if job.procs().pids(table):
-                return
-            # it may have ended between the two looks
-            ended = self._read_json(job, "exit.json")
-            if ended is None:
-                if job.stop_reason is not None:
-                    self._finish(job, state="killed", reason=job.stop_reason)
-                else:
-                    self._finish(job, state="lost", reason=(
-                        "its shim died before the job ended, so how it ended cannot be known; "
-                        "all its processes have ended"))
-                return
-        changes: Dict[str, Any] = {"ended_at": ended.get("ended_at", time.time())}
-        if "signal" in ended:
-            changes["state"] = "killed"
-            changes["reason"] = job.stop_reason or "terminated by signal %s" % _signal_name(
-                ended["signal"])
-        elif job.stop_reason is not None:
-            changes.update(state="killed", reason=job.stop_reason, exit_code=ended.get("code"))
-        else:
-            changes.update(state="exited", exit_code=ended.get("code"))
-        self._finish(job, **changes)
-
-    def _adopt_orphan(self, job: Job) -> None:
-        """A running job whose shim died: the daemon watches it and keeps its output itself."""
-        with self._lock:
-            first = job.id not in self._orphans
-            self._orphans.add(job.id)
-        if first:
-            log.warning("job j%d: its shim died; the agent now watches its processes itself "
-                        "(%s)", job.id, job.cgroup or "session %s" % job.pid)
-        self._drain_output(job)
-
-    def _resolve_starting(self, job: Job, table: Optional[Dict[int, procs.ProcInfo]]) -> None:
-        """A start no launch of this daemon is following (the daemon restarted mid-launch):
-        running if its process lives, else ended with why."""
-        failed = self._read_json(job, "exit.json")
-        if failed is not None and "error" in failed:
-            self._finish(job, state="exited", exit_code=127, reason=failed["error"])
-            return
-        started = self._read_json(job, "started.json")
-        if started is not None:
-            if self._transition(job, ("starting",), state="running", pid=started["pid"],
-                                start_ticks=started.get("start_ticks"),
-                                started_at=started["started_at"]):
-                log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
-                self._open_output(job)
-                self.notify(job)
-            return
-        job_dir = self.job_dir(job)
-        if shim_alive(job_dir):
-            return  # its shim is starting it
-        if self._fence(job):
-            self._finish(job, state="exited", exit_code=None, reason=(
-                "never started: the agent stopped while launching it, before its program ran; "
-                "nothing ran (launching the same key again starts it)"))
-        elif not shim_alive(job_dir) and self._read_json(job, "started.json") is None:
-            self._finish(job, state="lost", reason=(
-                "its shim ended before it recorded starting the job; whether it ran cannot be "
-                "known (see %s)" % os.path.join(job_dir, "shim.log")))
-
-    def _fence(self, job: Job) -> bool:
+    def fence(self, job: Job) -> bool:
         """Claim a job no shim has claimed, so no shim still on its way can start it; False if
         a shim has claimed it."""
         try:
@@ -631,17 +511,17 @@ class Supervisor:
             return False
         except FileNotFoundError:  # the launch never made its directory
             return True
-        os.write(fd, b"0")
+        os.write(fd, FENCE)
         os.close(fd)
         return True
 
     def _unfence(self, job: Job) -> None:
         """Before a never-started job is launched again: take back the daemon's claim."""
         claim = os.path.join(self.job_dir(job), "shim.claim")
-        if read_private(claim, "shim claim") == b"0":
+        if read_private(claim, "shim claim") == FENCE:
             os.unlink(claim)
 
-    def _transition(self, job: Job, states: Tuple[str, ...], **changes: Any) -> bool:
+    def transition(self, job: Job, states: Tuple[str, ...], **changes: Any) -> bool:
         """Change a job that is (still) in one of ``states`` and no launch is starting."""
         with self._lock:
             fresh = self.store.get(job.id)
@@ -652,7 +532,7 @@ class Supervisor:
             setattr(job, name, value)
         return True
 
-    def _finish(self, job: Job, by_launch: bool = False, **changes: Any) -> None:
+    def finish(self, job: Job, by_launch: bool = False, **changes: Any) -> None:
         """Record a job's end once (``by_launch``: for the launch that is starting it), then
         give back what it held and tell the subscribers."""
         changes.setdefault("ended_at", time.time())
@@ -660,79 +540,37 @@ class Supervisor:
         if by_launch:
             with self._lock:
                 self.store.update(job, **changes)
-        elif not self._transition(job, ("starting", "running"), **changes):
+        elif not self.transition(job, ("starting", "running"), **changes):
             return
-        self._close_output(job)
+        self.outputs.release(job.id)
         self._release(job)
         self.notify(job)
 
-    def _enforce_caps(self, running: List[Job],
-                      table: Optional[Dict[int, procs.ProcInfo]]) -> None:
-        """The backstop cap: a share job whose processes use more than its share is stopped."""
-        share_jobs = [j for j in running if j.memory_mib is not None and j.pid]
-        if not share_jobs:
-            return
-        owner = {pid: job for job in share_jobs for pid in job.procs().pids(table)}
-        used: Dict[int, int] = {}
-        for index in sorted({g for j in share_jobs for g in j.gpus}):
-            for proc in self.gpus.call_nvml(lambda: self.gpus.backend.processes(index)):
-                job = owner.get(proc.pid)
-                if job is not None and index in job.gpus:
-                    used[job.id] = used.get(job.id, 0) + (proc.used_mib or 0)
-        for job in share_jobs:
-            if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None:
-                reason = "exceeded its %d MiB cap: used %d MiB" % (job.memory_mib, used[job.id])
-                log.info("job j%d %s; stopping it", job.id, reason)
-                self.notify(self.stop(job, reason, self.settings.watchdog_grace_s))
+    def launching(self) -> Set[int]:
+        """The jobs a launch of this daemon is starting now (the watchdog leaves them be)."""
+        with self._lock:
+            return set(self._launching)
+
+    def reap_shims(self) -> None:
+        with self._lock:
+            for job_id, shim in list(self._shims.items()):
+                if shim.poll() is not None:
+                    del self._shims[job_id]
+
+    def remove_left_cgroups(self) -> None:
+        """Cgroups of ended jobs that still had processes leaving them when the job ended."""
+        with self._lock:
+            left = set(self._cgroups_left)
+        for path in left:
+            if self.cgroups.remove(path):
+                with self._lock:
+                    self._cgroups_left.discard(path)
 
     def job_pids(self) -> List[int]:
         """Every process of every active job."""
         jobs = self.store.active()
         table = procs.scan() if any(j.cgroup is None for j in jobs) else None
         return [pid for j in jobs for pid in j.procs().pids(table)]
-
-    # -- output --
-
-    def _open_output(self, job: Job) -> None:
-        """Hold a read end of a running job's output pipe: it has a reader while the daemon
-        lives, even if its shim dies."""
-        with self._lock:
-            if job.id in self._outputs:
-                return
-        try:
-            fd = output.open_reader(os.path.join(self.job_dir(job), output.PIPE_NAME))
-        except FileNotFoundError:
-            return
-        with self._lock:
-            if job.id in self._outputs:
-                os.close(fd)
-            else:
-                self._outputs[job.id] = _Output(fd)
-
-    def _drain_output(self, job: Job) -> None:
-        """Copy a shimless job's output into its log, as its shim did."""
-        self._open_output(job)
-        with self._lock:
-            out = self._outputs.get(job.id)
-        if out is None:
-            return
-        if out.log is None:
-            out.log = output.CappedLog(os.path.join(self.job_dir(job), output.LOG_NAME),
-                                       self.settings.log_max_bytes)
-            out.log.write(b"[fractui: the job's shim ended; the agent keeps its output from "
-                          b"here]\n")
-        output.drain(out.fd, out.log)
-
-    def _close_output(self, job: Job) -> None:
-        with self._lock:
-            out = self._outputs.pop(job.id, None)
-            self._orphans.discard(job.id)
-        if out is None:
-            return
-        if out.log is not None:
-            output.drain(out.fd, out.log)
-            out.log.close()
-        os.close(out.fd)
 
     # -- adoption, queries, retention --
 
@@ -742,7 +580,7 @@ class Supervisor:
         adopted = self.store.active()
         for job in adopted:
             if job.state == "running":
-                self._open_output(job)
+                self.outputs.hold(job.id)
         for path in self.cgroups.leftovers(j.id for j in adopted):
             procs.JobProcs(None, None, path).signal(signal.SIGKILL)
             if not self.cgroups.remove(path):
@@ -770,7 +608,7 @@ class Supervisor:
         base = os.path.join(self.job_dir(job), output.LOG_NAME)
         return [p for p in (base + ".1", base) if os.path.exists(p)]
 
-    def _read_json(self, job: Job, name: str) -> Optional[Dict[str, Any]]:
+    def read_job_file(self, job: Job, name: str) -> Optional[Dict[str, Any]]:
         data = read_private(os.path.join(self.job_dir(job), name), "job file")
         return None if data is None else json.loads(data)
 
@@ -837,7 +675,7 @@ def _read_line(fd: int, timeout_s: float) -> str:
     return buf.decode().strip()
 
 
-def _signal_name(num: int) -> str:
+def signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
     except ValueError:
