@@ -36,7 +36,7 @@ from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
-from remote_agent.jobs import caps, output, procs
+from remote_agent.jobs import booking, caps, output, procs
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.store import Job, JobStore
@@ -129,14 +129,6 @@ def parse_launch(p: Params) -> LaunchRequest:
                          run_as=p.text("run_as", None))
 
 
-@dataclass
-class _Facts:
-    """What NVML says about a launch's GPUs, read before the table is locked."""
-
-    outside_mib: Dict[int, int] = field(default_factory=dict)  # per GPU: not fractui's
-    instance_busy: Optional[Tuple[str, bool, Tuple[int, ...]]] = None  # (uuid, busy, pids)
-
-
 def start_failed(reason: str, job: Optional[Job] = None) -> RpcError:
     """The answer to a launch that can never start as given: class "job", the agent's words."""
     data: Dict[str, Any] = {"reason": reason}
@@ -172,17 +164,18 @@ class Supervisor:
     def launch(self, req: LaunchRequest) -> Job:
         user = self._check_startable(req)
         infos = [self._gpu_info(g) for g in req.gpus]
-        facts = self._facts(req, infos)
+        facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
+                                   self.job_pids)
         with self._lock:
             job = self._by_key(req)
             if job is not None and job.never_ran:  # a launch cut short: start it now
-                self._check_booking(req, infos, facts)
+                booking.check(self.store.active(), req.memory_mib, req.instance, infos, facts)
                 self.store.update(job, state="starting", reason=None, ended_at=None)
                 self._unfence(job)
             elif job is not None and job.state != "starting":
                 return job
             elif job is None:
-                self._check_booking(req, infos, facts)
+                booking.check(self.store.active(), req.memory_mib, req.instance, infos, facts)
                 job = self.store.insert(Job(
                     id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name,
                     argv=req.argv, env=req.env, cwd=req.cwd, gpus=[i.index for i in infos],
@@ -244,71 +237,6 @@ class Supervisor:
             raise RpcError(rpc.GPU_NOT_FOUND, str(err), {"gpu": ref}) from err
         return self.gpus.call_nvml(lambda: self.gpus.backend.gpu(index))
 
-    def holders(self, instance_uuid: str) -> List[Job]:
-        return [j for j in self.store.active() if j.instance == instance_uuid]
-
-    def _facts(self, req: LaunchRequest, infos: List[GpuInfo]) -> _Facts:
-        facts = _Facts()
-        if req.memory_mib is not None:
-            ours = set(self.job_pids())
-            for info in infos:
-                if not info.mig_mode:
-                    found = self.gpus.call_nvml(lambda: self.gpus.backend.processes(info.index))
-                    facts.outside_mib[info.index] = sum(p.used_mib or 0 for p in found
-                                                        if p.pid not in ours)
-        elif req.instance is not None and infos[0].mig_mode:
-            index = infos[0].index
-            layout = self.gpus.call_nvml(lambda: self.gpus.backend.layout(index))
-            inst = next((i for i in layout.instances if i.uuid == req.instance), None)
-            if inst is not None:
-                facts.instance_busy = (inst.uuid, inst.busy, inst.pids)
-        return facts
-
-    def _check_booking(self, req: LaunchRequest, infos: List[GpuInfo], facts: _Facts) -> None:
-        """Refuse what would double-book a GPU (the caller holds the lock: the table is
-        checked and the job recorded in one step)."""
-        if req.memory_mib is not None:
-            for info in infos:
-                if info.mig_mode:
-                    raise RpcError(rpc.NOT_SUPPORTED, "GPU %d (%s) is in MIG mode: give the job "
-                                   "an instance or a MIG profile, not a memory share" % (
-                                       info.index, info.name), {"gpu": info.index})
-                booked = [j for j in self.store.active()
-                          if info.index in j.gpus and j.memory_mib is not None]
-                foreign = facts.outside_mib.get(info.index, 0)
-                free = info.memory_mib - sum(j.memory_mib for j in booked) - foreign
-                if req.memory_mib > free:
-                    held = ", ".join("j%d (%d MiB)" % (j.id, j.memory_mib) for j in booked)
-                    raise RpcError(rpc.NO_ROOM, (
-                        "GPU %d (%s) has %d MiB free for shares and the job asks %d MiB "
-                        "(%d MiB total%s%s)" % (
-                            info.index, info.name, max(free, 0), req.memory_mib, info.memory_mib,
-                            "; booked: " + held if held else "",
-                            "; %d MiB used by processes outside fractui" % foreign
-                            if foreign else "")),
-                        {"gpu": info.index, "free_mib": max(free, 0)})
-            return
-        info = infos[0]
-        if not info.mig_mode:
-            raise RpcError(rpc.NOT_MIG, "GPU %d (%s) has no MIG instances (MIG mode is off or "
-                           "unsupported): give the job a memory_mib share" % (
-                               info.index, info.name), {"gpu": info.index})
-        if req.instance is not None:
-            if facts.instance_busy is None:
-                raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d" % (
-                    req.instance, info.index))
-            self._refuse_if_held(*facts.instance_busy)
-
-    def _refuse_if_held(self, uuid: str, busy: bool, pids: Tuple[int, ...],
-                        job_id: Optional[int] = None) -> None:
-        holders = [j for j in self.holders(uuid) if j.id != job_id]
-        if holders:
-            raise RpcError(rpc.INSTANCE_BUSY, "MIG instance %s is already in use by job j%d" % (
-                uuid, holders[0].id), {"job": holders[0].record()})
-        if busy:
-            raise RpcError(rpc.INSTANCE_BUSY, "MIG instance %s is in use by processes %s outside "
-                           "fractui" % (uuid, ", ".join(map(str, pids)) or "(unreadable)"))
-
     def _start(self, job: Job, req: LaunchRequest, user: JobUser) -> Job:
         """Take a recorded job (state starting) to running; safe to repeat after a crash."""
         job_dir = private_dir(self.job_dir(job), "job directory")
@@ -318,10 +246,10 @@ class Supervisor:
                 created = self.gpus.create_for_job(
                     index, job.mig["profile"], job.mig["start"],
                     bool(job.mig.get("destroy_idle", False)),
-                    taken=lambda uuid: bool([j for j in self.holders(uuid) if j.id != job.id]),
+                    taken=lambda uuid: bool(booking.holders(self.store.active(), uuid, job.id)),
                     pinned=job.mig.get("layout_version"))
                 with self._lock:
-                    self._refuse_if_held(created, False, (), job.id)
+                    booking.refuse_if_held(self.store.active(), created, False, (), job.id)
                     self.store.update(job, instance=created)
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._wait_started(job))  # a shim owns it already
