@@ -228,6 +228,27 @@ def test_a_log_swapped_for_a_symlink_is_refused_not_read(start_agent, tmp_path):
     assert "is a symlink" in err.value.message and "not for you" not in err.value.message
 
 
+def test_a_followed_log_swapped_for_a_symlink_ends_the_follow_unread(start_agent, tmp_path):
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state))
+    go_on = tmp_path / "go-on"
+    job = agent.call("job.launch", key="k-1", gpu=0, memory_mib=10, argv=script(
+        "import os, time\nprint('mine', flush=True)\nwhile not os.path.exists(%r):\n"
+        "    time.sleep(0.02)\nprint('more', flush=True)\ntime.sleep(60)" % str(go_on)))
+    wait_until(lambda: agent.call("job.logs", job=job["id"])["lines"] == ["mine"], "output")
+    agent.call("job.logs", job=job["id"], follow=True, lines=0)
+    secret = tmp_path / "secret"
+    secret.write_text("not for you\n" * 10)
+    log = state / "jobs" / job["id"] / "output.log"
+    log.unlink()
+    os.symlink(secret, log)
+    go_on.touch()
+    pushed = agent.next_notification()
+    assert pushed["method"] == "log" and pushed["params"]["eof"] is True
+    assert "is a symlink" in pushed["params"]["error"]
+    assert "not for you" not in str(pushed)
+
+
 def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
     state = tmp_path / "state"
     agent = start_agent("1xA100-80GB:mig,1xL4", str(state))

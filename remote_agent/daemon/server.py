@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.daemon.paths import AgentPaths, agent_env
 from remote_agent.daemon.settings import AgentSettings
+from remote_agent.daemon.trust import UnsafePath
 from remote_agent.jobs.caps import CapSettings
 from remote_agent.jobs.methods import job_methods
 from remote_agent.jobs.output import read_from
@@ -203,12 +204,13 @@ class Daemon:
             for job_id, offset in list(conn.follows.items()):
                 job = sup.store.get(job_id)
                 paths = sup.log_paths(job) if job else []
-                current = paths[-1] if paths else None
-                size = os.path.getsize(current) if current else 0
-                if size < offset:  # rotated: start the new file from its beginning
-                    offset = 0
-                if size > offset:
-                    data = read_from(current, offset, size - offset)
+                try:
+                    data, size = read_from(paths[-1], offset) if paths else (b"", 0)
+                except UnsafePath as err:  # not the agent's own file: never read it
+                    conn.notify("log", {"job": "j%d" % job_id, "eof": True, "error": str(err)})
+                    del conn.follows[job_id]
+                    continue
+                if data:
                     conn.notify("log", {"job": "j%d" % job_id,
                                         "data": data.decode("utf-8", errors="replace")})
                     conn.follows[job_id] = size

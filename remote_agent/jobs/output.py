@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from remote_agent.daemon.trust import open_private
 
@@ -83,11 +83,14 @@ class CappedLog:
         return 0
 
 
-def read_from(path: str, offset: int, size: int) -> bytes:
-    """Up to ``size`` bytes of a job's log from ``offset`` (for a follow)."""
+def read_from(path: str, offset: int) -> Tuple[bytes, int]:
+    """A job's log from ``offset`` to its end (all of it if it is shorter: it rotated), and its
+    size (for a follow)."""
     fd = open_private(path, os.O_RDONLY, "log")
     try:
-        return os.pread(fd, size, offset)
+        size = os.fstat(fd).st_size
+        start = offset if offset <= size else 0
+        return os.pread(fd, size - start, start), size
     finally:
         os.close(fd)
 

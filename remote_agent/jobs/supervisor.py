@@ -253,7 +253,7 @@ class Supervisor:
                     self.store.update(job, instance=created)
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._wait_started(job))  # a shim owns it already
-        cgroup = job.cgroup or self.cgroups.create(job.id)
+        cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
         notes = self._driver_limit(job, cgroup)
         limited = cgroup is not None and not notes and "driver_limit" in self.cap_probe.layers
         env, applied = self._job_env(job, req.torch_fraction, user, limited)
