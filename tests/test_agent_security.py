@@ -135,6 +135,15 @@ def root_agent(start_agent):
     return start
 
 
+def host_with_a_finished_job(start_agent, state, spec: str = "1xL4", gpu: int = 0):
+    """A simulated host in ``state`` that ran one job (it printed "mine"): (bridge, job)."""
+    agent = start_agent(spec, str(state))
+    job = agent.call("job.launch", key="k-1", gpu=gpu, memory_mib=10,
+                     argv=script("print('mine')"))
+    wait_job(agent, job["id"])
+    return agent, job
+
+
 def owned_by_other(path) -> None:
     os.lchown(path, OTHER_UID, -1)
 
@@ -190,9 +199,7 @@ def test_a_sticky_world_writable_parent_is_fine(root_agent, tmp_path):
 def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
         root_agent, start_agent, tmp_path, what, attack):
     state = tmp_path / "state"
-    agent = start_agent("1xL4", str(state))
-    job = agent.call("job.launch", key="k-1", gpu=0, memory_mib=10, argv=script("pass"))
-    wait_job(agent, job["id"])
+    agent, _ = host_with_a_finished_job(start_agent, state)
     pid = agent.call("daemon.version")["pid"]
     agent.call("daemon.shutdown")
     agent.close()
@@ -214,10 +221,7 @@ def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
 
 def test_a_log_swapped_for_a_symlink_is_refused_not_read(start_agent, tmp_path):
     state = tmp_path / "state"
-    agent = start_agent("1xL4", str(state))
-    job = agent.call("job.launch", key="k-1", gpu=0, memory_mib=10,
-                     argv=script("print('mine')"))
-    wait_job(agent, job["id"])
+    agent, job = host_with_a_finished_job(start_agent, state)
     secret = tmp_path / "secret"
     secret.write_text("not for you\n")
     log = state / "jobs" / job["id"] / "output.log"
@@ -251,10 +255,7 @@ def test_a_followed_log_swapped_for_a_symlink_ends_the_follow_unread(start_agent
 
 def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
     state = tmp_path / "state"
-    agent = start_agent("1xA100-80GB:mig,1xL4", str(state))
-    job = agent.call("job.launch", key="k-1", gpu=1, memory_mib=10,
-                     argv=script("print('hello')"))
-    wait_job(agent, job["id"])
+    agent, _ = host_with_a_finished_job(start_agent, state, "1xA100-80GB:mig,1xL4", gpu=1)
     agent.call("job.launch", key="k-2", gpu=0, mig={"profile": "1g.10gb", "start": 0},
                argv=script("import time; time.sleep(0.5)"))
     paths = AgentPaths(str(state))

@@ -53,6 +53,14 @@ def wait_until(done, what: str, timeout: float = 20.0):
         time.sleep(0.05)
 
 
+TAKE_OVER = "[fractui: the job's shim ended; the agent keeps its output from here]"
+
+
+def wait_for_take_over(state: str, job_id: str) -> None:
+    """Until the daemon has seen the shim gone and watches the job itself."""
+    wait_until(lambda: TAKE_OVER in read_log(state, job_id), "the daemon to take the job over")
+
+
 def read_log(state: str, job_id: str) -> str:
     try:
         with open(os.path.join(job_dir(state, job_id), "output.log")) as f:
@@ -67,9 +75,8 @@ def test_the_watchdog_caps_and_stops_a_job_whose_shim_was_killed(tracked_host):
                      argv=simload("--mem-mib", "2000", "--seconds", "60"))
     wait_until(lambda: "using 2000 MiB" in read_log(state, job["id"]), "the job to start")
     kill_shim(state, job["id"])
-    # still running, still watched: the daemon found it without its shim
-    time.sleep(1.5)  # several watchdog passes, so a wrong "lost" would have been recorded
-    assert agent.call("job.get", job=job["id"])["state"] == "running"
+    wait_for_take_over(state, job["id"])
+    # from here only the daemon watches it (a job marked lost would never be capped below)
     agent.call("sim.set_process_memory", pid=job["pid"], used_mib=4664)
     done = wait_job(agent, job["id"])
     assert (done["state"], done["reason"]) == ("killed", "exceeded its 3000 MiB cap: used 4664 MiB")
@@ -93,8 +100,7 @@ def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tm
     wait_until(pids.exists, "the job's processes")
     leader, kid = map(int, pids.read_text().split())
     kill_shim(state, job["id"])
-    time.sleep(1.0)
-    assert agent.call("job.get", job=job["id"])["state"] == "running"
+    wait_for_take_over(state, job["id"])
     agent.call("job.stop", job=job["id"], grace=1, reason="make room")
     done = wait_job(agent, job["id"])
     assert (done["state"], done["reason"]) == ("killed", "make room")
@@ -147,7 +153,7 @@ def test_a_job_keeps_its_output_and_its_life_after_its_shim_died(tracked_host, t
     done = wait_job(agent, job["id"])
     assert done["state"] == "lost" and "its shim died" in done["reason"]
     text = read_log(state, job["id"])
-    assert "[fractui: the job's shim ended; the agent keeps its output from here]" in text
+    assert TAKE_OVER in text
     lines = [line for line in text.splitlines() if line.startswith("line ")]
     assert lines == ["line %d" % i for i in range(2020)]
 
