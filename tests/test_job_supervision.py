@@ -107,17 +107,28 @@ def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tm
     assert not alive(leader) and not alive(kid)
 
 
-def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path):
+@pytest.mark.parametrize("shim", ["alive", "killed"])
+def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
     agent, state = tracked_host
-    pids = tmp_path / "pids"
-    code = ("import subprocess, sys\n"
+    pids, go = tmp_path / "pids", tmp_path / "go"
+    code = ("import os, subprocess, sys, time\n"
             "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
             " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-            "open(%r, 'w').write(str(kid.pid))\n" % str(pids))
+            "open(%r, 'w').write(str(kid.pid))\n"
+            "while not os.path.exists(%r):\n"
+            "    time.sleep(0.02)\n" % (str(pids), str(go)))
     job = agent.call("job.launch", key="k-leftover", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(pids.exists, "the job's child")
+    if shim == "killed":
+        kill_shim(state, job["id"])
+        wait_for_take_over(state, job["id"])
+    go.touch()  # its first process ends; its child would run on
     done = wait_job(agent, job["id"])
-    assert (done["state"], done["exit_code"]) == ("exited", 0)
-    assert not alive(int(pids.read_text()))
+    if shim == "alive":
+        assert (done["state"], done["exit_code"]) == ("exited", 0)
+    else:
+        assert done["state"] == "lost" and "its shim died" in done["reason"]
+    wait_until(lambda: not alive(int(pids.read_text())), "the child to be killed")
 
 
 @pytest.mark.parametrize("killed", ["shim", "shim and daemon"])

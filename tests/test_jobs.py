@@ -111,6 +111,18 @@ def test_the_same_key_twice_is_one_job_and_one_process(host):
     assert err.value.code == rpc.INVALID_PARAMS and "other params" in err.value.message
 
 
+def test_a_retried_key_is_its_job_even_once_it_could_no_longer_start(host, tmp_path):
+    agent, _ = host
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    params = dict(key="k-retry", gpu=1, memory_mib=100, cwd=str(workdir),
+                  argv=script("import time; time.sleep(30)"))
+    first = agent.call("job.launch", **params)
+    workdir.rmdir()  # a new launch there could not start now; this one runs
+    again = agent.call("job.launch", **params)
+    assert (again["id"], again["pid"], again["state"]) == (first["id"], first["pid"], "running")
+
+
 def test_a_mig_launch_retried_after_a_dropped_connection_makes_one_instance_one_process(
         start_agent, tmp_path):
     state = str(tmp_path / "host")

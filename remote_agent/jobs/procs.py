@@ -86,6 +86,14 @@ class JobProcs:
             return []  # the number went to another process: the job's session is gone
         return sorted(p.pid for p in table.values() if self.leader in (p.sid, p.pgid))
 
+    def leader_alive(self, table: Optional[Dict[int, ProcInfo]] = None) -> bool:
+        """Whether the job's first process still runs (a job ends when it ends)."""
+        if not self.leader:
+            return False
+        lead = (scan() if table is None else table).get(self.leader) if not self.cgroup \
+            else proc_info(self.leader)
+        return lead is not None and self.start_ticks in (None, lead.start_ticks)
+
     def signal(self, sig: int, table: Optional[Dict[int, ProcInfo]] = None) -> int:
         """Send ``sig`` to every process of the job; returns how many there were."""
         pids = self.pids(table)

@@ -162,6 +162,10 @@ class Supervisor:
     # -- launching --
 
     def launch(self, req: LaunchRequest) -> Job:
+        with self._lock:
+            known = self._by_key(req)
+        if known is not None and known.state != "starting" and not known.never_ran:
+            return known  # the same key again: the same job, whatever has changed since
         user = self._check_startable(req)
         infos = [self._gpu_info(g) for g in req.gpus]
         facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,

@@ -75,10 +75,11 @@ class Watchdog:
             if sup.outputs.take_over(job.id):
                 log.warning("job j%d: its shim died; the agent now watches its processes itself "
                             "(%s)", job.id, job.cgroup or "session %s" % job.pid)
-            if job.procs().pids(table):
+            if job.procs().leader_alive(table):
                 return
             ended = sup.read_job_file(job, "exit.json")  # it may have ended between the looks
             if ended is None:
+                job.procs().signal(signal.SIGKILL, table)  # what it left behind ends with it
                 if job.stop_reason is not None:
                     sup.finish(job, state="killed", reason=job.stop_reason)
                 else:
