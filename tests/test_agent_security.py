@@ -15,6 +15,7 @@ import pytest
 
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
+from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
 from tests.test_fleet_hosts import plain_user  # noqa: F401 - a fixture: a real plain account
 from tests.test_job_supervision import wait_until
@@ -273,3 +274,27 @@ def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
     for name in ("jobs.db", "sim-gpus.json", "daemon.log", "jobs/j1/spec.json",
                  "jobs/j1/output.log", "jobs/j1/output.pipe", "jobs/j1/exit.json"):
         assert name in seen, name
+
+
+def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
+        start_agent, tmp_path, plain_user):  # noqa: F811 - the fixture imported above
+    name, home = plain_user
+    info = os.stat(home)
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    # (the system's python: this test's own lives in root's home, which the user cannot enter)
+    job = agent.call("job.launch", key="k-as", gpu=0, memory_mib=10, run_as=name, argv=[
+        "/usr/bin/python3", "-c", "import os\nprint(os.getuid(), os.getgid(), os.getcwd(), "
+        "os.environ['HOME'], os.environ['USER'])"])
+    assert job["run_as"] == name
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [
+        "%d %d %s %s %s" % (info.st_uid, info.st_gid, home, home, name)]
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)  # root's: the user may not enter it
+    reason = "cannot enter its cwd %s: Permission denied" % private
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-as-denied", gpu=0, memory_mib=10, run_as=name,
+                       cwd=str(private), argv=["/usr/bin/true"])
+        assert err.value.code == rpc.START_FAILED and err.value.data["reason"] == reason
+        assert err.value.data["job"]["exit_code"] == 127  # only its start could tell
