@@ -16,7 +16,7 @@ import pytest
 
 from fractui.config import HostConfig
 from fractui.fleet.host import agent_args
-from remote_agent.daemon.paths import AgentPaths, code_hash
+from remote_agent.daemon.paths import code_hash
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.jobs import store as job_store
 from tests.conftest import REPO, AgentProcess
@@ -239,6 +239,3 @@ def test_a_job_starts_from_the_declared_base_environment(start_agent, tmp_path, 
     assert seen["fds"][:3] == [0, 1, 2] and len(seen["fds"]) <= 5  # + its pipe's read end,
     # + the listing's own descriptor
 
-
-def test_agent_paths_stay_short_enough_for_a_socket(tmp_path):
-    assert len(AgentPaths(str(tmp_path / ("x" * 200))).socket) < 108
