@@ -65,6 +65,7 @@ def as_user(plain_user, tmp_path):  # noqa: F811 - the fixture imported above
     os.chmod(archive, 0o644)
     paths = AgentPaths(os.path.join(home, "state"))  # its socket dir is /tmp/fractui-<uid>
     socket_dir = "/tmp/fractui-%d" % uid
+    subprocess.run(["rm", "-rf", socket_dir], check=True)  # an earlier account's, of this uid
 
     def run():
         proc = subprocess.run(

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.conftest import stop_host
 from tests.test_jobs import alive, daemon_pid, script, simload, wait_job
 
 
@@ -255,6 +256,8 @@ def small_fs(tmp_path):
     if made.returncode != 0:
         pytest.fail("this test mounts a tmpfs, which needs root: %s" % made.stderr)
     yield mount
+    for name in os.listdir(mount):  # its agents first: a lazy unmount would hide them
+        stop_host(str(mount / name))
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
@@ -272,7 +275,7 @@ def fill(path) -> int:
     return written
 
 
-def test_a_full_disk_drops_output_never_the_job_and_the_log_says_so(start_agent, small_fs,
+def test_a_full_disk_drops_output_never_the_job_and_the_log_says_so(small_fs, start_agent,
                                                                    tmp_path):
     state = str(small_fs / "state")
     agent = start_agent("1xL4", state)  # a log cap above the disk: no rotation frees room

@@ -26,13 +26,13 @@ class JobCgroups:
             self.problem = "no cgroup parent is set (cgroup_parent = \"none\", or no cgroup v2 " \
                            "hierarchy on this host)"
             return
-        try:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-        except OSError as err:
-            self.problem = "cannot create cgroup %s: %s" % (parent, err.strerror or err)
+        # made with the first job's cgroup, so a daemon that runs no job leaves nothing behind
+        where = parent if os.path.isdir(parent) else os.path.dirname(parent)
+        if not os.path.exists(os.path.join(where, "cgroup.procs")):
+            self.problem = "%s is not in a cgroup v2 hierarchy" % parent
             return
-        if not os.path.exists(os.path.join(parent, "cgroup.procs")):
-            self.problem = "%s is not a directory of a cgroup v2 hierarchy" % parent
+        if not os.access(where, os.W_OK):
+            self.problem = "cannot create cgroups in %s (it needs root)" % where
             return
         self.parent = parent
 
@@ -50,9 +50,7 @@ class JobCgroups:
             return None
         path = self.path(job_id)
         try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
+            os.makedirs(path, 0o700, exist_ok=True)
         except OSError as err:
             log.warning("job j%d: no cgroup of its own (%s); found by its session instead",
                         job_id, err)
@@ -75,7 +73,7 @@ class JobCgroups:
 
     def leftovers(self, active: Iterable[int]) -> List[str]:
         """Cgroups of this agent's jobs that are no longer active (left by an earlier daemon)."""
-        if self.parent is None:
+        if self.parent is None or not os.path.isdir(self.parent):
             return []
         keep = {self.path(i) for i in active}
         mine = self.prefix + "-j"
