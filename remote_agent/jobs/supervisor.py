@@ -249,7 +249,7 @@ class Supervisor:
             with self.gpus.mig_lock(index):  # until the instance is recorded as the job's
                 created = self.gpus.create_for_job(
                     index, job.mig["profile"], job.mig["start"],
-                    bool(job.mig.get("destroy_idle", False)),
+                    job.mig.get("destroy_idle") is True,
                     taken=lambda uuid: bool(booking.holders(self.store.active(), uuid, job.id)),
                     pinned=job.mig.get("layout_version"))
                 with self._lock:
