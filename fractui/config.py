@@ -19,6 +19,8 @@ from typing import Any, Callable
 import platformdirs
 
 from remote_agent.gpu.models import models as gpu_models
+from remote_agent.daemon import settings as agent_settings
+from remote_agent.daemon.settings import AgentSettings
 from remote_agent.gpu.models import parse_sim_spec
 
 try:
@@ -76,15 +78,22 @@ class HostConfig:
     """Either "ssh", or "local": a simulated host run as a subprocess on this machine."""
     sim: str | None = None
     """A --sim spec such as "2xA100-80GB:mig,1xL4": the agent simulates these GPUs."""
-    mps: bool = False
-    """MPS runs on this host, so memory shares are capped with MPS limits too."""
-    hami_core_lib: str | None = None
-    """HAMi-core's libvgpu.so on the remote host, to cap memory shares with it too."""
+    # The agent's settings (remote_agent/daemon/settings.py holds their meaning and bounds).
+    mps: bool = AgentSettings.mps
+    hami_core_lib: str | None = AgentSettings.hami_core_lib
+    cgroup_parent: str | None = AgentSettings.cgroup_parent
+    log_max_mib: int = AgentSettings.log_max_mib
+    retention_hours: float = AgentSettings.retention_hours
+    watchdog_grace_s: float = AgentSettings.watchdog_grace_s
 
     def __post_init__(self) -> None:
         # Every HostConfig, from the file or built in code, has an address to dial.
         if self.host is None:
             object.__setattr__(self, "host", self.name)
+
+    def agent_settings(self) -> AgentSettings:
+        """What this host's agent runs with."""
+        return AgentSettings(**{key: getattr(self, key) for key in _AGENT_KEYS})
 
 
 def _expanded(path: str) -> str:
@@ -364,8 +373,11 @@ _HOST_KEYS = {
     "name": "string", "host": "string", "port": "integer", "user": "string",
     "identity_file": "string", "proxy_jump": "string", "become": "string", "python": "string",
     "state_dir": "string", "agent_cache": "string", "transport": "string", "sim": "string",
-    "mps": "boolean", "hami_core_lib": "string",
+    "mps": "boolean", "hami_core_lib": "string", "cgroup_parent": "string",
+    "log_max_mib": "integer", "retention_hours": "number", "watchdog_grace_s": "number",
 }
+_AGENT_KEYS = ("mps", "hami_core_lib", "cgroup_parent", "log_max_mib", "retention_hours",
+               "watchdog_grace_s")
 _SSH_KEYS = {"known_hosts": "string", "connect_timeout": "number", "config_file": "string"}
 _QUEUE_KEYS = {
     "name": "string", "gpu": "number", "mig": "string", "memory_gib": "number",
@@ -672,6 +684,14 @@ class _Checker:
         if "identity_file" in values:
             values["identity_file"] = self.local_file(values["identity_file"], "hosts", i,
                                                       "identity_file", prefix)
+        for key in _AGENT_KEYS:
+            why = agent_settings.problem(key, values[key]) if key in values else None
+            if why:
+                raise bad(key, why)
+        if "retention_hours" in values:
+            values["retention_hours"] = float(values["retention_hours"])
+        if "watchdog_grace_s" in values:
+            values["watchdog_grace_s"] = float(values["watchdog_grace_s"])
         return HostConfig(**values)
 
     def local_path(self, value: str, table: str, index: int | None, key: str,

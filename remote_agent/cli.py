@@ -16,26 +16,15 @@ from typing import List, Optional
 
 
 def _add_host_options(parser: argparse.ArgumentParser) -> None:
+    from remote_agent.daemon import settings
+
     parser.add_argument("--state-dir", required=True, help="where the agent keeps its state")
     parser.add_argument("--backend", choices=("nvml", "sim"),
                         help="nvml (real GPUs, the default) or sim (simulated GPUs)")
     parser.add_argument("--sim", metavar="SPEC",
                         help="simulated GPUs on first start, e.g. 2xA100-80GB:mig,1xL4 "
                              "(implies --backend sim)")
-    parser.add_argument("--mps", action="store_true",
-                        help="MPS is enabled on this host: cap shares with MPS limits too")
-    parser.add_argument("--hami-core-lib", metavar="PATH",
-                        help="HAMi-core's libvgpu.so: cap shares with it too")
-    parser.add_argument("--log-max-mib", type=int, default=64,
-                        help="size cap of each job's log (default 64)")
-    parser.add_argument("--retention-hours", type=float, default=168.0,
-                        help="keep finished jobs and their logs this long (default 168)")
-    parser.add_argument("--watchdog-grace", type=float, default=5.0,
-                        help="seconds between SIGTERM and SIGKILL for a job over its cap")
-    parser.add_argument("--cgroup-parent", metavar="PATH|auto|none",
-                        help="cgroup v2 directory for per-job cgroups with the driver's memory "
-                             "limits (default: auto on real GPUs, i.e. <cgroup2 mount>/fractui; "
-                             "none under simulation)")
+    settings.add_options(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,42 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def host_option_words(sim: Optional[str], mps: bool, hami_core_lib: Optional[str]) -> List[str]:
-    """The host options as command-line words (fractui builds the same when it starts us)."""
-    out: List[str] = []
-    if sim:
-        out += ["--sim", sim]
-    if mps:
-        out.append("--mps")
-    if hami_core_lib:
-        out += ["--hami-core-lib", hami_core_lib]
-    return out
-
-
 def _daemon_args(args: argparse.Namespace, backend: str) -> List[str]:
     """The options a bridge hands on to the daemon it starts."""
-    out = ["--backend", backend, "--log-max-mib", str(args.log_max_mib),
-           "--retention-hours", str(args.retention_hours),
-           "--watchdog-grace", str(args.watchdog_grace)]
-    out += host_option_words(args.sim, args.mps, args.hami_core_lib)
-    if args.cgroup_parent:
-        out += ["--cgroup-parent", args.cgroup_parent]
-    return out
+    from remote_agent.daemon.settings import from_args
+
+    return ["--backend", backend] + (["--sim", args.sim] if args.sim else []) + \
+        from_args(args).words()
 
 
-def _cgroup_parent(choice: Optional[str], backend: str) -> Optional[str]:
-    from remote_agent.jobs.caps import cgroup2_mount
-
-    choice = choice or ("auto" if backend == "nvml" else "none")
-    if choice == "none":
-        return None
-    if choice == "auto":
-        mount = cgroup2_mount()
-        return os.path.join(mount, "fractui") if mount else None
-    return os.path.abspath(choice)
-
-
-def _daemonize(log_path: str) -> None:
+def _daemonize(log_fd: int) -> None:
     """Double fork into a new session, stdio to the log: the SSH channel that started us can
     close, and the daemon lives on."""
     if os.fork() > 0:
@@ -103,26 +65,34 @@ def _daemonize(log_path: str) -> None:
     if os.fork() > 0:
         os._exit(0)
     os.chdir("/")
-    os.umask(0o077)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
     os.close(null)
-    os.close(out)
+    os.close(log_fd)
 
 
 def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.paths import AgentPaths
+    from remote_agent.daemon.trust import UnsafePath, open_private
+    from remote_agent.jobs.store import JobStore, StoreError
 
     paths = AgentPaths(os.path.abspath(args.state_dir))
-    os.makedirs(paths.state_dir, mode=0o700, exist_ok=True)
-    lock = open(paths.lock_file, "a")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # a daemon already runs for this state dir: the bridge will use it
+        paths.check()
+        lock = open_private(paths.lock_file, os.O_RDWR | os.O_CREAT, "daemon lock")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # a daemon already runs for this state dir: the bridge will use it
+        # refused here, before detaching, so the reason reaches the bridge (and the admin)
+        paths.check(contents=True)
+        paths.make_socket_dir()
+        JobStore(paths.jobs_db).close()  # usable, and brought to this agent's version
+    except (UnsafePath, StoreError) as err:
+        print("remote_agent: %s" % err, file=sys.stderr)
+        return 2
     if backend == "sim":
         from remote_agent.gpu import fake_pynvml as nv
 
@@ -138,26 +108,29 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
             print("remote_agent: the pynvml module (nvidia-ml-py) is not available: %s" % err,
                   file=sys.stderr)
             return 2
+    from remote_agent.daemon.paths import code_hash
+    from remote_agent.daemon.server import run_daemon as serve_daemon
+    from remote_agent.daemon.settings import from_args
+    from remote_agent.service import Agent
+
+    code = code_hash()  # of the code this daemon loaded, before anyone can change it
     if args.detach:
-        _daemonize(paths.log_file)
+        _daemonize(open_private(paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                "daemon log"))
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s remote_agent[%(process)d] %(levelname)s %(message)s")
-    with open(paths.pid_file, "w") as f:
-        f.write("%d\n" % os.getpid())
-
-    from remote_agent.daemon.server import run_daemon as serve_daemon
-    from remote_agent.jobs.caps import CapSettings
-    from remote_agent.jobs.supervisor import SupervisorSettings
-    from remote_agent.service import Agent
+    pid_fd = open_private(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "pid file")
+    os.write(pid_fd, b"%d\n" % os.getpid())
+    os.close(pid_fd)
 
     sim = nv if backend == "sim" else None
     agent = Agent(nv, backend, sim=sim)
-    settings = SupervisorSettings(
-        caps=CapSettings(mps=args.mps, hami_core_lib=args.hami_core_lib,
-                         cgroup_parent=_cgroup_parent(args.cgroup_parent, backend)),
-        log_max_bytes=args.log_max_mib << 20, retention_s=args.retention_hours * 3600,
-        watchdog_grace_s=args.watchdog_grace)
-    return serve_daemon(paths, agent, settings, sim.sim_spec() if sim is not None else None)
+    try:
+        return serve_daemon(paths, agent, from_args(args), code,
+                            sim.sim_spec() if sim is not None else None)
+    except (UnsafePath, StoreError) as err:
+        print("remote_agent: %s" % err, file=sys.stderr)
+        return 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -167,6 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return simload.main(argv[1:])
     args = _parser().parse_args(argv)
+    os.umask(0o077)  # whatever the agent creates is its user's alone (docs/protocol.md)
     if args.verb == "shim":
         from remote_agent.jobs.shim import run
 
@@ -187,5 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.verb == "daemon":
         return run_daemon(args, backend)
     from remote_agent.daemon.bridge import bridge
+    from remote_agent.daemon.settings import from_args
 
-    return bridge(os.path.abspath(args.state_dir), backend, args.sim, _daemon_args(args, backend))
+    return bridge(os.path.abspath(args.state_dir), backend, args.sim,
+                  from_args(args).effective(backend), _daemon_args(args, backend))

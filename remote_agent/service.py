@@ -1,7 +1,8 @@
 """The agent's methods: what a host tells and does, behind the JSON-RPC table.
 
-One ``Agent`` per host process. MIG changes are serialised by a lock so that several clients
-never interleave the steps of two plans on one GPU.
+One ``Agent`` per host process. MIG changes are serialised by a lock per GPU so that several
+clients never interleave the steps of two plans on one GPU, while changes to different GPUs go on
+at once.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Agent:
         self.backend = GpuBackend(nv)
         self.backend_kind = backend_kind
         self.sim = sim
-        self.mig_lock = threading.Lock()
+        self._mig_locks: Dict[int, threading.RLock] = {}
+        self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
@@ -85,10 +87,20 @@ class Agent:
                 "sim.remove_process": Method(self.sim_remove_process, ("pid",)),
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
+                "sim.hold": Method(self.sim_hold, ("function", "gate")),
             })
         return table
 
     # -- helpers --
+
+    def mig_lock(self, index: int) -> threading.RLock:
+        """The lock of GPU ``index``'s MIG changes (re-entrant: a launch holds it from creating
+        its instance until it has recorded it, across ``create_for_job``)."""
+        with self._mig_locks_guard:
+            return self._mig_locks.setdefault(index, threading.RLock())
+
+    def _mig_lock_of(self, p: Params) -> threading.RLock:
+        return self.mig_lock(self._gpu(p).index)
 
     def call_nvml(self, fn: Callable[[], T]) -> T:
         """Run backend work, turning NVML failures into protocol errors a person can act on."""
@@ -299,7 +311,7 @@ class Agent:
         longer the GPU's. Returns its MIG uuid. All or nothing, as ``mig.apply``: a new instance
         whose uuid cannot be read is undone, since the job could not use it."""
         self._require_mig_privilege()
-        with self.mig_lock:
+        with self.mig_lock(index):
             layout = self.call_nvml(lambda: self.layout(index))
             for inst in layout.instances:
                 if (inst.profile, inst.start) == (profile, start) and inst.uuid \
@@ -335,7 +347,7 @@ class Agent:
         self._require_mig_privilege()
         start = p.integer("start", None, minimum=0)
         pinned = p.text("layout_version", None)
-        with self.mig_lock:
+        with self._mig_lock_of(p):
             info, layout = self._mig_gpu(p)
             self._check_pinned(info.index, layout, pinned)
             made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False))
@@ -355,7 +367,7 @@ class Agent:
         if (uuid is None) == (gi_id is None):
             raise RpcError(rpc.INVALID_PARAMS, "mig.destroy needs exactly one of 'instance' "
                            "(a MIG uuid) or 'gi_id'")
-        with self.mig_lock:
+        with self._mig_lock_of(p):
             info, layout = self._mig_gpu(p)
             target = next((i for i in layout.instances
                            if (uuid is not None and i.uuid == uuid) or i.gi_id == gi_id), None)
@@ -374,7 +386,7 @@ class Agent:
     def mig_set_mode(self, p: Params) -> Dict[str, Any]:
         self._require_mig_privilege()
         enabled = p.flag("enabled")
-        with self.mig_lock:
+        with self._mig_lock_of(p):
             info = self._gpu(p)
             if not info.mig_capable:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
@@ -440,6 +452,11 @@ class Agent:
     def sim_clear_faults(self, p: Params) -> Dict[str, Any]:
         self.sim.sim_clear_faults()
         return {"cleared": True}
+
+    def sim_hold(self, p: Params) -> Dict[str, Any]:
+        function, gate = p.text("function"), p.text("gate")
+        self._sim(lambda: self.sim.sim_hold(function, gate))
+        return {"function": function, "gate": gate}
 
 
 def _nvml_code(err: NvmlCallError) -> int:

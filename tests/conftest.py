@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 from hypothesis import settings
 
 from fractui.demo import sweep
+from remote_agent.jobs.caps import cgroup2_mount
+from remote_agent.jobs.procs import JobProcs
 
 # Property tests run subprocess-free but long sequences: no per-example deadline.
 settings.register_profile("fractui", deadline=None, print_blob=True)
@@ -94,8 +99,49 @@ class AgentProcess:
 
 def stop_host(state_dir: str) -> None:
     """Leave nothing running for a state dir: its jobs' process groups, shims, and daemon (the
-    demo's sweep, which trusts a pid only while its process holds its lock), killed at once."""
+    demo's sweep, which trusts a pid only while its process holds its lock), killed at once;
+    then every process still in a job's session or cgroup (a job whose shim was killed)."""
     sweep(state_dir, wait_s=0)
+    jobs = os.path.join(state_dir, "jobs")
+    for name in sorted(os.listdir(jobs)) if os.path.isdir(jobs) else []:
+        try:
+            with open(os.path.join(jobs, name, "started.json")) as f:
+                started = json.load(f)
+        except (OSError, ValueError):
+            continue
+        try:
+            with open(os.path.join(jobs, name, "spec.json")) as f:
+                cgroup = json.load(f).get("cgroup")
+        except (OSError, ValueError):
+            cgroup = None
+        JobProcs(started["pid"], started.get("start_ticks"), cgroup).signal(signal.SIGKILL)
+
+
+@pytest.fixture
+def cgroup_parent() -> Iterator[str]:
+    """A directory of this host's real cgroup v2 hierarchy for one test's job cgroups, removed
+    afterwards with anything left in it."""
+    mount = cgroup2_mount()
+    if mount is None or os.geteuid() != 0:
+        pytest.fail("this test needs root and a cgroup v2 hierarchy (mounted at /sys/fs/cgroup "
+                    "or /sys/fs/cgroup/unified)")
+    parent = os.path.join(mount, "fractui-test-%s" % uuid.uuid4().hex[:8])
+    yield parent
+    for _ in range(100):
+        if not os.path.isdir(parent):
+            return
+        for child in os.listdir(parent):
+            path = os.path.join(parent, child)
+            if os.path.isdir(path):
+                JobProcs(None, None, path).signal(signal.SIGKILL)
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+        try:
+            os.rmdir(parent)
+        except OSError:
+            time.sleep(0.05)
 
 
 @pytest.fixture

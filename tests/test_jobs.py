@@ -111,6 +111,18 @@ def test_the_same_key_twice_is_one_job_and_one_process(host):
     assert err.value.code == rpc.INVALID_PARAMS and "other params" in err.value.message
 
 
+def test_a_retried_key_is_its_job_even_once_it_could_no_longer_start(host, tmp_path):
+    agent, _ = host
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    params = dict(key="k-retry", gpu=1, memory_mib=100, cwd=str(workdir),
+                  argv=script("import time; time.sleep(30)"))
+    first = agent.call("job.launch", **params)
+    workdir.rmdir()  # a new launch there could not start now; this one runs
+    again = agent.call("job.launch", **params)
+    assert (again["id"], again["pid"], again["state"]) == (first["id"], first["pid"], "running")
+
+
 def test_a_mig_launch_retried_after_a_dropped_connection_makes_one_instance_one_process(
         start_agent, tmp_path):
     state = str(tmp_path / "host")
@@ -325,8 +337,6 @@ def test_bad_launches_are_refused_clearly_and_launch_nothing(host):
         (dict(gpu=1, memory_mib=4000, argv=["true"]), rpc.NO_ROOM, "3034 MiB free"),
         (dict(gpu=0, memory_mib=100, argv=["true"]), rpc.NOT_SUPPORTED, "MIG mode"),
         (dict(gpu=5, memory_mib=100, argv=["true"]), rpc.GPU_NOT_FOUND, "no GPU 5"),
-        (dict(gpu=1, memory_mib=10, argv=["true"], cwd="/no/such/dir"), rpc.INVALID_PARAMS,
-         "not a directory"),
         (dict(gpu=0, mig={"profile": "3g.40gb"}, argv=["true"]), rpc.INVALID_PARAMS, "start"),
         (dict(gpu=0, mig={"profile": "9g.1gb", "start": 0}, argv=["true"]),
          rpc.UNKNOWN_PROFILE, "9g.1gb"),
@@ -341,15 +351,49 @@ def test_bad_launches_are_refused_clearly_and_launch_nothing(host):
     assert sorted(os.listdir(os.path.join(state, "jobs"))) == sorted(j["id"] for j in before)
 
 
-def test_a_program_that_cannot_start_is_reported(host):
-    agent, _ = host
+def test_a_job_that_can_never_start_is_a_job_fault_with_the_agents_words(host, tmp_path):
+    agent, state = host
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a program\n")
+    bad_interpreter = tmp_path / "script"
+    bad_interpreter.write_text("#!/no/such/interpreter\n")
+    bad_interpreter.chmod(0o755)
+    cases = [  # (params, the agent's exact reason, recorded as an exited job)
+        (dict(argv=["/no/such/program", "x"]),
+         "cannot run /no/such/program: No such file or directory", False),
+        (dict(argv=["no-such-program-on-path"]),
+         "cannot run no-such-program-on-path: No such file or directory", False),
+        (dict(argv=[str(plain)]), "cannot run %s: Permission denied" % plain, False),
+        (dict(argv=[str(tmp_path)]), "cannot run %s: Permission denied" % tmp_path, False),
+        (dict(argv=["true"], cwd="/no/such/dir"),
+         "cannot enter its cwd /no/such/dir: No such file or directory", False),
+        (dict(argv=["true"], cwd=str(plain)),
+         "cannot enter its cwd %s: Not a directory" % plain, False),
+        (dict(argv=["true"], run_as="no-such-user-xyz"),
+         "no user 'no-such-user-xyz' on this host", False),
+        # found and executable, yet exec fails: only the started process can tell
+        (dict(argv=[str(bad_interpreter)]),
+         "cannot run %s: No such file or directory" % bad_interpreter, True),
+    ]
+    for n, (params, reason, recorded) in enumerate(cases):
+        for attempt in range(2):  # a retry of the same key answers the same way
+            with pytest.raises(AgentError) as err:
+                agent.call("job.launch", key="k-never-%d" % n, gpu=1, memory_mib=10, **params)
+            assert (err.value.code, rpc.error_class(err.value.code)) == (rpc.START_FAILED, "job")
+            assert err.value.data["reason"] == reason, params
+            assert reason in err.value.message
+            if recorded:
+                job = err.value.data["job"]
+                assert (job["state"], job["exit_code"], job["reason"]) == ("exited", 127, reason)
+            else:
+                assert "job" not in err.value.data
+    listed = agent.call("job.list")["jobs"]
+    assert [(j["key"], j["state"], j["exit_code"]) for j in listed] == [
+        ("k-never-%d" % (len(cases) - 1), "exited", 127)]
+    # a GPU that cannot take it now is another class: capacity, not the job's fault
     with pytest.raises(AgentError) as err:
-        agent.call("job.launch", key="k-missing", gpu=1, memory_mib=10,
-                   argv=["/no/such/program", "x"])
-    assert err.value.code == rpc.START_FAILED and "/no/such/program" in err.value.message
-    job = agent.call("job.launch", key="k-missing", gpu=1, memory_mib=10,
-                     argv=["/no/such/program", "x"])
-    assert (job["state"], job["exit_code"]) == ("exited", 127)
+        agent.call("job.launch", key="k-too-big", gpu=1, memory_mib=10 ** 6, argv=["true"])
+    assert (err.value.code, rpc.error_class(err.value.code)) == (rpc.NO_ROOM, "capacity")
 
 
 def test_two_bridges_starting_at_once_give_one_daemon(start_agent, tmp_path):
@@ -389,33 +433,35 @@ def test_logs_are_capped_and_finished_jobs_pruned(start_agent, tmp_path):
     assert err.value.code == rpc.JOB_NOT_FOUND
 
 
-def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agent, tmp_path):
-    # a stand-in cgroup v2 tree: the driver side is the simulator, which records the limits set
-    cgroot = tmp_path / "cgroup2"
-    cgroot.mkdir()
-    (cgroot / "cgroup.controllers").write_text("memory\n")
-    parent = cgroot / "fractui"
+def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agent, tmp_path,
+                                                                     cgroup_parent):
+    # a real cgroup v2 directory; the driver side is the simulator, which records the limits set
     state = str(tmp_path / "host")
-    agent = start_agent("1xL4", state, "--cgroup-parent", str(parent))
+    agent = start_agent("1xL4", state, "--cgroup-parent", cgroup_parent)
+    assert agent.call("daemon.version")["job_tracking"] == "cgroup"
     assert "driver_limit" in agent.call("hello")["gpus"][0]["cap_layers"]
+    release = tmp_path / "release"
     job = agent.call("job.launch", key="k-cg", gpu=0, memory_mib=3000,
-                     argv=script("import time; time.sleep(1)"))
+                     argv=until_file(release, 0))
     assert job["caps"][:2] == ["visible_devices", "driver_limit"]
-    cgroups = list(parent.iterdir())
-    assert [c.name for c in cgroups] == ["%s-%s" % (AgentPaths(state).digest, job["id"])]
-    # the job joined it before it ran ("0" written by the job process itself)
-    assert (cgroups[0] / "cgroup.procs").read_text() == "0"
+    cgroup = os.path.join(cgroup_parent, "%s-%s" % (AgentPaths(state).digest, job["id"]))
+    assert job["cgroup"] == cgroup
+    assert [d.name for d in os.scandir(cgroup_parent) if d.is_dir()] == [os.path.basename(cgroup)]
+    # the job joined it before it ran a line of its own
+    with open(os.path.join(cgroup, "cgroup.procs")) as f:
+        assert [int(x) for x in f.read().split()] == [job["pid"]]
     nv.sim_open(os.path.join(state, "sim-gpus.json"))
     nv.nvmlInit()
     limits = nv.c_nvmlGetMemoryLimits_v1_t()
-    limits.nameSpace = str(cgroups[0]).encode()
+    limits.nameSpace = cgroup.encode()
     nv.nvmlDeviceGetMemoryLimits_v1(nv.nvmlDeviceGetHandleByIndex(0), limits)
     assert limits.hardLimit == limits.softLimit == 3000 << 20
+    release.touch()
     wait_job(agent, job["id"])
     deadline = time.time() + 5
     while True:
         nv.nvmlDeviceGetMemoryLimits_v1(nv.nvmlDeviceGetHandleByIndex(0), limits)
-        if limits.hardLimit == nv.NVML_DEVICE_MEMORY_LIMIT_MAX:
+        if limits.hardLimit == nv.NVML_DEVICE_MEMORY_LIMIT_MAX and not os.path.exists(cgroup):
             break
-        assert time.time() < deadline, "the limit outlived its job"
+        assert time.time() < deadline, "the limit or the cgroup outlived its job"
         time.sleep(0.1)

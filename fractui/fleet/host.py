@@ -33,7 +33,6 @@ from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
-from remote_agent.cli import host_option_words
 from remote_agent.mig import health
 
 log = logging.getLogger("fractui.fleet")
@@ -90,8 +89,10 @@ def _remote_path(path: str) -> str:
 
 
 def agent_args(cfg: HostConfig, state_dir: str) -> List[str]:
-    return ["serve", "--stdio", "--state-dir", state_dir] + host_option_words(
-        cfg.sim, cfg.mps, cfg.hami_core_lib)
+    """The agent's words for this host: its state dir, simulated GPUs and every agent setting
+    of its config entry (a daemon running with other settings is handed over)."""
+    return ["serve", "--stdio", "--state-dir", state_dir] + (
+        ["--sim", cfg.sim] if cfg.sim else []) + cfg.agent_settings().words()
 
 
 class _Conn:

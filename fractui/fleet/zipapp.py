@@ -14,13 +14,13 @@ import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import remote_agent
+from remote_agent.daemon.paths import code_files
 
 _MAIN = b"import sys\n\nfrom remote_agent.cli import main\n\nsys.exit(main())\n"
 _DATE_TIME = (1980, 1, 1, 0, 0, 0)
-_SUFFIXES = (".py", ".json")
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,6 @@ class AgentArchive:
     data: bytes
     sha256: str
     name: str  # agent-<first 16 hex digits of sha256>.pyz
-
-
-def _package_files(package_dir: str) -> Dict[str, bytes]:
-    """Every source and data file of the package, by its name inside the archive."""
-    files: Dict[str, bytes] = {}
-    for folder, dirs, names in os.walk(package_dir):
-        dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
-        for name in names:
-            # Dotfiles are editor leftovers (emacs lock files are dangling links), not code.
-            if name.startswith(".") or not name.endswith(_SUFFIXES):
-                continue
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, package_dir).replace(os.sep, "/")
-            with open(path, "rb") as f:
-                files["remote_agent/" + rel] = f.read()
-    return files
 
 
 def _pynvml_source() -> bytes:
@@ -70,7 +54,7 @@ def build_agent_archive(package_dir: Optional[str] = None) -> AgentArchive:
     """
     if package_dir is None:
         package_dir = os.path.dirname(os.path.abspath(remote_agent.__file__))
-    files = _package_files(package_dir)
+    files = code_files(package_dir)
     files["__main__.py"] = _MAIN
     files["pynvml.py"] = _pynvml_source()
     buf = io.BytesIO()

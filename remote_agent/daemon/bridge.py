@@ -1,8 +1,11 @@
 """``serve --stdio``: a thin bridge from an SSH channel (stdin/stdout) to the host's daemon.
 
 It starts the daemon when none runs — two bridges racing still give one daemon, because only the
-holder of the state dir's lock may bind the socket — and hands over from an older daemon to this
-newer agent version. Closing the bridge (the SSH channel) never stops a job.
+holder of the state dir's lock may bind the socket — and hands over from a daemon that runs other
+code (an older version, or the same version changed) or other settings than it would start, so a
+new agent or a changed config reaches the host on the next connection; the new daemon re-adopts
+every job. Before it connects it checks the socket's directory and the socket as tmux does, so it
+never talks to a socket another local user planted. Closing the bridge never stops a job.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from remote_agent import __version__
-from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
+from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env, code_hash
+from remote_agent.daemon.trust import UnsafePath, open_private
 from remote_agent.gpu.models import parse_sim_spec
 
 CONNECT_TIMEOUT_S = 15.0
@@ -35,6 +39,10 @@ def version_tuple(version: str) -> Tuple[int, ...]:
 
 
 def _connect(paths: AgentPaths) -> socket.socket:
+    """Connect to the daemon's socket once it and its directory are checked (UnsafePath if
+    another user could have made them); OSError when there is none to connect to."""
+    if not paths.check_socket_dir() or paths.check_socket() is None:
+        raise FileNotFoundError("no socket at %s" % paths.socket)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(paths.socket)
@@ -91,7 +99,7 @@ def _wait_gone(paths: AgentPaths, pid: int) -> None:
     """Until the old daemon has let go of the state dir's lock: it does so as it exits, even
     before its parent reaps it (a zombie still answers ``kill -0``)."""
     deadline = time.time() + CONNECT_TIMEOUT_S
-    with open(paths.lock_file, "a") as lock:
+    with os.fdopen(open_private(paths.lock_file, os.O_RDWR | os.O_CREAT, "daemon lock")) as lock:
         while time.time() < deadline:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,17 +111,44 @@ def _wait_gone(paths: AgentPaths, pid: int) -> None:
     raise BridgeError("the old agent daemon (pid %d) did not stop" % pid)
 
 
-def open_daemon(paths: AgentPaths, backend: str, sim_spec: str,
+def why_hand_over(info: Dict[str, Any], code: str, settings: Dict[str, Any]) -> Optional[str]:
+    """Why a running daemon (its ``daemon.version``) must make way for the one this bridge would
+    start, or None to use it. A newer version is used as it is: a bridge never downgrades."""
+    theirs, ours = version_tuple(info["version"]), version_tuple(__version__)
+    if theirs > ours:
+        return None
+    if theirs < ours:
+        return "it runs agent %s, older than %s" % (info["version"], __version__)
+    if info.get("code_hash") != code:
+        return "it runs other code (%s, not %s)" % (info.get("code_hash"), code)
+    running = info.get("settings") or {}
+    changed = sorted(k for k in set(running) | set(settings) if running.get(k) != settings.get(k))
+    if changed:
+        return "its settings differ: %s" % "; ".join(
+            "%s %r, now %r" % (k, running.get(k), settings.get(k)) for k in changed)
+    return None
+
+
+def open_daemon(paths: AgentPaths, backend: str, sim_spec: str, settings: Dict[str, Any],
                 daemon_args: List[str]) -> socket.socket:
-    """A connection to a daemon of this agent version (or newer) for this state dir."""
+    """A connection to a daemon for this state dir that runs this agent's code (or a newer
+    version) with these settings; one that does not is handed over, its jobs re-adopted."""
+    code = code_hash()
     sock = connect_or_start(paths, daemon_args)
     info = _ask(sock, "daemon.version")
-    if version_tuple(info["version"]) < version_tuple(__version__):
+    why = why_hand_over(info, code, settings)
+    if why:
+        print("remote_agent: handing over from the running daemon (pid %d): %s" % (
+            info["pid"], why), file=sys.stderr)
         _ask(sock, "daemon.shutdown")
         sock.close()
         _wait_gone(paths, info["pid"])
         sock = connect_or_start(paths, daemon_args)
         info = _ask(sock, "daemon.version")
+        why = why_hand_over(info, code, settings)
+        if why:  # another bridge started it meanwhile, with its own: two configs disagree
+            print("remote_agent: using the daemon another connection started, though %s"
+                  % why, file=sys.stderr)
     if info["backend"] != backend:
         raise BridgeError("the agent daemon for %s runs the %s backend, not %s; use another "
                           "state dir" % (paths.state_dir, info["backend"], backend), 2)
@@ -162,11 +197,15 @@ def relay(sock: socket.socket) -> int:
     return 0
 
 
-def bridge(state_dir: str, backend: str, sim_spec: str, daemon_args: List[str]) -> int:
+def bridge(state_dir: str, backend: str, sim_spec: str, settings: Dict[str, Any],
+           daemon_args: List[str]) -> int:
     paths = AgentPaths(state_dir)
     try:
-        sock = open_daemon(paths, backend, sim_spec, daemon_args)
+        sock = open_daemon(paths, backend, sim_spec, settings, daemon_args)
     except BridgeError as err:
         print("remote_agent: %s" % err, file=sys.stderr)
         return err.code
+    except UnsafePath as err:
+        print("remote_agent: %s" % err, file=sys.stderr)
+        return 2
     return relay(sock)

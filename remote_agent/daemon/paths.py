@@ -1,7 +1,9 @@
 """Where a host agent keeps its files, derived from the state dir so every bridge finds its daemon.
 
 The socket lives under /tmp in a 0700 directory with a short name: unix socket paths are limited
-to 108 bytes, and a state dir in a long home path would not fit.
+to 108 bytes, and a state dir in a long home path would not fit. /tmp is shared with every local
+user, so both ends check that directory before using it, as tmux does: a real directory (not a
+symlink) of the agent's user, mode 0700, and a socket of the same user.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import os
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
+
+from remote_agent.daemon.trust import UnsafePath, check_private, private_dir, private_tree
 
 
 @dataclass(frozen=True)
@@ -55,15 +59,68 @@ class AgentPaths:
     def jobs_dir(self) -> str:
         return os.path.join(self.state_dir, "jobs")
 
+    def check(self, contents: bool = False) -> None:
+        """Refuse a state dir another user could change (UnsafePath), creating it 0700 where
+        missing. With ``contents``, every file and job directory the daemon trusts in it too
+        (the caller holds the daemon lock, so no other daemon is changing them)."""
+        private_tree(self.state_dir, "state dir")
+        if not contents:
+            return
+        for path, what in ((self.lock_file, "daemon lock"), (self.pid_file, "pid file"),
+                           (self.log_file, "daemon log"), (self.sim_state, "simulator state"),
+                           (self.sim_state + ".lock", "simulator lock")):
+            check_private(path, what)
+        if not os.path.lexists(self.jobs_dir):
+            return
+        private_dir(self.jobs_dir, "jobs directory")
+        for name in sorted(os.listdir(self.jobs_dir)):
+            job_dir = private_dir(os.path.join(self.jobs_dir, name), "job directory")
+            for entry in sorted(os.listdir(job_dir)):
+                check_private(os.path.join(job_dir, entry), "job file", fifo_ok=True)
+
     def make_socket_dir(self) -> None:
-        """Create the 0700 socket directory, refusing one that another user could reach."""
-        os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
-        st = os.lstat(self.socket_dir)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise RuntimeError("%s is not a directory owned by uid %d" % (
-                self.socket_dir, os.getuid()))
+        """Create the 0700 socket directory, or check the one there (UnsafePath if another
+        user could reach it)."""
+        try:
+            os.mkdir(self.socket_dir, 0o700)
+        except FileExistsError:
+            pass
+        self.check_socket_dir()
+
+    def check_socket_dir(self) -> bool:
+        """Whether the socket directory exists; UnsafePath if it is not one we can trust."""
+        try:
+            st = os.lstat(self.socket_dir)
+        except FileNotFoundError:
+            return False
+        fix = "remove it (rm -r %s, as root if you must) and connect again" % self.socket_dir
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafePath("refusing the agent's socket directory %s: it is %s, not a "
+                             "directory; %s" % (self.socket_dir, "a symlink" if stat.S_ISLNK(
+                                 st.st_mode) else "not a directory", fix))
+        if st.st_uid != os.getuid():
+            raise UnsafePath("refusing the agent's socket directory %s: it is owned by uid %d, "
+                             "not by uid %d; another user may have made it to read the agent's "
+                             "traffic. %s" % (self.socket_dir, st.st_uid, os.getuid(),
+                                              fix[0].upper() + fix[1:]))
         if st.st_mode & 0o077:
-            os.chmod(self.socket_dir, 0o700)
+            raise UnsafePath("refusing the agent's socket directory %s: its mode is %04o, not "
+                             "0700, so other users can reach the socket in it; %s" % (
+                                 self.socket_dir, stat.S_IMODE(st.st_mode), fix))
+        return True
+
+    def check_socket(self) -> Optional[os.stat_result]:
+        """The socket's stat if there is one; UnsafePath if it is not a socket of ours."""
+        try:
+            st = os.lstat(self.socket)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+            raise UnsafePath("refusing %s: it is %s owned by uid %d, not a socket of uid %d (the "
+                             "agent's user); remove it and connect again" % (
+                                 self.socket, "a socket" if stat.S_ISSOCK(st.st_mode)
+                                 else "not a socket", st.st_uid, os.getuid()))
+        return st
 
 
 def _code_root() -> str:
@@ -71,6 +128,42 @@ def _code_root() -> str:
     import remote_agent
 
     return os.path.dirname(os.path.dirname(os.path.abspath(remote_agent.__file__)))
+
+
+_CODE_SUFFIXES = (".py", ".json")
+
+
+def code_files(package_dir: str) -> Dict[str, bytes]:
+    """Every source and data file of the package at ``package_dir``, by its name inside the
+    agent's zipapp (``remote_agent/...``): what the agent's code is."""
+    files: Dict[str, bytes] = {}
+    for folder, dirs, names in os.walk(package_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
+        for name in names:
+            # Dotfiles are editor leftovers (emacs lock files are dangling links), not code.
+            if name.startswith(".") or not name.endswith(_CODE_SUFFIXES):
+                continue
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, package_dir).replace(os.sep, "/")
+            with open(path, "rb") as f:
+                files["remote_agent/" + rel] = f.read()
+    return files
+
+
+def code_hash() -> str:
+    """A digest of the agent's code: the zipapp's bytes when it runs from one (it is built
+    reproducibly), else the package's files. The same code gives the same digest on every run;
+    any change to it gives another."""
+    root = _code_root()
+    digest = hashlib.sha256()
+    if os.path.isfile(root):
+        with open(root, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        for name, data in sorted(code_files(os.path.join(root, "remote_agent")).items()):
+            digest.update(b"%s\0%d\0" % (name.encode(), len(data)) + data)
+    return digest.hexdigest()[:16]
 
 
 def agent_command() -> List[str]:

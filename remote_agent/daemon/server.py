@@ -1,8 +1,10 @@
 """The per-host daemon: one per state dir, serving any number of bridges on a unix socket.
 
-It owns the GPUs (MIG changes serialised by the agent's lock) and the jobs (through the
-supervisor), watches both about twice a second, and pushes ``snapshot``, ``job`` and ``log``
-notifications to the connections that asked for them, so clients never poll.
+It owns the GPUs (MIG changes serialised per GPU by the agent's locks) and the jobs (through the
+supervisor, whose watchdog runs on a thread of its own), and pushes ``snapshot``, ``job`` and
+``log`` notifications to the connections that asked for them, so clients never poll.
+Notifications are sent by a thread of their own: a client that stops reading never holds up the
+watchdog or a launch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -17,17 +20,20 @@ import time
 from typing import Any, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
-from remote_agent.daemon.paths import AgentPaths
+from remote_agent.daemon.paths import AgentPaths, agent_env
+from remote_agent.daemon.settings import AgentSettings
+from remote_agent.daemon.trust import UnsafePath
+from remote_agent.jobs.caps import CapSettings
 from remote_agent.jobs.methods import job_methods
+from remote_agent.jobs.output import read_from
 from remote_agent.jobs.store import Job
 from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
+from remote_agent.jobs.watch import TICK_S, Watchdog
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
 
 log = logging.getLogger("remote_agent.daemon")
-
-TICK_S = 0.5  # the watchdog polls NVML at least this often
 
 
 class Connection:
@@ -97,19 +103,34 @@ class Connection:
             self.sock.close()
 
 
+def supervisor_settings(settings: AgentSettings, backend: str) -> SupervisorSettings:
+    return SupervisorSettings(
+        caps=CapSettings(mps=settings.mps, hami_core_lib=settings.hami_core_lib,
+                         cgroup_parent=settings.effective(backend)["cgroup_parent"]),
+        log_max_bytes=settings.log_max_mib << 20, retention_s=settings.retention_hours * 3600,
+        watchdog_grace_s=settings.watchdog_grace_s)
+
+
 class Daemon:
-    def __init__(self, paths: AgentPaths, agent: Agent, settings: SupervisorSettings,
+    def __init__(self, paths: AgentPaths, agent: Agent, settings: AgentSettings, code_hash: str,
                  sim_spec: Optional[str]):
         self.paths = paths
         self.agent = agent
+        self.settings = settings
+        self.code_hash = code_hash
         self.sim_spec = sim_spec
         self.started_at = time.time()
         self.stopping = threading.Event()
         self.connections: List[Connection] = []
         self._conn_lock = threading.Lock()
         self._snapshot: Optional[Dict[str, Any]] = None
-        job_env = {"FRACTUI_SIM_STATE": paths.sim_state} if agent.backend_kind == "sim" else {}
-        self.supervisor = Supervisor(paths, agent, settings, self.notify_job, job_env)
+        self._jobs_to_tell: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        # a simulated host's workloads reach its GPUs through the simulator in the agent's code
+        job_env = {"FRACTUI_SIM_STATE": paths.sim_state,
+                   "PYTHONPATH": agent_env({})["PYTHONPATH"]} \
+            if agent.backend_kind == "sim" else {}
+        self.supervisor = Supervisor(paths, agent, supervisor_settings(
+            settings, agent.backend_kind), self.notify_job, job_env)
         agent.reserved = lambda: {j.instance for j in self.supervisor.store.active()
                                   if j.instance}
         agent.cap_probe = self.supervisor.cap_probe
@@ -117,7 +138,10 @@ class Daemon:
     # -- methods --
 
     def version(self, p: Params) -> Dict[str, Any]:
-        return {"version": __version__, "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
+        return {"version": __version__, "code_hash": self.code_hash,
+                "settings": self.settings.effective(self.agent.backend_kind),
+                "job_tracking": self.supervisor.cgroups.kind,
+                "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
                 "backend": self.agent.backend_kind, "sim_spec": self.sim_spec,
                 "state_dir": self.paths.state_dir, "started_at": self.started_at}
 
@@ -134,8 +158,14 @@ class Daemon:
             return [c for c in self.connections if c.subscribed]
 
     def notify_job(self, job: Job) -> None:
-        for conn in self._subscribers():
-            conn.notify("job", job.record())
+        """Queued: the sender thread tells the subscribers, so no caller waits on a socket."""
+        self._jobs_to_tell.put(job.record())
+
+    def _tell_jobs(self) -> None:
+        while True:
+            record = self._jobs_to_tell.get()
+            for conn in self._subscribers():
+                conn.notify("job", record)
 
     def last_snapshot(self) -> Optional[Dict[str, Any]]:
         if self._snapshot is None:
@@ -171,14 +201,13 @@ class Daemon:
             for job_id, offset in list(conn.follows.items()):
                 job = sup.store.get(job_id)
                 paths = sup.log_paths(job) if job else []
-                current = paths[-1] if paths else None
-                size = os.path.getsize(current) if current else 0
-                if size < offset:  # rotated: start the new file from its beginning
-                    offset = 0
-                if size > offset:
-                    with open(current, "rb") as f:
-                        f.seek(offset)
-                        data = f.read(size - offset)
+                try:
+                    data, size = read_from(paths[-1], offset) if paths else (b"", 0)
+                except UnsafePath as err:  # not the agent's own file: never read it
+                    conn.notify("log", {"job": "j%d" % job_id, "eof": True, "error": str(err)})
+                    del conn.follows[job_id]
+                    continue
+                if data:
                     conn.notify("log", {"job": "j%d" % job_id,
                                         "data": data.decode("utf-8", errors="replace")})
                     conn.follows[job_id] = size
@@ -191,7 +220,7 @@ class Daemon:
     def monitor(self) -> None:
         while not self.stopping.is_set():
             started = time.monotonic()
-            for step in (self.supervisor.tick, self._push_logs, self._push_snapshot):
+            for step in (self._push_logs, self._push_snapshot):
                 try:
                     step()
                 except Exception:  # one bad tick must not end supervision: log it, go on
@@ -202,6 +231,9 @@ class Daemon:
         adopted = self.supervisor.adopt()
         log.info("daemon %s (pid %d) serving %s; %d job(s) adopted", __version__, os.getpid(),
                  self.paths.socket, len(adopted))
+        threading.Thread(target=Watchdog(self.supervisor).run, args=(self.stopping,),
+                         name="watchdog", daemon=True).start()
+        threading.Thread(target=self._tell_jobs, name="notify", daemon=True).start()
         threading.Thread(target=self.monitor, name="monitor", daemon=True).start()
         listener.settimeout(TICK_S)
         while not self.stopping.is_set():
@@ -222,7 +254,7 @@ def bind(paths: AgentPaths) -> socket.socket:
     """Listen on the state dir's socket (the caller holds the daemon lock, so a socket file left
     there belongs to a dead daemon)."""
     paths.make_socket_dir()
-    if os.path.exists(paths.socket):
+    if paths.check_socket() is not None:
         os.unlink(paths.socket)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(paths.socket)
@@ -231,9 +263,9 @@ def bind(paths: AgentPaths) -> socket.socket:
     return listener
 
 
-def run_daemon(paths: AgentPaths, agent: Agent, settings: SupervisorSettings,
+def run_daemon(paths: AgentPaths, agent: Agent, settings: AgentSettings, code_hash: str,
                sim_spec: Optional[str]) -> int:
-    daemon = Daemon(paths, agent, settings, sim_spec)
+    daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
     listener = bind(paths)
     ino = os.stat(paths.socket).st_ino

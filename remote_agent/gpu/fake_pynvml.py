@@ -24,6 +24,7 @@ import json
 import os
 import string
 import threading
+import time
 import uuid as uuidlib
 from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulonglong, pointer
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -331,15 +332,16 @@ _CI_PROFILE_SLICES = {
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a registered process still holds its GPU memory: a real GPU frees it when the
+    process exits, so a zombie (ended, not yet reaped by its parent) holds none."""
     if pid >= SYNTHETIC_PID_BASE:
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 def _new_state(spec: str) -> Dict[str, Any]:
@@ -431,6 +433,7 @@ _store: Optional[_Store] = None
 _init_count = 0
 _faults: Dict[str, List[_Fault]] = {}
 _trace: Optional[List[str]] = None  # the NVML calls made since sim_start_trace, in order
+_holds: Dict[str, str] = {}  # NVML function -> gate file its calls wait for
 _lock = threading.RLock()
 
 
@@ -466,6 +469,27 @@ def sim_inject_fault(function: str, code: int, skip: int = 0, count: int = 1,
 def sim_clear_faults() -> None:
     with _lock:
         _faults.clear()
+        _holds.clear()
+
+
+def sim_hold(function: str, gate: str) -> None:
+    """Make every later call of ``function`` wait until the file ``gate`` exists — a slow NVML
+    call, for tests of what must go on meanwhile. Each waiting call first appends a line to
+    ``gate + ".held"``. It waits before taking the simulator's lock, so other calls go on."""
+    if not function.startswith("nvml") or function not in globals():
+        raise ValueError("no NVML function %r in this module" % function)
+    with _lock:
+        _holds[function] = gate
+
+
+def _wait_at_gate(name: str) -> None:
+    gate = _holds.get(name)
+    if gate is None or os.path.exists(gate):
+        return
+    with open(gate + ".held", "a") as held:
+        held.write("%s %d\n" % (name, threading.get_ident()))
+    while not os.path.exists(gate):
+        time.sleep(0.01)
 
 
 def sim_start_trace() -> None:
@@ -555,6 +579,7 @@ def _api(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _wait_at_gate(name)
         with _lock:
             if _store is None:
                 raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)

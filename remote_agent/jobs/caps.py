@@ -16,8 +16,9 @@ MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
 
 @dataclass(frozen=True)
 class CapSettings:
-    """Host cap settings from the admin's config (``mps = true``, ``hami_core_lib``) and where
-    per-job cgroups go (None: do not use the driver's per-cgroup limits)."""
+    """Host cap settings from the admin's config (``mps = true``, ``hami_core_lib``) and the
+    cgroup v2 directory jobs get their own cgroups in (None: there is none to use, so no
+    driver per-cgroup limits)."""
 
     mps: bool = False
     hami_core_lib: Optional[str] = None
@@ -56,14 +57,8 @@ def probe(nv, settings: CapSettings, is_root: bool) -> CapProbe:
         unavailable["driver_limit"] = "per-cgroup GPU memory limits need root"
     elif not parent:
         unavailable["driver_limit"] = "no cgroup v2 hierarchy to put jobs in (cgroup parent)"
-    elif not os.path.exists(os.path.join(os.path.dirname(parent), "cgroup.controllers")):
-        unavailable["driver_limit"] = "%s is not inside a cgroup v2 hierarchy" % parent
     else:
-        try:
-            os.makedirs(parent, exist_ok=True)
-            layers.append("driver_limit")
-        except OSError as err:
-            unavailable["driver_limit"] = "cannot create cgroup %s: %s" % (parent, err)
+        layers.append("driver_limit")
 
     if not settings.mps:
         unavailable["mps"] = "MPS is not enabled for this host (mps = true)"

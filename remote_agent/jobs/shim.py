@@ -1,13 +1,21 @@
-"""The per-job shim: owns one job's process, outlives the agent daemon, records the exit status.
+"""The per-job shim: starts one job, copies its output, records how it ended; outlives the daemon.
 
-``python -m remote_agent.jobs.shim JOB_DIR [REPORT_FD]``. The daemon writes ``JOB_DIR/spec.json``
-and starts the shim in its own session; the shim starts the job in a session (and process group)
-of its own, copies its output into a size-capped log, and writes ``exit.json`` when it ends. Kept
-to the standard library and light imports: its start-up time is part of every launch.
+``python -m remote_agent shim JOB_DIR [REPORT_FD]``. The daemon writes ``JOB_DIR/spec.json`` and
+starts the shim in a session of its own. The shim forks the job, which — before it runs any of its
+own code — starts a session (and process group) of its own, joins its cgroup where it has one,
+records its pid (``started.json``), takes its output pipe as stdout and stderr, sets the base
+umask, becomes its user and enters its cwd; the exact reason any step fails is reported. When the
+job's first process ends, whatever it left behind is killed and ``exit.json`` records the end.
+
+A shim may die (it is a process like any other): the job runs on, and the daemon finds, watches and
+stops it without it (remote_agent/jobs/procs.py). No write of the shim's can end the job: a log
+that cannot grow drops output (remote_agent/jobs/output.py), and the files that record the job
+are written again until there is room. Kept to the standard library and light imports: its
+start-up time is part of every launch.
 
 Files in JOB_DIR: ``shim.claim`` (the one shim that may run this job: created exclusively),
 ``shim.lock`` (held for the shim's life: a daemon tells a live shim by failing to lock it),
-``started.json`` (the job's pid), ``output.log`` and ``output.log.1``, ``exit.json``.
+``started.json``, ``output.pipe``, ``output.log`` and ``output.log.1``, ``exit.json``.
 """
 
 from __future__ import annotations
@@ -16,108 +24,175 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
+import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+
+from remote_agent.daemon.trust import open_private, read_private, write_private
+from remote_agent.jobs.env import JOB_UMASK
+from remote_agent.jobs.output import LOG_NAME, PIPE_NAME, CappedLog, make_pipe
+from remote_agent.jobs.procs import JobProcs, proc_info
+
+RETRY_S = 1.0  # how often a record that could not be written is tried again
+DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
 
 
-def write_json(path: str, data: Dict[str, Any]) -> None:
+def write_json(path: str, data: Dict[str, Any], durable: bool = True) -> None:
     """Atomically, so a reader sees the whole file or none of it."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data).encode(), durable)
 
 
-class CappedLog:
-    """Appends to ``output.log``; past half the cap it becomes ``output.log.1`` and a new one
-    starts, so the two together never exceed the cap."""
+def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
+    """A record the daemon needs (how the job ended): on a full disk, tried until it fits."""
+    while True:
+        try:
+            write_json(path, data)
+            return
+        except OSError as err:
+            print("shim: cannot write %s yet (%s); trying again" % (path, err), file=sys.stderr)
+            time.sleep(RETRY_S)
 
-    def __init__(self, path: str, max_bytes: int):
-        self.path = path
-        self.half = max(4096, max_bytes // 2)
-        self.f = open(path, "ab")
 
-    def write(self, data: bytes) -> None:
-        if self.f.tell() + len(data) > self.half:
-            self.f.close()
-            os.replace(self.path, self.path + ".1")
-            self.f = open(self.path, "ab")
-        self.f.write(data)
-        self.f.flush()
+def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
+           errors: int) -> None:
+    """In the forked child: become the job, then exec it. Never returns; a failed step writes
+    its reason to ``errors`` (closed by a successful exec). The job keeps ``spare_fd``, a read
+    end of its own output pipe: while any of its processes lives the pipe has a reader, so its
+    writes never fail even when neither its shim nor a daemon is there to copy them (they wait
+    in the pipe for the next daemon)."""
+    step = "start a session"
+    try:
+        os.setsid()
+        os.set_inheritable(spare_fd, True)
+        if spec.get("cgroup"):
+            step = "join its cgroup %s" % spec["cgroup"]
+            with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as procs:
+                procs.write("0")
+        me = proc_info(os.getpid())
+        try:  # the daemon finds the job by it even if this shim dies at once
+            write_json(os.path.join(job_dir, "started.json"), {
+                "pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
+                "started_at": time.time()}, durable=False)
+        except OSError:
+            pass  # a full disk: the shim reports the pid too
+        step = "open its stdin and output"
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT,
+                    signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)  # an ignored signal would stay ignored in it
+        os.umask(JOB_UMASK)
+        user = spec.get("user")
+        if user:
+            step = "become user %s" % user["name"]
+            os.initgroups(user["name"], user["gid"])
+            os.setgid(user["gid"])
+            os.setuid(user["uid"])
+        step = "enter its cwd %s" % spec["cwd"]
+        os.chdir(spec["cwd"])
+        step = "run %s" % spec["argv"][0]
+        os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+    except BaseException as err:  # noqa: B902 - whatever it is, the daemon gets its words
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        try:
+            os.write(errors, ("cannot %s: %s" % (step, why)).encode())
+        finally:
+            os._exit(127)
 
-    def close(self) -> None:
-        self.f.close()
+
+def _spawn(spec: Dict[str, Any], pipe: str, job_dir: str) -> Tuple[int, str]:
+    """Fork and exec the job with ``pipe`` as its output: (pid, "") once it runs its program,
+    or (0, why it could not)."""
+    out_fd = os.open(pipe, os.O_WRONLY | os.O_NOFOLLOW)  # the shim reads it: never blocks
+    spare_fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said means it ran
+    pid = os.fork()
+    if pid == 0:
+        os.close(errors_r)
+        _child(spec, out_fd, spare_fd, job_dir, errors_w)
+    os.close(errors_w)
+    os.close(out_fd)
+    os.close(spare_fd)
+    why = b""
+    while True:
+        chunk = os.read(errors_r, 4096)
+        if not chunk:
+            break
+        why += chunk
+    os.close(errors_r)
+    if why:
+        os.waitpid(pid, 0)
+        return 0, why.decode("utf-8", errors="replace")
+    return pid, ""
 
 
 def run(job_dir: str, report_fd: Optional[int]) -> int:
+    os.umask(0o077)
+    if report_fd is not None:
+        os.set_inheritable(report_fd, False)  # the job must not hold the daemon's pipe
+    # The lock first, then the claim: a claim whose lock is free is a dead shim's (or the
+    # daemon's, which fences off a start it gave up on), never one still about to start.
+    lock = open_private(os.path.join(job_dir, "shim.lock"), os.O_RDWR | os.O_CREAT, "shim lock")
     try:
-        fd = os.open(os.path.join(job_dir, "shim.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another shim is starting this job
+    try:
+        fd = os.open(os.path.join(job_dir, "shim.claim"),
+                     os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        return 0  # another shim owns this job: never start it twice
+        return 0  # claimed already: never start a job twice
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
-    lock = open(os.path.join(job_dir, "shim.lock"), "a")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
-    with open(os.path.join(job_dir, "spec.json"), encoding="utf-8") as f:
-        spec = json.load(f)
-    log = CappedLog(os.path.join(job_dir, "output.log"), int(spec["log_max_bytes"]))
-    cgroup_procs = spec.get("cgroup_procs")
-
-    def join_cgroup() -> None:
-        # in the child, before exec: the job is inside its cgroup from its first instruction
-        with open(cgroup_procs, "w") as procs:
-            procs.write("0")
-
-    try:
-        child = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec.get("cwd") or None,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 close_fds=True, preexec_fn=join_cgroup if cgroup_procs else None)
-    except (OSError, subprocess.SubprocessError) as err:
-        message = "cannot start %r: %s" % (spec["argv"][0], err)
-        log.write((message + "\n").encode())
-        write_json(os.path.join(job_dir, "exit.json"),
-                   {"error": message, "ended_at": time.time()})
-        _report(report_fd, {"error": message})
+    spec = json.loads(read_private(os.path.join(job_dir, "spec.json"), "job spec") or b"{}")
+    log = CappedLog(os.path.join(job_dir, LOG_NAME), int(spec["log_max_bytes"]))
+    pipe = os.path.join(job_dir, PIPE_NAME)
+    make_pipe(pipe)
+    reader = open_private(pipe, os.O_RDONLY | os.O_NONBLOCK, "output pipe", fifo=True)
+    os.set_blocking(reader, True)
+    pid, why = _spawn(spec, pipe, job_dir)
+    if not pid:
+        log.write((why + "\n").encode())
+        log.close()
+        write_json_until_done(os.path.join(job_dir, "exit.json"),
+                              {"error": why, "ended_at": time.time()})
+        _report(report_fd, {"error": why})
         return 0
+    me = proc_info(pid, ended_too=True)  # its start time names it even if it ended already
+    job = JobProcs(pid, me.start_ticks if me else None, spec.get("cgroup"))
+    _report(report_fd, {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time()})
 
-    def forward(signum: int, _frame: Any) -> None:
-        # SIGTERM asks the job to stop; SIGUSR1 means stop now (SIGKILL).
-        try:
-            os.killpg(child.pid, signal.SIGKILL if signum == signal.SIGUSR1 else signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    def copy() -> None:
+        while True:
+            try:
+                chunk = os.read(reader, 65536)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            log.write(chunk)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGUSR1, forward)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    started_at = time.time()
-    write_json(os.path.join(job_dir, "started.json"), {"pid": child.pid, "started_at": started_at})
-    _report(report_fd, {"pid": child.pid, "started_at": started_at})
-
-    out = child.stdout.fileno()
-    while True:
-        try:
-            chunk = os.read(out, 65536)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        log.write(chunk)
-    code = child.wait()
-    log.close()
-    result: Dict[str, Any] = {"ended_at": time.time()}
+    copier = threading.Thread(target=copy, name="output", daemon=True)
+    copier.start()
+    _, status = os.waitpid(pid, 0)
+    ended_at = time.time()
+    job.signal(signal.SIGKILL)  # what the job left behind ends with it
+    copier.join(DRAIN_AFTER_END_S)
+    if not copier.is_alive():  # else a process that left the job holds the pipe: leave it be
+        log.close()
+    code = os.waitstatus_to_exitcode(status)
+    result: Dict[str, Any] = {"ended_at": ended_at}
     if code < 0:
         result["signal"] = -code
     else:
         result["code"] = code
-    write_json(os.path.join(job_dir, "exit.json"), result)
+    write_json_until_done(os.path.join(job_dir, "exit.json"), result)
     return 0
 
 

@@ -9,36 +9,56 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+from remote_agent.daemon.trust import check_private
+from remote_agent.jobs.procs import JobProcs
+
 ACTIVE = ("starting", "running")
 FINISHED = ("exited", "killed", "lost")
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL UNIQUE,
-        fingerprint TEXT NOT NULL,
-        name TEXT NOT NULL,
-        argv TEXT NOT NULL,
-        env TEXT NOT NULL,
-        cwd TEXT,
-        gpus TEXT NOT NULL,
-        gpu_uuids TEXT NOT NULL,
-        instance TEXT,
-        mig TEXT,
-        memory_mib INTEGER,
-        caps TEXT NOT NULL DEFAULT '[]',
-        cap_notes TEXT NOT NULL DEFAULT '[]',
-        state TEXT NOT NULL,
-        exit_code INTEGER,
-        reason TEXT,
-        stop_reason TEXT,
-        pid INTEGER,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        ended_at REAL
-    )""",
-    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state)",
+# Numbered migrations: the table's version is SQLite's user_version, and a table of any older
+# version is brought up to date in place, one step at a time, each step in one transaction.
+# Version 1 is the table as first released (an agent before migrations left user_version 0 with
+# this table in place, hence IF NOT EXISTS).
+MIGRATIONS: List[List[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key TEXT NOT NULL UNIQUE,
+            fingerprint TEXT NOT NULL,
+            name TEXT NOT NULL,
+            argv TEXT NOT NULL,
+            env TEXT NOT NULL,
+            cwd TEXT,
+            gpus TEXT NOT NULL,
+            gpu_uuids TEXT NOT NULL,
+            instance TEXT,
+            mig TEXT,
+            memory_mib INTEGER,
+            caps TEXT NOT NULL DEFAULT '[]',
+            cap_notes TEXT NOT NULL DEFAULT '[]',
+            state TEXT NOT NULL,
+            exit_code INTEGER,
+            reason TEXT,
+            stop_reason TEXT,
+            pid INTEGER,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL
+        )""",
+        "CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state)",
+    ],
+    [  # 2: jobs found by cgroup or session after their shim died; durable stop deadlines
+        "ALTER TABLE jobs ADD COLUMN run_as TEXT",
+        "ALTER TABLE jobs ADD COLUMN cgroup TEXT",
+        "ALTER TABLE jobs ADD COLUMN start_ticks INTEGER",
+        "ALTER TABLE jobs ADD COLUMN kill_at REAL",
+    ],
 ]
+VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The job table cannot be used as it is; the message says why and what to do."""
 
 
 @dataclass
@@ -62,19 +82,37 @@ class Job:
     exit_code: Optional[int] = None
     reason: Optional[str] = None
     stop_reason: Optional[str] = None  # why the agent asked it to stop, before it has stopped
-    pid: Optional[int] = None
+    pid: Optional[int] = None  # the job's first process: its session and group id
     started_at: Optional[float] = None
     ended_at: Optional[float] = None
+    run_as: Optional[str] = None  # the user it runs as; None: the agent's own
+    cgroup: Optional[str] = None  # its own cgroup; None: found by its session
+    start_ticks: Optional[int] = None  # its first process's start time (tells a reused pid)
+    kill_at: Optional[float] = None  # when a stop turns into SIGKILL
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
 
+    @property
+    def never_ran(self) -> bool:
+        """Ended before anything ran (a launch cut short): its key may be launched again."""
+        return self.state == "exited" and self.started_at is None and self.exit_code is None
+
+    @property
+    def start_failed(self) -> bool:
+        """Its program could not be started: as a shell reports it, code 127."""
+        return self.state == "exited" and self.started_at is None and self.exit_code == 127
+
+    def procs(self) -> JobProcs:
+        return JobProcs(self.pid, self.start_ticks, self.cgroup)
+
     def record(self) -> Dict[str, Any]:
         """The job as the protocol shows it."""
         out = asdict(self)
         out["id"] = "j%d" % self.id
-        del out["fingerprint"], out["stop_reason"], out["env"]
+        for private in ("fingerprint", "stop_reason", "env", "start_ticks", "kill_at"):
+            del out[private]
         return out
 
 
@@ -83,15 +121,48 @@ _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes")
 
 class JobStore:
     def __init__(self, path: str):
+        for name in (path, path + "-wal", path + "-shm"):
+            check_private(name, "job table")
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._check_ours(path)  # before anything is written to it
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise StoreError("the job table %s cannot be used: %s; move it aside to start with "
+                             "an empty one (its jobs are then forgotten)" % (path, err)) from err
+
+    def _check_ours(self, path: str) -> None:
+        """Refuse a table of a newer agent, or a database that is not an agent's."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise StoreError("the job table %s is version %d, newer than this agent knows (%d); "
+                             "run the newer agent, or move the table aside" % (
+                                 path, version, VERSION))
+        tables = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        if tables - {"jobs"}:
+            raise StoreError("%s is not an agent's job table (it holds tables %s); use another "
+                             "state dir" % (path, ", ".join(sorted(tables))))
+
+    def _migrate(self) -> None:
+        """Bring the table to VERSION, one numbered step per transaction."""
         with self._lock:
-            for stmt in _SCHEMA:
-                self._db.execute(stmt)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version + 1, VERSION + 1):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in MIGRATIONS[number - 1]:
+                        self._db.execute(stmt)
+                    self._db.execute("PRAGMA user_version = %d" % number)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -3,8 +3,16 @@
 Every launch is recorded (and fsync'd) before anything runs, under an idempotency key: the same key
 again returns the same job and never a second process or a second MIG instance. Each job runs
 under its own shim, so the daemon may die, restart or be replaced by a newer version and re-adopt
-every job from the table and the shims' files. The daemon refuses anything that would double-book
-a GPU: an instance already in use, or a memory share above what is still free.
+every job from the table and the shims' files; a job whose shim died is found, watched and stopped
+by the daemon itself (remote_agent/jobs/procs.py). The daemon refuses anything that would
+double-book a GPU: an instance already in use, or a memory share above what is still free.
+
+Locks: the supervisor's lock covers job-table transitions only. It is never held across NVML, a
+MIG change, a process start or a wait, so the watchdog (a thread of its own) and every other
+client go on while launches are in flight. Launches on different GPUs run at once; on one GPU,
+MIG creation is serialised by that GPU's lock (``Agent.mig_lock``), which a launch holds from
+creating its instance until the instance is recorded as the job's, so no other launch can take
+it in between. A launch of a key that is already in flight waits for that one and answers as it.
 """
 
 from __future__ import annotations
@@ -22,26 +30,25 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
+from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
+    write_private
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
-from remote_agent.jobs import caps
-from remote_agent.jobs.shim import write_json
+from remote_agent.jobs import booking, caps, output, procs
+from remote_agent.jobs.cgroups import JobCgroups
+from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.store import Job, JobStore
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Params, RpcError
 
 log = logging.getLogger("remote_agent.jobs")
 
-START_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
+FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 ARG_MAX_LEN = 128 * 1024  # an argument or environment value (Linux's MAX_ARG_STRLEN)
-# Variables that would undo a job's confinement if inherited from the daemon's environment.
-_CONFINEMENT_VARS = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_PRELOAD",
-                     "CUDA_DEVICE_MEMORY_LIMIT", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
-                     "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "PYTORCH_CUDA_ALLOC_CONF",
-                     "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE")
 
 
 @dataclass
@@ -66,10 +73,13 @@ class LaunchRequest:
     mig: Optional[Dict[str, Any]]
     memory_mib: Optional[int]
     torch_fraction: bool
+    run_as: Optional[str] = None
 
     def fingerprint(self) -> str:
         what = [self.argv, self.env, self.cwd, self.gpus, self.instance, self.mig,
                 self.memory_mib, self.torch_fraction]
+        if self.run_as is not None:  # only then: keys launched before run_as keep theirs
+            what.append(self.run_as)
         return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,9 +97,6 @@ def parse_launch(p: Params) -> LaunchRequest:
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'env': a variable's name is never "
                        "empty and holds no '='")
     cwd = p.text("cwd", None)
-    if cwd is not None and not os.path.isdir(cwd):
-        raise RpcError(rpc.INVALID_PARAMS, "job.launch cwd %r is not a directory on this host"
-                       % cwd)
     if p.given("gpu") and p.given("gpus"):
         raise RpcError(rpc.INVALID_PARAMS, "job.launch takes 'gpu' or 'gpus', not both")
     gpus = p.gpus("gpus") if p.given("gpus") else [p.gpu("gpu")]
@@ -114,11 +121,20 @@ def parse_launch(p: Params) -> LaunchRequest:
     name = p.text("name", None) or os.path.basename(argv[0])
     return LaunchRequest(key=key, argv=argv, env=env, cwd=cwd, name=name, gpus=gpus,
                          instance=instance, mig=mig, memory_mib=memory_mib,
-                         torch_fraction=p.flag("torch_fraction", False))
+                         torch_fraction=p.flag("torch_fraction", False),
+                         run_as=p.text("run_as", None))
+
+
+def start_failed(reason: str, job: Optional[Job] = None) -> RpcError:
+    """The answer to a launch that can never start as given: class "job", the agent's words."""
+    data: Dict[str, Any] = {"reason": reason}
+    if job is not None:
+        data["job"] = job.record()
+    return RpcError(rpc.START_FAILED, "the job cannot start: %s" % reason, data)
 
 
 class Supervisor:
-    """The job side of the daemon. ``gpus`` is the agent (GPU access and the MIG lock)."""
+    """The job side of the daemon. ``gpus`` is the agent (GPU access and the MIG locks)."""
 
     def __init__(self, paths: AgentPaths, gpus: Any, settings: SupervisorSettings,
                  notify: Callable[[Job], None], extra_job_env: Dict[str, str]):
@@ -127,42 +143,89 @@ class Supervisor:
         self.settings = settings
         self.notify = notify
         self.extra_job_env = extra_job_env
-        os.makedirs(paths.jobs_dir, mode=0o700, exist_ok=True)
+        private_dir(paths.jobs_dir, "jobs directory")
         self.store = JobStore(paths.jobs_db)
-        self.cap_probe = caps.probe(gpus.backend.nv, settings.caps, os.geteuid() == 0)
-        self._lock = threading.RLock()
+        self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
+        self.cap_probe = caps.probe(gpus.backend.nv, replace(
+            settings.caps, cgroup_parent=self.cgroups.parent), os.geteuid() == 0)
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # a launch in flight has ended
+        self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
-        self._escalate: Dict[int, float] = {}  # job id -> when to SIGKILL
-        self._last_prune = 0.0
+        self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
+        self.outputs = output.Outputs(paths.jobs_dir, settings.log_max_bytes)
 
     # -- launching --
 
     def launch(self, req: LaunchRequest) -> Job:
         with self._lock:
+            known = self._by_key(req)
+        if known is not None and known.state != "starting" and not known.never_ran:
+            return known  # the same key again: the same job, whatever has changed since
+        user = self._check_startable(req)
+        infos = [self._gpu_info(g) for g in req.gpus]
+        facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
+                                   self.job_pids)
+        with self._lock:
+            job = self._by_key(req)
+            if job is not None and job.never_ran:  # a launch cut short: start it now
+                booking.check(self.store.active(), req.memory_mib, req.instance, infos, facts)
+                self.store.update(job, state="starting", reason=None, ended_at=None)
+                self._unfence(job)
+            elif job is not None and job.state != "starting":
+                return job
+            elif job is None:
+                booking.check(self.store.active(), req.memory_mib, req.instance, infos, facts)
+                job = self.store.insert(Job(
+                    id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name,
+                    argv=req.argv, env=req.env, cwd=req.cwd, gpus=[i.index for i in infos],
+                    gpu_uuids=[i.uuid for i in infos], instance=req.instance, mig=req.mig,
+                    memory_mib=req.memory_mib, created_at=time.time(), run_as=req.run_as))
+            self._launching.add(job.id)
+        try:
+            return self._start(job, req, user)
+        except BaseException:
+            self._forget_if_nothing_ran(job)
+            raise
+        finally:
+            with self._lock:
+                self._launching.discard(job.id)
+                self._settled.notify_all()
+
+    def _by_key(self, req: LaunchRequest) -> Optional[Job]:
+        """The job of this key (the caller holds the lock), once no launch of it is in flight."""
+        while True:
             job = self.store.by_key(req.key)
-            if job is not None:
-                if job.fingerprint != req.fingerprint():
-                    raise RpcError(rpc.INVALID_PARAMS, "key %r already names job j%d, launched "
-                                   "with other params" % (req.key, job.id), {"job": job.record()})
-                if job.state != "starting":
-                    return job
-                return self._start(job, req)  # a launch cut short (agent crash): finish it
-            infos = [self._gpu_info(g) for g in req.gpus]
-            self._check_booking(req, infos)
-            job = self.store.insert(Job(
-                id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
-                env=req.env, cwd=req.cwd, gpus=[i.index for i in infos],
-                gpu_uuids=[i.uuid for i in infos], instance=req.instance, mig=req.mig,
-                memory_mib=req.memory_mib, created_at=time.time()))
-            try:
-                return self._start(job, req)
-            except RpcError:
-                if job.state == "starting" and not os.path.exists(
-                        os.path.join(self.job_dir(job), "shim.claim")):
-                    # nothing ran: forget it, and the key is free to try again
-                    shutil.rmtree(self.job_dir(job), ignore_errors=True)
-                    self.store.delete(job)
-                raise
+            if job is None:
+                return None
+            if job.fingerprint != req.fingerprint():
+                raise RpcError(rpc.INVALID_PARAMS, "key %r already names job j%d, launched "
+                               "with other params" % (req.key, job.id), {"job": job.record()})
+            if job.id not in self._launching:
+                break
+            self._settled.wait()
+        if job.start_failed:
+            raise start_failed(job.reason or "it did not start", job)
+        return job
+
+    def _check_startable(self, req: LaunchRequest) -> JobUser:
+        """Job faults found before anything is recorded: its user, its cwd, its program."""
+        try:
+            user = JobUser.named(req.run_as)
+        except KeyError:
+            raise start_failed("no user %r on this host" % req.run_as) from None
+        if req.run_as is not None and os.geteuid() not in (0, user.uid):
+            raise RpcError(rpc.NOT_PERMITTED, "run_as %r needs the agent to run as root (become "
+                           "= \"sudo\"); it runs as uid %d" % (req.run_as, os.geteuid()))
+        cwd = req.cwd or user.default_cwd()
+        if not os.path.isdir(cwd):
+            why = os.strerror(errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT)
+            raise start_failed("cannot enter its cwd %s: %s" % (cwd, why))
+        path = req.env.get("PATH") or base_env(os.environ, user)["PATH"]
+        why = _program_problem(req.argv[0], path, cwd)
+        if why:
+            raise start_failed("cannot run %s: %s" % (req.argv[0], why))
+        return user
 
     def job_dir(self, job: Job) -> str:
         return os.path.join(self.paths.jobs_dir, "j%d" % job.id)
@@ -174,143 +237,116 @@ class Supervisor:
             raise RpcError(rpc.GPU_NOT_FOUND, str(err), {"gpu": ref}) from err
         return self.gpus.call_nvml(lambda: self.gpus.backend.gpu(index))
 
-    def holders(self, instance_uuid: str) -> List[Job]:
-        return [j for j in self.store.active() if j.instance == instance_uuid]
-
-    def _check_booking(self, req: LaunchRequest, infos: List[GpuInfo]) -> None:
-        if req.memory_mib is not None:
-            for info in infos:
-                if info.mig_mode:
-                    raise RpcError(rpc.NOT_SUPPORTED, "GPU %d (%s) is in MIG mode: give the job "
-                                   "an instance or a MIG profile, not a memory share" % (
-                                       info.index, info.name), {"gpu": info.index})
-                booked = [j for j in self.store.active()
-                          if info.index in j.gpus and j.memory_mib is not None]
-                foreign = self._foreign_use_mib(info.index)
-                free = info.memory_mib - sum(j.memory_mib for j in booked) - foreign
-                if req.memory_mib > free:
-                    held = ", ".join("j%d (%d MiB)" % (j.id, j.memory_mib) for j in booked)
-                    raise RpcError(rpc.NO_ROOM, (
-                        "GPU %d (%s) has %d MiB free for shares and the job asks %d MiB "
-                        "(%d MiB total%s%s)" % (
-                            info.index, info.name, max(free, 0), req.memory_mib, info.memory_mib,
-                            "; booked: " + held if held else "",
-                            "; %d MiB used by processes outside fractui" % foreign
-                            if foreign else "")),
-                        {"gpu": info.index, "free_mib": max(free, 0)})
-            return
-        info = infos[0]
-        if not info.mig_mode:
-            raise RpcError(rpc.NOT_MIG, "GPU %d (%s) has no MIG instances (MIG mode is off or "
-                           "unsupported): give the job a memory_mib share" % (
-                               info.index, info.name), {"gpu": info.index})
-        if req.instance is not None:
-            layout = self.gpus.call_nvml(lambda: self.gpus.backend.layout(info.index))
-            inst = next((i for i in layout.instances if i.uuid == req.instance), None)
-            if inst is None:
-                raise RpcError(rpc.INSTANCE_NOT_FOUND, "no MIG instance %s on GPU %d" % (
-                    req.instance, info.index))
-            self._refuse_if_held(inst.uuid, inst.busy, inst.pids)
-
-    def _refuse_if_held(self, uuid: str, busy: bool, pids: Tuple[int, ...]) -> None:
-        holders = self.holders(uuid)
-        if holders:
-            raise RpcError(rpc.INSTANCE_BUSY, "MIG instance %s is already in use by job j%d" % (
-                uuid, holders[0].id), {"job": holders[0].record()})
-        if busy:
-            raise RpcError(rpc.INSTANCE_BUSY, "MIG instance %s is in use by processes %s outside "
-                           "fractui" % (uuid, ", ".join(map(str, pids)) or "(unreadable)"))
-
-    def _foreign_use_mib(self, index: int) -> int:
-        """GPU memory used by processes that belong to no job of ours."""
-        ours = {j.pid for j in self.store.active() if j.pid}
-        procs = self.gpus.call_nvml(lambda: self.gpus.backend.processes(index))
-        return sum(p.used_mib or 0 for p in procs if session_of(p.pid) not in ours)
-
-    def _start(self, job: Job, req: LaunchRequest) -> Job:
+    def _start(self, job: Job, req: LaunchRequest, user: JobUser) -> Job:
         """Take a recorded job (state starting) to running; safe to repeat after a crash."""
-        job_dir = self.job_dir(job)
-        os.makedirs(job_dir, mode=0o700, exist_ok=True)
+        job_dir = private_dir(self.job_dir(job), "job directory")
         if job.mig is not None and job.instance is None:
-            created = self.gpus.create_for_job(job.gpus[0], job.mig["profile"], job.mig["start"],
-                                               job.mig.get("destroy_idle") is True,
-                                               taken=lambda uuid: bool(self.holders(uuid)),
-                                               pinned=job.mig.get("layout_version"))
-            self.store.update(job, instance=created)
+            index = job.gpus[0]
+            with self.gpus.mig_lock(index):  # until the instance is recorded as the job's
+                created = self.gpus.create_for_job(
+                    index, job.mig["profile"], job.mig["start"],
+                    job.mig.get("destroy_idle") is True,
+                    taken=lambda uuid: bool(booking.holders(self.store.active(), uuid, job.id)),
+                    pinned=job.mig.get("layout_version"))
+                with self._lock:
+                    booking.refuse_if_held(self.store.active(), created, False, (), job.id)
+                    self.store.update(job, instance=created)
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
-            return self._record_start(job, self._read_started(job))  # a shim owns it already
-        cgroup_procs, notes = self._driver_limit(job)
-        env, applied = self._job_env(job, req.torch_fraction, cgroup_procs is not None)
-        self.store.update(job, caps=applied, cap_notes=notes)
-        write_json(os.path.join(job_dir, "spec.json"), {
-            "argv": job.argv, "env": env, "cwd": job.cwd, "cgroup_procs": cgroup_procs,
-            "log_max_bytes": self.settings.log_max_bytes})
+            return self._record_start(job, self._wait_started(job))  # a shim owns it already
+        cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
+        notes = self._driver_limit(job, cgroup)
+        limited = cgroup is not None and not notes and "driver_limit" in self.cap_probe.layers
+        env, applied = self._job_env(job, req.torch_fraction, user, limited)
+        with self._lock:
+            self.store.update(job, caps=applied, cap_notes=notes, cgroup=cgroup)
+        spec = {"argv": job.argv, "env": env, "cwd": job.cwd or user.default_cwd(),
+                "cgroup": cgroup, "log_max_bytes": self.settings.log_max_bytes,
+                "user": None if job.run_as is None else {
+                    "name": user.name, "uid": user.uid, "gid": user.gid}}
+        write_private(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode(), True)
         return self._record_start(job, self._spawn_shim(job))
 
-    def _record_start(self, job: Job, report: Dict[str, Any]) -> Job:
+    def _record_start(self, job: Job, report: Optional[Dict[str, Any]]) -> Job:
+        """What the shim said: running, a start that failed (a job fault), a start still under
+        way (answered as starting; the watchdog follows it), or a shim that died first."""
+        if report is None:
+            return job
         if "error" in report:
-            self.store.update(job, state="exited", exit_code=127, reason=report["error"],
-                              ended_at=time.time())
-            self._release_cgroup(job)
-            self.notify(job)
-            raise RpcError(rpc.START_FAILED, "job j%d did not start: %s" % (
-                job.id, report["error"]), {"job": job.record()})
-        self.store.update(job, state="running", pid=report["pid"],
-                          started_at=report["started_at"])
+            self.finish(job, state="exited", exit_code=127, reason=report["error"],
+                         by_launch=True)
+            raise start_failed(report["error"], job)
+        if "lost" in report:
+            self.finish(job, state="lost", reason=report["lost"], by_launch=True)
+            raise RpcError(rpc.INTERNAL_ERROR, "job j%d: %s" % (job.id, report["lost"]),
+                           {"job": job.record()})
+        with self._lock:
+            self.store.update(job, state="running", pid=report["pid"],
+                              start_ticks=report.get("start_ticks"),
+                              started_at=report["started_at"])
+        self.outputs.hold(job.id)
         self.notify(job)
+        if job.stop_reason is not None:  # stopped while it was starting
+            self.signal(job, signal.SIGTERM)
         return job
 
-    def cgroup_of(self, job: Job) -> str:
-        return os.path.join(self.settings.caps.cgroup_parent or "",
-                            "%s-j%d" % (self.paths.digest, job.id))
+    def _forget_if_nothing_ran(self, job: Job) -> None:
+        """After a failed launch: a job nothing ran for is forgotten, so its key is free."""
+        with self._lock:
+            fresh = self.store.get(job.id)
+            if fresh is None or fresh.state != "starting" or os.path.exists(
+                    os.path.join(self.job_dir(job), "shim.claim")):
+                return
+            self.store.delete(fresh)
+        self._release(fresh)
+        shutil.rmtree(self.job_dir(job), ignore_errors=True)
 
-    def _driver_limit(self, job: Job) -> Tuple[Optional[str], List[str]]:
-        """Put a share job in a cgroup of its own with the driver's memory limit on each of its
-        GPUs. Returns the cgroup's procs file for the shim, or None and why not."""
+    def _driver_limit(self, job: Job, cgroup: Optional[str]) -> List[str]:
+        """The driver's memory limit on a share job's cgroup for each of its GPUs; the notes say
+        why not where the host has the layer but it could not be set."""
         if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
-            return None, []
-        nv = self.gpus.backend.nv
-        path = self.cgroup_of(job)
+            return []
+        if cgroup is None:
+            return ["driver_limit not applied: the job has no cgroup of its own"]
         try:
-            os.makedirs(path, exist_ok=True)
             for index in job.gpus:
-                limits = nv.c_nvmlSetMemoryLimits_v1_t()
-                limits.nameSpace = path.encode()
-                limits.softLimit = limits.hardLimit = job.memory_mib << 20
-                self.gpus.backend.call("nvmlDeviceSetMemoryLimits_v1",
-                                       self.gpus.backend.handle(index), limits)
-        except (OSError, NvmlCallError) as err:
+                self._set_limit(cgroup, index, job.memory_mib << 20, job.memory_mib << 20)
+        except NvmlCallError as err:
             note = "driver_limit not applied: %s" % err
             log.warning("job j%d: %s", job.id, note)
-            self._release_cgroup(job)
-            return None, [note]
-        return os.path.join(path, "cgroup.procs"), []
+            self._clear_driver_limit(job, cgroup)
+            return [note]
+        return []
 
-    def _release_cgroup(self, job: Job) -> None:
-        """Clear a finished job's driver limits and remove its cgroup."""
+    def _set_limit(self, cgroup: str, index: int, soft: int, hard: int) -> None:
+        nv = self.gpus.backend.nv
+        limits = nv.c_nvmlSetMemoryLimits_v1_t()
+        limits.nameSpace = cgroup.encode()
+        limits.softLimit, limits.hardLimit = soft, hard
+        self.gpus.backend.call("nvmlDeviceSetMemoryLimits_v1", self.gpus.backend.handle(index),
+                               limits)
+
+    def _clear_driver_limit(self, job: Job, cgroup: str) -> None:
         if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
             return
-        nv = self.gpus.backend.nv
-        path = self.cgroup_of(job)
         for index in job.gpus:
-            limits = nv.c_nvmlSetMemoryLimits_v1_t()
-            limits.nameSpace = path.encode()
-            limits.softLimit, limits.hardLimit = 0, nv.NVML_DEVICE_MEMORY_LIMIT_MAX
             try:
-                self.gpus.backend.call("nvmlDeviceSetMemoryLimits_v1",
-                                       self.gpus.backend.handle(index), limits)
+                self._set_limit(cgroup, index, 0, self.gpus.backend.nv.NVML_DEVICE_MEMORY_LIMIT_MAX)
             except NvmlCallError as err:
                 log.warning("job j%d: clearing its limit on GPU %d: %s", job.id, index, err)
-        try:
-            os.rmdir(path)
-        except FileNotFoundError:
-            pass  # never made, or already removed
-        except OSError as err:
-            log.warning("job j%d: cgroup %s stays: %s", job.id, path, err)
 
-    def _job_env(self, job: Job, torch_fraction: bool,
+    def _release(self, job: Job) -> None:
+        """An ended job gives back its cgroup (killing anything left in it) and driver limits."""
+        if job.cgroup is None:
+            return
+        procs.JobProcs(None, None, job.cgroup).signal(signal.SIGKILL)
+        self._clear_driver_limit(job, job.cgroup)
+        if not self.cgroups.remove(job.cgroup):
+            with self._lock:
+                self._cgroups_left.add(job.cgroup)
+
+    def _job_env(self, job: Job, torch_fraction: bool, user: JobUser,
                  driver_limit: bool) -> Tuple[Dict[str, str], List[str]]:
-        env = {k: v for k, v in os.environ.items() if k not in _CONFINEMENT_VARS}
+        env = base_env(os.environ, user)
         env.update(self.extra_job_env)
         env.update(job.env)
         env["FRACTUI_JOB_ID"] = "j%d" % job.id
@@ -324,155 +360,169 @@ class Supervisor:
                                   gpu_memory, torch_fraction))
         return env, caps.applied_layers(layers, torch_fraction, driver_limit)
 
-    def _spawn_shim(self, job: Job) -> Dict[str, Any]:
+    def _spawn_shim(self, job: Job) -> Optional[Dict[str, Any]]:
         read_fd, write_fd = os.pipe()
-        with open(os.path.join(self.job_dir(job), "shim.log"), "ab") as shim_log:
+        shim_log = open_private(os.path.join(self.job_dir(job), "shim.log"),
+                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, "shim log")
+        try:
             shim = subprocess.Popen(
-                agent_command() + ["shim", self.job_dir(job), str(write_fd)], pass_fds=(write_fd,),
-                stdin=subprocess.DEVNULL, stdout=shim_log, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd="/", env=agent_env(os.environ))
-        os.close(write_fd)
-        self._shims[job.id] = shim
+                agent_command() + ["shim", self.job_dir(job), str(write_fd)],
+                pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=shim_log,
+                stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
+                env=agent_env(os.environ))
+        finally:
+            os.close(write_fd)
+            os.close(shim_log)
+        with self._lock:
+            self._shims[job.id] = shim
         try:
             line = _read_line(read_fd, START_TIMEOUT_S)
         finally:
             os.close(read_fd)
-        if line:
-            return json.loads(line)
-        return self._read_started(job)
+        return json.loads(line) if line else self._wait_started(job)
 
-    def _read_started(self, job: Job) -> Dict[str, Any]:
-        """What a shim recorded about the start, waiting briefly for one still starting."""
+    def _wait_started(self, job: Job) -> Optional[Dict[str, Any]]:
+        """What a shim recorded about the start, waiting a while for one still starting; None
+        if it is still under way after that."""
         deadline = time.time() + START_TIMEOUT_S
         while True:
-            for name in ("started.json", "exit.json"):
-                data = _load_json(os.path.join(self.job_dir(job), name))
-                if data is not None:
-                    if name == "exit.json" and "error" not in data:
-                        continue  # ran and ended: started.json is there too
-                    return data
-            if time.time() > deadline or not shim_alive(self.job_dir(job)):
-                return {"error": "its shim ended before starting it (see %s)" % os.path.join(
-                    self.job_dir(job), "shim.log")}
+            failed = self.read_job_file(job, "exit.json")
+            if failed is not None and "error" in failed:
+                return failed
+            started = self.read_job_file(job, "started.json")
+            if started is not None:
+                return started
+            if not shim_alive(self.job_dir(job)):
+                return {"lost": "its shim ended before it recorded starting the job; whether "
+                                "it ran cannot be known (see %s)" % os.path.join(
+                                    self.job_dir(job), "shim.log")}
+            if time.time() > deadline:
+                log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
+                            job.id, START_TIMEOUT_S)
+                return None
             time.sleep(0.02)
 
     # -- stopping --
 
     def stop(self, job: Job, reason: str, grace_s: float) -> Job:
+        """SIGTERM to every process of the job now, SIGKILL after the grace (kept in the table,
+        so a daemon restart does not forget it)."""
         with self._lock:
-            if not job.active:
-                return job
-            if job.stop_reason is None:
-                self.store.update(job, stop_reason=reason)
-            self._signal(job, signal.SIGTERM)
-            self._escalate[job.id] = time.time() + grace_s
-            return job
+            fresh = self.store.get(job.id) or job
+            if not fresh.active:
+                return fresh
+            changes: Dict[str, Any] = {}
+            if fresh.stop_reason is None:
+                changes["stop_reason"] = reason
+            kill_at = time.time() + grace_s
+            if fresh.kill_at is None or kill_at < fresh.kill_at:
+                changes["kill_at"] = kill_at
+            if changes:
+                self.store.update(fresh, **changes)
+        if fresh.state == "running":
+            self.signal(fresh, signal.SIGTERM)
+        return fresh
 
-    def _signal(self, job: Job, sig: int) -> None:
-        """Ask the job's shim to pass a signal to the job's process group; if the shim is gone,
-        signal the group directly."""
-        shim_pid = _read_int(os.path.join(self.job_dir(job), "shim.claim"))
-        if shim_pid and shim_alive(self.job_dir(job)):
-            os.kill(shim_pid, signal.SIGUSR1 if sig == signal.SIGKILL else signal.SIGTERM)
-        elif job.pid:
-            try:
-                os.killpg(job.pid, sig)
-            except ProcessLookupError:
-                log.info("job j%d: process group %d already gone", job.id, job.pid)
+    def signal(self, job: Job, sig: int,
+                table: Optional[Dict[int, procs.ProcInfo]] = None) -> None:
+        count = job.procs().signal(sig, table)
+        if count:
+            log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
 
-    # -- watching: called by the daemon's monitor about twice a second --
+    def fence(self, job: Job) -> bool:
+        """Claim a job no shim has claimed, so no shim still on its way can start it; False if
+        a shim has claimed it."""
+        try:
+            fd = os.open(os.path.join(self.job_dir(job), "shim.claim"),
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # the launch never made its directory
+            return True
+        os.write(fd, FENCE)
+        os.close(fd)
+        return True
 
-    def tick(self) -> None:
+    def _unfence(self, job: Job) -> None:
+        """Before a never-started job is launched again: take back the daemon's claim."""
+        claim = os.path.join(self.job_dir(job), "shim.claim")
+        if read_private(claim, "shim claim") == FENCE:
+            os.unlink(claim)
+
+    def transition(self, job: Job, states: Tuple[str, ...], **changes: Any) -> bool:
+        """Change a job that is (still) in one of ``states`` and no launch is starting."""
+        with self._lock:
+            fresh = self.store.get(job.id)
+            if fresh is None or fresh.state not in states or job.id in self._launching:
+                return False
+            self.store.update(fresh, **changes)
+        for name, value in changes.items():  # the caller's copy, in step with the table
+            setattr(job, name, value)
+        return True
+
+    def finish(self, job: Job, by_launch: bool = False, **changes: Any) -> None:
+        """Record a job's end once (``by_launch``: for the launch that is starting it), then
+        give back what it held and tell the subscribers."""
+        changes.setdefault("ended_at", time.time())
+        changes["kill_at"] = None
+        if by_launch:
+            with self._lock:
+                self.store.update(job, **changes)
+        elif not self.transition(job, ("starting", "running"), **changes):
+            return
+        self.outputs.release(job.id)
+        self._release(job)
+        self.notify(job)
+
+    def launching(self) -> Set[int]:
+        """The jobs a launch of this daemon is starting now (the watchdog leaves them be)."""
+        with self._lock:
+            return set(self._launching)
+
+    def reap_shims(self) -> None:
         with self._lock:
             for job_id, shim in list(self._shims.items()):
                 if shim.poll() is not None:
                     del self._shims[job_id]
-            for job in self.store.active():
-                if job.state == "running":
-                    self._observe(job)
-            self._watchdog()
-            now = time.time()
-            for job_id, when in list(self._escalate.items()):
-                job = self.store.get(job_id)
-                if job is None or not job.active:
-                    del self._escalate[job_id]
-                elif now >= when:
-                    self._signal(job, signal.SIGKILL)
-                    self._escalate[job_id] = now + 1.0
-            if now - self._last_prune > min(60.0, self.settings.retention_s):
-                self._last_prune = now
-                self.prune(now - self.settings.retention_s)
 
-    def _observe(self, job: Job) -> None:
-        ended = _load_json(os.path.join(self.job_dir(job), "exit.json"))
-        if ended is None:
-            if shim_alive(self.job_dir(job)):
-                return
-            # it may have ended between the two looks
-            ended = _load_json(os.path.join(self.job_dir(job), "exit.json"))
-            if ended is None:
-                self.store.update(job, state="lost", ended_at=time.time(), reason=(
-                    "its shim ended without recording an exit status; whether the job finished, "
-                    "and how, cannot be known"))
-                self._release_cgroup(job)
-                self.notify(job)
-                return
-        changes: Dict[str, Any] = {"ended_at": ended.get("ended_at", time.time())}
-        if "signal" in ended:
-            changes["state"] = "killed"
-            changes["reason"] = job.stop_reason or "terminated by signal %s" % _signal_name(
-                ended["signal"])
-        elif job.stop_reason is not None:
-            changes.update(state="killed", reason=job.stop_reason, exit_code=ended.get("code"))
-        else:
-            changes.update(state="exited", exit_code=ended.get("code"))
-        self.store.update(job, **changes)
-        self._release_cgroup(job)
-        self.notify(job)
+    def remove_left_cgroups(self) -> None:
+        """Cgroups of ended jobs that still had processes leaving them when the job ended."""
+        with self._lock:
+            left = set(self._cgroups_left)
+        for path in left:
+            if self.cgroups.remove(path):
+                with self._lock:
+                    self._cgroups_left.discard(path)
 
-    def _watchdog(self) -> None:
-        """The backstop cap: a share job whose processes use more than its share is stopped."""
-        share_jobs = [j for j in self.store.active()
-                      if j.state == "running" and j.memory_mib is not None and j.pid]
-        if not share_jobs:
-            return
-        by_session = {j.pid: j for j in share_jobs}
-        used: Dict[int, int] = {}
-        for index in sorted({g for j in share_jobs for g in j.gpus}):
-            for proc in self.gpus.call_nvml(lambda: self.gpus.backend.processes(index)):
-                job = by_session.get(session_of(proc.pid))
-                if job is not None and index in job.gpus:
-                    used[job.id] = used.get(job.id, 0) + (proc.used_mib or 0)
-        for job in share_jobs:
-            if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None:
-                reason = "exceeded its %d MiB cap: used %d MiB" % (job.memory_mib, used[job.id])
-                log.info("job j%d %s; stopping it", job.id, reason)
-                self.stop(job, reason, self.settings.watchdog_grace_s)
-                self.notify(job)
+    def job_pids(self) -> List[int]:
+        """Every process of every active job."""
+        jobs = self.store.active()
+        table = procs.scan() if any(j.cgroup is None for j in jobs) else None
+        return [pid for j in jobs for pid in j.procs().pids(table)]
 
     # -- adoption, queries, retention --
 
     def adopt(self) -> List[Job]:
-        """On daemon start: every job the table says is active is looked at again. A launch cut
-        short before its shim existed stays 'starting' until its key is retried."""
-        with self._lock:
-            adopted = self.store.active()
-            for job in adopted:
-                if job.state == "starting" and os.path.exists(
-                        os.path.join(self.job_dir(job), "shim.claim")):
-                    try:
-                        self._record_start(job, self._read_started(job))
-                    except RpcError as err:
-                        log.warning("adopting j%d: %s", job.id, err.message)
-                if job.state == "running":
-                    self._observe(job)
-            return adopted
+        """On daemon start: hold the output of every running job; remove the cgroups of jobs
+        that ended while no daemon ran. The watchdog looks at each job on its first pass."""
+        adopted = self.store.active()
+        for job in adopted:
+            if job.state == "running":
+                self.outputs.hold(job.id)
+        for path in self.cgroups.leftovers(j.id for j in adopted):
+            procs.JobProcs(None, None, path).signal(signal.SIGKILL)
+            if not self.cgroups.remove(path):
+                with self._lock:
+                    self._cgroups_left.add(path)
+        return adopted
 
     def prune(self, cutoff: float) -> int:
-        gone = self.store.finished_before(cutoff)
+        with self._lock:
+            gone = self.store.finished_before(cutoff)
+            for job in gone:
+                self.store.delete(job)
         for job in gone:
             shutil.rmtree(self.job_dir(job), ignore_errors=True)
-            self.store.delete(job)
         return len(gone)
 
     def find(self, ref: str) -> Job:
@@ -483,37 +533,49 @@ class Supervisor:
         return job
 
     def log_paths(self, job: Job) -> List[str]:
-        base = os.path.join(self.job_dir(job), "output.log")
+        base = os.path.join(self.job_dir(job), output.LOG_NAME)
         return [p for p in (base + ".1", base) if os.path.exists(p)]
+
+    def read_job_file(self, job: Job, name: str) -> Optional[Dict[str, Any]]:
+        data = read_private(os.path.join(self.job_dir(job), name), "job file")
+        return None if data is None else json.loads(data)
 
 
 def tail_lines(paths: List[str], lines: int) -> Tuple[List[str], int]:
-    """The last ``lines`` lines across the rotated and current log, and the current log's size."""
+    """The last ``lines`` lines across the rotated and current log, and the current log's size;
+    a log that is not the agent's own (a symlink put in its place) is refused, not read."""
     data = b""
+    size = 0
     for path in paths:
-        with open(path, "rb") as f:
-            data += f.read()
-    size = os.path.getsize(paths[-1]) if paths else 0
+        try:
+            chunk = read_private(path, "job log") or b""
+        except UnsafePath as err:
+            raise RpcError(rpc.NOT_PERMITTED, str(err)) from err
+        data += chunk
+        size = len(chunk)
     text = data.decode("utf-8", errors="replace").splitlines()
     return text[-lines:] if lines else [], size
 
 
-def session_of(pid: int) -> Optional[int]:
-    """The session a process belongs to: a job's processes share the job's (its pid)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name may hold spaces and parentheses: fields follow the last ')'
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[3])
+def _program_problem(program: str, path: str, cwd: str) -> Optional[str]:
+    """Why exec would not find ``program`` (as execvp looks it up), or None."""
+    if "/" in program:
+        candidates = [os.path.join(cwd, program)]
+    else:
+        candidates = [os.path.join(os.path.join(cwd, d) if d else cwd, program)
+                      for d in path.split(os.pathsep)]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return None
+    if any(os.path.exists(c) for c in candidates):
+        return os.strerror(errno.EACCES)
+    return os.strerror(errno.ENOENT)
 
 
 def shim_alive(job_dir: str) -> bool:
     """A live shim holds its lock for life; if we can take it, the shim is gone."""
     try:
-        fd = os.open(os.path.join(job_dir, "shim.lock"), os.O_RDONLY)
+        fd = os.open(os.path.join(job_dir, "shim.lock"), os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return False
     try:
@@ -541,23 +603,7 @@ def _read_line(fd: int, timeout_s: float) -> str:
     return buf.decode().strip()
 
 
-def _load_json(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def _read_int(path: str) -> Optional[int]:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
-    except FileNotFoundError:
-        return None
-
-
-def _signal_name(num: int) -> str:
+def signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
     except ValueError:

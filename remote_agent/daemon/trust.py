@@ -1,0 +1,206 @@
+"""What the agent trusts on its host's disk, and how it makes its own files.
+
+Another local user must never read the agent's traffic or make it run code. So every directory on
+the way to the state dir must belong to root or the agent's user and be writable by nobody else
+(a sticky directory such as /tmp excepted: others cannot rename what they do not own there), a
+symlink on the way must be owned by root or the agent's user, and the state dir and everything the
+agent reads inside it must be the agent's own and writable by nobody else — OpenSSH's StrictModes
+rule, applied to every path the agent trusts. Files are opened without following symlinks and
+checked on the open descriptor, so nothing can be swapped between the check and the use. Every
+file the agent creates is 0600 and every directory 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Optional
+
+MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
+
+
+class UnsafePath(Exception):
+    """A path the agent refuses to use; the message says what is wrong and how to fix it."""
+
+
+def _uid() -> int:
+    return os.geteuid()
+
+
+def _mode(st: os.stat_result) -> str:
+    return "%04o" % stat.S_IMODE(st.st_mode)
+
+
+def check_tree(path: str, what: str) -> None:
+    """Refuse ``path`` (``what`` names it in messages) unless no other user can change what it
+    leads to. Components that do not exist yet are not checked (the caller creates them 0700
+    and checks again)."""
+    uid = _uid()
+    pending = os.path.abspath(path).strip("/").split("/")
+    current = "/"
+    links = 0
+    while pending:
+        name = pending.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        step = os.path.join(current, name)
+        try:
+            st = os.lstat(step)
+        except FileNotFoundError:
+            return
+        last = not pending
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (0, uid):
+                raise UnsafePath(
+                    "refusing %s %s: it is reached through the symlink %s, owned by uid %d, who "
+                    "could point it anywhere; replace the link with one of your own or use the "
+                    "real path" % (what, path, step, st.st_uid))
+            links += 1
+            if links > MAX_LINKS:
+                raise UnsafePath("refusing %s %s: too many symlinks on the way" % (what, path))
+            target = os.readlink(step)
+            pending = [p for p in target.split("/") if p] + pending
+            if target.startswith("/"):
+                current = "/"
+            continue
+        owners = (uid,) if last else (0, uid)
+        if st.st_uid not in owners:
+            raise UnsafePath(
+                "refusing %s %s: %s is owned by uid %d, not by %s; that user could change what "
+                "the agent runs. Use a directory of your own (chown it, or pick another path)"
+                % (what, path, step, st.st_uid,
+                   "uid %d (the agent's user)" % uid if last else "root or uid %d" % uid))
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise UnsafePath("refusing %s %s: %s is not a directory" % (what, path, step))
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_mode & 0o022 and (last or not sticky_dir):
+            raise UnsafePath(
+                "refusing %s %s: %s is writable by %s (mode %s), who could replace what the "
+                "agent reads there; fix it with: chmod go-w %s" % (
+                    what, path, step, _writers(st), _mode(st), step))
+        current = step
+
+
+def _writers(st: os.stat_result) -> str:
+    who = []
+    if st.st_mode & 0o020:
+        who.append("its group")
+    if st.st_mode & 0o002:
+        who.append("all users")
+    return " and ".join(who)
+
+
+def private_tree(path: str, what: str) -> str:
+    """The directory ``path``, created 0700 where missing, after ``check_tree``."""
+    check_tree(path, what)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    check_tree(path, what)
+    return private_dir(path, what)
+
+
+def private_dir(path: str, what: str = "directory") -> str:
+    """A directory of the agent's own inside a checked one: made 0700 if missing, else it must
+    be a real directory (not a symlink) of the agent's user that nobody else can write."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath("refusing %s %s: it is %s, not a directory" % (
+            what, path, "a symlink" if stat.S_ISLNK(st.st_mode) else "a file"))
+    _check_owned(st, path, what)
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _check_owned(st: os.stat_result, path: str, what: str) -> None:
+    uid = _uid()
+    if st.st_uid != uid:
+        raise UnsafePath("refusing %s %s: it is owned by uid %d, not by uid %d (the agent's "
+                         "user); remove it, or chown it back after checking it" % (
+                             what, path, st.st_uid, uid))
+    if st.st_mode & 0o022:
+        raise UnsafePath("refusing %s %s: it is writable by %s (mode %s), who could have "
+                         "changed it; check it, then: chmod go-w %s" % (
+                             what, path, _writers(st), _mode(st), path))
+
+
+def open_private(path: str, flags: int, what: str = "file", fifo: bool = False) -> int:
+    """``os.open`` for a file the agent trusts: never through a symlink, created 0600, and
+    refused unless it is a regular file (or a FIFO, with ``fifo``) of the agent's user that
+    nobody else can write. Read bits for others are taken away."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        if err.errno == 40:  # ELOOP: the last component is a symlink
+            raise UnsafePath("refusing %s %s: it is a symlink" % (what, path)) from err
+        raise
+    try:
+        st = os.fstat(fd)
+        kind_ok = stat.S_ISFIFO(st.st_mode) if fifo else stat.S_ISREG(st.st_mode)
+        if not kind_ok:
+            raise UnsafePath("refusing %s %s: it is not a %s" % (
+                what, path, "FIFO" if fifo else "regular file"))
+        _check_owned(st, path, what)
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_private(path: str, what: str = "file",
+                  fifo_ok: bool = False) -> Optional[os.stat_result]:
+    """For files opened by others (sqlite3) or checked ahead: refuse ``path`` if it is a symlink,
+    not a regular file (or FIFO, with ``fifo_ok``), or not the agent's own; None when it does
+    not exist."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath("refusing %s %s: it is a symlink" % (what, path))
+    if not (stat.S_ISREG(st.st_mode) or (fifo_ok and stat.S_ISFIFO(st.st_mode))):
+        raise UnsafePath("refusing %s %s: it is not a regular file" % (what, path))
+    _check_owned(st, path, what)
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return st
+
+
+def read_private(path: str, what: str = "file") -> Optional[bytes]:
+    """The content of a file the agent trusts, or None when it does not exist."""
+    try:
+        fd = open_private(path, os.O_RDONLY, what)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def write_private(path: str, data: bytes, durable: bool = False) -> None:
+    """Replace ``path`` atomically (a reader sees all of it or none), 0600; with ``durable``,
+    fsync'd before it replaces the old one."""
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,179 @@
+"""A job's output: a named pipe the job writes to, and a size-capped log that never fails it.
+
+The job's stdout and stderr are the write end of ``output.pipe`` (a FIFO in its job dir). Its
+shim copies the pipe into ``output.log``; the daemon keeps a spare read end open, so a job whose
+shim died still has a reader (and its writes never fail with EPIPE) while the daemon lives, and
+the daemon copies the output from then on. A log write that fails — a full disk, an I/O error —
+drops that output and never raises: the job must not die because its log cannot grow. Once a write
+succeeds again, the log says how much was dropped and why.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Dict, Optional, Tuple
+
+from remote_agent.daemon.trust import open_private
+
+PIPE_NAME = "output.pipe"
+LOG_NAME = "output.log"
+CHUNK = 65536
+
+
+def dropped_note(count: int, why: str) -> bytes:
+    return ("[fractui: %d bytes of the job's output were dropped: its log could not be written "
+            "(%s)]\n" % (count, why)).encode()
+
+
+class CappedLog:
+    """Appends to ``output.log``; past half the cap it becomes ``output.log.1`` and a new one
+    starts, so the two together never exceed the cap."""
+
+    def __init__(self, path: str, max_bytes: int):
+        self.path = path
+        self.half = max(4096, max_bytes // 2)
+        self.fd: Optional[int] = None
+        self.size = 0
+        self.dropped = 0
+        self.why = ""
+        self.line_ended = True  # the last byte written ended a line
+
+    def _note(self) -> bytes:
+        """What was dropped, on a line of its own."""
+        return (b"" if self.line_ended else b"\n") + dropped_note(self.dropped, self.why)
+
+    def write(self, data: bytes) -> None:
+        if self.dropped:
+            if self._put(self._note()):
+                self.dropped += len(data)
+                return
+            self.dropped = 0
+        self.dropped += self._put(data)
+
+    def close(self) -> None:
+        """Say what was dropped if there is room now, then close."""
+        if self.dropped and not self._put(self._note()):
+            self.dropped = 0
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _put(self, data: bytes) -> int:
+        """Write all of ``data``; returns how many bytes could not be written."""
+        view = memoryview(data)
+        try:
+            if self.fd is not None and self.size and self.size + len(data) > self.half:
+                os.close(self.fd)
+                self.fd = None
+                os.replace(self.path, self.path + ".1")
+            if self.fd is None:
+                self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "log")
+                self.size = os.fstat(self.fd).st_size
+                self.line_ended = not self.size or os.pread(self.fd, 1, self.size - 1) == b"\n"
+            while view:
+                written = os.write(self.fd, view)
+                if written:
+                    self.line_ended = view[written - 1] == 10
+                self.size += written
+                view = view[written:]
+        except OSError as err:
+            self.why = err.strerror or str(err)
+            return len(view)
+        return 0
+
+
+def read_from(path: str, offset: int) -> Tuple[bytes, int]:
+    """A job's log from ``offset`` to its end (all of it if it is shorter: it rotated), and its
+    size (for a follow)."""
+    fd = open_private(path, os.O_RDONLY, "log")
+    try:
+        size = os.fstat(fd).st_size
+        start = offset if offset <= size else 0
+        return os.pread(fd, size - start, start), size
+    finally:
+        os.close(fd)
+
+
+def make_pipe(path: str) -> None:
+    """The job's output FIFO, 0600 (kept if a shim made it before)."""
+    try:
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+
+
+def open_reader(path: str) -> int:
+    """A non-blocking read end of the job's output FIFO (never blocks, even with no writer)."""
+    return open_private(path, os.O_RDONLY | os.O_NONBLOCK, "output pipe", fifo=True)
+
+
+def drain(fd: int, log: CappedLog) -> bool:
+    """Copy what the pipe holds now into the log; True once every writer has closed it."""
+    while True:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return False  # writers remain, nothing more for now
+        if not chunk:
+            return True
+        log.write(chunk)
+
+
+class _Held:
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.log: Optional[CappedLog] = None  # set once the daemon copies the output itself
+
+
+class Outputs:
+    """The daemon's read end of each running job's output pipe: while the daemon lives a job
+    has a reader even if its shim dies, and the daemon then copies the output itself."""
+
+    def __init__(self, jobs_dir: str, log_max_bytes: int):
+        self.jobs_dir = jobs_dir
+        self.log_max_bytes = log_max_bytes
+        self._lock = threading.Lock()
+        self._held: Dict[int, _Held] = {}
+
+    def _dir(self, job_id: int) -> str:
+        return os.path.join(self.jobs_dir, "j%d" % job_id)
+
+    def hold(self, job_id: int) -> None:
+        """Open the job's pipe (once); a job whose pipe is gone has nothing to hold."""
+        with self._lock:
+            if job_id in self._held:
+                return
+            try:
+                fd = open_reader(os.path.join(self._dir(job_id), PIPE_NAME))
+            except FileNotFoundError:
+                return
+            self._held[job_id] = _Held(fd)
+
+    def take_over(self, job_id: int) -> bool:
+        """Copy what the job's pipe holds into its log, as its dead shim did; True the first
+        time (the log says from where the agent keeps it)."""
+        self.hold(job_id)
+        with self._lock:
+            held = self._held.get(job_id)
+            if held is None:
+                return False
+            first = held.log is None
+            if first:
+                held.log = CappedLog(os.path.join(self._dir(job_id), LOG_NAME),
+                                     self.log_max_bytes)
+                held.log.write(b"[fractui: the job's shim ended; the agent keeps its output "
+                               b"from here]\n")
+            drain(held.fd, held.log)
+        return first
+
+    def release(self, job_id: int) -> None:
+        """An ended job: the last of its output kept (if the daemon was copying it), closed."""
+        with self._lock:
+            held = self._held.pop(job_id, None)
+        if held is None:
+            return
+        if held.log is not None:
+            drain(held.fd, held.log)
+            held.log.close()
+        os.close(held.fd)

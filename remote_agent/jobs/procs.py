@@ -1,0 +1,112 @@
+"""Every process of a job, found and signalled with or without its shim.
+
+A job's processes are those in its cgroup where the host gives it one (a process cannot leave a
+cgroup without privileges), else those in its session: the job's first process starts a session
+and a process group, both numbered by its pid. Linux never hands out a pid number while a process
+still uses it as a session or group id, so while any member lives the number stays the job's; once
+the leader is gone and a process of that pid exists again, it is another one if its start time
+differs from the leader's recorded one. A process that starts a session of its own leaves the
+job's session, not its cgroup: on hosts without cgroups it escapes (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    pgid: int
+    sid: int
+    start_ticks: int  # clock ticks after boot: with the pid, names one process for good
+
+
+def _parse_stat(pid: int, raw: bytes, ended_too: bool) -> Optional[ProcInfo]:
+    # the command name may hold spaces and parentheses: fields follow the last ')'
+    fields = raw[raw.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X") and not ended_too:  # ended, waiting to be reaped
+        return None
+    return ProcInfo(pid, int(fields[2]), int(fields[3]), int(fields[19]))
+
+
+def proc_info(pid: int, ended_too: bool = False) -> Optional[ProcInfo]:
+    """The process ``pid`` if it runs (a zombie does not, unless ``ended_too``)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return _parse_stat(pid, f.read(), ended_too)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def scan() -> Dict[int, ProcInfo]:
+    """Every running process of the host, read once for all the jobs of a pass."""
+    found: Dict[int, ProcInfo] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            info = proc_info(int(name))
+            if info is not None:
+                found[info.pid] = info
+    return found
+
+
+def cgroup_pids(path: str) -> List[int]:
+    """The processes in a cgroup and the groups below it (none once it is removed)."""
+    pids: List[int] = []
+    for folder, _dirs, _files in os.walk(path):
+        try:
+            with open(os.path.join(folder, "cgroup.procs"), "rb") as f:
+                pids += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            continue
+    return sorted(p for p in pids if proc_info(p) is not None)
+
+
+@dataclass(frozen=True)
+class JobProcs:
+    """How to find one job's processes: its cgroup, else its leader's session."""
+
+    leader: Optional[int]
+    start_ticks: Optional[int]
+    cgroup: Optional[str]
+
+    def pids(self, table: Optional[Dict[int, ProcInfo]] = None) -> List[int]:
+        """The job's running processes; ``table`` is a ``scan()`` to share between jobs."""
+        if self.cgroup:
+            return cgroup_pids(self.cgroup)
+        if not self.leader:
+            return []
+        table = scan() if table is None else table
+        lead = table.get(self.leader)
+        if lead is not None and self.start_ticks is not None and \
+                lead.start_ticks != self.start_ticks:
+            return []  # the number went to another process: the job's session is gone
+        return sorted(p.pid for p in table.values() if self.leader in (p.sid, p.pgid))
+
+    def leader_alive(self, table: Optional[Dict[int, ProcInfo]] = None) -> bool:
+        """Whether the job's first process still runs (a job ends when it ends)."""
+        if not self.leader:
+            return False
+        lead = (scan() if table is None else table).get(self.leader) if not self.cgroup \
+            else proc_info(self.leader)
+        return lead is not None and self.start_ticks in (None, lead.start_ticks)
+
+    def signal(self, sig: int, table: Optional[Dict[int, ProcInfo]] = None) -> int:
+        """Send ``sig`` to every process of the job; returns how many there were."""
+        pids = self.pids(table)
+        if sig == signal.SIGKILL and self.cgroup and pids:
+            try:
+                with open(os.path.join(self.cgroup, "cgroup.kill"), "w") as f:
+                    f.write("1")  # the kernel kills all of it, forks in flight included
+                return len(pids)
+            except OSError:
+                pass  # a kernel before 5.14: one by one, below
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass  # it ended meanwhile
+        return len(pids)

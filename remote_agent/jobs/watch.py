@@ -1,0 +1,147 @@
+"""The watchdog: a thread of its own that looks at every job about twice a second.
+
+It records how each job ended, watches a job whose shim died (its processes, its output), adopts
+a start that no launch is following (the daemon restarted mid-launch), stops a share job over its
+GPU memory cap, turns a stop past its grace into SIGKILL, and prunes finished jobs. It takes the
+supervisor's lock only for table transitions, so no launch — however slow its MIG change or its
+process start — holds it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from remote_agent.daemon.trust import UnsafePath
+from remote_agent.jobs import procs
+from remote_agent.jobs.store import Job
+from remote_agent.jobs.supervisor import Supervisor, shim_alive, signal_name
+
+log = logging.getLogger("remote_agent.jobs")
+
+TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this often
+Table = Optional[Dict[int, procs.ProcInfo]]
+
+
+class Watchdog:
+    def __init__(self, sup: Supervisor):
+        self.sup = sup
+        self._last_prune = 0.0
+
+    def run(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:  # one bad pass must not end supervision: log it, go on
+                log.exception("watchdog pass failed")
+            stopping.wait(max(0.05, TICK_S - (time.monotonic() - started)))
+
+    def tick(self) -> None:
+        sup = self.sup
+        sup.reap_shims()
+        launching = sup.launching()
+        jobs = [j for j in sup.store.active() if j.id not in launching]
+        table = procs.scan() if any(j.cgroup is None for j in jobs) else None
+        for job in jobs:
+            try:
+                if job.state == "running":
+                    self._observe(job, table)
+                else:
+                    self._resolve_starting(job)
+            except UnsafePath as err:
+                log.warning("job j%d: %s", job.id, err)
+        running = [j for j in jobs if j.state == "running"]
+        self._enforce_caps(running, table)
+        now = time.time()
+        for job in running:
+            if job.kill_at is not None and now >= job.kill_at:
+                sup.signal(job, signal.SIGKILL, table)
+        sup.remove_left_cgroups()
+        if now - self._last_prune > min(60.0, sup.settings.retention_s):
+            self._last_prune = now
+            sup.prune(now - sup.settings.retention_s)
+
+    def _observe(self, job: Job, table: Table) -> None:
+        sup = self.sup
+        ended = sup.read_job_file(job, "exit.json")
+        if ended is None:
+            if shim_alive(sup.job_dir(job)):
+                return
+            if sup.outputs.take_over(job.id):
+                log.warning("job j%d: its shim died; the agent now watches its processes itself "
+                            "(%s)", job.id, job.cgroup or "session %s" % job.pid)
+            if job.procs().leader_alive(table):
+                return
+            ended = sup.read_job_file(job, "exit.json")  # it may have ended between the looks
+            if ended is None:
+                job.procs().signal(signal.SIGKILL, table)  # what it left behind ends with it
+                if job.stop_reason is not None:
+                    sup.finish(job, state="killed", reason=job.stop_reason)
+                else:
+                    sup.finish(job, state="lost", reason=(
+                        "its shim died before the job ended, so how it ended cannot be known; "
+                        "all its processes have ended"))
+                return
+        changes: Dict[str, Any] = {"ended_at": ended.get("ended_at", time.time())}
+        if "signal" in ended:
+            changes["state"] = "killed"
+            changes["reason"] = job.stop_reason or "terminated by signal %s" % signal_name(
+                ended["signal"])
+        elif job.stop_reason is not None:
+            changes.update(state="killed", reason=job.stop_reason, exit_code=ended.get("code"))
+        else:
+            changes.update(state="exited", exit_code=ended.get("code"))
+        sup.finish(job, **changes)
+
+    def _resolve_starting(self, job: Job) -> None:
+        """A start no launch of this daemon is following (the daemon restarted mid-launch):
+        running if its process lives, else ended with why."""
+        sup = self.sup
+        failed = sup.read_job_file(job, "exit.json")
+        if failed is not None and "error" in failed:
+            sup.finish(job, state="exited", exit_code=127, reason=failed["error"])
+            return
+        started = sup.read_job_file(job, "started.json")
+        if started is not None:
+            if sup.transition(job, ("starting",), state="running", pid=started["pid"],
+                              start_ticks=started.get("start_ticks"),
+                              started_at=started["started_at"]):
+                log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
+                sup.outputs.hold(job.id)
+                sup.notify(job)
+            return
+        job_dir = sup.job_dir(job)
+        if shim_alive(job_dir):
+            return  # its shim is starting it
+        if sup.fence(job):
+            sup.finish(job, state="exited", exit_code=None, reason=(
+                "never started: the agent stopped while launching it, before its program ran; "
+                "nothing ran (launching the same key again starts it)"))
+        elif not shim_alive(job_dir) and sup.read_job_file(job, "started.json") is None:
+            sup.finish(job, state="lost", reason=(
+                "its shim ended before it recorded starting the job; whether it ran cannot be "
+                "known (see %s)" % os.path.join(job_dir, "shim.log")))
+
+    def _enforce_caps(self, running: List[Job], table: Table) -> None:
+        """The backstop cap: a share job whose processes use more than its share is stopped."""
+        sup = self.sup
+        share_jobs = [j for j in running if j.memory_mib is not None and j.pid]
+        if not share_jobs:
+            return
+        owner = {pid: job for job in share_jobs for pid in job.procs().pids(table)}
+        used: Dict[int, int] = {}
+        for index in sorted({g for j in share_jobs for g in j.gpus}):
+            for proc in sup.gpus.call_nvml(lambda: sup.gpus.backend.processes(index)):
+                job = owner.get(proc.pid)
+                if job is not None and index in job.gpus:
+                    used[job.id] = used.get(job.id, 0) + (proc.used_mib or 0)
+        for job in share_jobs:
+            if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None:
+                reason = "exceeded its %d MiB cap: used %d MiB" % (job.memory_mib, used[job.id])
+                log.info("job j%d %s; stopping it", job.id, reason)
+                sup.notify(sup.stop(job, reason, sup.settings.watchdog_grace_s))

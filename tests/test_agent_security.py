@@ -1,0 +1,301 @@
+"""Local users cannot attack a host's agent: the bridge talks to no socket another user could
+have planted, the daemon trusts no state another user could change, and everything the agent
+creates is its user's alone. Attackers are a real second account (the bridge runs as it) or
+another uid that root hands files to."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from fractui.fleet.zipapp import build_agent_archive
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import AgentError
+from tests.test_fleet_hosts import plain_user  # noqa: F401 - a fixture: a real plain account
+from tests.test_job_supervision import wait_until
+from tests.test_jobs import alive, script, wait_job
+
+OTHER_UID = 54321  # a uid with no account: "another user" for files root hands over
+
+
+class Trap:
+    """A listening socket where the agent's socket would be, recording any connection."""
+
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        self.connected = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.connected.set()
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def as_user(plain_user, tmp_path):  # noqa: F811 - the fixture imported above
+    """run(state_dir_name) -> (exit code, stderr) of the agent's bridge run as a plain user
+    (from a zipapp in its home), which asks its daemon for daemon.version."""
+    name, home = plain_user
+    info = os.stat(home)
+    uid, gid = info.st_uid, info.st_gid
+    archive = os.path.join(home, "agent.pyz")
+    with open(archive, "wb") as f:
+        f.write(build_agent_archive().data)
+    os.chmod(archive, 0o644)
+    paths = AgentPaths(os.path.join(home, "state"))  # its socket dir is /tmp/fractui-<uid>
+    socket_dir = "/tmp/fractui-%d" % uid
+    subprocess.run(["rm", "-rf", socket_dir], check=True)  # an earlier account's, of this uid
+
+    def run():
+        proc = subprocess.run(
+            ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", paths.state_dir,
+             "--sim", "1xL4"], input=b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n',
+            capture_output=True, user=uid, group=gid, extra_groups=[], cwd=home,
+            env={"HOME": home, "PATH": "/usr/bin:/bin"}, timeout=60)
+        return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+    yield run, uid, socket_dir, paths
+    subprocess.run(["rm", "-rf", socket_dir], check=False)
+
+
+def test_the_bridge_runs_as_a_plain_user_when_all_is_its_own(as_user):
+    run, uid, socket_dir, _paths = as_user
+    code, out, err = run()
+    assert code == 0, err
+    assert '"result"' in out
+    st = os.lstat(socket_dir)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o700)
+
+
+@pytest.mark.parametrize("attack, words", [
+    ("owned by another user", "is owned by uid %d, not by uid {uid}" % OTHER_UID),
+    ("open to others", "its mode is 0755, not 0700"),
+    ("a symlink", "it is a symlink, not a directory"),
+    ("a socket of another user", "owned by uid %d, not a socket of uid {uid}" % OTHER_UID),
+])
+def test_the_bridge_never_talks_to_a_socket_another_user_could_have_planted(as_user, tmp_path,
+                                                                             attack, words):
+    run, uid, socket_dir, paths = as_user
+    sock_path = os.path.join(socket_dir, os.path.basename(paths.socket))
+    if attack == "a symlink":
+        target = tmp_path / "elsewhere"
+        target.mkdir(mode=0o700)
+        os.chown(target, uid, -1)
+        os.symlink(target, socket_dir)
+        os.lchown(socket_dir, OTHER_UID, -1)
+        sock_path = str(target / os.path.basename(paths.socket))
+    else:
+        os.mkdir(socket_dir, 0o700)
+        os.chown(socket_dir, OTHER_UID if attack == "owned by another user" else uid, -1)
+        if attack == "open to others":
+            os.chmod(socket_dir, 0o755)
+    trap = Trap(sock_path)  # the attacker listens where the agent would
+    try:
+        os.chown(sock_path, uid if attack == "owned by another user" else OTHER_UID, -1)
+        code, out, err = run()
+    finally:
+        trap.close()
+    assert code == 2 and out == ""
+    assert words.format(uid=uid) in err, err
+    assert "remove it" in err.lower() or "rm -r" in err
+    assert "Traceback" not in err
+    assert not trap.connected.is_set()  # not one byte went to it
+
+
+@pytest.fixture
+def root_agent(start_agent):
+    """start(state_dir) -> the exit code and stderr of a root bridge that could not start its
+    daemon (or the bridge itself, when it did)."""
+    def start(state_dir: str):
+        agent = start_agent("1xL4", state_dir)
+        try:
+            agent.call("hello")
+        except EOFError as ended:
+            return agent.proc.wait(timeout=10), str(ended)
+        return None, agent
+    return start
+
+
+def host_with_a_finished_job(start_agent, state, spec: str = "1xL4", gpu: int = 0):
+    """A simulated host in ``state`` that ran one job (it printed "mine"): (bridge, job)."""
+    agent = start_agent(spec, str(state))
+    job = agent.call("job.launch", key="k-1", gpu=gpu, memory_mib=10,
+                     argv=script("print('mine')"))
+    wait_job(agent, job["id"])
+    return agent, job
+
+
+def owned_by_other(path) -> None:
+    os.lchown(path, OTHER_UID, -1)
+
+
+@pytest.mark.parametrize("attack, words", [
+    ("state dir owned by another user", "is owned by uid %d, not by uid 0" % OTHER_UID),
+    ("state dir writable by all", "is writable by its group and all users (mode 0777)"),
+    ("state dir writable by its group", "is writable by its group (mode 0770)"),
+    ("a parent writable by all, not sticky", "/p is writable by its group and all users"),
+    ("a parent owned by another user", "is owned by uid %d, not by root or uid 0" % OTHER_UID),
+    ("reached through another user's symlink", "through the symlink"),
+])
+def test_the_daemon_refuses_a_state_dir_another_user_could_change(root_agent, tmp_path, attack,
+                                                                  words):
+    parent = tmp_path / "p"
+    parent.mkdir(mode=0o755)
+    state = parent / "state"
+    state.mkdir(mode=0o700)
+    used = state
+    if attack == "state dir owned by another user":
+        owned_by_other(state)
+    elif attack == "state dir writable by all":
+        os.chmod(state, 0o777)
+    elif attack == "state dir writable by its group":
+        os.chmod(state, 0o770)
+    elif attack == "a parent writable by all, not sticky":
+        os.chmod(parent, 0o777)
+    elif attack == "a parent owned by another user":
+        owned_by_other(parent)
+    else:
+        used = tmp_path / "link"
+        os.symlink(state, used)
+        owned_by_other(used)
+    before = sorted(os.listdir(state))
+    code, said = root_agent(str(used))
+    assert code == 2, said
+    assert words in said and "refusing state dir" in said, said
+    assert "Traceback" not in said
+    assert sorted(os.listdir(state)) == before  # nothing written there
+
+
+def test_a_sticky_world_writable_parent_is_fine(root_agent, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # as /tmp
+    code, agent = root_agent(str(shared / "state"))
+    assert code is None and agent.call("hello")["backend"] == "sim"
+
+
+@pytest.mark.parametrize("what", ["jobs.db", "sim-gpus.json", "daemon.log", "jobs/j1",
+                                  "jobs/j1/spec.json", "jobs/j1/exit.json"])
+@pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink"])
+def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
+        root_agent, start_agent, tmp_path, what, attack):
+    state = tmp_path / "state"
+    agent, _ = host_with_a_finished_job(start_agent, state)
+    pid = agent.call("daemon.version")["pid"]
+    agent.call("daemon.shutdown")
+    agent.close()
+    wait_until(lambda: not alive(pid), "the daemon to stop")
+    target = state / what
+    if attack == "owned by another user":
+        owned_by_other(target)
+    elif attack == "writable by others":
+        os.chmod(target, 0o777 if target.is_dir() else 0o666)
+    else:
+        moved = tmp_path / "moved"
+        os.rename(target, moved)
+        os.symlink(moved, target)
+    code, said = root_agent(str(state))
+    assert code == 2, said
+    assert "refusing" in said and str(target) in said, said
+    assert "Traceback" not in said
+
+
+def test_a_log_swapped_for_a_symlink_is_refused_not_read(start_agent, tmp_path):
+    state = tmp_path / "state"
+    agent, job = host_with_a_finished_job(start_agent, state)
+    secret = tmp_path / "secret"
+    secret.write_text("not for you\n")
+    log = state / "jobs" / job["id"] / "output.log"
+    log.unlink()
+    os.symlink(secret, log)
+    with pytest.raises(AgentError) as err:
+        agent.call("job.logs", job=job["id"])
+    assert "is a symlink" in err.value.message and "not for you" not in err.value.message
+
+
+def test_a_followed_log_swapped_for_a_symlink_ends_the_follow_unread(start_agent, tmp_path):
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state))
+    go_on = tmp_path / "go-on"
+    job = agent.call("job.launch", key="k-1", gpu=0, memory_mib=10, argv=script(
+        "import os, time\nprint('mine', flush=True)\nwhile not os.path.exists(%r):\n"
+        "    time.sleep(0.02)\nprint('more', flush=True)\ntime.sleep(60)" % str(go_on)))
+    wait_until(lambda: agent.call("job.logs", job=job["id"])["lines"] == ["mine"], "output")
+    agent.call("job.logs", job=job["id"], follow=True, lines=0)
+    secret = tmp_path / "secret"
+    secret.write_text("not for you\n" * 10)
+    log = state / "jobs" / job["id"] / "output.log"
+    log.unlink()
+    os.symlink(secret, log)
+    go_on.touch()
+    pushed = agent.next_notification()
+    assert pushed["method"] == "log" and pushed["params"]["eof"] is True
+    assert "is a symlink" in pushed["params"]["error"]
+    assert "not for you" not in str(pushed)
+
+
+def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
+    state = tmp_path / "state"
+    agent, _ = host_with_a_finished_job(start_agent, state, "1xA100-80GB:mig,1xL4", gpu=1)
+    agent.call("job.launch", key="k-2", gpu=0, mig={"profile": "1g.10gb", "start": 0},
+               argv=script("import time; time.sleep(0.5)"))
+    paths = AgentPaths(str(state))
+    seen = []
+    for folder, dirs, files in os.walk(state):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            seen.append(os.path.relpath(path, state))
+            want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+            assert (stat.S_IMODE(st.st_mode), st.st_uid) == (want, 0), path
+    for path in (paths.socket_dir, paths.socket):
+        st = os.lstat(path)
+        assert stat.S_IMODE(st.st_mode) == (0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
+    for name in ("jobs.db", "sim-gpus.json", "daemon.log", "jobs/j1/spec.json",
+                 "jobs/j1/output.log", "jobs/j1/output.pipe", "jobs/j1/exit.json"):
+        assert name in seen, name
+
+
+def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
+        start_agent, tmp_path, plain_user):  # noqa: F811 - the fixture imported above
+    name, home = plain_user
+    info = os.stat(home)
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    # (the system's python: this test's own lives in root's home, which the user cannot enter)
+    job = agent.call("job.launch", key="k-as", gpu=0, memory_mib=10, run_as=name, argv=[
+        "/usr/bin/python3", "-c", "import os\nprint(os.getuid(), os.getgid(), os.getcwd(), "
+        "os.environ['HOME'], os.environ['USER'])"])
+    assert job["run_as"] == name
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [
+        "%d %d %s %s %s" % (info.st_uid, info.st_gid, home, home, name)]
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)  # root's: the user may not enter it
+    reason = "cannot enter its cwd %s: Permission denied" % private
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-as-denied", gpu=0, memory_mib=10, run_as=name,
+                       cwd=str(private), argv=["/usr/bin/true"])
+        assert err.value.code == rpc.START_FAILED and err.value.data["reason"] == reason
+        assert err.value.data["job"]["exit_code"] == 127  # only its start could tell

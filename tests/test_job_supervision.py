@@ -1,0 +1,319 @@
+"""No unmanaged job: a job whose shim was killed is still found, watched, capped and stopped, on
+both ways the agent finds a job's processes (its cgroup; its session where there is no cgroup); a
+launch cut short by kill -9 is resolved when the daemon comes back; a full disk drops output and
+never kills a job. Every fault here is a real signal to a real process, or a real full filesystem.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import stop_host
+from tests.test_jobs import alive, daemon_pid, script, simload, wait_job
+
+
+@pytest.fixture(params=["session", "cgroup"])
+def tracked_host(request, start_agent, tmp_path):
+    """A simulated host whose jobs are found by their session, or by their own cgroup."""
+    extra = []
+    if request.param == "cgroup":
+        extra = ["--cgroup-parent", request.getfixturevalue("cgroup_parent")]
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state, *extra)
+    assert agent.call("daemon.version")["job_tracking"] == request.param
+    return agent, state
+
+
+def job_dir(state: str, job_id: str) -> str:
+    return os.path.join(state, "jobs", job_id)
+
+
+def kill_shim(state: str, job_id: str) -> int:
+    with open(os.path.join(job_dir(state, job_id), "shim.claim")) as f:
+        pid = int(f.read())
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), "the shim to die")
+    return pid
+
+
+def wait_until(done, what: str, timeout: float = 20.0):
+    deadline = time.time() + timeout
+    while True:
+        value = done()
+        if value:
+            return value
+        assert time.time() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.05)
+
+
+TAKE_OVER = "[fractui: the job's shim ended; the agent keeps its output from here]"
+
+
+def wait_for_take_over(state: str, job_id: str) -> None:
+    """Until the daemon has seen the shim gone and watches the job itself."""
+    wait_until(lambda: TAKE_OVER in read_log(state, job_id), "the daemon to take the job over")
+
+
+def read_log(state: str, job_id: str) -> str:
+    try:
+        with open(os.path.join(job_dir(state, job_id), "output.log")) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""  # nothing written yet
+
+
+def test_the_watchdog_caps_and_stops_a_job_whose_shim_was_killed(tracked_host):
+    agent, state = tracked_host
+    job = agent.call("job.launch", key="k-orphan-cap", gpu=0, memory_mib=3000,
+                     argv=simload("--mem-mib", "2000", "--seconds", "60"))
+    wait_until(lambda: "using 2000 MiB" in read_log(state, job["id"]), "the job to start")
+    kill_shim(state, job["id"])
+    wait_for_take_over(state, job["id"])
+    # from here only the daemon watches it (a job marked lost would never be capped below)
+    agent.call("sim.set_process_memory", pid=job["pid"], used_mib=4664)
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["reason"]) == ("killed", "exceeded its 3000 MiB cap: used 4664 MiB")
+    assert not alive(job["pid"])
+    snap = agent.call("snapshot")
+    assert snap["gpus"][0]["processes"] == []
+
+
+def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tmp_path):
+    agent, state = tracked_host
+    pids = tmp_path / "pids"
+    # a leader that ignores SIGTERM, with a child in a process group of its own (same session)
+    code = ("import os, signal, subprocess, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "kid = subprocess.Popen([sys.executable, '-c', 'import signal, time\\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\ntime.sleep(600)'],"
+            " process_group=0)\n"
+            "open(%r, 'w').write('%%d %%d' %% (os.getpid(), kid.pid))\n"
+            "time.sleep(600)\n" % str(pids))
+    job = agent.call("job.launch", key="k-orphan-stop", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(pids.exists, "the job's processes")
+    leader, kid = map(int, pids.read_text().split())
+    kill_shim(state, job["id"])
+    wait_for_take_over(state, job["id"])
+    agent.call("job.stop", job=job["id"], grace=1, reason="make room")
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["reason"]) == ("killed", "make room")
+    assert not alive(leader) and not alive(kid)
+
+
+@pytest.mark.parametrize("shim", ["alive", "killed"])
+def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
+    agent, state = tracked_host
+    pids, go = tmp_path / "pids", tmp_path / "go"
+    code = ("import os, subprocess, sys, time\n"
+            "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "open(%r, 'w').write(str(kid.pid))\n"
+            "while not os.path.exists(%r):\n"
+            "    time.sleep(0.02)\n" % (str(pids), str(go)))
+    job = agent.call("job.launch", key="k-leftover", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(pids.exists, "the job's child")
+    if shim == "killed":
+        kill_shim(state, job["id"])
+        wait_for_take_over(state, job["id"])
+    go.touch()  # its first process ends; its child would run on
+    done = wait_job(agent, job["id"])
+    if shim == "alive":
+        assert (done["state"], done["exit_code"]) == ("exited", 0)
+    else:
+        assert done["state"] == "lost" and "its shim died" in done["reason"]
+    wait_until(lambda: not alive(int(pids.read_text())), "the child to be killed")
+
+
+@pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
+def test_a_job_keeps_its_output_and_its_life_after_its_shim_died(tracked_host, tmp_path,
+                                                                 start_agent, killed):
+    agent, state = tracked_host
+    go_on, printed, finish = tmp_path / "go-on", tmp_path / "printed", tmp_path / "finish"
+    # it pauses after 20 lines, so the kill finds no output in flight, then writes 2000 more
+    # (less than a pipe holds) and waits to be let go
+    code = ("import os, time\n"
+            "def wait(path):\n"
+            "    while not os.path.exists(path):\n"
+            "        time.sleep(0.01)\n"
+            "for i in range(2020):\n"
+            "    if i == 20:\n"
+            "        wait(%r)\n"
+            "    print('line', i, flush=True)\n"
+            "open(%r, 'w').write('all printed')\n"
+            "wait(%r)\n" % (str(go_on), str(printed), str(finish)))
+    job = agent.call("job.launch", key="k-orphan-out", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(lambda: "line 19\n" in read_log(state, job["id"]), "output")
+    if killed == "shim and daemon":
+        os.kill(daemon_pid(agent), signal.SIGKILL)
+        agent.proc.wait(timeout=10)
+    kill_shim(state, job["id"])
+    go_on.touch()
+    wait_until(printed.exists, "the job to print on")  # no write of its failed (no SIGPIPE)
+    if killed == "shim and daemon":
+        agent = start_agent(None, state)  # a new daemon takes the output waiting in the pipe
+    wait_until(lambda: "line 2019\n" in read_log(state, job["id"]), "the output kept")
+    assert agent.call("job.get", job=job["id"])["state"] == "running"
+    finish.touch()
+    done = wait_job(agent, job["id"])
+    assert done["state"] == "lost" and "its shim died" in done["reason"]
+    text = read_log(state, job["id"])
+    assert TAKE_OVER in text
+    lines = [line for line in text.splitlines() if line.startswith("line ")]
+    assert lines == ["line %d" % i for i in range(2020)]
+
+
+def test_a_launch_cut_short_before_anything_ran_is_resolved_on_restart(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    agent = start_agent("1xA100-80GB:mig", state)
+    gate = tmp_path / "gate"
+    agent.call("sim.hold", function="nvmlDeviceCreateGpuInstanceWithPlacement", gate=str(gate))
+    params = dict(key="k-cut", gpu=0, mig={"profile": "3g.40gb", "start": 4},
+                  argv=simload("--mem-mib", "100", "--seconds", "60"))
+    agent.send("job.launch", **params)
+    wait_until(lambda: os.path.exists(str(gate) + ".held"), "the launch to reach MIG creation")
+    os.kill(daemon_pid_of(state), signal.SIGKILL)  # the daemon dies mid-launch
+    agent.proc.wait(timeout=10)
+    later = start_agent(None, state)
+    job = wait_until(lambda: next((j for j in later.call("job.list")["jobs"]
+                                   if j["state"] != "starting"), None), "the launch resolved")
+    assert (job["key"], job["state"], job["exit_code"], job["pid"]) == ("k-cut", "exited", None,
+                                                                         None)
+    assert job["reason"].startswith("never started: the agent stopped while launching it")
+    assert later.call("inventory")["gpus"][0]["instances"] == []  # nothing was held or made
+    # nothing ran, so the same key may start it now: one job, one process, one instance
+    first = later.call("job.launch", **params)
+    again = later.call("job.launch", **params)
+    assert (first["id"], first["state"]) == (job["id"], "running")
+    assert again["pid"] == first["pid"]
+    assert len(later.call("inventory")["gpus"][0]["instances"]) == 1
+
+
+def daemon_pid_of(state: str) -> int:
+    with open(os.path.join(state, "daemon.pid")) as f:
+        return int(f.read())
+
+
+def crash_before_start_was_recorded(agent, state: str) -> None:
+    """What the table holds when the daemon died after the shim started the job but before it
+    recorded the start: kill -9 the daemon, and put the job back as the launch left it."""
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    with sqlite3.connect(os.path.join(state, "jobs.db")) as db:
+        db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
+                   "start_ticks = NULL")
+
+
+@pytest.mark.parametrize("shim", ["alive", "killed"])
+def test_a_start_the_daemon_never_recorded_is_adopted_and_watched(start_agent, tmp_path, shim):
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-unrecorded", gpu=0, memory_mib=1000,
+                     argv=simload("--mem-mib", "500", "--seconds", "60"))
+    wait_until(lambda: "using 500 MiB" in read_log(state, job["id"]), "the job to start")
+    crash_before_start_was_recorded(agent, state)
+    if shim == "killed":
+        kill_shim(state, job["id"])
+    later = start_agent(None, state)
+    adopted = wait_until(lambda: later.call("job.get", job=job["id"])["state"] == "running" and
+                         later.call("job.get", job=job["id"]), "the job adopted")
+    assert (adopted["pid"], adopted["started_at"]) == (job["pid"], pytest.approx(
+        job["started_at"], abs=1.0))
+    later.call("sim.set_process_memory", pid=job["pid"], used_mib=1500)
+    done = wait_job(later, job["id"])
+    assert (done["state"], done["reason"]) == ("killed", "exceeded its 1000 MiB cap: used 1500 MiB")
+    assert not alive(job["pid"])
+
+
+def test_a_start_whose_process_is_gone_without_a_record_ends_with_why(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-gone", gpu=0, memory_mib=10,
+                     argv=script("import time; time.sleep(600)"))
+    crash_before_start_was_recorded(agent, state)
+    kill_shim(state, job["id"])
+    os.kill(job["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(job["pid"]), "the job to die")
+    later = start_agent(None, state)
+    done = wait_job(later, job["id"])
+    assert done["state"] == "lost" and "its shim died before the job ended" in done["reason"]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 8 MiB filesystem (tmpfs), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs",
+                           str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail("this test mounts a tmpfs, which needs root: %s" % made.stderr)
+    yield mount
+    for name in os.listdir(mount):  # its agents first: a lazy unmount would hide them
+        stop_host(str(mount / name))
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(path) -> int:
+    """Write ``path`` until the filesystem has not one byte left; returns the bytes it took."""
+    written = 0
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            while True:
+                try:
+                    written += f.write(b"\0" * size)
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC
+                    break
+    return written
+
+
+def test_a_full_disk_drops_output_never_the_job_and_the_log_says_so(small_fs, start_agent,
+                                                                   tmp_path):
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)  # a log cap above the disk: no rotation frees room
+    progress, stop = tmp_path / "progress", tmp_path / "stop"
+    code = ("import os, time\n"
+            "i = 0\n"
+            "while not os.path.exists(%r):\n"
+            "    print('line %%06d' %% i, 'x' * 60, flush=True)\n"
+            "    i += 1\n"
+            "    if i %% 50 == 0:\n"
+            "        open(%r + '.tmp', 'w').write(str(i))\n"
+            "        os.replace(%r + '.tmp', %r)\n"
+            "    time.sleep(0.001)\n" % (str(stop), str(progress), str(progress), str(progress)))
+    job = agent.call("job.launch", key="k-full", gpu=0, memory_mib=10, argv=script(code))
+
+    def beyond(count: int):
+        return lambda: progress.exists() and int(progress.read_text()) >= count
+
+    wait_until(beyond(200), "output")
+    filler = small_fs / "filler"
+    fill(filler)
+    full_at = int(progress.read_text())
+    wait_until(beyond(full_at + 1000), "the job to go on printing on a full disk")
+    assert agent.call("job.get", job=job["id"])["state"] == "running"
+    filler.unlink()  # room again
+    room_at = int(progress.read_text())
+    wait_until(beyond(room_at + 300), "more output")
+    stop.touch()
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 0)
+    logs = [os.path.join(state, "jobs", job["id"], n) for n in ("output.log.1", "output.log")]
+    text = "".join(open(p).read() for p in logs if os.path.exists(p))
+    notes = [line for line in text.splitlines() if line.startswith("[fractui:")]
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("[fractui: ") and notes[0].endswith(
+        "bytes of the job's output were dropped: its log could not be written (No space left "
+        "on device)]")
+    whole = [re.fullmatch(r"line (\d{6}) x{60}", line) for line in text.splitlines()]
+    numbers = [int(m[1]) for m in whole if m]  # (a line cut by the full disk is not counted)
+    assert numbers == sorted(numbers) and numbers[-1] > room_at  # what came after is kept
+    assert any(b - a > 1 for a, b in zip(numbers, numbers[1:]))  # and a stretch was dropped

@@ -1,0 +1,253 @@
+"""Launching never blocks supervision: launches run beside each other and beside the watchdog,
+and the same key is still one job, one process, one MIG instance. What is asserted is who
+answered and in which order, never how long anything took."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from typing import Any, Dict, List
+
+import pytest
+
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.rpc import jsonrpc as rpc
+from tests.test_job_supervision import wait_until
+from tests.test_jobs import PY, alive, wait_job
+
+HOST = "1xA100-80GB:mig,1xL4"
+
+
+class Client:
+    """A connection straight to the daemon's socket, as a bridge makes: one per thread."""
+
+    def __init__(self, state: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(AgentPaths(state).socket)
+        self.reader = self.sock.makefile("rb")
+        self.pushed: List[Dict[str, Any]] = []
+
+    def call(self, method: str, **params: Any) -> Dict[str, Any]:
+        """The reply (``result`` or ``error``); notifications met on the way are kept."""
+        self.sock.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                      "params": params}).encode() + b"\n")
+        while True:
+            msg = json.loads(self.reader.readline())
+            if "id" in msg:
+                return msg
+            self.pushed.append(msg)
+
+    def next_pushed(self) -> Dict[str, Any]:
+        if self.pushed:
+            return self.pushed.pop(0)
+        return json.loads(self.reader.readline())
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def in_threads(count: int, work) -> List[Any]:
+    """``work(i)`` in ``count`` threads released together; their results in order."""
+    results: List[Any] = [None] * count
+    gate = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        gate.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive()
+    return results
+
+
+def logged_start(started, release) -> List[str]:
+    """A job that appends its pid to ``started`` once, then runs until ``release`` exists."""
+    return [PY, "-c", "import os, time\nwith open(%r, 'a') as f:\n    f.write('%%d\\n' %% "
+            "os.getpid())\nwhile not os.path.exists(%r):\n    time.sleep(0.05)\n"
+            % (str(started), str(release))]
+
+
+def test_concurrent_launches_with_repeated_keys_start_each_job_once(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    start_agent(HOST, state).call("hello")  # the daemon is up
+    started, release = tmp_path / "started", tmp_path / "release"
+    argv = logged_start(started, release)
+
+    def params(i: int) -> Dict[str, Any]:
+        key = i % 8
+        if key < 4:  # a MIG instance of its own, created by the launch
+            return dict(key="k-%d" % key, gpu=0, argv=argv,
+                        mig={"profile": "1g.10gb", "start": key})
+        return dict(key="k-%d" % key, gpu=1, memory_mib=1000, argv=argv)
+
+    def launch(i: int) -> Dict[str, Any]:
+        client = Client(state)
+        try:
+            return client.call("job.launch", **params(i))
+        finally:
+            client.close()
+
+    replies = in_threads(48, launch)
+    assert [r.get("error") for r in replies] == [None] * 48
+    by_key: Dict[str, set] = {}
+    for reply in replies:
+        job = reply["result"]
+        by_key.setdefault(job["key"], set()).add((job["id"], job["pid"], job["instance"]))
+    assert sorted(by_key) == ["k-%d" % k for k in range(8)]
+    assert all(len(seen) == 1 for seen in by_key.values()), by_key  # one job per key
+    pids = sorted(pid for seen in by_key.values() for _, pid, _ in seen)
+    wait_until(lambda: started.exists() and len(started.read_text().split()) >= 8, "starts")
+    assert sorted(map(int, started.read_text().split())) == pids  # one process per key
+    probe = Client(state)
+    instances = probe.call("inventory")["result"]["gpus"][0]["instances"]
+    assert sorted(i["start"] for i in instances) == [0, 1, 2, 3]  # one instance per key
+    held = sorted(inst for seen in by_key.values() for _, _, inst in seen if inst)
+    assert held == sorted(i["uuid"] for i in instances)
+    release.touch()
+    for seen in by_key.values():
+        ((job_id, _, _),) = seen
+        assert probe.call("job.get", job=job_id)["result"]["state"] in ("running", "exited")
+    probe.close()
+
+
+def test_different_keys_racing_for_one_slot_never_share_it(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    start_agent(HOST, state).call("hello")
+    release = tmp_path / "release"
+    argv = logged_start(tmp_path / "started", release)
+
+    def launch(i: int) -> Dict[str, Any]:
+        client = Client(state)
+        try:
+            return client.call("job.launch", key="k-race-%d" % i, gpu=0, argv=argv,
+                               mig={"profile": "3g.40gb", "start": 4})
+        finally:
+            client.close()
+
+    replies = in_threads(12, launch)
+    won = [r["result"] for r in replies if "result" in r]
+    lost = [r["error"] for r in replies if "error" in r]
+    assert len(won) == 1 and len(lost) == 11
+    assert {rpc.error_class(e["code"]) for e in lost} == {"capacity"}
+    release.touch()
+
+
+def slow_to_stop_simload(mem_mib: int) -> List[str]:
+    """A simulated workload that ignores SIGTERM, so only the watchdog's SIGKILL ends it."""
+    return [PY, "-c", "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "from remote_agent import simload\nsimload.main(['--mem-mib', '%d', '--seconds', "
+            "'600'])\n" % mem_mib]
+
+
+def test_the_watchdog_stops_an_over_cap_job_while_launches_are_held_in_mig_creation(
+        start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    agent = start_agent(HOST, state, "--watchdog-grace-s", "0.5")
+    over = agent.call("job.launch", key="k-over", gpu=1, memory_mib=1000,
+                      argv=slow_to_stop_simload(500))
+    wait_until(lambda: any(p["pid"] == over["pid"] for p in agent.call("snapshot")["gpus"][1][
+        "processes"]), "the job's GPU memory")
+    watcher = Client(state)
+    watcher.call("subscribe")
+    gate = tmp_path / "gate"
+    agent.call("sim.hold", function="nvmlDeviceCreateGpuInstanceWithPlacement", gate=str(gate))
+    release = tmp_path / "release"
+    argv = logged_start(tmp_path / "started", release)
+    storm: List[Dict[str, Any]] = []
+
+    def mig_launch(i: int) -> None:
+        client = Client(state)
+        try:
+            storm.append(client.call("job.launch", key="k-storm-%d" % i, gpu=0, argv=argv,
+                                     mig={"profile": "1g.10gb", "start": i}))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=mig_launch, args=(i,)) for i in range(7)]
+    for t in threads:
+        t.start()
+    held = str(gate) + ".held"
+    wait_until(lambda: os.path.exists(held), "a launch to be inside MIG creation")
+    # launches on the other GPU go on meanwhile, and so does every other client
+    beside = [agent.call("job.launch", key="k-beside-%d" % i, gpu=1, memory_mib=100,
+                         argv=argv) for i in range(3)]
+    assert [j["state"] for j in beside] == ["running"] * 3
+    assert len(agent.call("job.list")["jobs"]) >= 4
+    # now the job goes over its cap: SIGTERM is ignored, so it takes the SIGKILL as well
+    agent.call("sim.set_process_memory", pid=over["pid"], used_mib=1500)
+    done = wait_job(agent, over["id"])
+    assert (done["state"], done["reason"]) == ("killed",
+                                               "exceeded its 1000 MiB cap: used 1500 MiB")
+    assert not alive(over["pid"])
+    # ... all of it while the storm was held: one launch in MIG creation, none answered yet
+    with open(held) as f:
+        assert len(f.read().splitlines()) == 1  # the others wait for that GPU's lock
+    assert storm == [] and all(t.is_alive() for t in threads)
+    gate.touch()
+    for t in threads:
+        t.join(60)
+    assert sorted(r["result"]["mig"]["start"] for r in storm) == list(range(7))
+    # the subscriber heard of the kill before any of the held launches ran
+    events = []
+    while len([e for e in events if e.get("state") == "running" and
+               e["key"].startswith("k-storm")]) < 7:
+        msg = watcher.next_pushed()
+        if msg["method"] == "job":
+            events.append(msg["params"])
+    order = [(e["key"], e["state"]) for e in events]
+    killed_at = order.index(("k-over", "killed"))
+    assert all(i > killed_at for i, (key, state) in enumerate(order)
+               if key.startswith("k-storm") and state == "running")
+    watcher.close()
+    release.touch()
+
+
+@pytest.mark.parametrize("gpu", [0, 1])
+def test_a_launch_held_in_mig_creation_holds_no_other_gpu(start_agent, tmp_path, gpu):
+    """With two MIG GPUs, a launch held on GPU 0 lets a MIG launch on GPU 1 through; a second
+    one on GPU 0 waits behind it."""
+    state = str(tmp_path / "host")
+    agent = start_agent("2xA100-80GB:mig", state)
+    gate = tmp_path / "gate"
+    agent.call("sim.hold", function="nvmlDeviceCreateGpuInstanceWithPlacement", gate=str(gate))
+    argv = logged_start(tmp_path / "started", tmp_path / "release")
+    first: List[Dict[str, Any]] = []
+
+    def held_launch() -> None:
+        client = Client(state)
+        first.append(client.call("job.launch", key="k-held", gpu=0, argv=argv,
+                                 mig={"profile": "1g.10gb", "start": 0}))
+        client.close()
+
+    holder = threading.Thread(target=held_launch)
+    holder.start()
+    wait_until(lambda: os.path.exists(str(gate) + ".held"), "the launch to be held")
+    second: List[Dict[str, Any]] = []
+
+    def other_launch() -> None:
+        client = Client(state)
+        second.append(client.call("job.launch", key="k-other", gpu=gpu, argv=argv,
+                                  mig={"profile": "1g.10gb", "start": 1}))
+        client.close()
+
+    other = threading.Thread(target=other_launch)
+    other.start()
+    if gpu == 1:  # its own GPU: it is held at the gate too, not by GPU 0's lock
+        wait_until(lambda: len(open(str(gate) + ".held").read().splitlines()) == 2,
+                   "the launch on GPU 1 to reach MIG creation")
+    else:  # the same GPU: recorded, then waiting for that GPU's lock, not in MIG creation
+        wait_until(lambda: any(j["key"] == "k-other" for j in agent.call("job.list")["jobs"]),
+                   "the second launch to be recorded")
+        assert other.is_alive()
+        assert len(open(str(gate) + ".held").read().splitlines()) == 1
+    gate.touch()
+    holder.join(60)
+    other.join(60)
+    assert first[0]["result"]["state"] == second[0]["result"]["state"] == "running"
