@@ -397,7 +397,8 @@ _TRANSPORTS = ("ssh", "local")
 _HOP = re.compile(r"(?:[^@\s,]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@:\s,\[\]]+)(?::(\d+))?")
 
 # Bounds of every number (inclusive), by (table, key), and its unit for messages. A number
-# with no entry here must still be finite.
+# with no entry here must still be finite. The agent's settings of a host entry are bounded by
+# the agent's own rule (remote_agent.daemon.settings.BOUNDS), which its command line shares.
 BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("ssh", "connect_timeout"): (0.5, 600, " seconds"),
     ("hosts", "port"): (1, 65535, ""),
@@ -786,6 +787,8 @@ def _value_problem(value: Any, where: tuple[str, str]) -> str | None:
         return next((p for p in (_value_problem(v, where) for v in value) if p), None)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if where[0] == "hosts" and where[1] in agent_settings.BOUNDS:  # the agent's own rule
+        return agent_settings.problem(where[1], value)
     lo, hi, unit = BOUNDS.get(where, (-2 ** 53, 2 ** 53, ""))  # else: exact as a float
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value}"
