@@ -75,7 +75,7 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["mig", "down", "1", "1g.10gb", "--yes"], 1, "down is offline"),
         (["mig", "gpu-a", "-5", "1g.10gb"], 2, "GPU index -5 is out of range"),
         (["mig", "gpu-a", " x", "1g.10gb"], 2, "a GPU is named by its index or uuid"),
-        (["launch", "gpu-a", "0", "--memory-mib", "999999", "--", "x"], 1, "free"),
+        (["launch", "gpu-a", "0", "--memory-mib", "999999", "--", "true"], 1, "free"),
         (["launch", "gpu-a", "0", "--memory-mib", "0", "--", "x"], 2, "from 1 to"),
         (["launch", "gpu-a", "0", "--memory-mib", "5"], 2, "launch needs the program"),
         (["launch", "down", "0", "--memory-mib", "5", "--", "x"], 1, "down is offline"),

@@ -39,7 +39,7 @@ def refusal(done: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("args, words", [
     (("launch", "gpu-n", "9", "--memory-mib", "10", "--", "true"), "no GPU 9 on gpu-n"),
     (("launch", "gpu-n", "0", "--memory-mib", "10", "--cwd", "/no/such/dir", "--", "true"),
-     "'/no/such/dir' is not a directory on gpu-n"),
+     "gpu-n: the job cannot start: cannot enter its cwd /no/such/dir"),
     (("launch", "gpu-n", "0", "--memory-mib", "999999", "--", "true"), "gpu-n: GPU 0"),
     (("stop", "gpu-n/j404"), "no job 'j404' on gpu-n"),
     (("logs", "gpu-n/j404"), "no job 'j404' on gpu-n"),

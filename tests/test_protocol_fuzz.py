@@ -80,10 +80,11 @@ SCHEMA: Dict[str, Dict[str, str]] = {
     "sim.set_process_memory": {"pid": "int", "used_mib": "int"},
     "sim.remove_process": {"pid": "int"},
     "sim.fault": {"function": "function", "error": "error", "skip": "int", "count": "int"},
+    "sim.hold": {"function": "function", "gate": "str"},
     "sim.clear_faults": {},
     "job.launch": {"key": "str", "argv": "argv", "env": "env", "cwd": "dir", "name": "str",
                    "gpu": "gpu", "gpus": "gpus", "instance": "str", "mig": "mig",
-                   "memory_mib": "int", "torch_fraction": "bool"},
+                   "memory_mib": "int", "torch_fraction": "bool", "run_as": "str"},
     "job.stop": {"job": "job", "grace": "int", "reason": "str"},
     "job.get": {"job": "job"},
     "job.list": {"state": "state"},
@@ -96,9 +97,9 @@ FORMS = {
                    ("key", "argv", "gpu", "instance")],
     "mig.destroy": [("gpu", "instance"), ("gpu", "gi_id")],
 }
-# Never carried out validly by the fuzzer: stopping the daemon, or failing NVML on purpose, would
-# end the run's meaning. They always carry a param they do not take.
-NEVER_VALID = ("daemon.shutdown", "sim.fault")
+# Never carried out validly by the fuzzer: stopping the daemon, or failing or holding NVML calls
+# on purpose, would end the run's meaning. They always carry a param they do not take.
+NEVER_VALID = ("daemon.shutdown", "sim.fault", "sim.hold")
 CHANGING = ("mig.apply", "mig.destroy", "mig.set_mode", "job.launch", "job.stop")
 SIM_CHANGING = ("sim.add_process", "sim.set_process_memory", "sim.remove_process")
 
@@ -338,7 +339,7 @@ WRONG_TYPE = {
     "profile": ["1", "true", "[]", '"\\ud800"'],
     "job": ["1", "true", "[]", "{}", '"\\u0000"'],
     "state": ['"nope"', "1", '"RUNNING"'],
-    "dir": ["1", '"/no/such/dir"', '"/tmp\\u0000"'],
+    "dir": ["1", '"/tmp\\u0000"'],
     "argv": ['"python3"', "[]", "[1]", "[true]", "{}", '["a\\u0000"]', '["\\ud800"]'],
     "env": ["[]", '"A=b"', '{"A": 1}', '{"A": true}', '{"": "x"}', '{"A=B": "x"}',
             '{"A": "\\u0000"}'],
@@ -376,6 +377,7 @@ def valid_requests(agent) -> List[Tuple[str, Dict[str, str]]]:
         ("sim.remove_process", {"pid": "4000001"}),
         ("sim.fault", {"function": '"nvmlDeviceSetMigMode"', "error": '"NVML_ERROR_UNKNOWN"',
                        "skip": "100000", "count": "1"}),
+        ("sim.hold", {"function": '"nvmlDeviceGetCount"', "gate": '"/"'}),  # "/" is: no wait
         ("job.launch", launch),
         ("job.launch", dict({k: launch[k] for k in ("key", "argv", "memory_mib")}, gpus="[1]")),
         ("job.launch", {"key": '"sweep-mig"', "argv": SLEEPER, "gpu": "0",
