@@ -15,6 +15,7 @@ import pytest
 from remote_agent import __version__
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.jobs.output import PUSH_MAX_BYTES
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import REPO, AgentError
 
@@ -274,6 +275,30 @@ def test_logs_follow_pushes_new_output_then_eof(host):
             break
         text += msg["params"]["data"]
     assert [line for line in text.splitlines() if line] == ["line %d" % i for i in range(5)]
+
+
+def test_a_followed_log_comes_in_bounded_whole_characters(host, tmp_path):
+    """A job that prints megabytes at once is pushed in notifications of at most
+    PUSH_MAX_BYTES, each cut between two UTF-8 characters, adding up to exactly its output."""
+    agent, _ = host
+    go = tmp_path / "go"
+    many = 3 * PUSH_MAX_BYTES // 2
+    text = "a" + "\u00e9" * many + "\n"  # é is two bytes at odd offsets: cuts fall inside one
+    job = agent.call("job.launch", key="k-big-follow", gpu=1, memory_mib=10, argv=script(
+        "import os, sys, time\nwhile not os.path.exists(%r):\n    time.sleep(0.05)\n"
+        "sys.stdout.write('a' + '\\u00e9' * %d + '\\n')" % (str(go), many)))
+    agent.call("job.logs", job=job["id"], follow=True, lines=0)
+    go.touch()
+    chunks = []
+    while True:
+        msg = agent.next_notification()
+        assert msg["method"] == "log" and msg["params"]["job"] == job["id"]
+        if msg["params"].get("eof"):
+            break
+        chunks.append(msg["params"]["data"])
+    assert len(chunks) >= 3 and "\ufffd" not in "".join(chunks)
+    assert all(len(c.encode()) <= PUSH_MAX_BYTES for c in chunks)
+    assert "".join(chunks) == text
 
 
 def test_logs_without_follow_ends_a_follow_of_that_job(host):

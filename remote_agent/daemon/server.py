@@ -33,6 +33,8 @@ from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
 
+LOG_PUSHES_PER_TICK = 16  # log notifications (of at most PUSH_MAX_BYTES each) per job a tick
+
 log = logging.getLogger("remote_agent.daemon")
 
 
@@ -201,17 +203,20 @@ class Daemon:
             for job_id, offset in list(conn.follows.items()):
                 job = sup.store.get(job_id)
                 paths = sup.log_paths(job) if job else []
-                try:
-                    data, size = read_from(paths[-1], offset) if paths else (b"", 0)
+                data = b""
+                try:  # in bounded chunks, a few a tick: no line grows with a log's size
+                    for _ in range(LOG_PUSHES_PER_TICK):
+                        data, offset = read_from(paths[-1], offset) if paths else (b"", offset)
+                        if not data or job_id not in conn.follows:  # (unfollowed meanwhile)
+                            break
+                        conn.notify("log", {"job": "j%d" % job_id,
+                                            "data": data.decode("utf-8", errors="replace")})
+                        conn.follows[job_id] = offset
                 except UnsafePath as err:  # not the agent's own file: never read it
                     conn.notify("log", {"job": "j%d" % job_id, "eof": True, "error": str(err)})
                     del conn.follows[job_id]
                     continue
-                if data:
-                    conn.notify("log", {"job": "j%d" % job_id,
-                                        "data": data.decode("utf-8", errors="replace")})
-                    conn.follows[job_id] = size
-                elif job is None or not job.active:
+                if not data and (job is None or not job.active):
                     conn.notify("log", {"job": "j%d" % job_id, "eof": True})
                     del conn.follows[job_id]
 

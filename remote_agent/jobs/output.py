@@ -83,16 +83,34 @@ class CappedLog:
         return 0
 
 
+PUSH_MAX_BYTES = 1 << 20  # of a log, in one `log` notification: a line stays far below the cap
+
+
 def read_from(path: str, offset: int) -> Tuple[bytes, int]:
-    """A job's log from ``offset`` to its end (all of it if it is shorter: it rotated), and its
-    size (for a follow)."""
+    """A followed job's log from ``offset`` (from its start if it is shorter: it rotated): at
+    most PUSH_MAX_BYTES, ending on a whole UTF-8 character, and the offset to follow on from."""
     fd = open_private(path, os.O_RDONLY, "log")
     try:
         size = os.fstat(fd).st_size
         start = offset if offset <= size else 0
-        return os.pread(fd, size - start, start), size
+        data = os.pread(fd, min(size - start, PUSH_MAX_BYTES), start)
     finally:
         os.close(fd)
+    if start + len(data) < size:
+        data = data[:_whole_characters(data)]
+    return data, start + len(data)
+
+
+def _whole_characters(data: bytes) -> int:
+    """How much of ``data`` ends on a whole UTF-8 character (an output cut inside one keeps its
+    start for the next push; bytes that are no UTF-8 at all are cut anywhere)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+            need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 \
+                else 4 if byte >> 3 == 0b11110 else 1
+            return len(data) - back if need > back else len(data)
+    return len(data)
 
 
 def make_pipe(path: str) -> None:
