@@ -317,3 +317,21 @@ def test_a_full_disk_drops_output_never_the_job_and_the_log_says_so(small_fs, st
     numbers = [int(m[1]) for m in whole if m]  # (a line cut by the full disk is not counted)
     assert numbers == sorted(numbers) and numbers[-1] > room_at  # what came after is kept
     assert any(b - a > 1 for a, b in zip(numbers, numbers[1:]))  # and a stretch was dropped
+
+
+def test_a_gpu_whose_processes_cannot_be_read_holds_up_no_stop(start_agent, tmp_path):
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    ready = tmp_path / "ready"
+    code = ("import signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "open(%r, 'w').close()\n"
+            "time.sleep(600)\n" % str(ready))
+    job = agent.call("job.launch", key="k-unread", gpu=0, memory_mib=100, argv=script(code))
+    wait_until(ready.exists, "the job to ignore SIGTERM")
+    # from now on the watchdog cannot read the GPU's processes, so it cannot judge the cap
+    agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+               error="NVML_ERROR_GPU_IS_LOST", count=1 << 30)
+    agent.call("job.stop", job=job["id"], grace=1, reason="make room")
+    done = wait_job(agent, job["id"])  # SIGKILL after the grace all the same
+    assert (done["state"], done["reason"]) == ("killed", "make room")
+    assert not alive(job["pid"])

@@ -14,12 +14,13 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.jobs import procs
 from remote_agent.jobs.store import Job
 from remote_agent.jobs.supervisor import Supervisor, shim_alive, signal_name
+from remote_agent.rpc.jsonrpc import RpcError
 
 log = logging.getLogger("remote_agent.jobs")
 
@@ -31,6 +32,7 @@ class Watchdog:
     def __init__(self, sup: Supervisor):
         self.sup = sup
         self._last_prune = 0.0
+        self._unread: Set[int] = set()  # GPUs whose processes could not be read last pass
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -48,23 +50,29 @@ class Watchdog:
         jobs = [j for j in sup.store.active() if j.id not in launching]
         table = procs.scan() if any(j.cgroup is None for j in jobs) else None
         for job in jobs:
-            try:
-                if job.state == "running":
-                    self._observe(job, table)
-                else:
-                    self._resolve_starting(job)
-            except UnsafePath as err:
-                log.warning("job j%d: %s", job.id, err)
+            self._step("job j%d" % job.id, lambda: self._observe(job, table)
+                       if job.state == "running" else self._resolve_starting(job))
         running = [j for j in jobs if j.state == "running"]
         self._enforce_caps(running, table)
         now = time.time()
         for job in running:
             if job.kill_at is not None and now >= job.kill_at:
-                sup.signal(job, signal.SIGKILL, table)
-        sup.remove_left_cgroups()
+                self._step("job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL, table))
+        self._step("removing cgroups", sup.remove_left_cgroups)
         if now - self._last_prune > min(60.0, sup.settings.retention_s):
             self._last_prune = now
-            sup.prune(now - sup.settings.retention_s)
+            self._step("pruning", lambda: sup.prune(now - sup.settings.retention_s))
+
+    @staticmethod
+    def _step(what: str, step: Callable[[], Any]) -> None:
+        """One step of a pass. Its failure (a damaged file, a full disk, NVML) is logged and
+        keeps no other job from being watched, capped or killed."""
+        try:
+            step()
+        except UnsafePath as err:
+            log.warning("%s: %s", what, err)
+        except Exception:
+            log.exception("watchdog: %s failed", what)
 
     def _observe(self, job: Job, table: Table) -> None:
         sup = self.sup
@@ -128,20 +136,36 @@ class Watchdog:
                 "known (see %s)" % os.path.join(job_dir, "shim.log")))
 
     def _enforce_caps(self, running: List[Job], table: Table) -> None:
-        """The backstop cap: a share job whose processes use more than its share is stopped."""
+        """The backstop cap: a share job whose processes use more than its share is stopped.
+        A GPU whose processes cannot be read is skipped this pass (and said once), not the
+        others."""
         sup = self.sup
         share_jobs = [j for j in running if j.memory_mib is not None and j.pid]
         if not share_jobs:
             return
         owner = {pid: job for job in share_jobs for pid in job.procs().pids(table)}
         used: Dict[int, int] = {}
+        unread: Set[int] = set()
         for index in sorted({g for j in share_jobs for g in j.gpus}):
-            for proc in sup.gpus.call_nvml(lambda: sup.gpus.backend.processes(index)):
+            try:
+                found = sup.gpus.call_nvml(lambda: sup.gpus.backend.processes(index))
+            except RpcError as err:
+                unread.add(index)
+                if index not in self._unread:
+                    log.warning("GPU %d: its processes cannot be read (%s); the caps of its "
+                                "jobs wait until they can", index, err.message)
+                continue
+            for proc in found:
                 job = owner.get(proc.pid)
                 if job is not None and index in job.gpus:
                     used[job.id] = used.get(job.id, 0) + (proc.used_mib or 0)
+        for index in self._unread - unread:
+            log.info("GPU %d: its processes can be read again", index)
+        self._unread = unread
         for job in share_jobs:
-            if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None:
+            if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None and \
+                    not unread.intersection(job.gpus):
                 reason = "exceeded its %d MiB cap: used %d MiB" % (job.memory_mib, used[job.id])
                 log.info("job j%d %s; stopping it", job.id, reason)
-                sup.notify(sup.stop(job, reason, sup.settings.watchdog_grace_s))
+                self._step("job j%d" % job.id, lambda: sup.notify(
+                    sup.stop(job, reason, sup.settings.watchdog_grace_s)))
