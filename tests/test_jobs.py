@@ -490,3 +490,26 @@ def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agen
             break
         assert time.time() < deadline, "the limit or the cgroup outlived its job"
         time.sleep(0.1)
+
+
+def test_a_share_on_several_gpus_is_capped_on_each_gpu_not_in_total(start_agent, tmp_path):
+    agent = start_agent("2xL4", str(tmp_path / "host"))
+    pids = tmp_path / "pids"
+    code = ("import os, subprocess, sys, time\n"
+            "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "open(%r + '.tmp', 'w').write('%%d %%d' %% (os.getpid(), kid.pid))\n"
+            "os.replace(%r + '.tmp', %r)\n"
+            "time.sleep(600)\n" % (str(pids), str(pids), str(pids)))
+    job = agent.call("job.launch", key="k-two", gpus=[0, 1], memory_mib=1000, argv=script(code))
+    deadline = time.time() + 20
+    while not pids.exists():
+        assert time.time() < deadline, "the job's processes never started"
+        time.sleep(0.05)
+    leader, kid = map(int, pids.read_text().split())
+    # 600 MiB on each GPU: within its 1000 MiB share of each, 1200 MiB in all
+    agent.call("sim.add_process", gpu=0, used_mib=600, pid=leader)
+    agent.call("sim.add_process", gpu=1, used_mib=600, pid=kid)
+    agent.call("sim.set_process_memory", pid=kid, used_mib=1100)
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["reason"]) == ("killed",
+                                               "exceeded its 1000 MiB cap: used 1100 MiB on GPU 1")

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.jobs import procs
@@ -136,15 +136,15 @@ class Watchdog:
                 "known (see %s)" % os.path.join(job_dir, "shim.log")))
 
     def _enforce_caps(self, running: List[Job], table: Table) -> None:
-        """The backstop cap: a share job whose processes use more than its share is stopped.
-        A GPU whose processes cannot be read is skipped this pass (and said once), not the
-        others."""
+        """The backstop cap: a share job whose processes use more than its share of any of its
+        GPUs (a share is per GPU) is stopped. A GPU whose processes cannot be read is skipped
+        this pass (and said once), not the others."""
         sup = self.sup
         share_jobs = [j for j in running if j.memory_mib is not None and j.pid]
         if not share_jobs:
             return
         owner = {pid: job for job in share_jobs for pid in job.procs().pids(table)}
-        used: Dict[int, int] = {}
+        used: Dict[Tuple[int, int], int] = {}  # (job id, GPU index) -> MiB
         unread: Set[int] = set()
         for index in sorted({g for j in share_jobs for g in j.gpus}):
             try:
@@ -158,14 +158,17 @@ class Watchdog:
             for proc in found:
                 job = owner.get(proc.pid)
                 if job is not None and index in job.gpus:
-                    used[job.id] = used.get(job.id, 0) + (proc.used_mib or 0)
+                    used[job.id, index] = used.get((job.id, index), 0) + (proc.used_mib or 0)
         for index in self._unread - unread:
             log.info("GPU %d: its processes can be read again", index)
         self._unread = unread
         for job in share_jobs:
-            if used.get(job.id, 0) > job.memory_mib and job.stop_reason is None and \
-                    not unread.intersection(job.gpus):
-                reason = "exceeded its %d MiB cap: used %d MiB" % (job.memory_mib, used[job.id])
+            over = [(i, used[job.id, i]) for i in job.gpus
+                    if used.get((job.id, i), 0) > job.memory_mib]
+            if over and job.stop_reason is None:
+                index, mib = over[0]
+                reason = "exceeded its %d MiB cap: used %d MiB%s" % (
+                    job.memory_mib, mib, " on GPU %d" % index if len(job.gpus) > 1 else "")
                 log.info("job j%d %s; stopping it", job.id, reason)
                 self._step("job j%d" % job.id, lambda: sup.notify(
                     sup.stop(job, reason, sup.settings.watchdog_grace_s)))
