@@ -251,3 +251,56 @@ def test_a_launch_held_in_mig_creation_holds_no_other_gpu(start_agent, tmp_path,
     holder.join(60)
     other.join(60)
     assert first[0]["result"]["state"] == second[0]["result"]["state"] == "running"
+
+
+def test_a_watchdog_pass_that_saw_a_start_before_its_relaunch_leaves_it_to_the_launch(tmp_path):
+    """A start the daemon left ``starting`` (it died mid-launch), listed by a watchdog pass just
+    before a retry of its key took it: the pass must leave it to that launch, which starts it.
+    The daemon's parts run here, so the pass and the launch interleave exactly so; the job and
+    its shim are real processes."""
+    from remote_agent.gpu import fake_pynvml as nv
+    from remote_agent.jobs.methods import LAUNCH_PARAMS
+    from remote_agent.jobs.store import Job
+    from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, parse_launch
+    from remote_agent.jobs.watch import Watchdog
+    from remote_agent.service import Agent
+    from tests.conftest import stop_host
+
+    state = tmp_path / "host"
+    state.mkdir(mode=0o700)
+    paths = AgentPaths(str(state))
+    nv.sim_open(paths.sim_state, "1xA100-80GB:mig")
+    sup = Supervisor(paths, Agent(nv, "sim", sim=nv), SupervisorSettings(), lambda job: None, {})
+    try:
+        req = parse_launch(rpc.Params("job.launch", {
+            "key": "k-left", "gpu": 0, "mig": {"profile": "3g.40gb", "start": 4},
+            "argv": [PY, "-c", "import time; time.sleep(600)"]}, LAUNCH_PARAMS))
+        left = sup.store.insert(Job(  # as a daemon killed mid-launch left it
+            id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
+            env={}, cwd=None, gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=req.mig,
+            memory_mib=None, created_at=0.0))
+        (seen,) = sup.watched()  # a pass lists it ...
+        gate = tmp_path / "gate"
+        nv.sim_hold("nvmlDeviceCreateGpuInstanceWithPlacement", str(gate))
+        answers: List[Any] = []
+
+        def relaunch() -> None:
+            try:
+                answers.append(sup.launch(req))
+            except rpc.RpcError as err:
+                answers.append(err)
+
+        launch = threading.Thread(target=relaunch)
+        launch.start()  # ... and a retry of the key takes it before the pass comes to it
+        wait_until(lambda: os.path.exists(str(gate) + ".held"), "the relaunch in MIG creation")
+        Watchdog(sup)._resolve_starting(seen)
+        gate.touch()
+        launch.join(60)
+        (job,) = answers
+        assert isinstance(job, Job), job.message
+        assert (job.id, job.state) == (left.id, "running") and alive(job.pid)
+        assert sup.store.get(left.id).state == "running"
+    finally:
+        nv.sim_clear_faults()
+        sup.store.close()
+        stop_host(str(state))

@@ -429,18 +429,29 @@ class Supervisor:
         if count:
             log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
 
-    def fence(self, job: Job) -> bool:
-        """Claim a job no shim has claimed, so no shim still on its way can start it; False if
-        a shim has claimed it."""
-        try:
-            fd = os.open(os.path.join(self.job_dir(job), "shim.claim"),
-                         os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            return False
-        except FileNotFoundError:  # the launch never made its directory
-            return True
-        os.write(fd, FENCE)
-        os.close(fd)
+    def never_started(self, job: Job, reason: str) -> Optional[bool]:
+        """End a start no shim has claimed as never started (the daemon stopped mid-launch):
+        the daemon's own claim, so no shim still on its way can start it, and the record are
+        made in one step under the lock, so a launch of its key either finds it ended (and
+        starts it again) or is starting it already (None: it is left to that launch). False
+        if a shim has claimed it."""
+        with self._lock:
+            fresh = self.store.get(job.id)
+            if fresh is None or fresh.state != "starting" or job.id in self._launching:
+                return None
+            try:
+                fd = os.open(os.path.join(self.job_dir(job), "shim.claim"),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                return False
+            except FileNotFoundError:
+                pass  # the launch never made its directory: no shim can start it
+            else:
+                os.write(fd, FENCE)
+                os.close(fd)
+            self.store.update(fresh, state="exited", exit_code=None, reason=reason,
+                              ended_at=time.time(), kill_at=None)
+        self._ended(fresh)
         return True
 
     def _unfence(self, job: Job) -> None:
@@ -470,14 +481,18 @@ class Supervisor:
                 self.store.update(job, **changes)
         elif not self.transition(job, ("starting", "running"), **changes):
             return
+        self._ended(job)
+
+    def _ended(self, job: Job) -> None:
         self.outputs.release(job.id)
         self._release(job)
         self.notify(job)
 
-    def launching(self) -> Set[int]:
-        """The jobs a launch of this daemon is starting now (the watchdog leaves them be)."""
+    def watched(self) -> List[Job]:
+        """The active jobs no launch of this daemon is starting, in one look at the table and
+        the launches (the watchdog leaves those to their launch)."""
         with self._lock:
-            return set(self._launching)
+            return [j for j in self.store.active() if j.id not in self._launching]
 
     def reap_shims(self) -> None:
         with self._lock:

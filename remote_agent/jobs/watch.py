@@ -46,8 +46,7 @@ class Watchdog:
     def tick(self) -> None:
         sup = self.sup
         sup.reap_shims()
-        launching = sup.launching()
-        jobs = [j for j in sup.store.active() if j.id not in launching]
+        jobs = sup.watched()
         table = procs.scan() if any(j.cgroup is None for j in jobs) else None
         for job in jobs:
             self._step("job j%d" % job.id, lambda: self._observe(job, table)
@@ -126,11 +125,11 @@ class Watchdog:
         job_dir = sup.job_dir(job)
         if shim_alive(job_dir):
             return  # its shim is starting it
-        if sup.fence(job):
-            sup.finish(job, state="exited", exit_code=None, reason=(
-                "never started: the agent stopped while launching it, before its program ran; "
-                "nothing ran (launching the same key again starts it)"))
-        elif not shim_alive(job_dir) and sup.read_job_file(job, "started.json") is None:
+        ended = sup.never_started(job, (
+            "never started: the agent stopped while launching it, before its program ran; "
+            "nothing ran (launching the same key again starts it)"))
+        if ended is False and not shim_alive(job_dir) and \
+                sup.read_job_file(job, "started.json") is None:
             sup.finish(job, state="lost", reason=(
                 "its shim ended before it recorded starting the job; whether it ran cannot be "
                 "known (see %s)" % os.path.join(job_dir, "shim.log")))
