@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from tests.conftest import stop_host
-from tests.test_jobs import alive, daemon_pid, script, simload, wait_job
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import AgentError, stop_host
+from tests.test_jobs import alive, daemon_pid, script, simload, until_file, wait_job
 
 
 @pytest.fixture(params=["session", "cgroup"])
@@ -335,3 +336,29 @@ def test_a_gpu_whose_processes_cannot_be_read_holds_up_no_stop(start_agent, tmp_
     done = wait_job(agent, job["id"])  # SIGKILL after the grace all the same
     assert (done["state"], done["reason"]) == ("killed", "make room")
     assert not alive(job["pid"])
+
+
+def test_a_full_state_disk_is_the_hosts_failure_said_with_its_class(small_fs, start_agent,
+                                                                    tmp_path):
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    release = tmp_path / "release"
+    running = agent.call("job.launch", key="k-before", gpu=0, memory_mib=10,
+                         argv=until_file(release, 0))
+    filler = small_fs / "filler"
+    fill(filler)
+    launch = dict(key="k-on-full", gpu=0, memory_mib=10, argv=until_file(release, 3))
+    for method, params in (("job.launch", launch), ("job.stop", {"job": running["id"]})):
+        with pytest.raises(AgentError) as err:
+            agent.call(method, **params)
+        assert (err.value.code, err.value.data["class"]) == (rpc.HOST_FAILED, rpc.HOST)
+        assert err.value.message.startswith("%s could not be carried out on this host: the job "
+                                            "table %s" % (method, os.path.join(state, "jobs.db")))
+        assert "full" in err.value.message
+    filler.unlink()  # room again: the same requests go through
+    assert [(j["key"], j["state"]) for j in agent.call("job.list")["jobs"]] == [
+        ("k-before", "running")]
+    assert agent.call("job.launch", **launch)["state"] == "running"
+    agent.call("job.stop", job=running["id"], reason="room again")
+    assert wait_job(agent, running["id"])["reason"] == "room again"
+    release.touch()

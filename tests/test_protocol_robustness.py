@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import sys
 import time
@@ -13,7 +15,7 @@ from remote_agent import PROTOCOL_VERSION
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES
-from tests.conftest import AgentError
+from tests.conftest import REPO, AgentError
 
 
 @pytest.fixture
@@ -258,3 +260,20 @@ def test_a_batch_stops_carrying_out_requests_once_its_answers_fill_the_line(agen
         assert r["error"]["data"]["carried_out"] is False and "not carried out" in r[
             "error"]["message"]
     assert agent.call("inventory")["gpus"][0]["instances"] == []  # the apply was not done
+
+
+def test_every_error_code_is_documented_with_its_class():
+    """docs/protocol.md's table of codes and its table of classes say what ERROR_CLASSES says."""
+    with open(os.path.join(REPO, "docs", "protocol.md"), encoding="utf-8") as f:
+        text = f.read()
+    documented = {int(code): name for code, name in re.findall(
+        r"^\| (-?\d+) \| ([^|]+?) \|", text, re.M)}
+    names = {v: n for n, v in vars(rpc).items()
+             if n.isupper() and isinstance(v, int) and v in rpc.ERROR_CLASSES}
+    assert set(documented) == set(rpc.ERROR_CLASSES)
+    assert all(documented[c] == names[c] for c in documented if c > 0)
+    classes = {cls: {w.strip() for w in codes.split(",")} for cls, codes in re.findall(
+        r"^\| `(\w+)` \| ([^|]+) \|", text, re.M)}
+    for code, cls in rpc.ERROR_CLASSES.items():
+        assert (str(code) if code < 0 else names[code]) in classes[cls], (code, cls)
+    assert sum(len(codes) for codes in classes.values()) == len(rpc.ERROR_CLASSES)

@@ -26,14 +26,18 @@ from remote_agent.daemon.trust import UnsafePath
 from remote_agent.jobs.caps import CapSettings
 from remote_agent.jobs.methods import job_methods
 from remote_agent.jobs.output import read_from
-from remote_agent.jobs.store import Job
+from remote_agent.jobs.store import Job, StoreError
 from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
 from remote_agent.jobs.watch import TICK_S, Watchdog
+from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
 
 LOG_PUSHES_PER_TICK = 16  # log notifications (of at most PUSH_MAX_BYTES each) per job a tick
+# The host's own failures, answered with their class (docs/protocol.md, "Errors"), not as bugs.
+HOST_FAILURES = {UnsafePath: rpc.NOT_PERMITTED, StoreError: rpc.HOST_FAILED,
+                 OSError: rpc.HOST_FAILED}
 
 log = logging.getLogger("remote_agent.daemon")
 
@@ -97,7 +101,7 @@ class Connection:
     def serve(self) -> None:
         try:
             with self.sock.makefile("rb") as reader:
-                serve_stream(Dispatcher(self.methods()), reader, self)
+                serve_stream(Dispatcher(self.methods(), HOST_FAILURES), reader, self)
         except OSError as err:
             log.info("connection ended: %s", err)
         finally:

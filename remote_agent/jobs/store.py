@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from remote_agent.daemon.trust import check_private
 from remote_agent.jobs.procs import JobProcs
@@ -58,7 +59,8 @@ VERSION = len(MIGRATIONS)
 
 
 class StoreError(Exception):
-    """The job table cannot be used as it is; the message says why and what to do."""
+    """The job table cannot be used as it is (damaged, foreign, a full disk); the message says
+    which table and why."""
 
 
 @dataclass
@@ -123,6 +125,7 @@ class JobStore:
     def __init__(self, path: str):
         for name in (path, path + "-wal", path + "-shm"):
             check_private(name, "job table")
+        self.path = path
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -168,9 +171,18 @@ class JobStore:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The table, one user at a time; a failure (a full disk, an I/O error) names it."""
+        try:
+            with self._lock:
+                yield self._db
+        except sqlite3.Error as err:
+            raise StoreError("the job table %s: %s" % (self.path, err)) from err
+
     def _query(self, sql: str, args: tuple = ()) -> List[Job]:
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._using() as db:
+            rows = db.execute(sql, args).fetchall()
         jobs = []
         for row in rows:
             data = dict(row)
@@ -186,20 +198,21 @@ class JobStore:
             values[col] = json.dumps(values[col]) if values[col] is not None else None
         cols = ", ".join(values)
         marks = ", ".join("?" for _ in values)
-        with self._lock:
-            cur = self._db.execute("INSERT INTO jobs (%s) VALUES (%s)" % (cols, marks),
-                                   tuple(values.values()))
-            job.id = int(cur.lastrowid)
+        with self._using() as db:
+            cur = db.execute("INSERT INTO jobs (%s) VALUES (%s)" % (cols, marks),
+                             tuple(values.values()))
+        job.id = int(cur.lastrowid)
         return job
 
     def update(self, job: Job, **changes: Any) -> Job:
-        for name, value in changes.items():
-            setattr(job, name, value)
+        """Record ``changes``, then (only once they are recorded) make them on ``job``."""
         sets = ", ".join("%s = ?" % k for k in changes)
         args = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v
                 for k, v in changes.items()]
-        with self._lock:
-            self._db.execute("UPDATE jobs SET %s WHERE id = ?" % sets, (*args, job.id))
+        with self._using() as db:
+            db.execute("UPDATE jobs SET %s WHERE id = ?" % sets, (*args, job.id))
+        for name, value in changes.items():
+            setattr(job, name, value)
         return job
 
     def by_key(self, key: str) -> Optional[Job]:
@@ -221,5 +234,5 @@ class JobStore:
                            "AND ended_at < ? ORDER BY id", (cutoff,))
 
     def delete(self, job: Job) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+        with self._using() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))

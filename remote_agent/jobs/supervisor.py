@@ -277,7 +277,7 @@ class Supervisor:
             raise start_failed(report["error"], job)
         if "lost" in report:
             self.finish(job, state="lost", reason=report["lost"], by_launch=True)
-            raise RpcError(rpc.INTERNAL_ERROR, "job j%d: %s" % (job.id, report["lost"]),
+            raise RpcError(rpc.HOST_FAILED, "job j%d: %s" % (job.id, report["lost"]),
                            {"job": job.record()})
         with self._lock:
             self.store.update(job, state="running", pid=report["pid"],

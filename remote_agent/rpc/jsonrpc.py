@@ -40,6 +40,7 @@ BACKEND_UNAVAILABLE = 1014
 JOB_NOT_FOUND = 1015
 START_FAILED = 1016
 ANSWER_TOO_LARGE = 1017
+HOST_FAILED = 1018
 
 # Limits of the protocol (docs/protocol.md, "Framing"): whatever a client sends, the agent's
 # work and answers stay bounded.
@@ -65,7 +66,7 @@ ERROR_CLASSES = {
     INSTANCE_BUSY: CAPACITY, STALE_LAYOUT: CAPACITY, INSTANCE_NOT_FOUND: REQUEST,
     NVML_FAILED: HOST, PROTOCOL_MISMATCH: HOST, NOT_PERMITTED: HOST, GPU_IN_USE: CAPACITY,
     NEEDS_DESTROY: CAPACITY, NOT_SUPPORTED: CAPACITY, BACKEND_UNAVAILABLE: HOST,
-    JOB_NOT_FOUND: REQUEST, START_FAILED: JOB, ANSWER_TOO_LARGE: REQUEST,
+    JOB_NOT_FOUND: REQUEST, START_FAILED: JOB, ANSWER_TOO_LARGE: REQUEST, HOST_FAILED: HOST,
 }
 
 
@@ -306,10 +307,13 @@ def _deeper_than(value: Any, limit: int) -> bool:
 
 
 class Dispatcher:
-    """Turns request lines into response lines using a table of methods."""
+    """Turns request lines into response lines using a table of methods. ``failures`` maps
+    exception types that are the host's own failures, not bugs (a full disk, a file another
+    hand changed), to the code they answer; any other exception is an internal error."""
 
-    def __init__(self, methods: Dict[str, Method]):
+    def __init__(self, methods: Dict[str, Method], failures: Optional[Dict[type, int]] = None):
         self.methods = methods
+        self.failures = failures or {}
 
     def handle_line(self, line: Union[bytes, str]) -> Optional[str]:
         """The response line for one request line, or None when nothing is owed (notifications)."""
@@ -400,8 +404,12 @@ class Dispatcher:
             return entry.handler(Params(method, params, entry.params))
         except RpcError:
             raise
-        except Exception as err:  # a bug of ours: tell the client, keep the trace in the log
+        except Exception as err:  # tell the client; the trace is in the log
             log.exception("method %s failed", method)
+            code = next((c for kind, c in self.failures.items() if isinstance(err, kind)), None)
+            if code is not None:
+                raise RpcError(code, "%s could not be carried out on this host: %s" % (
+                    method, err)) from err
             raise RpcError(INTERNAL_ERROR, "%s failed inside the agent: %s: %s" % (
                 method, type(err).__name__, err)) from err
 
