@@ -76,3 +76,12 @@ def test_a_job_on_an_mps_and_hami_host_gets_their_limits(start_agent, tmp_path, 
     assert [line for line in lines if not line.startswith("ERROR: ld.so")] == [
         "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT 0=11517M", "CUDA_DEVICE_MEMORY_LIMIT 11517m",
         "PYTORCH_CUDA_ALLOC_CONF per_process_memory_fraction:0.500"]
+
+
+def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, tmp_path):
+    plain = tmp_path / "not-a-cgroup"
+    plain.mkdir()
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--cgroup-parent", str(plain))
+    assert agent.call("daemon.version")["job_tracking"] == "session"
+    why = agent.call("hello")["gpus"][0]["cap_layers_unavailable"]["driver_limit"]
+    assert why == "%s is not in a cgroup v2 hierarchy" % plain

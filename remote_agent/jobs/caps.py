@@ -46,7 +46,8 @@ class CapProbe:
     unavailable: Dict[str, str] = field(default_factory=dict)
 
 
-def probe(nv, settings: CapSettings, is_root: bool) -> CapProbe:
+def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = None) -> CapProbe:
+    """``no_cgroup``: why jobs get no cgroup of their own, where ``settings`` has none."""
     layers = ["visible_devices"]
     unavailable: Dict[str, str] = {}
 
@@ -56,7 +57,7 @@ def probe(nv, settings: CapSettings, is_root: bool) -> CapProbe:
     elif not is_root:
         unavailable["driver_limit"] = "per-cgroup GPU memory limits need root"
     elif not parent:
-        unavailable["driver_limit"] = "no cgroup v2 hierarchy to put jobs in (cgroup parent)"
+        unavailable["driver_limit"] = no_cgroup or "no cgroup v2 hierarchy to put jobs in"
     else:
         layers.append("driver_limit")
 

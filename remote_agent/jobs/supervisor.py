@@ -147,7 +147,8 @@ class Supervisor:
         self.store = JobStore(paths.jobs_db)
         self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
         self.cap_probe = caps.probe(gpus.backend.nv, replace(
-            settings.caps, cgroup_parent=self.cgroups.parent), os.geteuid() == 0)
+            settings.caps, cgroup_parent=self.cgroups.parent), os.geteuid() == 0,
+            self.cgroups.problem)
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # a launch in flight has ended
         self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
