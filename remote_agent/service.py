@@ -13,7 +13,7 @@ import threading
 import time
 from types import ModuleType
 from dataclasses import replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import GpuBackend, GpuInfo, MigDevice, NvmlCallError
@@ -121,13 +121,16 @@ class Agent:
         return Layout(layout.geometry, tuple(
             replace(i, busy=True) if i.uuid in held else i for i in layout.instances))
 
-    def _gpu(self, p: Params) -> GpuInfo:
-        ref = p.gpu()
+    def gpu_info(self, ref: Union[int, str]) -> GpuInfo:
+        """The GPU an index or uuid names (GPU_NOT_FOUND if none)."""
         try:
             index = self.call_nvml(lambda: self.backend.resolve(ref))
         except LookupError as err:
             raise RpcError(rpc.GPU_NOT_FOUND, str(err), {"gpu": ref}) from err
         return self.call_nvml(lambda: self.backend.gpu(index))
+
+    def _gpu(self, p: Params) -> GpuInfo:
+        return self.gpu_info(p.gpu())
 
     def _mig_gpu(self, p: Params) -> Tuple[GpuInfo, Layout]:
         info = self._gpu(p)

@@ -12,6 +12,7 @@ file the agent creates is 0600 and every directory 0700.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Optional
@@ -137,7 +138,7 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False) 
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
-        if err.errno == 40:  # ELOOP: the last component is a symlink
+        if err.errno == errno.ELOOP:  # the last component is a symlink
             raise UnsafePath("refusing %s %s: it is a symlink" % (what, path)) from err
         raise
     try:

@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from remote_agent.daemon.trust import open_private, read_private, write_private
 from remote_agent.jobs.env import JOB_UMASK
-from remote_agent.jobs.output import LOG_NAME, PIPE_NAME, CappedLog, make_pipe
+from remote_agent.jobs.output import LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader
 from remote_agent.jobs.procs import JobProcs, proc_info
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
@@ -154,7 +154,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     log = CappedLog(os.path.join(job_dir, LOG_NAME), int(spec["log_max_bytes"]))
     pipe = os.path.join(job_dir, PIPE_NAME)
     make_pipe(pipe)
-    reader = open_private(pipe, os.O_RDONLY | os.O_NONBLOCK, "output pipe", fifo=True)
+    reader = open_reader(pipe)
     os.set_blocking(reader, True)
     pid, why = _spawn(spec, pipe, job_dir)
     if not pid:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
-from remote_agent.gpu.backend import GpuInfo, NvmlCallError
+from remote_agent.gpu.backend import NvmlCallError
 from remote_agent.jobs import booking, caps, output, procs
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
@@ -164,7 +164,7 @@ class Supervisor:
         if known is not None and known.state != "starting" and not known.never_ran:
             return known  # the same key again: the same job, whatever has changed since
         user = self._check_startable(req)
-        infos = [self._gpu_info(g) for g in req.gpus]
+        infos = [self.gpus.gpu_info(g) for g in req.gpus]
         facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
                                    self.job_pids)
         with self._lock:
@@ -230,13 +230,6 @@ class Supervisor:
 
     def job_dir(self, job: Job) -> str:
         return os.path.join(self.paths.jobs_dir, "j%d" % job.id)
-
-    def _gpu_info(self, ref: Any) -> GpuInfo:
-        try:
-            index = self.gpus.call_nvml(lambda: self.gpus.backend.resolve(ref))
-        except LookupError as err:
-            raise RpcError(rpc.GPU_NOT_FOUND, str(err), {"gpu": ref}) from err
-        return self.gpus.call_nvml(lambda: self.gpus.backend.gpu(index))
 
     def _start(self, job: Job, req: LaunchRequest, user: JobUser) -> Job:
         """Take a recorded job (state starting) to running; safe to repeat after a crash."""
