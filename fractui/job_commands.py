@@ -10,16 +10,16 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from fractui.arguments import is_job_number, split_job
-from fractui.commands import _one, _open, naming
+from fractui.commands import _one, _open
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostSession
-from fractui.outcome import EXIT_FAILED, Failed
+from fractui.outcome import EXIT_FAILED, Failed, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job
 from fractui.store_commands import open_checked_store, queued
-from fractui.terminal import print_json, table, width
+from fractui.terminal import print_json, say, table, width
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 32, 24)  # the widest each column but the last (WHY) may be
@@ -82,7 +82,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         for host, answer in answers.items():
             if isinstance(answer, Exception):
                 failed = True
-                print("fractui: %s" % naming(host, answer), file=sys.stderr)
+                say(naming(host, answer))
                 continue
             rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
                      if not (uid and (j.get("key") or "").startswith(mine))]
@@ -112,8 +112,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     try:
         job = queued(store, ref)
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
-            print("fractui: job %d is %s; waiting for it to start" % (job.id, job.state),
-                  file=sys.stderr, flush=True)
+            say("job %d is %s; waiting for it to start" % (job.id, job.state))
             while job.agent_job is None and job.state in (PENDING, PLACED):
                 time.sleep(0.5)
                 job = store.get(job.id)
@@ -159,7 +158,7 @@ def logs(config: Config, args: argparse.Namespace) -> int:
     finally:
         fleet.stop()
     if ended:
-        print("fractui: %s ended: %s" % (label, ended), file=sys.stderr)
+        say("%s ended: %s" % (label, ended))
     return 0
 
 

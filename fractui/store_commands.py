@@ -9,7 +9,6 @@ import argparse
 import getpass
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -26,7 +25,7 @@ from fractui.servable import never_fits, queue_error, unservable
 from fractui.store import SqliteStore, open_store
 from fractui.store.intents import ask_stop, place_by_hand
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
-from fractui.terminal import confirm, print_json
+from fractui.terminal import confirm, print_json, say
 
 
 def actor() -> str:
@@ -95,8 +94,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             if why is not None and not unheard:
                 raise queue_error(config, queue, why)
             if why is not None:
-                print("fractui: warning: %s; queued all the same: never heard from %s" % (
-                    why, ", ".join(unheard)), file=sys.stderr)
+                say("warning: %s; queued all the same: never heard from %s" % (
+                    why, ", ".join(unheard)))
         job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
                            args.argv, queue.request(), actor(), cwd=args.cwd)
     finally:
@@ -181,8 +180,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
         usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
         past = past_quota(usage, job.team, slot.charge)
         if past is not None:
-            print("fractui: job %d on %s %s." % (job.id, slot.describe(), past),
-                  file=sys.stderr, flush=True)
+            say("job %d on %s %s." % (job.id, slot.describe(), past))
             if not (args.over_quota or confirm("Place it anyway, as a borrowed job that a "
                                                "team within its quota may preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
