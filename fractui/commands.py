@@ -10,14 +10,13 @@ import hashlib
 import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from fractui.arguments import gpu_ref, parse_env, split_job
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
-from fractui.fleet.fleet import Fleet
+from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
@@ -26,28 +25,10 @@ from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.terminal import confirm, print_json, say
 
 
-def _settle_time(config: Config) -> float:
-    return config.ssh.connect_timeout * 2 + 30
-
-
-def _open(config: Config, names: Optional[List[str]] = None) -> Fleet:
-    """A fleet of the named hosts (all when none are named), each connected or failed once."""
-    if names:
-        config = replace(config, hosts=tuple(config.host(n) for n in names))
-    fleet = Fleet(config).start()
-    fleet.wait_settled(_settle_time(config))
-    return fleet
-
-
-def _one(config: Config, name: str) -> "tuple[Fleet, HostSession]":
-    fleet = _open(config, [name])
-    return fleet, fleet.session(name)
-
-
 # -- status, doctor, trust --
 
 def status(config: Config, args: argparse.Namespace) -> int:
-    fleet = _open(config)
+    fleet = open_fleet(config)
     try:
         records = [s.record() for s in fleet.statuses()]
     finally:
@@ -125,7 +106,8 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 # -- MIG --
 
 def mig(config: Config, args: argparse.Namespace) -> int:
-    fleet, session = _one(config, args.host)
+    fleet = open_fleet(config, [args.host])
+    session = fleet.session(args.host)
     try:
         params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
                   "destroy_idle": args.destroy_idle}
@@ -207,7 +189,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["instance"] = args.instance
     elif args.memory_mib is not None:
         params["memory_mib"] = args.memory_mib
-    fleet, session = _one(config, args.host)
+    fleet = open_fleet(config, [args.host])
+    session = fleet.session(args.host)
     try:
         earlier, keys = _job_with_key(session, key)
         if args.profile:
@@ -254,7 +237,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
 
 def stop(config: Config, args: argparse.Namespace) -> int:
     host, job = split_job(args.job)
-    fleet, session = _one(config, host)
+    fleet = open_fleet(config, [host])
+    session = fleet.session(host)
     try:
         record = session.call("job.stop", {"job": job, "grace": args.grace})
     except (HostUnavailable, AgentCallError) as err:

@@ -111,6 +111,13 @@ class SshSettings:
     config_file: str = field(default_factory=lambda: _expanded("~/.ssh/config"))
     """The admin's OpenSSH config, honoured for aliases, users, ports, keys and ProxyJump."""
 
+    @property
+    def settle_s(self) -> float:
+        """How long a host's first connection may take before it is taken as failed: the
+        connect timeout for the link and again for the agent's hello, and half a minute to
+        upload and start the agent."""
+        return self.connect_timeout * 2 + 30
+
 
 ISOLATIONS = ("any", "mig", "share")
 
