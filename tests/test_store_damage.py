@@ -21,6 +21,8 @@ from typing import Dict, List, Sequence
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.fleet.fleet import Fleet
+from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
 from tests import localfleet
 from tests.conftest import REPO
@@ -304,3 +306,52 @@ def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is
     assert len(full) == 1 and full[0].startswith("store %s: no space is left on the filesystem "
                                                  "that holds it" % path), err
     assert full[0].endswith("; the scheduler tries again every pass"), err
+
+
+def test_a_host_that_returns_while_the_store_is_full_is_fenced_and_online(local_fleet,
+                                                                            small_fs):
+    """A host comes back while the store cannot be written: its stale copy is stopped all the
+    same, and the host counts as online — the store's trouble is said by the scheduler, never
+    shown as the host's error. Once there is room, a pass drops the copy's record."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)], host_lost_s=1.0)
+    config = replace(f.config, scheduler=replace(f.config.scheduler,
+                                                 store=str(small_fs / "store.db")))
+    store = SqliteStore(config.scheduler.store)
+    job = store.submit("half", None, "train", localfleet.sleeper(600), {"gpu": 0.5}, "test")
+    fleets: List[Fleet] = []
+
+    def scheduler(hosts, name: str, start: bool = True) -> Scheduler:
+        fleets.append(Fleet(replace(config, hosts=hosts), reconnect_max_s=0.5))
+        if start:
+            fleets[-1].start().wait_settled(60)
+        return Scheduler(replace(config, hosts=hosts), store, fleets[-1], name=name)
+
+    def until(sched: Scheduler, check) -> None:
+        wait(lambda: sched.step() and check(), lambda: store.jobs())
+
+    try:
+        first = scheduler(config.hosts, "first")
+        until(first, lambda: store.get(job.id).state == "running")
+        old_key = store.get(job.id).key(store.uid)
+        first.stop()
+        # restarted on a config without the host: its job is lost, its copy recorded stale
+        second = scheduler((), "second")
+        until(second, lambda: [s.key for s in store.stale()] == [old_key])
+        second.stop()
+        # and again with the host back: the lease is taken, then the disk fills up
+        third = scheduler(config.hosts, "third", start=False)
+        assert third.step()
+        filler = _fill(small_fs)
+        fleets[-1].start().wait_settled(60)
+        session = fleets[-1].session("gpu-a")
+        assert (session.status.state, session.status.error) == ("online", None)
+        [copy] = [j for j in session.call("job.list")["jobs"] if j["key"] == old_key]
+        assert copy["state"] == "killed"
+        assert [s.key for s in store.stale()] == [old_key]  # nothing could be written
+        filler.unlink()
+        until(third, lambda: store.stale() == [])
+        third.stop()
+    finally:
+        for fleet in fleets:
+            fleet.stop()
+        store.close()

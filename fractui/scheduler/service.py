@@ -253,9 +253,17 @@ class Scheduler:
                          jobs: Dict[str, Dict[str, Any]]) -> None:
         """A host that comes back kills its stale copies before it counts as back at all: the
         fleet runs this on reconnect, before the host is online, so no moment exists after its
-        return when the old copy and the requeued one both run."""
+        return when the old copy and the requeued one both run. A store that fails meanwhile
+        is the scheduler's to say, not the host's: what was not done here, the passes do."""
         if not self.leader:
             return  # the lease holder's own connection does it
+        try:
+            self._stop_stale_on(host, call, jobs)
+        except StoreError as err:
+            log.error("%s; %s's stale copies are left to the next passes", err, host)
+
+    def _stop_stale_on(self, host: str, call: Callable[..., Any],
+                       jobs: Dict[str, Dict[str, Any]]) -> None:
         by_key = {j.get("key"): j for j in jobs.values()}
         for copy in self.store.stale(host):
             rec = by_key.get(copy.key)
