@@ -696,11 +696,7 @@ class _Checker:
             why = agent_settings.problem(key, values[key]) if key in values else None
             if why:
                 raise bad(key, why)
-        if "retention_hours" in values:
-            values["retention_hours"] = float(values["retention_hours"])
-        if "watchdog_grace_s" in values:
-            values["watchdog_grace_s"] = float(values["watchdog_grace_s"])
-        return HostConfig(**values)
+        return HostConfig(**_floats(values, ("retention_hours", "watchdog_grace_s")))
 
     def local_path(self, value: str, table: str, index: int | None, key: str,
                    prefix: str) -> str:
