@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -24,9 +25,11 @@ from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
+from fractui.store.intents import ask_stop
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import wait
+from tests.test_scheduler_lanes import sent_and_waiting, stalled
 from tests.sshd import free_port
 
 local_fleet = localfleet.local_fleet
@@ -354,4 +357,53 @@ def test_a_host_that_returns_while_the_store_is_full_is_fenced_and_online(local_
     finally:
         for fleet in fleets:
             fleet.stop()
+        store.close()
+
+
+def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, small_fs,
+                                                                monkeypatch, caplog):
+    """Between two of a lane's calls the lease is due to be renewed, and the store is full: the
+    second call is not made (the lease is not proven held), the store's words are logged, and
+    nothing escapes the lane's thread. Once there is room, the call waiting is made."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=60.0)
+    config = replace(f.config, scheduler=replace(f.config.scheduler,
+                                                 store=str(small_fs / "store.db")))
+    now = [1000.0]  # the scheduler's and the store's clock: a renewal falls due when told
+    store = SqliteStore(config.scheduler.store, clock=lambda: now[0])
+    escaped: list = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    sched = Scheduler(config, store, f.fleet, name="test", clock=lambda: now[0])
+    filler = None
+    try:
+        jobs = [store.submit("q", None, n, localfleet.sleeper(600), {"gpu": 0.25}, "test")
+                for n in ("first", "second")]
+        wait(lambda: sched.step() and sched.settle() and
+             {store.get(j.id).state for j in jobs} == {"running"}, lambda: store.jobs())
+        for job in jobs:
+            ask_stop(store, store.get(job.id), "cancel", "test", "cancelled by test")
+        with stalled(f, "gpu-a"):
+            assert sched.step()  # both stops on gpu-a's lane, the first sent
+            wait(lambda: sent_and_waiting(f, "gpu-a"), lambda: store.jobs())
+            filler = _fill(small_fs)
+            now[0] += 21  # past a third of the lease: the lane renews before its next call
+        assert sched.settle()
+        assert escaped == []
+        said = [r.getMessage() for r in caplog.records if r.name == "fractui.scheduler"]
+        assert any("no space is left" in m and "no call is made" in m for m in said), said
+        keys = [store.get(j.id).key(store.uid) for j in jobs]
+
+        def states() -> list:
+            found = {j["key"]: j["state"] for j in f.agent_jobs()}
+            return [found[k] for k in keys]
+
+        wait(lambda: states()[0] == "killed", states)  # the stop that was sent
+        assert states() == ["killed", "running"]  # the one after it never was
+        filler.unlink()
+        filler = None
+        wait(lambda: sched.step() and sched.settle() and
+             {store.get(j.id).state for j in jobs} == {"cancelled"}, lambda: store.jobs())
+    finally:
+        if filler is not None:
+            filler.unlink()
+        sched.stop()
         store.close()

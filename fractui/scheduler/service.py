@@ -178,10 +178,17 @@ class Scheduler:
     def _may_act(self) -> bool:
         """Whether a call to a host may start now: the service is not stopping, and the lease
         is this scheduler's (renewed if due, else read back: it may have been handed over)
-        for longer than the call may take."""
-        if self._stop.is_set() or not self._renew():
+        for longer than the call may take. A store that cannot say (full, locked, damaged)
+        answers no: a lease it cannot renew or read is not proven held."""
+        if self._stop.is_set():
             return False
-        held = self.store.lease_holder()
+        try:
+            if not self._renew():
+                return False
+            held = self.store.lease_holder()
+        except StoreError as err:
+            log.error("%s; no call is made until the lease is proven held again", err)
+            return False
         if held is None or held[0] != self.holder:
             with self._lease_lock:
                 self.leader, self._held_until = False, 0.0
