@@ -16,6 +16,7 @@ from fractui.arguments import bounded, check_words, mig_profile
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
+from fractui.terminal import say
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
 VERBS = {
@@ -160,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - every error ends as one line and its code
         code, message = _outcome(err)
-        _say(message)
+        say(message)
         return code
 
 
@@ -256,10 +257,3 @@ def _closed_pipe() -> int:
         pass
     os.close(devnull)
     return EXIT_CLOSED_PIPE
-
-
-def _say(message: str) -> None:
-    try:
-        print("fractui: %s" % message, file=sys.stderr, flush=True)
-    except OSError:  # no stderr to say it on: the exit code still does
-        pass

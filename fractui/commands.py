@@ -1,6 +1,6 @@
 """The host verbs of ``fractui``: status, doctor, trust, mig, launch, stop. Each takes the config
-and the parsed arguments and returns the exit code; ``fractui/cli.py`` owns parsing and maps
-every error to its code."""
+and the parsed arguments and returns the exit code; what fails is raised (fractui.outcome), and
+``fractui/cli.py`` says it and maps it to its code."""
 
 from __future__ import annotations
 
@@ -8,67 +8,27 @@ import argparse
 import getpass
 import hashlib
 import json
-import re
 import shlex
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from fractui.arguments import gpu_ref, parse_env, split_job
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
-from fractui.fleet.fleet import Fleet
+from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.outcome import EXIT_FAILED, UsageError
-from fractui.terminal import confirm, print_json
-
-
-def _settle_time(config: Config) -> float:
-    return config.ssh.connect_timeout * 2 + 30
-
-
-def _open(config: Config, names: Optional[List[str]] = None) -> Fleet:
-    """A fleet of the named hosts (all when none are named), each connected or failed once."""
-    if names:
-        config = replace(config, hosts=tuple(config.host(n) for n in names))
-    fleet = Fleet(config).start()
-    fleet.wait_settled(_settle_time(config))
-    return fleet
-
-
-def _one(config: Config, name: str) -> "tuple[Fleet, HostSession]":
-    fleet = _open(config, [name])
-    return fleet, fleet.session(name)
-
-
-def _fail(message: str) -> int:
-    print("fractui: %s" % message, file=sys.stderr)
-    return EXIT_FAILED
-
-
-def naming(host: str, err: Exception) -> str:
-    """What a host said or how it failed, worded so that it names the host: the agent's own
-    words ("no GPU 9 on this host") arrive with the host named already (AgentCallError);
-    anything that does not name it gets the host's name in front."""
-    text = str(err) or type(err).__name__
-    if re.search(r"(?<![\w.-])%s(?![\w.-])" % re.escape(host), text):
-        return text
-    return "%s: %s" % (host, text)
-
-
-def _fail_on(host: str, err: Exception) -> int:
-    return _fail(naming(host, err))
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.terminal import confirm, print_json, say
 
 
 # -- status, doctor, trust --
 
 def status(config: Config, args: argparse.Namespace) -> int:
-    fleet = _open(config)
+    fleet = open_fleet(config)
     try:
         records = [s.record() for s in fleet.statuses()]
     finally:
@@ -119,7 +79,7 @@ def trust(config: Config, args: argparse.Namespace) -> int:
     try:
         route = resolve(host, config.ssh.config_file)
     except SshConfigError as err:
-        return _fail_on(host.name, err)
+        raise Failed(naming(host.name, err)) from None
     added = set()
     while True:
         try:
@@ -127,18 +87,18 @@ def trust(config: Config, args: argparse.Namespace) -> int:
         except UntrustedHostKey as err:
             print("%s presents %s key %s" % (err.name, err.key.get_name(), err.fingerprint))
             if not err.trustable:
-                return _fail(str(err))
+                raise Failed(str(err)) from None
             if (err.name, err.fingerprint) in added:
-                return _fail("%s: the key just added to %s is still refused" % (
-                    host.name, known.path))
+                raise Failed("%s: the key just added to %s is still refused" % (
+                    host.name, known.path)) from None
             if not (args.yes or confirm("Trust it?")):
-                return _fail("%s: not trusted" % host.name)
+                raise Failed("%s: not trusted" % host.name) from None
             known.append(err.name, err.key)
             added.add((err.name, err.fingerprint))
             print("added to %s" % known.path)
             continue
         except LinkError as err:
-            return _fail_on(host.name, err)
+            raise Failed(naming(host.name, err)) from None
         print("%s: host key trusted" % host.name)
         return 0
 
@@ -146,24 +106,25 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 # -- MIG --
 
 def mig(config: Config, args: argparse.Namespace) -> int:
-    fleet, session = _one(config, args.host)
+    fleet = open_fleet(config, [args.host])
+    session = fleet.session(args.host)
     try:
         params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
                   "destroy_idle": args.destroy_idle}
         plan = session.call("mig.plan", params)
         print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]))
         if not (args.yes or confirm("Apply?")):
-            return _fail("%s: not applied" % args.host)
+            raise Failed("%s: not applied" % args.host)
         done = session.call("mig.apply", dict(params, start=plan["start"],
                                               layout_version=plan["layout_version"]))
     except AnswerLost as err:
         if err.method != "mig.apply":
-            return _fail_on(args.host, err)
-        return _fail("%s\nThe change may have been made on %s: look at gpu %s there "
+            raise Failed(naming(args.host, err)) from None
+        raise Failed("%s\nThe change may have been made on %s: look at gpu %s there "
                      "(fractui status) before applying it again" % (
-                         naming(args.host, err), args.host, args.gpu))
+                         naming(args.host, err), args.host, args.gpu)) from None
     except (HostUnavailable, AgentCallError) as err:
-        return _fail_on(args.host, err)
+        raise Failed(naming(args.host, err)) from None
     finally:
         fleet.stop()
     if args.json:
@@ -228,7 +189,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["instance"] = args.instance
     elif args.memory_mib is not None:
         params["memory_mib"] = args.memory_mib
-    fleet, session = _one(config, args.host)
+    fleet = open_fleet(config, [args.host])
+    session = fleet.session(args.host)
     try:
         earlier, keys = _job_with_key(session, key)
         if args.profile:
@@ -242,16 +204,16 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         job = session.call("job.launch", params)
     except AnswerLost as err:
         if err.method != "job.launch":
-            return _fail_on(args.host, err)
-        return _fail("%s\nThe job may have started on %s (key %s). Running the launch again "
+            raise Failed(naming(args.host, err)) from None
+        raise Failed("%s\nThe job may have started on %s (key %s). Running the launch again "
                      "is safe: it answers that job if it started, and starts it only if it "
                      "did not:\n  %s\nTo look without launching: fractui%s jobs %s --json "
                      "(the job's \"key\" is %s)" % (
                          naming(args.host, err), args.host, key, _launch_command(args, key),
                          " --config " + shlex.quote(args.config) if args.config else "",
-                         args.host, key))
+                         args.host, key)) from None
     except (HostUnavailable, AgentCallError) as err:
-        return _fail_on(args.host, err)
+        raise Failed(naming(args.host, err)) from None
     finally:
         fleet.stop()
     ref = "%s/%s" % (args.host, job["id"])
@@ -260,10 +222,10 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         n = 2
         while "%s-%d" % (key, n) in keys:
             n += 1
-        print("fractui: %s (%s) was launched earlier %s (key %s); nothing new was started. "
-              "To start another, give it a new key:\n  %s" % (
-                  ref, job["state"], "with this key" if args.key else "by this same command",
-                  key, _launch_command(args, "%s-%d" % (key, n))), file=sys.stderr)
+        say("%s (%s) was launched earlier %s (key %s); nothing new was started. To start "
+            "another, give it a new key:\n  %s" % (
+                ref, job["state"], "with this key" if args.key else "by this same command",
+                key, _launch_command(args, "%s-%d" % (key, n))))
     if args.json:
         print_json(dict(job, ref=ref, earlier=is_earlier))
     else:
@@ -275,11 +237,12 @@ def launch(config: Config, args: argparse.Namespace) -> int:
 
 def stop(config: Config, args: argparse.Namespace) -> int:
     host, job = split_job(args.job)
-    fleet, session = _one(config, host)
+    fleet = open_fleet(config, [host])
+    session = fleet.session(host)
     try:
         record = session.call("job.stop", {"job": job, "grace": args.grace})
     except (HostUnavailable, AgentCallError) as err:
-        return _fail_on(host, err)
+        raise Failed(naming(host, err)) from None
     finally:
         fleet.stop()
     if args.json:

@@ -111,6 +111,13 @@ class SshSettings:
     config_file: str = field(default_factory=lambda: _expanded("~/.ssh/config"))
     """The admin's OpenSSH config, honoured for aliases, users, ports, keys and ProxyJump."""
 
+    @property
+    def settle_s(self) -> float:
+        """How long a host's first connection may take before it is taken as failed: the
+        connect timeout for the link and again for the agent's hello, and half a minute to
+        upload and start the agent."""
+        return self.connect_timeout * 2 + 30
+
 
 ISOLATIONS = ("any", "mig", "share")
 
@@ -689,11 +696,7 @@ class _Checker:
             why = agent_settings.problem(key, values[key]) if key in values else None
             if why:
                 raise bad(key, why)
-        if "retention_hours" in values:
-            values["retention_hours"] = float(values["retention_hours"])
-        if "watchdog_grace_s" in values:
-            values["watchdog_grace_s"] = float(values["watchdog_grace_s"])
-        return HostConfig(**values)
+        return HostConfig(**_floats(values, ("retention_hours", "watchdog_grace_s")))
 
     def local_path(self, value: str, table: str, index: int | None, key: str,
                    prefix: str) -> str:

@@ -9,17 +9,17 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from fractui.arguments import is_job_number, split_job
-from fractui.commands import _one, _open, naming
+from fractui.arguments import is_job_number, job_number, split_job
+from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession
-from fractui.outcome import EXIT_FAILED, Failed
+from fractui.outcome import EXIT_FAILED, Failed, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job
-from fractui.store_commands import open_checked_store, queued
-from fractui.terminal import print_json, table, width
+from fractui.terminal import print_json, say, table, width
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 32, 24)  # the widest each column but the last (WHY) may be
@@ -73,7 +73,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             store.close()
     rows, failed = [], False
     if config.hosts:
-        fleet = _open(config, args.hosts or None)
+        fleet = open_fleet(config, args.hosts)
         try:
             answers = fleet.fan_out("job.list")
         finally:
@@ -82,7 +82,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         for host, answer in answers.items():
             if isinstance(answer, Exception):
                 failed = True
-                print("fractui: %s" % naming(host, answer), file=sys.stderr)
+                say(naming(host, answer))
                 continue
             rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
                      if not (uid and (j.get("key") or "").startswith(mine))]
@@ -110,10 +110,9 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         return ref, host, job_id, None
     store = open_checked_store(config)
     try:
-        job = queued(store, ref)
+        job = store.get(job_number(ref))
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
-            print("fractui: job %d is %s; waiting for it to start" % (job.id, job.state),
-                  file=sys.stderr, flush=True)
+            say("job %d is %s; waiting for it to start" % (job.id, job.state))
             while job.agent_job is None and job.state in (PENDING, PLACED):
                 time.sleep(0.5)
                 job = store.get(job.id)
@@ -128,7 +127,8 @@ def _job_ref(config: Config, ref: str, wait: bool = False
 def logs(config: Config, args: argparse.Namespace) -> int:
     """The job's output; once it has ended, a last line on stderr says why."""
     label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
-    fleet, session = _one(config, host)
+    fleet = open_fleet(config, [host])
+    session = fleet.session(host)
     try:
         chunks: "queue.Queue[Optional[str]]" = queue.Queue()
 
@@ -159,7 +159,7 @@ def logs(config: Config, args: argparse.Namespace) -> int:
     finally:
         fleet.stop()
     if ended:
-        print("fractui: %s ended: %s" % (label, ended), file=sys.stderr)
+        say("%s ended: %s" % (label, ended))
     return 0
 
 

@@ -5,7 +5,8 @@ maps every one of them to its code in one place, so no verb picks a code by itse
 
 from __future__ import annotations
 
-EXIT_DONE = 0
+import re
+
 EXIT_FAILED = 1
 """The fleet, an agent or the store refused or failed: a job not in a state the verb can act
 on, a host offline, a damaged store."""
@@ -26,3 +27,13 @@ class UsageError(Exception):
 
 class Failed(Exception):
     """The fleet, an agent or the store refused or failed; the message says what (exit 1)."""
+
+
+def naming(host: str, err: BaseException) -> str:
+    """What a host said or how it failed, worded so that it names the host: the agent's own
+    words ("no GPU 9 on this host") arrive with the host named already (AgentCallError);
+    anything that does not name it gets the host's name in front."""
+    text = str(err) or type(err).__name__
+    if re.search(r"(?<![\w.-])%s(?![\w.-])" % re.escape(host), text):
+        return text
+    return "%s: %s" % (host, text)

@@ -9,7 +9,6 @@ import argparse
 import getpass
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -17,52 +16,26 @@ from typing import Any, Dict, List
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
+from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
-from fractui.sched.fleetview import HostView, facts, idle_view
+from fractui.sched.fleetview import idle_view
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.quota import past_quota, team_usage
-from fractui.servable import never_fits, queue_error, unservable
-from fractui.store import SqliteStore, open_store
+from fractui.servable import never_fits, queue_error
+from fractui.store import SqliteStore
 from fractui.store.intents import ask_stop, place_by_hand
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
-from fractui.terminal import confirm, print_json
+from fractui.terminal import confirm, print_json, say
 
 
 def actor() -> str:
     return "%s@%s" % (getpass.getuser(), socket.gethostname())
 
 
-def open_checked_store(config: Config) -> SqliteStore:
-    """The store, with the config's queues checked against what it keeps of the hosts (a
-    queue none of whose hosts could serve it is the config's error, exit 2). A refusal is made
-    only on what the hosts say now: the hosts are heard first, and the store's facts renewed."""
-    store = open_store(config.scheduler.store)
-    try:
-        if unservable(config, store.inventory()) is not None:
-            problem = unservable(config, _heard_inventory(config, store))
-            if problem is not None:
-                raise problem
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
 def queued(store: SqliteStore, text: str) -> Job:
     """A queued job by its number (not in the store: JobNotFound, exit 1)."""
     return store.get(job_number(text))
-
-
-def _heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, Any]]:
-    """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
-    answered in the store, and returns the inventory: fresh where heard, kept where not."""
-    with Fleet(config) as fleet:
-        fleet.wait_settled(config.ssh.connect_timeout * 2 + 30)
-        heard = {s.name: facts(HostView.of(s)) for s in fleet.statuses() if s.hello}
-    kept = store.inventory()
-    store.keep_inventory(heard, kept)
-    return kept
 
 
 def submit(config: Config, args: argparse.Namespace) -> int:
@@ -88,15 +61,15 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         # What the kept inventory says fits is queued at once, no host reached; a refusal is
         # made only on what the hosts say now (one that does not answer, on what it last said).
         if any(n not in known for n in may_use) or never_fits(queue, known):
-            known = {n: f for n, f in _heard_inventory(config, store).items() if n in names}
+            known = {n: f for n, f in heard_inventory(config, store).items() if n in names}
             # a host never heard from may be the one that fits: refuse only on a full hearing
             unheard = [n for n in may_use if n not in known]
             why = never_fits(queue, known, whole=not unheard)
             if why is not None and not unheard:
                 raise queue_error(config, queue, why)
             if why is not None:
-                print("fractui: warning: %s; queued all the same: never heard from %s" % (
-                    why, ", ".join(unheard)), file=sys.stderr)
+                say("warning: %s; queued all the same: never heard from %s" % (
+                    why, ", ".join(unheard)))
         job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
                            args.argv, queue.request(), actor(), cwd=args.cwd)
     finally:
@@ -170,7 +143,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
         job = queued(store, args.job)
         if job.state != PENDING:
             raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
-        known = store.inventory().get(args.host) or _heard_inventory(config, store).get(
+        known = store.inventory().get(args.host) or heard_inventory(config, store).get(
             args.host)
         if known is None:
             raise Failed("%s was never heard from: its GPUs are unknown, so what placing job "
@@ -181,8 +154,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
         usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
         past = past_quota(usage, job.team, slot.charge)
         if past is not None:
-            print("fractui: job %d on %s %s." % (job.id, slot.describe(), past),
-                  file=sys.stderr, flush=True)
+            say("job %d on %s %s." % (job.id, slot.describe(), past))
             if not (args.over_quota or confirm("Place it anyway, as a borrowed job that a "
                                                "team within its quota may preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)

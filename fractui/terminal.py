@@ -9,6 +9,16 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 
+def say(message: str) -> None:
+    """One line for the user on stderr, after ``fractui:`` — an error, a warning, why a job
+    ended — so stdout holds only the data. With no stderr left the line is lost, not the exit
+    code."""
+    try:
+        print("fractui: %s" % message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")

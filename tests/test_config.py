@@ -14,7 +14,7 @@ from fractui.config import (BOUNDS, Config, ConfigError, HostConfig, QueueConfig
                             default_config_path, load_config, tomllib)
 from fractui.servable import load_checked
 from fractui.store import SqliteStore
-from fractui.store_commands import open_checked_store
+from fractui.checked_store import open_checked_store
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "config.example.toml")

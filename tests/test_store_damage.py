@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -21,10 +22,14 @@ from typing import Dict, List, Sequence
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.fleet.fleet import Fleet
+from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
+from fractui.store.intents import ask_stop
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import wait
+from tests.test_scheduler_lanes import sent_and_waiting, stalled
 from tests.sshd import free_port
 
 local_fleet = localfleet.local_fleet
@@ -304,3 +309,101 @@ def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is
     assert len(full) == 1 and full[0].startswith("store %s: no space is left on the filesystem "
                                                  "that holds it" % path), err
     assert full[0].endswith("; the scheduler tries again every pass"), err
+
+
+def test_a_host_that_returns_while_the_store_is_full_is_fenced_and_online(local_fleet,
+                                                                            small_fs):
+    """A host comes back while the store cannot be written: its stale copy is stopped all the
+    same, and the host counts as online — the store's trouble is said by the scheduler, never
+    shown as the host's error. Once there is room, a pass drops the copy's record."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)], host_lost_s=1.0)
+    config = replace(f.config, scheduler=replace(f.config.scheduler,
+                                                 store=str(small_fs / "store.db")))
+    store = SqliteStore(config.scheduler.store)
+    job = store.submit("half", None, "train", localfleet.sleeper(600), {"gpu": 0.5}, "test")
+    fleets: List[Fleet] = []
+
+    def scheduler(hosts, name: str, start: bool = True) -> Scheduler:
+        fleets.append(Fleet(replace(config, hosts=hosts), reconnect_max_s=0.5))
+        if start:
+            fleets[-1].start().wait_settled(60)
+        return Scheduler(replace(config, hosts=hosts), store, fleets[-1], name=name)
+
+    def until(sched: Scheduler, check) -> None:
+        wait(lambda: sched.step() and check(), lambda: store.jobs())
+
+    try:
+        first = scheduler(config.hosts, "first")
+        until(first, lambda: store.get(job.id).state == "running")
+        old_key = store.get(job.id).key(store.uid)
+        first.stop()
+        # restarted on a config without the host: its job is lost, its copy recorded stale
+        second = scheduler((), "second")
+        until(second, lambda: [s.key for s in store.stale()] == [old_key])
+        second.stop()
+        # and again with the host back: the lease is taken, then the disk fills up
+        third = scheduler(config.hosts, "third", start=False)
+        assert third.step()
+        filler = _fill(small_fs)
+        fleets[-1].start().wait_settled(60)
+        session = fleets[-1].session("gpu-a")
+        assert (session.status.state, session.status.error) == ("online", None)
+        [copy] = [j for j in session.call("job.list")["jobs"] if j["key"] == old_key]
+        assert copy["state"] == "killed"
+        assert [s.key for s in store.stale()] == [old_key]  # nothing could be written
+        filler.unlink()
+        until(third, lambda: store.stale() == [])
+        third.stop()
+    finally:
+        for fleet in fleets:
+            fleet.stop()
+        store.close()
+
+
+def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, small_fs,
+                                                                monkeypatch, caplog):
+    """Between two of a lane's calls the lease is due to be renewed, and the store is full: the
+    second call is not made (the lease is not proven held), the store's words are logged, and
+    nothing escapes the lane's thread. Once there is room, the call waiting is made."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=60.0)
+    config = replace(f.config, scheduler=replace(f.config.scheduler,
+                                                 store=str(small_fs / "store.db")))
+    now = [1000.0]  # the scheduler's and the store's clock: a renewal falls due when told
+    store = SqliteStore(config.scheduler.store, clock=lambda: now[0])
+    escaped: list = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    sched = Scheduler(config, store, f.fleet, name="test", clock=lambda: now[0])
+    filler = None
+    try:
+        jobs = [store.submit("q", None, n, localfleet.sleeper(600), {"gpu": 0.25}, "test")
+                for n in ("first", "second")]
+        wait(lambda: sched.step() and sched.settle() and
+             {store.get(j.id).state for j in jobs} == {"running"}, lambda: store.jobs())
+        for job in jobs:
+            ask_stop(store, store.get(job.id), "cancel", "test", "cancelled by test")
+        with stalled(f, "gpu-a"):
+            assert sched.step()  # both stops on gpu-a's lane, the first sent
+            wait(lambda: sent_and_waiting(f, "gpu-a"), lambda: store.jobs())
+            filler = _fill(small_fs)
+            now[0] += 21  # past a third of the lease: the lane renews before its next call
+        assert sched.settle()
+        assert escaped == []
+        said = [r.getMessage() for r in caplog.records if r.name == "fractui.scheduler"]
+        assert any("no space is left" in m and "no call is made" in m for m in said), said
+        keys = [store.get(j.id).key(store.uid) for j in jobs]
+
+        def states() -> list:
+            found = {j["key"]: j["state"] for j in f.agent_jobs()}
+            return [found[k] for k in keys]
+
+        wait(lambda: states()[0] == "killed", states)  # the stop that was sent
+        assert states() == ["killed", "running"]  # the one after it never was
+        filler.unlink()
+        filler = None
+        wait(lambda: sched.step() and sched.settle() and
+             {store.get(j.id).state for j in jobs} == {"cancelled"}, lambda: store.jobs())
+    finally:
+        if filler is not None:
+            filler.unlink()
+        sched.stop()
+        store.close()

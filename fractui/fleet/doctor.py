@@ -133,7 +133,7 @@ def _check_agent(config: Config, host: HostConfig,
     session = HostSession(host, config.ssh, build_agent_archive, reconnect_max_s=3600)
     session.start()
     try:
-        session.settled.wait(config.ssh.connect_timeout * 2 + 30)
+        session.settled.wait(config.ssh.settle_s)
         status = session.status
         if status.state not in ("online", "degraded") or status.hello is None:
             fix = ("allow passwordless sudo for the agent, or reach the host as root"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fractui.config import Config, ConfigError
 from fractui.fleet.host import HostSession, HostStatus
@@ -78,3 +79,13 @@ class Fleet:
 
         sessions = list(self.sessions.values())
         return dict(zip([s.cfg.name for s in sessions], self._pool.map(one, sessions)))
+
+
+def open_fleet(config: Config, names: Optional[Sequence[str]] = None) -> Fleet:
+    """A started fleet of the named hosts (all when none are named; a name not in the config
+    is the config's error), each of which has connected or failed once."""
+    if names:
+        config = replace(config, hosts=tuple(config.host(n) for n in names))
+    fleet = Fleet(config).start()
+    fleet.wait_settled(config.ssh.settle_s)
+    return fleet

@@ -178,10 +178,17 @@ class Scheduler:
     def _may_act(self) -> bool:
         """Whether a call to a host may start now: the service is not stopping, and the lease
         is this scheduler's (renewed if due, else read back: it may have been handed over)
-        for longer than the call may take."""
-        if self._stop.is_set() or not self._renew():
+        for longer than the call may take. A store that cannot say (full, locked, damaged)
+        answers no: a lease it cannot renew or read is not proven held."""
+        if self._stop.is_set():
             return False
-        held = self.store.lease_holder()
+        try:
+            if not self._renew():
+                return False
+            held = self.store.lease_holder()
+        except StoreError as err:
+            log.error("%s; no call is made until the lease is proven held again", err)
+            return False
         if held is None or held[0] != self.holder:
             with self._lease_lock:
                 self.leader, self._held_until = False, 0.0
@@ -253,9 +260,17 @@ class Scheduler:
                          jobs: Dict[str, Dict[str, Any]]) -> None:
         """A host that comes back kills its stale copies before it counts as back at all: the
         fleet runs this on reconnect, before the host is online, so no moment exists after its
-        return when the old copy and the requeued one both run."""
+        return when the old copy and the requeued one both run. A store that fails meanwhile
+        is the scheduler's to say, not the host's: what was not done here, the passes do."""
         if not self.leader:
             return  # the lease holder's own connection does it
+        try:
+            self._stop_stale_on(host, call, jobs)
+        except StoreError as err:
+            log.error("%s; %s's stale copies are left to the next passes", err, host)
+
+    def _stop_stale_on(self, host: str, call: Callable[..., Any],
+                       jobs: Dict[str, Dict[str, Any]]) -> None:
         by_key = {j.get("key"): j for j in jobs.values()}
         for copy in self.store.stale(host):
             rec = by_key.get(copy.key)

@@ -35,7 +35,7 @@ def _fleet(config: Config, readonly: bool) -> int:
     or the one that did stopped — and waits as a standby meanwhile, the TUI only recording."""
     from fractui.scheduler import Scheduler
     from fractui.scheduler.service import default_holder
-    from fractui.store_commands import open_checked_store
+    from fractui.checked_store import open_checked_store
     from fractui.tui.app import FractuiApp
     from fractui.tui.source import LiveSource
 

@@ -1,0 +1,42 @@
+"""The store as the verbs and the TUI open it: with the config's queues checked against what it
+keeps of the hosts (fractui.servable), and what it keeps renewed from the hosts themselves
+before a queue is refused on it."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from fractui.config import Config
+from fractui.fleet.fleet import open_fleet
+from fractui.sched.fleetview import HostView, facts
+from fractui.servable import unservable
+from fractui.store import SqliteStore, open_store
+
+
+def open_checked_store(config: Config) -> SqliteStore:
+    """The store, with the config's queues checked against what it keeps of the hosts (a
+    queue none of whose hosts could serve it is the config's error, exit 2). A refusal is made
+    only on what the hosts say now: the hosts are heard first, and the store's facts renewed."""
+    store = open_store(config.scheduler.store)
+    try:
+        if unservable(config, store.inventory()) is not None:
+            problem = unservable(config, heard_inventory(config, store))
+            if problem is not None:
+                raise problem
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, Any]]:
+    """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
+    answered in the store, and returns the inventory: fresh where heard, kept where not."""
+    fleet = open_fleet(config)
+    try:
+        heard = {s.name: facts(HostView.of(s)) for s in fleet.statuses() if s.hello}
+    finally:
+        fleet.stop()
+    kept = store.inventory()
+    store.keep_inventory(heard, kept)
+    return kept
