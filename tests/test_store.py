@@ -122,5 +122,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store.record_inventory("h", {"cpus": 8, "gpus": []})
     assert store.inventory() == {"h": {"cpus": 8, "gpus": []}}
     assert job.refusals == ()  # 0004 added the refusals, none for a job of before
+    feed = store.feed()  # 0005 added the change feed's counters
+    store.submit("q", None, "after", ["true"], {}, "me")
+    assert feed.wait(5) == {"jobs"}
+    feed.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 4
+        _migrations()) == 5

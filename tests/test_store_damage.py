@@ -197,10 +197,10 @@ def test_only_a_path_where_nothing_is_becomes_a_new_store_0600_in_a_0700_dir(tmp
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A real 1 MiB tmpfs (the tests run as root), unmounted afterwards."""
+    """A real 2 MiB tmpfs (the tests run as root), unmounted afterwards."""
     mount = tmp_path / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
                    check=True)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
@@ -217,6 +217,18 @@ def _fill(folder: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def _fill_past_the_wal(store: Path, folder: Path) -> Path:
+    """Fills ``folder`` once the store's WAL is checkpointed and cut to nothing: SQLite reuses a
+    WAL's room, so only then must the next write of the store grow a file, and fail."""
+    db = sqlite3.connect(str(store))
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0, "a reader kept the WAL from being cut"
+    finally:
+        db.close()
+    return _fill(folder)
 
 
 def test_a_full_store_refuses_writes_says_so_and_loses_nothing(tmp_path, small_fs):
@@ -382,9 +394,11 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
         for job in jobs:
             ask_stop(store, store.get(job.id), "cancel", "test", "cancelled by test")
         with stalled(f, "gpu-a"):
-            assert sched.step()  # both stops on gpu-a's lane, the first sent
+            for job in map(store.get, (j.id for j in jobs)):  # both stops on gpu-a's lane
+                sched.executor.stop("gpu-a", job.agent_job, job.key(store.uid), job.reason)
+            sched.lanes.start()  # the first sent, the second queued behind it
             wait(lambda: sent_and_waiting(f, "gpu-a"), lambda: store.jobs())
-            filler = _fill(small_fs)
+            filler = _fill_past_the_wal(Path(config.scheduler.store), small_fs)
             now[0] += 21  # past a third of the lease: the lane renews before its next call
         assert sched.settle()
         assert escaped == []

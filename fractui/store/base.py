@@ -57,6 +57,29 @@ class StoreUnavailable(StoreError):
     opened); the message carries the system's words."""
 
 
+# What a change feed reports changed: the jobs (submit, cancel, placement, any state change,
+# stale copies), the hosts' kept inventory, and who holds the scheduler lease (a renewal by
+# the same holder is no change). EVERYTHING: the feed may have missed changes (it reconnected):
+# re-read all.
+JOBS, HOSTS, LEASE = "jobs", "hosts", "lease"
+TOPICS = (JOBS, HOSTS, LEASE)
+EVERYTHING = frozenset(TOPICS)
+
+
+class Feed(abc.ABC):
+    """Wakes a reader (the scheduler, a TUI) when any client changed the store, so nothing
+    waits for a poll. Each feed is one reader's own, used from one thread."""
+
+    @abc.abstractmethod
+    def wait(self, timeout_s: float) -> frozenset[str]:
+        """Blocks until something changed since this feed's last ``wait`` (or its creation),
+        at most ``timeout_s``; returns the topics that changed (empty on a timeout)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        ...
+
+
 class Store(abc.ABC):
     uid: str
     """Names this store in agent idempotency keys, so two stores never share a key."""
@@ -139,9 +162,13 @@ class Store(abc.ABC):
         """(holder, expires_at) of a lease that has not expired, or None."""
 
     @abc.abstractmethod
+    def feed(self) -> Feed:
+        """A new feed of this store's changes, made by any client, this one included."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         ...
 
 
-__all__ = ["JobNotFound", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreError",
+__all__ = ["EVERYTHING", "Feed", "HOSTS", "JOBS", "LEASE", "TOPICS", "JobNotFound", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreError",
            "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]

@@ -23,10 +23,12 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
-from fractui.store.base import JobNotFound, StateConflict, Store, StoreDamaged
+from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, Feed, JobNotFound,
+                                StateConflict, Store, StoreDamaged)
 from fractui.store.model import PENDING, AuditEntry, Job, Refusal, Slot, StaleCopy
 
 LEASE = "scheduler"
+FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
 
 
@@ -170,6 +172,7 @@ class SqliteStore(Store):
             job_id = int(cur.lastrowid)
             self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
                         {"team": team, "argv": list(argv)})
+            _bump(db, JOBS)
             return self._get(db, job_id)
 
     def get(self, job_id: int) -> Job:
@@ -199,6 +202,7 @@ class SqliteStore(Store):
         with self._write() as db:
             self._expect(db, job_id, expect)
             self._set(db, job_id, now, fields)
+            _bump(db, JOBS)
             if action is not None:
                 self._audit(db, now, actor or "fractui", action, job_id, why or action,
                             _detail(fields))
@@ -222,6 +226,7 @@ class SqliteStore(Store):
                 detail["refusal"] = refusal.record()
             self._set(db, job_id, now, fields)
             self._audit(db, now, actor, "requeued", job_id, why, detail)
+            _bump(db, JOBS)
             return self._get(db, job_id)
 
     def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
@@ -239,6 +244,7 @@ class SqliteStore(Store):
             if row is None:
                 return
             db.execute("DELETE FROM stale WHERE host = ? AND key = ?", (host, key))
+            _bump(db, JOBS)
             self._audit(db, self.clock(), actor, "stop-stale", row["job"], why,
                         {"host": host, "key": key})
 
@@ -266,6 +272,7 @@ class SqliteStore(Store):
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO inventory (host, facts, seen_at) VALUES (?, ?, ?)",
                        (host, json.dumps(facts, sort_keys=True), self.clock()))
+            _bump(db, HOSTS)
 
     def inventory(self) -> dict[str, dict[str, Any]]:
         with self._read() as db:
@@ -286,11 +293,14 @@ class SqliteStore(Store):
             if row is None or row["holder"] != holder:
                 self._audit(db, now, holder, "lease", None, "took the scheduler lease" + (
                     " from %s, expired" % row["holder"] if row is not None else ""), {})
+                _bump(db, LEASE_TOPIC)
             return True
 
     def release_lease(self, holder: str) -> None:
         with self._write() as db:
-            db.execute("DELETE FROM lease WHERE name = ? AND holder = ?", (LEASE, holder))
+            if db.execute("DELETE FROM lease WHERE name = ? AND holder = ?",
+                          (LEASE, holder)).rowcount:
+                _bump(db, LEASE_TOPIC)
 
     def lease_holder(self) -> Optional[tuple[str, float]]:
         with self._read() as db:
@@ -299,6 +309,9 @@ class SqliteStore(Store):
         if row is None or row["expires_at"] <= self.clock():
             return None
         return row["holder"], row["expires_at"]
+
+    def feed(self) -> "SqliteFeed":
+        return SqliteFeed(self.path)
 
     def close(self) -> None:
         with self._lock, self._guard():
@@ -345,6 +358,55 @@ class SqliteStore(Store):
         db.execute("INSERT INTO audit (time, actor, action, job, why, detail) "
                    "VALUES (?, ?, ?, ?, ?, ?)", (now, actor, action, job, why,
                                                  json.dumps(detail, sort_keys=True)))
+
+
+class SqliteFeed(Feed):
+    """Changes seen through SQLite's ``PRAGMA data_version``, which moves whenever another
+    connection (another process, or this process's store) commits; the ``changes`` counters
+    then tell which topics moved. A connection of the feed's own, which never writes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None,
+                                       check_same_thread=False)
+            self._version = self._data_version()
+            self._seen = self._counters()
+        except sqlite3.Error as err:
+            raise sqlite_file.translate(path, err) from err
+
+    def _data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _counters(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT topic, version FROM changes").fetchall())
+
+    def wait(self, timeout_s: float) -> frozenset[str]:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                version = self._data_version()
+                if version != self._version:
+                    self._version = version
+                    now = self._counters()
+                    changed = frozenset(t for t, v in now.items() if self._seen.get(t) != v)
+                    self._seen = now
+                    if changed:
+                        return changed
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return frozenset()
+                time.sleep(min(FEED_POLL_S, left))
+        except sqlite3.Error as err:
+            raise sqlite_file.translate(self.path, err) from err
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _bump(db: sqlite3.Connection, topic: str) -> None:
+    """Announces a change of ``topic`` to every feed, in the caller's transaction."""
+    db.execute("UPDATE changes SET version = version + 1 WHERE topic = ?", (topic,))
 
 
 def _detail(fields: dict[str, Any]) -> dict[str, Any]:

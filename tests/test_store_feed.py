@@ -1,0 +1,80 @@
+"""The store's change feed: a reader learns what another client changed without polling the
+tables, and which topics moved (jobs, hosts, the lease), so a scheduler or a TUI re-reads only
+what it must."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from fractui.store import SqliteStore, Slot
+from fractui.store.base import HOSTS, JOBS, LEASE
+from fractui.store.intents import ask_stop, place_by_hand
+from tests.conftest import REPO
+
+
+def test_each_change_wakes_a_feed_with_its_topic(tmp_path):
+    path = str(tmp_path / "store.db")
+    writer, reader = SqliteStore(path), SqliteStore(path)
+    feed = reader.feed()
+    try:
+        assert feed.wait(0.1) == frozenset()  # nothing yet
+        job = writer.submit("q", None, "a", ["true"], {"gpu": 0.5}, "alice")
+        assert feed.wait(5) == {JOBS}
+        place_by_hand(writer, job, Slot("h", (0,), memory_mib=100), "bob")
+        assert feed.wait(5) == {JOBS}
+        ask_stop(writer, writer.get(job.id), "cancel", "bob", "no longer needed")
+        assert feed.wait(5) == {JOBS}
+        writer.record_inventory("h", {"gpus": []})
+        assert feed.wait(5) == {HOSTS}
+        assert writer.acquire_lease("s1", 30)
+        assert feed.wait(5) == {LEASE}
+        assert writer.acquire_lease("s1", 30)  # a renewal by the holder is no change
+        writer.audit("bob", "note", None, "an audit entry alone is no change")
+        assert feed.wait(0.3) == frozenset()
+        writer.release_lease("s1")
+        assert feed.wait(5) == {LEASE}
+        writer.release_lease("s1")  # nothing to release: no change
+        assert feed.wait(0.3) == frozenset()
+    finally:
+        feed.close()
+        writer.close()
+        reader.close()
+
+
+def test_changes_made_together_are_told_together_and_own_writes_count(tmp_path):
+    store = SqliteStore(str(tmp_path / "store.db"))
+    feed = store.feed()
+    try:
+        store.submit("q", None, "a", ["true"], {}, "alice")
+        store.record_inventory("h", {"gpus": [1]})
+        time.sleep(0.1)
+        assert feed.wait(5) == {JOBS, HOSTS}  # both, in one wake: a reader re-reads once
+        assert feed.wait(0.2) == frozenset()
+    finally:
+        feed.close()
+        store.close()
+
+
+def test_a_submit_by_another_process_wakes_a_waiting_feed(tmp_path):
+    path = str(tmp_path / "store.db")
+    store = SqliteStore(path)
+    feed = store.feed()
+    woke: list = []
+    waiter = threading.Thread(target=lambda: woke.append(feed.wait(30)))
+    waiter.start()
+    try:
+        code = ("from fractui.store import SqliteStore\n"
+                "s = SqliteStore(%r)\n"
+                "s.submit('q', None, 'other', ['true'], {}, 'carol')\n"
+                "s.close()\n" % path)
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+        waiter.join(30)
+        assert woke == [{JOBS}]
+        assert [j.name for j in store.jobs()] == ["other"]
+    finally:
+        waiter.join(30)
+        feed.close()
+        store.close()
