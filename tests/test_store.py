@@ -128,3 +128,20 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     feed.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
         _migrations()) == 5
+
+
+def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):
+    import os
+    import pwd
+    monkeypatch.setenv("USER", "someone-else")  # $USER is the caller's to set: never believed
+    monkeypatch.setenv("LOGNAME", "someone-else")
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    try:
+        me = store.identity()
+        assert (me.user, me.teams) == (pwd.getpwuid(os.geteuid()).pw_name, None)
+        assert me.admin  # it owns the file
+        os.chown(path, 65534, 65534)  # the file handed to nobody: root stays admin, by uid 0
+        assert store.identity().admin == (os.geteuid() == 0)
+    finally:
+        store.close()

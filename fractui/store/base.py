@@ -9,6 +9,7 @@ state, so two actors racing on one job never both win.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 from fractui.store.model import AuditEntry, Job, Refusal, Slot, StaleCopy
@@ -64,6 +65,19 @@ class StoreUnavailable(StoreError):
 JOBS, HOSTS, LEASE = "jobs", "hosts", "lease"
 TOPICS = (JOBS, HOSTS, LEASE)
 EVERYTHING = frozenset(TOPICS)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the store knows the caller as, by a proof the caller cannot forge: the OS user of
+    the process on SQLite (its file permissions are the boundary), the authenticated database
+    role on PostgreSQL. ``admin``: the store says this user steers the fleet. ``teams``: the
+    teams the store says the user is in, or None where the store keeps no membership (SQLite:
+    the config's [[teams]] say it)."""
+
+    user: str
+    admin: bool
+    teams: Optional[frozenset[str]] = None
 
 
 class Feed(abc.ABC):
@@ -162,6 +176,10 @@ class Store(abc.ABC):
         """(holder, expires_at) of a lease that has not expired, or None."""
 
     @abc.abstractmethod
+    def identity(self) -> Identity:
+        """Who this store's connection acts as (see Identity)."""
+
+    @abc.abstractmethod
     def feed(self) -> Feed:
         """A new feed of this store's changes, made by any client, this one included."""
 
@@ -170,5 +188,5 @@ class Store(abc.ABC):
         ...
 
 
-__all__ = ["EVERYTHING", "Feed", "HOSTS", "JOBS", "LEASE", "TOPICS", "JobNotFound", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreError",
+__all__ = ["EVERYTHING", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "TOPICS", "JobNotFound", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreError",
            "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]

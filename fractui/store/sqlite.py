@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import sqlite3
 import threading
 import time
@@ -23,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
-from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, Feed, JobNotFound,
-                                StateConflict, Store, StoreDamaged)
+from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, Feed, Identity,
+                                JobNotFound, StateConflict, Store, StoreDamaged)
 from fractui.store.model import PENDING, AuditEntry, Job, Refusal, Slot, StaleCopy
 
 LEASE = "scheduler"
@@ -309,6 +310,20 @@ class SqliteStore(Store):
         if row is None or row["expires_at"] <= self.clock():
             return None
         return row["holder"], row["expires_at"]
+
+    def identity(self) -> Identity:
+        """The process's OS user (by its uid, not $USER); an admin if it owns the store file
+        (or is root): whoever can write the file can change anything in it anyway."""
+        uid = os.geteuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = "uid %d" % uid
+        try:
+            owner = os.stat(self.path).st_uid
+        except OSError as err:
+            raise sqlite_file.translate(self.path, err) from err
+        return Identity(user, admin=uid in (0, owner))
 
     def feed(self) -> "SqliteFeed":
         return SqliteFeed(self.path)
