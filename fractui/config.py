@@ -177,6 +177,9 @@ class TeamConfig:
     """May borrow idle capacity beyond the quota; such jobs are preemptible."""
     weight: float = 1.0
     """Its share against the other teams within quota (weighted fair share)."""
+    members: tuple[str, ...] = ()
+    """OS user names in the team, for a store that keeps no membership of its own (SQLite):
+    they may submit to it and cancel and requeue its jobs (fractui.store.access)."""
 
 
 @dataclass(frozen=True)
@@ -392,7 +395,7 @@ _QUEUE_KEYS = {
     "gpu_models": "strings", "isolation": "string", "priority": "integer", "team": "string",
 }
 _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
-              "weight": "number"}
+              "weight": "number", "members": "strings"}
 _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
                    "preempt_grace_s": "number", "interval_s": "number",
                    "call_timeout_s": "number", "max_attempts": "integer"}
@@ -551,8 +554,23 @@ class _Checker:
         for i, raw in self.named(raws, "teams", "team"):
             values = self.values(raw, _TEAM_KEYS, f"[[teams]] #{i + 1}", "teams", i,
                                  f"teams[{i}].")
+            if "members" in values:
+                values["members"] = self.members(values["members"], i)
             teams.append(TeamConfig(**_floats(values, ("quota_gpus", "weight"))))
         return tuple(teams)
+
+    def members(self, names: list[str], i: int) -> tuple[str, ...]:
+        """A team's members: OS user names, each once."""
+        seen: set[str] = set()
+        for n, name in enumerate(names):
+            if not NAME.fullmatch(name):
+                raise self.fail(f"teams[{i}].members[{n}] must be an OS user name "
+                                f"({NAME_RULE}), got {_shown(name)}", "teams", i, "members")
+            if name in seen:
+                raise self.fail(f"teams[{i}].members names '{name}' twice", "teams", i,
+                                "members")
+            seen.add(name)
+        return tuple(names)
 
     def queues(self, raws: tuple[dict[str, Any], ...], hosts: tuple[HostConfig, ...],
                teams: tuple[TeamConfig, ...]) -> tuple[QueueConfig, ...]:

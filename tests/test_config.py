@@ -77,6 +77,7 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
         [[teams]]
         name = "vision"
         quota_gpus = 2.5
+        members = ["alice", "bob_2"]
 
         [scheduler]
         host_lost_s = 60
@@ -105,7 +106,8 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
     assert config.queues == (QueueConfig(name="train", gpu=0.5, cpus=4, hosts=("sim",),
                                          team="vision"),)
     assert config.queue("train").describe() == "0.5 GPU"
-    assert config.teams == (TeamConfig(name="vision", quota_gpus=2.5),)
+    assert config.teams == (TeamConfig(name="vision", quota_gpus=2.5,
+                                       members=("alice", "bob_2")),)
     assert config.scheduler == SchedulerSettings(host_lost_s=60.0)
     assert config.tui == TuiSettings(theme="light", keys=(("fleet.filter", "ctrl+f"),))
     assert config.host("h100-b") is config.hosts[1]
@@ -245,6 +247,18 @@ def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
      "F:3: teams[0].quota_gpus must be from 0 to 1000000 GPUs, got -1"),
     ('[[teams]]\nname = "t"\nweight = 0\n',
      "F:3: teams[0].weight must be from 0.001 to 1000, got 0"),
+    ('[[teams]]\nname = "t"\nmembers = "alice"\n',
+     "F:3: teams[0].members must be an array of strings, got a string"),
+    ('[[teams]]\nname = "t"\n\nmembers = ["alice", "bob smith"]\n',
+     "F:4: teams[0].members[1] must be an OS user name (1 to 64 of A-Z a-z 0-9 . _ -, not "
+     "starting with '.' or '-'), got 'bob smith'"),
+    ('[[teams]]\nname = "t"\nmembers = ["-rf"]\n',
+     "F:3: teams[0].members[0] must be an OS user name (1 to 64 of A-Z a-z 0-9 . _ -, not "
+     "starting with '.' or '-'), got '-rf'"),
+    ('[[teams]]\nname = "t"\nmembers = ["alice", "bob", "alice"]\n',
+     "F:3: teams[0].members names 'alice' twice"),
+    ('[[teams]]\nname = "t"\nmembers = [""]\n',
+     "F:3: teams[0].members must not be empty"),
     ('[scheduler]\nlease_s = 0\n',
      "F:2: scheduler.lease_s must be from 1 to 3600 seconds, got 0"),
     ('[tui]\nkeys = { quit = 3 }\n',

@@ -61,7 +61,8 @@ def base(tmp: str) -> Dict[str, Any]:
              "agent_cache": ".cache/f", "proxy_jump": "j@bastion:22", "identity_file": "~/k"},
             {"name": "h3", "host": "10.0.0.3"},
         ],
-        "teams": [{"name": "t1", "quota_gpus": 1.5, "over_quota": True, "weight": 2}],
+        "teams": [{"name": "t1", "quota_gpus": 1.5, "over_quota": True, "weight": 2,
+                   "members": ["alice", "bob"]}],
         "queues": [
             {"name": "q1", "gpu": 0.5, "cpus": 2, "memory": 4, "hosts": ["h1", "h2"],
              "isolation": "any", "priority": 1, "team": "t1", "gpu_models": ["L4"]},
@@ -220,6 +221,9 @@ def safe(config: Config) -> List[str]:
             wrong.append("mig %r" % q.mig)
     for t in config.teams:
         values.update({("teams", "quota_gpus"): t.quota_gpus, ("teams", "weight"): t.weight})
+        wrong += ["member %r" % m for m in t.members if not NAME.fullmatch(m)]
+        if len(set(t.members)) != len(t.members):
+            wrong.append("members twice: %r" % (t.members,))
     for k in ("lease_s", "host_lost_s", "preempt_grace_s", "interval_s"):
         values[("scheduler", k)] = getattr(config.scheduler, k)
     for where, v in values.items():
