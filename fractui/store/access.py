@@ -1,0 +1,95 @@
+"""Who may do what: the one rule, pure (no I/O), for every verb, the TUI and the scheduler's
+store to share.
+
+An admin may do everything. Anyone else may submit to a team they are in, and cancel or
+requeue that team's jobs; everything that steers the fleet — preempting, placing by hand,
+launching or stopping a job on a host, MIG changes, quota and config changes — is the admin's.
+A job of no team is the admin's alone. Who you are and whether you are an admin is the store's
+word (``Store.identity``); which teams you are in is the store's too where it keeps them
+(PostgreSQL's roles), else the config's ``members`` of each ``[[teams]]`` (``Roster``). With no
+team listing members, no one but the admin is in any team: only the admin acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional, Protocol
+
+from fractui.store.base import Identity
+
+SUBMIT, CANCEL, REQUEUE = "submit", "cancel", "requeue"
+PREEMPT, PLACE, LAUNCH, STOP, MIG, CONFIGURE = (
+    "preempt", "place", "launch", "stop", "mig", "configure")
+TEAM_ACTIONS = (SUBMIT, CANCEL, REQUEUE)
+"""Yours to do to your own teams' jobs; an admin's to do to any."""
+ADMIN_ACTIONS = (PREEMPT, PLACE, LAUNCH, STOP, MIG, CONFIGURE)
+"""The admin's alone."""
+ACTIONS = TEAM_ACTIONS + ADMIN_ACTIONS
+
+_VERBS = {SUBMIT: "submit", CANCEL: "cancel", REQUEUE: "requeue", PREEMPT: "preempt",
+          PLACE: "place", LAUNCH: "launch", STOP: "stop", MIG: "change MIG on",
+          CONFIGURE: "change"}
+
+
+class Denied(Exception):
+    """The caller's role does not allow the action; the message says who they are and what
+    role it needs. A refusal by the store's rule, not a fault of the store (exit 1)."""
+
+
+class _Team(Protocol):
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Team -> its members' user names, from the config, for a store that keeps none."""
+
+    members: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, teams: Iterable[_Team]) -> "Roster":
+        return cls({t.name: frozenset(t.members) for t in teams if t.members})
+
+    def teams_of(self, user: str) -> frozenset[str]:
+        return frozenset(t for t, users in self.members.items() if user in users)
+
+
+def teams_of(identity: Identity, roster: Roster) -> frozenset[str]:
+    """The teams ``identity`` is in: the store's word where it keeps membership, else the
+    config's."""
+    return identity.teams if identity.teams is not None else roster.teams_of(identity.user)
+
+
+def refusal(identity: Identity, roster: Roster, action: str, team: Optional[str] = None,
+            what: str = "") -> Optional[str]:
+    """Why ``identity`` may not do ``action`` to ``what`` (a job, a queue, a host) of ``team``,
+    or None if it may. The words name who the caller is and the role the action needs."""
+    if action not in ACTIONS:
+        raise ValueError("unknown action %r" % action)
+    if identity.admin:
+        return None
+    teams = teams_of(identity, roster)
+    if action in TEAM_ACTIONS and team is not None and team in teams:
+        return None
+    if action in TEAM_ACTIONS and team is not None:
+        needs = "you must be in team %s, or an admin" % team
+    else:
+        needs = "you must be an admin"
+    about = " ".join(w for w in (_VERBS[action], what) if w)
+    if action in TEAM_ACTIONS:
+        about += " of team %s" % team if team is not None else " of no team"
+    who = "%s (in %s, not an admin%s)" % (
+        identity.user, "team%s %s" % ("s" if len(teams) > 1 else "", ", ".join(sorted(teams)))
+        if teams else "no team",
+        "" if identity.teams is not None or roster.members else
+        "; no [[teams]] of the config lists members, so only an admin acts")
+    return "refused: you are %s; to %s %s" % (who, about, needs)
+
+
+def check(identity: Identity, roster: Roster, action: str, team: Optional[str] = None,
+          what: str = "") -> None:
+    """Denied, with ``refusal``'s words, unless ``identity`` may do ``action``."""
+    why = refusal(identity, roster, action, team, what)
+    if why is not None:
+        raise Denied(why)
