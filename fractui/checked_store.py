@@ -13,16 +13,19 @@ from fractui.servable import unservable
 from fractui.store import SqliteStore, open_store
 
 
-def open_checked_store(config: Config) -> SqliteStore:
+def open_checked_store(config: Config, hear: bool = True) -> SqliteStore:
     """The store, with the config's queues checked against what it keeps of the hosts (a
-    queue none of whose hosts could serve it is the config's error, exit 2). A refusal is made
-    only on what the hosts say now: the hosts are heard first, and the store's facts renewed."""
+    queue none of whose hosts could serve it is the config's error, exit 2). With ``hear``, a
+    refusal is made only on what the hosts say now: the hosts are heard first, and the store's
+    facts renewed. Without (the self-serve verbs, for users who reach only the store), on what
+    the store keeps, as the lease holder recorded it; no host is reached."""
     store = open_store(config.scheduler.store)
     try:
-        if unservable(config, store.inventory()) is not None:
+        problem = unservable(config, store.inventory())
+        if problem is not None and hear:
             problem = unservable(config, heard_inventory(config, store))
-            if problem is not None:
-                raise problem
+        if problem is not None:
+            raise problem
     except BaseException:
         store.close()
         raise

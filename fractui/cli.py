@@ -224,15 +224,17 @@ def _outcome(err: Exception) -> Tuple[int, str]:
 
 
 def _failures() -> Tuple[type, ...]:
-    """Refusals and failures of the fleet, the agents and the store: exit 1. Imported here, on
-    an error only, so a command that fails on its command line stays quick."""
+    """Refusals and failures of the fleet, the agents and the store (its rule of who may do
+    what included): exit 1. Imported here, on an error only, so a command that fails on its
+    command line stays quick."""
     from fractui.fleet.client import AgentCallError, ConnectionLost
     from fractui.fleet.host import HostUnavailable
     from fractui.fleet.link import LinkError
+    from fractui.store.access import Denied
     from fractui.store.base import JobNotFound, StateConflict, StoreError
     from fractui.store.intents import Refused
 
-    return (Failed, Refused, JobNotFound, StateConflict, HostUnavailable, AgentCallError,
+    return (Failed, Refused, Denied, JobNotFound, StateConflict, HostUnavailable, AgentCallError,
             ConnectionLost, LinkError, StoreError, OSError)
 
 

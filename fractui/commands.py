@@ -22,6 +22,9 @@ from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.store import open_store
+from fractui.store.access import LAUNCH, MIG, STOP
+from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 
 
@@ -103,9 +106,21 @@ def trust(config: Config, args: argparse.Namespace) -> int:
         return 0
 
 
+def admin_only(config: Config, action: str, what: str) -> None:
+    """The store's rule, asked before any host is reached: launch, stop and MIG changes steer
+    the fleet, so they are the admin's (access.Denied, exit 1, says who and what role)."""
+    store = open_store(config.scheduler.store)
+    try:
+        authorize(store, Asker.here(config.teams), action, None, what)
+    finally:
+        store.close()
+
+
 # -- MIG --
 
 def mig(config: Config, args: argparse.Namespace) -> int:
+    config.host(args.host)
+    admin_only(config, MIG, "%s gpu %s" % (args.host, args.gpu))
     fleet = open_fleet(config, [args.host])
     session = fleet.session(args.host)
     try:
@@ -189,6 +204,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["instance"] = args.instance
     elif args.memory_mib is not None:
         params["memory_mib"] = args.memory_mib
+    config.host(args.host)
+    admin_only(config, LAUNCH, "a job on %s" % args.host)
     fleet = open_fleet(config, [args.host])
     session = fleet.session(args.host)
     try:
@@ -237,6 +254,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
 
 def stop(config: Config, args: argparse.Namespace) -> int:
     host, job = split_job(args.job)
+    config.host(host)
+    admin_only(config, STOP, args.job)
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:

@@ -9,7 +9,7 @@ import re
 
 EXIT_FAILED = 1
 """The fleet, an agent or the store refused or failed: a job not in a state the verb can act
-on, a host offline, a damaged store."""
+on, a host offline, a damaged store, a role that may not do it (fractui.store.access)."""
 EXIT_USAGE = 2
 """The command line or the config is wrong: an unknown verb, flag or name, a bad value."""
 EXIT_BUG = 70

@@ -6,16 +6,14 @@ fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import signal
-import socket
 import threading
 import time
 from dataclasses import replace
 from typing import Any, Dict, List
 
 from fractui.arguments import gpu_index, job_number
-from fractui.config import Config
+from fractui.config import Config, QueueConfig
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
@@ -23,22 +21,21 @@ from fractui.sched.fleetview import idle_view
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import never_fits, queue_error
-from fractui.store import SqliteStore
-from fractui.store.intents import ask_stop, place_by_hand
+from fractui.store import Store, intents
+from fractui.store.access import PLACE
+from fractui.store.intents import Asker
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
 from fractui.terminal import confirm, print_json, say
 
 
-def actor() -> str:
-    return "%s@%s" % (getpass.getuser(), socket.gethostname())
-
-
-def queued(store: SqliteStore, text: str) -> Job:
+def queued(store: Store, text: str) -> Job:
     """A queued job by its number (not in the store: JobNotFound, exit 1)."""
     return store.get(job_number(text))
 
 
 def submit(config: Config, args: argparse.Namespace) -> int:
+    """Queues a job, reaching only the store: what it asks for is checked against the
+    inventory the lease holder keeps there, never the hosts."""
     if not args.argv:
         raise UsageError("submit needs the program to run after --, e.g. "
                          "fractui submit --queue small -- python train.py")
@@ -53,25 +50,12 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         config.team(team)
     elif team is not None:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
-    store = open_checked_store(config)
+    store = open_checked_store(config, hear=False)
     try:
-        names = [h.name for h in config.hosts]
-        may_use = [n for n in names if not queue.hosts or n in queue.hosts]
-        known = {n: f for n, f in store.inventory().items() if n in names}
-        # What the kept inventory says fits is queued at once, no host reached; a refusal is
-        # made only on what the hosts say now (one that does not answer, on what it last said).
-        if any(n not in known for n in may_use) or never_fits(queue, known):
-            known = {n: f for n, f in heard_inventory(config, store).items() if n in names}
-            # a host never heard from may be the one that fits: refuse only on a full hearing
-            unheard = [n for n in may_use if n not in known]
-            why = never_fits(queue, known, whole=not unheard)
-            if why is not None and not unheard:
-                raise queue_error(config, queue, why)
-            if why is not None:
-                say("warning: %s; queued all the same: never heard from %s" % (
-                    why, ", ".join(unheard)))
-        job = store.submit(queue.name, team, args.name or args.argv[0].rsplit("/", 1)[-1],
-                           args.argv, queue.request(), actor(), cwd=args.cwd)
+        servable(config, queue, store.inventory())
+        job = intents.submit(store, queue.name, team,
+                             args.name or args.argv[0].rsplit("/", 1)[-1], args.argv,
+                             queue.request(), Asker.here(config.teams), cwd=args.cwd)
     finally:
         store.close()
     if args.json:
@@ -82,10 +66,33 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def servable(config: Config, queue: QueueConfig, kept: Dict[str, Dict[str, Any]]) -> None:
+    """Refuses a queue no GPU of the fleet could hold (the config's error, exit 2), by what the
+    store keeps of the hosts: those of the config, or with no host list, those the lease holder
+    recorded. Where it keeps nothing of a host the queue may use, that host may be the one that
+    fits: it is said, and the job queued."""
+    names = [h.name for h in config.hosts] or sorted(kept)
+    may_use = [n for n in names if not queue.hosts or n in queue.hosts]
+    known = {n: f for n, f in kept.items() if n in may_use}
+    unheard = [n for n in may_use if n not in known]
+    if not known:
+        say("note: the store keeps no inventory of %s yet (a scheduler records it once it "
+            "runs), so whether a GPU can hold queue %s is left to the scheduler: fractui jobs "
+            "says why the job waits" % (", ".join(unheard) if unheard else "any host",
+                                        queue.name))
+        return
+    why = never_fits(queue, known, whole=not unheard)
+    if why is not None and not unheard:
+        raise queue_error(config, queue, why)
+    if why is not None:
+        say("warning: %s; queued all the same: the store keeps nothing of %s" % (
+            why, ", ".join(unheard)))
+
+
 # -- audit --
 
 def audit(config: Config, args: argparse.Namespace) -> int:
-    store = open_checked_store(config)
+    store = open_checked_store(config, hear=False)
     try:
         job = queued(store, args.job).id if args.job else None
         entries = store.audit_log(job, args.limit)
@@ -105,21 +112,21 @@ def audit(config: Config, args: argparse.Namespace) -> int:
 # -- cancel, requeue, place: decisions the lease holder carries out --
 
 def cancel(config: Config, args: argparse.Namespace) -> int:
-    return _stop_or_not(config, args.job, "cancel", "cancelled by %s" % actor())
+    return _stop_or_not(config, args.job, "cancel")
 
 
 def requeue(config: Config, args: argparse.Namespace) -> int:
-    return _stop_or_not(config, args.job, "requeue", "requeued by %s" % actor())
+    return _stop_or_not(config, args.job, "requeue")
 
 
 def preempt(config: Config, args: argparse.Namespace) -> int:
-    return _stop_or_not(config, args.job, "preempt", "preempted by %s" % actor())
+    return _stop_or_not(config, args.job, "preempt")
 
 
-def _stop_or_not(config: Config, ref: str, intent: str, why: str) -> int:
-    store = open_checked_store(config)
+def _stop_or_not(config: Config, ref: str, intent: str) -> int:
+    store = open_checked_store(config, hear=False)
     try:
-        job = ask_stop(store, queued(store, ref), intent, actor(), why)
+        job = intents.ask_stop(store, queued(store, ref), intent, Asker.here(config.teams))
     finally:
         store.close()
     print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
@@ -138,9 +145,11 @@ def place(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--layout-version goes with --profile and --start (a previewed plan)")
     config.host(args.host)
     gpu = gpu_index(args.gpu)
-    store = open_checked_store(config)
+    asker = Asker.here(config.teams)
+    store = open_checked_store(config, hear=False)
     try:
         job = queued(store, args.job)
+        intents.authorize(store, asker, PLACE, job.team, "job %d" % job.id)  # before any host
         if job.state != PENDING:
             raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
         known = store.inventory().get(args.host) or heard_inventory(config, store).get(
@@ -158,7 +167,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
             if not (args.over_quota or confirm("Place it anyway, as a borrowed job that a "
                                                "team within its quota may preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
-        job = place_by_hand(store, job, slot, actor(), past)
+        job = intents.place_by_hand(store, job, slot, asker, past)
     finally:
         store.close()
     print("%d placed on %s; the scheduler launches it%s" % (

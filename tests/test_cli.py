@@ -5,8 +5,8 @@ real ``main`` (and, where the process matters, ``python -m fractui``)."""
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -173,7 +173,8 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     for job, state in ((over, "failed"), (fails, "failed"), (fine, "done"),
                        (stopped, "cancelled")):
         _end_of(cli, job, state)
-    who = "cancelled by %s@%s" % (getpass.getuser(), socket.gethostname())
+    # the store's word on who (the OS user by uid, not $USER), and where from
+    who = "cancelled by %s@%s" % (pwd.getpwuid(os.geteuid()).pw_name, socket.gethostname())
     why = {over: "exceeded its 1024 MiB cap: used 1391 MiB", fails: "exited 3",
            fine: "exited 0", stopped: who}
     name = {over: "too-big", fails: "three", fine: "fine", stopped: "stopped"}

@@ -8,7 +8,7 @@ import time
 from fractui.config import QueueConfig
 from fractui.sched.fleetview import HostView
 from fractui.sched.preview import candidates
-from fractui.store.intents import place_by_hand
+from fractui.store.intents import Asker, place_by_hand
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -57,7 +57,7 @@ def place_previewed(f, start: int):
     job = f.submit("3g")
     pick = next(c for c in candidates(views(f), f.store.jobs(), f.store.uid, job)
                 if c.start == start)
-    place_by_hand(f.store, job, pick.slot(), "admin")
+    place_by_hand(f.store, job, pick.slot(), Asker("admin"))
     return job
 
 

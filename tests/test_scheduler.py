@@ -275,11 +275,12 @@ def test_following_the_logs_of_a_waiting_job_waits_for_it_to_start(local_fleet):
                                              % job.id)
 
 
-def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fleet):
+def test_submit_queues_what_only_a_host_the_store_keeps_nothing_of_might_hold(local_fleet):
     f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="many-cpus", gpu=0.5, cpus=4096),
                                         QueueConfig(name="b-only", gpu=0.5, cpus=4096,
                                                     hosts=("gpu-b",))])
-    with socket.socket() as s:  # a loopback port nothing listens on: the host is down
+    f.scheduler.step()  # the leader keeps what gpu-b could ever hold
+    with socket.socket() as s:  # a loopback port nothing listens on: a host never kept
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = f.tmp / "with-a-down-host.toml"
@@ -290,9 +291,10 @@ def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fle
     assert queued.returncode == 0, queued.stderr
     assert queued.stderr.startswith("fractui: warning: no GPU of the hosts heard from could "
                                     "ever hold what queue many-cpus asks for (0.5 GPU, ")
-    assert queued.stderr.endswith("; queued all the same: never heard from gpu-down\n")
+    assert queued.stderr.endswith("; queued all the same: the store keeps nothing of "
+                                  "gpu-down\n")
     assert [j.queue for j in f.store.jobs()] == ["many-cpus"]
-    only_b = _submit(config, "b-only")  # the host not heard from is not one it may use
+    only_b = _submit(config, "b-only")  # the host never kept is not one it may use
     assert only_b.returncode == 2 and "no GPU in the fleet could ever hold" in only_b.stderr
     assert len(f.store.jobs()) == 1
 
@@ -300,6 +302,20 @@ def test_submit_queues_what_only_a_host_that_did_not_answer_might_hold(local_fle
 def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(local_fleet):
     f = local_fleet({"gpu-b": "2xL4"}, [QueueConfig(name="half", gpu=0.5),
                                         QueueConfig(name="many-cpus", gpu=0.5, cpus=4096)])
+    # The same host, but at a state dir no agent runs in: reaching it would start one there.
+    unstarted = f.tmp / "unstarted"
+    config = f.tmp / "elsewhere.toml"
+    config.write_text(open(f.write_config()).read().replace(
+        json.dumps(f.config.hosts[0].state_dir), json.dumps(str(unstarted))))
+    # Nothing kept yet: queued, the check left to the scheduler, no host reached.
+    first = _submit(config, "many-cpus")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ("fractui: note: the store keeps no inventory of gpu-b yet (a "
+                            "scheduler records it once it runs), so whether a GPU can hold "
+                            "queue many-cpus is left to the scheduler: fractui jobs says why "
+                            "the job waits\n")
+    f.store.change(f.store.jobs()[0].id, ("pending",), "test", "clean up", "cancel",
+                   state="cancelled")
     f.scheduler.step()  # the leader keeps what each host could ever hold
     assert [g["name"] for g in f.store.inventory()["gpu-b"]["gpus"]] == ["NVIDIA L4"] * 2
     seen = sqlite3.connect(f.config.scheduler.store).execute(
@@ -307,19 +323,12 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
     f.scheduler.step()
     assert sqlite3.connect(f.config.scheduler.store).execute(
         "SELECT seen_at FROM inventory").fetchall() == seen  # unchanged facts: not rewritten
-    # The same host, but at a state dir no agent runs in: reaching it would start one there.
-    unstarted = f.tmp / "unstarted"
-    config = f.tmp / "elsewhere.toml"
-    config.write_text(open(f.write_config()).read().replace(
-        json.dumps(f.config.hosts[0].state_dir), json.dumps(str(unstarted))))
-
     try:
         queued = _submit(config, "half")
         assert (queued.returncode, queued.stderr) == (0, "")
-        assert not unstarted.exists()  # queued on the kept inventory: no host was reached
-        refused = _submit(config, "many-cpus")  # a refusal is made only on what the host says now
+        refused = _submit(config, "many-cpus")  # refused on what the lease holder kept
         assert refused.returncode == 2 and "the fleet has 2x L4" in refused.stderr
-        assert (unstarted / "daemon.lock").exists()
+        assert not unstarted.exists()  # no host was reached, either time
     finally:
         stop_host(str(unstarted))
-    assert [j.queue for j in f.store.jobs()] == ["half"]
+    assert [j.queue for j in f.store.jobs()] == ["many-cpus", "half"]

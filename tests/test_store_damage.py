@@ -25,7 +25,7 @@ from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
-from fractui.store.intents import ask_stop
+from fractui.store.intents import Asker, ask_stop
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import wait
@@ -392,7 +392,7 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
         wait(lambda: sched.step() and sched.settle() and
              {store.get(j.id).state for j in jobs} == {"running"}, lambda: store.jobs())
         for job in jobs:
-            ask_stop(store, store.get(job.id), "cancel", "test", "cancelled by test")
+            ask_stop(store, store.get(job.id), "cancel", Asker("test"))
         with stalled(f, "gpu-a"):
             for job in map(store.get, (j.id for j in jobs)):  # both stops on gpu-a's lane
                 sched.executor.stop("gpu-a", job.agent_job, job.key(store.uid), job.reason)

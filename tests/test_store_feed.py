@@ -11,7 +11,7 @@ import time
 
 from fractui.store import SqliteStore, Slot
 from fractui.store.base import HOSTS, JOBS, LEASE
-from fractui.store.intents import ask_stop, place_by_hand
+from fractui.store.intents import Asker, ask_stop, place_by_hand
 from tests.conftest import REPO
 
 
@@ -23,9 +23,9 @@ def test_each_change_wakes_a_feed_with_its_topic(tmp_path):
         assert feed.wait(0.1) == frozenset()  # nothing yet
         job = writer.submit("q", None, "a", ["true"], {"gpu": 0.5}, "alice")
         assert feed.wait(5) == {JOBS}
-        place_by_hand(writer, job, Slot("h", (0,), memory_mib=100), "bob")
+        place_by_hand(writer, job, Slot("h", (0,), memory_mib=100), Asker("bob"))
         assert feed.wait(5) == {JOBS}
-        ask_stop(writer, writer.get(job.id), "cancel", "bob", "no longer needed")
+        ask_stop(writer, writer.get(job.id), "cancel", Asker("bob"))
         assert feed.wait(5) == {JOBS}
         writer.record_inventory("h", {"gpus": []})
         assert feed.wait(5) == {HOSTS}

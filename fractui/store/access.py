@@ -36,7 +36,9 @@ class Denied(Exception):
     role it needs. A refusal by the store's rule, not a fault of the store (exit 1)."""
 
 
-class _Team(Protocol):
+class Team(Protocol):
+    """What the roster reads of a team (config.TeamConfig)."""
+
     name: str
     members: tuple[str, ...]
 
@@ -48,7 +50,7 @@ class Roster:
     members: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, teams: Iterable[_Team]) -> "Roster":
+    def of(cls, teams: Iterable[Team]) -> "Roster":
         return cls({t.name: frozenset(t.members) for t in teams if t.members})
 
     def teams_of(self, user: str) -> frozenset[str]:

@@ -1,31 +1,69 @@
-"""What an admin asks of a queued job — place it here, cancel, requeue, preempt — recorded in
-the store for the lease holder to carry out. Shared by the CLI and the TUI, so both mean the same.
+"""What users ask of queued jobs — submit, place here, cancel, requeue, preempt — recorded in the
+store for the lease holder to carry out. Shared by the CLI and the TUI, so both mean the same, and
+the one place where who may ask what is checked (fractui.store.access), by the store's word on
+who asks, never the asker's own.
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
 
+from fractui.store.access import CANCEL, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team, check
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
 
-STOP_INTENTS = ("cancel", "requeue", "preempt")
+STOP_INTENTS = (CANCEL, REQUEUE, PREEMPT)
+_DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 
 
 class Refused(Exception):
     """The job is not in a state where that can be asked; the message says why."""
 
 
-def ask_stop(store: Store, job: Job, intent: str, actor: str, why: str) -> Job:
+@dataclass(frozen=True)
+class Asker:
+    """What the asking side adds to a request: where it comes from (this machine, "(tui)") and
+    the config's team members, for a store that keeps none. Never who asks: that is the
+    store's word (Store.identity), which the asker cannot forge."""
+
+    where: str
+    roster: Roster = field(default_factory=Roster)
+
+    @classmethod
+    def here(cls, teams: Iterable[Team], tui: bool = False) -> "Asker":
+        return cls(socket.gethostname() + (" (tui)" if tui else ""), Roster.of(teams))
+
+
+def authorize(store: Store, asker: Asker, action: str, team: Optional[str] = None,
+              what: str = "") -> str:
+    """The actor the audit names (the store's user, @ where the asker is), once the rule lets
+    the store's identity do ``action``; access.Denied, saying who and what role, if not."""
+    identity = store.identity()
+    check(identity, asker.roster, action, team, what)
+    return "%s@%s" % (identity.user, asker.where)
+
+
+def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Sequence[str],
+           request: dict[str, Any], asker: Asker, cwd: Optional[str] = None) -> Job:
+    """A new pending job in ``queue``, charged to ``team``."""
+    actor = authorize(store, asker, SUBMIT, team, "to queue %s" % queue)
+    return store.submit(queue, team, name, argv, request, actor, cwd=cwd)
+
+
+def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     """Cancel, requeue or preempt. A pending job is cancelled at once; a placed or running one
     becomes ``stopping`` and the scheduler stops it (requeue and preempt put it back in its
     queue as a new attempt; the audit tells them apart)."""
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
+    actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
+    why = "%s by %s" % (_DONE[intent], actor)
     try:
-        if job.state == PENDING and intent == "cancel":
-            return store.change(job.id, (PENDING,), actor, why, "cancel", state=CANCELLED,
+        if job.state == PENDING and intent == CANCEL:
+            return store.change(job.id, (PENDING,), actor, why, CANCEL, state=CANCELLED,
                                 reason=why, ended_at=time.time())
         if job.state in (PLACED, RUNNING):
             return store.change(job.id, (PLACED, RUNNING), actor, why, intent, state=STOPPING,
@@ -35,16 +73,17 @@ def ask_stop(store: Store, job: Job, intent: str, actor: str, why: str) -> Job:
     raise Refused("job %d is %s: nothing to %s" % (job.id, job.state, intent))
 
 
-def place_by_hand(store: Store, job: Job, slot: Slot, actor: str,
+def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
                   past_quota: Optional[str] = None) -> Job:
     """Records a manual placement; the lease holder launches it exactly there. ``past_quota``:
     why it takes its team past its quota (the admin agreed): it is then recorded as borrowed,
     preemptible like any over-quota job."""
+    actor = authorize(store, asker, PLACE, job.team, "job %d" % job.id)
     why = "placed by hand on %s" % slot.describe()
     if past_quota:
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
-        return store.change(job.id, (PENDING,), actor, why, "place", state=PLACED, slot=slot,
+        return store.change(job.id, (PENDING,), actor, why, PLACE, state=PLACED, slot=slot,
                             manual=True, preemptible=past_quota is not None, reason=None)
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None

@@ -7,8 +7,6 @@ as is ``[tui] theme``, so a typo is a ``file:line`` error before the screen open
 from __future__ import annotations
 
 import gc
-import getpass
-import socket
 import time
 from typing import Callable, Iterable
 
@@ -16,6 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from fractui.config import Config
+from fractui.store.intents import Asker
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands
 from fractui.tui.fleet_screen import FleetScreen
@@ -51,8 +50,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.clock = clock
         self.readonly = readonly
         """Dangerous actions (placement, stop, requeue, preempt) are never bound."""
-        self.actor = "%s@%s (tui)" % (getpass.getuser(), socket.gethostname())
-        """Who the audit says decided what this TUI records."""
+        self.asker = Asker.here(config.teams, tui=True)
+        """Where this TUI's requests come from; who asks is the store's word (intents)."""
         check_tui_settings(config, theme_names())
         for theme in builtin_themes().values():
             self.register_theme(theme.theme)
@@ -76,7 +75,7 @@ class FractuiApp(App[None], inherit_bindings=False):
     def open_job(self, job_id: int) -> None:
         """The job screen of store job ``job_id``, over the fleet screen."""
         fleet = self.fleet
-        self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.actor,
+        self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
                                    self.clock, self.readonly))
 
     def action_help(self) -> None:

@@ -27,7 +27,8 @@ from fractui.sched.fleetview import HostView
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import past_quota, team_usage
 from fractui.store.base import StoreError
-from fractui.store.intents import Refused, place_by_hand
+from fractui.store.access import Denied
+from fractui.store.intents import Asker, Refused, place_by_hand
 from fractui.store.model import PENDING, Job
 from fractui.tui.actions import shown_bindings
 from fractui.tui.bars import Paint, per_line
@@ -55,7 +56,7 @@ class FleetApp(Protocol):
     source: Source
     config: Config
     clock: Callable[[], float]
-    actor: str
+    asker: Asker
     readonly: bool
 
     def open_job(self, job_id: int) -> None: ...
@@ -419,8 +420,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                     "was placed.", near=where))
             return
         try:
-            place_by_hand(store, now, match.slot(), self.fleet_app.actor, past)
-        except (Refused, StoreError) as err:
+            place_by_hand(store, now, match.slot(), self.fleet_app.asker, past)
+        except (Refused, Denied, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
             return
         self.post_message(Placed(now, match))

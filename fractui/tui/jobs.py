@@ -24,7 +24,8 @@ from textual.widgets import Button, Input, Static
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
-from fractui.store.intents import Refused, ask_stop
+from fractui.store.access import Denied
+from fractui.store.intents import Asker, Refused, ask_stop
 from fractui.store.model import AuditEntry, Job
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.logview import LogView
@@ -133,14 +134,14 @@ class JobScreen(Screen[None], inherit_bindings=False):
     """
 
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
-                 actor: str, clock: Callable[[], float], readonly: bool) -> None:
+                 asker: Asker, clock: Callable[[], float], readonly: bool) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.job_id = job_id
         self.source = source
         self.statuses = statuses
         """The fleet screen's latest host statuses (for the agent's record of the job)."""
-        self.actor = actor
+        self.asker = asker
         self.clock = clock
         self.job: Optional[Job] = None
         self.uid: Optional[str] = None
@@ -335,9 +336,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
             self.post_message(Asked(intent, "no store here: nothing can be recorded"))
             return
         try:
-            ask_stop(store, store.get(job_id), intent, self.actor,
-                     "%s asked by %s in the TUI" % (intent, self.actor))
-        except (Refused, JobNotFound, StoreError) as err:
+            ask_stop(store, store.get(job_id), intent, self.asker)
+        except (Refused, Denied, JobNotFound, StoreError) as err:
             self.post_message(Asked(intent, str(err)))
             return
         self.post_message(Asked(intent))
