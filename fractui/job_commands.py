@@ -64,7 +64,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     stored: List[Job] = []
     uid = None
     if not args.hosts:
-        store = open_checked_store(config)
+        store = open_checked_store(config, hear=False)
         try:
             uid = store.uid
             stored = store.jobs(None if args.all else ACTIVE, limit=args.limit if args.all

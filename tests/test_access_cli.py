@@ -1,0 +1,172 @@
+"""Who may do what, as real OS users running ``fractui`` against a real store (the tests run as
+root; each verb here runs as a throwaway plain account). On SQLite the file's permissions are
+the boundary: a user who cannot read the store cannot do anything; one who shares it through
+its group, without owning it, is no admin, and the config's team members say what they may do.
+The identity is the process's user by uid: $USER says root in every run here, and is ignored."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fractui.store import SqliteStore
+from tests.sshd import free_port
+from tests.test_fleet_hosts import plain_user  # noqa: F401 - a fixture: a real plain account
+from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
+
+HOST = socket.gethostname()
+
+
+@pytest.fixture(autouse=True)
+def _user_says_root(monkeypatch):
+    """What a user could forge: the environment's names. The store must not believe them."""
+    monkeypatch.setenv("USER", "root")
+    monkeypatch.setenv("LOGNAME", "root")
+
+
+def shared_store(folder: Path, user: str) -> Path:
+    """A store root owns, shared with ``user``'s group (0660, in a setgid 2770 directory so
+    its -wal and -shm are the group's too): the user reads and writes it without owning it."""
+    gid = pwd.getpwnam(user).pw_gid
+    state = folder / "state"
+    state.mkdir()
+    store = state / "store.db"
+    SqliteStore(str(store)).close()
+    for path, mode in ((state, 0o2770), (store, 0o660)):
+        os.chown(path, 0, gid)
+        path.chmod(mode)
+    return store
+
+
+def write_config(folder: Path, store: Path, members: dict, hosts: bool = False) -> Path:
+    """Teams vision and nlp with these members, a queue for each; with ``hosts``, one host at
+    a port nothing listens on (a verb that reached it would say it cannot connect)."""
+    text = '[scheduler]\nstore = "%s"\n' % store
+    for team in ("vision", "nlp"):
+        text += '[[teams]]\nname = "%s"\n' % team
+        if team in members:
+            text += "members = %s\n" % json.dumps(members[team])
+    text += ('[[queues]]\nname = "v"\ngpu = 0.5\nteam = "vision"\n'
+             '[[queues]]\nname = "n"\ngpu = 0.5\nteam = "nlp"\n')
+    if hosts:
+        text += ('[ssh]\nconnect_timeout = 1\n'
+                 '[[hosts]]\nname = "gpu-x"\nhost = "127.0.0.1"\nport = %d\n' % free_port())
+    path = folder / ("hosts.toml" if hosts else "config.toml")
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+def refused(done: subprocess.CompletedProcess, words: str) -> None:
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr == "fractui: %s\n" % words, done.stderr
+
+
+def who(user: str, teams: str = "team vision") -> str:
+    return "refused: you are %s (in %s, not an admin)" % (user, teams)
+
+
+def test_a_user_who_cannot_read_the_store_can_do_nothing_and_is_told_so(plain_dir):
+    state = plain_dir / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    store = state / "store.db"
+    SqliteStore(str(store)).submit("v", "vision", "roots", ["x"], {"gpu": 0.5}, "test")
+    assert (store.stat().st_uid, store.stat().st_mode & 0o777) == (0, 0o600)  # as made
+    config = write_config(plain_dir, store, {"vision": ["nobody"]})
+    data = store.read_bytes()
+    for verb in (["jobs"], ["submit", "--queue", "v", "--", "x"], ["cancel", "1"],
+                 ["requeue", "1"], ["audit"]):
+        refused(fractui(config, verb, "nobody"), "store %s: cannot be read by nobody (mode "
+                "0600, owner root)" % store)
+    assert store.read_bytes() == data
+
+
+def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir, plain_user):
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name], "nlp": ["someone-else"]})
+    with_hosts = write_config(plain_dir, store, {"vision": [name], "nlp": ["someone-else"]},
+                              hosts=True)
+    admin = SqliteStore(str(store))  # root's: the admin's
+    try:
+        theirs = admin.submit("n", "nlp", "theirs", ["x"], {"gpu": 0.5}, "root@test")
+        running = admin.submit("v", "vision", "ours", ["x"], {"gpu": 0.5}, "root@test")
+        admin.change(running.id, ("pending",), state="running")
+    finally:
+        admin.close()
+    assert not os.path.exists(str(store) + "-wal")  # the user's run makes its own
+
+    mine = fractui(config, ["submit", "--queue", "v", "--", "x"], name)
+    assert mine.returncode == 0, mine.stderr
+    assert mine.stdout == "3 pending in queue v for team vision\n"
+    refused(fractui(config, ["submit", "--queue", "n", "--", "x"], name),
+            "%s; to submit to queue n of team nlp you must be in team nlp, or an admin"
+            % who(name))
+    refused(fractui(config, ["cancel", str(theirs.id)], name),
+            "%s; to cancel job %d of team nlp you must be in team nlp, or an admin"
+            % (who(name), theirs.id))
+    refused(fractui(config, ["requeue", str(theirs.id)], name),
+            "%s; to requeue job %d of team nlp you must be in team nlp, or an admin"
+            % (who(name), theirs.id))
+    for verb, words in (
+            (["preempt", str(running.id)], "to preempt job %d" % running.id),
+            (["place", "3", "gpu-x", "0"], "to place job 3"),
+            (["launch", "gpu-x", "0", "--memory-mib", "100", "--", "x"],
+             "to launch a job on gpu-x"),
+            (["stop", "gpu-x/j1"], "to stop gpu-x/j1"),
+            (["mig", "gpu-x", "0", "1g.10gb", "--yes"], "to change MIG on gpu-x gpu 0")):
+        # refused before any host is reached: not "cannot connect to gpu-x"
+        refused(fractui(with_hosts, verb, name), "%s; %s you must be an admin" % (
+            who(name), words))
+    done = fractui(config, ["requeue", str(running.id)], name)
+    assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n"
+                                              % running.id), done
+    done = fractui(config, ["cancel", "3"], name)
+    assert (done.returncode, done.stdout) == (0, "3 cancelled\n"), done
+
+    listed = fractui(config, ["jobs", "--all", "--json"], name)
+    assert listed.returncode == 0, listed.stderr
+    assert [(j["id"], j["state"]) for j in json.loads(listed.stdout)["jobs"]] == [
+        (theirs.id, "pending"), (running.id, "stopping"), (3, "cancelled")]
+    audit = fractui(config, ["audit", "--json"], name)
+    assert audit.returncode == 0, audit.stderr
+    entries = [(e["actor"], e["action"], e["job"], e["why"])
+               for e in json.loads(audit.stdout)["audit"]]
+    actor = "%s@%s" % (name, HOST)  # the store's word on who, never $USER (root here)
+    assert entries[2:] == [
+        (actor, "submit", 3, "submitted to queue v"),
+        (actor, "requeue", running.id, "requeued by %s" % actor),
+        (actor, "cancel", 3, "cancelled by %s" % actor)], entries
+    shown = fractui(config, ["audit", "3"], name).stdout.splitlines()
+    assert [line.split()[2:4] for line in shown] == [[actor, "submit"], [actor, "cancel"]]
+
+    # root owns the store: the admin, who may cancel any team's job
+    done = fractui(config, ["cancel", str(theirs.id)])
+    assert (done.returncode, done.stdout) == (0, "%d cancelled\n" % theirs.id), done
+    assert SqliteStore(str(store)).audit_log(theirs.id)[-1].actor == "root@%s" % HOST
+
+
+def test_with_no_members_anywhere_only_the_stores_owner_acts(plain_dir, plain_user):
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {})
+    refused(fractui(config, ["submit", "--queue", "v", "--", "x"], name),
+            "refused: you are %s (in no team, not an admin; no [[teams]] of the config lists "
+            "members, so only an admin acts); to submit to queue v of team vision you must be "
+            "in team vision, or an admin" % name)
+    assert SqliteStore(str(store)).jobs() == []
+    # the same user owning the store is its admin: as today, the owner does everything
+    shutil.chown(store, name)
+    done = fractui(config, ["submit", "--queue", "n", "--", "x"], name)
+    assert done.returncode == 0, done.stderr
+    done = fractui(config, ["preempt", "1"], name)
+    assert (done.returncode, done.stderr) == (1, "fractui: job 1 is pending: nothing to "
+                                                 "preempt\n")  # allowed; nothing to stop
