@@ -57,6 +57,30 @@ def queue_error(config: Config, queue: QueueConfig, message: str) -> ConfigError
     return config.fail(message, "queues", config.queues.index(queue), key)
 
 
+def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Optional[str]:
+    """What ``submit`` says of a queue, judged without reaching a host: a queue no GPU of the
+    fleet could hold is refused (the config's error, exit 2), by what the store keeps of the
+    hosts: those of the config, or with no host list, those the lease holder recorded. Where
+    it keeps nothing of a host the queue may use, that host may be the one that fits: the job
+    may be queued, with the warning (or note) returned."""
+    names = [h.name for h in config.hosts] or sorted(kept)
+    may_use = [n for n in names if not queue.hosts or n in queue.hosts]
+    known = {n: f for n, f in kept.items() if n in may_use}
+    unheard = [n for n in may_use if n not in known]
+    if not known:
+        return ("note: the store keeps no inventory of %s yet (a scheduler records it once it "
+                "runs), so whether a GPU can hold queue %s is left to the scheduler: fractui "
+                "jobs says why the job waits" % (", ".join(unheard) if unheard else "any host",
+                                                 queue.name))
+    why = never_fits(queue, known, whole=not unheard)
+    if why is not None and not unheard:
+        raise queue_error(config, queue, why)
+    if why is not None:
+        return "warning: %s; queued all the same: the store keeps nothing of %s" % (
+            why, ", ".join(unheard))
+    return None
+
+
 def sim_facts(host: HostConfig) -> Facts:
     """The GPUs an agent simulating ``host.sim`` reports (its CPUs and RAM are this
     machine's, unknown here)."""

@@ -10,17 +10,17 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from fractui.arguments import gpu_index, job_number
-from fractui.config import Config, QueueConfig
+from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
 from fractui.sched.fleetview import idle_view
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.quota import past_quota, team_usage
-from fractui.servable import never_fits, queue_error
+from fractui.servable import submittable
 from fractui.store import Store, intents
 from fractui.store.access import PLACE
 from fractui.store.intents import Asker
@@ -52,7 +52,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
     store = open_checked_store(config, hear=False)
     try:
-        warning = servable(config, queue, store.inventory())
+        warning = submittable(config, queue, store.inventory())
         job = intents.submit(store, queue.name, team,
                              args.name or args.argv[0].rsplit("/", 1)[-1], args.argv,
                              queue.request(), Asker.here(config.teams), cwd=args.cwd)
@@ -66,30 +66,6 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         print("%d pending in queue %s%s" % (job.id, job.queue, " for team %s" % team
                                             if team else ""))
     return 0
-
-
-def servable(config: Config, queue: QueueConfig, kept: Dict[str, Dict[str, Any]]
-             ) -> Optional[str]:
-    """Refuses a queue no GPU of the fleet could hold (the config's error, exit 2), by what the
-    store keeps of the hosts: those of the config, or with no host list, those the lease holder
-    recorded. Where it keeps nothing of a host the queue may use, that host may be the one that
-    fits: the job may be queued, with the warning returned."""
-    names = [h.name for h in config.hosts] or sorted(kept)
-    may_use = [n for n in names if not queue.hosts or n in queue.hosts]
-    known = {n: f for n, f in kept.items() if n in may_use}
-    unheard = [n for n in may_use if n not in known]
-    if not known:
-        return ("note: the store keeps no inventory of %s yet (a scheduler records it once it "
-                "runs), so whether a GPU can hold queue %s is left to the scheduler: fractui "
-                "jobs says why the job waits" % (", ".join(unheard) if unheard else "any host",
-                                                 queue.name))
-    why = never_fits(queue, known, whole=not unheard)
-    if why is not None and not unheard:
-        raise queue_error(config, queue, why)
-    if why is not None:
-        return "warning: %s; queued all the same: the store keeps nothing of %s" % (
-            why, ", ".join(unheard))
-    return None
 
 
 # -- audit --

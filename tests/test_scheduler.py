@@ -130,6 +130,7 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
                     [QueueConfig(name="many-cpus", gpu=0.5, cpus=4096),
                      QueueConfig(name="much-ram", gpus=1, memory=65536),
                      QueueConfig(name="half", gpu=0.5, cpus=1)])
+    f.scheduler.step()  # the leader keeps what each host could ever hold: submit judges by it
     refused = f.fractui("submit", "--queue", "many-cpus", "--", "python", "train.py")
     assert refused.returncode == 2
     path = f.write_config()
