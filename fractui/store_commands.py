@@ -22,7 +22,7 @@ from fractui.sched.manual import Unfit, complete
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, intents
-from fractui.store.access import PLACE
+from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.intents import Asker
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
 from fractui.terminal import confirm, print_json, say
@@ -174,6 +174,11 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     if not config.queues:
         raise UsageError("the config has no [[queues]]: there is nothing to schedule")
     store = open_checked_store(config)
+    try:
+        intents.authorize(store, Asker.here(config.teams), SCHEDULE)  # before any host
+    except Denied:
+        store.close()
+        raise
     done = threading.Event()
     box: List[Scheduler] = []
     fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())

@@ -124,7 +124,8 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
             (["launch", "gpu-x", "0", "--memory-mib", "100", "--", "x"],
              "to launch a job on gpu-x"),
             (["stop", "gpu-x/j1"], "to stop gpu-x/j1"),
-            (["mig", "gpu-x", "0", "1g.10gb", "--yes"], "to change MIG on gpu-x gpu 0")):
+            (["mig", "gpu-x", "0", "1g.10gb", "--yes"], "to change MIG on gpu-x gpu 0"),
+            (["scheduler"], "to run the scheduler")):
         # refused before any host is reached: not "cannot connect to gpu-x"
         refused(fractui(with_hosts, verb, name), "%s; %s you must be an admin" % (
             who(name), words))

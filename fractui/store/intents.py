@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.access import CANCEL, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team, check
+from fractui.store.access import (CANCEL, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team, check,
+                                  refusal)
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
 
@@ -44,6 +45,12 @@ def authorize(store: Store, asker: Asker, action: str, team: Optional[str] = Non
     identity = store.identity()
     check(identity, asker.roster, action, team, what)
     return "%s@%s" % (identity.user, asker.where)
+
+
+def allowed(store: Store, asker: Asker, action: str, team: Optional[str] = None) -> bool:
+    """Whether the store's identity may do ``action``: for what is offered rather than done (a
+    TUI runs no scheduler for a user who may not run one)."""
+    return refusal(store.identity(), asker.roster, action, team) is None
 
 
 def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Sequence[str],

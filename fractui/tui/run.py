@@ -30,12 +30,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _fleet(config: Config, readonly: bool) -> int:
-    """The configured fleet. With a store, this TUI also runs a scheduler (unless --readonly):
-    it acts only while it holds the store's lease — no headless ``fractui scheduler`` runs,
-    or the one that did stopped — and waits as a standby meanwhile, the TUI only recording."""
+    """The configured fleet. With a store, this TUI also runs a scheduler (unless --readonly,
+    or the user is no admin, whom the store's rule does not let run one): it acts only while
+    it holds the store's lease — no headless ``fractui scheduler`` runs, or the one that did
+    stopped — and waits as a standby meanwhile, the TUI only recording."""
     from fractui.scheduler import Scheduler
     from fractui.scheduler.service import default_holder
     from fractui.checked_store import open_checked_store
+    from fractui.store.access import SCHEDULE
+    from fractui.store.intents import Asker, allowed
     from fractui.tui.app import FractuiApp
     from fractui.tui.source import LiveSource
 
@@ -44,7 +47,7 @@ def _fleet(config: Config, readonly: bool) -> int:
     store = open_checked_store(config) if has_store else None
     source = LiveSource(config, store)
     scheduler = None
-    if store is not None and not readonly:
+    if store is not None and not readonly and allowed(store, Asker.here(config.teams), SCHEDULE):
         scheduler = Scheduler(config, store, source.fleet, name="%s (tui)" % default_holder())
         source.scheduler = scheduler.holder
         for session in source.fleet.sessions.values():
