@@ -252,3 +252,32 @@ def test_the_tui_shows_a_refusal_as_it_shows_any_refused_action(plain_dir, plain
     store_now = SqliteStore(str(store))
     assert [store_now.get(j.id).state for j in (theirs, ours)] == ["running", "stopping"]
     assert store_now.audit_log(ours.id)[-1].actor == "%s@%s (tui)" % (name, HOST)
+
+
+L4 = {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "mig_mode": False,
+      "mig_pending": False}
+
+
+def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inventory(
+        plain_dir, plain_user):
+    """No host list, no SSH: the fleet is what the lease holder keeps in the store."""
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    config.write_text(config.read_text() + '[[queues]]\nname = "two"\ngpus = 2\n'
+                                           'team = "vision"\n')
+    admin = SqliteStore(str(store))
+    admin.record_inventory("gpu-a", {"cpus": 8, "memory_mib": 65536, "mig_changes": True,
+                                     "gpus": [L4]})
+    admin.close()
+    done = fractui(config, ["submit", "--queue", "v", "--", "x"], name)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0, "1 pending in queue v for team vision\n", "")
+    done = fractui(config, ["submit", "--queue", "two", "--", "x"], name)
+    at = config.read_text().split("\n").index('name = "two"') + 2  # its gpus = 2
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == (
+        "fractui: %s:%d: no GPU in the fleet could ever hold what queue two asks for (2 GPUs, "
+        "isolation any); the fleet has 1x L4; at most 8 CPUs and 64 GiB RAM on a host\n"
+        % (config, at))
+    assert [j.queue for j in SqliteStore(str(store)).jobs()] == ["v"]

@@ -4,10 +4,11 @@ An admin may do everything. Anyone else may submit to a team they are in, and ca
 requeue that team's jobs; everything that steers the fleet — preempting, placing by hand,
 launching or stopping a job on a host, MIG changes, quota and config changes, running the
 scheduler (which does all of these) — is the admin's. A job of no team is the admin's alone.
-Who you are and whether you are an admin is the store's
-word (``Store.identity``); which teams you are in is the store's too where it keeps them
-(PostgreSQL's roles), else the config's ``members`` of each ``[[teams]]`` (``Roster``). With no
-team listing members, no one but the admin is in any team: only the admin acts.
+
+Who you are and whether you are an admin is the store's word (``Store.identity``); which teams
+you are in is the store's too where it keeps them (PostgreSQL's roles), else the config's
+``members`` of each ``[[teams]]`` (``Roster``). With no team listing members, no one but the
+admin is in any team: only the admin acts.
 """
 
 from __future__ import annotations
