@@ -10,14 +10,14 @@ from fractui.config import Config
 from fractui.fleet.fleet import open_fleet
 from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
-from fractui.store import SqliteStore, open_store
+from fractui.store import Store, open_store
 
 
-def open_checked_store(config: Config) -> SqliteStore:
+def open_checked_store(config: Config) -> Store:
     """The store, with the config's queues checked against what it keeps of the hosts (a
     queue none of whose hosts could serve it is the config's error, exit 2). A refusal is made
     only on what the hosts say now: the hosts are heard first, and the store's facts renewed."""
-    store = open_store(config.scheduler.store)
+    store = open_store(config.store.url)
     try:
         if unservable(config, store.inventory()) is not None:
             problem = unservable(config, heard_inventory(config, store))
@@ -29,7 +29,7 @@ def open_checked_store(config: Config) -> SqliteStore:
     return store
 
 
-def heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, Any]]:
+def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:
     """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
     answered in the store, and returns the inventory: fresh where heard, kept where not."""
     fleet = open_fleet(config)

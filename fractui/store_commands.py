@@ -23,7 +23,7 @@ from fractui.sched.fleetview import idle_view
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import never_fits, queue_error
-from fractui.store import SqliteStore
+from fractui.store import Store
 from fractui.store.intents import ask_stop, place_by_hand
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
 from fractui.terminal import confirm, print_json, say
@@ -33,7 +33,7 @@ def actor() -> str:
     return "%s@%s" % (getpass.getuser(), socket.gethostname())
 
 
-def queued(store: SqliteStore, text: str) -> Job:
+def queued(store: Store, text: str) -> Job:
     """A queued job by its number (not in the store: JobNotFound, exit 1)."""
     return store.get(job_number(text))
 
@@ -197,7 +197,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         fleet.start()
         sched.start()
         print("scheduler %s: store %s, %d hosts, %d queues" % (
-            sched.holder, store.path, len(config.hosts), len(config.queues)), flush=True)
+            sched.holder, store.where, len(config.hosts), len(config.queues)), flush=True)
         done.wait()
     finally:
         sched.stop(release=sched.fatal is None)

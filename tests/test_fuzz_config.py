@@ -229,7 +229,8 @@ def safe(config: Config) -> List[str]:
     places = [agent_place(h) for h in config.hosts]
     if len(set(places)) != len(places):
         wrong.append("two hosts, one state dir")
-    for path in (config.ssh.known_hosts, config.ssh.config_file, config.scheduler.store):
+    for path in (config.ssh.known_hosts, config.ssh.config_file,
+                 config.store.url and config.store.url[len("sqlite://"):]):
         if path is not None and (not os.path.isabs(path) or not path.isprintable()):
             wrong.append("local path %r" % path)
     return wrong

@@ -302,10 +302,10 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
                                         QueueConfig(name="many-cpus", gpu=0.5, cpus=4096)])
     f.scheduler.step()  # the leader keeps what each host could ever hold
     assert [g["name"] for g in f.store.inventory()["gpu-b"]["gpus"]] == ["NVIDIA L4"] * 2
-    seen = sqlite3.connect(f.config.scheduler.store).execute(
+    seen = sqlite3.connect(f.store.path).execute(
         "SELECT seen_at FROM inventory").fetchall()
     f.scheduler.step()
-    assert sqlite3.connect(f.config.scheduler.store).execute(
+    assert sqlite3.connect(f.store.path).execute(
         "SELECT seen_at FROM inventory").fetchall() == seen  # unchanged facts: not rewritten
     # The same host, but at a state dir no agent runs in: reaching it would start one there.
     unstarted = f.tmp / "unstarted"

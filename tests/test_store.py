@@ -1,4 +1,6 @@
-"""The SQLite store: durable, compare-and-set, audited, with one lease for one scheduler."""
+"""The store, on both backends (an SQLite file and a real PostgreSQL database): durable,
+compare-and-set, audited, with one lease for one scheduler whose writes are fenced by its
+epoch."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import sqlite3
 
 import pytest
 
-from fractui.store import JobNotFound, Slot, SqliteStore, StateConflict, default_store_path
+from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
+                           default_store_path, open_store)
 from fractui.store.sqlite import _migrations
 
 
@@ -18,16 +21,24 @@ class Clock:
         return self.now
 
 
-def test_jobs_survive_a_reopen_and_the_schema_is_versioned(tmp_path):
-    path = str(tmp_path / "s" / "store.db")
-    store = SqliteStore(path)
+def test_jobs_survive_a_reopen(store_url):
+    store = open_store(store_url)
     job = store.submit("q", "team", "train", ["python", "x y"], {"gpu": 0.5}, "me", cwd="/w")
     uid = store.uid
     store.close()
+    again = open_store(store_url)
+    try:
+        assert again.uid == uid
+        assert again.get(job.id) == job
+        assert again.get(job.id).argv == ("python", "x y")
+        assert (job.id, job.state, job.request, job.cwd) == (1, "pending", {"gpu": 0.5}, "/w")
+    finally:
+        again.close()
+
+
+def test_an_sqlite_store_is_made_where_nothing_was_and_its_schema_is_versioned(tmp_path):
+    path = str(tmp_path / "s" / "store.db")
     again = SqliteStore(path)
-    assert again.uid == uid
-    assert again.get(job.id) == job
-    assert again.get(job.id).argv == ("python", "x y")
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == _migrations()[-1][0]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -39,9 +50,9 @@ def test_the_default_path_follows_xdg_state_home(tmp_path, monkeypatch):
     assert default_store_path() == str(tmp_path / "fractui" / "store.db")
 
 
-def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(tmp_path):
-    one = SqliteStore(str(tmp_path / "store.db"))
-    two = SqliteStore(str(tmp_path / "store.db"))  # another process's view of the same file
+def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(store_url):
+    one = open_store(store_url)
+    two = open_store(store_url)  # another process's view of the same store
     job = one.submit("q", None, "n", ["x"], {}, "me")
     slot = Slot("h", (1,), memory_mib=100, charge=0.25)
     one.change(job.id, ("pending",), "a", "placed", "decide", state="placed", slot=slot)
@@ -52,10 +63,12 @@ def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(tmp_pa
     assert [e.actor for e in two.audit_log(job.id)] == ["me", "a"]
     with pytest.raises(JobNotFound):
         one.get(99)
+    one.close()
+    two.close()
 
 
-def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy(tmp_path):
-    store = SqliteStore(str(tmp_path / "store.db"))
+def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy(store_url):
+    store = open_store(store_url)
     job = store.submit("q", None, "n", ["x"], {}, "me")
     job = store.change(job.id, ("pending",), state="running", slot=Slot("h", (0,)),
                        preemptible=True, agent_job="j4")
@@ -67,9 +80,11 @@ def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy
     store.drop_stale("h", job.key(store.uid), "sched", "gone")
     assert store.stale() == []
     assert [e.action for e in store.audit_log(job.id)] == ["submit", "requeued", "stop-stale"]
+    store.close()
 
 
 def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(tmp_path):
+    """On SQLite, by this machine's clock (one machine shares the file)."""
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     assert store.acquire_lease("a", 10)
@@ -89,14 +104,82 @@ def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(tmp_path):
     assert store.acquire_lease("a", 10)
 
 
-def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(tmp_path):
-    store = SqliteStore(str(tmp_path / "store.db"))
+def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
+    store = open_store(store_url)
     for i in range(5):
         store.submit("q%d" % (i % 2), None, "n%d" % i, ["x"], {}, "me")
     store.change(2, ("pending",), state="cancelled")
     assert [j.id for j in store.jobs(["pending"])] == [1, 3, 4, 5]
     assert [j.id for j in store.jobs(queue="q0")] == [1, 3, 5]
     assert [j.id for j in store.jobs(limit=2)] == [4, 5]
+    assert store.jobs([]) == []
+    store.record_inventory("h", {"cpus": 8})
+    store.record_inventory("h", {"cpus": 16})  # replaces what was kept
+    assert store.inventory() == {"h": {"cpus": 16}}
+    store.close()
+
+
+def test_the_lease_passes_on_when_it_lapses_or_is_released_each_take_a_new_epoch(store_url):
+    """On either backend, by the store's clock: a lease of 0 s has lapsed as it is taken."""
+    store = open_store(store_url)
+    try:
+        assert store.lease_holder() is None
+        assert store.acquire_lease("a", 60) == 1
+        assert store.acquire_lease("b", 60) is None  # a's lasts
+        assert store.acquire_lease("a", 0) == 1  # a renewal keeps the epoch...
+        assert store.lease_holder() is None  # ...and this one lapsed at once
+        assert store.acquire_lease("b", 60) == 2  # taken: a new epoch
+        assert store.audit_log()[-1].why == "took the scheduler lease from a, expired"
+        holder, until = store.lease_holder()
+        assert holder == "b" and until > store.audit_log()[-1].time
+        store.release_lease("a")  # not the holder: no effect
+        assert store.lease_holder()[0] == "b"
+        store.release_lease("b")
+        assert store.lease_holder() is None
+        assert store.acquire_lease("b", 60) == 3  # after a release, even by b, a new epoch
+        assert store.audit_log()[-1].why == "took the scheduler lease"
+    finally:
+        store.close()
+
+
+def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
+    """A scheduler that lost its lease (it paused; another took it) writes nothing with the
+    epoch it had: every kind of write the lease holder makes is fenced, in its transaction."""
+    store, other = open_store(store_url), open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "alice")
+        with pytest.raises(LeaseLost, match="the lease's is now never taken"):
+            store.change(job.id, ("pending",), reason="x", epoch=1)
+        old = store.acquire_lease("s1", 0)  # lapses at once: s2 may take it
+        placed = store.change(job.id, ("pending",), "s1", "placed", "decide", epoch=old,
+                              state="placed", slot=Slot("h", (0,)))
+        new = other.acquire_lease("s2", 60)
+        assert new == old + 1
+        before = (store.get(job.id), store.stale(), store.inventory(), store.audit_log())
+        writes = [
+            lambda: store.change(job.id, ("placed",), "s1", "started", "launch", epoch=old,
+                                 state="running"),
+            lambda: store.change(job.id, ("placed",), reason="waits", epoch=old),
+            lambda: store.requeue(job.id, ("placed",), "s1", "host lost", stale_on="h",
+                                  epoch=old),
+            lambda: store.drop_stale("h", placed.key(store.uid), "s1", "gone", epoch=old),
+            lambda: store.record_inventory("h", {"cpus": 1}, epoch=old),
+            lambda: store.keep_inventory({"h": {"cpus": 1}}, {}, epoch=old),
+        ]
+        for write in writes:
+            with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "
+                               "held by s2" % (old, new)):
+                write()
+        assert (store.get(job.id), store.stale(), store.inventory(),
+                store.audit_log()) == before
+        # the new holder's writes, and a user's (no epoch), go through
+        other.change(job.id, ("placed",), "s2", "started", "launch", epoch=new,
+                     state="running")
+        assert store.change(job.id, ("running",), reason="a user's note").reason == \
+            "a user's note"
+    finally:
+        store.close()
+        other.close()
 
 
 def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp_path):
@@ -111,6 +194,7 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
                "host, gpus, profile, start) VALUES ('q', 'n', '[\"x\"]', '{}', 'placed', 1, 1, "
                "'h', '[0]', '3g.40gb', 4)")
+    db.execute("INSERT INTO lease (name, holder, expires_at) VALUES ('scheduler', 's', 9e12)")
     db.commit()
     db.close()
     store = SqliteStore(path)
@@ -126,8 +210,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store.submit("q", None, "after", ["true"], {}, "me")
     assert feed.wait(5) == {"jobs"}
     feed.close()
+    assert store.acquire_lease("s", 10) == 1  # 0006: a lease held before is the first epoch
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 5
+        _migrations()) == 6
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -70,6 +70,8 @@ class Executor:
         self.max_attempts = max_attempts
         self.lanes = lanes
         self.clock = clock
+        self.epoch = 0
+        """The lease epoch its writes carry (the scheduler's, set as it takes the lease)."""
         self._stops_sent: Set[Tuple[str, str]] = set()
 
     def launch(self, job: Job, view: HostView, jobs: List[Job]) -> None:
@@ -80,7 +82,7 @@ class Executor:
         try:
             slot = complete(job, view, uid, jobs) if job.manual else job.slot
             if slot != job.slot:
-                job = self.store.change(job.id, (PLACED,), slot=slot)
+                job = self.store.change(job.id, (PLACED,), slot=slot, epoch=self.epoch)
             record = self.call(view.name, "job.launch", launch_params(job, uid))
         except Unfit as err:
             self.refused(job, view.name, str(err), CAPACITY)
@@ -90,7 +92,7 @@ class Executor:
             if err.code == STALE_LAYOUT:  # the host is fine, the preview was not
                 self.store.requeue(job.id, (PLACED,), self.actor, "not launched: the GPU "
                                    "changed since the placement was previewed (%s); preview "
-                                   "it again" % err)
+                                   "it again" % err, epoch=self.epoch)
             elif kind in (JOB, REQUEST):
                 self.failed(job, view.name, str(err), kind)
             else:
@@ -99,7 +101,8 @@ class Executor:
         try:
             self.store.change(job.id, (PLACED,), self.actor, "started on %s" % slot.describe(),
                               "launch", state=RUNNING, agent_job=record.get("id"),
-                              started_at=record.get("started_at"), reason=None)
+                              started_at=record.get("started_at"), reason=None,
+                              epoch=self.epoch)
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
 
@@ -111,7 +114,7 @@ class Executor:
                       job.id, host, words)
         try:
             self.store.change(job.id, (PLACED,), self.actor, why, "failed", state=FAILED,
-                              reason=why, ended_at=self.clock())
+                              reason=why, ended_at=self.clock(), epoch=self.epoch)
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
@@ -126,10 +129,11 @@ class Executor:
                 why = "refused %d times ([scheduler] max_attempts = %d): %s" % (
                     len(tried), self.max_attempts, "; ".join(r.describe() for r in tried))
                 self.store.change(job.id, (PLACED,), self.actor, why, "failed", state=FAILED,
-                                  reason=why, refusals=tried, ended_at=refusal.at)
+                                  reason=why, refusals=tried, ended_at=refusal.at,
+                                  epoch=self.epoch)
             else:
                 self.store.requeue(job.id, (PLACED,), self.actor, "refused by %s" %
-                                   refusal.describe(), refusal=refusal)
+                                   refusal.describe(), refusal=refusal, epoch=self.epoch)
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
@@ -162,7 +166,8 @@ class Executor:
             elif job.state == RUNNING:
                 self.store.change(job.id, (RUNNING,), self.actor, "the agent on %s has no "
                                   "record of it" % view.name, "lost", state=FAILED,
-                                  reason="the agent on %s has no record of it" % view.name)
+                                  reason="the agent on %s has no record of it" % view.name,
+                                  epoch=self.epoch)
             return
         state = rec.get("state")
         if state in AGENT_ENDED:
@@ -174,7 +179,8 @@ class Executor:
             self.store.change(job.id, (PLACED,), self.actor, "found running on %s" %
                               job.slot.describe(), "launch",  # type: ignore[union-attr]
                               state=RUNNING, agent_job=rec.get("id"),
-                              started_at=rec.get("started_at"), reason=None)
+                              started_at=rec.get("started_at"), reason=None,
+                              epoch=self.epoch)
         elif job.state == STOPPING:
             self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
 
@@ -185,12 +191,14 @@ class Executor:
             "exited %s" % code if code is not None else rec.get("state"))
         self.store.change(job.id, (PLACED, RUNNING), self.actor, why, "end",
                           state=DONE if ok else FAILED, reason=None if ok else why,
-                          exit_code=code, ended_at=rec.get("ended_at"))
+                          exit_code=code, ended_at=rec.get("ended_at"), epoch=self.epoch)
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
         """A stop completed: cancelled, or back to the queue for a requeue or a preemption."""
         if job.stop_intent == "cancel":
             self.store.change(job.id, (STOPPING,), self.actor, job.reason or "cancelled",
-                              "end", state=CANCELLED, ended_at=(rec or {}).get("ended_at"))
+                              "end", state=CANCELLED, ended_at=(rec or {}).get("ended_at"),
+                              epoch=self.epoch)
         else:
-            self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued")
+            self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued",
+                               epoch=self.epoch)
