@@ -61,7 +61,6 @@ class PgServer:
                        "unix_socket_directories = '%s'\nfsync = off\n"
                        "max_connections = 200\n" % (self.port, self.sockets))
         self.start()
-        self.admin = self.connect("postgres")
 
     def _as_owner(self, argv: List[str]) -> None:
         prefix = ["sudo", "-n", "-u", OS_USER] if os.geteuid() == 0 else []
@@ -87,18 +86,18 @@ class PgServer:
 
     def new_database(self) -> str:
         name = "t_" + uuid.uuid4().hex[:12]
-        self.admin.execute("CREATE DATABASE %s" % name)
+        self.sql("CREATE DATABASE %s" % name)
         return name
 
-    def sql(self, statement: str) -> None:
-        """As the superuser, on the server's own database (roles are the cluster's)."""
-        self.admin.execute(statement)
+    def sql(self, statement: str, db: str = "postgres") -> List[tuple]:
+        """As the superuser, on a connection of its own (the server may have been restarted
+        since the last); roles are the cluster's, so any database will do for them."""
+        with self.connect(db) as conn:
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
 
     def close(self) -> None:
         try:
-            self.admin.close()
+            self.pg_ctl("stop", "-m", "immediate")
         finally:
-            try:
-                self.pg_ctl("stop", "-m", "immediate")
-            finally:
-                shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,66 @@
+"""A scheduler paused in the middle of a pass (after renewing its lease, before its writes)
+wakes after its lease lapsed and another scheduler took it: the store refuses its writes, which
+carry the old epoch, so it changes nothing, sends nothing, and stands by without a traceback;
+the new holder carries on."""
+
+from __future__ import annotations
+
+import logging
+
+from fractui.config import QueueConfig
+from fractui.scheduler import Scheduler
+from fractui.store.intents import ask_stop
+from tests import localfleet
+from tests.localfleet import wait
+
+local_fleet = localfleet.local_fleet
+
+
+def test_a_paused_scheduler_that_lost_its_lease_changes_nothing_when_it_wakes(local_fleet,
+                                                                              caplog):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=3.0)
+    first = f.submit("q")
+    assert f.scheduler.step() and f.scheduler.settle()  # epoch 1: the first job runs
+    assert f.states() == {first.id: "running"}
+    assert f.scheduler.epoch == 1
+    second = f.submit("q")
+    ask_stop(f.store, f.store.get(first.id), "cancel", "alice", "no longer needed")
+
+    views, paused = f.scheduler._views, []
+
+    def pause_then_views():
+        """The pass stops here, its lease just renewed, for longer than the lease lasts; the
+        lease lapses and another scheduler takes it. Then the pass goes on."""
+        if not paused:
+            paused.append(True)
+            wait(lambda: f.store.lease_holder() is None, f.states)
+            assert f.store.acquire_lease("other", 60.0) == 2
+        return views()
+
+    f.scheduler._views = pause_then_views
+    before = (f.store.jobs(), f.store.stale(), f.store.inventory())
+    agents_before = [(j["key"], j["state"]) for j in f.agent_jobs()]
+    audit_before = f.store.audit_log(limit=1000)
+    caplog.set_level(logging.INFO, logger="fractui.scheduler")
+    f.scheduler.start()
+    try:
+        wait(lambda: "this scheduler stands by" in caplog.text, lambda: caplog.text)
+        assert not f.scheduler.step()  # the next passes: the lease is another's
+    finally:
+        f.scheduler.stop(release=False)
+    assert not f.scheduler.leader
+    assert (f.store.jobs(), f.store.stale(), f.store.inventory()) == before
+    assert [(j["key"], j["state"]) for j in f.agent_jobs()] == agents_before  # nothing sent
+    took = f.store.audit_log(limit=1000)
+    assert took[:-1] == audit_before and took[-1].actor == "other"  # only the take
+    refused = [r for r in caplog.records if "epoch 1; the lease's is now epoch 2" in r.message]
+    assert refused and all(r.levelno == logging.INFO and not r.exc_info for r in refused)
+    assert not [r for r in caplog.records if r.exc_info]
+
+    other = Scheduler(f.config, f.store, f.fleet, name="other")  # the new holder carries on
+    assert other.step() and other.epoch == 2
+    assert other.settle()
+    wait(lambda: other.step() and other.settle() and f.states() == {
+        first.id: "cancelled", second.id: "running"}, f.states)
+    keys = [j["key"] for j in f.agent_jobs()]
+    assert keys.count(f.store.get(second.id).key(f.store.uid)) == 1  # launched once
