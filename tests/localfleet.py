@@ -15,7 +15,7 @@ import pytest
 from fractui.config import Config, HostConfig, SchedulerSettings, StoreSettings
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
-from fractui.store import SqliteStore, sqlite_url
+from fractui.store import open_store, sqlite_url
 from fractui.store.model import Job
 from tests.conftest import REPO, stop_host
 
@@ -34,8 +34,11 @@ def sleeper(seconds: float) -> List[str]:
 class LocalFleet:
     """Simulated hosts, a store and a scheduler whose passes the test runs one by one."""
 
-    def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(), **settings):
+    def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(),
+                 store_url: Optional[str] = None, **settings):
+        """``store_url``: the store (by default an SQLite file in ``tmp_path``)."""
         self.tmp = tmp_path
+        store_url = store_url or sqlite_url(str(tmp_path / "store.db"))
         self.config = Config(
             path=None,
             hosts=tuple(HostConfig(name=n, transport="local", sim=spec,
@@ -44,8 +47,8 @@ class LocalFleet:
             queues=tuple(queues), teams=tuple(teams),
             scheduler=SchedulerSettings(**dict(dict(interval_s=0.2, preempt_grace_s=5.0),
                                                **settings)),
-            store=StoreSettings(sqlite_url(str(tmp_path / "store.db"))))
-        self.store = SqliteStore(str(tmp_path / "store.db"))
+            store=StoreSettings(store_url))
+        self.store = open_store(store_url)
         self.fleet = Fleet(self.config, reconnect_max_s=0.5).start()
         self.fleet.wait_settled(60)
         assert {s.state for s in self.fleet.statuses()} == {"online"}, [

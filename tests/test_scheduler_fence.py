@@ -6,6 +6,8 @@ the new holder carries on."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 
 from fractui.config import QueueConfig
 from fractui.scheduler import Scheduler
@@ -17,8 +19,10 @@ local_fleet = localfleet.local_fleet
 
 
 def test_a_paused_scheduler_that_lost_its_lease_changes_nothing_when_it_wakes(local_fleet,
-                                                                              caplog):
-    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=3.0)
+                                                                              store_url, caplog):
+    """On both backends: on PostgreSQL the lease lapses by the server's clock."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=3.0,
+                    store_url=store_url)
     first = f.submit("q")
     assert f.scheduler.step() and f.scheduler.settle()  # epoch 1: the first job runs
     assert f.states() == {first.id: "running"}
@@ -61,6 +65,42 @@ def test_a_paused_scheduler_that_lost_its_lease_changes_nothing_when_it_wakes(lo
     assert other.step() and other.epoch == 2
     assert other.settle()
     wait(lambda: other.step() and other.settle() and f.states() == {
-        first.id: "cancelled", second.id: "running"}, f.states)
+        first.id: "cancelled", second.id: "running"}, lambda: (f.states(), f.store.audit_log()))
     keys = [j["key"] for j in f.agent_jobs()]
     assert keys.count(f.store.get(second.id).key(f.store.uid)) == 1  # launched once
+
+
+def test_a_scheduler_process_stopped_past_its_lease_changes_nothing_when_continued(
+        local_fleet, store_url):
+    """A real ``fractui scheduler`` frozen (SIGSTOP) past its lease: a standby takes over and
+    runs what is submitted meanwhile; continued (SIGCONT), the first finds the lease another's
+    and writes nothing more. On both backends."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=3.0,
+                    store_url=store_url)
+    run = f.scheduler_process("first")
+    standby = Scheduler(f.config, f.store, f.fleet, name="standby")
+    try:
+        wait(lambda: (f.store.lease_holder() or ("",))[0] == "first", f.states, alive=run)
+        early = f.submit("q")
+        wait(lambda: f.states() == {early.id: "running"}, f.states, alive=run)
+        os.kill(run.pid, signal.SIGSTOP)
+        wait(lambda: f.store.lease_holder() is None, f.states)
+        standby.start()
+        wait(lambda: standby.leader, f.states)
+        late = f.submit("q")
+        wait(lambda: f.states()[late.id] == "running", f.states)
+        taken = max(e.id for e in f.store.audit_log(limit=1000) if e.action == "lease")
+        os.kill(run.pid, signal.SIGCONT)
+        ask_stop(f.store, f.store.get(early.id), "cancel", "alice", "no longer needed")
+        wait(lambda: f.states() == {early.id: "cancelled", late.id: "running"}, f.states)
+        assert (f.store.lease_holder() or ("",))[0] == "standby"
+        assert run.poll() is None  # the first runs on, as a standby
+    finally:
+        standby.stop()
+        run.terminate()
+        _, err = run.communicate(timeout=60)
+    after = [e for e in f.store.audit_log(limit=1000) if e.id > taken]
+    assert after and not [e for e in after if e.actor == "first"], after
+    assert "Traceback" not in err, err
+    keys = [j["key"] for j in f.agent_jobs()]
+    assert keys.count(f.store.get(late.id).key(f.store.uid)) == 1  # launched once
