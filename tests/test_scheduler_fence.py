@@ -104,3 +104,24 @@ def test_a_scheduler_process_stopped_past_its_lease_changes_nothing_when_continu
     assert "Traceback" not in err, err
     keys = [j["key"] for j in f.agent_jobs()]
     assert keys.count(f.store.get(late.id).key(f.store.uid)) == 1  # launched once
+
+
+def test_a_scheduler_on_postgresql_goes_on_after_the_server_restarts(local_fleet, pg_server,
+                                                                     caplog):
+    """The server restarted (and down a while) under a running scheduler: its passes say the
+    store's words, no traceback, and once the server is back it places what is submitted."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)],
+                    store_url=pg_server.url(pg_server.new_database()))
+    first = f.submit("q")
+    f.scheduler.start()
+    try:
+        wait(lambda: f.states() == {first.id: "running"}, f.states)
+        pg_server.stop()
+        wait(lambda: "cannot reach the PostgreSQL server" in caplog.text, lambda: caplog.text)
+        pg_server.start()
+        second = f.submit("q")
+        wait(lambda: f.states() == {first.id: "running", second.id: "running"}, f.states)
+    finally:
+        f.scheduler.stop()
+    assert "127.0.0.1:%d" % pg_server.port in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

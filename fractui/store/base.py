@@ -113,6 +113,8 @@ class Feed(abc.ABC):
 class Store(abc.ABC):
     uid: str
     """Names this store in agent idempotency keys, so two stores never share a key."""
+    where: str
+    """Where the store is, as its errors say it: a file's path, or postgresql://host:port/db."""
 
     @abc.abstractmethod
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],

@@ -143,7 +143,8 @@ class SqlStore(Store):
         """Runs ``work`` in one transaction (a write holding the write lock); on a connection
         found lost before the commit, once more on a new one."""
         with self._lock:
-            for retry in (False, True):
+            retried = False
+            while True:
                 fresh = self._db is None
                 if fresh:
                     self._db = self._connected()
@@ -168,14 +169,14 @@ class SqlStore(Store):
                     mine = self.dialect.translate(err)
                     if mine is None:
                         raise
-                    if lost and not fresh and not committing and not retry:
+                    if lost and not fresh and not committing and not retried:
+                        retried = True
                         continue  # nothing was recorded: the call is made again, once
                     if lost and committing:
                         mine = type(mine)(mine.where, "%s (the connection was lost while "
                                           "committing: whether it was recorded is not known; "
                                           "read it back)" % mine.what)
                     raise mine from err
-        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _connected(self) -> Any:
         try:

@@ -17,7 +17,7 @@ import os
 import pwd
 import sqlite3
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
