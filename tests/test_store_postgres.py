@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from fractui.store import StoreDamaged, StoreDenied, StoreUnavailable, open_store
+from fractui.store import StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable, open_store
+from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
 from tests.conftest import REPO
 from tests.sshd import free_port
@@ -155,3 +156,22 @@ def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp
     assert done.returncode == 2 and "hunter2" not in done.stderr
     assert done.stderr.startswith("fractui: %s:2: store.url carries a password" % config), \
         done.stderr
+
+
+def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkeypatch):
+    """Another client holding the store's write lock (a transaction left open) keeps a write
+    waiting at most the lock timeout: then StoreBusy, nothing written; reads go on."""
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 0.5)
+    store = open_store(pg_url)
+    holder = pg_server.connect(pg_url.rsplit("/", 1)[1])
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        with pytest.raises(StoreBusy, match="lock timeout"):
+            store.submit("q", None, "blocked", ["true"], {}, "alice")
+        assert store.jobs() == []
+        holder.execute("ROLLBACK")
+        assert store.submit("q", None, "then", ["true"], {}, "alice").id == 1
+    finally:
+        holder.close()
+        store.close()

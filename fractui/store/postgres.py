@@ -36,6 +36,11 @@ WRITE_LOCK = 0x66726163  # the advisory lock every write holds ("frac")
 ADMIN_ROLE = "fractui_admin"
 TEAM_ROLE = "fractui_team_"
 CONNECT_TIMEOUT_S = 10  # unless the URL or PGCONNECT_TIMEOUT says otherwise
+LOCK_TIMEOUT_S = 30.0  # a write waits this long for the write lock (SQLite's busy timeout)
+# A server that vanished without closing the connection (a partition, a dead host) is found
+# by TCP keepalives within about 5 + 3 x 2 s, instead of the system's two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+              "keepalives_count": 3}
 VERSION_TABLE = "fractui_schema"
 
 
@@ -58,11 +63,17 @@ class PostgresDialect(Dialect):
         self.user, self.where = _target(url)
 
     def connect(self) -> psycopg.Connection:
-        extra: dict[str, Any] = {"application_name": "fractui"}
-        if "connect_timeout" not in conninfo_to_dict(self.url) and not os.environ.get(
-                "PGCONNECT_TIMEOUT"):
+        """A connection in autocommit (a write opens its own transaction), with what the URL
+        leaves unset defaulted: a connect timeout, keepalives, a lock timeout."""
+        given = conninfo_to_dict(self.url)
+        extra: dict[str, Any] = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        extra["application_name"] = given.get("application_name", "fractui")
+        if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = CONNECT_TIMEOUT_S
-        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
+        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
+        db.execute("SELECT set_config('lock_timeout', %s, false)",
+                   ("%dms" % (LOCK_TIMEOUT_S * 1000),))
+        return db
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
