@@ -111,8 +111,7 @@ def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_
         local_fleet):
     f = local_fleet({"gpu-b": "1xL4"}, [QueueConfig(name="small", mig="1g.10gb")])
     job = f.submit("small")
-    f.store.change(job.id, ("pending",), "test", "by hand", "place", state="placed",
-                   manual=True, slot=Slot("gpu-b", (0,), "1g.10gb", 0))
+    f.store.place(job.id, Slot("gpu-b", (0,), "1g.10gb", 0), "test", "by hand", manual=True)
     f.until(lambda: f.store.get(job.id).attempt == 1)
     back = f.store.get(job.id)
     assert back.state == "pending"

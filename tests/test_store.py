@@ -55,10 +55,9 @@ def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(store_
     two = open_store(store_url)  # another process's view of the same store
     job = one.submit("q", None, "n", ["x"], {}, "me")
     slot = Slot("h", (1,), memory_mib=100, charge=0.25)
-    one.change(job.id, ("pending",), "a", "placed", "decide", state="placed", slot=slot)
+    one.place(job.id, slot, "a", "placed")
     with pytest.raises(StateConflict, match="job 1 is placed, not pending"):
-        two.change(job.id, ("pending",), "b", "placed too", "decide", state="placed",
-                   slot=Slot("other", (0,)))
+        two.place(job.id, Slot("other", (0,)), "b", "placed too")
     assert two.get(job.id).slot == slot
     assert [e.actor for e in two.audit_log(job.id)] == ["me", "a"]
     with pytest.raises(JobNotFound):
@@ -70,8 +69,8 @@ def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(store_
 def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy(store_url):
     store = open_store(store_url)
     job = store.submit("q", None, "n", ["x"], {}, "me")
-    job = store.change(job.id, ("pending",), state="running", slot=Slot("h", (0,)),
-                       preemptible=True, agent_job="j4")
+    store.place(job.id, Slot("h", (0,)), "sched", "placed", preemptible=True)
+    job = store.started(job.id, "j4", 5.0, "sched", "started")
     back = store.requeue(job.id, ("running",), "sched", "host h lost", stale_on="h")
     assert (back.state, back.attempt, back.slot, back.preemptible, back.agent_job) == (
         "pending", 1, None, False, None)
@@ -79,7 +78,8 @@ def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy
     assert [(s.host, s.key, s.job) for s in store.stale()] == [("h", job.key(store.uid), 1)]
     store.drop_stale("h", job.key(store.uid), "sched", "gone")
     assert store.stale() == []
-    assert [e.action for e in store.audit_log(job.id)] == ["submit", "requeued", "stop-stale"]
+    assert [e.action for e in store.audit_log(job.id)] == ["submit", "decide", "launch",
+                                                           "requeued", "stop-stale"]
     store.close()
 
 
@@ -108,7 +108,7 @@ def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
     store = open_store(store_url)
     for i in range(5):
         store.submit("q%d" % (i % 2), None, "n%d" % i, ["x"], {}, "me")
-    store.change(2, ("pending",), state="cancelled")
+    store.ended(2, ("pending",), "cancelled", "not wanted", "me", "not wanted", "cancel")
     assert [j.id for j in store.jobs(["pending"])] == [1, 3, 4, 5]
     assert [j.id for j in store.jobs(queue="q0")] == [1, 3, 5]
     assert [j.id for j in store.jobs(limit=2)] == [4, 5]
@@ -149,17 +149,17 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
     try:
         job = store.submit("q", None, "n", ["x"], {}, "alice")
         with pytest.raises(LeaseLost, match="the lease's is now never taken"):
-            store.change(job.id, ("pending",), reason="x", epoch=1)
+            store.waiting(job.id, "x", epoch=1)
         old = store.acquire_lease("s1", 0)  # lapses at once: s2 may take it
-        placed = store.change(job.id, ("pending",), "s1", "placed", "decide", epoch=old,
-                              state="placed", slot=Slot("h", (0,)))
+        placed = store.place(job.id, Slot("h", (0,)), "s1", "placed", epoch=old)
         new = other.acquire_lease("s2", 60)
         assert new == old + 1
         before = (store.get(job.id), store.stale(), store.inventory(), store.audit_log())
         writes = [
-            lambda: store.change(job.id, ("placed",), "s1", "started", "launch", epoch=old,
-                                 state="running"),
-            lambda: store.change(job.id, ("placed",), reason="waits", epoch=old),
+            lambda: store.started(job.id, "j1", None, "s1", "started", epoch=old),
+            lambda: store.reslot(job.id, Slot("h", (1,)), epoch=old),
+            lambda: store.ended(job.id, ("placed",), "failed", "no", "s1", "no", "failed",
+                                epoch=old),
             lambda: store.requeue(job.id, ("placed",), "s1", "host lost", stale_on="h",
                                   epoch=old),
             lambda: store.drop_stale("h", placed.key(store.uid), "s1", "gone", epoch=old),
@@ -173,10 +173,9 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
         assert (store.get(job.id), store.stale(), store.inventory(),
                 store.audit_log()) == before
         # the new holder's writes, and a user's (no epoch), go through
-        other.change(job.id, ("placed",), "s2", "started", "launch", epoch=new,
-                     state="running")
-        assert store.change(job.id, ("running",), reason="a user's note").reason == \
-            "a user's note"
+        other.started(job.id, "j1", None, "s2", "started", epoch=new)
+        assert store.stopping(job.id, ("running",), "cancel", "alice", "not needed").state == \
+            "stopping"  # a user's write carries no epoch
     finally:
         store.close()
         other.close()
@@ -200,7 +199,7 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store = SqliteStore(path)
     job = store.get(1)
     assert (store.uid, job.slot) == ("old00001", Slot("h", (0,), "3g.40gb", 4))
-    pinned = store.change(1, ("placed",), slot=Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
+    pinned = store.reslot(1, Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
     assert pinned.slot.layout_version == "v9"
     assert store.inventory() == {}  # 0003 added the inventory
     store.record_inventory("h", {"cpus": 8, "gpus": []})
@@ -228,5 +227,40 @@ def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_pat
         assert me.admin  # it owns the file
         os.chown(path, 65534, 65534)  # the file handed to nobody: root stays admin, by uid 0
         assert store.identity().admin == (os.geteuid() == 0)
+    finally:
+        store.close()
+
+
+def test_a_jobs_life_is_told_by_typed_transitions_each_from_its_states(store_url):
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", "vision", "n", ["x"], {"gpu": 0.25}, "alice")
+        with pytest.raises(StateConflict, match="job 1 is pending, not placed"):
+            store.started(job.id, "j1", None, "s", "too early")
+        store.waiting(job.id, "no room")
+        placed = store.place(job.id, Slot("h", (0,)), "bob", "by hand", manual=True,
+                             preemptible=True)
+        assert (placed.state, placed.manual, placed.preemptible, placed.reason) == (
+            "placed", True, True, None)
+        placed = store.reslot(job.id, Slot("h", (0,), memory_mib=512, charge=0.25))
+        running = store.started(job.id, "j1", 12.5, "s", "started on h")
+        assert (running.state, running.agent_job, running.started_at, running.slot.memory_mib) \
+            == ("running", "j1", 12.5, 512)
+        with pytest.raises(ValueError, match="unknown stop intent 'pause'"):
+            store.stopping(job.id, ("running",), "pause", "bob", "why")
+        stopping = store.stopping(job.id, ("running",), "cancel", "bob", "not needed")
+        assert (stopping.state, stopping.stop_intent, stopping.reason) == (
+            "stopping", "cancel", "not needed")
+        with pytest.raises(ValueError, match="'running' is not an end"):
+            store.ended(job.id, ("stopping",), "running", None, "s", "x", "end")
+        ended = store.ended(job.id, ("stopping",), "cancelled", "not needed", "s", "stopped",
+                            "end")
+        assert ended.state == "cancelled" and ended.ended_at >= ended.started_at
+        assert ended.ended_at == store.audit_log(job.id)[-1].time  # the store's clock
+        assert [(e.actor, e.action) for e in store.audit_log(job.id)] == [
+            ("alice", "submit"), ("bob", "place"), ("s", "launch"), ("bob", "cancel"),
+            ("s", "end")]
+        with pytest.raises(StateConflict):
+            store.place(job.id, Slot("h", (0,)), "s", "again")
     finally:
         store.close()

@@ -92,7 +92,7 @@ def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_serve
         try:
             seen[role] = store.identity()
             job = store.submit("q", None, "by " + role, ["true"], {}, role)  # the grants do
-            assert store.change(job.id, ("pending",), reason="x").reason == "x"
+            assert store.waiting(job.id, "x").reason == "x"
         finally:
             store.close()
     assert seen[alice] == Identity(alice, admin=False,

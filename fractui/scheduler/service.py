@@ -263,8 +263,8 @@ class Scheduler:
                     # it ends cancelled; a copy still running there is stopped on return
                     self.store.requeue(job.id, (STOPPING,), self.holder, why, stale_on=host,
                                        epoch=self.epoch)
-                    self.store.change(job.id, (PENDING,), self.holder, why, "end",
-                                      state=CANCELLED, epoch=self.epoch)
+                    self.store.ended(job.id, (PENDING,), CANCELLED, why, self.holder, why,
+                                     "end", epoch=self.epoch)
                 else:
                     self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host,
                                        epoch=self.epoch)
@@ -328,16 +328,14 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v})
         for d in result.decisions:
             try:
-                self.store.change(d.job, (PENDING,), self.holder, d.why, "decide",
-                                  state=PLACED, slot=d.slot, preemptible=d.preemptible,
-                                  reason=None, epoch=self.epoch)
+                self.store.place(d.job, d.slot, self.holder, d.why,
+                                 preemptible=d.preemptible, epoch=self.epoch)
             except StateConflict:
                 continue  # cancelled or placed by hand meanwhile
         for p in result.preemptions:
             try:
-                self.store.change(p.victim, (RUNNING,), self.holder, p.why, "preempt",
-                                  state=STOPPING, stop_intent="preempt", reason=p.why,
-                                  epoch=self.epoch)
+                self.store.stopping(p.victim, (RUNNING,), "preempt", self.holder, p.why,
+                                    epoch=self.epoch)
             except StateConflict:
                 continue
         by_id = {j.id: j for j in jobs}
@@ -348,7 +346,7 @@ class Scheduler:
                 why = "%s; last refused by %s" % (why, last.describe())
             if job.reason != why:
                 try:
-                    self.store.change(job_id, (PENDING,), reason=why, epoch=self.epoch)
+                    self.store.waiting(job_id, why, epoch=self.epoch)
                 except StateConflict:
                     continue
 

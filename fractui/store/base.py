@@ -131,14 +131,43 @@ class Store(abc.ABC):
         """Jobs in those states (all if None), oldest first; with ``limit``, the newest that
         many."""
 
+    # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
+    # of the states named), audited in the same transaction where it says so. ``epoch``: made
+    # as lease holder of that epoch (LeaseLost, nothing written, if the lease's is another);
+    # None for a user's. Times not given are the store's clock.
+
     @abc.abstractmethod
-    def change(self, job_id: int, expect: Iterable[str], actor: Optional[str] = None,
-               why: Optional[str] = None, action: Optional[str] = None,
-               epoch: Optional[int] = None, **fields: Any) -> Job:
-        """Sets ``fields`` (``state``, ``reason``, ``slot``, ``agent_job``, ...) if the job is
-        in one of ``expect``, else StateConflict; with ``action``, audits it as ``actor`` with
-        ``why`` in the same transaction. ``epoch``: made as lease holder of that epoch
-        (LeaseLost, nothing written, if the lease's epoch is another); None for a user's."""
+    def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
+              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+        """pending -> placed on ``slot``: the scheduler's decision (audited ``decide``), or an
+        admin's by hand (``manual``, audited ``place``) that the holder launches there."""
+
+    @abc.abstractmethod
+    def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
+        """A placed job's slot, completed from the live GPU just before its launch."""
+
+    @abc.abstractmethod
+    def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
+                why: str, epoch: Optional[int] = None) -> Job:
+        """placed -> running as the agent's ``agent_job`` (audited ``launch``)."""
+
+    @abc.abstractmethod
+    def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
+                 epoch: Optional[int] = None) -> Job:
+        """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
+        the lease holder stops (audited as the intent)."""
+
+    @abc.abstractmethod
+    def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
+              actor: str, why: str, action: str, exit_code: Optional[int] = None,
+              ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
+              epoch: Optional[int] = None) -> Job:
+        """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
+        own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had."""
+
+    @abc.abstractmethod
+    def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
+        """A pending job's words on why it waits (not audited: they change with each pass)."""
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,

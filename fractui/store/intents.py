@@ -4,13 +4,10 @@ the store for the lease holder to carry out. Shared by the CLI and the TUI, so b
 
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 from fractui.store.base import StateConflict, Store
-from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
-
-STOP_INTENTS = ("cancel", "requeue", "preempt")
+from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOP_INTENTS, Job, Slot
 
 
 class Refused(Exception):
@@ -25,11 +22,9 @@ def ask_stop(store: Store, job: Job, intent: str, actor: str, why: str) -> Job:
         raise ValueError("unknown intent %r" % intent)
     try:
         if job.state == PENDING and intent == "cancel":
-            return store.change(job.id, (PENDING,), actor, why, "cancel", state=CANCELLED,
-                                reason=why, ended_at=time.time())
+            return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, "cancel")
         if job.state in (PLACED, RUNNING):
-            return store.change(job.id, (PLACED, RUNNING), actor, why, intent, state=STOPPING,
-                                stop_intent=intent, reason=why)
+            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
     except StateConflict as err:
         raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
     raise Refused("job %d is %s: nothing to %s" % (job.id, job.state, intent))
@@ -44,7 +39,7 @@ def place_by_hand(store: Store, job: Job, slot: Slot, actor: str,
     if past_quota:
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
-        return store.change(job.id, (PENDING,), actor, why, "place", state=PLACED, slot=slot,
-                            manual=True, preemptible=past_quota is not None, reason=None)
+        return store.place(job.id, slot, actor, why, manual=True,
+                           preemptible=past_quota is not None)
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None

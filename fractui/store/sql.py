@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, JobNotFound, LeaseLost,
                                 StateConflict, Store, StoreDamaged, StoreError)
-from fractui.store.model import PENDING, AuditEntry, Job, Refusal, Slot, StaleCopy
+from fractui.store.model import (ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS, STOPPING,
+                                 AuditEntry, Job, Refusal, Slot, StaleCopy)
 
 LEASE = "scheduler"  # the one lease's row
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
@@ -248,20 +249,65 @@ class SqlStore(Store):
         return self._read(lambda db: [_job(r) for r in self._run(db, sql + " ORDER BY id",
                                                                   args)])
 
-    def change(self, job_id: int, expect: Iterable[str], actor: Optional[str] = None,
-               why: Optional[str] = None, action: Optional[str] = None,
-               epoch: Optional[int] = None, **fields: Any) -> Job:
-        expect = tuple(expect)
+    def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
+              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PENDING,), epoch, actor, why,
+                                "place" if manual else "decide",
+                                lambda now: {"state": PLACED, "slot": slot, "manual": manual,
+                                             "preemptible": preemptible, "reason": None})
 
+    def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PLACED,), epoch, None, None, None,
+                                lambda now: {"slot": slot})
+
+    def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
+                why: str, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PLACED,), epoch, actor, why, "launch",
+                                lambda now: {"state": RUNNING, "agent_job": agent_job,
+                                             "started_at": started_at, "reason": None})
+
+    def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
+                 epoch: Optional[int] = None) -> Job:
+        if intent not in STOP_INTENTS:
+            raise ValueError("unknown stop intent %r" % intent)
+        return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
+                                lambda now: {"state": STOPPING, "stop_intent": intent,
+                                             "reason": why})
+
+    def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
+              actor: str, why: str, action: str, exit_code: Optional[int] = None,
+              ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
+              epoch: Optional[int] = None) -> Job:
+        if state not in ENDED:
+            raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
+
+        def fields(now: float) -> dict[str, Any]:
+            out: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
+                                   "ended_at": now if ended_at is None else ended_at}
+            if refusals is not None:
+                out["refusals"] = tuple(refusals)
+            return out
+        return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields)
+
+    def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PENDING,), epoch, None, None, None,
+                                lambda now: {"reason": reason})
+
+    def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
+                    actor: Optional[str], why: Optional[str], action: Optional[str],
+                    fields: Callable[[float], dict[str, Any]]) -> Job:
+        """The one way a job's columns change (requeue aside): ``fields(now)`` set if the job
+        is in one of ``expect``; with ``action``, audited as ``actor`` with ``why``."""
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
             self._expect(db, job_id, expect)
-            self._set(db, job_id, now, fields)
+            changed = fields(now)
+            self._set(db, job_id, now, changed)
             self.dialect.announce(db, JOBS)
             if action is not None:
                 self._audit(db, now, actor or "fractui", action, job_id, why or action,
-                            _detail(fields))
+                            _detail(changed))
             return self._get(db, job_id)
         return self._write(work)
 
