@@ -45,16 +45,14 @@ VERSION_TABLE = "fractui_schema"
 
 
 def _target(url: str) -> tuple[str, str]:
-    """(role, host:port/db) as libpq will use them, read from the URL and the PG* variables;
-    never the password."""
+    """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
+    defaults where neither says: the OS user, localhost, 5432); never the password."""
     parts = conninfo_to_dict(url)
     user = parts.get("user") or os.environ.get("PGUSER") or getpass.getuser()
     host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
     port = parts.get("port") or os.environ.get("PGPORT") or "5432"
     db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
-    if host.startswith("/"):  # a Unix socket directory
-        return user, "postgresql://%s/%s (socket in %s)" % ("localhost:%s" % port, db, host)
-    return user, "postgresql://%s:%s/%s" % (host, port, db)
+    return user, "postgresql://%s:%s/%s" % (host, port, db)  # host may be a socket's directory
 
 
 class PostgresDialect(Dialect):
