@@ -264,3 +264,21 @@ def test_a_jobs_life_is_told_by_typed_transitions_each_from_its_states(store_url
             store.place(job.id, Slot("h", (0,)), "s", "again")
     finally:
         store.close()
+
+
+def test_a_job_cancelled_on_a_lost_host_ends_and_leaves_its_copy_to_stop_in_one_step(
+        store_url):
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "alice")
+        store.place(job.id, Slot("h", (0,)), "s", "placed")
+        store.started(job.id, "j1", None, "s", "started")
+        store.stopping(job.id, ("running",), "cancel", "alice", "not needed")
+        ended = store.ended(job.id, ("stopping",), "cancelled", "host h lost", "s",
+                            "host h lost", "end", stale_on="h")
+        assert (ended.state, ended.slot, ended.attempt) == ("cancelled", None, 0)
+        assert [(c.host, c.key, c.job) for c in store.stale()] == [
+            ("h", job.key(store.uid), job.id)]
+        assert store.audit_log(job.id)[-1].detail["stale_on"] == "h"
+    finally:
+        store.close()

@@ -82,7 +82,7 @@ class Lanes:
                     log.info("%s: %s; %d calls wait for a later pass", host, err,
                              len(actions) - done - 1)
                     return
-                except LeaseLost as err:  # another scheduler leads now: its to carry them out
+                except LeaseLost as err:  # another scheduler leads now: the calls are its
                     log.info("%s; %d calls to %s are left to the lease's holder", err,
                              len(actions) - done - 1, host)
                     self.lease_lost()

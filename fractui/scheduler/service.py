@@ -204,7 +204,8 @@ class Scheduler:
         return self._held_until - self.clock() > self.settings.call_timeout()
 
     def _lease_lost(self) -> None:
-        """The store refused a write of this scheduler's epoch: it leads no more."""
+        """This scheduler leads no more: the lease is another's, or the store refused a write
+        of this one's epoch."""
         with self._lease_lock:
             self.leader, self._held_until = False, 0.0
 
@@ -261,10 +262,8 @@ class Scheduler:
             try:
                 if job.state == STOPPING and job.stop_intent == "cancel":
                     # it ends cancelled; a copy still running there is stopped on return
-                    self.store.requeue(job.id, (STOPPING,), self.holder, why, stale_on=host,
-                                       epoch=self.epoch)
-                    self.store.ended(job.id, (PENDING,), CANCELLED, why, self.holder, why,
-                                     "end", epoch=self.epoch)
+                    self.store.ended(job.id, (STOPPING,), CANCELLED, why, self.holder, why,
+                                     "end", stale_on=host, epoch=self.epoch)
                 else:
                     self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host,
                                        epoch=self.epoch)

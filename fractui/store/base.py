@@ -161,9 +161,11 @@ class Store(abc.ABC):
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
-              epoch: Optional[int] = None) -> Job:
+              stale_on: Optional[str] = None, epoch: Optional[int] = None) -> Job:
         """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
-        own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had."""
+        own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had,
+        ``stale_on`` a lost host where it may still run, recorded as a stale copy to stop on
+        its return (in the same transaction)."""
 
     @abc.abstractmethod
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:

@@ -26,6 +26,7 @@ from fractui.store.model import (ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS, 
                                  AuditEntry, Job, Refusal, Slot, StaleCopy)
 
 LEASE = "scheduler"  # the one lease's row
+_NOW = object()  # a field set to the transaction's time (the store's clock)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
 T = TypeVar("T")
 
@@ -253,61 +254,62 @@ class SqlStore(Store):
               preemptible: bool = False, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PENDING,), epoch, actor, why,
                                 "place" if manual else "decide",
-                                lambda now: {"state": PLACED, "slot": slot, "manual": manual,
-                                             "preemptible": preemptible, "reason": None})
+                                {"state": PLACED, "slot": slot, "manual": manual,
+                                 "preemptible": preemptible, "reason": None})
 
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
-        return self._transition(job_id, (PLACED,), epoch, None, None, None,
-                                lambda now: {"slot": slot})
+        return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
 
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
                 why: str, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PLACED,), epoch, actor, why, "launch",
-                                lambda now: {"state": RUNNING, "agent_job": agent_job,
-                                             "started_at": started_at, "reason": None})
+                                {"state": RUNNING, "agent_job": agent_job,
+                                 "started_at": started_at, "reason": None})
 
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
                  epoch: Optional[int] = None) -> Job:
         if intent not in STOP_INTENTS:
             raise ValueError("unknown stop intent %r" % intent)
         return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
-                                lambda now: {"state": STOPPING, "stop_intent": intent,
-                                             "reason": why})
+                                {"state": STOPPING, "stop_intent": intent, "reason": why})
 
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
-              epoch: Optional[int] = None) -> Job:
+              stale_on: Optional[str] = None, epoch: Optional[int] = None) -> Job:
         if state not in ENDED:
             raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
-
-        def fields(now: float) -> dict[str, Any]:
-            out: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
-                                   "ended_at": now if ended_at is None else ended_at}
-            if refusals is not None:
-                out["refusals"] = tuple(refusals)
-            return out
-        return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields)
+        fields: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
+                                  "ended_at": _NOW if ended_at is None else ended_at}
+        if refusals is not None:
+            fields["refusals"] = tuple(refusals)
+        if stale_on is not None:
+            fields["slot"] = None
+        return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields,
+                                stale_on)
 
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
-        return self._transition(job_id, (PENDING,), epoch, None, None, None,
-                                lambda now: {"reason": reason})
+        return self._transition(job_id, (PENDING,), epoch, None, None, None, {"reason": reason})
 
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],
-                    fields: Callable[[float], dict[str, Any]]) -> Job:
-        """The one way a job's columns change (requeue aside): ``fields(now)`` set if the job
-        is in one of ``expect``; with ``action``, audited as ``actor`` with ``why``."""
+                    fields: dict[str, Any], stale_on: Optional[str] = None) -> Job:
+        """The one way a job's columns change (requeue aside): ``fields`` set (_NOW: the
+        transaction's time) if the job is in one of ``expect``; ``stale_on``: its attempt's
+        copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``."""
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
-            self._expect(db, job_id, expect)
-            changed = fields(now)
+            job = self._expect(db, job_id, expect)
+            changed = {k: now if v is _NOW else v for k, v in fields.items()}
+            detail = _detail(changed)
+            if stale_on is not None:
+                self._stale(db, stale_on, job, now)
+                detail["stale_on"] = stale_on
             self._set(db, job_id, now, changed)
             self.dialect.announce(db, JOBS)
             if action is not None:
-                self._audit(db, now, actor or "fractui", action, job_id, why or action,
-                            _detail(changed))
+                self._audit(db, now, actor or "fractui", action, job_id, why or action, detail)
             return self._get(db, job_id)
         return self._write(work)
 
@@ -321,9 +323,7 @@ class SqlStore(Store):
             now = self.dialect.now(db)
             job = self._expect(db, job_id, expect)
             if stale_on is not None:
-                self._run(db, "INSERT INTO stale (host, key, job, since) VALUES (?, ?, ?, ?) "
-                              "ON CONFLICT (host, key) DO NOTHING",
-                          (stale_on, job.key(self.uid), job_id, now))
+                self._stale(db, stale_on, job, now)
             fields: dict[str, Any] = {
                 "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
                 "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
@@ -473,6 +473,11 @@ class SqlStore(Store):
                 columns[name] = value
         self._run(db, "UPDATE jobs SET %s WHERE id = ?" % ", ".join(
             "%s = ?" % c for c in columns), list(columns.values()) + [job_id])
+
+    def _stale(self, db: Any, host: str, job: Job, now: float) -> None:
+        """The job's current attempt may still run on ``host``: a copy to stop on its return."""
+        self._run(db, "INSERT INTO stale (host, key, job, since) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT (host, key) DO NOTHING", (host, job.key(self.uid), job.id, now))
 
     def _audit(self, db: Any, now: float, actor: str, action: str, job: Optional[int],
                why: str, detail: dict[str, Any]) -> None:
