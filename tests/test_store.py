@@ -282,3 +282,40 @@ def test_a_job_cancelled_on_a_lost_host_ends_and_leaves_its_copy_to_stop_in_one_
         assert store.audit_log(job.id)[-1].detail["stale_on"] == "h"
     finally:
         store.close()
+
+
+def test_clients_racing_on_one_job_never_both_win(store_url):
+    """Eight clients (each its own connection, as eight processes would have) place one job at
+    once, and submit at once: one placement wins, the rest are told it changed; no submit is
+    lost and no job number given twice."""
+    import threading
+
+    stores = [open_store(store_url) for _ in range(8)]
+    try:
+        job = stores[0].submit("q", None, "contested", ["x"], {}, "alice")
+        won, lost, submitted = [], [], []
+        start = threading.Barrier(len(stores))
+
+        def client(i: int) -> None:
+            start.wait()
+            try:
+                won.append(stores[i].place(job.id, Slot("h%d" % i, (0,)), "c%d" % i, "mine"))
+            except StateConflict:
+                lost.append(i)
+            submitted.extend(stores[i].submit("q", None, "n%d-%d" % (i, k), ["x"], {}, "c")
+                             for k in range(5))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(won) == 1 and len(lost) == len(stores) - 1
+        assert stores[0].get(job.id).slot == won[0].slot
+        assert [e.action for e in stores[0].audit_log(job.id)] == ["submit", "decide"]
+        ids = [j.id for j in submitted]
+        assert len(ids) == len(set(ids)) == 40
+        assert len(stores[0].jobs()) == 41
+    finally:
+        for store in stores:
+            store.close()
