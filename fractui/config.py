@@ -23,6 +23,8 @@ from remote_agent.daemon import settings as agent_settings
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.gpu.models import parse_sim_spec
 
+from fractui.store_url import sqlite_path, sqlite_url, url_problem
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
@@ -634,8 +636,6 @@ class _Checker:
         """[store] url, or the older [scheduler] store (an SQLite file's path): one of them.
         A URL's SQLite path is checked as any local file; a PostgreSQL URL by libpq's rules,
         and never with a password in it."""
-        from fractui.store.url import sqlite_path, sqlite_url, url_problem
-
         values = self.values(raw, _STORE_KEYS, "[store]", "store", None, "store.")
         if "store" in scheduler:  # checked as a string by scheduler()
             if "url" in values:

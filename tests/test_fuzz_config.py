@@ -26,7 +26,7 @@ import pytest
 from fractui.config import (BOUNDS, MAX_TEXT, NAME, Config, ConfigError, agent_place,
                             mig_profiles)
 from fractui.servable import load_checked
-from fractui.store.url import sqlite_path, url_problem
+from fractui.store_url import sqlite_path, url_problem
 from tests.cli_run import leaks, subprocess_run
 
 SEED = 20260613

@@ -5,7 +5,8 @@ from fractui.store.base import (JobNotFound, LeaseLost, StateConflict, Store, St
                                 StoreUnavailable)
 from fractui.store.model import AuditEntry, Job, Refusal, Slot, StaleCopy
 from fractui.store.sqlite import SqliteStore, default_store_path
-from fractui.store.url import open_store, sqlite_url
+from fractui.store.url import open_store
+from fractui.store_url import sqlite_url
 
 __all__ = ["AuditEntry", "Job", "JobNotFound", "LeaseLost", "Refusal", "Slot", "SqliteStore",
            "StaleCopy", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreDenied",
