@@ -10,16 +10,16 @@ from fractui.config import Config
 from fractui.fleet.fleet import open_fleet
 from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
-from fractui.store import SqliteStore, open_store
+from fractui.store import Store, open_store
 
 
-def open_checked_store(config: Config, hear: bool = True) -> SqliteStore:
+def open_checked_store(config: Config, hear: bool = True) -> Store:
     """The store, with the config's queues checked against what it keeps of the hosts (a
     queue none of whose hosts could serve it is the config's error, exit 2). With ``hear``, a
     refusal is made only on what the hosts say now: the hosts are heard first, and the store's
     facts renewed. Without (the self-serve verbs, for users who reach only the store), on what
     the store keeps, as the lease holder recorded it; no host is reached."""
-    store = open_store(config.scheduler.store)
+    store = open_store(config.store.url)
     try:
         problem = unservable(config, store.inventory())
         if problem is not None and hear:
@@ -32,7 +32,7 @@ def open_checked_store(config: Config, hear: bool = True) -> SqliteStore:
     return store
 
 
-def heard_inventory(config: Config, store: SqliteStore) -> Dict[str, Dict[str, Any]]:
+def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:
     """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
     answered in the store, and returns the inventory: fresh where heard, kept where not."""
     fleet = open_fleet(config)

@@ -109,7 +109,7 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 def admin_only(config: Config, action: str, what: str) -> None:
     """The store's rule, asked before any host is reached: launch, stop and MIG changes steer
     the fleet, so they are the admin's (access.Denied, exit 1, says who and what role)."""
-    store = open_store(config.scheduler.store)
+    store = open_store(config.store.url)
     try:
         authorize(store, Asker.here(config.teams), action, None, what)
     finally:

@@ -23,6 +23,8 @@ from remote_agent.daemon import settings as agent_settings
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.gpu.models import parse_sim_spec
 
+from fractui.store_url import sqlite_path, sqlite_url, url_problem
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
@@ -184,10 +186,8 @@ class TeamConfig:
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    """The scheduler service: where its store is and how patient it is."""
+    """The scheduler service: how patient it is."""
 
-    store: str | None = None
-    """SQLite file of queues and jobs; None: $XDG_STATE_HOME/fractui/store.db."""
     lease_s: float = 15.0
     """A scheduler that has not renewed its lease for this long is replaced by a standby."""
     host_lost_s: float = 120.0
@@ -204,6 +204,15 @@ class SchedulerSettings:
 
     def call_timeout(self) -> float:
         return self.call_timeout_s or self.lease_s / 3
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the store of queues and jobs is, as a URL: ``sqlite:///abs/path`` or
+    ``postgresql://user@host:port/db`` (never with a password: libpq reads PGPASSWORD or
+    ~/.pgpass). None: the SQLite file $XDG_STATE_HOME/fractui/store.db."""
+
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,7 @@ class Config:
     queues: tuple[QueueConfig, ...] = ()
     teams: tuple[TeamConfig, ...] = ()
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     tui: TuiSettings = field(default_factory=TuiSettings)
     lines: Callable[[str, int | None, str | None], int | None] = field(
         default=lambda table, index=None, key=None: None, compare=False, repr=False)
@@ -399,8 +409,9 @@ _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
 _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
                    "preempt_grace_s": "number", "interval_s": "number",
                    "call_timeout_s": "number", "max_attempts": "integer"}
+_STORE_KEYS = {"url": "string"}
 _TUI_KEYS = {"theme": "string", "keys": "table"}
-_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "tui")
+_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui")
 _BECOME = ("sudo",)
 _TRANSPORTS = ("ssh", "local")
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
@@ -478,6 +489,7 @@ class _Checker:
         return Config(path=self.path, hosts=hosts, ssh=self.ssh(self.table(doc, "ssh")),
                       queues=self.queues(self.array_of_tables(doc, "queues"), hosts, teams),
                       teams=teams, scheduler=self.scheduler(self.table(doc, "scheduler")),
+                      store=self.store(self.table(doc, "store"), self.table(doc, "scheduler")),
                       tui=self.tui(self.table(doc, "tui")), lines=self.where.line)
 
     def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -619,9 +631,7 @@ class _Checker:
     def scheduler(self, raw: dict[str, Any]) -> SchedulerSettings:
         values = self.values(raw, _SCHEDULER_KEYS, "[scheduler]", "scheduler", None,
                              "scheduler.")
-        if "store" in values:
-            values["store"] = self.local_file(values["store"], "scheduler", None, "store",
-                                              "scheduler.")
+        values.pop("store", None)  # where the store is: read by store()
         settings = SchedulerSettings(**_floats(values, ("lease_s", "host_lost_s",
                                                         "preempt_grace_s", "interval_s",
                                                         "call_timeout_s")))
@@ -639,6 +649,29 @@ class _Checker:
                             "no call outlives the lease it was made under", "scheduler", None,
                             key)
         return settings
+
+    def store(self, raw: dict[str, Any], scheduler: dict[str, Any]) -> StoreSettings:
+        """[store] url, or the older [scheduler] store (an SQLite file's path): one of them.
+        A URL's SQLite path is checked as any local file; a PostgreSQL URL by libpq's rules,
+        and never with a password in it."""
+        values = self.values(raw, _STORE_KEYS, "[store]", "store", None, "store.")
+        if "store" in scheduler:  # checked as a string by scheduler()
+            if "url" in values:
+                raise self.fail("scheduler.store cannot be given with store.url (line %s): "
+                                "say where the store is once, as [store] url" % self.where.line(
+                                    "store", None, "url"), "scheduler", None, "store")
+            return StoreSettings(sqlite_url(self.local_file(
+                scheduler["store"], "scheduler", None, "store", "scheduler.")))
+        if "url" not in values:
+            return StoreSettings()
+        url = values["url"]
+        problem = url_problem(url)
+        if problem is not None:
+            raise self.fail(f"store.url {problem}", "store", None, "url")
+        path = sqlite_path(url)
+        if path is not None:
+            url = sqlite_url(self.local_file(path, "store", None, "url", "store."))
+        return StoreSettings(url)
 
     def tui(self, raw: dict[str, Any]) -> TuiSettings:
         values = self.values(raw, _TUI_KEYS, "[tui]", "tui", None, "tui.")

@@ -30,11 +30,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from fractui.config import Config, HostConfig, QueueConfig, SchedulerSettings, TeamConfig
+from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, StoreSettings,
+                            TeamConfig)
 from fractui.fleet.client import AgentCallError, ConnectionLost
 from fractui.fleet.host import HostUnavailable
 from fractui.scheduler import Scheduler
-from fractui.store import SqliteStore
+from fractui.store import Store, open_store, sqlite_url
 from fractui.store.model import ACTIVE
 from fractui.tui.source import LiveSource
 
@@ -105,8 +106,8 @@ def demo_config(hosts: list[DemoHost], root: str) -> Config:
         teams=(TeamConfig("vision", quota_gpus=round(0.4 * real_gpus, 2)),
                TeamConfig("nlp", quota_gpus=round(0.3 * real_gpus, 2)),
                TeamConfig("speech", quota_gpus=round(0.1 * real_gpus, 2), over_quota=True)),
-        scheduler=SchedulerSettings(store=os.path.join(root, "store.db"), interval_s=0.5,
-                                    preempt_grace_s=2.0))
+        scheduler=SchedulerSettings(interval_s=0.5, preempt_grace_s=2.0),
+        store=StoreSettings(sqlite_url(os.path.join(root, "store.db"))))
 
 
 # GPU memory each queue's workload uses (MiB): well inside the smallest slice it can get.
@@ -118,7 +119,7 @@ class JobStream(threading.Thread):
     """Submits a simulated workload every ``every_s`` while fewer than ``REAL_JOBS`` (plus a
     few waiting) are active; each runs 15-60 s and ends by itself."""
 
-    def __init__(self, config: Config, store: SqliteStore, rng: random.Random,
+    def __init__(self, config: Config, store: Store, rng: random.Random,
                  every_s: float = 1.5) -> None:
         super().__init__(name="demo-jobs", daemon=True)
         self.config, self.store, self.rng, self.every_s = config, store, rng, every_s
@@ -203,7 +204,7 @@ class Demo:
         self.hosts = fleet_layout(gpus)
         self.root = root or tempfile.mkdtemp(prefix="fractui-demo-")
         self.config = demo_config(self.hosts, self.root)
-        self.store = SqliteStore(self.config.scheduler.store or "")
+        self.store = open_store(self.config.store.url)
         self.source = LiveSource(self.config, self.store)
         self.source.note = self._note()
         self.scheduler = Scheduler(self.config, self.store, self.source.fleet, name="demo")

@@ -190,7 +190,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         fleet.start()
         sched.start()
         print("scheduler %s: store %s, %d hosts, %d queues" % (
-            sched.holder, store.path, len(config.hosts), len(config.queues)), flush=True)
+            sched.holder, store.where, len(config.hosts), len(config.queues)), flush=True)
         done.wait()
     finally:
         sched.stop(release=sched.fatal is None)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 import pytest
 from hypothesis import settings
@@ -17,6 +17,9 @@ from hypothesis import settings
 from fractui.demo import sweep
 from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.jobs.procs import JobProcs
+
+if TYPE_CHECKING:
+    from tests.pg import PgServer
 
 # Property tests run subprocess-free but long sequences: no per-example deadline.
 settings.register_profile("fractui", deadline=None, print_blob=True)
@@ -173,3 +176,24 @@ def start_agent(tmp_path) -> Iterator:
 def _own_state_home(tmp_path, monkeypatch) -> None:
     """Every test (and every fractui it runs) keeps its store under its own tmp dir."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator["PgServer"]:
+    """A real PostgreSQL server, started once for the session and stopped at its end."""
+    from tests.pg import PgServer
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A new, empty store's URL on each backend: an SQLite file, or a PostgreSQL database of
+    this test's own."""
+    if request.param == "sqlite":
+        return "sqlite://" + str(tmp_path / "store.db")
+    server = request.getfixturevalue("pg_server")
+    return server.url(server.new_database())

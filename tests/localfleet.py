@@ -12,10 +12,10 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from fractui.config import Config, HostConfig, SchedulerSettings
+from fractui.config import Config, HostConfig, SchedulerSettings, StoreSettings
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
-from fractui.store import SqliteStore
+from fractui.store import open_store, sqlite_url
 from fractui.store.model import Job
 from tests.conftest import REPO, stop_host
 
@@ -34,18 +34,21 @@ def sleeper(seconds: float) -> List[str]:
 class LocalFleet:
     """Simulated hosts, a store and a scheduler whose passes the test runs one by one."""
 
-    def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(), **settings):
+    def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(),
+                 store_url: Optional[str] = None, **settings):
+        """``store_url``: the store (by default an SQLite file in ``tmp_path``)."""
         self.tmp = tmp_path
+        store_url = store_url or sqlite_url(str(tmp_path / "store.db"))
         self.config = Config(
             path=None,
             hosts=tuple(HostConfig(name=n, transport="local", sim=spec,
                                    state_dir=str(tmp_path / "state" / n))
                         for n, spec in hosts.items()),
             queues=tuple(queues), teams=tuple(teams),
-            scheduler=SchedulerSettings(store=str(tmp_path / "store.db"),
-                                        **dict(dict(interval_s=0.2, preempt_grace_s=5.0),
-                                               **settings)))
-        self.store = SqliteStore(self.config.scheduler.store)
+            scheduler=SchedulerSettings(**dict(dict(interval_s=0.2, preempt_grace_s=5.0),
+                                               **settings)),
+            store=StoreSettings(store_url))
+        self.store = open_store(store_url)
         self.fleet = Fleet(self.config, reconnect_max_s=0.5).start()
         self.fleet.wait_settled(60)
         assert {s.state for s in self.fleet.statuses()} == {"online"}, [
@@ -80,6 +83,8 @@ class LocalFleet:
         lines = ["[scheduler]"] + ["%s = %s" % (k, json.dumps(v)) for k, v in
                                    dataclasses.asdict(self.config.scheduler).items()
                                    if v is not None]
+        if self.config.store.url is not None:
+            lines += ["[store]", "url = %s" % json.dumps(self.config.store.url)]
         for h in self.config.hosts:
             lines += ["[[hosts]]", "name = %s" % json.dumps(h.name), 'transport = "local"',
                       "sim = %s" % json.dumps(h.sim),

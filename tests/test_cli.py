@@ -138,7 +138,7 @@ def test_a_damaged_store_is_the_stores_failure_and_a_config_without_queues_a_usa
         cli):
     damaged = cli.f.tmp / "damaged.db"
     damaged.write_bytes(b"this is not a SQLite database, and never was " * 100)
-    config = cli.config.read_text().replace(str(cli.f.config.scheduler.store), str(damaged))
+    config = cli.config.read_text().replace(cli.f.store.path, str(damaged))
     cli.config.write_text(config)
     for argv in (["jobs"], ["cancel", "1"], ["audit"], ["submit", "--queue", "quarter", "--",
                                                         "x"], ["scheduler"]):

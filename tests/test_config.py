@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from fractui.config import (BOUNDS, Config, ConfigError, HostConfig, QueueConfig,
-                            SchedulerSettings, SshSettings, TeamConfig, TuiSettings,
+                            SchedulerSettings, SshSettings, StoreSettings, TeamConfig,
+                            TuiSettings,
                             default_config_path, load_config, tomllib)
 from fractui.servable import load_checked
 from fractui.store import SqliteStore
@@ -133,6 +134,8 @@ def test_the_example_config_loads_and_sets_every_key():
         assert {key for item in doc[table] for key in item} == {
             f.name for f in dataclasses.fields(cls)}
     assert set(doc["scheduler"]) == {f.name for f in dataclasses.fields(SchedulerSettings)}
+    assert set(doc["store"]) == {f.name for f in dataclasses.fields(StoreSettings)}
+    assert config.store.url == "sqlite://" + os.path.join(HOME, ".local/state/fractui/store.db")
     assert set(doc["tui"]) == {f.name for f in dataclasses.fields(TuiSettings)}
     assert [q.describe() for q in config.queues] == ["0.25 GPU", "3g.40gb", "10 GiB", "2 GPUs"]
 
@@ -214,7 +217,7 @@ def test_an_unknown_top_level_key_is_an_error(tmp_path):
         [[host]]
         name = "b"
         """) == ("F:4: unknown top-level key 'host' (did you mean 'hosts'? "
-                 "known: hosts, ssh, queues, teams, scheduler, tui)")
+                 "known: hosts, ssh, queues, teams, scheduler, store, tui)")
 
 
 def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
@@ -552,6 +555,44 @@ def test_hosts_that_reach_one_agent_are_refused(tmp_path):
 def test_local_paths_are_absolute_files_of_plain_text(tmp_path, line, says):
     message = error(tmp_path, "[scheduler]\n" + line + "\n")
     assert message.startswith("F:2: " + says), message
+
+
+@pytest.mark.parametrize("text, says", [
+    ('[store]\nurl = "postgresql://alice:s3cret@db.example/fractui"\n',
+     "F:2: store.url carries a password, which a config file must not hold: give it in "
+     "PGPASSWORD or ~/.pgpass instead"),
+    ('[store]\nurl = "postgresql://alice@db.example/fractui?password=s3cret"\n',
+     "F:2: store.url carries a password"),
+    ('[store]\nurl = "postgresql://alice@db.example:70000/fractui"\n',
+     "F:2: store.url has port '70000': must be from 1 to 65535"),
+    ('[store]\nurl = "postgresql://db.example/fractui?no_such_option=1"\n',
+     "F:2: store.url is not a URL libpq can read: invalid URI query parameter"),
+    ('[store]\nurl = "mysql://db.example/fractui"\n',
+     "F:2: store.url must start with sqlite:// (sqlite:///path/to/store.db) or postgresql://"),
+    ('[store]\nurl = "sqlite://store.db"\n',
+     "F:2: store.url must be an absolute path or start with ~, got 'store.db'"),
+    ('[store]\nurl = "sqlite:///tmp"\n', "F:2: store.url is a directory, not a file"),
+    ('[store]\nurl = 5\n', "F:2: store.url must be a string, got an integer"),
+    ('[store]\nuri = "sqlite:///tmp/s.db"\n', "F:2: unknown key 'uri' in [store] (did you mean "
+                                               "'url'?"),
+    ('[store]\nurl = "sqlite:///tmp/s.db"\n\n[scheduler]\nstore = "/tmp/t.db"\n',
+     "F:5: scheduler.store cannot be given with store.url (line 2): say where the store is "
+     "once, as [store] url"),
+])
+def test_the_store_url_is_checked_and_never_holds_a_password(tmp_path, text, says):
+    message = error(tmp_path, text)
+    assert message.startswith(says), message
+    assert "s3cret" not in message
+
+
+def test_the_store_is_named_by_url_or_by_the_older_scheduler_store_path(tmp_path):
+    def url(text: str) -> str:
+        return load_config(write(tmp_path, text)).store.url
+    assert url("") is None  # the default file
+    assert url('[store]\nurl = "sqlite://~/s.db"\n') == "sqlite://" + os.path.join(HOME, "s.db")
+    assert url('[scheduler]\nstore = "/tmp/old.db"\n') == "sqlite:///tmp/old.db"
+    assert url('[store]\nurl = "postgresql://fractui@db.example:5433/fleet"\n') == \
+        "postgresql://fractui@db.example:5433/fleet"
 
 
 def test_ssh_words_are_one_word_and_never_an_option(tmp_path):

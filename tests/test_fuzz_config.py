@@ -26,6 +26,7 @@ import pytest
 from fractui.config import (BOUNDS, MAX_TEXT, NAME, Config, ConfigError, agent_place,
                             mig_profiles)
 from fractui.servable import load_checked
+from fractui.store_url import sqlite_path, url_problem
 from tests.cli_run import leaks, subprocess_run
 
 SEED = 20260613
@@ -69,8 +70,8 @@ def base(tmp: str) -> Dict[str, Any]:
             {"name": "q2", "mig": "1g.10gb", "hosts": ["h2"]},
             {"name": "q3", "memory_gib": 10},
         ],
-        "scheduler": {"store": tmp + "/store.db", "lease_s": 15, "host_lost_s": 60,
-                      "preempt_grace_s": 5, "interval_s": 1},
+        "scheduler": {"lease_s": 15, "host_lost_s": 60, "preempt_grace_s": 5, "interval_s": 1},
+        "store": {"url": "sqlite://" + tmp + "/store.db"},
         "tui": {"theme": "dark", "keys": {"app.quit": "x"}},
     }
 
@@ -140,12 +141,12 @@ def mutate(case: Case, rng: random.Random) -> None:
     table, index, item = _item(doc, rng)
     if how == "value" and item:
         key = rng.choice(list(item))
-        item[key] = rng.choice(HOSTILE)
+        item[key] = copy.deepcopy(rng.choice(HOSTILE))  # a later change may edit it
         case.target = (table, index, key)
         case.changes.append("%s[%s].%s = %r" % (table, index, key, item[key]))
     elif how == "unknown" and isinstance(item, dict):
         key = rng.choice(UNKNOWN_KEYS)
-        item[key] = rng.choice(HOSTILE)
+        item[key] = copy.deepcopy(rng.choice(HOSTILE))
         case.changes.append("%s[%s] +%r" % (table, index, key))
     elif how == "drop" and item:
         key = rng.choice(list(item))
@@ -155,7 +156,7 @@ def mutate(case: Case, rng: random.Random) -> None:
         doc[table].append(copy.deepcopy(item))
         case.changes.append("%s[%s] twice" % (table, index))
     elif how == "nesting":
-        doc[table] = rng.choice(HOSTILE + [[{}], {"x": {"y": 1}}])
+        doc[table] = copy.deepcopy(rng.choice(HOSTILE + [[{}], {"x": {"y": 1}}]))
         case.changes.append("%s = %r" % (table, doc[table]))
     else:
         doc[table] = [{}] if isinstance(doc[table], list) else {}
@@ -233,9 +234,13 @@ def safe(config: Config) -> List[str]:
     places = [agent_place(h) for h in config.hosts]
     if len(set(places)) != len(places):
         wrong.append("two hosts, one state dir")
-    for path in (config.ssh.known_hosts, config.ssh.config_file, config.scheduler.store):
+    for path in (config.ssh.known_hosts, config.ssh.config_file,
+                 config.store.url and sqlite_path(config.store.url)):
         if path is not None and (not os.path.isabs(path) or not path.isprintable()):
             wrong.append("local path %r" % path)
+    if config.store.url is not None and sqlite_path(config.store.url) is None and (
+            url_problem(config.store.url) is not None):
+        wrong.append("store url %r" % config.store.url)
     return wrong
 
 

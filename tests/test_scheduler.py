@@ -111,8 +111,7 @@ def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_
         local_fleet):
     f = local_fleet({"gpu-b": "1xL4"}, [QueueConfig(name="small", mig="1g.10gb")])
     job = f.submit("small")
-    f.store.change(job.id, ("pending",), "test", "by hand", "place", state="placed",
-                   manual=True, slot=Slot("gpu-b", (0,), "1g.10gb", 0))
+    f.store.place(job.id, Slot("gpu-b", (0,), "1g.10gb", 0), "test", "by hand", manual=True)
     f.until(lambda: f.store.get(job.id).attempt == 1)
     back = f.store.get(job.id)
     assert back.state == "pending"
@@ -315,14 +314,14 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
                             "scheduler records it once it runs), so whether a GPU can hold "
                             "queue many-cpus is left to the scheduler: fractui jobs says why "
                             "the job waits\n")
-    f.store.change(f.store.jobs()[0].id, ("pending",), "test", "clean up", "cancel",
-                   state="cancelled")
+    f.store.ended(f.store.jobs()[0].id, ("pending",), "cancelled", "clean up", "test",
+                  "clean up", "cancel")
     f.scheduler.step()  # the leader keeps what each host could ever hold
     assert [g["name"] for g in f.store.inventory()["gpu-b"]["gpus"]] == ["NVIDIA L4"] * 2
-    seen = sqlite3.connect(f.config.scheduler.store).execute(
+    seen = sqlite3.connect(f.store.path).execute(
         "SELECT seen_at FROM inventory").fetchall()
     f.scheduler.step()
-    assert sqlite3.connect(f.config.scheduler.store).execute(
+    assert sqlite3.connect(f.store.path).execute(
         "SELECT seen_at FROM inventory").fetchall() == seen  # unchanged facts: not rewritten
     try:
         queued = _submit(config, "half")

@@ -7,6 +7,7 @@ team hold no quota, so a team within its quota may preempt them."""
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
@@ -15,6 +16,8 @@ from fractui.config import Config, QueueConfig, TeamConfig, load_config
 from fractui.fleet.fleet import Fleet
 from fractui.sched.quota import team_usage
 from fractui.scheduler import Scheduler
+from fractui.scheduler.execute import AGENT_ENDED
+from fractui.store.intents import ask_stop
 from fractui.store.model import ACTIVE
 from tests import localfleet
 from tests.localfleet import POLITE
@@ -122,8 +125,11 @@ def test_a_job_on_a_gpu_its_host_no_longer_has_is_lost_and_runs_again(local_flee
     job = f.submit("quarter")
     f.until(lambda: f.store.get(job.id).state == "running")
     first = f.store.get(job.id)
-    # The store says GPU 1, which this one-GPU host does not report (as when a GPU is gone).
-    f.store.change(job.id, ("running",), slot=replace(first.slot, gpus=(1,)))
+    # The store says GPU 1, which this one-GPU host does not report (as when a GPU is gone):
+    # no transition moves a running job, so the test writes the file itself.
+    with sqlite3.connect(f.store.path) as db:
+        db.execute("UPDATE jobs SET gpus = '[1]' WHERE id = ?", (job.id,))
+    assert f.store.get(job.id).slot == replace(first.slot, gpus=(1,))
     f.until(lambda: f.store.get(job.id).attempt == 1
             and f.store.get(job.id).state == "running")
     [requeued] = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
@@ -133,3 +139,28 @@ def test_a_job_on_a_gpu_its_host_no_longer_has_is_lost_and_runs_again(local_flee
     old = next(r for r in f.agent_jobs() if r["key"] == first.key(f.store.uid))
     assert (old["state"], old["reason"]) == (
         "killed", "a stale copy: job %d was requeued while gpu-a was lost" % job.id)
+
+
+def test_a_job_cancelled_while_its_host_is_lost_ends_and_its_copy_is_stopped_on_return(
+        local_fleet):
+    """Cancelled while its host is away: after host_lost_s it ends cancelled and its copy is
+    recorded as stale in that one step (never requeued to run again); when the host is back,
+    the copy is stopped."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], host_lost_s=1.0)
+    job = f.submit("whole")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    first = f.store.get(job.id)
+    kept = next(h for h in f.config.hosts if h.name != first.slot.host)
+    with restarted(f, rewritten(f, hosts=(kept,))) as sched:
+        ask_stop(f.store, first, "cancel", "alice", "not needed")
+        until(f, sched, lambda: f.store.get(job.id).state == "cancelled")
+    key = first.key(f.store.uid)
+    assert [(c.host, c.key) for c in f.store.stale()] == [(first.slot.host, key)]
+    assert [(e.action, e.detail.get("stale_on")) for e in f.store.audit_log(job.id)][-2:] == [
+        ("cancel", None), ("end", first.slot.host)]
+    assert [j["state"] for j in f.agent_jobs() if j["key"] == key] == ["running"]
+    with restarted(f, f.config) as sched:  # the host is back
+        until(f, sched, lambda: not f.store.stale())
+    after = [j["state"] for j in f.agent_jobs() if j["key"] == key]
+    assert after and all(state in AGENT_ENDED for state in after), after
+    assert f.store.get(job.id).state == "cancelled" and f.store.get(job.id).attempt == 0

@@ -10,10 +10,10 @@ import time
 from dataclasses import replace
 from typing import List
 
-from fractui.config import QueueConfig, SchedulerSettings
+from fractui.config import QueueConfig, SchedulerSettings, StoreSettings
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
-from fractui.store import SqliteStore
+from fractui.store import SqliteStore, sqlite_url
 from tests import sshd
 from tests.test_fleet import SshFleet
 
@@ -30,9 +30,9 @@ def test_a_lost_host_has_its_jobs_requeued_and_its_old_copies_stopped_on_return(
         pinned = {h: QueueConfig(name="on-" + h, gpu=0.25, hosts=(h,)) for h in ("gpu-a",
                                                                                "gpu-b")}
         config = replace(env.config(), queues=(whole, *pinned.values()),
-                         scheduler=SchedulerSettings(
-            store=str(tmp_path / "store.db"), host_lost_s=2.0, interval_s=0.2))
-        store = SqliteStore(config.scheduler.store)
+                         scheduler=SchedulerSettings(host_lost_s=2.0, interval_s=0.2),
+                         store=StoreSettings(sqlite_url(str(tmp_path / "store.db"))))
+        store = SqliteStore(str(tmp_path / "store.db"))
         with Fleet(config, reconnect_max_s=0.5) as fleet:
             fleet.wait_settled(60)
             sched = Scheduler(config, store, fleet, name="test")

@@ -1,4 +1,6 @@
-"""The SQLite store: durable, compare-and-set, audited, with one lease for one scheduler."""
+"""The store, on both backends (an SQLite file and a real PostgreSQL database): durable,
+compare-and-set, audited, with one lease for one scheduler whose writes are fenced by its
+epoch."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import sqlite3
 
 import pytest
 
-from fractui.store import JobNotFound, Slot, SqliteStore, StateConflict, default_store_path
+from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
+                           default_store_path, open_store)
 from fractui.store.sqlite import _migrations
 
 
@@ -18,16 +21,24 @@ class Clock:
         return self.now
 
 
-def test_jobs_survive_a_reopen_and_the_schema_is_versioned(tmp_path):
-    path = str(tmp_path / "s" / "store.db")
-    store = SqliteStore(path)
+def test_jobs_survive_a_reopen(store_url):
+    store = open_store(store_url)
     job = store.submit("q", "team", "train", ["python", "x y"], {"gpu": 0.5}, "me", cwd="/w")
     uid = store.uid
     store.close()
+    again = open_store(store_url)
+    try:
+        assert again.uid == uid
+        assert again.get(job.id) == job
+        assert again.get(job.id).argv == ("python", "x y")
+        assert (job.id, job.state, job.request, job.cwd) == (1, "pending", {"gpu": 0.5}, "/w")
+    finally:
+        again.close()
+
+
+def test_an_sqlite_store_is_made_where_nothing_was_and_its_schema_is_versioned(tmp_path):
+    path = str(tmp_path / "s" / "store.db")
     again = SqliteStore(path)
-    assert again.uid == uid
-    assert again.get(job.id) == job
-    assert again.get(job.id).argv == ("python", "x y")
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == _migrations()[-1][0]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -39,26 +50,27 @@ def test_the_default_path_follows_xdg_state_home(tmp_path, monkeypatch):
     assert default_store_path() == str(tmp_path / "fractui" / "store.db")
 
 
-def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(tmp_path):
-    one = SqliteStore(str(tmp_path / "store.db"))
-    two = SqliteStore(str(tmp_path / "store.db"))  # another process's view of the same file
+def test_a_change_from_an_unexpected_state_is_refused_and_changes_nothing(store_url):
+    one = open_store(store_url)
+    two = open_store(store_url)  # another process's view of the same store
     job = one.submit("q", None, "n", ["x"], {}, "me")
     slot = Slot("h", (1,), memory_mib=100, charge=0.25)
-    one.change(job.id, ("pending",), "a", "placed", "decide", state="placed", slot=slot)
+    one.place(job.id, slot, "a", "placed")
     with pytest.raises(StateConflict, match="job 1 is placed, not pending"):
-        two.change(job.id, ("pending",), "b", "placed too", "decide", state="placed",
-                   slot=Slot("other", (0,)))
+        two.place(job.id, Slot("other", (0,)), "b", "placed too")
     assert two.get(job.id).slot == slot
     assert [e.actor for e in two.audit_log(job.id)] == ["me", "a"]
     with pytest.raises(JobNotFound):
         one.get(99)
+    one.close()
+    two.close()
 
 
-def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy(tmp_path):
-    store = SqliteStore(str(tmp_path / "store.db"))
+def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy(store_url):
+    store = open_store(store_url)
     job = store.submit("q", None, "n", ["x"], {}, "me")
-    job = store.change(job.id, ("pending",), state="running", slot=Slot("h", (0,)),
-                       preemptible=True, agent_job="j4")
+    store.place(job.id, Slot("h", (0,)), "sched", "placed", preemptible=True)
+    job = store.started(job.id, "j4", 5.0, "sched", "started")
     back = store.requeue(job.id, ("running",), "sched", "host h lost", stale_on="h")
     assert (back.state, back.attempt, back.slot, back.preemptible, back.agent_job) == (
         "pending", 1, None, False, None)
@@ -66,10 +78,13 @@ def test_requeue_makes_a_new_attempt_with_a_new_key_and_remembers_the_stale_copy
     assert [(s.host, s.key, s.job) for s in store.stale()] == [("h", job.key(store.uid), 1)]
     store.drop_stale("h", job.key(store.uid), "sched", "gone")
     assert store.stale() == []
-    assert [e.action for e in store.audit_log(job.id)] == ["submit", "requeued", "stop-stale"]
+    assert [e.action for e in store.audit_log(job.id)] == ["submit", "decide", "launch",
+                                                           "requeued", "stop-stale"]
+    store.close()
 
 
 def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(tmp_path):
+    """On SQLite, by this machine's clock (one machine shares the file)."""
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     assert store.acquire_lease("a", 10)
@@ -89,14 +104,81 @@ def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(tmp_path):
     assert store.acquire_lease("a", 10)
 
 
-def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(tmp_path):
-    store = SqliteStore(str(tmp_path / "store.db"))
+def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
+    store = open_store(store_url)
     for i in range(5):
         store.submit("q%d" % (i % 2), None, "n%d" % i, ["x"], {}, "me")
-    store.change(2, ("pending",), state="cancelled")
+    store.ended(2, ("pending",), "cancelled", "not wanted", "me", "not wanted", "cancel")
     assert [j.id for j in store.jobs(["pending"])] == [1, 3, 4, 5]
     assert [j.id for j in store.jobs(queue="q0")] == [1, 3, 5]
     assert [j.id for j in store.jobs(limit=2)] == [4, 5]
+    assert store.jobs([]) == []
+    store.record_inventory("h", {"cpus": 8})
+    store.record_inventory("h", {"cpus": 16})  # replaces what was kept
+    assert store.inventory() == {"h": {"cpus": 16}}
+    store.close()
+
+
+def test_the_lease_passes_on_when_it_lapses_or_is_released_each_take_a_new_epoch(store_url):
+    """On either backend, by the store's clock: a lease of 0 s has lapsed as it is taken."""
+    store = open_store(store_url)
+    try:
+        assert store.lease_holder() is None
+        assert store.acquire_lease("a", 60) == 1
+        assert store.acquire_lease("b", 60) is None  # a's lasts
+        assert store.acquire_lease("a", 0) == 1  # a renewal keeps the epoch...
+        assert store.lease_holder() is None  # ...and this one lapsed at once
+        assert store.acquire_lease("b", 60) == 2  # taken: a new epoch
+        assert store.audit_log()[-1].why == "took the scheduler lease from a, expired"
+        holder, until = store.lease_holder()
+        assert holder == "b" and until > store.audit_log()[-1].time
+        store.release_lease("a")  # not the holder: no effect
+        assert store.lease_holder()[0] == "b"
+        store.release_lease("b")
+        assert store.lease_holder() is None
+        assert store.acquire_lease("b", 60) == 3  # after a release, even by b, a new epoch
+        assert store.audit_log()[-1].why == "took the scheduler lease"
+    finally:
+        store.close()
+
+
+def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
+    """A scheduler that lost its lease (it paused; another took it) writes nothing with the
+    epoch it had: every kind of write the lease holder makes is fenced, in its transaction."""
+    store, other = open_store(store_url), open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "alice")
+        with pytest.raises(LeaseLost, match="the lease's is now never taken"):
+            store.waiting(job.id, "x", epoch=1)
+        old = store.acquire_lease("s1", 0)  # lapses at once: s2 may take it
+        placed = store.place(job.id, Slot("h", (0,)), "s1", "placed", epoch=old)
+        new = other.acquire_lease("s2", 60)
+        assert new == old + 1
+        before = (store.get(job.id), store.stale(), store.inventory(), store.audit_log())
+        writes = [
+            lambda: store.started(job.id, "j1", None, "s1", "started", epoch=old),
+            lambda: store.reslot(job.id, Slot("h", (1,)), epoch=old),
+            lambda: store.ended(job.id, ("placed",), "failed", "no", "s1", "no", "failed",
+                                epoch=old),
+            lambda: store.requeue(job.id, ("placed",), "s1", "host lost", stale_on="h",
+                                  epoch=old),
+            lambda: store.drop_stale("h", placed.key(store.uid), "s1", "gone", epoch=old),
+            lambda: store.record_inventory("h", {"cpus": 1}, epoch=old),
+            lambda: store.keep_inventory({"h": {"cpus": 1}}, {}, epoch=old),
+        ]
+        for write in writes:
+            with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "
+                               "held by s2" % (old, new)):
+                write()
+        assert (store.get(job.id), store.stale(), store.inventory(),
+                store.audit_log()) == before
+        # the new holder's writes, and a user's (no epoch), go through
+        other.started(job.id, "j1", None, "s2", "started", epoch=new)
+        assert store.stopping(job.id, ("running",), "cancel", "alice", "not needed").state == \
+            "stopping"  # a user's write carries no epoch
+    finally:
+        store.close()
+        other.close()
 
 
 def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp_path):
@@ -111,12 +193,13 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
                "host, gpus, profile, start) VALUES ('q', 'n', '[\"x\"]', '{}', 'placed', 1, 1, "
                "'h', '[0]', '3g.40gb', 4)")
+    db.execute("INSERT INTO lease (name, holder, expires_at) VALUES ('scheduler', 's', 9e12)")
     db.commit()
     db.close()
     store = SqliteStore(path)
     job = store.get(1)
     assert (store.uid, job.slot) == ("old00001", Slot("h", (0,), "3g.40gb", 4))
-    pinned = store.change(1, ("placed",), slot=Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
+    pinned = store.reslot(1, Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
     assert pinned.slot.layout_version == "v9"
     assert store.inventory() == {}  # 0003 added the inventory
     store.record_inventory("h", {"cpus": 8, "gpus": []})
@@ -126,8 +209,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store.submit("q", None, "after", ["true"], {}, "me")
     assert feed.wait(5) == {"jobs"}
     feed.close()
+    assert store.acquire_lease("s", 10) == 1  # 0006: a lease held before is the first epoch
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 5
+        _migrations()) == 6
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):
@@ -145,3 +229,93 @@ def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_pat
         assert store.identity().admin == (os.geteuid() == 0)
     finally:
         store.close()
+
+
+def test_a_jobs_life_is_told_by_typed_transitions_each_from_its_states(store_url):
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", "vision", "n", ["x"], {"gpu": 0.25}, "alice")
+        with pytest.raises(StateConflict, match="job 1 is pending, not placed"):
+            store.started(job.id, "j1", None, "s", "too early")
+        store.waiting(job.id, "no room")
+        placed = store.place(job.id, Slot("h", (0,)), "bob", "by hand", manual=True,
+                             preemptible=True)
+        assert (placed.state, placed.manual, placed.preemptible, placed.reason) == (
+            "placed", True, True, None)
+        placed = store.reslot(job.id, Slot("h", (0,), memory_mib=512, charge=0.25))
+        running = store.started(job.id, "j1", 12.5, "s", "started on h")
+        assert (running.state, running.agent_job, running.started_at, running.slot.memory_mib) \
+            == ("running", "j1", 12.5, 512)
+        with pytest.raises(ValueError, match="unknown stop intent 'pause'"):
+            store.stopping(job.id, ("running",), "pause", "bob", "why")
+        stopping = store.stopping(job.id, ("running",), "cancel", "bob", "not needed")
+        assert (stopping.state, stopping.stop_intent, stopping.reason) == (
+            "stopping", "cancel", "not needed")
+        with pytest.raises(ValueError, match="'running' is not an end"):
+            store.ended(job.id, ("stopping",), "running", None, "s", "x", "end")
+        ended = store.ended(job.id, ("stopping",), "cancelled", "not needed", "s", "stopped",
+                            "end")
+        assert ended.state == "cancelled" and ended.ended_at >= ended.started_at
+        assert ended.ended_at == store.audit_log(job.id)[-1].time  # the store's clock
+        assert [(e.actor, e.action) for e in store.audit_log(job.id)] == [
+            ("alice", "submit"), ("bob", "place"), ("s", "launch"), ("bob", "cancel"),
+            ("s", "end")]
+        with pytest.raises(StateConflict):
+            store.place(job.id, Slot("h", (0,)), "s", "again")
+    finally:
+        store.close()
+
+
+def test_a_job_cancelled_on_a_lost_host_ends_and_leaves_its_copy_to_stop_in_one_step(
+        store_url):
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "alice")
+        store.place(job.id, Slot("h", (0,)), "s", "placed")
+        store.started(job.id, "j1", None, "s", "started")
+        store.stopping(job.id, ("running",), "cancel", "alice", "not needed")
+        ended = store.ended(job.id, ("stopping",), "cancelled", "host h lost", "s",
+                            "host h lost", "end", stale_on="h")
+        assert (ended.state, ended.slot, ended.attempt) == ("cancelled", None, 0)
+        assert [(c.host, c.key, c.job) for c in store.stale()] == [
+            ("h", job.key(store.uid), job.id)]
+        assert store.audit_log(job.id)[-1].detail["stale_on"] == "h"
+    finally:
+        store.close()
+
+
+def test_clients_racing_on_one_job_never_both_win(store_url):
+    """Eight clients (each its own connection, as eight processes would have) place one job at
+    once, and submit at once: one placement wins, the rest are told it changed; no submit is
+    lost and no job number given twice."""
+    import threading
+
+    stores = [open_store(store_url) for _ in range(8)]
+    try:
+        job = stores[0].submit("q", None, "contested", ["x"], {}, "alice")
+        won, lost, submitted = [], [], []
+        start = threading.Barrier(len(stores))
+
+        def client(i: int) -> None:
+            start.wait()
+            try:
+                won.append(stores[i].place(job.id, Slot("h%d" % i, (0,)), "c%d" % i, "mine"))
+            except StateConflict:
+                lost.append(i)
+            submitted.extend(stores[i].submit("q", None, "n%d-%d" % (i, k), ["x"], {}, "c")
+                             for k in range(5))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(stores))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(won) == 1 and len(lost) == len(stores) - 1
+        assert stores[0].get(job.id).slot == won[0].slot
+        assert [e.action for e in stores[0].audit_log(job.id)] == ["submit", "decide"]
+        ids = [j.id for j in submitted]
+        assert len(ids) == len(set(ids)) == 40
+        assert len(stores[0].jobs()) == 41
+    finally:
+        for store in stores:
+            store.close()

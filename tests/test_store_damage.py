@@ -21,10 +21,10 @@ from typing import Dict, List, Sequence
 
 import pytest
 
-from fractui.config import QueueConfig
+from fractui.config import QueueConfig, StoreSettings
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
-from fractui.store import SqliteStore
+from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
 from tests import localfleet
 from tests.conftest import REPO
@@ -300,7 +300,7 @@ def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is
         local_fleet, small_fs):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)], lease_s=3.0)
     path = small_fs / "store.db"
-    f.config = replace(f.config, scheduler=replace(f.config.scheduler, store=str(path)))
+    f.config = replace(f.config, store=StoreSettings(sqlite_url(str(path))))
     store = SqliteStore(str(path))
     run = f.scheduler_process("headless")
     try:
@@ -329,9 +329,8 @@ def test_a_host_that_returns_while_the_store_is_full_is_fenced_and_online(local_
     same, and the host counts as online — the store's trouble is said by the scheduler, never
     shown as the host's error. Once there is room, a pass drops the copy's record."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)], host_lost_s=1.0)
-    config = replace(f.config, scheduler=replace(f.config.scheduler,
-                                                 store=str(small_fs / "store.db")))
-    store = SqliteStore(config.scheduler.store)
+    config = replace(f.config, store=StoreSettings(sqlite_url(str(small_fs / "store.db"))))
+    store = SqliteStore(str(small_fs / "store.db"))
     job = store.submit("half", None, "train", localfleet.sleeper(600), {"gpu": 0.5}, "test")
     fleets: List[Fleet] = []
 
@@ -378,10 +377,9 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
     second call is not made (the lease is not proven held), the store's words are logged, and
     nothing escapes the lane's thread. Once there is room, the call waiting is made."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=60.0)
-    config = replace(f.config, scheduler=replace(f.config.scheduler,
-                                                 store=str(small_fs / "store.db")))
+    config = replace(f.config, store=StoreSettings(sqlite_url(str(small_fs / "store.db"))))
     now = [1000.0]  # the scheduler's and the store's clock: a renewal falls due when told
-    store = SqliteStore(config.scheduler.store, clock=lambda: now[0])
+    store = SqliteStore(str(small_fs / "store.db"), clock=lambda: now[0])
     escaped: list = []
     monkeypatch.setattr(threading, "excepthook", escaped.append)
     sched = Scheduler(config, store, f.fleet, name="test", clock=lambda: now[0])
@@ -398,7 +396,7 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
                 sched.executor.stop("gpu-a", job.agent_job, job.key(store.uid), job.reason)
             sched.lanes.start()  # the first sent, the second queued behind it
             wait(lambda: sent_and_waiting(f, "gpu-a"), lambda: store.jobs())
-            filler = _fill_past_the_wal(Path(config.scheduler.store), small_fs)
+            filler = _fill_past_the_wal(small_fs / "store.db", small_fs)
             now[0] += 21  # past a third of the lease: the lane renews before its next call
         assert sched.settle()
         assert escaped == []

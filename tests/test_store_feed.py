@@ -9,15 +9,14 @@ import sys
 import threading
 import time
 
-from fractui.store import SqliteStore, Slot
+from fractui.store import Slot, open_store
 from fractui.store.base import HOSTS, JOBS, LEASE
 from fractui.store.intents import Asker, ask_stop, place_by_hand
 from tests.conftest import REPO
 
 
-def test_each_change_wakes_a_feed_with_its_topic(tmp_path):
-    path = str(tmp_path / "store.db")
-    writer, reader = SqliteStore(path), SqliteStore(path)
+def test_each_change_wakes_a_feed_with_its_topic(store_url):
+    writer, reader = open_store(store_url), open_store(store_url)
     feed = reader.feed()
     try:
         assert feed.wait(0.1) == frozenset()  # nothing yet
@@ -44,8 +43,8 @@ def test_each_change_wakes_a_feed_with_its_topic(tmp_path):
         reader.close()
 
 
-def test_changes_made_together_are_told_together_and_own_writes_count(tmp_path):
-    store = SqliteStore(str(tmp_path / "store.db"))
+def test_changes_made_together_are_told_together_and_own_writes_count(store_url):
+    store = open_store(store_url)
     feed = store.feed()
     try:
         store.submit("q", None, "a", ["true"], {}, "alice")
@@ -58,18 +57,17 @@ def test_changes_made_together_are_told_together_and_own_writes_count(tmp_path):
         store.close()
 
 
-def test_a_submit_by_another_process_wakes_a_waiting_feed(tmp_path):
-    path = str(tmp_path / "store.db")
-    store = SqliteStore(path)
+def test_a_submit_by_another_process_wakes_a_waiting_feed(store_url):
+    store = open_store(store_url)
     feed = store.feed()
     woke: list = []
     waiter = threading.Thread(target=lambda: woke.append(feed.wait(30)))
     waiter.start()
     try:
-        code = ("from fractui.store import SqliteStore\n"
-                "s = SqliteStore(%r)\n"
+        code = ("from fractui.store import open_store\n"
+                "s = open_store(%r)\n"
                 "s.submit('q', None, 'other', ['true'], {}, 'carol')\n"
-                "s.close()\n" % path)
+                "s.close()\n" % store_url)
         subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
         waiter.join(30)
         assert woke == [{JOBS}]

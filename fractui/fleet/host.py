@@ -166,9 +166,16 @@ class HostSession:
             raise HostUnavailable("%s is %s%s" % (self.cfg.name, self.status.state, (
                 ": " + self.status.error) if self.status.error else ""))
         try:
-            return conn.client.call(method, params, timeout_s)
+            result = conn.client.call(method, params, timeout_s)
         except ConnectionLost as err:
             raise AnswerLost(self.cfg.name, method, self._lost_why(str(err))) from err
+        if method == "job.launch" and isinstance(result, dict) and "id" in result:
+            # the agent tells its job's record on another thread, which may come after this
+            # answer: kept now, so no view taken meanwhile misses a job that runs (a record
+            # told first is newer, and stays)
+            with self._lock:
+                self.status.jobs.setdefault(result["id"], result)
+        return result
 
     # -- state --
 

@@ -70,6 +70,8 @@ class Executor:
         self.max_attempts = max_attempts
         self.lanes = lanes
         self.clock = clock
+        self.epoch = 0
+        """The lease epoch its writes carry (the scheduler's, set as it takes the lease)."""
         self._stops_sent: Set[Tuple[str, str]] = set()
 
     def launch(self, job: Job, view: HostView, jobs: List[Job]) -> None:
@@ -80,7 +82,7 @@ class Executor:
         try:
             slot = complete(job, view, uid, jobs) if job.manual else job.slot
             if slot != job.slot:
-                job = self.store.change(job.id, (PLACED,), slot=slot)
+                job = self.store.reslot(job.id, slot, epoch=self.epoch)
             record = self.call(view.name, "job.launch", launch_params(job, uid))
         except Unfit as err:
             self.refused(job, view.name, str(err), CAPACITY)
@@ -90,16 +92,15 @@ class Executor:
             if err.code == STALE_LAYOUT:  # the host is fine, the preview was not
                 self.store.requeue(job.id, (PLACED,), self.actor, "not launched: the GPU "
                                    "changed since the placement was previewed (%s); preview "
-                                   "it again" % err)
+                                   "it again" % err, epoch=self.epoch)
             elif kind in (JOB, REQUEST):
                 self.failed(job, view.name, str(err), kind)
             else:
                 self.refused(job, view.name, str(err), kind)
             return
         try:
-            self.store.change(job.id, (PLACED,), self.actor, "started on %s" % slot.describe(),
-                              "launch", state=RUNNING, agent_job=record.get("id"),
-                              started_at=record.get("started_at"), reason=None)
+            self.store.started(job.id, record.get("id"), record.get("started_at"), self.actor,
+                               "started on %s" % slot.describe(), epoch=self.epoch)
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
 
@@ -110,8 +111,8 @@ class Executor:
             log.error("job %d: the agent on %s refused the launch as malformed: %s",
                       job.id, host, words)
         try:
-            self.store.change(job.id, (PLACED,), self.actor, why, "failed", state=FAILED,
-                              reason=why, ended_at=self.clock())
+            self.store.ended(job.id, (PLACED,), FAILED, why, self.actor, why, "failed",
+                             epoch=self.epoch)
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
@@ -125,11 +126,11 @@ class Executor:
             if len(tried) >= self.max_attempts:
                 why = "refused %d times ([scheduler] max_attempts = %d): %s" % (
                     len(tried), self.max_attempts, "; ".join(r.describe() for r in tried))
-                self.store.change(job.id, (PLACED,), self.actor, why, "failed", state=FAILED,
-                                  reason=why, refusals=tried, ended_at=refusal.at)
+                self.store.ended(job.id, (PLACED,), FAILED, why, self.actor, why, "failed",
+                                 ended_at=refusal.at, refusals=tried, epoch=self.epoch)
             else:
                 self.store.requeue(job.id, (PLACED,), self.actor, "refused by %s" %
-                                   refusal.describe(), refusal=refusal)
+                                   refusal.describe(), refusal=refusal, epoch=self.epoch)
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
@@ -160,9 +161,9 @@ class Executor:
             if job.state == STOPPING:
                 self.finish_stop(job, None)
             elif job.state == RUNNING:
-                self.store.change(job.id, (RUNNING,), self.actor, "the agent on %s has no "
-                                  "record of it" % view.name, "lost", state=FAILED,
-                                  reason="the agent on %s has no record of it" % view.name)
+                why = "the agent on %s has no record of it" % view.name
+                self.store.ended(job.id, (RUNNING,), FAILED, why, self.actor, why, "lost",
+                                 epoch=self.epoch)
             return
         state = rec.get("state")
         if state in AGENT_ENDED:
@@ -171,10 +172,9 @@ class Executor:
             else:
                 self._ended(job, rec)
         elif job.state == PLACED:  # launched by a scheduler that died before recording it
-            self.store.change(job.id, (PLACED,), self.actor, "found running on %s" %
-                              job.slot.describe(), "launch",  # type: ignore[union-attr]
-                              state=RUNNING, agent_job=rec.get("id"),
-                              started_at=rec.get("started_at"), reason=None)
+            self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
+                               "found running on %s" % job.slot.describe(),  # type: ignore
+                               epoch=self.epoch)
         elif job.state == STOPPING:
             self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
 
@@ -183,14 +183,16 @@ class Executor:
         ok = rec.get("state") == "exited" and code == 0
         why = "exited 0" if ok else rec.get("reason") or (
             "exited %s" % code if code is not None else rec.get("state"))
-        self.store.change(job.id, (PLACED, RUNNING), self.actor, why, "end",
-                          state=DONE if ok else FAILED, reason=None if ok else why,
-                          exit_code=code, ended_at=rec.get("ended_at"))
+        self.store.ended(job.id, (PLACED, RUNNING), DONE if ok else FAILED,
+                         None if ok else why, self.actor, why, "end", exit_code=code,
+                         ended_at=rec.get("ended_at"), epoch=self.epoch)
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
         """A stop completed: cancelled, or back to the queue for a requeue or a preemption."""
         if job.stop_intent == "cancel":
-            self.store.change(job.id, (STOPPING,), self.actor, job.reason or "cancelled",
-                              "end", state=CANCELLED, ended_at=(rec or {}).get("ended_at"))
+            self.store.ended(job.id, (STOPPING,), CANCELLED, job.reason, self.actor,
+                             job.reason or "cancelled", "end",
+                             ended_at=(rec or {}).get("ended_at"), epoch=self.epoch)
         else:
-            self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued")
+            self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued",
+                               epoch=self.epoch)

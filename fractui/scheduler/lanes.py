@@ -15,7 +15,7 @@ import threading
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.fleet.host import HostUnavailable
-from fractui.store.base import StoreError
+from fractui.store.base import LeaseLost, StoreError
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -23,8 +23,9 @@ Action = Callable[[], None]
 
 
 class Lanes:
-    def __init__(self, may_act: Callable[[], bool]):
+    def __init__(self, may_act: Callable[[], bool], lease_lost: Callable[[], None]):
         self.may_act = may_act
+        self.lease_lost = lease_lost  # the store refused a write: another holds the lease
         self._lock = threading.Lock()
         self._running: Dict[str, threading.Thread] = {}
         self._jobs: Dict[str, Set[int]] = {}  # host -> store jobs its running calls act on
@@ -80,6 +81,11 @@ class Lanes:
                 except HostUnavailable as err:  # its other calls wait for a later pass
                     log.info("%s: %s; %d calls wait for a later pass", host, err,
                              len(actions) - done - 1)
+                    return
+                except LeaseLost as err:  # another scheduler leads now: the calls are its
+                    log.info("%s; %d calls to %s are left to the lease's holder", err,
+                             len(actions) - done - 1, host)
+                    self.lease_lost()
                     return
                 except StoreError as err:
                     log.error("%s; %d calls to %s wait for a later pass", err,

@@ -31,7 +31,7 @@ from fractui.sched.fleetview import USABLE, HostView, facts
 from fractui.sched.queueing import schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
-from fractui.store.base import StateConflict, Store, StoreDamaged, StoreError
+from fractui.store.base import LeaseLost, StateConflict, Store, StoreDamaged, StoreError
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
 
@@ -66,10 +66,13 @@ class Scheduler:
         self.fatal: Optional[StoreError] = None
         """Why the service stopped by itself (a store that is no store any more)."""
         self.leader = False
+        self.epoch = 0
+        """The epoch of the lease this scheduler last took, which its every write carries: the
+        store refuses them once another has taken the lease (0: never held, always refused)."""
         self._renewed = 0.0
         self._held_until = 0.0
         self._lease_lock = threading.Lock()
-        self.lanes = Lanes(self._may_act)
+        self.lanes = Lanes(self._may_act, self._lease_lost)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
@@ -114,6 +117,9 @@ class Scheduler:
             try:
                 self.step()
                 self._said = None
+            except LeaseLost as err:  # another took the lease: this one stands by
+                log.info("%s; this scheduler stands by", err)
+                self._lease_lost()
             except StoreDamaged as err:  # no store to schedule from: the service ends
                 log.error("%s; the scheduler stops", err)
                 self.fatal = err
@@ -170,7 +176,10 @@ class Scheduler:
         with self._lease_lock:
             now = self.clock()
             if force or now - self._renewed > self.settings.lease_s / 3:
-                self.leader = self.store.acquire_lease(self.holder, self.settings.lease_s)
+                epoch = self.store.acquire_lease(self.holder, self.settings.lease_s)
+                self.leader = epoch is not None
+                if epoch is not None:  # else the last one stays: its writes are refused
+                    self.epoch = self.executor.epoch = epoch
                 self._renewed = now
                 self._held_until = now + self.settings.lease_s if self.leader else 0.0
             return self.leader
@@ -190,10 +199,15 @@ class Scheduler:
             log.error("%s; no call is made until the lease is proven held again", err)
             return False
         if held is None or held[0] != self.holder:
-            with self._lease_lock:
-                self.leader, self._held_until = False, 0.0
+            self._lease_lost()
             return False
         return self._held_until - self.clock() > self.settings.call_timeout()
+
+    def _lease_lost(self) -> None:
+        """This scheduler leads no more: the lease is another's, or the store refused a write
+        of this one's epoch."""
+        with self._lease_lock:
+            self.leader, self._held_until = False, 0.0
 
     def _views(self) -> List[HostView]:
         return [HostView.of(s) for s in self.fleet.statuses()]
@@ -202,7 +216,8 @@ class Scheduler:
         """Keeps each reachable host's lasting facts in the store (written only when they
         change), so ``submit`` can check a request without reaching the fleet."""
         self.store.keep_inventory({v.name: facts(v) for v in views
-                                   if v.state in USABLE and v.hello}, self._inventory)
+                                   if v.state in USABLE and v.hello}, self._inventory,
+                                  epoch=self.epoch)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
@@ -247,11 +262,11 @@ class Scheduler:
             try:
                 if job.state == STOPPING and job.stop_intent == "cancel":
                     # it ends cancelled; a copy still running there is stopped on return
-                    self.store.requeue(job.id, (STOPPING,), self.holder, why, stale_on=host)
-                    self.store.change(job.id, (PENDING,), self.holder, why, "end",
-                                      state=CANCELLED)
+                    self.store.ended(job.id, (STOPPING,), CANCELLED, why, self.holder, why,
+                                     "end", stale_on=host, epoch=self.epoch)
                 else:
-                    self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host)
+                    self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host,
+                                       epoch=self.epoch)
             except StateConflict:
                 continue
             self._gpu_gone.pop(job.id, None)
@@ -283,7 +298,7 @@ class Scheduler:
                 if rec.get("state") not in AGENT_ENDED:
                     continue  # left to the passes, which keep the host from new work
             self.store.drop_stale(host, copy.key, self.holder, "the copy left on %s is not "
-                                  "running" % host)
+                                  "running" % host, epoch=self.epoch)
 
     def _stop_stale(self, by_name: Dict[str, HostView]) -> Set[str]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
@@ -296,7 +311,8 @@ class Scheduler:
             rec = view.by_key().get(copy.key)
             if rec is None or rec.get("state") in AGENT_ENDED:
                 self.store.drop_stale(copy.host, copy.key, self.holder,
-                                      "the copy left on %s is not running" % copy.host)
+                                      "the copy left on %s is not running" % copy.host,
+                                      epoch=self.epoch)
             else:
                 recovering.add(copy.host)
                 self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
@@ -311,15 +327,14 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v})
         for d in result.decisions:
             try:
-                self.store.change(d.job, (PENDING,), self.holder, d.why, "decide",
-                                  state=PLACED, slot=d.slot, preemptible=d.preemptible,
-                                  reason=None)
+                self.store.place(d.job, d.slot, self.holder, d.why,
+                                 preemptible=d.preemptible, epoch=self.epoch)
             except StateConflict:
                 continue  # cancelled or placed by hand meanwhile
         for p in result.preemptions:
             try:
-                self.store.change(p.victim, (RUNNING,), self.holder, p.why, "preempt",
-                                  state=STOPPING, stop_intent="preempt", reason=p.why)
+                self.store.stopping(p.victim, (RUNNING,), "preempt", self.holder, p.why,
+                                    epoch=self.epoch)
             except StateConflict:
                 continue
         by_id = {j.id: j for j in jobs}
@@ -330,7 +345,7 @@ class Scheduler:
                 why = "%s; last refused by %s" % (why, last.describe())
             if job.reason != why:
                 try:
-                    self.store.change(job_id, (PENDING,), reason=why)
+                    self.store.waiting(job_id, why, epoch=self.epoch)
                 except StateConflict:
                     continue
 

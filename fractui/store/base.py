@@ -1,9 +1,13 @@
 """The store's interface: what the scheduler, the CLI and the TUI may ask of any store.
 
-SQLite implements it today (``fractui.store.sqlite``); a shared PostgreSQL store for several
-admins and a standby scheduler can implement the same methods later. Every method is one
-transaction, durable when it returns, and every state change is a compare-and-set on the job's
-state, so two actors racing on one job never both win.
+One SQL core (``fractui.store.sql``) implements it on two backends: an SQLite file, the
+embedded default (``fractui.store.sqlite``), and a PostgreSQL database that several admins,
+users and a standby scheduler share (``fractui.store.postgres``); ``fractui.store.url`` opens
+either by URL. Every method is one transaction, durable when it returns, and every state
+change is a compare-and-set on the job's state, so two actors racing on one job never both win.
+The scheduler's writes carry the epoch of its lease (``epoch=``), and a write of an epoch that
+is no longer the lease's is refused (LeaseLost), so a scheduler that lost its lease while
+paused changes nothing when it wakes.
 """
 
 from __future__ import annotations
@@ -55,7 +59,19 @@ class StoreBusy(StoreError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached for another reason (an I/O error, a file that cannot be
-    opened); the message carries the system's words."""
+    opened, a database server that is down, restarting or unknown); the message carries the
+    system's words."""
+
+
+class StoreDenied(StoreError):
+    """The database server refuses this user: authentication failed, or the role lacks a
+    privilege the call needs. Said with the role, never a password."""
+
+
+class LeaseLost(StoreError):
+    """A write made as lease holder carried an epoch that is no longer the lease's: another
+    scheduler took the lease meanwhile. Nothing was written; the writer is no longer the
+    leader and must stop acting."""
 
 
 # What a change feed reports changed: the jobs (submit, cancel, placement, any state change,
@@ -97,6 +113,8 @@ class Feed(abc.ABC):
 class Store(abc.ABC):
     uid: str
     """Names this store in agent idempotency keys, so two stores never share a key."""
+    where: str
+    """Where the store is, as its errors say it: a file's path, or postgresql://host:port/db."""
 
     @abc.abstractmethod
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
@@ -113,17 +131,50 @@ class Store(abc.ABC):
         """Jobs in those states (all if None), oldest first; with ``limit``, the newest that
         many."""
 
+    # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
+    # of the states named), audited in the same transaction where it says so. ``epoch``: made
+    # as lease holder of that epoch (LeaseLost, nothing written, if the lease's is another);
+    # None for a user's. Times not given are the store's clock.
+
     @abc.abstractmethod
-    def change(self, job_id: int, expect: Iterable[str], actor: Optional[str] = None,
-               why: Optional[str] = None, action: Optional[str] = None,
-               **fields: Any) -> Job:
-        """Sets ``fields`` (``state``, ``reason``, ``slot``, ``agent_job``, ...) if the job is
-        in one of ``expect``, else StateConflict; with ``action``, audits it as ``actor`` with
-        ``why`` in the same transaction."""
+    def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
+              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+        """pending -> placed on ``slot``: the scheduler's decision (audited ``decide``), or an
+        admin's by hand (``manual``, audited ``place``) that the holder launches there."""
+
+    @abc.abstractmethod
+    def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
+        """A placed job's slot, completed from the live GPU just before its launch."""
+
+    @abc.abstractmethod
+    def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
+                why: str, epoch: Optional[int] = None) -> Job:
+        """placed -> running as the agent's ``agent_job`` (audited ``launch``)."""
+
+    @abc.abstractmethod
+    def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
+                 epoch: Optional[int] = None) -> Job:
+        """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
+        the lease holder stops (audited as the intent)."""
+
+    @abc.abstractmethod
+    def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
+              actor: str, why: str, action: str, exit_code: Optional[int] = None,
+              ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
+              stale_on: Optional[str] = None, epoch: Optional[int] = None) -> Job:
+        """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
+        own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had,
+        ``stale_on`` a lost host where it may still run, recorded as a stale copy to stop on
+        its return (in the same transaction)."""
+
+    @abc.abstractmethod
+    def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
+        """A pending job's words on why it waits (not audited: they change with each pass)."""
 
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
-                stale_on: Optional[str] = None, refusal: Optional[Refusal] = None) -> Job:
+                stale_on: Optional[str] = None, refusal: Optional[Refusal] = None,
+                epoch: Optional[int] = None) -> Job:
         """Back to pending as the next attempt, its slot cleared. ``stale_on``: the host where
         the previous attempt may still run, recorded as a stale copy to stop on its return.
         ``refusal``: the host refused the launch; kept in the job's ``refusals``."""
@@ -133,7 +184,8 @@ class Store(abc.ABC):
         """Stale copies, on one host or all."""
 
     @abc.abstractmethod
-    def drop_stale(self, host: str, key: str, actor: str, why: str) -> None:
+    def drop_stale(self, host: str, key: str, actor: str, why: str,
+                   epoch: Optional[int] = None) -> None:
         """The stale copy is known stopped (audited)."""
 
     @abc.abstractmethod
@@ -146,7 +198,8 @@ class Store(abc.ABC):
         """The newest entries (of one job, or all), oldest first."""
 
     @abc.abstractmethod
-    def record_inventory(self, host: str, facts: dict[str, Any]) -> None:
+    def record_inventory(self, host: str, facts: dict[str, Any],
+                         epoch: Optional[int] = None) -> None:
         """Keeps what ``host`` could ever hold, as last seen (replacing what was kept)."""
 
     @abc.abstractmethod
@@ -154,18 +207,21 @@ class Store(abc.ABC):
         """host -> the facts last recorded for it."""
 
     def keep_inventory(self, heard: dict[str, dict[str, Any]],
-                       kept: dict[str, dict[str, Any]]) -> None:
+                       kept: dict[str, dict[str, Any]], epoch: Optional[int] = None) -> None:
         """Records the hosts whose ``heard`` facts differ from ``kept`` (what the caller knows
         is stored), and brings ``kept`` up to date: facts change rarely, so most calls write
         nothing."""
         for host, facts in heard.items():
             if kept.get(host) != facts:
-                self.record_inventory(host, facts)
+                self.record_inventory(host, facts, epoch=epoch)
                 kept[host] = facts
 
     @abc.abstractmethod
-    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
-        """Takes or renews the scheduler lease; False while another holder's lease lasts."""
+    def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:
+        """Takes or renews the scheduler lease for ``ttl_s`` from now (the database's clock);
+        None while another holder's lease lasts. Returns the lease's epoch, which the holder's
+        writes carry: taking the lease (from nobody, from another holder, or after a release)
+        makes a new epoch, renewing it keeps it. Epochs start at 1."""
 
     @abc.abstractmethod
     def release_lease(self, holder: str) -> None:
@@ -188,5 +244,6 @@ class Store(abc.ABC):
         ...
 
 
-__all__ = ["EVERYTHING", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "TOPICS", "JobNotFound", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreError",
-           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]
+__all__ = ["EVERYTHING", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "TOPICS", "JobNotFound",
+           "LeaseLost", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreDenied",
+           "StoreError", "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]

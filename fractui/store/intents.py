@@ -7,16 +7,14 @@ who asks, never the asker's own.
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from fractui.store.access import (CANCEL, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team, check,
                                   refusal)
 from fractui.store.base import StateConflict, Store
-from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOPPING, Job, Slot
+from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOP_INTENTS, Job, Slot
 
-STOP_INTENTS = (CANCEL, REQUEUE, PREEMPT)
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 
 
@@ -70,11 +68,9 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     why = "%s by %s" % (_DONE[intent], actor)
     try:
         if job.state == PENDING and intent == CANCEL:
-            return store.change(job.id, (PENDING,), actor, why, CANCEL, state=CANCELLED,
-                                reason=why, ended_at=time.time())
+            return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
         if job.state in (PLACED, RUNNING):
-            return store.change(job.id, (PLACED, RUNNING), actor, why, intent, state=STOPPING,
-                                stop_intent=intent, reason=why)
+            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
     except StateConflict as err:
         raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
     raise Refused("job %d is %s: nothing to %s" % (job.id, job.state, intent))
@@ -90,7 +86,7 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
     if past_quota:
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
-        return store.change(job.id, (PENDING,), actor, why, PLACE, state=PLACED, slot=slot,
-                            manual=True, preemptible=past_quota is not None, reason=None)
+        return store.place(job.id, slot, actor, why, manual=True,
+                           preemptible=past_quota is not None)
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None

@@ -13,6 +13,7 @@ ACTIVE = (PENDING, PLACED, RUNNING, STOPPING)
 ENDED = (DONE, FAILED, CANCELLED)
 STATES = ACTIVE + ENDED
 ON_HOST = (PLACED, RUNNING, STOPPING)  # holds (or is about to hold) a slice of a host
+STOP_INTENTS = ("cancel", "requeue", "preempt")  # why a job is stopping
 
 
 @dataclass(frozen=True)

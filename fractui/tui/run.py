@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import signal
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
@@ -42,8 +41,9 @@ def _fleet(config: Config, readonly: bool) -> int:
     from fractui.tui.app import FractuiApp
     from fractui.tui.source import LiveSource
 
-    path = config.scheduler.store
-    has_store = config.queues or (path and os.path.exists(path))
+    from fractui.store.url import store_exists
+
+    has_store = config.queues or store_exists(config.store.url)
     store = open_checked_store(config) if has_store else None
     source = LiveSource(config, store)
     scheduler = None

@@ -1,0 +1,237 @@
+"""The store in a PostgreSQL database, shared by a team's users, TUIs and schedulers (psycopg 3).
+
+What PostgreSQL does its own way for the SQL core (fractui.store.sql): schema changes are
+numbered SQL files in migrations/postgresql/, counted in the ``fractui_schema`` table; a write
+takes one transaction-scoped advisory lock up front, so writes are serialised as SQLite's are
+and a compare-and-set or a fenced write never races another client; time — the lease's expiry
+above all — is the server's clock, never a client's, so schedulers on machines whose clocks
+disagree still agree on who holds the lease; a change is announced by NOTIFY in the change's
+own transaction (delivered only if it commits), which PostgresFeed hears by LISTEN.
+
+Who the caller is comes from the server: the role it authenticated as (``session_user``),
+admin if a superuser or a member of the role ``fractui_admin``, in the teams named by the
+roles ``fractui_team_<team>`` it is a member of (docs/decisions.md says how an admin makes
+them). A URL never carries a password; libpq reads PGPASSWORD, ~/.pgpass and its other PG*
+variables.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any, Optional
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, StoreBusy, StoreDamaged,
+                                StoreDenied, StoreError, StoreFull, StoreReadOnly,
+                                StoreUnavailable)
+from fractui.store.sql import Dialect, SqlStore, migrations, statements
+
+CHANNEL = "fractui_changes"  # the NOTIFY channel; the payload is the topic
+WRITE_LOCK = 0x66726163  # the advisory lock every write holds ("frac")
+ADMIN_ROLE = "fractui_admin"
+TEAM_ROLE = "fractui_team_"
+CONNECT_TIMEOUT_S = 10  # unless the URL or PGCONNECT_TIMEOUT says otherwise
+LOCK_TIMEOUT_S = 30.0  # a write waits this long for the write lock (SQLite's busy timeout)
+# A server that vanished without closing the connection (a partition, a dead host) is found
+# by TCP keepalives within about 5 + 3 x 2 s, instead of the system's two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+              "keepalives_count": 3}
+VERSION_TABLE = "fractui_schema"
+
+
+def _target(url: str) -> tuple[str, str]:
+    """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
+    defaults where neither says: the OS user, localhost, 5432); never the password."""
+    parts = conninfo_to_dict(url)
+    user = parts.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = parts.get("port") or os.environ.get("PGPORT") or "5432"
+    db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
+    return user, "postgresql://%s:%s/%s" % (host, port, db)  # host may be a socket's directory
+
+
+class PostgresDialect(Dialect):
+    def __init__(self, url: str):
+        self.url = url
+        self.user, self.where = _target(url)
+
+    def connect(self) -> psycopg.Connection:
+        """A connection in autocommit (a write opens its own transaction), with what the URL
+        leaves unset defaulted: a connect timeout, keepalives, a lock timeout."""
+        given = conninfo_to_dict(self.url)
+        extra: dict[str, Any] = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        extra["application_name"] = given.get("application_name", "fractui")
+        if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+            extra["connect_timeout"] = CONNECT_TIMEOUT_S
+        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
+        db.execute("SELECT set_config('lock_timeout', %s, false)",
+                   ("%dms" % (LOCK_TIMEOUT_S * 1000),))
+        return db
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def begin(self, db: psycopg.Connection) -> None:
+        db.execute("BEGIN")
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+
+    def commit(self, db: psycopg.Connection) -> None:
+        db.execute("COMMIT")
+
+    def rollback(self, db: psycopg.Connection) -> None:
+        try:
+            if db.info.transaction_status in (TransactionStatus.INTRANS,
+                                              TransactionStatus.INERROR):
+                db.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
+
+    def now(self, db: psycopg.Connection) -> float:
+        return float(db.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now"
+                                ).fetchone()["now"])
+
+    def migrate(self, db: psycopg.Connection) -> None:
+        latest = migrations("postgresql")[-1][0]
+        if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
+                      (VERSION_TABLE,)).fetchone()["known"]:
+            row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
+            have = row["version"] if row is not None else 0
+        else:
+            tables = [r["tablename"] for r in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "ORDER BY tablename LIMIT 6")]
+            if tables:
+                raise StoreDamaged(self.where, "holds tables fractui did not make (%s) and no "
+                                   "%s table: not a fractui store; give fractui a database of "
+                                   "its own" % (", ".join(tables), VERSION_TABLE))
+            db.execute("CREATE TABLE %s (version INTEGER NOT NULL)" % VERSION_TABLE)
+            db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
+            have = 0
+        if have > latest:
+            raise StoreDamaged(self.where, "was written by a newer fractui (schema version %d; "
+                               "this one knows up to %d): use that fractui, or upgrade this "
+                               "one" % (have, latest))
+        for number, sql in migrations("postgresql"):
+            if number > have:
+                for statement in statements(sql):
+                    db.execute(statement)
+                db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
+
+    def announce(self, db: psycopg.Connection, topic: str) -> None:
+        db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, topic))
+
+    def lost(self, db: psycopg.Connection) -> bool:
+        return bool(db.closed or db.broken)
+
+    def translate(self, err: BaseException) -> Optional[StoreError]:
+        if not isinstance(err, psycopg.Error):
+            return None
+        state = err.sqlstate or ""
+        text = " ".join(str(err).split()) or type(err).__name__
+        if state.startswith("28") or "authentication failed" in text or (
+                "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
+            return StoreDenied(self.where, "refuses role %s: %s (a password is read from "
+                               "PGPASSWORD or ~/.pgpass, never from the config)" % (
+                                   self.user, text))
+        if state == "3D000" or ("database" in text and "does not exist" in text):
+            return StoreUnavailable(self.where, "has no such database: %s; an admin creates "
+                                    "it (createdb)" % text)
+        if state == "42501":
+            return StoreDenied(self.where, "role %s may not do this: %s" % (self.user, text))
+        if state == "25006":
+            return StoreReadOnly(self.where, "is read-only (a standby server?): %s" % text)
+        if state.startswith("53"):
+            return StoreFull(self.where, "the server is out of a resource: %s: nothing was "
+                             "recorded" % text)
+        if state in ("40001", "40P01", "55P03"):
+            return StoreBusy(self.where, "%s; try again" % text)
+        if state in ("42P01", "42703"):
+            return StoreDamaged(self.where, "does not hold what this fractui's schema has: %s"
+                                % text)
+        if isinstance(err, psycopg.OperationalError) or state.startswith(("08", "57")):
+            return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
+        return StoreUnavailable(self.where, text)
+
+    def damaged(self, what: str) -> StoreDamaged:
+        return StoreDamaged(self.where, "holds what fractui never wrote: %s; restore the "
+                            "database from a backup" % what)
+
+
+# Every role the session's role is a member of, directly or through others (a superuser's
+# implicit membership of every role is not counted: admin says that by itself).
+_MEMBER_OF = """
+WITH RECURSIVE member_of(oid) AS (
+    SELECT oid FROM pg_roles WHERE rolname = session_user
+    UNION
+    SELECT m.roleid FROM pg_auth_members m JOIN member_of ON m.member = member_of.oid
+)
+SELECT r.rolname, r.rolsuper, r.rolname = session_user AS me
+FROM pg_roles r JOIN member_of ON r.oid = member_of.oid
+"""
+
+
+class PostgresStore(SqlStore):
+    def __init__(self, url: str):
+        self.url = url
+        super().__init__(PostgresDialect(url))
+
+    def identity(self) -> Identity:
+        """The role this connection authenticated as, never one a client claims."""
+        def work(db: psycopg.Connection) -> Identity:
+            rows = db.execute(_MEMBER_OF).fetchall()
+            me = next(r for r in rows if r["me"])
+            names = {r["rolname"] for r in rows}
+            return Identity(me["rolname"], admin=bool(me["rolsuper"]) or ADMIN_ROLE in names,
+                            teams=frozenset(n[len(TEAM_ROLE):] for n in names
+                                            if n.startswith(TEAM_ROLE) and n != TEAM_ROLE))
+        return self._read(work)
+
+    def feed(self) -> "PostgresFeed":
+        return PostgresFeed(self.dialect)  # type: ignore[arg-type]
+
+
+class PostgresFeed(Feed):
+    """Changes heard by LISTEN on a connection of the feed's own. Notifications sent while it
+    was not connected are lost: after a reconnect, ``wait`` says EVERYTHING changed, so the
+    reader reads it all again."""
+
+    def __init__(self, dialect: PostgresDialect):
+        self.dialect = dialect
+        self._db: Optional[psycopg.Connection] = None
+        self._listen()
+
+    def _listen(self) -> None:
+        try:
+            db = self.dialect.connect()
+            db.execute("LISTEN %s" % CHANNEL)
+        except psycopg.Error as err:
+            raise self.dialect.translate(err) from err  # type: ignore[misc]
+        self._db = db
+
+    def wait(self, timeout_s: float) -> frozenset[str]:
+        if self._db is None:  # lost before: what was sent meanwhile is not known
+            self._listen()
+            return EVERYTHING
+        topics: set[str] = set()
+        try:
+            for note in self._db.notifies(timeout=max(timeout_s, 0.0), stop_after=1):
+                topics.add(note.payload)
+            if topics:  # what else has arrived is told in the same wake
+                for note in self._db.notifies(timeout=0.0):
+                    topics.add(note.payload)
+        except psycopg.Error:
+            self.dialect.close(self._db)
+            self._db = None
+            self._listen()
+            return EVERYTHING
+        return frozenset(topics & set(TOPICS))
+
+    def close(self) -> None:
+        if self._db is not None:
+            self.dialect.close(self._db)
+            self._db = None

@@ -1,0 +1,526 @@
+"""The store's logic, written once in SQL both backends run: jobs and their compare-and-set
+changes, stale copies, the audit trail, the kept inventory, and the scheduler lease with its
+fencing epoch. What differs between SQLite and PostgreSQL — connecting, how a write transaction
+takes the store's one write lock, the clock, telling feeds of a change, migrations, and the
+driver's errors — is a Dialect (fractui.store.sqlite, fractui.store.postgres).
+
+Every method is one transaction. A write holds the store's write lock from its first read, so
+a compare-and-set never races another client between its read and its write, and a fenced
+write's epoch is checked in that same transaction. A connection found lost is dropped and the
+call made once more on a new one, unless it was lost while committing (then whether it was
+recorded is not known, and the caller is told so); a transaction never half-applies.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import threading
+import uuid
+from importlib import resources
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, JobNotFound, LeaseLost,
+                                StateConflict, Store, StoreDamaged, StoreError)
+from fractui.store.model import (ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS, STOPPING,
+                                 AuditEntry, Job, Refusal, Slot, StaleCopy)
+
+LEASE = "scheduler"  # the one lease's row
+_NOW = object()  # a field set to the transaction's time (the store's clock)
+_SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
+T = TypeVar("T")
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """The numbered schema changes of one dialect (migrations/<dialect>/000N_*.sql), in order."""
+    folder = resources.files("fractui.store") / "migrations" / dialect
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def statements(sql: str) -> list[str]:
+    """A migration's statements, one per ``;`` at a line's end."""
+    return [s for s in sql.split(";\n") if s.strip()]
+
+
+class Dialect(abc.ABC):
+    """What one backend does its own way; the SQL core (SqlStore) does the rest."""
+
+    where: str
+    """The store as errors name it: the SQLite file, or postgresql://host:port/db."""
+
+    @abc.abstractmethod
+    def connect(self) -> Any:
+        """A new connection whose ``execute`` takes ``sql(...)`` text and returns rows that
+        are read by column name; the driver's errors raised as they are."""
+
+    @abc.abstractmethod
+    def sql(self, text: str) -> str:
+        """The core's SQL (``?`` placeholders) as this driver takes it."""
+
+    @abc.abstractmethod
+    def begin(self, db: Any) -> None:
+        """Starts a write transaction holding the store's one write lock."""
+
+    @abc.abstractmethod
+    def commit(self, db: Any) -> None:
+        ...
+
+    @abc.abstractmethod
+    def rollback(self, db: Any) -> None:
+        """Ends a failed transaction, if one is still open; never raises."""
+
+    @abc.abstractmethod
+    def now(self, db: Any) -> float:
+        """Seconds since the epoch by the clock the store keeps time with."""
+
+    @abc.abstractmethod
+    def migrate(self, db: Any) -> None:
+        """Brings the schema up to date inside the caller's write transaction; StoreDamaged
+        for a schema newer than this fractui knows."""
+
+    @abc.abstractmethod
+    def announce(self, db: Any, topic: str) -> None:
+        """Tells every feed that ``topic`` changed, in the caller's transaction."""
+
+    @abc.abstractmethod
+    def lost(self, db: Any) -> bool:
+        """Whether the connection is gone (a server restart), so a new one is needed."""
+
+    @abc.abstractmethod
+    def translate(self, err: BaseException) -> Optional[StoreError]:
+        """The store's error for a driver's error; None for an error that is not the
+        driver's (it is raised as it is)."""
+
+    @abc.abstractmethod
+    def damaged(self, what: str) -> StoreDamaged:
+        """A row holding what fractui never wrote, said with what to do about it."""
+
+    def close(self, db: Any) -> None:
+        try:
+            db.close()
+        except Exception:  # a connection already lost closes without a word
+            pass
+
+
+class Unreadable(Exception):
+    """A row the database returned whole, holding values fractui never wrote."""
+
+
+class SqlStore(Store):
+    """The Store on any Dialect: one connection, used by the caller's threads in turn."""
+
+    def __init__(self, dialect: Dialect):
+        self.dialect = dialect
+        self.where = dialect.where
+        self._lock = threading.Lock()
+        self._db: Any = None
+        try:
+            self.uid = self._write(self._migrate)
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate(self, db: Any) -> str:
+        self.dialect.migrate(db)
+        self._run(db, "INSERT INTO meta (key, value) VALUES ('uid', ?) "
+                      "ON CONFLICT (key) DO NOTHING", (uuid.uuid4().hex[:8],))
+        row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
+        if row is None:
+            raise self.dialect.damaged("it has no store id (meta.uid)")
+        return str(row["value"])
+
+    # -- transactions --
+
+    def _write(self, work: Callable[[Any], T]) -> T:
+        return self._transaction(work, write=True)
+
+    def _read(self, work: Callable[[Any], T]) -> T:
+        return self._transaction(work, write=False)
+
+    def _transaction(self, work: Callable[[Any], T], write: bool) -> T:
+        """Runs ``work`` in one transaction (a write holding the write lock); on a connection
+        found lost before the commit, once more on a new one."""
+        with self._lock:
+            retried = False
+            while True:
+                fresh = self._db is None
+                if fresh:
+                    self._db = self._connected()
+                db, committing = self._db, False
+                try:
+                    if write:
+                        self.dialect.begin(db)
+                    result = work(db)
+                    if write:
+                        committing = True
+                        self.dialect.commit(db)
+                    return result
+                except Unreadable as err:
+                    self.dialect.rollback(db)
+                    raise self.dialect.damaged(str(err)) from err
+                except BaseException as err:
+                    lost = self.dialect.lost(db)
+                    if lost:
+                        self._drop()
+                    else:
+                        self.dialect.rollback(db)
+                    mine = self.dialect.translate(err)
+                    if mine is None:
+                        raise
+                    if lost and not fresh and not committing and not retried:
+                        retried = True
+                        continue  # nothing was recorded: the call is made again, once
+                    if lost and committing:
+                        mine = type(mine)(mine.where, "%s (the connection was lost while "
+                                          "committing: whether it was recorded is not known; "
+                                          "read it back)" % mine.what)
+                    raise mine from err
+
+    def _connected(self) -> Any:
+        try:
+            return self.dialect.connect()
+        except BaseException as err:
+            mine = self.dialect.translate(err)
+            if mine is None:
+                raise
+            raise mine from err
+
+    def _drop(self) -> None:
+        if self._db is not None:
+            self.dialect.close(self._db)
+            self._db = None
+
+    def _run(self, db: Any, sql: str, args: Sequence[Any] = ()) -> Any:
+        return db.execute(self.dialect.sql(sql), tuple(args))
+
+    def _fence(self, db: Any, epoch: Optional[int]) -> None:
+        """Refuses a lease holder's write whose epoch is no longer the lease's (inside the
+        write's transaction, under the write lock: no take of the lease slips between)."""
+        if epoch is None:
+            return
+        row = self._run(db, "SELECT holder, epoch FROM lease WHERE name = ?",
+                        (LEASE,)).fetchone()
+        if row is None or row["epoch"] != epoch:
+            now = "epoch %s, held by %s" % (row["epoch"], row["holder"] or "nobody") \
+                if row is not None else "never taken"
+            raise LeaseLost(self.where, "the scheduler lease is no longer this scheduler's "
+                            "(its epoch %d; the lease's is now %s): nothing was written"
+                            % (epoch, now))
+
+    # -- jobs --
+
+    def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
+               request: dict[str, Any], actor: str, cwd: Optional[str] = None) -> Job:
+        def work(db: Any) -> Job:
+            now = self.dialect.now(db)
+            row = self._run(
+                db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
+                "submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
+                 now, now)).fetchone()
+            job_id = int(row["id"])
+            self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
+                        {"team": team, "argv": list(argv)})
+            self.dialect.announce(db, JOBS)
+            return self._get(db, job_id)
+        return self._write(work)
+
+    def get(self, job_id: int) -> Job:
+        return self._read(lambda db: self._get(db, job_id))
+
+    def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
+             limit: Optional[int] = None) -> list[Job]:
+        where, args = [], []  # type: list[str], list[Any]
+        if states is not None:
+            states = list(states)
+            if not states:
+                return []
+            where.append("state IN (%s)" % ",".join("?" * len(states)))
+            args += states
+        if queue is not None:
+            where.append("queue = ?")
+            args.append(queue)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        if limit is not None:
+            sql = "SELECT * FROM (%s ORDER BY id DESC LIMIT %d) AS newest" % (sql, int(limit))
+        return self._read(lambda db: [_job(r) for r in self._run(db, sql + " ORDER BY id",
+                                                                  args)])
+
+    def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
+              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PENDING,), epoch, actor, why,
+                                "place" if manual else "decide",
+                                {"state": PLACED, "slot": slot, "manual": manual,
+                                 "preemptible": preemptible, "reason": None})
+
+    def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
+
+    def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
+                why: str, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PLACED,), epoch, actor, why, "launch",
+                                {"state": RUNNING, "agent_job": agent_job,
+                                 "started_at": started_at, "reason": None})
+
+    def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
+                 epoch: Optional[int] = None) -> Job:
+        if intent not in STOP_INTENTS:
+            raise ValueError("unknown stop intent %r" % intent)
+        return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
+                                {"state": STOPPING, "stop_intent": intent, "reason": why})
+
+    def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
+              actor: str, why: str, action: str, exit_code: Optional[int] = None,
+              ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
+              stale_on: Optional[str] = None, epoch: Optional[int] = None) -> Job:
+        if state not in ENDED:
+            raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
+        fields: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
+                                  "ended_at": _NOW if ended_at is None else ended_at}
+        if refusals is not None:
+            fields["refusals"] = tuple(refusals)
+        if stale_on is not None:
+            fields["slot"] = None
+        return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields,
+                                stale_on)
+
+    def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
+        return self._transition(job_id, (PENDING,), epoch, None, None, None, {"reason": reason})
+
+    def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
+                    actor: Optional[str], why: Optional[str], action: Optional[str],
+                    fields: dict[str, Any], stale_on: Optional[str] = None) -> Job:
+        """The one way a job's columns change (requeue aside): ``fields`` set (_NOW: the
+        transaction's time) if the job is in one of ``expect``; ``stale_on``: its attempt's
+        copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``."""
+        def work(db: Any) -> Job:
+            self._fence(db, epoch)
+            now = self.dialect.now(db)
+            job = self._expect(db, job_id, expect)
+            changed = {k: now if v is _NOW else v for k, v in fields.items()}
+            detail = _detail(changed)
+            if stale_on is not None:
+                self._stale(db, stale_on, job, now)
+                detail["stale_on"] = stale_on
+            self._set(db, job_id, now, changed)
+            self.dialect.announce(db, JOBS)
+            if action is not None:
+                self._audit(db, now, actor or "fractui", action, job_id, why or action, detail)
+            return self._get(db, job_id)
+        return self._write(work)
+
+    def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
+                stale_on: Optional[str] = None, refusal: Optional[Refusal] = None,
+                epoch: Optional[int] = None) -> Job:
+        expect = tuple(expect)
+
+        def work(db: Any) -> Job:
+            self._fence(db, epoch)
+            now = self.dialect.now(db)
+            job = self._expect(db, job_id, expect)
+            if stale_on is not None:
+                self._stale(db, stale_on, job, now)
+            fields: dict[str, Any] = {
+                "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
+                "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
+                "stop_intent": None, "exit_code": None}
+            detail: dict[str, Any] = {"attempt": job.attempt + 1, "stale_on": stale_on}
+            if refusal is not None:
+                fields["refusals"] = job.refusals + (refusal,)
+                detail["refusal"] = refusal.record()
+            self._set(db, job_id, now, fields)
+            self._audit(db, now, actor, "requeued", job_id, why, detail)
+            self.dialect.announce(db, JOBS)
+            return self._get(db, job_id)
+        return self._write(work)
+
+    def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
+        sql, args = "SELECT * FROM stale", ()  # type: str, tuple
+        if host is not None:
+            sql, args = sql + " WHERE host = ?", (host,)
+        return self._read(lambda db: [StaleCopy(r["host"], r["key"], r["job"], r["since"])
+                                      for r in self._run(db, sql + " ORDER BY since", args)])
+
+    def drop_stale(self, host: str, key: str, actor: str, why: str,
+                   epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            row = self._run(db, "SELECT job FROM stale WHERE host = ? AND key = ?",
+                            (host, key)).fetchone()
+            if row is None:
+                return
+            self._run(db, "DELETE FROM stale WHERE host = ? AND key = ?", (host, key))
+            self.dialect.announce(db, JOBS)
+            self._audit(db, self.dialect.now(db), actor, "stop-stale", row["job"], why,
+                        {"host": host, "key": key})
+        self._write(work)
+
+    # -- audit --
+
+    def audit(self, actor: str, action: str, job: Optional[int], why: str,
+              detail: Optional[dict[str, Any]] = None) -> None:
+        self._write(lambda db: self._audit(db, self.dialect.now(db), actor, action, job, why,
+                                           detail or {}))
+
+    def audit_log(self, job: Optional[int] = None, limit: int = 100) -> list[AuditEntry]:
+        sql, args = "SELECT * FROM audit", ()  # type: str, tuple
+        if job is not None:
+            sql, args = sql + " WHERE job = ?", (job,)
+        sql = "SELECT * FROM (%s ORDER BY id DESC LIMIT %d) AS newest ORDER BY id" % (
+            sql, int(limit))
+        return self._read(lambda db: [
+            AuditEntry(r["id"], r["time"], r["actor"], r["action"], r["job"], r["why"],
+                       _decoded("audit entry %s" % r["id"], r["detail"] or "{}"))
+            for r in self._run(db, sql, args).fetchall()])
+
+    # -- inventory --
+
+    def record_inventory(self, host: str, facts: dict[str, Any],
+                         epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "INSERT INTO inventory (host, facts, seen_at) VALUES (?, ?, ?) "
+                          "ON CONFLICT (host) DO UPDATE SET facts = excluded.facts, "
+                          "seen_at = excluded.seen_at",
+                      (host, json.dumps(facts, sort_keys=True), self.dialect.now(db)))
+            self.dialect.announce(db, HOSTS)
+        self._write(work)
+
+    def inventory(self) -> dict[str, dict[str, Any]]:
+        return self._read(lambda db: {
+            r["host"]: _decoded("the inventory of %s" % r["host"], r["facts"])
+            for r in self._run(db, "SELECT host, facts FROM inventory")})
+
+    # -- the scheduler lease --
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:
+        def work(db: Any) -> Optional[int]:
+            now = self.dialect.now(db)
+            row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
+                            (LEASE,)).fetchone()
+            if row is not None and row["holder"] == holder:  # a renewal keeps the epoch
+                self._run(db, "UPDATE lease SET expires_at = ? WHERE name = ?",
+                          (now + ttl_s, LEASE))
+                return int(row["epoch"])
+            if row is not None and row["holder"] and row["expires_at"] > now:
+                return None
+            epoch = (int(row["epoch"]) if row is not None else 0) + 1
+            self._run(db, "INSERT INTO lease (name, holder, expires_at, epoch) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                          "holder = excluded.holder, expires_at = excluded.expires_at, "
+                          "epoch = excluded.epoch", (LEASE, holder, now + ttl_s, epoch))
+            before = row["holder"] if row is not None else ""
+            self._audit(db, now, holder, "lease", None, "took the scheduler lease" + (
+                " from %s, expired" % before if before else ""), {"epoch": epoch})
+            self.dialect.announce(db, LEASE_TOPIC)
+            return epoch
+        return self._write(work)
+
+    def release_lease(self, holder: str) -> None:
+        """The row stays, held by nobody (''), so the next holder's epoch is a new one."""
+        def work(db: Any) -> None:
+            if self._run(db, "UPDATE lease SET holder = '', expires_at = 0 "
+                             "WHERE name = ? AND holder = ?", (LEASE, holder)).rowcount:
+                self.dialect.announce(db, LEASE_TOPIC)
+        self._write(work)
+
+    def lease_holder(self) -> Optional[tuple[str, float]]:
+        def work(db: Any) -> Optional[tuple[str, float]]:
+            row = self._run(db, "SELECT holder, expires_at FROM lease WHERE name = ?",
+                            (LEASE,)).fetchone()
+            if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
+                return None
+            return row["holder"], float(row["expires_at"])
+        return self._read(work)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- inside a transaction --
+
+    def _get(self, db: Any, job_id: int) -> Job:
+        row = self._run(db, "SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    def _expect(self, db: Any, job_id: int, expect: tuple[str, ...]) -> Job:
+        job = self._get(db, job_id)
+        if job.state not in expect:
+            raise StateConflict("job %d is %s, not %s" % (job_id, job.state,
+                                                         " or ".join(expect)))
+        return job
+
+    def _set(self, db: Any, job_id: int, now: float, fields: dict[str, Any]) -> None:
+        columns = {"updated_at": now}
+        for name, value in fields.items():
+            if name == "slot":
+                slot: Optional[Slot] = value
+                columns.update(dict(zip(_SLOT_COLUMNS, (
+                    slot.host, json.dumps(list(slot.gpus)), slot.profile, slot.start,
+                    slot.memory_mib, slot.charge, slot.layout_version) if slot else
+                    (None,) * 5 + (0.0, None))))
+            elif name in ("preemptible", "manual"):
+                columns[name] = int(bool(value))
+            elif name == "refusals":
+                columns[name] = json.dumps([r.record() for r in value])
+            else:
+                columns[name] = value
+        self._run(db, "UPDATE jobs SET %s WHERE id = ?" % ", ".join(
+            "%s = ?" % c for c in columns), list(columns.values()) + [job_id])
+
+    def _stale(self, db: Any, host: str, job: Job, now: float) -> None:
+        """The job's current attempt may still run on ``host``: a copy to stop on its return."""
+        self._run(db, "INSERT INTO stale (host, key, job, since) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT (host, key) DO NOTHING", (host, job.key(self.uid), job.id, now))
+
+    def _audit(self, db: Any, now: float, actor: str, action: str, job: Optional[int],
+               why: str, detail: dict[str, Any]) -> None:
+        self._run(db, "INSERT INTO audit (time, actor, action, job, why, detail) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                  (now, actor, action, job, why, json.dumps(detail, sort_keys=True)))
+
+
+def _detail(fields: dict[str, Any]) -> dict[str, Any]:
+    """Changed fields as JSON-able values, for the audit trail."""
+    out = {}
+    for name, value in fields.items():
+        if name == "refusals":
+            value = [r.record() for r in value]
+        out[name] = value.__dict__ if isinstance(value, Slot) else value
+    if isinstance(out.get("slot"), dict):
+        out["slot"] = dict(out["slot"], gpus=list(out["slot"]["gpus"]))
+    return out
+
+
+def _decoded(what: str, text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise Unreadable("%s holds %r, not JSON" % (what, text)) from err
+
+
+def _job(row: Any) -> Job:
+    what = "job %s" % row["id"]
+    try:
+        slot = None
+        if row["host"] is not None:
+            slot = Slot(row["host"], tuple(_decoded(what, row["gpus"] or "[]")), row["profile"],
+                        row["start"], row["memory_mib"], row["charge"], row["layout_version"])
+        return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
+                   argv=tuple(_decoded(what, row["argv"])),
+                   request=_decoded(what, row["request"]), state=row["state"],
+                   submitted_at=row["submitted_at"], updated_at=row["updated_at"],
+                   cwd=row["cwd"], reason=row["reason"], attempt=row["attempt"],
+                   started_at=row["started_at"], ended_at=row["ended_at"], slot=slot,
+                   preemptible=bool(row["preemptible"]), manual=bool(row["manual"]),
+                   agent_job=row["agent_job"], exit_code=row["exit_code"],
+                   stop_intent=row["stop_intent"],
+                   refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])))
+    except TypeError as err:  # JSON of another shape than fractui writes
+        raise Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err

@@ -1,0 +1,33 @@
+"""The one way to open the store, by its URL (fractui.store_url says the URL's grammar)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from fractui.store.base import Store
+from fractui.store.sqlite import SqliteStore, default_store_path
+from fractui.store_url import sqlite_path, url_problem
+
+
+def store_exists(url: Optional[str]) -> bool:
+    """Whether a store is there to open without making one: a database (made by an admin) is
+    taken to be; an SQLite file must exist. None: the default file, never taken to be."""
+    if url is None:
+        return False
+    path = sqlite_path(url)
+    return path is None or os.path.exists(path)
+
+
+def open_store(url: Optional[str] = None) -> Store:
+    """The store at ``url``; None: the default SQLite file (``default_store_path``)."""
+    if url is None:
+        return SqliteStore(default_store_path())
+    path = sqlite_path(url)
+    if path is not None:
+        return SqliteStore(path)
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValueError("store url %s" % problem)
+    from fractui.store.postgres import PostgresStore  # psycopg is loaded for PostgreSQL only
+    return PostgresStore(url)

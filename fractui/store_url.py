@@ -1,0 +1,44 @@
+"""Where the store is, as one URL: ``sqlite:///abs/path`` (the embedded default, a file on this
+machine) or ``postgresql://user@host:port/db`` (a database that a team's users and schedulers
+share). Its grammar alone, so the config checks a URL without opening anything; the store opens
+one (fractui.store.url). A PostgreSQL URL never carries a password: libpq reads it from
+PGPASSWORD or ~/.pgpass (and its other PG* variables), as psql does."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+SQLITE = "sqlite://"
+POSTGRESQL = ("postgresql://", "postgres://")  # both are libpq's
+
+
+def sqlite_url(path: str) -> str:
+    return SQLITE + path
+
+
+def sqlite_path(url: str) -> Optional[str]:
+    """The file of an SQLite URL; None for any other."""
+    return url[len(SQLITE):] if url.startswith(SQLITE) else None
+
+
+def url_problem(url: str) -> Optional[str]:
+    """Why ``url`` cannot name a store (said after the key that holds it), or None. An SQLite
+    URL's path is the caller's to check (the config checks it as any local file)."""
+    if url.startswith(SQLITE):
+        return None
+    if not url.startswith(POSTGRESQL):
+        return "must start with sqlite:// (sqlite:///path/to/store.db) or postgresql:// " \
+               "(postgresql://user@host:port/database), got %r" % url[:60]
+    import psycopg  # only for a PostgreSQL URL: libpq's own reading of it
+    from psycopg.conninfo import conninfo_to_dict
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error as err:
+        return "is not a URL libpq can read: %s" % str(err).strip()
+    if "password" in parts:
+        return "carries a password, which a config file must not hold: give it in " \
+               "PGPASSWORD or ~/.pgpass instead (libpq reads both)"
+    port = parts.get("port")
+    if port is not None and not (str(port).isdigit() and 1 <= int(port) <= 65535):
+        return "has port %r: must be from 1 to 65535" % port
+    return None

@@ -1,0 +1,103 @@
+"""A real PostgreSQL server for the tests: initdb and pg_ctl from the distribution's packages
+(Debian's `postgresql`), run as the unprivileged `postgres` OS user (initdb refuses root) in a
+temporary directory, listening on a free loopback port with trust auth for loopback. Each test
+gets a database of its own."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from typing import List, Optional
+
+import psycopg
+
+OS_USER = "postgres"
+
+
+def bin_dir() -> Optional[str]:
+    """The newest installed PostgreSQL's binaries (Debian: /usr/lib/postgresql/<ver>/bin), or
+    whatever initdb is on the PATH."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0)
+    if found:
+        return os.path.dirname(found[-1])
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgServer:
+    """One server for the session: ``url(db)`` is a URL without a password (trust auth)."""
+
+    def __init__(self) -> None:
+        self.bin = bin_dir()
+        if self.bin is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.port = _free_port()
+        self.root = tempfile.mkdtemp(prefix="fractui-pg-")
+        self.data = os.path.join(self.root, "data")
+        self.log = os.path.join(self.root, "log")
+        self.sockets = os.path.join(self.root, "run")
+        os.mkdir(self.sockets)
+        owner = pwd.getpwnam(OS_USER) if os.geteuid() == 0 else None
+        if owner is not None:
+            for path in (self.root, self.sockets):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        self._as_owner([os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8", "--no-sync"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as conf:
+            conf.write("listen_addresses = '127.0.0.1'\nport = %d\n"
+                       "unix_socket_directories = '%s'\nfsync = off\n"
+                       "max_connections = 200\n" % (self.port, self.sockets))
+        self.start()
+
+    def _as_owner(self, argv: List[str]) -> None:
+        prefix = ["sudo", "-n", "-u", OS_USER] if os.geteuid() == 0 else []
+        subprocess.run(prefix + argv, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, cwd="/", timeout=120)
+
+    def pg_ctl(self, *args: str) -> None:
+        self._as_owner([os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-l", self.log,
+                        "-w", "-t", "60", *args])
+
+    def start(self) -> None:
+        self.pg_ctl("start")
+
+    def stop(self) -> None:
+        self.pg_ctl("stop", "-m", "fast")
+
+    def connect(self, db: str) -> psycopg.Connection:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=db,
+                               autocommit=True)
+
+    def url(self, db: str, user: str = "postgres") -> str:
+        return "postgresql://%s@127.0.0.1:%d/%s" % (user, self.port, db)
+
+    def new_database(self) -> str:
+        name = "t_" + uuid.uuid4().hex[:12]
+        self.sql("CREATE DATABASE %s" % name)
+        return name
+
+    def sql(self, statement: str, db: str = "postgres") -> List[tuple]:
+        """As the superuser, on a connection of its own (the server may have been restarted
+        since the last); roles are the cluster's, so any database will do for them."""
+        with self.connect(db) as conn:
+            cur = conn.execute(statement)
+            return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        try:
+            self.pg_ctl("stop", "-m", "immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

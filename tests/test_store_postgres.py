@@ -1,0 +1,177 @@
+"""The PostgreSQL store's own ways, on a real server the tests start: a restart under an open
+store and feed, who the caller is by role, the lease on the server's clock, and every way a
+server can refuse said in the store's words (where, never a password)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from fractui.store import StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable, open_store
+from fractui.store import postgres
+from fractui.store.base import EVERYTHING, Identity
+from tests.conftest import REPO
+from tests.sshd import free_port
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    return pg_server.url(pg_server.new_database())
+
+
+def test_a_restarted_server_is_reconnected_to_and_an_outage_is_said_with_where(pg_server,
+                                                                                pg_url):
+    store = open_store(pg_url)
+    feed = store.feed()
+    try:
+        job = store.submit("q", None, "before", ["true"], {}, "alice")
+        pg_server.pg_ctl("restart", "-m", "fast")
+        # no call was made while it was down: the next one finds its connection gone, makes a
+        # new one and is made again (nothing of it was recorded the first time)
+        assert store.get(job.id).name == "before"
+        assert feed.wait(5) == EVERYTHING  # notifications may have been missed: re-read all
+        pg_server.stop()
+        where = "127.0.0.1:%d" % pg_server.port
+        with pytest.raises(StoreUnavailable, match="cannot reach the PostgreSQL server") as err:
+            store.submit("q", None, "during", ["true"], {}, "alice")
+        assert where in str(err.value)
+        with pytest.raises(StoreUnavailable, match=where):
+            feed.wait(1)
+        pg_server.start()
+        store.submit("q", None, "after", ["true"], {}, "alice")
+        assert [j.name for j in store.jobs()] == ["before", "after"]  # "during" never landed
+        assert feed.wait(5) == EVERYTHING
+        store.record_inventory("h", {})
+        assert feed.wait(5) == {"hosts"}  # listening again
+    finally:
+        feed.close()
+        store.close()
+
+
+def test_the_lease_runs_on_the_servers_clock_not_the_clients(pg_server, pg_url, monkeypatch):
+    """A client whose clock is an hour behind gets the same lease as any other: its expiry is
+    the server's time plus the lease's length."""
+    store = open_store(pg_url)
+    try:
+        monkeypatch.setattr(time, "time", lambda real=time.time: real() - 3600)
+        assert store.acquire_lease("slow-clock", 60) == 1
+        holder, until = store.lease_holder()
+        server_now = pg_server.sql("SELECT extract(epoch FROM clock_timestamp())::float8",
+                                   db=pg_url.rsplit("/", 1)[1])[0][0]
+        assert holder == "slow-clock"
+        assert server_now < until <= server_now + 60  # not an hour early
+        assert store.audit_log()[-1].time == pytest.approx(until - 60)
+    finally:
+        store.close()
+
+
+def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_server, pg_url):
+    tag = uuid.uuid4().hex[:6]
+    alice, bob, carol = "alice_" + tag, "bob_" + tag, "carol_" + tag
+    vision, nlp = "fractui_team_vision" + tag, "fractui_team_nlp" + tag
+    db = pg_url.rsplit("/", 1)[1]
+    open_store(pg_url).close()  # the schema, made by its owner
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    for role in (vision, nlp):
+        pg_server.sql("CREATE ROLE %s" % role)
+    for role in (alice, bob, carol):
+        pg_server.sql("CREATE ROLE %s LOGIN" % role)
+    pg_server.sql("GRANT %s TO %s" % (vision, alice))
+    pg_server.sql("GRANT %s TO %s" % (nlp, vision))  # a team inside a team: alice in both
+    pg_server.sql("GRANT fractui_admin TO %s" % bob)
+    pg_server.sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "
+                  "%s, %s" % (alice, bob), db=db)
+    seen = {}
+    for role in (alice, bob):
+        store = open_store(pg_server.url(db, user=role))
+        try:
+            seen[role] = store.identity()
+            job = store.submit("q", None, "by " + role, ["true"], {}, role)  # the grants do
+            assert store.waiting(job.id, "x").reason == "x"
+        finally:
+            store.close()
+    assert seen[alice] == Identity(alice, admin=False,
+                                   teams=frozenset({"vision" + tag, "nlp" + tag}))
+    assert seen[bob] == Identity(bob, admin=True, teams=frozenset())
+    store = open_store(pg_url)  # the superuser who made the cluster
+    try:
+        me = store.identity()
+        assert (me.user, me.admin) == ("postgres", True)
+        assert not any(t.endswith(tag) for t in me.teams)  # a superuser is in no team by that
+    finally:
+        store.close()
+    # a role that may log in but was granted nothing on the store: refused, said with its name
+    with pytest.raises(StoreDenied, match="role %s may not do this: permission denied" % carol):
+        open_store(pg_server.url(db, user=carol))
+
+
+def test_every_refusal_of_the_server_is_the_stores_error_naming_where(pg_server, pg_url):
+    port = free_port()
+    with pytest.raises(StoreUnavailable, match="store postgresql://127.0.0.1:%d/x: cannot reach "
+                       "the PostgreSQL server: .*Connection refused" % port):
+        open_store("postgresql://postgres@127.0.0.1:%d/x" % port)
+    with pytest.raises(StoreUnavailable, match="has no such database: .*no_such_db"):
+        open_store(pg_server.url("no_such_db"))
+    with pytest.raises(StoreDenied, match="refuses role nobody_%s" % port):
+        open_store(pg_server.url(pg_url.rsplit("/", 1)[1], user="nobody_%d" % port))
+    with pytest.raises(ValueError, match="carries a password"):
+        open_store("postgresql://postgres:secret@127.0.0.1:%d/x" % pg_server.port)
+
+
+def test_a_database_of_a_newer_fractui_or_of_another_program_is_refused(pg_server, pg_url):
+    db = pg_url.rsplit("/", 1)[1]
+    open_store(pg_url).close()
+    pg_server.sql("UPDATE fractui_schema SET version = 99", db=db)
+    with pytest.raises(StoreDamaged, match="written by a newer fractui \\(schema version 99; "
+                       "this one knows up to 1\\)"):
+        open_store(pg_url)
+    other = pg_server.new_database()
+    pg_server.sql("CREATE TABLE accounts (id int)", db=other)
+    with pytest.raises(StoreDamaged, match="holds tables fractui did not make \\(accounts\\)"):
+        open_store(pg_server.url(other))
+    assert pg_server.sql("SELECT to_regclass('jobs') IS NULL", db=other) == [(True,)]
+
+
+def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp_path):
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "postgresql://postgres@127.0.0.1:%d/fleet"\n'
+                      '[[queues]]\nname = "half"\ngpu = 0.5\n' % port)
+    for verb in (["jobs"], ["audit"], ["cancel", "1"]):
+        done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), *verb],
+                              capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert done.returncode == 1, (verb, done)
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith("fractui: store postgresql://127.0.0.1:%d/fleet: cannot "
+                                      "reach the PostgreSQL server" % port), done.stderr
+    config.write_text('[store]\nurl = "postgresql://postgres:hunter2@127.0.0.1:%d/fleet"\n'
+                      % port)
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "jobs"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 2 and "hunter2" not in done.stderr
+    assert done.stderr.startswith("fractui: %s:2: store.url carries a password" % config), \
+        done.stderr
+
+
+def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkeypatch):
+    """Another client holding the store's write lock (a transaction left open) keeps a write
+    waiting at most the lock timeout: then StoreBusy, nothing written; reads go on."""
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 0.5)
+    store = open_store(pg_url)
+    holder = pg_server.connect(pg_url.rsplit("/", 1)[1])
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        with pytest.raises(StoreBusy, match="lock timeout"):
+            store.submit("q", None, "blocked", ["true"], {}, "alice")
+        assert store.jobs() == []
+        holder.execute("ROLLBACK")
+        assert store.submit("q", None, "then", ["true"], {}, "alice").id == 1
+    finally:
+        holder.close()
+        store.close()
