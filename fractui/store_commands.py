@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
@@ -187,10 +187,8 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("the config has no [[queues]]: there is nothing to schedule")
     store = open_checked_store(config)
     done = threading.Event()
-    box: List[Scheduler] = []
-    fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())
+    fleet = Fleet(config)
     sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set)
-    box.append(sched)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     try:

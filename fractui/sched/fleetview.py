@@ -66,6 +66,20 @@ def facts(view: HostView) -> Dict[str, Any]:
     return out
 
 
+def signature(view: HostView) -> tuple:
+    """What a scheduling pass reads of a host, and nothing else: its state, its lasting facts,
+    which MIG instances are busy, and its agent's job records' states. A snapshot that moves
+    only utilisation or memory in use leaves it equal, so it wakes no pass."""
+    gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), g.get("layout_version"),
+                  tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
+                         bool(i.get("busy"))) for i in g.get("instances") or ()))
+                 for g in view.gpu_records())
+    hello = view.hello or {}
+    jobs = tuple(sorted((k, str(j.get("state")), str(j.get("key"))) for k, j in view.jobs.items()))
+    mig_changes = (hello.get("privileges") or {}).get("mig_changes", True)
+    return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs)
+
+
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
     """The host as it would be with nothing running on it: what it could ever hold."""
     hello = {k: host_facts.get(k) for k in _HOST_FACTS}

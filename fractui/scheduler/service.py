@@ -11,6 +11,13 @@ a scheduler killed at any point leaves nothing a restarted one cannot finish.
 Calls to hosts run on one lane per host (fractui.scheduler.lanes), each with a timeout of at
 most a third of the lease: a stalled host delays no other, and no call starts unless the lease
 is held for longer than the call may take (the lanes renew it as they go).
+
+What wakes the loop (docs/scheduler.md, "Wakes"): the store's change feed, read on a thread of
+its own, when jobs or hosts changed or the lease changed hands; a host whose state, facts or
+job records changed (not a log chunk, not a snapshot that moves only utilisation); and the
+``interval_s`` poll. Wakes within ``DEBOUNCE_S`` of the first are one pass. A pass with
+nothing new since the last only renews the lease. A standby touches the store only when the
+lease can have expired or the feed says it changed hands.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import USABLE, HostView, facts
+from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
-from fractui.store.base import StateConflict, Store, StoreDamaged, StoreError
+from fractui.store.base import (HOSTS, JOBS, LEASE, StateConflict, Store, StoreDamaged,
+                                StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
 
@@ -39,6 +47,8 @@ log = logging.getLogger("fractui.scheduler")
 
 REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
 FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale copies to end
+DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
+FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the service stop
 
 
 def _stale_why(copy: StaleCopy) -> str:
@@ -69,7 +79,7 @@ class Scheduler:
         self._renewed = 0.0
         self._held_until = 0.0
         self._lease_lock = threading.Lock()
-        self.lanes = Lanes(self._may_act)
+        self.lanes = Lanes(self._may_act, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
@@ -79,12 +89,22 @@ class Scheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._watcher: Optional[threading.Thread] = None
+        self._news_lock = threading.Lock()
+        self._due = True  # something changed since the last full pass (or none ran yet)
+        self._lease_moved = False  # the feed says the lease changed hands
+        self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
+        self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
+        self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
         for session in fleet.sessions.values():
             session.connect_hooks.append(self._fence_returning)
+            session.watchers.append(self._host_changed)
 
     # -- running --
 
     def start(self) -> "Scheduler":
+        self._watcher = threading.Thread(target=self._watch, name="scheduler-feed", daemon=True)
+        self._watcher.start()
         self._thread = threading.Thread(target=self.run, name="scheduler", daemon=True)
         self._thread.start()
         return self
@@ -94,8 +114,9 @@ class Scheduler:
         ``release`` hands the lease over at once (a clean shutdown)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout=30)
         self.lanes.wait(self.settings.call_timeout() + 1)
         if release:
             self.leader = False
@@ -106,13 +127,53 @@ class Scheduler:
         return self.lanes.wait(timeout_s)
 
     def wake(self, *_: Any) -> None:
-        """Run a pass now (e.g. on a fleet change); safe from any thread."""
+        """Run a full pass now; safe from any thread."""
+        self._news()
+
+    def _news(self) -> None:
+        """Something a pass reads changed: the next turn of the loop is a full pass."""
+        with self._news_lock:
+            self._due = True
         self._wake.set()
+
+    def _host_changed(self, status: Any) -> None:
+        """A host's news (on its session's thread): a wake only if what a pass reads of it
+        changed, so log chunks and snapshots that move only utilisation wake nothing."""
+        heard = signature(HostView.of(status))
+        if self._heard.get(status.name) != heard:
+            self._heard[status.name] = heard
+            self._news()
+
+    def _watch(self) -> None:
+        """The store's change feed, on a thread of its own: jobs or hosts changed (by anyone:
+        a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
+        feed = None
+        while not self._stop.is_set():
+            try:
+                if feed is None:
+                    feed = self.store.feed()
+                topics = feed.wait(FEED_WAIT_S)
+            except StoreError as err:  # said once by the loop too; the poll goes on meanwhile
+                log.warning("%s; the scheduler polls every %.1f s until the store's change "
+                            "feed is back", err, self.settings.interval_s)
+                if feed is not None:
+                    feed.close()
+                feed = None
+                self._stop.wait(self.settings.interval_s)
+                continue
+            if LEASE in topics:
+                with self._news_lock:
+                    self._lease_moved = True
+                self._wake.set()
+            if topics & {JOBS, HOSTS}:
+                self._news()
+        if feed is not None:
+            feed.close()
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.step()
+                self._turn()
                 self._said = None
             except StoreDamaged as err:  # no store to schedule from: the service ends
                 log.error("%s; the scheduler stops", err)
@@ -126,8 +187,43 @@ class Scheduler:
                     self._said = str(err)
             except Exception:  # one bad pass must not end the service: log it, try again
                 log.exception("scheduling pass failed")
-            self._wake.wait(self.settings.interval_s)
+            wait = self.settings.interval_s if self.leader else max(
+                0.0, self._try_at - time.monotonic())
+            if self._wake.wait(wait):
+                self._stop.wait(DEBOUNCE_S)  # what else comes at once joins this pass
             self._wake.clear()
+
+    def _turn(self) -> None:
+        """One turn of the loop. A standby leaves the store alone until the lease can have
+        passed to it; the holder runs a full pass when something changed since the last (or
+        a clock of its own runs), else only renews the lease."""
+        with self._news_lock:
+            moved, self._lease_moved = self._lease_moved, False
+            due, self._due = self._due, False
+        if not self.leader and not moved and time.monotonic() < self._try_at:
+            return  # a standby: the lease cannot have passed to it yet
+        if due or not self.leader or self._clocks_run():
+            held = self.step()
+        else:
+            held = self._renew(force=True)
+        if not held:
+            self._try_at = time.monotonic() + self._standby_s()
+
+    def _clocks_run(self) -> bool:
+        """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
+        refusal's window (REFUSED_FOR_S) has ended."""
+        ends = self._window_ends
+        return bool(self._away or self._gpu_gone) or (ends is not None and
+                                                      self.clock() >= ends)
+
+    def _standby_s(self) -> float:
+        """How long a standby leaves the lease alone: until the holder's lease can have
+        expired, by the holder's expiry and this clock — at least a tenth of a lease, so
+        clocks that disagree cost a few tries per lease, never a loop — or until the feed
+        says the lease changed hands."""
+        held = self.store.lease_holder()
+        left = held[1] - self.clock() if held is not None else 0.0
+        return min(self.settings.lease_s, max(self.settings.lease_s / 10, left))
 
     # -- one pass --
 
@@ -307,6 +403,8 @@ class Scheduler:
         now = self.clock()
         refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
                    for j in jobs if j.state == PENDING and j.refusals}
+        self._window_ends = min((r.at + REFUSED_FOR_S for j in jobs if j.state == PENDING
+                                 for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
                           {k: v for k, v in refused.items() if v})
         for d in result.decisions:
