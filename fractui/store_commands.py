@@ -9,6 +9,7 @@ import argparse
 import getpass
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -191,6 +192,8 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    if args.until_stdin_closes:  # a child of a TUI or the demo: it ends with its parent
+        threading.Thread(target=_until_closed, args=(done,), name="parent", daemon=True).start()
     try:
         fleet.start()
         sched.start()
@@ -204,4 +207,11 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     if sched.fatal is not None:
         raise sched.fatal  # said by the command's caller, with the store's path: exit 1
     return 0
+
+
+def _until_closed(done: threading.Event) -> None:
+    """Reads stdin to its end: the parent closed it, or died (the kernel closed it)."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    done.set()
 

@@ -65,6 +65,10 @@ class HostsChanged(Message):
     """Some hosts have news; the screen takes them from the source."""
 
 
+class StoreChanged(Message):
+    """The store's change feed moved: the screen reads the store again."""
+
+
 class Slots(Message):
     """Where a job could go now (a worker found them); ``note``: why the admin is shown
     these instead of recording (the GPU changed), ``near``: the slot to put the ghost on."""
@@ -153,6 +157,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.source.attach(lambda: self.post_message(HostsChanged()))
         self.read_store()
         self.set_interval(STORE_EVERY_S, self.read_store)
+        self.source.watch_store(lambda: self.post_message(StoreChanged()))
 
     # -- data in --
 
@@ -162,6 +167,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.post_message(StoreRead(self.source.read_store()))
         except StoreError as err:  # a locked or damaged store: say so, keep the fleet view
             self.post_message(StoreRead(None, str(err)))
+
+    def on_store_changed(self, _message: StoreChanged) -> None:
+        self.read_store()
 
     def on_hosts_changed(self, _message: HostsChanged) -> None:
         changed = False
@@ -229,14 +237,21 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
 
     def scheduler_line(self) -> str:
-        """Who carries out decisions: this process's scheduler, another, or no one."""
+        """Who carries out decisions: this TUI's child process (leading, or a standby and who
+        leads), another scheduler, or no one."""
         store = self.model.store
         if store is None:
             return ""
-        holder = store.holder
-        if holder is None:
-            return "scheduler: none (decisions wait)"
-        return "scheduler: " + ("this TUI" if holder == self.source.scheduler else holder)
+        holder, child = store.holder, self.source.scheduler
+        if child is not None:
+            code = child.exit_code()
+            if code is not None:
+                return "scheduler: child process ended (exit %d; see %s)" % (code, child.log)
+            if holder == child.name:
+                return "scheduler: child process %s, holds the lease" % child.pid
+            return "scheduler: child process %s, standby; %s" % (
+                child.pid, "%s leads" % holder if holder else "no one leads yet")
+        return "scheduler: %s" % holder if holder else "scheduler: none (decisions wait)"
 
     def show_header(self) -> None:
         view = ["fleet"]
