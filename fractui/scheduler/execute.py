@@ -152,8 +152,9 @@ class Executor:
             log.warning("stopping %s on %s: %s", key, host, err)
         self._stops_sent.add((host, key))
 
-    def reflect(self, job: Job, view: HostView) -> None:
-        """Brings one on-host job of the store in line with its agent record."""
+    def reflect(self, job: Job, view: HostView) -> bool:
+        """Brings one on-host job of the store in line with its agent record; whether it
+        changed the job in the store."""
         key = job.key(self.store.uid)
         rec = view.by_key().get(key)
         if rec is None:
@@ -163,7 +164,9 @@ class Executor:
                 self.store.change(job.id, (RUNNING,), self.actor, "the agent on %s has no "
                                   "record of it" % view.name, "lost", state=FAILED,
                                   reason="the agent on %s has no record of it" % view.name)
-            return
+            else:
+                return False
+            return True
         state = rec.get("state")
         if state in AGENT_ENDED:
             if job.state == STOPPING:
@@ -175,8 +178,11 @@ class Executor:
                               job.slot.describe(), "launch",  # type: ignore[union-attr]
                               state=RUNNING, agent_job=rec.get("id"),
                               started_at=rec.get("started_at"), reason=None)
-        elif job.state == STOPPING:
-            self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
+        else:
+            if job.state == STOPPING:
+                self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
+            return False
+        return True
 
     def _ended(self, job: Job, rec: Dict[str, Any]) -> None:
         code = rec.get("exit_code")

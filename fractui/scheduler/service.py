@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
+from fractui.sched.place import Memos
 from fractui.sched.queueing import schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
@@ -96,6 +97,7 @@ class Scheduler:
         self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
+        self._memos = Memos()  # the placer's scores, kept across passes
         for session in fleet.sessions.values():
             session.connect_hooks.append(self._fence_returning)
             session.watchers.append(self._host_changed)
@@ -236,19 +238,25 @@ class Scheduler:
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
         busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
-        jobs = [j for j in self.store.jobs(ACTIVE) if j.id not in busy]
-        for job in jobs:
+        # the jobs are read again only after this pass changed them: reading thousands of
+        # pending jobs is most of a pass that finds nothing to do
+        jobs = self.store.jobs(ACTIVE)
+        wrote = False
+        for job in (j for j in jobs if j.id not in busy):
             view = by_name.get(job.slot.host) if job.slot else None
             if job.state in ON_HOST and view is not None and view.state in USABLE:
-                self.executor.reflect(job, view)
+                wrote = self.executor.reflect(job, view) or wrote
             elif job.state == STOPPING and job.slot is None:
                 self.executor.finish_stop(job, None)
-        self._requeue_lost(views, [j for j in self.store.jobs(ON_HOST) if j.id not in busy])
+                wrote = True
+        jobs = self.store.jobs(ACTIVE) if wrote else jobs
+        if self._requeue_lost(views, [j for j in jobs if j.state in ON_HOST
+                                      and j.id not in busy]):
+            jobs = self.store.jobs(ACTIVE)
         recovering = self._stop_stale(by_name)
-        jobs = self.store.jobs(ACTIVE)
-        self._decide([replace(v, state="recovering") if v.name in recovering else v
-                      for v in views], jobs)
-        jobs = self.store.jobs(ACTIVE)
+        if self._decide([replace(v, state="recovering") if v.name in recovering else v
+                         for v in views], jobs):
+            jobs = self.store.jobs(ACTIVE)
         for job in jobs:
             if job.state != PLACED or job.slot is None or job.id in busy:
                 continue
@@ -303,12 +311,12 @@ class Scheduler:
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
 
-    def _requeue_lost(self, views: List[HostView], on_host: List[Job]) -> None:
+    def _requeue_lost(self, views: List[HostView], on_host: List[Job]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
         no longer in the config counts as unreachable, and a job on a GPU its (reachable) host
         no longer reports as lost with its GPU. Away time is this scheduler's own observation,
-        from the first pass that saw the host or GPU gone."""
+        from the first pass that saw the host or GPU gone. Returns whether it requeued any."""
         now = self.clock()
         by_name = {v.name: v for v in views}
         removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name}
@@ -324,6 +332,7 @@ class Scheduler:
             h, "lost" if h in by_name else "no longer in the config", now - since)
                 for h, since in self._away.items() if now - since > self.settings.host_lost_s}
         gone = {}
+        requeued = False
         for job in on_host:
             view = by_name.get(job.slot.host) if job.slot else None
             missing = [g for g in job.slot.gpus if not _has_gpu(view, g)] if (
@@ -350,7 +359,9 @@ class Scheduler:
                     self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host)
             except StateConflict:
                 continue
+            requeued = True
             self._gpu_gone.pop(job.id, None)
+        return requeued
 
     def _fence_returning(self, host: str, call: Callable[..., Any],
                          jobs: Dict[str, Dict[str, Any]]) -> None:
@@ -399,14 +410,17 @@ class Scheduler:
                                    grace_s=0)
         return recovering
 
-    def _decide(self, views: List[HostView], jobs: List[Job]) -> None:
+    def _decide(self, views: List[HostView], jobs: List[Job]) -> bool:
+        """Records where pending jobs go and which borrowers are preempted (and why the others
+        wait); returns whether it recorded a placement or a preemption."""
         now = self.clock()
         refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
                    for j in jobs if j.state == PENDING and j.refusals}
         self._window_ends = min((r.at + REFUSED_FOR_S for j in jobs if j.state == PENDING
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
-                          {k: v for k, v in refused.items() if v})
+                          {k: v for k, v in refused.items() if v}, self._memos)
+        recorded = False
         for d in result.decisions:
             try:
                 self.store.change(d.job, (PENDING,), self.holder, d.why, "decide",
@@ -414,12 +428,14 @@ class Scheduler:
                                   reason=None)
             except StateConflict:
                 continue  # cancelled or placed by hand meanwhile
+            recorded = True
         for p in result.preemptions:
             try:
                 self.store.change(p.victim, (RUNNING,), self.holder, p.why, "preempt",
                                   state=STOPPING, stop_intent="preempt", reason=p.why)
             except StateConflict:
                 continue
+            recorded = True
         by_id = {j.id: j for j in jobs}
         for job_id, why in result.waiting.items():
             job = by_id[job_id]
@@ -431,6 +447,7 @@ class Scheduler:
                     self.store.change(job_id, (PENDING,), reason=why)
                 except StateConflict:
                     continue
+        return recorded
 
 
 def _has_gpu(view: HostView, index: int) -> bool:
