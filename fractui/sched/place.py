@@ -294,8 +294,12 @@ class Placer:
         memos = (memos or Memos()).based_on((policy, self._weighted, self._starve))
         ids = memos.kind_ids
         self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]
-        self._alike = {ids[k]: len(set(k)) <= 1 for k in self._kinds}  # all GPUs of one kind
-        self._plain = {ids[k]: all(g[2] is None for g in k) for k in self._kinds}  # no MIG
+        self._alike: Dict[int, bool] = {}  # by kind id: all its GPUs of one kind
+        self._plain: Dict[int, bool] = {}  # by kind id: no MIG GPU
+        for k, kid in zip(self._kinds, self._kind_ids):
+            if kid not in self._alike:
+                self._alike[kid] = len(set(k)) <= 1
+                self._plain[kid] = all(g[2] is None for g in k)
         self._keys = [self._gpu_keys(h) for h in self.hosts]
         self._cache: List[Dict[tuple, object]] = [{} for _ in self.hosts]
         self._memo = memos.memo

@@ -15,8 +15,8 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
                     Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
-from fractui.sched.fleetview import (HostView, build_hosts, placement_charge, request_of,
-                                     share_mib)
+from fractui.sched.fleetview import (HostCache, HostView, build_hosts, placement_charge,
+                                     request_of, share_mib)
 from fractui.sched.model import Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
@@ -39,6 +39,16 @@ class Preemption:
     victim: int
     for_job: int
     why: str
+
+
+@dataclass
+class Kept:
+    """What a scheduler keeps from one pass to the next, so a pass rebuilds and rescores only
+    what changed: the hosts as built, and the placer's scores (valid while the mix of waiting
+    requests is the same)."""
+
+    hosts: HostCache = field(default_factory=HostCache)
+    memos: Memos = field(default_factory=Memos)
 
 
 @dataclass
@@ -65,10 +75,10 @@ def slot_of(p: Placement, req: Request, placer: Placer) -> Slot:
 def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
              teams: Sequence[TeamConfig], store_uid: str,
              refused: Optional[Dict[int, Tuple[str, ...]]] = None,
-             memos: Optional[Memos] = None) -> PassResult:
+             kept: Optional[Kept] = None) -> PassResult:
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
-    launch failed there), left out for it so it does not bounce off the same host. ``memos``:
-    the scores an earlier pass computed (fractui.sched.place.Memos), kept by the caller."""
+    launch failed there), left out for it so it does not bounce off the same host. ``kept``:
+    what earlier passes built and scored, kept by the caller."""
     result = PassResult()
     priority = {q.name: q.priority for q in queues}
     pending = []
@@ -81,10 +91,11 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     if not pending:
         return result
     usage = {u.name: u for u in team_usage(jobs, teams)}
-    hosts = build_hosts(views, jobs, store_uid)
+    hosts = kept.hosts.hosts(views, jobs, store_uid) if kept else build_hosts(views, jobs,
+                                                                             store_uid)
     requests = {j.id: request_of(j) for j in pending}  # made once: a pass may see thousands
     classes = typical_classes(list(requests.values()))
-    placer = Placer(hosts, POLICY, classes, memos=memos)
+    placer = Placer(hosts, POLICY, classes, memos=kept.memos if kept else None)
     names = {h.name for h in hosts}
 
     def attempt(job: Job) -> Optional[Placement]:

@@ -35,8 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Set
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
-from fractui.sched.place import Memos
-from fractui.sched.queueing import schedule
+from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import (HOSTS, JOBS, LEASE, StateConflict, Store, StoreDamaged,
@@ -97,7 +96,7 @@ class Scheduler:
         self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
-        self._memos = Memos()  # the placer's scores, kept across passes
+        self._kept = Kept()  # hosts built and placements scored, kept across passes
         for session in fleet.sessions.values():
             session.connect_hooks.append(self._fence_returning)
             session.watchers.append(self._host_changed)
@@ -419,7 +418,7 @@ class Scheduler:
         self._window_ends = min((r.at + REFUSED_FOR_S for j in jobs if j.state == PENDING
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
-                          {k: v for k, v in refused.items() if v}, self._memos)
+                          {k: v for k, v in refused.items() if v}, self._kept)
         recorded = False
         for d in result.decisions:
             try:
