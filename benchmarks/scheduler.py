@@ -114,8 +114,12 @@ def main() -> int:
         "\n\n%d rounds per cell. The fleet: the TUI benchmark's frozen sample (hosts of 8 GPUs, "
         "three quarters busy), on a real SQLite store; the pending jobs spread over four "
         "queues and three teams whose quota is spent, so each pass finds where each kind of "
-        "job could go and leaves it waiting. Target: a pass with nothing new <= 10 ms at "
-        "10,000 GPUs." % args.rounds)
+        "job could go and leaves it waiting. The fleet is frozen: each host's records are the "
+        "objects the last pass saw, so every host is kept by identity (on a live fleet a host "
+        "whose snapshot came since is first compared by its signature). The turn's time is "
+        "the lease's renewal, one SQLite write to the temporary directory. Target: a pass "
+        "with nothing new <= 10 ms at 10,000 GPUs: the turn is what runs when nothing is "
+        "new." % args.rounds)
     print("\n" + "\n".join(rows[:2]))
     if args.record:
         record_section("Scheduler passes (benchmarks/scheduler.py)", body, machine())
