@@ -126,8 +126,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store.submit("q", None, "after", ["true"], {}, "me")
     assert feed.wait(5) == {"jobs"}
     feed.close()
+    assert store.log_tail(1) is None  # 0006 added the log tails
+    store.keep_log(1, "out\n", complete=False)
+    assert store.log_tail(1).text == "out\n"
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 5
+        _migrations()) == 6
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -78,3 +78,35 @@ def test_a_submit_by_another_process_wakes_a_waiting_feed(tmp_path):
         waiter.join(30)
         feed.close()
         store.close()
+
+
+def test_a_log_tail_asked_for_and_kept_moves_the_logs_topic_and_nothing_else(tmp_path):
+    from fractui.store.base import LOGS, JobNotFound
+
+    path = str(tmp_path / "store.db")
+    writer, reader = SqliteStore(path), SqliteStore(path)
+    job = writer.submit("q", None, "a", ["true"], {}, "alice")
+    feed = reader.feed()
+    try:
+        assert reader.log_tail(job.id) is None
+        writer.ask_log(job.id, "alice")
+        assert feed.wait(5) == {LOGS}
+        assert reader.log_requests() == [job.id]
+        writer.keep_log(job.id, "hello\n", complete=False)
+        assert feed.wait(5) == {LOGS}
+        assert reader.log_requests() == []  # kept: the request is answered
+        tail = reader.log_tail(job.id)
+        assert (tail.job, tail.text, tail.complete) == (job.id, "hello\n", False)
+        writer.keep_log(job.id, "hello\nbye\n", complete=True)  # replaces the last one
+        assert (reader.log_tail(job.id).text, reader.log_tail(job.id).complete) == (
+            "hello\nbye\n", True)
+        try:
+            writer.ask_log(job.id + 1, "alice")
+        except JobNotFound:
+            pass
+        else:
+            raise AssertionError("a tail of a job the store does not have was asked for")
+    finally:
+        feed.close()
+        writer.close()
+        reader.close()

@@ -129,3 +129,18 @@ class AuditEntry:
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "time": self.time, "actor": self.actor, "action": self.action,
                 "job": self.job, "why": self.why, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The end of a job's output as the lease holder last read it from the job's agent: at
+    most LOG_TAIL_BYTES of it, cut between lines. ``complete``: the job had ended, so this
+    is the end of its output."""
+
+    job: int
+    text: str
+    complete: bool
+    kept_at: float
+
+
+LOG_TAIL_BYTES = 64 * 1024

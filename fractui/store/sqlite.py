@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
-from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, Feed, Identity,
+from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, Feed, Identity,
                                 JobNotFound, StateConflict, Store, StoreDamaged)
-from fractui.store.model import PENDING, AuditEntry, Job, Refusal, Slot, StaleCopy
+from fractui.store.model import PENDING, AuditEntry, Job, LogTail, Refusal, Slot, StaleCopy
 
 LEASE = "scheduler"
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
@@ -279,6 +279,32 @@ class SqliteStore(Store):
         with self._read() as db:
             return {r["host"]: _decoded("the inventory of %s" % r["host"], r["facts"])
                     for r in db.execute("SELECT host, facts FROM inventory")}
+
+    # -- job output, for users who reach only the store --
+
+    def ask_log(self, job_id: int, actor: str) -> None:
+        with self._write() as db:
+            self._get(db, job_id)
+            db.execute("INSERT OR REPLACE INTO log_requests (job, actor, asked_at) "
+                       "VALUES (?, ?, ?)", (job_id, actor, self.clock()))
+            _bump(db, LOGS)
+
+    def log_requests(self) -> list[int]:
+        with self._read() as db:
+            return [r[0] for r in db.execute("SELECT job FROM log_requests ORDER BY asked_at")]
+
+    def keep_log(self, job_id: int, text: str, complete: bool) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO log_tails (job, text, complete, kept_at) "
+                       "VALUES (?, ?, ?, ?)", (job_id, text, int(complete), self.clock()))
+            db.execute("DELETE FROM log_requests WHERE job = ?", (job_id,))
+            _bump(db, LOGS)
+
+    def log_tail(self, job_id: int) -> Optional[LogTail]:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone()
+        return None if row is None else LogTail(job_id, row["text"], bool(row["complete"]),
+                                                row["kept_at"])
 
     # -- the scheduler lease --
 
