@@ -192,11 +192,15 @@ class Executor:
         self.store.change(job.id, (PLACED, RUNNING), self.actor, why, "end",
                           state=DONE if ok else FAILED, reason=None if ok else why,
                           exit_code=code, ended_at=rec.get("ended_at"))
+        self.store.ask_log(job.id, self.actor)  # its output, kept while its host is there
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
-        """A stop completed: cancelled, or back to the queue for a requeue or a preemption."""
+        """A stop completed: cancelled (its output kept), or back to the queue for a requeue
+        or a preemption (its output kept when the attempt that runs again ends)."""
         if job.stop_intent == "cancel":
             self.store.change(job.id, (STOPPING,), self.actor, job.reason or "cancelled",
                               "end", state=CANCELLED, ended_at=(rec or {}).get("ended_at"))
+            if job.agent_job is not None:
+                self.store.ask_log(job.id, self.actor)  # its output, as for any end
         else:
             self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued")

@@ -38,7 +38,8 @@ from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
-from fractui.store.base import (HOSTS, JOBS, LEASE, StateConflict, Store, StoreDamaged,
+from fractui.scheduler.relay import LogRelay
+from fractui.store.base import (HOSTS, JOBS, LEASE, LOGS, StateConflict, Store, StoreDamaged,
                                 StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
@@ -82,6 +83,7 @@ class Scheduler:
         self.lanes = Lanes(self._may_act, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock)
+        self.relay = LogRelay(store, self._call, self.lanes)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._said: Optional[str] = None  # the store error last logged, said once
@@ -93,6 +95,7 @@ class Scheduler:
         self._news_lock = threading.Lock()
         self._due = True  # something changed since the last full pass (or none ran yet)
         self._lease_moved = False  # the feed says the lease changed hands
+        self._logs_asked = True  # the feed says a job's output tail was asked for
         self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
@@ -162,9 +165,10 @@ class Scheduler:
                 feed = None
                 self._stop.wait(self.settings.interval_s)
                 continue
-            if LEASE in topics:
+            if topics & {LEASE, LOGS}:
                 with self._news_lock:
-                    self._lease_moved = True
+                    self._lease_moved = self._lease_moved or LEASE in topics
+                    self._logs_asked = self._logs_asked or LOGS in topics
                 self._wake.set()
             if topics & {JOBS, HOSTS}:
                 self._news()
@@ -201,14 +205,16 @@ class Scheduler:
         with self._news_lock:
             moved, self._lease_moved = self._lease_moved, False
             due, self._due = self._due, False
+            asked, self._logs_asked = self._logs_asked, False
         if not self.leader and not moved and time.monotonic() < self._try_at:
             return  # a standby: the lease cannot have passed to it yet
-        if due or not self.leader or self._clocks_run():
-            held = self.step()
-        else:
-            held = self._renew(force=True)
+        full = due or not self.leader or self._clocks_run()
+        held = self.step() if full else self._renew(force=True)
         if not held:
             self._try_at = time.monotonic() + self._standby_s()
+        elif asked or full:  # a request waits for a lane a pass's calls held: retried here
+            self.relay.serve(lambda: {v.name: v for v in self._views()})
+            self.lanes.start()
 
     def _clocks_run(self) -> bool:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a

@@ -144,3 +144,20 @@ class LogTail:
 
 
 LOG_TAIL_BYTES = 64 * 1024
+
+
+def tail_text(lines: list[str], limit: int = LOG_TAIL_BYTES) -> str:
+    """The last lines of a job's output that fit in ``limit`` bytes of UTF-8, whole lines
+    only — but for a last line longer than all of it, whose end is kept, cut between two
+    characters."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        need = len(line.encode("utf-8")) + 1
+        if size + need > limit:
+            if not kept:
+                kept.append(line.encode("utf-8")[-(limit - 1):].decode("utf-8", "ignore"))
+            break
+        kept.append(line)
+        size += need
+    return "".join(line + "\n" for line in reversed(kept))
