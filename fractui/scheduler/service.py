@@ -209,12 +209,17 @@ class Scheduler:
         if not self.leader and not moved and time.monotonic() < self._try_at:
             return  # a standby: the lease cannot have passed to it yet
         full = due or not self.leader or self._clocks_run()
-        held = self.step() if full else self._renew(force=True)
+        try:
+            held = self.step() if full else self._renew(force=True)
+            if held and (asked or full):  # a request whose lane was busy: served again here
+                self.relay.serve(lambda: {v.name: v for v in self._views()})
+                self.lanes.start()
+        except BaseException:  # what this turn left undone is the next one's
+            with self._news_lock:
+                self._due, self._logs_asked = self._due or due, self._logs_asked or asked
+            raise
         if not held:
             self._try_at = time.monotonic() + self._standby_s()
-        elif asked or full:  # a request waits for a lane a pass's calls held: retried here
-            self.relay.serve(lambda: {v.name: v for v in self._views()})
-            self.lanes.start()
 
     def _clocks_run(self) -> bool:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
