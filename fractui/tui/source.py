@@ -17,7 +17,7 @@ from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
-from fractui.store.base import Store, StoreError
+from fractui.store.base import JOBS, LEASE, Store, StoreError
 from fractui.store.model import ACTIVE, AuditEntry
 from fractui.tui.model import StoreView
 
@@ -145,14 +145,15 @@ class LiveSource(Source):
             self._watcher.start()
 
     def _watch(self, store: Store, changed: Callable[[], None]) -> None:
-        """The store's change feed: any topic (jobs, hosts, the lease) re-reads the store. A
-        feed that fails is opened again; meanwhile the screen's timer reads and says why."""
+        """The store's change feed: jobs or the lease changed (what the screen shows of the
+        store), so it is read again. A feed that fails is opened again; meanwhile the
+        screen's timer reads and says why."""
         feed = None
         while not self._stopped.is_set():
             try:
                 if feed is None:
                     feed = store.feed()
-                if feed.wait(FEED_WAIT_S):
+                if feed.wait(FEED_WAIT_S) & {JOBS, LEASE}:
                     changed()
             except StoreError as err:
                 log.info("the store's change feed: %s", err)
