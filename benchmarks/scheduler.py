@@ -24,12 +24,20 @@ one at a time (the next after the last ended, at a random point of the poll inte
 latency is from the job's ``submitted_at`` to the time of its ``decide`` audit entry, both the
 store's clock. Run it from a checkout of an older commit to compare with the poll.
 
-``--record`` writes the table into docs/benchmarks.md with the machine it ran on.
+``--keys`` measures what a running scheduler costs the TUI: benchmarks/tui.py's key-press
+latency at 1,000 GPUs (host updates arriving), with no scheduler, and with the benchmark's
+scheduler (1,000 GPUs, 100 pending jobs) either running full passes back to back — busier than
+any real one — on a thread of the TUI's own process (where the TUI ran its scheduler before
+issue 14) or in a process of its own (where it runs it now, a child process), or running its
+real loop (a turn each ``interval_s``, nothing new) in a process of its own.
+
+``--record`` writes the tables into docs/benchmarks.md with the machine they ran on.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -37,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Dict, List
 
@@ -74,19 +83,66 @@ def _ms(fn: Callable[[], object], rounds: int) -> List[float]:
     return out
 
 
-def measure(gpus: int, pending: int, rounds: int) -> Dict[str, List[float]]:
+def _scheduler(root: str, gpus: int, pending: int) -> Scheduler:
+    """A scheduler on the frozen sample fleet and a store of ``pending`` waiting jobs, settled
+    (its first passes recorded every job's reason and every host's inventory)."""
     fleet = sample_fleet(gpus, per_host=8)
     config = Config(path=None, queues=QUEUES, teams=TEAMS)
+    store = SqliteStore(os.path.join(root, "store.db"))
+    for i in range(pending):
+        queue = QUEUES[i % len(QUEUES)]
+        store.submit(queue.name, TEAMS[i % len(TEAMS)].name, "wait-%d" % i,
+                     ["python", "x.py"], queue.request(), "bench")
+    sched = Scheduler(config, store, FrozenFleet(fleet.statuses),  # type: ignore[arg-type]
+                      name="bench")
+    for _ in range(2):
+        assert sched.step(), "the lease is this scheduler's alone"
+    return sched
+
+
+def _busy(stop: threading.Event, ready: Callable[[], None], loop: bool) -> None:
+    """Until ``stop`` (``ready`` once it runs), at 1,000 GPUs with 100 pending jobs: full
+    passes back to back, or (``loop``) the scheduler's own loop."""
     with tempfile.TemporaryDirectory() as root:
-        store = SqliteStore(os.path.join(root, "store.db"))
-        for i in range(pending):
-            queue = QUEUES[i % len(QUEUES)]
-            store.submit(queue.name, TEAMS[i % len(TEAMS)].name, "wait-%d" % i,
-                         ["python", "x.py"], queue.request(), "bench")
-        sched = Scheduler(config, store, FrozenFleet(fleet.statuses),  # type: ignore[arg-type]
-                          name="bench")
-        for _ in range(2):
-            assert sched.step(), "the lease is this scheduler's alone"
+        sched = _scheduler(root, 1000, 100)
+        if loop:
+            sched.start()
+        ready()
+        while not (stop.wait() if loop else stop.is_set()):
+            sched.step()
+        if loop:
+            sched.stop()
+        sched.store.close()
+
+
+def keys(presses: int) -> Dict[str, Dict[str, List[float]]]:
+    """benchmarks/tui.py's key-press latency with no scheduler, one on a thread of this
+    process, and one in a process of its own."""
+    from benchmarks.tui import key_latency
+
+    out = {"none": asyncio.run(key_latency(1000, presses, True))}
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=_busy, args=(stop, ready.set, False), daemon=True)
+    thread.start()
+    ready.wait()
+    out["thread"] = asyncio.run(key_latency(1000, presses, True))
+    stop.set()
+    thread.join()
+    for mode in ("passes", "loop"):
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--busy", mode],
+                                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout is not None and child.stdout.readline() == "busy\n"
+        out["process " + mode] = asyncio.run(key_latency(1000, presses, True))
+        child.stdin.close()  # type: ignore[union-attr]
+        child.wait(60)
+    return out
+
+
+def measure(gpus: int, pending: int, rounds: int) -> Dict[str, List[float]]:
+    with tempfile.TemporaryDirectory() as root:
+        sched = _scheduler(root, gpus, pending)
+        store = sched.store
         out: Dict[str, List[float]] = {}
         turn = getattr(sched, "_turn", None)
         if turn is not None:  # a loop that runs a full pass only when something is new
@@ -148,7 +204,44 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--latency", action="store_true", help="submit -> placed instead")
+    parser.add_argument("--keys", action="store_true",
+                        help="the TUI's key-press latency with and without a scheduler")
+    parser.add_argument("--presses", type=int, default=60)
+    parser.add_argument("--busy", choices=("passes", "loop"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.busy:  # --keys's scheduler process: passes until stdin closes
+        stop = threading.Event()
+        threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+        _busy(stop, lambda: print("busy", flush=True), args.busy == "loop")
+        return 0
+    if args.keys:
+        got = keys(args.presses)
+        rows = ["| scheduler | key | median | p95 | max | vs none (median) |",
+                "|---|---|---|---|---|---|"]
+        for where, what in (("none", "none"),
+                            ("thread", "passes back to back, on a thread of the TUI's process"),
+                            ("process passes", "passes back to back, in a process of its own"),
+                            ("process loop", "its loop (nothing new), in a process of its own")):
+            for key, name in (("scroll", "down on the map"), ("ghost", "down in placement")):
+                v = sorted(got[where][key])
+                base = statistics.median(got["none"][key])
+                rows.append("| %s | %s | %.1f ms | %.1f ms | %.1f ms | %.2fx |" % (
+                    what, name, statistics.median(v), v[int(0.95 * (len(v) - 1))], v[-1],
+                    statistics.median(v) / base))
+                print(rows[-1], flush=True)
+        if args.record:
+            record_section("TUI key presses while the scheduler runs (benchmarks/scheduler.py "
+                           "--keys)", "\n".join(rows) + "\n\nbenchmarks/tui.py's key-press "
+                           "latency at 1,000 GPUs with host updates arriving (%d presses a "
+                           "key), while the benchmark's scheduler (1,000 GPUs, 100 pending "
+                           "jobs) runs: full passes back to back on a thread of the TUI's "
+                           "process (where a TUI ran its scheduler before issue 14) or in a "
+                           "process of its own (where it runs now), or its real loop in a "
+                           "process of its own. The machine has 2 cores shared with other "
+                           "work: a process that never rests takes one of them. Target: "
+                           "within 1.2x of none." % args.presses,
+                           machine())
+        return 0
     if args.latency:
         got = latency(args.rounds)
         row = "| %d | %.1f ms | %.1f ms | %.1f ms |" % (
