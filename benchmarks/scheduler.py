@@ -1,8 +1,11 @@
 """Scheduler benchmark: what the scheduler's loop costs when nothing is new, and what a full pass
-costs, at 1,000 and 10,000 GPUs with 100 and 5,000 pending jobs.
+costs, at 1,000 and 10,000 GPUs with 100 and 5,000 pending jobs; submit -> placed; the TUI's
+key presses while a scheduler runs.
 
     python benchmarks/scheduler.py [--gpus 1000,10000] [--pending 100,5000] [--rounds 10]
                                    [--record]
+    python benchmarks/scheduler.py --latency [--rounds 40] [--record]
+    python benchmarks/scheduler.py --keys [--presses 60] [--record]
 
 The fleet is the frozen sample the TUI's benchmark draws (hosts of 8 GPUs: A100 and H100 in MIG
 mode, L4 and A10 with memory shares, three quarters of it busy with jobs), given to a real
