@@ -130,10 +130,6 @@ class Scheduler:
         """Waits for the calls the passes so far started; whether they all ended."""
         return self.lanes.wait(timeout_s)
 
-    def wake(self, *_: Any) -> None:
-        """Run a full pass now; safe from any thread."""
-        self._news()
-
     def _news(self) -> None:
         """Something a pass reads changed: the next turn of the loop is a full pass."""
         with self._news_lock:
