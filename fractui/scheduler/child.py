@@ -34,8 +34,9 @@ class ChildScheduler:
         code_root = os.path.dirname(os.path.dirname(os.path.abspath(fractui.__file__)))
         path = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
-        os.makedirs(os.path.dirname(self.log) or ".", exist_ok=True)
-        self._out = open(self.log, "ab")
+        os.makedirs(os.path.dirname(self.log) or ".", mode=0o700, exist_ok=True)
+        self._out = os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                              "ab")  # the admin's alone, as the SSH debug log beside it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fractui", "--config", self.config_path, "scheduler",
              "--name", self.name, "--until-stdin-closes"],
