@@ -214,4 +214,3 @@ def _until_closed(done: threading.Event) -> None:
     while sys.stdin.buffer.read(4096):
         pass
     done.set()
-
