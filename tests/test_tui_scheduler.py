@@ -133,12 +133,13 @@ async def test_under_the_pilot_no_pass_runs_in_the_tuis_process_and_the_feed_red
     monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # only the feed re-reads
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     config = load_checked(f.write_config())
+    before = _schedulers_here()  # earlier tests' (the fixture's, never started, among them)
     with fleet_app(config, readonly=False) as app:
         child = app.source.scheduler
         async with app.run_test(size=(160, 40)) as pilot:
             await pilot.pause()
             assert child is not None and _alive(child.pid)
-            assert _schedulers_here(f) == []
+            assert _new(_schedulers_here(), before) == []
             job = f.submit("half")  # by another client: the screen hears it on the feed
             deadline = time.monotonic() + 30
             screen = app.screen
@@ -146,14 +147,19 @@ async def test_under_the_pilot_no_pass_runs_in_the_tuis_process_and_the_feed_red
                     screen.model.store and any(j.id == job.id and j.state == "running"
                                                for j in screen.model.store.jobs)):
                 await asyncio.sleep(0.1)
-            assert any(j.id == job.id and j.state == "running" for j in screen.model.store.jobs)
+            assert any(j.id == job.id and j.state == "running" for j in screen.model.store.jobs), (
+                "shown", screen.model.store, "in the store", f.states(), "child", child.exit_code())
             await pilot.press("q")
-        assert _schedulers_here(f) == []
+        assert _new(_schedulers_here(), before) == []
     assert not _alive(child.pid)
 
 
-def _schedulers_here(f) -> list:
-    """Scheduler objects and threads in this process, but the fixture's (never started: its
-    tests drive its passes by hand)."""
-    return [o for o in gc.get_objects() if isinstance(o, Scheduler) and o is not f.scheduler] \
-        + [t.name for t in threading.enumerate() if t.name.startswith("scheduler")]
+def _schedulers_here() -> list:
+    """Scheduler objects, and the threads a started one runs, in this process."""
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, Scheduler)] + [
+        t for t in threading.enumerate() if t.name.startswith("scheduler")]
+
+
+def _new(now: list, before: list) -> list:
+    return [o for o in now if not any(o is b for b in before)]

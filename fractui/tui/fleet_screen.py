@@ -8,6 +8,7 @@ thread workers too, which answer with messages.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -94,10 +95,14 @@ class Placed(Message):
 
 
 class StoreRead(Message):
-    def __init__(self, view: Optional[StoreView], error: Optional[str] = None) -> None:
+    def __init__(self, number: int, view: Optional[StoreView],
+                 error: Optional[str] = None) -> None:
         super().__init__()
         self.view = view
         self.error = error
+        self.number = number
+        """Reads are numbered in the order they read: one that arrives after a later one is
+        older than what is shown, and is dropped."""
 
 
 class FleetScreen(Screen[None], inherit_bindings=False):
@@ -130,6 +135,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
         self.store_error: Optional[str] = None
+        self._read_lock = threading.Lock()
+        self._reads = 0  # store reads made
+        self._shown = 0  # the number of the read shown
         self.fleet_app = app
         self.placement: Optional[Placement] = None
         self.drag: Optional[tuple[int, int, bool]] = None
@@ -163,10 +171,13 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="store")
     def read_store(self) -> None:
-        try:
-            self.post_message(StoreRead(self.source.read_store()))
-        except StoreError as err:  # a locked or damaged store: say so, keep the fleet view
-            self.post_message(StoreRead(None, str(err)))
+        with self._read_lock:  # one at a time, numbered in the order they read
+            self._reads += 1
+            try:
+                read = StoreRead(self._reads, self.source.read_store())
+            except StoreError as err:  # a locked or damaged store: say so, keep the fleet
+                read = StoreRead(self._reads, None, str(err))
+        self.post_message(read)
 
     def on_store_changed(self, _message: StoreChanged) -> None:
         self.read_store()
@@ -180,6 +191,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.relayout()
 
     def on_store_read(self, message: StoreRead) -> None:
+        if message.number < self._shown:
+            return  # a read that ended after a later one: what is shown is newer
+        self._shown = message.number
         self.store_error = message.error
         view = message.view
         if view is not None and view != self.model.store:
