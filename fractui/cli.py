@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("scheduler", help="the headless placement loop (head node, systemd)")
     p.add_argument("--name", help="this scheduler's name in the lease and the audit")
+    p.add_argument("--until-stdin-closes", action="store_true",
+                   help="stop (handing the lease over) when stdin closes: how a TUI or the "
+                   "demo runs its scheduler as a child that ends with it")
 
     p = verbs.add_parser("logs", help="a job's output: fractui logs JOB|HOST/JOB [-f]")
     p.add_argument("job", metavar="JOB")

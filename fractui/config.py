@@ -12,7 +12,8 @@ import math
 import os
 import posixpath
 import re
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -272,6 +273,34 @@ def default_config_path() -> str:
     if xdg and os.path.isabs(xdg):  # a relative value is invalid under the XDG spec
         return os.path.join(xdg, "fractui", "config.toml")
     return os.path.join(platformdirs.user_config_dir("fractui"), "config.toml")
+
+
+def toml_text(config: Config) -> str:
+    """``config`` as a file that loads back to it (its [tui] table left out): how a child
+    process reads the config its parent built in code (the demo's scheduler)."""
+    out = []
+    for table, item in (("ssh", config.ssh), ("scheduler", config.scheduler),
+                        ("store", config.store)):
+        out += ["[%s]" % table] + _toml_keys(item)
+    for table, items in (("hosts", config.hosts), ("queues", config.queues),
+                         ("teams", config.teams)):
+        for item in items:
+            out += ["[[%s]]" % table] + _toml_keys(item)
+    return "\n".join(out) + "\n"
+
+
+def _toml_keys(item: Any) -> list[str]:
+    """``key = value`` for each field that differs from its default (JSON's strings, numbers
+    and arrays are TOML's)."""
+    lines = []
+    for f in fields(item):
+        value = getattr(item, f.name)
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if value is None or value == default:
+            continue
+        lines.append("%s = %s" % (f.name, json.dumps(list(value) if isinstance(value, tuple)
+                                                     else value)))
+    return lines
 
 
 def state_home() -> str:

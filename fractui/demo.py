@@ -3,7 +3,9 @@
 Local hosts (the sim backend, each its own agent daemon under a temporary state dir) mix MIG
 GPUs (A100-80GB, H100 in MIG mode) with GPUs without MIG (L4, A10). A temporary store has
 queues and teams; a job stream submits simulated workloads (``remote_agent.simload``) at a
-steady rate and the real scheduler places and launches them, so jobs arrive, wait, run and end.
+steady rate and the real scheduler — ``fractui scheduler`` as a child process, on the demo's
+config written to its temporary directory — places and launches them, so jobs arrive, wait, run
+and end.
 
 Real jobs are real processes (a shim and the workload), so at most ``REAL_JOBS`` run at once and
 only on the first hosts. A bigger fleet (``--gpus`` up to 1,000) gets its other hosts busy with
@@ -31,10 +33,10 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, StoreSettings,
-                            TeamConfig)
+                            TeamConfig, toml_text)
 from fractui.fleet.client import AgentCallError, ConnectionLost
 from fractui.fleet.host import HostUnavailable
-from fractui.scheduler import Scheduler
+from fractui.scheduler.child import ChildScheduler
 from fractui.store import Store, open_store, sqlite_url
 from fractui.store.model import ACTIVE
 from fractui.tui.source import LiveSource
@@ -207,8 +209,11 @@ class Demo:
         self.store = open_store(self.config.store.url)
         self.source = LiveSource(self.config, self.store)
         self.source.note = self._note()
-        self.scheduler = Scheduler(self.config, self.store, self.source.fleet, name="demo")
-        self.source.scheduler = self.scheduler.holder
+        path = os.path.join(self.root, "config.toml")
+        with open(path, "w") as f:
+            f.write(toml_text(self.config))
+        self.scheduler = ChildScheduler(path, "demo", os.path.join(self.root, "scheduler.log"))
+        self.source.scheduler = self.scheduler
         rng = random.Random(seed)
         self.stream = JobStream(self.config, self.store, random.Random(rng.random()))
         self.load = SimulatedLoad(self.source, self.hosts, random.Random(rng.random()))
@@ -221,8 +226,6 @@ class Demo:
                "simulated load" % (REAL_JOBS, len(real), len(self.hosts) - len(real))
 
     def start(self) -> "Demo":
-        for session in self.source.fleet.sessions.values():
-            session.listeners.append(self.scheduler.wake)
         self.source.start()
         self.scheduler.start()
         self.stream.start()

@@ -15,12 +15,14 @@ from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession
-from fractui.outcome import EXIT_FAILED, Failed, naming
+from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job
+from fractui.store.base import Store
+from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
 
+LOG_WAIT_S = 10.0  # how long ``logs`` waits for the lease holder to keep a job's tail
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 32, 24)  # the widest each column but the last (WHY) may be
 
@@ -125,8 +127,11 @@ def _job_ref(config: Config, ref: str, wait: bool = False
 
 
 def logs(config: Config, args: argparse.Namespace) -> int:
-    """The job's output; once it has ended, a last line on stderr says why."""
+    """The job's output; once it has ended, a last line on stderr says why. A queued job whose
+    host this config does not name is read through the store (``_stored_logs``)."""
     label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
+    if job is not None and host not in {h.name for h in config.hosts}:
+        return _stored_logs(config, job, args)
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:
@@ -161,6 +166,62 @@ def logs(config: Config, args: argparse.Namespace) -> int:
     if ended:
         say("%s ended: %s" % (label, ended))
     return 0
+
+
+def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
+    """For a user who reaches only the store: the end of the job's output as the lease holder
+    keeps it (docs/cli.md). A running job's tail, or an ended one's not yet kept, is asked
+    for, and the change feed says when the lease holder answered (at most LOG_WAIT_S)."""
+    host = job.slot.host  # type: ignore[union-attr]
+    if args.follow:
+        raise UsageError("logs -f follows a job's output over SSH, and job %d's host %s is "
+                         "not in the config's [[hosts]]: without -f, fractui logs %d shows the "
+                         "end of its output through the store" % (job.id, host, job.id))
+    store = open_checked_store(config)
+    try:
+        tail = store.log_tail(job.id)
+        fresh = tail is not None and tail.complete
+        if not fresh:
+            fresh = _ask_tail(store, job)
+            tail = store.log_tail(job.id)
+        job = store.get(job.id)
+    finally:
+        store.close()
+    if tail is None:
+        raise Failed("job %d's output is not in the store, and no scheduler kept it within "
+                     "%.0f s of asking: is a fractui scheduler running, holding the lease, "
+                     "and able to reach %s?" % (job.id, LOG_WAIT_S, host))
+    lines = tail.text.splitlines()
+    for line in lines[len(lines) - args.lines:] if args.lines else []:
+        print(line)
+    sys.stdout.flush()
+    if not fresh:
+        say("warning: no scheduler answered within %.0f s (is one running, holding the "
+            "lease, able to reach %s?): this is job %d's output as kept at %s" % (
+                LOG_WAIT_S, host, job.id, _when(tail)))
+    if job.state in ENDED:
+        say("job %d ended: %s" % (job.id, why(job) or job.state))
+    return 0
+
+
+def _ask_tail(store: Store, job: Job) -> bool:
+    """Asks the lease holder for the job's tail; whether it kept one within LOG_WAIT_S."""
+    feed = store.feed()
+    try:
+        store.ask_log(job.id, store.identity().user)
+        deadline = time.monotonic() + LOG_WAIT_S
+        while job.id in store.log_requests():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            feed.wait(min(left, 1.0))
+        return True
+    finally:
+        feed.close()
+
+
+def _when(tail: LogTail) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(tail.kept_at))
 
 
 def _ended(session: HostSession, job_id: str, job: Optional[Job]) -> str:

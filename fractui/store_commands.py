@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
@@ -180,12 +181,12 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         store.close()
         raise
     done = threading.Event()
-    box: List[Scheduler] = []
-    fleet = Fleet(config, on_change=lambda _status: box and box[0].wake())
+    fleet = Fleet(config)
     sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set)
-    box.append(sched)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    if args.until_stdin_closes:  # a child of a TUI or the demo: it ends with its parent
+        threading.Thread(target=_until_closed, args=(done,), name="parent", daemon=True).start()
     try:
         fleet.start()
         sched.start()
@@ -200,3 +201,9 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         raise sched.fatal  # said by the command's caller, with the store's path: exit 1
     return 0
 
+
+def _until_closed(done: threading.Event) -> None:
+    """Reads stdin to its end: the parent closed it, or died (the kernel closed it)."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    done.set()

@@ -707,3 +707,16 @@ def test_a_queue_the_kept_inventory_cannot_serve_is_refused_where_the_store_open
                                      "gpus": [a100]})
     store.close()
     open_checked_store(config).close()
+
+
+def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path):
+    """The demo's scheduler, a child process, reads the demo's in-code config as a file."""
+    from fractui.config import load_config, toml_text
+    from fractui.demo import demo_config, fleet_layout
+
+    config = demo_config(fleet_layout(40), str(tmp_path))
+    path = tmp_path / "config.toml"
+    path.write_text(toml_text(config))
+    again = load_config(str(path))
+    assert (again.hosts, again.queues, again.teams, again.scheduler, again.ssh) == (
+        config.hosts, config.queues, config.teams, config.scheduler, config.ssh)

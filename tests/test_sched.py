@@ -119,3 +119,33 @@ def test_fgd_avoids_fragmenting_and_classes_cover_95_percent():
     h.gpus[0].free_milli = 500  # a half-used GPU and a free one
     p = Placer([h], "fgd", classes).schedule(Request("j", gpu=0.5))
     assert p.gpus == (0,)  # filling the half-used GPU leaves a whole one for the next half
+
+
+def test_hosts_kept_across_passes_are_rebuilt_only_where_their_host_changed():
+    import dataclasses
+
+    from fractui.sched.fleetview import HostCache, HostView, build_hosts
+    from fractui.tui.sample import UID, sample_fleet
+
+    fleet = sample_fleet(32, per_host=8)
+    views = [HostView.of(s) for s in fleet.statuses]
+    jobs = list(fleet.store.jobs)
+    cache = HostCache()
+    first = cache.hosts(views, jobs, UID)
+    assert first == build_hosts(views, jobs, UID)
+    Placer(first, "first-fit").schedule(Request("j", gpus=1))  # a placer changes what it is given
+    again = cache.hosts(views, jobs, UID)
+    assert again == build_hosts(views, jobs, UID)  # copies: the commit above left no trace
+    # a job ended: its agent's record says so (a new record, as a session replaces it) and the
+    # store has it done: that host is built anew, as build_hosts builds it
+    host = next(v for v in views if any(r["memory_mib"] for r in v.jobs.values()))
+    job_id, rec = next((k, r) for k, r in host.jobs.items() if r["memory_mib"])  # a share
+    ended = dataclasses.replace(host, jobs=dict(host.jobs, **{job_id: dict(rec, state="exited")}))
+    views = [ended if v is host else v for v in views]
+    jobs = [j for j in jobs if j.key(UID) != rec["key"]]
+    now = cache.hosts(views, jobs, UID)
+    assert now == build_hosts(views, jobs, UID) and now != again
+    # a snapshot that moves only utilisation is a new object with an equal signature: kept
+    busier = dataclasses.replace(ended, snapshot=dict(ended.snapshot, time=1.0))
+    views = [busier if v is ended else v for v in views]
+    assert cache.hosts(views, jobs, UID) == now

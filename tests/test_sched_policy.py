@@ -11,7 +11,7 @@ from remote_agent.gpu.models import model
 from remote_agent.mig.layout import Layout
 
 from fractui.sched import Gpu, Host, Placer, Request, TypicalClass, typical_classes
-from fractui.sched.place import cpu_per_gpu, scarcity_weighted
+from fractui.sched.place import Memos, cpu_per_gpu, scarcity_weighted
 
 A100 = model("A100-80GB").geometry()
 WHOLE = TypicalClass(Request("w", cpu_milli=10000, gpus=1), 1.0)
@@ -101,3 +101,38 @@ def test_memos_stay_under_their_cap_and_decisions_do_not_change(policy):
         assert max(len(tiny._memo), len(tiny._frag), len(tiny._shares)) <= 3
         assert all(len(c) <= 3 for c in tiny._cache)
     assert len(big._memo) > 3  # the cap, not a small workload, kept the tiny one small
+
+
+@pytest.mark.parametrize("policy", ["fgd", "fractui"])
+def test_memos_kept_across_placers_change_no_decision(policy):
+    """The scheduler keeps a placer's memos from pass to pass: a placer given memos an earlier
+    one filled (same classes) places exactly as a fresh one, and memos of another class mix
+    are cleared rather than reused."""
+    stream = _stream(random.Random(11))
+    classes = typical_classes(stream)
+    memos = Memos()
+    first = Placer(_fleet(random.Random(5)), policy, classes, seed=2, memos=memos)
+    for req in stream[: len(stream) // 2]:
+        first.schedule(req)
+    assert memos.memo and memos.frag  # the first pass filled them
+    kept = Placer(_fleet(random.Random(5)), policy, classes, seed=2, memos=memos)
+    fresh = Placer(_fleet(random.Random(5)), policy, classes, seed=2)
+    for req in stream:
+        a, b = kept.schedule(req), fresh.schedule(req)
+        assert (a and (a.host, a.gpus, a.milli, a.plans)) == (b and (b.host, b.gpus, b.milli,
+                                                                    b.plans))
+    before = dict(memos.frag)
+    Placer(_fleet(random.Random(5)), policy, classes[:1], seed=2, memos=memos)
+    assert before and not memos.frag  # another mix: nothing of the old one is read
+
+
+def test_a_request_placed_again_before_a_commit_gets_the_same_answer_and_its_own_name():
+    placer = Placer(two_hosts(), "fractui", [WHOLE])
+    a = placer.place(Request("a", cpu_milli=10000, gpus=1))
+    b = placer.place(Request("b", cpu_milli=10000, gpus=1))
+    assert a is not None and b is not None
+    assert (b.request, b.host, b.gpus) == ("b", a.host, a.gpus)
+    placer.commit(b)
+    # the same answer again would name b's GPU, now taken: commit would refuse it
+    placer.commit(placer.place(Request("c", cpu_milli=10000, gpus=1)))
+    assert placer.place(Request("d", cpu_milli=10000, gpus=1)) is not None  # one GPU is left

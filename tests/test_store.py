@@ -210,8 +210,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert feed.wait(5) == {"jobs"}
     feed.close()
     assert store.acquire_lease("s", 10) == 1  # 0006: a lease held before is the first epoch
+    assert store.log_tail(1) is None  # 0007 added the log tails
+    store.keep_log(1, "out\n", complete=False)
+    assert store.log_tail(1).text == "out\n"
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 6
+        _migrations()) == 7
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -9,8 +9,10 @@ import sys
 import threading
 import time
 
-from fractui.store import Slot, open_store
-from fractui.store.base import HOSTS, JOBS, LEASE
+import pytest
+
+from fractui.store import JobNotFound, Slot, open_store
+from fractui.store.base import HOSTS, JOBS, LEASE, LOGS
 from fractui.store.intents import Asker, ask_stop, place_by_hand
 from tests.conftest import REPO
 
@@ -76,3 +78,28 @@ def test_a_submit_by_another_process_wakes_a_waiting_feed(store_url):
         waiter.join(30)
         feed.close()
         store.close()
+
+
+def test_a_log_tail_asked_for_and_kept_moves_the_logs_topic_and_nothing_else(store_url):
+    writer, reader = open_store(store_url), open_store(store_url)
+    job = writer.submit("q", None, "a", ["true"], {}, "alice")
+    feed = reader.feed()
+    try:
+        assert reader.log_tail(job.id) is None
+        writer.ask_log(job.id, "alice")
+        assert feed.wait(5) == {LOGS}
+        assert reader.log_requests() == [job.id]
+        writer.keep_log(job.id, "hello\n", complete=False)
+        assert feed.wait(5) == {LOGS}
+        assert reader.log_requests() == []  # kept: the request is answered
+        tail = reader.log_tail(job.id)
+        assert (tail.job, tail.text, tail.complete) == (job.id, "hello\n", False)
+        writer.keep_log(job.id, "hello\nbye\n", complete=True)  # replaces the last one
+        assert (reader.log_tail(job.id).text, reader.log_tail(job.id).complete) == (
+            "hello\nbye\n", True)
+        with pytest.raises(JobNotFound):  # a tail of a job the store does not have
+            writer.ask_log(job.id + 1, "alice")
+    finally:
+        feed.close()
+        writer.close()
+        reader.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.scheduler.child import ChildScheduler
 from fractui.tui.model import GHOST
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
@@ -180,11 +181,21 @@ def test_header_says_who_carries_out_decisions(local_fleet):
             f.store.acquire_lease("ops@head:1234", 60)
             await until(pilot, lambda: header.info.scheduler == "scheduler: ops@head:1234",
                         "the other holder named")
-            f.store.release_lease("ops@head:1234")
-            app.source.scheduler = "me@here:1 (tui)"
-            f.store.acquire_lease("me@here:1 (tui)", 60)
-            await until(pilot, lambda: header.info.scheduler == "scheduler: this TUI",
-                        "this TUI named")
+            child = ChildScheduler(f.write_config(), "me@here:1 (tui)",
+                                   str(f.tmp / "child.log"))
+            app.source.scheduler = child.start()
+            try:
+                await until(pilot, lambda: header.info.scheduler == (
+                    "scheduler: child process %d, standby; ops@head:1234 leads" % child.pid),
+                            "its child a standby, the holder named")
+                f.store.release_lease("ops@head:1234")
+                await until(pilot, lambda: header.info.scheduler == (
+                    "scheduler: child process %d, holds the lease" % child.pid),
+                            "its child named as the holder")
+            finally:
+                child.stop()
+            await until(pilot, lambda: header.info.scheduler.startswith(
+                "scheduler: child process ended (exit 0"), "its child's end said")
 
     drive()
 

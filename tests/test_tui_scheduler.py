@@ -1,16 +1,28 @@
-"""Who carries decisions out, end to end: ``fractui`` on a configured fleet with a store runs a
-scheduler while no other holds the lease (and hands the lease back on quit), and only records
-while a headless ``fractui scheduler`` holds it; the header names which."""
+"""Who carries decisions out, end to end: ``fractui`` on a configured fleet with a store runs
+``fractui scheduler`` as its child process — never a pass on its own interpreter — which leads
+while no other scheduler holds the lease and is a standby while one does; the header says
+which, and the child ends with the TUI however it ends (q, a kill -9)."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
+import re
+import signal
 import sys
+import threading
+import time
 
 from fractui.config import QueueConfig
+from fractui.scheduler import Scheduler
+from fractui.servable import load_checked
+from fractui.tui import fleet_screen
+from fractui.tui.run import fleet_app
 from tests import localfleet
 from tests.localfleet import wait
 from tests.test_tui_demo import Terminal
+from tests.tui_frozen import pilot_test
 
 local_fleet = localfleet.local_fleet
 QUEUES = [QueueConfig(name="half", gpu=0.5)]
@@ -27,16 +39,34 @@ def _quit(term: Terminal) -> None:
     assert term.proc.returncode == 0, term.output[-3000:]
 
 
-def test_the_tui_runs_the_scheduler_when_none_does_and_releases_it_on_quit(local_fleet):
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> list[str]:
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().decode().split("\0")
+
+
+def test_the_tui_runs_the_scheduler_as_its_child_and_stops_it_on_quit(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     job = f.submit("half")
     term = _tui(f)
     try:
-        assert term.read_until(rb"scheduler: this TUI", 60), term.output[-3000:]
+        pattern = rb"scheduler: child process (\d+), holds the lease"
+        assert term.read_until(pattern, 60), term.output[-3000:]
+        child = int(re.search(pattern, term.output).group(1))
+        assert "scheduler" in _cmdline(child) and child != term.proc.pid
         holder = f.store.lease_holder()
         assert holder is not None and holder[0].endswith("(tui)")
         wait(lambda: f.store.get(job.id).state == "running", f.states)  # it acts
         _quit(term)
+        assert not _alive(child)
         assert f.store.lease_holder() is None  # handed over at once
     finally:
         if term.proc.poll() is None:
@@ -44,16 +74,17 @@ def test_the_tui_runs_the_scheduler_when_none_does_and_releases_it_on_quit(local
         os.close(term.master)
 
 
-def test_the_tui_only_records_while_a_headless_scheduler_holds_the_lease(local_fleet):
+def test_the_tuis_child_is_a_standby_while_a_headless_scheduler_holds_the_lease(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
     head = f.scheduler_process("ops-head")
     term = None
     try:
         wait(lambda: (f.store.lease_holder() or ("",))[0] == "ops-head", f.states, alive=head)
         term = _tui(f)
-        assert term.read_until(rb"scheduler: ops-head", 60), term.output[-3000:]
+        assert term.read_until(rb"scheduler: child process \d+, standby; ops-head leads", 60), \
+            term.output[-3000:]
         _quit(term)
-        assert f.store.lease_holder()[0] == "ops-head"  # untouched by the TUI
+        assert f.store.lease_holder()[0] == "ops-head"  # untouched by the TUI's standby
     finally:
         head.terminate()
         head.wait(30)
@@ -74,3 +105,61 @@ def test_a_readonly_tui_runs_no_scheduler(local_fleet):
         if term.proc.poll() is None:
             term.proc.kill()
         os.close(term.master)
+
+
+def test_the_child_scheduler_ends_with_a_tui_killed_with_sigkill(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
+    term = _tui(f)
+    try:
+        pattern = rb"scheduler: child process (\d+), holds the lease"
+        assert term.read_until(pattern, 60), term.output[-3000:]
+        child = int(re.search(pattern, term.output).group(1))
+        term.proc.send_signal(signal.SIGKILL)  # no clean-up of the TUI's own runs
+        term.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+        assert f.store.lease_holder() is None  # it saw its pipe close and handed over
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+
+
+@pilot_test
+async def test_under_the_pilot_no_pass_runs_in_the_tuis_process_and_the_feed_redraws(
+        local_fleet, monkeypatch):
+    monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # only the feed re-reads
+    f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
+    config = load_checked(f.write_config())
+    before = _schedulers_here()  # earlier tests' (the fixture's, never started, among them)
+    with fleet_app(config, readonly=False) as app:
+        child = app.source.scheduler
+        async with app.run_test(size=(160, 40)) as pilot:
+            await pilot.pause()
+            assert child is not None and _alive(child.pid)
+            assert _new(_schedulers_here(), before) == []
+            job = f.submit("half")  # by another client: the screen hears it on the feed
+            deadline = time.monotonic() + 30
+            screen = app.screen
+            while time.monotonic() < deadline and not (
+                    screen.model.store and any(j.id == job.id and j.state == "running"
+                                               for j in screen.model.store.jobs)):
+                await asyncio.sleep(0.1)
+            assert any(j.id == job.id and j.state == "running" for j in screen.model.store.jobs), (
+                "shown", screen.model.store, "in the store", f.states(), "child", child.exit_code())
+            await pilot.press("q")
+        assert _new(_schedulers_here(), before) == []
+    assert not _alive(child.pid)
+
+
+def _schedulers_here() -> list:
+    """Scheduler objects, and the threads a started one runs, in this process."""
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, Scheduler)] + [
+        t for t in threading.enumerate() if t.name.startswith("scheduler")]
+
+
+def _new(now: list, before: list) -> list:
+    return [o for o in now if not any(o is b for b in before)]

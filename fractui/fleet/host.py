@@ -133,6 +133,8 @@ class HostSession:
         self.status = HostStatus(cfg.name)
         # called with every notification the agent pushes (method, params), e.g. for logs -f
         self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
+        # called with the status after each change, as on_change is (the scheduler's wakes)
+        self.watchers: List[Callable[[HostStatus], None]] = []
         # called on every (re)connect before the host counts as back online, with a way to
         # call its agent and the agent's job records: where the scheduler stops stale copies
         self.connect_hooks: List[Callable[[str, CallAgent, Dict[str, Dict[str, Any]]], None]] = []
@@ -182,8 +184,7 @@ class HostSession:
     def _set(self, state: str, error: Optional[str] = None, **changes: Any) -> None:
         with self._lock:
             self._set_locked(state, error, **changes)
-        if self.on_change is not None:
-            self.on_change(self.status)
+        self._changed()
 
     def _set_locked(self, state: str, error: Optional[str] = None, **changes: Any) -> None:
         if state != self.status.state or error != self.status.error:
@@ -207,8 +208,13 @@ class HostSession:
                     and self.status.hello is not None:
                 problem = hello_problem(self.status.hello, params)
                 self._set_locked("degraded" if problem else "online", problem)
+        self._changed()
+
+    def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self.status)
+        for watcher in list(self.watchers):
+            watcher(self.status)
 
     # -- the worker --
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import (Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.gpu.models import short_name
@@ -64,6 +65,23 @@ def facts(view: HostView) -> Dict[str, Any]:
     out["mig_changes"] = (hello.get("privileges") or {}).get("mig_changes", True)
     out["gpus"] = [{k: g.get(k) for k in _GPU_FACTS} for g in view.gpu_records()]
     return out
+
+
+def signature(view: HostView) -> tuple:
+    """What a scheduling pass reads of a host, and nothing else: its state, its lasting facts,
+    its MIG instances and which are busy, and its agent's job records (state, key, where they
+    run). Two views with equal signatures build equal hosts (``build_hosts``); a snapshot that
+    moves only utilisation or memory in use leaves it equal, so it wakes no pass."""
+    gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), g.get("layout_version"),
+                  tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
+                         i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()))
+                 for g in view.gpu_records())
+    hello = view.hello or {}
+    jobs = tuple(sorted((k, str(j.get("state")), str(j.get("key")), str(j.get("gpus")),
+                         str(j.get("instance")), str(j.get("memory_mib")))
+                        for k, j in view.jobs.items()))
+    mig_changes = (hello.get("privileges") or {}).get("mig_changes", True)
+    return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs)
 
 
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
@@ -119,16 +137,68 @@ def build_hosts(views: Iterable[HostView], store_jobs: Iterable[Job], store_uid:
     """The placement core's fleet: every usable host, with what its jobs book taken away.
 
     ``leave_out``: agent keys of jobs to treat as gone (a preemption being considered)."""
-    on_host: Dict[str, List[Job]] = {}
-    for job in store_jobs:
-        if job.state in ON_HOST and job.slot is not None:
-            on_host.setdefault(job.slot.host, []).append(job)
+    on_host = _on_host(store_jobs)
     hosts = []
     for view in views:
         if view.state not in USABLE or not view.hello:
             continue
         hosts.append(_host(view, on_host.get(view.name, []), store_uid, set(leave_out)))
     return hosts
+
+
+class HostCache:
+    """``build_hosts`` across passes: each host is built again only when what it is built from
+    changed — its view (the same objects as last time, else an equal ``signature``) or the
+    store's jobs on it — and handed out as a copy, since a placer changes the hosts it is
+    given as it commits."""
+
+    def __init__(self) -> None:
+        # host -> (its view, the signature, the store jobs on it, the host built from them)
+        self._built: Dict[str, Tuple[HostView, tuple, tuple, Host]] = {}
+
+    def hosts(self, views: Iterable[HostView], store_jobs: Iterable[Job],
+              store_uid: str) -> List[Host]:
+        on_host = _on_host(store_jobs)
+        out, built = [], {}
+        for view in views:
+            if view.state not in USABLE or not view.hello:
+                continue
+            jobs = on_host.get(view.name, [])
+            mine = tuple((j.id, j.attempt, j.state, j.slot) for j in jobs)
+            last = self._built.get(view.name)
+            if last is not None and last[2] == mine and _same_objects(last[0], view):
+                sig = last[1]
+            else:
+                sig = signature(view)
+            if last is None or last[2] != mine or last[1] != sig:
+                host = _host(view, jobs, store_uid, set())
+            else:
+                host = last[3]
+            built[view.name] = (view, sig, mine, host)
+            out.append(_copy(host))
+        self._built = built
+        return out
+
+
+def _same_objects(a: HostView, b: HostView) -> bool:
+    """Whether two views hold the very same records (a host's session replaces a record
+    when news comes, never changes one in place)."""
+    return a.state == b.state and a.hello is b.hello and a.snapshot is b.snapshot and \
+        a.jobs.keys() == b.jobs.keys() and all(a.jobs[k] is b.jobs[k] for k in a.jobs)
+
+
+def _copy(host: Host) -> Host:
+    return Host(host.name, host.cpu_milli, host.memory_mib,
+                [Gpu(g.model, g.memory_mib, g.free_milli, g.layout) for g in host.gpus],
+                host.cpu_free, host.memory_free)
+
+
+def _on_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
+    on_host: Dict[str, List[Job]] = {}
+    for job in store_jobs:
+        if job.state in ON_HOST and job.slot is not None:
+            on_host.setdefault(job.slot.host, []).append(job)
+    return on_host
 
 
 def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Host:

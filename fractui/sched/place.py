@@ -6,8 +6,11 @@ idle GPUs the host's CPU cannot back and weighs each request class by how scarce
 (``Placer._host_frag``, ``scarcity_weighted``). Every score is a function of one host's state, so
 it is cached per host and per request class and recomputed only for the host a decision touched;
 identical hosts (most of a fresh fleet) share one memo entry, and the memos are bounded
-(``memo_limit``). Ties go to a fixed per-seed random host order, as in the simulator. Pure: no
-I/O, no clock, deterministic for a fleet and a seed.
+(``memo_limit``). The memos that name no host (``Memos``) may outlive the placer: the scheduler
+keeps them across passes, so a pass whose mix of requests did not change scores nothing it
+scored before. Within one placer, a request placed again before any commit is answered from the
+last answer. Ties go to a fixed per-seed random host order, as in the simulator. Pure: no I/O,
+no clock, deterministic for a fleet and a seed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
@@ -235,13 +238,40 @@ def cpu_per_gpu(classes: Sequence[TypicalClass], gpus: Counter) -> Tuple[float, 
     return (weight, cpu / milli) if cpu and milli else (0.0, 0.0)
 
 
+@dataclass
+class Memos:
+    """A placer's scores of a host *kind* in a given state (GPU kinds, free CPU, GPU keys) per
+    request class, and its F_n: pure functions of those and of the policy and the weighted class
+    mix (``basis``), so they stay right for any fleet and any pass with the same basis. A placer
+    given one with another basis clears it first."""
+
+    basis: tuple = ()
+    kind_ids: Dict[tuple, int] = field(default_factory=dict)  # interned: cheap memo keys
+    memo: Dict[tuple, object] = field(default_factory=dict)
+    frag: Dict[tuple, float] = field(default_factory=dict)
+    prep: Dict[int, list] = field(default_factory=dict)
+    shares: Dict[tuple, Tuple[int, ...]] = field(default_factory=dict)
+
+    def based_on(self, basis: tuple) -> "Memos":
+        if basis != self.basis:
+            self.basis = basis
+            for memo in (self.memo, self.frag, self.prep, self.shares):
+                memo.clear()
+        return self
+
+
+def _same_request(req: Request) -> tuple:
+    """What a placement depends on of a request: all of it but its name."""
+    return (class_key(req), req.memory_mib, req.hosts)
+
+
 class Placer:
     """The fleet's placement state and decisions. ``place`` decides, ``commit`` records; a
     placement is only ever computed against the current state, so it never overcommits."""
 
     def __init__(self, hosts: Sequence[Host], policy: str = "fractui",
                  classes: Sequence[TypicalClass] = (), seed: int = 0,
-                 memo_limit: int = MEMO_LIMIT):
+                 memo_limit: int = MEMO_LIMIT, memos: Optional[Memos] = None):
         if policy not in POLICIES:
             raise ValueError("unknown policy %r; known: %s" % (policy, ", ".join(POLICIES)))
         names = [h.name for h in hosts]
@@ -255,23 +285,29 @@ class Placer:
         self._order = order  # tie-break: a fixed random host order per seed
         self._kinds = [tuple((g.model, g.memory_mib, g.layout.geometry if g.layout else None)
                              for g in h.gpus) for h in self.hosts]
-        ids: Dict[tuple, int] = {}
-        self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]  # cheap memo keys
-        self._alike = [len(set(k)) <= 1 for k in ids]  # by kind id: all its GPUs of one kind
-        self._plain = [all(g[2] is None for g in k) for k in ids]  # by kind id: no MIG GPU
-        self._keys = [self._gpu_keys(h) for h in self.hosts]
-        self._cache: List[Dict[tuple, object]] = [{} for _ in self.hosts]
-        self._memo: Dict[tuple, object] = {}
-        self._frag: Dict[tuple, float] = {}
-        self._prep: Dict[int, list] = {}
-        self._shares: Dict[tuple, Tuple[int, ...]] = {}
-        self.memo_limit = memo_limit
         fleet_gpus = Counter(k for kinds in self._kinds for k in kinds)
         self._weighted = self.classes  # what F_n weighs: the classes, or (fractui) by scarcity
         self._starve = (0.0, 0.0)  # fractui: (weight, CPU per GPU milli) of CPU-starved GPU
         if policy == "fractui":
             self._weighted = scarcity_weighted(self.classes, fleet_gpus)
             self._starve = cpu_per_gpu(self.classes, fleet_gpus)
+        memos = (memos or Memos()).based_on((policy, self._weighted, self._starve))
+        ids = memos.kind_ids
+        self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]
+        self._alike: Dict[int, bool] = {}  # by kind id: all its GPUs of one kind
+        self._plain: Dict[int, bool] = {}  # by kind id: no MIG GPU
+        for k, kid in zip(self._kinds, self._kind_ids):
+            if kid not in self._alike:
+                self._alike[kid] = len(set(k)) <= 1
+                self._plain[kid] = all(g[2] is None for g in k)
+        self._keys = [self._gpu_keys(h) for h in self.hosts]
+        self._cache: List[Dict[tuple, object]] = [{} for _ in self.hosts]
+        self._memo = memos.memo
+        self._frag = memos.frag
+        self._prep = memos.prep
+        self._shares = memos.shares
+        self._placed: Dict[tuple, Optional[Placement]] = {}  # since the last commit
+        self.memo_limit = memo_limit
 
     @staticmethod
     def _gpu_keys(h: Host) -> Tuple[GpuKey, ...]:
@@ -280,6 +316,15 @@ class Placer:
 
     def place(self, req: Request) -> Optional[Placement]:
         """The best feasible placement of ``req`` under the policy, or None if none fits."""
+        same = _same_request(req)
+        if same in self._placed:  # nothing committed since the same request was placed
+            done = self._placed[same]
+            return replace(done, request=req.name) if done is not None else None
+        done = self._place(req)
+        self._placed[same] = done
+        return done
+
+    def _place(self, req: Request) -> Optional[Placement]:
         ck = class_key(req)
         cpu, mem, allowed = req.cpu_milli, req.memory_mib, req.hosts
         first = self.policy == "first-fit"
@@ -333,6 +378,7 @@ class Placer:
         h.memory_free -= req_mem
         self._keys[p.host_index] = self._gpu_keys(h)
         self._cache[p.host_index].clear()
+        self._placed.clear()
 
     def schedule(self, req: Request) -> Optional[Placement]:
         """Place and commit in one step."""

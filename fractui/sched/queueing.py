@@ -15,10 +15,10 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
                     Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
-from fractui.sched.fleetview import (HostView, build_hosts, placement_charge, request_of,
-                                     share_mib)
+from fractui.sched.fleetview import (HostCache, HostView, build_hosts, placement_charge,
+                                     request_of, share_mib)
 from fractui.sched.model import Placement, Request
-from fractui.sched.place import Placer, typical_classes
+from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
 from fractui.store.model import PENDING, RUNNING, STOPPING, Job, Slot
 
@@ -42,17 +42,26 @@ class Preemption:
 
 
 @dataclass
+class Kept:
+    """What a scheduler keeps from one pass to the next, so a pass rebuilds and rescores only
+    what changed: the hosts as built, and the placer's scores (valid while the mix of waiting
+    requests is the same)."""
+
+    hosts: HostCache = field(default_factory=HostCache)
+    memos: Memos = field(default_factory=Memos)
+
+
+@dataclass
 class PassResult:
     decisions: List[Decision] = field(default_factory=list)
     preemptions: List[Preemption] = field(default_factory=list)
     waiting: Dict[int, str] = field(default_factory=dict)  # job -> why it still waits
 
 
-def slot_of(p: Placement, job: Job, placer: Placer) -> Slot:
-    """The store's slot for a placement: GPUs, the MIG profile and start or the share in MiB,
-    and the charge."""
+def slot_of(p: Placement, req: Request, placer: Placer) -> Slot:
+    """The store's slot for a placement of ``req``: GPUs, the MIG profile and start or the
+    share in MiB, and the charge."""
     host = placer.hosts[p.host_index]
-    req = request_of(job)
     profiles = tuple(plan.profile.name if plan else None for plan in p.plans)
     profile = next((x for x in profiles if x), None)
     start = next((plan.start for plan in p.plans if plan), None)
@@ -65,9 +74,11 @@ def slot_of(p: Placement, job: Job, placer: Placer) -> Slot:
 
 def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
              teams: Sequence[TeamConfig], store_uid: str,
-             refused: Optional[Dict[int, Tuple[str, ...]]] = None) -> PassResult:
+             refused: Optional[Dict[int, Tuple[str, ...]]] = None,
+             kept: Optional[Kept] = None) -> PassResult:
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
-    launch failed there), left out for it so it does not bounce off the same host."""
+    launch failed there), left out for it so it does not bounce off the same host. ``kept``:
+    what earlier passes built and scored, kept by the caller."""
     result = PassResult()
     priority = {q.name: q.priority for q in queues}
     pending = []
@@ -80,13 +91,15 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     if not pending:
         return result
     usage = {u.name: u for u in team_usage(jobs, teams)}
-    hosts = build_hosts(views, jobs, store_uid)
-    classes = typical_classes([request_of(j) for j in pending])
-    placer = Placer(hosts, POLICY, classes)
+    hosts = kept.hosts.hosts(views, jobs, store_uid) if kept else build_hosts(views, jobs,
+                                                                             store_uid)
+    requests = {j.id: request_of(j) for j in pending}  # made once: a pass may see thousands
+    classes = typical_classes(list(requests.values()))
+    placer = Placer(hosts, POLICY, classes, memos=kept.memos if kept else None)
     names = {h.name for h in hosts}
 
     def attempt(job: Job) -> Optional[Placement]:
-        req = request_of(job)
+        req = requests[job.id]
         avoid = set((refused or {}).get(job.id, ()))
         if avoid:
             allowed = (req.hosts or frozenset(names)) - avoid
@@ -113,7 +126,7 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
                 result.waiting[job.id] = "no room: no GPU in the fleet has a free slice for it"
                 starved.append(job)
             continue
-        slot = slot_of(p, job, placer)
+        slot = slot_of(p, requests[job.id], placer)
         if not within_quota(usage, job.team, slot.charge):
             team = usage.get(job.team) if job.team else None
             if team is not None and team.over_quota:
@@ -129,7 +142,7 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
         p = attempt(job)
         if p is None:
             continue
-        slot = slot_of(p, job, placer)
+        slot = slot_of(p, requests[job.id], placer)
         placer.commit(p)
         usage = _charged(usage, job.team, slot.charge, borrowed=True)
         result.decisions.append(Decision(job.id, slot, True, "over quota: borrows idle "
@@ -218,7 +231,7 @@ def _fits_without(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str
     if req.hosts and host not in req.hosts:
         return None
     p = placer.place(_with_hosts(req, {host}))
-    return slot_of(p, job, placer) if p is not None else None
+    return slot_of(p, req, placer) if p is not None else None
 
 
 def _fewest(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,

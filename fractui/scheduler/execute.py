@@ -153,8 +153,9 @@ class Executor:
             log.warning("stopping %s on %s: %s", key, host, err)
         self._stops_sent.add((host, key))
 
-    def reflect(self, job: Job, view: HostView) -> None:
-        """Brings one on-host job of the store in line with its agent record."""
+    def reflect(self, job: Job, view: HostView) -> bool:
+        """Brings one on-host job of the store in line with its agent record; whether it
+        changed the job in the store."""
         key = job.key(self.store.uid)
         rec = view.by_key().get(key)
         if rec is None:
@@ -164,7 +165,9 @@ class Executor:
                 why = "the agent on %s has no record of it" % view.name
                 self.store.ended(job.id, (RUNNING,), FAILED, why, self.actor, why, "lost",
                                  epoch=self.epoch)
-            return
+            else:
+                return False
+            return True
         state = rec.get("state")
         if state in AGENT_ENDED:
             if job.state == STOPPING:
@@ -175,8 +178,11 @@ class Executor:
             self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
                                "found running on %s" % job.slot.describe(),  # type: ignore
                                epoch=self.epoch)
-        elif job.state == STOPPING:
-            self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
+        else:
+            if job.state == STOPPING:
+                self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
+            return False
+        return True
 
     def _ended(self, job: Job, rec: Dict[str, Any]) -> None:
         code = rec.get("exit_code")
@@ -186,13 +192,17 @@ class Executor:
         self.store.ended(job.id, (PLACED, RUNNING), DONE if ok else FAILED,
                          None if ok else why, self.actor, why, "end", exit_code=code,
                          ended_at=rec.get("ended_at"), epoch=self.epoch)
+        self.store.ask_log(job.id, self.actor)  # its output, kept while its host is there
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
-        """A stop completed: cancelled, or back to the queue for a requeue or a preemption."""
+        """A stop completed: cancelled (its output kept), or back to the queue for a requeue
+        or a preemption (its output kept when the attempt that runs again ends)."""
         if job.stop_intent == "cancel":
             self.store.ended(job.id, (STOPPING,), CANCELLED, job.reason, self.actor,
                              job.reason or "cancelled", "end",
                              ended_at=(rec or {}).get("ended_at"), epoch=self.epoch)
+            if job.agent_job is not None:
+                self.store.ask_log(job.id, self.actor)  # its output, as for any end
         else:
             self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued",
                                epoch=self.epoch)

@@ -5,7 +5,8 @@ A host whose lane still runs a pass's calls gets none of the next pass's: what i
 been sent is derived again from the store by the pass after it ends (a placed job stays placed,
 a stopping job stopping), so nothing is lost and nothing is sent twice at once. Before each
 call the lane asks ``may_act`` (the scheduler: do I still hold the lease, with time for the
-call to end within it?), so no call starts that could outlive the lease.
+call to end within it?), so no call starts that could outlive the lease. A lane that ends
+calls ``ended`` (the scheduler: a pass is due, to derive what the lane left undone).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ Action = Callable[[], None]
 
 
 class Lanes:
-    def __init__(self, may_act: Callable[[], bool], lease_lost: Callable[[], None]):
+    def __init__(self, may_act: Callable[[], bool], lease_lost: Callable[[], None],
+                 ended: Callable[[], None] = lambda: None):
         self.may_act = may_act
         self.lease_lost = lease_lost  # the store refused a write: another holds the lease
+        self.ended = ended
         self._lock = threading.Lock()
         self._running: Dict[str, threading.Thread] = {}
         self._jobs: Dict[str, Set[int]] = {}  # host -> store jobs its running calls act on
@@ -97,3 +100,4 @@ class Lanes:
             with self._lock:
                 del self._running[host]
                 del self._jobs[host]
+            self.ended()

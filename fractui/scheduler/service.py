@@ -11,6 +11,13 @@ a scheduler killed at any point leaves nothing a restarted one cannot finish.
 Calls to hosts run on one lane per host (fractui.scheduler.lanes), each with a timeout of at
 most a third of the lease: a stalled host delays no other, and no call starts unless the lease
 is held for longer than the call may take (the lanes renew it as they go).
+
+What wakes the loop (docs/scheduler.md, "Wakes"): the store's change feed, read on a thread of
+its own, when jobs or hosts changed or the lease changed hands; a host whose state, facts or
+job records changed (not a log chunk, not a snapshot that moves only utilisation); and the
+``interval_s`` poll. Wakes within ``DEBOUNCE_S`` of the first are one pass. A pass with
+nothing new since the last only renews the lease. A standby touches the store only when the
+lease can have expired or the feed says it changed hands.
 """
 
 from __future__ import annotations
@@ -27,11 +34,13 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import USABLE, HostView, facts
-from fractui.sched.queueing import schedule
+from fractui.sched.fleetview import USABLE, HostView, facts, signature
+from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
-from fractui.store.base import LeaseLost, StateConflict, Store, StoreDamaged, StoreError
+from fractui.scheduler.relay import LogRelay
+from fractui.store.base import (HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConflict, Store,
+                                StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
 
@@ -39,6 +48,8 @@ log = logging.getLogger("fractui.scheduler")
 
 REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
 FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale copies to end
+DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
+FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the service stop
 
 
 def _stale_why(copy: StaleCopy) -> str:
@@ -72,9 +83,10 @@ class Scheduler:
         self._renewed = 0.0
         self._held_until = 0.0
         self._lease_lock = threading.Lock()
-        self.lanes = Lanes(self._may_act, self._lease_lost)
+        self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock)
+        self.relay = LogRelay(store, self._call, self.lanes)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._said: Optional[str] = None  # the store error last logged, said once
@@ -82,12 +94,24 @@ class Scheduler:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._watcher: Optional[threading.Thread] = None
+        self._news_lock = threading.Lock()
+        self._due = True  # something changed since the last full pass (or none ran yet)
+        self._lease_moved = False  # the feed says the lease changed hands
+        self._logs_asked = True  # the feed says a job's output tail was asked for
+        self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
+        self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
+        self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
+        self._kept = Kept()  # hosts built and placements scored, kept across passes
         for session in fleet.sessions.values():
             session.connect_hooks.append(self._fence_returning)
+            session.watchers.append(self._host_changed)
 
     # -- running --
 
     def start(self) -> "Scheduler":
+        self._watcher = threading.Thread(target=self._watch, name="scheduler-feed", daemon=True)
+        self._watcher.start()
         self._thread = threading.Thread(target=self.run, name="scheduler", daemon=True)
         self._thread.start()
         return self
@@ -97,8 +121,9 @@ class Scheduler:
         ``release`` hands the lease over at once (a clean shutdown)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout=30)
         self.lanes.wait(self.settings.call_timeout() + 1)
         if release:
             self.leader = False
@@ -108,14 +133,51 @@ class Scheduler:
         """Waits for the calls the passes so far started; whether they all ended."""
         return self.lanes.wait(timeout_s)
 
-    def wake(self, *_: Any) -> None:
-        """Run a pass now (e.g. on a fleet change); safe from any thread."""
+    def _news(self) -> None:
+        """Something a pass reads changed: the next turn of the loop is a full pass."""
+        with self._news_lock:
+            self._due = True
         self._wake.set()
+
+    def _host_changed(self, status: Any) -> None:
+        """A host's news (on its session's thread): a wake only if what a pass reads of it
+        changed, so log chunks and snapshots that move only utilisation wake nothing."""
+        heard = signature(HostView.of(status))
+        if self._heard.get(status.name) != heard:
+            self._heard[status.name] = heard
+            self._news()
+
+    def _watch(self) -> None:
+        """The store's change feed, on a thread of its own: jobs or hosts changed (by anyone:
+        a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
+        feed = None
+        while not self._stop.is_set():
+            try:
+                if feed is None:
+                    feed = self.store.feed()
+                topics = feed.wait(FEED_WAIT_S)
+            except StoreError as err:  # said once by the loop too; the poll goes on meanwhile
+                log.warning("%s; the scheduler polls every %.1f s until the store's change "
+                            "feed is back", err, self.settings.interval_s)
+                if feed is not None:
+                    feed.close()
+                feed = None
+                self._stop.wait(self.settings.interval_s)
+                continue
+            if topics & {LEASE, LOGS}:
+                with self._news_lock:
+                    self._lease_moved = self._lease_moved or LEASE in topics
+                    self._logs_asked = self._logs_asked or LOGS in topics
+                self._wake.set()
+            if topics & {JOBS, HOSTS}:
+                self._news()
+        if feed is not None:
+            feed.close()
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.step()
+                self._turn()
                 self._said = None
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
@@ -132,8 +194,50 @@ class Scheduler:
                     self._said = str(err)
             except Exception:  # one bad pass must not end the service: log it, try again
                 log.exception("scheduling pass failed")
-            self._wake.wait(self.settings.interval_s)
+            wait = self.settings.interval_s if self.leader else max(
+                0.0, self._try_at - time.monotonic())
+            if self._wake.wait(wait):
+                self._stop.wait(DEBOUNCE_S)  # what else comes at once joins this pass
             self._wake.clear()
+
+    def _turn(self) -> None:
+        """One turn of the loop. A standby leaves the store alone until the lease can have
+        passed to it; the holder runs a full pass when something changed since the last (or
+        a clock of its own runs), else only renews the lease."""
+        with self._news_lock:
+            moved, self._lease_moved = self._lease_moved, False
+            due, self._due = self._due, False
+            asked, self._logs_asked = self._logs_asked, False
+        if not self.leader and not moved and time.monotonic() < self._try_at:
+            return  # a standby: the lease cannot have passed to it yet
+        full = due or not self.leader or self._clocks_run()
+        try:
+            held = self.step() if full else self._renew(force=True)
+            if held and (asked or full):  # a request whose lane was busy: served again here
+                self.relay.serve(lambda: {v.name: v for v in self._views()})
+                self.lanes.start()
+        except BaseException:  # what this turn left undone is the next one's
+            with self._news_lock:
+                self._due, self._logs_asked = self._due or due, self._logs_asked or asked
+            raise
+        if not held:
+            self._try_at = time.monotonic() + self._standby_s()
+
+    def _clocks_run(self) -> bool:
+        """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
+        refusal's window (REFUSED_FOR_S) has ended."""
+        ends = self._window_ends
+        return bool(self._away or self._gpu_gone) or (ends is not None and
+                                                      self.clock() >= ends)
+
+    def _standby_s(self) -> float:
+        """How long a standby leaves the lease alone: until the holder's lease can have
+        expired, by the holder's expiry and this clock — at least a tenth of a lease, so
+        clocks that disagree cost a few tries per lease, never a loop — or until the feed
+        says the lease changed hands."""
+        held = self.store.lease_holder()
+        left = held[1] - self.clock() if held is not None else 0.0
+        return min(self.settings.lease_s, max(self.settings.lease_s / 10, left))
 
     # -- one pass --
 
@@ -146,19 +250,25 @@ class Scheduler:
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
         busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
-        jobs = [j for j in self.store.jobs(ACTIVE) if j.id not in busy]
-        for job in jobs:
+        # the jobs are read again only after this pass changed them: reading thousands of
+        # pending jobs is most of a pass that finds nothing to do
+        jobs = self.store.jobs(ACTIVE)
+        wrote = False
+        for job in (j for j in jobs if j.id not in busy):
             view = by_name.get(job.slot.host) if job.slot else None
             if job.state in ON_HOST and view is not None and view.state in USABLE:
-                self.executor.reflect(job, view)
+                wrote = self.executor.reflect(job, view) or wrote
             elif job.state == STOPPING and job.slot is None:
                 self.executor.finish_stop(job, None)
-        self._requeue_lost(views, [j for j in self.store.jobs(ON_HOST) if j.id not in busy])
+                wrote = True
+        jobs = self.store.jobs(ACTIVE) if wrote else jobs
+        if self._requeue_lost(views, [j for j in jobs if j.state in ON_HOST
+                                      and j.id not in busy]):
+            jobs = self.store.jobs(ACTIVE)
         recovering = self._stop_stale(by_name)
-        jobs = self.store.jobs(ACTIVE)
-        self._decide([replace(v, state="recovering") if v.name in recovering else v
-                      for v in views], jobs)
-        jobs = self.store.jobs(ACTIVE)
+        if self._decide([replace(v, state="recovering") if v.name in recovering else v
+                         for v in views], jobs):
+            jobs = self.store.jobs(ACTIVE)
         for job in jobs:
             if job.state != PLACED or job.slot is None or job.id in busy:
                 continue
@@ -179,7 +289,7 @@ class Scheduler:
                 epoch = self.store.acquire_lease(self.holder, self.settings.lease_s)
                 self.leader = epoch is not None
                 if epoch is not None:  # else the last one stays: its writes are refused
-                    self.epoch = self.executor.epoch = epoch
+                    self.epoch = self.executor.epoch = self.relay.epoch = epoch
                 self._renewed = now
                 self._held_until = now + self.settings.lease_s if self.leader else 0.0
             return self.leader
@@ -222,12 +332,12 @@ class Scheduler:
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
 
-    def _requeue_lost(self, views: List[HostView], on_host: List[Job]) -> None:
+    def _requeue_lost(self, views: List[HostView], on_host: List[Job]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
         no longer in the config counts as unreachable, and a job on a GPU its (reachable) host
         no longer reports as lost with its GPU. Away time is this scheduler's own observation,
-        from the first pass that saw the host or GPU gone."""
+        from the first pass that saw the host or GPU gone. Returns whether it requeued any."""
         now = self.clock()
         by_name = {v.name: v for v in views}
         removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name}
@@ -243,6 +353,7 @@ class Scheduler:
             h, "lost" if h in by_name else "no longer in the config", now - since)
                 for h, since in self._away.items() if now - since > self.settings.host_lost_s}
         gone = {}
+        requeued = False
         for job in on_host:
             view = by_name.get(job.slot.host) if job.slot else None
             missing = [g for g in job.slot.gpus if not _has_gpu(view, g)] if (
@@ -269,7 +380,9 @@ class Scheduler:
                                        epoch=self.epoch)
             except StateConflict:
                 continue
+            requeued = True
             self._gpu_gone.pop(job.id, None)
+        return requeued
 
     def _fence_returning(self, host: str, call: Callable[..., Any],
                          jobs: Dict[str, Dict[str, Any]]) -> None:
@@ -319,24 +432,31 @@ class Scheduler:
                                    grace_s=0)
         return recovering
 
-    def _decide(self, views: List[HostView], jobs: List[Job]) -> None:
+    def _decide(self, views: List[HostView], jobs: List[Job]) -> bool:
+        """Records where pending jobs go and which borrowers are preempted (and why the others
+        wait); returns whether it recorded a placement or a preemption."""
         now = self.clock()
         refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
                    for j in jobs if j.state == PENDING and j.refusals}
+        self._window_ends = min((r.at + REFUSED_FOR_S for j in jobs if j.state == PENDING
+                                 for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
-                          {k: v for k, v in refused.items() if v})
+                          {k: v for k, v in refused.items() if v}, self._kept)
+        recorded = False
         for d in result.decisions:
             try:
                 self.store.place(d.job, d.slot, self.holder, d.why,
                                  preemptible=d.preemptible, epoch=self.epoch)
             except StateConflict:
                 continue  # cancelled or placed by hand meanwhile
+            recorded = True
         for p in result.preemptions:
             try:
                 self.store.stopping(p.victim, (RUNNING,), "preempt", self.holder, p.why,
                                     epoch=self.epoch)
             except StateConflict:
                 continue
+            recorded = True
         by_id = {j.id: j for j in jobs}
         for job_id, why in result.waiting.items():
             job = by_id[job_id]
@@ -348,6 +468,7 @@ class Scheduler:
                     self.store.waiting(job_id, why, epoch=self.epoch)
                 except StateConflict:
                     continue
+        return recorded
 
 
 def _has_gpu(view: HostView, index: int) -> bool:

@@ -16,7 +16,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.model import AuditEntry, Job, Refusal, Slot, StaleCopy
+from fractui.store.model import AuditEntry, Job, LogTail, Refusal, Slot, StaleCopy
 
 
 class JobNotFound(KeyError):
@@ -76,10 +76,10 @@ class LeaseLost(StoreError):
 
 # What a change feed reports changed: the jobs (submit, cancel, placement, any state change,
 # stale copies), the hosts' kept inventory, and who holds the scheduler lease (a renewal by
-# the same holder is no change). EVERYTHING: the feed may have missed changes (it reconnected):
-# re-read all.
-JOBS, HOSTS, LEASE = "jobs", "hosts", "lease"
-TOPICS = (JOBS, HOSTS, LEASE)
+# the same holder is no change), and job output: a log tail asked for or kept (LOGS). EVERYTHING:
+# the feed may have missed changes (it reconnected): re-read all.
+JOBS, HOSTS, LEASE, LOGS = "jobs", "hosts", "lease", "logs"
+TOPICS = (JOBS, HOSTS, LEASE, LOGS)
 EVERYTHING = frozenset(TOPICS)
 
 
@@ -217,6 +217,26 @@ class Store(abc.ABC):
                 kept[host] = facts
 
     @abc.abstractmethod
+    def ask_log(self, job_id: int, actor: str) -> None:
+        """Asks the lease holder to keep the job's latest output tail (docs/cli.md, ``logs``
+        through the store); JobNotFound for a job the store does not have."""
+
+    @abc.abstractmethod
+    def log_requests(self) -> list[int]:
+        """The jobs whose tail was asked for and not kept since, oldest request first."""
+
+    @abc.abstractmethod
+    def keep_log(self, job_id: int, text: str, complete: bool,
+                 epoch: Optional[int] = None) -> None:
+        """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut), replacing
+        the last one, and answers the requests for it; the lease holder's write, fenced by
+        ``epoch``."""
+
+    @abc.abstractmethod
+    def log_tail(self, job_id: int) -> Optional[LogTail]:
+        """The job's kept output tail, or None if none was kept."""
+
+    @abc.abstractmethod
     def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:
         """Takes or renews the scheduler lease for ``ttl_s`` from now (the database's clock);
         None while another holder's lease lasts. Returns the lease's epoch, which the holder's
@@ -244,6 +264,6 @@ class Store(abc.ABC):
         ...
 
 
-__all__ = ["EVERYTHING", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "TOPICS", "JobNotFound",
-           "LeaseLost", "StateConflict", "Store", "StoreBusy", "StoreDamaged", "StoreDenied",
-           "StoreError", "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]
+__all__ = ["EVERYTHING", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "LOGS", "TOPICS",
+           "JobNotFound", "LeaseLost", "StateConflict", "Store", "StoreBusy", "StoreDamaged",
+           "StoreDenied", "StoreError", "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]

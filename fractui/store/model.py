@@ -130,3 +130,35 @@ class AuditEntry:
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "time": self.time, "actor": self.actor, "action": self.action,
                 "job": self.job, "why": self.why, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The end of a job's output as the lease holder last read it from the job's agent: at
+    most LOG_TAIL_BYTES of it, cut between lines. ``complete``: the job had ended, so this
+    is the end of its output."""
+
+    job: int
+    text: str
+    complete: bool
+    kept_at: float
+
+
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def tail_text(lines: list[str], limit: int = LOG_TAIL_BYTES) -> str:
+    """The last lines of a job's output that fit in ``limit`` bytes of UTF-8, whole lines
+    only — but for a last line longer than all of it, whose end is kept, cut between two
+    characters."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        need = len(line.encode("utf-8")) + 1
+        if size + need > limit:
+            if not kept:
+                kept.append(line.encode("utf-8")[-(limit - 1):].decode("utf-8", "ignore"))
+            break
+        kept.append(line)
+        size += need
+    return "".join(line + "\n" for line in reversed(kept))

@@ -20,10 +20,10 @@ import uuid
 from importlib import resources
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
-from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, JobNotFound, LeaseLost,
-                                StateConflict, Store, StoreDamaged, StoreError)
+from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
+                                LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS, STOPPING,
-                                 AuditEntry, Job, Refusal, Slot, StaleCopy)
+                                 AuditEntry, Job, LogTail, Refusal, Slot, StaleCopy)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -394,6 +394,40 @@ class SqlStore(Store):
         return self._read(lambda db: {
             r["host"]: _decoded("the inventory of %s" % r["host"], r["facts"])
             for r in self._run(db, "SELECT host, facts FROM inventory")})
+
+    # -- job output, for users who reach only the store --
+
+    def ask_log(self, job_id: int, actor: str) -> None:
+        def work(db: Any) -> None:
+            self._get(db, job_id)
+            self._run(db, "INSERT INTO log_requests (job, actor, asked_at) VALUES (?, ?, ?) "
+                          "ON CONFLICT (job) DO UPDATE SET actor = excluded.actor, "
+                          "asked_at = excluded.asked_at", (job_id, actor, self.dialect.now(db)))
+            self.dialect.announce(db, LOGS)
+        self._write(work)
+
+    def log_requests(self) -> list[int]:
+        return self._read(lambda db: [int(r["job"]) for r in self._run(
+            db, "SELECT job FROM log_requests ORDER BY asked_at")])
+
+    def keep_log(self, job_id: int, text: str, complete: bool,
+                 epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
+                          "text = excluded.text, complete = excluded.complete, "
+                          "kept_at = excluded.kept_at",
+                      (job_id, text, int(complete), self.dialect.now(db)))
+            self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
+            self.dialect.announce(db, LOGS)
+        self._write(work)
+
+    def log_tail(self, job_id: int) -> Optional[LogTail]:
+        row = self._read(lambda db: self._run(
+            db, "SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone())
+        return None if row is None else LogTail(job_id, row["text"], bool(row["complete"]),
+                                                float(row["kept_at"]))
 
     # -- the scheduler lease --
 

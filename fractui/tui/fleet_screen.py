@@ -8,6 +8,7 @@ thread workers too, which answer with messages.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -66,6 +67,10 @@ class HostsChanged(Message):
     """Some hosts have news; the screen takes them from the source."""
 
 
+class StoreChanged(Message):
+    """The store's change feed moved: the screen reads the store again."""
+
+
 class Slots(Message):
     """Where a job could go now (a worker found them); ``note``: why the admin is shown
     these instead of recording (the GPU changed), ``near``: the slot to put the ghost on."""
@@ -91,10 +96,14 @@ class Placed(Message):
 
 
 class StoreRead(Message):
-    def __init__(self, view: Optional[StoreView], error: Optional[str] = None) -> None:
+    def __init__(self, number: int, view: Optional[StoreView],
+                 error: Optional[str] = None) -> None:
         super().__init__()
         self.view = view
         self.error = error
+        self.number = number
+        """Reads are numbered in the order they read: one that arrives after a later one is
+        older than what is shown, and is dropped."""
 
 
 class FleetScreen(Screen[None], inherit_bindings=False):
@@ -127,6 +136,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
         self.store_error: Optional[str] = None
+        self._read_lock = threading.Lock()
+        self._reads = 0  # store reads made
+        self._shown = 0  # the number of the read shown
         self.fleet_app = app
         self.placement: Optional[Placement] = None
         self.drag: Optional[tuple[int, int, bool]] = None
@@ -154,15 +166,22 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.source.attach(lambda: self.post_message(HostsChanged()))
         self.read_store()
         self.set_interval(STORE_EVERY_S, self.read_store)
+        self.source.watch_store(lambda: self.post_message(StoreChanged()))
 
     # -- data in --
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="store")
     def read_store(self) -> None:
-        try:
-            self.post_message(StoreRead(self.source.read_store()))
-        except StoreError as err:  # a locked or damaged store: say so, keep the fleet view
-            self.post_message(StoreRead(None, str(err)))
+        with self._read_lock:  # one at a time, numbered in the order they read
+            self._reads += 1
+            try:
+                read = StoreRead(self._reads, self.source.read_store())
+            except StoreError as err:  # a locked or damaged store: say so, keep the fleet
+                read = StoreRead(self._reads, None, str(err))
+        self.post_message(read)
+
+    def on_store_changed(self, _message: StoreChanged) -> None:
+        self.read_store()
 
     def on_hosts_changed(self, _message: HostsChanged) -> None:
         changed = False
@@ -173,6 +192,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.relayout()
 
     def on_store_read(self, message: StoreRead) -> None:
+        if message.number < self._shown:
+            return  # a read that ended after a later one: what is shown is newer
+        self._shown = message.number
         self.store_error = message.error
         view = message.view
         if view is not None and view != self.model.store:
@@ -230,14 +252,21 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
 
     def scheduler_line(self) -> str:
-        """Who carries out decisions: this process's scheduler, another, or no one."""
+        """Who carries out decisions: this TUI's child process (leading, or a standby and who
+        leads), another scheduler, or no one."""
         store = self.model.store
         if store is None:
             return ""
-        holder = store.holder
-        if holder is None:
-            return "scheduler: none (decisions wait)"
-        return "scheduler: " + ("this TUI" if holder == self.source.scheduler else holder)
+        holder, child = store.holder, self.source.scheduler
+        if child is not None:
+            code = child.exit_code()
+            if code is not None:
+                return "scheduler: child process ended (exit %d; see %s)" % (code, child.log)
+            if holder == child.name:
+                return "scheduler: child process %s, holds the lease" % child.pid
+            return "scheduler: child process %s, standby; %s" % (
+                child.pid, "%s leads" % holder if holder else "no one leads yet")
+        return "scheduler: %s" % holder if holder else "scheduler: none (decisions wait)"
 
     def show_header(self) -> None:
         view = ["fleet"]

@@ -31,7 +31,7 @@ class HeaderInfo:
     """(key as displayed, what it does), in binding order."""
     note: Optional[str] = None
     scheduler: str = ""
-    """Who carries out decisions, e.g. "scheduler: this TUI"."""
+    """Who carries out decisions, e.g. "scheduler: child process 4242, holds the lease"."""
 
 
 class Header(Widget):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
@@ -29,43 +30,48 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _fleet(config: Config, readonly: bool) -> int:
-    """The configured fleet. With a store, this TUI also runs a scheduler (unless --readonly,
-    or the user is no admin, whom the store's rule does not let run one): it acts only while
-    it holds the store's lease — no headless ``fractui scheduler`` runs, or the one that did
-    stopped — and waits as a standby meanwhile, the TUI only recording."""
-    from fractui.scheduler import Scheduler
-    from fractui.scheduler.service import default_holder
+    with fleet_app(config, readonly) as app:  # a damaged store: StoreError, fractui.cli says
+        with _ends_cleanly(app):
+            app.run()
+    return 0
+
+
+@contextmanager
+def fleet_app(config: Config, readonly: bool) -> Iterator["FractuiApp"]:
+    """The app on the configured fleet, and what it needs around it, taken down on the way
+    out. With a store (and not --readonly) that means a scheduler: ``fractui scheduler`` on
+    the same config, as a child process (fractui.scheduler.child) — no pass runs on the TUI's
+    interpreter. It acts only while it holds the store's lease, and is a standby while another
+    scheduler does; the header says which. A user who is no admin runs none (the store's rule
+    does not let them): their TUI only records."""
     from fractui.checked_store import open_checked_store
+    from fractui.config import state_home
+    from fractui.scheduler.child import ChildScheduler
+    from fractui.scheduler.service import default_holder
     from fractui.store.access import SCHEDULE
     from fractui.store.intents import Asker, allowed
     from fractui.tui.app import FractuiApp
-    from fractui.tui.source import LiveSource
-
     from fractui.store.url import store_exists
+    from fractui.tui.source import LiveSource
 
     has_store = config.queues or store_exists(config.store.url)
     store = open_checked_store(config) if has_store else None
     source = LiveSource(config, store)
-    scheduler = None
-    if store is not None and not readonly and allowed(store, Asker.here(config.teams), SCHEDULE):
-        scheduler = Scheduler(config, store, source.fleet, name="%s (tui)" % default_holder())
-        source.scheduler = scheduler.holder
-        for session in source.fleet.sessions.values():
-            session.listeners.append(scheduler.wake)
-    source.start()
+    if store is not None and not readonly and config.path is not None and allowed(
+            store, Asker.here(config.teams), SCHEDULE):
+        source.scheduler = ChildScheduler(config.path, "%s (tui)" % default_holder(),
+                                          os.path.join(state_home(), "scheduler-tui.log"))
     try:
-        app = FractuiApp(source, config, readonly=readonly)
-        with _ends_cleanly(app):
-            if scheduler is not None:
-                scheduler.start()
-            app.run()
+        if source.scheduler is not None:
+            source.scheduler.start()
+        source.start()
+        yield FractuiApp(source, config, readonly=readonly)
     finally:
-        if scheduler is not None:
-            scheduler.stop()  # hands the lease over at once
+        if source.scheduler is not None:
+            source.scheduler.stop()  # it hands the lease over at once
         source.stop()
         if store is not None:
             store.close()
-    return 0
 
 
 @contextmanager

@@ -11,20 +11,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
-from fractui.store.base import Store
+from fractui.store.base import JOBS, LEASE, Store, StoreError
 from fractui.store.model import ACTIVE, AuditEntry
 from fractui.tui.model import StoreView
+
+if TYPE_CHECKING:
+    from fractui.scheduler.child import ChildScheduler
 
 log = logging.getLogger("fractui.tui")
 
 LOG_LINES = 500  # the job screen starts from a job's last lines
 CALL_S = 10.0
+FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the source stop
 
 LogSink = Callable[[str, bool], None]
 """Receives a job's new output (and ``True`` once the job ended and all of it was sent)."""
@@ -38,8 +42,8 @@ class Source:
     """A line for the header (the demo says what is simulated)."""
     store: Optional[Store] = None
     """Where decisions are recorded (None: a frozen fleet records nothing)."""
-    scheduler: Optional[str] = None
-    """The holder name of the scheduler this process runs, if it runs one."""
+    scheduler: Optional["ChildScheduler"] = None
+    """The scheduler this process runs as its child, if it runs one."""
 
     def __init__(self, statuses: list[HostStatus], store: Optional[StoreView] = None,
                  simulated: Optional[dict[str, frozenset[str]]] = None,
@@ -88,6 +92,10 @@ class Source:
         """The store's active jobs; called in a worker thread, never on the UI thread."""
         return self._store
 
+    def watch_store(self, changed: Callable[[], None]) -> None:
+        """From now on ``changed`` is called (from a thread of the source's) when the store
+        changed: the frozen store never does."""
+
     def simulated(self, host: str) -> frozenset[str]:
         """Agent pids (as strings) of the demo's simulated load on ``host``."""
         return self._simulated.get(host, frozenset())
@@ -118,12 +126,43 @@ class LiveSource(Source):
         self.fleet = Fleet(config, on_change=self.changed)
         self._names = [h.name for h in config.hosts]
         self._latest = {s.name: dataclasses.replace(s) for s in self.fleet.statuses()}
+        self._stopped = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
 
     def start(self) -> None:
         self.fleet.start()
 
     def stop(self) -> None:
+        self._stopped.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
         self.fleet.stop()
+
+    def watch_store(self, changed: Callable[[], None]) -> None:
+        if self.store is not None and self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, args=(self.store, changed),
+                                             name="store-feed", daemon=True)
+            self._watcher.start()
+
+    def _watch(self, store: Store, changed: Callable[[], None]) -> None:
+        """The store's change feed: jobs or the lease changed (what the screen shows of the
+        store), so it is read again. A feed that fails is opened again; meanwhile the
+        screen's timer reads and says why."""
+        feed = None
+        while not self._stopped.is_set():
+            try:
+                if feed is None:
+                    feed = store.feed()
+                if feed.wait(FEED_WAIT_S) & {JOBS, LEASE}:
+                    changed()
+            except StoreError as err:
+                log.info("the store's change feed: %s", err)
+                if feed is not None:
+                    feed.close()
+                feed = None
+                self._stopped.wait(FEED_WAIT_S)
+        if feed is not None:
+            feed.close()
 
     def read_store(self) -> Optional[StoreView]:
         if self.store is None:

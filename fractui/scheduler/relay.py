@@ -1,0 +1,62 @@
+"""Job output for users who reach only the store: the lease holder reads the end of a job's
+output from its agent and keeps it in the store (at most LOG_TAIL_BYTES, the last whole lines),
+when someone asks (``fractui logs`` records a request; the change feed wakes the holder) and
+when a job ends (the executor asks for it then, so a finished job's output outlives its
+host). The reads run on the host's lane, like any call to a host: a stalled host delays
+nothing else, and a request it cannot serve now stays for a later turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Callable, Dict
+
+from fractui.fleet.client import AgentCallError
+from fractui.sched.fleetview import USABLE, HostView
+from fractui.scheduler.execute import Call
+from fractui.scheduler.lanes import Lanes
+from fractui.store.base import JobNotFound, Store
+from fractui.store.model import ENDED, Job, tail_text
+
+log = logging.getLogger("fractui.scheduler")
+
+TAIL_LINES = 5000  # lines asked of the agent; the tail kept is cut to LOG_TAIL_BYTES
+
+
+class LogRelay:
+    def __init__(self, store: Store, call: Call, lanes: Lanes):
+        self.store = store
+        self.call = call
+        self.lanes = lanes
+        self.epoch = 0  # the lease's, kept by the scheduler: the tails are the holder's writes
+
+    def serve(self, views: Callable[[], Dict[str, HostView]]) -> None:
+        """Queues a read for each job whose tail is asked for, on its host's lane (the caller
+        starts the lanes). A job that never ran is answered with nothing; one whose host is
+        unreachable, or whose lane is busy, waits for a later turn."""
+        asked = self.store.log_requests()
+        hosts = views() if asked else {}
+        for job_id in asked:
+            try:
+                job = self.store.get(job_id)
+            except JobNotFound:
+                continue
+            if job.slot is None or job.agent_job is None:
+                self.store.keep_log(job.id, "", complete=job.state in ENDED,
+                                    epoch=self.epoch)
+                continue
+            view = hosts.get(job.slot.host)
+            if view is not None and view.state in USABLE:
+                self.lanes.add(view.name, partial(self._keep, job))
+
+    def _keep(self, job: Job) -> None:
+        host = job.slot.host  # type: ignore[union-attr]
+        try:
+            answer = self.call(host, "job.logs", {"job": job.agent_job, "lines": TAIL_LINES})
+            text = tail_text(list(answer.get("lines") or []))
+        except AgentCallError as err:  # e.g. the agent no longer keeps it: say so
+            text = "[fractui: the agent on %s did not give job %d's output: %s]\n" % (
+                host, job.id, err)
+        ended = self.store.get(job.id).state in ENDED  # else the end asks for it again
+        self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch)

@@ -1,0 +1,83 @@
+"""``fractui logs`` for a user who reaches only the store: a config with a store and no hosts.
+A real lease holder (``fractui scheduler``, its own process) keeps a running job's output tail
+when asked, and a finished job's at its end; the user reads both without any host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from fractui.config import QueueConfig
+from tests import localfleet
+from tests.conftest import REPO, stop_host
+from tests.localfleet import wait
+
+local_fleet = localfleet.local_fleet
+QUARTER = QueueConfig(name="quarter", gpu=0.25)
+TALK = [sys.executable, "-c", "print('hello', flush=True); print('line two', flush=True)\n"
+        "import time; time.sleep(600)"]
+BYE = [sys.executable, "-c", "print('all done', flush=True)"]
+
+
+def _store_only(f) -> str:
+    """A user's config: the store, and not one host."""
+    path = f.tmp / "user.toml"
+    path.write_text("[scheduler]\nstore = %s\n" % json.dumps(f.config.scheduler.store))
+    return str(path)
+
+
+def _logs(config: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fractui", "--config", config, "logs", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    user = _store_only(f)
+    head = f.scheduler_process("head")
+    try:
+        talking = f.submit("quarter", argv=TALK)
+        done = f.submit("quarter", argv=BYE)
+        wait(lambda: f.states()[talking.id] == "running" and f.states()[done.id] == "done",
+             f.states, alive=head)
+        agent_job = f.store.get(talking.id).agent_job
+        wait(lambda: f.fleet.session("gpu-a").call("job.logs", {"job": agent_job})["lines"]
+             == ["hello", "line two"], f.states)  # both lines written before it is asked
+        running = _logs(user, str(talking.id))
+        assert (running.returncode, running.stderr) == (0, ""), running.stderr
+        assert running.stdout.splitlines()[-2:] == ["hello", "line two"]
+        finished = _logs(user, str(done.id))
+        assert finished.returncode == 0, finished.stderr
+        assert finished.stdout == "all done\n"
+        assert finished.stderr == "fractui: job %d ended: exited 0\n" % done.id
+        assert f.store.log_tail(done.id).complete  # kept at its end, not only when asked
+        follow = _logs(user, "-f", str(talking.id))
+        assert follow.returncode == 2 and "without -f" in follow.stderr, follow.stderr
+    finally:
+        head.terminate()
+        head.wait(30)
+    # no scheduler, no host: a finished job's output is still there, from the store alone
+    stop_host(f.config.hosts[0].state_dir)
+    again = _logs(user, "-n", "1", str(done.id))
+    assert (again.returncode, again.stdout) == (0, "all done\n"), again.stderr
+
+
+def test_without_a_scheduler_a_running_jobs_output_is_refused_with_why(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=TALK)
+    f.until(lambda: f.states()[job.id] == "running")  # the test's scheduler: no relay runs
+    got = _logs(_store_only(f), str(job.id))
+    assert got.returncode == 1
+    assert "no scheduler kept it within 10 s" in got.stderr and "gpu-a" in got.stderr, got.stderr
+
+
+def test_a_tail_keeps_the_last_whole_lines_that_fit_and_cuts_only_a_line_too_long():
+    from fractui.store.model import tail_text
+
+    assert tail_text(["a", "b"]) == "a\nb\n"
+    assert tail_text(["aaa", "bb"], limit=4) == "bb\n"  # "aaa\n" would not fit beside it
+    assert tail_text(["x" * 10], limit=5) == "xxxx\n"
+    assert tail_text(["é" * 4], limit=6) == "éé\n"  # cut between two characters
+    assert tail_text([], limit=5) == ""

@@ -1,0 +1,103 @@
+"""What wakes the scheduler and what it writes while it waits: a submit from another process is
+placed on the store's change feed, not on the poll; a host's snapshot that moves only its
+utilisation wakes nothing; a standby leaves the store alone until the lease can be its own."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from fractui.config import QueueConfig
+from fractui.fleet.fleet import Fleet
+from fractui.sched.fleetview import HostView, signature
+from fractui.scheduler import Scheduler
+from fractui.store import SqliteStore
+from tests import localfleet
+from tests.localfleet import running, wait
+
+local_fleet = localfleet.local_fleet
+QUARTER = QueueConfig(name="quarter", gpu=0.25)
+
+
+def test_a_submit_from_another_process_is_placed_without_waiting_for_the_poll(local_fleet):
+    # a poll every 60 s: a job placed within 20 s of its submit was placed on the feed
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=60.0, lease_s=180.0)
+    head = f.scheduler_process("head")
+    try:
+        first = f.fractui("submit", "--queue", "quarter", "--", "sleep", "600")
+        assert first.returncode == 0, first.stderr
+        wait(lambda: running(f) == 1, f.states, alive=head)
+        # the last pass ran just now (it recorded the launch): the next poll is ~60 s away
+        second = f.fractui("submit", "--queue", "quarter", "--", "sleep", "600")
+        assert second.returncode == 0, second.stderr
+        wait(lambda: running(f) == 2, f.states, timeout_s=20, alive=head)
+    finally:
+        head.terminate()
+        head.wait(30)
+
+
+def test_what_a_pass_reads_of_a_host_ignores_utilisation_and_memory_in_use():
+    gpu = {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "mig_mode": False,
+           "utilization": 10, "memory_used_mib": 100}
+    job = {"id": "j1", "key": "k1", "state": "running"}
+    before = HostView("h", "online", {"cpus": 8, "memory_mib": 1000}, {"gpus": [gpu]},
+                      {"j1": job})
+    busier = HostView("h", "online", before.hello, {"gpus": [dict(gpu, utilization=95,
+                                                                  memory_used_mib=9000)]},
+                      {"j1": job})
+    ended = HostView("h", "online", before.hello, before.snapshot,
+                     {"j1": dict(job, state="exited")})
+    offline = HostView("h", "offline", before.hello, before.snapshot, before.jobs)
+    assert signature(busier) == signature(before)
+    assert signature(ended) != signature(before)
+    assert signature(offline) != signature(before)
+
+
+class CountingStore(SqliteStore):
+    """The real SQLite store, counting the lease writes it is asked for (each one a write
+    transaction, refused or not)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.tries = 0
+        self._count = threading.Lock()
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
+        with self._count:
+            self.tries += 1
+        return super().acquire_lease(holder, ttl_s)
+
+
+def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local_fleet):
+    lease_s = 3.0
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=0.2, lease_s=lease_s)
+    head = f.scheduler_process("head")
+    store = CountingStore(f.config.scheduler.store or "")
+    fleet = Fleet(f.config, reconnect_max_s=0.5).start()
+    standby = Scheduler(f.config, store, fleet, name="standby")
+    try:
+        wait(lambda: (f.store.lease_holder() or ("",))[0] == "head", f.states, alive=head)
+        standby.start()
+        for _ in range(3):  # jobs come meanwhile: the feed moves, the standby stays quiet
+            f.submit("quarter")
+        wait(lambda: running(f) == 3, f.states, alive=head)
+        periods = 3
+        start = store.tries
+        threading.Event().wait(periods * lease_s)
+        tries = store.tries - start
+        # the holder renews every 0.2 s; a standby trying every pass would try 45 times
+        assert tries <= 2 * periods + 1, tries
+        assert not standby.leader and f.store.lease_holder()[0] == "head"
+        head.send_signal(signal.SIGKILL)  # no release: the standby must see the lease expire
+        head.wait(10)
+        wait(lambda: (f.store.lease_holder() or ("",))[0] == "standby", f.states,
+             timeout_s=3 * lease_s)
+        f.submit("quarter")
+        wait(lambda: running(f) == 4, f.states)
+    finally:
+        standby.stop()
+        fleet.stop()
+        store.close()
+        if head.poll() is None:
+            head.kill()
+            head.wait(10)
