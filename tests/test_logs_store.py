@@ -23,7 +23,7 @@ BYE = [sys.executable, "-c", "print('all done', flush=True)"]
 def _store_only(f) -> str:
     """A user's config: the store, and not one host."""
     path = f.tmp / "user.toml"
-    path.write_text("[scheduler]\nstore = %s\n" % json.dumps(f.config.scheduler.store))
+    path.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
     return str(path)
 
 

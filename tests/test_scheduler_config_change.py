@@ -17,7 +17,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.sched.quota import team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.intents import ask_stop
+from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import ACTIVE
 from tests import localfleet
 from tests.localfleet import POLITE
@@ -152,7 +152,7 @@ def test_a_job_cancelled_while_its_host_is_lost_ends_and_its_copy_is_stopped_on_
     first = f.store.get(job.id)
     kept = next(h for h in f.config.hosts if h.name != first.slot.host)
     with restarted(f, rewritten(f, hosts=(kept,))) as sched:
-        ask_stop(f.store, first, "cancel", "alice", "not needed")
+        ask_stop(f.store, first, "cancel", Asker("test"))
         until(f, sched, lambda: f.store.get(job.id).state == "cancelled")
     key = first.key(f.store.uid)
     assert [(c.host, c.key) for c in f.store.stale()] == [(first.slot.host, key)]

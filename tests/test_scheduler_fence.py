@@ -11,7 +11,7 @@ import signal
 
 from fractui.config import QueueConfig
 from fractui.scheduler import Scheduler
-from fractui.store.intents import ask_stop
+from fractui.store.intents import Asker, ask_stop
 from tests import localfleet
 from tests.localfleet import wait
 
@@ -28,7 +28,7 @@ def test_a_paused_scheduler_that_lost_its_lease_changes_nothing_when_it_wakes(lo
     assert f.states() == {first.id: "running"}
     assert f.scheduler.epoch == 1
     second = f.submit("q")
-    ask_stop(f.store, f.store.get(first.id), "cancel", "alice", "no longer needed")
+    ask_stop(f.store, f.store.get(first.id), "cancel", Asker("test"))
 
     views, paused = f.scheduler._views, []
 
@@ -91,7 +91,7 @@ def test_a_scheduler_process_stopped_past_its_lease_changes_nothing_when_continu
         wait(lambda: f.states()[late.id] == "running", f.states)
         taken = max(e.id for e in f.store.audit_log(limit=1000) if e.action == "lease")
         os.kill(run.pid, signal.SIGCONT)
-        ask_stop(f.store, f.store.get(early.id), "cancel", "alice", "no longer needed")
+        ask_stop(f.store, f.store.get(early.id), "cancel", Asker("test"))
         wait(lambda: f.states() == {early.id: "cancelled", late.id: "running"}, f.states)
         assert (f.store.lease_holder() or ("",))[0] == "standby"
         assert run.poll() is None  # the first runs on, as a standby

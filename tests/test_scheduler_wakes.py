@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Optional
 
 from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import HostView, signature
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore
+from fractui.store_url import sqlite_path
 from tests import localfleet
 from tests.localfleet import running, wait
 
@@ -62,7 +64,7 @@ class CountingStore(SqliteStore):
         self.tries = 0
         self._count = threading.Lock()
 
-    def acquire_lease(self, holder: str, ttl_s: float) -> bool:
+    def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:
         with self._count:
             self.tries += 1
         return super().acquire_lease(holder, ttl_s)
@@ -72,7 +74,7 @@ def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local
     lease_s = 3.0
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=0.2, lease_s=lease_s)
     head = f.scheduler_process("head")
-    store = CountingStore(f.config.scheduler.store or "")
+    store = CountingStore(sqlite_path(f.config.store.url) or "")
     fleet = Fleet(f.config, reconnect_max_s=0.5).start()
     standby = Scheduler(f.config, store, fleet, name="standby")
     try:
