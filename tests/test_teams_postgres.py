@@ -156,10 +156,10 @@ def holder(team: Team) -> str:
     return (team.fleet.store.lease_holder() or ("",))[0]
 
 
-def test_a_user_naming_another_role_is_refused_by_the_server(team):
+def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users):
     """Peer authentication is what makes the identity unforgeable: ann may name any role in
     her URL (or nothing, and $USER says root), the server lets her be only ann."""
-    ann = team.names["ann"]
+    ann, (zed, _home) = team.names["ann"], plain_users("fxzed")
     assert team.run("ann", "jobs", "--json").returncode == 0  # as herself: let in
     for role in (team.names["eve"], "root", "postgres"):
         forged = team.write_config("forged.toml", team.url.replace(
@@ -171,6 +171,13 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team):
             "fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
                 team.server.sockets, team.server.port, DB, role)), done.stderr
         assert 'Peer authentication failed for user "%s"' % role in said[0], said
+    # no role of one's own: the refusal names the OS user libpq connected as, not $USER
+    done = fractui(team.config, ["jobs"], zed)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
+        team.server.sockets, team.server.port, DB, zed)), done.stderr
+    assert 'role "%s" does not exist' % zed in done.stderr and len(
+        done.stderr.splitlines()) == 1, done.stderr
     # and her own name is the one the store knows her by, whatever $USER says
     listed = team.run("ann", "submit", "--queue", "v", "--", *SLEEPER)
     assert listed.returncode == 0, listed

@@ -17,8 +17,8 @@ variables.
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 from typing import Any, Optional
 
 import psycopg
@@ -46,9 +46,10 @@ VERSION_TABLE = "fractui_schema"
 
 def _target(url: str) -> tuple[str, str]:
     """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
-    defaults where neither says: the OS user, localhost, 5432); never the password."""
+    defaults where neither says: the OS user, localhost, 5432); never the password. The OS user
+    is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set."""
     parts = conninfo_to_dict(url)
-    user = parts.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    user = parts.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
     host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
     port = parts.get("port") or os.environ.get("PGPORT") or "5432"
     db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
