@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -159,7 +160,7 @@ def holder(team: Team) -> str:
 def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users):
     """Peer authentication is what makes the identity unforgeable: ann may name any role in
     her URL (or nothing, and $USER says root), the server lets her be only ann."""
-    ann, (zed, _home) = team.names["ann"], plain_users("fxzed")
+    ann, zed = team.names["ann"], plain_users("fxzed")[0]
     assert team.run("ann", "jobs", "--json").returncode == 0  # as herself: let in
     for role in (team.names["eve"], "root", "postgres"):
         forged = team.write_config("forged.toml", team.url.replace(
@@ -281,3 +282,43 @@ def test_five_users_and_two_schedulers_share_one_store_each_within_their_role(te
     finally:
         said = team.close(runs)
     assert not [s for s in said.values() if "Traceback" in s], said
+
+
+def test_a_standby_takes_over_from_a_killed_lease_holder_and_launches_nothing_twice(team):
+    """kill -9 of the lease holder as soon as it has placed one of a burst of submits (the
+    rest still coming): the other scheduler takes the lease once it lapses, within the lease
+    time by the server's clock, and every job is placed and launched once."""
+    runs = team.schedulers("s1", "s2")
+    lease_s = team.fleet.config.scheduler.lease_s
+    try:
+        jobs = team.race({"ann": ["v", "v"], "cat": ["n", "n"]})
+        wait(lambda: set(team.fleet.states().values()) == {"running"}, team.fleet.states)
+        leader = holder(team)
+        standby = next(name for name in runs if name != leader)
+        with ThreadPoolExecutor(1) as pool:
+            burst = pool.submit(team.race, {"ben": ["v", "v", "v"], "dan": ["n", "v", "n"],
+                                            "eve": ["v", "n"]})
+            wait(lambda: any(s != "pending" for j, s in team.fleet.states().items()
+                             if j not in jobs), team.fleet.states, step_s=0.01)
+            runs[leader].send_signal(signal.SIGKILL)
+            assert runs[leader].wait(timeout=30) == -signal.SIGKILL
+            left = team.fleet.store.lease_holder()  # the dead one's, until it lapses
+            at_kill = team.fleet.states()
+            jobs.update(burst.result())
+        assert left is not None and left[0] == leader, left
+        assert len(jobs) == 12
+        assert list(at_kill.values()).count("running") < 12, at_kill  # left for the standby
+        wait(lambda: holder(team) == standby, team.fleet.states)
+        wait(lambda: team.fleet.states() == {j: "running" for j in jobs}, team.fleet.states)
+        assert runs[standby].poll() is None
+
+        audit = team.fleet.store.audit_log(limit=1000)
+        took = [e for e in audit if e.action == "lease" and e.actor == standby]
+        assert len(took) == 1 and left[1] <= took[0].time <= left[1] + lease_s, (took, left)
+        for action in ("decide", "launch"):  # placed once, launched once, by either
+            assert sorted(e.job for e in audit if e.action == action) == sorted(jobs), audit
+        assert {j.attempt for j in team.fleet.store.jobs()} == {0}  # none requeued
+        assert team.keys() == collections.Counter(team.key(j) for j in jobs)  # once each
+    finally:
+        said = team.close(runs)
+    assert "Traceback" not in said[standby], said
