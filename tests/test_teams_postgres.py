@@ -157,9 +157,9 @@ def holder(team: Team) -> str:
     return (team.fleet.store.lease_holder() or ("",))[0]
 
 
-def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users):
+def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, monkeypatch):
     """Peer authentication is what makes the identity unforgeable: ann may name any role in
-    her URL (or nothing, and $USER says root), the server lets her be only ann."""
+    her URL or $PGUSER (or nothing, and $USER says root), the server lets her be only ann."""
     ann, zed = team.names["ann"], plain_users("fxzed")[0]
     assert team.run("ann", "jobs", "--json").returncode == 0  # as herself: let in
     for role in (team.names["eve"], "root", "postgres"):
@@ -172,6 +172,12 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users):
             "fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
                 team.server.sockets, team.server.port, DB, role)), done.stderr
         assert 'Peer authentication failed for user "%s"' % role in said[0], said
+    monkeypatch.setenv("PGUSER", team.names["eve"])  # libpq's variable names another: refused
+    done = team.run("ann", "jobs")
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
+        team.server.sockets, team.server.port, DB, team.names["eve"])), done.stderr
+    monkeypatch.delenv("PGUSER")
     # no role of one's own: the refusal names the OS user libpq connected as, not $USER
     done = fractui(team.config, ["jobs"], zed)
     assert (done.returncode, done.stdout) == (1, ""), done
