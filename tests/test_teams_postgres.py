@@ -210,6 +210,7 @@ def test_five_users_and_two_schedulers_share_one_store_each_within_their_role(te
         for action in ("decide", "launch"):  # placed by the scheduler, and launched: once
             assert sorted(e.job for e in audit if e.action == action) == sorted(jobs), audit
         assert {e.actor for e in audit if e.action in ("decide", "launch")} == {leader}
+        assert not [e for e in audit if e.actor in runs and e.actor != leader]  # the standby's
 
         owner = {person: [j for j, p in jobs.items() if p == person] for person in PEOPLE}
         for person in PEOPLE:  # everyone sees every job
