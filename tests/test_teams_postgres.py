@@ -171,7 +171,10 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
         assert len(said) == 1 and said[0].startswith(
             "fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
                 team.server.sockets, team.server.port, DB, role)), done.stderr
-        assert 'Peer authentication failed for user "%s"' % role in said[0], said
+        assert said[0].endswith('Peer authentication failed for user "%s" (peer '
+                                'authentication lets an OS user in as the role of its own '
+                                'name only: name no other role in the URL or PGUSER)' % role
+                                ), said
     monkeypatch.setenv("PGUSER", team.names["eve"])  # libpq's variable names another: refused
     done = team.run("ann", "jobs")
     assert (done.returncode, done.stdout) == (1, ""), done
@@ -183,8 +186,9 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
     assert (done.returncode, done.stdout) == (1, ""), done
     assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
         team.server.sockets, team.server.port, DB, zed)), done.stderr
-    assert 'role "%s" does not exist' % zed in done.stderr and len(
-        done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.endswith('role "%s" does not exist (an admin makes it: CREATE ROLE '
+                                'name LOGIN, and grants it a team role)\n' % zed), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
     # and her own name is the one the store knows her by, whatever $USER says
     listed = team.run("ann", "submit", "--queue", "v", "--", *SLEEPER)
     assert listed.returncode == 0, listed
