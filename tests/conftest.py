@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import settings
@@ -197,3 +200,36 @@ def store_url(request, tmp_path) -> str:
         return "sqlite://" + str(tmp_path / "store.db")
     server = request.getfixturevalue("pg_server")
     return server.url(server.new_database())
+
+
+@pytest.fixture
+def plain_users():
+    """Makes real unprivileged accounts, each with a home of its own: ``make(prefix)`` ->
+    (name, home); every one made is removed afterwards, with anything it still runs."""
+    if shutil.which("useradd") is None or shutil.which("sudo") is None:
+        pytest.fail("these tests need useradd and sudo (.ci/run installs sudo)")
+    made: List[Tuple[str, str]] = []
+
+    def make(prefix: str = "fractui-t") -> Tuple[str, str]:
+        name = "%s%s" % (prefix, uuid.uuid4().hex[:6])
+        home = tempfile.mkdtemp(prefix="fractui-home-")
+        os.chmod(home, 0o755)
+        # "*": no password, yet not locked (sshd refuses a locked account even with a key)
+        subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell",
+                        "/bin/sh", "--password", "*", name], check=True)
+        made.append((name, home))
+        info = pwd.getpwnam(name)
+        os.chown(home, info.pw_uid, info.pw_gid)
+        return name, home
+
+    yield make
+    for name, home in made:
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", name], check=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def plain_user(plain_users):
+    """A real unprivileged account, with a home of its own, removed afterwards."""
+    return plain_users()

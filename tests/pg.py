@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from typing import List, Optional
 
@@ -50,6 +51,7 @@ class PgServer:
         self.log = os.path.join(self.root, "log")
         self.sockets = os.path.join(self.root, "run")
         os.mkdir(self.sockets)
+        self.host = "127.0.0.1"  # where the harness connects as the superuser
         owner = pwd.getpwnam(OS_USER) if os.geteuid() == 0 else None
         if owner is not None:
             for path in (self.root, self.sockets):
@@ -78,11 +80,37 @@ class PgServer:
         self.pg_ctl("stop", "-m", "fast")
 
     def connect(self, db: str) -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=db,
+        return psycopg.connect(host=self.host, port=self.port, user="postgres", dbname=db,
                                autocommit=True)
 
     def url(self, db: str, user: str = "postgres") -> str:
         return "postgresql://%s@127.0.0.1:%d/%s" % (user, self.port, db)
+
+    def peer_url(self, db: str) -> str:
+        """A URL naming no role: libpq takes the OS user's name, and peer authentication
+        checks it against the socket's peer."""
+        return "postgresql:///%s?host=%s&port=%d" % (db, self.sockets, self.port)
+
+    def peer_only(self) -> None:
+        """Peer authentication over the unix socket, and nothing else (no trust, no TCP): each
+        OS user connects as the role of its own name and no other. The harness itself (root,
+        or the postgres OS user) connects as the superuser through an ident map. The socket's
+        directory is opened to every user; the data directory stays 0700."""
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as hba:
+            hba.write("local all postgres peer map=harness\nlocal all all peer\n")
+        with open(os.path.join(self.data, "pg_ident.conf"), "w") as ident:
+            ident.write("harness postgres postgres\nharness root postgres\n")
+        os.chmod(self.root, 0o755)
+        self.pg_ctl("reload")
+        self.host = self.sockets
+        for _ in range(600):  # the server reads the files on SIGHUP: until loopback is refused
+            try:
+                psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
+                                dbname="postgres", connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the server still trusts loopback after a reload; see %s" % self.log)
 
     def new_database(self) -> str:
         name = "t_" + uuid.uuid4().hex[:12]

@@ -20,7 +20,6 @@ import pytest
 from fractui.store import SqliteStore, Slot
 from tests.conftest import REPO
 from tests.sshd import free_port
-from tests.test_fleet_hosts import plain_user  # noqa: F401 - a fixture: a real plain account
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
 
 HOST = socket.gethostname()

@@ -17,7 +17,6 @@ from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
-from tests.test_fleet_hosts import plain_user  # noqa: F401 - a fixture: a real plain account
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
 
@@ -53,7 +52,7 @@ class Trap:
 
 
 @pytest.fixture
-def as_user(plain_user, tmp_path):  # noqa: F811 - the fixture imported above
+def as_user(plain_user, tmp_path):
     """run(state_dir_name) -> (exit code, stderr) of the agent's bridge run as a plain user
     (from a zipapp in its home), which asks its daemon for daemon.version."""
     name, home = plain_user
@@ -278,7 +277,7 @@ def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
 
 
 def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
-        start_agent, tmp_path, plain_user):  # noqa: F811 - the fixture imported above
+        start_agent, tmp_path, plain_user):
     name, home = plain_user
     info = os.stat(home)
     agent = start_agent("1xL4", str(tmp_path / "state"))

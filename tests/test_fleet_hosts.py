@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -77,25 +74,6 @@ def test_an_agent_cache_that_cannot_be_written_is_named(fleet_env, tmp_path):
             blocker)), session.status.error
     finally:
         session.stop()
-
-
-@pytest.fixture
-def plain_user():
-    """A real unprivileged account, with a home of its own, removed afterwards."""
-    if shutil.which("useradd") is None or shutil.which("sudo") is None:
-        pytest.fail("these tests need useradd and sudo (.ci/run installs sudo)")
-    name = "fractui-t%s" % uuid.uuid4().hex[:6]
-    home = tempfile.mkdtemp(prefix="fractui-home-")
-    os.chmod(home, 0o755)
-    # "*": no password, yet not locked (sshd refuses a locked account even with a key)
-    subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell", "/bin/sh",
-                    "--password", "*", name], check=True)
-    info = pwd.getpwnam(name)
-    os.chown(home, info.pw_uid, info.pw_gid)
-    yield name, home
-    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-    subprocess.run(["userdel", name], check=True)
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def user_server(ssh_env, pubkey: str) -> sshd.SshServer:

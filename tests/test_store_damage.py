@@ -74,6 +74,7 @@ AS_USER = """
 import importlib.readers, os, pwd, sys
 import fractui.cli, fractui.commands, fractui.store_commands, fractui.scheduler.service
 import fractui.tui.run, fractui.tui.app, fractui.tui.source
+import fractui.store.postgres  # psycopg and libpq too: they live where the user cannot read
 who = pwd.getpwnam(sys.argv[1])
 os.setgroups([])
 os.setgid(who.pw_gid)

@@ -17,8 +17,8 @@ variables.
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 from typing import Any, Optional
 
 import psycopg
@@ -46,9 +46,10 @@ VERSION_TABLE = "fractui_schema"
 
 def _target(url: str) -> tuple[str, str]:
     """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
-    defaults where neither says: the OS user, localhost, 5432); never the password."""
+    defaults where neither says: the OS user, localhost, 5432); never the password. The OS user
+    is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set."""
     parts = conninfo_to_dict(url)
-    user = parts.get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    user = parts.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
     host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
     port = parts.get("port") or os.environ.get("PGPORT") or "5432"
     db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
@@ -135,9 +136,8 @@ class PostgresDialect(Dialect):
         text = " ".join(str(err).split()) or type(err).__name__
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
-            return StoreDenied(self.where, "refuses role %s: %s (a password is read from "
-                               "PGPASSWORD or ~/.pgpass, never from the config)" % (
-                                   self.user, text))
+            return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
+                self.user, text, _auth_hint(text)))
         if state == "3D000" or ("database" in text and "does not exist" in text):
             return StoreUnavailable(self.where, "has no such database: %s; an admin creates "
                                     "it (createdb)" % text)
@@ -160,6 +160,16 @@ class PostgresDialect(Dialect):
     def damaged(self, what: str) -> StoreDamaged:
         return StoreDamaged(self.where, "holds what fractui never wrote: %s; restore the "
                             "database from a backup" % what)
+
+
+def _auth_hint(text: str) -> str:
+    """What to do about a refusal at connect, by how the server refused."""
+    if "Peer authentication failed" in text:
+        return ("peer authentication lets an OS user in as the role of its own name only: "
+                "name no other role in the URL or PGUSER")
+    if "role" in text and "does not exist" in text:
+        return "an admin makes it: CREATE ROLE name LOGIN, and grants it a team role"
+    return "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
 
 
 # Every role the session's role is a member of, directly or through others (a superuser's
