@@ -5,7 +5,6 @@ and the parsed arguments and returns the exit code; what fails is raised (fractu
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import json
 import shlex
@@ -26,6 +25,7 @@ from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
+from fractui.whoami import os_user
 
 
 # -- status, doctor, trust --
@@ -156,7 +156,7 @@ def launch_key(args: argparse.Namespace, env: Dict[str, str]) -> str:
     """The key of a launch without --key: a digest of who launches what, where and how, so the
     same command run again (after a cut link) names the same job on the agent instead of
     starting a second one."""
-    what = [getpass.getuser(), args.host, args.gpu, args.instance, args.profile, args.start,
+    what = [os_user(), args.host, args.gpu, args.instance, args.profile, args.start,
             args.memory_mib, args.name, args.cwd, env, args.argv]
     return "cli-" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 

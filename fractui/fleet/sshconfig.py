@@ -14,7 +14,6 @@ channel at a time.
 
 from __future__ import annotations
 
-import getpass
 import glob
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from fractui.config import HostConfig
 from fractui.fleet.patterns import matches_list
+from fractui.whoami import os_user
 
 # OpenSSH's own limit on Include nesting (READCONF_MAX_DEPTH)
 MAX_INCLUDE_DEPTH = 16
@@ -412,4 +412,4 @@ def resolve(host: HostConfig, ssh_config_path: str) -> Route:
 
 
 def _local_user() -> str:
-    return getpass.getuser()
+    return os_user()  # as OpenSSH: the local account, never $USER

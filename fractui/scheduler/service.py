@@ -22,7 +22,6 @@ lease can have expired or the feed says it changed hands.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import socket
@@ -43,6 +42,7 @@ from fractui.store.base import (HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConfli
                                 StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
+from fractui.whoami import os_user
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -57,7 +57,7 @@ def _stale_why(copy: StaleCopy) -> str:
 
 
 def default_holder() -> str:
-    return "%s@%s:%d" % (getpass.getuser(), socket.gethostname(), os.getpid())
+    return "%s@%s:%d" % (os_user(), socket.gethostname(), os.getpid())
 
 
 class Scheduler:

@@ -18,7 +18,6 @@ variables.
 from __future__ import annotations
 
 import os
-import pwd
 from typing import Any, Optional
 
 import psycopg
@@ -30,6 +29,7 @@ from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, StoreBusy, S
                                 StoreDenied, StoreError, StoreFull, StoreReadOnly,
                                 StoreUnavailable)
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
+from fractui.whoami import os_user
 
 CHANNEL = "fractui_changes"  # the NOTIFY channel; the payload is the topic
 WRITE_LOCK = 0x66726163  # the advisory lock every write holds ("frac")
@@ -49,7 +49,7 @@ def _target(url: str) -> tuple[str, str]:
     defaults where neither says: the OS user, localhost, 5432); never the password. The OS user
     is libpq's: the process's by euid, never $USER or $LOGNAME, which anyone may set."""
     parts = conninfo_to_dict(url)
-    user = parts.get("user") or os.environ.get("PGUSER") or pwd.getpwuid(os.geteuid()).pw_name
+    user = parts.get("user") or os.environ.get("PGUSER") or os_user()
     host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
     port = parts.get("port") or os.environ.get("PGPORT") or "5432"
     db = parts.get("dbname") or os.environ.get("PGDATABASE") or user

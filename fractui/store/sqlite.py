@@ -14,7 +14,6 @@ feeds read when ``PRAGMA data_version`` moves.
 from __future__ import annotations
 
 import os
-import pwd
 import sqlite3
 import time
 from typing import Callable, Optional
@@ -23,6 +22,7 @@ from fractui.config import state_home
 from fractui.store import sqlite_file
 from fractui.store.base import Feed, Identity, StoreDamaged, StoreError
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
+from fractui.whoami import os_user
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
 
@@ -153,14 +153,10 @@ class SqliteStore(SqlStore):
         (or is root): whoever can write the file can change anything in it anyway."""
         uid = os.geteuid()
         try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = "uid %d" % uid
-        try:
             owner = os.stat(self.path).st_uid
         except OSError as err:
             raise sqlite_file.translate(self.path, err) from err
-        return Identity(user, admin=uid in (0, owner))
+        return Identity(os_user(), admin=uid in (0, owner))
 
     def feed(self) -> "SqliteFeed":
         return SqliteFeed(self.path)

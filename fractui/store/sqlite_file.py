@@ -19,6 +19,7 @@ from typing import Callable
 
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
                                 StoreUnavailable)
+from fractui.whoami import os_user
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -30,11 +31,7 @@ MOVE_AWAY = "; fractui will not start a new store over it: restore it from a bac
 
 def user() -> str:
     """Who this process writes as (the effective user: a store's modes are checked for it)."""
-    uid = os.geteuid()
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return "uid %d" % uid
+    return os_user()
 
 
 def _mode(path: str) -> str:

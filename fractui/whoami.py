@@ -1,0 +1,17 @@
+"""Who this process acts as on this machine: the OS user of its effective uid, as the kernel
+says. ``$USER`` and ``$LOGNAME`` are the caller's to set, so nothing that names a user — in the
+audit, a lease holder's name, an SSH login, a store's identity — ever reads them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+
+def os_user() -> str:
+    """The effective user's name; ``uid N`` for a uid with no passwd entry (a container's)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "uid %d" % uid
