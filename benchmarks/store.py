@@ -1,0 +1,169 @@
+"""Store benchmark: store operations per second with concurrent submitters, on each backend.
+
+    python benchmarks/store.py [--submitters 20] [--jobs 50] [--backends sqlite,postgresql]
+                               [--record]
+
+For each backend, ``--submitters`` real processes each open their own store and submit
+``--jobs`` jobs one after another, while one more process lists the active jobs (what a TUI
+reads on each change) back to back; all of them start together once every one has opened its
+store. Measured: submits a second over all submitters (from the start to the last submit's
+return), each submit's latency, the reader's lists a second and each list's latency, and that
+every job submitted is in the store afterwards with a number of its own.
+
+SQLite: a file in a temporary directory (WAL, synchronous=FULL, as the store opens it).
+PostgreSQL: a server this script starts itself (benchmarks/postgres.py), stopped at the end;
+every write takes the store's one advisory lock (docs/decisions.md).
+
+``--record`` writes the table into docs/benchmarks.md with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks.postgres import described, postgres_server  # noqa: E402
+from benchmarks.record import machine, record_section  # noqa: E402
+from fractui.store import open_store, sqlite_url  # noqa: E402
+from fractui.store.model import ACTIVE  # noqa: E402
+from fractui.tui.sample import QUEUES  # noqa: E402
+
+TITLE = "Store operations with concurrent submitters (benchmarks/store.py)"
+
+
+def _child(role: str, url: str, jobs: int) -> int:
+    """One process of the run: opens the store, says ``ready``, waits for ``go`` on stdin;
+    then a submitter submits ``jobs`` jobs, a reader lists until stdin closes. Prints its
+    latencies (ms) as JSON."""
+    store = open_store(url)
+    store.jobs(limit=1)  # connected (and the schema checked) before the start
+    print("ready", flush=True)
+    assert sys.stdin.readline() == "go\n"
+    out: List[float] = []
+    if role == "submit":
+        queue = QUEUES[0]
+        for i in range(jobs):
+            t0 = time.perf_counter()
+            store.submit(queue.name, None, "bench-%d-%d" % (os.getpid(), i), ["true"],
+                         queue.request(), "bench")
+            out.append((time.perf_counter() - t0) * 1000)
+    else:
+        fd = sys.stdin.fileno()
+        while not (select.select([fd], [], [], 0)[0] and os.read(fd, 1) == b""):
+            # until stdin closes: the submitters are done
+            t0 = time.perf_counter()
+            store.jobs(states=ACTIVE)
+            out.append((time.perf_counter() - t0) * 1000)
+    store.close()
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def _spawn(role: str, url: str, jobs: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", role,
+                             "--url", url, "--jobs", str(jobs)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def run(url: str, submitters: int, jobs: int) -> Dict[str, Any]:
+    """One run on the store at ``url`` (new and empty)."""
+    open_store(url).close()  # made (migrated) once, before the processes race to it
+    procs = [_spawn("submit", url, jobs) for _ in range(submitters)]
+    reader = _spawn("read", url, 0)
+    for p in procs + [reader]:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    t0 = time.perf_counter()
+    for p in procs + [reader]:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    submits: List[float] = []
+    for p in procs:
+        assert p.stdout is not None
+        submits += json.loads(p.stdout.readline())
+    wall = time.perf_counter() - t0
+    assert reader.stdin is not None and reader.stdout is not None
+    reader.stdin.close()
+    lists = json.loads(reader.stdout.readline())
+    for p in procs + [reader]:
+        assert p.wait(60) == 0
+    store = open_store(url)
+    found = store.jobs()
+    store.close()
+    ids = [j.id for j in found]
+    return {"wall": wall, "submits": submits, "lists": lists, "stored": len(found),
+            "distinct": len(set(ids)) == len(ids)}
+
+
+def _row(backend: str, submitters: int, got: Dict[str, Any]) -> str:
+    s, r = sorted(got["submits"]), sorted(got["lists"])
+    wall = got["wall"]
+    return "| %s | %d | %d | %.2f s | %.0f | %.1f ms | %.1f ms | %.1f ms | %.0f | %.2f ms | " \
+           "%d, %s |" % (
+               backend, submitters, len(s), wall, len(s) / wall, statistics.median(s),
+               s[int(0.95 * (len(s) - 1))], s[-1], len(r) / wall,
+               statistics.median(r) if r else float("nan"), got["stored"],
+               "each its own number" if got["distinct"] else "NUMBERS REPEATED")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--submitters", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=50, help="jobs each submitter submits")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--repeat", type=int, default=3, help="runs on each backend")
+    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--child", choices=("submit", "read"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args.child, args.url, args.jobs)
+    rows = ["| backend | submitters | submits | wall | submits/s | submit median | p95 | max "
+            "| reader's lists/s | list median | jobs in the store after |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory() as root:
+                    got = run(sqlite_url(os.path.join(root, "store.db")), args.submitters,
+                              args.jobs)
+                rows.append(_row(backend, args.submitters, got))
+                print(rows[-1], flush=True)
+            notes.append("SQLite: a file in a temporary directory (WAL, synchronous=FULL, as "
+                         "the store opens it).")
+        elif backend == "postgresql":
+            with postgres_server() as (new_url, version):
+                for _ in range(args.repeat):
+                    got = run(new_url(), args.submitters, args.jobs)
+                    rows.append(_row(backend, args.submitters, got))
+                    print(rows[-1], flush=True)
+            notes.append(described(version))
+        else:
+            parser.error("--backends: sqlite or postgresql, got %r" % backend)
+    print("\n" + "\n".join(rows[:2]))
+    if args.record:
+        record_section(TITLE, "\n".join(rows) + (
+            "\n\nEach row one run, on a new store; %d submitter processes, each with its own "
+            "store, submitting %d jobs one after another, and one reader process listing the "
+            "active jobs back to back (what a TUI reads on each change), all started together "
+            "once each had opened its store; wall: from the start to the last submit's "
+            "return. %s All the processes share the machine's 2 cores with the database, and "
+            "with whatever else runs on it (the other engineers' tests here)." % (
+                args.submitters, args.jobs, " ".join(notes))), machine())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
