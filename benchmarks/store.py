@@ -4,9 +4,9 @@
                                [--record]
 
 For each backend, ``--submitters`` real processes each open their own store and submit
-``--jobs`` jobs one after another, while one more process lists the active jobs (what a TUI
-reads on each change) back to back; all of them start together once every one has opened its
-store. Measured: submits a second over all submitters (from the start to the last submit's
+``--jobs`` jobs one after another, while one more process lists the active jobs back to back
+(what a TUI reads on each change; ``--seed`` jobs are in the store before); all of them start
+together once every one has opened its store. Measured: submits a second over all submitters (from the start to the last submit's
 return), each submit's latency, the reader's lists a second and each list's latency, and that
 every job submitted is in the store afterwards with a number of its own.
 
@@ -76,9 +76,12 @@ def _spawn(role: str, url: str, jobs: int) -> subprocess.Popen:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def run(url: str, submitters: int, jobs: int) -> Dict[str, Any]:
-    """One run on the store at ``url`` (new and empty)."""
-    open_store(url).close()  # made (migrated) once, before the processes race to it
+def run(url: str, submitters: int, jobs: int, seed: int) -> Dict[str, Any]:
+    """One run on the store at ``url`` (new and empty), ``seed`` jobs in it before."""
+    store = open_store(url)  # made (migrated) once, before the processes race to it
+    for i in range(seed):
+        store.submit(QUEUES[0].name, None, "seed-%d" % i, ["true"], QUEUES[0].request(), "bench")
+    store.close()
     procs = [_spawn("submit", url, jobs) for _ in range(submitters)]
     reader = _spawn("read", url, 0)
     for p in procs + [reader]:
@@ -122,6 +125,7 @@ def main() -> int:
     parser.add_argument("--submitters", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=50, help="jobs each submitter submits")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--seed", type=int, default=100, help="jobs in the store before")
     parser.add_argument("--repeat", type=int, default=3, help="runs on each backend")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--child", choices=("submit", "read"), help=argparse.SUPPRESS)
@@ -138,7 +142,7 @@ def main() -> int:
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as root:
                     got = run(sqlite_url(os.path.join(root, "store.db")), args.submitters,
-                              args.jobs)
+                              args.jobs, args.seed)
                 rows.append(_row(backend, args.submitters, got))
                 print(rows[-1], flush=True)
             notes.append("SQLite: a file in a temporary directory (WAL, synchronous=FULL, as "
@@ -146,7 +150,7 @@ def main() -> int:
         elif backend == "postgresql":
             with postgres_server() as (new_url, version):
                 for _ in range(args.repeat):
-                    got = run(new_url(), args.submitters, args.jobs)
+                    got = run(new_url(), args.submitters, args.jobs, args.seed)
                     rows.append(_row(backend, args.submitters, got))
                     print(rows[-1], flush=True)
             notes.append(described(version))
@@ -157,11 +161,13 @@ def main() -> int:
         record_section(TITLE, "\n".join(rows) + (
             "\n\nEach row one run, on a new store; %d submitter processes, each with its own "
             "store, submitting %d jobs one after another, and one reader process listing the "
-            "active jobs back to back (what a TUI reads on each change), all started together "
-            "once each had opened its store; wall: from the start to the last submit's "
+            "active jobs back to back (what a TUI reads on each change: %d jobs in the store "
+            "before, so from %d to %d a list), all started together once each had opened its "
+            "store; wall: from the start to the last submit's "
             "return. %s All the processes share the machine's 2 cores with the database, and "
             "with whatever else runs on it (the other engineers' tests here)." % (
-                args.submitters, args.jobs, " ".join(notes))), machine())
+                args.submitters, args.jobs, args.seed, args.seed,
+                args.seed + args.submitters * args.jobs, " ".join(notes))), machine())
     return 0
 
 
