@@ -6,9 +6,10 @@
 For each backend, ``--submitters`` real processes each open their own store and submit
 ``--jobs`` jobs one after another, while one more process lists the active jobs back to back
 (what a TUI reads on each change; ``--seed`` jobs are in the store before); all of them start
-together once every one has opened its store. Measured: submits a second over all submitters (from the start to the last submit's
-return), each submit's latency, the reader's lists a second and each list's latency, and that
-every job submitted is in the store afterwards with a number of its own.
+together once every one has opened its store. Measured: submits a second over all submitters
+(from the start to the last submit's return), each submit's latency, the reader's lists a
+second and each list's latency, and that every job submitted is in the store afterwards with a
+number of its own.
 
 SQLite: a file in a temporary directory (WAL, synchronous=FULL, as the store opens it).
 PostgreSQL: a server this script starts itself (benchmarks/postgres.py), stopped at the end;
