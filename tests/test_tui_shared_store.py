@@ -1,7 +1,8 @@
 """Two admins' TUIs on one PostgreSQL store (a real server the tests start): each has a store
-connection and a fleet session of its own, on the same simulated host; what one places by hand
+connection and a fleet session of its own, on the same simulated host. What one places by hand
 the other's map shows with no key pressed, on the store's change feed alone (the screens' timed
-re-read is put off for the test)."""
+re-read is put off for that test); the server restarted under them and a running scheduler
+process, they say so and come back."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fractui.config import QueueConfig
 from fractui.store import open_store
 from fractui.tui import fleet_screen
 from fractui.tui.app import FractuiApp
+from fractui.tui.header import Header
 from fractui.tui.model import PLACING
 from fractui.tui.source import LiveSource
 from tests import localfleet
@@ -85,3 +87,58 @@ def test_two_admins_see_each_others_placements_on_the_feed(local_fleet, pg_serve
     jobs = {j.id: j for j in f.store.jobs()}
     assert {jobs[first.id].slot.start, jobs[second.id].slot.start} == {0, 4}
     assert all(jobs[j].manual and jobs[j].state == "placed" for j in (first.id, second.id))
+
+
+def header_note(app: FractuiApp) -> str:
+    info = fleet(app).query_one(Header).info
+    return (info.note or "") if info is not None else ""
+
+
+def shown(app: FractuiApp) -> dict[int, str]:
+    """Job -> state, of the store's jobs as the screen last read them."""
+    view = fleet(app).model.store
+    return {j.id: j.state for j in view.jobs} if view is not None else {}
+
+
+def test_postgresql_restarted_under_a_scheduler_and_two_tuis(local_fleet, pg_server):
+    """The server stopped under a running `fractui scheduler` and two TUIs: both headers say
+    the store cannot be reached while it is down; once it is back both show the store again
+    (no key pressed), every job submitted before is there, and the scheduler places more."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], store_url=url)
+    before = [f.submit("q"), f.submit("q")]
+    sched = f.scheduler_process("sched")
+
+    @pilot_test
+    async def drive() -> None:
+        async with admin(f, url) as (a, pa), admin(f, url) as (b, pb):
+            running = {j.id: "running" for j in before}
+            for app, pilot in ((a, pa), (b, pb)):
+                await until(pilot, lambda: shown(app) == running, "both jobs running shown")
+                assert "PostgreSQL" not in header_note(app)
+            pg_server.stop()
+            try:
+                for app, pilot in ((a, pa), (b, pb)):
+                    await until(pilot, lambda: "cannot reach the PostgreSQL server" in
+                                header_note(app), "the store unreachable on the header")
+                    assert "127.0.0.1:%d" % pg_server.port in header_note(app)
+                    assert "jobs shown as read at" in header_note(app)
+                    assert shown(app) == running  # what was read, still shown
+            finally:
+                pg_server.start()
+            after = f.submit("q")  # the test's own connection, reconnected
+            want = {**running, after.id: "running"}
+            for app, pilot in ((a, pa), (b, pb)):
+                await until(pilot, lambda: shown(app) == want and not header_note(app),
+                            "the store back, the new job running")
+
+    try:
+        drive()
+        assert sched.poll() is None, "the scheduler process went on"
+        assert {j.id for j in f.store.jobs()} >= {j.id for j in before}
+        keys = sorted(r["key"] for r in f.agent_jobs())
+        assert len(keys) == 3 and len(set(keys)) == 3, keys  # each job launched once
+    finally:
+        sched.terminate()
+        _, err = sched.communicate(timeout=60)
+    assert "Traceback" not in err, err
