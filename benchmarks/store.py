@@ -250,7 +250,7 @@ def main() -> int:
             "before, so from %d to %d a list), all started together once each had opened its "
             "store; wall: from the start to the last submit's "
             "return. %s All the processes share the machine's 2 cores with the database, and "
-            "with whatever else runs on it (the other engineers' tests here)." % (
+            "with whatever else ran on it then (other test suites)." % (
                 args.submitters, args.jobs, args.seed, args.seed,
                 args.seed + args.submitters * args.jobs, " ".join(notes))), machine())
     return 0
