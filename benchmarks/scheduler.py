@@ -27,7 +27,9 @@ process on one simulated host (4 x L4, the local transport), jobs that exit at o
 one at a time (the next after the last ended, at a random point of the poll interval); the
 latency is from the job's ``submitted_at`` to the time of its ``decide`` audit entry, both the
 store's clock; on an SQLite file and on a PostgreSQL server the script starts itself
-(benchmarks/postgres.py). Run it from a checkout of an older commit to compare with the poll.
+(benchmarks/postgres.py). To compare with the poll, run it (``--backends sqlite``) from a
+checkout of an older commit, its config written as that commit reads it (``[scheduler] store =
+PATH`` before the store had a URL).
 
 ``--keys`` measures what a running scheduler costs the TUI: benchmarks/tui.py's key-press
 latency at 1,000 GPUs (host updates arriving), with no scheduler, and with the benchmark's
