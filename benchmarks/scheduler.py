@@ -4,7 +4,8 @@ key presses while a scheduler runs.
 
     python benchmarks/scheduler.py [--gpus 1000,10000] [--pending 100,5000] [--rounds 10]
                                    [--record]
-    python benchmarks/scheduler.py --latency [--rounds 40] [--record]
+    python benchmarks/scheduler.py --latency [--rounds 40] [--backends sqlite,postgresql]
+                                   [--record]
     python benchmarks/scheduler.py --keys [--presses 60] [--record]
 
 The fleet is the frozen sample the TUI's benchmark draws (hosts of 8 GPUs: A100 and H100 in MIG
@@ -25,7 +26,10 @@ leaves it waiting — the steady state of a busy fleet. Measured, after passes t
 process on one simulated host (4 x L4, the local transport), jobs that exit at once submitted
 one at a time (the next after the last ended, at a random point of the poll interval); the
 latency is from the job's ``submitted_at`` to the time of its ``decide`` audit entry, both the
-store's clock. Run it from a checkout of an older commit to compare with the poll.
+store's clock; on an SQLite file and on a PostgreSQL server the script starts itself
+(benchmarks/postgres.py). To compare with the poll, run it (``--backends sqlite``) from a
+checkout of an older commit, its config written as that commit reads it (``[scheduler] store =
+PATH`` before the store had a URL).
 
 ``--keys`` measures what a running scheduler costs the TUI: benchmarks/tui.py's key-press
 latency at 1,000 GPUs (host updates arriving), with no scheduler, and with the benchmark's
@@ -55,10 +59,11 @@ from typing import Any, Callable, Dict, List
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.postgres import described, postgres_server  # noqa: E402
 from benchmarks.record import machine, record_section  # noqa: E402
 from fractui.config import Config, TeamConfig  # noqa: E402
 from fractui.scheduler import Scheduler  # noqa: E402
-from fractui.store import SqliteStore  # noqa: E402
+from fractui.store import SqliteStore, open_store, sqlite_url  # noqa: E402
 from fractui.store.model import ENDED  # noqa: E402
 from fractui.tui.sample import QUEUES, sample_fleet  # noqa: E402
 from tests.conftest import stop_host  # noqa: E402
@@ -163,16 +168,17 @@ def measure(gpus: int, pending: int, rounds: int) -> Dict[str, List[float]]:
     return out
 
 
-def latency(rounds: int) -> List[float]:
-    """submit -> placed (ms) with a real scheduler process on one idle simulated host."""
+def latency(rounds: int, url: str) -> List[float]:
+    """submit -> placed (ms) with a real scheduler process on one idle simulated host, on the
+    (new, empty) store at ``url``."""
     root = tempfile.mkdtemp(prefix="fractui-bench-")
-    state, path = os.path.join(root, "gpu-a"), os.path.join(root, "store.db")
+    state = os.path.join(root, "gpu-a")
     config = os.path.join(root, "config.toml")
     with open(config, "w") as f:
-        f.write("[scheduler]\nstore = %s\n[[hosts]]\nname = \"gpu-a\"\ntransport = \"local\"\n"
+        f.write("[store]\nurl = %s\n[[hosts]]\nname = \"gpu-a\"\ntransport = \"local\"\n"
                 "sim = \"4xL4\"\nstate_dir = %s\n[[queues]]\nname = \"quarter\"\n"
-                "gpu = 0.25\n" % (json.dumps(path), json.dumps(state)))
-    store = SqliteStore(path)
+                "gpu = 0.25\n" % (json.dumps(url), json.dumps(state)))
+    store = open_store(url)
     with open(os.path.join(root, "scheduler.log"), "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "fractui", "--config", config,
                                  "scheduler", "--name", "bench"], cwd=REPO, stdout=out,
@@ -200,6 +206,25 @@ def latency(rounds: int) -> List[float]:
     return out_ms
 
 
+def latencies(rounds: int, backends: List[str]) -> List[tuple[str, List[float], str]]:
+    """``latency`` on each backend: an SQLite file in a temporary directory, or a PostgreSQL
+    server this script starts (benchmarks/postgres.py); with what the store was."""
+    out = []
+    for backend in backends:
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as root:
+                out.append(("SQLite file", latency(rounds, sqlite_url(
+                    os.path.join(root, "store.db"))), "SQLite: a file in a temporary "
+                    "directory."))
+        elif backend == "postgresql":
+            with postgres_server() as (new_url, version):
+                out.append(("PostgreSQL %s" % version, latency(rounds, new_url()),
+                            described(version)))
+        else:
+            raise SystemExit("--backends: sqlite or postgresql, got %r" % backend)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", default="1000,10000")
@@ -207,6 +232,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--latency", action="store_true", help="submit -> placed instead")
+    parser.add_argument("--backends", default="sqlite,postgresql",
+                        help="--latency's stores: sqlite, postgresql or both")
     parser.add_argument("--keys", action="store_true",
                         help="the TUI's key-press latency with and without a scheduler")
     parser.add_argument("--presses", type=int, default=60)
@@ -246,19 +273,23 @@ def main() -> int:
                            machine())
         return 0
     if args.latency:
-        got = latency(args.rounds)
-        row = "| %d | %.1f ms | %.1f ms | %.1f ms |" % (
-            len(got), statistics.median(got), sorted(got)[int(0.9 * (len(got) - 1))], max(got))
-        print(row)
+        rows = ["| store | jobs | median | p90 | max |", "|---|---|---|---|---|"]
+        notes = []
+        for where, got, note in latencies(args.rounds, args.backends.split(",")):
+            notes.append(note)
+            rows.append("| %s | %d | %.1f ms | %.1f ms | %.1f ms |" % (
+                where, len(got), statistics.median(got),
+                sorted(got)[int(0.9 * (len(got) - 1))], max(got)))
+            print(rows[-1], flush=True)
         if args.record:
             record_section("Submit to placed (benchmarks/scheduler.py --latency)",
-                           "| jobs | median | p90 | max |\n|---|---|---|---|\n" + row +
+                           "\n".join(rows) +
                            "\n\nOne idle simulated host (4 x L4, local transport) and a real "
                            "`fractui scheduler` process (interval_s 1 s); jobs that exit at "
                            "once, submitted one at a time at a random point of the poll "
                            "interval; from the job's submitted_at to its decide audit entry "
-                           "(the store's clock). Target: <= 100 ms median with the feed.",
-                           machine())
+                           "(the store's clock). %s Target: <= 100 ms median with the "
+                           "feed." % " ".join(notes), machine())
         return 0
     rows = ["| GPUs | pending jobs | turn, nothing new (median) | full pass, nothing new "
             "(median) | max | pass after a submit (median) |", "|---|---|---|---|---|---|"]

@@ -9,6 +9,7 @@ thread workers too, which answer with messages.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -136,6 +137,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
         self.store_error: Optional[str] = None
+        self._read_at: Optional[float] = None  # when the store was last read
         self._read_lock = threading.Lock()
         self._reads = 0  # store reads made
         self._shown = 0  # the number of the read shown
@@ -196,6 +198,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             return  # a read that ended after a later one: what is shown is newer
         self._shown = message.number
         self.store_error = message.error
+        if message.error is None:
+            self._read_at = self.clock()
         view = message.view
         if view is not None and view != self.model.store:
             changed = False
@@ -268,6 +272,15 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 child.pid, "%s leads" % holder if holder else "no one leads yet")
         return "scheduler: %s" % holder if holder else "scheduler: none (decisions wait)"
 
+    def store_note(self) -> Optional[str]:
+        """While the store cannot be read (a server down or restarting, a locked file): its
+        words, on the header, with how old the jobs shown are."""
+        if self.store_error is None:
+            return None
+        when = "never read" if self._read_at is None else "jobs shown as read at " + \
+            time.strftime("%H:%M:%S", time.localtime(self._read_at))
+        return "%s (%s)" % (self.store_error, when)
+
     def show_header(self) -> None:
         view = ["fleet"]
         if self.placement is not None:
@@ -281,7 +294,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
         hints = tuple((key, what) for key, what, _ in shown)
         self.query_one(Header).show(HeaderInfo(self.model.totals(), " · ".join(view), hints,
-                                               self.source.note, self.scheduler_line()))
+                                               self.store_note() or self.source.note,
+                                               self.scheduler_line()))
 
     # -- actions --
 

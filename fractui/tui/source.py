@@ -148,18 +148,20 @@ class LiveSource(Source):
         """The store's change feed: jobs or the lease changed (what the screen shows of the
         store), so it is read again. A feed that fails is opened again; meanwhile the
         screen's timer reads and says why."""
-        feed = None
+        feed, missed = None, False
         while not self._stopped.is_set():
             try:
                 if feed is None:
                     feed = store.feed()
-                if feed.wait(FEED_WAIT_S) & {JOBS, LEASE}:
+                # a feed opened anew heard nothing sent before it listened: read it all again
+                if missed or feed.wait(FEED_WAIT_S) & {JOBS, LEASE}:
                     changed()
+                missed = False
             except StoreError as err:
                 log.info("the store's change feed: %s", err)
                 if feed is not None:
                     feed.close()
-                feed = None
+                feed, missed = None, True
                 self._stopped.wait(FEED_WAIT_S)
         if feed is not None:
             feed.close()
