@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 from dataclasses import replace
 from typing import List
 
+import psycopg
 import pytest
 
 from fractui.config import QueueConfig
@@ -19,6 +21,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import LeaseLost, open_store
 from fractui.store.intents import Asker, ask_stop
+from fractui.store_url import sqlite_path
 from tests import localfleet
 from tests.localfleet import wait
 
@@ -60,7 +63,7 @@ def test_a_standby_that_takes_over_goes_on_with_the_lost_host_clock(local_fleet,
         assert first.step()
         assert f.store.holder_memory().hosts_away == {lost: 1000.0}
         # a holder that sees the host back clears its clock
-        first.stop()
+        first_store.release_lease("first")  # handed over (as a clean shutdown does)
         back = Scheduler(f.config, f.store, f.fleet, name="back")
         assert back.step() and back.settle()
         assert f.store.holder_memory().hosts_away == {}
@@ -97,6 +100,54 @@ def test_a_standby_that_takes_over_goes_on_with_the_lost_host_clock(local_fleet,
         for sched in (first, second):
             sched.stop(release=False)
         fleet.stop()
+        first_store.close()
+        second_store.close()
+
+
+def _move_to_gpu(store_url: str, job_id: int, gpu: int) -> None:
+    """The store says the job runs on ``gpu``, which its host does not report (as when a GPU
+    is gone): no transition moves a running job, so the test writes the row itself."""
+    path = sqlite_path(store_url)
+    if path is not None:
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE jobs SET gpus = ? WHERE id = ?", ("[%d]" % gpu, job_id))
+    else:
+        with psycopg.connect(store_url, autocommit=True) as db:
+            db.execute("UPDATE jobs SET gpus = %s WHERE id = %s", ("[%d]" % gpu, job_id))
+
+
+def test_a_standby_that_takes_over_goes_on_with_a_missing_gpus_clock(local_fleet, store_url):
+    """The same for a job whose GPU its (reachable) host no longer reports: missing for 40 s
+    of 60 under the first holder, requeued by the second at 61 s."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], host_lost_s=60.0, lease_s=2.0,
+                    store_url=store_url)
+    job = f.submit("quarter")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    f.scheduler.stop()
+    _move_to_gpu(store_url, job.id, 1)
+    now = [1000.0]
+    first_store, second_store = open_store(store_url), open_store(store_url)
+    first = Scheduler(f.config, first_store, f.fleet, name="first", clock=lambda: now[0])
+    second = Scheduler(f.config, second_store, f.fleet, name="second", clock=lambda: now[0])
+    try:
+        assert first.step() and first.settle()
+        now[0] = 1040.0
+        assert first.step() and first.settle()
+        assert f.store.holder_memory().gpus_gone == {job.id: 1000.0}
+        assert f.store.get(job.id).state == "running"
+        wait(lambda: f.store.lease_holder() is None, f.states)
+        now[0] = 1059.0
+        assert second.step() and second.settle()
+        assert f.store.get(job.id).state == "running"  # 59 s: not yet
+        now[0] = 1061.0
+        assert second.step()
+        requeued = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
+        assert [(e.actor, e.why) for e in requeued] == [
+            ("second", "GPU 1 of gpu-a gone for 61 s")]
+        assert f.store.holder_memory().gpus_gone == {}  # requeued: timed no more
+    finally:
+        for sched in (first, second):
+            sched.stop(release=False)
         first_store.close()
         second_store.close()
 
