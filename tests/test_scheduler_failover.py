@@ -188,9 +188,9 @@ def test_a_stop_sent_by_the_first_holder_is_not_sent_again_by_the_next(local_fle
 
 
 def _deciding(f) -> bool:
-    """The holder is recording its decisions: some jobs placed, none running yet."""
-    states = set(f.states().values())
-    return "placed" in states and "running" not in states
+    """The holder is recording its decisions: some jobs placed, others still pending (all fit
+    at once, so one pass places them all)."""
+    return {"placed", "pending"} <= set(f.states().values())
 
 
 def _launching(f) -> bool:
@@ -207,7 +207,8 @@ MOMENTS = {"deciding": _deciding, "launching": _launching}
 @pytest.mark.parametrize("moment", sorted(MOMENTS))
 def test_a_lease_holder_killed_mid_pass_is_taken_over_within_the_lease_and_nothing_runs_twice(
         local_fleet, store_url, moment):
-    """A real `fractui scheduler` killed with SIGKILL in the middle of a pass (``moment``);
+    """A real `fractui scheduler` killed with SIGKILL in the middle of a pass (``moment``) that
+    places 8 jobs (submitted while it was frozen for a moment, so one pass takes them all);
     a second real one, waiting as a standby, takes the lease once it lapses
     (by the store's clock: after its expiry, within a lease of it) and finishes the pass: each
     job is decided once and launched once (one agent record per job, by key), and nothing is
@@ -220,7 +221,9 @@ def test_a_lease_holder_killed_mid_pass_is_taken_over_within_the_lease_and_nothi
     standby = f.scheduler_process("standby")
     try:
         assert standby.stdout.readline().startswith("scheduler standby: ")  # it stands by
-        jobs = [f.submit("quarter") for _ in range(8)]  # the first's next pass places them
+        os.kill(first.pid, signal.SIGSTOP)  # for a moment: its next pass sees all 8 jobs
+        jobs = [f.submit("quarter") for _ in range(8)]
+        os.kill(first.pid, signal.SIGCONT)
         wait(lambda: MOMENTS[moment](f), f.states, alive=first, step_s=0.002)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
