@@ -41,8 +41,8 @@ from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.relay import LogRelay
-from fractui.store.base import (HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConflict, Store,
-                                StoreDamaged, StoreError)
+from fractui.store.base import (EVERYTHING, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
+                                StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Job, StaleCopy)
 
@@ -156,17 +156,20 @@ class Scheduler:
         """The store's change feed, on a thread of its own: jobs or hosts changed (by anyone:
         a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
         feed = None
+        missed = False  # the feed was lost: what changed meanwhile was told to no one
         while not self._stop.is_set():
             try:
                 if feed is None:
                     feed = self.store.feed()
-                topics = feed.wait(FEED_WAIT_S)
+                topics = EVERYTHING if missed else feed.wait(FEED_WAIT_S)
+                missed = False
             except StoreError as err:  # said once by the loop too; the poll goes on meanwhile
                 log.warning("%s; the scheduler polls every %.1f s until the store's change "
                             "feed is back", err, self.settings.interval_s)
                 if feed is not None:
                     feed.close()
-                feed = None
+                feed, missed = None, True
+                self._news()  # meanwhile each poll is a full pass: no change is heard of
                 self._stop.wait(self.settings.interval_s)
                 continue
             if topics & {LEASE, LOGS}:
