@@ -10,6 +10,7 @@ import pytest
 
 from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
                            default_store_path, open_store)
+from fractui.store.model import HolderMemory
 from fractui.store.sqlite import _migrations
 
 
@@ -154,7 +155,8 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
         placed = store.place(job.id, Slot("h", (0,)), "s1", "placed", epoch=old)
         new = other.acquire_lease("s2", 60)
         assert new == old + 1
-        before = (store.get(job.id), store.stale(), store.inventory(), store.audit_log())
+        before = (store.get(job.id), store.stale(), store.inventory(), store.audit_log(),
+                  store.holder_memory())
         writes = [
             lambda: store.started(job.id, "j1", None, "s1", "started", epoch=old),
             lambda: store.reslot(job.id, Slot("h", (1,)), epoch=old),
@@ -165,13 +167,15 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
             lambda: store.drop_stale("h", placed.key(store.uid), "s1", "gone", epoch=old),
             lambda: store.record_inventory("h", {"cpus": 1}, epoch=old),
             lambda: store.keep_inventory({"h": {"cpus": 1}}, {}, epoch=old),
+            lambda: store.keep_lost_clocks({"h": 5.0}, {job.id: 6.0}, epoch=old),
+            lambda: store.stop_sent("h", placed.key(store.uid), epoch=old),
         ]
         for write in writes:
             with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "
                                "held by s2" % (old, new)):
                 write()
-        assert (store.get(job.id), store.stale(), store.inventory(),
-                store.audit_log()) == before
+        assert (store.get(job.id), store.stale(), store.inventory(), store.audit_log(),
+                store.holder_memory()) == before
         # the new holder's writes, and a user's (no epoch), go through
         other.started(job.id, "j1", None, "s2", "started", epoch=new)
         assert store.stopping(job.id, ("running",), "cancel", "alice", "not needed").state == \
@@ -213,8 +217,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.log_tail(1) is None  # 0007 added the log tails
     store.keep_log(1, "out\n", complete=False)
     assert store.log_tail(1).text == "out\n"
+    assert store.holder_memory() == HolderMemory({}, {}, frozenset())  # 0008: none kept yet
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 7
+        _migrations()) == 8
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):
@@ -322,3 +327,41 @@ def test_clients_racing_on_one_job_never_both_win(store_url):
     finally:
         for store in stores:
             store.close()
+
+
+def test_the_holders_memory_is_read_by_the_next_holder_and_forgets_what_ended(store_url):
+    """The lost-host clocks and the stops sent, kept by one holder, are what another store
+    client (the next holder) reads; the clocks are replaced as a whole, and a stop is forgotten
+    once its attempt is requeued or ends, or its stale copy is dropped."""
+    store, other = open_store(store_url), open_store(store_url)
+    try:
+        assert other.holder_memory() == HolderMemory({}, {}, frozenset())
+        epoch = store.acquire_lease("s1", 60)
+        jobs = [store.submit("q", None, "n", ["x"], {}, "alice") for _ in range(3)]
+        keys = []
+        for job in jobs:
+            store.place(job.id, Slot("h", (0,)), "s1", "placed", epoch=epoch)
+            keys.append(store.started(job.id, "j%d" % job.id, None, "s1", "started",
+                                      epoch=epoch).key(store.uid))
+            store.stop_sent("h", keys[-1], epoch=epoch)
+        store.stop_sent("h", keys[0], epoch=epoch)  # sent again: kept once
+        store.keep_lost_clocks({"h": 100.5, "g": 101.0}, {jobs[1].id: 102.25}, epoch=epoch)
+        assert other.holder_memory() == HolderMemory(
+            {"h": 100.5, "g": 101.0}, {jobs[1].id: 102.25}, frozenset(("h", k) for k in keys))
+        store.keep_lost_clocks({"g": 101.0}, {}, epoch=epoch)  # h came back; the GPU too
+        assert (other.holder_memory().hosts_away, other.holder_memory().gpus_gone) == (
+            {"g": 101.0}, {})
+        store.stopping(jobs[0].id, ("running",), "cancel", "alice", "no")
+        store.ended(jobs[0].id, ("stopping",), "cancelled", "no", "s1", "no", "end",
+                    epoch=epoch)
+        store.requeue(jobs[1].id, ("running",), "s1", "host h lost", stale_on="h",
+                      epoch=epoch)
+        assert other.holder_memory().stops_sent == {("h", keys[2])}
+        store.ended(jobs[2].id, ("running",), "cancelled", "no", "s1", "no", "end",
+                    stale_on="h", epoch=epoch)  # its copy left on a lost host: stopped anew
+        store.stop_sent("h", keys[2], epoch=epoch)  # the stale copy's stop
+        store.drop_stale("h", keys[2], "s1", "gone", epoch=epoch)
+        assert other.holder_memory().stops_sent == frozenset()
+    finally:
+        store.close()
+        other.close()

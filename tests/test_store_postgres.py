@@ -128,7 +128,7 @@ def test_a_database_of_a_newer_fractui_or_of_another_program_is_refused(pg_serve
     open_store(pg_url).close()
     pg_server.sql("UPDATE fractui_schema SET version = 99", db=db)
     with pytest.raises(StoreDamaged, match="written by a newer fractui \\(schema version 99; "
-                       "this one knows up to 2\\)"):
+                       "this one knows up to 3\\)"):
         open_store(pg_url)
     other = pg_server.new_database()
     pg_server.sql("CREATE TABLE accounts (id int)", db=other)

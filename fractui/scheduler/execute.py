@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT, error_class
 
@@ -23,7 +23,7 @@ from fractui.fleet.client import AgentCallError
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, complete
 from fractui.scheduler.lanes import Lanes
-from fractui.store.base import StateConflict, Store
+from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
                                  Refusal)
 
@@ -59,7 +59,7 @@ def class_of(err: AgentCallError) -> str:
 
 class Executor:
     """Acts for the lease holder, each host's calls on that host's lane; remembers which stops
-    it sent so each is sent once."""
+    were sent — kept in the store, so a holder that takes over sends none of them again."""
 
     def __init__(self, store: Store, call: Call, actor: str, grace_s: float, max_attempts: int,
                  lanes: Lanes, clock: Callable[[], float]):
@@ -73,6 +73,11 @@ class Executor:
         self.epoch = 0
         """The lease epoch its writes carry (the scheduler's, set as it takes the lease)."""
         self._stops_sent: Set[Tuple[str, str]] = set()
+
+    def recall(self, stops_sent: FrozenSet[Tuple[str, str]]) -> None:
+        """The stops the lease holders sent, as the store keeps them (read on taking the
+        lease)."""
+        self._stops_sent = set(stops_sent)
 
     def launch(self, job: Job, view: HostView, jobs: List[Job]) -> None:
         """Runs one decision (on the host's lane). The host not answering (HostUnavailable)
@@ -136,7 +141,7 @@ class Executor:
 
     def stop(self, host: str, agent_job: str, key: str, reason: str,
              grace_s: Optional[float] = None) -> None:
-        """Queues one stop for a job copy on the host's lane (sent once per scheduler run)."""
+        """Queues one stop for a job copy on the host's lane (sent once, by any holder)."""
         if (host, key) in self._stops_sent:
             return
         grace = self.grace_s if grace_s is None else grace_s
@@ -152,6 +157,15 @@ class Executor:
         except AgentCallError as err:
             log.warning("stopping %s on %s: %s", key, host, err)
         self._stops_sent.add((host, key))
+        # after the call: a holder killed before this line leaves the stop to be sent again
+        # (at least once), never unsent
+        try:
+            self.store.stop_sent(host, key, epoch=self.epoch)
+        except LeaseLost:
+            raise  # another leads: the lane leaves its calls to it
+        except StoreError as err:  # the stop went out; only the next holder's record is missing
+            log.error("%s; the stop of %s on %s was sent but not recorded: a scheduler that "
+                      "takes the lease over may send it again", err, key, host)
 
     def reflect(self, job: Job, view: HostView) -> bool:
         """Brings one on-host job of the store in line with its agent record; whether it

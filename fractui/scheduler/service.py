@@ -6,7 +6,9 @@ config, or a GPU its host no longer has, counts as lost the same way; stop stale
 hosts that came back, before anything new is placed there; send the stops the store asks for
 (cancel, requeue, preemption); decide where pending jobs go (fractui.sched.queueing) and record
 the decisions; then execute every recorded decision. Decisions are durable before they run, so
-a scheduler killed at any point leaves nothing a restarted one cannot finish.
+a scheduler killed at any point leaves nothing a restarted one cannot finish; what a holder
+remembers beyond them (when each lost host or GPU was first seen gone, the stops it sent) is
+kept in the store too, and read by the scheduler that takes the lease next.
 
 Calls to hosts run on one lane per host (fractui.scheduler.lanes), each with a timeout of at
 most a third of the lease: a stalled host delays no other, and no call starts unless the lease
@@ -29,7 +31,7 @@ import threading
 import time
 from dataclasses import replace
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
@@ -89,6 +91,9 @@ class Scheduler:
         self.relay = LogRelay(store, self._call, self.lanes)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
+        self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
+        """The two above as the store holds them (written when they differ)."""
+        self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
         self._stop = threading.Event()
@@ -150,7 +155,8 @@ class Scheduler:
     def _watch(self) -> None:
         """The store's change feed, on a thread of its own: jobs or hosts changed (by anyone:
         a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
-        feed, missed = None, False
+        feed = None
+        missed = False  # the feed was lost: what changed meanwhile was told to no one
         while not self._stop.is_set():
             try:
                 if feed is None:
@@ -164,6 +170,7 @@ class Scheduler:
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
+                self._news()  # meanwhile each poll is a full pass: no change is heard of
                 self._stop.wait(self.settings.interval_s)
                 continue
             if topics & {LEASE, LOGS}:
@@ -248,6 +255,8 @@ class Scheduler:
         it starts run on the hosts' lanes and may end after it (``settle`` waits for them)."""
         if not self._renew(force=True):
             return False
+        if self._recalled != self.epoch:  # the lease is newly this one's
+            self._recall()
         views = self._views()
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
@@ -264,8 +273,10 @@ class Scheduler:
                 self.executor.finish_stop(job, None)
                 wrote = True
         jobs = self.store.jobs(ACTIVE) if wrote else jobs
-        if self._requeue_lost(views, [j for j in jobs if j.state in ON_HOST
-                                      and j.id not in busy]):
+        requeued = self._requeue_lost(views, [j for j in jobs if j.state in ON_HOST
+                                              and j.id not in busy], busy)
+        self._keep_clocks()
+        if requeued:
             jobs = self.store.jobs(ACTIVE)
         recovering = self._stop_stale(by_name)
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
@@ -280,6 +291,23 @@ class Scheduler:
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.start()
         return True
+
+    def _recall(self) -> None:
+        """Takes up what the lease holders before this one kept in the store: the lost-host
+        clocks go on from where they were, and no stop is sent twice."""
+        memory = self.store.holder_memory()
+        self._away, self._gpu_gone = dict(memory.hosts_away), dict(memory.gpus_gone)
+        self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
+        self.executor.recall(memory.stops_sent)
+        self._recalled = self.epoch
+
+    def _keep_clocks(self) -> None:
+        """Writes the lost-host clocks to the store when a pass changed them (a host or GPU
+        first seen gone, one back, a job requeued): a pass with nothing new writes nothing."""
+        clocks = (self._away, self._gpu_gone)
+        if clocks != self._kept_clocks:
+            self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
+            self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
 
     def _renew(self, force: bool = False) -> bool:
         """Takes or renews the lease: every pass, and on the lanes before each call once a
@@ -334,12 +362,14 @@ class Scheduler:
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
 
-    def _requeue_lost(self, views: List[HostView], on_host: List[Job]) -> bool:
+    def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
         no longer in the config counts as unreachable, and a job on a GPU its (reachable) host
-        no longer reports as lost with its GPU. Away time is this scheduler's own observation,
-        from the first pass that saw the host or GPU gone. Returns whether it requeued any."""
+        no longer reports as lost with its GPU (a job that left its host meanwhile, and is not
+        on a lane's call, is timed no more). Away time runs from the first pass of any lease
+        holder that saw the host or GPU gone (kept in the store, so a standby that takes over
+        goes on counting). Returns whether it requeued any."""
         now = self.clock()
         by_name = {v.name: v for v in views}
         removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name}
@@ -356,6 +386,8 @@ class Scheduler:
                 for h, since in self._away.items() if now - since > self.settings.host_lost_s}
         gone = {}
         requeued = False
+        for left in set(self._gpu_gone) - {j.id for j in on_host} - busy:
+            del self._gpu_gone[left]
         for job in on_host:
             view = by_name.get(job.slot.host) if job.slot else None
             missing = [g for g in job.slot.gpus if not _has_gpu(view, g)] if (

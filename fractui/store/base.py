@@ -16,7 +16,8 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.model import AuditEntry, Job, LogTail, Refusal, Slot, StaleCopy
+from fractui.store.model import (AuditEntry, HolderMemory, Job, LogTail, Refusal, Slot,
+                                 StaleCopy)
 
 
 class JobNotFound(KeyError):
@@ -235,6 +236,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def log_tail(self, job_id: int) -> Optional[LogTail]:
         """The job's kept output tail, or None if none was kept."""
+
+    @abc.abstractmethod
+    def keep_lost_clocks(self, hosts_away: dict[str, float], gpus_gone: dict[int, float],
+                         epoch: Optional[int] = None) -> None:
+        """Replaces the lost-host timers kept (HolderMemory): the lease holder's write, fenced
+        by ``epoch``, made only when they changed."""
+
+    @abc.abstractmethod
+    def stop_sent(self, host: str, key: str, epoch: Optional[int] = None) -> None:
+        """The lease holder sent a stop to the copy ``key`` on ``host``; kept until that
+        attempt is requeued or ends, or the stale copy is dropped. Fenced by ``epoch``."""
+
+    @abc.abstractmethod
+    def holder_memory(self) -> HolderMemory:
+        """What the lease holders kept for the next one: read by a scheduler taking the lease."""
 
     @abc.abstractmethod
     def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:

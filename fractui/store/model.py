@@ -118,6 +118,19 @@ class StaleCopy:
 
 
 @dataclass(frozen=True)
+class HolderMemory:
+    """What a lease holder remembers that its successor must go on from, kept in the store so a
+    standby that takes over continues it: when each host was first seen unreachable
+    (``hosts_away``) and each job's GPU first seen missing (``gpus_gone``), by the holders'
+    clocks — the lost-host timers behind ``host_lost_s`` — and the stops already sent, as
+    (host, key), so none is sent twice."""
+
+    hosts_away: dict[str, float]
+    gpus_gone: dict[int, float]
+    stops_sent: frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     id: int
     time: float

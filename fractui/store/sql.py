@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS, STOPPING,
-                                 AuditEntry, Job, LogTail, Refusal, Slot, StaleCopy)
+                                 AuditEntry, HolderMemory, Job, LogTail, Refusal, Slot,
+                                 StaleCopy)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -307,6 +308,8 @@ class SqlStore(Store):
                 self._stale(db, stale_on, job, now)
                 detail["stale_on"] = stale_on
             self._set(db, job_id, now, changed)
+            if changed.get("state") in ENDED:
+                self._forget_stops(db, job)
             self.dialect.announce(db, JOBS)
             if action is not None:
                 self._audit(db, now, actor or "fractui", action, job_id, why or action, detail)
@@ -333,6 +336,7 @@ class SqlStore(Store):
                 fields["refusals"] = job.refusals + (refusal,)
                 detail["refusal"] = refusal.record()
             self._set(db, job_id, now, fields)
+            self._forget_stops(db, job)
             self._audit(db, now, actor, "requeued", job_id, why, detail)
             self.dialect.announce(db, JOBS)
             return self._get(db, job_id)
@@ -354,6 +358,7 @@ class SqlStore(Store):
             if row is None:
                 return
             self._run(db, "DELETE FROM stale WHERE host = ? AND key = ?", (host, key))
+            self._run(db, "DELETE FROM stops_sent WHERE host = ? AND key = ?", (host, key))
             self.dialect.announce(db, JOBS)
             self._audit(db, self.dialect.now(db), actor, "stop-stale", row["job"], why,
                         {"host": host, "key": key})
@@ -428,6 +433,42 @@ class SqlStore(Store):
             db, "SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone())
         return None if row is None else LogTail(job_id, row["text"], bool(row["complete"]),
                                                 float(row["kept_at"]))
+
+    # -- what the lease holder remembers --
+
+    def keep_lost_clocks(self, hosts_away: dict[str, float], gpus_gone: dict[int, float],
+                         epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "DELETE FROM lost_clocks")
+            for kind, clocks in (("host", hosts_away), ("job", gpus_gone)):
+                for name, since in clocks.items():
+                    self._run(db, "INSERT INTO lost_clocks (kind, name, since) "
+                                  "VALUES (?, ?, ?)", (kind, str(name), float(since)))
+        self._write(work)
+
+    def stop_sent(self, host: str, key: str, epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "INSERT INTO stops_sent (host, key, sent_at) VALUES (?, ?, ?) "
+                          "ON CONFLICT (host, key) DO NOTHING",
+                      (host, key, self.dialect.now(db)))
+        self._write(work)
+
+    def holder_memory(self) -> HolderMemory:
+        def work(db: Any) -> HolderMemory:
+            clocks: dict[str, dict[str, float]] = {"host": {}, "job": {}}
+            for r in self._run(db, "SELECT kind, name, since FROM lost_clocks"):
+                if r["kind"] not in clocks or (r["kind"] == "job" and
+                                               not r["name"].isdigit()):
+                    raise Unreadable("a lost-host clock is kept for %s %r" % (r["kind"],
+                                                                             r["name"]))
+                clocks[r["kind"]][r["name"]] = float(r["since"])
+            stops = frozenset((r["host"], r["key"]) for r in self._run(
+                db, "SELECT host, key FROM stops_sent"))
+            return HolderMemory(clocks["host"], {int(j): t for j, t in clocks["job"].items()},
+                                stops)
+        return self._read(work)
 
     # -- the scheduler lease --
 
@@ -507,6 +548,11 @@ class SqlStore(Store):
                 columns[name] = value
         self._run(db, "UPDATE jobs SET %s WHERE id = ?" % ", ".join(
             "%s = ?" % c for c in columns), list(columns.values()) + [job_id])
+
+    def _forget_stops(self, db: Any, job: Job) -> None:
+        """The job's attempt has ended or left its host: the stops sent to it are no longer
+        anyone's to remember (a copy of it left running is a stale copy, stopped anew)."""
+        self._run(db, "DELETE FROM stops_sent WHERE key = ?", (job.key(self.uid),))
 
     def _stale(self, db: Any, host: str, job: Job, now: float) -> None:
         """The job's current attempt may still run on ``host``: a copy to stop on its return."""
