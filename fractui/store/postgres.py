@@ -141,8 +141,9 @@ class PostgresDialect(Dialect):
         if state == "3D000" or ("database" in text and "does not exist" in text):
             return StoreUnavailable(self.where, "has no such database: %s; an admin creates "
                                     "it (createdb)" % text)
-        if state == "42501":
-            return StoreDenied(self.where, "role %s may not do this: %s" % (self.user, text))
+        if state == "42501":  # the server's words, or the guard's (0004), less its CONTEXT
+            return StoreDenied(self.where, "role %s may not do this: %s" % (
+                self.user, err.diag.message_primary or text))
         if state == "25006":
             return StoreReadOnly(self.where, "is read-only (a standby server?): %s" % text)
         if state.startswith("53"):

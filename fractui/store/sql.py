@@ -43,8 +43,18 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
 
 
 def statements(sql: str) -> list[str]:
-    """A migration's statements, one per ``;`` at a line's end."""
-    return [s for s in sql.split(";\n") if s.strip()]
+    """A migration's statements, one per ``;`` at a line's end outside a ``$$``-quoted body
+    (a PostgreSQL function's, whose own statements end so too)."""
+    found, part = [], ""
+    for piece in sql.split(";\n"):
+        part += piece
+        if part.count("$$") % 2:  # inside a body: the ``;`` is the body's
+            part += ";\n"
+            continue
+        if part.strip():
+            found.append(part)
+        part = ""
+    return found + ([part] if part.strip() else [])
 
 
 class Dialect(abc.ABC):
@@ -127,9 +137,11 @@ class SqlStore(Store):
 
     def _migrate(self, db: Any) -> str:
         self.dialect.migrate(db)
-        self._run(db, "INSERT INTO meta (key, value) VALUES ('uid', ?) "
-                      "ON CONFLICT (key) DO NOTHING", (uuid.uuid4().hex[:8],))
         row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
+        if row is None:  # read first: a user who may not write meta (the guard) opens it too
+            self._run(db, "INSERT INTO meta (key, value) VALUES ('uid', ?)",
+                      (uuid.uuid4().hex[:8],))
+            row = self._run(db, "SELECT value FROM meta WHERE key = 'uid'").fetchone()
         if row is None:
             raise self.dialect.damaged("it has no store id (meta.uid)")
         return str(row["value"])

@@ -1,0 +1,197 @@
+"""The store's guard on PostgreSQL (migration 0004): a team member who connects with psycopg
+as their own role, not through fractui, can do no more than fractui's rule lets them; fractui's
+own submit, cancel, requeue and logs still work as that role; admins and superusers are not
+held. On the test server's loopback, where the URL names the role (tests/test_teams_postgres.py
+runs the same roles under peer authentication, where it cannot be forged)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from fractui.store import StoreDenied, open_store
+from fractui.store.access import CANCEL, REQUEUE
+from fractui.store.base import Store
+from fractui.store.intents import Asker, ask_stop, submit
+from fractui.store.model import CANCELLED, PENDING, STOPPING, Slot
+
+# The grants docs/decisions.md tells an admin to run, with its team's role names; and every
+# privilege to everyone (a store set up so is guarded all the same: the refusals of what the
+# least grants do not give are then the guard's own).
+LEAST = ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {admin}",
+         "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {teams}",
+         "GRANT INSERT, UPDATE ON jobs, log_requests TO {teams}",
+         "GRANT INSERT ON audit TO {teams}")
+BROAD = ("GRANT ALL ON ALL TABLES IN SCHEMA public TO {admin}, {teams}",)
+SLOT = Slot("gpu-a", (0,), None, None, 1000, 0.25)
+
+
+@dataclass
+class Guarded:
+    """One store and its roles: ann in team vision<tag>, ops an admin by fractui_admin."""
+
+    server: object
+    db: str
+    tag: str
+    ann: str
+    ops: str
+    vision: str
+    nlp: str
+
+    def url(self, role: str) -> str:
+        return self.server.url(self.db, user=role)  # type: ignore[attr-defined]
+
+    def store(self, role: str = "postgres") -> Store:
+        return open_store(self.url(role))
+
+    def sql(self, role: str, statement: str) -> None:
+        """One statement as ``role``, straight to the server (autocommit), as psql would."""
+        with psycopg.connect(self.url(role), autocommit=True) as conn:
+            conn.execute(statement)
+
+
+@pytest.fixture(params=[LEAST, BROAD], ids=["least-grants", "broad-grants"])
+def guarded(request, pg_server) -> Iterator[Guarded]:
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    made = Guarded(pg_server, db, tag, "ann_" + tag, "ops_" + tag, "vision" + tag, "nlp" + tag)
+    made.store().close()  # the schema, made by the superuser who owns the database
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    for team in (made.vision, made.nlp):
+        pg_server.sql("CREATE ROLE fractui_team_%s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (made.ann, made.vision))
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % made.ops)
+    teams = "fractui_team_%s, fractui_team_%s" % (made.vision, made.nlp)
+    for grant in request.param:
+        pg_server.sql(grant.format(admin="fractui_admin", teams=teams), db=db)
+    yield made
+
+
+def refused(guarded: Guarded, statement: str, *words: str) -> None:
+    """Refused as ann, with SQLSTATE 42501 naming her role and saying ``words``."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+        guarded.sql(guarded.ann, statement)
+    said = str(err.value)
+    assert all(w in said for w in words), said
+
+
+def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
+    admin = guarded.store()
+    try:
+        mine = admin.submit("v", guarded.vision, "mine", ["sleep", "9"], {}, "x")
+        theirs = admin.submit("n", guarded.nlp, "theirs", ["sleep", "9"], {}, "x")
+        running = admin.submit("v", guarded.vision, "running", ["sleep", "9"], {}, "x")
+        admin.place(running.id, SLOT, "sched", "decided")
+        admin.started(running.id, "a1", None, "sched", "launched")
+        admin.acquire_lease("sched", 600)
+        before = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),
+                  admin.lease_holder())
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        refused(guarded, "UPDATE jobs SET state = 'cancelled' WHERE id = %d" % theirs.id,
+                guard, "change job %d of team %s" % (theirs.id, guarded.nlp),
+                "not a member of fractui_team_%s" % guarded.nlp)
+        refused(guarded, "UPDATE jobs SET state = 'placed', host = 'gpu-a', gpus = '[0]' "
+                "WHERE id = %d" % mine.id, guard, "from pending to placed")
+        refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'preempt' "
+                "WHERE id = %d" % running.id, guard, "from running to stopping (preempt)")
+        refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                "host = 'gpu-b', preemptible = 1 WHERE id = %d" % running.id,
+                guard, "change host, preemptible of job %d" % running.id)
+        refused(guarded, "UPDATE jobs SET state = 'cancelled', updated_at = 0, ended_at = 0 "
+                "WHERE id = %d" % mine.id, guard, "a time other than the server's now")
+        refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, host, "
+                "submitted_at, updated_at) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'placed', "
+                "'gpu-a', 0, 0)" % guarded.vision, guard, "submit a job with host, state set")
+        refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
+                "submitted_at, updated_at) VALUES ('n', '%s', 'x', '[\"x\"]', '{}', "
+                "'pending', 0, 0)" % guarded.nlp, guard, "submit a job of team %s" % guarded.nlp)
+        refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
+                "submitted_at, updated_at) VALUES ('v', '%s', 'x', 'not json', '{}', "
+                "'pending', extract(epoch FROM clock_timestamp()), "
+                "extract(epoch FROM clock_timestamp()))" % guarded.vision, guard,
+                "argv is not a JSON list of strings")
+        refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES "
+                "(extract(epoch FROM clock_timestamp()), '%s@host', 'cancel', %d, 'forged')"
+                % (guarded.ops, mine.id), guard, "as '%s@host'" % guarded.ops)
+        refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES "
+                "(extract(epoch FROM clock_timestamp()), '%s@host', 'place', %d, 'x')"
+                % (guarded.ann, mine.id), guard, "audit entry of 'place'")
+        refused(guarded, "UPDATE audit SET actor = '%s'" % guarded.ann, "audit")
+        refused(guarded, "DELETE FROM audit", "audit")
+        refused(guarded, "DELETE FROM jobs WHERE id = %d" % mine.id, "jobs")
+        refused(guarded, "UPDATE lease SET holder = '%s', epoch = epoch + 1" % guarded.ann,
+                "table lease")
+        refused(guarded, "INSERT INTO inventory (host, facts, seen_at) VALUES ('h', '{}', 0)",
+                "table inventory")
+        refused(guarded, "DELETE FROM stale", "table stale")
+        refused(guarded, "UPDATE fractui_schema SET version = 1", "table fractui_schema")
+        refused(guarded, "TRUNCATE jobs", "table jobs")
+        after = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),
+                 admin.lease_holder())
+        assert after == before  # nothing of any of them landed
+    finally:
+        admin.close()
+
+
+def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storedenied(guarded):
+    asker = Asker("here")
+    ann = guarded.store(guarded.ann)
+    admin = guarded.store()
+    try:
+        pending = submit(ann, "v", guarded.vision, "p", ["true"], {}, asker)
+        placed = submit(ann, "v", guarded.vision, "q", ["true"], {}, asker)
+        running = submit(ann, "v", guarded.vision, "r", ["true"], {}, asker)
+        assert pending.state == PENDING
+        admin.place(placed.id, SLOT, "sched", "decided")
+        admin.place(running.id, SLOT, "sched", "decided")
+        admin.started(running.id, "a1", None, "sched", "launched")
+        assert ask_stop(ann, ann.get(pending.id), CANCEL, asker).state == CANCELLED
+        stopped = ask_stop(ann, ann.get(placed.id), CANCEL, asker)
+        assert (stopped.state, stopped.stop_intent) == (STOPPING, CANCEL)
+        stopped = ask_stop(ann, ann.get(running.id), REQUEUE, asker)
+        assert (stopped.state, stopped.stop_intent) == (STOPPING, REQUEUE)
+        ann.ask_log(running.id, guarded.ann)
+        ann.ask_log(running.id, guarded.ann)  # asked again: the row's actor and time updated
+        assert ann.log_requests() == [running.id]
+        me = "%s@here" % guarded.ann
+        assert [(e.actor, e.action, e.job) for e in admin.audit_log() if e.actor == me] == [
+            (me, "submit", pending.id), (me, "submit", placed.id), (me, "submit", running.id),
+            (me, CANCEL, pending.id), (me, CANCEL, placed.id), (me, REQUEUE, running.id)]
+        # what only the scheduler or an admin does, asked through fractui's store as ann: the
+        # store's StoreDenied, naming the role (the guard's words, or the grant's)
+        for attempt in (lambda: ann.acquire_lease("ann-sched", 60),
+                        lambda: ann.place(ann.submit("v", guarded.vision, "x", ["true"], {},
+                                                     guarded.ann).id, SLOT, guarded.ann, "me"),
+                        lambda: ann.requeue(running.id, (STOPPING,), guarded.ann, "again"),
+                        lambda: ann.record_inventory("h", {})):
+            with pytest.raises(StoreDenied, match="role %s may not do this: " % guarded.ann
+                               ) as err:
+                attempt()
+            assert "CONTEXT" not in str(err.value) and "\n" not in str(err.value), err.value
+        assert admin.lease_holder() is None and admin.inventory() == {}
+    finally:
+        ann.close()
+        admin.close()
+
+
+@pytest.mark.parametrize("who", ["ops", "postgres"])
+def test_admins_and_superusers_are_not_held(guarded, who):
+    role = guarded.ops if who == "ops" else "postgres"
+    store = guarded.store(role)
+    try:
+        job = store.submit("n", None, "no team", ["true"], {}, role)
+        store.place(job.id, SLOT, role, "by hand", manual=True)
+        assert store.acquire_lease(role, 60) == 1
+        store.record_inventory("h", {"gpus": 1})
+        store.requeue(job.id, ("placed",), role, "again")
+        store.audit("someone-else@x", "note", job.id, "an admin writes any entry")
+    finally:
+        store.close()
+    guarded.sql(role, "UPDATE jobs SET state = 'done', host = 'gpu-z' WHERE id = %d" % job.id)
+    guarded.sql(role, "DELETE FROM jobs WHERE id = %d" % job.id)
+    guarded.sql(role, "DELETE FROM audit")
