@@ -129,6 +129,9 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         refused(guarded, "INSERT INTO inventory (host, facts, seen_at) VALUES ('h', '{}', 0)",
                 "table inventory")
         refused(guarded, "DELETE FROM stale", "table stale")
+        refused(guarded, "INSERT INTO lost_clocks (kind, name, since) VALUES ('host', 'h', 0)",
+                "table lost_clocks")
+        refused(guarded, "DELETE FROM stops_sent", "table stops_sent")
         refused(guarded, "UPDATE fractui_schema SET version = 1", "table fractui_schema")
         refused(guarded, "TRUNCATE jobs", "table jobs")
         after = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),

@@ -320,8 +320,8 @@ class SqlStore(Store):
                 self._stale(db, stale_on, job, now)
                 detail["stale_on"] = stale_on
             self._set(db, job_id, now, changed)
-            if changed.get("state") in ENDED:
-                self._forget_stops(db, job)
+            if changed.get("state") in ENDED and job.state != PENDING:
+                self._forget_stops(db, job)  # (a pending attempt never ran: none were sent)
             self.dialect.announce(db, JOBS)
             if action is not None:
                 self._audit(db, now, actor or "fractui", action, job_id, why or action, detail)
