@@ -61,6 +61,7 @@ sys.path.insert(0, REPO)
 
 from benchmarks.postgres import described, postgres_server  # noqa: E402
 from benchmarks.record import machine, record_section  # noqa: E402
+from benchmarks.tui import timed_ms  # noqa: E402
 from fractui.config import Config, TeamConfig  # noqa: E402
 from fractui.scheduler import Scheduler  # noqa: E402
 from fractui.store import SqliteStore, open_store, sqlite_url  # noqa: E402
@@ -80,15 +81,6 @@ class FrozenFleet:
 
     def statuses(self) -> List[Any]:
         return self._statuses
-
-
-def _ms(fn: Callable[[], object], rounds: int) -> List[float]:
-    out = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
 
 
 def _scheduler(root: str, gpus: int, pending: int) -> Scheduler:
@@ -155,14 +147,14 @@ def measure(gpus: int, pending: int, rounds: int) -> Dict[str, List[float]]:
         turn = getattr(sched, "_turn", None)
         if turn is not None:  # a loop that runs a full pass only when something is new
             turn()  # the first turn of a loop is a full pass: nothing was read before it
-            out["turn"] = _ms(turn, rounds)
-        out["pass"] = _ms(sched.step, rounds)
+            out["turn"] = timed_ms(turn, rounds)
+        out["pass"] = timed_ms(sched.step, rounds)
         submits = []
         for i in range(rounds):
             queue = QUEUES[i % len(QUEUES)]
             store.submit(queue.name, TEAMS[0].name, "new-%d" % i, ["python", "x.py"],
                          queue.request(), "bench")
-            submits += _ms(sched.step, 1)
+            submits += timed_ms(sched.step, 1)
         out["submit"] = submits
         store.close()
     return out

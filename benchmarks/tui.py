@@ -62,7 +62,7 @@ DEMO_HOST_GPUS = 80  # the demo's load hosts at 1,000 GPUs
 PUSH_S = 0.5  # an agent pushes a changed snapshot at most twice a second
 
 
-def _timed(fn: Callable[[], object], rounds: int) -> List[float]:
+def timed_ms(fn: Callable[[], object], rounds: int) -> List[float]:
     out = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -110,8 +110,8 @@ async def measure(gpus: int, rounds: int, compact: bool) -> Dict[str, List[float
             return run
 
         lines_cold()  # the first draw also warms Python's own caches: not counted
-        result = {"model": _timed(model, rounds), "lines": _timed(lines_cold, rounds),
-                  "map": _timed(frame(False), rounds), "all": _timed(frame(True), rounds),
+        result = {"model": timed_ms(model, rounds), "lines": timed_ms(lines_cold, rounds),
+                  "map": timed_ms(frame(False), rounds), "all": timed_ms(frame(True), rounds),
                   "rows": [float(rows)], "lines_n": [float(len(smap.lines))]}
     return result
 
