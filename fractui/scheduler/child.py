@@ -35,7 +35,8 @@ class ChildScheduler:
         path = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
         os.makedirs(os.path.dirname(self.log) or ".", mode=0o700, exist_ok=True)
-        self._out = os.fdopen(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW  # never through a link
+        self._out = os.fdopen(os.open(self.log, flags, 0o600),
                               "ab")  # the admin's alone, as the SSH debug log beside it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fractui", "--config", self.config_path, "scheduler",
