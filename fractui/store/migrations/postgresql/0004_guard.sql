@@ -233,25 +233,21 @@ CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE ON audit
     FOR EACH ROW EXECUTE FUNCTION fractui_guard_audit();
 CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE ON log_requests
     FOR EACH ROW EXECUTE FUNCTION fractui_guard_log_requests();
-CREATE TRIGGER fractui_guard_truncate BEFORE TRUNCATE ON jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard_truncate BEFORE TRUNCATE ON audit
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard_truncate BEFORE TRUNCATE ON log_requests
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON lease
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON inventory
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON stale
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON log_tails
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON lost_clocks
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON stops_sent
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON meta
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
-CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON fractui_schema
-    FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only()
+-- The tables a row trigger above guards may not be truncated by a non-admin; every other
+-- table is the admin's alone.
+DO $$
+DECLARE
+    name TEXT;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['jobs', 'audit', 'log_requests'] LOOP
+        EXECUTE format('CREATE TRIGGER fractui_guard_truncate BEFORE TRUNCATE ON %I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only()', name);
+    END LOOP;
+    FOREACH name IN ARRAY ARRAY['lease', 'inventory', 'stale', 'log_tails', 'lost_clocks',
+                                'stops_sent', 'meta', 'fractui_schema'] LOOP
+        EXECUTE format('CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR '
+                       'TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION '
+                       'fractui_guard_admins_only()', name);
+    END LOOP;
+END
+$$
