@@ -84,10 +84,7 @@ DECLARE
     changed TEXT;
 BEGIN
     IF fractui_guard_admin() THEN
-        IF TG_OP = 'DELETE' THEN
-            RETURN OLD;
-        END IF;
-        RETURN NEW;
+        RETURN coalesce(NEW, OLD);  -- (NEW is null on a DELETE)
     END IF;
     IF TG_OP = 'DELETE' THEN
         PERFORM fractui_guard_refuse(format('delete job %s: a job is cancelled, not deleted',
@@ -153,10 +150,7 @@ CREATE FUNCTION fractui_guard_audit() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF fractui_guard_admin() THEN
-        IF TG_OP = 'DELETE' THEN
-            RETURN OLD;
-        END IF;
-        RETURN NEW;
+        RETURN coalesce(NEW, OLD);  -- (NEW is null on a DELETE)
     END IF;
     IF TG_OP <> 'INSERT' THEN
         PERFORM fractui_guard_refuse(format('%s audit entry %s: the audit is only added to',
@@ -186,10 +180,7 @@ DECLARE
     changed TEXT;
 BEGIN
     IF fractui_guard_admin() THEN
-        IF TG_OP = 'DELETE' THEN
-            RETURN OLD;
-        END IF;
-        RETURN NEW;
+        RETURN coalesce(NEW, OLD);  -- (NEW is null on a DELETE)
     END IF;
     IF TG_OP = 'DELETE' THEN
         PERFORM fractui_guard_refuse(format('delete the request for job %s''s output: the '
