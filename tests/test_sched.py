@@ -131,10 +131,12 @@ def test_hosts_kept_across_passes_are_rebuilt_only_where_their_host_changed():
     views = [HostView.of(s) for s in fleet.statuses]
     jobs = list(fleet.store.jobs)
     cache = HostCache()
-    first = cache.hosts(views, jobs, UID)
+    assert cache.update(views, jobs, UID)  # every host is new
+    first = cache.copies()
     assert first == build_hosts(views, jobs, UID)
     Placer(first, "first-fit").schedule(Request("j", gpus=1))  # a placer changes what it is given
-    again = cache.hosts(views, jobs, UID)
+    assert not cache.update(views, jobs, UID)
+    again = cache.copies()
     assert again == build_hosts(views, jobs, UID)  # copies: the commit above left no trace
     # a job ended: its agent's record says so (a new record, as a session replaces it) and the
     # store has it done: that host is built anew, as build_hosts builds it
@@ -143,9 +145,59 @@ def test_hosts_kept_across_passes_are_rebuilt_only_where_their_host_changed():
     ended = dataclasses.replace(host, jobs=dict(host.jobs, **{job_id: dict(rec, state="exited")}))
     views = [ended if v is host else v for v in views]
     jobs = [j for j in jobs if j.key(UID) != rec["key"]]
-    now = cache.hosts(views, jobs, UID)
+    assert cache.update(views, jobs, UID)
+    now = cache.copies()
     assert now == build_hosts(views, jobs, UID) and now != again
     # a snapshot that moves only utilisation is a new object with an equal signature: kept
     busier = dataclasses.replace(ended, snapshot=dict(ended.snapshot, time=1.0))
     views = [busier if v is ended else v for v in views]
-    assert cache.hosts(views, jobs, UID) == now
+    assert not cache.update(views, jobs, UID) and cache.copies() == now
+    # a host gone, or the same hosts in another order, is a change
+    assert cache.update(views[1:], jobs, UID) and cache.update(views, jobs, UID)
+    assert cache.update(views[::-1], jobs, UID) and cache.copies() == build_hosts(
+        views[::-1], jobs, UID)
+
+
+def test_a_pass_on_the_same_inputs_is_the_last_ones_and_any_change_decides_anew():
+    """``schedule`` with what earlier passes kept returns the last result for the same
+    inputs (a pass with nothing new) and decides again when a job, a host or a refusal
+    changed — always what a pass with nothing kept decides."""
+    import dataclasses
+
+    from fractui.config import TeamConfig
+    from fractui.sched.fleetview import HostView
+    from fractui.sched.queueing import Kept, schedule
+    from fractui.store.model import Job
+    from fractui.tui.sample import QUEUES, UID, sample_fleet
+
+    fleet = sample_fleet(64, per_host=8)
+    views = [HostView.of(s) for s in fleet.statuses]
+    teams = (TeamConfig("a", quota_gpus=4.0), TeamConfig("b", quota_gpus=0.0))
+    jobs = list(fleet.store.jobs) + [
+        Job(10_000 + i, QUEUES[i % len(QUEUES)].name, teams[i % 2].name, "w%d" % i, ("x",),
+            QUEUES[i % len(QUEUES)].request(), "pending", float(i), 0.0) for i in range(12)]
+    kept = Kept()
+
+    def both(views, jobs, refused=None):
+        fresh = schedule(views, jobs, QUEUES, teams, UID, refused)
+        return schedule(views, jobs, QUEUES, teams, UID, refused, kept), fresh
+
+    first, fresh = both(views, jobs)
+    assert first == fresh and first.waiting and first.decisions
+    again, fresh = both(views, jobs)
+    assert again is first and again == fresh  # nothing new: the last result, not a new pass
+    copied, _ = both(views, [dataclasses.replace(j) for j in jobs])  # equal jobs read again
+    assert copied is first
+    one_more = jobs + [Job(20_000, QUEUES[0].name, "a", "n", ("x",), QUEUES[0].request(),
+                           "pending", 99.0, 0.0)]
+    changed, fresh = both(views, one_more)
+    assert changed is not first and changed == fresh and 20_000 in (
+        {d.job for d in changed.decisions} | set(changed.waiting))
+    host = first.decisions[0].slot.host
+    refused = {first.decisions[0].job: (host,)}
+    avoided, fresh = both(views, one_more, refused)
+    assert avoided is not changed and avoided == fresh
+    fewer = [v for v in views if v.name != host]  # the same jobs and refusals, a host gone
+    gone, fresh = both(fewer, one_more, refused)
+    assert gone is not avoided and gone == fresh and all(d.slot.host != host
+                                                         for d in gone.decisions)

@@ -59,6 +59,35 @@ def test_changes_made_together_are_told_together_and_own_writes_count(store_url)
         store.close()
 
 
+def test_a_topics_counter_moves_with_each_change_of_it_and_only_then(store_url):
+    """What a reader holds from when the counter said N is current while it says N: every
+    change of jobs, by any client, moves the jobs counter; other topics' changes do not."""
+    writer, reader = open_store(store_url), open_store(store_url)
+    try:
+        seen = {t: reader.version(t) for t in (JOBS, HOSTS, LEASE, LOGS)}
+        job = writer.submit("q", None, "a", ["true"], {"gpu": 0.5}, "alice")
+        assert reader.version(JOBS) > seen[JOBS]
+        seen[JOBS] = reader.version(JOBS)
+        writer.record_inventory("h", {"gpus": []})
+        writer.audit("bob", "note", None, "an audit entry alone is no change")
+        assert reader.version(JOBS) == seen[JOBS]
+        assert reader.version(HOSTS) > seen[HOSTS]
+        for change in (lambda: writer.waiting(job.id, "still"),
+                       lambda: place_by_hand(writer, job, Slot("h", (0,), memory_mib=100),
+                                             Asker("bob")),
+                       lambda: ask_stop(writer, writer.get(job.id), "cancel", Asker("bob"))):
+            change()
+            assert reader.version(JOBS) > seen[JOBS]
+            seen[JOBS] = reader.version(JOBS)
+        assert reader.version(LEASE) == seen[LEASE]
+        with pytest.raises(JobNotFound):
+            writer.waiting(job.id + 1000, "no such job")
+        assert reader.version(JOBS) == seen[JOBS]  # a refused change moved nothing
+    finally:
+        writer.close()
+        reader.close()
+
+
 def test_a_submit_by_another_process_wakes_a_waiting_feed(store_url):
     store = open_store(store_url)
     feed = store.feed()

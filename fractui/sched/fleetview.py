@@ -156,10 +156,13 @@ class HostCache:
         # host -> (its view, the signature, the store jobs on it, the host built from them)
         self._built: Dict[str, Tuple[HostView, tuple, tuple, Host]] = {}
 
-    def hosts(self, views: Iterable[HostView], store_jobs: Iterable[Job],
-              store_uid: str) -> List[Host]:
+    def update(self, views: Iterable[HostView], store_jobs: Iterable[Job],
+               store_uid: str) -> bool:
+        """Brings the hosts up to ``views`` and the store's jobs; returns whether any host
+        changed (built again, come, gone or moved in the views' order) since the last call."""
         on_host = _on_host(store_jobs)
-        out, built = [], {}
+        built: Dict[str, Tuple[HostView, tuple, tuple, Host]] = {}
+        changed = False
         for view in views:
             if view.state not in USABLE or not view.hello:
                 continue
@@ -171,20 +174,26 @@ class HostCache:
             else:
                 sig = signature(view)
             if last is None or last[2] != mine or last[1] != sig:
-                host = _host(view, jobs, store_uid, set())
+                host, changed = _host(view, jobs, store_uid, set()), True
             else:
                 host = last[3]
             built[view.name] = (view, sig, mine, host)
-            out.append(_copy(host))
+        changed = changed or list(built) != list(self._built)
         self._built = built
-        return out
+        return changed
+
+    def copies(self) -> List[Host]:
+        """The hosts as last updated, each a copy: a placer changes the hosts it is given as
+        it commits."""
+        return [_copy(b[3]) for b in self._built.values()]
 
 
 def _same_objects(a: HostView, b: HostView) -> bool:
-    """Whether two views hold the very same records (a host's session replaces a record
-    when news comes, never changes one in place)."""
+    """Whether two views hold the very same records, or job records equal to them (a host's
+    session replaces a record when news comes, never changes one in place; records compare
+    by identity first, so this costs one C loop per host)."""
     return a.state == b.state and a.hello is b.hello and a.snapshot is b.snapshot and \
-        a.jobs.keys() == b.jobs.keys() and all(a.jobs[k] is b.jobs[k] for k in a.jobs)
+        a.jobs == b.jobs
 
 
 def _copy(host: Host) -> Host:

@@ -17,7 +17,7 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.fleetview import (HostCache, HostView, build_hosts, placement_charge,
                                      request_of, share_mib)
-from fractui.sched.model import Placement, Request
+from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
 from fractui.store.model import PENDING, RUNNING, STOPPING, Job, Slot
@@ -44,11 +44,13 @@ class Preemption:
 @dataclass
 class Kept:
     """What a scheduler keeps from one pass to the next, so a pass rebuilds and rescores only
-    what changed: the hosts as built, and the placer's scores (valid while the mix of waiting
-    requests is the same)."""
+    what changed: the hosts as built, the placer's scores (valid while the mix of waiting
+    requests is the same), and the last pass's inputs and result (the same inputs decide the
+    same: a pass with nothing new is a comparison)."""
 
     hosts: HostCache = field(default_factory=HostCache)
     memos: Memos = field(default_factory=Memos)
+    last: Optional[Tuple[tuple, "PassResult"]] = None
 
 
 @dataclass
@@ -79,6 +81,24 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
     launch failed there), left out for it so it does not bounce off the same host. ``kept``:
     what earlier passes built and scored, kept by the caller."""
+    if kept is None:
+        return _pass(views, jobs, queues, teams, store_uid, refused or {},
+                       lambda: build_hosts(views, jobs, store_uid), None)
+    changed = kept.hosts.update(views, jobs, store_uid)
+    # jobs the caller read once compare by identity, one by one: thousands cost microseconds
+    inputs = (list(jobs), tuple(queues), tuple(teams), store_uid, dict(refused or {}))
+    if not changed and kept.last is not None and kept.last[0] == inputs:
+        return kept.last[1]
+    result = _pass(views, jobs, queues, teams, store_uid, refused or {}, kept.hosts.copies,
+                     kept.memos)
+    kept.last = (inputs, result)
+    return result
+
+
+def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
+          teams: Sequence[TeamConfig], store_uid: str, refused: Dict[int, Tuple[str, ...]],
+          hosts_now: Callable[[], List[Host]], memos: Optional[Memos]) -> PassResult:
+    """``schedule``'s pass itself, on the hosts ``hosts_now`` builds (only once a job waits)."""
     result = PassResult()
     priority = {q.name: q.priority for q in queues}
     pending = []
@@ -91,16 +111,15 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
     if not pending:
         return result
     usage = {u.name: u for u in team_usage(jobs, teams)}
-    hosts = kept.hosts.hosts(views, jobs, store_uid) if kept else build_hosts(views, jobs,
-                                                                             store_uid)
+    hosts = hosts_now()
     requests = {j.id: request_of(j) for j in pending}  # made once: a pass may see thousands
     classes = typical_classes(list(requests.values()))
-    placer = Placer(hosts, POLICY, classes, memos=kept.memos if kept else None)
+    placer = Placer(hosts, POLICY, classes, memos=memos)
     names = {h.name for h in hosts}
 
     def attempt(job: Job) -> Optional[Placement]:
         req = requests[job.id]
-        avoid = set((refused or {}).get(job.id, ()))
+        avoid = set(refused.get(job.id, ()))
         if avoid:
             allowed = (req.hosts or frozenset(names)) - avoid
             req = _with_hosts(req, allowed)
@@ -114,7 +133,7 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
-            avoided = (refused or {}).get(job.id)
+            avoided = refused.get(job.id)
             if usage and team is None:  # a team the config does not have: no quota at all
                 result.waiting[job.id] = _at_quota(job.team, None)
             elif team is not None and team.room() <= EPSILON:

@@ -108,6 +108,10 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
         self._kept = Kept()  # hosts built and placements scored, kept across passes
+        self._jobs: Optional[Tuple[int, float, List[Job]]] = None
+        """The active jobs as last read: (the store's jobs counter then, when, the jobs)."""
+        self._facts: Dict[str, Tuple[Any, Any, Dict[str, Any]]] = {}
+        """host -> (hello, snapshot, their facts): facts made again only from new records."""
         for session in fleet.sessions.values():
             session.connect_hooks.append(self._fence_returning)
             session.watchers.append(self._host_changed)
@@ -261,9 +265,7 @@ class Scheduler:
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
         busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
-        # the jobs are read again only after this pass changed them: reading thousands of
-        # pending jobs is most of a pass that finds nothing to do
-        jobs = self.store.jobs(ACTIVE)
+        jobs = self._active_jobs()
         wrote = False
         for job in (j for j in jobs if j.id not in busy):
             view = by_name.get(job.slot.host) if job.slot else None
@@ -272,16 +274,16 @@ class Scheduler:
             elif job.state == STOPPING and job.slot is None:
                 self.executor.finish_stop(job, None)
                 wrote = True
-        jobs = self.store.jobs(ACTIVE) if wrote else jobs
+        jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in jobs if j.state in ON_HOST
                                               and j.id not in busy], busy)
         self._keep_clocks()
         if requeued:
-            jobs = self.store.jobs(ACTIVE)
+            jobs = self._active_jobs()
         recovering = self._stop_stale(by_name)
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs):
-            jobs = self.store.jobs(ACTIVE)
+            jobs = self._active_jobs()
         for job in jobs:
             if job.state != PLACED or job.slot is None or job.id in busy:
                 continue
@@ -291,6 +293,20 @@ class Scheduler:
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.start()
         return True
+
+    def _active_jobs(self) -> List[Job]:
+        """The store's active jobs: those read before while the store's jobs counter has not
+        moved since — reading thousands of pending jobs is most of a pass that finds nothing
+        new — and read again after a lease period in any case (an edit by hand moves no
+        counter). The counter is read first: a change after it moves it again."""
+        version = self.store.version(JOBS)
+        now = time.monotonic()
+        last = self._jobs
+        if last is not None and last[0] == version and now - last[1] < self.settings.lease_s:
+            return last[2]
+        jobs = self.store.jobs(ACTIVE)
+        self._jobs = (version, now, jobs)
+        return jobs
 
     def _recall(self) -> None:
         """Takes up what the lease holders before this one kept in the store: the lost-host
@@ -355,9 +371,14 @@ class Scheduler:
     def _record_inventory(self, views: List[HostView]) -> None:
         """Keeps each reachable host's lasting facts in the store (written only when they
         change), so ``submit`` can check a request without reaching the fleet."""
-        self.store.keep_inventory({v.name: facts(v) for v in views
-                                   if v.state in USABLE and v.hello}, self._inventory,
-                                  epoch=self.epoch)
+        heard, known, self._facts = {}, self._facts, {}
+        for view in (v for v in views if v.state in USABLE and v.hello):
+            last = known.get(view.name)
+            if last is None or last[0] is not view.hello or last[1] is not view.snapshot:
+                last = (view.hello, view.snapshot, facts(view))
+            self._facts[view.name] = last
+            heard[view.name] = last[2]
+        self.store.keep_inventory(heard, self._inventory, epoch=self.epoch)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())

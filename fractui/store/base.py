@@ -272,6 +272,11 @@ class Store(abc.ABC):
         """Who this store's connection acts as (see Identity)."""
 
     @abc.abstractmethod
+    def version(self, topic: str) -> int:
+        """A counter of ``topic``'s changes, moved in each change's transaction: what was read
+        after the counter said N is still current while it says N."""
+
+    @abc.abstractmethod
     def feed(self) -> Feed:
         """A new feed of this store's changes, made by any client, this one included."""
 

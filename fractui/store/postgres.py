@@ -31,7 +31,8 @@ from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, StoreBusy, S
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
 from fractui.whoami import os_user
 
-CHANNEL = "fractui_changes"  # the NOTIFY channel; the payload is the topic
+# the NOTIFY channel (fractui_announce, migration 0005 sends on it); the payload is the topic
+CHANNEL = "fractui_changes"
 WRITE_LOCK = 0x66726163  # the advisory lock every write holds ("frac")
 ADMIN_ROLE = "fractui_admin"
 TEAM_ROLE = "fractui_team_"
@@ -124,7 +125,7 @@ class PostgresDialect(Dialect):
                 db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
 
     def announce(self, db: psycopg.Connection, topic: str) -> None:
-        db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, topic))
+        db.execute("SELECT fractui_announce(%s)", (topic,))  # the counter, and the NOTIFY
 
     def lost(self, db: psycopg.Connection) -> bool:
         return bool(db.closed or db.broken)

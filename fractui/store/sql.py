@@ -524,6 +524,15 @@ class SqlStore(Store):
             return row["holder"], float(row["expires_at"])
         return self._read(work)
 
+    def version(self, topic: str) -> int:
+        def work(db: Any) -> int:
+            row = self._run(db, "SELECT version FROM changes WHERE topic = ?", (topic,)
+                            ).fetchone()
+            if row is None:
+                raise self.dialect.damaged("no change counter for %r" % topic)
+            return int(row["version"])
+        return self._read(work)
+
     def close(self) -> None:
         with self._lock:
             self._drop()
