@@ -12,15 +12,14 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fractui.store import SqliteStore, Slot
-from tests.conftest import REPO
 from tests.sshd import free_port
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
+from tests.tui_probe import Probe
 
 HOST = socket.gethostname()
 
@@ -180,60 +179,14 @@ def test_with_no_members_anywhere_only_the_stores_owner_acts(plain_dir, plain_us
                                                  "preempt\n")  # allowed; nothing to stop
 
 
-# The TUI as a plain user: the interpreter lives under root's 0700 home, so the same keys are
-# pressed once as root on a scratch store (which loads every module they need), then for real,
-# as the user, on the shared store. Prints the notifications the screen showed.
-TUI_AS_USER = """
-import asyncio, os, pwd, shutil, sys, tempfile
-from fractui.servable import load_checked
-from fractui.store import SqliteStore, open_store
-from tests.conftest import REPO
-from tests.test_access_cli import running_by_hand
-from fractui.tui.app import FractuiApp
-from fractui.tui.jobs import ConfirmScreen, JobScreen
-from fractui.tui.source import Source
-
-async def stop_job(app, job_id):
-    async with app.run_test(size=(120, 40)) as pilot:
-        app.open_job(job_id)
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if isinstance(app.screen, JobScreen) and app.screen.job is not None:
-                break
-        await pilot.press("s")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen), app.screen
-        await pilot.press("y")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if list(app._notifications):
-                return [(n.severity, n.message) for n in app._notifications]
-
-def app_on(store):
-    source = Source([])
-    source.store = store
-    return FractuiApp(source, config)
-
-config = load_checked(sys.argv[2])
-scratch = SqliteStore(os.path.join(tempfile.mkdtemp(), "scratch.db"))
-job = scratch.submit("v", "vision", "warm-up", ["x"], {"gpu": 0.5}, "root@test")
-running_by_hand(scratch, job.id)
-asyncio.run(stop_job(app_on(scratch), job.id))
-shutil.rmtree(os.path.dirname(scratch.path))
-who = pwd.getpwnam(sys.argv[1])
-os.setgroups([])
-os.setgid(who.pw_gid)
-os.setuid(who.pw_uid)
-for severity, message in asyncio.run(stop_job(app_on(open_store(config.store.url)),
-                                              int(sys.argv[3]))):
-    print(severity, message, flush=True)
-"""
-
-
-def tui_stop(config: Path, user: str, job: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", TUI_AS_USER, user, str(config), str(job)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120,
-                          stdin=subprocess.DEVNULL)
+def tui_stop(config: Path, user: str, job: int) -> list:
+    """The TUI as ``user`` (tests/tui_probe.py): job ``job``'s screen, stop, yes: what the
+    screen said, as [severity, message] pairs."""
+    probe = Probe(user, str(config))
+    try:
+        return probe.ask("stop %d cancel" % job)["said"]
+    finally:
+        probe.close()
 
 
 def test_the_tui_shows_a_refusal_as_it_shows_any_refused_action(plain_dir, plain_user):
@@ -247,14 +200,11 @@ def test_the_tui_shows_a_refusal_as_it_shows_any_refused_action(plain_dir, plain
         running_by_hand(admin, job.id)
     admin.close()
 
-    done = tui_stop(config, name, theirs.id)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "warning %s; to cancel job %d of team nlp you must be in team nlp, " \
-                          "or an admin\n" % (who(name), theirs.id)
-    done = tui_stop(config, name, ours.id)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "information cancel of #%d recorded: the scheduler carries it " \
-                          "out\n" % ours.id
+    assert tui_stop(config, name, theirs.id) == [[
+        "warning", "%s; to cancel job %d of team nlp you must be in team nlp, or an admin" % (
+            who(name), theirs.id)]]
+    assert tui_stop(config, name, ours.id) == [[
+        "information", "cancel of #%d recorded: the scheduler carries it out" % ours.id]]
     store_now = SqliteStore(str(store))
     assert [store_now.get(j.id).state for j in (theirs, ours)] == ["running", "stopping"]
     assert store_now.audit_log(ours.id)[-1].actor == "%s@%s (tui)" % (name, HOST)

@@ -23,6 +23,10 @@ from tests.pg import PgServer
 from tests.test_pg_guard import LEAST
 from tests.test_access_cli import refused, who
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
+from tests.test_tui_shared_store import admin, place
+from tests.tui_frozen import pilot_test
+from tests.tui_live import until
+from tests.tui_probe import Probe
 
 HOST = socket.gethostname()
 DB = "fractui"
@@ -335,3 +339,64 @@ def test_a_standby_takes_over_from_a_killed_lease_holder_and_launches_nothing_tw
     finally:
         said = team.close(runs)
     assert "Traceback" not in said[standby], said
+
+
+def test_two_tuis_two_schedulers_and_five_users_on_one_store(team):
+    """While the five submit, two schedulers and two TUIs on the store: an admin's (root, the
+    fleet's hosts) and a team member's (ann, her own OS user and role, in a process of her own,
+    no hosts). Every job is placed and launched once; ann's TUI shows every job, and the one
+    the admin's TUI places by hand past a team's quota; from it she cancels her team's job and
+    is refused another team's with who she is and the role it needs; the audit names both
+    TUIs."""
+    runs = team.schedulers("s1", "s2")
+    ann = Probe(team.names["ann"], str(team.config))
+    try:
+        jobs = team.race({"ann": ["v"], "ben": ["v"], "cat": ["n", "n", "n"],
+                          "dan": ["n", "n"], "eve": ["n"]})
+        owner = {person: [j for j, p in jobs.items() if p == person] for person in PEOPLE}
+        wait(lambda: set(team.fleet.states().values()) == {"running"}, team.fleet.states)
+        wait(lambda: ann.ask("jobs")["jobs"] == {str(j): "running" for j in jobs},
+             lambda: ann.ask("jobs"))
+        # nlp holds its quota (6 x 0.25 GPU): one more waits, and says why
+        extra = team.submit("eve", "n")
+        wait(lambda: "quota" in (team.fleet.store.get(extra).reason or ""), team.fleet.states)
+        assert team.fleet.store.get(extra).state == "pending"
+
+        @pilot_test
+        async def place_by_admin() -> None:
+            async with admin(team.fleet, team.url) as (app, pilot):
+                await place(app, pilot, extra)
+                await until(pilot, lambda: "Past the quota" in (
+                    app.fleet.placement.note or ""), "the bar asks to agree")
+                await pilot.press("enter")  # agreed: placed as a borrowed job
+                await until(pilot, lambda: team.fleet.store.get(extra).state != "pending",
+                            "the admin's TUI placed it")
+
+        place_by_admin()
+        wait(lambda: ann.ask("jobs")["jobs"].get(str(extra)) == "running",
+             lambda: ann.ask("jobs"))
+        jobs[extra] = "eve"
+
+        ben_job, cat_job = owner["ben"][0], owner["cat"][0]
+        assert ann.ask("stop %d cancel" % cat_job)["said"] == [[
+            "warning", "%s; to cancel job %d of team nlp you must be in team nlp, or an admin"
+            % (who(team.names["ann"]), cat_job)]]
+        assert ann.ask("stop %d cancel" % ben_job)["said"] == [[
+            "information", "cancel of #%d recorded: the scheduler carries it out" % ben_job]]
+        wait(lambda: team.fleet.states()[ben_job] == "cancelled", team.fleet.states)
+        assert {j: s for j, s in team.fleet.states().items() if s != "running"} == {
+            ben_job: "cancelled"}
+        assert team.keys() == collections.Counter(team.key(j) for j in jobs)  # once each
+
+        audit = team.fleet.store.audit_log(limit=1000)
+        assert [(e.actor, e.action) for e in audit if e.job == ben_job and e.action in (
+            "submit", "cancel")] == [(team.actor("ben"), "submit"),
+                                     (team.actor("ann") + " (tui)", "cancel")]
+        placed = [e for e in audit if e.job == extra and e.action in ("decide", "place")]
+        assert [(e.actor, e.action) for e in placed] == [("root@%s (tui)" % HOST, "place")]
+        assert not [e for e in audit if e.job == cat_job and e.action == "cancel"]
+        assert sorted(e.job for e in audit if e.action == "launch") == sorted(jobs)
+    finally:
+        tui_said = ann.close()
+        said = team.close(runs)
+    assert "Traceback" not in tui_said + "".join(said.values()), (tui_said, said)

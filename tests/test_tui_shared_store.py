@@ -38,7 +38,8 @@ async def admin(f: localfleet.LocalFleet, url: str) -> AsyncIterator[tuple[Fract
     try:
         async with app.run_test(size=(160, 40)) as pilot:
             await until(pilot, lambda: [s.state for s in fleet(app).statuses.values()] == [
-                "online"] and fleet(app).model.store, "the host online and the store read")
+                "online"] * len(f.config.hosts) and fleet(app).model.store,
+                        "every host online and the store read")
             yield app, pilot
     finally:
         source.stop()
