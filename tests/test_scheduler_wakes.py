@@ -11,8 +11,9 @@ from typing import Optional
 from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.sched.fleetview import HostView, signature
-from fractui.scheduler import Scheduler
+from fractui.scheduler import Scheduler, service
 from fractui.store import SqliteStore
+from fractui.store.base import Feed, StoreUnavailable
 from fractui.store_url import sqlite_path
 from tests import localfleet
 from tests.localfleet import running, wait
@@ -103,3 +104,96 @@ def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local
         if head.poll() is None:
             head.kill()
             head.wait(10)
+
+
+class PassCounting(Scheduler):
+    """The real scheduler, counting its passes that recorded a placement."""
+
+    placing_passes = 0
+
+    def _decide(self, views, jobs) -> bool:
+        recorded = super()._decide(views, jobs)
+        self.placing_passes += recorded
+        return recorded
+
+
+def test_wakes_that_come_within_the_debounce_are_one_pass(local_fleet, monkeypatch):
+    """A submit wakes the loop; what else comes before the debounce ends joins that pass.
+    The window is made 1 s here (50 ms in the service) so the test does not race it: jobs
+    submitted 0.3 s apart — a wake each, with no debounce — are placed by one pass."""
+    monkeypatch.setattr(service, "DEBOUNCE_S", 1.0)
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=60.0, lease_s=180.0)
+    store = SqliteStore(sqlite_path(f.config.store.url) or "")
+    fleet = Fleet(f.config, reconnect_max_s=0.5).start()
+    sched = PassCounting(f.config, store, fleet, name="head")
+    try:
+        sched.start()
+        wait(lambda: set(f.store.inventory()) == {"gpu-a"} and sched.leader, f.states)
+        sched.settle()
+        first = f.submit("quarter")
+        threading.Event().wait(0.3)  # a pass woken by the first alone would have run by now
+        rest = [f.submit("quarter") for _ in range(2)]
+        wait(lambda: running(f) == 3, f.states)
+        assert sched.placing_passes == 1
+        decided = [e for e in f.store.audit_log(limit=100) if e.action == "decide"]
+        assert sorted(e.job for e in decided) == sorted([first.id] + [j.id for j in rest])
+    finally:
+        sched.stop()
+        fleet.stop()
+        store.close()
+
+
+class FeedLostOnce(SqliteStore):
+    """The real store, whose first feed is lost when the test says (a server gone away), and
+    whose next one opens just after another client submitted a job: a change that no feed
+    will ever tell of."""
+
+    def __init__(self, path: str, other: SqliteStore):
+        super().__init__(path)
+        self.other = other
+        self.lose = threading.Event()
+        self.opened = 0
+        self.missed: Optional[int] = None
+
+    def feed(self) -> Feed:
+        self.opened += 1
+        if self.opened == 2:
+            self.missed = self.other.submit("quarter", None, "missed", ["sleep", "600"],
+                                            QUARTER.request(), "test").id
+        feed = super().feed()
+        return _Losing(feed, self.lose, self.where) if self.opened == 1 else feed
+
+
+class _Losing(Feed):
+    def __init__(self, feed: Feed, lose: threading.Event, where: str):
+        self.feed, self.lose, self.where = feed, lose, where
+
+    def wait(self, timeout_s: float) -> frozenset:
+        if self.lose.is_set():
+            raise StoreUnavailable(self.where, "cannot reach the server (the test's)")
+        return self.feed.wait(min(timeout_s, 0.1))
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+def test_a_feed_opened_anew_counts_as_everything_changed(local_fleet):
+    """Changes made while the feed was down are told to no one: the scheduler that opens a
+    new feed makes a full pass for what it may have missed, so a job submitted just before
+    the new feed listened is placed (a poll with nothing due would only renew the lease)."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=0.5, lease_s=180.0)
+    store = FeedLostOnce(sqlite_path(f.config.store.url) or "", f.store)
+    fleet = Fleet(f.config, reconnect_max_s=0.5).start()
+    sched = Scheduler(f.config, store, fleet, name="head")
+    try:
+        sched.start()
+        wait(lambda: set(f.store.inventory()) == {"gpu-a"} and sched.leader, f.states)
+        sched.settle()
+        store.lose.set()
+        wait(lambda: store.missed is not None, f.states)
+        wait(lambda: running(f) == 1, f.states)
+        assert f.states() == {store.missed: "running"}
+    finally:
+        sched.stop()
+        fleet.stop()
+        store.close()
