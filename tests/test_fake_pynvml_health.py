@@ -83,7 +83,8 @@ def test_a_mig_device_handle_is_not_a_device_for_health(handles):
     placement.start, placement.size = 0, 8
     gi = nv.nvmlDeviceCreateGpuInstanceWithPlacement(a100, info.id, placement)
     ci_info = nv.nvmlGpuInstanceGetComputeInstanceProfileInfo(
-        gi, nv.NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE, nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+        gi, nv.NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE,
+        nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
     nv.nvmlGpuInstanceCreateComputeInstance(gi, ci_info.id)
     mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(a100, 0)
     assert code_of(nv.nvmlDeviceGetTemperature, mig, nv.NVML_TEMPERATURE_GPU) == \

@@ -342,7 +342,8 @@ class GpuBackend:
 
         nv = self.nv
         if index not in self._slowdown:  # a constant of the board: read once
-            self._slowdown[index] = read("slowdown temperature", "nvmlDeviceGetTemperatureThreshold",
+            self._slowdown[index] = read("slowdown temperature",
+                                         "nvmlDeviceGetTemperatureThreshold",
                                          nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
         uncorrected = read("ECC errors", "nvmlDeviceGetTotalEccErrors",
                            nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC)
