@@ -87,3 +87,10 @@ def test_structure_layout_matches(name):
 def test_versioned_structs_carry_the_same_version_tag():
     for name in ("c_nvmlGpuInstanceProfileInfo_v2_t", "c_nvmlComputeInstanceProfileInfo_v2_t"):
         assert getattr(fake, name)().version == getattr(pynvml, name)().version
+
+
+def test_every_throttle_reason_the_backend_names_is_pynvmls():
+    from remote_agent.gpu.backend import THROTTLE_REASONS
+
+    for _, const in THROTTLE_REASONS:
+        assert getattr(pynvml, const) == getattr(fake, const), const

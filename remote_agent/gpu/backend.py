@@ -10,7 +10,7 @@ from __future__ import annotations
 from ctypes import byref, c_uint
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
