@@ -48,7 +48,9 @@ def test_load_heats_the_gpu_and_draws_power(start_agent):
     agent.call("sim.add_process", gpu=2, used_mib=1000, util=100)
     l4 = health_of(agent, 2)
     assert l4["temperature_c"] == 75 and l4["power_mw"] == l4["power_limit_mw"] == 72_000
-    assert l4["throttle"] == []  # busy, cool enough: no reason to slow down
+    assert l4["throttle"] == ["sw_power_cap"]  # at its power limit, as a busy GPU is
+    agent.call("sim.add_process", gpu=1, used_mib=0, util=30)
+    assert health_of(agent, 1)["throttle"] == []  # busy, cool, within its power: no reason
 
 
 def test_each_condition_raised_by_sim_shows_in_the_snapshot(start_agent):

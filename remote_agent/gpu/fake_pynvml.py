@@ -635,8 +635,8 @@ def sim_remove_process(pid: int) -> bool:
 # --- simulated health: temperature, power, ECC errors, clock throttling, XID events ------------
 # Without an override a GPU's temperature and power follow its load (the utilisation of its
 # processes): 30 °C idle up to 75 °C at 100 %, an eighth of the power limit idle up to all of
-# it; it reports GpuIdle while no process runs and SwThermalSlowdown from its slowdown
-# temperature on, as a real GPU does. ``sim_set_health`` overrides any of them.
+# it; it reports GpuIdle while no process runs, SwThermalSlowdown from its slowdown temperature
+# on and SwPowerCap at its power limit, as a real GPU does. ``sim_set_health`` overrides any of them.
 
 HEALTH_FIELDS = ("temperature_c", "power_mw", "power_limit_mw", "throttle")
 _EVENTS_KEPT = 256  # XID events the host keeps for event sets that have not read them yet
@@ -719,12 +719,22 @@ def _power_limit_mw(gpu: Dict[str, Any]) -> int:
     return set_to if set_to is not None else _facts(gpu).power_limit_w * 1000
 
 
+def _power_mw(state: Dict[str, Any], gpu: Dict[str, Any], index: int) -> int:
+    set_to = gpu.get("health", {}).get("power_mw")
+    if set_to is not None:
+        return set_to
+    limit = _power_limit_mw(gpu)
+    return limit // 8 + (limit - limit // 8) * _load(state, index) // 100
+
+
 def _throttle(state: Dict[str, Any], gpu: Dict[str, Any], index: int) -> int:
     mask = gpu.get("health", {}).get("throttle", 0)
     if not _procs_on(state, index):
         mask |= nvmlClocksThrottleReasonGpuIdle
     if _temperature(state, gpu, index) >= _facts(gpu).slowdown_c:
         mask |= nvmlClocksThrottleReasonSwThermalSlowdown
+    if _power_mw(state, gpu, index) >= _power_limit_mw(gpu):
+        mask |= nvmlClocksThrottleReasonSwPowerCap
     return mask
 
 
@@ -1088,12 +1098,7 @@ def nvmlDeviceGetTemperatureThreshold(handle, threshold):
 @_api
 def nvmlDeviceGetPowerUsage(handle):
     state, gpu, index = _parent(handle)
-    set_to = gpu.get("health", {}).get("power_mw")
-    if set_to is not None:
-        return set_to
-    limit = _power_limit_mw(gpu)
-    idle = limit // 8
-    return idle + (limit - idle) * _load(state, index) // 100
+    return _power_mw(state, gpu, index)
 
 
 @_api
