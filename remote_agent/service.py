@@ -91,7 +91,8 @@ class Agent:
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
                 "sim.hold": Method(self.sim_hold, ("function", "gate")),
-                "sim.health": Method(self.sim_health, ("gpu", "reset") + _SIM_HEALTH),
+                "sim.health": Method(self.sim_health,
+                                     ("gpu", "reset") + self.sim.SIM_HEALTH_FIELDS),
                 "sim.ecc": Method(self.sim_ecc, ("gpu", "corrected", "uncorrected")),
                 "sim.xid": Method(self.sim_xid, ("gpu", "xid", "instance")),
             })
@@ -488,9 +489,9 @@ class Agent:
         index = self._gpu(p).index
         fields: Dict[str, Optional[int]] = {}
         if p.flag("reset", False):
-            fields = dict.fromkeys(("temperature_c", "power_mw", "power_limit_mw", "throttle"))
-        for name in _SIM_HEALTH[:-1]:
-            if p.given(name):
+            fields = dict.fromkeys(self.sim.SIM_HEALTH_FIELDS)
+        for name in self.sim.SIM_HEALTH_FIELDS:
+            if p.given(name) and name != "throttle":
                 fields[name] = p.integer(name, minimum=0)
         if p.given("throttle"):
             names = p.get("throttle", (list,), "a list of throttle reason names")
@@ -517,8 +518,6 @@ class Agent:
         seq = self._sim(lambda: self.sim.sim_raise_xid(index, xid, instance))
         return {"gpu": index, "xid": xid, "seq": seq}
 
-
-_SIM_HEALTH = ("temperature_c", "power_mw", "power_limit_mw", "throttle")
 
 
 def _nvml_code(err: NvmlCallError) -> int:

@@ -116,7 +116,7 @@ class _Builder:
 
 
 def health(model: str, load: int) -> dict:
-    """A healthy GPU's health record at ``load`` percent, as the simulator reports it."""
+    """A healthy GPU's health record at ``load`` percent, in the shape the agent sends."""
     facts = model_facts(model)
     limit = facts.power_limit_w * 1000
     return {"temperature_c": 30 + load * 45 // 100, "slowdown_c": facts.slowdown_c,

@@ -638,7 +638,7 @@ def sim_remove_process(pid: int) -> bool:
 # it; it reports GpuIdle while no process runs, SwThermalSlowdown from its slowdown temperature
 # on and SwPowerCap at its power limit, as a real GPU does. ``sim_set_health`` overrides any of them.
 
-HEALTH_FIELDS = ("temperature_c", "power_mw", "power_limit_mw", "throttle")
+SIM_HEALTH_FIELDS = ("temperature_c", "power_mw", "power_limit_mw", "throttle")
 _EVENTS_KEPT = 256  # XID events the host keeps for event sets that have not read them yet
 
 
@@ -646,10 +646,10 @@ def sim_set_health(gpu: int, **fields: Optional[int]) -> None:
     """Override a GPU's ``temperature_c``, ``power_mw``, ``power_limit_mw`` or ``throttle``
     (a bitmask of ``nvmlClocksThrottleReason*`` reported on top of what the load causes);
     None takes the override away."""
-    unknown = sorted(set(fields) - set(HEALTH_FIELDS))
+    unknown = sorted(set(fields) - set(SIM_HEALTH_FIELDS))
     if unknown:
         raise ValueError("no simulated health field %s (known: %s)" % (
-            ", ".join(unknown), ", ".join(HEALTH_FIELDS)))
+            ", ".join(unknown), ", ".join(SIM_HEALTH_FIELDS)))
     for name, value in fields.items():
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError("%s must be a whole number >= 0, not %r" % (name, value))
