@@ -496,7 +496,7 @@ class Agent:
         if p.given("throttle"):
             names = p.get("throttle", (list,), "a list of throttle reason names")
             bits = {n: getattr(self.sim, const) for n, const in THROTTLE_REASONS}
-            unknown = [n for n in names if n not in bits]
+            unknown = [n for n in names if not isinstance(n, str) or n not in bits]
             if unknown:
                 raise RpcError(rpc.INVALID_PARAMS, "sim.health: unknown throttle reason(s) %s; "
                                "known: %s" % (", ".join(map(repr, unknown)), ", ".join(bits)))
@@ -517,7 +517,6 @@ class Agent:
         instance = p.text("instance", None)
         seq = self._sim(lambda: self.sim.sim_raise_xid(index, xid, instance))
         return {"gpu": index, "xid": xid, "seq": seq}
-
 
 
 def _nvml_code(err: NvmlCallError) -> int:

@@ -102,6 +102,20 @@ def test_a_failing_health_read_is_said_and_the_gpu_stays(start_agent):
     assert g["health"]["power_mw"] is not None
 
 
+def test_a_failed_wait_for_xid_events_is_retried_and_loses_none(start_agent, tmp_path):
+    agent = start_agent(SPEC, str(tmp_path / "state"))
+    until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+    agent.call("sim.fault", function="nvmlEventSetWait_v2", error="NVML_ERROR_UNKNOWN")
+    log = tmp_path / "state" / "daemon.log"
+    deadline = time.time() + 20
+    while "waiting for XID events failed" not in log.read_text():
+        assert time.time() < deadline, "the watcher never met the failed wait"
+        time.sleep(0.05)
+    agent.call("sim.xid", gpu=0, xid=62)  # raised while the watcher waits to try again
+    h = until_health(agent, 0, lambda h: h["xid"], "XID 62 seen after the failed wait")
+    assert [e["xid"] for e in h["xid"]] == [62]
+
+
 def test_the_older_throttle_call_is_used_where_the_driver_lacks_the_newer(start_agent):
     agent = start_agent(SPEC)
     agent.call("sim.fault", function="nvmlDeviceGetCurrentClocksEventReasons",
@@ -115,6 +129,9 @@ def test_bad_sim_health_params_are_refused_with_what_and_where(start_agent):
     reply = agent.request("sim.health", gpu=0, throttle=["too_hot"])
     assert reply["error"]["code"] == rpc.INVALID_PARAMS
     assert "unknown throttle reason(s) 'too_hot'" in reply["error"]["message"]
+    for bad in ([{"a": 1}], "hw_slowdown", [3]):
+        reply = agent.request("sim.health", gpu=0, throttle=bad)
+        assert reply["error"]["code"] == rpc.INVALID_PARAMS, bad
     reply = agent.request("sim.ecc", gpu=1, uncorrected=1)
     assert reply["error"]["code"] == rpc.INVALID_PARAMS
     assert "has no ECC" in reply["error"]["message"]

@@ -38,7 +38,9 @@ class XidWatcher:
     def note(self, index: int) -> Optional[str]:
         """Why this GPU's XID events are not watched, if they are not."""
         with self._lock:
-            return self.problem or self._refused.get(index)
+            if self.problem or index not in self._refused:
+                return self.problem
+            return "XID events are not watched on this GPU: " + self._refused[index]
 
     def run(self, stopping: threading.Event) -> None:
         """Wait for XID events until ``stopping`` is set (the daemon's watcher thread)."""
