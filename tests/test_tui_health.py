@@ -14,7 +14,7 @@ from fractui.tui.health import HealthPanel
 from fractui.tui.jobs import JobScreen
 from tests import localfleet
 from tests.test_tui_jobs import text_of
-from tests.tui_frozen import pilot_test
+from tests.tui_frozen import frozen_app, pilot_test, settled
 from tests.tui_live import gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -64,5 +64,25 @@ def test_the_job_screen_shows_live_memory_against_its_cap_and_a_changing_sparkli
                         "1 uncorrected ECC error", "the map marks the GPU unhealthy")
             await until(pilot, lambda: "unhealthy: 1 uncorrected ECC error" in str(
                 panel.query_one("#health-lines").render()), "the job screen says why")
+
+    drive()
+
+
+def test_a_pending_job_has_no_gpu_to_show_health_or_memory_of():
+    @pilot_test
+    async def drive():
+        app = frozen_app()
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settled(pilot)
+            pending = next(j for j in app.fleet.model.store.jobs if j.state == "pending")
+            app.open_job(pending.id)
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, JobScreen) and screen.job is not None
+            assert not screen.query_one(HealthPanel).display
+            details = text_of(screen.details(screen.agent_record()))
+            assert "wait-" in details and "MiB used" not in details
 
     drive()
