@@ -107,6 +107,7 @@ def test_events_come_only_after_registration_only_of_registered_types(handles):
     assert (data.gpuInstanceId, data.computeInstanceId) == (0xFFFFFFFF, 0xFFFFFFFF)
     assert code_of(nv.nvmlEventSetWait_v2, events, 0) == nv.NVML_ERROR_TIMEOUT
     nv.nvmlEventSetFree(events)
+    nv.nvmlEventSetCreate()  # a new set never takes a freed one's place
     assert code_of(nv.nvmlEventSetWait_v2, events, 0) == nv.NVML_ERROR_INVALID_ARGUMENT
 
 

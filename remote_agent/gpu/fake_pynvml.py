@@ -6,7 +6,9 @@ that passes here passes on real NVML (tests/test_fake_pynvml_compat.py checks th
 installed nvidia-ml-py). The GPUs come from mig_profiles.json and obey real MIG rules: placement
 starts and sizes, per-profile instance counts, the compute-slice budget, ``IN_USE`` when
 destroying an instance that still has compute instances or processes, ``INSUFFICIENT_RESOURCES``
-on overlap, MIG mode changes only on an idle GPU.
+on overlap, MIG mode changes only on an idle GPU. Health reads (temperature, power, ECC counters,
+clock throttle reasons) follow the load unless a test overrides them, and XID errors reach NVML
+event sets as events do: only those registered before, to a caller that waits.
 
 State lives in one JSON file (``sim_open(path, spec)``) shared by every process of the host — the
 agent, and simulated workloads registering their memory use — so a restarted agent sees the
@@ -20,6 +22,7 @@ import contextlib
 import copy
 import fcntl
 import functools
+import itertools
 import json
 import os
 import string
@@ -507,6 +510,7 @@ _holds: Dict[str, str] = {}  # NVML function -> gate file its calls wait for
 _lock = threading.RLock()
 # event set id -> {"mask": {gpu: event types}, "seen": {gpu: the last event seq it passed}}
 _event_sets: Dict[int, Dict[str, Any]] = {}
+_event_set_numbers = itertools.count(1)
 
 
 def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
@@ -1154,7 +1158,7 @@ def nvmlDeviceGetSupportedEventTypes(handle):
 
 @_api
 def nvmlEventSetCreate():
-    number = max(_event_sets, default=0) + 1
+    number = next(_event_set_numbers)  # never reused: a freed set's handle stays invalid
     _host()
     _event_sets[number] = {"mask": {}, "seen": {}}
     return pointer(struct_c_nvmlEventSet_t(number))
