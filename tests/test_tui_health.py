@@ -86,3 +86,15 @@ def test_a_pending_job_has_no_gpu_to_show_health_or_memory_of():
             assert "wait-" in details and "MiB used" not in details
 
     drive()
+
+
+def test_health_in_words_says_what_is_not_measured_and_what_is_not_reported():
+    from fractui.tui.health import health_text
+    from fractui.tui.sample import health
+
+    rtx = {"index": 0, "health": dict(health("RTX4090", 0), temperature_c=None)}
+    text = health_text(rtx, 0.0, "yellow").plain
+    assert text == ("temp ? (slows at 87 °C) · power 56/450 W · ECC n/a · throttle gpu_idle · "
+                    "XID none  (not measured here: ECC errors)")
+    older = health_text({"index": 0}, 0.0, "yellow").plain  # an agent from before health
+    assert older == "health: not reported by this host's agent"

@@ -55,7 +55,7 @@ def health_text(gpu: Mapping[str, Any], now: float, warning: str) -> Text:
 
     ecc = h.get("ecc_volatile")
     parts = [
-        "%s (slows at %s)" % (known(h.get("temperature_c"), "%d °C"),
+        "temp %s (slows at %s)" % (known(h.get("temperature_c"), "%d °C"),
                               known(h.get("slowdown_c"), "%d °C")),
         "power %s/%s W" % (known(h.get("power_mw") and h["power_mw"] / 1000, "%.0f"),
                            known(h.get("power_limit_mw") and h["power_limit_mw"] / 1000, "%.0f")),
@@ -80,7 +80,8 @@ class HealthPanel(Vertical):
     HealthPanel #health-lines { height: auto; }
     HealthPanel Horizontal { height: 1; }
     HealthPanel .spark-label { width: auto; padding-right: 1; }
-    HealthPanel Sparkline { width: 1fr; margin-right: 2; }
+    HealthPanel #second-label { margin-left: 3; }
+    HealthPanel Sparkline { width: 1fr; }
     """
 
     def compose(self) -> ComposeResult:
@@ -103,5 +104,6 @@ class HealthPanel(Vertical):
             self.query_one("#%s-label" % name, Static).update(series.caption())
             # one value alone would be drawn as a full bar (its own maximum): show it flat
             values = list(series.values)
-            self.query_one("#" + name, Sparkline).data = values * 2 if len(values) == 1 \
-                else values
+            spark = self.query_one("#" + name, Sparkline)
+            spark.display = bool(values)  # none at all (MIG utilisation): no line drawn as 0
+            spark.data = values * 2 if len(values) == 1 else values
