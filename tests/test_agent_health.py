@@ -63,6 +63,9 @@ def test_each_condition_raised_by_sim_shows_in_the_snapshot(start_agent):
     # at its slowdown temperature the GPU slows itself down, as a real one does
     assert h["throttle"] == ["gpu_idle", "sw_thermal_slowdown", "hw_power_brake_slowdown"]
     assert h["ecc_volatile"] == {"corrected": 5, "uncorrected": 2}
+    agent.call("sim.health", gpu=2, power_limit_mw=60_000)  # an admin's lower power limit
+    l4 = health_of(agent, 2)
+    assert l4["power_limit_mw"] == 60_000 and l4["power_mw"] == 7_500  # idle: an eighth
     agent.call("sim.health", gpu=0, reset=True)
     h = health_of(agent, 0)
     assert h["temperature_c"] == 30 and h["throttle"] == ["gpu_idle"]
