@@ -16,7 +16,9 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
 
 from remote_agent import PROTOCOL_VERSION, __version__
-from remote_agent.gpu.backend import GpuBackend, GpuInfo, MigDevice, NvmlCallError
+from remote_agent.gpu.backend import THROTTLE_REASONS, GpuBackend, GpuInfo, Health, MigDevice, \
+    NvmlCallError
+from remote_agent.gpu.xid import XidWatcher
 from remote_agent.jobs.caps import CapProbe
 from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
@@ -57,6 +59,7 @@ class Agent:
         self._mig_locks: Dict[int, threading.RLock] = {}
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
+        self.xids = XidWatcher(self.backend)  # its thread is the daemon's to run
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
         self.cap_probe: Optional[CapProbe] = None  # set by the daemon, which launches jobs
@@ -88,6 +91,10 @@ class Agent:
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
                 "sim.hold": Method(self.sim_hold, ("function", "gate")),
+                "sim.health": Method(self.sim_health,
+                                     ("gpu", "reset") + self.sim.SIM_HEALTH_FIELDS),
+                "sim.ecc": Method(self.sim_ecc, ("gpu", "corrected", "uncorrected")),
+                "sim.xid": Method(self.sim_xid, ("gpu", "xid", "instance")),
             })
         return table
 
@@ -250,6 +257,7 @@ class Agent:
                 record["utilization_gpu"] = util
                 if util is None:
                     record["utilization_note"] = "not reported by NVML for MIG instances"
+                record["health"] = self._health_record(info.index)
                 procs = self.backend.processes(info.index, info, devices)
                 record["processes"] = [{"pid": q.pid, "used_mib": q.used_mib,
                                         "instance": q.instance_uuid} for q in procs]
@@ -262,6 +270,22 @@ class Agent:
                 gpus.append(record)
             return {"host": socket.gethostname(), "time": time.time(), "gpus": gpus}
         return self.call_nvml(take)
+
+    def _health_record(self, index: int) -> Dict[str, Any]:
+        """A GPU's health for the snapshot; what is not measured is null, and why is said."""
+        h: Health = self.backend.health(index)
+        record: Dict[str, Any] = {
+            "temperature_c": h.temperature_c, "slowdown_c": h.slowdown_c,
+            "power_mw": h.power_mw, "power_limit_mw": h.power_limit_mw,
+            "ecc_volatile": None if h.ecc_uncorrected is None else {
+                "corrected": h.ecc_corrected, "uncorrected": h.ecc_uncorrected},
+            "throttle": None if h.throttle is None else list(h.throttle),
+            "xid": self.xids.recent(index), "unmeasured": list(h.unmeasured),
+            "errors": list(h.errors)}
+        note = self.xids.note(index)
+        if note:
+            record["xid_note"] = note
+        return record
 
     def _plan(self, layout: Layout, profile: str, start: Optional[int],
               destroy_idle: bool) -> planner.Plan:
@@ -460,6 +484,39 @@ class Agent:
         function, gate = p.text("function"), p.text("gate")
         self._sim(lambda: self.sim.sim_hold(function, gate))
         return {"function": function, "gate": gate}
+
+    def sim_health(self, p: Params) -> Dict[str, Any]:
+        index = self._gpu(p).index
+        fields: Dict[str, Optional[int]] = {}
+        if p.flag("reset", False):
+            fields = dict.fromkeys(self.sim.SIM_HEALTH_FIELDS)
+        for name in self.sim.SIM_HEALTH_FIELDS:
+            if p.given(name) and name != "throttle":
+                fields[name] = p.integer(name, minimum=0)
+        if p.given("throttle"):
+            names = p.get("throttle", (list,), "a list of throttle reason names")
+            bits = {n: getattr(self.sim, const) for n, const in THROTTLE_REASONS}
+            unknown = [n for n in names if not isinstance(n, str) or n not in bits]
+            if unknown:
+                raise RpcError(rpc.INVALID_PARAMS, "sim.health: unknown throttle reason(s) %s; "
+                               "known: %s" % (", ".join(map(repr, unknown)), ", ".join(bits)))
+            fields["throttle"] = sum(bits[n] for n in set(names))
+        self._sim(lambda: self.sim.sim_set_health(index, **fields))
+        return {"gpu": index, "set": sorted(fields)}
+
+    def sim_ecc(self, p: Params) -> Dict[str, Any]:
+        index = self._gpu(p).index
+        corrected = p.integer("corrected", 0, minimum=0)
+        uncorrected = p.integer("uncorrected", 0, minimum=0)
+        self._sim(lambda: self.sim.sim_add_ecc_errors(index, corrected, uncorrected))
+        return {"gpu": index, "corrected": corrected, "uncorrected": uncorrected}
+
+    def sim_xid(self, p: Params) -> Dict[str, Any]:
+        index = self._gpu(p).index
+        xid = p.integer("xid", minimum=1)
+        instance = p.text("instance", None)
+        seq = self._sim(lambda: self.sim.sim_raise_xid(index, xid, instance))
+        return {"gpu": index, "xid": xid, "seq": seq}
 
 
 def _nvml_code(err: NvmlCallError) -> int:

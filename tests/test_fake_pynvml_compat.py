@@ -14,6 +14,9 @@ from remote_agent.gpu import fake_pynvml as fake
 FUNCTIONS = sorted(n for n in dir(fake) if n.startswith("nvml") and callable(getattr(fake, n)))
 CONSTANTS = sorted(n for n in dir(fake) if n.startswith("NVML_") and not n.startswith(
     "NVML_VALUE_NOT_AVAILABLE"))
+# pynvml spells its event types and clock reasons in lower case: constants all the same
+LOWER_CONSTANTS = sorted(n for n in dir(fake) if n.startswith(("nvmlEventType", "nvmlClocks"))
+                         and isinstance(getattr(fake, n), int))
 STRUCTS = sorted(n for n in dir(fake) if n.startswith("c_nvml")
                  and isinstance(getattr(fake, n), type)
                  and issubclass(getattr(fake, n), ctypes.Structure))
@@ -37,6 +40,22 @@ def test_function_exists_in_pynvml_with_the_same_signature(name):
 @pytest.mark.parametrize("name", CONSTANTS)
 def test_constant_has_the_same_value(name):
     assert getattr(fake, name) == getattr(pynvml, name)
+
+
+@pytest.mark.parametrize("name", LOWER_CONSTANTS)
+def test_lower_case_constant_has_the_same_value(name):
+    assert getattr(fake, name) == getattr(pynvml, name)
+
+
+def test_the_health_calls_are_offered():
+    wanted = {"nvmlDeviceGetTemperature", "nvmlDeviceGetTemperatureThreshold",
+              "nvmlDeviceGetPowerUsage", "nvmlDeviceGetEnforcedPowerLimit",
+              "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetCurrentClocksThrottleReasons",
+              "nvmlDeviceGetCurrentClocksEventReasons", "nvmlEventSetCreate",
+              "nvmlDeviceRegisterEvents", "nvmlEventSetWait_v2", "nvmlEventSetWait",
+              "nvmlEventSetFree", "nvmlDeviceGetSupportedEventTypes"}
+    assert wanted <= set(FUNCTIONS) and "c_nvmlEventData_t" in STRUCTS
+    assert len(LOWER_CONSTANTS) >= 20
 
 
 def test_not_available_sentinels_match():
@@ -68,3 +87,10 @@ def test_structure_layout_matches(name):
 def test_versioned_structs_carry_the_same_version_tag():
     for name in ("c_nvmlGpuInstanceProfileInfo_v2_t", "c_nvmlComputeInstanceProfileInfo_v2_t"):
         assert getattr(fake, name)().version == getattr(pynvml, name)().version
+
+
+def test_every_throttle_reason_the_backend_names_is_pynvmls():
+    from remote_agent.gpu.backend import THROTTLE_REASONS
+
+    for _, const in THROTTLE_REASONS:
+        assert getattr(pynvml, const) == getattr(fake, const), const

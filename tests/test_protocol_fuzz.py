@@ -55,6 +55,7 @@ HOSTILE_INSIDE = {
     "env": [('{"A": %s}', "str"), ('{"": "x", "B": %s}', "str"), ('{"A=B": "x", "C": %s}', "str")],
     "argv": [("[%s]", "str"), ('["python3", %s]', "str")],
     "gpus": [("[%s]", "gpu"), ("[1, %s]", "gpu")],
+    "throttle": [("[%s]", "str"), ('["sw_power_cap", %s]', "str")],
 }
 # Valid values by kind; "gpu" 1 is the L4, 0 the A100 in MIG mode.
 VALID = {
@@ -64,7 +65,7 @@ VALID = {
     "gpus": ["[1]", "[0, 1]"], "dir": ['"/tmp"', '"/"'],
     "mig": ['{"profile": "1g.10gb", "start": 6}', '{"profile": "4g.40gb", "start": 0}'],
     "state": ['"running"', '"exited"'], "error": ['"NVML_ERROR_UNKNOWN"'],
-    "function": ['"nvmlDeviceGetCount"'],
+    "function": ['"nvmlDeviceGetCount"'], "throttle": ['["sw_power_cap"]', "[]"],
 }
 SCHEMA: Dict[str, Dict[str, str]] = {
     "hello": {"protocol": "int", "client": "str"},
@@ -82,6 +83,10 @@ SCHEMA: Dict[str, Dict[str, str]] = {
     "sim.fault": {"function": "function", "error": "error", "skip": "int", "count": "int"},
     "sim.hold": {"function": "function", "gate": "str"},
     "sim.clear_faults": {},
+    "sim.health": {"gpu": "gpu", "reset": "bool", "temperature_c": "int", "power_mw": "int",
+                   "power_limit_mw": "int", "throttle": "throttle"},
+    "sim.ecc": {"gpu": "gpu", "corrected": "int", "uncorrected": "int"},
+    "sim.xid": {"gpu": "gpu", "xid": "int", "instance": "str"},
     "job.launch": {"key": "str", "argv": "argv", "env": "env", "cwd": "dir", "name": "str",
                    "gpu": "gpu", "gpus": "gpus", "instance": "str", "mig": "mig",
                    "memory_mib": "int", "torch_fraction": "bool", "run_as": "str"},
@@ -351,6 +356,7 @@ WRONG_TYPE = {
             '{"profile": 4, "start": 0}', '{"profile": "4g.40gb", "start": 0, "x": 1}',
             '{"profile": "4g.40gb", "start": 0, "layout_version": 7}'],
     "error": ["1.5", "true", "[]"], "function": ["1", "true", "[]"],
+    "throttle": ['"sw_power_cap"', "1", "{}", "[1]", '["nope"]', '[{"a": 1}]', "[null]"],
 }
 
 
@@ -378,6 +384,10 @@ def valid_requests(agent) -> List[Tuple[str, Dict[str, str]]]:
         ("sim.fault", {"function": '"nvmlDeviceSetMigMode"', "error": '"NVML_ERROR_UNKNOWN"',
                        "skip": "100000", "count": "1"}),
         ("sim.hold", {"function": '"nvmlDeviceGetCount"', "gate": '"/"'}),  # "/" is: no wait
+        ("sim.health", {"gpu": "0", "reset": "false", "temperature_c": "40", "power_mw": "1000",
+                        "power_limit_mw": "400000", "throttle": '["sw_power_cap"]'}),
+        ("sim.ecc", {"gpu": "0", "corrected": "1", "uncorrected": "0"}),
+        ("sim.xid", {"gpu": "0", "xid": "79", "instance": json.dumps(busy["uuid"])}),
         ("job.launch", launch),
         ("job.launch", dict({k: launch[k] for k in ("key", "argv", "memory_mib")}, gpus="[1]")),
         ("job.launch", {"key": '"sweep-mig"', "argv": SLEEPER, "gpu": "0",

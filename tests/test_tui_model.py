@@ -10,10 +10,11 @@ import pytest
 from fractui.demo import fleet_layout, gpu_count
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, PLACED, RUNNING, Job, Slot
-from fractui.tui.bars import EIGHTHS, HATCH, Paint, gpu_bar, render_gpu
-from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, FleetModel, StoreView,
-                               compile_filter, queue_stats)
-from fractui.tui.sample import QUEUES
+from fractui.tui.bars import EIGHTHS, HATCH, Paint, gpu_bar, render_gpu, render_group, \
+    render_host
+from fractui.tui.model import (IDLE, JOB, OTHER, PLACING, SIMULATED, FleetModel, GpuGroupLine,
+                               StoreView, compile_filter, queue_stats)
+from fractui.tui.sample import QUEUES, health
 from fractui.tui.themes import builtin_themes, label_colour
 
 UID = "abcd1234"
@@ -128,6 +129,22 @@ def test_mig_gpu_says_utilisation_is_not_reported():
     assert "util n/a: MIG" in text and "0%" not in text
     (share,) = build([l4()]).hosts["h"].gpus
     assert "util  40%" in "".join(s.text for s in render_gpu(share, 120, PAINT))
+
+
+def test_an_unhealthy_gpu_is_marked_and_its_host_says_why():
+    sick = dict(l4(), health=dict(health("L4", 40), ecc_volatile={"corrected": 0,
+                                                                  "uncorrected": 1}))
+    well = dict(a100([]), health=health("A100-80GB", 0))
+    view = build([sick, well]).hosts["h"]
+    first, second = view.gpus
+    assert first.unhealthy == "1 uncorrected ECC error" and second.unhealthy is None
+    assert view.header.unhealthy == ((0, "1 uncorrected ECC error"),)
+    assert "".join(s.text for s in render_gpu(first, 120, PAINT)).startswith(" ! 0 L4")
+    assert "".join(s.text for s in render_gpu(second, 120, PAINT)).startswith("   1 A100")
+    assert "! gpu 0: 1 uncorrected ECC error" in "".join(
+        s.text for s in render_host(view.header, PAINT))
+    assert "".join(s.text for s in render_group(GpuGroupLine(view.gpus), PAINT)).startswith("!0")
+    assert "unhealthy" in first.text() and "unhealthy" not in second.text()
 
 
 def test_a_store_read_rebuilds_only_hosts_whose_jobs_changed():

@@ -3,7 +3,9 @@
     python3 tools/device_check.py --out DIR [--sim SPEC]
 
 1. The agent on the real NVML backend: ``hello``, ``inventory``, ``snapshot`` — written to
-   DIR/inventory.json.
+   DIR/inventory.json — and each GPU's health as the snapshot reports it (temperature, power
+   draw and limit, ECC counts, throttle reasons, XID events, what NVML does not measure there
+   and what failed), printed one GPU a line.
 2. The watchdog against a real CUDA process: a PyTorch loop that allocates 256 MiB at a time is
    launched as a job with a 1024 MiB share; the agent must stop it and say why. The job record
    and its log go to DIR/watchdog.json and DIR/watchdog.log.
@@ -59,6 +61,27 @@ class Agent:
         self.proc.wait(timeout=30)
 
 
+def health_line(gpu: Dict[str, Any]) -> str:
+    """One GPU's health from a snapshot record, every field said, none left out."""
+    h = gpu.get("health") or {}
+
+    def watts(mw: Any) -> str:
+        return "?" if mw is None else "%.1f" % (mw / 1000)
+
+    ecc = h.get("ecc_volatile")
+    xids = ", ".join("%d" % e["xid"] for e in h.get("xid") or ()) or "none"
+    return ("GPU %s %s: %s °C (slowdown %s °C), %s/%s W, ECC %s, throttle %s, XID %s%s; "
+            "unmeasured: %s; errors: %s" % (
+                gpu.get("index"), gpu.get("name"), h.get("temperature_c"), h.get("slowdown_c"),
+                watts(h.get("power_mw")), watts(h.get("power_limit_mw")),
+                "n/a" if ecc is None else "%d corrected %d uncorrected" % (
+                    ecc["corrected"], ecc["uncorrected"]),
+                ",".join(h["throttle"]) if h.get("throttle") is not None else "?", xids,
+                " (%s)" % h["xid_note"] if h.get("xid_note") else "",
+                ", ".join(h.get("unmeasured") or ()) or "-",
+                "; ".join(h.get("errors") or ()) or "-"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -73,6 +96,8 @@ def main() -> int:
             json.dump(found, f, indent=2)
         hello = found["hello"]
         print(json.dumps(hello.get("result", hello), indent=2))
+        for gpu in found["snapshot"].get("result", {}).get("gpus", []):
+            print(health_line(gpu))
         gpus = hello.get("result", {}).get("gpus", [])
         target = next((g for g in gpus if not g["mig_mode"]), None)
         if target is None:

@@ -220,15 +220,28 @@ def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
     head = _style(paint.foreground, paint.background, reverse=selected)
     util_style = _style(paint.muted, paint.background) if line.util is None else base
     bar = gpu_bar(line, bar_width, paint)
-    return [Segment(prefix, head), *bar, Segment(suffix[:-len(_util(line, wide))], base),
-            Segment(_util(line, wide), util_style)]
+    return [*_marked(prefix, 1, line, paint, head), *bar,
+            Segment(suffix[:-len(_util(line, wide))], base), Segment(_util(line, wide), util_style)]
+
+
+def _marked(text: str, at: int, line: GpuLine, paint: Paint, style: Style) -> list[Segment]:
+    """``text`` with cell ``at`` (a space) made a "!" in the warning colour if the GPU is
+    unhealthy; the host's header says why."""
+    if not line.unhealthy:
+        return [Segment(text, style)]
+    mark = _style(paint.state("degraded"), paint.background, bold=True)
+    return [Segment(text[:at], style), Segment("!", mark), Segment(text[at + 1:], style)]
 
 
 def render_group(line: GpuGroupLine, paint: Paint) -> list[Segment]:
     out: list[Segment] = []
     for gpu in line.gpus:
         base = _style(paint.muted if gpu.stale else paint.foreground, paint.background)
-        out.append(Segment("%2d" % gpu.index, base))
+        if gpu.unhealthy:  # "!" where the index leaves room, the warning colour always
+            out.append(Segment("!%d" % gpu.index if gpu.index < 10 else "%2d" % gpu.index,
+                               _style(paint.state("degraded"), paint.background, bold=True)))
+        else:
+            out.append(Segment("%2d" % gpu.index, base))
         out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False)
         out.append(Segment("  ", base))
     return out
@@ -244,6 +257,9 @@ def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Se
     out = [Segment("▌", _style(paint.state(line.state), bg)),
            Segment(line.name, _style(paint.foreground, bg, bold=True, reverse=selected)),
            Segment(" " + line.state, state), Segment(detail, _style(paint.muted, bg))]
+    if line.unhealthy:
+        out.append(Segment("  ! " + "; ".join("gpu %d: %s" % u for u in line.unhealthy),
+                           _style(paint.state("degraded"), bg)))
     if line.error:
         out.append(Segment("  " + line.error, _style(paint.state("offline"), bg)))
     return out

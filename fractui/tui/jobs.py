@@ -28,6 +28,8 @@ from fractui.store.access import Denied
 from fractui.store.intents import Asker, Refused, ask_stop
 from fractui.store.model import AuditEntry, Job
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
+from fractui.tui.health import HealthPanel, Series, gpu_series
+from fractui.tui.history import job_key, job_memory_mib
 from fractui.tui.logview import LogView
 from fractui.tui.queues import duration
 from fractui.tui.source import Source
@@ -114,6 +116,18 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Optional[int]:
+    """The GPU memory a job may use: its MIG instance's, its share (per GPU, on each of its
+    GPUs), or its whole GPUs'."""
+    shown = [gpus[i] for i in record.get("gpus") or () if i in gpus]
+    if record.get("instance"):
+        return next((inst.get("memory_mib") for g in shown for inst in g.get("instances") or ()
+                     if inst.get("uuid") == record["instance"]), None)
+    if record.get("memory_mib"):
+        return int(record["memory_mib"]) * max(1, len(shown))
+    return sum(int(g.get("memory_mib") or 0) for g in shown) or None
+
+
 class JobScreen(Screen[None], inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
@@ -152,6 +166,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
 
     def compose(self) -> ComposeResult:
         yield Static(id="details")
+        yield HealthPanel(id="health")
         yield Static(id="logstate")
         yield LogView(id="log")
         yield Input(placeholder="search: a regex; enter finds, n/N next/previous, esc closes",
@@ -200,6 +215,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
         self.uid = message.uid or self.uid
         record = self.agent_record()
         self.query_one("#details", Static).update(self.details(record))
+        self.show_health(record)
         agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
         if self.job is not None and self.job.slot is not None and agent_job and (
                 self.job.slot.host, agent_job) != self.followed:
@@ -259,6 +275,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
             grid.add_row("where", "%s · gpu %s · %s · charge %.2f GPU%s" % (
                 slot.host, ",".join(map(str, slot.gpus)), what, slot.charge,
                 " · placed by hand" if job.manual else ""))
+        memory = self.memory_text(record)
+        if memory is not None:
+            grid.add_row("memory", memory)
         if record is not None:
             caps = ", ".join(record.get("caps") or ()) or "none"
             notes = "; ".join(record.get("cap_notes") or ())
@@ -275,6 +294,52 @@ class JobScreen(Screen[None], inherit_bindings=False):
                          "%s ago  %s %s: %s" % (duration(now - entry.time), entry.actor,
                                                 entry.action, entry.why))
         return grid
+
+    def _gpus(self) -> tuple[str, dict[int, dict[str, Any]], float]:
+        """The job's host, the GPU records of its latest snapshot by index, and its time."""
+        job = self.job
+        if job is None or job.slot is None:
+            return "", {}, 0.0
+        status = self.statuses().get(job.slot.host)
+        snapshot = (status.snapshot if status else None) or {}
+        return job.slot.host, {g.get("index"): g for g in snapshot.get("gpus") or ()}, \
+            snapshot.get("time") or 0.0
+
+    def memory_text(self, record: Optional[dict[str, Any]]) -> Optional[Text]:
+        """The running job's GPU memory in use against its cap, from the latest snapshot."""
+        if record is None or record.get("state") != "running":
+            return None
+        _, gpus, _ = self._gpus()
+        used = job_memory_mib(record, gpus)
+        cap = job_cap_mib(record, gpus)
+        if used is None or not cap:
+            return None
+        share = used / cap
+        style = self.app.theme_variables["warning"] if share > 0.9 else ""
+        return Text("%d MiB used of its %d MiB cap (%d%%)" % (used, cap, round(share * 100)),
+                    style=style)
+
+    def show_health(self, record: Optional[dict[str, Any]]) -> None:
+        """The job's GPU's health, its utilisation and the job's memory over the last minutes."""
+        panel = self.query_one(HealthPanel)
+        job = self.job
+        host, gpus, now = self._gpus()
+        panel.display = job is not None and job.slot is not None
+        if not panel.display:
+            return
+        index = job.slot.gpus[0]
+        gpu = gpus.get(index)
+        title = "%s gpu %d%s" % (host, index, " (1 of %d)" % len(job.slot.gpus)
+                                 if len(job.slot.gpus) > 1 else "")
+        util, gpu_memory = gpu_series(self.source.history, host, gpu or {"index": index})
+        memory = gpu_memory
+        if record is not None and record.get("state") == "running":
+            used = job_memory_mib(record, gpus)
+            cap = job_cap_mib(record, gpus)
+            memory = Series("job memory %s/%s MiB" % ("?" if used is None else used,
+                                                      cap or "?"), tuple(
+                self.source.history.buckets(job_key(host, record.get("id")), "used_mib")))
+        panel.show(title, gpu, now, util, memory)
 
     def show_state(self) -> None:
         log = self.logview

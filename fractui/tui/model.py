@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence, Union
 
 from fractui.config import QueueConfig
+from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.store.model import ACTIVE, PENDING, PLACED, Job
 from remote_agent.gpu.models import ALIASES, model as model_facts
@@ -76,6 +77,8 @@ class GpuLine:
     blocks: tuple[Block, ...]
     stale: bool = False
     """The host is not connected: this is its last known state."""
+    unhealthy: Optional[str] = None
+    """Why the GPU is unhealthy (fractui.sched.health), if it is."""
 
     @property
     def allocated(self) -> float:
@@ -85,6 +88,8 @@ class GpuLine:
     def text(self) -> str:
         """What a filter matches against."""
         words = [self.host, "gpu%d" % self.index, self.model, "mig" if self.mig else "share"]
+        if self.unhealthy:
+            words += ["unhealthy", self.unhealthy]
         for b in self.blocks:
             words += [b.label, b.team or "", b.queue or "", b.job or "", b.kind]
         return " ".join(words)
@@ -98,6 +103,8 @@ class HostLine:
     gpus: int
     jobs: int
     simulated: bool = False
+    unhealthy: tuple[tuple[int, str], ...] = ()
+    """(GPU index, why) of each unhealthy GPU of the host."""
 
 
 @dataclass(frozen=True)
@@ -133,10 +140,11 @@ def host_view(status: HostStatus, by_key: dict[str, Job], placed: Sequence[Job],
     snapshot = status.snapshot or {}
     live = [j for j in status.jobs.values() if j.get("state") in _LIVE_JOB_STATES]
     stale = status.state not in ("online", "degraded")
-    gpus = tuple(_gpu_line(status.name, g, live, by_key, placed, stale, simulated)
+    now = snapshot.get("time") or 0.0
+    gpus = tuple(_gpu_line(status.name, g, live, by_key, placed, stale, simulated, now)
                  for g in snapshot.get("gpus") or ())
     header = HostLine(status.name, status.state, status.error, len(gpus), len(live),
-                      bool(simulated))
+                      bool(simulated), tuple((g.index, g.unhealthy) for g in gpus if g.unhealthy))
     return HostView(header, gpus)
 
 
@@ -149,7 +157,8 @@ def _owner(agent_job: dict, host: str, by_key: dict[str, Job]) -> dict:
 
 
 def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
-              placed: Sequence[Job], stale: bool, simulated: frozenset[str]) -> GpuLine:
+              placed: Sequence[Job], stale: bool, simulated: frozenset[str],
+              now: float) -> GpuLine:
     index = gpu.get("index", 0)
     memory = max(1, int(gpu.get("memory_mib") or 1))
     on_gpu = [j for j in live if index in (j.get("gpus") or ())]
@@ -207,7 +216,7 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                    mig=bool(gpu.get("mig_mode")), slices=slices, memory_mib=memory,
                    used_mib=int(gpu.get("memory_used_mib") or 0),
                    util=gpu.get("utilization_gpu"), util_note=gpu.get("utilization_note"),
-                   blocks=tuple(blocks), stale=stale)
+                   blocks=tuple(blocks), stale=stale, unhealthy=unhealthy(gpu, now))
 
 
 def with_ghost(lines: Sequence[Line], host: str, gpus: Sequence[int], profile: Optional[str],

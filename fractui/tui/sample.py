@@ -105,10 +105,25 @@ class _Builder:
                                      charge=charge(None, share, [(facts.memory_mib, None)]))
                 n = len(jobs) + 1
                 jobs["j%d" % n] = self.agent_job(job, n, index, memory_mib=share)
+                record["processes"].append({"pid": 1000 + n, "used_mib": share // 2,
+                                            "instance": None})
                 used += share // 2
             record.update(utilization_gpu=self.rng.randrange(0, 100))
         record["memory_used_mib"] = used
+        record["health"] = health(facts.name, used * 100 // facts.memory_mib if facts.mig_capable
+                                  else record["utilization_gpu"])
         return record
+
+
+def health(model: str, load: int) -> dict:
+    """A healthy GPU's health record at ``load`` percent, in the shape the agent sends."""
+    facts = model_facts(model)
+    limit = facts.power_limit_w * 1000
+    return {"temperature_c": 30 + load * 45 // 100, "slowdown_c": facts.slowdown_c,
+            "power_mw": limit // 8 + (limit - limit // 8) * load // 100, "power_limit_mw": limit,
+            "ecc_volatile": {"corrected": 0, "uncorrected": 0} if facts.ecc else None,
+            "throttle": [] if load else ["gpu_idle"], "xid": [],
+            "unmeasured": [] if facts.ecc else ["ECC errors"], "errors": []}
 
 
 def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,

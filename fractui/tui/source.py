@@ -19,6 +19,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import JOBS, LEASE, Store, StoreError
 from fractui.store.model import ACTIVE, AuditEntry
+from fractui.tui.history import History
 from fractui.tui.model import StoreView
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ class Source:
         self._simulated = simulated or {}
         self._wake: Optional[Callable[[], None]] = None
         self._woken = False
+        self.history = History()
+        """Each GPU's and running job's utilisation and memory over the last minutes."""
+        for status in statuses:
+            self.history.record(status.name, status.snapshot, status.jobs)
 
     def hosts(self) -> list[str]:
         return list(self._names)
@@ -80,6 +85,7 @@ class Source:
         """A host's news, on the thread it came on: copied there (a plain-dict copy is atomic
         under the GIL, so a job update racing it cannot break it)."""
         copy = dataclasses.replace(status, jobs=dict(status.jobs))
+        self.history.record(copy.name, copy.snapshot, copy.jobs)
         with self._lock:
             self._latest[status.name] = copy
             self._current[status.name] = copy

@@ -242,6 +242,9 @@ class Daemon:
                  self.paths.socket, len(adopted))
         threading.Thread(target=Watchdog(self.supervisor).run, args=(self.stopping,),
                          name="watchdog", daemon=True).start()
+        if self.agent.problem is None:
+            threading.Thread(target=self.agent.xids.run, args=(self.stopping,), name="xid",
+                             daemon=True).start()
         threading.Thread(target=self._tell_jobs, name="notify", daemon=True).start()
         threading.Thread(target=self.monitor, name="monitor", daemon=True).start()
         listener.settimeout(TICK_S)

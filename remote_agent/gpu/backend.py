@@ -34,6 +34,22 @@ CI_PROFILE_FOR_SLICES = {
     8: "NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE",
 }
 
+# Clock throttle reasons by the names the snapshot gives them, with their pynvml bit constants
+# (the ``Throttle`` spelling: older pynvml modules lack the newer ``Event`` one).
+THROTTLE_REASONS = (
+    ("gpu_idle", "nvmlClocksThrottleReasonGpuIdle"),
+    ("applications_clocks", "nvmlClocksThrottleReasonApplicationsClocksSetting"),
+    ("sw_power_cap", "nvmlClocksThrottleReasonSwPowerCap"),
+    ("hw_slowdown", "nvmlClocksThrottleReasonHwSlowdown"),
+    ("sync_boost", "nvmlClocksThrottleReasonSyncBoost"),
+    ("sw_thermal_slowdown", "nvmlClocksThrottleReasonSwThermalSlowdown"),
+    ("hw_thermal_slowdown", "nvmlClocksThrottleReasonHwThermalSlowdown"),
+    ("hw_power_brake_slowdown", "nvmlClocksThrottleReasonHwPowerBrakeSlowdown"),
+    ("display_clock_setting", "nvmlClocksThrottleReasonDisplayClockSetting"),
+    ("board_limit", "nvmlClocksThrottleReasonBoardLimit"),
+    ("reliability", "nvmlClocksThrottleReasonReliability"),
+)
+
 
 class NvmlCallError(Exception):
     """An NVML call failed; names the call and the NVML error so a person can act on it."""
@@ -67,6 +83,30 @@ class GpuProcess:
 
 
 @dataclass(frozen=True)
+class Health:
+    """One read of a GPU's health; None where it was not measured: NVML does not support it
+    there (named in ``unmeasured``) or the read failed (said in ``errors``)."""
+
+    temperature_c: Optional[int]
+    slowdown_c: Optional[int]
+    power_mw: Optional[int]
+    power_limit_mw: Optional[int]
+    ecc_corrected: Optional[int]  # volatile counters: since the driver last loaded
+    ecc_uncorrected: Optional[int]
+    throttle: Optional[Tuple[str, ...]]
+    unmeasured: Tuple[str, ...] = ()
+    errors: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class XidEvent:
+    index: int
+    xid: int
+    gi_id: Optional[int]
+    ci_id: Optional[int]
+
+
+@dataclass(frozen=True)
 class MigDevice:
     gi_id: int
     ci_id: int
@@ -81,6 +121,7 @@ class GpuBackend:
         self.nv = nv
         self._error_names = {getattr(nv, n): n for n in dir(nv) if n.startswith("NVML_ERROR_")}
         self._geometry: Dict[Tuple[int, str], Geometry] = {}
+        self._slowdown: Dict[int, Optional[int]] = {}
 
     # -- plumbing --
 
@@ -275,6 +316,91 @@ class GpuBackend:
                 return None
             raise
 
+    # -- health --
+
+    def health(self, index: int) -> Health:
+        """Temperature, power, ECC and throttling, each read on its own: one that NVML does
+        not support here or that fails is left out, never the GPU."""
+        h = self.handle(index)
+        unmeasured: List[str] = []
+        errors: List[str] = []
+
+        def read(what: str, function: str, *args: Any, older: Optional[str] = None) -> Any:
+            """``function``, or ``older`` where the module or driver lacks it."""
+            names = [n for n in (function, older) if n and hasattr(self.nv, n)]
+            for k, name in enumerate(names):
+                try:
+                    return self.call(name, h, *args)
+                except NvmlCallError as err:
+                    if k + 1 < len(names) and self.is_error(err, "NVML_ERROR_FUNCTION_NOT_FOUND"):
+                        continue
+                    if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED"):
+                        unmeasured.append(what)
+                    else:
+                        errors.append(str(err))
+            return None
+
+        nv = self.nv
+        if index not in self._slowdown:  # a constant of the board: read once
+            self._slowdown[index] = read("slowdown temperature",
+                                         "nvmlDeviceGetTemperatureThreshold",
+                                         nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+        uncorrected = read("ECC errors", "nvmlDeviceGetTotalEccErrors",
+                           nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC)
+        corrected = None if uncorrected is None else read(
+            "ECC errors", "nvmlDeviceGetTotalEccErrors", nv.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+            nv.NVML_VOLATILE_ECC)
+        reasons = read("clock throttle reasons", "nvmlDeviceGetCurrentClocksEventReasons",
+                       older="nvmlDeviceGetCurrentClocksThrottleReasons")
+        return Health(
+            temperature_c=read("temperature", "nvmlDeviceGetTemperature",
+                               nv.NVML_TEMPERATURE_GPU),
+            slowdown_c=self._slowdown[index],
+            power_mw=read("power draw", "nvmlDeviceGetPowerUsage"),
+            power_limit_mw=read("power limit", "nvmlDeviceGetEnforcedPowerLimit"),
+            ecc_corrected=corrected, ecc_uncorrected=uncorrected,
+            throttle=None if reasons is None else tuple(
+                name for name, const in THROTTLE_REASONS if reasons & getattr(nv, const, 0))
+            + tuple("0x%x" % bit for bit in _bits(reasons & ~self._known_reasons())),
+            unmeasured=tuple(sorted(set(unmeasured))), errors=tuple(errors))
+
+    def _known_reasons(self) -> int:
+        mask = 0
+        for _, const in THROTTLE_REASONS:
+            mask |= getattr(self.nv, const, 0)
+        return mask
+
+    def xid_events(self, indexes: List[int]) -> Tuple[Any, Dict[int, str]]:
+        """An event set for the critical XID errors of these GPUs, and why a GPU could not be
+        registered (NVML does not deliver them there)."""
+        events = self.call("nvmlEventSetCreate")
+        refused: Dict[int, str] = {}
+        for index in indexes:
+            try:
+                self.call("nvmlDeviceRegisterEvents", self.handle(index),
+                          self.nv.nvmlEventTypeXidCriticalError, events)
+            except NvmlCallError as err:
+                refused[index] = str(err)
+        return events, refused
+
+    def wait_xid(self, events: Any, timeout_ms: int) -> Optional[XidEvent]:
+        """The next critical XID error of the set, or None when none came in time."""
+        try:
+            data = self.call("nvmlEventSetWait_v2", events, timeout_ms)
+        except NvmlCallError as err:
+            if self.is_error(err, "NVML_ERROR_TIMEOUT"):
+                return None
+            raise
+        if not data.eventType & self.nv.nvmlEventTypeXidCriticalError:
+            return None
+        gi, ci = int(data.gpuInstanceId), int(data.computeInstanceId)
+        return XidEvent(index=int(self.call("nvmlDeviceGetIndex", data.device)),
+                        xid=int(data.eventData), gi_id=None if gi == NOT_AVAILABLE_UINT else gi,
+                        ci_id=None if ci == NOT_AVAILABLE_UINT else ci)
+
+    def free_events(self, events: Any) -> None:
+        self.call("nvmlEventSetFree", events)
+
     # -- changes --
 
     def create_instance(self, index: int, profile: Profile, start: int,
@@ -334,6 +460,10 @@ class GpuBackend:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bits(mask: int) -> List[int]:
+    return [1 << i for i in range(64) if mask >> i & 1]
 
 
 def _mib(used_bytes: Optional[int]) -> Optional[int]:

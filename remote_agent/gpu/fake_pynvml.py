@@ -6,7 +6,9 @@ that passes here passes on real NVML (tests/test_fake_pynvml_compat.py checks th
 installed nvidia-ml-py). The GPUs come from mig_profiles.json and obey real MIG rules: placement
 starts and sizes, per-profile instance counts, the compute-slice budget, ``IN_USE`` when
 destroying an instance that still has compute instances or processes, ``INSUFFICIENT_RESOURCES``
-on overlap, MIG mode changes only on an idle GPU.
+on overlap, MIG mode changes only on an idle GPU. Health reads (temperature, power, ECC counters,
+clock throttle reasons) follow the load unless a test overrides them, and XID errors reach NVML
+event sets as events do: only those registered before, to a caller that waits.
 
 State lives in one JSON file (``sim_open(path, spec)``) shared by every process of the host — the
 agent, and simulated workloads registering their memory use — so a restarted agent sees the
@@ -20,6 +22,7 @@ import contextlib
 import copy
 import fcntl
 import functools
+import itertools
 import json
 import os
 import string
@@ -104,6 +107,63 @@ NVML_DEVICE_MEMORY_LIMIT_MAX = 0xFFFFFFFFFFFFFFFF
 
 NVML_VALUE_NOT_AVAILABLE_uint = c_uint(-1)
 NVML_VALUE_NOT_AVAILABLE_ulonglong = c_ulonglong(-1)
+
+NVML_TEMPERATURE_GPU = 0
+NVML_TEMPERATURE_COUNT = 2
+
+NVML_TEMPERATURE_THRESHOLD_SHUTDOWN = 0
+NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+NVML_TEMPERATURE_THRESHOLD_MEM_MAX = 2
+NVML_TEMPERATURE_THRESHOLD_GPU_MAX = 3
+NVML_TEMPERATURE_THRESHOLD_COUNT = 8
+
+NVML_VOLATILE_ECC = 0
+NVML_AGGREGATE_ECC = 1
+NVML_ECC_COUNTER_TYPE_COUNT = 2
+
+NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_MEMORY_ERROR_TYPE_COUNT = 2
+
+nvmlEventTypeSingleBitEccError = 0x0000000000000001
+nvmlEventTypeDoubleBitEccError = 0x0000000000000002
+nvmlEventTypePState = 0x0000000000000004
+nvmlEventTypeXidCriticalError = 0x0000000000000008
+nvmlEventTypeClock = 0x0000000000000010
+nvmlEventTypeNone = 0x0000000000000000
+
+nvmlClocksThrottleReasonGpuIdle = 0x0000000000000001
+nvmlClocksThrottleReasonApplicationsClocksSetting = 0x0000000000000002
+nvmlClocksThrottleReasonSwPowerCap = 0x0000000000000004
+nvmlClocksThrottleReasonHwSlowdown = 0x0000000000000008
+nvmlClocksThrottleReasonSyncBoost = 0x0000000000000010
+nvmlClocksThrottleReasonSwThermalSlowdown = 0x0000000000000020
+nvmlClocksThrottleReasonHwThermalSlowdown = 0x0000000000000040
+nvmlClocksThrottleReasonHwPowerBrakeSlowdown = 0x0000000000000080
+nvmlClocksThrottleReasonDisplayClockSetting = 0x0000000000000100
+nvmlClocksThrottleReasonBoardLimit = 0x0000000000000200
+nvmlClocksThrottleReasonReliability = 0x0000000000000400
+nvmlClocksThrottleReasonNone = 0x0000000000000000
+_CLOCKS_EVENT_REASONS = (
+    nvmlClocksThrottleReasonGpuIdle | nvmlClocksThrottleReasonApplicationsClocksSetting
+    | nvmlClocksThrottleReasonSwPowerCap | nvmlClocksThrottleReasonHwSlowdown
+    | nvmlClocksThrottleReasonSyncBoost | nvmlClocksThrottleReasonSwThermalSlowdown
+    | nvmlClocksThrottleReasonHwThermalSlowdown | nvmlClocksThrottleReasonHwPowerBrakeSlowdown
+    | nvmlClocksThrottleReasonDisplayClockSetting)
+nvmlClocksThrottleReasonAll = (_CLOCKS_EVENT_REASONS | nvmlClocksThrottleReasonBoardLimit
+                               | nvmlClocksThrottleReasonReliability)
+# the newer names of the same bits (pynvml keeps both)
+nvmlClocksEventReasonGpuIdle = nvmlClocksThrottleReasonGpuIdle
+nvmlClocksEventReasonApplicationsClocksSetting = nvmlClocksThrottleReasonApplicationsClocksSetting
+nvmlClocksEventReasonSwPowerCap = nvmlClocksThrottleReasonSwPowerCap
+nvmlClocksEventReasonHwSlowdown = nvmlClocksThrottleReasonHwSlowdown
+nvmlClocksEventReasonSyncBoost = nvmlClocksThrottleReasonSyncBoost
+nvmlClocksEventReasonSwThermalSlowdown = nvmlClocksThrottleReasonSwThermalSlowdown
+nvmlClocksEventReasonHwThermalSlowdown = nvmlClocksThrottleReasonHwThermalSlowdown
+nvmlClocksEventReasonHwPowerBrakeSlowdown = nvmlClocksThrottleReasonHwPowerBrakeSlowdown
+nvmlClocksEventReasonDisplayClockSetting = nvmlClocksThrottleReasonDisplayClockSetting
+nvmlClocksEventReasonNone = nvmlClocksThrottleReasonNone
+nvmlClocksEventReasonAll = _CLOCKS_EVENT_REASONS
 
 nvmlGpuInstanceProfileInfo_v2 = 0x02000098
 nvmlComputeInstanceProfileInfo_v2 = 0x02000088
@@ -306,6 +366,19 @@ class c_nvmlGetMemoryLimits_v1_t(Structure):
                 ("currentUsed", c_ulonglong)]
 
 
+class struct_c_nvmlEventSet_t(Structure):
+    _fields_ = [("sim_set", c_int)]  # opaque in pynvml; here the simulator's id of the set
+
+
+c_nvmlEventSet_t = POINTER(struct_c_nvmlEventSet_t)
+
+
+class c_nvmlEventData_t(Structure):
+    _fields_ = [("device", c_nvmlDevice_t), ("eventType", c_ulonglong),
+                ("eventData", c_ulonglong), ("gpuInstanceId", c_uint),
+                ("computeInstanceId", c_uint)]
+
+
 class nvmlFriendlyObject(object):
     def __init__(self, dictionary):
         for x in dictionary:
@@ -435,6 +508,9 @@ _faults: Dict[str, List[_Fault]] = {}
 _trace: Optional[List[str]] = None  # the NVML calls made since sim_start_trace, in order
 _holds: Dict[str, str] = {}  # NVML function -> gate file its calls wait for
 _lock = threading.RLock()
+# event set id -> {"mask": {gpu: event types}, "seen": {gpu: the last event seq it passed}}
+_event_sets: Dict[int, Dict[str, Any]] = {}
+_event_set_numbers = itertools.count(1)
 
 
 def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
@@ -446,6 +522,7 @@ def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
         _init_count = 0
         _faults.clear()
         _trace = None
+        _event_sets.clear()
 
 
 def sim_spec() -> str:
@@ -559,6 +636,125 @@ def sim_remove_process(pid: int) -> bool:
         return len(state["procs"]) != before
 
 
+# --- simulated health: temperature, power, ECC errors, clock throttling, XID events ------------
+# Without an override a GPU's temperature and power follow its load (the utilisation of its
+# processes): 30 °C idle up to 75 °C at 100 %, an eighth of the power limit idle up to all of
+# it; it reports GpuIdle while no process runs, SwThermalSlowdown from its slowdown temperature
+# on and SwPowerCap at its power limit, as a real GPU does. ``sim_set_health`` overrides any of them.
+
+SIM_HEALTH_FIELDS = ("temperature_c", "power_mw", "power_limit_mw", "throttle")
+_EVENTS_KEPT = 256  # XID events the host keeps for event sets that have not read them yet
+
+
+def sim_set_health(gpu: int, **fields: Optional[int]) -> None:
+    """Override a GPU's ``temperature_c``, ``power_mw``, ``power_limit_mw`` or ``throttle``
+    (a bitmask of ``nvmlClocksThrottleReason*`` reported on top of what the load causes);
+    None takes the override away."""
+    unknown = sorted(set(fields) - set(SIM_HEALTH_FIELDS))
+    if unknown:
+        raise ValueError("no simulated health field %s (known: %s)" % (
+            ", ".join(unknown), ", ".join(SIM_HEALTH_FIELDS)))
+    for name, value in fields.items():
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError("%s must be a whole number >= 0, not %r" % (name, value))
+    with _transaction() as state:
+        health = _sim_gpu(state, gpu).setdefault("health", {})
+        for name, value in fields.items():
+            if value is None:
+                health.pop(name, None)
+            else:
+                health[name] = value
+
+
+def sim_add_ecc_errors(gpu: int, corrected: int = 0, uncorrected: int = 0) -> None:
+    """Count ECC errors on a GPU, in its volatile and aggregate counters alike."""
+    if corrected < 0 or uncorrected < 0:
+        raise ValueError("ECC error counts must be >= 0")
+    with _transaction() as state:
+        g = _sim_gpu(state, gpu)
+        if not _facts(g).ecc:
+            raise ValueError("GPU %d (%s) has no ECC to count errors in" % (gpu, g["model"]))
+        ecc = g.setdefault("health", {}).setdefault("ecc", {"volatile": [0, 0],
+                                                            "aggregate": [0, 0]})
+        for counter in ecc.values():
+            counter[0] += corrected
+            counter[1] += uncorrected
+
+
+def sim_raise_xid(gpu: int, xid: int, instance_uuid: Optional[str] = None) -> int:
+    """A critical XID error on a GPU (or, under MIG, one of its instances), delivered to every
+    event set registered for it before now; returns its sequence number on the host."""
+    if not 0 < xid < 1 << 32:
+        raise ValueError("an XID is a number from 1, not %r" % (xid,))
+    with _transaction() as state:
+        g = _sim_gpu(state, gpu)
+        gi = ci = _NA_UINT
+        if instance_uuid is not None:
+            found = _find_ci_by_uuid(g, instance_uuid)
+            if found is None:
+                raise ValueError("no MIG instance %s on GPU %d" % (instance_uuid, gpu))
+            gi, ci = found
+        seq = state.get("event_seq", 0) + 1
+        state["event_seq"] = seq
+        events = state.setdefault("events", [])
+        events.append({"seq": seq, "gpu": gpu, "type": nvmlEventTypeXidCriticalError,
+                       "data": xid, "gi": gi, "ci": ci})
+        del events[:-_EVENTS_KEPT]
+    return seq
+
+
+def _sim_gpu(state: Dict[str, Any], gpu: int) -> Dict[str, Any]:
+    if not isinstance(gpu, int) or not 0 <= gpu < len(state["gpus"]):
+        raise ValueError("no GPU %r on this simulated host" % (gpu,))
+    return state["gpus"][gpu]
+
+
+def _load(state: Dict[str, Any], index: int) -> int:
+    return min(100, sum(p["util"] for p in _procs_on(state, index)))
+
+
+def _temperature(state: Dict[str, Any], gpu: Dict[str, Any], index: int) -> int:
+    set_to = gpu.get("health", {}).get("temperature_c")
+    return set_to if set_to is not None else 30 + _load(state, index) * 45 // 100
+
+
+def _power_limit_mw(gpu: Dict[str, Any]) -> int:
+    set_to = gpu.get("health", {}).get("power_limit_mw")
+    return set_to if set_to is not None else _facts(gpu).power_limit_w * 1000
+
+
+def _power_mw(state: Dict[str, Any], gpu: Dict[str, Any], index: int) -> int:
+    set_to = gpu.get("health", {}).get("power_mw")
+    if set_to is not None:
+        return set_to
+    limit = _power_limit_mw(gpu)
+    return limit // 8 + (limit - limit // 8) * _load(state, index) // 100
+
+
+def _throttle(state: Dict[str, Any], gpu: Dict[str, Any], index: int) -> int:
+    mask = gpu.get("health", {}).get("throttle", 0)
+    if not _procs_on(state, index):
+        mask |= nvmlClocksThrottleReasonGpuIdle
+    if _temperature(state, gpu, index) >= _facts(gpu).slowdown_c:
+        mask |= nvmlClocksThrottleReasonSwThermalSlowdown
+    if _power_mw(state, gpu, index) >= _power_limit_mw(gpu):
+        mask |= nvmlClocksThrottleReasonSwPowerCap
+    return mask
+
+
+def _supported_events(gpu: Dict[str, Any]) -> int:
+    ecc = nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError
+    return (nvmlEventTypeXidCriticalError | nvmlEventTypePState | nvmlEventTypeClock
+            | (ecc if _facts(gpu).ecc else 0))
+
+
+def _event_set(eventSet) -> Dict[str, Any]:
+    found = _event_sets.get(eventSet.contents.sim_set) if eventSet else None
+    if found is None:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)  # never created, or freed
+    return found
+
+
 def _host() -> Dict[str, Any]:
     if _store is None:
         raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)
@@ -573,8 +769,10 @@ def _transaction() -> Iterator[Dict[str, Any]]:
         yield state
 
 
-def _api(fn: Callable) -> Callable:
-    """Every NVML call: library loaded and initialised, then any injected fault, then the call."""
+def _api(fn: Callable, locked: bool = True) -> Callable:
+    """Every NVML call: library loaded and initialised, then any injected fault, then the call
+    — under the simulator's lock, except a call that waits (``locked=False``), which must let
+    the others go on meanwhile."""
     name = fn.__name__
 
     @functools.wraps(fn)
@@ -594,13 +792,19 @@ def _api(fn: Callable) -> Callable:
                 elif fault.count > 0 and due is None:
                     fault.count -= 1
                     due = fault
-            if due is None:
+            if due is not None:
+                if due.after:
+                    fn(*args, **kwargs)
+                raise NVMLError(due.code)
+            if locked:
                 return fn(*args, **kwargs)
-            if due.after:
-                fn(*args, **kwargs)
-            raise NVMLError(due.code)
+        return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _waiting_api(fn: Callable) -> Callable:
+    return _api(fn, locked=False)
 
 
 def _alive_procs(state: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -869,6 +1073,143 @@ def nvmlDeviceGetComputeRunningProcesses(handle):
         "pid": p["pid"], "usedGpuMemory": p["used_mib"] * _MIB,
         "gpuInstanceId": _NA_UINT if p["gi"] is None else p["gi"],
         "computeInstanceId": _NA_UINT if p["ci"] is None else p["ci"]}) for p in procs]
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+@_api
+def nvmlDeviceGetTemperature(handle, sensor):
+    state, gpu, index = _parent(handle)
+    if sensor != NVML_TEMPERATURE_GPU:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return _temperature(state, gpu, index)
+
+
+@_api
+def nvmlDeviceGetTemperatureThreshold(handle, threshold):
+    _, gpu, _ = _parent(handle)
+    if not 0 <= threshold < NVML_TEMPERATURE_THRESHOLD_COUNT:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    facts = _facts(gpu)
+    known = {NVML_TEMPERATURE_THRESHOLD_SHUTDOWN: facts.shutdown_c,
+             NVML_TEMPERATURE_THRESHOLD_SLOWDOWN: facts.slowdown_c}
+    if threshold not in known:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return known[threshold]
+
+
+@_api
+def nvmlDeviceGetPowerUsage(handle):
+    state, gpu, index = _parent(handle)
+    return _power_mw(state, gpu, index)
+
+
+@_api
+def nvmlDeviceGetEnforcedPowerLimit(handle):
+    _, gpu, _ = _parent(handle)
+    return _power_limit_mw(gpu)
+
+
+@_api
+def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):
+    _, gpu, _ = _parent(handle)
+    if not 0 <= errorType < NVML_MEMORY_ERROR_TYPE_COUNT or \
+            not 0 <= counterType < NVML_ECC_COUNTER_TYPE_COUNT:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    if not _facts(gpu).ecc:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    ecc = gpu.get("health", {}).get("ecc", {"volatile": [0, 0], "aggregate": [0, 0]})
+    return ecc["volatile" if counterType == NVML_VOLATILE_ECC else "aggregate"][errorType]
+
+
+@_api
+def nvmlDeviceGetCurrentClocksThrottleReasons(handle):
+    state, gpu, index = _parent(handle)
+    return _throttle(state, gpu, index)
+
+
+@_api
+def nvmlDeviceGetCurrentClocksEventReasons(handle):
+    state, gpu, index = _parent(handle)
+    return _throttle(state, gpu, index)
+
+
+@_api
+def nvmlDeviceGetSupportedClocksThrottleReasons(handle):
+    _parent(handle)
+    return nvmlClocksThrottleReasonAll
+
+
+@_api
+def nvmlDeviceGetSupportedClocksEventReasons(handle):
+    _parent(handle)
+    return nvmlClocksEventReasonAll
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@_api
+def nvmlDeviceGetSupportedEventTypes(handle):
+    _, gpu, _ = _parent(handle)
+    return _supported_events(gpu)
+
+
+@_api
+def nvmlEventSetCreate():
+    number = next(_event_set_numbers)  # never reused: a freed set's handle stays invalid
+    _host()
+    _event_sets[number] = {"mask": {}, "seen": {}}
+    return pointer(struct_c_nvmlEventSet_t(number))
+
+
+@_api
+def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):
+    _, gpu, index = _parent(handle)
+    found = _event_set(eventSet)
+    if eventTypes & ~_supported_events(gpu):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    if index not in found["mask"]:  # only what happens from now on is delivered
+        found["seen"][index] = _host().get("event_seq", 0)
+    found["mask"][index] = found["mask"].get(index, 0) | eventTypes
+    return None
+
+
+@_waiting_api
+def nvmlEventSetWait_v2(eventSet, timeoutms):
+    deadline = time.monotonic() + timeoutms / 1000.0
+    while True:
+        with _lock:
+            found = _event_set(eventSet)
+            for event in _host().get("events", []):
+                gpu = event["gpu"]
+                if gpu not in found["mask"] or event["seq"] <= found["seen"][gpu]:
+                    continue
+                found["seen"][gpu] = event["seq"]
+                if event["type"] & found["mask"][gpu]:
+                    data = c_nvmlEventData_t()
+                    data.device = _device_handle(event["gpu"])
+                    data.eventType = event["type"]
+                    data.eventData = event["data"]
+                    data.gpuInstanceId = event["gi"]
+                    data.computeInstanceId = event["ci"]
+                    return data
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NVMLError(NVML_ERROR_TIMEOUT)
+        time.sleep(min(0.01, left))
+
+
+def nvmlEventSetWait(eventSet, timeoutms):
+    return nvmlEventSetWait_v2(eventSet, timeoutms)
+
+
+@_api
+def nvmlEventSetFree(eventSet):
+    _event_set(eventSet)
+    del _event_sets[eventSet.contents.sim_set]
+    return None
 
 
 # --- MIG mode -----------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ class ModelFacts:
     compute_slices: int = 0
     profiles: Tuple[ProfileFacts, ...] = ()
     profile_names: Tuple[Tuple[str, str], ...] = ()  # key -> "3g.40gb"
+    power_limit_w: int = 0  # the simulator's health defaults (mig_profiles.json "health")
+    slowdown_c: int = 0
+    shutdown_c: int = 0
+    ecc: bool = False
 
     @property
     def mig_capable(self) -> bool:
@@ -96,9 +100,11 @@ def models() -> Dict[str, ModelFacts]:
         out[name] = ModelFacts(name=name, memory_mib=m["memory_mib"], sms=m["sms"],
                                memory_slices=geo["memory_slices"],
                                compute_slices=geo["compute_slices"], profiles=profiles,
-                               profile_names=tuple(sorted(m["names"].items())))
+                               profile_names=tuple(sorted(m["names"].items())),
+                               **data["health"]["models"][name])
     for name, m in data["non_mig_models"].items():
-        out[name] = ModelFacts(name=name, memory_mib=m["memory_mib"], sms=m["sms"])
+        out[name] = ModelFacts(name=name, memory_mib=m["memory_mib"], sms=m["sms"],
+                               **data["health"]["models"][name])
     return out
 
 

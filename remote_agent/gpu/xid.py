@@ -1,0 +1,75 @@
+"""Critical XID errors of a host's GPUs, kept as they come.
+
+NVML delivers an XID event only to an event set that was registered before it happened and
+that waits for it, so a thread of the daemon's waits on one set for every GPU, and the snapshot
+reads the newest few of each GPU from here.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Deque, Dict, List, Optional
+
+from remote_agent.gpu.backend import GpuBackend, NvmlCallError
+
+log = logging.getLogger("remote_agent.xid")
+
+KEPT = 16  # the newest XID events kept per GPU
+WAIT_MS = 500  # one wait's longest time, so the thread sees the daemon stop
+RETRY_S = 5.0  # after a failed wait, before the next
+
+
+class XidWatcher:
+    def __init__(self, backend: GpuBackend):
+        self.backend = backend
+        self._lock = threading.Lock()
+        self._events: Dict[int, Deque[Dict[str, Any]]] = {}
+        self._refused: Dict[int, str] = {}
+        self.problem: Optional[str] = "XID events are not watched yet"
+
+    def recent(self, index: int) -> List[Dict[str, Any]]:
+        """The newest XID events of a GPU, oldest first."""
+        with self._lock:
+            return list(self._events.get(index, ()))
+
+    def note(self, index: int) -> Optional[str]:
+        """Why this GPU's XID events are not watched, if they are not."""
+        with self._lock:
+            if self.problem or index not in self._refused:
+                return self.problem
+            return "XID events are not watched on this GPU: " + self._refused[index]
+
+    def run(self, stopping: threading.Event) -> None:
+        """Wait for XID events until ``stopping`` is set (the daemon's watcher thread)."""
+        try:
+            events, refused = self.backend.xid_events(list(range(self.backend.count())))
+        except NvmlCallError as err:
+            with self._lock:
+                self.problem = "XID events cannot be watched: %s" % err
+            log.warning("%s", self.problem)
+            return
+        with self._lock:
+            self.problem, self._refused = None, refused
+        try:
+            while not stopping.is_set():
+                try:
+                    event = self.backend.wait_xid(events, WAIT_MS)
+                except NvmlCallError as err:
+                    log.warning("waiting for XID events failed: %s", err)
+                    stopping.wait(RETRY_S)
+                    continue
+                if event is None:
+                    continue
+                log.warning("GPU %d: XID %d", event.index, event.xid)
+                with self._lock:
+                    self._events.setdefault(event.index, collections.deque(maxlen=KEPT)).append(
+                        {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
+                         "ci_id": event.ci_id})
+        finally:
+            try:
+                self.backend.free_events(events)
+            except NvmlCallError as err:
+                log.warning("freeing the XID event set failed: %s", err)

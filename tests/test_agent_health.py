@@ -1,0 +1,142 @@
+"""GPU health over the real agent process: each condition raised by ``sim.*`` on a simulated
+host shows in the snapshot the daemon takes (temperature, power, ECC, throttling, XID events),
+and what NVML does not support on a GPU is "not measured", never an error that hides it."""
+
+from __future__ import annotations
+
+import time
+
+from remote_agent.rpc import jsonrpc as rpc
+
+SPEC = "1xA100-80GB:mig,1xRTX4090,1xL4"
+
+
+def gpu(agent, index: int) -> dict:
+    return agent.call("snapshot")["gpus"][index]
+
+
+def health_of(agent, index: int) -> dict:
+    return gpu(agent, index)["health"]
+
+
+def until_health(agent, index: int, check, what: str, timeout_s: float = 20.0) -> dict:
+    deadline = time.time() + timeout_s
+    while True:
+        health = health_of(agent, index)
+        if check(health):
+            return health
+        assert time.time() < deadline, "never happened: %s; last %r" % (what, health)
+        time.sleep(0.05)
+
+
+def test_an_idle_gpu_reports_its_health_and_what_it_cannot_measure(start_agent):
+    agent = start_agent(SPEC)
+    a100 = health_of(agent, 0)
+    assert a100["temperature_c"] == 30 and a100["slowdown_c"] == 89
+    assert a100["power_limit_mw"] == 400_000 and a100["power_mw"] == 50_000
+    assert a100["ecc_volatile"] == {"corrected": 0, "uncorrected": 0}
+    assert a100["throttle"] == ["gpu_idle"]
+    assert a100["xid"] == [] and a100["unmeasured"] == [] and a100["errors"] == []
+    rtx = health_of(agent, 1)  # a consumer part: no ECC counters, the rest as usual
+    assert rtx["ecc_volatile"] is None and rtx["unmeasured"] == ["ECC errors"]
+    assert rtx["temperature_c"] == 30 and rtx["power_limit_mw"] == 450_000
+    assert rtx["errors"] == [] and gpu(agent, 1)["memory_mib"] == 24564
+
+
+def test_load_heats_the_gpu_and_draws_power(start_agent):
+    agent = start_agent(SPEC)
+    agent.call("sim.add_process", gpu=2, used_mib=1000, util=100)
+    l4 = health_of(agent, 2)
+    assert l4["temperature_c"] == 75 and l4["power_mw"] == l4["power_limit_mw"] == 72_000
+    assert l4["throttle"] == ["sw_power_cap"]  # at its power limit, as a busy GPU is
+    agent.call("sim.add_process", gpu=1, used_mib=0, util=30)
+    assert health_of(agent, 1)["throttle"] == []  # busy, cool, within its power: no reason
+
+
+def test_each_condition_raised_by_sim_shows_in_the_snapshot(start_agent):
+    agent = start_agent(SPEC)
+    agent.call("sim.health", gpu=0, temperature_c=91, power_mw=123_456,
+               throttle=["hw_power_brake_slowdown"])
+    agent.call("sim.ecc", gpu=0, corrected=5, uncorrected=2)
+    h = health_of(agent, 0)
+    assert h["temperature_c"] == 91 and h["power_mw"] == 123_456
+    # at its slowdown temperature the GPU slows itself down, as a real one does
+    assert h["throttle"] == ["gpu_idle", "sw_thermal_slowdown", "hw_power_brake_slowdown"]
+    assert h["ecc_volatile"] == {"corrected": 5, "uncorrected": 2}
+    agent.call("sim.health", gpu=2, power_limit_mw=60_000)  # an admin's lower power limit
+    l4 = health_of(agent, 2)
+    assert l4["power_limit_mw"] == 60_000 and l4["power_mw"] == 7_500  # idle: an eighth
+    agent.call("sim.health", gpu=0, reset=True)
+    h = health_of(agent, 0)
+    assert h["temperature_c"] == 30 and h["throttle"] == ["gpu_idle"]
+    assert h["ecc_volatile"] == {"corrected": 5, "uncorrected": 2}  # errors stay counted
+
+
+def test_xid_events_reach_the_snapshot_bounded_and_per_gpu(start_agent):
+    agent = start_agent(SPEC)
+    until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+    agent.call("sim.xid", gpu=0, xid=79)
+    h = until_health(agent, 0, lambda h: h["xid"], "XID 79 seen")
+    assert [(e["xid"], e["gi_id"], e["ci_id"]) for e in h["xid"]] == [(79, None, None)]
+    assert health_of(agent, 1)["xid"] == []
+    for n in range(20):
+        agent.call("sim.xid", gpu=1, xid=100 + n)
+    h = until_health(agent, 1, lambda h: h["xid"] and h["xid"][-1]["xid"] == 119, "all 20")
+    assert [e["xid"] for e in h["xid"]] == list(range(104, 120))  # the newest 16
+
+
+def test_an_xid_on_a_mig_instance_names_the_instance(start_agent):
+    agent = start_agent(SPEC)
+    made = agent.call("mig.apply", gpu=0, profile="3g.40gb")["instance"]
+    until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+    agent.call("sim.xid", gpu=0, xid=43, instance=made["uuid"])
+    h = until_health(agent, 0, lambda h: h["xid"], "XID 43 seen")
+    assert [(e["xid"], e["gi_id"]) for e in h["xid"]] == [(43, made["gi_id"])]
+
+
+def test_a_failing_health_read_is_said_and_the_gpu_stays(start_agent):
+    agent = start_agent(SPEC)
+    agent.call("sim.fault", function="nvmlDeviceGetTemperature", error="NVML_ERROR_GPU_IS_LOST",
+               count=1000)
+    g = gpu(agent, 2)
+    assert g["name"] == "NVIDIA L4" and g["health"]["temperature_c"] is None
+    assert g["health"]["errors"] == [
+        "nvmlDeviceGetTemperature failed: GPU is lost (NVML_ERROR_GPU_IS_LOST)"]
+    assert g["health"]["power_mw"] is not None
+
+
+def test_a_failed_wait_for_xid_events_is_retried_and_loses_none(start_agent, tmp_path):
+    agent = start_agent(SPEC, str(tmp_path / "state"))
+    until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+    agent.call("sim.fault", function="nvmlEventSetWait_v2", error="NVML_ERROR_UNKNOWN")
+    log = tmp_path / "state" / "daemon.log"
+    deadline = time.time() + 20
+    while "waiting for XID events failed" not in log.read_text():
+        assert time.time() < deadline, "the watcher never met the failed wait"
+        time.sleep(0.05)
+    agent.call("sim.xid", gpu=0, xid=62)  # raised while the watcher waits to try again
+    h = until_health(agent, 0, lambda h: h["xid"], "XID 62 seen after the failed wait")
+    assert [e["xid"] for e in h["xid"]] == [62]
+
+
+def test_the_older_throttle_call_is_used_where_the_driver_lacks_the_newer(start_agent):
+    agent = start_agent(SPEC)
+    agent.call("sim.fault", function="nvmlDeviceGetCurrentClocksEventReasons",
+               error="NVML_ERROR_FUNCTION_NOT_FOUND", count=1000)
+    agent.call("sim.health", gpu=2, throttle=["sw_power_cap"])
+    assert health_of(agent, 2)["throttle"] == ["gpu_idle", "sw_power_cap"]
+
+
+def test_bad_sim_health_params_are_refused_with_what_and_where(start_agent):
+    agent = start_agent(SPEC)
+    reply = agent.request("sim.health", gpu=0, throttle=["too_hot"])
+    assert reply["error"]["code"] == rpc.INVALID_PARAMS
+    assert "unknown throttle reason(s) 'too_hot'" in reply["error"]["message"]
+    for bad in ([{"a": 1}], "hw_slowdown", [3]):
+        reply = agent.request("sim.health", gpu=0, throttle=bad)
+        assert reply["error"]["code"] == rpc.INVALID_PARAMS, bad
+    reply = agent.request("sim.ecc", gpu=1, uncorrected=1)
+    assert reply["error"]["code"] == rpc.INVALID_PARAMS
+    assert "has no ECC" in reply["error"]["message"]
+    reply = agent.request("sim.xid", gpu=0, xid=0)
+    assert reply["error"]["code"] == rpc.INVALID_PARAMS
