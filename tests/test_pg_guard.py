@@ -110,6 +110,11 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
                 "submitted_at, updated_at) VALUES ('n', '%s', 'x', '[\"x\"]', '{}', "
                 "'pending', 0, 0)" % guarded.nlp, guard, "submit a job of team %s" % guarded.nlp)
+        now = "extract(epoch FROM transaction_timestamp())"
+        refused(guarded, "INSERT INTO jobs (id, queue, team, name, argv, request, state, "
+                "submitted_at, updated_at) VALUES (%d, 'v', '%s', 'x', '[\"x\"]', '{}', "
+                "'pending', %s, %s)" % (running.id + 1, guarded.vision, now, now), guard,
+                "submit a job numbered %d: the store numbers jobs" % (running.id + 1))
         refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
                 "submitted_at, updated_at) VALUES ('v', '%s', 'x', 'not json', '{}', "
                 "'pending', extract(epoch FROM clock_timestamp()), "
