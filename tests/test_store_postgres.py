@@ -162,15 +162,22 @@ def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp
 
 def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkeypatch):
     """Another client holding the store's write lock (a transaction left open) keeps a write
-    waiting at most the lock timeout: then StoreBusy, nothing written; reads go on."""
+    waiting at most the lock timeout: then StoreBusy naming the role and session that hold it
+    and how an admin ends it, nothing written; reads go on."""
     monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 0.5)
     store = open_store(pg_url)
     holder = pg_server.connect(pg_url.rsplit("/", 1)[1])
     try:
         holder.execute("BEGIN")
         holder.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
-        with pytest.raises(StoreBusy, match="lock timeout"):
+        with pytest.raises(StoreBusy) as busy:
             store.submit("q", None, "blocked", ["true"], {}, "alice")
+        pid = holder.info.backend_pid
+        assert str(busy.value).startswith(
+            "store %s: no write for 0.5 s: the store's write lock is held by role %s (pid %d, "
+            % (store.where, holder.info.user, pid)), str(busy.value)
+        assert str(busy.value).endswith("an admin ends it with SELECT pg_terminate_backend(%d)"
+                                        "; try again" % pid), str(busy.value)
         assert store.jobs() == []
         holder.execute("ROLLBACK")
         assert store.submit("q", None, "then", ["true"], {}, "alice").id == 1

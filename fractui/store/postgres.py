@@ -80,7 +80,30 @@ class PostgresDialect(Dialect):
 
     def begin(self, db: psycopg.Connection) -> None:
         db.execute("BEGIN")
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        try:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        except psycopg.errors.LockNotAvailable as err:
+            db.execute("ROLLBACK")
+            raise StoreBusy(self.where, "no write for %g s: %s; try again" % (
+                LOCK_TIMEOUT_S, self._lock_holder(db))) from err
+
+    @staticmethod
+    def _lock_holder(db: psycopg.Connection) -> str:
+        """Who holds the write lock, from the server's own views (every role may read who
+        is connected): any role may take an advisory lock, so a session that keeps it is
+        named, with the way to end it."""
+        row = db.execute(
+            "SELECT a.usename AS role, a.pid, a.application_name AS app, extract(epoch FROM "
+            "clock_timestamp() - coalesce(a.xact_start, a.backend_start))::float8 AS held_s "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = "
+            "'advisory' AND l.granted AND l.classid = 0 AND l.objid::bigint = %s",
+            (WRITE_LOCK,)).fetchone()
+        if row is None:
+            return "the store's write lock was held by a session that has let it go"
+        return ("the store's write lock is held by role %s (pid %d, %s, for %.0f s); if that "
+                "session hangs, an admin ends it with SELECT pg_terminate_backend(%d)" % (
+                    row["role"], row["pid"], row["app"] or "no application name",
+                    row["held_s"] or 0.0, row["pid"]))
 
     def commit(self, db: psycopg.Connection) -> None:
         db.execute("COMMIT")
