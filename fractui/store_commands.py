@@ -27,6 +27,7 @@ from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.intents import Asker
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
 from fractui.terminal import confirm, print_json, say
+from fractui.words import count
 
 
 def queued(store: Store, text: str) -> Job:
@@ -190,8 +191,9 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     try:
         fleet.start()
         sched.start()
-        print("scheduler %s: store %s, %d hosts, %d queues" % (
-            sched.holder, store.where, len(config.hosts), len(config.queues)), flush=True)
+        print("scheduler %s: store %s, %s, %s" % (
+            sched.holder, store.where, count(len(config.hosts), "host"),
+            count(len(config.queues), "queue")), flush=True)
         done.wait()
     finally:
         sched.stop(release=sched.fatal is None)
