@@ -85,6 +85,8 @@ BROKEN = [
      "colors.foreground #3a3f4b on colors.background #16181d reads at"),
     ('placing = "#ffffff"', 'placing = "#e5c07b"', 19, "slices.owners[3] #e5c07b looks like "
      "slices.placing #e5c07b (delta E 0; at least 20)"),
+    ('free = "#2a2e36"', 'free = "#181a1f"', 21,
+     "slices.free #181a1f hardly shows on colors.background #16181d (delta E 1; at least 8)"),
     ('dark = true', 'dark = "yes"', 3, "dark must be a boolean, got a string"),
     ('name = "mine"', 'name = "my dark"', 2, "name must be 1 to 64 of"),
     ('stale = "#3a3f4b"', 'stale = ', 26, "invalid TOML: "),
@@ -177,3 +179,8 @@ def test_a_built_sdist_holds_the_themes(tmp_path):
     for name in SHIPPED:
         member = held["fractui/themes/%s.toml" % name]
         assert member.isfile()  # the file itself, not the link
+
+
+@pytest.mark.parametrize("name", ["nord", "solarized-dark"])
+def test_the_palettes_admins_know_at_80x24(snap_compare, name):
+    assert snap_compare(frozen_app(theme=name), terminal_size=(80, 24), run_before=settled)

@@ -27,6 +27,8 @@ MIN_OWNER_DISTANCE = 15.0
 """Delta E between any two owner colours: teams told apart at a glance."""
 MIN_STATE_DISTANCE = 20.0
 """Delta E between an owner and a colour that is not a job's (free, idle, being made...)."""
+MIN_GROUND_DISTANCE = 8.0
+"""Delta E between the background and each slice colour: a free slice still shows."""
 _BACKGROUNDS = ("background", "surface", "panel")
 
 
@@ -102,6 +104,13 @@ def unreadable(theme: ThemeData) -> Iterator[tuple[str, str, str]]:
                        "(delta E %.0f; at least %.0f)" % (i, a, state, colour,
                                                           distance(a, colour),
                                                           MIN_STATE_DISTANCE))
+    ground = theme.colours["background"]
+    for state, colour in theme.states.items():
+        if distance(colour, ground) < MIN_GROUND_DISTANCE:
+            yield ("slices", state, "slices.%s %s hardly shows on colors.background %s "
+                   "(delta E %.0f; at least %.0f)" % (state, colour, ground,
+                                                      distance(colour, ground),
+                                                      MIN_GROUND_DISTANCE))
     placing = theme.states["placing"]
     for state, colour in theme.states.items():
         if state != "placing" and distance(placing, colour) < MIN_STATE_DISTANCE:
