@@ -21,11 +21,15 @@ def themes(config: Config, args: argparse.Namespace) -> int:
              "dark": f.theme.theme.dark if f.theme else None,
              "error": str(f.error) if f.error else None} for f in files]})
     else:
+        yours = {f.name for f in files if f.theme is not None and not f.shipped}
         for f in files:
             if f.theme is not None:
-                print("%s %-16s %-5s %-7s %s" % ("*" if f.name == chosen else " ", f.name,
-                                                 "dark" if f.theme.theme.dark else "light",
-                                                 "shipped" if f.shipped else "yours", f.path))
+                replaced = f.shipped and f.name in yours
+                print("%s %-16s %-5s %-7s %s%s" % (
+                    "*" if f.name == chosen and not replaced else " ", f.name,
+                    "dark" if f.theme.theme.dark else "light",
+                    "shipped" if f.shipped else "yours", f.path,
+                    "  (replaced by yours)" if replaced else ""))
         print("  your themes: %s/*.toml" % user_dir())
         for f in files:
             if f.error is not None:

@@ -130,13 +130,16 @@ def test_fractui_themes_lists_what_loaded_and_says_what_did_not(tmp_path):
     folder = tmp_path / "fractui" / "themes"
     folder.mkdir(parents=True)
     _write(folder, "mine.toml", GOOD)
+    _write(folder, "dark.toml", GOOD.replace('name = "mine"', 'name = "dark"'))
     bad = _write(folder, "bad.toml", GOOD.replace('primary = "#61afef"', 'primary = 3'))
     run = subprocess_run(["themes"], {"XDG_CONFIG_HOME": str(tmp_path)})
     assert run.returncode == 2, run.stderr
-    names = [line[2:].split()[0] for line in run.stdout.splitlines() if "/" in line.split()[-1]
-             and not line.startswith("  your")]
-    assert names == [*SHIPPED, "mine"]
-    assert "* dark " in run.stdout  # the one in use: the default, as there is no config
+    lines = run.stdout.splitlines()
+    assert [line[2:].split()[0] for line in lines[:-1]] == [*SHIPPED, "dark", "mine"]
+    assert lines[-1] == "  your themes: %s/*.toml" % folder
+    # the one in use (the default, as there is no config) is the admin's dark
+    assert lines[1].startswith("  dark ") and lines[1].endswith("  (replaced by yours)")
+    assert lines[5].startswith("* dark ") and " yours " in lines[5]
     assert run.stderr == "fractui: theme left out: %s:6: colors.primary must be a string, " \
                          "got an integer\n" % bad
     assert not leaks(run.stderr)
