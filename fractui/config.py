@@ -510,14 +510,6 @@ class TomlChecker:
              key: str | None = None) -> ConfigError:
         return ConfigError(self.path, self.where.line(table, index, key), message)
 
-    def keys(self, doc: dict[str, Any], known: tuple[str, ...], table: str = "",
-             label: str = "top-level key") -> None:
-        """Every key of ``doc`` is one of ``known``."""
-        for key in doc:
-            if key not in known:
-                raise self.fail(f"unknown {label} {_shown(key)}{_suggest(key, known)}",
-                                table, None, key)
-
     def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
         value = doc.get(name, {})
         if not isinstance(value, dict):
@@ -550,7 +542,10 @@ class _Checker(TomlChecker):
     """Validates the config document."""
 
     def config(self, doc: dict[str, Any]) -> Config:
-        self.keys(doc, _TOP_KEYS)
+        for key in doc:
+            if key not in _TOP_KEYS:
+                raise self.fail(f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}",
+                                key=key)
         hosts = self.hosts(self.array_of_tables(doc, "hosts"))
         teams = self.teams(self.array_of_tables(doc, "teams"))
         return Config(path=self.path, hosts=hosts, ssh=self.ssh(self.table(doc, "ssh")),
