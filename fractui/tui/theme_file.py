@@ -12,11 +12,11 @@ from typing import Any, Iterator
 from fractui.config import TomlChecker, name_problem, read_toml
 from fractui.tui.colours import HEX, contrast, distance, xterm256
 
-COLOURS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
+_COLOURS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
            "background", "surface", "panel")
-STATES = ("free", "idle", "other", "simulated", "placing", "stale")
+_STATES = ("free", "idle", "other", "simulated", "placing", "stale")
 _TOP = {"name": "string", "dark": "boolean", "colors": "table", "slices": "table"}
-_SLICE_KEYS = {"owners": "strings", **{k: "string" for k in STATES}}
+_SLICE_KEYS = {"owners": "strings", **{k: "string" for k in _STATES}}
 MAX_OWNERS = 64
 MAX_MIB = 1
 
@@ -52,9 +52,9 @@ def read_theme(path: str) -> ThemeData:
     problem = name_problem(top["name"])
     if problem:
         raise check.fail("name " + problem, key="name")
-    colours = check.values(top["colors"], {k: "string" for k in COLOURS}, "[colors]",
+    colours = check.values(top["colors"], {k: "string" for k in _COLOURS}, "[colors]",
                            "colors", None, "colors.")
-    _present(check, colours, COLOURS, "colors", "[colors]")
+    _present(check, colours, _COLOURS, "colors", "[colors]")
     slices = check.values(top["slices"], _SLICE_KEYS, "[slices]", "slices", None, "slices.")
     _present(check, slices, tuple(_SLICE_KEYS), "slices", "[slices]")
     owners = tuple(slices.pop("owners"))
@@ -68,7 +68,9 @@ def read_theme(path: str) -> ThemeData:
             raise check.fail("%s.%s must be a colour as #rrggbb, got %r" % (table, key, value),
                              table, None, key)
     data = ThemeData(top["name"], top["dark"], colours, owners, slices)
-    for table, key, message in unreadable(data):
+    first = next(unreadable(data), None)
+    if first:
+        table, key, message = first
         raise check.fail(message, table, None, key)
     return data
 
