@@ -112,6 +112,21 @@ def test_a_theme_file_that_lacks_a_table_names_what_it_needs(user_dir):
                         % path)
 
 
+def test_a_fifo_or_a_folder_that_is_a_file_is_said_and_never_read(user_dir, tmp_path,
+                                                                     monkeypatch):
+    fifo = str(user_dir / "pipe.toml")
+    os.mkfifo(fifo)  # opening it to read would wait for a writer forever
+    [err] = broken_themes()
+    assert str(err) == "%s: not a regular file" % fifo
+    assert sorted(loaded_themes()) == list(SHIPPED)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "fractui").write_text("a file where the folder would be")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "plain"))
+    [err] = broken_themes()
+    assert str(err) == "%s: not a directory" % (tmp_path / "plain" / "fractui" / "themes")
+    assert sorted(loaded_themes()) == list(SHIPPED)
+
+
 def test_the_admins_theme_loads_and_may_replace_a_shipped_one(user_dir):
     _write(user_dir, "mine.toml", GOOD)
     _write(user_dir, "nord.toml", GOOD.replace('name = "mine"', 'name = "nord"').replace(

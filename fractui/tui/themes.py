@@ -75,12 +75,19 @@ def user_dir() -> str:
     return os.path.join(os.path.dirname(default_config_path()), "themes")
 
 
-def _files(folder: str) -> list[str]:
+def _files(folder: str, shipped: bool) -> list[ThemeFile | str]:
+    """The paths of ``folder``'s theme files, or why one cannot be read: a folder that is not
+    one, a FIFO or a device named ``*.toml`` (never opened: reading it could wait forever)."""
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(".toml"))
     except FileNotFoundError:
         return []
-    return [os.path.join(folder, n) for n in names]
+    except OSError as err:
+        return [ThemeFile(folder, shipped, error=ConfigError(
+            folder, None, (err.strerror or str(err)).lower()))]
+    paths = [os.path.join(folder, n) for n in names]
+    return [p if os.path.isfile(p) else ThemeFile(p, shipped, error=ConfigError(
+        p, None, "not a regular file")) for p in paths]
 
 
 def theme_files() -> tuple[ThemeFile, ...]:
@@ -95,8 +102,12 @@ def _theme_files(shipped: str, user: str) -> tuple[ThemeFile, ...]:
     user's with one name, the second is refused."""
     found: list[ThemeFile] = []
     mine: dict[str, str] = {}  # name -> the user's file that defines it
-    for path, is_shipped in [(p, True) for p in _files(shipped)] + [
-            (p, False) for p in _files(user)]:
+    for entry, is_shipped in [(p, True) for p in _files(shipped, True)] + [
+            (p, False) for p in _files(user, False)]:
+        if isinstance(entry, ThemeFile):  # not readable: said as it is
+            found.append(entry)
+            continue
+        path = entry
         try:
             data = read_theme(path)
         except ConfigError as err:
