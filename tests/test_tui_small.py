@@ -1,5 +1,6 @@
 """Small things users hit: ctrl+c quits (and copies a selection), a job offers only the stops
-its state allows, the history's columns line up, counts say "1 GPU" and "2 GPUs"."""
+its state allows, histories' columns line up (the job screen's, `fractui audit`'s), counts say
+"1 GPU" and "2 GPUs"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import dataclasses
 import pytest
 from textual.selection import Selection
 
-from fractui.config import Config, QueueConfig, TuiSettings
+from fractui.config import Config, QueueConfig, StoreSettings, TuiSettings, toml_text
+from fractui.store import open_store
+from fractui.store_url import sqlite_url
 from fractui.store.intents import stop_refusal
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOPPING,
                                  AuditEntry, stops_offered)
@@ -18,6 +21,7 @@ from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.words import count
+from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
 from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, settled
 
@@ -151,3 +155,28 @@ async def test_the_header_says_one_host():
         await settled(pilot)
         header = app.screen.query_one("Header")
         assert "fleet: 1 host, " in text_of(header.render())
+
+
+def test_fractui_audit_lines_up_its_columns(tmp_path, capfd):
+    """The CLI's history too: actors of any length, the columns still start where they did."""
+    path = str(tmp_path / "store.db")
+    store = open_store(sqlite_url(path))
+    queue = QueueConfig(name="quarter", gpu=0.25)
+    for actor in ("ops@head", "a-much-longer-user-name@a-much-longer-host (tui)", "me@x"):
+        store.submit("quarter", None, "train", ["python", "t.py"], queue.request(), actor)
+    store.close()
+    config = Config(path=None, queues=(queue,), store=StoreSettings(url=sqlite_url(path)))
+    code, out, err = in_process(capfd, ["--config", _written(tmp_path, config), "audit"])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIME", "ACTOR", "ACTION", "JOB", "WHY"]
+    assert len(lines) == 4
+    for word in ("ACTION", "JOB", "WHY"):
+        at = lines[0].index(word)
+        assert all(line[at - 2:at] == "  " and line[at] != " " for line in lines[1:]), lines
+
+
+def _written(tmp_path, config: Config) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(toml_text(config))
+    return str(path)
