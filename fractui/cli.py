@@ -24,9 +24,10 @@ VERBS = {
     "launch": "commands", "stop": "commands", "jobs": "job_commands", "logs": "job_commands",
     "submit": "store_commands", "cancel": "store_commands", "requeue": "store_commands",
     "preempt": "store_commands", "place": "store_commands", "audit": "store_commands",
-    "scheduler": "store_commands",
+    "scheduler": "store_commands", "themes": "theme_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
+NO_CONFIG_NEEDED = ("demo", "themes")  # a config file, if there is one, is still checked
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
 
@@ -136,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="seed of the simulated job stream")
     p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS, help=readonly)
 
+    p = verbs.add_parser("themes", help="the TUI's themes: which loaded, which did not and why")
+    p.add_argument("--json", action="store_true")
+
     p = verbs.add_parser("stop", help="stop a job: SIGTERM, then SIGKILL after the grace")
     p.add_argument("job", metavar="HOST/JOB")
     p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S")
@@ -194,20 +198,20 @@ def _run(words: List[str]) -> int:
 
 
 def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:
-    from fractui import commands, job_commands, store_commands
+    from fractui import commands, job_commands, store_commands, theme_commands
 
     modules = {"commands": commands, "job_commands": job_commands,
-               "store_commands": store_commands}
+               "store_commands": store_commands, "theme_commands": theme_commands}
     return getattr(modules[VERBS[name]], name)
 
 
 def _config(args: argparse.Namespace) -> Config:
-    """The admin's config, checked, queues included (fractui.servable). The demo needs none:
-    only its [tui] table is used, when there is a file."""
+    """The admin's config, checked, queues included (fractui.servable). The demo and themes
+    need none: only its [tui] table is used, when there is a file."""
     from fractui.servable import load_checked
 
     path = args.config or default_config_path()
-    if args.verb == "demo" and args.config is None and not os.path.exists(path):
+    if args.verb in NO_CONFIG_NEEDED and args.config is None and not os.path.exists(path):
         return Config(path=None)
     return load_checked(path)
 

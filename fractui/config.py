@@ -25,6 +25,7 @@ from remote_agent.daemon.settings import AgentSettings
 from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
+from fractui.words import count
 
 try:
     import tomllib
@@ -166,7 +167,7 @@ class QueueConfig:
         if self.memory_gib:
             return f"{self.memory_gib:g} GiB"
         if self.gpus:
-            return f"{self.gpus} GPU" + ("s" if self.gpus > 1 else "")
+            return count(self.gpus, "GPU")
         return f"{self.gpu:g} GPU"
 
 
@@ -497,8 +498,9 @@ def _shown(value: object) -> str:
     return text
 
 
-class _Checker:
-    """Validates the parsed document, raising ConfigError at the line of the first mistake."""
+class TomlChecker:
+    """Checks a parsed TOML file, raising ConfigError at the line of the first mistake: the
+    config's rules for keys, kinds and values, shared with other files of ours (themes)."""
 
     def __init__(self, path: str, text: str) -> None:
         self.path = path
@@ -508,35 +510,12 @@ class _Checker:
              key: str | None = None) -> ConfigError:
         return ConfigError(self.path, self.where.line(table, index, key), message)
 
-    def config(self, doc: dict[str, Any]) -> Config:
-        for key in doc:
-            if key not in _TOP_KEYS:
-                raise self.fail(f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}",
-                                key=key)
-        hosts = self.hosts(self.array_of_tables(doc, "hosts"))
-        teams = self.teams(self.array_of_tables(doc, "teams"))
-        return Config(path=self.path, hosts=hosts, ssh=self.ssh(self.table(doc, "ssh")),
-                      queues=self.queues(self.array_of_tables(doc, "queues"), hosts, teams),
-                      teams=teams, scheduler=self.scheduler(self.table(doc, "scheduler")),
-                      store=self.store(self.table(doc, "store"), self.table(doc, "scheduler")),
-                      tui=self.tui(self.table(doc, "tui")), lines=self.where.line)
-
     def table(self, doc: dict[str, Any], name: str) -> dict[str, Any]:
         value = doc.get(name, {})
         if not isinstance(value, dict):
             raise self.fail(f"{name} must be a table ([{name}]), got {_describe(value)}",
                             key=name)
         return value
-
-    def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
-        value = doc.get(name, [])
-        if not isinstance(value, list):
-            raise self.fail(f"{name} must be an array of tables ([[{name}]]), "
-                            f"got {_describe(value)}", key=name)
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                raise self.fail(f"{name}[{i}] must be a table, got {_describe(item)}", key=name)
-        return tuple(value)
 
     def values(self, raw: dict[str, Any], known: dict[str, str], label: str, table: str,
                index: int | None, prefix: str) -> dict[str, Any]:
@@ -557,6 +536,33 @@ class _Checker:
             if problem is not None:
                 raise self.fail(f"{prefix}{key} {problem}", table, index, key)
         return dict(raw)
+
+
+class _Checker(TomlChecker):
+    """Validates the config document."""
+
+    def config(self, doc: dict[str, Any]) -> Config:
+        for key in doc:
+            if key not in _TOP_KEYS:
+                raise self.fail(f"unknown top-level key '{key}'{_suggest(key, _TOP_KEYS)}",
+                                key=key)
+        hosts = self.hosts(self.array_of_tables(doc, "hosts"))
+        teams = self.teams(self.array_of_tables(doc, "teams"))
+        return Config(path=self.path, hosts=hosts, ssh=self.ssh(self.table(doc, "ssh")),
+                      queues=self.queues(self.array_of_tables(doc, "queues"), hosts, teams),
+                      teams=teams, scheduler=self.scheduler(self.table(doc, "scheduler")),
+                      store=self.store(self.table(doc, "store"), self.table(doc, "scheduler")),
+                      tui=self.tui(self.table(doc, "tui")), lines=self.where.line)
+
+    def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
+        value = doc.get(name, [])
+        if not isinstance(value, list):
+            raise self.fail(f"{name} must be an array of tables ([[{name}]]), "
+                            f"got {_describe(value)}", key=name)
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.fail(f"{name}[{i}] must be a table, got {_describe(item)}", key=name)
+        return tuple(value)
 
     def ssh(self, raw: dict[str, Any]) -> SshSettings:
         values = self.values(raw, _SSH_KEYS, "[ssh]", "ssh", None, "ssh.")
@@ -890,16 +896,23 @@ def _suggest(key: str, known: tuple[str, ...] | dict[str, str]) -> str:
 
 def load_config(path: str) -> Config:
     """Reads and validates the config file at ``path``; any mistake raises ConfigError."""
+    text, doc = read_toml(path)
+    return _Checker(path, text).config(doc)
+
+
+def read_toml(path: str, max_mib: int = MAX_CONFIG_BYTES // 2 ** 20,
+              what: str = "config file") -> tuple[str, dict[str, Any]]:
+    """The text of the TOML file at ``path`` and what it holds; a file that cannot be read or
+    parsed raises ConfigError at the line at fault."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)  # at most: it may be /dev/zero
+            data = f.read(max_mib * 2 ** 20 + 1)  # at most: it may be /dev/zero
     except FileNotFoundError:
         raise NoConfig(path, None, "no such file") from None
     except OSError as err:
         raise ConfigError(path, None, (err.strerror or str(err)).lower()) from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(path, None, f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB: "
-                          "not a config file")
+    if len(data) > max_mib * 2 ** 20:
+        raise ConfigError(path, None, f"larger than {max_mib} MiB: not a {what}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -912,7 +925,7 @@ def load_config(path: str) -> Config:
     except RecursionError:  # tomllib reads nested arrays and tables by recursion
         raise ConfigError(path, _deepest_line(text), "arrays or tables nested too deeply "
                           "(TOML is read by recursion)") from None
-    return _Checker(path, text).config(doc)
+    return text, doc
 
 
 def _deepest_line(text: str) -> int:

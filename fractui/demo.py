@@ -40,6 +40,7 @@ from fractui.scheduler.child import ChildScheduler
 from fractui.store import Store, open_store, sqlite_url
 from fractui.store.model import ACTIVE
 from fractui.tui.source import LiveSource
+from fractui import words
 
 log = logging.getLogger("fractui.demo")
 
@@ -222,8 +223,9 @@ class Demo:
         real = [h.name for h in self.hosts if h.real]
         if len(real) == len(self.hosts):
             return "demo · simulated GPUs · jobs are real processes (≤%d at once)" % REAL_JOBS
-        return "demo · real jobs (≤%d processes) on the first %d hosts · the other %d carry " \
-               "simulated load" % (REAL_JOBS, len(real), len(self.hosts) - len(real))
+        return "demo · real jobs (≤%d processes) on the first %s · the other %d carry " \
+               "simulated load" % (REAL_JOBS, words.count(len(real), "host"),
+                                   len(self.hosts) - len(real))
 
     def start(self) -> "Demo":
         self.source.start()

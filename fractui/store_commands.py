@@ -26,7 +26,8 @@ from fractui.store import Store, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.intents import Asker
 from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
-from fractui.terminal import confirm, print_json, say
+from fractui.terminal import confirm, print_json, say, table, width
+from fractui.words import count
 
 
 def queued(store: Store, text: str) -> Job:
@@ -71,6 +72,9 @@ def submit(config: Config, args: argparse.Namespace) -> int:
 
 # -- audit --
 
+AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
+AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
+
 def audit(config: Config, args: argparse.Namespace) -> int:
     store = open_checked_store(config, hear=False)
     try:
@@ -81,11 +85,12 @@ def audit(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json({"audit": [e.record() for e in entries]})
         return 0
-    for e in entries:
-        print("%s  %-24s %-10s %-5s %s" % (time.strftime("%Y-%m-%d %H:%M:%S",
-                                                         time.localtime(e.time)),
-                                           e.actor, e.action, "" if e.job is None else e.job,
-                                           e.why))
+    if entries:  # columns as wide as their widest cell, so they line up whatever the actors
+        for line in table(AUDIT_HEADER, [
+                (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time)), e.actor, e.action,
+                 "" if e.job is None else str(e.job), e.why) for e in entries],
+                AUDIT_CAPS, width()):
+            print(line)
     return 0
 
 
@@ -190,8 +195,9 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     try:
         fleet.start()
         sched.start()
-        print("scheduler %s: store %s, %d hosts, %d queues" % (
-            sched.holder, store.where, len(config.hosts), len(config.queues)), flush=True)
+        print("scheduler %s: store %s, %s, %s" % (
+            sched.holder, store.where, count(len(config.hosts), "host"),
+            count(len(config.queues), "queue")), flush=True)
         done.wait()
     finally:
         sched.stop(release=sched.fatal is None)

@@ -177,8 +177,10 @@ def start_agent(tmp_path) -> Iterator:
 
 @pytest.fixture(autouse=True)
 def _own_state_home(tmp_path, monkeypatch) -> None:
-    """Every test (and every fractui it runs) keeps its store under its own tmp dir."""
+    """Every test (and every fractui it runs) keeps its store under its own tmp dir, and sees
+    no theme of the machine's user."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.zipapp import build_agent_archive
+from fractui.words import count
 
 Runner = Callable[[Sequence[str]], Tuple[int, str, str]]
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smbfs", "fuse.sshfs", "lustre", "gpfs",
@@ -164,8 +165,8 @@ def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> Non
         report.add("nvml", "fail", "; ".join(hello["problems"]),
                    "install the NVIDIA driver, and nvidia-ml-py's libnvidia-ml must load")
     else:
-        report.add("nvml", "ok", "driver %s, %d GPU(s)" % (hello.get("driver_version"),
-                                                            len(hello.get("gpus", []))))
+        report.add("nvml", "ok", "driver %s, %s" % (hello.get("driver_version"),
+                                                     count(len(hello.get("gpus", [])), "GPU")))
     gpus = hello.get("gpus", [])
     if mig_capable:
         off = [g for g in mig_capable if not g.get("mig_mode")]

@@ -26,6 +26,7 @@ from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
                                  Refusal)
+from fractui.words import count
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -129,8 +130,8 @@ class Executor:
         tried = job.refusals + (refusal,)
         try:
             if len(tried) >= self.max_attempts:
-                why = "refused %d times ([scheduler] max_attempts = %d): %s" % (
-                    len(tried), self.max_attempts, "; ".join(r.describe() for r in tried))
+                why = "refused %s ([scheduler] max_attempts = %d): %s" % (
+                    count(len(tried), "time"), self.max_attempts, "; ".join(r.describe() for r in tried))
                 self.store.ended(job.id, (PLACED,), FAILED, why, self.actor, why, "failed",
                                  ended_at=refusal.at, refusals=tried, epoch=self.epoch)
             else:

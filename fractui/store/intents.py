@@ -13,7 +13,8 @@ from typing import Any, Iterable, Optional, Sequence
 from fractui.store.access import (CANCEL, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team, check,
                                   refusal)
 from fractui.store.base import StateConflict, Store
-from fractui.store.model import CANCELLED, PENDING, PLACED, RUNNING, STOP_INTENTS, Job, Slot
+from fractui.store.model import (CANCELLED, PENDING, PLACED, RUNNING, STOP_INTENTS, Job, Slot,
+                                 stops_offered)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 
@@ -65,15 +66,23 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
     actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
+    refused = stop_refusal(job, intent)
+    if refused:
+        raise Refused(refused)
     why = "%s by %s" % (_DONE[intent], actor)
     try:
-        if job.state == PENDING and intent == CANCEL:
+        if job.state == PENDING:
             return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
-        if job.state in (PLACED, RUNNING):
-            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
+        return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
     except StateConflict as err:
         raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
-    raise Refused("job %d is %s: nothing to %s" % (job.id, job.state, intent))
+
+
+def stop_refusal(job: Job, intent: str) -> Optional[str]:
+    """Why ``intent`` cannot be asked of ``job`` as it is (model.stops_offered), or None."""
+    if intent in stops_offered(job.state):
+        return None
+    return "job %d is %s: nothing to %s" % (job.id, job.state, intent)
 
 
 def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,

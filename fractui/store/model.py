@@ -16,6 +16,17 @@ ON_HOST = (PLACED, RUNNING, STOPPING)  # holds (or is about to hold) a slice of 
 STOP_INTENTS = ("cancel", "requeue", "preempt")  # why a job is stopping
 
 
+def stops_offered(state: str) -> tuple[str, ...]:
+    """What may be asked of a job in ``state``: cancel while it waits; cancel, requeue or
+    preempt while it is placed or runs; nothing once a stop is under way or it has ended. The
+    one rule the store's refusals, the job screen, its palette and the CLI follow."""
+    if state == PENDING:
+        return ("cancel",)
+    if state in (PLACED, RUNNING):
+        return STOP_INTENTS
+    return ()
+
+
 @dataclass(frozen=True)
 class Slot:
     """Where a job runs: a host, its GPUs, and on each the slice (a MIG profile at a start, or

@@ -25,7 +25,8 @@ from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
-from fractui.tui.themes import DEFAULT, builtin_themes, theme_names
+from fractui.tui.themes import DEFAULT, broken_themes, loaded_themes, theme_names
+from fractui.words import count
 
 
 class FractuiApp(App[None], inherit_bindings=False):
@@ -33,8 +34,9 @@ class FractuiApp(App[None], inherit_bindings=False):
     CSS_PATH = "fractui.tcss"
     COMMANDS = App.COMMANDS | {FleetCommands}
     BINDINGS = [
-        Binding("q,ctrl+q", "quit", "quit", id="app.quit", tooltip="Leave fractui"),
-        Binding("ctrl+c", "help_quit", show=False, system=True),
+        # ctrl+c quits as q does; where text is selected, the screen's copy binding (ctrl+c,
+        # super+c) copies it instead and quits nothing: it skips when nothing is selected.
+        Binding("q,ctrl+q,ctrl+c", "quit", "quit", id="app.quit", tooltip="Leave fractui"),
         Binding("question_mark", "help", "help", id="app.help",
                 tooltip="Every key, with its id for [tui] keys"),
         Binding("colon,ctrl+p", "command_palette", "command", id="app.command",
@@ -53,13 +55,16 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.asker = Asker.here(config.teams, tui=True)
         """Where this TUI's requests come from; who asks is the store's word (intents)."""
         check_tui_settings(config, theme_names())
-        for theme in builtin_themes().values():
+        for theme in loaded_themes().values():
             self.register_theme(theme.theme)
         self.theme = config.tui.theme or DEFAULT
 
     def on_mount(self) -> None:
         self.set_keymap(dict(self.config.tui.keys))
         self.push_screen(FleetScreen(self))
+        for err in broken_themes():  # said, not fatal: the other themes are there
+            self.notify("%s\n(left out; fractui themes lists every theme)" % err,
+                        title="a theme file did not load", severity="warning", timeout=20)
         # What exists once the first frame is up lives as long as the app: taking it out of the
         # garbage collector's sweeps removes the pauses that were the slow tail of key presses
         # at 1,000 GPUs (docs/benchmarks.md).
@@ -85,7 +90,7 @@ class FractuiApp(App[None], inherit_bindings=False):
                                          for keys, what, bid, _ in shown_bindings(screen)]))
 
     def action_next_theme(self) -> None:
-        ours = list(builtin_themes())
+        ours = list(loaded_themes())
         at = ours.index(self.theme) if self.theme in ours else -1
         self.theme = ours[(at + 1) % len(ours)]
 
@@ -111,5 +116,7 @@ def check_tui_settings(config: Config, themes: Iterable[str]) -> None:
             raise err
     names = sorted(themes)
     if config.tui.theme is not None and config.tui.theme not in names:
-        raise config.fail("tui.theme: unknown theme '%s' (known: %s)" % (
-            config.tui.theme, ", ".join(names)), "tui", None, "theme")
+        broken = len(broken_themes())
+        raise config.fail("tui.theme: unknown theme '%s' (known: %s)%s" % (
+            config.tui.theme, ", ".join(names), "; %s did not load: fractui themes says why"
+            % count(broken, "theme file") if broken else ""), "tui", None, "theme")

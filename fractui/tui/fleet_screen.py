@@ -119,8 +119,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 tooltip="Colour slices by team or by queue"),
         Binding("tab,shift+tab", "switch_panel", "map/queues", id="fleet.panel",
                 tooltip="Move between the slice map and the queue panel"),
-        Binding("ctrl+c,super+c", "screen.copy_text", "copy selected text", id="fleet.copy",
-                show=False),
+        Binding("ctrl+c,super+c", "screen.copy_text", "copy selected text (else: quit)",
+                id="fleet.copy", show=False),
         Binding("l,d", "open_job", "job", id="fleet.job",
                 tooltip="The job on the marked GPU: details, history and live logs"),
     ]

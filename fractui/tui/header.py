@@ -16,6 +16,7 @@ from textual.widget import Widget
 
 from fractui import __version__
 from fractui.tui.model import Totals
+from fractui.words import count
 
 HINT_ROWS = 4
 HINT_WIDTH = 16  # "<esc> back" and its gap
@@ -61,8 +62,7 @@ class Header(Widget):
         states = " · ".join("%d %s" % (n, s) for s, n in t.states) or "no hosts"
         left = Text()
         left.append("fractui ", style="bold " + vars_["primary"])
-        left.append("%s  fleet: %d host%s, %s\n" % (__version__, t.hosts,
-                                                     "" if t.hosts == 1 else "s", states))
+        left.append("%s  fleet: %s, %s\n" % (__version__, count(t.hosts, "host"), states))
         left.append("GPUs ")
         left.append(str(t.gpus), style="bold")
         left.append(" · allocated ")

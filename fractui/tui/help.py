@@ -31,6 +31,8 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,question_mark,q", "dismiss", "close", id="help.close",
                 tooltip="Close the help"),
+        # a modal screen ends the chain of bindings before the app's: ctrl+c quits here too
+        Binding("ctrl+c", "app.quit", "quit", id="help.quit", show=False),
     ]
 
     def __init__(self, keys: list[tuple[str, str, str]]) -> None:

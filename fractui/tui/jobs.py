@@ -25,14 +25,16 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
 from fractui.store.access import Denied
-from fractui.store.intents import Asker, Refused, ask_stop
-from fractui.store.model import AuditEntry, Job
+from fractui.store.intents import Asker, Refused, ask_stop, stop_refusal
+from fractui.store.model import AuditEntry, Job, stops_offered
+from fractui.tui.commands import Entry
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.tui.history import job_key, job_memory_mib
 from fractui.tui.logview import LogView
 from fractui.tui.queues import duration
 from fractui.tui.source import Source
+from fractui.words import count
 
 REFRESH_S = 1.0
 HISTORY = 6  # the newest audit entries shown
@@ -96,6 +98,7 @@ class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [
         Binding("y", "answer(True)", "yes", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "no", id="confirm.no"),
+        Binding("ctrl+c", "app.quit", "quit", id="confirm.quit", show=False),
     ]
 
     def __init__(self, question: str) -> None:
@@ -132,6 +135,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
+        Action("job.copy", "ctrl+c,super+c", "screen.copy_text",
+               "copy selected text (else: quit)", show=False),
         Action("job.stop", "s", "ask('cancel')", "stop",
                "Stop the job: it ends cancelled (asks first)", dangerous=True),
         Action("job.requeue", "r", "ask('requeue')", "requeue",
@@ -151,6 +156,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
                  asker: Asker, clock: Callable[[], float], readonly: bool) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
+        self.readonly = readonly
         self.job_id = job_id
         self.source = source
         self.statuses = statuses
@@ -208,7 +214,26 @@ class JobScreen(Screen[None], inherit_bindings=False):
         return next((r for r in (status.jobs.values() if status else ())
                      if r.get("key") == key), None)
 
+    def stops(self) -> tuple[str, ...]:
+        """The stops offered now: those the job's state allows (none ``--readonly``)."""
+        if self.readonly or self.job is None:
+            return ()
+        return stops_offered(self.job.state)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        """A stop the job's state does not allow is not bound: neither pressable nor listed."""
+        return action != "ask" or parameters[0] in self.stops()
+
+    def palette_entries(self) -> list[Entry]:
+        """What ``:`` offers here: the stops that apply (Posting's way: only what fits)."""
+        job = self.job
+        if job is None:
+            return []
+        return [Entry("%s job #%d %s" % (STOP_WORDS[i][0], job.id, job.name), STOP_WORDS[i][1],
+                      lambda i=i: self.action_ask(i)) for i in self.stops()]
+
     def on_loaded(self, message: Loaded) -> None:
+        before = self.stops()
         self.job, self.history, self.error = message.job, message.history, message.error
         if self.job is None and self.error is None:
             self.error = "no job %d in the store" % self.job_id
@@ -223,6 +248,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
             self.followed = (self.job.slot.host, agent_job)
             self.logview.lines, self.logview.tail, self.logview.ended = [], "", False
             self.follow(self.job.slot.host, agent_job)
+        if self.stops() != before:
+            self.refresh_bindings()
         self.show_state()
 
     @work(thread=True, exit_on_error=False, group="logs")
@@ -289,10 +316,16 @@ class JobScreen(Screen[None], inherit_bindings=False):
                                         style=self.app.theme_variables["warning"]))
         grid.add_row("argv", Text(shlex.join(job.argv), no_wrap=True, overflow="ellipsis"))
         newest = list(self.history)[::-1][:HISTORY]
-        for k, entry in enumerate(newest):
-            grid.add_row(Text("history", style="dim") if k == 0 else "",
-                         "%s ago  %s %s: %s" % (duration(now - entry.time), entry.actor,
-                                                entry.action, entry.why))
+        if newest:  # a table of its own, so its columns line up whatever their widths
+            history = Table.grid(padding=(0, 2))
+            history.add_column(justify="right", no_wrap=True)
+            history.add_column(no_wrap=True)
+            history.add_column(no_wrap=True)
+            history.add_column(overflow="fold")
+            for entry in newest:
+                history.add_row("%s ago" % duration(now - entry.time), entry.actor,
+                                entry.action, entry.why)
+            grid.add_row(Text("history", style="dim"), history)
         return grid
 
     def _gpus(self) -> tuple[str, dict[int, dict[str, Any]], float]:
@@ -343,7 +376,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
 
     def show_state(self) -> None:
         log = self.logview
-        words = ["%d lines" % log.count]
+        words = [count(log.count, "line")]
         words.append("following" if log.following else "line %d" % (log.cursor + 1))
         if log.ended:
             words.append("the job ended")
@@ -386,6 +419,10 @@ class JobScreen(Screen[None], inherit_bindings=False):
         if job is None:
             return
         word, what = STOP_WORDS[intent]
+        refused = stop_refusal(job, intent)
+        if refused:  # asked anyway (a palette entry of a job that ended since): said
+            self.notify(refused, severity="warning")
+            return
 
         def answered(yes: Optional[bool]) -> None:
             if yes:

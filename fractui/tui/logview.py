@@ -34,7 +34,7 @@ class LogView(ScrollView, can_focus=True, inherit_bindings=False):
         Action("log.next", "n", "find(1)", "next"),
         Action("log.previous", "N", "find(-1)", "previous"),
         Action("log.follow", "f", "follow", "follow"),
-        Action("log.copy", "y,ctrl+c", "copy", "copy",
+        Action("log.copy", "y", "copy", "copy",
                "Copy the cursor's line to the clipboard"),
     )
     BINDINGS: list[Binding] = bindings(ACTIONS)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from fractui.config import Config
 from fractui.tui.themes import theme_names
+from fractui.words import count
 
 if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
@@ -98,8 +99,9 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     from fractui.tui.app import FractuiApp
 
     demo = Demo(args.gpus, args.seed)
-    print("fractui demo: %d GPUs on %d simulated hosts, under %s" % (
-        args.gpus, len(demo.hosts), demo.root), flush=True)
+    print("fractui demo: %s on %s, under %s" % (
+        count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root),
+        flush=True)
     try:
         app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
                          readonly=args.readonly)

@@ -1,5 +1,8 @@
-"""Themes as data: each ``themes/*.toml`` becomes a Textual ``Theme`` plus the slice map's
-palette, so a new theme is a file, not code.
+"""Themes as data: each theme file becomes a Textual ``Theme`` plus the slice map's palette, so
+a new theme is a file, not code. The shipped ones live in the top-level ``themes/`` folder (in
+the package as ``fractui/themes``); the admin's own in ``$XDG_CONFIG_HOME/fractui/themes/``,
+checked as the config is. A file that fails its check is left out and said, never fatal: the
+TUI starts with the others, and ``fractui themes`` lists what loaded and what did not.
 
 A theme that is not ours (Textual's built-in ones, chosen from the palette) borrows the slice
 palette of our dark or light theme, whichever matches it.
@@ -7,18 +10,19 @@ palette of our dark or light theme, whichever matches it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Optional
 
 from textual.theme import BUILTIN_THEMES, Theme
 
-from fractui.config import tomllib
+from fractui.config import ConfigError, default_config_path
+from fractui.tui.colours import luminance
+from fractui.tui.theme_file import ThemeData, read_theme
 
 DEFAULT = "dark"
-_COLOURS = ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
-            "background", "surface", "panel")
-_SLICES = ("free", "idle", "other", "simulated", "placing", "stale")
 
 
 @dataclass(frozen=True)
@@ -41,37 +45,107 @@ class FractuiTheme:
     slices: SlicePalette
 
 
-def _load(text: str, source: str) -> FractuiTheme:
-    doc = tomllib.loads(text)
+@dataclass(frozen=True)
+class ThemeFile:
+    """What one theme file gave: its theme, or the error that kept it out."""
+
+    path: str
+    shipped: bool
+    theme: Optional[FractuiTheme] = None
+    error: Optional[ConfigError] = None
+
+    @property
+    def name(self) -> Optional[str]:
+        return self.theme.theme.name if self.theme else None
+
+
+def _made(data: ThemeData) -> FractuiTheme:
+    return FractuiTheme(Theme(name=data.name, dark=data.dark, **data.colours),
+                        SlicePalette(owners=data.owners, **data.states))
+
+
+def shipped_dir() -> str:
+    """The shipped themes: ``themes/`` of the source tree, ``fractui/themes`` once installed
+    (the package holds a link to the folder; a wheel or sdist holds the files)."""
+    return os.fspath(resources.files("fractui").joinpath("themes"))  # type: ignore[arg-type]
+
+
+def user_dir() -> str:
+    """``$XDG_CONFIG_HOME/fractui/themes``, beside the config file."""
+    return os.path.join(os.path.dirname(default_config_path()), "themes")
+
+
+def _files(folder: str, shipped: bool) -> list[ThemeFile | str]:
+    """The paths of ``folder``'s theme files, or why one cannot be read: a folder that is not
+    one, a FIFO or a device named ``*.toml`` (never opened: reading it could wait forever)."""
     try:
-        colours = {k: doc["colors"][k] for k in _COLOURS}
-        slices = SlicePalette(owners=tuple(doc["slices"]["owners"]),
-                              **{k: doc["slices"][k] for k in _SLICES})
-        theme = Theme(name=doc["name"], dark=bool(doc["dark"]), **colours)
-    except KeyError as err:
-        raise ValueError("theme %s lacks %s" % (source, err)) from None
-    return FractuiTheme(theme, slices)
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".toml"))
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        return [ThemeFile(folder, shipped, error=ConfigError(
+            folder, None, (err.strerror or str(err)).lower()))]
+    paths = [os.path.join(folder, n) for n in names]
+    return [p if os.path.isfile(p) else ThemeFile(p, shipped, error=ConfigError(
+        p, None, "not a regular file")) for p in paths]
 
 
-@lru_cache(maxsize=1)
+def theme_files() -> tuple[ThemeFile, ...]:
+    """Every theme file, shipped first, then the admin's (user_dir()), each with its theme or
+    its error."""
+    return _theme_files(shipped_dir(), user_dir())
+
+
+@lru_cache(maxsize=4)
+def _theme_files(shipped: str, user: str) -> tuple[ThemeFile, ...]:
+    """Read once per folder: a user's theme named as a shipped one replaces it; of two of the
+    user's with one name, the second is refused."""
+    found: list[ThemeFile] = []
+    mine: dict[str, str] = {}  # name -> the user's file that defines it
+    for entry, is_shipped in [(p, True) for p in _files(shipped, True)] + [
+            (p, False) for p in _files(user, False)]:
+        if isinstance(entry, ThemeFile):  # not readable: said as it is
+            found.append(entry)
+            continue
+        path = entry
+        try:
+            data = read_theme(path)
+        except ConfigError as err:
+            found.append(ThemeFile(path, is_shipped, error=err))
+            continue
+        if not is_shipped:
+            if data.name in mine:
+                found.append(ThemeFile(path, False, error=ConfigError(
+                    path, None, "theme '%s' is defined already, by %s" % (data.name,
+                                                                        mine[data.name]))))
+                continue
+            mine[data.name] = path
+        found.append(ThemeFile(path, is_shipped, _made(data)))
+    return tuple(found)
+
+
 def builtin_themes() -> dict[str, FractuiTheme]:
-    """The themes shipped in fractui/tui/themes/, by name."""
-    found = {}
-    for entry in sorted(resources.files("fractui.tui").joinpath("themes").iterdir(),
-                        key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            loaded = _load(entry.read_text(encoding="utf-8"), entry.name)
-            found[loaded.theme.name] = loaded
-    return found
+    """The shipped themes, by name."""
+    return {f.theme.theme.name: f.theme for f in theme_files() if f.shipped and f.theme}
+
+
+def loaded_themes() -> dict[str, FractuiTheme]:
+    """Every theme that loaded, by name: shipped, then the admin's (which may replace one)."""
+    return {f.theme.theme.name: f.theme for f in theme_files() if f.theme}
+
+
+def broken_themes() -> list[ConfigError]:
+    """Why each theme file that did not load was left out."""
+    return [f.error for f in theme_files() if f.error]
 
 
 def theme_names() -> list[str]:
     """Every theme ``[tui] theme`` may name: ours and Textual's own."""
-    return sorted(set(builtin_themes()) | set(BUILTIN_THEMES))
+    return sorted(set(loaded_themes()) | set(BUILTIN_THEMES))
 
 
 def palette_for(theme: Theme) -> SlicePalette:
-    ours = builtin_themes()
+    ours = loaded_themes()
     if theme.name in ours:
         return ours[theme.name].slices
     return ours[DEFAULT if theme.dark else "light"].slices
@@ -80,10 +154,5 @@ def palette_for(theme: Theme) -> SlicePalette:
 def label_colour(background: str) -> str:
     """Black or white, whichever contrasts more with ``background`` (#rrggbb): WCAG's relative
     luminance, so labels stay legible on every owner colour of every theme."""
-    r, g, b = (int(background[i:i + 2], 16) / 255 for i in (1, 3, 5))
-
-    def linear(c: float) -> float:
-        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-
-    lum = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+    lum = luminance(background)
     return "#000000" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#ffffff"

@@ -1,0 +1,182 @@
+"""Small things users hit: ctrl+c quits (and copies a selection), a job offers only the stops
+its state allows, histories' columns line up (the job screen's, `fractui audit`'s), counts say
+"1 GPU" and "2 GPUs"."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from textual.selection import Selection
+
+from fractui.config import Config, QueueConfig, StoreSettings, TuiSettings, toml_text
+from fractui.store import open_store
+from fractui.store_url import sqlite_url
+from fractui.store.intents import stop_refusal
+from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOPPING,
+                                 AuditEntry, stops_offered)
+from fractui.tui.app import FractuiApp
+from fractui.tui.help import HelpScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.source import Source
+from fractui.words import count
+from tests.cli_run import in_process
+from tests.test_tui_jobs import text_of
+from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, settled
+
+
+def app_with_job_1_as(state: str) -> FractuiApp:
+    """The frozen fleet, its job 1 in ``state``."""
+    fleet = sample_fleet(16, states=STATES)
+    jobs = tuple(dataclasses.replace(j, state=state) if j.id == 1 else j
+                 for j in fleet.store.jobs)
+    view = dataclasses.replace(fleet.store, jobs=jobs)
+    return FractuiApp(Source(fleet.statuses, view, logs=LOGS),
+                      Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
+                      clock=lambda: NOW)
+
+
+async def open_job_1(app, pilot) -> JobScreen:
+    await settled(pilot)
+    app.open_job(1)
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    assert isinstance(app.screen, JobScreen) and app.screen.job is not None
+    return app.screen
+
+
+@pilot_test
+async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
+    for where in ("fleet", "help", "job"):
+        app = frozen_app()
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settled(pilot)
+            if where == "help":
+                await pilot.press("question_mark")
+                await pilot.pause()
+                assert isinstance(app.screen, HelpScreen)
+            if where == "job":
+                await open_job_1(app, pilot)
+            await pilot.press("ctrl+c")
+            await pilot.pause()
+            assert app.return_code == 0, where  # quit, as q does
+
+
+@pilot_test
+async def test_ctrl_c_with_text_selected_copies_it_and_quits_nothing():
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_job_1(app, pilot)
+        state = screen.query_one("#logstate")
+        screen.selections = {state: Selection(None, None)}  # all of it, as a drag would
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.return_code is None and app.screen is screen
+        assert app.clipboard == state.render().plain  # what was selected
+        await pilot.press("y")  # the log's cursor line, by its own key
+        assert app.clipboard == LOGS["a100-1/j1"][-1]
+        screen.selections = {}
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.return_code == 0
+
+
+def test_the_rule_of_what_may_be_asked_of_a_job():
+    assert stops_offered(PENDING) == ("cancel",)
+    assert stops_offered(RUNNING) == ("cancel", "requeue", "preempt")
+    for ended in (STOPPING, DONE, FAILED, CANCELLED):
+        assert stops_offered(ended) == ()
+    job = sample_fleet(4).store.jobs[0]
+    assert stop_refusal(dataclasses.replace(job, state=DONE), "preempt") == (
+        "job %d is done: nothing to preempt" % job.id)
+
+
+@pytest.mark.parametrize("state,offered", [
+    (DONE, ()), (FAILED, ()), (CANCELLED, ()), (STOPPING, ()), (PENDING, ("stop",)),
+    (RUNNING, ("stop", "requeue", "preempt"))])
+def test_the_job_screen_offers_only_the_stops_its_state_allows(state, offered):
+    @pilot_test
+    async def drive():
+        app = app_with_job_1_as(state)
+        async with app.run_test(size=(120, 36)) as pilot:
+            screen = await open_job_1(app, pilot)
+            hints = screen.query_one("#logstate").render().plain
+            shown = tuple(w for w in ("stop", "requeue", "preempt") if " %s" % w in hints)
+            assert shown == offered, hints
+            palette = [e.text.split(" job ")[0] for e in screen.palette_entries()]
+            assert tuple(palette) == offered
+            await pilot.press("question_mark")
+            listed = {row[1] for row in app.screen.keys}
+            assert set(offered) == listed & {"stop", "requeue", "preempt"}
+            await pilot.press("escape", "s", "r", "p")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen) == bool(offered)
+            if not offered:  # a palette entry kept from before it ended: said, not asked
+                screen.action_ask("cancel")
+                await pilot.pause()
+                said = [n.message for n in app._notifications]
+                assert "job 1 is %s: nothing to cancel" % state in said
+
+    drive()
+
+
+@pilot_test
+async def test_the_history_columns_line_up():
+    app = frozen_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        screen = await open_job_1(app, pilot)
+        screen.history = [
+            AuditEntry(1, NOW - 3700, "ops@head", "submit", 1, "queued"),
+            AuditEntry(2, NOW - 65, "scheduler-a-long-name@node-7", "decide", 1, "fits gpu0"),
+            AuditEntry(3, NOW - 5, "me@laptop (tui)", "preempt", 1, "preempted by me"),
+        ]
+        text = text_of(screen.details(None)).splitlines()
+        at = next(i for i, line in enumerate(text) if line.startswith("history"))
+        lines = text[at:at + 3]  # newest first
+        for column in (("me@laptop", "scheduler-a", "ops@head"), ("preempt", "decide", "submit"),
+                       ("preempted by", "fits gpu0", "queued")):
+            assert len({line.index(word) for line, word in zip(lines, column)}) == 1, lines
+        assert len({line.index(" ago") for line in lines}) == 1, lines  # ages right-aligned
+
+
+def test_counts_say_one_gpu_and_two_gpus():
+    assert (count(1, "GPU"), count(2, "GPU"), count(0, "job")) == ("1 GPU", "2 GPUs", "0 jobs")
+    assert count(1, "theme file") == "1 theme file" and count(3, "box", "boxes") == "3 boxes"
+    assert QueueConfig(name="one", gpus=1).describe() == "1 GPU"
+    assert QueueConfig(name="two", gpus=2).describe() == "2 GPUs"
+
+
+@pilot_test
+async def test_the_header_says_one_host():
+    app = frozen_app(gpus=4)  # four GPUs: one host
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        header = app.screen.query_one("Header")
+        assert "fleet: 1 host, " in text_of(header.render())
+
+
+def test_fractui_audit_lines_up_its_columns(tmp_path, capfd):
+    """The CLI's history too: actors of any length, the columns still start where they did."""
+    path = str(tmp_path / "store.db")
+    store = open_store(sqlite_url(path))
+    queue = QueueConfig(name="quarter", gpu=0.25)
+    for actor in ("ops@head", "a-much-longer-user-name@a-much-longer-host (tui)", "me@x"):
+        store.submit("quarter", None, "train", ["python", "t.py"], queue.request(), actor)
+    store.close()
+    config = Config(path=None, queues=(queue,), store=StoreSettings(url=sqlite_url(path)))
+    code, out, err = in_process(capfd, ["--config", _written(tmp_path, config), "audit"])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIME", "ACTOR", "ACTION", "JOB", "WHY"]
+    assert len(lines) == 4
+    for word in ("ACTION", "JOB", "WHY"):
+        at = lines[0].index(word)
+        assert all(line[at - 2:at] == "  " and line[at] != " " for line in lines[1:]), lines
+
+
+def _written(tmp_path, config: Config) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(toml_text(config))
+    return str(path)
