@@ -34,6 +34,10 @@ _LAYOUTS = (
     (),
 )
 _KINDS = ("A100-80GB", "H100", "L4", "A10")
+# why the sample's pending jobs wait, in the scheduler's words (fractui.sched.queueing)
+WAITING = ("no room: no GPU in the fleet has a free slice for it",
+           "team nlp is at its quota (3.00 of 3.00 GPUs held)",
+           "no room outside the hosts that refused it lately (l4-1)")
 
 
 @dataclass
@@ -134,6 +138,7 @@ def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,
         b.jobs.append(Job(id=b.next_id, queue=queue.name, team=TEAMS[k % len(TEAMS)].name,
                           name="wait-%d" % k, argv=("python", "x.py"),
                           request=queue.request(),
-                          state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW))
+                          state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW,
+                          reason=WAITING[k % len(WAITING)]))
         b.next_id += 1
     return SampleFleet(statuses, StoreView(UID, tuple(b.jobs)))
