@@ -52,6 +52,7 @@ class Column:
     rank: int
     """Dropped in this order when the width is short: the highest first."""
     sort: Callable[[JobRow], Any]
+    """The row's value to sort by; None (unknown) sorts last either way."""
 
 
 def mib_text(v: Optional[int]) -> str:
@@ -72,9 +73,9 @@ COLUMNS = (
     Column("queue", "queue", 8, 5, lambda r: r.queue),
     Column("state", "state", 9, 1, lambda r: r.state),
     Column("where", "host/GPU/slice", 22, 3, lambda r: r.where),
-    Column("memory", "mem used/cap", 13, 7, lambda r: (r.used_mib is None, r.used_mib or 0)),
-    Column("util", "util", 5, 9, lambda r: (r.util is None, r.util or 0)),
-    Column("age", "age/wait", 8, 4, lambda r: (r.age_s is None, r.age_s or 0.0)),
+    Column("memory", "mem used/cap", 13, 7, lambda r: r.used_mib),
+    Column("util", "util", 5, 9, lambda r: r.util),
+    Column("age", "age/wait", 8, 4, lambda r: r.age_s),
     Column("reason", "reason", 12, 8, lambda r: r.reason),
 )
 
@@ -89,7 +90,9 @@ def fit(width: int) -> list[Column]:
 
 def sort_rows(rows: Sequence[JobRow], key: str, reverse: bool) -> list[JobRow]:
     column = next(c for c in COLUMNS if c.key == key)
-    return sorted(rows, key=column.sort, reverse=reverse)
+    known = [r for r in rows if column.sort(r) is not None]
+    return sorted(known, key=column.sort, reverse=reverse) + [
+        r for r in rows if column.sort(r) is None]
 
 
 def filter_rows(rows: Sequence[JobRow], pattern: Optional[re.Pattern[str]],
