@@ -175,7 +175,7 @@ async def test_jobs_view_sorts_filters_and_opens_a_job():
         await pressed(pilot, "slash", *"pending", "enter")
         assert {r.state for r in view.rows} == {"pending"}
         assert view.table.row_count == len(pending)
-        await pressed(pilot, "down", "enter")
+        await pressed(pilot, "j", "j", "k", "enter")
         assert isinstance(app.screen, JobScreen) and app.screen.job_id == view.rows[1].job_id
         await pressed(pilot, "escape")
         assert app.screen is view
@@ -254,3 +254,23 @@ async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
         assert placement.current.plan in words and placement.note in words
         cursor = screen.map.cursor  # the cursor follows the ghost
         assert (cursor.host, cursor.gpu) == (placement.current.host, placement.current.gpus[0])
+
+
+@pilot_test
+async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
+    app = frozen_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "question_mark")
+        ids = {row[2] for row in app.screen.keys}
+        assert {"map.left", "map.right", "map.up", "map.down", "map.page_up",
+                "map.page_down", "map.top", "map.bottom", "map.open", "map.gpu",
+                "fleet.jobs"} <= ids
+        assert "fleet.job" not in ids
+        await pressed(pilot, "escape", "J", "question_mark")
+        ids = {row[2] for row in app.screen.keys}
+        assert {"jobs.back", "jobs.open", "jobs.sort", "jobs.reverse", "jobs.filter",
+                "jobs.up", "jobs.down", "jobs.page_up", "jobs.page_down", "jobs.top",
+                "jobs.bottom"} <= ids
+        await pressed(pilot, "escape", "escape", "d", "question_mark")
+        assert "gpu.back" in {row[2] for row in app.screen.keys}

@@ -21,7 +21,7 @@ from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
-from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.jobs_view import JobsScreen, JobTable
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
@@ -108,7 +108,7 @@ def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
     ids = []
     for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
-                ConfirmScreen, HelpScreen, JobsScreen, GpuScreen):
+                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

@@ -69,14 +69,14 @@ def memory(row: JobRow) -> str:
 COLUMNS = (
     Column("id", "id", 7, 0, lambda r: (r.job_id is None, r.job_id or 0, r.ref)),
     Column("name", "name", 14, 2, lambda r: r.name),
-    Column("team", "team", 8, 6, lambda r: r.team),
+    Column("team", "team", 8, 7, lambda r: r.team),
     Column("queue", "queue", 8, 5, lambda r: r.queue),
     Column("state", "state", 9, 1, lambda r: r.state),
-    Column("where", "host/GPU/slice", 22, 3, lambda r: r.where),
-    Column("memory", "mem used/cap", 13, 7, lambda r: r.used_mib),
+    Column("where", "host/GPU/slice", 20, 3, lambda r: r.where),
+    Column("memory", "mem used/cap", 13, 8, lambda r: r.used_mib),
     Column("util", "util", 5, 9, lambda r: r.util),
     Column("age", "age/wait", 8, 4, lambda r: r.age_s),
-    Column("reason", "reason", 12, 8, lambda r: r.reason),
+    Column("reason", "reason", 12, 6, lambda r: r.reason),
 )
 
 

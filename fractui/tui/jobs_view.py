@@ -12,6 +12,7 @@ from typing import Callable, Mapping, Optional
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
@@ -22,6 +23,20 @@ from fractui.tui.model import StoreView, compile_filter
 from fractui.tui.queues import duration
 
 REFRESH_S = 1.0
+
+
+class JobTable(DataTable, inherit_bindings=False):
+    """The table with its moves as ids (for ``[tui] keys`` and help), ``j``/``k`` among them,
+    and without its own ``enter``: the screen's ``jobs.open`` opens the row."""
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "previous job", id="jobs.up", show=False),
+        Binding("down,j", "cursor_down", "next job", id="jobs.down", show=False),
+        Binding("pageup", "page_up", "page up", id="jobs.page_up", show=False),
+        Binding("pagedown,space", "page_down", "page down", id="jobs.page_down", show=False),
+        Binding("home,g", "scroll_top", "first job", id="jobs.top", show=False),
+        Binding("end,G", "scroll_bottom", "last job", id="jobs.bottom", show=False),
+    ]
 
 
 class JobsScreen(Screen[None], inherit_bindings=False):
@@ -58,13 +73,13 @@ class JobsScreen(Screen[None], inherit_bindings=False):
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
-        yield DataTable(cursor_type="row", zebra_stripes=True, id="jobs")
+        yield JobTable(cursor_type="row", zebra_stripes=True, id="jobs")
         yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
                     id="jobs-filter")
 
     @property
-    def table(self) -> DataTable:
-        return self.query_one(DataTable)
+    def table(self) -> JobTable:
+        return self.query_one(JobTable)
 
     def on_mount(self) -> None:
         self.table.focus()
@@ -159,6 +174,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         self.table.focus()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """A click on the row the cursor is on."""
         event.stop()
         self.action_open()
 
