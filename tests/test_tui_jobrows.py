@@ -44,6 +44,7 @@ def test_rows_carry_memory_against_cap_util_age_and_reason():
     assert rows["9"].reason == "no room: no GPU" and rows["9"].age_s == 90.0
     assert rows["9"].where == "queue quarter" and memory(rows["9"]) == "—"
     foreign = rows["h/j3"]  # launched on the host, not through the store
+    assert rows["7"].where == "h/0/5.9G share"
     assert foreign.job_id is None and foreign.age_s == 30.0 and foreign.used_mib is None
     assert len(rows) == 4
 
@@ -60,11 +61,11 @@ def test_sort_by_any_column_and_filter_by_regex():
 
 
 def test_columns_dropped_least_useful_first():
-    keys = [c.key for c in fit(80)]
-    assert keys[:2] == ["id", "name"] and "util" not in keys and "state" in keys
+    keys = [c.key for c in fit(78)]
+    assert keys == ["id", "name", "state", "where", "age", "reason"]  # 80 columns
     assert len(fit(400)) == len(COLUMNS)
     assert [c.key for c in fit(10)] == ["id"]
-    assert sum(c.width + 1 for c in fit(80)) <= 80
+    assert sum(c.width + 2 for c in fit(78)) <= 78
 
 
 def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():

@@ -102,10 +102,12 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
               header_style="bold")
     for col in ("pid", "user", "memory", "instance", "job"):
         p.add_column(col, no_wrap=True)
+    where = {i.get("uuid"): "%s@%s" % (i.get("profile"), i.get("start"))
+             for i in gpu.get("instances") or ()}
     for proc in sorted(gpu.get("processes") or (), key=lambda q: -(q.get("used_mib") or 0)):
         inst = proc.get("instance")
         p.add_row(str(proc.get("pid")), "—", mib_text(proc.get("used_mib")),
-                  "—" if inst is None else str(inst)[-12:],
+                  "—" if inst is None else where.get(inst, str(inst)),
                   by_pid.get(proc.get("pid")) or by_instance.get(inst) or Text(
                       "outside fractui", style="dim"))
     if not gpu.get("processes"):

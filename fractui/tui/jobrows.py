@@ -67,23 +67,26 @@ def memory(row: JobRow) -> str:
 
 
 COLUMNS = (
-    Column("id", "id", 7, 0, lambda r: (r.job_id is None, r.job_id or 0, r.ref)),
-    Column("name", "name", 14, 2, lambda r: r.name),
+    Column("id", "id", 6, 0, lambda r: (r.job_id is None, r.job_id or 0, r.ref)),
+    Column("name", "name", 12, 2, lambda r: r.name),
     Column("team", "team", 8, 7, lambda r: r.team),
-    Column("queue", "queue", 8, 5, lambda r: r.queue),
+    Column("queue", "queue", 8, 6, lambda r: r.queue),
     Column("state", "state", 9, 1, lambda r: r.state),
-    Column("where", "host/GPU/slice", 20, 3, lambda r: r.where),
+    Column("where", "host/GPU/slice", 19, 3, lambda r: r.where),
     Column("memory", "mem used/cap", 13, 8, lambda r: r.used_mib),
     Column("util", "util", 5, 9, lambda r: r.util),
     Column("age", "age/wait", 8, 4, lambda r: r.age_s),
-    Column("reason", "reason", 12, 6, lambda r: r.reason),
+    Column("reason", "reason", 12, 5, lambda r: r.reason),
 )
 
 
+PADDING = 2  # a table cell's padding, a space each side
+
+
 def fit(width: int) -> list[Column]:
-    """The columns that fit ``width`` (one space between), least useful dropped first."""
+    """The columns that fit ``width`` (with their padding), least useful dropped first."""
     kept = list(COLUMNS)
-    while len(kept) > 1 and sum(c.width + 1 for c in kept) > width:
+    while len(kept) > 1 and sum(c.width + PADDING for c in kept) > width:
         kept.remove(max(kept, key=lambda c: c.rank))
     return kept
 
@@ -133,7 +136,7 @@ def _where(job: Job) -> str:
     if slot is None:
         return "queue " + job.queue
     part = ("%s@%s" % (slot.profile, slot.start) if slot.profile and slot.start is not None
-            else slot.profile or ("%dM share" % slot.memory_mib if slot.memory_mib
+            else slot.profile or ("%s share" % mib_text(slot.memory_mib) if slot.memory_mib
                                   else "whole"))
     return "%s/%s/%s" % (slot.host, ",".join(map(str, slot.gpus)), part)
 

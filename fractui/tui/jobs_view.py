@@ -18,7 +18,8 @@ from textual.widgets import DataTable, Input, Static
 
 from fractui.fleet.host import HostStatus
 from fractui.tui.actions import Action, bindings
-from fractui.tui.jobrows import COLUMNS, JobRow, filter_rows, fit, job_rows, memory, sort_rows
+from fractui.tui.jobrows import (COLUMNS, PADDING, JobRow, filter_rows, fit, job_rows, memory,
+                                 sort_rows)
 from fractui.tui.model import StoreView, compile_filter
 from fractui.tui.queues import duration
 
@@ -113,10 +114,10 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         at = table.cursor_row
         keep = self.rows[at].ref if 0 <= at < len(self.rows) and at < table.row_count else None
         table.clear(columns=True)
-        used = sum(c.width + 1 for c in columns if c.key != "reason")
+        used = sum(c.width + PADDING for c in columns if c.key != "reason")
         for c in columns:
             mark = (" ↓" if self.reverse else " ↑") if c.key == self.sort_key else ""
-            w = max(c.width, width - 2 - used - 1) if c.key == "reason" else c.width
+            w = max(c.width, width - 2 - used - PADDING) if c.key == "reason" else c.width
             table.add_column(Text(c.title + mark, style="bold"), width=w, key=c.key)
         for row, values in zip(self.rows, cells):
             table.add_row(*values, key=row.ref)

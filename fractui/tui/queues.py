@@ -224,7 +224,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         width = max(1, self.content_size.width)
         console = self.app.console
         y = len(console.render_lines(top, console.options.update_width(width), pad=False))
-        fit = max(MIN_PENDING, self.size.height - y - 1)
+        per = 2 if width < SIDE_BY_SIDE else 1  # lines a job takes
+        fit = max(MIN_PENDING, (self.content_size.height - y - 1) // per)
         ids = [j.id for j in self.pending]
         at = ids.index(self.selected) if self.selected in ids else 0
         self._first = max(0, min(self._first, at, len(ids) - fit), at - fit + 1)
@@ -234,14 +235,19 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         lines = Text("Pending %s" % count, style="bold", no_wrap=True, overflow="ellipsis")
         lines.append("  p place · enter open · drag to a GPU" if not self.readonly
                      else "  enter open", style="dim")
+        two = per == 2
+        name = max(6, min(12, width - 32))
         for k, job in enumerate(shown):
-            self._rows[y + 1 + k] = job
-            row = "%s#%-4d %-12.12s %-8.8s %-7.7s %6s " % (
-                "▸" if job.id == self.selected else " ", job.id, job.name, job.queue,
-                job.team or "—", duration(self.now - job.submitted_at))
+            for line in range(per):  # a press on its reason picks it too
+                self._rows[y + 1 + per * k + line] = job
+            row = "%s#%-4d %-*.*s %-8.8s %-7.7s %6s " % (
+                "▸" if job.id == self.selected else " ", job.id, name, name, job.name,
+                job.queue, job.team or "—", duration(self.now - job.submitted_at))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")
             lines.append(row, style=style)
+            if two:
+                lines.append("\n  ")
             lines.append(job.reason or "", style="dim")
         return Group(top, lines)

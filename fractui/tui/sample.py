@@ -34,6 +34,7 @@ _LAYOUTS = (
     (),
 )
 _KINDS = ("A100-80GB", "H100", "L4", "A10")
+FOREIGN_PID = 31337  # on each L4's GPU 0: memory used outside fractui
 # why the sample's pending jobs wait, in the scheduler's words (fractui.sched.queueing)
 WAITING = ("no room: no GPU in the fleet has a free slice for it",
            "team nlp is at its quota (3.00 of 3.00 GPUs held)",
@@ -94,6 +95,9 @@ class _Builder:
                                                        [(facts.memory_mib, facts.geometry())]))
                     n = len(jobs) + 1
                     jobs["j%d" % n] = self.agent_job(job, n, index, instance=inst_uuid)
+                    instances[-1]["pids"] = [1000 + n]
+                    record["processes"].append({"pid": 1000 + n, "used_mib": inst_used,
+                                                "instance": inst_uuid})
             record.update(instances=instances, layout_version="v%d" % index,
                           utilization_gpu=None,
                           utilization_note="not reported by NVML for MIG instances")
@@ -110,6 +114,12 @@ class _Builder:
                 n = len(jobs) + 1
                 jobs["j%d" % n] = self.agent_job(job, n, index, memory_mib=share)
                 used += share // 2
+                record["processes"].append({"pid": 1000 + n, "used_mib": share // 2,
+                                            "instance": None})
+            if kind == "L4" and index == 0:  # a process fractui did not start
+                record["processes"].append({"pid": FOREIGN_PID, "used_mib": 3072,
+                                            "instance": None})
+                used += 3072
             record.update(utilization_gpu=self.rng.randrange(0, 100))
         record["memory_used_mib"] = used
         return record
