@@ -87,10 +87,13 @@ class FractuiApp(App[None], inherit_bindings=False):
                                    lambda: fleet.model.store))
 
     def open_jobs(self) -> None:
-        """The jobs view: every job, sorted and filtered."""
-        fleet = self.fleet
-        self.push_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
-                                    self.clock, self.open_job))
+        """The jobs view: every job, sorted and filtered. Made once and kept (installed), so
+        opening it again costs a reload, not a new screen; it keeps its sort and filter."""
+        if not self.is_screen_installed("jobs"):
+            fleet = self.fleet
+            self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
+                                           self.clock, self.open_job), "jobs")
+        self.push_screen("jobs")
 
     def action_help(self) -> None:
         screen = self.screen
