@@ -1,8 +1,9 @@
 """The queue panel: each queue's portion, pending jobs and wait; each team's quota use; and the
 pending jobs themselves, one a line with why it waits, to pick one: ``p`` places it (placement
 mode), dragging it onto a GPU does too, ``enter`` opens it. The pending list shows the rows that
-fit around the selected one, so the selection is always on screen. The mouse is captured only while a drag that started on a
-job lasts, so selecting text with the mouse keeps working everywhere else."""
+fit around the selected one, so the selection is always on screen. The mouse is captured only
+while a drag that started on a job lasts, so selecting text with the mouse keeps working
+everywhere else."""
 
 from __future__ import annotations
 
