@@ -118,7 +118,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         Binding("slash", "filter", "filter", id="fleet.filter",
                 tooltip="Filter GPUs by a regex; !regex keeps those that do not match"),
         Binding("escape", "back", "back", id="fleet.back",
-                tooltip="Clear the filter and the mark"),
+                tooltip="Clear the filter and the queue mark; leave placement mode"),
         Binding("z", "compact", "compact", id="fleet.compact",
                 tooltip="Several GPUs per line (on by itself when GPUs outnumber rows)"),
         Binding("c", "colour_by", "colour by", id="fleet.colour",
@@ -238,22 +238,21 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         return rows > max(1, self.map.size.height)
 
     def relayout(self, reveal: bool = False) -> None:
-        """The map's lines again; with the placement's ghost drawn on them (``reveal``:
-        scrolled into sight, as when it moved)."""
+        """The map's lines again; with the placement's ghost drawn on them (``reveal``: the
+        cursor put on it and scrolled into sight, as when it moved)."""
         pattern, inverse = compile_filter(self.filter_text)
         per = per_line(self.map.line_width) if self.compact_now() else 0
         lines = self.model.lines(pattern, inverse, per)
         where = self.placement.current if self.placement else None
+        follow: Optional[Cursor] = None  # the cursor onto the ghost, which moved
         if where is not None and self.placement is not None:
             lines, first = with_ghost(lines, where.host, where.gpus, where.profile, where.start,
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
-                ghost = _ghost_start(lines[first])
-                self.map.show(lines)
-                self.map.move_to(Cursor(where.host, where.gpus[0], ghost))
-                self.show_header()
-                return
+                follow = Cursor(where.host, where.gpus[0], _ghost_start(lines[first]))
         self.map.show(lines)
+        if follow is not None:
+            self.map.move_to(follow)
         self.show_header()
 
     def repaint(self) -> None:
