@@ -193,6 +193,29 @@ async def test_jobs_view_sorts_filters_and_opens_a_job():
 
 
 @pilot_test
+async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J")
+        view = app.screen
+        await pressed(pilot, "p")  # the top row runs: nothing to place
+        assert app.screen is view and fleet(app).placement is None
+        await pressed(pilot, "slash", *"pending", "enter", "j")
+        job_id = view.table.row.job_id
+        await pressed(pilot, "p")
+        screen = fleet(app)
+        assert app.screen is screen and screen.placement.job.id == job_id
+        assert screen.query_one(QueuePanel).selected == job_id
+    app = frozen_app(readonly=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J", "slash", *"pending", "enter", "p")
+        assert isinstance(app.screen, JobsScreen) and fleet(app).placement is None
+        assert "jobs.place" not in {b.binding.id for b in app.screen.active_bindings.values()}
+
+
+@pilot_test
 async def test_jobs_view_keeps_the_columns_that_fit():
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -278,7 +301,7 @@ async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
         await pressed(pilot, "escape", "J", "question_mark")
         ids = {row[2] for row in app.screen.keys}
         assert {"jobs.back", "jobs.open", "jobs.sort", "jobs.reverse", "jobs.filter",
-                "jobs.up", "jobs.down", "jobs.page_up", "jobs.page_down", "jobs.top",
+                "jobs.place", "jobs.up", "jobs.down", "jobs.page_up", "jobs.page_down", "jobs.top",
                 "jobs.bottom"} <= ids
         await pressed(pilot, "escape", "escape", "d", "question_mark")
         assert "gpu.back" in {row[2] for row in app.screen.keys}

@@ -92,7 +92,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         if not self.is_screen_installed("jobs"):
             fleet = self.fleet
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
-                                           self.clock, self.open_job), "jobs")
+                                           self.clock, self.open_job, fleet.place_job,
+                                           self.readonly), "jobs")
         self.push_screen("jobs")
 
     def action_help(self) -> None:

@@ -358,6 +358,16 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         elif message.job.state == PENDING:
             self.start_placement(message.job, message.drag)
 
+    def place_job(self, job_id: int) -> None:
+        """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
+        jobs = self.model.store.jobs if self.model.store else ()
+        job = next((j for j in jobs if j.id == job_id and j.state == PENDING), None)
+        if job is None:
+            self.notify("job %d is no longer pending" % job_id, severity="warning")
+            return
+        self.query_one(QueuePanel).select_job(job_id)
+        self.start_placement(job)
+
     def start_placement(self, job: Job, drag: bool = False) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.drag = (0, 0, False) if drag else None

@@ -25,7 +25,8 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from fractui.fleet.host import HostStatus
-from fractui.tui.actions import Action, bindings
+from fractui.store.model import PENDING
+from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.jobrows import (COLUMNS, PADDING, JobRow, filter_rows, fit, job_rows, memory,
                                  sort_rows)
 from fractui.tui.model import StoreView, compile_filter
@@ -145,6 +146,9 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         Action("jobs.reverse", "O", "reverse", "reverse", "Reverse the sort"),
         Action("jobs.filter", "slash", "filter", "filter",
                "Filter rows by a regex; !regex keeps those that do not match"),
+        Action("jobs.place", "p", "place", "place",
+               "Place the row's pending job by hand: back to the map, in placement mode",
+               dangerous=True),
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
@@ -156,8 +160,11 @@ class JobsScreen(Screen[None], inherit_bindings=False):
 
     def __init__(self, store: Callable[[], Optional[StoreView]],
                  statuses: Callable[[], Mapping[str, HostStatus]],
-                 clock: Callable[[], float], open_job: Callable[[int], None]) -> None:
+                 clock: Callable[[], float], open_job: Callable[[int], None],
+                 place: Callable[[int], None], readonly: bool) -> None:
         super().__init__()
+        bind(self, self.ACTIONS, readonly)
+        self.place = place
         self.store = store
         self.statuses = statuses
         self.clock = clock
@@ -281,3 +288,11 @@ class JobsScreen(Screen[None], inherit_bindings=False):
                         "screen (fractui logs %s)" % (row.ref, row.ref), severity="warning")
             return
         self.open_job(row.job_id)
+
+    def action_place(self) -> None:
+        row = self.table.row
+        if row is None or row.job_id is None or row.state != PENDING:
+            self.notify("only a pending job is placed by hand", severity="warning")
+            return
+        self.dismiss()
+        self.place(row.job_id)
