@@ -567,12 +567,18 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         return False
 
     def jump_host(self, name: str) -> None:
-        """Its header at the top, the cursor on its first GPU."""
+        """Its header at the top, the cursor on its first GPU (if it has one)."""
         self.filter_text = ""
         self.relayout()
+        at = next((i for i, line in enumerate(self.map.lines)
+                   if isinstance(line, HostLine) and line.name == name), None)
+        if at is None:
+            return
         gpus = self.model.hosts[name].gpus if name in self.model.hosts else ()
-        self._jump_to(lambda line: Cursor(name, gpus[0].index if gpus else -1, 0.0)
-                      if isinstance(line, HostLine) and line.name == name else None)
+        if gpus:
+            self.map.move_to(Cursor(name, gpus[0].index, 0.0))
+        self.map.jump(at)
+        self.map.focus()
 
     def jump_queue(self, name: str) -> None:
         panel = self.query_one(QueuePanel)
