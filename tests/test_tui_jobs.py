@@ -130,7 +130,7 @@ async def test_readonly_binds_no_dangerous_action_and_help_lacks_them():
         await pilot.press("escape")
         hints = dict(fleet(app).query_one("Header").info.hints)
         assert "place" not in hints.values() and "job" in hints.values()
-        await pilot.press("l")
+        await pilot.press("enter")
         await pilot.pause()
         screen = job_screen(app)
         assert not {"job.stop", "job.requeue", "job.preempt"} & _ids(screen)
@@ -148,6 +148,6 @@ async def test_not_readonly_binds_them():
     async with app.run_test(size=(160, 48)) as pilot:
         await settled(pilot)
         assert "queue.place" in _ids(fleet(app).query_one(QueuePanel))
-        await pilot.press("tab", "l")
+        await pilot.press("tab", "enter")
         await pilot.pause()
         assert {"job.stop", "job.requeue", "job.preempt"} <= _ids(job_screen(app))

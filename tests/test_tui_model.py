@@ -119,8 +119,22 @@ def test_mig_bar_puts_each_instance_on_its_slices_with_its_label():
                    [store_job]).hosts["h"].gpus
     bar = "".join(s.text for s in gpu_bar(gpu, 32, PAINT))
     assert len(bar) == 32
-    assert bar[16:] == "▏3g.40gb nlp" + " " * 4  # slots 4-7: cells 16-31
+    assert bar[16:] == "▏3g.40gb #3 nlp" + " "  # slots 4-7: cells 16-31, the job's id shown
     assert bar[4] == bar[8] == bar[12] == "▏"  # the slot grid of free slices
+    narrow = "".join(s.text for s in gpu_bar(gpu, 24, PAINT))
+    assert narrow[12:] == "▏3g.40gb #3 "  # no room for the owner: the id stays
+    tight = "".join(s.text for s in gpu_bar(gpu, 16, PAINT))
+    assert tight[8:] == "▏3g.40gb"  # no room for the id: the profile, as before
+
+
+def test_share_label_shows_the_job_id_where_it_fits():
+    store_job = job(7, team="nlp", queue="10g", slot=Slot("h", (0,), memory_mib=12000))
+    agent = [{"id": "j1", "key": store_job.key(UID), "gpus": [0], "memory_mib": 12000,
+              "state": "running", "pid": 11, "name": "train", "created_at": 1}]
+    (gpu,) = build([l4()], agent, [store_job]).hosts["h"].gpus
+    assert "#7 nlp" in "".join(s.text for s in gpu_bar(gpu, 40, PAINT))
+    small = "".join(s.text for s in gpu_bar(gpu, 10, PAINT))  # 5 cells: "#7" only
+    assert "#7" in small and "nlp" not in small
 
 
 def test_mig_gpu_says_utilisation_is_not_reported():

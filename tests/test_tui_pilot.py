@@ -70,10 +70,12 @@ async def test_palette_jumps_to_a_host_and_to_a_queue():
         await pilot.press("z")  # one GPU per line: 40 lines, more than fit
         await palette(pilot, "host a10-2")
         screen = fleet(app)
-        target = screen.map.lines[screen.map.cursor]
-        assert isinstance(target, HostLine) and target.name == "a10-2"
-        top = screen.map.scroll_offset.y
-        assert 0 < top <= screen.map.cursor < top + screen.map.size.height  # scrolled to it
+        top, height = screen.map.scroll_offset.y, screen.map.size.height
+        header = next(i for i, line in enumerate(screen.map.lines)
+                      if isinstance(line, HostLine) and line.name == "a10-2")
+        assert 0 < top <= header < top + height  # scrolled to it
+        assert screen.map.cursor.host == "a10-2" and screen.map.cursor.gpu == 0
+        assert screen.map.cursor_line == header + 1
         await palette(pilot, "queue 10g")
         assert screen.query_one("#queues").marked == "10g"
 
@@ -86,9 +88,10 @@ async def test_palette_jumps_to_a_running_job_on_its_gpu():
         screen = fleet(app)
         job = next(j for j in screen.model.store.jobs if j.slot and j.slot.host == "a10-1")
         await palette(pilot, "job #%d %s" % (job.id, job.name))
-        line = screen.map.lines[screen.map.cursor]
+        line = screen.map.lines[screen.map.cursor_line]
         assert isinstance(line, GpuLine) and line.host == "a10-1"
         assert line.index == job.slot.gpus[0]
+        assert screen.map.chosen()[1].job_id == job.id  # on the job's own slice
 
 
 @pilot_test

@@ -1,5 +1,6 @@
-"""Snapshots of the fleet screen on a frozen fleet (no agents, fixed clock), at the two sizes
-that matter: 80x24 (compact, queue panel under the map) and 160x48 (one GPU per row)."""
+"""Snapshots of the TUI on a frozen fleet (no agents, fixed clock), at the sizes that matter:
+80x24 (compact, queue panel under the map), 160x48 (one GPU per row) and 220x60 (room for the
+map's labels): the fleet screen, the map's cursor and legend, the jobs view, the GPU detail."""
 
 from __future__ import annotations
 
@@ -110,3 +111,68 @@ async def _unhealthy_gpu_on_the_map(pilot) -> None:
 def test_an_unhealthy_gpu_marked_on_the_map_with_why(snap_compare):
     assert snap_compare(frozen_app(), terminal_size=(160, 48),
                         run_before=_unhealthy_gpu_on_the_map)
+
+
+async def _cursor_on_a_job(pilot) -> None:
+    """The cursor two GPUs down and one slice right: on a job's slice of an A100."""
+    await settled(pilot)
+    await pilot.press("j", "j", "l")
+    await pilot.pause()
+
+
+def test_map_with_cursor_and_legend_at_80x24(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=_cursor_on_a_job)
+
+
+def test_map_with_cursor_and_legend_at_160x48(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=_cursor_on_a_job)
+
+
+def test_map_with_cursor_and_legend_at_220x60(snap_compare):
+    assert snap_compare(frozen_app(gpus=40), terminal_size=(220, 60),
+                        run_before=_cursor_on_a_job)
+
+
+async def _jobs_view(pilot) -> None:
+    await settled(pilot)
+    await pilot.press("J")
+    await pilot.pause()
+
+
+def test_jobs_view_at_80x24(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=_jobs_view)
+
+
+def test_jobs_view_at_160x48(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=_jobs_view)
+
+
+def test_jobs_view_at_220x60(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(220, 60), run_before=_jobs_view)
+
+
+def _gpu_detail(host: str, index: int):
+    async def run(pilot) -> None:
+        await settled(pilot)
+        pilot.app.open_gpu(host, index)
+        await pilot.pause()
+
+    return run
+
+
+def test_gpu_detail_of_mig_at_80x24(snap_compare):
+    """h100-1's first GPU: its MIG instances and their jobs, its host's error."""
+    assert snap_compare(frozen_app(), terminal_size=(80, 24),
+                        run_before=_gpu_detail("h100-1", 0))
+
+
+def test_gpu_detail_of_shares_at_160x48(snap_compare):
+    """l4-1's first GPU: shares, their processes, a process outside fractui, the host's
+    error."""
+    assert snap_compare(frozen_app(), terminal_size=(160, 48),
+                        run_before=_gpu_detail("l4-1", 0))
+
+
+def test_gpu_detail_of_shares_at_220x60(snap_compare):
+    assert snap_compare(frozen_app(), terminal_size=(220, 60),
+                        run_before=_gpu_detail("l4-1", 0))

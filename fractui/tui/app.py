@@ -18,8 +18,10 @@ from fractui.store.intents import Asker
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands
 from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs_view import JobsScreen, JobTable
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
@@ -83,9 +85,25 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
                                    self.clock, self.readonly))
 
+    def open_gpu(self, host: str, index: int) -> None:
+        """The detail view of ``host``'s GPU ``index``."""
+        fleet = self.fleet
+        self.push_screen(GpuScreen(host, index, lambda: fleet.statuses,
+                                   lambda: fleet.model.store))
+
+    def open_jobs(self) -> None:
+        """The jobs view: every job, sorted and filtered. Made once and kept (installed), so
+        opening it again costs a reload, not a new screen; it keeps its sort and filter."""
+        if not self.is_screen_installed("jobs"):
+            fleet = self.fleet
+            self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
+                                           self.clock, self.open_job, fleet.place_job,
+                                           self.readonly), "jobs")
+        self.push_screen("jobs")
+
     def action_help(self) -> None:
         screen = self.screen
-        if isinstance(screen, (FleetScreen, JobScreen)):
+        if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen)):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
                                          for keys, what, bid, _ in shown_bindings(screen)]))
 
@@ -99,7 +117,7 @@ def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
     ids = []
     for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
-                ConfirmScreen, HelpScreen):
+                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

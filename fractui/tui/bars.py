@@ -24,13 +24,29 @@ EIGHTHS = " ▏▎▍▌▋▊▉█"
 HATCH = "╱"
 GHOST_FILL = "░"
 COMPACT_BAR = 16  # cells per GPU in compact mode: two per memory slice of an A100
-COMPACT_CELL = COMPACT_BAR + 4  # "ii" + bar + two spaces
+COMPACT_FIGURES = 10  # " 38G  45%": memory used and utilisation
+COMPACT_CELL = 2 + COMPACT_BAR + COMPACT_FIGURES + 2  # "ii" + bar + figures + two spaces
 
 
 @lru_cache(maxsize=512)
 def _style(fg: Optional[str], bg: Optional[str], bold: bool = False,
            reverse: bool = False) -> Style:
     return Style(color=fg, bgcolor=bg, bold=bold or None, reverse=reverse or None)
+
+
+@lru_cache(maxsize=512)
+def _marked(style: Style) -> Style:
+    """A cell under the cursor: reversed and bold, so it shows in every theme, colour or not."""
+    return style + Style(reverse=True, bold=True)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The cursor on a line: GPU ``gpu``'s part from ``start`` to ``end`` (fractions)."""
+
+    gpu: int
+    start: float
+    end: float
 
 
 @dataclass(frozen=True)
@@ -62,27 +78,42 @@ class Paint:
             name = self.owner(block)
             if name is None:  # a job the store does not know: launched by hand on the host
                 return self.slices.other
-            owners = self.slices.owners
-            place = self.owners.index(name) if name in self.owners else sum(map(ord, name))
-            return owners[place % len(owners)]
+            return self.owner_colour(name)
         return {IDLE: self.slices.idle, OTHER: self.slices.other,
                 SIMULATED: self.slices.simulated, PLACING: self.slices.placing}[block.kind]
+
+    def owner_colour(self, name: str) -> str:
+        """A team's (or queue's) colour: its place in the config, else a hash of its name."""
+        owners = self.slices.owners
+        place = self.owners.index(name) if name in self.owners else sum(map(ord, name))
+        return owners[place % len(owners)]
 
     def state(self, state: str) -> str:
         return dict(self.states).get(state, self.foreground)
 
 
-def _label(block: Block, paint: Paint, mig: bool) -> str:
+def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
+    """What a block may say, the fullest first: the first that fits is drawn (the last one,
+    cut, where none does). A store job's id comes before its owner, whose colour says it."""
     owner = paint.owner(block)
+    tag = (block.job or "").split(" ")[0] if (block.job or "").startswith("#") else ""
     if block.kind == PLACING:
-        return "→" + (block.label if mig else owner or block.label)
+        return ("→" + (block.label if mig else owner or block.label),)
     if block.kind == GHOST:
-        return "▶" + block.label
+        return ("▶" + block.label,)
     if block.kind in (OTHER, SIMULATED) and mig:
-        return "%s %s" % (block.label, "sim" if block.kind == SIMULATED else "other")
+        return ("%s %s" % (block.label, "sim" if block.kind == SIMULATED else "other"),)
     if mig:
-        return block.label + (" " + owner if owner else "")
-    return owner or block.label
+        short = block.label + (" " + owner if owner else "")
+        return tuple(" ".join(filter(None, w)) for w in (
+            (block.label, tag, owner), (block.label, tag))) + (short,) if tag else (short,)
+    if tag:
+        return ("%s %s" % (tag, owner) if owner else tag, tag)
+    return (owner or block.label,)
+
+
+def _fitting(labels: tuple[str, ...], room: int) -> str:
+    return next((t for t in labels if len(t) <= room), labels[-1][:max(0, room)])
 
 
 def _fill(block: Block) -> str:
@@ -123,7 +154,7 @@ def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         bg = paint.colour(block, line.stale)
         fg = label_colour(bg)
         fill = _fill(block)
-        text = _label(block, paint, True)[:max(0, e - a - 1)] if labels else ""
+        text = _fitting(_labels(block, paint, True), e - a - 1) if labels else ""
         body = _style(fg, bg)
         cells[a] = ("▏", _style(paint.background, bg))
         for i in range(a + 1, e):
@@ -153,8 +184,9 @@ def share_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
     if labels:
         for k, block in enumerate(blocks):
             cells_of = [c for c in range(width) if owner[c * 8] == owner[c * 8 + 7] == k]
-            label = _label(block, paint, False)
-            if label and len(cells_of) >= len(label) + 2:
+            label = next((t for t in _labels(block, paint, False)
+                          if len(cells_of) >= len(t) + 2), "")
+            if label:
                 text.update({cells_of[0] + 1 + i: ch for i, ch in enumerate(label)})
     cells = []
     for c in range(width):
@@ -176,10 +208,16 @@ def share_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
     return cells
 
 
-def gpu_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True) -> list[Segment]:
+def gpu_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True,
+            mark: Optional[Mark] = None) -> list[Segment]:
+    """The GPU's bar; the cells of ``mark`` (the cursor's slice) reversed."""
     if width <= 0:
         return []
     cells = (mig_bar if line.mig else share_bar)(line, width, paint, labels)
+    if mark is not None and mark.gpu == line.index:
+        a = min(width - 1, round(mark.start * width))
+        for c in range(a, max(a + 1, min(width, round(mark.end * width)))):
+            cells[c] = (cells[c][0], _marked(cells[c][1]))
     return _runs(cells)
 
 
@@ -212,42 +250,53 @@ def bar_at(line: Line, width: int, x: int) -> Optional[tuple[GpuLine, float]]:
     return None
 
 
-def render_gpu(line: GpuLine, width: int, paint: Paint, selected: bool = False
+def render_gpu(line: GpuLine, width: int, paint: Paint, mark: Optional[Mark] = None
                ) -> list[Segment]:
     wide = width >= 100
     prefix, suffix, bar_width = _gpu_parts(line, width)
     base = _style(paint.muted if line.stale else paint.foreground, paint.background)
-    head = _style(paint.foreground, paint.background, reverse=selected)
+    head = _style(paint.foreground, paint.background, reverse=mark is not None)
     util_style = _style(paint.muted, paint.background) if line.util is None else base
-    bar = gpu_bar(line, bar_width, paint)
-    return [*_marked(prefix, 1, line, paint, head), *bar,
+    bar = gpu_bar(line, bar_width, paint, mark=mark)
+    return [*_unhealthy(prefix, 1, line, paint, head), *bar,
             Segment(suffix[:-len(_util(line, wide))], base), Segment(_util(line, wide), util_style)]
 
 
-def _marked(text: str, at: int, line: GpuLine, paint: Paint, style: Style) -> list[Segment]:
+def _unhealthy(text: str, at: int, line: GpuLine, paint: Paint, style: Style) -> list[Segment]:
     """``text`` with cell ``at`` (a space) made a "!" in the warning colour if the GPU is
     unhealthy; the host's header says why."""
     if not line.unhealthy:
         return [Segment(text, style)]
-    mark = _style(paint.state("degraded"), paint.background, bold=True)
-    return [Segment(text[:at], style), Segment("!", mark), Segment(text[at + 1:], style)]
+    warn = _style(paint.state("degraded"), paint.background, bold=True)
+    return [Segment(text[:at], style), Segment("!", warn), Segment(text[at + 1:], style)]
 
 
-def render_group(line: GpuGroupLine, paint: Paint) -> list[Segment]:
+def _figures(gpu: GpuLine) -> str:
+    """Compact mode's memory used and utilisation, ``COMPACT_FIGURES`` cells."""
+    util = " n/a" if gpu.util is None else "%3d%%" % gpu.util
+    return " %3.0fG %s" % (gpu.used_mib / 1024, util)
+
+
+def render_group(line: GpuGroupLine, paint: Paint, mark: Optional[Mark] = None
+                 ) -> list[Segment]:
     out: list[Segment] = []
     for gpu in line.gpus:
         base = _style(paint.muted if gpu.stale else paint.foreground, paint.background)
+        here = mark is not None and mark.gpu == gpu.index
         if gpu.unhealthy:  # "!" where the index leaves room, the warning colour always
+            warn = _style(paint.state("degraded"), paint.background, bold=True)
             out.append(Segment("!%d" % gpu.index if gpu.index < 10 else "%2d" % gpu.index,
-                               _style(paint.state("degraded"), paint.background, bold=True)))
+                               _marked(warn) if here else warn))
         else:
-            out.append(Segment("%2d" % gpu.index, base))
-        out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False)
+            out.append(Segment("%2d" % gpu.index, _marked(base) if here else base))
+        out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False, mark=mark if here else None)
+        out.append(Segment(_figures(gpu), base if gpu.util is not None else
+                           _style(paint.muted, paint.background)))
         out.append(Segment("  ", base))
     return out
 
 
-def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Segment]:
+def render_host(line: HostLine, paint: Paint) -> list[Segment]:
     state = _style(paint.state(line.state), paint.background, bold=True)
     detail = "  %d GPU%s · %d job%s" % (line.gpus, "" if line.gpus == 1 else "s", line.jobs,
                                        "" if line.jobs == 1 else "s")
@@ -255,7 +304,7 @@ def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Se
         detail += " · simulated load"
     bg = paint.background
     out = [Segment("▌", _style(paint.state(line.state), bg)),
-           Segment(line.name, _style(paint.foreground, bg, bold=True, reverse=selected)),
+           Segment(line.name, _style(paint.foreground, bg, bold=True)),
            Segment(" " + line.state, state), Segment(detail, _style(paint.muted, bg))]
     if line.unhealthy:
         out.append(Segment("  ! " + "; ".join("gpu %d: %s" % u for u in line.unhealthy),
@@ -265,15 +314,15 @@ def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Se
     return out
 
 
-def render(line: Line, width: int, paint: Paint, selected: bool = False) -> Strip:
+def render(line: Line, width: int, paint: Paint, mark: Optional[Mark] = None) -> Strip:
     """One line of the map, exactly ``width`` cells, every cell with its own background (so
-    the widget need not restyle it)."""
+    the widget need not restyle it); ``mark``: the cursor, on one of its GPUs."""
     if isinstance(line, HostLine):
-        segments = render_host(line, paint, selected)
+        segments = render_host(line, paint)
     elif isinstance(line, GpuGroupLine):
-        segments = render_group(line, paint)
+        segments = render_group(line, paint, mark)
     else:
-        segments = render_gpu(line, width, paint, selected)
+        segments = render_gpu(line, width, paint, mark)
     strip = Strip(segments)
     if strip.cell_length != width:
         strip = strip.crop_extend(0, width, _style(None, paint.background))

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.color import Color
 from textual.errors import NoWidget
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
@@ -35,20 +35,22 @@ from fractui.store.model import PENDING, Job
 from fractui.tui.actions import shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
+from fractui.tui.cursor import Cursor, block_job_id
 from fractui.tui.header import Header, HeaderInfo
-from fractui.tui.model import (FleetModel, GpuGroupLine, GpuLine, HostLine, StoreView,
-                               compile_filter, queue_stats, with_ghost)
+from fractui.tui.model import (GHOST, FleetModel, GpuGroupLine, GpuLine, HostLine, Line,
+                               StoreView, compile_filter, queue_stats, with_ghost)
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
-from fractui.tui.slicemap import SliceMap
+from fractui.tui.legend import Legend
+from fractui.tui.slicemap import SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import palette_for
 
 STORE_EVERY_S = 1.0
 NARROW = 120  # below this width the queue panel goes under the map
-HINT_ORDER = ("app.quit", "app.help", "app.command", "fleet.filter", "fleet.back",
-              "fleet.compact", "fleet.colour", "fleet.panel", "fleet.job", "queue.place",
-              "queue.job", "app.theme")
+HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fleet.jobs",
+              "fleet.filter", "fleet.back", "fleet.compact", "fleet.colour", "fleet.panel",
+              "queue.place", "queue.job", "app.theme")
 
 
 class FleetApp(Protocol):
@@ -62,6 +64,10 @@ class FleetApp(Protocol):
     readonly: bool
 
     def open_job(self, job_id: int) -> None: ...
+
+    def open_gpu(self, host: str, index: int) -> None: ...
+
+    def open_jobs(self) -> None: ...
 
 
 class HostsChanged(Message):
@@ -112,7 +118,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         Binding("slash", "filter", "filter", id="fleet.filter",
                 tooltip="Filter GPUs by a regex; !regex keeps those that do not match"),
         Binding("escape", "back", "back", id="fleet.back",
-                tooltip="Clear the filter and the mark"),
+                tooltip="Clear the filter and the queue mark; leave placement mode"),
         Binding("z", "compact", "compact", id="fleet.compact",
                 tooltip="Several GPUs per line (on by itself when GPUs outnumber rows)"),
         Binding("c", "colour_by", "colour by", id="fleet.colour",
@@ -121,8 +127,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 tooltip="Move between the slice map and the queue panel"),
         Binding("ctrl+c,super+c", "screen.copy_text", "copy selected text (else: quit)",
                 id="fleet.copy", show=False),
-        Binding("l,d", "open_job", "job", id="fleet.job",
-                tooltip="The job on the marked GPU: details, history and live logs"),
+        Binding("J", "jobs", "jobs", id="fleet.jobs",
+                tooltip="Every job in a table: sort, filter, open"),
     ]
 
     def __init__(self, app: "FleetApp") -> None:
@@ -149,7 +155,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
-            yield SliceMap(id="map")
+            with Vertical(id="left"):
+                yield SliceMap(id="map")
+                yield Legend(id="legend")
             yield QueuePanel(readonly=self.fleet_app.readonly, id="queues")
         yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
                     id="filter")
@@ -230,18 +238,21 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         return rows > max(1, self.map.size.height)
 
     def relayout(self, reveal: bool = False) -> None:
-        """The map's lines again; with the placement's ghost drawn on them (``reveal``:
-        scrolled into sight, as when it moved)."""
+        """The map's lines again; with the placement's ghost drawn on them (``reveal``: the
+        cursor put on it and scrolled into sight, as when it moved)."""
         pattern, inverse = compile_filter(self.filter_text)
         per = per_line(self.map.line_width) if self.compact_now() else 0
         lines = self.model.lines(pattern, inverse, per)
         where = self.placement.current if self.placement else None
+        follow: Optional[Cursor] = None  # the cursor onto the ghost, which moved
         if where is not None and self.placement is not None:
             lines, first = with_ghost(lines, where.host, where.gpus, where.profile, where.start,
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
-                self.map.reveal(first)
+                follow = Cursor(where.host, where.gpus[0], _ghost_start(lines[first]))
         self.map.show(lines)
+        if follow is not None:
+            self.map.move_to(follow)
         self.show_header()
 
     def repaint(self) -> None:
@@ -250,9 +261,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         owners = self.config.teams if self.colour_by == "team" else self.config.queues
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
-        self.map.set_paint(Paint(palette_for(self.app.current_theme), v["foreground"],
-                                 v["surface"], muted, tuple(states.items()),
-                                 tuple(o.name for o in owners), self.colour_by))
+        paint = Paint(palette_for(self.app.current_theme), v["foreground"], v["surface"], muted,
+                      tuple(states.items()), tuple(o.name for o in owners), self.colour_by)
+        self.map.set_paint(paint)
+        self.query_one(Legend).show(paint, any(self.source.simulated(h) for h in self.model.order))
 
 
     def scheduler_line(self) -> str:
@@ -320,7 +332,6 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             box.display = False
             self.map.focus()
         self.filter_text = ""
-        self.map.cursor = -1
         self.query_one(QueuePanel).mark(None)
         if self.placement is not None:
             self.end_placement()
@@ -346,6 +357,16 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.fleet_app.open_job(message.job.id)
         elif message.job.state == PENDING:
             self.start_placement(message.job, message.drag)
+
+    def place_job(self, job_id: int) -> None:
+        """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
+        jobs = self.model.store.jobs if self.model.store else ()
+        job = next((j for j in jobs if j.id == job_id and j.state == PENDING), None)
+        if job is None:
+            self.notify("job %d is no longer pending" % job_id, severity="warning")
+            return
+        self.query_one(QueuePanel).select_job(job_id)
+        self.start_placement(job)
 
     def start_placement(self, job: Job, drag: bool = False) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
@@ -521,33 +542,43 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             return None
         return self.map.gpu_at(x - self.map.content_region.x, y - self.map.content_region.y)
 
-    def action_open_job(self) -> None:
-        """The first store job on the line the map's mark is on."""
-        line = self.map.lines[self.map.cursor] if 0 <= self.map.cursor < len(
-            self.map.lines) else None
-        gpus = line.gpus if isinstance(line, GpuGroupLine) else (
-            (line,) if isinstance(line, GpuLine) else ())
-        for gpu in gpus:
-            for block in gpu.blocks:
-                if (block.job or "").startswith("#"):
-                    self.fleet_app.open_job(int(block.job.split(" ")[0][1:]))
-                    return
-        self.notify("mark a GPU with a job first (click it, or : job #N)", severity="warning")
+    def on_slice_chosen(self, message: SliceChosen) -> None:
+        """``enter``: the job on the slice, or (a free slice, or ``d``) the GPU's detail."""
+        number = message.part.job_id
+        if number is not None and not message.detail:
+            self.fleet_app.open_job(number)
+        else:
+            self.fleet_app.open_gpu(message.gpu.host, message.gpu.index)
+
+    def action_jobs(self) -> None:
+        self.fleet_app.open_jobs()
 
     # -- jumps (the palette) --
 
-    def _jump_to(self, found: Callable[[object], bool]) -> bool:
+    def _jump_to(self, found: Callable[[Line], Optional[Cursor]]) -> bool:
+        """The cursor to the first place ``found`` names, that place's line at the top."""
         for i, line in enumerate(self.map.lines):
-            if found(line):
+            cursor = found(line)
+            if cursor is not None:
+                self.map.move_to(cursor)
                 self.map.jump(i)
                 self.map.focus()
                 return True
         return False
 
     def jump_host(self, name: str) -> None:
+        """Its header at the top, the cursor on its first GPU (if it has one)."""
         self.filter_text = ""
         self.relayout()
-        self._jump_to(lambda line: isinstance(line, HostLine) and line.name == name)
+        at = next((i for i, line in enumerate(self.map.lines)
+                   if isinstance(line, HostLine) and line.name == name), None)
+        if at is None:
+            return
+        gpus = self.model.hosts[name].gpus if name in self.model.hosts else ()
+        if gpus:
+            self.map.move_to(Cursor(name, gpus[0].index, 0.0))
+        self.map.jump(at)
+        self.map.focus()
 
     def jump_queue(self, name: str) -> None:
         panel = self.query_one(QueuePanel)
@@ -558,12 +589,14 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         """To the GPU the job is on; a job on no GPU yet, to its queue."""
         self.filter_text = ""
         self.relayout()
-        tag = "#%d" % job_id
 
-        def holds(line: object) -> bool:
+        def holds(line: Line) -> Optional[Cursor]:
             gpus = line.gpus if isinstance(line, GpuGroupLine) else (
                 (line,) if isinstance(line, GpuLine) else ())
-            return any((b.job or "").split(" ")[0] == tag for g in gpus for b in g.blocks)
+            return next((Cursor(g.host, g.index, b.start + b.size / 2) for g in gpus
+                         for b in g.blocks if b.kind != GHOST and
+                         block_job_id(b) == job_id),
+                        None)
 
         if not self._jump_to(holds):
             self.jump_queue(queue)
@@ -586,6 +619,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name),
                                  "details, history and live logs",
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
+        entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
+                             self.action_jobs))
         for name in sorted(self.app.available_themes):
             entries.append(Entry("theme %s" % name, "switch to this theme",
                                  lambda n=name: setattr(self.app, "theme", n)))
@@ -595,3 +630,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         entries.append(Entry("compact %s" % ("off" if self.compact_now() else "on"),
                              "several GPUs per line, or one", self.action_compact))
         return entries
+
+
+def _ghost_start(line: Line) -> float:
+    """Where along its GPU the placement ghost on ``line`` starts (its middle, if narrow)."""
+    gpus = line.gpus if isinstance(line, GpuGroupLine) else (
+        (line,) if isinstance(line, GpuLine) else ())
+    return next((b.start + min(b.size / 2, 0.01) for g in gpus for b in g.blocks
+                 if b.kind == GHOST), 0.0)

@@ -116,7 +116,8 @@ class PlacementDone(Message):
 
 
 class PreviewBar(Widget, can_focus=True):
-    """The plan of the slot the ghost is on, and the mode's keys while focused."""
+    """The plan of the slot the ghost is on, and the mode's keys while focused; as tall as
+    its text, wrapped, so the whole plan shows at every width."""
 
     ACTIONS = (
         Action("placement.next", "right,l", "move(1)", "next slot"),
@@ -131,7 +132,8 @@ class PreviewBar(Widget, can_focus=True):
     DEFAULT_CSS = """
     PreviewBar {
         dock: bottom;
-        height: 3;
+        height: auto;
+        max-height: 12;
         background: $panel;
         border-top: hkey $accent;
         padding: 0 1;

@@ -1,7 +1,9 @@
 """The queue panel: each queue's portion, pending jobs and wait; each team's quota use; and the
-pending jobs themselves, one a line, to pick one: ``p`` places it (placement mode), dragging it
-onto a GPU does too, ``l`` opens it. The mouse is captured only while a drag that started on a
-job lasts, so selecting text with the mouse keeps working everywhere else."""
+pending jobs themselves, one a line with why it waits, to pick one: ``p`` places it (placement
+mode), dragging it onto a GPU does too, ``enter`` opens it. The pending list shows the rows that
+fit around the selected one, so the selection is always on screen. The mouse is captured only
+while a drag that started on a job lasts, so selecting text with the mouse keeps working
+everywhere else."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import events
-from textual.geometry import Region
 from textual.message import Message
 from textual.widget import Widget
 
@@ -34,6 +35,7 @@ def duration(seconds: Optional[float]) -> str:
 
 
 SIDE_BY_SIDE = 70  # at least this wide, queues and teams sit side by side
+MIN_PENDING = 4  # pending rows shown at the least (80x24: the panel is sized for them)
 
 
 class JobPicked(Message):
@@ -61,10 +63,10 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
     ACTIONS = (
         Action("queue.down", "down,j", "select(1)", "next job", show=False),
         Action("queue.up", "up,k", "select(-1)", "previous job", show=False),
-        Action("queue.place", "p,enter", "place", "place",
+        Action("queue.place", "p", "place", "place",
                "Place the selected job by hand: a ghost over every slot it could take",
                dangerous=True),
-        Action("queue.job", "l,d", "open", "job",
+        Action("queue.job", "enter", "open", "job",
                "The selected job: details, history and live logs"),
     )
     BINDINGS = bindings(ACTIONS)
@@ -90,6 +92,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self._rows: dict[int, Job] = {}
         """The panel's content line of each pending job, as last drawn."""
         self._dragging = False
+        self._first = 0
+        """The first pending job shown (the list shows those that fit from there)."""
         self.now = 0.0
         self.queues: Sequence[QueueStat] = ()
         self.teams: Sequence[TeamUsage] = ()
@@ -127,9 +131,6 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         if ids:
             at = ids.index(self.selected) if self.selected in ids else -by
             self.selected = ids[max(0, min(len(ids) - 1, at + by))]
-            row = next((y for y, j in self._rows.items() if j.id == self.selected), None)
-            if row is not None:
-                self.scroll_to_region(Region(0, row, 1, 1), animate=False)
             self.refresh()
 
     def on_focus(self) -> None:
@@ -139,7 +140,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.refresh()
 
     def action_place(self) -> None:
-        if self.job is not None:
+        """Only a job drawn on screen: what ``p`` places is what the admin sees selected."""
+        if self.job is not None and self.job in self._rows.values():
             self.post_message(JobPicked(self.job, place=True))
 
     def action_open(self) -> None:
@@ -223,16 +225,30 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         width = max(1, self.content_size.width)
         console = self.app.console
         y = len(console.render_lines(top, console.options.update_width(width), pad=False))
-        lines = Text("Pending" + ("  p place · l open · drag to a GPU" if not self.readonly
-                                  else "  l open"), style="bold", no_wrap=True,
-                     overflow="ellipsis")
-        for k, job in enumerate(self.pending):
-            self._rows[y + 1 + k] = job
-            row = "%s#%-4d %-12.12s %-8.8s %-7.7s %s" % (
-                "▸" if job.id == self.selected else " ", job.id, job.name, job.queue,
-                job.team or "—", duration(self.now - job.submitted_at))
+        per = 2 if width < SIDE_BY_SIDE else 1  # lines a job takes
+        fit = max(MIN_PENDING, (self.content_size.height - y - 1) // per)
+        ids = [j.id for j in self.pending]
+        at = ids.index(self.selected) if self.selected in ids else 0
+        self._first = max(0, min(self._first, at, len(ids) - fit), at - fit + 1)
+        shown = self.pending[self._first:self._first + fit]
+        count = "%d" % len(ids) if len(shown) == len(ids) else "%d-%d of %d" % (
+            self._first + 1, self._first + len(shown), len(ids))
+        lines = Text("Pending %s" % count, style="bold", no_wrap=True, overflow="ellipsis")
+        lines.append("  p place · enter open · drag to a GPU" if not self.readonly
+                     else "  enter open", style="dim")
+        two = per == 2
+        name = max(6, min(12, width - 32))
+        for k, job in enumerate(shown):
+            for line in range(per):  # a press on its reason picks it too
+                self._rows[y + 1 + per * k + line] = job
+            row = "%s#%-4d %-*.*s %-8.8s %-7.7s %6s " % (
+                "▸" if job.id == self.selected else " ", job.id, name, name, job.name,
+                job.queue, job.team or "—", duration(self.now - job.submitted_at))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")
             lines.append(row, style=style)
+            if two:
+                lines.append("\n  ")
+            lines.append(job.reason or "", style="dim")
         return Group(top, lines)

@@ -34,6 +34,11 @@ _LAYOUTS = (
     (),
 )
 _KINDS = ("A100-80GB", "H100", "L4", "A10")
+FOREIGN_PID = 31337  # on each L4's GPU 0: memory used outside fractui
+# why the sample's pending jobs wait, in the scheduler's words (fractui.sched.queueing)
+WAITING = ("no room: no GPU in the fleet has a free slice for it",
+           "team nlp is at its quota (3.00 of 3.00 GPUs held)",
+           "no room outside the hosts that refused it lately (l4-1)")
 
 
 @dataclass
@@ -90,6 +95,9 @@ class _Builder:
                                                        [(facts.memory_mib, facts.geometry())]))
                     n = len(jobs) + 1
                     jobs["j%d" % n] = self.agent_job(job, n, index, instance=inst_uuid)
+                    instances[-1]["pids"] = [1000 + n]
+                    record["processes"].append({"pid": 1000 + n, "used_mib": inst_used,
+                                                "instance": inst_uuid})
             record.update(instances=instances, layout_version="v%d" % index,
                           utilization_gpu=None,
                           utilization_note="not reported by NVML for MIG instances")
@@ -108,6 +116,12 @@ class _Builder:
                 record["processes"].append({"pid": 1000 + n, "used_mib": share // 2,
                                             "instance": None})
                 used += share // 2
+                record["processes"].append({"pid": 1000 + n, "used_mib": share // 2,
+                                            "instance": None})
+            if kind == "L4" and index == 0:  # a process fractui did not start
+                record["processes"].append({"pid": FOREIGN_PID, "used_mib": 3072,
+                                            "instance": None})
+                used += 3072
             record.update(utilization_gpu=self.rng.randrange(0, 100))
         record["memory_used_mib"] = used
         record["health"] = health(facts.name, used * 100 // facts.memory_mib if facts.mig_capable
@@ -149,6 +163,7 @@ def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,
         b.jobs.append(Job(id=b.next_id, queue=queue.name, team=TEAMS[k % len(TEAMS)].name,
                           name="wait-%d" % k, argv=("python", "x.py"),
                           request=queue.request(),
-                          state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW))
+                          state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW,
+                          reason=WAITING[k % len(WAITING)]))
         b.next_id += 1
     return SampleFleet(statuses, StoreView(UID, tuple(b.jobs)))

@@ -13,21 +13,39 @@ from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from fractui.tui.bars import Paint, bar_at, render
-from fractui.tui.model import Line
+from fractui.tui.bars import Mark, Paint, bar_at, render
+from fractui.tui.cursor import Cursor, Moves, Slice, cursor_at
+from fractui.tui.model import GpuLine, HostLine, Line
+
+
+class SliceChosen(Message):
+    """``enter`` on a slice (``detail``: ``d``, the GPU's detail whatever the slice holds)."""
+
+    def __init__(self, gpu: GpuLine, part: Slice, detail: bool = False) -> None:
+        super().__init__()
+        self.gpu = gpu
+        self.part = part
+        self.detail = detail
 
 
 class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
     BINDINGS = [
-        Binding("up,k", "scroll_up", "up", id="map.up", show=False),
-        Binding("down,j", "scroll_down", "down", id="map.down", show=False),
-        Binding("pageup", "page_up", "page up", id="map.page_up", show=False),
-        Binding("pagedown,space", "page_down", "page down", id="map.page_down", show=False),
-        Binding("home,g", "scroll_home", "top", id="map.top", show=False),
-        Binding("end,G", "scroll_end", "bottom", id="map.bottom", show=False),
+        Binding("left,h", "across(-1)", "previous slice", id="map.left", show=False),
+        Binding("right,l", "across(1)", "next slice", id="map.right", show=False),
+        Binding("up,k", "down(-1)", "GPU above", id="map.up", show=False),
+        Binding("down,j", "down(1)", "GPU below", id="map.down", show=False),
+        Binding("pageup", "page(-1)", "page up", id="map.page_up", show=False),
+        Binding("pagedown,space", "page(1)", "page down", id="map.page_down", show=False),
+        Binding("home,g", "first", "first GPU", id="map.top", show=False),
+        Binding("end,G", "last", "last GPU", id="map.bottom", show=False),
+        Binding("enter", "choose(False)", "open", id="map.open",
+                tooltip="The job on the slice under the cursor; on a free slice, its GPU"),
+        Binding("d", "choose(True)", "GPU", id="map.gpu",
+                tooltip="The GPU under the cursor: instances, processes, its host's error"),
     ]
     DEFAULT_CSS = """
     SliceMap {
@@ -40,17 +58,38 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.lines: list[Line] = []
         self.paint: Optional[Paint] = None
-        self.cursor = -1
-        """The line a jump landed on (drawn reversed), or -1."""
+        self.cursor: Optional[Cursor] = None
+        """The slice the cursor is on (None until there is a GPU to put it on)."""
+        self.moves = Moves([])
+        self._host_of: list[int] = []
+        """Per line, the line of its host's header (drawn on top while it is scrolled off)."""
         self._cache: LRUCache[tuple, Strip] = LRUCache(4096)
 
     @property
     def line_width(self) -> int:
         return self.scrollable_content_region.width
 
+    @property
+    def cursor_line(self) -> int:
+        """The line the cursor is on, or -1."""
+        place = self.moves.place(self.cursor)
+        return -1 if place is None else place.line
+
+    def chosen(self) -> Optional[tuple[GpuLine, Slice]]:
+        """The GPU and the slice under the cursor."""
+        place, part = self.moves.place(self.cursor), self.moves.slice(self.cursor)
+        return None if place is None or part is None else (place.gpu, part)
+
     def show(self, lines: list[Line]) -> None:
         """New lines; only the rows whose line changed are redrawn."""
         old, self.lines = self.lines, lines
+        self.moves = Moves(lines)
+        host = 0
+        self._host_of = []
+        for i, line in enumerate(lines):
+            host = i if isinstance(line, HostLine) else host
+            self._host_of.append(host)
+        self._set_cursor(self.moves.on(self.cursor), reveal=False)
         if len(old) != len(lines):
             self.virtual_size = Size(self.line_width, len(lines))
             self.refresh()
@@ -58,66 +97,114 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         for y, (a, b) in enumerate(zip(old, lines)):
             if a != b:
                 self.refresh_line(y)
+        if self.scroll_offset.y > 0:
+            self.refresh_line(self.scroll_offset.y)  # the sticky header may be another host's
 
     def set_paint(self, paint: Paint) -> None:
         self.paint = paint
         self.refresh()
 
-    def action_scroll_down(self) -> None:
-        """One line, at once: an animated scroll would show the line a few frames late."""
-        self.scroll_relative(y=1, animate=False)
-
-    def action_scroll_up(self) -> None:
-        self.scroll_relative(y=-1, animate=False)
-
-    def mark(self, index: int) -> None:
-        """Mark line ``index`` (drawn reversed; ``l`` opens its job)."""
-        old, self.cursor = self.cursor, index
-        for y in (old, index):
+    def _set_cursor(self, cursor: Optional[Cursor], reveal: bool = True) -> None:
+        old_line = self.cursor_line
+        self.cursor = cursor
+        new_line = self.cursor_line
+        for y in {old_line, new_line}:
             if y >= 0:
                 self.refresh_line(y)
+        if reveal and new_line >= 0:
+            self.reveal(new_line)
+
+    def move_to(self, cursor: Optional[Cursor]) -> None:
+        """The cursor to ``cursor``, scrolled into sight."""
+        self._set_cursor(self.moves.on(cursor) if cursor is not None else None)
+
+    # -- keys: the cursor moves by slice across, by GPU up and down --
+
+    def action_across(self, by: int) -> None:
+        self._set_cursor(self.moves.across(self.cursor, by))
+
+    def action_down(self, by: int) -> None:
+        self._set_cursor(self.moves.down(self.cursor, by))
+
+    def action_page(self, by: int) -> None:
+        self._set_cursor(self.moves.by_lines(self.cursor, by * max(1, self.size.height - 1)))
+
+    def action_first(self) -> None:
+        self._set_cursor(self.moves.first())
+        self.scroll_to(y=0, animate=False, immediate=True)
+
+    def action_last(self) -> None:
+        self._set_cursor(self.moves.last())
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    def action_choose(self, detail: bool) -> None:
+        hit = self.chosen()
+        if hit is not None:
+            self.post_message(SliceChosen(*hit, detail=detail))
+
+    # -- scrolling --
 
     def jump(self, index: int) -> None:
-        """Put line ``index`` at the top of the view and mark it."""
-        self.mark(index)
-        self.scroll_to(y=index, animate=False)
+        """Put line ``index`` at the top of the view (a palette jump)."""
+        self.scroll_to(y=index, animate=False, immediate=True)
 
     def reveal(self, index: int) -> None:
-        """Mark line ``index`` and scroll to it only if it is out of sight (the ghost)."""
-        self.mark(index)
+        """Scroll line ``index`` into sight if it is out of it or under the sticky header."""
         top, height = self.scroll_offset.y, self.size.height
-        if not top <= index < top + height:
-            self.scroll_to(y=max(0, index - height // 2), animate=False)
+        under = index == top > 0 and not isinstance(self.lines[index], HostLine)
+        if top <= index < top + height and not under:
+            return
+        if index <= top:
+            self.scroll_to(y=max(0, index - 1), animate=False, immediate=True)
+        else:
+            self.scroll_to(y=max(0, index - height + 1), animate=False, immediate=True)
 
-    def gpu_at(self, x: int, y: int) -> Optional[tuple[str, int, float, int]]:
-        """(host, GPU index, place along its bar 0-1, memory slices) at content cell (x, y)."""
+    # -- the mouse --
+
+    def line_at(self, y: int) -> Optional[Line]:
+        """The line drawn on row ``y`` of the view: on the top row, while a host's GPUs are
+        scrolled past its header, that header."""
         index = y + self.scroll_offset.y
         if not 0 <= index < len(self.lines):
             return None
-        hit = bar_at(self.lines[index], self.line_width, x)
+        if y == 0 and index > 0:
+            return self.lines[self._host_of[index]]
+        return self.lines[index]
+
+    def gpu_at(self, x: int, y: int) -> Optional[tuple[str, int, float, int]]:
+        """(host, GPU index, place along its bar 0-1, memory slices) at content cell (x, y)."""
+        line = self.line_at(y)
+        hit = None if line is None else bar_at(line, self.line_width, x)
         if hit is None:
             return None
         gpu, along = hit
         return gpu.host, gpu.index, along, gpu.slices
 
     def on_click(self, event: events.Click) -> None:
-        """A click marks the line (``l`` then opens its job)."""
+        """A click puts the cursor on the slice clicked (``enter`` then opens it)."""
         offset = event.get_content_offset(self)
-        if offset is not None and 0 <= offset.y + self.scroll_offset.y < len(self.lines):
-            self.mark(offset.y + self.scroll_offset.y)
+        line = None if offset is None else self.line_at(offset.y)
+        hit = None if line is None or offset is None else bar_at(line, self.line_width,
+                                                                 offset.x)
+        if hit is not None:
+            self._set_cursor(cursor_at(*hit), reveal=False)
 
     def on_resize(self) -> None:
         self.virtual_size = Size(self.line_width, len(self.lines))
 
     def render_line(self, y: int) -> Strip:
-        index = y + self.scroll_offset.y
         width = self.line_width
-        if self.paint is None or not 0 <= index < len(self.lines):
+        line = self.line_at(y)
+        if self.paint is None or line is None:
             return Strip.blank(width, self.rich_style)
-        line = self.lines[index]
-        key = (line, width, self.paint, index == self.cursor)
+        mark = None
+        part = self.moves.slice(self.cursor)
+        if part is not None and self.cursor is not None and not isinstance(line, HostLine) \
+                and y + self.scroll_offset.y == self.cursor_line:
+            mark = Mark(self.cursor.gpu, part.start, part.start + part.size)
+        key = (line, width, self.paint, mark)
         strip = self._cache.get(key)
         if strip is None:
-            strip = render(line, width, self.paint, index == self.cursor)
+            strip = render(line, width, self.paint, mark)
             self._cache[key] = strip
         return strip

@@ -1,0 +1,158 @@
+"""The GPU detail view (``d`` on the map, or ``enter`` on a free slice): one GPU's instances
+(MIG) or shares, every process on it as its agent reports them — which job it is, or none
+(outside fractui) — and its host's state and error in full, which the map cuts to a line.
+
+It reads what the fleet screen already holds, once a second: no I/O of its own. The health
+widget (temperatures, power, errors, sparklines) goes in the container ``#health``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Static
+
+from fractui.fleet.host import HostStatus
+from fractui.store.model import Job
+from fractui.tui.actions import Action, bindings
+from fractui.tui.jobrows import gpu_of, mib_text
+from fractui.tui.model import StoreView, short_model
+
+REFRESH_S = 1.0
+
+
+def _job_names(status: HostStatus, store: Optional[StoreView]) -> dict[str, str]:
+    """Agent job id -> "#12 train-3" (the store's job) or "host/j3 name" (launched by hand)."""
+    by_key = {j.key(store.uid): j for j in store.jobs} if store else {}
+    out = {}
+    for record in status.jobs.values():
+        job: Optional[Job] = by_key.get(record.get("key") or "")
+        out[str(record.get("id"))] = "#%d %s" % (job.id, job.name) if job else "%s/%s %s" % (
+            status.name, record.get("id"), record.get("name") or "")
+    return out
+
+
+def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView],
+             warning: str) -> tuple[RenderableType, RenderableType]:
+    """The view's text: the GPU and its host (above the health widget); its instances or
+    shares and its processes (below it)."""
+    if status is None:
+        return Text("no such host", style=warning), Text("")
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
+    head.add_row("host", Text.assemble((status.name, "bold"), "  " + status.state))
+    if status.error:
+        head.add_row("error", Text(status.error, style=warning))
+    gpu = gpu_of(status, index)
+    if gpu is None:
+        head.add_row("gpu %d" % index, Text("not reported by the host", style=warning))
+        return head, Text("")
+    util = gpu.get("utilization_gpu")
+    head.add_row("gpu %d" % index, "%s · %s · %s used of %s · util %s" % (
+        short_model(gpu.get("name", "?")), "MIG on" if gpu.get("mig_mode") else "MIG off"
+        if gpu.get("mig_capable") else "no MIG", mib_text(gpu.get("memory_used_mib")),
+        mib_text(gpu.get("memory_mib")),
+        "n/a (%s)" % (gpu.get("utilization_note") or "not reported") if util is None
+        else "%d%%" % util))
+    head.add_row("uuid", gpu.get("uuid") or "—")
+    names = _job_names(status, store)
+    live = [r for r in status.jobs.values() if r.get("state") in ("starting", "running")
+            and index in (r.get("gpus") or ())]
+    by_pid = {r.get("pid"): names[str(r.get("id"))] for r in live}
+    by_instance = {r.get("instance"): names[str(r.get("id"))] for r in live
+                   if r.get("instance")}
+    parts: list[RenderableType] = [Text("")]
+    if gpu.get("mig_mode"):
+        t = Table(title="instances", title_justify="left", box=None, padding=(0, 2, 0, 0),
+                  header_style="bold")
+        for col in ("profile", "slices", "memory used/total", "job", "pids"):
+            t.add_column(col, no_wrap=True)
+        for inst in sorted(gpu.get("instances") or (), key=lambda i: i.get("start", 0)):
+            job = by_instance.get(inst.get("uuid")) or (
+                "being made" if inst.get("uuid") is None else
+                "in use outside fractui" if inst.get("busy") else "idle")
+            t.add_row(inst.get("profile", "?"), "%d-%d" % (
+                inst.get("start", 0), inst.get("start", 0) + inst.get("size", 1) - 1),
+                "%s/%s" % (mib_text(inst.get("memory_used_mib")),
+                           mib_text(inst.get("memory_mib"))),
+                job, ",".join(map(str, inst.get("pids") or ())) or "—")
+        if not gpu.get("instances"):
+            t.add_row("none", "", "", "", "")
+        parts.append(t)
+    else:
+        t = Table(title="shares", title_justify="left", box=None, padding=(0, 2, 0, 0),
+                  header_style="bold")
+        for col in ("job", "share", "pid"):
+            t.add_column(col, no_wrap=True)
+        for r in live:
+            t.add_row(names[str(r.get("id"))], mib_text(r.get("memory_mib")) if r.get(
+                "memory_mib") else "whole GPU", str(r.get("pid") or "—"))
+        if not live:
+            t.add_row("none", "", "")
+        parts.append(t)
+    parts.append(Text(""))
+    p = Table(title="processes", title_justify="left", box=None, padding=(0, 2, 0, 0),
+              header_style="bold")
+    for col in ("pid", "user", "memory", "instance", "job"):
+        p.add_column(col, no_wrap=True)
+    where = {i.get("uuid"): "%s@%s" % (i.get("profile"), i.get("start"))
+             for i in gpu.get("instances") or ()}
+    for proc in sorted(gpu.get("processes") or (), key=lambda q: -(q.get("used_mib") or 0)):
+        inst = proc.get("instance")
+        p.add_row(str(proc.get("pid")), "—", mib_text(proc.get("used_mib")),
+                  "—" if inst is None else where.get(inst, str(inst)),
+                  by_pid.get(proc.get("pid")) or by_instance.get(inst) or Text(
+                      "outside fractui", style="dim"))
+    if not gpu.get("processes"):
+        p.add_row("none", "", "", "", "")
+    parts.append(p)
+    parts.append(Text("user: the agent does not report processes' users", style="dim"))
+    return head, Group(*parts)
+
+
+class GpuScreen(Screen[None], inherit_bindings=False):
+    ACTIONS = (
+        Action("gpu.back", "escape,q", "back", "back", "Back to the fleet"),
+    )
+    BINDINGS = bindings(ACTIONS)
+    DEFAULT_CSS = """
+    GpuScreen #gpu-body { background: $surface; padding: 0 1; }
+    GpuScreen #health { height: auto; }
+    """
+
+    def __init__(self, host: str, index: int,
+                 statuses: Callable[[], Mapping[str, HostStatus]],
+                 store: Callable[[], Optional[StoreView]]) -> None:
+        super().__init__()
+        self.host = host
+        self.index = index
+        self.statuses = statuses
+        self.store = store
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="gpu-body"):
+            yield Static(id="gpu-head")
+            yield Vertical(id="health")
+            yield Static(id="gpu-tables")
+
+    def on_mount(self) -> None:
+        self.query_one("#gpu-body").focus()
+        self.reload()
+        self.set_interval(REFRESH_S, self.reload)
+
+    def reload(self) -> None:
+        v: dict[str, Any] = self.app.theme_variables
+        head, tables = describe(self.statuses().get(self.host), self.index, self.store(),
+                                v["warning"])
+        self.query_one("#gpu-head", Static).update(head)
+        self.query_one("#gpu-tables", Static).update(tables)
+
+    def action_back(self) -> None:
+        self.dismiss()

@@ -1,0 +1,298 @@
+"""The jobs view (``J``, ``:jobs``): every job in one table, k9s's pods view and nvitop's
+processes — sorted by any column (``o`` the next column, ``O`` the other way), filtered with
+``/``, its columns those that fit the width; ``enter`` opens the job screen.
+
+It reads what the fleet screen already holds (the store's last read, the hosts' statuses) once
+a second: no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Sequence
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.screen import Screen
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Input, Static
+
+from fractui.fleet.host import HostStatus
+from fractui.store.model import PENDING
+from fractui.tui.actions import Action, bind, bindings
+from fractui.tui.jobrows import (COLUMNS, PADDING, JobRow, filter_rows, fit, job_rows, memory,
+                                 sort_rows)
+from fractui.tui.model import StoreView, compile_filter
+from fractui.tui.queues import duration
+
+REFRESH_S = 1.0
+
+
+def cell(key: str, row: JobRow) -> str:
+    """A row's text in column ``key``."""
+    if key == "memory":
+        return memory(row)
+    if key == "util":
+        return "—" if row.util is None else "%d%%" % row.util
+    if key == "age":
+        return duration(row.age_s)
+    if key == "id":
+        return row.ref
+    return str(getattr(row, key))
+
+
+def line(values: Sequence[str], widths: Sequence[int]) -> str:
+    """Cells padded a space each side, each cut to its width."""
+    return "".join(" %-*.*s " % (w, w, v) for v, w in zip(values, widths))
+
+
+class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
+    """The rows, drawn as the slice map draws its lines: only those on screen, each cached, so
+    a fleet's thousands of jobs cost what a screenful costs. A row cursor; ``j``/``k`` move it."""
+
+    BINDINGS = [
+        Binding("up,k", "move(-1)", "previous job", id="jobs.up", show=False),
+        Binding("down,j", "move(1)", "next job", id="jobs.down", show=False),
+        Binding("pageup", "page(-1)", "page up", id="jobs.page_up", show=False),
+        Binding("pagedown,space", "page(1)", "page down", id="jobs.page_down", show=False),
+        Binding("home,g", "ends(False)", "first job", id="jobs.top", show=False),
+        Binding("end,G", "ends(True)", "last job", id="jobs.bottom", show=False),
+    ]
+    DEFAULT_CSS = """
+    JobTable { background: $surface; scrollbar-size-vertical: 1; }
+    """
+
+    class Clicked(Message):
+        """A click on the row the cursor is already on: open it."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.rows: list[JobRow] = []
+        self.keys: tuple[str, ...] = ()
+        self.widths: tuple[int, ...] = ()
+        self.cursor = 0
+        self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
+
+    def show(self, rows: list[JobRow], keys: tuple[str, ...], widths: tuple[int, ...]) -> None:
+        """New rows in these columns; the cursor stays on its job if it is still shown."""
+        keep = self.rows[self.cursor].ref if 0 <= self.cursor < len(self.rows) else None
+        self.rows, self.keys, self.widths = rows, keys, widths
+        at = next((i for i, r in enumerate(rows) if r.ref == keep), self.cursor)
+        self.cursor = max(0, min(at, len(rows) - 1))
+        self.virtual_size = Size(sum(widths) + PADDING * len(widths), len(rows))
+        self.refresh()
+
+    @property
+    def row(self) -> Optional[JobRow]:
+        return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
+
+    def _to(self, at: int) -> None:
+        self.cursor = max(0, min(at, len(self.rows) - 1))
+        top, height = self.scroll_offset.y, self.size.height
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+        self.refresh()
+
+    def action_move(self, by: int) -> None:
+        self._to(self.cursor + by)
+
+    def action_page(self, by: int) -> None:
+        self._to(self.cursor + by * max(1, self.size.height - 1))
+
+    def action_ends(self, last: bool) -> None:
+        self._to(len(self.rows) - 1 if last else 0)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or not 0 <= offset.y + self.scroll_offset.y < len(self.rows):
+            return
+        at = offset.y + self.scroll_offset.y
+        if at == self.cursor:
+            self.post_message(self.Clicked())
+        self._to(at)
+
+    def render_line(self, y: int) -> Strip:
+        index = y + self.scroll_offset.y
+        width = self.size.width
+        base = self.rich_style
+        if not 0 <= index < len(self.rows):
+            return Strip.blank(width, base)
+        row = self.rows[index]
+        selected = index == self.cursor
+        key = (row, self.keys, self.widths, selected, width, base)
+        strip = self._cache.get(key)
+        if strip is None:
+            text = line([cell(k, row) for k in self.keys], self.widths)
+            style = base + Style(reverse=True) if selected else base
+            strip = Strip([Segment(text, style)]).crop_extend(0, width, base)
+            self._cache[key] = strip
+        return strip
+
+
+class JobsScreen(Screen[None], inherit_bindings=False):
+    ACTIONS = (
+        Action("jobs.back", "escape,q", "back", "back", "Back to the fleet"),
+        Action("jobs.open", "enter", "open", "open", "The job screen of the job on the row"),
+        Action("jobs.sort", "o", "sort", "sort", "Sort by the next column"),
+        Action("jobs.reverse", "O", "reverse", "reverse", "Reverse the sort"),
+        Action("jobs.filter", "slash", "filter", "filter",
+               "Filter rows by a regex; !regex keeps those that do not match"),
+        Action("jobs.place", "p", "place", "place",
+               "Place the row's pending job by hand: back to the map, in placement mode",
+               dangerous=True),
+    )
+    BINDINGS = bindings(ACTIONS)
+    DEFAULT_CSS = """
+    JobsScreen #title { height: 1; background: $panel; padding: 0 1; }
+    JobsScreen #jobs-head { height: 1; background: $surface; }
+    JobsScreen JobTable { height: 1fr; }
+    JobsScreen #jobs-filter { dock: bottom; height: 3; display: none; }
+    """
+
+    def __init__(self, store: Callable[[], Optional[StoreView]],
+                 statuses: Callable[[], Mapping[str, HostStatus]],
+                 clock: Callable[[], float], open_job: Callable[[int], None],
+                 place: Callable[[int], None], readonly: bool) -> None:
+        super().__init__()
+        bind(self, self.ACTIONS, readonly)
+        self.place = place
+        self.store = store
+        self.statuses = statuses
+        self.clock = clock
+        self.open_job = open_job
+        self.sort_key = "age"
+        self.reverse = True
+        """Longest waiting (or running) first."""
+        self.filter_text = ""
+        self.every: list[JobRow] = []
+        """Every job as last read."""
+        self.rows: list[JobRow] = []
+        """As shown: filtered and sorted."""
+        self._drawn: tuple = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        yield Static(id="jobs-head")
+        yield JobTable(id="jobs")
+        yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
+                    id="jobs-filter")
+
+    @property
+    def table(self) -> JobTable:
+        return self.query_one(JobTable)
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self.reload()
+        self.set_interval(REFRESH_S, self.reload)
+
+    def on_screen_resume(self) -> None:
+        """Opened again: what changed while it was closed."""
+        self.reload()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.draw)
+
+    def reload(self) -> None:
+        """Every job read again from what the fleet screen holds (while the view is shown)."""
+        if not self.is_current:
+            return
+        self.every = job_rows(self.store(), self.statuses(), self.clock())
+        self.order()
+
+    def order(self) -> None:
+        """The rows filtered and sorted again, without reading them again (a sort key)."""
+        pattern, inverse = compile_filter(self.filter_text)
+        self.rows = sort_rows(filter_rows(self.every, pattern, inverse), self.sort_key,
+                              self.reverse)
+        self.draw()
+
+    def draw(self) -> None:
+        """The title, the columns' header and the rows; the rows only if something in them,
+        the columns or the order changed."""
+        width = self.table.size.width or self.size.width
+        columns = fit(width - 1)
+        used = sum(c.width + PADDING for c in columns if c.key != "reason")
+        widths = tuple(max(c.width, width - 1 - used - PADDING) if c.key == "reason"
+                       else c.width for c in columns)
+        self.query_one("#title", Static).update(
+            "jobs · %d shown · sorted by %s %s%s · o next column · O reverse · / filter" % (
+                len(self.rows), self._title(self.sort_key), "↓" if self.reverse else "↑",
+                " · filter /%s/" % self.filter_text if self.filter_text else ""))
+        drawn = (tuple(c.key for c in columns), widths, self.sort_key, self.reverse,
+                 tuple(self.rows))
+        if drawn == self._drawn:
+            return
+        self._drawn = drawn
+        self.query_one("#jobs-head", Static).update(Text(line(
+            [c.title + ((" ↓" if self.reverse else " ↑") if c.key == self.sort_key else "")
+             for c in columns], widths), style="bold", no_wrap=True))
+        self.table.show(self.rows, drawn[0], widths)
+
+    def _title(self, key: str) -> str:
+        return next(c.title for c in COLUMNS if c.key == key)
+
+    # -- actions --
+
+    def action_back(self) -> None:
+        box = self.query_one("#jobs-filter", Input)
+        if box.display:
+            box.value = ""
+            box.display = False
+            self.table.focus()
+            return
+        self.dismiss()
+
+    def action_sort(self) -> None:
+        keys = [c.key for c in COLUMNS]
+        self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
+        self.order()
+
+    def action_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self.order()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#jobs-filter", Input)
+        box.display = True
+        box.value = self.filter_text
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.order()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.input.display = False
+        self.table.focus()
+
+    def on_job_table_clicked(self, event: JobTable.Clicked) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_open(self) -> None:
+        row = self.table.row
+        if row is None:
+            return
+        if row.job_id is None:
+            self.notify("%s was launched on its host, not through the store: it has no job "
+                        "screen (fractui logs %s)" % (row.ref, row.ref), severity="warning")
+            return
+        self.open_job(row.job_id)
+
+    def action_place(self) -> None:
+        row = self.table.row
+        if row is None or row.job_id is None or row.state != PENDING:
+            self.notify("only a pending job is placed by hand", severity="warning")
+            return
+        self.dismiss()
+        self.place(row.job_id)

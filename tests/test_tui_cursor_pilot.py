@@ -1,0 +1,307 @@
+"""The map's cursor, the jobs view, the GPU detail view, the pending list and the legend, by
+their keys and the mouse, on the frozen sample fleet."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from fractui.tui.cursor import slices_of
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.jobs import JobScreen
+from fractui.tui.jobs_view import JobsScreen, JobTable
+from fractui.tui.legend import Legend
+from fractui.tui.model import GpuLine, HostLine
+from fractui.tui.placement import PreviewBar
+from fractui.tui.queues import QueuePanel
+from fractui.tui.slicemap import SliceMap
+from tests.test_tui_pilot import palette
+from tests.tui_frozen import STATES, frozen_app, pilot_test, settled
+
+
+def fleet(app) -> FleetScreen:
+    return next(s for s in app.screen_stack if isinstance(s, FleetScreen))
+
+
+async def pressed(pilot, *keys: str) -> None:
+    await pilot.press(*keys)
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def plain(renderable, width: int = 200) -> str:
+    """What a renderable says, as text."""
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+def busiest(screen: FleetScreen) -> GpuLine:
+    """The GPU holding the most store jobs."""
+    gpus = [line for line in screen.map.lines if isinstance(line, GpuLine)]
+    return max(gpus, key=lambda g: sum(1 for s in slices_of(g) if s.job_id is not None))
+
+
+@pilot_test
+async def test_keys_reach_every_slice_of_a_gpu_and_enter_opens_that_slice_s_job():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        smap = screen.map
+        target = busiest(screen)
+        jobs = [s.job_id for s in slices_of(target) if s.job_id is not None]
+        assert len(jobs) >= 3
+        while (smap.cursor.host, smap.cursor.gpu) != (target.host, target.index):
+            await pressed(pilot, "j")
+        while smap.chosen()[1] != slices_of(target)[0]:
+            await pressed(pilot, "h")
+        seen = []
+        for _ in slices_of(target):
+            seen.append(smap.chosen()[1].job_id)
+            await pressed(pilot, "l")
+        assert [j for j in seen if j is not None] == jobs  # every job's slice, in order
+        await pressed(pilot, "h")
+        last = smap.chosen()[1]
+        assert last == slices_of(target)[-1]
+        await pressed(pilot, "k", "j")  # up a GPU and back: on the same slice
+        assert smap.chosen()[1] == last
+        while smap.chosen()[1].job_id != jobs[1]:
+            await pressed(pilot, "left")
+        await pressed(pilot, "enter")
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == jobs[1]
+        await pressed(pilot, "escape")
+        assert app.screen is screen
+        await pressed(pilot, "G")
+        assert smap.cursor_line == max(i for i, line in enumerate(smap.lines)
+                                       if isinstance(line, GpuLine))
+        await pressed(pilot, "g")
+        assert smap.cursor_line == 1 and smap.scroll_offset.y == 0
+
+
+@pilot_test
+async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_error_in_full():
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        smap = screen.map
+        while smap.chosen()[0].host != "l4-1":
+            await pressed(pilot, "j")
+        await pressed(pilot, "d")
+        assert isinstance(app.screen, GpuScreen) and app.screen.host == "l4-1"
+        text = plain(app.screen.query_one("#gpu-head").content)
+        assert STATES["l4-1"][1] in text  # the whole error, which the map cuts at 80 columns
+        assert app.screen.query_one("#health")  # where the health widget goes
+        await pressed(pilot, "escape")
+        while smap.chosen()[1].block is not None:
+            await pressed(pilot, "l")
+        gpu = smap.chosen()[0]
+        await pressed(pilot, "enter")
+        assert isinstance(app.screen, GpuScreen)
+        assert (app.screen.host, app.screen.index) == (gpu.host, gpu.index)
+
+
+@pilot_test
+async def test_a_click_selects_the_slice_clicked_not_the_first_job_of_its_gpu():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        smap = screen.map
+        target = busiest(screen)
+        row = smap.lines.index(target)
+        parts = [s for s in slices_of(target) if s.job_id is not None]
+        for part in parts[1:]:  # not the first job: the one clicked
+            x = next(x for x in range(smap.line_width)
+                     if (hit := smap.gpu_at(x, row)) is not None and hit[:2] == (
+                         target.host, target.index) and part.start < hit[2] <
+                     part.start + part.size)
+            await pilot.click(SliceMap, offset=(x, row))
+            await pilot.pause()
+            assert smap.chosen()[1].job_id == part.job_id
+            await pressed(pilot, "enter")
+            assert isinstance(app.screen, JobScreen) and app.screen.job_id == part.job_id
+            await pressed(pilot, "escape")
+
+
+@pilot_test
+async def test_pages_move_the_cursor_and_the_host_header_stays_on_top():
+    app = frozen_app(gpus=64)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        smap = screen.map
+        await pressed(pilot, "z")  # one GPU a line: more lines than rows
+        await pressed(pilot, "pagedown")
+        top, height = smap.scroll_offset.y, smap.size.height
+        assert top > 0 and top < smap.cursor_line < top + height
+        top = next(i for i, line in enumerate(smap.lines) if i > 3 and isinstance(line, GpuLine)
+                   and line.index == 2)
+        smap.scroll_to(y=top, animate=False, immediate=True)
+        await pressed(pilot)
+        header = smap.line_at(0)
+        assert isinstance(header, HostLine) and header.name == smap.lines[top].host
+        assert header.name in "".join(s.text for s in smap.render_line(0))
+        before = smap.cursor_line
+        await pressed(pilot, "pageup")
+        assert smap.cursor_line < before
+
+
+@pilot_test
+async def test_jobs_view_sorts_filters_and_opens_a_job():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J")
+        view = app.screen
+        assert isinstance(view, JobsScreen)
+        store = fleet(app).model.store
+        assert len(view.rows) == len(store.jobs)
+        assert view.sort_key == "age" and view.reverse
+        ages = [r.age_s for r in view.rows]
+        assert ages == sorted(ages, reverse=True)
+        await pressed(pilot, "o")  # the next column
+        assert view.sort_key == "reason"
+        await pressed(pilot, "o")
+        assert view.sort_key == "id"
+        ids = [r.job_id for r in view.rows]
+        assert ids == sorted(ids, reverse=True)
+        await pressed(pilot, "O")
+        assert [r.job_id for r in view.rows] == sorted(ids)
+        pending = [r for r in view.rows if r.state == "pending"]
+        assert pending and all(r.reason for r in pending)  # why each waits
+        await pressed(pilot, "slash", *"pending", "enter")
+        assert {r.state for r in view.rows} == {"pending"}
+        assert len(view.table.rows) == len(pending)
+        await pressed(pilot, "j", "j", "k", "enter")
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == view.rows[1].job_id
+        await pressed(pilot, "escape")
+        assert app.screen is view
+        await pressed(pilot, "escape")
+        assert isinstance(app.screen, FleetScreen)
+        await palette(pilot, "jobs")
+        view = app.screen
+        assert isinstance(view, JobsScreen)
+        await pilot.click(JobTable, offset=(3, 2))  # a click moves the row cursor...
+        await pressed(pilot)
+        assert view.table.cursor == 2 and app.screen is view
+        await pilot.click(JobTable, offset=(3, 2))  # ...a second on it opens the job
+        await pressed(pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == view.rows[2].job_id
+
+
+@pilot_test
+async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J")
+        view = app.screen
+        await pressed(pilot, "p")  # the top row runs: nothing to place
+        assert app.screen is view and fleet(app).placement is None
+        await pressed(pilot, "slash", *"pending", "enter", "j")
+        job_id = view.table.row.job_id
+        await pressed(pilot, "p")
+        screen = fleet(app)
+        assert app.screen is screen and screen.placement.job.id == job_id
+        assert screen.query_one(QueuePanel).selected == job_id
+    app = frozen_app(readonly=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J", "slash", *"pending", "enter", "p")
+        assert isinstance(app.screen, JobsScreen) and fleet(app).placement is None
+        assert "jobs.place" not in {b.binding.id for b in app.screen.active_bindings.values()}
+
+
+@pilot_test
+async def test_jobs_view_keeps_the_columns_that_fit():
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J")
+        narrow = list(app.screen.table.keys)
+        head = str(app.screen.query_one("#jobs-head").content)
+        assert head.split()[:2] == ["id", "name"] and "reason" in head
+    app = frozen_app()
+    async with app.run_test(size=(220, 60)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "J")
+        wide = list(app.screen.table.keys)
+    assert len(narrow) < len(wide) == 10
+    assert narrow == ["id", "name", "state", "where", "age", "reason"]  # util went first
+
+
+@pilot_test
+async def test_pending_list_shows_four_rows_at_80x24_and_never_loses_the_selection():
+    app = frozen_app(gpus=16)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        panel = fleet(app).query_one(QueuePanel)
+        await pressed(pilot, "tab")
+        assert len(panel._rows) >= 4
+        bottom = panel.region.y + panel.region.height
+        for _ in range(len(panel.pending) + 1):
+            await pressed(pilot, "down")
+            row = next(y for y, j in panel._rows.items() if j.id == panel.selected)
+            assert panel.content_region.y + row - panel.scroll_offset.y < bottom
+        assert panel.selected == panel.pending[-1].id
+        text = plain(panel.render(), panel.content_size.width)
+        assert all(j.reason and j.reason[:20] in text for j in panel._rows.values())
+        await pressed(pilot, "p")
+        assert fleet(app).placement.job.id == panel.pending[-1].id  # the one on screen
+
+
+@pilot_test
+async def test_the_legend_names_each_colour_and_follows_the_colour_mode():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        legend = fleet(app).query_one(Legend)
+        text = str(legend.render())
+        assert text.startswith("team:") and all(t in text for t in ("vision", "nlp", "speech"))
+        await pressed(pilot, "c")
+        text = str(legend.render())
+        assert text.startswith("queue:") and all(q in text for q in ("quarter", "mig-3g"))
+
+
+@pilot_test
+async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "tab", "down", "p")
+        screen = fleet(app)
+        bar = screen.query_one(PreviewBar)
+        placement = screen.placement
+        placement.note = "The GPU changed since the preview; nothing was placed. The plan now:"
+        bar.refresh(layout=True)
+        await pressed(pilot)
+        assert bar.size.height >= 3
+        lines = [" ".join(s.text for s in strip).strip() for strip in
+                 (bar.render_line(y) for y in range(bar.size.height))]
+        words = " ".join(" ".join(lines).split())
+        assert placement.current.plan in words and placement.note in words
+        cursor = screen.map.cursor  # the cursor follows the ghost
+        assert (cursor.host, cursor.gpu) == (placement.current.host, placement.current.gpus[0])
+
+
+@pilot_test
+async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
+    app = frozen_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pressed(pilot, "question_mark")
+        ids = {row[2] for row in app.screen.keys}
+        assert {"map.left", "map.right", "map.up", "map.down", "map.page_up",
+                "map.page_down", "map.top", "map.bottom", "map.open", "map.gpu",
+                "fleet.jobs"} <= ids
+        assert "fleet.job" not in ids
+        await pressed(pilot, "escape", "J", "question_mark")
+        ids = {row[2] for row in app.screen.keys}
+        assert {"jobs.back", "jobs.open", "jobs.sort", "jobs.reverse", "jobs.filter",
+                "jobs.place", "jobs.up", "jobs.down", "jobs.page_up", "jobs.page_down", "jobs.top",
+                "jobs.bottom"} <= ids
+        await pressed(pilot, "escape", "escape", "d", "question_mark")
+        assert "gpu.back" in {row[2] for row in app.screen.keys}

@@ -1,0 +1,83 @@
+"""The jobs view's rows and the GPU detail's text, without widgets: memory used against the
+cap from the agent's snapshot, jobs the store does not know, foreign processes, the columns
+that fit a width, sorting and filtering."""
+
+from __future__ import annotations
+
+from fractui.fleet.host import HostStatus
+from fractui.store.model import PENDING, Slot
+from fractui.tui.gpu_screen import describe
+from fractui.tui.jobrows import COLUMNS, filter_rows, fit, job_rows, memory, sort_rows
+from fractui.tui.model import StoreView, compile_filter
+from tests.test_tui_cursor_pilot import plain
+from tests.test_tui_model import UID, a100, inst, job, l4
+
+
+def _fleet():
+    share = job(7, team="nlp", queue="10g", slot=Slot("h", (0,), memory_mib=6000))
+    share = share.__class__(**{**share.__dict__, "started_at": 40.0})
+    mig = job(8, slot=Slot("h", (1,), profile="3g.40gb", start=4))
+    waiting = job(9, state=PENDING, submitted_at=10.0)
+    waiting = waiting.__class__(**{**waiting.__dict__, "reason": "no room: no GPU"})
+    gpus = [l4([{"pid": 11, "used_mib": 3000, "instance": None},
+                {"pid": 99, "used_mib": 500, "instance": None}]),
+            a100([dict(inst("3g.40gb", 4, 4, "MIG-a", busy=True, pids=[12]),
+                       memory_mib=40000, memory_used_mib=9000)])]
+    agent = {"j1": {"id": "j1", "key": share.key(UID), "gpus": [0], "memory_mib": 6000,
+                    "state": "running", "pid": 11, "name": "train"},
+             "j2": {"id": "j2", "key": mig.key(UID), "gpus": [1], "instance": "MIG-a",
+                    "state": "running", "pid": 12},
+             "j3": {"id": "j3", "key": "by-hand", "gpus": [0], "memory_mib": 1000,
+                    "state": "running", "pid": 13, "name": "notebook", "created_at": 70.0}}
+    status = HostStatus("h", state="degraded", error="MIG is read-only: " + "x" * 150,
+                        snapshot={"gpus": gpus}, jobs=agent)
+    return StoreView(UID, (share, mig, waiting)), {"h": status}
+
+
+def test_rows_carry_memory_against_cap_util_age_and_reason():
+    store, statuses = _fleet()
+    rows = {r.ref: r for r in job_rows(store, statuses, now=100.0)}
+    assert (rows["7"].used_mib, rows["7"].cap_mib, rows["7"].util) == (3000, 6000, 40)
+    assert memory(rows["7"]) == "2.9G/5.9G" and rows["7"].age_s == 60.0
+    assert (rows["8"].used_mib, rows["8"].cap_mib, rows["8"].util) == (9000, 40000, None)
+    assert rows["8"].where == "h/1/3g.40gb@4"
+    assert rows["9"].reason == "no room: no GPU" and rows["9"].age_s == 90.0
+    assert rows["9"].where == "queue quarter" and memory(rows["9"]) == "—"
+    foreign = rows["h/j3"]  # launched on the host, not through the store
+    assert rows["7"].where == "h/0/5.9G share"
+    assert foreign.job_id is None and foreign.age_s == 30.0 and foreign.used_mib is None
+    assert len(rows) == 4
+
+
+def test_sort_by_any_column_and_filter_by_regex():
+    store, statuses = _fleet()
+    rows = job_rows(store, statuses, now=100.0)
+    for column in COLUMNS:
+        assert len(sort_rows(rows, column.key, False)) == 4
+    assert [r.ref for r in sort_rows(rows, "age", True)][:3] == ["8", "9", "7"]
+    assert [r.ref for r in sort_rows(rows, "memory", True)][0] == "8"
+    pattern, inverse = compile_filter("!running")
+    assert [r.ref for r in filter_rows(rows, pattern, inverse)] == ["9"]
+
+
+def test_columns_dropped_least_useful_first():
+    keys = [c.key for c in fit(78)]
+    assert keys == ["id", "name", "state", "where", "age", "reason"]  # 80 columns
+    assert len(fit(400)) == len(COLUMNS)
+    assert [c.key for c in fit(10)] == ["id"]
+    assert sum(c.width + 2 for c in fit(78)) <= 78
+
+
+def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():
+    store, statuses = _fleet()
+    head, tables = describe(statuses["h"], 0, store, "red")
+    text = plain(head) + plain(tables)
+    assert statuses["h"].error in text  # in full: the map cuts it at the line's end
+    lines = text.splitlines()
+    assert any("11" in ln and "#7 j7" in ln for ln in lines)
+    assert any("99" in ln and "outside fractui" in ln for ln in lines)
+    assert any("h/j3 notebook" in ln for ln in lines)  # a share of a job not in the store
+    _head, mig = describe(statuses["h"], 1, store, "red")
+    text = plain(mig)
+    assert any("3g.40gb" in ln and "#8 j8" in ln and "8.8G/39.1G" in ln
+               for ln in text.splitlines())
