@@ -93,7 +93,11 @@ async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_err
         assert isinstance(app.screen, GpuScreen) and app.screen.host == "l4-1"
         text = plain(app.screen.query_one("#gpu-head").content)
         assert STATES["l4-1"][1] in text  # the whole error, which the map cuts at 80 columns
-        assert app.screen.query_one("#health")  # where the health widget goes
+        health = plain(app.screen.query_one("#health-lines").content)
+        assert health.startswith("health  temp ") and "power" in health and "XID" in health
+        labels = [plain(app.screen.query_one("#%s-label" % n).content) for n in ("first",
+                                                                                "second")]
+        assert labels[0].startswith("util") and labels[1].startswith("memory"), labels
         await pressed(pilot, "escape")
         while smap.chosen()[1].block is not None:
             await pressed(pilot, "l")

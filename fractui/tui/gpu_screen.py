@@ -2,8 +2,9 @@
 (MIG) or shares, every process on it as its agent reports them — which job it is, or none
 (outside fractui) — and its host's state and error in full, which the map cuts to a line.
 
-It reads what the fleet screen already holds, once a second: no I/O of its own. The health
-widget (temperatures, power, errors, sparklines) goes in the container ``#health``.
+It reads what the fleet screen already holds, once a second: no I/O of its own. Between the
+GPU's line and its tables, its health (temperature, power, ECC, throttling, XID errors) over
+sparklines of its utilisation and memory (fractui.tui.health).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
 from fractui.fleet.host import HostStatus
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bindings
+from fractui.tui.health import HealthPanel, gpu_series
+from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
 from fractui.tui.model import StoreView, short_model
 
@@ -129,17 +132,18 @@ class GpuScreen(Screen[None], inherit_bindings=False):
 
     def __init__(self, host: str, index: int,
                  statuses: Callable[[], Mapping[str, HostStatus]],
-                 store: Callable[[], Optional[StoreView]]) -> None:
+                 store: Callable[[], Optional[StoreView]], history: History) -> None:
         super().__init__()
         self.host = host
         self.index = index
         self.statuses = statuses
         self.store = store
+        self.history = history
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="gpu-body"):
             yield Static(id="gpu-head")
-            yield Vertical(id="health")
+            yield HealthPanel(id="health")
             yield Static(id="gpu-tables")
 
     def on_mount(self) -> None:
@@ -149,10 +153,16 @@ class GpuScreen(Screen[None], inherit_bindings=False):
 
     def reload(self) -> None:
         v: dict[str, Any] = self.app.theme_variables
-        head, tables = describe(self.statuses().get(self.host), self.index, self.store(),
-                                v["warning"])
+        status = self.statuses().get(self.host)
+        head, tables = describe(status, self.index, self.store(), v["warning"])
         self.query_one("#gpu-head", Static).update(head)
         self.query_one("#gpu-tables", Static).update(tables)
+        gpu = gpu_of(status, self.index) if status is not None else None
+        panel = self.query_one(HealthPanel)
+        panel.display = gpu is not None
+        if gpu is not None:
+            panel.show("health", gpu, (status.snapshot or {}).get("time") or 0.0,
+                       *gpu_series(self.history, self.host, gpu))
 
     def action_back(self) -> None:
         self.dismiss()
