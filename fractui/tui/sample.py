@@ -116,8 +116,6 @@ class _Builder:
                 record["processes"].append({"pid": 1000 + n, "used_mib": share // 2,
                                             "instance": None})
                 used += share // 2
-                record["processes"].append({"pid": 1000 + n, "used_mib": share // 2,
-                                            "instance": None})
             if kind == "L4" and index == 0:  # a process fractui did not start
                 record["processes"].append({"pid": FOREIGN_PID, "used_mib": 3072,
                                             "instance": None})
