@@ -21,8 +21,11 @@ from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.sched.cordons import marks
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
+from fractui.store.base import StoreError
+from fractui.store.model import ON_HOST
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
@@ -36,15 +39,40 @@ def status(config: Config, args: argparse.Namespace) -> int:
         records = [s.record() for s in fleet.statuses()]
     finally:
         fleet.stop()
+    out = out_of_service(config)
+    for r in records:
+        r["out_of_service"] = out.get((r["name"], None))
+        for g in r["gpus"]:
+            g["out_of_service"] = out.get((r["name"], g["index"]))
     if args.json:
         print_json({"hosts": records})
     else:
         for r in records:
-            print("%-16s %-10s %s" % (r["name"], r["state"], r["error"] or ""))
+            print("%-16s %-10s %s" % (r["name"], r["state"], " ".join(
+                w for w in (_mark(r["out_of_service"]), r["error"]) if w)))
             for g in r["gpus"]:
-                print("    gpu%-3s %-28s %s" % (g["index"], g["name"], _gpu_summary(g)))
+                print("    gpu%-3s %-28s %s" % (g["index"], g["name"], " ".join(
+                    w for w in (_mark(g["out_of_service"]), _gpu_summary(g)) if w)))
     bad = [r for r in records if r["state"] in ("offline", "untrusted", "connecting")]
     return EXIT_FAILED if bad else 0
+
+
+def out_of_service(config: Config) -> Dict[Any, str]:
+    """(host, GPU or None) -> cordoned, draining or drained, as the store says; what cannot be
+    read of the store is said on stderr, and the hosts are shown all the same."""
+    try:
+        store = open_store(config.store.url)
+        try:
+            return marks(store.cordons(), store.jobs(ON_HOST))
+        finally:
+            store.close()
+    except StoreError as err:
+        say("cordons not shown: %s" % err)
+        return {}
+
+
+def _mark(state: Optional[str]) -> str:
+    return "[%s]" % state if state else ""
 
 
 def _gpu_summary(gpu: Dict[str, Any]) -> str:

@@ -69,6 +69,12 @@ def fenced(hosts: Sequence[Host], cordons: Sequence[Cordon]) -> List[Host]:
     return out
 
 
+def marks(cordons: Sequence[Cordon], jobs: Sequence[Job]
+          ) -> dict[tuple[str, Optional[int]], str]:
+    """(host, GPU index or None for the host) -> its state, for what is out of service."""
+    return {(c.host, c.gpu): state(c, jobs) for c in cordons}
+
+
 def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> dict[str, int]:
     """How many are in each state (for a header): cordoned, draining, drained."""
     counts = dict.fromkeys(STATES, 0)
