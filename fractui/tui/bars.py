@@ -25,6 +25,8 @@ HATCH = "╱"
 GHOST_FILL = "░"
 COMPACT_BAR = 16  # cells per GPU in compact mode: two per memory slice of an A100
 COMPACT_CELL = COMPACT_BAR + 4  # "ii" + bar + two spaces
+OUT_OF_SERVICE = {"cordoned": "⊘", "draining": "↓", "drained": "○"}
+"""A GPU line's mark for its cordon's state, before its index."""
 
 
 @lru_cache(maxsize=512)
@@ -197,7 +199,8 @@ def _gpu_parts(line: GpuLine, width: int) -> tuple[str, str, int]:
     """A GPU line's prefix, suffix and the bar's width between them."""
     wide = width >= 100
     suffix = " %s %*s" % (_memory(line), 13 if wide else 7, _util(line, wide))
-    prefix = "  %2d %-10.10s " % (line.index, line.model)
+    prefix = "%-2s%2d %-10.10s " % (OUT_OF_SERVICE.get(line.out_of_service or "", ""),
+                                     line.index, line.model)
     return prefix, suffix, max(4, width - len(prefix) - len(suffix))
 
 
@@ -228,7 +231,8 @@ def render_group(line: GpuGroupLine, paint: Paint) -> list[Segment]:
     out: list[Segment] = []
     for gpu in line.gpus:
         base = _style(paint.muted if gpu.stale else paint.foreground, paint.background)
-        out.append(Segment("%2d" % gpu.index, base))
+        out.append(Segment("%2d" % gpu.index, _style(paint.state("degraded"), paint.background,
+                                                     bold=True) if gpu.out_of_service else base))
         out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False)
         out.append(Segment("  ", base))
     return out
@@ -243,7 +247,11 @@ def render_host(line: HostLine, paint: Paint, selected: bool = False) -> list[Se
     bg = paint.background
     out = [Segment("▌", _style(paint.state(line.state), bg)),
            Segment(line.name, _style(paint.foreground, bg, bold=True, reverse=selected)),
-           Segment(" " + line.state, state), Segment(detail, _style(paint.muted, bg))]
+           Segment(" " + line.state, state)]
+    if line.out_of_service:
+        out.append(Segment(" · " + line.out_of_service, _style(paint.state("degraded"), bg,
+                                                               bold=True)))
+    out.append(Segment(detail, _style(paint.muted, bg)))
     if line.error:
         out.append(Segment("  " + line.error, _style(paint.state("offline"), bg)))
     return out

@@ -30,8 +30,8 @@ from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import past_quota, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
-from fractui.store.intents import Asker, Refused, place_by_hand
-from fractui.store.model import PENDING, Job
+from fractui.store.intents import Asker, Refused, cordon, place_by_hand, uncordon
+from fractui.store.model import CORDON, DRAIN, PENDING, Job
 from fractui.tui.actions import shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
@@ -93,6 +93,15 @@ class Placed(Message):
         super().__init__()
         self.job = job
         self.where = where
+        self.error = error
+
+
+class ServiceChanged(Message):
+    """A cordon, drain or uncordon asked from the palette was recorded (or refused: ``error``)."""
+
+    def __init__(self, said: str, error: bool = False) -> None:
+        super().__init__()
+        self.said = said
         self.error = error
 
 
@@ -568,6 +577,52 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         if not self._jump_to(holds):
             self.jump_queue(queue)
 
+    @work(thread=True, exit_on_error=False, group="service")
+    def set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
+        """Cordons or drains (``mode``) a host or one GPU, or puts it back in service (None),
+        by the one rule (an admin's; a refusal is said as it is)."""
+        store = self.source.store
+        if store is None:
+            self.post_message(ServiceChanged("no store here: nothing can be recorded", True))
+            return
+        try:
+            if mode is None:
+                lifted = uncordon(store, host, gpu, self.fleet_app.asker)
+                said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
+                    if lifted else "%s was in service" % (
+                        host if gpu is None else "%s gpu%d" % (host, gpu))
+            else:
+                made = cordon(store, host, gpu, mode, self.fleet_app.asker)
+                said = "%s %s: no new work lands there" % (
+                    made.where(), "cordoned" if mode == CORDON else "draining")
+        except (Denied, StoreError) as err:
+            self.post_message(ServiceChanged(str(err), True))
+            return
+        self.post_message(ServiceChanged(said))
+
+    def on_service_changed(self, message: ServiceChanged) -> None:
+        self.notify(message.said, severity="warning" if message.error else "information")
+        self.read_store()
+
+    def _service_entries(self, host: str, gpus: Sequence[GpuLine],
+                         out: Optional[str]) -> list[Entry]:
+        """Cordon, drain, uncordon the host and each of its GPUs; what changes the fleet is
+        never offered read-only or without a store. Those out of service are listed first."""
+        if self.fleet_app.readonly or self.source.store is None:
+            return []
+        entries = []
+        for gpu, what, now in [(None, "host %s" % host, out)] + [
+                (g.index, "gpu %s %d" % (host, g.index), g.out_of_service) for g in gpus]:
+            if now is not None:
+                entries.append(Entry("uncordon %s" % what, "it is %s: back in service" % now,
+                                     lambda g=gpu: self.set_service(host, g, None)))
+            for mode, help_ in ((CORDON, "no new work lands there; what runs runs on"),
+                                (DRAIN, "as cordon, and say drained once it is empty")):
+                entries.append(Entry("%s %s" % (mode, what), help_,
+                                     lambda g=gpu, m=mode: self.set_service(host, g, m),
+                                     discover=False))
+        return entries
+
     def palette_entries(self) -> list[Entry]:
         entries = []
         for name in self.model.order:
@@ -575,6 +630,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             state = view.header.state if view else "connecting"
             entries.append(Entry("host %s" % name, "jump to host (%s)" % state,
                                  lambda n=name: self.jump_host(n)))
+            entries += self._service_entries(name, view.gpus if view else (),
+                                             view.header.out_of_service if view else None)
         for q in self.config.queues:
             entries.append(Entry("queue %s" % q.name, "jump to queue (%s)" % q.describe(),
                                  lambda n=q.name: self.jump_queue(n)))
