@@ -53,12 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("host", metavar="HOST")
     p.add_argument("--yes", action="store_true", help="trust without asking (for scripts)")
 
-    p = verbs.add_parser("mig", help="plan a MIG instance, show the plan, apply it on confirm")
+    p = verbs.add_parser("mig", help="a MIG change — create an instance (PROFILE), destroy one "
+                         "(--destroy), turn MIG mode on or off (--mode) — planned, shown, "
+                         "applied on confirm")
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
-    p.add_argument("profile", metavar="PROFILE", type=mig_profile, help="e.g. 3g.40gb")
+    p.add_argument("profile", metavar="PROFILE", type=mig_profile, nargs="?",
+                   help="create an instance of this profile, e.g. 3g.40gb")
+    p.add_argument("--destroy", metavar="INSTANCE", type=instance_uuid,
+                   help="destroy this idle MIG instance (its MIG- uuid)")
+    p.add_argument("--mode", choices=("on", "off"),
+                   help="turn MIG mode on or off (an idle GPU only; says if a reset is needed)")
     p.add_argument("--destroy-idle", action="store_true",
-                   help="the plan may destroy idle instances to make room")
+                   help="with PROFILE: the plan may destroy idle instances to make room")
     p.add_argument("--yes", action="store_true", help="apply without asking")
     p.add_argument("--json", action="store_true")
 

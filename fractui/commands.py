@@ -8,8 +8,9 @@ import argparse
 import hashlib
 import json
 import shlex
+import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, TextIO
 
 from fractui.arguments import gpu_ref, parse_env, split_job
 from fractui.config import Config
@@ -22,6 +23,7 @@ from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
+from fractui.sched.mig_change import outcome, plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
@@ -147,7 +149,19 @@ def admin_only(config: Config, action: str, what: str) -> None:
 # -- MIG --
 
 def mig(config: Config, args: argparse.Namespace) -> int:
+    """One MIG change, planned, shown and applied on confirmation: an instance created
+    (PROFILE), one destroyed (--destroy), or MIG mode turned on or off (--mode)."""
+    asked = [w for w, v in (("PROFILE", args.profile), ("--destroy", args.destroy),
+                            ("--mode", args.mode)) if v is not None]
+    if len(asked) != 1:
+        raise UsageError("mig takes one of PROFILE (create an instance), --destroy INSTANCE or "
+                         "--mode on|off; got %s" % (" and ".join(asked) or "none"))
+    if args.destroy_idle and args.profile is None:
+        raise UsageError("--destroy-idle goes with PROFILE (a plan that may destroy idle "
+                         "instances to make room)")
     config.host(args.host)
+    if args.profile is None:
+        return _mig_by_hand(config, args)
     admin_only(config, MIG, "%s gpu %s" % (args.host, args.gpu))
     fleet = open_fleet(config, [args.host])
     session = fleet.session(args.host)
@@ -155,17 +169,14 @@ def mig(config: Config, args: argparse.Namespace) -> int:
         params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
                   "destroy_idle": args.destroy_idle}
         plan = session.call("mig.plan", params)
-        print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]))
+        print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]),
+              file=_plan_out(args))
         if not (args.yes or confirm("Apply?")):
             raise Failed("%s: not applied" % args.host)
         done = session.call("mig.apply", dict(params, start=plan["start"],
                                               layout_version=plan["layout_version"]))
     except AnswerLost as err:
-        if err.method != "mig.apply":
-            raise Failed(naming(args.host, err)) from None
-        raise Failed("%s\nThe change may have been made on %s: look at gpu %s there "
-                     "(fractui status) before applying it again" % (
-                         naming(args.host, err), args.host, args.gpu)) from None
+        raise _maybe_made(args, err, "mig.apply") from None
     except (HostUnavailable, AgentCallError) as err:
         raise Failed(naming(args.host, err)) from None
     finally:
@@ -175,6 +186,68 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     else:
         print("created %s at slot %d: %s" % (done["profile"], done["start"],
                                               done["instance"]["uuid"] or done["warning"]))
+    return 0
+
+
+def _plan_out(args: argparse.Namespace) -> TextIO:
+    """Where the plan is shown: stdout, but for --json, whose stdout is the answer alone."""
+    return sys.stderr if args.json else sys.stdout
+
+
+def _maybe_made(args: argparse.Namespace, err: AnswerLost, changing: str) -> Failed:
+    if err.method != changing:
+        return Failed(naming(args.host, err))
+    return Failed("%s\nThe change may have been made on %s: look at gpu %s there (fractui "
+                  "status) before applying it again" % (naming(args.host, err), args.host,
+                                                        args.gpu))
+
+
+def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
+    """--destroy or --mode: planned on the GPU as its agent reports it and the jobs the agent
+    and the store have there (fractui.sched.mig_change), refused with the reason while a job
+    holds it, shown, confirmed, applied by the agent (which rolls back a change that half
+    happened), and audited with who."""
+    ref = gpu_ref(args.gpu)
+    method = "mig.destroy" if args.destroy is not None else "mig.set_mode"
+    store = open_store(config.store.url)
+    try:
+        actor = authorize(store, Asker.here(config.teams), MIG, None,
+                          "%s gpu %s" % (args.host, args.gpu))
+        fleet = open_fleet(config, [args.host])
+        session = fleet.session(args.host)
+        try:
+            gpus = session.call("snapshot")["gpus"]
+            gpu = next((g for g in gpus if ref in (g.get("index"), g.get("uuid"))), None)
+            if gpu is None:
+                raise Failed("%s has no GPU %s: it has %s" % (args.host, args.gpu, ", ".join(
+                    "%s (%s)" % (g.get("index"), g.get("uuid")) for g in gpus) or "none"))
+            on_host = session.call("job.list")["jobs"]
+            mine = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host]
+            if args.destroy is not None:
+                change = plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
+            else:
+                change = plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid)
+            if change.refusal is not None:
+                raise Failed("not changed: %s" % change.refusal)
+            print(change.text, file=_plan_out(args))
+            if not (args.yes or confirm("Apply?")):
+                raise Failed("%s: not applied" % args.host)
+            answer = session.call(method, change.params)
+        except AnswerLost as err:
+            raise _maybe_made(args, err, method) from None
+        except (HostUnavailable, AgentCallError) as err:
+            raise Failed(naming(args.host, err)) from None
+        finally:
+            fleet.stop()
+        said = outcome(change, answer)
+        store.audit(actor, "mig", None, said, {"host": args.host, "change": change.action,
+                                               **change.params})
+    finally:
+        store.close()
+    if args.json:
+        print_json(answer)
+    else:
+        print(said)
     return 0
 
 

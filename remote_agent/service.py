@@ -88,6 +88,9 @@ class Agent:
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
                 "sim.hold": Method(self.sim_hold, ("function", "gate")),
+                "sim.mode_waits_for_reset": Method(self.sim_mode_waits_for_reset,
+                                                   ("gpu", "waits")),
+                "sim.reset_gpu": Method(self.sim_reset_gpu, ("gpu",)),
             })
         return table
 
@@ -460,6 +463,19 @@ class Agent:
         function, gate = p.text("function"), p.text("gate")
         self._sim(lambda: self.sim.sim_hold(function, gate))
         return {"function": function, "gate": gate}
+
+
+    def sim_mode_waits_for_reset(self, p: Params) -> Dict[str, Any]:
+        info, waits = self._gpu(p), p.flag("waits", True)
+        self._sim(lambda: self.sim.sim_mode_waits_for_reset(info.index, waits))
+        return {"gpu": info.index, "waits": waits}
+
+    def sim_reset_gpu(self, p: Params) -> Dict[str, Any]:
+        info = self._gpu(p)
+        with self.mig_lock(info.index):
+            self._sim(lambda: self.sim.sim_reset_gpu(info.index))
+            self.health.clear(info.index)
+        return {"gpu": info.index}
 
 
 def _nvml_code(err: NvmlCallError) -> int:
