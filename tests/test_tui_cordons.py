@@ -93,3 +93,27 @@ async def test_read_only_the_palette_offers_no_cordon(local_fleet):
         texts = [e.text for e in fleet(app).palette_entries()]
         assert {"cordon host gpu-a", "drain host gpu-a", "cordon gpu gpu-a 0",
                 "drain gpu gpu-a 0"} <= set(texts)
+
+
+@pilot_test
+async def test_placement_offers_no_cordoned_gpu_and_one_cordoned_since_the_preview_is_refused(
+        local_fleet):
+    from fractui.tui.queues import QueuePanel
+
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    f.store.cordon("gpu-a", 0, "cordon", "ops", "fan")
+    job = f.submit("half")
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
+        await until(pilot, lambda: fleet(app).model.store.cordons, "the cordon read")
+        await pilot.press("tab", "p")
+        await until(pilot, lambda: fleet(app).placement is not None and not fleet(
+            app).placement.busy and fleet(app).placement.candidates, "candidates found")
+        assert {c.gpus for c in fleet(app).placement.candidates} == {(1,)}
+        f.store.cordon("gpu-a", 1, "drain", "ops", "maintenance")  # after the preview
+        await pilot.press("enter")
+        await until(pilot, lambda: fleet(app).placement is None, "placement ended")
+        assert f.store.get(job.id).state == "pending"
+        shown = [n.message for n in app._notifications]
+        assert any(m.startswith("not placed: gpu-a gpu1 is draining (by ops)") for m in shown), \
+            shown

@@ -26,6 +26,7 @@ from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.sched.fleetview import HostView
+from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import past_quota, team_usage
 from fractui.store.base import StoreError
@@ -384,7 +385,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
             return
         self.post_message(Slots(now, candidates(self._views(statuses), view.jobs, view.uid,
-                                                now)))
+                                                now, view.cordons)))
 
     def on_slots(self, message: Slots) -> None:
         if self.placement is None or self.placement.job.id != message.job.id:
@@ -459,7 +460,13 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         if view is None or now is None or now.state != PENDING:
             self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
             return
-        found = candidates(self._views(list(statuses.values())), view.jobs, view.uid, now)
+        try:
+            in_service(where.slot(), view.cordons)
+        except Unfit as err:  # cordoned since the preview: said with the reason
+            self.post_message(Placed(now, None, str(err)))
+            return
+        found = candidates(self._views(list(statuses.values())), view.jobs, view.uid, now,
+                           view.cordons)
         match = next((c for c in found if same_slot(c, where)), None)
         if match is None:
             self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
