@@ -23,7 +23,8 @@ from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
-from fractui.sched.mig_change import outcome, plan_destroy, plan_mode
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
@@ -206,13 +207,14 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
     """--destroy or --mode: planned on the GPU as its agent reports it and the jobs the agent
     and the store have there (fractui.sched.mig_change), refused with the reason while a job
     holds it, shown, confirmed, applied by the agent (which rolls back a change that half
-    happened), and audited with who."""
+    happened), and audited with who (fractui.mig_by_hand). The rule is asked first, before
+    any host is reached."""
     ref = gpu_ref(args.gpu)
     method = "mig.destroy" if args.destroy is not None else "mig.set_mode"
+    asker = Asker.here(config.teams)
     store = open_store(config.store.url)
     try:
-        actor = authorize(store, Asker.here(config.teams), MIG, None,
-                          "%s gpu %s" % (args.host, args.gpu))
+        authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
         fleet = open_fleet(config, [args.host])
         session = fleet.session(args.host)
         try:
@@ -232,16 +234,13 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
             print(change.text, file=_plan_out(args))
             if not (args.yes or confirm("Apply?")):
                 raise Failed("%s: not applied" % args.host)
-            answer = session.call(method, change.params)
+            said, answer = carry_out(store, asker, session.call, change)
         except AnswerLost as err:
             raise _maybe_made(args, err, method) from None
         except (HostUnavailable, AgentCallError) as err:
             raise Failed(naming(args.host, err)) from None
         finally:
             fleet.stop()
-        said = outcome(change, answer)
-        store.audit(actor, "mig", None, said, {"host": args.host, "change": change.action,
-                                               **change.params})
     finally:
         store.close()
     if args.json:

@@ -1,7 +1,7 @@
 """The verbs that queue work and follow it through the store: submit, cancel, requeue,
-preempt, place, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store jobs are named by number; jobs
-launched directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs;
-fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
+preempt, place, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store jobs are
+named by number; jobs launched directly on a host by ``host/agent-id`` (fractui/commands.py has
+those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
@@ -225,11 +225,11 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
         print("back in service: %s" % ", ".join(c.where() for c in lifted))
     if still:  # one GPU uncordoned on a host cordoned as a whole
         say("%s is still %s as a whole: fractui uncordon %s puts it back" % (
-            args.host, "cordoned" if still[0].mode == CORDON else "draining", args.host))
+            args.host, "cordoned" if still[0].mode == CORDON else "being drained", args.host))
     return 0
 
 
-def _check_gpu(store: Store, host: str, gpu: "int | None") -> None:
+def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:
     """A usage error for a GPU the host is known not to have (its kept facts)."""
     known = store.inventory().get(host)
     if gpu is None or known is None:
@@ -241,7 +241,7 @@ def _check_gpu(store: Store, host: str, gpu: "int | None") -> None:
             "GPU 0 only" if count else "no GPU"))
 
 
-def _jobs(jobs: "list[Job]") -> str:
+def _jobs(jobs: list[Job]) -> str:
     shown = ", ".join("job %d" % j.id for j in jobs[:5])
     return shown + (" and %d more" % (len(jobs) - 5) if len(jobs) > 5 else "")
 

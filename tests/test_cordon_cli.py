@@ -51,8 +51,8 @@ def test_cordon_drain_uncordon_as_the_admin_recorded_shown_and_lifted(local_flee
         "drain", "cordon"]
     done = f.fractui("uncordon", host, str(gpu))
     assert done.stdout == "%s gpu%d was in service: nothing to uncordon\n" % (host, gpu)
-    assert done.stderr == "fractui: %s is still draining as a whole: fractui uncordon %s puts it " \
-        "back\n" % (host, host)
+    assert done.stderr == "fractui: %s is still being drained as a whole: fractui uncordon " \
+        "%s puts it back\n" % (host, host)
     done = f.fractui("uncordon", host)
     assert (done.returncode, done.stdout) == (0, "back in service: %s\n" % host)
     assert [(c.host, c.gpu) for c in f.store.cordons()] == [(other, 0)]

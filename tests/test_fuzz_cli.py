@@ -216,7 +216,8 @@ TUI = _refused([["--readonly", "status"], ["--bogus"], ["--readonly", "jobs", "-
 
 
 REQUIRED = {"trust": 1, "mig": 3, "launch": 2, "cancel": 1, "requeue": 1, "preempt": 1,
-            "place": 3, "logs": 1, "stop": 1, "cordon": 1, "drain": 1, "uncordon": 1}  # positional words each verb cannot do without
+            "place": 3, "logs": 1, "stop": 1, "cordon": 1, "drain": 1,
+            "uncordon": 1}  # positional words each verb cannot do without
 VALUED = {"--limit", "-n", "--grace", "--memory-mib", "--profile", "--start", "--instance",
           "--name", "--key", "--cwd", "--env", "--queue", "--team", "--layout-version"}
 

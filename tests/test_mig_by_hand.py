@@ -218,3 +218,22 @@ def test_usage_errors_of_mig_by_hand_exit_2_naming_what(local_fleet, argv, words
     done = f.fractui(*argv)
     assert done.returncode == 2, said(done)
     assert words in done.stderr, done.stderr
+
+
+def test_carry_out_makes_the_confirmed_change_through_the_agent_and_never_a_refused_one(
+        local_fleet):
+    from fractui.mig_by_hand import carry_out
+    from fractui.store.intents import Asker
+
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    session = f.fleet.session("gpu-a")
+    refused = plan_mode("gpu-a", gpu_record(f, 0), True)  # already on
+    with pytest.raises(ValueError, match="a refused plan is not carried out: gpu-a gpu 0 "
+                                         "already has MIG mode on"):
+        carry_out(f.store, Asker("tui"), session.call, refused)
+    change = plan_mode("gpu-a", gpu_record(f, 0), False)
+    said, answer = carry_out(f.store, Asker("tui"), session.call, change)
+    assert said == "MIG mode is now off on gpu-a gpu 0"
+    assert (answer["mig_mode"], gpu_record(f, 0)["mig_mode"]) == (False, False)
+    assert [(e.action, e.why) for e in f.store.audit_log()] == [("mig", said)]
+    assert f.store.audit_log()[0].actor.endswith("@tui")

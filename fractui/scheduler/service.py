@@ -6,8 +6,9 @@ config, or a GPU its host no longer has, counts as lost the same way; stop stale
 hosts that came back, before anything new is placed there; send the stops the store asks for
 (cancel, requeue, preemption); decide where pending jobs go (fractui.sched.queueing) and record
 the decisions, none on a host or GPU out of service (the store's cordons); then execute every
-recorded decision — but one on what was cordoned since, which goes back to its queue. Decisions are durable before they run, so
-a scheduler killed at any point leaves nothing a restarted one cannot finish; what a holder
+recorded decision — but one on what was cordoned since, which goes back to its queue.
+Decisions are durable before they run, so a scheduler killed at any point leaves nothing a
+restarted one cannot finish; what a holder
 remembers beyond them (when each lost host or GPU was first seen gone, the stops it sent) is
 kept in the store too, and read by the scheduler that takes the lease next.
 

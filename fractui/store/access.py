@@ -3,7 +3,8 @@
 An admin may do everything. Anyone else may submit to a team they are in, and cancel or
 requeue that team's jobs; everything that steers the fleet — preempting, placing by hand,
 launching or stopping a job on a host, MIG changes, cordoning or draining a host or a GPU,
-quota and config changes, running the scheduler (which does all of these) — is the admin's. A job of no team is the admin's alone.
+quota and config changes, running the scheduler (which does all of these) — is the admin's. A
+job of no team is the admin's alone.
 
 Who you are and whether you are an admin is the store's word (``Store.identity``); which teams
 you are in is the store's too where it keeps them (PostgreSQL's roles), else the config's

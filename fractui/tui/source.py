@@ -146,8 +146,8 @@ class LiveSource(Source):
 
     def _watch(self, store: Store, changed: Callable[[], None]) -> None:
         """The store's change feed: jobs, the lease or the hosts (their cordons) changed (what
-        the screen shows of the store), so it is read again. A feed that fails is opened again; meanwhile the
-        screen's timer reads and says why."""
+        the screen shows of the store), so it is read again. A feed that fails is opened
+        again; meanwhile the screen's timer reads and says why."""
         feed, missed = None, False
         while not self._stopped.is_set():
             try:
