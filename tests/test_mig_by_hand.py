@@ -79,9 +79,28 @@ def test_a_mode_change_is_planned_on_an_idle_gpu_only():
     assert plan_mode("gpu-a", l4, True).refusal == "gpu-a gpu 0 (NVIDIA L4) does not support MIG"
     said = outcome(off, {"mig_mode": True, "mig_pending": False, "reset_required": True})
     assert said == "MIG mode off is pending on gpu-a gpu 1: it takes effect after a GPU reset " \
-                   "(nvidia-smi -r -i 1, with nothing using the GPU); until then MIG stays on"
+                   "(nvidia-smi -r -i 1, with nothing using the GPU); until then MIG stays on, " \
+                   "and nothing new is placed on it"
     assert outcome(off, {"mig_mode": False, "reset_required": False}) == \
         "MIG mode is now off on gpu-a gpu 1"
+
+
+def test_a_gpu_whose_mig_mode_change_is_pending_takes_no_new_work():
+    from fractui.sched.fleetview import HostView, build_hosts, idle_view
+
+    gpus = [{"index": i, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+             "mig_mode": mode, "mig_pending": pending, "instances": []}
+            for i, (mode, pending) in enumerate([(False, False), (False, True), (True, False)])]
+    view = HostView("gpu-a", "online", {"cpus": 8, "memory_mib": 64000, "gpus": gpus},
+                    {"gpus": gpus})
+    host = build_hosts([view], [], "s1")[0]
+    assert [g.free_milli for g in host.gpus] == [1000, 0, 0]
+    # what the host could ever hold (the submit check, a placement by hand) is judged in the
+    # mode each GPU has once its change took effect
+    facts = {"cpus": 8, "memory_mib": 64000, "gpus": gpus}
+    settled = build_hosts([idle_view("gpu-a", facts)], [], "s1")[0]
+    assert [(g.mig, g.free_milli) for g in settled.gpus] == [(False, 1000), (True, 1000),
+                                                             (False, 1000)]
 
 
 def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():
@@ -173,7 +192,8 @@ def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_
                                        "reset_required": True}
     assert [e.why for e in f.store.audit_log() if e.action == "mig"][-1] == (
         "MIG mode on is pending on gpu-a gpu %d: it takes effect after a GPU reset (nvidia-smi "
-        "-r -i %d, with nothing using the GPU); until then MIG stays off" % (other, other))
+        "-r -i %d, with nothing using the GPU); until then MIG stays off, and nothing new is "
+        "placed on it" % (other, other))
     rec = gpu_record(f, other)
     assert (rec["mig_mode"], rec["mig_pending"]) == (False, True)
     done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--yes")

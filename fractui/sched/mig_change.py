@@ -153,7 +153,8 @@ def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
         return "MIG mode %s asked on %s; %s" % (word, where, answer.get(
             "warning", "whether it took effect is not known: see fractui status"))
     if answer["reset_required"]:
+        now = "on" if answer.get("mig_mode") else "off"
         return "MIG mode %s is pending on %s: it takes effect after a GPU reset (nvidia-smi " \
-               "-r -i %d, with nothing using the GPU); until then MIG stays %s" % (
-                   word, where, change.gpu, "on" if answer.get("mig_mode") else "off")
+               "-r -i %d, with nothing using the GPU); until then MIG stays %s, and nothing " \
+               "new is placed on it" % (word, where, change.gpu, now)
     return "MIG mode is now %s on %s" % (word, where)
