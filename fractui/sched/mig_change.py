@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES
 from fractui.store.model import ON_HOST, Job
 
 DESTROY, MODE = "destroy", "mode"
-LIVE_AGENT_STATES = ("starting", "running")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Ma
     by_key = {j.key(store_uid): j for j in store_jobs}
     named, seen = [], set()
     for rec in agent_jobs:
-        if rec.get("state") not in LIVE_AGENT_STATES or gpu not in (rec.get("gpus") or ()):
+        if rec.get("state") not in ACTIVE_AGENT_STATES or gpu not in (rec.get("gpus") or ()):
             continue
         if instance is not None and rec.get("instance") != instance:
             continue

@@ -149,11 +149,6 @@ class Cordon:
     why: str
     since: float
 
-    def covers(self, host: str, gpu: int | None = None) -> bool:
-        """Whether it keeps new work off ``host``'s GPU ``gpu`` (None: off the host as a
-        whole, which only a cordon of the whole host does)."""
-        return host == self.host and (self.gpu is None or self.gpu == gpu)
-
     def where(self) -> str:
         return self.host if self.gpu is None else "%s gpu%d" % (self.host, self.gpu)
 
