@@ -86,3 +86,24 @@ def test_usage_errors_exit_2_with_a_clear_message_and_touch_nothing(local_fleet)
         assert words in done.stderr, (argv, done.stderr)
         assert "Traceback" not in done.stderr
     assert f.store.cordons() == []
+
+
+def test_status_shows_the_hosts_when_the_store_cannot_be_read_and_says_why(local_fleet, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"PK\x03\x04 not a store" * 64)
+    config = tmp_path / "junk.toml"
+    config.write_text(open(f.write_config()).read().replace(
+        f.config.store.url, "sqlite://" + str(junk)))
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "status"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, said(done)
+    assert done.stdout.startswith("gpu-a            online")
+    assert done.stderr.startswith("fractui: cordons not shown: store %s: " % junk), done.stderr
+    assert "[" not in done.stdout  # nothing marked
