@@ -82,6 +82,8 @@ SCHEMA: Dict[str, Dict[str, str]] = {
     "sim.fault": {"function": "function", "error": "error", "skip": "int", "count": "int"},
     "sim.hold": {"function": "function", "gate": "str"},
     "sim.clear_faults": {},
+    "sim.mode_waits_for_reset": {"gpu": "gpu", "waits": "bool"},
+    "sim.reset_gpu": {"gpu": "gpu"},
     "job.launch": {"key": "str", "argv": "argv", "env": "env", "cwd": "dir", "name": "str",
                    "gpu": "gpu", "gpus": "gpus", "instance": "str", "mig": "mig",
                    "memory_mib": "int", "torch_fraction": "bool", "run_as": "str"},
@@ -97,9 +99,11 @@ FORMS = {
                    ("key", "argv", "gpu", "instance")],
     "mig.destroy": [("gpu", "instance"), ("gpu", "gi_id")],
 }
-# Never carried out validly by the fuzzer: stopping the daemon, or failing or holding NVML calls
-# on purpose, would end the run's meaning. They always carry a param they do not take.
-NEVER_VALID = ("daemon.shutdown", "sim.fault", "sim.hold")
+# Never carried out validly by the fuzzer: stopping the daemon, failing or holding NVML calls on
+# purpose, or resetting a GPU under its jobs would end the run's meaning. They always carry a
+# param they do not take.
+NEVER_VALID = ("daemon.shutdown", "sim.fault", "sim.hold", "sim.mode_waits_for_reset",
+               "sim.reset_gpu")
 CHANGING = ("mig.apply", "mig.destroy", "mig.set_mode", "job.launch", "job.stop")
 SIM_CHANGING = ("sim.add_process", "sim.set_process_memory", "sim.remove_process")
 
@@ -378,6 +382,8 @@ def valid_requests(agent) -> List[Tuple[str, Dict[str, str]]]:
         ("sim.fault", {"function": '"nvmlDeviceSetMigMode"', "error": '"NVML_ERROR_UNKNOWN"',
                        "skip": "100000", "count": "1"}),
         ("sim.hold", {"function": '"nvmlDeviceGetCount"', "gate": '"/"'}),  # "/" is: no wait
+        ("sim.mode_waits_for_reset", {"gpu": "0", "waits": "false"}),
+        ("sim.reset_gpu", {"gpu": "0"}),
         ("job.launch", launch),
         ("job.launch", dict({k: launch[k] for k in ("key", "argv", "memory_mib")}, gpus="[1]")),
         ("job.launch", {"key": '"sweep-mig"', "argv": SLEEPER, "gpu": "0",
