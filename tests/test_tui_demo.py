@@ -192,8 +192,12 @@ def test_in_the_demo_a_host_cordoned_from_the_palette_takes_no_new_work():
         term.drain(60)
         assert term.proc.returncode == 0, term.output[-3000:]
     finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
+        if term.proc.poll() is None:  # a failed run: hung up, the demo stops what it started
+            term.proc.send_signal(signal.SIGHUP)
+            try:
+                term.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                term.proc.kill()
         os.close(term.master)
         if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
             for name in os.listdir(os.path.join(root, "hosts")):
