@@ -93,6 +93,12 @@ async def test_read_only_the_palette_offers_no_cordon(local_fleet):
         texts = [e.text for e in fleet(app).palette_entries()]
         assert {"cordon host gpu-a", "drain host gpu-a", "cordon gpu gpu-a 0",
                 "drain gpu gpu-a 0"} <= set(texts)
+        assert not [t for t in texts if t.startswith("uncordon")]  # nothing out of service
+        f.store.cordon("gpu-a", None, "cordon", "ops", "x")
+        await until(pilot, lambda: fleet(app).model.store.cordons, "the cordon read")
+        texts = [e.text for e in fleet(app).palette_entries()]
+        # the host's own cordon is lifted from the host; its GPU has none of its own
+        assert [t for t in texts if t.startswith("uncordon")] == ["uncordon host gpu-a"]
 
 
 @pilot_test

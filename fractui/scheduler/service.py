@@ -8,9 +8,9 @@ hosts that came back, before anything new is placed there; send the stops the st
 the decisions, none on a host or GPU out of service (the store's cordons); then execute every
 recorded decision — but one on what was cordoned since, which goes back to its queue.
 Decisions are durable before they run, so a scheduler killed at any point leaves nothing a
-restarted one cannot finish; what a holder
-remembers beyond them (when each lost host or GPU was first seen gone, the stops it sent) is
-kept in the store too, and read by the scheduler that takes the lease next.
+restarted one cannot finish; what a holder remembers beyond them (when each lost host or GPU
+was first seen gone, the stops it sent) is kept in the store too, and read by the scheduler
+that takes the lease next.
 
 Calls to hosts run on one lane per host (fractui.scheduler.lanes), each with a timeout of at
 most a third of the lease: a stalled host delays no other, and no call starts unless the lease
@@ -36,8 +36,8 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
-from fractui.sched.cordons import refusal
 from fractui.fleet.fleet import Fleet
+from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -292,9 +292,9 @@ class Scheduler:
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
-            fenced = refusal(cordons, job.slot.host, job.slot.gpus)
-            if fenced is not None:
-                self._unplace(job, fenced)
+            out = refusal(cordons, job.slot.host, job.slot.gpus)
+            if out is not None:  # cordoned since it was decided
+                self._unplace(job, out)
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.start()

@@ -611,15 +611,17 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.notify(message.said, severity="warning" if message.error else "information")
         self.read_store()
 
-    def _service_entries(self, host: str, gpus: Sequence[GpuLine],
-                         out: Optional[str]) -> list[Entry]:
-        """Cordon, drain, uncordon the host and each of its GPUs; what changes the fleet is
-        never offered read-only or without a store. Those out of service are listed first."""
+    def _service_entries(self, host: str, gpus: Sequence[GpuLine]) -> list[Entry]:
+        """Cordon and drain the host and each of its GPUs, and uncordon those with a cordon of
+        their own (listed before anything is typed); what changes the fleet is never offered
+        read-only or without a store."""
         if self.fleet_app.readonly or self.source.store is None:
             return []
+        own = self.model.out_of_service(host)
         entries = []
-        for gpu, what, now in [(None, "host %s" % host, out)] + [
-                (g.index, "gpu %s %d" % (host, g.index), g.out_of_service) for g in gpus]:
+        for gpu, what in [(None, "host %s" % host)] + [
+                (g.index, "gpu %s %d" % (host, g.index)) for g in gpus]:
+            now = own.get(gpu)
             if now is not None:
                 entries.append(Entry("uncordon %s" % what, "it is %s: back in service" % now,
                                      lambda g=gpu: self.set_service(host, g, None)))
@@ -637,8 +639,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             state = view.header.state if view else "connecting"
             entries.append(Entry("host %s" % name, "jump to host (%s)" % state,
                                  lambda n=name: self.jump_host(n)))
-            entries += self._service_entries(name, view.gpus if view else (),
-                                             view.header.out_of_service if view else None)
+            entries += self._service_entries(name, view.gpus if view else ())
         for q in self.config.queues:
             entries.append(Entry("queue %s" % q.name, "jump to queue (%s)" % q.describe(),
                                  lambda n=q.name: self.jump_queue(n)))

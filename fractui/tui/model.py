@@ -311,6 +311,10 @@ class FleetModel:
         return [h for h in set(old) | set(new) | set(was) | set(marked)
                 if old.get(h) != new.get(h) or was.get(h) != marked.get(h)]
 
+    def out_of_service(self, host: str) -> dict[Optional[int], str]:
+        """The host's own cordon (key None) and its GPUs' (by index), each's state."""
+        return dict(self._marks.get(host, {}))
+
     def update(self, status: HostStatus, simulated: frozenset[str] = frozenset()) -> bool:
         """Rebuilds one host; returns whether its lines changed."""
         jobs = self._on_host.get(status.name, ())
