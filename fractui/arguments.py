@@ -81,6 +81,15 @@ def gpu_index(text: str) -> int:
     return ref
 
 
+def instance_uuid(text: str) -> str:
+    """An argparse type: a MIG instance as the agent names it (its uuid, as ``status --json``
+    shows it): one printable word."""
+    if not text or len(text) > MAX_REF or not text.isprintable() or text.split() != [text]:
+        raise argparse.ArgumentTypeError("a MIG instance is named by its uuid (fractui status "
+                                         "--json shows them), not %r" % text[:MAX_REF])
+    return text
+
+
 def mig_profile(text: str) -> str:
     """An argparse type: a MIG profile some GPU model has, e.g. 3g.40gb."""
     problem = profile_problem(text)

@@ -12,7 +12,7 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from fractui import __version__
-from fractui.arguments import bounded, check_words, mig_profile
+from fractui.arguments import bounded, check_words, instance_uuid, mig_profile
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
@@ -25,6 +25,7 @@ VERBS = {
     "submit": "store_commands", "cancel": "store_commands", "requeue": "store_commands",
     "preempt": "store_commands", "place": "store_commands", "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
+    "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
 NO_CONFIG_NEEDED = ("demo", "themes")  # a config file, if there is one, is still checked
@@ -53,12 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("host", metavar="HOST")
     p.add_argument("--yes", action="store_true", help="trust without asking (for scripts)")
 
-    p = verbs.add_parser("mig", help="plan a MIG instance, show the plan, apply it on confirm")
+    p = verbs.add_parser("mig", help="a MIG change — create an instance (PROFILE), destroy one "
+                         "(--destroy), turn MIG mode on or off (--mode) — planned, shown, "
+                         "applied on confirm")
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
-    p.add_argument("profile", metavar="PROFILE", type=mig_profile, help="e.g. 3g.40gb")
+    p.add_argument("profile", metavar="PROFILE", type=mig_profile, nargs="?",
+                   help="create an instance of this profile, e.g. 3g.40gb")
+    p.add_argument("--destroy", metavar="INSTANCE", type=instance_uuid,
+                   help="destroy this idle MIG instance (its MIG- uuid)")
+    p.add_argument("--mode", choices=("on", "off"),
+                   help="turn MIG mode on or off (an idle GPU only; says if a reset is needed)")
     p.add_argument("--destroy-idle", action="store_true",
-                   help="the plan may destroy idle instances to make room")
+                   help="with PROFILE: the plan may destroy idle instances to make room")
     p.add_argument("--yes", action="store_true", help="apply without asking")
     p.add_argument("--json", action="store_true")
 
@@ -66,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     slice_ = p.add_mutually_exclusive_group(required=True)
-    slice_.add_argument("--instance", metavar="UUID", help="an idle MIG instance")
+    slice_.add_argument("--instance", metavar="UUID", type=instance_uuid,
+                        help="an idle MIG instance")
     slice_.add_argument("--profile", metavar="P", type=mig_profile,
                         help="create a MIG instance of this profile")
     slice_.add_argument("--memory-mib", type=bounded(1, 2 ** 31), metavar="N",
@@ -113,6 +122,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--over-quota", "--yes", action="store_true", dest="over_quota",
                    help="place it even past its team's quota, without asking (it is then "
                    "borrowed: preemptible)")
+
+    for verb, what in (("cordon", "take a host, or one GPU of it, out of service: no new work "
+                                  "lands there; what runs there runs on"),
+                       ("drain", "as cordon, and say drained once nothing is left there"),
+                       ("uncordon", "put a host (and each of its GPUs) or one GPU back in "
+                                    "service")):
+        p = verbs.add_parser(verb, help=what)
+        p.add_argument("host", metavar="HOST")
+        p.add_argument("gpu", nargs="?", metavar="GPU", help="a GPU index (default: the whole "
+                       "host)")
+        if verb != "uncordon":
+            p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")

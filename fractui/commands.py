@@ -8,8 +8,9 @@ import argparse
 import hashlib
 import json
 import shlex
+import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, TextIO
 
 from fractui.arguments import gpu_ref, parse_env, split_job
 from fractui.config import Config
@@ -21,8 +22,13 @@ from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.sched.cordons import marks
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
+from fractui.store.base import StoreError
+from fractui.store.model import ON_HOST
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
@@ -36,15 +42,40 @@ def status(config: Config, args: argparse.Namespace) -> int:
         records = [s.record() for s in fleet.statuses()]
     finally:
         fleet.stop()
+    out = out_of_service(config)
+    for r in records:
+        r["out_of_service"] = out.get((r["name"], None))
+        for g in r["gpus"]:
+            g["out_of_service"] = out.get((r["name"], g["index"]))
     if args.json:
         print_json({"hosts": records})
     else:
         for r in records:
-            print("%-16s %-10s %s" % (r["name"], r["state"], r["error"] or ""))
+            print("%-16s %-10s %s" % (r["name"], r["state"], " ".join(
+                w for w in (_mark(r["out_of_service"]), r["error"]) if w)))
             for g in r["gpus"]:
-                print("    gpu%-3s %-28s %s" % (g["index"], g["name"], _gpu_summary(g)))
+                print("    gpu%-3s %-28s %s" % (g["index"], g["name"], " ".join(
+                    w for w in (_mark(g["out_of_service"]), _gpu_summary(g)) if w)))
     bad = [r for r in records if r["state"] in ("offline", "untrusted", "connecting")]
     return EXIT_FAILED if bad else 0
+
+
+def out_of_service(config: Config) -> Dict[Any, str]:
+    """(host, GPU or None) -> cordoned, draining or drained, as the store says; what cannot be
+    read of the store is said on stderr, and the hosts are shown all the same."""
+    try:
+        store = open_store(config.store.url)
+        try:
+            return marks(store.cordons(), store.jobs(ON_HOST))
+        finally:
+            store.close()
+    except StoreError as err:
+        say("cordons not shown: %s" % err)
+        return {}
+
+
+def _mark(state: Optional[str]) -> str:
+    return "[%s]" % state if state else ""
 
 
 def _gpu_summary(gpu: Dict[str, Any]) -> str:
@@ -119,7 +150,19 @@ def admin_only(config: Config, action: str, what: str) -> None:
 # -- MIG --
 
 def mig(config: Config, args: argparse.Namespace) -> int:
+    """One MIG change, planned, shown and applied on confirmation: an instance created
+    (PROFILE), one destroyed (--destroy), or MIG mode turned on or off (--mode)."""
+    asked = [w for w, v in (("PROFILE", args.profile), ("--destroy", args.destroy),
+                            ("--mode", args.mode)) if v is not None]
+    if len(asked) != 1:
+        raise UsageError("mig takes one of PROFILE (create an instance), --destroy INSTANCE or "
+                         "--mode on|off; got %s" % (" and ".join(asked) or "none"))
+    if args.destroy_idle and args.profile is None:
+        raise UsageError("--destroy-idle goes with PROFILE (a plan that may destroy idle "
+                         "instances to make room)")
     config.host(args.host)
+    if args.profile is None:
+        return _mig_by_hand(config, args)
     admin_only(config, MIG, "%s gpu %s" % (args.host, args.gpu))
     fleet = open_fleet(config, [args.host])
     session = fleet.session(args.host)
@@ -127,17 +170,14 @@ def mig(config: Config, args: argparse.Namespace) -> int:
         params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
                   "destroy_idle": args.destroy_idle}
         plan = session.call("mig.plan", params)
-        print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]))
+        print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]),
+              file=_plan_out(args))
         if not (args.yes or confirm("Apply?")):
             raise Failed("%s: not applied" % args.host)
         done = session.call("mig.apply", dict(params, start=plan["start"],
                                               layout_version=plan["layout_version"]))
     except AnswerLost as err:
-        if err.method != "mig.apply":
-            raise Failed(naming(args.host, err)) from None
-        raise Failed("%s\nThe change may have been made on %s: look at gpu %s there "
-                     "(fractui status) before applying it again" % (
-                         naming(args.host, err), args.host, args.gpu)) from None
+        raise _maybe_made(args, err, "mig.apply") from None
     except (HostUnavailable, AgentCallError) as err:
         raise Failed(naming(args.host, err)) from None
     finally:
@@ -147,6 +187,66 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     else:
         print("created %s at slot %d: %s" % (done["profile"], done["start"],
                                               done["instance"]["uuid"] or done["warning"]))
+    return 0
+
+
+def _plan_out(args: argparse.Namespace) -> TextIO:
+    """Where the plan is shown: stdout, but for --json, whose stdout is the answer alone."""
+    return sys.stderr if args.json else sys.stdout
+
+
+def _maybe_made(args: argparse.Namespace, err: AnswerLost, changing: str) -> Failed:
+    if err.method != changing:
+        return Failed(naming(args.host, err))
+    return Failed("%s\nThe change may have been made on %s: look at gpu %s there (fractui "
+                  "status) before applying it again" % (naming(args.host, err), args.host,
+                                                        args.gpu))
+
+
+def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
+    """--destroy or --mode: planned on the GPU as its agent reports it and the jobs the agent
+    and the store have there (fractui.sched.mig_change), refused with the reason while a job
+    holds it, shown, confirmed, applied by the agent (which rolls back a change that half
+    happened), and audited with who (fractui.mig_by_hand). The rule is asked first, before
+    any host is reached."""
+    ref = gpu_ref(args.gpu)
+    method = "mig.destroy" if args.destroy is not None else "mig.set_mode"
+    asker = Asker.here(config.teams)
+    store = open_store(config.store.url)
+    try:
+        authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
+        fleet = open_fleet(config, [args.host])
+        session = fleet.session(args.host)
+        try:
+            gpus = session.call("snapshot")["gpus"]
+            gpu = next((g for g in gpus if ref in (g.get("index"), g.get("uuid"))), None)
+            if gpu is None:
+                raise Failed("%s has no GPU %s: it has %s" % (args.host, args.gpu, ", ".join(
+                    "%s (%s)" % (g.get("index"), g.get("uuid")) for g in gpus) or "none"))
+            on_host = session.call("job.list")["jobs"]
+            mine = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host]
+            if args.destroy is not None:
+                change = plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
+            else:
+                change = plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid)
+            if change.refusal is not None:
+                raise Failed("not changed: %s" % change.refusal)
+            print(change.text, file=_plan_out(args))
+            if not (args.yes or confirm("Apply?")):
+                raise Failed("%s: not applied" % args.host)
+            said, answer = carry_out(store, asker, session.call, change)
+        except AnswerLost as err:
+            raise _maybe_made(args, err, method) from None
+        except (HostUnavailable, AgentCallError) as err:
+            raise Failed(naming(args.host, err)) from None
+        finally:
+            fleet.stop()
+    finally:
+        store.close()
+    if args.json:
+        print_json(answer)
+    else:
+        print(said)
     return 0
 
 

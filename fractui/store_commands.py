@@ -1,7 +1,7 @@
 """The verbs that queue work and follow it through the store: submit, cancel, requeue,
-preempt, place, audit, and the headless ``scheduler``. Store jobs are named by number; jobs
-launched directly on a host by ``host/agent-id`` (fractui/commands.py has those verbs;
-fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
+preempt, place, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store jobs are
+named by number; jobs launched directly on a host by ``host/agent-id`` (fractui/commands.py has
+those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
@@ -19,13 +19,14 @@ from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
 from fractui.sched.fleetview import idle_view
-from fractui.sched.manual import Unfit, complete
+from fractui.sched.cordons import state
+from fractui.sched.manual import Unfit, complete, in_service
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.intents import Asker
-from fractui.store.model import ACTIVE, PENDING, STOPPING, Job, Slot
+from fractui.store.model import ACTIVE, CORDON, DRAIN, ON_HOST, PENDING, STOPPING, Job, Slot
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import count
 
@@ -137,6 +138,10 @@ def place(config: Config, args: argparse.Namespace) -> int:
         intents.authorize(store, asker, PLACE, job.team, "job %d" % job.id)  # before any host
         if job.state != PENDING:
             raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
+        try:
+            in_service(Slot(args.host, (gpu,)), store.cordons())
+        except Unfit as err:
+            raise Failed(str(err)) from None
         known = store.inventory().get(args.host) or heard_inventory(config, store).get(
             args.host)
         if known is None:
@@ -170,6 +175,80 @@ def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) 
     except Unfit as err:
         raise Failed(str(err)) from None
     return replace(slot, charge=done.charge)
+
+
+# -- cordon, drain, uncordon: hosts and GPUs out of service --
+
+def cordon(config: Config, args: argparse.Namespace) -> int:
+    return _out_of_service(config, args, CORDON)
+
+
+def drain(config: Config, args: argparse.Namespace) -> int:
+    return _out_of_service(config, args, DRAIN)
+
+
+def _out_of_service(config: Config, args: argparse.Namespace, mode: str) -> int:
+    """Records the cordon (or drain); the scheduler places and launches nothing new there from
+    its next pass, and what runs there runs on."""
+    config.host(args.host)
+    gpu = None if args.gpu is None else gpu_index(args.gpu)
+    store = open_checked_store(config, hear=False)
+    try:
+        _check_gpu(store, args.host, gpu)
+        made = intents.cordon(store, args.host, gpu, mode, Asker.here(config.teams))
+        on_it = [j for j in store.jobs(ON_HOST) if j.slot and j.slot.host == args.host
+                 and (gpu is None or gpu in j.slot.gpus)]
+    finally:
+        store.close()
+    now = state(made, on_it)
+    if args.json:
+        print_json(dict(made.record(), state=now, jobs=[j.id for j in on_it]))
+        return 0
+    print("%s %s: the scheduler places and launches nothing new there; %s" % (
+        made.where(), now, "what runs there runs on (%s)%s" % (
+            _jobs(on_it), "; fractui status says drained once it has ended" if mode == DRAIN
+            else "") if on_it else "nothing runs there"))
+    return 0
+
+
+def uncordon(config: Config, args: argparse.Namespace) -> int:
+    gpu = None if args.gpu is None else gpu_index(args.gpu)
+    asker = Asker.here(config.teams)
+    store = open_checked_store(config, hear=False)
+    try:
+        if not any(c.host == args.host for c in store.cordons()):
+            config.host(args.host)  # a host left out of the config may still be uncordoned
+        _check_gpu(store, args.host, gpu)
+        lifted = intents.uncordon(store, args.host, gpu, asker)
+        still = [c for c in store.cordons() if c.host == args.host and c.gpu is None]
+    finally:
+        store.close()
+    where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
+    if not lifted:
+        print("%s was in service: nothing to uncordon" % where)
+    else:
+        print("back in service: %s" % ", ".join(c.where() for c in lifted))
+    if still:  # one GPU uncordoned on a host cordoned as a whole
+        say("%s is still %s as a whole: fractui uncordon %s puts it back" % (
+            args.host, "cordoned" if still[0].mode == CORDON else "being drained", args.host))
+    return 0
+
+
+def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:
+    """A usage error for a GPU the host is known not to have (its kept facts)."""
+    known = store.inventory().get(host)
+    if gpu is None or known is None:
+        return
+    count = len(known.get("gpus") or [])
+    if gpu >= count:
+        raise UsageError("%s has no GPU %d: it has %s" % (
+            host, gpu, "GPUs 0 to %d" % (count - 1) if count > 1 else
+            "GPU 0 only" if count else "no GPU"))
+
+
+def _jobs(jobs: list[Job]) -> str:
+    shown = ", ".join("job %d" % j.id for j in jobs[:5])
+    return shown + (" and %d more" % (len(jobs) - 5) if len(jobs) > 5 else "")
 
 
 # -- the headless scheduler --

@@ -95,6 +95,9 @@ class Agent:
                                      ("gpu", "reset") + self.sim.SIM_HEALTH_FIELDS),
                 "sim.ecc": Method(self.sim_ecc, ("gpu", "corrected", "uncorrected")),
                 "sim.xid": Method(self.sim_xid, ("gpu", "xid", "instance")),
+                "sim.mode_waits_for_reset": Method(self.sim_mode_waits_for_reset,
+                                                   ("gpu", "waits")),
+                "sim.reset_gpu": Method(self.sim_reset_gpu, ("gpu",)),
             })
         return table
 
@@ -517,6 +520,19 @@ class Agent:
         instance = p.text("instance", None)
         seq = self._sim(lambda: self.sim.sim_raise_xid(index, xid, instance))
         return {"gpu": index, "xid": xid, "seq": seq}
+
+
+    def sim_mode_waits_for_reset(self, p: Params) -> Dict[str, Any]:
+        info, waits = self._gpu(p), p.flag("waits", True)
+        self._sim(lambda: self.sim.sim_mode_waits_for_reset(info.index, waits))
+        return {"gpu": info.index, "waits": waits}
+
+    def sim_reset_gpu(self, p: Params) -> Dict[str, Any]:
+        info = self._gpu(p)
+        with self.mig_lock(info.index):
+            self._sim(lambda: self.sim.sim_reset_gpu(info.index))
+            self.health.clear(info.index)
+        return {"gpu": info.index}
 
 
 def _nvml_code(err: NvmlCallError) -> int:

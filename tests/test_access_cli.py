@@ -129,6 +129,11 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
              "to launch a job on gpu-x"),
             (["stop", "gpu-x/j1"], "to stop gpu-x/j1"),
             (["mig", "gpu-x", "0", "1g.10gb", "--yes"], "to change MIG on gpu-x gpu 0"),
+            (["mig", "gpu-x", "0", "--destroy", "MIG-1", "--yes"], "to change MIG on gpu-x gpu 0"),
+            (["mig", "gpu-x", "0", "--mode", "off", "--yes"], "to change MIG on gpu-x gpu 0"),
+            (["cordon", "gpu-x"], "to cordon, drain or uncordon gpu-x"),
+            (["drain", "gpu-x", "1"], "to cordon, drain or uncordon gpu-x gpu1"),
+            (["uncordon", "gpu-x"], "to cordon, drain or uncordon gpu-x"),
             (["scheduler"], "to run the scheduler")):
         # refused before any host is reached: not "cannot connect to gpu-x"
         refused(fractui(with_hosts, verb, name), "%s; %s you must be an admin" % (

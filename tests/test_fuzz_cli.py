@@ -173,6 +173,14 @@ def _audit(c: Case, rng: random.Random) -> None:
     _flags(c, rng, "--json")
 
 
+def _cordon(c: Case, rng: random.Random) -> None:
+    c.add(c.word(rng, "host", 0.2))
+    if _maybe(rng):
+        c.add(c.word(rng, "gpu-index", 0.2))
+    if c.argv[0] != "uncordon":
+        _flags(c, rng, "--json")
+
+
 def _logs(c: Case, rng: random.Random) -> None:  # not -f: it waits for a pending job
     c.add(c.word(rng, "job-ref", 0.3))
     if _maybe(rng):
@@ -199,6 +207,7 @@ VERBS: Dict[str, Callable[[Case, random.Random], None]] = {
     "status": _status, "doctor": _doctor, "trust": _trust, "mig": _mig, "launch": _launch,
     "submit": _submit, "jobs": _jobs, "cancel": _stop_like, "requeue": _stop_like,
     "preempt": _stop_like, "place": _place, "audit": _audit, "logs": _logs, "stop": _stop,
+    "cordon": _cordon, "drain": _cordon, "uncordon": _cordon,
     "scheduler": _refused([["--bogus"], ["--name"], ["extra"], ["--", "x"], ["-n", "1"]]),
     "demo": _refused([["--gpus", "0"], ["--gpus", "1001"], ["--gpus", "x"], ["--seed", "-1"],
                       ["--seed", "9" * 30], ["--bogus"], ["extra"], ["--", "x"]]),
@@ -207,7 +216,8 @@ TUI = _refused([["--readonly", "status"], ["--bogus"], ["--readonly", "jobs", "-
 
 
 REQUIRED = {"trust": 1, "mig": 3, "launch": 2, "cancel": 1, "requeue": 1, "preempt": 1,
-            "place": 3, "logs": 1, "stop": 1}  # positional words each verb cannot do without
+            "place": 3, "logs": 1, "stop": 1, "cordon": 1, "drain": 1,
+            "uncordon": 1}  # positional words each verb cannot do without
 VALUED = {"--limit", "-n", "--grace", "--memory-mib", "--profile", "--start", "--instance",
           "--name", "--key", "--cwd", "--env", "--queue", "--team", "--layout-version"}
 
@@ -321,6 +331,6 @@ def test_hostile_command_lines_for_every_verb(fleet_config, capfd, tmp_path):
         why = _verdict(c, done.returncode, done.stdout, done.stderr)
         if why:
             failures.append("process %r: %s\n%s" % (c.argv, why, done.stderr[-600:]))
-    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 392
+    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 464
     assert not failures, "%d of %d failed:\n%s" % (len(failures), len(generated),
                                                    "\n".join(failures))

@@ -206,3 +206,58 @@ def test_admins_and_superusers_are_not_held(guarded, who):
     left = guarded.server.sql(  # type: ignore[attr-defined]
         "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM audit)", db=guarded.db)
     assert left == [(0, 0)]  # deleted indeed: a guard that answered NULL would skip them
+
+
+def test_a_cordon_is_an_admins_act_in_the_database_too(guarded):
+    from fractui.store.access import Denied
+    from fractui.store.intents import cordon, uncordon
+    from fractui.store.model import CORDON, DRAIN
+
+    ops, ann = guarded.store(guarded.ops), guarded.store(guarded.ann)
+    try:
+        made = cordon(ops, "gpu-a", 1, DRAIN, Asker("here"))
+        assert made.actor == "%s@here" % guarded.ops
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        refused(guarded, "INSERT INTO cordons (host, gpu, mode, actor, why, since) VALUES "
+                "('gpu-b', -1, 'cordon', '%s', 'x', 0)" % guarded.ann, "table cordons")
+        refused(guarded, "DELETE FROM cordons", "table cordons")  # (the guard's or the
+        refused(guarded, "UPDATE cordons SET mode = 'cordon'", "table cordons")  # grant's)
+        refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES "
+                "(extract(epoch FROM clock_timestamp()), '%s@host', 'uncordon', NULL, 'x')"
+                % guarded.ann, guard, "audit entry of 'uncordon'")
+        with pytest.raises(Denied, match="to cordon, drain or uncordon gpu-a you must be an "
+                                         "admin"):
+            uncordon(ann, "gpu-a", None, Asker("here"))  # fractui's rule, before the store
+        with pytest.raises(StoreDenied, match="role %s may not do this: " % guarded.ann):
+            ann.cordon("gpu-b", None, CORDON, guarded.ann, "straight to the store")
+        assert ann.cordons() == [made]  # read by a team member (its TUI and status show it)
+        assert [c.gpu for c in uncordon(ops, "gpu-a", None, Asker("here"))] == [1]
+        assert ops.cordons() == []
+    finally:
+        ops.close()
+        ann.close()
+
+
+def test_a_team_role_granted_before_the_cordons_existed_may_read_them(pg_server):
+    """A store of schema 4 whose team roles were granted SELECT on every table then: migration 5
+    grants its new table to whoever could read the jobs."""
+    from fractui.store.sql import migrations, statements
+
+    db = pg_server.new_database()
+    tag = uuid.uuid4().hex[:6]
+    pg_server.sql("CREATE TABLE fractui_schema (version INTEGER NOT NULL)", db=db)
+    pg_server.sql("INSERT INTO fractui_schema VALUES (4)", db=db)
+    for number, sql in migrations("postgresql"):
+        if number <= 4:
+            for statement in statements(sql):
+                pg_server.sql(statement, db=db)
+    pg_server.sql("CREATE ROLE fractui_team_old%s" % tag)
+    pg_server.sql("CREATE ROLE old_%s LOGIN IN ROLE fractui_team_old%s" % (tag, tag))
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO fractui_team_old%s" % tag,
+                  db=db)
+    open_store(pg_server.url(db)).close()  # the superuser's open applies migration 5
+    reader = open_store(pg_server.url(db, user="old_%s" % tag))
+    try:
+        assert reader.cordons() == []
+    finally:
+        reader.close()

@@ -87,6 +87,8 @@ SCHEMA: Dict[str, Dict[str, str]] = {
                    "power_limit_mw": "int", "throttle": "throttle"},
     "sim.ecc": {"gpu": "gpu", "corrected": "int", "uncorrected": "int"},
     "sim.xid": {"gpu": "gpu", "xid": "int", "instance": "str"},
+    "sim.mode_waits_for_reset": {"gpu": "gpu", "waits": "bool"},
+    "sim.reset_gpu": {"gpu": "gpu"},
     "job.launch": {"key": "str", "argv": "argv", "env": "env", "cwd": "dir", "name": "str",
                    "gpu": "gpu", "gpus": "gpus", "instance": "str", "mig": "mig",
                    "memory_mib": "int", "torch_fraction": "bool", "run_as": "str"},
@@ -102,9 +104,11 @@ FORMS = {
                    ("key", "argv", "gpu", "instance")],
     "mig.destroy": [("gpu", "instance"), ("gpu", "gi_id")],
 }
-# Never carried out validly by the fuzzer: stopping the daemon, or failing or holding NVML calls
-# on purpose, would end the run's meaning. They always carry a param they do not take.
-NEVER_VALID = ("daemon.shutdown", "sim.fault", "sim.hold")
+# Never carried out validly by the fuzzer: stopping the daemon, failing or holding NVML calls on
+# purpose, or resetting a GPU under its jobs would end the run's meaning. They always carry a
+# param they do not take.
+NEVER_VALID = ("daemon.shutdown", "sim.fault", "sim.hold", "sim.mode_waits_for_reset",
+               "sim.reset_gpu")
 CHANGING = ("mig.apply", "mig.destroy", "mig.set_mode", "job.launch", "job.stop")
 SIM_CHANGING = ("sim.add_process", "sim.set_process_memory", "sim.remove_process")
 
@@ -388,6 +392,8 @@ def valid_requests(agent) -> List[Tuple[str, Dict[str, str]]]:
                         "power_limit_mw": "400000", "throttle": '["sw_power_cap"]'}),
         ("sim.ecc", {"gpu": "0", "corrected": "1", "uncorrected": "0"}),
         ("sim.xid", {"gpu": "0", "xid": "79", "instance": json.dumps(busy["uuid"])}),
+        ("sim.mode_waits_for_reset", {"gpu": "0", "waits": "false"}),
+        ("sim.reset_gpu", {"gpu": "0"}),
         ("job.launch", launch),
         ("job.launch", dict({k: launch[k] for k in ("key", "argv", "memory_mib")}, gpus="[1]")),
         ("job.launch", {"key": '"sweep-mig"', "argv": SLEEPER, "gpu": "0",

@@ -218,8 +218,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     store.keep_log(1, "out\n", complete=False)
     assert store.log_tail(1).text == "out\n"
     assert store.holder_memory() == HolderMemory({}, {}, frozenset())  # 0008: none kept yet
+    assert store.cordons() == []  # 0009 added the cordons
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 8
+        _migrations()) == 9
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -38,7 +38,8 @@ local_fleet = localfleet.local_fleet
 VERBS: List[Sequence[str]] = [
     ("jobs",), ("jobs", "--all", "--json"), ("submit", "--queue", "half", "--", "x"),
     ("cancel", "1"), ("requeue", "1"), ("preempt", "1"), ("place", "1", "gpu-a", "0"),
-    ("audit",), ("audit", "1"), ("logs", "1"), ("scheduler",), (),
+    ("audit",), ("audit", "1"), ("logs", "1"), ("cordon", "gpu-a"), ("uncordon", "gpu-a"),
+    ("scheduler",), (),
 ]
 # Every verb opens the store through the same check, so most kinds try a few: a read, a
 # write, the scheduler and the TUI.

@@ -143,3 +143,62 @@ def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):
                               capture_output=True, text=True, cwd=REPO, timeout=60)
         assert done.returncode == 2
         assert "%s:2: tui.keys: unknown binding id 'fleet.nope'" % config in done.stderr
+
+
+def test_in_the_demo_a_host_cordoned_from_the_palette_takes_no_new_work():
+    """The issue's last step, keyboard only: cordon a host in ``fractui demo`` and watch no
+    new work land there while the job stream and the scheduler go on elsewhere."""
+    from fractui.store import open_store, sqlite_url
+
+    term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "5"])
+    root = ""
+    try:
+        assert term.read_until(rb"under (/\S+fractui-demo-\S+)", 30), term.output[-2000:]
+        root = re.search(rb"under (/\S+fractui-demo-\S+)", term.output).group(1).decode()
+        assert term.read_until(rb"online", 60)
+        store = open_store(sqlite_url(os.path.join(root, "store.db")))
+        try:
+            deadline = time.monotonic() + 90
+            while not store.jobs(["running"]) and time.monotonic() < deadline:
+                term.read_until(b"(?!)", 0.5)
+            assert store.jobs(["running"]), "no job ran within 90 s"
+            os.write(term.master, b":")
+            term.read_until(b"(?!)", 1.0)
+            os.write(term.master, b"cordon host l4-1")
+            term.read_until(b"(?!)", 1.5)  # the palette searches in the background
+            os.write(term.master, b"\r")
+            deadline = time.monotonic() + 30
+            while not store.cordons() and time.monotonic() < deadline:
+                term.read_until(b"(?!)", 0.5)
+            [cordon] = store.cordons()
+            assert (cordon.host, cordon.gpu, cordon.mode) == ("l4-1", None, "cordon")
+            assert term.read_until(rb"1 cordoned", 10), term.output[-3000:]
+
+            def decided_since() -> list:
+                return [e for e in store.audit_log(limit=10000)
+                        if e.action in ("decide", "place") and e.time > cordon.since]
+
+            deadline = time.monotonic() + 120  # until the scheduler placed new work elsewhere
+            while len(decided_since()) < 3 and time.monotonic() < deadline:
+                term.read_until(b"(?!)", 1.0)
+            decided = decided_since()
+            assert len(decided) >= 3, "the scheduler placed nothing after the cordon"
+            assert [e.detail["slot"]["host"] for e in decided if
+                    e.detail["slot"]["host"] == "l4-1"] == []
+            assert not [j for j in store.jobs(["placed"]) if j.slot.host == "l4-1"]
+        finally:
+            store.close()
+        os.write(term.master, b"q")
+        term.drain(60)
+        assert term.proc.returncode == 0, term.output[-3000:]
+    finally:
+        if term.proc.poll() is None:  # a failed run: hung up, the demo stops what it started
+            term.proc.send_signal(signal.SIGHUP)
+            try:
+                term.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                term.proc.kill()
+        os.close(term.master)
+        if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
+            for name in os.listdir(os.path.join(root, "hosts")):
+                stop_host(os.path.join(root, "hosts", name))

@@ -7,8 +7,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+from fractui.store.model import CORDON, DRAIN, Cordon
 from fractui.tui.sample import NOW
 from tests.tui_frozen import frozen_app, settled
+
+# a host draining (its jobs run on), one GPU cordoned, one GPU drained (nothing on it)
+OUT_OF_SERVICE = (Cordon("a100-1", None, DRAIN, "ops@head", "drained by ops@head", 0.0),
+                  Cordon("a10-1", 0, CORDON, "ops@head", "cordoned by ops@head", 0.0),
+                  Cordon("h100-1", 1, DRAIN, "ops@head", "drained by ops@head", 0.0))
 
 
 def test_fleet_80x24(snap_compare):
@@ -17,6 +23,11 @@ def test_fleet_80x24(snap_compare):
 
 def test_fleet_160x48_degraded_and_offline_hosts(snap_compare):
     assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=settled)
+
+
+def test_drain_and_cordon_on_the_map_and_header_160x48(snap_compare):
+    assert snap_compare(frozen_app(cordons=OUT_OF_SERVICE), terminal_size=(160, 48),
+                        run_before=settled)
 
 
 def test_help_lists_every_binding(snap_compare):

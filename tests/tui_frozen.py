@@ -4,10 +4,12 @@ clock, and an app built on them without any agent."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from fractui.config import Config, TuiSettings
+from fractui.store.model import Cordon
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
@@ -21,10 +23,12 @@ LOGS = {"a100-1/j1": ["epoch %d  loss %.3f  lr 3e-4" % (e, 2.5 / (e + 1)) for e 
         + ["saved checkpoint to /data/ckpt/epoch-11.pt", "epoch 12  loss 0.190  lr 3e-4"]}
 
 
-def frozen_app(gpus: int = 16, readonly: bool = False, **tui: Any) -> FractuiApp:
+def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon] = (),
+               **tui: Any) -> FractuiApp:
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
-    return FractuiApp(Source(fleet.statuses, fleet.store, logs=LOGS), config,
+    store = dataclasses.replace(fleet.store, cordons=tuple(cordons))
+    return FractuiApp(Source(fleet.statuses, store, logs=LOGS), config,
                       clock=lambda: NOW, readonly=readonly)
 
 

@@ -85,11 +85,20 @@ def signature(view: HostView) -> tuple:
 
 
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
-    """The host as it would be with nothing running on it: what it could ever hold."""
+    """The host as it would be with nothing running on it: what it could ever hold — each GPU
+    in the MIG mode it has once a pending change took effect (a live GPU whose change is
+    pending takes no new work, ``_gpu``; idle and settled it would)."""
     hello = {k: host_facts.get(k) for k in _HOST_FACTS}
     hello["privileges"] = {"mig_changes": host_facts.get("mig_changes", True)}
-    gpus = [dict(g, instances=[]) for g in host_facts.get("gpus") or []]
+    gpus = [dict(g, instances=[], mig_mode=_settled(g), mig_pending=_settled(g))
+            for g in host_facts.get("gpus") or []]
     return HostView(name, "online", hello, {"gpus": gpus}, {})
+
+
+def _settled(gpu: Dict[str, Any]) -> Any:
+    """A GPU's MIG mode once its pending change, if any, took effect."""
+    pending = gpu.get("mig_pending")
+    return gpu.get("mig_mode") if pending is None else pending
 
 
 @lru_cache(maxsize=256)
@@ -240,6 +249,8 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
             return Gpu(name, memory, free_milli=0)  # MIG we cannot change: nothing to give
         layout = Layout(full.geometry, tuple(i for i in full.instances if i.busy))
         return Gpu(name, memory, free_milli=_free_compute(layout), layout=layout)
+    if rec.get("mig_pending"):  # MIG comes on at the next reset, which new work would block
+        return Gpu(name, memory, free_milli=0)
     booked = sum(int(j.get("memory_mib") or 0) for j in mine)
     free = max(0, memory - booked)
     return Gpu(name, memory, free_milli=free * MILLI // memory if memory else 0)

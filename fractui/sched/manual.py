@@ -1,19 +1,30 @@
 """A decision recorded by hand, completed from a GPU's state: what it leaves open (the MIG
 profile, its start, the share in MiB) is filled in as the scheduler would, and its charge
 counted by the one rule (fractui.sched.quota.charge). Pure: the executor runs it on the live
-GPU before launching, ``fractui place`` on the host's kept facts before recording."""
+GPU before launching, ``fractui place`` on the host's kept facts before recording. A placement
+by hand onto a host or GPU out of service is refused, with the reason (``in_service``)."""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from fractui.sched import mig
+from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import (HostView, build_hosts, geometry, record_charge, request_of,
                                      share_mib)
-from fractui.store.model import Job, Slot
+from fractui.store.model import Cordon, Job, Slot
 
 
 class Unfit(Exception):
     """The decision cannot run as recorded on that GPU as it is (it names no such GPU, a MIG
     profile on a GPU without MIG, no room left for the profile); says why."""
+
+
+def in_service(slot: Slot, cordons: Iterable[Cordon]) -> None:
+    """Unfit, saying why, if ``slot`` is on a host or GPU that takes no new work."""
+    why = refusal(cordons, slot.host, slot.gpus)
+    if why is not None:
+        raise Unfit("not placed: %s" % why)
 
 
 def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:

@@ -5,7 +5,8 @@ A MIG candidate is planned against the GPU's real layout (idle instances include
 says which idle ones it destroys) and carries that layout's version: the launch is refused if
 the GPU changed in between, so what was previewed is what happens. The score is the fleet
 fragmentation the placement spares (FGD's ΔF, against the mix of requests waiting now): higher
-is better; the scheduler's own choice is marked.
+is better; the scheduler's own choice is marked. Nothing on a host or GPU out of service (the
+store's cordons) is a candidate.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from remote_agent.mig import planner
 from remote_agent.mig.layout import Layout
 
 from fractui.sched import mig
+from fractui.sched.cordons import fenced
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, HostView, build_hosts, gpu_layout,
                                      placement_charge, request_of, share_mib)
 from fractui.sched.model import Host, Request
 from fractui.sched.place import Placer, TypicalClass, host_frag, typical_classes
 from fractui.sched.queueing import POLICY
-from fractui.store.model import PENDING, Job, Slot
+from fractui.store.model import PENDING, Cordon, Job, Slot
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,10 @@ class Candidate:
 
 
 def candidates(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
-               job: Job) -> List[Candidate]:
+               job: Job, cordons: Sequence[Cordon] = ()) -> List[Candidate]:
     """Where ``job`` could run now, best first (the scheduler's choice marked ``chosen``)."""
     req = request_of(job)
-    hosts = build_hosts(views, jobs, store_uid)
+    hosts = fenced(build_hosts(views, jobs, store_uid), cordons)
     waiting = [request_of(j) for j in jobs if j.state == PENDING and j.id != job.id]
     classes = typical_classes(waiting + [req])
     choice = Placer(hosts, POLICY, classes).place(req)

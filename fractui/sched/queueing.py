@@ -4,7 +4,8 @@ Order of service (DESIGN, issue 7): jobs whose team stays within its quota come 
 furthest below its weighted share first; then over-quota jobs of teams allowed to borrow, which
 take only idle capacity and are marked preemptible. A within-quota job that finds no room may
 preempt borrowed jobs — the fewest, newest first — when nothing else frees room: never while a
-stop is already in flight, since that room is coming.
+stop is already in flight, since that room is coming. Hosts and GPUs out of service (cordoned
+or draining, fractui.sched.cordons) take nothing new, and no preemption makes room on them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
                     Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.sched.cordons import fenced
 from fractui.sched.fleetview import (HostCache, HostView, build_hosts, placement_charge,
                                      request_of, share_mib)
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
-from fractui.store.model import PENDING, RUNNING, STOPPING, Job, Slot
+from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
 
 POLICY = "fractui"
 PREEMPT_CANDIDATES = 4  # starved jobs a pass tries to make room for (each costs a few plans)
@@ -77,27 +79,31 @@ def slot_of(p: Placement, req: Request, placer: Placer) -> Slot:
 def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
              teams: Sequence[TeamConfig], store_uid: str,
              refused: Optional[Dict[int, Tuple[str, ...]]] = None,
-             kept: Optional[Kept] = None) -> PassResult:
+             kept: Optional[Kept] = None, cordons: Sequence[Cordon] = ()) -> PassResult:
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
     launch failed there), left out for it so it does not bounce off the same host. ``kept``:
-    what earlier passes built and scored, kept by the caller."""
+    what earlier passes built and scored, kept by the caller. ``cordons``: hosts and GPUs
+    that take no new work."""
+    cordons = tuple(cordons)
     if kept is None:
-        return _pass(views, jobs, queues, teams, store_uid, refused or {},
-                       lambda: build_hosts(views, jobs, store_uid), None)
+        return _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
+                     lambda: build_hosts(views, jobs, store_uid), None)
     changed = kept.hosts.update(views, jobs, store_uid)
     # jobs the caller read once compare by identity, one by one: thousands cost microseconds
-    inputs = (list(jobs), tuple(queues), tuple(teams), store_uid, dict(refused or {}))
+    inputs = (list(jobs), tuple(queues), tuple(teams), store_uid, dict(refused or {}),
+              cordons)
     if not changed and kept.last is not None and kept.last[0] == inputs:
         return kept.last[1]
-    result = _pass(views, jobs, queues, teams, store_uid, refused or {}, kept.hosts.copies,
-                     kept.memos)
+    result = _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
+                   kept.hosts.copies, kept.memos)
     kept.last = (inputs, result)
     return result
 
 
 def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
           teams: Sequence[TeamConfig], store_uid: str, refused: Dict[int, Tuple[str, ...]],
-          hosts_now: Callable[[], List[Host]], memos: Optional[Memos]) -> PassResult:
+          cordons: Tuple[Cordon, ...], hosts_now: Callable[[], List[Host]],
+          memos: Optional[Memos]) -> PassResult:
     """``schedule``'s pass itself, on the hosts ``hosts_now`` builds (only once a job waits)."""
     result = PassResult()
     priority = {q.name: q.priority for q in queues}
@@ -111,7 +117,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     if not pending:
         return result
     usage = {u.name: u for u in team_usage(jobs, teams)}
-    hosts = hosts_now()
+    hosts = fenced(hosts_now(), cordons)
     requests = {j.id: request_of(j) for j in pending}  # made once: a pass may see thousands
     classes = typical_classes(list(requests.values()))
     placer = Placer(hosts, POLICY, classes, memos=memos)
@@ -142,7 +148,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
                                          "(%s)" % ", ".join(avoided)
             else:
-                result.waiting[job.id] = "no room: no GPU in the fleet has a free slice for it"
+                result.waiting[job.id] = _no_room(cordons)
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
@@ -168,7 +174,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                                          "capacity, preemptible"))
         result.waiting.pop(job.id, None)
     if starved and not any(j.state == STOPPING and j.stop_intent == "preempt" for j in jobs):
-        result.preemptions = _preempt(views, jobs, store_uid, starved, usage)
+        result.preemptions = _preempt(views, jobs, store_uid, starved, usage, cordons)
     return result
 
 
@@ -207,6 +213,16 @@ def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:
         "; waits for idle capacity to borrow" if team.over_quota else "")
 
 
+def _no_room(cordons: Sequence[Cordon]) -> str:
+    """Why a job finds no room, naming what takes no new work when some does."""
+    if not cordons:
+        return "no room: no GPU in the fleet has a free slice for it"
+    named = ", ".join(c.where() for c in cordons[:3])
+    more = " and %d more" % (len(cordons) - 3) if len(cordons) > 3 else ""
+    return "no room: no GPU in service has a free slice for it (out of service: %s%s)" % (
+        named, more)
+
+
 def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
              borrowed: bool) -> Dict[str, TeamUsage]:
     if team is None or team not in usage:
@@ -217,9 +233,11 @@ def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,
 
 
 def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
-             starved: Sequence[Job], usage: Dict[str, TeamUsage]) -> List[Preemption]:
+             starved: Sequence[Job], usage: Dict[str, TeamUsage],
+             cordons: Sequence[Cordon] = ()) -> List[Preemption]:
     """For the first starved job that borrowed jobs can make room for: the fewest of them
-    (newest first, on one host) whose end lets it be placed within its team's quota."""
+    (newest first, on one host in service) whose end lets it be placed within its team's
+    quota."""
     victims_all = sorted((j for j in jobs if j.state == RUNNING and j.slot is not None
                           and borrowed(j, usage)),
                          key=lambda j: (-(j.started_at or 0), -j.id))
@@ -229,12 +247,12 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
             for victim in (v for v in victims_all if v.slot.host == host  # type: ignore
                            and v.team != job.team):
                 chosen.append(victim)
-                slot = _fits_without(views, jobs, store_uid, job, chosen, host)
+                slot = _fits_without(views, jobs, store_uid, job, chosen, host, cordons)
                 if slot is None:
                     continue
                 if not within_quota(usage, job.team, slot.charge):
                     break
-                chosen = _fewest(views, jobs, store_uid, job, chosen, host)
+                chosen = _fewest(views, jobs, store_uid, job, chosen, host, cordons)
                 why = "preempted: team %s (within quota) needs room for job %d" % (
                     job.team, job.id) if job.team else "preempted for job %d" % job.id
                 return [Preemption(v.id, job.id, why) for v in chosen]
@@ -242,9 +260,9 @@ def _preempt(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str,
 
 
 def _fits_without(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
-                  gone: Sequence[Job], host: str) -> Optional[Slot]:
-    hosts = build_hosts([v for v in views if v.name == host], jobs, store_uid,
-                        leave_out={g.key(store_uid) for g in gone})
+                  gone: Sequence[Job], host: str, cordons: Sequence[Cordon]) -> Optional[Slot]:
+    hosts = fenced(build_hosts([v for v in views if v.name == host], jobs, store_uid,
+                               leave_out={g.key(store_uid) for g in gone}), cordons)
     placer = Placer(hosts, POLICY)
     req = request_of(job)
     if req.hosts and host not in req.hosts:
@@ -254,11 +272,12 @@ def _fits_without(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str
 
 
 def _fewest(views: Sequence[HostView], jobs: Sequence[Job], store_uid: str, job: Job,
-            chosen: List[Job], host: str) -> List[Job]:
+            chosen: List[Job], host: str, cordons: Sequence[Cordon]) -> List[Job]:
     """Drop every victim the job does not need (oldest kept last)."""
     kept = list(chosen)
     for victim in list(chosen):
         trial = [v for v in kept if v is not victim]
-        if trial and _fits_without(views, jobs, store_uid, job, trial, host) is not None:
+        if trial and _fits_without(views, jobs, store_uid, job, trial, host,
+                                   cordons) is not None:
             kept = trial
     return kept

@@ -5,10 +5,12 @@ lost for longer than ``host_lost_s`` (recording their copies as stale) — a hos
 config, or a GPU its host no longer has, counts as lost the same way; stop stale copies on
 hosts that came back, before anything new is placed there; send the stops the store asks for
 (cancel, requeue, preemption); decide where pending jobs go (fractui.sched.queueing) and record
-the decisions; then execute every recorded decision. Decisions are durable before they run, so
-a scheduler killed at any point leaves nothing a restarted one cannot finish; what a holder
-remembers beyond them (when each lost host or GPU was first seen gone, the stops it sent) is
-kept in the store too, and read by the scheduler that takes the lease next.
+the decisions, none on a host or GPU out of service (the store's cordons); then execute every
+recorded decision — but one on what was cordoned since, which goes back to its queue.
+Decisions are durable before they run, so a scheduler killed at any point leaves nothing a
+restarted one cannot finish; what a holder remembers beyond them (when each lost host or GPU
+was first seen gone, the stops it sent) is kept in the store too, and read by the scheduler
+that takes the lease next.
 
 Calls to hosts run on one lane per host (fractui.scheduler.lanes), each with a timeout of at
 most a third of the lease: a stalled host delays no other, and no call starts unless the lease
@@ -35,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
+from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -43,7 +46,7 @@ from fractui.scheduler.relay import LogRelay
 from fractui.store.base import (EVERYTHING, HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConflict,
                                 Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
-                                 STOPPING, Job, StaleCopy)
+                                 STOPPING, Cordon, Job, StaleCopy)
 from fractui.whoami import os_user
 
 log = logging.getLogger("fractui.scheduler")
@@ -281,8 +284,9 @@ class Scheduler:
         if requeued:
             jobs = self._active_jobs()
         recovering = self._stop_stale(by_name)
+        cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
-                         for v in views], jobs):
+                         for v in views], jobs, cordons):
             jobs = self._active_jobs()
         for job in jobs:
             if job.state != PLACED or job.slot is None or job.id in busy:
@@ -290,6 +294,10 @@ class Scheduler:
             view = by_name.get(job.slot.host)
             if view is None or view.state not in USABLE:
                 continue  # waits; requeued if its host stays lost
+            out = refusal(cordons, job.slot.host, job.slot.gpus)
+            if out is not None:  # cordoned since it was decided
+                self._unplace(job, out)
+                continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.start()
         return True
@@ -307,6 +315,15 @@ class Scheduler:
         jobs = self.store.jobs(ACTIVE)
         self._jobs = (version, now, jobs)
         return jobs
+
+    def _unplace(self, job: Job, why: str) -> None:
+        """A decision not yet launched on what was cordoned since: back to its queue, to be
+        placed elsewhere (it never ran, so nothing of it is left there)."""
+        try:
+            self.store.requeue(job.id, (PLACED,), self.holder, "not launched: %s" % why,
+                               epoch=self.epoch)
+        except StateConflict:
+            pass  # cancelled meanwhile
 
     def _recall(self) -> None:
         """Takes up what the lease holders before this one kept in the store: the lost-host
@@ -487,7 +504,7 @@ class Scheduler:
                                    grace_s=0)
         return recovering
 
-    def _decide(self, views: List[HostView], jobs: List[Job]) -> bool:
+    def _decide(self, views: List[HostView], jobs: List[Job], cordons: List[Cordon]) -> bool:
         """Records where pending jobs go and which borrowers are preempted (and why the others
         wait); returns whether it recorded a placement or a preemption."""
         now = self.clock()
@@ -496,7 +513,7 @@ class Scheduler:
         self._window_ends = min((r.at + REFUSED_FOR_S for j in jobs if j.state == PENDING
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
-                          {k: v for k, v in refused.items() if v}, self._kept)
+                          {k: v for k, v in refused.items() if v}, self._kept, cordons)
         recorded = False
         for d in result.decisions:
             try:

@@ -16,8 +16,8 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.model import (AuditEntry, HolderMemory, Job, LogTail, Refusal, Slot,
-                                 StaleCopy)
+from fractui.store.model import (AuditEntry, Cordon, HolderMemory, Job, LogTail, Refusal,
+                                 Slot, StaleCopy)
 
 
 class JobNotFound(KeyError):
@@ -251,6 +251,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def holder_memory(self) -> HolderMemory:
         """What the lease holders kept for the next one: read by a scheduler taking the lease."""
+
+    @abc.abstractmethod
+    def cordon(self, host: str, gpu: Optional[int], mode: str, actor: str,
+               why: str) -> Cordon:
+        """Takes ``host`` (``gpu`` None) or its GPU ``gpu`` out of service as ``mode`` (cordon,
+        drain), replacing what was there for it (audited as the mode)."""
+
+    @abc.abstractmethod
+    def uncordon(self, host: str, gpu: Optional[int], actor: str, why: str) -> list[Cordon]:
+        """Puts them back in service: ``gpu`` None lifts the host's cordon and every one of its
+        GPUs'; returns those lifted (audited ``uncordon`` when there were any)."""
+
+    @abc.abstractmethod
+    def cordons(self) -> list[Cordon]:
+        """Every host and GPU out of service, by host then GPU (the host's own first)."""
 
     @abc.abstractmethod
     def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:

@@ -1,5 +1,6 @@
-"""What users ask of queued jobs — submit, place here, cancel, requeue, preempt — recorded in the
-store for the lease holder to carry out. Shared by the CLI and the TUI, so both mean the same, and
+"""What users ask of queued jobs — submit, place here, cancel, requeue, preempt — and of the
+fleet — cordon, drain, uncordon a host or a GPU — recorded in the store for the lease holder to
+carry out. Shared by the CLI and the TUI, so both mean the same, and
 the one place where who may ask what is checked (fractui.store.access), by the store's word on
 who asks, never the asker's own.
 """
@@ -10,11 +11,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.access import (CANCEL, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team, check,
-                                  refusal)
+from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team,
+                                  check, refusal)
 from fractui.store.base import StateConflict, Store
-from fractui.store.model import (CANCELLED, PENDING, PLACED, RUNNING, STOP_INTENTS, Job, Slot,
-                                 stops_offered)
+from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
+                                 STOP_INTENTS, Cordon, Job, Slot, stops_offered)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 
@@ -99,3 +100,24 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
                            preemptible=past_quota is not None)
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None
+
+
+def _where(host: str, gpu: Optional[int]) -> str:
+    return host if gpu is None else "%s gpu%d" % (host, gpu)
+
+
+def cordon(store: Store, host: str, gpu: Optional[int], mode: str, asker: Asker) -> Cordon:
+    """Takes a host or one GPU of it out of service (``mode`` cordon or drain): the scheduler
+    places and launches nothing new there; what runs there runs on."""
+    if mode not in CORDON_MODES:
+        raise ValueError("unknown cordon mode %r" % mode)
+    actor = authorize(store, asker, CORDON, None, _where(host, gpu))
+    what = "cordoned" if mode == "cordon" else "drained"
+    return store.cordon(host, gpu, mode, actor, "%s by %s" % (what, actor))
+
+
+def uncordon(store: Store, host: str, gpu: Optional[int], asker: Asker) -> list[Cordon]:
+    """Puts a host (and each of its GPUs) or one GPU back in service; returns what was lifted
+    (none: it was in service)."""
+    actor = authorize(store, asker, CORDON, None, _where(host, gpu))
+    return store.uncordon(host, gpu, actor, "uncordoned by %s" % actor)

@@ -1,4 +1,5 @@
-"""What the store holds: jobs in queues, copies left on lost hosts, the audit trail."""
+"""What the store holds: jobs in queues, copies left on lost hosts, the audit trail, the hosts
+and GPUs taken out of service."""
 
 from __future__ import annotations
 
@@ -139,6 +140,32 @@ class HolderMemory:
     hosts_away: dict[str, float]
     gpus_gone: dict[int, float]
     stops_sent: frozenset[tuple[str, str]]
+
+
+# How an admin takes a host or a GPU out of service: both keep new work off it and leave what
+# runs there running; a drain is also said "drained" once nothing is left on it.
+CORDON, DRAIN = "cordon", "drain"
+CORDON_MODES = (CORDON, DRAIN)
+WHOLE_HOST = -1  # a cordon's ``gpu`` as the store keeps it for the whole host
+
+
+@dataclass(frozen=True)
+class Cordon:
+    """A host (``gpu`` None) or one GPU of it taken out of service by ``actor``, since when."""
+
+    host: str
+    gpu: int | None
+    mode: str
+    actor: str
+    why: str
+    since: float
+
+    def where(self) -> str:
+        return self.host if self.gpu is None else "%s gpu%d" % (self.host, self.gpu)
+
+    def record(self) -> dict[str, Any]:
+        return {"host": self.host, "gpu": self.gpu, "mode": self.mode, "actor": self.actor,
+                "why": self.why, "since": self.since}
 
 
 @dataclass(frozen=True)

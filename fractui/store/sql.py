@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
-from fractui.store.model import (ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS, STOPPING,
-                                 AuditEntry, HolderMemory, Job, LogTail, Refusal, Slot,
-                                 StaleCopy)
+from fractui.store.model import (CORDON_MODES, ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS,
+                                 STOPPING, WHOLE_HOST, AuditEntry, Cordon, HolderMemory, Job,
+                                 LogTail, Refusal, Slot, StaleCopy)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -482,6 +482,44 @@ class SqlStore(Store):
                                 stops)
         return self._read(work)
 
+    # -- hosts and GPUs out of service --
+
+    def cordon(self, host: str, gpu: Optional[int], mode: str, actor: str,
+               why: str) -> Cordon:
+        if mode not in CORDON_MODES:
+            raise ValueError("unknown cordon mode %r" % mode)
+        key = WHOLE_HOST if gpu is None else gpu
+
+        def work(db: Any) -> Cordon:
+            now = self.dialect.now(db)
+            self._run(db, "INSERT INTO cordons (host, gpu, mode, actor, why, since) "
+                          "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, gpu) DO UPDATE SET "
+                          "mode = excluded.mode, actor = excluded.actor, why = excluded.why, "
+                          "since = excluded.since", (host, key, mode, actor, why, now))
+            self._audit(db, now, actor, mode, None, why, {"host": host, "gpu": gpu})
+            self.dialect.announce(db, HOSTS)
+            return Cordon(host, gpu, mode, actor, why, now)
+        return self._write(work)
+
+    def uncordon(self, host: str, gpu: Optional[int], actor: str, why: str) -> list[Cordon]:
+        def work(db: Any) -> list[Cordon]:
+            sql, args = "FROM cordons WHERE host = ?", [host]  # type: str, list[Any]
+            if gpu is not None:
+                sql, args = sql + " AND gpu = ?", args + [gpu]
+            lifted = [_cordon(r) for r in self._run(db, "SELECT * " + sql, args)]
+            if lifted:
+                self._run(db, "DELETE " + sql, args)
+                self._audit(db, self.dialect.now(db), actor, "uncordon", None, why,
+                            {"host": host, "gpu": gpu,
+                             "lifted": [c.where() for c in sorted(lifted, key=_where)]})
+                self.dialect.announce(db, HOSTS)
+            return sorted(lifted, key=_where)
+        return self._write(work)
+
+    def cordons(self) -> list[Cordon]:
+        return self._read(lambda db: [_cordon(r) for r in self._run(
+            db, "SELECT * FROM cordons ORDER BY host, gpu")])
+
     # -- the scheduler lease --
 
     def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:
@@ -597,6 +635,18 @@ def _detail(fields: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("slot"), dict):
         out["slot"] = dict(out["slot"], gpus=list(out["slot"]["gpus"]))
     return out
+
+
+def _cordon(row: Any) -> Cordon:
+    if row["mode"] not in CORDON_MODES or row["gpu"] < WHOLE_HOST:
+        raise Unreadable("the cordon of %s gpu %s is %r, not one of %s" % (
+            row["host"], row["gpu"], row["mode"], ", ".join(CORDON_MODES)))
+    return Cordon(row["host"], None if row["gpu"] == WHOLE_HOST else int(row["gpu"]),
+                  row["mode"], row["actor"], row["why"], float(row["since"]))
+
+
+def _where(c: Cordon) -> tuple[str, int]:
+    return c.host, WHOLE_HOST if c.gpu is None else c.gpu
 
 
 def _decoded(what: str, text: Any) -> Any:

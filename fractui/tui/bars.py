@@ -19,6 +19,7 @@ from textual.strip import Strip
 from fractui.tui.model import (GHOST, IDLE, JOB, OTHER, PLACING, SIMULATED, Block,
                                GpuGroupLine, GpuLine, HostLine, Line)
 from fractui.tui.themes import SlicePalette, label_colour
+from fractui.words import count
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 HATCH = "╱"
@@ -26,6 +27,8 @@ GHOST_FILL = "░"
 COMPACT_BAR = 16  # cells per GPU in compact mode: two per memory slice of an A100
 COMPACT_FIGURES = 10  # " 38G  45%": memory used and utilisation
 COMPACT_CELL = 2 + COMPACT_BAR + COMPACT_FIGURES + 2  # "ii" + bar + figures + two spaces
+OUT_OF_SERVICE = {"cordoned": "⊘", "draining": "↓", "drained": "○"}
+"""A GPU line's mark for its cordon's state, before its index."""
 
 
 @lru_cache(maxsize=512)
@@ -235,7 +238,8 @@ def _gpu_parts(line: GpuLine, width: int) -> tuple[str, str, int]:
     """A GPU line's prefix, suffix and the bar's width between them."""
     wide = width >= 100
     suffix = " %s %*s" % (_memory(line), 13 if wide else 7, _util(line, wide))
-    prefix = "  %2d %-10.10s " % (line.index, line.model)
+    prefix = "%-2s%2d %-10.10s " % (OUT_OF_SERVICE.get(line.out_of_service or "", ""),
+                                     line.index, line.model)
     return prefix, suffix, max(4, width - len(prefix) - len(suffix))
 
 
@@ -283,12 +287,12 @@ def render_group(line: GpuGroupLine, paint: Paint, mark: Optional[Mark] = None
     for gpu in line.gpus:
         base = _style(paint.muted if gpu.stale else paint.foreground, paint.background)
         here = mark is not None and mark.gpu == gpu.index
-        if gpu.unhealthy:  # "!" where the index leaves room, the warning colour always
-            warn = _style(paint.state("degraded"), paint.background, bold=True)
-            out.append(Segment("!%d" % gpu.index if gpu.index < 10 else "%2d" % gpu.index,
-                               _marked(warn) if here else warn))
-        else:
-            out.append(Segment("%2d" % gpu.index, _marked(base) if here else base))
+        # unhealthy: "!" where the index leaves room; unhealthy or out of service: in the
+        # warning colour
+        index = "!%d" % gpu.index if gpu.unhealthy and gpu.index < 10 else "%2d" % gpu.index
+        style = _style(paint.state("degraded"), paint.background, bold=True) if (
+            gpu.unhealthy or gpu.out_of_service) else base
+        out.append(Segment(index, _marked(style) if here else style))
         out += gpu_bar(gpu, COMPACT_BAR, paint, labels=False, mark=mark if here else None)
         out.append(Segment(_figures(gpu), base if gpu.util is not None else
                            _style(paint.muted, paint.background)))
@@ -298,14 +302,17 @@ def render_group(line: GpuGroupLine, paint: Paint, mark: Optional[Mark] = None
 
 def render_host(line: HostLine, paint: Paint) -> list[Segment]:
     state = _style(paint.state(line.state), paint.background, bold=True)
-    detail = "  %d GPU%s · %d job%s" % (line.gpus, "" if line.gpus == 1 else "s", line.jobs,
-                                       "" if line.jobs == 1 else "s")
+    detail = "  %s · %s" % (count(line.gpus, "GPU"), count(line.jobs, "job"))
     if line.simulated:
         detail += " · simulated load"
     bg = paint.background
     out = [Segment("▌", _style(paint.state(line.state), bg)),
            Segment(line.name, _style(paint.foreground, bg, bold=True)),
-           Segment(" " + line.state, state), Segment(detail, _style(paint.muted, bg))]
+           Segment(" " + line.state, state)]
+    if line.out_of_service:
+        out.append(Segment(" · " + line.out_of_service, _style(paint.state("degraded"), bg,
+                                                               bold=True)))
+    out.append(Segment(detail, _style(paint.muted, bg)))
     if line.unhealthy:
         out.append(Segment("  ! " + "; ".join("gpu %d: %s" % u for u in line.unhealthy),
                            _style(paint.state("degraded"), bg)))

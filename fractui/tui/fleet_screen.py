@@ -26,12 +26,13 @@ from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.sched.fleetview import HostView
+from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import past_quota, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
-from fractui.store.intents import Asker, Refused, place_by_hand
-from fractui.store.model import PENDING, Job
+from fractui.store.intents import Asker, Refused, cordon, place_by_hand, uncordon
+from fractui.store.model import CORDON, DRAIN, PENDING, Job
 from fractui.tui.actions import shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
@@ -99,6 +100,15 @@ class Placed(Message):
         super().__init__()
         self.job = job
         self.where = where
+        self.error = error
+
+
+class ServiceChanged(Message):
+    """A cordon, drain or uncordon asked from the palette was recorded (or refused: ``error``)."""
+
+    def __init__(self, said: str, error: bool = False) -> None:
+        super().__init__()
+        self.said = said
         self.error = error
 
 
@@ -396,7 +406,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
             return
         self.post_message(Slots(now, candidates(self._views(statuses), view.jobs, view.uid,
-                                                now)))
+                                                now, view.cordons)))
 
     def on_slots(self, message: Slots) -> None:
         if self.placement is None or self.placement.job.id != message.job.id:
@@ -471,7 +481,13 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         if view is None or now is None or now.state != PENDING:
             self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
             return
-        found = candidates(self._views(list(statuses.values())), view.jobs, view.uid, now)
+        try:
+            in_service(where.slot(), view.cordons)
+        except Unfit as err:  # cordoned since the preview: said with the reason
+            self.post_message(Placed(now, None, str(err)))
+            return
+        found = candidates(self._views(list(statuses.values())), view.jobs, view.uid, now,
+                           view.cordons)
         match = next((c for c in found if same_slot(c, where)), None)
         if match is None:
             self.post_message(Slots(now, found, "The GPU changed since the preview; nothing "
@@ -601,6 +617,54 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         if not self._jump_to(holds):
             self.jump_queue(queue)
 
+    @work(thread=True, exit_on_error=False, group="service")
+    def set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
+        """Cordons or drains (``mode``) a host or one GPU, or puts it back in service (None),
+        by the one rule (an admin's; a refusal is said as it is)."""
+        store = self.source.store
+        if store is None:
+            self.post_message(ServiceChanged("no store here: nothing can be recorded", True))
+            return
+        try:
+            if mode is None:
+                lifted = uncordon(store, host, gpu, self.fleet_app.asker)
+                said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
+                    if lifted else "%s was in service" % (
+                        host if gpu is None else "%s gpu%d" % (host, gpu))
+            else:
+                made = cordon(store, host, gpu, mode, self.fleet_app.asker)
+                said = "%s %s: no new work lands there" % (
+                    made.where(), "cordoned" if mode == CORDON else "draining")
+        except (Denied, StoreError) as err:
+            self.post_message(ServiceChanged(str(err), True))
+            return
+        self.post_message(ServiceChanged(said))
+
+    def on_service_changed(self, message: ServiceChanged) -> None:
+        self.notify(message.said, severity="warning" if message.error else "information")
+        self.read_store()
+
+    def _service_entries(self, host: str, gpus: Sequence[GpuLine]) -> list[Entry]:
+        """Cordon and drain the host and each of its GPUs, and uncordon those with a cordon of
+        their own (listed before anything is typed); what changes the fleet is never offered
+        read-only or without a store."""
+        if self.fleet_app.readonly or self.source.store is None:
+            return []
+        own = self.model.out_of_service(host)
+        entries = []
+        for gpu, what in [(None, "host %s" % host)] + [
+                (g.index, "gpu %s %d" % (host, g.index)) for g in gpus]:
+            now = own.get(gpu)
+            if now is not None:
+                entries.append(Entry("uncordon %s" % what, "it is %s: back in service" % now,
+                                     lambda g=gpu: self.set_service(host, g, None)))
+            for mode, help_ in ((CORDON, "no new work lands there; what runs runs on"),
+                                (DRAIN, "as cordon, and say drained once it is empty")):
+                entries.append(Entry("%s %s" % (mode, what), help_,
+                                     lambda g=gpu, m=mode: self.set_service(host, g, m),
+                                     discover=False))
+        return entries
+
     def palette_entries(self) -> list[Entry]:
         entries = []
         for name in self.model.order:
@@ -608,6 +672,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             state = view.header.state if view else "connecting"
             entries.append(Entry("host %s" % name, "jump to host (%s)" % state,
                                  lambda n=name: self.jump_host(n)))
+            entries += self._service_entries(name, view.gpus if view else ())
         for q in self.config.queues:
             entries.append(Entry("queue %s" % q.name, "jump to queue (%s)" % q.describe(),
                                  lambda n=q.name: self.jump_queue(n)))

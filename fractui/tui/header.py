@@ -71,7 +71,11 @@ class Header(Widget):
         left.append(str(t.running), style="bold")
         left.append(" running · ")
         left.append(str(t.pending), style="bold")
-        left.append(" pending\n")
+        left.append(" pending")
+        for state, n in t.out_of_service:  # hosts and GPUs taken out of service
+            left.append(" · ")
+            left.append("%d %s" % (n, state), style="bold " + vars_["warning"])
+        left.append("\n")
         left.append("view ", style="dim")
         left.append(info.view, style="bold " + vars_["accent"])
         if info.scheduler:

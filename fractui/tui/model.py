@@ -16,7 +16,8 @@ from typing import Iterable, Optional, Sequence, Union
 from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
-from fractui.store.model import ACTIVE, PENDING, PLACED, Job
+from fractui.sched.cordons import marks, summary
+from fractui.store.model import ACTIVE, PENDING, PLACED, Cordon, Job
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
 # Block kinds: what holds a part of a GPU.
@@ -79,6 +80,8 @@ class GpuLine:
     """The host is not connected: this is its last known state."""
     unhealthy: Optional[str] = None
     """Why the GPU is unhealthy (fractui.sched.health), if it is."""
+    out_of_service: Optional[str] = None
+    """cordoned, draining or drained (its own cordon, else its host's); None: in service."""
 
     @property
     def allocated(self) -> float:
@@ -92,7 +95,7 @@ class GpuLine:
             words += ["unhealthy", self.unhealthy]
         for b in self.blocks:
             words += [b.label, b.team or "", b.queue or "", b.job or "", b.kind]
-        return " ".join(words)
+        return " ".join(words + [self.out_of_service or ""])
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class HostLine:
     simulated: bool = False
     unhealthy: tuple[tuple[int, str], ...] = ()
     """(GPU index, why) of each unhealthy GPU of the host."""
+    out_of_service: Optional[str] = None
+    """The host as a whole: cordoned, draining or drained; None: in service."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class StoreView:
     jobs: tuple[Job, ...] = ()
     holder: Optional[str] = None
     """Who holds the scheduler lease: who carries out decisions now (None: no one)."""
+    cordons: tuple[Cordon, ...] = ()
+    """Hosts and GPUs out of service."""
 
 
 @dataclass
@@ -271,6 +278,8 @@ class Totals:
     """Mean held fraction over every GPU seen."""
     running: int
     pending: int
+    out_of_service: tuple[tuple[str, int], ...] = ()
+    """(cordoned, draining, drained) -> how many hosts and GPUs, those there are."""
 
 
 @dataclass(frozen=True)
@@ -292,17 +301,28 @@ class FleetModel:
     store: Optional[StoreView] = None
     _on_host: dict[str, tuple[Job, ...]] = field(default_factory=dict)
     """The store's jobs that hold (or are about to hold) a slice of each host."""
+    _marks: dict[str, dict[Optional[int], str]] = field(default_factory=dict)
+    """host -> (GPU index, None for the host) -> cordoned, draining or drained."""
 
     def set_store(self, view: StoreView) -> list[str]:
-        """A new read of the store; returns the hosts whose jobs in it changed, the only ones
-        whose lines it can change (a job on a host has a slot there)."""
+        """A new read of the store; returns the hosts whose jobs or cordons in it changed, the
+        only ones whose lines it can change (a job on a host has a slot there)."""
         grouped: dict[str, list[Job]] = {}
         for job in view.jobs:
             if job.slot is not None:
                 grouped.setdefault(job.slot.host, []).append(job)
         new = {host: tuple(jobs) for host, jobs in grouped.items()}
+        marked: dict[str, dict[Optional[int], str]] = {}
+        for (host, gpu), state in marks(view.cordons, view.jobs).items():
+            marked.setdefault(host, {})[gpu] = state
         old, self._on_host, self.store = self._on_host, new, view
-        return [h for h in set(old) | set(new) if old.get(h) != new.get(h)]
+        was, self._marks = self._marks, marked
+        return [h for h in set(old) | set(new) | set(was) | set(marked)
+                if old.get(h) != new.get(h) or was.get(h) != marked.get(h)]
+
+    def out_of_service(self, host: str) -> dict[Optional[int], str]:
+        """The host's own cordon (key None) and its GPUs' (by index), each's state."""
+        return dict(self._marks.get(host, {}))
 
     def update(self, status: HostStatus, simulated: frozenset[str] = frozenset()) -> bool:
         """Rebuilds one host; returns whether its lines changed."""
@@ -310,6 +330,11 @@ class FleetModel:
         by_key = {j.key(self.store.uid): j for j in jobs} if self.store else {}
         placed = [j for j in jobs if j.state == PLACED]
         view = host_view(status, by_key, placed, simulated)
+        marked = self._marks.get(status.name)
+        if marked:
+            view = HostView(dataclasses.replace(view.header, out_of_service=marked.get(None)),
+                            tuple(dataclasses.replace(g, out_of_service=marked.get(
+                                g.index, marked.get(None))) for g in view.gpus))
         old = self.hosts.get(status.name)
         self.hosts[status.name] = view
         if status.name not in self.order:
@@ -324,8 +349,10 @@ class FleetModel:
         gpus = [g for v in views for g in v.gpus]
         allocated = sum(g.allocated for g in gpus) / len(gpus) if gpus else 0.0
         pending = sum(1 for j in self.store.jobs if j.state == PENDING) if self.store else 0
+        out = summary(self.store.cordons, self.store.jobs) if self.store else {}
         return Totals(len(views), tuple(sorted(states.items())), len(gpus), allocated,
-                      sum(v.header.jobs for v in views), pending)
+                      sum(v.header.jobs for v in views), pending,
+                      tuple((s, n) for s, n in out.items() if n))
 
     def lines(self, pattern: Optional[re.Pattern[str]] = None, inverse: bool = False,
               per_line: int = 0) -> list[Line]:

@@ -17,7 +17,7 @@ from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
-from fractui.store.base import JOBS, LEASE, Store, StoreError
+from fractui.store.base import HOSTS, JOBS, LEASE, Store, StoreError
 from fractui.store.model import ACTIVE, AuditEntry
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
@@ -151,16 +151,16 @@ class LiveSource(Source):
             self._watcher.start()
 
     def _watch(self, store: Store, changed: Callable[[], None]) -> None:
-        """The store's change feed: jobs or the lease changed (what the screen shows of the
-        store), so it is read again. A feed that fails is opened again; meanwhile the
-        screen's timer reads and says why."""
+        """The store's change feed: jobs, the lease or the hosts (their cordons) changed (what
+        the screen shows of the store), so it is read again. A feed that fails is opened
+        again; meanwhile the screen's timer reads and says why."""
         feed, missed = None, False
         while not self._stopped.is_set():
             try:
                 if feed is None:
                     feed = store.feed()
                 # a feed opened anew heard nothing sent before it listened: read it all again
-                if missed or feed.wait(FEED_WAIT_S) & {JOBS, LEASE}:
+                if missed or feed.wait(FEED_WAIT_S) & {JOBS, LEASE, HOSTS}:
                     changed()
                 missed = False
             except StoreError as err:
@@ -177,7 +177,7 @@ class LiveSource(Source):
             return None
         held = self.store.lease_holder()
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
-                         held[0] if held else None)
+                         held[0] if held else None, tuple(self.store.cordons()))
 
     def fresh(self, host: str) -> Optional[HostStatus]:
         session = self.fleet.session(host)

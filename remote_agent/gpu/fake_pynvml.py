@@ -569,6 +569,23 @@ def _wait_at_gate(name: str) -> None:
         time.sleep(0.01)
 
 
+def sim_mode_waits_for_reset(gpu: int, waits: bool = True) -> None:
+    """From now on GPU ``gpu``'s MIG mode changes wait for a GPU reset (see above)."""
+    with _transaction() as state:
+        _gpu_of(state, gpu)["reset_to_change"] = waits
+
+
+def sim_reset_gpu(gpu: int) -> None:
+    """A GPU reset (``nvidia-smi -r``): a pending MIG mode takes effect, and its MIG instances
+    are gone. Refused, as the driver refuses it, while processes use the GPU."""
+    with _transaction() as state:
+        g = _gpu_of(state, gpu)
+        if _procs_on(state, gpu):
+            raise ValueError("GPU %d has processes: it cannot be reset" % gpu)
+        g["mig"] = g.pop("pending", g["mig"])
+        g["gis"] = []
+
+
 def sim_start_trace() -> None:
     """Record every NVML call from now on (``sim_trace`` returns them)."""
     global _trace
@@ -1215,16 +1232,28 @@ def nvmlEventSetFree(eventSet):
 # --- MIG mode -----------------------------------------------------------------------------------
 
 
+# A GPU whose mode change waits for a reset (``sim_mode_waits_for_reset``: a client such as a
+# monitoring daemon holds the driver open, or a VM with no reset exposed) keeps its current mode
+# and reports the new one as pending, as NVML does: nvmlDeviceSetMigMode's activation status is
+# then NVML_ERROR_RESET_REQUIRED, nvmlDeviceGetMigMode returns [current, pending] until the
+# reset (``sim_reset_gpu``). Elsewhere an idle GPU changes at once (status NVML_SUCCESS).
+
+
+def _pending(gpu: Dict[str, Any]) -> int:
+    return gpu.get("pending", gpu["mig"])
+
+
 @_api
 def nvmlDeviceGetMigMode(device):
     _, gpu, _ = _parent(device)
     if not _facts(gpu).mig_capable:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-    return [gpu["mig"], gpu["mig"]]
+    return [gpu["mig"], _pending(gpu)]
 
 
 @_api
 def nvmlDeviceSetMigMode(device, mode):
+    """Returns the activation status, as pynvml does."""
     _, gpu, index = _parent(device)
     if not _facts(gpu).mig_capable:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
@@ -1233,9 +1262,13 @@ def nvmlDeviceSetMigMode(device, mode):
     with _transaction() as state:
         gpu = state["gpus"][index]
         if gpu["mig"] == mode:
+            gpu.pop("pending", None)  # asked back to what it is: nothing waits any more
             return NVML_SUCCESS
         if _procs_on(state, index) or gpu["gis"]:
             raise NVMLError(NVML_ERROR_IN_USE)
+        if gpu.get("reset_to_change"):
+            gpu["pending"] = mode
+            return NVML_ERROR_RESET_REQUIRED
         gpu["mig"] = mode
     return NVML_SUCCESS
 

@@ -1,0 +1,83 @@
+"""Hosts and GPUs out of service (the store's cordons) as placement, launches and the screens see
+them. Pure: cordons and jobs in, hosts and words out.
+
+A cordon or a drain keeps new work off: no placement there, and no launch of a decision made
+before it. What already runs there runs on. A drain is said ``drained`` once no job of the
+store is left on it (placed, running or stopping there), so an admin knows when to start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable, List, Optional, Sequence
+
+from fractui.sched.model import Gpu, Host
+from fractui.store.model import CORDON, ON_HOST, Cordon, Job
+
+CORDONED, DRAINING, DRAINED = "cordoned", "draining", "drained"
+STATES = (CORDONED, DRAINING, DRAINED)
+
+
+def holds(cordon: Cordon, job: Job) -> bool:
+    """Whether ``job`` is on what ``cordon`` took out of service (on its host, or its GPU)."""
+    slot = job.slot
+    return job.state in ON_HOST and slot is not None and slot.host == cordon.host and (
+        cordon.gpu is None or cordon.gpu in slot.gpus)
+
+
+def state(cordon: Cordon, jobs: Iterable[Job]) -> str:
+    """cordoned; or, for a drain, draining while a job is on it and drained once none is."""
+    if cordon.mode == CORDON:
+        return CORDONED
+    return DRAINING if any(holds(cordon, j) for j in jobs) else DRAINED
+
+
+def covering(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()
+             ) -> Optional[Cordon]:
+    """The cordon that keeps new work off ``host``'s GPUs ``gpus`` (or off the host, with no
+    GPU named), the host's own first; None if they are in service."""
+    found = [c for c in cordons if c.host == host and (c.gpu is None or c.gpu in gpus)]
+    return min(found, key=lambda c: -1 if c.gpu is None else c.gpu, default=None)
+
+
+def refusal(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()) -> Optional[str]:
+    """Why nothing new may go on ``host``'s GPUs ``gpus``, or None if it may."""
+    c = covering(cordons, host, gpus)
+    if c is None:
+        return None
+    return "%s is %s (by %s): it takes no new work until an admin uncordons it (fractui " \
+           "uncordon %s%s)" % (c.where(), CORDONED if c.mode == CORDON else "draining",
+                               c.actor, c.host, "" if c.gpu is None else " %d" % c.gpu)
+
+
+def fenced(hosts: Sequence[Host], cordons: Sequence[Cordon]) -> List[Host]:
+    """The placement core's fleet without what is out of service: a cordoned host left out,
+    a cordoned GPU kept in its place (indexes stay) with nothing to give."""
+    if not cordons:
+        return list(hosts)
+    whole = {c.host for c in cordons if c.gpu is None}
+    gpus = {(c.host, c.gpu) for c in cordons if c.gpu is not None}
+    out = []
+    for host in hosts:
+        if host.name in whole:
+            continue
+        if any((host.name, i) in gpus for i in range(len(host.gpus))):
+            host = replace(host, gpus=[Gpu(g.model, g.memory_mib, free_milli=0)
+                                       if (host.name, i) in gpus else g
+                                       for i, g in enumerate(host.gpus)])
+        out.append(host)
+    return out
+
+
+def marks(cordons: Sequence[Cordon], jobs: Sequence[Job]
+          ) -> dict[tuple[str, Optional[int]], str]:
+    """(host, GPU index or None for the host) -> its state, for what is out of service."""
+    return {(c.host, c.gpu): state(c, jobs) for c in cordons}
+
+
+def summary(cordons: Sequence[Cordon], jobs: Sequence[Job]) -> dict[str, int]:
+    """How many are in each state (for a header): cordoned, draining, drained."""
+    counts = dict.fromkeys(STATES, 0)
+    for c in cordons:
+        counts[state(c, jobs)] += 1
+    return counts

@@ -1,0 +1,160 @@
+"""MIG changes an admin makes by hand, outside any launch: destroying one instance, turning MIG
+mode on or off. Pure: the GPU as its agent reports it (a snapshot's GPU record), the agent's job
+records and the store's jobs on that host in; the plan out — what will change, in words an admin
+confirms, or why it cannot be done now. ``fractui mig`` shows it before asking; the TUI's GPU
+detail view shows the same words.
+
+The agent checks again when it carries a change out (an instance with processes is never
+destroyed, a mode changes only on an idle GPU) and rolls back a change that half happened; the
+plan refuses earlier, naming the job in the way, which the agent cannot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES
+from fractui.store.model import ON_HOST, Job
+
+DESTROY, MODE = "destroy", "mode"
+
+
+@dataclass(frozen=True)
+class MigChange:
+    """One change to one GPU, planned: ``text`` says what will change (shown and confirmed);
+    ``refusal`` why it cannot be done now (None: it can). ``params``: the agent call that does
+    it (``method``)."""
+
+    host: str
+    gpu: int
+    action: str
+    text: str
+    refusal: Optional[str]
+    method: str
+    params: dict[str, Any]
+
+
+def _where(host: str, gpu: int) -> str:
+    return "%s gpu %d" % (host, gpu)
+
+
+def _instance(inst: Mapping[str, Any]) -> str:
+    return "%s at slot %s (%s)" % (inst.get("profile"), inst.get("start"), inst.get("uuid"))
+
+
+def _users(host: str, gpu: int, instance: Optional[str], agent_jobs: Iterable[Mapping[str, Any]],
+           store_jobs: Iterable[Job], store_uid: str) -> list[str]:
+    """The jobs that hold the GPU (or one instance of it), named as ``fractui jobs`` names
+    them: the store's number where the store knows it, else HOST/JOB; and jobs the store has
+    placed there that have not started yet."""
+    by_key = {j.key(store_uid): j for j in store_jobs}
+    named, seen = [], set()
+    for rec in agent_jobs:
+        if rec.get("state") not in ACTIVE_AGENT_STATES or gpu not in (rec.get("gpus") or ()):
+            continue
+        if instance is not None and rec.get("instance") != instance:
+            continue
+        job = by_key.get(rec.get("key") or "")
+        if job is not None:
+            seen.add(job.id)
+        named.append("job %d" % job.id if job is not None else "%s/%s" % (host, rec.get("id")))
+    for job in store_jobs:
+        slot = job.slot
+        if (job.id not in seen and job.state in ON_HOST and slot is not None
+                and slot.host == host and gpu in slot.gpus and instance is None):
+            named.append("job %d (%s)" % (job.id, job.state))
+    return named
+
+
+def plan_destroy(host: str, gpu: Mapping[str, Any], uuid: str,
+                 agent_jobs: Iterable[Mapping[str, Any]] = (), store_jobs: Sequence[Job] = (),
+                 store_uid: str = "") -> MigChange:
+    """Destroying the MIG instance ``uuid`` of ``gpu``: only an idle one, held by no job."""
+    index = int(gpu.get("index", 0))
+    where = _where(host, index)
+    instances = list(gpu.get("instances") or ())
+    target = next((i for i in instances if i.get("uuid") == uuid), None)
+    refusal = None
+    text = "destroy MIG instance %s on %s" % (uuid, where)
+    if not gpu.get("mig_mode"):
+        refusal = "%s has MIG mode off: it has no MIG instances" % where
+    elif target is None:
+        refusal = "%s has no MIG instance %s; it has %s" % (
+            where, uuid, ", ".join(_instance(i) for i in instances) or "none")
+    else:
+        text = "destroy idle %s on %s" % (_instance(target), where)
+        held = _users(host, index, uuid, agent_jobs, store_jobs, store_uid)
+        if held:
+            refusal = "%s is held by %s: stop it first (an instance in use is never " \
+                      "destroyed)" % (_instance(target), ", ".join(held))
+        elif target.get("busy"):
+            refusal = "%s has processes (pids %s): an instance in use is never destroyed" % (
+                _instance(target), ", ".join(map(str, target.get("pids") or ())) or "unknown")
+        else:
+            rest = [i for i in instances if i.get("uuid") != uuid]
+            text += "; %s %s" % (
+                ", ".join("%s@%s" % (i.get("profile"), i.get("start")) for i in rest),
+                "stays as it is" if len(rest) == 1 else "stay as they are") \
+                if rest else "; the GPU is then empty"
+    return MigChange(host, index, DESTROY, text, refusal, "mig.destroy",
+                     {"gpu": index, "instance": uuid})
+
+
+def plan_mode(host: str, gpu: Mapping[str, Any], enabled: bool,
+              agent_jobs: Iterable[Mapping[str, Any]] = (), store_jobs: Sequence[Job] = (),
+              store_uid: str = "") -> MigChange:
+    """Turning MIG mode on or off on ``gpu``: only on an idle GPU — no job, no process, no MIG
+    instance. Whether it takes effect at once or at the next GPU reset, NVML says only when
+    asked (the answer's ``reset_required``); a change already pending is said so."""
+    index = int(gpu.get("index", 0))
+    where = _where(host, index)
+    word = "on" if enabled else "off"
+    current, pending = bool(gpu.get("mig_mode")), bool(gpu.get("mig_pending",
+                                                                gpu.get("mig_mode")))
+    params = {"gpu": index, "enabled": enabled}
+    text = "turn MIG mode %s on %s (%s, MIG now %s%s): %s" % (
+        word, where, gpu.get("name"), "on" if current else "off",
+        "" if pending == current else ", %s after the next reset" % (
+            "on" if pending else "off"),
+        "its jobs then take MIG instances, not memory shares" if enabled else
+        "its jobs then take memory shares, not MIG instances")
+    text += "; NVML applies it at once on an idle GPU, or at the next GPU reset, and says which"
+    refusal = None
+    held = _users(host, index, None, agent_jobs, store_jobs, store_uid)
+    if not gpu.get("mig_capable"):
+        refusal = "%s (%s) does not support MIG" % (where, gpu.get("name"))
+    elif current == enabled and pending == enabled:
+        refusal = "%s already has MIG mode %s: nothing to change" % (where, word)
+    elif current != enabled and pending == enabled:
+        refusal = "%s already has MIG mode %s pending: it takes effect at the next GPU reset " \
+                  "(nvidia-smi -r -i %d, with nothing using the GPU)" % (where, word, index)
+    elif held:
+        refusal = "%s is in use by %s: MIG mode changes only on an idle GPU (stop them, or " \
+                  "drain it first: fractui drain %s %d)" % (where, ", ".join(held), host, index)
+    elif gpu.get("processes"):
+        refusal = "%s has processes (pids %s): MIG mode changes only on an idle GPU" % (
+            where, ", ".join(str(p.get("pid")) for p in gpu.get("processes") or ()))
+    elif gpu.get("instances"):
+        refusal = "%s has MIG instances (%s): destroy them first (fractui mig %s %d --destroy " \
+                  "UUID)" % (where, ", ".join(_instance(i) for i in gpu.get("instances") or ()),
+                             host, index)
+    return MigChange(host, index, MODE, text, refusal, "mig.set_mode", params)
+
+
+def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
+    """What was done, in words, from the agent's answer — and, for a mode, whether a GPU reset
+    is needed before it takes effect."""
+    where = _where(change.host, change.gpu)
+    if change.action == DESTROY:
+        return "destroyed %s on %s" % (_instance(answer.get("destroyed") or {}), where)
+    word = "on" if change.params["enabled"] else "off"
+    if answer.get("reset_required") is None:
+        return "MIG mode %s asked on %s; %s" % (word, where, answer.get(
+            "warning", "whether it took effect is not known: see fractui status"))
+    if answer["reset_required"]:
+        now = "on" if answer.get("mig_mode") else "off"
+        return "MIG mode %s is pending on %s: it takes effect after a GPU reset (nvidia-smi " \
+               "-r -i %d, with nothing using the GPU); until then MIG stays %s, and nothing " \
+               "new is placed on it" % (word, where, change.gpu, now)
+    return "MIG mode is now %s on %s" % (word, where)

@@ -1,0 +1,109 @@
+"""``fractui cordon|drain|uncordon HOST [GPU]`` and what the other verbs make of a cordon
+(status, place), as real processes on a simulated fleet and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+
+from fractui.config import QueueConfig
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+WHOLE = QueueConfig(name="whole", gpus=1)
+
+
+def said(done) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_cordon_drain_uncordon_as_the_admin_recorded_shown_and_lifted(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xL4"}, [WHOLE])
+    job = f.submit("whole")
+    f.until(lambda: f.states()[job.id] == "running")
+    host = f.store.get(job.id).slot.host
+    gpu = f.store.get(job.id).slot.gpus[0]
+    done = f.fractui("drain", host)
+    assert done.returncode == 0, said(done)
+    assert done.stdout == "%s draining: the scheduler places and launches nothing new there; " \
+        "what runs there runs on (job %d); fractui status says drained once it has ended\n" % (
+            host, job.id)
+    other = "gpu-b" if host == "gpu-a" else "gpu-a"
+    done = f.fractui("cordon", other, "0", "--json")
+    assert done.returncode == 0, said(done)
+    record = json.loads(done.stdout)
+    assert (record["host"], record["gpu"], record["mode"], record["state"], record["jobs"]) == (
+        other, 0, "cordon", "cordoned", [])
+    assert record["actor"].endswith("@" + __import__("socket").gethostname())
+    done = f.fractui("status")
+    assert done.returncode == 0, said(done)
+    lines = done.stdout.splitlines()
+    assert any(line.startswith(host) and "[draining]" in line for line in lines), done.stdout
+    assert any(line.strip().startswith("gpu0") and "[cordoned]" in line
+               for line in lines[[l.split()[0] for l in lines].index(other):]), done.stdout
+    status = {h["name"]: h for h in json.loads(f.fractui("status", "--json").stdout)["hosts"]}
+    assert status[host]["out_of_service"] == "draining"
+    assert [g["out_of_service"] for g in status[other]["gpus"]][0] == "cordoned"
+    f.store.ended(job.id, ("running",), "done", None, "test", "over", "end")
+    status = {h["name"]: h for h in json.loads(f.fractui("status", "--json").stdout)["hosts"]}
+    assert status[host]["out_of_service"] == "drained"
+    assert [e.action for e in f.store.audit_log() if e.job is None and e.action != "lease"] == [
+        "drain", "cordon"]
+    done = f.fractui("uncordon", host, str(gpu))
+    assert done.stdout == "%s gpu%d was in service: nothing to uncordon\n" % (host, gpu)
+    assert done.stderr == "fractui: %s is still being drained as a whole: fractui uncordon " \
+        "%s puts it back\n" % (host, host)
+    done = f.fractui("uncordon", host)
+    assert (done.returncode, done.stdout) == (0, "back in service: %s\n" % host)
+    assert [(c.host, c.gpu) for c in f.store.cordons()] == [(other, 0)]
+
+
+def test_placing_by_hand_on_a_cordoned_gpu_is_refused_with_the_reason(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    f.scheduler.step()  # the inventory kept
+    job = f.submit("whole")
+    f.store.cordon("gpu-a", 1, "cordon", "ops@x", "fan")
+    done = f.fractui("place", str(job.id), "gpu-a", "1")
+    assert done.returncode == 1, said(done)
+    assert said(done) == "fractui: not placed: gpu-a gpu1 is cordoned (by ops@x): it takes no " \
+        "new work until an admin uncordons it (fractui uncordon gpu-a 1)\n"
+    assert f.store.get(job.id).state == "pending"
+    done = f.fractui("place", str(job.id), "gpu-a", "0")
+    assert done.returncode == 0, said(done)
+
+
+def test_usage_errors_exit_2_with_a_clear_message_and_touch_nothing(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    f.scheduler.step()  # the inventory kept: gpu-a has two GPUs
+    for argv, words in ((["cordon"], "the following arguments are required: HOST"),
+                        (["drain", "gpu-z"], "unknown host 'gpu-z' (known: gpu-a)"),
+                        (["uncordon", "gpu-z"], "unknown host 'gpu-z' (known: gpu-a)"),
+                        (["cordon", "gpu-a", "two"], "GPU is an index here, not 'two'"),
+                        (["drain", "gpu-a", "5"], "gpu-a has no GPU 5: it has GPUs 0 to 1"),
+                        (["cordon", "gpu-a", "0", "1"], "unrecognized arguments: 1")):
+        done = f.fractui(*argv)
+        assert done.returncode == 2, (argv, said(done))
+        assert words in done.stderr, (argv, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert f.store.cordons() == []
+
+
+def test_status_shows_the_hosts_when_the_store_cannot_be_read_and_says_why(local_fleet, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"PK\x03\x04 not a store" * 64)
+    config = tmp_path / "junk.toml"
+    config.write_text(open(f.write_config()).read().replace(
+        f.config.store.url, "sqlite://" + str(junk)))
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "status"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, said(done)
+    assert done.stdout.startswith("gpu-a            online")
+    assert done.stderr.startswith("fractui: cordons not shown: store %s: " % junk), done.stderr
+    assert "[" not in done.stdout  # nothing marked

@@ -1,0 +1,259 @@
+"""MIG by hand: ``fractui mig HOST GPU --destroy INSTANCE`` and ``--mode on|off``, planned (the
+pure plan of fractui.sched.mig_change), shown, confirmed, refused with the reason while a job
+holds the instance or GPU, applied by the real agent process over its existing RPCs, audited;
+and the fake NVML's pending mode changes, which say when a GPU reset is needed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from fractui.config import QueueConfig
+from fractui.sched.mig_change import outcome, plan_destroy, plan_mode
+from fractui.store import Slot
+from fractui.store.model import Job
+from remote_agent.gpu import fake_pynvml as nv
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+SMALL = QueueConfig(name="small", mig="1g.10gb")
+IDLE = {"uuid": "MIG-a", "gi_id": 1, "profile": "1g.10gb", "start": 6, "size": 1, "busy": False,
+        "pids": []}
+BUSY = dict(IDLE, uuid="MIG-b", gi_id=2, start=0, size=4, profile="3g.40gb", busy=True,
+            pids=[4242])
+A100 = {"index": 1, "name": "NVIDIA A100-SXM4-80GB", "mig_capable": True, "mig_mode": True,
+        "mig_pending": True, "instances": [IDLE, BUSY], "processes": [{"pid": 4242}]}
+
+
+def store_job(id_: int, state: str, slot: Slot) -> Job:
+    return Job(id_, "small", "vision", "train", ("x",), {}, state, 0.0, 0.0, slot=slot)
+
+
+def test_a_destroy_is_planned_on_an_idle_instance_and_refused_naming_what_holds_it():
+    ok = plan_destroy("gpu-a", A100, "MIG-a")
+    assert ok.refusal is None
+    assert ok.text == "destroy idle 1g.10gb at slot 6 (MIG-a) on gpu-a gpu 1; 3g.40gb@0 " \
+                      "stays as it is"
+    assert (ok.method, ok.params) == ("mig.destroy", {"gpu": 1, "instance": "MIG-a"})
+    job = store_job(7, "running", Slot("gpu-a", (1,), "3g.40gb", 0))
+    agent = [{"id": "j3", "state": "running", "gpus": [1], "instance": "MIG-b",
+              "key": job.key("s1")}]
+    held = plan_destroy("gpu-a", A100, "MIG-b", agent, [job], "s1")
+    assert held.refusal == "3g.40gb at slot 0 (MIG-b) is held by job 7: stop it first (an " \
+                           "instance in use is never destroyed)"
+    assert plan_destroy("gpu-a", A100, "MIG-b").refusal == (
+        "3g.40gb at slot 0 (MIG-b) has processes (pids 4242): an instance in use is never "
+        "destroyed")
+    assert plan_destroy("gpu-a", A100, "MIG-z").refusal == (
+        "gpu-a gpu 1 has no MIG instance MIG-z; it has 1g.10gb at slot 6 (MIG-a), 3g.40gb at "
+        "slot 0 (MIG-b)")
+    assert plan_destroy("gpu-a", dict(A100, mig_mode=False), "MIG-a").refusal == (
+        "gpu-a gpu 1 has MIG mode off: it has no MIG instances")
+
+
+def test_a_mode_change_is_planned_on_an_idle_gpu_only():
+    idle = dict(A100, instances=[], processes=[])
+    off = plan_mode("gpu-a", idle, False)
+    assert off.refusal is None and (off.method, off.params) == (
+        "mig.set_mode", {"gpu": 1, "enabled": False})
+    assert off.text.startswith("turn MIG mode off on gpu-a gpu 1 (NVIDIA A100-SXM4-80GB, MIG "
+                               "now on): its jobs then take memory shares")
+    assert "or at the next GPU reset, and says which" in off.text
+    placed = store_job(9, "placed", Slot("gpu-a", (1,), "1g.10gb", 6))
+    assert plan_mode("gpu-a", idle, False, [], [placed], "s1").refusal == (
+        "gpu-a gpu 1 is in use by job 9 (placed): MIG mode changes only on an idle GPU (stop "
+        "them, or drain it first: fractui drain gpu-a 1)")
+    assert plan_mode("gpu-a", dict(idle, instances=[IDLE]), False).refusal == (
+        "gpu-a gpu 1 has MIG instances (1g.10gb at slot 6 (MIG-a)): destroy them first "
+        "(fractui mig gpu-a 1 --destroy UUID)")
+    assert plan_mode("gpu-a", dict(idle, processes=[{"pid": 5}]), False).refusal == (
+        "gpu-a gpu 1 has processes (pids 5): MIG mode changes only on an idle GPU")
+    assert plan_mode("gpu-a", idle, True).refusal == (
+        "gpu-a gpu 1 already has MIG mode on: nothing to change")
+    assert plan_mode("gpu-a", dict(idle, mig_mode=False), True).refusal == (
+        "gpu-a gpu 1 already has MIG mode on pending: it takes effect at the next GPU reset "
+        "(nvidia-smi -r -i 1, with nothing using the GPU)")
+    l4 = {"index": 0, "name": "NVIDIA L4", "mig_capable": False, "mig_mode": False}
+    assert plan_mode("gpu-a", l4, True).refusal == "gpu-a gpu 0 (NVIDIA L4) does not support MIG"
+    said = outcome(off, {"mig_mode": True, "mig_pending": False, "reset_required": True})
+    assert said == "MIG mode off is pending on gpu-a gpu 1: it takes effect after a GPU reset " \
+                   "(nvidia-smi -r -i 1, with nothing using the GPU); until then MIG stays on, " \
+                   "and nothing new is placed on it"
+    assert outcome(off, {"mig_mode": False, "reset_required": False}) == \
+        "MIG mode is now off on gpu-a gpu 1"
+
+
+def test_a_gpu_whose_mig_mode_change_is_pending_takes_no_new_work():
+    from fractui.sched.fleetview import HostView, build_hosts, idle_view
+
+    gpus = [{"index": i, "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+             "mig_mode": mode, "mig_pending": pending, "instances": []}
+            for i, (mode, pending) in enumerate([(False, False), (False, True), (True, False)])]
+    view = HostView("gpu-a", "online", {"cpus": 8, "memory_mib": 64000, "gpus": gpus},
+                    {"gpus": gpus})
+    host = build_hosts([view], [], "s1")[0]
+    assert [g.free_milli for g in host.gpus] == [1000, 0, 0]
+    # what the host could ever hold (the submit check, a placement by hand) is judged in the
+    # mode each GPU has once its change took effect
+    facts = {"cpus": 8, "memory_mib": 64000, "gpus": gpus}
+    settled = build_hosts([idle_view("gpu-a", facts)], [], "s1")[0]
+    assert [(g.mig, g.free_milli) for g in settled.gpus] == [(False, 1000), (True, 1000),
+                                                             (False, 1000)]
+
+
+def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():
+    nv.sim_open(None, "1xA100-80GB")
+    nv.nvmlInit()
+    try:
+        h = nv.nvmlDeviceGetHandleByIndex(0)
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == nv.NVML_SUCCESS
+        assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_DISABLE) == nv.NVML_SUCCESS
+        nv.sim_mode_waits_for_reset(0)
+        status = nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE)
+        assert status == nv.NVML_ERROR_RESET_REQUIRED  # the activation status, no exception
+        assert nv.nvmlDeviceGetMigMode(h) == [0, 1]  # (current, pending)
+        with pytest.raises(nv.NVMLError):  # MIG is not on yet: no instance can be made
+            nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
+            nv.nvmlDeviceCreateGpuInstance(h, 0)
+        nv.sim_reset_gpu(0)
+        assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_DISABLE) == \
+            nv.NVML_ERROR_RESET_REQUIRED
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == nv.NVML_SUCCESS
+        assert nv.nvmlDeviceGetMigMode(h) == [1, 1]  # asked back: nothing pending any more
+    finally:
+        nv.nvmlShutdown()
+
+
+def said(done) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout + done.stderr
+
+
+def gpu_record(f, index: int) -> dict:
+    """The GPU as its agent reports it now."""
+    return f.fleet.session("gpu-a").call("snapshot")["gpus"][index]
+
+
+def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_audited(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig,1xA100-80GB"}, [SMALL])
+    made = f.fractui("mig", "gpu-a", "0", "1g.10gb", "--yes")
+    assert made.returncode == 0, said(made)
+    uuid = re.search(r"(MIG-\S+)", made.stdout).group(1)
+    slot = gpu_record(f, 0)["instances"][0]["start"]
+    done = f.fractui("mig", "gpu-a", "0", "--destroy", uuid)  # no terminal: not confirmed
+    assert done.returncode == 1, said(done)
+    assert done.stdout == "destroy idle 1g.10gb at slot %d (%s) on gpu-a gpu 0; the GPU is then " \
+                          "empty\n" % (slot, uuid)
+    assert done.stderr == "fractui: gpu-a: not applied\n"
+    assert [i["uuid"] for i in gpu_record(f, 0)["instances"]] == [uuid]
+    done = f.fractui("mig", "gpu-a", "0", "--destroy", uuid, "--yes")
+    assert done.returncode == 0, said(done)
+    assert done.stdout.endswith("destroyed 1g.10gb at slot %d (%s) on gpu-a gpu 0\n" % (
+        slot, uuid))
+    assert gpu_record(f, 0)["instances"] == []
+    entry = [e for e in f.store.audit_log() if e.action == "mig"][-1]
+    assert entry.why == "destroyed 1g.10gb at slot %d (%s) on gpu-a gpu 0" % (slot, uuid)
+    assert entry.detail == {"host": "gpu-a", "change": "destroy", "gpu": 0, "instance": uuid}
+    assert "@" in entry.actor
+
+    job = f.submit("small")  # a job on an instance: neither it nor the GPU's mode is touched
+    f.until(lambda: f.states()[job.id] == "running")
+    held = f.store.get(job.id)
+    busy = next(i["uuid"] for i in gpu_record(f, held.slot.gpus[0])["instances"])
+    index = held.slot.gpus[0]
+    done = f.fractui("mig", "gpu-a", str(index), "--destroy", busy, "--yes")
+    assert done.returncode == 1, said(done)
+    assert done.stderr.startswith("fractui: not changed: 1g.10gb at slot ")
+    assert done.stderr.endswith("(%s) is held by job %d: stop it first (an instance in use is "
+                                "never destroyed)\n" % (busy, job.id))
+    done = f.fractui("mig", "gpu-a", str(index), "--mode", "off", "--yes")
+    assert done.returncode == 1, said(done)
+    assert "is in use by job %d: MIG mode changes only on an idle GPU" % job.id in done.stderr
+    assert f.states()[job.id] == "running" and gpu_record(f, index)["mig_mode"] is True
+
+    other = 1 - index  # the idle GPU: MIG off now, on at once
+    if not gpu_record(f, other)["mig_mode"]:
+        done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--yes")
+        assert done.returncode == 0, said(done)
+        assert done.stdout.endswith("MIG mode is now on on gpu-a gpu %d\n" % other)
+    done = f.fractui("mig", "gpu-a", str(other), "--mode", "off", "--yes")
+    assert done.returncode == 0, said(done)
+    assert done.stdout.endswith("MIG mode is now off on gpu-a gpu %d\n" % other)
+    # a GPU whose mode waits for a reset: said pending, then applied by the reset
+    f.fleet.session("gpu-a").call("sim.mode_waits_for_reset", {"gpu": other})
+    done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--yes", "--json")
+    assert done.returncode == 0, said(done)
+    assert json.loads(done.stdout) == {"gpu": other, "mig_mode": False, "mig_pending": True,
+                                       "reset_required": True}
+    assert [e.why for e in f.store.audit_log() if e.action == "mig"][-1] == (
+        "MIG mode on is pending on gpu-a gpu %d: it takes effect after a GPU reset (nvidia-smi "
+        "-r -i %d, with nothing using the GPU); until then MIG stays off, and nothing new is "
+        "placed on it" % (other, other))
+    rec = gpu_record(f, other)
+    assert (rec["mig_mode"], rec["mig_pending"]) == (False, True)
+    done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--yes")
+    assert done.returncode == 1 and "already has MIG mode on pending" in done.stderr, said(done)
+    f.fleet.session("gpu-a").call("sim.reset_gpu", {"gpu": other})
+    rec = gpu_record(f, other)
+    assert (rec["mig_mode"], rec["mig_pending"]) == (True, True)
+
+
+def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    made = f.fractui("mig", "gpu-a", "0", "3g.40gb", "--yes")
+    assert made.returncode == 0, said(made)
+    uuid = re.search(r"(MIG-\S+)", made.stdout).group(1)
+    before = [(i["profile"], i["start"]) for i in gpu_record(f, 0)["instances"]]
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlGpuInstanceDestroy",
+                                                "error": "NVML_ERROR_UNKNOWN"})
+    done = f.fractui("mig", "gpu-a", "0", "--destroy", uuid, "--yes")
+    assert done.returncode == 1, said(done)
+    assert done.stderr.startswith("fractui: gpu-a: "), done.stderr
+    assert "rolled back" in done.stderr or "as it was" in done.stderr, done.stderr
+    after = gpu_record(f, 0)
+    assert [(i["profile"], i["start"]) for i in after["instances"]] == before
+    assert "degraded" not in after
+    assert not [e for e in f.store.audit_log() if e.action == "mig"]  # nothing was done
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["mig", "gpu-a", "0"], "mig takes one of PROFILE (create an instance), --destroy INSTANCE "
+                            "or --mode on|off; got none"),
+    (["mig", "gpu-a", "0", "1g.10gb", "--mode", "on"], "got PROFILE and --mode"),
+    (["mig", "gpu-a", "0", "--destroy", "MIG-1", "--mode", "off"], "got --destroy and --mode"),
+    (["mig", "gpu-a", "0", "--mode", "off", "--destroy-idle"], "--destroy-idle goes with "
+                                                               "PROFILE"),
+    (["mig", "gpu-a", "0", "--mode", "maybe"], "invalid choice: 'maybe'"),
+    (["mig", "gpu-a", "0", "--destroy", ""], "a MIG instance is named by its uuid"),
+    (["mig", "gpu-z", "0", "--mode", "on"], "unknown host 'gpu-z'"),
+    (["mig", "gpu-a", " x", "--mode", "on"], "a GPU is named by its index or uuid"),
+])
+def test_usage_errors_of_mig_by_hand_exit_2_naming_what(local_fleet, argv, words):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    done = f.fractui(*argv)
+    assert done.returncode == 2, said(done)
+    assert words in done.stderr, done.stderr
+
+
+def test_carry_out_makes_the_confirmed_change_through_the_agent_and_never_a_refused_one(
+        local_fleet):
+    from fractui.mig_by_hand import carry_out
+    from fractui.store.intents import Asker
+
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    session = f.fleet.session("gpu-a")
+    refused = plan_mode("gpu-a", gpu_record(f, 0), True)  # already on
+    with pytest.raises(ValueError, match="a refused plan is not carried out: gpu-a gpu 0 "
+                                         "already has MIG mode on"):
+        carry_out(f.store, Asker("tui"), session.call, refused)
+    change = plan_mode("gpu-a", gpu_record(f, 0), False)
+    said, answer = carry_out(f.store, Asker("tui"), session.call, change)
+    assert said == "MIG mode is now off on gpu-a gpu 0"
+    assert (answer["mig_mode"], gpu_record(f, 0)["mig_mode"]) == (False, False)
+    assert [(e.action, e.why) for e in f.store.audit_log()] == [("mig", said)]
+    assert f.store.audit_log()[0].actor.endswith("@tui")

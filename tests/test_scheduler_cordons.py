@@ -1,0 +1,83 @@
+"""The scheduler honours cordons and drains, end to end: simulated hosts over the local
+transport (real agent daemons, real job processes), a real SQLite store, passes run by the test.
+No new work lands on a host or GPU out of service while passes run; what ran there runs on."""
+
+from __future__ import annotations
+
+from fractui.config import QueueConfig
+from fractui.sched.cordons import DRAINED, DRAINING, state
+from fractui.store import Slot
+from fractui.store.model import CORDON, DRAIN
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+WHOLE = QueueConfig(name="whole", gpus=1)
+
+
+def on(f, job_id: int):
+    slot = f.store.get(job_id).slot
+    return (slot.host, slot.gpus) if slot else None
+
+
+def passes(f, n: int) -> None:
+    for _ in range(n):
+        f.scheduler.step()
+        f.scheduler.settle(30)
+
+
+def test_no_new_work_lands_on_a_cordoned_host_and_it_comes_back_when_uncordoned(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE])
+    f.store.cordon("gpu-a", None, CORDON, "ops", "maintenance")
+    first, second = f.submit("whole"), f.submit("whole")
+    f.until(lambda: "running" in f.states().values())
+    passes(f, 5)
+    assert f.states() == {first.id: "running", second.id: "pending"}
+    assert on(f, first.id) == ("gpu-b", (0,))
+    assert [j for j in f.agent_jobs() if j["host"] == "gpu-a"] == []
+    assert f.store.get(second.id).reason == (
+        "no room: no GPU in service has a free slice for it (out of service: gpu-a)")
+    f.store.uncordon("gpu-a", None, "ops", "back")
+    f.until(lambda: f.states()[second.id] == "running")
+    assert on(f, second.id) == ("gpu-a", (0,))
+
+
+def test_a_cordoned_gpu_takes_nothing_new_while_the_host_s_other_gpus_do(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    f.store.cordon("gpu-a", 0, CORDON, "ops", "bad fan")
+    jobs = [f.submit("whole") for _ in range(3)]
+    f.until(lambda: "running" in f.states().values())
+    passes(f, 5)
+    assert sorted(f.states().values()) == ["pending", "pending", "running"]
+    assert {on(f, j.id) for j in jobs} == {("gpu-a", (1,)), None}
+    assert all(j["gpus"] == [1] for j in f.agent_jobs())
+
+
+def test_a_drain_leaves_running_work_running_and_says_drained_once_it_ended(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE])
+    first = f.submit("whole")
+    f.until(lambda: f.states()[first.id] == "running")
+    host = on(f, first.id)[0]
+    drain = f.store.cordon(host, None, DRAIN, "ops", "kernel update")
+    second, third = f.submit("whole"), f.submit("whole")
+    f.until(lambda: "running" in (f.states()[second.id], f.states()[third.id]))
+    passes(f, 5)
+    assert f.states()[first.id] == "running"  # the drain stopped nothing
+    assert {on(f, j.id) for j in (second, third)} - {None} == {
+        ("gpu-b" if host == "gpu-a" else "gpu-a", (0,))}
+    assert state(drain, f.store.jobs()) == DRAINING
+    f.store.ended(first.id, ("running",), "done", None, "ops", "over", "end")  # as if it ended
+    assert state(drain, f.store.jobs()) == DRAINED
+
+
+def test_a_decision_made_before_a_cordon_is_not_launched_but_goes_back_to_its_queue(
+        local_fleet):
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    job = f.submit("whole")
+    f.store.place(job.id, Slot("gpu-a", (1,), memory_mib=1000), "ops", "by hand", manual=True)
+    f.store.cordon("gpu-a", 1, CORDON, "ops", "bad fan")
+    f.until(lambda: f.states()[job.id] == "running")
+    again = f.store.get(job.id)
+    assert (again.attempt, again.slot.gpus) == (1, (0,))  # requeued, then placed elsewhere
+    assert [e.why for e in f.store.audit_log(job.id) if e.action == "requeued"] == [
+        "not launched: gpu-a gpu1 is cordoned (by ops): it takes no new work until an admin "
+        "uncordons it (fractui uncordon gpu-a 1)"]

@@ -1,0 +1,125 @@
+"""Cordon and drain in the TUI, on a simulated local fleet and a real store: the palette's
+commands record them (an admin's), the header counts them, the map marks the host and its GPUs,
+and the scheduler places nothing new there meanwhile."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from fractui.config import QueueConfig
+from fractui.tui.header import Header
+from fractui.tui.bars import render
+from fractui.tui.model import HostLine
+from tests import localfleet
+from tests.tui_frozen import pilot_test
+from tests.tui_live import fleet, gpu_line, live_app, until
+
+local_fleet = localfleet.local_fleet
+WHOLE = QueueConfig(name="whole", gpus=1)
+
+
+async def palette(pilot, text: str) -> None:
+    await pilot.press("colon")
+    await pilot.pause()
+    await pilot.press(*text)
+    await pilot.pause(0.3)  # the palette searches in the background
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+def host_line(app, name: str) -> HostLine:
+    return next(line for line in fleet(app).map.lines
+                if isinstance(line, HostLine) and line.name == name)
+
+
+def header_text(app) -> str:
+    """The header as the terminal shows it, as text."""
+    console = Console(width=200, file=io.StringIO())
+    with console.capture() as capture:
+        console.print(fleet(app).query_one(Header).render())
+    return capture.get()
+
+
+def drawn(app, line) -> str:
+    screen = fleet(app)
+    return render(line, screen.map.line_width, screen.map.paint).text
+
+
+@pilot_test
+async def test_the_palette_cordons_and_uncordons_and_the_map_and_header_say_so(local_fleet):
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xL4"}, [WHOLE])
+    async with live_app(f) as (app, pilot):
+        await palette(pilot, "cordon host gpu-a")
+        await until(pilot, lambda: [(c.host, c.gpu, c.mode) for c in f.store.cordons()] == [
+            ("gpu-a", None, "cordon")], "the cordon recorded")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "cordoned",
+                    "the map marks the host")
+        assert "1 cordoned" in header_text(app)
+        assert "gpu-a online · cordoned" in drawn(app, host_line(app, "gpu-a"))
+        for index in (0, 1):  # its GPUs are marked too
+            _, line = gpu_line(app, "gpu-a", index)
+            assert line.out_of_service == "cordoned" and drawn(app, line).startswith(
+                "⊘ %2d L4" % index)
+        assert gpu_line(app, "gpu-b", 0)[1].out_of_service is None
+        entry = f.store.audit_log()[-1]
+        assert (entry.action, entry.actor.endswith("(tui)")) == ("cordon", True)
+        await palette(pilot, "drain gpu gpu-b 0")
+        await until(pilot, lambda: gpu_line(app, "gpu-b", 0)[1].out_of_service == "drained",
+                    "a drain of an empty GPU is said drained")
+        assert "1 cordoned · 1 drained" in header_text(app)
+        job = f.submit("whole")
+        for _ in range(5):  # passes while both are out of service: the job lands nowhere
+            f.scheduler.step()
+        assert f.store.get(job.id).state == "pending"
+        await palette(pilot, "uncordon host gpu-a")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service is None,
+                    "the mark gone")
+        assert [(c.host, c.gpu) for c in f.store.cordons()] == [("gpu-b", 0)]
+        assert "cordoned" not in header_text(app)
+        f.until(lambda: f.states()[job.id] == "running")
+        assert f.store.get(job.id).slot.host == "gpu-a"
+
+
+@pilot_test
+async def test_read_only_the_palette_offers_no_cordon(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    async with live_app(f, readonly=True) as (app, pilot):
+        texts = [e.text for e in fleet(app).palette_entries()]
+        assert "host gpu-a" in texts
+        assert not [t for t in texts if "cordon" in t or t.startswith("drain")]
+    async with live_app(f) as (app, pilot):
+        texts = [e.text for e in fleet(app).palette_entries()]
+        assert {"cordon host gpu-a", "drain host gpu-a", "cordon gpu gpu-a 0",
+                "drain gpu gpu-a 0"} <= set(texts)
+        assert not [t for t in texts if t.startswith("uncordon")]  # nothing out of service
+        f.store.cordon("gpu-a", None, "cordon", "ops", "x")
+        await until(pilot, lambda: fleet(app).model.store.cordons, "the cordon read")
+        texts = [e.text for e in fleet(app).palette_entries()]
+        # the host's own cordon is lifted from the host; its GPU has none of its own
+        assert [t for t in texts if t.startswith("uncordon")] == ["uncordon host gpu-a"]
+
+
+@pilot_test
+async def test_placement_offers_no_cordoned_gpu_and_one_cordoned_since_the_preview_is_refused(
+        local_fleet):
+    from fractui.tui.queues import QueuePanel
+
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    f.store.cordon("gpu-a", 0, "cordon", "ops", "fan")
+    job = f.submit("half")
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
+        await until(pilot, lambda: fleet(app).model.store.cordons, "the cordon read")
+        await pilot.press("tab", "p")
+        await until(pilot, lambda: fleet(app).placement is not None and not fleet(
+            app).placement.busy and fleet(app).placement.candidates, "candidates found")
+        assert {c.gpus for c in fleet(app).placement.candidates} == {(1,)}
+        f.store.cordon("gpu-a", 1, "drain", "ops", "maintenance")  # after the preview
+        await pilot.press("enter")
+        await until(pilot, lambda: fleet(app).placement is None, "placement ended")
+        assert f.store.get(job.id).state == "pending"
+        shown = [n.message for n in app._notifications]
+        assert any(m.startswith("not placed: gpu-a gpu1 is draining (by ops)") for m in shown), \
+            shown
