@@ -123,3 +123,61 @@ async def test_placement_offers_no_cordoned_gpu_and_one_cordoned_since_the_previ
         shown = [n.message for n in app._notifications]
         assert any(m.startswith("not placed: gpu-a gpu1 is draining (by ops)") for m in shown), \
             shown
+
+
+async def to_host(app, pilot, name: str) -> None:
+    """The map's cursor down to a GPU of host ``name``."""
+    smap = fleet(app).map
+    smap.focus()
+    await pilot.press("g")
+    for _ in range(20):
+        if smap.chosen() is not None and smap.chosen()[0].host == name:
+            return
+        await pilot.press("j")
+        await pilot.pause()
+    raise AssertionError("the cursor never reached %s" % name)
+
+
+@pilot_test
+async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_view(
+        local_fleet):
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xL4"}, [WHOLE])
+    async with live_app(f) as (app, pilot):
+        await to_host(app, pilot, "gpu-b")
+        await pilot.press("D")
+        await until(pilot, lambda: [(c.host, c.gpu, c.mode) for c in f.store.cordons()] == [
+            ("gpu-b", None, "drain")], "the drain recorded")
+        await until(pilot, lambda: host_line(app, "gpu-b").out_of_service == "drained",
+                    "the map says drained (nothing on it)")
+        await pilot.press("C")
+        await until(pilot, lambda: [c.mode for c in f.store.cordons()] == ["cordon"],
+                    "the drain made a cordon")
+        await pilot.press("U")
+        await until(pilot, lambda: f.store.cordons() == [], "back in service")
+        # a GPU's own, from its detail view
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d")
+        index = app.screen.index
+        await pilot.press("C")
+        await until(pilot, lambda: [(c.host, c.gpu, c.mode) for c in f.store.cordons()] == [
+            ("gpu-a", index, "cordon")], "the GPU's cordon recorded")
+        await pilot.press("U")
+        await until(pilot, lambda: f.store.cordons() == [], "the GPU back in service")
+    actions = [(e.action, e.why) for e in f.store.audit_log(limit=100)
+               if e.action in ("cordon", "drain", "uncordon")]
+    assert [a for a, _ in actions] == ["drain", "cordon", "uncordon", "cordon", "uncordon"]
+
+
+@pilot_test
+async def test_read_only_no_key_takes_a_host_or_gpu_out_of_service(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
+    async with live_app(f, readonly=True) as (app, pilot):
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("C", "D")
+        await pilot.press("d")
+        await pilot.press("C", "D", "M", "X")
+        await pilot.pause(0.5)
+        assert f.store.cordons() == []
+        ids = {b.binding.id for b in app.screen.active_bindings.values()}
+        assert "gpu.back" in ids and not ids & {"gpu.cordon", "gpu.drain", "gpu.uncordon",
+                                                "gpu.mig_mode", "gpu.destroy"}

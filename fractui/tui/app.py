@@ -89,7 +89,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         """The detail view of ``host``'s GPU ``index``."""
         fleet = self.fleet
         self.push_screen(GpuScreen(host, index, lambda: fleet.statuses,
-                                   lambda: fleet.model.store, self.source.history))
+                                   lambda: fleet.model.store, self.source.history, self.source,
+                                   self.asker, fleet.set_service, self.readonly))
 
     def open_jobs(self) -> None:
         """The jobs view: every job, sorted and filtered. Made once and kept (installed), so

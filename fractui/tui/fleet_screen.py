@@ -43,7 +43,7 @@ from fractui.tui.model import (GHOST, FleetModel, GpuGroupLine, GpuLine, HostLin
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
-from fractui.tui.slicemap import SliceChosen, SliceMap
+from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import palette_for
 
@@ -166,7 +166,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         yield Header()
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield SliceMap(id="map")
+                yield SliceMap(self.fleet_app.readonly, id="map")
                 yield Legend(id="legend")
             yield QueuePanel(readonly=self.fleet_app.readonly, id="queues")
         yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
@@ -565,6 +565,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.fleet_app.open_job(number)
         else:
             self.fleet_app.open_gpu(message.gpu.host, message.gpu.index)
+
+    def on_service_asked(self, message: ServiceAsked) -> None:
+        self.set_service(message.host, None, message.mode)
 
     def action_jobs(self) -> None:
         self.fleet_app.open_jobs()

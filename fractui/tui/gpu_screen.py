@@ -5,6 +5,11 @@
 It reads what the fleet screen already holds, once a second: no I/O of its own. Between the
 GPU's line and its tables, its health (temperature, power, ECC, throttling, XID errors) over
 sparklines of its utilisation and memory (fractui.tui.health).
+
+What an admin does to the GPU: take it out of service (``C`` cordon, ``D`` drain, ``U`` back),
+and MIG by hand (``M`` mode on/off, ``X`` destroy an idle instance) — each change planned by
+fractui.sched.mig_change, shown and confirmed, carried out and audited as ``fractui mig`` does
+(fractui.mig_by_hand), on a worker thread. None is bound ``--readonly``.
 """
 
 from __future__ import annotations
@@ -14,20 +19,31 @@ from typing import Any, Callable, Mapping, Optional
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
-from fractui.fleet.host import HostStatus
+from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import HostStatus, HostUnavailable
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import MigChange, plan_destroy, plan_mode
+from fractui.store.access import Denied
+from fractui.store.base import StoreError
+from fractui.store.intents import Asker
 from fractui.store.model import Job
-from fractui.tui.actions import Action, bindings
+from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
+from fractui.tui.jobs import ConfirmScreen
 from fractui.tui.model import StoreView, short_model
+from fractui.tui.source import Source
 
 REFRESH_S = 1.0
+MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mode change)
 
 
 def _job_names(status: HostStatus, store: Optional[StoreView]) -> dict[str, str]:
@@ -120,9 +136,29 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
     return head, Group(*parts)
 
 
+class MigDone(Message):
+    """A MIG change by hand was made (or refused, or failed: ``error``)."""
+
+    def __init__(self, said: str, error: bool = False) -> None:
+        super().__init__()
+        self.said = said
+        self.error = error
+
+
 class GpuScreen(Screen[None], inherit_bindings=False):
     ACTIONS = (
         Action("gpu.back", "escape,q", "back", "back", "Back to the fleet"),
+        Action("gpu.cordon", "C", "service('cordon')", "cordon",
+               "Cordon this GPU: no new work lands on it", dangerous=True),
+        Action("gpu.drain", "D", "service('drain')", "drain",
+               "Drain this GPU: no new work, and say when it is empty", dangerous=True),
+        Action("gpu.uncordon", "U", "service('')", "uncordon", "Put this GPU back in service",
+               dangerous=True),
+        Action("gpu.mig_mode", "M", "mig_mode", "MIG mode",
+               "Turn MIG mode on or off (an idle GPU only; shown and asked first)",
+               dangerous=True),
+        Action("gpu.destroy", "X", "destroy", "destroy instance",
+               "Destroy an idle MIG instance (shown and asked first)", dangerous=True),
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
@@ -132,8 +168,15 @@ class GpuScreen(Screen[None], inherit_bindings=False):
 
     def __init__(self, host: str, index: int,
                  statuses: Callable[[], Mapping[str, HostStatus]],
-                 store: Callable[[], Optional[StoreView]], history: History) -> None:
+                 store: Callable[[], Optional[StoreView]], history: History,
+                 source: Source, asker: Asker,
+                 service: Callable[[str, Optional[int], Optional[str]], None],
+                 readonly: bool) -> None:
         super().__init__()
+        bind(self, self.ACTIONS, readonly)
+        self.source = source
+        self.asker = asker
+        self.service = service
         self.host = host
         self.index = index
         self.statuses = statuses
@@ -166,3 +209,64 @@ class GpuScreen(Screen[None], inherit_bindings=False):
 
     def action_back(self) -> None:
         self.dismiss()
+
+    def action_service(self, mode: str) -> None:
+        self.service(self.host, self.index, mode or None)
+
+    def _gpu(self) -> tuple[Optional[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        status = self.statuses().get(self.host)
+        gpu = gpu_of(status, self.index) if status is not None else None
+        return gpu, list(status.jobs.values()) if status is not None else []
+
+    def _ask(self, change: MigChange) -> None:
+        """The plan shown and asked; carried out only on yes."""
+        if change.refusal is not None:
+            self.notify(change.refusal, severity="warning")
+            return
+        def answered(yes: Optional[bool]) -> None:
+            if yes:
+                self.carry(change)
+
+        self.app.push_screen(ConfirmScreen(change.text[:1].upper() + change.text[1:] + "?"),
+                             answered)
+
+    def action_mig_mode(self) -> None:
+        gpu, agent_jobs = self._gpu()
+        view = self.store()
+        if gpu is None:
+            self.notify("gpu %d is not in %s's snapshot" % (self.index, self.host),
+                        severity="warning")
+            return
+        self._ask(plan_mode(self.host, gpu, not gpu.get("mig_mode"), agent_jobs,
+                            view.jobs if view else (), view.uid if view else ""))
+
+    def action_destroy(self) -> None:
+        """The first idle instance (no job, no process on it): each ``X`` one, each asked."""
+        gpu, agent_jobs = self._gpu()
+        view = self.store()
+        idle = [i for i in (gpu or {}).get("instances") or ()
+                if i.get("uuid") and not i.get("busy") and not i.get("pids")]
+        if gpu is None or not idle:
+            self.notify("no idle MIG instance on %s gpu %d" % (self.host, self.index),
+                        severity="warning")
+            return
+        self._ask(plan_destroy(self.host, gpu, idle[0]["uuid"], agent_jobs,
+                               view.jobs if view else (), view.uid if view else ""))
+
+    @work(thread=True, exit_on_error=False, group="mig")
+    def carry(self, change: MigChange) -> None:
+        store = self.source.store
+        if store is None:
+            self.post_message(MigDone("no store here: nothing can be recorded", True))
+            return
+        try:
+            said, _answer = carry_out(store, self.asker, lambda method, params:
+                                      self.source.call(self.host, method, params, MIG_CALL_S),
+                                      change)
+        except (Denied, StoreError, HostUnavailable, AgentCallError) as err:
+            self.post_message(MigDone(str(err), True))
+            return
+        self.post_message(MigDone(said))
+
+    def on_mig_done(self, message: MigDone) -> None:
+        self.notify(message.said, severity="warning" if message.error else "information")

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Optional
 
 from textual import events
-from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.bars import Mark, Paint, bar_at, render
 from fractui.tui.cursor import Cursor, Moves, Slice, cursor_at
 from fractui.tui.model import GpuLine, HostLine, Line
@@ -32,21 +32,39 @@ class SliceChosen(Message):
         self.detail = detail
 
 
+class ServiceAsked(Message):
+    """``C``/``D``/``U``: the cursor's host cordoned, drained (``mode``) or back (None)."""
+
+    def __init__(self, host: str, mode: Optional[str]) -> None:
+        super().__init__()
+        self.host = host
+        self.mode = mode
+
+
 class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
-    BINDINGS = [
-        Binding("left,h", "across(-1)", "previous slice", id="map.left", show=False),
-        Binding("right,l", "across(1)", "next slice", id="map.right", show=False),
-        Binding("up,k", "down(-1)", "GPU above", id="map.up", show=False),
-        Binding("down,j", "down(1)", "GPU below", id="map.down", show=False),
-        Binding("pageup", "page(-1)", "page up", id="map.page_up", show=False),
-        Binding("pagedown,space", "page(1)", "page down", id="map.page_down", show=False),
-        Binding("home,g", "first", "first GPU", id="map.top", show=False),
-        Binding("end,G", "last", "last GPU", id="map.bottom", show=False),
-        Binding("enter", "choose(False)", "open", id="map.open",
-                tooltip="The job on the slice under the cursor; on a free slice, its GPU"),
-        Binding("d", "choose(True)", "GPU", id="map.gpu",
-                tooltip="The GPU under the cursor: instances, processes, its host's error"),
-    ]
+    ACTIONS = (
+        Action("map.left", "left,h", "across(-1)", "previous slice", show=False),
+        Action("map.right", "right,l", "across(1)", "next slice", show=False),
+        Action("map.up", "up,k", "down(-1)", "GPU above", show=False),
+        Action("map.down", "down,j", "down(1)", "GPU below", show=False),
+        Action("map.page_up", "pageup", "page(-1)", "page up", show=False),
+        Action("map.page_down", "pagedown,space", "page(1)", "page down", show=False),
+        Action("map.top", "home,g", "first", "first GPU", show=False),
+        Action("map.bottom", "end,G", "last", "last GPU", show=False),
+        Action("map.open", "enter", "choose(False)", "open",
+               "The job on the slice under the cursor; on a free slice, its GPU"),
+        Action("map.gpu", "d", "choose(True)", "GPU",
+               "The GPU under the cursor: instances, processes, health, its host's error"),
+        Action("map.cordon", "C", "service('cordon')", "cordon host",
+               "Cordon the cursor's host: no new work lands on it", dangerous=True, show=False),
+        Action("map.drain", "D", "service('drain')", "drain host",
+               "Drain the cursor's host: no new work, and say when it is empty",
+               dangerous=True, show=False),
+        Action("map.uncordon", "U", "service('')", "uncordon host",
+               "Put the cursor's host and its GPUs back in service", dangerous=True,
+               show=False),
+    )
+    BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
     SliceMap {
         background: $surface;
@@ -54,8 +72,9 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
     }
     """
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, readonly: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        bind(self, self.ACTIONS, readonly)
         self.lines: list[Line] = []
         self.paint: Optional[Paint] = None
         self.cursor: Optional[Cursor] = None
@@ -141,6 +160,11 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         hit = self.chosen()
         if hit is not None:
             self.post_message(SliceChosen(*hit, detail=detail))
+
+    def action_service(self, mode: str) -> None:
+        hit = self.chosen()
+        if hit is not None:
+            self.post_message(ServiceAsked(hit[0].host, mode or None))
 
     # -- scrolling --
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
@@ -112,6 +112,11 @@ class Source:
         with self._lock:
             return self._current.get(host)
 
+    def call(self, host: str, method: str, params: Mapping[str, Any],
+             timeout_s: float = CALL_S) -> Any:
+        """``method`` of ``host``'s agent (worker thread): a frozen fleet has none to ask."""
+        raise HostUnavailable("%s: a frozen fleet has no agent to ask" % host)
+
     def audit(self, job: int) -> list[AuditEntry]:
         """A job's history, newest first (worker thread)."""
         return self.store.audit_log(job) if self.store is not None else []
@@ -184,6 +189,10 @@ class LiveSource(Source):
         snapshot = session.call("snapshot", None, CALL_S)
         return dataclasses.replace(session.status, snapshot=snapshot,
                                    jobs=dict(session.status.jobs))
+
+    def call(self, host: str, method: str, params: Mapping[str, Any],
+             timeout_s: float = CALL_S) -> Any:
+        return self.fleet.session(host).call(method, dict(params), timeout_s)
 
     def follow_logs(self, host: str, agent_job: str, sink: LogSink) -> tuple[list[str],
                                                                              Callable[[], None]]:

@@ -1,0 +1,70 @@
+"""MIG by hand from the GPU detail view, on a simulated local host and a real store: ``X``
+destroys an idle instance and ``M`` turns MIG mode off, each plan shown and confirmed first,
+made by the agent and audited as the TUI's; a plan that is refused is said, and nothing is
+asked."""
+
+from __future__ import annotations
+
+import re
+
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.jobs import ConfirmScreen
+from tests import localfleet
+from tests.test_mig_by_hand import SMALL, gpu_record, said
+from tests.test_tui_cordons import to_host
+from tests.tui_frozen import pilot_test
+from tests.tui_live import live_app, until
+
+local_fleet = localfleet.local_fleet
+
+
+def notes(app) -> list:
+    return [n.message for n in app._notifications]
+
+
+@pilot_test
+async def test_destroy_and_mode_from_the_gpu_view_are_planned_confirmed_and_audited(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    made = f.fractui("mig", "gpu-a", "0", "1g.10gb", "--yes")
+    assert made.returncode == 0, said(made)
+    uuid = re.search(r"(MIG-\S+)", made.stdout).group(1)
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: any(i.get("uuid") == uuid for i in (
+            app.fleet.statuses["gpu-a"].snapshot or {}).get("gpus", [{}])[0].get(
+                "instances", ())), "the instance on the screen")
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d")
+        assert isinstance(app.screen, GpuScreen)
+        await pilot.press("M")  # an instance is on it: refused, nothing asked
+        await until(pilot, lambda: notes(app), "the refusal said")
+        assert isinstance(app.screen, GpuScreen)
+        assert notes(app)[-1].startswith("gpu-a gpu 0 has MIG instances (1g.10gb at slot ")
+        assert notes(app)[-1].endswith("destroy them first (fractui mig gpu-a 0 --destroy "
+                                       "UUID)"), notes(app)
+        app.clear_notifications()
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        assert app.screen.question.startswith("Destroy idle 1g.10gb at slot ")
+        assert uuid in app.screen.question
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the outcome said")
+        assert notes(app)[-1].startswith("destroyed 1g.10gb at slot "), notes(app)
+        assert gpu_record(f, 0)["instances"] == []
+        await until(pilot, lambda: not (app.fleet.statuses["gpu-a"].snapshot or {}).get(
+            "gpus", [{}])[0].get("instances"), "the empty GPU on the screen")
+        app.clear_notifications()
+        await pilot.press("M")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        await pilot.press("n")  # not confirmed: nothing changes
+        await pilot.pause(0.3)
+        assert gpu_record(f, 0)["mig_mode"] is True and not notes(app)
+        await pilot.press("M")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "asked again")
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the outcome said")
+        assert notes(app)[-1] == "MIG mode is now off on gpu-a gpu 0", notes(app)
+        assert gpu_record(f, 0)["mig_mode"] is False
+    entries = [e for e in f.store.audit_log(limit=100) if e.action == "mig"]
+    assert [e.detail["change"] for e in entries[-2:]] == ["destroy", "mode"], entries
+    assert all(e.actor.endswith(" (tui)") for e in entries[-2:]), entries
