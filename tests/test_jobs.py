@@ -317,6 +317,35 @@ def test_logs_without_follow_ends_a_follow_of_that_job(host):
     assert [n for n in agent.notifications if n["method"] == "log"] == []
 
 
+def test_a_chunk_read_as_the_client_unfollows_is_not_sent_nor_the_follow_taken_up_again():
+    """The pusher reads a chunk, the client unfollows, the pusher goes to send it: nothing is
+    sent and the job stays unfollowed (the pusher once wrote its offset back, following it
+    again for good)."""
+    import json
+    import socket
+
+    from remote_agent.daemon.server import Connection
+
+    ours, theirs = socket.socketpair()
+    try:
+        conn = Connection(ours, None)  # type: ignore[arg-type] - no methods are served here
+        conn.follow(1, True, 0)
+        assert conn.push_log(1, {"job": "j1", "data": "a\n"}, 2)
+        assert conn.follows == {1: 2}
+        conn.follow(1, False, 0)  # the client's unfollow, between the read and the send
+        assert not conn.push_log(1, {"job": "j1", "data": "b\n"}, 4)
+        assert conn.follows == {}
+        conn.follow(2, True, 0)
+        assert conn.push_log(2, {"job": "j2", "eof": True}, None) and conn.follows == {}
+        ours.shutdown(socket.SHUT_WR)
+        sent = theirs.makefile("rb").read().splitlines()
+        assert [json.loads(line)["params"] for line in sent] == [
+            {"job": "j1", "data": "a\n"}, {"job": "j2", "eof": True}]
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_stop_terminates_with_grace_then_kills(host):
     agent, _ = host
     polite = agent.call("job.launch", key="k-polite", gpu=1, memory_mib=10,

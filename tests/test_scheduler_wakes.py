@@ -111,8 +111,8 @@ class PassCounting(Scheduler):
 
     placing_passes = 0
 
-    def _decide(self, views, jobs) -> bool:
-        recorded = super()._decide(views, jobs)
+    def _decide(self, *args) -> bool:
+        recorded = super()._decide(*args)
         self.placing_passes += recorded
         return recorded
 

@@ -50,6 +50,7 @@ class Connection:
         self.daemon = daemon
         self.subscribed = False
         self.follows: Dict[int, int] = {}  # job id -> bytes of its current log already sent
+        self._follow_lock = threading.Lock()  # follows: the client's thread and the pusher's
         self._write_lock = threading.Lock()
         self.closed = False
 
@@ -93,10 +94,26 @@ class Connection:
         return {"subscribed": False}
 
     def follow(self, job_id: int, on: bool, offset: int) -> None:
-        if on:
-            self.follows[job_id] = offset
-        else:
-            self.follows.pop(job_id, None)
+        with self._follow_lock:
+            if on:
+                self.follows[job_id] = offset
+            else:
+                self.follows.pop(job_id, None)
+
+    def push_log(self, job_id: int, params: Dict[str, Any], offset: Optional[int]) -> bool:
+        """Sends one chunk of a followed log and records how far it went (``offset``; None:
+        the last word, the follow ends) — only while the job is still followed, so a chunk
+        read as the client unfollows is never sent after that answer, nor the follow taken
+        up again. Whether it was sent."""
+        with self._follow_lock:
+            if job_id not in self.follows:
+                return False
+            self.notify("log", params)
+            if offset is None:
+                del self.follows[job_id]
+            else:
+                self.follows[job_id] = offset
+            return True
 
     def serve(self) -> None:
         try:
@@ -211,18 +228,16 @@ class Daemon:
                 try:  # in bounded chunks, a few a tick: no line grows with a log's size
                     for _ in range(LOG_PUSHES_PER_TICK):
                         data, offset = read_from(paths[-1], offset) if paths else (b"", offset)
-                        if not data or job_id not in conn.follows:  # (unfollowed meanwhile)
-                            break
-                        conn.notify("log", {"job": "j%d" % job_id,
-                                            "data": data.decode("utf-8", errors="replace")})
-                        conn.follows[job_id] = offset
+                        if not data or not conn.push_log(job_id, {
+                                "job": "j%d" % job_id,
+                                "data": data.decode("utf-8", errors="replace")}, offset):
+                            break  # (or unfollowed meanwhile)
                 except UnsafePath as err:  # not the agent's own file: never read it
-                    conn.notify("log", {"job": "j%d" % job_id, "eof": True, "error": str(err)})
-                    del conn.follows[job_id]
+                    conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True,
+                                           "error": str(err)}, None)
                     continue
                 if not data and (job is None or not job.active):
-                    conn.notify("log", {"job": "j%d" % job_id, "eof": True})
-                    del conn.follows[job_id]
+                    conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True}, None)
 
     # -- running --
 
