@@ -31,7 +31,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -63,6 +63,28 @@ def _stale_why(copy: StaleCopy) -> str:
 
 def default_holder() -> str:
     return "%s@%s:%d" % (os_user(), socket.gethostname(), os.getpid())
+
+
+@dataclass(frozen=True)
+class ActiveJobs:
+    """The store's active jobs as read once (at the store's jobs ``version``, ``at`` by
+    time.monotonic), with what every pass looks up in them, so a pass over thousands of
+    pending jobs does not walk them all again to find the few it acts on."""
+
+    version: int
+    at: float
+    jobs: List[Job]
+    by_id: Dict[int, Job] = field(default_factory=dict)
+    held: List[Job] = field(default_factory=list)
+    """On a host or stopping: what a pass compares with its host's agent."""
+    refusing: List[Job] = field(default_factory=list)
+    """Pending, refused by a host before: left out there for a while."""
+
+    @classmethod
+    def of(cls, version: int, at: float, jobs: List[Job]) -> "ActiveJobs":
+        return cls(version, at, jobs, {j.id: j for j in jobs},
+                   [j for j in jobs if j.state in ON_HOST or j.state == STOPPING],
+                   [j for j in jobs if j.state == PENDING and j.refusals])
 
 
 class Scheduler:
@@ -111,8 +133,9 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
         self._kept = Kept()  # hosts built and placements scored, kept across passes
-        self._jobs: Optional[Tuple[int, float, List[Job]]] = None
-        """The active jobs as last read: (the store's jobs counter then, when, the jobs)."""
+        self._read: Optional[ActiveJobs] = None  # the active jobs as last read
+        self._waited: Optional[Tuple[object, List[Job]]] = None
+        """(the pass result, the jobs) whose waiting reasons were last all recorded."""
         self._facts: Dict[str, Tuple[Any, Any, Dict[str, Any]]] = {}
         """host -> (hello, snapshot, their facts): facts made again only from new records."""
         for session in fleet.sessions.values():
@@ -270,7 +293,7 @@ class Scheduler:
         busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
         jobs = self._active_jobs()
         wrote = False
-        for job in (j for j in jobs if j.id not in busy):
+        for job in (j for j in self._derived(jobs).held if j.id not in busy):
             view = by_name.get(job.slot.host) if job.slot else None
             if job.state in ON_HOST and view is not None and view.state in USABLE:
                 wrote = self.executor.reflect(job, view) or wrote
@@ -309,12 +332,16 @@ class Scheduler:
         counter). The counter is read first: a change after it moves it again."""
         version = self.store.version(JOBS)
         now = time.monotonic()
-        last = self._jobs
-        if last is not None and last[0] == version and now - last[1] < self.settings.lease_s:
-            return last[2]
-        jobs = self.store.jobs(ACTIVE)
-        self._jobs = (version, now, jobs)
-        return jobs
+        last = self._read
+        if last is not None and last.version == version and now - last.at < self.settings.lease_s:
+            return last.jobs
+        self._read = ActiveJobs.of(version, now, self.store.jobs(ACTIVE))
+        return self._read.jobs
+
+    def _derived(self, jobs: List[Job]) -> "ActiveJobs":
+        """What a pass looks up in ``jobs``: made once per read of them."""
+        read = self._read
+        return read if read is not None and read.jobs is jobs else ActiveJobs.of(0, 0.0, jobs)
 
     def _unplace(self, job: Job, why: str) -> None:
         """A decision not yet launched on what was cordoned since: back to its queue, to be
@@ -508,9 +535,10 @@ class Scheduler:
         """Records where pending jobs go and which borrowers are preempted (and why the others
         wait); returns whether it recorded a placement or a preemption."""
         now = self.clock()
+        derived = self._derived(jobs)
         refused = {j.id: tuple(sorted({r.host for r in j.refusals if now - r.at < REFUSED_FOR_S}))
-                   for j in jobs if j.state == PENDING and j.refusals}
-        self._window_ends = min((r.at + REFUSED_FOR_S for j in jobs if j.state == PENDING
+                   for j in derived.refusing}
+        self._window_ends = min((r.at + REFUSED_FOR_S for j in derived.refusing
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
                           {k: v for k, v in refused.items() if v}, self._kept, cordons)
@@ -529,9 +557,10 @@ class Scheduler:
             except StateConflict:
                 continue
             recorded = True
-        by_id = {j.id: j for j in jobs}
+        if self._waited is not None and self._waited[0] is result and self._waited[1] is jobs:
+            return recorded  # the same pass on the same jobs: its reasons are recorded
         for job_id, why in result.waiting.items():
-            job = by_id[job_id]
+            job = derived.by_id[job_id]
             if job.refusals:  # the agent's words stay in view while it waits
                 last = job.refusals[-1]
                 why = "%s; last refused by %s" % (why, last.describe())
@@ -540,6 +569,7 @@ class Scheduler:
                     self.store.waiting(job_id, why, epoch=self.epoch)
                 except StateConflict:
                     continue
+        self._waited = (result, jobs)
         return recorded
 
 
