@@ -244,7 +244,8 @@ def main() -> int:
                             ("thread", "passes back to back, on a thread of the TUI's process"),
                             ("process passes", "passes back to back, in a process of its own"),
                             ("process loop", "its loop (nothing new), in a process of its own")):
-            for key, name in (("scroll", "down on the map"), ("ghost", "down in placement")):
+            for key, name in (("down", "down on the map (the cursor a GPU down)"),
+                              ("ghost", "down in placement")):
                 v = sorted(got[where][key])
                 base = statistics.median(got["none"][key])
                 rows.append("| %s | %s | %.1f ms | %.1f ms | %.1f ms | %.2fx |" % (
