@@ -286,8 +286,8 @@ def main() -> int:
     parser.add_argument("--presses", type=int, default=60)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
-    shared = (" The machine was shared: other processes ran meanwhile (load average %.1f on "
-              "%d cores at the start), so maxima and p95s include their turns."
+    shared = (" Load average at the start: %.1f on %d cores (above about 1, other processes"
+              " ran meanwhile, and maxima and p95s include their turns)."
               % (os.getloadavg()[0], os.cpu_count() or 0))
     header = ("| GPUs | view | map lines (on screen) | model, all hosts | map lines, cold | "
               "frame, map redrawn | frame, all redrawn | jobs view: jobs, reload | "
