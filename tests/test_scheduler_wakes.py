@@ -4,9 +4,10 @@ utilisation wakes nothing; a standby leaves the store alone until the lease can 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 from fractui.config import QueueConfig
 from fractui.fleet.fleet import Fleet
@@ -106,6 +107,23 @@ def test_a_standby_tries_the_lease_about_once_a_lease_and_still_takes_over(local
             head.wait(10)
 
 
+@contextlib.contextmanager
+def leading(f, store: SqliteStore, kind: type) -> Iterator[Scheduler]:
+    """A scheduler of ``kind`` on ``store`` in this process, holding the lease with the host
+    online and nothing in flight; stopped, and its store closed, afterwards."""
+    fleet = Fleet(f.config, reconnect_max_s=0.5).start()
+    sched = kind(f.config, store, fleet, name="head")
+    try:
+        sched.start()
+        wait(lambda: set(f.store.inventory()) == {"gpu-a"} and sched.leader, f.states)
+        sched.settle()
+        yield sched
+    finally:
+        sched.stop()
+        fleet.stop()
+        store.close()
+
+
 class PassCounting(Scheduler):
     """The real scheduler, counting its passes that recorded a placement."""
 
@@ -123,13 +141,7 @@ def test_wakes_that_come_within_the_debounce_are_one_pass(local_fleet, monkeypat
     submitted 0.3 s apart — a wake each, with no debounce — are placed by one pass."""
     monkeypatch.setattr(service, "DEBOUNCE_S", 1.0)
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=60.0, lease_s=180.0)
-    store = SqliteStore(sqlite_path(f.config.store.url) or "")
-    fleet = Fleet(f.config, reconnect_max_s=0.5).start()
-    sched = PassCounting(f.config, store, fleet, name="head")
-    try:
-        sched.start()
-        wait(lambda: set(f.store.inventory()) == {"gpu-a"} and sched.leader, f.states)
-        sched.settle()
+    with leading(f, SqliteStore(sqlite_path(f.config.store.url) or ""), PassCounting) as sched:
         first = f.submit("quarter")
         threading.Event().wait(0.3)  # a pass woken by the first alone would have run by now
         rest = [f.submit("quarter") for _ in range(2)]
@@ -137,10 +149,6 @@ def test_wakes_that_come_within_the_debounce_are_one_pass(local_fleet, monkeypat
         assert sched.placing_passes == 1
         decided = [e for e in f.store.audit_log(limit=100) if e.action == "decide"]
         assert sorted(e.job for e in decided) == sorted([first.id] + [j.id for j in rest])
-    finally:
-        sched.stop()
-        fleet.stop()
-        store.close()
 
 
 class FeedLostOnce(SqliteStore):
@@ -183,17 +191,8 @@ def test_a_feed_opened_anew_counts_as_everything_changed(local_fleet):
     the new feed listened is placed (a poll with nothing due would only renew the lease)."""
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], interval_s=0.5, lease_s=180.0)
     store = FeedLostOnce(sqlite_path(f.config.store.url) or "", f.store)
-    fleet = Fleet(f.config, reconnect_max_s=0.5).start()
-    sched = Scheduler(f.config, store, fleet, name="head")
-    try:
-        sched.start()
-        wait(lambda: set(f.store.inventory()) == {"gpu-a"} and sched.leader, f.states)
-        sched.settle()
+    with leading(f, store, Scheduler):
         store.lose.set()
         wait(lambda: store.missed is not None, f.states)
         wait(lambda: running(f) == 1, f.states)
         assert f.states() == {store.missed: "running"}
-    finally:
-        sched.stop()
-        fleet.stop()
-        store.close()

@@ -13,20 +13,12 @@ from fractui.tui.header import Header
 from fractui.tui.bars import render
 from fractui.tui.model import HostLine
 from tests import localfleet
+from tests.test_tui_pilot import palette
 from tests.tui_frozen import pilot_test
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
-
-
-async def palette(pilot, text: str) -> None:
-    await pilot.press("colon")
-    await pilot.pause()
-    await pilot.press(*text)
-    await pilot.pause(0.3)  # the palette searches in the background
-    await pilot.press("enter")
-    await pilot.pause()
 
 
 def host_line(app, name: str) -> HostLine:
