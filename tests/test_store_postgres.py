@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 
+import psycopg
 import pytest
 
 from fractui.store import StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable, open_store
@@ -158,6 +159,32 @@ def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp
     assert done.returncode == 2 and "hunter2" not in done.stderr
     assert done.stderr.startswith("fractui: %s:2: store.url carries a password" % config), \
         done.stderr
+
+
+def test_a_session_of_ours_paused_inside_a_write_lets_the_lock_go(pg_url, monkeypatch):
+    """A client of the store paused mid-write (its transaction open, the write lock held, no
+    statement coming) is ended by the server once it has idled IDLE_IN_WRITE_S: the other
+    writers go on, and the paused one's write is never made."""
+    monkeypatch.setattr(postgres, "IDLE_IN_WRITE_S", 0.5)
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 20.0)
+    store = open_store(pg_url)
+    paused = postgres.PostgresDialect(pg_url).connect()  # as the store's own connections are
+    try:
+        paused.execute("BEGIN")
+        paused.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        paused.execute("INSERT INTO meta (key, value) VALUES ('paused', 'never')")
+        # ... and nothing more from it, as a SIGSTOPped process sends nothing
+        assert store.submit("q", None, "goes on", ["true"], {}, "alice").id == 1
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            paused.execute("COMMIT")  # the server ended it
+        assert store.jobs()[0].name == "goes on"
+        reader = postgres.PostgresDialect(pg_url).connect()
+        assert reader.execute("SELECT count(*) AS n FROM meta WHERE key = 'paused'"
+                              ).fetchone()["n"] == 0
+        reader.close()
+    finally:
+        paused.close()
+        store.close()
 
 
 def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkeypatch):

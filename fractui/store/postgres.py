@@ -38,6 +38,11 @@ ADMIN_ROLE = "fractui_admin"
 TEAM_ROLE = "fractui_team_"
 CONNECT_TIMEOUT_S = 10  # unless the URL or PGCONNECT_TIMEOUT says otherwise
 LOCK_TIMEOUT_S = 30.0  # a write waits this long for the write lock (SQLite's busy timeout)
+# A session of ours idle inside a transaction this long is ended by the server: a client
+# paused or hung mid-write (SIGSTOP, a frozen VM) would otherwise hold the write lock, and
+# every other writer, for as long as it is paused. Our transactions never wait between their
+# statements; when the client resumes, its connection is gone and its write is not made.
+IDLE_IN_WRITE_S = 10.0
 # A server that vanished without closing the connection (a partition, a dead host) is found
 # by TCP keepalives within about 5 + 3 x 2 s, instead of the system's two hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
@@ -71,8 +76,9 @@ class PostgresDialect(Dialect):
         if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = CONNECT_TIMEOUT_S
         db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
-        db.execute("SELECT set_config('lock_timeout', %s, false)",
-                   ("%dms" % (LOCK_TIMEOUT_S * 1000),))
+        db.execute("SELECT set_config('lock_timeout', %s, false), "
+                   "set_config('idle_in_transaction_session_timeout', %s, false)",
+                   ("%dms" % (LOCK_TIMEOUT_S * 1000), "%dms" % (IDLE_IN_WRITE_S * 1000)))
         return db
 
     def sql(self, text: str) -> str:
