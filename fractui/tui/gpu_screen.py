@@ -213,16 +213,21 @@ class GpuScreen(Screen[None], inherit_bindings=False):
     def action_service(self, mode: str) -> None:
         self.service(self.host, self.index, mode or None)
 
-    def _gpu(self) -> tuple[Optional[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    def _gpu(self) -> tuple[Optional[Mapping[str, Any]], tuple]:
+        """The GPU's record, and what a MIG plan reads besides it: the agent's jobs on its
+        host, the store's jobs and the store's uid."""
         status = self.statuses().get(self.host)
+        view = self.store()
         gpu = gpu_of(status, self.index) if status is not None else None
-        return gpu, list(status.jobs.values()) if status is not None else []
+        return gpu, (list(status.jobs.values()) if status is not None else [],
+                     view.jobs if view else (), view.uid if view else "")
 
     def _ask(self, change: MigChange) -> None:
         """The plan shown and asked; carried out only on yes."""
         if change.refusal is not None:
             self.notify(change.refusal, severity="warning")
             return
+
         def answered(yes: Optional[bool]) -> None:
             if yes:
                 self.carry(change)
@@ -231,27 +236,23 @@ class GpuScreen(Screen[None], inherit_bindings=False):
                              answered)
 
     def action_mig_mode(self) -> None:
-        gpu, agent_jobs = self._gpu()
-        view = self.store()
+        gpu, jobs = self._gpu()
         if gpu is None:
             self.notify("gpu %d is not in %s's snapshot" % (self.index, self.host),
                         severity="warning")
             return
-        self._ask(plan_mode(self.host, gpu, not gpu.get("mig_mode"), agent_jobs,
-                            view.jobs if view else (), view.uid if view else ""))
+        self._ask(plan_mode(self.host, gpu, not gpu.get("mig_mode"), *jobs))
 
     def action_destroy(self) -> None:
         """The first idle instance (no job, no process on it): each ``X`` one, each asked."""
-        gpu, agent_jobs = self._gpu()
-        view = self.store()
+        gpu, jobs = self._gpu()
         idle = [i for i in (gpu or {}).get("instances") or ()
                 if i.get("uuid") and not i.get("busy") and not i.get("pids")]
         if gpu is None or not idle:
             self.notify("no idle MIG instance on %s gpu %d" % (self.host, self.index),
                         severity="warning")
             return
-        self._ask(plan_destroy(self.host, gpu, idle[0]["uuid"], agent_jobs,
-                               view.jobs if view else (), view.uid if view else ""))
+        self._ask(plan_destroy(self.host, gpu, idle[0]["uuid"], *jobs))
 
     @work(thread=True, exit_on_error=False, group="mig")
     def carry(self, change: MigChange) -> None:
