@@ -218,6 +218,19 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    """Usage accounting (docs/usage.md): how finely GPU time is kept, how long usage is kept,
+    and how often the lease holder reads what the agents sampled of running jobs."""
+
+    bucket_s: float = 300.0
+    """Each GPU's online, idle and busy seconds are kept per bucket of this many seconds."""
+    keep_days: float = 90.0
+    """Usage of attempts that ended, and GPU time, older than this is forgotten."""
+    refresh_s: float = 60.0
+    """Seconds between reads of the running jobs' sampled memory and utilisation."""
+
+
+@dataclass(frozen=True)
 class TuiSettings:
     """The TUI: its theme and remapped keys, checked against the known ones by the TUI."""
 
@@ -238,6 +251,7 @@ class Config:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     tui: TuiSettings = field(default_factory=TuiSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     lines: Callable[[str, int | None, str | None], int | None] = field(
         default=lambda table, index=None, key=None: None, compare=False, repr=False)
     """Where a key is written in the file, for errors found after loading (a theme name)."""
@@ -281,7 +295,7 @@ def toml_text(config: Config) -> str:
     process reads the config its parent built in code (the demo's scheduler)."""
     out = []
     for table, item in (("ssh", config.ssh), ("scheduler", config.scheduler),
-                        ("store", config.store)):
+                        ("store", config.store), ("usage", config.usage)):
         out += ["[%s]" % table] + _toml_keys(item)
     for table, items in (("hosts", config.hosts), ("queues", config.queues),
                          ("teams", config.teams)):
@@ -441,7 +455,8 @@ _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "numbe
                    "call_timeout_s": "number", "max_attempts": "integer"}
 _STORE_KEYS = {"url": "string"}
 _TUI_KEYS = {"theme": "string", "keys": "table"}
-_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui")
+_USAGE_KEYS = {"bucket_s": "number", "keep_days": "number", "refresh_s": "number"}
+_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui", "usage")
 _BECOME = ("sudo",)
 _TRANSPORTS = ("ssh", "local")
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
@@ -467,6 +482,9 @@ BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("scheduler", "interval_s"): (0.05, 600, " seconds"),
     ("scheduler", "call_timeout_s"): (0.1, 1200, " seconds"),
     ("scheduler", "max_attempts"): (1, 100, " attempts"),
+    ("usage", "bucket_s"): (10, 86400, " seconds"),
+    ("usage", "keep_days"): (1, 36500, " days"),
+    ("usage", "refresh_s"): (1, 3600, " seconds"),
 }
 # How many entries a file may hold, and how big it may be.
 MAX_ITEMS = {"hosts": 10_000, "queues": 1000, "teams": 1000}
@@ -552,7 +570,11 @@ class _Checker(TomlChecker):
                       queues=self.queues(self.array_of_tables(doc, "queues"), hosts, teams),
                       teams=teams, scheduler=self.scheduler(self.table(doc, "scheduler")),
                       store=self.store(self.table(doc, "store"), self.table(doc, "scheduler")),
-                      tui=self.tui(self.table(doc, "tui")), lines=self.where.line)
+                      tui=self.tui(self.table(doc, "tui")),
+                      usage=UsageSettings(**_floats(self.values(
+                          self.table(doc, "usage"), _USAGE_KEYS, "[usage]", "usage", None,
+                          "usage."), tuple(_USAGE_KEYS))),
+                      lines=self.where.line)
 
     def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
         value = doc.get(name, [])

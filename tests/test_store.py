@@ -219,8 +219,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.log_tail(1).text == "out\n"
     assert store.holder_memory() == HolderMemory({}, {}, frozenset())  # 0008: none kept yet
     assert store.cordons() == []  # 0009 added the cordons
+    assert store.usage(0, 9e12) == [] and store.gpu_time(0, 9e12) == []  # 0010: usage
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 9
+        _migrations()) == 10
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

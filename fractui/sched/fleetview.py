@@ -51,6 +51,12 @@ class HostView:
     def gpu_records(self) -> List[Dict[str, Any]]:
         return list((self.snapshot or {}).get("gpus") or (self.hello or {}).get("gpus") or [])
 
+    def model(self, gpus: Sequence[int]) -> Optional[str]:
+        """The model of these GPUs as the host names it (several: joined by " + ")."""
+        names = {g.get("index"): g.get("name") for g in self.gpu_records()}
+        found = sorted({str(names[i]) for i in gpus if names.get(i)})
+        return " + ".join(found) or None
+
 
 # What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
 _HOST_FACTS = ("cpus", "memory_mib")

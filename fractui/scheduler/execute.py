@@ -25,7 +25,7 @@ from fractui.sched.manual import Unfit, complete
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
-                                 Refusal)
+                                 Refusal, Sampled)
 from fractui.words import count
 
 log = logging.getLogger("fractui.scheduler")
@@ -106,7 +106,8 @@ class Executor:
             return
         try:
             self.store.started(job.id, record.get("id"), record.get("started_at"), self.actor,
-                               "started on %s" % slot.describe(), epoch=self.epoch)
+                               "started on %s" % slot.describe(), epoch=self.epoch,
+                               model=view.model(slot.gpus))
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
 
@@ -192,7 +193,7 @@ class Executor:
         elif job.state == PLACED:  # launched by a scheduler that died before recording it
             self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
                                "found running on %s" % job.slot.describe(),  # type: ignore
-                               epoch=self.epoch)
+                               epoch=self.epoch, model=view.model(job.slot.gpus))  # type: ignore
         else:
             if job.state == STOPPING:
                 self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
@@ -206,18 +207,21 @@ class Executor:
             "exited %s" % code if code is not None else rec.get("state"))
         self.store.ended(job.id, (PLACED, RUNNING), DONE if ok else FAILED,
                          None if ok else why, self.actor, why, "end", exit_code=code,
-                         ended_at=rec.get("ended_at"), epoch=self.epoch)
+                         ended_at=rec.get("ended_at"), epoch=self.epoch,
+                         sampled=Sampled.of(rec.get("usage")))
         self.store.ask_log(job.id, self.actor)  # its output, kept while its host is there
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
         """A stop completed: cancelled (its output kept), or back to the queue for a requeue
         or a preemption (its output kept when the attempt that runs again ends)."""
+        sampled = Sampled.of((rec or {}).get("usage"))
         if job.stop_intent == "cancel":
             self.store.ended(job.id, (STOPPING,), CANCELLED, job.reason, self.actor,
                              job.reason or "cancelled", "end",
-                             ended_at=(rec or {}).get("ended_at"), epoch=self.epoch)
+                             ended_at=(rec or {}).get("ended_at"), epoch=self.epoch,
+                             sampled=sampled)
             if job.agent_job is not None:
                 self.store.ask_log(job.id, self.actor)  # its output, as for any end
         else:
             self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued",
-                               epoch=self.epoch)
+                               epoch=self.epoch, sampled=sampled)

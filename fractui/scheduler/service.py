@@ -43,6 +43,7 @@ from fractui.sched.queueing import Kept, schedule
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.relay import LogRelay
+from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConflict,
                                 Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
@@ -114,6 +115,7 @@ class Scheduler:
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock)
         self.relay = LogRelay(store, self._call, self.lanes)
+        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
@@ -254,6 +256,8 @@ class Scheduler:
             held = self.step() if full else self._renew(force=True)
             if held and (asked or full):  # a request whose lane was busy: served again here
                 self.relay.serve(lambda: {v.name: v for v in self._views()})
+            if held:
+                self.usage.turn(self._views, self._active_jobs(), self.epoch)
                 self.lanes.start()
         except BaseException:  # what this turn left undone is the next one's
             with self._news_lock:
@@ -359,6 +363,7 @@ class Scheduler:
         self._away, self._gpu_gone = dict(memory.hosts_away), dict(memory.gpus_gone)
         self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
         self.executor.recall(memory.stops_sent)
+        self.usage.taken_over()
         self._recalled = self.epoch
 
     def _keep_clocks(self) -> None:

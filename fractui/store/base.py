@@ -16,8 +16,8 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-from fractui.store.model import (AuditEntry, Cordon, HolderMemory, Job, LogTail, Refusal,
-                                 Slot, StaleCopy)
+from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
+                                 Refusal, Sampled, Slot, StaleCopy, UsageRecord)
 
 
 class JobNotFound(KeyError):
@@ -149,8 +149,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
-                why: str, epoch: Optional[int] = None) -> Job:
-        """placed -> running as the agent's ``agent_job`` (audited ``launch``)."""
+                why: str, epoch: Optional[int] = None, model: Optional[str] = None) -> Job:
+        """placed -> running as the agent's ``agent_job`` (audited ``launch``), its usage
+        record opened (``model``: its GPUs' model, as its host reports it)."""
 
     @abc.abstractmethod
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
@@ -162,11 +163,13 @@ class Store(abc.ABC):
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
-              stale_on: Optional[str] = None, epoch: Optional[int] = None) -> Job:
+              stale_on: Optional[str] = None, epoch: Optional[int] = None,
+              sampled: Optional[Sampled] = None) -> Job:
         """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
         own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had,
         ``stale_on`` a lost host where it may still run, recorded as a stale copy to stop on
-        its return (in the same transaction)."""
+        its return (in the same transaction). A job that held a slice has its usage record
+        closed, with the last of what its agent ``sampled``."""
 
     @abc.abstractmethod
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
@@ -175,10 +178,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
                 stale_on: Optional[str] = None, refusal: Optional[Refusal] = None,
-                epoch: Optional[int] = None) -> Job:
+                epoch: Optional[int] = None, sampled: Optional[Sampled] = None) -> Job:
         """Back to pending as the next attempt, its slot cleared. ``stale_on``: the host where
         the previous attempt may still run, recorded as a stale copy to stop on its return.
-        ``refusal``: the host refused the launch; kept in the job's ``refusals``."""
+        ``refusal``: the host refused the launch; kept in the job's ``refusals``. An attempt
+        that held a slice has its usage record closed (requeued, or preempted), with the last
+        of what its agent ``sampled``."""
 
     @abc.abstractmethod
     def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
@@ -266,6 +271,33 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def cordons(self) -> list[Cordon]:
         """Every host and GPU out of service, by host then GPU (the host's own first)."""
+
+    @abc.abstractmethod
+    def keep_usage(self, sampled: dict[tuple[int, int], Sampled],
+                   epoch: Optional[int] = None) -> None:
+        """What agents sampled so far of running attempts, by (job, attempt): the lease
+        holder's write, fenced by ``epoch``."""
+
+    @abc.abstractmethod
+    def keep_gpu_time(self, rows: Sequence[GpuTime], epoch: Optional[int] = None) -> None:
+        """Adds what the holder saw each GPU do to its time buckets (fenced by ``epoch``)."""
+
+    @abc.abstractmethod
+    def usage(self, since: float, until: float) -> list[UsageRecord]:
+        """Every attempt that held a slice at some time in [since, until), by start."""
+
+    @abc.abstractmethod
+    def gpu_time(self, since: float, until: float) -> list[GpuTime]:
+        """The GPU time buckets that begin in [since, until)."""
+
+    @abc.abstractmethod
+    def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
+        """Forgets usage that ended, and GPU time, before ``before`` (the retention);
+        returns the rows forgotten. Fenced by ``epoch``."""
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The store's clock (the one its times are written by)."""
 
     @abc.abstractmethod
     def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:

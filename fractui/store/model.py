@@ -213,3 +213,102 @@ def tail_text(lines: list[str], limit: int = LOG_TAIL_BYTES) -> str:
         kept.append(line)
         size += need
     return "".join(line + "\n" for line in reversed(kept))
+
+
+# How an attempt that held a slice ended: a job's end, or its leaving the host to wait again.
+REQUEUED, PREEMPTED = "requeued", "preempted"
+OUTCOMES = ENDED + (REQUEUED, PREEMPTED)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """What the job's agent sampled of an attempt (the agent job record's ``usage``), kept as
+    aggregates: GPU memory in use (peak and mean MiB) and SM utilisation (mean percent of one
+    GPU, None where NVML gives none — MIG — with ``util_note`` saying so)."""
+
+    samples: int = 0
+    since: float | None = None
+    until: float | None = None
+    memory_peak_mib: int | None = None
+    memory_mean_mib: float | None = None
+    util_samples: int = 0
+    util_mean: float | None = None
+    util_note: str | None = None
+
+    @classmethod
+    def of(cls, usage: Any) -> "Sampled | None":
+        """The agent's ``usage`` dict read as far as it is well formed; None for none. An
+        agent's words are never trusted to be of the right type."""
+        if not isinstance(usage, dict):
+            return None
+
+        def num(key: str, kind: type) -> Any:
+            value = usage.get(key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            return kind(value) if ok and value == value and value != float("inf") else None
+
+        note = usage.get("util_note")
+        return cls(samples=num("samples", int) or 0, since=num("since", float),
+                   until=num("until", float), memory_peak_mib=num("memory_peak_mib", int),
+                   memory_mean_mib=num("memory_mean_mib", float),
+                   util_samples=num("util_samples", int) or 0,
+                   util_mean=num("util_mean", float),
+                   util_note=note[:200] if isinstance(note, str) else None)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One attempt of a job that held a slice: what it held (``charge`` GPUs of ``host``'s
+    ``gpus``, a MIG ``profile`` or a ``memory_mib`` share) from ``started_at`` to ``ended_at``
+    (None while it holds it), how long it waited first (from ``queued_at``), how it ended
+    (``outcome``, one of OUTCOMES; None while it runs), and what its agent sampled."""
+
+    job: int
+    attempt: int
+    team: str | None
+    queue: str
+    user: str
+    host: str
+    gpus: tuple[int, ...]
+    model: str | None
+    profile: str | None
+    memory_mib: int | None
+    charge: float
+    queued_at: float
+    started_at: float
+    ended_at: float | None = None
+    outcome: str | None = None
+    sampled: Sampled = field(default_factory=Sampled)
+
+    @property
+    def waited_s(self) -> float:
+        return max(0.0, self.started_at - self.queued_at)
+
+    def record(self) -> dict[str, Any]:
+        s = self.sampled
+        return {"job": self.job, "attempt": self.attempt, "team": self.team,
+                "queue": self.queue, "user": self.user, "host": self.host,
+                "gpus": list(self.gpus), "model": self.model, "profile": self.profile,
+                "memory_mib": self.memory_mib, "charge": self.charge,
+                "queued_at": self.queued_at, "started_at": self.started_at,
+                "ended_at": self.ended_at, "outcome": self.outcome,
+                "samples": s.samples, "memory_peak_mib": s.memory_peak_mib,
+                "memory_mean_mib": s.memory_mean_mib, "util_mean": s.util_mean,
+                "util_note": s.util_note}
+
+
+@dataclass(frozen=True)
+class GpuTime:
+    """What one GPU did in one time bucket (starting at ``bucket``): seconds it was seen online,
+    seconds nothing was on it, GPU-seconds charged to jobs on it, and its own utilisation
+    (``util_s``: busy-seconds, out of ``measured_s`` seconds NVML reported it for)."""
+
+    host: str
+    gpu: int
+    bucket: float
+    model: str | None = None
+    online_s: float = 0.0
+    idle_s: float = 0.0
+    held_s: float = 0.0
+    util_s: float = 0.0
+    measured_s: float = 0.0

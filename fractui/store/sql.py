@@ -20,11 +20,13 @@ import uuid
 from importlib import resources
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
+from fractui.store import usage_rows
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
-from fractui.store.model import (CORDON_MODES, ENDED, PENDING, PLACED, RUNNING, STOP_INTENTS,
-                                 STOPPING, WHOLE_HOST, AuditEntry, Cordon, HolderMemory, Job,
-                                 LogTail, Refusal, Slot, StaleCopy)
+from fractui.store.model import (CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED, REQUEUED,
+                                 RUNNING, STOP_INTENTS, STOPPING, WHOLE_HOST, AuditEntry,
+                                 Cordon, GpuTime, HolderMemory, Job, LogTail, Refusal,
+                                 Sampled, Slot, StaleCopy, UsageRecord)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -172,7 +174,7 @@ class SqlStore(Store):
                         committing = True
                         self.dialect.commit(db)
                     return result
-                except Unreadable as err:
+                except (Unreadable, usage_rows.BadRow) as err:
                     self.dialect.rollback(db)
                     raise self.dialect.damaged(str(err)) from err
                 except BaseException as err:
@@ -274,10 +276,14 @@ class SqlStore(Store):
         return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
 
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
-                why: str, epoch: Optional[int] = None) -> Job:
+                why: str, epoch: Optional[int] = None, model: Optional[str] = None) -> Job:
+        def opened(db: Any, job: Job, changed: dict[str, Any]) -> None:
+            at = changed["started_at"]
+            usage_rows.open_attempt(self._run, db, job, changed["updated_at"] if at is None
+                                    else at, model)
         return self._transition(job_id, (PLACED,), epoch, actor, why, "launch",
                                 {"state": RUNNING, "agent_job": agent_job,
-                                 "started_at": started_at, "reason": None})
+                                 "started_at": started_at, "reason": None}, then=opened)
 
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
                  epoch: Optional[int] = None) -> Job:
@@ -289,7 +295,8 @@ class SqlStore(Store):
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
-              stale_on: Optional[str] = None, epoch: Optional[int] = None) -> Job:
+              stale_on: Optional[str] = None, epoch: Optional[int] = None,
+              sampled: Optional[Sampled] = None) -> Job:
         if state not in ENDED:
             raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
         fields: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
@@ -298,18 +305,26 @@ class SqlStore(Store):
             fields["refusals"] = tuple(refusals)
         if stale_on is not None:
             fields["slot"] = None
+
+        def closed(db: Any, job: Job, changed: dict[str, Any]) -> None:
+            if job.state != PENDING:  # (a pending job never held a slice)
+                usage_rows.close_attempt(self._run, db, job, changed["ended_at"], state,
+                                         sampled)
         return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields,
-                                stale_on)
+                                stale_on, then=closed)
 
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PENDING,), epoch, None, None, None, {"reason": reason})
 
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],
-                    fields: dict[str, Any], stale_on: Optional[str] = None) -> Job:
+                    fields: dict[str, Any], stale_on: Optional[str] = None,
+                    then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None) -> Job:
         """The one way a job's columns change (requeue aside): ``fields`` set (_NOW: the
         transaction's time) if the job is in one of ``expect``; ``stale_on``: its attempt's
-        copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``."""
+        copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``;
+        ``then``: what else the change writes (its usage record), given the job as it was and
+        the columns changed."""
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
@@ -320,6 +335,8 @@ class SqlStore(Store):
                 self._stale(db, stale_on, job, now)
                 detail["stale_on"] = stale_on
             self._set(db, job_id, now, changed)
+            if then is not None:
+                then(db, job, dict(changed, updated_at=now))
             if changed.get("state") in ENDED and job.state != PENDING:
                 self._forget_stops(db, job)  # (a pending attempt never ran: none were sent)
             self.dialect.announce(db, JOBS)
@@ -330,7 +347,7 @@ class SqlStore(Store):
 
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
                 stale_on: Optional[str] = None, refusal: Optional[Refusal] = None,
-                epoch: Optional[int] = None) -> Job:
+                epoch: Optional[int] = None, sampled: Optional[Sampled] = None) -> Job:
         expect = tuple(expect)
 
         def work(db: Any) -> Job:
@@ -348,6 +365,9 @@ class SqlStore(Store):
                 fields["refusals"] = job.refusals + (refusal,)
                 detail["refusal"] = refusal.record()
             self._set(db, job_id, now, fields)
+            if job.state != PENDING:
+                usage_rows.close_attempt(self._run, db, job, now, PREEMPTED if
+                                         job.stop_intent == "preempt" else REQUEUED, sampled)
             self._forget_stops(db, job)
             self._audit(db, now, actor, "requeued", job_id, why, detail)
             self.dialect.announce(db, JOBS)
@@ -445,6 +465,39 @@ class SqlStore(Store):
             db, "SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone())
         return None if row is None else LogTail(job_id, row["text"], bool(row["complete"]),
                                                 float(row["kept_at"]))
+
+    # -- usage --
+
+    def keep_usage(self, sampled: dict[tuple[int, int], Sampled],
+                   epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            for (job, attempt), s in sorted(sampled.items()):
+                usage_rows.keep_sampled(self._run, db, job, attempt, s)
+        if sampled:
+            self._write(work)
+
+    def keep_gpu_time(self, rows: Sequence[GpuTime], epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            usage_rows.add_gpu_time(self._run, db, rows)
+        if rows:
+            self._write(work)
+
+    def usage(self, since: float, until: float) -> list[UsageRecord]:
+        return self._read(lambda db: usage_rows.read(self._run, db, since, until))
+
+    def gpu_time(self, since: float, until: float) -> list[GpuTime]:
+        return self._read(lambda db: usage_rows.read_gpu_time(self._run, db, since, until))
+
+    def prune_usage(self, before: float, epoch: Optional[int] = None) -> int:
+        def work(db: Any) -> int:
+            self._fence(db, epoch)
+            return usage_rows.prune(self._run, db, before)
+        return self._write(work)
+
+    def now(self) -> float:
+        return self._read(self.dialect.now)
 
     # -- what the lease holder remembers --
 

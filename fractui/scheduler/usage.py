@@ -1,0 +1,115 @@
+"""The lease holder's usage bookkeeping: each GPU's time (fractui.usage.gputime) written to the
+store once a minute, what the agents sampled of running jobs read once a refresh period (a
+``job.list`` on each host's lane, never on the pass) and kept on their usage records, and usage
+older than the retention forgotten once an hour. The records themselves are opened and closed
+by the store with each job's change (fractui.store.usage_rows)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from fractui.config import UsageSettings
+from fractui.fleet.client import AgentCallError
+from fractui.sched.fleetview import USABLE, HostView
+from fractui.scheduler.lanes import Lanes
+from fractui.store.base import LeaseLost, Store, StoreError
+from fractui.store.model import RUNNING, Job, Sampled
+from fractui.usage.gputime import GpuClock
+
+log = logging.getLogger("fractui.scheduler")
+
+LOOK_S = 5.0  # seconds between two looks at every GPU (cheaper than one per pass)
+FLUSH_S = 60.0  # seconds between writes of GPU time
+PRUNE_S = 3600.0  # seconds between prunes of old usage
+
+Call = Callable[[str, str, Dict[str, Any]], Any]
+
+
+class UsageKeeper:
+    def __init__(self, settings: UsageSettings, store: Store, call: Call, lanes: Lanes,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = store
+        self.call = call
+        self.lanes = lanes
+        self.clock = clock
+        self.gpus = GpuClock(settings.bucket_s)
+        self._looked = self._flushed = self._refreshed = self._pruned = 0.0
+        self._lock = threading.Lock()
+        self._sampled: Dict[Tuple[int, int], Sampled] = {}  # read on the lanes, not yet kept
+
+    def turn(self, views: Callable[[], List[HostView]], jobs: Sequence[Job],
+             epoch: int) -> None:
+        """What is due this turn of a lease holder: a look, a write, a refresh, a prune."""
+        now = self.clock()
+        if now - self._looked >= LOOK_S:
+            self._looked = now
+            seen = views()
+            self.gpus.observe(seen, jobs, now)
+            if now - self._refreshed >= self.settings.refresh_s:
+                self._refreshed = now
+                self._refresh(seen, jobs)
+        if now - self._flushed >= FLUSH_S:
+            self._flushed = now
+            self._write(epoch)
+        if now - self._pruned >= PRUNE_S:
+            self._pruned = now
+            gone = self.store.prune_usage(now - self.settings.keep_days * 86400, epoch=epoch)
+            if gone:
+                log.info("forgot %d usage rows older than %g days", gone,
+                         self.settings.keep_days)
+
+    def taken_over(self) -> None:
+        """The lease is newly this holder's: what it saw before is not counted (another
+        holder counted that time), and every GPU is looked at afresh."""
+        self.gpus = GpuClock(self.settings.bucket_s)
+        with self._lock:
+            self._sampled = {}
+
+    def _refresh(self, views: List[HostView], jobs: Sequence[Job]) -> None:
+        """Asks each host with running jobs of the store for their records (on its lane)."""
+        running: Dict[str, Dict[str, Job]] = {}
+        uid = self.store.uid
+        for job in jobs:
+            if job.state == RUNNING and job.slot is not None:
+                running.setdefault(job.slot.host, {})[job.key(uid)] = job
+        for view in views:
+            if view.state in USABLE and view.name in running:
+                self.lanes.add(view.name, lambda host=view.name: self._read(
+                    host, running[host]))
+
+    def _read(self, host: str, mine: Dict[str, Job]) -> None:
+        try:
+            records = self.call(host, "job.list", {"state": "running"}).get("jobs") or []
+        except AgentCallError as err:
+            log.warning("reading the running jobs' usage on %s: %s; read again in %g s",
+                        host, err, self.settings.refresh_s)
+            return
+        found = {}
+        for rec in records:
+            job = mine.get(rec.get("key")) if isinstance(rec, dict) else None
+            sampled = Sampled.of(rec.get("usage")) if job is not None else None
+            if job is not None and sampled is not None and sampled.samples:
+                found[job.id, job.attempt] = sampled
+        with self._lock:
+            self._sampled.update(found)
+
+    def _write(self, epoch: int) -> None:
+        with self._lock:
+            sampled, self._sampled = self._sampled, {}
+        rows = self.gpus.take()
+        try:
+            self.store.keep_usage(sampled, epoch=epoch)
+            self.store.keep_gpu_time(rows, epoch=epoch)
+        except LeaseLost:
+            raise  # another holder counts from now
+        except StoreError as err:  # kept for the next write (newer samples first)
+            log.error("%s; %d GPU time rows and %d jobs' samples are written next time",
+                      err, len(rows), len(sampled))
+            for row in rows:
+                self.gpus.add(row)
+            with self._lock:
+                self._sampled = {**sampled, **self._sampled}

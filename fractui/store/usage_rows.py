@@ -1,0 +1,141 @@
+"""Usage records and GPU time in SQL, inside the SQL core's transactions (fractui.store.sql).
+
+An attempt's record is opened by the transition that starts it and closed by the one that ends
+it or sends it back to wait, in the same transaction, so the records never disagree with the
+jobs. What the agent sampled is kept on the open record by the lease holder, and the last of it
+with the close. ``run`` is the core's ``_run`` (one statement on the transaction's connection).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from fractui.store.model import OUTCOMES, GpuTime, Job, Sampled, UsageRecord
+
+Run = Callable[[Any, str, Sequence[Any]], Any]
+_SAMPLED = ("samples", "sampled_from", "sampled_until", "memory_peak_mib", "memory_mean_mib",
+            "util_samples", "util_mean", "util_note")
+
+
+class BadRow(Exception):
+    """A usage row holding what fractui never wrote (the core says it as StoreDamaged)."""
+
+
+def submitter(actor: str) -> str:
+    """The user an audit actor names: ``alice@where`` is alice."""
+    return actor.split("@", 1)[0]
+
+
+def open_attempt(run: Run, db: Any, job: Job, started_at: float,
+                 model: Optional[str]) -> None:
+    """The record of ``job``'s current attempt (placed, its slot set) starting now: who
+    submitted it (the audit's submit, which a team member cannot forge), and since when it
+    waited (its last requeue, or its submission)."""
+    slot = job.slot
+    if slot is None:
+        return
+    row = run(db, "SELECT actor FROM audit WHERE job = ? AND action = 'submit' "
+                  "ORDER BY id LIMIT 1", (job.id,)).fetchone()
+    user = submitter(row["actor"]) if row is not None else "(unknown)"
+    row = run(db, "SELECT max(time) AS t FROM audit WHERE job = ? AND action = 'requeued'",
+              (job.id,)).fetchone()
+    queued_at = float(row["t"]) if row is not None and row["t"] is not None \
+        else job.submitted_at
+    run(db, "INSERT INTO usage (job, attempt, team, queue, user_name, host, gpus, model, "
+            "profile, memory_mib, charge, queued_at, started_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job, attempt) DO NOTHING",
+        (job.id, job.attempt, job.team, job.queue, user, slot.host,
+         json.dumps(list(slot.gpus)), model, slot.profile, slot.memory_mib, slot.charge,
+         min(queued_at, started_at), started_at))
+
+
+def close_attempt(run: Run, db: Any, job: Job, ended_at: float, outcome: str,
+                  sampled: Optional[Sampled]) -> None:
+    """The record of ``job``'s current attempt ends at ``ended_at`` as ``outcome``; the last
+    of what its agent sampled kept with it, when there is any."""
+    if outcome not in OUTCOMES:
+        raise ValueError("%r is not an outcome (%s)" % (outcome, ", ".join(OUTCOMES)))
+    sets, args = ["ended_at = ?", "outcome = ?"], [ended_at, outcome]  # type: list[str], list
+    if sampled is not None:
+        sets += ["%s = ?" % c for c in _SAMPLED]
+        args += _sampled_values(sampled)
+    run(db, "UPDATE usage SET %s WHERE job = ? AND attempt = ? AND ended_at IS NULL"
+        % ", ".join(sets), args + [job.id, job.attempt])
+
+
+def keep_sampled(run: Run, db: Any, job: int, attempt: int, sampled: Sampled) -> None:
+    """What the agent sampled so far of an attempt that still runs."""
+    run(db, "UPDATE usage SET %s WHERE job = ? AND attempt = ? AND ended_at IS NULL"
+        % ", ".join("%s = ?" % c for c in _SAMPLED),
+        _sampled_values(sampled) + [job, attempt])
+
+
+def _sampled_values(s: Sampled) -> list[Any]:
+    return [s.samples, s.since, s.until, s.memory_peak_mib, s.memory_mean_mib,
+            s.util_samples, s.util_mean, s.util_note]
+
+
+def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
+    """Every attempt that held its slice at some time in [since, until), by start."""
+    return [_record(r) for r in run(
+        db, "SELECT * FROM usage WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?) "
+            "ORDER BY started_at, job, attempt", (until, since))]
+
+
+def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
+    """Adds each row's seconds to its GPU's bucket (so two holders in turn, each adding what
+    it saw, never overwrite each other's)."""
+    for r in rows:
+        run(db, "INSERT INTO gpu_time (host, gpu, bucket, model, online_s, idle_s, held_s, "
+                "util_s, measured_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (host, gpu, bucket) DO UPDATE SET model = excluded.model, "
+                "online_s = gpu_time.online_s + excluded.online_s, "
+                "idle_s = gpu_time.idle_s + excluded.idle_s, "
+                "held_s = gpu_time.held_s + excluded.held_s, "
+                "util_s = gpu_time.util_s + excluded.util_s, "
+                "measured_s = gpu_time.measured_s + excluded.measured_s",
+            (r.host, r.gpu, r.bucket, r.model, r.online_s, r.idle_s, r.held_s, r.util_s,
+             r.measured_s))
+
+
+def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime]:
+    """The buckets that start in [since, until), by time, host and GPU."""
+    return [GpuTime(r["host"], int(r["gpu"]), float(r["bucket"]), r["model"],
+                    float(r["online_s"]), float(r["idle_s"]), float(r["held_s"]),
+                    float(r["util_s"]), float(r["measured_s"]))
+            for r in run(db, "SELECT * FROM gpu_time WHERE bucket >= ? AND bucket < ? "
+                             "ORDER BY bucket, host, gpu", (since, until))]
+
+
+def prune(run: Run, db: Any, before: float) -> int:
+    """Forgets the records of attempts that ended, and the buckets that began, before
+    ``before``; returns how many rows went."""
+    gone = run(db, "DELETE FROM usage WHERE ended_at IS NOT NULL AND ended_at < ?",
+               (before,)).rowcount
+    return gone + run(db, "DELETE FROM gpu_time WHERE bucket < ?", (before,)).rowcount
+
+
+def _record(r: Any) -> UsageRecord:
+    what = "the usage record of job %s attempt %s" % (r["job"], r["attempt"])
+    try:
+        gpus = tuple(int(g) for g in json.loads(r["gpus"]))
+    except (TypeError, ValueError) as err:
+        raise BadRow("%s holds GPUs %r, not a JSON list of numbers" % (what, r["gpus"])) \
+            from err
+    if r["outcome"] is not None and r["outcome"] not in OUTCOMES:
+        raise BadRow("%s ended as %r, not one of %s" % (what, r["outcome"],
+                                                         ", ".join(OUTCOMES)))
+    return UsageRecord(
+        job=int(r["job"]), attempt=int(r["attempt"]), team=r["team"], queue=r["queue"],
+        user=r["user_name"], host=r["host"], gpus=gpus, model=r["model"],
+        profile=r["profile"], memory_mib=r["memory_mib"], charge=float(r["charge"]),
+        queued_at=float(r["queued_at"]), started_at=float(r["started_at"]),
+        ended_at=None if r["ended_at"] is None else float(r["ended_at"]),
+        outcome=r["outcome"],
+        sampled=Sampled(samples=int(r["samples"]), since=r["sampled_from"],
+                        until=r["sampled_until"], memory_peak_mib=r["memory_peak_mib"],
+                        memory_mean_mib=r["memory_mean_mib"],
+                        util_samples=int(r["util_samples"]), util_mean=r["util_mean"],
+                        util_note=r["util_note"]))

@@ -1,0 +1,271 @@
+"""The usage report of a time range: per group (team, queue, user, host, GPU model or GPU) the
+GPU-hours held (fractions as charged) and used, memory-hours, waits, jobs by outcome, and the
+GPUs' idle hours; for the whole fleet, the headline — the whole GPUs the same jobs would have
+needed without sharing, against the GPUs they used — and the same over time for plots.
+
+Definitions (docs/usage.md says them for users):
+- an attempt's time in the range is its time holding its slice, clipped to [since, until),
+  a running one's up to ``now``;
+- held: its charge × that time; used: its mean SM utilisation (percent of one GPU) × that
+  time, where NVML measured it — on MIG it does not, and that time is counted as unmeasured,
+  never as 0; memory: its mean sampled GPU memory × that time;
+- waits: of the attempts that started in the range, from when each began to wait;
+- outcomes: of the attempts that ended in the range; ``running``: those holding a slice at
+  its end;
+- without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
+  (a fraction or a MIG slice: one); the GPUs used at a time are those with an attempt on them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from fractui.store.model import OUTCOMES, GpuTime, UsageRecord
+
+BY = ("team", "queue", "user", "host", "model", "gpu")
+HOUR = 3600.0
+NONE = "(none)"  # the group of attempts with no team (or no model)
+
+
+@dataclass
+class Group:
+    """The sums of one group. Hours are GPU-hours (memory: GiB-hours). ``unmeasured_h``: the
+    held GPU-hours whose utilisation NVML gave no measure of (MIG slices, or not sampled
+    yet). ``online_h`` and ``idle_h``: of the group's GPUs, where a group is GPUs (by host,
+    model or GPU), else None."""
+
+    key: str
+    held_h: float = 0.0
+    used_h: float = 0.0
+    unmeasured_h: float = 0.0
+    memory_gib_h: float = 0.0
+    waits_s: List[float] = field(default_factory=list)
+    outcomes: Dict[str, int] = field(default_factory=dict)
+    running: int = 0
+    online_h: Optional[float] = None
+    idle_h: Optional[float] = None
+
+    @property
+    def measured_h(self) -> float:
+        return self.held_h - self.unmeasured_h
+
+    @property
+    def wait_median_s(self) -> Optional[float]:
+        return percentile(self.waits_s, 50)
+
+    @property
+    def wait_p95_s(self) -> Optional[float]:
+        return percentile(self.waits_s, 95)
+
+    def record(self) -> Dict[str, object]:
+        return {"key": self.key, "held_gpu_hours": round(self.held_h, 6),
+                "used_gpu_hours": round(self.used_h, 6),
+                "unmeasured_gpu_hours": round(self.unmeasured_h, 6),
+                "memory_gib_hours": round(self.memory_gib_h, 6),
+                "waits": len(self.waits_s), "wait_median_s": _rounded(self.wait_median_s),
+                "wait_p95_s": _rounded(self.wait_p95_s),
+                "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
+                "running": self.running, "online_gpu_hours": _rounded(self.online_h),
+                "idle_gpu_hours": _rounded(self.idle_h)}
+
+
+@dataclass(frozen=True)
+class Saving:
+    """Whole GPUs the jobs of the range would have needed without sharing (``demand``) and
+    the GPUs they used, at the busiest moment and on average over the range."""
+
+    peak_demand: int
+    peak_used: int
+    mean_demand: float
+    mean_used: float
+
+    @property
+    def saved_peak(self) -> int:
+        return self.peak_demand - self.peak_used
+
+    @property
+    def saved_mean(self) -> float:
+        return self.mean_demand - self.mean_used
+
+    def record(self) -> Dict[str, object]:
+        return {"peak_demand_gpus": self.peak_demand, "peak_used_gpus": self.peak_used,
+                "saved_gpus_at_peak": self.saved_peak,
+                "mean_demand_gpus": round(self.mean_demand, 6),
+                "mean_used_gpus": round(self.mean_used, 6),
+                "saved_gpus_mean": round(self.saved_mean, 6)}
+
+
+@dataclass(frozen=True)
+class Report:
+    since: float
+    until: float
+    by: str
+    groups: List[Group]
+    total: Group
+    saving: Saving
+
+    def record(self) -> Dict[str, object]:
+        return {"since": self.since, "until": self.until, "by": self.by,
+                "groups": [g.record() for g in self.groups], "total": self.total.record(),
+                "saving": self.saving.record()}
+
+
+def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
+          until: float, by: str, now: float) -> Report:
+    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts."""
+    if by not in BY:
+        raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
+    records = list(records)
+    groups: Dict[str, Group] = {}
+    total = Group("total")
+    for r in records:
+        for key, share in _keys(r, by):
+            _add(groups.setdefault(key, Group(key)), r, share, since, until, now)
+        _add(total, r, 1.0, since, until, now)
+    gpu_keys = by in ("host", "model", "gpu")
+    total.online_h, total.idle_h = 0.0, 0.0
+    for t in gpu_time:
+        if not since <= t.bucket < until:
+            continue
+        total.online_h += t.online_s / HOUR
+        total.idle_h += t.idle_s / HOUR
+        if gpu_keys:
+            g = groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by)))
+            g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
+            g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
+    return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
+                  total, saving(records, since, until, now))
+
+
+def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
+    """The groups an attempt counts in, with the share of it each gets (a k-GPU attempt by
+    GPU: 1/k on each)."""
+    if by == "gpu":
+        return [("%s gpu%d" % (r.host, g), 1.0 / len(r.gpus)) for g in r.gpus] or [
+            (r.host, 1.0)]
+    value = {"team": r.team, "queue": r.queue, "user": r.user, "host": r.host,
+             "model": r.model}[by]
+    return [(value or NONE, 1.0)]
+
+
+def _gpu_key(t: GpuTime, by: str) -> str:
+    return {"host": t.host, "model": t.model or NONE, "gpu": "%s gpu%d" % (t.host, t.gpu)}[by]
+
+
+def held_s(r: UsageRecord, since: float, until: float, now: float) -> float:
+    """Seconds of [since, until) the attempt held its slice (a running one up to ``now``)."""
+    end = r.ended_at if r.ended_at is not None else now
+    return max(0.0, min(end, until) - max(r.started_at, since))
+
+
+def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
+         now: float) -> None:
+    seconds = held_s(r, since, until, now) * share
+    hours = seconds / HOUR
+    g.held_h += r.charge * hours
+    s = r.sampled
+    if s.util_mean is not None and s.util_samples:
+        g.used_h += s.util_mean / 100 * hours
+    else:
+        g.unmeasured_h += r.charge * hours
+    if s.memory_mean_mib is not None:
+        g.memory_gib_h += s.memory_mean_mib / 1024 * hours
+    if since <= r.started_at < until:
+        g.waits_s.append(r.waited_s)
+    if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
+        g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
+    end = r.ended_at if r.ended_at is not None else math.inf
+    if r.started_at < min(until, now) <= end:
+        g.running += 1
+
+
+def saving(records: Sequence[UsageRecord], since: float, until: float, now: float) -> Saving:
+    """Whole-GPU demand without sharing against the GPUs used, peak and time-weighted mean
+    over [since, until) (a range still running is averaged up to ``now``)."""
+    end = min(until, now)
+    events: List[Tuple[float, int, UsageRecord]] = []
+    for r in records:
+        start, stop = max(r.started_at, since), min(r.ended_at if r.ended_at is not None
+                                                    else now, end)
+        if stop > start:
+            events += [(start, 1, r), (stop, -1, r)]
+    events.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same moment
+    demand = 0
+    on: Dict[Tuple[str, int], int] = {}
+    peak_demand = peak_used = 0
+    area_demand = area_used = 0.0
+    last = since
+    for t, step, r in events:
+        area_demand += demand * (t - last)
+        area_used += len(on) * (t - last)
+        last = t
+        demand += step * max(1, len(r.gpus))
+        for gpu in r.gpus or (-1,):
+            key = (r.host, gpu)
+            on[key] = on.get(key, 0) + step
+            if on[key] == 0:
+                del on[key]
+        peak_demand, peak_used = max(peak_demand, demand), max(peak_used, len(on))
+    span = end - since
+    if span <= 0:
+        return Saving(peak_demand, peak_used, 0.0, 0.0)
+    return Saving(peak_demand, peak_used, area_demand / span, area_used / span)
+
+
+@dataclass(frozen=True)
+class Series:
+    """The range cut into ``len(starts)`` steps: per step, each team's mean GPUs held and
+    used (measured only), the mean whole-GPU demand and GPUs used, and the median wait of the
+    attempts that started in it (None where none did)."""
+
+    starts: List[float]
+    step_s: float
+    held: Dict[str, List[float]]
+    used: Dict[str, List[float]]
+    demand: List[float]
+    gpus_used: List[float]
+    wait_median_s: List[Optional[float]]
+
+
+def series(records: Sequence[UsageRecord], since: float, until: float, steps: int,
+           now: float, by: str = "team") -> Series:
+    """What ``build`` sums, over time: ``steps`` equal steps of [since, min(until, now))."""
+    end = min(until, now)
+    steps = max(1, steps)
+    step = max(1e-9, (end - since) / steps)
+    starts = [since + i * step for i in range(steps)]
+    keys = sorted({k for r in records for k, _ in _keys(r, by)})
+    held = {k: [0.0] * steps for k in keys}
+    used = {k: [0.0] * steps for k in keys}
+    demand, gpus_used, waits = [], [], []
+    for i, t in enumerate(starts):
+        for r in records:
+            seconds = held_s(r, t, t + step, now)
+            if seconds <= 0:
+                continue
+            for key, share in _keys(r, by):
+                held[key][i] += r.charge * seconds * share / step
+                if r.sampled.util_mean is not None and r.sampled.util_samples:
+                    used[key][i] += r.sampled.util_mean / 100 * seconds * share / step
+        s = saving(records, t, t + step, now)
+        demand.append(s.mean_demand)
+        gpus_used.append(s.mean_used)
+        waits.append(percentile([r.waited_s for r in records if t <= r.started_at < t + step],
+                                50))
+    return Series(starts, step, held, used, demand, gpus_used, waits)
+
+
+def percentile(values: Sequence[float], p: float) -> Optional[float]:
+    """The nearest-rank ``p``-th percentile, None of nothing."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _rounded(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 6)
+
