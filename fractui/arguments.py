@@ -5,7 +5,9 @@ UsageError (exit 2) that quotes it."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence
 
 from fractui.config import profile_problem
@@ -40,6 +42,43 @@ def bounded(lo: int, hi: int) -> Callable[[str], int]:
 
     parse.__name__ = "number"
     return parse
+
+
+_AGO = re.compile(r"([0-9]{1,7})(m|h|d|w)")
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A time a command line names: ``ago_s`` before now, or ``at`` (seconds since the
+    epoch)."""
+
+    ago_s: float | None = None
+    at: float | None = None
+
+    def resolve(self, now: float) -> float:
+        return now - self.ago_s if self.ago_s is not None else float(self.at or 0.0)
+
+
+def moment(text: str) -> Moment:
+    """An argparse type: ``now``, a time ago (``30m``, ``24h``, ``7d``, ``2w``), or a local
+    date and time (``2026-12-01``, ``2026-12-01T14:00``)."""
+    if text == "now":
+        return Moment(ago_s=0.0)
+    ago = _AGO.fullmatch(text)
+    if ago:
+        return Moment(ago_s=float(int(ago.group(1)) * _UNIT_S[ago.group(2)]))
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "must be now, a time ago (30m, 24h, 7d, 2w) or a date and time "
+            "(2026-12-01, 2026-12-01T14:00), got %r" % text) from None
+    try:
+        return Moment(at=when.timestamp())
+    except (OverflowError, OSError, ValueError) as err:
+        raise argparse.ArgumentTypeError("%r is not a time this machine can use: %s"
+                                         % (text, err)) from None
 
 
 def job_number(text: str) -> int:

@@ -12,11 +12,12 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from fractui import __version__
-from fractui.arguments import bounded, check_words, instance_uuid, mig_profile
+from fractui.arguments import bounded, check_words, instance_uuid, mig_profile, moment
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
 from fractui.terminal import say
+from fractui.usage import BY
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
 VERBS = {
@@ -26,6 +27,7 @@ VERBS = {
     "preempt": "store_commands", "place": "store_commands", "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
+    "report": "report_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
 NO_CONFIG_NEEDED = ("demo", "themes")  # a config file, if there is one, is still checked
@@ -140,6 +142,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--limit", type=bounded(1, MAX_LINES), default=100)
     p.add_argument("--json", action="store_true")
 
+    p = verbs.add_parser("report", help="what jobs held and used over a time range, their "
+                         "waits, and the GPUs sharing saved")
+    p.add_argument("--since", type=moment, default=moment("24h"), metavar="WHEN",
+                   help="start of the range: 30m, 24h, 7d, 2w ago, or 2026-12-01[T14:00] "
+                   "(default 24h)")
+    p.add_argument("--until", type=moment, default=moment("now"), metavar="WHEN",
+                   help="end of the range (default now)")
+    p.add_argument("--by", choices=BY, default="team", help="group by (default team)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true")
+    form.add_argument("--csv", action="store_true", help="one row per group, then the total")
+
     p = verbs.add_parser("scheduler", help="the headless placement loop (head node, systemd)")
     p.add_argument("--name", help="this scheduler's name in the lease and the audit")
     p.add_argument("--until-stdin-closes", action="store_true",
@@ -219,10 +233,12 @@ def _run(words: List[str]) -> int:
 
 
 def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:
-    from fractui import commands, job_commands, store_commands, theme_commands
+    from fractui import (commands, job_commands, report_commands, store_commands,
+                         theme_commands)
 
     modules = {"commands": commands, "job_commands": job_commands,
-               "store_commands": store_commands, "theme_commands": theme_commands}
+               "report_commands": report_commands, "store_commands": store_commands,
+               "theme_commands": theme_commands}
     return getattr(modules[VERBS[name]], name)
 
 

@@ -9,3 +9,15 @@ from typing import Optional
 def count(n: int, noun: str, plural: Optional[str] = None) -> str:
     """``n`` and ``noun``, plural unless ``n`` is 1 (``plural``: where "s" is not enough)."""
     return "%d %s" % (n, noun if n == 1 else plural or noun + "s")
+
+
+def duration(seconds: Optional[float]) -> str:
+    """ "42s", "3m05s", "2h14m": short, for a narrow column."""
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    if s < 60:
+        return "%ds" % s
+    if s < 3600:
+        return "%dm%02ds" % (s // 60, s % 60)
+    return "%dh%02dm" % (s // 3600, s % 3600 // 60)

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from fractui.config import Config, HostConfig, SchedulerSettings, StoreSettings
+from fractui.config import Config, HostConfig, SchedulerSettings, StoreSettings, UsageSettings
 from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import open_store, sqlite_url
@@ -35,8 +35,10 @@ class LocalFleet:
     """Simulated hosts, a store and a scheduler whose passes the test runs one by one."""
 
     def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(),
-                 store_url: Optional[str] = None, **settings):
-        """``store_url``: the store (by default an SQLite file in ``tmp_path``)."""
+                 store_url: Optional[str] = None, usage: Optional[UsageSettings] = None,
+                 **settings):
+        """``store_url``: the store (by default an SQLite file in ``tmp_path``); ``usage``:
+        the usage settings; ``settings``: the scheduler's."""
         self.tmp = tmp_path
         store_url = store_url or sqlite_url(str(tmp_path / "store.db"))
         self.config = Config(
@@ -47,7 +49,7 @@ class LocalFleet:
             queues=tuple(queues), teams=tuple(teams),
             scheduler=SchedulerSettings(**dict(dict(interval_s=0.2, preempt_grace_s=5.0),
                                                **settings)),
-            store=StoreSettings(store_url))
+            store=StoreSettings(store_url), usage=usage or UsageSettings())
         self.store = open_store(store_url)
         self.fleet = Fleet(self.config, reconnect_max_s=0.5).start()
         self.fleet.wait_settled(60)

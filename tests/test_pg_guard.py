@@ -261,3 +261,32 @@ def test_a_team_role_granted_before_the_cordons_existed_may_read_them(pg_server)
         assert reader.cordons() == []
     finally:
         reader.close()
+
+
+def test_usage_is_the_schedulers_record_a_member_reads_and_cannot_write(guarded):
+    """`fractui report` as a team member reads every team's usage, as the jobs; writing it is
+    the lease holder's (an admin's) alone, on psql as through fractui."""
+    admin = guarded.store()
+    member = guarded.store(guarded.ann)
+    try:
+        job = admin.submit("v", guarded.vision, "ran", ["sleep", "9"], {}, "x")
+        admin.place(job.id, SLOT, "sched", "fits")
+        admin.started(job.id, "j1", None, "sched", "started")
+        assert [r.job for r in member.usage(0, 9e12)] == [job.id]
+        assert member.gpu_time(0, 9e12) == []
+        # the least grants give no write on them; given all the same, the guard refuses
+        for statement, table in (("UPDATE usage SET charge = 0", "usage"),
+                                 ("DELETE FROM usage", "usage"),
+                                 ("INSERT INTO gpu_time (host, gpu, bucket) VALUES ('h', 0, 0)",
+                                  "gpu_time")):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                guarded.sql(guarded.ann, statement)
+            assert ("permission denied for table %s" % table in str(err.value)) or (
+                "role %s" % guarded.ann in str(err.value)
+                and "write table %s" % table in str(err.value)), str(err.value)
+        with pytest.raises(StoreDenied, match="usage"):
+            member.prune_usage(9e12)
+        assert [r.charge for r in admin.usage(0, 9e12)] == [SLOT.charge]
+    finally:
+        member.close()
+        admin.close()

@@ -15,7 +15,7 @@ from textual.widgets import Sparkline, Static
 
 from fractui.sched.health import unhealthy
 from fractui.tui.history import BUCKETS, WINDOW_S, History, gpu_key
-from fractui.tui.queues import duration
+from fractui.words import duration
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,8 @@ from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.tui.history import job_key, job_memory_mib
 from fractui.tui.logview import LogView
-from fractui.tui.queues import duration
 from fractui.tui.source import Source
-from fractui.words import count
+from fractui.words import count, duration
 
 REFRESH_S = 1.0
 HISTORY = 6  # the newest audit entries shown

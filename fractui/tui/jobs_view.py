@@ -30,7 +30,7 @@ from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.jobrows import (COLUMNS, PADDING, JobRow, filter_rows, fit, job_rows, memory,
                                  sort_rows)
 from fractui.tui.model import StoreView, compile_filter
-from fractui.tui.queues import duration
+from fractui.words import duration
 
 REFRESH_S = 1.0
 

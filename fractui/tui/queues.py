@@ -20,18 +20,7 @@ from fractui.sched.quota import TeamUsage
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.model import QueueStat
-
-
-def duration(seconds: Optional[float]) -> str:
-    """ "42s", "3m05s", "2h14m": short, for a narrow column."""
-    if seconds is None:
-        return "—"
-    s = max(0, int(seconds))
-    if s < 60:
-        return "%ds" % s
-    if s < 3600:
-        return "%dm%02ds" % (s // 60, s % 60)
-    return "%dh%02dm" % (s // 3600, s % 3600 // 60)
+from fractui.words import duration
 
 
 SIDE_BY_SIDE = 70  # at least this wide, queues and teams sit side by side

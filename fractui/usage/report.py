@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.store.model import OUTCOMES, GpuTime, UsageRecord
+from fractui.usage import BY
 
-BY = ("team", "queue", "user", "host", "model", "gpu")
 HOUR = 3600.0
 NONE = "(none)"  # the group of attempts with no team (or no model)
 

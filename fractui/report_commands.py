@@ -1,0 +1,93 @@
+"""``fractui report``: what the fleet's jobs held and used over a time range, and what sharing
+saved, from the store's usage records (fractui.usage.report): a table, ``--json`` or
+``--csv``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from typing import List, Optional
+
+from fractui.checked_store import open_checked_store
+from fractui.config import Config
+from fractui.outcome import UsageError
+from fractui.terminal import print_json, table, width
+from fractui.usage.report import Group, Report, build
+from fractui.words import duration
+
+HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95", "DONE",
+          "FAILED", "CANCELLED", "REQUEUED", "PREEMPTED", "RUNNING", "IDLE")
+CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 7)
+
+
+def report(config: Config, args: argparse.Namespace) -> int:
+    store = open_checked_store(config, hear=False)
+    try:
+        now = store.now()
+        since, until = args.since.resolve(now), args.until.resolve(now)
+        if since >= until:
+            raise UsageError("--since (%s) must be before --until (%s)" % (
+                _local(since), _local(until)))
+        made = build(store.usage(since, until), store.gpu_time(since, until), since, until,
+                     args.by, now)
+    finally:
+        store.close()
+    if args.json:
+        print_json(made.record())
+    elif args.csv:
+        _csv(made)
+    else:
+        for line in lines(made):
+            print(line)
+    return 0
+
+
+def lines(r: Report) -> List[str]:
+    """The report as a person reads it: the range, the table, and the headline."""
+    out = ["usage from %s to %s, by %s (GPU-hours; fractions as charged)" % (
+        _local(r.since), _local(r.until), r.by)]
+    if not r.groups:
+        out.append("no job held a GPU in this range, and no GPU time was kept")
+        return out
+    gpus = r.by in ("host", "model", "gpu")
+    rows = [_row(g, gpus) for g in r.groups] + [_row(r.total, True)]
+    out += table(HEADER, rows, CAPS, width())
+    s, t = r.saving, r.total
+    out.append("")
+    out.append("without sharing, these jobs would have needed %d GPUs at peak (%.1f on "
+               "average); they used %d (%.1f): sharing saved %d GPUs at peak, %.1f on average"
+               % (s.peak_demand, s.mean_demand, s.peak_used, s.mean_used, s.saved_peak,
+                  s.saved_mean))
+    if t.online_h:
+        out.append("GPUs online %.1f GPU-h, held %.1f (%.0f %%), idle with nothing on them "
+                   "%.1f (%.0f %%)" % (t.online_h, t.held_h, 100 * t.held_h / t.online_h,
+                                       t.idle_h or 0.0, 100 * (t.idle_h or 0.0) / t.online_h))
+    if t.unmeasured_h:
+        out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
+                   "not sampled yet): %.1f of %.1f" % (t.unmeasured_h, t.held_h))
+    return out
+
+
+def _row(g: Group, gpus: bool) -> List[str]:
+    outcome = [str(g.outcomes.get(o, 0)) for o in ("done", "failed", "cancelled", "requeued",
+                                                   "preempted")]
+    idle = "—" if not gpus or g.idle_h is None else "%.2f" % g.idle_h
+    return [g.key, "%.2f" % g.held_h, "%.2f" % g.used_h, "%.2f" % g.unmeasured_h,
+            "%.1f" % g.memory_gib_h, duration(g.wait_median_s), duration(g.wait_p95_s)] + \
+        outcome + [str(g.running), idle]
+
+
+def _csv(r: Report) -> None:
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    rows = [g.record() for g in r.groups + [r.total]]
+    columns = [k for k in rows[0] if k != "outcomes"] if rows else []
+    outcomes = list(rows[0]["outcomes"]) if rows else []
+    out.writerow([r.by] + columns[1:] + outcomes)
+    for row in rows:
+        out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes])
+
+
+def _local(t: Optional[float]) -> str:
+    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))

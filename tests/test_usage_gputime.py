@@ -1,0 +1,57 @@
+"""Each GPU's time as the lease holder sees it pass: online, idle (nothing on it: no job of the
+store and no process), held (GPUs charged), and its utilisation where NVML reports it — split
+exactly at bucket boundaries, and nothing counted across a gap or while a host is away."""
+
+from __future__ import annotations
+
+import pytest
+
+from fractui.sched.fleetview import HostView
+from fractui.store.model import RUNNING, GpuTime, Job, Slot
+from fractui.usage.gputime import GAP_S, GpuClock
+
+
+def view(state: str = "online", util0: object = 40, processes1: tuple = ()) -> HostView:
+    return HostView("h", state, hello={"gpus": []}, snapshot={"gpus": [
+        {"index": 0, "name": "L4", "utilization_gpu": util0, "processes": [{"pid": 7}]},
+        {"index": 1, "name": "L4", "utilization_gpu": None,
+         "processes": list(processes1)}]})
+
+
+JOB = Job(1, "q", "t", "n", ("x",), {}, RUNNING, 0.0, 0.0,
+          slot=Slot("h", (0,), None, None, 6144, 0.25))
+
+
+def test_time_between_looks_is_split_at_bucket_boundaries_with_what_each_gpu_did():
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view()], [JOB], 50.0)  # the first look counts nothing: no "before"
+    clock.observe([view()], [JOB], 70.0)
+    rows = {(r.gpu, r.bucket): r for r in clock.take()}
+    assert rows[0, 0.0] == GpuTime("h", 0, 0.0, "L4", online_s=10, idle_s=0, held_s=2.5,
+                                   util_s=4.0, measured_s=10)
+    assert rows[0, 60.0] == GpuTime("h", 0, 60.0, "L4", 10, 0, 2.5, 4.0, 10)
+    # GPU 1: no job, no process: idle; its utilisation not reported: not measured
+    assert rows[1, 0.0] == GpuTime("h", 1, 0.0, "L4", 10, 10, 0, 0, 0)
+    assert clock.take() == []  # handed over once
+
+
+def test_a_process_outside_fractui_keeps_a_gpu_from_being_idle():
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view(processes1=({"pid": 9},))], [], 0.0)
+    clock.observe([view(processes1=({"pid": 9},))], [], 5.0)
+    assert {r.gpu: r.idle_s for r in clock.take()} == {0: 0.0, 1: 0.0}
+
+
+@pytest.mark.parametrize("between", ["offline", "gap"])
+def test_nothing_is_counted_while_a_host_is_away_or_across_a_gap(between):
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view()], [JOB], 0.0)
+    if between == "offline":
+        clock.observe([view("offline")], [JOB], 5.0)
+        clock.observe([view()], [JOB], 10.0)  # back: looked at afresh
+        assert clock.take() == []
+        clock.observe([view()], [JOB], 15.0)
+        assert sum(r.online_s for r in clock.take()) == pytest.approx(10.0)  # 2 GPUs x 5 s
+    else:
+        clock.observe([view()], [JOB], GAP_S + 1)
+        assert clock.take() == []

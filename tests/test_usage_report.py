@@ -1,0 +1,327 @@
+"""The usage report on a known job stream: every attempt made through the store's own
+transitions (with a clock the test sets), then the report's numbers — held, used, unmeasured
+and memory hours, waits, outcomes, running attempts, what sharing saved — checked against the
+same numbers computed here from the stream itself, by other means (brute force over every
+moment the fleet changed, not the report's sweep), and against the store's job records.
+``fractui report`` is checked as a user runs it: table, --json, --csv, and bad ranges."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from fractui.store.model import (CANCELLED, DONE, FAILED, PREEMPTED, RUNNING, STOPPING,
+                                 GpuTime, Sampled, Slot)
+from fractui.store.sqlite import SqliteStore
+from fractui.usage.report import build, percentile, saving, series
+from tests.cli_run import in_process, leaks
+
+TEAMS = ("vision", "nlp", "speech")
+USERS = {"vision": ("ann", "bo"), "nlp": ("cy",), "speech": ("di", "ed")}
+# (host, gpus, profile, memory MiB, charge, measurable): shares, MIG slices, whole GPUs
+SLOTS = (("l4-1", (0,), None, 6144, 0.25, True), ("l4-1", (1,), None, 12288, 0.5, True),
+         ("h100-1", (0,), "3g.40gb", None, 3 / 7, False),
+         ("h100-1", (1,), "1g.10gb", None, 1 / 7, False),
+         ("a10-1", (0,), None, None, 1.0, True), ("a10-1", (0, 1), None, None, 2.0, True))
+BASE = 1_700_000_000.0
+
+
+@dataclass
+class Attempt:
+    job: int
+    team: str
+    user: str
+    queue: str
+    slot: Slot
+    measurable: bool
+    queued: float
+    start: float
+    end: Optional[float]
+    outcome: Optional[str]
+    util: Optional[float]
+    memory: float
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = BASE
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def stream(store: SqliteStore, clock: Clock, n: int, seed: int) -> List[Attempt]:
+    """``n`` jobs through the store's transitions: some preempted and run again, some still
+    running at the end; what each attempt did, as the test knows it."""
+    rng = random.Random(seed)
+    attempts: List[Attempt] = []
+    for i in range(n):
+        team = rng.choice(TEAMS)
+        user = rng.choice(USERS[team])
+        queue = "q%d" % rng.randrange(3)
+        clock.t = BASE + rng.uniform(0, 20_000)
+        job = store.submit(queue, team, "j%d" % i, ["x"], {}, "%s@laptop" % user)
+        queued = clock.t
+        preempt = rng.random() < 0.2
+        for attempt in range(2 if preempt else 1):
+            host, gpus, profile, memory, charge, measurable = rng.choice(SLOTS)
+            slot = Slot(host, gpus, profile, None, memory, charge)
+            start = queued + rng.choice((0.0, rng.uniform(1, 3000)))
+            end = start + rng.uniform(60, 9000)
+            util = rng.uniform(5, 95) * len(gpus) if measurable else None
+            used = Sampled(samples=10, memory_peak_mib=int(rng.uniform(1000, 9000)),
+                           memory_mean_mib=rng.uniform(500, 900), util_samples=10 if util
+                           is not None else 0, util_mean=util,
+                           util_note=None if measurable else "not reported by NVML for MIG")
+            clock.t = start - 1
+            store.place(job.id, slot, "sched", "fits")
+            store.started(job.id, "a%d" % i, start, "sched", "started", model=host[:-2])
+            last = attempt == (1 if preempt else 0)
+            runs_on = last and rng.random() < 0.15
+            outcome = None if runs_on else rng.choice((DONE, DONE, FAILED, CANCELLED)) \
+                if last else PREEMPTED
+            clock.t = end
+            if outcome == PREEMPTED:
+                store.stopping(job.id, (RUNNING,), "preempt", "sched", "room")
+                store.requeue(job.id, (STOPPING,), "sched", "preempted", sampled=used)
+            elif outcome == CANCELLED:
+                store.stopping(job.id, (RUNNING,), "cancel", user, "enough")
+                store.ended(job.id, (STOPPING,), CANCELLED, "enough", "sched", "enough", "end",
+                            ended_at=end, sampled=used)
+            elif outcome is not None:
+                store.ended(job.id, (RUNNING,), outcome, None, "sched", outcome, "end",
+                            ended_at=end, sampled=used)
+            else:
+                store.keep_usage({(job.id, attempt): used})
+            attempts.append(Attempt(job.id, team, user, queue, slot, measurable, queued, start,
+                                    None if runs_on else end, outcome, util,
+                                    used.memory_mean_mib or 0.0))
+            queued = end
+    return attempts
+
+
+@pytest.fixture
+def known(tmp_path) -> Tuple[SqliteStore, List[Attempt], float]:
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    attempts = stream(store, clock, 80, seed=16)
+    now = max(a.end or a.start for a in attempts) + 100
+    clock.t = now
+    yield store, attempts, now
+    store.close()
+
+
+def overlap(a: Attempt, since: float, until: float, now: float) -> float:
+    return max(0.0, min(a.end if a.end is not None else now, until) - max(a.start, since))
+
+
+def brute_demand(attempts: List[Attempt], since: float, until: float, now: float
+                 ) -> Tuple[int, int, float, float]:
+    """Peak and mean whole-GPU demand and GPUs in use, by looking at the middle of every
+    stretch between two moments anything changed."""
+    end = min(until, now)
+    moments = sorted({since, end} | {t for a in attempts for t in (a.start, a.end or now)
+                                     if since < t < end})
+    peak_d = peak_u = 0
+    area_d = area_u = 0.0
+    for left, right in zip(moments, moments[1:]):
+        mid = (left + right) / 2
+        on = [a for a in attempts if a.start <= mid < (a.end if a.end is not None else now)]
+        demand = sum(max(1, len(a.slot.gpus)) for a in on)
+        used = len({(a.slot.host, g) for a in on for g in a.slot.gpus})
+        peak_d, peak_u = max(peak_d, demand), max(peak_u, used)
+        area_d += demand * (right - left)
+        area_u += used * (right - left)
+    return peak_d, peak_u, area_d / (end - since), area_u / (end - since)
+
+
+@pytest.mark.parametrize("cut", [(0.0, 1.0), (0.3, 0.6), (0.55, 2.0)])
+def test_the_reports_numbers_are_the_streams_computed_independently(known, cut):
+    store, attempts, now = known
+    first = min(a.start for a in attempts)
+    span = now - first
+    since, until = first + cut[0] * span, first + cut[1] * span
+    report = build(store.usage(since, until), [], since, until, "team", now)
+    groups = {g.key: g for g in report.groups}
+    for team in TEAMS:
+        mine = [a for a in attempts if a.team == team]
+        g = groups[team]
+        held = sum(a.slot.charge * overlap(a, since, until, now) for a in mine) / 3600
+        used = sum(a.util / 100 * overlap(a, since, until, now) for a in mine
+                   if a.util is not None) / 3600
+        unmeasured = sum(a.slot.charge * overlap(a, since, until, now) for a in mine
+                         if a.util is None) / 3600
+        memory = sum(a.memory / 1024 * overlap(a, since, until, now) for a in mine) / 3600
+        assert (g.held_h, g.used_h, g.unmeasured_h, g.memory_gib_h) == pytest.approx(
+            (held, used, unmeasured, memory), rel=1e-9, abs=1e-9)
+        waits = sorted(a.start - a.queued for a in mine if since <= a.start < until)
+        assert sorted(g.waits_s) == pytest.approx(waits)
+        if waits:  # nearest rank, by hand
+            assert g.wait_median_s == pytest.approx(waits[math.ceil(len(waits) / 2) - 1])
+            assert g.wait_p95_s == pytest.approx(waits[math.ceil(0.95 * len(waits)) - 1])
+        ended: Dict[str, int] = {}
+        for a in mine:
+            if a.end is not None and since <= a.end < until:
+                ended[a.outcome] = ended.get(a.outcome, 0) + 1  # type: ignore[index]
+        assert {k: v for k, v in g.outcomes.items() if v} == ended
+        assert g.running == sum(1 for a in mine if a.start < min(until, now) <= (
+            a.end if a.end is not None else math.inf))
+    assert report.total.held_h == pytest.approx(sum(g.held_h for g in report.groups))
+    peak_d, peak_u, mean_d, mean_u = brute_demand(attempts, since, until, now)
+    s = report.saving
+    assert (s.peak_demand, s.peak_used) == (peak_d, peak_u)
+    assert (s.mean_demand, s.mean_used) == pytest.approx((mean_d, mean_u))
+    assert s.saved_peak == peak_d - peak_u and s.peak_demand > s.peak_used  # sharing saved
+
+
+def test_the_usage_records_agree_with_the_stores_job_records(known):
+    """Each job's last attempt, as the jobs table keeps it, is its last usage record."""
+    store, attempts, now = known
+    records = store.usage(0, now + 1)
+    assert len(records) == len(attempts)
+    last = {r.job: r for r in records}
+    for job in store.jobs():
+        r = last[job.id]
+        assert (r.attempt, r.started_at, r.ended_at) == (job.attempt, job.started_at,
+                                                         job.ended_at)
+        assert (r.host, r.gpus, r.charge) == (job.slot.host, job.slot.gpus, job.slot.charge)
+        assert r.outcome == (None if job.state == RUNNING else job.state)
+
+
+def test_grouped_by_user_gpu_and_model_every_group_sums_to_the_total(known):
+    store, attempts, now = known
+    records = store.usage(0, now + 1)
+    for by in ("queue", "user", "host", "model", "gpu"):
+        report = build(records, [], 0, now + 1, by, now)
+        assert sum(g.held_h for g in report.groups) == pytest.approx(report.total.held_h)
+        assert sum(len(g.waits_s) for g in report.groups) >= len(report.total.waits_s)
+    by_user = {g.key: g.held_h for g in build(records, [], 0, now + 1, "user", now).groups}
+    for user in {a.user for a in attempts}:
+        assert by_user[user] == pytest.approx(sum(
+            a.slot.charge * overlap(a, 0, now + 1, now) for a in attempts if a.user == user)
+            / 3600)
+
+
+def test_gpu_time_gives_online_and_idle_hours_by_gpu_host_and_model():
+    rows = [GpuTime("l4-1", 0, 0.0, "L4", online_s=300, idle_s=100, held_s=50),
+            GpuTime("l4-1", 1, 0.0, "L4", online_s=300, idle_s=300),
+            GpuTime("h100-1", 0, 300.0, "H100", online_s=120, idle_s=0, held_s=120),
+            GpuTime("h100-1", 0, 900.0, "H100", online_s=300, idle_s=300)]
+    by_host = {g.key: (g.online_h, g.idle_h) for g in build([], rows, 0, 600, "host", 600)
+               .groups}
+    assert by_host == {"l4-1": pytest.approx((600 / 3600, 400 / 3600)),
+                       "h100-1": pytest.approx((120 / 3600, 0.0))}
+    report = build([], rows, 0, 600, "team", 600)
+    assert report.groups == []  # no team holds GPU time: only the total has it
+    assert (report.total.online_h, report.total.idle_h) == pytest.approx((720 / 3600,
+                                                                           400 / 3600))
+    assert {g.key for g in build([], rows, 0, 1200, "gpu", 1200).groups} == {
+        "l4-1 gpu0", "l4-1 gpu1", "h100-1 gpu0"}
+
+
+def test_the_series_adds_up_to_the_report_over_its_steps(known):
+    store, attempts, now = known
+    first = min(a.start for a in attempts)
+    records = store.usage(first, now)
+    s = series(records, first, now, 24, now)
+    report = build(records, [], first, now, "team", now)
+    for g in report.groups:  # mean GPUs per step x step length = GPU-hours
+        assert sum(s.held[g.key]) * s.step_s / 3600 == pytest.approx(g.held_h)
+        assert sum(s.used[g.key]) * s.step_s / 3600 == pytest.approx(g.used_h)
+    whole = saving(records, first, now, now)
+    assert sum(s.demand) / len(s.demand) == pytest.approx(whole.mean_demand)
+    assert sum(s.gpus_used) / len(s.gpus_used) == pytest.approx(whole.mean_used)
+    assert [w is None for w in s.wait_median_s].count(False) > 0
+
+
+def test_percentiles_are_by_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile([5.0], 95) == 5.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.0
+    assert percentile(list(map(float, range(1, 21))), 95) == 19.0
+
+
+# -- fractui report, as a user runs it --
+
+def _config(tmp_path: Path, store: SqliteStore) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+    return str(path)
+
+
+def _at(t: float) -> str:
+    """``t`` as --since and --until take it (this machine's local time, to the microsecond)."""
+    return datetime.datetime.fromtimestamp(t).isoformat()
+
+
+def test_fractui_report_prints_json_csv_and_a_table_of_the_same_numbers(known, tmp_path,
+                                                                       capfd):
+    store, attempts, now = known
+    config = _config(tmp_path, store)
+    # a range that ends at the stream's now (the CLI's own clock is later: running attempts
+    # count up to the range's end, as in the report made here)
+    span = ["--since", _at(BASE - 3600), "--until", _at(now)]
+    code, out, err = in_process(capfd, ["--config", config, "report", *span, "--json"])
+    assert code == 0 and not leaks(err), err
+    got = json.loads(out)
+    assert got["until"] == pytest.approx(now) and got["since"] == pytest.approx(BASE - 3600)
+    expected = build(store.usage(got["since"], got["until"]), [], got["since"], got["until"],
+                     "team", got["until"])
+    assert got == json.loads(json.dumps(expected.record()))
+    assert got["total"]["held_gpu_hours"] == pytest.approx(sum(
+        a.slot.charge * overlap(a, BASE - 3600, now, now) for a in attempts) / 3600)
+    code, out, err = in_process(capfd, ["--config", config, "report", *span, "--csv",
+                                        "--by", "user"])
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[-1]["user"] == "total"
+    assert {r["user"] for r in rows[:-1]} == {a.user for a in attempts}
+    assert float(rows[-1]["held_gpu_hours"]) == pytest.approx(
+        sum(float(r["held_gpu_hours"]) for r in rows[:-1]), rel=1e-5)
+    code, out, err = in_process(capfd, ["--config", config, "report", *span])
+    assert code == 0, err
+    s = expected.saving
+    assert "sharing saved %d GPUs at peak" % s.saved_peak in out
+    assert all(team in out for team in TEAMS) and out.count("\n") >= len(TEAMS) + 3
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["--since", "1h", "--until", "2h"], "--since"),
+    (["--since", "yesterday"], "must be now, a time ago"),
+    (["--by", "colour"], "invalid choice"),
+    (["--json", "--csv"], "not allowed with"),
+])
+def test_fractui_report_refuses_a_bad_range_or_grouping_with_exit_2(known, tmp_path, capfd,
+                                                                    argv, said):
+    store, _, _ = known
+    code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report", *argv])
+    assert code == 2 and said in err and not leaks(err), err
+
+
+def test_an_empty_store_says_nothing_ran(tmp_path, capfd):
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report"])
+    finally:
+        store.close()
+    assert code == 0 and "no job held a GPU in this range" in out, (out, err)
+
+
+def test_one_attempt_ending_as_the_next_starts_on_its_gpu_is_never_counted_twice():
+    from fractui.store.model import UsageRecord
+
+    def on(start: float, end: float, gpus: Tuple[int, ...] = (0,)) -> UsageRecord:
+        return UsageRecord(1, 0, "t", "q", "u", "h", gpus, None, None, 100, 0.5, start, start,
+                           end, DONE)
+    s = saving([on(0, 100), on(100, 200), on(50, 150, (1,))], 0, 200, 200)
+    assert (s.peak_demand, s.peak_used) == (2, 2)
+    assert (s.mean_demand, s.mean_used) == pytest.approx((1.5, 1.5))

@@ -1,0 +1,121 @@
+"""Usage records in the store, on both backends: each attempt that held a slice has one record,
+opened by the transition that starts it and closed by the one that ends it or sends it back to
+wait — in the same transaction — with who submitted it, since when it waited, and the last of
+what its agent sampled; a job that never held a slice has none. GPU time adds up per bucket,
+and retention forgets what ended before it."""
+
+from __future__ import annotations
+
+from fractui.store import open_store
+from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, REQUEUED,
+                                 RUNNING, STOPPING, GpuTime, Sampled, Slot)
+
+SHARE = Slot("h1", (0,), None, None, 20480, 0.25)
+MIG = Slot("h2", (1,), "3g.40gb", 4, None, 3 / 7)
+
+
+def test_each_attempt_that_held_a_slice_has_one_record_opened_and_closed_with_its_changes(
+        store_url):
+    store = open_store(store_url)
+    try:
+        t0 = store.now()
+        job = store.submit("small", "vision", "train", ["sleep", "1"], {}, "alice@laptop")
+        store.place(job.id, SHARE, "sched", "fits")
+        assert store.usage(0, t0 + 1e6) == []  # placed is not yet held
+        store.started(job.id, "j1", None, "sched", "started", model="NVIDIA L4")
+        [open_] = store.usage(0, t0 + 1e6)
+        assert (open_.job, open_.attempt, open_.user, open_.team, open_.queue) == (
+            job.id, 0, "alice", "vision", "small")
+        assert (open_.host, open_.gpus, open_.model, open_.memory_mib, open_.charge) == (
+            "h1", (0,), "NVIDIA L4", 20480, 0.25)
+        assert open_.queued_at == job.submitted_at <= open_.started_at <= store.now()
+        assert open_.ended_at is None and open_.outcome is None
+        store.keep_usage({(job.id, 0): Sampled(samples=4, since=t0 + 1, until=t0 + 16,
+                                                memory_peak_mib=9000, memory_mean_mib=6000.5,
+                                                util_samples=4, util_mean=37.5)})
+        [kept] = store.usage(0, t0 + 1e6)
+        assert (kept.sampled.memory_peak_mib, kept.sampled.util_mean) == (9000, 37.5)
+
+        # preempted: the attempt's record closes as such, the next attempt waits from then
+        store.stopping(job.id, (RUNNING,), "preempt", "sched", "for a team within quota")
+        store.requeue(job.id, (STOPPING,), "sched", "preempted",
+                      sampled=Sampled(samples=6, memory_peak_mib=9100, memory_mean_mib=6100.0,
+                                      util_samples=6, util_mean=40.0))
+        requeued_at = store.get(job.id).updated_at
+        store.place(job.id, MIG, "sched", "fits")
+        store.started(job.id, "j2", requeued_at + 5, "sched", "started",
+                      model="NVIDIA H100 80GB HBM3")
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "exited 0", "end", exit_code=0,
+                    ended_at=requeued_at + 65,
+                    sampled=Sampled(samples=12, memory_peak_mib=30000, memory_mean_mib=20000.0,
+                                    util_note="not reported by NVML for MIG instances"))
+        first, second = store.usage(0, t0 + 1e6)
+        assert (first.outcome, first.ended_at, first.sampled.util_mean) == (
+            PREEMPTED, requeued_at, 40.0)
+        assert (second.attempt, second.profile, second.queued_at, second.started_at) == (
+            1, "3g.40gb", requeued_at, requeued_at + 5)
+        assert (second.outcome, second.ended_at, second.waited_s) == (DONE, requeued_at + 65,
+                                                                      5.0)
+        assert second.sampled.util_mean is None
+        assert second.sampled.util_note == "not reported by NVML for MIG instances"
+        # a record of the range only if it held its slice in it
+        assert [r.attempt for r in store.usage(requeued_at + 6, requeued_at + 7)] == [1]
+        assert store.usage(requeued_at + 66, requeued_at + 99) == []
+    finally:
+        store.close()
+
+
+def test_jobs_that_never_held_a_slice_have_no_record_and_each_end_is_its_outcome(store_url):
+    store = open_store(store_url)
+    try:
+        cancelled = store.submit("q", "t", "waits", ["x"], {}, "bob")
+        store.ended(cancelled.id, (PENDING,), CANCELLED, "cancelled", "bob", "no", "cancel")
+        refused = store.submit("q", "t", "refused", ["x"], {}, "bob")
+        store.place(refused.id, SHARE, "sched", "fits")
+        store.ended(refused.id, (PLACED,), FAILED, "cannot start", "sched", "no", "failed")
+        assert store.usage(0, 9e12) == []
+        ends = {}
+        for end in (DONE, FAILED, CANCELLED, REQUEUED):
+            job = store.submit("q", "t", end, ["x"], {}, "bob")
+            store.place(job.id, SHARE, "sched", "fits")
+            store.started(job.id, "j", None, "sched", "started")
+            if end == REQUEUED:
+                store.stopping(job.id, (RUNNING,), "requeue", "bob", "again")
+                store.requeue(job.id, (STOPPING,), "sched", "again")
+            elif end == CANCELLED:
+                store.stopping(job.id, (RUNNING,), "cancel", "bob", "enough")
+                store.ended(job.id, (STOPPING,), CANCELLED, "enough", "sched", "enough", "end")
+            else:
+                store.ended(job.id, (RUNNING,), end, None, "sched", end, "end")
+            ends[job.id] = end
+        assert {r.job: r.outcome for r in store.usage(0, 9e12)} == ends
+        assert all(r.ended_at is not None and r.ended_at >= r.started_at
+                   for r in store.usage(0, 9e12))
+    finally:
+        store.close()
+
+
+def test_gpu_time_adds_up_per_bucket_and_retention_forgets_what_ended_before_it(store_url):
+    store = open_store(store_url)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", online_s=30, idle_s=10, held_s=5,
+                                     util_s=3, measured_s=30)])
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", online_s=20, idle_s=0, held_s=20,
+                                     util_s=15, measured_s=20),
+                             GpuTime("h1", 0, 900.0, "L4", online_s=5)])
+        assert store.gpu_time(0, 9e12) == [
+            GpuTime("h1", 0, 600.0, "L4", 50.0, 10.0, 25.0, 18.0, 50.0),
+            GpuTime("h1", 0, 900.0, "L4", 5.0, 0.0, 0.0, 0.0, 0.0)]
+        assert [t.bucket for t in store.gpu_time(700, 9e12)] == [900.0]
+        old = store.submit("q", "t", "old", ["x"], {}, "bob")
+        store.place(old.id, SHARE, "sched", "fits")
+        store.started(old.id, "j", 100.0, "sched", "started")
+        store.ended(old.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=200.0)
+        running = store.submit("q", "t", "runs", ["x"], {}, "bob")
+        store.place(running.id, SHARE, "sched", "fits")
+        store.started(running.id, "j", 150.0, "sched", "started")
+        assert store.prune_usage(800.0) == 2  # the ended attempt and the bucket of 600
+        assert [r.job for r in store.usage(0, 9e12)] == [running.id]  # still running: kept
+        assert [t.bucket for t in store.gpu_time(0, 9e12)] == [900.0]
+    finally:
+        store.close()
