@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, StoreSettings,
-                            TeamConfig, toml_text)
+                            TeamConfig, UsageSettings, toml_text)
 from fractui.fleet.client import AgentCallError, ConnectionLost
 from fractui.fleet.host import HostUnavailable
 from fractui.scheduler.child import ChildScheduler
@@ -112,7 +112,9 @@ def demo_config(hosts: list[DemoHost], root: str) -> Config:
                TeamConfig("nlp", quota_gpus=round(0.1 * real_gpus, 2)),
                TeamConfig("speech", quota_gpus=round(0.1 * real_gpus, 2), over_quota=True)),
         scheduler=SchedulerSettings(interval_s=0.5, preempt_grace_s=2.0),
-        store=StoreSettings(sqlite_url(os.path.join(root, "store.db"))))
+        store=StoreSettings(sqlite_url(os.path.join(root, "store.db"))),
+        # a demo lasts minutes: GPU time by the 10 s, the jobs' samples read every 5 s
+        usage=UsageSettings(bucket_s=10, refresh_s=5))
 
 
 # GPU memory each queue's workload uses (MiB): well inside the smallest slice it can get.
