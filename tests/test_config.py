@@ -217,7 +217,7 @@ def test_an_unknown_top_level_key_is_an_error(tmp_path):
         [[host]]
         name = "b"
         """) == ("F:4: unknown top-level key 'host' (did you mean 'hosts'? "
-                 "known: hosts, ssh, queues, teams, scheduler, store, tui)")
+                 "known: hosts, ssh, queues, teams, scheduler, store, tui, usage)")
 
 
 def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
