@@ -55,7 +55,7 @@ TEAMS = (TeamConfig("nlp", quota_gpus=1.0), TeamConfig("vision", quota_gpus=0.25
 
 
 def state(jobs=JOBS, **kw) -> MetricsState:
-    return MetricsState(**dict(dict(now=NOW, hosts=HOSTS, jobs=jobs, teams=TEAMS,
+    return MetricsState(**dict(dict(now=NOW, holder="ops@head", hosts=HOSTS, jobs=jobs, teams=TEAMS,
                                     queues=["quarter", "mig3", "idle"], lease_held=True,
                                     store_reachable=True, last_pass=999.5), **kw))
 
@@ -79,7 +79,7 @@ J2 = of_job("2", "vision", "mig3", "1", "3g.40gb")
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 
 EXPECTED = {
-    ("fractui_scheduler_lease_held", ()): 1.0,
+    ("fractui_scheduler_lease_held", (("holder", "ops@head"),)): 1.0,
     ("fractui_store_reachable", ()): 1.0,
     ("fractui_scheduler_last_pass_timestamp_seconds", ()): 999.5,
     **{("fractui_host_state", (("host", h), ("state", s))): float(s == st)
@@ -152,7 +152,7 @@ def test_a_job_whose_host_is_not_heard_from_has_its_charge_and_nothing_measured(
 
 def test_before_any_pass_only_the_scheduler_and_hosts_are_reported():
     got = samples(state([], last_pass=None, lease_held=False, store_reachable=False))
-    assert got[("fractui_scheduler_lease_held", ())] == 0.0
+    assert got[("fractui_scheduler_lease_held", (("holder", "ops@head"),))] == 0.0
     assert got[("fractui_store_reachable", ())] == 0.0
     assert ("fractui_scheduler_last_pass_timestamp_seconds", ()) not in got
     assert got[("fractui_queue_pending_jobs", (("queue", "quarter"),))] == 0.0

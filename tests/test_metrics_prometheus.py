@@ -1,0 +1,178 @@
+"""The metrics endpoint as Prometheus sees it: real `fractui scheduler` processes on a simulated
+fleet, a real Prometheus server (Debian's package) scraping them on loopback, and promtool
+checking a raw scrape."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Optional
+
+import pytest
+
+from fractui.config import MetricsSettings, QueueConfig, TeamConfig
+from tests import localfleet
+from tests.cli_run import closed_port
+from tests.conftest import REPO
+from tests.localfleet import running, wait
+
+local_fleet = localfleet.local_fleet
+
+PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
+needs_prometheus = pytest.mark.skipif(
+    not (os.access(PROMETHEUS, os.X_OK) and os.access(PROMTOOL, os.X_OK)),
+    reason="Prometheus is not installed (apt-get install prometheus: .ci/run does)")
+
+QUARTER = QueueConfig(name="quarter", gpu=0.25)
+NLP = TeamConfig("nlp", quota_gpus=1.0)
+
+
+def scrape(port: int) -> Optional[str]:
+    """The text of /metrics on ``port``, or None if nothing serves there."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            return r.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def serving(port: int, holder: str) -> bool:
+    text = scrape(port)
+    return text is not None and 'fractui_scheduler_lease_held{holder="%s"} 1.0' % holder in text
+
+
+def query(port: int, promql: str) -> list:
+    url = "http://127.0.0.1:%d/api/v1/query?%s" % (port, urllib.parse.urlencode(
+        {"query": promql}))
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            answer = json.load(r)
+    except (urllib.error.URLError, ConnectionError):
+        return []  # not up yet
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def with_metrics(f, port: int, tui: bool = False) -> str:
+    f.config = dataclasses.replace(f.config, metrics=MetricsSettings(
+        listen="127.0.0.1:%d" % port, tui=tui))
+    return f.write_config()
+
+
+@needs_prometheus
+def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_fleet,
+                                                                         tmp_path):
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP])
+    port = closed_port()
+    with_metrics(f, port)
+    job = f.submit("quarter", "nlp")
+    head = f.scheduler_process("head")
+    prom_port = closed_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: fractui\n    static_configs:\n"
+        "      - targets: ['127.0.0.1:%d']\n" % port)
+    prom = subprocess.Popen(
+        [PROMETHEUS, "--config.file=%s" % (tmp_path / "prometheus.yml"),
+         "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
+         "--web.listen-address=127.0.0.1:%d" % prom_port],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: f.states()[job.id] == "running", f.states, alive=head)
+        charge = f.store.get(job.id).slot.charge
+        assert charge == 0.25
+        wait(lambda: serving(port, "head"), lambda: scrape(port), alive=head)
+
+        promql = "sum by (team) (fractui_job_allocated_gpus)"
+        wait(lambda: query(prom_port, promql), lambda: "no answer from Prometheus yet",
+             timeout_s=60, step_s=0.5)
+        [row] = query(prom_port, promql)
+        assert row["metric"] == {"team": "nlp"}
+        assert float(row["value"][1]) == charge
+        [up] = query(prom_port, 'up{job="fractui"}')
+        assert up["value"][1] == "1"
+
+        text = scrape(port)
+        assert text is not None
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # the job's own series, labelled as the store and the agent know it
+        assert ('fractui_job_allocated_gpus{gpu="0",host="gpu-a",job="%d",queue="quarter",'
+                'slice="5758MiB",team="nlp"} 0.25' % job.id) in text
+        assert "fractui_scheduler_pass_duration_seconds_count" in text
+
+        # an ended job leaves: its series are gone from the next scrape
+        assert f.fractui("cancel", str(job.id)).returncode == 0
+        wait(lambda: f.store.get(job.id).state == "cancelled", f.states, alive=head)
+        wait(lambda: 'job="%d"' % job.id not in (scrape(port) or ""), lambda: scrape(port),
+             alive=head)
+    finally:
+        prom.terminate()
+        head.terminate()
+        _, err = head.communicate(timeout=60)
+        prom.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    assert scrape(port) is None  # a scheduler that stops stops serving
+
+
+def test_only_the_lease_holder_serves_and_a_standby_that_takes_the_lease_starts(
+        local_fleet):
+    """Two schedulers, each with its own port: the holder serves, the standby does not; when
+    the holder stops (handing the lease over), its endpoint closes and the standby's opens."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP], lease_s=3.0)
+    first_port, second_port = closed_port(), closed_port()
+    with_metrics(f, first_port)
+    first = f.scheduler_process("first")
+    wait(lambda: serving(first_port, "first"), lambda: scrape(first_port), alive=first)
+    with_metrics(f, second_port)  # the second reads the config as it is when it starts
+    second = f.scheduler_process("second")
+    try:
+        assert second.stdout.readline().startswith("scheduler second: ")
+        wait(lambda: (f.store.lease_holder() or ("",))[0] == "first", f.states, alive=second)
+        assert scrape(second_port) is None  # a standby serves nothing
+        first.terminate()
+        first.wait(60)
+        wait(lambda: serving(second_port, "second"), lambda: scrape(second_port),
+             alive=second)
+        assert scrape(first_port) is None
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.terminate()
+        _, err = second.communicate(timeout=60)
+        first.communicate(timeout=10)
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("tui", [False, True])
+def test_a_tuis_scheduler_serves_only_if_the_config_says_so(local_fleet, tui):
+    """The scheduler a TUI runs as its child (``--until-stdin-closes``) holds the lease, and
+    serves the endpoint only with [metrics] tui = true."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP])
+    port = closed_port()
+    path = with_metrics(f, port, tui=tui)
+    child = subprocess.Popen([sys.executable, "-m", "fractui", "--config", path, "scheduler",
+                              "--name", "tui", "--until-stdin-closes"], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait(lambda: (f.store.lease_holder() or ("",))[0] == "tui", f.states, alive=child)
+        if tui:
+            wait(lambda: serving(port, "tui"), lambda: scrape(port), alive=child)
+        else:
+            f.submit("quarter", "nlp")  # a full pass with a job: it has told its listener
+            wait(lambda: running(f) == 1, f.states, alive=child)
+            assert scrape(port) is None
+    finally:
+        child.stdin.close()  # as its TUI does on the way out
+        child.wait(60)
+        err = child.stderr.read()
+    assert child.returncode == 0, err
+    assert scrape(port) is None
