@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import urllib.request
+
 import pytest
 
 from fractui.config import Config, ConfigError, TeamConfig, load_config
+from fractui.metrics.exporter import Exporter
 from fractui.metrics.families import families
-from fractui.metrics.state import MetricsState
+from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
 from fractui.store.model import Job, Slot
 from tests.cli_run import in_process, leaks
@@ -128,6 +133,13 @@ def test_a_state_yields_exactly_the_expected_samples():
     assert samples(state()) == EXPECTED
 
 
+def test_the_series_stay_within_the_documented_bound():
+    """docs/metrics.md: at most 6H + 7G + 4R + 2Q + 3T + 20 (the 20 less the histogram's 17,
+    which the exporter adds): here 2 hosts, 2 reachable GPUs, 2 running jobs, 3 queues, 2
+    teams."""
+    assert len(samples(state())) <= 6 * 2 + 7 * 2 + 4 * 2 + 2 * 3 + 3 * 2 + 3
+
+
 def test_an_ended_job_leaves_and_takes_its_series_with_it():
     """Job 1 ended: it is no longer among the active jobs, nor running on its host's agent."""
     jobs = [j for j in JOBS if j.id != 1]
@@ -156,6 +168,36 @@ def test_before_any_pass_only_the_scheduler_and_hosts_are_reported():
     assert got[("fractui_store_reachable", ())] == 0.0
     assert ("fractui_scheduler_last_pass_timestamp_seconds", ()) not in got
     assert got[("fractui_queue_pending_jobs", (("queue", "quarter"),))] == 0.0
+
+
+def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_again(caplog):
+    caplog.set_level(logging.INFO, logger="fractui.metrics")
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+    try:
+        for _ in range(3):  # another process has the port: said once, tried every turn
+            exporter.report(PassReport("me", held=True, store_ok=True))
+            assert not exporter.serving
+        assert len([r for r in caplog.records if "cannot listen" in r.message]) == 1
+        blocker.close()
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02,
+                                   at=999.5))
+        assert exporter.serving
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+        assert 'fractui_scheduler_lease_held{holder="me"} 1.0' in text
+        assert "fractui_scheduler_pass_duration_seconds_count 1.0" in text
+        assert 'fractui_team_allocated_gpus{team="nlp"} 0.5' in text
+        exporter.report(PassReport("me", held=False, store_ok=True))  # the lease is lost
+        assert not exporter.serving
+        with pytest.raises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5)
+    finally:
+        blocker.close()
+        exporter.close()
 
 
 # -- [metrics] in the config --

@@ -16,11 +16,14 @@ from typing import Optional
 
 import pytest
 
-from fractui.config import MetricsSettings, QueueConfig, TeamConfig
+from fractui.config import MetricsSettings, QueueConfig, StoreSettings, TeamConfig
+from fractui.store import sqlite_url
 from tests import localfleet
 from tests.cli_run import closed_port
 from tests.conftest import REPO
 from tests.localfleet import running, wait
+
+from tests.test_store_damage import _fill, small_fs  # noqa: F401  (a fixture)
 
 local_fleet = localfleet.local_fleet
 
@@ -176,3 +179,31 @@ def test_a_tuis_scheduler_serves_only_if_the_config_says_so(local_fleet, tui):
         err = child.stderr.read()
     assert child.returncode == 0, err
     assert scrape(port) is None
+
+
+def test_a_holder_that_cannot_write_its_store_says_so_then_stops_serving_until_it_can(
+        local_fleet, small_fs):  # noqa: F811
+    """The store's filesystem fills up: the holder's turns fail, its scrape says the store is
+    unreachable, and once its lease has run out (it cannot prove it holds it) it closes its
+    port; when there is room again it takes the lease and serves again."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP], lease_s=3.0)
+    f.config = dataclasses.replace(f.config, store=StoreSettings(
+        sqlite_url(str(small_fs / "store.db"))))
+    port = closed_port()
+    with_metrics(f, port)
+    run = f.scheduler_process("headless")
+    try:
+        wait(lambda: serving(port, "headless"), lambda: scrape(port), alive=run)
+        assert "fractui_store_reachable 1.0" in (scrape(port) or "")
+        filler = _fill(small_fs)
+        wait(lambda: "fractui_store_reachable 0.0" in (scrape(port) or ""),
+             lambda: scrape(port), alive=run, step_s=0.05)
+        wait(lambda: scrape(port) is None, lambda: scrape(port), alive=run)
+        filler.unlink()
+        wait(lambda: "fractui_store_reachable 1.0" in (scrape(port) or ""),
+             lambda: scrape(port), alive=run)
+    finally:
+        run.terminate()
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert "Traceback" not in err, err

@@ -48,6 +48,7 @@ class Exporter:
         self._jobs: Sequence[Job] = ()
         self._last_pass: Optional[float] = None
         self._held = False
+        self._holder = ""
         self._store_ok = True
         self._server = None
         self._serving = threading.Lock()  # the scheduler's thread opens, a stop may close
@@ -65,6 +66,7 @@ class Exporter:
                 self._jobs = tuple(report.jobs)
                 self._last_pass = report.at
             self._held, self._store_ok = report.held, report.store_ok
+            self._holder = report.holder
         if report.seconds is not None and report.held:
             self.passes.observe(report.seconds)
         if report.held:
@@ -76,7 +78,8 @@ class Exporter:
         """What a scrape reports now."""
         with self._lock:
             jobs, last, held, ok = self._jobs, self._last_pass, self._held, self._store_ok
-        return MetricsState(now=self.clock(), hosts=self.hosts(), jobs=jobs,
+            holder = self._holder
+        return MetricsState(now=self.clock(), holder=holder, hosts=self.hosts(), jobs=jobs,
                             teams=self.config.teams,
                             queues=[q.name for q in self.config.queues], lease_held=held,
                             store_reachable=ok, last_pass=last)

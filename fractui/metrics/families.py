@@ -47,9 +47,10 @@ def families(state: MetricsState) -> List[Metric]:
 
 
 def _scheduler(state: MetricsState) -> List[Metric]:
-    held = _gauge("fractui_scheduler_lease_held", "1 while this scheduler holds the store's "
-                  "lease (it serves these metrics only then)")
-    held.add_metric([], 1.0 if state.lease_held else 0.0)
+    held = _gauge("fractui_scheduler_lease_held", "1 while this scheduler (holder: its name "
+                  "in the lease) holds the store's lease: it serves these metrics only then",
+                  ["holder"])
+    held.add_metric([state.holder], 1.0 if state.lease_held else 0.0)
     store = _gauge("fractui_store_reachable", "1 if the store answered the scheduler's last "
                    "turn, else 0")
     store.add_metric([], 1.0 if state.store_reachable else 0.0)

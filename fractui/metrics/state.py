@@ -15,6 +15,8 @@ from fractui.store.model import Job
 class PassReport:
     """One turn of the scheduler's loop, as the exporter hears of it."""
 
+    holder: str
+    """The scheduler's name in the lease."""
     held: bool
     """Whether it holds the lease now (by its own clock, not past the lease's expiry)."""
     store_ok: bool
@@ -34,6 +36,7 @@ class MetricsState:
     sessions last heard them, the jobs of the last full pass, the config's teams and queues."""
 
     now: float
+    holder: str
     hosts: Sequence[HostView]
     jobs: Sequence[Job]
     teams: Sequence[TeamConfig]

@@ -173,7 +173,7 @@ class Scheduler:
             self.leader = False
             self.store.release_lease(self.holder)
         if self.on_turn is not None:  # what it served ends with it
-            self.on_turn(PassReport(held=False, store_ok=self._store_ok, at=self.clock()))
+            self.on_turn(PassReport(self.holder, held=False, store_ok=self._store_ok, at=self.clock()))
 
     def settle(self, timeout_s: float = 60.0) -> bool:
         """Waits for the calls the passes so far started; whether they all ended."""
@@ -286,7 +286,7 @@ class Scheduler:
         with self._lease_lock:
             held = self.leader and self.clock() < self._held_until
         try:
-            self.on_turn(PassReport(held=held, store_ok=self._store_ok,
+            self.on_turn(PassReport(self.holder, held=held, store_ok=self._store_ok,
                                     jobs=passed[1] if passed else None,
                                     seconds=passed[0] if passed else None, at=self.clock()))
         except Exception:
