@@ -23,9 +23,10 @@ from tests.cli_run import closed_port
 from tests.conftest import REPO
 from tests.localfleet import running, wait
 
-from tests.test_store_damage import _fill, small_fs  # noqa: F401  (a fixture)
+from tests import test_store_damage
 
 local_fleet = localfleet.local_fleet
+small_fs = test_store_damage.small_fs
 
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
 needs_prometheus = pytest.mark.skipif(
@@ -182,7 +183,7 @@ def test_a_tuis_scheduler_serves_only_if_the_config_says_so(local_fleet, tui):
 
 
 def test_a_holder_that_cannot_write_its_store_says_so_then_stops_serving_until_it_can(
-        local_fleet, small_fs):  # noqa: F811
+        local_fleet, small_fs):
     """The store's filesystem fills up: the holder's turns fail, its scrape says the store is
     unreachable, and once its lease has run out (it cannot prove it holds it) it closes its
     port; when there is room again it takes the lease and serves again."""
@@ -195,7 +196,7 @@ def test_a_holder_that_cannot_write_its_store_says_so_then_stops_serving_until_i
     try:
         wait(lambda: serving(port, "headless"), lambda: scrape(port), alive=run)
         assert "fractui_store_reachable 1.0" in (scrape(port) or "")
-        filler = _fill(small_fs)
+        filler = test_store_damage._fill(small_fs)
         wait(lambda: "fractui_store_reachable 0.0" in (scrape(port) or ""),
              lambda: scrape(port), alive=run, step_s=0.05)
         wait(lambda: scrape(port) is None, lambda: scrape(port), alive=run)
