@@ -57,10 +57,21 @@ def query(port: int, promql: str) -> list:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             answer = json.load(r)
+    except urllib.error.HTTPError as err:  # Prometheus answered: a query it refuses
+        raise AssertionError("%s: %s" % (promql, err.read().decode())) from None
     except (urllib.error.URLError, ConnectionError):
         return []  # not up yet
     assert answer["status"] == "success", answer
     return answer["data"]["result"]
+
+
+def documented_queries() -> list:
+    """The PromQL lines of docs/metrics.md's ```promql block."""
+    with open(os.path.join(REPO, "docs", "metrics.md")) as f:
+        block = f.read().split("```promql\n", 1)[1].split("```", 1)[0]
+    found = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(found) >= 5, block
+    return found
 
 
 def with_metrics(f, port: int, tui: bool = False) -> str:
@@ -101,6 +112,8 @@ def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_
         assert float(row["value"][1]) == charge
         [up] = query(prom_port, 'up{job="fractui"}')
         assert up["value"][1] == "1"
+        for example in documented_queries():  # each one docs/metrics.md shows, accepted
+            query(prom_port, example)
 
         text = scrape(port)
         assert text is not None
