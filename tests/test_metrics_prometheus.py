@@ -15,6 +15,7 @@ import urllib.request
 from typing import Optional
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fractui.config import MetricsSettings, QueueConfig, StoreSettings, TeamConfig
 from fractui.store import sqlite_url
@@ -34,7 +35,10 @@ needs_prometheus = pytest.mark.skipif(
     reason="Prometheus is not installed (apt-get install prometheus: .ci/run does)")
 
 QUARTER = QueueConfig(name="quarter", gpu=0.25)
+MIG3 = QueueConfig(name="mig3", mig="3g.40gb")
 NLP = TeamConfig("nlp", quota_gpus=1.0)
+# a job that holds 512 MiB of its GPU (or MIG instance) in the simulator, as a CUDA job would
+LOAD = [sys.executable, "-m", "remote_agent.simload", "--mem-mib", "512", "--seconds", "600"]
 
 
 def scrape(port: int) -> Optional[str]:
@@ -44,6 +48,12 @@ def scrape(port: int) -> Optional[str]:
             return r.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return None
+
+
+def parsed(text: str) -> dict:
+    """(name, sorted labels) -> value of every sample of a scrape."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def serving(port: int, holder: str) -> bool:
@@ -83,10 +93,12 @@ def with_metrics(f, port: int, tui: bool = False) -> str:
 @needs_prometheus
 def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_fleet,
                                                                          tmp_path):
-    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP])
+    f = local_fleet({"gpu-a": "1xL4", "gpu-m": "1xA100-80GB:mig"},
+                    [dataclasses.replace(QUARTER, hosts=("gpu-a",)), MIG3], [NLP])
     port = closed_port()
     with_metrics(f, port)
-    job = f.submit("quarter", "nlp")
+    job = f.submit("quarter", "nlp", LOAD)
+    mig = f.submit("mig3", "nlp", LOAD)
     head = f.scheduler_process("head")
     prom_port = closed_port()
     (tmp_path / "prometheus.yml").write_text(
@@ -99,9 +111,11 @@ def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_
          "--web.listen-address=127.0.0.1:%d" % prom_port],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait(lambda: f.states()[job.id] == "running", f.states, alive=head)
+        wait(lambda: {f.states()[job.id], f.states()[mig.id]} == {"running"}, f.states,
+             alive=head)
         charge = f.store.get(job.id).slot.charge
-        assert charge == 0.25
+        mig_charge = f.store.get(mig.id).slot.charge
+        assert (charge, mig_charge) == (0.25, round(3 / 7, 6))
         wait(lambda: serving(port, "head"), lambda: scrape(port), alive=head)
 
         promql = "sum by (team) (fractui_job_allocated_gpus)"
@@ -109,21 +123,39 @@ def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_
              timeout_s=60, step_s=0.5)
         [row] = query(prom_port, promql)
         assert row["metric"] == {"team": "nlp"}
-        assert float(row["value"][1]) == charge
+        assert float(row["value"][1]) == pytest.approx(charge + mig_charge)
         [up] = query(prom_port, 'up{job="fractui"}')
         assert up["value"][1] == "1"
         for example in documented_queries():  # each one docs/metrics.md shows, accepted
             query(prom_port, example)
 
+        # what each job uses, from its host's snapshots: its process's, its instance's
+        wait(lambda: {v for k, v in parsed(scrape(port) or "").items()
+                      if k[0] == "fractui_job_memory_used_bytes"} == {512 * 2 ** 20},
+             lambda: scrape(port), alive=head)
         text = scrape(port)
         assert text is not None
         check = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
                                capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
-        # the job's own series, labelled as the store and the agent know it
-        assert ('fractui_job_allocated_gpus{gpu="0",host="gpu-a",job="%d",queue="quarter",'
-                'slice="5758MiB",team="nlp"} 0.25' % job.id) in text
-        assert "fractui_scheduler_pass_duration_seconds_count" in text
+        # each job's own series, labelled as the store and the agent know it
+        got = parsed(text)
+        share = (("gpu", "0"), ("host", "gpu-a"), ("job", str(job.id)), ("queue", "quarter"),
+                 ("slice", "5758MiB"), ("team", "nlp"))
+        inst = (("gpu", "0"), ("host", "gpu-m"), ("job", str(mig.id)), ("queue", "mig3"),
+                ("slice", "3g.40gb"), ("team", "nlp"))
+        assert got[("fractui_job_allocated_gpus", share)] == 0.25
+        assert got[("fractui_job_allocated_gpus", inst)] == mig_charge
+        assert got[("fractui_job_memory_limit_bytes", share)] == 5758 * 2 ** 20
+        assert got[("fractui_job_memory_limit_bytes", inst)] > 0  # its instance's memory
+        assert got[("fractui_job_memory_used_bytes", share)] == 512 * 2 ** 20
+        assert got[("fractui_job_memory_used_bytes", inst)] == 512 * 2 ** 20
+        # the L4's utilisation is reported; the MIG GPU's is not, rather than as 0
+        assert ("fractui_gpu_utilization_ratio", (("gpu", "0"), ("host", "gpu-a"))) in got
+        assert ("fractui_gpu_utilization_ratio", (("gpu", "0"), ("host", "gpu-m"))) not in got
+        assert got[("fractui_gpu_allocated_ratio", (("gpu", "0"), ("host", "gpu-m")))] == \
+            mig_charge
+        assert got[("fractui_scheduler_pass_duration_seconds_count", ())] >= 1
 
         # an ended job leaves: its series are gone from the next scrape
         assert f.fractui("cancel", str(job.id)).returncode == 0
