@@ -240,6 +240,25 @@ class TuiSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus endpoint the lease holder serves (docs/metrics.md); off without
+    ``listen``. It has no authentication: exposed beyond loopback, the network must guard it."""
+
+    listen: str | None = None
+    """"host:port" ("[::1]:9402" for IPv6), as written; ``address`` is it parsed."""
+    tui: bool = False
+    """Whether a TUI's own scheduler serves it too while it holds the lease."""
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to bind, or None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole file, validated."""
 
@@ -252,6 +271,7 @@ class Config:
     store: StoreSettings = field(default_factory=StoreSettings)
     tui: TuiSettings = field(default_factory=TuiSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     lines: Callable[[str, int | None, str | None], int | None] = field(
         default=lambda table, index=None, key=None: None, compare=False, repr=False)
     """Where a key is written in the file, for errors found after loading (a theme name)."""
@@ -295,7 +315,8 @@ def toml_text(config: Config) -> str:
     process reads the config its parent built in code (the demo's scheduler)."""
     out = []
     for table, item in (("ssh", config.ssh), ("scheduler", config.scheduler),
-                        ("store", config.store), ("usage", config.usage)):
+                        ("store", config.store), ("usage", config.usage),
+                        ("metrics", config.metrics)):
         out += ["[%s]" % table] + _toml_keys(item)
     for table, items in (("hosts", config.hosts), ("queues", config.queues),
                          ("teams", config.teams)):
@@ -456,7 +477,9 @@ _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "numbe
 _STORE_KEYS = {"url": "string"}
 _TUI_KEYS = {"theme": "string", "keys": "table"}
 _USAGE_KEYS = {"bucket_s": "number", "keep_days": "number", "refresh_s": "number"}
-_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui", "usage")
+_METRICS_KEYS = {"listen": "string", "tui": "boolean"}
+_TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui", "usage",
+             "metrics")
 _BECOME = ("sudo",)
 _TRANSPORTS = ("ssh", "local")
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
@@ -574,7 +597,7 @@ class _Checker(TomlChecker):
                       usage=UsageSettings(**_floats(self.values(
                           self.table(doc, "usage"), _USAGE_KEYS, "[usage]", "usage", None,
                           "usage."), tuple(_USAGE_KEYS))),
-                      lines=self.where.line)
+                      metrics=self.metrics(self.table(doc, "metrics")), lines=self.where.line)
 
     def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
         value = doc.get(name, [])
@@ -747,6 +770,15 @@ class _Checker(TomlChecker):
                 raise ConfigError(self.path, line, f"tui.keys.{label} {problem}")
         return TuiSettings(theme=values.get("theme"), keys=tuple(sorted(keys.items())))
 
+    def metrics(self, raw: dict[str, Any]) -> MetricsSettings:
+        values = self.values(raw, _METRICS_KEYS, "[metrics]", "metrics", None, "metrics.")
+        listen = values.get("listen")
+        if listen is not None:
+            problem = listen_problem(listen)
+            if problem is not None:
+                raise self.fail(f"metrics.listen {problem}", "metrics", None, "listen")
+        return MetricsSettings(**values)
+
     def hosts(self, raws: tuple[dict[str, Any], ...]) -> tuple[HostConfig, ...]:
         hosts: list[HostConfig] = []
         agents: dict[tuple[str | int | None, ...], HostConfig] = {}  # agent_place -> host
@@ -847,6 +879,21 @@ class _Checker(TomlChecker):
             raise bad("agent_cache", f"must be relative to the remote home or absolute, "
                       f"got '{value}'")
         return value
+
+
+# What [metrics] listen may be: a host name or IPv4 address, or an [IPv6] literal, and a port.
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+
+def listen_problem(value: str) -> str | None:
+    """Why ``value`` is no "host:port" to serve on, or None."""
+    m = _LISTEN.fullmatch(value)
+    if m is None:
+        return (f"must be host:port (e.g. \"127.0.0.1:9402\", \"[::1]:9402\"), "
+                f"got {_shown(value)}")
+    if not 1 <= int(m.group(2)) <= 65535:
+        return f"has port {int(m.group(2))}; a port is from 1 to 65535"
+    return None
 
 
 def _floats(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -11,14 +11,14 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from fractui.arguments import gpu_index, job_number
 from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
-from fractui.sched.fleetview import idle_view
+from fractui.sched.fleetview import HostView, idle_view
 from fractui.sched.cordons import state
 from fractui.sched.manual import Unfit, complete, in_service
 from fractui.sched.quota import past_quota, team_usage
@@ -29,6 +29,9 @@ from fractui.store.intents import Asker
 from fractui.store.model import ACTIVE, CORDON, DRAIN, ON_HOST, PENDING, STOPPING, Job, Slot
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import count
+
+if TYPE_CHECKING:
+    from fractui.metrics.exporter import Exporter
 
 
 def queued(store: Store, text: str) -> Job:
@@ -266,7 +269,9 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         raise
     done = threading.Event()
     fleet = Fleet(config)
-    sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set)
+    exporter = _exporter(config, fleet, args.until_stdin_closes)
+    sched = Scheduler(config, store, fleet, name=args.name, on_fatal=done.set,
+                      on_turn=exporter.report if exporter is not None else None)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     if args.until_stdin_closes:  # a child of a TUI or the demo: it ends with its parent
@@ -280,11 +285,24 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         done.wait()
     finally:
         sched.stop(release=sched.fatal is None)
+        if exporter is not None:
+            exporter.close()
         fleet.stop()
         store.close()
     if sched.fatal is not None:
         raise sched.fatal  # said by the command's caller, with the store's path: exit 1
     return 0
+
+
+def _exporter(config: Config, fleet: Fleet, tuis: bool) -> Optional["Exporter"]:
+    """The metrics endpoint this scheduler serves while it holds the lease: none without
+    [metrics] listen, and none for a TUI's own scheduler (``tuis``) unless [metrics] tui."""
+    address = config.metrics.address
+    if address is None or (tuis and not config.metrics.tui):
+        return None
+    from fractui.metrics.exporter import Exporter  # prometheus_client: only where it serves
+
+    return Exporter(address, config, lambda: [HostView.of(s) for s in fleet.statuses()])
 
 
 def _until_closed(done: threading.Event) -> None:

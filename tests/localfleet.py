@@ -87,6 +87,9 @@ class LocalFleet:
                                    if v is not None]
         if self.config.store.url is not None:
             lines += ["[store]", "url = %s" % json.dumps(self.config.store.url)]
+        if self.config.metrics.listen is not None:
+            lines += ["[metrics]", "listen = %s" % json.dumps(self.config.metrics.listen),
+                      "tui = %s" % json.dumps(self.config.metrics.tui)]
         for h in self.config.hosts:
             lines += ["[[hosts]]", "name = %s" % json.dumps(h.name), 'transport = "local"',
                       "sim = %s" % json.dumps(h.sim),

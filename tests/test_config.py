@@ -11,7 +11,7 @@ import pytest
 
 from fractui.config import (BOUNDS, Config, ConfigError, HostConfig, QueueConfig,
                             SchedulerSettings, SshSettings, StoreSettings, TeamConfig,
-                            TuiSettings,
+                            TuiSettings, MetricsSettings,
                             default_config_path, load_config, tomllib)
 from fractui.servable import load_checked
 from fractui.store import SqliteStore
@@ -137,6 +137,8 @@ def test_the_example_config_loads_and_sets_every_key():
     assert set(doc["store"]) == {f.name for f in dataclasses.fields(StoreSettings)}
     assert config.store.url == "sqlite://" + os.path.join(HOME, ".local/state/fractui/store.db")
     assert set(doc["tui"]) == {f.name for f in dataclasses.fields(TuiSettings)}
+    assert set(doc["metrics"]) == {f.name for f in dataclasses.fields(MetricsSettings)}
+    assert config.metrics.address == ("127.0.0.1", 9402)
     assert [q.describe() for q in config.queues] == ["0.25 GPU", "3g.40gb", "10 GiB", "2 GPUs"]
 
 
@@ -217,7 +219,7 @@ def test_an_unknown_top_level_key_is_an_error(tmp_path):
         [[host]]
         name = "b"
         """) == ("F:4: unknown top-level key 'host' (did you mean 'hosts'? "
-                 "known: hosts, ssh, queues, teams, scheduler, store, tui, usage)")
+                 "known: hosts, ssh, queues, teams, scheduler, store, tui, usage, metrics)")
 
 
 def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):

@@ -5,7 +5,8 @@ for a sparkline that carry the last value forward."""
 from __future__ import annotations
 
 from fractui.tui import history as hist
-from fractui.tui.history import History, gpu_key, job_key, job_memory_mib
+from fractui.sched.fleetview import job_memory_mib
+from fractui.tui.history import History, gpu_key, job_key
 
 T0 = 1_000_000.0
 

@@ -58,6 +58,32 @@ class HostView:
         return " + ".join(found) or None
 
 
+def job_memory_mib(job: Mapping[str, Any], gpus: Mapping[Any, Mapping[str, Any]]
+                   ) -> Optional[int]:
+    """A running job's GPU memory in use, from its host's snapshot: its MIG instance's memory,
+    or on shared GPUs the memory of its process (the agent's ``pid`` for it) on each of its
+    GPUs. None when the snapshot does not show its GPU."""
+    shown = [gpus[i] for i in job.get("gpus") or () if i in gpus]
+    if not shown:
+        return None
+    if job.get("instance"):
+        return sum(int(inst.get("memory_used_mib") or 0) for g in shown
+                   for inst in g.get("instances") or () if inst.get("uuid") == job["instance"])
+    return sum(int(p.get("used_mib") or 0) for g in shown for p in g.get("processes") or ()
+               if p.get("pid") == job.get("pid"))
+
+
+def job_memory_cap_mib(job: Mapping[str, Any], gpu: Mapping[str, Any]) -> Optional[int]:
+    """What a job's cap allows it on one of its GPUs (``gpu``, a snapshot's record): its MIG
+    instance's memory, or its memory share (the agent record's ``memory_mib``, per GPU). None
+    when the record names neither (an instance the snapshot does not show)."""
+    if job.get("instance"):
+        return next((int(inst.get("memory_mib") or 0) for inst in gpu.get("instances") or ()
+                     if inst.get("uuid") == job["instance"]), None)
+    share = job.get("memory_mib")
+    return int(share) if share is not None else None
+
+
 # What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
 _HOST_FACTS = ("cpus", "memory_mib")
 _GPU_FACTS = ("index", "name", "memory_mib", "mig_mode", "mig_pending")

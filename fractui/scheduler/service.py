@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
 from fractui.fleet.fleet import Fleet
+from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
@@ -94,7 +95,11 @@ class Scheduler:
 
     def __init__(self, config: Config, store: Store, fleet: Fleet, name: Optional[str] = None,
                  clock: Callable[[], float] = time.time,
-                 on_fatal: Optional[Callable[[], None]] = None):
+                 on_fatal: Optional[Callable[[], None]] = None,
+                 on_turn: Optional[Callable[[PassReport], None]] = None):
+        """``on_turn`` hears of every turn of the loop, on its thread (the metrics exporter):
+        whether the lease is held, whether the store answered, and after a full pass its jobs
+        and how long it took."""
         self.config = config
         self.settings = config.scheduler
         self.store = store
@@ -102,6 +107,10 @@ class Scheduler:
         self.holder = name or default_holder()
         self.clock = clock
         self.on_fatal = on_fatal
+        self.on_turn = on_turn
+        self._store_ok = True  # the store answered the last turn
+        self._passed: Optional[Tuple[float, List[Job]]] = None  # the last full pass: time, jobs
+        self._stepped: List[Job] = []  # the active jobs as the last step left them
         self.fatal: Optional[StoreError] = None
         """Why the service stopped by itself (a store that is no store any more)."""
         self.leader = False
@@ -162,9 +171,14 @@ class Scheduler:
             if thread is not None:
                 thread.join(timeout=30)
         self.lanes.wait(self.settings.call_timeout() + 1)
-        if release:
-            self.leader = False
-            self.store.release_lease(self.holder)
+        try:
+            if release:
+                self.leader = False
+                self.store.release_lease(self.holder)
+        finally:
+            if self.on_turn is not None:  # what it served ends with it, store or no store
+                self.on_turn(PassReport(self.holder, held=False, store_ok=self._store_ok,
+                                        at=self.clock()))
 
     def settle(self, timeout_s: float = 60.0) -> bool:
         """Waits for the calls the passes so far started; whether they all ended."""
@@ -219,22 +233,24 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self._turn()
-                self._said = None
+                self._said, self._store_ok = None, True
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
             except StoreDamaged as err:  # no store to schedule from: the service ends
                 log.error("%s; the scheduler stops", err)
-                self.fatal = err
+                self.fatal, self._store_ok = err, False
                 if self.on_fatal is not None:
                     self.on_fatal()
                 return
             except StoreError as err:  # full, read-only, locked: said once, tried again
+                self._store_ok = False
                 if str(err) != self._said:
                     log.error("%s; the scheduler tries again every pass", err)
                     self._said = str(err)
             except Exception:  # one bad pass must not end the service: log it, try again
                 log.exception("scheduling pass failed")
+            self._tell()
             wait = self.settings.interval_s if self.leader else max(
                 0.0, self._try_at - time.monotonic())
             if self._wake.wait(wait):
@@ -252,8 +268,11 @@ class Scheduler:
         if not self.leader and not moved and time.monotonic() < self._try_at:
             return  # a standby: the lease cannot have passed to it yet
         full = due or not self.leader or self._clocks_run()
+        began = time.monotonic()
         try:
             held = self.step() if full else self._renew(force=True)
+            if full and held:
+                self._passed = (time.monotonic() - began, self._stepped)
             if held and (asked or full):  # a request whose lane was busy: served again here
                 self.relay.serve(lambda: {v.name: v for v in self._views()})
             if held:
@@ -265,6 +284,20 @@ class Scheduler:
             raise
         if not held:
             self._try_at = time.monotonic() + self._standby_s()
+
+    def _tell(self) -> None:
+        """Tells ``on_turn`` how this turn went; a failing listener is logged, never fatal."""
+        if self.on_turn is None:
+            return
+        passed, self._passed = self._passed, None
+        with self._lease_lock:
+            held = self.leader and self.clock() < self._held_until
+        try:
+            self.on_turn(PassReport(self.holder, held=held, store_ok=self._store_ok,
+                                    jobs=passed[1] if passed else None,
+                                    seconds=passed[0] if passed else None, at=self.clock()))
+        except Exception:
+            log.exception("the scheduler's listener failed")
 
     def _clocks_run(self) -> bool:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
@@ -327,6 +360,7 @@ class Scheduler:
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.start()
+        self._stepped = jobs
         return True
 
     def _active_jobs(self) -> List[Job]:

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Deque, Mapping, Optional
 
+from fractui.sched.fleetview import job_memory_mib
+
 WINDOW_S = 10 * 60.0
 MOST = 1200  # samples per series: a snapshot every 0.5 s for the whole window
 BUCKETS = 60  # what a sparkline is given: the window in this many steps
@@ -108,18 +110,3 @@ class History:
             if value is not None:
                 out.append(float(value))
         return out
-
-
-def job_memory_mib(job: Mapping[str, Any], gpus: Mapping[Any, Mapping[str, Any]]
-                   ) -> Optional[int]:
-    """A running job's GPU memory in use, from its host's snapshot: its MIG instance's memory,
-    or on shared GPUs the memory of its process (the agent's ``pid`` for it) on each of its
-    GPUs. None when the snapshot does not show its GPU."""
-    shown = [gpus[i] for i in job.get("gpus") or () if i in gpus]
-    if not shown:
-        return None
-    if job.get("instance"):
-        return sum(int(inst.get("memory_used_mib") or 0) for g in shown
-                   for inst in g.get("instances") or () if inst.get("uuid") == job["instance"])
-    return sum(int(p.get("used_mib") or 0) for g in shown for p in g.get("processes") or ()
-               if p.get("pid") == job.get("pid"))

@@ -30,7 +30,8 @@ from fractui.store.model import AuditEntry, Job, stops_offered
 from fractui.tui.commands import Entry
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
-from fractui.tui.history import job_key, job_memory_mib
+from fractui.sched.fleetview import job_memory_mib
+from fractui.tui.history import job_key
 from fractui.tui.logview import LogView
 from fractui.tui.source import Source
 from fractui.words import count, duration

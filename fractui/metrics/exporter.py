@@ -1,0 +1,124 @@
+"""The /metrics endpoint: served while the scheduler it hears from holds the lease, stopped as
+soon as it does not (docs/decisions.md, "Prometheus metrics: who serves them").
+
+A scrape builds its families from what is already in memory — the fleet's host views, read
+through ``hosts``, and the scheduler's last report, read under a lock — so it never queries the
+store or calls an agent, and the scheduler never waits on a scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import Metric
+
+from fractui.config import Config
+from fractui.metrics.families import families
+from fractui.metrics.state import MetricsState, PassReport
+from fractui.sched.fleetview import HostView
+from fractui.store.model import Job
+
+log = logging.getLogger("fractui.metrics")
+
+PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds: a pass takes milliseconds on a quiet fleet (docs/benchmarks.md), seconds when a
+store or a host is slow."""
+
+
+class Exporter:
+    """Serves the fleet's metrics on ``address`` while the reports say the lease is held."""
+
+    def __init__(self, address: Tuple[str, int], config: Config,
+                 hosts: Callable[[], Sequence[HostView]],
+                 clock: Callable[[], float] = time.time):
+        self.address = address
+        self.config = config
+        self.hosts = hosts
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.passes = Histogram("fractui_scheduler_pass_duration_seconds",
+                                "How long the scheduler's full passes take", buckets=PASS_BUCKETS,
+                                registry=self.registry)
+        self.registry.register(_Collector(self))
+        self._lock = threading.Lock()
+        self._jobs: Sequence[Job] = ()
+        self._last_pass: Optional[float] = None
+        self._held = False
+        self._holder = ""
+        self._store_ok = True
+        self._server = None
+        self._serving = threading.Lock()  # the scheduler's thread opens, a stop may close
+        self._said: Optional[str] = None  # the bind error last logged, said once
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def report(self, report: PassReport) -> None:
+        """The scheduler's news after a turn (on its thread): kept for the next scrape, and the
+        endpoint opened or closed as the lease was taken or lost."""
+        with self._lock:
+            if report.jobs is not None:
+                self._jobs = tuple(report.jobs)
+                self._last_pass = report.at
+            self._held, self._store_ok = report.held, report.store_ok
+            self._holder = report.holder
+        if report.seconds is not None and report.held:
+            self.passes.observe(report.seconds)
+        if report.held:
+            self._open()
+        else:
+            self.close()
+
+    def state(self) -> MetricsState:
+        """What a scrape reports now."""
+        with self._lock:
+            jobs, last, held, ok = self._jobs, self._last_pass, self._held, self._store_ok
+            holder = self._holder
+        return MetricsState(now=self.clock(), holder=holder, hosts=self.hosts(), jobs=jobs,
+                            teams=self.config.teams,
+                            queues=[q.name for q in self.config.queues], lease_held=held,
+                            store_reachable=ok, last_pass=last)
+
+    def _open(self) -> None:
+        with self._serving:
+            if self._server is None:
+                self._bind()
+
+    def _bind(self) -> None:
+        host, port = self.address
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as err:  # the port is taken (a holder that lost the lease still has it)
+            if str(err) != self._said:
+                log.error("metrics: cannot listen on %s:%d: %s; tried again every pass",
+                          host, port, err.strerror or err)
+                self._said = str(err)
+            return
+        self._said = None
+        log.info("metrics: serving http://%s:%d/metrics while this scheduler holds the lease",
+                 host, port)
+
+    def close(self) -> None:
+        """Stops serving (the lease is lost, or the scheduler stops); the port is free after."""
+        with self._serving:
+            server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            log.info("metrics: stopped serving (the lease is not held)")
+
+
+class _Collector:
+    """The registry's view of the exporter: families made at scrape time."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+
+    def collect(self) -> Iterator[Metric]:
+        found: List[Metric] = families(self.exporter.state())
+        return iter(found)

@@ -1,0 +1,47 @@
+"""What the metrics are made from: the scheduler's report after each turn of its loop, and the
+whole state one scrape reads. Plain data, no prometheus_client: the scheduler imports only this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from fractui.config import TeamConfig
+from fractui.sched.fleetview import HostView
+from fractui.store.model import Job
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """One turn of the scheduler's loop, as the exporter hears of it."""
+
+    holder: str
+    """The scheduler's name in the lease."""
+    held: bool
+    """Whether it holds the lease now (by its own clock, not past the lease's expiry)."""
+    store_ok: bool
+    """Whether the store answered its last turn."""
+    jobs: Optional[Sequence[Job]] = None
+    """The store's active jobs at the end of a full pass; None when the turn ran none (it only
+    renewed the lease, stood by, or the store failed): the last ones stand."""
+    seconds: Optional[float] = None
+    """How long the full pass took."""
+    at: float = 0.0
+    """When the turn ended (epoch seconds)."""
+
+
+@dataclass(frozen=True)
+class MetricsState:
+    """Everything one scrape reports, all of it already in memory: the fleet's hosts as their
+    sessions last heard them, the jobs of the last full pass, the config's teams and queues."""
+
+    now: float
+    holder: str
+    hosts: Sequence[HostView]
+    jobs: Sequence[Job]
+    teams: Sequence[TeamConfig]
+    queues: Sequence[str]
+    lease_held: bool
+    store_reachable: bool
+    last_pass: Optional[float] = None
+    """When the last full pass ended (epoch seconds); None before the first."""

@@ -1,0 +1,243 @@
+"""The metrics' families from a built state (pure: no HTTP), and [metrics] in the config."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import urllib.request
+
+import pytest
+
+from fractui.config import Config, ConfigError, TeamConfig, load_config
+from fractui.metrics.exporter import Exporter
+from fractui.metrics.families import families
+from fractui.metrics.state import MetricsState, PassReport
+from fractui.sched.fleetview import HostView
+from fractui.store.model import Job, Slot
+from tests.cli_run import in_process, leaks
+
+MIB = 1024 * 1024
+NOW = 1000.0
+
+
+def job(id_, state, queue, team=None, slot=None, agent_job=None, submitted_at=900.0,
+        preemptible=False) -> Job:
+    return Job(id=id_, queue=queue, team=team, name="j%d" % id_, argv=("true",), request={},
+               state=state, submitted_at=submitted_at, updated_at=submitted_at, slot=slot,
+               agent_job=agent_job, preemptible=preemptible)
+
+
+L4 = {"index": 0, "uuid": "GPU-l4", "name": "NVIDIA L4", "memory_mib": 23034,
+      "mig_mode": False, "memory_used_mib": 5000, "utilization_gpu": 40,
+      "processes": [{"pid": 11, "used_mib": 3000, "instance": None},
+                    {"pid": 99, "used_mib": 1000, "instance": None}],
+      "health": {"temperature_c": 50, "slowdown_c": 90}}
+A100 = {"index": 1, "uuid": "GPU-a100", "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+        "mig_mode": True, "memory_used_mib": 2048, "utilization_gpu": None,
+        "utilization_note": "not reported by NVML for MIG", "processes": [],
+        "instances": [{"uuid": "MIG-x", "profile": "3g.40gb", "start": 4, "size": 4,
+                       "memory_mib": 40192, "memory_used_mib": 2048, "busy": True}],
+        "health": {"ecc_volatile": {"corrected": 0, "uncorrected": 2}}}
+AGENT_JOBS = {
+    "j1": {"id": "j1", "state": "running", "pid": 11, "gpus": [0], "memory_mib": 5758,
+           "usage": {"util_mean": 35.5, "memory_peak_mib": 3100}},
+    "j2": {"id": "j2", "state": "running", "pid": 12, "gpus": [1], "instance": "MIG-x",
+           "usage": {"util_mean": None, "util_note": "not reported by NVML for MIG instances"}},
+    "j3": {"id": "j3", "state": "exited", "pid": 13, "gpus": [0], "memory_mib": 9000},
+}
+HOSTS = [HostView("a", "online", {"gpus": []}, {"time": NOW, "gpus": [L4, A100]}, AGENT_JOBS),
+         # offline: what it last said is stale, so none of its GPUs is reported
+         HostView("b", "offline", None, {"time": 500.0, "gpus": [dict(L4)]}, {})]
+JOBS = [
+    job(1, "running", "quarter", "nlp", Slot("a", (0,), memory_mib=5758, charge=0.25), "j1"),
+    job(2, "running", "mig3", "vision", Slot("a", (1,), profile="3g.40gb", start=4,
+                                           charge=0.428571), "j2", preemptible=True),
+    job(3, "pending", "quarter", "nlp", submitted_at=940.0),
+    job(4, "pending", "quarter", "nlp", submitted_at=910.0),
+    job(5, "placed", "quarter", "nlp", Slot("a", (0,), memory_mib=5758, charge=0.25)),
+]
+TEAMS = (TeamConfig("nlp", quota_gpus=1.0), TeamConfig("vision", quota_gpus=0.25))
+
+
+def state(jobs=JOBS, **kw) -> MetricsState:
+    return MetricsState(**dict(dict(now=NOW, holder="ops@head", hosts=HOSTS, jobs=jobs, teams=TEAMS,
+                                    queues=["quarter", "mig3", "idle"], lease_held=True,
+                                    store_reachable=True, last_pass=999.5), **kw))
+
+
+def samples(st: MetricsState) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in families(st) for s in fam.samples}
+
+
+def gpu(g: str, host: str = "a"):
+    return (("gpu", g), ("host", host))
+
+
+def of_job(j: str, team: str, queue: str, g: str, slice_: str):
+    return (("gpu", g), ("host", "a"), ("job", j), ("queue", queue), ("slice", slice_),
+            ("team", team))
+
+
+J1 = of_job("1", "nlp", "quarter", "0", "5758MiB")
+J2 = of_job("2", "vision", "mig3", "1", "3g.40gb")
+STATES = ("connecting", "online", "degraded", "offline", "untrusted")
+
+EXPECTED = {
+    ("fractui_scheduler_lease_held", (("holder", "ops@head"),)): 1.0,
+    ("fractui_store_reachable", ()): 1.0,
+    ("fractui_scheduler_last_pass_timestamp_seconds", ()): 999.5,
+    **{("fractui_host_state", (("host", h), ("state", s))): float(s == st)
+       for h, st in (("a", "online"), ("b", "offline")) for s in STATES},
+    ("fractui_host_agent_reachable", (("host", "a"),)): 1.0,
+    ("fractui_host_agent_reachable", (("host", "b"),)): 0.0,
+    ("fractui_gpu_info", gpu("0") + (("mig", "off"), ("model", "NVIDIA L4"),
+                                     ("uuid", "GPU-l4"))): 1.0,
+    ("fractui_gpu_info", gpu("1") + (("mig", "on"), ("model", "NVIDIA A100-SXM4-80GB"),
+                                     ("uuid", "GPU-a100"))): 1.0,
+    ("fractui_gpu_memory_bytes", gpu("0")): 23034 * MIB,
+    ("fractui_gpu_memory_bytes", gpu("1")): 81920 * MIB,
+    ("fractui_gpu_memory_used_bytes", gpu("0")): 5000 * MIB,
+    ("fractui_gpu_memory_used_bytes", gpu("1")): 2048 * MIB,
+    # the running j1's share; j3 has ended
+    ("fractui_gpu_memory_allocated_bytes", gpu("0")): 5758 * MIB,
+    ("fractui_gpu_memory_allocated_bytes", gpu("1")): 40192 * MIB,
+    ("fractui_gpu_utilization_ratio", gpu("0")): 0.4,  # none for the MIG GPU
+    ("fractui_gpu_allocated_ratio", gpu("0")): 0.5,  # job 1 runs, job 5 is placed
+    ("fractui_gpu_allocated_ratio", gpu("1")): 0.428571,
+    ("fractui_gpu_healthy", gpu("0")): 1.0,
+    ("fractui_gpu_healthy", gpu("1")): 0.0,  # uncorrected ECC errors
+    ("fractui_job_allocated_gpus", J1): 0.25,
+    ("fractui_job_allocated_gpus", J2): 0.428571,
+    ("fractui_job_memory_used_bytes", J1): 3000 * MIB,  # its process, not pid 99's
+    ("fractui_job_memory_used_bytes", J2): 2048 * MIB,  # its instance's
+    ("fractui_job_memory_limit_bytes", J1): 5758 * MIB,
+    ("fractui_job_memory_limit_bytes", J2): 40192 * MIB,
+    ("fractui_job_utilization_mean_ratio", J1): 0.355,  # none for the MIG job
+    ("fractui_queue_pending_jobs", (("queue", "quarter"),)): 2.0,
+    ("fractui_queue_pending_jobs", (("queue", "mig3"),)): 0.0,
+    ("fractui_queue_pending_jobs", (("queue", "idle"),)): 0.0,
+    ("fractui_queue_oldest_wait_seconds", (("queue", "quarter"),)): 90.0,
+    ("fractui_queue_oldest_wait_seconds", (("queue", "mig3"),)): 0.0,
+    ("fractui_queue_oldest_wait_seconds", (("queue", "idle"),)): 0.0,
+    ("fractui_team_quota_gpus", (("team", "nlp"),)): 1.0,
+    ("fractui_team_quota_gpus", (("team", "vision"),)): 0.25,
+    ("fractui_team_allocated_gpus", (("team", "nlp"),)): 0.5,
+    ("fractui_team_allocated_gpus", (("team", "vision"),)): 0.428571,
+    ("fractui_team_borrowed_gpus", (("team", "nlp"),)): 0.0,
+    ("fractui_team_borrowed_gpus", (("team", "vision"),)): 0.428571,
+}
+
+
+def test_a_state_yields_exactly_the_expected_samples():
+    assert samples(state()) == EXPECTED
+
+
+def test_the_series_stay_within_the_documented_bound():
+    """docs/metrics.md: at most 6H + 7G + 4R + 2Q + 3T + 20 (the 20 less the histogram's 17,
+    which the exporter adds): here 2 hosts, 2 reachable GPUs, 2 running jobs, 3 queues, 2
+    teams."""
+    assert len(samples(state())) <= 6 * 2 + 7 * 2 + 4 * 2 + 2 * 3 + 3 * 2 + 3
+
+
+def test_an_ended_job_leaves_and_takes_its_series_with_it():
+    """Job 1 ended: it is no longer among the active jobs, nor running on its host's agent."""
+    jobs = [j for j in JOBS if j.id != 1]
+    hosts = [HostView("a", "online", {"gpus": []}, {"time": NOW, "gpus": [L4, A100]},
+                      dict(AGENT_JOBS, j1=dict(AGENT_JOBS["j1"], state="exited"))), HOSTS[1]]
+    got = samples(state(jobs, hosts=hosts))
+    assert not [k for k in got if ("job", "1") in k[1]]
+    assert got[("fractui_gpu_allocated_ratio", gpu("0"))] == 0.25  # job 5's alone
+    assert got[("fractui_gpu_memory_allocated_bytes", gpu("0"))] == 0.0
+    assert got[("fractui_team_allocated_gpus", (("team", "nlp"),))] == 0.25
+    assert got[("fractui_job_allocated_gpus", J2)] == 0.428571
+
+
+def test_a_job_whose_host_is_not_heard_from_has_its_charge_and_nothing_measured():
+    hosts = [HostView("a", "offline", None, None, {}), HOSTS[1]]
+    got = samples(state(hosts=hosts))
+    assert got[("fractui_job_allocated_gpus", J1)] == 0.25
+    assert [k for k in got if k[0].startswith("fractui_job_")] == [
+        ("fractui_job_allocated_gpus", J1), ("fractui_job_allocated_gpus", J2)]
+    assert not [k for k in got if k[0].startswith("fractui_gpu_")]
+
+
+def test_before_any_pass_only_the_scheduler_and_hosts_are_reported():
+    got = samples(state([], last_pass=None, lease_held=False, store_reachable=False))
+    assert got[("fractui_scheduler_lease_held", (("holder", "ops@head"),))] == 0.0
+    assert got[("fractui_store_reachable", ())] == 0.0
+    assert ("fractui_scheduler_last_pass_timestamp_seconds", ()) not in got
+    assert got[("fractui_queue_pending_jobs", (("queue", "quarter"),))] == 0.0
+
+
+def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_again(caplog):
+    caplog.set_level(logging.INFO, logger="fractui.metrics")
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+    try:
+        for _ in range(3):  # another process has the port: said once, tried every turn
+            exporter.report(PassReport("me", held=True, store_ok=True))
+            assert not exporter.serving
+        assert len([r for r in caplog.records if "cannot listen" in r.message]) == 1
+        blocker.close()
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02,
+                                   at=999.5))
+        assert exporter.serving
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            text = r.read().decode()
+        assert 'fractui_scheduler_lease_held{holder="me"} 1.0' in text
+        assert "fractui_scheduler_pass_duration_seconds_count 1.0" in text
+        assert 'fractui_team_allocated_gpus{team="nlp"} 0.5' in text
+        exporter.report(PassReport("me", held=False, store_ok=True))  # the lease is lost
+        assert not exporter.serving
+        with pytest.raises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5)
+    finally:
+        blocker.close()
+        exporter.close()
+
+
+# -- [metrics] in the config --
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_metrics_are_off_unless_listen_is_given(tmp_path):
+    assert Config(path=None).metrics.address is None
+    assert load_config(write(tmp_path, "")).metrics.address is None
+    m = load_config(write(tmp_path, '[metrics]\nlisten = "127.0.0.1:9402"\n')).metrics
+    assert (m.address, m.tui) == (("127.0.0.1", 9402), False)
+    m = load_config(write(tmp_path, '[metrics]\nlisten = "[::1]:9402"\ntui = true\n')).metrics
+    assert (m.address, m.tui) == (("::1", 9402), True)
+
+
+@pytest.mark.parametrize("text, says", [
+    ('listen = "9402"', 'metrics.listen must be host:port (e.g. "127.0.0.1:9402", '
+                        '"[::1]:9402"), got \'9402\''),
+    ('listen = ":9402"', "metrics.listen must be host:port"),
+    ('listen = "::1:9402"', "metrics.listen must be host:port"),
+    ('listen = "localhost:0"', "metrics.listen has port 0; a port is from 1 to 65535"),
+    ('listen = "localhost:70000"', "metrics.listen has port 70000; a port is from 1 to 65535"),
+    ('listen = 9402', "metrics.listen must be a string, got an integer"),
+    ('tui = "yes"', "metrics.tui must be a boolean, got a string"),
+    ('listn = "127.0.0.1:9402"', "unknown key 'listn' in [metrics] (did you mean 'listen'?"),
+])
+def test_a_bad_metrics_value_is_named_with_its_line(tmp_path, text, says):
+    path = write(tmp_path, '[store]\nurl = "sqlite:///tmp/s.db"\n\n[metrics]\n' + text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith("%s:5: %s" % (path, says)), str(info.value)
+
+
+def test_the_scheduler_command_refuses_a_bad_listen_with_exit_2(tmp_path, capfd):
+    path = write(tmp_path, '[metrics]\nlisten = "localhost"\n')
+    code, out, err = in_process(capfd, ["--config", path, "scheduler"])
+    assert code == 2
+    assert "%s:2: metrics.listen must be host:port" % path in err
+    assert not leaks(err)
