@@ -258,3 +258,10 @@ def test_a_lease_holder_killed_mid_pass_is_taken_over_within_the_lease_and_nothi
     keys = [j["key"] for j in f.agent_jobs()]
     assert sorted(keys) == sorted(f.store.get(j.id).key(f.store.uid) for j in jobs)
     assert {f.store.get(j.id).attempt for j in jobs} == {0}
+    # one usage record each, opened with the launch that was recorded, whichever holder it was
+    started = {j["key"]: j["started_at"] for j in f.agent_jobs()}
+    records = f.store.usage(0, 9e12)
+    assert sorted(r.job for r in records) == sorted(j.id for j in jobs)
+    for r in records:
+        assert (r.attempt, r.ended_at) == (0, None)
+        assert r.started_at == started[f.store.get(r.job).key(f.store.uid)]

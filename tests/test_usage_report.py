@@ -325,3 +325,20 @@ def test_one_attempt_ending_as_the_next_starts_on_its_gpu_is_never_counted_twice
     s = saving([on(0, 100), on(100, 200), on(50, 150, (1,))], 0, 200, 200)
     assert (s.peak_demand, s.peak_used) == (2, 2)
     assert (s.mean_demand, s.mean_used) == pytest.approx((1.5, 1.5))
+
+
+def test_a_damaged_usage_record_is_said_with_where_and_left_as_it_was(known, tmp_path, capfd):
+    import sqlite3
+
+    store, _, _ = known
+    db = sqlite3.connect(store.where)
+    db.execute("UPDATE usage SET gpus = 'not json' WHERE job = 3")
+    db.commit()
+    db.close()
+    code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                        "--since", "2023-01-01"])
+    assert code == 1 and not leaks(err), err
+    assert store.where in err and "usage record of job 3" in err and "not json" in err, err
+    check = sqlite3.connect(store.where)
+    assert check.execute("SELECT gpus FROM usage WHERE job = 3").fetchone() == ("not json",)
+    check.close()
