@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from typing import List, Optional, Sequence, Tuple
 
 import pytest
 
 from remote_agent.gpu.backend import MIG_UTIL_NOTE
 from remote_agent.jobs import usage
+from remote_agent.simload import util_at_time
+from tests.conftest import REPO
 from tests.test_job_supervision import read_log, wait_until
 from tests.test_jobs import daemon_pid, simload, wait_job
 
@@ -218,3 +221,28 @@ def test_a_gpu_whose_processes_cannot_be_read_misses_its_samples_only(start_agen
     assert log.count("GPU 1: its processes cannot be read") == 1
     assert log.count("GPU 1: its processes can be read again") == 1
     assert "GPU 0: its processes cannot be read" not in log
+
+
+def test_simload_swings_its_utilisation_as_a_training_loop_would(start_agent, tmp_path):
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    agent.call("job.launch", key="k-swing", gpu=0, memory_mib=8000, argv=simload(
+        "--mem-mib", "100", "--util", "50", "--util-swing", "30", "--seconds", "300"))
+    seen = set()
+
+    def three_values():
+        util = agent.call("snapshot")["gpus"][0]["utilization_gpu"]
+        if util:  # 0 until it has registered
+            seen.add(util)
+        return len(seen) >= 3
+
+    wait_until(three_values, "three different utilisations")
+    assert all(20 <= u <= 80 for u in seen), seen
+    assert [util_at_time(50, 30, s) for s in (0, 7.5, 15, 22.5)] == [50, 80, 50, 20]
+    assert util_at_time(90, 30, 7.5) == 100 and util_at_time(10, 30, 22.5) == 0  # clamped
+
+
+def test_simload_refuses_a_utilisation_out_of_range(tmp_path):
+    done = subprocess.run(simload("--mem-mib", "1", "--seconds", "1", "--util", "101"),
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--util must be within 0..100" in done.stderr
+    assert "Traceback" not in done.stderr
