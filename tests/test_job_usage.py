@@ -2,11 +2,12 @@
 registered with the simulator) whose memory and utilisation the test sets and changes, and the
 aggregate in the job record checked against the values set.
 
-Sample timing: the test reads the agent's sample count just before and just after each change,
-so it knows which samples certainly saw which values; a sample taken while a value changed (or
-while the process was registering, or ending) may have seen either value. The expected mean is
-therefore an interval: every such sample counted at the lower, then at the higher of its two
-possible values. The agent's mean must lie in it; the peak is exact.
+Sample timing: each job starts at 0 MiB and 0 % and is set back to 0 before it is stopped, so a
+sample before it registered or after its process ended sees what the others around it see. The
+test reads the agent's sample count just before and just after each change (a few calls apart),
+so it knows which samples certainly saw which values; a sample taken in between may have seen
+either. The expected mean is therefore an interval: each such sample counted at the lower, then
+at the higher of its two possible values. The agent's mean must lie in it; the peak is exact.
 """
 
 from __future__ import annotations
@@ -55,23 +56,18 @@ def daemon_log(state: str) -> str:
         return f.read()
 
 
-NOTHING = {"memory": 0, "util": 0}  # what a sample sees of a job with no GPU process
+ZERO = {"memory": 0, "util": 0}
 
 
 class Timeline:
     """Which samples saw which values ({"memory", "util"}), from the sample counts read around
-    each change."""
+    each change; the job starts and ends at ZERO."""
 
-    def __init__(self, agent, job_id: str, first: dict):
+    def __init__(self, agent, job_id: str):
         self.agent, self.job_id = agent, job_id
         self.segments: List[Tuple[int, Sequence[dict]]] = []  # (samples, what each may see)
         self.seen = 0  # samples accounted for so far
-        self.value = first
-
-    def start(self) -> None:
-        """The job has registered: the samples so far saw nothing yet, or its first values."""
-        self.seen = count(self.agent, self.job_id)
-        self.segments.append((self.seen, (NOTHING, self.value)))
+        self.value = ZERO
 
     def hold(self, at_least: int) -> None:
         """Let at least ``at_least`` more samples see the values in force."""
@@ -88,9 +84,12 @@ class Timeline:
         self.seen, self.value = after, value
 
     def end(self, final: int) -> None:
-        """The job ended with ``final`` samples: those since the last read saw the values in
-        force, or nothing once its process was gone."""
-        self.segments.append((final - self.seen, (self.value, NOTHING)))
+        """The job ended with ``final`` samples, at ZERO since the last change."""
+        assert self.value == ZERO
+        self.segments.append((final - self.seen, (ZERO,)))
+
+    def uncertain(self) -> int:
+        return sum(n for n, seen in self.segments if len(seen) > 1)
 
     def mean_bounds(self, key: str) -> Tuple[float, float]:
         total = sum(n for n, _ in self.segments)
@@ -99,23 +98,26 @@ class Timeline:
         return low, high
 
 
+def set_values(agent, pid: int, value: dict):
+    def apply():
+        agent.call("sim.set_process_memory", pid=pid, used_mib=value["memory"])
+        if "util" in value:
+            agent.call("sim.set_process_util", pid=pid, util=value["util"])
+    return apply
+
+
 def test_a_share_job_usage_follows_its_memory_and_utilisation_and_survives_a_restart(
         start_agent, tmp_path):
     state = str(tmp_path / "host")
     agent = start_agent("1xL4", state, *FAST)
     job = agent.call("job.launch", key="k-usage", gpu=0, memory_mib=8000, argv=simload(
-        "--mem-mib", "1000", "--util", "30", "--util-swing", "0", "--seconds", "300"))
+        "--mem-mib", "0", "--util", "0", "--util-swing", "0", "--seconds", "300"))
     pid = registered_pid(state, job["id"])
-    line = Timeline(agent, job["id"], {"memory": 1000, "util": 30})
-    line.start()
-    line.hold(4)
-
-    def phase_two():
-        agent.call("sim.set_process_memory", pid=pid, used_mib=3000)
-        agent.call("sim.set_process_util", pid=pid, util=70)
-
-    line.change({"memory": 3000, "util": 70}, phase_two)
-    line.hold(3)
+    line = Timeline(agent, job["id"])
+    line.hold(1)
+    for value in ({"memory": 1000, "util": 30}, {"memory": 3000, "util": 70}):
+        line.change(value, set_values(agent, pid, value))
+        line.hold(4)
 
     # the daemon crashes; its successor goes on from the aggregate in the job table
     kept = job_usage(agent, job["id"])
@@ -125,15 +127,17 @@ def test_a_share_job_usage_follows_its_memory_and_utilisation_and_survives_a_res
     resumed = job_usage(agent, job["id"])
     assert resumed["since"] == kept["since"] and resumed["samples"] >= kept["samples"]
     line.hold(4)
+    line.change(ZERO, set_values(agent, pid, ZERO))
+    line.hold(1)
 
     agent.call("job.stop", job=job["id"], grace=5)
     got = wait_job(agent, job["id"])["usage"]
     line.end(got["samples"])
     assert got["since"] == kept["since"] and got["until"] >= resumed["until"]
     assert got["memory_peak_mib"] == 3000
+    assert line.uncertain() * 4 <= got["samples"], line.segments  # the interval is narrow
     low, high = line.mean_bounds("memory")
     assert low <= got["memory_mean_mib"] <= high, (got, line.segments)
-    assert high - low <= 3000 * 4 / got["samples"]  # few uncertain samples: a close check
     assert got["util_samples"] == got["samples"] and got["util_note"] is None
     low, high = line.mean_bounds("util")
     assert low <= got["util_mean"] <= high, (got, line.segments)
@@ -148,19 +152,19 @@ def test_a_mig_job_usage_is_its_instance_memory_and_says_why_it_has_no_utilisati
     agent = start_agent("1xA100-80GB:mig", state, *FAST)
     job = agent.call("job.launch", key="k-mig-usage", gpu=0,
                      mig={"profile": "3g.40gb", "start": 4}, argv=simload(
-                         "--mem-mib", "2000", "--util", "40", "--util-swing", "0",
+                         "--mem-mib", "0", "--util", "40", "--util-swing", "0",
                          "--seconds", "300"))
     pid = registered_pid(state, job["id"])
-    line = Timeline(agent, job["id"], {"memory": 2000})
-    line.start()
-    line.hold(4)
-    line.change({"memory": 5000},
-                lambda: agent.call("sim.set_process_memory", pid=pid, used_mib=5000))
-    line.hold(4)
+    line = Timeline(agent, job["id"])
+    line.hold(1)
+    for value in ({"memory": 2000}, {"memory": 5000}, ZERO):
+        line.change(value, set_values(agent, pid, value))
+        line.hold(4)
     agent.call("job.stop", job=job["id"], grace=5)
     got = wait_job(agent, job["id"])["usage"]
     line.end(got["samples"])
     assert got["memory_peak_mib"] == 5000
+    assert line.uncertain() * 4 <= got["samples"], line.segments
     low, high = line.mean_bounds("memory")
     assert low <= got["memory_mean_mib"] <= high, (got, line.segments)
     assert (got["util_samples"], got["util_mean"], got["util_note"]) == (0, None, MIG_UTIL_NOTE)
