@@ -89,6 +89,7 @@ class HostConfig:
     log_max_mib: int = AgentSettings.log_max_mib
     retention_hours: float = AgentSettings.retention_hours
     watchdog_grace_s: float = AgentSettings.watchdog_grace_s
+    usage_sample_s: float = AgentSettings.usage_sample_s
 
     def __post_init__(self) -> None:
         # Every HostConfig, from the file or built in code, has an address to dial.
@@ -460,9 +461,10 @@ _HOST_KEYS = {
     "state_dir": "string", "agent_cache": "string", "transport": "string", "sim": "string",
     "mps": "boolean", "hami_core_lib": "string", "cgroup_parent": "string",
     "log_max_mib": "integer", "retention_hours": "number", "watchdog_grace_s": "number",
+    "usage_sample_s": "number",
 }
 _AGENT_KEYS = ("mps", "hami_core_lib", "cgroup_parent", "log_max_mib", "retention_hours",
-               "watchdog_grace_s")
+               "watchdog_grace_s", "usage_sample_s")
 _SSH_KEYS = {"known_hosts": "string", "connect_timeout": "number", "config_file": "string"}
 _QUEUE_KEYS = {
     "name": "string", "gpu": "number", "mig": "string", "memory_gib": "number",
@@ -836,7 +838,8 @@ class _Checker(TomlChecker):
             why = agent_settings.problem(key, values[key]) if key in values else None
             if why:
                 raise bad(key, why)
-        return HostConfig(**_floats(values, ("retention_hours", "watchdog_grace_s")))
+        return HostConfig(**_floats(values, ("retention_hours", "watchdog_grace_s",
+                                             "usage_sample_s")))
 
     def local_path(self, value: str, table: str, index: int | None, key: str,
                    prefix: str) -> str:

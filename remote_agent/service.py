@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
 
 from remote_agent import PROTOCOL_VERSION, __version__
-from remote_agent.gpu.backend import THROTTLE_REASONS, GpuBackend, GpuInfo, Health, MigDevice, \
-    NvmlCallError
+from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
+    Health, MigDevice, NvmlCallError
 from remote_agent.gpu.xid import XidWatcher
 from remote_agent.jobs.caps import CapProbe
 from remote_agent.mig import planner
@@ -87,6 +87,7 @@ class Agent:
                                           ("gpu", "used_mib", "instance", "pid", "util")),
                 "sim.set_process_memory": Method(self.sim_set_process_memory,
                                                  ("pid", "used_mib")),
+                "sim.set_process_util": Method(self.sim_set_process_util, ("pid", "util")),
                 "sim.remove_process": Method(self.sim_remove_process, ("pid",)),
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
@@ -259,7 +260,7 @@ class Agent:
                 util = self.backend.utilization(info.index)
                 record["utilization_gpu"] = util
                 if util is None:
-                    record["utilization_note"] = "not reported by NVML for MIG instances"
+                    record["utilization_note"] = MIG_UTIL_NOTE
                 record["health"] = self._health_record(info.index)
                 procs = self.backend.processes(info.index, info, devices)
                 record["processes"] = [{"pid": q.pid, "used_mib": q.used_mib,
@@ -462,6 +463,11 @@ class Agent:
         pid, used = p.integer("pid"), p.integer("used_mib", minimum=0)
         self._sim(lambda: self.sim.sim_set_process_memory(pid, used))
         return {"pid": pid, "used_mib": used}
+
+    def sim_set_process_util(self, p: Params) -> Dict[str, Any]:
+        pid, util = p.integer("pid"), p.integer("util", minimum=0, maximum=100)
+        self._sim(lambda: self.sim.sim_set_process_util(pid, util))
+        return {"pid": pid, "util": util}
 
     def sim_remove_process(self, p: Params) -> Dict[str, Any]:
         return {"removed": self.sim.sim_remove_process(p.integer("pid"))}

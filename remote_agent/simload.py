@@ -1,22 +1,28 @@
 """A simulated GPU workload for the sim backend: tests and the demo run it as a job.
 
-``python -m remote_agent.simload --mem-mib N --seconds S [--grow-to M] [--exit-code C]``
+``python -m remote_agent.simload --mem-mib N --seconds S [--grow-to M] [--util U]
+[--util-swing W] [--exit-code C]``
 
 It finds its GPU the way a CUDA program would — from ``CUDA_VISIBLE_DEVICES`` (a GPU or MIG uuid)
 — and registers its memory use, growing linearly from N to M MiB over S seconds, with the
-simulated host named by ``FRACTUI_SIM_STATE``. When it ends, for whatever reason, its memory is
-free again (the simulator stops counting a dead process), as on a real GPU.
+simulated host named by ``FRACTUI_SIM_STATE``. Its SM utilisation swings like a training loop's,
+between U - W and U + W percent along a sine of UTIL_PERIOD_S from its start (the same run gives
+the same values; W = 0 holds it at U). When it ends, for whatever reason, its memory is free again
+(the simulator stops counting a dead process), as on a real GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from typing import List, Optional
 
 STEP_S = 0.1
+UTIL_STEP_S = 1.0  # utilisation changes at most this often (each change rewrites the sim state)
+UTIL_PERIOD_S = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,12 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, required=True, help="how long to run")
     parser.add_argument("--grow-to", type=int, help="grow linearly to this many MiB")
     parser.add_argument("--exit-code", type=int, default=0, help="exit with this code")
-    parser.add_argument("--util", type=int, default=50, help="GPU utilisation to report (%%)")
+    parser.add_argument("--util", type=int, default=50,
+                        help="mean SM utilisation to report, 0..100 (%%)")
+    parser.add_argument("--util-swing", type=int, default=15,
+                        help="how far it swings either side of the mean, 0..100 (points)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("util", "util_swing"):
+        if not 0 <= getattr(args, name) <= 100:
+            parser.error("--%s must be within 0..100" % name.replace("_", "-"))
     from remote_agent.gpu import fake_pynvml as nv
 
     state = os.environ.get("FRACTUI_SIM_STATE")
@@ -54,10 +67,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     nv.sim_register_process(gpu, used, instance_uuid=instance, pid=pid, util=args.util)
     print("simload: pid %d on %s using %d MiB" % (pid, target, used), flush=True)
     start = time.monotonic()
+    util, util_at = args.util, 0.0
     while True:
         elapsed = time.monotonic() - start
         if elapsed >= args.seconds:
             break
+        if args.util_swing and elapsed - util_at >= UTIL_STEP_S:
+            util_at = elapsed
+            want = util_at_time(args.util, args.util_swing, elapsed)
+            if want != util:
+                util = want
+                nv.sim_set_process_util(pid, util)
         if args.grow_to is not None:
             want = int(args.mem_mib + (args.grow_to - args.mem_mib) * elapsed / args.seconds)
             if want != used:
@@ -68,6 +88,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     nv.sim_remove_process(pid)
     print("simload: done, exit code %d" % args.exit_code, flush=True)
     return args.exit_code
+
+
+def util_at_time(mean: int, swing: int, elapsed: float) -> int:
+    """The utilisation ``elapsed`` seconds into the run, within 0..100."""
+    value = mean + swing * math.sin(2 * math.pi * elapsed / UTIL_PERIOD_S)
+    return max(0, min(100, int(round(value))))
 
 
 if __name__ == "__main__":

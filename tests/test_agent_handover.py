@@ -100,7 +100,7 @@ def test_changed_settings_reach_the_running_daemon(start_agent, tmp_path, monkey
 def test_every_agent_setting_of_a_host_entry_reaches_its_daemon(tmp_path):
     cfg = HostConfig(name="sim", transport="local", sim="1xL4",
                      state_dir=str(tmp_path / "host"), cgroup_parent="none", log_max_mib=3,
-                     retention_hours=2.0, watchdog_grace_s=0.5,
+                     retention_hours=2.0, watchdog_grace_s=0.5, usage_sample_s=2.0,
                      hami_core_lib=str(tmp_path / "libvgpu.so"), mps=True)
     args = agent_args(cfg, cfg.state_dir)
     proc = subprocess.Popen([sys.executable, "-m", "remote_agent"] + args, cwd=REPO,
@@ -117,7 +117,8 @@ def test_every_agent_setting_of_a_host_entry_reaches_its_daemon(tmp_path):
         stop_host(cfg.state_dir)
     assert info["settings"] == cfg.agent_settings().effective("sim") == {
         "mps": True, "hami_core_lib": str(tmp_path / "libvgpu.so"), "cgroup_parent": None,
-        "log_max_mib": 3, "retention_hours": 2.0, "watchdog_grace_s": 0.5}
+        "log_max_mib": 3, "retention_hours": 2.0, "watchdog_grace_s": 0.5,
+        "usage_sample_s": 2.0}
 
 
 # The job table as the first release of the agent created it (before numbered migrations).
@@ -166,7 +167,7 @@ def test_a_table_of_the_first_release_is_upgraded_in_place(start_agent, tmp_path
     agent = start_agent("1xL4", str(state))
     (old,) = agent.call("job.list")["jobs"]
     assert (old["id"], old["key"], old["state"], old["exit_code"], old["run_as"],
-            old["cgroup"]) == ("j1", "k-old", "exited", 0, None, None)
+            old["cgroup"], old["usage"]) == ("j1", "k-old", "exited", 0, None, None, None)
     job = agent.call("job.launch", key="k-new", gpu=0, memory_mib=10, argv=script("pass"))
     assert job["id"] == "j2" and wait_job(agent, job["id"])["exit_code"] == 0
     with sqlite3.connect(str(state / "jobs.db")) as db:

@@ -29,16 +29,18 @@ def test_the_agent_settings_of_a_host_become_the_agents_words(tmp_path):
         log_max_mib = 16
         retention_hours = 24
         watchdog_grace_s = 2
+        usage_sample_s = 1
         """))
     host = config.hosts[0]
     assert host.agent_settings() == AgentSettings(
         mps=True, hami_core_lib="/usr/local/lib/libvgpu.so",
         cgroup_parent="/sys/fs/cgroup/gpu-jobs", log_max_mib=16, retention_hours=24.0,
-        watchdog_grace_s=2.0)
+        watchdog_grace_s=2.0, usage_sample_s=1.0)
     assert agent_args(host, "st") == [
         "serve", "--stdio", "--state-dir", "st", "--mps", "--hami-core-lib",
         "/usr/local/lib/libvgpu.so", "--cgroup-parent", "/sys/fs/cgroup/gpu-jobs",
-        "--log-max-mib", "16", "--retention-hours", "24.0", "--watchdog-grace-s", "2.0"]
+        "--log-max-mib", "16", "--retention-hours", "24.0", "--watchdog-grace-s", "2.0",
+        "--usage-sample-s", "1.0"]
     default = load_config(load(tmp_path, "")).hosts[0]
     assert agent_args(default, "st") == ["serve", "--stdio", "--state-dir", "st"]
 
@@ -62,6 +64,8 @@ def test_the_agent_settings_of_a_host_become_the_agents_words(tmp_path):
     ("watchdog_grace_s = -0.5", "hosts[0].watchdog_grace_s must be a number, at least 0 and at "
                                 "most 3600, got -0.5"),
     ("watchdog_grace_s = true", "hosts[0].watchdog_grace_s must be a number, got a boolean"),
+    ("usage_sample_s = 0.1", "hosts[0].usage_sample_s must be a number, at least 0.5 and at "
+                             "most 3600, got 0.1"),
     ("cgroup_parent = \"fractui\"", "hosts[0].cgroup_parent must be \"auto\", \"none\" or an "
                                     "absolute path, got 'fractui'"),
     ("hami_core_lib = \"libvgpu.so\"", "hosts[0].hami_core_lib must be an absolute path on the "
@@ -82,6 +86,7 @@ def test_a_bad_agent_setting_names_file_line_and_bounds(tmp_path, line, message)
                                     "and at most 3600, got 1000000000"),
     (["--cgroup-parent", "rel"], "argument --cgroup-parent: must be \"auto\", \"none\" or an "
                                  "absolute path"),
+    (["--usage-sample-s", "0"], "argument --usage-sample-s: must be a number, at least 0.5"),
 ])
 def test_the_agent_refuses_the_same_values_on_its_command_line(tmp_path, words, message):
     done = subprocess.run([sys.executable, "-m", "remote_agent", "serve", "--stdio",

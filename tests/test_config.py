@@ -22,7 +22,7 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HOME = os.path.expanduser("~")
 HOST_KEYS = ("name, host, port, user, identity_file, proxy_jump, become, python, state_dir, "
              "agent_cache, transport, sim, mps, hami_core_lib, cgroup_parent, log_max_mib, "
-             "retention_hours, watchdog_grace_s")
+             "retention_hours, watchdog_grace_s, usage_sample_s")
 
 
 def write(tmp_path, text: str) -> str:

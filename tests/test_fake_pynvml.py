@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from ctypes import byref, c_uint
 
 import pytest
@@ -135,6 +136,45 @@ def test_utilisation_is_not_supported_under_mig(gpu):
     nv.sim_register_process(1, 100, util=70)
     nv.sim_register_process(1, 100, util=70)
     assert nv.nvmlDeviceGetUtilizationRates(l4).gpu == 100
+
+
+def test_process_utilisation_samples_the_busy_processes_newer_than_asked(gpu):
+    l4 = nv.nvmlDeviceGetHandleByIndex(1)
+    with pytest.raises(nv.NVMLError_NotFound):  # no process at all
+        nv.nvmlDeviceGetProcessUtilization(l4, 0)
+    busy = nv.sim_register_process(1, 100, util=30)
+    idle = nv.sim_register_process(1, 100, util=0)
+    samples = nv.nvmlDeviceGetProcessUtilization(l4, 0)
+    assert [(s.pid, s.smUtil, s.memUtil) for s in samples] == [(busy, 30, 0)]  # idle: left out
+    assert isinstance(samples[0], nv.c_nvmlProcessUtilizationSample_t)
+    last = samples[0].timeStamp
+    assert abs(last / 1e6 - time.time()) < 1  # microseconds of the CPU clock
+    with pytest.raises(nv.NVMLError_NotFound):  # nothing newer than what was seen
+        nv.nvmlDeviceGetProcessUtilization(l4, last)
+    nv.sim_set_process_util(idle, 55)
+    while True:  # the next sample period
+        try:
+            newer = nv.nvmlDeviceGetProcessUtilization(l4, last)
+            break
+        except nv.NVMLError_NotFound:
+            time.sleep(0.02)
+    assert sorted((s.pid, s.smUtil) for s in newer) == [(busy, 30), (idle, 55)]
+    assert all(s.timeStamp > last for s in newer)
+    assert nv.nvmlDeviceGetUtilizationRates(l4).gpu == 85  # the whole GPU: their sum
+    nv.sim_set_process_util(busy, 60)
+    assert nv.nvmlDeviceGetUtilizationRates(l4).gpu == 100  # capped
+    with pytest.raises(ValueError):
+        nv.sim_set_process_util(busy, 101)
+
+
+def test_process_utilisation_is_not_supported_under_mig(gpu):
+    gi = create(gpu, nv.NVML_GPU_INSTANCE_PROFILE_3_SLICE, 4)
+    with_ci(gi, nv.NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE)
+    device = nv.nvmlDeviceGetMigDeviceHandleByIndex(gpu, 0)
+    nv.sim_register_process(0, 100, instance_uuid=nv.nvmlDeviceGetUUID(device), util=40)
+    for handle in (gpu, device):
+        with pytest.raises(nv.NVMLError_NotSupported):
+            nv.nvmlDeviceGetProcessUtilization(handle, 0)
 
 
 def test_mig_processes_must_name_their_instance(gpu):

@@ -94,3 +94,10 @@ def test_every_throttle_reason_the_backend_names_is_pynvmls():
 
     for _, const in THROTTLE_REASONS:
         assert getattr(pynvml, const) == getattr(fake, const), const
+
+
+def test_the_process_utilisation_call_is_offered():
+    """What the usage samples read: the call and its sample structure, checked above against
+    nvidia-ml-py's signature and field layout like every other name."""
+    assert "nvmlDeviceGetProcessUtilization" in FUNCTIONS
+    assert "c_nvmlProcessUtilizationSample_t" in STRUCTS

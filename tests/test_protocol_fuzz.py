@@ -79,6 +79,7 @@ SCHEMA: Dict[str, Dict[str, str]] = {
     "sim.add_process": {"gpu": "gpu", "used_mib": "int", "instance": "str", "pid": "int",
                         "util": "int"},
     "sim.set_process_memory": {"pid": "int", "used_mib": "int"},
+    "sim.set_process_util": {"pid": "int", "util": "int"},
     "sim.remove_process": {"pid": "int"},
     "sim.fault": {"function": "function", "error": "error", "skip": "int", "count": "int"},
     "sim.hold": {"function": "function", "gate": "str"},
@@ -110,7 +111,8 @@ FORMS = {
 NEVER_VALID = ("daemon.shutdown", "sim.fault", "sim.hold", "sim.mode_waits_for_reset",
                "sim.reset_gpu")
 CHANGING = ("mig.apply", "mig.destroy", "mig.set_mode", "job.launch", "job.stop")
-SIM_CHANGING = ("sim.add_process", "sim.set_process_memory", "sim.remove_process")
+SIM_CHANGING = ("sim.add_process", "sim.set_process_memory", "sim.set_process_util",
+                "sim.remove_process")
 
 
 def hostile_value(rng: random.Random, kind: str) -> str:
@@ -384,6 +386,7 @@ def valid_requests(agent) -> List[Tuple[str, Dict[str, str]]]:
         ("sim.add_process", {"gpu": "0", "used_mib": "1", "instance": json.dumps(busy["uuid"]),
                              "pid": "4000000", "util": "0"}),
         ("sim.set_process_memory", {"pid": str(pid), "used_mib": "100"}),
+        ("sim.set_process_util", {"pid": str(pid), "util": "50"}),
         ("sim.remove_process", {"pid": "4000001"}),
         ("sim.fault", {"function": '"nvmlDeviceSetMigMode"', "error": '"NVML_ERROR_UNKNOWN"',
                        "skip": "100000", "count": "1"}),

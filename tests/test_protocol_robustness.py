@@ -137,7 +137,7 @@ def test_hello_lists_exactly_the_methods_the_agent_serves(start_agent, tmp_path,
     assert {m.startswith("sim.") for m in listed} == ({True, False} if backend == "sim"
                                                       else {False})
     if backend == "sim":
-        assert len(listed) == 27
+        assert len(listed) == 28
 
 
 def deep(depth: int, kind: str) -> bytes:

@@ -131,7 +131,7 @@ def supervisor_settings(settings: AgentSettings, backend: str) -> SupervisorSett
         caps=CapSettings(mps=settings.mps, hami_core_lib=settings.hami_core_lib,
                          cgroup_parent=settings.effective(backend)["cgroup_parent"]),
         log_max_bytes=settings.log_max_mib << 20, retention_s=settings.retention_hours * 3600,
-        watchdog_grace_s=settings.watchdog_grace_s)
+        watchdog_grace_s=settings.watchdog_grace_s, usage_sample_s=settings.usage_sample_s)
 
 
 class Daemon:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional
 
 from remote_agent.jobs.caps import cgroup2_mount
+from remote_agent.jobs.usage import USAGE_SAMPLE_S
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ BOUNDS = {
     "log_max_mib": Bound(1, 1 << 20, integer=True),
     "retention_hours": Bound(0, 24 * 365 * 10, exclusive_minimum=True),
     "watchdog_grace_s": Bound(0, 3600),
+    "usage_sample_s": Bound(0.5, 3600),  # the watchdog looks twice a second: no finer
 }
 CGROUP_CHOICES = ("auto", "none")
 
@@ -67,6 +69,8 @@ class AgentSettings:
     """Finished jobs and their logs are kept this long."""
     watchdog_grace_s: float = 5.0
     """Seconds between SIGTERM and SIGKILL for a job over its memory cap."""
+    usage_sample_s: float = USAGE_SAMPLE_S
+    """Seconds between samples of each running job's GPU memory and utilisation."""
 
     def words(self) -> List[str]:
         """These settings as the agent's command-line options (defaults left out)."""
@@ -141,6 +145,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         default=AgentSettings.watchdog_grace_s,
                         help="seconds between SIGTERM and SIGKILL for a job over its cap "
                              "(default 5)")
+    parser.add_argument("--usage-sample-s", type=_checked("usage_sample_s", float),
+                        default=AgentSettings.usage_sample_s,
+                        help="seconds between samples of each job's GPU use (default 5)")
 
 
 def from_args(args: argparse.Namespace) -> AgentSettings:

@@ -16,6 +16,9 @@ from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
 MIB = 1024 * 1024
 NOT_AVAILABLE_UINT = 0xFFFFFFFF
+# Why utilisation is missing on MIG: NVML reports neither a GPU's utilisation in MIG mode nor
+# any process's (NOT_SUPPORTED), so no MIG job's use of its compute can be measured.
+MIG_UTIL_NOTE = "not reported by NVML for MIG instances"
 
 # GPU-instance profiles the backend asks about, by pynvml constant name; a module or driver
 # lacking one simply does not offer it.
@@ -80,6 +83,12 @@ class GpuProcess:
     gi_id: Optional[int] = None
     ci_id: Optional[int] = None
     instance_uuid: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ProcessUtil:
+    sm: Dict[int, float]  # pid -> SM utilisation in percent of the GPU
+    last_us: int  # the newest sample's time: where the next read starts
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,30 @@ class GpuBackend:
     def instance_memory_mib(self, device: MigDevice) -> Tuple[int, int]:
         mem = self.call("nvmlDeviceGetMemoryInfo", device.handle)
         return int(mem.used // MIB), int(mem.total // MIB)
+
+    def instance_memory_used_mib(self, instance_uuid: str) -> int:
+        """Memory in use on a MIG instance, found by its uuid."""
+        handle = self.call("nvmlDeviceGetHandleByUUID", instance_uuid)
+        return int(self.call("nvmlDeviceGetMemoryInfo", handle).used // MIB)
+
+    def process_utilization(self, index: int, since_us: int) -> Optional[ProcessUtil]:
+        """SM utilisation per process in NVML's samples newer than ``since_us`` (the mean of a
+        process's samples), or None where NVML does not report it (MIG: ``MIG_UTIL_NOTE``).
+        NVML lists only the processes busy in a sample, so one it leaves out used 0 %, and
+        NOT_FOUND means no process was busy."""
+        try:
+            samples = self.call("nvmlDeviceGetProcessUtilization", self.handle(index), since_us)
+        except NvmlCallError as err:
+            if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED"):
+                return None
+            if self.is_error(err, "NVML_ERROR_NOT_FOUND"):
+                return ProcessUtil(sm={}, last_us=since_us)
+            raise
+        seen: Dict[int, List[int]] = {}
+        for sample in samples:
+            seen.setdefault(int(sample.pid), []).append(int(sample.smUtil))
+        return ProcessUtil(sm={pid: sum(v) / len(v) for pid, v in seen.items()},
+                           last_us=max([since_us] + [int(s.timeStamp) for s in samples]))
 
     def utilization(self, index: int) -> Optional[int]:
         """GPU utilisation in percent, or None where NVML does not report it (MIG)."""

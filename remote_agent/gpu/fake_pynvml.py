@@ -294,6 +294,11 @@ class c_nvmlUtilization_t(Structure):
     _fields_ = [("gpu", c_uint), ("memory", c_uint)]
 
 
+class c_nvmlProcessUtilizationSample_t(Structure):
+    _fields_ = [("pid", c_uint), ("timeStamp", c_ulonglong), ("smUtil", c_uint),
+                ("memUtil", c_uint), ("encUtil", c_uint), ("decUtil", c_uint)]
+
+
 class c_nvmlProcessInfo_v2_t(Structure):
     _fields_ = [("pid", c_uint), ("usedGpuMemory", c_ulonglong), ("gpuInstanceId", c_uint),
                 ("computeInstanceId", c_uint)]
@@ -642,6 +647,18 @@ def sim_set_process_memory(pid: int, used_mib: int) -> None:
         for p in state["procs"]:
             if p["pid"] == pid:
                 p["used_mib"] = int(used_mib)
+                return
+    raise ValueError("no simulated GPU process with pid %d" % pid)
+
+
+def sim_set_process_util(pid: int, util: int) -> None:
+    """Set a process's SM utilisation (percent), as NVML's per-process samples report it."""
+    if not 0 <= util <= 100:
+        raise ValueError("util must be within 0..100")
+    with _transaction() as state:
+        for p in state["procs"]:
+            if p["pid"] == pid:
+                p["util"] = int(util)
                 return
     raise ValueError("no simulated GPU process with pid %d" % pid)
 
@@ -1077,6 +1094,33 @@ def nvmlDeviceGetUtilizationRates(handle):
     util.gpu = min(100, sum(p["util"] for p in _procs_on(state, index)))
     util.memory = 0  # memory bandwidth is not simulated
     return util
+
+
+# The driver samples per-process utilisation on a period of its own; a sample carries the CPU
+# time (microseconds) of the period it closes, so asking again within one period finds nothing new.
+SIM_UTIL_PERIOD_US = 166667
+
+
+@_api
+def nvmlDeviceGetProcessUtilization(handle, timeStamp):
+    """One sample per process that was busy (non-zero SM use) in the last period, if that period
+    is newer than ``timeStamp``; NOT_FOUND when there is none. Not supported under MIG, as in
+    NVML (on a GPU in MIG mode and on MIG device handles)."""
+    state, gpu, index, mig = _resolve(handle)
+    if mig is not None or gpu["mig"]:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    now_us = int(time.time() * 1e6)
+    period = now_us - now_us % SIM_UTIL_PERIOD_US
+    samples = []
+    if period > timeStamp:
+        for p in _procs_on(state, index):
+            if p["util"] > 0:
+                sample = c_nvmlProcessUtilizationSample_t()
+                sample.pid, sample.timeStamp, sample.smUtil = p["pid"], period, p["util"]
+                samples.append(sample)
+    if not samples:
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+    return samples
 
 
 @_api

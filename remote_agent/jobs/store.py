@@ -54,6 +54,9 @@ MIGRATIONS: List[List[str]] = [
         "ALTER TABLE jobs ADD COLUMN start_ticks INTEGER",
         "ALTER TABLE jobs ADD COLUMN kill_at REAL",
     ],
+    [  # 3: what each job used of its GPUs (remote_agent/jobs/usage.py), as JSON
+        "ALTER TABLE jobs ADD COLUMN usage TEXT",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 
@@ -91,6 +94,7 @@ class Job:
     cgroup: Optional[str] = None  # its own cgroup; None: found by its session
     start_ticks: Optional[int] = None  # its first process's start time (tells a reused pid)
     kill_at: Optional[float] = None  # when a stop turns into SIGKILL
+    usage: Optional[Dict[str, Any]] = None  # the aggregate of its samples (usage.Usage.record)
 
     @property
     def active(self) -> bool:
@@ -118,7 +122,7 @@ class Job:
         return out
 
 
-_JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes")
+_JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes", "usage")
 
 
 class JobStore:
@@ -214,6 +218,20 @@ class JobStore:
         for name, value in changes.items():
             setattr(job, name, value)
         return job
+
+    def record_usage(self, usage: Dict[int, Dict[str, Any]]) -> None:
+        """Every job's new usage aggregate (by job id) in one transaction: one fsync a sample
+        period, however many jobs. A job that ended meanwhile keeps what it had."""
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id, record in usage.items():
+                    db.execute("UPDATE jobs SET usage = ? WHERE id = ? AND state = 'running'",
+                               (json.dumps(record), job_id))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def by_key(self, key: str) -> Optional[Job]:
         found = self._query("SELECT * FROM jobs WHERE key = ?", (key,))

@@ -41,6 +41,7 @@ from remote_agent.jobs import booking, caps, output, procs
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.store import Job, JobStore
+from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Params, RpcError
 
@@ -57,6 +58,7 @@ class SupervisorSettings:
     log_max_bytes: int = 64 << 20
     retention_s: float = 7 * 24 * 3600.0
     watchdog_grace_s: float = 5.0
+    usage_sample_s: float = USAGE_SAMPLE_S
 
 
 @dataclass

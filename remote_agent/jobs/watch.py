@@ -2,7 +2,8 @@
 
 It records how each job ended, watches a job whose shim died (its processes, its output), adopts
 a start that no launch is following (the daemon restarted mid-launch), stops a share job over its
-GPU memory cap, turns a stop past its grace into SIGKILL, and prunes finished jobs. It takes the
+GPU memory cap, samples what each running job uses of its GPUs (remote_agent/jobs/usage.py),
+turns a stop past its grace into SIGKILL, and prunes finished jobs. It takes the
 supervisor's lock only for table transitions, so no launch — however slow its MIG change or its
 process start — holds it up.
 """
@@ -17,7 +18,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.daemon.trust import UnsafePath
-from remote_agent.jobs import procs
+from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
+from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
 from remote_agent.jobs.supervisor import Supervisor, shim_alive, signal_name
 from remote_agent.rpc.jsonrpc import RpcError
@@ -33,6 +35,9 @@ class Watchdog:
         self.sup = sup
         self._last_prune = 0.0
         self._unread: Set[int] = set()  # GPUs whose processes could not be read last pass
+        self._util_unread: Set[int] = set()  # GPUs whose utilisation could not, last sample
+        self._util_seen: Dict[int, int] = {}  # GPU -> its newest utilisation sample read (µs)
+        self._next_sample = 0.0  # monotonic time of the next usage sample
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -51,8 +56,8 @@ class Watchdog:
         for job in jobs:
             self._step("job j%d" % job.id, lambda: self._observe(job, table)
                        if job.state == "running" else self._resolve_starting(job))
-        running = [j for j in jobs if j.state == "running"]
-        self._enforce_caps(running, table)
+        running = [j for j in jobs if j.state == "running" and j.pid]
+        self._step("caps and usage samples", lambda: self._measure(running, table))
         now = time.time()
         for job in running:
             if job.kill_at is not None and now >= job.kill_at:
@@ -134,33 +139,98 @@ class Watchdog:
                 "its shim ended before it recorded starting the job; whether it ran cannot be "
                 "known (see %s)" % os.path.join(job_dir, "shim.log")))
 
-    def _enforce_caps(self, running: List[Job], table: Table) -> None:
-        """The backstop cap: a share job whose processes use more than its share of any of its
-        GPUs (a share is per GPU) is stopped. A GPU whose processes cannot be read is skipped
-        this pass (and said once), not the others."""
-        sup = self.sup
-        share_jobs = [j for j in running if j.memory_mib is not None and j.pid]
-        if not share_jobs:
-            return
-        owner = {pid: job for job in share_jobs for pid in job.procs().pids(table)}
-        used: Dict[Tuple[int, int], int] = {}  # (job id, GPU index) -> MiB
+    def _measure(self, running: List[Job], table: Table) -> None:
+        """The caps every pass and, every usage_sample_s, the usage samples, from one read of
+        the jobs' processes and GPUs."""
+        sampling = time.monotonic() >= self._next_sample
+        if sampling:
+            self._next_sample = time.monotonic() + self.sup.settings.usage_sample_s
+        measured = [j for j in running if sampling or j.memory_mib is not None]
+        pids = {j.id: set(j.procs().pids(table)) for j in measured}
+        readings = self._read_gpus(measured, sampling)
+        self._enforce_caps([j for j in measured if j.memory_mib is not None], pids, readings)
+        if sampling:
+            self._record_usage(measured, pids, readings, time.time())
+
+    def _read_gpus(self, jobs: List[Job], sampling: bool) -> Dict[int, usage.GpuReading]:
+        """One read of NVML a pass for the caps and the samples: the processes of every GPU with
+        share jobs (and, when sampling, their utilisation), and the memory of MIG jobs'
+        instances when sampling. A GPU that cannot be read is left out this pass (and said
+        once), not the others."""
+        shared = {g for j in jobs if j.instance is None for g in j.gpus}
+        instances: Dict[int, Set[str]] = {}
+        for job in jobs:
+            if job.instance is not None:
+                for g in job.gpus:
+                    instances.setdefault(g, set()).add(job.instance)
+        readings: Dict[int, usage.GpuReading] = {}
         unread: Set[int] = set()
-        for index in sorted({g for j in share_jobs for g in j.gpus}):
+        for index in sorted(shared | set(instances)):
             try:
-                found = sup.gpus.call_nvml(lambda: sup.gpus.backend.processes(index))
+                readings[index] = self.sup.gpus.call_nvml(lambda: self._read_gpu(
+                    index, index in shared, sampling, instances.get(index, set())))
             except RpcError as err:
                 unread.add(index)
                 if index not in self._unread:
-                    log.warning("GPU %d: its processes cannot be read (%s); the caps of its "
-                                "jobs wait until they can", index, err.message)
-                continue
-            for proc in found:
-                job = owner.get(proc.pid)
-                if job is not None and index in job.gpus:
-                    used[job.id, index] = used.get((job.id, index), 0) + (proc.used_mib or 0)
+                    log.warning("GPU %d: its processes cannot be read (%s); the caps and usage "
+                                "samples of its jobs wait until they can", index, err.message)
         for index in self._unread - unread:
             log.info("GPU %d: its processes can be read again", index)
         self._unread = unread
+        return readings
+
+    def _read_gpu(self, index: int, shared: bool, sampling: bool,
+                  instances: Set[str]) -> usage.GpuReading:
+        backend = self.sup.gpus.backend
+        processes = backend.processes(index) if shared else []
+        util: Optional[Dict[int, float]] = None
+        note = None
+        if shared and sampling:
+            try:
+                got = backend.process_utilization(index, self._util_seen.get(index, 0))
+            except NvmlCallError as err:  # memory is still sampled; utilisation is not
+                note = "NVML did not report it: %s" % err
+                if index not in self._util_unread:
+                    log.warning("GPU %d: its processes' utilisation cannot be read (%s); its "
+                                "jobs' samples go without it until it can", index, err)
+                self._util_unread.add(index)
+            else:
+                self._util_unread.discard(index)
+                if got is None:
+                    note = MIG_UTIL_NOTE
+                else:
+                    util = dict(got.sm)
+                    self._util_seen[index] = got.last_us
+        used = {uuid: backend.instance_memory_used_mib(uuid)
+                for uuid in sorted(instances)} if sampling else None
+        return usage.GpuReading(processes=processes, util=util, util_note=note,
+                                instance_used_mib=used)
+
+    def _record_usage(self, jobs: List[Job], pids: Dict[int, Set[int]],
+                      readings: Dict[int, usage.GpuReading], now: float) -> None:
+        """Add this sample to every running job's aggregate, all written in one transaction.
+        A job with no process left is ending, not idle: it is not sampled."""
+        changed: Dict[int, Dict[str, Any]] = {}
+        for job in jobs:
+            sample = usage.sample_job(job.gpus, job.instance, pids[job.id], readings) \
+                if pids[job.id] else None
+            if sample is not None:
+                changed[job.id] = usage.add(usage.Usage.from_record(job.usage), now,
+                                            sample).record()
+        if changed:
+            self.sup.store.record_usage(changed)
+
+    def _enforce_caps(self, share_jobs: List[Job], pids: Dict[int, Set[int]],
+                      readings: Dict[int, usage.GpuReading]) -> None:
+        """The backstop cap: a share job whose processes use more than its share of any of its
+        GPUs (a share is per GPU) is stopped. A GPU not read this pass is skipped."""
+        sup = self.sup
+        used: Dict[Tuple[int, int], int] = {}  # (job id, GPU index) -> MiB
+        for job in share_jobs:
+            for index in job.gpus:
+                if index in readings:
+                    used[job.id, index] = sum(p.used_mib or 0 for p in readings[index].processes
+                                              if p.pid in pids[job.id])
         for job in share_jobs:
             over = [(i, used[job.id, i]) for i in job.gpus
                     if used.get((job.id, i), 0) > job.memory_mib]
