@@ -36,15 +36,16 @@ class LocalFleet:
 
     def __init__(self, tmp_path, hosts: Dict[str, str], queues, teams=(),
                  store_url: Optional[str] = None, usage: Optional[UsageSettings] = None,
-                 **settings):
+                 agent: Optional[dict] = None, **settings):
         """``store_url``: the store (by default an SQLite file in ``tmp_path``); ``usage``:
-        the usage settings; ``settings``: the scheduler's."""
+        the usage settings; ``agent``: each host's agent settings; ``settings``: the
+        scheduler's."""
         self.tmp = tmp_path
         store_url = store_url or sqlite_url(str(tmp_path / "store.db"))
         self.config = Config(
             path=None,
             hosts=tuple(HostConfig(name=n, transport="local", sim=spec,
-                                   state_dir=str(tmp_path / "state" / n))
+                                   state_dir=str(tmp_path / "state" / n), **(agent or {}))
                         for n, spec in hosts.items()),
             queues=tuple(queues), teams=tuple(teams),
             scheduler=SchedulerSettings(**dict(dict(interval_s=0.2, preempt_grace_s=5.0),
