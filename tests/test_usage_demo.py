@@ -145,6 +145,9 @@ def test_the_demos_report_is_what_its_jobs_did(demo_run):
     saving = report["saving"]
     assert (saving["peak_demand_gpus"], saving["peak_used_gpus"]) == (peak_demand, peak_used)
     assert saving["saved_gpus_at_peak"] == peak_demand - peak_used
+    # use, as the agents sampled it (its plumbing is checked exactly in test_scheduler_usage)
+    total = report["total"]
+    assert 0 < total["used_gpu_hours"] and 0 < total["memory_gib_hours"]
     # GPU time: the 4 GPUs seen online for most of the run (written once a minute)
     online = report["total"]["online_gpu_hours"]
     assert 4 * 30 / 3600 <= online <= 4 * RUN_S / 3600, online
