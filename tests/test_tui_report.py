@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 
+from textual_plotext.plot import Plot
+
+from fractui.store.model import Slot
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.fleet_screen import FleetScreen
-from fractui.tui.report_plots import Axis, axis_for, runs
+from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
 from fractui.tui.report_view import ReportScreen, gpu_hours
 from fractui.tui.sample import NOW
-from fractui.usage.report import build
+from fractui.usage.report import Series, build
 from tests.test_tui_pilot import palette
 from tests.tui_frozen import H, frozen_app, pilot_test, settled, usage_store
 
@@ -55,17 +58,26 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
         assert "5 GPUs at peak; they used 3 (2 saved)" in str(headline)
         assert "nlp 11.42" in str(screen.query_one("#report-unmeasured").render())
 
-        await pilot.press("h")  # the last hour: #3 and #6 of nlp, #4, #5 and #7
+        # a job that started 2 h ago on a quarter, written after the screen read: r reads it
+        job = store.submit("quarter", "vision", "late", ["true"], {}, "alice@ws")
+        store.place(job.id, Slot("a10-1", (0,), memory_mib=5760, charge=0.25), "s", "placed")
+        store.started(job.id, "j8", NOW - 2 * H, "s", "started", model="A10")
+        assert held(screen)["vision"] == "10.97"
+        await pilot.press("r")
+        await settled(pilot)
+        assert held(screen)["vision"] == "11.47"  # + 0.25 x 2 h
+
+        await pilot.press("h")  # the last hour: #3 and #6 of nlp, #4, #5, #7 and #8
         await settled(pilot)
         assert screen.span.key == "hour"
-        assert held(screen) == {"vision": "1.00", "nlp": "1.00", "speech": "0.54",
-                                "total": "2.54"} == expected(store, NOW - H, "team")
+        assert held(screen) == {"vision": "1.25", "nlp": "1.00", "speech": "0.54",
+                                "total": "2.79"} == expected(store, NOW - H, "team")
 
         await pilot.press("g")  # by queue
         await settled(pilot)
         assert screen.by == "queue" and screen.titles[0] == "queue"
         assert held(screen) == {"whole": "1.00", "mig-3g": "1.00", "10g": "0.38",
-                                "quarter": "0.17", "total": "2.54"} == expected(
+                                "quarter": "0.42", "total": "2.79"} == expected(
             store, NOW - H, "queue")
 
         await pilot.press("g", "g")  # by host: the GPUs' idle time shows
@@ -115,3 +127,15 @@ def test_the_time_axis_fits_the_range():
     assert axis_for(7 * 86400) == Axis("d", 86400.0)
     assert axis_for(86400).ticks(86400) == ([-24.0, -18.0, -12.0, -6.0, 0.0],
                                             ["-24h", "-18h", "-12h", "-6h", "now"])
+
+
+def test_the_utilisation_plot_draws_only_what_was_measured():
+    """Team a measured in the first minute only, team b never (MIG): one point, a's; b has
+    no line at all, rather than one along 0 %."""
+    s = Series([0.0, 60.0], 60.0, held={"a": [1.0, 1.0], "b": [0.5, 0.5]},
+               used={"a": [0.5, 0.0], "b": [0.0, 0.0]}, demand=[2.0, 2.0],
+               gpus_used=[1.0, 1.0], wait_median_s=[None, 30.0],
+               measured={"a": [1.0, 0.0], "b": [0.0, 0.0]})
+    plt = Plot()
+    utilisation(plt, s, 120.0, {"a": (1, 2, 3), "b": (4, 5, 6)})
+    assert (plt.monitor.label, plt.monitor.x, plt.monitor.y) == (["a"], [[-1.5]], [[50.0]])
