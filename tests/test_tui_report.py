@@ -6,12 +6,14 @@ out what was not measured; an empty store and no store are said in words."""
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from textual_plotext.plot import Plot
 
 from fractui.store.model import Slot
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.help import HelpScreen
 from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
 from fractui.tui.report_view import ReportScreen, gpu_hours
 from fractui.tui.sample import NOW
@@ -89,6 +91,14 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
         assert screen.computed.report.since == NOW - 24 * H
         assert held(screen) == expected(store, NOW - 24 * H, "host")
 
+        await pilot.press("question_mark")  # ? lists the screen's keys with their ids
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert {"report.hour", "report.group", "report.refresh", "report.back"} <= {
+            binding_id for _, _, binding_id in app.screen.keys}
+        await pilot.press("escape")
+        await pilot.pause()
+
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, FleetScreen)
@@ -112,6 +122,32 @@ async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
             assert words in str(screen.query_one("#report-note").render())
             assert not screen.query_one("#report-plots").display
             assert not screen.query_one("#report-table").display
+    store.close()
+
+
+@pilot_test
+async def test_a_store_that_fails_is_said_and_the_report_of_the_range_shown_stays(tmp_path):
+    path = os.path.join(tmp_path, "store.db")
+    store = usage_store(path)
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        screen = report(app)
+        db = sqlite3.connect(path)  # the store damaged under the screen
+        db.execute("DROP TABLE usage")
+        db.commit()
+        db.close()
+        await pilot.press("r")  # the same range: its report stays, the failure is said
+        await settled(pilot)
+        assert held(screen)["nlp"] == "11.42" and screen.query_one("#report-table").display
+        assert any("no such table: usage" in n.message for n in app._notifications)
+        await pilot.press("w")  # another range: nothing of it to show but why
+        await settled(pilot)
+        note = str(screen.query_one("#report-note").render())
+        assert "the store could not be read" in note and "no such table: usage" in note
+        assert not screen.query_one("#report-table").display
     store.close()
 
 

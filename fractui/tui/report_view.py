@@ -250,6 +250,7 @@ class ReportScreen(Screen[None], inherit_bindings=False):
         self.by = "team"
         self.computed: Optional[Computed] = None
         """What is shown: the last read of the span and grouping shown."""
+        self.computed_for: tuple[Optional[Span], str] = (None, "")
         self.note: Optional[str] = "reading the store…"
         self.titles: list[str] = []
         self.rows: list[list[str]] = []
@@ -305,14 +306,14 @@ class ReportScreen(Screen[None], inherit_bindings=False):
     def on_report_read(self, message: ReportRead) -> None:
         if (message.span, message.by) != (self.span, self.by):
             return  # asked before the admin switched: a newer read is on its way
-        if message.error is not None:  # the last report read stays, if there is one
+        if message.error is not None:  # the last report stays, if it is of this range
             said = "the store could not be read: %s" % message.error
             self.notify(said, title="report", severity="warning")
-            if self.computed is None:
+            if self.computed_for != (self.span, self.by):
                 self.note = said
             self.draw()
             return
-        self.computed = message.computed
+        self.computed, self.computed_for = message.computed, (message.span, message.by)
         self.note = empty_note(message.computed, message.span)
         self.draw()
 
