@@ -163,6 +163,8 @@ def test_the_time_axis_fits_the_range():
     assert axis_for(7 * 86400) == Axis("d", 86400.0)
     assert axis_for(86400).ticks(86400) == ([-24.0, -18.0, -12.0, -6.0, 0.0],
                                             ["-24h", "-18h", "-12h", "-6h", "now"])
+    assert axis_for(7 * 86400).ticks(7 * 86400)[1] == ["-7d", "-5.25d", "-3.5d", "-1.75d",
+                                                       "now"]
 
 
 def test_the_utilisation_plot_draws_only_what_was_measured():

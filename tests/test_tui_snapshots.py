@@ -1,6 +1,7 @@
 """Snapshots of the TUI on a frozen fleet (no agents, fixed clock), at the sizes that matter:
 80x24 (compact, queue panel under the map), 160x48 (one GPU per row) and 220x60 (room for the
-map's labels): the fleet screen, the map's cursor and legend, the jobs view, the GPU detail."""
+map's labels): the fleet screen, the map's cursor and legend, the jobs view, the GPU detail;
+and the report screen at 120x40 and 80x24, on a store that ran a known job stream."""
 
 from __future__ import annotations
 

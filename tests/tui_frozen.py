@@ -1,5 +1,6 @@
 """The frozen fleet the TUI tests draw: sample hosts with one degraded and one offline, a fixed
-clock, and an app built on them without any agent."""
+clock, and an app built on them without any agent; for the report screen, a real SQLite store
+that ran a known job stream up to that clock."""
 
 from __future__ import annotations
 

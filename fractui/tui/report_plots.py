@@ -31,7 +31,7 @@ class Axis:
         """``count`` ticks from the range's start to its end ("now")."""
         length = span_s / self.seconds
         at = [-length + i * length / (count - 1) for i in range(count)]
-        return at, ["%g%s" % (round(x, 1), self.unit) for x in at[:-1]] + ["now"]
+        return at, ["%.3g%s" % (x, self.unit) for x in at[:-1]] + ["now"]
 
 
 def axis_for(span_s: float) -> Axis:
