@@ -85,8 +85,9 @@ def compute(source: Source, span: Span, by: str, now: float) -> Optional[Compute
     if read is None:
         return None
     records, gpu_time = read
+    first = earliest(records, gpu_time)
     since = now - span.seconds if span.seconds is not None else (
-        earliest(records, gpu_time) or now)
+        first if first is not None else now)
     report = build(records, gpu_time, since, now, by, now)
     teams = report if by == "team" else build(records, gpu_time, since, now, "team", now)
     return Computed(report, teams, series(records, since, now, span.steps, now),
