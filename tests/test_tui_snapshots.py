@@ -1,6 +1,7 @@
 """Snapshots of the TUI on a frozen fleet (no agents, fixed clock), at the sizes that matter:
 80x24 (compact, queue panel under the map), 160x48 (one GPU per row) and 220x60 (room for the
-map's labels): the fleet screen, the map's cursor and legend, the jobs view, the GPU detail."""
+map's labels): the fleet screen, the map's cursor and legend, the jobs view, the GPU detail;
+and the report screen at 120x40 and 80x24, on a store that ran a known job stream."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import dataclasses
 
 from fractui.store.model import CORDON, DRAIN, Cordon
 from fractui.tui.sample import NOW
-from tests.tui_frozen import frozen_app, settled
+from tests.tui_frozen import frozen_app, settled, usage_store
 
 # a host draining (its jobs run on), one GPU cordoned, one GPU drained (nothing on it)
 OUT_OF_SERVICE = (Cordon("a100-1", None, DRAIN, "ops@head", "drained by ops@head", 0.0),
@@ -187,3 +188,34 @@ def test_gpu_detail_of_shares_at_160x48(snap_compare):
 def test_gpu_detail_of_shares_at_220x60(snap_compare):
     assert snap_compare(frozen_app(), terminal_size=(220, 60),
                         run_before=_gpu_detail("l4-1", 0))
+
+
+async def _report(pilot) -> None:
+    await settled(pilot)
+    await pilot.press("R")
+    await settled(pilot)
+
+
+def test_report_screen_at_120x40(snap_compare, tmp_path):
+    store = usage_store(str(tmp_path / "store.db"))
+    assert snap_compare(frozen_app(usage=store), terminal_size=(120, 40), run_before=_report)
+    store.close()
+
+
+def test_report_screen_at_80x24(snap_compare, tmp_path):
+    store = usage_store(str(tmp_path / "store.db"))
+    assert snap_compare(frozen_app(usage=store), terminal_size=(80, 24), run_before=_report)
+    store.close()
+
+
+async def _report_last_hour_by_queue(pilot) -> None:
+    await _report(pilot)
+    await pilot.press("h", "g")
+    await settled(pilot)
+
+
+def test_report_screen_light_theme_by_queue_last_hour(snap_compare, tmp_path):
+    store = usage_store(str(tmp_path / "store.db"))
+    assert snap_compare(frozen_app(usage=store, theme="light"), terminal_size=(120, 40),
+                        run_before=_report_last_hour_by_queue)
+    store.close()

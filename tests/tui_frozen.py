@@ -1,15 +1,18 @@
 """The frozen fleet the TUI tests draw: sample hosts with one degraded and one offline, a fixed
-clock, and an app built on them without any agent."""
+clock, and an app built on them without any agent; for the report screen, a real SQLite store
+that ran a known job stream up to that clock."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import functools
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from fractui.config import Config, TuiSettings
-from fractui.store.model import Cordon
+from fractui.store.base import Store
+from fractui.store.model import Cordon, GpuTime, Sampled, Slot
+from fractui.store.sqlite import SqliteStore
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
@@ -24,12 +27,99 @@ LOGS = {"a100-1/j1": ["epoch %d  loss %.3f  lr 3e-4" % (e, 2.5 / (e + 1)) for e 
 
 
 def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon] = (),
-               **tui: Any) -> FractuiApp:
+               usage: Optional[Store] = None, **tui: Any) -> FractuiApp:
+    """``usage``: a store the report screen reads (usage_store); the map and the queues show
+    the sample fleet's jobs as ever."""
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
     store = dataclasses.replace(fleet.store, cordons=tuple(cordons))
-    return FractuiApp(Source(fleet.statuses, store, logs=LOGS), config,
-                      clock=lambda: NOW, readonly=readonly)
+    source = Source(fleet.statuses, store, logs=LOGS)
+    source.store = usage
+    return FractuiApp(source, config, clock=lambda: NOW, readonly=readonly)
+
+
+H = 3600.0
+MIG_UNMEASURED = "NVML gives no per-process utilisation on MIG"
+
+
+def usage_store(path: str) -> SqliteStore:
+    """A SQLite store that ran a known job stream over the 20 hours before NOW, through the
+    store's own transitions on a clock set step by step (what the scheduler writes):
+
+    - #1 vision, a quarter of a10-1 gpu0, waited 30 min, ran 4 h at 60 %, done at -15.5 h;
+    - #2 nlp, 3g.40gb on a100-1 gpu0 (charge 0.5, MIG: unmeasured), waited 1 h, ran 5 h,
+      failed at -12 h;
+    - #3 nlp, 3g.40gb on a100-1 gpu0 from -16 h + 10 min, requeued at -8 h, again on gpu1
+      from -7 h (waited 1 h), still running;
+    - #4 vision, a whole h100-1 gpu1 from -10 h + 2 min (waited 2 min), running at 85 %;
+    - #5 speech, 10 GiB of a10-1 gpu0 (charge 0.5) from -6 h + 1 min, done at -15 min, 40 %;
+    - #6 nlp, 3g.40gb on a100-1 gpu1 beside #3 from -3 h (waited 30 min), running;
+    - #7 speech, a quarter of a10-1 gpu0 beside #5 from -40 min (waited 5 min), running at
+      20 %;
+
+    and each of those four GPUs online every hour of the last day, idle a quarter of it. In
+    the last 25 minutes five attempts share three GPUs: without sharing, five."""
+    clock = [NOW - 20 * H]
+    store = SqliteStore(path, clock=lambda: clock[0])
+
+    def at(hours_before: float) -> None:
+        clock[0] = NOW - hours_before * H
+
+    def run(job: int, slot: Slot, model: str, hours_before: float) -> None:
+        at(hours_before)
+        store.place(job, slot, "sched", "placed")
+        store.started(job, "j%d" % job, clock[0], "sched", "started", model=model)
+
+    def sampled(util: Optional[float], memory_mib: float) -> Sampled:
+        return Sampled(samples=100, memory_peak_mib=int(memory_mib * 1.2),
+                       memory_mean_mib=memory_mib, util_samples=0 if util is None else 100,
+                       util_mean=util, util_note=MIG_UNMEASURED if util is None else None)
+
+    def end(job: int, state: str, hours_before: float, s: Sampled) -> None:
+        at(hours_before)
+        store.ended(job, ("running",), state, None, "sched", state, "end",
+                    exit_code=0 if state == "done" else 1, ended_at=clock[0], sampled=s)
+
+    quarter = Slot("a10-1", (0,), memory_mib=5760, charge=0.25)
+    mig = Slot("a100-1", (0,), profile="3g.40gb", start=4, charge=0.5)
+    at(20)
+    store.submit("quarter", "vision", "train-vit", ["python", "train.py"], {}, "alice@ws")
+    run(1, quarter, "A10", 19.5)
+    at(18)
+    store.submit("mig-3g", "nlp", "finetune", ["python", "ft.py"], {}, "bob@ws")
+    run(2, mig, "A100-80GB", 17)
+    at(16)
+    store.submit("mig-3g", "nlp", "eval", ["python", "eval.py"], {}, "bob@ws")
+    run(3, dataclasses.replace(mig, start=0), "A100-80GB", 16 - 600 / H)
+    end(1, "done", 15.5, sampled(60.0, 5000))
+    end(2, "failed", 12, sampled(None, 30000))
+    at(10)
+    store.submit("whole", "vision", "pretrain", ["python", "pt.py"], {}, "carol@ws")
+    run(4, Slot("h100-1", (1,), charge=1.0), "H100", 10 - 120 / H)
+    at(8)
+    store.requeue(3, ("running",), "sched", "preempted for a borrowed slice",
+                  sampled=sampled(None, 20000))
+    run(3, Slot("a100-1", (1,), profile="3g.40gb", start=4, charge=0.5), "A100-80GB", 7)
+    at(6)
+    store.submit("10g", "speech", "asr", ["python", "asr.py"], {}, "dan@ws")
+    run(5, Slot("a10-1", (0,), memory_mib=10240, charge=0.5), "A10", 6 - 60 / H)
+    at(3.5)
+    store.submit("mig-3g", "nlp", "serve", ["python", "serve.py"], {}, "erin@ws")
+    run(6, Slot("a100-1", (1,), profile="3g.40gb", start=0, charge=0.5), "A100-80GB", 3)
+    at(45 / 60)
+    store.submit("quarter", "speech", "tts", ["python", "tts.py"], {}, "dan@ws")
+    run(7, quarter, "A10", 40 / 60)
+    end(5, "done", 0.25, sampled(40.0, 9000))
+    at(5 / 60)
+    store.keep_usage({(4, 0): sampled(85.0, 70000), (3, 1): sampled(None, 25000),
+                      (6, 0): sampled(None, 15000), (7, 0): sampled(20.0, 4000)})
+    store.keep_gpu_time([GpuTime(host, gpu, NOW - h * H, model, online_s=H, idle_s=H / 4)
+                         for h in range(1, 25)
+                         for host, gpu, model in (("a10-1", 0, "A10"), ("a100-1", 0, "A100-80GB"),
+                                                  ("a100-1", 1, "A100-80GB"),
+                                                  ("h100-1", 1, "H100"))])
+    clock[0] = NOW
+    return store
 
 
 async def settled(pilot: Any) -> None:

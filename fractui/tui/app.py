@@ -25,6 +25,7 @@ from fractui.tui.jobs_view import JobsScreen, JobTable
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
+from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import DEFAULT, broken_themes, loaded_themes, theme_names
@@ -102,9 +103,16 @@ class FractuiApp(App[None], inherit_bindings=False):
                                            self.readonly), "jobs")
         self.push_screen("jobs")
 
+    def open_report(self) -> None:
+        """The report screen: usage over a range, with plots. Made once and kept, as the jobs
+        view is: it keeps its range and grouping."""
+        if not self.is_screen_installed("report"):
+            self.install_screen(ReportScreen(self.source, self.config, self.clock), "report")
+        self.push_screen("report")
+
     def action_help(self) -> None:
         screen = self.screen
-        if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen)):
+        if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ReportScreen)):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
                                          for keys, what, bid, _ in shown_bindings(screen)]))
 
@@ -118,7 +126,8 @@ def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
     ids = []
     for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
-                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen):
+                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen, ReportScreen,
+                ReportBody):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

@@ -18,7 +18,7 @@ from textual.strip import Strip
 
 from fractui.tui.model import (GHOST, IDLE, JOB, OTHER, PLACING, SIMULATED, Block,
                                GpuGroupLine, GpuLine, HostLine, Line)
-from fractui.tui.themes import SlicePalette, label_colour
+from fractui.tui.themes import SlicePalette, label_colour, owner_colour
 from fractui.words import count
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -86,10 +86,7 @@ class Paint:
                 SIMULATED: self.slices.simulated, PLACING: self.slices.placing}[block.kind]
 
     def owner_colour(self, name: str) -> str:
-        """A team's (or queue's) colour: its place in the config, else a hash of its name."""
-        owners = self.slices.owners
-        place = self.owners.index(name) if name in self.owners else sum(map(ord, name))
-        return owners[place % len(owners)]
+        return owner_colour(self.slices, self.owners, name)
 
     def state(self, state: str) -> str:
         return dict(self.states).get(state, self.foreground)

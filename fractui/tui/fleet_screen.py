@@ -70,6 +70,8 @@ class FleetApp(Protocol):
 
     def open_jobs(self) -> None: ...
 
+    def open_report(self) -> None: ...
+
 
 class HostsChanged(Message):
     """Some hosts have news; the screen takes them from the source."""
@@ -139,6 +141,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 id="fleet.copy", show=False),
         Binding("J", "jobs", "jobs", id="fleet.jobs",
                 tooltip="Every job in a table: sort, filter, open"),
+        Binding("R", "report", "report", id="fleet.report", show=False,
+                tooltip="Usage over a range: GPUs held and used, waits, what sharing saved"),
     ]
 
     def __init__(self, app: "FleetApp") -> None:
@@ -572,6 +576,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def action_jobs(self) -> None:
         self.fleet_app.open_jobs()
 
+    def action_report(self) -> None:
+        self.fleet_app.open_report()
+
     # -- jumps (the palette) --
 
     def _jump_to(self, found: Callable[[Line], Optional[Cursor]]) -> bool:
@@ -689,6 +696,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
         entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
                              self.action_jobs))
+        entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "
+                             "sharing saved (R)", self.action_report))
         for name in sorted(self.app.available_themes):
             entries.append(Entry("theme %s" % name, "switch to this theme",
                                  lambda n=name: setattr(self.app, "theme", n)))

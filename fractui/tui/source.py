@@ -18,7 +18,7 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import HOSTS, JOBS, LEASE, Store, StoreError
-from fractui.store.model import ACTIVE, AuditEntry
+from fractui.store.model import ACTIVE, AuditEntry, GpuTime, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
 
@@ -97,6 +97,14 @@ class Source:
     def read_store(self) -> Optional[StoreView]:
         """The store's active jobs; called in a worker thread, never on the UI thread."""
         return self._store
+
+    def read_usage(self, since: float, until: float
+                   ) -> Optional[tuple[list[UsageRecord], list[GpuTime]]]:
+        """The store's usage records and GPU time of [since, until) (the report screen's; a
+        worker thread, never the UI thread); None without a store."""
+        if self.store is None:
+            return None
+        return self.store.usage(since, until), self.store.gpu_time(since, until)
 
     def watch_store(self, changed: Callable[[], None]) -> None:
         """From now on ``changed`` is called (from a thread of the source's) when the store

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Optional
+from typing import Optional, Sequence
 
 from textual.theme import BUILTIN_THEMES, Theme
 
@@ -149,6 +149,13 @@ def palette_for(theme: Theme) -> SlicePalette:
     if theme.name in ours:
         return ours[theme.name].slices
     return ours[DEFAULT if theme.dark else "light"].slices
+
+
+def owner_colour(slices: SlicePalette, owners: Sequence[str], name: str) -> str:
+    """A team's (or queue's) colour: its place in the config's ``owners``, else a hash of its
+    name — the same on the slice map, its legend and the report's plots."""
+    place = owners.index(name) if name in owners else sum(map(ord, name))
+    return slices.owners[place % len(slices.owners)]
 
 
 def label_colour(background: str) -> str:

@@ -216,9 +216,11 @@ def saving(records: Sequence[UsageRecord], since: float, until: float, now: floa
 
 @dataclass(frozen=True)
 class Series:
-    """The range cut into ``len(starts)`` steps: per step, each team's mean GPUs held and
-    used (measured only), the mean whole-GPU demand and GPUs used, and the median wait of the
-    attempts that started in it (None where none did)."""
+    """The range cut into ``len(starts)`` steps: per step, each team's mean GPUs held, held by
+    attempts whose utilisation was measured (``measured``: so a plot of utilisation leaves out
+    what NVML could not measure, never drawing it as 0) and used (measured only), the mean
+    whole-GPU demand and GPUs used, and the median wait of the attempts that started in it
+    (None where none did)."""
 
     starts: List[float]
     step_s: float
@@ -227,6 +229,7 @@ class Series:
     demand: List[float]
     gpus_used: List[float]
     wait_median_s: List[Optional[float]]
+    measured: Dict[str, List[float]]
 
 
 def series(records: Sequence[UsageRecord], since: float, until: float, steps: int,
@@ -239,6 +242,7 @@ def series(records: Sequence[UsageRecord], since: float, until: float, steps: in
     keys = sorted({k for r in records for k, _ in _keys(r, by)})
     held = {k: [0.0] * steps for k in keys}
     used = {k: [0.0] * steps for k in keys}
+    measured = {k: [0.0] * steps for k in keys}
     demand, gpus_used, waits = [], [], []
     for i, t in enumerate(starts):
         for r in records:
@@ -249,12 +253,19 @@ def series(records: Sequence[UsageRecord], since: float, until: float, steps: in
                 held[key][i] += r.charge * seconds * share / step
                 if r.sampled.util_mean is not None and r.sampled.util_samples:
                     used[key][i] += r.sampled.util_mean / 100 * seconds * share / step
+                    measured[key][i] += r.charge * seconds * share / step
         s = saving(records, t, t + step, now)
         demand.append(s.mean_demand)
         gpus_used.append(s.mean_used)
         waits.append(percentile([r.waited_s for r in records if t <= r.started_at < t + step],
                                 50))
-    return Series(starts, step, held, used, demand, gpus_used, waits)
+    return Series(starts, step, held, used, demand, gpus_used, waits, measured)
+
+
+def earliest(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime]) -> Optional[float]:
+    """When the oldest usage kept begins (an attempt's start, a GPU's time bucket): where a
+    range of "all that is kept" starts. None when nothing is kept."""
+    return min([r.started_at for r in records] + [t.bucket for t in gpu_time], default=None)
 
 
 def percentile(values: Sequence[float], p: float) -> Optional[float]:

@@ -1,0 +1,391 @@
+"""The report screen (``R``, ``:report``): what the fleet's jobs held and used over a range — the
+last hour, 24 hours, 7 days, or all the store keeps — with the headline (the GPUs the same
+jobs would have needed without sharing, against those they used), a table by team, queue,
+user, host, GPU model or GPU, and plots over time (report_plots).
+
+The numbers are ``fractui.usage.report``'s, the ones ``fractui report`` prints. The store is
+read and the report computed in a thread worker, which answers with a message; the screen
+reads again every 30 s while it is shown, and on ``r``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.color import Color
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from fractui.config import Config
+from fractui.store.base import StoreError
+from fractui.store.model import OUTCOMES
+from fractui.tui import report_plots
+from fractui.tui.actions import Action, bindings
+from fractui.tui.queues import duration
+from fractui.tui.source import Source
+from fractui.tui.themes import owner_colour, palette_for
+from fractui.usage.report import BY, NONE, Group, Report, Series, build, earliest, series
+
+REFRESH_S = 30.0
+NARROW = 100  # below this width, or NARROW_HEIGHT rows, the plots stack in one column
+NARROW_HEIGHT = 32
+
+
+@dataclass(frozen=True)
+class Span:
+    """A range of the report: the last ``seconds`` (None: all the store keeps), cut into
+    ``steps`` for the plots."""
+
+    key: str
+    name: str
+    seconds: Optional[float]
+    steps: int
+
+
+SPANS = (Span("hour", "last hour", 3600.0, 60), Span("day", "last 24 h", 86400.0, 48),
+         Span("week", "last 7 days", 7 * 86400.0, 56), Span("all", "all kept", None, 60))
+
+
+@dataclass(frozen=True)
+class Computed:
+    """One read's report: grouped as asked, by team (for the plots' notes), and over time."""
+
+    report: Report
+    teams: Report
+    series: Series
+    attempts: int
+
+
+class ReportRead(Message):
+    """A worker read the store and computed the report of ``span`` by ``by`` (or failed:
+    ``error``; no store: ``computed`` None and no error)."""
+
+    def __init__(self, span: Span, by: str, computed: Optional[Computed],
+                 error: Optional[str] = None) -> None:
+        super().__init__()
+        self.span = span
+        self.by = by
+        self.computed = computed
+        self.error = error
+
+
+def compute(source: Source, span: Span, by: str, now: float) -> Optional[Computed]:
+    """The report of ``span`` ending ``now`` (worker thread): None without a store. All that
+    is kept starts at the oldest record kept."""
+    read = source.read_usage(0.0 if span.seconds is None else now - span.seconds, now)
+    if read is None:
+        return None
+    records, gpu_time = read
+    first = earliest(records, gpu_time)
+    since = now - span.seconds if span.seconds is not None else (
+        first if first is not None else now)
+    report = build(records, gpu_time, since, now, by, now)
+    teams = report if by == "team" else build(records, gpu_time, since, now, "team", now)
+    return Computed(report, teams, series(records, since, now, span.steps, now),
+                    len(records))
+
+
+def gpu_hours(value: float) -> str:
+    return "%.2f" % value
+
+
+def util(g: Group) -> str:
+    """What the group used of the GPU time measured; a dash where nothing was measured."""
+    return "—" if g.measured_h <= 0 else "%.0f%%" % (g.used_h / g.measured_h * 100)
+
+
+def outcomes(g: Group) -> str:
+    return " ".join("%d %s" % (g.outcomes[o], o) for o in OUTCOMES if g.outcomes.get(o))
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    cell: Callable[[Group], str]
+
+
+COLUMNS = (
+    Column("held", "held GPU-h", lambda g: gpu_hours(g.held_h)),
+    Column("used", "used GPU-h", lambda g: "—" if g.measured_h <= 0 else gpu_hours(g.used_h)),
+    Column("util", "util", util),
+    Column("unmeasured", "unmeasured", lambda g: gpu_hours(g.unmeasured_h)),
+    Column("memory", "mem GiB-h", lambda g: "%.1f" % g.memory_gib_h),
+    Column("wait", "wait p50", lambda g: duration(g.wait_median_s)),
+    Column("p95", "p95", lambda g: duration(g.wait_p95_s)),
+    Column("running", "running", lambda g: str(g.running)),
+    Column("idle", "idle GPU-h", lambda g: "—" if g.idle_h is None else gpu_hours(g.idle_h)),
+    Column("outcomes", "ended", outcomes),
+)
+DROP = ("outcomes", "memory", "p95", "running", "unmeasured", "idle")
+"""What goes first when the table does not fit its width."""
+PAD = 2  # a column's cells are padded a space each side
+
+
+def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
+    """The table's titles and rows (the groups, then the total) in the columns that fit
+    ``width``; idle time only where the groups are GPUs (by host, model or GPU)."""
+    groups = report.groups + [report.total]
+    columns = [c for c in COLUMNS if c.key != "idle" or report.by in ("host", "model", "gpu")]
+    cells = {c.key: [c.cell(g) for g in groups] for c in columns}
+    names = [g.key for g in groups]
+
+    def wide(title: str, values: Sequence[str]) -> int:
+        return max([len(title)] + [len(v) for v in values]) + PAD
+
+    name_width = min(24, wide(report.by, names))
+    for key in DROP:
+        if name_width + sum(wide(c.title, cells[c.key]) for c in columns) <= width:
+            break
+        columns = [c for c in columns if c.key != key]
+    titles = [report.by] + [c.title for c in columns]
+    rows = [[name] + [cells[c.key][i] for c in columns] for i, name in enumerate(names)]
+    return titles, rows
+
+
+def headline(computed: Computed) -> Text:
+    """The outcome in a sentence, then the totals in a line."""
+    s, t = computed.report.saving, computed.report.total
+    text = Text()
+    text.append("Without sharing, the same jobs would have needed ")
+    text.append("%d GPUs at peak" % s.peak_demand, style="bold")
+    text.append("; they used ")
+    text.append("%d" % s.peak_used, style="bold")
+    text.append(" (%d saved). On average %.2f needed, %.2f used (%.2f saved).\n" % (
+        s.saved_peak, s.mean_demand, s.mean_used, s.saved_mean))
+    parts = ["held %s GPU-h" % gpu_hours(t.held_h)]
+    if t.measured_h > 0:
+        parts.append("used %s of %s measured (%s)" % (gpu_hours(t.used_h),
+                                                      gpu_hours(t.measured_h), util(t)))
+    if t.unmeasured_h > 0:
+        parts.append("%s GPU-h not measurable on MIG (or not sampled yet)"
+                     % gpu_hours(t.unmeasured_h))
+    if t.online_h:
+        parts.append("idle %s of %s GPU-h online" % (gpu_hours(t.idle_h or 0.0),
+                                                     gpu_hours(t.online_h)))
+    parts.append("waits p50 %s p95 %s" % (duration(t.wait_median_s), duration(t.wait_p95_s)))
+    parts.append("%d attempts" % computed.attempts)
+    text.append(" · ".join(parts), style="dim")
+    return text
+
+
+def unmeasured_note(teams: Report) -> str:
+    """Under the utilisation plot: whose GPU time it cannot show, and why."""
+    gaps = ["%s %s" % (g.key, gpu_hours(g.unmeasured_h)) for g in teams.groups
+            if g.unmeasured_h > 0]
+    if not gaps:
+        return "every GPU-hour held was measured"
+    return "not measurable on MIG (or not sampled yet), GPU-h: " + ", ".join(gaps)
+
+
+def empty_note(computed: Optional[Computed], span: Span) -> Optional[str]:
+    """Why there is nothing to show, or None when there is."""
+    if computed is None:
+        return ("No store: usage is recorded in the store, by the scheduler, as jobs run. "
+                "Start fractui with a store (--store) to see the report.")
+    if computed.attempts:
+        return None
+    total = computed.report.total
+    online = (" The GPUs were online %s GPU-h, all of it idle." % gpu_hours(total.online_h)
+              if total.online_h else "")
+    return ("No usage in the %s: no job held a slice in this range. Usage is recorded when the "
+            "scheduler starts a job, and kept for the retention the config sets.%s"
+            % (span.name if span.seconds is not None else "store", online))
+
+
+class ReportBody(VerticalScroll, inherit_bindings=False):
+    """Everything under the title; it scrolls where the screen is too small for it (80x24)."""
+
+    BINDINGS = [
+        Binding("up,k", "scroll_up", "scroll up", id="report.up", show=False),
+        Binding("down,j", "scroll_down", "scroll down", id="report.down", show=False),
+        Binding("pageup", "page_up", "page up", id="report.page_up", show=False),
+        Binding("pagedown,space", "page_down", "page down", id="report.page_down",
+                show=False),
+        Binding("home", "scroll_home", "top", id="report.top", show=False),
+        Binding("end", "scroll_end", "bottom", id="report.bottom", show=False),
+    ]
+
+
+class ReportScreen(Screen[None], inherit_bindings=False):
+    ACTIONS = (
+        Action("report.back", "escape,q", "back", "back", "Back to the fleet"),
+        Action("report.hour", "h", "span('hour')", "hour", "The last hour"),
+        Action("report.day", "d", "span('day')", "24 h", "The last 24 hours"),
+        Action("report.week", "w", "span('week')", "7 days", "The last 7 days"),
+        Action("report.all", "a", "span('all')", "all", "All the usage the store keeps"),
+        Action("report.group", "g", "group", "group",
+               "Group the table by the next of team, queue, user, host, GPU model, GPU"),
+        Action("report.refresh", "r", "reload", "refresh",
+               "Read the store again now (else every 30 s)"),
+    )
+    BINDINGS = bindings(ACTIONS)
+    DEFAULT_CSS = """
+    ReportScreen #report-title { height: 1; background: $panel; padding: 0 1; }
+    ReportScreen #report-headline { padding: 0 1; height: auto; }
+    ReportScreen #report-table { padding: 0 1; height: auto; margin-top: 1; }
+    ReportScreen #report-note { padding: 1 2; height: auto; }
+    ReportScreen #report-plots { grid-size: 2; grid-gutter: 0 1; height: 1fr; min-height: 24; }
+    ReportScreen.narrow #report-plots { layout: vertical; height: auto; min-height: 0; }
+    ReportScreen .plot { height: 1fr; min-height: 12; }
+    ReportScreen.narrow .plot { height: 13; }
+    ReportScreen PlotextPlot { height: 1fr; }
+    ReportScreen #report-unmeasured { height: auto; color: $text-muted; padding: 0 1; }
+    """
+
+    def __init__(self, source: Source, config: Config, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.source = source
+        self.config = config
+        self.clock = clock
+        self.span = SPANS[1]
+        self.by = "team"
+        self.computed: Optional[Computed] = None
+        """What is shown: the last read of the span and grouping shown."""
+        self.computed_for: tuple[Optional[Span], str] = (None, "")
+        self.note: Optional[str] = "reading the store…"
+        self.titles: list[str] = []
+        self.rows: list[list[str]] = []
+        """The table as shown (the groups, then the total)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="report-title")
+        with ReportBody(id="report-body"):
+            yield Static(id="report-headline")
+            yield Static(id="report-note")
+            yield Static(id="report-table")
+            with Grid(id="report-plots"):
+                for name in ("held", "util", "waits", "saving"):
+                    with Vertical(classes="plot"):
+                        yield PlotextPlot(id="plot-" + name)
+                        if name == "util":
+                            yield Static(id="report-unmeasured")
+
+    def on_mount(self) -> None:
+        self.query_one(ReportBody).focus()
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.draw_plots())
+        self.reload()
+        self.set_interval(REFRESH_S, self.reload)
+
+    def on_screen_resume(self) -> None:
+        """Opened again: read what happened while it was closed."""
+        self.reload()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW or self.size.height < NARROW_HEIGHT, "narrow")
+        self.draw()
+
+    # -- data in --
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Reads the store again for the span and grouping shown (while the screen is)."""
+        if not self.is_current:
+            return
+        self.draw_title(reading=True)
+        self.read(self.span, self.by, self.clock())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="report")
+    def read(self, span: Span, by: str, now: float) -> None:
+        try:
+            answer = ReportRead(span, by, compute(self.source, span, by, now))
+        except StoreError as err:  # a locked or unreachable store: said, the last kept
+            answer = ReportRead(span, by, None, str(err))
+        self.post_message(answer)
+
+    def on_report_read(self, message: ReportRead) -> None:
+        if (message.span, message.by) != (self.span, self.by):
+            return  # asked before the admin switched: a newer read is on its way
+        if message.error is not None:  # the last report stays, if it is of this range
+            said = "the store could not be read: %s" % message.error
+            self.notify(said, title="report", severity="warning")
+            if self.computed_for != (self.span, self.by):
+                self.note = said
+            self.draw()
+            return
+        self.computed, self.computed_for = message.computed, (message.span, message.by)
+        self.note = empty_note(message.computed, message.span)
+        self.draw()
+
+    # -- drawing --
+
+    def draw_title(self, reading: bool = False) -> None:
+        self.query_one("#report-title", Static).update(
+            "report · %s · by %s%s · h d w a: range · g: group · r: refresh"
+            % (self.span.name, self.by, " · reading…" if reading else ""))
+
+    def draw(self) -> None:
+        self.draw_title()
+        note = self.query_one("#report-note", Static)
+        note.display = self.note is not None
+        note.update(self.note or "")
+        shown = self.note is None and self.computed is not None
+        for part in ("#report-headline", "#report-table", "#report-plots"):
+            self.query_one(part).display = shown
+        if not shown or self.computed is None:
+            return
+        self.query_one("#report-headline", Static).update(headline(self.computed))
+        self.titles, self.rows = table_rows(self.computed.report, self.size.width - 2)
+        table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold",
+                      pad_edge=False)
+        for i, title in enumerate(self.titles):
+            table.add_column(title, justify="left" if i == 0 else "right", no_wrap=True,
+                             max_width=24 if i == 0 else None)
+        for i, row in enumerate(self.rows):  # the total last, in bold
+            table.add_row(*row, style="bold" if i == len(self.rows) - 1 else None)
+        self.query_one("#report-table", Static).update(table)
+        self.query_one("#report-unmeasured", Static).update(
+            unmeasured_note(self.computed.teams))
+        self.draw_plots()
+
+    def colours(self, names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """Each team's colour on the slice map, in this theme (a job with no team: the
+        colour of what is not a team's)."""
+        slices = palette_for(self.app.current_theme)
+        order = [t.name for t in self.config.teams]
+        return {n: Color.parse(slices.other if n == NONE else owner_colour(slices, order, n)
+                               ).rgb for n in names}
+
+    def themed(self, variable: str) -> tuple[int, int, int]:
+        return Color.parse(self.app.theme_variables[variable]).rgb
+
+    def draw_plots(self) -> None:
+        computed = self.computed
+        if computed is None or self.note is not None:
+            return
+        s = computed.series
+        span_s = max(60.0, computed.report.until - computed.report.since)
+        colours = self.colours(list(s.held))
+        plots = {name: self.query_one("#plot-" + name, PlotextPlot)
+                 for name in ("held", "util", "waits", "saving")}
+        report_plots.allocation(plots["held"].plt, s, span_s, colours)
+        report_plots.utilisation(plots["util"].plt, s, span_s, colours)
+        report_plots.waits(plots["waits"].plt, s, span_s, self.themed("accent"))
+        report_plots.saving(plots["saving"].plt, s, span_s, self.themed("error"),
+                            self.themed("success"))
+        for plot in plots.values():
+            plot.refresh()
+
+    # -- actions --
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_span(self, key: str) -> None:
+        self.span = next(s for s in SPANS if s.key == key)
+        self.reload()
+
+    def action_group(self) -> None:
+        self.by = BY[(BY.index(self.by) + 1) % len(BY)]
+        self.reload()

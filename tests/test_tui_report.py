@@ -1,0 +1,179 @@
+"""The report screen (``R``, ``:report``) on a real SQLite store that ran a known job stream
+(tests/tui_frozen.usage_store): its table holds report.build's numbers for the same records —
+and the ones worked out by hand from the stream — for each range and grouping; the plots leave
+out what was not measured; an empty store and no store are said in words."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from textual_plotext.plot import Plot
+
+from fractui.store.model import Slot
+from fractui.store.sqlite import SqliteStore
+from fractui.tui.fleet_screen import FleetScreen
+from fractui.tui.help import HelpScreen
+from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
+from fractui.tui.report_view import ReportScreen, gpu_hours
+from fractui.tui.sample import NOW
+from fractui.usage.report import Series, build
+from tests.test_tui_pilot import palette
+from tests.tui_frozen import H, frozen_app, pilot_test, settled, usage_store
+
+
+def report(app) -> ReportScreen:
+    assert isinstance(app.screen, ReportScreen), app.screen
+    return app.screen
+
+
+def held(screen: ReportScreen) -> dict[str, str]:
+    """The table's held column, by group (the total included)."""
+    at = screen.titles.index("held GPU-h")
+    return {row[0]: row[at] for row in screen.rows}
+
+
+def expected(store, since: float, by: str) -> dict[str, str]:
+    """report.build on the store's records of [since, NOW), as the table shows it."""
+    r = build(store.usage(since, NOW), store.gpu_time(since, NOW), since, NOW, by, NOW)
+    return {g.key: gpu_hours(g.held_h) for g in r.groups + [r.total]}
+
+
+@pilot_test
+async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tmp_path):
+    store = usage_store(os.path.join(tmp_path, "store.db"))
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        screen = report(app)
+        # the last 24 h, by team: by hand from the stream (charge x hours held)
+        # nlp: 0.5 x (5 + 7 h 50 min + 7 + 3) h; vision: 0.25 x 4 + 1 x (10 h - 2 min);
+        # speech: 0.5 x (6 h - 1 min - 15 min) + 0.25 x 40 min
+        assert held(screen) == {"nlp": "11.42", "vision": "10.97", "speech": "3.03",
+                                "total": "25.42"} == expected(store, NOW - 24 * H, "team")
+        assert [row[0] for row in screen.rows] == ["nlp", "vision", "speech", "total"]
+        util = screen.titles.index("util")
+        assert [row[util] for row in screen.rows] == ["—", "99%", "80%", "95%"]  # nlp: MIG
+        headline = screen.query_one("#report-headline").render()
+        assert "5 GPUs at peak; they used 3 (2 saved)" in str(headline)
+        assert "nlp 11.42" in str(screen.query_one("#report-unmeasured").render())
+
+        # a job that started 2 h ago on a quarter, written after the screen read: r reads it
+        job = store.submit("quarter", "vision", "late", ["true"], {}, "alice@ws")
+        store.place(job.id, Slot("a10-1", (0,), memory_mib=5760, charge=0.25), "s", "placed")
+        store.started(job.id, "j8", NOW - 2 * H, "s", "started", model="A10")
+        assert held(screen)["vision"] == "10.97"
+        await pilot.press("r")
+        await settled(pilot)
+        assert held(screen)["vision"] == "11.47"  # + 0.25 x 2 h
+
+        await pilot.press("h")  # the last hour: #3 and #6 of nlp, #4, #5, #7 and #8
+        await settled(pilot)
+        assert screen.span.key == "hour"
+        assert held(screen) == {"vision": "1.25", "nlp": "1.00", "speech": "0.54",
+                                "total": "2.79"} == expected(store, NOW - H, "team")
+
+        await pilot.press("g")  # by queue
+        await settled(pilot)
+        assert screen.by == "queue" and screen.titles[0] == "queue"
+        assert held(screen) == {"whole": "1.00", "mig-3g": "1.00", "10g": "0.38",
+                                "quarter": "0.42", "total": "2.79"} == expected(
+            store, NOW - H, "queue")
+
+        await pilot.press("g", "g")  # by host: the GPUs' idle time shows
+        await settled(pilot)
+        assert screen.by == "host" and "idle GPU-h" in screen.titles
+
+        await pilot.press("a")  # all that is kept: from the oldest GPU time, 24 h ago
+        await settled(pilot)
+        assert screen.computed.report.since == NOW - 24 * H
+        assert held(screen) == expected(store, NOW - 24 * H, "host")
+
+        await pilot.press("question_mark")  # ? lists the screen's keys with their ids
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert {"report.hour", "report.group", "report.refresh", "report.back"} <= {
+            binding_id for _, _, binding_id in app.screen.keys}
+        await pilot.press("escape")
+        await pilot.pause()
+
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, FleetScreen)
+        await palette(pilot, "report")  # the palette opens it too, as it was left
+        await settled(pilot)
+        assert report(app).by == "host" and report(app).span.key == "all"
+    store.close()
+
+
+@pilot_test
+async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
+    store = SqliteStore(os.path.join(tmp_path, "empty.db"))
+    for app, words in ((frozen_app(usage=store), "No usage in the last 24 h: no job held a "
+                        "slice in this range"), (frozen_app(), "No store: usage is recorded "
+                                                 "in the store")):
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            await pilot.press("R")
+            await settled(pilot)
+            screen = report(app)
+            assert words in str(screen.query_one("#report-note").render())
+            assert not screen.query_one("#report-plots").display
+            assert not screen.query_one("#report-table").display
+    store.close()
+
+
+@pilot_test
+async def test_a_store_that_fails_is_said_and_the_report_of_the_range_shown_stays(tmp_path):
+    path = os.path.join(tmp_path, "store.db")
+    store = usage_store(path)
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        screen = report(app)
+        db = sqlite3.connect(path)  # the store damaged under the screen
+        db.execute("DROP TABLE usage")
+        db.commit()
+        db.close()
+        await pilot.press("r")  # the same range: its report stays, the failure is said
+        await settled(pilot)
+        assert held(screen)["nlp"] == "11.42" and screen.query_one("#report-table").display
+        assert any("no such table: usage" in n.message for n in app._notifications)
+        await pilot.press("w")  # another range: nothing of it to show but why
+        await settled(pilot)
+        note = str(screen.query_one("#report-note").render())
+        assert "the store could not be read" in note and "no such table: usage" in note
+        assert not screen.query_one("#report-table").display
+    store.close()
+
+
+def test_a_gap_breaks_a_line_and_is_never_drawn_as_zero():
+    assert runs([1, 2, 3, 4, 5], [None, 0.5, 0.0, None, 2.0]) == [([2, 3], [0.5, 0.0]),
+                                                                 ([5], [2.0])]
+    assert runs([1, 2], [None, None]) == []
+
+
+def test_the_time_axis_fits_the_range():
+    assert axis_for(3600) == Axis("m", 60.0)
+    assert axis_for(86400) == Axis("h", 3600.0)
+    assert axis_for(7 * 86400) == Axis("d", 86400.0)
+    assert axis_for(86400).ticks(86400) == ([-24.0, -18.0, -12.0, -6.0, 0.0],
+                                            ["-24h", "-18h", "-12h", "-6h", "now"])
+    assert axis_for(7 * 86400).ticks(7 * 86400)[1] == ["-7d", "-5.25d", "-3.5d", "-1.75d",
+                                                       "now"]
+
+
+def test_the_utilisation_plot_draws_only_what_was_measured():
+    """Team a measured in the first minute only, team b never (MIG): one point, a's; b has
+    no line at all, rather than one along 0 %."""
+    s = Series([0.0, 60.0], 60.0, held={"a": [1.0, 1.0], "b": [0.5, 0.5]},
+               used={"a": [0.5, 0.0], "b": [0.0, 0.0]}, demand=[2.0, 2.0],
+               gpus_used=[1.0, 1.0], wait_median_s=[None, 30.0],
+               measured={"a": [1.0, 0.0], "b": [0.0, 0.0]})
+    plt = Plot()
+    utilisation(plt, s, 120.0, {"a": (1, 2, 3), "b": (4, 5, 6)})
+    assert (plt.monitor.label, plt.monitor.x, plt.monitor.y) == (["a"], [[-1.5]], [[50.0]])
