@@ -30,7 +30,7 @@ from fractui.store.base import StoreError
 from fractui.store.model import OUTCOMES
 from fractui.tui import report_plots
 from fractui.tui.actions import Action, bindings
-from fractui.tui.queues import duration
+from fractui.words import duration
 from fractui.tui.source import Source
 from fractui.tui.themes import owner_colour, palette_for
 from fractui.usage.report import BY, NONE, Group, Report, Series, build, earliest, series
