@@ -120,6 +120,9 @@ def demo_config(hosts: list[DemoHost], root: str) -> Config:
 # GPU memory each queue's workload uses (MiB): well inside the smallest slice it can get.
 _MEMORY = {"quarter": (1000, 4000), "mig-3g": (8000, 30000), "10g": (2000, 8000),
            "whole": (4000, 16000)}
+# Its SM utilisation (percent of the whole GPU): a share's, at most about its share, as the
+# GPU's time is shared (on MIG, NVML measures none: the report says so).
+_UTIL = {"quarter": (8, 25), "mig-3g": (20, 43), "10g": (5, 30), "whole": (40, 95)}
 
 
 class JobStream(threading.Thread):
@@ -139,7 +142,7 @@ class JobStream(threading.Thread):
         argv = [sys.executable, "-m", "remote_agent.simload",
                 "--mem-mib", str(self.rng.randrange(low, high)),
                 "--seconds", str(self.rng.randrange(15, 60)),
-                "--util", str(self.rng.randrange(20, 95))]
+                "--util", str(self.rng.randrange(*_UTIL[queue.name]))]
         self.store.submit(queue.name, team, "%s-%s" % (team, queue.name), argv,
                           queue.request(), actor="demo")
 

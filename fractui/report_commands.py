@@ -48,6 +48,9 @@ def lines(r: Report) -> List[str]:
     """The report as a person reads it: the range, the table, and the headline."""
     out = ["usage from %s to %s, by %s (GPU-hours; fractions as charged)" % (
         _local(r.since), _local(r.until), r.by)]
+    if r.start > r.since:
+        out.append("(the store keeps nothing of it before %s: means over time start there)"
+                   % _local(r.start))
     if not r.groups:
         out.append("no job held a GPU in this range, and no GPU time was kept")
         return out

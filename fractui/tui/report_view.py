@@ -90,7 +90,7 @@ def compute(source: Source, span: Span, by: str, now: float) -> Optional[Compute
         first if first is not None else now)
     report = build(records, gpu_time, since, now, by, now)
     teams = report if by == "team" else build(records, gpu_time, since, now, "team", now)
-    return Computed(report, teams, series(records, since, now, span.steps, now),
+    return Computed(report, teams, series(records, report.start, now, span.steps, now),
                     len(records))
 
 
@@ -365,7 +365,7 @@ class ReportScreen(Screen[None], inherit_bindings=False):
         if computed is None or self.note is not None:
             return
         s = computed.series
-        span_s = max(60.0, computed.report.until - computed.report.since)
+        span_s = max(60.0, computed.report.until - computed.report.start)
         colours = self.colours(list(s.held))
         plots = {name: self.query_one("#plot-" + name, PlotextPlot)
                  for name in ("held", "util", "waits", "saving")}

@@ -105,19 +105,26 @@ class Report:
     groups: List[Group]
     total: Group
     saving: Saving
+    start: float
+    """Where the store's usage in the range begins (``since``, or later for a younger store)."""
 
     def record(self) -> Dict[str, object]:
-        return {"since": self.since, "until": self.until, "by": self.by,
+        return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
                 "groups": [g.record() for g in self.groups], "total": self.total.record(),
                 "saving": self.saving.record()}
 
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
           until: float, by: str, now: float) -> Report:
-    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts."""
+    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts.
+    Its means over time start where the store keeps anything in the range (``start``): a
+    store younger than the range (the demo's, a new fleet's) is not averaged with the time
+    before it existed."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
-    records = list(records)
+    records, gpu_time = list(records), list(gpu_time)
+    first = earliest(records, [t for t in gpu_time if since <= t.bucket < until])
+    start = since if first is None else min(max(since, first), until)
     groups: Dict[str, Group] = {}
     total = Group("total")
     for r in records:
@@ -136,7 +143,7 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
             g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
             g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
-                  total, saving(records, since, until, now))
+                  total, saving(records, start, until, now), start)
 
 
 def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
