@@ -152,8 +152,9 @@ def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
     return titles, rows
 
 
-def headline(computed: Computed) -> Text:
-    """The outcome in a sentence, then the totals in a line."""
+def headline(computed: Computed, shell: Optional[str] = None) -> Text:
+    """The outcome in a sentence, then the totals in a line; ``shell``: the command that
+    reports the same store from a shell, where the user may not know it (the demo's)."""
     s, t = computed.report.saving, computed.report.total
     text = Text()
     text.append("Without sharing, the same jobs would have needed ")
@@ -175,6 +176,8 @@ def headline(computed: Computed) -> Text:
     parts.append("waits p50 %s p95 %s" % (duration(t.wait_median_s), duration(t.wait_p95_s)))
     parts.append("%d attempts" % computed.attempts)
     text.append(" · ".join(parts), style="dim")
+    if shell:
+        text.append("\nfrom a shell: %s" % shell, style="dim")
     return text
 
 
@@ -335,7 +338,8 @@ class ReportScreen(Screen[None], inherit_bindings=False):
             self.query_one(part).display = shown
         if not shown or self.computed is None:
             return
-        self.query_one("#report-headline", Static).update(headline(self.computed))
+        self.query_one("#report-headline", Static).update(
+            headline(self.computed, self.source.report_command))
         self.titles, self.rows = table_rows(self.computed.report, self.size.width - 2)
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold",
                       pad_edge=False)

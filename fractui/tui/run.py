@@ -99,9 +99,9 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     from fractui.tui.app import FractuiApp
 
     demo = Demo(args.gpus, args.seed)
-    print("fractui demo: %s on %s, under %s" % (
-        count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root),
-        flush=True)
+    print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
+        count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
+        demo.source.report_command), flush=True)
     try:
         app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
                          readonly=args.readonly)

@@ -41,6 +41,9 @@ class Source:
 
     note: Optional[str] = None
     """A line for the header (the demo says what is simulated)."""
+    report_command: Optional[str] = None
+    """``fractui report`` on this store, where its place is not the user's own config's (the
+    demo's temporary one): the report screen says it."""
     store: Optional[Store] = None
     """Where decisions are recorded (None: a frozen fleet records nothing)."""
     scheduler: Optional["ChildScheduler"] = None
