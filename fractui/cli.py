@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("job", metavar="HOST/JOB")
     p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S")
     p.add_argument("--json", action="store_true")
+    for p in verbs.choices.values():  # after the verb too: fractui report --config FILE
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="config file, as before the verb")
     return parser
 
 
