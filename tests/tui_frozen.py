@@ -28,7 +28,7 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
     store = dataclasses.replace(fleet.store, cordons=tuple(cordons))
-    return FractuiApp(Source(fleet.statuses, store, logs=LOGS), config,
+    return FractuiApp(Source(fleet.statuses, store, logs=LOGS, usage=fleet.usage()), config,
                       clock=lambda: NOW, readonly=readonly)
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import HOSTS, JOBS, LEASE, Store, StoreError
-from fractui.store.model import ACTIVE, AuditEntry
+from fractui.store.model import ACTIVE, AuditEntry, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
 
@@ -48,8 +48,10 @@ class Source:
 
     def __init__(self, statuses: list[HostStatus], store: Optional[StoreView] = None,
                  simulated: Optional[dict[str, frozenset[str]]] = None,
-                 logs: Optional[dict[str, list[str]]] = None) -> None:
+                 logs: Optional[dict[str, list[str]]] = None,
+                 usage: Sequence[UsageRecord] = ()) -> None:
         self._lock = threading.Lock()
+        self._usage = tuple(usage)
         self._current = {s.name: s for s in statuses}
         self._logs = logs or {}
         self._latest = {s.name: s for s in statuses}
@@ -97,6 +99,12 @@ class Source:
     def read_store(self) -> Optional[StoreView]:
         """The store's active jobs; called in a worker thread, never on the UI thread."""
         return self._store
+
+    def read_usage(self, since: float, until: float) -> list[UsageRecord]:
+        """The usage records of attempts that held a slice in [since, until); worker
+        thread."""
+        return [r for r in self._usage if r.started_at < until and
+                (r.ended_at is None or r.ended_at > since)]
 
     def watch_store(self, changed: Callable[[], None]) -> None:
         """From now on ``changed`` is called (from a thread of the source's) when the store
@@ -183,6 +191,9 @@ class LiveSource(Source):
         held = self.store.lease_holder()
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
                          held[0] if held else None, tuple(self.store.cordons()))
+
+    def read_usage(self, since: float, until: float) -> list[UsageRecord]:
+        return self.store.usage(since, until) if self.store is not None else []
 
     def fresh(self, host: str) -> Optional[HostStatus]:
         session = self.fleet.session(host)
