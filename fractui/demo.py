@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, StoreSettings,
-                            TeamConfig, toml_text)
+from fractui.config import (Config, FairShareSettings, HostConfig, QueueConfig,
+                            SchedulerSettings, StoreSettings, TeamConfig, toml_text)
 from fractui.fleet.client import AgentCallError, ConnectionLost
 from fractui.fleet.host import HostUnavailable
 from fractui.scheduler.child import ChildScheduler
@@ -112,7 +112,10 @@ def demo_config(hosts: list[DemoHost], root: str) -> Config:
                TeamConfig("nlp", quota_gpus=round(0.1 * real_gpus, 2)),
                TeamConfig("speech", quota_gpus=round(0.1 * real_gpus, 2), over_quota=True)),
         scheduler=SchedulerSettings(interval_s=0.5, preempt_grace_s=2.0),
-        store=StoreSettings(sqlite_url(os.path.join(root, "store.db"))))
+        store=StoreSettings(sqlite_url(os.path.join(root, "store.db"))),
+        # fair share over time on, at the demo's pace: a 3-minute half-life over 15 minutes,
+        # so within a few minutes the teams' recent usage moves who is served next
+        fairshare=FairShareSettings(half_life_h=0.05, window_h=0.25, usage_weight=0.5))
 
 
 # GPU memory each queue's workload uses (MiB): well inside the smallest slice it can get.

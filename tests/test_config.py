@@ -723,5 +723,7 @@ def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(toml_text(config))
     again = load_config(str(path))
-    assert (again.hosts, again.queues, again.teams, again.scheduler, again.ssh) == (
-        config.hosts, config.queues, config.teams, config.scheduler, config.ssh)
+    assert (again.hosts, again.queues, again.teams, again.scheduler, again.ssh,
+            again.fairshare) == (config.hosts, config.queues, config.teams, config.scheduler,
+                                 config.ssh, config.fairshare)
+    assert config.fairshare.usage_weight > 0  # the demo shows fair share over time
