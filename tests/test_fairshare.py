@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fractui.config import ConfigError, FairShareSettings, TeamConfig, load_config
+from fractui.config import (ConfigError, FairShareSettings, QueueConfig, TeamConfig,
+                            load_config)
+from fractui.sched.fleetview import HostView
+from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, fair_order, team_usage
 from fractui.store.model import Job, Slot, UsageRecord
 from fractui.usage.fairshare import decayed_s, recent_gpus
@@ -170,3 +173,30 @@ def test_bad_fair_share_settings_are_named_with_their_line(text, line, said, tmp
         load_text(text, tmp_path)
     assert err.value.line == line, str(err.value)
     assert said in str(err.value)
+
+
+# -- the pass: recent usage is among what it compares --
+
+def test_a_pass_with_the_same_recent_usage_is_a_comparison_and_new_usage_ranks_anew():
+    gpus = [{"index": 0, "uuid": "GPU-0", "name": "L4", "memory_mib": 23034,
+             "mig_mode": False, "instances": [], "layout_version": "v0", "processes": []}]
+    hello = {"cpus": 64, "memory_mib": 512 * 1024, "privileges": {"mig_changes": True},
+             "gpus": gpus}
+    views = [HostView("h", "online", hello, {"gpus": gpus}, {})]
+    whole = QueueConfig("whole", gpus=1)
+    teams = (TeamConfig("a", quota_gpus=1), TeamConfig("b", quota_gpus=1))
+    jobs = [Job(1, "whole", "a", "n", ("x",), whole.request(), "pending", 1.0, 0.0),
+            Job(2, "whole", "b", "n", ("x",), whole.request(), "pending", 2.0, 0.0)]
+    kept = Kept()
+    a_lately = Recent.of(1.0, {"a": 2.0, "b": 0.5})
+    first = schedule(views, jobs, (whole,), teams, "u", kept=kept, recent=a_lately)
+    assert [d.job for d in first.decisions] == [2]  # b used less lately: its job goes
+    again = schedule(views, jobs, (whole,), teams, "u", kept=kept,
+                     recent=Recent.of(1.0, {"a": 2.0001, "b": 0.5}))
+    assert again is first  # the same to a thousandth: nothing new, the last result
+    b_lately = schedule(views, jobs, (whole,), teams, "u", kept=kept,
+                        recent=Recent.of(1.0, {"a": 0.5, "b": 2.0}))
+    assert [d.job for d in b_lately.decisions] == [1]
+    # weight 0: today's order (by age), whatever the usage
+    plain = schedule(views, jobs, (whole,), teams, "u", recent=Recent.of(0.0, {"a": 2.0}))
+    assert [d.job for d in plain.decisions] == [1]

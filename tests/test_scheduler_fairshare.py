@@ -13,6 +13,7 @@ import pytest
 from fractui.config import FairShareSettings, QueueConfig, TeamConfig
 from fractui.scheduler import Scheduler
 from fractui.store.model import RUNNING, Slot
+from fractui.store.sqlite import SqliteStore
 from fractui.usage.fairshare import recent_gpus
 from tests import localfleet
 
@@ -62,3 +63,44 @@ def test_the_team_with_less_decayed_usage_is_served_first(local_fleet, store_url
     # by weights only (0), equal holdings go by age: b; counting recent usage, a
     assert states[first] == "running", states
     assert states[{"a": "b", "b": "a"}[first]] == "pending", states
+
+
+class Counting(SqliteStore):
+    """The real SQLite store, counting its reads of usage records."""
+
+    usage_reads = 0
+
+    def usage(self, since: float, until: float):
+        self.usage_reads += 1
+        return super().usage(since, until)
+
+
+def test_the_scheduler_reads_usage_once_a_minute_on_a_new_lease_and_only_while_it_counts(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [WHOLE], TEAMS)
+    f.store.close()
+    f.store = store = Counting(str(f.tmp / "store.db"))
+    clock = [time.time()]
+    config = dataclasses.replace(f.config, fairshare=dataclasses.replace(FAIR,
+                                                                         usage_weight=0.5))
+    f.scheduler = Scheduler(config, store, f.fleet, name="test", clock=lambda: clock[0])
+    held = f.submit("whole", "a")
+    f.until(lambda: store.get(held.id).state == "running")
+    waits = f.submit("whole", "b")
+    for _ in range(5):
+        f.scheduler.step()
+    assert store.get(waits.id).state == "pending" and store.usage_reads == 1
+    clock[0] += 61
+    for _ in range(3):
+        f.scheduler.step()
+    assert store.usage_reads == 2
+    store.release_lease("test")  # the lease is taken anew: read again at once
+    f.scheduler.step()
+    assert store.usage_reads == 3
+    # at weight 0 nothing is read, whatever waits
+    f.scheduler.stop()
+    f.scheduler = Scheduler(f.config, store, f.fleet, name="plain", clock=lambda: clock[0])
+    clock[0] += 3600
+    for _ in range(3):
+        f.scheduler.step()
+    assert store.usage_reads == 3
