@@ -4,6 +4,7 @@ off the UI thread at most once a minute."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from fractui.config import Config, TeamConfig, TuiSettings
@@ -16,7 +17,7 @@ from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.usage.fairshare import recent_gpus
 from tests.test_tui_jobs import text_of
-from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, settled
+from tests.tui_frozen import LOGS, STARVED, STATES, frozen_app, pilot_test, settled
 
 TWO = (TeamConfig("nlp", quota_gpus=2), TeamConfig("cv", quota_gpus=1))
 
@@ -54,6 +55,13 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
     brief = [pending(1, "nlp", STARVED_S - 1)]
     started = [pending(1, "nlp", 900), running(2, "nlp", 0.5, 60)]
     assert said(at_quota) == [] and said(brief) == [] and said(started) == []
+    # a job bigger than the room left waits at its team's quota, not for the fleet
+    at_its_quota = "team nlp is at its quota (1.50 of 2.00 GPUs held)"
+    assert said([pending(1, "nlp", 900, at_its_quota), running(2, "nlp", 1.5, 3600)]) == []
+    assert said([pending(1, "nlp", 900, at_its_quota + "; last refused by h: busy"),
+                 pending(3, "nlp", 200)]) == []
+    assert said([pending(1, "nlp", 900, at_its_quota), pending(3, "nlp", 600)]) == [
+        Starved("nlp", 2, 600.0, "no room: no GPU fits", 2.0)]
     # a job of the team that started lately and ended since counts too (its usage record)
     assert said([pending(1, "nlp", 900)], [record("nlp", 120)]) == []
     assert said([pending(1, "nlp", 900)], [record("nlp", 1200)]) != []
@@ -75,7 +83,10 @@ class CountingSource(Source):
 async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
     fleet = sample_fleet(16, states=STATES)
     records = fleet.usage()
-    source = CountingSource(fleet.statuses, fleet.store, logs=LOGS, usage=records)
+    store = dataclasses.replace(fleet.store, jobs=tuple(
+        dataclasses.replace(j, reason=STARVED[j.id]) if j.id in STARVED else j
+        for j in fleet.store.jobs))
+    source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records)
     clock = [NOW]
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
     app = FractuiApp(source, config, clock=lambda: clock[0])
@@ -92,10 +103,10 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
             assert line.split()[1:] == ["%.2f/%g" % (team.used, team.quota), "—",
                                         "%.2f" % recent.get(team.name, 0.0),
                                         str(team.pending)], line
-        # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes, nothing started since
-        # (the panel is narrow at 160 columns: the reason goes on a line of its own)
-        assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  team nlp is at its " \
-               "quota (3.00 of 3.00 GPUs held)\n" in shown, shown
+        # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes for the fleet, nothing
+        # started since (the panel is narrow at 160 columns: the reason on a line of its own)
+        assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  no room: no GPU in " \
+               "the fleet has a free slice for it\n" in shown, shown
         assert len(source.usage_reads) == 1 and "MainThread" not in source.usage_reads
         assert len(panel._rows) == 2 * len(panel.pending)  # all five, two lines each
         for _ in range(3):  # more store reads within the minute: no more usage reads
@@ -111,7 +122,7 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
 
 @pilot_test
 async def test_at_80x24_a_starved_team_is_marked_and_four_pending_rows_stay():
-    app = frozen_app()
+    app = frozen_app(reasons=STARVED)
     async with app.run_test(size=(80, 24)) as pilot:
         await settled(pilot)
         panel = app.screen.query_one(QueuePanel)

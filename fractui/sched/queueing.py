@@ -209,11 +209,20 @@ def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
     return replace(req, hosts=frozenset(allowed))
 
 
+AT_QUOTA = " is at its quota ("  # the words of a job that waits for its team's quota
+
+
+def waits_at_quota(reason: Optional[str]) -> bool:
+    """Whether a pending job's recorded reason is this pass's "at its quota": it waits for its
+    own team's quota (its charge is more than the room left), not for the fleet."""
+    return bool(reason) and reason.startswith("team ") and AT_QUOTA in reason  # type: ignore
+
+
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:
     if team is None:
         return "its team %r is not configured: it has no quota" % team_name
-    return "team %s is at its quota (%.2f of %.2f GPUs held)%s" % (
-        team.name, team.within, team.quota,
+    return "team %s%s%.2f of %.2f GPUs held)%s" % (
+        team.name, AT_QUOTA, team.within, team.quota,
         "; waits for idle capacity to borrow" if team.over_quota else "")
 
 
