@@ -215,7 +215,7 @@ AT_QUOTA = " is at its quota ("  # the words of a job that waits for its team's 
 def waits_at_quota(reason: Optional[str]) -> bool:
     """Whether a pending job's recorded reason is this pass's "at its quota": it waits for its
     own team's quota (its charge is more than the room left), not for the fleet."""
-    return bool(reason) and reason.startswith("team ") and AT_QUOTA in reason  # type: ignore
+    return reason is not None and reason.startswith("team ") and AT_QUOTA in reason
 
 
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:

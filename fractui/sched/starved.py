@@ -1,8 +1,8 @@
 """Which teams are starved, and why: a team with room left in its quota whose jobs have waited
-a while for the fleet (not for the team's own quota) with nothing of it started meanwhile. What the TUI's queue panel says of each team
-beside its quota, holding and recent usage (docs/cli.md). Pure: teams' standing, jobs and usage
-records in; the starved teams out, with the reason the scheduler wrote on the longest waiting
-job."""
+a while for the fleet (not for the team's own quota) with nothing of it started meanwhile. What
+the TUI's queue panel says of each team beside its quota, holding and recent usage
+(docs/cli.md). Pure: teams' standing, jobs and usage records in; the starved teams out, with the
+reason the scheduler wrote on the longest waiting job."""
 
 from __future__ import annotations
 

@@ -207,11 +207,11 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         t.add_column("recent", justify="right", no_wrap=True)
         t.add_column("pend", justify="right", no_wrap=True)
         warning = self.app.theme_variables["warning"]
-        hungry = {s.team for s in self.starved}
+        starved = {s.team for s in self.starved}
         for team in self.teams:
             over = team.used > team.quota + 1e-9
             name = Text(team.name)
-            if team.name in hungry:  # starved: marked, and said why where there is room
+            if team.name in starved:  # starved: marked, and said why where there is room
                 name = Text.assemble((team.name, "bold " + warning), ("!", "bold " + warning))
             t.add_row(name, Text("%.2f/%g" % (team.used, team.quota),
                                  style=warning if over else ""),
