@@ -232,6 +232,30 @@ class UsageSettings:
 
 
 @dataclass(frozen=True)
+class FairShareSettings:
+    """Fair share over time (docs/scheduler.md): how much each team's recent usage, decayed
+    with a half-life over a window, counts against what it holds now in the order teams are
+    served. Off by default (docs/decisions.md): an upgrade does not change who runs next."""
+
+    half_life_h: float = 24.0
+    """Hours after which usage counts half as much."""
+    window_h: float = 168.0
+    """Hours of usage counted (at least half_life_h; at most what [usage] keeps, which
+    bounds the default)."""
+    usage_weight: float = 0.0
+    """0 to 1: the part of a team's share that is its recent usage rather than what it holds
+    now; 0 ranks by weights and present holdings only."""
+
+    @property
+    def half_life_s(self) -> float:
+        return self.half_life_h * 3600
+
+    @property
+    def window_s(self) -> float:
+        return self.window_h * 3600
+
+
+@dataclass(frozen=True)
 class TuiSettings:
     """The TUI: its theme and remapped keys, checked against the known ones by the TUI."""
 
@@ -273,6 +297,7 @@ class Config:
     tui: TuiSettings = field(default_factory=TuiSettings)
     usage: UsageSettings = field(default_factory=UsageSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    fairshare: FairShareSettings = field(default_factory=FairShareSettings)
     lines: Callable[[str, int | None, str | None], int | None] = field(
         default=lambda table, index=None, key=None: None, compare=False, repr=False)
     """Where a key is written in the file, for errors found after loading (a theme name)."""
@@ -317,7 +342,7 @@ def toml_text(config: Config) -> str:
     out = []
     for table, item in (("ssh", config.ssh), ("scheduler", config.scheduler),
                         ("store", config.store), ("usage", config.usage),
-                        ("metrics", config.metrics)):
+                        ("metrics", config.metrics), ("fairshare", config.fairshare)):
         out += ["[%s]" % table] + _toml_keys(item)
     for table, items in (("hosts", config.hosts), ("queues", config.queues),
                          ("teams", config.teams)):
@@ -480,8 +505,9 @@ _STORE_KEYS = {"url": "string"}
 _TUI_KEYS = {"theme": "string", "keys": "table"}
 _USAGE_KEYS = {"bucket_s": "number", "keep_days": "number", "refresh_s": "number"}
 _METRICS_KEYS = {"listen": "string", "tui": "boolean"}
+_FAIRSHARE_KEYS = {"half_life_h": "number", "window_h": "number", "usage_weight": "number"}
 _TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui", "usage",
-             "metrics")
+             "metrics", "fairshare")
 _BECOME = ("sudo",)
 _TRANSPORTS = ("ssh", "local")
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
@@ -510,6 +536,9 @@ BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("usage", "bucket_s"): (10, 86400, " seconds"),
     ("usage", "keep_days"): (1, 36500, " days"),
     ("usage", "refresh_s"): (1, 3600, " seconds"),
+    ("fairshare", "half_life_h"): (0.01, 87600, " hours"),
+    ("fairshare", "window_h"): (0.01, 876000, " hours"),
+    ("fairshare", "usage_weight"): (0, 1, ""),
 }
 # How many entries a file may hold, and how big it may be.
 MAX_ITEMS = {"hosts": 10_000, "queues": 1000, "teams": 1000}
@@ -591,14 +620,16 @@ class _Checker(TomlChecker):
                                 key=key)
         hosts = self.hosts(self.array_of_tables(doc, "hosts"))
         teams = self.teams(self.array_of_tables(doc, "teams"))
+        usage = UsageSettings(**_floats(self.values(
+            self.table(doc, "usage"), _USAGE_KEYS, "[usage]", "usage", None, "usage."),
+            tuple(_USAGE_KEYS)))
         return Config(path=self.path, hosts=hosts, ssh=self.ssh(self.table(doc, "ssh")),
                       queues=self.queues(self.array_of_tables(doc, "queues"), hosts, teams),
                       teams=teams, scheduler=self.scheduler(self.table(doc, "scheduler")),
                       store=self.store(self.table(doc, "store"), self.table(doc, "scheduler")),
                       tui=self.tui(self.table(doc, "tui")),
-                      usage=UsageSettings(**_floats(self.values(
-                          self.table(doc, "usage"), _USAGE_KEYS, "[usage]", "usage", None,
-                          "usage."), tuple(_USAGE_KEYS))),
+                      usage=usage, fairshare=self.fairshare(self.table(doc, "fairshare"),
+                                                            usage),
                       metrics=self.metrics(self.table(doc, "metrics")), lines=self.where.line)
 
     def array_of_tables(self, doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...]:
@@ -730,6 +761,26 @@ class _Checker(TomlChecker):
                             f"at most a third of scheduler.lease_s ({settings.lease_s:g} s), so "
                             "no call outlives the lease it was made under", "scheduler", None,
                             key)
+        return settings
+
+    def fairshare(self, raw: dict[str, Any], usage: UsageSettings) -> FairShareSettings:
+        """[fairshare]: a window of at least one half-life (a shorter one is mostly cut off),
+        and no longer than usage is kept (what is forgotten would count as unused)."""
+        values = self.values(raw, _FAIRSHARE_KEYS, "[fairshare]", "fairshare", None,
+                             "fairshare.")
+        kept_h = usage.keep_days * 24
+        if "window_h" not in values:  # the default window, within what usage keeps
+            values["window_h"] = min(FairShareSettings.window_h, kept_h)
+        settings = FairShareSettings(**_floats(values, tuple(_FAIRSHARE_KEYS)))
+        if settings.window_h < settings.half_life_h:
+            key = "window_h" if "window_h" in raw else "half_life_h"
+            raise self.fail(f"fairshare.window_h ({settings.window_h:g} h) must be at least "
+                            f"fairshare.half_life_h ({settings.half_life_h:g} h)", "fairshare",
+                            None, key)
+        if settings.window_h > kept_h:
+            raise self.fail(f"fairshare.window_h ({settings.window_h:g} h) is longer than usage "
+                            f"is kept (usage.keep_days = {usage.keep_days:g}: {kept_h:g} h)",
+                            "fairshare", None, "window_h")
         return settings
 
     def store(self, raw: dict[str, Any], scheduler: dict[str, Any]) -> StoreSettings:

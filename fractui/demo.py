@@ -32,8 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from fractui.config import (Config, HostConfig, QueueConfig, SchedulerSettings, StoreSettings,
-                            TeamConfig, UsageSettings, toml_text)
+from fractui.config import (Config, FairShareSettings, HostConfig, QueueConfig,
+                            SchedulerSettings, StoreSettings, TeamConfig, UsageSettings,
+                            toml_text)
 from fractui.fleet.client import AgentCallError, ConnectionLost
 from fractui.fleet.host import HostUnavailable
 from fractui.scheduler.child import ChildScheduler
@@ -114,7 +115,10 @@ def demo_config(hosts: list[DemoHost], root: str) -> Config:
         scheduler=SchedulerSettings(interval_s=0.5, preempt_grace_s=2.0),
         store=StoreSettings(sqlite_url(os.path.join(root, "store.db"))),
         # a demo lasts minutes: GPU time by the 10 s, the jobs' samples read every 5 s
-        usage=UsageSettings(bucket_s=10, refresh_s=5))
+        usage=UsageSettings(bucket_s=10, refresh_s=5),
+        # fair share over time on, at the demo's pace: a 3-minute half-life over 15 minutes,
+        # so within a few minutes the teams' recent usage moves who is served next
+        fairshare=FairShareSettings(half_life_h=0.05, window_h=0.25, usage_weight=0.5))
 
 
 # GPU memory each queue's workload uses (MiB): well inside the smallest slice it can get.

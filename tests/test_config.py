@@ -219,7 +219,8 @@ def test_an_unknown_top_level_key_is_an_error(tmp_path):
         [[host]]
         name = "b"
         """) == ("F:4: unknown top-level key 'host' (did you mean 'hosts'? "
-                 "known: hosts, ssh, queues, teams, scheduler, store, tui, usage, metrics)")
+                 "known: hosts, ssh, queues, teams, scheduler, store, tui, usage, "
+                 "metrics, fairshare)")
 
 
 def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
@@ -471,6 +472,10 @@ def _doc_for(table: str, key: str, value: str) -> str:
         other = {"lease_s": "interval_s = 0.05", "interval_s": "lease_s = 3600",
                  "call_timeout_s": "lease_s = 3600"}.get(key, "")
         return f"[scheduler]\n{other}\n{key} = {value}\n"
+    if table == "fairshare":  # a window as long as usage may be kept, for any half-life
+        other = {"half_life_h": "window_h = 876000", "window_h": "half_life_h = 0.01"}.get(
+            key, "")
+        return f"[usage]\nkeep_days = 36500\n[fairshare]\n{other}\n{key} = {value}\n"
     return f"[{table}]\n{key} = {value}\n"
 
 
@@ -720,5 +725,7 @@ def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(toml_text(config))
     again = load_config(str(path))
-    assert (again.hosts, again.queues, again.teams, again.scheduler, again.ssh) == (
-        config.hosts, config.queues, config.teams, config.scheduler, config.ssh)
+    assert (again.hosts, again.queues, again.teams, again.scheduler, again.ssh,
+            again.fairshare) == (config.hosts, config.queues, config.teams, config.scheduler,
+                                 config.ssh, config.fairshare)
+    assert config.fairshare.usage_weight > 0  # the demo shows fair share over time

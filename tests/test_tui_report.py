@@ -112,7 +112,7 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
 async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
     store = SqliteStore(os.path.join(tmp_path, "empty.db"))
     for app, words in ((frozen_app(usage=store), "No usage in the last 24 h: no job held a "
-                        "slice in this range"), (frozen_app(), "No store: usage is recorded "
+                        "slice in this range"), (frozen_app(sampled=False), "No store: usage is recorded "
                                                  "in the store")):
         async with app.run_test(size=(80, 24)) as pilot:
             await settled(pilot)

@@ -10,7 +10,7 @@ import dataclasses
 
 from fractui.store.model import CORDON, DRAIN, Cordon
 from fractui.tui.sample import NOW
-from tests.tui_frozen import frozen_app, settled, usage_store
+from tests.tui_frozen import STARVED, frozen_app, settled, usage_store
 
 # a host draining (its jobs run on), one GPU cordoned, one GPU drained (nothing on it)
 OUT_OF_SERVICE = (Cordon("a100-1", None, DRAIN, "ops@head", "drained by ops@head", 0.0),
@@ -24,6 +24,16 @@ def test_fleet_80x24(snap_compare):
 
 def test_fleet_160x48_degraded_and_offline_hosts(snap_compare):
     assert snap_compare(frozen_app(), terminal_size=(160, 48), run_before=settled)
+
+
+def test_a_starved_team_said_with_why_160x48(snap_compare):
+    assert snap_compare(frozen_app(reasons=STARVED), terminal_size=(160, 48),
+                        run_before=settled)
+
+
+def test_a_starved_team_marked_at_80x24(snap_compare):
+    assert snap_compare(frozen_app(reasons=STARVED), terminal_size=(80, 24),
+                        run_before=settled)
 
 
 def test_drain_and_cordon_on_the_map_and_header_160x48(snap_compare):

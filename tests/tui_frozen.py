@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from fractui.config import Config, TuiSettings
 from fractui.store.base import Store
@@ -26,14 +26,25 @@ LOGS = {"a100-1/j1": ["epoch %d  loss %.3f  lr 3e-4" % (e, 2.5 / (e + 1)) for e 
         + ["saved checkpoint to /data/ckpt/epoch-11.pt", "epoch 12  loss 0.190  lr 3e-4"]}
 
 
+# job 27 (nlp's, waiting 5 minutes) waiting for the fleet, not its quota: nlp is starved
+STARVED = {27: "no room: no GPU in the fleet has a free slice for it"}
+
+
 def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon] = (),
-               usage: Optional[Store] = None, **tui: Any) -> FractuiApp:
-    """``usage``: a store the report screen reads (usage_store); the map and the queues show
-    the sample fleet's jobs as ever."""
+               usage: Optional[Store] = None, reasons: Optional[Mapping[int, str]] = None,
+               sampled: bool = True, **tui: Any) -> FractuiApp:
+    """``usage``: a store the report screen and the team standing read (usage_store), else
+    the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
+    why some pending jobs wait instead (by id). The map and the queues show the sample
+    fleet's jobs as ever."""
+    reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
-    store = dataclasses.replace(fleet.store, cordons=tuple(cordons))
-    source = Source(fleet.statuses, store, logs=LOGS)
+    jobs = tuple(dataclasses.replace(j, reason=reasons[j.id]) if j.id in reasons else j
+                 for j in fleet.store.jobs)
+    store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons))
+    source = Source(fleet.statuses, store, logs=LOGS,
+                    usage=fleet.usage() if sampled and usage is None else ())
     source.store = usage
     return FractuiApp(source, config, clock=lambda: NOW, readonly=readonly)
 

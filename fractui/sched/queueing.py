@@ -1,7 +1,8 @@
 """One scheduling pass: pending jobs, the live fleet and the teams in; decisions out. Pure.
 
 Order of service (DESIGN, issue 7): jobs whose team stays within its quota come first, the team
-furthest below its weighted share first; then over-quota jobs of teams allowed to borrow, which
+furthest below its weighted share first (what it holds now, blended with its recent usage where
+[fairshare] says: ``Recent``); then over-quota jobs of teams allowed to borrow, which
 take only idle capacity and are marked preemptible. A within-quota job that finds no room may
 preempt borrowed jobs — the fewest, newest first — when nothing else frees room: never while a
 stop is already in flight, since that room is coming. Hosts and GPUs out of service (cordoned
@@ -21,7 +22,8 @@ from fractui.sched.fleetview import (HostCache, HostView, build_hosts, placement
                                      request_of, share_mib)
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
-from fractui.sched.quota import EPSILON, TeamUsage, fair_rank, team_usage, within_quota
+from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_rank, team_usage,
+                                 within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
 
 POLICY = "fractui"
@@ -79,23 +81,24 @@ def slot_of(p: Placement, req: Request, placer: Placer) -> Slot:
 def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
              teams: Sequence[TeamConfig], store_uid: str,
              refused: Optional[Dict[int, Tuple[str, ...]]] = None,
-             kept: Optional[Kept] = None, cordons: Sequence[Cordon] = ()) -> PassResult:
+             kept: Optional[Kept] = None, cordons: Sequence[Cordon] = (),
+             recent: Recent = Recent()) -> PassResult:
     """Decide where pending jobs go now. ``refused``: hosts that refused a job lately (its
     launch failed there), left out for it so it does not bounce off the same host. ``kept``:
     what earlier passes built and scored, kept by the caller. ``cordons``: hosts and GPUs
-    that take no new work."""
+    that take no new work. ``recent``: the teams' recent usage, for fair share over time."""
     cordons = tuple(cordons)
     if kept is None:
         return _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
-                     lambda: build_hosts(views, jobs, store_uid), None)
+                     lambda: build_hosts(views, jobs, store_uid), None, recent)
     changed = kept.hosts.update(views, jobs, store_uid)
     # jobs the caller read once compare by identity, one by one: thousands cost microseconds
     inputs = (list(jobs), tuple(queues), tuple(teams), store_uid, dict(refused or {}),
-              cordons)
+              cordons, recent)
     if not changed and kept.last is not None and kept.last[0] == inputs:
         return kept.last[1]
     result = _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
-                   kept.hosts.copies, kept.memos)
+                   kept.hosts.copies, kept.memos, recent)
     kept.last = (inputs, result)
     return result
 
@@ -103,7 +106,7 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
 def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[QueueConfig],
           teams: Sequence[TeamConfig], store_uid: str, refused: Dict[int, Tuple[str, ...]],
           cordons: Tuple[Cordon, ...], hosts_now: Callable[[], List[Host]],
-          memos: Optional[Memos]) -> PassResult:
+          memos: Optional[Memos], recent: Recent) -> PassResult:
     """``schedule``'s pass itself, on the hosts ``hosts_now`` builds (only once a job waits)."""
     result = PassResult()
     priority = {q.name: q.priority for q in queues}
@@ -116,7 +119,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                                      "queue to come back, or to be cancelled" % job.queue
     if not pending:
         return result
-    usage = {u.name: u for u in team_usage(jobs, teams)}
+    usage = {u.name: u for u in team_usage(jobs, teams, dict(recent.gpus))}
     hosts = fenced(hosts_now(), cordons)
     requests = {j.id: request_of(j) for j in pending}  # made once: a pass may see thousands
     classes = typical_classes(list(requests.values()))
@@ -135,7 +138,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
 
     borrowers: List[Job] = []
     starved: List[Job] = []
-    for job in _fair(pending, lambda: usage, priority):
+    for job in _fair(pending, lambda: usage, priority, recent.usage_weight):
         p = attempt(job)
         if p is None:
             team = usage.get(job.team) if job.team else None
@@ -186,7 +189,7 @@ def borrowed(job: Job, usage: Dict[str, TeamUsage]) -> bool:
 
 
 def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
-          priority: Dict[str, int]) -> Iterator[Job]:
+          priority: Dict[str, int], usage_weight: float) -> Iterator[Job]:
     """``fair_order`` served one job at a time as usage grows: each team's jobs in their own
     order, the next from the team furthest below its weighted share (a few teams, so cheap)."""
     by_team: Dict[Optional[str], Deque[Job]] = {}
@@ -194,7 +197,8 @@ def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
         by_team.setdefault(job.team, deque()).append(job)
     while by_team:
         now = usage()
-        team = min(by_team, key=lambda t: (fair_rank(by_team[t][0], now, priority)))
+        team = min(by_team, key=lambda t: fair_rank(by_team[t][0], now, priority,
+                                                    usage_weight))
         job = by_team[team].popleft()
         if not by_team[team]:
             del by_team[team]
@@ -205,11 +209,20 @@ def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
     return replace(req, hosts=frozenset(allowed))
 
 
+AT_QUOTA = " is at its quota ("  # the words of a job that waits for its team's quota
+
+
+def waits_at_quota(reason: Optional[str]) -> bool:
+    """Whether a pending job's recorded reason is this pass's "at its quota": it waits for its
+    own team's quota (its charge is more than the room left), not for the fleet."""
+    return reason is not None and reason.startswith("team ") and AT_QUOTA in reason
+
+
 def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:
     if team is None:
         return "its team %r is not configured: it has no quota" % team_name
-    return "team %s is at its quota (%.2f of %.2f GPUs held)%s" % (
-        team.name, team.within, team.quota,
+    return "team %s%s%.2f of %.2f GPUs held)%s" % (
+        team.name, AT_QUOTA, team.within, team.quota,
         "; waits for idle capacity to borrow" if team.over_quota else "")
 
 

@@ -49,7 +49,8 @@ def charge(profile: Optional[str], share_mib: Optional[int], gpus: Sequence[GpuO
 @dataclass(frozen=True)
 class TeamUsage:
     """One team's standing: ``used`` is every GPU it holds, ``borrowed`` the part of it held by
-    over-quota (preemptible) jobs."""
+    over-quota (preemptible) jobs, ``recent`` the GPUs it held lately, decayed with age
+    (fractui.usage.fairshare)."""
 
     name: str
     quota: float
@@ -58,6 +59,7 @@ class TeamUsage:
     pending: int
     weight: float = 1.0
     over_quota: bool = False
+    recent: float = 0.0
 
     @property
     def within(self) -> float:
@@ -68,12 +70,20 @@ class TeamUsage:
         """GPUs it may still take within its quota."""
         return max(0.0, self.quota - self.within)
 
+    def share(self, usage_weight: float) -> float:
+        """Its weighted share, which ranks it: what it holds within quota now and what it
+        held lately, blended by ``usage_weight`` (0: now only), over its weight."""
+        return ((1 - usage_weight) * self.within + usage_weight * self.recent) / self.weight
 
-def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> list[TeamUsage]:
-    """Usage of every configured team (in config order), from the store's jobs."""
+
+def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
+               recent: Optional[Mapping[str, float]] = None) -> list[TeamUsage]:
+    """Usage of every configured team (in config order), from the store's jobs and each
+    team's ``recent`` GPUs (none: 0)."""
     used = {t.name: 0.0 for t in teams}
     borrowed = dict(used)
     pending = {t.name: 0 for t in teams}
+    recent = recent or {}
     for job in jobs:
         if job.team not in used:
             continue
@@ -84,7 +94,23 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig]) -> list[TeamUsa
         elif job.state == PENDING:
             pending[job.team] += 1
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
-                      t.weight, t.over_quota) for t in teams]
+                      t.weight, t.over_quota, recent.get(t.name, 0.0)) for t in teams]
+
+
+@dataclass(frozen=True)
+class Recent:
+    """What fair share over time adds to a pass: each team's recent GPUs and how much they
+    count (config [fairshare]). Rounded to a thousandth of a GPU, and left out where they
+    count for nothing, so a pass with nothing new stays a comparison while usage decays."""
+
+    usage_weight: float = 0.0
+    gpus: Tuple[Tuple[str, float], ...] = ()
+
+    @classmethod
+    def of(cls, usage_weight: float, gpus: Mapping[str, float]) -> "Recent":
+        if usage_weight <= 0:
+            return cls()
+        return cls(usage_weight, tuple(sorted((t, round(g, 3)) for t, g in gpus.items())))
 
 
 def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float) -> bool:
@@ -110,16 +136,18 @@ def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: floa
            "%.2f" % (u.name, u.within, u.quota, charge)
 
 
-def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int]) -> tuple:
-    """Where a pending job stands: the team furthest below its weighted share (used within
-    quota / weight) first, then queue priority (higher first), then age."""
+def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int],
+              usage_weight: float = 0.0) -> tuple:
+    """Where a pending job stands: the team with the least weighted share (``TeamUsage.share``:
+    within quota now, blended with recent usage by ``usage_weight``) first, then queue
+    priority (higher first), then age."""
     team = usage.get(job.team) if job.team is not None else None
-    share = team.within / team.weight if team is not None else 0.0
+    share = team.share(usage_weight) if team is not None else 0.0
     return (share, -priority.get(job.queue, 0), job.submitted_at, job.id)
 
 
 def fair_order(jobs: Sequence[Job], usage: Mapping[str, TeamUsage],
-               priority: Mapping[str, int]) -> list[Job]:
+               priority: Mapping[str, int], usage_weight: float = 0.0) -> list[Job]:
     """Pending jobs in the order they would be served now (the scheduler re-ranks after each
     placement, as usage grows, so one team's burst does not starve another)."""
-    return sorted(jobs, key=lambda j: fair_rank(j, usage, priority))
+    return sorted(jobs, key=lambda j: fair_rank(j, usage, priority, usage_weight))

@@ -41,6 +41,7 @@ from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
+from fractui.sched.quota import Recent
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.relay import LogRelay
@@ -49,6 +50,7 @@ from fractui.store.base import (EVERYTHING, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
                                 Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Cordon, Job, StaleCopy)
+from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
 
 log = logging.getLogger("fractui.scheduler")
@@ -57,6 +59,7 @@ REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
 FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale copies to end
 DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
 FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the service stop
+RECENT_EVERY_S = 60.0  # the teams' recent usage is read at most this often (and on a new lease)
 
 
 def _stale_why(copy: StaleCopy) -> str:
@@ -144,6 +147,9 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
         self._kept = Kept()  # hosts built and placements scored, kept across passes
+        self._recent: Tuple[Optional[float], Recent] = (None, Recent())
+        """When the teams' recent usage was last read (by ``clock``; None: not this lease),
+        and what it was."""
         self._read: Optional[ActiveJobs] = None  # the active jobs as last read
         self._waited: Optional[Tuple[object, List[Job]]] = None
         """(the pass result, the jobs) whose waiting reasons were last all recorded."""
@@ -398,6 +404,7 @@ class Scheduler:
         self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
         self.executor.recall(memory.stops_sent)
         self.usage.taken_over()
+        self._recent = (None, self._recent[1])
         self._recalled = self.epoch
 
     def _keep_clocks(self) -> None:
@@ -580,7 +587,8 @@ class Scheduler:
         self._window_ends = min((r.at + REFUSED_FOR_S for j in derived.refusing
                                  for r in j.refusals if now - r.at < REFUSED_FOR_S), default=None)
         result = schedule(views, jobs, self.config.queues, self.config.teams, self.store.uid,
-                          {k: v for k, v in refused.items() if v}, self._kept, cordons)
+                          {k: v for k, v in refused.items() if v}, self._kept, cordons,
+                          self._recent_usage(now, derived))
         recorded = False
         for d in result.decisions:
             try:
@@ -610,6 +618,24 @@ class Scheduler:
                     continue
         self._waited = (result, jobs)
         return recorded
+
+    def _recent_usage(self, now: float, derived: ActiveJobs) -> Recent:
+        """The teams' recent usage for fair share over time, read from the store's usage
+        records at most once every RECENT_EVERY_S, and on taking the lease — only while it
+        counts ([fairshare] usage_weight above 0) and a job waits for it to rank."""
+        fair = self.config.fairshare
+        if fair.usage_weight <= 0 or not self.config.teams:
+            return Recent()
+        read_at, recent = self._recent
+        if read_at is not None and now - read_at < RECENT_EVERY_S:
+            return recent
+        if not any(j.state == PENDING for j in derived.jobs):
+            return recent
+        records = self.store.usage(now - fair.window_s, now)
+        recent = Recent.of(fair.usage_weight, recent_gpus(records, now, fair.half_life_s,
+                                                          fair.window_s))
+        self._recent = (now, recent)
+        return recent
 
 
 def _has_gpu(view: HostView, index: int) -> bool:

@@ -45,6 +45,7 @@ from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
 from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
+from fractui.tui.standing import USAGE_EVERY_S, UsageRead, standing
 from fractui.tui.themes import palette_for
 
 STORE_EVERY_S = 1.0
@@ -116,10 +117,12 @@ class ServiceChanged(Message):
 
 class StoreRead(Message):
     def __init__(self, number: int, view: Optional[StoreView],
-                 error: Optional[str] = None) -> None:
+                 error: Optional[str] = None, usage: Optional[UsageRead] = None) -> None:
         super().__init__()
         self.view = view
         self.error = error
+        self.usage = usage
+        """The usage records as read this time (None: not due, the last stands)."""
         self.number = number
         """Reads are numbered in the order they read: one that arrives after a later one is
         older than what is shown, and is dropped."""
@@ -161,6 +164,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self._read_lock = threading.Lock()
         self._reads = 0  # store reads made
         self._shown = 0  # the number of the read shown
+        self._usage_due = float("-inf")  # when the usage records are next read (worker)
+        self._usage: Optional[UsageRead] = None  # the last usage read shown
         self.fleet_app = app
         self.placement: Optional[Placement] = None
         self.drag: Optional[tuple[int, int, bool]] = None
@@ -199,7 +204,13 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         with self._read_lock:  # one at a time, numbered in the order they read
             self._reads += 1
             try:
-                read = StoreRead(self._reads, self.source.read_store())
+                view, usage, now = self.source.read_store(), None, self.clock()
+                if self.config.teams and now >= self._usage_due:
+                    fair = self.config.fairshare
+                    kept = self.source.read_usage(now - fair.window_s, now)
+                    usage = UsageRead.of(kept[0] if kept else [], self.config, now)
+                    self._usage_due = now + USAGE_EVERY_S
+                read = StoreRead(self._reads, view, usage=usage)
             except StoreError as err:  # a locked or damaged store: say so, keep the fleet
                 read = StoreRead(self._reads, None, str(err))
         self.post_message(read)
@@ -231,12 +242,15 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                                  self.source.simulated(host))
             if changed:
                 self.relayout()
+        if message.usage is not None:
+            self._usage = message.usage
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.clock()
+        teams, starved = standing(jobs, self.config, self._usage, now)
         self.query_one(QueuePanel).show(
-            queue_stats(self.config.queues, jobs, now), team_usage(jobs, self.config.teams),
-            note, [j for j in jobs if j.state == PENDING], now)
+            queue_stats(self.config.queues, jobs, now), teams, note,
+            [j for j in jobs if j.state == PENDING], now, starved)
         self.show_header()
 
     # -- drawing --

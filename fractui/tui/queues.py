@@ -1,5 +1,6 @@
-"""The queue panel: each queue's portion, pending jobs and wait; each team's quota use; and the
-pending jobs themselves, one a line with why it waits, to pick one: ``p`` places it (placement
+"""The queue panel: each queue's portion, pending jobs and wait; each team's standing (quota use,
+borrowing, recent usage, and a line for each starved team with why); and the pending jobs
+themselves, one a line with why it waits, to pick one: ``p`` places it (placement
 mode), dragging it onto a GPU does too, ``enter`` opens it. The pending list shows the rows that
 fit around the selected one, so the selection is always on screen. The mouse is captured only
 while a drag that started on a job lasts, so selecting text with the mouse keeps working
@@ -17,6 +18,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.quota import TeamUsage
+from fractui.sched.starved import Starved
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.model import QueueStat
@@ -86,19 +88,22 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.now = 0.0
         self.queues: Sequence[QueueStat] = ()
         self.teams: Sequence[TeamUsage] = ()
+        self.starved: Sequence[Starved] = ()
         self.marked: Optional[str] = None
         """A queue a jump landed on, drawn reversed."""
         self.store_note: Optional[str] = None
 
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
              store_note: Optional[str] = None, pending: Sequence[Job] = (),
-             now: float = 0.0) -> None:
-        """``pending``: the jobs to list, their waits as of ``now``."""
+             now: float = 0.0, starved: Sequence[Starved] = ()) -> None:
+        """``pending``: the jobs to list, their waits as of ``now``; ``starved``: the teams
+        to say are starved."""
         self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
-        if (queues, teams, store_note, pending) != (self.queues, self.teams, self.store_note,
-                                                    self.pending):
+        if (queues, teams, store_note, pending, starved) != (
+                self.queues, self.teams, self.store_note, self.pending, self.starved):
             self.queues, self.teams, self.store_note = queues, teams, store_note
+            self.starved = starved
             ids = [j.id for j in pending]
             if self.selected not in ids:
                 old = [j.id for j in self.pending]
@@ -188,33 +193,64 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         t.add_column("Teams", no_wrap=True, ratio=1, overflow="ellipsis")
         t.add_column("used/quota", justify="right", no_wrap=True)
         t.add_column("borrow", justify="right", no_wrap=True)
+        t.add_column("recent", justify="right", no_wrap=True)
         t.add_column("pend", justify="right", no_wrap=True)
         warning = self.app.theme_variables["warning"]
+        starved = {s.team for s in self.starved}
         for team in self.teams:
             over = team.used > team.quota + 1e-9
-            t.add_row(team.name, Text("%.2f/%g" % (team.used, team.quota),
-                                      style=warning if over else ""),
-                      "%.2f" % team.borrowed if team.borrowed else "—", str(team.pending))
+            name = Text(team.name)
+            if team.name in starved:  # starved: marked, and said why where there is room
+                name = Text.assemble((team.name, "bold " + warning), ("!", "bold " + warning))
+            t.add_row(name, Text("%.2f/%g" % (team.used, team.quota),
+                                 style=warning if over else ""),
+                      "%.2f" % team.borrowed if team.borrowed else "—",
+                      "%.2f" % team.recent, str(team.pending))
         note = Text(self.store_note or "", style=muted)
         if self.size.width >= SIDE_BY_SIDE:  # under the map on a narrow terminal
             grid = Table.grid(expand=True, padding=(0, 2, 0, 0))
             grid.add_column(ratio=1)
             grid.add_column(ratio=1)
             grid.add_row(q, t)
-            top: RenderableType = Group(grid, note)
+            head: RenderableType = grid
         else:
-            top = Group(q, Text(""), t, note)
-        return self._with_pending(top)
+            head = Group(q, Text(""), t)
+        return self._with_pending(head, self._starved_lines(warning), note)
 
-    def _with_pending(self, top: RenderableType) -> RenderableType:
-        """The pending jobs under ``top``, one a line, remembering each one's line."""
+    def _starved_lines(self, warning: str) -> Optional[Text]:
+        """A line for each starved team (narrow, its reason on a second), cut to the panel."""
+        if not self.starved:
+            return None
+        lines = Text(no_wrap=True, overflow="ellipsis", style=warning)
+        narrow = self.size.width < SIDE_BY_SIDE
+        for s in self.starved:
+            lines.append("\n" if lines else "")
+            lines.append("starved ", style="bold")
+            lines.append("%s: %d waiting %s, %.2f of its quota free:%s%s" % (
+                s.team, s.waiting, duration(s.waited_s), s.room, "\n  " if narrow else " ",
+                s.reason))
+        return lines
+
+    def _with_pending(self, head: RenderableType, starved: Optional[Text],
+                      note: Text) -> RenderableType:
+        """The pending jobs under the queues and teams (``head``), the starved teams' lines
+        and the store's ``note``, one a line, remembering each one's line. The panel is sized
+        for MIN_PENDING rows: the starved teams' lines are shown only where they still fit
+        (else their mark in the teams table says it, and their jobs' lines say why)."""
         self._rows = {}
         if not self.pending:
-            return top
+            return Group(head, note)
         width = max(1, self.content_size.width)
         console = self.app.console
-        y = len(console.render_lines(top, console.options.update_width(width), pad=False))
+        options = console.options.update_width(width)
         per = 2 if width < SIDE_BY_SIDE else 1  # lines a job takes
+        top: RenderableType = Group(head, note)
+        y = len(console.render_lines(top, options, pad=False))
+        if starved is not None:
+            more = len(console.render_lines(starved, options, pad=False))
+            if self.content_size.height - y - more - 1 >= per * min(MIN_PENDING,
+                                                                   len(self.pending)):
+                top, y = Group(head, starved, note), y + more
         fit = max(MIN_PENDING, (self.content_size.height - y - 1) // per)
         ids = [j.id for j in self.pending]
         at = ids.index(self.selected) if self.selected in ids else 0

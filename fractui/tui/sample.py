@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fractui.config import QueueConfig, TeamConfig
 from fractui.fleet.host import HostStatus
 from fractui.sched.quota import charge
-from fractui.store.model import PENDING, RUNNING, Job, Slot
+from fractui.store.model import PENDING, RUNNING, Job, Slot, UsageRecord
 from fractui.tui.model import StoreView
 from remote_agent.gpu.models import model as model_facts
 
@@ -45,6 +45,18 @@ WAITING = ("no room: no GPU in the fleet has a free slice for it",
 class SampleFleet:
     statuses: list[HostStatus]
     store: StoreView
+
+    def usage(self) -> list[UsageRecord]:
+        """The usage records of a day on this fleet: vision held two GPUs until two hours
+        ago, nlp one until an hour ago, and every running job since its start."""
+        past = [UsageRecord(0, 0, team, "whole", "u", "a10-1", (0,), "A10", None, None, held,
+                            start - 60, start, end, "done")
+                for team, held, start, end in (("vision", 2.0, NOW - 24 * 3600, NOW - 7200),
+                                               ("nlp", 1.0, NOW - 6 * 3600, NOW - 3600))]
+        return past + [UsageRecord(j.id, j.attempt, j.team, j.queue, "u", j.slot.host,
+                                   j.slot.gpus, None, j.slot.profile, j.slot.memory_mib,
+                                   j.slot.charge, j.submitted_at, j.updated_at)
+                       for j in self.store.jobs if j.state == RUNNING and j.slot is not None]
 
 
 class _Builder:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
@@ -51,8 +51,10 @@ class Source:
 
     def __init__(self, statuses: list[HostStatus], store: Optional[StoreView] = None,
                  simulated: Optional[dict[str, frozenset[str]]] = None,
-                 logs: Optional[dict[str, list[str]]] = None) -> None:
+                 logs: Optional[dict[str, list[str]]] = None,
+                 usage: Sequence[UsageRecord] = ()) -> None:
         self._lock = threading.Lock()
+        self._usage = tuple(usage)
         self._current = {s.name: s for s in statuses}
         self._logs = logs or {}
         self._latest = {s.name: s for s in statuses}
@@ -103,11 +105,15 @@ class Source:
 
     def read_usage(self, since: float, until: float
                    ) -> Optional[tuple[list[UsageRecord], list[GpuTime]]]:
-        """The store's usage records and GPU time of [since, until) (the report screen's; a
-        worker thread, never the UI thread); None without a store."""
-        if self.store is None:
+        """The usage records and GPU time of [since, until) (the report screen's and the
+        team standing's; a worker thread, never the UI thread): the store's, or the records
+        a frozen fleet was given; None where there is neither."""
+        if self.store is not None:
+            return self.store.usage(since, until), self.store.gpu_time(since, until)
+        if not self._usage:
             return None
-        return self.store.usage(since, until), self.store.gpu_time(since, until)
+        return [r for r in self._usage if r.started_at < until and
+                (r.ended_at is None or r.ended_at > since)], []
 
     def watch_store(self, changed: Callable[[], None]) -> None:
         """From now on ``changed`` is called (from a thread of the source's) when the store

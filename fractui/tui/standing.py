@@ -1,0 +1,44 @@
+"""Each team's standing as the queue panel shows it: quota, held, borrowed, recent usage, and
+who is starved with why. The usage records behind the recent column are read in the screen's
+store worker at most once every USAGE_EVERY_S (a window of them can be thousands of rows),
+never on the UI thread; the rest comes from each read of the store's active jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+from fractui.config import Config
+from fractui.sched.quota import TeamUsage, team_usage
+from fractui.sched.starved import Starved, last_starts, starved
+from fractui.store.model import Job, UsageRecord
+from fractui.usage.fairshare import recent_gpus
+
+USAGE_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class UsageRead:
+    """What one read of the usage records gave: each team's recent GPUs, and when it last
+    had a job start."""
+
+    at: float
+    recent: Mapping[str, float] = field(default_factory=dict)
+    last: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: Sequence[UsageRecord], config: Config, now: float) -> "UsageRead":
+        fair = config.fairshare
+        return cls(now, recent_gpus(records, now, fair.half_life_s, fair.window_s),
+                   last_starts(records, ()))
+
+
+def standing(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead], now: float
+             ) -> tuple[list[TeamUsage], list[Starved]]:
+    """The teams' standing and the starved ones, from the active jobs and the last usage read
+    (None: not read yet, so no recent usage and no start but the jobs' own)."""
+    teams = team_usage(jobs, config.teams, usage.recent if usage else None)
+    last = dict(usage.last) if usage else {}
+    for team, at in last_starts((), jobs).items():
+        last[team] = max(at, last.get(team, at))
+    return teams, starved(teams, jobs, last, now)

@@ -1,0 +1,132 @@
+"""Each team's standing in the queue panel: quota, held, borrowed, recent usage, and who is
+starved with why — the pure rule, and the panel on a frozen fleet, whose usage records are read
+off the UI thread at most once a minute."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from fractui.config import Config, TeamConfig, TuiSettings
+from fractui.sched.quota import team_usage
+from fractui.sched.starved import STARVED_S, Starved, last_starts, starved
+from fractui.store.model import Job, Slot, UsageRecord
+from fractui.tui.queues import QueuePanel
+from fractui.tui.app import FractuiApp
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.source import Source
+from fractui.usage.fairshare import recent_gpus
+from tests.test_tui_jobs import text_of
+from tests.tui_frozen import LOGS, STARVED, STATES, frozen_app, pilot_test, settled
+
+TWO = (TeamConfig("nlp", quota_gpus=2), TeamConfig("cv", quota_gpus=1))
+
+
+def pending(i: int, team: str, waited_s: float, reason: str | None = "no room: no GPU fits"
+            ) -> Job:
+    return Job(i, "q", team, "n", ("x",), {}, "pending", NOW - waited_s, NOW, reason=reason)
+
+
+def running(i: int, team: str, charge: float, started_s_ago: float) -> Job:
+    return Job(i, "q", team, "n", ("x",), {}, "running", NOW - 3600, NOW,
+               started_at=NOW - started_s_ago, slot=Slot("h", (0,), charge=charge))
+
+
+def record(team: str, started_s_ago: float) -> UsageRecord:
+    return UsageRecord(9, 0, team, "q", "u", "h", (0,), None, None, None, 1.0,
+                       NOW - started_s_ago - 5, NOW - started_s_ago, NOW - 10)
+
+
+def said(jobs, records=()) -> list[Starved]:
+    usage = team_usage(jobs, TWO)
+    return starved(usage, jobs, last_starts(records, jobs), NOW)
+
+
+def test_a_team_with_room_whose_jobs_wait_with_nothing_started_is_starved_with_why():
+    jobs = [pending(1, "nlp", 720), pending(2, "nlp", 60, "later"), pending(3, "nlp", 400),
+            running(4, "nlp", 0.5, 3600)]
+    assert said(jobs) == [Starved("nlp", 3, 720.0, "no room: no GPU fits", 1.5)]
+    # no reason written yet: said so
+    assert said([pending(1, "cv", 600, None)])[0].reason.startswith("no reason recorded yet")
+
+
+def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
+    at_quota = [pending(1, "cv", 900), running(2, "cv", 1.0, 3600)]
+    brief = [pending(1, "nlp", STARVED_S - 1)]
+    started = [pending(1, "nlp", 900), running(2, "nlp", 0.5, 60)]
+    assert said(at_quota) == [] and said(brief) == [] and said(started) == []
+    # a job bigger than the room left waits at its team's quota, not for the fleet
+    at_its_quota = "team nlp is at its quota (1.50 of 2.00 GPUs held)"
+    assert said([pending(1, "nlp", 900, at_its_quota), running(2, "nlp", 1.5, 3600)]) == []
+    assert said([pending(1, "nlp", 900, at_its_quota + "; last refused by h: busy"),
+                 pending(3, "nlp", 200)]) == []
+    assert said([pending(1, "nlp", 900, at_its_quota), pending(3, "nlp", 600)]) == [
+        Starved("nlp", 2, 600.0, "no room: no GPU fits", 2.0)]
+    # a job of the team that started lately and ended since counts too (its usage record)
+    assert said([pending(1, "nlp", 900)], [record("nlp", 120)]) == []
+    assert said([pending(1, "nlp", 900)], [record("nlp", 1200)]) != []
+
+
+class CountingSource(Source):
+    """The frozen source, counting its reads of usage records and the threads they ran on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.usage_reads: list[str] = []
+
+    def read_usage(self, since: float, until: float):
+        self.usage_reads.append(threading.current_thread().name)
+        return super().read_usage(since, until)
+
+
+@pilot_test
+async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
+    fleet = sample_fleet(16, states=STATES)
+    records = fleet.usage()
+    store = dataclasses.replace(fleet.store, jobs=tuple(
+        dataclasses.replace(j, reason=STARVED[j.id]) if j.id in STARVED else j
+        for j in fleet.store.jobs))
+    source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records)
+    clock = [NOW]
+    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
+    app = FractuiApp(source, config, clock=lambda: clock[0])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        panel = app.screen.query_one(QueuePanel)
+        shown = text_of(panel.render())
+        recent = recent_gpus(records, NOW, config.fairshare.half_life_s,
+                             config.fairshare.window_s)
+        assert recent["vision"] > recent["nlp"] > 0
+        for team in panel.teams:  # a starved team is marked "!"
+            mark = team.name + ("!" if team.name == "nlp" else "")
+            line = next(x for x in shown.splitlines() if x.split()[:1] == [mark])
+            assert line.split()[1:] == ["%.2f/%g" % (team.used, team.quota), "—",
+                                        "%.2f" % recent.get(team.name, 0.0),
+                                        str(team.pending)], line
+        # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes for the fleet, nothing
+        # started since (the panel is narrow at 160 columns: the reason on a line of its own)
+        assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  no room: no GPU in " \
+               "the fleet has a free slice for it\n" in shown, shown
+        assert len(source.usage_reads) == 1 and "MainThread" not in source.usage_reads
+        assert len(panel._rows) == 2 * len(panel.pending)  # all five, two lines each
+        for _ in range(3):  # more store reads within the minute: no more usage reads
+            app.screen.read_store()
+            await app.workers.wait_for_complete()
+        assert len(source.usage_reads) == 1
+        clock[0] += 61
+        app.screen.read_store()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(source.usage_reads) == 2 and "MainThread" not in source.usage_reads
+
+
+@pilot_test
+async def test_at_80x24_a_starved_team_is_marked_and_four_pending_rows_stay():
+    app = frozen_app(reasons=STARVED)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        panel = app.screen.query_one(QueuePanel)
+        assert [s.team for s in panel.starved] == ["nlp"]
+        shown = text_of(panel.render())
+        assert "nlp!" in shown and "starved" not in shown  # no room for its line here
+        assert len(panel._rows) == 4
