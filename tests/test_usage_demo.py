@@ -21,7 +21,7 @@ from fractui.demo import Demo
 from fractui.store.model import CANCELLED, DONE, FAILED, PREEMPTED, REQUEUED
 from tests.conftest import REPO
 
-RUN_S = 75.0  # the demo's jobs run 15 to 60 s: by then some ended, some run
+RUN_S = 50.0  # the demo's jobs run 15 to 60 s: by then some ended, some run
 
 
 @dataclass

@@ -81,14 +81,15 @@ class ActiveJobs:
     jobs: List[Job]
     by_id: Dict[int, Job] = field(default_factory=dict)
     held: List[Job] = field(default_factory=list)
-    """On a host or stopping: what a pass compares with its host's agent."""
+    """On a host (placed, running, stopping): what a pass compares with its host's agent,
+    and requeues when its host is lost."""
     refusing: List[Job] = field(default_factory=list)
     """Pending, refused by a host before: left out there for a while."""
 
     @classmethod
     def of(cls, version: int, at: float, jobs: List[Job]) -> "ActiveJobs":
         return cls(version, at, jobs, {j.id: j for j in jobs},
-                   [j for j in jobs if j.state in ON_HOST or j.state == STOPPING],
+                   [j for j in jobs if j.state in ON_HOST],
                    [j for j in jobs if j.state == PENDING and j.refusals])
 
 
@@ -344,8 +345,8 @@ class Scheduler:
                 self.executor.finish_stop(job, None)
                 wrote = True
         jobs = self._active_jobs() if wrote else jobs
-        requeued = self._requeue_lost(views, [j for j in jobs if j.state in ON_HOST
-                                              and j.id not in busy], busy)
+        requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
+                                              if j.id not in busy], busy)
         self._keep_clocks()
         if requeued:
             jobs = self._active_jobs()
