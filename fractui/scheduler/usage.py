@@ -22,7 +22,7 @@ from fractui.usage.gputime import GpuClock
 log = logging.getLogger("fractui.scheduler")
 
 LOOK_S = 5.0  # seconds between two looks at every GPU (cheaper than one per pass)
-FLUSH_S = 60.0  # seconds between writes of GPU time
+FLUSH_S = 60.0  # seconds between writes of GPU time (or a bucket's, if shorter)
 PRUNE_S = 3600.0  # seconds between prunes of old usage
 
 Call = Callable[[str, str, Dict[str, Any]], Any]
@@ -52,7 +52,7 @@ class UsageKeeper:
             if now - self._refreshed >= self.settings.refresh_s:
                 self._refreshed = now
                 self._refresh(seen, jobs)
-        if now - self._flushed >= FLUSH_S:
+        if now - self._flushed >= min(FLUSH_S, self.settings.bucket_s):
             self._flushed = now
             self._write(epoch)
         if now - self._pruned >= PRUNE_S:
