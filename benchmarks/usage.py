@@ -1,6 +1,6 @@
 """Usage benchmark: what usage accounting costs at fleet scale.
 
-    python benchmarks/usage.py [--gpus 1000,10000] [--attempts 10000,100000] [--rounds 20]
+    python benchmarks/usage.py [--gpus 1000,10000] [--attempts 2000,20000] [--rounds 20]
                                [--record]
 
 Measured, each as the median and the worst of ``--rounds`` (a fresh look or read each time):
@@ -101,7 +101,7 @@ def filled(path: str, attempts: int, now: float) -> SqliteStore:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", default="1000,10000")
-    parser.add_argument("--attempts", default="10000,100000")
+    parser.add_argument("--attempts", default="2000,20000")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()

@@ -283,8 +283,10 @@ class Scheduler:
             if held and (asked or full):  # a request whose lane was busy: served again here
                 self.relay.serve(lambda: {v.name: v for v in self._views()})
             if held:
-                self.usage.turn(self._views, self._active_jobs(), self.epoch)
-                self.lanes.start()
+                try:  # the usage's failure (said by run) never holds the pass's calls back
+                    self.usage.turn(self._views, self._active_jobs, self.epoch)
+                finally:
+                    self.lanes.start()
         except BaseException:  # what this turn left undone is the next one's
             with self._news_lock:
                 self._due, self._logs_asked = self._due or due, self._logs_asked or asked

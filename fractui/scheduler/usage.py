@@ -41,17 +41,18 @@ class UsageKeeper:
         self._lock = threading.Lock()
         self._sampled: Dict[Tuple[int, int], Sampled] = {}  # read on the lanes, not yet kept
 
-    def turn(self, views: Callable[[], List[HostView]], jobs: Sequence[Job],
+    def turn(self, views: Callable[[], List[HostView]], jobs: Callable[[], Sequence[Job]],
              epoch: int) -> None:
-        """What is due this turn of a lease holder: a look, a write, a refresh, a prune."""
+        """What is due this turn of a lease holder: a look, a write, a refresh, a prune.
+        ``views`` and ``jobs`` are read only when a look is due."""
         now = self.clock()
         if now - self._looked >= LOOK_S:
             self._looked = now
-            seen = views()
-            self.gpus.observe(seen, jobs, now)
+            seen, active = views(), jobs()
+            self.gpus.observe(seen, active, now)
             if now - self._refreshed >= self.settings.refresh_s:
                 self._refreshed = now
-                self._refresh(seen, jobs)
+                self._refresh(seen, active)
         if now - self._flushed >= min(FLUSH_S, self.settings.bucket_s):
             self._flushed = now
             self._write(epoch)
