@@ -5,8 +5,8 @@ time bucket, so a year of a thousand GPUs is rows per bucket, not per look."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.sched.fleetview import USABLE, HostView
 from fractui.store.model import ON_HOST, GpuTime, Job
@@ -38,7 +38,9 @@ class GpuClock:
 
     bucket_s: float
     last: Dict[Key, float] = field(default_factory=dict)  # when each GPU was last seen online
-    pending: Dict[Tuple[str, int, float], GpuTime] = field(default_factory=dict)
+    pending: Dict[Tuple[str, int, float], List[Any]] = field(default_factory=dict)
+    """(host, GPU, bucket) -> [model, online, idle, held, util, measured seconds]: plain
+    lists while summing (a look at 10,000 GPUs makes no object per GPU)."""
 
     def observe(self, views: Sequence[HostView], jobs: Iterable[Job], now: float) -> None:
         """One look at the fleet at ``now``: each GPU of a reachable host counts the time
@@ -59,32 +61,35 @@ class GpuClock:
                 if before is None or not 0 < now - before <= GAP_S:
                     continue
                 charge = held.get(key, 0.0)
-                idle = charge == 0 and not gpu.get("processes")
+                idle = 1.0 if charge == 0 and not gpu.get("processes") else 0.0
                 util = gpu.get("utilization_gpu")
                 measured = isinstance(util, (int, float)) and not isinstance(util, bool)
+                busy = float(util) / 100 if measured else 0.0
                 for bucket, dt in _split(before, now, self.bucket_s):
-                    self.add(GpuTime(
-                        view.name, index, bucket, gpu.get("name"), online_s=dt,
-                        idle_s=dt if idle else 0.0, held_s=charge * dt,
-                        util_s=float(util) / 100 * dt if measured else 0.0,
-                        measured_s=dt if measured else 0.0))
+                    self._sum(view.name, index, bucket, gpu.get("name"), dt, idle * dt,
+                              charge * dt, busy * dt, dt if measured else 0.0)
         self.last = seen
 
     def add(self, row: GpuTime) -> None:
         """Adds a row's seconds to what is pending for its GPU and bucket."""
-        key = (row.host, row.gpu, row.bucket)
-        was = self.pending.get(key)
-        if was is not None:
-            row = replace(was, model=row.model or was.model, online_s=was.online_s + row.online_s,
-                          idle_s=was.idle_s + row.idle_s, held_s=was.held_s + row.held_s,
-                          util_s=was.util_s + row.util_s,
-                          measured_s=was.measured_s + row.measured_s)
-        self.pending[key] = row
+        self._sum(row.host, row.gpu, row.bucket, row.model, row.online_s, row.idle_s,
+                  row.held_s, row.util_s, row.measured_s)
+
+    def _sum(self, host: str, gpu: int, bucket: float, model: Optional[str],
+             *seconds: float) -> None:
+        was = self.pending.get((host, gpu, bucket))
+        if was is None:
+            self.pending[host, gpu, bucket] = [model, *seconds]
+            return
+        was[0] = model or was[0]
+        for i, value in enumerate(seconds, start=1):
+            was[i] += value
 
     def take(self) -> List[GpuTime]:
-        rows = sorted(self.pending.values(), key=lambda r: (r.bucket, r.host, r.gpu))
+        rows = [GpuTime(host, gpu, bucket, *summed)
+                for (host, gpu, bucket), summed in self.pending.items()]
         self.pending = {}
-        return rows
+        return sorted(rows, key=lambda r: (r.bucket, r.host, r.gpu))
 
 
 def bucket_of(t: float, bucket_s: float) -> float:
@@ -93,6 +98,8 @@ def bucket_of(t: float, bucket_s: float) -> float:
 
 def _split(start: float, end: float, bucket_s: float) -> List[Tuple[float, float]]:
     """(bucket, seconds) of the interval [start, end) in each bucket it crosses."""
+    if bucket_of(start, bucket_s) + bucket_s > end:  # most looks: within one bucket
+        return [(bucket_of(start, bucket_s), end - start)]
     out = []
     t = start
     while t < end:
