@@ -14,6 +14,8 @@ from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 ssh_env = sshd.ssh_env
 
 TIMEOUT_S = 2.0

@@ -277,6 +277,7 @@ def test_fuzzed_ssh_configs_give_a_route_or_a_clear_refusal(corpus):
     assert 0.2 * CASES * len(ALIASES) < refusals < 0.8 * CASES * len(ALIASES), refusals
 
 
+@pytest.mark.slow  # a fault suite: README, "the slow fault suites"
 def test_the_status_verb_on_fuzzed_ssh_configs_reports_the_host_never_a_traceback(
         corpus, tmp_path):
     for main, files in corpus[:STATUS_CASES]:

@@ -23,6 +23,8 @@ from fractui.config import QueueConfig
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet  # noqa: F401 - the fixture
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 SEED = 20260613
 PER_VERB = 24  # cases per verb; the count run is asserted below and written in reliability.md
 SUBPROCESS_EVERY = 40  # every Nth case also runs as a process

@@ -29,6 +29,8 @@ from fractui.servable import load_checked
 from fractui.store_url import sqlite_path, url_problem
 from tests.cli_run import leaks, subprocess_run
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 SEED = 20260613
 CASES = 1500
 SUBPROCESS_EVERY = 100

@@ -30,6 +30,8 @@ from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, RpcError
 from remote_agent.service import Agent
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 FAULT_CODES = (nv.NVML_ERROR_UNKNOWN, nv.NVML_ERROR_TIMEOUT, nv.NVML_ERROR_GPU_IS_LOST,
                nv.NVML_ERROR_IN_USE, nv.NVML_ERROR_INSUFFICIENT_RESOURCES)
 # calls that change the GPU: a fault there may also strike after the call took effect

@@ -20,6 +20,8 @@ import pytest
 
 from remote_agent.rpc import jsonrpc as rpc
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 SEEDS = (1, 2, 3)
 CASES_PER_SEED = 300
 SLEEPER = json.dumps([sys.executable, "-c", "import time; time.sleep(120)"])
