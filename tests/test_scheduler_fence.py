@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
+import subprocess
+import time
 
 from fractui.config import QueueConfig
 from fractui.scheduler import Scheduler
@@ -70,6 +73,27 @@ def test_a_paused_scheduler_that_lost_its_lease_changes_nothing_when_it_wakes(lo
     assert keys.count(f.store.get(second.id).key(f.store.uid)) == 1  # launched once
 
 
+def freeze_between_writes(proc: subprocess.Popen, store_url: str) -> None:
+    """SIGSTOP ``proc``. On SQLite, where a process frozen inside a write holds the file's
+    lock until it resumes or dies (no server ends it: docs/decisions.md), at a moment it holds
+    none: frozen, then continued and frozen again if a write cannot take the lock."""
+    for _ in range(50):
+        os.kill(proc.pid, signal.SIGSTOP)
+        if not store_url.startswith("sqlite://"):
+            return
+        probe = sqlite3.connect(store_url[len("sqlite://"):], timeout=0.5)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # frozen inside a write: let it finish
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the scheduler was inside a write at each of 50 tries")
+
+
 def test_a_scheduler_process_stopped_past_its_lease_changes_nothing_when_continued(
         local_fleet, store_url):
     """A real ``fractui scheduler`` frozen (SIGSTOP) past its lease: a standby takes over and
@@ -83,7 +107,7 @@ def test_a_scheduler_process_stopped_past_its_lease_changes_nothing_when_continu
         wait(lambda: (f.store.lease_holder() or ("",))[0] == "first", f.states, alive=run)
         early = f.submit("q")
         wait(lambda: f.states() == {early.id: "running"}, f.states, alive=run)
-        os.kill(run.pid, signal.SIGSTOP)
+        freeze_between_writes(run, store_url)
         wait(lambda: f.store.lease_holder() is None, f.states)
         standby.start()
         wait(lambda: standby.leader, f.states)
