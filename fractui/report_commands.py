@@ -51,18 +51,21 @@ def lines(r: Report) -> List[str]:
     if r.start > r.since:
         out.append("(the store keeps nothing of it before %s: means over time start there)"
                    % _local(r.start))
-    if not r.groups:
+    s, t = r.saving, r.total
+    if not r.groups and not t.online_h:
         out.append("no job held a GPU in this range, and no GPU time was kept")
         return out
-    gpus = r.by in ("host", "model", "gpu")
-    rows = [_row(g, gpus) for g in r.groups] + [_row(r.total, True)]
-    out += table(HEADER, rows, CAPS, width())
-    s, t = r.saving, r.total
-    out.append("")
-    out.append("without sharing, these jobs would have needed %d GPUs at peak (%.1f on "
-               "average); they used %d (%.1f): sharing saved %d GPUs at peak, %.1f on average"
-               % (s.peak_demand, s.mean_demand, s.peak_used, s.mean_used, s.saved_peak,
-                  s.saved_mean))
+    if t.held_h or t.running or r.by in ("host", "model", "gpu"):
+        gpus = r.by in ("host", "model", "gpu")
+        rows = [_row(g, gpus) for g in r.groups] + [_row(t, True)]
+        out += table(HEADER, rows, CAPS, width())
+        out.append("")
+        out.append("without sharing, these jobs would have needed %d GPUs at peak (%.1f on "
+                   "average); they used %d (%.1f): sharing saved %d GPUs at peak, %.1f on "
+                   "average" % (s.peak_demand, s.mean_demand, s.peak_used, s.mean_used,
+                                s.saved_peak, s.saved_mean))
+    else:
+        out.append("no job held a GPU in this range")
     if t.online_h:
         out.append("GPUs online %.1f GPU-h, held %.1f (%.0f %%), idle with nothing on them "
                    "%.1f (%.0f %%)" % (t.online_h, t.held_h, 100 * t.held_h / t.online_h,

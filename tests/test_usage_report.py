@@ -342,3 +342,16 @@ def test_a_damaged_usage_record_is_said_with_where_and_left_as_it_was(known, tmp
     check = sqlite3.connect(store.where)
     assert check.execute("SELECT gpus FROM usage WHERE job = 3").fetchone() == ("not json",)
     check.close()
+
+
+def test_a_fleet_that_ran_nothing_says_so_and_still_shows_its_gpu_time(tmp_path, capfd):
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.keep_gpu_time([GpuTime("l4-1", 0, store.now() - 1800, "L4", online_s=300,
+                                     idle_s=300)])
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report"])
+    finally:
+        store.close()
+    assert code == 0, err
+    assert "no job held a GPU in this range" in out and "no GPU time was kept" not in out
+    assert "GPUs online 0.1 GPU-h, held 0.0 (0 %), idle with nothing on them 0.1 (100 %)" in out
