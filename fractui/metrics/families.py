@@ -18,8 +18,8 @@ from fractui.metrics.state import MetricsState
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, USABLE, HostView, job_memory_cap_mib,
                                      job_memory_mib)
 from fractui.sched.health import unhealthy
-from fractui.sched.quota import team_usage
-from fractui.store.model import ON_HOST, PENDING, RUNNING, Job
+from fractui.sched.quota import held_by_gpu, team_usage
+from fractui.store.model import PENDING, RUNNING, Job
 
 MIB = 1024 * 1024
 GPU_LABELS = ["host", "gpu"]
@@ -94,7 +94,7 @@ def _gpus(state: MetricsState) -> List[Metric]:
     healthy = _gauge("fractui_gpu_healthy", "1 if the GPU reads healthy (ECC, XID, clocks, "
                      "temperature: fractui.sched.health), 0 if not; absent where the agent "
                      "reports no health", GPU_LABELS)
-    charged = _charges(state.jobs)
+    charged = held_by_gpu(state.jobs)
     for view in _reachable(state).values():
         snap = view.snapshot or {}
         now = float(snap.get("time") or state.now)
@@ -116,20 +116,6 @@ def _gpus(state: MetricsState) -> List[Metric]:
             if g.get("health"):
                 healthy.add_metric(labels, 0.0 if unhealthy(g, now) else 1.0)
     return [info, total, used, capped, util, alloc, healthy]
-
-
-def _charges(jobs: Iterable[Job]) -> Dict[tuple, float]:
-    """(host, gpu) -> the GPUs charged there. A slot of several GPUs is whole GPUs (each
-    charged 1), so its charge split evenly is each GPU's."""
-    out: Dict[tuple, float] = {}
-    for job in jobs:
-        slot = job.slot
-        if job.state not in ON_HOST or slot is None or not slot.gpus:
-            continue
-        for index in slot.gpus:
-            key = (slot.host, index)
-            out[key] = out.get(key, 0.0) + slot.charge / len(slot.gpus)
-    return out
 
 
 def _jobs(state: MetricsState) -> List[Metric]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
 
@@ -111,6 +111,19 @@ class Recent:
         if usage_weight <= 0:
             return cls()
         return cls(usage_weight, tuple(sorted((t, round(g, 3)) for t, g in gpus.items())))
+
+
+def held_by_gpu(jobs: Iterable[Job]) -> Dict[Tuple[str, int], float]:
+    """GPUs charged on each (host, GPU) by the jobs on a host (a k-GPU job's charge split
+    evenly over its GPUs)."""
+    held: Dict[Tuple[str, int], float] = {}
+    for job in jobs:
+        slot = job.slot
+        if job.state in ON_HOST and slot is not None and slot.gpus:
+            part = slot.charge / len(slot.gpus)
+            for gpu in slot.gpus:
+                held[slot.host, gpu] = held.get((slot.host, gpu), 0.0) + part
+    return held
 
 
 def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float) -> bool:

@@ -9,26 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.sched.fleetview import USABLE, HostView
-from fractui.store.model import ON_HOST, GpuTime, Job
+from fractui.sched.quota import held_by_gpu
+from fractui.store.model import GpuTime, Job
 
 GAP_S = 30.0
 """Two looks at a GPU further apart than this (the holder was paused, or just took the lease)
 count nothing between them: what the GPU did meanwhile is not known."""
 
 Key = Tuple[str, int]
-
-
-def held_by_gpu(jobs: Iterable[Job]) -> Dict[Key, float]:
-    """GPUs charged on each (host, GPU) by the jobs on a host (a k-GPU job's charge split
-    evenly over its GPUs)."""
-    held: Dict[Key, float] = {}
-    for job in jobs:
-        slot = job.slot
-        if job.state in ON_HOST and slot is not None and slot.gpus:
-            part = slot.charge / len(slot.gpus)
-            for gpu in slot.gpus:
-                held[slot.host, gpu] = held.get((slot.host, gpu), 0.0) + part
-    return held
 
 
 @dataclass
