@@ -120,9 +120,9 @@ def never_fits(queue: QueueConfig, inventory: Dict[str, Facts],
         _filters(queue, gpu_only), "the fleet has" if whole else "they have", fleet)
     if gpu_only:
         return why
-    cpus = max(int(f.get("cpus") or 0) for f in inventory.values())
+    cpus = max(float(f.get("cpus") or 0) for f in inventory.values())
     ram = max(int(f.get("memory_mib") or 0) for f in inventory.values()) // 1024
-    return "%s; at most %d CPUs and %d GiB RAM on a host" % (why, cpus, ram)
+    return "%s; at most %g CPUs and %d GiB RAM on a host" % (why, cpus, ram)
 
 
 def _either_mode(view: HostView) -> List[HostView]:

@@ -1,7 +1,8 @@
 """``python -m remote_agent``: the host agent's command line.
 
 Verbs: ``serve --stdio`` (the bridge fractui runs over SSH), ``daemon`` (started by the bridge),
-``shim`` (started by the daemon, one per job) and ``simload`` (a simulated GPU workload). Heavy
+``shim`` (started by the daemon, one per job), ``simload`` (a simulated GPU workload), and for a
+container image (deploy/kubernetes) ``pod`` (its entry) and ``hello`` (its liveness probe). Heavy
 modules are imported per verb: a shim's start-up time is part of every job launch.
 """
 
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     daemon = verbs.add_parser("daemon", help="the per-host daemon (the bridge starts it)")
     _add_host_options(daemon)
     daemon.add_argument("--detach", action="store_true", help="detach fully once started")
+    pod = verbs.add_parser("pod", help="a container's entry: start the daemon, then wait")
+    _add_host_options(pod)
+    hello = verbs.add_parser("hello", help="print the running daemon's hello (a liveness probe)")
+    hello.add_argument("--state-dir", required=True, help="where the agent keeps its state")
     shim = verbs.add_parser("shim", help="own one job's process (the daemon starts it)")
     shim.add_argument("job_dir")
     shim.add_argument("report_fd", nargs="?", type=int)
@@ -145,6 +150,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from remote_agent.jobs.shim import run
 
         return run(args.job_dir, args.report_fd)
+    if args.verb == "hello":
+        from remote_agent.daemon.pod import probe_hello
+
+        return probe_hello(os.path.abspath(args.state_dir))
     backend = args.backend or ("sim" if args.sim else "nvml")
     if args.sim and backend != "sim":
         print("remote_agent: --sim needs the sim backend, not --backend %s" % backend,
@@ -160,6 +169,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     if args.verb == "daemon":
         return run_daemon(args, backend)
+    if args.verb == "pod":
+        from remote_agent.daemon.pod import run_pod
+
+        return run_pod(os.path.abspath(args.state_dir), _daemon_args(args, backend))
     from remote_agent.daemon.bridge import bridge
     from remote_agent.daemon.settings import from_args
 

@@ -20,6 +20,7 @@ from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend
     Health, MigDevice, NvmlCallError
 from remote_agent.gpu.xid import XidWatcher
 from remote_agent.jobs.caps import CapProbe
+from remote_agent.limits import host_limits
 from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
     restore, set_mode
@@ -40,11 +41,6 @@ _PLAN_ERROR_CODES = {
 
 
 MIG_ON = (True, True)  # (current, pending): the mode a GPU's layout is judged in
-
-
-def host_memory_mib() -> int:
-    """The host's RAM, which the admin side books jobs' ``memory`` against."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
 
 
 class Agent:
@@ -184,13 +180,15 @@ class Agent:
                 self._degraded(info)
             problems += self.health.problems()
         mig_reason = self.mig_privilege_problem()
+        limits = host_limits()  # the scheduler books jobs' CPUs and RAM against these
         return {
             "protocol": PROTOCOL_VERSION,
             "agent_version": __version__,
             "backend": self.backend_kind,
             "host": socket.gethostname(),
-            "cpus": os.cpu_count() or 1,
-            "memory_mib": host_memory_mib(),
+            "cpus": limits.cpus,
+            "memory_mib": limits.memory_mib,
+            "limits": limits.sources,
             "driver_version": driver,
             "privileges": {"root": os.geteuid() == 0, "mig_changes": mig_reason is None,
                            "reason": mig_reason},

@@ -136,8 +136,8 @@ def test_submit_refuses_what_no_gpu_could_ever_hold_and_queues_the_rest(local_fl
     at = open(path).read().split("\n").index('name = "many-cpus"') + 2  # its gpu = 0.5
     assert refused.stderr == (
         "fractui: %s:%d: no GPU in the fleet could ever hold what queue many-cpus asks for "
-        "(0.5 GPU, isolation any, 4096 CPUs); the fleet has 2x L4; at most %d CPUs and %d GiB "
-        "RAM on a host\n" % (path, at, os.cpu_count(),
+        "(0.5 GPU, isolation any, 4096 CPUs); the fleet has 2x L4; at most %g CPUs and %d GiB "
+        "RAM on a host\n" % (path, at, f.fleet.session("gpu-b").status.hello["cpus"],
                              f.fleet.session("gpu-b").status.hello["memory_mib"] // 1024))
     assert f.fractui("submit", "--queue", "much-ram", "--", "x").returncode == 2
     assert f.store.jobs() == []  # nothing recorded for a refused submit

@@ -257,8 +257,9 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     agent = {k: j for k, j in view.by_key().items()
              if j.get("state") in ACTIVE_AGENT_STATES and k not in leave_out}
     gpus = [_gpu(rec, mig_ok, agent.values()) for rec in view.gpu_records()]
-    host = Host(view.name, int(hello.get("cpus") or 0) * 1000, int(hello.get("memory_mib") or 0),
-                gpus)
+    # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
+    host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
+                int(hello.get("memory_mib") or 0), gpus)
     for job in jobs:
         key = job.key(store_uid)
         if key in leave_out:

@@ -38,7 +38,7 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
-def _connect(paths: AgentPaths) -> socket.socket:
+def connect(paths: AgentPaths) -> socket.socket:
     """Connect to the daemon's socket once it and its directory are checked (UnsafePath if
     another user could have made them); OSError when there is none to connect to."""
     if not paths.check_socket_dir() or paths.check_socket() is None:
@@ -65,14 +65,14 @@ def _start_daemon(paths: AgentPaths, daemon_args: List[str]) -> None:
 
 def connect_or_start(paths: AgentPaths, daemon_args: List[str]) -> socket.socket:
     try:
-        return _connect(paths)
+        return connect(paths)
     except OSError:
         pass
     _start_daemon(paths, daemon_args)
     deadline = time.time() + CONNECT_TIMEOUT_S
     while True:
         try:
-            return _connect(paths)
+            return connect(paths)
         except OSError as err:
             if time.time() > deadline:
                 raise BridgeError("no agent daemon answers on %s: %s (see %s)" % (
@@ -80,7 +80,7 @@ def connect_or_start(paths: AgentPaths, daemon_args: List[str]) -> socket.socket
             time.sleep(0.02)
 
 
-def _ask(sock: socket.socket, method: str) -> Dict[str, Any]:
+def ask(sock: socket.socket, method: str) -> Dict[str, Any]:
     sock.sendall(json.dumps({"jsonrpc": "2.0", "id": "bridge", "method": method}).encode()
                  + b"\n")
     buf = b""
@@ -135,16 +135,16 @@ def open_daemon(paths: AgentPaths, backend: str, sim_spec: str, settings: Dict[s
     version) with these settings; one that does not is handed over, its jobs re-adopted."""
     code = code_hash()
     sock = connect_or_start(paths, daemon_args)
-    info = _ask(sock, "daemon.version")
+    info = ask(sock, "daemon.version")
     why = why_hand_over(info, code, settings)
     if why:
         print("remote_agent: handing over from the running daemon (pid %d): %s" % (
             info["pid"], why), file=sys.stderr)
-        _ask(sock, "daemon.shutdown")
+        ask(sock, "daemon.shutdown")
         sock.close()
         _wait_gone(paths, info["pid"])
         sock = connect_or_start(paths, daemon_args)
-        info = _ask(sock, "daemon.version")
+        info = ask(sock, "daemon.version")
         why = why_hand_over(info, code, settings)
         if why:  # another bridge started it meanwhile, with its own: two configs disagree
             print("remote_agent: using the daemon another connection started, though %s"
