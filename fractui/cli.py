@@ -27,10 +27,10 @@ VERBS = {
     "preempt": "store_commands", "place": "store_commands", "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
-    "report": "report_commands",
+    "report": "report_commands", "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
-NO_CONFIG_NEEDED = ("demo", "themes")  # a config file, if there is one, is still checked
+NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")  # a config file, if there is one, is still checked
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
 
@@ -175,6 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("themes", help="the TUI's themes: which loaded, which did not and why")
     p.add_argument("--json", action="store_true")
 
+    p = verbs.add_parser("agent-archive", help="write the agent zipapp as DIR/agent.pyz, for an "
+                         "image (deploy/kubernetes)")
+    p.add_argument("dir", metavar="DIR")
+
     p = verbs.add_parser("stop", help="stop a job: SIGTERM, then SIGKILL after the grace")
     p.add_argument("job", metavar="HOST/JOB")
     p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S")
@@ -236,13 +240,13 @@ def _run(words: List[str]) -> int:
 
 
 def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:
-    from fractui import (commands, job_commands, report_commands, store_commands,
-                         theme_commands)
+    from fractui import (agent_commands, commands, job_commands, report_commands,
+                         store_commands, theme_commands)
 
-    modules = {"commands": commands, "job_commands": job_commands,
-               "report_commands": report_commands, "store_commands": store_commands,
-               "theme_commands": theme_commands}
-    return getattr(modules[VERBS[name]], name)
+    modules = {"agent_commands": agent_commands, "commands": commands,
+               "job_commands": job_commands, "report_commands": report_commands,
+               "store_commands": store_commands, "theme_commands": theme_commands}
+    return getattr(modules[VERBS[name]], name.replace("-", "_"))
 
 
 def _config(args: argparse.Namespace) -> Config:

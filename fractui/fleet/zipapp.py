@@ -70,12 +70,13 @@ def build_agent_archive(package_dir: Optional[str] = None) -> AgentArchive:
     return AgentArchive(data=data, sha256=digest, name="agent-%s.pyz" % digest[:16])
 
 
-def write_archive(archive: AgentArchive, directory: str) -> str:
-    """Write the archive into ``directory`` under its own name, atomically: an agent starting
-    from that path never sees a half-written file."""
+def write_archive(archive: AgentArchive, directory: str, name: Optional[str] = None) -> str:
+    """Write the archive into ``directory`` under its own name (or ``name``: an image's fixed
+    agent.pyz), atomically: an agent starting from that path never sees a half-written file."""
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, archive.name)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % archive.name, suffix=".tmp")
+    name = name or archive.name
+    path = os.path.join(directory, name)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(archive.data)

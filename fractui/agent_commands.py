@@ -1,0 +1,26 @@
+"""``fractui agent-archive DIR``: the agent zipapp as a file, for an image that carries the agent
+(deploy/kubernetes/Containerfile copies it to /opt/fractui/agent.pyz)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fractui.config import Config
+from fractui.fleet.zipapp import build_agent_archive, write_archive
+from fractui.outcome import Failed
+
+IMAGE_NAME = "agent.pyz"  # the name in the image, whatever the content's hash
+
+
+def agent_archive(config: Config, args: argparse.Namespace) -> int:
+    try:
+        archive = build_agent_archive()
+    except RuntimeError as err:  # pynvml cannot be vendored: the message says what to install
+        raise Failed(str(err)) from err
+    try:
+        path = write_archive(archive, args.dir, IMAGE_NAME)
+    except OSError as err:
+        raise Failed("cannot write the agent archive into %s: %s" % (
+            args.dir, err.strerror or err)) from err
+    print("%s  sha256 %s (%s)" % (path, archive.sha256, archive.name))
+    return 0
