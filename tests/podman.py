@@ -114,10 +114,12 @@ class Podman:
     def env(self) -> dict:
         return dict(os.environ, CONTAINERS_CONF=self.conf)
 
-    def run(self, args: Sequence[str], check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(self, args: Sequence[str], check: bool = True, timeout: float = 120,
+            input_text: Optional[str] = None) -> subprocess.CompletedProcess:
+        """``input_text`` is the command's stdin (``exec -i``); without it, none."""
         done = subprocess.run(["podman", *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout)
+                              env=self.env, timeout=timeout, input=input_text,
+                              stdin=None if input_text is not None else subprocess.DEVNULL)
         if check and done.returncode != 0:
             raise AssertionError("podman %s: exit %d: %s" % (
                 " ".join(args), done.returncode, done.stderr.strip()))

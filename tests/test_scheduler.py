@@ -4,7 +4,6 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
