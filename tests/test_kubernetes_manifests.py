@@ -103,6 +103,7 @@ def test_the_daemonset_runs_on_gpu_nodes_in_the_hosts_pid_namespace():
     assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
         spec["tolerations"]
+    assert one("DaemonSet")["spec"]["updateStrategy"] == {"type": "OnDelete"}  # jobs end
     security = agent_container()["securityContext"]
     assert security["privileged"] is True and security["runAsUser"] == 0
 
