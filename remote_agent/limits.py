@@ -99,7 +99,8 @@ def _v2_cpu(text: str) -> Optional[float]:
     quota, _, period = text.partition(" ")
     if quota == "max":
         return None
-    return int(quota) / int(period or "100000")
+    q, p = int(quota), int(period or "100000")
+    return q / p if q > 0 and p > 0 else None
 
 
 def _v2_memory(text: str) -> Optional[float]:
@@ -187,7 +188,7 @@ def host_limits(root: str = "/", machine: Optional[Tuple[Tuple[int, str], int]] 
     limit = cgroup_limit(root, "cpus")
     result_cpus: Number = cpus
     if limit is not None and limit[0] < cpus:
-        quota = round(limit[0], 3)
+        quota = max(round(limit[0], 3), 0.001)  # a sliver of a CPU is not none
         result_cpus = int(quota) if quota == int(quota) else quota
         sources["cpus"] = limit[1]
     memory = cgroup_limit(root, "memory_mib")

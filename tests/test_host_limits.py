@@ -131,6 +131,11 @@ def test_hybrid_host_reads_the_v1_controllers(tmp_path):
     assert limits.sources == {"cpus": "machine", "memory_mib": "cgroup memory.limit_in_bytes"}
 
 
+def test_a_sliver_of_a_cpu_is_not_none(tmp_path):
+    root = lay_out(tmp_path, V2_MOUNT, "0::/\n", {"/sys/fs/cgroup/cpu.max": "10 100000"})
+    assert host_limits(root, MACHINE).cpus == 0.001
+
+
 def test_a_cpuset_narrower_than_the_machine_is_kept(tmp_path):
     root = lay_out(tmp_path, V2_MOUNT, "0::/\n", {"/sys/fs/cgroup/cpu.max": "600000 100000"})
     limits = host_limits(root, ((4, "cpuset"), 1024))
@@ -138,9 +143,11 @@ def test_a_cpuset_narrower_than_the_machine_is_kept(tmp_path):
 
 
 def test_unreadable_or_odd_files_change_nothing(tmp_path):
-    root = lay_out(tmp_path, V2_MOUNT, "0::/x\n", {
-        "/sys/fs/cgroup/x/cpu.max": "lots 100000",
-        "/sys/fs/cgroup/x/memory.max": "",
+    root = lay_out(tmp_path, V2_MOUNT, "0::/x/y\n", {
+        "/sys/fs/cgroup/x/y/cpu.max": "lots 100000",
+        "/sys/fs/cgroup/x/y/memory.max": "",
+        "/sys/fs/cgroup/x/cpu.max": "100000 0",
+        "/sys/fs/cgroup/x/memory.max": "many",
     })
     limits = host_limits(root, MACHINE)
     assert (limits.cpus, limits.memory_mib) == (16, 64 * 1024)
