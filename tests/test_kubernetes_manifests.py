@@ -9,9 +9,11 @@ CPU and memory limit, and its liveness probe's exact command must answer.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
+import re
 import shlex
 import uuid
 from typing import Any, Dict, Iterator, List, Tuple
@@ -19,12 +21,14 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import yaml
 
+from fractui.config import HostConfig, load_config, tomllib  # tomli on Python 3.10
 from remote_agent.cli import _parser as agent_parser
 from tests.cli_run import subprocess_run
 from tests.conftest import REPO
 from tests.podman import IMAGE_AGENT, Podman, podman  # noqa: F401 - the fixture
 
 DEPLOY = os.path.join(REPO, "deploy", "kubernetes")
+DOCS = os.path.join(REPO, "docs", "kubernetes.md")
 
 
 def documents() -> Dict[str, List[Dict[str, Any]]]:
@@ -149,6 +153,49 @@ def test_rbac_grants_exec_into_the_namespace_only():
     binding = one("RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
+
+
+def docs_host_entry() -> Dict[str, Any]:
+    """The ``[[hosts]]`` example of docs/kubernetes.md."""
+    with open(DOCS, encoding="utf-8") as f:
+        blocks = re.findall(r"```toml\n(.*?)```", f.read(), re.S)
+    assert len(blocks) == 1, "docs/kubernetes.md should hold one TOML example"
+    return tomllib.loads(blocks[0])["hosts"][0]
+
+
+def test_the_docs_config_entry_reaches_these_pods():
+    """Its exec names the namespace, its pod lookup the DaemonSet's label, its state dir and
+    agent path the DaemonSet's."""
+    entry = docs_host_entry()
+    daemonset = one("DaemonSet")
+    namespace = daemonset["metadata"]["namespace"]
+    assert entry["transport"] == "exec" and entry["agent"] == "image"
+    assert entry["exec"][:2] == ["kubectl", "exec"] and "-i" in entry["exec"]
+    assert entry["exec"][entry["exec"].index("-n") + 1] == namespace
+    assert "{target}" in entry["exec"] and entry["exec"][-1] == "--"
+    target = entry["exec_target"]
+    assert target[target.index("-n") + 1] == namespace
+    label = ",".join("%s=%s" % kv for kv in
+                     daemonset["spec"]["selector"]["matchLabels"].items())
+    assert target[target.index("-l") + 1] == label
+    assert "spec.nodeName=%s" % entry["name"] in target and target[-2:] == ["-o", "name"]
+    assert entry["state_dir"] == state_dir_of(agent_container()["command"])
+    assert entry["agent_path"] == IMAGE_AGENT
+
+
+def test_the_docs_config_entry_loads_and_the_image_path_is_the_default(tmp_path):
+    """Against fractui's own config: active once the exec transport's settings are there."""
+    defaults = {f.name: f.default for f in dataclasses.fields(HostConfig)}
+    if "agent_path" not in defaults:
+        pytest.skip("HostConfig has no agent_path here: the exec transport (issue 17) is "
+                    "built beside this branch")
+    assert defaults["agent_path"] == IMAGE_AGENT
+    with open(DOCS, encoding="utf-8") as f:
+        example = re.findall(r"```toml\n(.*?)```", f.read(), re.S)[0]
+    path = tmp_path / "config.toml"
+    path.write_text(example)
+    host = load_config(str(path)).hosts[0]
+    assert (host.transport, host.state_dir) == ("exec", "/var/lib/fractui-agent")
 
 
 @pytest.fixture
