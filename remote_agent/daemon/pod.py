@@ -45,7 +45,7 @@ def run_pod(state_dir: str, daemon_args: List[str]) -> int:
         connect_or_start(AgentPaths(state_dir), daemon_args).close()
     except (BridgeError, UnsafePath) as err:
         print("remote_agent: %s" % err, file=sys.stderr)
-        return getattr(err, "code", 2)
+        return err.code if isinstance(err, BridgeError) else 2
     print("remote_agent: the agent daemon for %s runs; waiting for kubectl exec sessions"
           % state_dir, file=sys.stderr, flush=True)
     _reap(signal.SIGCHLD, None)  # any child that ended before the handler was set
