@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -319,6 +320,10 @@ def test_an_unreachable_host_is_reported_for_that_host_not_as_a_traceback(fleet_
     doctor = fleet_env.fractui("doctor", "--json")
     reports = {r["name"]: r for r in json.loads(doctor.stdout)["hosts"]}
     assert reports["gpu-ok"]["ok"] is True
+    resources = {c["name"]: c for c in reports["gpu-ok"]["checks"]}["resources"]
+    assert re.fullmatch(r"\d+(\.\d+)? CPUs \((machine|cpuset|cgroup cpu\.\S+)\), \d+ MiB RAM "
+                        r"\((machine|cgroup memory\.\S+)\): what jobs here may use",
+                        resources["detail"]), resources
     gone = {c["name"]: c for c in reports["gpu-gone"]["checks"]}
     assert gone["ssh"]["status"] == "fail" and gone["ssh"]["fix"]
     assert gone["agent"]["status"] == "skip"

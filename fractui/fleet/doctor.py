@@ -150,6 +150,18 @@ def _check_agent(config: Config, host: HostConfig,
         session.stop()
 
 
+def _resources(hello: Dict[str, Any]) -> str:
+    """What jobs on the host may use, and where each number comes from (a pod's cgroup limits,
+    or the machine: docs/kubernetes.md); an older agent does not say where."""
+    limits = hello.get("limits") or {}
+
+    def source(key: str) -> str:
+        return " (%s)" % limits[key] if key in limits else ""
+    return "%g CPUs%s, %d MiB RAM%s: what jobs here may use" % (
+        float(hello["cpus"]), source("cpus"), int(hello.get("memory_mib") or 0),
+        source("memory_mib"))
+
+
 def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> None:
     privileges = hello.get("privileges") or {}
     mig_capable = [g for g in hello.get("gpus", []) if g.get("mig_capable")]
@@ -167,6 +179,8 @@ def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> Non
     else:
         report.add("nvml", "ok", "driver %s, %s" % (hello.get("driver_version"),
                                                      count(len(hello.get("gpus", [])), "GPU")))
+    if hello.get("cpus") is not None:
+        report.add("resources", "ok", _resources(hello))
     gpus = hello.get("gpus", [])
     if mig_capable:
         off = [g for g in mig_capable if not g.get("mig_mode")]
