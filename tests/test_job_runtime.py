@@ -8,6 +8,7 @@ agent's (its tests are beside its runtime)."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 from dataclasses import replace
@@ -24,9 +25,14 @@ from fractui.store import SqliteStore, open_store
 from fractui.store.model import PENDING, PLACED, Job, Slot
 from fractui.store.sql import migrations, statements
 from fractui.store.sqlite import _migrations
+from fractui.tui.jobrows import filter_rows, job_rows
+from fractui.tui.sample import NOW, sample_fleet
 from tests.cli_run import in_process, leaks
 from tests.localfleet import local_fleet  # noqa: F401 - the fixture
 from tests.test_sched_charge import view_of
+from tests.test_tui_jobs import text_of
+from tests.test_tui_small import app_with_job_1_as, open_job_1
+from tests.tui_frozen import pilot_test
 
 PY = sys.executable
 GREETING = "hello; $HOME `id` 'quoted' *"
@@ -230,3 +236,27 @@ def test_a_bare_jobs_env_reaches_it_untouched_by_any_shell(local_fleet):  # noqa
                                                        "lines": 10})["lines"]
     assert json.loads(lines[-1]) == {"GREETING": GREETING, "EMPTY": "",
                                      "FRACTUI_STORE_JOB": str(job.id)}
+
+
+# -- the TUI --
+
+@pilot_test
+async def test_the_job_screen_shows_the_image_and_env_where_set():
+    for changes, shown in (({"image": "docker.io/x/train:1", "env": {"LR": "0.1", "B": "a b"}},
+                            ["image docker.io/x/train:1", "env 'B=a b' LR=0.1"]),
+                           ({}, [])):
+        app = app_with_job_1_as("running", **changes)
+        async with app.run_test(size=(160, 48)) as pilot:
+            screen = await open_job_1(app, pilot)
+            lines = text_of(screen.details(screen.agent_record())).splitlines()
+            said = [re.sub(r"^(\w+) +", r"\1 ", line.rstrip()) for line in lines
+                    if line.startswith(("image ", "env "))]
+            assert said == shown
+
+
+def test_the_jobs_views_filter_finds_a_job_by_its_image():
+    store = sample_fleet(16).store
+    jobs = tuple(replace(j, image="docker.io/x/train:1") if j.id == 2 else j
+                 for j in store.jobs)
+    rows = job_rows(replace(store, jobs=jobs), {}, NOW)
+    assert [r.job_id for r in filter_rows(rows, re.compile("x/train"), False)] == [2]
