@@ -35,6 +35,7 @@ NO_CONFIG_NEEDED = ("demo", "themes")  # a config file, if there is one, is stil
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
+IMAGE_HELP = "run the job in a container of this image, through the host's runtime"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                    "running the same command again answers the same job)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
     p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--image", type=container_image, metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("submit", help="queue a job: fractui submit --queue Q -- ARGV")
@@ -99,8 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the job's name (default: the program's)")
     p.add_argument("--cwd", help="working directory on the host")
     p.add_argument("--image", type=container_image, metavar="IMAGE",
-                   help="run the job in a container of this image (default: the queue's "
-                   "image, else a bare process)")
+                   help=IMAGE_HELP + " (default: the queue's image, else a bare process)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
     p.add_argument("--json", action="store_true")
 

@@ -7,6 +7,7 @@ agent's (its tests are beside its runtime)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -221,6 +222,27 @@ def test_a_queues_bad_image_is_a_config_error(tmp_path, capfd):
     code, _, err = in_process(capfd, ["--config", str(config), "submit", "--queue", "q", "--",
                                       "true"])
     assert code == 2 and "queues[0].image must name a container image" in err, err
+
+
+def test_launch_image_joins_the_derived_key_only_when_given(capfd):
+    """A bare `fractui launch` derives the key it always did (running it again after an
+    upgrade answers the job it started); --image makes it another launch."""
+    from fractui.cli import _parser
+    from fractui.commands import launch_key, os_user
+
+    words = ["launch", "gpu-a", "0", "--memory-mib", "512", "--env", "A=1"]
+    bare = _parser().parse_args(words)
+    bare.argv = ["python", "t.py"]
+    boxed = _parser().parse_args(words + ["--image", "localhost/x:1"])
+    boxed.argv = bare.argv
+    before = [os_user(), "gpu-a", "0", None, None, None, 512, None, None, {"A": "1"},
+              ["python", "t.py"]]
+    assert launch_key(bare, {"A": "1"}) == "cli-" + hashlib.sha256(
+        json.dumps(before, sort_keys=True).encode()).hexdigest()[:32]
+    assert launch_key(boxed, {"A": "1"}) != launch_key(bare, {"A": "1"})
+    code, out, err = in_process(capfd, ["launch", "gpu-a", "0", "--memory-mib", "5",
+                                        "--image", "a b", "--", "true"])
+    assert (code, out) == (2, "") and "argument --image: must name a container image" in err
 
 
 # -- the scheduler's launch reaches the job --
