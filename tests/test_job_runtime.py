@@ -22,7 +22,7 @@ from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler.execute import launch_params
 from fractui.sched.queueing import schedule
 from fractui.sched.quota import team_usage
-from fractui.store import SqliteStore, open_store
+from fractui.store import SqliteStore, StoreDamaged, open_store
 from fractui.store.model import PENDING, PLACED, Job, Slot
 from fractui.store.sql import migrations, statements
 from fractui.store.sqlite import _migrations
@@ -67,6 +67,24 @@ def test_env_and_image_are_kept_read_back_and_survive_a_requeue(store_url):
         assert reopened.get(boxed.id).env == {"LR": "0.1", "EMPTY": ""}
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("env", ["[]", '{"A": 1}', "not json"])
+def test_a_kept_env_fractui_never_wrote_is_the_stores_damage(tmp_path, env):
+    path = str(tmp_path / "store.db")
+    made = SqliteStore(path)
+    made.submit("q", None, "n", ["x"], {}, "me")
+    made.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE jobs SET env = ?", (env,))
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        with pytest.raises(StoreDamaged, match="job 1"):
+            store.get(1)
+    finally:
+        store.close()
 
 
 def test_an_sqlite_store_of_schema_10_keeps_its_jobs_bare(tmp_path):
