@@ -2,8 +2,8 @@
 environment and the container image it runs in, kept by the store on both backends (and by
 stores of before, migrated), given by ``fractui submit --env/--image`` or the queue's image,
 and sent in the scheduler's launch — with a bare job's launch what it always was. Real SQLite,
-a real PostgreSQL, real agents on a simulated local fleet; the container job's own run is the
-agent's (its tests are beside its runtime)."""
+a real PostgreSQL, real agents on a simulated local fleet, and — once the agent runs container
+jobs — a real podman (until then that one test skips, saying why)."""
 
 from __future__ import annotations
 
