@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence
 
-from fractui.config import profile_problem
+from fractui.config import image_problem, profile_problem
 from fractui.outcome import UsageError
 
 _NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "١" and "_"
@@ -137,12 +137,30 @@ def mig_profile(text: str) -> str:
     return text
 
 
+def container_image(text: str) -> str:
+    """An argparse type: a container image reference (config.image_problem)."""
+    problem = image_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def parse_env(pairs: List[str]) -> Dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError("--env takes KEY=VALUE, not %r" % pair)
-        env[key] = value
+    """The ``--env NAME=VALUE`` words, in order, as a job's variables. The value is everything
+    after the first '=', kept as given (no shell ever reads it); a name is never empty, and
+    each is given once."""
+    env: Dict[str, str] = {}
+    first: Dict[str, int] = {}
+    for n, pair in enumerate(pairs, start=1):
+        name, sep, value = pair.partition("=")
+        where = "--env #%d (%r)" % (n, pair)
+        if not sep:
+            raise UsageError("%s takes NAME=VALUE: there is no '='" % where)
+        if not name:
+            raise UsageError("%s takes NAME=VALUE: the name before '=' is empty" % where)
+        if name in env:
+            raise UsageError("%s gives %s again (--env #%d gave it): give each variable once"
+                             % (where, name, first[name]))
+        env[name], first[name] = value, n
     return env
 

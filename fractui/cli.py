@@ -12,7 +12,8 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from fractui import __version__
-from fractui.arguments import bounded, check_words, instance_uuid, mig_profile, moment
+from fractui.arguments import (bounded, check_words, container_image, instance_uuid,
+                                mig_profile, moment)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
@@ -33,6 +34,8 @@ TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a sim
 NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")  # a config file, if there is one, is still checked
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
+ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
+IMAGE_HELP = "run the job in a container of this image, through the host's runtime"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the job's name")
     p.add_argument("--key", help="idempotency key (default: derived from the command, so "
                    "running the same command again answers the same job)")
-    p.add_argument("--env", action="append", default=[], metavar="K=V")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
     p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--image", type=container_image, metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("submit", help="queue a job: fractui submit --queue Q -- ARGV")
@@ -96,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--team", metavar="T", help="the team charged (default: the queue's)")
     p.add_argument("--name", help="the job's name (default: the program's)")
     p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--image", type=container_image, metavar="IMAGE",
+                   help=IMAGE_HELP + " (default: the queue's image, else a bare process)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
     p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("jobs", help="queued jobs, then jobs launched directly on hosts")

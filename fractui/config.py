@@ -153,6 +153,9 @@ class QueueConfig:
     """Higher first, among jobs the quota rules treat alike."""
     team: str | None = None
     """The team charged for jobs submitted without --team."""
+    image: str | None = None
+    """The container image its jobs run in unless submit gives --image; None: bare processes.
+    A queue with an image runs every job in a container, never bare (docs/decisions.md)."""
 
     def request(self) -> dict[str, Any]:
         """The portion as a store job keeps it: the queue's keys without its name, so later
@@ -495,6 +498,7 @@ _QUEUE_KEYS = {
     "name": "string", "gpu": "number", "mig": "string", "memory_gib": "number",
     "gpus": "integer", "cpus": "number", "memory": "number", "hosts": "strings",
     "gpu_models": "strings", "isolation": "string", "priority": "integer", "team": "string",
+    "image": "string",
 }
 _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
               "weight": "number", "members": "strings"}
@@ -734,6 +738,9 @@ class _Checker(TomlChecker):
                     raise bad("hosts", f"names '{host}', which is not a configured host")
             if "team" in values and values["team"] not in {t.name for t in teams}:
                 raise bad("team", f"names '{values['team']}', which is not a configured team")
+            problem = image_problem(values["image"]) if "image" in values else None
+            if problem is not None:
+                raise bad("image", problem)
             for key in ("hosts", "gpu_models"):
                 if key in values:
                     values[key] = tuple(values[key])
@@ -978,6 +985,19 @@ def profile_problem(name: str) -> str | None:
     close = difflib.get_close_matches(name, mig_profiles(), n=3)
     return (f"names {_shown(name)}, a MIG profile no GPU model has"
             + (f" (close: {', '.join(close)})" if close else ""))
+
+
+def image_problem(image: str) -> str | None:
+    """Why ``image`` cannot name a job's container image, or None. Any reference the host's
+    runtime takes (a registry's name:tag@digest, an apptainer image's path) passes; what can
+    never be one is refused: nothing, a leading '-' (the runtime's command would read it as
+    an option), a space or a control character."""
+    if image and len(image) <= MAX_TEXT and not image.startswith("-") and all(
+            c.isprintable() and not c.isspace() for c in image):
+        return None
+    return ("must name a container image (e.g. docker.io/library/python:3.12, or an "
+            f"apptainer image's path): not empty, at most {MAX_TEXT} characters, not "
+            f"starting with '-', with no space or control character; got {_shown(image)}")
 
 
 def _value_problem(value: Any, where: tuple[str, str]) -> str | None:

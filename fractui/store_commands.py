@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from fractui.arguments import gpu_index, job_number
+from fractui.arguments import gpu_index, job_number, parse_env
 from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
@@ -56,12 +56,14 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         config.team(team)
     elif team is not None:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
+    env = parse_env(args.env)
     store = open_checked_store(config, hear=False)
     try:
         warning = submittable(config, queue, store.inventory())
         job = intents.submit(store, queue.name, team,
                              args.name or args.argv[0].rsplit("/", 1)[-1], args.argv,
-                             queue.request(), Asker.here(config.teams), cwd=args.cwd)
+                             queue.request(), Asker.here(config.teams), cwd=args.cwd,
+                             env=env, image=args.image or queue.image)
     finally:
         store.close()
     if warning:
@@ -69,8 +71,9 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(job.record())
     else:
-        print("%d pending in queue %s%s" % (job.id, job.queue, " for team %s" % team
-                                            if team else ""))
+        print("%d pending in queue %s%s%s" % (job.id, job.queue, " for team %s" % team
+                                              if team else "",
+                                              ", in image %s" % job.image if job.image else ""))
     return 0
 
 

@@ -50,7 +50,9 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "queue": (["quarter", "mig-small"], ["nope", "", "x" * 100, "QUARTER"]),
     "team": ([], ["vision", "", "nope"]),  # the config has no teams: any --team is wrong
     "text": (["n", "é x", "x" * 500, "a=b", "/tmp/nowhere"], ["-x", "--x"]),
-    "env": (["A=1", "A=", "PATH=/x"], ["noequals", "=x", ""]),
+    "env": (["A=1", "B=", "PATH=/x"], ["noequals", "=x", ""]),
+    "image": (["docker.io/library/python:3.12", "localhost/x@sha256:00", "/opt/i.sif"],
+              ["", "two words", "-x", "a\tb"]),
     "uuid": (["MIG-abc", "GPU-0"], [""]),
 }
 ARGVS = ([[PY, "-c", "pass"]], [[]])  # a job's argv after --: fine, missing
@@ -136,6 +138,15 @@ def _submit(c: Case, rng: random.Random) -> None:
     for flag in ("--name", "--cwd"):
         if _maybe(rng, 0.25):
             c.add(flag, c.word(rng, "text", 0.2))
+    if _maybe(rng, 0.25):
+        c.add("--image", c.word(rng, "image", 0.3))
+    names: List[str] = []
+    for _ in range(rng.randrange(1, 4) if _maybe(rng, 0.3) else 0):
+        pair = c.word(rng, "env", 0.3)
+        c.add("--env", pair)
+        names.append(pair.partition("=")[0])
+    if len([n for n in names if n]) > len({n for n in names if n}):
+        c.bad.append("a variable given twice")
     _flags(c, rng, "--json")
     _argv(c, rng, "submit needs the program")
 
@@ -221,7 +232,8 @@ REQUIRED = {"trust": 1, "mig": 3, "launch": 2, "cancel": 1, "requeue": 1, "preem
             "place": 3, "logs": 1, "stop": 1, "cordon": 1, "drain": 1,
             "uncordon": 1}  # positional words each verb cannot do without
 VALUED = {"--limit", "-n", "--grace", "--memory-mib", "--profile", "--start", "--instance",
-          "--name", "--key", "--cwd", "--env", "--queue", "--team", "--layout-version"}
+          "--name", "--key", "--cwd", "--env", "--queue", "--team", "--layout-version",
+          "--image"}
 
 
 def _hostile(c: Case, rng: random.Random) -> None:

@@ -290,3 +290,34 @@ def test_usage_is_the_schedulers_record_a_member_reads_and_cannot_write(guarded)
     finally:
         member.close()
         admin.close()
+
+
+def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_changes_them(
+        guarded):
+    """Migration 0009: a submit may set a job's env and image, each as fractui writes them; a
+    cancel or a stop leaves both as they were, on psql as through fractui."""
+    ann, admin = guarded.store(guarded.ann), guarded.store()
+    try:
+        job = submit(ann, "v", guarded.vision, "boxed", ["true"], {}, Asker("here"),
+                     env={"LR": "0.1"}, image="docker.io/x/train:1")
+        assert (admin.get(job.id).env, admin.get(job.id).image) == ({"LR": "0.1"},
+                                                                    "docker.io/x/train:1")
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                  "updated_at, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
+                  "extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
+                  "transaction_timestamp()), %%s, %%s)" % guarded.vision)
+        for env, image in (("'[]'", "NULL"), ("'{\"A\": 1}'", "NULL"), ("'{\"\": \"x\"}'", "NULL"),
+                           ("'{\"A=B\": \"x\"}'", "NULL"), ("'{}'", "''"),
+                           ("'{}'", "'--privileged'")):
+            refused(guarded, insert % (env, image), guard, "whose env is not a JSON object")
+        guarded.sql(guarded.ann, insert % ("'{\"A\": \"1\"}'", "'img'"))  # fractui's shape
+        refused(guarded, "UPDATE jobs SET env = '{\"A\": \"2\"}' WHERE id = %d" % job.id,
+                guard, "from pending to pending")
+        refused(guarded, "UPDATE jobs SET state = 'cancelled', image = 'other' WHERE id = %d"
+                % job.id, guard, "change image of job %d" % job.id)
+        assert ask_stop(ann, ann.get(job.id), CANCEL, Asker("here")).image == \
+            "docker.io/x/train:1"
+    finally:
+        ann.close()
+        admin.close()

@@ -220,8 +220,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.holder_memory() == HolderMemory({}, {}, frozenset())  # 0008: none kept yet
     assert store.cordons() == []  # 0009 added the cordons
     assert store.usage(0, 9e12) == [] and store.gpu_time(0, 9e12) == []  # 0010: usage
+    assert (job.env, job.image) == ({}, None)  # 0011: a job of before runs as it did
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 10
+        _migrations()) == 11
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -26,10 +26,10 @@ from tests.test_tui_jobs import text_of
 from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, settled
 
 
-def app_with_job_1_as(state: str) -> FractuiApp:
-    """The frozen fleet, its job 1 in ``state``."""
+def app_with_job_1_as(state: str, **changes) -> FractuiApp:
+    """The frozen fleet, its job 1 in ``state`` (and with ``changes``)."""
     fleet = sample_fleet(16, states=STATES)
-    jobs = tuple(dataclasses.replace(j, state=state) if j.id == 1 else j
+    jobs = tuple(dataclasses.replace(j, state=state, **changes) if j.id == 1 else j
                  for j in fleet.store.jobs)
     view = dataclasses.replace(fleet.store, jobs=jobs)
     return FractuiApp(Source(fleet.statuses, view, logs=LOGS),

@@ -35,12 +35,19 @@ Call = Callable[[str, str, Dict[str, Any]], Any]  # (host, method, params) -> re
 
 
 def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
+    """The ``job.launch`` of the job's current attempt. Its variables, then FRACTUI_STORE_JOB
+    (fractui's own wins, as the agent's caps win over both); ``image`` only where the job has
+    one, so a bare job's launch — and the fingerprint the agent keeps of its key — is what it
+    was before jobs had images."""
     slot = job.slot
     assert slot is not None
     params: Dict[str, Any] = {"key": job.key(store_uid), "argv": list(job.argv),
-                              "name": job.name, "env": {"FRACTUI_STORE_JOB": str(job.id)}}
+                              "name": job.name,
+                              "env": dict(job.env, FRACTUI_STORE_JOB=str(job.id))}
     if job.cwd:
         params["cwd"] = job.cwd
+    if job.image:
+        params["image"] = job.image
     if slot.profile:
         mig_params = {"profile": slot.profile, "start": slot.start, "destroy_idle": True}
         if slot.layout_version:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  Refusal, Sampled, Slot, StaleCopy, UsageRecord)
@@ -119,8 +119,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
-               request: dict[str, Any], actor: str, cwd: Optional[str] = None) -> Job:
-        """A new pending job (audited as ``submit``)."""
+               request: dict[str, Any], actor: str, cwd: Optional[str] = None,
+               env: Optional[Mapping[str, str]] = None, image: Optional[str] = None) -> Job:
+        """A new pending job (audited as ``submit``); ``env`` and ``image`` as Job's."""
 
     @abc.abstractmethod
     def get(self, job_id: int) -> Job:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team,
                                   check, refusal)
@@ -54,10 +54,12 @@ def allowed(store: Store, asker: Asker, action: str, team: Optional[str] = None)
 
 
 def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Sequence[str],
-           request: dict[str, Any], asker: Asker, cwd: Optional[str] = None) -> Job:
-    """A new pending job in ``queue``, charged to ``team``."""
+           request: dict[str, Any], asker: Asker, cwd: Optional[str] = None,
+           env: Optional[Mapping[str, str]] = None, image: Optional[str] = None) -> Job:
+    """A new pending job in ``queue``, charged to ``team``; what it runs (argv, env, image)
+    is the submitter's to give, under the one check of who may submit to that team."""
     actor = authorize(store, asker, SUBMIT, team, "to queue %s" % queue)
-    return store.submit(queue, team, name, argv, request, actor, cwd=cwd)
+    return store.submit(queue, team, name, argv, request, actor, cwd=cwd, env=env, image=image)
 
 
 def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:

@@ -72,7 +72,9 @@ class Refusal:
 @dataclass(frozen=True)
 class Job:
     """A job of the store. ``request`` is its queue's portion as it was at submit time (keys of
-    a [[queues]] table), so later config edits never change a submitted job."""
+    a [[queues]] table), so later config edits never change a submitted job. ``env``: the
+    variables added to its environment; ``image``: the container image it runs in (None: a bare
+    process) — both given at submit (the image, else its queue's) and kept by every attempt."""
 
     id: int
     queue: str
@@ -95,6 +97,8 @@ class Job:
     exit_code: int | None = None
     stop_intent: str | None = None  # what a stop in flight leads to: cancel, requeue, preempt
     refusals: tuple[Refusal, ...] = ()  # launches hosts refused, oldest first (its attempts)
+    env: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
 
     def key(self, store_uid: str) -> str:
         """The agent's idempotency key: the same attempt is never launched twice, and a
@@ -116,7 +120,8 @@ class Job:
                 "layout_version": slot.layout_version if slot else None,
                 "charge": slot.charge if slot else 0.0, "preemptible": self.preemptible,
                 "manual": self.manual, "agent_job": self.agent_job,
-                "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals]}
+                "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals],
+                "env": dict(self.env), "image": self.image}
 
 
 @dataclass(frozen=True)

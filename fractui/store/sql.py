@@ -18,7 +18,7 @@ import json
 import threading
 import uuid
 from importlib import resources
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from fractui.store import usage_rows
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
@@ -229,17 +229,23 @@ class SqlStore(Store):
     # -- jobs --
 
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
-               request: dict[str, Any], actor: str, cwd: Optional[str] = None) -> Job:
+               request: dict[str, Any], actor: str, cwd: Optional[str] = None,
+               env: Optional[Mapping[str, str]] = None, image: Optional[str] = None) -> Job:
+        env = dict(env or {})
+        detail: dict[str, Any] = {"team": team, "argv": list(argv)}
+        detail.update({k: v for k, v in (("env", env), ("image", image)) if v})
+
         def work(db: Any) -> Job:
             now = self.dialect.now(db)
             row = self._run(
                 db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
-                "submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "submitted_at, updated_at, env, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING id",
                 (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
-                 now, now)).fetchone()
+                 now, now, json.dumps(env, sort_keys=True), image)).fetchone()
             job_id = int(row["id"])
             self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
-                        {"team": team, "argv": list(argv)})
+                        detail)
             self.dialect.announce(db, JOBS)
             return self._get(db, job_id)
         return self._write(work)
@@ -709,6 +715,17 @@ def _decoded(what: str, text: Any) -> Any:
         raise Unreadable("%s holds %r, not JSON" % (what, text)) from err
 
 
+def _env(what: str, text: Any) -> dict[str, str]:
+    """A job's variables as kept: a JSON object of strings, or Unreadable. Most jobs have
+    none: their '{}' is not parsed (a scheduler reads thousands of jobs a pass)."""
+    if text == "{}":
+        return {}
+    env = _decoded(what, text)
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise Unreadable("%s's env is %r, not an object of strings" % (what, text))
+    return env
+
+
 def _job(row: Any) -> Job:
     what = "job %s" % row["id"]
     try:
@@ -725,6 +742,7 @@ def _job(row: Any) -> Job:
                    preemptible=bool(row["preemptible"]), manual=bool(row["manual"]),
                    agent_job=row["agent_job"], exit_code=row["exit_code"],
                    stop_intent=row["stop_intent"],
-                   refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])))
+                   refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])),
+                   env=_env(what, row["env"]), image=row["image"])
     except TypeError as err:  # JSON of another shape than fractui writes
         raise Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err

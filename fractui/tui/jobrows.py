@@ -38,11 +38,13 @@ class JobRow(NamedTuple):
     age_s: Optional[float]
     """Pending: how long it has waited; else how long since it started (or was submitted)."""
     reason: str
+    image: str = ""
+    """The container image it runs in; "" for a bare process (not a column: ``/`` finds it)."""
 
     def text(self) -> str:
         """What the filter matches against."""
         return " ".join((self.ref, self.name, self.team, self.queue, self.state, self.where,
-                         self.reason))
+                         self.reason, self.image))
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             else job.started_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
                            job.state, _where(job), used, cap, util, now - since,
-                           job.reason or ""))
+                           job.reason or "", job.image or ""))
     foreign = [(k, r) for k, r in records.items() if k not in known]
     for (host, _key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):
         used, cap, util = usage(gpus.get(host, {}), record)

@@ -315,6 +315,12 @@ class JobScreen(Screen[None], inherit_bindings=False):
             grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
                                         style=self.app.theme_variables["warning"]))
         grid.add_row("argv", Text(shlex.join(job.argv), no_wrap=True, overflow="ellipsis"))
+        if job.image:
+            grid.add_row("image", Text(job.image, no_wrap=True, overflow="ellipsis"))
+        if job.env:
+            grid.add_row("env", Text(" ".join(shlex.quote("%s=%s" % kv) for kv in
+                                              sorted(job.env.items())),
+                                     no_wrap=True, overflow="ellipsis"))
         newest = list(self.history)[::-1][:HISTORY]
         if newest:  # a table of its own, so its columns line up whatever their widths
             history = Table.grid(padding=(0, 2))
