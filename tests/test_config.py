@@ -21,8 +21,9 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "config.example.toml")
 HOME = os.path.expanduser("~")
 HOST_KEYS = ("name, host, port, user, identity_file, proxy_jump, become, python, state_dir, "
-             "agent_cache, transport, sim, mps, hami_core_lib, cgroup_parent, log_max_mib, "
-             "retention_hours, watchdog_grace_s, usage_sample_s")
+             "agent_cache, transport, exec, exec_target, agent, agent_path, sim, mps, "
+             "hami_core_lib, cgroup_parent, log_max_mib, retention_hours, watchdog_grace_s, "
+             "usage_sample_s")
 
 
 def write(tmp_path, text: str) -> str:
@@ -123,7 +124,7 @@ def test_an_empty_file_is_a_fleet_of_no_hosts_with_default_ssh_settings(tmp_path
 
 def test_the_example_config_loads_and_sets_every_key():
     config = load_config(EXAMPLE)
-    assert [h.name for h in config.hosts] == ["a100-a", "h100-b", "sim-1"]
+    assert [h.name for h in config.hosts] == ["a100-a", "h100-b", "gpu-node1", "sim-1"]
     # Every key is set somewhere, so the loader has checked each documented example value.
     with open(EXAMPLE, "rb") as f:
         doc = tomllib.load(f)
@@ -380,12 +381,13 @@ def test_become_can_only_be_sudo(tmp_path):
         """) == "F:3: hosts[0].become must be \"sudo\" or left out, got 'doas'"
 
 
-def test_transport_is_ssh_or_local(tmp_path):
+def test_transport_is_ssh_local_or_exec(tmp_path):
     assert error(tmp_path, """\
         [[hosts]]
         name = "a"
         transport = "mosh"
-        """) == "F:3: hosts[0].transport must be \"ssh\" or \"local\", got 'mosh'"
+        """) == ("F:3: hosts[0].transport must be \"ssh\", \"local\" or \"exec\", got "
+              "'mosh'")
 
 
 def test_a_local_host_needs_a_sim(tmp_path):
