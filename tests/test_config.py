@@ -399,6 +399,70 @@ def test_a_local_host_needs_a_sim(tmp_path):
                  "simulated one, e.g. sim = \"2xA100-80GB:mig,1xL4\"")
 
 
+def test_an_exec_host_gets_tuples_and_absolute_defaults(tmp_path):
+    config = load_config(write(tmp_path, """\
+        [[hosts]]
+        name = "n1"
+        transport = "exec"
+        exec = ["kubectl", "exec", "-i", "-n", "gpu", "{target}", "--"]
+        exec_target = ["kubectl", "get", "pods", "-o", "name"]
+        agent = "image"
+
+        [[hosts]]
+        name = "n2"
+        transport = "exec"
+        exec = ["podman", "exec", "-i", "agent"]
+        """))
+    n1, n2 = config.hosts
+    assert (n1.exec, n1.exec_target, n1.agent, n1.agent_path, n1.state_dir) == (
+        ("kubectl", "exec", "-i", "-n", "gpu", "{target}", "--"),
+        ("kubectl", "get", "pods", "-o", "name"), "image", "/opt/fractui/agent.pyz",
+        "/var/lib/fractui-agent")
+    assert (n2.exec_target, n2.agent, n2.agent_cache) == (None, "upload", "/var/cache/fractui")
+
+
+@pytest.mark.parametrize("body, message", [
+    ('transport = "exec"', "3: hosts[0].transport is \"exec\" but exec is not set: it is the "
+     "program that reaches the agent, e.g. exec = [\"podman\", \"exec\", \"-i\", \"agent\"]"),
+    ('transport = "exec"\nexec = []', "4: hosts[0].exec is empty: it must name the program that "
+     "reaches the agent, e.g. [\"podman\", \"exec\", \"-i\", \"agent\"]"),
+    ('transport = "exec"\nexec = ["podman", 3]', "4: hosts[0].exec must be an array of strings, "
+     "got an array"),
+    ('transport = "exec"\nexec = ["podman", ""]', "4: hosts[0].exec must not be empty"),
+    ('exec = ["podman"]', "3: hosts[0].exec is a setting of exec hosts; this host's transport "
+     "is \"ssh\" (set transport = \"exec\")"),
+    ('transport = "local"\nsim = "1xL4"\nagent = "image"', "5: hosts[0].agent is a setting of "
+     "exec hosts; this host's transport is \"local\" (set transport = \"exec\")"),
+    ('transport = "exec"\nexec = ["x"]\nport = 22', "5: hosts[0].port is an SSH setting; this "
+     "host's transport is \"exec\""),
+    ('transport = "exec"\nexec = ["x", "{target}"]', "4: hosts[0].exec names {target} but "
+     "exec_target is not set: it finds the target at each connect"),
+    ('transport = "exec"\nexec = ["x"]\nexec_target = ["ls"]', "4: hosts[0].exec has no "
+     "{target} word for exec_target's answer to fill"),
+    ('transport = "exec"\nexec = ["x", "{target}"]\nexec_target = []', "5: hosts[0].exec_target "
+     "is empty: it must name a program that prints the target, or be left out"),
+    ('transport = "exec"\nexec = ["x"]\nagent = "baked"', "5: hosts[0].agent must be "
+     "\"upload\" or \"image\", got 'baked'"),
+    ('transport = "exec"\nexec = ["x"]\nagent_path = "/a.pyz"', "5: hosts[0].agent_path is "
+     "only used with agent = \"image\" (an uploaded agent lives in agent_cache)"),
+    ('transport = "exec"\nexec = ["x"]\nstate_dir = "~/state"', "5: hosts[0].state_dir must "
+     "be an absolute path on an exec host (nothing expands ~ or a home there), got '~/state'"),
+    ('transport = "exec"\nexec = ["x"]\nagent = "image"\nagent_path = "agent.pyz"',
+     "6: hosts[0].agent_path must be an absolute path on an exec host (nothing expands ~ or a "
+     "home there), got 'agent.pyz'"),
+])
+def test_a_bad_exec_host_names_the_key(tmp_path, body, message):
+    assert error(tmp_path, '[[hosts]]\nname = "a"\n%s\n' % body) == "F:" + message
+
+
+def test_two_exec_hosts_on_one_agent_are_refused(tmp_path):
+    host = '[[hosts]]\nname = "%s"\ntransport = "exec"\nexec = ["podman", "exec", "-i", "c"]\n'
+    assert error(tmp_path, host % "a" + host % "b") == (
+        "F:5: hosts 'a' and 'b' have the same state_dir on one machine "
+        "(/var/lib/fractui-agent); give each its own")
+    load_config(write(tmp_path, host % "a" + host % "b" + 'state_dir = "/var/lib/b"\n'))
+
+
 @pytest.mark.parametrize("spec, why", [
     ("2xZ9000", "unknown GPU model 'Z9000'; known: A100-40GB, A100-80GB, H100, H100-NVL, "
                 "H200, B200, A30, L4, A10, L40S, T4, RTX4090, V100"),

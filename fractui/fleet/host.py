@@ -267,7 +267,8 @@ class HostSession:
                     "sudo -n was refused on %s (%s): allow the agent passwordless sudo, or "
                     "reach the host as root" % (self.cfg.name, said)) from err
             raise AgentProcessError("the agent on %s did not answer: %s%s" % (
-                self.cfg.name, err, " (it said: %s)" % said if said else "")) from err
+                self.cfg.name, self._lost_why(str(err)), " (it said: %s)" % said if said
+                else "")) from err
         except AgentCallError as err:
             conn.close()
             raise AgentProcessError("the agent on %s refused hello: %s" % (
