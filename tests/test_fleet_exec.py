@@ -328,3 +328,6 @@ def test_exec_argv_that_cannot_reach_an_agent_is_offline_with_its_words(tmp_path
                for r in json.loads(doctor.stdout)["hosts"]}
     assert reports["missing"]["exec"]["status"] == "fail"
     assert reports["fails"]["python"]["detail"] == "python3 -c failed on fails: no such pod"
+    trust = fractui(config, "trust", "garbage")
+    assert (trust.returncode, trust.stderr.strip()) == (
+        2, "fractui: garbage is an exec host: it has no host key")

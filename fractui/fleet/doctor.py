@@ -176,8 +176,9 @@ def _check_agent(config: Config, host: HostConfig,
             report.add("agent", "fail", status.error or status.state, fix)
             return None
         hello = status.hello
-        report.add("agent", "ok", "agent %s, protocol %s, %s backend" % (
-            hello["agent_version"], hello["protocol"], hello["backend"]))
+        report.add("agent", "ok", "agent %s, protocol %s, %s backend%s" % (
+            hello["agent_version"], hello["protocol"], hello["backend"], (
+                ", from the image (%s)" % host.agent_path) if host.agent == "image" else ""))
         return hello
     finally:
         session.stop()
