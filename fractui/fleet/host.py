@@ -23,8 +23,8 @@ from fractui.fleet import sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError
-from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
+from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.mig import health

@@ -59,7 +59,8 @@ class Transport(ABC):
     def run(self, words: Sequence[str], stdin: bytes = b"",
             timeout_s: float = RUN_TIMEOUT_S) -> Ran:
         """A short command to completion, ``stdin`` written to it: (status, stdout, stderr).
-        A program the host does not have is status 127, as a shell says it."""
+        A program the far side does not have is status 127 (as a shell or podman says it);
+        TransportError when the way there fails (a broken link, no exec program here)."""
 
     @abstractmethod
     def start(self, words: Sequence[str]) -> Stream:
@@ -70,25 +71,11 @@ class Transport(ABC):
     def state_dir(self) -> str:
         """The host entry's state_dir as the agent's --state-dir there."""
 
+    @abstractmethod
     def agent_command(self, archive: Callable[[], AgentArchive]) -> Tuple[List[str],
                                                                           Optional[bool]]:
-        """The words that start the agent (its own words follow), after checking the host's
-        Python and putting the agent there unless its image has it; and whether it was
-        uploaded (None where nothing is ever uploaded)."""
-        problem = python_problem(self.cfg, self.run)
-        if problem:
-            raise AgentProcessError(problem)
-        if self.cfg.agent == "image":
-            path, uploaded = self.cfg.agent_path, False
-        else:
-            path, uploaded = self.deploy(archive())
-        return ([] if self.cfg.become is None else ["sudo", "-n"]) + [
-            self.cfg.python, path], uploaded
-
-    def deploy(self, archive: AgentArchive) -> Tuple[str, bool]:
-        """Put the agent zipapp on the host unless it has this exact one (named by its hash):
-        its path there and whether it was uploaded."""
-        raise NotImplementedError("%s transport deploys nothing" % self.cfg.transport)
+        """The words that start the agent (its own words follow), once it can run there;
+        and whether it was uploaded (None where nothing is ever uploaded)."""
 
     @property
     def python(self) -> str:
@@ -102,6 +89,28 @@ class Transport(ABC):
 
     def close(self) -> None:
         """End the link (the stream has its own close)."""
+
+
+class RemoteTransport(Transport):
+    """A transport to another machine (SSH, exec): its Python is checked and the agent put
+    there unless its image has it."""
+
+    def agent_command(self, archive: Callable[[], AgentArchive]) -> Tuple[List[str],
+                                                                          Optional[bool]]:
+        problem = python_problem(self.cfg, self.run)
+        if problem:
+            raise AgentProcessError(problem)
+        if self.cfg.agent == "image":
+            path, uploaded = self.cfg.agent_path, False
+        else:
+            path, uploaded = self.deploy(archive())
+        return ([] if self.cfg.become is None else ["sudo", "-n"]) + [
+            self.cfg.python, path], uploaded
+
+    @abstractmethod
+    def deploy(self, archive: AgentArchive) -> Tuple[str, bool]:
+        """Put the agent zipapp on the host unless it has this exact one (named by its hash):
+        its path there and whether it was uploaded."""
 
 
 def python_problem(cfg: HostConfig, run: Runner) -> Optional[str]:

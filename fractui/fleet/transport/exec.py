@@ -18,8 +18,9 @@ import subprocess
 from typing import List, Optional, Sequence, Tuple
 
 from fractui.config import EXEC_TARGET, HostConfig, SshSettings
-from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran, Stream,
-                                          Transport, TransportError, run_process)
+from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
+                                          RemoteTransport, Stream, TransportError,
+                                          run_process)
 from fractui.fleet.transport.local import process_stream
 from fractui.fleet.zipapp import AgentArchive
 
@@ -49,7 +50,7 @@ except BaseException:
 """
 
 
-class ExecTransport(Transport):
+class ExecTransport(RemoteTransport):
 
     def __init__(self, cfg: HostConfig, ssh: SshSettings):
         super().__init__(cfg)

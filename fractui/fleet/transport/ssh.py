@@ -14,8 +14,8 @@ from fractui.config import HostConfig, SshSettings
 from fractui.fleet.hostkeys import KnownHosts
 from fractui.fleet.link import SshLink
 from fractui.fleet.sshconfig import resolve
-from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran, Stream,
-                                          Transport)
+from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
+                                          RemoteTransport, Stream)
 from fractui.fleet.zipapp import AgentArchive
 
 
@@ -24,7 +24,7 @@ def remote_path(path: str) -> str:
     return path[2:] if path.startswith("~/") else path
 
 
-class SshTransport(Transport):
+class SshTransport(RemoteTransport):
 
     def __init__(self, cfg: HostConfig, ssh: SshSettings):
         super().__init__(cfg)
