@@ -3,12 +3,15 @@ image, reached by ``podman exec -i NAME`` (its agent from the image, or uploaded
 seen by ``fractui status`` and the TUI, changing MIG and running capped jobs inside the
 container, and surviving its exec stream being killed (the podman process here, or the agent's
 bridge in there) as it survives an SSH drop; a target found by a lookup that follows a
-replaced container; exec argv that cannot work, told in words."""
+replaced container; exec argv that cannot work, told in words. Without podman (``env`` as the
+exec program, running the agent's words here): the upload through the argv, once; an image whose
+agent speaks another protocol; what a lookup prints that names no one target."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -17,13 +20,18 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
+import remote_agent
+from fractui import __version__ as fractui_version
 from fractui.config import load_config
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus
+from fractui.fleet.zipapp import build_agent_archive, write_archive
 from fractui.store import open_store, sqlite_url
 from fractui.tui.app import FractuiApp
 from fractui.tui.source import LiveSource
+from remote_agent import PROTOCOL_VERSION
 from tests.cli_run import leaks, subprocess_run
+from tests.conftest import stop_host
 from tests import podman as containers
 from tests.podman import IMAGE_AGENT, IMAGE_CODE, PYTHON, Podman
 from tests.tui_frozen import pilot_test
@@ -331,3 +339,88 @@ def test_exec_argv_that_cannot_reach_an_agent_is_offline_with_its_words(tmp_path
     trust = fractui(config, "trust", "garbage")
     assert (trust.returncode, trust.stderr.strip()) == (
         2, "fractui: garbage is an exec host: it has no host key")
+
+
+# Exec hosts without podman: ``env`` as the exec program runs the agent's words on this machine.
+
+def here_by_env(tmp_path, name: str, **extra) -> dict:
+    return dict(dict(name=name, transport="exec", exec=["env"], python=sys.executable,
+                     sim="1xL4", state_dir=str(tmp_path / "state" / name),
+                     agent_cache=str(tmp_path / "cache" / name)), **extra)
+
+
+def test_the_agent_is_put_in_place_through_the_exec_argv_once(tmp_path):
+    host = here_by_env(tmp_path, "via-env")
+    config = load_config(write_config(tmp_path, host))
+    archive = build_agent_archive()
+    try:
+        for uploaded in (True, False):
+            with Fleet(config) as fleet:
+                fleet.wait_settled(60)
+                status_now = fleet.session("via-env").status
+                assert status_now.state == "online", status_now.error
+                assert status_now.uploaded is uploaded
+        cache = tmp_path / "cache" / "via-env"
+        assert os.listdir(cache) == [archive.name]  # no part left behind
+        assert (cache / archive.name).read_bytes() == archive.data
+        assert oct((cache / archive.name).stat().st_mode & 0o777) == "0o644"
+    finally:
+        stop_host(host["state_dir"])
+
+
+def test_an_image_whose_agent_speaks_another_protocol_is_refused_with_what_to_do(tmp_path):
+    old = tmp_path / "old" / "remote_agent"
+    shutil.copytree(os.path.dirname(remote_agent.__file__), old,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = old / "__init__.py"
+    init.write_text(init.read_text().replace("PROTOCOL_VERSION = %d" % PROTOCOL_VERSION,
+                                             "PROTOCOL_VERSION = %d" % (PROTOCOL_VERSION + 1)))
+    image = tmp_path / "image"
+    image.mkdir()
+    agent = write_archive(build_agent_archive(str(old)), str(image))
+    host = here_by_env(tmp_path, "old-image", agent="image", agent_path=agent)
+    config = write_config(tmp_path, host)
+    try:
+        said = status(config)["old-image"]
+        assert said["state"] == "offline"
+        assert said["error"] == (
+            "the agent on old-image refused hello: this agent speaks protocol %d, not %d (its "
+            "agent is the image's, %s: use an image with fractui %s's agent, or leave out agent "
+            "= \"image\" to have fractui upload its own)" % (
+                PROTOCOL_VERSION + 1, PROTOCOL_VERSION, agent, fractui_version))
+        assert not (tmp_path / "cache" / "old-image").exists()  # nothing was uploaded
+    finally:
+        stop_host(host["state_dir"])
+
+
+def test_what_exec_target_prints_must_name_one_target(tmp_path):
+    def looked_up(name: str, lookup: List[str]) -> dict:
+        return here_by_env(tmp_path, name, exec=["env", "{target}"], exec_target=lookup)
+
+    hosts = [
+        looked_up("one", ["echo", "FRACTUI_TARGET=one"]),  # env takes it as a variable
+        looked_up("none", ["true"]),
+        looked_up("two", [sys.executable, "-c", 'print("pod/a"); print("pod/b")']),
+        looked_up("option", ["echo", "--privileged"]),
+        looked_up("refused", [sys.executable, "-c", 'import sys; sys.exit("Error from '
+                              'server (Forbidden): pods is forbidden")']),
+        looked_up("missing", ["no-such-lookup-h17"]),
+    ]
+    try:
+        said = status(write_config(tmp_path, *hosts))
+        assert said["one"]["state"] == "online", said["one"]["error"]
+        errors = {n: h["error"] for n, h in said.items() if n != "one"}
+        python = "%s -c" % sys.executable
+        assert errors == {
+            "none": "exec_target (true) found no target: it printed nothing",
+            "two": "exec_target (%s 'print(\"pod/a\"); print(\"pod/b\")') found 2 targets "
+                   "(pod/a, pod/b): it must print one line" % python,
+            "option": "exec_target (echo --privileged) printed '--privileged', which cannot "
+                      "name a target",
+            "refused": "exec_target (%s 'import sys; sys.exit(\"Error from server (Forbidden): "
+                       "pods is forbidden\")') failed with status 1: Error from server "
+                       "(Forbidden): pods is forbidden" % python,
+            "missing": "exec_target (no-such-lookup-h17): cannot start no-such-lookup-h17: "
+                       "program not found"}
+    finally:
+        stop_host(hosts[0]["state_dir"])

@@ -28,6 +28,7 @@ from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.mig import health
+from remote_agent.rpc.jsonrpc import PROTOCOL_MISMATCH
 
 log = logging.getLogger("fractui.fleet")
 
@@ -271,8 +272,12 @@ class HostSession:
                 else "")) from err
         except AgentCallError as err:
             conn.close()
-            raise AgentProcessError("the agent on %s refused hello: %s" % (
-                self.cfg.name, err.message)) from err
+            image = self.cfg.agent == "image" and err.code == PROTOCOL_MISMATCH
+            raise AgentProcessError("the agent on %s refused hello: %s%s" % (
+                self.cfg.name, err.message, (
+                    " (its agent is the image's, %s: use an image with fractui %s's agent, or "
+                    "leave out agent = \"image\" to have fractui upload its own)" % (
+                        self.cfg.agent_path, __version__)) if image else "")) from err
         subscribed = conn.client.call("subscribe", None, 30.0)
         jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
         for hook in list(self.connect_hooks):
