@@ -368,6 +368,29 @@ def test_the_agent_is_put_in_place_through_the_exec_argv_once(tmp_path):
         stop_host(host["state_dir"])
 
 
+CUT_STDIN = """\
+import subprocess, sys
+data = sys.stdin.buffer.read()
+sys.exit(subprocess.run(sys.argv[1:], input=data[:len(data) // 2]).returncode)
+"""
+
+
+def test_an_upload_that_cannot_be_written_or_arrives_cut_is_told(tmp_path):
+    cut = tmp_path / "cut.py"
+    cut.write_text(CUT_STDIN)
+    size = len(build_agent_archive().data)
+    said = status(write_config(
+        tmp_path, here_by_env(tmp_path, "cut", exec=[sys.executable, str(cut)]),
+        here_by_env(tmp_path, "unwritable", agent_cache="/proc/fractui-cache")))
+    assert said["cut"]["error"] == (
+        "the agent put through exec on cut arrived damaged: %d bytes of %d came, not the ones "
+        "sent (the exec program changed or cut its stdin)" % (size // 2, size))
+    assert said["unwritable"]["error"].startswith(
+        "cannot put the agent in /proc/fractui-cache on unwritable: ")
+    assert said["unwritable"]["error"].endswith("(set agent_cache to a writable directory)")
+    assert not os.path.exists(tmp_path / "state")  # no agent started
+
+
 def test_an_image_whose_agent_speaks_another_protocol_is_refused_with_what_to_do(tmp_path):
     old = tmp_path / "old" / "remote_agent"
     shutil.copytree(os.path.dirname(remote_agent.__file__), old,

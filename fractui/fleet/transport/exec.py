@@ -26,14 +26,16 @@ from fractui.fleet.zipapp import AgentArchive
 
 # Whether the agent named by its hash is there already.
 _HAVE = "import os, sys; print('yes' if os.path.isfile(sys.argv[1]) else 'no')"
-# The agent's bytes from stdin to the path in argv[1], checked against the sha256 in argv[2],
+# The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
+# of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
 # renamed into place atomically: an agent starting from that path never sees half a file.
 _PUT = """\
 import hashlib, os, sys, tempfile
-path, digest = sys.argv[1], sys.argv[2]
-data = sys.stdin.buffer.read()
+path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data = sys.stdin.buffer.read(size)
 if hashlib.sha256(data).hexdigest() != digest:
-    sys.exit('the agent arrived damaged: %d bytes, not the ones sent' % len(data))
+    print('%d bytes of %d came, not the ones sent' % (len(data), size), file=sys.stderr)
+    sys.exit(3)
 folder = os.path.dirname(path)
 os.makedirs(folder, 0o700, exist_ok=True)
 fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
@@ -90,10 +92,14 @@ class ExecTransport(RemoteTransport):
         if code == 0 and out.strip() == "yes":
             return path, False
         if code == 0 and out.strip() == "no":
-            code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256],
-                                      stdin=archive.data)
+            code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256,
+                                       str(len(archive.data))], stdin=archive.data)
             if code == 0:
                 return path, True
+            if code == 3:
+                raise AgentProcessError(
+                    "the agent put through exec on %s arrived damaged: %s (the exec program "
+                    "changed or cut its stdin)" % (cfg.name, _last_line(err)))
         raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
                                 "writable directory)" % (cfg.agent_cache, cfg.name, _last_line(
                                     err or out) or "exit status %d" % code))
