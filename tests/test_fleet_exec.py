@@ -224,7 +224,7 @@ def test_a_host_in_a_container_runs_mig_and_capped_jobs_and_survives_its_stream_
 
 
 @pilot_test
-async def test_the_tui_shows_a_host_in_a_container(podman, box, tmp_path):
+async def test_the_tui_shows_a_host_in_a_container_go_offline_and_come_back(podman, box, tmp_path):
     config = load_config(write_config(tmp_path, exec_host(box, "ctr-tui", agent="image")))
     store = open_store(sqlite_url(str(tmp_path / "store.db")))
     source = LiveSource(config, store)
@@ -234,8 +234,20 @@ async def test_the_tui_shows_a_host_in_a_container(podman, box, tmp_path):
         async with app.run_test(size=(160, 40)) as pilot:
             await until(pilot, lambda: [s.state for s in fleet_screen(
                 app).statuses.values()] == ["online"], "the exec host online on screen", 60)
-            _, line = gpu_line(app, "ctr-tui", 1)
-            assert line.host == "ctr-tui" and line.index == 1
+            _, a100 = gpu_line(app, "ctr-tui", 0)
+            _, l4 = gpu_line(app, "ctr-tui", 1)
+            assert (a100.mig, l4.mig, l4.memory_mib, l4.stale) == (True, False, 23034, False)
+            assert "L4" in l4.model and "A100" in a100.model
+            [pid] = here("podman", "exec", box, "/var/lib/fractui-ctr-tui", "--stdio")
+            os.kill(pid, signal.SIGKILL)  # the screen says so, and the host comes back
+
+            def shown() -> HostStatus:
+                return fleet_screen(app).statuses["ctr-tui"]
+
+            await until(pilot, lambda: shown().state == "offline" and "exec: podman was killed "
+                        "by SIGKILL" in (shown().error or ""), "offline on screen with the "
+                        "reason", 30)
+            await until(pilot, lambda: shown().state == "online", "online again on screen", 60)
     finally:
         source.stop()
         store.close()
@@ -447,3 +459,21 @@ def test_what_exec_target_prints_must_name_one_target(tmp_path):
                        "program not found"}
     finally:
         stop_host(hosts[0]["state_dir"])
+
+
+def test_doctor_over_exec_checks_each_layer_and_reads_the_state_dirs_filesystem(tmp_path):
+    shm = "/dev/shm/fractui-test-%s" % os.urandom(4).hex()
+    host = here_by_env(tmp_path, "shm", state_dir=shm + "/state")
+    try:
+        doctor = fractui(write_config(tmp_path, host), "doctor", "--json")
+        assert doctor.returncode == 0, doctor.stdout
+        [report] = json.loads(doctor.stdout)["hosts"]
+        checks = {c["name"]: (c["status"], c["detail"]) for c in report["checks"]}
+        assert [c["name"] for c in report["checks"]][:4] == ["config", "exec", "python", "agent"]
+        assert checks["exec"] == ("ok", "env found: env")
+        assert checks["python"] == ("ok", "%s runs the agent" % sys.executable)
+        assert checks["lingering"][0] == "ok" and "no login session" in checks["lingering"][1]
+        assert checks["state dir"] == ("ok", "%s/state on tmpfs" % shm)  # /dev/shm's mount
+    finally:
+        stop_host(host["state_dir"])
+        shutil.rmtree(shm, ignore_errors=True)
