@@ -287,13 +287,13 @@ def _failures() -> Tuple[type, ...]:
     command line stays quick."""
     from fractui.fleet.client import AgentCallError, ConnectionLost
     from fractui.fleet.host import HostUnavailable
-    from fractui.fleet.link import LinkError
+    from fractui.fleet.transport.base import TransportError
     from fractui.store.access import Denied
     from fractui.store.base import JobNotFound, StateConflict, StoreError
     from fractui.store.intents import Refused
 
     return (Failed, Refused, Denied, JobNotFound, StateConflict, HostUnavailable, AgentCallError,
-            ConnectionLost, LinkError, StoreError, OSError)
+            ConnectionLost, TransportError, StoreError, OSError)
 
 
 def _no_config_help(path: Optional[str]) -> str:

@@ -107,8 +107,9 @@ def trust(config: Config, args: argparse.Namespace) -> int:
     on confirmation, added as one line. Never accepted without the admin's word (or --yes);
     a changed or revoked key is never accepted at all."""
     host = config.host(args.host)
-    if host.transport == "local":
-        raise UsageError("%s is a local simulated host: it has no host key" % host.name)
+    if host.transport != "ssh":
+        raise UsageError("%s is a%s host: it has no host key" % (host.name, {
+            "local": " local simulated", "exec": "n exec"}[host.transport]))
     known = KnownHosts(config.ssh.known_hosts)
     try:
         route = resolve(host, config.ssh.config_file)

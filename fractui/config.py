@@ -56,7 +56,8 @@ class NoConfig(ConfigError):
 
 @dataclass(frozen=True)
 class HostConfig:
-    """One GPU host of the fleet: how to reach it over SSH and how to run the agent there."""
+    """One GPU host of the fleet: how to reach it (SSH, a local pipe, or an exec program) and
+    how to run the agent there."""
 
     name: str
     """Unique, stable name shown in the TUI and typed on the command line."""
@@ -77,9 +78,20 @@ class HostConfig:
     state_dir: str = "~/.local/state/fractui-agent"
     """The agent's --state-dir, kept as written: it is a path on the remote host."""
     agent_cache: str = ".cache/fractui"
-    """Where the agent is uploaded over SFTP: relative to the remote home unless absolute."""
+    """Where the agent is uploaded: relative to the remote home unless absolute (over exec,
+    absolute)."""
     transport: str = "ssh"
-    """Either "ssh", or "local": a simulated host run as a subprocess on this machine."""
+    """"ssh"; "local": a simulated host run as a subprocess on this machine; or "exec": the
+    agent reached through the argv ``exec`` (kubectl exec, podman exec)."""
+    exec: tuple[str, ...] | None = None
+    """The exec transport's argv prefix; the agent's words follow it. Run without a shell."""
+    exec_target: tuple[str, ...] | None = None
+    """An argv run at each connect whose one line of output replaces {target} in ``exec``."""
+    agent: str = "upload"
+    """"upload": fractui puts its agent zipapp in agent_cache; "image": the exec'd container
+    has the agent already, at agent_path."""
+    agent_path: str = "/opt/fractui/agent.pyz"
+    """Where an image keeps the agent (agent = "image")."""
     sim: str | None = None
     """A --sim spec such as "2xA100-80GB:mig,1xL4": the agent simulates these GPUs."""
     # The agent's settings (remote_agent/daemon/settings.py holds their meaning and bounds).
@@ -486,7 +498,8 @@ _KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
 _HOST_KEYS = {
     "name": "string", "host": "string", "port": "integer", "user": "string",
     "identity_file": "string", "proxy_jump": "string", "become": "string", "python": "string",
-    "state_dir": "string", "agent_cache": "string", "transport": "string", "sim": "string",
+    "state_dir": "string", "agent_cache": "string", "transport": "string", "exec": "strings",
+    "exec_target": "strings", "agent": "string", "agent_path": "string", "sim": "string",
     "mps": "boolean", "hami_core_lib": "string", "cgroup_parent": "string",
     "log_max_mib": "integer", "retention_hours": "number", "watchdog_grace_s": "number",
     "usage_sample_s": "number",
@@ -513,7 +526,15 @@ _FAIRSHARE_KEYS = {"half_life_h": "number", "window_h": "number", "usage_weight"
 _TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui", "usage",
              "metrics", "fairshare")
 _BECOME = ("sudo",)
-_TRANSPORTS = ("ssh", "local")
+_TRANSPORTS = ("ssh", "local", "exec")
+_AGENTS = ("upload", "image")
+_SSH_ONLY = ("host", "port", "user", "identity_file", "proxy_jump")  # not for an exec host
+_EXEC_ONLY = ("exec", "exec_target", "agent", "agent_path")
+# Where an exec host keeps its agent's state and uploads, unless its entry says: absolute,
+# since nothing expands ~ there.
+EXEC_STATE_DIR = "/var/lib/fractui-agent"
+EXEC_TARGET = "{target}"  # the word of exec that exec_target's answer replaces
+EXEC_AGENT_CACHE = "/var/cache/fractui"
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
 _HOP = re.compile(r"(?:[^@\s,]+@)?(?:\[[0-9A-Fa-f:.]+\]|[^@:\s,\[\]]+)(?::(\d+))?")
 
@@ -872,7 +893,15 @@ class _Checker(TomlChecker):
         if values.get("become", "sudo") not in _BECOME:
             raise bad("become", f"must be \"sudo\" or left out, got '{values['become']}'")
         if values.get("transport", "ssh") not in _TRANSPORTS:
-            raise bad("transport", f"must be \"ssh\" or \"local\", got '{values['transport']}'")
+            raise bad("transport", f"must be \"ssh\", \"local\" or \"exec\", got "
+                      f"'{values['transport']}'")
+        if values.get("transport") == "exec":
+            self.exec_host(values, bad)
+        else:
+            for key in _EXEC_ONLY:
+                if key in values:
+                    raise bad(key, "is a setting of exec hosts; this host's transport is "
+                              f"\"{values.get('transport', 'ssh')}\" (set transport = \"exec\")")
         if "sim" in values:
             try:
                 parse_sim_spec(values["sim"])
@@ -887,7 +916,7 @@ class _Checker(TomlChecker):
                                                       "state_dir", prefix)
             else:  # a simulated host lives on this machine: its own dir, so several just work
                 values["state_dir"] = os.path.join(state_home(), "hosts", name)
-        if "agent_cache" in values:
+        if "agent_cache" in values and values.get("transport") != "exec":
             values["agent_cache"] = self.agent_cache(values["agent_cache"], bad)
         if "identity_file" in values:
             values["identity_file"] = self.local_file(values["identity_file"], "hosts", i,
@@ -920,6 +949,46 @@ class _Checker(TomlChecker):
             raise self.fail(f"{prefix}{key} is a directory, not a file: {_shown(value)}",
                             table, index, key)
         return path
+
+    @staticmethod
+    def exec_host(values: dict[str, Any], bad: Callable[[str, str], ConfigError]) -> None:
+        """An exec host's keys: an argv to exec, a lookup that fills its {target}, where the
+        agent comes from; absolute paths (no shell expands ~ on the far side); no SSH keys.
+        The arrays become tuples (a HostConfig is frozen)."""
+        for key in _SSH_ONLY:
+            if key in values:
+                raise bad(key, "is an SSH setting; this host's transport is \"exec\"")
+        argv = values.get("exec")
+        if argv is None:
+            raise bad("transport", "is \"exec\" but exec is not set: it is the program that "
+                      "reaches the agent, e.g. exec = [\"podman\", \"exec\", \"-i\", \"agent\"]")
+        if not argv:
+            raise bad("exec", "is empty: it must name the program that reaches the agent, e.g. "
+                      "[\"podman\", \"exec\", \"-i\", \"agent\"]")
+        named = any(EXEC_TARGET in word for word in argv)
+        if "exec_target" in values:
+            if not values["exec_target"]:
+                raise bad("exec_target", "is empty: it must name a program that prints the "
+                          "target, or be left out")
+            if not named:
+                raise bad("exec", f"has no {EXEC_TARGET} word for exec_target's answer to "
+                          "fill")
+            values["exec_target"] = tuple(values["exec_target"])
+        elif named:
+            raise bad("exec", f"names {EXEC_TARGET} but exec_target is not set: it finds the "
+                      "target at each connect")
+        values["exec"] = tuple(argv)
+        if values.get("agent", "upload") not in _AGENTS:
+            raise bad("agent", f"must be \"upload\" or \"image\", got {_shown(values['agent'])}")
+        if "agent_path" in values and values.get("agent") != "image":
+            raise bad("agent_path", "is only used with agent = \"image\" (an uploaded agent "
+                      "lives in agent_cache)")
+        values.setdefault("state_dir", EXEC_STATE_DIR)
+        values.setdefault("agent_cache", EXEC_AGENT_CACHE)
+        for key in ("state_dir", "agent_cache", "agent_path"):
+            if key in values and not values[key].startswith("/"):
+                raise bad(key, f"must be an absolute path on an exec host (nothing expands ~ "
+                          f"or a home there), got {_shown(values[key])}")
 
     @staticmethod
     def proxy_jump(value: str, bad: Callable[[str, str], ConfigError]) -> None:
@@ -968,6 +1037,9 @@ def agent_place(host: HostConfig) -> tuple[str | int | None, ...]:
     address and the path written, normalised."""
     if host.transport == "local":
         return ("local", os.path.realpath(_expanded(host.state_dir)))
+    if host.transport == "exec":
+        return ("exec", *(host.exec or ()), "|", *(host.exec_target or ()),
+                posixpath.normpath(host.state_dir))
     return ("ssh", host.host, host.port, host.user, posixpath.normpath(host.state_dir))
 
 

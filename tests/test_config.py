@@ -21,8 +21,9 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "config.example.toml")
 HOME = os.path.expanduser("~")
 HOST_KEYS = ("name, host, port, user, identity_file, proxy_jump, become, python, state_dir, "
-             "agent_cache, transport, sim, mps, hami_core_lib, cgroup_parent, log_max_mib, "
-             "retention_hours, watchdog_grace_s, usage_sample_s")
+             "agent_cache, transport, exec, exec_target, agent, agent_path, sim, mps, "
+             "hami_core_lib, cgroup_parent, log_max_mib, retention_hours, watchdog_grace_s, "
+             "usage_sample_s")
 
 
 def write(tmp_path, text: str) -> str:
@@ -123,7 +124,7 @@ def test_an_empty_file_is_a_fleet_of_no_hosts_with_default_ssh_settings(tmp_path
 
 def test_the_example_config_loads_and_sets_every_key():
     config = load_config(EXAMPLE)
-    assert [h.name for h in config.hosts] == ["a100-a", "h100-b", "sim-1"]
+    assert [h.name for h in config.hosts] == ["a100-a", "h100-b", "gpu-node1", "sim-1"]
     # Every key is set somewhere, so the loader has checked each documented example value.
     with open(EXAMPLE, "rb") as f:
         doc = tomllib.load(f)
@@ -380,12 +381,13 @@ def test_become_can_only_be_sudo(tmp_path):
         """) == "F:3: hosts[0].become must be \"sudo\" or left out, got 'doas'"
 
 
-def test_transport_is_ssh_or_local(tmp_path):
+def test_transport_is_ssh_local_or_exec(tmp_path):
     assert error(tmp_path, """\
         [[hosts]]
         name = "a"
         transport = "mosh"
-        """) == "F:3: hosts[0].transport must be \"ssh\" or \"local\", got 'mosh'"
+        """) == ("F:3: hosts[0].transport must be \"ssh\", \"local\" or \"exec\", got "
+              "'mosh'")
 
 
 def test_a_local_host_needs_a_sim(tmp_path):
@@ -395,6 +397,70 @@ def test_a_local_host_needs_a_sim(tmp_path):
         transport = "local"
         """) == ("F:3: hosts[0].transport is \"local\" but sim is not set: a local host is a "
                  "simulated one, e.g. sim = \"2xA100-80GB:mig,1xL4\"")
+
+
+def test_an_exec_host_gets_tuples_and_absolute_defaults(tmp_path):
+    config = load_config(write(tmp_path, """\
+        [[hosts]]
+        name = "n1"
+        transport = "exec"
+        exec = ["kubectl", "exec", "-i", "-n", "gpu", "{target}", "--"]
+        exec_target = ["kubectl", "get", "pods", "-o", "name"]
+        agent = "image"
+
+        [[hosts]]
+        name = "n2"
+        transport = "exec"
+        exec = ["podman", "exec", "-i", "agent"]
+        """))
+    n1, n2 = config.hosts
+    assert (n1.exec, n1.exec_target, n1.agent, n1.agent_path, n1.state_dir) == (
+        ("kubectl", "exec", "-i", "-n", "gpu", "{target}", "--"),
+        ("kubectl", "get", "pods", "-o", "name"), "image", "/opt/fractui/agent.pyz",
+        "/var/lib/fractui-agent")
+    assert (n2.exec_target, n2.agent, n2.agent_cache) == (None, "upload", "/var/cache/fractui")
+
+
+@pytest.mark.parametrize("body, message", [
+    ('transport = "exec"', "3: hosts[0].transport is \"exec\" but exec is not set: it is the "
+     "program that reaches the agent, e.g. exec = [\"podman\", \"exec\", \"-i\", \"agent\"]"),
+    ('transport = "exec"\nexec = []', "4: hosts[0].exec is empty: it must name the program that "
+     "reaches the agent, e.g. [\"podman\", \"exec\", \"-i\", \"agent\"]"),
+    ('transport = "exec"\nexec = ["podman", 3]', "4: hosts[0].exec must be an array of strings, "
+     "got an array"),
+    ('transport = "exec"\nexec = ["podman", ""]', "4: hosts[0].exec must not be empty"),
+    ('exec = ["podman"]', "3: hosts[0].exec is a setting of exec hosts; this host's transport "
+     "is \"ssh\" (set transport = \"exec\")"),
+    ('transport = "local"\nsim = "1xL4"\nagent = "image"', "5: hosts[0].agent is a setting of "
+     "exec hosts; this host's transport is \"local\" (set transport = \"exec\")"),
+    ('transport = "exec"\nexec = ["x"]\nport = 22', "5: hosts[0].port is an SSH setting; this "
+     "host's transport is \"exec\""),
+    ('transport = "exec"\nexec = ["x", "{target}"]', "4: hosts[0].exec names {target} but "
+     "exec_target is not set: it finds the target at each connect"),
+    ('transport = "exec"\nexec = ["x"]\nexec_target = ["ls"]', "4: hosts[0].exec has no "
+     "{target} word for exec_target's answer to fill"),
+    ('transport = "exec"\nexec = ["x", "{target}"]\nexec_target = []', "5: hosts[0].exec_target "
+     "is empty: it must name a program that prints the target, or be left out"),
+    ('transport = "exec"\nexec = ["x"]\nagent = "baked"', "5: hosts[0].agent must be "
+     "\"upload\" or \"image\", got 'baked'"),
+    ('transport = "exec"\nexec = ["x"]\nagent_path = "/a.pyz"', "5: hosts[0].agent_path is "
+     "only used with agent = \"image\" (an uploaded agent lives in agent_cache)"),
+    ('transport = "exec"\nexec = ["x"]\nstate_dir = "~/state"', "5: hosts[0].state_dir must "
+     "be an absolute path on an exec host (nothing expands ~ or a home there), got '~/state'"),
+    ('transport = "exec"\nexec = ["x"]\nagent = "image"\nagent_path = "agent.pyz"',
+     "6: hosts[0].agent_path must be an absolute path on an exec host (nothing expands ~ or a "
+     "home there), got 'agent.pyz'"),
+])
+def test_a_bad_exec_host_names_the_key(tmp_path, body, message):
+    assert error(tmp_path, '[[hosts]]\nname = "a"\n%s\n' % body) == "F:" + message
+
+
+def test_two_exec_hosts_on_one_agent_are_refused(tmp_path):
+    host = '[[hosts]]\nname = "%s"\ntransport = "exec"\nexec = ["podman", "exec", "-i", "c"]\n'
+    assert error(tmp_path, host % "a" + host % "b") == (
+        "F:5: hosts 'a' and 'b' have the same state_dir on one machine "
+        "(/var/lib/fractui-agent); give each its own")
+    load_config(write(tmp_path, host % "a" + host % "b" + 'state_dir = "/var/lib/b"\n'))
 
 
 @pytest.mark.parametrize("spec, why", [

@@ -54,7 +54,8 @@ UNKNOWN_KEYS = ["bogus", "Name", "port ", "é", "lease"]
 
 
 def base(tmp: str) -> Dict[str, Any]:
-    """A valid config: two simulated hosts and a real one, a team, three queues."""
+    """A valid config: two simulated hosts, a real one and one reached by exec, a team, three
+    queues."""
     return {
         "ssh": {"known_hosts": "~/kh", "connect_timeout": 3, "config_file": "~/ssh_config"},
         "hosts": [
@@ -63,6 +64,9 @@ def base(tmp: str) -> Dict[str, Any]:
              "1xA100-80GB:mig", "become": "sudo", "python": "python3", "state_dir": "~/st",
              "agent_cache": ".cache/f", "proxy_jump": "j@bastion:22", "identity_file": "~/k"},
             {"name": "h3", "host": "10.0.0.3"},
+            {"name": "h4", "transport": "exec", "exec": ["kubectl", "exec", "-i", "{target}"],
+             "exec_target": ["kubectl", "get", "pods", "-o", "name"], "agent": "image",
+             "agent_path": "/opt/fractui/agent.pyz", "state_dir": "/var/lib/f", "sim": "1xL4"},
         ],
         "teams": [{"name": "t1", "quota_gpus": 1.5, "over_quota": True, "weight": 2,
                    "members": ["alice", "bob"]}],
@@ -233,6 +237,14 @@ def safe(config: Config) -> List[str]:
         lo, hi, _ = BOUNDS[where]
         if not (math.isfinite(v) and lo <= v <= hi):
             wrong.append("%s = %r" % (".".join(where), v))
+    for h in config.hosts:
+        if h.transport == "exec" and not (
+                h.exec and all(h.exec) and any("{target}" in w for w in h.exec) == bool(
+                    h.exec_target) and h.agent in ("upload", "image") and all(
+                    p.startswith("/") for p in (h.state_dir, h.agent_cache, h.agent_path))):
+            wrong.append("exec host %r: %r" % (h.name, h))
+        if h.transport != "exec" and (h.exec, h.exec_target) != (None, None):
+            wrong.append("exec words on a %s host %r" % (h.transport, h.name))
     places = [agent_place(h) for h in config.hosts]
     if len(set(places)) != len(places):
         wrong.append("two hosts, one state dir")

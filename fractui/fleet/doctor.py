@@ -1,27 +1,30 @@
 """``fractui doctor``: for each host, every layer checked in order, each with what to fix.
 
-config -> SSH -> host key -> python -> agent -> privileges -> NVML -> MIG -> cap layers ->
-lingering -> state dir. A layer that fails stops the ones that need it (shown as skipped).
+config -> SSH -> host key (over exec: target -> exec) -> python -> agent -> privileges -> NVML ->
+MIG -> cap layers -> lingering -> state dir. A layer that fails stops the ones that need it (shown
+as skipped).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import shlex
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 from fractui.config import Config, HostConfig
-from fractui.fleet.host import HostSession, python_problem
-from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
-from fractui.fleet.link import LinkError, SshLink
+from fractui.fleet.host import HostSession
+from fractui.fleet.hostkeys import UntrustedHostKey
+from fractui.fleet.link import LinkError
 from fractui.fleet.sshconfig import SshConfigError, resolve
+from fractui.fleet.transport.base import Runner, Transport, TransportError, python_problem
+from fractui.fleet.transport.exec import ExecTransport
+from fractui.fleet.transport.kinds import transport_for
+from fractui.fleet.transport.ssh import SshTransport
 from fractui.fleet.zipapp import build_agent_archive
 from fractui.words import count
 
-Runner = Callable[[Sequence[str]], Tuple[int, str, str]]
-NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smbfs", "fuse.sshfs", "lustre", "gpfs",
-                       "ceph", "glusterfs", "9p")
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smb3", "smbfs", "fuse.sshfs", "lustre",
+                       "gpfs", "ceph", "glusterfs", "fuse.glusterfs", "9p")
 
 
 @dataclass
@@ -57,43 +60,45 @@ class Report:
 
 
 LATER = ("python", "agent", "privileges", "nvml", "mig", "cap layers", "lingering", "state dir")
+LINK = {"ssh": "the SSH link", "exec": "the exec program", "local": "the local agent"}
 
 
 def diagnose(config: Config, host: HostConfig) -> Report:
     report = Report(host.name)
     report.add("config", "ok", "%s host%s" % (host.transport, (
         " (simulated: %s)" % host.sim) if host.sim else ""))
-    link: Optional[SshLink] = None
+    transport = transport_for(host, config.ssh)
     step = "python"
     try:
-        if host.transport == "ssh":
-            link = _check_ssh(config, host, report)
-            if link is None:
-                _skip_from(report, "python", "needs SSH")
-                return report
-            problem = python_problem(host, link)
-            report.add("python", "fail" if problem else "ok", problem or "%s runs the agent"
-                       % host.python, "set python = \"/path/to/python3.9+\"" if problem else None)
+        if not _opened(config, host, transport, report):
+            _skip_from(report, "python", "needs %s" % {"ssh": "SSH", "exec": "the exec "
+                                                       "program and its target"}[host.transport])
+            return report
+        if host.transport != "local":  # a local host runs under our own Python
+            problem = python_problem(host, transport.run)
+            report.add("python", "fail" if problem else "ok", problem or "%s runs the agent" %
+                       host.python, "set python = \"/path/to/python3.9+\"" if problem else None)
             if problem:
                 return report
-            run: Runner = link.run
-        else:
-            run = _run_local
         step = "agent"
         hello = _check_agent(config, host, report)
         if hello is not None:
             _check_hello(hello, host, report)
         step = "lingering"
-        _check_lingering(host, run, report)
+        if host.transport == "exec":
+            report.add("lingering", "ok", "no login session over exec: the agent lives as long "
+                       "as its container")
+        else:
+            _check_lingering(host, transport.run, report)
         step = "state dir"
-        _check_state_dir(host, run, report)
-    except LinkError as err:  # the link broke under a later check: say so there
-        report.add(step, "fail", str(err), "check the host's network and sshd; run "
-                   "fractui doctor %s again" % host.name)
-        _skip_from(report, step, "the SSH link failed")
+        _check_state_dir(host, transport, report)
+    except TransportError as err:  # the link broke under a later check: say so there
+        report.add(step, "fail", str(err), "check the host's network and sshd; run fractui "
+                   "doctor %s again" % host.name if host.transport == "ssh" else
+                   "check that exec reaches the agent; run fractui doctor %s again" % host.name)
+        _skip_from(report, step, "%s failed" % LINK[host.transport])
     finally:
-        if link is not None:
-            link.close()
+        transport.close()
     return report
 
 
@@ -104,29 +109,57 @@ def _skip_from(report: Report, first: str, why: str) -> None:
             report.add(name, "skip", why)
 
 
-def _check_ssh(config: Config, host: HostConfig, report: Report) -> Optional[SshLink]:
+def _opened(config: Config, host: HostConfig, transport: Transport, report: Report) -> bool:
+    """Open the transport, reporting each layer of it; whether the checks can go on."""
+    if isinstance(transport, SshTransport):
+        return _check_ssh(config, host, transport, report)
+    if isinstance(transport, ExecTransport):
+        return _check_exec(host, transport, report)
+    return True
+
+
+def _check_ssh(config: Config, host: HostConfig, transport: SshTransport,
+               report: Report) -> bool:
     try:
         route = resolve(host, config.ssh.config_file)
     except SshConfigError as err:
         report.add("ssh", "fail", str(err), "fix that line of %s (or the file it names)" %
                    config.ssh.config_file)
-        return None
+        return False
     via = " via " + ", ".join(h.host for h in route.jumps) if route.jumps else ""
     where = "%s@%s:%d%s" % (route.target.user, route.target.host, route.target.port, via)
     try:
-        link = SshLink(route, KnownHosts(config.ssh.known_hosts),
-                       config.ssh.connect_timeout).connect()
+        transport.open()
     except UntrustedHostKey as err:
         report.add("ssh", "ok", "reached %s" % where)
         report.add("host key", "fail", str(err), err.fix())
-        return None
+        return False
     except LinkError as err:
         report.add("ssh", "fail", str(err), "check host, port, user and identity_file; "
                    "`ssh -v %s` shows what ssh itself does" % (host.host or host.name))
-        return None
+        return False
     report.add("ssh", "ok", "reached %s" % where)
     report.add("host key", "ok", "matches %s" % config.ssh.known_hosts)
-    return link
+    return True
+
+
+def _check_exec(host: HostConfig, transport: ExecTransport, report: Report) -> bool:
+    """The target found by exec_target (where there is one), then the exec program."""
+    try:
+        transport.open()
+    except TransportError as err:
+        if host.exec_target and transport.target is None:
+            report.add("target", "fail", str(err), "run exec_target by hand: it must print "
+                       "one line, the pod or container to exec into")
+        else:
+            report.add("exec", "fail", str(err), "install %s here, or name its full path in "
+                       "exec" % transport.prefix[0])
+        return False
+    if transport.target is not None:
+        report.add("target", "ok", "%s (from exec_target)" % transport.target)
+    report.add("exec", "ok", "%s found: %s" % (transport.prefix[0], shlex.join(
+        transport.prefix)))
+    return True
 
 
 def _check_agent(config: Config, host: HostConfig,
@@ -143,8 +176,9 @@ def _check_agent(config: Config, host: HostConfig,
             report.add("agent", "fail", status.error or status.state, fix)
             return None
         hello = status.hello
-        report.add("agent", "ok", "agent %s, protocol %s, %s backend" % (
-            hello["agent_version"], hello["protocol"], hello["backend"]))
+        report.add("agent", "ok", "agent %s, protocol %s, %s backend%s" % (
+            hello["agent_version"], hello["protocol"], hello["backend"], (
+                ", from the image (%s)" % host.agent_path) if host.agent == "image" else ""))
         return hello
     finally:
         session.stop()
@@ -197,14 +231,6 @@ def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> Non
                 "%s (%s)" % kv for kv in sorted(missing.items()))) if missing else ""))
 
 
-def _run_local(words: Sequence[str]) -> Tuple[int, str, str]:
-    try:
-        done = subprocess.run(list(words), capture_output=True, text=True, timeout=30)
-    except FileNotFoundError as err:
-        return 127, "", str(err)
-    return done.returncode, done.stdout, done.stderr
-
-
 def _check_lingering(host: HostConfig, run: Runner, report: Report) -> None:
     """Where logind kills a user's processes at logout, the agent daemon dies with the SSH
     session that started it, unless the user lingers."""
@@ -226,15 +252,32 @@ def _check_lingering(host: HostConfig, run: Runner, report: Report) -> None:
                    "sudo loginctl enable-linger %s" % user)
 
 
-def _check_state_dir(host: HostConfig, run: Runner, report: Report) -> None:
-    path = host.state_dir[2:] if host.state_dir.startswith("~/") else host.state_dir
-    if host.transport == "local":
-        path = os.path.expanduser(host.state_dir)
-    code, out, err = run(["sh", "-c", 'mkdir -p "$1" && stat -f -c %T "$1"', "sh", path])
+# The state dir's filesystem: made if missing, then the longest mount point above it.
+_STATE_DIR = r"""
+import os, sys
+path = os.path.realpath(sys.argv[1])
+os.makedirs(path, 0o700, exist_ok=True)
+point, kind = "", ""
+with open("/proc/self/mounts") as f:
+    for line in f:
+        fields = line.split()
+        where = fields[1].replace("\\040", " ")
+        inside = path == where or path.startswith(where.rstrip("/") + "/")
+        if inside and len(where) >= len(point):
+            point, kind = where, fields[2]
+print(kind)
+"""
+
+
+def _check_state_dir(host: HostConfig, transport: Transport, report: Report) -> None:
+    path = transport.state_dir
+    code, out, err = transport.run([transport.python, "-c", _STATE_DIR, path])
     fstype = out.strip()
     if code != 0:
-        report.add("state dir", "fail", "%s: %s" % (path, err.strip()), "set state_dir to a "
-                   "writable local directory")
+        lines = err.strip().splitlines()
+        report.add("state dir", "fail", "%s: %s" % (path, lines[-1] if lines else
+                                                    "exit status %d" % code),
+                   "set state_dir to a writable local directory")
     elif fstype in NETWORK_FILESYSTEMS:
         report.add("state dir", "fail", "%s is on %s: SQLite's WAL and unix sockets break on "
                    "network filesystems" % (path, fstype), "set state_dir to a local disk, "

@@ -31,7 +31,8 @@ class Fleet:
                                         thread_name_prefix="fan-out")
 
     def archive(self) -> AgentArchive:
-        """The agent zipapp, built once per fleet, when the first SSH host needs it."""
+        """The agent zipapp, built once per fleet, when the first host that uploads it (SSH, exec)
+        needs it."""
         with self._archive_lock:
             if self._archive is None:
                 self._archive = build_agent_archive()

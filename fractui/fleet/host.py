@@ -8,16 +8,9 @@ unknown, changed or revoked: nothing is sent until the admin has trusted a new h
 
 from __future__ import annotations
 
-import io
 import logging
-import os
-import posixpath
-import re
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -28,16 +21,17 @@ from fractui import __version__
 from fractui.config import HostConfig, SshSettings
 from fractui.fleet import sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
-from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
-from fractui.fleet.link import LinkError, SshLink
-from fractui.fleet.sshconfig import SshConfigError, resolve
+from fractui.fleet.hostkeys import UntrustedHostKey
+from fractui.fleet.sshconfig import SshConfigError
+from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
+from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.mig import health
+from remote_agent.rpc.jsonrpc import PROTOCOL_MISMATCH
 
 log = logging.getLogger("fractui.fleet")
 
-MIN_PYTHON = (3, 9)
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
@@ -77,15 +71,6 @@ class HostStatus:
         return {"name": self.name, "state": self.state, "error": self.error,
                 "since": self.since, "agent": agent, "gpus": gpus,
                 "jobs": sorted(self.jobs.values(), key=lambda j: j.get("created_at") or 0)}
-
-
-class AgentProcessError(Exception):
-    """The agent would not start on the host; the message says why and what to do."""
-
-
-def _remote_path(path: str) -> str:
-    """Remote paths are relative to the remote home (where an SSH command starts)."""
-    return path[2:] if path.startswith("~/") else path
 
 
 def agent_args(cfg: HostConfig, state_dir: str) -> List[str]:
@@ -139,7 +124,7 @@ class HostSession:
         # call its agent and the agent's job records: where the scheduler stops stale copies
         self.connect_hooks: List[Callable[[str, CallAgent, Dict[str, Dict[str, Any]]], None]] = []
         self._conn: Optional[_Conn] = None
-        self._link: Optional[SshLink] = None
+        self._transport: Optional[Transport] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -228,7 +213,7 @@ class HostSession:
             except UntrustedHostKey as err:
                 self._set("untrusted", str(err))
                 self.settled.set()
-            except (LinkError, SshConfigError, AgentProcessError, OSError,
+            except (TransportError, SshConfigError, AgentProcessError, OSError,
                     paramiko.SSHException, EOFError, ConnectionLost, AgentCallError) as err:
                 self._set("offline", str(err) or type(err).__name__)
                 self.settled.set()
@@ -250,17 +235,18 @@ class HostSession:
             backoff = min(backoff * 2, self.reconnect_max_s)
 
     def _lost_why(self, reason: str) -> str:
-        """How a connection ended, with what paramiko said about it if it said anything."""
-        link = self._link
-        said = link.said() if link is not None else None
-        return "%s (ssh: %s)" % (reason, said) if said else reason
+        """How a connection ended, with what its transport says about it (what paramiko
+        warned of, how an exec program exited) if it says anything."""
+        transport = self._transport
+        said = transport.said() if transport is not None else None
+        return "%s (%s)" % (reason, said) if said else reason
 
     def _drop(self) -> None:
         """End the connection (the worker and ``stop`` may both get here)."""
         with self._lock:
             conn, self._conn = self._conn, None
-            link, self._link = self._link, None
-        for close in ([conn.close] if conn else []) + ([link.close] if link else []):
+            transport, self._transport = self._transport, None
+        for close in ([conn.close] if conn else []) + ([transport.close] if transport else []):
             try:
                 close()
             except (EOFError, OSError, paramiko.SSHException) as err:
@@ -270,10 +256,7 @@ class HostSession:
     def _connect(self) -> _Conn:
         with self._lock:
             self._early = []
-        if self.cfg.transport == "local":
-            conn = self._start_local()
-        else:
-            conn = self._start_ssh()
+        conn = self._start()
         try:
             hello = conn.client.call("hello", {"protocol": PROTOCOL_VERSION,
                                                "client": "fractui %s" % __version__}, 30.0)
@@ -285,11 +268,16 @@ class HostSession:
                     "sudo -n was refused on %s (%s): allow the agent passwordless sudo, or "
                     "reach the host as root" % (self.cfg.name, said)) from err
             raise AgentProcessError("the agent on %s did not answer: %s%s" % (
-                self.cfg.name, err, " (it said: %s)" % said if said else "")) from err
+                self.cfg.name, self._lost_why(str(err)), " (it said: %s)" % said if said
+                else "")) from err
         except AgentCallError as err:
             conn.close()
-            raise AgentProcessError("the agent on %s refused hello: %s" % (
-                self.cfg.name, err.message)) from err
+            image = self.cfg.agent == "image" and err.code == PROTOCOL_MISMATCH
+            raise AgentProcessError("the agent on %s refused hello: %s%s" % (
+                self.cfg.name, err.message, (
+                    " (its agent is the image's, %s: use an image with fractui %s's agent, or "
+                    "leave out agent = \"image\" to have fractui upload its own)" % (
+                        self.cfg.agent_path, __version__)) if image else "")) from err
         subscribed = conn.client.call("subscribe", None, 30.0)
         jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
         for hook in list(self.connect_hooks):
@@ -311,105 +299,27 @@ class HostSession:
     def _client(self, reader: Any, write: Callable[[bytes], None]) -> AgentClient:
         return AgentClient(reader, write, on_notify=self._notify, name=self.cfg.name)
 
-    def _start_local(self) -> _Conn:
-        """A simulated host as a subprocess of ours (the demo, tests): no SSH, same protocol."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "remote_agent"]
-            + agent_args(self.cfg, os.path.expanduser(self.cfg.state_dir)),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-        def write(data: bytes) -> None:
-            proc.stdin.write(data)
-            proc.stdin.flush()
-
-        def close() -> None:
-            if proc.stdin and not proc.stdin.closed:
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-        return _Conn(self._client(proc.stdout, write), close, proc.stderr)
-
-    def _start_ssh(self) -> _Conn:
-        route = resolve(self.cfg, self.ssh.config_file)
-        link = SshLink(route, KnownHosts(self.ssh.known_hosts), self.ssh.connect_timeout)
-        link.connect()
-        self._link = link
+    def _start(self) -> _Conn:
+        """Open the host's transport, check its Python, put the agent there and start it."""
+        transport = transport_for(self.cfg, self.ssh)
+        self._transport = transport
         try:
-            self._check_python(link)
-            remote, uploaded = deploy(link, self.cfg, self.archive())
+            transport.open()
+            command, uploaded = transport.agent_command(self.archive)
             self.status.uploaded = uploaded
-            words = ([] if self.cfg.become is None else ["sudo", "-n"]) + [
-                self.cfg.python, remote] + agent_args(self.cfg, _remote_path(self.cfg.state_dir))
-            channel = link.exec(words)
+            stream = transport.start(command + agent_args(self.cfg, transport.state_dir))
         except BaseException:
-            self._link = None
-            link.close()
+            self._transport = None
+            transport.close()
             raise
-        return _Conn(self._client(channel.makefile("rb"), channel.sendall), channel.close,
-                     channel.makefile_stderr("rb"))
+        return _Conn(self._client(stream.reader, stream.write), stream.close, stream.stderr)
 
-    def _check_python(self, link: SshLink) -> None:
-        problem = python_problem(self.cfg, link)
-        if problem:
-            raise AgentProcessError(problem)
 
 def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> None:
     if method == "snapshot":
         status.snapshot = params
     else:
         status.jobs[params["id"]] = params
-
-
-def python_problem(cfg: HostConfig, link: SshLink) -> Optional[str]:
-    """Why the host's python cannot run the agent, or None if it can."""
-    code, out, err = link.run([cfg.python, "-c",
-                               "import sys; print('%d.%d' % sys.version_info[:2])"])
-    if code == 127:
-        return "%s has no %s (set python = ... for this host)" % (cfg.name, cfg.python)
-    if code != 0:
-        return "%s -c failed on %s: %s" % (cfg.python, cfg.name, (err or out).strip())
-    if not re.fullmatch(r"\d+\.\d+", out.strip()):
-        return "%s on %s printed %r when asked for its version" % (
-            cfg.python, cfg.name, out.strip()[:80])
-    version = tuple(int(x) for x in out.strip().split("."))
-    if version < MIN_PYTHON:
-        return "%s on %s is Python %s; the agent needs %d.%d or newer (set python = ... for " \
-               "this host)" % (cfg.python, cfg.name, out.strip(), *MIN_PYTHON)
-    return None
-
-
-def deploy(link: SshLink, cfg: HostConfig, archive: AgentArchive) -> Tuple[str, bool]:
-    """Upload the agent zipapp unless the host has this exact one already (named by its hash).
-    Returns the remote path and whether it was uploaded."""
-    cache = _remote_path(cfg.agent_cache)
-    remote = posixpath.join(cache, archive.name)
-    sftp = link.sftp()
-    try:
-        try:
-            sftp.stat(remote)
-            return remote, False
-        except FileNotFoundError:
-            pass
-        path = ""
-        for part in cache.split("/"):
-            path = posixpath.join(path, part) if path else (part or "/")
-            try:
-                sftp.stat(path)
-            except FileNotFoundError:
-                sftp.mkdir(path, 0o700)
-        partial = "%s.part-%s" % (remote, uuid.uuid4().hex[:8])
-        sftp.putfo(io.BytesIO(archive.data), partial)
-        sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
-        return remote, True
-    except (OSError, paramiko.SSHException, EOFError) as err:
-        raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
-                                "writable directory)" % (cache, cfg.name, err or type(
-                                    err).__name__)) from err
-    finally:
-        sftp.close()
 
 
 def hello_problem(hello: Dict[str, Any],

@@ -22,12 +22,13 @@ import paramiko
 from fractui.fleet import sshlog
 from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
+from fractui.fleet.transport.base import TransportError
 
 KEEPALIVE_S = 5
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
-class LinkError(Exception):
+class LinkError(TransportError):
     """The host cannot be reached or will not let us in; the message says which hop and why."""
 
 

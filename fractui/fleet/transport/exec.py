@@ -1,0 +1,153 @@
+"""``transport = "exec"``: the agent reached through any program that ends in a byte stream to
+it, e.g. ``podman exec -i agent`` or ``kubectl exec -i -n gpu POD --``: the agent's words follow
+that argv, run as a subprocess of ours (never a shell). The Python check and the deploy go the
+same way; where the agent comes with the image (``agent = "image"``) nothing is uploaded.
+
+A pod that moves (a DaemonSet's pod is renamed when it is replaced) is named by a lookup:
+``exec_target`` is run at each connect and its one line of output replaces ``{target}`` in the
+words of ``exec``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import shutil
+import signal
+import subprocess
+from typing import List, Optional, Sequence, Tuple
+
+from fractui.config import EXEC_TARGET, HostConfig, SshSettings
+from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
+                                          RemoteTransport, Stream, TransportError,
+                                          run_process)
+from fractui.fleet.transport.local import process_stream
+from fractui.fleet.zipapp import AgentArchive
+
+# Whether the agent named by its hash is there already.
+_HAVE = "import os, sys; print('yes' if os.path.isfile(sys.argv[1]) else 'no')"
+# The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
+# of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
+# renamed into place atomically: an agent starting from that path never sees half a file.
+_PUT = """\
+import hashlib, os, sys, tempfile
+path, digest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data = sys.stdin.buffer.read(size)
+if hashlib.sha256(data).hexdigest() != digest:
+    print('%d bytes of %d came, not the ones sent' % (len(data), size), file=sys.stderr)
+    sys.exit(3)
+folder = os.path.dirname(path)
+os.makedirs(folder, 0o700, exist_ok=True)
+fd, part = tempfile.mkstemp(dir=folder, prefix='.agent-', suffix='.part')
+try:
+    with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(part, 0o644)
+    os.replace(part, path)
+except BaseException:
+    os.unlink(part)
+    raise
+"""
+
+
+class ExecTransport(RemoteTransport):
+
+    def __init__(self, cfg: HostConfig, ssh: SshSettings):
+        super().__init__(cfg)
+        self.timeout_s = ssh.connect_timeout  # for the target lookup
+        self.prefix: List[str] = list(cfg.exec or ())
+        self.target: Optional[str] = None
+        self.stream: Optional[Stream] = None
+
+    def open(self) -> None:
+        if self.cfg.exec_target:
+            self.target = find_target(self.cfg, self.timeout_s)
+            self.prefix = [w.replace(EXEC_TARGET, self.target) for w in self.cfg.exec or ()]
+        if shutil.which(self.prefix[0]) is None:
+            raise TransportError("the exec program %s is not found on this machine (exec = %s)"
+                                 % (self.prefix[0], shlex.join(self.prefix)))
+
+    @property
+    def state_dir(self) -> str:
+        return self.cfg.state_dir
+
+    def run(self, words: Sequence[str], stdin: bytes = b"",
+            timeout_s: float = RUN_TIMEOUT_S) -> Ran:
+        return run_process(self.prefix + list(words), stdin, timeout_s)
+
+    def start(self, words: Sequence[str]) -> Stream:
+        try:
+            self.stream = process_stream(self.prefix + list(words))
+        except OSError as err:
+            raise TransportError("cannot start %s: %s" % (self.prefix[0], err.strerror or err)
+                                 ) from None
+        return self.stream
+
+    def deploy(self, archive: AgentArchive) -> Tuple[str, bool]:
+        cfg = self.cfg
+        path = posixpath.join(cfg.agent_cache, archive.name)
+        code, out, err = self.run([cfg.python, "-c", _HAVE, path])
+        if code == 0 and out.strip() == "yes":
+            return path, False
+        if code == 0 and out.strip() == "no":
+            code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256,
+                                       str(len(archive.data))], stdin=archive.data)
+            if code == 0:
+                return path, True
+            if code == 3:
+                raise AgentProcessError(
+                    "the agent put through exec on %s arrived damaged: %s (the exec program "
+                    "changed or cut its stdin)" % (cfg.name, _last_line(err)))
+        raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
+                                "writable directory)" % (cfg.agent_cache, cfg.name, _last_line(
+                                    err or out) or "exit status %d" % code))
+
+    def said(self) -> Optional[str]:
+        """How the exec program ended, once it has (it has, or soon will, when its stream
+        ended)."""
+        proc = self.stream.process if self.stream is not None else None
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+        where = " (target %s)" % self.target if self.target else ""
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "signal %d" % -code
+            return "exec: %s%s was killed by %s" % (self.prefix[0], where, name)
+        return "exec: %s%s exited with status %d" % (self.prefix[0], where, code)
+
+
+def find_target(cfg: HostConfig, timeout_s: float) -> str:
+    """The one line ``exec_target`` prints: the pod or container to exec into now."""
+    argv = list(cfg.exec_target or ())
+    shown = shlex.join(argv)
+    try:
+        code, out, err = run_process(argv, b"", timeout_s)
+    except TransportError as error:
+        raise TransportError("exec_target (%s): %s" % (shown, error)) from None
+    if code != 0:
+        raise TransportError("exec_target (%s) failed with status %d: %s" % (
+            shown, code, _last_line(err or out) or "no output"))
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if not lines:
+        raise TransportError("exec_target (%s) found no target: it printed nothing" % shown)
+    if len(lines) > 1:
+        raise TransportError("exec_target (%s) found %d targets (%s): it must print one line"
+                             % (shown, len(lines), ", ".join(lines[:5]) + (
+                                 ", ..." if len(lines) > 5 else "")))
+    if lines[0].startswith("-") or not lines[0].isprintable():
+        raise TransportError("exec_target (%s) printed %r, which cannot name a target" % (
+            shown, lines[0][:80]))
+    return lines[0]
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""

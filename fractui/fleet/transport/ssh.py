@@ -1,0 +1,92 @@
+"""``transport = "ssh"`` (the default): the host reached over an SSH link (fractui.fleet.link),
+hop by hop with host keys checked, the agent uploaded over SFTP."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import uuid
+from typing import Optional, Sequence, Tuple
+
+import paramiko
+
+from fractui.config import HostConfig, SshSettings
+from fractui.fleet.hostkeys import KnownHosts
+from fractui.fleet.link import SshLink
+from fractui.fleet.sshconfig import resolve
+from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
+                                          RemoteTransport, Stream)
+from fractui.fleet.zipapp import AgentArchive
+
+
+def remote_path(path: str) -> str:
+    """Remote paths are relative to the remote home (where an SSH command starts)."""
+    return path[2:] if path.startswith("~/") else path
+
+
+class SshTransport(RemoteTransport):
+
+    def __init__(self, cfg: HostConfig, ssh: SshSettings):
+        super().__init__(cfg)
+        self.ssh = ssh
+        self.link: Optional[SshLink] = None
+
+    def open(self) -> None:
+        route = resolve(self.cfg, self.ssh.config_file)
+        self.link = SshLink(route, KnownHosts(self.ssh.known_hosts), self.ssh.connect_timeout)
+        self.link.connect()
+
+    def _link(self) -> SshLink:
+        assert self.link is not None, "open() first"
+        return self.link
+
+    @property
+    def state_dir(self) -> str:
+        return remote_path(self.cfg.state_dir)
+
+    def run(self, words: Sequence[str], stdin: bytes = b"",
+            timeout_s: float = RUN_TIMEOUT_S) -> Ran:
+        assert not stdin, "SSH puts files over SFTP"
+        return self._link().run(words, timeout_s)
+
+    def start(self, words: Sequence[str]) -> Stream:
+        channel = self._link().exec(words)
+        return Stream(channel.makefile("rb"), channel.sendall, channel.makefile_stderr("rb"),
+                      channel.close)
+
+    def deploy(self, archive: AgentArchive) -> Tuple[str, bool]:
+        cfg = self.cfg
+        cache = remote_path(cfg.agent_cache)
+        remote = posixpath.join(cache, archive.name)
+        sftp = self._link().sftp()
+        try:
+            try:
+                sftp.stat(remote)
+                return remote, False
+            except FileNotFoundError:
+                pass
+            path = ""
+            for part in cache.split("/"):
+                path = posixpath.join(path, part) if path else (part or "/")
+                try:
+                    sftp.stat(path)
+                except FileNotFoundError:
+                    sftp.mkdir(path, 0o700)
+            partial = "%s.part-%s" % (remote, uuid.uuid4().hex[:8])
+            sftp.putfo(io.BytesIO(archive.data), partial)
+            sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
+            return remote, True
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
+                                    "a writable directory)" % (cache, cfg.name, err or type(
+                                        err).__name__)) from err
+        finally:
+            sftp.close()
+
+    def said(self) -> Optional[str]:
+        said = self.link.said() if self.link is not None else None
+        return "ssh: %s" % said if said else None
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()

@@ -1,0 +1,479 @@
+"""The exec transport with a real podman: a simulated host inside a container of the tests' own
+image, reached by ``podman exec -i NAME`` (its agent from the image, or uploaded through exec),
+seen by ``fractui status`` and the TUI, changing MIG and running capped jobs inside the
+container, and surviving its exec stream being killed (the podman process here, or the agent's
+bridge in there) as it survives an SSH drop; a target found by a lookup that follows a
+replaced container; exec argv that cannot work, told in words. Without podman (``env`` as the
+exec program, running the agent's words here): the upload through the argv, once; an image whose
+agent speaks another protocol; what a lookup prints that names no one target."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+import remote_agent
+from fractui import __version__ as fractui_version
+from fractui.config import load_config
+from fractui.fleet.fleet import Fleet
+from fractui.fleet.host import HostSession, HostStatus
+from fractui.fleet.zipapp import build_agent_archive, write_archive
+from fractui.store import open_store, sqlite_url
+from fractui.tui.app import FractuiApp
+from fractui.tui.source import LiveSource
+from remote_agent import PROTOCOL_VERSION
+from tests.cli_run import leaks, subprocess_run
+from tests.conftest import stop_host
+from tests import podman as containers
+from tests.podman import IMAGE_AGENT, IMAGE_CODE, PYTHON, Podman
+from tests.tui_frozen import pilot_test
+from tests.tui_live import fleet as fleet_screen, gpu_line, until
+
+podman = containers.podman
+
+SIM = "1xA100-80GB:mig,1xL4"
+SIMLOAD = [PYTHON, "-m", "remote_agent.simload"]
+
+
+@pytest.fixture(scope="module")
+def box(podman: Podman):
+    """One container for the module's hosts (each test its own state dir in it)."""
+    name = podman.start_container()
+    try:
+        yield name
+    finally:
+        podman.remove(name)
+
+
+def write_config(tmp_path, *hosts: dict) -> str:
+    lines: List[str] = []
+    for host in hosts:
+        lines.append("[[hosts]]")
+        lines += ["%s = %s" % (key, json.dumps(value)) for key, value in host.items()]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def fractui(config: str, *args: str):
+    done = subprocess_run(["--config", config, *args])
+    assert not leaks(done.stderr), done.stderr
+    return done
+
+
+def status(config: str) -> Dict[str, dict]:
+    done = fractui(config, "status", "--json")
+    assert done.stdout, done.stderr
+    return {h["name"]: h for h in json.loads(done.stdout)["hosts"]}
+
+
+def exec_host(box: str, name: str, **extra) -> dict:
+    return dict(name=name, transport="exec", exec=["podman", "exec", "-i", box], sim=SIM,
+                state_dir="/var/lib/fractui-%s" % name, **extra)
+
+
+def in_box(podman: Podman, box: str, *words: str) -> List[Tuple[int, List[str]]]:
+    """The processes inside the container whose command line has all these words."""
+    listed = podman.run(["exec", box, PYTHON, "-c", (
+        "import json, os\nout = []\nfor p in os.listdir('/proc'):\n"
+        "    try:\n        cmd = open('/proc/%s/cmdline' % p, 'rb').read()\n"
+        "    except OSError:\n        continue\n"
+        "    if p.isdigit() and cmd:\n"
+        "        out.append([int(p), cmd.decode().split(chr(0))[:-1]])\n"
+        "print(json.dumps(out))")]).stdout
+    return [(pid, cmd) for pid, cmd in json.loads(listed) if all(w in cmd for w in words)]
+
+
+def here(*words: str) -> List[int]:
+    """The processes on this machine whose command line has all these words."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmd = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if entry.isdigit() and all(w in cmd for w in words):
+            found.append(int(entry))
+    return found
+
+
+class States:
+    """Every (state, error) a host session passes through, in order, as it tells them."""
+
+    def __init__(self, session: HostSession):
+        self.seen: List[Tuple[str, Optional[str]]] = []
+        self.changed = threading.Condition()
+        session.watchers.append(self._note)
+
+    def _note(self, status: HostStatus) -> None:
+        with self.changed:
+            self.seen.append((status.state, status.error))
+            self.changed.notify_all()
+
+    def wait(self, check: Callable[[List[Tuple[str, Optional[str]]]], bool], what: str,
+             timeout_s: float = 60.0) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: check(self.seen), timeout_s), (
+                "never %s: %s" % (what, self.seen))
+
+    def drop_then_back(self, words: str) -> str:
+        """Wait for the host to go offline with ``words`` in its error and then come back
+        online; the error it went offline with."""
+        def offline_then_online(seen: List[Tuple[str, Optional[str]]]) -> bool:
+            down = [i for i, (state, error) in enumerate(seen)
+                    if state == "offline" and words in (error or "")]
+            return bool(down) and any(s == "online" for s, _ in seen[down[0]:])
+
+        self.wait(offline_then_online, "offline with %r, then online" % words)
+        return next(error for state, error in self.seen
+                    if state == "offline" and words in (error or ""))
+
+
+def until_true(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.time() + timeout_s
+    while not check():
+        assert time.time() < deadline, "never happened: %s" % what
+        time.sleep(0.2)
+
+
+def job_record(config: str, ref: str) -> dict:
+    listed = json.loads(fractui(config, "jobs", "--json").stdout)["jobs"]
+    return next(j for j in listed if j["ref"] == ref)
+
+
+@pytest.mark.parametrize("agent", ["image", "upload"])
+def test_a_host_in_a_container_runs_mig_and_capped_jobs_and_survives_its_stream_killed(
+        podman, box, tmp_path, agent):
+    name = "ctr-%s" % agent
+    extra = dict(agent="image") if agent == "image" else {}
+    config = write_config(tmp_path, exec_host(box, name, watchdog_grace_s=0.5, **extra))
+    state_dir = "/var/lib/fractui-%s" % name
+
+    host = status(config)[name]
+    assert host["state"] == "online", host["error"]
+    assert [g["name"] for g in host["gpus"]] == ["NVIDIA A100-SXM4-80GB", "NVIDIA L4"]
+    assert host["agent"]["backend"] == "sim"
+    # the agent runs inside the container: from the image's zipapp, or the one put there
+    [(_, daemon)] = in_box(podman, box, "daemon", state_dir)
+    if agent == "image":
+        assert daemon[1] == IMAGE_AGENT
+    else:
+        assert daemon[1].startswith("/var/cache/fractui/agent-") and daemon[1].endswith(".pyz")
+
+    done = fractui(config, "mig", name, "0", "3g.40gb", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "create 3g.40gb at slot" in done.stdout
+    [instance] = status(config)[name]["gpus"][0]["instances"]
+    assert instance["profile"] == "3g.40gb"
+
+    # a capped job, and one that outgrows its cap: the agent's watchdog in the container stops it
+    launched = fractui(config, "launch", name, "1", "--memory-mib", "2048", "--env",
+                       "PYTHONPATH=%s" % IMAGE_CODE, "--json", "--", *SIMLOAD, "--mem-mib",
+                       "1000", "--seconds", "600", "--util-swing", "0")
+    assert launched.returncode == 0, launched.stderr
+    job = json.loads(launched.stdout)
+    assert job["state"] == "running"
+    until_true(lambda: in_box(podman, box, "remote_agent.simload", "600"), "the job runs "
+               "inside the container")
+    [(job_pid, _)] = in_box(podman, box, "remote_agent.simload", "600")
+    greedy = fractui(config, "launch", name, "1", "--memory-mib", "1024", "--env",
+                     "PYTHONPATH=%s" % IMAGE_CODE, "--json", "--", *SIMLOAD, "--mem-mib", "500",
+                     "--grow-to", "4000", "--seconds", "30", "--util-swing", "0")
+    assert greedy.returncode == 0, greedy.stderr
+    greedy_ref = json.loads(greedy.stdout)["ref"]
+    until_true(lambda: job_record(config, greedy_ref)["state"] != "running",
+               "the greedy job stopped", 60)
+    stopped = job_record(config, greedy_ref)
+    assert "exceeded its 1024 MiB cap" in (stopped.get("reason") or ""), stopped
+
+    with Fleet(load_config(config), reconnect_max_s=0.5) as fleet:
+        fleet.wait_settled(60)
+        session = fleet.session(name)
+        assert session.status.state == "online", session.status.error
+        assert session.status.uploaded is False  # in the image, or put there by status above
+        states = States(session)
+
+        # the exec stream killed here: podman exec, SIGKILL
+        [pid] = here("podman", "exec", box, state_dir, "--stdio")
+        os.kill(pid, signal.SIGKILL)
+        said = states.drop_then_back("exec: podman was killed by SIGKILL")
+        assert said.startswith("connection lost:")
+        assert session.status.jobs[job["id"]]["state"] == "running"
+        assert in_box(podman, box, "remote_agent.simload", "600")[0][0] == job_pid
+
+        # the stream killed in there: the agent's bridge, SIGKILL
+        del states.seen[:]
+        [(bridge, _)] = in_box(podman, box, "serve", "--stdio", state_dir)
+        podman.run(["exec", box, PYTHON, "-c", "import os; os.kill(%d, 9)" % bridge])
+        states.drop_then_back("exec: podman exited with status 137")
+        assert session.status.jobs[job["id"]]["state"] == "running"
+        assert in_box(podman, box, "remote_agent.simload", "600")[0][0] == job_pid
+        assert session.call("inventory")["gpus"][1]["name"] == "NVIDIA L4"
+
+    assert job_record(config, job["ref"])["state"] == "running"
+    assert fractui(config, "stop", job["ref"], "--grace", "1").returncode == 0
+
+
+@pilot_test
+async def test_the_tui_shows_a_host_in_a_container_go_offline_and_come_back(podman, box, tmp_path):
+    config = load_config(write_config(tmp_path, exec_host(box, "ctr-tui", agent="image")))
+    store = open_store(sqlite_url(str(tmp_path / "store.db")))
+    source = LiveSource(config, store)
+    source.start()
+    app = FractuiApp(source, config)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: [s.state for s in fleet_screen(
+                app).statuses.values()] == ["online"], "the exec host online on screen", 60)
+            _, a100 = gpu_line(app, "ctr-tui", 0)
+            _, l4 = gpu_line(app, "ctr-tui", 1)
+            assert (a100.mig, l4.mig, l4.memory_mib, l4.stale) == (True, False, 23034, False)
+            assert "L4" in l4.model and "A100" in a100.model
+            [pid] = here("podman", "exec", box, "/var/lib/fractui-ctr-tui", "--stdio")
+            os.kill(pid, signal.SIGKILL)  # the screen says so, and the host comes back
+
+            def shown() -> HostStatus:
+                return fleet_screen(app).statuses["ctr-tui"]
+
+            await until(pilot, lambda: shown().state == "offline" and "exec: podman was killed "
+                        "by SIGKILL" in (shown().error or ""), "offline on screen with the "
+                        "reason", 30)
+            await until(pilot, lambda: shown().state == "online", "online again on screen", 60)
+    finally:
+        source.stop()
+        store.close()
+
+
+def test_a_target_found_by_lookup_follows_a_replaced_container(podman, tmp_path):
+    label = "node=n1-%s" % os.urandom(4).hex()
+    lookup = ["podman", "ps", "--filter", "label=%s" % label, "--format", "{{.Names}}"]
+    config = write_config(tmp_path, dict(
+        name="moving", transport="exec", exec=["podman", "exec", "-i", "{target}"],
+        exec_target=lookup, agent="image", sim="1xL4"))
+    started: List[str] = []
+
+    def start() -> str:
+        started.append(podman.start_container("--label", label))
+        return started[-1]
+
+    try:
+        nobody = status(config)["moving"]
+        assert nobody["state"] == "offline"
+        assert "found no target: it printed nothing" in nobody["error"]
+        doctor = fractui(config, "doctor", "--json")
+        assert doctor.returncode == 1
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["hosts"][0]["checks"]}
+        assert checks["target"]["status"] == "fail" and checks["python"]["status"] == "skip"
+
+        first = start()
+        with Fleet(load_config(config), reconnect_max_s=0.5) as fleet:
+            fleet.wait_settled(60)
+            session = fleet.session("moving")
+            assert session.status.state == "online", session.status.error
+            assert in_box(podman, first, "serve", "--stdio")
+            states = States(session)
+            podman.remove(first)  # the pod is replaced: a new name, the same label
+            second = start()
+            states.wait(lambda seen: any(s == "offline" for s, _ in seen), "offline")
+            states.wait(lambda seen: seen[-1][0] == "online", "online again")
+            assert in_box(podman, second, "serve", "--stdio")
+            third = start()  # two match: which is meant cannot be told
+            del states.seen[:]
+            [(bridge, _)] = in_box(podman, second, "serve", "--stdio")
+            podman.run(["exec", second, PYTHON, "-c", "import os; os.kill(%d, 9)" % bridge])
+            states.wait(lambda seen: any("found 2 targets" in (e or "") for _, e in seen),
+                        "offline with two targets")
+            error = next(e for _, e in states.seen if "found 2 targets" in (e or ""))
+            assert "found 2 targets (" in error and second in error and third in error
+            podman.remove(third)
+            states.wait(lambda seen: seen[-1][0] == "online", "online with one target")
+
+        doctor = fractui(config, "doctor", "--json")
+        assert doctor.returncode == 0, doctor.stdout
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["hosts"][0]["checks"]}
+        assert checks["target"] == dict(name="target", status="ok", detail="%s (from "
+                                        "exec_target)" % second, fix=None)
+        assert [checks[n]["status"] for n in ("exec", "python", "agent", "state dir")] == [
+            "ok"] * 4
+    finally:
+        for name in started:
+            podman.remove(name)
+
+
+FAKE_PYTHON = """\
+import os, sys
+if sys.argv[2:3] == ["-c"]:  # the checks (python3 -c CODE): answered as python would
+    os.execv(sys.executable, [sys.executable] + sys.argv[2:])
+print("Welcome to a shell that is not the agent")
+sys.exit(3)
+"""
+
+
+def test_exec_argv_that_cannot_reach_an_agent_is_offline_with_its_words(tmp_path):
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE_PYTHON)
+    config = write_config(
+        tmp_path,
+        dict(name="missing", transport="exec", exec=["no-such-exec-program-h17"], sim="1xL4"),
+        dict(name="fails", transport="exec", exec=[sys.executable, "-c", "import sys; "
+                                                   "sys.exit('no such pod')"], sim="1xL4"),
+        dict(name="garbage", transport="exec", exec=["echo", "hello"], sim="1xL4"),
+        dict(name="chatty", transport="exec", exec=[sys.executable, str(fake)], sim="1xL4",
+             agent="image", agent_path="/nowhere/agent.pyz"))
+    hosts = status(config)
+    assert {n: h["state"] for n, h in hosts.items()} == dict.fromkeys(
+        ("missing", "fails", "garbage", "chatty"), "offline")
+    assert hosts["missing"]["error"] == (
+        "the exec program no-such-exec-program-h17 is not found on this machine (exec = "
+        "no-such-exec-program-h17)")
+    assert hosts["fails"]["error"] == "python3 -c failed on fails: no such pod"
+    assert hosts["garbage"]["error"].startswith(
+        "python3 on garbage printed \"hello python3 -c import sys;")
+    assert hosts["chatty"]["error"] == (
+        "the agent on chatty did not answer: the agent closed the connection (exec: %s "
+        "exited with status 3)" % sys.executable)
+    assert "Welcome to a shell" not in hosts["chatty"]["error"]  # not JSON: never taken as one
+    doctor = fractui(config, "doctor", "--json")
+    assert doctor.returncode == 1
+    reports = {r["name"]: {c["name"]: c for c in r["checks"]}
+               for r in json.loads(doctor.stdout)["hosts"]}
+    assert reports["missing"]["exec"]["status"] == "fail"
+    assert reports["fails"]["python"]["detail"] == "python3 -c failed on fails: no such pod"
+    trust = fractui(config, "trust", "garbage")
+    assert (trust.returncode, trust.stderr.strip()) == (
+        2, "fractui: garbage is an exec host: it has no host key")
+
+
+# Exec hosts without podman: ``env`` as the exec program runs the agent's words on this machine.
+
+def here_by_env(tmp_path, name: str, **extra) -> dict:
+    return dict(dict(name=name, transport="exec", exec=["env"], python=sys.executable,
+                     sim="1xL4", state_dir=str(tmp_path / "state" / name),
+                     agent_cache=str(tmp_path / "cache" / name)), **extra)
+
+
+def test_the_agent_is_put_in_place_through_the_exec_argv_once(tmp_path):
+    host = here_by_env(tmp_path, "via-env")
+    config = load_config(write_config(tmp_path, host))
+    archive = build_agent_archive()
+    try:
+        for uploaded in (True, False):
+            with Fleet(config) as fleet:
+                fleet.wait_settled(60)
+                status_now = fleet.session("via-env").status
+                assert status_now.state == "online", status_now.error
+                assert status_now.uploaded is uploaded
+        cache = tmp_path / "cache" / "via-env"
+        assert os.listdir(cache) == [archive.name]  # no part left behind
+        assert (cache / archive.name).read_bytes() == archive.data
+        assert oct((cache / archive.name).stat().st_mode & 0o777) == "0o644"
+    finally:
+        stop_host(host["state_dir"])
+
+
+CUT_STDIN = """\
+import subprocess, sys
+data = sys.stdin.buffer.read()
+sys.exit(subprocess.run(sys.argv[1:], input=data[:len(data) // 2]).returncode)
+"""
+
+
+def test_an_upload_that_cannot_be_written_or_arrives_cut_is_told(tmp_path):
+    cut = tmp_path / "cut.py"
+    cut.write_text(CUT_STDIN)
+    size = len(build_agent_archive().data)
+    said = status(write_config(
+        tmp_path, here_by_env(tmp_path, "cut", exec=[sys.executable, str(cut)]),
+        here_by_env(tmp_path, "unwritable", agent_cache="/proc/fractui-cache")))
+    assert said["cut"]["error"] == (
+        "the agent put through exec on cut arrived damaged: %d bytes of %d came, not the ones "
+        "sent (the exec program changed or cut its stdin)" % (size // 2, size))
+    assert said["unwritable"]["error"].startswith(
+        "cannot put the agent in /proc/fractui-cache on unwritable: ")
+    assert said["unwritable"]["error"].endswith("(set agent_cache to a writable directory)")
+    assert not os.path.exists(tmp_path / "state")  # no agent started
+
+
+def test_an_image_whose_agent_speaks_another_protocol_is_refused_with_what_to_do(tmp_path):
+    old = tmp_path / "old" / "remote_agent"
+    shutil.copytree(os.path.dirname(remote_agent.__file__), old,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = old / "__init__.py"
+    init.write_text(init.read_text().replace("PROTOCOL_VERSION = %d" % PROTOCOL_VERSION,
+                                             "PROTOCOL_VERSION = %d" % (PROTOCOL_VERSION + 1)))
+    image = tmp_path / "image"
+    image.mkdir()
+    agent = write_archive(build_agent_archive(str(old)), str(image))
+    host = here_by_env(tmp_path, "old-image", agent="image", agent_path=agent)
+    config = write_config(tmp_path, host)
+    try:
+        said = status(config)["old-image"]
+        assert said["state"] == "offline"
+        assert said["error"] == (
+            "the agent on old-image refused hello: this agent speaks protocol %d, not %d (its "
+            "agent is the image's, %s: use an image with fractui %s's agent, or leave out agent "
+            "= \"image\" to have fractui upload its own)" % (
+                PROTOCOL_VERSION + 1, PROTOCOL_VERSION, agent, fractui_version))
+        assert not (tmp_path / "cache" / "old-image").exists()  # nothing was uploaded
+    finally:
+        stop_host(host["state_dir"])
+
+
+def test_what_exec_target_prints_must_name_one_target(tmp_path):
+    def looked_up(name: str, lookup: List[str]) -> dict:
+        return here_by_env(tmp_path, name, exec=["env", "{target}"], exec_target=lookup)
+
+    hosts = [
+        looked_up("one", ["echo", "FRACTUI_TARGET=one"]),  # env takes it as a variable
+        looked_up("none", ["true"]),
+        looked_up("two", [sys.executable, "-c", 'print("pod/a"); print("pod/b")']),
+        looked_up("option", ["echo", "--privileged"]),
+        looked_up("refused", [sys.executable, "-c", 'import sys; sys.exit("Error from '
+                              'server (Forbidden): pods is forbidden")']),
+        looked_up("missing", ["no-such-lookup-h17"]),
+    ]
+    try:
+        said = status(write_config(tmp_path, *hosts))
+        assert said["one"]["state"] == "online", said["one"]["error"]
+        errors = {n: h["error"] for n, h in said.items() if n != "one"}
+        python = "%s -c" % sys.executable
+        assert errors == {
+            "none": "exec_target (true) found no target: it printed nothing",
+            "two": "exec_target (%s 'print(\"pod/a\"); print(\"pod/b\")') found 2 targets "
+                   "(pod/a, pod/b): it must print one line" % python,
+            "option": "exec_target (echo --privileged) printed '--privileged', which cannot "
+                      "name a target",
+            "refused": "exec_target (%s 'import sys; sys.exit(\"Error from server (Forbidden): "
+                       "pods is forbidden\")') failed with status 1: Error from server "
+                       "(Forbidden): pods is forbidden" % python,
+            "missing": "exec_target (no-such-lookup-h17): cannot start no-such-lookup-h17: "
+                       "program not found"}
+    finally:
+        stop_host(hosts[0]["state_dir"])
+
+
+def test_doctor_over_exec_checks_each_layer_and_reads_the_state_dirs_filesystem(tmp_path):
+    shm = "/dev/shm/fractui-test-%s" % os.urandom(4).hex()
+    host = here_by_env(tmp_path, "shm", state_dir=shm + "/state")
+    try:
+        doctor = fractui(write_config(tmp_path, host), "doctor", "--json")
+        assert doctor.returncode == 0, doctor.stdout
+        [report] = json.loads(doctor.stdout)["hosts"]
+        checks = {c["name"]: (c["status"], c["detail"]) for c in report["checks"]}
+        assert [c["name"] for c in report["checks"]][:4] == ["config", "exec", "python", "agent"]
+        assert checks["exec"] == ("ok", "env found: env")
+        assert checks["python"] == ("ok", "%s runs the agent" % sys.executable)
+        assert checks["lingering"][0] == "ok" and "no login session" in checks["lingering"][1]
+        assert checks["state dir"] == ("ok", "%s/state on tmpfs" % shm)  # /dev/shm's mount
+    finally:
+        stop_host(host["state_dir"])
+        shutil.rmtree(shm, ignore_errors=True)
