@@ -50,10 +50,12 @@ def why_no_podman() -> Optional[str]:
 
 
 def _python_files() -> List[str]:
-    """The python binary and every shared library it or its extension modules load."""
+    """The python binary and every shared library it or its extension modules load, and
+    libgcc_s, which glibc loads by name (not linked: ldd does not list it) when a thread ends."""
     real = os.path.realpath(PYTHON)
     version = os.path.basename(real)  # python3.11
-    files = {real}
+    found = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    files = {real} | set(re.findall(r"libgcc_s\.so\.1 \(libc6,x86-64\) => (\S+)", found))
     for binary in [real] + glob.glob("/usr/lib/%s/lib-dynload/*.so" % version):
         out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
         files.update(re.findall(r"(/\S+\.so[^\s]*)", out))
