@@ -55,7 +55,7 @@ def _python_files() -> List[str]:
     real = os.path.realpath(PYTHON)
     version = os.path.basename(real)  # python3.11
     found = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
-    files = {real} | set(re.findall(r"libgcc_s\.so\.1 \(libc6,x86-64\) => (\S+)", found))
+    files = {real} | set(re.findall(r"libgcc_s\.so\.1 \(libc6[^)]*\) => (\S+)", found))
     for binary in [real] + glob.glob("/usr/lib/%s/lib-dynload/*.so" % version):
         out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
         files.update(re.findall(r"(/\S+\.so[^\s]*)", out))
