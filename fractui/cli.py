@@ -88,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="idempotency key (default: derived from the command, so "
                    "running the same command again answers the same job)")
     p.add_argument("--env", action="append", default=[], metavar="K=V")
-    p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--cwd", help="working directory on the host (in the container, with "
+                   "--image)")
+    p.add_argument("--image", metavar="IMAGE",
+                   help="run it in a container of this image, through the host's podman, "
+                        "docker or apptainer")
     p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("submit", help="queue a job: fractui submit --queue Q -- ARGV")

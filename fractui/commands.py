@@ -258,6 +258,8 @@ def launch_key(args: argparse.Namespace, env: Dict[str, str]) -> str:
     starting a second one."""
     what = [os_user(), args.host, args.gpu, args.instance, args.profile, args.start,
             args.memory_mib, args.name, args.cwd, env, args.argv]
+    if args.image:  # only then: a command without one keeps the key it had
+        what.append({"image": args.image})
     return "cli-" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -267,7 +269,7 @@ def _launch_command(args: argparse.Namespace, key: str) -> str:
         "launch", args.host, args.gpu]
     for flag, value in (("--instance", args.instance), ("--profile", args.profile),
                         ("--start", args.start), ("--memory-mib", args.memory_mib),
-                        ("--name", args.name), ("--cwd", args.cwd)):
+                        ("--name", args.name), ("--cwd", args.cwd), ("--image", args.image)):
         if value is not None:
             words += [flag, str(value)]
     for pair in args.env:
@@ -300,6 +302,8 @@ def launch(config: Config, args: argparse.Namespace) -> int:
         params["name"] = args.name
     if args.cwd:
         params["cwd"] = args.cwd
+    if args.image:
+        params["image"] = args.image
     if args.instance:
         params["instance"] = args.instance
     elif args.memory_mib is not None:
@@ -346,9 +350,10 @@ def launch(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(dict(job, ref=ref, earlier=is_earlier))
     else:
-        print("%s %s (pid %s) on gpu %s%s" % (
+        print("%s %s (pid %s) on gpu %s%s%s" % (
             ref, job["state"], job["pid"], ",".join(map(str, job["gpus"])),
-            " instance " + job["instance"] if job.get("instance") else ""))
+            " instance " + job["instance"] if job.get("instance") else "",
+            " in %s image %s" % (job.get("runtime"), job["image"]) if job.get("image") else ""))
     return 0
 
 

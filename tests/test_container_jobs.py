@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 
 import pytest
@@ -18,7 +19,9 @@ import pytest
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.rpc import jsonrpc as rpc
+from tests.cli_run import in_process
 from tests.conftest import AgentError
+from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import kill_shim, read_log, tracked_host, wait_until  # noqa: F401
 from tests.test_jobs import alive, wait_job
@@ -200,3 +203,19 @@ def test_an_image_is_in_a_key_s_fingerprint_only_when_set():
     assert len({bare.fingerprint(), as_image.fingerprint(), as_user.fingerprint()}) == 3
 
 
+
+def test_fractui_launch_image_runs_it_in_a_container(podman, local_fleet, capfd):  # noqa: F811
+    fleet = local_fleet({"gpu-a": "1xL4"}, [])
+    config = fleet.write_config()
+    code, out, err = in_process(capfd, [
+        "--config", config, "launch", "gpu-a", "0", "--memory-mib", "512", "--image",
+        podman.image, "--env", "PYTHONPATH=" + IMAGE_CODE, "--", PYTHON, "-c",
+        "print(open('/etc/passwd').read().split(':')[0])"])
+    assert code == 0, err
+    assert re.fullmatch(r"gpu-a/j1 running \(pid \d+\) on gpu 0 in podman image %s\n" % (
+        re.escape(podman.image)), out), out
+    wait_until(lambda: fleet.agent_jobs()[0]["state"] == "exited", "the job to end")
+    code, out, err = in_process(capfd, ["--config", config, "logs", "gpu-a/j1"])
+    assert (code, out) == (0, "root\n"), err
+    code, out, err = in_process(capfd, ["--config", config, "jobs", "gpu-a"])
+    assert code == 0 and "python3 [localhost/frac" in out, out  # (the column is cut)
