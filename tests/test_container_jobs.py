@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
+import signal
 import sys
 
 import pytest
@@ -24,7 +26,7 @@ from tests.conftest import AgentError
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import kill_shim, read_log, tracked_host, wait_until  # noqa: F401
-from tests.test_jobs import alive, wait_job
+from tests.test_jobs import alive, daemon_pid, wait_job
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
 
@@ -147,7 +149,9 @@ def test_stop_ends_a_container_job_and_leaves_no_container(host):
     assert not any(alive(p) for p in pids)
 
 
-def test_a_container_job_whose_shim_was_killed_is_still_found_and_stopped(host):
+@pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
+def test_a_container_job_whose_shim_was_killed_is_still_found_and_stopped(host, start_agent,
+                                                                          killed):
     agent, state, podman = host
     job = agent.call("job.launch", key="k-c-orphan", gpu=0, memory_mib=100, image=podman.image,
                      env=IN_IMAGE, argv=[PYTHON, "-c", (
@@ -157,7 +161,13 @@ def test_a_container_job_whose_shim_was_killed_is_still_found_and_stopped(host):
                          "time.sleep(600)")])
     wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
     pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+    if killed == "shim and daemon":
+        os.kill(daemon_pid(agent), signal.SIGKILL)
+        agent.proc.wait(timeout=10)
     kill_shim(state, job["id"])
+    if killed == "shim and daemon":
+        agent = start_agent(None, state)  # a new daemon, which finds it by the job table
+        assert agent.call("job.get", job=job["id"])["state"] == "running"
     agent.call("job.stop", job=job["id"], grace=1)
     done = wait_job(agent, job["id"], timeout=30)
     assert (done["state"], done["reason"]) == ("killed", "stopped by request")
@@ -219,3 +229,6 @@ def test_fractui_launch_image_runs_it_in_a_container(podman, local_fleet, capfd)
     assert (code, out) == (0, "root\n"), err
     code, out, err = in_process(capfd, ["--config", config, "jobs", "gpu-a"])
     assert code == 0 and "python3 [localhost/frac" in out, out  # (the column is cut)
+    code, out, err = in_process(capfd, ["--config", config, "doctor", "gpu-a"])
+    version = podman.run(["version", "--format", "{{.Client.Version}}"]).stdout.strip()
+    assert code == 0 and "[ ok ] runtimes     podman %s; not here: " % version in out, out

@@ -144,7 +144,7 @@ def probe() -> Runtimes:
     return Runtimes(kinds, found, why_not)
 
 
-def cgroup_of(pid: int, mounts: str = "/proc/mounts") -> Optional[str]:
+def cgroup_of(pid: int, mounts: str = "/proc/mounts", proc: str = "/proc") -> Optional[str]:
     """The host directory of the cgroup process ``pid`` is in: its v1 ``pids`` hierarchy's on a
     v1 or hybrid host (where container runtimes keep their main hierarchy), else its cgroup v2
     one. None where it cannot be read, or the process is in a root cgroup (never a container's
@@ -159,7 +159,7 @@ def cgroup_of(pid: int, mounts: str = "/proc/mounts") -> Optional[str]:
                 elif len(fields) > 3 and fields[2] == "cgroup" and \
                         "pids" in fields[3].split(","):
                     v1_pids = fields[1]
-        with open("/proc/%d/cgroup" % pid, encoding="utf-8") as f:
+        with open(os.path.join(proc, str(pid), "cgroup"), encoding="utf-8") as f:
             entries = [line.rstrip("\n").split(":", 2) for line in f]
     except OSError:
         return None
