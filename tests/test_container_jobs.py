@@ -115,6 +115,9 @@ def test_a_process_in_a_job_s_container_is_never_taken_as_foreign(host):
     assert len(seen) == 1 and seen[0]["pid"] in in_container and seen[0]["used_mib"] == 8000
     if running["cgroup"]:  # where the driver's limit is: the container is below it
         assert seen[0]["pid"] in cgroup_pids(running["cgroup"])
+    # the watchdog samples it as the job's (the usage the admin side keeps and reports)
+    wait_until(lambda: (agent.call("job.get", job=job["id"])["usage"] or {}).get(
+        "memory_peak_mib") == 8000, "a usage sample of the container's memory")
     # its 8000 MiB are the job's, within its share: all the rest of the GPU is free
     other = agent.call("job.launch", key="k-c-rest", gpu=0, memory_mib=total - 10000,
                        argv=[sys.executable, "-c", "pass"])

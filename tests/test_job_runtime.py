@@ -51,7 +51,9 @@ def test_a_job_cgroup_becomes_the_container_s_parent_from_its_hierarchy_s_root()
     from remote_agent.jobs.caps import cgroup2_mount
 
     mount = cgroup2_mount()
-    argv = Oci("podman").launch(run(cgroup=os.path.join(mount, "fractui", "abc-j7"))).argv
+    cgroupfs = Oci("podman")
+    cgroupfs.cgroupfs = True  # a cgroupfs manager, as the runtime's info says
+    argv = cgroupfs.launch(run(cgroup=os.path.join(mount, "fractui", "abc-j7"))).argv
     assert argv[argv.index("--cgroup-parent") + 1] == "/fractui/abc-j7"
     systemd = Oci("podman")
     systemd.cgroupfs = False  # a systemd cgroup manager takes only slices

@@ -37,19 +37,22 @@ class Oci(Runtime):
     def __init__(self, tool: str):
         self.kind = tool
         self.tool = tool
-        self.cgroupfs = True  # whether a cgroup parent is a path (not a systemd slice)
+        self.cgroupfs: Optional[bool] = None  # a cgroup parent is a path, not a systemd slice
 
     def version(self) -> Tuple[Optional[str], Optional[str]]:
         what = "{{.Client.Version}}" if self.tool == "podman" else "{{.Server.Version}}"
         code, out, err = run_tool([self.tool, "version", "--format", what])
         if code != 0 or not out:
             return None, first_line(err or out)
-        manager = "{{.Host.CgroupManager}}" if self.tool == "podman" else "{{.CgroupDriver}}"
-        code, found, _ = run_tool([self.tool, "info", "--format", manager])
-        self.cgroupfs = code == 0 and found == "cgroupfs"
         return out, None
 
     def takes_cgroup_parent(self) -> bool:
+        """Asked of the runtime at its first job, not at daemon start (``info`` is slow)."""
+        if self.cgroupfs is None:
+            manager = "{{.Host.CgroupManager}}" if self.tool == "podman" else \
+                "{{.CgroupDriver}}"
+            code, found, _ = run_tool([self.tool, "info", "--format", manager])
+            self.cgroupfs = code == 0 and found == "cgroupfs"
         return self.cgroupfs
 
     def launch(self, run: JobRun) -> ShimLaunch:
@@ -67,7 +70,8 @@ class Oci(Runtime):
                 argv += ["--device", "nvidia.com/gpu=%s" % uuid]
         elif run.devices:
             argv += ["--gpus", "device=%s" % ",".join(run.devices)]
-        parent = _hierarchy_path(run.cgroup) if self.cgroupfs else None
+        parent = _hierarchy_path(run.cgroup) if run.cgroup and self.takes_cgroup_parent() \
+            else None
         if parent:
             argv += ["--cgroup-parent", parent]
         argv += [run.image or "", *run.argv]
