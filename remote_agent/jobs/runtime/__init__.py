@@ -61,8 +61,9 @@ class Runtime:
         raise NotImplementedError
 
     def version(self) -> Tuple[Optional[str], Optional[str]]:
-        """(its version, None) where it is usable on this host, else (None, why not)."""
-        return None, None
+        """(its version, None) where it is usable on this host, else (None, why not); asked of
+        the container kinds (a bare process needs nothing)."""
+        raise NotImplementedError
 
     def takes_cgroup_parent(self) -> bool:
         """Whether its processes go into the job's cgroup (where the driver's limit is)."""
