@@ -235,3 +235,24 @@ def test_fractui_launch_image_runs_it_in_a_container(podman, local_fleet, capfd)
     code, out, err = in_process(capfd, ["--config", config, "doctor", "gpu-a"])
     version = podman.run(["version", "--format", "{{.Client.Version}}"]).stdout.strip()
     assert code == 0 and "[ ok ] runtimes     podman %s; not here: " % version in out, out
+
+
+def test_a_container_job_on_a_mig_instance_is_seen_on_it(podman, start_agent, tmp_path):
+    state = str(tmp_path / "mig-host")
+    agent = start_agent("1xA100-80GB:mig", state)
+    job = agent.call("job.launch", key="k-c-mig", gpu=0, image=podman.image, env=IN_IMAGE,
+                     mig={"profile": "3g.40gb", "start": 0},
+                     argv=simload("--mem-mib", "3000", "--seconds", "120"))
+    try:
+        assert job["caps"] == ["mig"] and job["instance"].startswith("MIG-")
+        wait_until(lambda: "using 3000 MiB" in read_log(state, job["id"]), "it to register")
+        (inst,) = agent.call("snapshot")["gpus"][0]["instances"]
+        pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+        # its instance is busy with the container's process, by its host pid
+        assert inst["uuid"] == job["instance"] and inst["busy"]
+        assert len(inst["pids"]) == 1 and inst["pids"][0] in pids
+        agent.call("job.stop", job=job["id"], grace=5)
+        assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
+        assert containers(podman, job) == []
+    finally:
+        podman.remove(job["container"])
