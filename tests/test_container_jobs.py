@@ -256,3 +256,35 @@ def test_a_container_job_on_a_mig_instance_is_seen_on_it(podman, start_agent, tm
         assert containers(podman, job) == []
     finally:
         podman.remove(job["container"])
+
+
+def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_files(
+        podman, start_agent, tmp_path, monkeypatch):
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps", "--hami-core-lib", str(lib))
+    job = agent.call("job.launch", key="k-c-mps", gpu=0, memory_mib=11517, image=podman.image,
+                     env=IN_IMAGE, argv=[PYTHON, "-c", (
+                         "import os\n"
+                         "for k in ('CUDA_MPS_PINNED_DEVICE_MEM_LIMIT', 'CUDA_DEVICE_MEMORY_LIMIT',"
+                         " 'CUDA_MPS_PIPE_DIRECTORY', 'LD_PRELOAD'):\n"
+                         "    print(k, os.environ[k])\n"
+                         "d = os.environ['CUDA_MPS_PIPE_DIRECTORY']\n"
+                         "open(os.path.join(d, 'reached'), 'w').close()\n"
+                         "lib = os.environ['LD_PRELOAD']\n"
+                         "print('lib', os.path.isfile(lib), os.access(lib, os.W_OK))")])
+    assert job["caps"] == ["visible_devices", "mps", "hami", "framework", "watchdog"]
+    try:
+        assert wait_job(agent, job["id"])["exit_code"] == 0
+    finally:
+        podman.remove(job["container"])
+    lines = agent.call("job.logs", job=job["id"])["lines"]
+    # (the stand-in library is empty, so ld.so warns that it cannot preload it: not our line)
+    assert [line for line in lines if not line.startswith("ERROR: ld.so")] == [
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT 0=11517M", "CUDA_DEVICE_MEMORY_LIMIT 11517m",
+        "CUDA_MPS_PIPE_DIRECTORY %s" % pipes, "LD_PRELOAD %s" % lib,
+        "lib True False"]  # the library is there, read-only
+    assert (pipes / "reached").exists()  # the MPS daemon's pipes are the host's

@@ -42,8 +42,11 @@ def test_docker_takes_its_gpus_by_its_own_flag():
 
 
 def test_on_the_simulator_the_state_dir_is_mounted_at_its_own_path():
-    argv = Oci("podman").launch(run(devices=[], mounts=["/var/lib/fractui/sim"])).argv
-    assert argv[argv.index("--volume") + 1] == "/var/lib/fractui/sim:/var/lib/fractui/sim"
+    argv = Oci("podman").launch(run(devices=[], mounts=["/var/lib/fractui/sim"],
+                                    read_only=["/opt/libvgpu.so"])).argv
+    volumes = [argv[i + 1] for i, word in enumerate(argv) if word == "--volume"]
+    assert volumes == ["/var/lib/fractui/sim:/var/lib/fractui/sim",
+                       "/opt/libvgpu.so:/opt/libvgpu.so:ro"]
     assert "--device" not in argv and "--gpus" not in argv
 
 

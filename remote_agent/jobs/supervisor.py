@@ -280,12 +280,13 @@ class Supervisor:
         env, applied = self._job_env(job, req.torch_fraction, limited)
         with self._lock:
             self.store.update(job, caps=applied, cap_notes=notes, cgroup=cgroup)
-        sim_dir = os.path.dirname(self.sim_state) if self.sim_state else None
+        shared, read_only = self._container_shares(job, applied, env)
         shim = how.launch(JobRun(
             name=job.container or "", argv=job.argv, env=env, cwd=job.cwd, user=user,
             run_as=job.run_as is not None, image=job.image, cgroup=cgroup,
-            devices=[] if sim_dir else ([job.instance] if job.instance else job.gpu_uuids),
-            mounts=[sim_dir] if sim_dir else []))
+            devices=[] if self.sim_state else (
+                [job.instance] if job.instance else job.gpu_uuids),
+            mounts=shared, read_only=read_only))
         spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
                 "log_max_bytes": self.settings.log_max_bytes, "user": shim.user}
         write_private(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode(), True)
@@ -414,6 +415,21 @@ class Supervisor:
         env.update(caps.share_env(layers, self.settings.caps, job.gpu_uuids, job.memory_mib,
                                   gpu_memory, torch_fraction))
         return env, caps.applied_layers(layers, torch_fraction, driver_limit)
+
+    def _container_shares(self, job: Job, applied: List[str],
+                          env: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        """What of the host a container job needs for its GPU and its caps to work as a bare
+        job's, mounted at the same paths: the simulated GPUs' state, the MPS daemon's pipes
+        (its directory in ``env`` too), the HAMi-core library (read-only). (rw, ro) paths."""
+        if job.image is None:
+            return [], []
+        shared = [os.path.dirname(self.sim_state)] if self.sim_state else []
+        if "mps" in applied:
+            env["CUDA_MPS_PIPE_DIRECTORY"] = caps.mps_pipe_dir()
+            shared.append(env["CUDA_MPS_PIPE_DIRECTORY"])
+        read_only = [self.settings.caps.hami_core_lib] if "hami" in applied and \
+            self.settings.caps.hami_core_lib else []
+        return shared, read_only
 
     def _spawn_shim(self, job: Job) -> Optional[Dict[str, Any]]:
         read_fd, write_fd = os.pipe()

@@ -34,7 +34,8 @@ class JobRun:
     run_as: bool  # whether the job asked for ``user`` (else it is the agent's own)
     image: Optional[str]
     devices: List[str] = field(default_factory=list)  # GPU or MIG uuids (real NVML)
-    mounts: List[str] = field(default_factory=list)  # host dirs mounted at the same path (sim)
+    mounts: List[str] = field(default_factory=list)  # host paths it gets at the same path
+    read_only: List[str] = field(default_factory=list)  # the same, read-only
     cgroup: Optional[str] = None  # the job's own cgroup, where the host gives it one
 
 

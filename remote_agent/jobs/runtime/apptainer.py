@@ -34,6 +34,8 @@ class Apptainer(Runtime):
             argv.append("--nv")
         for mount in run.mounts:
             argv += ["--bind", "%s:%s" % (mount, mount)]
+        for mount in run.read_only:
+            argv += ["--bind", "%s:%s:ro" % (mount, mount)]
         env = base_env(os.environ, run.user)
         env.update({"APPTAINERENV_%s" % k: v for k, v in run.env.items()})
         user = None if not run.run_as else {

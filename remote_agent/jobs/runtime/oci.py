@@ -65,6 +65,8 @@ class Oci(Runtime):
             argv += ["--user", "%d:%d" % (run.user.uid, run.user.gid)]
         for mount in run.mounts:
             argv += ["--volume", "%s:%s" % (mount, mount)]
+        for mount in run.read_only:
+            argv += ["--volume", "%s:%s:ro" % (mount, mount)]
         if run.devices and self.tool == "podman":
             for uuid in run.devices:
                 argv += ["--device", "nvidia.com/gpu=%s" % uuid]
