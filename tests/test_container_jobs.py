@@ -1,10 +1,11 @@
 """Container jobs through a real podman, on a simulated GPU: capped (the env layers are in the
 container), watched (a workload growing past its share inside the container is stopped with the
 reason), never taken for a foreign process, stopped (no container left), logged, its exit code
-kept; a container job whose shim was killed is still found and stopped; an image on a host
-without a runtime is a clear start failure. Each on both ways a host finds a job's processes
-(its session, where the container's own cgroup is recorded beside it; its cgroup v2 job cgroup,
-which the container goes below)."""
+kept; a container job whose shim (and daemon) was killed is still found and stopped; an image
+on a host without a runtime is a clear start failure; MIG, MPS and HAMi-core in containers;
+``fractui launch --image``. Those on the ``host`` fixture run both ways a host finds a job's
+processes (its session, where the container's own cgroup is recorded beside it; its cgroup v2 job
+cgroup, which the container goes below)."""
 
 from __future__ import annotations
 
