@@ -14,7 +14,7 @@ import os
 from typing import Optional, Tuple
 
 from remote_agent.jobs.env import base_env
-from remote_agent.jobs.runtime import JobRun, Runtime, ShimLaunch, first_line, run_tool
+from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, first_line, run_tool
 
 
 class Apptainer(Runtime):

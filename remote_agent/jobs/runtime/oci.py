@@ -23,7 +23,7 @@ import os
 from typing import List, Optional, Tuple
 
 from remote_agent.jobs.caps import cgroup2_mount
-from remote_agent.jobs.runtime import JobRun, Runtime, ShimLaunch, cgroup_of, first_line, \
+from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, cgroup_of, first_line, \
     run_tool
 
 SIGNAL_TIMEOUT_S = 10.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from remote_agent.jobs.env import base_env
-from remote_agent.jobs.runtime import JobRun, Runtime, ShimLaunch
+from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch
 
 
 class Process(Runtime):
