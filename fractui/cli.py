@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="idempotency key (default: derived from the command, so "
                    "running the same command again answers the same job)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
-    p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--cwd", help="working directory on the host (in the container, with "
+                   "--image)")
     p.add_argument("--image", type=container_image, metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true")
 

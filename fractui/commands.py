@@ -351,9 +351,10 @@ def launch(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(dict(job, ref=ref, earlier=is_earlier))
     else:
-        print("%s %s (pid %s) on gpu %s%s" % (
+        print("%s %s (pid %s) on gpu %s%s%s" % (
             ref, job["state"], job["pid"], ",".join(map(str, job["gpus"])),
-            " instance " + job["instance"] if job.get("instance") else ""))
+            " instance " + job["instance"] if job.get("instance") else "",
+            " in %s image %s" % (job.get("runtime"), job["image"]) if job.get("image") else ""))
     return 0
 
 

@@ -54,8 +54,11 @@ def job_row(job: Job, now: float) -> List[str]:
 def agent_row(record: Dict[str, Any]) -> List[str]:
     gpus = ",".join(str(g) for g in record.get("gpus") or [])
     where = "%s gpu%s" % (record["host"], gpus) if gpus else record["host"]
-    return [record["ref"], record.get("state") or "?", "-", "-", where,
-            record.get("name") or " ".join(record.get("argv") or []), agent_why(record)]
+    name = record.get("name") or " ".join(record.get("argv") or [])
+    if record.get("image"):
+        name = "%s [%s]" % (name, record["image"])
+    return [record["ref"], record.get("state") or "?", "-", "-", where, name,
+            agent_why(record)]
 
 
 def jobs(config: Config, args: argparse.Namespace) -> int:

@@ -80,7 +80,7 @@ def _daemonize(log_fd: int) -> None:
 
 def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.paths import AgentPaths
-    from remote_agent.daemon.trust import UnsafePath, open_private
+    from remote_agent.daemon.trust import UnsafePath, open_private, private_dir
     from remote_agent.jobs.store import JobStore, StoreError
 
     paths = AgentPaths(os.path.abspath(args.state_dir))
@@ -94,6 +94,8 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         # refused here, before detaching, so the reason reaches the bridge (and the admin)
         paths.check(contents=True)
         paths.make_socket_dir()
+        if backend == "sim":
+            private_dir(paths.sim_dir, "simulator directory")
         JobStore(paths.jobs_db).close()  # usable, and brought to this agent's version
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)

@@ -59,6 +59,7 @@ class Agent:
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
         self.cap_probe: Optional[CapProbe] = None  # set by the daemon, which launches jobs
+        self.runtimes: Dict[str, Any] = {}  # the job runtimes the daemon found, for hello
         self.problem: Optional[str] = None
         try:
             self.backend.open()
@@ -195,6 +196,7 @@ class Agent:
             "gpus": gpus,
             "problems": problems,
             "methods": methods,
+            **self.runtimes,
         }
 
     def _capabilities(self, info: GpuInfo) -> Dict[str, Any]:

@@ -194,7 +194,7 @@ def test_a_sticky_world_writable_parent_is_fine(root_agent, tmp_path):
     assert code is None and agent.call("hello")["backend"] == "sim"
 
 
-@pytest.mark.parametrize("what", ["jobs.db", "sim-gpus.json", "daemon.log", "jobs/j1",
+@pytest.mark.parametrize("what", ["jobs.db", "sim/gpus.json", "daemon.log", "jobs/j1",
                                   "jobs/j1/spec.json", "jobs/j1/exit.json"])
 @pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink"])
 def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
@@ -271,7 +271,7 @@ def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
     for path in (paths.socket_dir, paths.socket):
         st = os.lstat(path)
         assert stat.S_IMODE(st.st_mode) == (0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
-    for name in ("jobs.db", "sim-gpus.json", "daemon.log", "jobs/j1/spec.json",
+    for name in ("jobs.db", "sim/gpus.json", "daemon.log", "jobs/j1/spec.json",
                  "jobs/j1/output.log", "jobs/j1/output.pipe", "jobs/j1/exit.json"):
         assert name in seen, name
 

@@ -504,7 +504,7 @@ def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agen
     # the job joined it before it ran a line of its own
     with open(os.path.join(cgroup, "cgroup.procs")) as f:
         assert [int(x) for x in f.read().split()] == [job["pid"]]
-    nv.sim_open(os.path.join(state, "sim-gpus.json"))
+    nv.sim_open(AgentPaths(state).sim_state)
     nv.nvmlInit()
     limits = nv.c_nvmlGetMemoryLimits_v1_t()
     limits.nameSpace = cgroup.encode()

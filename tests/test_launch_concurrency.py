@@ -269,6 +269,7 @@ def test_a_watchdog_pass_that_saw_a_start_before_its_relaunch_leaves_it_to_the_l
     state = tmp_path / "host"
     state.mkdir(mode=0o700)
     paths = AgentPaths(str(state))
+    os.mkdir(paths.sim_dir, 0o700)  # as the daemon makes it
     nv.sim_open(paths.sim_state, "1xA100-80GB:mig")
     sup = Supervisor(paths, Agent(nv, "sim", sim=nv), SupervisorSettings(), lambda job: None, {})
     try:

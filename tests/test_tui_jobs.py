@@ -59,6 +59,9 @@ def test_logs_follow_live_and_search_finds_a_line(local_fleet):
             assert "where    gpu-b · gpu 0 · 5758 MiB share" in details
             assert "gpu-b/j1 running" in details
             assert "caps: " in details and "submit" in details  # agent caps, history
+            assert "image" not in details  # a bare job: no image row
+            boxed = dict(screen.agent_record(), image="localhost/train:1", runtime="podman")
+            assert "image    localhost/train:1 · podman" in text_of(screen.details(boxed))
             await pilot.press("slash", *"needle", "enter")
             assert "needle" in log.line(log.cursor) and not log.following
             await pilot.press("g", "n")  # from the top: the first match, then the next

@@ -1,8 +1,8 @@
 """``fractui doctor``: for each host, every layer checked in order, each with what to fix.
 
 config -> SSH -> host key (over exec: target -> exec) -> python -> agent -> privileges -> NVML ->
-MIG -> cap layers -> lingering -> state dir. A layer that fails stops the ones that need it (shown
-as skipped).
+resources -> MIG -> cap layers -> runtimes -> lingering -> state dir. A layer that fails stops the
+ones that need it (shown as skipped).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class Report:
                             "fix": c.fix} for c in self.checks]}
 
 
-LATER = ("python", "agent", "privileges", "nvml", "mig", "cap layers", "lingering", "state dir")
+LATER = ("python", "agent", "privileges", "nvml", "mig", "cap layers", "runtimes", "lingering",
+         "state dir")
 LINK = {"ssh": "the SSH link", "exec": "the exec program", "local": "the local agent"}
 
 
@@ -229,6 +230,25 @@ def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> Non
         report.add("cap layers", "ok", "gpu%d: %s%s" % (g["index"], ", ".join(g.get(
             "cap_layers", [])), ("; not here: " + "; ".join(
                 "%s (%s)" % kv for kv in sorted(missing.items()))) if missing else ""))
+    _check_runtimes(hello, report)
+
+
+def _check_runtimes(hello: Dict[str, Any], report: Report) -> None:
+    """The container runtimes the agent found; none is a warning: jobs with an image are then
+    refused there, bare jobs run."""
+    found = hello.get("runtimes")
+    if found is None:
+        report.add("runtimes", "skip", "this agent does not report container runtimes")
+        return
+    have = ["%s %s" % (k, v) for k, v in found.items() if v]
+    missing = "; ".join("%s (%s)" % kv for kv in sorted(
+        (hello.get("runtimes_unavailable") or {}).items()))
+    if have:
+        report.add("runtimes", "ok", ", ".join(have) + ("; not here: " + missing
+                                                        if missing else ""))
+    else:
+        report.add("runtimes", "warn", "no container runtime: jobs with an image are refused "
+                   "here (%s)" % missing, "install podman (or docker, apptainer) on the host")
 
 
 def _check_lingering(host: HostConfig, run: Runner, report: Report) -> None:

@@ -311,6 +311,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
             grid.add_row("agent", "%s/%s %s · pid %s · caps: %s%s" % (
                 job.slot.host if job.slot else "?", record.get("id"), record.get("state"),
                 record.get("pid"), caps, " (%s)" % notes if notes else ""))
+            if record.get("image"):
+                grid.add_row("image", "%s · %s" % (record["image"], record.get("runtime")))
         if job.reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
                                         style=self.app.theme_variables["warning"]))

@@ -48,8 +48,14 @@ class AgentPaths:
         return os.path.join(self.state_dir, "daemon.log")
 
     @property
+    def sim_dir(self) -> str:
+        """The simulated GPUs' state, in a directory of its own: a container job gets it
+        mounted (its device nodes), and nothing else of the state dir."""
+        return os.path.join(self.state_dir, "sim")
+
+    @property
     def sim_state(self) -> str:
-        return os.path.join(self.state_dir, "sim-gpus.json")
+        return os.path.join(self.sim_dir, "gpus.json")
 
     @property
     def jobs_db(self) -> str:
@@ -70,6 +76,8 @@ class AgentPaths:
                            (self.log_file, "daemon log"), (self.sim_state, "simulator state"),
                            (self.sim_state + ".lock", "simulator lock")):
             check_private(path, what)
+        if os.path.lexists(self.sim_dir):
+            private_dir(self.sim_dir, "simulator directory")
         if not os.path.lexists(self.jobs_dir):
             return
         private_dir(self.jobs_dir, "jobs directory")

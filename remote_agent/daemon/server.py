@@ -153,10 +153,12 @@ class Daemon:
                    "PYTHONPATH": agent_env({})["PYTHONPATH"]} \
             if agent.backend_kind == "sim" else {}
         self.supervisor = Supervisor(paths, agent, supervisor_settings(
-            settings, agent.backend_kind), self.notify_job, job_env)
+            settings, agent.backend_kind), self.notify_job, job_env,
+            paths.sim_state if agent.backend_kind == "sim" else None)
         agent.reserved = lambda: {j.instance for j in self.supervisor.store.active()
                                   if j.instance}
         agent.cap_probe = self.supervisor.cap_probe
+        agent.runtimes = self.supervisor.runtimes.record()
 
     # -- methods --
 

@@ -12,7 +12,10 @@ event sets as events do: only those registered before, to a caller that waits.
 
 State lives in one JSON file (``sim_open(path, spec)``) shared by every process of the host — the
 agent, and simulated workloads registering their memory use — so a restarted agent sees the
-layout a real GPU would still have. ``path=None`` keeps it in memory (property tests).
+layout a real GPU would still have. ``path=None`` keeps it in memory (property tests). A process
+registers its pid with its pid namespace; a reader in another namespace (the agent on the host,
+a workload in a container) sees it by its pid there, as real NVML reports host pids for
+processes in containers, and each process judges only its own namespace's entries dead.
 Everything that is not part of pynvml's API is named ``sim_*``.
 """
 
@@ -422,6 +425,37 @@ def _pid_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def _own_pid_ns() -> Optional[int]:
+    """This process's pid namespace (its inode), which the pids it registers are numbers in."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _own_entry(p: Dict[str, Any], own: Optional[int]) -> bool:
+    """Whether this process can judge entry ``p`` by its pid: one registered in its own pid
+    namespace (or a synthetic one, or one recorded before namespaces were)."""
+    return p.get("ns") is None or p["ns"] == own or p["pid"] >= SYNTHETIC_PID_BASE
+
+
+def _pids_by_namespace() -> Dict[Tuple[int, int], int]:
+    """(pid namespace, pid in it) -> pid here, for every process this one can see: what the
+    kernel's NSpid says (a process's last NSpid is its pid in its own namespace)."""
+    found: Dict[Tuple[int, int], int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            ns = os.stat("/proc/%s/ns/pid" % name).st_ino
+            with open("/proc/%s/status" % name, "rb") as f:
+                line = next(x for x in f if x.startswith(b"NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        found[ns, int(line.split()[-1])] = int(name)
+    return found
+
+
 def _new_state(spec: str) -> Dict[str, Any]:
     gpus = []
     for sim in _models.parse_sim_spec(spec):
@@ -492,7 +526,9 @@ class _Store:
                 self._reload()
                 work = copy.deepcopy(self._state)
                 yield work
-                work["procs"] = [p for p in work.get("procs", []) if _pid_alive(p["pid"])]
+                own = _own_pid_ns()  # entries of another namespace are judged there
+                work["procs"] = [p for p in work.get("procs", [])
+                                 if not _own_entry(p, own) or _pid_alive(p["pid"])]
                 tmp = "%s.tmp.%d" % (self.path, os.getpid())
                 # replaced atomically; no fsync: a GPU's state need only outlive processes
                 with open(tmp, "w", encoding="utf-8") as f:
@@ -636,16 +672,19 @@ def sim_register_process(gpu: int, used_mib: int, instance_uuid: Optional[str] =
         if pid is None:
             pid = state["next_pid"]
             state["next_pid"] += 1
-        state["procs"] = [p for p in state["procs"] if p["pid"] != pid]
-        state["procs"].append({"pid": pid, "gpu": gpu, "gi": gi, "ci": ci,
-                               "used_mib": int(used_mib), "util": int(util)})
+        state["procs"] = [p for p in state["procs"] if not _mine(p, pid)]
+        entry = {"pid": pid, "gpu": gpu, "gi": gi, "ci": ci, "used_mib": int(used_mib),
+                 "util": int(util)}
+        if pid < SYNTHETIC_PID_BASE:
+            entry["ns"] = _own_pid_ns()
+        state["procs"].append(entry)
     return pid
 
 
 def sim_set_process_memory(pid: int, used_mib: int) -> None:
     with _transaction() as state:
         for p in state["procs"]:
-            if p["pid"] == pid:
+            if _mine(p, pid):
                 p["used_mib"] = int(used_mib)
                 return
     raise ValueError("no simulated GPU process with pid %d" % pid)
@@ -657,7 +696,7 @@ def sim_set_process_util(pid: int, util: int) -> None:
         raise ValueError("util must be within 0..100")
     with _transaction() as state:
         for p in state["procs"]:
-            if p["pid"] == pid:
+            if _mine(p, pid):
                 p["util"] = int(util)
                 return
     raise ValueError("no simulated GPU process with pid %d" % pid)
@@ -666,7 +705,7 @@ def sim_set_process_util(pid: int, util: int) -> None:
 def sim_remove_process(pid: int) -> bool:
     with _transaction() as state:
         before = len(state["procs"])
-        state["procs"] = [p for p in state["procs"] if p["pid"] != pid]
+        state["procs"] = [p for p in state["procs"] if not _mine(p, pid)]
         return len(state["procs"]) != before
 
 
@@ -842,7 +881,28 @@ def _waiting_api(fn: Callable) -> Callable:
 
 
 def _alive_procs(state: Dict[str, Any]) -> List[Dict[str, Any]]:
-    return [p for p in state["procs"] if _pid_alive(p["pid"])]
+    """The live processes, each with its pid as this process sees it: as real NVML reports the
+    host's pids for processes in containers, an entry registered in another pid namespace is
+    given its pid here (NSpid), and left out where this process cannot see it (it ended)."""
+    own = _own_pid_ns()
+    seen: Optional[Dict[Tuple[int, int], int]] = None
+    out = []
+    for p in state["procs"]:
+        if _own_entry(p, own):
+            if _pid_alive(p["pid"]):
+                out.append(p)
+            continue
+        if seen is None:
+            seen = _pids_by_namespace()
+        here = seen.get((p["ns"], p["pid"]))
+        if here is not None and _pid_alive(here):
+            out.append(dict(p, pid=here))
+    return out
+
+
+def _mine(p: Dict[str, Any], pid: int) -> bool:
+    """Whether entry ``p`` is the process this one calls ``pid``."""
+    return p["pid"] == pid and _own_entry(p, _own_pid_ns())
 
 
 def _facts(gpu: Dict[str, Any]) -> _models.ModelFacts:

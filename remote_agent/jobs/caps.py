@@ -63,9 +63,9 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
 
     if not settings.mps:
         unavailable["mps"] = "MPS is not enabled for this host (mps = true)"
-    elif not os.path.isdir(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)):
+    elif not os.path.isdir(mps_pipe_dir()):
         unavailable["mps"] = "mps = true, but no MPS control daemon pipe directory at %s" % (
-            os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT))
+            mps_pipe_dir())
     else:
         layers.append("mps")
 
@@ -78,6 +78,11 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
 
     layers += ["framework", "watchdog"]
     return CapProbe(layers, unavailable)
+
+
+def mps_pipe_dir() -> str:
+    """Where the host's MPS control daemon has its pipes (jobs reach it there)."""
+    return os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)
 
 
 def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], memory_mib: int,

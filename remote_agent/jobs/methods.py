@@ -9,7 +9,7 @@ from remote_agent.jobs.supervisor import Supervisor, parse_launch, tail_lines
 from remote_agent.rpc.jsonrpc import Method, Params
 
 LAUNCH_PARAMS = ("key", "argv", "env", "cwd", "name", "gpu", "gpus", "instance", "mig",
-                 "memory_mib", "torch_fraction", "run_as")
+                 "memory_mib", "torch_fraction", "run_as", "image")
 DEFAULT_STOP_GRACE_S = 10
 MAX_LOG_LINES = 100000  # job.logs lines; the answer's size is bounded too (MAX_ANSWER_BYTES)
 

@@ -67,16 +67,22 @@ def cgroup_pids(path: str) -> List[int]:
 
 @dataclass(frozen=True)
 class JobProcs:
-    """How to find one job's processes: its cgroup, else its leader's session."""
+    """How to find one job's processes: its cgroup, else its leader's session; and the cgroup
+    of its container, where it runs one (a container's processes are in no session of ours)."""
 
     leader: Optional[int]
     start_ticks: Optional[int]
     cgroup: Optional[str]
+    container: Optional[str] = None
 
     def pids(self, table: Optional[Dict[int, ProcInfo]] = None) -> List[int]:
         """The job's running processes; ``table`` is a ``scan()`` to share between jobs."""
-        if self.cgroup:
-            return cgroup_pids(self.cgroup)
+        found = cgroup_pids(self.cgroup) if self.cgroup else self._session(table)
+        if self.container:
+            return sorted(set(found) | set(cgroup_pids(self.container)))
+        return found
+
+    def _session(self, table: Optional[Dict[int, ProcInfo]]) -> List[int]:
         if not self.leader:
             return []
         table = scan() if table is None else table
@@ -97,16 +103,24 @@ class JobProcs:
     def signal(self, sig: int, table: Optional[Dict[int, ProcInfo]] = None) -> int:
         """Send ``sig`` to every process of the job; returns how many there were."""
         pids = self.pids(table)
-        if sig == signal.SIGKILL and self.cgroup and pids:
-            try:
-                with open(os.path.join(self.cgroup, "cgroup.kill"), "w") as f:
-                    f.write("1")  # the kernel kills all of it, forks in flight included
-                return len(pids)
-            except OSError:
-                pass  # a kernel before 5.14: one by one, below
+        if sig == signal.SIGKILL and pids:
+            whole = [c for c in (self.cgroup, self.container) if c]
+            if whole and all(_kill_cgroup(c) for c in whole) and self.cgroup:
+                return len(pids)  # every process was in a cgroup the kernel killed whole
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass  # it ended meanwhile
         return len(pids)
+
+
+def _kill_cgroup(path: str) -> bool:
+    """SIGKILL to all of a cgroup v2 group at once, forks in flight included; False where the
+    kernel cannot (cgroup v1, a kernel before 5.14)."""
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        return False
+    return True

@@ -57,6 +57,12 @@ MIGRATIONS: List[List[str]] = [
     [  # 3: what each job used of its GPUs (remote_agent/jobs/usage.py), as JSON
         "ALTER TABLE jobs ADD COLUMN usage TEXT",
     ],
+    [  # 4: container jobs (remote_agent/jobs/runtime/)
+        "ALTER TABLE jobs ADD COLUMN runtime TEXT NOT NULL DEFAULT 'process'",
+        "ALTER TABLE jobs ADD COLUMN image TEXT",
+        "ALTER TABLE jobs ADD COLUMN container TEXT",
+        "ALTER TABLE jobs ADD COLUMN container_cgroup TEXT",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 
@@ -95,6 +101,10 @@ class Job:
     start_ticks: Optional[int] = None  # its first process's start time (tells a reused pid)
     kill_at: Optional[float] = None  # when a stop turns into SIGKILL
     usage: Optional[Dict[str, Any]] = None  # the aggregate of its samples (usage.Usage.record)
+    runtime: str = "process"  # what runs it: "process", "podman", "docker" or "apptainer"
+    image: Optional[str] = None  # the image of a container job
+    container: Optional[str] = None  # the runtime's name for its container, where it has one
+    container_cgroup: Optional[str] = None  # that container's own cgroup, once it runs
 
     @property
     def active(self) -> bool:
@@ -111,7 +121,11 @@ class Job:
         return self.state == "exited" and self.started_at is None and self.exit_code == 127
 
     def procs(self) -> JobProcs:
-        return JobProcs(self.pid, self.start_ticks, self.cgroup)
+        """Its processes: in its cgroup, else its session; a container's are in the container's
+        cgroup, and the runtime's client in the session (it never joins the job's cgroup, where
+        the container's goes below)."""
+        return JobProcs(self.pid, self.start_ticks, None if self.container else self.cgroup,
+                        self.container_cgroup)
 
     def record(self) -> Dict[str, Any]:
         """The job as the protocol shows it."""

@@ -37,9 +37,10 @@ from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
 from remote_agent.gpu.backend import NvmlCallError
-from remote_agent.jobs import booking, caps, output, procs
+from remote_agent.jobs import booking, caps, output, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
+from remote_agent.jobs.runtime import JobRun, Runtime
 from remote_agent.jobs.store import Job, JobStore
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
@@ -50,6 +51,7 @@ log = logging.getLogger("remote_agent.jobs")
 START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 ARG_MAX_LEN = 128 * 1024  # an argument or environment value (Linux's MAX_ARG_STRLEN)
+IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,1023}")  # never an option (no "-")
 
 
 @dataclass
@@ -76,12 +78,15 @@ class LaunchRequest:
     memory_mib: Optional[int]
     torch_fraction: bool
     run_as: Optional[str] = None
+    image: Optional[str] = None
 
     def fingerprint(self) -> str:
-        what = [self.argv, self.env, self.cwd, self.gpus, self.instance, self.mig,
-                self.memory_mib, self.torch_fraction]
+        what: List[Any] = [self.argv, self.env, self.cwd, self.gpus, self.instance, self.mig,
+                           self.memory_mib, self.torch_fraction]
         if self.run_as is not None:  # only then: keys launched before run_as keep theirs
             what.append(self.run_as)
+        if self.image is not None:  # likewise; tagged, so it never reads as a run_as
+            what.append({"image": self.image})
         return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -121,10 +126,14 @@ def parse_launch(p: Params) -> LaunchRequest:
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
     name = p.text("name", None) or os.path.basename(argv[0])
+    image = p.text("image", None, max_len=1024)
+    if image is not None and not IMAGE_REF.fullmatch(image):
+        raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'image' must be an image "
+                       "reference (e.g. docker.io/library/python:3.12), not %r" % image)
     return LaunchRequest(key=key, argv=argv, env=env, cwd=cwd, name=name, gpus=gpus,
                          instance=instance, mig=mig, memory_mib=memory_mib,
                          torch_fraction=p.flag("torch_fraction", False),
-                         run_as=p.text("run_as", None))
+                         run_as=p.text("run_as", None), image=image)
 
 
 def start_failed(reason: str, job: Optional[Job] = None) -> RpcError:
@@ -139,12 +148,17 @@ class Supervisor:
     """The job side of the daemon. ``gpus`` is the agent (GPU access and the MIG locks)."""
 
     def __init__(self, paths: AgentPaths, gpus: Any, settings: SupervisorSettings,
-                 notify: Callable[[Job], None], extra_job_env: Dict[str, str]):
+                 notify: Callable[[Job], None], extra_job_env: Dict[str, str],
+                 sim_state: Optional[str] = None):
+        """``extra_job_env``: what a bare job gets besides its own (the simulator's state and
+        the agent's code on a sim host); ``sim_state``: the state file a container job gets."""
         self.paths = paths
         self.gpus = gpus
         self.settings = settings
         self.notify = notify
         self.extra_job_env = extra_job_env
+        self.sim_state = sim_state
+        self.runtimes = runtime.probe()
         private_dir(paths.jobs_dir, "jobs directory")
         self.store = JobStore(paths.jobs_db)
         self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
@@ -165,7 +179,7 @@ class Supervisor:
             known = self._by_key(req)
         if known is not None and known.state != "starting" and not known.never_ran:
             return known  # the same key again: the same job, whatever has changed since
-        user = self._check_startable(req)
+        user, how = self._check_startable(req)
         infos = [self.gpus.gpu_info(g) for g in req.gpus]
         facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
                                    self.job_pids)
@@ -183,7 +197,11 @@ class Supervisor:
                     id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name,
                     argv=req.argv, env=req.env, cwd=req.cwd, gpus=[i.index for i in infos],
                     gpu_uuids=[i.uuid for i in infos], instance=req.instance, mig=req.mig,
-                    memory_mib=req.memory_mib, created_at=time.time(), run_as=req.run_as))
+                    memory_mib=req.memory_mib, created_at=time.time(), run_as=req.run_as,
+                    runtime=how.kind, image=req.image))
+                if how.has_container:  # named by its id, so a daemon finds it by the table
+                    self.store.update(job, container="fractui-%s-j%d" % (
+                        self.paths.digest, job.id))
             self._launching.add(job.id)
         try:
             return self._start(job, req, user)
@@ -211,8 +229,9 @@ class Supervisor:
             raise start_failed(job.reason or "it did not start", job)
         return job
 
-    def _check_startable(self, req: LaunchRequest) -> JobUser:
-        """Job faults found before anything is recorded: its user, its cwd, its program."""
+    def _check_startable(self, req: LaunchRequest) -> Tuple[JobUser, Runtime]:
+        """Job faults found before anything is recorded: its user, its runtime, its cwd, its
+        program (a container job's cwd and program are its image's, not the host's)."""
         try:
             user = JobUser.named(req.run_as)
         except KeyError:
@@ -220,6 +239,11 @@ class Supervisor:
         if req.run_as is not None and os.geteuid() not in (0, user.uid):
             raise RpcError(rpc.NOT_PERMITTED, "run_as %r needs the agent to run as root (become "
                            "= \"sudo\"); it runs as uid %d" % (req.run_as, os.geteuid()))
+        if req.image is not None:
+            how, why = self.runtimes.for_image()
+            if how is None:
+                raise start_failed(why)
+            return user, how
         cwd = req.cwd or user.default_cwd()
         if not os.path.isdir(cwd):
             why = os.strerror(errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT)
@@ -228,7 +252,7 @@ class Supervisor:
         why = _program_problem(req.argv[0], path, cwd)
         if why:
             raise start_failed("cannot run %s: %s" % (req.argv[0], why))
-        return user
+        return user, self.runtimes.get("process")
 
     def job_dir(self, job: Job) -> str:
         return os.path.join(self.paths.jobs_dir, "j%d" % job.id)
@@ -249,16 +273,22 @@ class Supervisor:
                     self.store.update(job, instance=created)
         if os.path.exists(os.path.join(job_dir, "shim.claim")):
             return self._record_start(job, self._wait_started(job))  # a shim owns it already
+        how = self.runtimes.get(job.runtime)
         cgroup = self.cgroups.create(job.id)  # (again, for a start tried before)
-        notes = self._driver_limit(job, cgroup)
+        notes = self._driver_limit(job, cgroup, how)
         limited = cgroup is not None and not notes and "driver_limit" in self.cap_probe.layers
-        env, applied = self._job_env(job, req.torch_fraction, user, limited)
+        env, applied = self._job_env(job, req.torch_fraction, limited)
         with self._lock:
             self.store.update(job, caps=applied, cap_notes=notes, cgroup=cgroup)
-        spec = {"argv": job.argv, "env": env, "cwd": job.cwd or user.default_cwd(),
-                "cgroup": cgroup, "log_max_bytes": self.settings.log_max_bytes,
-                "user": None if job.run_as is None else {
-                    "name": user.name, "uid": user.uid, "gid": user.gid}}
+        shared, read_only = self._container_shares(job, applied, env)
+        shim = how.launch(JobRun(
+            name=job.container or "", argv=job.argv, env=env, cwd=job.cwd, user=user,
+            run_as=job.run_as is not None, image=job.image, cgroup=cgroup,
+            devices=[] if self.sim_state else (
+                [job.instance] if job.instance else job.gpu_uuids),
+            mounts=shared, read_only=read_only))
+        spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
+                "log_max_bytes": self.settings.log_max_bytes, "user": shim.user}
         write_private(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode(), True)
         return self._record_start(job, self._spawn_shim(job))
 
@@ -280,10 +310,28 @@ class Supervisor:
                               start_ticks=report.get("start_ticks"),
                               started_at=report["started_at"])
         self.outputs.hold(job.id)
+        if job.container:
+            self.find_container(job, START_TIMEOUT_S)
         self.notify(job)
         if job.stop_reason is not None:  # stopped while it was starting
             self.signal(job, signal.SIGTERM)
         return job
+
+    def find_container(self, job: Job, wait_s: float = 0.0) -> None:
+        """Record the cgroup of a running job's container once the runtime has made it (waiting
+        up to ``wait_s`` while the runtime's client still runs): from then on the daemon finds
+        the container's processes without the shim or the runtime."""
+        deadline = time.time() + wait_s
+        how = self.runtimes.get(job.runtime)
+        while job.container and job.container_cgroup is None:
+            found = how.cgroup(job.container)
+            if found is not None:
+                with self._lock:
+                    self.store.update(job, container_cgroup=found)
+                return
+            if time.time() >= deadline or not job.procs().leader_alive():
+                return
+            time.sleep(0.1)
 
     def _forget_if_nothing_ran(self, job: Job) -> None:
         """After a failed launch: a job nothing ran for is forgotten, so its key is free."""
@@ -296,13 +344,16 @@ class Supervisor:
         self._release(fresh)
         shutil.rmtree(self.job_dir(job), ignore_errors=True)
 
-    def _driver_limit(self, job: Job, cgroup: Optional[str]) -> List[str]:
+    def _driver_limit(self, job: Job, cgroup: Optional[str], how: Runtime) -> List[str]:
         """The driver's memory limit on a share job's cgroup for each of its GPUs; the notes say
         why not where the host has the layer but it could not be set."""
         if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:
             return []
         if cgroup is None:
             return ["driver_limit not applied: the job has no cgroup of its own"]
+        if not how.takes_cgroup_parent():
+            return ["driver_limit not applied: %s's systemd cgroup manager takes only a slice, "
+                    "not the job's cgroup, as the container's cgroup parent" % how.kind]
         try:
             for index in job.gpus:
                 self._set_limit(cgroup, index, job.memory_mib << 20, job.memory_mib << 20)
@@ -331,7 +382,11 @@ class Supervisor:
                 log.warning("job j%d: clearing its limit on GPU %d: %s", job.id, index, err)
 
     def _release(self, job: Job) -> None:
-        """An ended job gives back its cgroup (killing anything left in it) and driver limits."""
+        """An ended job gives back its container, its cgroup (killing anything left in it) and
+        driver limits. The container is removed here whoever else would (the runtime's --rm
+        needs its client or its monitor alive to do it)."""
+        if job.container:
+            self.runtimes.get(job.runtime).remove(job.container)
         if job.cgroup is None:
             return
         procs.JobProcs(None, None, job.cgroup).signal(signal.SIGKILL)
@@ -340,10 +395,15 @@ class Supervisor:
             with self._lock:
                 self._cgroups_left.add(job.cgroup)
 
-    def _job_env(self, job: Job, torch_fraction: bool, user: JobUser,
+    def _job_env(self, job: Job, torch_fraction: bool,
                  driver_limit: bool) -> Tuple[Dict[str, str], List[str]]:
-        env = base_env(os.environ, user)
-        env.update(self.extra_job_env)
+        """The job's own environment (its runtime adds the host's base for a bare job) and the
+        cap layers it got."""
+        env: Dict[str, str] = {}
+        if job.image is None:
+            env.update(self.extra_job_env)
+        elif self.sim_state:  # a container has its own code: only the simulated host's state
+            env["FRACTUI_SIM_STATE"] = self.sim_state
         env.update(job.env)
         env["FRACTUI_JOB_ID"] = "j%d" % job.id
         if job.instance is not None:
@@ -355,6 +415,21 @@ class Supervisor:
         env.update(caps.share_env(layers, self.settings.caps, job.gpu_uuids, job.memory_mib,
                                   gpu_memory, torch_fraction))
         return env, caps.applied_layers(layers, torch_fraction, driver_limit)
+
+    def _container_shares(self, job: Job, applied: List[str],
+                          env: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        """What of the host a container job needs for its GPU and its caps to work as a bare
+        job's, mounted at the same paths: the simulated GPUs' state, the MPS daemon's pipes
+        (its directory in ``env`` too), the HAMi-core library (read-only). (rw, ro) paths."""
+        if job.image is None:
+            return [], []
+        shared = [os.path.dirname(self.sim_state)] if self.sim_state else []
+        if "mps" in applied:
+            env["CUDA_MPS_PIPE_DIRECTORY"] = caps.mps_pipe_dir()
+            shared.append(env["CUDA_MPS_PIPE_DIRECTORY"])
+        read_only = [self.settings.caps.hami_core_lib] if "hami" in applied and \
+            self.settings.caps.hami_core_lib else []
+        return shared, read_only
 
     def _spawn_shim(self, job: Job) -> Optional[Dict[str, Any]]:
         read_fd, write_fd = os.pipe()
@@ -421,6 +496,14 @@ class Supervisor:
 
     def signal(self, job: Job, sig: int,
                 table: Optional[Dict[int, procs.ProcInfo]] = None) -> None:
+        """``sig`` to every process of the job; to a container through its runtime (its init
+        passes it on, and the runtime's client ends with the job's own exit status), and a
+        SIGKILL to the container's processes and the client too (found without the runtime)."""
+        if job.container:
+            self.runtimes.get(job.runtime).signal(job.container, sig)
+            if sig != signal.SIGKILL:
+                log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
+                return
         count = job.procs().signal(sig, table)
         if count:
             log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
@@ -508,7 +591,10 @@ class Supervisor:
     def job_pids(self) -> List[int]:
         """Every process of every active job."""
         jobs = self.store.active()
-        table = procs.scan() if any(j.cgroup is None for j in jobs) else None
+        for job in jobs:
+            if job.state == "running":
+                self.find_container(job)
+        table = procs.scan() if any(j.procs().cgroup is None for j in jobs) else None
         return [pid for j in jobs for pid in j.procs().pids(table)]
 
     # -- adoption, queries, retention --

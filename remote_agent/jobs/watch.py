@@ -52,7 +52,10 @@ class Watchdog:
         sup = self.sup
         sup.reap_shims()
         jobs = sup.watched()
-        table = procs.scan() if any(j.cgroup is None for j in jobs) else None
+        for job in jobs:  # a container the launch did not see running yet
+            if job.state == "running" and job.container and job.container_cgroup is None:
+                self._step("job j%d" % job.id, lambda: sup.find_container(job))
+        table = procs.scan() if any(j.procs().cgroup is None for j in jobs) else None
         for job in jobs:
             self._step("job j%d" % job.id, lambda: self._observe(job, table)
                        if job.state == "running" else self._resolve_starting(job))

@@ -1,0 +1,291 @@
+"""Container jobs through a real podman, on a simulated GPU: capped (the env layers are in the
+container), watched (a workload growing past its share inside the container is stopped with the
+reason), never taken for a foreign process, stopped (no container left), logged, its exit code
+kept; a container job whose shim (and daemon) was killed is still found and stopped; an image
+on a host without a runtime is a clear start failure; MIG, MPS and HAMi-core in containers;
+``fractui launch --image``. Those on the ``host`` fixture run both ways a host finds a job's
+processes (its session, where the container's own cgroup is recorded beside it; its cgroup v2 job
+cgroup, which the container goes below)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import signal
+import sys
+
+import pytest
+
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.jobs.procs import cgroup_pids
+from remote_agent.rpc import jsonrpc as rpc
+from tests.cli_run import in_process
+from tests.conftest import AgentError
+from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
+from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
+from tests.test_job_supervision import kill_shim, read_log, tracked_host, wait_until  # noqa: F401
+from tests.test_jobs import alive, daemon_pid, wait_job
+
+IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
+
+
+def simload(*args: str):
+    return [PYTHON, "-m", "remote_agent.simload", *args]
+
+
+@pytest.fixture
+def host(podman, tracked_host):
+    """A simulated host (1xL4) that runs container jobs of the test image; every container of
+    its state dir is removed afterwards, whatever the test left."""
+    agent, state = tracked_host
+    yield agent, state, podman
+    prefix = "fractui-%s-" % AgentPaths(state).digest
+    names = podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    for name in names:
+        if name.startswith(prefix):
+            podman.remove(name)
+
+
+def containers(podman, job) -> list:
+    """The containers podman still has of ``job`` (running or not)."""
+    out = podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    return [n for n in out if n == job["container"]]
+
+
+def test_hello_lists_podman(host):
+    agent, _state, podman = host
+    hello = agent.call("hello")
+    version = podman.run(["version", "--format", "{{.Client.Version}}"]).stdout.strip()
+    assert hello["runtimes"]["podman"] == version
+    assert set(hello["runtimes"]) == {"podman", "docker", "apptainer"}
+    for kind, found in hello["runtimes"].items():  # each missing one says why
+        assert (found is None) == (kind in hello["runtimes_unavailable"]), kind
+
+
+def test_a_container_job_is_capped_logged_and_keeps_its_exit_code(host):
+    agent, state, podman = host
+    job = agent.call("job.launch", key="k-c-caps", gpu=0, memory_mib=11517, image=podman.image,
+                     env=IN_IMAGE, argv=[PYTHON, "-c", (
+                         "import os, sys\n"
+                         "for k in ('CUDA_VISIBLE_DEVICES', 'XLA_PYTHON_CLIENT_MEM_FRACTION', "
+                         "'FRACTUI_JOB_ID', 'HOME'):\n"
+                         "    print(k, os.environ.get(k))\n"
+                         "print('in', open('/etc/passwd').read().strip())\n"
+                         "sys.exit(3)")])
+    assert (job["runtime"], job["image"]) == ("podman", podman.image)
+    assert job["container"] == "fractui-%s-%s" % (AgentPaths(state).digest, job["id"])
+    limited = ["driver_limit"] if job["cgroup"] else []  # the container goes below its cgroup
+    assert job["caps"] == ["visible_devices", *limited, "framework", "watchdog"]
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 3)
+    uuid = agent.call("hello")["gpus"][0]["uuid"]
+    assert agent.call("job.logs", job=job["id"])["lines"] == [
+        "CUDA_VISIBLE_DEVICES %s" % uuid, "XLA_PYTHON_CLIENT_MEM_FRACTION 0.500",
+        "FRACTUI_JOB_ID %s" % job["id"],
+        "HOME /root",  # the image's, not the host user's
+        "in root:x:0:0:root:/root:/nonexistent"]  # the image's own files
+    assert containers(podman, job) == []
+
+
+def test_a_container_job_over_its_share_is_stopped_with_the_reason(host):
+    agent, state, podman = host
+    job = agent.call("job.launch", key="k-c-grow", gpu=0, memory_mib=1000, image=podman.image,
+                     env=IN_IMAGE, argv=simload("--mem-mib", "100", "--grow-to", "4000",
+                                                "--seconds", "60"))
+    done = wait_job(agent, job["id"], timeout=60)
+    assert done["state"] == "killed"
+    assert done["reason"].startswith("exceeded its 1000 MiB cap: used "), done["reason"]
+    assert "simload: using" in read_log(state, job["id"])  # it ran, in the container
+    assert containers(podman, job) == []
+    assert agent.call("snapshot")["gpus"][0]["processes"] == []  # its memory is free
+
+
+def test_a_process_in_a_job_s_container_is_never_taken_as_foreign(host):
+    agent, state, podman = host
+    total = agent.call("snapshot")["gpus"][0]["memory_mib"]
+    job = agent.call("job.launch", key="k-c-held", gpu=0, memory_mib=10000, image=podman.image,
+                     env=IN_IMAGE, argv=simload("--mem-mib", "8000", "--seconds", "120"))
+    wait_until(lambda: "using 8000 MiB" in read_log(state, job["id"]), "the job to register")
+    seen = agent.call("snapshot")["gpus"][0]["processes"]
+    running = agent.call("job.get", job=job["id"])
+    in_container = cgroup_pids(running["container_cgroup"])
+    # NVML's pid is the host's, and it is one of the container's processes
+    assert len(seen) == 1 and seen[0]["pid"] in in_container and seen[0]["used_mib"] == 8000
+    if running["cgroup"]:  # where the driver's limit is: the container is below it
+        assert seen[0]["pid"] in cgroup_pids(running["cgroup"])
+    # the watchdog samples it as the job's (the usage the admin side keeps and reports)
+    wait_until(lambda: (agent.call("job.get", job=job["id"])["usage"] or {}).get(
+        "memory_peak_mib") == 8000, "a usage sample of the container's memory")
+    # its 8000 MiB are the job's, within its share: all the rest of the GPU is free
+    other = agent.call("job.launch", key="k-c-rest", gpu=0, memory_mib=total - 10000,
+                       argv=[sys.executable, "-c", "pass"])
+    assert wait_job(agent, other["id"])["state"] == "exited"
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-c-over", gpu=0, memory_mib=total - 10000 + 1,
+                   argv=[sys.executable, "-c", "pass"])
+    assert err.value.code == rpc.NO_ROOM and "booked: %s (10000 MiB)" % job["id"] in \
+        err.value.message and "outside fractui" not in err.value.message
+    agent.call("job.stop", job=job["id"], grace=1)
+    assert wait_job(agent, job["id"])["state"] == "killed"
+
+
+def test_stop_ends_a_container_job_and_leaves_no_container(host):
+    agent, state, podman = host
+    job = agent.call("job.launch", key="k-c-stop", gpu=0, memory_mib=100, image=podman.image,
+                     env=IN_IMAGE, argv=[PYTHON, "-c", (
+                         "import signal, sys, time\n"
+                         "signal.signal(signal.SIGTERM, lambda *a: (print('got TERM', "
+                         "flush=True), sys.exit(7)))\n"
+                         "print('up', flush=True)\n"
+                         "time.sleep(600)")])
+    wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
+    pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+    assert pids
+    agent.call("job.stop", job=job["id"], grace=20)
+    done = wait_job(agent, job["id"], timeout=30)
+    assert (done["state"], done["reason"]) == ("killed", "stopped by request")
+    assert done["exit_code"] == 7  # SIGTERM reached it through the container's init
+    assert "got TERM" in agent.call("job.logs", job=job["id"])["lines"]
+    assert containers(podman, job) == []
+    assert not any(alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
+def test_a_container_job_whose_shim_was_killed_is_still_found_and_stopped(host, start_agent,
+                                                                          killed):
+    agent, state, podman = host
+    job = agent.call("job.launch", key="k-c-orphan", gpu=0, memory_mib=100, image=podman.image,
+                     env=IN_IMAGE, argv=[PYTHON, "-c", (
+                         "import signal, time\n"
+                         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"  # only KILL ends it
+                         "print('up', flush=True)\n"
+                         "time.sleep(600)")])
+    wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
+    pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+    if killed == "shim and daemon":
+        os.kill(daemon_pid(agent), signal.SIGKILL)
+        agent.proc.wait(timeout=10)
+    kill_shim(state, job["id"])
+    if killed == "shim and daemon":
+        agent = start_agent(None, state)  # a new daemon, which finds it by the job table
+        assert agent.call("job.get", job=job["id"])["state"] == "running"
+    agent.call("job.stop", job=job["id"], grace=1)
+    done = wait_job(agent, job["id"], timeout=30)
+    assert (done["state"], done["reason"]) == ("killed", "stopped by request")
+    assert containers(podman, job) == []
+    assert not any(alive(p) for p in pids)
+
+
+def test_an_image_on_a_host_without_a_runtime_is_a_start_failure(podman, start_agent, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no podman, docker or apptainer on it
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    hello = agent.call("hello")
+    assert hello["runtimes"] == {"podman": None, "docker": None, "apptainer": None}
+    assert "podman is not installed" in hello["runtimes_unavailable"]["podman"]
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-c-none", gpu=0, memory_mib=100, image=podman.image,
+                   argv=[PYTHON, "-c", "pass"])
+    assert err.value.code == rpc.START_FAILED
+    assert err.value.message.startswith("the job cannot start: the job names an image, but "
+                                        "this host has no container runtime (podman: podman "
+                                        "is not installed"), err.value.message
+    assert agent.call("job.list")["jobs"] == []  # nothing recorded, nothing ran
+
+
+def test_an_image_reference_is_checked(start_agent, tmp_path):
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-c-bad", gpu=0, memory_mib=100, image="--privileged",
+                   argv=["true"])
+    assert err.value.code == rpc.INVALID_PARAMS and "'image'" in err.value.message
+
+
+def test_an_image_is_in_a_key_s_fingerprint_only_when_set():
+    from remote_agent.jobs.supervisor import LaunchRequest
+
+    bare = LaunchRequest(key="k", argv=["a"], env={}, cwd=None, name="a", gpus=[0],
+                         instance=None, mig=None, memory_mib=1, torch_fraction=False)
+    before = [["a"], {}, None, [0], None, None, 1, False]  # as keys were before images
+    assert bare.fingerprint() == hashlib.sha1(json.dumps(before, sort_keys=True).encode()
+                                              ).hexdigest()
+    as_image = dataclasses.replace(bare, image="x")
+    as_user = dataclasses.replace(bare, run_as="x")
+    assert len({bare.fingerprint(), as_image.fingerprint(), as_user.fingerprint()}) == 3
+
+
+
+def test_fractui_launch_image_runs_it_in_a_container(podman, local_fleet, capfd):  # noqa: F811
+    fleet = local_fleet({"gpu-a": "1xL4"}, [])
+    config = fleet.write_config()
+    code, out, err = in_process(capfd, [
+        "--config", config, "launch", "gpu-a", "0", "--memory-mib", "512", "--image",
+        podman.image, "--env", "PYTHONPATH=" + IMAGE_CODE, "--", PYTHON, "-c",
+        "print(open('/etc/passwd').read().split(':')[0])"])
+    assert code == 0, err
+    assert re.fullmatch(r"gpu-a/j1 running \(pid \d+\) on gpu 0 in podman image %s\n" % (
+        re.escape(podman.image)), out), out
+    wait_until(lambda: fleet.agent_jobs()[0]["state"] == "exited", "the job to end")
+    code, out, err = in_process(capfd, ["--config", config, "logs", "gpu-a/j1"])
+    assert (code, out) == (0, "root\n"), err
+    code, out, err = in_process(capfd, ["--config", config, "jobs", "gpu-a"])
+    assert code == 0 and "python3 [localhost/frac" in out, out  # (the column is cut)
+    code, out, err = in_process(capfd, ["--config", config, "doctor", "gpu-a"])
+    version = podman.run(["version", "--format", "{{.Client.Version}}"]).stdout.strip()
+    assert code == 0 and "[ ok ] runtimes     podman %s; not here: " % version in out, out
+
+
+def test_a_container_job_on_a_mig_instance_is_seen_on_it(podman, start_agent, tmp_path):
+    state = str(tmp_path / "mig-host")
+    agent = start_agent("1xA100-80GB:mig", state)
+    job = agent.call("job.launch", key="k-c-mig", gpu=0, image=podman.image, env=IN_IMAGE,
+                     mig={"profile": "3g.40gb", "start": 0},
+                     argv=simload("--mem-mib", "3000", "--seconds", "120"))
+    try:
+        assert job["caps"] == ["mig"] and job["instance"].startswith("MIG-")
+        wait_until(lambda: "using 3000 MiB" in read_log(state, job["id"]), "it to register")
+        (inst,) = agent.call("snapshot")["gpus"][0]["instances"]
+        pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+        # its instance is busy with the container's process, by its host pid
+        assert inst["uuid"] == job["instance"] and inst["busy"]
+        assert len(inst["pids"]) == 1 and inst["pids"][0] in pids
+        agent.call("job.stop", job=job["id"], grace=5)
+        assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
+        assert containers(podman, job) == []
+    finally:
+        podman.remove(job["container"])
+
+
+def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_files(
+        podman, start_agent, tmp_path, monkeypatch):
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps", "--hami-core-lib", str(lib))
+    job = agent.call("job.launch", key="k-c-mps", gpu=0, memory_mib=11517, image=podman.image,
+                     env=IN_IMAGE, argv=[PYTHON, "-c", (
+                         "import os\n"
+                         "for k in ('CUDA_MPS_PINNED_DEVICE_MEM_LIMIT', 'CUDA_DEVICE_MEMORY_LIMIT',"
+                         " 'CUDA_MPS_PIPE_DIRECTORY', 'LD_PRELOAD'):\n"
+                         "    print(k, os.environ[k])\n"
+                         "d = os.environ['CUDA_MPS_PIPE_DIRECTORY']\n"
+                         "open(os.path.join(d, 'reached'), 'w').close()\n"
+                         "lib = os.environ['LD_PRELOAD']\n"
+                         "print('lib', os.path.isfile(lib), os.access(lib, os.W_OK))")])
+    assert job["caps"] == ["visible_devices", "mps", "hami", "framework", "watchdog"]
+    try:
+        assert wait_job(agent, job["id"])["exit_code"] == 0
+    finally:
+        podman.remove(job["container"])
+    lines = agent.call("job.logs", job=job["id"])["lines"]
+    # (the stand-in library is empty, so ld.so warns that it cannot preload it: not our line)
+    assert [line for line in lines if not line.startswith("ERROR: ld.so")] == [
+        "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT 0=11517M", "CUDA_DEVICE_MEMORY_LIMIT 11517m",
+        "CUDA_MPS_PIPE_DIRECTORY %s" % pipes, "LD_PRELOAD %s" % lib,
+        "lib True False"]  # the library is there, read-only
+    assert (pipes / "reached").exists()  # the MPS daemon's pipes are the host's
