@@ -138,6 +138,16 @@ class Podman:
         self.run(["rm", "-f", "-t", "0", name], check=False)
 
 
+def _remove_older(tool: Podman) -> None:
+    """Images of earlier checkouts: one per change of the agent's code, 64 MB each. One still in
+    use by another run is refused by podman and stays."""
+    listed = tool.run(["images", "--format", "{{.Repository}}:{{.Tag}}",
+                       "--filter", "reference=localhost/fractui-test"], check=False)
+    for image in listed.stdout.split():
+        if image != tool.image:
+            tool.run(["rmi", image], check=False)
+
+
 @pytest.fixture(scope="session")
 def podman(tmp_path_factory) -> Podman:
     """A working podman and the test image, or the test skips saying why."""
@@ -155,6 +165,7 @@ def podman(tmp_path_factory) -> Podman:
     tool = Podman(str(conf), "localhost/fractui-test:%s" % digest)
     if tool.run(["image", "exists", tool.image], check=False).returncode != 0:
         tool.run(["import", tar, tool.image])
+        _remove_older(tool)
     probe = tool.run(["run", "--rm", tool.image, PYTHON, "-c", "import sqlite3; print('ok')"],
                      check=False)
     if probe.returncode != 0 or probe.stdout.strip() != "ok":
