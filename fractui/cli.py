@@ -31,7 +31,8 @@ VERBS = {
     "report": "report_commands", "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
-NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")  # a config file, if there is one, is still checked
+# verbs that run without a config file (one that is there is still checked)
+NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"

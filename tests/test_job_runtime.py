@@ -282,13 +282,8 @@ def test_a_bare_jobs_env_reaches_it_untouched_by_any_shell(local_fleet):  # noqa
 
 def test_a_container_job_runs_in_its_image_with_its_env_charged_as_a_bare_one(
         request, local_fleet):  # noqa: F811
-    """The whole way, once the agent runs container jobs (issue 17's agent side, merged by
-    the lead: until then the agent takes no ``image`` in job.launch and this skips, saying
-    so). Not run where it was written: the agent side did not exist there."""
-    from remote_agent.jobs.methods import LAUNCH_PARAMS
-    if "image" not in LAUNCH_PARAMS:
-        pytest.skip("this agent's job.launch takes no 'image': container jobs are the agent "
-                    "side of issue 17")
+    """The whole way: submit with an image and env, the scheduler's launch, the agent's
+    container, the charge."""
     podman = request.getfixturevalue("podman")  # before the agents start: they use its conf
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", memory_gib=1)])
     printer = ["/usr/bin/python3", "-c", "import os, json; print(json.dumps({"

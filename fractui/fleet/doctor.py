@@ -59,8 +59,8 @@ class Report:
                             "fix": c.fix} for c in self.checks]}
 
 
-LATER = ("python", "agent", "privileges", "nvml", "mig", "cap layers", "runtimes", "lingering",
-         "state dir")
+LATER = ("python", "agent", "privileges", "nvml", "resources", "mig", "cap layers", "runtimes",
+         "lingering", "state dir")
 LINK = {"ssh": "the SSH link", "exec": "the exec program", "local": "the local agent"}
 
 

@@ -9,6 +9,10 @@ that can never start as given ("job") fails at once with the agent's words, as d
 the agent calls malformed ("request": a bug of ours, logged); a GPU or host that cannot take it
 now ("capacity", "host") sends it back to its queue as its next attempt, the refusal kept with
 the job, until ``max_attempts`` refusals fail it with all their words.
+
+Where Kubernetes would allocate the slices (DRA ResourceClaims, docs/kubernetes.md "Later"), a
+decision's launch here is where its claim would be made, and a refused allocation would come
+back as a refused launch does.
 """
 
 from __future__ import annotations
@@ -139,7 +143,8 @@ class Executor:
         try:
             if len(tried) >= self.max_attempts:
                 why = "refused %s ([scheduler] max_attempts = %d): %s" % (
-                    count(len(tried), "time"), self.max_attempts, "; ".join(r.describe() for r in tried))
+                    count(len(tried), "time"), self.max_attempts,
+                    "; ".join(r.describe() for r in tried))
                 self.store.ended(job.id, (PLACED,), FAILED, why, self.actor, why, "failed",
                                  ended_at=refusal.at, refusals=tried, epoch=self.epoch)
             else:

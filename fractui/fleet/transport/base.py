@@ -9,7 +9,9 @@ and states) is the same for every kind; errors come out as TransportError or Age
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
 from abc import ABC, abstractmethod
@@ -168,7 +170,10 @@ def run_process(argv: Sequence[str], stdin: bytes, timeout_s: float) -> Ran:
     try:
         proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        try:  # its whole session: children (a kubectl credential plugin) go with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it and its group ended just now
+            pass
         proc.wait()
         raise TransportError("%s gave no answer within %g s" % (argv[0], timeout_s)) from None
     finally:
