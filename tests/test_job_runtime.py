@@ -20,6 +20,7 @@ from remote_agent.gpu.models import models
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler.execute import launch_params
+from fractui.sched.fleetview import HostView
 from fractui.sched.queueing import schedule
 from fractui.sched.quota import team_usage
 from fractui.store import SqliteStore, StoreDamaged, open_store
@@ -169,7 +170,7 @@ def test_a_container_job_is_charged_as_a_bare_one(queue):
     """The slice is what is charged: the same decision, the same charge and the same quota
     standing whatever the job runs in."""
     a100 = models()["NVIDIA A100-SXM4-80GB"]
-    view = view_of(a100, queue.mig is not None, 2)
+    view = with_runtime(view_of(a100, queue.mig is not None, 2))
     teams = [TeamConfig("t", quota_gpus=100)]
     bare = Job(1, "q", "t", "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
     boxed = replace(bare, image="docker.io/x/train:1", env={"A": "1"})
@@ -179,6 +180,32 @@ def test_a_container_job_is_charged_as_a_bare_one(queue):
     held = [team_usage([replace(j, state=PLACED, slot=s)], teams)[0].used
             for j, s in zip((bare, boxed), decided)]
     assert held[0] == held[1] == decided[0].charge
+
+
+def with_runtime(view: HostView, name: str = "h") -> HostView:
+    return replace(view, name=name, hello=dict(view.hello, runtimes={
+        "podman": "4.3.1", "docker": None, "apptainer": None}))
+
+
+def test_a_container_job_goes_only_where_a_runtime_can_run_it_and_says_why_it_waits():
+    """A host whose agent found no runtime would refuse it as a job that can never start: the
+    pass places it on a host with one, and with none, it waits saying why (a bare job still runs
+    anywhere)."""
+    l4 = models()["NVIDIA L4"]
+    bare_host = replace(view_of(l4, False, 1), name="plain")  # hello without runtimes
+    boxed_host = with_runtime(view_of(l4, False, 1), "boxed")
+    queue = QueueConfig(name="q", gpus=1)
+    bare = Job(1, "q", None, "n", ("x",), queue.request(), PENDING, 0.0, 0.0)
+    boxed = replace(bare, id=2, image="localhost/train:1", submitted_at=1.0)
+    both = schedule([bare_host, boxed_host], [boxed, bare], [queue], [], "u")
+    assert {d.job: d.slot.host for d in both.decisions} == {2: "boxed", 1: "plain"}
+    alone = schedule([bare_host], [boxed, bare], [queue], [], "u")
+    assert [d.job for d in alone.decisions] == [1]
+    assert "no host it may use has a container runtime" in alone.waiting[2]
+    assert "localhost/train:1" in alone.waiting[2]
+    gone = with_runtime(bare_host, "plain")  # runtimes all missing: each is None
+    gone = replace(gone, hello=dict(gone.hello, runtimes={"podman": None}))
+    assert not schedule([gone], [boxed], [queue], [], "u").decisions
 
 
 # -- fractui submit --

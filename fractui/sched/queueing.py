@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional, Sequence,
-                    Tuple)
+                    Set, Tuple)
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.cordons import fenced
@@ -125,12 +125,15 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     classes = typical_classes(list(requests.values()))
     placer = Placer(hosts, POLICY, classes, memos=memos)
     names = {h.name for h in hosts}
+    containers = container_hosts(views)
 
     def attempt(job: Job) -> Optional[Placement]:
         req = requests[job.id]
         avoid = set(refused.get(job.id, ()))
-        if avoid:
+        if avoid or job.image:
             allowed = (req.hosts or frozenset(names)) - avoid
+            if job.image:  # a container job only where a runtime can run it
+                allowed &= containers
             req = _with_hosts(req, allowed)
             if not allowed:
                 return None
@@ -147,6 +150,10 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                 result.waiting[job.id] = _at_quota(job.team, None)
             elif team is not None and team.room() <= EPSILON:
                 result.waiting[job.id] = _at_quota(job.team, team)
+            elif job.image and not (requests[job.id].hosts or names) & containers:
+                result.waiting[job.id] = "it runs in a container (image %s), and no host it may " \
+                    "use has a container runtime (podman, docker or apptainer: fractui doctor " \
+                    "says why each is missing)" % job.image
             elif avoided:
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
                                          "(%s)" % ", ".join(avoided)
@@ -203,6 +210,12 @@ def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
         if not by_team[team]:
             del by_team[team]
         yield job
+
+
+def container_hosts(views: Sequence[HostView]) -> Set[str]:
+    """The hosts whose agent found a container runtime (hello's ``runtimes``; an agent older
+    than container jobs reports none)."""
+    return {v.name for v in views if any(((v.hello or {}).get("runtimes") or {}).values())}
 
 
 def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
