@@ -40,7 +40,7 @@ from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, containe
 
 log = logging.getLogger("remote_agent.jobs")
 
-SIGNAL_TIMEOUT_S = 10.0
+CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 
 
 class Oci(Runtime):
@@ -65,7 +65,7 @@ class Oci(Runtime):
         answer is kept, a failure is asked again at the next job."""
         if self.manager is None:
             what = "{{.Host.CgroupManager}}" if self.tool == "podman" else "{{.CgroupDriver}}"
-            code, found, err = run_tool([self.tool, "info", "--format", what])
+            code, found, err = run_tool([self.tool, "info", "--format", what], CALL_TIMEOUT_S)
             if code != 0 or not found:
                 return "%s info failed, so its cgroup manager is unknown: %s" % (
                     self.tool, last_line(err or found))
@@ -106,7 +106,8 @@ class Oci(Runtime):
         return ShimLaunch(argv=argv, env=dict(os.environ), cwd="/", user=None, cgroup=None)
 
     def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str]]:
-        code, out, _ = run_tool([self.tool, "inspect", "--format", "{{.State.Pid}}", name])
+        code, out, _ = run_tool([self.tool, "inspect", "--format", "{{.State.Pid}}", name],
+                                CALL_TIMEOUT_S)
         if code != 0 or not out.isdigit() or int(out) <= 0:
             return None, None
         return container_cgroup(int(out), os.getpid())
@@ -120,7 +121,7 @@ class Oci(Runtime):
 
     def _checked(self, argv: List[str]) -> bool:
         """Run the runtime's command; a failure goes to the agent's log."""
-        code, out, err = run_tool(argv, SIGNAL_TIMEOUT_S)
+        code, out, err = run_tool(argv, CALL_TIMEOUT_S)
         if code != 0:
             log.warning("%s failed (exit %d): %s", " ".join(argv), code, last_line(err or out))
         return code == 0
