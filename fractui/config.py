@@ -22,6 +22,7 @@ import platformdirs
 from remote_agent.gpu.models import models as gpu_models
 from remote_agent.daemon import settings as agent_settings
 from remote_agent.daemon.settings import AgentSettings
+from remote_agent.jobs.runtime.image import image_problem as agent_image_problem
 from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
@@ -1060,16 +1061,13 @@ def profile_problem(name: str) -> str | None:
 
 
 def image_problem(image: str) -> str | None:
-    """Why ``image`` cannot name a job's container image, or None. Any reference the host's
-    runtime takes (a registry's name:tag@digest, an apptainer image's path) passes; what can
-    never be one is refused: nothing, a leading '-' (the runtime's command would read it as
-    an option), a space or a control character."""
-    if image and len(image) <= MAX_TEXT and not image.startswith("-") and all(
-            c.isprintable() and not c.isspace() for c in image):
+    """Why ``image`` cannot name a job's container image, or None: the agent's own rule
+    (remote_agent/jobs/runtime/image.py), so what is submitted is what an agent launches."""
+    why = agent_image_problem(image)
+    if why is None:
         return None
     return ("must name a container image (e.g. docker.io/library/python:3.12, or an "
-            f"apptainer image's path): not empty, at most {MAX_TEXT} characters, not "
-            f"starting with '-', with no space or control character; got {_shown(image)}")
+            f"apptainer image's path), but {why}; got {_shown(image)}")
 
 
 def _value_problem(value: Any, where: tuple[str, str]) -> str | None:

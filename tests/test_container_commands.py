@@ -5,9 +5,15 @@ options, and its user; and where a process's cgroup is found."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
+import pytest
+
+from fractui.config import image_problem
 from remote_agent.jobs.env import JobUser
 from remote_agent.jobs.runtime import JobRun, cgroup_of
+from remote_agent.jobs.runtime.base import container_cgroup, holds
 from remote_agent.jobs.runtime.apptainer import Apptainer
 from remote_agent.jobs.runtime.oci import Oci
 from remote_agent.jobs.runtime.process import Process
@@ -28,17 +34,48 @@ def test_podman_runs_the_container_in_the_foreground_with_its_gpu_through_cdi():
     shim = Oci("podman").launch(run(cwd="/work", run_as=True))
     assert shim.argv == [
         "podman", "run", "--rm", "--init", "--name", "fractui-abc-j7",
+        "--security-opt", "no-new-privileges", "--user", "1234:99", "--cap-drop", "all",
         "--env", "CUDA_VISIBLE_DEVICES=MIG-1", "--env", "FRACTUI_JOB_ID=j7",
-        "--workdir", "/work", "--user", "1234:99", "--device", "nvidia.com/gpu=MIG-1",
+        "--env", "NVIDIA_VISIBLE_DEVICES=void",
+        "--workdir", "/work", "--device", "nvidia.com/gpu=MIG-1",
         "registry.example/train:1", "python3", "train.py"]
     # the runtime's CLI runs as the agent, in the agent's environment, joining no job cgroup
     assert (shim.user, shim.cgroup, shim.env) == (None, None, dict(os.environ))
 
 
-def test_docker_takes_its_gpus_by_its_own_flag():
+def test_docker_takes_its_gpus_by_its_own_flag_as_one_csv_field():
     argv = Oci("docker").launch(run(devices=["GPU-a", "GPU-b"])).argv
-    assert argv[argv.index("--gpus") + 1] == "device=GPU-a,GPU-b"
-    assert "--device" not in argv
+    word = argv[argv.index("--gpus") + 1]
+    assert word == '"device=GPU-a,GPU-b"' and "--device" not in argv
+    if shutil.which("docker") is None:
+        pytest.skip("docker's CLI is not installed (the flag's parsing is its)")
+    # docker's own CLI parses the word; with no daemon here it gets as far as connecting to it
+    done = subprocess.run(["docker", "run", "--gpus", word, "--rm", "x", "true"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock"))
+    assert done.returncode != 0 and "invalid argument" not in done.stderr, done.stderr
+    assert "Cannot connect" in done.stderr, done.stderr
+
+
+def test_nvidia_visible_devices_is_the_last_env_so_the_job_cannot_widen_it():
+    wider = {"NVIDIA_VISIBLE_DEVICES": "all", "ZZ": "1"}
+    for tool, devices, seen in (("docker", ["GPU-a", "GPU-b"], "GPU-a,GPU-b"),
+                                ("podman", ["GPU-a"], "void"),  # CDI gives the devices
+                                ("docker", [], "void")):  # the simulator: none
+        argv = Oci(tool).launch(run(env=wider, devices=devices)).argv
+        envs = [argv[i + 1] for i, word in enumerate(argv) if word == "--env"]
+        assert envs[-1] == "NVIDIA_VISIBLE_DEVICES=" + seen, (tool, envs)
+        assert envs[:-1] == ["NVIDIA_VISIBLE_DEVICES=all", "ZZ=1"]  # the job's own, before
+
+
+def test_every_container_gets_no_new_privileges_and_a_run_as_one_no_capabilities():
+    for tool in ("podman", "docker"):
+        argv = Oci(tool).launch(run()).argv
+        assert argv[argv.index("--security-opt") + 1] == "no-new-privileges"
+        assert "--cap-drop" not in argv and "--user" not in argv  # the agent's own user
+        argv = Oci(tool).launch(run(run_as=True)).argv
+        assert argv[argv.index("--cap-drop") + 1] == "all"
+        assert argv[argv.index("--security-opt") + 1] == "no-new-privileges"
 
 
 def test_on_the_simulator_the_state_dir_is_mounted_at_its_own_path():
@@ -55,13 +92,23 @@ def test_a_job_cgroup_becomes_the_container_s_parent_from_its_hierarchy_s_root()
 
     mount = cgroup2_mount()
     cgroupfs = Oci("podman")
-    cgroupfs.cgroupfs = True  # a cgroupfs manager, as the runtime's info says
+    cgroupfs.manager = "cgroupfs"  # a cgroupfs manager, as the runtime's info says
     argv = cgroupfs.launch(run(cgroup=os.path.join(mount, "fractui", "abc-j7"))).argv
     assert argv[argv.index("--cgroup-parent") + 1] == "/fractui/abc-j7"
     systemd = Oci("podman")
-    systemd.cgroupfs = False  # a systemd cgroup manager takes only slices
+    systemd.manager = "systemd"  # a systemd cgroup manager takes only slices
     assert "--cgroup-parent" not in systemd.launch(run(cgroup=mount + "/x")).argv
-    assert not systemd.takes_cgroup_parent()
+    assert "systemd cgroup manager takes only a slice" in systemd.cgroup_parent_problem()
+
+
+def test_a_failed_info_is_not_kept_and_its_reason_is_the_note():
+    if shutil.which("docker") is None:
+        pytest.skip("docker's CLI is not installed (its info is what fails here)")
+    docker = Oci("docker")
+    for _ in range(2):  # asked again each time: a runtime not answering now may answer later
+        why = docker.cgroup_parent_problem()
+        assert why.startswith("docker info failed, so its cgroup manager is unknown: "), why
+        assert "Cannot connect" in why and docker.manager is None
 
 
 def test_apptainer_is_the_job_s_own_process_with_its_environment_kept_through_cleanenv():
@@ -112,3 +159,46 @@ def test_a_root_cgroup_is_never_taken_as_a_container_s_own(tmp_path):
     assert cgroup_of(42, *found) is None  # finding its processes would find the whole host
     (tmp_path / "proc" / "42" / "cgroup").write_text("0::/gone\n")
     assert cgroup_of(42, *found) is None  # a cgroup that is not there (the container ended)
+
+
+def test_a_cgroup_holding_the_agent_or_above_it_is_never_a_container_s(tmp_path):
+    """A runtime that gives a container no cgroup of its own leaves it in the one it started
+    from: taking that one would have stop and the watchdog act on the daemon."""
+    mounts, proc = host(tmp_path, "cgroup2 %s/v2 cgroup2 rw 0 0\n" % tmp_path, "0::/c/one\n")
+    cgroup_dir(tmp_path / "v2" / "c" / "one")
+    cgroup_dir(tmp_path / "v2" / "agent")
+    (tmp_path / "proc" / "7").mkdir()
+    agent_file = tmp_path / "proc" / "7" / "cgroup"
+    agent_file.write_text("0::/agent\n")
+    assert container_cgroup(42, 7, mounts, proc) == (str(tmp_path / "v2" / "c" / "one"), None)
+    for agent in ("/c/one", "/c/one/sub"):  # the agent's own cgroup, or one below the found
+        cgroup_dir(tmp_path / "v2" / agent.lstrip("/")) if agent != "/c/one" else None
+        agent_file.write_text("0::%s\n" % agent)
+        found, why = container_cgroup(42, 7, mounts, proc)
+        assert found is None and "no cgroup of its own" in why, agent
+    assert holds("/a/b", "/a/b") and holds("/a/b", "/a/b/c/") and holds("/a", "/a/b")
+    assert not holds("/a/b", "/a/bc") and not holds("/a/b/c", "/a/b")
+
+
+def test_one_image_rule_on_both_sides():
+    """What fractui accepts at submit (and in a queue's config) the agent launches, and what it
+    refuses the agent refuses: an apptainer image's path is a reference on both."""
+    from remote_agent.jobs.methods import LAUNCH_PARAMS
+    from remote_agent.jobs.supervisor import parse_launch
+    from remote_agent.rpc.jsonrpc import Params, RpcError
+
+    def agent_takes(image: str) -> bool:
+        try:
+            parse_launch(Params("job.launch", {"key": "k", "argv": ["true"], "gpu": 0,
+                                               "memory_mib": 1, "image": image}, LAUNCH_PARAMS))
+        except RpcError as err:
+            assert "'image'" in err.message
+            return False
+        return True
+
+    good = ["docker.io/library/python:3.12", "/opt/images/x.sif", "./x.sif", "x.sif",
+            "localhost/fractui-test:1@sha256:" + "a" * 64, "oras://reg.example/x:1",
+            "x" * 4096]
+    bad = ["", "-v/:/host", "--privileged", "a b", "a\tb", "a\x00b", "a\nb", "x" * 4097]
+    for image in good + bad:
+        assert (image_problem(image) is None) == agent_takes(image) == (image in good), image

@@ -13,7 +13,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import sys
 
@@ -194,6 +196,87 @@ def test_an_image_on_a_host_without_a_runtime_is_a_start_failure(podman, start_a
                                         "this host has no container runtime (podman: podman "
                                         "is not installed"), err.value.message
     assert agent.call("job.list")["jobs"] == []  # nothing recorded, nothing ran
+
+
+def test_a_container_job_gains_no_privileges_and_one_run_as_a_user_has_no_capabilities(host):
+    """A setuid binary in a user's image must not make its job root: no_new_privs always, and
+    no capabilities at all for a job run as a user (the runtime's default set otherwise)."""
+    agent, _state, podman = host
+    fields = ("Uid:", "CapPrm:", "CapEff:", "NoNewPrivs:")
+    status = [PYTHON, "-c", "print(*[l.split()[1] for l in open('/proc/self/status') if "
+              "l.split()[0] in %r])" % (fields,)]  # the real uid, in the file's order
+    none = "0" * 16
+    for key, run_as, uid in (("k-c-priv", None, 0),
+                             ("k-c-priv-as", "nobody", pwd.getpwnam("nobody").pw_uid)):
+        extra = {"run_as": run_as} if run_as else {}
+        job = agent.call("job.launch", key=key, gpu=0, memory_mib=100, image=podman.image,
+                         env=IN_IMAGE, argv=status, **extra)
+        assert wait_job(agent, job["id"])["exit_code"] == 0
+        (line,) = agent.call("job.logs", job=job["id"])["lines"]
+        seen_uid, prm, eff, no_new_privs = line.split()
+        assert (int(seen_uid), no_new_privs) == (uid, "1"), line
+        if run_as:  # the agent's own user (root here) keeps the runtime's default set
+            assert (prm, eff) == (none, none), line
+
+
+def test_a_runtime_cli_that_hangs_does_not_keep_the_daemon_from_answering(start_agent, tmp_path,
+                                                                           monkeypatch):
+    """Every runtime is probed at once, each for a short while, before the daemon answers: a
+    CLI that never answers (all three here) costs that while once, within the bridge's wait."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("podman", "docker", "apptainer"):
+        script = tools / tool
+        script.write_text("#!/bin/sh\nexec sleep 600\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    hello = agent.call("hello")
+    assert hello["runtimes"] == {"podman": None, "docker": None, "apptainer": None}
+    assert hello["runtimes_unavailable"]["podman"] == \
+        "podman version --format {{.Client.Version}} did not answer in 5 s"
+
+
+def test_a_container_left_by_a_failed_rm_has_its_processes_killed(  # noqa: F811
+        podman, start_agent, tmp_path, monkeypatch):
+    """When the runtime cannot remove an ended job's container (here its ``rm`` fails), the
+    failure is in the agent's log and the processes left in the container's cgroup are killed:
+    nothing of the job goes on running."""
+    refuse = tmp_path / "refuse-rm"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    real = shutil.which("podman")
+    (tools / "podman").write_text(
+        '#!/bin/sh\nif [ "$1" = rm ] && [ -e %s ]; then\n'
+        '  echo "Error: rm refused (the test\'s)" >&2; exit 125\nfi\nexec %s "$@"\n'
+        % (refuse, real))
+    (tools / "podman").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    refuse.touch()
+    name = "fractui-%s-j1" % AgentPaths(state).digest
+    try:
+        job = agent.call("job.launch", key="k-c-rm", gpu=0, memory_mib=100, image=podman.image,
+                         env=IN_IMAGE, argv=[PYTHON, "-c", "import time\nprint('up', "
+                                             "flush=True)\ntime.sleep(600)"])
+        wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
+        running = agent.call("job.get", job=job["id"])
+        pids = cgroup_pids(running["container_cgroup"])
+        assert pids
+        os.kill(running["pid"], signal.SIGKILL)  # the runtime's client: the container goes on
+        done = wait_job(agent, job["id"], timeout=30)
+        assert done["state"] == "killed"
+        wait_until(lambda: not any(alive(p) for p in pids), "the container's processes to end")
+        with open(AgentPaths(state).log_file, encoding="utf-8") as f:
+            logged = f.read()
+        assert "podman rm -f -t 0 %s failed (exit 125): Error: rm refused" % job["container"] \
+            in logged, logged[-2000:]
+        assert "could not be removed; SIGKILL to the" in logged
+        assert job["container"] == name
+    finally:
+        refuse.unlink()
+        podman.remove(name)
 
 
 def test_an_image_reference_is_checked(start_agent, tmp_path):

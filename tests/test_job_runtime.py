@@ -249,8 +249,8 @@ def test_submit_keeps_env_and_image_and_the_queues_image_unless_given(tmp_path, 
                                       "is empty"),
     (["--env", "A=1", "--env", "A=2"], "--env #2 ('A=2') gives A again (--env #1 gave it)"),
     (["--image", ""], "argument --image: must name a container image"),
-    (["--image=-v/:/host"], "not starting with '-'"),
-    (["--image", "two words"], "with no space or control character; got 'two words'"),
+    (["--image=-v/:/host"], "starts with '-'"),
+    (["--image", "two words"], "holds a space or a control character; got 'two words'"),
 ])
 def test_a_bad_env_or_image_is_a_usage_error_saying_what_and_where(tmp_path, capfd, argv,
                                                                    says):

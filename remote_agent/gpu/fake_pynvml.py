@@ -15,7 +15,9 @@ agent, and simulated workloads registering their memory use — so a restarted a
 layout a real GPU would still have. ``path=None`` keeps it in memory (property tests). A process
 registers its pid with its pid namespace; a reader in another namespace (the agent on the host,
 a workload in a container) sees it by its pid there, as real NVML reports host pids for
-processes in containers, and each process judges only its own namespace's entries dead.
+processes in containers, and each process judges only its own namespace's entries dead; a
+writer in the root namespace that can see every process also drops the entries of a namespace
+no process is in any more (a container that ended while its process had GPU memory).
 Everything that is not part of pynvml's API is named ``sim_*``.
 """
 
@@ -33,7 +35,7 @@ import threading
 import time
 import uuid as uuidlib
 from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulonglong, pointer
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from remote_agent.gpu import models as _models
 
@@ -401,6 +403,7 @@ class nvmlFriendlyObject(object):
 # Linux pids never reach 2**22, so registered workloads without a real process get pids above it
 # and are treated as alive until removed.
 SYNTHETIC_PID_BASE = 1 << 22
+ROOT_PID_NS = 0xEFFFFFFC  # the initial pid namespace's inode (the kernel's PROC_PID_INIT_INO)
 _NA_UINT = 0xFFFFFFFF
 _MIB = 1024 * 1024
 _DRIVER_VERSION = "580.82.07"
@@ -437,6 +440,36 @@ def _own_entry(p: Dict[str, Any], own: Optional[int]) -> bool:
     """Whether this process can judge entry ``p`` by its pid: one registered in its own pid
     namespace (or a synthetic one, or one recorded before namespaces were)."""
     return p.get("ns") is None or p["ns"] == own or p["pid"] >= SYNTHETIC_PID_BASE
+
+
+def _living_namespaces(own: Optional[int],
+                       procs: List[Dict[str, Any]]) -> Optional[Set[int]]:
+    """Every pid namespace some process of the host is in, where this process can tell (it is
+    in the root namespace and can see every process's); None where it cannot, or no entry is
+    of another namespace. An entry of a namespace no process is in any more ended with it."""
+    if own != ROOT_PID_NS or all(_own_entry(p, own) for p in procs):
+        return None
+    living: Set[int] = {own}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            living.add(os.stat("/proc/%s/ns/pid" % name).st_ino)
+            continue
+        except FileNotFoundError:
+            continue  # it ended meanwhile
+        except OSError:
+            pass  # a process this one may not inspect: its NSpid says whether it is in ours
+        try:
+            with open("/proc/%s/status" % name, "rb") as f:
+                nspid = next(x for x in f if x.startswith(b"NSpid:")).split()[1:]
+        except FileNotFoundError:
+            continue
+        except (OSError, StopIteration):
+            return None
+        if len(nspid) != 1:
+            return None  # in a namespace below ours, which this process cannot name
+    return living
 
 
 def _pids_by_namespace() -> Dict[Tuple[int, int], int]:
@@ -526,9 +559,11 @@ class _Store:
                 self._reload()
                 work = copy.deepcopy(self._state)
                 yield work
-                own = _own_pid_ns()  # entries of another namespace are judged there
-                work["procs"] = [p for p in work.get("procs", [])
-                                 if not _own_entry(p, own) or _pid_alive(p["pid"])]
+                own = _own_pid_ns()  # entries of another namespace are judged there,
+                living = _living_namespaces(own, work.get("procs", []))  # or gone with it
+                work["procs"] = [p for p in work.get("procs", []) if (
+                    _pid_alive(p["pid"]) if _own_entry(p, own)
+                    else living is None or p["ns"] in living)]
                 tmp = "%s.tmp.%d" % (self.path, os.getpid())
                 # replaced atomically; no fsync: a GPU's state need only outlive processes
                 with open(tmp, "w", encoding="utf-8") as f:

@@ -41,6 +41,7 @@ from remote_agent.jobs import booking, caps, output, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
+from remote_agent.jobs.runtime.image import MAX_IMAGE_LEN, image_problem
 from remote_agent.jobs.store import Job, JobStore
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
@@ -51,7 +52,6 @@ log = logging.getLogger("remote_agent.jobs")
 START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 ARG_MAX_LEN = 128 * 1024  # an argument or environment value (Linux's MAX_ARG_STRLEN)
-IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,1023}")  # never an option (no "-")
 
 
 @dataclass
@@ -126,10 +126,12 @@ def parse_launch(p: Params) -> LaunchRequest:
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
     name = p.text("name", None) or os.path.basename(argv[0])
-    image = p.text("image", None, max_len=1024)
-    if image is not None and not IMAGE_REF.fullmatch(image):
+    image = p.text("image", None, max_len=MAX_IMAGE_LEN)
+    why = image_problem(image) if image is not None else None
+    if why:
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'image' must be an image "
-                       "reference (e.g. docker.io/library/python:3.12), not %r" % image)
+                       "reference (e.g. docker.io/library/python:3.12, or an apptainer image's "
+                       "path), not %r: %s" % (image, why))
     return LaunchRequest(key=key, argv=argv, env=env, cwd=cwd, name=name, gpus=gpus,
                          instance=instance, mig=mig, memory_mib=memory_mib,
                          torch_fraction=p.flag("torch_fraction", False),
@@ -324,10 +326,16 @@ class Supervisor:
         deadline = time.time() + wait_s
         how = self.runtimes.get(job.runtime)
         while job.container and job.container_cgroup is None:
-            found = how.cgroup(job.container)
+            found, refused = how.cgroup(job.container)
             if found is not None:
                 with self._lock:
                     self.store.update(job, container_cgroup=found)
+                return
+            if refused is not None:
+                if refused not in job.cap_notes:
+                    log.warning("job j%d: %s", job.id, refused)
+                    with self._lock:
+                        self.store.update(job, cap_notes=job.cap_notes + [refused])
                 return
             if time.time() >= deadline or not job.procs().leader_alive():
                 return
@@ -351,9 +359,9 @@ class Supervisor:
             return []
         if cgroup is None:
             return ["driver_limit not applied: the job has no cgroup of its own"]
-        if not how.takes_cgroup_parent():
-            return ["driver_limit not applied: %s's systemd cgroup manager takes only a slice, "
-                    "not the job's cgroup, as the container's cgroup parent" % how.kind]
+        why = how.cgroup_parent_problem()
+        if why:
+            return ["driver_limit not applied: " + why]
         try:
             for index in job.gpus:
                 self._set_limit(cgroup, index, job.memory_mib << 20, job.memory_mib << 20)
@@ -385,8 +393,11 @@ class Supervisor:
         """An ended job gives back its container, its cgroup (killing anything left in it) and
         driver limits. The container is removed here whoever else would (the runtime's --rm
         needs its client or its monitor alive to do it)."""
-        if job.container:
-            self.runtimes.get(job.runtime).remove(job.container)
+        if job.container and not self.runtimes.get(job.runtime).remove(job.container) and \
+                job.container_cgroup is not None:  # nothing of it may go on running
+            count = procs.JobProcs(None, None, job.container_cgroup).signal(signal.SIGKILL)
+            log.warning("job j%d: its container %s could not be removed; SIGKILL to the %d "
+                        "process(es) left in its cgroup", job.id, job.container, count)
         if job.cgroup is None:
             return
         procs.JobProcs(None, None, job.cgroup).signal(signal.SIGKILL)

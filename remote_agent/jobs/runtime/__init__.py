@@ -6,11 +6,14 @@ program (process.py); a container job is the host's container runtime in the for
 so its output, logs, exit code and exit.json are the shim's as for a bare job. Each runtime also
 says how a job's processes are found without the shim (a container's own cgroup, read once it
 runs) and how to signal and remove what it started. The kinds are probed when the daemon starts
-(``probe``) and reported in ``hello``.
+(``probe``), all at once, each with a short timeout (base.PROBE_TIMEOUT_S), before the daemon
+answers: one CLI that hangs costs that timeout once, never the bridge's wait for the daemon; and
+reported in ``hello``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -55,8 +58,9 @@ def probe() -> Runtimes:
                                  "docker": Oci("docker"), "apptainer": Apptainer()}
     found: Dict[str, Optional[str]] = {}
     why_not: Dict[str, str] = {}
-    for kind in CONTAINER_KINDS:
-        version, why = kinds[kind].version()
+    with ThreadPoolExecutor(len(CONTAINER_KINDS), thread_name_prefix="probe") as pool:
+        answers = list(pool.map(lambda kind: kinds[kind].version(), CONTAINER_KINDS))
+    for kind, (version, why) in zip(CONTAINER_KINDS, answers):
         found[kind] = version
         if why:
             why_not[kind] = why

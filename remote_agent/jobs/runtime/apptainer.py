@@ -6,6 +6,12 @@ are. It runs as the job's user (the shim's child becomes it first). The job's en
 in as ``APPTAINERENV_<NAME>`` (kept through ``--cleanenv``, any value, commas included). GPUs on
 real NVML: ``--nv`` with CUDA_VISIBLE_DEVICES (in the job's cap environment) naming its GPUs or
 MIG instance; on the simulator the state directory is bound at the same path.
+
+Privileges: apptainer needs no option for them. By default it starts the container's processes
+with no_new_privs set (PR_SET_NO_NEW_PRIVS) and mounts the image nosuid (its security model;
+``--allow-setuid``, root only, would change that and is never passed), so a setuid binary in an
+image gains nothing; and its processes have the capabilities of the user it runs as (apptainer
+adds none: a job run as a user has none).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 from typing import Optional, Tuple
 
 from remote_agent.jobs.env import base_env
-from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, first_line, run_tool
+from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, last_line, run_tool
 
 
 class Apptainer(Runtime):
@@ -23,7 +29,7 @@ class Apptainer(Runtime):
     def version(self) -> Tuple[Optional[str], Optional[str]]:
         code, out, err = run_tool(["apptainer", "--version"])
         if code != 0 or not out:
-            return None, first_line(err or out)
+            return None, last_line(err or out)
         return out.split()[-1], None
 
     def launch(self, run: JobRun) -> ShimLaunch:
@@ -38,7 +44,5 @@ class Apptainer(Runtime):
             argv += ["--bind", "%s:%s:ro" % (mount, mount)]
         env = base_env(os.environ, run.user)
         env.update({"APPTAINERENV_%s" % k: v for k, v in run.env.items()})
-        user = None if not run.run_as else {
-            "name": run.user.name, "uid": run.user.uid, "gid": run.user.gid}
         return ShimLaunch(argv=argv + [run.image or "", *run.argv], env=env,
-                          cwd=run.user.default_cwd(), user=user, cgroup=run.cgroup)
+                          cwd=run.user.default_cwd(), user=run.shim_user(), cgroup=run.cgroup)

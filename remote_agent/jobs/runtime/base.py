@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from remote_agent.jobs.env import JobUser
 
-PROBE_TIMEOUT_S = 10.0  # a runtime that does not answer its version by then is unusable
+PROBE_TIMEOUT_S = 5.0  # a runtime that does not answer its version by then is unusable
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,13 @@ class JobRun:
     mounts: List[str] = field(default_factory=list)  # host paths it gets at the same path
     read_only: List[str] = field(default_factory=list)  # the same, read-only
     cgroup: Optional[str] = None  # the job's own cgroup, where the host gives it one
+
+    def shim_user(self) -> Optional[Dict[str, object]]:
+        """The user the shim's child becomes (None: it stays the agent's), for a runtime whose
+        processes are the shim's child's (a bare job, apptainer)."""
+        if not self.run_as:
+            return None
+        return {"name": self.user.name, "uid": self.user.uid, "gid": self.user.gid}
 
 
 @dataclass(frozen=True)
@@ -57,20 +64,27 @@ class Runtime:
         the container kinds (a bare process needs nothing)."""
         raise NotImplementedError
 
-    def takes_cgroup_parent(self) -> bool:
-        """Whether its processes go into the job's cgroup (where the driver's limit is)."""
-        return True
-
-    def cgroup(self, name: str) -> Optional[str]:
-        """The host directory of the running container ``name``'s own cgroup, or None (not
-        running yet, gone, or a runtime whose processes stay in the job's session)."""
+    def cgroup_parent_problem(self) -> Optional[str]:
+        """Why its processes would not go into the job's cgroup (where the driver's limit is),
+        or None where they do."""
         return None
 
-    def signal(self, name: str, sig: int) -> None:
-        """Send ``sig`` to the container ``name`` through the runtime (nothing for a bare job)."""
+    def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str]]:
+        """(the host directory of the running container ``name``'s own cgroup, None) once it
+        runs; (None, None) where it is not running yet, gone, or the runtime's processes stay
+        in the job's session; (None, why) where its cgroup is one that can never be taken as
+        the container's own."""
+        return None, None
 
-    def remove(self, name: str) -> None:
-        """Remove what the runtime keeps of an ended job (its container), whatever its state."""
+    def signal(self, name: str, sig: int) -> bool:
+        """Send ``sig`` to the container ``name`` through the runtime (nothing for a bare job);
+        False where the runtime failed (it says why in the agent's log)."""
+        return True
+
+    def remove(self, name: str) -> bool:
+        """Remove what the runtime keeps of an ended job (its container), whatever its state;
+        False where the runtime failed (it says why in the agent's log)."""
+        return True
 
 
 def run_tool(argv: List[str], timeout: float = PROBE_TIMEOUT_S) -> Tuple[int, str, str]:
@@ -88,7 +102,8 @@ def run_tool(argv: List[str], timeout: float = PROBE_TIMEOUT_S) -> Tuple[int, st
     return done.returncode, done.stdout.strip(), done.stderr.strip()
 
 
-def first_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """A CLI's last non-blank line of output (where its error is), or "no message"."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
 
@@ -123,3 +138,26 @@ def cgroup_of(pid: int, mounts: str = "/proc/mounts", proc: str = "/proc") -> Op
     if rel.strip("/") == "" or not os.path.exists(os.path.join(folder, "cgroup.procs")):
         return None
     return folder
+
+
+def container_cgroup(pid: int, agent_pid: int, mounts: str = "/proc/mounts",
+                     proc: str = "/proc") -> Tuple[Optional[str], Optional[str]]:
+    """(the cgroup of a container's process ``pid``, None), or (None, why) where that cgroup
+    holds the agent (``agent_pid``) itself or is above the agent's: a runtime that gives the
+    container no cgroup of its own leaves it in the one it was started from, and finding,
+    stopping or killing "the container's processes" there would reach the daemon."""
+    found = cgroup_of(pid, mounts, proc)
+    if found is None:
+        return None, None
+    agent = cgroup_of(agent_pid, mounts, proc)
+    if agent is not None and holds(found, agent):
+        return None, ("the container has no cgroup of its own (its processes are in %s, with "
+                      "the agent's), so none is recorded: it is stopped through the runtime "
+                      "only" % found)
+    return found, None
+
+
+def holds(outer: str, inner: str) -> bool:
+    """Whether cgroup directory ``outer`` is ``inner`` or one of its ancestors."""
+    outer, inner = outer.rstrip("/"), inner.rstrip("/")
+    return inner == outer or inner.startswith(outer + "/")

@@ -11,22 +11,36 @@ found from the container's pid once it runs and recorded with the job, so the da
 without the shim. With a cgroup of its own (hosts with cgroup v2 job cgroups) the container's
 cgroup goes below the job's (``--cgroup-parent``), where the driver's per-cgroup limit is set.
 
+Security: every container gets ``--security-opt no-new-privileges`` (a setuid binary in a user's
+image gains nothing by exec), and a job run as a user also ``--cap-drop all`` (so it is not root
+in capabilities either: the runtime's default set would let a uid-0 process inside act as root).
+
 GPUs: on real NVML through CDI for podman (``--device nvidia.com/gpu=UUID``, a GPU or MIG uuid)
-and ``--gpus device=UUID,...`` for docker. On the simulator the analogue of a device node is its
-state: the directory holding the simulated GPUs' state (FRACTUI_SIM_STATE) is mounted at the same
-path, and the variable passed, so a workload in the container registers with the same host.
+and ``--gpus "device=UUID,..."`` for docker (the double quotes are part of the word: docker reads
+the flag as CSV, and without them splits the list at its commas). ``NVIDIA_VISIBLE_DEVICES`` is
+the last ``--env``, after the job's own: the job's uuids for docker, ``void`` for CDI and the
+simulator, so neither the job's variables nor its image's ENV widen what NVIDIA's hook gives the
+container. On the simulator the analogue of a device node is its state: the directory holding
+the simulated GPUs' state (FRACTUI_SIM_STATE) is mounted at the same path, and the variable
+passed, so a workload in the container registers with the same host.
+
+The runtime's answers are checked: a failed ``kill`` or ``rm`` is logged (the supervisor then
+kills what is left in the container's cgroup itself), and only a successful ``info`` is kept.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import List, Optional, Tuple
 
 from remote_agent.jobs.caps import cgroup2_mount
-from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, cgroup_of, first_line, \
-    run_tool
+from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, container_cgroup, \
+    last_line, run_tool
 
-SIGNAL_TIMEOUT_S = 10.0
+log = logging.getLogger("remote_agent.jobs")
+
+CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 
 
 class Oci(Runtime):
@@ -37,32 +51,42 @@ class Oci(Runtime):
     def __init__(self, tool: str):
         self.kind = tool
         self.tool = tool
-        self.cgroupfs: Optional[bool] = None  # a cgroup parent is a path, not a systemd slice
+        self.manager: Optional[str] = None  # its cgroup manager, once it has answered
 
     def version(self) -> Tuple[Optional[str], Optional[str]]:
         what = "{{.Client.Version}}" if self.tool == "podman" else "{{.Server.Version}}"
         code, out, err = run_tool([self.tool, "version", "--format", what])
         if code != 0 or not out:
-            return None, first_line(err or out)
+            return None, last_line(err or out)
         return out, None
 
-    def takes_cgroup_parent(self) -> bool:
-        """Asked of the runtime at its first job, not at daemon start (``info`` is slow)."""
-        if self.cgroupfs is None:
-            manager = "{{.Host.CgroupManager}}" if self.tool == "podman" else \
-                "{{.CgroupDriver}}"
-            code, found, _ = run_tool([self.tool, "info", "--format", manager])
-            self.cgroupfs = code == 0 and found == "cgroupfs"
-        return self.cgroupfs
+    def cgroup_parent_problem(self) -> Optional[str]:
+        """Asked of the runtime at a job, not at daemon start (``info`` is slow); only its
+        answer is kept, a failure is asked again at the next job."""
+        if self.manager is None:
+            what = "{{.Host.CgroupManager}}" if self.tool == "podman" else "{{.CgroupDriver}}"
+            code, found, err = run_tool([self.tool, "info", "--format", what], CALL_TIMEOUT_S)
+            if code != 0 or not found:
+                return "%s info failed, so its cgroup manager is unknown: %s" % (
+                    self.tool, last_line(err or found))
+            self.manager = found
+        if self.manager != "cgroupfs":
+            return ("%s's %s cgroup manager takes only a slice, not the job's cgroup, as the "
+                    "container's cgroup parent" % (self.tool, self.manager))
+        return None
 
     def launch(self, run: JobRun) -> ShimLaunch:
-        argv = [self.tool, "run", "--rm", "--init", "--name", run.name]
+        argv = [self.tool, "run", "--rm", "--init", "--name", run.name,
+                "--security-opt", "no-new-privileges"]
+        if run.run_as:
+            argv += ["--user", "%d:%d" % (run.user.uid, run.user.gid), "--cap-drop", "all"]
         for key, value in sorted(run.env.items()):
             argv += ["--env", "%s=%s" % (key, value)]
+        # last, so it wins over the job's own variables (and the image's ENV, below both)
+        visible = ",".join(run.devices) if run.devices and self.tool == "docker" else "void"
+        argv += ["--env", "NVIDIA_VISIBLE_DEVICES=" + visible]
         if run.cwd:
             argv += ["--workdir", run.cwd]
-        if run.run_as:
-            argv += ["--user", "%d:%d" % (run.user.uid, run.user.gid)]
         for mount in run.mounts:
             argv += ["--volume", "%s:%s" % (mount, mount)]
         for mount in run.read_only:
@@ -71,9 +95,9 @@ class Oci(Runtime):
             for uuid in run.devices:
                 argv += ["--device", "nvidia.com/gpu=%s" % uuid]
         elif run.devices:
-            argv += ["--gpus", "device=%s" % ",".join(run.devices)]
-        parent = _hierarchy_path(run.cgroup) if run.cgroup and self.takes_cgroup_parent() \
-            else None
+            argv += ["--gpus", '"device=%s"' % ",".join(run.devices)]
+        parent = _hierarchy_path(run.cgroup) if run.cgroup and \
+            self.cgroup_parent_problem() is None else None
         if parent:
             argv += ["--cgroup-parent", parent]
         argv += [run.image or "", *run.argv]
@@ -81,18 +105,26 @@ class Oci(Runtime):
         # socket); the job's own environment is only what --env gives the container
         return ShimLaunch(argv=argv, env=dict(os.environ), cwd="/", user=None, cgroup=None)
 
-    def cgroup(self, name: str) -> Optional[str]:
-        code, out, _ = run_tool([self.tool, "inspect", "--format", "{{.State.Pid}}", name])
+    def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str]]:
+        code, out, _ = run_tool([self.tool, "inspect", "--format", "{{.State.Pid}}", name],
+                                CALL_TIMEOUT_S)
         if code != 0 or not out.isdigit() or int(out) <= 0:
-            return None
-        return cgroup_of(int(out))
+            return None, None
+        return container_cgroup(int(out), os.getpid())
 
-    def signal(self, name: str, sig: int) -> None:
-        run_tool([self.tool, "kill", "--signal", str(sig), name], SIGNAL_TIMEOUT_S)
+    def signal(self, name: str, sig: int) -> bool:
+        return self._checked([self.tool, "kill", "--signal", str(sig), name])
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str) -> bool:
         force: List[str] = ["-f", "-t", "0"] if self.tool == "podman" else ["-f"]
-        run_tool([self.tool, "rm", *force, name], SIGNAL_TIMEOUT_S)
+        return self._checked([self.tool, "rm", *force, name])
+
+    def _checked(self, argv: List[str]) -> bool:
+        """Run the runtime's command; a failure goes to the agent's log."""
+        code, out, err = run_tool(argv, CALL_TIMEOUT_S)
+        if code != 0:
+            log.warning("%s failed (exit %d): %s", " ".join(argv), code, last_line(err or out))
+        return code == 0
 
 
 def _hierarchy_path(cgroup: Optional[str]) -> Optional[str]:

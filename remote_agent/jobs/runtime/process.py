@@ -15,7 +15,5 @@ class Process(Runtime):
     def launch(self, run: JobRun) -> ShimLaunch:
         env = base_env(os.environ, run.user)
         env.update(run.env)
-        user = None if not run.run_as else {
-            "name": run.user.name, "uid": run.user.uid, "gid": run.user.gid}
         return ShimLaunch(argv=run.argv, env=env, cwd=run.cwd or run.user.default_cwd(),
-                          user=user, cgroup=run.cgroup)
+                          user=run.shim_user(), cgroup=run.cgroup)
