@@ -26,6 +26,8 @@ from fractui.store_url import sqlite_path
 from tests import localfleet
 from tests.localfleet import wait
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
 QUARTER = QueueConfig(name="quarter", gpu=0.25)

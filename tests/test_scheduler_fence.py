@@ -12,11 +12,15 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
+
 from fractui.config import QueueConfig
 from fractui.scheduler import Scheduler
 from fractui.store.intents import Asker, ask_stop
 from tests import localfleet
 from tests.localfleet import wait
+
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
 
 local_fleet = localfleet.local_fleet
 

@@ -32,6 +32,8 @@ from tests.localfleet import wait
 from tests.test_scheduler_lanes import sent_and_waiting, stalled
 from tests.sshd import free_port
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 local_fleet = localfleet.local_fleet
 
 # Every verb that opens the store, the scheduler, and the TUI (no verb); job 1 exists in it.
