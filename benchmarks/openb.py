@@ -7,6 +7,10 @@ and RAM counted, ties to a fixed random host order per seed, and the value at X 
 allocation over the steps whose arrived load rounds to X.
 
     python -m benchmarks.openb --seeds 10 --trace default --trace gpushare40 --record
+
+The data is not shipped (the trace's licence allows research and study use only; see DATA_HELP):
+``--data DIR`` names a folder holding it, by default the project's shared data folder beside the
+checkout where there is one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ from fractui.sched import mig
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                     "data", "openb")
+PUBLISHED_FILE = os.path.join("fgd_expected_results", "analysis_allo_discrete.csv")
+DATA_HELP = """\
+The folder needs, as the upstream projects publish them (unchanged):
+  - openb_node_list_gpu_node.csv and openb_pod_list_<trace>.csv: Alibaba's openb trace, GitHub
+    alibaba/clusterdata, folder cluster-trace-gpu-v2023/csv/ (commit 7a6c496e4f4b, or the same
+    files in hkust-adsl/kubernetes-scheduler-simulator, data/csv/). Its README allows use for
+    research or study and asks you to cite the FGD paper (Weng et al., USENIX ATC '23).
+  - %s: the FGD simulator's published results, GitHub
+    hkust-adsl/kubernetes-scheduler-simulator (Apache-2.0), experiments/analysis/
+    expected_results/analysis_allo_discrete.csv (commit 8f3d6417353c).""" % PUBLISHED_FILE
 POLICIES = ("first-fit", "best-fit", "fgd", "fractui")
 PUBLISHED = {"best-fit": "05-BestFit", "fgd": "06-FGD"}
 TUNE = 1.3
@@ -36,14 +50,20 @@ MIG_MODEL = "A100-80GB"
 BALANCED = ("1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb")  # mig-parted all-balanced, A100-80GB
 
 
-def load_nodes() -> List[Tuple[str, int, int, int, str]]:
-    with open(os.path.join(DATA, "openb_node_list_gpu_node.csv")) as f:
+def data_files(traces: Sequence[str]) -> List[str]:
+    """The files of the data folder a run with these traces reads."""
+    return ["openb_node_list_gpu_node.csv", PUBLISHED_FILE] + [
+        "openb_pod_list_%s.csv" % t for t in traces]
+
+
+def load_nodes(data: str) -> List[Tuple[str, int, int, int, str]]:
+    with open(os.path.join(data, "openb_node_list_gpu_node.csv")) as f:
         return [(r["sn"], int(r["cpu_milli"]), int(r["memory_mib"]), int(r["gpu"]), r["model"])
                 for r in csv.DictReader(f)]
 
 
-def load_pods(trace: str) -> List[Request]:
-    path = os.path.join(DATA, "openb_pod_list_%s.csv" % trace)
+def load_pods(data: str, trace: str) -> List[Request]:
+    path = os.path.join(data, "openb_pod_list_%s.csv" % trace)
     out = []
     with open(path) as f:
         for r in csv.DictReader(f):
@@ -109,14 +129,15 @@ def scaled(nodes, gpus: int, seed: int):
     return out
 
 
-def replay(job: Tuple[str, str, int, bool, int]) -> Dict[str, object]:
-    """One (trace, policy, seed) run: allocation at 100 % and 130 % arrived, decision times.
-    A fleet size other than 0 replays on that many GPUs of openb hosts (for latency)."""
-    trace, policy, seed, all_mig, size = job
-    nodes = load_nodes()
+def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
+    """One (trace, policy, seed) run from the data folder: allocation at 100 % and 130 % arrived,
+    decision times. A fleet size other than 0 replays on that many GPUs of openb hosts (for
+    latency)."""
+    data, trace, policy, seed, all_mig, size = job
+    nodes = load_nodes(data)
     if size:
         nodes = scaled(nodes, size, seed)
-    pods = load_pods(trace)
+    pods = load_pods(data, trace)
     if all_mig:  # one GPU model: model constraints mean nothing on this fleet
         pods = [Request(**{**r.__dict__, "models": frozenset()}) for r in pods]
     capacity = 1000 * sum(n[3] for n in nodes)
@@ -222,14 +243,17 @@ def _covers(geo, have: str, want) -> bool:
     return p.compute_slices >= want.compute_slices and p.size >= want.size
 
 
-def published(trace: str) -> Dict[str, Tuple[str, str]]:
-    path = os.path.join(DATA, "fgd_expected_results", "summary_by_workload_policy.csv")
-    with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if r["workload"] == "openb_pod_list_%s" % trace]
-    by = {r["policy"]: r for r in rows}
-    return {ours: (by[theirs]["alloc_pct_at_arrived100_mean"],
-                   by[theirs]["alloc_pct_at_arrived130_mean"])
-            for ours, theirs in PUBLISHED.items() if theirs in by}
+def published(data: str, trace: str) -> Dict[str, Tuple[str, str]]:
+    """The FGD simulator's own results for this trace: the mean over its seeds at 100 % and
+    130 % arrived, per policy it ran that we run too."""
+    runs: Dict[str, List[Dict[str, str]]] = {}
+    with open(os.path.join(data, PUBLISHED_FILE)) as f:
+        for r in csv.DictReader(f):
+            if r["workload"] == "openb_pod_list_%s" % trace:
+                runs.setdefault(r["sc_policy"], []).append(r)
+    return {ours: tuple("%.2f" % statistics.fmean(float(r[at]) for r in runs[theirs])
+                        for at in ("100", "130"))  # type: ignore[misc]
+            for ours, theirs in PUBLISHED.items() if theirs in runs}
 
 
 def pct(xs: Sequence[float]) -> str:
@@ -253,20 +277,29 @@ def main(argv: Sequence[str] = ()) -> int:
                     help="also decision times on 1,000 and 10,000 GPUs of openb hosts")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
+    ap.add_argument("--data", default=DATA, metavar="DIR",
+                    help="the folder of the openb trace and the FGD simulator's results "
+                         "(default: the project's shared data folder)")
     args = ap.parse_args(list(argv) or None)
     traces = args.trace or ["default"]
     policies = args.policy or list(POLICIES)
     seeds = range(42, 42 + args.seeds)
-    jobs = [(t, p, s, False, 0) for t in traces for p in policies for s in seeds]
+    missing = [f for f in data_files(traces) if not os.path.isfile(os.path.join(args.data, f))]
+    if missing:
+        print("benchmarks/openb.py: %s has no %s\n%s" % (
+            args.data, ", ".join(missing), DATA_HELP), file=sys.stderr)
+        return 2
+    data = args.data
+    jobs = [(data, t, p, s, False, 0) for t in traces for p in policies for s in seeds]
     if args.mig:
-        jobs += [(t, p, s, True, 0) for t in traces[:1]
+        jobs += [(data, t, p, s, True, 0) for t in traces[:1]
                  for p in ("static-balanced", "first-fit", "fractui")
                  for s in range(42, 42 + args.mig_seeds)]
     t0 = time.time()
     with Pool(args.jobs) as pool:
         results = pool.map(replay, jobs, chunksize=1)
     if args.latency:  # after the pool, one at a time: none of our own replays competes for a core
-        results += [replay((traces[0], p, 42, False, n))
+        results += [replay((data, traces[0], p, 42, False, n))
                     for n in (1000, 10000) for p in ("fgd", "fractui")]
     wall = time.time() - t0
     lines = ["GPU allocation %% at 100 %% and 130 %% arrived load, mean ± sd over %d seeds (%s); "
@@ -275,7 +308,7 @@ def main(argv: Sequence[str] = ()) -> int:
              "| trace | policy | alloc @100% | published @100% | alloc @130% | published @130% "
              "| decision median | p99 |", "|---|---|---|---|---|---|---|---|"]
     for t in traces:
-        pub = published(t)
+        pub = published(data, t)
         for p in policies:
             rs = [r for r in results
                   if r["trace"] == t and r["policy"] == p and not r["mig"] and not r["size"]]
@@ -313,7 +346,11 @@ def main(argv: Sequence[str] = ()) -> int:
                     r["gpus"], r["hosts"], r["policy"], len(ts), 1e3 * quantile(ts, 0.5),
                     1e3 * quantile(ts, 0.99), 1e3 * ts[-1]))
     lines += ["", "Decision time: place + commit per request over the whole replay (6,212 GPUs), "
-              "one process. Run time %.0f s with %d worker processes." % (wall, args.jobs)]
+              "one process. Run time %.0f s with %d worker processes." % (wall, args.jobs),
+              "", "The data is not in the project (the trace is for research or study use): "
+              "`--data DIR` names a folder holding it; run the script without it to be told "
+              "which files and where to get them. The published figures are computed from the "
+              "FGD simulator's own analysis_allo_discrete.csv (the mean over its seeds)."]
     body = "\n".join(lines)
     print(body)
     if args.record:

@@ -1,0 +1,42 @@
+"""benchmarks/openb.py runs from any folder holding the upstream data (``--data DIR``): the
+published results are computed from the FGD simulator's own file, and a folder without the
+data is refused, naming what is missing and where to get it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from benchmarks import openb
+from tests.conftest import REPO
+
+
+def test_a_folder_without_the_data_is_refused_saying_what_and_where_from(tmp_path):
+    (tmp_path / "openb_node_list_gpu_node.csv").write_text("sn,cpu_milli,memory_mib,gpu,model\n")
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "openb.py"),
+                           "--data", str(tmp_path), "--trace", "gpushare40"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "has no fgd_expected_results/analysis_allo_discrete.csv, " \
+           "openb_pod_list_gpushare40.csv" in done.stderr
+    assert "alibaba/clusterdata" in done.stderr and "expected_results" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_published_numbers_are_the_mean_over_the_simulators_seeds(tmp_path):
+    folder = tmp_path / "fgd_expected_results"
+    folder.mkdir()
+    cols = ["workload", "sc_policy", "tune", "seed", "total_gpus"] + [str(i) for i in range(131)]
+    rows = [",".join(cols)]
+    for policy, seed, at100, at130 in (("06-FGD", 42, 95.0, 96.0), ("06-FGD", 43, 95.5, 96.5),
+                                       ("05-BestFit", 42, 92.0, 93.0),
+                                       ("01-Random", 42, 1.0, 1.0)):
+        values = ["0"] * 131
+        values[100], values[130] = str(at100), str(at130)
+        rows.append(",".join(["openb_pod_list_default", policy, "1.3", str(seed), "6212"]
+                             + values))
+    rows.append(",".join(["openb_pod_list_cpu050", "06-FGD", "1.3", "42", "6212"] + ["9"] * 131))
+    (folder / "analysis_allo_discrete.csv").write_text("\n".join(rows) + "\n")
+    assert openb.published(str(tmp_path), "default") == {
+        "fgd": ("95.25", "96.25"), "best-fit": ("92.00", "93.00")}
