@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from remote_agent.jobs.runtime.apptainer import Apptainer
-from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, cgroup_of
+from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, Runtime, ShimLaunch, \
+    cgroup_of
 from remote_agent.jobs.runtime.oci import Oci
 from remote_agent.jobs.runtime.process import Process
 
@@ -54,14 +55,15 @@ class Runtimes:
 
 def probe() -> Runtimes:
     """Every runtime kind and what this host has of it."""
-    kinds: Dict[str, Runtime] = {"process": Process(), "podman": Oci("podman"),
-                                 "docker": Oci("docker"), "apptainer": Apptainer()}
+    containers: Dict[str, ContainerRuntime] = {"podman": Oci("podman"), "docker": Oci("docker"),
+                                               "apptainer": Apptainer()}
     found: Dict[str, Optional[str]] = {}
     why_not: Dict[str, str] = {}
     with ThreadPoolExecutor(len(CONTAINER_KINDS), thread_name_prefix="probe") as pool:
-        answers = list(pool.map(lambda kind: kinds[kind].version(), CONTAINER_KINDS))
+        answers = list(pool.map(lambda kind: containers[kind].version(), CONTAINER_KINDS))
     for kind, (version, why) in zip(CONTAINER_KINDS, answers):
         found[kind] = version
         if why:
             why_not[kind] = why
+    kinds: Dict[str, Runtime] = {"process": Process(), **containers}
     return Runtimes(kinds, found, why_not)

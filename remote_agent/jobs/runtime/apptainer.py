@@ -20,10 +20,11 @@ import os
 from typing import Optional, Tuple
 
 from remote_agent.jobs.env import base_env
-from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, last_line, run_tool
+from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, last_line, \
+    run_tool
 
 
-class Apptainer(Runtime):
+class Apptainer(ContainerRuntime):
     kind = "apptainer"
 
     def version(self) -> Tuple[Optional[str], Optional[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -49,20 +50,16 @@ class ShimLaunch:
     cgroup: Optional[str]
 
 
-class Runtime:
+class Runtime(ABC):
     """One kind of job runtime. The defaults are a runtime whose processes all stay in the
     shim's child's session and cgroup (a bare process, apptainer)."""
 
     kind = "process"
     has_container = False  # whether it keeps a named container to signal and remove
 
+    @abstractmethod
     def launch(self, run: JobRun) -> ShimLaunch:
-        raise NotImplementedError
-
-    def version(self) -> Tuple[Optional[str], Optional[str]]:
-        """(its version, None) where it is usable on this host, else (None, why not); asked of
-        the container kinds (a bare process needs nothing)."""
-        raise NotImplementedError
+        """What the shim runs for this job."""
 
     def cgroup_parent_problem(self) -> Optional[str]:
         """Why its processes would not go into the job's cgroup (where the driver's limit is),
@@ -85,6 +82,15 @@ class Runtime:
         """Remove what the runtime keeps of an ended job (its container), whatever its state;
         False where the runtime failed (it says why in the agent's log)."""
         return True
+
+
+class ContainerRuntime(Runtime):
+    """A container runtime: a program the host may or may not have (a bare process needs
+    none), probed when the daemon starts."""
+
+    @abstractmethod
+    def version(self) -> Tuple[Optional[str], Optional[str]]:
+        """(its version, None) where it is usable on this host, else (None, why not)."""
 
 
 def run_tool(argv: List[str], timeout: float = PROBE_TIMEOUT_S) -> Tuple[int, str, str]:

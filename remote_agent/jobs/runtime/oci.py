@@ -35,15 +35,15 @@ import os
 from typing import List, Optional, Tuple
 
 from remote_agent.jobs.caps import cgroup2_mount
-from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch, container_cgroup, \
-    last_line, run_tool
+from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, \
+    container_cgroup, last_line, run_tool
 
 log = logging.getLogger("remote_agent.jobs")
 
 CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 
 
-class Oci(Runtime):
+class Oci(ContainerRuntime):
     """podman, or docker (``tool``): the same commands, the GPU given each one's way."""
 
     has_container = True
