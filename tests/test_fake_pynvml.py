@@ -10,6 +10,7 @@ from ctypes import byref, c_uint
 import pytest
 
 from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.gpu.models import model
 
 
 @pytest.fixture
@@ -218,3 +219,69 @@ def test_state_persists_and_is_shared_between_processes(tmp_path):
     nv.sim_open(path)  # a restart: the layout is still there
     nv.nvmlInit()
     assert nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByUUID(mig_uuid)) == mig_uuid
+
+
+def test_a_mig_mode_change_resets_an_ampere_gpu_and_not_a_hopper_one():
+    """As the MIG User Guide says: the driver resets an A100 or A30 to change its MIG mode (a
+    reset clears the volatile ECC counters), while an H100 changes without one."""
+    nv.sim_open(None, "1xA100-80GB,1xH100,1xA30")
+    nv.nvmlInit()
+    try:
+        assert [model(m).mode_reset for m in ("A100-80GB", "H100", "A30", "B200")] \
+            == [True, False, True, False]
+        nv.sim_add_ecc_errors(0, corrected=3)
+        nv.sim_add_ecc_errors(1, corrected=3)
+        for i in range(3):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == nv.NVML_SUCCESS
+            assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
+        assert [nv.sim_gpu_state(i)["resets"] for i in range(3)] == [1, 0, 1]
+        volatile = [nv.nvmlDeviceGetTotalEccErrors(nv.nvmlDeviceGetHandleByIndex(i),
+                                                   nv.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+                                                   nv.NVML_VOLATILE_ECC) for i in range(2)]
+        assert volatile == [0, 3]
+        # asked again for the mode it has: nothing to do, no reset
+        h = nv.nvmlDeviceGetHandleByIndex(0)
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == nv.NVML_SUCCESS
+        assert nv.sim_gpu_state(0)["resets"] == 1
+    finally:
+        nv.nvmlShutdown()
+
+
+def test_a_gpu_in_use_keeps_its_mig_mode_on_every_model():
+    nv.sim_open(None, "1xA100-80GB,1xH100")
+    nv.nvmlInit()
+    try:
+        for i in range(2):
+            nv.sim_register_process(i, 100)
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            with pytest.raises(nv.NVMLError_InUse):
+                nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE)
+            assert nv.nvmlDeviceGetMigMode(h) == [0, 0]
+            assert nv.sim_gpu_state(i)["resets"] == 0
+    finally:
+        nv.nvmlShutdown()
+
+
+def test_the_override_makes_any_model_wait_for_a_reset_and_can_be_lifted():
+    nv.sim_open(None, "1xH100")
+    nv.nvmlInit()
+    try:
+        h = nv.nvmlDeviceGetHandleByIndex(0)
+        nv.sim_mode_waits_for_reset(0)
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == \
+            nv.NVML_ERROR_RESET_REQUIRED
+        assert nv.nvmlDeviceGetMigMode(h) == [0, 1]
+        pid = nv.sim_register_process(0, 10)
+        with pytest.raises(ValueError, match="has processes"):
+            nv.sim_reset_gpu(0)
+        nv.sim_remove_process(pid)
+        nv.sim_reset_gpu(0)
+        assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
+        assert nv.sim_gpu_state(0)["resets"] == 1
+        nv.sim_mode_waits_for_reset(0, False)
+        assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_DISABLE) == nv.NVML_SUCCESS
+        assert nv.nvmlDeviceGetMigMode(h) == [0, 0]
+        assert nv.sim_gpu_state(0)["resets"] == 1
+    finally:
+        nv.nvmlShutdown()

@@ -646,20 +646,32 @@ def _wait_at_gate(name: str) -> None:
 
 
 def sim_mode_waits_for_reset(gpu: int, waits: bool = True) -> None:
-    """From now on GPU ``gpu``'s MIG mode changes wait for a GPU reset (see above)."""
+    """From now on GPU ``gpu``'s MIG mode changes wait for a GPU reset, whatever its model
+    (see "MIG mode" below); ``waits=False`` gives it back its model's behaviour."""
     with _transaction() as state:
         _gpu_of(state, gpu)["reset_to_change"] = waits
 
 
 def sim_reset_gpu(gpu: int) -> None:
-    """A GPU reset (``nvidia-smi -r``): a pending MIG mode takes effect, and its MIG instances
-    are gone. Refused, as the driver refuses it, while processes use the GPU."""
+    """A GPU reset (``nvidia-smi -r``): a pending MIG mode takes effect, its MIG instances are
+    gone and its volatile ECC counters cleared. Refused, as the driver refuses it, while
+    processes use the GPU."""
     with _transaction() as state:
-        g = _gpu_of(state, gpu)
+        _gpu_of(state, gpu)
         if _procs_on(state, gpu):
             raise ValueError("GPU %d has processes: it cannot be reset" % gpu)
-        g["mig"] = g.pop("pending", g["mig"])
-        g["gis"] = []
+        _reset(state, gpu)
+
+
+def _reset(state: Dict[str, Any], index: int) -> None:
+    """What a GPU reset does to a GPU's state (its callers checked that nothing runs there)."""
+    g = state["gpus"][index]
+    g["mig"] = g.pop("pending", g["mig"])
+    g["gis"] = []
+    g["resets"] = g.get("resets", 0) + 1
+    ecc = g.get("health", {}).get("ecc")
+    if ecc is not None:
+        ecc["volatile"] = [0, 0]
 
 
 def sim_start_trace() -> None:
@@ -681,7 +693,7 @@ def sim_gpu_state(gpu: int) -> Dict[str, Any]:
     state = _host()
     g = state["gpus"][gpu]
     facts = _facts(g)
-    return {"mig": bool(g["mig"]), "instances": sorted(
+    return {"mig": bool(g["mig"]), "resets": g.get("resets", 0), "instances": sorted(
         (facts.profile_name(_gi_facts(g, gi).key), gi["start"], len(gi["cis"]))
         for gi in g["gis"])}
 
@@ -1371,11 +1383,16 @@ def nvmlEventSetFree(eventSet):
 # --- MIG mode -----------------------------------------------------------------------------------
 
 
-# A GPU whose mode change waits for a reset (``sim_mode_waits_for_reset``: a client such as a
-# monitoring daemon holds the driver open, or a VM with no reset exposed) keeps its current mode
-# and reports the new one as pending, as NVML does: nvmlDeviceSetMigMode's activation status is
-# then NVML_ERROR_RESET_REQUIRED, nvmlDeviceGetMigMode returns [current, pending] until the
-# reset (``sim_reset_gpu``). Elsewhere an idle GPU changes at once (status NVML_SUCCESS).
+# Per model, as NVIDIA's MIG User Guide ("Enable MIG Mode") documents it: on an Ampere GPU
+# (A100, A30: ModelFacts.mode_reset) the driver resets the GPU so that the new mode takes
+# effect; from Hopper on the mode changes without a reset. Either way only an idle GPU changes
+# (NVML_ERROR_IN_USE otherwise: nvmlDeviceSetMigMode's documentation, "if device unbind fails
+# because the device isn't idle"). A GPU whose mode change waits for a reset
+# (``sim_mode_waits_for_reset``: a client such as a monitoring daemon holds the driver open, or
+# a pass-through VM with no reset exposed) keeps its current mode and reports the new one as
+# pending, as NVML does: nvmlDeviceSetMigMode's activation status is then
+# NVML_ERROR_RESET_REQUIRED, nvmlDeviceGetMigMode returns [current, pending] until the reset
+# (``sim_reset_gpu``). Elsewhere an idle GPU changes at once (status NVML_SUCCESS).
 
 
 def _pending(gpu: Dict[str, Any]) -> int:
@@ -1405,10 +1422,13 @@ def nvmlDeviceSetMigMode(device, mode):
             return NVML_SUCCESS
         if _procs_on(state, index) or gpu["gis"]:
             raise NVMLError(NVML_ERROR_IN_USE)
+        gpu["pending"] = mode
         if gpu.get("reset_to_change"):
-            gpu["pending"] = mode
             return NVML_ERROR_RESET_REQUIRED
-        gpu["mig"] = mode
+        if _facts(gpu).mode_reset:
+            _reset(state, index)  # the driver's own reset
+        else:
+            gpu["mig"] = gpu.pop("pending")
     return NVML_SUCCESS
 
 

@@ -40,6 +40,11 @@ class ModelFacts:
     slowdown_c: int = 0
     shutdown_c: int = 0
     ecc: bool = False
+    # Its MIG mode changes through a GPU reset (mig_profiles.json "mode_reset"). NVIDIA's MIG
+    # User Guide, "Enable MIG Mode": on Ampere GPUs (A100, A30) the driver resets the GPU so
+    # that the mode takes effect, and where it cannot (a pass-through VM, another client on the
+    # GPU) the mode stays pending until a reset; from Hopper on no reset is needed.
+    mode_reset: bool = False
 
     @property
     def mig_capable(self) -> bool:
@@ -101,6 +106,7 @@ def models() -> Dict[str, ModelFacts]:
                                memory_slices=geo["memory_slices"],
                                compute_slices=geo["compute_slices"], profiles=profiles,
                                profile_names=tuple(sorted(m["names"].items())),
+                               mode_reset=bool(m.get("mode_reset", False)),
                                **data["health"]["models"][name])
     for name, m in data["non_mig_models"].items():
         out[name] = ModelFacts(name=name, memory_mib=m["memory_mib"], sms=m["sms"],
