@@ -18,12 +18,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Ty
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
     Health, MigDevice, NvmlCallError
+from remote_agent.gpu.reset import GpuReset, SimReset, SmiReset
 from remote_agent.gpu.xid import XidWatcher
 from remote_agent.jobs.caps import CapProbe
 from remote_agent.limits import host_limits
 from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
-    restore, set_mode
+    reset_to_mode, restore, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.layout import Instance, Layout
 from remote_agent.rpc import jsonrpc as rpc
@@ -52,6 +53,7 @@ class Agent:
         self.backend = GpuBackend(nv)
         self.backend_kind = backend_kind
         self.sim = sim
+        self.resetter: GpuReset = SimReset(sim) if sim is not None else SmiReset()
         self._mig_locks: Dict[int, threading.RLock] = {}
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
@@ -76,7 +78,7 @@ class Agent:
             "mig.apply": Method(self.mig_apply, ("gpu", "profile", "start", "layout_version",
                                                  "destroy_idle")),
             "mig.destroy": Method(self.mig_destroy, ("gpu", "instance", "gi_id")),
-            "mig.set_mode": Method(self.mig_set_mode, ("gpu", "enabled")),
+            "mig.set_mode": Method(self.mig_set_mode, ("gpu", "enabled", "reset")),
         }
         if self.sim is not None:
             table.update({
@@ -415,8 +417,13 @@ class Agent:
         return {"gpu": info.index, "destroyed": _instance_record(target), **_after_record(applied)}
 
     def mig_set_mode(self, p: Params) -> Dict[str, Any]:
+        """MIG mode on or off; with ``reset`` the GPU is reset when the new mode waits for one,
+        only if nothing runs there. Asking the mode a GPU has is a success that changes
+        nothing, so a caller that retries asks again."""
         self._require_mig_privilege()
         enabled = p.flag("enabled")
+        reset = p.flag("reset", False)
+        reset_done = False
         with self._mig_lock_of(p):
             info = self._gpu(p)
             if not info.mig_capable:
@@ -425,7 +432,15 @@ class Agent:
             before = (info.mig_mode, info.mig_pending)
             try:
                 mode = set_mode(self.backend, info.index, enabled, before)
+                if reset and mode is not None and mode == (not enabled, enabled):
+                    mode = reset_to_mode(self.backend, self.resetter, info.index, enabled,
+                                         before, lambda: sorted({proc.pid for proc in (
+                                             self.backend.processes(info.index))}))
+                    reset_done = True
             except ChangeFailed as err:
+                if err.restored and err.in_use:
+                    raise self._failed(info.index, err, before, _mode_record, rpc.GPU_IN_USE
+                                       ) from err
                 if err.restored and err.cause is not None and \
                         err.cause.code_name == "NVML_ERROR_IN_USE":
                     raise self._failed(info.index, err, before, _mode_record, rpc.GPU_IN_USE, (
@@ -436,11 +451,11 @@ class Agent:
             self.health.clear(info.index)
         if mode is None:  # asked and accepted, but the GPU could not be read back
             return {"gpu": info.index, "mig_mode": None, "mig_pending": enabled,
-                    "reset_required": None, "warning": "the change was made, but reading the "
-                    "GPU's MIG mode back failed; see inventory"}
+                    "reset_required": None, "reset": reset_done, "warning": "the change was "
+                    "made, but reading the GPU's MIG mode back failed; see inventory"}
         current, pending = mode
         return {"gpu": info.index, "mig_mode": current, "mig_pending": pending,
-                "reset_required": current != pending}
+                "reset_required": current != pending, "reset": reset_done}
 
     # -- simulation controls --
 

@@ -159,7 +159,8 @@ def test_mig_mode_changes_only_on_an_idle_gpu(start_agent):
     assert err.value.code == rpc.GPU_IN_USE
     agent.call("mig.destroy", gpu=0, instance=inst["uuid"])
     off = agent.call("mig.set_mode", gpu=0, enabled=False)
-    assert off == {"gpu": 0, "mig_mode": False, "mig_pending": False, "reset_required": False}
+    assert off == {"gpu": 0, "mig_mode": False, "mig_pending": False, "reset_required": False,
+                   "reset": False}
     assert "instances" not in agent.call("inventory")["gpus"][0]
     with pytest.raises(AgentError) as err:
         agent.call("mig.plan", gpu=0, profile="1g.10gb")
@@ -173,6 +174,27 @@ def test_mig_mode_changes_only_on_an_idle_gpu(start_agent):
     with pytest.raises(AgentError) as err:
         agent.call("mig.set_mode", gpu=1, enabled=True)
     assert err.value.code == rpc.NOT_MIG
+
+
+def test_set_mode_with_reset_resets_an_idle_gpu_whose_mode_waits_for_one(start_agent):
+    agent = start_agent("2xA100-80GB")
+    agent.call("sim.mode_waits_for_reset", gpu=0)
+    agent.call("sim.mode_waits_for_reset", gpu=1)
+    # without reset: the mode waits, as before
+    assert agent.call("mig.set_mode", gpu=1, enabled=True) == {
+        "gpu": 1, "mig_mode": False, "mig_pending": True, "reset_required": True,
+        "reset": False}
+    on = agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert on == {"gpu": 0, "mig_mode": True, "mig_pending": True, "reset_required": False,
+                  "reset": True}
+    assert agent.call("mig.apply", gpu=0, profile="3g.40gb")["instance"]["uuid"]
+    # the same mode again: a success that changes nothing, no second reset
+    again = agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert again["reset"] is False and again["mig_mode"] is True
+    assert len(instances(agent)) == 1
+    # a mode left pending (an earlier call that did not reset) is completed by a retry
+    done = agent.call("mig.set_mode", gpu=1, enabled=True, reset=True)
+    assert (done["mig_mode"], done["reset"]) == (True, True)
 
 
 def test_a_restarted_agent_sees_the_layout_the_gpu_kept(start_agent, tmp_path):

@@ -157,4 +157,5 @@ def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
         return "MIG mode %s is pending on %s: it takes effect after a GPU reset (nvidia-smi " \
                "-r -i %d, with nothing using the GPU); until then MIG stays %s, and nothing " \
                "new is placed on it" % (word, where, change.gpu, now)
-    return "MIG mode is now %s on %s" % (word, where)
+    return "MIG mode is now %s on %s%s" % (word, where, ", after a GPU reset (nothing ran "
+                                          "there)" if answer.get("reset") else "")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, List, Optional, Tuple, TypeVar
 
 from remote_agent.gpu.backend import GpuBackend, NvmlCallError
+from remote_agent.gpu.reset import GpuReset, ResetFailed
 from remote_agent.mig.layout import Instance, Layout, Profile
 
 READ_TRIES = 3  # a read of the GPU after a change, or during a restore, is tried this often
@@ -92,6 +93,7 @@ class ChangeFailed(Exception):
         self.now = now
         self.restored = restored
         self.errors = errors
+        self.in_use = False  # processes or instances on the GPU stopped it
         if restored:
             tail = "every step already done was undone; the GPU is as it was"
         elif now is None:
@@ -207,6 +209,37 @@ def set_mode(backend: GpuBackend, index: int, enabled: bool,
         return mode
     raise _restore_mode(backend, index, before, what, None,
                         "NVML accepted it, yet the GPU then read %s" % _show_mode(mode))
+
+
+def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, enabled: bool,
+                  before: Tuple[bool, bool], pids: Callable[[], List[int]]
+                  ) -> Optional[Tuple[bool, bool]]:
+    """Reset a GPU whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
+    (the processes on it, anyone's) finds none; the caller holds the MIG lock. Returns the mode
+    read after (None if it could not be read), or raises ChangeFailed with the mode asked back
+    to ``before``'s current one, nothing pending (``in_use`` set when processes stopped it)."""
+    what = "resetting GPU %d to turn MIG mode %s" % (index, "on" if enabled else "off")
+    before = (before[0], before[0])  # a GPU that is not reset is left with nothing pending
+    try:
+        running = pids()
+    except NvmlCallError as err:
+        raise _restore_mode(backend, index, before, what, err, "its processes could not be "
+                            "read (%s), and a reset needs none" % err) from err
+    if running:
+        failed = _restore_mode(backend, index, before, what, None, (
+            "it has processes (pids %s), and a reset needs none" % ", ".join(map(str, running))))
+        failed.in_use = True
+        raise failed
+    try:
+        resetter.reset(index)
+    except ResetFailed as err:
+        raise _restore_mode(backend, index, before, what, None, str(err)) from err
+    mode, done, _ = _read_back(lambda: backend.mig_mode(index),
+                               lambda read: read == (enabled, enabled))
+    if done or mode is None:
+        return mode
+    raise _restore_mode(backend, index, before, what, None,
+                        "the reset ran, yet the GPU then read %s" % _show_mode(mode))
 
 
 def _restore_mode(backend: GpuBackend, index: int, before: Tuple[bool, bool], what: str,

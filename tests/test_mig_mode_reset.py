@@ -1,0 +1,75 @@
+"""``mig.set_mode`` with ``reset``: the agent resets an idle GPU whose new MIG mode waits for a
+reset, never one with a process on it, and a reset that fails leaves nothing pending."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.gpu.reset import ResetFailed, SmiReset
+from remote_agent.rpc import jsonrpc as rpc
+from tests.test_mig_faults import agent_with, inventory_gpu, refused
+
+
+def mode(agent) -> tuple:
+    gpu = inventory_gpu(agent)
+    return gpu["mig_mode"], gpu["mig_pending"]
+
+
+def test_a_process_that_comes_before_the_reset_stops_it_and_the_mode_is_taken_back():
+    agent, methods = agent_with("1xA100-80GB")
+    nv.sim_mode_waits_for_reset(0)
+    asked = agent.backend.set_mig_mode
+    started = []
+
+    def and_a_process_starts(index: int, enabled: bool) -> None:
+        asked(index, enabled)
+        if enabled:  # a workload opens the GPU right after NVML accepted the mode
+            started.append(nv.sim_register_process(0, 10))
+
+    agent.backend.set_mig_mode = and_a_process_starts
+    err = refused(methods, "mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert err.code == rpc.GPU_IN_USE
+    assert "pids %d" % started[0] in err.message and "a reset needs none" in err.message
+    assert err.data["rolled_back"] is True
+    assert nv.sim_gpu_state(0)["resets"] == 0
+    assert mode(agent) == (False, False)  # nothing left pending
+
+
+def test_a_reset_nvidia_smi_refuses_takes_the_mode_back(tmp_path, monkeypatch):
+    """The real host's reset, an argv run by the agent, against a GPU that cannot be reset
+    (a pass-through VM, as NVIDIA's guide shows it)."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho \"$@\" > %s/args\n"
+                   "echo 'Resetting GPU 00000000:00:03.0 is not supported.'\nexit 3\n" % tmp_path)
+    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", "%s%s%s" % (tmp_path, os.pathsep, os.environ["PATH"]))
+    agent, methods = agent_with("1xA100-80GB")
+    agent.resetter = SmiReset()
+    nv.sim_mode_waits_for_reset(0)
+    err = refused(methods, "mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert (tmp_path / "args").read_text().split() == ["--gpu-reset", "-i", "0"]
+    assert "nvidia-smi --gpu-reset -i 0 exited 3: Resetting GPU 00000000:00:03.0 is not " \
+        "supported." in err.message
+    assert err.data["rolled_back"] is True and "degraded" not in inventory_gpu(agent)
+    assert mode(agent) == (False, False)
+
+
+def test_nvidia_smi_missing_is_said(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ResetFailed, match="nvidia-smi is not on the agent's PATH"):
+        SmiReset().reset(0)
+
+
+def test_a_reset_done_is_reported_and_a_retry_is_a_no_op():
+    agent, methods = agent_with("1xA100-80GB")
+    nv.sim_mode_waits_for_reset(0)
+    on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+    assert (on["mig_mode"], on["reset"]) == (True, True)
+    assert nv.sim_gpu_state(0)["resets"] == 1
+    again = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+    assert (again["mig_mode"], again["reset"]) == (True, False)
+    assert nv.sim_gpu_state(0)["resets"] == 1
