@@ -95,6 +95,9 @@ class HostConfig:
     """Where an image keeps the agent (agent = "image")."""
     sim: str | None = None
     """A --sim spec such as "2xA100-80GB:mig,1xL4": the agent simulates these GPUs."""
+    mig_mode: str = "auto"
+    """"auto": the scheduler may turn MIG on or off on an idle GPU when the waiting jobs call
+    for it; "fixed": each GPU keeps the mode it has (only an admin changes it)."""
     # The agent's settings (remote_agent/daemon/settings.py holds their meaning and bounds).
     mps: bool = AgentSettings.mps
     hami_core_lib: str | None = AgentSettings.hami_core_lib
@@ -333,6 +336,11 @@ class Config:
         """The host called ``name``; a ConfigError names the known ones, for a CLI typo."""
         return _named(self.hosts, name, "host", self.path)
 
+    def mode_fixed(self, name: str) -> bool:
+        """Whether host ``name``'s GPUs keep their MIG modes (``mig_mode = "fixed"``); a host
+        no longer in the config takes no new work anyway."""
+        return any(h.name == name and h.mig_mode == "fixed" for h in self.hosts)
+
 
 def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> Any:
     for item in items:
@@ -501,6 +509,7 @@ _HOST_KEYS = {
     "identity_file": "string", "proxy_jump": "string", "become": "string", "python": "string",
     "state_dir": "string", "agent_cache": "string", "transport": "string", "exec": "strings",
     "exec_target": "strings", "agent": "string", "agent_path": "string", "sim": "string",
+    "mig_mode": "string",
     "mps": "boolean", "hami_core_lib": "string", "cgroup_parent": "string",
     "log_max_mib": "integer", "retention_hours": "number", "watchdog_grace_s": "number",
     "usage_sample_s": "number",
@@ -528,6 +537,7 @@ _TOP_KEYS = ("hosts", "ssh", "queues", "teams", "scheduler", "store", "tui", "us
              "metrics", "fairshare")
 _BECOME = ("sudo",)
 _TRANSPORTS = ("ssh", "local", "exec")
+MIG_MODES = ("auto", "fixed")  # [[hosts]] mig_mode
 _AGENTS = ("upload", "image")
 _SSH_ONLY = ("host", "port", "user", "identity_file", "proxy_jump")  # not for an exec host
 _EXEC_ONLY = ("exec", "exec_target", "agent", "agent_path")
@@ -893,6 +903,9 @@ class _Checker(TomlChecker):
             self.proxy_jump(values["proxy_jump"], bad)
         if values.get("become", "sudo") not in _BECOME:
             raise bad("become", f"must be \"sudo\" or left out, got '{values['become']}'")
+        if values.get("mig_mode", "auto") not in MIG_MODES:
+            raise bad("mig_mode", f"must be \"auto\" or \"fixed\", got "
+                      f"{_shown(values['mig_mode'])}")
         if values.get("transport", "ssh") not in _TRANSPORTS:
             raise bad("transport", f"must be \"ssh\", \"local\" or \"exec\", got "
                       f"'{values['transport']}'")

@@ -21,7 +21,7 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "config.example.toml")
 HOME = os.path.expanduser("~")
 HOST_KEYS = ("name, host, port, user, identity_file, proxy_jump, become, python, state_dir, "
-             "agent_cache, transport, exec, exec_target, agent, agent_path, sim, mps, "
+             "agent_cache, transport, exec, exec_target, agent, agent_path, sim, mig_mode, mps, "
              "hami_core_lib, cgroup_parent, log_max_mib, retention_hours, watchdog_grace_s, "
              "usage_sample_s")
 
@@ -388,6 +388,24 @@ def test_transport_is_ssh_local_or_exec(tmp_path):
         transport = "mosh"
         """) == ("F:3: hosts[0].transport must be \"ssh\", \"local\" or \"exec\", got "
               "'mosh'")
+
+
+def test_a_host_pins_its_mig_modes_or_leaves_them_to_the_scheduler(tmp_path):
+    config = load_config(write(tmp_path, """\
+        [[hosts]]
+        name = "a"
+        mig_mode = "fixed"
+        [[hosts]]
+        name = "b"
+        """))
+    assert [h.mig_mode for h in config.hosts] == ["fixed", "auto"]
+    assert (config.mode_fixed("a"), config.mode_fixed("b"), config.mode_fixed("gone")) == \
+        (True, False, False)
+    assert error(tmp_path, """\
+        [[hosts]]
+        name = "a"
+        mig_mode = "on"
+        """) == "F:3: hosts[0].mig_mode must be \"auto\" or \"fixed\", got 'on'"
 
 
 def test_a_local_host_needs_a_sim(tmp_path):

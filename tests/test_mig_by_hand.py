@@ -103,6 +103,40 @@ def test_a_gpu_whose_mig_mode_change_is_pending_takes_no_new_work():
                                                              (False, 1000)]
 
 
+def test_only_an_idle_mig_capable_gpu_of_a_host_that_does_not_pin_it_may_change_mode():
+    from fractui.sched.fleetview import HostView, build_hosts, geometry
+
+    def rec(index, name, mig, **more):
+        return dict({"index": index, "name": name, "memory_mib": 81920, "mig_capable": True,
+                     "mig_mode": mig, "mig_pending": mig, "instances": [], "processes": []},
+                    **more)
+
+    a100, h100, l4 = "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA L4"
+    gpus = [rec(0, a100, False),                                  # idle, MIG off
+            rec(1, h100, True, instances=[IDLE]),                 # idle instance only
+            rec(2, a100, False, processes=[{"pid": 77}]),         # a foreign process
+            rec(3, a100, True, instances=[dict(IDLE, busy=True)]),  # a busy instance
+            rec(4, a100, False, mig_pending=True),                # a change pending
+            rec(5, a100, False),                                  # a job of the agent's
+            rec(6, a100, False),                                  # a decision of the store's
+            rec(7, l4, False, mig_capable=False)]                 # no MIG
+    agent_jobs = {"j1": {"id": "j1", "state": "running", "gpus": [5], "key": "k"}}
+    hello = {"cpus": 8, "memory_mib": 64000,  # hello's GPU records tell no processes
+             "gpus": [{k: v for k, v in g.items() if k != "processes"} for g in gpus]}
+    decided = store_job(9, "placed", Slot("gpu-a", (6,), None, None, memory_mib=1024))
+    view = HostView("gpu-a", "online", hello, {"gpus": gpus}, agent_jobs)
+    host = build_hosts([view], [decided], "s1")[0]
+    assert [g.mig_geometry is not None for g in host.gpus] == [True, True] + [False] * 6
+    assert host.gpus[0].mig_geometry == geometry(a100) and host.gpus[0].mode_reset is True
+    assert host.gpus[1].mode_reset is False  # a Hopper changes without a reset
+    # the snapshot not yet read (processes unknown): no change offered
+    assert [g.mig_geometry for g in build_hosts([HostView("gpu-a", "online", hello)], [],
+                                                "s1")[0].gpus] == [None] * 8
+    pinned = HostView("gpu-a", "online", hello, {"gpus": gpus}, agent_jobs, mode_fixed=True)
+    assert [g.mig_geometry for g in build_hosts([pinned], [decided], "s1")[0].gpus] == \
+        [None] * 8
+
+
 def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():
     nv.sim_open(None, "1xA100-80GB")
     nv.nvmlInit()

@@ -39,11 +39,13 @@ class HostView:
     hello: Optional[Dict[str, Any]] = None
     snapshot: Optional[Dict[str, Any]] = None
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # agent job id -> record
+    mode_fixed: bool = False  # its config pins its GPUs' MIG modes (mig_mode = "fixed")
 
     @classmethod
-    def of(cls, status: Any) -> "HostView":
+    def of(cls, status: Any, mode_fixed: bool = False) -> "HostView":
         """A HostStatus's data as it is now (fractui.fleet.host; any object with its fields)."""
-        return cls(status.name, status.state, status.hello, status.snapshot, dict(status.jobs))
+        return cls(status.name, status.state, status.hello, status.snapshot, dict(status.jobs),
+                   mode_fixed)
 
     def by_key(self) -> Dict[str, Dict[str, Any]]:
         return {j["key"]: j for j in self.jobs.values() if j.get("key")}
@@ -106,14 +108,16 @@ def signature(view: HostView) -> tuple:
     moves only utilisation or memory in use leaves it equal, so it wakes no pass."""
     gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), g.get("layout_version"),
                   tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
-                         i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()))
+                         i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()),
+                  _idle_for_mode(g))
                  for g in view.gpu_records())
     hello = view.hello or {}
     jobs = tuple(sorted((k, str(j.get("state")), str(j.get("key")), str(j.get("gpus")),
                          str(j.get("instance")), str(j.get("memory_mib")))
                         for k, j in view.jobs.items()))
     mig_changes = (hello.get("privileges") or {}).get("mig_changes", True)
-    return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs)
+    return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs,
+            view.mode_fixed)
 
 
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
@@ -234,12 +238,13 @@ def _same_objects(a: HostView, b: HostView) -> bool:
     session replaces a record when news comes, never changes one in place; records compare
     by identity first, so this costs one C loop per host)."""
     return a.state == b.state and a.hello is b.hello and a.snapshot is b.snapshot and \
-        a.jobs == b.jobs
+        a.jobs == b.jobs and a.mode_fixed == b.mode_fixed
 
 
 def _copy(host: Host) -> Host:
     return Host(host.name, host.cpu_milli, host.memory_mib,
-                [Gpu(g.model, g.memory_mib, g.free_milli, g.layout) for g in host.gpus],
+                [Gpu(g.model, g.memory_mib, g.free_milli, g.layout, g.mig_geometry, g.mode_reset)
+                 for g in host.gpus],
                 host.cpu_free, host.memory_free)
 
 
@@ -257,6 +262,9 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     agent = {k: j for k, j in view.by_key().items()
              if j.get("state") in ACTIVE_AGENT_STATES and k not in leave_out}
     gpus = [_gpu(rec, mig_ok, agent.values()) for rec in view.gpu_records()]
+    if mig_ok and not view.mode_fixed:
+        for gpu, rec in zip(gpus, view.gpu_records()):
+            _may_flip(gpu, rec, agent.values())
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
     host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
                 int(hello.get("memory_mib") or 0), gpus)
@@ -267,9 +275,34 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
         req = request_of(job)
         host.cpu_free -= req.cpu_milli
         host.memory_free -= req.memory_mib
+        assert job.slot is not None
+        for g in job.slot.gpus:  # a GPU the store has a job on keeps its mode
+            if 0 <= g < len(host.gpus):
+                host.gpus[g].mig_geometry = None
         if key not in agent:  # decided, not yet running: book its slot from the decision
             _book_decision(host, job)
     return host
+
+
+def _idle_for_mode(rec: Mapping[str, Any]) -> bool:
+    """Whether a GPU, as its agent reports it, could have its MIG mode changed now: its
+    processes known and none (anyone's: a process outside fractui counts), no instance busy,
+    no mode change pending. Idle instances do not count: the change destroys them first."""
+    return ("processes" in rec and not rec.get("processes")
+            and rec.get("mig_pending", rec.get("mig_mode")) == rec.get("mig_mode")
+            and not any(i.get("busy") for i in rec.get("instances") or ()))
+
+
+def _may_flip(gpu: Gpu, rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]) -> None:
+    """Offers the placer a MIG mode change on an idle MIG-capable GPU of a known geometry
+    that no agent job holds (``Gpu.mig_geometry``; ``mode_reset`` from its model's facts)."""
+    index = rec.get("index")
+    if not _idle_for_mode(rec) or any(index in (j.get("gpus") or []) for j in agent_jobs):
+        return
+    geo = geometry(rec.get("name") or "")
+    if geo is not None:
+        gpu.mig_geometry = geo
+        gpu.mode_reset = gpu_model(rec.get("name") or "").mode_reset
 
 
 def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, Any]]) -> Gpu:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import FrozenSet, List, Optional, Tuple
 
-from remote_agent.mig.layout import Layout
+from remote_agent.mig.layout import Geometry, Layout
 from remote_agent.mig.planner import Plan
 
 MILLI = 1000  # a whole GPU, in the unit shares are counted in
@@ -21,6 +21,9 @@ ISOLATIONS = ("any", "mig", "share")
 class Gpu:
     """One GPU. ``layout`` set means MIG mode is on; otherwise jobs take memory shares of it.
 
+    ``mig_geometry`` is set on an idle MIG-capable GPU whose MIG mode the placer may change
+    (None: its mode is fixed); ``mode_reset``: that change resets the GPU.
+
     ``free_milli`` is the share left on a GPU without MIG; on a MIG GPU it is the compute share
     its instances leave unused (for reports), while the layout is what placement obeys.
     """
@@ -29,6 +32,8 @@ class Gpu:
     memory_mib: int = 0
     free_milli: int = MILLI
     layout: Optional[Layout] = None
+    mig_geometry: Optional[Geometry] = None
+    mode_reset: bool = False
 
     @property
     def mig(self) -> bool:
@@ -129,6 +134,9 @@ class Placement:
     gpus: Tuple[int, ...] = ()
     milli: Tuple[int, ...] = ()  # share taken on each GPU without MIG (0 on MIG GPUs)
     plans: Tuple[Optional[Plan], ...] = ()  # the planner's plan on each MIG GPU (None: no MIG)
+    # per GPU: True = turn MIG on before the slice is made, False = turn it off first, None = no
+    # change
+    modes: Tuple[Optional[bool], ...] = ()
 
     def describe(self) -> str:
         parts = []

@@ -459,7 +459,7 @@ class Scheduler:
             self.leader, self._held_until = False, 0.0
 
     def _views(self) -> List[HostView]:
-        return [HostView.of(s) for s in self.fleet.statuses()]
+        return [HostView.of(s, self.config.mode_fixed(s.name)) for s in self.fleet.statuses()]
 
     def _record_inventory(self, views: List[HostView]) -> None:
         """Keeps each reachable host's lasting facts in the store (written only when they

@@ -407,7 +407,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.find_slots(job, list(self.statuses.values()))
 
     def _views(self, statuses: Sequence[HostStatus]) -> list[HostView]:
-        return [HostView.of(s) for s in statuses]
+        return [HostView.of(s, self.config.mode_fixed(s.name)) for s in statuses]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
     def find_slots(self, job: Job, statuses: list[HostStatus]) -> None:
