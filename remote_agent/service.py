@@ -78,7 +78,8 @@ class Agent:
             "mig.apply": Method(self.mig_apply, ("gpu", "profile", "start", "layout_version",
                                                  "destroy_idle")),
             "mig.destroy": Method(self.mig_destroy, ("gpu", "instance", "gi_id")),
-            "mig.set_mode": Method(self.mig_set_mode, ("gpu", "enabled", "reset")),
+            "mig.set_mode": Method(self.mig_set_mode, ("gpu", "enabled", "reset",
+                                                       "destroy_idle")),
         }
         if self.sim is not None:
             table.update({
@@ -423,12 +424,15 @@ class Agent:
         self._require_mig_privilege()
         enabled = p.flag("enabled")
         reset = p.flag("reset", False)
+        destroy_idle = p.flag("destroy_idle", False)
         reset_done = False
         with self._mig_lock_of(p):
             info = self._gpu(p)
             if not info.mig_capable:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
                     info.index, info.name), {"gpu": info.index})
+            if destroy_idle and info.mig_mode and not enabled:
+                self._destroy_all_idle(info.index)
             before = (info.mig_mode, info.mig_pending)
             try:
                 mode = set_mode(self.backend, info.index, enabled, before)
@@ -456,6 +460,21 @@ class Agent:
         current, pending = mode
         return {"gpu": info.index, "mig_mode": current, "mig_pending": pending,
                 "reset_required": current != pending, "reset": reset_done}
+
+    def _destroy_all_idle(self, index: int) -> None:
+        """Before MIG goes off: every instance of the GPU destroyed, all or nothing, if none is
+        busy or held by a job (GPU_IN_USE naming them otherwise, nothing destroyed)."""
+        layout = self.call_nvml(lambda: self.layout(index))
+        busy = [i for i in layout.instances if i.busy]
+        if busy:
+            raise RpcError(rpc.GPU_IN_USE, "GPU %d has MIG instances in use (%s): MIG mode "
+                           "changes only on an idle GPU" % (index, ", ".join(
+                               i.label() for i in busy)),
+                           {"gpu": index, "instances": [_instance_record(i) for i in busy]})
+        if layout.instances:
+            self._change(index, layout, Change("destroying the idle instances of GPU %d to "
+                                               "turn MIG mode off" % index,
+                                               destroy=layout.instances))
 
     # -- simulation controls --
 

@@ -73,3 +73,18 @@ def test_a_reset_done_is_reported_and_a_retry_is_a_no_op():
     again = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
     assert (again["mig_mode"], again["reset"]) == (True, False)
     assert nv.sim_gpu_state(0)["resets"] == 1
+
+
+def test_destroy_idle_clears_idle_instances_before_mig_goes_off_never_a_busy_one():
+    agent, methods = agent_with("1xH100:mig", ("3g.40gb", 0), ("1g.10gb", 6))
+    busy = methods.call("inventory", {})["gpus"][0]["instances"][1]["uuid"]
+    pid = nv.sim_register_process(0, 100, instance_uuid=busy)
+    err = refused(methods, "mig.set_mode", gpu=0, enabled=False, destroy_idle=True)
+    assert err.code == rpc.GPU_IN_USE and "in use (1g.10gb" in err.message
+    assert len(nv.sim_gpu_state(0)["instances"]) == 2  # nothing destroyed
+    nv.sim_remove_process(pid)
+    # without destroy_idle the idle instances stop it, as before
+    assert refused(methods, "mig.set_mode", gpu=0, enabled=False).code == rpc.GPU_IN_USE
+    off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "destroy_idle": True})
+    assert (off["mig_mode"], off["mig_pending"]) == (False, False)
+    assert nv.sim_gpu_state(0) == {"mig": False, "resets": 0, "instances": []}

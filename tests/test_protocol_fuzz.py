@@ -77,7 +77,7 @@ SCHEMA: Dict[str, Dict[str, str]] = {
     "mig.apply": {"gpu": "gpu", "profile": "profile", "start": "int", "destroy_idle": "bool",
                   "layout_version": "str"},
     "mig.destroy": {"gpu": "gpu", "instance": "str", "gi_id": "int"},
-    "mig.set_mode": {"gpu": "gpu", "enabled": "bool", "reset": "bool"},
+    "mig.set_mode": {"gpu": "gpu", "enabled": "bool", "reset": "bool", "destroy_idle": "bool"},
     "sim.add_process": {"gpu": "gpu", "used_mib": "int", "instance": "str", "pid": "int",
                         "util": "int"},
     "sim.set_process_memory": {"pid": "int", "used_mib": "int"},
