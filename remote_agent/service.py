@@ -455,11 +455,13 @@ class Agent:
             self.health.clear(info.index)
         if mode is None:  # asked and accepted, but the GPU could not be read back
             return {"gpu": info.index, "mig_mode": None, "mig_pending": enabled,
-                    "reset_required": None, "reset": reset_done, "warning": "the change was "
-                    "made, but reading the GPU's MIG mode back failed; see inventory"}
+                    "reset_required": None, "reset": reset_done, "changed": None,
+                    "warning": "the change was made, but reading the GPU's MIG mode back "
+                    "failed; see inventory"}
         current, pending = mode
         return {"gpu": info.index, "mig_mode": current, "mig_pending": pending,
-                "reset_required": current != pending, "reset": reset_done}
+                "reset_required": current != pending, "reset": reset_done,
+                "changed": mode != before}
 
     def _destroy_all_idle(self, index: int) -> None:
         """Before MIG goes off: every instance of the GPU destroyed, all or nothing, if none is

@@ -223,7 +223,8 @@ def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_
     done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--yes", "--json")
     assert done.returncode == 0, said(done)
     assert json.loads(done.stdout) == {"gpu": other, "mig_mode": False, "mig_pending": True,
-                                       "reset_required": True, "reset": False}
+                                       "reset_required": True, "reset": False,
+                                       "changed": True}
     assert [e.why for e in f.store.audit_log() if e.action == "mig"][-1] == (
         "MIG mode on is pending on gpu-a gpu %d: it takes effect after a GPU reset (nvidia-smi "
         "-r -i %d, with nothing using the GPU); until then MIG stays off, and nothing new is "

@@ -160,7 +160,7 @@ def test_mig_mode_changes_only_on_an_idle_gpu(start_agent):
     agent.call("mig.destroy", gpu=0, instance=inst["uuid"])
     off = agent.call("mig.set_mode", gpu=0, enabled=False)
     assert off == {"gpu": 0, "mig_mode": False, "mig_pending": False, "reset_required": False,
-                   "reset": False}
+                   "reset": False, "changed": True}
     assert "instances" not in agent.call("inventory")["gpus"][0]
     with pytest.raises(AgentError) as err:
         agent.call("mig.plan", gpu=0, profile="1g.10gb")
@@ -183,14 +183,14 @@ def test_set_mode_with_reset_resets_an_idle_gpu_whose_mode_waits_for_one(start_a
     # without reset: the mode waits, as before
     assert agent.call("mig.set_mode", gpu=1, enabled=True) == {
         "gpu": 1, "mig_mode": False, "mig_pending": True, "reset_required": True,
-        "reset": False}
+        "reset": False, "changed": True}
     on = agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)
     assert on == {"gpu": 0, "mig_mode": True, "mig_pending": True, "reset_required": False,
-                  "reset": True}
+                  "reset": True, "changed": True}
     assert agent.call("mig.apply", gpu=0, profile="3g.40gb")["instance"]["uuid"]
     # the same mode again: a success that changes nothing, no second reset
     again = agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)
-    assert again["reset"] is False and again["mig_mode"] is True
+    assert (again["reset"], again["changed"], again["mig_mode"]) == (False, False, True)
     assert len(instances(agent)) == 1
     # a mode left pending (an earlier call that did not reset) is completed by a retry
     done = agent.call("mig.set_mode", gpu=1, enabled=True, reset=True)

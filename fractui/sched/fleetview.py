@@ -275,12 +275,12 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
         req = request_of(job)
         host.cpu_free -= req.cpu_milli
         host.memory_free -= req.memory_mib
+        if key not in agent:  # decided, not yet running: book its slot from the decision
+            _book_decision(host, job)
         assert job.slot is not None
         for g in job.slot.gpus:  # a GPU the store has a job on keeps its mode
             if 0 <= g < len(host.gpus):
                 host.gpus[g].mig_geometry = None
-        if key not in agent:  # decided, not yet running: book its slot from the decision
-            _book_decision(host, job)
     return host
 
 
@@ -355,6 +355,7 @@ def _book_decision(host: Host, job: Job) -> None:
         if not 0 <= g < len(host.gpus):
             continue
         gpu = host.gpus[g]
+        _decided_mode(gpu, slot.profile is not None)
         if gpu.layout is not None and slot.profile:
             try:
                 _, gpu.layout = mig.commit(gpu.layout, slot.profile, slot.start)
@@ -366,18 +367,35 @@ def _book_decision(host: Host, job: Job) -> None:
             gpu.free_milli = max(0, gpu.free_milli - math.ceil(mib * MILLI / gpu.memory_mib))
 
 
+def _decided_mode(gpu: Gpu, mig: bool) -> None:
+    """A GPU whose MIG mode a decision not yet launched changes (its launch changes it
+    first) is booked as it will be: empty, in that mode."""
+    if gpu.mig == mig or gpu.mig_geometry is None:
+        return  # the mode it has, or one that cannot change: a launch there is refused
+    gpu.layout = Layout(gpu.mig_geometry, ()) if mig else None
+    gpu.free_milli = MILLI
+
+
 def placement_charge(host: Host, gpus: Sequence[int], profile: Optional[str],
                      share: Optional[int]) -> float:
     """``quota.charge`` of a slot on the placement core's host."""
-    return charge(profile, share, [(host.gpus[g].memory_mib, host.gpus[g].layout.geometry
-                                    if host.gpus[g].layout is not None else None)
-                                   for g in gpus])
+    return charge(profile, share, [(host.gpus[g].memory_mib, _charged_geometry(
+        host.gpus[g], profile)) for g in gpus])
+
+
+def _charged_geometry(gpu: Gpu, profile: Optional[str]) -> Optional[Geometry]:
+    """The MIG geometry a slot on ``gpu`` is charged by: its layout's, or, for a slice on a
+    GPU whose MIG mode the slot turns on, its model's; none for a share."""
+    if profile is None:
+        return None
+    return gpu.layout.geometry if gpu.layout is not None else gpu.mig_geometry
 
 
 def record_charge(records: Sequence[Mapping[str, Any]], gpus: Sequence[int],
                   profile: Optional[str], share: Optional[int]) -> float:
     """``quota.charge`` of a slot on GPUs as agents report them (a snapshot's GPU records, or
-    the inventory's)."""
+    the inventory's): a slice by its model's geometry (the GPU's MIG mode may be turned on
+    for it), a share by its memory."""
     return charge(profile, share, [(int(records[g].get("memory_mib") or 0),
                                     geometry(records[g].get("name") or "")
-                                    if records[g].get("mig_mode") else None) for g in gpus])
+                                    if profile else None) for g in gpus])

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from remote_agent.gpu.models import model as gpu_model
+
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES
-from fractui.store.model import ON_HOST, Job
+from fractui.store.model import ON_HOST, PLACED, Job
 
 DESTROY, MODE = "destroy", "mode"
 
@@ -140,6 +142,52 @@ def plan_mode(host: str, gpu: Mapping[str, Any], enabled: bool,
                   "UUID)" % (where, ", ".join(_instance(i) for i in gpu.get("instances") or ()),
                              host, index)
     return MigChange(host, index, MODE, text, refusal, "mig.set_mode", params)
+
+
+def flip_words(where: str, enabled: bool, reset: bool) -> str:
+    """A mode change the scheduler makes before a launch, in the words the preview shows."""
+    return "turn MIG %s on %s%s" % ("on" if enabled else "off", where,
+                                    " (a GPU reset, nothing runs there)" if reset else "")
+
+
+def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
+              agent_jobs: Iterable[Mapping[str, Any]], store_jobs: Sequence[Job],
+              store_uid: str, fixed: bool = False) -> MigChange:
+    """The mode change a scheduler's decision for ``job`` needs first on ``gpu``: only on a
+    GPU nothing uses — no other job (decisions waiting for the same mode excepted: they come
+    after it), no process, no busy instance — of a host that does not pin its modes
+    (``fixed``). The agent resets the GPU where the mode waits for a reset, and destroys idle
+    instances before MIG goes off; it checks the GPU again itself."""
+    index = int(gpu.get("index", 0))
+    where = _where(host, index)
+    reset = _mode_reset(str(gpu.get("name") or ""))
+    others = [j for j in store_jobs if j.id != job.id and not (
+        j.state == PLACED and j.slot is not None and (j.slot.profile is not None) == enabled)]
+    held = _users(host, index, None, agent_jobs, others, store_uid)
+    busy = [i for i in gpu.get("instances") or () if i.get("busy")]
+    refusal = None
+    if fixed:
+        refusal = "%s keeps its MIG mode (mig_mode = \"fixed\" for %s)" % (where, host)
+    elif not gpu.get("mig_capable"):
+        refusal = "%s (%s) does not support MIG" % (where, gpu.get("name"))
+    elif held:
+        refusal = "%s is in use by %s: its MIG mode is not changed" % (where, ", ".join(held))
+    elif gpu.get("processes"):
+        refusal = "%s has processes (pids %s): its MIG mode is not changed" % (
+            where, ", ".join(str(p.get("pid")) for p in gpu.get("processes") or ()))
+    elif busy:
+        refusal = "%s has MIG instances in use (%s): its MIG mode is not changed" % (
+            where, ", ".join(_instance(i) for i in busy))
+    return MigChange(host, index, MODE, flip_words(where, enabled, reset), refusal,
+                     "mig.set_mode", {"gpu": index, "enabled": enabled, "reset": True,
+                                      "destroy_idle": not enabled})
+
+
+def _mode_reset(name: str) -> bool:
+    try:
+        return gpu_model(name).mode_reset
+    except ValueError:  # a model fractui does not know: NVML says when the change is made
+        return False
 
 
 def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT,
 from fractui.fleet.client import AgentCallError
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, complete
+from fractui.sched.mig_change import MODE, outcome, plan_flip
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
@@ -100,6 +101,8 @@ class Executor:
             slot = complete(job, view, uid, jobs) if job.manual else job.slot
             if slot != job.slot:
                 job = self.store.reslot(job.id, slot, epoch=self.epoch)
+            if not job.manual:
+                self._modes(job, view, jobs)
             record = self.call(view.name, "job.launch", launch_params(job, uid))
         except Unfit as err:
             self.refused(job, view.name, str(err), CAPACITY)
@@ -121,6 +124,34 @@ class Executor:
                                model=view.model(slot.gpus))
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
+
+    def _modes(self, job: Job, view: HostView, jobs: List[Job]) -> None:
+        """Before a decision's launch, each of its GPUs in the MIG mode its slot is of (a MIG
+        profile: on; a share: off), changed by the agent where it is not — the decision, in
+        the store before this, is what says so, and a retried pass asks again, which changes
+        nothing the second time. Audited as a MIG change by hand is. A GPU found in use is
+        not changed (Unfit: the job goes back to its queue with the reason)."""
+        slot = job.slot
+        assert slot is not None
+        want = slot.profile is not None
+        records = {g.get("index"): g for g in view.gpu_records()}
+        for index in slot.gpus:
+            rec = records.get(index)
+            if rec is None or not rec.get("mig_capable") or (
+                    bool(rec.get("mig_mode")), bool(rec.get("mig_pending", rec.get("mig_mode")))
+                    ) == (want, want):
+                continue
+            change = plan_flip(view.name, rec, want, job, list(view.jobs.values()), jobs,
+                               self.store.uid, view.mode_fixed)
+            if change.refusal is not None:
+                raise Unfit("not launched: %s" % change.refusal)
+            answer = self.call(view.name, change.method, change.params)
+            said = outcome(change, answer)
+            if answer.get("changed") is not False:
+                self.store.audit(self.actor, "mig", job.id, said, {
+                    "host": view.name, "change": MODE, **change.params})
+            if answer.get("mig_mode") is not want or answer.get("reset_required"):
+                raise Unfit("not launched: %s" % said)
 
     def failed(self, job: Job, host: str, words: str, kind: str) -> None:
         """A job that can never start as given: failed at once, with the agent's words."""

@@ -1,0 +1,125 @@
+"""The scheduler changes an idle GPU's MIG mode when a decision needs it, end to end: simulated
+hosts over the local transport (real agent daemons, real job processes), a real SQLite store.
+
+A decision's slot says the mode its GPU must be in (a MIG profile: on; a share: off); the lease
+holder has the agent change it before the launch — resetting the GPU where the mode waits for a
+reset — and audits it as a MIG change, never on a GPU something uses. The decisions here are
+recorded as the placement core records one (``Store.place``, not by hand), so the executor is
+tried on its own; the placer's side is tried in tests/test_sched*.py."""
+
+from __future__ import annotations
+
+import time
+
+from fractui.config import QueueConfig
+from fractui.store import Slot
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+SLICE = QueueConfig(name="slice", mig="3g.40gb", isolation="mig")
+SHARE = QueueConfig(name="share", memory_gib=10, isolation="share")
+
+
+def gpu(f, host: str, index: int) -> dict:
+    return f.fleet.session(host).call("snapshot")["gpus"][index]
+
+
+def decide(f, job, slot: Slot) -> None:
+    """The decision the placer would record for ``job`` (a scheduler's, not by hand)."""
+    f.store.place(job.id, slot, "test", "decided: %s" % slot.describe())
+
+
+def mig_audit(f) -> list:
+    return [(e.job, e.why, e.detail) for e in f.store.audit_log() if e.action == "mig"]
+
+
+def snapshot_shows(f, host: str, check) -> None:
+    """Waits until the fleet's own view of ``host`` (what a pass reads) passes ``check``."""
+    deadline = time.time() + 30
+    while not check(next(s for s in f.fleet.statuses() if s.name == host).snapshot or {}):
+        assert time.time() < deadline, "the fleet never saw it"
+        time.sleep(0.1)
+
+
+def test_a_slice_decision_on_an_a100_with_mig_off_turns_it_on_audits_it_and_runs(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.states()[job.id] == "running")
+    now = gpu(f, "gpu-a", 0)
+    assert (now["mig_mode"], now["mig_pending"]) == (True, True)
+    running = [j for j in f.agent_jobs() if j["key"] == f.store.get(job.id).key(f.store.uid)]
+    assert running and running[0]["instance"] in {i["uuid"] for i in now["instances"]}
+    assert mig_audit(f) == [(job.id, "MIG mode is now on on gpu-a gpu 0", {
+        "host": "gpu-a", "change": "mode", "gpu": 0, "enabled": True, "reset": True,
+        "destroy_idle": False})]
+    # passes after it find the mode right: no second change, no second entry
+    for _ in range(3):
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    assert len(mig_audit(f)) == 1
+
+
+def test_a_gpu_whose_mode_waits_for_a_reset_is_reset_then_used(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.fleet.session("gpu-a").call("sim.mode_waits_for_reset", {"gpu": 0})
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+    assert [why for _, why, _ in mig_audit(f)] == [
+        "MIG mode is now on on gpu-a gpu 0, after a GPU reset (nothing ran there)"]
+
+
+def test_a_share_decision_on_an_idle_mig_gpu_turns_mig_off_first(local_fleet):
+    f = local_fleet({"gpu-a": "1xH100:mig"}, [SHARE])
+    f.fleet.session("gpu-a").call("mig.apply", {"gpu": 0, "profile": "1g.10gb"})  # idle
+    job = f.submit("share")
+    decide(f, job, Slot("gpu-a", (0,), None, None, 10240, charge=0.129))
+    f.until(lambda: f.states()[job.id] == "running")
+    now = gpu(f, "gpu-a", 0)
+    assert now["mig_mode"] is False and "instances" not in now
+    assert mig_audit(f) == [(job.id, "MIG mode is now off on gpu-a gpu 0", {
+        "host": "gpu-a", "change": "mode", "gpu": 0, "enabled": False, "reset": True,
+        "destroy_idle": True})]
+
+
+def test_a_gpu_with_a_foreign_process_is_never_changed_and_the_job_waits_saying_why(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=5)
+    pid = f.fleet.session("gpu-a").call("sim.add_process", {"gpu": 0, "used_mib": 100})["pid"]
+    snapshot_shows(f, "gpu-a", lambda snap: any(
+        p["pid"] == pid for p in snap["gpus"][0].get("processes") or ()))
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    again = f.store.get(job.id)
+    assert again.state == "pending"
+    assert again.refusals[0].words == ("not launched: gpu-a gpu 0 has processes (pids %d): "
+                                       "its MIG mode is not changed" % pid)
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
+
+
+def test_a_gpu_with_a_job_is_never_changed(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE, SHARE], max_attempts=5)
+    share = f.submit("share")
+    decide(f, share, Slot("gpu-a", (0,), None, None, 10240, charge=0.125))
+    f.until(lambda: f.states()[share.id] == "running")
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    assert f.store.get(job.id).refusals[0].words == (
+        "not launched: gpu-a gpu 0 is in use by job %d: its MIG mode is not changed" % share.id)
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
+    assert f.states()[share.id] == "running"
+
+
+def test_a_host_that_pins_its_modes_is_never_changed(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], agent={"mig_mode": "fixed"},
+                    max_attempts=5)
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    assert f.store.get(job.id).refusals[0].words == (
+        "not launched: gpu-a gpu 0 keeps its MIG mode (mig_mode = \"fixed\" for gpu-a)")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False
