@@ -84,3 +84,44 @@ def test_a_stale_preview_is_never_launched_and_the_job_says_why(local_fleet):
     layout = a.call("snapshot")["gpus"][0]["instances"]
     assert [(i["profile"], i["start"]) for i in layout] == [("1g.10gb", 0)]  # nothing created
     assert [r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid)] == []
+
+
+def test_the_preview_offers_a_mode_change_in_words_and_the_launch_makes_it(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB", "gpu-b": "1xH100:mig"},
+                    [QueueConfig(name="3g", mig="3g.40gb"),
+                     QueueConfig(name="share", memory_gib=10, isolation="share")])
+    for host in ("gpu-a", "gpu-b"):  # what a pass reads: each GPU's processes (none)
+        wait_snapshot(f, host, lambda s: s and "processes" in s["gpus"][0])
+    job = f.submit("3g")
+    found = candidates(views(f), f.store.jobs(), f.store.uid, job)
+    on_a = [c for c in found if c.host == "gpu-a"]
+    assert sorted((c.profile, c.start) for c in on_a) == [("3g.40gb", 0), ("3g.40gb", 4)]
+    first = next(c for c in on_a if c.start == 0)
+    assert first.plan == ("turn MIG on on gpu0 of gpu-a (a GPU reset, nothing runs there), "
+                          "then create 3g.40gb at slot 0 on gpu0 of gpu-a")
+    assert first.charge == round(3 / 7, 6) and first.layout_version is None
+    # a share on the idle H100 with MIG on: MIG off first, no reset on a Hopper
+    share = f.submit("share")
+    off = [c for c in candidates(views(f), f.store.jobs(), f.store.uid, share)
+           if c.host == "gpu-b"]
+    assert [c.plan for c in off] == [
+        "turn MIG off on gpu0 of gpu-b, then a 10240 MiB share of gpu0 of gpu-b (81559 of "
+        "81559 MiB free)"]
+    # what was previewed is what happens: the launch turns MIG on, then makes the slice
+    place_by_hand(f.store, job, first.slot(), Asker("admin"))
+    f.until(lambda: f.states()[job.id] == "running")
+    gpu = f.fleet.session("gpu-a").call("snapshot")["gpus"][0]
+    assert gpu["mig_mode"] is True
+    assert [(i["profile"], i["start"]) for i in gpu["instances"]] == [("3g.40gb", 0)]
+    assert [e.why for e in f.store.audit_log(job.id) if e.action == "mig"] == [
+        "MIG mode is now on on gpu-a gpu 0"]
+
+
+def test_a_host_that_pins_its_modes_is_offered_no_mode_change(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    wait_snapshot(f, "gpu-a", lambda s: s and "processes" in s["gpus"][0])
+    job = f.submit("3g")
+    pinned = [HostView(v.name, v.state, v.hello, v.snapshot, v.jobs, mode_fixed=True)
+              for v in views(f)]
+    assert candidates(pinned, f.store.jobs(), f.store.uid, job) == []
+    assert len(candidates(views(f), f.store.jobs(), f.store.uid, job)) == 2

@@ -6,7 +6,9 @@ by hand onto a host or GPU out of service is refused, with the reason (``in_serv
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
+
+from remote_agent.mig.layout import Geometry
 
 from fractui.sched import mig
 from fractui.sched.cordons import refusal
@@ -38,8 +40,12 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
         raise Unfit("%s has no GPU %s" % (view.name, ",".join(map(str, slot.gpus))))
     rec = gpus[slot.gpus[0]]
     req = request_of(job)
+    geo = geometry(rec.get("name") or "")
+    if _mode_changes(slot, rec, geo):  # the launch changes the GPU's MIG mode first
+        return Slot(slot.host, slot.gpus, slot.profile, slot.start, slot.memory_mib,
+                    record_charge(gpus, slot.gpus, slot.profile, slot.memory_mib),
+                    slot.layout_version)
     if rec.get("mig_mode"):
-        geo = geometry(rec.get("name") or "")
         if geo is None:
             raise Unfit("GPU %d of %s is a MIG model fractui does not know (%s)" % (
                 slot.gpus[0], view.name, rec.get("name")))
@@ -69,3 +75,13 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
             slot.gpus[0], view.name, slot.profile))
     mib = slot.memory_mib or share_mib(req, int(rec.get("memory_mib") or 0), req.milli)
     return Slot(slot.host, slot.gpus, None, None, mib, record_charge(gpus, slot.gpus, None, mib))
+
+
+def _mode_changes(slot: Slot, rec: dict, geo: Optional[Geometry]) -> bool:
+    """Whether ``slot`` was placed (from the preview) in the MIG mode its GPU does not have
+    yet: a slice given in full on a MIG-capable GPU with MIG off, or a share in MiB on a GPU
+    with MIG on. Its launch changes the mode first, where nothing uses the GPU."""
+    if rec.get("mig_mode"):
+        return slot.profile is None and slot.memory_mib is not None
+    return (slot.profile is not None and slot.start is not None and geo is not None
+            and geo.profile(slot.profile) is not None)

@@ -21,7 +21,8 @@ from fractui.sched import mig
 from fractui.sched.cordons import fenced
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, HostView, build_hosts, gpu_layout,
                                      placement_charge, request_of, share_mib)
-from fractui.sched.model import Host, Request
+from fractui.sched.mig_change import flip_words
+from fractui.sched.model import MILLI, Host, Request
 from fractui.sched.place import Placer, TypicalClass, host_frag, typical_classes
 from fractui.sched.queueing import POLICY
 from fractui.store.model import PENDING, Cordon, Job, Slot
@@ -92,15 +93,25 @@ def _on_host(host: Host, view: HostView, req: Request,
     def score(after: tuple) -> float:
         return round((before - host_frag(kinds, cpu_after, after, classes)) / 1000, 3)
 
+    def flipped(g: int, kind: tuple, after: Any) -> float:
+        """The score of a slot on GPU ``g`` once its MIG mode changed to ``kind``."""
+        return round((before - host_frag(kinds[:g] + (kind,) + kinds[g + 1:], cpu_after,
+                                         keys[:g] + (after,) + keys[g + 1:], classes)) / 1000,
+                     3)
+
     out: List[Candidate] = []
     shares: List[Tuple[int, int]] = []  # (gpu, milli) of GPUs without MIG that fit
     for g, gpu in enumerate(host.gpus):
         if gpu.layout is not None:
             out += _mig_candidates(host, g, records[g], active, req, keys, score)
+            if gpu.mig_geometry is not None and not req.gpus:
+                out += _share_after_mig_off(host, g, req, flipped)
             continue
         milli = req.share_milli(gpu.model, gpu.memory_mib)
         if milli and gpu.free_milli >= milli:
             shares.append((g, milli))
+        if gpu.mig_geometry is not None:
+            out += _slices_after_mig_on(host, g, req, flipped)
     if req.gpus:
         if len(shares) >= req.gpus:
             picked = shares[:req.gpus]
@@ -153,3 +164,46 @@ def _mig_candidates(host: Host, g: int, rec: Dict[str, Any], active: List[Dict[s
                              score(keys[:g] + (after,) + keys[g + 1:]), steps,
                              rec.get("layout_version")))
     return out
+
+
+def _slices_after_mig_on(host: Host, g: int, req: Request,
+                         flipped: Callable[[int, tuple, Any], float]) -> List[Candidate]:
+    """A MIG slice on an idle GPU whose MIG mode is off: every start of its profile on the
+    empty GPU, once MIG is turned on (the launch turns it on first)."""
+    gpu = host.gpus[g]
+    geo = gpu.mig_geometry
+    assert geo is not None
+    profile = mig.profile_for(req, geo) if not (req.models and gpu.model not in req.models) \
+        else None
+    if profile is None:
+        return []
+    empty = mig.signature(Layout(geo, ()))
+    first = flip_words("gpu%d of %s" % (g, host.name), True, gpu.mode_reset)
+    out = []
+    for start in profile.starts:
+        try:
+            after = mig.after(geo, empty, profile.name, start)
+        except planner.PlanError:
+            continue
+        out.append(Candidate(host.name, (g,), profile.name, start, None,
+                             placement_charge(host, (g,), profile.name, None),
+                             flipped(g, (gpu.model, gpu.memory_mib, geo), after),
+                             "%s, then create %s at slot %d on gpu%d of %s" % (
+                                 first, profile.name, start, g, host.name)))
+    return out
+
+
+def _share_after_mig_off(host: Host, g: int, req: Request,
+                         flipped: Callable[[int, tuple, Any], float]) -> List[Candidate]:
+    """A memory share of an idle MIG GPU, once MIG is turned off (its idle instances
+    destroyed first: the launch does both)."""
+    gpu = host.gpus[g]
+    milli = req.share_milli(gpu.model, gpu.memory_mib)
+    if not milli:
+        return []
+    mib = share_mib(req, gpu.memory_mib, milli)
+    return [Candidate(host.name, (g,), None, None, mib, placement_charge(host, (g,), None, mib),
+                      flipped(g, (gpu.model, gpu.memory_mib, None), MILLI - milli),
+                      "%s, then a %d MiB share of gpu%d of %s (%d of %d MiB free)" % (
+                          flip_words("gpu%d of %s" % (g, host.name), False, gpu.mode_reset),
+                          mib, g, host.name, gpu.memory_mib, gpu.memory_mib))]

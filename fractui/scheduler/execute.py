@@ -101,8 +101,7 @@ class Executor:
             slot = complete(job, view, uid, jobs) if job.manual else job.slot
             if slot != job.slot:
                 job = self.store.reslot(job.id, slot, epoch=self.epoch)
-            if not job.manual:
-                self._modes(job, view, jobs)
+            self._modes(job, view, jobs)
             record = self.call(view.name, "job.launch", launch_params(job, uid))
         except Unfit as err:
             self.refused(job, view.name, str(err), CAPACITY)
