@@ -235,7 +235,7 @@ def test_a_mig_mode_change_resets_an_ampere_gpu_and_not_a_hopper_one():
             h = nv.nvmlDeviceGetHandleByIndex(i)
             assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == nv.NVML_SUCCESS
             assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
-        assert [nv.sim_gpu_state(i)["resets"] for i in range(3)] == [1, 0, 1]
+        assert [nv.sim_reset_count(i) for i in range(3)] == [1, 0, 1]
         volatile = [nv.nvmlDeviceGetTotalEccErrors(nv.nvmlDeviceGetHandleByIndex(i),
                                                    nv.NVML_MEMORY_ERROR_TYPE_CORRECTED,
                                                    nv.NVML_VOLATILE_ECC) for i in range(2)]
@@ -243,7 +243,7 @@ def test_a_mig_mode_change_resets_an_ampere_gpu_and_not_a_hopper_one():
         # asked again for the mode it has: nothing to do, no reset
         h = nv.nvmlDeviceGetHandleByIndex(0)
         assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE) == nv.NVML_SUCCESS
-        assert nv.sim_gpu_state(0)["resets"] == 1
+        assert nv.sim_reset_count(0) == 1
     finally:
         nv.nvmlShutdown()
 
@@ -258,7 +258,7 @@ def test_a_gpu_in_use_keeps_its_mig_mode_on_every_model():
             with pytest.raises(nv.NVMLError_InUse):
                 nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE)
             assert nv.nvmlDeviceGetMigMode(h) == [0, 0]
-            assert nv.sim_gpu_state(i)["resets"] == 0
+            assert nv.sim_reset_count(i) == 0
     finally:
         nv.nvmlShutdown()
 
@@ -278,10 +278,10 @@ def test_the_override_makes_any_model_wait_for_a_reset_and_can_be_lifted():
         nv.sim_remove_process(pid)
         nv.sim_reset_gpu(0)
         assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
-        assert nv.sim_gpu_state(0)["resets"] == 1
+        assert nv.sim_reset_count(0) == 1
         nv.sim_mode_waits_for_reset(0, False)
         assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_DISABLE) == nv.NVML_SUCCESS
         assert nv.nvmlDeviceGetMigMode(h) == [0, 0]
-        assert nv.sim_gpu_state(0)["resets"] == 1
+        assert nv.sim_reset_count(0) == 1
     finally:
         nv.nvmlShutdown()

@@ -35,7 +35,7 @@ def test_a_process_that_comes_before_the_reset_stops_it_and_the_mode_is_taken_ba
     assert err.code == rpc.GPU_IN_USE
     assert "pids %d" % started[0] in err.message and "a reset needs none" in err.message
     assert err.data["rolled_back"] is True
-    assert nv.sim_gpu_state(0)["resets"] == 0
+    assert nv.sim_reset_count(0) == 0
     assert mode(agent) == (False, False)  # nothing left pending
 
 
@@ -69,10 +69,10 @@ def test_a_reset_done_is_reported_and_a_retry_is_a_no_op():
     nv.sim_mode_waits_for_reset(0)
     on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
     assert (on["mig_mode"], on["reset"]) == (True, True)
-    assert nv.sim_gpu_state(0)["resets"] == 1
+    assert nv.sim_reset_count(0) == 1
     again = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
     assert (again["mig_mode"], again["reset"]) == (True, False)
-    assert nv.sim_gpu_state(0)["resets"] == 1
+    assert nv.sim_reset_count(0) == 1
 
 
 def test_destroy_idle_clears_idle_instances_before_mig_goes_off_never_a_busy_one():
@@ -87,4 +87,4 @@ def test_destroy_idle_clears_idle_instances_before_mig_goes_off_never_a_busy_one
     assert refused(methods, "mig.set_mode", gpu=0, enabled=False).code == rpc.GPU_IN_USE
     off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "destroy_idle": True})
     assert (off["mig_mode"], off["mig_pending"]) == (False, False)
-    assert nv.sim_gpu_state(0) == {"mig": False, "resets": 0, "instances": []}
+    assert nv.sim_gpu_state(0) == {"mig": False, "instances": []}

@@ -693,9 +693,15 @@ def sim_gpu_state(gpu: int) -> Dict[str, Any]:
     state = _host()
     g = state["gpus"][gpu]
     facts = _facts(g)
-    return {"mig": bool(g["mig"]), "resets": g.get("resets", 0), "instances": sorted(
+    return {"mig": bool(g["mig"]), "instances": sorted(
         (facts.profile_name(_gi_facts(g, gi).key), gi["start"], len(gi["cis"]))
         for gi in g["gis"])}
+
+
+def sim_reset_count(gpu: int) -> int:
+    """How often the GPU was reset: by ``sim_reset_gpu``, or by its driver to change its MIG
+    mode (an Ampere GPU's)."""
+    return int(_host()["gpus"][gpu].get("resets", 0))
 
 
 def sim_register_process(gpu: int, used_mib: int, instance_uuid: Optional[str] = None,
