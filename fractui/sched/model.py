@@ -43,6 +43,9 @@ class Host:
     gpus: List[Gpu] = field(default_factory=list)
     cpu_free: int = -1  # -1: all of it (filled in below)
     memory_free: int = -1
+    # how each GPU reaches each other (the agent's hello.links: "NV12", "NVSWITCH", "PHB", ...,
+    # "X" for itself); empty: unknown, and a multi-GPU job takes the first free GPUs
+    links: Tuple[Tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.cpu_free < 0:
@@ -129,9 +132,12 @@ class Placement:
     gpus: Tuple[int, ...] = ()
     milli: Tuple[int, ...] = ()  # share taken on each GPU without MIG (0 on MIG GPUs)
     plans: Tuple[Optional[Plan], ...] = ()  # the planner's plan on each MIG GPU (None: no MIG)
+    link: Optional[str] = None  # the slowest link among its GPUs ("NV12", "PHB"); None: unknown
 
     def describe(self) -> str:
         parts = []
         for g, m, p in zip(self.gpus, self.milli, self.plans):
             parts.append("gpu%d: %s" % (g, p.describe() if p else "%d/1000 share" % m))
-        return "%s -> %s%s" % (self.request, self.host, (" " + "; ".join(parts)) if parts else "")
+        over = " (linked by %s)" % self.link if self.link else ""
+        return "%s -> %s%s%s" % (self.request, self.host,
+                                 (" " + "; ".join(parts)) if parts else "", over)

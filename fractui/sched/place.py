@@ -23,7 +23,7 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 from remote_agent.mig.layout import Geometry
 
-from fractui.sched import mig
+from fractui.sched import mig, topology
 from fractui.sched.model import MILLI, Host, Placement, Request
 
 POLICIES = ("first-fit", "best-fit", "fgd", "fractui")
@@ -53,6 +53,7 @@ class Option:
     profiles: Tuple[Optional[str], ...]
     starts: Tuple[int, ...]
     keys_after: Tuple[GpuKey, ...]  # the whole host's GPU keys once it ran
+    link: Optional[str] = None  # the slowest link among its GPUs, where the host's are known
 
 
 def class_key(req: Request) -> tuple:
@@ -109,10 +110,12 @@ def _take(kind: GpuKind, key: GpuKey, req: Request
 
 
 def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
-            shares: Optional[Tuple[int, ...]] = None) -> List[Option]:
-    """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, the first k
-    usable GPUs for k whole GPUs (they are interchangeable), one GPU-less option for CPU only.
-    ``shares``: its share of each GPU, when none has MIG (integer comparisons only)."""
+            shares: Optional[Tuple[int, ...]] = None,
+            links: topology.Links = ()) -> List[Option]:
+    """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, for k whole
+    GPUs the k usable ones that share the fastest link (``links``, the host's; unknown: the
+    first k), one GPU-less option for CPU only. ``shares``: its share of each GPU, when none
+    has MIG (integer comparisons only)."""
     if not req.gpu_count:
         return [Option((), (), (), (), keys)]
     taken: List[Tuple[int, Tuple[int, Optional[str], int, GpuKey]]] = []
@@ -124,17 +127,22 @@ def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
             t = (s, None, -1, key - s) if s and key >= s else None  # type: ignore[operator]
         if t is not None:
             taken.append((i, t))
-            if req.gpus and len(taken) == req.gpus:
+            if req.gpus and len(taken) == req.gpus and not links:
                 break
     if req.gpus:
         if len(taken) < req.gpus:
             return []
+        link = None
+        if links:
+            chosen = set(topology.pick(links, [i for i, _ in taken], req.gpus))
+            taken = [(i, t) for i, t in taken if i in chosen]
+            link = topology.slowest(links, [i for i, _ in taken])
         after = list(keys)
         for i, t in taken:
             after[i] = t[3]
         return [Option(tuple(i for i, _ in taken), tuple(t[0] for _, t in taken),
                        tuple(t[1] for _, t in taken), tuple(t[2] for _, t in taken),
-                       tuple(after))]
+                       tuple(after), link)]
     return [Option((i,), (t[0],), (t[1],), (t[2],), keys[:i] + (t[3],) + keys[i + 1:])
             for i, t in taken]
 
@@ -293,7 +301,10 @@ class Placer:
             self._starve = cpu_per_gpu(self.classes, fleet_gpus)
         memos = (memos or Memos()).based_on((policy, self._weighted, self._starve))
         ids = memos.kind_ids
-        self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]
+        # a host's links are part of its kind: hosts alike but wired apart place apart
+        self._kind_ids = [ids.setdefault((k, h.links) if h.links else k, len(ids))
+                          for k, h in zip(self._kinds, self.hosts)]
+        self._links = {kid: h.links for kid, h in zip(self._kind_ids, self.hosts)}
         self._alike: Dict[int, bool] = {}  # by kind id: all its GPUs of one kind
         self._plain: Dict[int, bool] = {}  # by kind id: no MIG GPU
         for k, kid in zip(self._kinds, self._kind_ids):
@@ -354,7 +365,7 @@ class Placer:
         plans = tuple(mig.commit(h.gpus[g].layout, p, s)[0] if p else None  # type: ignore
                       for g, p, s in zip(opt.gpus, opt.profiles, opt.starts))
         return Placement(req.name, h.name, best_i, req.cpu_milli, req.memory_mib, opt.gpus,
-                         opt.milli, plans)
+                         opt.milli, plans, opt.link)
 
     def commit(self, p: Placement) -> None:
         """Record a placement made by ``place`` on the current state."""
@@ -438,7 +449,7 @@ class Placer:
                 if len(self._shares) >= self.memo_limit:
                     self._shares.clear()
                 shares = self._shares[sk] = tuple(_share(k, req) for k in kinds)
-        opts = options(kinds, keys, req, shares)
+        opts = options(kinds, keys, req, shares, self._links[kid])
         if not opts:
             return None
         if len(opts) > 1:  # a slice on GPUs alike in kind and state: same score, keep the first
