@@ -36,7 +36,7 @@ def is_nvlink(link: Optional[str]) -> bool:
 
 def known(links: Links, count: int) -> bool:
     """Whether ``links`` is a usable matrix for a host of ``count`` GPUs."""
-    return len(links) == count and all(len(row) == count for row in links)
+    return count > 0 and len(links) == count and all(len(row) == count for row in links)
 
 
 def slowest(links: Links, gpus: Sequence[int]) -> Optional[str]:
