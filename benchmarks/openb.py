@@ -274,7 +274,7 @@ def main(argv: Sequence[str] = ()) -> int:
     ap.add_argument("--mig", action="store_true", help="also the all-MIG A100-80GB replay")
     ap.add_argument("--mig-seeds", type=int, default=3, help="seeds for the all-MIG replay")
     ap.add_argument("--latency", action="store_true",
-                    help="also decision times on 1,000 and 10,000 GPUs of openb hosts")
+                    help="also decision times on 1,000, 10,000 and 50,000 GPUs of openb hosts")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
     ap.add_argument("--data", default=DATA, metavar="DIR",
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] = ()) -> int:
         results = pool.map(replay, jobs, chunksize=1)
     if args.latency:  # after the pool, one at a time: none of our own replays competes for a core
         results += [replay((data, traces[0], p, 42, False, n))
-                    for n in (1000, 10000) for p in ("fgd", "fractui")]
+                    for n in (1000, 10000, 50000) for p in ("fgd", "fractui")]
     wall = time.time() - t0
     lines = ["GPU allocation %% at 100 %% and 130 %% arrived load, mean ± sd over %d seeds (%s); "
              "published: FGD simulator's expected results, mean of 10 seeds." % (

@@ -8,8 +8,10 @@ it is cached per host and per request class and recomputed only for the host a d
 identical hosts (most of a fresh fleet) share one memo entry, and the memos are bounded
 (``memo_limit``). The memos that name no host (``Memos``) may outlive the placer: the scheduler
 keeps them across passes, so a pass whose mix of requests did not change scores nothing it
-scored before. Within one placer, a request placed again before any commit is answered from the
-last answer. Ties go to a fixed per-seed random host order, as in the simulator. Pure: no I/O,
+scored before. A decision does not scan the fleet: per request class the hosts are ranked
+(``ranking.Ranking``) and only those changed since that class last asked are scored again. Within
+one placer, a request placed again before any commit is answered from the last answer. Ties go to
+a fixed per-seed random host order, as in the simulator. Pure: no I/O,
 no clock, deterministic for a fleet and a seed.
 """
 
@@ -25,6 +27,7 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.sched import mig, topology
 from fractui.sched.model import MILLI, Host, Placement, Request
+from fractui.sched.ranking import Ranking
 
 POLICIES = ("first-fit", "best-fit", "fgd", "fractui")
 MAX_SPEC_CPU = 128_000  # the simulator's normalisation: 128 cores, 8 GPUs
@@ -291,6 +294,7 @@ class Placer:
         order = list(range(len(self.hosts)))
         random.Random(seed).shuffle(order)
         self._order = order  # tie-break: a fixed random host order per seed
+        self._ranking = Ranking(order)  # per request class, hosts by (score, tie order)
         self._kinds = [tuple((g.model, g.memory_mib, g.layout.geometry if g.layout else None)
                              for g in h.gpus) for h in self.hosts]
         fleet_gpus = Counter(k for kinds in self._kinds for k in kinds)
@@ -338,26 +342,35 @@ class Placer:
     def _place(self, req: Request) -> Optional[Placement]:
         ck = class_key(req)
         cpu, mem, allowed = req.cpu_milli, req.memory_mib, req.hosts
-        first = self.policy == "first-fit"
         hosts, caches = self.hosts, self._cache
-        best = None
-        best_i = -1
-        for i in self._order:
-            h = hosts[i]
-            if h.cpu_free < cpu or h.memory_free < mem or (allowed and h.name not in allowed):
-                continue
+
+        def evaluate(i: int) -> object:
+            if hosts[i].cpu_free < cpu:
+                return None
             c = caches[i]
             res = c.get(ck, c)
             if res is c:
                 if len(c) >= self.memo_limit:
                     c.clear()
                 res = c[ck] = self._evaluate(i, req, ck)
-            if res is None:
-                continue
-            if best is None or res[0] > best[0]:  # type: ignore[index]
-                best, best_i = res, i
-                if first:
-                    break
+            return res
+
+        if allowed:  # a few named hosts: look at those alone, in tie order
+            best = None
+            best_i = -1
+            for i in self._order:
+                h = hosts[i]
+                if h.name not in allowed or h.memory_free < mem:
+                    continue
+                res = evaluate(i)
+                if res is not None and (best is None or res[0] > best[0]):  # type: ignore
+                    best, best_i = res, i
+        else:
+            found = self._ranking.best(ck, evaluate,  # type: ignore[arg-type]
+                                       lambda i: hosts[i].memory_free >= mem)
+            if found is None:
+                return None
+            best_i, best = found, evaluate(found)  # its host unchanged: the cached answer
         if best is None:
             return None
         opt: Option = best[1]  # type: ignore[index]
@@ -389,6 +402,7 @@ class Placer:
         h.memory_free -= req_mem
         self._keys[p.host_index] = self._gpu_keys(h)
         self._cache[p.host_index].clear()
+        self._ranking.changed(p.host_index)
         self._placed.clear()
 
     def schedule(self, req: Request) -> Optional[Placement]:
