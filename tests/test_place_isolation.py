@@ -170,3 +170,15 @@ def test_memos_stay_right_across_flips(hosts, stream, policy, seed):
                 assert now.mig
             if r.isolation == "share":
                 assert not now.mig
+
+
+def test_a_slice_on_a_flexible_gpu_counts_what_it_holds_beyond_the_ask():
+    """On hosts with flexible GPUs the score weighs a slice's rounding against a share."""
+    from fractui.sched.place import _gpu_kind, _rounding, options
+    kinds = (_gpu_kind("a", 0, flex(on=True)), _gpu_kind("a", 1, flex()))
+    keys = ((), MILLI)
+    lost = {r.name: [_rounding(kinds, keys, r, o) for o in options(kinds, keys, r)]
+            for r in (Request("f", gpu=0.3), Request("w", gpus=1), Request("m", mig="3g.40gb"),
+                      Request("g", memory_gib=30))}
+    held = MILLI - 4 * MILLI // 7  # 3g.40gb: 3 of 7 compute slices
+    assert lost == {"f": [held - 300, 0], "w": [0], "m": [0], "g": [held - 375, 0]}

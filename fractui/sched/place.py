@@ -308,6 +308,22 @@ class Memos:
         return self
 
 
+def _rounding(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
+              o: Option) -> int:
+    """The compute milli the MIG slices of option ``o`` hold beyond the share ``req`` asked
+    for (0 for an exact profile: it asked for the slice)."""
+    if req.mig:
+        return 0
+    lost = 0
+    for g, prof in zip(o.gpus, o.profiles):
+        if prof:
+            kind = kinds[g]
+            asked = MILLI if req.gpus or not kind[1] else req.milli if req.gpu else math.ceil(
+                req.memory_gib * 1024 * MILLI / kind[1])
+            lost += max(0, _idle(kind, keys[g]) - _idle(kind, o.keys_after[g]) - asked)
+    return lost
+
+
 def _gpu_kind(host: str, n: int, g: Gpu) -> GpuKind:
     """A GPU's kind as the memos key it: a flexible GPU's geometry is part of it in either
     mode, its key says which mode it is in."""
@@ -555,6 +571,8 @@ class Placer:
         before = self._host_frag(kinds, kid, cpu_free, keys)
         cpu_after = cpu_free - req.cpu_milli
         deltas = [before - self._host_frag(kinds, kid, cpu_after, o.keys_after) for o in opts]
+        if self._mixed[kid]:  # a slice or a share: what a slice holds beyond the ask is lost too
+            deltas = [d - _rounding(kinds, keys, req, o) for d, o in zip(deltas, opts)]
         # integer levels: hosts whose F_n grows by nearly the same amount tie, and the seeded
         # host order spreads them (exact scores cost FGD about a point)
         scores = [int(_sigmoid(d / 1000) * LEVELS) for d in deltas]
