@@ -8,6 +8,9 @@ allocation over the steps whose arrived load rounds to X.
 
     python -m benchmarks.openb --seeds 10 --trace default --trace gpushare40 --record
 
+``--mixed`` replays instead on MIG-capable GPUs where a share of the requests asks for MIG
+isolation: a fixed half-MIG fleet, an all-MIG one, and fractui's choice of mode per GPU.
+
 The data is not shipped (the trace's licence allows research and study use only; see DATA_HELP):
 ``--data DIR`` names a folder holding it, by default the project's shared data folder beside the
 checkout where there is one.
