@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import FrozenSet, List, Optional, Tuple
 
-from remote_agent.mig.layout import Layout
+from remote_agent.mig.layout import Geometry, Layout
 from remote_agent.mig.planner import Plan
 
 MILLI = 1000  # a whole GPU, in the unit shares are counted in
@@ -23,12 +23,18 @@ class Gpu:
 
     ``free_milli`` is the share left on a GPU without MIG; on a MIG GPU it is the compute share
     its instances leave unused (for reports), while the layout is what placement obeys.
+
+    ``mig_geometry`` set: a MIG-capable GPU whose MIG mode the placer may change while it is idle
+    (its layout, when MIG is on, is of this geometry); None: its mode is fixed. ``mode_reset``:
+    changing its mode needs a GPU reset (shown to people; the placer does not weigh it).
     """
 
     model: str
     memory_mib: int = 0
     free_milli: int = MILLI
     layout: Optional[Layout] = None
+    mig_geometry: Optional[Geometry] = None
+    mode_reset: bool = False
 
     @property
     def mig(self) -> bool:
@@ -122,7 +128,9 @@ class Request:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a request goes: a host, its GPUs, and per GPU the share (no MIG) or the MIG plan."""
+    """Where a request goes: a host, its GPUs, and per GPU the share (no MIG) or the MIG plan,
+    and whether the GPU's MIG mode is turned on (True) or off (False) first (``modes``, aligned
+    with ``gpus``; empty or None: no change)."""
 
     request: str
     host: str
@@ -133,11 +141,14 @@ class Placement:
     milli: Tuple[int, ...] = ()  # share taken on each GPU without MIG (0 on MIG GPUs)
     plans: Tuple[Optional[Plan], ...] = ()  # the planner's plan on each MIG GPU (None: no MIG)
     link: Optional[str] = None  # the slowest link among its GPUs ("NV12", "PHB"); None: unknown
+    modes: Tuple[Optional[bool], ...] = ()  # MIG turned on/off first on each GPU (None: kept)
 
     def describe(self) -> str:
         parts = []
-        for g, m, p in zip(self.gpus, self.milli, self.plans):
-            parts.append("gpu%d: %s" % (g, p.describe() if p else "%d/1000 share" % m))
+        for k, (g, m, p) in enumerate(zip(self.gpus, self.milli, self.plans)):
+            mode = self.modes[k] if k < len(self.modes) else None
+            first = "" if mode is None else "MIG %s, then " % ("on" if mode else "off")
+            parts.append("gpu%d: %s%s" % (g, first, p.describe() if p else "%d/1000 share" % m))
         over = " (linked by %s)" % self.link if self.link else ""
         return "%s -> %s%s%s" % (self.request, self.host,
                                  (" " + "; ".join(parts)) if parts else "", over)
