@@ -8,6 +8,9 @@ allocation over the steps whose arrived load rounds to X.
 
     python -m benchmarks.openb --seeds 10 --trace default --trace gpushare40 --record
 
+``--mixed`` replays instead on MIG-capable GPUs where a share of the requests asks for MIG
+isolation: a fixed half-MIG fleet, an all-MIG one, and fractui's choice of mode per GPU.
+
 The data is not shipped (the trace's licence allows research and study use only; see DATA_HELP):
 ``--data DIR`` names a folder holding it, by default the project's shared data folder beside the
 checkout where there is one.
@@ -22,6 +25,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import replace
 from multiprocessing import Pool
 from typing import Dict, List, Sequence, Tuple
 
@@ -48,6 +52,8 @@ PUBLISHED = {"best-fit": "05-BestFit", "fgd": "06-FGD"}
 TUNE = 1.3
 MIG_MODEL = "A100-80GB"
 BALANCED = ("1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb")  # mig-parted all-balanced, A100-80GB
+MIXED_FLEETS = ("half", "all-mig", "dynamic")
+MIXED_SHARES = (0.3, 0.6)  # of the requests that take one GPU or part of one: MIG isolation
 
 
 def data_files(traces: Sequence[str]) -> List[str]:
@@ -148,20 +154,7 @@ def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
         steps, times = _replay_static(hosts, work, capacity, seed)
     else:
         placer = Placer(hosts, policy, typical_classes(pods), seed=seed)
-        steps, times = [], []
-        arrived = used = 0
-        for r in work:
-            g = gpu_milli(r)
-            arrived += g
-            if size and arrived > capacity:
-                break
-            t = time.perf_counter()
-            p = placer.schedule(r)
-            times.append(time.perf_counter() - t)
-            if p is not None:
-                used += g
-            steps.append((100.0 * arrived / capacity, 100.0 * used / capacity,
-                          _slices(hosts) if all_mig and _near(arrived, capacity) else 0.0))
+        steps, times = place_all(placer, work, capacity, bool(size), all_mig)
     wall = time.perf_counter() - t0
     return {"trace": trace, "policy": policy, "seed": seed, "mig": all_mig, "size": size,
             "gpus": sum(n[3] for n in nodes), "hosts": len(nodes), "wall": wall,
@@ -170,6 +163,76 @@ def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
             "s100": curve_at([(a, s) for a, _, s in steps], 100),
             "s130": curve_at([(a, s) for a, _, s in steps], 130),
             "times": sorted(times)}
+
+
+def place_all(placer: Placer, work: Sequence[Request], capacity: int, stop: bool = False,
+              slices: bool = False) -> Tuple[List[Tuple[float, float, float]], List[float]]:
+    """Schedule ``work`` in order: per request (arrived %, placed %, compute slices held % near
+    100 and 130 % arrived when ``slices``, else 0) and its decision time; ``stop``: at 100 %."""
+    steps, times = [], []
+    arrived = used = 0
+    for r in work:
+        g = gpu_milli(r)
+        arrived += g
+        if stop and arrived > capacity:
+            break
+        t = time.perf_counter()
+        p = placer.schedule(r)
+        times.append(time.perf_counter() - t)
+        if p is not None:
+            used += g
+        steps.append((100.0 * arrived / capacity, 100.0 * used / capacity,
+                      _slices(placer.hosts) if slices and _near(arrived, capacity) else 0.0))
+    return steps, times
+
+
+def mixed_fleet(nodes, how: str) -> List[Host]:
+    """The openb hosts with every GPU an A100-80GB. ``half``: every other GPU of each host in
+    MIG mode for good (GPU j of host i when i + j is even: half of every host with an even
+    number of GPUs, every other one-GPU host); ``all-mig``: every GPU; ``dynamic``: every GPU
+    flexible, MIG off at the start, the placer turns it on or off while it is idle."""
+    geo = gpu_model(MIG_MODEL).geometry()
+    mem = gpu_model(MIG_MODEL).memory_mib
+
+    def gpu(i: int, j: int) -> Gpu:
+        if how == "dynamic":
+            return Gpu(MIG_MODEL, mem, mig_geometry=geo)
+        return Gpu(MIG_MODEL, mem, layout=Layout(geo)) if how == "all-mig" or (i + j) % 2 == 0 \
+            else Gpu(MIG_MODEL, mem)
+    return [Host(sn, cpu, ram, [gpu(i, j) for j in range(n)])
+            for i, (sn, cpu, ram, n, _) in enumerate(nodes)]
+
+
+def isolated(work: Sequence[Request], share: float, seed: int) -> List[Request]:
+    """``work`` with a seeded ``share`` of the requests that take one GPU or part of one asking
+    for MIG isolation, the rest for either (a job on several GPUs cannot run on MIG instances);
+    GPU-model constraints dropped: the fleet has one model."""
+    rng = random.Random(seed * 1000 + round(share * 100))
+    return [replace(r, models=frozenset(),
+                    isolation="mig" if r.gpu_count == 1 and rng.random() < share else "any")
+            for r in work]
+
+
+def replay_mixed(job: Tuple[str, str, str, float, int, int]) -> Dict[str, object]:
+    """One (trace, fleet, share asking for MIG, seed) run of fractui's policy on a fleet of
+    MIG-capable GPUs: requested GPU at 100 % and 130 % arrived, and the GPUs in MIG mode at the
+    end. A size other than 0 replays on that many GPUs of openb hosts."""
+    data, trace, how, share, seed, size = job
+    nodes = load_nodes(data)
+    if size:
+        nodes = scaled(nodes, size, seed)
+    capacity = 1000 * sum(n[3] for n in nodes)
+    work = isolated(workload(load_pods(data, trace), capacity, seed), share, seed)
+    hosts = mixed_fleet(nodes, how)
+    t0 = time.perf_counter()
+    steps, _ = place_all(Placer(hosts, "fractui", typical_classes(work), seed=seed), work,
+                         capacity)
+    gpus = [g for h in hosts for g in h.gpus]
+    return {"trace": trace, "fleet": how, "share": share, "seed": seed,
+            "wall": time.perf_counter() - t0,
+            "a100": curve_at([(a, u) for a, u, _ in steps], 100),
+            "a130": curve_at([(a, u) for a, u, _ in steps], 130),
+            "mig_gpus": 100.0 * sum(g.mig for g in gpus) / len(gpus)}
 
 
 def _near(arrived: int, capacity: int) -> bool:
@@ -274,9 +337,12 @@ def main(argv: Sequence[str] = ()) -> int:
     ap.add_argument("--mig", action="store_true", help="also the all-MIG A100-80GB replay")
     ap.add_argument("--mig-seeds", type=int, default=3, help="seeds for the all-MIG replay")
     ap.add_argument("--latency", action="store_true",
-                    help="also decision times on 1,000 and 10,000 GPUs of openb hosts")
+                    help="also decision times on 1,000, 10,000 and 50,000 GPUs of openb hosts")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
+    ap.add_argument("--mixed", action="store_true",
+                    help="instead: fleets of MIG-capable GPUs where a share of the requests asks "
+                         "for MIG isolation (half MIG, all MIG, fractui's choice per GPU)")
     ap.add_argument("--data", default=DATA, metavar="DIR",
                     help="the folder of the openb trace and the FGD simulator's results "
                          "(default: the project's shared data folder)")
@@ -290,6 +356,8 @@ def main(argv: Sequence[str] = ()) -> int:
             args.data, ", ".join(missing), DATA_HELP), file=sys.stderr)
         return 2
     data = args.data
+    if args.mixed:
+        return mixed(data, traces, seeds, args.jobs, args.record)
     jobs = [(data, t, p, s, False, 0) for t in traces for p in policies for s in seeds]
     if args.mig:
         jobs += [(data, t, p, s, True, 0) for t in traces[:1]
@@ -300,7 +368,7 @@ def main(argv: Sequence[str] = ()) -> int:
         results = pool.map(replay, jobs, chunksize=1)
     if args.latency:  # after the pool, one at a time: none of our own replays competes for a core
         results += [replay((data, traces[0], p, 42, False, n))
-                    for n in (1000, 10000) for p in ("fgd", "fractui")]
+                    for n in (1000, 10000, 50000) for p in ("fgd", "fractui")]
     wall = time.time() - t0
     lines = ["GPU allocation %% at 100 %% and 130 %% arrived load, mean ± sd over %d seeds (%s); "
              "published: FGD simulator's expected results, mean of 10 seeds." % (
@@ -356,6 +424,46 @@ def main(argv: Sequence[str] = ()) -> int:
     if args.record:
         from benchmarks.record import machine, record_section
         record_section("Placement on the openb trace (benchmarks/openb.py)", body, machine())
+    return 0
+
+
+def mixed(data: str, traces: Sequence[str], seeds: Sequence[int], jobs: int,
+          record: bool) -> int:
+    """The mixed-isolation comparison: every fleet of MIXED_FLEETS at every share of
+    MIXED_SHARES, fractui's policy, a table of requested GPU per fleet."""
+    runs = [(data, t, f, p, s, 0) for t in traces for p in MIXED_SHARES for f in MIXED_FLEETS
+            for s in seeds]
+    t0 = time.time()
+    with Pool(jobs) as pool:
+        results = pool.map(replay_mixed, runs, chunksize=1)
+    wall = time.time() - t0
+    lines = ["The openb hosts with every GPU an %s (MIG-capable), GPU-model constraints "
+             "dropped; a seeded share of the requests that take one GPU or part of one asks "
+             "for MIG isolation (isolation \"mig\"), the rest take either (\"any\"). Fleets: "
+             "**half**: every other GPU of each host in MIG mode for good (a one-GPU host: "
+             "every other host); **all-mig**: every GPU in MIG mode; **dynamic**: every GPU "
+             "flexible, MIG off at the start, fractui turns an idle GPU's MIG on or off when a "
+             "request needs it. fractui's policy on each. requested = GPU the placed requests "
+             "asked for, %% of capacity, mean ± sd over %d seeds (%s); MIG GPUs: %% of the "
+             "GPUs in MIG mode at the end (130 %% arrived)." % (
+                 MIG_MODEL, len(seeds), ", ".join(map(str, seeds))), "",
+             "| trace | asking for MIG | fleet | requested @100% | requested @130% | MIG GPUs |",
+             "|---|---|---|---|---|---|"]
+    for t in traces:
+        for p in MIXED_SHARES:
+            for f in MIXED_FLEETS:
+                rs = [r for r in results if r["trace"] == t and r["share"] == p
+                      and r["fleet"] == f]
+                lines.append("| %s | %d %% | %s | %s | %s | %.1f %% |" % (
+                    t, round(100 * p), f, pct([r["a100"] for r in rs]),
+                    pct([r["a130"] for r in rs]), statistics.fmean(r["mig_gpus"] for r in rs)))
+    lines += ["", "Run time %.0f s with %d worker processes." % (wall, jobs)]
+    body = "\n".join(lines)
+    print(body)
+    if record:
+        from benchmarks.record import machine, record_section
+        record_section("Placement across MIG and memory shares (benchmarks/openb.py --mixed)",
+                       body, machine())
     return 0
 
 

@@ -177,12 +177,17 @@ class Agent:
         problems = [self.problem] if self.problem else []
         gpus: List[Dict[str, Any]] = []
         driver = None
+        links, links_error = None, self.problem
         if not self.problem:
             driver = self.call_nvml(self.backend.driver_version)
             for info in self.call_nvml(self.backend.gpus):
                 gpus.append(self._capabilities(info))
                 self._degraded(info)
             problems += self.health.problems()
+            try:
+                links = self.backend.links()
+            except NvmlCallError as err:  # placement goes on without it: links unknown
+                links_error = "the GPUs' links are unknown: %s" % err
         mig_reason = self.mig_privilege_problem()
         limits = host_limits()  # the scheduler books jobs' CPUs and RAM against these
         return {
@@ -197,6 +202,8 @@ class Agent:
             "privileges": {"root": os.geteuid() == 0, "mig_changes": mig_reason is None,
                            "reason": mig_reason},
             "gpus": gpus,
+            "links": links,
+            "links_error": links_error,
             "problems": problems,
             "methods": methods,
             **self.runtimes,

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import openb
 from tests.conftest import REPO
 
@@ -40,3 +42,25 @@ def test_the_published_numbers_are_the_mean_over_the_simulators_seeds(tmp_path):
     (folder / "analysis_allo_discrete.csv").write_text("\n".join(rows) + "\n")
     assert openb.published(str(tmp_path), "default") == {
         "fgd": ("95.25", "96.25"), "best-fit": ("92.00", "93.00")}
+
+
+def test_a_seeded_share_of_the_one_gpu_requests_asks_for_mig_isolation():
+    from fractui.sched import Request
+    work = [Request("s%d" % i, gpu=0.3, models=frozenset({"T4"})) for i in range(1000)] + [
+        Request("w%d" % i, gpus=2) for i in range(100)] + [Request("c", cpu_milli=1000)]
+    tagged = openb.isolated(work, 0.3, 42)
+    assert tagged == openb.isolated(work, 0.3, 42)  # seeded
+    mig = [r for r in tagged if r.isolation == "mig"]
+    assert 250 < len(mig) < 350 and all(r.gpu == 0.3 for r in mig)
+    assert all(not r.models for r in tagged) and [r.name for r in tagged] == [r.name for r in work]
+    assert len([r for r in openb.isolated(work, 0.6, 42) if r.isolation == "mig"]) > 550
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(openb.DATA, "openb_node_list_gpu_node.csv")),
+                    reason="the openb trace is not in the shared data folder")
+@pytest.mark.parametrize("fleet,mig_gpus", [("half", (45, 55)), ("all-mig", (100, 100)),
+                                             ("dynamic", (1, 99))])
+def test_mixed_fleets_replay_on_a_small_fleet(fleet, mig_gpus):
+    r = openb.replay_mixed((openb.DATA, "default", fleet, 0.3, 42, 100))
+    assert mig_gpus[0] <= r["mig_gpus"] <= mig_gpus[1]
+    assert 50 < r["a100"] <= 100  # (a fleet this small may end short of 130 % arrived)

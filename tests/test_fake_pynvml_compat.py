@@ -11,13 +11,14 @@ import pytest
 
 from remote_agent.gpu import fake_pynvml as fake
 
-FUNCTIONS = sorted(n for n in dir(fake) if n.startswith("nvml") and callable(getattr(fake, n)))
+FUNCTIONS = sorted(n for n in dir(fake) if n.startswith("nvml") and callable(getattr(fake, n))
+                   and not isinstance(getattr(fake, n), type))
 CONSTANTS = sorted(n for n in dir(fake) if n.startswith("NVML_") and not n.startswith(
     "NVML_VALUE_NOT_AVAILABLE"))
 # pynvml spells its event types and clock reasons in lower case: constants all the same
 LOWER_CONSTANTS = sorted(n for n in dir(fake) if n.startswith(("nvmlEventType", "nvmlClocks"))
                          and isinstance(getattr(fake, n), int))
-STRUCTS = sorted(n for n in dir(fake) if n.startswith("c_nvml")
+STRUCTS = sorted(n for n in dir(fake) if n.startswith(("c_nvml", "nvmlPciInfo"))
                  and isinstance(getattr(fake, n), type)
                  and issubclass(getattr(fake, n), ctypes.Structure))
 ERROR_CLASSES = sorted(n for n in dir(fake) if n.startswith("NVMLError_"))
@@ -56,6 +57,15 @@ def test_the_health_calls_are_offered():
               "nvmlEventSetFree", "nvmlDeviceGetSupportedEventTypes"}
     assert wanted <= set(FUNCTIONS) and "c_nvmlEventData_t" in STRUCTS
     assert len(LOWER_CONSTANTS) >= 20
+
+
+def test_the_topology_calls_are_offered():
+    wanted = {"nvmlDeviceGetTopologyCommonAncestor", "nvmlDeviceGetP2PStatus",
+              "nvmlDeviceGetNvLinkState", "nvmlDeviceGetNvLinkRemotePciInfo",
+              "nvmlDeviceGetNvLinkRemoteDeviceType", "nvmlDeviceGetPciInfo"}
+    assert wanted <= set(FUNCTIONS) and "nvmlPciInfo_t" in STRUCTS
+    assert {"NVML_TOPOLOGY_SYSTEM", "NVML_P2P_CAPS_INDEX_NVLINK", "NVML_NVLINK_MAX_LINKS",
+            "NVML_P2P_STATUS_OK"} <= set(CONSTANTS)
 
 
 def test_not_available_sentinels_match():

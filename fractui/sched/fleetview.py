@@ -87,7 +87,7 @@ def job_memory_cap_mib(job: Mapping[str, Any], gpu: Mapping[str, Any]) -> Option
 
 
 # What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
-_HOST_FACTS = ("cpus", "memory_mib")
+_HOST_FACTS = ("cpus", "memory_mib", "links")
 _GPU_FACTS = ("index", "name", "memory_mib", "mig_mode", "mig_pending")
 
 
@@ -245,7 +245,7 @@ def _copy(host: Host) -> Host:
     return Host(host.name, host.cpu_milli, host.memory_mib,
                 [Gpu(g.model, g.memory_mib, g.free_milli, g.layout, g.mig_geometry, g.mode_reset)
                  for g in host.gpus],
-                host.cpu_free, host.memory_free)
+                host.cpu_free, host.memory_free, host.links)
 
 
 def _on_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
@@ -267,7 +267,7 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
             _may_flip(gpu, rec, agent.values())
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
     host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
-                int(hello.get("memory_mib") or 0), gpus)
+                int(hello.get("memory_mib") or 0), gpus, links=host_links(hello, len(gpus)))
     for job in jobs:
         key = job.key(store_uid)
         if key in leave_out:
@@ -282,6 +282,17 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
             if 0 <= g < len(host.gpus):
                 host.gpus[g].mig_geometry = None
     return host
+
+
+def host_links(hello: Mapping[str, Any], count: int) -> Tuple[Tuple[str, ...], ...]:
+    """The hello's link matrix for a host of ``count`` GPUs; empty (unknown) where the agent
+    reports none (an older agent, an NVML error: ``links_error``) or one of another shape."""
+    raw = hello.get("links")
+    if not isinstance(raw, list) or len(raw) != count or not all(
+            isinstance(row, list) and len(row) == count
+            and all(isinstance(x, str) for x in row) for row in raw):
+        return ()
+    return tuple(tuple(row) for row in raw)
 
 
 def _idle_for_mode(rec: Mapping[str, Any]) -> bool:

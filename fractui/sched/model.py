@@ -21,11 +21,12 @@ ISOLATIONS = ("any", "mig", "share")
 class Gpu:
     """One GPU. ``layout`` set means MIG mode is on; otherwise jobs take memory shares of it.
 
-    ``mig_geometry`` is set on an idle MIG-capable GPU whose MIG mode the placer may change
-    (None: its mode is fixed); ``mode_reset``: that change resets the GPU.
-
     ``free_milli`` is the share left on a GPU without MIG; on a MIG GPU it is the compute share
     its instances leave unused (for reports), while the layout is what placement obeys.
+
+    ``mig_geometry`` set: a MIG-capable GPU whose MIG mode the placer may change while it is idle
+    (its layout, when MIG is on, is of this geometry); None: its mode is fixed. ``mode_reset``:
+    changing its mode needs a GPU reset (shown to people; the placer does not weigh it).
     """
 
     model: str
@@ -48,6 +49,9 @@ class Host:
     gpus: List[Gpu] = field(default_factory=list)
     cpu_free: int = -1  # -1: all of it (filled in below)
     memory_free: int = -1
+    # how each GPU reaches each other (the agent's hello.links: "NV12", "NVSWITCH", "PHB", ...,
+    # "X" for itself); empty: unknown, and a multi-GPU job takes the first free GPUs
+    links: Tuple[Tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.cpu_free < 0:
@@ -124,7 +128,9 @@ class Request:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a request goes: a host, its GPUs, and per GPU the share (no MIG) or the MIG plan."""
+    """Where a request goes: a host, its GPUs, and per GPU the share (no MIG) or the MIG plan,
+    and whether the GPU's MIG mode is turned on (True) or off (False) first (``modes``, aligned
+    with ``gpus``; empty or None: no change)."""
 
     request: str
     host: str
@@ -134,12 +140,15 @@ class Placement:
     gpus: Tuple[int, ...] = ()
     milli: Tuple[int, ...] = ()  # share taken on each GPU without MIG (0 on MIG GPUs)
     plans: Tuple[Optional[Plan], ...] = ()  # the planner's plan on each MIG GPU (None: no MIG)
-    # per GPU: True = turn MIG on before the slice is made, False = turn it off first, None = no
-    # change
-    modes: Tuple[Optional[bool], ...] = ()
+    link: Optional[str] = None  # the slowest link among its GPUs ("NV12", "PHB"); None: unknown
+    modes: Tuple[Optional[bool], ...] = ()  # MIG turned on/off first on each GPU (None: kept)
 
     def describe(self) -> str:
         parts = []
-        for g, m, p in zip(self.gpus, self.milli, self.plans):
-            parts.append("gpu%d: %s" % (g, p.describe() if p else "%d/1000 share" % m))
-        return "%s -> %s%s" % (self.request, self.host, (" " + "; ".join(parts)) if parts else "")
+        for k, (g, m, p) in enumerate(zip(self.gpus, self.milli, self.plans)):
+            mode = self.modes[k] if k < len(self.modes) else None
+            first = "" if mode is None else "MIG %s, then " % ("on" if mode else "off")
+            parts.append("gpu%d: %s%s" % (g, first, p.describe() if p else "%d/1000 share" % m))
+        over = " (linked by %s)" % self.link if self.link else ""
+        return "%s -> %s%s%s" % (self.request, self.host,
+                                 (" " + "; ".join(parts)) if parts else "", over)

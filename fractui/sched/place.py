@@ -8,9 +8,15 @@ it is cached per host and per request class and recomputed only for the host a d
 identical hosts (most of a fresh fleet) share one memo entry, and the memos are bounded
 (``memo_limit``). The memos that name no host (``Memos``) may outlive the placer: the scheduler
 keeps them across passes, so a pass whose mix of requests did not change scores nothing it
-scored before. Within one placer, a request placed again before any commit is answered from the
-last answer. Ties go to a fixed per-seed random host order, as in the simulator. Pure: no I/O,
+scored before. A decision does not scan the fleet: per request class the hosts are ranked
+(``ranking.Ranking``) and only those changed since that class last asked are scored again. Within
+one placer, a request placed again before any commit is answered from the last answer. Ties go to
+a fixed per-seed random host order, as in the simulator. Pure: no I/O,
 no clock, deterministic for a fleet and a seed.
+
+A flexible GPU (``Gpu.mig_geometry`` set) serves MIG slices or memory shares as its MIG mode is
+now; a request that asks for one of them and fits no GPU as it is may change an idle flexible
+GPU's mode (``Placement.modes``). F_n counts an idle flexible GPU as usable in either mode.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
-from remote_agent.mig.layout import Geometry
+from remote_agent.mig.layout import Geometry, Layout
 
-from fractui.sched import mig
-from fractui.sched.model import MILLI, Host, Placement, Request
+from fractui.sched import mig, topology
+from fractui.sched.model import MILLI, Gpu, Host, Placement, Request
+from fractui.sched.ranking import Ranking
 
 POLICIES = ("first-fit", "best-fit", "fgd", "fractui")
 MAX_SPEC_CPU = 128_000  # the simulator's normalisation: 128 cores, 8 GPUs
@@ -32,7 +39,9 @@ MAX_SPEC_GPU = 8 * MILLI
 LEVELS = 100  # integer score grain, as the simulator truncates FGD's score
 MEMO_LIMIT = 200_000  # entries a memo holds before it is cleared: a long-running placer is bounded
 
-GpuKind = Tuple[str, int, Optional[Geometry]]  # model, memory MiB, MIG geometry when MIG is on
+# model, memory MiB, MIG geometry when MIG is on; a flexible GPU (its MIG mode may change while
+# it is idle) has its geometry in either mode and a fourth item, True: its key says the mode
+GpuKind = Tuple  # (str, int, Optional[Geometry]) or (str, int, Geometry, True)
 GpuKey = Hashable  # free milli without MIG, the layout's signature with MIG
 
 
@@ -53,6 +62,8 @@ class Option:
     profiles: Tuple[Optional[str], ...]
     starts: Tuple[int, ...]
     keys_after: Tuple[GpuKey, ...]  # the whole host's GPU keys once it ran
+    link: Optional[str] = None  # the slowest link among its GPUs, where the host's are known
+    modes: Tuple[Optional[bool], ...] = ()  # MIG turned on/off first per GPU (empty: no change)
 
 
 def class_key(req: Request) -> tuple:
@@ -83,23 +94,37 @@ def _share(kind: GpuKind, req: Request) -> int:
     return req.share_milli(kind[0], kind[1])
 
 
+def _mig_on(kind: GpuKind, key: GpuKey) -> bool:
+    """Whether the GPU serves MIG slices now: a fixed GPU by its kind, a flexible one by its key."""
+    return kind[2] is not None and (len(kind) < 4 or type(key) is tuple)
+
+
+def _flipped(kind: GpuKind, key: GpuKey) -> Optional[GpuKey]:
+    """A flexible GPU's key once its MIG mode is changed, if it is idle; None otherwise."""
+    if len(kind) < 4 or _idle(kind, key) != MILLI:
+        return None
+    return MILLI if type(key) is tuple else ()
+
+
 def _idle(kind: GpuKind, key: GpuKey) -> int:
     geo = kind[2]
-    return key if geo is None else mig.free_compute_milli(geo, key)  # type: ignore[return-value]
+    if geo is None or type(key) is int:  # no MIG now (a flexible GPU's key says)
+        return key  # type: ignore[return-value]
+    return mig.free_compute_milli(geo, key)  # type: ignore[arg-type]
 
 
 def _take(kind: GpuKind, key: GpuKey, req: Request
           ) -> Optional[Tuple[int, Optional[str], int, GpuKey]]:
     """``req`` on one GPU: (share, profile, start, key after), or None if it does not fit."""
     geo = kind[2]
-    if geo is None:
+    if not _mig_on(kind, key):
         s = _share(kind, req)
         if not s or key < s:  # type: ignore[operator]
             return None
         return s, None, -1, key - s  # type: ignore[operator]
     if req.models and kind[0] not in req.models:
         return None
-    prof = mig.profile_for(req, geo)
+    prof = mig.profile_for(req, geo)  # type: ignore[arg-type]
     if prof is None:
         return None
     start = mig.best_start(geo, key, prof.name)  # type: ignore[arg-type]
@@ -108,35 +133,65 @@ def _take(kind: GpuKind, key: GpuKey, req: Request
     return 0, prof.name, start, mig.after(geo, key, prof.name, start)  # type: ignore[arg-type]
 
 
+def _flip_take(kind: GpuKind, key: GpuKey, req: Request
+               ) -> Optional[Tuple[int, Optional[str], int, GpuKey, Optional[bool]]]:
+    """``req`` on one idle flexible GPU once its MIG mode is changed (the 5th item: MIG on), or
+    None if it is not one or ``req`` does not fit it then either."""
+    other = _flipped(kind, key)
+    t = None if other is None else _take(kind, other, req)
+    return None if t is None else t + (type(other) is tuple,)
+
+
 def options(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
-            shares: Optional[Tuple[int, ...]] = None) -> List[Option]:
-    """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, the first k
-    usable GPUs for k whole GPUs (they are interchangeable), one GPU-less option for CPU only.
-    ``shares``: its share of each GPU, when none has MIG (integer comparisons only)."""
+            shares: Optional[Tuple[int, ...]] = None, links: topology.Links = (),
+            flip: bool = False) -> List[Option]:
+    """Every way ``req`` fits a host's GPUs: one option per usable GPU for a slice, for k whole
+    GPUs the k usable ones that share the fastest link (``links``, the host's; unknown: the
+    first k), one GPU-less option for CPU only. ``shares``: its share of each GPU, when none
+    has MIG (integer comparisons only). ``flip``: an idle flexible GPU may also be used with its
+    MIG mode changed (options then say so in ``modes``); a GPU that fits as it is is used as it
+    is for whole GPUs."""
     if not req.gpu_count:
         return [Option((), (), (), (), keys)]
-    taken: List[Tuple[int, Tuple[int, Optional[str], int, GpuKey]]] = []
+    taken: List[Tuple[int, tuple]] = []
     for i, (kind, key) in enumerate(zip(kinds, keys)):
         if shares is None:
             t = _take(kind, key, req)
         else:
             s = shares[i]
             t = (s, None, -1, key - s) if s and key >= s else None  # type: ignore[operator]
+        if flip and (t is None or not req.gpus):
+            f = _flip_take(kind, key, req)
+            if f is not None:
+                if t is not None:
+                    taken.append((i, t + (None,)))
+                t = f
         if t is not None:
-            taken.append((i, t))
-            if req.gpus and len(taken) == req.gpus:
+            taken.append((i, t if len(t) == 5 else t + (None,)))
+            if req.gpus and len(taken) == req.gpus and not links:
                 break
     if req.gpus:
         if len(taken) < req.gpus:
             return []
+        link = None
+        if links:
+            chosen = set(topology.pick(links, [i for i, _ in taken], req.gpus))
+            taken = [(i, t) for i, t in taken if i in chosen]
+            link = topology.slowest(links, [i for i, _ in taken])
         after = list(keys)
         for i, t in taken:
             after[i] = t[3]
         return [Option(tuple(i for i, _ in taken), tuple(t[0] for _, t in taken),
                        tuple(t[1] for _, t in taken), tuple(t[2] for _, t in taken),
-                       tuple(after))]
-    return [Option((i,), (t[0],), (t[1],), (t[2],), keys[:i] + (t[3],) + keys[i + 1:])
+                       tuple(after), link=link, modes=_modes(tuple(t[4] for _, t in taken)))]
+    return [Option((i,), (t[0],), (t[1],), (t[2],), keys[:i] + (t[3],) + keys[i + 1:],
+                   modes=_modes((t[4],)))
             for i, t in taken]
+
+
+def _modes(modes: Tuple[Optional[bool], ...]) -> Tuple[Optional[bool], ...]:
+    """Per-GPU mode changes, or () when there are none (as on a fleet without flexible GPUs)."""
+    return modes if any(m is not None for m in modes) else ()
 
 
 def host_frag(kinds: Tuple[GpuKind, ...], cpu_free: int, keys: Tuple[GpuKey, ...],
@@ -155,7 +210,8 @@ def host_frag(kinds: Tuple[GpuKind, ...], cpu_free: int, keys: Tuple[GpuKey, ...
         fit = 0
         frag = 0
         for kind, key, i in zip(kinds, keys, idle):
-            if _take(kind, key, r) is None:
+            # an idle flexible GPU serves a class in either MIG mode
+            if _take(kind, key, r) is None and _flip_take(kind, key, r) is None:
                 frag += i
             else:
                 fit += 1
@@ -200,9 +256,12 @@ def _fresh(kind: GpuKind) -> GpuKey:
 
 
 def _fresh_milli(kind: GpuKind, req: Request) -> int:
-    """The milli one request of this class holds on an idle GPU of this kind (0: none fits)."""
-    t = _take(kind, _fresh(kind), req)
-    return 0 if t is None else MILLI - _idle(kind, t[3])
+    """The milli one request of this class holds on an idle GPU of this kind (0: none fits); on
+    a flexible GPU, in the MIG mode where it holds least."""
+    held = [MILLI - _idle(kind, t[3]) for t in (
+        _take(kind, key, req) for key in ((MILLI, ()) if len(kind) > 3 else (_fresh(kind),)))
+        if t is not None]
+    return min(held, default=0)
 
 
 def scarcity_weighted(classes: Sequence[TypicalClass], gpus: Counter
@@ -260,6 +319,39 @@ class Memos:
         return self
 
 
+def _rounding(kinds: Tuple[GpuKind, ...], keys: Tuple[GpuKey, ...], req: Request,
+              o: Option) -> int:
+    """The compute milli the MIG slices of option ``o`` hold beyond the share ``req`` asked
+    for (0 for an exact profile: it asked for the slice)."""
+    if req.mig:
+        return 0
+    lost = 0
+    for g, prof in zip(o.gpus, o.profiles):
+        if prof:
+            kind = kinds[g]
+            asked = MILLI if req.gpus or not kind[1] else req.milli if req.gpu else math.ceil(
+                req.memory_gib * 1024 * MILLI / kind[1])
+            lost += max(0, _idle(kind, keys[g]) - _idle(kind, o.keys_after[g]) - asked)
+    return lost
+
+
+def _gpu_kind(host: str, n: int, g: Gpu) -> GpuKind:
+    """A GPU's kind as the memos key it: a flexible GPU's geometry is part of it in either
+    mode, its key says which mode it is in."""
+    geo = g.mig_geometry
+    if geo is None:
+        return g.model, g.memory_mib, g.layout.geometry if g.layout else None
+    if g.layout is not None and g.layout.geometry != geo:
+        raise ValueError("gpu%d of %s: its MIG layout is of %s, its mig_geometry of %s"
+                         % (n, host, g.layout.geometry.model, geo.model))
+    return g.model, g.memory_mib, geo, True
+
+
+def _layout_for(gpu: Gpu, mode: Optional[bool]) -> Layout:
+    """The layout a MIG plan is made on: an empty one on a GPU whose MIG is turned on first."""
+    return Layout(gpu.mig_geometry) if mode else gpu.layout  # type: ignore[arg-type,return-value]
+
+
 def _same_request(req: Request) -> tuple:
     """What a placement depends on of a request: all of it but its name."""
     return (class_key(req), req.memory_mib, req.hosts)
@@ -283,8 +375,10 @@ class Placer:
         order = list(range(len(self.hosts)))
         random.Random(seed).shuffle(order)
         self._order = order  # tie-break: a fixed random host order per seed
-        self._kinds = [tuple((g.model, g.memory_mib, g.layout.geometry if g.layout else None)
-                             for g in h.gpus) for h in self.hosts]
+        self._ranking = Ranking(order)  # per request class, hosts by (score, tie order)
+        self._kinds = [tuple(_gpu_kind(h.name, n, g) for n, g in enumerate(h.gpus))
+                       for h in self.hosts]
+        self._flexible = any(len(k) > 3 for kinds in self._kinds for k in kinds)
         fleet_gpus = Counter(k for kinds in self._kinds for k in kinds)
         self._weighted = self.classes  # what F_n weighs: the classes, or (fractui) by scarcity
         self._starve = (0.0, 0.0)  # fractui: (weight, CPU per GPU milli) of CPU-starved GPU
@@ -293,13 +387,18 @@ class Placer:
             self._starve = cpu_per_gpu(self.classes, fleet_gpus)
         memos = (memos or Memos()).based_on((policy, self._weighted, self._starve))
         ids = memos.kind_ids
-        self._kind_ids = [ids.setdefault(k, len(ids)) for k in self._kinds]
+        # a host's links are part of its kind: hosts alike but wired apart place apart
+        self._kind_ids = [ids.setdefault((k, h.links) if h.links else k, len(ids))
+                          for k, h in zip(self._kinds, self.hosts)]
+        self._links = {kid: h.links for kid, h in zip(self._kind_ids, self.hosts)}
         self._alike: Dict[int, bool] = {}  # by kind id: all its GPUs of one kind
         self._plain: Dict[int, bool] = {}  # by kind id: no MIG GPU
+        self._mixed: Dict[int, bool] = {}  # by kind id: flexible GPUs (keys of either mode)
         for k, kid in zip(self._kinds, self._kind_ids):
             if kid not in self._alike:
                 self._alike[kid] = len(set(k)) <= 1
                 self._plain[kid] = all(g[2] is None for g in k)
+                self._mixed[kid] = any(len(g) > 3 for g in k)
         self._keys = [self._gpu_keys(h) for h in self.hosts]
         self._cache: List[Dict[tuple, object]] = [{} for _ in self.hosts]
         self._memo = memos.memo
@@ -325,36 +424,57 @@ class Placer:
         return done
 
     def _place(self, req: Request) -> Optional[Placement]:
+        """The best placement on GPUs as they are; failing that, for a request that asks for MIG
+        or for shares, the best with an idle flexible GPU's MIG mode changed. A request that
+        takes either uses any GPU as it is (it fits an idle one in either mode): see
+        docs/decisions.md."""
         ck = class_key(req)
+        found = self._best(req, ck, False)
+        if found is None and self._flexible and req.gpu_count and (
+                req.mig or req.isolation != "any"):
+            found = self._best(req, ck + ("flip",), True)
+        if found is None:
+            return None
+        best_i, opt = found
+        h = self.hosts[best_i]
+        modes = opt.modes or (None,) * len(opt.gpus)
+        plans = tuple(mig.commit(_layout_for(h.gpus[g], m), p, s)[0] if p else None
+                      for g, p, s, m in zip(opt.gpus, opt.profiles, opt.starts, modes))
+        return Placement(req.name, h.name, best_i, req.cpu_milli, req.memory_mib, opt.gpus,
+                         opt.milli, plans, link=opt.link, modes=opt.modes)
+
+    def _best(self, req: Request, ck: tuple, flip: bool) -> Optional[Tuple[int, Option]]:
+        """(host index, option) of the best placement under the policy, or None."""
         cpu, mem, allowed = req.cpu_milli, req.memory_mib, req.hosts
-        first = self.policy == "first-fit"
         hosts, caches = self.hosts, self._cache
-        best = None
-        best_i = -1
-        for i in self._order:
-            h = hosts[i]
-            if h.cpu_free < cpu or h.memory_free < mem or (allowed and h.name not in allowed):
-                continue
+
+        def evaluate(i: int) -> object:
+            if hosts[i].cpu_free < cpu:
+                return None
             c = caches[i]
             res = c.get(ck, c)
             if res is c:
                 if len(c) >= self.memo_limit:
                     c.clear()
-                res = c[ck] = self._evaluate(i, req, ck)
-            if res is None:
-                continue
-            if best is None or res[0] > best[0]:  # type: ignore[index]
-                best, best_i = res, i
-                if first:
-                    break
-        if best is None:
+                res = c[ck] = self._evaluate(i, req, ck, flip)
+            return res
+
+        if allowed:  # a few named hosts: look at those alone, in tie order
+            best = None
+            best_i = -1
+            for i in self._order:
+                h = hosts[i]
+                if h.name not in allowed or h.memory_free < mem:
+                    continue
+                res = evaluate(i)
+                if res is not None and (best is None or res[0] > best[0]):  # type: ignore
+                    best, best_i = res, i
+            return None if best is None else (best_i, best[1])  # type: ignore[index]
+        found = self._ranking.best(ck, evaluate,  # type: ignore[arg-type]
+                                   lambda i: hosts[i].memory_free >= mem)
+        if found is None:
             return None
-        opt: Option = best[1]  # type: ignore[index]
-        h = hosts[best_i]
-        plans = tuple(mig.commit(h.gpus[g].layout, p, s)[0] if p else None  # type: ignore
-                      for g, p, s in zip(opt.gpus, opt.profiles, opt.starts))
-        return Placement(req.name, h.name, best_i, req.cpu_milli, req.memory_mib, opt.gpus,
-                         opt.milli, plans)
+        return found, evaluate(found)[1]  # type: ignore[index]  # its host unchanged: cached
 
     def commit(self, p: Placement) -> None:
         """Record a placement made by ``place`` on the current state."""
@@ -362,6 +482,17 @@ class Placer:
         req_cpu, req_mem = p.cpu_milli, p.memory_mib
         if h.cpu_free < req_cpu or h.memory_free < req_mem:
             raise ValueError("placement %s no longer fits %s" % (p.request, h.name))
+        for g, mode in zip(p.gpus, p.modes):
+            gpu = h.gpus[g]
+            if mode is not None and (gpu.mig_geometry is None or gpu.free_milli != MILLI or (
+                    gpu.layout is not None and any(i.busy for i in gpu.layout.instances))):
+                raise ValueError("placement %s changes the MIG mode of gpu%d of %s, which is "
+                                 "not an idle flexible GPU" % (p.request, g, h.name))
+        for g, mode in zip(p.gpus, p.modes):
+            if mode is not None:
+                gpu = h.gpus[g]
+                gpu.layout = Layout(gpu.mig_geometry) if mode else None  # type: ignore[arg-type]
+                gpu.free_milli = MILLI
         for g, m, plan in zip(p.gpus, p.milli, p.plans):
             gpu = h.gpus[g]
             if plan is None:
@@ -378,6 +509,7 @@ class Placer:
         h.memory_free -= req_mem
         self._keys[p.host_index] = self._gpu_keys(h)
         self._cache[p.host_index].clear()
+        self._ranking.changed(p.host_index)
         self._placed.clear()
 
     def schedule(self, req: Request) -> Optional[Placement]:
@@ -387,8 +519,9 @@ class Placer:
             self.commit(p)
         return p
 
-    def _evaluate(self, i: int, req: Request, ck: tuple) -> object:
-        """(score, option) of the best way to put ``req`` on host i, or None."""
+    def _evaluate(self, i: int, req: Request, ck: tuple, flip: bool = False) -> object:
+        """(score, option) of the best way to put ``req`` on host i, or None; ``flip``: with an
+        idle flexible GPU's MIG mode changed (``ck`` then says so, for the memos)."""
         h = self.hosts[i]
         kid, keys = self._kind_ids[i], self._keys[i]
         mk = (kid, h.cpu_free, keys, ck)
@@ -397,7 +530,7 @@ class Placer:
         if res is memo:
             if len(memo) >= self.memo_limit:
                 memo.clear()
-            res = memo[mk] = self._score(self._kinds[i], kid, h.cpu_free, keys, req, ck)
+            res = memo[mk] = self._score(self._kinds[i], kid, h.cpu_free, keys, req, ck, flip)
         return res
 
     def _host_frag(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
@@ -406,7 +539,10 @@ class Placer:
         the host's CPU can no longer back at the mix's CPU per GPU (each class alone may still
         fit, but not all of them together) is fragmented for every class that takes GPUs."""
         if self._alike[kid]:  # F_n does not depend on the order of GPUs alike
-            keys = tuple(sorted(keys))  # type: ignore[type-var]
+            if self._mixed[kid]:  # keys of both modes: ints and signatures sort apart
+                keys = tuple(sorted(keys, key=lambda x: (type(x) is tuple, x)))
+            else:
+                keys = tuple(sorted(keys))  # type: ignore[type-var]
         fk = (kid, cpu_free, keys)
         frag = self._frag
         f = frag.get(fk)
@@ -428,7 +564,7 @@ class Placer:
         return f
 
     def _score(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
-               keys: Tuple[GpuKey, ...], req: Request, ck: tuple
+               keys: Tuple[GpuKey, ...], req: Request, ck: tuple, flip: bool = False
                ) -> Optional[Tuple[object, Option]]:
         shares = None
         if self._plain[kid]:  # no MIG: its share of each GPU, per class
@@ -438,13 +574,13 @@ class Placer:
                 if len(self._shares) >= self.memo_limit:
                     self._shares.clear()
                 shares = self._shares[sk] = tuple(_share(k, req) for k in kinds)
-        opts = options(kinds, keys, req, shares)
+        opts = options(kinds, keys, req, shares, self._links[kid], flip)
         if not opts:
             return None
         if len(opts) > 1:  # a slice on GPUs alike in kind and state: same score, keep the first
             seen: Dict[tuple, Option] = {}
             for o in opts:
-                seen.setdefault((kinds[o.gpus[0]], keys[o.gpus[0]]), o)
+                seen.setdefault((kinds[o.gpus[0]], keys[o.gpus[0]], o.modes), o)
             opts = list(seen.values())
         if self.policy == "first-fit":
             return 0, opts[0]
@@ -457,6 +593,8 @@ class Placer:
         before = self._host_frag(kinds, kid, cpu_free, keys)
         cpu_after = cpu_free - req.cpu_milli
         deltas = [before - self._host_frag(kinds, kid, cpu_after, o.keys_after) for o in opts]
+        if self._mixed[kid]:  # a slice or a share: what a slice holds beyond the ask is lost too
+            deltas = [d - _rounding(kinds, keys, req, o) for d, o in zip(deltas, opts)]
         # integer levels: hosts whose F_n grows by nearly the same amount tie, and the seeded
         # host order spreads them (exact scores cost FGD about a point)
         scores = [int(_sigmoid(d / 1000) * LEVELS) for d in deltas]

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from remote_agent.mig import planner
 from remote_agent.mig.layout import Layout
 
-from fractui.sched import mig
+from fractui.sched import mig, topology
 from fractui.sched.cordons import fenced
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, HostView, build_hosts, gpu_layout,
                                      placement_charge, request_of, share_mib)
@@ -114,16 +114,19 @@ def _on_host(host: Host, view: HostView, req: Request,
             out += _slices_after_mig_on(host, g, req, flipped)
     if req.gpus:
         if len(shares) >= req.gpus:
-            picked = shares[:req.gpus]
+            chosen = set(topology.pick(host.links, [g for g, _ in shares], req.gpus))
+            picked = [(g, m) for g, m in shares if g in chosen]
             after = list(keys)
             for g, m in picked:
                 after[g] = keys[g] - m
             gpus = tuple(g for g, _ in picked)
             mib = share_mib(req, host.gpus[gpus[0]].memory_mib, picked[0][1])
+            link = topology.explain(host.links, gpus)
             out.append(Candidate(host.name, gpus, None, None, mib,
                                  placement_charge(host, gpus, None, mib),
                                  score(tuple(after)),
-                                 "whole gpu%s of %s" % (",".join(map(str, gpus)), host.name)))
+                                 "whole gpu%s of %s%s" % (",".join(map(str, gpus)), host.name,
+                                                          ": " + link if link else "")))
         return out
     for g, m in shares:
         gpu = host.gpus[g]

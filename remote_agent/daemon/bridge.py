@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from remote_agent import __version__
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env, code_hash
 from remote_agent.daemon.trust import UnsafePath, open_private
-from remote_agent.gpu.models import parse_sim_spec
+from remote_agent.gpu.models import parse_sim_host
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -152,7 +152,7 @@ def open_daemon(paths: AgentPaths, backend: str, sim_spec: str, settings: Dict[s
     if info["backend"] != backend:
         raise BridgeError("the agent daemon for %s runs the %s backend, not %s; use another "
                           "state dir" % (paths.state_dir, info["backend"], backend), 2)
-    if sim_spec and parse_sim_spec(sim_spec) != parse_sim_spec(info["sim_spec"]):
+    if sim_spec and parse_sim_host(sim_spec) != parse_sim_host(info["sim_spec"]):
         raise BridgeError("%s holds a simulated host with GPUs %r, not %r; use another state dir"
                           % (paths.state_dir, info["sim_spec"], sim_spec), 2)
     return sock

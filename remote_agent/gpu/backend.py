@@ -54,6 +54,17 @@ THROTTLE_REASONS = (
 )
 
 
+# nvmlDeviceGetTopologyCommonAncestor's levels by nvidia-smi topo -m's names. Two GPUs on one
+# board (INTERNAL: a K80's pair) sit behind the board's own PCIe switch, which topo -m prints PIX.
+PCIE_LINK_NAMES = (
+    ("NVML_TOPOLOGY_INTERNAL", "PIX"), ("NVML_TOPOLOGY_SINGLE", "PIX"),
+    ("NVML_TOPOLOGY_MULTIPLE", "PXB"), ("NVML_TOPOLOGY_HOSTBRIDGE", "PHB"),
+    ("NVML_TOPOLOGY_NODE", "NODE"), ("NVML_TOPOLOGY_SYSTEM", "SYS"),
+)
+# What a GPU's link to itself is called in the link matrix, as in nvidia-smi topo -m.
+SELF_LINK = "X"
+
+
 class NvmlCallError(Exception):
     """An NVML call failed; names the call and the NVML error so a person can act on it."""
 
@@ -131,6 +142,7 @@ class GpuBackend:
         self._error_names = {getattr(nv, n): n for n in dir(nv) if n.startswith("NVML_ERROR_")}
         self._geometry: Dict[Tuple[int, str], Geometry] = {}
         self._slowdown: Dict[int, Optional[int]] = {}
+        self._links: Optional[List[List[str]]] = None
 
     # -- plumbing --
 
@@ -179,6 +191,59 @@ class GpuBackend:
 
     def gpus(self) -> List[GpuInfo]:
         return [self.gpu(i) for i in range(self.count())]
+
+    def links(self) -> List[List[str]]:
+        """How every GPU reaches every other, by nvidia-smi topo -m's names: ``NV#`` (# direct
+        NVLink links), ``NVSWITCH`` (both on NVSwitches with NVLink P2P between them), else the
+        PCIe path (``PIX``, ``PXB``, ``PHB``, ``NODE``, ``SYS``); ``X`` on the diagonal. Read
+        once: a host's wiring does not change while the driver runs."""
+        if self._links is None:
+            self._links = self._read_links()
+        return self._links
+
+    def _read_links(self) -> List[List[str]]:
+        nv = self.nv
+        handles = [self.handle(i) for i in range(self.count())]
+        bus = {_text(self.call("nvmlDeviceGetPciInfo", h).busId): i
+               for i, h in enumerate(handles)}
+        n = len(handles)
+        direct = [[0] * n for _ in range(n)]
+        switched = [False] * n
+        for i, h in enumerate(handles):
+            for link in range(nv.NVML_NVLINK_MAX_LINKS):
+                try:
+                    if self.call("nvmlDeviceGetNvLinkState", h, link) != nv.NVML_FEATURE_ENABLED:
+                        continue
+                except NvmlCallError as err:  # no NVLink on this GPU, or no such link on it
+                    if self.is_error(err, "NVML_ERROR_NOT_SUPPORTED",
+                                     "NVML_ERROR_INVALID_ARGUMENT"):
+                        continue
+                    raise
+                if self.call("nvmlDeviceGetNvLinkRemoteDeviceType", h, link) \
+                        == nv.NVML_NVLINK_DEVICE_TYPE_SWITCH:
+                    switched[i] = True
+                    continue
+                peer = bus.get(_text(self.call("nvmlDeviceGetNvLinkRemotePciInfo", h,
+                                               link).busId))
+                if peer is not None:
+                    direct[i][peer] += 1
+        levels = {getattr(nv, const): name for const, name in PCIE_LINK_NAMES}
+        out = [[SELF_LINK] * n for _ in range(n)]
+        for i in range(n):
+            for j in range(i + 1, n):
+                count = max(direct[i][j], direct[j][i])
+                if count:
+                    name = "NV%d" % count
+                elif switched[i] and switched[j] and self.call(
+                        "nvmlDeviceGetP2PStatus", handles[i], handles[j],
+                        nv.NVML_P2P_CAPS_INDEX_NVLINK) == nv.NVML_P2P_STATUS_OK:
+                    name = "NVSWITCH"
+                else:
+                    level = self.call("nvmlDeviceGetTopologyCommonAncestor", handles[i],
+                                      handles[j])
+                    name = levels.get(level, "SYS")
+                out[i][j] = out[j][i] = name
+        return out
 
     def resolve(self, ref: Union[int, str]) -> int:
         """A GPU named by index or by its GPU uuid -> its index."""

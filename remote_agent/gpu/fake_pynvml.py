@@ -170,6 +170,41 @@ nvmlClocksEventReasonDisplayClockSetting = nvmlClocksThrottleReasonDisplayClockS
 nvmlClocksEventReasonNone = nvmlClocksThrottleReasonNone
 nvmlClocksEventReasonAll = _CLOCKS_EVENT_REASONS
 
+NVML_TOPOLOGY_INTERNAL = 0
+NVML_TOPOLOGY_SINGLE = 10
+NVML_TOPOLOGY_MULTIPLE = 20
+NVML_TOPOLOGY_HOSTBRIDGE = 30
+NVML_TOPOLOGY_NODE = 40
+NVML_TOPOLOGY_CPU = NVML_TOPOLOGY_NODE
+NVML_TOPOLOGY_SYSTEM = 50
+
+# pynvml spells NVML_P2P_CAPS_INDEX_READ as the tuple (0,) (a stray comma), so it is left out
+# here; the C API's index 0 is READ all the same.
+NVML_P2P_CAPS_INDEX_WRITE = 1
+NVML_P2P_CAPS_INDEX_NVLINK = 2
+NVML_P2P_CAPS_INDEX_ATOMICS = 3
+NVML_P2P_CAPS_INDEX_PROP = 4
+NVML_P2P_CAPS_INDEX_PCI = 4
+NVML_P2P_CAPS_INDEX_UNKNOWN = 5
+
+NVML_P2P_STATUS_OK = 0
+NVML_P2P_STATUS_CHIPSET_NOT_SUPPORED = 1
+NVML_P2P_STATUS_CHIPSET_NOT_SUPPORTED = NVML_P2P_STATUS_CHIPSET_NOT_SUPPORED
+NVML_P2P_STATUS_GPU_NOT_SUPPORTED = 2
+NVML_P2P_STATUS_IOH_TOPOLOGY_NOT_SUPPORTED = 3
+NVML_P2P_STATUS_DISABLED_BY_REGKEY = 4
+NVML_P2P_STATUS_NOT_SUPPORTED = 5
+NVML_P2P_STATUS_UNKNOWN = 6
+
+NVML_NVLINK_MAX_LINKS = 36
+NVML_NVLINK_DEVICE_TYPE_GPU = 0x00
+NVML_NVLINK_DEVICE_TYPE_IBMNPU = 0x01
+NVML_NVLINK_DEVICE_TYPE_SWITCH = 0x02
+NVML_NVLINK_DEVICE_TYPE_UNKNOWN = 0xFF
+
+NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE = 32
+NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE = 16
+
 nvmlGpuInstanceProfileInfo_v2 = 0x02000098
 nvmlComputeInstanceProfileInfo_v2 = 0x02000088
 nvmlMemory_v2 = 0x02000028
@@ -376,6 +411,13 @@ class c_nvmlGetMemoryLimits_v1_t(Structure):
                 ("currentUsed", c_ulonglong)]
 
 
+class nvmlPciInfo_t(Structure):
+    _fields_ = [("busIdLegacy", c_char * NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE),
+                ("domain", c_uint), ("bus", c_uint), ("device", c_uint),
+                ("pciDeviceId", c_uint), ("pciSubSystemId", c_uint),
+                ("busId", c_char * NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE)]
+
+
 class struct_c_nvmlEventSet_t(Structure):
     _fields_ = [("sim_set", c_int)]  # opaque in pynvml; here the simulator's id of the set
 
@@ -491,7 +533,7 @@ def _pids_by_namespace() -> Dict[Tuple[int, int], int]:
 
 def _new_state(spec: str) -> Dict[str, Any]:
     gpus = []
-    for sim in _models.parse_sim_spec(spec):
+    for sim in _models.parse_sim_host(spec).gpus:
         gpus.append({"model": sim.model.name, "uuid": "GPU-%s" % uuidlib.uuid4(),
                      "mig": 1 if sim.mig else 0, "gis": []})
     return {"format": 1, "spec": spec, "gpus": gpus, "procs": [],
@@ -518,7 +560,7 @@ class _Store:
                     raise ValueError("no simulated host state at %s and no spec to create one"
                                      % path)
                 state.update(_new_state(spec))
-            elif spec and _models.parse_sim_spec(spec) != _models.parse_sim_spec(state["spec"]):
+            elif spec and _models.parse_sim_host(spec) != _models.parse_sim_host(state["spec"]):
                 raise ValueError("%s holds a simulated host with GPUs %r, not %r; use another "
                                  "state dir for a different host" % (path, state["spec"], spec))
 
@@ -1726,6 +1768,136 @@ def nvmlComputeInstanceDestroy(computeInstance):
             raise NVMLError(NVML_ERROR_IN_USE)
         gi["cis"] = [c for c in gi["cis"] if c["id"] != ci["id"]]
     return NVML_SUCCESS
+
+
+# --- PCI and topology -----------------------------------------------------------------------
+# From the spec's topology clauses (models.SimTopology): GPU i sits at PCI domain i // 200, bus
+# 0x10 + i % 200; an NVLink island gives each pair of its GPUs links // (n - 1) consecutive
+# links (in peer order), the rest of a GPU's links inactive; a GPU on NVSwitches has every link
+# active, link l to switch l % 4 (buses 0xF0..0xF3), as on an HGX board.
+
+_SWITCHES = 4
+_PCI_DEVICE_ID = 0x20B010DE  # one for every GPU: device 0x20B0 (an A100) of vendor 0x10DE
+
+
+def _bus(domain: int, bus: int) -> Tuple[int, int, str]:
+    return domain, bus, "%08X:%02X:00.0" % (domain, bus)
+
+
+def _gpu_bus(index: int) -> Tuple[int, int, str]:
+    return _bus(index // 200, 0x10 + index % 200)
+
+
+def _pci_info(where: Tuple[int, int, str]) -> nvmlPciInfo_t:
+    domain, bus, bus_id = where
+    info = nvmlPciInfo_t()
+    info.busIdLegacy = ("%04X:%02X:00.0" % (domain, bus)).encode()
+    info.busId = bus_id.encode()
+    info.domain, info.bus, info.device = domain, bus, 0
+    info.pciDeviceId, info.pciSubSystemId = _PCI_DEVICE_ID, 0
+    return info
+
+
+@functools.lru_cache(maxsize=16)
+def _sim_host(spec: str) -> _models.SimHost:
+    return _models.parse_sim_host(spec)
+
+
+def _links(state: Dict[str, Any], index: int) -> List[Optional[Tuple[int, int]]]:
+    """GPU ``index``'s NVLink links: (remote device type, GPU index or switch) of each active
+    link, None for an inactive one; empty for a GPU without NVLink."""
+    host = _sim_host(state["spec"])
+    topo = host.topology
+    count = host.gpus[index].model.nvlinks
+    links: List[Optional[Tuple[int, int]]] = [None] * count
+    if index in topo.nvswitch:
+        return [(NVML_NVLINK_DEVICE_TYPE_SWITCH, link % _SWITCHES) for link in range(count)]
+    at = 0
+    for peer in range(len(host.gpus)):
+        n = topo.nvlinks(index, peer, count, host.gpus[peer].model.nvlinks)
+        for link in range(at, at + n):
+            links[link] = (NVML_NVLINK_DEVICE_TYPE_GPU, peer)
+        at += n
+    return links
+
+
+def _link(device, link: int) -> Optional[Tuple[int, int]]:
+    state, gpu, index = _parent(device)
+    if not _facts(gpu).nvlinks:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    if not 0 <= link < min(NVML_NVLINK_MAX_LINKS, _facts(gpu).nvlinks):
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return _links(state, index)[link]
+
+
+def _active_link(device, link: int) -> Tuple[int, int]:
+    found = _link(device, link)
+    if found is None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)  # nothing at the other end of it
+    return found
+
+
+def _pair(device1, device2) -> Tuple[_models.SimTopology, int, int, Dict[str, Any]]:
+    state, _, a = _parent(device1)
+    _, _, b = _parent(device2)
+    return _sim_host(state["spec"]).topology, a, b, state
+
+
+@_api
+def nvmlDeviceGetPciInfo_v3(handle):
+    return _pci_info(_gpu_bus(_parent(handle)[2]))
+
+
+def nvmlDeviceGetPciInfo(handle):
+    return nvmlDeviceGetPciInfo_v3(handle)
+
+
+_ANCESTORS = {"PIX": NVML_TOPOLOGY_SINGLE, "PXB": NVML_TOPOLOGY_MULTIPLE,
+              "PHB": NVML_TOPOLOGY_HOSTBRIDGE, "NODE": NVML_TOPOLOGY_NODE,
+              "SYS": NVML_TOPOLOGY_SYSTEM}
+
+
+@_api
+def nvmlDeviceGetTopologyCommonAncestor(device1, device2):
+    """The PCIe path between two GPUs (NVLink is not part of it, as in NVML); a GPU with
+    itself: INTERNAL."""
+    topo, a, b, _ = _pair(device1, device2)
+    return NVML_TOPOLOGY_INTERNAL if a == b else _ANCESTORS[topo.pcie(a, b)]
+
+
+@_api
+def nvmlDeviceGetP2PStatus(device1, device2, p2pIndex):
+    """NVLINK: OK between GPUs that share NVLink (directly or through NVSwitches); READ, WRITE
+    and PCI: OK over NVLink or PCIe within a CPU, IOH_TOPOLOGY_NOT_SUPPORTED across CPUs
+    (SYS); ATOMICS: over NVLink only."""
+    topo, a, b, state = _pair(device1, device2)
+    if not 0 <= p2pIndex < NVML_P2P_CAPS_INDEX_UNKNOWN or a == b:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    nvlink = any(link is not None and link[0] == NVML_NVLINK_DEVICE_TYPE_GPU and link[1] == b
+                 for link in _links(state, a)) or (a in topo.nvswitch and b in topo.nvswitch)
+    if nvlink:
+        return NVML_P2P_STATUS_OK
+    if p2pIndex in (NVML_P2P_CAPS_INDEX_NVLINK, NVML_P2P_CAPS_INDEX_ATOMICS):
+        return NVML_P2P_STATUS_NOT_SUPPORTED
+    if topo.pcie(a, b) == "SYS":
+        return NVML_P2P_STATUS_IOH_TOPOLOGY_NOT_SUPPORTED
+    return NVML_P2P_STATUS_OK
+
+
+@_api
+def nvmlDeviceGetNvLinkState(device, link):
+    return NVML_FEATURE_DISABLED if _link(device, link) is None else NVML_FEATURE_ENABLED
+
+
+@_api
+def nvmlDeviceGetNvLinkRemoteDeviceType(handle, link):
+    return _active_link(handle, link)[0]
+
+
+@_api
+def nvmlDeviceGetNvLinkRemotePciInfo(device, link):
+    kind, at = _active_link(device, link)
+    return _pci_info(_gpu_bus(at) if kind == NVML_NVLINK_DEVICE_TYPE_GPU else _bus(0, 0xF0 + at))
 
 
 # --- per-cgroup memory limits (r615+ drivers) ---------------------------------------------------

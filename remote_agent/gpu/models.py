@@ -11,7 +11,7 @@ import pkgutil
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from remote_agent.mig.layout import Geometry, Profile
 
@@ -45,6 +45,7 @@ class ModelFacts:
     # that the mode takes effect, and where it cannot (a pass-through VM, another client on the
     # GPU) the mode stays pending until a reset; from Hopper on no reset is needed.
     mode_reset: bool = False
+    nvlinks: int = 0  # NVLink links of the part (mig_profiles.json "nvlink"); 0: none
 
     @property
     def mig_capable(self) -> bool:
@@ -107,9 +108,11 @@ def models() -> Dict[str, ModelFacts]:
                                compute_slices=geo["compute_slices"], profiles=profiles,
                                profile_names=tuple(sorted(m["names"].items())),
                                mode_reset=bool(m.get("mode_reset", False)),
+                               nvlinks=data["nvlink"]["models"][name],
                                **data["health"]["models"][name])
     for name, m in data["non_mig_models"].items():
         out[name] = ModelFacts(name=name, memory_mib=m["memory_mib"], sms=m["sms"],
+                               nvlinks=data["nvlink"]["models"][name],
                                **data["health"]["models"][name])
     return out
 
@@ -130,12 +133,141 @@ class SimGpu:
 
 
 _SPEC_ITEM = re.compile(r"^(?:(\d+)\s*[xX*]\s*)?([A-Za-z0-9 ._-]+?)(:mig)?$")
+# A topology clause after the GPUs: "nvlink=0-3/4-7", "nvswitch", "pix=0-1/2-3", ...
+_CLAUSE = re.compile(r"^(nvlink|nvswitch|pix|pxb|phb|numa)(?:=(.*))?$")
+# PCIe levels from the innermost out, as nvidia-smi topo -m names them; SYS is what is left.
+PCIE_LEVELS = ("PIX", "PXB", "PHB", "NODE", "SYS")
+Groups = Tuple[Tuple[int, ...], ...]
 
 
-def parse_sim_spec(spec: str) -> List[SimGpu]:
-    """``2xA100-80GB:mig,1xL4`` -> the simulated GPUs, in index order."""
+@dataclass(frozen=True)
+class SimTopology:
+    """How a simulated host's GPUs connect. ``nvlink``: islands whose GPUs all link to each
+    other directly; ``nvswitch``: GPUs whose links all go to NVSwitches (each reaches every
+    other one of them); the PCIe tree as groups of GPUs under one PCIe switch (``pix``),
+    under switches below one host bridge (``pxb``), under one host bridge (``phb``), in one
+    NUMA node (``numa``). The default: no NVLink, every GPU under one host bridge (PHB)."""
+
+    count: int
+    nvlink: Groups = ()
+    nvswitch: Tuple[int, ...] = ()
+    pix: Groups = ()
+    pxb: Groups = ()
+    phb: Groups = ()
+    numa: Groups = ()
+
+    def _levels(self) -> Tuple[Groups, ...]:
+        """The groups of each PCIe level, innermost first, with the defaults filled in."""
+        everyone = (tuple(range(self.count)),)
+        numa = self.numa or everyone
+        return (self.pix, self.pxb, self.phb or numa, numa)
+
+    def pcie(self, a: int, b: int) -> str:
+        """The PCIe path between two GPUs, by nvidia-smi topo -m's name."""
+        for name, groups in zip(PCIE_LEVELS, self._levels()):
+            if any(a in g and b in g for g in groups):
+                return name
+        return "SYS"
+
+    def nvlinks(self, a: int, b: int, links_a: int, links_b: int) -> int:
+        """Direct NVLink links between two GPUs of ``links_a`` and ``links_b`` links."""
+        for island in self.nvlink:
+            if a in island and b in island and a != b:
+                return min(links_a, links_b) // (len(island) - 1)
+        return 0
+
+
+def _groups(value: str, count: int, where: str) -> Groups:
+    """"0-3/4-7" or "0,2/1,3" -> ((0, 1, 2, 3), (4, 5, 6, 7)): disjoint groups of GPU indices."""
+    out: List[Tuple[int, ...]] = []
+    seen: set = set()
+    for part in value.split("/"):
+        members: List[int] = []
+        for item in part.split(","):
+            m = re.match(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", item)
+            if not m:
+                raise ValueError("bad GPU group %r in %s: expected indices and ranges such as "
+                                 "0-3/4-7 or 0,2/1,3" % (part, where))
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if hi < lo or hi >= count:
+                raise ValueError("GPUs %s in %s: the host has GPUs 0-%d"
+                                 % (item.strip(), where, count - 1))
+            members.extend(range(lo, hi + 1))
+        if seen & set(members) or len(set(members)) != len(members):
+            raise ValueError("GPU group %r in %s names a GPU twice" % (part, where))
+        seen |= set(members)
+        out.append(tuple(sorted(members)))
+    return tuple(out)
+
+
+def _nested(inner: Groups, outer: Groups, names: Tuple[str, str], where: str) -> None:
+    for g in inner:
+        if outer and not any(set(g) <= set(o) for o in outer):
+            raise ValueError("%s group %s spans %s groups in %s: a PCIe tree nests"
+                             % (names[0], "-".join(map(str, g)), names[1], where))
+
+
+def _topology(clauses: List[str], gpus: List["SimGpu"], spec: str) -> SimTopology:
+    count = len(gpus)
+    found: Dict[str, Any] = {}
+    for raw in clauses:
+        m = _CLAUSE.match(raw.strip())
+        if not m:
+            raise ValueError("bad topology clause %r in sim spec %r: expected nvlink=GROUPS, "
+                             "nvswitch[=GROUP], pix=, pxb=, phb= or numa=GROUPS, "
+                             "e.g. 8xH100;nvlink=0-3/4-7" % (raw, spec))
+        name, value = m.group(1), m.group(2)
+        if name in found:
+            raise ValueError("topology clause %s given twice in sim spec %r" % (name, spec))
+        where = "%s= of sim spec %r" % (name, spec)
+        if name == "nvswitch":
+            group = _groups(value, count, where) if value else (tuple(range(count)),)
+            if len(group) != 1:
+                raise ValueError("nvswitch names one group of GPUs in %s" % where)
+            found[name] = group[0]
+        elif value is None:
+            raise ValueError("topology clause %s needs groups of GPUs in sim spec %r, e.g. "
+                             "%s=0-3/4-7" % (name, spec, name))
+        else:
+            found[name] = _groups(value, count, where)
+    topo = SimTopology(count=count, **found)
+    for island in topo.nvlink:
+        if len(island) < 2:
+            raise ValueError("NVLink island %d in sim spec %r has one GPU: an island links two "
+                             "or more" % (island[0], spec))
+        for i in island:
+            links = gpus[i].model.nvlinks
+            if links < len(island) - 1:
+                raise ValueError("GPU %d (%s) has %s NVLink links: too few for an island of %d "
+                                 "in sim spec %r" % (i, gpus[i].model.name, links or "no",
+                                                     len(island), spec))
+            if i in topo.nvswitch:
+                raise ValueError("GPU %d is in an NVLink island and on NVSwitches in sim spec "
+                                 "%r: its links go one way" % (i, spec))
+    for i in topo.nvswitch:
+        if not gpus[i].model.nvlinks:
+            raise ValueError("GPU %d (%s) has no NVLink to reach an NVSwitch (sim spec %r)"
+                             % (i, gpus[i].model.name, spec))
+    levels = topo._levels()
+    where = "sim spec %r" % spec
+    for k in range(len(levels) - 1):
+        for outer in range(k + 1, len(levels)):
+            _nested(levels[k], levels[outer], (PCIE_LEVELS[k], PCIE_LEVELS[outer]), where)
+    return topo
+
+
+@dataclass(frozen=True)
+class SimHost:
+    gpus: Tuple[SimGpu, ...]
+    topology: SimTopology
+
+
+def parse_sim_host(spec: str) -> SimHost:
+    """``8xH100;nvlink=0-3/4-7`` -> the simulated GPUs, in index order, and how they connect:
+    GPU items separated by commas, then topology clauses separated by semicolons."""
+    items, *clauses = spec.split(";")
     gpus: List[SimGpu] = []
-    for raw_item in spec.split(","):
+    for raw_item in items.split(","):
         item = raw_item.strip()
         m = _SPEC_ITEM.match(item)
         if not item or not m:
@@ -149,7 +281,13 @@ def parse_sim_spec(spec: str) -> List[SimGpu]:
         if count < 1 or count > 1024:
             raise ValueError("bad GPU count %d in sim spec item %r" % (count, item))
         gpus.extend(SimGpu(facts, mig) for _ in range(count))
-    return gpus
+    return SimHost(tuple(gpus), _topology(clauses, gpus, spec))
+
+
+def parse_sim_spec(spec: str) -> List[SimGpu]:
+    """``2xA100-80GB:mig,1xL4`` -> the simulated GPUs, in index order (topology clauses, which
+    ``parse_sim_host`` reads, are checked too)."""
+    return list(parse_sim_host(spec).gpus)
 
 
 def short_name(full: str) -> Optional[str]:
