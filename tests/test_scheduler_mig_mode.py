@@ -3,9 +3,10 @@ hosts over the local transport (real agent daemons, real job processes), a real 
 
 A decision's slot says the mode its GPU must be in (a MIG profile: on; a share: off); the lease
 holder has the agent change it before the launch — resetting the GPU where the mode waits for a
-reset — and audits it as a MIG change, never on a GPU something uses. The decisions here are
-recorded as the placement core records one (``Store.place``, not by hand), so the executor is
-tried on its own; the placer's side is tried in tests/test_sched*.py."""
+reset — and audits it as a MIG change, never on a GPU something uses. The first tests record
+the decision as the placement core records one (``Store.place``, not by hand), to try the
+executor on GPUs the placer would not choose; the last ones run whole passes, the placer
+deciding the change."""
 
 from __future__ import annotations
 
@@ -123,3 +124,77 @@ def test_a_host_that_pins_its_modes_is_never_changed(local_fleet):
     assert f.store.get(job.id).refusals[0].words == (
         "not launched: gpu-a gpu 0 keeps its MIG mode (mig_mode = \"fixed\" for gpu-a)")
     assert gpu(f, "gpu-a", 0)["mig_mode"] is False
+
+
+# --- the whole pass: the placer decides the change, the lease holder makes it ----------------
+
+
+def wait_processes_known(f, *hosts: str) -> None:
+    """A GPU's mode is offered for a change only once its snapshot says what runs there."""
+    for host in hosts:
+        snapshot_shows(f, host, lambda snap: snap.get("gpus") and all(
+            "processes" in g for g in snap["gpus"]))
+
+
+def test_a_mig_queue_on_a_fleet_with_mig_off_runs_after_the_scheduler_turns_mig_on(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    wait_processes_known(f, "gpu-a")
+    job = f.submit("slice")
+    f.until(lambda: f.states()[job.id] == "running")
+    slot = f.store.get(job.id).slot
+    assert (slot.host, slot.gpus, slot.profile) == ("gpu-a", (0,), "3g.40gb")
+    now = gpu(f, "gpu-a", 0)
+    assert now["mig_mode"] is True and [i["profile"] for i in now["instances"]] == ["3g.40gb"]
+    assert [(j, why) for j, why, _ in mig_audit(f)] == [
+        (job.id, "MIG mode is now on on gpu-a gpu 0")]
+
+
+def test_a_model_whose_mode_waits_for_a_reset_is_reset_by_the_agent_then_used(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.fleet.session("gpu-a").call("sim.mode_waits_for_reset", {"gpu": 0})
+    wait_processes_known(f, "gpu-a")
+    job = f.submit("slice")
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+    assert [why for _, why, _ in mig_audit(f)] == [
+        "MIG mode is now on on gpu-a gpu 0, after a GPU reset (nothing ran there)"]
+
+
+def test_a_share_with_nowhere_else_to_go_turns_an_idle_mig_gpu_off(local_fleet):
+    f = local_fleet({"gpu-a": "2xA100-80GB:mig"}, [SLICE, SHARE])
+    wait_processes_known(f, "gpu-a")
+    first = f.submit("slice")
+    f.until(lambda: f.states()[first.id] == "running")
+    busy = f.store.get(first.id).slot.gpus[0]
+    share = f.submit("share")
+    f.until(lambda: f.states()[share.id] == "running")
+    slot = f.store.get(share.id).slot
+    assert slot.profile is None and slot.gpus == (1 - busy,)
+    assert gpu(f, "gpu-a", 1 - busy)["mig_mode"] is False
+    assert gpu(f, "gpu-a", busy)["mig_mode"] is True  # the GPU with a job kept its mode
+    assert [(j, why) for j, why, _ in mig_audit(f)] == [
+        (share.id, "MIG mode is now off on gpu-a gpu %d" % (1 - busy))]
+
+
+def test_a_gpu_with_a_job_or_a_foreign_process_is_never_turned(local_fleet):
+    f = local_fleet({"gpu-a": "2xA100-80GB"}, [SLICE, SHARE])
+    a = f.fleet.session("gpu-a")
+    pid = a.call("sim.add_process", {"gpu": 1, "used_mib": 100})["pid"]
+    wait_processes_known(f, "gpu-a")
+    snapshot_shows(f, "gpu-a", lambda snap: any(
+        p["pid"] == pid for p in snap["gpus"][1].get("processes") or ()))
+    share = f.submit("share")
+    f.until(lambda: f.states()[share.id] == "running")
+    assert f.store.get(share.id).slot.gpus == (0,)
+    job = f.submit("slice")
+    for _ in range(5):
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    assert f.states()[job.id] == "pending" and f.store.get(job.id).reason.startswith("no room")
+    assert [gpu(f, "gpu-a", i)["mig_mode"] for i in (0, 1)] == [False, False]
+    assert mig_audit(f) == []
+    # the foreign process ends: that GPU is idle now and is turned for the slice
+    a.call("sim.remove_process", {"pid": pid})
+    f.until(lambda: f.states()[job.id] == "running")
+    assert f.store.get(job.id).slot.gpus == (1,) and gpu(f, "gpu-a", 1)["mig_mode"] is True
