@@ -22,6 +22,8 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
+from functools import lru_cache
 from multiprocessing import Pool
 from typing import Dict, List, Sequence, Tuple
 
@@ -48,6 +50,13 @@ PUBLISHED = {"best-fit": "05-BestFit", "fgd": "06-FGD"}
 TUNE = 1.3
 MIG_MODEL = "A100-80GB"
 BALANCED = ("1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb")  # mig-parted all-balanced, A100-80GB
+
+
+def all_traces(data: str) -> List[str]:
+    """Every trace the data folder holds (``openb_pod_list_<trace>.csv``), sorted by name."""
+    names = os.listdir(data) if os.path.isdir(data) else []
+    return sorted(n[len("openb_pod_list_"):-len(".csv")] for n in names
+                  if n.startswith("openb_pod_list_") and n.endswith(".csv"))
 
 
 def data_files(traces: Sequence[str]) -> List[str]:
@@ -144,8 +153,8 @@ def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
     work = workload(pods, capacity, seed)
     hosts = fleet(nodes, all_mig)
     t0 = time.perf_counter()
-    if policy == "static-balanced":
-        steps, times = _replay_static(hosts, work, capacity, seed)
+    if policy.startswith("static"):
+        steps, times = _replay_static(hosts, work, capacity, seed, static_mix(policy, hosts))
     else:
         placer = Placer(hosts, policy, typical_classes(pods), seed=seed)
         steps, times = [], []
@@ -188,14 +197,54 @@ def _slices(hosts: Sequence[Host]) -> float:
     return 100.0 * held / total
 
 
-def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, seed: int):
-    """A static all-balanced layout on every GPU: a request takes the smallest idle instance
-    that covers its profile, on the first host (fixed random order) that has one."""
+# Whole-GPU layouts of an A100-80GB a static fleet may be cut into (each fills its memory
+# slices or its compute slices; 3g+3g leaves the seventh compute slice without memory).
+LAYOUTS = {
+    "7g": ("7g.80gb",),
+    "4g+3g": ("4g.40gb", "3g.40gb"),
+    "4g+2g+1g": ("4g.40gb", "2g.20gb", "1g.10gb"),
+    "4g+1gx3": ("4g.40gb",) + ("1g.10gb",) * 3,
+    "3g+3g": ("3g.40gb", "3g.40gb"),
+    "balanced": BALANCED,
+    "3g+2g+2g": ("3g.40gb", "2g.20gb", "2g.20gb"),
+    "2gx3+1g": ("2g.20gb",) * 3 + ("1g.10gb",),
+    "1gx7": ("1g.10gb",) * 7,
+}
+
+
+def static_mix(policy: str, hosts: Sequence[Host]) -> List[List[Tuple[str, ...]]]:
+    """Each GPU's static layout, per host. ``static-balanced``: all-balanced everywhere;
+    ``static:7g=N,4g+3g`` (layouts from LAYOUTS, a count of GPUs each, the last one takes the
+    rest): the first N GPUs, hosts with the most GPUs first, take 7g, and so on."""
+    if policy == "static-balanced":
+        return [[BALANCED] * len(h.gpus) for h in hosts]
+    parts = [p.partition("=") for p in policy[len("static:"):].split(",")]
+    plan = [(LAYOUTS[name], int(n) if n else sum(len(h.gpus) for h in hosts))
+            for name, _, n in parts]
+    out: List[List[Tuple[str, ...]]] = [[] for _ in hosts]
+    k = 0
+    for i in sorted(range(len(hosts)), key=lambda i: -len(hosts[i].gpus)):  # stable: file order
+        for _ in hosts[i].gpus:
+            while plan[k][1] == 0:
+                k += 1
+            out[i].append(plan[k][0])
+            plan[k] = (plan[k][0], plan[k][1] - 1)
+    return out
+
+
+def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, seed: int,
+                   layouts: List[List[Tuple[str, ...]]]):
+    """A static layout on every GPU (``layouts``, per host and GPU): a request takes the
+    smallest idle instance that covers its profile, on the first host (fixed random order) that
+    has one."""
     geo = gpu_model(MIG_MODEL).geometry()
-    free = [[list(BALANCED) for _ in h.gpus] for h in hosts]
-    held = [0] * len(hosts)
+    free = [[list(lay) for lay in per_host] for per_host in layouts]
+    left = Counter(n for per_host in layouts for lay in per_host for n in lay)  # idle ones
+    held = [Counter(n for lay in per_host for n in lay) for per_host in layouts]  # per host
+    where: Dict[str, set] = {n: {i for i, c in enumerate(held) if c[n]} for n in left}
     order = list(range(len(hosts)))
     random.Random(seed).shuffle(order)
+    rank = {i: k for k, i in enumerate(order)}
     slices_total = sum(len(h.gpus) for h in hosts) * geo.compute_slices
     steps, times = [], []
     arrived = used = held_slices = 0
@@ -205,13 +254,18 @@ def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, se
         t = time.perf_counter()
         want = mig.profile_for(r, geo) if r.gpu_count else None
         ok = False
-        if r.gpu_count and (want is None or not any(_covers(geo, n, want) for n in BALANCED)):
-            order_now: Sequence[int] = ()  # no instance of the layout covers it anywhere
-        else:
-            order_now = order
+        cover_names = [n for n in left if want and _covers(geo, n, want)]
+        if not r.gpu_count:
+            order_now: Sequence[int] = order
+        elif sum(left[n] for n in cover_names) < r.gpu_count:
+            order_now = ()  # too few idle instances cover it, fleet-wide
+        else:  # the hosts with one that covers it, in the fixed order
+            order_now = sorted(set().union(*(where[n] for n in cover_names)),
+                               key=rank.__getitem__)
         for i in order_now:
             h = hosts[i]
-            if h.cpu_free < r.cpu_milli or h.memory_free < r.memory_mib:
+            if h.cpu_free < r.cpu_milli or h.memory_free < r.memory_mib or (
+                    r.gpu_count and sum(held[i][n] for n in cover_names) < r.gpu_count):
                 continue
             picks = []
             for gi, insts in enumerate(free[i]):
@@ -224,10 +278,13 @@ def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, se
                 continue
             for gi, n in picks:
                 free[i][gi].remove(n)
+                left[n] -= 1
+                held[i][n] -= 1
+                if not held[i][n]:
+                    where[n].discard(i)
                 held_slices += geo.profile(n).compute_slices  # type: ignore[union-attr]
             h.cpu_free -= r.cpu_milli
             h.memory_free -= r.memory_mib
-            held[i] += 1
             ok = True
             break
         times.append(time.perf_counter() - t)
@@ -238,6 +295,30 @@ def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, se
     return steps, times
 
 
+COARSE = 10  # the static search's first grid, % of the GPUs on 7g
+SEARCHED = (len(LAYOUTS) - 1) * (100 // COARSE + 1) + 2 * COARSE + 1
+
+
+def hindsight(pool, data: str, trace: str, seed: int) -> str:
+    """The static layout (``static:7g=N,L``) that allocates most at 100 % arrived on this trace
+    and seed: every other layout L of LAYOUTS beside 7g on a share of the GPUs in steps of
+    COARSE %, then 1 % steps around the best share (at most SEARCHED replays in all)."""
+    gpus = sum(n[3] for n in load_nodes(data))
+
+    def best(policies: List[str]) -> Tuple[float, str]:
+        runs = pool.map(replay, [(data, trace, p, seed, True, 0) for p in policies], chunksize=1)
+        return max((r["a100"], r["policy"]) for r in runs)  # type: ignore[return-value]
+
+    others = [x for x in LAYOUTS if x != "7g"]
+    _, top = best(["static:7g=%d,%s" % (gpus * k // 100, x)
+                   for x in others for k in range(0, 101, COARSE)])
+    head, _, layout = top.partition(",")
+    share = round(100 * int(head.split("=")[1]) / gpus)
+    return best(["static:7g=%d,%s" % (gpus * k // 100, layout)
+                 for k in range(max(0, share - COARSE), min(100, share + COARSE) + 1)])[1]
+
+
+@lru_cache(maxsize=None)
 def _covers(geo, have: str, want) -> bool:
     p = geo.profile(have)
     return p.compute_slices >= want.compute_slices and p.size >= want.size
@@ -266,15 +347,54 @@ def quantile(xs: Sequence[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+SHORT = {"first-fit": "ff", "best-fit": "bf"}
+BY_SEED = "Placement on every openb trace, seed by seed (benchmarks/openb.py --by-seed)"
+
+
+def seed_table(results: Sequence[Dict[str, object]], traces: Sequence[str],
+               policies: Sequence[str], seeds: Sequence[int]) -> List[str]:
+    """Per trace: each policy's mean at 100 % arrived, and per seed fractui minus the best of
+    the other policies on that seed (the one it had to beat, by initial), with the count of
+    seeds where fractui is below."""
+    others = [p for p in policies if p != "fractui"]
+    at = {(r["trace"], r["policy"], r["seed"]): r["a100"] for r in results
+          if not r["mig"] and not r["size"]}
+    lines = ["GPU allocation %% at 100 %% arrived, mean over seeds %s; per seed: fractui minus "
+             "the best of %s on that seed (ff first-fit, bf best-fit: the best one); "
+             "below: seeds where fractui is under it." % (
+                 ", ".join(map(str, seeds)), ", ".join(others)), "",
+             "| trace | %s | fractui − best, per seed | below |" % " | ".join(policies),
+             "|---|%s---|---|" % ("---|" * len(policies))]
+    below_all = 0
+    for t in traces:
+        margins = []
+        for s in seeds:
+            best = max(others, key=lambda p: at[t, p, s])
+            margins.append((at[t, "fractui", s] - at[t, best, s], SHORT.get(best, best)))
+        below = sum(1 for m, _ in margins if m < 0)
+        below_all += below
+        lines.append("| %s | %s | %s | %d |" % (
+            t, " | ".join("%.2f" % statistics.fmean(at[t, p, s] for s in seeds)
+                          for p in policies),
+            ", ".join("%+.2f %s" % m for m in margins), below))
+    lines += ["", "fractui below the best of the others on %d of %d (trace, seed) runs." % (
+        below_all, len(traces) * len(seeds))]
+    return lines
+
+
 def main(argv: Sequence[str] = ()) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trace", action="append", help="trace name, e.g. default (repeatable)")
+    ap.add_argument("--trace", action="append",
+                    help="trace name, e.g. default (repeatable); all: every trace in the folder")
     ap.add_argument("--seeds", type=int, default=10, help="seeds 42.. (default 10)")
     ap.add_argument("--policy", action="append", choices=POLICIES)
     ap.add_argument("--mig", action="store_true", help="also the all-MIG A100-80GB replay")
     ap.add_argument("--mig-seeds", type=int, default=3, help="seeds for the all-MIG replay")
     ap.add_argument("--latency", action="store_true",
                     help="also decision times on 1,000 and 10,000 GPUs of openb hosts")
+    ap.add_argument("--by-seed", action="store_true",
+                    help="per trace and seed, fractui against the best of the other policies at "
+                         "100 %% arrived (recorded in a section of its own)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
     ap.add_argument("--data", default=DATA, metavar="DIR",
@@ -282,7 +402,13 @@ def main(argv: Sequence[str] = ()) -> int:
                          "(default: the project's shared data folder)")
     args = ap.parse_args(list(argv) or None)
     traces = args.trace or ["default"]
+    if "all" in traces:
+        traces = all_traces(args.data) or ["default"]  # none: the check below names the files
     policies = args.policy or list(POLICIES)
+    if args.by_seed and ("fractui" not in policies or len(policies) < 2):
+        print("benchmarks/openb.py: --by-seed compares fractui with other policies: give "
+              "--policy fractui and at least one other, or no --policy", file=sys.stderr)
+        return 2
     seeds = range(42, 42 + args.seeds)
     missing = [f for f in data_files(traces) if not os.path.isfile(os.path.join(args.data, f))]
     if missing:
@@ -297,6 +423,9 @@ def main(argv: Sequence[str] = ()) -> int:
                  for s in range(42, 42 + args.mig_seeds)]
     t0 = time.time()
     with Pool(args.jobs) as pool:
+        static = hindsight(pool, data, traces[0], 42) if args.mig else ""
+        jobs += [(data, traces[0], static, s, True, 0) for s in range(42, 42 + args.mig_seeds)
+                 if static]
         results = pool.map(replay, jobs, chunksize=1)
     if args.latency:  # after the pool, one at a time: none of our own replays competes for a core
         results += [replay((data, traces[0], p, 42, False, n))
@@ -327,12 +456,21 @@ def main(argv: Sequence[str] = ()) -> int:
                   "| trace | placement | requested @100% | occupied @100% | requested @130% "
                   "| occupied @130% |", "|---|---|---|---|---|---|"]
         for t in traces[:1]:
-            for p in ("static-balanced", "first-fit", "fractui"):
+            for p in ("static-balanced", static, "first-fit", "fractui"):
                 rs = [r for r in results
                       if r["trace"] == t and r["policy"] == p and r["mig"] and not r["size"]]
                 lines.append("| %s | %s | %s | %s | %s | %s |" % (
-                    t, p, pct([r["a100"] for r in rs]), pct([r["s100"] for r in rs]),
+                    t, p if p != static else "static, best in hindsight: " + p[len("static:"):],
+                    pct([r["a100"] for r in rs]), pct([r["s100"] for r in rs]),
                     pct([r["a130"] for r in rs]), pct([r["s130"] for r in rs])))
+        lines += ["", "Static layouts: each GPU cut once into a whole-GPU layout that no job "
+                  "changes; a request takes the smallest idle instance covering its profile, "
+                  "first host that has one in the seeded order. `7g=N,L`: 7g.80gb on N GPUs "
+                  "(hosts with the most GPUs first, for the multi-GPU requests), layout L on the "
+                  "rest. Best in hindsight: searched on seed 42 over L in %s and N in steps of "
+                  "%d %% of the GPUs, then of 1 %% around the best, by allocation at 100 %% "
+                  "arrived (at most %d static replays); the layout found is then replayed on every "
+                  "seed." % (", ".join(x for x in LAYOUTS if x != "7g"), COARSE, SEARCHED)]
     if args.latency:
         lines += ["", "Decision time (place + commit) from an empty fleet to 100 %% arrived, %s "
                   "trace scaled to the fleet, seed 42, one process, run after the replays above "
@@ -353,6 +491,14 @@ def main(argv: Sequence[str] = ()) -> int:
               "FGD simulator's own analysis_allo_discrete.csv (the mean over its seeds)."]
     body = "\n".join(lines)
     print(body)
+    if args.by_seed:
+        by_seed = "\n".join(seed_table(results, traces, policies, list(seeds)) + [
+            "", "Run time %.0f s with %d worker processes." % (wall, args.jobs)])
+        print("\n" + by_seed)
+        if args.record:
+            from benchmarks.record import machine, record_section
+            record_section(BY_SEED, by_seed, machine())
+        return 0
     if args.record:
         from benchmarks.record import machine, record_section
         record_section("Placement on the openb trace (benchmarks/openb.py)", body, machine())
