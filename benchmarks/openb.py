@@ -110,6 +110,15 @@ def workload(pods: Sequence[Request], capacity: int, seed: int) -> List[Request]
     return order
 
 
+def passes(work: Sequence[Request], batch: int) -> List[List[Request]]:
+    """The arrivals as scheduling passes see them: ``batch`` at a time, each pass placing the
+    largest first (GPU milli, then CPU); one at a time in arrival order for a batch of 1."""
+    if batch <= 1:
+        return [[r] for r in work]
+    return [sorted(work[b:b + batch], key=lambda r: (-gpu_milli(r), -r.cpu_milli))
+            for b in range(0, len(work), batch)]
+
+
 def curve_at(steps: Sequence[Tuple[float, float]], x: int) -> float:
     """Mean of the second value over the steps whose first value rounds to x."""
     vals = [v for a, v in steps if int(a + 0.5) == x]
@@ -138,11 +147,14 @@ def scaled(nodes, gpus: int, seed: int):
     return out
 
 
-def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
+def replay(job: tuple) -> Dict[str, object]:
     """One (trace, policy, seed) run from the data folder: allocation at 100 % and 130 % arrived,
     decision times. A fleet size other than 0 replays on that many GPUs of openb hosts (for
-    latency)."""
-    data, trace, policy, seed, all_mig, size = job
+    latency). An optional seventh item, a batch of k > 1: the arrivals come k at a time, as a
+    scheduling pass would find k jobs waiting, and are placed largest first (GPU, then CPU);
+    the allocation is read once per batch."""
+    data, trace, policy, seed, all_mig, size, *more = job
+    batch = more[0] if more else 1
     nodes = load_nodes(data)
     if size:
         nodes = scaled(nodes, size, seed)
@@ -159,20 +171,21 @@ def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
         placer = Placer(hosts, policy, typical_classes(pods), seed=seed)
         steps, times = [], []
         arrived = used = 0
-        for r in work:
-            g = gpu_milli(r)
-            arrived += g
+        for now in passes(work, batch):
+            arrived += sum(gpu_milli(r) for r in now)
             if size and arrived > capacity:
                 break
-            t = time.perf_counter()
-            p = placer.schedule(r)
-            times.append(time.perf_counter() - t)
-            if p is not None:
-                used += g
+            for r in now:
+                t = time.perf_counter()
+                p = placer.schedule(r)
+                times.append(time.perf_counter() - t)
+                if p is not None:
+                    used += gpu_milli(r)
             steps.append((100.0 * arrived / capacity, 100.0 * used / capacity,
                           _slices(hosts) if all_mig and _near(arrived, capacity) else 0.0))
     wall = time.perf_counter() - t0
     return {"trace": trace, "policy": policy, "seed": seed, "mig": all_mig, "size": size,
+            "batch": batch,
             "gpus": sum(n[3] for n in nodes), "hosts": len(nodes), "wall": wall,
             "a100": curve_at([(a, u) for a, u, _ in steps], 100),
             "a130": curve_at([(a, u) for a, u, _ in steps], 130),
@@ -358,7 +371,7 @@ def seed_table(results: Sequence[Dict[str, object]], traces: Sequence[str],
     seeds where fractui is below."""
     others = [p for p in policies if p != "fractui"]
     at = {(r["trace"], r["policy"], r["seed"]): r["a100"] for r in results
-          if not r["mig"] and not r["size"]}
+          if not r["mig"] and not r["size"] and r.get("batch", 1) == 1}
     lines = ["GPU allocation %% at 100 %% arrived, mean over seeds %s; per seed: fractui minus "
              "the best of %s on that seed (ff first-fit, bf best-fit: the best one); "
              "below: seeds where fractui is under it." % (
@@ -392,6 +405,9 @@ def main(argv: Sequence[str] = ()) -> int:
     ap.add_argument("--mig-seeds", type=int, default=3, help="seeds for the all-MIG replay")
     ap.add_argument("--latency", action="store_true",
                     help="also decision times on 1,000 and 10,000 GPUs of openb hosts")
+    ap.add_argument("--batch", type=int, action="append", metavar="K",
+                    help="also fractui with the arrivals in batches of K, each placed largest "
+                         "first, as a pass that finds K jobs waiting (repeatable)")
     ap.add_argument("--by-seed", action="store_true",
                     help="per trace and seed, fractui against the best of the other policies at "
                          "100 %% arrived (recorded in a section of its own)")
@@ -401,6 +417,10 @@ def main(argv: Sequence[str] = ()) -> int:
                     help="the folder of the openb trace and the FGD simulator's results "
                          "(default: the project's shared data folder)")
     args = ap.parse_args(list(argv) or None)
+    if any(k < 2 for k in args.batch or ()):
+        print("benchmarks/openb.py: --batch K needs K >= 2 (K = 1 is the plain replay)",
+              file=sys.stderr)
+        return 2
     traces = args.trace or ["default"]
     if "all" in traces:
         traces = all_traces(args.data) or ["default"]  # none: the check below names the files
@@ -417,6 +437,8 @@ def main(argv: Sequence[str] = ()) -> int:
         return 2
     data = args.data
     jobs = [(data, t, p, s, False, 0) for t in traces for p in policies for s in seeds]
+    jobs += [(data, t, "fractui", s, False, 0, k) for t in traces for k in args.batch or ()
+             for s in seeds]
     if args.mig:
         jobs += [(data, t, p, s, True, 0) for t in traces[:1]
                  for p in ("static-balanced", "first-fit", "fractui")
@@ -438,13 +460,14 @@ def main(argv: Sequence[str] = ()) -> int:
              "| decision median | p99 |", "|---|---|---|---|---|---|---|---|"]
     for t in traces:
         pub = published(data, t)
-        for p in policies:
-            rs = [r for r in results
-                  if r["trace"] == t and r["policy"] == p and not r["mig"] and not r["size"]]
+        for p, k in [(p, 1) for p in policies] + [("fractui", k) for k in args.batch or ()]:
+            rs = [r for r in results if r["trace"] == t and r["policy"] == p
+                  and r["batch"] == k and not r["mig"] and not r["size"]]
             times = sorted(x for r in rs for x in r["times"])  # type: ignore[union-attr]
-            pb = pub.get(p, ("", ""))
+            pb = pub.get(p, ("", "")) if k == 1 else ("", "")
             lines.append("| %s | %s | %s | %s | %s | %s | %.3f ms | %.3f ms |" % (
-                t, p, pct([r["a100"] for r in rs]), pb[0], pct([r["a130"] for r in rs]), pb[1],
+                t, p if k == 1 else "%s, batches of %d" % (p, k), pct([r["a100"] for r in rs]),
+                pb[0], pct([r["a130"] for r in rs]), pb[1],
                 1e3 * quantile(times, 0.5), 1e3 * quantile(times, 0.99)))
     if args.mig:
         lines += ["", "All-MIG fleet: the same hosts, every GPU an %s in MIG mode; each sharing "

@@ -82,3 +82,13 @@ def test_a_static_mix_gives_seven_g_to_the_hosts_with_most_gpus_first():
     seven, four_three = openb.LAYOUTS["7g"], openb.LAYOUTS["4g+3g"]
     assert mix == [[seven, four_three], [seven] * 4, [four_three] * 2]
     assert openb.static_mix("static-balanced", hosts)[1] == [openb.BALANCED] * 4
+
+
+def test_a_batch_is_placed_largest_first_and_batches_keep_arrival_order():
+    from fractui.sched import Request
+    work = [Request("a", cpu_milli=1, gpu=0.5), Request("b", cpu_milli=9),
+            Request("c", cpu_milli=2, gpus=1), Request("d", cpu_milli=3, gpu=0.5),
+            Request("e", cpu_milli=1, gpu=0.2)]
+    names = [[r.name for r in p] for p in openb.passes(work, 3)]
+    assert names == [["c", "a", "b"], ["d", "e"]]
+    assert [[r.name for r in p] for p in openb.passes(work, 1)] == [[n] for n in "abcde"]
