@@ -25,7 +25,9 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
+from functools import lru_cache
 from multiprocessing import Pool
 from typing import Dict, List, Sequence, Tuple
 
@@ -54,6 +56,13 @@ MIG_MODEL = "A100-80GB"
 BALANCED = ("1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb")  # mig-parted all-balanced, A100-80GB
 MIXED_FLEETS = ("half", "all-mig", "dynamic")
 MIXED_SHARES = (0.3, 0.6)  # of the requests that take one GPU or part of one: MIG isolation
+
+
+def all_traces(data: str) -> List[str]:
+    """Every trace the data folder holds (``openb_pod_list_<trace>.csv``), sorted by name."""
+    names = os.listdir(data) if os.path.isdir(data) else []
+    return sorted(n[len("openb_pod_list_"):-len(".csv")] for n in names
+                  if n.startswith("openb_pod_list_") and n.endswith(".csv"))
 
 
 def data_files(traces: Sequence[str]) -> List[str]:
@@ -107,6 +116,15 @@ def workload(pods: Sequence[Request], capacity: int, seed: int) -> List[Request]
     return order
 
 
+def passes(work: Sequence[Request], batch: int) -> List[List[Request]]:
+    """The arrivals as scheduling passes see them: ``batch`` at a time, each pass placing the
+    largest first (GPU milli, then CPU); one at a time in arrival order for a batch of 1."""
+    if batch <= 1:
+        return [[r] for r in work]
+    return [sorted(work[b:b + batch], key=lambda r: (-gpu_milli(r), -r.cpu_milli))
+            for b in range(0, len(work), batch)]
+
+
 def curve_at(steps: Sequence[Tuple[float, float]], x: int) -> float:
     """Mean of the second value over the steps whose first value rounds to x."""
     vals = [v for a, v in steps if int(a + 0.5) == x]
@@ -135,11 +153,14 @@ def scaled(nodes, gpus: int, seed: int):
     return out
 
 
-def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
+def replay(job: tuple) -> Dict[str, object]:
     """One (trace, policy, seed) run from the data folder: allocation at 100 % and 130 % arrived,
     decision times. A fleet size other than 0 replays on that many GPUs of openb hosts (for
-    latency)."""
-    data, trace, policy, seed, all_mig, size = job
+    latency). An optional seventh item, a batch of k > 1: the arrivals come k at a time, as a
+    scheduling pass would find k jobs waiting, and are placed largest first (GPU, then CPU);
+    the allocation is read once per batch."""
+    data, trace, policy, seed, all_mig, size, *more = job
+    batch = more[0] if more else 1
     nodes = load_nodes(data)
     if size:
         nodes = scaled(nodes, size, seed)
@@ -150,13 +171,14 @@ def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
     work = workload(pods, capacity, seed)
     hosts = fleet(nodes, all_mig)
     t0 = time.perf_counter()
-    if policy == "static-balanced":
-        steps, times = _replay_static(hosts, work, capacity, seed)
+    if policy.startswith("static"):
+        steps, times = _replay_static(hosts, work, capacity, seed, static_mix(policy, hosts))
     else:
         placer = Placer(hosts, policy, typical_classes(pods), seed=seed)
-        steps, times = place_all(placer, work, capacity, bool(size), all_mig)
+        steps, times = place_all(placer, work, capacity, bool(size), all_mig, batch)
     wall = time.perf_counter() - t0
     return {"trace": trace, "policy": policy, "seed": seed, "mig": all_mig, "size": size,
+            "batch": batch,
             "gpus": sum(n[3] for n in nodes), "hosts": len(nodes), "wall": wall,
             "a100": curve_at([(a, u) for a, u, _ in steps], 100),
             "a130": curve_at([(a, u) for a, u, _ in steps], 130),
@@ -166,21 +188,23 @@ def replay(job: Tuple[str, str, str, int, bool, int]) -> Dict[str, object]:
 
 
 def place_all(placer: Placer, work: Sequence[Request], capacity: int, stop: bool = False,
-              slices: bool = False) -> Tuple[List[Tuple[float, float, float]], List[float]]:
-    """Schedule ``work`` in order: per request (arrived %, placed %, compute slices held % near
-    100 and 130 % arrived when ``slices``, else 0) and its decision time; ``stop``: at 100 %."""
+              slices: bool = False, batch: int = 1
+              ) -> Tuple[List[Tuple[float, float, float]], List[float]]:
+    """Schedule ``work`` as ``passes`` of ``batch`` find it: per pass (arrived %, placed %,
+    compute slices held % near 100 and 130 % arrived when ``slices``, else 0) and each
+    decision's time; ``stop``: at 100 %."""
     steps, times = [], []
     arrived = used = 0
-    for r in work:
-        g = gpu_milli(r)
-        arrived += g
+    for now in passes(work, batch):
+        arrived += sum(gpu_milli(r) for r in now)
         if stop and arrived > capacity:
             break
-        t = time.perf_counter()
-        p = placer.schedule(r)
-        times.append(time.perf_counter() - t)
-        if p is not None:
-            used += g
+        for r in now:
+            t = time.perf_counter()
+            p = placer.schedule(r)
+            times.append(time.perf_counter() - t)
+            if p is not None:
+                used += gpu_milli(r)
         steps.append((100.0 * arrived / capacity, 100.0 * used / capacity,
                       _slices(placer.hosts) if slices and _near(arrived, capacity) else 0.0))
     return steps, times
@@ -251,14 +275,54 @@ def _slices(hosts: Sequence[Host]) -> float:
     return 100.0 * held / total
 
 
-def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, seed: int):
-    """A static all-balanced layout on every GPU: a request takes the smallest idle instance
-    that covers its profile, on the first host (fixed random order) that has one."""
+# Whole-GPU layouts of an A100-80GB a static fleet may be cut into (each fills its memory
+# slices or its compute slices; 3g+3g leaves the seventh compute slice without memory).
+LAYOUTS = {
+    "7g": ("7g.80gb",),
+    "4g+3g": ("4g.40gb", "3g.40gb"),
+    "4g+2g+1g": ("4g.40gb", "2g.20gb", "1g.10gb"),
+    "4g+1gx3": ("4g.40gb",) + ("1g.10gb",) * 3,
+    "3g+3g": ("3g.40gb", "3g.40gb"),
+    "balanced": BALANCED,
+    "3g+2g+2g": ("3g.40gb", "2g.20gb", "2g.20gb"),
+    "2gx3+1g": ("2g.20gb",) * 3 + ("1g.10gb",),
+    "1gx7": ("1g.10gb",) * 7,
+}
+
+
+def static_mix(policy: str, hosts: Sequence[Host]) -> List[List[Tuple[str, ...]]]:
+    """Each GPU's static layout, per host. ``static-balanced``: all-balanced everywhere;
+    ``static:7g=N,4g+3g`` (layouts from LAYOUTS, a count of GPUs each, the last one takes the
+    rest): the first N GPUs, hosts with the most GPUs first, take 7g, and so on."""
+    if policy == "static-balanced":
+        return [[BALANCED] * len(h.gpus) for h in hosts]
+    parts = [p.partition("=") for p in policy[len("static:"):].split(",")]
+    plan = [(LAYOUTS[name], int(n) if n else sum(len(h.gpus) for h in hosts))
+            for name, _, n in parts]
+    out: List[List[Tuple[str, ...]]] = [[] for _ in hosts]
+    k = 0
+    for i in sorted(range(len(hosts)), key=lambda i: -len(hosts[i].gpus)):  # stable: file order
+        for _ in hosts[i].gpus:
+            while plan[k][1] == 0:
+                k += 1
+            out[i].append(plan[k][0])
+            plan[k] = (plan[k][0], plan[k][1] - 1)
+    return out
+
+
+def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, seed: int,
+                   layouts: List[List[Tuple[str, ...]]]):
+    """A static layout on every GPU (``layouts``, per host and GPU): a request takes the
+    smallest idle instance that covers its profile, on the first host (fixed random order) that
+    has one."""
     geo = gpu_model(MIG_MODEL).geometry()
-    free = [[list(BALANCED) for _ in h.gpus] for h in hosts]
-    held = [0] * len(hosts)
+    free = [[list(lay) for lay in per_host] for per_host in layouts]
+    left = Counter(n for per_host in layouts for lay in per_host for n in lay)  # idle ones
+    held = [Counter(n for lay in per_host for n in lay) for per_host in layouts]  # per host
+    where: Dict[str, set] = {n: {i for i, c in enumerate(held) if c[n]} for n in left}
     order = list(range(len(hosts)))
     random.Random(seed).shuffle(order)
+    rank = {i: k for k, i in enumerate(order)}
     slices_total = sum(len(h.gpus) for h in hosts) * geo.compute_slices
     steps, times = [], []
     arrived = used = held_slices = 0
@@ -268,13 +332,18 @@ def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, se
         t = time.perf_counter()
         want = mig.profile_for(r, geo) if r.gpu_count else None
         ok = False
-        if r.gpu_count and (want is None or not any(_covers(geo, n, want) for n in BALANCED)):
-            order_now: Sequence[int] = ()  # no instance of the layout covers it anywhere
-        else:
-            order_now = order
+        cover_names = [n for n in left if want and _covers(geo, n, want)]
+        if not r.gpu_count:
+            order_now: Sequence[int] = order
+        elif sum(left[n] for n in cover_names) < r.gpu_count:
+            order_now = ()  # too few idle instances cover it, fleet-wide
+        else:  # the hosts with one that covers it, in the fixed order
+            order_now = sorted(set().union(*(where[n] for n in cover_names)),
+                               key=rank.__getitem__)
         for i in order_now:
             h = hosts[i]
-            if h.cpu_free < r.cpu_milli or h.memory_free < r.memory_mib:
+            if h.cpu_free < r.cpu_milli or h.memory_free < r.memory_mib or (
+                    r.gpu_count and sum(held[i][n] for n in cover_names) < r.gpu_count):
                 continue
             picks = []
             for gi, insts in enumerate(free[i]):
@@ -287,10 +356,13 @@ def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, se
                 continue
             for gi, n in picks:
                 free[i][gi].remove(n)
+                left[n] -= 1
+                held[i][n] -= 1
+                if not held[i][n]:
+                    where[n].discard(i)
                 held_slices += geo.profile(n).compute_slices  # type: ignore[union-attr]
             h.cpu_free -= r.cpu_milli
             h.memory_free -= r.memory_mib
-            held[i] += 1
             ok = True
             break
         times.append(time.perf_counter() - t)
@@ -301,6 +373,30 @@ def _replay_static(hosts: List[Host], work: Sequence[Request], capacity: int, se
     return steps, times
 
 
+COARSE = 10  # the static search's first grid, % of the GPUs on 7g
+SEARCHED = (len(LAYOUTS) - 1) * (100 // COARSE + 1) + 2 * COARSE + 1
+
+
+def hindsight(pool, data: str, trace: str, seed: int) -> str:
+    """The static layout (``static:7g=N,L``) that allocates most at 100 % arrived on this trace
+    and seed: every other layout L of LAYOUTS beside 7g on a share of the GPUs in steps of
+    COARSE %, then 1 % steps around the best share (at most SEARCHED replays in all)."""
+    gpus = sum(n[3] for n in load_nodes(data))
+
+    def best(policies: List[str]) -> Tuple[float, str]:
+        runs = pool.map(replay, [(data, trace, p, seed, True, 0) for p in policies], chunksize=1)
+        return max((r["a100"], r["policy"]) for r in runs)  # type: ignore[return-value]
+
+    others = [x for x in LAYOUTS if x != "7g"]
+    _, top = best(["static:7g=%d,%s" % (gpus * k // 100, x)
+                   for x in others for k in range(0, 101, COARSE)])
+    head, _, layout = top.partition(",")
+    share = round(100 * int(head.split("=")[1]) / gpus)
+    return best(["static:7g=%d,%s" % (gpus * k // 100, layout)
+                 for k in range(max(0, share - COARSE), min(100, share + COARSE) + 1)])[1]
+
+
+@lru_cache(maxsize=None)
 def _covers(geo, have: str, want) -> bool:
     p = geo.profile(have)
     return p.compute_slices >= want.compute_slices and p.size >= want.size
@@ -329,15 +425,57 @@ def quantile(xs: Sequence[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+SHORT = {"first-fit": "ff", "best-fit": "bf"}
+BY_SEED = "Placement on every openb trace, seed by seed (benchmarks/openb.py --by-seed)"
+
+
+def seed_table(results: Sequence[Dict[str, object]], traces: Sequence[str],
+               policies: Sequence[str], seeds: Sequence[int]) -> List[str]:
+    """Per trace: each policy's mean at 100 % arrived, and per seed fractui minus the best of
+    the other policies on that seed (the one it had to beat, by initial), with the count of
+    seeds where fractui is below."""
+    others = [p for p in policies if p != "fractui"]
+    at = {(r["trace"], r["policy"], r["seed"]): r["a100"] for r in results
+          if not r["mig"] and not r["size"] and r.get("batch", 1) == 1}
+    lines = ["GPU allocation %% at 100 %% arrived, mean over seeds %s; per seed: fractui minus "
+             "the best of %s on that seed (ff first-fit, bf best-fit: the best one); "
+             "below: seeds where fractui is under it." % (
+                 ", ".join(map(str, seeds)), ", ".join(others)), "",
+             "| trace | %s | fractui − best, per seed | below |" % " | ".join(policies),
+             "|---|%s---|---|" % ("---|" * len(policies))]
+    below_all = 0
+    for t in traces:
+        margins = []
+        for s in seeds:
+            best = max(others, key=lambda p: at[t, p, s])
+            margins.append((at[t, "fractui", s] - at[t, best, s], SHORT.get(best, best)))
+        below = sum(1 for m, _ in margins if m < 0)
+        below_all += below
+        lines.append("| %s | %s | %s | %d |" % (
+            t, " | ".join("%.2f" % statistics.fmean(at[t, p, s] for s in seeds)
+                          for p in policies),
+            ", ".join("%+.2f %s" % m for m in margins), below))
+    lines += ["", "fractui below the best of the others on %d of %d (trace, seed) runs." % (
+        below_all, len(traces) * len(seeds))]
+    return lines
+
+
 def main(argv: Sequence[str] = ()) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trace", action="append", help="trace name, e.g. default (repeatable)")
+    ap.add_argument("--trace", action="append",
+                    help="trace name, e.g. default (repeatable); all: every trace in the folder")
     ap.add_argument("--seeds", type=int, default=10, help="seeds 42.. (default 10)")
     ap.add_argument("--policy", action="append", choices=POLICIES)
     ap.add_argument("--mig", action="store_true", help="also the all-MIG A100-80GB replay")
     ap.add_argument("--mig-seeds", type=int, default=3, help="seeds for the all-MIG replay")
     ap.add_argument("--latency", action="store_true",
                     help="also decision times on 1,000, 10,000 and 50,000 GPUs of openb hosts")
+    ap.add_argument("--batch", type=int, action="append", metavar="K",
+                    help="also fractui with the arrivals in batches of K, each placed largest "
+                         "first, as a pass that finds K jobs waiting (repeatable)")
+    ap.add_argument("--by-seed", action="store_true",
+                    help="per trace and seed, fractui against the best of the other policies at "
+                         "100 %% arrived (recorded in a section of its own)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes")
     ap.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
     ap.add_argument("--mixed", action="store_true",
@@ -347,8 +485,18 @@ def main(argv: Sequence[str] = ()) -> int:
                     help="the folder of the openb trace and the FGD simulator's results "
                          "(default: the project's shared data folder)")
     args = ap.parse_args(list(argv) or None)
+    if any(k < 2 for k in args.batch or ()):
+        print("benchmarks/openb.py: --batch K needs K >= 2 (K = 1 is the plain replay)",
+              file=sys.stderr)
+        return 2
     traces = args.trace or ["default"]
+    if "all" in traces:
+        traces = all_traces(args.data) or ["default"]  # none: the check below names the files
     policies = args.policy or list(POLICIES)
+    if args.by_seed and ("fractui" not in policies or len(policies) < 2):
+        print("benchmarks/openb.py: --by-seed compares fractui with other policies: give "
+              "--policy fractui and at least one other, or no --policy", file=sys.stderr)
+        return 2
     seeds = range(42, 42 + args.seeds)
     missing = [f for f in data_files(traces) if not os.path.isfile(os.path.join(args.data, f))]
     if missing:
@@ -359,12 +507,17 @@ def main(argv: Sequence[str] = ()) -> int:
     if args.mixed:
         return mixed(data, traces, seeds, args.jobs, args.record)
     jobs = [(data, t, p, s, False, 0) for t in traces for p in policies for s in seeds]
+    jobs += [(data, t, "fractui", s, False, 0, k) for t in traces for k in args.batch or ()
+             for s in seeds]
     if args.mig:
         jobs += [(data, t, p, s, True, 0) for t in traces[:1]
                  for p in ("static-balanced", "first-fit", "fractui")
                  for s in range(42, 42 + args.mig_seeds)]
     t0 = time.time()
     with Pool(args.jobs) as pool:
+        static = hindsight(pool, data, traces[0], 42) if args.mig else ""
+        jobs += [(data, traces[0], static, s, True, 0) for s in range(42, 42 + args.mig_seeds)
+                 if static]
         results = pool.map(replay, jobs, chunksize=1)
     if args.latency:  # after the pool, one at a time: none of our own replays competes for a core
         results += [replay((data, traces[0], p, 42, False, n))
@@ -377,13 +530,14 @@ def main(argv: Sequence[str] = ()) -> int:
              "| decision median | p99 |", "|---|---|---|---|---|---|---|---|"]
     for t in traces:
         pub = published(data, t)
-        for p in policies:
-            rs = [r for r in results
-                  if r["trace"] == t and r["policy"] == p and not r["mig"] and not r["size"]]
+        for p, k in [(p, 1) for p in policies] + [("fractui", k) for k in args.batch or ()]:
+            rs = [r for r in results if r["trace"] == t and r["policy"] == p
+                  and r["batch"] == k and not r["mig"] and not r["size"]]
             times = sorted(x for r in rs for x in r["times"])  # type: ignore[union-attr]
-            pb = pub.get(p, ("", ""))
+            pb = pub.get(p, ("", "")) if k == 1 else ("", "")
             lines.append("| %s | %s | %s | %s | %s | %s | %.3f ms | %.3f ms |" % (
-                t, p, pct([r["a100"] for r in rs]), pb[0], pct([r["a130"] for r in rs]), pb[1],
+                t, p if k == 1 else "%s, batches of %d" % (p, k), pct([r["a100"] for r in rs]),
+                pb[0], pct([r["a130"] for r in rs]), pb[1],
                 1e3 * quantile(times, 0.5), 1e3 * quantile(times, 0.99)))
     if args.mig:
         lines += ["", "All-MIG fleet: the same hosts, every GPU an %s in MIG mode; each sharing "
@@ -395,12 +549,21 @@ def main(argv: Sequence[str] = ()) -> int:
                   "| trace | placement | requested @100% | occupied @100% | requested @130% "
                   "| occupied @130% |", "|---|---|---|---|---|---|"]
         for t in traces[:1]:
-            for p in ("static-balanced", "first-fit", "fractui"):
+            for p in ("static-balanced", static, "first-fit", "fractui"):
                 rs = [r for r in results
                       if r["trace"] == t and r["policy"] == p and r["mig"] and not r["size"]]
                 lines.append("| %s | %s | %s | %s | %s | %s |" % (
-                    t, p, pct([r["a100"] for r in rs]), pct([r["s100"] for r in rs]),
+                    t, p if p != static else "static, best in hindsight: " + p[len("static:"):],
+                    pct([r["a100"] for r in rs]), pct([r["s100"] for r in rs]),
                     pct([r["a130"] for r in rs]), pct([r["s130"] for r in rs])))
+        lines += ["", "Static layouts: each GPU cut once into a whole-GPU layout that no job "
+                  "changes; a request takes the smallest idle instance covering its profile, "
+                  "first host that has one in the seeded order. `7g=N,L`: 7g.80gb on N GPUs "
+                  "(hosts with the most GPUs first, for the multi-GPU requests), layout L on the "
+                  "rest. Best in hindsight: searched on seed 42 over L in %s and N in steps of "
+                  "%d %% of the GPUs, then of 1 %% around the best, by allocation at 100 %% "
+                  "arrived (at most %d static replays); the layout found is then replayed on every "
+                  "seed." % (", ".join(x for x in LAYOUTS if x != "7g"), COARSE, SEARCHED)]
     if args.latency:
         lines += ["", "Decision time (place + commit) from an empty fleet to 100 %% arrived, %s "
                   "trace scaled to the fleet, seed 42, one process, run after the replays above "
@@ -421,6 +584,14 @@ def main(argv: Sequence[str] = ()) -> int:
               "FGD simulator's own analysis_allo_discrete.csv (the mean over its seeds)."]
     body = "\n".join(lines)
     print(body)
+    if args.by_seed:
+        by_seed = "\n".join(seed_table(results, traces, policies, list(seeds)) + [
+            "", "Run time %.0f s with %d worker processes." % (wall, args.jobs)])
+        print("\n" + by_seed)
+        if args.record:
+            from benchmarks.record import machine, record_section
+            record_section(BY_SEED, by_seed, machine())
+        return 0
     if args.record:
         from benchmarks.record import machine, record_section
         record_section("Placement on the openb trace (benchmarks/openb.py)", body, machine())

@@ -64,3 +64,55 @@ def test_mixed_fleets_replay_on_a_small_fleet(fleet, mig_gpus):
     r = openb.replay_mixed((openb.DATA, "default", fleet, 0.3, 42, 100))
     assert mig_gpus[0] <= r["mig_gpus"] <= mig_gpus[1]
     assert 50 < r["a100"] <= 100  # (a fleet this small may end short of 130 % arrived)
+
+
+def test_all_names_every_trace_in_the_folder_and_nothing_else(tmp_path):
+    for name in ("openb_pod_list_default.csv", "openb_pod_list_cpu250.csv",
+                 "openb_node_list_gpu_node.csv", "openb_pod_list_notes.txt"):
+        (tmp_path / name).write_text("")
+    assert openb.all_traces(str(tmp_path)) == ["cpu250", "default"]
+    assert openb.all_traces(str(tmp_path / "absent")) == []
+
+
+def _result(trace, policy, seed, a100):
+    return {"trace": trace, "policy": policy, "seed": seed, "mig": False, "size": 0,
+            "a100": a100}
+
+
+def test_the_seed_by_seed_table_compares_fractui_with_the_best_other_on_each_seed():
+    runs = [_result("t", "first-fit", 42, 90.0), _result("t", "fgd", 42, 91.0),
+            _result("t", "fractui", 42, 91.5),
+            _result("t", "first-fit", 43, 92.0), _result("t", "fgd", 43, 91.0),
+            _result("t", "fractui", 43, 91.75)]
+    lines = openb.seed_table(runs, ["t"], ["first-fit", "fgd", "fractui"], [42, 43])
+    assert "| t | 91.00 | 91.00 | 91.62 | +0.50 fgd, -0.25 ff | 1 |" in lines
+    assert lines[-1] == "fractui below the best of the others on 1 of 2 (trace, seed) runs."
+
+
+def test_by_seed_without_fractui_or_without_another_policy_is_refused(tmp_path):
+    for policies in (["fgd"], ["fractui"]):
+        args = ["--by-seed", "--data", str(tmp_path)]
+        for p in policies:
+            args += ["--policy", p]
+        assert openb.main(args) == 2
+
+
+def test_a_static_mix_gives_seven_g_to_the_hosts_with_most_gpus_first():
+    from fractui.sched import Gpu, Host
+    hosts = [Host("a", 1000, 1000, [Gpu("A100-80GB")] * 2),
+             Host("b", 1000, 1000, [Gpu("A100-80GB")] * 4),
+             Host("c", 1000, 1000, [Gpu("A100-80GB")] * 2)]
+    mix = openb.static_mix("static:7g=5,4g+3g", hosts)
+    seven, four_three = openb.LAYOUTS["7g"], openb.LAYOUTS["4g+3g"]
+    assert mix == [[seven, four_three], [seven] * 4, [four_three] * 2]
+    assert openb.static_mix("static-balanced", hosts)[1] == [openb.BALANCED] * 4
+
+
+def test_a_batch_is_placed_largest_first_and_batches_keep_arrival_order():
+    from fractui.sched import Request
+    work = [Request("a", cpu_milli=1, gpu=0.5), Request("b", cpu_milli=9),
+            Request("c", cpu_milli=2, gpus=1), Request("d", cpu_milli=3, gpu=0.5),
+            Request("e", cpu_milli=1, gpu=0.2)]
+    names = [[r.name for r in p] for p in openb.passes(work, 3)]
+    assert names == [["c", "a", "b"], ["d", "e"]]
+    assert [[r.name for r in p] for p in openb.passes(work, 1)] == [[n] for n in "abcde"]
