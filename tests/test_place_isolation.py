@@ -182,3 +182,17 @@ def test_a_slice_on_a_flexible_gpu_counts_what_it_holds_beyond_the_ask():
                       Request("g", memory_gib=30))}
     held = MILLI - 4 * MILLI // 7  # 3g.40gb: 3 of 7 compute slices
     assert lost == {"f": [held - 300, 0], "w": [0], "m": [0], "g": [held - 375, 0]}
+
+
+
+def test_on_a_fixed_fleet_of_both_modes_a_request_for_either_weighs_the_rounding_up():
+    """One GPU in MIG mode, one without. Half a GPU takes 4g.40gb (4/7 of the compute) on the
+    MIG one, leaving 3/7 that neither class here fits; on the other it leaves half, which the
+    halves fit: by FGD's measure alone the slice looks a little better (the whole GPUs lose
+    3/7 there against 1/2), counting the 1/14 rounded up, the share is."""
+    classes = typical_classes([Request("w%d" % k, cpu_milli=1000, gpus=1) for k in range(9)]
+                              + [Request("h", cpu_milli=1000, gpu=0.5)])
+    placer = Placer([host("a", fixed_mig()), host("b", Gpu("A100-80GB", MEM))], "fractui",
+                    classes)
+    p = placer.place(Request("r", cpu_milli=1000, gpu=0.5))
+    assert p is not None and p.host == "b" and p.plans == (None,), p.describe()

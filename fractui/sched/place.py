@@ -25,7 +25,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple, Union
 
 from remote_agent.mig.layout import Geometry, Layout
 
@@ -41,7 +41,7 @@ MEMO_LIMIT = 200_000  # entries a memo holds before it is cleared: a long-runnin
 
 # model, memory MiB, MIG geometry when MIG is on; a flexible GPU (its MIG mode may change while
 # it is idle) has its geometry in either mode and a fourth item, True: its key says the mode
-GpuKind = Tuple  # (str, int, Optional[Geometry]) or (str, int, Geometry, True)
+GpuKind = Union[Tuple[str, int, Optional[Geometry]], Tuple[str, int, Geometry, bool]]
 GpuKey = Hashable  # free milli without MIG, the layout's signature with MIG
 
 
@@ -379,13 +379,17 @@ class Placer:
         self._kinds = [tuple(_gpu_kind(h.name, n, g) for n, g in enumerate(h.gpus))
                        for h in self.hosts]
         self._flexible = any(len(k) > 3 for kinds in self._kinds for k in kinds)
+        # the fleet offers a request a MIG slice or a share (flexible GPUs, or GPUs of both
+        # modes): rounding up to a profile then counts against a slice in the score
+        modes = {g[2] is not None for kinds in self._kinds for g in kinds}
+        self._choice = self._flexible or len(modes) == 2
         fleet_gpus = Counter(k for kinds in self._kinds for k in kinds)
         self._weighted = self.classes  # what F_n weighs: the classes, or (fractui) by scarcity
         self._starve = (0.0, 0.0)  # fractui: (weight, CPU per GPU milli) of CPU-starved GPU
         if policy == "fractui":
             self._weighted = scarcity_weighted(self.classes, fleet_gpus)
             self._starve = cpu_per_gpu(self.classes, fleet_gpus)
-        memos = (memos or Memos()).based_on((policy, self._weighted, self._starve))
+        memos = (memos or Memos()).based_on((policy, self._weighted, self._starve, self._choice))
         ids = memos.kind_ids
         # a host's links are part of its kind: hosts alike but wired apart place apart
         self._kind_ids = [ids.setdefault((k, h.links) if h.links else k, len(ids))
@@ -593,7 +597,7 @@ class Placer:
         before = self._host_frag(kinds, kid, cpu_free, keys)
         cpu_after = cpu_free - req.cpu_milli
         deltas = [before - self._host_frag(kinds, kid, cpu_after, o.keys_after) for o in opts]
-        if self._mixed[kid]:  # a slice or a share: what a slice holds beyond the ask is lost too
+        if self._choice:  # a slice or a share: what a slice holds beyond the ask is lost too
             deltas = [d - _rounding(kinds, keys, req, o) for d, o in zip(deltas, opts)]
         # integer levels: hosts whose F_n grows by nearly the same amount tie, and the seeded
         # host order spreads them (exact scores cost FGD about a point)
