@@ -119,22 +119,24 @@ def test_only_an_idle_mig_capable_gpu_of_a_host_that_does_not_pin_it_may_change_
             rec(4, a100, False, mig_pending=True),                # a change pending
             rec(5, a100, False),                                  # a job of the agent's
             rec(6, a100, False),                                  # a decision of the store's
-            rec(7, l4, False, mig_capable=False)]                 # no MIG
+            rec(7, l4, False, mig_capable=False),                 # no MIG
+            rec(8, a100, False, mig_capable=False),               # MIG not offered (a VM)
+            rec(9, a100, False, degraded="a change failed")]      # left degraded
     agent_jobs = {"j1": {"id": "j1", "state": "running", "gpus": [5], "key": "k"}}
     hello = {"cpus": 8, "memory_mib": 64000,  # hello's GPU records tell no processes
              "gpus": [{k: v for k, v in g.items() if k != "processes"} for g in gpus]}
     decided = store_job(9, "placed", Slot("gpu-a", (6,), None, None, memory_mib=1024))
     view = HostView("gpu-a", "online", hello, {"gpus": gpus}, agent_jobs)
     host = build_hosts([view], [decided], "s1")[0]
-    assert [g.mig_geometry is not None for g in host.gpus] == [True, True] + [False] * 6
+    assert [g.mig_geometry is not None for g in host.gpus] == [True, True] + [False] * 8
     assert host.gpus[0].mig_geometry == geometry(a100) and host.gpus[0].mode_reset is True
     assert host.gpus[1].mode_reset is False  # a Hopper changes without a reset
     # the snapshot not yet read (processes unknown): no change offered
     assert [g.mig_geometry for g in build_hosts([HostView("gpu-a", "online", hello)], [],
-                                                "s1")[0].gpus] == [None] * 8
+                                                "s1")[0].gpus] == [None] * 10
     pinned = HostView("gpu-a", "online", hello, {"gpus": gpus}, agent_jobs, mode_fixed=True)
     assert [g.mig_geometry for g in build_hosts([pinned], [decided], "s1")[0].gpus] == \
-        [None] * 8
+        [None] * 10
 
 
 def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():

@@ -101,6 +101,26 @@ def test_a_gpu_with_a_foreign_process_is_never_changed_and_the_job_waits_saying_
     assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
 
 
+
+def test_a_job_on_two_gpus_changes_neither_when_one_of_them_cannot_be_changed(local_fleet):
+    """Every GPU's change is planned before any is made: one GPU in use keeps the other as it
+    was, rather than turned (and reset) for a job that is then refused."""
+    f = local_fleet({"gpu-a": "2xA100-80GB:mig"}, [QueueConfig(name="two", gpus=2,
+                                                                isolation="share")],
+                    max_attempts=5)
+    agent = f.fleet.session("gpu-a")
+    made = agent.call("mig.apply", {"gpu": 1, "profile": "1g.10gb", "start": 0})
+    pid = agent.call("sim.add_process", {"gpu": 1, "used_mib": 100,
+                                         "instance": made["instance"]["uuid"]})["pid"]
+    snapshot_shows(f, "gpu-a", lambda snap: any(
+        p["pid"] == pid for p in snap["gpus"][1].get("processes") or ()))
+    job = f.submit("two")
+    decide(f, job, Slot("gpu-a", (0, 1), None, None, 81920, charge=2.0))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    assert f.store.get(job.id).refusals[0].words == (
+        "not launched: gpu-a gpu 1 has processes (pids %d): its MIG mode is not changed" % pid)
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True and mig_audit(f) == []
+
 def test_a_gpu_with_a_job_is_never_changed(local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE, SHARE], max_attempts=5)
     share = f.submit("share")

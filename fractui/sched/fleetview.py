@@ -305,10 +305,13 @@ def _idle_for_mode(rec: Mapping[str, Any]) -> bool:
 
 
 def _may_flip(gpu: Gpu, rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]) -> None:
-    """Offers the placer a MIG mode change on an idle MIG-capable GPU of a known geometry
-    that no agent job holds (``Gpu.mig_geometry``; ``mode_reset`` from its model's facts)."""
+    """Offers the placer a MIG mode change on an idle GPU its agent reports MIG-capable (a
+    model that has MIG may not, e.g. in a VM), of a known geometry, not degraded by a change
+    that failed, that no agent job holds (``Gpu.mig_geometry``; ``mode_reset`` from its
+    model's facts)."""
     index = rec.get("index")
-    if not _idle_for_mode(rec) or any(index in (j.get("gpus") or []) for j in agent_jobs):
+    if not rec.get("mig_capable") or rec.get("degraded") or not _idle_for_mode(rec) or any(
+            index in (j.get("gpus") or []) for j in agent_jobs):
         return
     geo = geometry(rec.get("name") or "")
     if geo is not None:

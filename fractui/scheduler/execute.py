@@ -134,16 +134,18 @@ class Executor:
         assert slot is not None
         want = slot.profile is not None
         records = {g.get("index"): g for g in view.gpu_records()}
-        for index in slot.gpus:
+        changes = []
+        for index in slot.gpus:  # every GPU's change planned before any is made
             rec = records.get(index)
-            if rec is None or not rec.get("mig_capable") or (
-                    bool(rec.get("mig_mode")), bool(rec.get("mig_pending", rec.get("mig_mode")))
-                    ) == (want, want):
+            if rec is None or (bool(rec.get("mig_mode")),
+                               bool(rec.get("mig_pending", rec.get("mig_mode")))) == (want, want):
                 continue
             change = plan_flip(view.name, rec, want, job, list(view.jobs.values()), jobs,
                                self.store.uid, view.mode_fixed)
             if change.refusal is not None:
                 raise Unfit("not launched: %s" % change.refusal)
+            changes.append(change)
+        for change in changes:
             answer = self.call(view.name, change.method, change.params)
             said = outcome(change, answer)
             if answer.get("changed") is not False:
