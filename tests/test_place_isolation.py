@@ -15,7 +15,7 @@ from remote_agent.gpu.models import model
 from remote_agent.mig.layout import Layout
 
 from fractui.sched import POLICIES, Gpu, Host, Placer, Request, typical_classes
-from fractui.sched.model import MILLI
+from fractui.sched.model import MILLI, Placement
 
 A100 = model("A100-80GB").geometry()
 MEM = model("A100-80GB").memory_mib
@@ -196,3 +196,14 @@ def test_on_a_fixed_fleet_of_both_modes_a_request_for_either_weighs_the_rounding
                     classes)
     p = placer.place(Request("r", cpu_milli=1000, gpu=0.5))
     assert p is not None and p.host == "b" and p.plans == (None,), p.describe()
+
+
+def test_a_placement_that_no_longer_fits_one_of_its_gpus_changes_none_of_them():
+    h = host("a", Gpu("A100-80GB", MEM), Gpu("A100-80GB", MEM))
+    placer = Placer([h], "fractui")
+    both = placer.place(Request("two", gpus=2))
+    placer.commit(Placement("other", "a", 0, gpus=(1,), milli=(500,), plans=(None,)))
+    with pytest.raises(ValueError, match="no longer fits gpu1"):
+        placer.commit(both)
+    assert [g.free_milli for g in h.gpus] == [MILLI, 500]
+    assert placer.place(Request("half", gpu=0.5)) is not None  # and the placer goes on

@@ -492,23 +492,26 @@ class Placer:
                     gpu.layout is not None and any(i.busy for i in gpu.layout.instances))):
                 raise ValueError("placement %s changes the MIG mode of gpu%d of %s, which is "
                                  "not an idle flexible GPU" % (p.request, g, h.name))
+        # every GPU's state after it, worked out before any is written: a placement that no
+        # longer fits changes nothing
+        after = {g: (h.gpus[g].layout, h.gpus[g].free_milli) for g in p.gpus}
         for g, mode in zip(p.gpus, p.modes):
             if mode is not None:
-                gpu = h.gpus[g]
-                gpu.layout = Layout(gpu.mig_geometry) if mode else None  # type: ignore[arg-type]
-                gpu.free_milli = MILLI
+                after[g] = (Layout(h.gpus[g].mig_geometry) if mode else None,  # type: ignore
+                            MILLI)
         for g, m, plan in zip(p.gpus, p.milli, p.plans):
-            gpu = h.gpus[g]
+            layout, free = after[g]
             if plan is None:
-                if gpu.free_milli < m:
+                if free < m:
                     raise ValueError("placement %s no longer fits gpu%d of %s"
                                      % (p.request, g, h.name))
-                gpu.free_milli -= m
+                after[g] = (layout, free - m)
             else:
-                _, gpu.layout = mig.commit(gpu.layout, plan.profile.name,  # type: ignore
-                                           plan.start)
-                geo = gpu.layout.geometry  # type: ignore[union-attr]
-                gpu.free_milli = mig.free_compute_milli(geo, mig.signature(gpu.layout))
+                _, layout = mig.commit(layout, plan.profile.name, plan.start)  # type: ignore
+                geo = layout.geometry
+                after[g] = (layout, mig.free_compute_milli(geo, mig.signature(layout)))
+        for g, (layout, free) in after.items():
+            h.gpus[g].layout, h.gpus[g].free_milli = layout, free
         h.cpu_free -= req_cpu
         h.memory_free -= req_mem
         self._keys[p.host_index] = self._gpu_keys(h)
