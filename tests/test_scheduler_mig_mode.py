@@ -121,6 +121,29 @@ def test_a_job_on_two_gpus_changes_neither_when_one_of_them_cannot_be_changed(lo
         "not launched: gpu-a gpu 1 has processes (pids %d): its MIG mode is not changed" % pid)
     assert gpu(f, "gpu-a", 0)["mig_mode"] is True and mig_audit(f) == []
 
+
+def test_a_change_whose_answer_is_lost_is_audited_as_asked_and_the_job_runs_after_it(
+        local_fleet, tmp_path):
+    """A mode change (a reset, on a real GPU) may outlast the call: the answer is lost, the
+    agent finishes it. The audit says it was asked; the next pass reads the mode and launches
+    without asking again."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], call_timeout_s=1.0,
+                    max_attempts=5)
+    gate = tmp_path / "gate"
+    f.fleet.session("gpu-a").call("sim.hold", {"function": "nvmlDeviceSetMigMode",
+                                               "gate": str(gate)})
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: mig_audit(f))
+    (asked, why, detail), = mig_audit(f)
+    assert asked == job.id and why.startswith(
+        "asked to turn MIG on on gpu-a gpu 0 (a GPU reset, nothing runs there); the answer "
+        "was lost") and detail["enabled"] is True
+    gate.write_text("")
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+    assert len(mig_audit(f)) == 1  # the mode read as made: not asked again
+
 def test_a_gpu_with_a_job_is_never_changed(local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE, SHARE], max_attempts=5)
     share = f.submit("share")

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT, error_class
 
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import AnswerLost
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.mig_change import MODE, outcome, plan_flip
@@ -146,11 +147,17 @@ class Executor:
                 raise Unfit("not launched: %s" % change.refusal)
             changes.append(change)
         for change in changes:
-            answer = self.call(view.name, change.method, change.params)
+            detail = {"host": view.name, "change": MODE, **change.params}
+            try:
+                answer = self.call(view.name, change.method, change.params)
+            except AnswerLost as err:  # it may have been made (a reset outlasts a call): said
+                self.store.audit(self.actor, "mig", job.id, "asked to %s; the answer was lost "
+                                 "(%s): the next pass reads the GPU's mode" % (
+                                     change.text, err.reason), detail)
+                raise
             said = outcome(change, answer)
             if answer.get("changed") is not False:
-                self.store.audit(self.actor, "mig", job.id, said, {
-                    "host": view.name, "change": MODE, **change.params})
+                self.store.audit(self.actor, "mig", job.id, said, detail)
             if answer.get("mig_mode") is not want or answer.get("reset_required"):
                 raise Unfit("not launched: %s" % said)
 
