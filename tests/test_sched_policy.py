@@ -39,7 +39,7 @@ def test_fgd_alone_cannot_tell_the_two_hosts_apart():
     assert picks == {"roomy", "tight"}  # a tie, broken by the seeded host order
 
 
-def test_cpu_per_gpu_is_the_mix_of_gpu_classes():
+def test_cpu_per_gpu_is_the_mix_of_gpu_classes_and_of_all_when_cpu_binds():
     half = TypicalClass(Request("s", cpu_milli=2000, gpu=0.5), 0.25)
     cpu_only = TypicalClass(Request("c", cpu_milli=64000), 0.25)
     whole = TypicalClass(Request("w", cpu_milli=10000, gpus=1), 0.5)
@@ -48,6 +48,46 @@ def test_cpu_per_gpu_is_the_mix_of_gpu_classes():
     assert weight == 0.75
     assert ratio == pytest.approx((0.25 * 2000 + 0.5 * 10000) / (0.25 * 500 + 0.5 * 1000))
     assert cpu_per_gpu([cpu_only], gpus) == (0.0, 0.0)
+    # a fleet with less CPU per GPU milli than the whole mix needs: CPU-only work counts too
+    whole_mix = (0.25 * 2000 + 0.25 * 64000 + 0.5 * 10000) / (0.25 * 500 + 0.5 * 1000)
+    assert cpu_per_gpu([half, cpu_only, whole], gpus, whole_mix - 1) == (0.75, whole_mix)
+    assert cpu_per_gpu([half, cpu_only, whole], gpus, whole_mix + 1) == (0.75, ratio)
+
+
+def _cpu_bound(cpu_host_cores: int):
+    """A host with two idle GPUs and 40 cores, one whose GPUs are taken with 20 cores left, and
+    optionally a CPU-only host; the mix: whole GPUs with 10 cores, and CPU-only jobs of 40."""
+    hosts = [plain("idle", 2, 40000), plain("full", 2, 40000)]
+    hosts[1].cpu_free = 20000
+    for g in hosts[1].gpus:
+        g.free_milli = 0
+    if cpu_host_cores:
+        hosts.append(Host("cpu", cpu_host_cores * 1000, 1 << 20, []))
+    mix = [TypicalClass(Request("w", cpu_milli=10000, gpus=1), 0.5),
+           TypicalClass(Request("c", cpu_milli=40000), 0.5)]
+    return hosts, mix
+
+
+def test_when_cpu_runs_out_first_cpu_only_work_keeps_off_idle_gpus():
+    """The mix needs 50 cores per GPU (10 for the GPU job, 40 for the CPU-only one that comes
+    as often), the fleet has 20: a CPU-only job beside idle GPUs takes CPU a GPU job will miss,
+    so it goes where the GPUs are taken, whatever the seed."""
+    for seed in range(12):
+        hosts, mix = _cpu_bound(0)
+        placer = Placer(hosts, "fractui", mix, seed=seed)
+        assert placer.schedule(Request("c", cpu_milli=10000)).host == "full"
+
+
+def test_with_cpu_to_spare_cpu_only_work_is_not_kept_off_idle_gpus():
+    """The same mix on a fleet with a big CPU host: CPU-only work fits in the CPU GPU work
+    leaves, an idle GPU needs only its own jobs' 10 cores, and the idle host's 30 cores left
+    still back both GPUs: the hosts tie, the seeded host order decides."""
+    picks = set()
+    for seed in range(12):
+        hosts, mix = _cpu_bound(1000)
+        placer = Placer(hosts, "fractui", mix, seed=seed)
+        picks.add(placer.schedule(Request("c", cpu_milli=10000)).host)
+    assert {"idle", "full"} <= picks
 
 
 def test_scarce_classes_weigh_more_by_the_square_of_their_share():

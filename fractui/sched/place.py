@@ -280,21 +280,32 @@ def scarcity_weighted(classes: Sequence[TypicalClass], gpus: Counter
     return tuple(TypicalClass(c.request, w / norm) for c, w in out) if norm else tuple(classes)
 
 
-def cpu_per_gpu(classes: Sequence[TypicalClass], gpus: Counter) -> Tuple[float, float]:
+def cpu_per_gpu(classes: Sequence[TypicalClass], gpus: Counter, fleet_ratio: float = math.inf
+                ) -> Tuple[float, float]:
     """(weight, CPU milli per GPU milli) of the classes that take GPUs, over the fleet's GPUs
     (``gpus``: how many of each kind) they can use: how much CPU an idle GPU needs to stay usable
-    to the mix. (0, 0) when no class takes a GPU or needs CPU."""
-    weight = cpu = milli = 0.0
+    to the mix. (0, 0) when no class takes a GPU or needs CPU. The CPU of the classes without a
+    GPU counts too when the whole mix needs more CPU per GPU milli than the fleet has
+    (``fleet_ratio``): CPU then runs out before the GPUs do, and every core a CPU-only job takes
+    beside an idle GPU is one a GPU job will miss; otherwise CPU-only work fits in the CPU that
+    GPU work leaves."""
+    weight = cpu = milli = other = 0.0
     for c in classes:
         r = c.request
-        held = [(_fresh_milli(k, r), n) for k, n in gpus.items()] if r.gpu_count else []
+        if not r.gpu_count:
+            other += c.weight * r.cpu_milli
+            continue
+        held = [(_fresh_milli(k, r), n) for k, n in gpus.items()]
         n_usable = sum(n for m, n in held if m)
         if not n_usable:
             continue
         weight += c.weight
         cpu += c.weight * r.cpu_milli
         milli += c.weight * r.gpu_count * sum(m * n for m, n in held) / n_usable
-    return (weight, cpu / milli) if cpu and milli else (0.0, 0.0)
+    if not cpu or not milli:
+        return (0.0, 0.0)
+    whole = (cpu + other) / milli
+    return (weight, whole if whole > fleet_ratio else cpu / milli)
 
 
 @dataclass
@@ -388,7 +399,9 @@ class Placer:
         self._starve = (0.0, 0.0)  # fractui: (weight, CPU per GPU milli) of CPU-starved GPU
         if policy == "fractui":
             self._weighted = scarcity_weighted(self.classes, fleet_gpus)
-            self._starve = cpu_per_gpu(self.classes, fleet_gpus)
+            gpu_milli = MILLI * sum(fleet_gpus.values())
+            self._starve = cpu_per_gpu(self.classes, fleet_gpus, sum(
+                h.cpu_milli for h in self.hosts) / gpu_milli if gpu_milli else math.inf)
         memos = (memos or Memos()).based_on((policy, self._weighted, self._starve, self._choice))
         ids = memos.kind_ids
         # a host's links are part of its kind: hosts alike but wired apart place apart
