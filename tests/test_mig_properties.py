@@ -20,6 +20,8 @@ from remote_agent.mig import planner
 from remote_agent.mig.apply import Change, ChangeFailed, apply_change
 from remote_agent.mig.layout import Layout
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 MIG_MODELS = sorted(name for name, m in models.models().items() if m.mig_capable)
 # Functions a plan's execution calls; any of them may fail midway.
 FAULTABLE = [
