@@ -628,6 +628,16 @@ def mixed(data: str, traces: Sequence[str], seeds: Sequence[int], jobs: int,
                 lines.append("| %s | %d %% | %s | %s | %s | %.1f %% |" % (
                     t, round(100 * p), f, pct([r["a100"] for r in rs]),
                     pct([r["a130"] for r in rs]), statistics.fmean(r["mig_gpus"] for r in rs)))
+    at = {(r["trace"], r["share"], r["fleet"], r["seed"]): r["a100"] for r in results}
+    fixed = [f for f in MIXED_FLEETS if f != "dynamic"]
+    lines += ["", "Seed by seed at 100 %% arrived: dynamic minus the better fixed fleet (%s) on "
+              "that seed." % " or ".join(fixed), ""]
+    for t in traces:
+        for p in MIXED_SHARES:
+            diffs = [at[t, p, "dynamic", s] - max(at[t, p, f, s] for f in fixed) for s in seeds]
+            lines.append("- %s, %d %% asking for MIG: %s (mean %+.2f; below on %d of %d)" % (
+                t, round(100 * p), ", ".join("%+.2f" % d for d in diffs),
+                statistics.fmean(diffs), sum(1 for d in diffs if d < 0), len(diffs)))
     lines += ["", "Run time %.0f s with %d worker processes." % (wall, jobs)]
     body = "\n".join(lines)
     print(body)
