@@ -444,8 +444,8 @@ class Agent:
             try:
                 mode = set_mode(self.backend, info.index, enabled, before)
                 if reset and mode is not None and mode == (not enabled, enabled):
-                    mode = reset_to_mode(self.backend, self.resetter, info.index, enabled,
-                                         before, lambda: sorted({proc.pid for proc in (
+                    mode = reset_to_mode(self.backend, self.resetter, info.index, info.uuid,
+                                         enabled, before, lambda: sorted({proc.pid for proc in (
                                              self.backend.processes(info.index))}))
                     reset_done = True
             except ChangeFailed as err:

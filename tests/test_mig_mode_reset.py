@@ -50,10 +50,12 @@ def test_a_reset_nvidia_smi_refuses_takes_the_mode_back(tmp_path, monkeypatch):
     agent, methods = agent_with("1xA100-80GB")
     agent.resetter = SmiReset()
     nv.sim_mode_waits_for_reset(0)
+    uuid = inventory_gpu(agent)["uuid"]
     err = refused(methods, "mig.set_mode", gpu=0, enabled=True, reset=True)
-    assert (tmp_path / "args").read_text().split() == ["--gpu-reset", "-i", "0"]
-    assert "nvidia-smi --gpu-reset -i 0 exited 3: Resetting GPU 00000000:00:03.0 is not " \
-        "supported." in err.message
+    # by its UUID: an index may name another GPU once the reset or a reboot renumbers them
+    assert (tmp_path / "args").read_text().split() == ["--gpu-reset", "-i", uuid]
+    assert "nvidia-smi --gpu-reset -i %s exited 3: Resetting GPU 00000000:00:03.0 is not " \
+        "supported." % uuid in err.message
     assert err.data["rolled_back"] is True and "degraded" not in inventory_gpu(agent)
     assert mode(agent) == (False, False)
 
@@ -61,7 +63,19 @@ def test_a_reset_nvidia_smi_refuses_takes_the_mode_back(tmp_path, monkeypatch):
 def test_nvidia_smi_missing_is_said(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ResetFailed, match="nvidia-smi is not on the agent's PATH"):
-        SmiReset().reset(0)
+        SmiReset().reset("GPU-00000000-0000-0000-0000-000000000000")
+
+
+def test_the_simulated_reset_names_the_gpu_by_uuid_too():
+    """The simulator's reset, as nvidia-smi's, takes the GPU's UUID: the one it names is reset,
+    whatever its index."""
+    agent, _ = agent_with("2xA100-80GB")
+    nv.sim_mode_waits_for_reset(1)
+    second = agent.call_nvml(lambda: agent.backend.gpu(1)).uuid
+    agent.resetter.reset(second)
+    assert (nv.sim_reset_count(0), nv.sim_reset_count(1)) == (0, 1)
+    with pytest.raises(ResetFailed, match="no GPU has UUID GPU-nowhere"):
+        agent.resetter.reset("GPU-nowhere")
 
 
 def test_a_reset_done_is_reported_and_a_retry_is_a_no_op():

@@ -211,10 +211,11 @@ def set_mode(backend: GpuBackend, index: int, enabled: bool,
                         "NVML accepted it, yet the GPU then read %s" % _show_mode(mode))
 
 
-def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, enabled: bool,
-                  before: Tuple[bool, bool], pids: Callable[[], List[int]]
+def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str,
+                  enabled: bool, before: Tuple[bool, bool], pids: Callable[[], List[int]]
                   ) -> Optional[Tuple[bool, bool]]:
-    """Reset a GPU whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
+    """Reset a GPU (``index``, reset by its ``uuid``: an index may name another GPU after the
+    reset) whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
     (the processes on it, anyone's) finds none; the caller holds the MIG lock. Returns the mode
     read after (None if it could not be read), or raises ChangeFailed with the mode asked back
     to ``before``'s current one, nothing pending (``in_use`` set when processes stopped it)."""
@@ -231,7 +232,7 @@ def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, enabled: 
         failed.in_use = True
         raise failed
     try:
-        resetter.reset(index)
+        resetter.reset(uuid)
     except ResetFailed as err:
         raise _restore_mode(backend, index, before, what, None, str(err)) from err
     mode, done, _ = _read_back(lambda: backend.mig_mode(index),
