@@ -386,8 +386,7 @@ def _decided_mode(gpu: Gpu, mig: bool) -> None:
     first) is booked as it will be: empty, in that mode."""
     if gpu.mig == mig or gpu.mig_geometry is None:
         return  # the mode it has, or one that cannot change: a launch there is refused
-    gpu.layout = Layout(gpu.mig_geometry, ()) if mig else None
-    gpu.free_milli = MILLI
+    gpu.layout, gpu.free_milli = gpu.idle_in(mig)
 
 
 def placement_charge(host: Host, gpus: Sequence[int], profile: Optional[str],
