@@ -15,7 +15,7 @@ from types import ModuleType
 from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
 
-from remote_agent import PROTOCOL_VERSION, __version__
+from remote_agent import FEATURES, PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
     Health, MigDevice, NvmlCallError
 from remote_agent.gpu.reset import GpuReset, SimReset, SmiReset
@@ -206,6 +206,7 @@ class Agent:
             "links_error": links_error,
             "problems": problems,
             "methods": methods,
+            "features": list(FEATURES),
             **self.runtimes,
         }
 

@@ -102,3 +102,16 @@ def test_destroy_idle_clears_idle_instances_before_mig_goes_off_never_a_busy_one
     off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "destroy_idle": True})
     assert (off["mig_mode"], off["mig_pending"]) == (False, False)
     assert nv.sim_gpu_state(0) == {"mig": False, "instances": []}
+
+
+def test_hello_lists_its_features_each_a_param_its_method_takes():
+    """``hello.features`` is what a client may ask of this agent beyond its methods' names:
+    each names a method it serves and a param that method takes (a client that finds one
+    missing asks nothing of it: an older agent would answer INVALID_PARAMS)."""
+    agent, methods = agent_with("1xA100-80GB")
+    hello = methods.call("hello", {})
+    assert hello["features"] == ["mig.set_mode.reset", "mig.set_mode.destroy_idle"]
+    table = agent.methods()
+    for feature in hello["features"]:
+        method, param = feature.rsplit(".", 1)
+        assert method in hello["methods"] and param in table[method].params, feature

@@ -241,3 +241,47 @@ def test_a_gpu_with_a_job_or_a_foreign_process_is_never_turned(local_fleet):
     a.call("sim.remove_process", {"pid": pid})
     f.until(lambda: f.states()[job.id] == "running")
     assert f.store.get(job.id).slot.gpus == (1,) and gpu(f, "gpu-a", 1)["mig_mode"] is True
+
+
+# --- an agent that cannot make the change (older than it: one baked into a job image) -------
+
+
+def older_agent(f, host: str) -> None:
+    """The host's hello as an agent older than ``mig.set_mode``'s ``reset`` and
+    ``destroy_idle`` answers it: no ``features``. Such an agent answers INVALID_PARAMS to the
+    change a launch asks, which would fail the job as a malformed request."""
+    status = f.fleet.session(host).status
+    status.hello = {k: v for k, v in status.hello.items() if k != "features"}
+
+
+def test_a_decision_needing_a_change_an_older_agent_cannot_make_is_refused_not_failed(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=5)
+    older_agent(f, "gpu-a")
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    again = f.store.get(job.id)
+    assert again.state == "pending" and again.refusals[0].words == (
+        "not launched: the agent on gpu-a cannot change the MIG mode of gpu-a gpu 0 before a "
+        "launch (its hello does not list mig.set_mode.reset and mig.set_mode.destroy_idle: an "
+        "agent older than fractui's, e.g. one in a job image)")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
+
+
+def test_the_placer_offers_no_change_on_a_host_whose_agent_cannot_make_it(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    wait_processes_known(f, "gpu-a")
+    status = f.fleet.session("gpu-a").status
+    current = status.hello
+    older_agent(f, "gpu-a")
+    job = f.submit("slice")
+    for _ in range(3):
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    assert f.states()[job.id] == "pending" and f.store.get(job.id).refusals == ()
+    assert f.store.get(job.id).reason.startswith("no room")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
+    status.hello = current  # an agent that lists them (as this fractui's does): changed, runs
+    f.until(lambda: f.states()[job.id] == "running")
+    assert [j for j, _, _ in mig_audit(f)] == [job.id]

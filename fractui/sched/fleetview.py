@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import (Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple)
 
+from remote_agent import MODE_DESTROY_IDLE, MODE_RESET
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.gpu.models import short_name
 from remote_agent.mig.layout import Geometry, Instance, Layout
@@ -28,6 +29,16 @@ from fractui.store.model import ON_HOST, Job
 
 USABLE = ("online", "degraded")
 ACTIVE_AGENT_STATES = ("starting", "running")
+FLIP_FEATURES = (MODE_RESET, MODE_DESTROY_IDLE)  # what a mode change before a launch asks
+
+
+def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a host's agent can make the MIG mode change a launch asks first (``mig.set_mode``
+    with ``reset`` and ``destroy_idle``), by its hello's ``features``. An agent that does not
+    list them (older than them: one baked into a job image) answers INVALID_PARAMS to such a
+    call, so its GPUs are offered no change: their jobs take them in the mode they are in."""
+    listed = (hello or {}).get("features")
+    return isinstance(listed, list) and all(f in listed for f in FLIP_FEATURES)
 
 
 @dataclass
@@ -117,7 +128,7 @@ def signature(view: HostView) -> tuple:
                         for k, j in view.jobs.items()))
     mig_changes = (hello.get("privileges") or {}).get("mig_changes", True)
     return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs,
-            view.mode_fixed)
+            view.mode_fixed, flips_modes(hello))
 
 
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
@@ -262,7 +273,7 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     agent = {k: j for k, j in view.by_key().items()
              if j.get("state") in ACTIVE_AGENT_STATES and k not in leave_out}
     gpus = [_gpu(rec, mig_ok, agent.values()) for rec in view.gpu_records()]
-    if mig_ok and not view.mode_fixed:
+    if mig_ok and not view.mode_fixed and flips_modes(hello):
         for gpu, rec in zip(gpus, view.gpu_records()):
             _may_flip(gpu, rec, agent.values())
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs

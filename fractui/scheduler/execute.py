@@ -25,7 +25,7 @@ from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT,
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
-from fractui.sched.fleetview import HostView
+from fractui.sched.fleetview import HostView, flips_modes
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.mig_change import MODE, outcome, plan_flip
 from fractui.scheduler.lanes import Lanes
@@ -142,7 +142,7 @@ class Executor:
                                bool(rec.get("mig_pending", rec.get("mig_mode")))) == (want, want):
                 continue
             change = plan_flip(view.name, rec, want, job, list(view.jobs.values()), jobs,
-                               self.store.uid, view.mode_fixed)
+                               self.store.uid, view.mode_fixed, flips_modes(view.hello))
             if change.refusal is not None:
                 raise Unfit("not launched: %s" % change.refusal)
             changes.append(change)
