@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from fractui.config import QueueConfig
+from fractui.scheduler.backoff import ModeBackoff
 from fractui.store import Slot
 from tests import localfleet
 
@@ -285,3 +286,58 @@ def test_the_placer_offers_no_change_on_a_host_whose_agent_cannot_make_it(local_
     status.hello = current  # an agent that lists them (as this fractui's does): changed, runs
     f.until(lambda: f.states()[job.id] == "running")
     assert [j for j, _, _ in mig_audit(f)] == [job.id]
+
+
+# --- a change that fails: its GPU is held back, its job burns no attempt ---------------------
+
+
+def test_a_gpu_whose_mode_change_failed_is_held_back_and_its_job_burns_no_attempt(local_fleet):
+    """NVML fails the change (rolled back) again and again: the job goes back to its queue
+    without a refusal (max_attempts = 1 would fail it at the first), the GPU is offered no
+    change for 120 s, then 240 s; once it works, the change is made and the job runs."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
+    now = [time.time()]
+    f.scheduler.clock = f.scheduler.executor.clock = lambda: now[0]
+    wait_processes_known(f, "gpu-a")
+    agent = f.fleet.session("gpu-a")
+    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
+                             "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    job = f.submit("slice")
+
+    def requeued() -> list:
+        return [e.why for e in f.store.audit_log(job.id) if e.action == "requeued"]
+
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    for _ in range(5):  # held back: not offered again, the job waits
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    back = f.store.get(job.id)
+    assert (back.state, back.attempt, back.refusals) == ("pending", 1, ())
+    assert back.reason.startswith("no room")
+    first, = requeued()
+    assert first.startswith("not launched: the agent refused to turn MIG on on gpu-a gpu 0 (a "
+                            "GPU reset, nothing runs there): ")
+    assert first.endswith("; gpu 0 of gpu-a (%s) is offered no MIG mode change for 120 s" % uuid)
+    assert not f.scheduler._clocks_run()  # nothing new: no pass due while the hold runs
+    now[0] += 121  # the hold ended: a pass is due; offered again, failed again, held longer
+    assert f.scheduler._clocks_run()
+    f.until(lambda: f.store.get(job.id).attempt == 2)
+    assert requeued()[-1].endswith("is offered no MIG mode change for 240 s")
+    assert f.store.get(job.id).refusals == () and gpu(f, "gpu-a", 0)["mig_mode"] is False
+    agent.call("sim.clear_faults", {})
+    now[0] += 241
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True and f.store.get(job.id).refusals == ()
+    assert [why for _, why, _ in mig_audit(f)] == ["MIG mode is now on on gpu-a gpu 0"]
+
+
+def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forgets_it():
+    holds = ModeBackoff()
+    assert [holds.failed("GPU-a", 0.0) for _ in range(7)] == [
+        120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0]
+    holds.failed("GPU-b", 100.0)
+    assert holds.held(200.0) == {"GPU-a", "GPU-b"} and holds.next_end(200.0) == 220.0
+    assert holds.held(220.0) == {"GPU-a"} and holds.next_end(220.0) == 3600.0
+    holds.succeeded("GPU-a")
+    assert holds.held(0.0) == {"GPU-b"} and holds.failed("GPU-a", 0.0) == 120.0
