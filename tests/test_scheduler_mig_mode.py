@@ -341,3 +341,33 @@ def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forget
     assert holds.held(220.0) == {"GPU-a"} and holds.next_end(220.0) == 3600.0
     holds.succeeded("GPU-a")
     assert holds.held(0.0) == {"GPU-b"} and holds.failed("GPU-a", 0.0) == 120.0
+
+
+# --- a placement by hand that turns MIG on says so, and asks --------------------------------
+
+
+def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.scheduler.step()  # the inventory the command reads: gpu 0 with MIG off
+    job = f.submit("slice")
+    args = ("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--start", "0")
+    said = ("fractui: job %d on gpu-a gpu0 3g.40gb at slot 0: its launch will first turn MIG "
+            "on on gpu-a gpu 0 (a GPU reset, nothing runs there); the scheduler checks that "
+            "the GPU is idle then (if it is not, the job goes back to its queue).\n" % job.id)
+    asked = f.fractui(*args)  # no terminal to confirm on: not placed
+    assert (asked.returncode, asked.stdout) == (1, "")
+    assert asked.stderr == said + "fractui: not placed: job %d stays pending\n" % job.id
+    assert f.store.get(job.id).state == "pending"
+    placed = f.fractui(*args, "--yes")
+    assert (placed.returncode, placed.stderr) == (0, said)
+    assert placed.stdout == ("%d placed on gpu-a gpu0 3g.40gb at slot 0; the scheduler will "
+                             "turn MIG on on gpu-a gpu 0 (a GPU reset, nothing runs there), "
+                             "then launches it\n" % job.id)
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+    # a placement in the mode the GPU has now says nothing of modes and asks nothing
+    f.until(lambda: f.store.inventory()["gpu-a"]["gpus"][0]["mig_mode"] is True)
+    other = f.submit("slice")
+    kept = f.fractui("place", str(other.id), "gpu-a", "0", "--profile", "3g.40gb",
+                     "--start", "4")
+    assert (kept.returncode, kept.stderr) == (0, "") and "MIG" not in kept.stdout

@@ -150,6 +150,13 @@ def flip_words(where: str, enabled: bool, reset: bool) -> str:
                                     " (a GPU reset, nothing runs there)" if reset else "")
 
 
+def flip_of(host: str, gpu: Mapping[str, Any], enabled: bool) -> str:
+    """``flip_words`` for a GPU as its agent reports it (or the inventory keeps it): whether
+    the change is a GPU reset, from its model's facts."""
+    return flip_words(_where(host, int(gpu.get("index", 0))), enabled,
+                      _mode_reset(str(gpu.get("name") or "")))
+
+
 def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
               agent_jobs: Iterable[Mapping[str, Any]], store_jobs: Sequence[Job],
               store_uid: str, fixed: bool = False, agent_can: bool = True) -> MigChange:
@@ -161,7 +168,6 @@ def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
     destroys idle instances before MIG goes off; it checks the GPU again itself."""
     index = int(gpu.get("index", 0))
     where = _where(host, index)
-    reset = _mode_reset(str(gpu.get("name") or ""))
     others = [j for j in store_jobs if j.id != job.id and not (
         j.state == PLACED and j.slot is not None and (j.slot.profile is not None) == enabled)]
     held = _users(host, index, None, agent_jobs, others, store_uid)
@@ -183,7 +189,7 @@ def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
     elif busy:
         refusal = "%s has MIG instances in use (%s): its MIG mode is not changed" % (
             where, ", ".join(_instance(i) for i in busy))
-    return MigChange(host, index, MODE, flip_words(where, enabled, reset), refusal,
+    return MigChange(host, index, MODE, flip_of(host, gpu, enabled), refusal,
                      "mig.set_mode", {"gpu": index, "enabled": enabled, "reset": True,
                                       "destroy_idle": not enabled})
 
