@@ -447,7 +447,8 @@ class Agent:
                 if reset and mode is not None and mode == (not enabled, enabled):
                     mode = reset_to_mode(self.backend, self.resetter, info.index, info.uuid,
                                          enabled, before, lambda: sorted({proc.pid for proc in (
-                                             self.backend.processes(info.index))}))
+                                             self.backend.processes(info.index))}),
+                                         lambda: self.xids.register_again(info.index))
                     reset_done = True
             except ChangeFailed as err:
                 if err.restored and err.in_use:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 
 import pytest
 
@@ -115,3 +117,35 @@ def test_hello_lists_its_features_each_a_param_its_method_takes():
     for feature in hello["features"]:
         method, param = feature.rsplit(".", 1)
         assert method in hello["methods"] and param in table[method].params, feature
+
+
+def test_a_gpu_the_agent_resets_has_its_xid_events_registered_again():
+    """NVML does not say whether an event set's registration outlives a GPU reset: the agent
+    registers the GPU again after each reset it makes, and a registration that fails then is
+    said in the GPU's XID note, as one refused at the start is."""
+    agent, methods = agent_with("2xA100-80GB")
+    stopping = threading.Event()
+    watcher = threading.Thread(target=agent.xids.run, args=(stopping,), daemon=True)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while agent.xids.note(0) is not None:  # the watcher registered every GPU
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        nv.sim_mode_waits_for_reset(0)
+        nv.sim_inject_fault("nvmlDeviceRegisterEvents", nv.NVML_ERROR_UNKNOWN)
+        on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+        assert (on["mig_mode"], on["reset"]) == (True, True)
+        assert agent.xids.note(0).startswith("XID events are not watched on this GPU: ")
+        assert "nvmlDeviceRegisterEvents" in agent.xids.note(0)
+        assert agent.xids.note(1) is None  # the GPU not reset: untouched
+        off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "reset": True})
+        assert (off["mig_mode"], off["reset"]) == (False, True)
+        assert agent.xids.note(0) is None  # registered again: watched
+        nv.sim_raise_xid(0, 79)
+        while [e["xid"] for e in agent.xids.recent(0)] != [79]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        stopping.set()
+        watcher.join(5)
