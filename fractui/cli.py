@@ -131,8 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
                    "plan was previewed on; the launch is refused if it changed")
     p.add_argument("--over-quota", "--yes", action="store_true", dest="over_quota",
-                   help="place it even past its team's quota, without asking (it is then "
-                   "borrowed: preemptible)")
+                   help="place it without asking even past its team's quota (it is then "
+                   "borrowed: preemptible), or where its launch changes the GPU's MIG mode "
+                   "(a GPU reset on an A100 or A30)")
 
     for verb, what in (("cordon", "take a host, or one GPU of it, out of service: no new work "
                                   "lands there; what runs there runs on"),

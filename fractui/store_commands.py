@@ -20,7 +20,8 @@ from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
 from fractui.sched.fleetview import HostView, idle_view
 from fractui.sched.cordons import state
-from fractui.sched.manual import Unfit, complete, in_service
+from fractui.sched.manual import Unfit, complete, in_service, mode_change
+from fractui.sched.mig_change import flip_of
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, intents
@@ -156,6 +157,14 @@ def place(config: Config, args: argparse.Namespace) -> int:
                              args.host, job.id))
         slot = hand_slot(job, Slot(args.host, (gpu,), args.profile, args.start,
                                    layout_version=args.layout_version), known, store.uid)
+        turns = mode_change(slot, known.get("gpus") or [])
+        flip = None if turns is None else flip_of(args.host, known["gpus"][gpu], turns)
+        if flip is not None:  # a reset on some models: said, and agreed to, before it is asked
+            say("job %d on %s: its launch will first %s; the scheduler checks that the GPU is "
+                "idle then (if it is not, the job goes back to its queue)." % (
+                    job.id, slot.describe(), flip))
+            if not (args.over_quota or confirm("Place it, changing the GPU's MIG mode?")):
+                raise Failed("not placed: job %d stays pending" % job.id)
         usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
         past = past_quota(usage, job.team, slot.charge)
         if past is not None:
@@ -166,8 +175,9 @@ def place(config: Config, args: argparse.Namespace) -> int:
         job = intents.place_by_hand(store, job, slot, asker, past)
     finally:
         store.close()
-    print("%d placed on %s; the scheduler launches it%s" % (
-        job.id, slot.describe(), " (borrowed: preemptible)" if job.preemptible else ""))
+    print("%d placed on %s; the scheduler %slaunches it%s" % (
+        job.id, slot.describe(), "" if flip is None else "will %s, then " % flip,
+        " (borrowed: preemptible)" if job.preemptible else ""))
     return 0
 
 

@@ -6,3 +6,10 @@ imports only the standard library, ``pynvml`` and itself — never ``fractui``.
 
 __version__ = "0.1.0"
 PROTOCOL_VERSION = 1
+
+# What this agent can do that its methods' names do not say, listed in ``hello.features``: a
+# client uses a behaviour only where the agent lists it, so an older agent (one baked into a
+# job image) is never asked what it does not know. Each names a method's param it takes.
+MODE_RESET = "mig.set_mode.reset"  # mig.set_mode resets a GPU whose new mode waits for one
+MODE_DESTROY_IDLE = "mig.set_mode.destroy_idle"  # ... and destroys idle instances before off
+FEATURES = (MODE_RESET, MODE_DESTROY_IDLE)

@@ -15,7 +15,7 @@ from types import ModuleType
 from dataclasses import replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
 
-from remote_agent import PROTOCOL_VERSION, __version__
+from remote_agent import FEATURES, PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
     Health, MigDevice, NvmlCallError
 from remote_agent.gpu.reset import GpuReset, SimReset, SmiReset
@@ -206,6 +206,7 @@ class Agent:
             "links_error": links_error,
             "problems": problems,
             "methods": methods,
+            "features": list(FEATURES),
             **self.runtimes,
         }
 
@@ -444,9 +445,10 @@ class Agent:
             try:
                 mode = set_mode(self.backend, info.index, enabled, before)
                 if reset and mode is not None and mode == (not enabled, enabled):
-                    mode = reset_to_mode(self.backend, self.resetter, info.index, enabled,
-                                         before, lambda: sorted({proc.pid for proc in (
-                                             self.backend.processes(info.index))}))
+                    mode = reset_to_mode(self.backend, self.resetter, info.index, info.uuid,
+                                         enabled, before, lambda: sorted({proc.pid for proc in (
+                                             self.backend.processes(info.index))}),
+                                         lambda: self.xids.register_again(info.index))
                     reset_done = True
             except ChangeFailed as err:
                 if err.restored and err.in_use:

@@ -14,6 +14,7 @@ from fractui.config import QueueConfig
 from fractui.sched.mig_change import outcome, plan_destroy, plan_mode
 from fractui.store import Slot
 from fractui.store.model import Job
+from remote_agent import FEATURES, MODE_RESET
 from remote_agent.gpu import fake_pynvml as nv
 from tests import localfleet
 
@@ -104,7 +105,7 @@ def test_a_gpu_whose_mig_mode_change_is_pending_takes_no_new_work():
 
 
 def test_only_an_idle_mig_capable_gpu_of_a_host_that_does_not_pin_it_may_change_mode():
-    from fractui.sched.fleetview import HostView, build_hosts, geometry
+    from fractui.sched.fleetview import HostView, build_hosts, geometry, signature
 
     def rec(index, name, mig, **more):
         return dict({"index": index, "name": name, "memory_mib": 81920, "mig_capable": True,
@@ -124,7 +125,8 @@ def test_only_an_idle_mig_capable_gpu_of_a_host_that_does_not_pin_it_may_change_
             rec(9, a100, False, degraded="a change failed")]      # left degraded
     agent_jobs = {"j1": {"id": "j1", "state": "running", "gpus": [5], "key": "k"}}
     hello = {"cpus": 8, "memory_mib": 64000,  # hello's GPU records tell no processes
-             "gpus": [{k: v for k, v in g.items() if k != "processes"} for g in gpus]}
+             "gpus": [{k: v for k, v in g.items() if k != "processes"} for g in gpus],
+             "features": list(FEATURES)}
     decided = store_job(9, "placed", Slot("gpu-a", (6,), None, None, memory_mib=1024))
     view = HostView("gpu-a", "online", hello, {"gpus": gpus}, agent_jobs)
     host = build_hosts([view], [decided], "s1")[0]
@@ -137,6 +139,16 @@ def test_only_an_idle_mig_capable_gpu_of_a_host_that_does_not_pin_it_may_change_
     pinned = HostView("gpu-a", "online", hello, {"gpus": gpus}, agent_jobs, mode_fixed=True)
     assert [g.mig_geometry for g in build_hosts([pinned], [decided], "s1")[0].gpus] == \
         [None] * 10
+    # an agent whose hello does not say it can (older than the feature: one in a job image)
+    # would answer INVALID_PARAMS to mig.set_mode's reset: no change offered on its host
+    for features in (None, [], [MODE_RESET], "mig.set_mode.reset mig.set_mode.destroy_idle"):
+        older = dict(hello, features=features) if features is not None else {
+            k: v for k, v in hello.items() if k != "features"}
+        view = HostView("gpu-a", "online", older, {"gpus": gpus}, agent_jobs)
+        assert [g.mig_geometry for g in build_hosts([view], [decided], "s1")[0].gpus] == \
+            [None] * 10, features
+        assert signature(view) != signature(HostView("gpu-a", "online", hello, {"gpus": gpus},
+                                                     agent_jobs))  # a pass reads it anew
 
 
 def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 
 import pytest
 
@@ -50,10 +52,12 @@ def test_a_reset_nvidia_smi_refuses_takes_the_mode_back(tmp_path, monkeypatch):
     agent, methods = agent_with("1xA100-80GB")
     agent.resetter = SmiReset()
     nv.sim_mode_waits_for_reset(0)
+    uuid = inventory_gpu(agent)["uuid"]
     err = refused(methods, "mig.set_mode", gpu=0, enabled=True, reset=True)
-    assert (tmp_path / "args").read_text().split() == ["--gpu-reset", "-i", "0"]
-    assert "nvidia-smi --gpu-reset -i 0 exited 3: Resetting GPU 00000000:00:03.0 is not " \
-        "supported." in err.message
+    # by its UUID: an index may name another GPU once the reset or a reboot renumbers them
+    assert (tmp_path / "args").read_text().split() == ["--gpu-reset", "-i", uuid]
+    assert "nvidia-smi --gpu-reset -i %s exited 3: Resetting GPU 00000000:00:03.0 is not " \
+        "supported." % uuid in err.message
     assert err.data["rolled_back"] is True and "degraded" not in inventory_gpu(agent)
     assert mode(agent) == (False, False)
 
@@ -61,7 +65,19 @@ def test_a_reset_nvidia_smi_refuses_takes_the_mode_back(tmp_path, monkeypatch):
 def test_nvidia_smi_missing_is_said(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ResetFailed, match="nvidia-smi is not on the agent's PATH"):
-        SmiReset().reset(0)
+        SmiReset().reset("GPU-00000000-0000-0000-0000-000000000000")
+
+
+def test_the_simulated_reset_names_the_gpu_by_uuid_too():
+    """The simulator's reset, as nvidia-smi's, takes the GPU's UUID: the one it names is reset,
+    whatever its index."""
+    agent, _ = agent_with("2xA100-80GB")
+    nv.sim_mode_waits_for_reset(1)
+    second = agent.call_nvml(lambda: agent.backend.gpu(1)).uuid
+    agent.resetter.reset(second)
+    assert (nv.sim_reset_count(0), nv.sim_reset_count(1)) == (0, 1)
+    with pytest.raises(ResetFailed, match="no GPU has UUID GPU-nowhere"):
+        agent.resetter.reset("GPU-nowhere")
 
 
 def test_a_reset_done_is_reported_and_a_retry_is_a_no_op():
@@ -88,3 +104,48 @@ def test_destroy_idle_clears_idle_instances_before_mig_goes_off_never_a_busy_one
     off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "destroy_idle": True})
     assert (off["mig_mode"], off["mig_pending"]) == (False, False)
     assert nv.sim_gpu_state(0) == {"mig": False, "instances": []}
+
+
+def test_hello_lists_its_features_each_a_param_its_method_takes():
+    """``hello.features`` is what a client may ask of this agent beyond its methods' names:
+    each names a method it serves and a param that method takes (a client that finds one
+    missing asks nothing of it: an older agent would answer INVALID_PARAMS)."""
+    agent, methods = agent_with("1xA100-80GB")
+    hello = methods.call("hello", {})
+    assert hello["features"] == ["mig.set_mode.reset", "mig.set_mode.destroy_idle"]
+    table = agent.methods()
+    for feature in hello["features"]:
+        method, param = feature.rsplit(".", 1)
+        assert method in hello["methods"] and param in table[method].params, feature
+
+
+def test_a_gpu_the_agent_resets_has_its_xid_events_registered_again():
+    """NVML does not say whether an event set's registration outlives a GPU reset: the agent
+    registers the GPU again after each reset it makes, and a registration that fails then is
+    said in the GPU's XID note, as one refused at the start is."""
+    agent, methods = agent_with("2xA100-80GB")
+    stopping = threading.Event()
+    watcher = threading.Thread(target=agent.xids.run, args=(stopping,), daemon=True)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while agent.xids.note(0) is not None:  # the watcher registered every GPU
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        nv.sim_mode_waits_for_reset(0)
+        nv.sim_inject_fault("nvmlDeviceRegisterEvents", nv.NVML_ERROR_UNKNOWN)
+        on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+        assert (on["mig_mode"], on["reset"]) == (True, True)
+        assert agent.xids.note(0).startswith("XID events are not watched on this GPU: ")
+        assert "nvmlDeviceRegisterEvents" in agent.xids.note(0)
+        assert agent.xids.note(1) is None  # the GPU not reset: untouched
+        off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "reset": True})
+        assert (off["mig_mode"], off["reset"]) == (False, True)
+        assert agent.xids.note(0) is None  # registered again: watched
+        nv.sim_raise_xid(0, 79)
+        while [e["xid"] for e in agent.xids.recent(0)] != [79]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        stopping.set()
+        watcher.join(5)

@@ -15,6 +15,7 @@ from remote_agent.gpu.models import model
 from remote_agent.mig.layout import Layout
 
 from fractui.sched import POLICIES, Gpu, Host, Placer, Request, typical_classes
+from fractui.sched.fleetview import _decided_mode
 from fractui.sched.model import MILLI, Placement
 
 A100 = model("A100-80GB").geometry()
@@ -65,6 +66,23 @@ def test_a_share_request_turns_an_idle_gpus_mig_off():
     assert p.describe() == "s -> a gpu0: MIG off, then 400/1000 share"
     placer.commit(p)
     assert h.gpus[0].layout is None and h.gpus[0].free_milli == 600
+
+
+def test_a_gpu_put_idle_in_the_other_mode_is_the_same_for_a_commit_and_a_decision():
+    """One rule (``Gpu.idle_in``) for the placer's committed flip and for a flip a decision
+    not yet launched will make, as a pass books it."""
+    assert flex().idle_in(True) == (Layout(A100), MILLI)
+    assert flex(on=True).idle_in(False) == (None, MILLI)
+    with pytest.raises(ValueError, match="fixed MIG mode"):
+        fixed_mig().idle_in(False)
+    decided = flex(on=True)
+    decided.free_milli = 0  # what a pass reads before it books the decision's flip
+    _decided_mode(decided, False)
+    assert (decided.layout, decided.free_milli) == flex(on=True).idle_in(False)
+    h = host("a", flex(on=True))
+    placer = Placer([h], "fractui")
+    placer.commit(placer.place(Request("s", gpu=0.4, isolation="share")))
+    assert (h.gpus[0].layout, h.gpus[0].free_milli) == (None, MILLI - 400)
 
 
 def test_only_idle_gpus_flip():

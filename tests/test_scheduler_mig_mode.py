@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from fractui.config import QueueConfig
+from fractui.scheduler.backoff import ModeBackoff
 from fractui.store import Slot
 from tests import localfleet
 
@@ -241,3 +242,132 @@ def test_a_gpu_with_a_job_or_a_foreign_process_is_never_turned(local_fleet):
     a.call("sim.remove_process", {"pid": pid})
     f.until(lambda: f.states()[job.id] == "running")
     assert f.store.get(job.id).slot.gpus == (1,) and gpu(f, "gpu-a", 1)["mig_mode"] is True
+
+
+# --- an agent that cannot make the change (older than it: one baked into a job image) -------
+
+
+def older_agent(f, host: str) -> None:
+    """The host's hello as an agent older than ``mig.set_mode``'s ``reset`` and
+    ``destroy_idle`` answers it: no ``features``. Such an agent answers INVALID_PARAMS to the
+    change a launch asks, which would fail the job as a malformed request."""
+    status = f.fleet.session(host).status
+    status.hello = {k: v for k, v in status.hello.items() if k != "features"}
+
+
+def test_a_decision_needing_a_change_an_older_agent_cannot_make_is_refused_not_failed(
+        local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=5)
+    older_agent(f, "gpu-a")
+    job = f.submit("slice")
+    decide(f, job, Slot("gpu-a", (0,), "3g.40gb", 0, charge=3 / 7))
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    again = f.store.get(job.id)
+    assert again.state == "pending" and again.refusals[0].words == (
+        "not launched: the agent on gpu-a cannot change the MIG mode of gpu-a gpu 0 before a "
+        "launch (its hello does not list mig.set_mode.reset and mig.set_mode.destroy_idle: an "
+        "agent older than fractui's, e.g. one in a job image)")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
+
+
+def test_the_placer_offers_no_change_on_a_host_whose_agent_cannot_make_it(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    wait_processes_known(f, "gpu-a")
+    status = f.fleet.session("gpu-a").status
+    current = status.hello
+    older_agent(f, "gpu-a")
+    job = f.submit("slice")
+    for _ in range(3):
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    assert f.states()[job.id] == "pending" and f.store.get(job.id).refusals == ()
+    assert f.store.get(job.id).reason.startswith("no room")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is False and mig_audit(f) == []
+    status.hello = current  # an agent that lists them (as this fractui's does): changed, runs
+    f.until(lambda: f.states()[job.id] == "running")
+    assert [j for j, _, _ in mig_audit(f)] == [job.id]
+
+
+# --- a change that fails: its GPU is held back, its job burns no attempt ---------------------
+
+
+def test_a_gpu_whose_mode_change_failed_is_held_back_and_its_job_burns_no_attempt(local_fleet):
+    """NVML fails the change (rolled back) again and again: the job goes back to its queue
+    without a refusal (max_attempts = 1 would fail it at the first), the GPU is offered no
+    change for 120 s, then 240 s; once it works, the change is made and the job runs."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], max_attempts=1)
+    now = [time.time()]
+    f.scheduler.clock = f.scheduler.executor.clock = lambda: now[0]
+    wait_processes_known(f, "gpu-a")
+    agent = f.fleet.session("gpu-a")
+    agent.call("sim.fault", {"function": "nvmlDeviceSetMigMode", "error": "NVML_ERROR_UNKNOWN",
+                             "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    job = f.submit("slice")
+
+    def requeued() -> list:
+        return [e.why for e in f.store.audit_log(job.id) if e.action == "requeued"]
+
+    f.until(lambda: f.store.get(job.id).attempt == 1)
+    for _ in range(5):  # held back: not offered again, the job waits
+        f.scheduler.step()
+        f.scheduler.settle(30)
+    back = f.store.get(job.id)
+    assert (back.state, back.attempt, back.refusals) == ("pending", 1, ())
+    assert back.reason.startswith("no room")
+    first, = requeued()
+    assert first.startswith("not launched: the agent refused to turn MIG on on gpu-a gpu 0 (a "
+                            "GPU reset, nothing runs there): ")
+    assert first.endswith("; gpu 0 of gpu-a (%s) is offered no MIG mode change for 120 s" % uuid)
+    assert not f.scheduler._clocks_run()  # nothing new: no pass due while the hold runs
+    now[0] += 121  # the hold ended: a pass is due; offered again, failed again, held longer
+    assert f.scheduler._clocks_run()
+    f.until(lambda: f.store.get(job.id).attempt == 2)
+    assert requeued()[-1].endswith("is offered no MIG mode change for 240 s")
+    assert f.store.get(job.id).refusals == () and gpu(f, "gpu-a", 0)["mig_mode"] is False
+    agent.call("sim.clear_faults", {})
+    now[0] += 241
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True and f.store.get(job.id).refusals == ()
+    assert [why for _, why, _ in mig_audit(f)] == ["MIG mode is now on on gpu-a gpu 0"]
+
+
+def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forgets_it():
+    holds = ModeBackoff()
+    assert [holds.failed("GPU-a", 0.0) for _ in range(7)] == [
+        120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0]
+    holds.failed("GPU-b", 100.0)
+    assert holds.held(200.0) == {"GPU-a", "GPU-b"} and holds.next_end(200.0) == 220.0
+    assert holds.held(220.0) == {"GPU-a"} and holds.next_end(220.0) == 3600.0
+    holds.succeeded("GPU-a")
+    assert holds.held(0.0) == {"GPU-b"} and holds.failed("GPU-a", 0.0) == 120.0
+
+
+# --- a placement by hand that turns MIG on says so, and asks --------------------------------
+
+
+def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet):
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
+    f.scheduler.step()  # the inventory the command reads: gpu 0 with MIG off
+    job = f.submit("slice")
+    args = ("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--start", "0")
+    said = ("fractui: job %d on gpu-a gpu0 3g.40gb at slot 0: its launch will first turn MIG "
+            "on on gpu-a gpu 0 (a GPU reset, nothing runs there); the scheduler checks that "
+            "the GPU is idle then (if it is not, the job goes back to its queue).\n" % job.id)
+    asked = f.fractui(*args)  # no terminal to confirm on: not placed
+    assert (asked.returncode, asked.stdout) == (1, "")
+    assert asked.stderr == said + "fractui: not placed: job %d stays pending\n" % job.id
+    assert f.store.get(job.id).state == "pending"
+    placed = f.fractui(*args, "--yes")
+    assert (placed.returncode, placed.stderr) == (0, said)
+    assert placed.stdout == ("%d placed on gpu-a gpu0 3g.40gb at slot 0; the scheduler will "
+                             "turn MIG on on gpu-a gpu 0 (a GPU reset, nothing runs there), "
+                             "then launches it\n" % job.id)
+    f.until(lambda: f.states()[job.id] == "running")
+    assert gpu(f, "gpu-a", 0)["mig_mode"] is True
+    # a placement in the mode the GPU has now says nothing of modes and asks nothing
+    f.until(lambda: f.store.inventory()["gpu-a"]["gpus"][0]["mig_mode"] is True)
+    other = f.submit("slice")
+    kept = f.fractui("place", str(other.id), "gpu-a", "0", "--profile", "3g.40gb",
+                     "--start", "4")
+    assert (kept.returncode, kept.stderr) == (0, "") and "MIG" not in kept.stdout

@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import (Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import (AbstractSet, Any, Collection, Dict, FrozenSet, Iterable, List, Mapping,
+                    Optional, Sequence, Tuple)
 
+from remote_agent import MODE_DESTROY_IDLE, MODE_RESET
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.gpu.models import short_name
 from remote_agent.mig.layout import Geometry, Instance, Layout
@@ -28,6 +29,16 @@ from fractui.store.model import ON_HOST, Job
 
 USABLE = ("online", "degraded")
 ACTIVE_AGENT_STATES = ("starting", "running")
+FLIP_FEATURES = (MODE_RESET, MODE_DESTROY_IDLE)  # what a mode change before a launch asks
+
+
+def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a host's agent can make the MIG mode change a launch asks first (``mig.set_mode``
+    with ``reset`` and ``destroy_idle``), by its hello's ``features``. An agent that does not
+    list them (older than them: one baked into a job image) answers INVALID_PARAMS to such a
+    call, so its GPUs are offered no change: their jobs take them in the mode they are in."""
+    listed = (hello or {}).get("features")
+    return isinstance(listed, list) and all(f in listed for f in FLIP_FEATURES)
 
 
 @dataclass
@@ -40,12 +51,21 @@ class HostView:
     snapshot: Optional[Dict[str, Any]] = None
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # agent job id -> record
     mode_fixed: bool = False  # its config pins its GPUs' MIG modes (mig_mode = "fixed")
+    no_flip: FrozenSet[str] = frozenset()
+    """Its GPUs (UUIDs) offered no MIG mode change now: a change of theirs failed lately
+    (fractui.scheduler.backoff)."""
 
     @classmethod
-    def of(cls, status: Any, mode_fixed: bool = False) -> "HostView":
-        """A HostStatus's data as it is now (fractui.fleet.host; any object with its fields)."""
-        return cls(status.name, status.state, status.hello, status.snapshot, dict(status.jobs),
+    def of(cls, status: Any, mode_fixed: bool = False,
+           no_flip: AbstractSet[str] = frozenset()) -> "HostView":
+        """A HostStatus's data as it is now (fractui.fleet.host; any object with its fields);
+        ``no_flip``: GPUs held back from mode changes, of any host (this one's are kept)."""
+        view = cls(status.name, status.state, status.hello, status.snapshot, dict(status.jobs),
                    mode_fixed)
+        if no_flip:
+            view.no_flip = frozenset(g.get("uuid") for g in view.gpu_records()) & frozenset(
+                no_flip)
+        return view
 
     def by_key(self) -> Dict[str, Dict[str, Any]]:
         return {j["key"]: j for j in self.jobs.values() if j.get("key")}
@@ -117,7 +137,7 @@ def signature(view: HostView) -> tuple:
                         for k, j in view.jobs.items()))
     mig_changes = (hello.get("privileges") or {}).get("mig_changes", True)
     return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs,
-            view.mode_fixed)
+            view.mode_fixed, flips_modes(hello), tuple(sorted(view.no_flip)))
 
 
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
@@ -238,7 +258,7 @@ def _same_objects(a: HostView, b: HostView) -> bool:
     session replaces a record when news comes, never changes one in place; records compare
     by identity first, so this costs one C loop per host)."""
     return a.state == b.state and a.hello is b.hello and a.snapshot is b.snapshot and \
-        a.jobs == b.jobs and a.mode_fixed == b.mode_fixed
+        a.jobs == b.jobs and a.mode_fixed == b.mode_fixed and a.no_flip == b.no_flip
 
 
 def _copy(host: Host) -> Host:
@@ -262,9 +282,10 @@ def _host(view: HostView, jobs: List[Job], store_uid: str, leave_out: set) -> Ho
     agent = {k: j for k, j in view.by_key().items()
              if j.get("state") in ACTIVE_AGENT_STATES and k not in leave_out}
     gpus = [_gpu(rec, mig_ok, agent.values()) for rec in view.gpu_records()]
-    if mig_ok and not view.mode_fixed:
+    if mig_ok and not view.mode_fixed and flips_modes(hello):
         for gpu, rec in zip(gpus, view.gpu_records()):
-            _may_flip(gpu, rec, agent.values())
+            if rec.get("uuid") not in view.no_flip:
+                _may_flip(gpu, rec, agent.values())
     # a pod's CPU quota may be fractional (1.5): booked in milli-CPUs
     host = Host(view.name, int(round(float(hello.get("cpus") or 0) * 1000)),
                 int(hello.get("memory_mib") or 0), gpus, links=host_links(hello, len(gpus)))
@@ -386,8 +407,7 @@ def _decided_mode(gpu: Gpu, mig: bool) -> None:
     first) is booked as it will be: empty, in that mode."""
     if gpu.mig == mig or gpu.mig_geometry is None:
         return  # the mode it has, or one that cannot change: a launch there is refused
-    gpu.layout = Layout(gpu.mig_geometry, ()) if mig else None
-    gpu.free_milli = MILLI
+    gpu.layout, gpu.free_milli = gpu.idle_in(mig)
 
 
 def placement_charge(host: Host, gpus: Sequence[int], profile: Optional[str],

@@ -6,7 +6,7 @@ by hand onto a host or GPU out of service is refused, with the reason (``in_serv
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from remote_agent.mig.layout import Geometry
 
@@ -77,7 +77,18 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
     return Slot(slot.host, slot.gpus, None, None, mib, record_charge(gpus, slot.gpus, None, mib))
 
 
-def _mode_changes(slot: Slot, rec: dict, geo: Optional[Geometry]) -> bool:
+def mode_change(slot: Slot, gpus: Sequence[Mapping[str, Any]]) -> Optional[bool]:
+    """The MIG mode a recorded ``slot``'s launch turns its GPU to first (True: on, False: off),
+    by the GPU's record (``gpus``: an agent's, or the inventory's); None when it keeps it."""
+    if not slot.gpus or slot.gpus[0] >= len(gpus):
+        return None
+    rec = gpus[slot.gpus[0]]
+    if not _mode_changes(slot, rec, geometry(rec.get("name") or "")):
+        return None
+    return not rec.get("mig_mode")
+
+
+def _mode_changes(slot: Slot, rec: Mapping[str, Any], geo: Optional[Geometry]) -> bool:
     """Whether ``slot`` was placed (from the preview) in the MIG mode its GPU does not have
     yet: a slice given in full on a MIG-capable GPU with MIG off, or a share in MiB on a GPU
     with MIG on. Its launch changes the mode first, where nothing uses the GPU."""

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from remote_agent.gpu.models import model as gpu_model
 
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, FLIP_FEATURES
 from fractui.store.model import ON_HOST, PLACED, Job
 
 DESTROY, MODE = "destroy", "mode"
@@ -150,17 +150,24 @@ def flip_words(where: str, enabled: bool, reset: bool) -> str:
                                     " (a GPU reset, nothing runs there)" if reset else "")
 
 
+def flip_of(host: str, gpu: Mapping[str, Any], enabled: bool) -> str:
+    """``flip_words`` for a GPU as its agent reports it (or the inventory keeps it): whether
+    the change is a GPU reset, from its model's facts."""
+    return flip_words(_where(host, int(gpu.get("index", 0))), enabled,
+                      _mode_reset(str(gpu.get("name") or "")))
+
+
 def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
               agent_jobs: Iterable[Mapping[str, Any]], store_jobs: Sequence[Job],
-              store_uid: str, fixed: bool = False) -> MigChange:
+              store_uid: str, fixed: bool = False, agent_can: bool = True) -> MigChange:
     """The mode change a scheduler's decision for ``job`` needs first on ``gpu``: only on a
     GPU nothing uses — no other job (decisions waiting for the same mode excepted: they come
     after it), no process, no busy instance — of a host that does not pin its modes
-    (``fixed``). The agent resets the GPU where the mode waits for a reset, and destroys idle
-    instances before MIG goes off; it checks the GPU again itself."""
+    (``fixed``) and whose agent can make it (``agent_can``: its hello lists the features,
+    fleetview.flips_modes). The agent resets the GPU where the mode waits for a reset, and
+    destroys idle instances before MIG goes off; it checks the GPU again itself."""
     index = int(gpu.get("index", 0))
     where = _where(host, index)
-    reset = _mode_reset(str(gpu.get("name") or ""))
     others = [j for j in store_jobs if j.id != job.id and not (
         j.state == PLACED and j.slot is not None and (j.slot.profile is not None) == enabled)]
     held = _users(host, index, None, agent_jobs, others, store_uid)
@@ -168,6 +175,10 @@ def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
     refusal = None
     if fixed:
         refusal = "%s keeps its MIG mode (mig_mode = \"fixed\" for %s)" % (where, host)
+    elif not agent_can:
+        refusal = "the agent on %s cannot change the MIG mode of %s before a launch (its " \
+                  "hello does not list %s: an agent older than fractui's, e.g. one in a job " \
+                  "image)" % (host, where, " and ".join(FLIP_FEATURES))
     elif not gpu.get("mig_capable"):
         refusal = "%s (%s) does not support MIG" % (where, gpu.get("name"))
     elif held:
@@ -178,7 +189,7 @@ def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
     elif busy:
         refusal = "%s has MIG instances in use (%s): its MIG mode is not changed" % (
             where, ", ".join(_instance(i) for i in busy))
-    return MigChange(host, index, MODE, flip_words(where, enabled, reset), refusal,
+    return MigChange(host, index, MODE, flip_of(host, gpu, enabled), refusal,
                      "mig.set_mode", {"gpu": index, "enabled": enabled, "reset": True,
                                       "destroy_idle": not enabled})
 

@@ -510,8 +510,7 @@ class Placer:
         after = {g: (h.gpus[g].layout, h.gpus[g].free_milli) for g in p.gpus}
         for g, mode in zip(p.gpus, p.modes):
             if mode is not None:
-                after[g] = (Layout(h.gpus[g].mig_geometry) if mode else None,  # type: ignore
-                            MILLI)
+                after[g] = h.gpus[g].idle_in(mode)
         for g, m, plan in zip(p.gpus, p.milli, p.plans):
             layout, free = after[g]
             if plan is None:

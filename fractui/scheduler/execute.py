@@ -25,9 +25,10 @@ from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT,
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
-from fractui.sched.fleetview import HostView
+from fractui.sched.fleetview import HostView, flips_modes
 from fractui.sched.manual import Unfit, complete
-from fractui.sched.mig_change import MODE, outcome, plan_flip
+from fractui.sched.mig_change import MODE, MigChange, outcome, plan_flip
+from fractui.scheduler.backoff import ModeBackoff
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
@@ -64,6 +65,12 @@ def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
     return params
 
 
+class ModeNotChanged(Exception):
+    """A GPU's MIG mode change before a launch was refused or failed on the agent: the GPU is
+    held back from changes a while (ModeBackoff), and the job goes back to its queue without
+    a refusal counted — the GPU failed, not the job, and it is not offered again meanwhile."""
+
+
 def class_of(err: AgentCallError) -> str:
     """An agent error's class: the one its answer names (``data.class``, so a newer agent's
     codes are read right), else its code's."""
@@ -87,6 +94,8 @@ class Executor:
         self.epoch = 0
         """The lease epoch its writes carry (the scheduler's, set as it takes the lease)."""
         self._stops_sent: Set[Tuple[str, str]] = set()
+        self.backoff = ModeBackoff()
+        """GPUs whose mode change failed lately: the passes offer them no change."""
 
     def recall(self, stops_sent: FrozenSet[Tuple[str, str]]) -> None:
         """The stops the lease holders sent, as the store keeps them (read on taking the
@@ -106,6 +115,12 @@ class Executor:
             record = self.call(view.name, "job.launch", launch_params(job, uid))
         except Unfit as err:
             self.refused(job, view.name, str(err), CAPACITY)
+            return
+        except ModeNotChanged as err:
+            try:
+                self.store.requeue(job.id, (PLACED,), self.actor, str(err), epoch=self.epoch)
+            except StateConflict:
+                pass  # cancelled meanwhile: nothing ran
             return
         except AgentCallError as err:
             kind = class_of(err)
@@ -130,7 +145,8 @@ class Executor:
         profile: on; a share: off), changed by the agent where it is not — the decision, in
         the store before this, is what says so, and a retried pass asks again, which changes
         nothing the second time. Audited as a MIG change by hand is. A GPU found in use is
-        not changed (Unfit: the job goes back to its queue with the reason)."""
+        not changed (Unfit: the job goes back to its queue with the reason). A change the
+        agent refuses or fails holds its GPU back from changes (ModeNotChanged)."""
         slot = job.slot
         assert slot is not None
         want = slot.profile is not None
@@ -142,11 +158,11 @@ class Executor:
                                bool(rec.get("mig_pending", rec.get("mig_mode")))) == (want, want):
                 continue
             change = plan_flip(view.name, rec, want, job, list(view.jobs.values()), jobs,
-                               self.store.uid, view.mode_fixed)
+                               self.store.uid, view.mode_fixed, flips_modes(view.hello))
             if change.refusal is not None:
                 raise Unfit("not launched: %s" % change.refusal)
-            changes.append(change)
-        for change in changes:
+            changes.append((change, str(rec.get("uuid"))))
+        for change, uuid in changes:
             detail = {"host": view.name, "change": MODE, **change.params}
             try:
                 answer = self.call(view.name, change.method, change.params)
@@ -155,11 +171,25 @@ class Executor:
                                  "(%s): the next pass reads the GPU's mode" % (
                                      change.text, err.reason), detail)
                 raise
+            except AgentCallError as err:
+                if class_of(err) == REQUEST:  # what the agent calls malformed: a bug of ours
+                    log.error("job %d: the agent on %s refused %s as malformed: %s",
+                              job.id, view.name, change.method, err)
+                raise self._not_changed(change, uuid, "the agent refused to %s: %s" % (
+                    change.text, err)) from None
             said = outcome(change, answer)
             if answer.get("changed") is not False:
                 self.store.audit(self.actor, "mig", job.id, said, detail)
             if answer.get("mig_mode") is not want or answer.get("reset_required"):
-                raise Unfit("not launched: %s" % said)
+                raise self._not_changed(change, uuid, said)
+            self.backoff.succeeded(uuid)
+
+    def _not_changed(self, change: MigChange, uuid: str, words: str) -> ModeNotChanged:
+        """A GPU's mode change that did not happen, in words: the GPU held back from changes
+        (for longer at each failure in a row)."""
+        hold = self.backoff.failed(uuid, self.clock())
+        return ModeNotChanged("not launched: %s; gpu %d of %s (%s) is offered no MIG mode "
+                              "change for %.0f s" % (words, change.gpu, change.host, uuid, hold))
 
     def failed(self, job: Job, host: str, words: str, kind: str) -> None:
         """A job that can never start as given: failed at once, with the agent's words."""

@@ -146,6 +146,7 @@ class Scheduler:
         self._logs_asked = True  # the feed says a job's output tail was asked for
         self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
+        self._holds_end: Optional[float] = None  # when a GPU's mode-change hold ends
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
         self._kept = Kept()  # hosts built and placements scored, kept across passes
         self._recent: Tuple[Optional[float], Recent] = (None, Recent())
@@ -310,10 +311,10 @@ class Scheduler:
 
     def _clocks_run(self) -> bool:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
-        refusal's window (REFUSED_FOR_S) has ended."""
-        ends = self._window_ends
-        return bool(self._away or self._gpu_gone) or (ends is not None and
-                                                      self.clock() >= ends)
+        refusal's window (REFUSED_FOR_S) or a GPU's hold on mode changes has ended."""
+        now = self.clock()
+        return bool(self._away or self._gpu_gone) or any(
+            ends is not None and now >= ends for ends in (self._window_ends, self._holds_end))
 
     def _standby_s(self) -> float:
         """How long a standby leaves the lease alone: until the holder's lease can have
@@ -459,7 +460,13 @@ class Scheduler:
             self.leader, self._held_until = False, 0.0
 
     def _views(self) -> List[HostView]:
-        return [HostView.of(s, self.config.mode_fixed(s.name)) for s in self.fleet.statuses()]
+        """The hosts as the fleet last saw them, each GPU whose mode change failed lately held
+        back from another (the executor's ModeBackoff; a pass is due when a hold ends)."""
+        now = self.clock()
+        held = self.executor.backoff.held(now)
+        self._holds_end = self.executor.backoff.next_end(now)
+        return [HostView.of(s, self.config.mode_fixed(s.name), held)
+                for s in self.fleet.statuses()]
 
     def _record_inventory(self, views: List[HostView]) -> None:
         """Keeps each reachable host's lasting facts in the store (written only when they

@@ -15,6 +15,7 @@ from fractui.fleet.host import HostStatus
 from fractui.sched.quota import charge
 from fractui.store.model import PENDING, RUNNING, Job, Slot, UsageRecord
 from fractui.tui.model import StoreView
+from remote_agent import FEATURES
 from remote_agent.gpu.models import model as model_facts
 
 NOW = 1_795_000_000.0  # the fixed clock of snapshot tests
@@ -165,7 +166,8 @@ def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,
                     "gpus": [b.gpu(name, kind, i, jobs) for i in range(count)]}
         state, error = (states or {}).get(name, ("online", None))
         hello = {"host": name, "cpus": 64, "memory_mib": 512 * 1024, "gpus": snapshot["gpus"],
-                 "privileges": {"root": True, "mig_changes": True, "reason": None}}
+                 "privileges": {"root": True, "mig_changes": True, "reason": None},
+                 "features": list(FEATURES)}
         statuses.append(HostStatus(name, state=state, error=error, since=NOW - 3600,
                                    hello=hello, snapshot=snapshot, jobs=jobs))
     for k in range(min(5, gpus)):  # a few waiting jobs, so the queue panel has waits

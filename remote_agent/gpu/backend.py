@@ -475,11 +475,16 @@ class GpuBackend:
         refused: Dict[int, str] = {}
         for index in indexes:
             try:
-                self.call("nvmlDeviceRegisterEvents", self.handle(index),
-                          self.nv.nvmlEventTypeXidCriticalError, events)
+                self.register_xid(events, index)
             except NvmlCallError as err:
                 refused[index] = str(err)
         return events, refused
+
+    def register_xid(self, events: Any, index: int) -> None:
+        """Add GPU ``index``'s critical XID errors to the event set (again: it adds the type
+        to what the set records of that GPU)."""
+        self.call("nvmlDeviceRegisterEvents", self.handle(index),
+                  self.nv.nvmlEventTypeXidCriticalError, events)
 
     def wait_xid(self, events: Any, timeout_ms: int) -> Optional[XidEvent]:
         """The next critical XID error of the set, or None when none came in time."""

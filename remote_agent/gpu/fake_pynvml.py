@@ -35,7 +35,7 @@ import threading
 import time
 import uuid as uuidlib
 from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulonglong, pointer
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from remote_agent.gpu import models as _models
 
@@ -694,11 +694,16 @@ def sim_mode_waits_for_reset(gpu: int, waits: bool = True) -> None:
         _gpu_of(state, gpu)["reset_to_change"] = waits
 
 
-def sim_reset_gpu(gpu: int) -> None:
-    """A GPU reset (``nvidia-smi -r``): a pending MIG mode takes effect, its MIG instances are
-    gone and its volatile ECC counters cleared. Refused, as the driver refuses it, while
-    processes use the GPU."""
+def sim_reset_gpu(gpu: Union[int, str]) -> None:
+    """A GPU reset (``nvidia-smi -r -i``): a pending MIG mode takes effect, its MIG instances
+    are gone and its volatile ECC counters cleared. ``gpu`` is its index or its UUID, as
+    nvidia-smi's ``-i`` takes either. Refused, as the driver refuses it, while processes use
+    the GPU."""
     with _transaction() as state:
+        if isinstance(gpu, str):
+            gpu = next((i for i, g in enumerate(state["gpus"]) if g["uuid"] == gpu), gpu)
+            if isinstance(gpu, str):
+                raise ValueError("no GPU has UUID %s" % gpu)
         _gpu_of(state, gpu)
         if _procs_on(state, gpu):
             raise ValueError("GPU %d has processes: it cannot be reset" % gpu)

@@ -1,9 +1,11 @@
 """Resetting one GPU: what a MIG mode change waits for when NVML cannot do the reset itself.
 
 One interface, one implementation per kind of backend: on a real host ``nvidia-smi
---gpu-reset -i N`` (run as an argv, never through a shell), on a simulated one the fake
-pynvml's own reset. Callers reset only a GPU with no processes and no MIG instances; the
-driver refuses anything else all the same.
+--gpu-reset -i UUID`` (run as an argv, never through a shell), on a simulated one the fake
+pynvml's own reset. The GPU is named by its UUID, never its index: indexes follow PCI
+enumeration (or CUDA_VISIBLE_DEVICES-like remapping by the driver) and may differ after a reset
+or a reboot, a UUID names the same board. Callers reset only a GPU with no processes and no MIG
+instances; the driver refuses anything else all the same.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ class ResetFailed(Exception):
 
 class GpuReset(ABC):
     @abstractmethod
-    def reset(self, index: int) -> None:
-        """Reset GPU ``index``, or raise ResetFailed."""
+    def reset(self, uuid: str) -> None:
+        """Reset the GPU of this UUID (``GPU-...``, as NVML names it), or raise ResetFailed."""
 
 
 class SmiReset(GpuReset):
     """A real host: nvidia-smi, which ships with the driver, resets the GPU."""
 
-    def reset(self, index: int) -> None:
-        argv = ["nvidia-smi", "--gpu-reset", "-i", str(index)]
+    def reset(self, uuid: str) -> None:
+        argv = ["nvidia-smi", "--gpu-reset", "-i", uuid]
         shown = " ".join(argv)
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -54,8 +56,8 @@ class SimReset(GpuReset):
     def __init__(self, sim: ModuleType):
         self.sim = sim
 
-    def reset(self, index: int) -> None:
+    def reset(self, uuid: str) -> None:
         try:
-            self.sim.sim_reset_gpu(index)
+            self.sim.sim_reset_gpu(uuid)
         except ValueError as err:
             raise ResetFailed(str(err)) from None

@@ -2,7 +2,8 @@
 
 NVML delivers an XID event only to an event set that was registered before it happened and
 that waits for it, so a thread of the daemon's waits on one set for every GPU, and the snapshot
-reads the newest few of each GPU from here.
+reads the newest few of each GPU from here. A GPU the agent resets (a MIG mode change) is
+registered again after the reset: NVML does not document whether a registration outlives one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class XidWatcher:
         self._lock = threading.Lock()
         self._events: Dict[int, Deque[Dict[str, Any]]] = {}
         self._refused: Dict[int, str] = {}
+        self._set: Any = None  # the event set the thread waits on, while it runs
         self.problem: Optional[str] = "XID events are not watched yet"
 
     def recent(self, index: int) -> List[Dict[str, Any]]:
@@ -52,7 +54,7 @@ class XidWatcher:
             log.warning("%s", self.problem)
             return
         with self._lock:
-            self.problem, self._refused = None, refused
+            self.problem, self._refused, self._set = None, refused, events
         try:
             while not stopping.is_set():
                 try:
@@ -69,7 +71,29 @@ class XidWatcher:
                         {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
                          "ci_id": event.ci_id})
         finally:
+            with self._lock:
+                self._set = None
             try:
                 self.backend.free_events(events)
             except NvmlCallError as err:
                 log.warning("freeing the XID event set failed: %s", err)
+
+    def register_again(self, index: int) -> None:
+        """After the agent reset GPU ``index``: its XID events registered again in the set the
+        thread waits on. Where the registration outlived the reset this adds nothing (the set
+        records each type once per GPU); where it did not, the GPU is watched again. One that
+        fails is said as the GPU's note (the snapshot's ``xid_note``), as at the start."""
+        with self._lock:
+            events = self._set
+        if events is None:
+            return  # not watching (yet, or NVML refused): nothing registered to renew
+        try:
+            self.backend.register_xid(events, index)
+        except NvmlCallError as err:
+            with self._lock:
+                self._refused[index] = str(err)
+            log.warning("GPU %d: XID events not registered again after its reset: %s",
+                        index, err)
+            return
+        with self._lock:
+            self._refused.pop(index, None)

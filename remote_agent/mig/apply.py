@@ -211,11 +211,13 @@ def set_mode(backend: GpuBackend, index: int, enabled: bool,
                         "NVML accepted it, yet the GPU then read %s" % _show_mode(mode))
 
 
-def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, enabled: bool,
-                  before: Tuple[bool, bool], pids: Callable[[], List[int]]
-                  ) -> Optional[Tuple[bool, bool]]:
-    """Reset a GPU whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
-    (the processes on it, anyone's) finds none; the caller holds the MIG lock. Returns the mode
+def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str,
+                  enabled: bool, before: Tuple[bool, bool], pids: Callable[[], List[int]],
+                  after_reset: Callable[[], None]) -> Optional[Tuple[bool, bool]]:
+    """Reset a GPU (``index``, reset by its ``uuid``: an index may name another GPU after the
+    reset) whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
+    (the processes on it, anyone's) finds none; the caller holds the MIG lock, and hears of
+    the reset done (``after_reset``: the XID watcher registers the GPU again). Returns the mode
     read after (None if it could not be read), or raises ChangeFailed with the mode asked back
     to ``before``'s current one, nothing pending (``in_use`` set when processes stopped it)."""
     what = "resetting GPU %d to turn MIG mode %s" % (index, "on" if enabled else "off")
@@ -231,9 +233,10 @@ def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, enabled: 
         failed.in_use = True
         raise failed
     try:
-        resetter.reset(index)
+        resetter.reset(uuid)
     except ResetFailed as err:
         raise _restore_mode(backend, index, before, what, None, str(err)) from err
+    after_reset()  # whatever the mode reads now, the GPU was reset
     mode, done, _ = _read_back(lambda: backend.mig_mode(index),
                                lambda read: read == (enabled, enabled))
     if done or mode is None:

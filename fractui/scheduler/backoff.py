@@ -1,0 +1,61 @@
+"""GPUs held back from MIG mode changes after one failed: the lease holder's memory of them.
+
+A mode change the agent refused or failed (a process came first, the reset was refused, NVML
+failed and rolled back) would otherwise be offered again by the next pass, to the same job or
+the next, each failing the same way. Each such GPU, by UUID (its index may change across the
+reset), is offered no mode change for a while — FIRST_HOLD_S, doubled at each failure in a
+row, at most LONGEST_HOLD_S — and its jobs take it in the mode it has, or go elsewhere, or
+wait. A change that succeeds forgets its failures. Kept in memory, not in the store: a lease
+holder that takes over asks at most once more per GPU before holding it back itself
+(docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Optional
+
+FIRST_HOLD_S = 120.0
+LONGEST_HOLD_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Hold:
+    failures: int  # in a row, since the GPU's last successful change
+    until: float  # by the scheduler's clock
+
+
+class ModeBackoff:
+    """The GPUs whose MIG mode change failed lately (recorded from the hosts' lanes, read by
+    the passes: thread-safe)."""
+
+    def __init__(self) -> None:
+        self._holds: Dict[str, Hold] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, uuid: str, now: float) -> float:
+        """A change of GPU ``uuid`` failed at ``now``: held back longer than last time; returns
+        for how long (seconds)."""
+        with self._lock:
+            last = self._holds.get(uuid)
+            failures = last.failures + 1 if last is not None else 1
+            wait = min(LONGEST_HOLD_S, FIRST_HOLD_S * 2 ** (failures - 1))
+            self._holds[uuid] = Hold(failures, now + wait)
+            return wait
+
+    def succeeded(self, uuid: str) -> None:
+        """A change of GPU ``uuid`` was made: its failures are forgotten."""
+        with self._lock:
+            self._holds.pop(uuid, None)
+
+    def held(self, now: float) -> FrozenSet[str]:
+        """The GPUs (UUIDs) offered no mode change at ``now``."""
+        with self._lock:
+            return frozenset(u for u, h in self._holds.items() if h.until > now)
+
+    def next_end(self, now: float) -> Optional[float]:
+        """When the first hold still running at ``now`` ends (a pass is due then: the GPU may
+        be offered again); None if none runs."""
+        with self._lock:
+            return min((h.until for h in self._holds.values() if h.until > now), default=None)
