@@ -15,7 +15,7 @@ from remote_agent.gpu.models import model
 from remote_agent.mig.layout import Layout
 
 from fractui.sched import POLICIES, Gpu, Host, Placer, Request, typical_classes
-from fractui.sched.fleetview import _decided_mode
+from fractui.sched.fleetview import HostView, _decided_mode, build_hosts
 from fractui.sched.model import MILLI, Placement
 
 A100 = model("A100-80GB").geometry()
@@ -225,3 +225,29 @@ def test_a_placement_that_no_longer_fits_one_of_its_gpus_changes_none_of_them():
         placer.commit(both)
     assert [g.free_milli for g in h.gpus] == [MILLI, 500]
     assert placer.place(Request("half", gpu=0.5)) is not None  # and the placer goes on
+
+
+def _a100_view(mig_mode: bool, job: dict) -> HostView:
+    """One A100 whose snapshot says MIG is ``mig_mode``, and one running job of ours on it."""
+    rec = {"index": 0, "uuid": "GPU-0", "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
+           "mig_capable": True, "mig_mode": mig_mode, "mig_pending": mig_mode, "processes": []}
+    hello = {"cpus": 32, "memory_mib": 1 << 18, "gpus": [rec],
+             "features": ["mig.set_mode.reset", "mig.set_mode.destroy_idle"]}
+    return HostView("gpu-a", "online", hello, {"gpus": [rec]},
+                    {"j1": dict(job, id="j1", key="k1", state="running", gpus=[0])})
+
+
+@pytest.mark.parametrize("mig_mode, job", [
+    (False, {"instance": "MIG-1", "memory_mib": 40960}),  # MIG turned on for it, not yet seen
+    (True, {"instance": None, "memory_mib": 10240}),  # MIG turned off for it, not yet seen
+])
+def test_a_gpu_whose_snapshot_predates_its_jobs_mode_change_offers_nothing(mig_mode, job):
+    """The agent tells a job's launch at once and its snapshot at the next tick: a pass between
+    the two sees a job of one mode on a GPU of the other. Read as the snapshot says, the GPU
+    would offer room of the wrong mode (a share beside a MIG instance), and the launch there
+    would be refused for a GPU in use; it offers nothing until the next snapshot comes."""
+    host = build_hosts([_a100_view(mig_mode, job)], [], "uid")[0]
+    assert (host.gpus[0].free_milli, host.gpus[0].mig_geometry) == (0, None)
+    placer = Placer([host], "fractui")
+    assert placer.place(Request("s", memory_gib=10, isolation="share")) is None
+    assert placer.place(Request("m", mig="3g.40gb")) is None
