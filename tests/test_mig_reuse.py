@@ -13,8 +13,10 @@ from remote_agent.mig.layout import Instance, Layout
 from fractui.config import QueueConfig
 from fractui.sched import Gpu, Host, Placer, Request
 from fractui.sched.fleetview import HostView, build_hosts
+from fractui.sched.manual import complete
 from fractui.sched.place import Memos
 from fractui.sched.preview import candidates
+from fractui.store.model import Job, Slot
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -87,25 +89,43 @@ def test_memos_kept_across_placers_give_each_gpu_its_own_start():
                     "2g.20gb") == 2  # an idle instance of another profile is no twin
 
 
-def test_fleetview_lists_the_idle_instances_no_job_holds():
+def a100_view() -> HostView:
+    """A host as its agent reports it: one A100-80GB in MIG mode, a 3g.40gb at 4 a job holds
+    (idle while its process starts), an idle 2g.20gb at 0 no job holds, and a 1g.10gb at 2
+    with someone's process."""
     instances = [
         {"gi_id": 1, "profile": "3g.40gb", "start": 4, "size": 4, "uuid": "MIG-held",
-         "busy": False},  # a job holds it while its process starts
+         "busy": False},
         {"gi_id": 2, "profile": "2g.20gb", "start": 0, "size": 2, "uuid": "MIG-idle",
          "busy": False},
         {"gi_id": 3, "profile": "1g.10gb", "start": 2, "size": 1, "uuid": "MIG-used",
-         "busy": True}]  # someone's process runs there
+         "busy": True}]
     rec = {"index": 0, "uuid": "GPU-0", "name": A100_NAME, "memory_mib": 81920,
            "mig_mode": True, "mig_pending": True, "mig_capable": True, "processes": [],
            "instances": instances}
     hello = {"cpus": 32, "memory_mib": 65536, "gpus": [rec],
              "privileges": {"mig_changes": True}}
     job = {"key": "k1", "state": "running", "gpus": [0], "instance": "MIG-held"}
-    view = HostView("a", "online", hello, {"gpus": [rec]}, {"1": job})
-    gpu = build_hosts([view], [], "uid")[0].gpus[0]
+    return HostView("a", "online", hello, {"gpus": [rec]}, {"1": job})
+
+
+def test_fleetview_lists_the_idle_instances_no_job_holds():
+    gpu = build_hosts([a100_view()], [], "uid")[0].gpus[0]
     assert gpu.idle_instances == (("2g.20gb", 0),)
     assert sorted((i.profile, i.start) for i in gpu.layout.instances) == [
         ("1g.10gb", 2), ("3g.40gb", 4)]
+
+
+def test_a_placement_by_hand_without_a_start_takes_the_idle_twins():
+    """``fractui place JOB HOST GPU --profile 2g.20gb``: the start the placer would pick."""
+    view = a100_view()
+    instances = view.snapshot["gpus"][0]["instances"]
+    del instances[2]  # the 1g.10gb at 2 gone: a 2g.20gb at 0 or at 2 leaves the same room
+    job = Job(7, "small", None, "j", ("x",), {"mig": "2g.20gb", "isolation": "mig"},
+              "decided", 0.0, 0.0, slot=Slot("a", (0,), "2g.20gb"))
+    assert complete(job, view, "uid", []).start == 0  # the idle 2g.20gb's
+    del instances[1]
+    assert complete(job, view, "uid", []).start == 2  # the planner's
 
 
 SLICE = QueueConfig(name="small", mig="2g.20gb", isolation="mig")
