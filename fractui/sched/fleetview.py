@@ -3,9 +3,11 @@ store's decisions not yet launched, turned into ``Host``/``Gpu`` records. Pure: 
 
 Booked is what jobs hold, not what they use: a memory share books its MiB whether or not the job
 has allocated them yet, a MIG instance held by a job is busy even while its process starts.
-MIG instances that are idle and held by no job are left out, so the planner may reuse their
-slots: the agent takes an idle instance of the same profile at the same start as it is, and
-destroys idle ones in the way (``destroy_idle``); it never touches one with processes.
+MIG instances that are idle and held by no job are left out of the layout, so the planner may
+reuse their slots, and listed apart (``Gpu.idle_instances``), so that a request of their
+profile that packs as well at one of them is put there: the agent takes an idle instance of the
+same profile at the same start as it is, and destroys idle ones in the way (``destroy_idle``);
+it never touches one with processes.
 """
 
 from __future__ import annotations
@@ -263,8 +265,8 @@ def _same_objects(a: HostView, b: HostView) -> bool:
 
 def _copy(host: Host) -> Host:
     return Host(host.name, host.cpu_milli, host.memory_mib,
-                [Gpu(g.model, g.memory_mib, g.free_milli, g.layout, g.mig_geometry, g.mode_reset)
-                 for g in host.gpus],
+                [Gpu(g.model, g.memory_mib, g.free_milli, g.layout, g.mig_geometry, g.mode_reset,
+                     g.idle_instances) for g in host.gpus],
                 host.cpu_free, host.memory_free, host.links)
 
 
@@ -354,7 +356,9 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
         if full is None or not mig_ok or rec.get("mig_pending") is False:
             return Gpu(name, memory, free_milli=0)  # MIG we cannot change: nothing to give
         layout = Layout(full.geometry, tuple(i for i in full.instances if i.busy))
-        return Gpu(name, memory, free_milli=_free_compute(layout), layout=layout)
+        idle = tuple(sorted((i.profile, i.start) for i in full.instances if not i.busy))
+        return Gpu(name, memory, free_milli=_free_compute(layout), layout=layout,
+                   idle_instances=idle)
     if rec.get("mig_pending"):  # MIG comes on at the next reset, which new work would block
         return Gpu(name, memory, free_milli=0)
     booked = sum(int(j.get("memory_mib") or 0) for j in mine)
@@ -398,10 +402,12 @@ def _book_decision(host: Host, job: Job) -> None:
         _decided_mode(gpu, slot.profile is not None)
         if gpu.layout is not None and slot.profile:
             try:
-                _, gpu.layout = mig.commit(gpu.layout, slot.profile, slot.start)
+                _, layout = mig.commit(gpu.layout, slot.profile, slot.start)
             except PlanError:
                 continue  # it cannot go there: its launch will be refused and requeued
-            gpu.free_milli = _free_compute(gpu.layout)
+            gpu.idle_instances = mig.idle_after(layout.geometry, gpu.idle_instances,
+                                                slot.profile, slot.start)
+            gpu.layout, gpu.free_milli = layout, _free_compute(layout)
         elif gpu.layout is None and gpu.memory_mib:
             mib = slot.memory_mib or share_mib(req, gpu.memory_mib, req.milli)
             gpu.free_milli = max(0, gpu.free_milli - math.ceil(mib * MILLI / gpu.memory_mib))
@@ -413,6 +419,7 @@ def _decided_mode(gpu: Gpu, mig: bool) -> None:
     if gpu.mig == mig or gpu.mig_geometry is None:
         return  # the mode it has, or one that cannot change: a launch there is refused
     gpu.layout, gpu.free_milli = gpu.idle_in(mig)
+    gpu.idle_instances = ()  # the change destroys them first
 
 
 def placement_charge(host: Host, gpus: Sequence[int], profile: Optional[str],

@@ -31,8 +31,8 @@ def in_service(slot: Slot, cordons: Iterable[Cordon]) -> None:
 
 def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
     """A manual decision completed from the GPU as ``view`` shows it: the profile the request
-    takes there, the start the planner picks, or the share in MiB, and what it charges. What was
-    recorded is kept as it is."""
+    takes there, the start the placer picks (an idle twin's where it packs as well), or the
+    share in MiB, and what it charges. What was recorded is kept as it is."""
     slot = job.slot
     assert slot is not None
     gpus = view.gpu_records()
@@ -63,11 +63,13 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
         if start is None:
             host = next(h for h in build_hosts([view], [j for j in jobs if j.id != job.id],
                                                store_uid))
-            layout = host.gpus[slot.gpus[0]].layout
-            start = mig.best_start(geo, mig.signature(layout), profile) if layout else None
+            gpu = host.gpus[slot.gpus[0]]
+            sig = mig.signature(gpu.layout) if gpu.layout else None
+            start = mig.best_start(geo, sig, profile) if sig is not None else None
             if start is None:
                 raise Unfit("no room for %s on GPU %d of %s" % (profile, slot.gpus[0],
                                                                  view.name))
+            start = mig.reuse_start(geo, sig, gpu.idle_instances, profile, start)
         return Slot(slot.host, slot.gpus, profile, start, None,
                     record_charge(gpus, slot.gpus, profile, None), slot.layout_version)
     if slot.profile:

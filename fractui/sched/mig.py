@@ -13,6 +13,8 @@ from fractui.sched.model import Request
 
 # A MIG GPU's state as the placer keys it: (profile, start, busy) per instance, sorted.
 Signature = Tuple[Tuple[str, int, bool], ...]
+# Idle instances a layout leaves out (``Gpu.idle_instances``): (profile, start) each, sorted.
+Idle = Tuple[Tuple[str, int], ...]
 
 
 def _plain(geo: Geometry) -> Tuple[Profile, ...]:
@@ -83,6 +85,38 @@ def after(geo: Geometry, sig: Signature, profile: str, start: int) -> Signature:
     gone = {(i.profile, i.start) for i in plan.destroy}
     kept = tuple(s for s in sig if (s[0], s[1]) not in gone)
     return tuple(sorted(kept + ((profile, start, True),)))
+
+
+@lru_cache(maxsize=100_000)
+def reuse_start(geo: Geometry, sig: Signature, idle: Idle, profile: str, start: int) -> int:
+    """Where ``profile`` goes on a GPU in state ``sig`` whose layout leaves out the idle
+    instances ``idle``, given the planner's ``start`` there: the start of an idle twin (same
+    profile) whose plan leaves the same ``planner.room`` as ``start`` does, i.e. the same
+    fragmentation, so the launch takes the twin as it is instead of changing the GPU's MIG
+    layout; else ``start``. Keyed by ``idle`` too: an idle twin makes another state here."""
+    twins = [s for p, s in idle if p == profile]
+    if not twins or start in twins:
+        return start
+    layout = layout_of(geo, sig)
+    want = _room_after(layout, profile, start)
+    return next((s for s in sorted(twins) if _room_after(layout, profile, s) == want), start)
+
+
+def _room_after(layout: Layout, profile: str, start: int) -> Optional[Tuple[int, ...]]:
+    """``planner.room`` once the plan for ``profile`` at ``start`` ran; None: no plan there."""
+    try:
+        plan = planner.plan(layout, profile, start=start, destroy_idle=True)
+    except planner.PlanError:
+        return None
+    return planner.room(layout.without(plan.destroy).with_instance(plan.profile, start))
+
+
+def idle_after(geo: Geometry, idle: Idle, profile: str, start: int) -> Idle:
+    """The idle instances left out of a layout that remain once ``profile`` is put at
+    ``start``: those it overlaps are gone (the twin there taken, the others destroyed)."""
+    slots = set(geo.profile(profile).slots(start))  # type: ignore[union-attr]
+    return tuple(i for i in idle
+                 if not slots & set(geo.profile(i[0]).slots(i[1])))  # type: ignore[union-attr]
 
 
 def free_compute_milli(geo: Geometry, sig: Signature) -> int:

@@ -27,6 +27,10 @@ class Gpu:
     ``mig_geometry`` set: a MIG-capable GPU whose MIG mode the placer may change while it is idle
     (its layout, when MIG is on, is of this geometry); None: its mode is fixed. ``mode_reset``:
     changing its mode needs a GPU reset (shown to people; the placer does not weigh it).
+
+    ``idle_instances``: (profile, start) of each MIG instance the GPU has that no job holds,
+    left out of ``layout`` (its slots read as free): a request of that profile that packs as
+    well at one of them takes it as it is, with no MIG change (``sched.mig.reuse_start``).
     """
 
     model: str
@@ -35,6 +39,7 @@ class Gpu:
     layout: Optional[Layout] = None
     mig_geometry: Optional[Geometry] = None
     mode_reset: bool = False
+    idle_instances: Tuple[Tuple[str, int], ...] = ()
 
     @property
     def mig(self) -> bool:

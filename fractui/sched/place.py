@@ -363,6 +363,18 @@ def _layout_for(gpu: Gpu, mode: Optional[bool]) -> Layout:
     return Layout(gpu.mig_geometry) if mode else gpu.layout  # type: ignore[arg-type,return-value]
 
 
+def _start(gpu: Gpu, profile: str, start: int, mode: Optional[bool]) -> int:
+    """The start a slice takes on ``gpu``: the planner's, or that of an idle twin that packs as
+    well (``mig.reuse_start``). Chosen after the scores, which it leaves as they are: the host
+    and GPU are the policy's, only a start that ties moves. A GPU whose mode changes first
+    has no instance left to reuse."""
+    if not gpu.idle_instances or mode is not None or gpu.layout is None:
+        return start
+    layout = gpu.layout
+    return mig.reuse_start(layout.geometry, mig.signature(layout), gpu.idle_instances, profile,
+                           start)
+
+
 def _same_request(req: Request) -> tuple:
     """What a placement depends on of a request: all of it but its name."""
     return (class_key(req), req.memory_mib, req.hosts)
@@ -455,7 +467,8 @@ class Placer:
         best_i, opt = found
         h = self.hosts[best_i]
         modes = opt.modes or (None,) * len(opt.gpus)
-        plans = tuple(mig.commit(_layout_for(h.gpus[g], m), p, s)[0] if p else None
+        plans = tuple(mig.commit(_layout_for(h.gpus[g], m), p, _start(h.gpus[g], p, s, m))[0]
+                      if p else None
                       for g, p, s, m in zip(opt.gpus, opt.profiles, opt.starts, modes))
         return Placement(req.name, h.name, best_i, req.cpu_milli, req.memory_mib, opt.gpus,
                          opt.milli, plans, link=opt.link, modes=opt.modes)
@@ -522,6 +535,15 @@ class Placer:
                 _, layout = mig.commit(layout, plan.profile.name, plan.start)  # type: ignore
                 geo = layout.geometry
                 after[g] = (layout, mig.free_compute_milli(geo, mig.signature(layout)))
+        for g, mode in zip(p.gpus, p.modes):
+            if mode is not None:
+                h.gpus[g].idle_instances = ()  # a mode change destroys the idle instances first
+        for g, plan in zip(p.gpus, p.plans):  # the twin taken, the idle ones in the way gone
+            gpu = h.gpus[g]
+            if plan is not None and gpu.idle_instances:
+                geo = after[g][0].geometry  # type: ignore[union-attr]
+                gpu.idle_instances = mig.idle_after(geo, gpu.idle_instances, plan.profile.name,
+                                                    plan.start)
         for g, (layout, free) in after.items():
             h.gpus[g].layout, h.gpus[g].free_milli = layout, free
         h.cpu_free -= req_cpu

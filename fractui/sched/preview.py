@@ -2,7 +2,8 @@
 TUI's placement mode moves a ghost across, and what ``fractui place`` records. Pure.
 
 A MIG candidate is planned against the GPU's real layout (idle instances included, so the plan
-says which idle ones it destroys) and carries that layout's version: the launch is refused if
+says which idle ones it destroys; one on an idle instance of its profile that no job holds
+says the launch reuses it as it is) and carries that layout's version: the launch is refused if
 the GPU changed in between, so what was previewed is what happens. The score is the fleet
 fragmentation the placement spares (FGD's ΔF, against the mix of requests waiting now): higher
 is better; the scheduler's own choice is marked. Nothing on a host or GPU out of service (the
@@ -155,18 +156,28 @@ def _mig_candidates(host: Host, g: int, rec: Dict[str, Any], active: List[Dict[s
     out = []
     for start in profile.starts:
         try:
-            plan = planner.plan(full, profile.name, start=start, destroy_idle=True)
             after = mig.after(geo, keys[g], profile.name, start)
+            where = "on gpu%d of %s" % (g, host.name)
+            if (profile.name, start) in gpu.idle_instances:  # the launch takes it as it is
+                steps = _reuse_words(full, profile.name, start, where)
+            else:
+                made = "create %s at slot %d" % (profile.name, start)
+                steps = planner.plan(full, profile.name, start=start, destroy_idle=True
+                                     ).describe().replace(made, "%s %s" % (made, where))
         except planner.PlanError:
             continue
-        steps = plan.describe().replace("create %s at slot %d" % (profile.name, start),
-                                        "create %s at slot %d on gpu%d of %s" % (
-                                            profile.name, start, g, host.name))
         out.append(Candidate(host.name, (g,), profile.name, start, None,
                              placement_charge(host, (g,), profile.name, None),
                              score(keys[:g] + (after,) + keys[g + 1:]), steps,
                              rec.get("layout_version")))
     return out
+
+
+def _reuse_words(full: Layout, profile: str, start: int, where: str) -> str:
+    """The plan in words on an idle instance of ``profile`` at ``start`` that no job holds
+    (``Gpu.idle_instances``): the launch takes it as it is, with no MIG change."""
+    twin = next(i for i in full.instances if (i.profile, i.start) == (profile, start))
+    return "reuses the idle %s %s as it is; no MIG change" % (twin.label(), where)
 
 
 def _slices_after_mig_on(host: Host, g: int, req: Request,
