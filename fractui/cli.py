@@ -130,10 +130,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --profile: the slot")
     p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
                    "plan was previewed on; the launch is refused if it changed")
-    p.add_argument("--over-quota", "--yes", action="store_true", dest="over_quota",
-                   help="place it without asking even past its team's quota (it is then "
-                   "borrowed: preemptible), or where its launch changes the GPU's MIG mode "
-                   "(a GPU reset on an A100 or A30)")
+    p.add_argument("--over-quota", action="store_true",
+                   help="place it past its team's quota without asking (it is then borrowed: "
+                   "preemptible)")
+    p.add_argument("--yes", action="store_true",
+                   help="agree to every question in advance: past the quota, and a launch that "
+                   "first changes the GPU's MIG mode (a GPU reset on an A100 or A30)")
 
     for verb, what in (("cordon", "take a host, or one GPU of it, out of service: no new work "
                                   "lands there; what runs there runs on"),

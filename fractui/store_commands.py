@@ -163,20 +163,21 @@ def place(config: Config, args: argparse.Namespace) -> int:
             say("job %d on %s: its launch will first %s; the scheduler checks that the GPU is "
                 "idle then (if it is not, the job goes back to its queue)." % (
                     job.id, slot.describe(), flip))
-            if not (args.over_quota or confirm("Place it, changing the GPU's MIG mode?")):
+            if not (args.yes or confirm("Place it, changing the GPU's MIG mode?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
         usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
         past = past_quota(usage, job.team, slot.charge)
         if past is not None:
             say("job %d on %s %s." % (job.id, slot.describe(), past))
-            if not (args.over_quota or confirm("Place it anyway, as a borrowed job that a "
-                                               "team within its quota may preempt?")):
+            if not (args.over_quota or args.yes or confirm(
+                    "Place it anyway, as a borrowed job that a team within its quota may "
+                    "preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
         job = intents.place_by_hand(store, job, slot, asker, past)
     finally:
         store.close()
-    print("%d placed on %s; the scheduler %slaunches it%s" % (
-        job.id, slot.describe(), "" if flip is None else "will %s, then " % flip,
+    print("%d placed on %s; the scheduler %s it%s" % (
+        job.id, slot.describe(), "launches" if flip is None else "will %s, then launch" % flip,
         " (borrowed: preemptible)" if job.preemptible else ""))
     return 0
 

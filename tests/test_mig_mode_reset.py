@@ -136,7 +136,9 @@ def test_a_gpu_the_agent_resets_has_its_xid_events_registered_again():
         nv.sim_inject_fault("nvmlDeviceRegisterEvents", nv.NVML_ERROR_UNKNOWN)
         on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
         assert (on["mig_mode"], on["reset"]) == (True, True)
-        assert agent.xids.note(0).startswith("XID events are not watched on this GPU: ")
+        assert agent.xids.note(0).startswith(
+            "XID events may not be watched on this GPU since its reset: registering them again "
+            "failed: ")
         assert "nvmlDeviceRegisterEvents" in agent.xids.note(0)
         assert agent.xids.note(1) is None  # the GPU not reset: untouched
         off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "reset": True})

@@ -239,6 +239,8 @@ def _a100_view(mig_mode: bool, job: dict) -> HostView:
 
 @pytest.mark.parametrize("mig_mode, job", [
     (False, {"instance": "MIG-1", "memory_mib": 40960}),  # MIG turned on for it, not yet seen
+    (False, {"instance": None, "memory_mib": None,  # ... its instance still being made
+             "mig": {"profile": "3g.40gb", "start": 4}}),
     (True, {"instance": None, "memory_mib": 10240}),  # MIG turned off for it, not yet seen
 ])
 def test_a_gpu_whose_snapshot_predates_its_jobs_mode_change_offers_nothing(mig_mode, job):

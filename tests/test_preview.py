@@ -97,8 +97,8 @@ def test_the_preview_offers_a_mode_change_in_words_and_the_launch_makes_it(local
     on_a = [c for c in found if c.host == "gpu-a"]
     assert sorted((c.profile, c.start) for c in on_a) == [("3g.40gb", 0), ("3g.40gb", 4)]
     first = next(c for c in on_a if c.start == 0)
-    assert first.plan == ("turn MIG on on gpu0 of gpu-a (a GPU reset, nothing runs there), "
-                          "then create 3g.40gb at slot 0 on gpu0 of gpu-a")
+    assert first.plan == ("turn MIG on on gpu0 of gpu-a (a GPU reset, made only while nothing "
+                          "runs there), then create 3g.40gb at slot 0 on gpu0 of gpu-a")
     assert first.charge == round(3 / 7, 6) and first.layout_version is None
     # a share on the idle H100 with MIG on: MIG off first, no reset on a Hopper
     share = f.submit("share")

@@ -138,8 +138,8 @@ def test_a_change_whose_answer_is_lost_is_audited_as_asked_and_the_job_runs_afte
     f.until(lambda: mig_audit(f))
     (asked, why, detail), = mig_audit(f)
     assert asked == job.id and why.startswith(
-        "asked to turn MIG on on gpu-a gpu 0 (a GPU reset, nothing runs there); the answer "
-        "was lost") and detail["enabled"] is True
+        "asked to turn MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs "
+        "there); the answer was lost") and detail["enabled"] is True
     gate.write_text("")
     f.until(lambda: f.states()[job.id] == "running")
     assert gpu(f, "gpu-a", 0)["mig_mode"] is True
@@ -317,7 +317,7 @@ def test_a_gpu_whose_mode_change_failed_is_held_back_and_its_job_burns_no_attemp
     assert back.reason.startswith("no room")
     first, = requeued()
     assert first.startswith("not launched: the agent refused to turn MIG on on gpu-a gpu 0 (a "
-                            "GPU reset, nothing runs there): ")
+                            "GPU reset, made only while nothing runs there): ")
     assert first.endswith("; gpu 0 of gpu-a (%s) is offered no MIG mode change for 120 s" % uuid)
     assert not f.scheduler._clocks_run()  # nothing new: no pass due while the hold runs
     now[0] += 121  # the hold ended: a pass is due; offered again, failed again, held longer
@@ -332,6 +332,34 @@ def test_a_gpu_whose_mode_change_failed_is_held_back_and_its_job_burns_no_attemp
     assert [why for _, why, _ in mig_audit(f)] == ["MIG mode is now on on gpu-a gpu 0"]
 
 
+def test_one_failed_change_is_one_call_however_many_decisions_wait_on_the_gpu(local_fleet):
+    """One pass puts three slices on one idle A100 (the first decision turns MIG on, the next
+    two are placed on the GPU as it will be). The change fails: the first launch asks once and
+    holds the GPU back; the other two are not asked again — each goes back to its queue saying
+    how long the hold still runs — so the hold is one failure long, not three."""
+    small = QueueConfig(name="small", mig="2g.20gb", isolation="mig")
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [small], max_attempts=1)
+    now = [time.time()]
+    f.scheduler.clock = f.scheduler.executor.clock = lambda: now[0]
+    wait_processes_known(f, "gpu-a")
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
+                                                "error": "NVML_ERROR_UNKNOWN", "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    jobs = [f.submit("small") for _ in range(3)]
+    f.until(lambda: all(f.store.get(j.id).attempt == 1 for j in jobs))
+    said = [e.why for e in f.store.audit_log() if e.action == "requeued"]
+    asked = [w for w in said if w.startswith("not launched: the agent refused")]
+    held = [w for w in said if w not in asked]
+    assert len(asked) == 1 and asked[0].endswith(
+        "; gpu 0 of gpu-a (%s) is offered no MIG mode change for 120 s" % uuid), said
+    assert len(held) == 2 and all(
+        w.startswith("not launched: gpu 0 of gpu-a (%s) is offered no MIG mode change for "
+                     "another " % uuid) and w.endswith(" s, after a change of its failed")
+        for w in held), said
+    assert all(f.store.get(j.id).refusals == () for j in jobs)
+    assert f.scheduler.executor.backoff.failed(uuid, now[0]) == 240.0  # the second failure
+
+
 def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forgets_it():
     holds = ModeBackoff()
     assert [holds.failed("GPU-a", 0.0) for _ in range(7)] == [
@@ -341,6 +369,10 @@ def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forget
     assert holds.held(220.0) == {"GPU-a"} and holds.next_end(220.0) == 3600.0
     holds.succeeded("GPU-a")
     assert holds.held(0.0) == {"GPU-b"} and holds.failed("GPU-a", 0.0) == 120.0
+    assert holds.left("GPU-a", 20.0) == 100.0 and holds.left("GPU-c", 20.0) == 0.0
+    for _ in range(2000):  # a GPU that never changes: the hold stays an hour, no overflow
+        holds.failed("GPU-c", 0.0)
+    assert holds.failed("GPU-c", 0.0) == 3600.0
 
 
 # --- a placement by hand that turns MIG on says so, and asks --------------------------------
@@ -352,8 +384,8 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
     job = f.submit("slice")
     args = ("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--start", "0")
     said = ("fractui: job %d on gpu-a gpu0 3g.40gb at slot 0: its launch will first turn MIG "
-            "on on gpu-a gpu 0 (a GPU reset, nothing runs there); the scheduler checks that "
-            "the GPU is idle then (if it is not, the job goes back to its queue).\n" % job.id)
+            "on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there); the "
+            "scheduler checks that the GPU is idle then (if it is not, the job goes back to its queue).\n" % job.id)
     asked = f.fractui(*args)  # no terminal to confirm on: not placed
     assert (asked.returncode, asked.stdout) == (1, "")
     assert asked.stderr == said + "fractui: not placed: job %d stays pending\n" % job.id
@@ -361,8 +393,8 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
     placed = f.fractui(*args, "--yes")
     assert (placed.returncode, placed.stderr) == (0, said)
     assert placed.stdout == ("%d placed on gpu-a gpu0 3g.40gb at slot 0; the scheduler will "
-                             "turn MIG on on gpu-a gpu 0 (a GPU reset, nothing runs there), "
-                             "then launches it\n" % job.id)
+                             "turn MIG on on gpu-a gpu 0 (a GPU reset, made only while "
+                             "nothing runs there), then launch it\n" % job.id)
     f.until(lambda: f.states()[job.id] == "running")
     assert gpu(f, "gpu-a", 0)["mig_mode"] is True
     # a placement in the mode the GPU has now says nothing of modes and asks nothing

@@ -346,10 +346,11 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
     index, memory = rec.get("index"), int(rec.get("memory_mib") or 0)
     name = model_name(rec.get("name") or "")
     mine = [j for j in agent_jobs if index in (j.get("gpus") or [])]
-    if any(bool(j.get("instance")) != bool(rec.get("mig_mode")) for j in mine):
-        # a job on a MIG instance of a GPU the snapshot has with MIG off, or the other way: the
-        # snapshot predates the mode change before that job's launch (job news come at once,
-        # snapshots each tick); what is free there is known when the next one comes
+    if any(bool(j.get("instance") or j.get("mig")) != bool(rec.get("mig_mode")) for j in mine):
+        # a job on a MIG instance (or one it is being given: ``mig``) of a GPU the snapshot has
+        # with MIG off, or the other way: the snapshot predates the mode change before that
+        # job's launch (job news come at once, snapshots each tick); what is free there is
+        # known when the next one comes
         return Gpu(name, memory, free_milli=0)
     if rec.get("mig_mode"):
         full = gpu_layout(rec, mine)

@@ -146,8 +146,8 @@ def plan_mode(host: str, gpu: Mapping[str, Any], enabled: bool,
 
 def flip_words(where: str, enabled: bool, reset: bool) -> str:
     """A mode change the scheduler makes before a launch, in the words the preview shows."""
-    return "turn MIG %s on %s%s" % ("on" if enabled else "off", where,
-                                    " (a GPU reset, nothing runs there)" if reset else "")
+    return "turn MIG %s on %s%s" % ("on" if enabled else "off", where, (
+        " (a GPU reset, made only while nothing runs there)" if reset else ""))
 
 
 def flip_of(host: str, gpu: Mapping[str, Any], enabled: bool) -> str:

@@ -2,11 +2,12 @@
 
 A mode change the agent refused or failed (a process came first, the reset was refused, NVML
 failed and rolled back) would otherwise be offered again by the next pass, to the same job or
-the next, each failing the same way. Each such GPU, by UUID (its index may change across the
-reset), is offered no mode change for a while — FIRST_HOLD_S, doubled at each failure in a
-row, at most LONGEST_HOLD_S — and its jobs take it in the mode it has, or go elsewhere, or
-wait. A change that succeeds forgets its failures. Kept in memory, not in the store: a lease
-holder that takes over asks at most once more per GPU before holding it back itself
+the next, each failing the same way. Each such GPU, by UUID (the board's own name: an index
+follows the host's enumeration order), is offered no mode change for a while — FIRST_HOLD_S,
+doubled at each failure in a row, at most LONGEST_HOLD_S — and its jobs take it in the mode it
+has, or go elsewhere, or wait; a decision made before the hold began is not asked meanwhile
+(execute.py). A change that succeeds forgets its failures. Kept in memory, not in the store: a
+lease holder that takes over asks at most once more per GPU before holding it back itself
 (docs/decisions.md).
 """
 
@@ -18,6 +19,7 @@ from typing import Dict, FrozenSet, Optional
 
 FIRST_HOLD_S = 120.0
 LONGEST_HOLD_S = 3600.0
+DOUBLINGS = 5  # 120 s doubled 5 times is past the longest: more only overflows a float
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class ModeBackoff:
         with self._lock:
             last = self._holds.get(uuid)
             failures = last.failures + 1 if last is not None else 1
-            wait = min(LONGEST_HOLD_S, FIRST_HOLD_S * 2 ** (failures - 1))
+            wait = min(LONGEST_HOLD_S, FIRST_HOLD_S * 2.0 ** min(failures - 1, DOUBLINGS))
             self._holds[uuid] = Hold(failures, now + wait)
             return wait
 
@@ -48,6 +50,12 @@ class ModeBackoff:
         """A change of GPU ``uuid`` was made: its failures are forgotten."""
         with self._lock:
             self._holds.pop(uuid, None)
+
+    def left(self, uuid: str, now: float) -> float:
+        """How long GPU ``uuid`` is still held back at ``now`` (0: it is not)."""
+        with self._lock:
+            hold = self._holds.get(uuid)
+            return max(0.0, hold.until - now) if hold is not None else 0.0
 
     def held(self, now: float) -> FrozenSet[str]:
         """The GPUs (UUIDs) offered no mode change at ``now``."""

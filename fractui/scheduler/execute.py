@@ -146,7 +146,9 @@ class Executor:
         the store before this, is what says so, and a retried pass asks again, which changes
         nothing the second time. Audited as a MIG change by hand is. A GPU found in use is
         not changed (Unfit: the job goes back to its queue with the reason). A change the
-        agent refuses or fails holds its GPU back from changes (ModeNotChanged)."""
+        agent refuses or fails holds its GPU back from changes (ModeNotChanged), and a GPU
+        held back is not asked (a decision made before the hold, or by hand): one failure is
+        one call and one step of the hold, however many decisions wait on the GPU."""
         slot = job.slot
         assert slot is not None
         want = slot.profile is not None
@@ -161,7 +163,13 @@ class Executor:
                                self.store.uid, view.mode_fixed, flips_modes(view.hello))
             if change.refusal is not None:
                 raise Unfit("not launched: %s" % change.refusal)
-            changes.append((change, str(rec.get("uuid"))))
+            uuid = str(rec.get("uuid"))
+            left = self.backoff.left(uuid, self.clock())
+            if left:  # decided before the hold began, or by hand: not asked again meanwhile
+                raise ModeNotChanged(
+                    "not launched: gpu %d of %s (%s) is offered no MIG mode change for another "
+                    "%.0f s, after a change of its failed" % (index, view.name, uuid, left))
+            changes.append((change, uuid))
         for change, uuid in changes:
             detail = {"host": view.name, "change": MODE, **change.params}
             try:

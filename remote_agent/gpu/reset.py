@@ -2,9 +2,9 @@
 
 One interface, one implementation per kind of backend: on a real host ``nvidia-smi
 --gpu-reset -i UUID`` (run as an argv, never through a shell), on a simulated one the fake
-pynvml's own reset. The GPU is named by its UUID, never its index: indexes follow PCI
-enumeration (or CUDA_VISIBLE_DEVICES-like remapping by the driver) and may differ after a reset
-or a reboot, a UUID names the same board. Callers reset only a GPU with no processes and no MIG
+pynvml's own reset. The GPU is named by its UUID (nvidia-smi's ``-i`` takes an index, a PCI
+bus id or a UUID): the UUID names the board whatever the host's enumeration order, as every
+record of fractui's does. Callers reset only a GPU with no processes and no MIG
 instances; the driver refuses anything else all the same.
 """
 

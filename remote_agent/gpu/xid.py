@@ -30,6 +30,8 @@ class XidWatcher:
         self._events: Dict[int, Deque[Dict[str, Any]]] = {}
         self._refused: Dict[int, str] = {}
         self._set: Any = None  # the event set the thread waits on, while it runs
+        self._set_lock = threading.Lock()  # no registration into a set being freed
+        self._renewed: Dict[int, str] = {}  # registering again after a reset failed: why
         self.problem: Optional[str] = "XID events are not watched yet"
 
     def recent(self, index: int) -> List[Dict[str, Any]]:
@@ -40,9 +42,14 @@ class XidWatcher:
     def note(self, index: int) -> Optional[str]:
         """Why this GPU's XID events are not watched, if they are not."""
         with self._lock:
-            if self.problem or index not in self._refused:
+            if self.problem:
                 return self.problem
-            return "XID events are not watched on this GPU: " + self._refused[index]
+            if index in self._refused:
+                return "XID events are not watched on this GPU: " + self._refused[index]
+            if index in self._renewed:  # the first registration may have outlived the reset
+                return ("XID events may not be watched on this GPU since its reset: registering "
+                        "them again failed: " + self._renewed[index])
+            return None
 
     def run(self, stopping: threading.Event) -> None:
         """Wait for XID events until ``stopping`` is set (the daemon's watcher thread)."""
@@ -53,8 +60,10 @@ class XidWatcher:
                 self.problem = "XID events cannot be watched: %s" % err
             log.warning("%s", self.problem)
             return
+        with self._set_lock:
+            self._set = events
         with self._lock:
-            self.problem, self._refused, self._set = None, refused, events
+            self.problem, self._refused = None, refused
         try:
             while not stopping.is_set():
                 try:
@@ -71,29 +80,29 @@ class XidWatcher:
                         {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
                          "ci_id": event.ci_id})
         finally:
-            with self._lock:
+            with self._set_lock:  # after a registration under way, before any other
                 self._set = None
-            try:
-                self.backend.free_events(events)
-            except NvmlCallError as err:
-                log.warning("freeing the XID event set failed: %s", err)
+                try:
+                    self.backend.free_events(events)
+                except NvmlCallError as err:
+                    log.warning("freeing the XID event set failed: %s", err)
 
     def register_again(self, index: int) -> None:
         """After the agent reset GPU ``index``: its XID events registered again in the set the
         thread waits on. Where the registration outlived the reset this adds nothing (the set
         records each type once per GPU); where it did not, the GPU is watched again. One that
-        fails is said as the GPU's note (the snapshot's ``xid_note``), as at the start."""
-        with self._lock:
-            events = self._set
-        if events is None:
-            return  # not watching (yet, or NVML refused): nothing registered to renew
-        try:
-            self.backend.register_xid(events, index)
-        except NvmlCallError as err:
-            with self._lock:
-                self._refused[index] = str(err)
-            log.warning("GPU %d: XID events not registered again after its reset: %s",
-                        index, err)
-            return
+        fails is said as the GPU's note (the snapshot's ``xid_note``)."""
+        with self._set_lock:  # the set cannot be freed meanwhile
+            if self._set is None:
+                return  # not watching (yet, or NVML refused): nothing registered to renew
+            try:
+                self.backend.register_xid(self._set, index)
+            except NvmlCallError as err:
+                with self._lock:
+                    self._renewed[index] = str(err)
+                log.warning("GPU %d: XID events not registered again after its reset: %s",
+                            index, err)
+                return
         with self._lock:
             self._refused.pop(index, None)
+            self._renewed.pop(index, None)

@@ -214,8 +214,8 @@ def set_mode(backend: GpuBackend, index: int, enabled: bool,
 def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str,
                   enabled: bool, before: Tuple[bool, bool], pids: Callable[[], List[int]],
                   after_reset: Callable[[], None]) -> Optional[Tuple[bool, bool]]:
-    """Reset a GPU (``index``, reset by its ``uuid``: an index may name another GPU after the
-    reset) whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
+    """Reset a GPU (``index``, named to nvidia-smi by its ``uuid``, the board's own name)
+    whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
     (the processes on it, anyone's) finds none; the caller holds the MIG lock, and hears of
     the reset done (``after_reset``: the XID watcher registers the GPU again). Returns the mode
     read after (None if it could not be read), or raises ChangeFailed with the mode asked back
