@@ -18,10 +18,10 @@ from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
-from fractui.sched.fleetview import HostView, idle_view
+from fractui.sched.fleetview import HostView, flips_modes, idle_view
 from fractui.sched.cordons import state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
-from fractui.sched.mig_change import flip_of
+from fractui.sched.mig_change import flip_of, host_refusal
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, intents
@@ -159,6 +159,11 @@ def place(config: Config, args: argparse.Namespace) -> int:
                                    layout_version=args.layout_version), known, store.uid)
         turns = mode_change(slot, known.get("gpus") or [])
         flip = None if turns is None else flip_of(args.host, known["gpus"][gpu], turns)
+        refusal = None if turns is None else host_refusal(
+            args.host, gpu, config.mode_fixed(args.host), flips_modes(known))
+        if refusal is not None:  # its launch would be refused: not recorded
+            raise Failed("not placed: job %d on %s needs its launch to %s first, and %s" % (
+                job.id, slot.describe(), flip, refusal))
         if flip is not None:  # a reset on some models: said, and agreed to, before it is asked
             say("job %d on %s: its launch will first %s; the scheduler checks that the GPU is "
                 "idle then (if it is not, the job goes back to its queue)." % (

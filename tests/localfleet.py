@@ -95,6 +95,8 @@ class LocalFleet:
             lines += ["[[hosts]]", "name = %s" % json.dumps(h.name), 'transport = "local"',
                       "sim = %s" % json.dumps(h.sim),
                       "state_dir = %s" % json.dumps(h.state_dir)]
+            if h.mig_mode != "auto":
+                lines.append("mig_mode = %s" % json.dumps(h.mig_mode))
         for table, items in (("queues", self.config.queues), ("teams", self.config.teams)):
             for item in items:
                 lines.append("[[%s]]" % table)

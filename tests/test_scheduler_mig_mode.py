@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from fractui.config import QueueConfig
 from fractui.scheduler.backoff import ModeBackoff
 from fractui.store import Slot
@@ -378,6 +380,31 @@ def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forget
 # --- a placement by hand that turns MIG on says so, and asks --------------------------------
 
 
+@pytest.mark.parametrize("why", ["older agent", "pinned host"])
+def test_a_placement_by_hand_whose_mode_change_would_be_refused_is_not_recorded(local_fleet, why):
+    """A placement by hand that needs a mode change its host never makes — its agent does not
+    list the features, or the host pins its modes — is refused at once with the reason, not
+    recorded to be refused at launch after the command said the scheduler would make it."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE],
+                    agent={"mig_mode": "fixed"} if why == "pinned host" else None)
+    if why == "older agent":
+        older_agent(f, "gpu-a")
+    f.scheduler.step()  # the inventory the command reads: gpu 0 with MIG off, the agent's hello
+    job = f.submit("slice")
+    done = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--start",
+                     "0", "--yes")
+    assert (done.returncode, done.stdout) == (1, "")
+    because = ("the agent on gpu-a cannot change the MIG mode of gpu-a gpu 0 before a launch "
+               "(its hello does not list mig.set_mode.reset and mig.set_mode.destroy_idle: an "
+               "agent older than fractui's, e.g. one in a job image)" if why == "older agent"
+               else "gpu-a gpu 0 keeps its MIG mode (mig_mode = \"fixed\" for gpu-a)")
+    assert done.stderr == (
+        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 0 needs its launch to turn "
+        "MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) first, and "
+        "%s\n" % (job.id, because))
+    assert f.store.get(job.id).state == "pending" and f.store.get(job.id).slot is None
+
+
 def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet):
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE])
     f.scheduler.step()  # the inventory the command reads: gpu 0 with MIG off
@@ -385,7 +412,8 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
     args = ("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--start", "0")
     said = ("fractui: job %d on gpu-a gpu0 3g.40gb at slot 0: its launch will first turn MIG "
             "on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there); the "
-            "scheduler checks that the GPU is idle then (if it is not, the job goes back to its queue).\n" % job.id)
+            "scheduler checks that the GPU is idle then (if it is not, the job goes back to "
+            "its queue).\n" % job.id)
     asked = f.fractui(*args)  # no terminal to confirm on: not placed
     assert (asked.returncode, asked.stdout) == (1, "")
     assert asked.stderr == said + "fractui: not placed: job %d stays pending\n" % job.id

@@ -157,6 +157,20 @@ def flip_of(host: str, gpu: Mapping[str, Any], enabled: bool) -> str:
                       _mode_reset(str(gpu.get("name") or "")))
 
 
+def host_refusal(host: str, index: int, fixed: bool, agent_can: bool) -> Optional[str]:
+    """Why a host makes no mode change on its GPU ``index`` before a launch, whatever the GPU:
+    it pins its modes (``fixed``), or its agent cannot make one (``agent_can``: its hello lists
+    the features, fleetview.flips_modes); None if neither."""
+    where = _where(host, index)
+    if fixed:
+        return "%s keeps its MIG mode (mig_mode = \"fixed\" for %s)" % (where, host)
+    if not agent_can:
+        return "the agent on %s cannot change the MIG mode of %s before a launch (its hello " \
+               "does not list %s: an agent older than fractui's, e.g. one in a job image)" % (
+                   host, where, " and ".join(FLIP_FEATURES))
+    return None
+
+
 def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
               agent_jobs: Iterable[Mapping[str, Any]], store_jobs: Sequence[Job],
               store_uid: str, fixed: bool = False, agent_can: bool = True) -> MigChange:
@@ -171,27 +185,26 @@ def plan_flip(host: str, gpu: Mapping[str, Any], enabled: bool, job: Job,
     others = [j for j in store_jobs if j.id != job.id and not (
         j.state == PLACED and j.slot is not None and (j.slot.profile is not None) == enabled)]
     held = _users(host, index, None, agent_jobs, others, store_uid)
-    busy = [i for i in gpu.get("instances") or () if i.get("busy")]
-    refusal = None
-    if fixed:
-        refusal = "%s keeps its MIG mode (mig_mode = \"fixed\" for %s)" % (where, host)
-    elif not agent_can:
-        refusal = "the agent on %s cannot change the MIG mode of %s before a launch (its " \
-                  "hello does not list %s: an agent older than fractui's, e.g. one in a job " \
-                  "image)" % (host, where, " and ".join(FLIP_FEATURES))
-    elif not gpu.get("mig_capable"):
-        refusal = "%s (%s) does not support MIG" % (where, gpu.get("name"))
-    elif held:
-        refusal = "%s is in use by %s: its MIG mode is not changed" % (where, ", ".join(held))
-    elif gpu.get("processes"):
-        refusal = "%s has processes (pids %s): its MIG mode is not changed" % (
-            where, ", ".join(str(p.get("pid")) for p in gpu.get("processes") or ()))
-    elif busy:
-        refusal = "%s has MIG instances in use (%s): its MIG mode is not changed" % (
-            where, ", ".join(_instance(i) for i in busy))
+    refusal = host_refusal(host, index, fixed, agent_can) or _gpu_refusal(where, gpu, held)
     return MigChange(host, index, MODE, flip_of(host, gpu, enabled), refusal,
                      "mig.set_mode", {"gpu": index, "enabled": enabled, "reset": True,
                                       "destroy_idle": not enabled})
+
+
+def _gpu_refusal(where: str, gpu: Mapping[str, Any], held: Sequence[str]) -> Optional[str]:
+    """Why this GPU's mode is not changed now (``held``: who uses it), if it is not."""
+    busy = [i for i in gpu.get("instances") or () if i.get("busy")]
+    if not gpu.get("mig_capable"):
+        return "%s (%s) does not support MIG" % (where, gpu.get("name"))
+    if held:
+        return "%s is in use by %s: its MIG mode is not changed" % (where, ", ".join(held))
+    if gpu.get("processes"):
+        return "%s has processes (pids %s): its MIG mode is not changed" % (
+            where, ", ".join(str(p.get("pid")) for p in gpu.get("processes") or ()))
+    if busy:
+        return "%s has MIG instances in use (%s): its MIG mode is not changed" % (
+            where, ", ".join(_instance(i) for i in busy))
+    return None
 
 
 def _mode_reset(name: str) -> bool:
