@@ -71,14 +71,15 @@ def test_a_share_request_turns_an_idle_gpus_mig_off():
 def test_a_gpu_put_idle_in_the_other_mode_is_the_same_for_a_commit_and_a_decision():
     """One rule (``Gpu.idle_in``) for the placer's committed flip and for a flip a decision
     not yet launched will make, as a pass books it."""
-    assert flex().idle_in(True) == (Layout(A100), MILLI)
-    assert flex(on=True).idle_in(False) == (None, MILLI)
+    assert flex().idle_in(True) == (Layout(A100), MILLI, ())
+    assert flex(on=True).idle_in(False) == (None, MILLI, ())
     with pytest.raises(ValueError, match="fixed MIG mode"):
         fixed_mig().idle_in(False)
     decided = flex(on=True)
     decided.free_milli = 0  # what a pass reads before it books the decision's flip
     _decided_mode(decided, False)
-    assert (decided.layout, decided.free_milli) == flex(on=True).idle_in(False)
+    assert (decided.layout, decided.free_milli, decided.idle_instances) == flex(
+        on=True).idle_in(False)
     h = host("a", flex(on=True))
     placer = Placer([h], "fractui")
     placer.commit(placer.place(Request("s", gpu=0.4, isolation="share")))

@@ -139,7 +139,7 @@ def signature(view: HostView) -> tuple:
                         for k, j in view.jobs.items()))
     mig_changes = (hello.get("privileges") or {}).get("mig_changes", True)
     return (view.state, tuple(hello.get(k) for k in _HOST_FACTS), mig_changes, gpus, jobs,
-            view.mode_fixed, flips_modes(hello), tuple(sorted(view.no_flip)))
+            view.mode_fixed, tuple(sorted(view.no_flip)))
 
 
 def idle_view(name: str, host_facts: Dict[str, Any]) -> HostView:
@@ -419,8 +419,7 @@ def _decided_mode(gpu: Gpu, mig: bool) -> None:
     first) is booked as it will be: empty, in that mode."""
     if gpu.mig == mig or gpu.mig_geometry is None:
         return  # the mode it has, or one that cannot change: a launch there is refused
-    gpu.layout, gpu.free_milli = gpu.idle_in(mig)
-    gpu.idle_instances = ()  # the change destroys them first
+    gpu.layout, gpu.free_milli, gpu.idle_instances = gpu.idle_in(mig)
 
 
 def placement_charge(host: Host, gpus: Sequence[int], profile: Optional[str],

@@ -114,6 +114,8 @@ def _room_after(layout: Layout, profile: str, start: int) -> Optional[Tuple[int,
 def idle_after(geo: Geometry, idle: Idle, profile: str, start: int) -> Idle:
     """The idle instances left out of a layout that remain once ``profile`` is put at
     ``start``: those it overlaps are gone (the twin there taken, the others destroyed)."""
+    if not idle:
+        return idle
     slots = set(geo.profile(profile).slots(start))  # type: ignore[union-attr]
     return tuple(i for i in idle
                  if not slots & set(geo.profile(i[0]).slots(i[1])))  # type: ignore[union-attr]

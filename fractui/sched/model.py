@@ -45,13 +45,14 @@ class Gpu:
     def mig(self) -> bool:
         return self.layout is not None
 
-    def idle_in(self, mig: bool) -> Tuple[Optional[Layout], int]:
-        """The (layout, free_milli) this flexible GPU has once put idle in MIG mode ``mig``:
-        empty, all of it free. One rule for a flip the placer commits and for one a decision
-        not yet launched will make (fractui.sched.fleetview)."""
+    def idle_in(self, mig: bool) -> Tuple[Optional[Layout], int, Tuple[Tuple[str, int], ...]]:
+        """The (layout, free_milli, idle_instances) this flexible GPU has once put idle in MIG
+        mode ``mig``: empty, all of it free, no idle instance (the change destroys them first).
+        One rule for a flip the placer commits and for one a decision not yet launched will
+        make (fractui.sched.fleetview)."""
         if self.mig_geometry is None:
             raise ValueError("a GPU of fixed MIG mode (%s) is not put in another" % self.model)
-        return (Layout(self.mig_geometry) if mig else None), MILLI
+        return (Layout(self.mig_geometry) if mig else None), MILLI, ()
 
 
 @dataclass

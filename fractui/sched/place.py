@@ -520,32 +520,25 @@ class Placer:
                                  "not an idle flexible GPU" % (p.request, g, h.name))
         # every GPU's state after it, worked out before any is written: a placement that no
         # longer fits changes nothing
-        after = {g: (h.gpus[g].layout, h.gpus[g].free_milli) for g in p.gpus}
+        after = {g: (h.gpus[g].layout, h.gpus[g].free_milli, h.gpus[g].idle_instances)
+                 for g in p.gpus}
         for g, mode in zip(p.gpus, p.modes):
             if mode is not None:
                 after[g] = h.gpus[g].idle_in(mode)
         for g, m, plan in zip(p.gpus, p.milli, p.plans):
-            layout, free = after[g]
+            layout, free, idle = after[g]
             if plan is None:
                 if free < m:
                     raise ValueError("placement %s no longer fits gpu%d of %s"
                                      % (p.request, g, h.name))
-                after[g] = (layout, free - m)
-            else:
+                after[g] = (layout, free - m, idle)
+            else:  # the twin taken, the idle instances in the way gone
                 _, layout = mig.commit(layout, plan.profile.name, plan.start)  # type: ignore
                 geo = layout.geometry
-                after[g] = (layout, mig.free_compute_milli(geo, mig.signature(layout)))
-        for g, mode in zip(p.gpus, p.modes):
-            if mode is not None:
-                h.gpus[g].idle_instances = ()  # a mode change destroys the idle instances first
-        for g, plan in zip(p.gpus, p.plans):  # the twin taken, the idle ones in the way gone
-            gpu = h.gpus[g]
-            if plan is not None and gpu.idle_instances:
-                geo = after[g][0].geometry  # type: ignore[union-attr]
-                gpu.idle_instances = mig.idle_after(geo, gpu.idle_instances, plan.profile.name,
-                                                    plan.start)
-        for g, (layout, free) in after.items():
-            h.gpus[g].layout, h.gpus[g].free_milli = layout, free
+                after[g] = (layout, mig.free_compute_milli(geo, mig.signature(layout)),
+                            mig.idle_after(geo, idle, plan.profile.name, plan.start))
+        for g, state in after.items():
+            h.gpus[g].layout, h.gpus[g].free_milli, h.gpus[g].idle_instances = state
         h.cpu_free -= req_cpu
         h.memory_free -= req_mem
         self._keys[p.host_index] = self._gpu_keys(h)
