@@ -380,6 +380,23 @@ def test_the_agent_is_put_in_place_through_the_exec_argv_once(tmp_path):
         stop_host(host["state_dir"])
 
 
+def test_a_file_under_the_agents_name_is_replaced_through_exec_and_never_run(tmp_path):
+    """The exec deploy checks the file by its hash, as the SSH one does (test_fleet_hosts)."""
+    host = here_by_env(tmp_path, "planted")
+    archive = build_agent_archive()
+    cache = tmp_path / "cache" / "planted"
+    cache.mkdir(parents=True)
+    mark = tmp_path / "planted-ran"
+    (cache / archive.name).write_text("open(%r, 'w').write('ran')\n" % str(mark))
+    try:
+        said = status(write_config(tmp_path, host))["planted"]
+        assert said["state"] == "online", said
+        assert not mark.exists()
+        assert (cache / archive.name).read_bytes() == archive.data
+    finally:
+        stop_host(host["state_dir"])
+
+
 CUT_STDIN = """\
 import subprocess, sys
 data = sys.stdin.buffer.read()

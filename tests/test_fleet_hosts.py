@@ -76,6 +76,55 @@ def test_an_agent_cache_that_cannot_be_written_is_named(fleet_env, tmp_path):
         session.stop()
 
 
+# What a planted agent would do if it were run: leave a mark, then fail.
+PLANTED = "import pathlib, sys\npathlib.Path(%r).write_text('ran')\nsys.exit(1)\n"
+
+
+def plant(tmp_path, cache: Path) -> Path:
+    """A file under the agent's own name in ``cache`` that is not the agent; the mark it
+    leaves when run."""
+    mark = tmp_path / "planted-ran"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / build_agent_archive().name).write_text(PLANTED % str(mark))
+    return mark
+
+
+def test_a_file_under_the_agents_name_is_checked_not_trusted(fleet_env, tmp_path):
+    """Another agent's bytes by its name (cut by a full disk, or put there) are replaced."""
+    archive = build_agent_archive()
+    host = fleet_env.add("gpu-p", "1xL4")
+    mark = plant(tmp_path, Path(host.agent_cache))
+    session = session_for(fleet_env, host)
+    try:
+        assert session.status.state == "online", session.status.error
+        assert session.status.uploaded is True
+        assert not mark.exists()
+        assert (Path(host.agent_cache) / archive.name).read_bytes() == archive.data
+    finally:
+        session.stop()
+
+
+@pytest.mark.parametrize("mode, who", [(0o777, "its group and all users"), (0o770, "its group"),
+                                       (0o702, "all users")])
+def test_an_agent_cache_others_can_write_is_refused_and_nothing_runs(fleet_env, tmp_path,
+                                                                     mode, who):
+    """Others could swap the agent there between upload and start (and it may run as root)."""
+    host = fleet_env.add("gpu-w", "1xL4")
+    cache = Path(host.agent_cache)
+    mark = plant(tmp_path, cache)
+    cache.chmod(mode)
+    session = session_for(fleet_env, host)
+    try:
+        assert session.status.state == "offline"
+        assert session.status.error == (
+            "cannot put the agent in {c} on gpu-w: refusing agent_cache {c}: {c} is writable by "
+            "{who} (mode {m:04o}), who could replace what the agent reads there; fix it with: "
+            "chmod go-w {c}".format(c=cache, who=who, m=mode))
+        assert not mark.exists() and not os.path.exists(host.state_dir)
+    finally:
+        session.stop()
+
+
 def user_server(ssh_env, pubkey: str) -> sshd.SshServer:
     """sshd reads authorized_keys as the user logging in: keep it where that user can read."""
     workdir = Path(tempfile.mkdtemp(prefix="fractui-sshd-"))

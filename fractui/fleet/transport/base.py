@@ -9,7 +9,9 @@ and states) is the same for every kind; errors come out as TransportError or Age
 
 from __future__ import annotations
 
+import inspect
 import os
+import posixpath
 import re
 import signal
 import subprocess
@@ -20,12 +22,38 @@ from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 
 from fractui.config import HostConfig
 from fractui.fleet.zipapp import AgentArchive
+from remote_agent.daemon import trust
 
 MIN_PYTHON = (3, 9)
 RUN_TIMEOUT_S = 30.0
 RUN_OUTPUT_MAX = 64 * 1024  # what a short command's answer may hold; the rest is drained
 Ran = Tuple[int, str, str]  # exit status, stdout, stderr
 Runner = Callable[[Sequence[str]], Ran]
+
+# Whether the agent named by its hash (argv[1]) is in place, whole (its sha256 is argv[2]) and
+# where no other user can change it: its folder must pass the agent's own StrictModes rule
+# (``remote_agent.daemon.trust.check_tree``, sent as its source since the agent is not there
+# yet to run it), the file must be the login user's, writable by nobody else. Prints yes (run
+# it) or no (put it there, again); exits 4 with the reason when the folder is refused.
+_HAVE = inspect.getsource(trust) + """
+import hashlib, sys
+path, digest = os.path.abspath(sys.argv[1]), sys.argv[2]
+try:
+    check_tree(os.path.dirname(path), "agent_cache")
+except UnsafePath as err:
+    print(err, file=sys.stderr)
+    sys.exit(4)
+try:
+    st = os.lstat(path)
+except FileNotFoundError:
+    st = None
+whole = (st is not None and stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+         and not st.st_mode & 0o022)
+if whole:
+    with open(path, "rb") as f:
+        whole = hashlib.sha256(f.read()).hexdigest() == digest
+print("yes" if whole else "no")
+"""
 
 
 class TransportError(Exception):
@@ -111,8 +139,24 @@ class RemoteTransport(Transport):
 
     @abstractmethod
     def deploy(self, archive: AgentArchive) -> Tuple[str, bool]:
-        """Put the agent zipapp on the host unless it has this exact one (named by its hash):
-        its path there and whether it was uploaded."""
+        """Put the agent zipapp on the host unless it has this exact one (``has_agent``): its
+        path there and whether it was uploaded."""
+
+    def has_agent(self, path: str, archive: AgentArchive) -> bool:
+        """Whether ``path`` holds this very agent where only the login user (or root) can
+        change it: a file there by that name is checked, not trusted (another user may have
+        put it there, a full disk may have cut it). AgentProcessError when its folder is one
+        another user could change, since the agent runs from it (as root, with sudo)."""
+        code, out, err = self.run([self.python, "-c", _HAVE, path, archive.sha256])
+        if code == 0 and out.strip() in ("yes", "no"):
+            return out.strip() == "yes"
+        cache = posixpath.dirname(path)
+        if code == 4:
+            raise AgentProcessError("cannot put the agent in %s on %s: %s" % (
+                cache, self.cfg.name, last_line(err)))
+        raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
+                                "writable directory)" % (cache, self.cfg.name, last_line(
+                                    err or out) or "exit status %d" % code))
 
 
 def python_problem(cfg: HostConfig, run: Runner) -> Optional[str]:
@@ -181,3 +225,9 @@ def run_process(argv: Sequence[str], stdin: bytes, timeout_s: float) -> Ran:
             thread.join(5)
     out, err = (o.decode("utf-8", errors="replace") for o in outs)
     return proc.returncode, out, err
+
+
+def last_line(text: str) -> str:
+    """The last line a far command printed, cut short: what it said went wrong."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:1000] if lines else ""

@@ -20,12 +20,10 @@ from typing import List, Optional, Sequence, Tuple
 from fractui.config import EXEC_TARGET, HostConfig, SshSettings
 from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
                                           RemoteTransport, Stream, TransportError,
-                                          run_process)
+                                          last_line, run_process)
 from fractui.fleet.transport.local import process_stream
 from fractui.fleet.zipapp import AgentArchive
 
-# Whether the agent named by its hash is there already.
-_HAVE = "import os, sys; print('yes' if os.path.isfile(sys.argv[1]) else 'no')"
 # The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
 # of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
 # renamed into place atomically: an agent starting from that path never sees half a file.
@@ -88,20 +86,18 @@ class ExecTransport(RemoteTransport):
     def deploy(self, archive: AgentArchive) -> Tuple[str, bool]:
         cfg = self.cfg
         path = posixpath.join(cfg.agent_cache, archive.name)
-        code, out, err = self.run([cfg.python, "-c", _HAVE, path])
-        if code == 0 and out.strip() == "yes":
+        if self.has_agent(path, archive):
             return path, False
-        if code == 0 and out.strip() == "no":
-            code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256,
-                                       str(len(archive.data))], stdin=archive.data)
-            if code == 0:
-                return path, True
-            if code == 3:
-                raise AgentProcessError(
-                    "the agent put through exec on %s arrived damaged: %s (the exec program "
-                    "changed or cut its stdin)" % (cfg.name, _last_line(err)))
+        code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256,
+                                   str(len(archive.data))], stdin=archive.data)
+        if code == 0:
+            return path, True
+        if code == 3:
+            raise AgentProcessError(
+                "the agent put through exec on %s arrived damaged: %s (the exec program "
+                "changed or cut its stdin)" % (cfg.name, last_line(err)))
         raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to a "
-                                "writable directory)" % (cfg.agent_cache, cfg.name, _last_line(
+                                "writable directory)" % (cfg.agent_cache, cfg.name, last_line(
                                     err or out) or "exit status %d" % code))
 
     def said(self) -> Optional[str]:
@@ -134,7 +130,7 @@ def find_target(cfg: HostConfig, timeout_s: float) -> str:
         raise TransportError("exec_target (%s): %s" % (shown, error)) from None
     if code != 0:
         raise TransportError("exec_target (%s) failed with status %d: %s" % (
-            shown, code, _last_line(err or out) or "no output"))
+            shown, code, last_line(err or out) or "no output"))
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if not lines:
         raise TransportError("exec_target (%s) found no target: it printed nothing" % shown)
@@ -147,7 +143,3 @@ def find_target(cfg: HostConfig, timeout_s: float) -> str:
             shown, lines[0][:80]))
     return lines[0]
 
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""

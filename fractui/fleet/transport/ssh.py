@@ -58,13 +58,10 @@ class SshTransport(RemoteTransport):
         cfg = self.cfg
         cache = remote_path(cfg.agent_cache)
         remote = posixpath.join(cache, archive.name)
+        if self.has_agent(remote, archive):
+            return remote, False
         sftp = self._link().sftp()
         try:
-            try:
-                sftp.stat(remote)
-                return remote, False
-            except FileNotFoundError:
-                pass
             path = ""
             for part in cache.split("/"):
                 path = posixpath.join(path, part) if path else (part or "/")
