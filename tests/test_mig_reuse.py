@@ -54,6 +54,14 @@ def test_a_slice_takes_the_start_of_an_idle_twin_where_it_packs_as_well():
     assert start_of(placer, "2g.20gb") == 2  # the next one goes where the planner says
 
 
+def test_a_placement_says_it_reuses_the_idle_twin_and_changes_nothing():
+    h = a100([("3g.40gb", 4)], [("2g.20gb", 0)])
+    placer = Placer([h])
+    taken, made = (placer.schedule(Request(name, mig="2g.20gb")) for name in ("j", "k"))
+    assert taken.describe() == "j -> a gpu0: reuse the idle 2g.20gb at slot 0; no MIG change"
+    assert made.describe() == "k -> a gpu0: create 2g.20gb at slot 2; no running job touched"
+
+
 def test_an_idle_twin_that_packs_worse_is_not_taken():
     # a 3g.40gb at 0 leaves no room for a 4g.40gb, at 4 it does: the planner's 4 stays, and
     # the idle one at 0, out of its way, stays listed

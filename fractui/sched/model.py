@@ -156,13 +156,18 @@ class Placement:
     plans: Tuple[Optional[Plan], ...] = ()  # the planner's plan on each MIG GPU (None: no MIG)
     link: Optional[str] = None  # the slowest link among its GPUs ("NV12", "PHB"); None: unknown
     modes: Tuple[Optional[bool], ...] = ()  # MIG turned on/off first on each GPU (None: kept)
+    reused: Tuple[bool, ...] = ()  # the slice on each GPU is an idle instance taken as it is
 
     def describe(self) -> str:
         parts = []
         for k, (g, m, p) in enumerate(zip(self.gpus, self.milli, self.plans)):
             mode = self.modes[k] if k < len(self.modes) else None
             first = "" if mode is None else "MIG %s, then " % ("on" if mode else "off")
-            parts.append("gpu%d: %s%s" % (g, first, p.describe() if p else "%d/1000 share" % m))
+            if p and k < len(self.reused) and self.reused[k]:
+                what = "reuse the idle %s at slot %d; no MIG change" % (p.profile.name, p.start)
+            else:
+                what = p.describe() if p else "%d/1000 share" % m
+            parts.append("gpu%d: %s%s" % (g, first, what))
         over = " (linked by %s)" % self.link if self.link else ""
         return "%s -> %s%s%s" % (self.request, self.host,
                                  (" " + "; ".join(parts)) if parts else "", over)

@@ -470,8 +470,11 @@ class Placer:
         plans = tuple(mig.commit(_layout_for(h.gpus[g], m), p, _start(h.gpus[g], p, s, m))[0]
                       if p else None
                       for g, p, s, m in zip(opt.gpus, opt.profiles, opt.starts, modes))
+        reused = tuple(bool(p) and (p.profile.name, p.start) in h.gpus[g].idle_instances
+                       for g, p in zip(opt.gpus, plans))
         return Placement(req.name, h.name, best_i, req.cpu_milli, req.memory_mib, opt.gpus,
-                         opt.milli, plans, link=opt.link, modes=opt.modes)
+                         opt.milli, plans, link=opt.link, modes=opt.modes,
+                         reused=reused if any(reused) else ())
 
     def _best(self, req: Request, ck: tuple, flip: bool) -> Optional[Tuple[int, Option]]:
         """(host index, option) of the best placement under the policy, or None."""
