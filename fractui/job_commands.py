@@ -44,21 +44,24 @@ def agent_why(record: Dict[str, Any]) -> str:
     return ""
 
 
+def _named(name: str, image: Optional[str]) -> str:
+    """A job's name, with the container image it runs in (none: a bare process)."""
+    return "%s [%s]" % (name, image) if image else name
+
+
 def job_row(job: Job, now: float) -> List[str]:
     where = job.slot.describe() if job.slot else (
         "waiting %ds" % max(0, now - job.submitted_at) if job.state == PENDING else "-")
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
-            job.team or "-", where, job.name, why(job)]
+            job.team or "-", where, _named(job.name, job.image), why(job)]
 
 
 def agent_row(record: Dict[str, Any]) -> List[str]:
     gpus = ",".join(str(g) for g in record.get("gpus") or [])
     where = "%s gpu%s" % (record["host"], gpus) if gpus else record["host"]
     name = record.get("name") or " ".join(record.get("argv") or [])
-    if record.get("image"):
-        name = "%s [%s]" % (name, record["image"])
-    return [record["ref"], record.get("state") or "?", "-", "-", where, name,
-            agent_why(record)]
+    return [record["ref"], record.get("state") or "?", "-", "-", where,
+            _named(name, record.get("image")), agent_why(record)]
 
 
 def jobs(config: Config, args: argparse.Namespace) -> int:

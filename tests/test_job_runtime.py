@@ -241,6 +241,12 @@ def test_submit_keeps_env_and_image_and_the_queues_image_unless_given(tmp_path, 
     code, out, _ = in_process(capfd, ["--config", config, "submit", "--queue", "boxed", "--",
                                       "true"])
     assert out == "5 pending in queue boxed, in image docker.io/x/base:1\n"
+    code, out, _ = in_process(capfd, ["--config", config, "jobs"])
+    names = {line.split()[0]: line.split("  ")[-1].strip() for line in out.splitlines()[1:]}
+    assert code == 0 and names == {"1": "python [localhost/mine:…", "2": "true",  # cut at 24
+                                   "3": "true [docker.io/x/base:…",
+                                   "4": "true [localhost/mine:2]",
+                                   "5": "true [docker.io/x/base:…"}, out
 
 
 @pytest.mark.parametrize("argv, says", [
