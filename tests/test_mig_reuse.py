@@ -5,13 +5,18 @@ so, and the launch takes the twin as it is."""
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence, Tuple
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from remote_agent.gpu.models import model
+from remote_agent.mig import planner
 from remote_agent.mig.layout import Instance, Layout
 
 from fractui.config import QueueConfig
-from fractui.sched import Gpu, Host, Placer, Request
+from fractui.sched import POLICIES, Gpu, Host, Placer, Request
 from fractui.sched.fleetview import HostView, build_hosts
 from fractui.sched.manual import complete
 from fractui.sched.place import Memos
@@ -95,6 +100,65 @@ def test_memos_kept_across_placers_give_each_gpu_its_own_start():
                     "2g.20gb") == 0
     assert start_of(Placer([a100([("3g.40gb", 4)], [("1g.10gb", 0)])], memos=memos),
                     "2g.20gb") == 2  # an idle instance of another profile is no twin
+
+
+PROFILES = [p.name for p in A100.by_size()]
+
+
+@st.composite
+def a100_states(draw) -> Gpu:
+    """An A100-80GB whose instances (made as the planner allows, in a drawn order) are held by
+    jobs or idle, each drawn."""
+    layout, idle = Layout(A100), []
+    for name in draw(st.lists(st.sampled_from(PROFILES), max_size=10)):
+        profile = A100.profile(name)
+        start = draw(st.sampled_from(profile.starts))
+        if planner.refusal(layout, profile, start) is None:
+            made = Instance(gi_id=len(layout.instances), profile=name, start=start,
+                            size=profile.size, compute_slices=profile.compute_slices,
+                            busy=True)
+            layout = Layout(A100, layout.instances + (made,))
+            if draw(st.integers(0, 2)):  # idle: kept out of the layout the placer sees
+                idle.append((name, start))
+    held = tuple(i for i in layout.instances if (i.profile, i.start) not in idle)
+    return Gpu("A100-80GB", 81920, layout=Layout(A100, held), idle_instances=tuple(idle))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(a100_states(), min_size=1, max_size=4), st.data(), st.sampled_from(POLICIES))
+def test_idle_twins_move_only_the_start_and_leave_the_same_room(gpus, data, policy):
+    """Against the same fleet with its idle instances unlisted, step by step: the same GPU, a
+    start that leaves the same planner room, and it is an idle twin's exactly when the
+    placement says it reuses one; the idle instances left never overlap a held one."""
+    twins = sorted({name for g in gpus for name, _ in g.idle_instances})
+    asks = data.draw(st.lists(st.sampled_from(twins) if twins else st.sampled_from(PROFILES),
+                              min_size=1, max_size=8) | st.lists(st.sampled_from(PROFILES),
+                                                                 min_size=1, max_size=8))
+    hosts = [Host("a", 64000, 262144, gpus)]
+    placer = Placer(hosts, policy)
+    for n, profile in enumerate(asks):
+        req = Request("r%d" % n, mig=profile)
+        blind_hosts = copy.deepcopy(hosts)
+        for g in blind_hosts[0].gpus:
+            g.idle_instances = ()
+        blind = Placer(blind_hosts, policy).schedule(req)
+        idle = {k: g.idle_instances for k, g in enumerate(hosts[0].gpus)}
+        layouts = {k: g.layout for k, g in enumerate(hosts[0].gpus)}
+        p = placer.schedule(req)
+        assert (p is None) == (blind is None)
+        if p is None:
+            continue
+        assert p.gpus == blind.gpus
+        g, plan, base = p.gpus[0], p.plans[0], blind.plans[0]
+        room = [planner.room(layouts[g].with_instance(x.profile, x.start)) for x in (plan, base)]
+        assert room[0] == room[1]
+        twin = (profile, plan.start) in idle[g]
+        assert plan.start == base.start or twin
+        assert p.reused == ((True,) if twin else ())
+        for k, gpu in enumerate(hosts[0].gpus):
+            held = {s for i in gpu.layout.instances for s in i.slots()}
+            for name, start in gpu.idle_instances:
+                assert not held & set(A100.profile(name).slots(start)), (k, name, start)
 
 
 def a100_view() -> HostView:
