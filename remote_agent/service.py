@@ -447,8 +447,7 @@ class Agent:
                 if reset and mode is not None and mode == (not enabled, enabled):
                     mode = reset_to_mode(self.backend, self.resetter, info.index, info.uuid,
                                          enabled, before, lambda: sorted({proc.pid for proc in (
-                                             self.backend.processes(info.index))}),
-                                         lambda: self.xids.register_again(info.index))
+                                             self.backend.processes(info.index))}))
                     reset_done = True
             except ChangeFailed as err:
                 if err.restored and err.in_use:
@@ -579,9 +578,12 @@ class Agent:
         return {"gpu": info.index, "waits": waits}
 
     def sim_reset_gpu(self, p: Params) -> Dict[str, Any]:
+        """The GPU reset as nvidia-smi makes it, the agent's NVML session shut down meanwhile
+        as for its own resets (the driver refuses a reset while it is attached)."""
         info = self._gpu(p)
         with self.mig_lock(info.index):
-            self._sim(lambda: self.sim.sim_reset_gpu(info.index))
+            with self.backend.detached():
+                self._sim(lambda: self.sim.sim_reset_gpu(info.index))
             self.health.clear(info.index)
         return {"gpu": info.index}
 

@@ -62,6 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         gpu, instance = nv.nvmlDeviceGetIndex(parent), target
     else:
         gpu, instance = nv.nvmlDeviceGetIndex(handle), None
+    nv.nvmlShutdown()  # a job's GPU use is its process, not an NVML session kept open
     pid = os.getpid()
     used = args.mem_mib
     nv.sim_register_process(gpu, used, instance_uuid=instance, pid=pid, util=args.util)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -276,7 +277,10 @@ def test_the_override_makes_any_model_wait_for_a_reset_and_can_be_lifted():
         with pytest.raises(ValueError, match="has processes"):
             nv.sim_reset_gpu(0)
         nv.sim_remove_process(pid)
+        nv.nvmlShutdown()  # the reset is another program's: this session must end first
         nv.sim_reset_gpu(0)
+        nv.nvmlInit()
+        h = nv.nvmlDeviceGetHandleByIndex(0)
         assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
         assert nv.sim_reset_count(0) == 1
         nv.sim_mode_waits_for_reset(0, False)
@@ -285,3 +289,48 @@ def test_the_override_makes_any_model_wait_for_a_reset_and_can_be_lifted():
         assert nv.sim_reset_count(0) == 1
     finally:
         nv.nvmlShutdown()
+
+
+SESSION = """\
+import sys
+from remote_agent.gpu import fake_pynvml as nv
+nv.sim_open(sys.argv[1])
+nv.nvmlInitWithFlags(int(sys.argv[2]))
+print("attached", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_reset_waits_for_every_attached_nvml_session_to_end(tmp_path):
+    """The driver refuses a GPU reset while any client holds the GPU attached: a session of
+    another process (until it shuts NVML down or ends), or of this one; not one that asked for
+    no attachment (NVML_INIT_FLAG_NO_ATTACH)."""
+    state = str(tmp_path / "gpus.json")
+    nv.sim_open(state, "1xA100-80GB")
+
+    def session(flags: int) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", SESSION, state, str(flags)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "attached\n"
+        return proc
+
+    other = session(0)
+    with pytest.raises(ValueError, match=r"GPU 0 is in use by another client \(the NVML session "
+                                         r"of pid %d\)" % other.pid):
+        nv.sim_reset_gpu(0)
+    other.kill()
+    other.wait()
+    nv.sim_reset_gpu(0)  # a session ends with its process
+    unattached = session(nv.NVML_INIT_FLAG_NO_ATTACH)
+    try:
+        nv.sim_reset_gpu(0)
+        nv.nvmlInit()
+        nv.nvmlInit()  # counted: attached until the last shutdown
+        nv.nvmlShutdown()
+        with pytest.raises(ValueError, match="the NVML session of pid %d" % os.getpid()):
+            nv.sim_reset_gpu(0)
+        nv.nvmlShutdown()
+        nv.sim_reset_gpu(0)
+        assert nv.sim_reset_count(0) == 3
+    finally:
+        unattached.communicate("")

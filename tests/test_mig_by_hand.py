@@ -166,7 +166,10 @@ def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():
         with pytest.raises(nv.NVMLError):  # MIG is not on yet: no instance can be made
             nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
             nv.nvmlDeviceCreateGpuInstance(h, 0)
+        nv.nvmlShutdown()  # nvidia-smi -r is refused while this session holds the GPU
         nv.sim_reset_gpu(0)
+        nv.nvmlInit()
+        h = nv.nvmlDeviceGetHandleByIndex(0)
         assert nv.nvmlDeviceGetMigMode(h) == [1, 1]
         assert nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_DISABLE) == \
             nv.NVML_ERROR_RESET_REQUIRED

@@ -3,6 +3,7 @@ reset, never one with a process on it, and a reset that fails leaves nothing pen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -74,10 +75,11 @@ def test_the_simulated_reset_names_the_gpu_by_uuid_too():
     agent, _ = agent_with("2xA100-80GB")
     nv.sim_mode_waits_for_reset(1)
     second = agent.call_nvml(lambda: agent.backend.gpu(1)).uuid
-    agent.resetter.reset(second)
+    with agent.backend.detached():
+        agent.resetter.reset(second)
+        with pytest.raises(ResetFailed, match="no GPU has UUID GPU-nowhere"):
+            agent.resetter.reset("GPU-nowhere")
     assert (nv.sim_reset_count(0), nv.sim_reset_count(1)) == (0, 1)
-    with pytest.raises(ResetFailed, match="no GPU has UUID GPU-nowhere"):
-        agent.resetter.reset("GPU-nowhere")
 
 
 def test_a_reset_done_is_reported_and_a_retry_is_a_no_op():
@@ -119,35 +121,90 @@ def test_hello_lists_its_features_each_a_param_its_method_takes():
         assert method in hello["methods"] and param in table[method].params, feature
 
 
-def test_a_gpu_the_agent_resets_has_its_xid_events_registered_again():
-    """NVML does not say whether an event set's registration outlives a GPU reset: the agent
-    registers the GPU again after each reset it makes, and a registration that fails then is
-    said in the GPU's XID note, as one refused at the start is."""
-    agent, methods = agent_with("2xA100-80GB")
+@contextlib.contextmanager
+def watching(agent):
+    """The agent's XID watcher running, every GPU registered; stopped on leaving."""
     stopping = threading.Event()
     watcher = threading.Thread(target=agent.xids.run, args=(stopping,), daemon=True)
     watcher.start()
     try:
-        deadline = time.monotonic() + 10
-        while agent.xids.note(0) is not None:  # the watcher registered every GPU
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        until(lambda: agent.xids.note(0) is None)  # the watcher registered every GPU
+        yield
+    finally:
+        stopping.set()
+        watcher.join(5)
+
+
+def until(done, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_the_agent_steps_out_of_nvml_for_its_reset_and_watches_xids_again_after():
+    """The driver refuses a reset while any NVML client is attached, the agent's own session
+    included: NVML is shut down around the reset (its XID event set freed first), started
+    again after, and the set made anew with every GPU; a GPU NVML then refuses to register is
+    said in its XID note, and the next reset's new set watches it again."""
+    agent, methods = agent_with("2xA100-80GB")
+    with watching(agent):
         nv.sim_mode_waits_for_reset(0)
+        nv.sim_start_trace()
         nv.sim_inject_fault("nvmlDeviceRegisterEvents", nv.NVML_ERROR_UNKNOWN)
         on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
         assert (on["mig_mode"], on["reset"]) == (True, True)
-        assert agent.xids.note(0).startswith(
-            "XID events may not be watched on this GPU since its reset: registering them again "
-            "failed: ")
+        calls = nv.sim_trace()
+        shut = calls.index("nvmlShutdown")
+        assert calls[shut - 1] == "nvmlEventSetFree" and calls[shut + 1] == "nvmlInitWithFlags"
+        assert calls[shut + 2:shut + 4] == ["nvmlDeviceGetCount", "nvmlEventSetCreate"]
+        assert agent.xids.note(0).startswith("XID events are not watched on this GPU: ")
         assert "nvmlDeviceRegisterEvents" in agent.xids.note(0)
-        assert agent.xids.note(1) is None  # the GPU not reset: untouched
+        assert agent.xids.note(1) is None  # registered in the new set
+        nv.sim_raise_xid(1, 48)
+        until(lambda: [e["xid"] for e in agent.xids.recent(1)] == [48])
         off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "reset": True})
         assert (off["mig_mode"], off["reset"]) == (False, True)
         assert agent.xids.note(0) is None  # registered again: watched
         nv.sim_raise_xid(0, 79)
-        while [e["xid"] for e in agent.xids.recent(0)] != [79]:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    finally:
-        stopping.set()
-        watcher.join(5)
+        until(lambda: [e["xid"] for e in agent.xids.recent(0)] == [79])
+
+
+def test_calls_during_the_reset_wait_for_nvml_and_one_after_a_failed_start_starts_it():
+    """Another thread's NVML call during the reset waits until NVML is started again (never
+    NVML_ERROR_UNINITIALIZED); when starting again fails, the next call starts it."""
+    agent, methods = agent_with("2xA100-80GB")
+    nv.sim_mode_waits_for_reset(0)
+    second = agent.call_nvml(lambda: agent.backend.gpu(1)).uuid
+    read: list = []
+    reset = agent.resetter.reset
+
+    def slow_reset(uuid: str) -> None:
+        reader = threading.Thread(target=lambda: read.append(
+            agent.call_nvml(lambda: agent.backend.gpu(1)).uuid))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive() and not read  # waiting for NVML, not failing
+        reset(uuid)
+        nv.sim_inject_fault("nvmlInit", nv.NVML_ERROR_DRIVER_NOT_LOADED)
+        read.append(reader)
+
+    agent.resetter.reset = slow_reset
+    on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+    assert (on["mig_mode"], on["reset"]) == (True, True)  # read back by a call that started it
+    read.pop().join(5)
+    assert read == [second]
+
+
+def test_nvml_that_will_not_shut_down_leaves_the_gpu_unreset_and_xids_watched():
+    agent, methods = agent_with("1xA100-80GB")
+    with watching(agent):
+        nv.sim_mode_waits_for_reset(0)
+        nv.sim_inject_fault("nvmlShutdown", nv.NVML_ERROR_UNKNOWN)
+        err = refused(methods, "mig.set_mode", gpu=0, enabled=True, reset=True)
+        assert "NVML could not be shut down for the reset" in err.message
+        assert err.data["rolled_back"] is True and nv.sim_reset_count(0) == 0
+        assert mode(agent) == (False, False)
+        assert agent.xids.note(0) is None  # its set made again
+        nv.sim_raise_xid(0, 79)
+        until(lambda: [e["xid"] for e in agent.xids.recent(0)] == [79])

@@ -9,6 +9,8 @@
 2. The watchdog against a real CUDA process: a PyTorch loop that allocates 256 MiB at a time is
    launched as a job with a 1024 MiB share; the agent must stop it and say why. The job record
    and its log go to DIR/watchdog.json and DIR/watchdog.log.
+3. The agent's NVML session stepped out of and started again in one process, as for a GPU reset
+   it makes (``GpuBackend.detached``), with no reset inside: the GPUs must read the same after.
 
 It never calls ``mig.*`` and changes no GPU setting. ``--sim SPEC`` runs the same steps on the
 simulator (with simload standing in for PyTorch), to check the script itself without a GPU.
@@ -82,6 +84,29 @@ def health_line(gpu: Dict[str, Any]) -> str:
                 "; ".join(h.get("errors") or ()) or "-"))
 
 
+def session_restarts(sim: str, state: str) -> bool:
+    """Step 3: NVML shut down and started again here, the GPUs read before and after."""
+    sys.path.insert(0, REPO)
+    from remote_agent.gpu.backend import GpuBackend
+    if sim:
+        from remote_agent.gpu import fake_pynvml as nv
+        nv.sim_open(os.path.join(state, "session-check.json"), sim)
+    else:
+        import pynvml as nv  # type: ignore[no-redef]
+    backend = GpuBackend(nv)
+    backend.open()
+    try:
+        before = backend.gpus()
+        with backend.detached():
+            pass
+        after = backend.gpus()
+    finally:
+        backend.close()
+    print("NVML stepped out of and started again: %d GPUs read the same after: %s" % (
+        len(after), after == before))
+    return after == before
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -119,7 +144,8 @@ def main() -> int:
         with open(os.path.join(args.out, "watchdog.log"), "w") as f:
             f.write("\n".join(logs.get("lines", [])) + "\n")
         print("watchdog job: state %s, reason %s" % (job.get("state"), job.get("reason")))
-        return 0 if job.get("state") == "killed" and "cap" in (job.get("reason") or "") else 1
+        stopped = job.get("state") == "killed" and "cap" in (job.get("reason") or "")
+        return 0 if stopped and session_restarts(args.sim, state) else 1
     finally:
         agent.close()
         shutil.rmtree(state, ignore_errors=True)

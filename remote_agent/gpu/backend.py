@@ -7,12 +7,18 @@ MIG geometry it plans with is read from NVML itself, so the planner follows the 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 from ctypes import byref, c_uint
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
+from remote_agent.gpu.session import Session
 from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
+
+log = logging.getLogger("remote_agent.backend")
 
 MIB = 1024 * 1024
 NOT_AVAILABLE_UINT = 0xFFFFFFFF
@@ -143,10 +149,21 @@ class GpuBackend:
         self._geometry: Dict[Tuple[int, str], Geometry] = {}
         self._slowdown: Dict[int, Optional[int]] = {}
         self._links: Optional[List[List[str]]] = None
+        self.session = Session()
+        self._down = False  # NVML shut down for a reset and not started again yet
+        self._start_lock = threading.Lock()
+        self._restarted: List[Callable[[], None]] = []  # told when NVML started again
+        self._stopping: List[Callable[[], None]] = []  # told before NVML is shut down
 
     # -- plumbing --
 
     def call(self, function: str, *args: Any) -> Any:
+        with self.session.shared():
+            if self._down:
+                self._start_again()
+            return self._raw(function, *args)
+
+    def _raw(self, function: str, *args: Any) -> Any:
         try:
             return getattr(self.nv, function)(*args)
         except self.nv.NVMLError as err:
@@ -162,6 +179,46 @@ class GpuBackend:
 
     def close(self) -> None:
         self.call("nvmlShutdown")
+
+    def on_restart(self, stopping: Callable[[], None], restarted: Callable[[], None]) -> None:
+        """``stopping`` runs (holding the session alone) before NVML is shut down for a reset,
+        to free what the session holds; ``restarted`` once it started again."""
+        self._stopping.append(stopping)
+        self._restarted.append(restarted)
+
+    @contextlib.contextmanager
+    def detached(self) -> Iterator[None]:
+        """NVML shut down in this process while the block runs (a GPU reset by another program,
+        which the driver refuses while any client is attached), started again after. Calls of
+        other threads wait meanwhile; one that comes when starting again failed tries again."""
+        with self.session.alone():
+            for stopping in self._stopping:
+                stopping()
+            try:
+                self._raw("nvmlShutdown")
+            except NvmlCallError:  # still started: what was freed is made again
+                self.session.generation += 1
+                for restarted in self._restarted:
+                    restarted()
+                raise
+            self._down = True
+            try:
+                yield
+            finally:
+                try:
+                    self._start_again()
+                except NvmlCallError as err:  # the next call tries again, and says so if not
+                    log.warning("NVML did not start again after the GPU reset: %s", err)
+
+    def _start_again(self) -> None:
+        with self._start_lock:
+            if not self._down:
+                return
+            self._raw("nvmlInit")
+            self._down = False
+            self.session.generation += 1
+        for restarted in self._restarted:
+            restarted()
 
     def driver_version(self) -> str:
         return _text(self.call("nvmlSystemGetDriverVersion"))
@@ -486,8 +543,16 @@ class GpuBackend:
         self.call("nvmlDeviceRegisterEvents", self.handle(index),
                   self.nv.nvmlEventTypeXidCriticalError, events)
 
-    def wait_xid(self, events: Any, timeout_ms: int) -> Optional[XidEvent]:
-        """The next critical XID error of the set, or None when none came in time."""
+    def wait_xid(self, events: Any, timeout_ms: int,
+                 generation: Optional[int] = None) -> Optional[XidEvent]:
+        """The next critical XID error of the set, or None when none came in time, or when the
+        set was made in an NVML session (``generation``) that has ended since: it is gone."""
+        with self.session.shared():
+            if generation is not None and generation != self.session.generation:
+                return None
+            return self._wait_xid(events, timeout_ms)
+
+    def _wait_xid(self, events: Any, timeout_ms: int) -> Optional[XidEvent]:
         try:
             data = self.call("nvmlEventSetWait_v2", events, timeout_ms)
         except NvmlCallError as err:

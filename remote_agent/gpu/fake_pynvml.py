@@ -8,7 +8,8 @@ starts and sizes, per-profile instance counts, the compute-slice budget, ``IN_US
 destroying an instance that still has compute instances or processes, ``INSUFFICIENT_RESOURCES``
 on overlap, MIG mode changes only on an idle GPU. Health reads (temperature, power, ECC counters,
 clock throttle reasons) follow the load unless a test overrides them, and XID errors reach NVML
-event sets as events do: only those registered before, to a caller that waits.
+event sets as events do: only those registered before, to a caller that waits. A GPU reset is
+refused while any process holds an NVML session attached, as the driver refuses it.
 
 State lives in one JSON file (``sim_open(path, spec)``) shared by every process of the host — the
 agent, and simulated workloads registering their memory use — so a restarted agent sees the
@@ -602,10 +603,13 @@ class _Store:
                 work = copy.deepcopy(self._state)
                 yield work
                 own = _own_pid_ns()  # entries of another namespace are judged there,
-                living = _living_namespaces(own, work.get("procs", []))  # or gone with it
-                work["procs"] = [p for p in work.get("procs", []) if (
-                    _pid_alive(p["pid"]) if _own_entry(p, own)
-                    else living is None or p["ns"] in living)]
+                living = _living_namespaces(own, work.get("procs", []) + work.get(
+                    "clients", []))  # or gone with it
+                for kind in ("procs", "clients"):  # GPU users, NVML sessions
+                    if kind in work:
+                        work[kind] = [p for p in work[kind] if (
+                            _pid_alive(p["pid"]) if _own_entry(p, own)
+                            else living is None or p["ns"] in living)]
                 tmp = "%s.tmp.%d" % (self.path, os.getpid())
                 # replaced atomically; no fsync: a GPU's state need only outlive processes
                 with open(tmp, "w", encoding="utf-8") as f:
@@ -633,10 +637,17 @@ _event_set_numbers = itertools.count(1)
 
 def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
     """Attach this module to a simulated host: the state file at ``path`` (created from ``spec``
-    on first use), or a fresh in-memory host when ``path`` is None."""
-    global _store, _init_count, _trace
+    on first use), or a fresh in-memory host when ``path`` is None. An NVML session left open
+    on the host before ends."""
+    global _store, _init_count, _trace, _attached
     with _lock:
+        if _store is not None and _init_count:
+            try:
+                _detach_session()
+            except OSError:  # its state file is gone: so is the entry
+                pass
         _store = _Store(path, spec)
+        _attached = False
         _init_count = 0
         _faults.clear()
         _trace = None
@@ -698,7 +709,8 @@ def sim_reset_gpu(gpu: Union[int, str]) -> None:
     """A GPU reset (``nvidia-smi -r -i``): a pending MIG mode takes effect, its MIG instances
     are gone and its volatile ECC counters cleared. ``gpu`` is its index or its UUID, as
     nvidia-smi's ``-i`` takes either. Refused, as the driver refuses it, while processes use
-    the GPU."""
+    the GPU or any NVML client holds it attached, this process's own session included: the
+    reset is another program's (see "NVML sessions" below)."""
     with _transaction() as state:
         if isinstance(gpu, str):
             gpu = next((i for i, g in enumerate(state["gpus"]) if g["uuid"] == gpu), gpu)
@@ -707,6 +719,11 @@ def sim_reset_gpu(gpu: Union[int, str]) -> None:
         _gpu_of(state, gpu)
         if _procs_on(state, gpu):
             raise ValueError("GPU %d has processes: it cannot be reset" % gpu)
+        clients = sorted(c["pid"] for c in _alive(state.get("clients", [])))
+        if clients:
+            raise ValueError("GPU %d is in use by another client (the NVML session of pid %s): "
+                             "a reset needs every client detached" % (
+                                 gpu, ", ".join(map(str, clients))))
         _reset(state, gpu)
 
 
@@ -980,14 +997,15 @@ def _waiting_api(fn: Callable) -> Callable:
     return _api(fn, locked=False)
 
 
-def _alive_procs(state: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The live processes, each with its pid as this process sees it: as real NVML reports the
-    host's pids for processes in containers, an entry registered in another pid namespace is
-    given its pid here (NSpid), and left out where this process cannot see it (it ended)."""
+def _alive(entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The entries (GPU processes, NVML sessions) of live processes, each with its pid as this
+    process sees it: as real NVML reports the host's pids for processes in containers, an entry
+    registered in another pid namespace is given its pid here (NSpid), and left out where this
+    process cannot see it (it ended)."""
     own = _own_pid_ns()
     seen: Optional[Dict[Tuple[int, int], int]] = None
     out = []
-    for p in state["procs"]:
+    for p in entries:
         if _own_entry(p, own):
             if _pid_alive(p["pid"]):
                 out.append(p)
@@ -1120,7 +1138,7 @@ def _gi_facts(gpu: Dict[str, Any], gi: Dict[str, Any]) -> _models.ProfileFacts:
 
 def _procs_on(state, index: int, gi_id: Optional[int] = None, ci_id: Optional[int] = None):
     out = []
-    for p in _alive_procs(state):
+    for p in _alive(state["procs"]):
         if p["gpu"] != index:
             continue
         if gi_id is not None and p["gi"] != gi_id:
@@ -1141,9 +1159,35 @@ def _free_ids(used: List[int], first: int) -> int:
 # --- initialisation and system queries ----------------------------------------------------------
 
 
+# NVML sessions. nvmlInit attaches the process to every GPU (unless NVML_INIT_FLAG_NO_ATTACH)
+# until its last nvmlShutdown (the calls are counted per process), and while any process is
+# attached the driver refuses a GPU reset: "in use by another client", as NVIDIA's mig-parted
+# README says ("the NVIDIA driver will block the reset if there are any clients currently
+# attached to the GPU"; it keeps NVML alive for every command but the reset). Each attached
+# process is an entry of the host's ``clients``, dropped when it ends.
+
+NVML_INIT_FLAG_NO_GPUS = 1
+NVML_INIT_FLAG_NO_ATTACH = 2
+_attached = False  # this process holds an entry in the host's clients
+
+
+def _detach_session() -> None:
+    """This process's NVML session ends: its entry goes from the host's clients."""
+    global _attached
+    if _attached:
+        pid = os.getpid()
+        with _transaction() as state:
+            state["clients"] = [c for c in state.get("clients", []) if c["pid"] != pid]
+        _attached = False
+
+
 @_api
 def nvmlInitWithFlags(flags):
-    global _init_count
+    global _init_count, _attached
+    if not _init_count and not flags & NVML_INIT_FLAG_NO_ATTACH:
+        with _transaction() as state:
+            state.setdefault("clients", []).append({"pid": os.getpid(), "ns": _own_pid_ns()})
+        _attached = True
     _init_count += 1
     return None
 
@@ -1158,6 +1202,8 @@ def nvmlShutdown():
     global _init_count
     if _init_count > 0:
         _init_count -= 1
+        if not _init_count:
+            _detach_session()
     return None
 
 

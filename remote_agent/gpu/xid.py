@@ -2,8 +2,9 @@
 
 NVML delivers an XID event only to an event set that was registered before it happened and
 that waits for it, so a thread of the daemon's waits on one set for every GPU, and the snapshot
-reads the newest few of each GPU from here. A GPU the agent resets (a MIG mode change) is
-registered again after the reset: NVML does not document whether a registration outlives one.
+reads the newest few of each GPU from here. The agent shuts NVML down for a GPU reset (a MIG mode
+change; see remote_agent.gpu.session): the set is freed first and made anew, every GPU
+registered, once NVML started again.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class XidWatcher:
         self._events: Dict[int, Deque[Dict[str, Any]]] = {}
         self._refused: Dict[int, str] = {}
         self._set: Any = None  # the event set the thread waits on, while it runs
-        self._set_lock = threading.Lock()  # no registration into a set being freed
-        self._renewed: Dict[int, str] = {}  # registering again after a reset failed: why
+        self._generation = 0  # of the NVML session the set was made in
+        self._set_lock = threading.Lock()  # the set is made, read and freed one at a time
+        self._running = False
         self.problem: Optional[str] = "XID events are not watched yet"
+        backend.on_restart(self._free, self._renew)
 
     def recent(self, index: int) -> List[Dict[str, Any]]:
         """The newest XID events of a GPU, oldest first."""
@@ -46,28 +49,23 @@ class XidWatcher:
                 return self.problem
             if index in self._refused:
                 return "XID events are not watched on this GPU: " + self._refused[index]
-            if index in self._renewed:  # the first registration may have outlived the reset
-                return ("XID events may not be watched on this GPU since its reset: registering "
-                        "them again failed: " + self._renewed[index])
             return None
 
     def run(self, stopping: threading.Event) -> None:
         """Wait for XID events until ``stopping`` is set (the daemon's watcher thread)."""
-        try:
-            events, refused = self.backend.xid_events(list(range(self.backend.count())))
-        except NvmlCallError as err:
-            with self._lock:
-                self.problem = "XID events cannot be watched: %s" % err
-            log.warning("%s", self.problem)
-            return
         with self._set_lock:
-            self._set = events
-        with self._lock:
-            self.problem, self._refused = None, refused
+            self._running = True
+        if not self._make():
+            return
         try:
             while not stopping.is_set():
+                with self._set_lock:
+                    events, generation = self._set, self._generation
+                if events is None:  # NVML is shut down for a reset, or could not make it again
+                    stopping.wait(WAIT_MS / 1000)
+                    continue
                 try:
-                    event = self.backend.wait_xid(events, WAIT_MS)
+                    event = self.backend.wait_xid(events, WAIT_MS, generation)
                 except NvmlCallError as err:
                     log.warning("waiting for XID events failed: %s", err)
                     stopping.wait(RETRY_S)
@@ -80,29 +78,43 @@ class XidWatcher:
                         {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
                          "ci_id": event.ci_id})
         finally:
-            with self._set_lock:  # after a registration under way, before any other
-                self._set = None
-                try:
-                    self.backend.free_events(events)
-                except NvmlCallError as err:
-                    log.warning("freeing the XID event set failed: %s", err)
+            with self._set_lock:
+                self._running = False
+            self._free()
 
-    def register_again(self, index: int) -> None:
-        """After the agent reset GPU ``index``: its XID events registered again in the set the
-        thread waits on. Where the registration outlived the reset this adds nothing (the set
-        records each type once per GPU); where it did not, the GPU is watched again. One that
-        fails is said as the GPU's note (the snapshot's ``xid_note``)."""
-        with self._set_lock:  # the set cannot be freed meanwhile
-            if self._set is None:
-                return  # not watching (yet, or NVML refused): nothing registered to renew
+    def _make(self) -> bool:
+        """A new event set for every GPU, waited on from now; False (said as the problem) when
+        NVML refused it. The session is taken before the set's lock, everywhere: a reset
+        waiting for the session must not find the lock held by a call waiting for it."""
+        with self.backend.session.shared(), self._set_lock:
+            if not self._running:
+                return False
             try:
-                self.backend.register_xid(self._set, index)
+                events, refused = self.backend.xid_events(list(range(self.backend.count())))
             except NvmlCallError as err:
                 with self._lock:
-                    self._renewed[index] = str(err)
-                log.warning("GPU %d: XID events not registered again after its reset: %s",
-                            index, err)
-                return
+                    self.problem = "XID events cannot be watched: %s" % err
+                log.warning("%s", self.problem)
+                return False
+            self._set, self._generation = events, self.backend.session.generation
         with self._lock:
-            self._refused.pop(index, None)
-            self._renewed.pop(index, None)
+            self.problem, self._refused = None, refused
+        return True
+
+    def _renew(self) -> None:
+        """NVML started again after a reset: the set made anew (the old one went with it)."""
+        self._make()
+
+    def _free(self) -> None:
+        """The set freed (NVML is about to shut down, or the thread ends)."""
+        with self.backend.session.shared(), self._set_lock:
+            events, self._set = self._set, None
+            if events is None:
+                return
+            try:
+                self.backend.free_events(events)
+            except NvmlCallError as err:
+                log.warning("freeing the XID event set failed: %s", err)
+        with self._lock:
+            if self._running:
+                self.problem = "XID events are not watched while NVML restarts"

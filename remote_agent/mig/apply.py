@@ -212,14 +212,15 @@ def set_mode(backend: GpuBackend, index: int, enabled: bool,
 
 
 def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str,
-                  enabled: bool, before: Tuple[bool, bool], pids: Callable[[], List[int]],
-                  after_reset: Callable[[], None]) -> Optional[Tuple[bool, bool]]:
+                  enabled: bool, before: Tuple[bool, bool],
+                  pids: Callable[[], List[int]]) -> Optional[Tuple[bool, bool]]:
     """Reset a GPU (``index``, named to nvidia-smi by its ``uuid``, the board's own name)
     whose MIG mode ``enabled`` is pending, so that it takes effect, if ``pids``
-    (the processes on it, anyone's) finds none; the caller holds the MIG lock, and hears of
-    the reset done (``after_reset``: the XID watcher registers the GPU again). Returns the mode
-    read after (None if it could not be read), or raises ChangeFailed with the mode asked back
-    to ``before``'s current one, nothing pending (``in_use`` set when processes stopped it)."""
+    (the processes on it, anyone's) finds none; the caller holds the MIG lock. The agent's own
+    NVML session is shut down meanwhile (``GpuBackend.detached``): the driver refuses a reset
+    while any client is attached. Returns the mode read after (None if it could not be read),
+    or raises ChangeFailed with the mode asked back to ``before``'s current one, nothing
+    pending (``in_use`` set when processes stopped it)."""
     what = "resetting GPU %d to turn MIG mode %s" % (index, "on" if enabled else "off")
     before = (before[0], before[0])  # a GPU that is not reset is left with nothing pending
     try:
@@ -233,10 +234,13 @@ def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str
         failed.in_use = True
         raise failed
     try:
-        resetter.reset(uuid)
+        with backend.detached():
+            resetter.reset(uuid)
     except ResetFailed as err:
         raise _restore_mode(backend, index, before, what, None, str(err)) from err
-    after_reset()  # whatever the mode reads now, the GPU was reset
+    except NvmlCallError as err:  # NVML would not shut down: nothing was reset
+        raise _restore_mode(backend, index, before, what, err, "NVML could not be shut down "
+                            "for the reset (%s)" % err) from err
     mode, done, _ = _read_back(lambda: backend.mig_mode(index),
                                lambda read: read == (enabled, enabled))
     if done or mode is None:
