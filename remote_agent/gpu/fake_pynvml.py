@@ -1443,6 +1443,12 @@ def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):
     return None
 
 
+# How often a wait looks for a new event: events come from any process of the host through the
+# state file, so it is read again; a real wait sleeps in the driver, and a faster poll here
+# would make the simulator's cost what an idle agent's benchmark measures.
+EVENT_POLL_S = 0.05
+
+
 @_waiting_api
 def nvmlEventSetWait_v2(eventSet, timeoutms):
     deadline = time.monotonic() + timeoutms / 1000.0
@@ -1465,7 +1471,7 @@ def nvmlEventSetWait_v2(eventSet, timeoutms):
         left = deadline - time.monotonic()
         if left <= 0:
             raise NVMLError(NVML_ERROR_TIMEOUT)
-        time.sleep(min(0.01, left))
+        time.sleep(min(EVENT_POLL_S, left))
 
 
 def nvmlEventSetWait(eventSet, timeoutms):
