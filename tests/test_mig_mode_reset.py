@@ -208,3 +208,17 @@ def test_nvml_that_will_not_shut_down_leaves_the_gpu_unreset_and_xids_watched():
         assert agent.xids.note(0) is None  # its set made again
         nv.sim_raise_xid(0, 79)
         until(lambda: [e["xid"] for e in agent.xids.recent(0)] == [79])
+
+
+def test_a_watcher_that_never_started_is_not_said_to_watch_after_a_reset():
+    """NVML refused the XID event set at the start: no thread waits, so the set made after a
+    reset would be waited on by none; the GPUs' note keeps saying they are not watched."""
+    agent, methods = agent_with("1xA100-80GB")
+    nv.sim_inject_fault("nvmlEventSetCreate", nv.NVML_ERROR_NOT_SUPPORTED)
+    agent.xids.run(threading.Event())  # returns at once: nothing to wait on
+    said = agent.xids.note(0)
+    assert said.startswith("XID events cannot be watched: ")
+    nv.sim_mode_waits_for_reset(0)
+    on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+    assert (on["mig_mode"], on["reset"]) == (True, True)
+    assert agent.xids.note(0) == said

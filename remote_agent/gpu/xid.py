@@ -55,7 +55,9 @@ class XidWatcher:
         """Wait for XID events until ``stopping`` is set (the daemon's watcher thread)."""
         with self._set_lock:
             self._running = True
-        if not self._make():
+        if not self._make():  # said as the problem; no thread waits, so none is made later
+            with self._set_lock:
+                self._running = False
             return
         try:
             while not stopping.is_set():
