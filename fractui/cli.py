@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="destroy this idle MIG instance (its MIG- uuid)")
     p.add_argument("--mode", choices=("on", "off"),
                    help="turn MIG mode on or off (an idle GPU only; says if a reset is needed)")
+    p.add_argument("--reset", action="store_true",
+                   help="with --mode: where the change waits for a GPU reset, the agent makes it "
+                        "(only while nothing uses the GPU)")
     p.add_argument("--destroy-idle", action="store_true",
                    help="with PROFILE: the plan may destroy idle instances to make room")
     p.add_argument("--yes", action="store_true", help="apply without asking")

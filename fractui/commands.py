@@ -32,6 +32,7 @@ from fractui.store.model import ON_HOST
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
+from remote_agent import MODE_RESET
 
 
 # -- status, doctor, trust --
@@ -158,6 +159,9 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     if len(asked) != 1:
         raise UsageError("mig takes one of PROFILE (create an instance), --destroy INSTANCE or "
                          "--mode on|off; got %s" % (" and ".join(asked) or "none"))
+    if args.reset and args.mode is None:
+        raise UsageError("--reset goes with --mode on|off (the GPU reset a mode change may wait "
+                         "for)")
     if args.destroy_idle and args.profile is None:
         raise UsageError("--destroy-idle goes with PROFILE (a plan that may destroy idle "
                          "instances to make room)")
@@ -229,7 +233,10 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
             if args.destroy is not None:
                 change = plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
             else:
-                change = plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid)
+                hello = session.status.hello or {}
+                change = plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid,
+                                   reset=args.reset,
+                                   can_reset=MODE_RESET in (hello.get("features") or ()))
             if change.refusal is not None:
                 raise Failed("not changed: %s" % change.refusal)
             print(change.text, file=_plan_out(args))

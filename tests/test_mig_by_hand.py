@@ -73,15 +73,26 @@ def test_a_mode_change_is_planned_on_an_idle_gpu_only():
         "gpu-a gpu 1 has processes (pids 5): MIG mode changes only on an idle GPU")
     assert plan_mode("gpu-a", idle, True).refusal == (
         "gpu-a gpu 1 already has MIG mode on: nothing to change")
-    assert plan_mode("gpu-a", dict(idle, mig_mode=False), True).refusal == (
+    pending = dict(idle, mig_mode=False)
+    assert plan_mode("gpu-a", pending, True).refusal == (
         "gpu-a gpu 1 already has MIG mode on pending: it takes effect at the next GPU reset "
-        "(nvidia-smi -r -i 1, with nothing using the GPU)")
+        "(fractui mig gpu-a 1 --mode on --reset makes one now, while nothing uses the GPU)")
+    reset = plan_mode("gpu-a", pending, True, reset=True)
+    assert reset.refusal is None and reset.params == {"gpu": 1, "enabled": True, "reset": True}
+    assert reset.text.endswith("or the agent then resets the GPU (only while nothing runs "
+                               "there)")
+    assert plan_mode("gpu-a", pending, True, reset=True, can_reset=False).refusal == (
+        "gpu-a's agent cannot reset a GPU (it is older than mig.set_mode's reset): update it, "
+        "or reset the GPU on the host with nothing holding it")
+    assert plan_mode("gpu-a", dict(pending, processes=[{"pid": 5}]), True,
+                     reset=True).refusal == (
+        "gpu-a gpu 1 has processes (pids 5): MIG mode changes only on an idle GPU")
     l4 = {"index": 0, "name": "NVIDIA L4", "mig_capable": False, "mig_mode": False}
     assert plan_mode("gpu-a", l4, True).refusal == "gpu-a gpu 0 (NVIDIA L4) does not support MIG"
     said = outcome(off, {"mig_mode": True, "mig_pending": False, "reset_required": True})
     assert said == "MIG mode off is pending on gpu-a gpu 1: it takes effect after a GPU reset " \
-                   "(nvidia-smi -r -i 1, with nothing using the GPU); until then MIG stays on, " \
-                   "and nothing new is placed on it"
+                   "(fractui mig gpu-a 1 --mode off --reset makes one now, while nothing uses " \
+                   "the GPU); until then MIG stays on, and nothing new is placed on it"
     assert outcome(off, {"mig_mode": False, "reset_required": False}) == \
         "MIG mode is now off on gpu-a gpu 1"
 
@@ -243,16 +254,22 @@ def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_
                                        "reset_required": True, "reset": False,
                                        "changed": True}
     assert [e.why for e in f.store.audit_log() if e.action == "mig"][-1] == (
-        "MIG mode on is pending on gpu-a gpu %d: it takes effect after a GPU reset (nvidia-smi "
-        "-r -i %d, with nothing using the GPU); until then MIG stays off, and nothing new is "
-        "placed on it" % (other, other))
+        "MIG mode on is pending on gpu-a gpu %d: it takes effect after a GPU reset (fractui mig "
+        "gpu-a %d --mode on --reset makes one now, while nothing uses the GPU); until then MIG "
+        "stays off, and nothing new is placed on it" % (other, other))
     rec = gpu_record(f, other)
     assert (rec["mig_mode"], rec["mig_pending"]) == (False, True)
     done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--yes")
     assert done.returncode == 1 and "already has MIG mode on pending" in done.stderr, said(done)
-    f.fleet.session("gpu-a").call("sim.reset_gpu", {"gpu": other})
+    # as the words say: the agent resets it (stepping out of its own NVML session for it)
+    done = f.fractui("mig", "gpu-a", str(other), "--mode", "on", "--reset", "--yes")
+    assert done.returncode == 0, said(done)
+    assert done.stdout.endswith("MIG mode is now on on gpu-a gpu %d, after a GPU reset (nothing "
+                                "ran there)\n" % other)
     rec = gpu_record(f, other)
     assert (rec["mig_mode"], rec["mig_pending"]) == (True, True)
+    assert [e.why for e in f.store.audit_log() if e.action == "mig"][-1] == (
+        "MIG mode is now on on gpu-a gpu %d, after a GPU reset (nothing ran there)" % other)
 
 
 def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
@@ -281,6 +298,7 @@ def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
     (["mig", "gpu-a", "0", "--mode", "off", "--destroy-idle"], "--destroy-idle goes with "
                                                                "PROFILE"),
     (["mig", "gpu-a", "0", "--mode", "maybe"], "invalid choice: 'maybe'"),
+    (["mig", "gpu-a", "0", "3g.40gb", "--reset"], "--reset goes with --mode on|off"),
     (["mig", "gpu-a", "0", "--destroy", ""], "a MIG instance is named by its uuid"),
     (["mig", "gpu-z", "0", "--mode", "on"], "unknown host 'gpu-z'"),
     (["mig", "gpu-a", " x", "--mode", "on"], "a GPU is named by its index or uuid"),

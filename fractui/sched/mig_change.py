@@ -103,34 +103,49 @@ def plan_destroy(host: str, gpu: Mapping[str, Any], uuid: str,
                      {"gpu": index, "instance": uuid})
 
 
+def reset_hint(host: str, index: int, enabled: bool) -> str:
+    """How to make the GPU reset a pending mode change waits for: through the agent, which
+    steps out of its own NVML session for it (nvidia-smi -r alone is refused while any NVML
+    client holds the GPU, the agent included)."""
+    return "fractui mig %s %d --mode %s --reset makes one now, while nothing uses the GPU" % (
+        host, index, "on" if enabled else "off")
+
+
 def plan_mode(host: str, gpu: Mapping[str, Any], enabled: bool,
               agent_jobs: Iterable[Mapping[str, Any]] = (), store_jobs: Sequence[Job] = (),
-              store_uid: str = "") -> MigChange:
+              store_uid: str = "", reset: bool = False, can_reset: bool = True) -> MigChange:
     """Turning MIG mode on or off on ``gpu``: only on an idle GPU — no job, no process, no MIG
     instance. Whether it takes effect at once or at the next GPU reset, NVML says only when
-    asked (the answer's ``reset_required``); a change already pending is said so."""
+    asked (the answer's ``reset_required``); a change already pending is said so. With
+    ``reset`` the agent makes that reset too (a change already pending is then what is asked);
+    ``can_reset``: the host's agent lists the feature (remote_agent.MODE_RESET)."""
     index = int(gpu.get("index", 0))
     where = _where(host, index)
     word = "on" if enabled else "off"
     current, pending = bool(gpu.get("mig_mode")), bool(gpu.get("mig_pending",
                                                                 gpu.get("mig_mode")))
-    params = {"gpu": index, "enabled": enabled}
+    params = {"gpu": index, "enabled": enabled, **({"reset": True} if reset else {})}
     text = "turn MIG mode %s on %s (%s, MIG now %s%s): %s" % (
         word, where, gpu.get("name"), "on" if current else "off",
         "" if pending == current else ", %s after the next reset" % (
             "on" if pending else "off"),
         "its jobs then take MIG instances, not memory shares" if enabled else
         "its jobs then take memory shares, not MIG instances")
-    text += "; NVML applies it at once on an idle GPU, or at the next GPU reset, and says which"
+    text += ("; NVML applies it at once on an idle GPU, or the agent then resets the GPU (only "
+             "while nothing runs there)" if reset else
+             "; NVML applies it at once on an idle GPU, or at the next GPU reset, and says which")
     refusal = None
     held = _users(host, index, None, agent_jobs, store_jobs, store_uid)
     if not gpu.get("mig_capable"):
         refusal = "%s (%s) does not support MIG" % (where, gpu.get("name"))
     elif current == enabled and pending == enabled:
         refusal = "%s already has MIG mode %s: nothing to change" % (where, word)
-    elif current != enabled and pending == enabled:
+    elif reset and not can_reset:
+        refusal = "%s's agent cannot reset a GPU (it is older than mig.set_mode's reset): " \
+                  "update it, or reset the GPU on the host with nothing holding it" % host
+    elif current != enabled and pending == enabled and not reset:
         refusal = "%s already has MIG mode %s pending: it takes effect at the next GPU reset " \
-                  "(nvidia-smi -r -i %d, with nothing using the GPU)" % (where, word, index)
+                  "(%s)" % (where, word, reset_hint(host, index, enabled))
     elif held:
         refusal = "%s is in use by %s: MIG mode changes only on an idle GPU (stop them, or " \
                   "drain it first: fractui drain %s %d)" % (where, ", ".join(held), host, index)
@@ -226,8 +241,8 @@ def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
             "warning", "whether it took effect is not known: see fractui status"))
     if answer["reset_required"]:
         now = "on" if answer.get("mig_mode") else "off"
-        return "MIG mode %s is pending on %s: it takes effect after a GPU reset (nvidia-smi " \
-               "-r -i %d, with nothing using the GPU); until then MIG stays %s, and nothing " \
-               "new is placed on it" % (word, where, change.gpu, now)
+        return "MIG mode %s is pending on %s: it takes effect after a GPU reset (%s); until " \
+               "then MIG stays %s, and nothing new is placed on it" % (
+                   word, where, reset_hint(change.host, change.gpu, change.params["enabled"]), now)
     return "MIG mode is now %s on %s%s" % (word, where, ", after a GPU reset (nothing ran "
                                           "there)" if answer.get("reset") else "")
