@@ -24,6 +24,7 @@ from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
 from fractui.mig_by_hand import carry_out
+from fractui.sched.fleetview import lists
 from fractui.sched.mig_change import plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
@@ -233,10 +234,9 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
             if args.destroy is not None:
                 change = plan_destroy(args.host, gpu, args.destroy, on_host, mine, store.uid)
             else:
-                hello = session.status.hello or {}
                 change = plan_mode(args.host, gpu, args.mode == "on", on_host, mine, store.uid,
                                    reset=args.reset,
-                                   can_reset=MODE_RESET in (hello.get("features") or ()))
+                                   can_reset=lists(session.status.hello, MODE_RESET))
             if change.refusal is not None:
                 raise Failed("not changed: %s" % change.refusal)
             print(change.text, file=_plan_out(args))

@@ -68,3 +68,31 @@ async def test_destroy_and_mode_from_the_gpu_view_are_planned_confirmed_and_audi
     entries = [e for e in f.store.audit_log(limit=100) if e.action == "mig"]
     assert [e.detail["change"] for e in entries[-2:]] == ["destroy", "mode"], entries
     assert all(e.actor.endswith(" (tui)") for e in entries[-2:]), entries
+
+
+@pilot_test
+async def test_m_on_a_gpu_whose_mode_waits_for_a_reset_asks_the_agent_to_reset_it(local_fleet):
+    """nvidia-smi -r is refused while the agent's NVML session is attached, so the view offers
+    the reset the pending mode waits for, made by the agent (only while nothing runs there)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SMALL])
+    f.fleet.session("gpu-a").call("sim.mode_waits_for_reset", {"gpu": 0})
+    done = f.fractui("mig", "gpu-a", "0", "--mode", "on", "--yes")
+    assert done.returncode == 0 and "is pending" in done.stdout, said(done)
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: (app.fleet.statuses["gpu-a"].snapshot or {}).get(
+            "gpus", [{}])[0].get("mig_pending") is True, "the pending mode on the screen")
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d")
+        await pilot.press("M")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        assert app.screen.question.startswith(
+            "Turn MIG mode on on gpu-a gpu 0 (NVIDIA A100-SXM4-80GB, MIG now off, on after the "
+            "next reset)"), app.screen.question
+        assert app.screen.question.endswith(
+            "or the agent then resets the GPU (only while nothing runs there)?")
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the outcome said")
+        assert notes(app)[-1] == ("MIG mode is now on on gpu-a gpu 0, after a GPU reset "
+                                  "(nothing ran there)"), notes(app)
+    rec = gpu_record(f, 0)
+    assert (rec["mig_mode"], rec["mig_pending"]) == (True, True)

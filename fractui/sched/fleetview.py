@@ -39,8 +39,14 @@ def flips_modes(hello: Optional[Mapping[str, Any]]) -> bool:
     with ``reset`` and ``destroy_idle``), by its hello's ``features``. An agent that does not
     list them (older than them: one baked into a job image) answers INVALID_PARAMS to such a
     call, so its GPUs are offered no change: their jobs take them in the mode they are in."""
+    return lists(hello, *FLIP_FEATURES)
+
+
+def lists(hello: Optional[Mapping[str, Any]], *features: str) -> bool:
+    """Whether a host's agent lists every one of ``features`` in its hello (docs/protocol.md):
+    only then may a client ask for them."""
     listed = (hello or {}).get("features")
-    return isinstance(listed, list) and all(f in listed for f in FLIP_FEATURES)
+    return isinstance(listed, list) and all(f in listed for f in features)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from textual.widgets import Static
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
+from fractui.sched.fleetview import lists
 from fractui.sched.mig_change import MigChange, plan_destroy, plan_mode
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
@@ -41,6 +42,7 @@ from fractui.tui.jobrows import gpu_of, mib_text
 from fractui.tui.jobs import ConfirmScreen
 from fractui.tui.model import StoreView, short_model
 from fractui.tui.source import Source
+from remote_agent import MODE_RESET
 
 REFRESH_S = 1.0
 MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mode change)
@@ -236,12 +238,21 @@ class GpuScreen(Screen[None], inherit_bindings=False):
                              answered)
 
     def action_mig_mode(self) -> None:
+        """MIG mode turned the other way; on a GPU whose change waits for a reset, that reset
+        made by the agent (``fractui mig --mode --reset``), so the pending mode takes effect."""
         gpu, jobs = self._gpu()
         if gpu is None:
             self.notify("gpu %d is not in %s's snapshot" % (self.index, self.host),
                         severity="warning")
             return
-        self._ask(plan_mode(self.host, gpu, not gpu.get("mig_mode"), *jobs))
+        current = bool(gpu.get("mig_mode"))
+        pending = bool(gpu.get("mig_pending", current))
+        if pending == current:
+            self._ask(plan_mode(self.host, gpu, not current, *jobs))
+            return
+        status = self.statuses().get(self.host)
+        self._ask(plan_mode(self.host, gpu, pending, *jobs, reset=True, can_reset=lists(
+            status.hello if status is not None else None, MODE_RESET)))
 
     def action_destroy(self) -> None:
         """The first idle instance (no job, no process on it): each ``X`` one, each asked."""
