@@ -114,14 +114,16 @@ class Agent:
         return self.mig_lock(self._gpu(p).index)
 
     def call_nvml(self, fn: Callable[[], T]) -> T:
-        """Run backend work, turning NVML failures into protocol errors a person can act on."""
+        """Run backend work in one NVML session (handles fetched by one step are used by the
+        next: a reset in another thread waits), turning NVML failures into protocol errors a
+        person can act on."""
         if self.problem is not None:
             raise RpcError(rpc.BACKEND_UNAVAILABLE, self.problem)
         try:
-            return fn()
+            with self.backend.held():
+                return fn()
         except NvmlCallError as err:
-            raise RpcError(_nvml_code(err), str(err), {"function": err.function,
-                                                       "nvml_error": err.code_name}) from err
+            raise nvml_error(err) from err
 
     def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
         """The GPU's layout with instances that jobs hold marked busy."""
@@ -342,7 +344,7 @@ class Agent:
             self.health.mark(index, Degraded(str(err), mode, placements(err.before.instances)
                                              if isinstance(err.before, Layout) else None))
         if code is None:
-            code = _nvml_code(cause) if cause else rpc.NVML_FAILED
+            code = nvml_error(cause).code if cause else rpc.NVML_FAILED
         return RpcError(code, message or str(err), data)
 
     def create_for_job(self, index: int, profile: str, start: int, destroy_idle: bool,
@@ -582,14 +584,19 @@ class Agent:
         as for its own resets (the driver refuses a reset while it is attached)."""
         info = self._gpu(p)
         with self.mig_lock(info.index):
-            with self.backend.detached():
-                self._sim(lambda: self.sim.sim_reset_gpu(info.index))
+            try:
+                with self.backend.detached():
+                    self._sim(lambda: self.sim.sim_reset_gpu(info.index))
+            except NvmlCallError as err:  # NVML would not shut down: nothing was reset
+                raise nvml_error(err) from err
             self.health.clear(info.index)
         return {"gpu": info.index}
 
 
-def _nvml_code(err: NvmlCallError) -> int:
-    return rpc.NOT_PERMITTED if err.code_name == "NVML_ERROR_NO_PERMISSION" else rpc.NVML_FAILED
+def nvml_error(err: NvmlCallError) -> RpcError:
+    """An NVML failure as the protocol error a person can act on."""
+    code = rpc.NOT_PERMITTED if err.code_name == "NVML_ERROR_NO_PERMISSION" else rpc.NVML_FAILED
+    return RpcError(code, str(err), {"function": err.function, "nvml_error": err.code_name})
 
 
 def _plan_change(made: planner.Plan) -> Change:

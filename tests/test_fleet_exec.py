@@ -397,6 +397,33 @@ def test_a_file_under_the_agents_name_is_replaced_through_exec_and_never_run(tmp
         stop_host(host["state_dir"])
 
 
+# An exec program that runs the agent's words here, and plays another user once: right after the
+# first check of the agent's folder (which did not exist yet) it makes that folder, writable by
+# all, as another user could under a shared directory.
+RACE = """\
+import os, subprocess, sys
+done = subprocess.run(sys.argv[2:]).returncode
+if any("check_tree(" in word for word in sys.argv) and not os.path.exists(sys.argv[1]):
+    os.makedirs(sys.argv[1])
+    os.chmod(sys.argv[1], 0o777)
+sys.exit(done)
+"""
+
+
+def test_a_folder_made_by_another_between_the_check_and_the_upload_is_refused(tmp_path):
+    race = tmp_path / "race.py"
+    race.write_text(RACE)
+    cache = tmp_path / "cache" / "raced"
+    host = here_by_env(tmp_path, "raced", exec=[sys.executable, str(race), str(cache)])
+    said = status(write_config(tmp_path, host))["raced"]
+    assert said["state"] == "offline"
+    assert said["error"] == (
+        "cannot put the agent in {c} on raced: refusing agent_cache {c}: {c} is writable by its "
+        "group and all users (mode 0777), who could replace what the agent reads there; fix it "
+        "with: chmod go-w {c}".format(c=cache)), said
+    assert not os.path.exists(host["state_dir"])  # the agent never ran
+
+
 CUT_STDIN = """\
 import subprocess, sys
 data = sys.stdin.buffer.read()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.gpu import fake_pynvml as nv, xid
 from remote_agent.gpu.reset import ResetFailed, SmiReset
 from remote_agent.rpc import jsonrpc as rpc
 from tests.test_mig_faults import agent_with, inventory_gpu, refused
@@ -186,14 +186,18 @@ def test_calls_during_the_reset_wait_for_nvml_and_one_after_a_failed_start_start
         reader.join(0.3)
         assert reader.is_alive() and not read  # waiting for NVML, not failing
         reset(uuid)
-        nv.sim_inject_fault("nvmlInit", nv.NVML_ERROR_DRIVER_NOT_LOADED)
+        nv.sim_inject_fault("nvmlInitWithFlags", nv.NVML_ERROR_DRIVER_NOT_LOADED)
         read.append(reader)
 
     agent.resetter.reset = slow_reset
+    nv.sim_start_trace()
     on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
     assert (on["mig_mode"], on["reset"]) == (True, True)  # read back by a call that started it
     read.pop().join(5)
     assert read == [second]
+    calls = nv.sim_trace()
+    starts = calls[calls.index("nvmlShutdown"):].count("nvmlInitWithFlags")
+    assert starts == 2 and nv.sim_reset_count(0) == 1  # the first start failed
 
 
 def test_nvml_that_will_not_shut_down_leaves_the_gpu_unreset_and_xids_watched():
@@ -222,3 +226,85 @@ def test_a_watcher_that_never_started_is_not_said_to_watch_after_a_reset():
     on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
     assert (on["mig_mode"], on["reset"]) == (True, True)
     assert agent.xids.note(0) == said
+
+
+def test_an_operation_keeps_its_handles_while_another_thread_resets_a_gpu():
+    """nvmlShutdown frees every handle (the fake refuses one of an ended session): a backend
+    operation that fetched a handle holds the session until it is done, and a reset of another
+    GPU waits for it."""
+    agent, methods = agent_with("2xA100-80GB")
+    nv.sim_mode_waits_for_reset(0)
+    fetched, reset_done = threading.Event(), threading.Event()
+    handle = agent.backend.handle
+
+    def slow_handle(index: int):
+        found = handle(index)
+        if threading.current_thread().name == "reader":
+            fetched.set()
+            reset_done.wait(1.0)  # a reset would run meanwhile, were the session let go
+        return found
+
+    agent.backend.handle = slow_handle
+    read: list = []
+    reader = threading.Thread(target=lambda: read.append(agent.backend.gpu(1)), name="reader")
+    reader.start()
+    assert fetched.wait(5)
+    on = methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+    reset_done.set()
+    reader.join(5)
+    assert [info.index for info in read] == [1]  # read whole, with its own session's handle
+    assert (on["mig_mode"], on["reset"]) == (True, True)
+
+
+def test_a_failed_reset_of_a_change_pending_before_leaves_it_pending_as_it_was(tmp_path,
+                                                                               monkeypatch):
+    """An earlier call left MIG on pending; the reset asked now fails: the GPU is as it was
+    before this call (on pending), not changed back further."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'Resetting GPU is not supported.'\nexit 3\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", "%s%s%s" % (tmp_path, os.pathsep, os.environ["PATH"]))
+    agent, methods = agent_with("1xA100-80GB")
+    nv.sim_mode_waits_for_reset(0)
+    first = methods.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    assert (first["mig_mode"], first["mig_pending"]) == (False, True)
+    agent.resetter = SmiReset()
+    err = refused(methods, "mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert "exited 3: Resetting GPU is not supported." in err.message
+    assert err.data["rolled_back"] is True
+    assert err.data["before"] == err.data["now"] == {"mig_mode": False, "mig_pending": True}
+    assert mode(agent) == (False, True)
+
+
+def test_xids_left_in_the_set_when_a_reset_frees_it_are_kept():
+    """What came after the watcher's last wait and before the set is freed for a reset is
+    read out of it first, not lost with it."""
+    agent, methods = agent_with("2xA100-80GB")
+    agent.xids._running = True  # the set made, no thread waiting on it: as between two waits
+    assert agent.xids._make()
+    nv.sim_raise_xid(1, 48)
+    nv.sim_mode_waits_for_reset(0)
+    methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+    assert [e["xid"] for e in agent.xids.recent(1)] == [48]
+
+
+def test_a_renewal_nvml_refused_is_tried_again_and_a_watcher_starting_after_a_failed_restart_runs(
+        monkeypatch):
+    """The set NVML refused after a reset is asked again (not left unwatched until the next
+    reset); a watcher that starts while NVML is still down starts it, makes one set (the
+    restart's), and frees it when it stops."""
+    monkeypatch.setattr(xid, "RETRY_S", 0.05)
+    agent, methods = agent_with("2xA100-80GB")
+    nv.sim_mode_waits_for_reset(0)
+    nv.sim_inject_fault("nvmlInitWithFlags", nv.NVML_ERROR_DRIVER_NOT_LOADED)
+    with agent.backend.detached():  # NVML then fails to start again: left down
+        pass
+    assert agent.backend._down
+    with watching(agent):  # run() starts NVML, whose restart makes the set
+        assert len(nv._event_sets) == 1
+        nv.sim_inject_fault("nvmlEventSetCreate", nv.NVML_ERROR_UNKNOWN)
+        methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
+        until(lambda: agent.xids.note(0) is None)  # asked again, and made
+        nv.sim_raise_xid(1, 79)
+        until(lambda: [e["xid"] for e in agent.xids.recent(1)] == [79])
+    assert nv._event_sets == {}

@@ -145,7 +145,8 @@ def main() -> int:
             f.write("\n".join(logs.get("lines", [])) + "\n")
         print("watchdog job: state %s, reason %s" % (job.get("state"), job.get("reason")))
         stopped = job.get("state") == "killed" and "cap" in (job.get("reason") or "")
-        return 0 if stopped and session_restarts(args.sim, state) else 1
+        restarted = session_restarts(args.sim, state)  # run whatever the watchdog step said
+        return 0 if stopped and restarted else 1
     finally:
         agent.close()
         shutil.rmtree(state, ignore_errors=True)

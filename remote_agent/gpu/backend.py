@@ -8,17 +8,19 @@ MIG geometry it plans with is read from NVML itself, so the planner follows the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from ctypes import byref, c_uint
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
 
 from remote_agent.gpu.session import Session
 from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
 log = logging.getLogger("remote_agent.backend")
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 NOT_AVAILABLE_UINT = 0xFFFFFFFF
@@ -140,6 +142,16 @@ class MigDevice:
     handle: Any = field(compare=False, repr=False)
 
 
+def in_one_session(method: Callable[..., T]) -> Callable[..., T]:
+    """A backend method that fetches a handle and goes on using it runs in one NVML session
+    (``GpuBackend.held``): a reset in another thread cannot end the session in between."""
+    @functools.wraps(method)
+    def held(self: "GpuBackend", *args: Any, **kwargs: Any) -> T:
+        with self.held():
+            return method(self, *args, **kwargs)
+    return held
+
+
 class GpuBackend:
     """GPU inventory and MIG changes over a ``pynvml``-compatible module."""
 
@@ -157,10 +169,18 @@ class GpuBackend:
 
     # -- plumbing --
 
-    def call(self, function: str, *args: Any) -> Any:
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The NVML session held (shared) across several calls, NVML started first where a
+        reset left it down: handles fetched in it are used in it, for ``nvmlShutdown`` frees
+        every device resource (a reset in another thread waits until it is let go)."""
         with self.session.shared():
             if self._down:
                 self._start_again()
+            yield
+
+    def call(self, function: str, *args: Any) -> Any:
+        with self.held():
             return self._raw(function, *args)
 
     def _raw(self, function: str, *args: Any) -> Any:
@@ -231,6 +251,7 @@ class GpuBackend:
     def count(self) -> int:
         return self.call("nvmlDeviceGetCount")
 
+    @in_one_session
     def gpu(self, index: int) -> GpuInfo:
         h = self.handle(index)
         mem = self.call("nvmlDeviceGetMemoryInfo", h)
@@ -246,9 +267,11 @@ class GpuBackend:
                        memory_mib=int(mem.total // MIB), mig_capable=capable,
                        mig_mode=bool(current), mig_pending=bool(pending))
 
+    @in_one_session
     def gpus(self) -> List[GpuInfo]:
         return [self.gpu(i) for i in range(self.count())]
 
+    @in_one_session
     def links(self) -> List[List[str]]:
         """How every GPU reaches every other, by nvidia-smi topo -m's names: ``NV#`` (# direct
         NVLink links), ``NVSWITCH`` (both on NVSwitches with NVLink P2P between them), else the
@@ -302,6 +325,7 @@ class GpuBackend:
                 out[i][j] = out[j][i] = name
         return out
 
+    @in_one_session
     def resolve(self, ref: Union[int, str]) -> int:
         """A GPU named by index or by its GPU uuid -> its index."""
         if isinstance(ref, int):
@@ -313,6 +337,7 @@ class GpuBackend:
                 return i
         raise LookupError("no GPU with uuid %s on this host" % ref)
 
+    @in_one_session
     def geometry(self, index: int) -> Geometry:
         """The MIG rules of this GPU as NVML states them (profiles, placements, counts)."""
         h = self.handle(index)
@@ -355,6 +380,7 @@ class GpuBackend:
         placed = [array[i] for i in range(count.value)]
         return tuple(sorted(int(p.start) for p in placed)), int(placed[0].size) if placed else 0
 
+    @in_one_session
     def mig_devices(self, index: int) -> List[MigDevice]:
         h = self.handle(index)
         out = []
@@ -382,6 +408,7 @@ class GpuBackend:
                 found.append((array[i], self.call("nvmlGpuInstanceGetInfo", array[i])))
         return found
 
+    @in_one_session
     def layout(self, index: int, devices: Optional[List[MigDevice]] = None) -> Layout:
         """What is placed on a MIG GPU now, with each instance's processes.
 
@@ -417,6 +444,7 @@ class GpuBackend:
 
     # -- live state --
 
+    @in_one_session
     def processes(self, index: int, info: Optional[GpuInfo] = None,
                   devices: Optional[List[MigDevice]] = None) -> List[GpuProcess]:
         """GPU processes; pass what the caller already read to spare NVML calls."""
@@ -431,18 +459,22 @@ class GpuBackend:
                                       ci_id=d.ci_id, instance_uuid=d.uuid))
         return out
 
+    @in_one_session
     def memory_used_mib(self, index: int) -> int:
         return int(self.call("nvmlDeviceGetMemoryInfo", self.handle(index)).used // MIB)
 
+    @in_one_session
     def instance_memory_mib(self, device: MigDevice) -> Tuple[int, int]:
         mem = self.call("nvmlDeviceGetMemoryInfo", device.handle)
         return int(mem.used // MIB), int(mem.total // MIB)
 
+    @in_one_session
     def instance_memory_used_mib(self, instance_uuid: str) -> int:
         """Memory in use on a MIG instance, found by its uuid."""
         handle = self.call("nvmlDeviceGetHandleByUUID", instance_uuid)
         return int(self.call("nvmlDeviceGetMemoryInfo", handle).used // MIB)
 
+    @in_one_session
     def process_utilization(self, index: int, since_us: int) -> Optional[ProcessUtil]:
         """SM utilisation per process in NVML's samples newer than ``since_us`` (the mean of a
         process's samples), or None where NVML does not report it (MIG: ``MIG_UTIL_NOTE``).
@@ -462,6 +494,7 @@ class GpuBackend:
         return ProcessUtil(sm={pid: sum(v) / len(v) for pid, v in seen.items()},
                            last_us=max([since_us] + [int(s.timeStamp) for s in samples]))
 
+    @in_one_session
     def utilization(self, index: int) -> Optional[int]:
         """GPU utilisation in percent, or None where NVML does not report it (MIG)."""
         try:
@@ -473,6 +506,7 @@ class GpuBackend:
 
     # -- health --
 
+    @in_one_session
     def health(self, index: int) -> Health:
         """Temperature, power, ECC and throttling, each read on its own: one that NVML does
         not support here or that fails is left out, never the GPU."""
@@ -525,6 +559,7 @@ class GpuBackend:
             mask |= getattr(self.nv, const, 0)
         return mask
 
+    @in_one_session
     def xid_events(self, indexes: List[int]) -> Tuple[Any, Dict[int, str]]:
         """An event set for the critical XID errors of these GPUs, and why a GPU could not be
         registered (NVML does not deliver them there)."""
@@ -537,6 +572,7 @@ class GpuBackend:
                 refused[index] = str(err)
         return events, refused
 
+    @in_one_session
     def register_xid(self, events: Any, index: int) -> None:
         """Add GPU ``index``'s critical XID errors to the event set (again: it adds the type
         to what the set records of that GPU)."""
@@ -547,7 +583,7 @@ class GpuBackend:
                  generation: Optional[int] = None) -> Optional[XidEvent]:
         """The next critical XID error of the set, or None when none came in time, or when the
         set was made in an NVML session (``generation``) that has ended since: it is gone."""
-        with self.session.shared():
+        with self.held():  # started again first, so the generation compared is the one now
             if generation is not None and generation != self.session.generation:
                 return None
             return self._wait_xid(events, timeout_ms)
@@ -571,6 +607,7 @@ class GpuBackend:
 
     # -- changes --
 
+    @in_one_session
     def create_instance(self, index: int, profile: Profile, start: int,
                         with_compute: bool = True) -> None:
         """Create a GPU instance at ``start`` and (unless told not to) its full-size compute
@@ -588,6 +625,7 @@ class GpuBackend:
                             self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
         self.call("nvmlGpuInstanceCreateComputeInstance", gi, ci_info.id)
 
+    @in_one_session
     def destroy_instance(self, index: int, gi_id: int) -> None:
         """Destroy a GPU instance and its compute instances (the steps only, as above)."""
         gi = self.call("nvmlDeviceGetGpuInstanceById", self.handle(index), gi_id)
@@ -614,11 +652,13 @@ class GpuBackend:
             out.extend(array[i] for i in range(count.value))
         return out
 
+    @in_one_session
     def mig_mode(self, index: int) -> Tuple[bool, bool]:
         """(current, pending) MIG mode: pending is what the next GPU reset brings."""
         current, pending = self.call("nvmlDeviceGetMigMode", self.handle(index))
         return bool(current), bool(pending)
 
+    @in_one_session
     def set_mig_mode(self, index: int, enabled: bool) -> None:
         """Ask for MIG mode on or off (read back with ``mig_mode``)."""
         self._geometry = {k: v for k, v in self._geometry.items() if k[0] != index}

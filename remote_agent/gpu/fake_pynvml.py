@@ -302,21 +302,22 @@ _extract_error_classes()
 
 
 class struct_c_nvmlDevice_t(Structure):
-    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_ci", c_int)]
+    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_ci", c_int), ("sim_session", c_int)]
 
 
 c_nvmlDevice_t = POINTER(struct_c_nvmlDevice_t)
 
 
 class struct_c_nvmlGpuInstance_t(Structure):
-    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int)]
+    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_session", c_int)]
 
 
 c_nvmlGpuInstance_t = POINTER(struct_c_nvmlGpuInstance_t)
 
 
 class struct_c_nvmlComputeInstance_t(Structure):
-    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_ci", c_int)]
+    _fields_ = [("sim_gpu", c_int), ("sim_gi", c_int), ("sim_ci", c_int),
+                ("sim_session", c_int)]
 
 
 c_nvmlComputeInstance_t = POINTER(struct_c_nvmlComputeInstance_t)
@@ -642,10 +643,7 @@ def sim_open(path: Optional[str], spec: Optional[str] = None) -> None:
     global _store, _init_count, _trace, _attached
     with _lock:
         if _store is not None and _init_count:
-            try:
-                _detach_session()
-            except OSError:  # its state file is gone: so is the entry
-                pass
+            _detach_session()
         _store = _Store(path, spec)
         _attached = False
         _init_count = 0
@@ -1056,22 +1054,29 @@ def _ci_of(gi: Dict[str, Any], ci_id: int) -> Dict[str, Any]:
 
 
 def _device_handle(gpu: int, gi: int = -1, ci: int = -1):
-    return pointer(struct_c_nvmlDevice_t(gpu, gi, ci))
+    return pointer(struct_c_nvmlDevice_t(gpu, gi, ci, _session))
 
 
 def _gi_handle(gpu: int, gi: int):
-    return pointer(struct_c_nvmlGpuInstance_t(gpu, gi))
+    return pointer(struct_c_nvmlGpuInstance_t(gpu, gi, _session))
 
 
 def _ci_handle(gpu: int, gi: int, ci: int):
-    return pointer(struct_c_nvmlComputeInstance_t(gpu, gi, ci))
+    return pointer(struct_c_nvmlComputeInstance_t(gpu, gi, ci, _session))
+
+
+def _live(handle) -> Any:
+    """The struct behind a handle of the NVML session now: nvmlShutdown "releases all device
+    and library resources", so a handle from before it is no handle (NVML's
+    INVALID_ARGUMENT here, where the real library would read freed memory)."""
+    if not handle or handle.contents.sim_session != _session:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    return handle.contents
 
 
 def _resolve(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int, Optional[Dict[str, Any]]]:
     """device handle -> (state, gpu, index, (gi, ci) dicts for a MIG device handle or None)."""
-    if not handle:
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    h = handle.contents
+    h = _live(handle)
     state = _host()
     gpu = _gpu_of(state, h.sim_gpu)
     if h.sim_gi < 0:
@@ -1169,6 +1174,7 @@ def _free_ids(used: List[int], first: int) -> int:
 NVML_INIT_FLAG_NO_GPUS = 1
 NVML_INIT_FLAG_NO_ATTACH = 2
 _attached = False  # this process holds an entry in the host's clients
+_session = 0  # counts this process's sessions: a handle or event set is its session's only
 
 
 def _detach_session() -> None:
@@ -1176,14 +1182,19 @@ def _detach_session() -> None:
     global _attached
     if _attached:
         pid = os.getpid()
-        with _transaction() as state:
-            state["clients"] = [c for c in state.get("clients", []) if c["pid"] != pid]
+        try:
+            with _transaction() as state:
+                state["clients"] = [c for c in state.get("clients", []) if not _mine(c, pid)]
+        except OSError:  # the host's state file is gone: so is the entry
+            pass
         _attached = False
 
 
 @_api
 def nvmlInitWithFlags(flags):
-    global _init_count, _attached
+    global _init_count, _attached, _session
+    if not _init_count:
+        _session += 1
     if not _init_count and not flags & NVML_INIT_FLAG_NO_ATTACH:
         with _transaction() as state:
             state.setdefault("clients", []).append({"pid": os.getpid(), "ns": _own_pid_ns()})
@@ -1203,6 +1214,7 @@ def nvmlShutdown():
     if _init_count > 0:
         _init_count -= 1
         if not _init_count:
+            _event_sets.clear()  # freed with the session, as its device handles are
             _detach_session()
     return None
 
@@ -1695,9 +1707,7 @@ def nvmlDeviceGetGpuInstanceById(device, gpuInstanceId):
 
 
 def _resolve_gi(gpuInstance) -> Tuple[Dict[str, Any], Dict[str, Any], int, Dict[str, Any]]:
-    if not gpuInstance:
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    h = gpuInstance.contents
+    h = _live(gpuInstance)
     state = _host()
     gpu = _gpu_of(state, h.sim_gpu)
     return state, gpu, h.sim_gpu, _gi_of(gpu, h.sim_gi)
@@ -1794,9 +1804,7 @@ def nvmlGpuInstanceGetComputeInstances(gpuInstance, profileId, computeInstancesR
 
 
 def _resolve_ci(computeInstance):
-    if not computeInstance:
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    h = computeInstance.contents
+    h = _live(computeInstance)
     state = _host()
     gpu = _gpu_of(state, h.sim_gpu)
     gi = _gi_of(gpu, h.sim_gi)

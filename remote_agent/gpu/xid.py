@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional
 
-from remote_agent.gpu.backend import GpuBackend, NvmlCallError
+from remote_agent.gpu.backend import GpuBackend, NvmlCallError, XidEvent
 
 log = logging.getLogger("remote_agent.xid")
 
@@ -63,8 +63,9 @@ class XidWatcher:
             while not stopping.is_set():
                 with self._set_lock:
                     events, generation = self._set, self._generation
-                if events is None:  # NVML is shut down for a reset, or could not make it again
-                    stopping.wait(WAIT_MS / 1000)
+                if events is None:  # freed for a reset and NVML refused a new one: tried again
+                    if not self._make():
+                        stopping.wait(RETRY_S)
                     continue
                 try:
                     event = self.backend.wait_xid(events, WAIT_MS, generation)
@@ -72,25 +73,31 @@ class XidWatcher:
                     log.warning("waiting for XID events failed: %s", err)
                     stopping.wait(RETRY_S)
                     continue
-                if event is None:
-                    continue
-                log.warning("GPU %d: XID %d", event.index, event.xid)
-                with self._lock:
-                    self._events.setdefault(event.index, collections.deque(maxlen=KEPT)).append(
-                        {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
-                         "ci_id": event.ci_id})
+                if event is not None:
+                    self._record(event)
         finally:
             with self._set_lock:
                 self._running = False
             self._free()
 
+    def _record(self, event: XidEvent) -> None:
+        log.warning("GPU %d: XID %d", event.index, event.xid)
+        with self._lock:
+            self._events.setdefault(event.index, collections.deque(maxlen=KEPT)).append(
+                {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
+                 "ci_id": event.ci_id})
+
     def _make(self) -> bool:
-        """A new event set for every GPU, waited on from now; False (said as the problem) when
-        NVML refused it. The session is taken before the set's lock, everywhere: a reset
-        waiting for the session must not find the lock held by a call waiting for it."""
-        with self.backend.session.shared(), self._set_lock:
+        """The event set of the NVML session now, every GPU registered, unless it is made
+        already; False (said as the problem) when NVML refused it. NVML is started first where
+        a reset left it down (which makes the set, through ``_renew``), and the session is
+        taken before the set's lock, everywhere: a reset waiting for the session must not find
+        the lock held by a call waiting for it."""
+        with self.backend.held(), self._set_lock:
             if not self._running:
                 return False
+            if self._set is not None and self._generation == self.backend.session.generation:
+                return True
             try:
                 events, refused = self.backend.xid_events(list(range(self.backend.count())))
             except NvmlCallError as err:
@@ -113,6 +120,11 @@ class XidWatcher:
             events, self._set = self._set, None
             if events is None:
                 return
+            try:  # what came while a reset waited for the session is kept first
+                for event in iter(lambda: self.backend.wait_xid(events, 0), None):
+                    self._record(event)
+            except NvmlCallError as err:
+                log.warning("reading the XID events left in the set failed: %s", err)
             try:
                 self.backend.free_events(events)
             except NvmlCallError as err:

@@ -377,8 +377,9 @@ class Supervisor:
         limits = nv.c_nvmlSetMemoryLimits_v1_t()
         limits.nameSpace = cgroup.encode()
         limits.softLimit, limits.hardLimit = soft, hard
-        self.gpus.backend.call("nvmlDeviceSetMemoryLimits_v1", self.gpus.backend.handle(index),
-                               limits)
+        backend = self.gpus.backend
+        with backend.held():  # the handle used in the session that fetched it
+            backend.call("nvmlDeviceSetMemoryLimits_v1", backend.handle(index), limits)
 
     def _clear_driver_limit(self, job: Job, cgroup: str) -> None:
         if job.memory_mib is None or "driver_limit" not in self.cap_probe.layers:

@@ -219,10 +219,10 @@ def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str
     (the processes on it, anyone's) finds none; the caller holds the MIG lock. The agent's own
     NVML session is shut down meanwhile (``GpuBackend.detached``): the driver refuses a reset
     while any client is attached. Returns the mode read after (None if it could not be read),
-    or raises ChangeFailed with the mode asked back to ``before``'s current one, nothing
-    pending (``in_use`` set when processes stopped it)."""
+    or raises ChangeFailed with the mode asked back to ``before``, the (current, pending) mode
+    the GPU had before the call: nothing pending unless it was so before (``in_use`` set when
+    processes stopped it)."""
     what = "resetting GPU %d to turn MIG mode %s" % (index, "on" if enabled else "off")
-    before = (before[0], before[0])  # a GPU that is not reset is left with nothing pending
     try:
         running = pids()
     except NvmlCallError as err:

@@ -142,6 +142,14 @@ class RemoteTransport(Transport):
         """Put the agent zipapp on the host unless it has this exact one (``has_agent``): its
         path there and whether it was uploaded."""
 
+    def check_upload(self, path: str, archive: AgentArchive) -> None:
+        """After an upload, the same check again: the folder may have been made by another
+        user between the first check (when it did not exist) and the upload."""
+        if not self.has_agent(path, archive):
+            raise AgentProcessError("the agent put in %s on %s does not read back as it was sent "
+                                    "(set agent_cache to a directory of your own)" % (
+                                        posixpath.dirname(path), self.cfg.name))
+
     def has_agent(self, path: str, archive: AgentArchive) -> bool:
         """Whether ``path`` holds this very agent where only the login user (or root) can
         change it: a file there by that name is checked, not trusted (another user may have

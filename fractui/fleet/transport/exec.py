@@ -91,6 +91,7 @@ class ExecTransport(RemoteTransport):
         code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256,
                                    str(len(archive.data))], stdin=archive.data)
         if code == 0:
+            self.check_upload(path, archive)
             return path, True
         if code == 3:
             raise AgentProcessError(

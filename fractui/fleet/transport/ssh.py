@@ -72,13 +72,14 @@ class SshTransport(RemoteTransport):
             partial = "%s.part-%s" % (remote, uuid.uuid4().hex[:8])
             sftp.putfo(io.BytesIO(archive.data), partial)
             sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
-            return remote, True
         except (OSError, paramiko.SSHException, EOFError) as err:
             raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
                                     "a writable directory)" % (cache, cfg.name, err or type(
                                         err).__name__)) from err
         finally:
             sftp.close()
+        self.check_upload(remote, archive)
+        return remote, True
 
     def said(self) -> Optional[str]:
         said = self.link.said() if self.link is not None else None
