@@ -125,11 +125,13 @@ def table(r: Dict[str, Any]) -> str:
 def notes(r: Dict[str, Any]) -> str:
     """What the figures depend on beyond the code: how the daemon finds a job's processes."""
     how = ("each job in a cgroup of its own, its processes read from it" if r["tracking"] ==
-           "cgroup" else "no cgroup per job here (job tracking \"session\"): each watchdog pass, "
-           "twice a second, reads every process of the host from /proc (%d processes during the "
-           "run), so the idle figure grows with what else runs on the host" % r["host_processes"])
+           "cgroup" else "no cgroup per job here (job tracking \"session\"): a watchdog pass "
+           "reads from /proc only the processes NVML lists on the jobs' GPUs and each job's "
+           "first process, not every process of the host (%d during the run)" %
+           r["host_processes"])
     return ("Simulated host (2 x L40S, sim backend); jobs are real processes under real shims; "
-            "%s.\n" % how)
+            "%s. The simulated NVML's event wait looks for XID events every 0.25 s (a real one "
+            "sleeps in the driver); its thread's wake-ups are part of the figure.\n" % how)
 
 
 def main() -> int:

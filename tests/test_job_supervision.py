@@ -24,9 +24,12 @@ from tests.test_jobs import alive, daemon_pid, script, simload, until_file, wait
 @pytest.fixture(params=["session", "cgroup"])
 def tracked_host(request, start_agent, tmp_path):
     """A simulated host whose jobs are found by their session, or by their own cgroup."""
-    extra = []
+    return start_tracked(request, start_agent, tmp_path)
+
+
+def start_tracked(request, start_agent, tmp_path, *extra: str):
     if request.param == "cgroup":
-        extra = ["--cgroup-parent", request.getfixturevalue("cgroup_parent")]
+        extra += ("--cgroup-parent", request.getfixturevalue("cgroup_parent"))
     state = str(tmp_path / "host")
     agent = start_agent("1xL4", state, *extra)
     assert agent.call("daemon.version")["job_tracking"] == request.param
@@ -85,6 +88,38 @@ def test_the_watchdog_caps_and_stops_a_job_whose_shim_was_killed(tracked_host):
     assert not alive(job["pid"])
     snap = agent.call("snapshot")
     assert snap["gpus"][0]["processes"] == []
+
+
+@pytest.fixture(params=["session", "cgroup"])
+def sampled_host(request, start_agent, tmp_path):
+    """A tracked host whose jobs' use is sampled every pass."""
+    return start_tracked(request, start_agent, tmp_path, "--usage-sample-s", "0.5")
+
+
+def test_a_jobs_gpu_memory_is_that_of_its_own_processes_children_included(sampled_host, tmp_path):
+    """The watchdog matches the processes NVML lists to jobs one by one: a child in a process
+    group of its own is its job's, another job's process on the same GPU is not."""
+    agent, state = sampled_host
+    pid_file = tmp_path / "kid"
+    code = ("import subprocess, sys, time\n"
+            "kid = subprocess.Popen([sys.executable, '-m', 'remote_agent.simload', '--mem-mib',"
+            " '600', '--seconds', '60'], process_group=0)\n"
+            "open(%r, 'w').write(str(kid.pid))\ntime.sleep(60)\n" % str(pid_file))
+    parent = agent.call("job.launch", key="k-parent", gpu=0, memory_mib=1000, argv=script(code))
+    other = agent.call("job.launch", key="k-other", gpu=0, memory_mib=3000,
+                       argv=simload("--mem-mib", "2500", "--seconds", "60"))
+    kid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the child"))
+
+    def peak(job_id: str) -> int:
+        return (agent.call("job.get", job=job_id)["usage"] or {}).get("memory_peak_mib", 0)
+    wait_until(lambda: peak(parent["id"]) == 600 and peak(other["id"]) == 2500,
+               "both jobs sampled at their own processes' memory")
+    assert agent.call("job.get", job=parent["id"])["state"] == "running"  # 600 + 2500 > 1000
+    agent.call("sim.set_process_memory", pid=kid, used_mib=1500)
+    done = wait_job(agent, parent["id"])
+    assert (done["state"], done["reason"]) == ("killed", "exceeded its 1000 MiB cap: used 1500 MiB")
+    assert not alive(kid)
+    assert agent.call("job.get", job=other["id"])["state"] == "running"
 
 
 def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tmp_path):

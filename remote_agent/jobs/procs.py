@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Set
 
 
 @dataclass(frozen=True)
@@ -82,27 +82,46 @@ class JobProcs:
             return sorted(set(found) | set(cgroup_pids(self.container)))
         return found
 
+    def members(self, candidates: Iterable[int]) -> Set[int]:
+        """Which of ``candidates`` (the processes NVML lists on a GPU) are the job's, read
+        per candidate: a watchdog pass that only matches GPU processes to jobs reads no
+        more of /proc than those, however many processes the host runs."""
+        wanted = set(candidates)
+        if not wanted:
+            return set()
+        if self.cgroup:
+            found = set(cgroup_pids(self.cgroup))
+        elif not self.leader or self._replaced(proc_info(self.leader)):
+            found = set()
+        else:
+            infos = (proc_info(p) for p in wanted)
+            found = {i.pid for i in infos if i is not None and self.leader in (i.sid, i.pgid)}
+        if self.container:
+            found |= set(cgroup_pids(self.container))
+        return found & wanted
+
+    def _replaced(self, lead: Optional[ProcInfo]) -> bool:
+        """Whether the process under the leader's number (``lead``) is another one: the job's
+        session is gone."""
+        return lead is not None and self.start_ticks is not None and \
+            lead.start_ticks != self.start_ticks
+
     def _session(self, table: Optional[Dict[int, ProcInfo]]) -> List[int]:
         if not self.leader:
             return []
         table = scan() if table is None else table
-        lead = table.get(self.leader)
-        if lead is not None and self.start_ticks is not None and \
-                lead.start_ticks != self.start_ticks:
-            return []  # the number went to another process: the job's session is gone
+        if self._replaced(table.get(self.leader)):
+            return []
         return sorted(p.pid for p in table.values() if self.leader in (p.sid, p.pgid))
 
-    def leader_alive(self, table: Optional[Dict[int, ProcInfo]] = None) -> bool:
+    def leader_alive(self) -> bool:
         """Whether the job's first process still runs (a job ends when it ends)."""
-        if not self.leader:
-            return False
-        lead = (scan() if table is None else table).get(self.leader) if not self.cgroup \
-            else proc_info(self.leader)
+        lead = proc_info(self.leader) if self.leader else None
         return lead is not None and self.start_ticks in (None, lead.start_ticks)
 
-    def signal(self, sig: int, table: Optional[Dict[int, ProcInfo]] = None) -> int:
+    def signal(self, sig: int) -> int:
         """Send ``sig`` to every process of the job; returns how many there were."""
-        pids = self.pids(table)
+        pids = self.pids()
         if sig == signal.SIGKILL and pids:
             whole = [c for c in (self.cgroup, self.container) if c]
             if whole and all(_kill_cgroup(c) for c in whole) and self.cgroup:

@@ -506,8 +506,7 @@ class Supervisor:
             self.signal(fresh, signal.SIGTERM)
         return fresh
 
-    def signal(self, job: Job, sig: int,
-                table: Optional[Dict[int, procs.ProcInfo]] = None) -> None:
+    def signal(self, job: Job, sig: int) -> None:
         """``sig`` to every process of the job; to a container through its runtime (its init
         passes it on, and the runtime's client ends with the job's own exit status), and a
         SIGKILL to the container's processes and the client too (found without the runtime)."""
@@ -516,7 +515,7 @@ class Supervisor:
             if sig != signal.SIGKILL:
                 log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
                 return
-        count = job.procs().signal(sig, table)
+        count = job.procs().signal(sig)
         if count:
             log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
-from remote_agent.jobs import procs, usage
+from remote_agent.jobs import usage
 from remote_agent.jobs.store import Job
 from remote_agent.jobs.supervisor import Supervisor, shim_alive, signal_name
 from remote_agent.rpc.jsonrpc import RpcError
@@ -27,7 +27,6 @@ from remote_agent.rpc.jsonrpc import RpcError
 log = logging.getLogger("remote_agent.jobs")
 
 TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this often
-Table = Optional[Dict[int, procs.ProcInfo]]
 
 
 class Watchdog:
@@ -55,16 +54,15 @@ class Watchdog:
         for job in jobs:  # a container the launch did not see running yet
             if job.state == "running" and job.container and job.container_cgroup is None:
                 self._step("job j%d" % job.id, lambda: sup.find_container(job))
-        table = procs.scan() if any(j.procs().cgroup is None for j in jobs) else None
         for job in jobs:
-            self._step("job j%d" % job.id, lambda: self._observe(job, table)
+            self._step("job j%d" % job.id, lambda: self._observe(job)
                        if job.state == "running" else self._resolve_starting(job))
         running = [j for j in jobs if j.state == "running" and j.pid]
-        self._step("caps and usage samples", lambda: self._measure(running, table))
+        self._step("caps and usage samples", lambda: self._measure(running))
         now = time.time()
         for job in running:
             if job.kill_at is not None and now >= job.kill_at:
-                self._step("job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL, table))
+                self._step("job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL))
         self._step("removing cgroups", sup.remove_left_cgroups)
         if now - self._last_prune > min(60.0, sup.settings.retention_s):
             self._last_prune = now
@@ -81,7 +79,7 @@ class Watchdog:
         except Exception:
             log.exception("watchdog: %s failed", what)
 
-    def _observe(self, job: Job, table: Table) -> None:
+    def _observe(self, job: Job) -> None:
         sup = self.sup
         ended = sup.read_job_file(job, "exit.json")
         if ended is None:
@@ -90,11 +88,11 @@ class Watchdog:
             if sup.outputs.take_over(job.id):
                 log.warning("job j%d: its shim died; the agent now watches its processes itself "
                             "(%s)", job.id, job.cgroup or "session %s" % job.pid)
-            if job.procs().leader_alive(table):
+            if job.procs().leader_alive():
                 return
             ended = sup.read_job_file(job, "exit.json")  # it may have ended between the looks
             if ended is None:
-                job.procs().signal(signal.SIGKILL, table)  # what it left behind ends with it
+                job.procs().signal(signal.SIGKILL)  # what it left behind ends with it
                 if job.stop_reason is not None:
                     sup.finish(job, state="killed", reason=job.stop_reason)
                 else:
@@ -142,15 +140,18 @@ class Watchdog:
                 "its shim ended before it recorded starting the job; whether it ran cannot be "
                 "known (see %s)" % os.path.join(job_dir, "shim.log")))
 
-    def _measure(self, running: List[Job], table: Table) -> None:
+    def _measure(self, running: List[Job]) -> None:
         """The caps every pass and, every usage_sample_s, the usage samples, from one read of
-        the jobs' processes and GPUs."""
+        the GPUs. Only the processes NVML lists are matched to jobs (``JobProcs.members``): a
+        pass costs the GPUs' processes, not a read of every process of the host."""
         sampling = time.monotonic() >= self._next_sample
         if sampling:
             self._next_sample = time.monotonic() + self.sup.settings.usage_sample_s
         measured = [j for j in running if sampling or j.memory_mib is not None]
-        pids = {j.id: set(j.procs().pids(table)) for j in measured}
         readings = self._read_gpus(measured, sampling)
+        on_gpus = {p.pid for r in readings.values() for p in r.processes} | {
+            pid for r in readings.values() for pid in r.util or ()}
+        pids = {j.id: j.procs().members(on_gpus) for j in measured}
         self._enforce_caps([j for j in measured if j.memory_mib is not None], pids, readings)
         if sampling:
             self._record_usage(measured, pids, readings, time.time())
@@ -212,11 +213,11 @@ class Watchdog:
     def _record_usage(self, jobs: List[Job], pids: Dict[int, Set[int]],
                       readings: Dict[int, usage.GpuReading], now: float) -> None:
         """Add this sample to every running job's aggregate, all written in one transaction.
-        A job with no process left is ending, not idle: it is not sampled."""
+        A job whose first process ended is ending, not idle: it is not sampled."""
         changed: Dict[int, Dict[str, Any]] = {}
         for job in jobs:
             sample = usage.sample_job(job.gpus, job.instance, pids[job.id], readings) \
-                if pids[job.id] else None
+                if job.procs().leader_alive() else None
             if sample is not None:
                 changed[job.id] = usage.add(usage.Usage.from_record(job.usage), now,
                                             sample).record()
