@@ -6,6 +6,9 @@ runs the same roles under peer authentication, where it cannot be forged)."""
 
 from __future__ import annotations
 
+import pathlib
+import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,6 +21,8 @@ from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
 from fractui.store.model import CANCELLED, PENDING, STOPPING, Slot
+from remote_agent.jobs.runtime.image import image_problem
+from tests.conftest import REPO
 
 # The grants docs/decisions.md tells an admin to run, with its team's role names; and every
 # privilege to everyone (a store set up so is guarded all the same: the refusals of what the
@@ -321,3 +326,59 @@ def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_chan
     finally:
         ann.close()
         admin.close()
+
+
+def guard_image_class() -> "re.Pattern[str]":
+    """The character class migration 0010 refuses in an image, as Python reads the same escapes."""
+    sql = (migrations_dir() / "0010_guard_image.sql").read_text()
+    expression = sql[sql.index("NEW.image ~ (") + len("NEW.image ~ ("):sql.index("|| ']')")]
+    return re.compile("".join(re.findall(r"'([^']*)'", expression)) + "]")
+
+
+def migrations_dir() -> pathlib.Path:
+    return pathlib.Path(REPO) / "fractui" / "store" / "migrations" / "postgresql"
+
+
+def test_the_guards_image_characters_are_the_agents_rule():
+    """Every character the guard refuses the agent refuses too, and every character Unicode
+    assigns that the agent refuses the guard refuses (only unassigned ones pass it, and on a
+    Python of another Unicode version the format characters that version added)."""
+    refused_here = guard_image_class()
+    missed = []
+    for code in range(1, 0x110000):
+        if 0xD800 <= code <= 0xDFFF:  # surrogates: never in a PostgreSQL text
+            continue
+        ch = chr(code)
+        agent = image_problem("a" + ch) is not None
+        if refused_here.match(ch):
+            assert agent, "the guard refuses U+%04X, which the agent takes" % code
+        elif agent and unicodedata.category(ch) != "Cn":
+            missed.append(code)
+    if unicodedata.unidata_version == "14.0.0":
+        assert missed == []
+    else:
+        assert all(unicodedata.category(chr(c)) == "Cf" for c in missed), missed
+
+
+def test_a_team_member_submits_no_image_the_agent_would_refuse(guarded):
+    """Migration 0010: on psql, an image the agent would refuse at launch is refused at submit;
+    what the agent takes, an apptainer path in any script included, goes in; an admin is not
+    held."""
+    insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+              "updated_at, env, image) VALUES ('v', %s, 'x', '[\"x\"]', '{}', 'pending', "
+              "extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
+              "transaction_timestamp()), '{}', %s)")
+
+    def submit_as(role: str, image: str) -> None:
+        with psycopg.connect(guarded.url(role), autocommit=True) as conn:
+            conn.execute(insert, (guarded.vision, image))
+    for image in ("a b", "x\ty", "x\u00a0y", "img\u202e1:gat", "x\u200by", "x\x7f", "x\U000e0041",
+                  "a" * 4097):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            submit_as(guarded.ann, image)
+        assert "image is longer than 4096 characters or holds a space" in str(err.value)
+        assert image_problem(image) is not None
+    for image in ("docker.io/x/train:1@sha256:" + "0" * 64, "/opt/ünïcode/모델.sif", "a" * 4096):
+        submit_as(guarded.ann, image)
+        assert image_problem(image) is None
+    submit_as(guarded.ops, "a b")  # an admin's psql is not held; fractui's CLI checks theirs
