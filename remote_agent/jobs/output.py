@@ -3,32 +3,63 @@
 The job's stdout and stderr are the write end of ``output.pipe`` (a FIFO in its job dir). Its
 shim copies the pipe into ``output.log``; the daemon keeps a spare read end open, so a job whose
 shim died still has a reader (and its writes never fail with EPIPE) while the daemon lives, and
-the daemon copies the output from then on. A log write that fails — a full disk, an I/O error —
-drops that output and never raises: the job must not die because its log cannot grow. Once a write
-succeeds again, the log says how much was dropped and why.
+the daemon copies the output from then on. The copy is a splice: the kernel takes bytes out of
+the pipe only as they reach the log, so whenever a copier dies (the shim, the daemon) what it
+had not written is still in the pipe for the next one. A log write that fails — a full disk, an
+I/O error — drops that output and never raises: the job must not die because its log cannot
+grow. Once a write succeeds again, the log says how much was dropped and why.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import threading
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from remote_agent.daemon.trust import open_private
 
 PIPE_NAME = "output.pipe"
 LOG_NAME = "output.log"
 CHUNK = 65536
+SPLICE_F_NONBLOCK = 2
 
 
-def dropped_note(count: int, why: str) -> bytes:
+def dropped_note(count: int, why: str) -> str:
     return ("[fractui: %d bytes of the job's output were dropped: its log could not be written "
-            "(%s)]\n" % (count, why)).encode()
+            "(%s)]" % (count, why))
+
+
+def _libc_splice() -> Callable[..., int]:
+    """splice(2) from the C library: os.splice is Python 3.10+, the agent runs on 3.9."""
+    call = ctypes.CDLL(None, use_errno=True).splice
+    call.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                     ctypes.c_size_t, ctypes.c_uint)
+    call.restype = ctypes.c_ssize_t
+    return call
+
+
+_splice = _libc_splice()
+
+
+def splice(pipe: int, fd: int, count: int) -> int:
+    """Move up to ``count`` bytes from ``pipe`` to the file ``fd`` at its offset: 0 once every
+    writer closed the pipe; BlockingIOError if a non-blocking pipe is empty."""
+    flags = 0 if os.get_blocking(pipe) else SPLICE_F_NONBLOCK
+    while True:
+        moved = _splice(pipe, None, fd, None, count, flags)
+        if moved >= 0:
+            return moved
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, os.strerror(err))
 
 
 class CappedLog:
     """Appends to ``output.log``; past half the cap it becomes ``output.log.1`` and a new one
-    starts, so the two together never exceed the cap."""
+    starts, so the two together never exceed the cap. One copier writes it at a time (the
+    shim, or once it is gone the daemon), so it is not opened O_APPEND, which splice refuses."""
 
     def __init__(self, path: str, max_bytes: int):
         self.path = path
@@ -37,44 +68,83 @@ class CappedLog:
         self.size = 0
         self.dropped = 0
         self.why = ""
-        self.line_ended = True  # the last byte written ended a line
+        self.spliced = True  # False where splice is refused (a file system without it)
 
-    def _note(self) -> bytes:
-        """What was dropped, on a line of its own."""
-        return (b"" if self.line_ended else b"\n") + dropped_note(self.dropped, self.why)
+    def take(self, pipe: int) -> int:
+        """Move what ``pipe`` holds (up to CHUNK bytes) into the log, or drop it if the log
+        cannot be written: how many bytes left the pipe, 0 once every writer closed it."""
+        if not self._said():
+            return self._drop(pipe)
+        if self.spliced:
+            try:
+                self._ready(1)
+                moved = splice(pipe, self.fd, min(CHUNK, self.half - self.size))
+            except BlockingIOError:
+                raise  # nothing in the pipe now
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.ENOSYS):
+                    self.why = err.strerror or str(err)
+                    return self._drop(pipe)
+                self.spliced = False
+            else:
+                self.size += moved
+                return moved
+        chunk = os.read(pipe, CHUNK)
+        self.dropped += self._put(chunk)
+        return len(chunk)
 
-    def write(self, data: bytes) -> None:
-        if self.dropped:
-            if self._put(self._note()):
-                self.dropped += len(data)
-                return
-            self.dropped = 0
-        self.dropped += self._put(data)
+    def note(self, text: str) -> None:
+        """A line of the agent's own (why the job did not start, where the daemon took over),
+        on a line of its own."""
+        self.dropped += self._line(text) if self._said() else len(text.encode()) + 1
 
     def close(self) -> None:
         """Say what was dropped if there is room now, then close."""
-        if self.dropped and not self._put(self._note()):
-            self.dropped = 0
+        self._said()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
-    def _put(self, data: bytes) -> int:
-        """Write all of ``data``; returns how many bytes could not be written."""
+    def _said(self) -> bool:
+        """Whether the log says what was dropped (or nothing was): output goes after that."""
+        if self.dropped and self._line(dropped_note(self.dropped, self.why)):
+            return False
+        self.dropped = 0
+        return True
+
+    def _line(self, text: str) -> int:
+        return self._put(text.encode() + b"\n", own_line=True)
+
+    def _drop(self, pipe: int) -> int:
+        chunk = os.read(pipe, CHUNK)
+        self.dropped += len(chunk)
+        return len(chunk)
+
+    def _ready(self, more: int) -> None:
+        """The log open at its end, rotated first if ``more`` bytes would take it past half
+        the cap."""
+        if self.fd is None:
+            self._open()
+        if self.size and self.size + more > self.half:
+            os.close(self.fd)
+            self.fd = None
+            os.replace(self.path, self.path + ".1")
+            self._open()
+
+    def _open(self) -> None:
+        self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT, "log")
+        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+
+    def _put(self, data: bytes, own_line: bool = False) -> int:
+        """Write all of ``data`` (``own_line``: after a newline if the log ends inside a line);
+        returns how many bytes could not be written."""
         view = memoryview(data)
         try:
-            if self.fd is not None and self.size and self.size + len(data) > self.half:
-                os.close(self.fd)
-                self.fd = None
-                os.replace(self.path, self.path + ".1")
-            if self.fd is None:
-                self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "log")
-                self.size = os.fstat(self.fd).st_size
-                self.line_ended = not self.size or os.pread(self.fd, 1, self.size - 1) == b"\n"
+            self._ready(len(data) + own_line)
+            if own_line and self.size and os.pread(self.fd, 1, self.size - 1) != b"\n":
+                view = memoryview(b"\n" + data)
             while view:
                 written = os.write(self.fd, view)
-                if written:
-                    self.line_ended = view[written - 1] == 10
                 self.size += written
                 view = view[written:]
         except OSError as err:
@@ -128,14 +198,12 @@ def open_reader(path: str) -> int:
 
 def drain(fd: int, log: CappedLog) -> bool:
     """Copy what the pipe holds now into the log; True once every writer has closed it."""
-    while True:
-        try:
-            chunk = os.read(fd, CHUNK)
-        except BlockingIOError:
-            return False  # writers remain, nothing more for now
-        if not chunk:
-            return True
-        log.write(chunk)
+    try:
+        while log.take(fd):
+            pass
+    except BlockingIOError:
+        return False  # writers remain, nothing more for now
+    return True
 
 
 class _Held:
@@ -180,8 +248,8 @@ class Outputs:
             if first:
                 held.log = CappedLog(os.path.join(self._dir(job_id), LOG_NAME),
                                      self.log_max_bytes)
-                held.log.write(b"[fractui: the job's shim ended; the agent keeps its output "
-                               b"from here]\n")
+                held.log.note("[fractui: the job's shim ended; the agent keeps its output "
+                              "from here]")
             drain(held.fd, held.log)
         return first
 

@@ -158,7 +158,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     os.set_blocking(reader, True)
     pid, why = _spawn(spec, pipe, job_dir)
     if not pid:
-        log.write((why + "\n").encode())
+        log.note(why)
         log.close()
         write_json_until_done(os.path.join(job_dir, "exit.json"),
                               {"error": why, "ended_at": time.time()})
@@ -169,14 +169,8 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     _report(report_fd, {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time()})
 
     def copy() -> None:
-        while True:
-            try:
-                chunk = os.read(reader, 65536)
-            except InterruptedError:
-                continue
-            if not chunk:
-                return
-            log.write(chunk)
+        while log.take(reader):
+            pass
 
     copier = threading.Thread(target=copy, name="output", daemon=True)
     copier.start()

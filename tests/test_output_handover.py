@@ -1,0 +1,170 @@
+"""A job's output when the process copying it dies: a shim killed with the job's bytes on their
+way to the log loses none of them (the daemon that takes over finds them in the pipe), the
+daemon's note starts a line of its own, and a rotating log keeps the end of the output whole
+(copied by splice, or by read and write where splice is refused).
+
+A real shim (``python -m remote_agent shim``) runs a real job on a real FIFO; the daemon's side
+is remote_agent.jobs.output.Outputs, as the daemon uses it. The shim is caught on its way to the
+log by a lease the test holds on ``output.log``: the kernel holds the shim's open of the log
+until the test lets go, so the SIGKILL lands there every time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from remote_agent.jobs.output import CappedLog, Outputs, drain, make_pipe, open_reader
+from tests.conftest import REPO
+from tests.test_jobs import alive
+
+TAKE_OVER = "[fractui: the job's shim ended; the agent keeps its output from here]\n"
+
+
+def wait_until(done, what: str, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while not done():
+        assert time.time() < deadline, "timed out waiting for %s" % what
+        time.sleep(0.01)
+
+
+def job_dir(tmp_path: Path) -> Path:
+    """Job 1's directory under ``tmp_path/jobs``, private as the agent makes it."""
+    path = tmp_path / "jobs" / "j1"
+    path.mkdir(parents=True, mode=0o700)
+    return path
+
+
+def start_shim(path: Path, code: str, log_max_bytes: int = 1 << 20) -> subprocess.Popen:
+    """The shim of a job that runs ``code``, started as the daemon starts it."""
+    spec = {"argv": [sys.executable, "-c", code], "env": {"PATH": os.environ["PATH"]},
+            "cwd": str(path), "cgroup": None, "log_max_bytes": log_max_bytes, "user": None}
+    fd = os.open(str(path / "spec.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, json.dumps(spec).encode())
+    os.close(fd)
+    return subprocess.Popen([sys.executable, "-m", "remote_agent", "shim", str(path)],
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                            start_new_session=True)
+
+
+def job_pid(path: Path) -> int:
+    wait_until((path / "started.json").exists, "the job to start")
+    return json.loads((path / "started.json").read_text())["pid"]
+
+
+@pytest.fixture
+def jobs() -> List[int]:
+    """Pids of jobs (each leads a session of its own) killed after the test, whatever it did."""
+    pids: List[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_shim(shim: subprocess.Popen) -> None:
+    shim.send_signal(signal.SIGKILL)
+    shim.wait(timeout=10)
+
+
+def waits_for(path: Path) -> str:
+    return "while not os.path.exists(%r):\n    time.sleep(0.01)\n" % str(path)
+
+
+def test_a_shim_killed_on_its_way_to_the_log_loses_no_output(tmp_path, jobs):
+    path = job_dir(tmp_path)
+    printed, finish = tmp_path / "printed", tmp_path / "finish"
+    code = ("import os, time\n"
+            "print('precious', flush=True)\n"
+            "open(%r, 'w').close()\n" % str(printed) + waits_for(finish) +
+            "print('after', flush=True)\n")
+    log = path / "output.log"
+    log.touch(mode=0o600)
+    held = os.open(str(log), os.O_RDONLY)
+    breaking = threading.Event()
+    before = signal.signal(signal.SIGIO, lambda *_: breaking.set())  # the shim opens the log
+    try:
+        fcntl.fcntl(held, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        shim = start_shim(path, code)
+        jobs.append(job_pid(path))
+        wait_until(printed.exists, "the job's line to be in its pipe")
+        wait_until(breaking.is_set, "the shim to open its log")
+        kill_shim(shim)
+    finally:
+        fcntl.fcntl(held, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        os.close(held)
+        signal.signal(signal.SIGIO, before)
+    outputs = Outputs(str(tmp_path / "jobs"), 1 << 20)
+    assert outputs.take_over(1)
+    finish.touch()
+    wait_until(lambda: not alive(jobs[0]), "the job to end")
+    outputs.release(1)
+    assert log.read_text() == TAKE_OVER + "precious\nafter\n"
+
+
+def test_the_take_over_note_starts_a_line_of_its_own(tmp_path, jobs):
+    path = job_dir(tmp_path)
+    finish = tmp_path / "finish"
+    code = ("import os, sys, time\n"
+            "sys.stdout.write('half a line'); sys.stdout.flush()\n" + waits_for(finish) +
+            "print(' and its end', flush=True)\n")
+    shim = start_shim(path, code)
+    jobs.append(job_pid(path))
+    log = path / "output.log"
+    wait_until(lambda: log.exists() and log.read_text() == "half a line", "the output")
+    kill_shim(shim)
+    outputs = Outputs(str(tmp_path / "jobs"), 1 << 20)
+    assert outputs.take_over(1)
+    finish.touch()
+    wait_until(lambda: not alive(jobs[0]), "the job to end")
+    outputs.release(1)
+    assert log.read_text() == "half a line\n" + TAKE_OVER + " and its end\n"
+
+
+def test_a_rotating_log_keeps_the_end_of_the_output_whole(tmp_path, jobs):
+    path = job_dir(tmp_path)
+    count = 120000  # 1.44 MB of lines under a 1 MiB cap (the least an agent is given)
+    code = "for i in range(%d):\n    print('line %%06d' %% i)\n" % count
+    shim = start_shim(path, code, log_max_bytes=1 << 20)
+    jobs.append(job_pid(path))
+    assert shim.wait(timeout=20) == 0
+    old, new = (path / "output.log.1").read_bytes(), (path / "output.log").read_bytes()
+    assert len(old) <= 1 << 19 and len(new) <= 1 << 19 and len(old + new) > 1 << 19
+    lines = (old + new).decode().splitlines()
+    tail = ["line %06d" % i for i in range(count)][-len(lines) + 1:]
+    assert lines[1:] == tail  # (the first line may be the end of one cut by the rotation)
+
+
+def test_where_splice_is_refused_the_output_is_copied_all_the_same(tmp_path):
+    """A file system without splice: the copier reads and writes instead (forced here: every
+    file system this suite runs on splices)."""
+    pipe, path = str(tmp_path / "output.pipe"), str(tmp_path / "output.log")
+    make_pipe(pipe)
+    reader = open_reader(pipe)
+    writer = os.open(pipe, os.O_WRONLY)
+    log = CappedLog(path, 16384)
+    log.spliced = False
+    data = b"".join(b"line %05d\n" % i for i in range(2000))
+    try:
+        for start in range(0, len(data), 4096):
+            os.write(writer, data[start:start + 4096])
+            assert not drain(reader, log)
+        os.close(writer)
+        assert drain(reader, log)
+        log.close()
+    finally:
+        os.close(reader)
+    assert not log.spliced and data.endswith(open(path + ".1", "rb").read() +
+                                             open(path, "rb").read())
