@@ -12,7 +12,6 @@ grow. Once a write succeeds again, the log says how much was dropped and why.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import threading
@@ -31,13 +30,26 @@ def dropped_note(count: int, why: str) -> str:
             "(%s)]" % (count, why))
 
 
-def _libc_splice() -> Callable[..., int]:
-    """splice(2) from the C library: os.splice is Python 3.10+, the agent runs on 3.9."""
-    call = ctypes.CDLL(None, use_errno=True).splice
+def _libc_splice() -> Optional[Callable[[int, int, int, int], int]]:
+    """splice(2) from the C library (os.splice is Python 3.10+, the agent runs on 3.9); None
+    where this Python has no ctypes or its C library no splice: the copy is then a read and a
+    write, as on a file system that refuses splice."""
+    try:
+        import ctypes
+        call = ctypes.CDLL(None, use_errno=True).splice
+    except (ImportError, OSError, AttributeError):
+        return None
     call.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                      ctypes.c_size_t, ctypes.c_uint)
     call.restype = ctypes.c_ssize_t
-    return call
+
+    def once(pipe: int, fd: int, count: int, flags: int) -> int:
+        moved = call(pipe, None, fd, None, count, flags)
+        if moved < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))  # EAGAIN reads as BlockingIOError
+        return moved
+    return once
 
 
 _splice = _libc_splice()
@@ -46,14 +58,14 @@ _splice = _libc_splice()
 def splice(pipe: int, fd: int, count: int) -> int:
     """Move up to ``count`` bytes from ``pipe`` to the file ``fd`` at its offset: 0 once every
     writer closed the pipe; BlockingIOError if a non-blocking pipe is empty."""
+    if _splice is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
     flags = 0 if os.get_blocking(pipe) else SPLICE_F_NONBLOCK
     while True:
-        moved = _splice(pipe, None, fd, None, count, flags)
-        if moved >= 0:
-            return moved
-        err = ctypes.get_errno()
-        if err != errno.EINTR:
-            raise OSError(err, os.strerror(err))
+        try:
+            return _splice(pipe, fd, count, flags)
+        except InterruptedError:
+            continue
 
 
 class CappedLog:
