@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import random
 import statistics
@@ -126,9 +127,18 @@ def passes(work: Sequence[Request], batch: int) -> List[List[Request]]:
 
 
 def curve_at(steps: Sequence[Tuple[float, float]], x: int) -> float:
-    """Mean of the second value over the steps whose first value rounds to x."""
+    """Mean of the second value over the steps whose first value rounds to x; where none does
+    (batches that arrive more than a point at a time step over it), the straight line between
+    the steps on either side; NaN if the steps do not reach x."""
     vals = [v for a, v in steps if int(a + 0.5) == x]
-    return statistics.fmean(vals) if vals else float("nan")
+    if vals:
+        return statistics.fmean(vals)
+    below = [(a, v) for a, v in steps if a < x]
+    above = [(a, v) for a, v in steps if a >= x]
+    if not below or not above:
+        return float("nan")
+    (a0, v0), (a1, v1) = below[-1], above[0]
+    return v0 + (v1 - v0) * (x - a0) / (a1 - a0)
 
 
 def fleet(nodes, all_mig: bool) -> List[Host]:
@@ -416,6 +426,8 @@ def published(data: str, trace: str) -> Dict[str, Tuple[str, str]]:
 
 
 def pct(xs: Sequence[float]) -> str:
+    if not xs or any(math.isnan(x) for x in xs):
+        return "n/a"  # a replay that never reached the load
     m = statistics.fmean(xs)
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return "%.2f ± %.2f" % (m, sd)

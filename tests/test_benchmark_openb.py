@@ -116,3 +116,14 @@ def test_a_batch_is_placed_largest_first_and_batches_keep_arrival_order():
     names = [[r.name for r in p] for p in openb.passes(work, 3)]
     assert names == [["c", "a", "b"], ["d", "e"]]
     assert [[r.name for r in p] for p in openb.passes(work, 1)] == [[n] for n in "abcde"]
+
+
+def test_the_allocation_at_a_load_no_batch_stops_at_is_read_on_the_line_between():
+    """Batches of arrivals may step over 100 % arrived: the reading there is the straight line
+    between the passes on either side, and a load never reached is said, not a crash."""
+    assert openb.curve_at([(98.9, 90.0), (101.9, 93.0)], 100) == pytest.approx(91.1)
+    assert openb.curve_at([(99.0, 1.0), (99.6, 2.0), (100.4, 4.0), (101.9, 9.0)], 100) == 3.0
+    assert openb.curve_at([(80.0, 70.0), (97.0, 90.0)], 100) != openb.curve_at(
+        [(80.0, 70.0), (97.0, 90.0)], 100)  # NaN: never reached
+    assert openb.pct([95.0, float("nan")]) == "n/a"
+    assert openb.pct([95.0, 96.0]) == "95.50 ± 0.71"
