@@ -6,7 +6,8 @@ Runs a simulated host (the real bridge, daemon and shims, the sim GPU backend) a
 - launch -> running: from sending ``job.launch`` to its reply, which comes once the job's process
   has started (state running);
 - the daemon's CPU use while 20 jobs run and nothing else happens, over the given seconds,
-  from /proc (user + system time), with no client subscribed and with one subscribed.
+  from /proc (user + system time), with no client subscribed and with one subscribed. Each job
+  holds 50 MiB of its GPU, so every watchdog pass matches 20 GPU processes to their jobs.
 ``--record`` writes the table into docs/benchmarks.md with the machine it ran on.
 """
 
@@ -74,7 +75,10 @@ def idle_cpu(pid: int, seconds: float) -> float:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     state = tempfile.mkdtemp(prefix="fractui-bench-")
     bridge = Bridge(state, "2xL40S")
-    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    # each job holds GPU memory as a CUDA program would (registered with the simulator), at a
+    # steady utilisation (no swing: the simulator's state is not rewritten every second)
+    workload = [sys.executable, "-m", "remote_agent.simload", "--mem-mib", "50", "--seconds",
+                "3600", "--util-swing", "0"]
     try:
         version = bridge.call("daemon.version")
         daemon = version["pid"]
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for n in range(args.launches):
             t0 = time.perf_counter()
             job = bridge.call("job.launch", key="bench-%d" % n, gpu=n % 2, memory_mib=100,
-                              argv=sleeper)
+                              argv=workload)
             latencies.append((time.perf_counter() - t0) * 1000)
             assert job["state"] == "running"
             if n >= args.jobs:
@@ -130,8 +134,11 @@ def notes(r: Dict[str, Any]) -> str:
            "first process, not every process of the host (%d during the run)" %
            r["host_processes"])
     return ("Simulated host (2 x L40S, sim backend); jobs are real processes under real shims; "
-            "%s. The simulated NVML's event wait looks for XID events every 0.25 s (a real one "
-            "sleeps in the driver); its thread's wake-ups are part of the figure.\n" % how)
+            "%s. Each job holds 50 MiB of its GPU (a simload process registered with the "
+            "simulator). The simulated NVML's own work is part of the figure: it reads /proc "
+            "for every process registered on a GPU at each call that lists or sums them, and "
+            "its event wait looks for XID events every 0.25 s (a real one sleeps in the "
+            "driver).\n" % how)
 
 
 def main() -> int:

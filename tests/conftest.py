@@ -235,3 +235,18 @@ def plain_users():
 def plain_user(plain_users):
     """A real unprivileged account, with a home of its own, removed afterwards."""
     return plain_users()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 8 MiB filesystem (tmpfs), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs",
+                           str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail("this test mounts a tmpfs, which needs root: %s" % made.stderr)
+    yield mount
+    for name in os.listdir(mount):  # its agents first: a lazy unmount would hide them
+        stop_host(str(mount / name))
+    subprocess.run(["umount", "-l", str(mount)], check=False)

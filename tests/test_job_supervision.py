@@ -11,13 +11,12 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import time
 
 import pytest
 
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError, stop_host
+from tests.conftest import AgentError
 from tests.test_jobs import alive, daemon_pid, script, simload, until_file, wait_job
 
 
@@ -280,21 +279,6 @@ def test_a_start_whose_process_is_gone_without_a_record_ends_with_why(start_agen
     later = start_agent(None, state)
     done = wait_job(later, job["id"])
     assert done["state"] == "lost" and "its shim died before the job ended" in done["reason"]
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """A real 8 MiB filesystem (tmpfs), unmounted afterwards."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs",
-                           str(mount)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.fail("this test mounts a tmpfs, which needs root: %s" % made.stderr)
-    yield mount
-    for name in os.listdir(mount):  # its agents first: a lazy unmount would hide them
-        stop_host(str(mount / name))
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(path) -> int:

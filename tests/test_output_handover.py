@@ -1,7 +1,8 @@
 """A job's output when the process copying it dies: a shim killed with the job's bytes on their
 way to the log loses none of them (the daemon that takes over finds them in the pipe), the
-daemon's note starts a line of its own, and a rotating log keeps the end of the output whole
-(copied by splice, or by read and write where splice is refused).
+daemon's note starts a line of its own, a rotating log keeps the end of the output whole (copied
+after a tee, or by read and write where tee is refused), and output that comes once a full disk
+has room again is kept after the note of what was dropped.
 
 A real shim (``python -m remote_agent shim``) runs a real job on a real FIFO; the daemon's side
 is remote_agent.jobs.output.Outputs, as the daemon uses it. The shim is caught on its way to the
@@ -26,6 +27,7 @@ import pytest
 
 from remote_agent.jobs.output import CappedLog, Outputs, drain, make_pipe, open_reader
 from tests.conftest import REPO
+from tests.test_job_supervision import fill
 from tests.test_jobs import alive
 
 TAKE_OVER = "[fractui: the job's shim ended; the agent keeps its output from here]\n"
@@ -147,15 +149,15 @@ def test_a_rotating_log_keeps_the_end_of_the_output_whole(tmp_path, jobs):
     assert lines[1:] == tail  # (the first line may be the end of one cut by the rotation)
 
 
-def test_where_splice_is_refused_the_output_is_copied_all_the_same(tmp_path):
-    """A file system without splice: the copier reads and writes instead (forced here: every
-    file system this suite runs on splices)."""
+def test_where_tee_is_refused_the_output_is_copied_all_the_same(tmp_path):
+    """A host whose Python has no ctypes, or whose C library no tee: the copier reads and
+    writes instead (forced here)."""
     pipe, path = str(tmp_path / "output.pipe"), str(tmp_path / "output.log")
     make_pipe(pipe)
     reader = open_reader(pipe)
     writer = os.open(pipe, os.O_WRONLY)
     log = CappedLog(path, 16384)
-    log.spliced = False
+    log.peeks = False
     data = b"".join(b"line %05d\n" % i for i in range(2000))
     try:
         for start in range(0, len(data), 4096):
@@ -166,5 +168,40 @@ def test_where_splice_is_refused_the_output_is_copied_all_the_same(tmp_path):
         log.close()
     finally:
         os.close(reader)
-    assert not log.spliced and data.endswith(open(path + ".1", "rb").read() +
+    assert not log.peeks and data.endswith(open(path + ".1", "rb").read() +
                                              open(path, "rb").read())
+
+
+def test_output_that_comes_once_a_full_disk_has_room_is_kept(small_fs):
+    """The shim's copier on a real full filesystem: what the job writes while there is no room
+    is dropped, and what it writes once there is room again follows one note saying how much
+    was dropped, whole (the copier waits for output before it decides to drop any)."""
+    pipe, path = str(small_fs / "output.pipe"), str(small_fs / "output.log")
+    make_pipe(pipe)
+    reader = open_reader(pipe)
+    os.set_blocking(reader, True)  # as the shim reads it
+    writer = os.open(pipe, os.O_WRONLY)
+    log = CappedLog(path, 1 << 30)
+    taken: List[int] = []
+    copier = threading.Thread(target=lambda: taken.extend(iter(lambda: log.take(reader), 0)))
+    copier.start()
+    before = b"".join(b"A%07d\n" % i for i in range(40000))
+    after = b"".join(b"B%07d\n" % i for i in range(1000))
+    try:
+        fill(small_fs / "filler")
+        view = memoryview(before)
+        while view:
+            view = view[os.write(writer, view):]
+        wait_until(lambda: sum(taken) == len(before), "the copier to take the output")
+        os.unlink(small_fs / "filler")  # room again, the copier waiting for more
+        os.write(writer, after)
+    finally:
+        os.close(writer)
+        copier.join(timeout=10)
+        log.close()
+        os.close(reader)
+    text = open(path, "rb").read()
+    note = b"[fractui: %d bytes of the job's output were dropped: its log could not be written " \
+        b"(No space left on device)]\n" % (len(before) - len(text.split(b"[fractui")[0]))
+    assert text.endswith(note + after)
+    assert before.startswith(text[:len(text) - len(note + after)])

@@ -3,11 +3,15 @@
 The job's stdout and stderr are the write end of ``output.pipe`` (a FIFO in its job dir). Its
 shim copies the pipe into ``output.log``; the daemon keeps a spare read end open, so a job whose
 shim died still has a reader (and its writes never fail with EPIPE) while the daemon lives, and
-the daemon copies the output from then on. The copy is a splice: the kernel takes bytes out of
-the pipe only as they reach the log, so whenever a copier dies (the shim, the daemon) what it
-had not written is still in the pipe for the next one. A log write that fails — a full disk, an
-I/O error — drops that output and never raises: the job must not die because its log cannot
-grow. Once a write succeeds again, the log says how much was dropped and why.
+the daemon copies the output from then on. A copier looks at the pipe's bytes with tee(2), writes
+them, and only then takes them out of the pipe: whenever a copier dies (the shim, the daemon),
+what it had not written is still in the pipe for the next one, which may copy again what the
+dead one wrote just before it died (at least once, never lost). The job's pipe is held only for
+the tee, never while the log is written: a log write that stalls (a slow disk) fills the pipe
+and then waits the job's writes as any full pipe does, a wait SIGKILL ends. A log write that
+fails — a full disk, an I/O error — drops that output and never raises: the job must not die
+because its log cannot grow. Once a write succeeds again, the log says how much was dropped and
+why.
 """
 
 from __future__ import annotations
@@ -30,48 +34,34 @@ def dropped_note(count: int, why: str) -> str:
             "(%s)]" % (count, why))
 
 
-def _libc_splice() -> Optional[Callable[[int, int, int, int], int]]:
-    """splice(2) from the C library (os.splice is Python 3.10+, the agent runs on 3.9); None
-    where this Python has no ctypes or its C library no splice: the copy is then a read and a
-    write, as on a file system that refuses splice."""
+def _libc_tee() -> Optional[Callable[[int, int, int, int], int]]:
+    """tee(2) from the C library (Python has no os.tee); None where this Python has no ctypes or
+    its C library no tee: the copy is then a read and a write."""
     try:
         import ctypes
-        call = ctypes.CDLL(None, use_errno=True).splice
+        call = ctypes.CDLL(None, use_errno=True).tee
     except (ImportError, OSError, AttributeError):
         return None
-    call.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                     ctypes.c_size_t, ctypes.c_uint)
+    call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
     call.restype = ctypes.c_ssize_t
 
-    def once(pipe: int, fd: int, count: int, flags: int) -> int:
-        moved = call(pipe, None, fd, None, count, flags)
-        if moved < 0:
+    def tee(pipe: int, copy: int, count: int, flags: int) -> int:
+        while True:
+            got = call(pipe, copy, count, flags)
+            if got >= 0:
+                return got
             err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))  # EAGAIN reads as BlockingIOError
-        return moved
-    return once
+            if err != errno.EINTR:
+                raise OSError(err, os.strerror(err))  # EAGAIN reads as BlockingIOError
+    return tee
 
 
-_splice = _libc_splice()
-
-
-def splice(pipe: int, fd: int, count: int) -> int:
-    """Move up to ``count`` bytes from ``pipe`` to the file ``fd`` at its offset: 0 once every
-    writer closed the pipe; BlockingIOError if a non-blocking pipe is empty."""
-    if _splice is None:
-        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
-    flags = 0 if os.get_blocking(pipe) else SPLICE_F_NONBLOCK
-    while True:
-        try:
-            return _splice(pipe, fd, count, flags)
-        except InterruptedError:
-            continue
+_tee = _libc_tee()
 
 
 class CappedLog:
     """Appends to ``output.log``; past half the cap it becomes ``output.log.1`` and a new one
-    starts, so the two together never exceed the cap. One copier writes it at a time (the
-    shim, or once it is gone the daemon), so it is not opened O_APPEND, which splice refuses."""
+    starts, so the two together never exceed the cap."""
 
     def __init__(self, path: str, max_bytes: int):
         self.path = path
@@ -80,42 +70,51 @@ class CappedLog:
         self.size = 0
         self.dropped = 0
         self.why = ""
-        self.spliced = True  # False where splice is refused (a file system without it)
+        self.peeks = _tee is not None  # False where tee is refused: bytes are read out at once
+        self._seen: Optional[Tuple[int, int]] = None  # a pipe of our own that tee copies into
 
     def take(self, pipe: int) -> int:
-        """Move what ``pipe`` holds (up to CHUNK bytes) into the log, or drop it if the log
-        cannot be written: how many bytes left the pipe, 0 once every writer closed it."""
-        if not self._said():
-            return self._drop(pipe)
-        if self.spliced:
-            try:
-                self._ready(1)
-                moved = splice(pipe, self.fd, min(CHUNK, self.half - self.size))
-            except BlockingIOError:
-                raise  # nothing in the pipe now
-            except OSError as err:
-                if err.errno not in (errno.EINVAL, errno.ENOSYS):
-                    self.why = err.strerror or str(err)
-                    return self._drop(pipe)
-                self.spliced = False
-            else:
-                self.size += moved
-                return moved
-        chunk = os.read(pipe, CHUNK)
-        self.dropped += self._put(chunk)
-        return len(chunk)
+        """Copy what ``pipe`` holds (up to CHUNK bytes) into the log, or count it dropped if
+        the log cannot be written, and only then take it out of the pipe: how many bytes that
+        was, 0 once every writer closed the pipe; BlockingIOError if a non-blocking pipe is
+        empty."""
+        data, left_in = self._look(pipe)
+        if data:
+            lost = self._put(data) if self._said() else len(data)  # _said may clear dropped
+            self.dropped += lost
+            if left_in:
+                os.read(pipe, len(data))  # exactly those: this copier is the pipe's one reader
+        return len(data)
 
     def note(self, text: str) -> None:
         """A line of the agent's own (why the job did not start, where the daemon took over),
         on a line of its own."""
-        self.dropped += self._line(text) if self._said() else len(text.encode()) + 1
+        lost = self._line(text) if self._said() else len(text.encode()) + 1
+        self.dropped += lost  # (after _said, which may clear it)
 
     def close(self) -> None:
         """Say what was dropped if there is room now, then close."""
         self._said()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for fd in (self.fd,) + (self._seen or ()):
+            if fd is not None:
+                os.close(fd)
+        self.fd, self._seen = None, None
+
+    def _look(self, pipe: int) -> Tuple[bytes, bool]:
+        """The next bytes of ``pipe`` and whether they are still in it: copied by tee, or read
+        out of it where tee is refused."""
+        if self.peeks:
+            try:
+                if self._seen is None:
+                    self._seen = os.pipe()
+                flags = 0 if os.get_blocking(pipe) else SPLICE_F_NONBLOCK
+                got = _tee(pipe, self._seen[1], CHUNK, flags)  # type: ignore[misc]
+                return (os.read(self._seen[0], got) if got else b""), True
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise  # BlockingIOError among them: nothing in the pipe now
+                self.peeks = False
+        return os.read(pipe, CHUNK), False
 
     def _said(self) -> bool:
         """Whether the log says what was dropped (or nothing was): output goes after that."""
@@ -127,32 +126,18 @@ class CappedLog:
     def _line(self, text: str) -> int:
         return self._put(text.encode() + b"\n", own_line=True)
 
-    def _drop(self, pipe: int) -> int:
-        chunk = os.read(pipe, CHUNK)
-        self.dropped += len(chunk)
-        return len(chunk)
-
-    def _ready(self, more: int) -> None:
-        """The log open at its end, rotated first if ``more`` bytes would take it past half
-        the cap."""
-        if self.fd is None:
-            self._open()
-        if self.size and self.size + more > self.half:
-            os.close(self.fd)
-            self.fd = None
-            os.replace(self.path, self.path + ".1")
-            self._open()
-
-    def _open(self) -> None:
-        self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT, "log")
-        self.size = os.lseek(self.fd, 0, os.SEEK_END)
-
     def _put(self, data: bytes, own_line: bool = False) -> int:
         """Write all of ``data`` (``own_line``: after a newline if the log ends inside a line);
         returns how many bytes could not be written."""
         view = memoryview(data)
         try:
-            self._ready(len(data) + own_line)
+            if self.fd is not None and self.size and self.size + len(data) + own_line > self.half:
+                os.close(self.fd)
+                self.fd = None
+                os.replace(self.path, self.path + ".1")
+            if self.fd is None:
+                self.fd = open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "log")
+                self.size = os.fstat(self.fd).st_size
             if own_line and self.size and os.pread(self.fd, 1, self.size - 1) != b"\n":
                 view = memoryview(b"\n" + data)
             while view:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, FrozenSet, Iterable, List, Optional, Set
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,25 @@ def cgroup_pids(path: str) -> List[int]:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """The processes a watchdog pass found on the GPUs, each read once: their pids (running
+    ones), and each session or process group id among them with its members."""
+
+    pids: FrozenSet[int]
+    groups: Dict[int, FrozenSet[int]]
+
+    @classmethod
+    def read(cls, pids: Iterable[int]) -> "Seen":
+        infos = [i for i in map(proc_info, set(pids)) if i is not None]
+        groups: Dict[int, Set[int]] = {}
+        for info in infos:
+            for group in {info.sid, info.pgid}:
+                groups.setdefault(group, set()).add(info.pid)
+        return cls(frozenset(i.pid for i in infos),
+                   {g: frozenset(members) for g, members in groups.items()})
+
+
+@dataclass(frozen=True)
 class JobProcs:
     """How to find one job's processes: its cgroup, else its leader's session; and the cgroup
     of its container, where it runs one (a container's processes are in no session of ours)."""
@@ -82,23 +101,21 @@ class JobProcs:
             return sorted(set(found) | set(cgroup_pids(self.container)))
         return found
 
-    def members(self, candidates: Iterable[int]) -> Set[int]:
-        """Which of ``candidates`` (the processes NVML lists on a GPU) are the job's, read
-        per candidate: a watchdog pass that only matches GPU processes to jobs reads no
-        more of /proc than those, however many processes the host runs."""
-        wanted = set(candidates)
-        if not wanted:
+    def members(self, seen: "Seen") -> Set[int]:
+        """Which of the processes a pass ``seen`` on the GPUs are the job's: a watchdog pass
+        that only matches GPU processes to jobs reads each of those once and each job's first
+        process, not every process of the host."""
+        if not seen.pids:
             return set()
         if self.cgroup:
-            found = set(cgroup_pids(self.cgroup))
+            found = set(cgroup_pids(self.cgroup)) & seen.pids
         elif not self.leader or self._replaced(proc_info(self.leader)):
             found = set()
         else:
-            infos = (proc_info(p) for p in wanted)
-            found = {i.pid for i in infos if i is not None and self.leader in (i.sid, i.pgid)}
+            found = set(seen.groups.get(self.leader, ()))
         if self.container:
-            found |= set(cgroup_pids(self.container))
-        return found & wanted
+            found |= set(cgroup_pids(self.container)) & seen.pids
+        return found
 
     def _replaced(self, lead: Optional[ProcInfo]) -> bool:
         """Whether the process under the leader's number (``lead``) is another one: the job's

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
-from remote_agent.jobs import usage
+from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
 from remote_agent.jobs.supervisor import Supervisor, shim_alive, signal_name
 from remote_agent.rpc.jsonrpc import RpcError
@@ -142,16 +142,17 @@ class Watchdog:
 
     def _measure(self, running: List[Job]) -> None:
         """The caps every pass and, every usage_sample_s, the usage samples, from one read of
-        the GPUs. Only the processes NVML lists are matched to jobs (``JobProcs.members``): a
-        pass costs the GPUs' processes, not a read of every process of the host."""
+        the GPUs. Only the processes NVML lists are matched to jobs, each read once
+        (``procs.Seen``): a pass costs the GPUs' processes and the jobs, not a read of every
+        process of the host."""
         sampling = time.monotonic() >= self._next_sample
         if sampling:
             self._next_sample = time.monotonic() + self.sup.settings.usage_sample_s
         measured = [j for j in running if sampling or j.memory_mib is not None]
         readings = self._read_gpus(measured, sampling)
-        on_gpus = {p.pid for r in readings.values() for p in r.processes} | {
-            pid for r in readings.values() for pid in r.util or ()}
-        pids = {j.id: j.procs().members(on_gpus) for j in measured}
+        seen = procs.Seen.read([p.pid for r in readings.values() for p in r.processes] + [
+            pid for r in readings.values() for pid in r.util or ()])
+        pids = {j.id: j.procs().members(seen) for j in measured}
         self._enforce_caps([j for j in measured if j.memory_mib is not None], pids, readings)
         if sampling:
             self._record_usage(measured, pids, readings, time.time())
