@@ -3,8 +3,8 @@
 -- characters, and none that Python's str.isspace or str.isprintable would refuse. Those are,
 -- of the characters Unicode assigns, exactly the categories Cc, Cf, Co, Zs, Zl and Zp; the
 -- class below lists them as Unicode 14 has them (tests/test_pg_guard.py checks it against the
--- agent's rule). A code point Unicode 14 leaves unassigned passes here and is refused by the
--- agent at launch, with its reason. A trigger of its own, as 0006's: the image never changes
+-- agent's rule). A code point Unicode 14 leaves unassigned (or that an agent's older Python
+-- does not know) passes here and is refused by the agent at launch, with its reason. A trigger of its own, as 0006's: the image never changes
 -- after the submit (0009's rule), so a check on INSERT is the whole of it.
 CREATE FUNCTION fractui_guard_job_image() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
