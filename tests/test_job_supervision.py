@@ -133,7 +133,8 @@ def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tm
             "open(%r, 'w').write('%%d %%d' %% (os.getpid(), kid.pid))\n"
             "time.sleep(600)\n" % str(pids))
     job = agent.call("job.launch", key="k-orphan-stop", gpu=0, memory_mib=10, argv=script(code))
-    wait_until(pids.exists, "the job's processes")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2,
+               "the job's processes")  # (the file is made before its write)
     leader, kid = map(int, pids.read_text().split())
     kill_shim(state, job["id"])
     wait_for_take_over(state, job["id"])
@@ -154,7 +155,7 @@ def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
             "while not os.path.exists(%r):\n"
             "    time.sleep(0.02)\n" % (str(pids), str(go)))
     job = agent.call("job.launch", key="k-leftover", gpu=0, memory_mib=10, argv=script(code))
-    wait_until(pids.exists, "the job's child")
+    wait_until(lambda: pids.exists() and pids.read_text(), "the job's child")
     if shim == "killed":
         kill_shim(state, job["id"])
         wait_for_take_over(state, job["id"])
