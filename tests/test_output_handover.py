@@ -12,6 +12,7 @@ until the test lets go, so the SIGKILL lands there every time.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,6 +26,7 @@ from typing import List
 
 import pytest
 
+from remote_agent.jobs import output
 from remote_agent.jobs.output import CappedLog, Outputs, drain, make_pipe, open_reader
 from tests.conftest import REPO
 from tests.test_job_supervision import fill
@@ -205,3 +207,80 @@ def test_output_that_comes_once_a_full_disk_has_room_is_kept(small_fs):
         b"(No space left on device)]\n" % (len(before) - len(text.split(b"[fractui")[0]))
     assert text.endswith(note + after)
     assert before.startswith(text[:len(text) - len(note + after)])
+
+
+def pipe_pair(tmp_path: Path):
+    """A job's output FIFO as the agent makes it: the copier's read end (non-blocking, as the
+    daemon's), the job's write end, and a log with a 1 MiB cap."""
+    pipe = str(tmp_path / "output.pipe")
+    make_pipe(pipe)
+    return open_reader(pipe), os.open(pipe, os.O_WRONLY), CappedLog(str(tmp_path / "output.log"),
+                                                                     1 << 20)
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["shim", "daemon"])
+def test_a_job_that_writes_packets_has_its_output_whole_and_in_order(tmp_path, blocking):
+    """A job may put its stdout in packet mode (O_DIRECT on a pipe, no privilege needed): a
+    read then takes one packet, and a packet read in part loses its rest."""
+    reader, writer, log = pipe_pair(tmp_path)
+    os.set_blocking(reader, blocking)
+    fcntl.fcntl(writer, fcntl.F_SETFL, fcntl.fcntl(writer, fcntl.F_GETFL) | os.O_DIRECT)
+    lines = [b"line %04d\n" % i for i in range(500)]
+    copier = threading.Thread(target=lambda: [None for _ in iter(lambda: log.take(reader), 0)])
+    if blocking:  # as the shim copies it, while the job writes
+        copier.start()
+    try:
+        for burst in range(0, len(lines), 10):
+            for line in lines[burst:burst + 10]:
+                os.write(writer, line)
+            if not blocking:  # as the daemon copies it, a pass at a time
+                assert not drain(reader, log)
+        os.close(writer)
+        if blocking:
+            copier.join(timeout=20)
+        else:
+            assert drain(reader, log)
+        log.close()
+    finally:
+        os.close(reader)
+    assert (tmp_path / "output.log").read_bytes() == b"".join(lines)
+
+
+def test_a_tee_that_fails_is_left_and_the_output_read_as_it_comes(tmp_path, monkeypatch):
+    """tee refused for a reason other than the file system's (a seccomp filter's EPERM, no
+    descriptor left for its pipe): the copier reads and writes instead, and the job's output,
+    which tee left in its pipe, is all copied."""
+    def refused(*_args):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+    monkeypatch.setattr(output, "_tee", refused)
+    reader, writer, log = pipe_pair(tmp_path)
+    try:
+        os.write(writer, b"first\n")
+        assert not drain(reader, log)
+        os.write(writer, b"second\n")
+        os.close(writer)
+        assert drain(reader, log)
+        log.close()
+    finally:
+        os.close(reader)
+    assert not log.peeks and (tmp_path / "output.log").read_bytes() == b"first\nsecond\n"
+
+
+def test_one_drain_copies_a_bounded_amount(tmp_path, monkeypatch):
+    """A job that enlarged its pipe and keeps it full: one drain copies at most DRAIN_CHUNKS
+    chunks and returns, so the watchdog's pass goes on (the bound made small here, and the
+    pipe filled beyond it); the next drain copies the next ones."""
+    monkeypatch.setattr(output, "DRAIN_CHUNKS", 4)
+    reader, writer, _ = pipe_pair(tmp_path)
+    log = CappedLog(str(tmp_path / "output.log"), 1 << 40)  # no rotation: its size is the copy
+    fcntl.fcntl(writer, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB, as any process may
+    data = os.urandom(1 << 20)
+    try:
+        assert os.write(writer, data) == len(data)
+        assert not drain(reader, log) and log.size == 4 * output.CHUNK
+        assert not drain(reader, log) and log.size == 8 * output.CHUNK
+        log.close()
+    finally:
+        os.close(writer)
+        os.close(reader)
+    assert (tmp_path / "output.log").read_bytes() == data[:8 * output.CHUNK]

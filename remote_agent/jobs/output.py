@@ -78,43 +78,68 @@ class CappedLog:
         the log cannot be written, and only then take it out of the pipe: how many bytes that
         was, 0 once every writer closed the pipe; BlockingIOError if a non-blocking pipe is
         empty."""
-        data, left_in = self._look(pipe)
-        if data:
-            lost = self._put(data) if self._said() else len(data)  # _said may clear dropped
-            self.dropped += lost
-            if left_in:
-                os.read(pipe, len(data))  # exactly those: this copier is the pipe's one reader
+        data, left_in, packets = self._look(pipe)
+        if not data:
+            return 0
+        self._keep(data)
+        taken = 0
+        while left_in and taken < len(data):  # those bytes: this copier is their one reader
+            # a packet read in part loses its rest (pipe(7)): packets are read whole
+            got = os.read(pipe, CHUNK if packets else len(data) - taken)
+            if not got:
+                break
+            taken += len(got)
+            if taken > len(data):  # the rest of a packet tee copied in part: kept too
+                self._keep(got[len(got) - (taken - len(data)):])
+        if packets:
+            self.peeks = False  # a job that writes packets: its output is read as it comes
         return len(data)
 
     def note(self, text: str) -> None:
         """A line of the agent's own (why the job did not start, where the daemon took over),
-        on a line of its own."""
-        lost = self._line(text) if self._said() else len(text.encode()) + 1
-        self.dropped += lost  # (after _said, which may clear it)
+        on a line of its own; not written where the log cannot be (it is not the job's)."""
+        if self._said():
+            self._line(text)
 
     def close(self) -> None:
         """Say what was dropped if there is room now, then close."""
         self._said()
-        for fd in (self.fd,) + (self._seen or ()):
-            if fd is not None:
-                os.close(fd)
-        self.fd, self._seen = None, None
+        self._unsee()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
-    def _look(self, pipe: int) -> Tuple[bytes, bool]:
-        """The next bytes of ``pipe`` and whether they are still in it: copied by tee, or read
-        out of it where tee is refused."""
+    def _keep(self, data: bytes) -> None:
+        lost = self._put(data) if self._said() else len(data)  # _said may clear dropped
+        self.dropped += lost
+
+    def _look(self, pipe: int) -> Tuple[bytes, bool, bool]:
+        """The next bytes of ``pipe``, whether they are still in it (copied by tee; read out
+        of it where tee cannot be used: refused, or any failure of the copy's own pipe, which
+        takes nothing from the job's), and whether the job writes packets (O_DIRECT: a read
+        takes one packet, so the copy took more than one read)."""
         if self.peeks:
+            flags = 0 if os.get_blocking(pipe) else SPLICE_F_NONBLOCK
             try:
                 if self._seen is None:
                     self._seen = os.pipe()
-                flags = 0 if os.get_blocking(pipe) else SPLICE_F_NONBLOCK
                 got = _tee(pipe, self._seen[1], CHUNK, flags)  # type: ignore[misc]
-                return (os.read(self._seen[0], got) if got else b""), True
-            except OSError as err:
-                if err.errno not in (errno.EINVAL, errno.ENOSYS):
-                    raise  # BlockingIOError among them: nothing in the pipe now
+                data, reads = b"", 0
+                while len(data) < got:
+                    data += os.read(self._seen[0], got - len(data))
+                    reads += 1
+                return data, True, reads > 1
+            except BlockingIOError:
+                raise  # nothing in the pipe now
+            except OSError:
+                self._unsee()  # what it holds is stale; the job's pipe still has it all
                 self.peeks = False
-        return os.read(pipe, CHUNK), False
+        return os.read(pipe, CHUNK), False, False
+
+    def _unsee(self) -> None:
+        for fd in self._seen or ():
+            os.close(fd)
+        self._seen = None
 
     def _said(self) -> bool:
         """Whether the log says what was dropped (or nothing was): output goes after that."""
@@ -193,14 +218,20 @@ def open_reader(path: str) -> int:
     return open_private(path, os.O_RDONLY | os.O_NONBLOCK, "output pipe", fifo=True)
 
 
+DRAIN_CHUNKS = 64  # a daemon's copy of one job's pipe in one go: 4 MiB, then the next pass
+
+
 def drain(fd: int, log: CappedLog) -> bool:
-    """Copy what the pipe holds now into the log; True once every writer has closed it."""
+    """Copy what the pipe holds now into the log, at most DRAIN_CHUNKS chunks (a job that
+    enlarged its pipe and writes on does not hold up the watchdog's pass); True once every
+    writer has closed it."""
     try:
-        while log.take(fd):
-            pass
+        for _ in range(DRAIN_CHUNKS):
+            if not log.take(fd):
+                return True
     except BlockingIOError:
-        return False  # writers remain, nothing more for now
-    return True
+        pass  # writers remain, nothing more for now
+    return False
 
 
 class _Held:
@@ -256,7 +287,10 @@ class Outputs:
             held = self._held.pop(job_id, None)
         if held is None:
             return
-        if held.log is not None:
-            drain(held.fd, held.log)
-            held.log.close()
-        os.close(held.fd)
+        try:
+            if held.log is not None:
+                drain(held.fd, held.log)
+        finally:
+            if held.log is not None:
+                held.log.close()
+            os.close(held.fd)
