@@ -134,7 +134,7 @@ class JobProcs:
     def leader_alive(self) -> bool:
         """Whether the job's first process still runs (a job ends when it ends)."""
         lead = proc_info(self.leader) if self.leader else None
-        return lead is not None and self.start_ticks in (None, lead.start_ticks)
+        return lead is not None and not self._replaced(lead)
 
     def signal(self, sig: int) -> int:
         """Send ``sig`` to every process of the job; returns how many there were."""
