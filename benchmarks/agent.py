@@ -130,15 +130,16 @@ def notes(r: Dict[str, Any]) -> str:
     """What the figures depend on beyond the code: how the daemon finds a job's processes."""
     how = ("each job in a cgroup of its own, its processes read from it" if r["tracking"] ==
            "cgroup" else "no cgroup per job here (job tracking \"session\"): a watchdog pass "
-           "reads from /proc only the processes NVML lists on the jobs' GPUs and each job's "
-           "first process, not every process of the host (%d during the run)" %
+           "reads from /proc only the processes NVML lists on the jobs' GPUs (and a job's "
+           "first process where it is not one of them), not every process of the host (%d "
+           "during the run)" %
            r["host_processes"])
     return ("Simulated host (2 x L40S, sim backend); jobs are real processes under real shims; "
             "%s. Each job holds 50 MiB of its GPU (a simload process registered with the "
-            "simulator). The simulated NVML's own work is part of the figure: it reads /proc "
-            "for every process registered on a GPU at each call that lists or sums them, and "
-            "its event wait looks for XID events every 0.25 s (a real one sleeps in the "
-            "driver).\n" % how)
+            "simulator). The simulated NVML's own work is part of the figure: at each call "
+            "that lists or sums a GPU's processes it polls a pidfd of each process registered "
+            "on that GPU (a /proc read where pidfds are missing), and its event wait looks for "
+            "XID events every 0.25 s (a real one sleeps in the driver).\n" % how)
 
 
 def main() -> int:

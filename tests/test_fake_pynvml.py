@@ -334,3 +334,56 @@ def test_a_reset_waits_for_every_attached_nvml_session_to_end(tmp_path):
         assert nv.sim_reset_count(0) == 3
     finally:
         unattached.communicate("")
+
+
+def _used_by_processes(handle):
+    return sorted((p.pid, p.usedGpuMemory // (1024 * 1024))
+                  for p in nv.nvmlDeviceGetComputeRunningProcesses(handle))
+
+
+def test_a_process_holds_its_memory_until_it_exits_zombie_or_reaped():
+    """The fake answers liveness from a pidfd held per process (one poll, not a /proc read):
+    each way a process ends must free its memory at once, as a real GPU does."""
+    nv.sim_open(None, "1xL4")
+    nv.nvmlInit()
+    handle = nv.nvmlDeviceGetHandleByIndex(0)
+    free_before = nv.nvmlDeviceGetMemoryInfo(handle).free
+    sleeper = subprocess.Popen(["sleep", "60"])
+    nv.sim_register_process(0, 300, pid=sleeper.pid)
+    assert _used_by_processes(handle) == [(sleeper.pid, 300)]
+    assert sleeper.pid in nv._PIDFDS._fds  # answered from its pidfd from now on
+    assert _used_by_processes(handle) == [(sleeper.pid, 300)]
+    assert nv.nvmlDeviceGetMemoryInfo(handle).free == free_before - 300 * 1024 * 1024
+    sleeper.kill()
+    os.waitid(os.P_PID, sleeper.pid, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped: a zombie
+    assert _used_by_processes(handle) == []
+    assert nv.nvmlDeviceGetMemoryInfo(handle).free == free_before
+    sleeper.wait()
+    assert _used_by_processes(handle) == []
+
+
+def test_a_pid_whose_held_process_ended_is_asked_about_again():
+    """A pidfd kept for an ended process must not answer for a later process with its number:
+    the number is looked up again."""
+    live = subprocess.Popen(["sleep", "60"])
+    ended = subprocess.Popen(["true"])
+    table = nv._PidFds()
+    try:
+        table._fds[live.pid] = os.pidfd_open(ended.pid)  # as if live.pid had been its number
+        ended.wait()
+        assert table.ended(live.pid) is False  # the live process now under that number
+        assert table.ended(ended.pid) is True
+    finally:
+        live.kill()
+        live.wait()
+    assert table.ended(live.pid) is True
+
+
+def test_the_pidfds_of_ended_processes_are_let_go():
+    table = nv._PidFds()
+    for _ in range(150):
+        child = subprocess.Popen(["sleep", "60"])
+        assert table.ended(child.pid) is False
+        child.kill()
+        child.wait()
+    assert len(table._fds) < 64

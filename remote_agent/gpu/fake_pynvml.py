@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import fcntl
 import functools
 import itertools
 import json
 import os
+import select
 import string
 import threading
 import time
@@ -464,6 +466,70 @@ def _pid_alive(pid: int) -> bool:
     process exits, so a zombie (ended, not yet reaped by its parent) holds none."""
     if pid >= SYNTHETIC_PID_BASE:
         return True
+    ended = _PIDFDS.ended(pid)
+    return _stat_alive(pid) if ended is None else not ended
+
+
+class _PidFds:
+    """A pidfd per process asked about, so that whether it ended is one poll(2) rather than a
+    /proc read: an agent's snapshot asks about every process on a GPU for each of its readings,
+    several times a second, and a real NVML answers from the driver. A pidfd polls readable
+    once its process has exited, zombie or reaped, and never names a later process with the
+    same pid. A pidfd that says ended is closed and the pid opened again: the number may be a
+    newer process's, which is then the one asked about, as a /proc read would find it.
+    ``ended`` answers None where pidfds are not to be had (a kernel before 5.3)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: Dict[int, int] = {}
+        self._owner = os.getpid()
+        self._sweep_at = 64
+        self._usable = hasattr(os, "pidfd_open")
+
+    def ended(self, pid: int) -> Optional[bool]:
+        with self._lock:
+            if not self._usable:
+                return None
+            if self._owner != os.getpid():  # a forked child: the parent's fds are not its own
+                self._fds, self._owner = {}, os.getpid()
+            fd = self._fds.get(pid)
+            if fd is not None:
+                if not _readable(fd):
+                    return False
+                del self._fds[pid]
+                os.close(fd)
+            try:
+                fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
+            except ProcessLookupError:
+                return True
+            except OSError as e:  # ENOSYS, EPERM in a sandbox: read /proc instead
+                if e.errno == errno.EMFILE:
+                    return None
+                self._usable = False
+                return None
+            if _readable(fd):
+                os.close(fd)
+                return True
+            self._fds[pid] = fd
+            if len(self._fds) >= self._sweep_at:  # processes no longer asked about: let go
+                for p, f in list(self._fds.items()):
+                    if _readable(f):
+                        del self._fds[p]
+                        os.close(f)
+                self._sweep_at = max(64, 2 * len(self._fds))
+            return False
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+_PIDFDS = _PidFds()
+
+
+def _stat_alive(pid: int) -> bool:
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
@@ -1142,16 +1208,10 @@ def _gi_facts(gpu: Dict[str, Any], gi: Dict[str, Any]) -> _models.ProfileFacts:
 
 
 def _procs_on(state, index: int, gi_id: Optional[int] = None, ci_id: Optional[int] = None):
-    out = []
-    for p in _alive(state["procs"]):
-        if p["gpu"] != index:
-            continue
-        if gi_id is not None and p["gi"] != gi_id:
-            continue
-        if ci_id is not None and p["ci"] != ci_id:
-            continue
-        out.append(p)
-    return out
+    """The live processes on a GPU (on one of its MIG instances): only theirs are looked up."""
+    return _alive([p for p in state["procs"] if p["gpu"] == index
+                   and (gi_id is None or p["gi"] == gi_id)
+                   and (ci_id is None or p["ci"] == ci_id)])
 
 
 def _free_ids(used: List[int], first: int) -> int:

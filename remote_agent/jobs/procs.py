@@ -67,10 +67,10 @@ def cgroup_pids(path: str) -> List[int]:
 
 @dataclass(frozen=True)
 class Seen:
-    """The processes a watchdog pass found on the GPUs, each read once: their pids (running
-    ones), and each session or process group id among them with its members."""
+    """The processes a watchdog pass found on the GPUs, each read once: each running one by its
+    pid, and each session or process group id among them with its members."""
 
-    pids: FrozenSet[int]
+    infos: Dict[int, ProcInfo]
     groups: Dict[int, FrozenSet[int]]
 
     @classmethod
@@ -80,7 +80,7 @@ class Seen:
         for info in infos:
             for group in {info.sid, info.pgid}:
                 groups.setdefault(group, set()).add(info.pid)
-        return cls(frozenset(i.pid for i in infos),
+        return cls({i.pid: i for i in infos},
                    {g: frozenset(members) for g, members in groups.items()})
 
 
@@ -105,16 +105,18 @@ class JobProcs:
         """Which of the processes a pass ``seen`` on the GPUs are the job's: a watchdog pass
         that only matches GPU processes to jobs reads each of those once and each job's first
         process, not every process of the host."""
-        if not seen.pids:
+        if not seen.infos:
             return set()
         if self.cgroup:
-            found = set(cgroup_pids(self.cgroup)) & seen.pids
-        elif not self.leader or self._replaced(proc_info(self.leader)):
+            found = set(cgroup_pids(self.cgroup)).intersection(seen.infos)
+        elif not self.leader or self.leader not in seen.groups:
+            found = set()  # none of them is in its session or group
+        elif self._replaced(seen.infos.get(self.leader) or proc_info(self.leader)):
             found = set()
         else:
-            found = set(seen.groups.get(self.leader, ()))
+            found = set(seen.groups[self.leader])
         if self.container:
-            found |= set(cgroup_pids(self.container)) & seen.pids
+            found |= set(cgroup_pids(self.container)).intersection(seen.infos)
         return found
 
     def _replaced(self, lead: Optional[ProcInfo]) -> bool:

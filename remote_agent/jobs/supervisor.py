@@ -584,11 +584,13 @@ class Supervisor:
         with self._lock:
             return [j for j in self.store.active() if j.id not in self._launching]
 
-    def reap_shims(self) -> None:
+    def reap_shims(self) -> Set[int]:
+        """Reap the shims this daemon started that ended; the jobs whose shim still runs."""
         with self._lock:
             for job_id, shim in list(self._shims.items()):
                 if shim.poll() is not None:
                     del self._shims[job_id]
+            return set(self._shims)
 
     def remove_left_cgroups(self) -> None:
         """Cgroups of ended jobs that still had processes leaving them when the job ended."""

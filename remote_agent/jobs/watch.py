@@ -49,13 +49,13 @@ class Watchdog:
 
     def tick(self) -> None:
         sup = self.sup
-        sup.reap_shims()
+        shims = sup.reap_shims()
         jobs = sup.watched()
         for job in jobs:  # a container the launch did not see running yet
             if job.state == "running" and job.container and job.container_cgroup is None:
                 self._step("job j%d" % job.id, lambda: sup.find_container(job))
         for job in jobs:
-            self._step("job j%d" % job.id, lambda: self._observe(job)
+            self._step("job j%d" % job.id, lambda: self._observe(job, job.id in shims)
                        if job.state == "running" else self._resolve_starting(job))
         running = [j for j in jobs if j.state == "running" and j.pid]
         self._step("caps and usage samples", lambda: self._measure(running))
@@ -79,7 +79,13 @@ class Watchdog:
         except Exception:
             log.exception("watchdog: %s failed", what)
 
-    def _observe(self, job: Job) -> None:
+    def _observe(self, job: Job, shim_runs: bool) -> None:
+        """Whether a running job ended, and how. ``shim_runs``: its shim is this daemon's child
+        and had not ended when the pass began, so nothing is read: the shim writes exit.json as
+        it ends, and the next pass reads it (two file looks a job a pass saved, at most one pass
+        later)."""
+        if shim_runs:
+            return
         sup = self.sup
         ended = sup.read_job_file(job, "exit.json")
         if ended is None:
