@@ -15,6 +15,7 @@ import pytest
 from fractui.store import StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable, open_store
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
+from fractui.store.intents import Asker, submit
 from fractui.store.sql import migrations
 from tests.conftest import REPO
 from tests.sshd import free_port
@@ -138,6 +139,36 @@ def test_a_database_of_a_newer_fractui_or_of_another_program_is_refused(pg_serve
     with pytest.raises(StoreDamaged, match="holds tables fractui did not make \\(accounts\\)"):
         open_store(pg_server.url(other))
     assert pg_server.sql("SELECT to_regclass('jobs') IS NULL", db=other) == [(True,)]
+
+
+def test_a_database_not_in_utf8_is_refused_and_a_utf8_one_is_spoken_in_utf8(
+        pg_server, pg_url, monkeypatch, tmp_path):
+    """Names, commands and images are any Unicode, and the guard's checks read characters: a
+    database in another encoding would fail mid-write or let the guard read bytes. It is
+    refused before anything is written, through the CLI too; a UTF8 one is spoken to in UTF8
+    whatever the client's environment says."""
+    for encoding in ("SQL_ASCII", "LATIN1"):
+        other = "t_" + uuid.uuid4().hex[:12]
+        pg_server.sql("CREATE DATABASE %s ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' "
+                      "TEMPLATE template0" % (other, encoding))
+        with pytest.raises(StoreDamaged, match="store postgresql://127.0.0.1:%d/%s: the "
+                           "database is encoded %s; fractui needs a UTF8 one" % (
+                               pg_server.port, other, encoding)):
+            open_store(pg_server.url(other))
+        assert pg_server.sql("SELECT to_regclass('jobs') IS NULL", db=other) == [(True,)]
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n' % pg_server.url(other))
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), "jobs"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done
+    assert "the database is encoded LATIN1; fractui needs a UTF8 one" in done.stderr
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    store = open_store(pg_url)
+    try:
+        job = submit(store, "half", None, "训练 ✓", ["echo", "모델"], {"gpu": 0.5}, Asker("here"))
+        assert (store.get(job.id).name, store.get(job.id).argv) == ("训练 ✓", ("echo", "모델"))
+    finally:
+        store.close()
 
 
 def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp_path):

@@ -75,7 +75,17 @@ class PostgresDialect(Dialect):
         extra["application_name"] = given.get("application_name", "fractui")
         if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
             extra["connect_timeout"] = CONNECT_TIMEOUT_S
-        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **extra)
+        # UTF8 whatever PGCLIENTENCODING says: names and images are any Unicode
+        db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                             client_encoding="UTF8", **extra)
+        encoding = db.info.parameter_status("server_encoding")
+        if encoding != "UTF8":
+            db.close()
+            raise StoreDamaged(self.where, "the database is encoded %s; fractui needs a UTF8 one "
+                               "(its names, commands and images are Unicode, and the guard's "
+                               "checks read characters): an admin creates one with CREATE "
+                               "DATABASE ... ENCODING 'UTF8' TEMPLATE template0" % (
+                                   encoding or "unknown"))
         db.execute("SELECT set_config('lock_timeout', %s, false), "
                    "set_config('idle_in_transaction_session_timeout', %s, false)",
                    ("%dms" % (LOCK_TIMEOUT_S * 1000), "%dms" % (IDLE_IN_WRITE_S * 1000)))
