@@ -341,6 +341,18 @@ def _used_by_processes(handle):
                   for p in nv.nvmlDeviceGetComputeRunningProcesses(handle))
 
 
+def _pidfds_here() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+needs_pidfds = pytest.mark.skipif(not _pidfds_here(), reason="no pidfds on this kernel")
+
+
+@needs_pidfds
 def test_a_process_holds_its_memory_until_it_exits_zombie_or_reaped():
     """The fake answers liveness from a pidfd held per process (one poll, not a /proc read):
     each way a process ends must free its memory at once, as a real GPU does."""
@@ -362,6 +374,7 @@ def test_a_process_holds_its_memory_until_it_exits_zombie_or_reaped():
     assert _used_by_processes(handle) == []
 
 
+@needs_pidfds
 def test_a_pid_whose_held_process_ended_is_asked_about_again():
     """A pidfd kept for an ended process must not answer for a later process with its number:
     the number is looked up again."""
@@ -379,6 +392,7 @@ def test_a_pid_whose_held_process_ended_is_asked_about_again():
     assert table.ended(live.pid) is True
 
 
+@needs_pidfds
 def test_the_pidfds_of_ended_processes_are_let_go():
     table = nv._PidFds()
     for _ in range(150):
@@ -387,3 +401,65 @@ def test_the_pidfds_of_ended_processes_are_let_go():
         child.kill()
         child.wait()
     assert len(table._fds) < 64
+    table._let_go()
+
+
+def _pidfds_open() -> int:
+    return sum(os.readlink("/proc/self/fd/" + n) == "anon_inode:[pidfd]"
+               for n in os.listdir("/proc/self/fd") if _still_open(n))
+
+
+def _still_open(name: str) -> bool:
+    return os.path.exists("/proc/self/fd/" + name)
+
+
+@needs_pidfds
+def test_the_pidfds_kept_are_bounded_and_a_forked_child_closes_its_copies(monkeypatch):
+    monkeypatch.setattr(nv._PidFds, "KEPT", 3)
+    table = nv._PidFds()
+    sleepers = [subprocess.Popen(["sleep", "60"]) for _ in range(5)]
+    try:
+        assert [table.ended(p.pid) for p in sleepers] == [False] * 5  # answered, 3 kept
+        assert len(table._fds) == 3
+        table._let_go()
+        nv._PIDFDS.ended(sleepers[0].pid)
+        held = _pidfds_open()
+        assert nv._PIDFDS._fds
+        others = held - len(nv._PIDFDS._fds)  # the test process's own, if any
+        child = os.fork()
+        if child == 0:  # the child: every copy closed, the table empty, still answering
+            code = 0 if (_pidfds_open() == others and nv._PIDFDS._fds == {} and
+                         nv._PIDFDS.ended(sleepers[0].pid) is False) else 1
+            os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert _pidfds_open() == held  # the parent's own are its own still
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+
+
+@needs_pidfds
+def test_out_of_file_descriptors_every_live_process_still_counts():
+    """With the process's file limit reached, the table lets go of its pidfds so that the
+    /proc read that answers instead can open its file: no live process is said to have
+    ended, and a registration still goes through."""
+    script = (
+        "import os, resource, subprocess\n"
+        "from remote_agent.gpu import fake_pynvml as nv\n"
+        "nv.sim_open(None, '1xL4'); nv.nvmlInit()\n"
+        "sleepers = [subprocess.Popen(['sleep', '60']) for _ in range(12)]\n"
+        "for p in sleepers: nv.sim_register_process(0, 10, pid=p.pid)\n"
+        "gpu = nv.nvmlDeviceGetHandleByIndex(0)\n"
+        "assert len(nv.nvmlDeviceGetComputeRunningProcesses(gpu)) == 12\n"
+        "nv._PIDFDS._let_go()  # none kept yet: a few fit under the limit, then none\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir('/proc/self/fd')) + 3,\n"
+        "                   resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "print(len(nv.nvmlDeviceGetComputeRunningProcesses(gpu)),\n"
+        "      len(nv.nvmlDeviceGetComputeRunningProcesses(gpu)), flush=True)\n"
+        "for p in sleepers: p.kill()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["12", "12"], done.stdout

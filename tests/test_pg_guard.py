@@ -382,3 +382,42 @@ def test_a_team_member_submits_no_image_the_agent_would_refuse(guarded):
         submit_as(guarded.ann, image)
         assert image_problem(image) is None
     submit_as(guarded.ops, "a b")  # an admin's psql is not held; fractui's CLI checks theirs
+
+
+def test_a_team_members_temporary_tables_do_not_fool_the_guard(guarded):
+    """Migration 0011: a session's temporary tables are searched before pg_catalog unless the
+    path names pg_temp; the guard runs as its caller, so a TEMP TABLE pg_roles that said ann
+    was a superuser let her change any job, and a TEMP TABLE jobs could make another team's
+    job hers for the audit."""
+    admin = guarded.store()
+    try:
+        theirs = admin.submit("n", guarded.nlp, "theirs", ["sleep", "9"], {}, "x")
+        before = (admin.get(theirs.id), admin.audit_log(limit=1000))
+        with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+            conn.execute("CREATE TEMP TABLE pg_roles (oid oid, rolname name, rolsuper bool)")
+            conn.execute("INSERT INTO pg_roles VALUES (0, session_user, true)")
+            conn.execute("CREATE TEMP TABLE jobs (id bigint, team text)")
+            conn.execute("INSERT INTO jobs VALUES (%s, %s)", (theirs.id, guarded.vision))
+            for statement in (
+                    "UPDATE public.jobs SET argv = '[\"evil\"]' WHERE id = %d" % theirs.id,
+                    "INSERT INTO public.audit (time, actor, action, job, why) VALUES "
+                    "(extract(epoch FROM clock_timestamp()), '%s', 'cancel', %d, 'forged')"
+                    % (guarded.ann, theirs.id)):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                    conn.execute(statement)
+                assert "refused by the store's guard: role %s" % guarded.ann in str(err.value)
+        assert (admin.get(theirs.id), admin.audit_log(limit=1000)) == before
+    finally:
+        admin.close()
+
+
+def test_every_function_of_the_store_searches_the_callers_temporary_tables_last(pg_server):
+    """So that no later migration brings the hole back: each fractui function's search_path
+    is pg_catalog, the store's schema, pg_temp."""
+    db = pg_server.new_database()
+    open_store(pg_server.url(db)).close()
+    rows = pg_server.sql("SELECT p.proname, p.proconfig FROM pg_proc p WHERE p.pronamespace = "
+                         "'public'::regnamespace AND p.proname LIKE 'fractui\\_%'", db=db)
+    assert len(rows) >= 10
+    for name, config in rows:
+        assert "search_path=pg_catalog, public, pg_temp" in (config or []), (name, config)

@@ -5,6 +5,7 @@ server can refuse said in the store's words (where, never a password)."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -12,7 +13,8 @@ import uuid
 import psycopg
 import pytest
 
-from fractui.store import StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable, open_store
+from fractui.store import (LeaseLost, StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable,
+                           open_store)
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
 from fractui.store.intents import Asker, submit
@@ -169,6 +171,71 @@ def test_a_database_not_in_utf8_is_refused_and_a_utf8_one_is_spoken_in_utf8(
         assert (store.get(job.id).name, store.get(job.id).argv) == ("训练 ✓", ("echo", "모델"))
     finally:
         store.close()
+
+
+def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg_url):
+    """Settings an admin may give a database or a role (ALTER ... SET) do not change which
+    store fractui uses, what it reads back, or the lease's fence: a search_path that reaches
+    another program's jobs table or a schema of the role's own name first, repeatable read by
+    default, a statement_timeout shorter than a write's wait for the lock, and a negative
+    extra_float_digits."""
+    db = pg_url.rsplit("/", 1)[1]
+    first = open_store(pg_url)
+    job = first.submit("q", None, "first", ["x"], {}, "alice")
+    uid = first.uid
+    first.close()
+    for statement in ("CREATE SCHEMA app", "CREATE TABLE app.jobs (id int, title text)",
+                      "INSERT INTO app.jobs VALUES (1, 'not fractui''s')",
+                      "CREATE TABLE app.meta (key text, value text)",
+                      "CREATE SCHEMA postgres AUTHORIZATION postgres"):
+        pg_server.sql(statement, db=db)
+    for name, value in (("search_path", 'app, "$user"'),
+                        ("default_transaction_isolation", "repeatable read"),
+                        ("statement_timeout", "200ms"), ("extra_float_digits", "-15")):
+        pg_server.sql("ALTER DATABASE %s SET %s = %s" % (
+            db, name, value if name == "search_path" else "'%s'" % value))
+    store, other = open_store(pg_url), open_store(pg_url)
+    blocker = psycopg.connect(pg_url, autocommit=True)
+    try:
+        assert store.uid == uid and [j.name for j in store.jobs()] == ["first"]
+        assert store.get(job.id).name == "first"
+        assert pg_server.sql("SELECT count(*) FROM app.meta", db=db) == [(0,)]
+        second = store.submit("q", None, "second", ["x"], {}, "alice")
+        assert second.id == job.id + 1 and abs(second.submitted_at - time.time()) < 5
+        assert second.submitted_at != round(second.submitted_at)  # not rounded on the way back
+        old = store.acquire_lease("s1", 0)  # lapses at once
+        assert other.acquire_lease("s2", 600) == old + 1
+        assert other.lease_holder()[0] == "s2"
+        # a write of the old epoch that waited for the lock while the lease changed hands:
+        # its fence must see the change (a snapshot from before the wait did not)
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        blocker.execute("UPDATE public.lease SET holder = 's3', epoch = epoch + 1, expires_at = "
+                        "extract(epoch FROM clock_timestamp()) + 600")
+        outcome: list = []
+        waiting = threading.Thread(target=lambda: outcome.append(_try(
+            lambda: other.stop_sent("h", "k", epoch=old + 1))))
+        waiting.start()
+        for _ in range(200):  # until the write waits for the lock (past the 200 ms timeout)
+            if pg_server.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                             "NOT granted", db=db) == [(1,)]:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        blocker.execute("COMMIT")
+        waiting.join(60)
+        assert isinstance(outcome[0], LeaseLost), outcome
+    finally:
+        blocker.close()
+        store.close()
+        other.close()
+
+
+def _try(call):
+    try:
+        return call()
+    except Exception as err:  # the outcome is what the test looks at
+        return err
 
 
 def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp_path):

@@ -48,6 +48,16 @@ IDLE_IN_WRITE_S = 10.0
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
 VERSION_TABLE = "fractui_schema"
+# What every session of ours runs with, whatever the database's or the role's defaults say
+# (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
+# search_path of "$user" or another schema made a second, empty store there, or read another
+# program's table of the same name); no statement cut short but by the lock and idle limits
+# above (a statement_timeout shorter than LOCK_TIMEOUT_S failed writes that waited their
+# turn, said as an unreachable server); times read back as written (a negative
+# extra_float_digits rounded them, and at -15 made a held lease look free).
+SESSION = {"search_path": "public", "lock_timeout": "%dms" % (LOCK_TIMEOUT_S * 1000),
+           "idle_in_transaction_session_timeout": "%dms" % (IDLE_IN_WRITE_S * 1000),
+           "statement_timeout": "0", "extra_float_digits": "3"}
 
 
 def _target(url: str) -> tuple[str, str]:
@@ -84,18 +94,22 @@ class PostgresDialect(Dialect):
             raise StoreDamaged(self.where, "the database is encoded %s; fractui needs a UTF8 one "
                                "(its names, commands and images are Unicode, and the guard's "
                                "checks read characters): an admin creates one with CREATE "
-                               "DATABASE ... ENCODING 'UTF8' TEMPLATE template0" % (
+                               "DATABASE ... ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+                               "TEMPLATE template0 (or a UTF-8 locale)" % (
                                    encoding or "unknown"))
-        db.execute("SELECT set_config('lock_timeout', %s, false), "
-                   "set_config('idle_in_transaction_session_timeout', %s, false)",
-                   ("%dms" % (LOCK_TIMEOUT_S * 1000), "%dms" % (IDLE_IN_WRITE_S * 1000)))
+        db.execute("SELECT set_config(name, value, false) FROM (VALUES %s) AS s (name, value)"
+                   % ", ".join(["(%s, %s)"] * len(SESSION)),
+                   [x for item in SESSION.items() for x in item])
         return db
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
     def begin(self, db: psycopg.Connection) -> None:
-        db.execute("BEGIN")
+        # read committed whatever default_transaction_isolation says: the write lock is taken
+        # inside the transaction, and only a snapshot taken after it sees the writes of the one
+        # before (under repeatable read a deposed leader's fenced write passed the fence)
+        db.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
         try:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         except psycopg.errors.LockNotAvailable as err:
@@ -185,7 +199,9 @@ class PostgresDialect(Dialect):
             return StoreDenied(self.where, "role %s may not do this: %s" % (
                 self.user, err.diag.message_primary or text))
         if state == "25006":
-            return StoreReadOnly(self.where, "is read-only (a standby server?): %s" % text)
+            return StoreReadOnly(self.where, "is read-only (a standby server, or "
+                                 "default_transaction_read_only set for the database or the "
+                                 "role): %s" % text)
         if state.startswith("53"):
             return StoreFull(self.where, "the server is out of a resource: %s: nothing was "
                              "recorded" % text)
@@ -194,6 +210,10 @@ class PostgresDialect(Dialect):
         if state in ("42P01", "42703"):
             return StoreDamaged(self.where, "does not hold what this fractui's schema has: %s"
                                 % text)
+        if state == "57014":  # our sessions have no statement_timeout: someone cancelled it
+            return StoreUnavailable(self.where, "the server cancelled the statement (an "
+                                    "admin's pg_cancel_backend?): %s; nothing was recorded"
+                                    % text)
         if isinstance(err, psycopg.OperationalError) or state.startswith(("08", "57")):
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
         return StoreUnavailable(self.where, text)

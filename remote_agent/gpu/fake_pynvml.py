@@ -476,13 +476,17 @@ class _PidFds:
     several times a second, and a real NVML answers from the driver. A pidfd polls readable
     once its process has exited, zombie or reaped, and never names a later process with the
     same pid. A pidfd that says ended is closed and the pid opened again: the number may be a
-    newer process's, which is then the one asked about, as a /proc read would find it.
-    ``ended`` answers None where pidfds are not to be had (a kernel before 5.3)."""
+    newer process's, which is then the one asked about, as a /proc read would find it. At most
+    ``KEPT`` are kept (a host's file limit is often 1024), ended ones are let go as the table
+    grows, all of them when opening one fails (out of descriptors, the /proc read that answers
+    instead needs one), and a forked child closes its copies. ``ended`` answers None where no
+    pidfd is to be had (a kernel before 5.3, a sandbox that refuses it, no descriptor left)."""
+
+    KEPT = 256
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fds: Dict[int, int] = {}
-        self._owner = os.getpid()
         self._sweep_at = 64
         self._usable = hasattr(os, "pidfd_open")
 
@@ -490,8 +494,6 @@ class _PidFds:
         with self._lock:
             if not self._usable:
                 return None
-            if self._owner != os.getpid():  # a forked child: the parent's fds are not its own
-                self._fds, self._owner = {}, os.getpid()
             fd = self._fds.get(pid)
             if fd is not None:
                 if not _readable(fd):
@@ -502,22 +504,35 @@ class _PidFds:
                 fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
             except ProcessLookupError:
                 return True
-            except OSError as e:  # ENOSYS, EPERM in a sandbox: read /proc instead
-                if e.errno == errno.EMFILE:
-                    return None
-                self._usable = False
+            except OSError as e:
+                self._let_go()
+                if e.errno in (errno.ENOSYS, errno.EPERM):  # none here: /proc from now on
+                    self._usable = False
                 return None
             if _readable(fd):
                 os.close(fd)
                 return True
-            self._fds[pid] = fd
             if len(self._fds) >= self._sweep_at:  # processes no longer asked about: let go
                 for p, f in list(self._fds.items()):
                     if _readable(f):
                         del self._fds[p]
                         os.close(f)
                 self._sweep_at = max(64, 2 * len(self._fds))
+            if len(self._fds) < self.KEPT:
+                self._fds[pid] = fd
+            else:
+                os.close(fd)
             return False
+
+    def _let_go(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def forked(self) -> None:
+        """In a forked child: its copies of the parent's pidfds closed, a lock of its own."""
+        self._lock = threading.Lock()
+        self._let_go()
 
 
 def _readable(fd: int) -> bool:
@@ -527,6 +542,7 @@ def _readable(fd: int) -> bool:
 
 
 _PIDFDS = _PidFds()
+os.register_at_fork(after_in_child=_PIDFDS.forked)
 
 
 def _stat_alive(pid: int) -> bool:
