@@ -63,6 +63,9 @@ class PgServer:
                        "unix_socket_directories = '%s'\nfsync = off\n"
                        "max_connections = 200\n" % (self.port, self.sockets))
         self.start()
+        # what a server before 15 needs done (fractui refuses a public schema every role may
+        # create in): the databases the tests make are copies of template1
+        self.sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", db="template1")
 
     def _as_owner(self, argv: List[str]) -> None:
         prefix = ["sudo", "-n", "-u", OS_USER] if os.geteuid() == 0 else []

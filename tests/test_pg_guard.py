@@ -16,7 +16,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from fractui.store import StoreDenied, open_store
+from fractui.store import StoreDamaged, StoreDenied, open_store
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
@@ -421,3 +421,46 @@ def test_every_function_of_the_store_searches_the_callers_temporary_tables_last(
     assert len(rows) >= 10
     for name, config in rows:
         assert "search_path=pg_catalog, public, pg_temp" in (config or []), (name, config)
+
+
+def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
+    """PostgreSQL before 15 lets every role create in the schema public. A function a team
+    member puts there with argument types closer than PostgreSQL's own (length(name),
+    left(text, bigint)) is the one the guard calls: with it, ann forges an audit entry as the
+    admin. fractui refuses such a database, saying what to run."""
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    open_store(pg_server.url(db)).close()
+    ann, team = "ann_" + tag, "fractui_team_v" + tag
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.sql("CREATE ROLE %s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE %s" % (ann, team))
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams=team), db=db)
+    pg_server.sql("GRANT CREATE ON SCHEMA public TO PUBLIC", db=db)
+    with pytest.raises(StoreDamaged, match="every role may create objects in its "
+                       "schema public .* REVOKE CREATE ON SCHEMA public FROM PUBLIC"):
+        open_store(pg_server.url(db))
+    admin = psycopg.connect(pg_server.url(db), autocommit=True)
+    job = admin.execute("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                        "submitted_at, updated_at) VALUES ('v', %s, 'x', '[\"x\"]', '{}', "
+                        "'pending', 1, 1) RETURNING id", ("v" + tag,)).fetchone()[0]
+    forge = ("INSERT INTO audit (time, actor, action, job, why) VALUES (extract(epoch FROM "
+             "clock_timestamp()), 'postgres@host', 'cancel', %d, 'forged')" % job)
+    with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION public.length(name) RETURNS bigint LANGUAGE sql AS "
+                     "'SELECT 1::bigint'")
+        conn.execute("CREATE FUNCTION public.left(text, bigint) RETURNS text LANGUAGE sql AS "
+                     "$$ SELECT session_user || '@' $$")
+        conn.execute(forge)  # the hole the refusal points at
+        conn.execute("DROP FUNCTION public.length(name), public.left(text, bigint)")
+    pg_server.sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", db=db)
+    open_store(pg_server.url(db)).close()
+    with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE FUNCTION public.length(name) RETURNS bigint LANGUAGE sql AS "
+                         "'SELECT 1::bigint'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(forge)
+    admin.close()

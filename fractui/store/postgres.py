@@ -151,6 +151,13 @@ class PostgresDialect(Dialect):
                                 ).fetchone()["now"])
 
     def migrate(self, db: psycopg.Connection) -> None:
+        if db.execute("SELECT has_schema_privilege('public', 'public', 'CREATE') AS open"
+                      ).fetchone()["open"]:
+            raise StoreDamaged(self.where, "every role may create objects in its schema public "
+                               "(PostgreSQL's default before 15): a team member could put "
+                               "functions there that the guard would call in place of "
+                               "PostgreSQL's own; an admin runs REVOKE CREATE ON SCHEMA public "
+                               "FROM PUBLIC in the database")
         latest = migrations("postgresql")[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
                       (VERSION_TABLE,)).fetchone()["known"]:
