@@ -177,8 +177,8 @@ def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg
     """Settings an admin may give a database or a role (ALTER ... SET) do not change which
     store fractui uses, what it reads back, or the lease's fence: a search_path that reaches
     another program's jobs table or a schema of the role's own name first, repeatable read by
-    default, a statement_timeout shorter than a write's wait for the lock, and a negative
-    extra_float_digits."""
+    default, a statement_timeout shorter than a write's wait for the lock, a negative
+    extra_float_digits, and an idle_session_timeout shorter than the feed's idle waits."""
     db = pg_url.rsplit("/", 1)[1]
     first = open_store(pg_url)
     job = first.submit("q", None, "first", ["x"], {}, "alice")
@@ -191,12 +191,16 @@ def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg
         pg_server.sql(statement, db=db)
     for name, value in (("search_path", 'app, "$user"'),
                         ("default_transaction_isolation", "repeatable read"),
-                        ("statement_timeout", "200ms"), ("extra_float_digits", "-15")):
+                        ("statement_timeout", "200ms"), ("extra_float_digits", "-15"),
+                        ("idle_session_timeout", "300ms")):
         pg_server.sql("ALTER DATABASE %s SET %s = %s" % (
             db, name, value if name == "search_path" else "'%s'" % value))
     store, other = open_store(pg_url), open_store(pg_url)
-    blocker = psycopg.connect(pg_url, autocommit=True)
+    blocker = psycopg.connect(pg_url, autocommit=True, options="-c idle_session_timeout=0")
+    feed = store.feed()
     try:
+        assert feed.wait(1.0) == frozenset()  # idle past the timeout: nothing changed, and
+        assert feed.wait(0.1) == frozenset()  # its connection was not ended meanwhile
         assert store.uid == uid and [j.name for j in store.jobs()] == ["first"]
         assert store.get(job.id).name == "first"
         assert pg_server.sql("SELECT count(*) FROM app.meta", db=db) == [(0,)]
@@ -226,6 +230,7 @@ def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg
         waiting.join(60)
         assert isinstance(outcome[0], LeaseLost), outcome
     finally:
+        feed.close()
         blocker.close()
         store.close()
         other.close()

@@ -58,6 +58,10 @@ VERSION_TABLE = "fractui_schema"
 SESSION = {"search_path": "public", "lock_timeout": "%dms" % (LOCK_TIMEOUT_S * 1000),
            "idle_in_transaction_session_timeout": "%dms" % (IDLE_IN_WRITE_S * 1000),
            "statement_timeout": "0", "extra_float_digits": "3"}
+# From PostgreSQL 14: a feed's LISTEN connection idles between changes, and an
+# idle_session_timeout default ended it every few seconds (each end wakes the readers to read
+# everything again).
+SESSION_14 = {"idle_session_timeout": "0"}
 
 
 def _target(url: str) -> tuple[str, str]:
@@ -97,9 +101,10 @@ class PostgresDialect(Dialect):
                                "DATABASE ... ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
                                "TEMPLATE template0 (or a UTF-8 locale)" % (
                                    encoding or "unknown"))
+        session = dict(SESSION, **(SESSION_14 if db.info.server_version >= 140000 else {}))
         db.execute("SELECT set_config(name, value, false) FROM (VALUES %s) AS s (name, value)"
-                   % ", ".join(["(%s, %s)"] * len(SESSION)),
-                   [x for item in SESSION.items() for x in item])
+                   % ", ".join(["(%s, %s)"] * len(session)),
+                   [x for item in session.items() for x in item])
         return db
 
     def sql(self, text: str) -> str:
