@@ -456,6 +456,7 @@ def test_out_of_file_descriptors_every_live_process_still_counts():
         "nv._PIDFDS._let_go()  # none kept yet: a few fit under the limit, then none\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir('/proc/self/fd')) + 3,\n"
         "                   resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "nv.sim_register_process(0, 20, pid=sleepers[0].pid)  # a registration goes through\n"
         "print(len(nv.nvmlDeviceGetComputeRunningProcesses(gpu)),\n"
         "      len(nv.nvmlDeviceGetComputeRunningProcesses(gpu)), flush=True)\n"
         "for p in sleepers: p.kill()\n")

@@ -494,12 +494,8 @@ class _PidFds:
         with self._lock:
             if not self._usable:
                 return None
-            fd = self._fds.get(pid)
-            if fd is not None:
-                if not _readable(fd):
-                    return False
-                del self._fds[pid]
-                os.close(fd)
+            if pid in self._fds and not self._drop_if_ended(pid):
+                return False
             try:
                 fd = os.pidfd_open(pid)  # type: ignore[attr-defined]
             except ProcessLookupError:
@@ -513,16 +509,23 @@ class _PidFds:
                 os.close(fd)
                 return True
             if len(self._fds) >= self._sweep_at:  # processes no longer asked about: let go
-                for p, f in list(self._fds.items()):
-                    if _readable(f):
-                        del self._fds[p]
-                        os.close(f)
+                for p in list(self._fds):
+                    self._drop_if_ended(p)
                 self._sweep_at = max(64, 2 * len(self._fds))
             if len(self._fds) < self.KEPT:
                 self._fds[pid] = fd
             else:
                 os.close(fd)
             return False
+
+    def _drop_if_ended(self, pid: int) -> bool:
+        """Close and forget the pidfd of ``pid`` if its process ended; whether it did."""
+        fd = self._fds[pid]
+        if not _readable(fd):
+            return False
+        del self._fds[pid]
+        os.close(fd)
+        return True
 
     def _let_go(self) -> None:
         for fd in self._fds.values():

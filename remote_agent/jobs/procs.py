@@ -103,8 +103,9 @@ class JobProcs:
 
     def members(self, seen: "Seen") -> Set[int]:
         """Which of the processes a pass ``seen`` on the GPUs are the job's: a watchdog pass
-        that only matches GPU processes to jobs reads each of those once and each job's first
-        process, not every process of the host."""
+        that only matches GPU processes to jobs reads each of those once, and a job's first
+        process only where it is not one of them but heads their session or group (to tell a
+        reused number), not every process of the host."""
         if not seen.infos:
             return set()
         if self.cgroup:
