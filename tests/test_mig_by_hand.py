@@ -174,9 +174,13 @@ def test_the_fake_reports_a_mode_change_that_waits_for_a_reset_as_nvml_does():
         status = nv.nvmlDeviceSetMigMode(h, nv.NVML_DEVICE_MIG_ENABLE)
         assert status == nv.NVML_ERROR_RESET_REQUIRED  # the activation status, no exception
         assert nv.nvmlDeviceGetMigMode(h) == [0, 1]  # (current, pending)
-        with pytest.raises(nv.NVMLError):  # MIG is not on yet: no instance can be made
-            nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
-            nv.nvmlDeviceCreateGpuInstance(h, 0)
+        # the profiles read as with MIG on (a real GPU answers them with MIG off), but MIG is
+        # not on yet: no instance can be made
+        info = nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE)
+        placement = nv.c_nvmlGpuInstancePlacement_t()
+        placement.start, placement.size = 0, 1
+        with pytest.raises(nv.NVMLError_NotSupported):
+            nv.nvmlDeviceCreateGpuInstanceWithPlacement(h, info.id, placement)
         nv.nvmlShutdown()  # nvidia-smi -r is refused while this session holds the GPU
         nv.sim_reset_gpu(0)
         nv.nvmlInit()

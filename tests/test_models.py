@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from ctypes import byref, c_uint
+
 import pytest
 
+from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.gpu import models
 
 
@@ -37,5 +40,38 @@ def test_bad_specs_say_what_is_wrong(spec, words):
 def test_geometry_profiles_carry_names_and_memory():
     geo = models.model("H200").geometry()
     assert [p.name for p in geo.by_size()][:2] == ["7g.141gb", "4g.71gb"]
-    assert geo.profile("1g.18gb").memory_mib == 143771 // 8
+    # measured on a real H200 (NVML's memorySizeMB), not the GPU's memory divided by 8 slices
+    assert [geo.profile(n).memory_mib for n in ("1g.18gb", "1g.35gb", "3g.71gb", "7g.141gb")] \
+        == [16384, 33280, 71424, 143360]
     assert (geo.memory_slices, geo.compute_slices) == (8, 7)
+    # a model no GPU of which was read: its memory in proportion to the memory slices
+    assert models.model("A100-80GB").geometry().profile("1g.10gb").memory_mib == 81920 // 8
+
+
+def test_the_simulator_answers_a_gpu_with_mig_off_as_a_real_one_did():
+    """What a real H200 with MIG mode off answered (docs/real-gpu.md, tools/device_check.py)."""
+    nv.sim_open(None, "1xH200")
+    nv.nvmlInit()
+    try:
+        h = nv.nvmlDeviceGetHandleByIndex(0)
+        assert nv.nvmlDeviceGetMigMode(h) == [0, 0]
+        info = nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_7_SLICE)
+        assert (info.version, info.id, info.multiprocessorCount, info.copyEngineCount,
+                info.decoderCount, info.jpegCount, info.ofaCount, info.memorySizeMB,
+                info.name) == (0, 0, 132, 8, 7, 7, 1, 143360, b"MIG 7g.141gb")
+        count = c_uint(0)
+        nv.nvmlDeviceGetGpuInstancePossiblePlacements(h, 9, None, byref(count))
+        assert count.value == 2  # 3g.71gb at 0 and 4
+        assert nv.nvmlDeviceGetGpuInstances(h, 9, (nv.c_nvmlGpuInstance_t * 2)(),
+                                            byref(count)) == nv.NVML_SUCCESS
+        assert count.value == 0
+        assert nv.nvmlDeviceGetMaxMigDeviceCount(h) == 0
+        with pytest.raises(nv.NVMLError_NotFound):
+            nv.nvmlDeviceGetMigDeviceHandleByIndex(h, 0)
+        with pytest.raises(nv.NVMLError_InvalidArgument):  # newer than the driver
+            nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_3_SLICE_GFX)
+        with pytest.raises(nv.NVMLError_NotSupported):  # not a profile of this GPU
+            nv.nvmlDeviceGetGpuInstanceProfileInfo(h, nv.NVML_GPU_INSTANCE_PROFILE_6_SLICE)
+        assert nv.nvmlDeviceGetSupportedEventTypes(h) == 0xff9f
+    finally:
+        nv.nvmlShutdown()

@@ -98,6 +98,14 @@ NVML_GPU_INSTANCE_PROFILE_6_SLICE = 0x6
 NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 = 0x7
 NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1 = 0x8
 NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2 = 0x9
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_GFX = 0xA
+NVML_GPU_INSTANCE_PROFILE_2_SLICE_GFX = 0xB
+NVML_GPU_INSTANCE_PROFILE_4_SLICE_GFX = 0xC
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_NO_ME = 0xD
+NVML_GPU_INSTANCE_PROFILE_2_SLICE_NO_ME = 0xE
+NVML_GPU_INSTANCE_PROFILE_1_SLICE_ALL_ME = 0xF
+NVML_GPU_INSTANCE_PROFILE_2_SLICE_ALL_ME = 0x10
+NVML_GPU_INSTANCE_PROFILE_3_SLICE_GFX = 0x11
 NVML_GPU_INSTANCE_PROFILE_COUNT = 0x12
 
 NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE = 0x0
@@ -138,7 +146,24 @@ nvmlEventTypeDoubleBitEccError = 0x0000000000000002
 nvmlEventTypePState = 0x0000000000000004
 nvmlEventTypeXidCriticalError = 0x0000000000000008
 nvmlEventTypeClock = 0x0000000000000010
+nvmlEventTypePowerSourceChange = 0x0000000000000080
+nvmlEventMigConfigChange = 0x0000000000000100
+nvmlEventTypeSingleBitEccErrorStorm = 0x0000000000000200
+nvmlEventTypeDramRetirementEvent = 0x0000000000000400
+nvmlEventTypeDramRetirementFailure = 0x0000000000000800
+nvmlEventTypeNonFatalPoisonError = 0x0000000000001000
+nvmlEventTypeFatalPoisonError = 0x0000000000002000
+nvmlEventTypeGpuUnavailableError = 0x0000000000004000
+nvmlEventTypeGpuRecoveryAction = 0x0000000000008000
 nvmlEventTypeNone = 0x0000000000000000
+nvmlEventTypeAll = (nvmlEventTypeNone | nvmlEventTypeSingleBitEccError
+                    | nvmlEventTypeDoubleBitEccError | nvmlEventTypePState | nvmlEventTypeClock
+                    | nvmlEventTypePowerSourceChange | nvmlEventTypeXidCriticalError
+                    | nvmlEventMigConfigChange | nvmlEventTypeSingleBitEccErrorStorm
+                    | nvmlEventTypeDramRetirementEvent
+                    | nvmlEventTypeDramRetirementFailure | nvmlEventTypeNonFatalPoisonError
+                    | nvmlEventTypeFatalPoisonError | nvmlEventTypeGpuUnavailableError
+                    | nvmlEventTypeGpuRecoveryAction)
 
 nvmlClocksThrottleReasonGpuIdle = 0x0000000000000001
 nvmlClocksThrottleReasonApplicationsClocksSetting = 0x0000000000000002
@@ -1016,9 +1041,13 @@ def _throttle(state: Dict[str, Any], gpu: Dict[str, Any], index: int) -> int:
 
 
 def _supported_events(gpu: Dict[str, Any]) -> int:
-    ecc = nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError
-    return (nvmlEventTypeXidCriticalError | nvmlEventTypePState | nvmlEventTypeClock
-            | (ecc if _facts(gpu).ecc else 0))
+    """Every event type on a part with ECC (an H200 on driver 580 answered nvmlEventTypeAll);
+    without ECC, none of the memory error events (NVML: "ECC events are available only on
+    ECC-enabled devices")."""
+    memory = (nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError
+              | nvmlEventTypeSingleBitEccErrorStorm | nvmlEventTypeDramRetirementEvent
+              | nvmlEventTypeDramRetirementFailure)
+    return nvmlEventTypeAll if _facts(gpu).ecc else nvmlEventTypeAll & ~memory
 
 
 def _event_set(eventSet) -> Dict[str, Any]:
@@ -1178,9 +1207,19 @@ def _parent(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int]:
 
 
 def _mig_parent(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int]:
-    """A parent device with MIG mode on: what every GPU-instance call needs."""
+    """A parent device with MIG mode on: what the GPU-instance calls that change or look up
+    an instance need."""
+    state, gpu, index = _mig_capable_parent(handle)
+    if not gpu["mig"]:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return state, gpu, index
+
+
+def _mig_capable_parent(handle) -> Tuple[Dict[str, Any], Dict[str, Any], int]:
+    """A parent device that can run MIG, its mode on or off: a real H200 with MIG off answered
+    the profile, placement, instance-list and MIG-device calls (docs/real-gpu.md)."""
     state, gpu, index = _parent(handle)
-    if not _facts(gpu).mig_capable or not gpu["mig"]:
+    if not _facts(gpu).mig_capable:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return state, gpu, index
 
@@ -1206,8 +1245,13 @@ def _fill_array(arrayRef, countRef, items: List[Any], assign: Callable[[int, Any
     return NVML_SUCCESS
 
 
+# The profile constants the simulated driver (580) knows: a real one refused
+# NVML_GPU_INSTANCE_PROFILE_3_SLICE_GFX, newer than it, as INVALID_ARGUMENT.
+_DRIVER_PROFILE_COUNT = NVML_GPU_INSTANCE_PROFILE_3_SLICE_GFX
+
+
 def _profile_facts_by_const(gpu: Dict[str, Any], profile: int) -> _models.ProfileFacts:
-    if not 0 <= profile < NVML_GPU_INSTANCE_PROFILE_COUNT:
+    if not 0 <= profile < _DRIVER_PROFILE_COUNT:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
     for p in _facts(gpu).profiles:
         if globals().get(p.nvml_profile) == profile:
@@ -1634,7 +1678,7 @@ def nvmlDeviceSetMigMode(device, mode):
 def nvmlDeviceGetMaxMigDeviceCount(device):
     _, gpu, _ = _parent(device)
     facts = _facts(gpu)
-    return facts.compute_slices if facts.mig_capable else 0
+    return facts.compute_slices if facts.mig_capable and gpu["mig"] else 0
 
 
 @_api
@@ -1649,7 +1693,7 @@ def _mig_devices(gpu: Dict[str, Any]) -> List[Tuple[int, int]]:
 
 @_api
 def nvmlDeviceGetMigDeviceHandleByIndex(device, index):
-    _, gpu, gpu_index = _mig_parent(device)
+    _, gpu, gpu_index = _mig_capable_parent(device)
     if not 0 <= index < _facts(gpu).compute_slices:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
     devices = _mig_devices(gpu)
@@ -1688,23 +1732,29 @@ def nvmlDeviceGetComputeInstanceId(device):
 
 def _fill_profile_info(info, gpu: Dict[str, Any], p: _models.ProfileFacts) -> None:
     facts = _facts(gpu)
-    share = p.compute_slices / facts.compute_slices
     info.id = p.profile_id
     info.isP2pSupported = 0
     info.sliceCount = p.compute_slices
     info.instanceCount = p.max_instances
-    info.multiprocessorCount = int(facts.sms * share)
-    info.copyEngineCount = max(1, p.size)
-    info.decoderCount = int(p.key.endswith("+me")) or p.compute_slices // 2
-    info.encoderCount = 0
-    info.jpegCount = int(p.key.endswith("+me")) or p.compute_slices // 4
-    info.ofaCount = int(p.key.endswith("+me"))
+    info.multiprocessorCount = facts.profile_sm_count(p)
+    measured = facts.measured_profile(p.key)
+    if measured is not None:
+        engines = (measured.copy_engines, measured.decoders, measured.encoders, measured.jpegs,
+                   measured.ofas)
+    else:  # an estimate where no GPU of the model was read
+        me = int(p.key.endswith("+me"))
+        engines = (max(1, p.size), me or p.compute_slices // 2, 0, me or p.compute_slices // 4,
+                   me)
+    (info.copyEngineCount, info.decoderCount, info.encoderCount, info.jpegCount,
+     info.ofaCount) = engines
     info.memorySizeMB = facts.profile_memory_mib(p)
+    if hasattr(info, "version"):
+        info.version = 0  # the driver answers with the version field cleared (read on an H200)
 
 
 @_api
 def nvmlDeviceGetGpuInstanceProfileInfo(device, profile, version=2):
-    _, gpu, _ = _mig_parent(device)
+    _, gpu, _ = _mig_capable_parent(device)
     p = _profile_facts_by_const(gpu, profile)
     if version == 2:
         info = c_nvmlGpuInstanceProfileInfo_v2_t()
@@ -1719,7 +1769,7 @@ def nvmlDeviceGetGpuInstanceProfileInfo(device, profile, version=2):
 
 @_api
 def nvmlDeviceGetGpuInstancePossiblePlacements(device, profileId, placementsRef, countRef):
-    _, gpu, _ = _mig_parent(device)
+    _, gpu, _ = _mig_capable_parent(device)
     p = _profile_facts_by_id(gpu, profileId)
 
     def assign(i, start):
@@ -1768,7 +1818,7 @@ def nvmlDeviceCreateGpuInstanceWithPlacement(device, profileId, placement):
 
 @_api
 def nvmlDeviceGetGpuInstances(device, profileId, gpuInstancesRef, countRef):
-    _, gpu, index = _mig_parent(device)
+    _, gpu, index = _mig_capable_parent(device)
     _profile_facts_by_id(gpu, profileId)
     ids = sorted(g["id"] for g in gpu["gis"] if g["profile_id"] == profileId)
 

@@ -28,6 +28,19 @@ class ProfileFacts:
 
 
 @dataclass(frozen=True)
+class MeasuredProfile:
+    """What NVML reported for one profile on a real GPU of the model (mig_profiles.json
+    "measured"): the simulator answers it and the planner books it."""
+
+    memory_mib: int
+    copy_engines: int
+    decoders: int
+    encoders: int
+    jpegs: int
+    ofas: int
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     name: str  # as nvmlDeviceGetName reports it
     memory_mib: int
@@ -46,6 +59,8 @@ class ModelFacts:
     # GPU) the mode stays pending until a reset; from Hopper on no reset is needed.
     mode_reset: bool = False
     nvlinks: int = 0  # NVLink links of the part (mig_profiles.json "nvlink"); 0: none
+    profile_sms: Tuple[Tuple[str, int], ...] = ()  # key -> SMs, where NVIDIA publishes them
+    measured: Tuple[Tuple[str, MeasuredProfile], ...] = ()  # key -> as read on a real GPU
 
     @property
     def mig_capable(self) -> bool:
@@ -55,7 +70,18 @@ class ModelFacts:
         return dict(self.profile_names)[key]
 
     def profile_memory_mib(self, p: ProfileFacts) -> int:
-        return self.memory_mib * p.size // self.memory_slices
+        """NVML's memorySizeMB for the profile where it was measured; else the GPU's memory in
+        proportion to the profile's memory slices (above NVML's figure: an estimate)."""
+        found = self.measured_profile(p.key)
+        return found.memory_mib if found else self.memory_mib * p.size // self.memory_slices
+
+    def measured_profile(self, key: str) -> Optional[MeasuredProfile]:
+        return dict(self.measured).get(key)
+
+    def profile_sm_count(self, p: ProfileFacts) -> int:
+        """The profile's SMs as published; else the GPU's in proportion to its compute slices."""
+        return (dict(self.profile_sms).get(p.key)
+                or self.sms * p.compute_slices // self.compute_slices)
 
     def geometry(self) -> Geometry:
         """The planner's view of this model, as the NVML backend would read it from the GPU."""
@@ -108,6 +134,11 @@ def models() -> Dict[str, ModelFacts]:
                                compute_slices=geo["compute_slices"], profiles=profiles,
                                profile_names=tuple(sorted(m["names"].items())),
                                mode_reset=bool(m.get("mode_reset", False)),
+                               profile_sms=tuple(sorted(
+                                   (k, v) for k, v in m["profile_sms"].items() if v)),
+                               measured=tuple(sorted(
+                                   (k, MeasuredProfile(**v))
+                                   for k, v in m.get("measured", {}).items())),
                                nvlinks=data["nvlink"]["models"][name],
                                **data["health"]["models"][name])
     for name, m in data["non_mig_models"].items():
