@@ -7,6 +7,7 @@ at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -29,6 +30,8 @@ from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.mig.layout import Instance, Layout
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -57,6 +60,7 @@ class Agent:
         self._mig_locks: Dict[int, threading.RLock] = {}
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
+        self._profiles_unread: Set[int] = set()  # GPUs whose MIG profiles NVML would not give
         self.xids = XidWatcher(self.backend)  # its thread is the daemon's to run
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
@@ -231,6 +235,10 @@ class Agent:
             "memory_mib": info.memory_mib, "mig_capable": info.mig_capable,
             "mig_mode": info.mig_mode, "mig_pending": info.mig_pending,
         }
+        if info.mig_capable:
+            sizes = self._profile_mib(info.index)
+            if sizes:
+                record["mig_profile_mib"] = sizes
         layout = None
         if info.mig_mode:
             layout = self.layout(info.index, devices)
@@ -240,6 +248,21 @@ class Agent:
         if degraded:
             record["degraded"] = degraded
         return record
+
+    def _profile_mib(self, index: int) -> Optional[Dict[str, int]]:
+        """Each MIG profile's memory as NVML states it (a real GPU answers with MIG off too):
+        fractui's model table only estimates it for most models, and a slice booked by the
+        estimate could hold less than its job asked for. None (said once) if NVML will not say."""
+        try:
+            geo = self.backend.geometry(index)
+        except (NvmlCallError, LookupError) as err:
+            if index not in self._profiles_unread:
+                self._profiles_unread.add(index)
+                log.warning("GPU %d: its MIG profiles cannot be read (%s); fractui books its "
+                            "slices by the model's table", index, err)
+            return None
+        self._profiles_unread.discard(index)
+        return {p.name: p.memory_mib for p in geo.profiles}
 
     def _degraded(self, info: GpuInfo, layout: Optional[Layout] = None) -> Optional[str]:
         """Why this GPU is degraded (a failed change left it neither as it was nor as asked),

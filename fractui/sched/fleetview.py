@@ -13,7 +13,7 @@ it never touches one with processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import (AbstractSet, Any, Collection, Dict, FrozenSet, Iterable, List, Mapping,
                     Optional, Sequence, Tuple)
@@ -125,7 +125,9 @@ def facts(view: HostView) -> Dict[str, Any]:
     hello = view.hello or {}
     out: Dict[str, Any] = {k: hello.get(k) for k in _HOST_FACTS}
     out["mig_changes"] = (hello.get("privileges") or {}).get("mig_changes", True)
-    out["gpus"] = [{k: g.get(k) for k in _GPU_FACTS} for g in view.gpu_records()]
+    out["gpus"] = [dict({k: g.get(k) for k in _GPU_FACTS}, **(
+        {"mig_profile_mib": g["mig_profile_mib"]} if "mig_profile_mib" in g else {}))
+        for g in view.gpu_records()]
     return out
 
 
@@ -134,7 +136,7 @@ def signature(view: HostView) -> tuple:
     its MIG instances and which are busy, and its agent's job records (state, key, where they
     run). Two views with equal signatures build equal hosts (``build_hosts``); a snapshot that
     moves only utilisation or memory in use leaves it equal, so it wakes no pass."""
-    gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), g.get("layout_version"),
+    gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), gpu_geometry(g), g.get("layout_version"),
                   tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
                          i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()),
                   _idle_for_mode(g))
@@ -173,6 +175,27 @@ def geometry(name: str) -> Optional[Geometry]:
     except ValueError:
         return None
     return facts.geometry() if facts.mig_capable else None
+
+
+def gpu_geometry(rec: Mapping[str, Any]) -> Optional[Geometry]:
+    """The MIG geometry of a GPU as its agent reports it: its model's, each profile's memory as
+    NVML states it on that GPU where the agent says (``mig_profile_mib``; the model table only
+    estimates it for most models, above what NVML reports, so a slice chosen by memory could
+    otherwise hold less than its job asked for)."""
+    geo = geometry(rec.get("name") or "")
+    sizes = rec.get("mig_profile_mib")
+    if geo is None or not isinstance(sizes, dict):
+        return geo
+    return _with_memory(geo, tuple(sorted(
+        (name, mib) for name, mib in sizes.items()
+        if isinstance(name, str) and type(mib) is int and mib > 0)))
+
+
+@lru_cache(maxsize=256)
+def _with_memory(geo: Geometry, sizes: Tuple[Tuple[str, int], ...]) -> Geometry:
+    found = dict(sizes)
+    return replace(geo, profiles=tuple(replace(p, memory_mib=found.get(p.name, p.memory_mib))
+                                       for p in geo.profiles))
 
 
 def model_name(name: str) -> str:
@@ -342,7 +365,7 @@ def _may_flip(gpu: Gpu, rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, A
     if not rec.get("mig_capable") or rec.get("degraded") or not _idle_for_mode(rec) or any(
             index in (j.get("gpus") or []) for j in agent_jobs):
         return
-    geo = geometry(rec.get("name") or "")
+    geo = gpu_geometry(rec)
     if geo is not None:
         gpu.mig_geometry = geo
         gpu.mode_reset = gpu_model(rec.get("name") or "").mode_reset
@@ -377,7 +400,7 @@ def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                ) -> Optional[Layout]:
     """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy; None
     for a GPU without MIG or of a model fractui does not know."""
-    geo = geometry(rec.get("name") or "") if rec.get("mig_mode") else None
+    geo = gpu_geometry(rec) if rec.get("mig_mode") else None
     if geo is None:
         return None
     held = {j.get("instance") for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])}
@@ -449,5 +472,5 @@ def record_charge(records: Sequence[Mapping[str, Any]], gpus: Sequence[int],
     the inventory's): a slice by its model's geometry (the GPU's MIG mode may be turned on
     for it), a share by its memory."""
     return charge(profile, share, [(int(records[g].get("memory_mib") or 0),
-                                    geometry(records[g].get("name") or "")
-                                    if profile else None) for g in gpus])
+                                    gpu_geometry(records[g]) if profile else None)
+                                   for g in gpus])

@@ -12,7 +12,7 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.sched import mig
 from fractui.sched.cordons import refusal
-from fractui.sched.fleetview import (HostView, build_hosts, geometry, record_charge, request_of,
+from fractui.sched.fleetview import (HostView, build_hosts, gpu_geometry, record_charge, request_of,
                                      share_mib)
 from fractui.store.model import Cordon, Job, Slot
 
@@ -40,7 +40,7 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
         raise Unfit("%s has no GPU %s" % (view.name, ",".join(map(str, slot.gpus))))
     rec = gpus[slot.gpus[0]]
     req = request_of(job)
-    geo = geometry(rec.get("name") or "")
+    geo = gpu_geometry(rec)
     if _mode_changes(slot, rec, geo):  # the launch changes the GPU's MIG mode first
         return Slot(slot.host, slot.gpus, slot.profile, slot.start, slot.memory_mib,
                     record_charge(gpus, slot.gpus, slot.profile, slot.memory_mib),
@@ -85,7 +85,7 @@ def mode_change(slot: Slot, gpus: Sequence[Mapping[str, Any]]) -> Optional[bool]
     if not slot.gpus or slot.gpus[0] >= len(gpus):
         return None
     rec = gpus[slot.gpus[0]]
-    if not _mode_changes(slot, rec, geometry(rec.get("name") or "")):
+    if not _mode_changes(slot, rec, gpu_geometry(rec)):
         return None
     return not rec.get("mig_mode")
 
