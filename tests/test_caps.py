@@ -39,13 +39,26 @@ def test_share_env_sets_every_layer_for_the_share():
         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "25",
         "LD_PRELOAD": "/opt/libvgpu.so",
         "CUDA_DEVICE_MEMORY_LIMIT": "6000m",
-        "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.250",
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.2233",  # (6000 - 640) / 24000, rounded down
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-        "PYTORCH_CUDA_ALLOC_CONF": "per_process_memory_fraction:0.250",
+        "PYTORCH_CUDA_ALLOC_CONF": "per_process_memory_fraction:0.2233",
     }
     plain = caps.share_env(["visible_devices", "framework", "watchdog"], caps.CapSettings(),
                            ["GPU-a"], 100, 1000, torch_fraction=False)
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plain and "LD_PRELOAD" not in plain
+
+
+def test_a_framework_is_given_its_share_less_a_cuda_context():
+    """On a real H200 a JAX job limited to its whole 2048 MiB share reached 2556 MiB, its CUDA
+    context (528 MiB) beside its allocator's limit, and the watchdog killed it
+    (docs/real-gpu.md): the allocator's limit leaves the context room, rounded down."""
+    assert caps.CUDA_CONTEXT_MIB >= 528
+    fraction = float(caps.framework_fraction(2048, 143771))
+    assert fraction * 143771 + 528 <= 2048
+    assert fraction * 143771 + caps.CUDA_CONTEXT_MIB > 2048 - 15  # rounded down, no further
+    assert caps.framework_fraction(600, 24000) == "0.0000"  # not even a context fits
+    assert caps.framework_fraction(24000, 24000) == "%.4f" % (
+        int((24000 - caps.CUDA_CONTEXT_MIB) / 24000 * 10000) / 10000)
 
 
 def test_cgroup2_mount_is_found_on_hybrid_hosts(tmp_path):
@@ -75,7 +88,7 @@ def test_a_job_on_an_mps_and_hami_host_gets_their_limits(start_agent, tmp_path, 
     # (the stand-in library is empty, so ld.so warns that it cannot preload it: not our line)
     assert [line for line in lines if not line.startswith("ERROR: ld.so")] == [
         "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT 0=11517M", "CUDA_DEVICE_MEMORY_LIMIT 11517m",
-        "PYTORCH_CUDA_ALLOC_CONF per_process_memory_fraction:0.500"]
+        "PYTORCH_CUDA_ALLOC_CONF per_process_memory_fraction:0.4722"]
 
 
 def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, tmp_path):

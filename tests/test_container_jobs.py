@@ -85,7 +85,7 @@ def test_a_container_job_is_capped_logged_and_keeps_its_exit_code(host):
     assert (done["state"], done["exit_code"]) == ("exited", 3)
     uuid = agent.call("hello")["gpus"][0]["uuid"]
     assert agent.call("job.logs", job=job["id"])["lines"] == [
-        "CUDA_VISIBLE_DEVICES %s" % uuid, "XLA_PYTHON_CLIENT_MEM_FRACTION 0.500",
+        "CUDA_VISIBLE_DEVICES %s" % uuid, "XLA_PYTHON_CLIENT_MEM_FRACTION 0.4722",
         "FRACTUI_JOB_ID %s" % job["id"],
         "HOME /root",  # the image's, not the host user's
         "in root:x:0:0:root:/root:/nonexistent"]  # the image's own files

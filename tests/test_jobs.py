@@ -85,7 +85,7 @@ def test_the_job_sees_its_slice_and_caps_in_its_environment(host):
                                  " print(k, os.environ[k])"))
     wait_job(agent, job["id"])
     assert agent.call("job.logs", job=job["id"])["lines"] == [
-        "CUDA_VISIBLE_DEVICES %s" % gpus[1]["uuid"], "XLA_PYTHON_CLIENT_MEM_FRACTION 0.250",
+        "CUDA_VISIBLE_DEVICES %s" % gpus[1]["uuid"], "XLA_PYTHON_CLIENT_MEM_FRACTION 0.2221",
         "MINE yes", "FRACTUI_JOB_ID %s" % job["id"]]
 
 

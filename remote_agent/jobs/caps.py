@@ -7,11 +7,18 @@ framework settings that are harmless everywhere, and always the NVML watchdog as
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
+
+# The GPU memory a process's CUDA context holds outside its framework's allocator, measured on an
+# H200 (driver 580, CUDA 13): PyTorch 2.11 518 MiB, JAX 0.11 528 MiB (docs/real-gpu.md). The
+# watchdog counts it, as it is the GPU's memory all the same, so a framework limited to the whole
+# share was killed before it reached its own limit: the frameworks are given the share less this.
+CUDA_CONTEXT_MIB = 640
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], me
     """The environment that confines a job to ``memory_mib`` on each of its GPUs without MIG."""
     fraction = min(1.0, memory_mib / float(gpu_memory_mib))
     env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_uuids)}
+    allocator = framework_fraction(memory_mib, gpu_memory_mib)
     if "mps" in layers:
         env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = ",".join(
             "%d=%dM" % (i, memory_mib) for i in range(len(gpu_uuids)))
@@ -97,13 +105,21 @@ def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], me
     if "hami" in layers and settings.hami_core_lib:
         env["LD_PRELOAD"] = settings.hami_core_lib
         env["CUDA_DEVICE_MEMORY_LIMIT"] = "%dm" % memory_mib
-    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "%.3f" % fraction
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = allocator
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     if torch_fraction:
         # PyTorch >= 2.14's allocator takes this key; older releases reject unknown keys,
         # so it is set only when the job asks for it.
-        env["PYTORCH_CUDA_ALLOC_CONF"] = "per_process_memory_fraction:%.3f" % fraction
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "per_process_memory_fraction:" + allocator
     return env
+
+
+def framework_fraction(memory_mib: int, gpu_memory_mib: int) -> str:
+    """The fraction of the GPU a framework's allocator may take so that, with the process's CUDA
+    context, the job stays within its share: rounded down to four places (steps of 14 MiB on an
+    H200); 0 where the share cannot even hold a context."""
+    room = max(0, memory_mib - CUDA_CONTEXT_MIB) / float(gpu_memory_mib)
+    return "%.4f" % (math.floor(min(1.0, room) * 10000) / 10000)
 
 
 def applied_layers(layers: List[str], torch_fraction: bool, driver_limit: bool) -> List[str]:
