@@ -18,6 +18,19 @@ def test_the_device_check_runs_end_to_end_on_the_simulator(tmp_path):
     assert found["inventory"]["result"]["gpus"][0]["name"] == "NVIDIA L4"
     assert "GPU 0 NVIDIA L4: 30 °C (slowdown 92 °C), 9.0/72.0 W, ECC 0 corrected 0 uncorrected, " \
         "throttle gpu_idle, XID none" in done.stdout
-    job = json.loads((tmp_path / "watchdog.json").read_text())["job"]
+    watched = json.loads((tmp_path / "watchdog.json").read_text())
+    job = watched["job"]
     assert job["state"] == "killed" and job["reason"].startswith("exceeded its 1024 MiB cap")
+    assert not watched["left_running"]
+    # the polls show the job's own pid among the GPU's processes, as the watchdog matched it
+    assert any(p["pid"] == job["pid"] for poll in watched["polls"]
+               for p in poll["gpu_processes"] or ())
+    busy = json.loads((tmp_path / "usage.json").read_text())["job"]
+    assert (busy["state"], busy["exit_code"]) == ("exited", 0)
+    assert busy["usage"]["memory_peak_mib"] == 512 and busy["usage"]["util_mean"] > 0
+    compared = json.loads((tmp_path / "fake_vs_real.json").read_text())
+    assert compared["real"]["name"] == "NVIDIA L4" and compared["differ"] == []
+    assert "fake vs real: %d answers compared, 0 differ" % len(compared["real"]) in done.stdout
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["kernel"] and env["python"] == sys.version.split()[0]
     assert (tmp_path / "watchdog.log").read_text().startswith("simload: pid")

@@ -11,6 +11,24 @@
    and its log go to DIR/watchdog.json and DIR/watchdog.log.
 3. The agent's NVML session stepped out of and started again in one process, as for a GPU reset
    it makes (``GpuBackend.detached``), with no reset inside: the GPUs must read the same after.
+4. What a job used, as the agent samples it each second: a PyTorch loop of matrix products
+   for 20 s inside a 2048 MiB share must end by itself, its usage record holding its memory peak
+   (at most its share) and a mean SM utilisation above 0 (DIR/usage.json).
+5. The framework layer against the watchdog: a JAX loop that allocates 64 MiB at a time in a
+   2048 MiB share, with the environment the agent gives it (``XLA_PYTHON_CLIENT_MEM_FRACTION``),
+   must be stopped by JAX's own out-of-memory error (the job exits 3, having said so) before the
+   watchdog kills it: a job that keeps to its framework's limit must not be killed
+   (DIR/framework.json). Skipped on the simulator, which has no JAX to run.
+6. The simulator held to the GPU: the same read-only NVML calls (the model's facts, every MIG
+   profile's info and placements, the errors a GPU without MIG mode answers) made on GPU 0 and
+   on a simulated GPU of the same model, side by side in DIR/fake_vs_real.json; each difference
+   is printed. Values that move (temperature, power, clocks) are not compared.
+
+Before them it records the machine (kernel, Python, the pynvml package, nvidia-smi's view) in
+DIR/environment.json; during step 2 it records each half-second what the agent's snapshot lists
+on the GPU beside the job's pid (DIR/watchdog.json ``polls``), so a watchdog that did not stop
+the job shows why (a process NVML lists under another pid namespace, say). A job still running
+when the check gives up is stopped, so the check leaves nothing on the GPU.
 
 It never calls ``mig.*`` and changes no GPU setting. ``--sim SPEC`` runs the same steps on the
 simulator (with simload standing in for PyTorch), to check the script itself without a GPU.
@@ -19,8 +37,10 @@ simulator (with simload standing in for PyTorch), to check the script itself wit
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +57,16 @@ while True:
     held.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
     print("allocated", len(held) * 256, "MiB", flush=True)
     time.sleep(0.5)
+"""
+
+TORCH_BUSY = """
+import time, torch
+a = torch.randn(4096, 4096, device="cuda")
+end = time.time() + 20
+while time.time() < end:
+    b = a @ a
+    torch.cuda.synchronize()
+print("busy for 20 s", flush=True)
 """
 
 
@@ -84,6 +114,57 @@ def health_line(gpu: Dict[str, Any]) -> str:
                 "; ".join(h.get("errors") or ()) or "-"))
 
 
+def command_output(argv: List[str]) -> str:
+    """A command's output, or why there is none (a check records what it could not read)."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return "not run: %s" % err
+    return (done.stdout + done.stderr).strip() + ("" if done.returncode == 0
+                                                  else " (exit %d)" % done.returncode)
+
+
+def environment() -> Dict[str, Any]:
+    """What the results depend on: kernel, Python, the pynvml package, the driver's own view."""
+    try:
+        from importlib.metadata import version
+        pynvml_version = version("nvidia-ml-py")
+    except Exception as err:  # any failure to read it is itself the finding
+        pynvml_version = "unknown: %s" % err
+    return {
+        "kernel": platform.release(), "python": sys.version.split()[0],
+        "nvidia-ml-py": pynvml_version,
+        "pidfd_open": hasattr(os, "pidfd_open") and _pidfd_works(),
+        "nvidia-smi": command_output(["nvidia-smi", "--query-gpu=index,name,driver_version,"
+                                      "memory.total,mig.mode.current,compute_mode",
+                                      "--format=csv"]),
+    }
+
+
+def _pidfd_works() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def watch_job(agent: "Agent", job: Dict[str, Any], gpu: int,
+              seconds: float) -> List[Dict[str, Any]]:
+    """Poll the job until it ends or ``seconds`` pass; each poll: its state and pid, and the
+    processes the snapshot lists on its GPU (pid and MiB)."""
+    polls: List[Dict[str, Any]] = []
+    deadline = time.time() + seconds
+    while job.get("state") in ("starting", "running") and time.time() < deadline:
+        time.sleep(0.5)
+        job.update(agent.call("job.get", job=job["id"])["result"])
+        gpus = agent.call("snapshot").get("result", {}).get("gpus", [])
+        listed = next((g.get("processes") for g in gpus if g.get("index") == gpu), None)
+        polls.append({"t": round(time.time(), 2), "state": job.get("state"),
+                      "pid": job.get("pid"), "gpu_processes": listed})
+    return polls
+
+
 def session_restarts(sim: str, state: str) -> bool:
     """Step 3: NVML shut down and started again here, the GPUs read before and after."""
     sys.path.insert(0, REPO)
@@ -107,6 +188,172 @@ def session_restarts(sim: str, state: str) -> bool:
     return after == before
 
 
+def _plain(value: Any) -> Any:
+    """An NVML answer as JSON: structures by their fields, arrays as lists, bytes as text."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, ctypes.Structure):
+        return {name: _plain(getattr(value, name)) for name, *_ in value._fields_}
+    if isinstance(value, (list, tuple, ctypes.Array)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _placements(nv: Any, h: Any, profile_id: int) -> List[List[int]]:
+    count = ctypes.c_uint(0)
+    nv.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, None, ctypes.byref(count))
+    array = (nv.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+    count.value = len(array)
+    nv.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, array, ctypes.byref(count))
+    return [[int(array[i].start), int(array[i].size)] for i in range(count.value)]
+
+
+def _gpu_instances(nv: Any, h: Any, profile_id: int) -> int:
+    count = ctypes.c_uint(0)
+    array = (nv.c_nvmlGpuInstance_t * 8)()
+    nv.nvmlDeviceGetGpuInstances(h, profile_id, array, ctypes.byref(count))
+    return count.value
+
+
+# Answers that depend on how the GPU sits in its host (NVLink wired or not, a VM's PCIe view),
+# not on its model: shown side by side, not counted as the simulator's faults. In a VM with one
+# H200 and no NVLink exposed they were NOT_SUPPORTED, NOT_SUPPORTED and P2P status 5.
+OF_THE_HOST = ("nvlink 0 state", "topology with itself", "p2p nvlink with itself")
+
+
+def nvml_answers(nv: Any) -> Dict[str, Any]:
+    """GPU 0's answers to read-only calls whose answer is a fact of the model and its mode,
+    each a value or the NVMLError's class name."""
+    h = nv.nvmlDeviceGetHandleByIndex(0)
+    calls: Dict[str, Any] = {
+        "name": lambda: nv.nvmlDeviceGetName(h),
+        "memory total": lambda: nv.nvmlDeviceGetMemoryInfo(h).total,
+        "mig mode": lambda: nv.nvmlDeviceGetMigMode(h),
+        "max mig devices": lambda: nv.nvmlDeviceGetMaxMigDeviceCount(h),
+        "enforced power limit": lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h),
+        "slowdown threshold": lambda: nv.nvmlDeviceGetTemperatureThreshold(
+            h, nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
+        "volatile ECC corrected": lambda: nv.nvmlDeviceGetTotalEccErrors(
+            h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, nv.NVML_VOLATILE_ECC),
+        "running processes": lambda: nv.nvmlDeviceGetComputeRunningProcesses(h),
+        "process utilization": lambda: nv.nvmlDeviceGetProcessUtilization(h, 0),
+        "mig device 0": lambda: nv.nvmlDeviceGetMigDeviceHandleByIndex(h, 0) and "a handle",
+        "gpu instance id": lambda: nv.nvmlDeviceGetGpuInstanceId(h),
+        "nvlink 0 state": lambda: nv.nvmlDeviceGetNvLinkState(h, 0),
+        "topology with itself": lambda: nv.nvmlDeviceGetTopologyCommonAncestor(h, h),
+        "p2p nvlink with itself": lambda: nv.nvmlDeviceGetP2PStatus(
+            h, h, nv.NVML_P2P_CAPS_INDEX_NVLINK),
+        "supported event types": lambda: nv.nvmlDeviceGetSupportedEventTypes(h),
+        "mig instance profile info, v1": lambda: nv.nvmlDeviceGetGpuInstanceProfileInfo(
+            h, nv.NVML_GPU_INSTANCE_PROFILE_1_SLICE, 1),
+    }
+    for const in range(nv.NVML_GPU_INSTANCE_PROFILE_COUNT):
+        calls["profile %d info" % const] = (
+            lambda c=const: nv.nvmlDeviceGetGpuInstanceProfileInfo(h, c))
+    out: Dict[str, Any] = {}
+    for label, call in calls.items():
+        try:
+            out[label] = _plain(call())
+        except nv.NVMLError as err:
+            out[label] = type(err).__name__
+    for const in range(nv.NVML_GPU_INSTANCE_PROFILE_COUNT):
+        info = out["profile %d info" % const]
+        if isinstance(info, dict):
+            for label, call in (("placements", _placements), ("instances", _gpu_instances)):
+                try:
+                    out["profile %d %s" % (const, label)] = call(nv, h, info["id"])
+                except nv.NVMLError as err:
+                    out["profile %d %s" % (const, label)] = type(err).__name__
+    return out
+
+
+def usage_sampled(agent: "Agent", gpu: int, sim: str, out_dir: str) -> bool:
+    """Step 4: a busy job within its share ends by itself, and its usage record says what it
+    used: a memory peak above 0 and within the share, a mean SM utilisation above 0."""
+    argv = ([sys.executable, "-m", "remote_agent.simload", "--mem-mib", "512", "--seconds", "6",
+             "--util", "80"] if sim else [sys.executable, "-c", TORCH_BUSY])
+    launched = agent.call("job.launch", key="device-check-usage", gpu=gpu, memory_mib=2048,
+                          argv=argv)
+    job = dict(launched.get("result") or {})
+    watch_job(agent, job, gpu, 60)
+    usage = job.get("usage") or {}
+    with open(os.path.join(out_dir, "usage.json"), "w") as f:
+        json.dump({"launch": launched, "job": job}, f, indent=2)
+    print("busy job: state %s, exit code %s, usage %s" % (job.get("state"), job.get("exit_code"),
+                                                         json.dumps(usage)))
+    return (job.get("state") == "exited" and job.get("exit_code") == 0
+            and 0 < usage.get("memory_peak_mib", 0) <= 2048
+            and (usage.get("util_mean") or 0) > 0)
+
+
+JAX_LOOP = """
+import jax.numpy as jnp
+held = []
+try:
+    while True:
+        held.append(jnp.ones((64 << 20) // 4, dtype=jnp.float32).block_until_ready())
+        print("allocated", len(held) * 64, "MiB", flush=True)
+except Exception as err:
+    print("framework refused:", type(err).__name__, str(err)[:300], flush=True)
+    raise SystemExit(3)
+"""
+
+
+def framework_limit_holds(agent: "Agent", gpu: int, out_dir: str) -> bool:
+    """Step 5: JAX, limited by the agent's environment alone, stops itself within its share."""
+    launched = agent.call("job.launch", key="device-check-jax", gpu=gpu, memory_mib=2048,
+                          argv=[sys.executable, "-c", JAX_LOOP])
+    job = dict(launched.get("result") or {})
+    polls = watch_job(agent, job, gpu, 90)
+    if job.get("state") in ("starting", "running"):
+        agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
+        polls += watch_job(agent, job, gpu, 20)
+    lines = agent.call("job.logs", job=job["id"], lines=400).get("result", {}).get("lines", [])
+    with open(os.path.join(out_dir, "framework.json"), "w") as f:
+        json.dump({"launch": launched, "job": job, "polls": polls, "log": lines}, f, indent=2)
+    print("framework job: state %s, exit code %s, reason %s; its log ends: %s" % (
+        job.get("state"), job.get("exit_code"), job.get("reason"), " | ".join(lines[-2:])))
+    return job.get("state") == "exited" and job.get("exit_code") == 3
+
+
+def fake_vs_real(sim: str, state: str, out_dir: str) -> int:
+    """Step 6: the answers of GPU 0 and of a simulated GPU of its model; the differences."""
+    from remote_agent.gpu import fake_pynvml as fake
+    from remote_agent.gpu.models import ALIASES
+    if sim:
+        real = fake
+        fake.sim_open(os.path.join(state, "compare.json"), sim)
+    else:
+        import pynvml as real  # type: ignore[no-redef]
+    real.nvmlInit()
+    try:
+        theirs = nvml_answers(real)
+    finally:
+        real.nvmlShutdown()
+    name = theirs["name"]
+    alias = next((a for a, full in ALIASES.items() if full == name), None)
+    if alias is None:
+        print("fake vs real: the simulator has no model named %r" % name)
+        return 1
+    fake.sim_open(os.path.join(state, "compare-fake.json"), "1x" + alias)
+    fake.nvmlInit()
+    try:
+        ours = nvml_answers(fake)
+    finally:
+        fake.nvmlShutdown()
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    with open(os.path.join(out_dir, "fake_vs_real.json"), "w") as f:
+        json.dump({"real": theirs, "fake": ours, "differ": differ}, f, indent=2)
+    for key in differ:
+        print("fake vs real, %s%s: real %s, simulator %s" % (
+            key, " (the host's, not the model's)" if key in OF_THE_HOST else "",
+            theirs.get(key), ours.get(key)))
+    failed = [k for k in differ if k not in OF_THE_HOST]
+    print("fake vs real: %d answers compared, %d differ, %d of them the model's" % (
+        len(theirs), len(differ), len(failed)))
+    return len(failed)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -114,7 +361,12 @@ def main() -> int:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     state = tempfile.mkdtemp(prefix="fractui-device-check-")
-    agent = Agent(["--state-dir", state] + (["--sim", args.sim] if args.sim else []))
+    env = environment()
+    with open(os.path.join(args.out, "environment.json"), "w") as f:
+        json.dump(env, f, indent=2)
+    print(json.dumps(env, indent=2))
+    agent = Agent(["--state-dir", state, "--usage-sample-s", "1"]
+                  + (["--sim", args.sim] if args.sim else []))
     try:
         found = {m: agent.call(m) for m in ("hello", "inventory", "snapshot")}
         with open(os.path.join(args.out, "inventory.json"), "w") as f:
@@ -133,20 +385,28 @@ def main() -> int:
                 else [sys.executable, "-c", TORCH_LOOP])
         launched = agent.call("job.launch", key="device-check", gpu=target["index"],
                               memory_mib=1024, argv=argv)
-        job = launched.get("result") or {}
-        deadline = time.time() + 60
-        while job.get("state") in ("starting", "running") and time.time() < deadline:
-            time.sleep(0.5)
-            job = agent.call("job.get", job=job["id"])["result"]
+        job = dict(launched.get("result") or {})
+        polls = watch_job(agent, job, target["index"], 60)
+        left_running = job.get("state") in ("starting", "running")
+        if left_running:  # the cap did not stop it: stop it, so nothing stays on the GPU
+            agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
+            polls += watch_job(agent, job, target["index"], 20)
         logs = agent.call("job.logs", job=job["id"], lines=200).get("result", {})
         with open(os.path.join(args.out, "watchdog.json"), "w") as f:
-            json.dump({"launch": launched, "job": job}, f, indent=2)
+            json.dump({"launch": launched, "job": job, "left_running": left_running,
+                       "polls": polls}, f, indent=2)
         with open(os.path.join(args.out, "watchdog.log"), "w") as f:
             f.write("\n".join(logs.get("lines", [])) + "\n")
+        last = polls[-1] if polls else {}
+        print("job pid %s; the GPU's processes at the last poll: %s" % (
+            job.get("pid"), last.get("gpu_processes")))
         print("watchdog job: state %s, reason %s" % (job.get("state"), job.get("reason")))
         stopped = job.get("state") == "killed" and "cap" in (job.get("reason") or "")
         restarted = session_restarts(args.sim, state)  # run whatever the watchdog step said
-        return 0 if stopped and restarted else 1
+        sampled = usage_sampled(agent, target["index"], args.sim, args.out)
+        framework = args.sim or framework_limit_holds(agent, target["index"], args.out)
+        differ = fake_vs_real(args.sim, state, args.out)
+        return 0 if stopped and restarted and sampled and framework and not differ else 1
     finally:
         agent.close()
         shutil.rmtree(state, ignore_errors=True)
