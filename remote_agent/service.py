@@ -150,11 +150,7 @@ class Agent:
         return self.gpu_info(p.gpu())
 
     def _mig_gpu(self, p: Params) -> Tuple[GpuInfo, Layout]:
-        info = self._gpu(p)
-        if not info.mig_mode:
-            why = "does not support MIG" if not info.mig_capable else "has MIG mode off"
-            raise RpcError(rpc.NOT_MIG, "GPU %d (%s) %s" % (info.index, info.name, why),
-                           {"gpu": info.index})
+        info = _in_mig_mode(self._gpu(p))
         return info, self.call_nvml(lambda: self.layout(info.index))
 
     def _require_mig_privilege(self) -> None:
@@ -379,6 +375,9 @@ class Agent:
         whose uuid cannot be read is undone, since the job could not use it."""
         self._require_mig_privilege()
         with self.mig_lock(index):
+            # under the lock: a mode change may have come since the launch's own check (NVML
+            # reads a GPU's MIG profiles with MIG off, so the layout alone would read empty)
+            _in_mig_mode(self.gpu_info(index))
             layout = self.call_nvml(lambda: self.layout(index))
             for inst in layout.instances:
                 if (inst.profile, inst.start) == (profile, start) and inst.uuid \
@@ -649,6 +648,15 @@ def _after_record(applied: Applied) -> Dict[str, Any]:
         return {"layout_version": applied.layout.version}
     return {"layout_version": None, "warning": "the change was made, but reading the GPU back "
             "failed (%s); see inventory" % applied.unread}
+
+
+def _in_mig_mode(info: GpuInfo) -> GpuInfo:
+    """The GPU, if its MIG mode is on; else NOT_MIG, saying why."""
+    if not info.mig_mode:
+        why = "does not support MIG" if not info.mig_capable else "has MIG mode off"
+        raise RpcError(rpc.NOT_MIG, "GPU %d (%s) %s" % (info.index, info.name, why),
+                       {"gpu": info.index})
+    return info
 
 
 def _instance_record(inst: Instance) -> Dict[str, Any]:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.rpc import jsonrpc as rpc
+from remote_agent.rpc.jsonrpc import RpcError
 from remote_agent.service import Agent
 
 from fractui.sched import Placer, Request
@@ -36,7 +40,10 @@ def test_the_agent_reports_each_mig_capable_gpus_profile_memory_in_either_mode(c
                             count=2)
         with caplog.at_level(logging.WARNING):
             assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]
-        assert "GPU 0: its MIG profiles cannot be read" in caplog.text
+            nv.sim_inject_fault("nvmlDeviceGetGpuInstanceProfileInfo", nv.NVML_ERROR_UNKNOWN)
+            assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]
+        assert caplog.text.count("GPU 0: its MIG profiles cannot be read") == 1
+        assert agent.take_snapshot()["gpus"][0]["mig_profile_mib"]["1g.18gb"] == 16384
     finally:
         nv.sim_clear_faults()
         agent.backend.close()
@@ -76,12 +83,41 @@ def test_the_reported_profile_memory_is_kept_with_the_hosts_facts():
                                                  {"gpus": bare}))
 
 
-def test_a_reported_profile_memory_that_is_not_a_size_is_left_to_the_table():
+def test_a_reported_profile_memory_that_cannot_be_true_is_left_to_the_table():
+    """A broken or hostile agent cannot make a slice look larger than its GPU, or a record
+    that is not one stop the scheduler: only a whole number of MiB of a profile of the model,
+    above 0 and within the GPU, is taken; the rest is the table's, and so is what is kept."""
     table = geometry(A100)
     odd = {"1g.10gb": "9728", "1g.20gb": True, "2g.20gb": -1, "3g.40gb": 40192.5, 7: 1,
-           "9g.90gb": 90000, "4g.40gb": 40192}
-    geo = gpu_geometry(rec(0, True, mig_profile_mib=odd))
+           "9g.90gb": 90000, "7g.80gb": 10 ** 7, "4g.40gb": 40192}
+    gpu = rec(0, True, mig_profile_mib=odd)
+    geo = gpu_geometry(gpu)
     assert [p.memory_mib for p in geo.profiles] == [
         40192 if p.name == "4g.40gb" else p.memory_mib for p in table.profiles]
+    view = HostView("gpu-a", "online", {"cpus": 8, "memory_mib": 64000, "gpus": [gpu]},
+                    {"gpus": [gpu]})
+    assert facts(view)["gpus"][0]["mig_profile_mib"] == {"4g.40gb": 40192}
+    assert "mig_profile_mib" not in facts(HostView("gpu-a", "online", view.hello, {"gpus": [
+        rec(0, True, mig_profile_mib={"1g.10gb": 0})]}))["gpus"][0]
     assert gpu_geometry(rec(0, True, mig_profile_mib=["1g.10gb"])) == table
+    assert gpu_geometry(rec(0, True, memory_mib="81920", mig_profile_mib=REPORTED)) == table
     assert gpu_geometry(rec(0, True, name="NVIDIA L4", mig_profile_mib=REPORTED)) is None
+    for name in (["x"], 123, None):  # not a name: no geometry, and a signature as before
+        assert gpu_geometry(rec(0, False, name=name)) is None
+        signature(HostView("gpu-a", "online", view.hello, {"gpus": [rec(0, False, name=name)]}))
+
+
+def test_a_job_launch_never_creates_an_instance_on_a_gpu_whose_mig_mode_is_off():
+    """The launch checks the mode under the GPU's MIG lock: a change may have come since its
+    own check, and NVML reads the profiles of a GPU with MIG off (its layout reads empty)."""
+    nv.sim_open(None, "1xH200")
+    agent = Agent(nv, "sim", nv)
+    try:
+        nv.sim_start_trace()
+        with pytest.raises(RpcError) as refused:
+            agent.create_for_job(0, "1g.18gb", 0, False, lambda uuid: False)
+        assert refused.value.code == rpc.NOT_MIG
+        assert refused.value.message == "GPU 0 (NVIDIA H200) has MIG mode off"
+        assert not [call for call in nv.sim_trace() if "Create" in call]  # none was tried
+    finally:
+        agent.backend.close()

@@ -209,8 +209,8 @@ def _placements(nv: Any, h: Any, profile_id: int) -> List[List[int]]:
 
 
 def _gpu_instances(nv: Any, h: Any, profile_id: int) -> int:
-    count = ctypes.c_uint(0)
     array = (nv.c_nvmlGpuInstance_t * 8)()
+    count = ctypes.c_uint(len(array))  # in: the array's room; out: how many
     nv.nvmlDeviceGetGpuInstances(h, profile_id, array, ctypes.byref(count))
     return count.value
 

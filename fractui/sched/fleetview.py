@@ -125,9 +125,17 @@ def facts(view: HostView) -> Dict[str, Any]:
     hello = view.hello or {}
     out: Dict[str, Any] = {k: hello.get(k) for k in _HOST_FACTS}
     out["mig_changes"] = (hello.get("privileges") or {}).get("mig_changes", True)
-    out["gpus"] = [dict({k: g.get(k) for k in _GPU_FACTS}, **(
-        {"mig_profile_mib": g["mig_profile_mib"]} if "mig_profile_mib" in g else {}))
-        for g in view.gpu_records()]
+    out["gpus"] = [_gpu_facts(g) for g in view.gpu_records()]
+    return out
+
+
+def _gpu_facts(rec: Mapping[str, Any]) -> Dict[str, Any]:
+    """A GPU's lasting facts, with the profile sizes its agent reported where they can be true."""
+    out = {k: rec.get(k) for k in _GPU_FACTS}
+    geo = _model_geometry(rec)
+    sizes = reported_sizes(rec, geo) if geo is not None else ()
+    if sizes:
+        out["mig_profile_mib"] = dict(sizes)
     return out
 
 
@@ -182,13 +190,26 @@ def gpu_geometry(rec: Mapping[str, Any]) -> Optional[Geometry]:
     NVML states it on that GPU where the agent says (``mig_profile_mib``; the model table only
     estimates it for most models, above what NVML reports, so a slice chosen by memory could
     otherwise hold less than its job asked for)."""
-    geo = geometry(rec.get("name") or "")
+    geo = _model_geometry(rec)
+    sizes = reported_sizes(rec, geo) if geo is not None else ()
+    return _with_memory(geo, sizes) if sizes else geo
+
+
+def _model_geometry(rec: Mapping[str, Any]) -> Optional[Geometry]:
+    name = rec.get("name")
+    return geometry(name) if isinstance(name, str) else None
+
+
+def reported_sizes(rec: Mapping[str, Any], geo: Geometry) -> Tuple[Tuple[str, int], ...]:
+    """The profile sizes an agent reported that can be true: of a profile of the GPU's model,
+    a whole number of MiB above 0 and no more than the GPU's memory; the rest is left to the
+    model's table (a hostile or broken agent cannot make a slice look larger than its GPU)."""
     sizes = rec.get("mig_profile_mib")
-    if geo is None or not isinstance(sizes, dict):
-        return geo
-    return _with_memory(geo, tuple(sorted(
-        (name, mib) for name, mib in sizes.items()
-        if isinstance(name, str) and type(mib) is int and mib > 0)))
+    memory = rec.get("memory_mib")
+    if not isinstance(sizes, dict) or type(memory) is not int:
+        return ()
+    return tuple((p.name, sizes[p.name]) for p in geo.profiles
+                 if type(sizes.get(p.name)) is int and 0 < sizes[p.name] <= memory)
 
 
 @lru_cache(maxsize=256)

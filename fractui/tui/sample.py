@@ -95,7 +95,7 @@ class _Builder:
             for k, (profile, start, size) in enumerate(
                     _LAYOUTS[self.rng.randrange(len(_LAYOUTS))]):
                 inst_uuid = "MIG-%s-%d-%d" % (host, index, start)
-                mem = facts.memory_mib * size // 8
+                mem = facts.geometry().profile(profile).memory_mib
                 held = self.rng.random() < 0.75
                 inst_used = self.rng.randrange(mem // 4, mem // 2) if held else 0
                 used += inst_used

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
 
 # The GPU memory a process's CUDA context holds outside its framework's allocator, measured on an
-# H200 (driver 580, CUDA 13): PyTorch 2.11 518 MiB, JAX 0.11 528 MiB (docs/real-gpu.md). The
+# H200 (driver 580, CUDA 13): PyTorch 2.11 518 MiB, JAX 0.11 528 to 548 MiB (docs/real-gpu.md). The
 # watchdog counts it, as it is the GPU's memory all the same, so a framework limited to the whole
 # share was killed before it reached its own limit: the frameworks are given the share less this.
 CUDA_CONTEXT_MIB = 640
