@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import types
 
+from remote_agent.gpu import fake_pynvml as nv
+from remote_agent.gpu.backend import GpuBackend
 from remote_agent.jobs import caps
 from tests.test_jobs import script, wait_job
 
@@ -46,6 +48,32 @@ def test_share_env_sets_every_layer_for_the_share():
     plain = caps.share_env(["visible_devices", "framework", "watchdog"], caps.CapSettings(),
                            ["GPU-a"], 100, 1000, torch_fraction=False)
     assert "PYTORCH_CUDA_ALLOC_CONF" not in plain and "LD_PRELOAD" not in plain
+
+
+def test_a_driver_without_per_cgroup_limits_is_said_where_the_binding_has_them():
+    """nvidia-ml-py 13.615 has the limit calls; a driver before r615 has no such function, and
+    NVML answers FUNCTION_NOT_FOUND when asked: the layer is then not offered, and why is said,
+    rather than offered in hello and failing at every launch."""
+    nv.sim_open(None, "1xL4")
+    backend = GpuBackend(nv)
+    backend.open()
+    try:
+        assert caps.driver_refusal(backend, "/sys/fs/cgroup/fractui") is None
+        for code in (nv.NVML_ERROR_FUNCTION_NOT_FOUND, nv.NVML_ERROR_NOT_SUPPORTED):
+            nv.sim_inject_fault("nvmlDeviceGetMemoryLimits_v1", code)
+            why = caps.driver_refusal(backend, "/sys/fs/cgroup/fractui")
+            assert why.startswith("the driver takes no per-cgroup GPU memory limits "
+                                  "(nvmlDeviceGetMemoryLimits_v1 failed: "), why
+        nv.sim_inject_fault("nvmlDeviceGetMemoryLimits_v1", nv.NVML_ERROR_UNKNOWN)
+        assert caps.driver_refusal(backend, "/sys/fs/cgroup/fractui") is None  # left to launch
+    finally:
+        nv.sim_clear_faults()
+        backend.close()
+    settings = caps.CapSettings(cgroup_parent="/sys/fs/cgroup/fractui")
+    assert "driver_limit" in caps.probe(nv, settings, True).layers
+    refused = caps.probe(nv, settings, True, driver_refuses="the driver takes none")
+    assert "driver_limit" not in refused.layers
+    assert refused.unavailable["driver_limit"] == "the driver takes none"
 
 
 def test_a_framework_is_given_its_share_less_a_cuda_context():

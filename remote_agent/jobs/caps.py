@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
+
+from remote_agent.gpu.backend import NvmlCallError
 
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
 
@@ -53,8 +55,10 @@ class CapProbe:
     unavailable: Dict[str, str] = field(default_factory=dict)
 
 
-def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = None) -> CapProbe:
-    """``no_cgroup``: why jobs get no cgroup of their own, where ``settings`` has none."""
+def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = None,
+          driver_refuses: Optional[str] = None) -> CapProbe:
+    """``no_cgroup``: why jobs get no cgroup of their own, where ``settings`` has none;
+    ``driver_refuses``: why the driver takes no per-cgroup limits (``driver_refusal``)."""
     layers = ["visible_devices"]
     unavailable: Dict[str, str] = {}
 
@@ -65,6 +69,8 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
         unavailable["driver_limit"] = "per-cgroup GPU memory limits need root"
     elif not parent:
         unavailable["driver_limit"] = no_cgroup or "no cgroup v2 hierarchy to put jobs in"
+    elif driver_refuses:
+        unavailable["driver_limit"] = driver_refuses
     else:
         layers.append("driver_limit")
 
@@ -85,6 +91,26 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
 
     layers += ["framework", "watchdog"]
     return CapProbe(layers, unavailable)
+
+
+def driver_refusal(backend: Any, namespace: str) -> Optional[str]:
+    """Why the driver will not take per-cgroup memory limits, asked once with the read-only
+    getter: a binding can have the call where the driver does not (nvidia-ml-py 13.615 on a
+    580 driver). None where it may: other answers are left to each launch, which says what
+    failed in the job's cap notes."""
+    nv = backend.nv
+    if not hasattr(nv, "nvmlDeviceGetMemoryLimits_v1"):
+        return None
+    limits = nv.c_nvmlGetMemoryLimits_v1_t()
+    limits.nameSpace = namespace.encode()
+    try:
+        with backend.held():  # the handle used in the session that fetched it
+            if backend.count():
+                backend.call("nvmlDeviceGetMemoryLimits_v1", backend.handle(0), limits)
+    except NvmlCallError as err:
+        if backend.is_error(err, "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_NOT_SUPPORTED"):
+            return "the driver takes no per-cgroup GPU memory limits (%s; r615+ drivers do)" % err
+    return None
 
 
 def mps_pipe_dir() -> str:

@@ -164,9 +164,10 @@ class Supervisor:
         private_dir(paths.jobs_dir, "jobs directory")
         self.store = JobStore(paths.jobs_db)
         self.cgroups = JobCgroups(settings.caps.cgroup_parent, paths.digest)
+        parent, root = self.cgroups.parent, os.geteuid() == 0
         self.cap_probe = caps.probe(gpus.backend.nv, replace(
-            settings.caps, cgroup_parent=self.cgroups.parent), os.geteuid() == 0,
-            self.cgroups.problem)
+            settings.caps, cgroup_parent=parent), root, self.cgroups.problem,
+            caps.driver_refusal(gpus.backend, parent) if parent and root else None)
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # a launch in flight has ended
         self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
