@@ -30,7 +30,9 @@ on the GPU beside the job's pid (DIR/watchdog.json ``polls``), so a watchdog tha
 the job shows why (a process NVML lists under another pid namespace, say). A job still running
 when the check gives up is stopped, so the check leaves nothing on the GPU.
 
-It never calls ``mig.*`` and changes no GPU setting. ``--sim SPEC`` runs the same steps on the
+It never calls ``mig.*`` and changes no GPU setting: on a driver that takes per-cgroup memory
+limits (its ``nvmlDeviceGetMemoryLimits_v1`` answers) the agent runs with ``--cgroup-parent none``,
+so that no limit is set on a job's cgroup. ``--sim SPEC`` runs the same steps on the
 simulator (with simload standing in for PyTorch), to check the script itself without a GPU.
 """
 
@@ -267,6 +269,26 @@ def nvml_answers(nv: Any) -> Dict[str, Any]:
     return out
 
 
+def driver_takes_limits() -> bool:
+    """Whether this GPU's driver answers the read-only per-cgroup limit getter (r615+)."""
+    import pynvml as nv
+    if not hasattr(nv, "nvmlDeviceGetMemoryLimits_v1"):
+        return False
+    try:
+        nv.nvmlInit()
+    except nv.NVMLError:
+        return False  # the agent says why NVML does not start
+    try:
+        limits = nv.c_nvmlGetMemoryLimits_v1_t()
+        limits.nameSpace = b"/sys/fs/cgroup"
+        nv.nvmlDeviceGetMemoryLimits_v1(nv.nvmlDeviceGetHandleByIndex(0), limits)
+    except nv.NVMLError as err:
+        return not isinstance(err, (nv.NVMLError_FunctionNotFound, nv.NVMLError_NotSupported))
+    finally:
+        nv.nvmlShutdown()
+    return True
+
+
 def usage_sampled(agent: "Agent", gpu: int, sim: str, out_dir: str) -> bool:
     """Step 4: a busy job within its share ends by itself, and its usage record says what it
     used: a memory peak above 0 and within the share, a mean SM utilisation above 0."""
@@ -365,8 +387,13 @@ def main() -> int:
     with open(os.path.join(args.out, "environment.json"), "w") as f:
         json.dump(env, f, indent=2)
     print(json.dumps(env, indent=2))
+    no_limits = not args.sim and driver_takes_limits()
+    if no_limits:
+        print("the driver takes per-cgroup memory limits: jobs get no cgroup here, so that none "
+              "is set")
     agent = Agent(["--state-dir", state, "--usage-sample-s", "1"]
-                  + (["--sim", args.sim] if args.sim else []))
+                  + (["--sim", args.sim] if args.sim else [])
+                  + (["--cgroup-parent", "none"] if no_limits else []))
     try:
         found = {m: agent.call(m) for m in ("hello", "inventory", "snapshot")}
         with open(os.path.join(args.out, "inventory.json"), "w") as f:
