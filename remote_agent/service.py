@@ -33,6 +33,10 @@ from remote_agent.rpc.jsonrpc import Method, Params, RpcError
 
 log = logging.getLogger(__name__)
 
+# How long a GPU whose MIG profiles NVML would not give is left unasked, unless its mode changes:
+# a driver that refuses them with MIG off would otherwise be asked each snapshot, twice a second.
+PROFILES_RETRY_S = 60.0
+
 T = TypeVar("T")
 
 _PLAN_ERROR_CODES = {
@@ -60,7 +64,8 @@ class Agent:
         self._mig_locks: Dict[int, threading.RLock] = {}
         self._mig_locks_guard = threading.Lock()
         self.health = GpuHealth()
-        self._profiles_unread: Set[int] = set()  # GPUs whose MIG profiles NVML would not give
+        # GPUs whose MIG profiles NVML would not give: their MIG mode then, and when
+        self._profiles_unread: Dict[int, Tuple[bool, float]] = {}
         self.xids = XidWatcher(self.backend)  # its thread is the daemon's to run
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
@@ -232,7 +237,7 @@ class Agent:
             "mig_mode": info.mig_mode, "mig_pending": info.mig_pending,
         }
         if info.mig_capable:
-            sizes = self._profile_mib(info.index)
+            sizes = self._profile_mib(info.index, info.mig_mode)
             if sizes:
                 record["mig_profile_mib"] = sizes
         layout = None
@@ -245,19 +250,24 @@ class Agent:
             record["degraded"] = degraded
         return record
 
-    def _profile_mib(self, index: int) -> Optional[Dict[str, int]]:
+    def _profile_mib(self, index: int, mig_mode: bool) -> Optional[Dict[str, int]]:
         """Each MIG profile's memory as NVML states it (a real GPU answers with MIG off too):
         fractui's model table only estimates it for most models, and a slice booked by the
-        estimate could hold less than its job asked for. None (said once) if NVML will not say."""
+        estimate could hold less than its job asked for. None (said once) if NVML will not say;
+        asked again after PROFILES_RETRY_S, or at once when the GPU's MIG mode changed."""
+        failed = self._profiles_unread.get(index)
+        if failed is not None and failed[0] == mig_mode and \
+                time.monotonic() - failed[1] < PROFILES_RETRY_S:
+            return None
         try:
             geo = self.backend.geometry(index)
         except (NvmlCallError, LookupError) as err:
-            if index not in self._profiles_unread:
-                self._profiles_unread.add(index)
+            if failed is None:
                 log.warning("GPU %d: its MIG profiles cannot be read (%s); fractui books its "
                             "slices by the model's table", index, err)
+            self._profiles_unread[index] = (mig_mode, time.monotonic())
             return None
-        self._profiles_unread.discard(index)
+        self._profiles_unread.pop(index, None)
         return {p.name: p.memory_mib for p in geo.profiles}
 
     def _degraded(self, info: GpuInfo, layout: Optional[Layout] = None) -> Optional[str]:

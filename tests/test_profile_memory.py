@@ -6,12 +6,14 @@ estimate (the GPU's memory in proportion to its memory slices, above NVML's figu
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import RpcError
+from remote_agent import service
 from remote_agent.service import Agent
 
 from fractui.sched import Placer, Request
@@ -24,7 +26,8 @@ REPORTED = {"1g.10gb": 9728, "1g.10gb+me": 9728, "1g.20gb": 19968, "2g.20gb": 19
             "3g.40gb": 40192, "4g.40gb": 40192, "7g.80gb": 80896}
 
 
-def test_the_agent_reports_each_mig_capable_gpus_profile_memory_in_either_mode(caplog):
+def test_the_agent_reports_each_mig_capable_gpus_profile_memory_in_either_mode(caplog,
+                                                                              monkeypatch):
     nv.sim_open(None, "1xH200,1xA100-80GB:mig,1xL4")
     agent = Agent(nv, "sim", nv)
     try:
@@ -40,10 +43,38 @@ def test_the_agent_reports_each_mig_capable_gpus_profile_memory_in_either_mode(c
                             count=2)
         with caplog.at_level(logging.WARNING):
             assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]
+            # not asked again each snapshot while the GPU's mode stays as it was
+            nv.sim_start_trace()
+            assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]
+            assert not [c for c in nv.sim_trace() if "ProfileInfo" in c]
+            # asked again after a while: a second failure, not said again
+            now = time.monotonic()
+            monkeypatch.setattr(time, "monotonic", lambda: now + service.PROFILES_RETRY_S)
             nv.sim_inject_fault("nvmlDeviceGetGpuInstanceProfileInfo", nv.NVML_ERROR_UNKNOWN)
             assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]
         assert caplog.text.count("GPU 0: its MIG profiles cannot be read") == 1
+        monkeypatch.setattr(time, "monotonic", lambda: now + 2 * service.PROFILES_RETRY_S)
         assert agent.take_snapshot()["gpus"][0]["mig_profile_mib"]["1g.18gb"] == 16384
+    finally:
+        nv.sim_clear_faults()
+        agent.backend.close()
+
+
+def test_profiles_nvml_would_not_give_are_asked_again_once_the_mig_mode_changes():
+    nv.sim_open(None, "1xH200")
+    agent = Agent(nv, "sim", nv)
+    try:
+        # a driver that gives no profiles with MIG off
+        nv.sim_inject_fault("nvmlDeviceGetGpuInstanceProfileInfo", nv.NVML_ERROR_NOT_SUPPORTED,
+                            count=1000)
+        assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]
+        nv.sim_clear_faults()
+        assert "mig_profile_mib" not in agent.take_snapshot()["gpus"][0]  # not asked yet
+        nv.nvmlInit()
+        nv.nvmlDeviceSetMigMode(nv.nvmlDeviceGetHandleByIndex(0), nv.NVML_DEVICE_MIG_ENABLE)
+        nv.nvmlShutdown()
+        gpu = agent.take_snapshot()["gpus"][0]
+        assert gpu["mig_mode"] and gpu["mig_profile_mib"]["7g.141gb"] == 143360
     finally:
         nv.sim_clear_faults()
         agent.backend.close()
