@@ -177,6 +177,27 @@ def test_the_watchdog_stops_a_job_over_its_cap_with_the_reason(host):
     assert (fine["state"], fine["exit_code"], fine["reason"]) == ("exited", 0, None)
 
 
+def test_a_job_whose_main_thread_ended_while_another_grows_its_memory_is_still_capped(host):
+    """A job whose first thread exits (pthread_exit) while another thread holds and grows its GPU
+    memory reads as a zombie in /proc, but runs on: the watchdog still charges it and stops it
+    over its cap (it escaped the cap, uncounted, while zombies were taken for ended)."""
+    agent, _ = host
+    job = agent.call("job.launch", key="k-thread", gpu=1, memory_mib=1024, argv=script(
+        "import ctypes, threading, time\n"
+        "from remote_agent import simload\n"
+        "threading.Thread(target=simload.main, args=(['--mem-mib', '200', '--grow-to', '3000',"
+        " '--seconds', '6'],)).start()\n"
+        "time.sleep(0.5)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"))
+    with open("/proc/%d/stat" % job["pid"], "rb") as f:
+        assert f.read()  # it started
+    done = wait_job(agent, job["id"], timeout=15)
+    assert done["state"] == "killed", done
+    assert re.fullmatch(r"exceeded its 1024 MiB cap: used \d+ MiB", done["reason"])
+    assert any(line.startswith("simload: using") for line in
+               agent.call("job.logs", job=job["id"])["lines"])
+
+
 def launch_held_jobs(agent, release, codes):
     """Jobs that run until ``release`` exists, each then exiting with its code: {id: code}."""
     launched = {}

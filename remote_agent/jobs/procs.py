@@ -26,11 +26,33 @@ class ProcInfo:
 
 
 def _parse_stat(pid: int, raw: bytes, ended_too: bool) -> Optional[ProcInfo]:
-    # the command name may hold spaces and parentheses: fields follow the last ')'
-    fields = raw[raw.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X") and not ended_too:  # ended, waiting to be reaped
-        return None
+    fields = _stat_fields(raw)
+    if fields[0] in (b"Z", b"X") and not ended_too and not _other_threads_run(pid):
+        return None  # ended, waiting to be reaped
     return ProcInfo(pid, int(fields[2]), int(fields[3]), int(fields[19]))
+
+
+def _stat_fields(raw: bytes) -> List[bytes]:
+    # the command name may hold spaces and parentheses: fields follow the last ')'
+    return raw[raw.rindex(b")") + 2:].split()
+
+
+def _other_threads_run(pid: int) -> bool:
+    """Whether a process whose first thread reads Z runs on in other threads: its main thread
+    ended (pthread_exit) and the rest go on, GPU memory and all, so it has not ended. Read only
+    for a process that reads Z, which is rare."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/%d/task" % pid) if int(t) != pid]
+    except (OSError, ValueError):
+        return False
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%d/stat" % (pid, tid), "rb") as f:
+                if _stat_fields(f.read())[0] not in (b"Z", b"X"):
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue  # that thread ended meanwhile
+    return False
 
 
 def proc_info(pid: int, ended_too: bool = False) -> Optional[ProcInfo]:
