@@ -51,6 +51,7 @@ import time
 from typing import Any, Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the agent's own code, which a GPU machine has not installed
 
 TORCH_LOOP = """
 import time, torch
@@ -169,7 +170,6 @@ def watch_job(agent: "Agent", job: Dict[str, Any], gpu: int,
 
 def session_restarts(sim: str, state: str) -> bool:
     """Step 3: NVML shut down and started again here, the GPUs read before and after."""
-    sys.path.insert(0, REPO)
     from remote_agent.gpu.backend import GpuBackend
     if sim:
         from remote_agent.gpu import fake_pynvml as nv
@@ -270,23 +270,23 @@ def nvml_answers(nv: Any) -> Dict[str, Any]:
 
 
 def driver_takes_limits() -> bool:
-    """Whether this GPU's driver answers the read-only per-cgroup limit getter (r615+)."""
+    """Whether this GPU's driver may take per-cgroup memory limits (r615+), as the agent asks
+    it (``caps.driver_refusal``): a binding without the calls or a driver that refuses the
+    read-only getter does not."""
     import pynvml as nv
+    from remote_agent.gpu.backend import GpuBackend, NvmlCallError
+    from remote_agent.jobs.caps import driver_refusal
     if not hasattr(nv, "nvmlDeviceGetMemoryLimits_v1"):
         return False
+    backend = GpuBackend(nv)
     try:
-        nv.nvmlInit()
-    except nv.NVMLError:
+        backend.open()
+    except NvmlCallError:
         return False  # the agent says why NVML does not start
     try:
-        limits = nv.c_nvmlGetMemoryLimits_v1_t()
-        limits.nameSpace = b"/sys/fs/cgroup"
-        nv.nvmlDeviceGetMemoryLimits_v1(nv.nvmlDeviceGetHandleByIndex(0), limits)
-    except nv.NVMLError as err:
-        return not isinstance(err, (nv.NVMLError_FunctionNotFound, nv.NVMLError_NotSupported))
+        return driver_refusal(backend, "/sys/fs/cgroup") is None
     finally:
-        nv.nvmlShutdown()
-    return True
+        backend.close()
 
 
 def usage_sampled(agent: "Agent", gpu: int, sim: str, out_dir: str) -> bool:

@@ -132,8 +132,7 @@ def facts(view: HostView) -> Dict[str, Any]:
 def _gpu_facts(rec: Mapping[str, Any]) -> Dict[str, Any]:
     """A GPU's lasting facts, with the profile sizes its agent reported where they can be true."""
     out = {k: rec.get(k) for k in _GPU_FACTS}
-    geo = _model_geometry(rec)
-    sizes = reported_sizes(rec, geo) if geo is not None else ()
+    sizes = reported_sizes(rec, _model_geometry(rec))
     if sizes:
         out["mig_profile_mib"] = dict(sizes)
     return out
@@ -191,7 +190,7 @@ def gpu_geometry(rec: Mapping[str, Any]) -> Optional[Geometry]:
     estimates it for most models, above what NVML reports, so a slice chosen by memory could
     otherwise hold less than its job asked for)."""
     geo = _model_geometry(rec)
-    sizes = reported_sizes(rec, geo) if geo is not None else ()
+    sizes = reported_sizes(rec, geo)
     return _with_memory(geo, sizes) if sizes else geo
 
 
@@ -200,13 +199,15 @@ def _model_geometry(rec: Mapping[str, Any]) -> Optional[Geometry]:
     return geometry(name) if isinstance(name, str) else None
 
 
-def reported_sizes(rec: Mapping[str, Any], geo: Geometry) -> Tuple[Tuple[str, int], ...]:
-    """The profile sizes an agent reported that can be true: of a profile of the GPU's model,
-    a whole number of MiB above 0 and no more than the GPU's memory; the rest is left to the
-    model's table (a hostile or broken agent cannot make a slice look larger than its GPU)."""
+def reported_sizes(rec: Mapping[str, Any], geo: Optional[Geometry]
+                   ) -> Tuple[Tuple[str, int], ...]:
+    """The profile sizes an agent reported that can be true: of a profile of the GPU's model
+    (``geo``; none without one), a whole number of MiB above 0 and no more than the GPU's
+    memory; the rest is left to the model's table (a hostile or broken agent cannot make a
+    slice look larger than its GPU)."""
     sizes = rec.get("mig_profile_mib")
     memory = rec.get("memory_mib")
-    if not isinstance(sizes, dict) or type(memory) is not int:
+    if geo is None or not isinstance(sizes, dict) or type(memory) is not int:
         return ()
     return tuple((p.name, sizes[p.name]) for p in geo.profiles
                  if type(sizes.get(p.name)) is int and 0 < sizes[p.name] <= memory)
