@@ -67,9 +67,11 @@ class Option:
 
 
 def class_key(req: Request) -> tuple:
-    """What a host's score for ``req`` depends on (not its name, RAM or host filter)."""
-    return (req.cpu_milli, req.gpu, req.mig, req.memory_gib, req.gpus, req.models,
-            req.isolation)
+    """What a host's score for ``req`` depends on (not its name, RAM or host filter). Atomic
+    items only (the models sorted, not a frozenset): the memo keys that hold it are then left
+    alone by the garbage collector (``Memos``)."""
+    return (req.cpu_milli, req.gpu, req.mig, req.memory_gib, req.gpus,
+            tuple(sorted(req.models)), req.isolation)
 
 
 def typical_classes(requests: Sequence[Request], coverage: float = 0.95
@@ -313,7 +315,9 @@ class Memos:
     """A placer's scores of a host *kind* in a given state (GPU kinds, free CPU, GPU keys) per
     request class, and its F_n: pure functions of those and of the policy and the weighted class
     mix (``basis``), so they stay right for any fleet and any pass with the same basis. A placer
-    given one with another basis clears it first."""
+    given one with another basis clears it first. Keys and scores are tuples of plain values
+    (``_packed``), which CPython's garbage collector stops tracking once it has seen them: memos
+    of a large fleet hold hundreds of thousands, and each full collection walked them all."""
 
     basis: tuple = ()
     kind_ids: Dict[tuple, int] = field(default_factory=dict)  # interned: cheap memo keys
@@ -373,6 +377,19 @@ def _start(gpu: Gpu, profile: str, start: int, mode: Optional[bool]) -> int:
     layout = gpu.layout
     return mig.reuse_start(layout.geometry, mig.signature(layout), gpu.idle_instances, profile,
                            start)
+
+
+def _packed(res: Optional[Tuple[object, Option]]) -> Optional[tuple]:
+    """A (score, option) as the memos hold it: one tuple of plain values, no object."""
+    if res is None:
+        return None
+    score, o = res
+    return (score, o.gpus, o.milli, o.profiles, o.starts, o.keys_after, o.link, o.modes)
+
+
+def _option(res: tuple) -> Option:
+    """The option of a ``_packed`` score."""
+    return Option(*res[1:])
 
 
 def _same_request(req: Request) -> tuple:
@@ -502,12 +519,12 @@ class Placer:
                 res = evaluate(i)
                 if res is not None and (best is None or res[0] > best[0]):  # type: ignore
                     best, best_i = res, i
-            return None if best is None else (best_i, best[1])  # type: ignore[index]
+            return None if best is None else (best_i, _option(best))  # type: ignore[arg-type]
         found = self._ranking.best(ck, evaluate,  # type: ignore[arg-type]
                                    lambda i: hosts[i].memory_free >= mem)
         if found is None:
             return None
-        return found, evaluate(found)[1]  # type: ignore[index]  # its host unchanged: cached
+        return found, _option(evaluate(found))  # type: ignore[arg-type]  # host unchanged: cached
 
     def commit(self, p: Placement) -> None:
         """Record a placement made by ``place`` on the current state."""
@@ -557,7 +574,7 @@ class Placer:
         return p
 
     def _evaluate(self, i: int, req: Request, ck: tuple, flip: bool = False) -> object:
-        """(score, option) of the best way to put ``req`` on host i, or None; ``flip``: with an
+        """(score, option) of the best way to put ``req`` on host i, ``_packed``, or None; ``flip``: with an
         idle flexible GPU's MIG mode changed (``ck`` then says so, for the memos)."""
         h = self.hosts[i]
         kid, keys = self._kind_ids[i], self._keys[i]
@@ -567,7 +584,8 @@ class Placer:
         if res is memo:
             if len(memo) >= self.memo_limit:
                 memo.clear()
-            res = memo[mk] = self._score(self._kinds[i], kid, h.cpu_free, keys, req, ck, flip)
+            res = memo[mk] = _packed(
+                self._score(self._kinds[i], kid, h.cpu_free, keys, req, ck, flip))
         return res
 
     def _host_frag(self, kinds: Tuple[GpuKind, ...], kid: int, cpu_free: int,
