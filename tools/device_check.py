@@ -23,6 +23,13 @@
    profile's info and placements, the errors a GPU without MIG mode answers) made on GPU 0 and
    on a simulated GPU of the same model, side by side in DIR/fake_vs_real.json; each difference
    is printed. Values that move (temperature, power, clocks) are not compared.
+7. The MPS layer, where the host has NVIDIA's MPS control daemon: the check starts one of its own
+   (pipes and logs in its temporary folder), runs a second agent with ``--mps`` and launches a
+   PyTorch loop that allocates 128 MiB at a time in a 1024 MiB share. The agent must offer the
+   ``mps`` layer, MPS's limit must stop the loop (PyTorch's out-of-memory error: the job exits 3)
+   before the watchdog does, and NVML must never have counted the job above its share
+   (DIR/mps.json); the daemon is told to quit after. Skipped on the simulator and where there
+   is no ``nvidia-cuda-mps-control``.
 
 Before them it records the machine (kernel, Python, the pynvml package, nvidia-smi's view) in
 DIR/environment.json; during step 2 it records each half-second what the agent's snapshot lists
@@ -48,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the agent's own code, which a GPU machine has not installed
@@ -74,10 +81,10 @@ print("busy for 20 s", flush=True)
 
 
 class Agent:
-    def __init__(self, args: List[str]):
+    def __init__(self, args: List[str], env: Optional[Dict[str, str]] = None):
         self.proc = subprocess.Popen([sys.executable, "-m", "remote_agent", "serve", "--stdio",
                                       *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     cwd=REPO)
+                                     cwd=REPO, env=env)
         self.next_id = 0
 
     def call(self, method: str, **params: Any) -> Dict[str, Any]:
@@ -321,21 +328,83 @@ except Exception as err:
 """
 
 
-def framework_limit_holds(agent: "Agent", gpu: int, out_dir: str) -> bool:
-    """Step 5: JAX, limited by the agent's environment alone, stops itself within its share."""
-    launched = agent.call("job.launch", key="device-check-jax", gpu=gpu, memory_mib=2048,
-                          argv=[sys.executable, "-c", JAX_LOOP])
+TORCH_FILL = """
+import torch
+held = []
+try:
+    while True:
+        held.append(torch.empty(128 << 20, dtype=torch.uint8, device="cuda"))
+        print("allocated", len(held) * 128, "MiB", flush=True)
+except Exception as err:
+    print("framework refused:", type(err).__name__, str(err)[:300], flush=True)
+    raise SystemExit(3)
+"""
+
+
+def refused_in_share(agent: "Agent", gpu: int, share: int, code: str, out_file: str,
+                     label: str) -> Dict[str, Any]:
+    """Run ``code`` (a loop that allocates until refused, then exits 3) in a ``share`` MiB job;
+    a job still running after 90 s is stopped. Its record, polls and log go to ``out_file``."""
+    launched = agent.call("job.launch", key="device-check-" + label, gpu=gpu, memory_mib=share,
+                          argv=[sys.executable, "-c", code])
     job = dict(launched.get("result") or {})
     polls = watch_job(agent, job, gpu, 90)
     if job.get("state") in ("starting", "running"):
         agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
         polls += watch_job(agent, job, gpu, 20)
     lines = agent.call("job.logs", job=job["id"], lines=400).get("result", {}).get("lines", [])
-    with open(os.path.join(out_dir, "framework.json"), "w") as f:
-        json.dump({"launch": launched, "job": job, "polls": polls, "log": lines}, f, indent=2)
-    print("framework job: state %s, exit code %s, reason %s; its log ends: %s" % (
-        job.get("state"), job.get("exit_code"), job.get("reason"), " | ".join(lines[-2:])))
+    peak = max((p.get("used_mib") or 0 for poll in polls for p in poll.get("gpu_processes") or ()
+                if p.get("pid") == job.get("pid")), default=0)
+    with open(out_file, "w") as f:
+        json.dump({"launch": launched, "job": job, "polls": polls, "log": lines,
+                   "nvml_peak_mib": peak}, f, indent=2)
+    print("%s job: state %s, exit code %s, reason %s, NVML's most for its pid %d MiB; its log "
+          "ends: %s" % (label, job.get("state"), job.get("exit_code"), job.get("reason"), peak,
+                        " | ".join(lines[-2:])))
+    return {"job": job, "peak": peak}
+
+
+def framework_limit_holds(agent: "Agent", gpu: int, out_dir: str) -> bool:
+    """Step 5: JAX, limited by the agent's environment alone, stops itself within its share."""
+    job = refused_in_share(agent, gpu, 2048, JAX_LOOP, os.path.join(out_dir, "framework.json"),
+                           "framework")["job"]
     return job.get("state") == "exited" and job.get("exit_code") == 3
+
+
+def mps_limit_holds(gpu: int, state: str, out_dir: str, agent_args: List[str]
+                    ) -> Optional[bool]:
+    """Step 7: under an MPS daemon of the check's own, the agent's MPS limit stops a PyTorch
+    loop within its share, before the watchdog; None (skipped) where there is no MPS."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None or "--sim" in agent_args:
+        print("MPS: no nvidia-cuda-mps-control here, or a simulated GPU: step 7 skipped")
+        return None
+    env = dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=os.path.join(state, "mps-pipes"),
+               CUDA_MPS_LOG_DIRECTORY=os.path.join(state, "mps-logs"))
+    for folder in (env["CUDA_MPS_PIPE_DIRECTORY"], env["CUDA_MPS_LOG_DIRECTORY"]):
+        os.makedirs(folder, mode=0o700)
+    started = subprocess.run([control, "-d"], env=env, capture_output=True, text=True,
+                             timeout=30)
+    if started.returncode != 0:
+        print("MPS: the control daemon did not start: %s" % (started.stdout + started.stderr))
+        return False
+    try:
+        agent = Agent(agent_args + ["--mps"], env=env)
+        try:
+            layers = next((g.get("cap_layers") for g in agent.call("hello").get(
+                "result", {}).get("gpus", []) if g.get("index") == gpu), [])
+            print("MPS: the agent's layers on GPU %d: %s" % (gpu, ", ".join(layers)))
+            done = refused_in_share(agent, gpu, 1024, TORCH_FILL,
+                                    os.path.join(out_dir, "mps.json"), "mps")
+        finally:
+            agent.close()
+    finally:
+        quit_ = subprocess.run([control], input="quit\n", env=env, capture_output=True,
+                               text=True, timeout=30)
+        print("MPS: the control daemon told to quit (exit %d)" % quit_.returncode)
+    job = done["job"]
+    return ("mps" in layers and "mps" in (job.get("caps") or ()) and job.get("state") == "exited"
+            and job.get("exit_code") == 3 and 0 < done["peak"] <= 1024)
 
 
 def fake_vs_real(sim: str, state: str, out_dir: str) -> int:
@@ -391,9 +460,9 @@ def main() -> int:
     if no_limits:
         print("the driver takes per-cgroup memory limits: jobs get no cgroup here, so that none "
               "is set")
-    agent = Agent(["--state-dir", state, "--usage-sample-s", "1"]
-                  + (["--sim", args.sim] if args.sim else [])
+    agent_args = (["--usage-sample-s", "1"] + (["--sim", args.sim] if args.sim else [])
                   + (["--cgroup-parent", "none"] if no_limits else []))
+    agent = Agent(["--state-dir", state] + agent_args)
     try:
         found = {m: agent.call(m) for m in ("hello", "inventory", "snapshot")}
         with open(os.path.join(args.out, "inventory.json"), "w") as f:
@@ -433,10 +502,15 @@ def main() -> int:
         sampled = usage_sampled(agent, target["index"], args.sim, args.out)
         framework = args.sim or framework_limit_holds(agent, target["index"], args.out)
         differ = fake_vs_real(args.sim, state, args.out)
-        return 0 if stopped and restarted and sampled and framework and not differ else 1
     finally:
         agent.close()
+    try:
+        mps = mps_limit_holds(target["index"], state, args.out,
+                              ["--state-dir", os.path.join(state, "mps-agent")] + agent_args)
+    finally:
         shutil.rmtree(state, ignore_errors=True)
+    passed = stopped and restarted and sampled and framework and not differ and mps is not False
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
