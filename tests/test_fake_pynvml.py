@@ -374,6 +374,43 @@ def test_a_process_holds_its_memory_until_it_exits_zombie_or_reaped():
     assert _used_by_processes(handle) == []
 
 
+def test_without_pidfds_a_process_whose_main_thread_ended_holds_its_memory(monkeypatch,
+                                                                         tmp_path):
+    """Where no pidfd is to be had the fake reads /proc. A process whose main thread ended
+    (pthread_exit) while another runs on reads Z there, yet it holds its GPU memory, as on a
+    real GPU; it frees it when its last thread ends."""
+    monkeypatch.setattr(nv._PIDFDS, "_usable", False)
+    nv.sim_open(None, "1xL4")
+    nv.nvmlInit()
+    handle = nv.nvmlDeviceGetHandleByIndex(0)
+    release = tmp_path / "release"
+    proc = subprocess.Popen([sys.executable, "-c", (
+        "import ctypes, os, threading, time, sys\n"
+        "def wait():\n"
+        "    while not os.path.exists(sys.argv[1]):\n"
+        "        time.sleep(0.02)\n"
+        "threading.Thread(target=wait).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"), str(release)])
+    try:
+        nv.sim_register_process(0, 300, pid=proc.pid)
+        deadline = time.monotonic() + 10
+        while _state(proc.pid) != b"Z":
+            assert time.monotonic() < deadline, "the main thread never ended"
+            time.sleep(0.02)
+        assert _used_by_processes(handle) == [(proc.pid, 300)]
+        release.touch()
+        proc.wait(timeout=10)
+        assert _used_by_processes(handle) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _state(pid: int) -> bytes:
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0]
+
+
 @needs_pidfds
 def test_a_pid_whose_held_process_ended_is_asked_about_again():
     """A pidfd kept for an ended process must not answer for a later process with its number:

@@ -41,6 +41,7 @@ from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulongl
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from remote_agent.gpu import models as _models
+from remote_agent.jobs import procs
 
 # --- constants (values as in nvidia-ml-py) ----------------------------------------------------
 
@@ -574,12 +575,14 @@ os.register_at_fork(after_in_child=_PIDFDS.forked)
 
 
 def _stat_alive(pid: int) -> bool:
+    """/proc's answer, where no pidfd is to be had: a process whose main thread ended while
+    others run on reads Z and still holds its memory (the watchdog reads it the same way)."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state not in (b"Z", b"X")
+    return not procs.has_ended(pid, state)
 
 
 def _own_pid_ns() -> Optional[int]:
