@@ -1,4 +1,4 @@
-"""The real-GPU check, for a session that is lent a GPU machine: one command, read-only for the GPU.
+"""The real-GPU check, for a session lent a GPU machine: one command that changes no GPU setting.
 
     python3 tools/device_check.py --out DIR [--sim SPEC]
 
@@ -35,7 +35,8 @@ Before them it records the machine (kernel, Python, the pynvml package, nvidia-s
 DIR/environment.json; during step 2 it records each half-second what the agent's snapshot lists
 on the GPU beside the job's pid (DIR/watchdog.json ``polls``), so a watchdog that did not stop
 the job shows why (a process NVML lists under another pid namespace, say). A job still running
-when the check gives up is stopped, so the check leaves nothing on the GPU.
+when the check gives up is stopped, and step 7's MPS daemon is told to quit after its job is
+stopped, so the check leaves nothing on the GPU.
 
 It never calls ``mig.*`` and changes no GPU setting: on a driver that takes per-cgroup memory
 limits (its ``nvmlDeviceGetMemoryLimits_v1`` answers) the agent runs with ``--cgroup-parent none``,
@@ -329,7 +330,7 @@ except Exception as err:
 
 
 TORCH_FILL = """
-import torch
+import time, torch
 held = []
 try:
     while True:
@@ -337,6 +338,7 @@ try:
         print("allocated", len(held) * 128, "MiB", flush=True)
 except Exception as err:
     print("framework refused:", type(err).__name__, str(err)[:300], flush=True)
+    time.sleep(2)  # still holding what it had: the polls see it at its most
     raise SystemExit(3)
 """
 
@@ -348,10 +350,18 @@ def refused_in_share(agent: "Agent", gpu: int, share: int, code: str, out_file: 
     launched = agent.call("job.launch", key="device-check-" + label, gpu=gpu, memory_mib=share,
                           argv=[sys.executable, "-c", code])
     job = dict(launched.get("result") or {})
-    polls = watch_job(agent, job, gpu, 90)
-    if job.get("state") in ("starting", "running"):
-        agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
-        polls += watch_job(agent, job, gpu, 20)
+    if "id" not in job:
+        print("%s job: not launched: %s" % (label, json.dumps(launched.get("error"))))
+        with open(out_file, "w") as f:
+            json.dump({"launch": launched}, f, indent=2)
+        return {"job": job, "peak": 0}
+    polls: List[Dict[str, Any]] = []
+    try:
+        polls += watch_job(agent, job, gpu, 90)
+    finally:  # given up on, or the watch itself failed: nothing of it stays on the GPU
+        if job.get("state") in ("starting", "running"):
+            agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
+            polls += watch_job(agent, job, gpu, 20)
     lines = agent.call("job.logs", job=job["id"], lines=400).get("result", {}).get("lines", [])
     peak = max((p.get("used_mib") or 0 for poll in polls for p in poll.get("gpu_processes") or ()
                 if p.get("pid") == job.get("pid")), default=0)
@@ -383,12 +393,13 @@ def mps_limit_holds(gpu: int, state: str, out_dir: str, agent_args: List[str]
                CUDA_MPS_LOG_DIRECTORY=os.path.join(state, "mps-logs"))
     for folder in (env["CUDA_MPS_PIPE_DIRECTORY"], env["CUDA_MPS_LOG_DIRECTORY"]):
         os.makedirs(folder, mode=0o700)
-    started = subprocess.run([control, "-d"], env=env, capture_output=True, text=True,
-                             timeout=30)
-    if started.returncode != 0:
-        print("MPS: the control daemon did not start: %s" % (started.stdout + started.stderr))
-        return False
-    try:
+    try:  # the daemon is told to quit whatever happens, once the job (its client) is stopped
+        started = subprocess.run([control, "-d"], env=env, capture_output=True, text=True,
+                                 timeout=30)
+        if started.returncode != 0:
+            print("MPS: the control daemon did not start: %s" % (
+                started.stdout + started.stderr))
+            return False
         agent = Agent(agent_args + ["--mps"], env=env)
         try:
             layers = next((g.get("cap_layers") for g in agent.call("hello").get(
@@ -403,8 +414,9 @@ def mps_limit_holds(gpu: int, state: str, out_dir: str, agent_args: List[str]
                                text=True, timeout=30)
         print("MPS: the control daemon told to quit (exit %d)" % quit_.returncode)
     job = done["job"]
-    return ("mps" in layers and "mps" in (job.get("caps") or ()) and job.get("state") == "exited"
-            and job.get("exit_code") == 3 and 0 < done["peak"] <= 1024)
+    return (quit_.returncode == 0 and "mps" in layers and "mps" in (job.get("caps") or ())
+            and job.get("state") == "exited" and job.get("exit_code") == 3
+            and 0 < done["peak"] <= 1024)
 
 
 def fake_vs_real(sim: str, state: str, out_dir: str) -> int:
@@ -452,6 +464,14 @@ def main() -> int:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     state = tempfile.mkdtemp(prefix="fractui-device-check-")
+    try:
+        return run_steps(args, state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def run_steps(args: argparse.Namespace, state: str) -> int:
+    """Every step in turn, the agents' state in ``state``: 0 if each passed (or was skipped)."""
     env = environment()
     with open(os.path.join(args.out, "environment.json"), "w") as f:
         json.dump(env, f, indent=2)
@@ -504,11 +524,8 @@ def main() -> int:
         differ = fake_vs_real(args.sim, state, args.out)
     finally:
         agent.close()
-    try:
-        mps = mps_limit_holds(target["index"], state, args.out,
-                              ["--state-dir", os.path.join(state, "mps-agent")] + agent_args)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    mps = mps_limit_holds(target["index"], state, args.out,
+                          ["--state-dir", os.path.join(state, "mps-agent")] + agent_args)
     passed = stopped and restarted and sampled and framework and not differ and mps is not False
     return 0 if passed else 1
 

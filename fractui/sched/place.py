@@ -574,8 +574,9 @@ class Placer:
         return p
 
     def _evaluate(self, i: int, req: Request, ck: tuple, flip: bool = False) -> object:
-        """(score, option) of the best way to put ``req`` on host i, ``_packed``, or None; ``flip``: with an
-        idle flexible GPU's MIG mode changed (``ck`` then says so, for the memos)."""
+        """(score, option) of the best way to put ``req`` on host i, ``_packed``, or None;
+        ``flip``: with an idle flexible GPU's MIG mode changed (``ck`` then says so, for the
+        memos)."""
         h = self.hosts[i]
         kid, keys = self._kind_ids[i], self._keys[i]
         mk = (kid, h.cpu_free, keys, ck)
