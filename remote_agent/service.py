@@ -70,6 +70,9 @@ class Agent:
         # MIG uuids that jobs hold: busy for planning even before their processes start
         self.reserved: Callable[[], Set[str]] = set
         self.cap_probe: Optional[CapProbe] = None  # set by the daemon, which launches jobs
+        # which job each of some GPU processes is of (pid -> job id): the daemon's, which
+        # knows its jobs' processes; None: the snapshot says nothing of whose they are
+        self.owners: Optional[Callable[[List[int]], Dict[int, int]]] = None
         self.runtimes: Dict[str, Any] = {}  # the job runtimes the daemon found, for hello
         self.problem: Optional[str] = None
         try:
@@ -315,7 +318,13 @@ class Agent:
                         inst["memory_mib"] = total
                 gpus.append(record)
             return {"host": socket.gethostname(), "time": time.time(), "gpus": gpus}
-        return self.call_nvml(take)
+        snap = self.call_nvml(take)
+        if self.owners is not None:  # read after NVML: /proc and the job table, not the GPUs
+            listed = [q for g in snap["gpus"] for q in g["processes"]]
+            found = self.owners([q["pid"] for q in listed]) if listed else {}
+            for q in listed:
+                q["job"] = "j%d" % found[q["pid"]] if q["pid"] in found else None
+        return snap
 
     def _health_record(self, index: int) -> Dict[str, Any]:
         """A GPU's health for the snapshot; what is not measured is null, and why is said."""

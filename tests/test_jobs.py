@@ -542,20 +542,28 @@ def test_a_share_job_gets_its_own_cgroup_with_the_driver_memory_limit(start_agen
         time.sleep(0.1)
 
 
-def test_a_share_on_several_gpus_is_capped_on_each_gpu_not_in_total(start_agent, tmp_path):
-    agent = start_agent("2xL4", str(tmp_path / "host"))
+def launch_with_a_worker(agent, tmp_path, **launch):
+    """A job whose first process starts a worker, both running until stopped: (job, the first
+    process's pid, the worker's)."""
     pids = tmp_path / "pids"
     code = ("import os, subprocess, sys, time\n"
             "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
             "open(%r + '.tmp', 'w').write('%%d %%d' %% (os.getpid(), kid.pid))\n"
             "os.replace(%r + '.tmp', %r)\n"
             "time.sleep(600)\n" % (str(pids), str(pids), str(pids)))
-    job = agent.call("job.launch", key="k-two", gpus=[0, 1], memory_mib=1000, argv=script(code))
+    job = agent.call("job.launch", argv=script(code), **launch)
     deadline = time.time() + 20
     while not pids.exists():
         assert time.time() < deadline, "the job's processes never started"
         time.sleep(0.05)
     leader, kid = map(int, pids.read_text().split())
+    return job, leader, kid
+
+
+def test_a_share_on_several_gpus_is_capped_on_each_gpu_not_in_total(start_agent, tmp_path):
+    agent = start_agent("2xL4", str(tmp_path / "host"))
+    job, leader, kid = launch_with_a_worker(agent, tmp_path, key="k-two", gpus=[0, 1],
+                                            memory_mib=1000)
     # 600 MiB on each GPU: within its 1000 MiB share of each, 1200 MiB in all
     agent.call("sim.add_process", gpu=0, used_mib=600, pid=leader)
     agent.call("sim.add_process", gpu=1, used_mib=600, pid=kid)
@@ -563,3 +571,20 @@ def test_a_share_on_several_gpus_is_capped_on_each_gpu_not_in_total(start_agent,
     done = wait_job(agent, job["id"])
     assert (done["state"], done["reason"]) == ("killed",
                                                "exceeded its 1000 MiB cap: used 1100 MiB on GPU 1")
+
+
+def test_the_snapshot_says_which_job_each_gpu_process_is_of(start_agent, tmp_path):
+    """Each process NVML lists is said to be a job's (its leader or any process of it, as the
+    watchdog matches them) or no one's: the scheduler counts the latter's memory as taken."""
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    job, leader, kid = launch_with_a_worker(agent, tmp_path, key="k-owned", gpu=0,
+                                            memory_mib=2000)
+    agent.call("sim.add_process", gpu=0, used_mib=600, pid=leader)
+    agent.call("sim.add_process", gpu=0, used_mib=300, pid=kid)
+    other = agent.call("sim.add_process", gpu=0, used_mib=700)["pid"]
+    listed = {p["pid"]: p for p in agent.call("snapshot")["gpus"][0]["processes"]}
+    assert {pid: p["job"] for pid, p in listed.items()} == {
+        leader: job["id"], kid: job["id"], other: None}
+    agent.call("job.stop", job=job["id"], grace=0)
+    wait_job(agent, job["id"])
+    assert [p["job"] for p in agent.call("snapshot")["gpus"][0]["processes"]] == [None]

@@ -1,14 +1,14 @@
 """Job faults against capacity, with the real scheduler on real simulated hosts: a job that can
-never start fails once with the agent's words; a host that cannot take a job now has it sent
-elsewhere, the host and its words named; the refusals a job may meet are capped."""
+never start fails once with the agent's words; memory used outside fractui is not offered; a
+host that refuses a job has it sent elsewhere, the host and its words named; the refusals a job
+may meet are capped."""
 
 from __future__ import annotations
 
 import sys
 
 from fractui.config import QueueConfig
-from fractui.sched.fleetview import HostView
-from fractui.sched.queueing import schedule
+from fractui.store.model import Slot
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -57,41 +57,77 @@ def test_a_missing_working_directory_fails_once_with_the_agents_words(local_flee
     assert launches_of(f, job) == []  # refused before anything was recorded or run
 
 
-def _chosen_host(f, job) -> str:
-    views = [HostView.of(s) for s in f.fleet.statuses()]
-    return schedule(views, [job], f.config.queues, f.config.teams, f.store.uid
-                    ).decisions[0].slot.host
+def _crowd(f, host: str) -> int:
+    """20000 MiB of ``host``'s L4 used by a process outside fractui, once the scheduler's view
+    of the host shows it; its pid."""
+    pid = f.fleet.session(host).call("sim.add_process", {"gpu": 0, "used_mib": 20000})["pid"]
+    f.until(lambda: any(p["pid"] == pid and p["job"] is None for s in f.fleet.statuses()
+                        if s.name == host for p in (s.snapshot or {"gpus": [{}]})["gpus"][0].get(
+                            "processes") or ()))
+    return pid
 
 
-def _crowd(f, host: str) -> None:
-    """Memory used on ``host``'s GPU by a process outside fractui: the scheduler does not
-    count it, the agent does, and refuses a share that does not fit."""
-    f.fleet.session(host).call("sim.add_process", {"gpu": 0, "used_mib": 20000})
+def _place_by_hand(f, job, host: str) -> None:
+    """A share on ``host``'s GPU 0 recorded by hand: the agent, not the scheduler, judges it."""
+    f.store.place(job.id, Slot(host, (0,), memory_mib=11517), "test", "by hand", manual=True)
+
+
+def test_memory_used_outside_fractui_is_not_offered(local_fleet):
+    """The scheduler counts what processes outside fractui use, as the agent does: it sends the
+    job where it fits, and where it fits nowhere the job waits, never refused, until it does."""
+    f = local_fleet(TWO_HOSTS, [HALF])
+    _crowd(f, "gpu-a")
+    jobs = [f.submit("half", argv=localfleet.sleeper(600)) for _ in range(2)]
+    f.until(lambda: all(f.store.get(j.id).state == "running" for j in jobs))
+    for job in jobs:  # both halves of gpu-b; gpu-a has 3034 MiB left of its 23034
+        ran = f.store.get(job.id)
+        assert (ran.slot.host, ran.attempt, ran.refusals) == ("gpu-b", 0, ())
+    waits = f.submit("half")
+    for _ in range(3):
+        f.scheduler.step()
+    f.scheduler.settle()
+    waiting = f.store.get(waits.id)
+    assert (waiting.state, waiting.refusals) == ("pending", ())
+    assert waiting.reason.startswith("no room")
+    assert launches_of(f, waits) == []
+
+
+def test_a_gpu_an_outside_process_leaves_takes_work_again(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    pid = _crowd(f, "gpu-a")
+    job = f.submit("half", argv=localfleet.sleeper(600))
+    for _ in range(3):
+        f.scheduler.step()
+    f.scheduler.settle()
+    assert f.store.get(job.id).state == "pending"
+    f.fleet.session("gpu-a").call("sim.remove_process", {"pid": pid})
+    f.until(lambda: f.store.get(job.id).state == "running")
+    assert f.store.get(job.id).refusals == ()
 
 
 def test_a_capacity_refusal_names_the_host_and_is_retried_elsewhere(local_fleet):
     f = local_fleet(TWO_HOSTS, [HALF])
+    _crowd(f, "gpu-a")
     job = f.submit("half")
-    crowded = _chosen_host(f, job)
-    other = ({"gpu-a", "gpu-b"} - {crowded}).pop()
-    _crowd(f, crowded)
+    _place_by_hand(f, job, "gpu-a")  # where the agent refuses it
     f.until(lambda: f.store.get(job.id).state == "running")
     ran = f.store.get(job.id)
-    assert ran.slot.host == other and ran.attempt == 1
+    assert ran.slot.host == "gpu-b" and ran.attempt == 1
     [refusal] = ran.refusals
-    assert (refusal.host, refusal.kind) == (crowded, "capacity")
+    assert (refusal.host, refusal.kind) == ("gpu-a", "capacity")
     assert refusal.words.startswith("GPU 0 (NVIDIA L4) has ") and "MiB free for shares and " \
         "the job asks 11517 MiB" in refusal.words and "used by processes outside fractui" in (
             refusal.words)
     requeued = [e for e in f.store.audit_log(job.id) if e.action == "requeued"]
-    assert [e.why for e in requeued] == ["refused by %s: %s" % (crowded, refusal.words)]
-    assert [r["host"] for r in launches_of(f, job)] == [other]  # nothing ran where refused
+    assert [e.why for e in requeued] == ["refused by gpu-a: %s" % refusal.words]
+    assert [r["host"] for r in launches_of(f, job)] == ["gpu-b"]  # nothing ran where refused
 
 
 def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF])
     _crowd(f, "gpu-a")
     job = f.submit("half")
+    _place_by_hand(f, job, "gpu-a")
     f.until(lambda: f.store.get(job.id).refusals)
     f.scheduler.settle()
     for _ in range(3):  # passes that find no room where it was not refused
@@ -108,6 +144,9 @@ def test_the_refusals_a_job_meets_are_capped_and_it_fails_with_their_words(local
     for host in TWO_HOSTS:
         _crowd(f, host)
     job = f.submit("half")
+    for n, host in enumerate(TWO_HOSTS, 1):
+        _place_by_hand(f, job, host)
+        f.until(lambda: len(f.store.get(job.id).refusals) == n)
     f.until(lambda: f.store.get(job.id).state == "failed")
     failed = f.store.get(job.id)
     assert sorted(r.host for r in failed.refusals) == ["gpu-a", "gpu-b"]
@@ -115,7 +154,7 @@ def test_the_refusals_a_job_meets_are_capped_and_it_fails_with_their_words(local
         "%s: %s" % (r.host, r.words) for r in failed.refusals)
     assert launches_of(f, job) == []
     assert [e.action for e in f.store.audit_log(job.id)] == [
-        "submit", "decide", "requeued", "decide", "failed"]
+        "submit", "place", "requeued", "place", "failed"]
 
 
 def test_a_job_preempted_or_requeued_is_not_counted_as_refused(local_fleet):

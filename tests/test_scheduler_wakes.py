@@ -1,6 +1,7 @@
 """What wakes the scheduler and what it writes while it waits: a submit from another process is
 placed on the store's change feed, not on the poll; a host's snapshot that moves only its
-utilisation wakes nothing; a standby leaves the store alone until the lease can be its own."""
+utilisation, or the memory its jobs use, wakes nothing, and memory others use does; a standby
+leaves the store alone until the lease can be its own."""
 
 from __future__ import annotations
 
@@ -55,6 +56,38 @@ def test_what_a_pass_reads_of_a_host_ignores_utilisation_and_memory_in_use():
     assert signature(busier) == signature(before)
     assert signature(ended) != signature(before)
     assert signature(offline) != signature(before)
+    # the memory the job's processes use moves nothing; what others' use beside shares does,
+    # and only where the agent says whose they are (one that does not has no "job" key)
+    ours = {"pid": 7, "used_mib": 500, "instance": None, "job": "j1"}
+    theirs = {"pid": 8, "used_mib": 3000, "instance": None, "job": None}
+
+    def listing(*processes):
+        return HostView("h", "online", before.hello,
+                        {"gpus": [dict(gpu, processes=list(processes))]}, before.jobs)
+    assert signature(listing(ours)) == signature(listing(dict(ours, used_mib=9000)))
+    assert signature(listing(ours, theirs)) != signature(listing(ours))
+    assert signature(listing(ours, theirs)) != signature(listing(ours, dict(theirs, used_mib=1)))
+    unsaid = {k: v for k, v in theirs.items() if k != "job"}
+    assert signature(listing(ours, unsaid)) == signature(listing(ours))
+
+
+def test_memory_used_outside_fractui_is_not_free_for_shares():
+    from fractui.sched.fleetview import build_hosts
+    gpu = {"index": 0, "name": "NVIDIA L4", "memory_mib": 23034, "mig_mode": False,
+           "mig_capable": False}
+    hello = {"cpus": 8, "memory_mib": 65536, "gpus": [gpu]}
+    job = {"id": "j1", "key": "k1", "state": "running", "gpus": [0], "memory_mib": 10000}
+
+    def free(*processes):
+        view = HostView("h", "online", hello, {"gpus": [dict(gpu, processes=list(processes))]},
+                        {"j1": job})
+        return build_hosts([view], [], "u")[0].gpus[0].free_milli
+    ours = {"pid": 7, "used_mib": 9000, "instance": None, "job": "j1"}
+    theirs = {"pid": 8, "used_mib": 3000, "instance": None, "job": None}
+    assert free(ours) == 13034 * 1000 // 23034  # the job's share is booked, not its use
+    assert free(ours, theirs) == 10034 * 1000 // 23034
+    assert free(ours, {k: v for k, v in theirs.items() if k != "job"}) == free(ours)
+    assert free(ours, theirs, dict(theirs, pid=9, used_mib=20000)) == 0
 
 
 class CountingStore(SqliteStore):

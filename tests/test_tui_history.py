@@ -88,3 +88,9 @@ def test_a_jobs_memory_is_its_instances_or_its_processes():
     assert job_memory_mib(dict(JOBS["j1"], instance="MIG-a"), gpus) == 640
     assert job_memory_mib(dict(JOBS["j1"], pid=999), gpus) == 0
     assert job_memory_mib(dict(JOBS["j1"], gpus=[3]), gpus) is None
+    # a job's workers count where the agent says whose each process is
+    share = {0: {"index": 0, "processes": [{"pid": 501, "used_mib": 400, "job": "j1"},
+                                           {"pid": 502, "used_mib": 300, "job": "j1"},
+                                           {"pid": 503, "used_mib": 200, "job": "j2"},
+                                           {"pid": 504, "used_mib": 100, "job": None}]}}
+    assert job_memory_mib(JOBS["j1"], share) == 700

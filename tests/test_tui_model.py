@@ -70,6 +70,13 @@ def test_share_owners_come_from_the_store_by_agent_key():
     assert [round(b.start, 3) for b in gpu.blocks] == [0.0, 0.25, 0.75]
     assert gpu.blocks[2].size == pytest.approx(0.1)  # pid 99 is no job's: outside fractui
     assert gpu.allocated == pytest.approx(0.85)
+    # an agent that says whose each process is: a job's worker (pid 21, of j1) is its job's,
+    # not memory used outside fractui; one said to be no one's is
+    said = [{"pid": 11, "used_mib": 3000, "job": "j1"}, {"pid": 21, "used_mib": 900, "job": "j1"},
+            {"pid": 99, "used_mib": 2400, "job": None}]
+    (gpu,) = build([l4(said)], agent, [store_job]).hosts["h"].gpus
+    assert [b.kind for b in gpu.blocks] == [JOB, JOB, OTHER]
+    assert gpu.blocks[2].size == pytest.approx(0.1)
 
 
 def test_mig_blocks_idle_busy_simulated_creating_and_decided():

@@ -91,8 +91,9 @@ class HostView:
 def job_memory_mib(job: Mapping[str, Any], gpus: Mapping[Any, Mapping[str, Any]]
                    ) -> Optional[int]:
     """A running job's GPU memory in use, from its host's snapshot: its MIG instance's memory,
-    or on shared GPUs the memory of its process (the agent's ``pid`` for it) on each of its
-    GPUs. None when the snapshot does not show its GPU."""
+    or on shared GPUs the memory of its processes on each of its GPUs (the agent's ``pid`` for
+    it, and those the snapshot says are the job's: its workers). None when the snapshot does
+    not show its GPU."""
     shown = [gpus[i] for i in job.get("gpus") or () if i in gpus]
     if not shown:
         return None
@@ -100,7 +101,7 @@ def job_memory_mib(job: Mapping[str, Any], gpus: Mapping[Any, Mapping[str, Any]]
         return sum(int(inst.get("memory_used_mib") or 0) for g in shown
                    for inst in g.get("instances") or () if inst.get("uuid") == job["instance"])
     return sum(int(p.get("used_mib") or 0) for g in shown for p in g.get("processes") or ()
-               if p.get("pid") == job.get("pid"))
+               if p.get("pid") == job.get("pid") or (p.get("job") and p["job"] == job.get("id")))
 
 
 def job_memory_cap_mib(job: Mapping[str, Any], gpu: Mapping[str, Any]) -> Optional[int]:
@@ -140,13 +141,14 @@ def _gpu_facts(rec: Mapping[str, Any]) -> Dict[str, Any]:
 
 def signature(view: HostView) -> tuple:
     """What a scheduling pass reads of a host, and nothing else: its state, its lasting facts,
-    its MIG instances and which are busy, and its agent's job records (state, key, where they
-    run). Two views with equal signatures build equal hosts (``build_hosts``); a snapshot that
-    moves only utilisation or memory in use leaves it equal, so it wakes no pass."""
+    its MIG instances and which are busy, the memory processes outside fractui use beside
+    shares, and its agent's job records (state, key, where they run). Two views with equal
+    signatures build equal hosts (``build_hosts``); a snapshot that moves only utilisation or
+    the memory fractui's jobs use leaves it equal, so it wakes no pass."""
     gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), gpu_geometry(g), g.get("layout_version"),
                   tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
                          i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()),
-                  _idle_for_mode(g))
+                  _idle_for_mode(g), outside_mib(g))
                  for g in view.gpu_records())
     hello = view.hello or {}
     jobs = tuple(sorted((k, str(j.get("state")), str(j.get("key")), str(j.get("gpus")),
@@ -414,8 +416,19 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
     if rec.get("mig_pending"):  # MIG comes on at the next reset, which new work would block
         return Gpu(name, memory, free_milli=0)
     booked = sum(int(j.get("memory_mib") or 0) for j in mine)
-    free = max(0, memory - booked)
+    free = max(0, memory - booked - outside_mib(rec))
     return Gpu(name, memory, free_milli=free * MILLI // memory if memory else 0)
+
+
+def outside_mib(rec: Mapping[str, Any]) -> int:
+    """GPU memory that processes outside fractui use beside shares (an MPS server, someone's own
+    program), as the agent's snapshot tells them apart (a process record's ``job`` null; on a
+    MIG instance a process makes the instance busy instead). The agent refuses a share that
+    does not fit beside them; counted here, the scheduler does not offer it. An agent that does
+    not tell (no ``job`` key) counts nothing here: it still refuses."""
+    return sum(int(p.get("used_mib") or 0) for p in rec.get("processes") or ()
+               if isinstance(p, dict) and "job" in p and p["job"] is None
+               and p.get("instance") is None)
 
 
 def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]

@@ -212,7 +212,9 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                 blocks.append(Block(at, size, PLACING, job.name, job.team, job.queue,
                                     "#%d" % job.id))
                 at += size
-        outside = [p for p in gpu.get("processes") or () if p.get("pid") not in job_pids]
+        # a job's other processes (its workers) are its own where the agent says whose each is
+        outside = [p for p in gpu.get("processes") or ()
+                   if p.get("pid") not in job_pids and not p.get("job")]
         for kind in (SIMULATED, OTHER):
             used = sum(p.get("used_mib") or 0 for p in outside
                        if (str(p.get("pid")) in simulated) == (kind == SIMULATED))

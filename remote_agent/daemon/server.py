@@ -158,6 +158,7 @@ class Daemon:
         agent.reserved = lambda: {j.instance for j in self.supervisor.store.active()
                                   if j.instance}
         agent.cap_probe = self.supervisor.cap_probe
+        agent.owners = self.supervisor.owners
         agent.runtimes = self.supervisor.runtimes.record()
 
     # -- methods --
