@@ -73,6 +73,7 @@ class Agent:
         # which job each of some GPU processes is of (pid -> job id): the daemon's, which
         # knows its jobs' processes; None: the snapshot says nothing of whose they are
         self.owners: Optional[Callable[[List[int]], Dict[int, int]]] = None
+        self._owners_failed: Optional[str] = None  # why they could not be read, said once
         self.runtimes: Dict[str, Any] = {}  # the job runtimes the daemon found, for hello
         self.problem: Optional[str] = None
         try:
@@ -320,11 +321,26 @@ class Agent:
             return {"host": socket.gethostname(), "time": time.time(), "gpus": gpus}
         snap = self.call_nvml(take)
         if self.owners is not None:  # read after NVML: /proc and the job table, not the GPUs
-            listed = [q for g in snap["gpus"] for q in g["processes"]]
-            found = self.owners([q["pid"] for q in listed]) if listed else {}
-            for q in listed:
-                q["job"] = "j%d" % found[q["pid"]] if q["pid"] in found else None
+            self._tag_owners([q for g in snap["gpus"] for q in g["processes"]])
         return snap
+
+    def _tag_owners(self, listed: List[Dict[str, Any]]) -> None:
+        """Says which job each listed process is of (``job``; null: no job's). Where that cannot
+        be read (the job table or /proc failing) the key is left out, not null: null would
+        tell the scheduler that the jobs' own memory is taken by others."""
+        try:
+            found = self.owners([q["pid"] for q in listed]) if listed else {}  # type: ignore
+        except Exception as err:  # the snapshot itself stands; whose the processes are waits
+            said = "%s: %s" % (type(err).__name__, err)
+            if said != self._owners_failed:
+                log.warning("the snapshot cannot say whose its GPU processes are: %s", said)
+            self._owners_failed = said
+            return
+        if self._owners_failed is not None:
+            log.info("the snapshot says whose its GPU processes are again")
+            self._owners_failed = None
+        for q in listed:
+            q["job"] = "j%d" % found[q["pid"]] if q["pid"] in found else None
 
     def _health_record(self, index: int) -> Dict[str, Any]:
         """A GPU's health for the snapshot; what is not measured is null, and why is said."""

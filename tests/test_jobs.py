@@ -3,6 +3,7 @@ surviving dropped connections, daemon crashes and version handovers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -588,3 +589,27 @@ def test_the_snapshot_says_which_job_each_gpu_process_is_of(start_agent, tmp_pat
     agent.call("job.stop", job=job["id"], grace=0)
     wait_job(agent, job["id"])
     assert [p["job"] for p in agent.call("snapshot")["gpus"][0]["processes"]] == [None]
+
+
+def test_a_snapshot_stands_when_whose_its_processes_are_cannot_be_read(caplog):
+    """Reading which job a process is of may fail (the job table, /proc): the snapshot is taken
+    all the same, saying nothing of whose they are rather than "no one's", and says why once."""
+    from remote_agent.service import Agent
+    caplog.set_level(logging.INFO, logger="remote_agent.service")
+    nv.sim_open(None, "1xL4")
+    agent = Agent(nv, "sim", nv)
+    pid = nv.sim_register_process(0, 500)
+
+    def broken(pids):
+        raise OSError("the job table is on a full disk")
+    agent.owners = broken
+    for _ in range(3):
+        [listed] = agent.take_snapshot()["gpus"][0]["processes"]
+        assert listed["pid"] == pid and "job" not in listed
+    said = [r.getMessage() for r in caplog.records if "whose" in r.getMessage()]
+    assert said == ["the snapshot cannot say whose its GPU processes are: OSError: the job "
+                    "table is on a full disk"]
+    agent.owners = lambda pids: {}
+    assert agent.take_snapshot()["gpus"][0]["processes"][0]["job"] is None
+    assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()] == [
+        "the snapshot says whose its GPU processes are again"]

@@ -88,7 +88,8 @@ def test_memory_used_outside_fractui_is_not_offered(local_fleet):
     f.scheduler.settle()
     waiting = f.store.get(waits.id)
     assert (waiting.state, waiting.refusals) == ("pending", ())
-    assert waiting.reason.startswith("no room")
+    assert waiting.reason == ("no room: no GPU in the fleet has a free slice for it; processes "
+                              "outside fractui use GPU memory on gpu-a gpu0 (20000 MiB)")
     assert launches_of(f, waits) == []
 
 
@@ -125,11 +126,15 @@ def test_a_capacity_refusal_names_the_host_and_is_retried_elsewhere(local_fleet)
 
 def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF])
-    _crowd(f, "gpu-a")
+    other = _crowd(f, "gpu-a")
     job = f.submit("half")
     _place_by_hand(f, job, "gpu-a")
     f.until(lambda: f.store.get(job.id).refusals)
     f.scheduler.settle()
+    # the other process ends: gpu-a has room again, but refused the job lately
+    f.fleet.session("gpu-a").call("sim.remove_process", {"pid": other})
+    f.until(lambda: not [p for s in f.fleet.statuses() for g in (s.snapshot or {}).get(
+        "gpus") or () for p in g.get("processes") or ()])
     for _ in range(3):  # passes that find no room where it was not refused
         f.scheduler.step()
     f.scheduler.settle()

@@ -6,6 +6,7 @@ leaves the store alone until the lease can be its own."""
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 from typing import Iterator, Optional
@@ -67,6 +68,9 @@ def test_what_a_pass_reads_of_a_host_ignores_utilisation_and_memory_in_use():
     assert signature(listing(ours)) == signature(listing(dict(ours, used_mib=9000)))
     assert signature(listing(ours, theirs)) != signature(listing(ours))
     assert signature(listing(ours, theirs)) != signature(listing(ours, dict(theirs, used_mib=1)))
+    # within a thousandth of the GPU (23 MiB of an L4), what placement reads is the same
+    assert signature(listing(ours, theirs)) == signature(listing(ours, dict(theirs,
+                                                                           used_mib=3001)))
     unsaid = {k: v for k, v in theirs.items() if k != "job"}
     assert signature(listing(ours, unsaid)) == signature(listing(ours))
 
@@ -85,7 +89,8 @@ def test_memory_used_outside_fractui_is_not_free_for_shares():
     ours = {"pid": 7, "used_mib": 9000, "instance": None, "job": "j1"}
     theirs = {"pid": 8, "used_mib": 3000, "instance": None, "job": None}
     assert free(ours) == 13034 * 1000 // 23034  # the job's share is booked, not its use
-    assert free(ours, theirs) == 10034 * 1000 // 23034
+    # others' 3000 MiB, in thousandths of the GPU rounded up, taken from the share's room
+    assert free(ours, theirs) == free(ours) - math.ceil(3000 * 1000 / 23034) == 565 - 131
     assert free(ours, {k: v for k, v in theirs.items() if k != "job"}) == free(ours)
     assert free(ours, theirs, dict(theirs, pid=9, used_mib=20000)) == 0
 

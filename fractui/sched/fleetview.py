@@ -141,14 +141,14 @@ def _gpu_facts(rec: Mapping[str, Any]) -> Dict[str, Any]:
 
 def signature(view: HostView) -> tuple:
     """What a scheduling pass reads of a host, and nothing else: its state, its lasting facts,
-    its MIG instances and which are busy, the memory processes outside fractui use beside
-    shares, and its agent's job records (state, key, where they run). Two views with equal
+    its MIG instances and which are busy, the thousandths of each GPU processes outside fractui
+    use beside shares, and its agent's job records (state, key, where they run). Two views with equal
     signatures build equal hosts (``build_hosts``); a snapshot that moves only utilisation or
     the memory fractui's jobs use leaves it equal, so it wakes no pass."""
     gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), gpu_geometry(g), g.get("layout_version"),
                   tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
                          i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()),
-                  _idle_for_mode(g), outside_mib(g))
+                  _idle_for_mode(g), outside_milli(g))
                  for g in view.gpu_records())
     hello = view.hello or {}
     jobs = tuple(sorted((k, str(j.get("state")), str(j.get("key")), str(j.get("gpus")),
@@ -415,9 +415,11 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
                    idle_instances=idle)
     if rec.get("mig_pending"):  # MIG comes on at the next reset, which new work would block
         return Gpu(name, memory, free_milli=0)
+    if not memory:
+        return Gpu(name, memory, free_milli=0)
     booked = sum(int(j.get("memory_mib") or 0) for j in mine)
-    free = max(0, memory - booked - outside_mib(rec))
-    return Gpu(name, memory, free_milli=free * MILLI // memory if memory else 0)
+    free = max(0, memory - booked) * MILLI // memory
+    return Gpu(name, memory, free_milli=max(0, free - outside_milli(rec)))
 
 
 def outside_mib(rec: Mapping[str, Any]) -> int:
@@ -429,6 +431,27 @@ def outside_mib(rec: Mapping[str, Any]) -> int:
     return sum(int(p.get("used_mib") or 0) for p in rec.get("processes") or ()
                if isinstance(p, dict) and "job" in p and p["job"] is None
                and p.get("instance") is None)
+
+
+def outside_use(views: Iterable[HostView]) -> List[Tuple[str, int, int]]:
+    """(host, GPU index, MiB) of each GPU in service on which processes outside fractui use
+    memory beside shares: a job that finds no room is told, since it may fit once they end."""
+    found = []
+    for view in views:
+        if view.state in USABLE and view.hello:
+            for rec in view.gpu_records():
+                mib = outside_mib(rec)
+                if mib:
+                    found.append((view.name, int(rec.get("index") or 0), mib))
+    return found
+
+
+def outside_milli(rec: Mapping[str, Any]) -> int:
+    """``outside_mib`` in thousandths of the GPU, rounded up: what placement takes from a
+    share's room, and what the host's signature holds, so that others' memory moving within a
+    thousandth wakes no pass."""
+    memory = int(rec.get("memory_mib") or 0)
+    return math.ceil(outside_mib(rec) * MILLI / memory) if memory else 0
 
 
 def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]

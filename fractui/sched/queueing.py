@@ -18,8 +18,8 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.cordons import fenced
-from fractui.sched.fleetview import (HostCache, HostView, build_hosts, placement_charge,
-                                     request_of, share_mib)
+from fractui.sched.fleetview import (HostCache, HostView, build_hosts, outside_use,
+                                     placement_charge, request_of, share_mib)
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_rank, team_usage,
@@ -141,6 +141,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
 
     borrowers: List[Job] = []
     starved: List[Job] = []
+    outside: Optional[List[Tuple[str, int, int]]] = None  # read once, for the first that waits
     for job in _fair(pending, lambda: usage, priority, recent.usage_weight):
         p = attempt(job)
         if p is None:
@@ -158,7 +159,9 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
                                          "(%s)" % ", ".join(avoided)
             else:
-                result.waiting[job.id] = _no_room(cordons)
+                if outside is None:
+                    outside = outside_use(views)
+                result.waiting[job.id] = _no_room(cordons, outside)
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
@@ -239,14 +242,23 @@ def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:
         "; waits for idle capacity to borrow" if team.over_quota else "")
 
 
-def _no_room(cordons: Sequence[Cordon]) -> str:
-    """Why a job finds no room, naming what takes no new work when some does."""
+def _no_room(cordons: Sequence[Cordon], outside: Sequence[Tuple[str, int, int]]) -> str:
+    """Why a job finds no room, naming what takes no new work when some does, and the GPUs
+    where processes outside fractui use memory (``fleetview.outside_use``)."""
     if not cordons:
-        return "no room: no GPU in the fleet has a free slice for it"
-    named = ", ".join(c.where() for c in cordons[:3])
-    more = " and %d more" % (len(cordons) - 3) if len(cordons) > 3 else ""
-    return "no room: no GPU in service has a free slice for it (out of service: %s%s)" % (
-        named, more)
+        said = "no room: no GPU in the fleet has a free slice for it"
+    else:
+        said = "no room: no GPU in service has a free slice for it (out of service: %s)" % (
+            _first_three([c.where() for c in cordons]))
+    if outside:
+        said += "; processes outside fractui use GPU memory on %s" % _first_three(
+            ["%s gpu%d (%d MiB)" % o for o in outside])
+    return said
+
+
+def _first_three(names: Sequence[str]) -> str:
+    more = " and %d more" % (len(names) - 3) if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
 
 
 def _charged(usage: Dict[str, TeamUsage], team: Optional[str], amount: float,

@@ -602,25 +602,22 @@ class Supervisor:
                 with self._lock:
                     self._cgroups_left.discard(path)
 
-    def _tracked(self) -> List[Job]:
-        """Every active job, a running one's container found where it has one."""
+    def job_pids(self) -> List[int]:
+        """Every process of every active job."""
         jobs = self.store.active()
         for job in jobs:
             if job.state == "running":
                 self.find_container(job)
-        return jobs
-
-    def job_pids(self) -> List[int]:
-        """Every process of every active job."""
-        jobs = self._tracked()
         table = procs.scan() if any(j.procs().cgroup is None for j in jobs) else None
         return [pid for j in jobs for pid in j.procs().pids(table)]
 
     def owners(self, pids: List[int]) -> Dict[int, int]:
         """Which job each of ``pids`` (processes NVML lists) is of, where it is one's: matched
         as the watchdog matches them, reading those processes once, not every process of the
-        host. The snapshot says so, so that the scheduler counts the rest as used by others."""
-        jobs = self._tracked()
+        host. The snapshot says so, so that the scheduler counts the rest as used by others.
+        A container not found yet is left to the watchdog, which looks for it each pass (the
+        snapshot, taken each tick, must not wait on a runtime)."""
+        jobs = self.store.active()
         if not jobs:
             return {}
         seen = procs.Seen.read(pids)
