@@ -77,6 +77,11 @@ def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():
     assert any("11" in ln and "#7 j7" in ln for ln in lines)
     assert any("99" in ln and "outside fractui" in ln for ln in lines)
     assert any("h/j3 notebook" in ln for ln in lines)  # a share of a job not in the store
+    # a worker of a job (another pid), where the agent says whose each process is
+    statuses["h"].snapshot["gpus"][0]["processes"].append(
+        {"pid": 21, "used_mib": 700, "instance": None, "job": "j1"})
+    _head, tables = describe(statuses["h"], 0, store, "red")
+    assert any("21" in ln and "#7 j7" in ln for ln in plain(tables).splitlines())
     _head, mig = describe(statuses["h"], 1, store, "red")
     text = plain(mig)
     assert any("3g.40gb" in ln and "#8 j8" in ln and "8.8G/39.1G" in ln

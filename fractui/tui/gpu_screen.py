@@ -129,8 +129,8 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         inst = proc.get("instance")
         p.add_row(str(proc.get("pid")), "—", mib_text(proc.get("used_mib")),
                   "—" if inst is None else where.get(inst, str(inst)),
-                  by_pid.get(proc.get("pid")) or by_instance.get(inst) or Text(
-                      "outside fractui", style="dim"))
+                  by_pid.get(proc.get("pid")) or by_instance.get(inst)
+                  or names.get(str(proc.get("job"))) or Text("outside fractui", style="dim"))
     if not gpu.get("processes"):
         p.add_row("none", "", "", "", "")
     parts.append(p)
