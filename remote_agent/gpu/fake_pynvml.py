@@ -575,14 +575,9 @@ os.register_at_fork(after_in_child=_PIDFDS.forked)
 
 
 def _stat_alive(pid: int) -> bool:
-    """/proc's answer, where no pidfd is to be had: a process whose main thread ended while
-    others run on reads Z and still holds its memory (the watchdog reads it the same way)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return not procs.has_ended(pid, state)
+    """/proc's answer, where no pidfd is to be had, read as the watchdog reads it: a process
+    whose main thread ended while others run on reads Z and still holds its memory."""
+    return procs.proc_info(pid) is not None
 
 
 def _own_pid_ns() -> Optional[int]:

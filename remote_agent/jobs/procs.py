@@ -27,7 +27,7 @@ class ProcInfo:
 
 def _parse_stat(pid: int, raw: bytes, ended_too: bool) -> Optional[ProcInfo]:
     fields = _stat_fields(raw)
-    if not ended_too and has_ended(pid, fields[0]):
+    if not ended_too and _has_ended(pid, fields[0]):
         return None  # ended, waiting to be reaped
     return ProcInfo(pid, int(fields[2]), int(fields[3]), int(fields[19]))
 
@@ -37,7 +37,7 @@ def _stat_fields(raw: bytes) -> List[bytes]:
     return raw[raw.rindex(b")") + 2:].split()
 
 
-def has_ended(pid: int, state: bytes) -> bool:
+def _has_ended(pid: int, state: bytes) -> bool:
     """Whether the process whose first thread's /proc state is ``state`` has ended: it reads Z
     (or X) and none of its other threads runs."""
     return state in (b"Z", b"X") and not _other_threads_run(pid)
