@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the agent's own code, which a GPU machine has not installed
@@ -174,6 +174,21 @@ def watch_job(agent: "Agent", job: Dict[str, Any], gpu: int,
         polls.append({"t": round(time.time(), 2), "state": job.get("state"),
                       "pid": job.get("pid"), "gpu_processes": listed})
     return polls
+
+
+def watch_or_stop(agent: "Agent", job: Dict[str, Any], gpu: int, seconds: float
+                  ) -> Tuple[List[Dict[str, Any]], bool]:
+    """``watch_job``, and a job still running after ``seconds`` (or when the watch itself
+    failed) stopped, so nothing of it stays on the GPU: (the polls, whether it was stopped)."""
+    polls: List[Dict[str, Any]] = []
+    try:
+        polls += watch_job(agent, job, gpu, seconds)
+    finally:
+        gave_up = job.get("state") in ("starting", "running")
+        if gave_up:
+            agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
+            polls += watch_job(agent, job, gpu, 20)
+    return polls, gave_up
 
 
 def session_restarts(sim: str, state: str) -> bool:
@@ -355,13 +370,7 @@ def refused_in_share(agent: "Agent", gpu: int, share: int, code: str, out_file: 
         with open(out_file, "w") as f:
             json.dump({"launch": launched}, f, indent=2)
         return {"job": job, "peak": 0}
-    polls: List[Dict[str, Any]] = []
-    try:
-        polls += watch_job(agent, job, gpu, 90)
-    finally:  # given up on, or the watch itself failed: nothing of it stays on the GPU
-        if job.get("state") in ("starting", "running"):
-            agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
-            polls += watch_job(agent, job, gpu, 20)
+    polls, _ = watch_or_stop(agent, job, gpu, 90)
     lines = agent.call("job.logs", job=job["id"], lines=400).get("result", {}).get("lines", [])
     peak = max((p.get("used_mib") or 0 for poll in polls for p in poll.get("gpu_processes") or ()
                 if p.get("pid") == job.get("pid")), default=0)
@@ -502,11 +511,7 @@ def run_steps(args: argparse.Namespace, state: str) -> int:
         launched = agent.call("job.launch", key="device-check", gpu=target["index"],
                               memory_mib=1024, argv=argv)
         job = dict(launched.get("result") or {})
-        polls = watch_job(agent, job, target["index"], 60)
-        left_running = job.get("state") in ("starting", "running")
-        if left_running:  # the cap did not stop it: stop it, so nothing stays on the GPU
-            agent.call("job.stop", job=job["id"], grace=5, reason="device check gave up")
-            polls += watch_job(agent, job, target["index"], 20)
+        polls, left_running = watch_or_stop(agent, job, target["index"], 60)  # cap did not stop it
         logs = agent.call("job.logs", job=job["id"], lines=200).get("result", {})
         with open(os.path.join(args.out, "watchdog.json"), "w") as f:
             json.dump({"launch": launched, "job": job, "left_running": left_running,
