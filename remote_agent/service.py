@@ -21,7 +21,7 @@ from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend
     Health, MigDevice, NvmlCallError
 from remote_agent.gpu.reset import GpuReset, SimReset, SmiReset
 from remote_agent.gpu.xid import XidWatcher
-from remote_agent.jobs.caps import CapProbe
+from remote_agent.jobs.caps import CapProbe, mps_server
 from remote_agent.limits import host_limits
 from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
@@ -325,9 +325,10 @@ class Agent:
         return snap
 
     def _tag_owners(self, listed: List[Dict[str, Any]]) -> None:
-        """Says which job each listed process is of (``job``; null: no job's). Where that cannot
-        be read (the job table or /proc failing) the key is left out, not null: null would
-        tell the scheduler that the jobs' own memory is taken by others."""
+        """Says which job each listed process is of (``job``; null: no job's), and which of the
+        rest is the jobs' MPS server (``service``). Where that cannot be read (the job table or
+        /proc failing) the key is left out, not null: null would tell the scheduler that the
+        jobs' own memory is taken by others."""
         try:
             found = self.owners([q["pid"] for q in listed]) if listed else {}  # type: ignore
         except Exception as err:  # the snapshot itself stands; whose the processes are waits
@@ -341,6 +342,8 @@ class Agent:
             self._owners_failed = None
         for q in listed:
             q["job"] = "j%d" % found[q["pid"]] if q["pid"] in found else None
+            if q["job"] is None and mps_server(q["pid"]):
+                q["service"] = "mps"  # the jobs' MPS layer: not counted as others' memory
 
     def _health_record(self, index: int) -> Dict[str, Any]:
         """A GPU's health for the snapshot; what is not measured is null, and why is said."""

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import types
+
+import pytest
 
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.gpu.backend import GpuBackend
 from remote_agent.jobs import caps
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import AgentError
+from tests.test_agent_security import OTHER_UID
 from tests.test_jobs import script, wait_job
 
 
@@ -124,3 +132,57 @@ def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, 
     assert agent.call("daemon.version")["job_tracking"] == "session"
     why = agent.call("hello")["gpus"][0]["cap_layers_unavailable"]["driver_limit"]
     assert why == "%s is not in a cgroup v2 hierarchy" % plain
+
+
+def _running(argv0: str, **kw) -> subprocess.Popen:
+    """A real process whose program name (argv[0]) is ``argv0``: sleep under another name."""
+    return subprocess.Popen([argv0, "600"], executable=shutil.which("sleep"), **kw)
+
+
+def _stopped(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_mps_server_is_known_by_its_program_and_owner():
+    named, at_path, plain = (_running("nvidia-cuda-mps-server"),
+                             _running("/usr/bin/nvidia-cuda-mps-server"), _running("sleep"))
+    try:
+        assert caps.mps_server(named.pid) and caps.mps_server(at_path.pid)
+        assert not caps.mps_server(plain.pid)
+    finally:
+        _stopped(named, at_path, plain)
+    assert not caps.mps_server(named.pid)  # gone
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="starting another user's process needs root")
+def test_another_users_process_cannot_pass_for_the_mps_server():
+    theirs = _running("nvidia-cuda-mps-server", user=OTHER_UID)
+    try:
+        assert not caps.mps_server(theirs.pid)
+    finally:
+        _stopped(theirs)
+
+
+def test_the_jobs_mps_server_keeps_no_whole_gpu_from_them(start_agent, tmp_path):
+    """The MPS server stays once its clients end, holding a little of each GPU they used: a
+    whole GPU (a share of all its memory) still fits there. Anyone else's process, however
+    small, is counted: the whole GPU is refused beside it, and said so."""
+    agent = start_agent("2xL4", str(tmp_path / "host"))
+    server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
+    try:
+        agent.call("sim.add_process", gpu=0, used_mib=66, pid=server.pid)
+        agent.call("sim.add_process", gpu=1, used_mib=66, pid=other.pid)
+        listed = [g["processes"] for g in agent.call("snapshot")["gpus"]]
+        assert listed == [[{"pid": server.pid, "used_mib": 66, "instance": None, "job": None,
+                            "service": "mps"}],
+                          [{"pid": other.pid, "used_mib": 66, "instance": None, "job": None}]]
+        with pytest.raises(AgentError) as refused:
+            agent.call("job.launch", key="k-beside", gpu=1, memory_mib=23034, argv=["true"])
+        assert refused.value.code == rpc.NO_ROOM
+        assert "66 MiB used by processes outside fractui" in str(refused.value)
+        job = agent.call("job.launch", key="k-whole", gpu=0, memory_mib=23034, argv=["true"])
+        assert wait_job(agent, job["id"])["state"] == "exited"
+    finally:
+        _stopped(server, other)

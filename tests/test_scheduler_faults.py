@@ -10,9 +10,11 @@ import sys
 from fractui.config import QueueConfig
 from fractui.store.model import Slot
 from tests import localfleet
+from tests.test_caps import _running, _stopped
 
 local_fleet = localfleet.local_fleet
 HALF = QueueConfig(name="half", gpu=0.5)
+WHOLE = QueueConfig(name="whole", gpus=1)
 TWO_HOSTS = {"gpu-a": "1xL4", "gpu-b": "1xL4"}
 
 
@@ -57,13 +59,25 @@ def test_a_missing_working_directory_fails_once_with_the_agents_words(local_flee
     assert launches_of(f, job) == []  # refused before anything was recorded or run
 
 
+def _listed(f, host: str, pid: int) -> dict:
+    """``pid``'s record in the scheduler's view of ``host``'s GPU 0, once it is there with whose
+    it is said."""
+    def record():
+        for s in f.fleet.statuses():
+            if s.name == host:
+                for p in (s.snapshot or {"gpus": [{}]})["gpus"][0].get("processes") or ():
+                    if p["pid"] == pid and "job" in p:
+                        return p
+        return None
+    f.until(lambda: record() is not None)
+    return record()
+
+
 def _crowd(f, host: str) -> int:
     """20000 MiB of ``host``'s L4 used by a process outside fractui, once the scheduler's view
     of the host shows it; its pid."""
     pid = f.fleet.session(host).call("sim.add_process", {"gpu": 0, "used_mib": 20000})["pid"]
-    f.until(lambda: any(p["pid"] == pid and p["job"] is None for s in f.fleet.statuses()
-                        if s.name == host for p in (s.snapshot or {"gpus": [{}]})["gpus"][0].get(
-                            "processes") or ()))
+    assert _listed(f, host, pid)["job"] is None
     return pid
 
 
@@ -104,6 +118,33 @@ def test_a_gpu_an_outside_process_leaves_takes_work_again(local_fleet):
     f.fleet.session("gpu-a").call("sim.remove_process", {"pid": pid})
     f.until(lambda: f.store.get(job.id).state == "running")
     assert f.store.get(job.id).refusals == ()
+
+
+def test_a_whole_gpu_is_given_beside_the_jobs_mps_server_not_beside_others(local_fleet):
+    """The MPS server stays after its clients, holding a little of each GPU they used: a
+    whole-GPU job still goes there, never refused; beside anyone else's process it waits."""
+    f = local_fleet(TWO_HOSTS, [WHOLE])
+    server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
+    try:
+        for host, proc in (("gpu-a", server), ("gpu-b", other)):
+            f.fleet.session(host).call("sim.add_process",
+                                       {"gpu": 0, "used_mib": 66, "pid": proc.pid})
+        assert _listed(f, "gpu-a", server.pid).get("service") == "mps"
+        assert _listed(f, "gpu-b", other.pid).get("service") is None
+        job = f.submit("whole", argv=localfleet.sleeper(600))
+        f.until(lambda: f.store.get(job.id).state == "running")
+        ran = f.store.get(job.id)
+        assert (ran.slot.host, ran.attempt, ran.refusals) == ("gpu-a", 0, ())
+        waits = f.submit("whole")
+        for _ in range(3):
+            f.scheduler.step()
+        f.scheduler.settle()
+        waiting = f.store.get(waits.id)
+        assert (waiting.state, waiting.refusals) == ("pending", ())
+        assert waiting.reason.endswith("processes outside fractui use GPU memory on gpu-b gpu0 "
+                                       "(66 MiB)")
+    finally:
+        _stopped(server, other)
 
 
 def test_a_capacity_refusal_names_the_host_and_is_retried_elsewhere(local_fleet):

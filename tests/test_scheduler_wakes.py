@@ -93,6 +93,8 @@ def test_memory_used_outside_fractui_is_not_free_for_shares():
     assert free(ours, theirs) == free(ours) - math.ceil(3000 * 1000 / 23034) == 565 - 131
     assert free(ours, {k: v for k, v in theirs.items() if k != "job"}) == free(ours)
     assert free(ours, theirs, dict(theirs, pid=9, used_mib=20000)) == 0
+    # the jobs' own MPS server is not another's use (the agent does not count it either)
+    assert free(ours, dict(theirs, service="mps")) == free(ours)
 
 
 class CountingStore(SqliteStore):

@@ -80,8 +80,11 @@ def test_gpu_detail_names_each_process_s_job_or_none_and_the_error_in_full():
     # a worker of a job (another pid), where the agent says whose each process is
     statuses["h"].snapshot["gpus"][0]["processes"].append(
         {"pid": 21, "used_mib": 700, "instance": None, "job": "j1"})
+    statuses["h"].snapshot["gpus"][0]["processes"].append(  # the MPS layer, named as such
+        {"pid": 22, "used_mib": 66, "instance": None, "job": None, "service": "mps"})
     _head, tables = describe(statuses["h"], 0, store, "red")
     assert any("21" in ln and "#7 j7" in ln for ln in plain(tables).splitlines())
+    assert any("22" in ln and "the jobs' MPS server" in ln for ln in plain(tables).splitlines())
     _head, mig = describe(statuses["h"], 1, store, "red")
     text = plain(mig)
     assert any("3g.40gb" in ln and "#8 j8" in ln and "8.8G/39.1G" in ln

@@ -423,14 +423,15 @@ def _gpu(rec: Mapping[str, Any], mig_ok: bool, agent_jobs: Iterable[Dict[str, An
 
 
 def outside_mib(rec: Mapping[str, Any]) -> int:
-    """GPU memory that processes outside fractui use beside shares (an MPS server, someone's own
-    program), as the agent's snapshot tells them apart (a process record's ``job`` null; on a
-    MIG instance a process makes the instance busy instead). The agent refuses a share that
-    does not fit beside them; counted here, the scheduler does not offer it. An agent that does
-    not tell (no ``job`` key) counts nothing here: it still refuses."""
+    """GPU memory that processes outside fractui use beside shares (someone's own program, a
+    display server), as the agent's snapshot tells them apart (a process record's ``job`` null;
+    on a MIG instance a process makes the instance busy instead). The agent refuses a share
+    that does not fit beside them; counted here, the scheduler does not offer it. An agent that
+    does not tell (no ``job`` key) counts nothing here: it still refuses. The jobs' own MPS
+    server (``service`` "mps") is not counted, as the agent does not count it."""
     return sum(int(p.get("used_mib") or 0) for p in rec.get("processes") or ()
                if isinstance(p, dict) and "job" in p and p["job"] is None
-               and p.get("instance") is None)
+               and p.get("instance") is None and p.get("service") != "mps")
 
 
 def outside_use(views: Iterable[HostView]) -> List[Tuple[str, int, int]]:

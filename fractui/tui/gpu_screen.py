@@ -130,7 +130,9 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         p.add_row(str(proc.get("pid")), "—", mib_text(proc.get("used_mib")),
                   "—" if inst is None else where.get(inst, str(inst)),
                   by_pid.get(proc.get("pid")) or by_instance.get(inst)
-                  or names.get(str(proc.get("job"))) or Text("outside fractui", style="dim"))
+                  or names.get(str(proc.get("job"))) or Text(
+                      "the jobs' MPS server" if proc.get("service") == "mps"
+                      else "outside fractui", style="dim"))
     if not gpu.get("processes"):
         p.add_row("none", "", "", "", "")
     parts.append(p)

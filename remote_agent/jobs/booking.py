@@ -2,7 +2,7 @@
 
 An instance already held by a job or used by processes outside fractui is refused; so is a memory
 share above what is still free (the GPU's memory less the shares booked and what processes outside
-fractui use). What NVML says is read first, without the supervisor's lock (``read_facts``); the
+fractui use; the MPS server of the agent's user is not one of them, ``caps.mps_server``). What NVML says is read first, without the supervisor's lock (``read_facts``); the
 table is then checked and the job recorded in one step under it (``check``).
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from remote_agent.gpu.backend import GpuInfo
+from remote_agent.jobs.caps import mps_server
 from remote_agent.jobs.store import Job
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import RpcError
@@ -35,7 +36,8 @@ def read_facts(gpus: Any, memory_mib: Optional[int], instance: Optional[str],
             if not info.mig_mode:
                 found = gpus.call_nvml(lambda: gpus.backend.processes(info.index))
                 facts.outside_mib[info.index] = sum(p.used_mib or 0 for p in found
-                                                    if p.pid not in ours)
+                                                    if p.pid not in ours
+                                                    and not mps_server(p.pid))
     elif instance is not None and infos[0].mig_mode:
         index = infos[0].index
         layout = gpus.call_nvml(lambda: gpus.backend.layout(index))

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from remote_agent.gpu.backend import NvmlCallError
 
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
+MPS_SERVER = b"nvidia-cuda-mps-server"  # the program MPS's control daemon starts per user
 
 # The GPU memory a process's CUDA context holds outside its framework's allocator, measured on an
 # H200 (driver 580, CUDA 13): PyTorch 2.11 518 MiB, JAX 0.11 528 to 548 MiB (docs/real-gpu.md). The
@@ -116,6 +117,21 @@ def driver_refusal(backend: Any, namespace: str) -> Optional[str]:
 def mps_pipe_dir() -> str:
     """Where the host's MPS control daemon has its pipes (jobs reach it there)."""
     return os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)
+
+
+def mps_server(pid: int) -> bool:
+    """Whether ``pid`` is an MPS server of this agent's user: the MPS layer that the jobs' memory
+    caps run through, which keeps a little of every GPU its clients used (66 MiB on an H200) for
+    as long as it runs, clients or none, not someone's work. Its owner is checked as well as its
+    name: another user's process cannot pass for it."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            program = os.path.basename(f.read().split(b"\0", 1)[0])
+        with open("/proc/%d/status" % pid, "rb") as f:
+            uid = next(int(line.split()[1]) for line in f if line.startswith(b"Uid:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False  # gone, or unreadable: counted as anyone's
+    return program == MPS_SERVER and uid == os.getuid()
 
 
 def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], memory_mib: int,
