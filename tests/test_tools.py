@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
 from tests.conftest import REPO
+from tests.test_caps import _running, _stopped
 
 
 def test_the_device_check_runs_end_to_end_on_the_simulator(tmp_path):
@@ -39,3 +42,30 @@ def test_the_device_check_runs_end_to_end_on_the_simulator(tmp_path):
     assert (tmp_path / "watchdog.log").read_text().startswith("simload: pid")
     # a simulated GPU has no MPS: step 7 says it is skipped, and the check passes without it
     assert "step 7 skipped" in done.stdout and not (tmp_path / "mps.json").exists()
+
+
+def _device_check():
+    spec = importlib.util.spec_from_file_location(
+        "device_check", os.path.join(REPO, "tools", "device_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_device_checks_whole_gpu_beside_the_mps_server_on_the_simulator(tmp_path, capsys):
+    """Step 7's last part, which only a GPU with MPS runs in the check: a whole-GPU job starts
+    beside the jobs' MPS server, and not beside anyone else's process."""
+    check = _device_check()
+    agent = check.Agent(["--state-dir", str(tmp_path / "host"), "--sim", "2xL4"])
+    server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
+    try:
+        agent.call("sim.add_process", gpu=0, used_mib=66, pid=server.pid)
+        assert check.whole_gpu_beside_mps_server(agent, 0)
+        agent.call("sim.add_process", gpu=1, used_mib=66, pid=other.pid)
+        assert not check.whole_gpu_beside_mps_server(agent, 1)
+    finally:
+        agent.close()
+        _stopped(server, other)
+    said = capsys.readouterr().out
+    assert "MPS: the whole-GPU job: state exited, exit code 0" in said
+    assert "a process other than the jobs' MPS server is on the GPU" in said

@@ -28,8 +28,10 @@
    PyTorch loop that allocates 128 MiB at a time in a 1024 MiB share. The agent must offer the
    ``mps`` layer, MPS's limit must stop the loop (PyTorch's out-of-memory error: the job exits 3)
    before the watchdog does, and NVML must never have counted the job above its share
-   (DIR/mps.json); the daemon is told to quit after. Skipped on the simulator and where there
-   is no ``nvidia-cuda-mps-control``.
+   (DIR/mps.json). The MPS server stays after its client: the snapshot must then tag it as the
+   jobs' (``service`` "mps"), and a job given the whole GPU (a share of all its memory) must
+   start and end beside it. The daemon is told to quit after. Skipped on the simulator and
+   where there is no ``nvidia-cuda-mps-control``.
 
 Before them it records the machine (kernel, Python, the pynvml package, nvidia-smi's view) in
 DIR/environment.json; during step 2 it records each half-second what the agent's snapshot lists
@@ -416,6 +418,7 @@ def mps_limit_holds(gpu: int, state: str, out_dir: str, agent_args: List[str]
             print("MPS: the agent's layers on GPU %d: %s" % (gpu, ", ".join(layers)))
             done = refused_in_share(agent, gpu, 1024, TORCH_FILL,
                                     os.path.join(out_dir, "mps.json"), "mps")
+            whole = whole_gpu_beside_mps_server(agent, gpu)
         finally:
             agent.close()
     finally:
@@ -425,7 +428,29 @@ def mps_limit_holds(gpu: int, state: str, out_dir: str, agent_args: List[str]
     job = done["job"]
     return (quit_.returncode == 0 and "mps" in layers and "mps" in (job.get("caps") or ())
             and job.get("state") == "exited" and job.get("exit_code") == 3
-            and 0 < done["peak"] <= 1024)
+            and 0 < done["peak"] <= 1024 and whole)
+
+
+def whole_gpu_beside_mps_server(agent: "Agent", gpu: int) -> bool:
+    """Step 7, after its job: what the GPU lists (the MPS server, tagged as the jobs'), and a
+    job given the whole GPU started and ended beside it."""
+    record = next((g for g in agent.call("snapshot").get("result", {}).get("gpus", [])
+                   if g.get("index") == gpu), {})
+    listed = record.get("processes") or []
+    print("MPS: after its job, GPU %d lists %s" % (gpu, json.dumps(listed)))
+    if any(p.get("job") is None and p.get("service") != "mps" for p in listed):
+        print("MPS: a process other than the jobs' MPS server is on the GPU: no whole-GPU job")
+        return False
+    launched = agent.call("job.launch", key="device-check-mps-whole", gpu=gpu,
+                          memory_mib=record.get("memory_mib"), argv=["true"])
+    job = dict(launched.get("result") or {})
+    if "id" not in job:
+        print("MPS: the whole-GPU job was not launched: %s" % json.dumps(launched.get("error")))
+        return False
+    watch_or_stop(agent, job, gpu, 30)
+    print("MPS: the whole-GPU job: state %s, exit code %s" % (job.get("state"),
+                                                             job.get("exit_code")))
+    return job.get("state") == "exited" and job.get("exit_code") == 0
 
 
 def fake_vs_real(sim: str, state: str, out_dir: str) -> int:
