@@ -24,6 +24,13 @@ def launches_of(f, job) -> list:
     return [r for r in f.agent_jobs() if r["key"].startswith(prefix)]
 
 
+def _passes(f) -> None:
+    """Three scheduling passes, and what they launched settled."""
+    for _ in range(3):
+        f.scheduler.step()
+    f.scheduler.settle()
+
+
 def test_a_missing_program_fails_once_with_the_agents_words(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF])
     job = f.submit("half", argv=["/no/such/program-xyz", "--flag"])
@@ -34,9 +41,7 @@ def test_a_missing_program_fails_once_with_the_agents_words(local_fleet):
     assert failed.reason.startswith("cannot start on gpu-a: the job cannot start: cannot run "
                                     "/no/such/program-xyz")
     assert (failed.attempt, failed.refusals) == (0, ())  # never retried
-    for _ in range(3):  # later passes leave it failed, with its words
-        f.scheduler.step()
-    f.scheduler.settle()
+    _passes(f)  # later passes leave it failed, with its words
     assert f.store.get(job.id) == failed
     assert [e.action for e in f.store.audit_log(job.id)] == ["submit", "decide", "failed"]
     assert launches_of(f, job) == []  # refused before anything was recorded or run
@@ -48,9 +53,7 @@ def test_a_missing_working_directory_fails_once_with_the_agents_words(local_flee
     job = f.store.submit("half", None, "in-nowhere", localfleet.sleeper(1), {"gpu": 0.5},
                          "test", cwd=gone)
     f.until(lambda: f.store.get(job.id).state == "failed")
-    for _ in range(3):
-        f.scheduler.step()
-    f.scheduler.settle()
+    _passes(f)
     failed = f.store.get(job.id)
     assert failed.reason.startswith("cannot start on gpu-a: the job cannot start: cannot enter "
                                     "its cwd " + gone)
@@ -81,6 +84,15 @@ def _crowd(f, host: str) -> int:
     return pid
 
 
+def _still_waiting(f, job):
+    """``job`` after three scheduling passes: pending, never refused, nothing launched."""
+    _passes(f)
+    waiting = f.store.get(job.id)
+    assert (waiting.state, waiting.refusals) == ("pending", ())
+    assert launches_of(f, job) == []
+    return waiting
+
+
 def _place_by_hand(f, job, host: str) -> None:
     """A share on ``host``'s GPU 0 recorded by hand: the agent, not the scheduler, judges it."""
     f.store.place(job.id, Slot(host, (0,), memory_mib=11517), "test", "by hand", manual=True)
@@ -96,24 +108,16 @@ def test_memory_used_outside_fractui_is_not_offered(local_fleet):
     for job in jobs:  # both halves of gpu-b; gpu-a has 3034 MiB left of its 23034
         ran = f.store.get(job.id)
         assert (ran.slot.host, ran.attempt, ran.refusals) == ("gpu-b", 0, ())
-    waits = f.submit("half")
-    for _ in range(3):
-        f.scheduler.step()
-    f.scheduler.settle()
-    waiting = f.store.get(waits.id)
-    assert (waiting.state, waiting.refusals) == ("pending", ())
+    waiting = _still_waiting(f, f.submit("half"))
     assert waiting.reason == ("no room: no GPU in the fleet has a free slice for it; processes "
                               "outside fractui use GPU memory on gpu-a gpu0 (20000 MiB)")
-    assert launches_of(f, waits) == []
 
 
 def test_a_gpu_an_outside_process_leaves_takes_work_again(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF])
     pid = _crowd(f, "gpu-a")
     job = f.submit("half", argv=localfleet.sleeper(600))
-    for _ in range(3):
-        f.scheduler.step()
-    f.scheduler.settle()
+    _passes(f)
     assert f.store.get(job.id).state == "pending"
     f.fleet.session("gpu-a").call("sim.remove_process", {"pid": pid})
     f.until(lambda: f.store.get(job.id).state == "running")
@@ -135,12 +139,7 @@ def test_a_whole_gpu_is_given_beside_the_jobs_mps_server_not_beside_others(local
         f.until(lambda: f.store.get(job.id).state == "running")
         ran = f.store.get(job.id)
         assert (ran.slot.host, ran.attempt, ran.refusals) == ("gpu-a", 0, ())
-        waits = f.submit("whole")
-        for _ in range(3):
-            f.scheduler.step()
-        f.scheduler.settle()
-        waiting = f.store.get(waits.id)
-        assert (waiting.state, waiting.refusals) == ("pending", ())
+        waiting = _still_waiting(f, f.submit("whole"))
         assert waiting.reason.endswith("processes outside fractui use GPU memory on gpu-b gpu0 "
                                        "(66 MiB)")
     finally:
@@ -176,9 +175,7 @@ def test_a_job_waiting_after_refusals_keeps_the_agents_words(local_fleet):
     f.fleet.session("gpu-a").call("sim.remove_process", {"pid": other})
     f.until(lambda: not [p for s in f.fleet.statuses() for g in (s.snapshot or {}).get(
         "gpus") or () for p in g.get("processes") or ()])
-    for _ in range(3):  # passes that find no room where it was not refused
-        f.scheduler.step()
-    f.scheduler.settle()
+    _passes(f)  # passes that find no room where it was not refused
     waiting = f.store.get(job.id)
     assert waiting.state == "pending" and len(waiting.refusals) == 1
     assert waiting.reason == ("no room outside the hosts that refused it lately (gpu-a); "
