@@ -342,7 +342,7 @@ class Agent:
             self._owners_failed = None
         for q in listed:
             q["job"] = "j%d" % found[q["pid"]] if q["pid"] in found else None
-            if q["job"] is None and mps_server(q["pid"]):
+            if q["job"] is None and mps_server(q["pid"], q["used_mib"]):
                 q["service"] = "mps"  # the jobs' MPS layer: not counted as others' memory
 
     def _health_record(self, index: int) -> Dict[str, Any]:

@@ -149,18 +149,23 @@ def test_an_mps_server_is_known_by_its_program_and_owner():
     named, at_path, plain = (_running("nvidia-cuda-mps-server"),
                              _running("/usr/bin/nvidia-cuda-mps-server"), _running("sleep"))
     try:
-        assert caps.mps_server(named.pid) and caps.mps_server(at_path.pid)
-        assert not caps.mps_server(plain.pid)
+        assert caps.mps_server(named.pid, 66) and caps.mps_server(at_path.pid, 66)
+        assert not caps.mps_server(plain.pid, 66)
+        # holding more than a CUDA context, or an amount NVML did not say, it is anyone's: a
+        # process of the jobs' own user that names itself so hides no more than that
+        assert caps.mps_server(named.pid, caps.CUDA_CONTEXT_MIB)
+        assert not caps.mps_server(named.pid, caps.CUDA_CONTEXT_MIB + 1)
+        assert not caps.mps_server(named.pid, None)
     finally:
         _stopped(named, at_path, plain)
-    assert not caps.mps_server(named.pid)  # gone
+    assert not caps.mps_server(named.pid, 66)  # gone
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="starting another user's process needs root")
 def test_another_users_process_cannot_pass_for_the_mps_server():
     theirs = _running("nvidia-cuda-mps-server", user=OTHER_UID)
     try:
-        assert not caps.mps_server(theirs.pid)
+        assert not caps.mps_server(theirs.pid, 66)
     finally:
         _stopped(theirs)
 
@@ -168,21 +173,27 @@ def test_another_users_process_cannot_pass_for_the_mps_server():
 def test_the_jobs_mps_server_keeps_no_whole_gpu_from_them(start_agent, tmp_path):
     """The MPS server stays once its clients end, holding a little of each GPU they used: a
     whole GPU (a share of all its memory) still fits there. Anyone else's process, however
-    small, is counted: the whole GPU is refused beside it, and said so."""
-    agent = start_agent("2xL4", str(tmp_path / "host"))
-    server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
+    small, is counted: the whole GPU is refused beside it, and said so; so is one of that name
+    that holds more than an MPS server does."""
+    agent = start_agent("3xL4", str(tmp_path / "host"))
+    server, other, big = (_running("nvidia-cuda-mps-server"), _running("sleep"),
+                          _running("nvidia-cuda-mps-server"))
     try:
         agent.call("sim.add_process", gpu=0, used_mib=66, pid=server.pid)
         agent.call("sim.add_process", gpu=1, used_mib=66, pid=other.pid)
+        agent.call("sim.add_process", gpu=2, used_mib=20000, pid=big.pid)
         listed = [g["processes"] for g in agent.call("snapshot")["gpus"]]
         assert listed == [[{"pid": server.pid, "used_mib": 66, "instance": None, "job": None,
                             "service": "mps"}],
-                          [{"pid": other.pid, "used_mib": 66, "instance": None, "job": None}]]
-        with pytest.raises(AgentError) as refused:
-            agent.call("job.launch", key="k-beside", gpu=1, memory_mib=23034, argv=["true"])
-        assert refused.value.code == rpc.NO_ROOM
-        assert "66 MiB used by processes outside fractui" in str(refused.value)
+                          [{"pid": other.pid, "used_mib": 66, "instance": None, "job": None}],
+                          [{"pid": big.pid, "used_mib": 20000, "instance": None, "job": None}]]
+        for gpu, used in ((1, 66), (2, 20000)):
+            with pytest.raises(AgentError) as refused:
+                agent.call("job.launch", key="k-beside-%d" % gpu, gpu=gpu, memory_mib=23034,
+                           argv=["true"])
+            assert refused.value.code == rpc.NO_ROOM
+            assert "%d MiB used by processes outside fractui" % used in str(refused.value)
         job = agent.call("job.launch", key="k-whole", gpu=0, memory_mib=23034, argv=["true"])
         assert wait_job(agent, job["id"])["state"] == "exited"
     finally:
-        _stopped(server, other)
+        _stopped(server, other, big)

@@ -54,18 +54,22 @@ def _device_check():
 
 def test_the_device_checks_whole_gpu_beside_the_mps_server_on_the_simulator(tmp_path, capsys):
     """Step 7's last part, which only a GPU with MPS runs in the check: a whole-GPU job starts
-    beside the jobs' MPS server, and not beside anyone else's process."""
+    beside the jobs' MPS server; the check tries none beside anyone else's process, and fails
+    where no MPS server is listed."""
     check = _device_check()
-    agent = check.Agent(["--state-dir", str(tmp_path / "host"), "--sim", "2xL4"])
+    agent = check.Agent(["--state-dir", str(tmp_path / "host"), "--sim", "3xL4"])
     server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
     try:
         agent.call("sim.add_process", gpu=0, used_mib=66, pid=server.pid)
         assert check.whole_gpu_beside_mps_server(agent, 0)
         agent.call("sim.add_process", gpu=1, used_mib=66, pid=other.pid)
-        assert not check.whole_gpu_beside_mps_server(agent, 1)
+        assert not check.whole_gpu_beside_mps_server(agent, 1, patience_s=1)
+        assert not check.whole_gpu_beside_mps_server(agent, 2)
     finally:
         agent.close()
         _stopped(server, other)
     said = capsys.readouterr().out
     assert "MPS: the whole-GPU job: state exited, exit code 0" in said
     assert "a process other than the jobs' MPS server is on the GPU" in said
+    assert "no process on the GPU is tagged as the jobs' MPS server" in said
+    assert said.count("whole-GPU job: state") == 1

@@ -77,6 +77,11 @@ def test_share_owners_come_from_the_store_by_agent_key():
     (gpu,) = build([l4(said)], agent, [store_job]).hosts["h"].gpus
     assert [b.kind for b in gpu.blocks] == [JOB, JOB, OTHER]
     assert gpu.blocks[2].size == pytest.approx(0.1)
+    # the jobs' MPS server is no one else's either: placement does not count it
+    mps = {"pid": 98, "used_mib": 66, "job": None, "service": "mps"}
+    (gpu,) = build([l4(said + [mps])], agent, [store_job]).hosts["h"].gpus
+    assert [b.kind for b in gpu.blocks] == [JOB, JOB, OTHER]
+    assert gpu.blocks[2].size == pytest.approx(0.1)
 
 
 def test_mig_blocks_idle_busy_simulated_creating_and_decided():

@@ -42,6 +42,14 @@ def test_a_process_outside_fractui_keeps_a_gpu_from_being_idle():
     assert {r.gpu: r.idle_s for r in clock.take()} == {0: 0.0, 1: 0.0}
 
 
+def test_the_mps_server_its_jobs_left_keeps_no_gpu_from_being_idle():
+    left = ({"pid": 9, "used_mib": 66, "job": None, "service": "mps"},)
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view(processes1=left)], [], 0.0)
+    clock.observe([view(processes1=left)], [], 5.0)
+    assert {r.gpu: r.idle_s for r in clock.take()} == {0: 0.0, 1: 5.0}
+
+
 @pytest.mark.parametrize("between", ["offline", "gap"])
 def test_nothing_is_counted_while_a_host_is_away_or_across_a_gap(between):
     clock = GpuClock(bucket_s=60)

@@ -28,9 +28,9 @@
    PyTorch loop that allocates 128 MiB at a time in a 1024 MiB share. The agent must offer the
    ``mps`` layer, MPS's limit must stop the loop (PyTorch's out-of-memory error: the job exits 3)
    before the watchdog does, and NVML must never have counted the job above its share
-   (DIR/mps.json). The MPS server stays after its client: the snapshot must then tag it as the
-   jobs' (``service`` "mps"), and a job given the whole GPU (a share of all its memory) must
-   start and end beside it. The daemon is told to quit after. Skipped on the simulator and
+   (DIR/mps.json). The MPS server stays after its client: once the client has left, the GPU
+   must list it, tagged as the jobs' (``service`` "mps"), and a job given the whole GPU (a share
+   of all its memory) must start and end beside it. The daemon is told to quit after. Skipped on the simulator and
    where there is no ``nvidia-cuda-mps-control``.
 
 Before them it records the machine (kernel, Python, the pynvml package, nvidia-smi's view) in
@@ -431,15 +431,24 @@ def mps_limit_holds(gpu: int, state: str, out_dir: str, agent_args: List[str]
             and 0 < done["peak"] <= 1024 and whole)
 
 
-def whole_gpu_beside_mps_server(agent: "Agent", gpu: int) -> bool:
-    """Step 7, after its job: what the GPU lists (the MPS server, tagged as the jobs'), and a
-    job given the whole GPU started and ended beside it."""
-    record = next((g for g in agent.call("snapshot").get("result", {}).get("gpus", [])
-                   if g.get("index") == gpu), {})
-    listed = record.get("processes") or []
+def whole_gpu_beside_mps_server(agent: "Agent", gpu: int, patience_s: float = 10) -> bool:
+    """Step 7, after its job: once the job's process has left the GPU's list (within
+    ``patience_s``), the MPS server it left must be listed there, tagged as the jobs', and a job
+    given the whole GPU must start and end beside it."""
+    deadline = time.time() + patience_s
+    while True:
+        record = next((g for g in agent.call("snapshot").get("result", {}).get("gpus", [])
+                       if g.get("index") == gpu), {})
+        listed = record.get("processes") or []
+        if all(p.get("service") == "mps" for p in listed) or time.time() > deadline:
+            break
+        time.sleep(0.5)
     print("MPS: after its job, GPU %d lists %s" % (gpu, json.dumps(listed)))
-    if any(p.get("job") is None and p.get("service") != "mps" for p in listed):
+    if not all(p.get("service") == "mps" for p in listed):
         print("MPS: a process other than the jobs' MPS server is on the GPU: no whole-GPU job")
+        return False
+    if not any(p.get("service") == "mps" for p in listed):
+        print("MPS: no process on the GPU is tagged as the jobs' MPS server")
         return False
     launched = agent.call("job.launch", key="device-check-mps-whole", gpu=gpu,
                           memory_mib=record.get("memory_mib"), argv=["true"])

@@ -431,7 +431,13 @@ def outside_mib(rec: Mapping[str, Any]) -> int:
     server (``service`` "mps") is not counted, as the agent does not count it."""
     return sum(int(p.get("used_mib") or 0) for p in rec.get("processes") or ()
                if isinstance(p, dict) and "job" in p and p["job"] is None
-               and p.get("instance") is None and p.get("service") != "mps")
+               and p.get("instance") is None and not mps_layer(p))
+
+
+def mps_layer(proc: Mapping[str, Any]) -> bool:
+    """Whether a snapshot's process is the jobs' MPS server, as its agent tells: memory read as
+    neither a job's nor anyone else's (the agent's ``caps.mps_server`` says what it is)."""
+    return proc.get("service") == "mps"
 
 
 def outside_use(views: Iterable[HostView]) -> List[Tuple[str, int, int]]:

@@ -17,6 +17,7 @@ from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
+from fractui.sched.fleetview import mps_layer
 from fractui.store.model import ACTIVE, PENDING, PLACED, Cordon, Job
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
@@ -212,9 +213,10 @@ def _gpu_line(host: str, gpu: dict, live: list[dict], by_key: dict[str, Job],
                 blocks.append(Block(at, size, PLACING, job.name, job.team, job.queue,
                                     "#%d" % job.id))
                 at += size
-        # a job's other processes (its workers) are its own where the agent says whose each is
+        # a job's other processes (its workers) are its own where the agent says whose each is;
+        # the jobs' MPS server is not drawn as anyone else's, as placement does not count it
         outside = [p for p in gpu.get("processes") or ()
-                   if p.get("pid") not in job_pids and not p.get("job")]
+                   if p.get("pid") not in job_pids and not p.get("job") and not mps_layer(p)]
         for kind in (SIMULATED, OTHER):
             used = sum(p.get("used_mib") or 0 for p in outside
                        if (str(p.get("pid")) in simulated) == (kind == SIMULATED))

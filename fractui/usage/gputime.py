@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from fractui.sched.fleetview import USABLE, HostView
+from fractui.sched.fleetview import USABLE, HostView, mps_layer
 from fractui.sched.quota import held_by_gpu
 from fractui.store.model import GpuTime, Job
 
@@ -49,7 +49,8 @@ class GpuClock:
                 if before is None or not 0 < now - before <= GAP_S:
                     continue
                 charge = held.get(key, 0.0)
-                idle = 1.0 if charge == 0 and not gpu.get("processes") else 0.0
+                idle = 1.0 if charge == 0 and all(  # the jobs' MPS server, left, is no use
+                    mps_layer(p) for p in gpu.get("processes") or ()) else 0.0
                 util = gpu.get("utilization_gpu")
                 measured = isinstance(util, (int, float)) and not isinstance(util, bool)
                 busy = float(util) / 100 if measured else 0.0

@@ -2,8 +2,9 @@
 
 An instance already held by a job or used by processes outside fractui is refused; so is a memory
 share above what is still free (the GPU's memory less the shares booked and what processes outside
-fractui use; the MPS server of the agent's user is not one of them, ``caps.mps_server``). What NVML says is read first, without the supervisor's lock (``read_facts``); the
-table is then checked and the job recorded in one step under it (``check``).
+fractui use, the jobs' MPS server not among them: ``caps.mps_server``). What NVML says is read
+first, without the supervisor's lock (``read_facts``); the table is then checked and the job
+recorded in one step under it (``check``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def read_facts(gpus: Any, memory_mib: Optional[int], instance: Optional[str],
                 found = gpus.call_nvml(lambda: gpus.backend.processes(info.index))
                 facts.outside_mib[info.index] = sum(p.used_mib or 0 for p in found
                                                     if p.pid not in ours
-                                                    and not mps_server(p.pid))
+                                                    and not mps_server(p.pid, p.used_mib))
     elif instance is not None and infos[0].mig_mode:
         index = infos[0].index
         layout = gpus.call_nvml(lambda: gpus.backend.layout(index))

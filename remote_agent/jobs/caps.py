@@ -119,19 +119,24 @@ def mps_pipe_dir() -> str:
     return os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)
 
 
-def mps_server(pid: int) -> bool:
-    """Whether ``pid`` is an MPS server of this agent's user: the MPS layer that the jobs' memory
-    caps run through, which keeps a little of every GPU its clients used (66 MiB on an H200) for
-    as long as it runs, clients or none, not someone's work. Its owner is checked as well as its
-    name: another user's process cannot pass for it."""
+def mps_server(pid: int, used_mib: Optional[int]) -> bool:
+    """Whether ``pid``, holding ``used_mib`` of a GPU, is the jobs' MPS server: the MPS layer the
+    jobs' memory caps run through, which keeps a little of every GPU its clients used (66 MiB on
+    an H200) for as long as it runs, clients or none. Its owner is checked before its name (and
+    first, so another user's process is not read further): another user's process cannot pass
+    for it. One holding more than a CUDA context's worth of a GPU is counted as anyone's: a
+    process of the jobs' own user that names itself so cannot hide more than that."""
+    if used_mib is None or used_mib > CUDA_CONTEXT_MIB:
+        return False
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            program = os.path.basename(f.read().split(b"\0", 1)[0])
         with open("/proc/%d/status" % pid, "rb") as f:
             uid = next(int(line.split()[1]) for line in f if line.startswith(b"Uid:"))
+        if uid != os.getuid():
+            return False
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return os.path.basename(f.read().split(b"\0", 1)[0]) == MPS_SERVER
     except (OSError, ValueError, IndexError, StopIteration):
         return False  # gone, or unreadable: counted as anyone's
-    return program == MPS_SERVER and uid == os.getuid()
 
 
 def share_env(layers: List[str], settings: CapSettings, gpu_uuids: List[str], memory_mib: int,
