@@ -19,7 +19,7 @@ import paramiko
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
-from fractui.fleet import sshlog
+from fractui.fleet import answers, sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError
@@ -48,6 +48,16 @@ class AnswerLost(HostUnavailable):
         super().__init__("%s: the connection was lost waiting for the answer to %s: %s" % (
             host, method, reason))
         self.host, self.method, self.reason = host, method, reason
+
+
+class AnswerMalformed(AnswerLost):
+    """The agent answered, but not in the shape the fleet reads (``answers``): what it did is
+    not known, as with an answer lost."""
+
+    def __init__(self, host: str, method: str, said: str):
+        HostUnavailable.__init__(self, "%s: the agent's answer to %s was malformed: %s" % (
+            host, method, said))
+        self.host, self.method, self.reason = host, method, "malformed: " + said
 
 
 @dataclass
@@ -131,6 +141,7 @@ class HostSession:
         self.settled = threading.Event()
         # notifications of a connection not yet installed (None once it is)
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
+        self._malformed: Dict[str, str] = {}  # notification method -> what was wrong with it
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
         sshlog.keeper()
@@ -153,10 +164,10 @@ class HostSession:
             raise HostUnavailable("%s is %s%s" % (self.cfg.name, self.status.state, (
                 ": " + self.status.error) if self.status.error else ""))
         try:
-            result = conn.client.call(method, params, timeout_s)
+            result = self._checked(method, conn.client.call(method, params, timeout_s))
         except ConnectionLost as err:
             raise AnswerLost(self.cfg.name, method, self._lost_why(str(err))) from err
-        if method == "job.launch" and isinstance(result, dict) and "id" in result:
+        if method == "job.launch":
             # the agent tells its job's record on another thread, which may come after this
             # answer: kept now, so no view taken meanwhile misses a job that runs (a record
             # told first is newer, and stays)
@@ -180,20 +191,38 @@ class HostSession:
             setattr(self.status, name, value)
 
     def _notify(self, method: str, params: Dict[str, Any]) -> None:
-        for listener in list(self.listeners):
-            listener(method, params)
-        if method not in ("snapshot", "job"):
-            return
-        with self._lock:
-            if self._early is not None:  # connecting: newer than what subscribe answered
-                self._early.append((method, params))
+        said = answers.problem(method, params) if method in ("snapshot", "job") else None
+        if said is not None:  # kept from everyone: the last good one stands, the host says why
+            log.warning("%s: ignoring a malformed %s from its agent: %s", self.cfg.name, method,
+                        said)
+        else:
+            for listener in list(self.listeners):
+                listener(method, params)
+            if method not in ("snapshot", "job"):
                 return
-            _apply(self.status, method, params)
-            if method == "snapshot" and self.status.state in ("online", "degraded") \
-                    and self.status.hello is not None:
-                problem = hello_problem(self.status.hello, params)
+        with self._lock:
+            if said is None:
+                self._malformed.pop(method, None)
+            else:
+                self._malformed[method] = said
+            if self._early is not None:  # connecting: newer than what subscribe answered
+                if said is None:
+                    self._early.append((method, params))
+                return
+            if said is None:
+                _apply(self.status, method, params)
+            if self.status.state in ("online", "degraded") and self.status.hello is not None:
+                problem = self._problem_locked()
                 self._set_locked("degraded" if problem else "online", problem)
         self._changed()
+
+    def _problem_locked(self) -> Optional[str]:
+        """What makes the connected host degraded: its agent's problems, and the last
+        snapshot or job record it sent malformed (ignored) until a good one comes."""
+        problems = [hello_problem(self.status.hello or {}, self.status.snapshot)] + [
+            "its agent sent a malformed %s, ignored: %s" % (method, said)
+            for method, said in sorted(self._malformed.items())]
+        return "; ".join(p for p in problems if p) or None
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -255,7 +284,7 @@ class HostSession:
 
     def _connect(self) -> _Conn:
         with self._lock:
-            self._early = []
+            self._early, self._malformed = [], {}
         conn = self._start()
         try:
             hello = conn.client.call("hello", {"protocol": PROTOCOL_VERSION,
@@ -278,13 +307,16 @@ class HostSession:
                     " (its agent is the image's, %s: use an image with fractui %s's agent, or "
                     "leave out agent = \"image\" to have fractui upload its own)" % (
                         self.cfg.agent_path, __version__)) if image else "")) from err
+        self._refuse_malformed(conn, "hello", hello)
         subscribed = conn.client.call("subscribe", None, 30.0)
+        self._refuse_malformed(conn, "subscribe", subscribed)
         jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
         for hook in list(self.connect_hooks):
             try:
-                hook(self.cfg.name, lambda m, p=None: conn.client.call(m, p, 30.0), dict(jobs))
-            except (AgentCallError, ConnectionLost) as err:  # retried by the next pass
-                log.warning("%s: on connect: %s", self.cfg.name, err)
+                hook(self.cfg.name, lambda m, p=None: self._checked(
+                    m, conn.client.call(m, p, 30.0)), dict(jobs))
+            except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
+                log.warning("%s: on connect: %s", self.cfg.name, err)  # the next pass retries
         with self._lock:  # what subscribe answered, then what was pushed since, in order
             self.status.hello, self.status.snapshot, self.status.jobs = (
                 hello, subscribed.get("snapshot"), jobs)
@@ -292,9 +324,29 @@ class HostSession:
                 _apply(self.status, method, params)
             self._early = None
         self._conn = conn
-        problem = hello_problem(hello, self.status.snapshot)
+        with self._lock:
+            problem = self._problem_locked()
         self._set("degraded" if problem else "online", problem)
         return conn
+
+    def _checked(self, method: str, result: Any) -> Any:
+        """``result``, the agent's answer to ``method``, if it has the shape the fleet reads
+        (``answers``); else AnswerMalformed, logged."""
+        said = answers.problem(method, result)
+        if said is not None:
+            log.warning("%s: a malformed answer to %s from its agent: %s", self.cfg.name,
+                        method, said)
+            raise AnswerMalformed(self.cfg.name, method, said)
+        return result
+
+    def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> None:
+        """No host is taken on with a malformed hello or subscribe answer: what the fleet
+        reads of it could not be read."""
+        try:
+            self._checked(method, result)
+        except AnswerMalformed as err:
+            conn.close()
+            raise AgentProcessError(str(err)) from err
 
     def _client(self, reader: Any, write: Callable[[bytes], None]) -> AgentClient:
         return AgentClient(reader, write, on_notify=self._notify, name=self.cfg.name)

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import (AbstractSet, Any, Collection, Dict, FrozenSet, Iterable, List, Mapping,
-                    Optional, Sequence, Tuple)
+                    Optional, Sequence, Set, Tuple)
 
 from remote_agent import MODE_DESTROY_IDLE, MODE_RESET
 from remote_agent.gpu.models import model as gpu_model
@@ -464,9 +464,10 @@ def outside_milli(rec: Mapping[str, Any]) -> int:
 def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                ) -> Optional[Layout]:
     """A MIG GPU's layout as its agent sees it, every instance a job holds marked busy; None
-    for a GPU without MIG or of a model fractui does not know."""
+    for a GPU without MIG, of a model fractui does not know, or whose instances no GPU of its
+    model could hold (a broken agent's record: the GPU is given nothing)."""
     geo = gpu_geometry(rec) if rec.get("mig_mode") else None
-    if geo is None:
+    if geo is None or not _possible(geo, rec.get("instances") or []):
         return None
     held = {j.get("instance") for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])}
     return Layout(geo, tuple(
@@ -474,6 +475,21 @@ def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                  compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
                  busy=bool(i.get("busy")) or i.get("uuid") in held)
         for i in rec.get("instances") or []))
+
+
+def _possible(geo: Geometry, instances: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a snapshot's instance records can all be on one GPU of ``geo``: each of a
+    profile of the model, of its size, at one of its starts, none on another's slots."""
+    used: Set[int] = set()
+    for i in instances:
+        p = geo.profile(i["profile"])
+        if p is None or i["size"] != p.size or i["start"] not in p.starts:
+            return False
+        slots = set(p.slots(i["start"]))
+        if used & slots:
+            return False
+        used |= slots
+    return True
 
 
 def _compute(geo: Geometry, profile: str) -> int:

@@ -1,0 +1,245 @@
+"""An agent's answers are checked where they come in (fractui/fleet/answers.py), so that one
+broken or hostile agent cannot stop the scheduler or the TUI for the whole fleet. A fuzzer
+changes one part at a time of a real agent's hello, snapshot and job records to a hostile value
+(or leaves it out): each change is refused, naming that part, or every reader of the fleet's
+state takes it without an exception — scheduling, the preview, the TUI's map, jobs and GPU
+views, `fractui status`, metrics and usage accounting. A host whose agent sends a malformed
+snapshot keeps its last good one and says why, until a good one comes."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import random
+import time
+import traceback
+from typing import Any, Dict, List, Tuple
+
+import pytest
+from rich.console import Console
+
+from fractui import commands
+from fractui.config import QueueConfig, TeamConfig
+from fractui.fleet import answers
+from fractui.fleet.host import AnswerLost, HostStatus, hello_problem
+from fractui.fleet.transport.base import AgentProcessError
+from fractui.metrics.families import families
+from fractui.metrics.state import MetricsState
+from fractui.sched.fleetview import HostView, build_hosts, outside_use, signature
+from fractui.sched.preview import candidates
+from fractui.sched.queueing import schedule
+from fractui.store.model import PENDING, RUNNING, Job, Slot
+from fractui.tui.gpu_screen import describe
+from fractui.tui.jobrows import job_rows
+from fractui.tui.model import FleetModel, StoreView
+from fractui.usage.gputime import GpuClock
+from tests import localfleet
+from tests.test_caps import _running, _stopped
+from tests.test_jobs import wait_job
+
+local_fleet = localfleet.local_fleet
+
+UID = "fuzz0001"
+QUEUES = [QueueConfig(name="quarter", gpu=0.25), QueueConfig(name="half", gpu=0.5),
+          QueueConfig(name="whole", gpus=1), QueueConfig(name="slice", mig="1g.10gb")]
+TEAMS = [TeamConfig("nlp", quota_gpus=1.0)]
+
+
+def _job(id_: int, queue: str, request: Dict[str, Any], state: str = PENDING,
+         slot: Slot | None = None) -> Job:
+    return Job(id=id_, queue=queue, team="nlp", name="j%d" % id_, argv=("x",), request=request,
+               state=state, submitted_at=float(id_), updated_at=0.0, slot=slot)
+
+
+STORE = (_job(1, "quarter", {"gpu": 0.25}, RUNNING, Slot("h", (1,), memory_mib=5758)),
+         _job(2, "slice", {"mig": "3g.40gb"}, RUNNING, Slot("h", (0,), profile="3g.40gb",
+                                                           start=0)),
+         _job(3, "half", {"gpu": 0.5}), _job(4, "whole", {"gpus": 1}),
+         _job(5, "slice", {"mig": "1g.10gb"}))
+
+
+def _real_answers(agent) -> Tuple[Dict[str, Any], Dict[str, Any], List[Dict[str, Any]]]:
+    """hello, a snapshot and the job records of a real agent on a simulated A100 in MIG mode
+    and an L4: a share and a MIG job, with usage sampled; processes of a job, of no job and the
+    jobs' MPS server; an ECC error and an XID."""
+    share = agent.call("job.launch", key=STORE[0].key(UID), gpu=1, memory_mib=5758,
+                       argv=list(localfleet.sleeper(120)))
+    agent.call("job.launch", key=STORE[1].key(UID), gpu=0,
+               mig={"profile": "3g.40gb", "start": 0}, argv=list(localfleet.sleeper(120)))
+    running = wait_job(agent, share["id"], states=("running",))
+    agent.call("sim.add_process", gpu=1, used_mib=900, pid=running["pid"])
+    agent.call("sim.add_process", gpu=1, used_mib=500)
+    agent.call("sim.ecc", gpu=1, corrected=2)
+    agent.call("sim.xid", gpu=1, xid=79)
+    deadline = time.time() + 30
+    while not agent.call("job.get", job=share["id"]).get("usage"):
+        assert time.time() < deadline, "no usage sample came"
+        time.sleep(0.2)
+    return agent.call("hello"), agent.call("snapshot"), agent.call("job.list")["jobs"]
+
+
+def _paths(value: Any, path: str, steps: Tuple[Any, ...] = ()
+           ) -> List[Tuple[str, Tuple[Any, ...], Any]]:
+    """Every part of ``value``, the containers too: the path ``answers`` names it by, the keys
+    and indexes that reach it, and the part."""
+    found = [(path, steps, value)]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, "%s.%s" % (path, key), steps + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _paths(item, "%s[%d]" % (path, i), steps + (i,))
+    return found
+
+
+HOSTILE = [None, True, False, -1, 0, 1, 3, 5, 7, 64, 2 ** 70, -(2 ** 70), 1.5, float("nan"),
+           float("inf"), "", "x", "j1", "j2", "GPU 0", "1g.10gb", "7g.80gb", [], [1], ["x"],
+           [None], {}, {"a": 1}, {"index": "x"}]
+LEFT_OUT = object()
+
+
+def _changed(value: Any, steps: Tuple[Any, ...], to: Any) -> Any:
+    """``value`` with the part that ``steps`` reach set to ``to`` (or left out)."""
+    if not steps:
+        return to
+    out = copy.deepcopy(value)
+    parent = out
+    for step in steps[:-1]:
+        parent = parent[step]
+    if to is LEFT_OUT:
+        del parent[steps[-1]]
+    else:
+        parent[steps[-1]] = to
+    return out
+
+
+def _read_everywhere(hello: Any, snapshot: Any, jobs: Dict[str, Any]) -> None:
+    """Every reader of a host's state, given one host's answers."""
+    status = HostStatus("h", state="online", hello=hello, snapshot=snapshot, jobs=jobs)
+    view = HostView("h", "online", hello, snapshot, jobs)
+    build_hosts([view], STORE, UID)
+    signature(view)
+    outside_use([view])
+    schedule([view], STORE, QUEUES, TEAMS, UID)
+    for job in STORE[2:]:
+        candidates([view], STORE, UID, job)
+    store = StoreView(UID, STORE)
+    model = FleetModel(["h"])
+    model.set_store(store)
+    model.update(status)
+    job_rows(store, {"h": status}, 100.0)
+    console = Console(file=io.StringIO(), width=120)
+    for gpu in (snapshot or {}).get("gpus") or []:
+        for part in describe(status, gpu["index"], store, "red"):
+            console.print(part)
+    hello_problem(hello, snapshot)
+    record = status.record()
+    json.dumps(record)
+    for gpu in record["gpus"]:
+        commands._gpu_summary(gpu)
+        "    gpu%-3s %-28s" % (gpu["index"], gpu["name"])
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view], STORE, 0.0)
+    clock.observe([view], STORE, 5.0)
+    families(MetricsState(now=10.0, holder="h", hosts=[view], jobs=STORE, teams=TEAMS,
+                          queues=[q.name for q in QUEUES], lease_held=True,
+                          store_reachable=True))
+
+
+def test_each_part_is_refused_by_name_or_read_everywhere_without_an_error(start_agent,
+                                                                           tmp_path):
+    agent = start_agent("1xA100-80GB:mig,1xL4", str(tmp_path / "host"),
+                        "--usage-sample-s", "1")
+    server = _running("nvidia-cuda-mps-server")
+    try:
+        agent.call("sim.add_process", gpu=1, used_mib=66, pid=server.pid)
+        hello, snapshot, jobs = _real_answers(agent)
+    finally:
+        _stopped(server)
+    assert any(p.get("service") == "mps" for g in snapshot["gpus"] for p in g["processes"])
+    assert any(j.get("usage") for j in jobs)
+    answered = {"hello": hello, "snapshot": snapshot}
+    answered.update({"job %s" % j["id"]: j for j in jobs})
+    for name, value in answered.items():
+        assert answers.problem(name.split()[0], value) is None, name
+    _read_everywhere(hello, snapshot, {j["id"]: j for j in jobs})
+
+    rng = random.Random(18)
+    failed, refused, read = [], 0, 0
+    parts = [(name, path, steps) for name, value in answered.items()
+             for path, steps, _part in _paths(value, name.split()[0])]
+    for _ in range(3000):
+        name, path, steps = rng.choice(parts)
+        to = rng.choice(HOSTILE + ([LEFT_OUT] if steps else []))
+        changed = dict(answered, **{name: _changed(answered[name], steps, to)})
+        said = answers.problem(name.split()[0], changed[name])
+        if said is not None:
+            refused += 1
+            where = path
+            if to is LEFT_OUT:  # said of the part that holds it
+                where = path[:-len("[%d]" % steps[-1] if isinstance(steps[-1], int)
+                                   else ".%s" % steps[-1])]
+            assert said[len(where):len(where) + 1] in (":", ".", "[") and said.startswith(
+                where), (path, to, said)
+            continue
+        read += 1
+        try:
+            _read_everywhere(changed["hello"], changed["snapshot"],
+                             {j["id"]: j for n, j in changed.items() if n.startswith("job")})
+        except Exception:
+            failed.append("%s = %r: %s" % (path, "left out" if to is LEFT_OUT else to,
+                                           traceback.format_exc(limit=-3)))
+    assert not failed, "\n".join(failed[:12]) + "\n(%d in all)" % len(failed)
+    assert refused > 100 and read > 100  # both sides were tried
+
+
+def test_a_malformed_snapshot_is_kept_from_the_fleet_and_said_until_a_good_one_comes(
+        local_fleet):
+    """Pushed by the agent (here handed to the host as its reader hands it on), a malformed
+    snapshot reaches no one: the last good one stands, the host is degraded saying what was
+    malformed, and the scheduler goes on placing; the next good snapshot clears it."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")  # no snapshot of the agent's comes between the test's
+    good = session.call("snapshot")
+    session._notify("snapshot", good)
+    heard: List[str] = []
+    session.listeners.append(lambda method, params: heard.append(method))
+    bad = copy.deepcopy(good)
+    bad["gpus"][0]["processes"] = [{"pid": 7, "used_mib": "lots"}]
+    session._notify("snapshot", bad)
+    assert (session.status.state, session.status.error) == (
+        "degraded", "its agent sent a malformed snapshot, ignored: snapshot.gpus[0]."
+        "processes[0].used_mib: 'lots' is not a whole number from 0")
+    assert session.status.snapshot == good and heard == []
+    job = f.submit("half", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == "running")
+    session._notify("snapshot", session.call("snapshot"))
+    assert (session.status.state, session.status.error) == ("online", None)
+    assert heard == ["snapshot"]
+
+
+def test_a_malformed_answer_to_a_call_is_an_answer_lost_and_said(local_fleet, monkeypatch):
+    """What the agent did is not known (the record cannot be read), as with an answer lost:
+    the caller handles it so; the host keeps no such record."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
+                        lambda method, params, timeout_s: {"id": "j9", "key": "k", "state": 5})
+    with pytest.raises(AnswerLost) as lost:
+        session.call("job.launch", {"key": "k", "gpu": 0, "memory_mib": 100, "argv": ["true"]})
+    assert str(lost.value) == ("gpu-a: the agent's answer to job.launch was malformed: "
+                               "job.launch.state: 5 is not text")
+    assert "j9" not in session.status.jobs
+    with pytest.raises(AgentProcessError) as refused:  # on connecting: the host is not taken
+        session._refuse_malformed(_Closed(), "hello", {"gpus": [{"index": -1, "name": "L4"}]})
+    assert str(refused.value) == ("gpu-a: the agent's answer to hello was malformed: "
+                                  "hello.gpus[0].index: -1 is not a whole number from 0")
+
+
+class _Closed:
+    """A connection that is only closed."""
+
+    def close(self) -> None:
+        pass
