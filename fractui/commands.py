@@ -358,11 +358,16 @@ def launch(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(dict(job, ref=ref, earlier=is_earlier))
     else:
-        print("%s %s (pid %s) on gpu %s%s%s" % (
-            ref, job["state"], job["pid"], ",".join(map(str, job["gpus"])),
-            " instance " + job["instance"] if job.get("instance") else "",
-            " in %s image %s" % (job.get("runtime"), job["image"]) if job.get("image") else ""))
+        print(launched_words(ref, job))
     return 0
+
+
+def launched_words(ref: str, job: Dict[str, Any]) -> str:
+    """A launched job (its agent's record) in a line."""
+    return "%s %s (pid %s) on gpu %s%s%s" % (
+        ref, job["state"], job["pid"], ",".join(map(str, job["gpus"])),
+        " instance " + job["instance"] if job.get("instance") else "",
+        " in %s image %s" % (job.get("runtime"), job["image"]) if job.get("image") else "")
 
 
 def stop(config: Config, args: argparse.Namespace) -> int:

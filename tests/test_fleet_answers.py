@@ -20,7 +20,9 @@ import pytest
 from rich.console import Console
 
 from fractui import commands
-from fractui.config import QueueConfig, TeamConfig
+from fractui.commands import launched_words
+from fractui.config import HostConfig, QueueConfig, TeamConfig
+from fractui.fleet.doctor import agent_words
 from fractui.fleet import answers
 from fractui.fleet.host import AnswerLost, HostStatus, hello_problem
 from fractui.fleet.transport.base import AgentProcessError
@@ -31,6 +33,8 @@ from fractui.sched.preview import candidates
 from fractui.sched.queueing import schedule
 from fractui.store.model import PENDING, RUNNING, Job, Slot
 from fractui.tui.gpu_screen import describe
+from fractui.tui.health import gpu_series, health_text
+from fractui.tui.history import History
 from fractui.tui.jobrows import job_rows
 from fractui.tui.model import FleetModel, StoreView
 from fractui.usage.gputime import GpuClock
@@ -93,6 +97,55 @@ def _paths(value: Any, path: str, steps: Tuple[Any, ...] = ()
     return found
 
 
+MAY_BE_NULL = [  # docs/protocol.md: what NVML did not say, and what does not apply
+    ("hello", "driver_version"), ("hello", "links"), ("hello", "links_error"),
+    ("hello", "privileges", "reason"), ("hello", "runtimes", "*"),
+    ("snapshot", "gpus", "*", "utilization_gpu"), ("snapshot", "gpus", "*", "memory_used_mib"),
+    ("snapshot", "gpus", "*", "instances", "*", "uuid"),
+    ("snapshot", "gpus", "*", "instances", "*", "memory_used_mib"),
+    ("snapshot", "gpus", "*", "processes", "*", "used_mib"),
+    ("snapshot", "gpus", "*", "processes", "*", "instance"),
+    ("snapshot", "gpus", "*", "processes", "*", "job"),
+    ("snapshot", "gpus", "*", "health"),
+    ("snapshot", "gpus", "*", "health", "temperature_c"),
+    ("snapshot", "gpus", "*", "health", "slowdown_c"),
+    ("snapshot", "gpus", "*", "health", "power_mw"),
+    ("snapshot", "gpus", "*", "health", "power_limit_mw"),
+    ("snapshot", "gpus", "*", "health", "ecc_volatile"),
+    ("snapshot", "gpus", "*", "health", "ecc_volatile", "corrected"),
+    ("snapshot", "gpus", "*", "health", "throttle"),
+    ("snapshot", "gpus", "*", "health", "xid", "*", "gi_id"),
+    ("snapshot", "gpus", "*", "health", "xid", "*", "ci_id"),
+] + [("job", key) for key in (
+    "cwd", "instance", "mig", "memory_mib", "exit_code", "reason", "pid", "started_at",
+    "ended_at", "run_as", "cgroup", "usage", "image", "container", "container_cgroup")] + [
+    ("job", "usage", key) for key in ("util_mean", "util_note")]
+
+
+def _may_be_null(answered: Dict[str, Any]) -> List[Tuple[str, Tuple[Any, ...]]]:
+    """Each part of the answers that ``MAY_BE_NULL`` names, as (answer, steps)."""
+    found = []
+    for name, value in answered.items():
+        for pattern in MAY_BE_NULL:
+            if pattern[0] == name.split()[0]:
+                found += [(name, steps) for steps in _reach(value, pattern[1:], ())]
+    return found
+
+
+def _reach(value: Any, pattern: Tuple[str, ...], steps: Tuple[Any, ...]
+           ) -> List[Tuple[Any, ...]]:
+    if not pattern:
+        return [steps]
+    head, rest = pattern[0], pattern[1:]
+    if isinstance(value, list) and head == "*":
+        return [s for i, item in enumerate(value) for s in _reach(item, rest, steps + (i,))]
+    if isinstance(value, dict) and head == "*":
+        return [s for key, item in value.items() for s in _reach(item, rest, steps + (key,))]
+    if isinstance(value, dict) and head in value:
+        return _reach(value[head], rest, steps + (head,))
+    return []
+
+
 HOSTILE = [None, True, False, -1, 0, 1, 3, 5, 7, 64, 2 ** 70, -(2 ** 70), 1.5, float("nan"),
            float("inf"), "", "x", "j1", "j2", "GPU 0", "1g.10gb", "7g.80gb", [], [1], ["x"],
            [None], {}, {"a": 1}, {"index": "x"}]
@@ -133,7 +186,15 @@ def _read_everywhere(hello: Any, snapshot: Any, jobs: Dict[str, Any]) -> None:
     for gpu in (snapshot or {}).get("gpus") or []:
         for part in describe(status, gpu["index"], store, "red"):
             console.print(part)
+    history = History()
+    history.record("h", snapshot, jobs)
+    for gpu in (snapshot or {}).get("gpus") or []:
+        console.print(health_text(gpu, 100.0, "red"))
+        console.print(*gpu_series(history, "h", gpu))
     hello_problem(hello, snapshot)
+    agent_words(hello, HostConfig("h", agent="image"))
+    for ident, record in jobs.items():
+        launched_words("h/" + ident, record)
     record = status.record()
     json.dumps(record)
     for gpu in record["gpus"]:
@@ -164,6 +225,12 @@ def test_each_part_is_refused_by_name_or_read_everywhere_without_an_error(start_
     for name, value in answered.items():
         assert answers.problem(name.split()[0], value) is None, name
     _read_everywhere(hello, snapshot, {j["id"]: j for j in jobs})
+
+    for name, steps in _may_be_null(answered):  # what the protocol lets a correct agent say
+        changed = dict(answered, **{name: _changed(answered[name], steps, None)})
+        assert answers.problem(name.split()[0], changed[name]) is None, (name, steps)
+        _read_everywhere(changed["hello"], changed["snapshot"],
+                         {j["id"]: j for n, j in changed.items() if n.startswith("job")})
 
     rng = random.Random(18)
     failed, refused, read = [], 0, 0
@@ -218,6 +285,29 @@ def test_a_malformed_snapshot_is_kept_from_the_fleet_and_said_until_a_good_one_c
     session._notify("snapshot", session.call("snapshot"))
     assert (session.status.state, session.status.error) == ("online", None)
     assert heard == ["snapshot"]
+    # params that are not an object reach the host as {} (fleet.client): no GPUs is no snapshot
+    session._notify("snapshot", {})
+    assert session.status.error == "its agent sent a malformed snapshot, ignored: snapshot: no gpus"
+    session._notify("snapshot", session.call("snapshot"))
+    assert session.status.state == "online"
+
+
+def test_a_malformed_job_record_is_said_until_a_good_record_of_that_job_comes(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    job = f.submit("half", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == "running")
+    [good] = session.call("job.list")["jobs"]
+    session._notify("job", good)
+    session._notify("job", dict(good, state=["running"]))
+    said = "its agent sent a malformed job record, ignored: job.state: ['running'] is not text"
+    assert (session.status.state, session.status.error) == ("degraded", said)
+    assert session.status.jobs[good["id"]] == good
+    session._notify("job", dict(good, id="j99", key="other"))  # another job's: the mark stays
+    assert session.status.error == said
+    session._notify("job", good)
+    assert (session.status.state, session.status.error) == ("online", None)
 
 
 def test_a_malformed_answer_to_a_call_is_an_answer_lost_and_said(local_fleet, monkeypatch):
@@ -226,14 +316,16 @@ def test_a_malformed_answer_to_a_call_is_an_answer_lost_and_said(local_fleet, mo
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
     monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
-                        lambda method, params, timeout_s: {"id": "j9", "key": "k", "state": 5})
+                        lambda method, params, timeout_s: {"id": "j9", "key": "k", "state": 5,
+                                                           "gpus": [0], "pid": None})
     with pytest.raises(AnswerLost) as lost:
         session.call("job.launch", {"key": "k", "gpu": 0, "memory_mib": 100, "argv": ["true"]})
     assert str(lost.value) == ("gpu-a: the agent's answer to job.launch was malformed: "
                                "job.launch.state: 5 is not text")
     assert "j9" not in session.status.jobs
     with pytest.raises(AgentProcessError) as refused:  # on connecting: the host is not taken
-        session._refuse_malformed(_Closed(), "hello", {"gpus": [{"index": -1, "name": "L4"}]})
+        session._refuse_malformed(_Closed(), "hello", dict(
+            session.status.hello, gpus=[{"index": -1, "name": "L4"}]))
     assert str(refused.value) == ("gpu-a: the agent's answer to hello was malformed: "
                                   "hello.gpus[0].index: -1 is not a whole number from 0")
 

@@ -137,9 +137,11 @@ GPU = Record({
                                 "job": STR_, "service": STR_}, needs=("pid",))),
     "health": Record({
         "temperature_c": NUM_, "slowdown_c": NUM_, "power_mw": NUM_, "power_limit_mw": NUM_,
-        "ecc_volatile": Record({"corrected": COUNT_, "uncorrected": COUNT_}, maybe=True),
-        "throttle": TEXTS, "xid": ListOf(Record({"time": NUM, "xid": INT, "gi_id": INT_,
-                                                  "ci_id": INT_}, needs=("time", "xid"))),
+        "ecc_volatile": Record({"corrected": COUNT_, "uncorrected": COUNT},
+                               needs=("corrected", "uncorrected"), maybe=True),
+        "throttle": ListOf(STR, maybe=True),
+        "xid": ListOf(Record({"time": NUM, "xid": INT, "gi_id": INT_, "ci_id": INT_},
+                             needs=("time", "xid"))),
         "xid_note": STR_, "unmeasured": TEXTS, "errors": TEXTS}, maybe=True),
 }, needs=("index", "name"))
 
@@ -149,9 +151,9 @@ HELLO = Record({
     "privileges": Record({"root": BOOL, "mig_changes": BOOL, "reason": STR_}),
     "gpus": ListOf(GPU), "links": ListOf(TEXTS, maybe=True), "links_error": STR_,
     "problems": TEXTS, "methods": TEXTS, "features": TEXTS, "runtimes": MapOf(STR_),
-    "runtimes_unavailable": MapOf(STR)})
+    "runtimes_unavailable": MapOf(STR)}, needs=("protocol", "agent_version", "backend", "gpus"))
 
-SNAPSHOT = Record({"host": STR_, "time": NUM_, "gpus": ListOf(GPU)})
+SNAPSHOT = Record({"host": STR_, "time": NUM_, "gpus": ListOf(GPU)}, needs=("gpus",))
 
 JOB = Record({
     "id": STR, "key": STR, "name": STR_, "argv": TEXTS, "cwd": STR_, "gpus": ListOf(COUNT),
@@ -164,9 +166,10 @@ JOB = Record({
     "usage": Record({"since": NUM_, "until": NUM_, "samples": COUNT, "memory_peak_mib": COUNT_,
                      "memory_mean_mib": NUM_, "util_samples": COUNT, "util_mean": NUM_,
                      "util_note": STR_}, maybe=True),
-}, needs=("id",))
+}, needs=("id", "key", "state", "gpus", "pid"))
 
-SUBSCRIBED = Record({"snapshot": Record(SNAPSHOT.keys, maybe=True), "jobs": ListOf(JOB)})
+SUBSCRIBED = Record({"snapshot": Record({}, maybe=True), "jobs": ListOf(Record({}))},
+                    needs=("jobs",))  # each part checked as pushed ones are (fleet.host)
 
 SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's params
     "hello": HELLO, "subscribe": SUBSCRIBED, "snapshot": SNAPSHOT, "job": JOB,

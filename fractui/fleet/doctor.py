@@ -177,12 +177,17 @@ def _check_agent(config: Config, host: HostConfig,
             report.add("agent", "fail", status.error or status.state, fix)
             return None
         hello = status.hello
-        report.add("agent", "ok", "agent %s, protocol %s, %s backend%s" % (
-            hello["agent_version"], hello["protocol"], hello["backend"], (
-                ", from the image (%s)" % host.agent_path) if host.agent == "image" else ""))
+        report.add("agent", "ok", agent_words(hello, host))
         return hello
     finally:
         session.stop()
+
+
+def agent_words(hello: Dict[str, Any], host: HostConfig) -> str:
+    """The agent a host's hello names: its version, protocol and backend."""
+    return "agent %s, protocol %s, %s backend%s" % (
+        hello["agent_version"], hello["protocol"], hello["backend"], (
+            ", from the image (%s)" % host.agent_path) if host.agent == "image" else "")
 
 
 def _resources(hello: Dict[str, Any]) -> str:

@@ -141,7 +141,7 @@ class HostSession:
         self.settled = threading.Event()
         # notifications of a connection not yet installed (None once it is)
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
-        self._malformed: Dict[str, str] = {}  # notification method -> what was wrong with it
+        self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
         sshlog.keeper()
@@ -191,20 +191,18 @@ class HostSession:
             setattr(self.status, name, value)
 
     def _notify(self, method: str, params: Dict[str, Any]) -> None:
-        said = answers.problem(method, params) if method in ("snapshot", "job") else None
+        judged = method in ("snapshot", "job")
+        said = answers.problem(method, params) if judged else None
         if said is not None:  # kept from everyone: the last good one stands, the host says why
             log.warning("%s: ignoring a malformed %s from its agent: %s", self.cfg.name, method,
                         said)
         else:
             for listener in list(self.listeners):
                 listener(method, params)
-            if method not in ("snapshot", "job"):
-                return
+        if not judged:
+            return
         with self._lock:
-            if said is None:
-                self._malformed.pop(method, None)
-            else:
-                self._malformed[method] = said
+            self._mark_locked(method, params, said)
             if self._early is not None:  # connecting: newer than what subscribe answered
                 if said is None:
                     self._early.append((method, params))
@@ -212,17 +210,30 @@ class HostSession:
             if said is None:
                 _apply(self.status, method, params)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
-                problem = self._problem_locked()
-                self._set_locked("degraded" if problem else "online", problem)
+                self._set_problem_locked()
         self._changed()
 
-    def _problem_locked(self) -> Optional[str]:
-        """What makes the connected host degraded: its agent's problems, and the last
-        snapshot or job record it sent malformed (ignored) until a good one comes."""
+    def _mark_locked(self, method: str, params: Any, said: Optional[str]) -> None:
+        """Mark a malformed snapshot or job record (``said``: what is wrong) until a good
+        snapshot, or a good record of that job, comes; or clear its mark. A job record whose id
+        cannot be read is marked as such until any good job record comes."""
+        ident = params.get("id") if method == "job" and isinstance(params, dict) else None
+        keys = [method] if method == "snapshot" else (
+            ["job %s" % ident] if isinstance(ident, str) else []) + ["job"]
+        if said is None:
+            for key in keys:
+                self._malformed.pop(key, None)
+        else:
+            self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
+                "snapshot" if method == "snapshot" else "job record", said)
+
+    def _set_problem_locked(self) -> None:
+        """The connected host's state: degraded by its agent's problems and the snapshot or
+        job records it sent malformed (each until a good one of it comes); else online."""
         problems = [hello_problem(self.status.hello or {}, self.status.snapshot)] + [
-            "its agent sent a malformed %s, ignored: %s" % (method, said)
-            for method, said in sorted(self._malformed.items())]
-        return "; ".join(p for p in problems if p) or None
+            said for _key, said in sorted(self._malformed.items())]
+        problem = "; ".join(p for p in problems if p) or None
+        self._set_locked("degraded" if problem else "online", problem)
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -310,7 +321,17 @@ class HostSession:
         self._refuse_malformed(conn, "hello", hello)
         subscribed = conn.client.call("subscribe", None, 30.0)
         self._refuse_malformed(conn, "subscribe", subscribed)
-        jobs = {j["id"]: j for j in subscribed.get("jobs", [])}
+        snapshot, jobs = subscribed.get("snapshot"), {}
+        with self._lock:  # each part judged as a pushed one is
+            if snapshot is not None:
+                said = answers.problem("snapshot", snapshot)
+                self._mark_locked("snapshot", snapshot, said)
+                snapshot = snapshot if said is None else None
+            for job in subscribed["jobs"]:
+                said = answers.problem("job", job)
+                self._mark_locked("job", job, said)
+                if said is None:
+                    jobs[job["id"]] = job
         for hook in list(self.connect_hooks):
             try:
                 hook(self.cfg.name, lambda m, p=None: self._checked(
@@ -319,14 +340,14 @@ class HostSession:
                 log.warning("%s: on connect: %s", self.cfg.name, err)  # the next pass retries
         with self._lock:  # what subscribe answered, then what was pushed since, in order
             self.status.hello, self.status.snapshot, self.status.jobs = (
-                hello, subscribed.get("snapshot"), jobs)
+                hello, snapshot, jobs)
             for method, params in self._early or ():
                 _apply(self.status, method, params)
             self._early = None
         self._conn = conn
         with self._lock:
-            problem = self._problem_locked()
-        self._set("degraded" if problem else "online", problem)
+            self._set_problem_locked()
+        self._changed()
         return conn
 
     def _checked(self, method: str, result: Any) -> Any:

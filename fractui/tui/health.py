@@ -59,8 +59,8 @@ def health_text(gpu: Mapping[str, Any], now: float, warning: str) -> Text:
                               known(h.get("slowdown_c"), "%d °C")),
         "power %s/%s W" % (known(h.get("power_mw") and h["power_mw"] / 1000, "%.0f"),
                            known(h.get("power_limit_mw") and h["power_limit_mw"] / 1000, "%.0f")),
-        "ECC n/a" if ecc is None else "ECC %d corrected, %d uncorrected" % (
-            ecc["corrected"], ecc["uncorrected"]),
+        "ECC n/a" if ecc is None else "ECC %s corrected, %d uncorrected" % (
+            known(ecc["corrected"], "%d"), ecc["uncorrected"]),
         "throttle %s" % ("?" if h.get("throttle") is None else
                          ", ".join(h["throttle"]) or "none"),
         "XID %s" % (", ".join(str(e["xid"]) for e in h.get("xid") or ()) or "none"),
