@@ -122,13 +122,14 @@ MAY_BE_NULL = [  # docs/protocol.md: what NVML did not say, and what does not ap
     ("job", "usage", key) for key in ("util_mean", "util_note")]
 
 
-def _may_be_null(answered: Dict[str, Any]) -> List[Tuple[str, Tuple[Any, ...]]]:
-    """Each part of the answers that ``MAY_BE_NULL`` names, as (answer, steps)."""
+def _may_be_null(answered: Dict[str, Any]
+                 ) -> List[Tuple[Tuple[str, ...], str, Tuple[Any, ...]]]:
+    """Each part of the answers that ``MAY_BE_NULL`` names, as (pattern, answer, steps)."""
     found = []
     for name, value in answered.items():
         for pattern in MAY_BE_NULL:
             if pattern[0] == name.split()[0]:
-                found += [(name, steps) for steps in _reach(value, pattern[1:], ())]
+                found += [(pattern, name, steps) for steps in _reach(value, pattern[1:], ())]
     return found
 
 
@@ -226,7 +227,9 @@ def test_each_part_is_refused_by_name_or_read_everywhere_without_an_error(start_
         assert answers.problem(name.split()[0], value) is None, name
     _read_everywhere(hello, snapshot, {j["id"]: j for j in jobs})
 
-    for name, steps in _may_be_null(answered):  # what the protocol lets a correct agent say
+    nulls = _may_be_null(answered)
+    assert {pattern for pattern, _name, _steps in nulls} == set(MAY_BE_NULL)  # each one tried
+    for _pattern, name, steps in nulls:  # what the protocol lets a correct agent say
         changed = dict(answered, **{name: _changed(answered[name], steps, None)})
         assert answers.problem(name.split()[0], changed[name]) is None, (name, steps)
         _read_everywhere(changed["hello"], changed["snapshot"],
@@ -301,7 +304,8 @@ def test_a_malformed_job_record_is_said_until_a_good_record_of_that_job_comes(lo
     [good] = session.call("job.list")["jobs"]
     session._notify("job", good)
     session._notify("job", dict(good, state=["running"]))
-    said = "its agent sent a malformed job record, ignored: job.state: ['running'] is not text"
+    said = "its agent sent a malformed record of job %s, ignored: job.state: ['running'] " \
+           "is not text" % good["id"]
     assert (session.status.state, session.status.error) == ("degraded", said)
     assert session.status.jobs[good["id"]] == good
     session._notify("job", dict(good, id="j99", key="other"))  # another job's: the mark stays
@@ -315,6 +319,7 @@ def test_a_malformed_answer_to_a_call_is_an_answer_lost_and_said(local_fleet, mo
     the caller handles it so; the host keeps no such record."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
+    jobs = session.call("job.list")["jobs"]
     monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
                         lambda method, params, timeout_s: {"id": "j9", "key": "k", "state": 5,
                                                            "gpus": [0], "pid": None})
@@ -328,6 +333,13 @@ def test_a_malformed_answer_to_a_call_is_an_answer_lost_and_said(local_fleet, mo
             session.status.hello, gpus=[{"index": -1, "name": "L4"}]))
     assert str(refused.value) == ("gpu-a: the agent's answer to hello was malformed: "
                                   "hello.gpus[0].index: -1 is not a whole number from 0")
+    # nor with a malformed subscribe answer: a record left out would read as a job it has not
+    with pytest.raises(AgentProcessError) as refused:
+        session._refuse_malformed(_Closed(), "subscribe", {"snapshot": None, "jobs": jobs + [
+            {"id": "j7", "key": "k", "state": "running", "gpus": [0], "pid": "1"}]})
+    assert str(refused.value) == ("gpu-a: the agent's answer to subscribe was malformed: "
+                                  "subscribe.jobs[%d].pid: '1' is not a whole number from 0"
+                                  % len(jobs))
 
 
 class _Closed:

@@ -168,8 +168,8 @@ JOB = Record({
                      "util_note": STR_}, maybe=True),
 }, needs=("id", "key", "state", "gpus", "pid"))
 
-SUBSCRIBED = Record({"snapshot": Record({}, maybe=True), "jobs": ListOf(Record({}))},
-                    needs=("jobs",))  # each part checked as pushed ones are (fleet.host)
+SUBSCRIBED = Record({"snapshot": Record(SNAPSHOT.keys, SNAPSHOT.needs, maybe=True),
+                     "jobs": ListOf(JOB)}, needs=("jobs",))
 
 SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's params
     "hello": HELLO, "subscribe": SUBSCRIBED, "snapshot": SNAPSHOT, "job": JOB,

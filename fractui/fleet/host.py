@@ -225,7 +225,8 @@ class HostSession:
                 self._malformed.pop(key, None)
         else:
             self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
-                "snapshot" if method == "snapshot" else "job record", said)
+                "snapshot" if method == "snapshot" else "record of job %s" % ident
+                if isinstance(ident, str) else "job record", said)
 
     def _set_problem_locked(self) -> None:
         """The connected host's state: degraded by its agent's problems and the snapshot or
@@ -321,17 +322,7 @@ class HostSession:
         self._refuse_malformed(conn, "hello", hello)
         subscribed = conn.client.call("subscribe", None, 30.0)
         self._refuse_malformed(conn, "subscribe", subscribed)
-        snapshot, jobs = subscribed.get("snapshot"), {}
-        with self._lock:  # each part judged as a pushed one is
-            if snapshot is not None:
-                said = answers.problem("snapshot", snapshot)
-                self._mark_locked("snapshot", snapshot, said)
-                snapshot = snapshot if said is None else None
-            for job in subscribed["jobs"]:
-                said = answers.problem("job", job)
-                self._mark_locked("job", job, said)
-                if said is None:
-                    jobs[job["id"]] = job
+        jobs = {j["id"]: j for j in subscribed["jobs"]}
         for hook in list(self.connect_hooks):
             try:
                 hook(self.cfg.name, lambda m, p=None: self._checked(
@@ -340,7 +331,7 @@ class HostSession:
                 log.warning("%s: on connect: %s", self.cfg.name, err)  # the next pass retries
         with self._lock:  # what subscribe answered, then what was pushed since, in order
             self.status.hello, self.status.snapshot, self.status.jobs = (
-                hello, snapshot, jobs)
+                hello, subscribed.get("snapshot"), jobs)
             for method, params in self._early or ():
                 _apply(self.status, method, params)
             self._early = None
@@ -362,7 +353,8 @@ class HostSession:
 
     def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> None:
         """No host is taken on with a malformed hello or subscribe answer: what the fleet
-        reads of it could not be read."""
+        reads of it could not be read, and a job record left out would read as a job the agent
+        does not have (the scheduler would fail it while it runs)."""
         try:
             self._checked(method, result)
         except AnswerMalformed as err:
