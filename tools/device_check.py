@@ -30,8 +30,8 @@
    before the watchdog does, and NVML must never have counted the job above its share
    (DIR/mps.json). The MPS server stays after its client: once the client has left, the GPU
    must list it, tagged as the jobs' (``service`` "mps"), and a job given the whole GPU (a share
-   of all its memory) must start and end beside it. The daemon is told to quit after. Skipped on the simulator and
-   where there is no ``nvidia-cuda-mps-control``.
+   of all its memory) must start and end beside it. The daemon is told to quit after. Skipped
+   on the simulator and where there is no ``nvidia-cuda-mps-control``.
 
 Before them it records the machine (kernel, Python, the pynvml package, nvidia-smi's view) in
 DIR/environment.json; during step 2 it records each half-second what the agent's snapshot lists
@@ -171,11 +171,16 @@ def watch_job(agent: "Agent", job: Dict[str, Any], gpu: int,
     while job.get("state") in ("starting", "running") and time.time() < deadline:
         time.sleep(0.5)
         job.update(agent.call("job.get", job=job["id"])["result"])
-        gpus = agent.call("snapshot").get("result", {}).get("gpus", [])
-        listed = next((g.get("processes") for g in gpus if g.get("index") == gpu), None)
+        listed = gpu_record(agent, gpu).get("processes")
         polls.append({"t": round(time.time(), 2), "state": job.get("state"),
                       "pid": job.get("pid"), "gpu_processes": listed})
     return polls
+
+
+def gpu_record(agent: "Agent", gpu: int) -> Dict[str, Any]:
+    """GPU ``gpu``'s record in the agent's snapshot now ({} where it lists none)."""
+    return next((g for g in agent.call("snapshot").get("result", {}).get("gpus", [])
+                 if g.get("index") == gpu), {})
 
 
 def watch_or_stop(agent: "Agent", job: Dict[str, Any], gpu: int, seconds: float
@@ -437,17 +442,17 @@ def whole_gpu_beside_mps_server(agent: "Agent", gpu: int, patience_s: float = 10
     given the whole GPU must start and end beside it."""
     deadline = time.time() + patience_s
     while True:
-        record = next((g for g in agent.call("snapshot").get("result", {}).get("gpus", [])
-                       if g.get("index") == gpu), {})
+        record = gpu_record(agent, gpu)
         listed = record.get("processes") or []
-        if all(p.get("service") == "mps" for p in listed) or time.time() > deadline:
+        servers = [p.get("service") == "mps" for p in listed]
+        if all(servers) or time.time() > deadline:
             break
         time.sleep(0.5)
     print("MPS: after its job, GPU %d lists %s" % (gpu, json.dumps(listed)))
-    if not all(p.get("service") == "mps" for p in listed):
+    if not all(servers):
         print("MPS: a process other than the jobs' MPS server is on the GPU: no whole-GPU job")
         return False
-    if not any(p.get("service") == "mps" for p in listed):
+    if not servers:
         print("MPS: no process on the GPU is tagged as the jobs' MPS server")
         return False
     launched = agent.call("job.launch", key="device-check-mps-whole", gpu=gpu,

@@ -11,15 +11,17 @@ a key that is missing reads as absent, as every reader takes it.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Iterable, Optional, Tuple
 
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
 
 
-class Shape:
+class Shape(ABC):
+    @abstractmethod
     def problem(self, value: Any, where: str) -> Optional[str]:
-        raise NotImplementedError
+        """What is wrong with ``value``, found at ``where``, or None."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ class _Parts(Shape):
             return "%s: %s is not %s" % (where, _said(value), self.WORD)
         return self.parts(value, where)
 
+    @abstractmethod
     def parts(self, value: Any, where: str) -> Optional[str]:
-        raise NotImplementedError
+        """The first problem of ``value``'s parts, once it is of the kind."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from textual.widgets import Static
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
-from fractui.sched.fleetview import lists
+from fractui.sched.fleetview import lists, mps_layer
 from fractui.sched.mig_change import MigChange, plan_destroy, plan_mode
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
@@ -131,7 +131,7 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
                   "—" if inst is None else where.get(inst, str(inst)),
                   by_pid.get(proc.get("pid")) or by_instance.get(inst)
                   or names.get(str(proc.get("job"))) or Text(
-                      "the jobs' MPS server" if proc.get("service") == "mps"
+                      "the jobs' MPS server" if mps_layer(proc)
                       else "outside fractui", style="dim"))
     if not gpu.get("processes"):
         p.add_row("none", "", "", "", "")
