@@ -191,9 +191,14 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(done)
     else:
-        print("created %s at slot %d: %s" % (done["profile"], done["start"],
-                                              done["instance"]["uuid"] or done["warning"]))
+        print(created_words(done))
     return 0
+
+
+def created_words(done: Dict[str, Any]) -> str:
+    """An instance ``mig.apply`` made, in a line: its uuid, or why that is not known."""
+    return "created %s at slot %d: %s" % (done["profile"], done["start"], done["instance"][
+        "uuid"] or done.get("warning") or "its uuid was not read back (fractui status shows it)")
 
 
 def _plan_out(args: argparse.Namespace) -> TextIO:

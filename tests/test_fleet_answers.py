@@ -20,18 +20,20 @@ import pytest
 from rich.console import Console
 
 from fractui import commands
-from fractui.commands import launched_words
+from fractui.commands import created_words, launched_words
 from fractui.config import HostConfig, QueueConfig, TeamConfig
 from fractui.fleet.doctor import agent_words
 from fractui.fleet import answers
 from fractui.fleet.host import AnswerLost, HostStatus, hello_problem
 from fractui.fleet.transport.base import AgentProcessError
+from fractui.job_commands import agent_row, agent_why
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState
 from fractui.sched.fleetview import HostView, build_hosts, outside_use, signature
+from fractui.sched.mig_change import DESTROY, MODE, MigChange, outcome
 from fractui.sched.preview import candidates
 from fractui.sched.queueing import schedule
-from fractui.store.model import PENDING, RUNNING, Job, Slot
+from fractui.store.model import PENDING, RUNNING, Job, Slot, tail_text
 from fractui.tui.gpu_screen import describe
 from fractui.tui.health import gpu_series, health_text
 from fractui.tui.history import History
@@ -168,6 +170,16 @@ def _changed(value: Any, steps: Tuple[Any, ...], to: Any) -> Any:
     return out
 
 
+def _assert_named(said: str, path: str, steps: Tuple[Any, ...], to: Any) -> None:
+    """That a refusal names the part changed (or, one left out, the part that holds it)."""
+    where = path
+    if to is LEFT_OUT:
+        where = path[:-len("[%d]" % steps[-1] if isinstance(steps[-1], int)
+                           else ".%s" % steps[-1])]
+    assert said[len(where):len(where) + 1] in (":", ".", "[") and said.startswith(where), (
+        path, to, said)
+
+
 def _read_everywhere(hello: Any, snapshot: Any, jobs: Dict[str, Any]) -> None:
     """Every reader of a host's state, given one host's answers."""
     status = HostStatus("h", state="online", hello=hello, snapshot=snapshot, jobs=jobs)
@@ -196,6 +208,8 @@ def _read_everywhere(hello: Any, snapshot: Any, jobs: Dict[str, Any]) -> None:
     agent_words(hello, HostConfig("h", agent="image"))
     for ident, record in jobs.items():
         launched_words("h/" + ident, record)
+        agent_row(dict(record, host="h", ref="h/" + ident))
+        agent_why(record)
     record = status.record()
     json.dumps(record)
     for gpu in record["gpus"]:
@@ -246,17 +260,73 @@ def test_each_part_is_refused_by_name_or_read_everywhere_without_an_error(start_
         said = answers.problem(name.split()[0], changed[name])
         if said is not None:
             refused += 1
-            where = path
-            if to is LEFT_OUT:  # said of the part that holds it
-                where = path[:-len("[%d]" % steps[-1] if isinstance(steps[-1], int)
-                                   else ".%s" % steps[-1])]
-            assert said[len(where):len(where) + 1] in (":", ".", "[") and said.startswith(
-                where), (path, to, said)
+            _assert_named(said, path, steps, to)
             continue
         read += 1
         try:
             _read_everywhere(changed["hello"], changed["snapshot"],
                              {j["id"]: j for n, j in changed.items() if n.startswith("job")})
+        except Exception:
+            failed.append("%s = %r: %s" % (path, "left out" if to is LEFT_OUT else to,
+                                           traceback.format_exc(limit=-3)))
+    assert not failed, "\n".join(failed[:12]) + "\n(%d in all)" % len(failed)
+    assert refused > 100 and read > 100  # both sides were tried
+
+
+def _read_answer(method: str, answer: Any) -> None:
+    """What the admin side makes of a call's answer (those that ``_read_everywhere`` does not
+    read): ``fractui mig``'s lines, a MIG change's outcome in the audit, a job's output."""
+    if method == "mig.plan":  # fractui mig's line; it passes start and layout_version on
+        "%s gpu %s: %s" % ("h", answer["gpu"], answer["description"])
+    elif method == "mig.apply":
+        created_words(answer)
+    elif method == "mig.destroy":
+        outcome(MigChange("h", 0, DESTROY, "", None, method, {"gpu": 0}), answer)
+    elif method == "mig.set_mode":
+        for enabled in (True, False):
+            outcome(MigChange("h", 1, MODE, "", None, method, {"gpu": 1, "enabled": enabled}),
+                    answer)
+    else:
+        tail_text(list(answer["lines"]))
+
+
+def test_each_part_of_a_call_answer_is_refused_by_name_or_read_without_an_error(start_agent,
+                                                                                tmp_path):
+    """The answers to MIG changes and to a job's output, as a real agent gives them, each part
+    changed to each hostile value in turn: refused naming it (the call's answer is then lost,
+    which its caller handles), or read without an exception."""
+    agent = start_agent("1xA100-80GB:mig,1xA100-80GB", str(tmp_path / "host"))
+    job = agent.call("job.launch", key="k", gpu=1, memory_mib=1000,
+                     argv=["sh", "-c", "echo one; echo two; sleep 60"])
+    deadline = time.time() + 30
+    while len(agent.call("job.logs", job=job["id"], lines=10)["lines"]) < 2:
+        assert time.time() < deadline, "no output came"
+        time.sleep(0.1)
+    plan = agent.call("mig.plan", gpu=0, profile="3g.40gb")
+    made = agent.call("mig.apply", gpu=0, profile="3g.40gb", start=plan["start"],
+                      layout_version=plan["layout_version"])
+    answered = {
+        "mig.plan": plan, "mig.apply": made,
+        "mig.destroy": agent.call("mig.destroy", gpu=0, instance=made["instance"]["uuid"]),
+        "mig.set_mode": agent.call("mig.set_mode", gpu=1, enabled=True),
+        "job.logs": agent.call("job.logs", job=job["id"], lines=10)}
+    for method, answer in answered.items():
+        assert answers.problem(method, answer) is None, method
+        _read_answer(method, answer)
+    failed, refused, read = [], 0, 0
+    for method, path, steps, to in [  # all of them: these answers are small
+            (method, path, steps, to) for method, answer in answered.items()
+            for path, steps, _part in _paths(answer, method)
+            for to in HOSTILE + ([LEFT_OUT] if steps else [])]:
+        changed = _changed(answered[method], steps, to)
+        said = answers.problem(method, changed)
+        if said is not None:
+            refused += 1
+            _assert_named(said, path, steps, to)
+            continue
+        read += 1
+        try:
+            _read_answer(method, changed)
         except Exception:
             failed.append("%s = %r: %s" % (path, "left out" if to is LEFT_OUT else to,
                                            traceback.format_exc(limit=-3)))
@@ -293,6 +363,55 @@ def test_a_malformed_snapshot_is_kept_from_the_fleet_and_said_until_a_good_one_c
     assert session.status.error == "its agent sent a malformed snapshot, ignored: snapshot: no gpus"
     session._notify("snapshot", session.call("snapshot"))
     assert session.status.state == "online"
+
+
+def test_mig_instances_no_gpu_of_the_model_can_hold_give_nothing_and_the_host_says_why(
+        start_agent, tmp_path):
+    """Well-formed records that cannot be true of the GPU (a broken agent's, or a model table
+    NVML disagrees with): placement plans by the table, so the GPU gives nothing, and its host
+    is degraded naming the GPU and what cannot be, where before it only offered no room."""
+    agent = start_agent("1xA100-80GB:mig", str(tmp_path / "host"))
+    agent.call("mig.apply", gpu=0, profile="3g.40gb", start=4)
+    hello, snapshot = agent.call("hello"), agent.call("snapshot")
+    waiting = [_job(9, "slice", {"mig": "1g.10gb"})]
+
+    def placed(snap: Dict[str, Any]) -> bool:
+        view = HostView("h", "online", hello, snap, {})
+        return bool(schedule([view], waiting, QUEUES, TEAMS, UID).decisions)
+
+    assert hello_problem(hello, snapshot) is None and placed(snapshot)
+    [inst] = snapshot["gpus"][0]["instances"]
+    steps = ("gpus", 0, "instances", 0)
+    for change, said in [
+            ({"profile": "3g.41gb"}, "3g.41gb at slot 4: NVIDIA A100-SXM4-80GB has no such "
+                                     "profile"),
+            ({"size": 2}, "3g.40gb at slot 4: 2 memory slices, where 3g.40gb takes 4"),
+            ({"start": 2}, "3g.40gb at slot 2: 3g.40gb starts only at 0, 4"),
+            ({"profile": "4g.40gb", "start": 0, "size": 4, "gi_id": 7},
+             None)]:  # beside it, where a 4g.40gb can be: possible
+        bad = _changed(snapshot, steps, dict(inst, **change))
+        if said is None:
+            assert hello_problem(hello, bad) is None and placed(bad)
+            continue
+        assert answers.problem("snapshot", bad) is None  # each part is of its kind
+        assert hello_problem(hello, bad) == (
+            "GPU 0's MIG instances are not ones a NVIDIA A100-SXM4-80GB can hold (%s): nothing "
+            "is placed on it" % said)
+        assert not placed(bad)
+    over = _changed(snapshot, ("gpus", 0, "instances"), [
+        inst, dict(inst, profile="1g.10gb", start=5, size=1, gi_id=8)])
+    assert hello_problem(hello, over) == (
+        "GPU 0's MIG instances are not ones a NVIDIA A100-SXM4-80GB can hold (1g.10gb at slot "
+        "5: on the memory slices of 3g.40gb at slot 4): nothing is placed on it")
+    assert not placed(over)
+    unknown = _changed(snapshot, ("gpus", 0, "name"), "NVIDIA RTX PRO 6000")
+    assert hello_problem(hello, unknown) == (
+        "GPU 0 (NVIDIA RTX PRO 6000) is in MIG mode, and fractui has no MIG table for its "
+        "model: nothing is placed on it")
+    assert not placed(unknown)
+    # before any snapshot, hello's GPUs are read so
+    assert hello_problem(_changed(hello, ("gpus", 0, "name"), "NVIDIA RTX PRO 6000")).startswith(
+        "GPU 0 (NVIDIA RTX PRO 6000) is in MIG mode")
 
 
 def test_a_malformed_job_record_is_said_until_a_good_record_of_that_job_comes(local_fleet):

@@ -27,7 +27,9 @@ from fractui.fleet.transport.base import AgentProcessError, Transport, Transport
 from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
+from remote_agent.gpu.models import mig_geometry
 from remote_agent.mig import health
+from remote_agent.mig.layout import misfit
 from remote_agent.rpc.jsonrpc import PROTOCOL_MISMATCH
 
 log = logging.getLogger("fractui.fleet")
@@ -397,6 +399,8 @@ def hello_problem(hello: Dict[str, Any],
         problems = [p for p in problems if not health.is_gpu_problem(p)] + [
             health.problem(g["index"], g["degraded"]) for g in snapshot.get("gpus") or []
             if g.get("degraded")]
+    problems += [said for said in map(unreadable_layout, (snapshot or hello).get("gpus") or [])
+                 if said]
     if problems:
         return "; ".join(problems)
     privileges = hello.get("privileges") or {}
@@ -404,3 +408,20 @@ def hello_problem(hello: Dict[str, Any],
             "mig_changes", True):
         return "MIG is read-only: %s" % privileges.get("reason")
     return None
+
+
+def unreadable_layout(gpu: Dict[str, Any]) -> Optional[str]:
+    """Why a GPU in MIG mode gives nothing to place on, if it does: fractui's model table
+    (which placement plans by) has no MIG geometry for its model, or its instances as the agent
+    reports them cannot be on one GPU of that geometry."""
+    if not gpu.get("mig_mode"):
+        return None
+    geo = mig_geometry(gpu["name"])
+    if geo is None:
+        return "GPU %d (%s) is in MIG mode, and fractui has no MIG table for its model: " \
+               "nothing is placed on it" % (gpu["index"], gpu["name"])
+    said = misfit(geo, gpu.get("instances") or [])
+    if said is None:
+        return None
+    return "GPU %d's MIG instances are not ones a %s can hold (%s): nothing is placed on " \
+           "it" % (gpu["index"], geo.model, said)

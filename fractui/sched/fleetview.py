@@ -16,12 +16,13 @@ import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import (AbstractSet, Any, Collection, Dict, FrozenSet, Iterable, List, Mapping,
-                    Optional, Sequence, Set, Tuple)
+                    Optional, Sequence, Tuple)
 
 from remote_agent import MODE_DESTROY_IDLE, MODE_RESET
+from remote_agent.gpu.models import mig_geometry as geometry
 from remote_agent.gpu.models import model as gpu_model
 from remote_agent.gpu.models import short_name
-from remote_agent.mig.layout import Geometry, Instance, Layout
+from remote_agent.mig.layout import Geometry, Instance, Layout, misfit
 from remote_agent.mig.planner import PlanError
 
 from fractui.sched import mig
@@ -174,16 +175,6 @@ def _settled(gpu: Dict[str, Any]) -> Any:
     """A GPU's MIG mode once its pending change, if any, took effect."""
     pending = gpu.get("mig_pending")
     return gpu.get("mig_mode") if pending is None else pending
-
-
-@lru_cache(maxsize=256)
-def geometry(name: str) -> Optional[Geometry]:
-    """The MIG geometry of a GPU named as NVML names it; None if the model is unknown."""
-    try:
-        facts = gpu_model(name)
-    except ValueError:
-        return None
-    return facts.geometry() if facts.mig_capable else None
 
 
 def gpu_geometry(rec: Mapping[str, Any]) -> Optional[Geometry]:
@@ -467,7 +458,7 @@ def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
     for a GPU without MIG, of a model fractui does not know, or whose instances no GPU of its
     model could hold (a broken agent's record: the GPU is given nothing)."""
     geo = gpu_geometry(rec) if rec.get("mig_mode") else None
-    if geo is None or not _possible(geo, rec.get("instances") or []):
+    if geo is None or misfit(geo, rec.get("instances") or []) is not None:
         return None
     held = {j.get("instance") for j in agent_jobs if rec.get("index") in (j.get("gpus") or [])}
     return Layout(geo, tuple(
@@ -475,21 +466,6 @@ def gpu_layout(rec: Mapping[str, Any], agent_jobs: Iterable[Dict[str, Any]]
                  compute_slices=_compute(geo, i["profile"]), uuid=i.get("uuid"),
                  busy=bool(i.get("busy")) or i.get("uuid") in held)
         for i in rec.get("instances") or []))
-
-
-def _possible(geo: Geometry, instances: Iterable[Mapping[str, Any]]) -> bool:
-    """Whether a snapshot's instance records can all be on one GPU of ``geo``: each of a
-    profile of the model, of its size, at one of its starts, none on another's slots."""
-    used: Set[int] = set()
-    for i in instances:
-        p = geo.profile(i["profile"])
-        if p is None or i["size"] != p.size or i["start"] not in p.starts:
-            return False
-        slots = set(p.slots(i["start"]))
-        if used & slots:
-            return False
-        used |= slots
-    return True
 
 
 def _compute(geo: Geometry, profile: str) -> int:

@@ -157,6 +157,17 @@ def model(name_or_alias: str) -> ModelFacts:
     raise ValueError("unknown GPU model %r; known: %s" % (name_or_alias, ", ".join(ALIASES)))
 
 
+@lru_cache(maxsize=256)
+def mig_geometry(name: str) -> Optional[Geometry]:
+    """The MIG geometry of a GPU named as NVML names it; None if the model is unknown or has
+    no MIG."""
+    try:
+        facts = model(name)
+    except ValueError:
+        return None
+    return facts.geometry() if facts.mig_capable else None
+
+
 @dataclass(frozen=True)
 class SimGpu:
     model: ModelFacts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,27 @@ class Layout:
         placed = Instance(gi_id=-1, profile=profile.name, start=start, size=profile.size,
                           compute_slices=profile.compute_slices)
         return Layout(self.geometry, self.instances + (placed,))
+
+
+def misfit(geo: Geometry, instances: Iterable[Mapping[str, Any]]) -> Optional[str]:
+    """Why instance records as an agent reports them (``profile``, ``start``, ``size``) cannot
+    all be on one GPU of ``geo``, or None: each must be of a profile of the model, of its size,
+    at one of its starts, on no other's memory slices (which keeps their compute within the
+    GPU's). A real GPU's never misfit; a broken or hostile agent's, or a model table that NVML
+    disagrees with, may."""
+    held: Dict[int, str] = {}
+    for i in instances:
+        where = "%s at slot %s" % (i["profile"], i["start"])
+        p = geo.profile(i["profile"])
+        if p is None:
+            return "%s: %s has no such profile" % (where, geo.model)
+        if i["size"] != p.size:
+            return "%s: %d memory slices, where %s takes %d" % (where, i["size"], p.name, p.size)
+        if i["start"] not in p.starts:
+            return "%s: %s starts only at %s" % (where, p.name,
+                                                 ", ".join(str(s) for s in p.starts))
+        other = next((held[s] for s in p.slots(i["start"]) if s in held), None)
+        if other is not None:
+            return "%s: on the memory slices of %s" % (where, other)
+        held.update(dict.fromkeys(p.slots(i["start"]), where))
+    return None
