@@ -359,7 +359,7 @@ def test_a_chunk_read_as_the_client_unfollows_is_not_sent_nor_the_follow_taken_u
         assert conn.follows == {}
         conn.follow(2, True, 0)
         assert conn.push_log(2, {"job": "j2", "eof": True}, None) and conn.follows == {}
-        ours.shutdown(socket.SHUT_WR)
+        conn.finish()
         sent = theirs.makefile("rb").read().splitlines()
         assert [json.loads(line)["params"] for line in sent] == [
             {"job": "j1", "data": "a\n"}, {"job": "j2", "eof": True}]

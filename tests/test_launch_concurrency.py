@@ -139,6 +139,43 @@ def test_different_keys_racing_for_one_slot_never_share_it(start_agent, tmp_path
     release.touch()
 
 
+@pytest.mark.parametrize("method, params", [
+    ("mig.destroy", {}), ("mig.apply", {"profile": "7g.80gb", "destroy_idle": True})])
+def test_a_launch_onto_an_instance_a_mig_change_is_destroying_waits_and_finds_it_gone(
+        start_agent, tmp_path, method, params):
+    """A MIG change that destroys an idle instance (held inside NVML here) and a launch onto
+    that instance: the launch waits for the change and is refused, the instance gone; it is
+    never recorded as holding an instance that no longer exists."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xA100-80GB:mig", state)
+    uuid = agent.call("mig.apply", gpu=0, profile="3g.40gb", start=4)["instance"]["uuid"]
+    gate = tmp_path / "gate"
+    agent.call("sim.hold", function="nvmlGpuInstanceDestroy", gate=str(gate))
+    answers: Dict[str, Dict[str, Any]] = {}
+
+    def call(name: str, method: str, **params: Any) -> None:
+        client = Client(state)
+        answers[name] = client.call(method, **params)
+        client.close()
+
+    change = threading.Thread(target=call, args=("change", method), kwargs=dict(
+        params, gpu=0, **({"instance": uuid} if method == "mig.destroy" else {})))
+    change.start()
+    wait_until(lambda: os.path.exists(str(gate) + ".held"), "the change to be inside NVML")
+    launch = threading.Thread(target=call, args=("launch", "job.launch"), kwargs=dict(
+        key="k-onto", gpu=0, instance=uuid, argv=["sleep", "60"]))
+    launch.start()
+    launch.join(2)  # not answered while the change is under way (it was, and ran, before)
+    assert launch.is_alive(), answers.get("launch")
+    gate.touch()
+    change.join(60)
+    launch.join(60)
+    assert "result" in answers["change"], answers["change"]
+    assert answers["launch"]["error"]["code"] == rpc.INSTANCE_NOT_FOUND, answers["launch"]
+    assert uuid not in [i["uuid"] for i in agent.call("snapshot")["gpus"][0]["instances"]]
+    assert agent.call("job.list")["jobs"] == []
+
+
 def slow_to_stop_simload(mem_mib: int) -> List[str]:
     """A simulated workload that ignores SIGTERM, so only the watchdog's SIGKILL ends it."""
     return [PY, "-c", "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

@@ -3,8 +3,8 @@
 It owns the GPUs (MIG changes serialised per GPU by the agent's locks) and the jobs (through the
 supervisor, whose watchdog runs on a thread of its own), and pushes ``snapshot``, ``job`` and
 ``log`` notifications to the connections that asked for them, so clients never poll.
-Notifications are sent by a thread of their own: a client that stops reading never holds up the
-watchdog or a launch.
+Notifications are sent by a thread of their own, and each connection's writes by one of its own:
+a client that stops reading never holds up the watchdog, a launch or another client.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.daemon.paths import AgentPaths, agent_env
@@ -35,6 +36,8 @@ from remote_agent.serve import serve_stream
 from remote_agent.service import Agent
 
 LOG_PUSHES_PER_TICK = 16  # log notifications (of at most PUSH_MAX_BYTES each) per job a tick
+MAX_UNSENT_BYTES = 16 << 20  # queued for one connection, unread: beyond it the client is dropped
+FLUSH_S = 10.0  # how long answers queued when a client's requests end may take to go out
 # The host's own failures, answered with their class (docs/protocol.md, "Errors"), not as bugs.
 HOST_FAILURES = {UnsafePath: rpc.NOT_PERMITTED, StoreError: rpc.HOST_FAILED,
                  OSError: rpc.HOST_FAILED}
@@ -43,7 +46,10 @@ log = logging.getLogger("remote_agent.daemon")
 
 
 class Connection:
-    """One bridge. Replies and notifications share the socket, so writes take a lock."""
+    """One bridge. Its replies and notifications are queued, in the order they are written, for
+    a sender thread of its own: a client that stops reading (a bridge whose SSH link stalled)
+    holds up no one else — not the threads that notify every subscriber — and once it leaves
+    more than MAX_UNSENT_BYTES unread it is dropped."""
 
     def __init__(self, sock: socket.socket, daemon: "Daemon"):
         self.sock = sock
@@ -51,13 +57,27 @@ class Connection:
         self.subscribed = False
         self.follows: Dict[int, int] = {}  # job id -> bytes of its current log already sent
         self._follow_lock = threading.Lock()  # follows: the client's thread and the pusher's
-        self._write_lock = threading.Lock()
+        self._unsent: Deque[bytes] = deque()
+        self._unsent_bytes = 0
+        self._queued = threading.Condition()  # guards the above, closed and ending
+        self._ending = False  # the client's requests ended: send what is queued, then close
         self.closed = False
+        self._sender = threading.Thread(target=self._send, name="conn-send", daemon=True)
+        self._sender.start()
 
     # the writer interface serve_stream expects
     def write(self, data: bytes) -> None:
-        with self._write_lock:
-            self.sock.sendall(data)
+        with self._queued:
+            if self.closed:
+                raise BrokenPipeError("the connection was dropped")
+            if self._unsent_bytes and self._unsent_bytes + len(data) > MAX_UNSENT_BYTES:
+                log.warning("dropping a connection that left %d bytes unread",
+                            self._unsent_bytes)
+                self._close_locked()
+                raise BrokenPipeError("the connection left too much unread")
+            self._unsent.append(data)
+            self._unsent_bytes += len(data)
+            self._queued.notify_all()
 
     def flush(self) -> None:
         pass
@@ -69,7 +89,37 @@ class Connection:
             self.write(line.encode() + b"\n")
         except OSError as err:
             log.info("dropping a connection that cannot take notifications: %s", err)
+
+    def _send(self) -> None:
+        """The sender thread: what is queued, in order, until the connection closes (or, once
+        the client's requests ended, until all is sent)."""
+        while True:
+            with self._queued:
+                while not self._unsent and not self.closed and not self._ending:
+                    self._queued.wait()
+                if self.closed or not self._unsent:
+                    return
+                data = self._unsent[0]
+            try:
+                self.sock.sendall(data)
+            except OSError as err:
+                log.info("connection ended while sending: %s", err)
+                with self._queued:
+                    self._close_locked()
+                return
+            with self._queued:
+                self._unsent.popleft()
+                self._unsent_bytes -= len(data)
+
+    def _close_locked(self) -> None:
+        """No more is queued or sent; a sender or reader blocked on the socket is woken."""
+        if not self.closed:
             self.closed = True
+            self._queued.notify_all()
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the client closed it first
 
     def methods(self) -> Dict[str, Method]:
         """Every method this connection serves, composed here and only here: ``hello`` lists
@@ -122,8 +172,19 @@ class Connection:
         except OSError as err:
             log.info("connection ended: %s", err)
         finally:
-            self.closed = True
+            self.finish()
             self.sock.close()
+
+    def finish(self, flush_s: float = FLUSH_S) -> None:
+        """The client's requests ended: what is queued (the answers to its last requests) goes
+        out, for at most ``flush_s``, then the connection closes."""
+        with self._queued:
+            self._ending = True
+            self._queued.notify_all()
+        self._sender.join(flush_s)
+        with self._queued:
+            self._close_locked()
+        self._sender.join()
 
 
 def supervisor_settings(settings: AgentSettings, backend: str) -> SupervisorSettings:
@@ -266,11 +327,22 @@ class Daemon:
         threading.Thread(target=self._tell_jobs, name="notify", daemon=True).start()
         threading.Thread(target=self.monitor, name="monitor", daemon=True).start()
         listener.settimeout(TICK_S)
+        refused: Optional[str] = None  # why accepting fails, said once until it works again
         while not self.stopping.is_set():
             try:
                 sock, _ = listener.accept()
             except socket.timeout:
                 continue
+            except OSError as err:  # out of descriptors or memory: serve on, try again soon
+                if str(err) != refused:
+                    log.warning("cannot accept connections (%s): those open are served, and "
+                                "accepting is tried again each %.1f s", err, TICK_S)
+                refused = str(err)
+                self.stopping.wait(TICK_S)
+                continue
+            if refused is not None:
+                log.info("accepting connections again")
+                refused = None
             sock.settimeout(None)
             conn = Connection(sock, self)
             with self._conn_lock:

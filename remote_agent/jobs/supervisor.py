@@ -12,7 +12,8 @@ MIG change, a process start or a wait, so the watchdog (a thread of its own) and
 client go on while launches are in flight. Launches on different GPUs run at once; on one GPU,
 MIG creation is serialised by that GPU's lock (``Agent.mig_lock``), which a launch holds from
 creating its instance until the instance is recorded as the job's, so no other launch can take
-it in between. A launch of a key that is already in flight waits for that one and answers as it.
+it in between; a launch onto an instance that exists holds it from reading the instance until
+the job is recorded, so no MIG change destroys it in between. A launch of a key that is already in flight waits for that one and answers as it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
-from remote_agent.gpu.backend import NvmlCallError
+from remote_agent.gpu.backend import GpuInfo, NvmlCallError
 from remote_agent.jobs import booking, caps, output, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
@@ -184,28 +186,31 @@ class Supervisor:
             return known  # the same key again: the same job, whatever has changed since
         user, how = self._check_startable(req)
         infos = [self.gpus.gpu_info(g) for g in req.gpus]
-        facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
-                                   self.job_pids)
-        with self._lock:
-            job = self._by_key(req)
-            if job is not None and job.never_ran:  # a launch cut short: start it now
-                booking.check(self.store.active(), req.memory_mib, req.instance, infos, facts)
-                self.store.update(job, state="starting", reason=None, ended_at=None)
-                self._unfence(job)
-            elif job is not None and job.state != "starting":
-                return job
-            elif job is None:
-                booking.check(self.store.active(), req.memory_mib, req.instance, infos, facts)
-                job = self.store.insert(Job(
-                    id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name,
-                    argv=req.argv, env=req.env, cwd=req.cwd, gpus=[i.index for i in infos],
-                    gpu_uuids=[i.uuid for i in infos], instance=req.instance, mig=req.mig,
-                    memory_mib=req.memory_mib, created_at=time.time(), run_as=req.run_as,
-                    runtime=how.kind, image=req.image))
-                if how.has_container:  # named by its id, so a daemon finds it by the table
-                    self.store.update(job, container="fractui-%s-j%d" % (
-                        self.paths.digest, job.id))
-            self._launching.add(job.id)
+        with self._instance_lock(req, infos):
+            facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
+                                       self.job_pids)
+            with self._lock:
+                job = self._by_key(req)
+                if job is not None and job.never_ran:  # a launch cut short: start it now
+                    booking.check(self.store.active(), req.memory_mib, req.instance, infos,
+                                  facts)
+                    self.store.update(job, state="starting", reason=None, ended_at=None)
+                    self._unfence(job)
+                elif job is not None and job.state != "starting":
+                    return job
+                elif job is None:
+                    booking.check(self.store.active(), req.memory_mib, req.instance, infos,
+                                  facts)
+                    job = self.store.insert(Job(
+                        id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name,
+                        argv=req.argv, env=req.env, cwd=req.cwd, gpus=[i.index for i in infos],
+                        gpu_uuids=[i.uuid for i in infos], instance=req.instance, mig=req.mig,
+                        memory_mib=req.memory_mib, created_at=time.time(), run_as=req.run_as,
+                        runtime=how.kind, image=req.image))
+                    if how.has_container:  # named by its id, so a daemon finds it by the table
+                        self.store.update(job, container="fractui-%s-j%d" % (
+                            self.paths.digest, job.id))
+                self._launching.add(job.id)
         try:
             return self._start(job, req, user)
         except BaseException:
@@ -215,6 +220,13 @@ class Supervisor:
             with self._lock:
                 self._launching.discard(job.id)
                 self._settled.notify_all()
+
+    def _instance_lock(self, req: LaunchRequest, infos: List[GpuInfo]) -> ContextManager[Any]:
+        """For a launch onto an instance that exists: its GPU's MIG lock, held from reading the
+        instance until the job that holds it is recorded, so that no MIG change (a destroy, an
+        apply or a mode change destroying idle instances) takes it in between: each either
+        ends before (the launch then finds it gone) or finds it the job's (busy)."""
+        return self.gpus.mig_lock(infos[0].index) if req.instance is not None else nullcontext()
 
     def _by_key(self, req: LaunchRequest) -> Optional[Job]:
         """The job of this key (the caller holds the lock), once no launch of it is in flight."""

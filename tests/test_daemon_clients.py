@@ -1,0 +1,99 @@
+"""The host daemon serves many clients at once (the scheduler's, each admin's TUI, the CLI's
+verbs): one that stops reading — a bridge whose SSH link stalled — holds up no one else's
+notifications and is dropped once it leaves too much unread; running out of descriptors under
+many connections ends no one's service."""
+
+from __future__ import annotations
+
+import resource
+import select
+import socket
+import time
+from typing import Any, Dict, List
+
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.daemon.server import MAX_UNSENT_BYTES
+from tests.test_job_supervision import wait_until
+from tests.test_jobs import PY
+from tests.test_launch_concurrency import Client
+
+
+def _until_job_ends(client: Client, ident: str, patience_s: float) -> List[str]:
+    """The states of ``ident`` pushed to ``client`` until one is an end, or the patience ran
+    out (what came, then)."""
+    states: List[str] = []
+    deadline = time.time() + patience_s
+    while time.time() < deadline and not (states and states[-1] in ("exited", "failed")):
+        if client.pushed or select.select([client.sock], [], [], 0.5)[0]:
+            msg = client.next_pushed()
+            if msg.get("method") == "job" and msg["params"]["id"] == ident:
+                states.append(msg["params"]["state"])
+    return states
+
+
+def test_a_client_that_stops_reading_holds_up_no_one_and_is_dropped(start_agent, tmp_path):
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    go, written = tmp_path / "go", tmp_path / "written"
+    chatty = agent.call("job.launch", key="k-chatty", gpu=0, memory_mib=10, argv=[
+        PY, "-c", "import os, sys, time\nwhile not os.path.exists(%r):\n    time.sleep(0.05)\n"
+        "line = 'x' * 1023 + '\\n'\nfor _ in range(%d):\n    sys.stdout.write(line)\n"
+        "sys.stdout.flush()\nopen(%r, 'w').close()\ntime.sleep(600)" % (
+            str(go), 3 * MAX_UNSENT_BYTES // 1024, str(written))])
+    stalled = Client(state)  # follows the chatty job's output, then never reads again
+    assert "result" in stalled.call("subscribe")
+    assert "result" in stalled.call("job.logs", job=chatty["id"], lines=0, follow=True)
+    good = Client(state)
+    assert "result" in good.call("subscribe")
+    go.touch()
+    wait_until(written.exists, "the chatty job's output", 60)  # more than a socket holds
+    quick = good.call("job.launch", key="k-quick", gpu=0, memory_mib=10, argv=["true"])
+    assert "result" in quick, quick
+    # every state of it pushed, the stalled client's socket full of the chatty job's output
+    assert _until_job_ends(good, quick["result"]["id"], 60)[-1:] == ["exited"]
+    good.close()
+
+    wait_until(lambda: "dropping a connection that left" in open(  # still not read
+        AgentPaths(state).log_file, errors="replace").read(), "the stalled client's drop", 60)
+    stalled.sock.settimeout(60)  # what it was sent, then the end
+    received = sum(len(line) for line in stalled.reader)
+    stalled.close()
+    assert received < 3 * MAX_UNSENT_BYTES  # not all of it: the rest was never queued
+    assert "result" in Client(state).call("hello")  # and the daemon serves on
+
+
+def test_running_out_of_descriptors_ends_no_ones_service(start_agent, tmp_path):
+    """Idle connections beyond its descriptor limit: the daemon says it cannot accept more
+    and serves those it has; once they close, it accepts again — the same daemon."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    pid = agent.call("daemon.version")["pid"]
+    held = Client(state)  # a client connected before: served throughout
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
+    log_file = AgentPaths(state).log_file
+    idle: List[socket.socket] = []
+    try:
+        for _ in range(100):  # more than it can take: the last wait in its listen queue
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(2)
+            try:
+                sock.connect(AgentPaths(state).socket)
+            except OSError:
+                sock.close()
+                break
+            idle.append(sock)
+        wait_until(lambda: "cannot accept connections" in open(log_file, errors="replace").read(),
+                   "the daemon to run out of descriptors", 60)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert "result" in held.call("inventory")
+    deadline = time.time() + 60
+    answer: Dict[str, Any] = {}
+    while time.time() < deadline and "result" not in answer:
+        try:
+            answer = Client(state).call("daemon.version")
+        except OSError:
+            time.sleep(0.5)
+    assert answer["result"]["pid"] == pid  # the same daemon, accepting again
+    held.close()
