@@ -11,6 +11,7 @@ import tarfile
 
 import pytest
 from rich.color import EIGHT_BIT_PALETTE
+from textual.theme import BUILTIN_THEMES
 
 from fractui.tui.colours import contrast, distance, rgb, xterm256
 from fractui.tui.theme_file import MIN_STATE_DISTANCE
@@ -202,3 +203,25 @@ def test_a_built_sdist_holds_the_themes(tmp_path):
 @pytest.mark.parametrize("name", ["nord", "solarized-dark"])
 def test_the_palettes_admins_know_at_80x24(snap_compare, name):
     assert snap_compare(frozen_app(theme=name), terminal_size=(80, 24), run_before=settled)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_THEMES))
+@pilot_test
+async def test_every_screen_draws_in_every_theme_the_palette_offers(name):
+    """Textual's own themes too: its ANSI ones name their colours as Textual alone reads them
+    ("ansi_green"), and the map, the header and the views once handed them to Rich, which
+    refused them and ended the app."""
+    app = frozen_app(theme=name)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        for key in ("J", "question_mark", "R"):
+            await pilot.press(key)
+            await settled(pilot)
+            await pilot.press("escape")
+            await pilot.pause()
+        app.open_job(1)
+        await settled(pilot)
+        assert type(app.screen).__name__ == "JobScreen"
+        await pilot.press("escape")
+        await settled(pilot)
+        assert type(app.screen).__name__ == "FleetScreen"

@@ -30,6 +30,13 @@ async def pressed(pilot, *keys: str) -> None:
     await pilot.pause()
 
 
+def shown_words(widget) -> str:
+    """The words a widget shows on screen, at the height it has (what it cuts is not there)."""
+    lines = [" ".join(s.text for s in strip).strip() for strip in
+             (widget.render_line(y) for y in range(widget.size.height))]
+    return " ".join(" ".join(lines).split())
+
+
 def plain(renderable, width: int = 200) -> str:
     """What a renderable says, as text."""
     console = Console(width=width, record=True, file=open("/dev/null", "w"))
@@ -283,9 +290,7 @@ async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
         bar.refresh(layout=True)
         await pressed(pilot)
         assert bar.size.height >= 3
-        lines = [" ".join(s.text for s in strip).strip() for strip in
-                 (bar.render_line(y) for y in range(bar.size.height))]
-        words = " ".join(" ".join(lines).split())
+        words = shown_words(bar)
         assert placement.current.plan in words and placement.note in words
         cursor = screen.map.cursor  # the cursor follows the ghost
         assert (cursor.host, cursor.gpu) == (placement.current.host, placement.current.gpus[0])

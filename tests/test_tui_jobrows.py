@@ -8,6 +8,7 @@ from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, Slot
 from fractui.tui.gpu_screen import describe
 from fractui.tui.jobrows import COLUMNS, filter_rows, fit, job_rows, memory, sort_rows
+from fractui.tui.jobs_view import grown
 from fractui.tui.model import StoreView, compile_filter
 from tests.test_tui_cursor_pilot import plain
 from tests.test_tui_model import UID, a100, inst, job, l4
@@ -47,6 +48,36 @@ def test_rows_carry_memory_against_cap_util_age_and_reason():
     assert rows["7"].where == "h/0/5.9G share"
     assert foreign.job_id is None and foreign.age_s == 30.0 and foreign.used_mib is None
     assert len(rows) == 4
+
+
+def test_every_job_launched_on_a_host_is_a_row_of_its_own():
+    """Two or more on one host (the second's GPUs were once read from a name the first had
+    taken over, and the view failed)."""
+    store, statuses = _fleet()
+    statuses["h"].jobs["j4"] = {"id": "j4", "key": "by-hand-2", "gpus": [0], "pid": 11,
+                                "memory_mib": 2000, "state": "running", "created_at": 90.0}
+    rows = {r.ref: r for r in job_rows(store, statuses, now=100.0)}
+    assert (rows["h/j3"].where, rows["h/j4"].where) == ("h/0", "h/0")
+    assert (rows["h/j4"].used_mib, rows["h/j4"].cap_mib, rows["h/j4"].util) == (3000, 2000, 40)
+    assert len(rows) == 5
+
+
+def test_the_id_name_and_place_widen_to_their_longest_cell_where_there_is_room():
+    """HOST/JOB names and long job names were cut to 6 and 12 cells at every width, so a job
+    launched on a host read as the host's name."""
+    store, statuses = _fleet()
+    statuses["gpu-node-17"] = HostStatus("gpu-node-17", state="online", snapshot={"gpus": []},
+                                         jobs={"j12345": {
+                                             "id": "j12345", "key": "k", "gpus": [0],
+                                             "state": "running", "pid": 5,
+                                             "name": "a-much-longer-job-name"}})
+    rows = job_rows(store, statuses, now=100.0)
+    wide = dict(zip([c.key for c in fit(219)], grown(fit(219), rows, 219)))
+    assert (wide["id"], wide["name"]) == (len("gpu-node-17/j12345"), len("a-much-longer-job-name"))
+    assert sum(w + 2 for w in wide.values()) == 219  # the rest to the reason
+    narrow = dict(zip([c.key for c in fit(78)], grown(fit(78), rows, 78)))
+    assert narrow == {c.key: c.width for c in fit(78)} | {"reason": narrow["reason"]}
+    assert sum(w + 2 for w in narrow.values()) <= 78
 
 
 def test_sort_by_any_column_and_filter_by_regex():

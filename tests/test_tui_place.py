@@ -13,6 +13,7 @@ from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
+from tests.test_tui_cursor_pilot import shown_words
 from tests.tui_frozen import pilot_test
 from tests.tui_live import fleet, gpu_line, live_app, until
 
@@ -220,6 +221,8 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
                 assert p.note.startswith("Past the quota: enter again places it as a "
                                          "borrowed job")
                 assert p.note in bar.render().plain
+                await pilot.pause()  # on screen, the plan under it uncut (the bar grew)
+                assert p.note in shown_words(bar) and p.current.plan in shown_words(bar)
                 assert f.store.get(job.id).state == "pending"
                 await pilot.press("enter")  # agreed
             await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")

@@ -15,7 +15,6 @@ from typing import Callable, Optional, Protocol, Sequence
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.color import Color
 from textual.errors import NoWidget
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -46,7 +45,7 @@ from fractui.tui.legend import Legend
 from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.tui.standing import USAGE_EVERY_S, UsageRead, standing
-from fractui.tui.themes import palette_for
+from fractui.tui.themes import RichVariables, muted_colour, palette_for
 
 STORE_EVERY_S = 1.0
 NARROW = 120  # below this width the queue panel goes under the map
@@ -284,8 +283,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.show_header()
 
     def repaint(self) -> None:
-        v = self.app.theme_variables
-        muted = Color.parse(v["foreground"]).blend(Color.parse(v["surface"]), 0.45).hex
+        v = RichVariables(self.app)
+        muted = muted_colour(self.app.theme_variables)
         owners = self.config.teams if self.colour_by == "team" else self.config.queues
         states = {"online": v["success"], "degraded": v["warning"], "offline": v["error"],
                   "untrusted": v["error"], "connecting": v["primary"]}
@@ -448,7 +447,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         p = self.placement
         if p is not None and p.agreed is not None and p.agreed != p.current:
             p.agreed, p.note = None, None  # agreed to another slot: this one is asked anew
-        self.query_one(PreviewBar).refresh()
+        self.query_one(PreviewBar).changed()
         self.relayout(reveal=True)
 
     def on_placement_done(self, message: PlacementDone) -> None:
@@ -465,11 +464,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             p.agreed = where
             p.note = "Past the quota: enter again places it as a borrowed job (preemptible " \
                      "by a team within its quota); esc cancels."
-            self.query_one(PreviewBar).refresh()
+            self.query_one(PreviewBar).changed()
             return
         p.busy = "checking %s gpu%s against its agent…" % (where.host,
                                                           ",".join(map(str, where.gpus)))
-        self.query_one(PreviewBar).refresh()
+        self.query_one(PreviewBar).changed()
         statuses = dict(self.statuses)
         self.confirm(p.job, where, statuses, p.agreed == where)
 
@@ -556,7 +555,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         hit = self._gpu_at(x, y)
         moved = hit is not None and p.nearest(*hit)
         if moved:
-            self.query_one(PreviewBar).refresh()
+            self.query_one(PreviewBar).changed()
             self.relayout()
         if done:
             self.drag = None

@@ -42,6 +42,7 @@ from fractui.tui.jobrows import gpu_of, mib_text
 from fractui.tui.jobs import ConfirmScreen
 from fractui.tui.model import StoreView, short_model
 from fractui.tui.source import Source
+from fractui.tui.themes import RichVariables
 from remote_agent import MODE_RESET
 
 REFRESH_S = 1.0
@@ -199,7 +200,7 @@ class GpuScreen(Screen[None], inherit_bindings=False):
         self.set_interval(REFRESH_S, self.reload)
 
     def reload(self) -> None:
-        v: dict[str, Any] = self.app.theme_variables
+        v = RichVariables(self.app)
         status = self.statuses().get(self.host)
         head, tables = describe(status, self.index, self.store(), v["warning"])
         self.query_one("#gpu-head", Static).update(head)

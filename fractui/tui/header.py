@@ -16,6 +16,7 @@ from textual.widget import Widget
 
 from fractui import __version__
 from fractui.tui.model import Totals
+from fractui.tui.themes import RichVariables
 from fractui.words import count
 
 HINT_ROWS = 4
@@ -58,7 +59,7 @@ class Header(Widget):
         if info is None:
             return Text("fractui %s" % __version__)
         t = info.totals
-        vars_ = self.app.theme_variables
+        vars_ = RichVariables(self.app)
         states = " · ".join("%d %s" % (n, s) for s, n in t.states) or "no hosts"
         left = Text()
         left.append("fractui ", style="bold " + vars_["primary"])

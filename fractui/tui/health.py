@@ -15,6 +15,7 @@ from textual.widgets import Sparkline, Static
 
 from fractui.sched.health import unhealthy
 from fractui.tui.history import BUCKETS, WINDOW_S, History, gpu_key
+from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
 
@@ -95,7 +96,7 @@ class HealthPanel(Vertical):
     def show(self, title: str, gpu: Optional[Mapping[str, Any]], now: float,
              first: Series, second: Series) -> None:
         """``title`` says which GPU; ``now`` is its snapshot's time."""
-        warning = self.app.theme_variables.get("warning", "yellow")
+        warning = RichVariables(self.app).get("warning", "yellow")
         text = Text(title + "  ", style="bold")
         text.append_text(health_text(gpu, now, warning) if gpu is not None else
                          Text("not in its host's snapshot", style="dim"))

@@ -11,6 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from fractui.tui.themes import RichVariables
+
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
@@ -42,7 +44,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
-        table.add_column("key", style="bold " + self.app.theme_variables["secondary"],
+        table.add_column("key", style="bold " + RichVariables(self.app)["secondary"],
                          no_wrap=True)
         table.add_column("what", no_wrap=True)
         table.add_column(Text("id, for [tui] keys"), style="dim",

@@ -175,10 +175,10 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
     foreign = [(k, r) for k, r in records.items() if k not in known]
     for (host, _key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):
         used, cap, util = usage(gpus.get(host, {}), record)
-        gpus = ",".join(map(str, record.get("gpus") or ()))
+        on = ",".join(map(str, record.get("gpus") or ()))
         created = record.get("created_at")
         rows.append(JobRow("%s/%s" % (host, record.get("id")), None, record.get("name") or "",
-                           "—", "—", record.get("state") or "?", "%s/%s" % (host, gpus),
+                           "—", "—", record.get("state") or "?", "%s/%s" % (host, on),
                            used, cap, util, None if created is None else now - created,
                            "launched on the host, not through the store"))
     return rows

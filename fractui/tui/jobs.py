@@ -34,6 +34,7 @@ from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
 from fractui.tui.logview import LogView
 from fractui.tui.source import Source
+from fractui.tui.themes import RichVariables
 from fractui.words import count, duration
 
 REFRESH_S = 1.0
@@ -315,7 +316,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
                 grid.add_row("image", "%s · %s" % (record["image"], record.get("runtime")))
         if job.reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
-                                        style=self.app.theme_variables["warning"]))
+                                        style=RichVariables(self.app)["warning"]))
         grid.add_row("argv", Text(shlex.join(job.argv), no_wrap=True, overflow="ellipsis"))
         if job.image:
             grid.add_row("image", Text(job.image, no_wrap=True, overflow="ellipsis"))
@@ -356,7 +357,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
         if used is None or not cap:
             return None
         share = used / cap
-        style = self.app.theme_variables["warning"] if share > 0.9 else ""
+        style = RichVariables(self.app)["warning"] if share > 0.9 else ""
         return Text("%d MiB used of its %d MiB cap (%d%%)" % (used, cap, round(share * 100)),
                     style=style)
 

@@ -27,8 +27,8 @@ from textual.widgets import Input, Static
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING
 from fractui.tui.actions import Action, bind, bindings
-from fractui.tui.jobrows import (COLUMNS, PADDING, JobRow, filter_rows, fit, job_rows, memory,
-                                 sort_rows)
+from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
+                                 memory, sort_rows)
 from fractui.tui.model import StoreView, compile_filter
 from fractui.words import duration
 
@@ -46,6 +46,26 @@ def cell(key: str, row: JobRow) -> str:
     if key == "id":
         return row.ref
     return str(getattr(row, key))
+
+
+GROWN = ("id", "name", "where")  # widened to their longest cell, in this order, where room is
+
+
+def grown(columns: Sequence[Column], rows: Sequence[JobRow], width: int) -> tuple[int, ...]:
+    """Each column's width in ``width`` cells: its own, then the room left given first to the
+    id, the name and the place (as far as their longest cell: HOST/JOB names are long), and
+    the rest to the reason."""
+    widths = {c.key: c.width for c in columns}
+    room = width - sum(w + PADDING for w in widths.values())
+    for key in GROWN:
+        if key in widths and room > 0:
+            longest = max((len(cell(key, r)) for r in rows), default=0)
+            more = min(room, max(0, longest - widths[key]))
+            widths[key] += more
+            room -= more
+    if "reason" in widths and room > 0:
+        widths["reason"] += room
+    return tuple(widths[c.key] for c in columns)
 
 
 def line(values: Sequence[str], widths: Sequence[int]) -> str:
@@ -221,9 +241,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         the columns or the order changed."""
         width = self.table.size.width or self.size.width
         columns = fit(width - 1)
-        used = sum(c.width + PADDING for c in columns if c.key != "reason")
-        widths = tuple(max(c.width, width - 1 - used - PADDING) if c.key == "reason"
-                       else c.width for c in columns)
+        widths = grown(columns, self.rows, width - 1)
         self.query_one("#title", Static).update(
             "jobs · %d shown · sorted by %s %s%s · o next column · O reverse · / filter" % (
                 len(self.rows), self._title(self.sort_key), "↓" if self.reverse else "↑",

@@ -19,6 +19,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from fractui.tui.actions import Action, bindings
+from fractui.tui.themes import RichVariables
 
 MAX_LINES = 100_000  # older lines are dropped past this: the agent keeps the whole log
 
@@ -94,7 +95,7 @@ class LogView(ScrollView, can_focus=True, inherit_bindings=False):
         segments: list[Segment] = []
         at = 0
         if self.pattern is not None:
-            mark = base + Style(bgcolor=self.app.theme_variables["warning"], color="black")
+            mark = base + Style(bgcolor=RichVariables(self.app)["warning"], color="black")
             for m in self.pattern.finditer(text):
                 if m.end() > m.start():
                     segments += [Segment(text[at:m.start()], style),

@@ -19,6 +19,7 @@ from fractui.sched.preview import Candidate
 from fractui.sched.quota import TeamUsage, past_quota
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bindings
+from fractui.tui.themes import RichVariables
 
 
 def same_slot(a: Candidate, b: Candidate) -> bool:
@@ -148,13 +149,18 @@ class PreviewBar(Widget, can_focus=True):
     def show(self, placement: Optional[Placement]) -> None:
         self.placement = placement
         self.display = placement is not None
-        self.refresh()
+        self.changed()
+
+    def changed(self) -> None:
+        """Its placement changed (the slot, a note, a check under way): drawn again as tall as
+        its text now is, so the plan is never cut."""
+        self.refresh(layout=True)
 
     def render(self) -> Text:
         p = self.placement
         if p is None:
             return Text("")
-        v = self.app.theme_variables
+        v = RichVariables(self.app)
         out = Text()
         out.append("place #%d %s" % (p.job.id, p.job.name), style="bold " + v["accent"])
         c = p.current

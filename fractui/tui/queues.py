@@ -22,6 +22,7 @@ from fractui.sched.starved import Starved
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.model import QueueStat
+from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
 
@@ -195,7 +196,7 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         t.add_column("borrow", justify="right", no_wrap=True)
         t.add_column("recent", justify="right", no_wrap=True)
         t.add_column("pend", justify="right", no_wrap=True)
-        warning = self.app.theme_variables["warning"]
+        warning = RichVariables(self.app)["warning"]
         starved = {s.team for s in self.starved}
         for team in self.teams:
             over = team.used > team.quota + 1e-9

@@ -14,8 +14,12 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
+from rich.color import Color as RichColor
+from rich.color import ColorParseError
+from textual.app import App
+from textual.color import Color
 from textual.theme import BUILTIN_THEMES, Theme
 
 from fractui.config import ConfigError, default_config_path
@@ -163,3 +167,43 @@ def label_colour(background: str) -> str:
     luminance, so labels stay legible on every owner colour of every theme."""
     lum = luminance(background)
     return "#000000" if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else "#ffffff"
+
+
+@lru_cache(maxsize=256)
+def rich_colour(value: str) -> str:
+    """A Textual theme variable's colour as Rich reads it: Textual's ANSI themes name theirs as
+    Textual alone reads them ("ansi_green", "ansi_default", "transparent"), which Rich refuses;
+    those become Rich's ("color(2)", "default"). A colour Rich reads is kept as it is."""
+    try:
+        RichColor.parse(value)
+        return value
+    except ColorParseError:
+        colour = Color.parse(value)
+        return "default" if colour.a == 0 else colour.rich_color.name
+
+
+def muted_colour(variables: Mapping[str, str]) -> str:
+    """Text that says less (a greyed host, an idle slice's figures): the foreground blended
+    towards the surface; on an ANSI theme, whose colours are the terminal's own and cannot be
+    blended, its bright black."""
+    foreground, surface = Color.parse(variables["foreground"]), Color.parse(variables["surface"])
+    if foreground.ansi is not None or surface.ansi is not None or surface.a == 0:
+        return "bright_black"
+    return foreground.blend(surface, 0.45).hex
+
+
+class RichVariables(Mapping[str, str]):
+    """An app's theme variables, each read as Rich reads colours (``rich_colour``): what the
+    screens pass to Rich styles, so that every theme the palette offers draws."""
+
+    def __init__(self, app: App) -> None:
+        self._variables = app.theme_variables
+
+    def __getitem__(self, name: str) -> str:
+        return rich_colour(self._variables[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._variables)
+
+    def __len__(self) -> int:
+        return len(self._variables)
