@@ -18,6 +18,12 @@ from tests.test_jobs import PY
 from tests.test_launch_concurrency import Client
 
 
+def _logged(state: str, words: str) -> bool:
+    """Whether the daemon's log says ``words``."""
+    with open(AgentPaths(state).log_file, errors="replace") as log:
+        return words in log.read()
+
+
 def _until_job_ends(client: Client, ident: str, patience_s: float) -> List[str]:
     """The states of ``ident`` pushed to ``client`` until one is an end, or the patience ran
     out (what came, then)."""
@@ -53,8 +59,8 @@ def test_a_client_that_stops_reading_holds_up_no_one_and_is_dropped(start_agent,
     assert _until_job_ends(good, quick["result"]["id"], 60)[-1:] == ["exited"]
     good.close()
 
-    wait_until(lambda: "dropping a connection that left" in open(  # still not read
-        AgentPaths(state).log_file, errors="replace").read(), "the stalled client's drop", 60)
+    wait_until(lambda: _logged(state, "dropping a connection that left"),  # still not read
+               "the stalled client's drop", 60)
     stalled.sock.settimeout(60)  # what it was sent, then the end
     received = sum(len(line) for line in stalled.reader)
     stalled.close()
@@ -70,7 +76,6 @@ def test_running_out_of_descriptors_ends_no_ones_service(start_agent, tmp_path):
     pid = agent.call("daemon.version")["pid"]
     held = Client(state)  # a client connected before: served throughout
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
-    log_file = AgentPaths(state).log_file
     idle: List[socket.socket] = []
     try:
         for _ in range(100):  # more than it can take: the last wait in its listen queue
@@ -82,7 +87,7 @@ def test_running_out_of_descriptors_ends_no_ones_service(start_agent, tmp_path):
                 sock.close()
                 break
             idle.append(sock)
-        wait_until(lambda: "cannot accept connections" in open(log_file, errors="replace").read(),
+        wait_until(lambda: _logged(state, "cannot accept connections"),
                    "the daemon to run out of descriptors", 60)
     finally:
         for sock in idle:

@@ -80,6 +80,18 @@ def test_the_id_name_and_place_widen_to_their_longest_cell_where_there_is_room()
     assert sum(w + 2 for w in narrow.values()) <= 78
 
 
+def test_a_host_not_connected_gives_no_live_figures_and_its_own_jobs_say_so():
+    """What the agent of a host gone offline said last (its memory in use, its GPU's
+    utilisation) read as live in the jobs view."""
+    store, statuses = _fleet()
+    statuses["h"].state, statuses["h"].error = "offline", "connection lost: reset by peer"
+    rows = {r.ref: r for r in job_rows(store, statuses, now=100.0)}
+    assert (rows["7"].used_mib, rows["7"].cap_mib, rows["7"].util) == (None, 6000, None)
+    assert (rows["8"].used_mib, rows["8"].util) == (None, None)
+    assert rows["h/j3"].reason == ("launched on the host, not through the store; its host is "
+                                   "offline, so this is what its agent said last")
+
+
 def test_sort_by_any_column_and_filter_by_regex():
     store, statuses = _fleet()
     rows = job_rows(store, statuses, now=100.0)

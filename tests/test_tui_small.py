@@ -65,6 +65,22 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
 
 
 @pilot_test
+async def test_the_job_screen_of_a_job_on_a_host_gone_offline_says_so_not_its_last_figures():
+    app = frozen_app()  # l4-1 is offline in the sample, with what its agent said last
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        app.open_job(12)
+        await settled(pilot)
+        screen = app.screen
+        assert isinstance(screen, JobScreen) and screen.job.slot.host == "l4-1"
+        assert screen.agent_record() is None
+        details = text_of(screen.details(screen.agent_record()))
+        assert "host     l4-1 is offline: connection lost: ssh: Connection reset by peer " \
+               "(how the job is there is not known now)" in " ".join(details.split("\n"))
+        assert "memory" not in details and "l4-1/j" not in details
+
+
+@pilot_test
 async def test_ctrl_c_with_text_selected_copies_it_and_quits_nothing():
     app = frozen_app()
     async with app.run_test(size=(120, 36)) as pilot:

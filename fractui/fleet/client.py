@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
 log = logging.getLogger("fractui.fleet")
@@ -56,11 +57,13 @@ class AgentClient:
         self.name = name
         self.closed = threading.Event()
         self.close_reason = "closed"
+        self.heard_at = time.monotonic()  # when the agent last sent a line
         threading.Thread(target=self._read, name="agent-reader-%s" % name, daemon=True).start()
 
     def _read(self) -> None:
         try:
             for line in self._reader:
+                self.heard_at = time.monotonic()
                 if not line.strip():
                     continue
                 try:

@@ -35,6 +35,8 @@ from remote_agent.rpc.jsonrpc import PROTOCOL_MISMATCH
 log = logging.getLogger("fractui.fleet")
 
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
+PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
+PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
 
@@ -268,14 +270,35 @@ class HostSession:
             else:
                 self.settled.set()
                 backoff = 0.5
-                conn.client.closed.wait()  # until the connection ends (or we end it)
-                why = self._lost_why(conn.client.close_reason)
+                why = self._silent(conn) or self._lost_why(conn.client.close_reason)
                 self._drop()
                 if not self._stop.is_set():
                     self._set("offline", "connection lost: %s" % why)
             self._wake.wait(backoff)
             self._wake.clear()
             backoff = min(backoff * 2, self.reconnect_max_s)
+
+    def _silent(self, conn: _Conn) -> Optional[str]:
+        """Until the connection ends (None), or the agent stops answering (why). A quiet host
+        pushes nothing, so after PROBE_S without a word from the agent it is asked for
+        something cheap; no answer within PROBE_WAIT_S (a stopped agent, an SSH link that
+        stalled without closing) ends the connection, so the host reads offline and is
+        reached afresh, rather than online with what it said last."""
+        client = conn.client
+        methods = (self.status.hello or {}).get("methods") or ()
+        probe = "daemon.version" if "daemon.version" in methods else "hello"
+        while not client.closed.wait(max(0.05, PROBE_S - (time.monotonic() - client.heard_at))):
+            if time.monotonic() - client.heard_at < PROBE_S:
+                continue
+            try:
+                client.call(probe, None, PROBE_WAIT_S)
+            except AgentCallError:
+                pass  # it answered
+            except ConnectionLost:
+                if not client.closed.is_set():
+                    return "the agent did not answer for %.0f s" % (
+                        time.monotonic() - client.heard_at)
+        return None
 
     def _lost_why(self, reason: str) -> str:
         """How a connection ended, with what its transport says about it (what paramiko

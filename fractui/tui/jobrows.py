@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from fractui.fleet.host import HostStatus
+from fractui.sched.fleetview import USABLE
 from fractui.store.model import PENDING, Job
 from fractui.tui.model import StoreView
 
@@ -109,6 +110,13 @@ def filter_rows(rows: Sequence[JobRow], pattern: Optional[re.Pattern[str]],
     return [r for r in rows if bool(pattern.search(r.text())) != inverse]
 
 
+def connected(status: Optional[HostStatus]) -> bool:
+    """Whether what ``status`` holds is how its host is now: what the agent of a host that is
+    not connected said is its last word, and its memory and utilisation are not shown as
+    live."""
+    return status is not None and status.state in USABLE
+
+
 def gpu_of(status: Optional[HostStatus], index: int) -> Optional[dict]:
     """GPU ``index`` of the host's last snapshot."""
     gpus = ((status.snapshot or {}).get("gpus") or ()) if status else ()
@@ -151,7 +159,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
     rows = []
     records: dict[tuple[str, str], dict] = {}
     gpus = {host: {g.get("index"): g for g in (status.snapshot or {}).get("gpus") or ()}
-            for host, status in statuses.items()}
+            for host, status in statuses.items() if connected(status)}
     for host, status in statuses.items():
         for record in status.jobs.values():
             if record.get("state") in _LIVE:
@@ -177,8 +185,11 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
         used, cap, util = usage(gpus.get(host, {}), record)
         on = ",".join(map(str, record.get("gpus") or ()))
         created = record.get("created_at")
+        status = statuses[host]
         rows.append(JobRow("%s/%s" % (host, record.get("id")), None, record.get("name") or "",
                            "—", "—", record.get("state") or "?", "%s/%s" % (host, on),
                            used, cap, util, None if created is None else now - created,
-                           "launched on the host, not through the store"))
+                           "launched on the host, not through the store%s" % (
+                               "" if connected(status) else "; its host is %s, so this is "
+                               "what its agent said last" % status.state)))
     return rows

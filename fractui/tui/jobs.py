@@ -26,12 +26,13 @@ from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import Asker, Refused, ask_stop, stop_refusal
-from fractui.store.model import AuditEntry, Job, stops_offered
+from fractui.store.model import ON_HOST, AuditEntry, Job, stops_offered
 from fractui.tui.commands import Entry
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
+from fractui.tui.jobrows import connected
 from fractui.tui.logview import LogView
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
@@ -211,9 +212,10 @@ class JobScreen(Screen[None], inherit_bindings=False):
         if job is None or job.slot is None or self.uid is None:
             return None
         status = self.statuses().get(job.slot.host)
+        if not connected(status):  # its last word is not how the job is now
+            return None
         key = job.key(self.uid)
-        return next((r for r in (status.jobs.values() if status else ())
-                     if r.get("key") == key), None)
+        return next((r for r in status.jobs.values() if r.get("key") == key), None)
 
     def stops(self) -> tuple[str, ...]:
         """The stops offered now: those the job's state allows (none ``--readonly``)."""
@@ -303,6 +305,13 @@ class JobScreen(Screen[None], inherit_bindings=False):
             grid.add_row("where", "%s · gpu %s · %s · charge %.2f GPU%s" % (
                 slot.host, ",".join(map(str, slot.gpus)), what, slot.charge,
                 " · placed by hand" if job.manual else ""))
+            status = self.statuses().get(slot.host)
+            if job.state in ON_HOST and not connected(status):
+                said = "%s is %s" % (slot.host, status.state if status else "not in the fleet")
+                if status is not None and status.error:
+                    said += ": " + status.error
+                grid.add_row("host", Text(said + " (how the job is there is not known now)",
+                                          style=RichVariables(self.app)["warning"]))
         memory = self.memory_text(record)
         if memory is not None:
             grid.add_row("memory", memory)
@@ -343,7 +352,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
         if job is None or job.slot is None:
             return "", {}, 0.0
         status = self.statuses().get(job.slot.host)
-        snapshot = (status.snapshot if status else None) or {}
+        snapshot = (status.snapshot if connected(status) else None) or {}
         return job.slot.host, {g.get("index"): g for g in snapshot.get("gpus") or ()}, \
             snapshot.get("time") or 0.0
 
