@@ -83,8 +83,8 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.trust import UnsafePath, open_private, private_dir
     from remote_agent.jobs.store import JobStore, StoreError
 
-    paths = AgentPaths(os.path.abspath(args.state_dir))
     try:
+        paths = AgentPaths(os.path.abspath(args.state_dir))
         paths.check()
         lock = open_private(paths.lock_file, os.O_RDWR | os.O_CREAT, "daemon lock")
         try:
@@ -99,6 +99,11 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         JobStore(paths.jobs_db).close()  # usable, and brought to this agent's version
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)
+        return 2
+    except (OSError, UnicodeError) as err:  # a file where a dir goes, a name no FS can hold
+        print("remote_agent: the state dir %r cannot be used: %s" % (
+            args.state_dir, err.strerror if isinstance(err, OSError) and err.strerror
+            else err), file=sys.stderr)
         return 2
     if backend == "sim":
         from remote_agent.gpu import fake_pynvml as nv

@@ -110,6 +110,22 @@ def test_a_state_dir_holding_another_host_is_refused_at_start(start_agent, tmp_p
     assert b"use another state dir" in other.proc.stderr.read()
 
 
+def test_a_state_dir_that_cannot_be_made_is_said_without_a_traceback(start_agent, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    agent = start_agent("1xL4", str(tmp_path / "a-file"))
+    assert agent.proc.wait(timeout=10) == 2
+    said = agent.proc.stderr.read().decode()
+    assert "the state dir %r cannot be used: File exists" % str(tmp_path / "a-file") in said
+    assert "Traceback" not in said
+
+
+def test_a_state_dir_whose_name_is_not_utf8_is_used(start_agent, tmp_path):
+    """A path's bytes, as the filesystem holds them (its socket's name was once made by
+    encoding the path as UTF-8, which failed with a traceback)."""
+    agent = start_agent("1xL4", os.fsdecode(os.fsencode(str(tmp_path)) + b"/state-\xff"))
+    assert agent.call("hello")["gpus"]
+
+
 @pytest.mark.parametrize("spec", ["1xL4:mig", "3xNOPE", "x,", "0xL4"])
 def test_a_bad_sim_spec_is_a_usage_error(start_agent, tmp_path, spec):
     agent = start_agent(spec, str(tmp_path / spec.replace(":", "_").replace(",", "_")))

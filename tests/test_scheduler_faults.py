@@ -47,6 +47,20 @@ def test_a_missing_program_fails_once_with_the_agents_words(local_fleet):
     assert launches_of(f, job) == []  # refused before anything was recorded or run
 
 
+def test_a_launch_too_large_for_one_request_line_fails_at_once_with_why(local_fleet):
+    """Arguments together over the agent's 1 MiB line (each within its own bound): the agent
+    refuses such a line with no id to answer to, so the launch waited for an answer that never
+    came, and the job stayed placed; it now fails at once, saying why, and the host serves on."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF])
+    job = f.submit("half", argv=["echo"] + ["x" * 100000] * 12)
+    ok = f.submit("half", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == "failed"
+            and f.store.get(ok.id).state == "running")
+    assert f.store.get(job.id).reason.startswith("cannot start on gpu-a: the request is ")
+    assert "the agent takes at most 1048576 in one line" in f.store.get(job.id).reason
+    assert launches_of(f, job) == []
+
+
 def test_a_missing_working_directory_fails_once_with_the_agents_words(local_fleet, tmp_path):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF])
     gone = str(tmp_path / "no-such-dir")
@@ -209,3 +223,28 @@ def test_a_job_preempted_or_requeued_is_not_counted_as_refused(local_fleet):
         f.until(lambda: f.store.get(job.id).attempt == n
                 and f.store.get(job.id).state == "running")
     assert f.store.get(job.id).refusals == ()
+
+
+def test_a_failed_pass_is_not_tried_again_at_once(local_fleet, monkeypatch):
+    """A bug of ours in a pass (or a store value it cannot read) is logged and the pass tried
+    again after the pass interval, leading or standing by: a standby once tried again at
+    once, writing thousands of tracebacks a second."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    service = f.scheduler
+    waits = []
+
+    def failing_turn() -> None:
+        raise RuntimeError("a bug")
+
+    def wait(timeout: float) -> bool:  # the loop's wait before its next turn: the test ends
+        waits.append(timeout)
+        service._stop.set()
+        return False
+
+    monkeypatch.setattr(service, "_turn", failing_turn)
+    monkeypatch.setattr(service._wake, "wait", wait)
+    for leading in (False, True):
+        service.leader = leading
+        service._stop.clear()
+        service.run()
+    assert waits == [service.settings.interval_s] * 2

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
+from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR
+
 log = logging.getLogger("fractui.fleet")
 
 Notify = Callable[[str, Dict[str, Any]], None]
@@ -117,15 +119,20 @@ class AgentClient:
         if self.closed.is_set():
             raise ConnectionLost(self.close_reason)
         req_id = next(self._ids)
-        pending = _Pending()
-        with self._lock:
-            self._pending[req_id] = pending
         message = {"jsonrpc": "2.0", "id": req_id, "method": method}
         if params:
             message["params"] = params
+        line = json.dumps(message).encode() + b"\n"
+        if len(line) > MAX_LINE_BYTES:  # the agent would refuse it with no id to answer to
+            raise AgentCallError(method, {"code": PARSE_ERROR, "message": (
+                "the request is %d bytes, and the agent takes at most %d in one line" % (
+                    len(line), MAX_LINE_BYTES))}, self.name)
+        pending = _Pending()
+        with self._lock:
+            self._pending[req_id] = pending
         try:
             with self._write_lock:
-                self._write(json.dumps(message).encode() + b"\n")
+                self._write(line)
         except OSError as err:
             with self._lock:
                 self._pending.pop(req_id, None)

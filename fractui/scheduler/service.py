@@ -239,12 +239,14 @@ class Scheduler:
 
     def run(self) -> None:
         while not self._stop.is_set():
+            failed = True
             try:
                 self._turn()
-                self._said, self._store_ok = None, True
+                self._said, self._store_ok, failed = None, True, False
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
+                failed = False
             except StoreDamaged as err:  # no store to schedule from: the service ends
                 log.error("%s; the scheduler stops", err)
                 self.fatal, self._store_ok = err, False
@@ -259,8 +261,8 @@ class Scheduler:
             except Exception:  # one bad pass must not end the service: log it, try again
                 log.exception("scheduling pass failed")
             self._tell()
-            wait = self.settings.interval_s if self.leader else max(
-                0.0, self._try_at - time.monotonic())
+            wait = self.settings.interval_s if self.leader or failed else max(
+                0.0, self._try_at - time.monotonic())  # a failed turn is not tried at once
             if self._wake.wait(wait):
                 self._stop.wait(DEBOUNCE_S)  # what else comes at once joins this pass
             self._wake.clear()

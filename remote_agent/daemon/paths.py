@@ -29,7 +29,7 @@ class AgentPaths:
     @property
     def digest(self) -> str:
         """A short name for this state dir, for places shared by all of a user's agents."""
-        return hashlib.sha1(os.path.realpath(self.state_dir).encode()).hexdigest()[:16]
+        return hashlib.sha1(os.fsencode(os.path.realpath(self.state_dir))).hexdigest()[:16]
 
     @property
     def socket(self) -> str:
