@@ -423,3 +423,39 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
             filler.unlink()
         sched.stop()
         store.close()
+
+
+# A value of another kind than fractui writes, put in a column by hand (SQLite keeps any):
+# (what is written, what the refusal says, the verbs that read that row).
+WRONG_KIND = {
+    "job-request": ("UPDATE jobs SET request = '[1]' WHERE id = 1",
+                    "is damaged: job 1's request is '[1]', not an object", ROW),
+    "job-request-value": ("""UPDATE jobs SET request = '{"gpu": "lots"}' WHERE id = 1""",
+                          "is damaged: job 1's request's gpu is 'lots'", [("scheduler",)]),
+    "job-time": ("UPDATE jobs SET submitted_at = 'yesterday' WHERE id = 1",
+                 "is damaged: job 1's submitted_at is 'yesterday'", ROW),
+    "job-state": ("UPDATE jobs SET state = 'zombie' WHERE id = 1",
+                  "is damaged: job 1's state is 'zombie', not one of fractui's",
+                  [("jobs", "--all")]),
+    "job-name": ("UPDATE jobs SET name = x'ff00' WHERE id = 1",
+                 "is damaged: job 1's name is b'\\xff\\x00'", [("jobs", "--all", "--json")]),
+    "lease": ("INSERT OR REPLACE INTO lease (name, holder, expires_at, epoch) "
+              "VALUES ('scheduler', 'old', 'soon', 0)",
+              "is damaged: the scheduler lease's expires_at is 'soon'", [("scheduler",)]),
+    "audit": ("UPDATE audit SET time = 't' WHERE id = 1",
+              "is damaged: audit entry 1's time is 't'", [("audit",)]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG_KIND))
+def test_a_value_of_another_kind_is_said_as_damage_where_it_is_read(tmp_path, kind):
+    """Read as fractui wrote it, such a value failed later: the scheduler's every pass (no
+    job placed, ever), or a verb as an internal error."""
+    store = tmp_path / "store.db"
+    make_store(store)
+    written, says, verbs = WRONG_KIND[kind]
+    db = sqlite3.connect(store)
+    db.execute(written)
+    db.commit()
+    db.close()
+    refused_by_every_verb(write_config(tmp_path, store), store, says, verbs)

@@ -21,10 +21,11 @@ from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from fractui.store import usage_rows
+from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, check_values, maybe
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED, REQUEUED,
-                                 RUNNING, STOP_INTENTS, STOPPING, WHOLE_HOST, AuditEntry,
+                                 RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST, AuditEntry,
                                  Cordon, GpuTime, HolderMemory, Job, LogTail, Refusal,
                                  Sampled, Slot, StaleCopy, UsageRecord)
 
@@ -119,10 +120,6 @@ class Dialect(abc.ABC):
             pass
 
 
-class Unreadable(Exception):
-    """A row the database returned whole, holding values fractui never wrote."""
-
-
 class SqlStore(Store):
     """The Store on any Dialect: one connection, used by the caller's threads in turn."""
 
@@ -174,7 +171,7 @@ class SqlStore(Store):
                         committing = True
                         self.dialect.commit(db)
                     return result
-                except (Unreadable, usage_rows.BadRow) as err:
+                except Unreadable as err:
                     self.dialect.rollback(db)
                     raise self.dialect.damaged(str(err)) from err
                 except BaseException as err:
@@ -384,8 +381,8 @@ class SqlStore(Store):
         sql, args = "SELECT * FROM stale", ()  # type: str, tuple
         if host is not None:
             sql, args = sql + " WHERE host = ?", (host,)
-        return self._read(lambda db: [StaleCopy(r["host"], r["key"], r["job"], r["since"])
-                                      for r in self._run(db, sql + " ORDER BY since", args)])
+        return self._read(lambda db: [_stale(r) for r in self._run(
+            db, sql + " ORDER BY since", args)])
 
     def drop_stale(self, host: str, key: str, actor: str, why: str,
                    epoch: Optional[int] = None) -> None:
@@ -415,10 +412,8 @@ class SqlStore(Store):
             sql, args = sql + " WHERE job = ?", (job,)
         sql = "SELECT * FROM (%s ORDER BY id DESC LIMIT %d) AS newest ORDER BY id" % (
             sql, int(limit))
-        return self._read(lambda db: [
-            AuditEntry(r["id"], r["time"], r["actor"], r["action"], r["job"], r["why"],
-                       _decoded("audit entry %s" % r["id"], r["detail"] or "{}"))
-            for r in self._run(db, sql, args).fetchall()])
+        return self._read(lambda db: [_audit_entry(r)
+                                      for r in self._run(db, sql, args).fetchall()])
 
     # -- inventory --
 
@@ -435,8 +430,7 @@ class SqlStore(Store):
 
     def inventory(self) -> dict[str, dict[str, Any]]:
         return self._read(lambda db: {
-            r["host"]: _decoded("the inventory of %s" % r["host"], r["facts"])
-            for r in self._run(db, "SELECT host, facts FROM inventory")})
+            r["host"]: _facts(r) for r in self._run(db, "SELECT host, facts FROM inventory")})
 
     # -- job output, for users who reach only the store --
 
@@ -467,10 +461,14 @@ class SqlStore(Store):
         self._write(work)
 
     def log_tail(self, job_id: int) -> Optional[LogTail]:
-        row = self._read(lambda db: self._run(
-            db, "SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone())
-        return None if row is None else LogTail(job_id, row["text"], bool(row["complete"]),
-                                                float(row["kept_at"]))
+        def work(db: Any) -> Optional[LogTail]:
+            row = self._run(db, "SELECT * FROM log_tails WHERE job = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            check("the output kept of job %d" % job_id, row,
+                  {"text": TEXT, "complete": FLAG, "kept_at": NUM})
+            return LogTail(job_id, row["text"], bool(row["complete"]), float(row["kept_at"]))
+        return self._read(work)
 
     # -- usage --
 
@@ -530,6 +528,7 @@ class SqlStore(Store):
         def work(db: Any) -> HolderMemory:
             clocks: dict[str, dict[str, float]] = {"host": {}, "job": {}}
             for r in self._run(db, "SELECT kind, name, since FROM lost_clocks"):
+                check("a lost-host clock", r, {"kind": TEXT, "name": TEXT, "since": NUM})
                 if r["kind"] not in clocks or (r["kind"] == "job" and
                                                not r["name"].isdigit()):
                     raise Unreadable("a lost-host clock is kept for %s %r" % (r["kind"],
@@ -586,6 +585,8 @@ class SqlStore(Store):
             now = self.dialect.now(db)
             row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
                             (LEASE,)).fetchone()
+            if row is not None:
+                check("the scheduler lease", row, LEASE_COLUMNS)
             if row is not None and row["holder"] == holder:  # a renewal keeps the epoch
                 self._run(db, "UPDATE lease SET expires_at = ? WHERE name = ?",
                           (now + ttl_s, LEASE))
@@ -614,8 +615,10 @@ class SqlStore(Store):
 
     def lease_holder(self) -> Optional[tuple[str, float]]:
         def work(db: Any) -> Optional[tuple[str, float]]:
-            row = self._run(db, "SELECT holder, expires_at FROM lease WHERE name = ?",
+            row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
                             (LEASE,)).fetchone()
+            if row is not None:
+                check("the scheduler lease", row, LEASE_COLUMNS)
             if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
                 return None
             return row["holder"], float(row["expires_at"])
@@ -627,6 +630,7 @@ class SqlStore(Store):
                             ).fetchone()
             if row is None:
                 raise self.dialect.damaged("no change counter for %r" % topic)
+            check("the change counter of %r" % topic, row, {"version": INT})
             return int(row["version"])
         return self._read(work)
 
@@ -696,7 +700,28 @@ def _detail(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+LEASE_COLUMNS = {"holder": TEXT, "expires_at": NUM, "epoch": INT}
+AUDIT_COLUMNS = {"id": INT, "time": NUM, "actor": TEXT, "action": TEXT, "job": maybe(INT),
+                 "why": TEXT, "detail": maybe(TEXT)}
+CORDON_COLUMNS = {"host": TEXT, "gpu": INT, "mode": TEXT, "actor": TEXT, "why": TEXT,
+                  "since": NUM}
+
+
+def _stale(row: Any) -> StaleCopy:
+    check("the stale copy %s on %s" % (row["key"], row["host"]), row,
+          {"host": TEXT, "key": TEXT, "job": INT, "since": NUM})
+    return StaleCopy(row["host"], row["key"], row["job"], row["since"])
+
+
+def _audit_entry(row: Any) -> AuditEntry:
+    what = "audit entry %s" % row["id"]
+    check(what, row, AUDIT_COLUMNS)
+    return AuditEntry(row["id"], row["time"], row["actor"], row["action"], row["job"],
+                      row["why"], _decoded(what, row["detail"] or "{}"))
+
+
 def _cordon(row: Any) -> Cordon:
+    check("the cordon of %s gpu %s" % (row["host"], row["gpu"]), row, CORDON_COLUMNS)
     if row["mode"] not in CORDON_MODES or row["gpu"] < WHOLE_HOST:
         raise Unreadable("the cordon of %s gpu %s is %r, not one of %s" % (
             row["host"], row["gpu"], row["mode"], ", ".join(CORDON_MODES)))
@@ -706,6 +731,16 @@ def _cordon(row: Any) -> Cordon:
 
 def _where(c: Cordon) -> tuple[str, int]:
     return c.host, WHOLE_HOST if c.gpu is None else c.gpu
+
+
+def _facts(row: Any) -> dict[str, Any]:
+    """A host's kept facts: a JSON object, or Unreadable."""
+    what = "the inventory of %s" % row["host"]
+    check(what, row, {"host": TEXT, "facts": TEXT})
+    facts = _decoded(what, row["facts"])
+    if not isinstance(facts, dict):
+        raise Unreadable("%s is %r, not an object" % (what, row["facts"]))
+    return facts
 
 
 def _decoded(what: str, text: Any) -> Any:
@@ -726,8 +761,32 @@ def _env(what: str, text: Any) -> dict[str, str]:
     return env
 
 
+JOB_COLUMNS = {
+    "id": INT, "queue": TEXT, "team": maybe(TEXT), "name": TEXT, "argv": TEXT, "request": TEXT,
+    "state": TEXT, "submitted_at": NUM, "updated_at": NUM, "cwd": maybe(TEXT),
+    "reason": maybe(TEXT), "attempt": INT, "started_at": maybe(NUM), "ended_at": maybe(NUM),
+    "host": maybe(TEXT), "gpus": maybe(TEXT), "profile": maybe(TEXT), "start": maybe(INT),
+    "memory_mib": maybe(INT), "charge": maybe(NUM), "layout_version": maybe(TEXT),
+    "preemptible": FLAG, "manual": FLAG, "agent_job": maybe(TEXT), "exit_code": maybe(INT),
+    "stop_intent": maybe(TEXT), "refusals": TEXT, "env": maybe(TEXT), "image": maybe(TEXT)}
+# a queue's portion as a job keeps it (QueueConfig.request)
+REQUEST_KEYS = {"gpu": NUM, "mig": maybe(TEXT), "memory_gib": NUM, "gpus": INT, "cpus": NUM,
+                "memory": NUM, "hosts": (list,), "gpu_models": (list,), "isolation": TEXT,
+                "priority": INT, "team": maybe(TEXT), "image": maybe(TEXT)}
+
+
 def _job(row: Any) -> Job:
     what = "job %s" % row["id"]
+    check(what, row, JOB_COLUMNS)
+    if row["state"] not in STATES:
+        raise Unreadable("%s's state is %r, not one of fractui's" % (what, row["state"]))
+    request = _decoded(what, row["request"])
+    if not isinstance(request, dict):
+        raise Unreadable("%s's request is %r, not an object" % (what, row["request"]))
+    check_values(what + "'s request", request, REQUEST_KEYS)
+    if not all(isinstance(v, str) for key in ("hosts", "gpu_models")
+               for v in request.get(key) or ()):
+        raise Unreadable("%s's request names hosts or GPU models by other than text" % what)
     try:
         slot = None
         if row["host"] is not None:
@@ -735,7 +794,7 @@ def _job(row: Any) -> Job:
                         row["start"], row["memory_mib"], row["charge"], row["layout_version"])
         return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
                    argv=tuple(_decoded(what, row["argv"])),
-                   request=_decoded(what, row["request"]), state=row["state"],
+                   request=request, state=row["state"],
                    submitted_at=row["submitted_at"], updated_at=row["updated_at"],
                    cwd=row["cwd"], reason=row["reason"], attempt=row["attempt"],
                    started_at=row["started_at"], ended_at=row["ended_at"], slot=slot,

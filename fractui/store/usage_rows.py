@@ -12,14 +12,23 @@ import json
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from fractui.store.model import OUTCOMES, GpuTime, Job, Sampled, UsageRecord
+from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe
 
 Run = Callable[[Any, str, Sequence[Any]], Any]
 _SAMPLED = ("samples", "sampled_from", "sampled_until", "memory_peak_mib", "memory_mean_mib",
             "util_samples", "util_mean", "util_note")
 
 
-class BadRow(Exception):
-    """A usage row holding what fractui never wrote (the core says it as StoreDamaged)."""
+USAGE_COLUMNS = {
+    "job": INT, "attempt": INT, "team": maybe(TEXT), "queue": TEXT, "user_name": TEXT,
+    "host": TEXT, "gpus": TEXT, "model": maybe(TEXT), "profile": maybe(TEXT),
+    "memory_mib": maybe(INT), "charge": NUM, "queued_at": NUM, "started_at": NUM,
+    "ended_at": maybe(NUM), "outcome": maybe(TEXT), "samples": INT, "sampled_from": maybe(NUM),
+    "sampled_until": maybe(NUM), "memory_peak_mib": maybe(INT), "memory_mean_mib": maybe(NUM),
+    "util_samples": INT, "util_mean": maybe(NUM), "util_note": maybe(TEXT)}
+GPU_TIME_COLUMNS = {"host": TEXT, "gpu": INT, "bucket": NUM, "model": maybe(TEXT),
+                    "online_s": NUM, "idle_s": NUM, "held_s": NUM, "util_s": NUM,
+                    "measured_s": NUM}
 
 
 def submitter(actor: str) -> str:
@@ -102,11 +111,17 @@ def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
 
 def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime]:
     """The buckets that start in [since, until), by time, host and GPU."""
-    return [GpuTime(r["host"], int(r["gpu"]), float(r["bucket"]), r["model"],
-                    float(r["online_s"]), float(r["idle_s"]), float(r["held_s"]),
-                    float(r["util_s"]), float(r["measured_s"]))
-            for r in run(db, "SELECT * FROM gpu_time WHERE bucket >= ? AND bucket < ? "
-                             "ORDER BY bucket, host, gpu", (since, until))]
+    return [_gpu_time(r) for r in run(db, "SELECT * FROM gpu_time WHERE bucket >= ? AND "
+                                          "bucket < ? ORDER BY bucket, host, gpu",
+                                          (since, until))]
+
+
+def _gpu_time(r: Any) -> GpuTime:
+    check("the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"]), r,
+          GPU_TIME_COLUMNS)
+    return GpuTime(r["host"], int(r["gpu"]), float(r["bucket"]), r["model"],
+                   float(r["online_s"]), float(r["idle_s"]), float(r["held_s"]),
+                   float(r["util_s"]), float(r["measured_s"]))
 
 
 def prune(run: Run, db: Any, before: float) -> int:
@@ -119,13 +134,14 @@ def prune(run: Run, db: Any, before: float) -> int:
 
 def _record(r: Any) -> UsageRecord:
     what = "the usage record of job %s attempt %s" % (r["job"], r["attempt"])
+    check(what, r, USAGE_COLUMNS)
     try:
         gpus = tuple(int(g) for g in json.loads(r["gpus"]))
     except (TypeError, ValueError) as err:
-        raise BadRow("%s holds GPUs %r, not a JSON list of numbers" % (what, r["gpus"])) \
+        raise Unreadable("%s holds GPUs %r, not a JSON list of numbers" % (what, r["gpus"])) \
             from err
     if r["outcome"] is not None and r["outcome"] not in OUTCOMES:
-        raise BadRow("%s ended as %r, not one of %s" % (what, r["outcome"],
+        raise Unreadable("%s ended as %r, not one of %s" % (what, r["outcome"],
                                                          ", ".join(OUTCOMES)))
     return UsageRecord(
         job=int(r["job"]), attempt=int(r["attempt"]), team=r["team"], queue=r["queue"],
