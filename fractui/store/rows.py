@@ -9,7 +9,7 @@ column (PostgreSQL's columns hold their kinds themselves; the check costs it lit
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 Kind = tuple  # the Python types a column's value may have, as the database drivers give them
 
@@ -29,22 +29,25 @@ def maybe(kind: Kind) -> Kind:
 
 
 def check(what: str, row: Any, kinds: Mapping[str, Kind]) -> None:
-    """That each named column of ``row`` is of its kind; else Unreadable, saying which. A bool
-    is no INT or NUM here, though Python's int (no driver returns one for those columns)."""
-    for column, kind in kinds.items():
-        value = row[column]
-        if type(value) not in kind:
+    """That each column of ``row`` that ``kinds`` names is of its kind; else Unreadable, saying
+    which. A bool is no INT or NUM here, though Python's int (no driver returns one for those
+    columns). One pass over the row's own columns: a scheduler reads thousands of jobs a pass,
+    and SQLite's rows find a column by name by looking through them all."""
+    for column, value in row.items() if isinstance(row, dict) else zip(row.keys(), row):
+        kind = kinds.get(column)
+        if kind is not None and type(value) not in kind:
             raise Unreadable("%s's %s is %s, not what fractui writes there" % (
                 what, column, _said(value)))
 
 
-def check_values(what: str, values: Mapping[str, Any], kinds: Mapping[str, Kind]) -> None:
-    """``check`` for a JSON object read from a column: its keys that ``kinds`` names, where
-    present (an older fractui may have left one out)."""
+def value_problem(values: Mapping[str, Any], kinds: Mapping[str, Kind]) -> Optional[str]:
+    """What is of another kind in a JSON object read from a column, among its keys that
+    ``kinds`` names, where present (an older fractui may have left one out): "gpu is 'lots',
+    ..."; or None."""
     for key, kind in kinds.items():
         if key in values and type(values[key]) not in kind:
-            raise Unreadable("%s's %s is %s, not what fractui writes there" % (
-                what, key, _said(values[key])))
+            return "%s is %s, not what fractui writes there" % (key, _said(values[key]))
+    return None
 
 
 def _said(value: Any) -> str:

@@ -17,11 +17,12 @@ import abc
 import json
 import threading
 import uuid
+from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 from fractui.store import usage_rows
-from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, check_values, maybe
+from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED, REQUEUED,
@@ -707,6 +708,35 @@ CORDON_COLUMNS = {"host": TEXT, "gpu": INT, "mode": TEXT, "actor": TEXT, "why": 
                   "since": NUM}
 
 
+def _request(what: str, text: Any) -> dict[str, Any]:
+    """A job's request as kept: a JSON object of what a queue's portion holds, or Unreadable.
+    Most of a queue's jobs keep the same text, which is read and checked once."""
+    if not isinstance(text, str):
+        raise Unreadable("%s's request is %r, not JSON text" % (what, text))
+    request, problem = _request_text(text)
+    if problem is not None:
+        raise Unreadable("%s's request%s" % (what, problem))
+    return request
+
+
+@lru_cache(maxsize=1024)
+def _request_text(text: str) -> tuple[dict[str, Any], Optional[str]]:
+    """What ``_request`` reads of ``text``: the request, and what is wrong with it (or None)."""
+    try:
+        request = json.loads(text)
+    except ValueError:
+        return {}, " holds %r, not JSON" % text
+    if not isinstance(request, dict):
+        return {}, " is %r, not an object" % text
+    problem = value_problem(request, REQUEST_KEYS)
+    if problem is not None:
+        return {}, "'s " + problem
+    if not all(isinstance(v, str) for key in ("hosts", "gpu_models")
+               for v in request.get(key) or ()):
+        return {}, " names hosts or GPU models by other than text"
+    return request, None
+
+
 def _stale(row: Any) -> StaleCopy:
     check("the stale copy %s on %s" % (row["key"], row["host"]), row,
           {"host": TEXT, "key": TEXT, "job": INT, "since": NUM})
@@ -780,13 +810,7 @@ def _job(row: Any) -> Job:
     check(what, row, JOB_COLUMNS)
     if row["state"] not in STATES:
         raise Unreadable("%s's state is %r, not one of fractui's" % (what, row["state"]))
-    request = _decoded(what, row["request"])
-    if not isinstance(request, dict):
-        raise Unreadable("%s's request is %r, not an object" % (what, row["request"]))
-    check_values(what + "'s request", request, REQUEST_KEYS)
-    if not all(isinstance(v, str) for key in ("hosts", "gpu_models")
-               for v in request.get(key) or ()):
-        raise Unreadable("%s's request names hosts or GPU models by other than text" % what)
+    request = dict(_request(what, row["request"]))  # its own: a job's request may be changed
     try:
         slot = None
         if row["host"] is not None:
