@@ -8,10 +8,12 @@ import argparse
 import datetime
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fractui.config import image_problem, profile_problem
 from fractui.outcome import UsageError
+from remote_agent.jobs.supervisor import ARG_MAX_LEN
+from remote_agent.rpc.jsonrpc import MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT, text_problem
 
 _NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "١" and "_"
 MAX_JOB_NUMBER = 2 ** 63 - 1  # SQLite's largest integer
@@ -143,6 +145,32 @@ def container_image(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+REQUEST_ROOM = 64 * 1024  # of a launch's request line, for all but the command and variables
+
+
+def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = None,
+                cwd: Optional[str] = None, key: Optional[str] = None) -> Optional[str]:
+    """Why a host's agent would refuse to launch this job, or None: what submit and launch
+    check before anything is queued or sent (the agent's own bounds, jsonrpc.Params), so that
+    a job that could never start is refused as it is asked for, not failed when it is tried."""
+    words = [("--name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
+        ("word %d of the command" % n, word, ARG_MAX_LEN) for n, word in enumerate(argv, 1)] + [
+        ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [
+        ("--env %s" % k[:40], v, ARG_MAX_LEN) for k, v in env.items()]
+    for what, text, most in words:
+        problem = text_problem(text, most) if text is not None else None
+        if problem:
+            return "%s must be %s" % (what, problem)
+    for what, items in (("the command", argv), ("--env", env)):
+        if len(items) > MAX_ITEMS:
+            return "%s has %d words; a host takes at most %d" % (what, len(items), MAX_ITEMS)
+    size = sum(len(w.encode("utf-8")) + 4 for w in list(argv) + list(env) + list(env.values()))
+    if size > MAX_LINE_BYTES - REQUEST_ROOM:
+        return "the command and its variables are %d bytes; a host takes at most %d in one " \
+               "request" % (size, MAX_LINE_BYTES - REQUEST_ROOM)
+    return None
 
 
 def parse_env(pairs: List[str]) -> Dict[str, str]:

@@ -12,7 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional, TextIO
 
-from fractui.arguments import gpu_ref, parse_env, split_job
+from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
@@ -309,6 +309,9 @@ def launch(config: Config, args: argparse.Namespace) -> int:
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     env = parse_env(args.env)
+    problem = job_problem(argv, env, args.name, args.cwd, args.key)
+    if problem is not None:
+        raise UsageError(problem)
     key = args.key or launch_key(args, env)
     params: Dict[str, Any] = {"key": key, "gpu": gpu_ref(args.gpu), "argv": argv, "env": env}
     if args.name:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from typing import Sequence, Tuple
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from remote_agent.mig.layout import Instance, Layout
 from fractui.config import QueueConfig
 from fractui.sched import POLICIES, Gpu, Host, Placer, Request
 from fractui.sched.fleetview import HostView, build_hosts
-from fractui.sched.manual import complete
+from fractui.sched.manual import Unfit, complete
 from fractui.sched.place import Memos
 from fractui.sched.preview import candidates
 from fractui.store.model import Job, Slot
@@ -198,6 +199,24 @@ def test_a_placement_by_hand_without_a_start_takes_the_idle_twins():
     assert complete(job, view, "uid", []).start == 0  # the idle 2g.20gb's
     del instances[1]
     assert complete(job, view, "uid", []).start == 2  # the planner's
+
+
+def test_a_placement_by_hand_at_a_start_its_profile_never_has_is_refused_before_it_is_made():
+    """``fractui place JOB HOST GPU --profile 1g.10gb --start 63``: refused saying where the
+    profile may start, before anything is recorded (the agent refused it at launch, and the
+    job failed), with the GPU in MIG mode or turned to it by the launch."""
+    view = a100_view()
+    for start, profile in ((63, "1g.10gb"), (7, "1g.10gb"), (1, "3g.40gb")):
+        job = Job(7, "small", None, "j", ("x",), {"mig": profile, "isolation": "mig"},
+                  "decided", 0.0, 0.0, slot=Slot("a", (0,), profile, start))
+        with pytest.raises(Unfit) as refused:
+            complete(job, view, "uid", [])
+        assert str(refused.value).startswith("%s starts only at slot " % profile)
+        assert str(refused.value).endswith("on GPU 0 of a (%s), not %d" % (A100_NAME, start))
+        off = copy.deepcopy(view)
+        off.snapshot["gpus"][0].update(mig_mode=False, instances=[])
+        with pytest.raises(Unfit):
+            complete(job, off, "uid", [])
 
 
 SLICE = QueueConfig(name="small", mig="2g.20gb", isolation="mig")

@@ -41,6 +41,11 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
     rec = gpus[slot.gpus[0]]
     req = request_of(job)
     geo = gpu_geometry(rec)
+    placed = geo.profile(slot.profile) if geo is not None and slot.profile else None
+    if placed is not None and slot.start is not None and slot.start not in placed.starts:
+        raise Unfit("%s starts only at slot %s on GPU %d of %s (%s), not %d" % (
+            placed.name, ", ".join(map(str, placed.starts)), slot.gpus[0], view.name,
+            rec.get("name"), slot.start))
     if _mode_changes(slot, rec, geo):  # the launch changes the GPU's MIG mode first
         return Slot(slot.host, slot.gpus, slot.profile, slot.start, slot.memory_mib,
                     record_charge(gpus, slot.gpus, slot.profile, slot.memory_mib),

@@ -93,7 +93,7 @@ class RpcError(Exception):
 REQUIRED = object()  # the default of a param that must be given
 
 
-def _text_problem(value: str, max_len: int) -> Optional[str]:
+def text_problem(value: str, max_len: int) -> Optional[str]:
     """Why a string cannot be taken, or None: too long, a NUL (never in a path, an argument
     or a name), or a lone surrogate (not Unicode: no file, database or process could take it)."""
     if len(value) > max_len:
@@ -151,7 +151,7 @@ class Params:
              choices: Tuple[str, ...] = ()) -> Any:
         value = self.get(name, (str,), "a string", default)
         if isinstance(value, str):
-            problem = _text_problem(value, max_len)
+            problem = text_problem(value, max_len)
             if problem:
                 raise self._refuse(name, "a string " + problem, repr(value[:40]))
             if choices and value not in choices:
@@ -181,7 +181,7 @@ class Params:
             raise self._refuse(name, what, _json_type(value))
         if isinstance(value, int) and not 0 <= value <= MAX_INT:
             raise self._refuse(name, what, _short_number(value))
-        if isinstance(value, str) and _text_problem(value, MAX_TEXT):
+        if isinstance(value, str) and text_problem(value, MAX_TEXT):
             raise self._refuse(name, what, "a string " + repr(value[:40]))
         return value
 
@@ -202,7 +202,7 @@ class Params:
         if len(values) > max_items:
             raise self._refuse(name, what + " (at most %d)" % max_items, "%d" % len(values))
         for v in values:
-            problem = _text_problem(v, max_len) if isinstance(v, str) else "strings only"
+            problem = text_problem(v, max_len) if isinstance(v, str) else "strings only"
             if problem:
                 raise self._refuse(name, "%s: %s" % (what, problem), _json_type(v) if not
                                    isinstance(v, str) else repr(v[:40]))
@@ -219,8 +219,8 @@ class Params:
             raise self._refuse(name, what + " (at most %d entries)" % max_items,
                                "%d" % len(values))
         for key, v in values.items():
-            problem = _text_problem(key, MAX_TEXT) or (
-                _text_problem(v, max_len) if isinstance(v, str) else "strings only")
+            problem = text_problem(key, MAX_TEXT) or (
+                text_problem(v, max_len) if isinstance(v, str) else "strings only")
             if problem:
                 raise self._refuse(name, "%s: %s" % (what, problem), "%r: %s" % (
                     key[:40], _json_type(v)))
@@ -417,7 +417,7 @@ class Dispatcher:
 def _reply_id(message: Dict[str, Any]) -> Union[str, int, None]:
     """The request's id if it is one the protocol takes, else None."""
     req_id = message.get("id")
-    if isinstance(req_id, str) and len(req_id) <= MAX_ID and not _text_problem(req_id, MAX_ID):
+    if isinstance(req_id, str) and len(req_id) <= MAX_ID and not text_problem(req_id, MAX_ID):
         return req_id
     if isinstance(req_id, int) and not isinstance(req_id, bool) and abs(req_id) < 1 << 63:
         return req_id
