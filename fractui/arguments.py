@@ -12,8 +12,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fractui.config import image_problem, profile_problem
 from fractui.outcome import UsageError
-from remote_agent.jobs.supervisor import ARG_MAX_LEN
-from remote_agent.rpc.jsonrpc import MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT, text_problem
+from remote_agent.rpc.jsonrpc import (MAX_ARG, MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT,
+                                      text_problem)
 
 _NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "١" and "_"
 MAX_JOB_NUMBER = 2 ** 63 - 1  # SQLite's largest integer
@@ -156,9 +156,9 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
     check before anything is queued or sent (the agent's own bounds, jsonrpc.Params), so that
     a job that could never start is refused as it is asked for, not failed when it is tried."""
     words = [("--name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
-        ("word %d of the command" % n, word, ARG_MAX_LEN) for n, word in enumerate(argv, 1)] + [
+        ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [
-        ("--env %s" % k[:40], v, ARG_MAX_LEN) for k, v in env.items()]
+        ("--env %s" % k[:40], v, MAX_ARG) for k, v in env.items()]
     for what, text, most in words:
         problem = text_problem(text, most) if text is not None else None
         if problem:

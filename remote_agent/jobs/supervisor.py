@@ -53,7 +53,6 @@ log = logging.getLogger("remote_agent.jobs")
 
 START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
-ARG_MAX_LEN = 128 * 1024  # an argument or environment value (Linux's MAX_ARG_STRLEN)
 
 
 @dataclass
@@ -97,11 +96,11 @@ def parse_launch(p: Params) -> LaunchRequest:
     if not key.strip():
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'key' must not be empty")
     argv = p.texts("argv", "a list of strings (the program and its arguments, run as is, never "
-                   "by a shell)", max_len=ARG_MAX_LEN)
+                   "by a shell)", max_len=rpc.MAX_ARG)
     if not argv:
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'argv' must be a non-empty list of "
                        "strings; it is run as is, never by a shell")
-    env = p.text_map("env", "an object of string values", {}, max_len=ARG_MAX_LEN)
+    env = p.text_map("env", "an object of string values", {}, max_len=rpc.MAX_ARG)
     if any(not k or "=" in k for k in env):
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'env': a variable's name is never "
                        "empty and holds no '='")

@@ -50,6 +50,7 @@ MAX_BATCH = 100  # requests in one batch
 MAX_DEPTH = 32  # arrays and objects nested in a request
 MAX_INT = (1 << 31) - 1  # an integer param, unless its method says otherwise
 MAX_TEXT = 4096  # characters of a string param, unless its method says otherwise
+MAX_ARG = 128 * 1024  # a job's argument or environment value (Linux's MAX_ARG_STRLEN)
 MAX_ITEMS = 4096  # entries of a list or object param
 
 # What an error says a client should do next (docs/protocol.md, "Error classes"). One table,
