@@ -14,7 +14,7 @@ import json
 import random
 import time
 import traceback
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 
 import pytest
 from rich.console import Console
@@ -250,27 +250,44 @@ def test_each_part_is_refused_by_name_or_read_everywhere_without_an_error(start_
                          {j["id"]: j for n, j in changed.items() if n.startswith("job")})
 
     rng = random.Random(18)
-    failed, refused, read = [], 0, 0
     parts = [(name, path, steps) for name, value in answered.items()
              for path, steps, _part in _paths(value, name.split()[0])]
-    for _ in range(3000):
-        name, path, steps = rng.choice(parts)
-        to = rng.choice(HOSTILE + ([LEFT_OUT] if steps else []))
-        changed = dict(answered, **{name: _changed(answered[name], steps, to)})
-        said = answers.problem(name.split()[0], changed[name])
+
+    def cases() -> Iterator[Case]:
+        for _ in range(3000):
+            name, path, steps = rng.choice(parts)
+            to = rng.choice(HOSTILE + ([LEFT_OUT] if steps else []))
+            changed = dict(answered, **{name: _changed(answered[name], steps, to)})
+            yield path, steps, to, name.split()[0], changed[name], changed
+
+    _refused_by_name_or_read(cases(), lambda changed: _read_everywhere(
+        changed["hello"], changed["snapshot"],
+        {j["id"]: j for n, j in changed.items() if n.startswith("job")}))
+
+
+Case = Tuple[str, Tuple[Any, ...], Any, str, Any, Any]
+"""A part changed: its path, the steps to it, what it was set to, then the answer's method,
+the answer changed, and what the readers are given."""
+
+
+def _refused_by_name_or_read(cases: Iterable[Case], read: Callable[[Any], None]) -> None:
+    """Each case refused where it comes in, naming the part changed, or ``read`` without an
+    exception; both sides tried."""
+    failed, refused, done = [], 0, 0
+    for path, steps, to, method, answer, given in cases:
+        said = answers.problem(method, answer)
         if said is not None:
             refused += 1
             _assert_named(said, path, steps, to)
             continue
-        read += 1
+        done += 1
         try:
-            _read_everywhere(changed["hello"], changed["snapshot"],
-                             {j["id"]: j for n, j in changed.items() if n.startswith("job")})
+            read(given)
         except Exception:
             failed.append("%s = %r: %s" % (path, "left out" if to is LEFT_OUT else to,
                                            traceback.format_exc(limit=-3)))
     assert not failed, "\n".join(failed[:12]) + "\n(%d in all)" % len(failed)
-    assert refused > 100 and read > 100  # both sides were tried
+    assert refused > 100 and done > 100  # both sides were tried
 
 
 def _read_answer(method: str, answer: Any) -> None:
@@ -313,25 +330,12 @@ def test_each_part_of_a_call_answer_is_refused_by_name_or_read_without_an_error(
     for method, answer in answered.items():
         assert answers.problem(method, answer) is None, method
         _read_answer(method, answer)
-    failed, refused, read = [], 0, 0
-    for method, path, steps, to in [  # all of them: these answers are small
-            (method, path, steps, to) for method, answer in answered.items()
-            for path, steps, _part in _paths(answer, method)
-            for to in HOSTILE + ([LEFT_OUT] if steps else [])]:
-        changed = _changed(answered[method], steps, to)
-        said = answers.problem(method, changed)
-        if said is not None:
-            refused += 1
-            _assert_named(said, path, steps, to)
-            continue
-        read += 1
-        try:
-            _read_answer(method, changed)
-        except Exception:
-            failed.append("%s = %r: %s" % (path, "left out" if to is LEFT_OUT else to,
-                                           traceback.format_exc(limit=-3)))
-    assert not failed, "\n".join(failed[:12]) + "\n(%d in all)" % len(failed)
-    assert refused > 100 and read > 100  # both sides were tried
+    cases = ((path, steps, to, method, changed, (method, changed))  # all: the answers are small
+             for method, answer in answered.items()
+             for path, steps, _part in _paths(answer, method)
+             for to in HOSTILE + ([LEFT_OUT] if steps else [])
+             for changed in [_changed(answer, steps, to)])
+    _refused_by_name_or_read(cases, lambda given: _read_answer(*given))
 
 
 def test_a_malformed_snapshot_is_kept_from_the_fleet_and_said_until_a_good_one_comes(
