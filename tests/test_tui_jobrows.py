@@ -92,6 +92,17 @@ def test_a_host_not_connected_gives_no_live_figures_and_its_own_jobs_say_so():
                                    "offline, so this is what its agent said last")
 
 
+def test_a_job_the_store_still_shows_pending_is_one_row_when_its_host_runs_it():
+    """While the store cannot be read, its last read shows a job pending that the scheduler
+    has since launched: the agent's record of its key is that job, not a second one."""
+    store, statuses = _fleet()
+    waiting = next(j for j in store.jobs if j.slot is None)
+    statuses["h"].jobs["j5"] = {"id": "j5", "key": waiting.key(UID), "gpus": [0], "pid": 15,
+                                "state": "running", "name": waiting.name}
+    rows = job_rows(store, statuses, now=100.0)
+    assert [r.ref for r in rows].count("h/j5") == 0 and len(rows) == 4
+
+
 def test_sort_by_any_column_and_filter_by_regex():
     store, statuses = _fleet()
     rows = job_rows(store, statuses, now=100.0)

@@ -81,6 +81,19 @@ async def test_the_job_screen_of_a_job_on_a_host_gone_offline_says_so_not_its_la
 
 
 @pilot_test
+async def test_the_jobs_view_says_when_the_store_cannot_be_read():
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        app.fleet.store_error = "store postgresql://db/fractui: could not connect"
+        await pilot.press("J")
+        await settled(pilot)
+        title = str(app.screen.query_one("#title").render())
+        assert "\nstore: store postgresql://db/fractui: could not connect (jobs shown as read " \
+               "at " in title
+
+
+@pilot_test
 async def test_ctrl_c_with_text_selected_copies_it_and_quits_nothing():
     app = frozen_app()
     async with app.run_test(size=(120, 36)) as pilot:

@@ -165,12 +165,18 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             if record.get("state") in _LIVE:
                 records[(host, record.get("key") or "")] = record
     known = set()
+    where = {key: (host, key) for host, key in records}  # a store job's key: on which host
     for job in store.jobs if store else ():
         record = None
-        if job.slot is not None and store is not None:
-            key = (job.slot.host, job.key(store.uid))
-            record = records.get(key)
-            known.add(key)
+        if store is not None:
+            key = job.key(store.uid)
+            # a job the store still shows pending (its last read before it was placed and
+            # launched, while the store cannot be read) is the agent's job of its key, not
+            # another one launched by hand
+            found = (job.slot.host, key) if job.slot is not None else where.get(key)
+            if found is not None:
+                record = records.get(found)
+                known.add(found)
         used, cap, util = usage(gpus.get(job.slot.host, {}), record) \
             if record and job.slot else (None, None, None)
         if cap is None and job.slot is not None:

@@ -30,6 +30,7 @@ from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
 from fractui.tui.model import StoreView, compile_filter
+from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
 REFRESH_S = 1.0
@@ -172,7 +173,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
-    JobsScreen #title { height: 1; background: $panel; padding: 0 1; }
+    JobsScreen #title { height: auto; background: $panel; padding: 0 1; }
     JobsScreen #jobs-head { height: 1; background: $surface; }
     JobsScreen JobTable { height: 1fr; }
     JobsScreen #jobs-filter { dock: bottom; height: 3; display: none; }
@@ -181,11 +182,14 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     def __init__(self, store: Callable[[], Optional[StoreView]],
                  statuses: Callable[[], Mapping[str, HostStatus]],
                  clock: Callable[[], float], open_job: Callable[[int], None],
-                 place: Callable[[int], None], readonly: bool) -> None:
+                 place: Callable[[int], None], readonly: bool,
+                 store_note: Callable[[], Optional[str]] = lambda: None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.place = place
         self.store = store
+        self.store_note = store_note
+        """Why the store cannot be read now, and how old its jobs shown are; None if it can."""
         self.statuses = statuses
         self.clock = clock
         self.open_job = open_job
@@ -242,10 +246,14 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         width = self.table.size.width or self.size.width
         columns = fit(width - 1)
         widths = grown(columns, self.rows, width - 1)
-        self.query_one("#title", Static).update(
-            "jobs · %d shown · sorted by %s %s%s · o next column · O reverse · / filter" % (
-                len(self.rows), self._title(self.sort_key), "↓" if self.reverse else "↑",
-                " · filter /%s/" % self.filter_text if self.filter_text else ""))
+        title = Text("jobs · %d shown · sorted by %s %s%s · o next column · O reverse · / "
+                     "filter" % (len(self.rows), self._title(self.sort_key),
+                                 "↓" if self.reverse else "↑", " · filter /%s/" %
+                                 self.filter_text if self.filter_text else ""))
+        note = self.store_note()
+        if note is not None:  # the store's jobs are as last read: said, as the map's header does
+            title.append("\nstore: %s" % note, style=RichVariables(self.app)["warning"])
+        self.query_one("#title", Static).update(title)
         drawn = (tuple(c.key for c in columns), widths, self.sort_key, self.reverse,
                  tuple(self.rows))
         if drawn == self._drawn:
