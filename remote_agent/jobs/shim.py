@@ -145,7 +145,13 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
                      os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         return 0  # claimed already: never start a job twice
-    os.write(fd, str(os.getpid()).encode())
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    except OSError as err:  # a full disk: nothing has run, so the claim is given up
+        os.close(fd)
+        os.unlink(os.path.join(job_dir, "shim.claim"))
+        print("shim: cannot claim the job (%s); nothing ran" % err, file=sys.stderr)
+        return 1
     os.close(fd)
     for sig in (signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
@@ -166,7 +172,9 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         return 0
     me = proc_info(pid, ended_too=True)  # its start time names it even if it ended already
     job = JobProcs(pid, me.start_ticks if me else None, spec.get("cgroup"))
-    _report(report_fd, {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time()})
+    started = {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time()}
+    _report(report_fd, started)
+    recorded = _recorded(os.path.join(job_dir, "started.json"), started)
 
     def copy() -> None:
         while log.take(reader):
@@ -180,6 +188,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     copier.join(DRAIN_AFTER_END_S)
     if not copier.is_alive():  # else a process that left the job holds the pipe: leave it be
         log.close()
+    recorded.join()  # how it started, before how it ended
     code = os.waitstatus_to_exitcode(status)
     result: Dict[str, Any] = {"ended_at": ended_at}
     if code < 0:
@@ -188,6 +197,20 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         result["code"] = code
     write_json_until_done(os.path.join(job_dir, "exit.json"), result)
     return 0
+
+
+def _recorded(path: str, started: Dict[str, Any]) -> threading.Thread:
+    """``started.json``, where the job's own write of it failed (a full disk): written by a
+    thread of the shim's until it fits, so that a daemon that could not record the start the
+    shim reported (its table on the same full disk) finds the job by it once there is room,
+    rather than leaving it running unwatched and unstoppable."""
+    def write() -> None:
+        if not os.path.exists(path):
+            write_json_until_done(path, started)
+
+    thread = threading.Thread(target=write, name="started", daemon=True)
+    thread.start()
+    return thread
 
 
 def _report(report_fd: Optional[int], data: Dict[str, Any]) -> None:

@@ -488,9 +488,13 @@ class Supervisor:
             if started is not None:
                 return started
             if not shim_alive(self.job_dir(job)):
+                said = os.path.join(self.job_dir(job), "shim.log")
+                if not os.path.exists(os.path.join(self.job_dir(job), "shim.claim")):
+                    raise RpcError(rpc.HOST_FAILED, (  # the launch forgets it: the key is free
+                        "job j%d: its shim could not claim the job (a full disk?), so nothing "
+                        "ran (see %s); launching the same key again starts it" % (job.id, said)))
                 return {"lost": "its shim ended before it recorded starting the job; whether "
-                                "it ran cannot be known (see %s)" % os.path.join(
-                                    self.job_dir(job), "shim.log")}
+                                "it ran cannot be known (see %s)" % said}
             if time.time() > deadline:
                 log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
                             job.id, START_TIMEOUT_S)

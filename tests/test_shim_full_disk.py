@@ -1,0 +1,68 @@
+"""A job's shim on a full disk (a real 2 MiB tmpfs): it never leaves a job running that no
+daemon can find, nor a claim that makes a job that never ran read as lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from remote_agent.daemon.trust import private_dir, write_private
+from tests.conftest import REPO
+from tests.test_job_supervision import wait_until
+from tests.test_store_damage import _fill, small_fs  # noqa: F401 - the fixture
+
+PAGE = 4096
+
+
+def _job_dir(folder: Path, argv: list) -> str:
+    job_dir = str(folder / "j1")
+    private_dir(job_dir, "job directory")
+    write_private(os.path.join(job_dir, "spec.json"), json.dumps({
+        "argv": argv, "env": dict(os.environ), "cwd": "/", "cgroup": None,
+        "log_max_bytes": 1 << 20, "user": None}).encode(), True)
+    return job_dir
+
+
+def _shim(job_dir: str, said: Path) -> subprocess.Popen:
+    """The shim, as the daemon starts it (without the daemon's pipe), its stderr to ``said``."""
+    with open(said, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "remote_agent.jobs.shim", job_dir],
+                                cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def test_a_job_whose_start_cannot_be_written_is_recorded_once_there_is_room(small_fs, tmp_path):
+    release = tmp_path / "release"
+    job_dir = _job_dir(small_fs, [sys.executable, "-c", "import os, time\nwhile not "
+                                  "os.path.exists(%r):\n    time.sleep(0.05)" % str(release)])
+    filler = _fill(small_fs)
+    os.truncate(filler, os.path.getsize(filler) - PAGE)  # room for the claim's pid alone
+    said = tmp_path / "shim.err"
+    shim = _shim(job_dir, said)
+    started = Path(job_dir) / "started.json"
+    try:
+        wait_until(lambda: "cannot write %s yet" % started in said.read_text(),
+                   "the shim to find no room for started.json", 30)
+        assert not started.exists()
+        os.unlink(filler)
+        record = json.loads(wait_until(lambda: started.exists() and started.read_text(),
+                                       "started.json once there is room", 30))
+        os.kill(record["pid"], 0)  # the job, running: a daemon finds and watches it by this
+    finally:
+        release.touch()
+        shim.wait(30)
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+
+
+def test_a_claim_that_cannot_be_written_is_given_up_and_nothing_runs(small_fs, tmp_path):
+    ran = tmp_path / "ran"
+    job_dir = _job_dir(small_fs, ["touch", str(ran)])
+    _fill(small_fs)
+    said = tmp_path / "shim.err"
+    assert _shim(job_dir, said).wait(30) == 1  # before it forked: nothing ran
+    assert "cannot claim the job" in said.read_text()
+    assert not os.path.exists(os.path.join(job_dir, "shim.claim"))  # the job may be started
+    assert not ran.exists()
