@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -148,14 +149,18 @@ def container_image(text: str) -> str:
 
 
 REQUEST_ROOM = 64 * 1024  # of a launch's request line, for all but the command and variables
+STORE_VARIABLES = 1  # the scheduler's own variable beside a job's (FRACTUI_STORE_JOB)
 
 
 def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = None,
-                cwd: Optional[str] = None, key: Optional[str] = None) -> Optional[str]:
+                cwd: Optional[str] = None, key: Optional[str] = None,
+                added: int = 0) -> Optional[str]:
     """Why a host's agent would refuse to launch this job, or None: what submit and launch
     check before anything is queued or sent (the agent's own bounds, jsonrpc.Params), so that
-    a job that could never start is refused as it is asked for, not failed when it is tried."""
-    words = [("--name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
+    a job that could never start is refused as it is asked for, not failed when it is tried.
+    ``name``: as it will be sent (submit's default, the program's name, included); ``added``:
+    variables the launch adds to ``env``."""
+    words = [("the name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
         ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [
         ("--env %s" % k[:40], v, MAX_ARG) for k, v in env.items()]
@@ -163,10 +168,11 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
         problem = text_problem(text, most) if text is not None else None
         if problem:
             return "%s must be %s" % (what, problem)
-    for what, items in (("the command", argv), ("--env", env)):
-        if len(items) > MAX_ITEMS:
-            return "%s has %d words; a host takes at most %d" % (what, len(items), MAX_ITEMS)
-    size = sum(len(w.encode("utf-8")) + 4 for w in list(argv) + list(env) + list(env.values()))
+    for what, count, most in (("the command", len(argv), MAX_ITEMS),
+                              ("--env", len(env), MAX_ITEMS - added)):
+        if count > most:
+            return "%s has %d words; a host takes at most %d" % (what, count, most)
+    size = len(json.dumps([list(argv), env]))  # as the request line will carry them
     if size > MAX_LINE_BYTES - REQUEST_ROOM:
         return "the command and its variables are %d bytes; a host takes at most %d in one " \
                "request" % (size, MAX_LINE_BYTES - REQUEST_ROOM)

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from fractui.arguments import gpu_index, job_number, job_problem, parse_env
+from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.fleet.fleet import Fleet
@@ -58,14 +58,14 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     elif team is not None:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
     env = parse_env(args.env)
-    problem = job_problem(args.argv, env, args.name, args.cwd)
+    name = args.name or args.argv[0].rsplit("/", 1)[-1]
+    problem = job_problem(args.argv, env, name, args.cwd, added=STORE_VARIABLES)
     if problem is not None:
         raise UsageError(problem)
     store = open_checked_store(config, hear=False)
     try:
         warning = submittable(config, queue, store.inventory())
-        job = intents.submit(store, queue.name, team,
-                             args.name or args.argv[0].rsplit("/", 1)[-1], args.argv,
+        job = intents.submit(store, queue.name, team, name, args.argv,
                              queue.request(), Asker.here(config.teams), cwd=args.cwd,
                              env=env, image=args.image or queue.image)
     finally:

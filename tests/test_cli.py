@@ -91,9 +91,13 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["submit", "--queue", "quarter", "--team", "t", "--", "x"], 2, "no [[teams]]"),
         # what a host's agent would refuse, refused as asked for, not failed when tried
         (["submit", "--queue", "quarter", "--name", "n" * 5000, "--", "x"], 2,
-         "--name must be at most 4096 characters long, got 5000"),
+         "the name must be at most 4096 characters long, got 5000"),
+        (["submit", "--queue", "quarter", "--", "/opt/" + "p" * 5000], 2,  # named after it
+         "the name must be at most 4096 characters long, got 5000"),
         (["submit", "--queue", "quarter", "--", "echo"] + ["x" * 100000] * 12, 2,
-         "the command and its variables are 1200056 bytes; a host takes at most 983040"),
+         "the command and its variables are 1200062 bytes; a host takes at most 983040"),
+        (["submit", "--queue", "quarter", "--", "echo"] + ["漢" * 50000] * 5, 2,
+         "the command and its variables are 1500034 bytes"),  # sent as \u6f22, 6 bytes each
         (["launch", "gpu-a", "0", "--memory-mib", "5", "--key", "k" * 300, "--", "x"], 2,
          "--key must be at most 256 characters long, got 300"),
         (["launch", "gpu-a", "0", "--memory-mib", "5", "--env", "A=" + "v" * 200000, "--",

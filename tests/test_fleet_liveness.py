@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 from fractui.config import QueueConfig
 from fractui.fleet import host
@@ -33,3 +35,32 @@ def test_an_agent_that_stops_answering_is_offline_until_it_answers_again(local_f
         os.kill(daemon, signal.SIGCONT)
     localfleet.wait(lambda: stopped.status.state == "online", lambda: stopped.status, 90)
     assert stopped.call("daemon.version")["pid"] == daemon  # the same daemon, reached afresh
+
+
+def test_a_long_call_is_not_taken_for_silence(local_fleet, monkeypatch, tmp_path):
+    """A call that runs longer than the probe's silence and wait (a MIG change held inside
+    NVML here, as a GPU reset holds it for minutes) does not take its host offline, and its
+    answer comes. (The daemon answers daemon.version beside it; the session also sends no
+    probe while a call is in flight, for an agent asked hello instead, which waits for
+    NVML.)"""
+    monkeypatch.setattr(host, "PROBE_S", 0.5)
+    monkeypatch.setattr(host, "PROBE_WAIT_S", 1.0)
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")  # nothing pushed: only the call's answer breaks the silence
+    made = session.call("mig.apply", {"gpu": 0, "profile": "1g.10gb"})["instance"]["uuid"]
+    gate = tmp_path / "gate"
+    session.call("sim.hold", {"function": "nvmlGpuInstanceDestroy", "gate": str(gate)})
+    answer: list = []
+    call = threading.Thread(target=lambda: answer.append(session.call(
+        "mig.destroy", {"gpu": 0, "instance": made}, 60)))
+    call.start()
+    localfleet.wait(lambda: os.path.exists(str(gate) + ".held"), lambda: "the destroy held")
+    states = set()
+    deadline = time.monotonic() + 4 * (host.PROBE_S + host.PROBE_WAIT_S)
+    while time.monotonic() < deadline:  # several probes' silence and wait, the call in flight
+        states.add(session.status.state)
+        time.sleep(0.05)
+    gate.touch()
+    call.join(60)
+    assert states == {"online"} and answer[0]["destroyed"]["uuid"] == made

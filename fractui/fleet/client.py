@@ -101,6 +101,12 @@ class AgentClient:
             if self._on_close is not None:
                 self._on_close()
 
+    def waiting(self) -> bool:
+        """Whether a call waits for its answer (the agent answers a connection's requests in
+        turn: a long one, a GPU reset, holds the others)."""
+        with self._lock:
+            return bool(self._pending)
+
     def _notify(self, message: Dict[str, Any]) -> None:
         """One pushed notification to the callback; a callback that fails is logged with
         its stack, and the connection goes on."""

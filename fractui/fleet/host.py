@@ -283,13 +283,18 @@ class HostSession:
         pushes nothing, so after PROBE_S without a word from the agent it is asked for
         something cheap; no answer within PROBE_WAIT_S (a stopped agent, an SSH link that
         stalled without closing) ends the connection, so the host reads offline and is
-        reached afresh, rather than online with what it said last."""
+        reached afresh, rather than online with what it said last. Not while a call is in
+        flight: the agent answers a connection's requests in turn, so the probe would wait
+        behind a long one (a GPU reset) and cut it off; that call has its own timeout."""
         client = conn.client
         methods = (self.status.hello or {}).get("methods") or ()
         probe = "daemon.version" if "daemon.version" in methods else "hello"
-        while not client.closed.wait(max(0.05, PROBE_S - (time.monotonic() - client.heard_at))):
-            if time.monotonic() - client.heard_at < PROBE_S:
-                continue
+        while True:
+            quiet = PROBE_S - (time.monotonic() - client.heard_at)
+            if client.closed.wait(quiet if quiet > 0 else PROBE_S):
+                return None
+            if time.monotonic() - client.heard_at < PROBE_S or client.waiting():
+                continue  # a call in flight waits on its own timeout, and the probe behind it
             try:
                 client.call(probe, None, PROBE_WAIT_S)
             except AgentCallError:
@@ -298,7 +303,6 @@ class HostSession:
                 if not client.closed.is_set():
                     return "the agent did not answer for %.0f s" % (
                         time.monotonic() - client.heard_at)
-        return None
 
     def _lost_why(self, reason: str) -> str:
         """How a connection ended, with what its transport says about it (what paramiko

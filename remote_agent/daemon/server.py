@@ -37,6 +37,7 @@ from remote_agent.service import Agent
 
 LOG_PUSHES_PER_TICK = 16  # log notifications (of at most PUSH_MAX_BYTES each) per job a tick
 MAX_UNSENT_BYTES = 16 << 20  # queued for one connection, unread: beyond it the client is dropped
+LOG_BACKLOG_BYTES = 2 << 20  # queued for one connection, past which no more of a log is read
 FLUSH_S = 10.0  # how long answers queued when a client's requests end may take to go out
 # The host's own failures, answered with their class (docs/protocol.md, "Errors"), not as bugs.
 HOST_FAILURES = {UnsafePath: rpc.NOT_PERMITTED, StoreError: rpc.HOST_FAILED,
@@ -81,6 +82,11 @@ class Connection:
 
     def flush(self) -> None:
         pass
+
+    def unsent(self) -> int:
+        """Bytes queued for the client and not yet taken by it."""
+        with self._queued:
+            return self._unsent_bytes
 
     def notify(self, method: str, params: Dict[str, Any]) -> None:
         line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
@@ -286,6 +292,8 @@ class Daemon:
             conns = [c for c in self.connections if c.follows and not c.closed]
         for conn in conns:
             for job_id, offset in list(conn.follows.items()):
+                if conn.unsent() > LOG_BACKLOG_BYTES:
+                    break  # it reads slower than the logs grow: it is sent more once it has read
                 job = sup.store.get(job_id)
                 paths = sup.log_paths(job) if job else []
                 data = b""
@@ -294,8 +302,9 @@ class Daemon:
                         data, offset = read_from(paths[-1], offset) if paths else (b"", offset)
                         if not data or not conn.push_log(job_id, {
                                 "job": "j%d" % job_id,
-                                "data": data.decode("utf-8", errors="replace")}, offset):
-                            break  # (or unfollowed meanwhile)
+                                "data": data.decode("utf-8", errors="replace")}, offset) or \
+                                conn.unsent() > LOG_BACKLOG_BYTES:
+                            break  # (or unfollowed meanwhile, or enough queued for now)
                 except UnsafePath as err:  # not the agent's own file: never read it
                     conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True,
                                            "error": str(err)}, None)
@@ -344,10 +353,19 @@ class Daemon:
                 log.info("accepting connections again")
                 refused = None
             sock.settimeout(None)
-            conn = Connection(sock, self)
+            conn = None
+            try:
+                conn = Connection(sock, self)
+                threading.Thread(target=conn.serve, name="conn", daemon=True).start()
+            except RuntimeError as err:  # no thread to spare: as with no descriptor, serve on
+                log.warning("cannot serve another connection (%s); it is closed", err)
+                if conn is not None:
+                    conn.finish(0)  # its sender ends
+                sock.close()
+                self.stopping.wait(TICK_S)
+                continue
             with self._conn_lock:
                 self.connections.append(conn)
-            threading.Thread(target=conn.serve, name="conn", daemon=True).start()
         log.info("daemon stopping; %d job(s) keep running under their shims",
                  len(self.supervisor.store.active()))
 

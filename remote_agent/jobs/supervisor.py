@@ -489,12 +489,17 @@ class Supervisor:
                 return started
             if not shim_alive(self.job_dir(job)):
                 said = os.path.join(self.job_dir(job), "shim.log")
-                if not os.path.exists(os.path.join(self.job_dir(job), "shim.claim")):
-                    raise RpcError(rpc.HOST_FAILED, (  # the launch forgets it: the key is free
-                        "job j%d: its shim could not claim the job (a full disk?), so nothing "
-                        "ran (see %s); launching the same key again starts it" % (job.id, said)))
-                return {"lost": "its shim ended before it recorded starting the job; whether "
-                                "it ran cannot be known (see %s)" % said}
+                fenced = self._fence(job)  # a shim that gave its claim up (a full disk), or
+                if fenced:  # one not there yet: fenced off either way, so nothing runs
+                    why = "its shim could not claim the job (a full disk?), so nothing ran " \
+                          "(see %s); launching the same key again starts it" % said
+                    with self._lock:
+                        self.store.update(job, state="exited", exit_code=None, reason=why,
+                                          ended_at=time.time(), kill_at=None)
+                    raise RpcError(rpc.HOST_FAILED, "job j%d: %s" % (job.id, why))
+                if fenced is False:
+                    return {"lost": "its shim ended before it recorded starting the job; "
+                                    "whether it ran cannot be known (see %s)" % said}
             if time.time() > deadline:
                 log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
                             job.id, START_TIMEOUT_S)
@@ -545,19 +550,35 @@ class Supervisor:
             fresh = self.store.get(job.id)
             if fresh is None or fresh.state != "starting" or job.id in self._launching:
                 return None
-            try:
-                fd = os.open(os.path.join(self.job_dir(job), "shim.claim"),
-                             os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-            except FileExistsError:
-                return False
-            except FileNotFoundError:
-                pass  # the launch never made its directory: no shim can start it
-            else:
-                os.write(fd, FENCE)
-                os.close(fd)
+            fenced = self._fence(job)
+            if not fenced:
+                return fenced
             self.store.update(fresh, state="exited", exit_code=None, reason=reason,
                               ended_at=time.time(), kill_at=None)
         self._ended(fresh)
+        return True
+
+    def _fence(self, job: Job) -> Optional[bool]:
+        """The daemon's own claim of a job no shim has claimed, so that no shim still on its
+        way can start it: True once made (or made before, or where the launch never made the
+        job's directory), False if a shim has claimed it, None if it cannot be written now (a full disk: it is
+        taken back, and nothing is decided)."""
+        claim = os.path.join(self.job_dir(job), "shim.claim")
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:  # a shim's, or the daemon's from before
+            return read_private(claim, "shim claim") == FENCE
+        except FileNotFoundError:
+            return True  # the launch never made its directory: no shim can start it
+        try:
+            os.write(fd, FENCE)
+        except OSError as err:  # an empty claim would read as a shim's: the job lost for good
+            log.warning("job j%d: cannot fence off its start (%s); tried again later", job.id,
+                        err)
+            os.close(fd)
+            os.unlink(claim)
+            return None
+        os.close(fd)
         return True
 
     def _unfence(self, job: Job) -> None:
