@@ -584,10 +584,7 @@ class SqlStore(Store):
     def acquire_lease(self, holder: str, ttl_s: float) -> Optional[int]:
         def work(db: Any) -> Optional[int]:
             now = self.dialect.now(db)
-            row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
-                            (LEASE,)).fetchone()
-            if row is not None:
-                check("the scheduler lease", row, LEASE_COLUMNS)
+            row = self._lease(db)
             if row is not None and row["holder"] == holder:  # a renewal keeps the epoch
                 self._run(db, "UPDATE lease SET expires_at = ? WHERE name = ?",
                           (now + ttl_s, LEASE))
@@ -614,12 +611,17 @@ class SqlStore(Store):
                 self.dialect.announce(db, LEASE_TOPIC)
         self._write(work)
 
+    def _lease(self, db: Any) -> Any:
+        """The lease's row, its values checked, or None."""
+        row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
+                        (LEASE,)).fetchone()
+        if row is not None:
+            check("the scheduler lease", row, LEASE_COLUMNS)
+        return row
+
     def lease_holder(self) -> Optional[tuple[str, float]]:
         def work(db: Any) -> Optional[tuple[str, float]]:
-            row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
-                            (LEASE,)).fetchone()
-            if row is not None:
-                check("the scheduler lease", row, LEASE_COLUMNS)
+            row = self._lease(db)
             if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
                 return None
             return row["holder"], float(row["expires_at"])
@@ -708,11 +710,10 @@ CORDON_COLUMNS = {"host": TEXT, "gpu": INT, "mode": TEXT, "actor": TEXT, "why": 
                   "since": NUM}
 
 
-def _request(what: str, text: Any) -> dict[str, Any]:
+def _request(what: str, text: str) -> dict[str, Any]:
     """A job's request as kept: a JSON object of what a queue's portion holds, or Unreadable.
-    Most of a queue's jobs keep the same text, which is read and checked once."""
-    if not isinstance(text, str):
-        raise Unreadable("%s's request is %r, not JSON text" % (what, text))
+    Most of a queue's jobs keep the same text, which is read and checked once (``text`` is
+    checked to be text with the row's other columns)."""
     request, problem = _request_text(text)
     if problem is not None:
         raise Unreadable("%s's request%s" % (what, problem))
