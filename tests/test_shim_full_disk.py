@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from remote_agent.daemon.trust import private_dir, write_private
@@ -51,6 +52,32 @@ def test_a_job_whose_start_cannot_be_written_is_recorded_once_there_is_room(smal
         record = json.loads(wait_until(lambda: started.exists() and started.read_text(),
                                        "started.json once there is room", 30))
         os.kill(record["pid"], 0)  # the job, running: a daemon finds and watches it by this
+    finally:
+        release.touch()
+        shim.wait(30)
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+
+
+def test_a_shim_whose_own_log_is_full_still_records_the_start_once_there_is_room(small_fs,
+                                                                                  tmp_path):
+    """As a daemon starts it: its stderr is shim.log, beside the job on the same full disk, so
+    not even its line about the retry can be written; the retry goes on regardless."""
+    ran, release = tmp_path / "ran", tmp_path / "release"
+    job_dir = _job_dir(small_fs, [sys.executable, "-c", "import os, time\nopen(%r, 'w')\nwhile "
+                                  "not os.path.exists(%r):\n    time.sleep(0.05)" % (
+                                      str(ran), str(release))])
+    filler = _fill(small_fs)
+    os.truncate(filler, os.path.getsize(filler) - PAGE)  # room for the claim's pid alone
+    shim = _shim(job_dir, Path(job_dir) / "shim.log")
+    started = Path(job_dir) / "started.json"
+    try:
+        wait_until(ran.exists, "the job to run", 30)
+        time.sleep(0.5)  # margin for the shim's first try at started.json, which fails
+        assert not started.exists()
+        os.unlink(filler)
+        record = json.loads(wait_until(lambda: started.exists() and started.read_text(),
+                                       "started.json once there is room", 30))
+        os.kill(record["pid"], 0)
     finally:
         release.touch()
         shim.wait(30)

@@ -43,6 +43,16 @@ def write_json(path: str, data: Dict[str, Any], durable: bool = True) -> None:
     write_private(path, json.dumps(data).encode(), durable)
 
 
+def _say(text: str) -> None:
+    """A line for shim.log, the shim's stderr. It is on the state dir's disk: where that is full
+    the line is lost, and only the line: a failed write here would end the thread or the shim
+    that is retrying the very record the disk refused, leaving a running job unrecorded."""
+    try:
+        os.write(2, ("shim: %s\n" % text).encode("utf-8", "replace"))  # nothing held back
+    except OSError:
+        pass  # nowhere left to say it; what it would say is being retried
+
+
 def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
     """A record the daemon needs (how the job ended): on a full disk, tried until it fits."""
     while True:
@@ -50,7 +60,7 @@ def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
             write_json(path, data)
             return
         except OSError as err:
-            print("shim: cannot write %s yet (%s); trying again" % (path, err), file=sys.stderr)
+            _say("cannot write %s yet (%s); trying again" % (path, err))
             time.sleep(RETRY_S)
 
 
@@ -150,7 +160,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     except OSError as err:  # a full disk: nothing has run, so the claim is given up
         os.close(fd)
         os.unlink(os.path.join(job_dir, "shim.claim"))
-        print("shim: cannot claim the job (%s); nothing ran" % err, file=sys.stderr)
+        _say("cannot claim the job (%s); nothing ran" % err)
         return 1
     os.close(fd)
     for sig in (signal.SIGHUP, signal.SIGINT):
@@ -221,7 +231,7 @@ def _report(report_fd: Optional[int], data: Dict[str, Any]) -> None:
         os.write(report_fd, (json.dumps(data) + "\n").encode())
         os.close(report_fd)
     except OSError as err:  # the daemon is gone; started.json / exit.json tell the next one
-        print("shim: could not report to the daemon: %s" % err, file=sys.stderr)
+        _say("could not report to the daemon: %s" % err)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""A launch on a state disk with a little room left, at each amount of room a launch's writes
+can run out at (a real tmpfs): whatever it answers, once there is room the same key runs the
+job exactly once, and the agent never leaves it starting with nothing following it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from remote_agent.rpc import jsonrpc as rpc
+from tests.conftest import AgentError
+from tests.test_job_supervision import fill, wait_until
+from tests.test_jobs import until_file, wait_job
+
+PAGE = 4096
+QUICK = (0, 7, 12)  # room for nothing, for the job's record but not its start, for all of it
+
+
+@pytest.mark.parametrize("pages", [p if p in QUICK else pytest.param(p, marks=pytest.mark.slow)
+                                   for p in range(16)])
+def test_a_launch_that_runs_out_of_room_anywhere_runs_once_when_there_is_room(
+        small_fs, start_agent, tmp_path, pages):
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    agent.call("job.launch", key="k-warm", gpu=0, memory_mib=10, argv=until_file(
+        tmp_path / "never", 0))  # the table and the jobs dir made, as on a host in use
+    release, runs = tmp_path / "release", tmp_path / "runs"
+    argv = until_file(release, 0)
+    argv[-1] = "open(%r, 'a').write('ran\\n')\n" % str(runs) + argv[-1]
+    launch = dict(key="k-full", gpu=0, memory_mib=10, argv=argv)
+    filler = small_fs / "filler"
+    fill(filler)
+    os.truncate(filler, max(0, os.path.getsize(filler) - pages * PAGE))
+    try:
+        first = agent.call("job.launch", **launch)
+    except AgentError as err:
+        assert err.code == rpc.HOST_FAILED, err
+        first = None
+    filler.unlink()
+    job = agent.call("job.launch", **launch)
+    assert first is None or job["id"] == first["id"]
+    job = wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(
+        agent.call("job.get", job=job["id"])), "the job to leave starting", 30)
+    assert job["state"] == "running", job
+    release.touch()
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 0), done
+    assert runs.read_text() == "ran\n"
