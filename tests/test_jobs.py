@@ -400,6 +400,7 @@ def test_bad_launches_are_refused_clearly_and_launch_nothing(host):
                argv=script("import time; time.sleep(30)"))
     agent.call("job.launch", key="k-big", gpu=1, memory_mib=20000,
                argv=script("import time; time.sleep(30)"))
+    gpu1_uuid = agent.call("inventory")["gpus"][1]["uuid"]
     cases = [
         (dict(gpu=1, memory_mib=10), rpc.INVALID_PARAMS, "needs param 'argv'"),
         (dict(gpu=1, memory_mib=10, argv="echo hi"), rpc.INVALID_PARAMS, "never by a shell"),
@@ -413,6 +414,10 @@ def test_bad_launches_are_refused_clearly_and_launch_nothing(host):
         (dict(gpu=1, memory_mib=4000, argv=["true"]), rpc.NO_ROOM, "3034 MiB free"),
         (dict(gpu=0, memory_mib=100, argv=["true"]), rpc.NOT_SUPPORTED, "MIG mode"),
         (dict(gpu=5, memory_mib=100, argv=["true"]), rpc.GPU_NOT_FOUND, "no GPU 5"),
+        (dict(gpus=[1, 1], memory_mib=10, argv=["true"]), rpc.INVALID_PARAMS,
+         "'gpus' names GPU 1 more than once"),
+        (dict(gpus=[1, gpu1_uuid], memory_mib=10, argv=["true"]), rpc.INVALID_PARAMS,
+         "'gpus' names GPU 1 more than once"),
         (dict(gpu=0, mig={"profile": "3g.40gb"}, argv=["true"]), rpc.INVALID_PARAMS, "start"),
         (dict(gpu=0, mig={"profile": "9g.1gb", "start": 0}, argv=["true"]),
          rpc.UNKNOWN_PROFILE, "9g.1gb"),

@@ -31,6 +31,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
@@ -185,6 +186,10 @@ class Supervisor:
             return known  # the same key again: the same job, whatever has changed since
         user, how = self._check_startable(req)
         infos = [self.gpus.gpu_info(g) for g in req.gpus]
+        twice = sorted(i for i, n in Counter(i.index for i in infos).items() if n > 1)
+        if twice:  # by index, or by index and uuid: one GPU is one GPU of the job
+            raise RpcError(rpc.INVALID_PARAMS, "job.launch: 'gpus' names GPU %s more than once"
+                           % ", ".join(map(str, twice)), {"gpus": req.gpus})
         with self._instance_lock(req, infos):
             facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
                                        self.job_pids)
