@@ -112,6 +112,21 @@ async def test_ctrl_c_with_text_selected_copies_it_and_quits_nothing():
         assert app.return_code == 0
 
 
+@pytest.mark.parametrize("width", [80, 60, 200])
+@pilot_test
+async def test_the_job_screens_keys_are_each_shown_whole_at_any_width(width):
+    app = frozen_app()
+    async with app.run_test(size=(width, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        state = screen.query_one("#logstate")
+        lines = state.render().plain.split("\n")[1:]
+        assert all(len(line) <= width - 2 for line in lines)
+        assert "  ".join(lines).split("  ") == [
+            "n next", "N previous", "f follow", "y copy", "esc back", "/ search", "s stop",
+            "r requeue", "p preempt"]
+        assert len(lines) == {200: 1, 80: 2, 60: 2}[width]
+
+
 def test_the_rule_of_what_may_be_asked_of_a_job():
     assert stops_offered(PENDING) == ("cancel",)
     assert stops_offered(RUNNING) == ("cancel", "requeue", "preempt")

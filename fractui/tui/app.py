@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 
 from fractui.config import Config
 from fractui.store.intents import Asker
@@ -50,6 +51,12 @@ class FractuiApp(App[None], inherit_bindings=False):
     def __init__(self, source: Source, config: Config,
                  clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
         super().__init__()
+        # No text on these screens is markup: names, argv, reasons, errors come from
+        # researchers, hosts and SSH servers, and Rich would read "[/]" in them as a tag (an
+        # error that ends the app), "[b]" as a style (the text gone) and "[@click=...]" as an
+        # action. Rich has no public switch once its console is made; this is what
+        # Console(markup=False) sets (tests/test_tui_hostile_text.py fails if it stops working).
+        self.console._markup = False
         self.source = source
         self.config = config
         self.clock = clock
@@ -61,6 +68,11 @@ class FractuiApp(App[None], inherit_bindings=False):
         for theme in loaded_themes().values():
             self.register_theme(theme.theme)
         self.theme = config.tui.theme or DEFAULT
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """As Textual's, never reading ``message`` as markup (see ``__init__``)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
         self.set_keymap(dict(self.config.tui.keys))

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
+from textual.content import Content
+from textual.markup import escape
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,24 @@ class FleetCommands(Provider):
     async def discover(self) -> Hits:
         for entry in self._entries():
             if entry.discover:
-                yield DiscoveryHit(entry.text, entry.run, help=entry.help)
+                yield DiscoveryHit(Content(entry.text), entry.run, text=entry.text,
+                                   help=escape(entry.help))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for entry in self._entries():
             score = matcher.match(entry.text)
             if score > 0:
-                yield Hit(score, matcher.highlight(entry.text), entry.run, help=entry.help)
+                yield Hit(score, _highlight(matcher, entry.text), entry.run, text=entry.text,
+                          help=escape(entry.help))
+
+
+def _highlight(matcher: Matcher, text: str) -> Content:
+    """``matcher.highlight``, but of the text as written: that reads it as markup, and a job's
+    name, a host's or a queue's is not (see FractuiApp.__init__)."""
+    content = Content(text)
+    _, offsets = matcher.fuzzy_search.match(matcher.query, text)
+    for offset in offsets:
+        if not text[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content

@@ -190,9 +190,9 @@ class GpuScreen(Screen[None], inherit_bindings=False):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="gpu-body"):
-            yield Static(id="gpu-head")
+            yield Static(id="gpu-head", markup=False)
             yield HealthPanel(id="health")
-            yield Static(id="gpu-tables")
+            yield Static(id="gpu-tables", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#gpu-body").focus()

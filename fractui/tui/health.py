@@ -86,11 +86,11 @@ class HealthPanel(Vertical):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(id="health-lines")
+        yield Static(id="health-lines", markup=False)
         with Horizontal():
-            yield Static(id="first-label", classes="spark-label")
+            yield Static(id="first-label", markup=False, classes="spark-label")
             yield Sparkline(id="first")
-            yield Static(id="second-label", classes="spark-label")
+            yield Static(id="second-label", markup=False, classes="spark-label")
             yield Sparkline(id="second")
 
     def show(self, title: str, gpu: Optional[Mapping[str, Any]], now: float,

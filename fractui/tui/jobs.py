@@ -11,9 +11,10 @@ from __future__ import annotations
 import shlex
 from typing import Any, Callable, Optional, Sequence
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -109,7 +110,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question)
+            yield Static(self.question, markup=False)
             with Horizontal():
                 yield Button("yes (y)", variant="warning", id="yes")
                 yield Button("no (n)", id="no")
@@ -119,6 +120,18 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+def wrapped(hints: Sequence[str], width: int) -> str:
+    """Key hints two spaces apart, on another line where the next would be cut: a narrow
+    terminal shows every key, and never half of one."""
+    lines: list[str] = []
+    for hint in hints:
+        if lines and cell_len(lines[-1]) + 2 + cell_len(hint) <= width:
+            lines[-1] += "  " + hint
+        else:
+            lines.append(hint)
+    return "\n".join(lines)
 
 
 def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Optional[int]:
@@ -150,7 +163,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
     JobScreen #details { height: auto; max-height: 14; background: $panel; padding: 0 1; }
-    JobScreen #logstate { height: 2; background: $panel; padding: 0 1; color: $text-muted; }
+    JobScreen #logstate { height: auto; background: $panel; padding: 0 1; color: $text-muted; }
     JobScreen #search { dock: bottom; height: 3; display: none; }
     """
 
@@ -173,9 +186,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
         self._unfollow: Callable[[], None] = lambda: None
 
     def compose(self) -> ComposeResult:
-        yield Static(id="details")
+        yield Static(id="details", markup=False)
         yield HealthPanel(id="health")
-        yield Static(id="logstate")
+        yield Static(id="logstate", markup=False)
         yield LogView(id="log")
         yield Input(placeholder="search: a regex; enter finds, n/N next/previous, esc closes",
                     id="search")
@@ -402,10 +415,14 @@ class JobScreen(Screen[None], inherit_bindings=False):
             words.append("search /%s/" % log.pattern.pattern)
         if self.followed is None:
             words.append("no output yet: the job has not run")
-        hint = "  ".join("%s %s" % (keys[0], what)
-                         for keys, what, bid, show in shown_bindings(self)
-                         if show and bid.startswith(("job.", "log.")))
-        self.query_one("#logstate", Static).update(" · ".join(words) + "\n" + hint)
+        hints = ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(self)
+                 if show and bid.startswith(("job.", "log."))]
+        state = self.query_one("#logstate", Static)
+        width = state.content_size.width or self.app.size.width - 2  # (before its first layout)
+        state.update(" · ".join(words) + "\n" + wrapped(hints, width))
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self.show_state()
 
     def on_log_view_moved(self, _message: LogView.Moved) -> None:
         self.show_state()

@@ -204,8 +204,8 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         self._drawn: tuple = ()
 
     def compose(self) -> ComposeResult:
-        yield Static(id="title")
-        yield Static(id="jobs-head")
+        yield Static(id="title", markup=False)
+        yield Static(id="jobs-head", markup=False)
         yield JobTable(id="jobs")
         yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
                     id="jobs-filter")

@@ -261,17 +261,17 @@ class ReportScreen(Screen[None], inherit_bindings=False):
         """The table as shown (the groups, then the total)."""
 
     def compose(self) -> ComposeResult:
-        yield Static(id="report-title")
+        yield Static(id="report-title", markup=False)
         with ReportBody(id="report-body"):
-            yield Static(id="report-headline")
-            yield Static(id="report-note")
-            yield Static(id="report-table")
+            yield Static(id="report-headline", markup=False)
+            yield Static(id="report-note", markup=False)
+            yield Static(id="report-table", markup=False)
             with Grid(id="report-plots"):
                 for name in ("held", "util", "waits", "saving"):
                     with Vertical(classes="plot"):
                         yield PlotextPlot(id="plot-" + name)
                         if name == "util":
-                            yield Static(id="report-unmeasured")
+                            yield Static(id="report-unmeasured", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(ReportBody).focus()

@@ -1,0 +1,120 @@
+"""Text the admin does not write, drawn as text: a researcher's job name, argv, cwd, env and
+image, the scheduler's reasons, a host's error (an SSH server's words), a job launched by hand on
+a host, and what the admin types into the filter and the log search. Rich and Textual read
+square brackets as markup: drawn as markup such text could end the app (an unbalanced closing
+tag), vanish (a style tag) or be an action on click (``[@click=app.quit]``). Every screen that
+shows it is drawn with it in, and it must be there as written."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from typing import Any
+
+import pytest
+
+from fractui.config import Config, TuiSettings
+from fractui.tui.app import FractuiApp
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.source import Source
+from tests.tui_frozen import LOGS, STATES, pilot_test, settled
+
+# an unbalanced closing tag for each parser, a style, and a click action
+HOSTILE = ("[/]", "[/bold]", "[b]x[/b]", "[@click=app.quit]q[/]", "[$accent]v", ":smile:")
+
+
+def hostile_app(text: str) -> FractuiApp:
+    """The sample fleet with ``text`` in everything others write, marked by where it came
+    from (N a job's name, A its argv, I its image, V its env, R a reason, E a host's error, H
+    a job launched by hand, L its output), so each screen is checked for its own."""
+    states = dict(STATES, **{"l4-1": ("offline", "ssh: E" + text)})
+    fleet = sample_fleet(16, states=states)
+    a10 = next(s for s in fleet.statuses if s.name == "a10-1")
+    a10.jobs["j99"] = {"id": "j99", "key": "by-hand", "name": "H" + text, "gpus": [0],
+                       "instance": None, "memory_mib": 64, "state": "running", "pid": 4099,
+                       "created_at": NOW - 30}
+    jobs = tuple(dataclasses.replace(
+        j, name="N%d%s" % (j.id, text), argv=("A" + text,) + tuple(j.argv), env={"V": text},
+        image="I" + text, reason="R" + text if j.reason else None)
+        for j in fleet.store.jobs)
+    for status in fleet.statuses:  # the agents' records of the store's jobs, by key
+        for record in status.jobs.values():
+            job = next((j for j in jobs if j.key(fleet.store.uid) == record["key"]), None)
+            record["name"] = job.name if job else record["name"]
+    store = dataclasses.replace(fleet.store, jobs=jobs)
+    logs = {"a100-1/j1": ["L" + text + line for line in LOGS["a100-1/j1"]]}
+    source = Source(fleet.statuses, store, logs=logs, usage=fleet.usage())
+    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
+    return FractuiApp(source, config, clock=lambda: NOW)
+
+
+def shown(app: Any) -> str:
+    """The screen's text as drawn (from its SVG screenshot)."""
+    svg = app.export_screenshot()
+    return html.unescape("".join(re.findall(r">([^<]*)</text>", svg))).replace("\xa0", " ")
+
+
+async def _visit(text: str, size: tuple[int, int]) -> list[str]:
+    """Each screen that shows such text, drawn: what it should show and does not."""
+    app = hostile_app(text)
+    missing = []
+
+    def check(where: str, *marked: str) -> None:
+        drawn = shown(app)
+        missing.extend("%s: %s" % (where, m) for m in marked if m not in drawn)
+
+    pending = next(j for j in app.source.read_store().jobs if j.reason)
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        check("fleet", "E" + text, "R" + text)
+        await pilot.press("slash", *text, "enter")
+        await settled(pilot)
+        check("fleet, filtered", "filter /%s/" % text)
+        await pilot.press("escape")
+        app.open_jobs()
+        await settled(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        check("jobs view", "N1" + text, "H" + text, "R" + text)
+        app.pop_screen()
+        app.open_job(1)
+        await settled(pilot)
+        assert isinstance(app.screen, JobScreen)
+        check("job screen", "N1" + text, "A" + text, "I" + text, "V=" + text,
+              "L" + text)
+        await pilot.press("slash", *text, "enter")
+        await settled(pilot)
+        check("job screen, searched", "search /%s/" % text)
+        await pilot.press("s")
+        await settled(pilot)
+        assert isinstance(app.screen, ConfirmScreen)
+        check("stop's question", "Stop job #1 N1%s" % text)
+        await pilot.press("escape")
+        app.pop_screen()
+        app.open_job(pending.id)
+        await settled(pilot)
+        check("a waiting job's screen", "R" + text)
+        app.pop_screen()
+        app.open_gpu("a10-1", 0)
+        await settled(pilot)
+        assert isinstance(app.screen, GpuScreen)
+        check("GPU screen", "H" + text)
+        app.pop_screen()
+        await pilot.press("colon", *"N1")
+        await settled(pilot)
+        check("command palette", "N1" + text)
+    return missing
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+@pilot_test
+async def test_text_from_others_is_drawn_as_written_never_read_as_markup(text):
+    assert await _visit(text, (200, 50)) == []
+
+
+@pilot_test
+async def test_at_80x24_no_such_text_ends_the_app():
+    await _visit("[/]", (80, 24))  # cut short here and there, but drawn
