@@ -17,7 +17,7 @@ from fractui.arguments import (bounded, check_words, container_image, instance_u
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
-from fractui.terminal import say
+from fractui.terminal import say, text_only_to_terminals
 from fractui.usage import BY
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
@@ -246,6 +246,8 @@ def _run(words: List[str]) -> int:
         parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")
     if args.config == "":
         parser.error("--config needs a file name")
+    if args.verb not in TUI:  # (the TUI draws text only by its own rule: tui/controls.py)
+        text_only_to_terminals()
     config = _config(args)
     if args.verb in TUI:
         from fractui.tui.run import run

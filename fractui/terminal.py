@@ -1,12 +1,64 @@
-"""What verbs write to the terminal and read from it: JSON, tables that fit the width, yes/no."""
+"""What verbs write to the terminal and read from it: JSON, tables that fit the width, yes/no;
+and, to a terminal, text only: never a control sequence someone else wrote."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, TextIO
+
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# a whole escape sequence, as programs write them into their output: CSI (colours, cursor),
+# OSC (titles, links, the clipboard; ended by BEL or ST, or by the text's end), or two bytes
+SEQUENCES = re.compile("\x1b(?:\\[[0-?]*[ -/]*[@-~]|\\][^\x07\x1b]*(?:\x07|\x1b\\\\)?|[@-Z\\\\-_])")
+DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # CONTROLS but newline and tab
+
+
+def without_sequences(text: str) -> str:
+    """``text`` without the escape sequences in it (colours too: shown as text, as ``less``
+    and ``journalctl`` show a log), rather than the bytes after each ESC."""
+    return SEQUENCES.sub("", text)
+
+
+class TerminalText(io.TextIOBase):
+    """A terminal's stdout or stderr, given text only. What verbs print holds others' words
+    (a job's output, its name and argv in an agent's error, a reason), and an escape sequence
+    in them would reach the admin's terminal: its clipboard (OSC 52), its title, its cursor,
+    or an answer typed into its input. Lines and tabs are kept; into a pipe or a file every
+    byte goes as it is (``text_only_to_terminals`` wraps only a terminal)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(DROPPED.sub("", without_sequences(text)))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
+def text_only_to_terminals() -> None:
+    """Wrap stdout and stderr where each is a terminal (see TerminalText)."""
+    if sys.stdout.isatty() and not isinstance(sys.stdout, TerminalText):
+        sys.stdout = TerminalText(sys.stdout)
+    if sys.stderr.isatty() and not isinstance(sys.stderr, TerminalText):
+        sys.stderr = TerminalText(sys.stderr)
 
 
 def say(message: str) -> None:

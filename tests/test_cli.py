@@ -5,6 +5,7 @@ real ``main`` (and, where the process matters, ``python -m fractui``)."""
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import re
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.terminal import TerminalText
 from tests import localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
@@ -309,3 +311,12 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
         assert not leaks(done.stderr)
     done = subprocess_run(["--config", str(tmp_path), "jobs"])
     assert (done.returncode, done.stderr) == (2, "fractui: %s: is a directory\n" % tmp_path)
+
+
+def test_a_terminal_is_written_text_only():
+    """Lines and tabs kept; every escape sequence taken out whole (a colour, a link, the
+    clipboard, a cursor move, a bare ESC pair), and any other control character alone."""
+    into = io.StringIO()
+    TerminalText(into).write("a\tb\n\x1b[1;31mred\x1b[0m \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ "
+                             "\x1b]52;c;SGk=\x07\x1b[2J\x1bMend\x07\x08\x9b\x7f\r\n")
+    assert into.getvalue() == "a\tb\nred link end\n"

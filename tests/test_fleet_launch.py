@@ -16,6 +16,8 @@ import pytest
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
+from tests.test_job_supervision import wait_until
+from tests.test_tui_demo import Terminal
 
 ssh_env = sshd.ssh_env
 
@@ -145,3 +147,40 @@ def test_a_repeated_mig_launch_reuses_its_job_and_instance(fleet_env):
     assert json.loads(other.stdout)["earlier"] is False
     gpu = fleet_env.status()["gpu-p"]["gpus"][0]
     assert [i["profile"] for i in gpu["instances"]] == ["2g.10gb", "2g.10gb"]
+
+
+OSC_52 = "\x1b]52;c;SGk=\x07"  # sets the terminal's clipboard
+
+
+def _in_a_terminal(fleet_env: SshFleet, *args: str) -> bytes:
+    """What ``fractui ARGS`` writes to a real terminal (a pty), stdout and stderr alike."""
+    term = Terminal([sys.executable, "-m", "fractui", "--config", fleet_env.write_config(),
+                     *args])
+    try:
+        term.drain(60)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    term.read_until(b"(?!)", 0.5)  # what was left unread when it ended
+    return term.output
+
+
+def test_others_words_reach_a_terminal_as_text_and_a_pipe_as_they_are(fleet_env):
+    """A job's output and an agent's words about a job's argv, with an escape sequence in
+    each: to a terminal, the words without it; into a pipe, every byte as written."""
+    fleet_env.add("gpu-n", "1xL4")
+    code = "print('out:' + %r + chr(27) + '[1;31mred' + chr(27) + '[0m!')" % OSC_52
+    job = json.loads(fleet_env.fractui("launch", "gpu-n", "0", "--memory-mib", "10",
+                                       "--json", "--", sys.executable, "-c", code).stdout)
+    ref = "gpu-n/%s" % job["id"]
+    wait_until(lambda: "out:" in fleet_env.fractui("logs", ref).stdout, "the job's output")
+    piped = fleet_env.fractui("logs", ref).stdout
+    assert "out:%s\x1b[1;31mred\x1b[0m!" % OSC_52 in piped  # a file gets what the job wrote
+    shown = _in_a_terminal(fleet_env, "logs", ref)
+    assert b"out:red!" in shown and b"\x1b]52" not in shown
+    program = "/no/such/" + OSC_52 + "prog"
+    refused = fleet_env.fractui("launch", "gpu-n", "0", "--memory-mib", "10", "--", program)
+    assert refused.returncode == 1 and OSC_52 in refused.stderr  # the agent's words, as said
+    shown = _in_a_terminal(fleet_env, "launch", "gpu-n", "0", "--memory-mib", "10", "--",
+                           program)
+    assert b"cannot run /no/such/prog" in shown and b"\x1b]52" not in shown

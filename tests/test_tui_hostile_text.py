@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import re
+import sys
 from typing import Any
 
 import pytest
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
 
 from fractui.config import Config, TuiSettings
 from fractui.tui.app import FractuiApp
+from fractui.tui.controls import without_controls
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
+from tests.test_tui_demo import Terminal
 from tests.tui_frozen import LOGS, STATES, pilot_test, settled
 
 # an unbalanced closing tag for each parser, a style, and a click action
@@ -46,7 +53,8 @@ def hostile_app(text: str) -> FractuiApp:
             job = next((j for j in jobs if j.key(fleet.store.uid) == record["key"]), None)
             record["name"] = job.name if job else record["name"]
     store = dataclasses.replace(fleet.store, jobs=jobs)
-    logs = {"a100-1/j1": ["L" + text + line for line in LOGS["a100-1/j1"]]}
+    logs = {"a100-1/j1": ["L" + text + line for line in LOGS["a100-1/j1"]] + [
+        "\x1b[1;31mERROR\x1b[0m in \x1b]8;;http://x\x1b\\a link\x1b]8;;\x1b\\ (colours)"]}
     source = Source(fleet.statuses, store, logs=logs, usage=fleet.usage())
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
     return FractuiApp(source, config, clock=lambda: NOW)
@@ -84,7 +92,7 @@ async def _visit(text: str, size: tuple[int, int]) -> list[str]:
         await settled(pilot)
         assert isinstance(app.screen, JobScreen)
         check("job screen", "N1" + text, "A" + text, "I" + text, "V=" + text,
-              "L" + text)
+              "L" + text, "ERROR in a link (colours)")  # a job's escapes: gone whole
         await pilot.press("slash", *text, "enter")
         await settled(pilot)
         check("job screen, searched", "search /%s/" % text)
@@ -118,3 +126,39 @@ async def test_text_from_others_is_drawn_as_written_never_read_as_markup(text):
 @pilot_test
 async def test_at_80x24_no_such_text_ends_the_app():
     await _visit("[/]", (80, 24))  # cut short here and there, but drawn
+
+
+# an OSC 52 (sets the terminal's clipboard), a CSI moving the cursor, the same as one C1 byte
+SEQUENCES = ("\x1b]52;c;SGk=\x1b\\", "\x1b[201;202H", "\x9b201;203H")
+
+
+def test_control_sequences_in_others_text_never_reach_the_terminal():
+    """The app in a real terminal (a pty), drawing the fleet and the jobs view with each
+    sequence in every text others write: the terminal gets the text after each ESC, never the
+    sequence."""
+    text = "".join(SEQUENCES)
+    term = Terminal([sys.executable, "-c", "import sys\nfrom tests.test_tui_hostile_text import "
+                     "hostile_app\nhostile_app(sys.argv[1]).run()", text], cols=200, rows=50)
+    try:
+        assert term.read_until(re.escape(b"R]52;c;SGk=\\[201;202H201;203H"), 30), \
+            term.output[-3000:]  # a waiting job's reason, drawn as text
+        os.write(term.master, b"J")
+        assert term.read_until(re.escape(b"N1]52;c;SGk="), 30), term.output[-3000:]
+        for _ in range(2):  # back from the jobs view, then out
+            os.write(term.master, b"q")
+            term.read_until(b"(?!)", 1)
+        term.drain(20)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    for sequence in SEQUENCES:
+        assert sequence.encode() not in term.output
+    assert term.proc.returncode == 0
+
+
+def test_a_line_loses_its_control_characters_and_keeps_its_width():
+    line = Strip([Segment("a\x1b]52;c;x\x07b", Style(bold=True)), Segment("\x9bc\x7f\x00")])
+    clean = without_controls(line)
+    assert [s.text for s in clean] == ["a]52;c;xb", "c"]
+    assert sum(s.cell_length for s in clean) == line.cell_length == 10  # controls: no cells
+    assert without_controls(clean) is clean  # nothing to take: the same line

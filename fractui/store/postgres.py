@@ -48,20 +48,23 @@ IDLE_IN_WRITE_S = 10.0
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
 VERSION_TABLE = "fractui_schema"
+
+
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
 # search_path of "$user" or another schema made a second, empty store there, or read another
 # program's table of the same name); no statement cut short but by the lock and idle limits
 # above (a statement_timeout shorter than LOCK_TIMEOUT_S failed writes that waited their
 # turn, said as an unreachable server); times read back as written (a negative
-# extra_float_digits rounded them, and at -15 made a held lease look free).
-SESSION = {"search_path": "public", "lock_timeout": "%dms" % (LOCK_TIMEOUT_S * 1000),
-           "idle_in_transaction_session_timeout": "%dms" % (IDLE_IN_WRITE_S * 1000),
-           "statement_timeout": "0", "extra_float_digits": "3"}
-# From PostgreSQL 14: a feed's LISTEN connection idles between changes, and an
-# idle_session_timeout default ended it every few seconds (each end wakes the readers to read
-# everything again).
-SESSION_14 = {"idle_session_timeout": "0"}
+# extra_float_digits rounded them, and at -15 made a held lease look free). From PostgreSQL
+# 14: no idle_session_timeout (a feed's LISTEN connection idles between changes, and a default
+# ended it every few seconds; each end woke the readers to read everything again).
+def _session(server_version: int) -> dict[str, str]:
+    """The settings above, made from the limits as they are when a session opens."""
+    return dict({"search_path": "public", "lock_timeout": "%dms" % (LOCK_TIMEOUT_S * 1000),
+                 "idle_in_transaction_session_timeout": "%dms" % (IDLE_IN_WRITE_S * 1000),
+                 "statement_timeout": "0", "extra_float_digits": "3"},
+                **({"idle_session_timeout": "0"} if server_version >= 140000 else {}))
 
 
 def _target(url: str) -> tuple[str, str]:
@@ -101,7 +104,7 @@ class PostgresDialect(Dialect):
                                "DATABASE ... ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
                                "TEMPLATE template0 (or a UTF-8 locale)" % (
                                    encoding or "unknown"))
-        session = dict(SESSION, **(SESSION_14 if db.info.server_version >= 140000 else {}))
+        session = _session(db.info.server_version)
         db.execute("SELECT set_config(name, value, false) FROM (VALUES %s) AS s (name, value)"
                    % ", ".join(["(%s, %s)"] * len(session)),
                    [x for item in session.items() for x in item])

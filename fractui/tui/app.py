@@ -16,6 +16,7 @@ from textual.notifications import SeverityLevel
 
 from fractui.config import Config
 from fractui.store.intents import Asker
+from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands
 from fractui.tui.fleet_screen import FleetScreen
@@ -57,6 +58,7 @@ class FractuiApp(App[None], inherit_bindings=False):
         # action. Rich has no public switch once its console is made; this is what
         # Console(markup=False) sets (tests/test_tui_hostile_text.py fails if it stops working).
         self.console._markup = False
+        controls.install()  # nor a control sequence in it (fractui/tui/controls.py)
         self.source = source
         self.config = config
         self.clock = clock
