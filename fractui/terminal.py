@@ -11,11 +11,13 @@ import shutil
 import sys
 from typing import Any, List, Optional, Sequence, TextIO
 
-CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls, DEL, and the marks that turn text's direction (a name that reads
+# backwards, as in "Trojan Source"): all zero cells wide, so taking them changes no layout
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # a whole escape sequence, as programs write them into their output: CSI (colours, cursor),
 # OSC (titles, links, the clipboard; ended by BEL or ST, or by the text's end), or two bytes
 SEQUENCES = re.compile("\x1b(?:\\[[0-?]*[ -/]*[@-~]|\\][^\x07\x1b]*(?:\x07|\x1b\\\\)?|[@-Z\\\\-_])")
-DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # CONTROLS but newline and tab
+DROPPED = re.compile(CONTROLS.pattern.replace("\x00-\x1f", "\x00-\x08\x0b-\x1f"))  # but \n, \t
 
 
 def without_sequences(text: str) -> str:

@@ -315,8 +315,9 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
 
 def test_a_terminal_is_written_text_only():
     """Lines and tabs kept; every escape sequence taken out whole (a colour, a link, the
-    clipboard, a cursor move, a bare ESC pair), and any other control character alone."""
+    clipboard, a cursor move, a bare ESC pair), and any other control character alone, and a
+    mark that turns the text's direction."""
     into = io.StringIO()
     TerminalText(into).write("a\tb\n\x1b[1;31mred\x1b[0m \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ "
-                             "\x1b]52;c;SGk=\x07\x1b[2J\x1bMend\x07\x08\x9b\x7f\r\n")
+                             "\x1b]52;c;SGk=\x07\x1b[2J\x1bM\u202eend\x07\x08\x9b\x7f\r\n")
     assert into.getvalue() == "a\tb\nred link end\n"

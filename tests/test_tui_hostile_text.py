@@ -157,7 +157,8 @@ def test_control_sequences_in_others_text_never_reach_the_terminal():
 
 
 def test_a_line_loses_its_control_characters_and_keeps_its_width():
-    line = Strip([Segment("a\x1b]52;c;x\x07b", Style(bold=True)), Segment("\x9bc\x7f\x00")])
+    line = Strip([Segment("a\x1b]52;c;x\x07b", Style(bold=True)),
+                  Segment("\x9bc\x7f\x00\u202e")])  # the last turns what follows backwards
     clean = without_controls(line)
     assert [s.text for s in clean] == ["a]52;c;xb", "c"]
     assert sum(s.cell_length for s in clean) == line.cell_length == 10  # controls: no cells

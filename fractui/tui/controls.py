@@ -6,8 +6,9 @@ is (they drop only BEL, BS, VT, FF and CR), so a job named ``x\\x1b]52;c;…\\x1
 clipboard each time it was drawn, and other sequences set the window title, move the cursor or
 ask the terminal to answer into the keyboard's input. Every line on screen, whatever drew it
 (Textual's widgets, Rich's tables, fractui's own line renderers), ends in ``Strip.render``: there
-its text loses every C0 and C1 control and DEL. They are zero cells wide to Rich and Textual, so
-the layout is as before; what was a sequence shows as the text after the ESC.
+its text loses every C0 and C1 control, DEL and direction mark (fractui.terminal.CONTROLS),
+zero cells wide to Rich and Textual, so the layout is as before; what was a sequence shows as
+the text after the ESC.
 """
 
 from __future__ import annotations
