@@ -8,7 +8,6 @@ shows it is drawn with it in, and it must be there as written."""
 from __future__ import annotations
 
 import dataclasses
-import html
 import os
 import re
 import sys
@@ -28,7 +27,7 @@ from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from tests.test_tui_demo import Terminal
-from tests.tui_frozen import LOGS, STATES, pilot_test, settled
+from tests.tui_frozen import LOGS, STATES, pilot_test, screen_lines, settled
 
 # an unbalanced closing tag for each parser, a style, and a click action
 HOSTILE = ("[/]", "[/bold]", "[b]x[/b]", "[@click=app.quit]q[/]", "[$accent]v", ":smile:")
@@ -61,9 +60,7 @@ def hostile_app(text: str) -> FractuiApp:
 
 
 def shown(app: Any) -> str:
-    """The screen's text as drawn (from its SVG screenshot)."""
-    svg = app.export_screenshot()
-    return html.unescape("".join(re.findall(r">([^<]*)</text>", svg))).replace("\xa0", " ")
+    return "\n".join(screen_lines(app))
 
 
 async def _visit(text: str, size: tuple[int, int]) -> list[str]:

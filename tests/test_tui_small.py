@@ -23,7 +23,7 @@ from fractui.tui.source import Source
 from fractui.words import count
 from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
-from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, settled
+from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, screen_lines, settled
 
 
 def app_with_job_1_as(state: str, **changes) -> FractuiApp:
@@ -62,6 +62,22 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
             await pilot.press("ctrl+c")
             await pilot.pause()
             assert app.return_code == 0, where  # quit, as q does
+
+
+@pytest.mark.parametrize("width", [60, 80])
+@pilot_test
+async def test_the_help_shows_every_key_and_id_whole_on_a_narrow_terminal(width):
+    app = frozen_app()
+    async with app.run_test(size=(width, 60)) as pilot:
+        await settled(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        rows = [line[line.index("│") + 1:line.rindex("│")].strip()  # inside its border
+                for line in screen_lines(app) if line.count("│") >= 2]
+        for key, _, binding_id in app.screen.keys:
+            assert any(row.startswith(key + " ") and row.endswith(" " + binding_id)
+                       for row in rows), (key, binding_id)
 
 
 @pilot_test

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import html
+import re
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from fractui.config import Config, TuiSettings
@@ -147,3 +149,21 @@ def pilot_test(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
         asyncio.run(test(*args, **kwargs))
 
     return run
+
+
+_SVG_TEXT = re.compile(r'<text class="[^"]*" x="([0-9.]+)" y="[0-9.]+" textLength="[0-9.]+" '
+                       r'clip-path="url\(#[^)]*-line-([0-9]+)\)">([^<]*)</text>')
+_CELL = 12.2  # the width of a cell in Rich's SVG export
+
+
+def screen_lines(app: FractuiApp) -> list[str]:
+    """The screen's text as drawn, line by line (from the app's SVG screenshot: each run of
+    text at its column, blank cells as spaces)."""
+    lines: dict[int, list[str]] = {}
+    for x, line, text in _SVG_TEXT.findall(app.export_screenshot()):
+        cells = lines.setdefault(int(line), [])
+        at = round(float(x) / _CELL)
+        text = html.unescape(text).replace("\xa0", " ")
+        cells.extend(" " * (at + len(text) - len(cells)))
+        cells[at:at + len(text)] = text
+    return ["".join(lines.get(n, [])).rstrip() for n in range(max(lines, default=-1) + 1)]

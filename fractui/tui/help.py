@@ -3,6 +3,7 @@ the config's ``[tui] keys`` to remap it."""
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -44,11 +45,13 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+        # the keys and the ids whole at any width (one is pressed, the other written in the
+        # config): where the screen is narrow, what each does takes more lines instead
         table.add_column("key", style="bold " + RichVariables(self.app)["secondary"],
-                         no_wrap=True)
-        table.add_column("what", no_wrap=True)
-        table.add_column(Text("id, for [tui] keys"), style="dim",
-                         no_wrap=True)
+                         no_wrap=True, min_width=max(cell_len(k) for k, _, _ in self.keys))
+        table.add_column("what", min_width=12)
+        table.add_column(Text("id, for [tui] keys"), style="dim", no_wrap=True,
+                         min_width=max(cell_len(i) for _, _, i in self.keys))
         for key, what, binding_id in self.keys:
             table.add_row(key, what, binding_id)
         scroll = VerticalScroll(Static(table, expand=True))
