@@ -246,8 +246,7 @@ def _run(words: List[str]) -> int:
         parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")
     if args.config == "":
         parser.error("--config needs a file name")
-    if args.verb not in TUI:  # (the TUI draws text only by its own rule: tui/controls.py)
-        text_only_to_terminals()
+    text_only_to_terminals()  # (Textual draws through its own handle: tui/controls.py)
     config = _config(args)
     if args.verb in TUI:
         from fractui.tui.run import run

@@ -13,32 +13,55 @@ from typing import Any, List, Optional, Sequence, TextIO
 
 # C0 and C1 controls, DEL, and the marks that turn text's direction (a name that reads
 # backwards, as in "Trojan Source"): all zero cells wide, so taking them changes no layout
-CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# a whole escape sequence, as programs write them into their output: CSI (colours, cursor),
-# OSC (titles, links, the clipboard; ended by BEL or ST, or by the text's end), or two bytes
-SEQUENCES = re.compile("\x1b(?:\\[[0-?]*[ -/]*[@-~]|\\][^\x07\x1b]*(?:\x07|\x1b\\\\)?|[@-Z\\\\-_])")
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# an escape sequence as programs write it into their output: CSI (colours, the cursor), OSC
+# (titles, links, the clipboard; ended by BEL or ST, or by the text's end), each also in its
+# one-byte C1 form, and any other ESC with its intermediates and final byte (ESC ( B, ESC 7)
+SEQUENCES = re.compile(
+    "(?:\x1b\\[|\x9b)[0-?]*[ -/]*[@-~]"
+    "|(?:\x1b\\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\\\|\x9c)?"
+    "|\x1b[ -/]*[0-~]")
 DROPPED = re.compile(CONTROLS.pattern.replace("\x00-\x1f", "\x00-\x08\x0b-\x1f"))  # but \n, \t
 
 
-def without_sequences(text: str) -> str:
-    """``text`` without the escape sequences in it (colours too: shown as text, as ``less``
-    and ``journalctl`` show a log), rather than the bytes after each ESC."""
-    return SEQUENCES.sub("", text)
+def as_text(text: str) -> str:
+    """``text`` as a terminal may be given it: escape sequences out (``_unescaped``), then
+    every control character but newline and tab; a carriage return not ending a line starts
+    one (a progress bar's each step on a line of its own, never written over the words
+    before it)."""
+    return DROPPED.sub("", _unescaped(text).replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def as_shown_line(line: str) -> str:
+    """One line of a job's output as a terminal leaves it drawn: escape sequences out, what
+    follows its last carriage return (a progress bar's last step), no control character but
+    tab."""
+    return DROPPED.sub("", _unescaped(line).rstrip("\r").rsplit("\r", 1)[-1])
+
+
+def _unescaped(text: str) -> str:
+    """Each escape sequence taken out whole (colours too, as ``journalctl`` shows a log), and
+    again until none is left: taking one may join the bytes around it into another."""
+    while True:
+        fewer = SEQUENCES.sub("", text)
+        if fewer == text:
+            return text
+        text = fewer
 
 
 class TerminalText(io.TextIOBase):
     """A terminal's stdout or stderr, given text only. What verbs print holds others' words
     (a job's output, its name and argv in an agent's error, a reason), and an escape sequence
     in them would reach the admin's terminal: its clipboard (OSC 52), its title, its cursor,
-    or an answer typed into its input. Lines and tabs are kept; into a pipe or a file every
-    byte goes as it is (``text_only_to_terminals`` wraps only a terminal)."""
+    or an answer typed into its input (``as_text``). Into a pipe or a file every byte goes as
+    it is (``text_only_to_terminals`` wraps only a terminal)."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self.stream = stream
 
     def write(self, text: str) -> int:
-        self.stream.write(DROPPED.sub("", without_sequences(text)))
+        self.stream.write(as_text(text))
         return len(text)
 
     def flush(self) -> None:

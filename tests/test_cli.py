@@ -315,9 +315,11 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
 
 def test_a_terminal_is_written_text_only():
     """Lines and tabs kept; every escape sequence taken out whole (a colour, a link, the
-    clipboard, a cursor move, a bare ESC pair), and any other control character alone, and a
-    mark that turns the text's direction."""
+    clipboard, a cursor move, a bare ESC pair, one made by taking another out, C1 forms), any
+    other control character alone, and a mark that turns the text's direction; a progress
+    bar's steps each on a line."""
     into = io.StringIO()
     TerminalText(into).write("a\tb\n\x1b[1;31mred\x1b[0m \x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ "
-                             "\x1b]52;c;SGk=\x07\x1b[2J\x1bM\u202eend\x07\x08\x9b\x7f\r\n")
-    assert into.getvalue() == "a\tb\nred link end\n"
+                             "\x1b]52;c;SGk=\x07\x1b[2J\x1bM\u202eend\x07\x08\x9b\x7f\r\n"
+                             "10%\r20%\r\x1b\x1b[0m[201~\x1b(B\x9d0;t\x9cok\n")
+    assert into.getvalue() == "a\tb\nred link end\n10%\n20%\nok\n"

@@ -53,7 +53,8 @@ def hostile_app(text: str) -> FractuiApp:
             record["name"] = job.name if job else record["name"]
     store = dataclasses.replace(fleet.store, jobs=jobs)
     logs = {"a100-1/j1": ["L" + text + line for line in LOGS["a100-1/j1"]] + [
-        "\x1b[1;31mERROR\x1b[0m in \x1b]8;;http://x\x1b\\a link\x1b]8;;\x1b\\ (colours)"]}
+        "\x1b[1;31mERROR\x1b[0m in \x1b]8;;http://x\x1b\\a link\x1b]8;;\x1b\\ (colours)",
+        "step 1/3\rstep 2/3\rstep 3/3 done\x1b\x1b[0m[201~\r"]}  # (CRLF output, split)
     source = Source(fleet.statuses, store, logs=logs, usage=fleet.usage())
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
     return FractuiApp(source, config, clock=lambda: NOW)
@@ -89,7 +90,8 @@ async def _visit(text: str, size: tuple[int, int]) -> list[str]:
         await settled(pilot)
         assert isinstance(app.screen, JobScreen)
         check("job screen", "N1" + text, "A" + text, "I" + text, "V=" + text,
-              "L" + text, "ERROR in a link (colours)")  # a job's escapes: gone whole
+              "L" + text, "ERROR in a link (colours)",  # a job's escapes: gone whole
+              "step 3/3 done\n")  # a progress bar's last step, alone on its line
         await pilot.press("slash", *text, "enter")
         await settled(pilot)
         check("job screen, searched", "search /%s/" % text)
@@ -160,3 +162,27 @@ def test_a_line_loses_its_control_characters_and_keeps_its_width():
     assert [s.text for s in clean] == ["a]52;c;xb", "c"]
     assert sum(s.cell_length for s in clean) == line.cell_length == 10  # controls: no cells
     assert without_controls(clean) is clean  # nothing to take: the same line
+
+
+@pilot_test
+async def test_a_notice_shows_text_as_written():
+    """A search that matches nothing says so in a notice, the pattern in it as typed."""
+    app = hostile_app("x")
+    async with app.run_test(size=(120, 36), notifications=True) as pilot:
+        await settled(pilot)
+        app.open_job(1)
+        await settled(pilot)
+        await pilot.press("slash", *"zz[/]", "enter")
+        await settled(pilot)
+        assert "no line matches /zz[/]/" in shown(app)
+
+
+@pilot_test
+async def test_y_copies_a_line_of_output_without_any_control_in_it():
+    app = hostile_app("x")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        app.open_job(1)
+        await settled(pilot)
+        await pilot.press("y")  # the cursor follows: the last line
+        assert app.clipboard == "step 3/3 done"

@@ -11,7 +11,6 @@ from typing import Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
-from textual.markup import escape
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class FleetCommands(Provider):
         for entry in self._entries():
             if entry.discover:
                 yield DiscoveryHit(Content(entry.text), entry.run, text=entry.text,
-                                   help=escape(entry.help))
+                                   help=Content(entry.help))  # type: ignore[arg-type]
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
@@ -40,7 +39,7 @@ class FleetCommands(Provider):
             score = matcher.match(entry.text)
             if score > 0:
                 yield Hit(score, _highlight(matcher, entry.text), entry.run, text=entry.text,
-                          help=escape(entry.help))
+                          help=Content(entry.help))  # type: ignore[arg-type]
 
 
 def _highlight(matcher: Matcher, text: str) -> Content:

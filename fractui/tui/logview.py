@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from fractui.terminal import without_sequences
+from fractui.terminal import as_shown_line
 from fractui.tui.actions import Action, bindings
 from fractui.tui.themes import RichVariables
 
@@ -65,8 +65,9 @@ class LogView(ScrollView, can_focus=True, inherit_bindings=False):
         return len(self.lines) + (1 if self.tail else 0)
 
     def line(self, i: int) -> str:
-        """Line ``i`` as shown, searched and copied: without its escape sequences."""
-        return without_sequences(self.lines[i] if i < len(self.lines) else self.tail)
+        """Line ``i`` as shown, searched and copied: as a terminal would leave it drawn, with
+        no escape sequence or other control character in it (fractui.terminal)."""
+        return as_shown_line(self.lines[i] if i < len(self.lines) else self.tail)
 
     def write(self, data: str) -> None:
         """New output (any chunk of it)."""
