@@ -9,10 +9,12 @@ import signal
 import threading
 import time
 
-from fractui.config import QueueConfig
+from fractui.config import Config, HostConfig, QueueConfig
 from fractui.fleet import host
+from fractui.fleet.fleet import Fleet
 from remote_agent.daemon.paths import AgentPaths
 from tests import localfleet
+from tests.conftest import stop_host
 
 local_fleet = localfleet.local_fleet
 
@@ -64,3 +66,30 @@ def test_a_long_call_is_not_taken_for_silence(local_fleet, monkeypatch, tmp_path
     gate.touch()
     call.join(60)
     assert states == {"online"} and answer[0]["destroyed"]["uuid"] == made
+
+
+def test_a_fleet_stopped_while_a_host_connects_leaves_no_connection_behind(tmp_path):
+    """stop() while a host's worker is still connecting (its connect hooks run, the connection
+    not yet the session's): the stop finds nothing to close, so the worker closes the
+    connection it then has and ends, rather than keeping it, waiting for the agent to fall
+    silent (it had stop wait out its 10 s for the worker, and the host stayed connected)."""
+    state = str(tmp_path / "gpu-a")
+    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                                 state_dir=state),))
+    fleet = Fleet(config, reconnect_max_s=0.5)
+    session = fleet.session("gpu-a")
+    hooked = threading.Event()
+
+    def hook(_name, _call, _jobs) -> None:
+        hooked.set()
+        localfleet.wait(lambda: session._transport is None,  # stop() has dropped what it had
+                        lambda: "the fleet stopping")
+    session.connect_hooks.append(hook)
+    try:
+        fleet.start()
+        assert hooked.wait(60)
+        fleet.stop()
+        assert [t for t in threading.enumerate() if t.name == "host-gpu-a"] == []
+        assert session._conn is None
+    finally:
+        stop_host(state)

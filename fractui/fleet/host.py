@@ -270,6 +270,9 @@ class HostSession:
             else:
                 self.settled.set()
                 backoff = 0.5
+                if self._stop.is_set():  # stopped while connecting: stop's _drop found no
+                    self._drop()         # connection to close yet, so this one is closed here
+                    break
                 why = self._silent(conn) or self._lost_why(conn.client.close_reason)
                 self._drop()
                 if not self._stop.is_set():
