@@ -274,9 +274,9 @@ class HostSession:
                     self._drop()         # connection to close yet, so this one is closed here
                     break
                 why = self._silent(conn) or self._lost_why(conn.client.close_reason)
+                if not self._stop.is_set():  # said before the drop, which can wait on the
+                    self._set("offline", "connection lost: %s" % why)  # link (10 s, local)
                 self._drop()
-                if not self._stop.is_set():
-                    self._set("offline", "connection lost: %s" % why)
             self._wake.wait(backoff)
             self._wake.clear()
             backoff = min(backoff * 2, self.reconnect_max_s)
