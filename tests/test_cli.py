@@ -216,8 +216,8 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
 
     # a job launched directly on the host, stopped by the watchdog as it grows
     code, out, err = cli.run("launch", "gpu-a", "0", "--memory-mib", "1024", "--name", "grower",
-                             "--", *simload("--mem-mib", "200", "--grow-to", "3000",
-                                            "--seconds", "30"))
+                             "--", *simload("--mem-mib", "900", "--grow-to", "3000",
+                                            "--seconds", "30"))  # over 1024 MiB 2 s in
     assert code == 0, err
     ref = out.split()[0]
     deadline = time.time() + 30

@@ -95,8 +95,8 @@ def test_a_container_job_is_capped_logged_and_keeps_its_exit_code(host):
 def test_a_container_job_over_its_share_is_stopped_with_the_reason(host):
     agent, state, podman = host
     job = agent.call("job.launch", key="k-c-grow", gpu=0, memory_mib=1000, image=podman.image,
-                     env=IN_IMAGE, argv=simload("--mem-mib", "100", "--grow-to", "4000",
-                                                "--seconds", "60"))
+                     env=IN_IMAGE, argv=simload("--mem-mib", "900", "--grow-to", "4000",
+                                                "--seconds", "60"))  # over 1000 MiB 2 s in
     done = wait_job(agent, job["id"], timeout=60)
     assert done["state"] == "killed"
     assert done["reason"].startswith("exceeded its 1000 MiB cap: used "), done["reason"]

@@ -186,8 +186,8 @@ def test_a_host_in_a_container_runs_mig_and_capped_jobs_and_survives_its_stream_
                "inside the container")
     [(job_pid, _)] = in_box(podman, box, "remote_agent.simload", "600")
     greedy = fractui(config, "launch", name, "1", "--memory-mib", "1024", "--env",
-                     "PYTHONPATH=%s" % IMAGE_CODE, "--json", "--", *SIMLOAD, "--mem-mib", "500",
-                     "--grow-to", "4000", "--seconds", "30", "--util-swing", "0")
+                     "PYTHONPATH=%s" % IMAGE_CODE, "--json", "--", *SIMLOAD, "--mem-mib", "900",
+                     "--grow-to", "4000", "--seconds", "30", "--util-swing", "0")  # over 1 s in
     assert greedy.returncode == 0, greedy.stderr
     greedy_ref = json.loads(greedy.stdout)["ref"]
     until_true(lambda: job_record(config, greedy_ref)["state"] != "running",
