@@ -26,7 +26,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
-from tests import localfleet
+from tests import as_user, localfleet
 from tests.conftest import REPO
 from tests.localfleet import wait
 from tests.test_scheduler_lanes import sent_and_waiting, stalled
@@ -71,25 +71,13 @@ def write_config(folder: Path, store: Path) -> Path:
     return path
 
 
-# fractui as a plain user: the interpreter lives under root's 0700 home, so the process starts
-# as root, loads fractui's code, then drops to the user for good before it runs the verb.
-AS_USER = """
-import importlib.readers, os, pwd, sys
-import fractui.cli, fractui.commands, fractui.store_commands, fractui.scheduler.service
-import fractui.tui.run, fractui.tui.app, fractui.tui.source
-import fractui.store.postgres  # psycopg and libpq too: they live where the user cannot read
-who = pwd.getpwnam(sys.argv[1])
-os.setgroups([])
-os.setgid(who.pw_gid)
-os.setuid(who.pw_uid)
-sys.exit(fractui.cli.main(sys.argv[2:]))
-"""
-
-
 def fractui(config: Path, verb: Sequence[str], user: str = "") -> subprocess.CompletedProcess:
-    start = [sys.executable, "-c", AS_USER, user] if user else [sys.executable, "-m", "fractui"]
-    return subprocess.run(start + ["--config", str(config), *verb], capture_output=True,
-                          text=True, cwd=REPO, timeout=60, stdin=subprocess.DEVNULL)
+    """``fractui --config CONFIG VERB...``, as root or as ``user`` (tests.as_user)."""
+    if user:
+        return as_user.run(user, ["--config", str(config), *verb])
+    return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config), *verb],
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          stdin=subprocess.DEVNULL)
 
 
 def refused_by_every_verb(config: Path, store: Path, says: str, verbs=VERBS,
