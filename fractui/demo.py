@@ -262,8 +262,10 @@ class Demo:
                                              CALL_S)
                 except (HostUnavailable, AgentCallError, ConnectionLost) as err:
                     log.debug("stopping %s/%s: %s", host, job["id"], err)
+        for session in fleet.sessions.values():  # an agent shut down is not started again
+            session.connect_no_more()
         fleet.fan_out("daemon.shutdown", None, CALL_S)
-        self.source.stop()  # every session ends: nothing can start a daemon after this
+        self.source.stop()  # every session ends
         self.store.close()
         for host in self.config.hosts:
             sweep(host.state_dir)

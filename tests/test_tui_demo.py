@@ -202,3 +202,51 @@ def test_in_the_demo_a_host_cordoned_from_the_palette_takes_no_new_work():
         if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
             for name in os.listdir(os.path.join(root, "hosts")):
                 stop_host(os.path.join(root, "hosts", name))
+
+
+def test_stopping_the_demo_starts_no_agent_again(monkeypatch):
+    """The demo's stop shuts each host's agent down through the demo's own sessions, which
+    then connect no more: no agent is started again. (They reconnected while the TUI's store
+    watcher took its moment to stop, a second or two here, so every agent shut down was
+    started anew, and the sweep then waited 3 s for each before killing it.)"""
+    from fractui import demo as demo_module
+    from fractui.tui.source import LiveSource
+    from remote_agent.daemon.paths import AgentPaths
+
+    def daemon(state_dir: str) -> int:
+        """The pid of the daemon serving ``state_dir``, 0 if none runs."""
+        try:
+            with open(AgentPaths(state_dir).pid_file) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+        return pid if (pid, False) in demo_module.running_pids(state_dir) else 0
+
+    at_sweep = {}
+    real_sweep, real_stop = demo_module.sweep, LiveSource.stop
+
+    def sweep(state_dir: str, wait_s: float = 3.0) -> None:
+        at_sweep[state_dir] = daemon(state_dir)
+        real_sweep(state_dir, wait_s)
+
+    def slow_stop(source: LiveSource) -> None:
+        time.sleep(2)  # as the TUI's store watcher can take
+        real_stop(source)
+
+    monkeypatch.setattr(demo_module, "sweep", sweep)
+    monkeypatch.setattr(LiveSource, "stop", slow_stop)
+    demo = demo_module.Demo(gpus=4, seed=3)
+    dirs = [h.state_dir for h in demo.config.hosts]
+    try:
+        demo.start()
+        deadline = time.monotonic() + 60
+        while {s.state for s in demo.source.fleet.statuses()} != {"online"}:
+            assert time.monotonic() < deadline, demo.source.fleet.statuses()
+            time.sleep(0.1)
+        first = {d: daemon(d) for d in dirs}
+        assert all(first.values()), first
+    finally:
+        demo.stop()
+    assert set(at_sweep) == set(dirs)
+    assert {d: pid for d, pid in at_sweep.items() if pid not in (0, first[d])} == {}
+    assert not any(os.path.exists(d) for d in dirs)

@@ -161,6 +161,13 @@ class HostSession:
         self._drop()
         self._thread.join(timeout=10)
 
+    def connect_no_more(self) -> None:
+        """The connection it has serves on until it ends (or ``stop``); then the worker ends
+        rather than connect again. For a caller about to shut the agent down through it (the
+        demo's stop): a session that reconnected would start the agent again."""
+        self._stop.set()
+        self._wake.set()
+
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:
         conn = self._conn
