@@ -28,7 +28,8 @@ from tests.cli_run import in_process
 from tests.conftest import AgentError
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
-from tests.test_job_supervision import kill_shim, read_log, tracked_host, wait_until  # noqa: F401
+from tests.test_job_supervision import (kill_shim, read_log, sampled_host,  # noqa: F401
+                                        tracked_host, wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
@@ -42,7 +43,16 @@ def simload(*args: str):
 def host(podman, tracked_host):
     """A simulated host (1xL4) that runs container jobs of the test image; every container of
     its state dir is removed afterwards, whatever the test left."""
-    agent, state = tracked_host
+    yield from _with_podman(podman, *tracked_host)
+
+
+@pytest.fixture
+def sampling_host(podman, sampled_host):
+    """``host``, its jobs' use sampled every 0.5 s rather than every 5."""
+    yield from _with_podman(podman, *sampled_host)
+
+
+def _with_podman(podman, agent, state: str):
     yield agent, state, podman
     prefix = "fractui-%s-" % AgentPaths(state).digest
     names = podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split()
@@ -105,8 +115,8 @@ def test_a_container_job_over_its_share_is_stopped_with_the_reason(host):
     assert agent.call("snapshot")["gpus"][0]["processes"] == []  # its memory is free
 
 
-def test_a_process_in_a_job_s_container_is_never_taken_as_foreign(host):
-    agent, state, podman = host
+def test_a_process_in_a_job_s_container_is_never_taken_as_foreign(sampling_host):
+    agent, state, podman = sampling_host
     total = agent.call("snapshot")["gpus"][0]["memory_mib"]
     job = agent.call("job.launch", key="k-c-held", gpu=0, memory_mib=10000, image=podman.image,
                      env=IN_IMAGE, argv=simload("--mem-mib", "8000", "--seconds", "120"))
