@@ -21,6 +21,7 @@ import remote_agent
 from fractui.fleet import zipapp
 from fractui.fleet.zipapp import build_agent_archive, write_archive
 from tests.conftest import stop_host
+from tests.test_jobs import alive
 
 PACKAGE = os.path.dirname(os.path.abspath(remote_agent.__file__))
 
@@ -176,7 +177,7 @@ def test_serve_runs_the_bridge_and_its_daemon_from_the_zipapp_alone(tmp_path):
         (stop,) = _serve(path, state_dir, str(tmp_path), {"id": 3, "method": "daemon.shutdown"})
         assert stop["result"]["stopping"] is True
         deadline = time.time() + 15
-        while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
+        while alive(pid) and time.time() < deadline:  # a zombie has ended: init reaps it
             time.sleep(0.05)
     finally:
         stop_host(state_dir)  # whatever happened above, leave nothing running
