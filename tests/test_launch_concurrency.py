@@ -342,3 +342,83 @@ def test_a_watchdog_pass_that_saw_a_start_before_its_relaunch_leaves_it_to_the_l
         nv.sim_clear_faults()
         sup.store.close()
         stop_host(str(state))
+
+
+def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_lock(tmp_path):
+    """Two launches of one key onto an existing instance, the second past its first look for
+    the key before the first recorded it: while the first is starting, the second waits for it
+    without that GPU's MIG lock (a MIG change on the GPU goes on), then answers the same job.
+    The daemon's parts run here so the two interleave exactly so; the job is a real process."""
+    from contextlib import contextmanager
+
+    from remote_agent.gpu import fake_pynvml as nv
+    from remote_agent.jobs.methods import LAUNCH_PARAMS
+    from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, parse_launch
+    from remote_agent.service import Agent
+    from tests.conftest import stop_host
+
+    state = tmp_path / "host"
+    state.mkdir(mode=0o700)
+    paths = AgentPaths(str(state))
+    os.mkdir(paths.sim_dir, 0o700)  # as the daemon makes it
+    nv.sim_open(paths.sim_state, "1xA100-80GB:mig")
+    agent = Agent(nv, "sim", sim=nv)
+    sup = Supervisor(paths, agent, SupervisorSettings(), lambda job: None, {})
+    uuid = agent.mig_apply(rpc.Params("mig.apply", {"gpu": 0, "profile": "3g.40gb", "start": 4},
+                                      ("gpu", "profile", "start")))["instance"]["uuid"]
+    req = parse_launch(rpc.Params("job.launch", {
+        "key": "k-twice", "gpu": 0, "instance": uuid,
+        "argv": [PY, "-c", "import time; time.sleep(600)"]}, LAUNCH_PARAMS))
+    first_in, first_go, second_in = threading.Event(), threading.Event(), threading.Event()
+    starting, start_go = threading.Event(), threading.Event()
+    locked, spawn = sup._instance_lock, sup._spawn_shim
+
+    @contextmanager
+    def instance_lock(r, infos):
+        with locked(r, infos):
+            if not first_in.is_set():  # the first launch: held before it records the job
+                first_in.set()
+                assert first_go.wait(60)
+            else:  # the second, after the first recorded it and went on to start it
+                second_in.set()
+            yield
+
+    def spawn_shim(job):
+        starting.set()
+        assert start_go.wait(60)
+        return spawn(job)
+
+    sup._instance_lock, sup._spawn_shim = instance_lock, spawn_shim
+    answers: List[Any] = []
+
+    def launch() -> None:
+        try:
+            answers.append(sup.launch(req))
+        except rpc.RpcError as err:
+            answers.append(err)
+
+    threads = [threading.Thread(target=launch) for _ in range(2)]
+    try:
+        threads[0].start()
+        assert first_in.wait(60)
+        threads[1].start()  # no job of the key yet: on to the GPU's MIG lock, held by the first
+        wait_until(lambda: threads[1].is_alive() and sup.store.by_key("k-twice") is None,
+                   "the second launch to start")
+        first_go.set()
+        assert starting.wait(60) and second_in.wait(60)
+        lock = agent.mig_lock(0)
+        assert lock.acquire(timeout=60), "the waiting retry holds the GPU's MIG lock"
+        lock.release()
+        start_go.set()
+        for t in threads:
+            t.join(60)
+        first, second = answers
+        assert not isinstance(first, rpc.RpcError) and not isinstance(second, rpc.RpcError)
+        assert first.id == second.id and second.state == "running" and alive(second.pid)
+        assert len(sup.store.active()) == 1
+    finally:
+        first_go.set()
+        start_go.set()
+        nv.sim_clear_faults()
+        sup.store.close()
+        stop_host(str(state))

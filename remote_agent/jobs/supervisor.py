@@ -13,7 +13,8 @@ client go on while launches are in flight. Launches on different GPUs run at onc
 MIG creation is serialised by that GPU's lock (``Agent.mig_lock``), which a launch holds from
 creating its instance until the instance is recorded as the job's, so no other launch can take
 it in between; a launch onto an instance that exists holds it from reading the instance until
-the job is recorded, so no MIG change destroys it in between. A launch of a key that is already in flight waits for that one and answers as it.
+the job is recorded, so no MIG change destroys it in between. A launch of a key that is
+already in flight waits for that one, holding no MIG lock, and answers as it.
 """
 
 from __future__ import annotations
@@ -180,28 +181,53 @@ class Supervisor:
     # -- launching --
 
     def launch(self, req: LaunchRequest) -> Job:
-        with self._lock:
-            known = self._by_key(req)
-        if known is not None and known.state != "starting" and not known.never_ran:
-            return known  # the same key again: the same job, whatever has changed since
-        user, how = self._check_startable(req)
-        infos = [self.gpus.gpu_info(g) for g in req.gpus]
-        twice = sorted(i for i, n in Counter(i.index for i in infos).items() if n > 1)
-        if twice:  # by index, or by index and uuid: one GPU is one GPU of the job
-            raise RpcError(rpc.INVALID_PARAMS, "job.launch: 'gpus' names GPU %s more than once"
-                           % ", ".join(map(str, twice)), {"gpus": req.gpus})
+        while True:
+            with self._lock:
+                known = self._by_key(req)
+            if known is not None and known.state != "starting" and not known.never_ran:
+                return known  # the same key again: the same job, whatever has changed since
+            user, how = self._check_startable(req)
+            infos = [self.gpus.gpu_info(g) for g in req.gpus]
+            twice = sorted(i for i, n in Counter(i.index for i in infos).items() if n > 1)
+            if twice:  # by index, or by index and uuid: one GPU is one GPU of the job
+                raise RpcError(rpc.INVALID_PARAMS, "job.launch: 'gpus' names GPU %s more than "
+                               "once" % ", ".join(map(str, twice)), {"gpus": req.gpus})
+            recorded = self._record(req, infos, how)
+            if recorded is not None:
+                break
+        job, settled = recorded
+        if settled:
+            return job
+        try:
+            return self._start(job, req, user)
+        except BaseException:
+            self._forget_if_nothing_ran(job)
+            raise
+        finally:
+            with self._lock:
+                self._launching.discard(job.id)
+                self._settled.notify_all()
+
+    def _record(self, req: LaunchRequest, infos: List[GpuInfo],
+                how: Runtime) -> Optional[Tuple[Job, bool]]:
+        """The key's job recorded as starting and marked in flight, with False; the key's job
+        as it is, with True, where it is past starting; None where another launch of the key
+        is in flight: the caller waits for it without this GPU's MIG lock, and looks again."""
         with self._instance_lock(req, infos):
             facts = booking.read_facts(self.gpus, req.memory_mib, req.instance, infos,
                                        self.job_pids)
             with self._lock:
-                job = self._by_key(req)
+                job = self.store.by_key(req.key)
+                if job is not None and job.id in self._launching:
+                    return None
+                job = self._by_key(req)  # (its fingerprint checked, a failed start raised)
                 if job is not None and job.never_ran:  # a launch cut short: start it now
                     booking.check(self.store.active(), req.memory_mib, req.instance, infos,
                                   facts)
                     self.store.update(job, state="starting", reason=None, ended_at=None)
                     self._unfence(job)
                 elif job is not None and job.state != "starting":
-                    return job
+                    return job, True
                 elif job is None:
                     booking.check(self.store.active(), req.memory_mib, req.instance, infos,
                                   facts)
@@ -215,15 +241,7 @@ class Supervisor:
                         self.store.update(job, container="fractui-%s-j%d" % (
                             self.paths.digest, job.id))
                 self._launching.add(job.id)
-        try:
-            return self._start(job, req, user)
-        except BaseException:
-            self._forget_if_nothing_ran(job)
-            raise
-        finally:
-            with self._lock:
-                self._launching.discard(job.id)
-                self._settled.notify_all()
+                return job, False
 
     def _instance_lock(self, req: LaunchRequest, infos: List[GpuInfo]) -> ContextManager[Any]:
         """For a launch onto an instance that exists: its GPU's MIG lock, held from reading the
