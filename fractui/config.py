@@ -25,6 +25,7 @@ from remote_agent.daemon.settings import AgentSettings
 from remote_agent.jobs.runtime.image import image_problem as agent_image_problem
 from remote_agent.gpu.models import parse_sim_spec
 
+from fractui.small_file import NotRead, read_small_file
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
 from fractui.words import count
 
@@ -1131,14 +1132,11 @@ def read_toml(path: str, max_mib: int = MAX_CONFIG_BYTES // 2 ** 20,
     """The text of the TOML file at ``path`` and what it holds; a file that cannot be read or
     parsed raises ConfigError at the line at fault."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(max_mib * 2 ** 20 + 1)  # at most: it may be /dev/zero
+        data = read_small_file(path, max_mib * 2 ** 20, "a " + what)
     except FileNotFoundError:
         raise NoConfig(path, None, "no such file") from None
-    except OSError as err:
-        raise ConfigError(path, None, (err.strerror or str(err)).lower()) from None
-    if len(data) > max_mib * 2 ** 20:
-        raise ConfigError(path, None, f"larger than {max_mib} MiB: not a {what}")
+    except NotRead as err:
+        raise ConfigError(path, None, str(err)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -311,6 +311,11 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
         assert not leaks(done.stderr)
     done = subprocess_run(["--config", str(tmp_path), "jobs"])
     assert (done.returncode, done.stderr) == (2, "fractui: %s: is a directory\n" % tmp_path)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # no writer: reading it would wait for good
+    done = subprocess_run(["--config", str(fifo), "jobs"])
+    assert (done.returncode, done.stderr) == (2, "fractui: %s: not a regular file: a FIFO\n"
+                                              % fifo)
 
 
 def test_a_terminal_is_written_text_only():

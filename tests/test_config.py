@@ -706,9 +706,12 @@ def test_too_many_entries_and_too_big_files_are_refused(tmp_path):
     hosts = ", ".join('"h"' for _ in range(10001))
     assert error(tmp_path, f'[[queues]]\nname = "q"\ngpus = 1\nhosts = [{hosts}]\n') == (
         "F:4: queues[0].hosts has 10001 entries; at most 10000")
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as f:
+        f.truncate(4 * 2 ** 20 + 1)
     with pytest.raises(ConfigError) as err:
-        load_config("/dev/zero")
-    assert str(err.value) == "/dev/zero: larger than 4 MiB: not a config file"
+        load_config(str(big))
+    assert str(err.value) == "%s: larger than 4 MiB: not a config file" % big
     deep = 'a = 1\nb = 2\nc = ' + "[" * 5000 + "]" * 5000 + "\n"
     assert error(tmp_path, deep) == ("F:3: arrays or tables nested too deeply (TOML is read "
                                      "by recursion)")
@@ -813,3 +816,16 @@ def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path)
             again.fairshare) == (config.hosts, config.queues, config.teams, config.scheduler,
                                  config.ssh, config.fairshare)
     assert config.fairshare.usage_weight > 0  # the demo shows fair share over time
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_never_read(tmp_path):
+    """A FIFO with no writer would hold the read for good and /dev/zero never ends: each is
+    refused at once, saying what it is."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    for path, why in ((str(fifo), "not a regular file: a FIFO"),
+                      ("/dev/zero", "not a regular file: a character device"),
+                      (str(tmp_path), "is a directory")):
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert str(err.value) == "%s: %s" % (path, why)

@@ -143,13 +143,14 @@ def test_hostile_includes_are_refused_at_the_include_line(tmp_path):
     big = tmp_path / "big.conf"
     with open(big, "wb") as f:
         f.truncate(MAX_FILE_BYTES + 1)
-    for target, words in ((big, "larger than 4 MiB"), ("/dev/zero", "not a regular file"),
-                          (tmp_path, "not a regular file")):
+    for target, words in ((big, "larger than 4 MiB: not an ssh_config"),
+                          ("/dev/zero", "not a regular file: a character device"),
+                          (tmp_path, "is a directory")):
         said = refused(write(cfg, "\nInclude %s\n" % target))
         assert said.startswith("%s:2: Include %s: %s" % (cfg, target, words)), said
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert "not a regular file" in refused(write(cfg, "Include %s\n" % fifo))
+    assert "not a regular file: a FIFO" in refused(write(cfg, "Include %s\n" % fifo))
     assert "larger than 4 MiB" in refused(big)  # the config file itself
 
 

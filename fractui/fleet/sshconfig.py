@@ -18,12 +18,12 @@ import glob
 import os
 import re
 import socket
-import stat
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from fractui.config import HostConfig
 from fractui.fleet.patterns import matches_list
+from fractui.small_file import NotRead, read_small_file
 from fractui.whoami import os_user
 
 # OpenSSH's own limit on Include nesting (READCONF_MAX_DEPTH)
@@ -184,29 +184,14 @@ class _Reader:
 
 
 def _read_file(path: str) -> Union[bytes, str]:
-    """The file's bytes, or why it is not read: not a regular file (a FIFO would block, a
-    device never ends), too big, or unreadable. A missing file is an empty one."""
+    """The file's bytes, or why it is not read (fractui.small_file); a missing file is an empty
+    one, as for OpenSSH."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        return read_small_file(path, MAX_FILE_BYTES, "an ssh_config")
     except FileNotFoundError:
         return b""
-    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
-        return "cannot read it: %s" % (getattr(err, "strerror", None) or err)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "not a regular file"
-        chunks, size = [], 0
-        while size <= MAX_FILE_BYTES:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-        return "larger than %d MiB; not read as an ssh_config" % (MAX_FILE_BYTES >> 20)
-    except OSError as err:
-        return "cannot read it: %s" % (err.strerror or err)
-    finally:
-        os.close(fd)
+    except NotRead as err:
+        return str(err)
 
 
 def _include_paths(args: Sequence[str]) -> List[str]:

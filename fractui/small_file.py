@@ -1,0 +1,50 @@
+"""Reading a small file a person names (a config, an ssh_config, a theme): a regular file only,
+and only up to a size. A FIFO with no writer would block the reader for good and a device such
+as /dev/zero never ends, so neither is read: each is refused with what it is."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+_KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "not a regular file: a FIFO"),
+          (stat.S_ISCHR, "not a regular file: a character device"),
+          (stat.S_ISBLK, "not a regular file: a block device"),
+          (stat.S_ISSOCK, "not a regular file: a socket"))
+
+
+class NotRead(Exception):
+    """Why a file was not read, in words for a message after its path."""
+
+
+def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
+    """The bytes of the regular file at ``path``. FileNotFoundError where there is none (each
+    caller says what a missing file means); NotRead for anything else that stops the read,
+    ``what`` (an article and a noun: "a config file") naming the kind in the size refusal."""
+    try:  # not blocking: a FIFO opens at once, and is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        raise NotRead(_words(err)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRead(next((why for kind, why in _KINDS if kind(mode)),
+                               "not a regular file"))
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise NotRead("larger than %d MiB: not %s" % (max_bytes >> 20, what))
+    except OSError as err:
+        raise NotRead(_words(err)) from None
+    finally:
+        os.close(fd)
+
+
+def _words(err: Exception) -> str:
+    return (getattr(err, "strerror", None) or str(err)).lower()
