@@ -5,6 +5,7 @@ keys and damaged lines never let a key through; `fractui trust` accepts only unk
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -199,3 +200,19 @@ def test_status_says_untrusted_and_trust_refuses_a_changed_key(fleet_env):
     trusted = fleet_env.fractui("trust", "gpu-imp", "--yes")
     assert trusted.returncode == 0, trusted.stderr
     assert "ssh-rsa" in known.read_text() and old not in known.read_text()
+
+
+def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_env):
+    """A FIFO with no writer in known_hosts' place would hold the host's connect for good:
+    the host reads offline saying so, and trust and doctor end with it, exit 1."""
+    fleet_env.add("gpu-fifo", None, trust=False)
+    known = fleet_env.env.known_hosts
+    known.unlink()
+    os.mkfifo(known)
+    said = "known_hosts %s: not a regular file: a FIFO" % known
+    status = fleet_env.status()["gpu-fifo"]
+    assert (status["state"], status["error"]) == ("offline", said), status
+    for verb in ("trust", "doctor"):
+        done = fleet_env.fractui(verb, "gpu-fifo", *(["--yes"] if verb == "trust" else []))
+        assert done.returncode == 1 and said in done.stdout + done.stderr, (verb, done)
+        assert "Traceback" not in done.stderr

@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import paramiko
 
 from fractui.fleet.patterns import matches_list
+from fractui.small_file import NotRead, read_small_file
 
 log = logging.getLogger("fractui.fleet")
 
@@ -182,6 +183,14 @@ class UntrustedHostKey(Exception):
         return "ssh-keygen -f %s -R %s" % (shlex.quote(self.path), shlex.quote(self.name))
 
 
+# A known_hosts of a few hundred thousand hosts; a bigger file (or /dev/zero) is refused.
+MAX_KNOWN_HOSTS_BYTES = 64 << 20
+
+
+class KnownHostsUnreadable(OSError):
+    """The known_hosts file cannot be read: no host key can be checked (said with its path)."""
+
+
 @dataclass
 class KnownHosts:
     path: str
@@ -189,16 +198,19 @@ class KnownHosts:
     def lines(self) -> List[KnownLine]:
         """Every line that names a host. Damaged lines are kept (with their problem) when
         the host field can be read, so that a host they name never passes for unknown."""
-        if not os.path.exists(self.path):
+        try:
+            data = read_small_file(self.path, MAX_KNOWN_HOSTS_BYTES, "a known_hosts file")
+        except FileNotFoundError:
             return []
+        except NotRead as err:
+            raise KnownHostsUnreadable("known_hosts %s: %s" % (self.path, err)) from None
         found = []
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            for number, raw in enumerate(f, 1):
-                line = raw.strip()
-                if line and not line.startswith("#"):
-                    parsed = _parse(number, line)
-                    if parsed is not None:
-                        found.append(parsed)
+        for number, raw in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
+            line = raw.strip()
+            if line and not line.startswith("#"):
+                parsed = _parse(number, line)
+                if parsed is not None:
+                    found.append(parsed)
         return found
 
     def about(self, name: str) -> Tuple[List[KnownLine], List[KnownLine]]:
