@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Optional
 
 _KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "not a regular file: a FIFO"),
           (stat.S_ISCHR, "not a regular file: a character device"),
@@ -28,10 +29,9 @@ def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
         raise NotRead(_words(err)) from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRead(next((why for kind, why in _KINDS if kind(mode)),
-                               "not a regular file"))
+        why = _not_regular(os.fstat(fd).st_mode)
+        if why:
+            raise NotRead(why)
         chunks, size = [], 0
         while size <= max_bytes:
             chunk = os.read(fd, 1 << 20)
@@ -44,6 +44,21 @@ def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
         raise NotRead(_words(err)) from None
     finally:
         os.close(fd)
+
+
+def not_regular(path: str) -> Optional[str]:
+    """Why ``path`` is not a regular file ("not a regular file: a FIFO"), for a file read by a
+    library that opens it itself; None for a regular file or none at all (the reader says)."""
+    try:
+        return _not_regular(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return None
+
+
+def _not_regular(mode: int) -> Optional[str]:
+    if stat.S_ISREG(mode):
+        return None
+    return next((why for kind, why in _KINDS if kind(mode)), "not a regular file")
 
 
 def _words(err: Exception) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
-from fractui.fleet.link import SshLink
+from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
 from tests import sshd
 from tests.test_fleet import SshFleet
@@ -216,3 +216,22 @@ def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_
         done = fleet_env.fractui(verb, "gpu-fifo", *(["--yes"] if verb == "trust" else []))
         assert done.returncode == 1 and said in done.stdout + done.stderr, (verb, done)
         assert "Traceback" not in done.stderr
+
+
+def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
+        ssh_env, tmp_path):
+    """paramiko reads an identity file and its ``-cert.pub`` itself, and would wait for good on
+    a FIFO: each such is passed over, named in what was tried."""
+    server = ssh_env.new_server("fifo-key")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    fifo = tmp_path / "id_fifo"
+    os.mkfifo(fifo)
+    key = tmp_path / "id_copy"
+    key.write_bytes(ssh_env.user_key_path.read_bytes())
+    key.chmod(0o600)
+    os.mkfifo(str(key) + "-cert.pub")
+    for path, special in ((fifo, fifo), (key, str(key) + "-cert.pub")):
+        with pytest.raises(LinkError) as err:
+            connect(ssh_env, server, identity_file=str(path)).close()
+        assert "%s (not a regular file: a FIFO)" % special in str(err.value), str(err.value)
+    connect(ssh_env, server).close()  # the key itself, beside no FIFO, still lets us in

@@ -23,6 +23,7 @@ from fractui.fleet import sshlog
 from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
 from fractui.fleet.transport.base import TransportError
+from fractui.small_file import not_regular
 
 KEEPALIVE_S = 5
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
@@ -138,6 +139,11 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
             return False
 
     for path in hop.identity_files:
+        special = [(p, why) for p in (path, path + "-cert.pub") for why in [not_regular(p)]
+                   if why]  # paramiko reads both, and would wait for good on a FIFO
+        if special:
+            tried.append("%s (%s)" % special[0])
+            continue
         try:
             key = paramiko.PKey.from_path(path)
         except (OSError, paramiko.SSHException, ValueError) as err:
