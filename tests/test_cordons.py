@@ -125,3 +125,43 @@ def test_placement_sees_no_cordoned_host_and_a_cordoned_gpu_with_nothing_to_give
     assert refusal(cordons, "gpu-b", ()) == (
         "gpu-b is draining (by ops): it takes no new work until an admin uncordons it "
         "(fractui uncordon gpu-b)")
+
+
+def test_a_damaged_cordon_row_keeps_its_host_out_of_service_until_uncordoned(tmp_path):
+    """Rows holding what fractui never writes (a mode, a GPU, a time): each host reads cordoned
+    as a whole, saying its row is damaged, so no work goes there and every reader goes on;
+    uncordoning the host deletes the row, audited."""
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    store = open_store("sqlite://" + str(path))
+    store.close()
+    db = sqlite3.connect(str(path))
+    db.executemany("INSERT INTO cordons (host, gpu, mode, actor, why, since) VALUES "
+                   "(?, ?, ?, ?, ?, ?)", [("gpu-a", 0, "bogus", "ops", "x", 1.0),
+                                          ("gpu-b", "two", CORDON, "ops", "x", 1.0),
+                                          ("gpu-c", 1, DRAIN, "ops", "x", "yesterday")])
+    db.commit()
+    db.close()
+    store = open_store("sqlite://" + str(path))
+    try:
+        kept = store.cordons()
+        assert [(c.host, c.gpu, c.mode) for c in kept] == [
+            ("gpu-a", None, CORDON), ("gpu-b", None, CORDON), ("gpu-c", None, CORDON)]
+        assert kept[0].why == (
+            "its row in the store is damaged (the cordon of gpu-a gpu 0 is 'bogus', not one of "
+            "cordon, drain): the host is out of service until it is uncordoned")
+        assert "gpu-b gpu two's gpu is 'two'" in kept[1].why and kept[1].since == 1.0
+        assert "since is 'yesterday'" in kept[2].why and kept[2].since == 0.0
+        hosts = [Host(n, 8000, 64000, [Gpu("L4", 24000), Gpu("L4", 24000)])
+                 for n in ("gpu-a", "gpu-b", "gpu-c", "gpu-d")]
+        assert [h.name for h in fenced(hosts, kept)] == ["gpu-d"]
+        assert refusal(kept, "gpu-a", (1,)).startswith("gpu-a is cordoned (by ?)")
+        for host in ("gpu-a", "gpu-b", "gpu-c"):
+            (lifted,) = store.uncordon(host, None, "ops@here", "uncordoned by ops@here")
+            assert lifted.host == host
+        assert store.cordons() == []
+        assert [e.detail["lifted"] for e in store.audit_log()] == [["gpu-a"], ["gpu-b"],
+                                                                   ["gpu-c"]]
+    finally:
+        store.close()

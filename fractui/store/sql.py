@@ -25,8 +25,8 @@ from fractui.store import usage_rows
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
-from fractui.store.model import (CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED, REQUEUED,
-                                 RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST, AuditEntry,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED,
+                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST, AuditEntry,
                                  Cordon, GpuTime, HolderMemory, Job, LogTail, Refusal,
                                  Sampled, Slot, StaleCopy, UsageRecord)
 
@@ -752,10 +752,21 @@ def _audit_entry(row: Any) -> AuditEntry:
 
 
 def _cordon(row: Any) -> Cordon:
-    check("the cordon of %s gpu %s" % (row["host"], row["gpu"]), row, CORDON_COLUMNS)
-    if row["mode"] not in CORDON_MODES or row["gpu"] < WHOLE_HOST:
-        raise Unreadable("the cordon of %s gpu %s is %r, not one of %s" % (
-            row["host"], row["gpu"], row["mode"], ", ".join(CORDON_MODES)))
+    """The row's cordon. A damaged row whose host can be read is that whole host cordoned,
+    saying so: read as no cordon, work would go where an admin took it away, and read as the
+    store damaged, no pass, screen or verb (uncordon included) could go on. Uncordoning the
+    host deletes the row."""
+    try:
+        check("the cordon of %s gpu %s" % (row["host"], row["gpu"]), row, CORDON_COLUMNS)
+        if row["mode"] not in CORDON_MODES or row["gpu"] < WHOLE_HOST:
+            raise Unreadable("the cordon of %s gpu %s is %r, not one of %s" % (
+                row["host"], row["gpu"], row["mode"], ", ".join(CORDON_MODES)))
+    except Unreadable as err:
+        if type(row["host"]) not in TEXT:
+            raise
+        since = row["since"] if type(row["since"]) in NUM else 0.0
+        return Cordon(row["host"], None, CORDON, "?", "its row in the store is damaged (%s): "
+                      "the host is out of service until it is uncordoned" % err, float(since))
     return Cordon(row["host"], None if row["gpu"] == WHOLE_HOST else int(row["gpu"]),
                   row["mode"], row["actor"], row["why"], float(row["since"]))
 
