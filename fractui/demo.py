@@ -30,7 +30,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+from remote_agent.daemon.paths import AgentPaths
+from remote_agent.daemon.trust import UnsafePath
 
 from fractui.config import (Config, FairShareSettings, HostConfig, QueueConfig,
                             SchedulerSettings, StoreSettings, TeamConfig, UsageSettings,
@@ -272,16 +275,20 @@ class Demo:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _locked(path: str) -> bool:
+def _locked(path: str, unheld: Callable[[], None] = lambda: None) -> bool:
     """Whether a live process holds ``path``'s lock: the shim holds ``shim.lock`` and the
-    daemon ``daemon.lock`` for their whole lives, so this never mistakes a recycled pid."""
+    daemon ``daemon.lock`` for their whole lives, so this never mistakes a recycled pid.
+    ``unheld`` runs while this holds the lock, where no process did."""
     try:
         with open(path, "a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-            fcntl.flock(f, fcntl.LOCK_UN)
+            try:
+                unheld()
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
             return False
     except OSError:
         return False
@@ -332,3 +339,20 @@ def sweep(state_dir: str, wait_s: float = 3.0) -> None:
             (os.killpg if group else os.kill)(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    _drop_dead_socket(AgentPaths(state_dir))
+
+
+def _drop_dead_socket(paths: AgentPaths) -> None:
+    """A daemon killed leaves its socket in the user's socket dir, shared by all their agents;
+    it is removed once the daemon's lock is free (the kernel frees it as the process ends), and
+    under that lock, so no daemon starting meanwhile binds a socket this would remove."""
+    def unlink() -> None:
+        try:
+            if paths.check_socket() is not None:
+                os.unlink(paths.socket)
+        except (UnsafePath, OSError) as err:  # not ours, or gone: the next daemon says
+            log.info("left %s: %s", paths.socket, err)
+
+    deadline = time.monotonic() + 1.0
+    while _locked(paths.lock_file, unlink) and time.monotonic() < deadline:
+        time.sleep(0.02)

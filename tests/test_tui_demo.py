@@ -250,3 +250,28 @@ def test_stopping_the_demo_starts_no_agent_again(monkeypatch):
     assert set(at_sweep) == set(dirs)
     assert {d: pid for d, pid in at_sweep.items() if pid not in (0, first[d])} == {}
     assert not any(os.path.exists(d) for d in dirs)
+
+
+def test_the_sweep_removes_the_socket_of_a_daemon_it_killed(start_agent, tmp_path):
+    """A daemon killed cannot remove its socket, which stays in the user's socket directory
+    among every agent's; the sweep that killed it removes it. One that stopped removed its own."""
+    from fractui.demo import sweep
+    from remote_agent.daemon.paths import AgentPaths
+    from tests.test_jobs import alive
+
+    for name, how in (("killed", None), ("stopped", "daemon.shutdown")):
+        state = str(tmp_path / name)
+        agent = start_agent("1xL4", state)
+        agent.call("hello")
+        paths = AgentPaths(state)
+        with open(paths.pid_file) as f:
+            pid = int(f.read())
+        assert os.path.exists(paths.socket)
+        if how:
+            agent.call(how)
+        sweep(state, wait_s=10 if how else 0)
+        deadline = time.monotonic() + 30
+        while alive(pid):
+            assert time.monotonic() < deadline, "the daemon %d still runs" % pid
+            time.sleep(0.05)
+        assert not os.path.exists(paths.socket), name
