@@ -1,6 +1,7 @@
-"""Reading a small file a person names (a config, an ssh_config, a theme): a regular file only,
-and only up to a size. A FIFO with no writer would block the reader for good and a device such
-as /dev/zero never ends, so neither is read: each is refused with what it is."""
+"""Reading a small file a person names (a config, an ssh_config, a theme): a regular file only
+(or /dev/null, the empty file by name), and only up to a size. A FIFO with no writer would
+block the reader for good and a device such as /dev/zero never ends, so neither is read: each
+is refused with what it is."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
         raise NotRead(_words(err)) from None
     try:
-        why = _not_regular(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        why = _not_regular(st.st_mode)
+        if why and _null(st):  # the empty file by name (ssh -F /dev/null)
+            return b""
         if why:
             raise NotRead(why)
         chunks, size = [], 0
@@ -48,11 +52,20 @@ def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
 
 def not_regular(path: str) -> Optional[str]:
     """Why ``path`` is not a regular file ("not a regular file: a FIFO"), for a file read by a
-    library that opens it itself; None for a regular file or none at all (the reader says)."""
+    library that opens it itself; None for a regular file, /dev/null or none at all (the
+    reader says)."""
     try:
-        return _not_regular(os.stat(path).st_mode)
+        st = os.stat(path)
     except (OSError, ValueError):
         return None
+    return None if _null(st) else _not_regular(st.st_mode)
+
+
+def _null(st: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(st, os.stat(os.devnull))
+    except OSError:
+        return False
 
 
 def _not_regular(mode: int) -> Optional[str]:

@@ -820,8 +820,9 @@ def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path)
 
 def test_a_config_that_is_not_a_regular_file_is_refused_never_read(tmp_path):
     """A FIFO with no writer would hold the read for good and /dev/zero never ends: each is
-    refused at once, saying what it is."""
-    fifo = tmp_path / "config.toml"
+    refused at once, saying what it is. /dev/null is the empty file by name, and loads."""
+    assert load_config(os.devnull).hosts == load_config(write(tmp_path, "")).hosts
+    fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
     for path, why in ((str(fifo), "not a regular file: a FIFO"),
                       ("/dev/zero", "not a regular file: a character device"),
