@@ -20,6 +20,42 @@ from tests.test_jobs import PY, alive, wait_job
 HOST = "1xA100-80GB:mig,1xL4"
 
 
+@pytest.fixture
+def in_process(tmp_path):
+    """in_process(spec) -> (Supervisor, Agent): the daemon's parts in this process on a fresh
+    simulated host, so a test can interleave them exactly; jobs and shims are real processes.
+    Afterwards the simulator's faults are cleared and everything of the host is stopped."""
+    from remote_agent.gpu import fake_pynvml as nv
+    from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
+    from remote_agent.service import Agent
+    from tests.conftest import stop_host
+
+    state = tmp_path / "host"
+    made: List[Any] = []
+
+    def make(spec: str):
+        state.mkdir(mode=0o700)
+        paths = AgentPaths(str(state))
+        os.mkdir(paths.sim_dir, 0o700)  # as the daemon makes it
+        nv.sim_open(paths.sim_state, spec)
+        agent = Agent(nv, "sim", sim=nv)
+        made.append(Supervisor(paths, agent, SupervisorSettings(), lambda job: None, {}))
+        return made[-1], agent
+
+    yield make
+    nv.sim_clear_faults()
+    for sup in made:
+        sup.store.close()
+    stop_host(str(state))
+
+
+def launch_request(**params: Any):
+    from remote_agent.jobs.methods import LAUNCH_PARAMS
+    from remote_agent.jobs.supervisor import parse_launch
+
+    return parse_launch(rpc.Params("job.launch", params, LAUNCH_PARAMS))
+
+
 class Client:
     """A connection straight to the daemon's socket, as a bridge makes: one per thread."""
 
@@ -290,85 +326,58 @@ def test_a_launch_held_in_mig_creation_holds_no_other_gpu(start_agent, tmp_path,
     assert first[0]["result"]["state"] == second[0]["result"]["state"] == "running"
 
 
-def test_a_watchdog_pass_that_saw_a_start_before_its_relaunch_leaves_it_to_the_launch(tmp_path):
+def test_a_watchdog_pass_that_saw_a_start_before_its_relaunch_leaves_it_to_the_launch(
+        in_process, tmp_path):
     """A start the daemon left ``starting`` (it died mid-launch), listed by a watchdog pass just
     before a retry of its key took it: the pass must leave it to that launch, which starts it.
     The daemon's parts run here, so the pass and the launch interleave exactly so; the job and
     its shim are real processes."""
     from remote_agent.gpu import fake_pynvml as nv
-    from remote_agent.jobs.methods import LAUNCH_PARAMS
     from remote_agent.jobs.store import Job
-    from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, parse_launch
     from remote_agent.jobs.watch import Watchdog
-    from remote_agent.service import Agent
-    from tests.conftest import stop_host
 
-    state = tmp_path / "host"
-    state.mkdir(mode=0o700)
-    paths = AgentPaths(str(state))
-    os.mkdir(paths.sim_dir, 0o700)  # as the daemon makes it
-    nv.sim_open(paths.sim_state, "1xA100-80GB:mig")
-    sup = Supervisor(paths, Agent(nv, "sim", sim=nv), SupervisorSettings(), lambda job: None, {})
-    try:
-        req = parse_launch(rpc.Params("job.launch", {
-            "key": "k-left", "gpu": 0, "mig": {"profile": "3g.40gb", "start": 4},
-            "argv": [PY, "-c", "import time; time.sleep(600)"]}, LAUNCH_PARAMS))
-        left = sup.store.insert(Job(  # as a daemon killed mid-launch left it
-            id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
-            env={}, cwd=None, gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=req.mig,
-            memory_mib=None, created_at=0.0))
-        (seen,) = sup.watched()  # a pass lists it ...
-        gate = tmp_path / "gate"
-        nv.sim_hold("nvmlDeviceCreateGpuInstanceWithPlacement", str(gate))
-        answers: List[Any] = []
+    sup, _ = in_process("1xA100-80GB:mig")
+    req = launch_request(key="k-left", gpu=0, mig={"profile": "3g.40gb", "start": 4},
+                         argv=[PY, "-c", "import time; time.sleep(600)"])
+    left = sup.store.insert(Job(  # as a daemon killed mid-launch left it
+        id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
+        env={}, cwd=None, gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=req.mig,
+        memory_mib=None, created_at=0.0))
+    (seen,) = sup.watched()  # a pass lists it ...
+    gate = tmp_path / "gate"
+    nv.sim_hold("nvmlDeviceCreateGpuInstanceWithPlacement", str(gate))
+    answers: List[Any] = []
 
-        def relaunch() -> None:
-            try:
-                answers.append(sup.launch(req))
-            except rpc.RpcError as err:
-                answers.append(err)
+    def relaunch() -> None:
+        try:
+            answers.append(sup.launch(req))
+        except rpc.RpcError as err:
+            answers.append(err)
 
-        launch = threading.Thread(target=relaunch)
-        launch.start()  # ... and a retry of the key takes it before the pass comes to it
-        wait_until(lambda: os.path.exists(str(gate) + ".held"), "the relaunch in MIG creation")
-        Watchdog(sup)._resolve_starting(seen)
-        gate.touch()
-        launch.join(60)
-        (job,) = answers
-        assert isinstance(job, Job), job.message
-        assert (job.id, job.state) == (left.id, "running") and alive(job.pid)
-        assert sup.store.get(left.id).state == "running"
-    finally:
-        nv.sim_clear_faults()
-        sup.store.close()
-        stop_host(str(state))
+    launch = threading.Thread(target=relaunch)
+    launch.start()  # ... and a retry of the key takes it before the pass comes to it
+    wait_until(lambda: os.path.exists(str(gate) + ".held"), "the relaunch in MIG creation")
+    Watchdog(sup)._resolve_starting(seen)
+    gate.touch()
+    launch.join(60)
+    (job,) = answers
+    assert isinstance(job, Job), job.message
+    assert (job.id, job.state) == (left.id, "running") and alive(job.pid)
+    assert sup.store.get(left.id).state == "running"
 
 
-def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_lock(tmp_path):
+def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_lock(in_process):
     """Two launches of one key onto an existing instance, the second past its first look for
     the key before the first recorded it: while the first is starting, the second waits for it
     without that GPU's MIG lock (a MIG change on the GPU goes on), then answers the same job.
     The daemon's parts run here so the two interleave exactly so; the job is a real process."""
     from contextlib import contextmanager
 
-    from remote_agent.gpu import fake_pynvml as nv
-    from remote_agent.jobs.methods import LAUNCH_PARAMS
-    from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings, parse_launch
-    from remote_agent.service import Agent
-    from tests.conftest import stop_host
-
-    state = tmp_path / "host"
-    state.mkdir(mode=0o700)
-    paths = AgentPaths(str(state))
-    os.mkdir(paths.sim_dir, 0o700)  # as the daemon makes it
-    nv.sim_open(paths.sim_state, "1xA100-80GB:mig")
-    agent = Agent(nv, "sim", sim=nv)
-    sup = Supervisor(paths, agent, SupervisorSettings(), lambda job: None, {})
+    sup, agent = in_process("1xA100-80GB:mig")
     uuid = agent.mig_apply(rpc.Params("mig.apply", {"gpu": 0, "profile": "3g.40gb", "start": 4},
                                       ("gpu", "profile", "start")))["instance"]["uuid"]
-    req = parse_launch(rpc.Params("job.launch", {
-        "key": "k-twice", "gpu": 0, "instance": uuid,
-        "argv": [PY, "-c", "import time; time.sleep(600)"]}, LAUNCH_PARAMS))
+    req = launch_request(key="k-twice", gpu=0, instance=uuid,
+                         argv=[PY, "-c", "import time; time.sleep(600)"])
     first_in, first_go, second_in = threading.Event(), threading.Event(), threading.Event()
     starting, start_go = threading.Event(), threading.Event()
     locked, spawn = sup._instance_lock, sup._spawn_shim
@@ -419,6 +428,38 @@ def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_loc
     finally:
         first_go.set()
         start_go.set()
-        nv.sim_clear_faults()
-        sup.store.close()
-        stop_host(str(state))
+
+
+def test_a_shim_that_ends_before_it_claims_its_job_is_fenced_off_and_the_key_starts_it(
+        in_process, tmp_path, monkeypatch):
+    """A shim that ended before it claimed its job (killed, or a full disk) ran nothing: the
+    launch fences the job off with the daemon's own claim, so no shim still on its way could
+    start it, and records it ended saying so. The same key launched again takes the fence back
+    and starts the job, once."""
+    from remote_agent.jobs import supervisor
+
+    sup, _ = in_process("1xL4")
+    started, release = tmp_path / "started", tmp_path / "release"
+    req = launch_request(key="k-fenced", gpu=0, memory_mib=100,
+                         argv=logged_start(started, release))
+    real = supervisor.agent_command
+    # a real process in the shim's place that ends at once, before any claim
+    monkeypatch.setattr(supervisor, "agent_command", lambda: [PY, "-c", "raise SystemExit(1)"])
+    with pytest.raises(rpc.RpcError) as refused:
+        sup.launch(req)
+    assert refused.value.code == rpc.HOST_FAILED, refused.value.message
+    assert "its shim could not claim the job" in refused.value.message
+    job = sup.store.by_key("k-fenced")
+    assert (job.state, job.never_ran) == ("exited", True)
+    claim = os.path.join(sup.job_dir(job), "shim.claim")
+    with open(claim, "rb") as f:
+        assert f.read() == supervisor.FENCE  # no shim may start it now
+    assert not started.exists()
+    monkeypatch.setattr(supervisor, "agent_command", real)
+    again = sup.launch(req)
+    try:
+        assert (again.id, again.state) == (job.id, "running") and alive(again.pid)
+        wait_until(lambda: started.exists() and started.read_text().split() == [
+            str(again.pid)], "the job to start, once")
+    finally:
+        release.touch()
