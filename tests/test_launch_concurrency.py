@@ -49,6 +49,17 @@ def in_process(tmp_path):
     stop_host(str(state))
 
 
+def launcher(sup, req, answers: List[Any]) -> threading.Thread:
+    """A thread (not started) that launches ``req`` and appends the job, or the refusal."""
+    def launch() -> None:
+        try:
+            answers.append(sup.launch(req))
+        except rpc.RpcError as err:
+            answers.append(err)
+
+    return threading.Thread(target=launch)
+
+
 def launch_request(**params: Any):
     from remote_agent.jobs.methods import LAUNCH_PARAMS
     from remote_agent.jobs.supervisor import parse_launch
@@ -347,14 +358,7 @@ def test_a_watchdog_pass_that_saw_a_start_before_its_relaunch_leaves_it_to_the_l
     gate = tmp_path / "gate"
     nv.sim_hold("nvmlDeviceCreateGpuInstanceWithPlacement", str(gate))
     answers: List[Any] = []
-
-    def relaunch() -> None:
-        try:
-            answers.append(sup.launch(req))
-        except rpc.RpcError as err:
-            answers.append(err)
-
-    launch = threading.Thread(target=relaunch)
+    launch = launcher(sup, req, answers)
     launch.start()  # ... and a retry of the key takes it before the pass comes to it
     wait_until(lambda: os.path.exists(str(gate) + ".held"), "the relaunch in MIG creation")
     Watchdog(sup)._resolve_starting(seen)
@@ -399,14 +403,7 @@ def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_loc
 
     sup._instance_lock, sup._spawn_shim = instance_lock, spawn_shim
     answers: List[Any] = []
-
-    def launch() -> None:
-        try:
-            answers.append(sup.launch(req))
-        except rpc.RpcError as err:
-            answers.append(err)
-
-    threads = [threading.Thread(target=launch) for _ in range(2)]
+    threads = [launcher(sup, req, answers) for _ in range(2)]
     try:
         threads[0].start()
         assert first_in.wait(60)
