@@ -17,7 +17,7 @@ from fractui.arguments import (bounded, check_words, container_image, instance_u
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
-from fractui.terminal import say, text_only_to_terminals
+from fractui.terminal import escape_what_cannot_be_encoded, say, text_only_to_terminals
 from fractui.usage import BY
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
@@ -212,6 +212,7 @@ def _demo_gpus(text: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one command line; returns its exit code, whatever happened."""
+    escape_what_cannot_be_encoded()
     try:
         try:
             code = _run(list(sys.argv[1:] if argv is None else argv))

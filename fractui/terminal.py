@@ -78,6 +78,17 @@ class TerminalText(io.TextIOBase):
         return self.stream.encoding
 
 
+def escape_what_cannot_be_encoded() -> None:
+    """A character stdout's or stderr's encoding cannot hold (a job's name in Unicode under
+    PYTHONIOENCODING=ascii or a Latin-1 locale) is written as its escape, ``\\xe9``, rather than
+    ending the verb (or the line saying why it failed) with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # replaced by a caller, or closed
+            pass
+
+
 def text_only_to_terminals() -> None:
     """Wrap stdout and stderr where each is a terminal (see TerminalText)."""
     if sys.stdout.isatty() and not isinstance(sys.stdout, TerminalText):

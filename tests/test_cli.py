@@ -328,3 +328,26 @@ def test_a_terminal_is_written_text_only():
                              "\x1b]52;c;SGk=\x07\x1b[2J\x1bM\u202eend\x07\x08\x9b\x7f\r\n"
                              "10%\r20%\r\x1b\x1b[0m[201~\x1b(B\x9d0;t\x9cok\n")
     assert into.getvalue() == "a\tb\nred link end\n10%\n20%\nok\n"
+
+
+def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_fleet):  # noqa: F811
+    """A researcher's job named and printing in Unicode, read by an admin whose stdout is
+    ASCII (PYTHONIOENCODING, or a C locale on an older Python): each verb writes what its
+    encoding cannot hold as an escape, on stdout and in the line saying why on stderr."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    job = f.store.submit("quarter", None, "h\xe9llo-\u2713", [
+        PY, "-c", "print('h\\xe9llo \\u2713', flush=True)"], f.config.queue("quarter").request(),
+        "test")
+    f.until(lambda: f.states()[job.id] == "done")
+    config = f.write_config()
+    ascii_out = {"PYTHONIOENCODING": "ascii"}
+    for argv, code, out, err in (
+            (["jobs", "--all"], 0, "h\\xe9llo-\\u2713", ""),
+            (["logs", str(job.id)], 0, "h\\xe9llo \\u2713\n", ""),
+            (["audit", str(job.id)], 0, "", ""),
+            (["status"], 0, "gpu-a", ""),
+            (["logs", "j\u00e9"], 2, "", "'j\\xe9'")):
+        done = subprocess_run(["--config", config, *argv], env_extra=ascii_out)
+        assert done.returncode == code and out in done.stdout and err in done.stderr, (
+            argv, done.returncode, done.stdout[-300:], done.stderr)
+        assert not leaks(done.stderr), (argv, done.stderr)
