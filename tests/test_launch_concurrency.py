@@ -422,9 +422,12 @@ def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_loc
         assert not isinstance(first, rpc.RpcError) and not isinstance(second, rpc.RpcError)
         assert first.id == second.id and second.state == "running" and alive(second.pid)
         assert len(sup.store.active()) == 1
-    finally:
+    finally:  # (on a failure too: no launch left to start a job after the host is stopped)
         first_go.set()
         start_go.set()
+        for t in threads:
+            if t.ident is not None:  # started
+                t.join(60)
 
 
 def test_a_shim_that_ends_before_it_claims_its_job_is_fenced_off_and_the_key_starts_it(
