@@ -26,9 +26,9 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED,
-                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST, AuditEntry,
-                                 Cordon, GpuTime, HolderMemory, Job, LogTail, Refusal,
-                                 Sampled, Slot, StaleCopy, UsageRecord)
+                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
+                                 AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
+                                 Refusal, Sampled, Slot, StaleCopy, UsageRecord)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)

@@ -584,8 +584,8 @@ class Supervisor:
     def _fence(self, job: Job) -> Optional[bool]:
         """The daemon's own claim of a job no shim has claimed, so that no shim still on its
         way can start it: True once made (or made before, or where the launch never made the
-        job's directory), False if a shim has claimed it, None if it cannot be written now (a full disk: it is
-        taken back, and nothing is decided)."""
+        job's directory), False if a shim has claimed it, None if it cannot be written now (a
+        full disk: it is taken back, and nothing is decided)."""
         claim = os.path.join(self.job_dir(job), "shim.claim")
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
