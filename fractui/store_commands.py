@@ -23,6 +23,7 @@ from fractui.sched.cordons import state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, host_refusal
 from fractui.sched.quota import past_quota, team_usage
+from fractui.scheduler.backoff import held_back
 from fractui.servable import submittable
 from fractui.store import Store, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
@@ -163,7 +164,8 @@ def place(config: Config, args: argparse.Namespace) -> int:
         turns = mode_change(slot, known.get("gpus") or [])
         flip = None if turns is None else flip_of(args.host, known["gpus"][gpu], turns)
         refusal = None if turns is None else host_refusal(
-            args.host, gpu, config.mode_fixed(args.host), flips_modes(known))
+            args.host, gpu, config.mode_fixed(args.host), flips_modes(known)) or _held(
+                store, args.host, gpu, known["gpus"][gpu])
         if refusal is not None:  # its launch would be refused: not recorded
             raise Failed("not placed: job %d on %s needs its launch to %s first, and %s" % (
                 job.id, slot.describe(), flip, refusal))
@@ -188,6 +190,15 @@ def place(config: Config, args: argparse.Namespace) -> int:
         job.id, slot.describe(), "launches" if flip is None else "will %s, then launch" % flip,
         " (borrowed: preemptible)" if job.preemptible else ""))
     return 0
+
+
+def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[str]:
+    """Why the lease holder would not change this GPU's mode now (a change of its failed
+    lately), or None."""
+    uuid = str(rec.get("uuid"))
+    hold = store.mode_holds().get(uuid)
+    left = hold.until - time.time() if hold is not None else 0.0
+    return held_back(gpu, host, uuid, left) if left > 0 else None
 
 
 def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:

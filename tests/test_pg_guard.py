@@ -142,6 +142,8 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         refused(guarded, "INSERT INTO lost_clocks (kind, name, since) VALUES ('host', 'h', 0)",
                 "table lost_clocks")
         refused(guarded, "DELETE FROM stops_sent", "table stops_sent")
+        refused(guarded, "INSERT INTO mode_holds (uuid, failures, until) VALUES ('GPU-x', 1, "
+                "9e12)", "table mode_holds")  # (a team member's TUI reads them, below)
         refused(guarded, "UPDATE fractui_schema SET version = 1", "table fractui_schema")
         refused(guarded, "TRUNCATE jobs", "table jobs")
         after = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000),
@@ -236,6 +238,7 @@ def test_a_cordon_is_an_admins_act_in_the_database_too(guarded):
         with pytest.raises(StoreDenied, match="role %s may not do this: " % guarded.ann):
             ann.cordon("gpu-b", None, CORDON, guarded.ann, "straight to the store")
         assert ann.cordons() == [made]  # read by a team member (its TUI and status show it)
+        assert ann.mode_holds() == {}  # and the GPUs held back from mode changes
         assert [c.gpu for c in uncordon(ops, "gpu-a", None, Asker("here"))] == [1]
         assert ops.cordons() == []
     finally:

@@ -16,7 +16,8 @@ import pytest
 
 from fractui.config import QueueConfig
 from fractui.scheduler.backoff import ModeBackoff
-from fractui.store import Slot
+from fractui.scheduler import Scheduler
+from fractui.store import Slot, open_store
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -360,6 +361,45 @@ def test_one_failed_change_is_one_call_however_many_decisions_wait_on_the_gpu(lo
         for w in held), said
     assert all(f.store.get(j.id).refusals == () for j in jobs)
     assert f.scheduler.executor.backoff.failed(uuid, now[0]) == 240.0  # the second failure
+
+
+def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_holder(
+        local_fleet):
+    """The GPU held back after its change failed is kept in the store: `fractui place` offers
+    no change there while the hold runs (it would not be asked), and a lease holder that takes
+    over goes on from the hold rather than asking again at once (which would be one more failed
+    change and one more attempt of the job)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], lease_s=2.0)
+    wait_processes_known(f, "gpu-a")
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
+                                                "error": "NVML_ERROR_UNKNOWN", "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    job = f.submit("slice")
+    f.until(lambda: uuid in f.store.mode_holds())
+    hold = f.store.mode_holds()[uuid]
+    assert hold.failures == 1 and 0 < hold.until - time.time() <= 120
+    assert f.store.get(job.id).attempt == 1
+    done = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb", "--start",
+                     "0", "--yes")
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.startswith(
+        "fractui: not placed: job %d on gpu-a gpu0 3g.40gb at slot 0 needs its launch to turn "
+        "MIG on on gpu-a gpu 0 (a GPU reset, made only while nothing runs there) first, and "
+        "gpu 0 of gpu-a (%s) is offered no MIG mode change for another " % (job.id, uuid))
+    assert done.stderr.endswith(" s, after a change of its failed\n"), done.stderr
+    f.scheduler.stop(release=True)  # the next holder takes over
+    store = open_store(f.config.store.url)
+    second = Scheduler(f.config, store, f.fleet, name="second")
+    try:
+        for _ in range(5):
+            assert second.step() and second.settle()
+        assert second.executor.backoff.left(uuid, time.time()) > 0
+        back = f.store.get(job.id)
+        assert (back.state, back.attempt) == ("pending", 1)  # not asked again meanwhile
+        assert f.store.mode_holds() == {uuid: hold}
+    finally:
+        second.stop()
+        store.close()
 
 
 def test_a_hold_doubles_at_each_failure_in_a_row_to_an_hour_and_a_success_forgets_it():

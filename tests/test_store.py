@@ -10,7 +10,7 @@ import pytest
 
 from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
                            default_store_path, open_store)
-from fractui.store.model import HolderMemory
+from fractui.store.model import HolderMemory, ModeHold
 from fractui.store.sqlite import _migrations
 
 
@@ -168,6 +168,7 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
             lambda: store.record_inventory("h", {"cpus": 1}, epoch=old),
             lambda: store.keep_inventory({"h": {"cpus": 1}}, {}, epoch=old),
             lambda: store.keep_lost_clocks({"h": 5.0}, {job.id: 6.0}, epoch=old),
+            lambda: store.keep_mode_holds({"GPU-x": ModeHold(1, 120.0)}, epoch=old),
             lambda: store.stop_sent("h", placed.key(store.uid), epoch=old),
         ]
         for write in writes:
@@ -221,8 +222,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.cordons() == []  # 0009 added the cordons
     assert store.usage(0, 9e12) == [] and store.gpu_time(0, 9e12) == []  # 0010: usage
     assert (job.env, job.image) == ({}, None)  # 0011: a job of before runs as it did
+    assert store.mode_holds() == {}  # 0012 added the mode-change holds
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 11
+        _migrations()) == 12
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):
@@ -365,6 +367,12 @@ def test_the_holders_memory_is_read_by_the_next_holder_and_forgets_what_ended(st
         store.stop_sent("h", keys[2], epoch=epoch)  # the stale copy's stop
         store.drop_stale("h", keys[2], "s1", "gone", epoch=epoch)
         assert other.holder_memory().stops_sent == frozenset()
+        # the GPUs held back from mode changes: replaced whole, read by anyone
+        held = {"GPU-a": ModeHold(2, 340.5), "GPU-b": ModeHold(1, 220.0)}
+        store.keep_mode_holds(held, epoch=epoch)
+        assert other.mode_holds() == held == other.holder_memory().mode_holds
+        store.keep_mode_holds({"GPU-a": ModeHold(3, 580.0)}, epoch=epoch)
+        assert other.mode_holds() == {"GPU-a": ModeHold(3, 580.0)}
     finally:
         store.close()
         other.close()

@@ -4,6 +4,8 @@ confirm shows the new plan instead of recording; who carries decisions out is on
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig
@@ -233,3 +235,42 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
                                                                         round(3 / 7, 6))
     [entry] = [e for e in f.store.audit_log(job.id) if e.action == "place"]
     assert entry.why.endswith("; it %s, so it is borrowed (preemptible)" % said) == past
+
+
+def test_a_gpu_held_back_from_mode_changes_is_offered_no_change_in_the_preview(local_fleet):
+    """The GPU whose MIG mode change failed is held back by the lease holder, which keeps the
+    hold in the store: the preview offers no slot that would change its mode (the holder would
+    not make it), and offers them again once the hold has ended."""
+    from fractui.store.model import ModeHold
+    from tests.test_scheduler_mig_mode import gpu, wait_processes_known
+
+    f = local_fleet({"gpu-a": "1xA100-80GB"}, [QueueConfig(name="3g", mig="3g.40gb",
+                                                           isolation="mig")])
+    wait_processes_known(f, "gpu-a")
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
+                                                "error": "NVML_ERROR_UNKNOWN", "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    job = f.submit("3g")
+    f.until(lambda: uuid in f.store.mode_holds() and f.store.get(job.id).state == "pending")
+
+    async def looked(app, pilot) -> list:
+        panel = fleet(app).query_one(QueuePanel)
+        await until(pilot, lambda: panel.job, "job listed")
+        panel.focus()
+        await pilot.press("p")
+        await until(pilot, lambda: fleet(app).placement is not None and not fleet(
+            app).placement.busy, "slots looked for")
+        return fleet(app).placement.candidates
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            assert await looked(app, pilot) == []
+            await pilot.press("escape")
+            await until(pilot, lambda: fleet(app).placement is None, "placement ended")
+            f.store.keep_mode_holds({uuid: ModeHold(1, time.time() - 1)})  # the hold ended
+            found = await looked(app, pilot)
+            assert found and all("turn MIG on" in c.plan for c in found), [
+                c.plan for c in found]
+
+    drive()

@@ -6,26 +6,21 @@ the next, each failing the same way. Each such GPU, by UUID (the board's own nam
 follows the host's enumeration order), is offered no mode change for a while — FIRST_HOLD_S,
 doubled at each failure in a row, at most LONGEST_HOLD_S — and its jobs take it in the mode it
 has, or go elsewhere, or wait; a decision made before the hold began is not asked meanwhile
-(execute.py). A change that succeeds forgets its failures. Kept in memory, not in the store: a
-lease holder that takes over asks at most once more per GPU before holding it back itself
-(docs/decisions.md).
+(execute.py). A change that succeeds forgets its failures. The lease holder keeps them in the
+store (Store.keep_mode_holds), so a holder that takes over goes on from them, and the placement
+preview and `fractui place` offer no change the holder would not make.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, Mapping, Optional
+
+from fractui.store.model import ModeHold
 
 FIRST_HOLD_S = 120.0
 LONGEST_HOLD_S = 3600.0
 DOUBLINGS = 5  # 120 s doubled 5 times is past the longest: more only overflows a float
-
-
-@dataclass(frozen=True)
-class Hold:
-    failures: int  # in a row, since the GPU's last successful change
-    until: float  # by the scheduler's clock
 
 
 class ModeBackoff:
@@ -33,7 +28,7 @@ class ModeBackoff:
     the passes: thread-safe)."""
 
     def __init__(self) -> None:
-        self._holds: Dict[str, Hold] = {}
+        self._holds: Dict[str, ModeHold] = {}
         self._lock = threading.Lock()
 
     def failed(self, uuid: str, now: float) -> float:
@@ -43,7 +38,7 @@ class ModeBackoff:
             last = self._holds.get(uuid)
             failures = last.failures + 1 if last is not None else 1
             wait = min(LONGEST_HOLD_S, FIRST_HOLD_S * 2.0 ** min(failures - 1, DOUBLINGS))
-            self._holds[uuid] = Hold(failures, now + wait)
+            self._holds[uuid] = ModeHold(failures, now + wait)
             return wait
 
     def succeeded(self, uuid: str) -> None:
@@ -67,3 +62,20 @@ class ModeBackoff:
         be offered again); None if none runs."""
         with self._lock:
             return min((h.until for h in self._holds.values() if h.until > now), default=None)
+
+    def holds(self) -> Dict[str, ModeHold]:
+        """Every GPU's hold, ended ones too (their failures in a row count on): what the
+        lease holder keeps in the store."""
+        with self._lock:
+            return dict(self._holds)
+
+    def recall(self, holds: Mapping[str, ModeHold]) -> None:
+        """The holds the lease holders before this one kept (read on taking the lease)."""
+        with self._lock:
+            self._holds = dict(holds)
+
+
+def held_back(gpu: int, host: str, uuid: str, left: float) -> str:
+    """A GPU held back, in words: why a change is not asked (a launch) or offered (by hand)."""
+    return "gpu %d of %s (%s) is offered no MIG mode change for another %.0f s, after a " \
+           "change of its failed" % (gpu, host, uuid, left)

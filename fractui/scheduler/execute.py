@@ -28,7 +28,7 @@ from fractui.fleet.host import AnswerLost
 from fractui.sched.fleetview import HostView, flips_modes
 from fractui.sched.manual import Unfit, complete
 from fractui.sched.mig_change import MODE, MigChange, outcome, plan_flip
-from fractui.scheduler.backoff import ModeBackoff
+from fractui.scheduler.backoff import ModeBackoff, held_back
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
@@ -166,9 +166,7 @@ class Executor:
             uuid = str(rec.get("uuid"))
             left = self.backoff.left(uuid, self.clock())
             if left:  # decided before the hold began, or by hand: not asked again meanwhile
-                raise ModeNotChanged(
-                    "not launched: gpu %d of %s (%s) is offered no MIG mode change for another "
-                    "%.0f s, after a change of its failed" % (index, view.name, uuid, left))
+                raise ModeNotChanged("not launched: " + held_back(index, view.name, uuid, left))
             changes.append((change, uuid))
         for change, uuid in changes:
             detail = {"host": view.name, "change": MODE, **change.params}

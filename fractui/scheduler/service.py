@@ -49,7 +49,7 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConflict,
                                 Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
-                                 STOPPING, Cordon, Job, StaleCopy)
+                                 STOPPING, Cordon, Job, ModeHold, StaleCopy)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
 
@@ -132,6 +132,7 @@ class Scheduler:
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
+        self._kept_holds: Dict[str, ModeHold] = {}
         """The two above as the store holds them (written when they differ)."""
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
@@ -353,6 +354,7 @@ class Scheduler:
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
                                               if j.id not in busy], busy)
         self._keep_clocks()
+        self._keep_holds()
         if requeued:
             jobs = self._active_jobs()
         recovering = self._stop_stale(by_name)
@@ -409,6 +411,8 @@ class Scheduler:
         self._away, self._gpu_gone = dict(memory.hosts_away), dict(memory.gpus_gone)
         self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
         self.executor.recall(memory.stops_sent)
+        self.executor.backoff.recall(memory.mode_holds)
+        self._kept_holds = dict(memory.mode_holds)
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
         self._recalled = self.epoch
@@ -420,6 +424,14 @@ class Scheduler:
         if clocks != self._kept_clocks:
             self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
             self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
+
+    def _keep_holds(self) -> None:
+        """Writes the GPUs held back from mode changes to the store when they changed since
+        (a change failed, or one succeeded): for the next lease holder and every preview."""
+        holds = self.executor.backoff.holds()
+        if holds != self._kept_holds:
+            self.store.keep_mode_holds(holds, epoch=self.epoch)
+            self._kept_holds = holds
 
     def _renew(self, force: bool = False) -> bool:
         """Takes or renews the lease: every pass, and on the lanes before each call once a

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
-                                 Refusal, Sampled, Slot, StaleCopy, UsageRecord)
+                                 ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord)
 
 
 class JobNotFound(KeyError):
@@ -253,6 +253,17 @@ class Store(abc.ABC):
     def stop_sent(self, host: str, key: str, epoch: Optional[int] = None) -> None:
         """The lease holder sent a stop to the copy ``key`` on ``host``; kept until that
         attempt is requeued or ends, or the stale copy is dropped. Fenced by ``epoch``."""
+
+    @abc.abstractmethod
+    def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:
+        """Replaces the GPUs kept as held back from mode changes (HolderMemory): the lease
+        holder's write, fenced by ``epoch``, made only when they changed."""
+
+    @abc.abstractmethod
+    def mode_holds(self) -> dict[str, ModeHold]:
+        """The GPUs (by UUID) the lease holder holds back from mode changes, and until when:
+        read by the placement preview and `fractui place`, which offer no change it would not
+        make."""
 
     @abc.abstractmethod
     def holder_memory(self) -> HolderMemory:

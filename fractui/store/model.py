@@ -135,16 +135,26 @@ class StaleCopy:
 
 
 @dataclass(frozen=True)
+class ModeHold:
+    """A GPU held back from MIG mode changes after one failed (fractui.scheduler.backoff):
+    the failures in a row, and until when, by the lease holder's clock."""
+
+    failures: int
+    until: float
+
+
+@dataclass(frozen=True)
 class HolderMemory:
     """What a lease holder remembers that its successor must go on from, kept in the store so a
     standby that takes over continues it: when each host was first seen unreachable
     (``hosts_away``) and each job's GPU first seen missing (``gpus_gone``), by the holders'
-    clocks — the lost-host timers behind ``host_lost_s`` — and the stops already sent, as
-    (host, key), so none is sent twice."""
+    clocks — the lost-host timers behind ``host_lost_s`` —, the stops already sent, as
+    (host, key), so none is sent twice, and the GPUs held back from mode changes, by UUID."""
 
     hosts_away: dict[str, float]
     gpus_gone: dict[int, float]
     stops_sent: frozenset[tuple[str, str]]
+    mode_holds: dict[str, ModeHold] = field(default_factory=dict)
 
 
 # How an admin takes a host or a GPU out of service: both keep new work off it and leave what

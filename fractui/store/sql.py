@@ -28,7 +28,7 @@ from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotF
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
-                                 Refusal, Sampled, Slot, StaleCopy, UsageRecord)
+                                 ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -525,6 +525,26 @@ class SqlStore(Store):
                       (host, key, self.dialect.now(db)))
         self._write(work)
 
+    def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "DELETE FROM mode_holds")
+            for uuid, hold in holds.items():
+                self._run(db, "INSERT INTO mode_holds (uuid, failures, until) VALUES (?, ?, ?)",
+                          (uuid, hold.failures, float(hold.until)))
+        self._write(work)
+
+    def mode_holds(self) -> dict[str, ModeHold]:
+        return self._read(self._mode_holds)
+
+    def _mode_holds(self, db: Any) -> dict[str, ModeHold]:
+        found = {}
+        for r in self._run(db, "SELECT uuid, failures, until FROM mode_holds"):
+            check("the mode-change hold of %s" % r["uuid"], r,
+                  {"uuid": TEXT, "failures": INT, "until": NUM})
+            found[r["uuid"]] = ModeHold(r["failures"], float(r["until"]))
+        return found
+
     def holder_memory(self) -> HolderMemory:
         def work(db: Any) -> HolderMemory:
             clocks: dict[str, dict[str, float]] = {"host": {}, "job": {}}
@@ -538,7 +558,7 @@ class SqlStore(Store):
             stops = frozenset((r["host"], r["key"]) for r in self._run(
                 db, "SELECT host, key FROM stops_sent"))
             return HolderMemory(clocks["host"], {int(j): t for j, t in clocks["job"].items()},
-                                stops)
+                                stops, self._mode_holds(db))
         return self._read(work)
 
     # -- hosts and GPUs out of service --

@@ -405,8 +405,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.relayout()
         self.find_slots(job, list(self.statuses.values()))
 
-    def _views(self, statuses: Sequence[HostStatus]) -> list[HostView]:
-        return [HostView.of(s, self.config.mode_fixed(s.name)) for s in statuses]
+    def _views(self, statuses: Sequence[HostStatus], view: StoreView) -> list[HostView]:
+        """The hosts as placement judges them: each GPU the lease holder holds back from mode
+        changes offered none here either."""
+        return [HostView.of(s, self.config.mode_fixed(s.name), view.held) for s in statuses]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="placement")
     def find_slots(self, job: Job, statuses: list[HostStatus]) -> None:
@@ -422,7 +424,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         if now is None or now.state != PENDING:
             self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
             return
-        self.post_message(Slots(now, candidates(self._views(statuses), view.jobs, view.uid,
+        self.post_message(Slots(now, candidates(self._views(statuses, view), view.jobs, view.uid,
                                                 now, view.cordons)))
 
     def on_slots(self, message: Slots) -> None:
@@ -503,7 +505,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         except Unfit as err:  # cordoned since the preview: said with the reason
             self.post_message(Placed(now, None, str(err)))
             return
-        found = candidates(self._views(list(statuses.values())), view.jobs, view.uid, now,
+        found = candidates(self._views(list(statuses.values()), view), view.jobs, view.uid, now,
                            view.cordons)
         match = next((c for c in found if same_slot(c, where)), None)
         if match is None:

@@ -133,6 +133,9 @@ class StoreView:
     """Who holds the scheduler lease: who carries out decisions now (None: no one)."""
     cordons: tuple[Cordon, ...] = ()
     """Hosts and GPUs out of service."""
+    held: frozenset[str] = frozenset()
+    """GPUs (UUIDs) the lease holder holds back from MIG mode changes now, a change of theirs
+    having failed."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from fractui.config import Config
@@ -198,8 +199,11 @@ class LiveSource(Source):
         if self.store is None:
             return None
         held = self.store.lease_holder()
+        now = time.time()  # the holder's clock is the wall clock too
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
-                         held[0] if held else None, tuple(self.store.cordons()))
+                         held[0] if held else None, tuple(self.store.cordons()),
+                         frozenset(u for u, h in self.store.mode_holds().items()
+                                   if h.until > now))
 
     def fresh(self, host: str) -> Optional[HostStatus]:
         session = self.fleet.session(host)
