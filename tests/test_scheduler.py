@@ -11,6 +11,8 @@ import subprocess
 import sys
 from typing import Dict
 
+import pytest
+
 from fractui.config import QueueConfig, TeamConfig
 from fractui.store import Slot, SqliteStore
 from tests import localfleet
@@ -104,6 +106,26 @@ def test_a_manual_placement_runs_exactly_where_it_was_recorded(local_fleet):
     assert audit and audit[0].why == "placed by hand on gpu-a gpu0 1g.10gb at slot 3"
     # the scheduler made no decision of its own for it
     assert not [e for e in f.store.audit_log(job.id) if e.action == "decide"]
+
+
+@pytest.mark.parametrize("idle", [False, True], ids=["empty", "beside an idle instance"])
+def test_a_manual_placement_that_leaves_the_start_open_runs_and_others_are_placed(local_fleet,
+                                                                                  idle):
+    """`place JOB HOST GPU --profile P` leaves the start to the live GPU: until it is launched
+    a pass books it where the agent's planner puts it. (Every pass failed on such a decision,
+    so it was never launched and nothing else was placed.)"""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="3g", mig="3g.40gb")])
+    if idle:
+        f.fleet.session("gpu-a").call("mig.apply", {"gpu": 0, "profile": "3g.40gb", "start": 4})
+    job = f.submit("3g")
+    placed = f.fractui("place", str(job.id), "gpu-a", "0", "--profile", "3g.40gb")
+    assert placed.returncode == 0, placed.stderr
+    assert f.store.get(job.id).slot.start is None
+    other = f.submit("3g")
+    f.until(lambda: [f.states()[j.id] for j in (job, other)] == ["running", "running"])
+    records = [next(r for r in f.agent_jobs() if r["key"] == f.store.get(j.id).key(f.store.uid))
+               for j in (job, other)]
+    assert sorted(r["mig"]["start"] for r in records) == [0, 4]
 
 
 def test_a_manual_placement_the_gpu_cannot_take_goes_back_to_its_queue_with_the_reason(

@@ -489,11 +489,11 @@ def _book_decision(host: Host, job: Job) -> None:
         _decided_mode(gpu, slot.profile is not None)
         if gpu.layout is not None and slot.profile:
             try:
-                _, layout = mig.commit(gpu.layout, slot.profile, slot.start)
+                plan, layout = mig.commit(gpu.layout, slot.profile, slot.start)
             except PlanError:
                 continue  # it cannot go there: its launch will be refused and requeued
             gpu.idle_instances = mig.idle_after(layout.geometry, gpu.idle_instances,
-                                                slot.profile, slot.start)
+                                                slot.profile, plan.start)
             gpu.layout, gpu.free_milli = layout, _free_compute(layout)
         elif gpu.layout is None and gpu.memory_mib:
             mib = slot.memory_mib or share_mib(req, gpu.memory_mib, req.milli)

@@ -127,12 +127,14 @@ def free_compute_milli(geo: Geometry, sig: Signature) -> int:
     return (geo.compute_slices - busy) * 1000 // geo.compute_slices
 
 
-def commit(layout: Layout, profile: str, start: int) -> Tuple[planner.Plan, Layout]:
-    """The real plan on the real layout, and the layout once it ran with a job on the instance."""
+def commit(layout: Layout, profile: str, start: Optional[int]) -> Tuple[planner.Plan, Layout]:
+    """The real plan on the real layout, and the layout once it ran with a job on the instance.
+    ``start`` None: where the agent's planner puts it (a placement by hand leaves it open), as
+    the plan says."""
     plan = planner.plan(layout, profile, start=start, destroy_idle=True)
     base = layout.without(plan.destroy)
     gi = max((i.gi_id for i in layout.instances), default=0) + 1
     p = plan.profile
-    made = Instance(gi_id=gi, profile=p.name, start=start, size=p.size,
+    made = Instance(gi_id=gi, profile=p.name, start=plan.start, size=p.size,
                     compute_slices=p.compute_slices, busy=True, memory_mib=p.memory_mib)
     return plan, Layout(layout.geometry, base.instances + (made,))
