@@ -20,6 +20,7 @@ _NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "Ù
 MAX_JOB_NUMBER = 2 ** 63 - 1  # SQLite's largest integer
 MAX_GPU_INDEX = 65535
 MAX_REF = 256  # characters of a GPU uuid or an agent job id
+JOBS_LIMIT = 200  # jobs --all: the newest this many, unless --limit says
 
 
 def check_words(words: Sequence[str]) -> None:

@@ -12,8 +12,8 @@ import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from fractui import __version__
-from fractui.arguments import (bounded, check_words, container_image, instance_uuid,
-                                mig_profile, moment)
+from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
+                                instance_uuid, mig_profile, moment)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("jobs", help="queued jobs, then jobs launched directly on hosts")
     p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
-    p.add_argument("--limit", type=bounded(1, MAX_LINES), default=200,
-                   help="with --all: the newest N")
+    p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None,
+                   help="with --all: the newest N (%d)" % JOBS_LIMIT)
     p.add_argument("--json", action="store_true")
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),

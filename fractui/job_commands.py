@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from fractui.arguments import is_job_number, job_number, split_job
+from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
@@ -67,6 +67,9 @@ def agent_row(record: Dict[str, Any]) -> List[str]:
 def jobs(config: Config, args: argparse.Namespace) -> int:
     """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
     host/agent-id). Naming hosts shows only theirs."""
+    if args.limit is not None and not args.all:
+        raise UsageError("--limit goes with --all: it keeps the newest N of the ended jobs too "
+                         "(jobs alone shows every job not ended)")
     for name in args.hosts:
         config.host(name)
     stored: List[Job] = []
@@ -75,8 +78,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         store = open_checked_store(config, hear=False)
         try:
             uid = store.uid
-            stored = store.jobs(None if args.all else ACTIVE, limit=args.limit if args.all
-                                else None)
+            stored = store.jobs(None if args.all else ACTIVE, limit=(
+                args.limit or JOBS_LIMIT) if args.all else None)
         finally:
             store.close()
     rows, failed = [], False

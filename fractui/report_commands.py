@@ -15,7 +15,7 @@ from fractui.config import Config
 from fractui.outcome import UsageError
 from fractui.terminal import print_json, table, width
 from fractui.usage.report import Group, Report, build
-from fractui.words import duration
+from fractui.words import count, duration
 
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95", "DONE",
           "FAILED", "CANCELLED", "REQUEUED", "PREEMPTED", "RUNNING", "IDLE")
@@ -60,10 +60,10 @@ def lines(r: Report) -> List[str]:
         rows = [_row(g, gpus) for g in r.groups] + [_row(t, True)]
         out += table(HEADER, rows, CAPS, width())
         out.append("")
-        out.append("without sharing, these jobs would have needed %d GPUs at peak (%.1f on "
-                   "average); they used %d (%.1f): sharing saved %d GPUs at peak, %.1f on "
-                   "average" % (s.peak_demand, s.mean_demand, s.peak_used, s.mean_used,
-                                s.saved_peak, s.saved_mean))
+        out.append("without sharing, these jobs would have needed %s at peak (%.1f on "
+                   "average); they used %d (%.1f): sharing saved %s at peak, %.1f on "
+                   "average" % (count(s.peak_demand, "GPU"), s.mean_demand, s.peak_used,
+                                s.mean_used, count(s.saved_peak, "GPU"), s.saved_mean))
     else:
         out.append("no job held a GPU in this range")
     if t.online_h:

@@ -148,8 +148,14 @@ def _cut(text: str, w: int) -> str:
     return text if len(text) <= w else text[:max(w - 1, 0)] + "…"
 
 
+NO_TERMINAL = "no terminal to ask on: --yes agrees in advance"
+
+
 def confirm(question: str) -> bool:
+    """The person's yes at a terminal; without one, no, saying how to agree in advance (every
+    verb that asks takes ``--yes``)."""
     if not sys.stdin.isatty():
+        say(NO_TERMINAL)
         return False
     try:
         return input("%s [y/N] " % question).strip().lower() in ("y", "yes")

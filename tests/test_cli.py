@@ -108,6 +108,8 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["jobs"], 1, "down is offline"),
         (["jobs", "nope"], 2, "unknown host 'nope'"),
         (["jobs", "--all", "--limit", "0"], 2, "from 1 to"),
+        (["jobs", "--limit", "5"], 2, "--limit goes with --all"),
+        (["mig", "gpu-a", "1", "1g.10gb"], 1, "no terminal to ask on: --yes agrees in advance"),
         (["cancel", a], 0, ""),
         (["cancel", a], 1, "job %s is cancelled: nothing to cancel" % a),
         (["requeue", b], 1, "job %s is pending: nothing to requeue" % b),

@@ -13,6 +13,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.sched.mig_change import outcome, plan_destroy, plan_mode
 from fractui.store import Slot
+from fractui.terminal import NO_TERMINAL
 from fractui.store.model import Job
 from remote_agent import FEATURES, MODE_RESET
 from remote_agent.gpu import fake_pynvml as nv
@@ -215,7 +216,7 @@ def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_
     assert done.returncode == 1, said(done)
     assert done.stdout == "destroy idle 1g.10gb at slot %d (%s) on gpu-a gpu 0; the GPU is then " \
                           "empty\n" % (slot, uuid)
-    assert done.stderr == "fractui: gpu-a: not applied\n"
+    assert done.stderr == "fractui: %s\nfractui: gpu-a: not applied\n" % NO_TERMINAL
     assert [i["uuid"] for i in gpu_record(f, 0)["instances"]] == [uuid]
     done = f.fractui("mig", "gpu-a", "0", "--destroy", uuid, "--yes")
     assert done.returncode == 0, said(done)

@@ -333,8 +333,8 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
     assert first.returncode == 0, first.stderr
     assert first.stderr == ("fractui: note: the store keeps no inventory of gpu-b yet (a "
                             "scheduler records it once it runs), so whether a GPU can hold "
-                            "queue many-cpus is left to the scheduler: fractui jobs says why "
-                            "the job waits\n")
+                            "queue many-cpus is left to the scheduler: once one has looked "
+                            "at the job, fractui jobs says why it waits\n")
     f.store.ended(f.store.jobs()[0].id, ("pending",), "cancelled", "clean up", "test",
                   "clean up", "cancel")
     f.scheduler.step()  # the leader keeps what each host could ever hold

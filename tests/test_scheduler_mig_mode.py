@@ -18,6 +18,7 @@ from fractui.config import QueueConfig
 from fractui.scheduler.backoff import ModeBackoff
 from fractui.scheduler import Scheduler
 from fractui.store import Slot, open_store
+from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -456,7 +457,8 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
             "its queue).\n" % job.id)
     asked = f.fractui(*args)  # no terminal to confirm on: not placed
     assert (asked.returncode, asked.stdout) == (1, "")
-    assert asked.stderr == said + "fractui: not placed: job %d stays pending\n" % job.id
+    assert asked.stderr == said + "fractui: %s\nfractui: not placed: job %d stays pending\n" % (
+        NO_TERMINAL, job.id)
     assert f.store.get(job.id).state == "pending"
     placed = f.fractui(*args, "--yes")
     assert (placed.returncode, placed.stderr) == (0, said)

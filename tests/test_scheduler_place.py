@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import POLITE
@@ -49,7 +50,8 @@ def test_placing_past_the_quota_is_said_and_asked_and_a_no_places_nothing(local_
 
     script = f.fractui("place", str(job.id), "gpu-a", "0")  # no terminal: never asks, refuses
     assert (script.returncode, script.stderr) == (
-        1, said + "fractui: not placed: job %d stays pending\n" % job.id)
+        1, said + "fractui: %s\nfractui: not placed: job %d stays pending\n" % (
+            NO_TERMINAL, job.id))
     assert f.store.get(job.id).state == "pending"
 
     yes = place_at_terminal(f, job, "y")
