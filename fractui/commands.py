@@ -38,7 +38,14 @@ from remote_agent import MODE_RESET
 
 # -- status, doctor, trust --
 
+def _no_hosts(config: Config) -> None:
+    """Said where a host verb has nothing to show: an empty list would say nothing of why."""
+    if not config.hosts:
+        say("the config lists no hosts ([[hosts]]): nothing to show")
+
+
 def status(config: Config, args: argparse.Namespace) -> int:
+    _no_hosts(config)
     fleet = open_fleet(config)
     try:
         records = [s.record() for s in fleet.statuses()]
@@ -90,6 +97,7 @@ def _gpu_summary(gpu: Dict[str, Any]) -> str:
 
 def doctor(config: Config, args: argparse.Namespace) -> int:
     hosts = [config.host(n) for n in args.hosts] if args.hosts else list(config.hosts)
+    _no_hosts(config)
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:  # a silent host
         reports = list(pool.map(lambda h: diagnose(config, h), hosts))  # delays no other
     if args.json:

@@ -313,6 +313,10 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
         assert not leaks(done.stderr)
     done = subprocess_run(["--config", str(tmp_path), "jobs"])
     assert (done.returncode, done.stderr) == (2, "fractui: %s: is a directory\n" % tmp_path)
+    for verb in ("status", "doctor"):  # a config of no hosts: said, not an empty screen
+        done = subprocess_run(["--config", os.devnull, verb])
+        assert (done.returncode, done.stdout, done.stderr) == (
+            0, "", "fractui: the config lists no hosts ([[hosts]]): nothing to show\n"), verb
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)  # no writer: reading it would wait for good
     done = subprocess_run(["--config", str(fifo), "jobs"])

@@ -89,6 +89,9 @@ def diagnose(config: Config, host: HostConfig) -> Report:
         if host.transport == "exec":
             report.add("lingering", "ok", "no login session over exec: the agent lives as long "
                        "as its container")
+        elif host.transport == "local":
+            report.add("lingering", "ok", "a local host: no SSH session for the agent to "
+                       "outlive")
         else:
             _check_lingering(host, transport.run, report)
         step = "state dir"

@@ -76,7 +76,7 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
         layers.append("driver_limit")
 
     if not settings.mps:
-        unavailable["mps"] = "MPS is not enabled for this host (mps = true)"
+        unavailable["mps"] = "MPS is not enabled for this host (the host's mps = true enables it)"
     elif not os.path.isdir(mps_pipe_dir()):
         unavailable["mps"] = "mps = true, but no MPS control daemon pipe directory at %s" % (
             mps_pipe_dir())
