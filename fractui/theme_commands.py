@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from textual.theme import BUILTIN_THEMES
+
 from fractui.config import Config
 from fractui.outcome import EXIT_USAGE
 from fractui.terminal import print_json, say
@@ -30,6 +32,9 @@ def themes(config: Config, args: argparse.Namespace) -> int:
                     "dark" if f.theme.theme.dark else "light",
                     "shipped" if f.shipped else "yours", f.path,
                     "  (replaced by yours)" if replaced else ""))
+        if chosen not in {f.name for f in files if f.theme is not None}:
+            print("* %-16s %s" % (chosen, "one of Textual's own" if chosen in BUILTIN_THEMES
+                                  else "not a theme fractui knows: the TUI refuses it"))
         print("  your themes: %s/*.toml" % user_dir())
         for f in files:
             if f.error is not None:

@@ -161,6 +161,12 @@ def test_fractui_themes_lists_what_loaded_and_says_what_did_not(tmp_path):
     assert not leaks(run.stderr)
     good = subprocess_run(["themes", "--json"], {"XDG_CONFIG_HOME": str(tmp_path / "none")})
     assert good.returncode == 0 and '"solarized-dark"' in good.stdout
+    config = tmp_path / "textual.toml"  # one of Textual's own themes, which no file holds
+    config.write_text('[tui]\ntheme = "textual-dark"\n')
+    theirs = subprocess_run(["--config", str(config), "themes"],
+                            {"XDG_CONFIG_HOME": str(tmp_path / "none")})
+    assert theirs.returncode == 0 and "* textual-dark" in theirs.stdout, theirs
+    assert "one of Textual's own" in theirs.stdout
 
 
 @pilot_test
