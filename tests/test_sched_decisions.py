@@ -1,0 +1,81 @@
+"""A scheduling pass over decisions of every shape the store holds: placed by the placer or by
+hand, with what a placement by hand leaves open (the start, the share), on GPUs the host does
+not have, profiles its GPUs do not offer, starts off the geometry. A pass must book each where
+its launch will go, or leave it to its launch to be refused: it never fails, since one failed
+pass is every pass until the decision ends, and then nothing is placed anywhere. (A decision
+without a start, from ``fractui place --profile P``, did fail every pass.) The host is a real
+agent's answers on simulated GPUs: MIG in use and idle, MIG off, no MIG."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fractui.config import QueueConfig
+from fractui.sched.fleetview import HostView, build_hosts
+from fractui.sched.queueing import schedule
+from fractui.store.model import Job, Slot
+
+QUEUES = [QueueConfig(name="q3g", mig="3g.40gb"), QueueConfig(name="quarter", gpu=0.25),
+          QueueConfig(name="whole", gpus=1), QueueConfig(name="share", memory_gib=10,
+                                                         isolation="share"),
+          QueueConfig(name="q1g", mig="1g.10gb", isolation="mig")]
+PROFILES = ["1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb", "1g.12gb",
+            "bogus", None]
+
+
+@pytest.fixture(scope="module")
+def view(tmp_path_factory) -> HostView:
+    """One host's view as a real agent answers on simulated GPUs: an A100 in MIG mode with a
+    3g instance idle at slot 4, an L4, an H100 in MIG mode with a 1g instance idle at slot 6,
+    an A100 with MIG off."""
+    from remote_agent.gpu import fake_pynvml as nv
+    from remote_agent.rpc import jsonrpc as rpc
+    from remote_agent.service import Agent
+
+    state = tmp_path_factory.mktemp("host")
+    os.mkdir(state / "sim", 0o700)
+    nv.sim_open(str(state / "sim" / "gpus.json"), "1xA100-80GB:mig,1xL4,1xH100:mig,1xA100-80GB")
+    agent = Agent(nv, "sim", sim=nv)
+    for gpu, profile, start in ((0, "3g.40gb", 4), (2, "1g.10gb", 6)):
+        agent.mig_apply(rpc.Params("mig.apply", {"gpu": gpu, "profile": profile, "start": start},
+                                   ("gpu", "profile", "start")))
+    return HostView("h", "online", agent.hello(rpc.Params("hello", {}, ()), []),
+                    agent.snapshot(rpc.Params("snapshot", {}, ())), {})
+
+
+slots = st.builds(Slot, st.just("h"), st.lists(st.integers(-1, 5), min_size=1, max_size=2,
+                                               unique=True).map(tuple),
+                  st.sampled_from(PROFILES), st.none() | st.integers(-1, 8),
+                  st.sampled_from([None, 0, 1, 1000, 40000, 10 ** 9]),
+                  st.sampled_from([0.0, 0.25, 1.0]), st.sampled_from([None, "v1"]))
+
+
+@st.composite
+def jobs(draw):
+    """Decisions (placed, running, stopping: each books its slot) and pending jobs."""
+    out = []
+    for i, slot in enumerate(draw(st.lists(slots, max_size=4)), 1):
+        queue = draw(st.sampled_from(QUEUES))
+        out.append(Job(i, queue.name, None, "n", ("x",), queue.request(),
+                       draw(st.sampled_from(["placed", "running", "stopping"])), 0.0, 0.0,
+                       slot=slot, manual=draw(st.booleans())))
+    for i in range(draw(st.integers(1, 5))):
+        queue = draw(st.sampled_from(QUEUES))
+        out.append(Job(100 + i, queue.name, None, "n", ("x",), queue.request(), "pending",
+                       float(i), float(i)))
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture], derandomize=True)
+@given(jobs())
+def test_a_pass_never_fails_on_a_decision_the_store_holds(view, jobs):
+    hosts = build_hosts([view], jobs, "uid")
+    assert [h.name for h in hosts] == ["h"]
+    result = schedule([view], jobs, QUEUES, [], "uid")
+    pending = {j.id for j in jobs if j.state == "pending"}
+    assert {d.job for d in result.decisions} <= pending
