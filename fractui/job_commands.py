@@ -21,6 +21,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.base import Store
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
+from fractui.words import failing_passes
 
 LOG_WAIT_S = 10.0  # how long ``logs`` waits for the lease holder to keep a job's tail
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
@@ -80,8 +81,11 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             uid = store.uid
             stored = store.jobs(None if args.all else ACTIVE, limit=(
                 args.limit or JOBS_LIMIT) if args.all else None)
+            trouble = store.trouble()
         finally:
             store.close()
+        if trouble is not None:  # every pending job's why is stale meanwhile
+            say(failing_passes(trouble))
     rows, failed = [], False
     if config.hosts:
         fleet = open_fleet(config, args.hosts)

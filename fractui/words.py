@@ -21,3 +21,9 @@ def duration(seconds: Optional[float]) -> str:
     if s < 3600:
         return "%dm%02ds" % (s // 60, s % 60)
     return "%dh%02dm" % (s // 3600, s % 3600 // 60)
+
+
+def failing_passes(trouble: str) -> str:
+    """What the TUI's header and ``jobs`` say while the scheduler's passes fail."""
+    return "the scheduler's passes fail: %s; nothing new is placed until one goes through " \
+           "(the scheduler's log has the rest)" % trouble

@@ -353,3 +353,46 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
     finally:
         stop_host(str(unstarted))
     assert [j.queue for j in f.store.jobs()] == ["many-cpus", "half"]
+
+
+def test_failing_passes_are_said_in_the_store_for_jobs_and_the_tui_until_one_goes_through(
+        local_fleet, monkeypatch):
+    """A pass that fails (a bug of ours: here the placement core raising) places nothing, and
+    every pending job would read as waiting for room: the lease holder keeps what fails its
+    passes in the store, `jobs` and the TUI's header say it, and the next pass that goes
+    through clears it."""
+    from fractui.scheduler import service
+    from fractui.tui.header import Header
+    from fractui.words import failing_passes
+    from tests.tui_frozen import pilot_test, screen_lines
+    from tests.tui_live import live_app, until
+
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    real = service.schedule
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the placement core")
+
+    monkeypatch.setattr(service, "schedule", broken)
+    job = f.submit("quarter")
+    f.scheduler.start()
+    said = "ZeroDivisionError: a bug in the placement core"
+    wait(lambda: f.store.trouble() == said, f.states)
+    done = f.fractui("jobs")
+    assert done.returncode == 0 and done.stderr == "fractui: %s\n" % failing_passes(said)
+
+
+    @pilot_test
+    async def header():
+        async with live_app(f) as (app, pilot):
+            header = app.fleet.query_one(Header)
+            await until(pilot, lambda: header.info is not None and header.info.note ==
+                        failing_passes(said), "the header says it")
+            await pilot.pause()
+            assert any("the scheduler's passes fail: " + said in line
+                       for line in screen_lines(app)), screen_lines(app)[:6]
+
+    header()
+    monkeypatch.setattr(service, "schedule", real)
+    wait(lambda: f.store.trouble() is None and f.states()[job.id] == "running", f.states)
+    assert f.fractui("jobs").stderr == ""

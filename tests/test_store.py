@@ -223,8 +223,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.usage(0, 9e12) == [] and store.gpu_time(0, 9e12) == []  # 0010: usage
     assert (job.env, job.image) == ({}, None)  # 0011: a job of before runs as it did
     assert store.mode_holds() == {}  # 0012 added the mode-change holds
+    assert store.trouble() is None  # 0013: nothing fails the lease holder's passes
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 12
+        _migrations()) == 13
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

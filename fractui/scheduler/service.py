@@ -60,6 +60,7 @@ FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale c
 DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
 FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the service stop
 RECENT_EVERY_S = 60.0  # the teams' recent usage is read at most this often (and on a new lease)
+TROUBLE_CHARS = 500  # of what fails the passes, as the store keeps it (the stack: the log)
 
 
 def _stale_why(copy: StaleCopy) -> str:
@@ -133,6 +134,7 @@ class Scheduler:
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
         self._kept_holds: Dict[str, ModeHold] = {}
+        self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         """The two above as the store holds them (written when they differ)."""
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
@@ -244,6 +246,7 @@ class Scheduler:
             try:
                 self._turn()
                 self._said, self._store_ok, failed = None, True, False
+                self._keep_trouble(None)
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
@@ -259,8 +262,10 @@ class Scheduler:
                 if str(err) != self._said:
                     log.error("%s; the scheduler tries again every pass", err)
                     self._said = str(err)
-            except Exception:  # one bad pass must not end the service: log it, try again
-                log.exception("scheduling pass failed")
+            except Exception as err:  # one bad pass must not end the service: log it, say
+                log.exception("scheduling pass failed")  # it where admins look, try again
+                self._keep_trouble(" ".join(("%s: %s" % (type(err).__name__, err)).split())[
+                    :TROUBLE_CHARS])
             self._tell()
             wait = self.settings.interval_s if self.leader or failed else max(
                 0.0, self._try_at - time.monotonic())  # a failed turn is not tried at once
@@ -416,6 +421,7 @@ class Scheduler:
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
         self._recalled = self.epoch
+        self._kept_trouble = None  # the store clears it as the lease changes hands
 
     def _keep_clocks(self) -> None:
         """Writes the lost-host clocks to the store when a pass changed them (a host or GPU
@@ -424,6 +430,18 @@ class Scheduler:
         if clocks != self._kept_clocks:
             self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
             self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
+
+    def _keep_trouble(self, trouble: Optional[str]) -> None:
+        """What fails this lease holder's passes (None: they go through again), kept in the
+        store when it changed, so the TUI's header and ``jobs`` say it: a failing pass places
+        nothing, and every job would read as waiting for room."""
+        if trouble == self._kept_trouble or not self.leader:
+            return
+        try:
+            self.store.keep_trouble(trouble, epoch=self.epoch)
+            self._kept_trouble = trouble
+        except StoreError as err:  # the lease lost, or the store failing: the turns say it
+            log.warning("cannot keep in the store what fails the passes: %s", err)
 
     def _keep_holds(self) -> None:
         """Writes the GPUs held back from mode changes to the store when they changed since

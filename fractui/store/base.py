@@ -266,6 +266,16 @@ class Store(abc.ABC):
         make."""
 
     @abc.abstractmethod
+    def keep_trouble(self, trouble: Optional[str], epoch: Optional[int] = None) -> None:
+        """What fails the lease holder's passes now (None: they go fine again): the holder's
+        write, fenced by ``epoch``; cleared when the lease changes hands."""
+
+    @abc.abstractmethod
+    def trouble(self) -> Optional[str]:
+        """What fails the lease holder's passes, while a holder holds the lease and they fail:
+        for the TUI's header and ``fractui jobs``."""
+
+    @abc.abstractmethod
     def holder_memory(self) -> HolderMemory:
         """What the lease holders kept for the next one: read by a scheduler taking the lease."""
 

@@ -612,10 +612,11 @@ class SqlStore(Store):
             if row is not None and row["holder"] and row["expires_at"] > now:
                 return None
             epoch = (int(row["epoch"]) if row is not None else 0) + 1
-            self._run(db, "INSERT INTO lease (name, holder, expires_at, epoch) "
-                          "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            self._run(db, "INSERT INTO lease (name, holder, expires_at, epoch, trouble) "
+                          "VALUES (?, ?, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET "
                           "holder = excluded.holder, expires_at = excluded.expires_at, "
-                          "epoch = excluded.epoch", (LEASE, holder, now + ttl_s, epoch))
+                          "epoch = excluded.epoch, trouble = NULL",
+                      (LEASE, holder, now + ttl_s, epoch))
             before = row["holder"] if row is not None else ""
             self._audit(db, now, holder, "lease", None, "took the scheduler lease" + (
                 " from %s, expired" % before if before else ""), {"epoch": epoch})
@@ -626,7 +627,7 @@ class SqlStore(Store):
     def release_lease(self, holder: str) -> None:
         """The row stays, held by nobody (''), so the next holder's epoch is a new one."""
         def work(db: Any) -> None:
-            if self._run(db, "UPDATE lease SET holder = '', expires_at = 0 "
+            if self._run(db, "UPDATE lease SET holder = '', expires_at = 0, trouble = NULL "
                              "WHERE name = ? AND holder = ?", (LEASE, holder)).rowcount:
                 self.dialect.announce(db, LEASE_TOPIC)
         self._write(work)
@@ -645,6 +646,23 @@ class SqlStore(Store):
             if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
                 return None
             return row["holder"], float(row["expires_at"])
+        return self._read(work)
+
+    def keep_trouble(self, trouble: Optional[str], epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "UPDATE lease SET trouble = ? WHERE name = ?", (trouble, LEASE))
+            self.dialect.announce(db, LEASE_TOPIC)
+        self._write(work)
+
+    def trouble(self) -> Optional[str]:
+        def work(db: Any) -> Optional[str]:
+            row = self._run(db, "SELECT holder, expires_at, trouble FROM lease WHERE name = ?",
+                            (LEASE,)).fetchone()
+            if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
+                return None
+            check("the scheduler lease", row, {"trouble": maybe(TEXT)})
+            return row["trouble"]
         return self._read(work)
 
     def version(self, topic: str) -> int:

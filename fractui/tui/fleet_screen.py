@@ -46,6 +46,7 @@ from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.tui.standing import USAGE_EVERY_S, UsageRead, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
+from fractui.words import failing_passes
 
 STORE_EVERY_S = 1.0
 NARROW = 120  # below this width the queue panel goes under the map
@@ -311,6 +312,14 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                 child.pid, "%s leads" % holder if holder else "no one leads yet")
         return "scheduler: %s" % holder if holder else "scheduler: none (decisions wait)"
 
+    def trouble_note(self) -> Optional[str]:
+        """While the lease holder's passes fail: what fails them, on the header (nothing new is
+        placed meanwhile, and every pending job reads as waiting)."""
+        store = self.model.store
+        if store is None or store.trouble is None:
+            return None
+        return failing_passes(store.trouble)
+
     def store_note(self) -> Optional[str]:
         """While the store cannot be read (a server down or restarting, a locked file): its
         words, on the header, with how old the jobs shown are."""
@@ -333,7 +342,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
         hints = tuple((key, what) for key, what, _ in shown)
         self.query_one(Header).show(HeaderInfo(self.model.totals(), " · ".join(view), hints,
-                                               self.store_note() or self.source.note,
+                                               self.store_note() or self.trouble_note()
+                                               or self.source.note,
                                                self.scheduler_line()))
 
     # -- actions --

@@ -136,6 +136,8 @@ class StoreView:
     held: frozenset[str] = frozenset()
     """GPUs (UUIDs) the lease holder holds back from MIG mode changes now, a change of theirs
     having failed."""
+    trouble: Optional[str] = None
+    """What fails the lease holder's scheduling passes, while they fail."""
 
 
 @dataclass

@@ -203,7 +203,7 @@ class LiveSource(Source):
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
                          held[0] if held else None, tuple(self.store.cordons()),
                          frozenset(u for u, h in self.store.mode_holds().items()
-                                   if h.until > now))
+                                   if h.until > now), self.store.trouble())
 
     def fresh(self, host: str) -> Optional[HostStatus]:
         session = self.fleet.session(host)
