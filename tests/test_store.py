@@ -377,3 +377,39 @@ def test_the_holders_memory_is_read_by_the_next_holder_and_forgets_what_ended(st
     finally:
         store.close()
         other.close()
+
+
+def test_a_second_store_of_one_process_leaves_the_first_ones_locks(tmp_path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it, and
+    SQLite guards only the descriptors it opened itself. A second store opened on the file
+    read its header through a descriptor of its own and closed it: the first store's locks
+    went, so another process's connection, closing, took itself for the last one and removed
+    the WAL under it. This process then saw none of that process's jobs, and the file was
+    malformed. Now a store of this process holds the file, and a second one does not read it
+    behind SQLite's back."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = str(tmp_path / "store.db")
+    first = SqliteStore(path)
+    second = SqliteStore(path)
+    other = ("import sys\nfrom fractui.store import SqliteStore\nstore = SqliteStore(sys.argv[1])"
+             "\nfor i in range(20):\n    store.submit('q', None, 'b', ['y'], {}, 'them')\n"
+             "store.close()\n")
+    try:
+        for i in range(20):
+            first.submit("q", None, "a", ["x"], {}, "us")
+        for rounds in range(1, 4):
+            subprocess.run([sys.executable, "-c", other, path], check=True, cwd=REPO,
+                           timeout=60)
+            assert len(first.jobs()) == len(second.jobs()) == 20 + 20 * rounds
+    finally:
+        first.close()
+        second.close()
+    fresh = SqliteStore(path)  # (malformed, before)
+    try:
+        assert len(fresh.jobs()) == 80
+    finally:
+        fresh.close()

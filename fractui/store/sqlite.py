@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from fractui.config import state_home
 from fractui.store import sqlite_file
@@ -147,6 +147,13 @@ class SqliteStore(SqlStore):
             sqlite_file.create(self.path, _initialise)
         sqlite_file.check_file(self.path)
         super().__init__(SqliteDialect(self.path, clock))
+        self._held: Optional[Tuple[int, int]] = sqlite_file.holding(self.path)
+
+    def close(self) -> None:
+        super().close()
+        held, self._held = self._held, None
+        if held is not None:
+            sqlite_file.released(held)
 
     def identity(self) -> Identity:
         """The process's OS user (by its uid, not $USER); an admin if it owns the store file

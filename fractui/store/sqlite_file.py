@@ -15,7 +15,9 @@ import pwd
 import sqlite3
 import stat
 import tempfile
-from typing import Callable
+import threading
+from collections import Counter
+from typing import Callable, Tuple
 
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
                                 StoreUnavailable)
@@ -47,9 +49,37 @@ def _read_only_fs(folder: str) -> bool:
     return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
 
 
+# The store files (device, inode) a store of this process has open, and how many stores: its
+# header is not read again while one is. Closing any descriptor of a file drops every POSIX
+# lock this process holds on it, SQLite's included (SQLite defers closing only the descriptors
+# it opened itself), so a second store opened in a process would take the first one's locks
+# away: another process's connection could then checkpoint and cut the WAL under it (seen as
+# "unable to get the page", a store read as damaged). SQLite guards an open file from then.
+_in_use: Counter = Counter()
+_in_use_lock = threading.Lock()
+
+
+def holding(path: str) -> Tuple[int, int]:
+    """A store of this process opens ``path``: its header is not read while it is held."""
+    st = os.stat(path)
+    with _in_use_lock:
+        _in_use[(st.st_dev, st.st_ino)] += 1
+    return st.st_dev, st.st_ino
+
+
+def released(held: Tuple[int, int]) -> None:
+    """The store that held the file (``holding``'s key) is closed."""
+    with _in_use_lock:
+        _in_use[held] -= 1
+        if _in_use[held] <= 0:
+            del _in_use[held]
+
+
 def check_file(path: str) -> None:
     """Refuses what at ``path`` cannot be a store fractui may write: not a file, empty, not
-    SQLite, shorter than its header says, or not writable here (file or directory)."""
+    SQLite, shorter than its header says, or not writable here (file or directory). The
+    header of a file a store of this process holds was checked when it was first opened, and
+    is not read again (``_in_use``)."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise StoreDamaged(path, "is not a file but a %s" % (
@@ -57,6 +87,9 @@ def check_file(path: str) -> None:
     if st.st_size == 0:
         raise StoreDamaged(path, "is empty (0 bytes): a store is never empty, so it was "
                            "truncated or is not a store" + MOVE_AWAY)
+    with _in_use_lock:
+        if (st.st_dev, st.st_ino) in _in_use:
+            return check_writable(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(HEADER_BYTES)
