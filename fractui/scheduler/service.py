@@ -244,9 +244,10 @@ class Scheduler:
         while not self._stop.is_set():
             failed = True
             try:
-                self._turn()
+                passed = self._turn()
                 self._said, self._store_ok, failed = None, True, False
-                self._keep_trouble(None)
+                if passed:  # a renewal alone says nothing of the passes
+                    self._keep_trouble(None)
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
@@ -273,16 +274,17 @@ class Scheduler:
                 self._stop.wait(DEBOUNCE_S)  # what else comes at once joins this pass
             self._wake.clear()
 
-    def _turn(self) -> None:
+    def _turn(self) -> bool:
         """One turn of the loop. A standby leaves the store alone until the lease can have
         passed to it; the holder runs a full pass when something changed since the last (or
-        a clock of its own runs), else only renews the lease."""
+        a clock of its own runs), else only renews the lease. Returns whether a full pass went
+        through; one that failed is due again at the next turn."""
         with self._news_lock:
             moved, self._lease_moved = self._lease_moved, False
             due, self._due = self._due, False
             asked, self._logs_asked = self._logs_asked, False
         if not self.leader and not moved and time.monotonic() < self._try_at:
-            return  # a standby: the lease cannot have passed to it yet
+            return False  # a standby: the lease cannot have passed to it yet
         full = due or not self.leader or self._clocks_run()
         began = time.monotonic()
         try:
@@ -298,10 +300,11 @@ class Scheduler:
                     self.lanes.start()
         except BaseException:  # what this turn left undone is the next one's
             with self._news_lock:
-                self._due, self._logs_asked = self._due or due, self._logs_asked or asked
+                self._due, self._logs_asked = self._due or full, self._logs_asked or asked
             raise
         if not held:
             self._try_at = time.monotonic() + self._standby_s()
+        return full and held
 
     def _tell(self) -> None:
         """Tells ``on_turn`` how this turn went; a failing listener is logged, never fatal."""
