@@ -467,3 +467,46 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(forge)
     admin.close()
+
+
+def test_an_admin_role_granted_before_the_newer_tables_may_write_them(pg_server):
+    """A store of schema 4 set up as docs/decisions.md says (every table granted to the admins'
+    role, SELECT to a team's), upgraded by its owner: another admin may write what came since
+    — a cordon, usage, the scheduler's mode holds and what fails its passes — and the team
+    member read them, as the TUI and `report` do."""
+    from fractui.store.model import CORDON, GpuTime, ModeHold
+    from fractui.store.sql import migrations, statements
+
+    db = pg_server.new_database()
+    tag = uuid.uuid4().hex[:6]
+    pg_server.sql("CREATE TABLE fractui_schema (version INTEGER NOT NULL)", db=db)
+    pg_server.sql("INSERT INTO fractui_schema VALUES (4)", db=db)
+    for number, sql in migrations("postgresql"):
+        if number <= 4:
+            for statement in statements(sql):
+                pg_server.sql(statement, db=db)
+    admins, team = "fractui_admin", "fractui_team_old%s" % tag  # the guard's admins' role
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.sql("CREATE ROLE %s" % team)
+    pg_server.sql("CREATE ROLE ops_%s LOGIN IN ROLE %s" % (tag, admins))
+    pg_server.sql("CREATE ROLE ann_%s LOGIN IN ROLE %s" % (tag, team))
+    pg_server.sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %s"
+                  % admins, db=db)
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % team, db=db)
+    open_store(pg_server.url(db)).close()  # the owner's open applies what came since
+    ops = open_store(pg_server.url(db, user="ops_%s" % tag))
+    ann = open_store(pg_server.url(db, user="ann_%s" % tag))
+    try:
+        epoch = ops.acquire_lease("ops", 30.0)
+        ops.keep_mode_holds({"GPU-1": ModeHold(1, 9e12)}, epoch=epoch)
+        ops.keep_trouble("ZeroDivisionError: x", epoch=epoch)
+        ops.cordon("gpu-a", None, CORDON, "ops", "cordoned by ops")
+        ops.keep_gpu_time([GpuTime("gpu-a", 0, 600.0, "L4", online_s=30)], epoch=epoch)
+        assert ann.mode_holds() == {"GPU-1": ModeHold(1, 9e12)}
+        assert ann.trouble() == "ZeroDivisionError: x"
+        assert [c.host for c in ann.cordons()] == ["gpu-a"]
+        assert [g.host for g in ann.gpu_time(0, 9e12)] == ["gpu-a"]
+    finally:
+        ops.close()
+        ann.close()

@@ -12,16 +12,21 @@ CREATE TABLE mode_holds (
 CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON mode_holds
     FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
 
--- Every role that may read the jobs may read the holds too, as for the cordons (0007): its
--- TUI reads them with the jobs.
+-- On a store set up before this table, the admins' grants (ON ALL TABLES, run once) and the
+-- team roles' missed it: every role that may read the jobs may read the holds (its TUI reads
+-- them with the jobs), and every role that may delete jobs (an admin's) may write them, as the
+-- lease holder must.
 DO $$
 DECLARE
-    reader TEXT;
+    grantee TEXT;
+    granted TEXT;
 BEGIN
-    FOR reader IN SELECT DISTINCT r.rolname FROM pg_class c, aclexplode(c.relacl) a
-                  JOIN pg_roles r ON r.oid = a.grantee
-                  WHERE c.oid = 'jobs'::regclass AND a.privilege_type = 'SELECT' LOOP
-        EXECUTE format('GRANT SELECT ON mode_holds TO %I', reader);
+    FOR grantee, granted IN
+        SELECT DISTINCT r.rolname, CASE a.privilege_type WHEN 'SELECT' THEN 'SELECT'
+                                       ELSE 'SELECT, INSERT, UPDATE, DELETE' END
+        FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+        WHERE c.oid = 'jobs'::regclass AND a.privilege_type IN ('SELECT', 'DELETE') LOOP
+        EXECUTE format('GRANT %s ON mode_holds TO %I', granted, grantee);
     END LOOP;
 END
 $$
