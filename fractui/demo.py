@@ -353,6 +353,6 @@ def _drop_dead_socket(paths: AgentPaths) -> None:
         except (UnsafePath, OSError) as err:  # not ours, or gone: the next daemon says
             log.info("left %s: %s", paths.socket, err)
 
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 10.0  # (milliseconds, but a loaded machine may be slow)
     while _locked(paths.lock_file, unlink) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -70,8 +70,8 @@ def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> O
     if not known:
         return ("note: the store keeps no inventory of %s yet (a scheduler records it once it "
                 "runs), so whether a GPU can hold queue %s is left to the scheduler: once one has "
-                "looked at the job, fractui jobs says why it waits" % (", ".join(unheard) if unheard else "any host",
-                                                 queue.name))
+                "looked at the job, fractui jobs says why it waits" % (
+                    ", ".join(unheard) if unheard else "any host", queue.name))
     why = never_fits(queue, known, whole=not unheard)
     if why is not None and not unheard:
         raise queue_error(config, queue, why)

@@ -23,17 +23,21 @@ def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
     """The bytes of the regular file at ``path``. FileNotFoundError where there is none (each
     caller says what a missing file means); NotRead for anything else that stops the read,
     ``what`` (an article and a noun: "a config file") naming the kind in the size refusal."""
-    try:  # not blocking: a FIFO opens at once, and is refused below
+    try:  # what it is, before any open (a device may act on one; a socket cannot be opened)
+        st = os.stat(path)
+        if _null(st):  # the empty file by name (ssh -F /dev/null)
+            return b""
+        why = _not_regular(st.st_mode)
+        if why:
+            raise NotRead(why)
+        # not blocking: a FIFO put there since opens at once, and is refused below
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
         raise NotRead(_words(err)) from None
     try:
-        st = os.fstat(fd)
-        why = _not_regular(st.st_mode)
-        if why and _null(st):  # the empty file by name (ssh -F /dev/null)
-            return b""
+        why = _not_regular(os.fstat(fd).st_mode)
         if why:
             raise NotRead(why)
         chunks, size = [], 0
@@ -62,6 +66,7 @@ def not_regular(path: str) -> Optional[str]:
 
 
 def _null(st: os.stat_result) -> bool:
+    """Whether ``st`` is /dev/null's."""
     try:
         return os.path.samestat(st, os.stat(os.devnull))
     except OSError:
@@ -69,10 +74,12 @@ def _null(st: os.stat_result) -> bool:
 
 
 def _not_regular(mode: int) -> Optional[str]:
+    """What a file of ``mode`` is, where it is not a regular file; None where it is."""
     if stat.S_ISREG(mode):
         return None
     return next((why for kind, why in _KINDS if kind(mode)), "not a regular file")
 
 
 def _words(err: Exception) -> str:
+    """An OS error as words for a message after a path: "permission denied"."""
     return (getattr(err, "strerror", None) or str(err)).lower()

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from textual.theme import BUILTIN_THEMES
-
 from fractui.config import Config
 from fractui.outcome import EXIT_USAGE
 from fractui.terminal import print_json, say
-from fractui.tui.themes import DEFAULT, theme_files, user_dir
+from fractui.tui.themes import DEFAULT, theme_files, theme_names, user_dir
 
 
 def themes(config: Config, args: argparse.Namespace) -> int:
@@ -33,7 +31,7 @@ def themes(config: Config, args: argparse.Namespace) -> int:
                     "shipped" if f.shipped else "yours", f.path,
                     "  (replaced by yours)" if replaced else ""))
         if chosen not in {f.name for f in files if f.theme is not None}:
-            print("* %-16s %s" % (chosen, "one of Textual's own" if chosen in BUILTIN_THEMES
+            print("* %-16s %s" % (chosen, "one of Textual's own" if chosen in theme_names()
                                   else "not a theme fractui knows: the TUI refuses it"))
         print("  your themes: %s/*.toml" % user_dir())
         for f in files:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import socket
 import textwrap
 
 import pytest
@@ -824,7 +825,10 @@ def test_a_config_that_is_not_a_regular_file_is_refused_never_read(tmp_path):
     assert load_config(os.devnull).hosts == load_config(write(tmp_path, "")).hosts
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "socket.toml"))  # (no open can reach it: said all the same)
     for path, why in ((str(fifo), "not a regular file: a FIFO"),
+                      (str(tmp_path / "socket.toml"), "not a regular file: a socket"),
                       ("/dev/zero", "not a regular file: a character device"),
                       (str(tmp_path), "is a directory")):
         with pytest.raises(ConfigError) as err:

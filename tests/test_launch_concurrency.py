@@ -61,6 +61,7 @@ def launcher(sup, req, answers: List[Any]) -> threading.Thread:
 
 
 def launch_request(**params: Any):
+    """A ``job.launch`` request as the daemon parses it from ``params``."""
     from remote_agent.jobs.methods import LAUNCH_PARAMS
     from remote_agent.jobs.supervisor import parse_launch
 
@@ -383,16 +384,23 @@ def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_loc
     req = launch_request(key="k-twice", gpu=0, instance=uuid,
                          argv=[PY, "-c", "import time; time.sleep(600)"])
     first_in, first_go, second_in = threading.Event(), threading.Event(), threading.Event()
-    starting, start_go = threading.Event(), threading.Event()
+    second_at, starting, start_go = threading.Event(), threading.Event(), threading.Event()
     locked, spawn = sup._instance_lock, sup._spawn_shim
+    calls: List[int] = []
+    counting = threading.Lock()
 
     @contextmanager
     def instance_lock(r, infos):
+        with counting:
+            n = len(calls)
+            calls.append(n)
+        if n == 1:  # the second launch: past its first look for the key, at the MIG lock
+            second_at.set()
         with locked(r, infos):
-            if not first_in.is_set():  # the first launch: held before it records the job
+            if n == 0:  # the first launch: held before it records the job
                 first_in.set()
                 assert first_go.wait(60)
-            else:  # the second, after the first recorded it and went on to start it
+            elif n == 1:  # the second, after the first recorded it and went on to start it
                 second_in.set()
             yield
 
@@ -408,8 +416,7 @@ def test_a_retry_of_a_launch_in_flight_onto_an_instance_waits_holding_no_mig_loc
         threads[0].start()
         assert first_in.wait(60)
         threads[1].start()  # no job of the key yet: on to the GPU's MIG lock, held by the first
-        wait_until(lambda: threads[1].is_alive() and sup.store.by_key("k-twice") is None,
-                   "the second launch to start")
+        assert second_at.wait(60) and sup.store.by_key("k-twice") is None
         first_go.set()
         assert starting.wait(60) and second_in.wait(60)
         lock = agent.mig_lock(0)

@@ -376,7 +376,7 @@ def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_ho
                                                 "error": "NVML_ERROR_UNKNOWN", "count": 1000})
     uuid = gpu(f, "gpu-a", 0)["uuid"]
     job = f.submit("slice")
-    f.until(lambda: uuid in f.store.mode_holds())
+    f.until(lambda: uuid in f.store.mode_holds() and f.store.get(job.id).state == "pending")
     hold = f.store.mode_holds()[uuid]
     assert hold.failures == 1 and 0 < hold.until - time.time() <= 120
     assert f.store.get(job.id).attempt == 1

@@ -413,3 +413,23 @@ def test_a_second_store_of_one_process_leaves_the_first_ones_locks(tmp_path):
         assert len(fresh.jobs()) == 80
     finally:
         fresh.close()
+
+
+def test_a_damaged_mode_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
+    """A hold is the lease holder's memory for an hour at most: a row holding what fractui
+    never writes is left out, said in the log, rather than the store's damage that would stop
+    every pass, the TUI's reads and `place`."""
+    path = str(tmp_path / "store.db")
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.executemany("INSERT INTO mode_holds (uuid, failures, until) VALUES (?, ?, ?)",
+                   [("GPU-bad", "two", "soon"), ("GPU-good", 2, 360.0)])
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert store.mode_holds() == {"GPU-good": ModeHold(2, 360.0)}
+        assert store.holder_memory().mode_holds == {"GPU-good": ModeHold(2, 360.0)}
+        assert "the mode-change hold of GPU-bad's failures is 'two'" in caplog.text
+    finally:
+        store.close()

@@ -451,7 +451,14 @@ class Scheduler:
         (a change failed, or one succeeded): for the next lease holder and every preview."""
         holds = self.executor.backoff.holds()
         if holds != self._kept_holds:
-            self.store.keep_mode_holds(holds, epoch=self.epoch)
+            try:
+                self.store.keep_mode_holds(holds, epoch=self.epoch)
+            except LeaseLost:
+                raise
+            except StoreError as err:  # the pass goes on: the holds are kept in memory too
+                log.warning("cannot keep in the store the GPUs held back from mode "
+                            "changes: %s", err)
+                return
             self._kept_holds = holds
 
     def _renew(self, force: bool = False) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import threading
 import uuid
 from functools import lru_cache
@@ -33,6 +34,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, P
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
 _SLOT_COLUMNS = ("host", "gpus", "profile", "start", "memory_mib", "charge", "layout_version")
+log = logging.getLogger("fractui.store")
 T = TypeVar("T")
 
 
@@ -538,10 +540,17 @@ class SqlStore(Store):
         return self._read(self._mode_holds)
 
     def _mode_holds(self, db: Any) -> dict[str, ModeHold]:
+        """The holds kept; a damaged row is left out, said in the log: a hold is the lease
+        holder's memory for an hour at most (without it, one more try of the change), and as
+        the store's damage it would stop every pass and screen."""
         found = {}
         for r in self._run(db, "SELECT uuid, failures, until FROM mode_holds"):
-            check("the mode-change hold of %s" % r["uuid"], r,
-                  {"uuid": TEXT, "failures": INT, "until": NUM})
+            try:
+                check("the mode-change hold of %s" % r["uuid"], r,
+                      {"uuid": TEXT, "failures": INT, "until": NUM})
+            except Unreadable as err:
+                log.warning("%s: left out", err)
+                continue
             found[r["uuid"]] = ModeHold(r["failures"], float(r["until"]))
         return found
 
