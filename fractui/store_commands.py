@@ -21,9 +21,8 @@ from fractui.outcome import Failed, UsageError
 from fractui.sched.fleetview import HostView, flips_modes, idle_view
 from fractui.sched.cordons import state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
-from fractui.sched.mig_change import flip_of, host_refusal
+from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.quota import past_quota, team_usage
-from fractui.scheduler.backoff import held_back
 from fractui.servable import submittable
 from fractui.store import Store, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied

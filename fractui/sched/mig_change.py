@@ -172,6 +172,14 @@ def flip_of(host: str, gpu: Mapping[str, Any], enabled: bool) -> str:
                       _mode_reset(str(gpu.get("name") or "")))
 
 
+def held_back(gpu: int, host: str, uuid: str, left: float) -> str:
+    """A GPU the lease holder holds back from mode changes, a change of its having failed
+    (fractui.scheduler.backoff), in words: why a change is not asked (a launch) or offered (by
+    hand)."""
+    return "gpu %d of %s (%s) is offered no MIG mode change for another %.0f s, after a " \
+           "change of its failed" % (gpu, host, uuid, left)
+
+
 def host_refusal(host: str, index: int, fixed: bool, agent_can: bool) -> Optional[str]:
     """Why a host makes no mode change on its GPU ``index`` before a launch, whatever the GPU:
     it pins its modes (``fixed``), or its agent cannot make one (``agent_can``: its hello lists

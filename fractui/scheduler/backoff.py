@@ -74,8 +74,3 @@ class ModeBackoff:
         with self._lock:
             self._holds = dict(holds)
 
-
-def held_back(gpu: int, host: str, uuid: str, left: float) -> str:
-    """A GPU held back, in words: why a change is not asked (a launch) or offered (by hand)."""
-    return "gpu %d of %s (%s) is offered no MIG mode change for another %.0f s, after a " \
-           "change of its failed" % (gpu, host, uuid, left)

@@ -27,8 +27,8 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
 from fractui.sched.fleetview import HostView, flips_modes
 from fractui.sched.manual import Unfit, complete
-from fractui.sched.mig_change import MODE, MigChange, outcome, plan_flip
-from fractui.scheduler.backoff import ModeBackoff, held_back
+from fractui.sched.mig_change import MODE, MigChange, held_back, outcome, plan_flip
+from fractui.scheduler.backoff import ModeBackoff
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
