@@ -246,9 +246,9 @@ def test_a_cordon_is_an_admins_act_in_the_database_too(guarded):
         ann.close()
 
 
-def test_a_team_role_granted_before_the_cordons_existed_may_read_them(pg_server):
-    """A store of schema 4 whose team roles were granted SELECT on every table then: migration 5
-    grants its new table to whoever could read the jobs."""
+def _store_of_schema_4(pg_server) -> tuple:
+    """A new database holding a store of schema 4 (as fractui's migrations 1 to 4 made it, no
+    role granted anything yet), and a tag for this test's role names: (database, tag)."""
     from fractui.store.sql import migrations, statements
 
     db = pg_server.new_database()
@@ -259,6 +259,13 @@ def test_a_team_role_granted_before_the_cordons_existed_may_read_them(pg_server)
         if number <= 4:
             for statement in statements(sql):
                 pg_server.sql(statement, db=db)
+    return db, tag
+
+
+def test_a_team_role_granted_before_the_cordons_existed_may_read_them(pg_server):
+    """A store of schema 4 whose team roles were granted SELECT on every table then: migration 5
+    grants its new table to whoever could read the jobs."""
+    db, tag = _store_of_schema_4(pg_server)
     pg_server.sql("CREATE ROLE fractui_team_old%s" % tag)
     pg_server.sql("CREATE ROLE old_%s LOGIN IN ROLE fractui_team_old%s" % (tag, tag))
     pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO fractui_team_old%s" % tag,
@@ -475,16 +482,7 @@ def test_an_admin_role_granted_before_the_newer_tables_may_write_them(pg_server)
     — a cordon, usage, the scheduler's mode holds and what fails its passes — and the team
     member read them, as the TUI and `report` do."""
     from fractui.store.model import CORDON, GpuTime, ModeHold
-    from fractui.store.sql import migrations, statements
-
-    db = pg_server.new_database()
-    tag = uuid.uuid4().hex[:6]
-    pg_server.sql("CREATE TABLE fractui_schema (version INTEGER NOT NULL)", db=db)
-    pg_server.sql("INSERT INTO fractui_schema VALUES (4)", db=db)
-    for number, sql in migrations("postgresql"):
-        if number <= 4:
-            for statement in statements(sql):
-                pg_server.sql(statement, db=db)
+    db, tag = _store_of_schema_4(pg_server)
     admins, team = "fractui_admin", "fractui_team_old%s" % tag  # the guard's admins' role
     pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
                   "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")

@@ -364,6 +364,19 @@ def test_one_failed_change_is_one_call_however_many_decisions_wait_on_the_gpu(lo
     assert f.scheduler.executor.backoff.failed(uuid, now[0]) == 240.0  # the second failure
 
 
+def held_back(f, queue: str):
+    """A job of ``queue`` whose launch needed gpu-a's GPU 0's MIG mode changed, which NVML
+    fails from now on: once the GPU is held back (kept in the store) and the job back in its
+    queue, (the job, the GPU's uuid)."""
+    wait_processes_known(f, "gpu-a")
+    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
+                                                "error": "NVML_ERROR_UNKNOWN", "count": 1000})
+    uuid = gpu(f, "gpu-a", 0)["uuid"]
+    job = f.submit(queue)
+    f.until(lambda: uuid in f.store.mode_holds() and f.store.get(job.id).state == "pending")
+    return job, uuid
+
+
 def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_holder(
         local_fleet):
     """The GPU held back after its change failed is kept in the store: `fractui place` offers
@@ -371,12 +384,7 @@ def test_a_hold_is_kept_in_the_store_for_placement_by_hand_and_the_next_lease_ho
     over goes on from the hold rather than asking again at once (which would be one more failed
     change and one more attempt of the job)."""
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [SLICE], lease_s=2.0)
-    wait_processes_known(f, "gpu-a")
-    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
-                                                "error": "NVML_ERROR_UNKNOWN", "count": 1000})
-    uuid = gpu(f, "gpu-a", 0)["uuid"]
-    job = f.submit("slice")
-    f.until(lambda: uuid in f.store.mode_holds() and f.store.get(job.id).state == "pending")
+    job, uuid = held_back(f, "slice")
     hold = f.store.mode_holds()[uuid]
     assert hold.failures == 1 and 0 < hold.until - time.time() <= 120
     assert f.store.get(job.id).attempt == 1

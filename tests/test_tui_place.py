@@ -242,16 +242,11 @@ def test_a_gpu_held_back_from_mode_changes_is_offered_no_change_in_the_preview(l
     hold in the store: the preview offers no slot that would change its mode (the holder would
     not make it), and offers them again once the hold has ended."""
     from fractui.store.model import ModeHold
-    from tests.test_scheduler_mig_mode import gpu, wait_processes_known
+    from tests.test_scheduler_mig_mode import held_back
 
     f = local_fleet({"gpu-a": "1xA100-80GB"}, [QueueConfig(name="3g", mig="3g.40gb",
                                                            isolation="mig")])
-    wait_processes_known(f, "gpu-a")
-    f.fleet.session("gpu-a").call("sim.fault", {"function": "nvmlDeviceSetMigMode",
-                                                "error": "NVML_ERROR_UNKNOWN", "count": 1000})
-    uuid = gpu(f, "gpu-a", 0)["uuid"]
-    job = f.submit("3g")
-    f.until(lambda: uuid in f.store.mode_holds() and f.store.get(job.id).state == "pending")
+    _, uuid = held_back(f, "3g")
 
     async def looked(app, pilot) -> list:
         panel = fleet(app).query_one(QueuePanel)
