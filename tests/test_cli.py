@@ -357,3 +357,23 @@ def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_flee
         assert done.returncode == code and out in done.stdout and err in done.stderr, (
             argv, done.returncode, done.stdout[-300:], done.stderr)
         assert not leaks(done.stderr), (argv, done.stderr)
+
+
+def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path):
+    """Each verb imports the module that carries it out, not every verb's: ``fractui jobs``
+    and the store's verbs do not load Textual (the themes verb's and the TUI's), which cost
+    every run of them a third of a second before it did anything."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    for argv in (["jobs", "--json"], ["audit", "--json"], ["report", "--json"]):
+        done = subprocess.run([PY, "-c", (
+            "import sys\nfrom fractui.cli import main\ncode = main(sys.argv[1:])\n"
+            "sys.stdout.flush()\nprint(code, 'textual' in sys.modules, file=sys.stderr)"),
+            "--config", str(config), *argv], capture_output=True, text=True,
+            cwd=localfleet.REPO, timeout=120, stdin=subprocess.DEVNULL)
+        assert done.stderr == "0 False\n", (argv, done.stderr)
+    done = subprocess.run([PY, "-c", (
+        "import sys\nfrom fractui.cli import main\nmain(['themes'])\nsys.stdout.flush()\n"
+        "print('textual' in sys.modules, file=sys.stderr)")], capture_output=True, text=True,
+        cwd=localfleet.REPO, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.stderr == "True\n", done.stderr  # the themes verb does load it
