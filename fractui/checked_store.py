@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from fractui.config import Config
-from fractui.fleet.fleet import open_fleet
 from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
 from fractui.store import Store, open_store
@@ -35,6 +34,8 @@ def open_checked_store(config: Config, hear: bool = True) -> Store:
 def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:
     """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
     answered in the store, and returns the inventory: fresh where heard, kept where not."""
+    from fractui.fleet.fleet import open_fleet  # here: the verbs that reach only the store
+    #                                             load no SSH (paramiko)
     fleet = open_fleet(config)
     try:
         heard = {s.name: facts(HostView.of(s)) for s in fleet.statuses() if s.hello}

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
-from fractui.fleet.fleet import Fleet
 from fractui.outcome import Failed, UsageError
 from fractui.sched.fleetview import HostView, flips_modes, idle_view
 from fractui.sched.cordons import state
@@ -32,6 +31,7 @@ from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import count
 
 if TYPE_CHECKING:
+    from fractui.fleet.fleet import Fleet
     from fractui.metrics.exporter import Exporter
 
 
@@ -289,6 +289,7 @@ def _jobs(jobs: list[Job]) -> str:
 # -- the headless scheduler --
 
 def scheduler(config: Config, args: argparse.Namespace) -> int:
+    from fractui.fleet.fleet import Fleet  # here: the store's verbs load no SSH (paramiko)
     from fractui.scheduler import Scheduler
 
     if not config.queues:

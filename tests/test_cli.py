@@ -362,16 +362,19 @@ def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_flee
 def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path):
     """Each verb imports the module that carries it out, not every verb's: ``fractui jobs``
     and the store's verbs do not load Textual (the themes verb's and the TUI's), which cost
-    every run of them a third of a second before it did anything."""
+    every run of them a third of a second before it did anything; the verbs that reach only
+    the store do not load SSH (paramiko) either."""
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
-    for argv in (["jobs", "--json"], ["audit", "--json"], ["report", "--json"]):
+    for argv, ssh in ((["jobs", "--json"], True), (["audit", "--json"], False),
+                      (["report", "--json"], False)):
         done = subprocess.run([PY, "-c", (
             "import sys\nfrom fractui.cli import main\ncode = main(sys.argv[1:])\n"
-            "sys.stdout.flush()\nprint(code, 'textual' in sys.modules, file=sys.stderr)"),
+            "sys.stdout.flush()\nprint(code, 'textual' in sys.modules, 'paramiko' in "
+            "sys.modules, file=sys.stderr)"),
             "--config", str(config), *argv], capture_output=True, text=True,
             cwd=localfleet.REPO, timeout=120, stdin=subprocess.DEVNULL)
-        assert done.stderr == "0 False\n", (argv, done.stderr)
+        assert done.stderr == "0 False %s\n" % ssh, (argv, done.stderr)
     done = subprocess.run([PY, "-c", (
         "import sys\nfrom fractui.cli import main\nmain(['themes'])\nsys.stdout.flush()\n"
         "print('textual' in sys.modules, file=sys.stderr)")], capture_output=True, text=True,
