@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pwd
@@ -27,6 +28,17 @@ if TYPE_CHECKING:
 # Property tests run subprocess-free but long sequences: no per-example deadline.
 settings.register_profile("fractui", deadline=None, print_blob=True)
 settings.load_profile("fractui")
+
+# Every Python process the tests start (fractui's verbs, each host's bridge and daemon, a shim
+# per job, the jobs themselves) loads fractui's and the agent's code. Where the environment
+# says to write no bytecode, each of them compiled every module it loads from source again
+# (about 0.1 s of each start): they keep compiled code in a cache of this run's own instead,
+# outside the source tree, removed at the end. What runs is the same source.
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+    _PYCACHE = tempfile.mkdtemp(prefix="fractui-test-pycache-")
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+    atexit.register(shutil.rmtree, _PYCACHE, True)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
