@@ -38,6 +38,22 @@ def refusal(done: subprocess.CompletedProcess) -> str:
     return done.stderr
 
 
+@pytest.fixture(scope="module")
+def refusing_host(tmp_path_factory):
+    """gpu-n (an L4) behind its own sshd, shared by the refusals below: each is refused
+    without changing what the host has (a job that cannot enter its cwd is one that ended),
+    so they need not each start a server and deploy an agent of their own."""
+    root = tmp_path_factory.mktemp("refusals")
+    env = sshd.SshEnv(root)
+    fleet = SshFleet(env, root)
+    try:
+        fleet.add("gpu-n", "1xL4")
+        yield fleet
+    finally:
+        fleet.stop()
+        env.close()
+
+
 @pytest.mark.parametrize("args, words", [
     (("launch", "gpu-n", "9", "--memory-mib", "10", "--", "true"), "no GPU 9 on gpu-n"),
     (("launch", "gpu-n", "0", "--memory-mib", "10", "--cwd", "/no/such/dir", "--", "true"),
@@ -49,9 +65,8 @@ def refusal(done: subprocess.CompletedProcess) -> str:
                                                "MIG"),
     (("mig", "gpu-n", "9", "1g.10gb", "--yes"), "no GPU 9 on gpu-n"),
 ])
-def test_refusals_name_the_host(fleet_env, args, words):
-    fleet_env.add("gpu-n", "1xL4")
-    said = refusal(fleet_env.fractui(*args))
+def test_refusals_name_the_host(refusing_host, args, words):
+    said = refusal(refusing_host.fractui(*args))
     assert said.startswith("fractui: ") and words in said, said
 
 
