@@ -16,7 +16,7 @@ import pytest
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError
+from tests.conftest import AgentError, AgentProcess, stop_host
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
 
@@ -194,17 +194,35 @@ def test_a_sticky_world_writable_parent_is_fine(root_agent, tmp_path):
     assert code is None and agent.call("hello")["backend"] == "sim"
 
 
+@pytest.fixture(scope="module")
+def finished_state(tmp_path_factory):
+    """The state dir a host leaves once it ran one job and its daemon was shut down, made
+    once for the module: each test below tampers with a copy of its own."""
+    state = tmp_path_factory.mktemp("finished") / "state"
+    agent = AgentProcess(str(state), "--sim", "1xL4")
+    try:
+        job = agent.call("job.launch", key="k-1", gpu=0, memory_mib=10,
+                         argv=script("print('mine')"))
+        wait_job(agent, job["id"])
+        pid = agent.call("daemon.version")["pid"]
+        agent.call("daemon.shutdown")
+        agent.close()
+        wait_until(lambda: not alive(pid), "the daemon to stop")
+        yield state
+    finally:
+        if agent.proc.poll() is None:
+            agent.close()
+        stop_host(str(state))
+
+
 @pytest.mark.parametrize("what", ["jobs.db", "sim/gpus.json", "daemon.log", "jobs/j1",
                                   "jobs/j1/spec.json", "jobs/j1/exit.json"])
 @pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink"])
 def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
-        root_agent, start_agent, tmp_path, what, attack):
+        root_agent, finished_state, tmp_path, what, attack):
     state = tmp_path / "state"
-    agent, _ = host_with_a_finished_job(start_agent, state)
-    pid = agent.call("daemon.version")["pid"]
-    agent.call("daemon.shutdown")
-    agent.close()
-    wait_until(lambda: not alive(pid), "the daemon to stop")
+    # as the host left it: modes, owners and the job's pipe kept
+    subprocess.run(["cp", "-a", str(finished_state), str(state)], check=True)
     target = state / what
     if attack == "owned by another user":
         owned_by_other(target)
