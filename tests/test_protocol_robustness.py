@@ -15,12 +15,27 @@ from remote_agent import PROTOCOL_VERSION
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES
-from tests.conftest import REPO, AgentError
+from tests.conftest import REPO, AgentError, AgentProcess, stop_host
 
 
 @pytest.fixture
 def agent(start_agent):
     return start_agent("1xA100-80GB:mig,1xL4")
+
+
+@pytest.fixture(scope="module")
+def serving_agent(tmp_path_factory):
+    """One agent for the module's lines that must each be refused with the agent serving on:
+    each test sends its line to the agent the lines before it were sent to, and asks it again
+    afterwards."""
+    state = str(tmp_path_factory.mktemp("serving") / "state")
+    agent = AgentProcess(state, "--sim", "1xA100-80GB:mig,1xL4")
+    try:
+        yield agent
+    finally:
+        if agent.proc.poll() is None:
+            agent.close()
+        stop_host(state)
 
 
 @pytest.mark.parametrize("line, code, words", [
@@ -47,7 +62,9 @@ def agent(start_agent):
     (b'{"jsonrpc": "2.0", "id": 1, "method": "mig.apply", "params": {"gpu": 0, '
      b'"profile": "1g.10gb", "start": "zero"}}', rpc.INVALID_PARAMS, "must be an integer"),
 ])
-def test_malformed_lines_get_errors_and_the_agent_keeps_serving(agent, line, code, words):
+def test_malformed_lines_get_errors_and_the_agent_keeps_serving(serving_agent, line, code,
+                                                                words):
+    agent = serving_agent
     agent.send_raw(line + b"\n")
     reply = agent.read_reply()
     error = reply[0]["error"] if isinstance(reply, list) else reply["error"]
@@ -174,7 +191,8 @@ NESTINGS = [(d, k) for d in (rpc.MAX_DEPTH + 1, 1000, 100000) for k in ("array",
 
 
 @pytest.mark.parametrize("depth, kind", NESTINGS)
-def test_deep_nesting_is_refused_and_the_connection_lives(agent, depth, kind):
+def test_deep_nesting_is_refused_and_the_connection_lives(serving_agent, depth, kind):
+    agent = serving_agent
     agent.send_raw(deep(depth, kind) + b"\n")
     reply = agent.read_reply()
     assert reply["error"]["code"] == rpc.INVALID_REQUEST
