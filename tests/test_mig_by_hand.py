@@ -295,6 +295,18 @@ def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
     assert not [e for e in f.store.audit_log() if e.action == "mig"]  # nothing was done
 
 
+@pytest.fixture(scope="module")
+def usage_fleet(tmp_path_factory):
+    """The fleet the usage errors below are each run against: refused on their words, none
+    changes it, so they share one (its agents started once)."""
+    f = localfleet.LocalFleet(tmp_path_factory.mktemp("usage"), {"gpu-a": "1xA100-80GB:mig"},
+                              [SMALL])
+    try:
+        yield f
+    finally:
+        f.close()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["mig", "gpu-a", "0"], "mig takes one of PROFILE (create an instance), --destroy INSTANCE "
                             "or --mode on|off; got none"),
@@ -308,9 +320,8 @@ def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
     (["mig", "gpu-z", "0", "--mode", "on"], "unknown host 'gpu-z'"),
     (["mig", "gpu-a", " x", "--mode", "on"], "a GPU is named by its index or uuid"),
 ])
-def test_usage_errors_of_mig_by_hand_exit_2_naming_what(local_fleet, argv, words):
-    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
-    done = f.fractui(*argv)
+def test_usage_errors_of_mig_by_hand_exit_2_naming_what(usage_fleet, argv, words):
+    done = usage_fleet.fractui(*argv)
     assert done.returncode == 2, said(done)
     assert words in done.stderr, done.stderr
 
