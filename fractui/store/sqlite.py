@@ -145,9 +145,15 @@ class SqliteStore(SqlStore):
         self.clock = clock
         if not os.path.lexists(self.path):  # only where nothing is does a store begin
             sqlite_file.create(self.path, _initialise)
+        self._held: Optional[Tuple[int, int]] = None
         sqlite_file.check_file(self.path)
-        super().__init__(SqliteDialect(self.path, clock))
-        self._held: Optional[Tuple[int, int]] = sqlite_file.holding(self.path)
+        held = sqlite_file.holding(self.path)
+        try:
+            super().__init__(SqliteDialect(self.path, clock))
+        except BaseException:  # a store refused as it opens holds nothing
+            sqlite_file.released(held)
+            raise
+        self._held = held
 
     def close(self) -> None:
         super().close()
