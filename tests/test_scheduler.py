@@ -360,9 +360,9 @@ def test_failing_passes_are_said_in_the_store_for_jobs_and_the_tui_until_one_goe
         local_fleet, monkeypatch):
     """A pass that fails (a bug of ours: here the placement core raising) places nothing, and
     every pending job would read as waiting for room: the lease holder keeps what fails its
-    passes in the store, `jobs` and the TUI's header say it, the lease renewals between the
-    failing passes do not clear it, and the next pass that goes through does. (A scheduler
-    that has just taken the lease: its first pass ran because it was not the holder yet.)"""
+    passes in the store, where it stays while they fail (five turns watched), `jobs` and the
+    TUI's header say it, and the next pass that goes through clears it. (A scheduler that has
+    just taken the lease.)"""
     from fractui.scheduler import service
     from fractui.tui.header import Header
     from fractui.words import failing_passes
@@ -397,8 +397,8 @@ def test_failing_passes_are_said_in_the_store_for_jobs_and_the_tui_until_one_goe
         second.start()
         wait(lambda: f.store.trouble() == said, f.states)
         seen = len(turns)
-        wait(lambda: len(turns) >= seen + 5, lambda: turns)  # lease renewals meanwhile ...
-        assert f.store.trouble() == said  # ... say nothing of the passes, which still fail
+        wait(lambda: len(turns) >= seen + 5, lambda: turns)
+        assert f.store.trouble() == said  # still said: the passes still fail
         done = f.fractui("jobs")
         assert done.returncode == 0 and done.stderr == "fractui: %s\n" % failing_passes(said)
         header()
