@@ -196,8 +196,8 @@ def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[st
     lately), or None."""
     uuid = str(rec.get("uuid"))
     hold = store.mode_holds().get(uuid)
-    left = hold.until - time.time() if hold is not None else 0.0
-    return held_back(gpu, host, uuid, left) if left > 0 else None
+    left = hold.left(time.time()) if hold is not None else 0.0
+    return held_back(gpu, host, uuid, left) if left else None
 
 
 def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) -> Slot:

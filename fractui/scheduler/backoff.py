@@ -50,7 +50,7 @@ class ModeBackoff:
         """How long GPU ``uuid`` is still held back at ``now`` (0: it is not)."""
         with self._lock:
             hold = self._holds.get(uuid)
-            return max(0.0, hold.until - now) if hold is not None else 0.0
+            return hold.left(now) if hold is not None else 0.0
 
     def held(self, now: float) -> FrozenSet[str]:
         """The GPUs (UUIDs) offered no mode change at ``now``."""
@@ -73,4 +73,3 @@ class ModeBackoff:
         """The holds the lease holders before this one kept (read on taking the lease)."""
         with self._lock:
             self._holds = dict(holds)
-

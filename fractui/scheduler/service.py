@@ -133,9 +133,9 @@ class Scheduler:
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
-        self._kept_holds: Dict[str, ModeHold] = {}
-        self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         """The two above as the store holds them (written when they differ)."""
+        self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
+        self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded

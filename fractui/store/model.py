@@ -142,6 +142,10 @@ class ModeHold:
     failures: int
     until: float
 
+    def left(self, now: float) -> float:
+        """How long the hold still runs at ``now`` (0: it has ended)."""
+        return max(0.0, self.until - now)
+
 
 @dataclass(frozen=True)
 class HolderMemory:

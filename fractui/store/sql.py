@@ -643,19 +643,22 @@ class SqlStore(Store):
 
     def _lease(self, db: Any) -> Any:
         """The lease's row, its values checked, or None."""
-        row = self._run(db, "SELECT holder, expires_at, epoch FROM lease WHERE name = ?",
+        row = self._run(db, "SELECT holder, expires_at, epoch, trouble FROM lease WHERE name = ?",
                         (LEASE,)).fetchone()
         if row is not None:
             check("the scheduler lease", row, LEASE_COLUMNS)
         return row
 
+    def _held_lease(self, db: Any) -> Any:
+        """The lease's row while a holder holds it (by the store's clock), else None."""
+        row = self._lease(db)
+        if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
+            return None
+        return row
+
     def lease_holder(self) -> Optional[tuple[str, float]]:
-        def work(db: Any) -> Optional[tuple[str, float]]:
-            row = self._lease(db)
-            if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
-                return None
-            return row["holder"], float(row["expires_at"])
-        return self._read(work)
+        row = self._read(self._held_lease)
+        return (row["holder"], float(row["expires_at"])) if row is not None else None
 
     def keep_trouble(self, trouble: Optional[str], epoch: Optional[int] = None) -> None:
         def work(db: Any) -> None:
@@ -666,11 +669,10 @@ class SqlStore(Store):
 
     def trouble(self) -> Optional[str]:
         def work(db: Any) -> Optional[str]:
-            row = self._run(db, "SELECT holder, expires_at, trouble FROM lease WHERE name = ?",
-                            (LEASE,)).fetchone()
-            if row is None or not row["holder"] or row["expires_at"] <= self.dialect.now(db):
+            row = self._held_lease(db)
+            if row is None:
                 return None
-            check("the scheduler lease", row, {"trouble": maybe(TEXT)})
+            check("the scheduler lease", row, {"trouble": maybe(TEXT)})  # (its readers' only)
             return row["trouble"]
         return self._read(work)
 
