@@ -3,9 +3,15 @@ their keys and the mouse, on the frozen sample fleet."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from rich.console import Console
 
-from fractui.tui.cursor import slices_of
+from fractui.config import Config, TuiSettings
+from fractui.fleet.host import HostStatus
+from fractui.tui.app import FractuiApp
+
+from fractui.tui.cursor import places, slices_of
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.jobs import JobScreen
@@ -14,7 +20,9 @@ from fractui.tui.legend import Legend
 from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
+from fractui.tui.source import Source
 from tests.test_tui_pilot import palette
 from tests.tui_frozen import STATES, frozen_app, pilot_test, settled
 
@@ -85,6 +93,27 @@ async def test_keys_reach_every_slice_of_a_gpu_and_enter_opens_that_slice_s_job(
                                        if isinstance(line, GpuLine))
         await pressed(pilot, "g")
         assert smap.cursor_line == 1 and smap.scroll_offset.y == 0
+
+
+@pilot_test
+async def test_the_cursor_starts_on_the_first_gpu_whichever_host_comes_online_first():
+    fleet_now = sample_fleet(16)
+    source = Source([HostStatus(s.name) for s in fleet_now.statuses], fleet_now.store)
+    app = FractuiApp(source, Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
+                     clock=lambda: NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        for status in reversed(fleet_now.statuses):  # the last host answers first
+            source.changed(status)
+            await pressed(pilot)
+        smap = fleet(app).map
+        first = places(smap.lines)[0].gpu  # compact at 80x24: several GPUs a line
+        assert (smap.cursor.host, smap.cursor.gpu) == (first.host, first.index)
+        await pressed(pilot, "j")  # moved by hand, it stays where it was put
+        moved = smap.cursor
+        source.changed(dataclasses.replace(fleet_now.statuses[0], error="a new error"))
+        await pressed(pilot)
+        assert smap.cursor == moved and moved.host == first.host
 
 
 @pilot_test

@@ -79,6 +79,9 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         self.paint: Optional[Paint] = None
         self.cursor: Optional[Cursor] = None
         """The slice the cursor is on (None until there is a GPU to put it on)."""
+        self.placed = False
+        """Whether a key, a click or a jump has put the cursor somewhere: until then it rests
+        on the first GPU drawn, whichever host answered first."""
         self.moves = Moves([])
         self._host_of: list[int] = []
         """Per line, the line of its host's header (drawn on top while it is scrolled off)."""
@@ -108,7 +111,8 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         for i, line in enumerate(lines):
             host = i if isinstance(line, HostLine) else host
             self._host_of.append(host)
-        self._set_cursor(self.moves.on(self.cursor), reveal=False)
+        self._set_cursor(self.moves.on(self.cursor) if self.placed else self.moves.first(),
+                         reveal=False, placed=self.placed)
         if len(old) != len(lines):
             self.virtual_size = Size(self.line_width, len(lines))
             self.refresh()
@@ -123,9 +127,11 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         self.paint = paint
         self.refresh()
 
-    def _set_cursor(self, cursor: Optional[Cursor], reveal: bool = True) -> None:
+    def _set_cursor(self, cursor: Optional[Cursor], reveal: bool = True,
+                    placed: bool = True) -> None:
         old_line = self.cursor_line
         self.cursor = cursor
+        self.placed = placed
         new_line = self.cursor_line
         for y in {old_line, new_line}:
             if y >= 0:
