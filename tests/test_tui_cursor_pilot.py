@@ -256,6 +256,29 @@ async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
 
 
 @pilot_test
+async def test_placement_mode_ends_when_its_job_is_placed_by_someone_else_meanwhile():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        panel = screen.query_one(QueuePanel)
+        await pressed(pilot, "tab", "p")
+        job = screen.placement.job
+        assert job.id == panel.selected and screen.placement.candidates
+        source = app.source
+        view = source._store  # the scheduler (or another admin) placed it meanwhile
+        source._store = dataclasses.replace(view, jobs=tuple(
+            dataclasses.replace(j, state="placed") if j.id == job.id else j
+            for j in view.jobs))
+        screen.read_store()
+        await pressed(pilot)
+        assert screen.placement is None
+        assert screen.query_one(PreviewBar).display is False
+        assert [n.message for n in app._notifications][-1] == \
+            "job %d is no longer pending: placement mode ended" % job.id
+
+
+@pilot_test
 async def test_jobs_view_keeps_the_columns_that_fit():
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:

@@ -242,6 +242,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                                  self.source.simulated(host))
             if changed:
                 self.relayout()
+            self._placement_still_pending(view)
         if message.usage is not None:
             self._usage = message.usage
         jobs = self.model.store.jobs if self.model.store else ()
@@ -543,6 +544,18 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.notify(message.error or "not placed", severity="warning")
         self.end_placement()
         self.read_store()
+
+    def _placement_still_pending(self, view: StoreView) -> None:
+        """Placement mode ends, said, once its job is no longer pending (the scheduler or
+        another admin placed it, or it was cancelled): its preview would show a stale plan.
+        Not while a check is under way: that one says how it ended."""
+        p = self.placement
+        if p is None or p.busy or any(j.id == p.job.id and j.state == PENDING
+                                      for j in view.jobs):
+            return
+        self.notify("job %d is no longer pending: placement mode ended" % p.job.id,
+                    severity="warning")
+        self.end_placement()
 
     def end_placement(self) -> None:
         self.placement = None
