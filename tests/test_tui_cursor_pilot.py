@@ -9,6 +9,7 @@ from rich.console import Console
 
 from fractui.config import Config, TuiSettings
 from fractui.fleet.host import HostStatus
+from fractui.store.model import CORDON, DRAIN, Cordon
 from fractui.tui.app import FractuiApp
 
 from fractui.tui.cursor import places, slices_of
@@ -141,6 +142,23 @@ async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_err
         await pressed(pilot, "enter")
         assert isinstance(app.screen, GpuScreen)
         assert (app.screen.host, app.screen.index) == (gpu.host, gpu.index)
+
+
+@pilot_test
+async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whose_cordon():
+    app = frozen_app(cordons=[Cordon("a10-1", 1, CORDON, "ops", "", 1.0),
+                              Cordon("h100-1", None, DRAIN, "ops", "", 1.0)])
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        for host, index, said in (("a10-1", 1, "service  cordoned"),
+                                  ("h100-1", 0, "service  draining (its host's drain)"),
+                                  ("a10-1", 0, None)):
+            app.open_gpu(host, index)
+            await pressed(pilot)
+            lines = plain(app.screen.query_one("#gpu-head").content).splitlines()
+            assert [line.rstrip() for line in lines if line.startswith("service")] == (
+                [said] if said else []), (host, index)
+            await pressed(pilot, "escape")
 
 
 @pilot_test

@@ -29,6 +29,7 @@ from textual.widgets import Static
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
+from fractui.sched.cordons import CORDONED, marks
 from fractui.sched.fleetview import lists, mps_layer
 from fractui.sched.mig_change import MigChange, plan_destroy, plan_mode
 from fractui.store.access import Denied
@@ -84,6 +85,12 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         "n/a (%s)" % (gpu.get("utilization_note") or "not reported") if util is None
         else "%d%%" % util))
     head.add_row("uuid", gpu.get("uuid") or "—")
+    marked = marks(store.cordons, store.jobs) if store else {}
+    own = marked.get((status.name, index))
+    out = own or marked.get((status.name, None))
+    if out is not None:  # what C, D and U here change: seen here, not only on the map
+        whose = "" if own else " (its host's %s)" % ("cordon" if out == CORDONED else "drain")
+        head.add_row("service", Text(out + whose, style=warning))
     names = _job_names(status, store)
     live = [r for r in status.jobs.values() if r.get("state") in ("starting", "running")
             and index in (r.get("gpus") or ())]
