@@ -4,7 +4,9 @@ their keys and the mouse, on the frozen sample fleet."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+import pytest
 from rich.console import Console
 
 from fractui.config import Config, TuiSettings
@@ -322,16 +324,38 @@ async def test_pending_list_shows_four_rows_at_80x24_and_never_loses_the_selecti
         panel = fleet(app).query_one(QueuePanel)
         await pressed(pilot, "tab")
         assert len(panel._rows) >= 4
-        bottom = panel.region.y + panel.region.height
-        for _ in range(len(panel.pending) + 1):
-            await pressed(pilot, "down")
-            row = next(y for y, j in panel._rows.items() if j.id == panel.selected)
-            assert panel.content_region.y + row - panel.scroll_offset.y < bottom
-        assert panel.selected == panel.pending[-1].id
-        text = plain(panel.render(), panel.content_size.width)
-        assert all(j.reason and j.reason[:20] in text for j in panel._rows.values())
-        await pressed(pilot, "p")
-        assert fleet(app).placement.job.id == panel.pending[-1].id  # the one on screen
+        await _walk_the_pending_list(pilot, panel)
+        assert plain(panel.render(), panel.content_size.width).lstrip().startswith("Queues")
+
+
+async def _walk_the_pending_list(pilot: Any, panel: QueuePanel) -> None:
+    """Down through every pending job: each selected one is drawn within the panel, with its
+    reason, and ``p`` then places the last, the one on screen."""
+    for _ in range(len(panel.pending) + 1):
+        await pressed(pilot, "down")
+        row = next(y for y, j in panel._rows.items() if j.id == panel.selected)
+        assert panel.scroll_offset.y <= row < panel.scroll_offset.y + panel.content_size.height
+    assert panel.selected == panel.pending[-1].id
+    text = plain(panel.render(), panel.content_size.width)
+    assert all(j.reason and j.reason[:20] in text for j in panel._rows.values())
+    await pressed(pilot, "p")
+    assert fleet(panel.app).placement.job.id == panel.pending[-1].id
+
+
+@pilot_test
+@pytest.mark.parametrize("size", [(60, 20), (44, 15), (100, 15)])
+async def test_a_short_terminal_keeps_half_for_the_map_and_the_pending_jobs_in_sight(size):
+    """Under 24 rows the panel under the map takes half of them, not 12 at least (which left
+    the map a line or two); with no room for the pending jobs under the queues and teams,
+    they come first, and only rows in sight are drawn: ``p`` places what is seen."""
+    app = frozen_app(gpus=16)
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        panel = fleet(app).query_one(QueuePanel)
+        assert fleet(app).map.size.height >= panel.size.height - 1 >= 3
+        assert plain(panel.render(), panel.content_size.width).lstrip().startswith("Pending")
+        await pressed(pilot, "tab")
+        await _walk_the_pending_list(pilot, panel)
 
 
 @pilot_test

@@ -50,6 +50,7 @@ from fractui.words import failing_passes
 
 STORE_EVERY_S = 1.0
 NARROW = 120  # below this width the queue panel goes under the map
+SHORT = 24  # below this height the panel under the map takes half the rows, not 12 at least
 HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fleet.jobs",
               "fleet.filter", "fleet.back", "fleet.compact", "fleet.colour", "fleet.panel",
               "queue.place", "queue.job", "app.theme")
@@ -257,7 +258,9 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     # -- drawing --
 
     def on_resize(self) -> None:
-        self.query_one("#body").set_class(self.size.width < NARROW, "narrow")
+        body = self.query_one("#body")
+        body.set_class(self.size.width < NARROW, "narrow")
+        body.set_class(self.size.height < SHORT, "short")
         self.call_after_refresh(self.relayout)
 
     def compact_now(self) -> bool:

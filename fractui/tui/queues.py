@@ -135,9 +135,15 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.refresh()
 
     def action_place(self) -> None:
-        """Only a job drawn on screen: what ``p`` places is what the admin sees selected."""
-        if self.job is not None and self.job in self._rows.values():
+        """Only a job in sight: what ``p`` places is what the admin sees selected."""
+        if self.job is not None and self._in_sight(self.job):
             self.post_message(JobPicked(self.job, place=True))
+
+    def _in_sight(self, job: Job) -> bool:
+        """Whether ``job``'s line is drawn within the panel as it is scrolled now."""
+        top = self.scroll_offset.y
+        return any(j.id == job.id and top <= y < top + self.content_size.height
+                   for y, j in self._rows.items())
 
     def action_open(self) -> None:
         if self.job is not None:
@@ -237,7 +243,10 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         """The pending jobs under the queues and teams (``head``), the starved teams' lines
         and the store's ``note``, one a line, remembering each one's line. The panel is sized
         for MIN_PENDING rows: the starved teams' lines are shown only where they still fit
-        (else their mark in the teams table says it, and their jobs' lines say why)."""
+        (else their mark in the teams table says it, and their jobs' lines say why). Where
+        not even MIN_PENDING rows fit under the head (a short terminal, many queues), the
+        pending jobs come first: they are what the keys act on, and only rows in sight are
+        drawn."""
         self._rows = {}
         if not self.pending:
             return Group(head, note)
@@ -245,14 +254,20 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         console = self.app.console
         options = console.options.update_width(width)
         per = 2 if width < SIDE_BY_SIDE else 1  # lines a job takes
+        least = min(MIN_PENDING, len(self.pending))
+
+        def rows_under(used: int) -> int:
+            return (self.content_size.height - used - 1) // per
+
         top: RenderableType = Group(head, note)
         y = len(console.render_lines(top, options, pad=False))
         if starved is not None:
             more = len(console.render_lines(starved, options, pad=False))
-            if self.content_size.height - y - more - 1 >= per * min(MIN_PENDING,
-                                                                   len(self.pending)):
+            if rows_under(y + more) >= least:
                 top, y = Group(head, starved, note), y + more
-        fit = max(MIN_PENDING, (self.content_size.height - y - 1) // per)
+        first = rows_under(y) < least
+        y = 0 if first else y
+        fit = max(1, rows_under(y))
         ids = [j.id for j in self.pending]
         at = ids.index(self.selected) if self.selected in ids else 0
         self._first = max(0, min(self._first, at, len(ids) - fit), at - fit + 1)
@@ -277,4 +292,4 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             if two:
                 lines.append("\n  ")
             lines.append(job.reason or "", style="dim")
-        return Group(top, lines)
+        return Group(lines, Text(""), top) if first else Group(top, lines)
