@@ -53,6 +53,22 @@ async def test_filter_keeps_matching_gpus_and_esc_clears_it():
 
 
 @pilot_test
+async def test_a_filter_that_matches_nothing_says_so_on_the_map():
+    """Not a blank map, which reads as a fleet gone."""
+    app = frozen_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settled(pilot)
+        await pilot.press("slash", *"(no such", "enter")
+        await pilot.pause()
+        first = fleet(app).map.render_line(0).text
+        assert fleet(app).map.lines == []
+        assert first.startswith("nothing matches /(no such/ (esc clears the filter)")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert fleet(app).map.render_line(0).text.startswith("\u258ca100-1")
+
+
+@pilot_test
 async def test_filter_on_a_team_keeps_only_its_gpus():
     app = frozen_app()
     async with app.run_test(size=(160, 48)) as pilot:

@@ -282,7 +282,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
                 follow = Cursor(where.host, where.gpus[0], _ghost_start(lines[first]))
-        self.map.show(lines)
+        self.map.show(lines, "nothing matches /%s/ (esc clears the filter)" % self.filter_text
+                      if self.filter_text and not lines else "")
         if follow is not None:
             self.map.move_to(follow)
         self.show_header()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.cache import LRUCache
 from textual.geometry import Size
@@ -83,6 +85,7 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         """Whether a key, a click or a jump has put the cursor somewhere: until then it rests
         on the first GPU drawn, whichever host answered first."""
         self.moves = Moves([])
+        self.empty = ""
         self._host_of: list[int] = []
         """Per line, the line of its host's header (drawn on top while it is scrolled off)."""
         self._cache: LRUCache[tuple, Strip] = LRUCache(4096)
@@ -102,8 +105,12 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         place, part = self.moves.place(self.cursor), self.moves.slice(self.cursor)
         return None if place is None or part is None else (place.gpu, part)
 
-    def show(self, lines: list[Line]) -> None:
-        """New lines; only the rows whose line changed are redrawn."""
+    def show(self, lines: list[Line], empty: str = "") -> None:
+        """New lines; only the rows whose line changed are redrawn. ``empty``: what the first
+        row says when there is no line (a filter that matches nothing), not a blank map."""
+        if empty != self.empty:
+            self.empty = empty
+            self.refresh()
         old, self.lines = self.lines, lines
         self.moves = Moves(lines)
         host = 0
@@ -225,6 +232,10 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
     def render_line(self, y: int) -> Strip:
         width = self.line_width
         line = self.line_at(y)
+        if self.paint is not None and not self.lines and y == 0 and self.empty:
+            return Strip([Segment(self.empty[:width].ljust(width),
+                                  Style(color=self.paint.muted, bgcolor=self.paint.background,
+                                        italic=True))])
         if self.paint is None or line is None:
             return Strip.blank(width, self.rich_style)
         mark = None
