@@ -64,9 +64,10 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
             assert app.return_code == 0, where  # quit, as q does
 
 
-@pytest.mark.parametrize("width", [60, 80])
+@pytest.mark.parametrize("width", [34, 43, 60, 80])
 @pilot_test
 async def test_the_help_shows_every_key_and_id_whole_on_a_narrow_terminal(width):
+    """Under about 44 columns a key and its id take a line, what it does the next ones."""
     app = frozen_app()
     async with app.run_test(size=(width, 60)) as pilot:
         await settled(pilot)
