@@ -142,6 +142,9 @@ def _job_ref(config: Config, ref: str, wait: bool = False
 def logs(config: Config, args: argparse.Namespace) -> int:
     """The job's output; once it has ended, a last line on stderr says why. A queued job whose
     host this config does not name is read through the store (``_stored_logs``)."""
+    if args.follow and not config.hosts and is_job_number(args.job):
+        # no host it could land on is followed: said now, not once a pending job has started
+        raise _no_follow(job_number(args.job), "the config names no [[hosts]]")
     label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
     if job is not None and host not in {h.name for h in config.hosts}:
         return _stored_logs(config, job, args)
@@ -187,9 +190,8 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     for, and the change feed says when the lease holder answered (at most LOG_WAIT_S)."""
     host = job.slot.host  # type: ignore[union-attr]
     if args.follow:
-        raise UsageError("logs -f follows a job's output over SSH, and job %d's host %s is "
-                         "not in the config's [[hosts]]: without -f, fractui logs %d shows the "
-                         "end of its output through the store" % (job.id, host, job.id))
+        raise _no_follow(job.id, "job %d's host %s is not in the config's [[hosts]]" % (
+            job.id, host))
     store = open_checked_store(config)
     try:
         tail = store.log_tail(job.id)
@@ -215,6 +217,12 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     if job.state in ENDED:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
     return 0
+
+
+def _no_follow(number: int, why: str) -> UsageError:
+    """``logs -f`` of a queued job whose host this config does not name."""
+    return UsageError("logs -f follows a job's output over SSH, and %s: without -f, fractui "
+                      "logs %d shows the end of its output through the store" % (why, number))
 
 
 def _ask_tail(store: Store, job: Job) -> bool:

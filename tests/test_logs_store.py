@@ -8,8 +8,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fractui import job_commands
 from fractui.config import QueueConfig
+from fractui.store import open_store
 from tests import localfleet
 from tests.cli_run import in_process
 from tests.conftest import REPO, stop_host
@@ -87,3 +90,25 @@ def test_a_tail_keeps_the_last_whole_lines_that_fit_and_cuts_only_a_line_too_lon
     assert tail_text(["x" * 10], limit=5) == "xxxx\n"
     assert tail_text(["é" * 4], limit=6) == "éé\n"  # cut between two characters
     assert tail_text([], limit=5) == ""
+
+
+def test_follow_with_no_host_in_the_config_is_refused_at_once_not_once_the_job_starts(tmp_path):
+    # a pending job and no scheduler: it may never start, and -f could not follow it if it did
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
+    finally:
+        store.close()
+    user = tmp_path / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    try:
+        follow = subprocess.run([sys.executable, "-m", "fractui", "--config", str(user), "logs",
+                                 "-f", str(job.id)], capture_output=True, text=True, cwd=REPO,
+                                timeout=30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail("logs -f waited for a job it could never follow")
+    assert (follow.returncode, follow.stdout) == (2, ""), follow
+    assert follow.stderr == (
+        "fractui: logs -f follows a job's output over SSH, and the config names no [[hosts]]: "
+        "without -f, fractui logs %d shows the end of its output through the store\n" % job.id)
