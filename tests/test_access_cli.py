@@ -95,6 +95,20 @@ def test_a_user_who_cannot_read_the_store_can_do_nothing_and_is_told_so(plain_di
     assert store.read_bytes() == data
 
 
+def test_a_store_behind_a_directory_the_user_may_not_enter_is_said_so_not_taken_for_none(
+        plain_dir):
+    state = plain_dir / "state"
+    state.mkdir()
+    state.chmod(0o700)  # as fractui makes a store's directories
+    store = state / "store.db"
+    SqliteStore(str(store)).close()
+    config = write_config(plain_dir, store, {"vision": ["nobody"]})
+    for verb in (["jobs"], ["submit", "--queue", "v", "--", "x"]):
+        refused(fractui(config, verb, "nobody"), "store %s: cannot be read by nobody: they "
+                "may not enter its directory %s (mode 0700, owner root)" % (store, state))
+    assert sorted(os.listdir(state)) == ["store.db"]
+
+
 def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir, plain_user):
     name, _home = plain_user
     store = shared_store(plain_dir, name)

@@ -143,7 +143,7 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self.path = os.path.abspath(path)
         self.clock = clock
-        if not os.path.lexists(self.path):  # only where nothing is does a store begin
+        if sqlite_file.absent(self.path):  # only where nothing is does a store begin
             sqlite_file.create(self.path, _initialise)
         self._held: Optional[Tuple[int, int]] = None
         sqlite_file.check_file(self.path)

@@ -75,6 +75,31 @@ def released(held: Tuple[int, int]) -> None:
             del _in_use[held]
 
 
+def absent(path: str) -> bool:
+    """Whether nothing is at ``path``, so a new store may begin there. A path hidden from this
+    user by a directory on its way is no proof of that (a store there may be shared through a
+    group they are not in): refused, naming the directory."""
+    try:
+        os.lstat(path)
+    except PermissionError:
+        raise StoreReadOnly(path, "cannot be read by %s: %s" % (user(), _shut(path))) from None
+    except OSError:  # nothing there, or a path nothing can be at: creating it says which
+        return True
+    return False
+
+
+def _shut(path: str) -> str:
+    """Which directory on the way to ``path`` this user may not enter, and its mode."""
+    folder = os.path.dirname(path)
+    ways = [folder]
+    while os.path.dirname(ways[-1]) != ways[-1]:
+        ways.append(os.path.dirname(ways[-1]))
+    for way in reversed(ways):
+        if not os.access(way, os.X_OK, effective_ids=_EFFECTIVE):
+            return "they may not enter its directory %s (%s)" % (way, _mode(way))
+    return "they may not enter a directory on its way"
+
+
 def check_file(path: str) -> None:
     """Refuses what at ``path`` cannot be a store fractui may write: not a file, empty, not
     SQLite, shorter than its header says, or not writable here (file or directory). The
