@@ -146,8 +146,29 @@ def logs(config: Config, args: argparse.Namespace) -> int:
         # no host it could land on is followed: said now, not once a pending job has started
         raise _no_follow(job_number(args.job), "the config names no [[hosts]]")
     label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
-    if job is not None and host not in {h.name for h in config.hosts}:
-        return _stored_logs(config, job, args)
+    while True:
+        if job is not None and host not in {h.name for h in config.hosts}:
+            return _stored_logs(config, job, args)
+        ended = _output(config, args, label, host, job_id, job)
+        if not (args.follow and ended and job is not None):
+            break
+        now = _recorded(config, job)
+        if now.attempt == job.attempt:  # the attempt's end is the job's
+            break
+        if now.state in ENDED and now.agent_job is None:  # it ended waiting to run again
+            ended = why(now) or now.state
+            break
+        say("%s went back to its queue (%s); following its next attempt" % (label, ended))
+        label, host, job_id, job = _job_ref(config, args.job, wait=True)
+    if ended:
+        say("%s ended: %s" % (label, ended))
+    return 0
+
+
+def _output(config: Config, args: argparse.Namespace, label: str, host: str, job_id: str,
+            job: Optional[Job]) -> str:
+    """Prints the agent job's last lines (with -f, then its output until it ends); why it
+    ended, or "" while it runs."""
     fleet = open_fleet(config, [host])
     session = fleet.session(host)
     try:
@@ -176,12 +197,31 @@ def logs(config: Config, args: argparse.Namespace) -> int:
                 break
             sys.stdout.write(chunk)
             sys.stdout.flush()
-        ended = _ended(session, job_id, job)
+        return _ended(session, job_id, job)
     finally:
         fleet.stop()
-    if ended:
-        say("%s ended: %s" % (label, ended))
-    return 0
+
+
+def _recorded(config: Config, job: Job) -> Job:
+    """The queued job once the store has recorded the end of its attempt that ``logs -f``
+    followed: ended, or sent back to its queue (requeued, preempted) as a new attempt. The
+    lease holder records it after the agent's end, so the store is asked until it has, at most
+    LOG_WAIT_S (then the job as it is)."""
+    store = open_checked_store(config)
+    feed = store.feed()
+    try:
+        deadline = time.monotonic() + LOG_WAIT_S
+        now = store.get(job.id)
+        while now.attempt == job.attempt and now.state not in ENDED:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            feed.wait(min(left, 1.0))
+            now = store.get(job.id)
+        return now
+    finally:
+        feed.close()
+        store.close()
 
 
 def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:

@@ -249,6 +249,37 @@ def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F
     assert cli.run("logs", str(job.id)) == (0, "up\n", "")
 
 
+def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet):  # noqa: F811
+    """A requeue ends an attempt, not the job: ``logs -f`` follows the next one, and says the
+    job ended only when it has."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    mark = f.tmp / "ran"
+    job = f.submit("quarter", argv=[PY, "-c", "import os, time\n"
+                                              "if os.path.exists(%r):\n"
+                                              "    print('second', flush=True)\n"
+                                              "else:\n"
+                                              "    open(%r, 'w').close()\n"
+                                              "    print('first', flush=True)\n"
+                                              "    time.sleep(600)" % (str(mark), str(mark))])
+    head = f.scheduler_process("head")
+    try:
+        localfleet.wait(lambda: f.states()[job.id] == "running", f.states, alive=head)
+        follow = subprocess.Popen([PY, "-m", "fractui", "--config", f.write_config(), "logs",
+                                   "-f", str(job.id)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=localfleet.REPO,
+                                  stdin=subprocess.DEVNULL)
+        assert follow.stdout.readline() == "first\n"
+        assert f.fractui("requeue", str(job.id)).returncode == 0
+        out, err = follow.communicate(timeout=60)
+    finally:
+        head.terminate()
+        head.wait(30)
+    assert (follow.returncode, out) == (0, "second\n"), err
+    assert f.states()[job.id] == "done"
+    assert err.splitlines()[-1] == "fractui: job %d ended: exited 0" % job.id, err
+    assert "went back to its queue (requeued by " in err, err
+
+
 def _into_closed_pipe(argv: list, config: str) -> subprocess.CompletedProcess:
     """``fractui ARGV`` writing into a pipe whose reader is already gone."""
     read, write = os.pipe()
