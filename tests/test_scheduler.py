@@ -37,6 +37,16 @@ def test_a_team_within_quota_is_served_before_a_team_over_it(local_fleet):
     assert {j.slot.charge for j in f.store.jobs(["running"])} == {1.0}
 
 
+def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="10g", memory_gib=10)],
+                    [TeamConfig("nlp", quota_gpus=0.4)])
+    job = f.submit("10g", "nlp")
+    f.until(lambda: f.store.get(job.id).reason is not None)
+    assert f.store.get(job.id).reason == (
+        "team nlp is at its quota (0.00 of 0.40 GPUs held); its slot, gpu-a gpu0 10240 MiB, "
+        "charges 0.45: more than the whole quota")
+
+
 def test_over_quota_jobs_borrow_idle_capacity_and_are_marked_preemptible(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
                     [TeamConfig("vision", quota_gpus=1),

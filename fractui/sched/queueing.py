@@ -169,7 +169,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             team = usage.get(job.team) if job.team else None
             if team is not None and team.over_quota:
                 borrowers.append(job)
-            result.waiting[job.id] = _at_quota(job.team, team)
+            result.waiting[job.id] = _at_quota(job.team, team, slot)
             continue
         placer.commit(p)
         usage = _charged(usage, job.team, slot.charge, borrowed=False)
@@ -234,11 +234,17 @@ def waits_at_quota(reason: Optional[str]) -> bool:
     return reason is not None and reason.startswith("team ") and AT_QUOTA in reason
 
 
-def _at_quota(team_name: Optional[str], team: Optional[TeamUsage]) -> str:
+def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
+              slot: Optional[Slot] = None) -> str:
+    """Why a job waits for its team's quota; where the slot found for it charges more than
+    the whole quota, that too, else "0.00 of 0.40 GPUs held" reads as a wait for nothing."""
     if team is None:
         return "its team %r is not configured: it has no quota" % team_name
-    return "team %s%s%.2f of %.2f GPUs held)%s" % (
+    bigger = slot is not None and slot.charge > team.quota + EPSILON
+    return "team %s%s%.2f of %.2f GPUs held)%s%s" % (
         team.name, AT_QUOTA, team.within, team.quota,
+        "; its slot, %s, charges %.2f: more than the whole quota" % (
+            slot.describe(), slot.charge) if bigger else "",  # type: ignore[union-attr]
         "; waits for idle capacity to borrow" if team.over_quota else "")
 
 
