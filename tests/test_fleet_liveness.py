@@ -93,3 +93,28 @@ def test_a_fleet_stopped_while_a_host_connects_leaves_no_connection_behind(tmp_p
         assert session._conn is None
     finally:
         stop_host(state)
+
+
+def test_a_fleet_stop_cut_short_by_a_second_ctrl_c_leaves_no_worker_for_exit_to_wait_on(
+        tmp_path, monkeypatch):
+    """``logs -f``'s first Ctrl-C stops the fleet; a second one (or ``timeout -s INT``, which
+    signals the process and its group) can land as stop() starts its fan-out worker, before
+    the pool knows the worker: the interpreter's exit then waited on it for good."""
+    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                                 state_dir=str(tmp_path / "gpu-a")),))
+    fleet = Fleet(config)  # never started: stop() has nothing to close
+    start = threading.Thread.start
+
+    def interrupted(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name.startswith("fan-out"):
+            raise KeyboardInterrupt  # as the Ctrl-C lands in start's wait for the thread
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    try:
+        fleet.stop()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    localfleet.wait(lambda: not [t for t in threading.enumerate()
+                                 if t.name.startswith("fan-out")],
+                    lambda: "a fan-out worker still waits for work", timeout_s=5)

@@ -44,8 +44,10 @@ class Fleet:
         return self
 
     def stop(self) -> None:
-        list(self._pool.map(lambda s: s.stop(), self.sessions.values()))
-        self._pool.shutdown()
+        try:
+            list(self._pool.map(lambda s: s.stop(), self.sessions.values()))
+        finally:  # a second Ctrl-C in the map must not leave a worker that exit then waits for
+            self._pool.shutdown()
 
     def __enter__(self) -> "Fleet":
         return self.start()
