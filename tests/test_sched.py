@@ -201,3 +201,23 @@ def test_a_pass_on_the_same_inputs_is_the_last_ones_and_any_change_decides_anew(
     gone, fresh = both(fewer, one_more, refused)
     assert gone is not avoided and gone == fresh and all(d.slot.host != host
                                                          for d in gone.decisions)
+
+
+def test_a_request_that_takes_either_is_sought_as_a_share_within_the_quotas_room():
+    """``_within_room``: where the best slot charges past what the team may still take, and no
+    other GPU model is left to try (test_scheduler has a share placed on another model), a
+    request that takes either gets a share of a plain GPU of the model (0.3 charged) where
+    its slice (3g: 3/7) is too much; none for whole GPUs, which charge 1 wherever they go."""
+    from fractui.sched.queueing import _within_room, slot_of
+
+    placer = Placer([migh("m"), Host("a", 32000, 65536, [Gpu("A100-80GB", 81920)])],
+                    "first-fit")
+    req = Request("j", gpu=0.3)
+    sliced = placer.place(Request("j", gpu=0.3, isolation="mig"))
+    assert slot_of(sliced, req, placer).charge == round(3 / 7, 6)
+    found = _within_room(req, sliced, placer, placer.place, lambda c: c <= 0.35)
+    assert found is not None and found[1].profile is None and found[1].charge == 0.3
+    assert _within_room(req, sliced, placer, placer.place, lambda c: c <= 0.2) is None
+    whole = Request("w", gpus=1)
+    assert _within_room(whole, placer.place(whole), placer, placer.place, lambda c: False) \
+        is None

@@ -47,6 +47,17 @@ def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_
         "charges 0.45: more than the whole quota")
 
 
+def test_a_job_whose_best_slot_charges_past_its_quota_takes_one_within_it(local_fleet):
+    """10 GiB charges 0.45 of an L4, where it packs best, and 0.13 of an A100: a team with 0.4
+    of quota gets the A100's, not a wait for good."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"},
+                    [QueueConfig(name="10g", memory_gib=10)], [TeamConfig("nlp", quota_gpus=0.4)])
+    job = f.submit("10g", "nlp")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    slot = f.store.get(job.id).slot
+    assert (slot.host, slot.profile, slot.memory_mib, slot.charge) == ("gpu-b", None, 10240, 0.125)
+
+
 def test_over_quota_jobs_borrow_idle_capacity_and_are_marked_preemptible(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE],
                     [TeamConfig("vision", quota_gpus=1),

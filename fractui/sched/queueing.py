@@ -127,8 +127,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     names = {h.name for h in hosts}
     containers = container_hosts(views)
 
-    def attempt(job: Job) -> Optional[Placement]:
-        req = requests[job.id]
+    def attempt(job: Job, req: Optional[Request] = None) -> Optional[Placement]:
+        req = req or requests[job.id]
         avoid = set(refused.get(job.id, ()))
         if avoid or job.image:
             allowed = (req.hosts or frozenset(names)) - avoid
@@ -165,8 +165,14 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                 starved.append(job)
             continue
         slot = slot_of(p, requests[job.id], placer)
+        team = usage.get(job.team) if job.team else None
+        if team is not None and not within_quota(usage, job.team, slot.charge) and \
+                team.room() > EPSILON:  # what the team may still take: a cheaper slot?
+            cheaper = _within_room(requests[job.id], p, placer, lambda r: attempt(job, r),
+                                   lambda c: within_quota(usage, job.team, c))
+            if cheaper is not None:
+                p, slot = cheaper
         if not within_quota(usage, job.team, slot.charge):
-            team = usage.get(job.team) if job.team else None
             if team is not None and team.over_quota:
                 borrowers.append(job)
             result.waiting[job.id] = _at_quota(job.team, team, slot)
@@ -219,6 +225,31 @@ def container_hosts(views: Sequence[HostView]) -> Set[str]:
     """The hosts whose agent found a container runtime (hello's ``runtimes``; an agent older
     than container jobs reports none)."""
     return {v.name for v in views if any(((v.hello or {}).get("runtimes") or {}).values())}
+
+
+def _within_room(req: Request, p: Placement, placer: Placer,
+                 attempt: Callable[[Request], Optional[Placement]],
+                 affords: Callable[[float], bool]) -> Optional[Tuple[Placement, Slot]]:
+    """A slot the team's quota can still pay for, where the best one, ``p``, charges more: a
+    share is charged its part of its GPU's memory (10 GiB: 0.45 of an L4, 0.13 of an
+    A100-80GB) and a slice its profile, so the best on other GPU models, and for a request
+    that takes either, as a share, may fit. Whole GPUs charge the same everywhere. Each try
+    leaves out a model: at most twice as many tries as models."""
+    if req.gpus or not req.gpu_count:
+        return None
+    models = req.models or frozenset(g.model for h in placer.hosts for g in h.gpus)
+    ways = [req] + ([replace(req, isolation="share")] if req.isolation == "any" and not req.mig
+                    else [])
+    for way in ways:
+        tried: Set[str] = set()
+        found: Optional[Placement] = p if way is req else attempt(way)
+        while found is not None:
+            slot = slot_of(found, way, placer)
+            if affords(slot.charge):
+                return found, slot
+            tried |= {placer.hosts[found.host_index].gpus[g].model for g in found.gpus}
+            found = attempt(replace(way, models=models - tried)) if models - tried else None
+    return None
 
 
 def _with_hosts(req: Request, allowed: AbstractSet[str]) -> Request:
