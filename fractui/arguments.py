@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -169,6 +170,9 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
         problem = text_problem(text, most) if text is not None else None
         if problem:
             return "%s must be %s" % (what, problem)
+    if cwd is not None and not posixpath.isabs(cwd):
+        return "--cwd must be an absolute path (a directory on the host the job runs on), " \
+               "not %r" % cwd[:80]
     for what, count, most in (("the command", len(argv), MAX_ITEMS),
                               ("--env", len(env), MAX_ITEMS - added)):
         if count > most:

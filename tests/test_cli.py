@@ -90,6 +90,11 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["submit", "--queue", "nope", "--", "x"], 2, "unknown queue 'nope' (known: quarter)"),
         (["submit", "--queue", "quarter"], 2, "submit needs the program"),
         (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
+        (["submit", "--queue", "quarter", "--cwd", "runs/1", "--", "x"], 2,
+         "--cwd must be an absolute path (a directory on the host the job runs on), not "
+         "'runs/1'"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5", "--cwd", ".", "--", "x"], 2,
+         "--cwd must be an absolute path"),
         (["submit", "--queue", "quarter", "--team", "t", "--", "x"], 2, "no [[teams]]"),
         # what a host's agent would refuse, refused as asked for, not failed when tried
         (["submit", "--queue", "quarter", "--name", "n" * 5000, "--", "x"], 2,

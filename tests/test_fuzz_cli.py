@@ -50,6 +50,7 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "queue": (["quarter", "mig-small"], ["nope", "", "x" * 100, "QUARTER"]),
     "team": ([], ["vision", "", "nope"]),  # the config has no teams: any --team is wrong
     "text": (["n", "é x", "x" * 500, "a=b", "/tmp/nowhere"], ["-x", "--x"]),
+    "cwd": (["/tmp/nowhere", "/", "/é x", "/" + "x" * 500], ["-x", "--x", "rel/dir", "n"]),
     "env": (["A=1", "B=", "PATH=/x"], ["noequals", "=x", ""]),
     "image": (["docker.io/library/python:3.12", "localhost/x@sha256:00", "/opt/i.sif"],
               ["", "two words", "-x", "a\tb"]),
@@ -116,9 +117,9 @@ def _launch(c: Case, rng: random.Random) -> None:
             c.add("--start", c.word(rng, "start", 0.2))
     else:
         c.add("--instance", c.word(rng, "uuid", 0.1))
-    for flag in ("--name", "--key", "--cwd"):
+    for flag, kind in (("--name", "text"), ("--key", "text"), ("--cwd", "cwd")):
         if _maybe(rng, 0.25):
-            c.add(flag, c.word(rng, "text", 0.2))
+            c.add(flag, c.word(rng, kind, 0.2))
     if _maybe(rng, 0.25):
         c.add("--env", c.word(rng, "env", 0.3))
     _argv(c, rng, "launch needs the program")
@@ -135,9 +136,9 @@ def _submit(c: Case, rng: random.Random) -> None:
     c.add("--queue", c.word(rng, "queue", 0.2))
     if _maybe(rng, 0.15):
         c.add("--team", c.word(rng, "team"))
-    for flag in ("--name", "--cwd"):
+    for flag, kind in (("--name", "text"), ("--cwd", "cwd")):
         if _maybe(rng, 0.25):
-            c.add(flag, c.word(rng, "text", 0.2))
+            c.add(flag, c.word(rng, kind, 0.2))
     if _maybe(rng, 0.25):
         c.add("--image", c.word(rng, "image", 0.3))
     names: List[str] = []

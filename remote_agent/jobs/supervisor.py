@@ -107,6 +107,9 @@ def parse_launch(p: Params) -> LaunchRequest:
         raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'env': a variable's name is never "
                        "empty and holds no '='")
     cwd = p.text("cwd", None)
+    if cwd is not None and not os.path.isabs(cwd):  # relative to what? the shim's own is not
+        raise RpcError(rpc.INVALID_PARAMS, "job.launch param 'cwd' must be an absolute path, "
+                       "not %r" % cwd[:80])
     if p.given("gpu") and p.given("gpus"):
         raise RpcError(rpc.INVALID_PARAMS, "job.launch takes 'gpu' or 'gpus', not both")
     gpus = p.gpus("gpus") if p.given("gpus") else [p.gpu("gpu")]
