@@ -67,25 +67,26 @@ def agent_row(record: Dict[str, Any]) -> List[str]:
 
 def jobs(config: Config, args: argparse.Namespace) -> int:
     """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
-    host/agent-id). Naming hosts shows only theirs."""
+    host/agent-id). Naming hosts shows only theirs: the queued jobs placed there, then the
+    ones launched there directly (a queued job's launch is its number's row, never a second
+    row as if launched by hand)."""
     if args.limit is not None and not args.all:
         raise UsageError("--limit goes with --all: it keeps the newest N of the ended jobs too "
                          "(jobs alone shows every job not ended)")
     for name in args.hosts:
         config.host(name)
-    stored: List[Job] = []
-    uid = None
-    if not args.hosts:
-        store = open_checked_store(config, hear=False)
-        try:
-            uid = store.uid
-            stored = store.jobs(None if args.all else ACTIVE, limit=(
-                args.limit or JOBS_LIMIT) if args.all else None)
-            trouble = store.trouble()
-        finally:
-            store.close()
-        if trouble is not None:  # every pending job's why is stale meanwhile
-            say(failing_passes(trouble))
+    store = open_checked_store(config, hear=False)
+    try:
+        uid = store.uid
+        stored = store.jobs(None if args.all else ACTIVE, limit=(
+            args.limit or JOBS_LIMIT) if args.all else None)
+        trouble = store.trouble()
+    finally:
+        store.close()
+    if args.hosts:
+        stored = [j for j in stored if j.slot is not None and j.slot.host in args.hosts]
+    if trouble is not None:  # every pending job's why is stale meanwhile
+        say(failing_passes(trouble))
     rows, failed = [], False
     if config.hosts:
         fleet = open_fleet(config, args.hosts)
@@ -100,7 +101,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 say(naming(host, answer))
                 continue
             rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
-                     if not (uid and (j.get("key") or "").startswith(mine))]
+                     if not (j.get("key") or "").startswith(mine)]
     if args.json:
         print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in stored] + rows})
     elif stored or rows:

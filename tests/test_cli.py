@@ -6,6 +6,7 @@ real ``main`` (and, where the process matters, ``python -m fractui``)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pwd
 import re
@@ -239,6 +240,27 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     code, out, err = cli.run("logs", ref)
     assert code == 0 and re.fullmatch(r"fractui: %s ended: exceeded its 1024 MiB cap: used "
                                       r"\d+ MiB\n" % ref, err), err
+
+
+def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
+        local_fleet, capfd):  # noqa: F811
+    """Not a queued job's launch shown again as if by hand, with no queue or team."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    cli = Cli(f, capfd)
+    job = f.submit("quarter")
+    f.until(lambda: f.states()[job.id] == "running")
+    host = f.store.get(job.id).slot.host
+    other = "gpu-b" if host == "gpu-a" else "gpu-a"
+    code, out, err = cli.run("launch", host, "0", "--memory-mib", "512", "--", *sleeper(600))
+    assert code == 0, err
+    ref = out.split()[0]
+    code, out, err = cli.run("jobs", host, "--json")
+    assert code == 0, err
+    listed = json.loads(out)["jobs"]
+    assert [j["ref"] for j in listed] == [str(job.id), ref]
+    assert (listed[0]["queue"], listed[0]["state"]) == ("quarter", "running")
+    code, out, err = cli.run("jobs", other)
+    assert (code, out) == (0, "no jobs\n"), err
 
 
 def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F811
