@@ -91,6 +91,8 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["submit", "--queue", "nope", "--", "x"], 2, "unknown queue 'nope' (known: quarter)"),
         (["submit", "--queue", "quarter"], 2, "submit needs the program"),
         (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
+        (["submit", "--queue", "quarter", "python3", "t.py"], 2, "unrecognized arguments: "
+         "python3 t.py (the job's command goes after --: fractui submit ... -- python3 t.py)"),
         (["submit", "--queue", "quarter", "--cwd", "runs/1", "--", "x"], 2,
          "--cwd must be an absolute path (a directory on the host the job runs on), not "
          "'runs/1'"),
