@@ -408,3 +408,5 @@ async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
                 "jobs.bottom"} <= ids
         await pressed(pilot, "escape", "escape", "d", "question_mark")
         assert "gpu.back" in {row[2] for row in app.screen.keys}
+        fixed = {row[1]: row[2] for row in app.screen.keys if "." not in row[2]}
+        assert "Page Down" in fixed and set(fixed.values()) == {"(Textual's: fixed)"}, fixed

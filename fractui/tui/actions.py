@@ -50,5 +50,9 @@ def shown_bindings(screen: Screen) -> list[tuple[tuple[str, ...], str, str, bool
         if not b.system:
             found.setdefault(b.id or b.action, ([], b))[0].append(
                 screen.app.get_key_display(b))
-    return [(tuple(keys), b.description or b.tooltip or b.action, b.id or "—", b.show)
+    return [(tuple(keys), b.description or b.tooltip or b.action, b.id or BUILT_IN, b.show)
             for keys, b in found.values()]
+
+
+BUILT_IN = "(Textual's: fixed)"
+"""The id ``?`` shows for a key of Textual's own (a scroll's): it has none to remap it by."""
