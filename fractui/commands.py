@@ -19,7 +19,6 @@ from fractui.fleet.doctor import diagnose
 from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
-from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
@@ -120,6 +119,7 @@ def trust(config: Config, args: argparse.Namespace) -> int:
     if host.transport != "ssh":
         raise UsageError("%s is a%s host: it has no host key" % (host.name, {
             "local": " local simulated", "exec": "n exec"}[host.transport]))
+    from fractui.fleet.link import LinkError, SshLink  # paramiko: the other verbs go without
     known = KnownHosts(config.ssh.known_hosts)
     try:
         route = resolve(host, config.ssh.config_file)

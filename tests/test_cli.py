@@ -419,22 +419,30 @@ def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_flee
         assert not leaks(done.stderr), (argv, done.stderr)
 
 
-def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path):
+def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path, local_fleet):  # noqa: F811
     """Each verb imports the module that carries it out, not every verb's: ``fractui jobs``
     and the store's verbs do not load Textual (the themes verb's and the TUI's), which cost
-    every run of them a third of a second before it did anything; the verbs that reach only
-    the store do not load SSH (paramiko) either."""
+    every run of them a third of a second before it did anything; SSH (paramiko, a fifth of a
+    second) is loaded only where a host is reached over SSH, not by a verb on local hosts."""
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
-    for argv, ssh in ((["jobs", "--json"], True), (["audit", "--json"], False),
-                      (["report", "--json"], False)):
+    local = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)]).write_config()
+    with_ssh = tmp_path / "ssh.toml"
+    with_ssh.write_text(open(local).read() + (
+        '[ssh]\nconnect_timeout = 2\n[[hosts]]\nname = "down"\nhost = "127.0.0.1"\n'
+        'port = %d\n' % closed_port()))
+    for path, argv, code, ssh in (
+            (config, ["jobs", "--json"], 0, False), (config, ["audit", "--json"], 0, False),
+            (config, ["report", "--json"], 0, False),
+            (local, ["jobs", "--json"], 0, False), (local, ["status", "--json"], 0, False),
+            (with_ssh, ["status", "--json"], 1, True)):
         done = subprocess.run([PY, "-c", (
             "import sys\nfrom fractui.cli import main\ncode = main(sys.argv[1:])\n"
             "sys.stdout.flush()\nprint(code, 'textual' in sys.modules, 'paramiko' in "
             "sys.modules, file=sys.stderr)"),
-            "--config", str(config), *argv], capture_output=True, text=True,
+            "--config", str(path), *argv], capture_output=True, text=True,
             cwd=localfleet.REPO, timeout=120, stdin=subprocess.DEVNULL)
-        assert done.stderr == "0 False %s\n" % ssh, (argv, done.stderr)
+        assert done.stderr == "%d False %s\n" % (code, ssh), (argv, done.stderr)
     done = subprocess.run([PY, "-c", (
         "import sys\nfrom fractui.cli import main\nmain(['themes'])\nsys.stdout.flush()\n"
         "print('textual' in sys.modules, file=sys.stderr)")], capture_output=True, text=True,

@@ -14,12 +14,10 @@ from typing import Any, Dict, List, Optional
 from fractui.config import Config, HostConfig
 from fractui.fleet.host import HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
-from fractui.fleet.link import LinkError
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.transport.base import Runner, Transport, TransportError, python_problem
 from fractui.fleet.transport.exec import ExecTransport
 from fractui.fleet.transport.kinds import transport_for
-from fractui.fleet.transport.ssh import SshTransport
 from fractui.fleet.zipapp import build_agent_archive
 from fractui.words import count
 
@@ -115,15 +113,16 @@ def _skip_from(report: Report, first: str, why: str) -> None:
 
 def _opened(config: Config, host: HostConfig, transport: Transport, report: Report) -> bool:
     """Open the transport, reporting each layer of it; whether the checks can go on."""
-    if isinstance(transport, SshTransport):
+    if host.transport == "ssh":
         return _check_ssh(config, host, transport, report)
     if isinstance(transport, ExecTransport):
         return _check_exec(host, transport, report)
     return True
 
 
-def _check_ssh(config: Config, host: HostConfig, transport: SshTransport,
+def _check_ssh(config: Config, host: HostConfig, transport: Transport,
                report: Report) -> bool:
+    from fractui.fleet.link import LinkError  # paramiko: loaded only for an SSH host
     try:
         route = resolve(host, config.ssh.config_file)
     except SshConfigError as err:

@@ -9,13 +9,12 @@ unknown, changed or revoked: nothing is sent until the admin has trusted a new h
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
-
-import paramiko
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
@@ -38,6 +37,14 @@ STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
 PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
+
+
+def _ssh_errors() -> Tuple[Type[BaseException], ...]:
+    """paramiko's own error, where paramiko is loaded: only an SSH host's transport raises it,
+    and only that transport loads paramiko (transport.kinds), so a fleet of local and exec
+    hosts runs without it."""
+    paramiko = sys.modules.get("paramiko")
+    return (paramiko.SSHException,) if paramiko is not None else ()
 
 
 class HostUnavailable(Exception):
@@ -265,8 +272,8 @@ class HostSession:
             except UntrustedHostKey as err:
                 self._set("untrusted", str(err))
                 self.settled.set()
-            except (TransportError, SshConfigError, AgentProcessError, OSError,
-                    paramiko.SSHException, EOFError, ConnectionLost, AgentCallError) as err:
+            except (TransportError, SshConfigError, AgentProcessError, OSError, EOFError,
+                    ConnectionLost, AgentCallError, *_ssh_errors()) as err:
                 self._set("offline", str(err) or type(err).__name__)
                 self.settled.set()
             except Exception as err:  # a bug of ours must not kill the host's worker: show it
@@ -329,7 +336,7 @@ class HostSession:
         for close in ([conn.close] if conn else []) + ([transport.close] if transport else []):
             try:
                 close()
-            except (EOFError, OSError, paramiko.SSHException) as err:
+            except (EOFError, OSError, *_ssh_errors()) as err:
                 # closing what the network already closed: the end we wanted
                 log.debug("%s: closing a dead connection: %r", self.cfg.name, err)
 

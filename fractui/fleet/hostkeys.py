@@ -26,12 +26,13 @@ import os
 import shlex
 import struct
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
-
-import paramiko
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from fractui.fleet.patterns import matches_list
 from fractui.small_file import NotRead, read_small_file
+
+if TYPE_CHECKING:  # keys come from the link; a fleet with no SSH host never loads paramiko
+    import paramiko
 
 log = logging.getLogger("fractui.fleet")
 

@@ -6,7 +6,6 @@ from fractui.config import HostConfig, SshSettings
 from fractui.fleet.transport.base import Transport
 from fractui.fleet.transport.exec import ExecTransport
 from fractui.fleet.transport.local import LocalTransport
-from fractui.fleet.transport.ssh import SshTransport
 
 
 def transport_for(cfg: HostConfig, ssh: SshSettings) -> Transport:
@@ -15,4 +14,7 @@ def transport_for(cfg: HostConfig, ssh: SshSettings) -> Transport:
         return LocalTransport(cfg)
     if cfg.transport == "exec":
         return ExecTransport(cfg, ssh)
+    # only now the SSH stack (paramiko, 0.2 s to import): a fleet of local and exec hosts
+    # never loads it
+    from fractui.fleet.transport.ssh import SshTransport
     return SshTransport(cfg, ssh)
