@@ -46,8 +46,8 @@ from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
-from fractui.store.base import (EVERYTHING, HOSTS, JOBS, LEASE, LOGS, LeaseLost, StateConflict,
-                                Store, StoreDamaged, StoreError)
+from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
+                                StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Cordon, Job, ModeHold, StaleCopy)
 from fractui.usage.fairshare import recent_gpus
@@ -58,7 +58,6 @@ log = logging.getLogger("fractui.scheduler")
 REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
 FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale copies to end
 DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
-FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the service stop
 RECENT_EVERY_S = 60.0  # the teams' recent usage is read at most this often (and on a new lease)
 TROUBLE_CHARS = 500  # of what fails the passes, as the store keeps it (the stack: the log)
 

@@ -82,6 +82,10 @@ class LeaseLost(StoreError):
 JOBS, HOSTS, LEASE, LOGS = "jobs", "hosts", "lease", "logs"
 TOPICS = (JOBS, HOSTS, LEASE, LOGS)
 EVERYTHING = frozenset(TOPICS)
+# A reader's longest ``Feed.wait`` (the scheduler's, a TUI's feed thread): how long stopping the
+# reader waits for its thread to see the stop. Shorter waits cost nothing that matters: an
+# SQLite feed polls every 20 ms anyway, a PostgreSQL one waits on its own socket.
+FEED_WAIT_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,7 @@ class Store(abc.ABC):
         ...
 
 
-__all__ = ["EVERYTHING", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "LOGS", "TOPICS",
-           "JobNotFound", "LeaseLost", "StateConflict", "Store", "StoreBusy", "StoreDamaged",
-           "StoreDenied", "StoreError", "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]
+__all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "LOGS",
+           "TOPICS", "JobNotFound", "LeaseLost", "StateConflict", "Store", "StoreBusy",
+           "StoreDamaged", "StoreDenied", "StoreError", "StoreFull", "StoreReadOnly",
+           "StoreUnavailable", "Slot"]

@@ -18,7 +18,7 @@ from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
-from fractui.store.base import HOSTS, JOBS, LEASE, Store, StoreError
+from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
 from fractui.store.model import ACTIVE, AuditEntry, GpuTime, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
@@ -30,7 +30,7 @@ log = logging.getLogger("fractui.tui")
 
 LOG_LINES = 500  # the job screen starts from a job's last lines
 CALL_S = 10.0
-FEED_WAIT_S = 1.0  # the feed thread's longest wait, so it sees the source stop
+FEED_RETRY_S = 1.0  # how soon a feed that failed is opened again
 
 LogSink = Callable[[str, bool], None]
 """Receives a job's new output (and ``True`` once the job ended and all of it was sent)."""
@@ -191,7 +191,7 @@ class LiveSource(Source):
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
-                self._stopped.wait(FEED_WAIT_S)
+                self._stopped.wait(FEED_RETRY_S)
         if feed is not None:
             feed.close()
 
