@@ -18,7 +18,7 @@ from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.base import Store
+from fractui.store.base import Store, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
 from fractui.words import failing_passes
@@ -75,19 +75,30 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                          "(jobs alone shows every job not ended)")
     for name in args.hosts:
         config.host(name)
-    store = open_checked_store(config, hear=False)
+    stored: List[Job] = []
+    uid, failed = None, False
     try:
-        uid = store.uid
-        stored = store.jobs(None if args.all else ACTIVE, limit=(
-            args.limit or JOBS_LIMIT) if args.all else None)
-        trouble = store.trouble()
-    finally:
-        store.close()
+        store = open_checked_store(config, hear=False)
+        try:
+            uid = store.uid
+            stored = store.jobs(None if args.all else ACTIVE, limit=(
+                args.limit or JOBS_LIMIT) if args.all else None)
+            trouble = store.trouble()
+        finally:
+            store.close()
+    except StoreError as err:
+        if not args.hosts:
+            raise
+        # the hosts' jobs are still worth seeing (the store may be what is down): all of them
+        # as the hosts have them, exit 1
+        failed, trouble = True, None
+        say(str(err))
+        say("every job on %s as its agent has it, queued ones too:" % ", ".join(args.hosts))
     if args.hosts:
         stored = [j for j in stored if j.slot is not None and j.slot.host in args.hosts]
     if trouble is not None:  # every pending job's why is stale meanwhile
         say(failing_passes(trouble))
-    rows, failed = [], False
+    rows: List[Dict[str, Any]] = []
     if config.hosts:
         fleet = open_fleet(config, args.hosts)
         try:
@@ -101,7 +112,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 say(naming(host, answer))
                 continue
             rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
-                     if not (j.get("key") or "").startswith(mine)]
+                     if not (uid and (j.get("key") or "").startswith(mine))]
     if args.json:
         print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in stored] + rows})
     elif stored or rows:

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.store import sqlite_url
 from fractui.terminal import TerminalText
 from tests import localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
@@ -263,6 +264,19 @@ def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
     assert (listed[0]["queue"], listed[0]["state"]) == ("quarter", "running")
     code, out, err = cli.run("jobs", other)
     assert (code, out) == (0, "no jobs\n"), err
+    # the store unreadable: the host's jobs all the same, as its agent has them, and exit 1
+    damaged = f.tmp / "damaged.db"
+    damaged.write_bytes(b"not a store" * 100)
+    text = cli.config.read_text()
+    cli.config.write_text(text.replace(json.dumps(f.config.store.url), json.dumps(
+        sqlite_url(str(damaged)))))
+    code, out, err = cli.run("jobs", host, "--json")
+    assert code == 1 and str(damaged) in err, err
+    assert err.endswith("fractui: every job on %s as its agent has it, queued ones too:\n"
+                        % host), err
+    assert len(json.loads(out)["jobs"]) == 2
+    code, _, err = cli.run("jobs")
+    assert code == 1 and str(damaged) in err and "every job on" not in err
 
 
 def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F811
