@@ -153,6 +153,38 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         admin.close()
 
 
+def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
+    """The reason a cancel or a stop leaves is what ``jobs`` shows and what the lease holder's
+    own audit entry repeats when it ends the job: ann cannot make it name ops (migration 0015),
+    nor anything but who asked."""
+    admin = guarded.store()
+    try:
+        pending = admin.submit("v", guarded.vision, "p", ["sleep", "9"], {}, "x")
+        running = admin.submit("v", guarded.vision, "r", ["sleep", "9"], {}, "x")
+        admin.place(running.id, SLOT, "sched", "decided")
+        admin.started(running.id, "a1", None, "sched", "launched")
+        before = {j.id: j for j in admin.jobs()}
+        now = "extract(epoch FROM transaction_timestamp())"
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'cancel', "
+                "reason = 'cancelled by %s@head', updated_at = %s WHERE id = %d"
+                % (guarded.ops, now, running.id), guard,
+                "as '%s@head': the actor must be %s" % (guarded.ops, guarded.ann))
+        refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                "reason = 'the admin asked', updated_at = %s WHERE id = %d" % (now, running.id),
+                guard, "'requeued by ' followed by who asked")
+        refused(guarded, "UPDATE jobs SET state = 'cancelled', reason = 'cancelled by %s', "
+                "updated_at = %s, ended_at = %s WHERE id = %d"
+                % (guarded.ops, now, now, pending.id), guard, "the actor must be")
+        assert {j.id: j for j in admin.jobs()} == before
+        guarded.sql(guarded.ann, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                    "reason = 'requeued by %s@head', updated_at = %s WHERE id = %d"
+                    % (guarded.ann, now, running.id))
+        assert admin.get(running.id).reason == "requeued by %s@head" % guarded.ann
+    finally:
+        admin.close()
+
+
 def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storedenied(guarded):
     asker = Asker("here")
     ann = guarded.store(guarded.ann)

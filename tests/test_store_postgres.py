@@ -97,8 +97,9 @@ def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_serve
         try:
             seen[role] = store.identity()
             job = store.submit("q", "vision" + tag, "by " + role, ["true"], {}, role)
-            assert store.ended(job.id, ("pending",), "cancelled", "x", role, "x",
-                               "cancel").reason == "x"  # the grants (and the guard) let them
+            why = "cancelled by " + role
+            assert store.ended(job.id, ("pending",), "cancelled", why, role, why,
+                               "cancel").reason == why  # the grants (and the guard) let them
         finally:
             store.close()
     assert seen[alice] == Identity(alice, admin=False,
