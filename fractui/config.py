@@ -586,6 +586,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # name characters, not starting with "." (so never "." or "..") or "-" (never an option).
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 NAME_RULE = "1 to 64 of A-Z a-z 0-9 . _ -, not starting with '.' or '-'"
+TEAM_NAME_MAX = 63 - len("fractui_team_")  # PostgreSQL cuts a longer role's name at 63 bytes
 
 
 def name_problem(name: str) -> str | None:
@@ -714,6 +715,10 @@ class _Checker(TomlChecker):
     def teams(self, raws: tuple[dict[str, Any], ...]) -> tuple[TeamConfig, ...]:
         teams = []
         for i, raw in self.named(raws, "teams", "team"):
+            if len(raw["name"]) > TEAM_NAME_MAX:
+                raise self.fail(f"teams[{i}].name is {len(raw['name'])} characters: at most "
+                                f"{TEAM_NAME_MAX}, so that its PostgreSQL role, "
+                                f"fractui_team_<team>, is not cut at 63", "teams", i, "name")
             values = self.values(raw, _TEAM_KEYS, f"[[teams]] #{i + 1}", "teams", i,
                                  f"teams[{i}].")
             if "members" in values:

@@ -597,12 +597,22 @@ def test_names_are_safe_path_parts(tmp_path, table, name):
                               "not starting with '.' or '-', got "), message
 
 
-@pytest.mark.parametrize("name", ["a", "gpu-01", "A_b.c", "x" * 64, "1", "_x", "10g"])
+@pytest.mark.parametrize("name", ["a", "gpu-01", "A_b.c", "x" * 50, "1", "_x", "10g"])
 def test_names_of_the_portable_file_name_characters_are_fine(tmp_path, name):
     config = load_config(write(tmp_path, f'[[hosts]]\nname = "{name}"\n[[queues]]\n'
                                          f'name = "{name}"\ngpus = 1\n[[teams]]\n'
                                          f'name = "{name}"\n'))
     assert (config.hosts[0].name, config.queues[0].name, config.teams[0].name) == (name,) * 3
+    assert load_config(write(tmp_path, f'[[hosts]]\nname = "{name:x<64}"\n')).hosts[0].name \
+        == f"{name:x<64}"
+
+
+def test_a_team_name_leaves_its_postgresql_role_whole(tmp_path):
+    """fractui_team_<team> is the team's role: PostgreSQL cuts a name at 63 bytes, and a team
+    cut there would be no team of the config's."""
+    message = error(tmp_path, '[[teams]]\nname = "%s"\n' % ("t" * 51))
+    assert message == ("F:2: teams[0].name is 51 characters: at most 50, so that its "
+                       "PostgreSQL role, fractui_team_<team>, is not cut at 63"), message
 
 
 def test_local_state_dirs_that_are_one_after_normalising_are_refused(tmp_path, monkeypatch):

@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from fractui.config import (BOUNDS, MAX_TEXT, NAME, Config, ConfigError, agent_place,
-                            mig_profiles)
+from fractui.config import (BOUNDS, MAX_TEXT, NAME, TEAM_NAME_MAX, Config, ConfigError,
+                            agent_place, mig_profiles)
 from fractui.servable import load_checked
 from fractui.store_url import sqlite_path, url_problem
 from tests.cli_run import leaks, subprocess_run
@@ -229,6 +229,8 @@ def safe(config: Config) -> List[str]:
     for t in config.teams:
         values.update({("teams", "quota_gpus"): t.quota_gpus, ("teams", "weight"): t.weight})
         wrong += ["member %r" % m for m in t.members if not NAME.fullmatch(m)]
+        if len(t.name) > TEAM_NAME_MAX:
+            wrong.append("team name %r, longer than its role allows" % t.name)
         if len(set(t.members)) != len(t.members):
             wrong.append("members twice: %r" % (t.members,))
     for k in ("lease_s", "host_lost_s", "preempt_grace_s", "interval_s"):
