@@ -18,7 +18,7 @@ from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.base import Store, StoreError
+from fractui.store.base import Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
 from fractui.words import failing_passes
@@ -245,27 +245,29 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
         raise _no_follow(job.id, "job %d's host %s is not in the config's [[hosts]]" % (
             job.id, host))
     store = open_checked_store(config)
+    unasked = "no scheduler answered within %.0f s (is one running, holding the lease, able " \
+              "to reach %s?)" % (LOG_WAIT_S, host)
     try:
         tail = store.log_tail(job.id)
         fresh = tail is not None and tail.complete
         if not fresh:
-            fresh = _ask_tail(store, job)
+            try:
+                fresh = _ask_tail(store, job)
+            except StoreDenied as err:  # a role that may only read: what is kept, said so
+                unasked = "%s, so no fresher output was asked for" % err
             tail = store.log_tail(job.id)
         job = store.get(job.id)
     finally:
         store.close()
     if tail is None:
-        raise Failed("job %d's output is not in the store, and no scheduler kept it within "
-                     "%.0f s of asking: is a fractui scheduler running, holding the lease, "
-                     "and able to reach %s?" % (job.id, LOG_WAIT_S, host))
+        raise Failed("job %d's output is not in the store: %s" % (job.id, unasked))
     lines = tail.text.splitlines()
     for line in lines[len(lines) - args.lines:] if args.lines else []:
         print(line)
     sys.stdout.flush()
     if not fresh:
-        say("warning: no scheduler answered within %.0f s (is one running, holding the "
-            "lease, able to reach %s?): this is job %d's output as kept at %s" % (
-                LOG_WAIT_S, host, job.id, _when(tail)))
+        say("warning: %s: this is job %d's output as kept at %s" % (unasked, job.id,
+                                                                    _when(tail)))
     if job.state in ENDED:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
     return 0

@@ -79,7 +79,8 @@ def test_without_a_scheduler_a_running_jobs_output_is_refused_with_why(local_fle
     f.until(lambda: f.states()[job.id] == "running")  # the test's scheduler: no relay runs
     code, _out, err = in_process(capfd, ["--config", _store_only(f), "logs", str(job.id)])
     assert code == 1
-    assert "no scheduler kept it within 1 s" in err and "gpu-a" in err, err
+    assert "output is not in the store: no scheduler answered within 1 s" in err and "gpu-a" \
+        in err, err
 
 
 def test_a_tail_keeps_the_last_whole_lines_that_fit_and_cuts_only_a_line_too_long():
@@ -112,3 +113,25 @@ def test_follow_with_no_host_in_the_config_is_refused_at_once_not_once_the_job_s
     assert follow.stderr == (
         "fractui: logs -f follows a job's output over SSH, and the config names no [[hosts]]: "
         "without -f, fractui logs %d shows the end of its output through the store\n" % job.id)
+
+
+def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(
+        local_fleet, pg_server, capfd):
+    """On PostgreSQL a role with SELECT alone may not ask the lease holder for a fresher tail
+    (INSERT on log_requests): it reads the one kept, warned, not refused."""
+    db = pg_server.new_database()
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], store_url=pg_server.url(db))
+    job = f.submit("quarter", argv=TALK)
+    f.until(lambda: f.states()[job.id] == "running")
+    f.store.keep_log(job.id, "hello\nline two\n", complete=False)
+    reader = "reader_" + db
+    pg_server.sql("CREATE ROLE %s LOGIN" % reader)
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % reader, db=db)
+    config = f.tmp / "reader.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(pg_server.url(db, user=reader)))
+    code, out, err = in_process(capfd, ["--config", str(config), "logs", str(job.id)])
+    assert (code, out) == (0, "hello\nline two\n"), err
+    assert err.startswith("fractui: warning: store postgresql://"), err
+    assert ("role %s may not do this: permission denied for table log_requests, so no fresher "
+            "output was asked for: this is job %d's output as kept at " % (reader, job.id)) \
+        in err, err
