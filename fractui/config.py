@@ -22,6 +22,7 @@ import platformdirs
 from remote_agent.gpu.models import models as gpu_models
 from remote_agent.daemon import settings as agent_settings
 from remote_agent.daemon.settings import AgentSettings
+from remote_agent.daemon.trust import UnsafePath, check_tree
 from remote_agent.jobs.runtime.image import image_problem as agent_image_problem
 from remote_agent.gpu.models import parse_sim_spec
 
@@ -1127,8 +1128,15 @@ def _suggest(key: str, known: tuple[str, ...] | dict[str, str]) -> str:
 
 
 def load_config(path: str) -> Config:
-    """Reads and validates the config file at ``path``; any mistake raises ConfigError."""
-    text, doc = read_toml(path)
+    """Reads and validates the config file at ``path``; any mistake raises ConfigError. A file
+    another user could change is refused: it says which programs run as us (a host's exec,
+    its agent_path) and where the store is."""
+    text, doc = read_toml(path)  # first: what is not a regular file is refused as such
+    if os.path.realpath(path) != os.devnull:  # the empty config by name, root's and 0666
+        try:
+            check_tree(path, "config file", root_may_own=True)
+        except UnsafePath as err:
+            raise ConfigError(path, None, str(err)) from None
     return _Checker(path, text).config(doc)
 
 

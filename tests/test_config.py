@@ -844,3 +844,24 @@ def test_a_config_that_is_not_a_regular_file_is_refused_never_read(tmp_path):
         with pytest.raises(ConfigError) as err:
             load_config(path)
         assert str(err.value) == "%s: %s" % (path, why)
+
+
+@pytest.mark.parametrize("attack", ["file writable by all", "file of another user",
+                                    "folder writable by all"])
+def test_a_config_another_user_could_change_is_refused(tmp_path, attack):
+    """The config says what runs as us (a host's exec, its agent_path) and where the store is,
+    so one that another local user could rewrite is refused, as OpenSSH's StrictModes would."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = folder / "config.toml"
+    path.write_text('[[hosts]]\nname = "a"\nhost = "a.example"\n')
+    load_config(str(path))  # ours, 0644 in a folder of ours: read
+    if attack == "file writable by all":
+        path.chmod(0o666)
+    elif attack == "file of another user":
+        os.chown(path, 54321, 54321)
+    else:
+        folder.chmod(0o777)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert "refusing config file" in str(info.value)

@@ -32,10 +32,11 @@ def _mode(st: os.stat_result) -> str:
     return "%04o" % stat.S_IMODE(st.st_mode)
 
 
-def check_tree(path: str, what: str) -> None:
+def check_tree(path: str, what: str, root_may_own: bool = False) -> None:
     """Refuse ``path`` (``what`` names it in messages) unless no other user can change what it
     leads to. Components that do not exist yet are not checked (the caller creates them 0700
-    and checks again)."""
+    and checks again). With ``root_may_own``, ``path`` itself may be root's too (a file root
+    put there for every user to read, such as a config under /etc)."""
     uid = _uid()
     pending = os.path.abspath(path).strip("/").split("/")
     current = "/"
@@ -67,13 +68,14 @@ def check_tree(path: str, what: str) -> None:
             if target.startswith("/"):
                 current = "/"
             continue
-        owners = (uid,) if last else (0, uid)
+        owners = (uid,) if last and not root_may_own else (0, uid)
         if st.st_uid not in owners:
             raise UnsafePath(
                 "refusing %s %s: %s is owned by uid %d, not by %s; that user could change what "
                 "the agent runs. Use a directory of your own (chown it, or pick another path)"
                 % (what, path, step, st.st_uid,
-                   "uid %d (the agent's user)" % uid if last else "root or uid %d" % uid))
+                   "uid %d (the agent's user)" % uid if owners == (uid,) else
+                   "root or uid %d" % uid))
         if not last and not stat.S_ISDIR(st.st_mode):
             raise UnsafePath("refusing %s %s: %s is not a directory" % (what, path, step))
         sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
