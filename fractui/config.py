@@ -1134,7 +1134,7 @@ def load_config(path: str) -> Config:
     text, doc = read_toml(path)  # first: what is not a regular file is refused as such
     if os.path.realpath(path) != os.devnull:  # the empty config by name, root's and 0666
         try:
-            check_tree(path, "config file", root_may_own=True)
+            check_tree(path, "config file", root_may_own=True, runner="fractui")
         except UnsafePath as err:
             raise ConfigError(path, None, str(err)) from None
     return _Checker(path, text).config(doc)

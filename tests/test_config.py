@@ -858,10 +858,17 @@ def test_a_config_another_user_could_change_is_refused(tmp_path, attack):
     load_config(str(path))  # ours, 0644 in a folder of ours: read
     if attack == "file writable by all":
         path.chmod(0o666)
+        why = "%s is writable by its group and all users (mode 0666), who could replace what " \
+              "fractui reads there; fix it with: chmod go-w %s" % (path, path)
     elif attack == "file of another user":
         os.chown(path, 54321, 54321)
+        why = "%s is owned by uid 54321, not by root or uid %d; that user could change what " \
+              "fractui runs" % (path, os.getuid())
     else:
         folder.chmod(0o777)
+        why = "%s is writable by its group and all users (mode 0777), who could replace what " \
+              "fractui reads there" % folder
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
-    assert "refusing config file" in str(info.value)
+    assert str(info.value).startswith("%s: refusing config file %s: %s" % (path, path, why)), \
+        str(info.value)

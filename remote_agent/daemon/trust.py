@@ -32,11 +32,13 @@ def _mode(st: os.stat_result) -> str:
     return "%04o" % stat.S_IMODE(st.st_mode)
 
 
-def check_tree(path: str, what: str, root_may_own: bool = False) -> None:
+def check_tree(path: str, what: str, root_may_own: bool = False,
+               runner: str = "the agent") -> None:
     """Refuse ``path`` (``what`` names it in messages) unless no other user can change what it
     leads to. Components that do not exist yet are not checked (the caller creates them 0700
     and checks again). With ``root_may_own``, ``path`` itself may be root's too (a file root
-    put there for every user to read, such as a config under /etc)."""
+    put there for every user to read, such as a config under /etc). ``runner``: who reads it,
+    as the messages say."""
     uid = _uid()
     pending = os.path.abspath(path).strip("/").split("/")
     current = "/"
@@ -72,18 +74,18 @@ def check_tree(path: str, what: str, root_may_own: bool = False) -> None:
         if st.st_uid not in owners:
             raise UnsafePath(
                 "refusing %s %s: %s is owned by uid %d, not by %s; that user could change what "
-                "the agent runs. Use a directory of your own (chown it, or pick another path)"
+                "%s runs. Use a directory of your own (chown it, or pick another path)"
                 % (what, path, step, st.st_uid,
-                   "uid %d (the agent's user)" % uid if owners == (uid,) else
-                   "root or uid %d" % uid))
+                   "uid %d (the user %s runs as)" % (uid, runner) if owners == (uid,) else
+                   "root or uid %d" % uid, runner))
         if not last and not stat.S_ISDIR(st.st_mode):
             raise UnsafePath("refusing %s %s: %s is not a directory" % (what, path, step))
         sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
         if st.st_mode & 0o022 and (last or not sticky_dir):
             raise UnsafePath(
-                "refusing %s %s: %s is writable by %s (mode %s), who could replace what the "
-                "agent reads there; fix it with: chmod go-w %s" % (
-                    what, path, step, _writers(st), _mode(st), step))
+                "refusing %s %s: %s is writable by %s (mode %s), who could replace what %s "
+                "reads there; fix it with: chmod go-w %s" % (
+                    what, path, step, _writers(st), _mode(st), runner, step))
         current = step
 
 
