@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
+
 import pytest
 
 from tests import sshd
@@ -133,6 +135,7 @@ def test_paramikos_words_stay_with_the_link_and_in_the_debug_log_without_the_sta
     from fractui.fleet import sshlog
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    umask = os.umask(0o022)  # the usual one: the log is 0600 all the same
     link = sshlog.LinkLog()
     sshlog.watch(threading.current_thread(), link)
     try:
@@ -144,9 +147,11 @@ def test_paramikos_words_stay_with_the_link_and_in_the_debug_log_without_the_sta
         logger.info("Connected (version 2.0, client OpenSSH_9.2)")
     finally:
         sshlog.keeper().links.pop(threading.current_thread(), None)
+        os.umask(umask)
     assert link.said() == "Socket exception: Connection reset by peer (104)"
     assert "paramiko.SSHException: x" in link.lines
     sshlog.keeper().flush()
+    assert stat.S_IMODE(os.stat(tmp_path / "fractui" / "fleet.log").st_mode) == 0o600
     with open(tmp_path / "fractui" / "fleet.log") as f:
         kept = f.read()
     assert "Traceback (most recent call last):" in kept and "Connection reset by peer" in kept

@@ -19,7 +19,7 @@ import sys
 import threading
 import weakref
 from collections import deque
-from typing import Deque, Optional
+from typing import Deque, Optional, TextIO
 
 from fractui.config import state_home
 
@@ -90,6 +90,18 @@ class Keeper(logging.handlers.RotatingFileHandler):
             self.failure = "%s: %s" % (self.baseFilename, err)
             return
         super().emit(record)
+
+    def _open(self) -> TextIO:
+        """The log file, the admin's alone (0600) whatever the umask, a file made before
+        included: it holds what hosts and paramiko said. Never through a symlink."""
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Never print (the default prints a traceback on stderr): remember why instead."""
