@@ -7,7 +7,7 @@ import argparse
 import queue
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
 from fractui.checked_store import open_checked_store
@@ -18,7 +18,7 @@ from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.base import Store, StoreDenied, StoreError
+from fractui.store.base import Feed, Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
 from fractui.words import failing_passes
@@ -221,16 +221,14 @@ def _recorded(config: Config, job: Job) -> Job:
     LOG_WAIT_S (then the job as it is)."""
     store = open_checked_store(config)
     feed = store.feed()
-    try:
-        deadline = time.monotonic() + LOG_WAIT_S
+
+    def recorded() -> bool:
         now = store.get(job.id)
-        while now.attempt == job.attempt and now.state not in ENDED:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            feed.wait(min(left, 1.0))
-            now = store.get(job.id)
-        return now
+        return now.attempt != job.attempt or now.state in ENDED
+
+    try:
+        _waited(feed, recorded)
+        return store.get(job.id)
     finally:
         feed.close()
         store.close()
@@ -281,18 +279,24 @@ def _no_follow(number: int, why: str) -> UsageError:
 
 def _ask_tail(store: Store, job: Job) -> bool:
     """Asks the lease holder for the job's tail; whether it kept one within LOG_WAIT_S."""
-    feed = store.feed()
+    feed = store.feed()  # before the request: the answer is never missed
     try:
         store.ask_log(job.id, store.identity().user)
-        deadline = time.monotonic() + LOG_WAIT_S
-        while job.id in store.log_requests():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            feed.wait(min(left, 1.0))
-        return True
+        return _waited(feed, lambda: job.id not in store.log_requests())
     finally:
         feed.close()
+
+
+def _waited(feed: Feed, done: Callable[[], bool]) -> bool:
+    """Whether ``done()`` came true within LOG_WAIT_S, asked again each time the store's
+    change feed wakes (at least once a second)."""
+    deadline = time.monotonic() + LOG_WAIT_S
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        feed.wait(min(left, 1.0))
+    return True
 
 
 def _when(tail: LogTail) -> str:
