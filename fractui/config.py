@@ -26,7 +26,7 @@ from remote_agent.daemon.trust import UnsafePath, check_tree
 from remote_agent.jobs.runtime.image import image_problem as agent_image_problem
 from remote_agent.gpu.models import parse_sim_spec
 
-from fractui.small_file import NotRead, read_small_file
+from fractui.small_file import NotRead, is_null, read_small_file
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
 from fractui.words import count
 
@@ -1132,7 +1132,7 @@ def load_config(path: str) -> Config:
     another user could change is refused: it says which programs run as us (a host's exec,
     its agent_path) and where the store is."""
     text, doc = read_toml(path)  # first: what is not a regular file is refused as such
-    if os.path.realpath(path) != os.devnull:  # the empty config by name, root's and 0666
+    if not is_null(path):
         try:
             check_tree(path, "config file", root_may_own=True, runner="fractui")
         except UnsafePath as err:

@@ -65,6 +65,15 @@ def not_regular(path: str) -> Optional[str]:
     return None if _null(st) else _not_regular(st.st_mode)
 
 
+def is_null(path: str) -> bool:
+    """Whether ``path`` is /dev/null, by any name: the empty file, root's and 0666 as a device
+    is, which the checks of who may change a file leave alone."""
+    try:
+        return _null(os.stat(path))
+    except (OSError, ValueError):
+        return False
+
+
 def _null(st: os.stat_result) -> bool:
     """Whether ``st`` is /dev/null's."""
     try:
