@@ -242,10 +242,10 @@ def _run(words: List[str]) -> int:
         words, job_argv = words[:cut], words[cut + 1:]
     args, extra = parser.parse_known_args(words)
     if extra:
-        parser.error("unrecognized arguments: %s%s" % (" ".join(extra), (
-            " (the job's command goes after --: fractui %s ... -- %s)" % (
-                args.verb, " ".join(extra))) if args.verb in ("launch", "submit") and
-            not job_argv else ""))
+        words_left = " ".join(extra)
+        hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
+            args.verb, words_left) if args.verb in ("launch", "submit") and not job_argv else ""
+        parser.error("unrecognized arguments: %s%s" % (words_left, hint))
     args.argv = job_argv
     if job_argv and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")
