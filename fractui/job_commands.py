@@ -82,7 +82,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         try:
             uid = store.uid
             stored = store.jobs(None if args.all else ACTIVE, limit=(
-                args.limit or JOBS_LIMIT) if args.all else None)
+                args.limit or JOBS_LIMIT) if args.all else None, hosts=args.hosts or None)
             trouble = store.trouble()
         finally:
             store.close()
@@ -94,8 +94,6 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         failed, trouble = True, None
         say(str(err))
         say("every job on %s as its agent has it, queued ones too:" % ", ".join(args.hosts))
-    if args.hosts:
-        stored = [j for j in stored if j.slot is not None and j.slot.host in args.hosts]
     if trouble is not None:  # every pending job's why is stale meanwhile
         say(failing_passes(trouble))
     rows: List[Dict[str, Any]] = []

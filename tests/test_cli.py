@@ -248,7 +248,8 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
 def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
         local_fleet, capfd):  # noqa: F811
     """Not a queued job's launch shown again as if by hand, with no queue or team."""
-    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [
+        QueueConfig(name="quarter", gpu=0.25), QueueConfig(name="whole", gpus=1)])
     cli = Cli(f, capfd)
     job = f.submit("quarter")
     f.until(lambda: f.states()[job.id] == "running")
@@ -264,6 +265,13 @@ def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
     assert (listed[0]["queue"], listed[0]["state"]) == ("quarter", "running")
     code, out, err = cli.run("jobs", other)
     assert (code, out) == (0, "no jobs\n"), err
+    # a newer job elsewhere: --limit keeps the newest of this host's, not of all then filtered
+    newer = f.submit("whole")
+    f.until(lambda: f.states()[newer.id] == "running")
+    assert f.store.get(newer.id).slot.host == other
+    code, out, err = cli.run("jobs", host, "--all", "--limit", "1", "--json")
+    assert code == 0, err
+    assert [j["ref"] for j in json.loads(out)["jobs"]] == [str(job.id), ref]
     # the store unreadable: the host's jobs all the same, as its agent has them, and exit 1
     damaged = f.tmp / "damaged.db"
     damaged.write_bytes(b"not a store" * 100)

@@ -114,6 +114,13 @@ def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
     assert [j.id for j in store.jobs(queue="q0")] == [1, 3, 5]
     assert [j.id for j in store.jobs(limit=2)] == [4, 5]
     assert store.jobs([]) == []
+    # a host's newest: the limit counts that host's jobs, not the newest of all then filtered
+    store.place(1, Slot("h", (0,), memory_mib=512), "me", "by hand", manual=True)
+    store.place(3, Slot("g", (0,), memory_mib=512), "me", "by hand", manual=True)
+    assert [j.id for j in store.jobs(limit=1, hosts=["h"])] == [1]
+    assert [j.id for j in store.jobs(hosts=["h", "g"])] == [1, 3]
+    assert [j.id for j in store.jobs(["placed"], hosts=["g"])] == [3]
+    assert store.jobs(hosts=[]) == []
     store.record_inventory("h", {"cpus": 8})
     store.record_inventory("h", {"cpus": 16})  # replaces what was kept
     assert store.inventory() == {"h": {"cpus": 16}}

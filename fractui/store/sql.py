@@ -254,14 +254,15 @@ class SqlStore(Store):
         return self._read(lambda db: self._get(db, job_id))
 
     def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
-             limit: Optional[int] = None) -> list[Job]:
+             limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None) -> list[Job]:
         where, args = [], []  # type: list[str], list[Any]
-        if states is not None:
-            states = list(states)
-            if not states:
-                return []
-            where.append("state IN (%s)" % ",".join("?" * len(states)))
-            args += states
+        for column, values in (("state", states), ("host", hosts)):
+            if values is not None:
+                values = list(values)
+                if not values:
+                    return []
+                where.append("%s IN (%s)" % (column, ",".join("?" * len(values))))
+                args += values
         if queue is not None:
             where.append("queue = ?")
             args.append(queue)
