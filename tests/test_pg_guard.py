@@ -77,6 +77,14 @@ def guarded(request, pg_server) -> Iterator[Guarded]:
     yield made
 
 
+def audited(statement: str, actor: str, action: str, job: str = "(SELECT max(id) FROM jobs)"
+            ) -> str:
+    """``statement`` then the audit entry of it that a team member's change needs in the same
+    transaction (migration 0016); ``job`` the SQL of its number, the newest job's unless said."""
+    return ("%s; INSERT INTO audit (time, actor, action, job, why) VALUES (extract(epoch FROM "
+            "clock_timestamp()), '%s', '%s', %s, 'by psql')" % (statement, actor, action, job))
+
+
 def refused(guarded: Guarded, statement: str, *words: str) -> None:
     """Refused as ann, with SQLSTATE 42501 naming her role and saying ``words``."""
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
@@ -156,7 +164,7 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
 def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
     """The reason a cancel or a stop leaves is what ``jobs`` shows and what the lease holder's
     own audit entry repeats when it ends the job: ann cannot make it name ops (migration 0015),
-    nor anything but who asked."""
+    nor anything but who asked, nor leave no audit entry of it (0016)."""
     admin = guarded.store()
     try:
         pending = admin.submit("v", guarded.vision, "p", ["sleep", "9"], {}, "x")
@@ -177,10 +185,23 @@ def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
                 "updated_at = %s, ended_at = %s WHERE id = %d"
                 % (guarded.ops, now, now, pending.id), guard, "the actor must be")
         assert {j.id: j for j in admin.jobs()} == before
-        guarded.sql(guarded.ann, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
-                    "reason = 'requeued by %s@head', updated_at = %s WHERE id = %d"
-                    % (guarded.ann, now, running.id))
+        requeue = ("UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                   "reason = 'requeued by %s@head', updated_at = %s WHERE id = %d"
+                   % (guarded.ann, now, running.id))
+        # her own name, but no audit entry of it in the same transaction (migration 0016)
+        refused(guarded, requeue, guard, "change job %d without an audit entry of it "
+                "('requeue', about job %d, as %s)" % (running.id, running.id, guarded.ann))
+        me = "%s@head" % guarded.ann
+        refused(guarded, audited(requeue, me, "cancel", str(running.id)), guard,
+                "without an audit entry")  # an entry of another action does not do
+        refused(guarded, audited(requeue, me, "requeue", str(pending.id)), guard,
+                "without an audit entry")  # nor one about another job
+        entries = admin.audit_log(limit=1000)
+        assert {j.id: j for j in admin.jobs()} == before
+        guarded.sql(guarded.ann, audited(requeue, me, "requeue", str(running.id)))
         assert admin.get(running.id).reason == "requeued by %s@head" % guarded.ann
+        assert [(e.actor, e.action, e.job) for e in admin.audit_log(limit=1000)[len(entries):]
+                ] == [(me, "requeue", running.id)]
     finally:
         admin.close()
 
@@ -358,7 +379,8 @@ def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_chan
                            ("'{\"A=B\": \"x\"}'", "NULL"), ("'{}'", "''"),
                            ("'{}'", "'--privileged'")):
             refused(guarded, insert % (env, image), guard, "whose env is not a JSON object")
-        guarded.sql(guarded.ann, insert % ("'{\"A\": \"1\"}'", "'img'"))  # fractui's shape
+        guarded.sql(guarded.ann, audited(insert % ("'{\"A\": \"1\"}'", "'img'"), guarded.ann,
+                                         "submit"))  # fractui's shape
         refused(guarded, "UPDATE jobs SET env = '{\"A\": \"2\"}' WHERE id = %d" % job.id,
                 guard, "from pending to pending")
         refused(guarded, "UPDATE jobs SET state = 'cancelled', image = 'other' WHERE id = %d"
@@ -407,13 +429,13 @@ def test_a_team_member_submits_no_image_the_agent_would_refuse(guarded):
     what the agent takes, an apptainer path in any script included, goes in; an admin is not
     held."""
     insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
-              "updated_at, env, image) VALUES ('v', %s, 'x', '[\"x\"]', '{}', 'pending', "
+              "updated_at, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
               "extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
               "transaction_timestamp()), '{}', %s)")
 
     def submit_as(role: str, image: str) -> None:
-        with psycopg.connect(guarded.url(role), autocommit=True) as conn:
-            conn.execute(insert, (guarded.vision, image))
+        guarded.sql(role, audited(insert % (guarded.vision, psycopg.sql.quote(image)), role,
+                                  "submit"))
     for image in ("a b", "x\ty", "x\u00a0y", "img\u202e1:gat", "x\u200by", "x\x7f", "x\U000e0041",
                   "a" * 4097):
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
