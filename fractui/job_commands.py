@@ -216,13 +216,13 @@ def _recorded(config: Config, job: Job) -> Job:
     """The queued job once the store has recorded the end of its attempt that ``logs -f``
     followed: ended, or sent back to its queue (requeued, preempted) as a new attempt. The
     lease holder records it after the agent's end, so the store is asked until it has, at most
-    LOG_WAIT_S (then the job as it is)."""
+    LOG_WAIT_S, and only while a lease holder is there to record it (else the job as it is)."""
     store = open_checked_store(config)
     feed = store.feed()
 
     def recorded() -> bool:
         now = store.get(job.id)
-        return now.attempt != job.attempt or now.state in ENDED
+        return now.attempt != job.attempt or now.state in ENDED or store.lease_holder() is None
 
     try:
         _waited(feed, recorded)

@@ -13,10 +13,13 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from fractui import job_commands
+from fractui.cli import main
 from fractui.config import QueueConfig
 from fractui.store import sqlite_url
 from fractui.terminal import TerminalText
@@ -329,6 +332,33 @@ def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet):  # 
     assert f.states()[job.id] == "done"
     assert err.splitlines()[-1] == "fractui: job %d ended: exited 0" % job.id, err
     assert "went back to its queue (requeued by " in err, err
+
+
+def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  # noqa: F811
+                                                           monkeypatch):
+    """Where no scheduler holds the lease, none will record the end: ``logs -f`` says the
+    agent's end at once, not after waiting for the store (made an hour here, so that a wait
+    would be a hang)."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    mark = f.tmp / "go"
+    job = f.submit("quarter", argv=[PY, "-c", "import os, time\nprint('up', flush=True)\n"
+                                              "while not os.path.exists(%r):\n"
+                                              "    time.sleep(0.05)" % str(mark)])
+    f.until(lambda: f.states()[job.id] == "running")
+    f.scheduler.stop()  # and the lease with it
+    mark.touch()
+    localfleet.wait(lambda: [j["state"] for j in f.agent_jobs()] == ["exited"], f.agent_jobs)
+    monkeypatch.setattr(job_commands, "LOG_WAIT_S", 3600.0)
+    config = f.write_config()
+    done: list = []
+    follow = threading.Thread(target=lambda: done.append(main(
+        ["--config", config, "logs", "-f", str(job.id)])), daemon=True)
+    follow.start()
+    follow.join(60)
+    assert done == [0], "logs -f still waits for a scheduler that is not there"
+    out, err = capfd.readouterr()
+    assert (out, err) == ("up\n", "fractui: job %d ended: exited 0\n" % job.id)
+    assert f.states()[job.id] == "running"  # the store has not recorded it: no one could
 
 
 def _into_closed_pipe(argv: list, config: str) -> subprocess.CompletedProcess:
