@@ -21,19 +21,11 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.base import Feed, Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
-from fractui.words import failing_passes
+from fractui.words import failing_passes, why
 
 LOG_WAIT_S = 10.0  # how long ``logs`` waits for the lease holder to keep a job's tail
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 32, 24)  # the widest each column but the last (WHY) may be
-
-
-def why(job: Job) -> str:
-    """Why a queued job is where it is: how it ended (the exit code, the watchdog's or the
-    agent's words, who cancelled it), or why it waits or stops; "" while it simply runs."""
-    if job.reason:
-        return job.reason
-    return "exited %d" % job.exit_code if job.exit_code is not None else ""
 
 
 def agent_why(record: Dict[str, Any]) -> str:

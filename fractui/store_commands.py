@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
-from fractui.outcome import Failed, UsageError
+from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, flips_modes, idle_view
 from fractui.sched.cordons import state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
@@ -26,9 +26,10 @@ from fractui.servable import submittable
 from fractui.store import Store, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.intents import Asker
-from fractui.store.model import ACTIVE, CORDON, DRAIN, ON_HOST, PENDING, STOPPING, Job, Slot
+from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, ON_HOST, PENDING,
+                                 STOPPING, Job, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
-from fractui.words import count
+from fractui.words import count, why
 
 if TYPE_CHECKING:
     from fractui.fleet.fleet import Fleet
@@ -68,17 +69,53 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         job = intents.submit(store, queue.name, team, name, args.argv,
                              queue.request(), Asker.here(config.teams), cwd=args.cwd,
                              env=env, image=args.image or queue.image)
+        if warning:
+            say(warning)
+        try:
+            if not args.json:
+                print("%d pending in queue %s%s%s" % (
+                    job.id, job.queue, " for team %s" % team if team else "",
+                    ", in image %s" % job.image if job.image else ""), flush=True)
+            if args.wait:
+                job = _until_ended(store, job)
+        except KeyboardInterrupt:
+            if args.wait:  # (from the line saying its number on: the job is queued)
+                say("stopped waiting; job %d goes on (fractui cancel %d cancels it)" % (
+                    job.id, job.id))
+            raise
     finally:
         store.close()
-    if warning:
-        say(warning)
-    if args.json:
+    if args.json:  # (with --wait, the job as it ended)
         print_json(job.record())
-    else:
-        print("%d pending in queue %s%s%s" % (job.id, job.queue, " for team %s" % team
-                                              if team else "",
-                                              ", in image %s" % job.image if job.image else ""))
+    if args.wait:
+        say("job %d ended: %s" % (job.id, why(job) or job.state))
+        return 0 if job.state == DONE else EXIT_FAILED
     return 0
+
+
+def _until_ended(store: Store, job: Job) -> Job:
+    """The job once it has ended (a requeued one's next attempt too), each step it takes on
+    the way said on stderr; woken by the store's change feed."""
+    feed = store.feed()
+    said = _step(job)
+    try:
+        while job.state not in ENDED:
+            feed.wait(1.0)
+            job = store.get(job.id)
+            step = _step(job)
+            if step != said and job.state not in ENDED:
+                say("job %d %s" % (job.id, step))
+            said = step
+    finally:
+        feed.close()
+    return job
+
+
+def _step(job: Job) -> str:
+    """Where a job is, as ``submit --wait`` says it: its state, its slot once it has one, and
+    why it waits."""
+    where = " on %s" % job.slot.describe() if job.slot is not None else ""
+    return "is %s%s%s" % (job.state, where, ": %s" % why(job) if why(job) else "")
 
 
 # -- audit --

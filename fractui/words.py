@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # (the store's package reads the config, which words its counts here)
+    from fractui.store.model import Job
 
 
 def count(n: int, noun: str, plural: Optional[str] = None) -> str:
@@ -27,3 +30,11 @@ def failing_passes(trouble: str) -> str:
     """What the TUI's header and ``jobs`` say while the scheduler's passes fail."""
     return "the scheduler's passes fail: %s; nothing new is placed until one goes through " \
            "(the scheduler's log has the rest)" % trouble
+
+
+def why(job: Job) -> str:
+    """Why a queued job is where it is: how it ended (the exit code, the watchdog's or the
+    agent's words, who cancelled it), or why it waits or stops; "" while it simply runs."""
+    if job.reason:
+        return job.reason
+    return "exited %d" % job.exit_code if job.exit_code is not None else ""

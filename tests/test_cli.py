@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -359,6 +360,43 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
     out, err = capfd.readouterr()
     assert (out, err) == ("up\n", "fractui: job %d ended: exited 0\n" % job.id)
     assert f.states()[job.id] == "running"  # the store has not recorded it: no one could
+
+
+def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
+    """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
+    job's own words for any other end; Ctrl-C stops the waiting and leaves the job queued."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    config = f.write_config()
+    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", config, "submit", "--wait",
+                                "--queue", "quarter", "--", *sleeper(600)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    first = waiting.stdout.readline()  # no scheduler runs yet: it stays pending
+    number = int(first.split()[0])
+    assert first == "%d pending in queue quarter\n" % number
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=60)
+    assert (waiting.returncode, out) == (130, ""), err
+    assert err.endswith("fractui: stopped waiting; job %d goes on (fractui cancel %d cancels "
+                        "it)\n" % (number, number)), err
+    assert f.states()[number] == "pending"
+    assert f.fractui("cancel", str(number)).returncode == 0
+    head = f.scheduler_process("head")
+    try:
+        failing = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
+                            "import sys; print('out', flush=True); sys.exit(3)")
+        fine = f.fractui("submit", "--wait", "--json", "--queue", "quarter", "--", PY, "-c", "")
+    finally:
+        head.terminate()
+        head.wait(30)
+    number = int(failing.stdout.split()[0])
+    assert (failing.returncode, failing.stdout) == (1, "%d pending in queue quarter\n" % number)
+    lines = failing.stderr.splitlines()
+    assert lines[-1] == "fractui: job %d ended: exited 3" % number, failing.stderr
+    assert "fractui: job %d is running on gpu-a gpu0 " % number in failing.stderr
+    ended = json.loads(fine.stdout)  # --json: one record, the job as it ended
+    assert (fine.returncode, ended["state"], ended["exit_code"]) == (0, "done", 0), fine.stderr
+    assert fine.stderr.splitlines()[-1] == "fractui: job %d ended: exited 0" % ended["id"]
 
 
 def _into_closed_pipe(argv: list, config: str) -> subprocess.CompletedProcess:
