@@ -67,9 +67,10 @@ def lines(r: Report) -> List[str]:
     else:
         out.append("no job held a GPU in this range")
     if t.online_h:
-        out.append("GPUs online %.1f GPU-h, held %.1f (%.0f %%), idle with nothing on them "
-                   "%.1f (%.0f %%)" % (t.online_h, t.held_h, 100 * t.held_h / t.online_h,
-                                       t.idle_h or 0.0, 100 * (t.idle_h or 0.0) / t.online_h))
+        held, idle = t.held_online_h or 0.0, t.idle_h or 0.0
+        out.append("GPUs online %.1f GPU-h, held while online %.1f (%.0f %%), idle with "
+                   "nothing on them %.1f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h,
+                                                     idle, 100 * idle / t.online_h))
     if t.unmeasured_h:
         out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
                    "not sampled yet): %.1f of %.1f" % (t.unmeasured_h, t.held_h))

@@ -354,4 +354,49 @@ def test_a_fleet_that_ran_nothing_says_so_and_still_shows_its_gpu_time(tmp_path,
         store.close()
     assert code == 0, err
     assert "no job held a GPU in this range" in out and "no GPU time was kept" not in out
-    assert "GPUs online 0.1 GPU-h, held 0.0 (0 %), idle with nothing on them 0.1 (100 %)" in out
+    assert "GPUs online 0.1 GPU-h, held while online 0.0 (0 %), idle with nothing on them 0.1 " \
+        "(100 %)" in out
+
+
+def test_the_part_of_gpu_time_held_is_of_the_time_online_even_while_a_host_was_away(
+        tmp_path, capfd):
+    """One whole GPU held by one job for an hour, its host away for the middle quarter: the
+    job held 1.0 GPU-h, yet the GPU was seen online 2690 s (looks every 5 s; the look as the
+    host returns counts nothing) and held all of those — 100 % of the time online, never
+    134 %. (The hour starts on a bucket's start: GPU time counts by the buckets that begin in
+    the range.)"""
+    from fractui.sched.fleetview import HostView
+    from fractui.usage.gputime import GpuClock
+
+    clock = Clock()
+    start = BASE + 100  # a multiple of 300
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("h", (0,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a1", start, "sched", "started", model="L4")
+        running = [store.get(job.id)]
+        gpus = GpuClock(bucket_s=300)
+        for step in range(720):
+            t = start + 5 * step
+            state = "offline" if start + 1800 <= t < start + 2700 else "online"
+            gpus.observe([HostView("h", state, hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "L4", "processes": [{"pid": 7}]}]})], running, t)
+        store.keep_gpu_time(gpus.take())
+        clock.t = start + 3600
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=start + 3600)
+        span = ["--since", _at(start), "--until", _at(start + 3600)]
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span, "--json"])
+        assert code == 0, err
+        total = json.loads(out)["total"]
+        assert total["held_gpu_hours"] == pytest.approx(1.0)
+        assert total["online_gpu_hours"] == pytest.approx(2690 / 3600)
+        assert total["held_online_gpu_hours"] == pytest.approx(2690 / 3600)
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span])
+        assert code == 0, err
+        assert "GPUs online 0.7 GPU-h, held while online 0.7 (100 %), idle with nothing on " \
+            "them 0.0 (0 %)" in out, out
+    finally:
+        store.close()

@@ -33,8 +33,10 @@ NONE = "(none)"  # the group of attempts with no team (or no model)
 class Group:
     """The sums of one group. Hours are GPU-hours (memory: GiB-hours). ``unmeasured_h``: the
     held GPU-hours whose utilisation NVML gave no measure of (MIG slices, or not sampled
-    yet). ``online_h`` and ``idle_h``: of the group's GPUs, where a group is GPUs (by host,
-    model or GPU), else None."""
+    yet). ``online_h``, ``held_online_h`` and ``idle_h``: of the group's GPUs, where a group
+    is GPUs (by host, model or GPU), else None — from their GPU time, so the part held is of
+    the same buckets as the time online (an attempt's hours while its host was away, or
+    outside the buckets read, are in ``held_h`` only)."""
 
     key: str
     held_h: float = 0.0
@@ -45,6 +47,7 @@ class Group:
     outcomes: Dict[str, int] = field(default_factory=dict)
     running: int = 0
     online_h: Optional[float] = None
+    held_online_h: Optional[float] = None
     idle_h: Optional[float] = None
 
     @property
@@ -68,6 +71,7 @@ class Group:
                 "wait_p95_s": _rounded(self.wait_p95_s),
                 "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
                 "running": self.running, "online_gpu_hours": _rounded(self.online_h),
+                "held_online_gpu_hours": _rounded(self.held_online_h),
                 "idle_gpu_hours": _rounded(self.idle_h)}
 
 
@@ -132,16 +136,15 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
             _add(groups.setdefault(key, Group(key)), r, share, since, until, now)
         _add(total, r, 1.0, since, until, now)
     gpu_keys = by in ("host", "model", "gpu")
-    total.online_h, total.idle_h = 0.0, 0.0
     for t in gpu_time:
         if not since <= t.bucket < until:
             continue
-        total.online_h += t.online_s / HOUR
-        total.idle_h += t.idle_s / HOUR
+        _add_gpu_time(total, t)
         if gpu_keys:
-            g = groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by)))
-            g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
-            g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
+            _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
+    total.online_h = total.online_h or 0.0
+    total.held_online_h = total.held_online_h or 0.0
+    total.idle_h = total.idle_h or 0.0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start)
 
@@ -155,6 +158,12 @@ def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
     value = {"team": r.team, "queue": r.queue, "user": r.user, "host": r.host,
              "model": r.model}[by]
     return [(value or NONE, 1.0)]
+
+
+def _add_gpu_time(g: Group, t: GpuTime) -> None:
+    g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
+    g.held_online_h = (g.held_online_h or 0.0) + t.held_s / HOUR
+    g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
 
 
 def _gpu_key(t: GpuTime, by: str) -> str:
