@@ -97,4 +97,6 @@ def _csv(r: Report) -> None:
 
 
 def _local(t: Optional[float]) -> str:
-    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    """``t`` in this machine's local time, with its offset from UTC: a report is sent on to
+    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time."""
+    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M %z", time.localtime(t))

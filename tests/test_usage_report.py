@@ -400,3 +400,23 @@ def test_the_part_of_gpu_time_held_is_of_the_time_online_even_while_a_host_was_a
             "them 0.0 (0 %)" in out, out
     finally:
         store.close()
+
+
+def test_the_range_is_said_with_its_offset_from_utc(known, tmp_path, capfd, monkeypatch):
+    """--since 14:00 UTC read back on a machine in India is 19:30 there: the header says
+    which zone its times are in."""
+    import time
+
+    store, _, _ = known
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        code, out, err = in_process(capfd, [
+            "--config", _config(tmp_path, store), "report", "--since", "2023-11-14T14:00Z",
+            "--until", "2023-11-15T14:00+00:00"])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert code == 0, err
+    assert out.startswith("usage from 2023-11-14 19:30 +0530 to 2023-11-15 19:30 +0530, by "
+                          "team"), out
