@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from fractui.store.model import (CANCELLED, DONE, FAILED, PREEMPTED, RUNNING, STOPPING,
-                                 GpuTime, Sampled, Slot)
+from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, RUNNING,
+                                 STOPPING, GpuTime, Sampled, Slot)
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.report import build, percentile, saving, series
 from tests.cli_run import in_process, leaks
@@ -420,3 +420,51 @@ def test_the_range_is_said_with_its_offset_from_utc(known, tmp_path, capfd, monk
     assert code == 0, err
     assert out.startswith("usage from 2023-11-14 19:30 +0530 to 2023-11-15 19:30 +0530, by "
                           "team"), out
+
+
+def test_jobs_that_ended_while_waiting_are_said_though_no_usage_record_has_them(tmp_path,
+                                                                              capfd):
+    """In the range: one job ran and is done; two were cancelled while they waited (one of
+    them after a preemption sent it back), one failed at its launches, one was cancelled
+    before the range. The table's outcomes count one done attempt and one preempted; the
+    three that ended waiting are said under it, never as nothing."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    slot = Slot("h", (0,), None, None, None, 1.0)
+    try:
+        early = store.submit("q", "vision", "early", ["x"], {}, "ann@laptop")
+        store.ended(early.id, (PENDING,), CANCELLED, "no", "ann", "no", "cancel")
+        clock.t = BASE + 100
+        ran = store.submit("q", "vision", "ran", ["x"], {}, "ann@laptop")
+        waits = store.submit("q", "vision", "waits", ["x"], {}, "ann@laptop")
+        back = store.submit("q", "nlp", "back", ["x"], {}, "cy@laptop")
+        refused = store.submit("q", "nlp", "refused", ["x"], {}, "cy@laptop")
+        store.place(ran.id, slot, "sched", "fits")
+        store.started(ran.id, "a1", BASE + 100, "sched", "started")
+        store.place(back.id, Slot("h", (1,), None, None, None, 1.0), "sched", "fits")
+        store.started(back.id, "a2", BASE + 100, "sched", "started")
+        clock.t = BASE + 200
+        store.stopping(back.id, (RUNNING,), "preempt", "sched", "room")
+        store.requeue(back.id, (STOPPING,), "sched", "preempted")
+        store.place(refused.id, slot, "sched", "fits")
+        store.ended(refused.id, (PLACED,), FAILED, "refused 3 times", "sched", "no", "failed")
+        clock.t = BASE + 300
+        store.ended(waits.id, (PENDING,), CANCELLED, "too long", "ann", "no", "cancel")
+        store.ended(back.id, (PENDING,), CANCELLED, "too long", "cy", "no", "cancel")
+        store.ended(ran.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=BASE + 400)
+        clock.t = BASE + 500
+        span = ["--since", _at(BASE + 50), "--until", _at(BASE + 500)]
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span, "--json"])
+        assert code == 0, err
+        got = json.loads(out)
+        assert got["ended_unstarted"] == {"cancelled": 2, "failed": 1}
+        assert {k: v for k, v in got["total"]["outcomes"].items() if v} == {"done": 1,
+                                                                             "preempted": 1}
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span])
+        assert code == 0, err
+        assert "3 jobs ended in this range while waiting to start (2 cancelled, 1 failed)" \
+            in out, out
+    finally:
+        store.close()

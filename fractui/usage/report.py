@@ -11,7 +11,8 @@ Definitions (docs/usage.md says them for users):
   never as 0; memory: its mean sampled GPU memory × that time;
 - waits: of the attempts that started in the range, from when each began to wait;
 - outcomes: of the attempts that ended in the range; ``running``: those holding a slice at
-  its end;
+  its end; ``unstarted``: the jobs that ended in the range (cancelled, failed) waiting, their
+  last attempt never having held a slice — in no group, as they have no usage record;
 - without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
   (a fraction or a MIG slice: one); the GPUs used at a time are those with an attempt on them.
 """
@@ -22,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from fractui.store.model import OUTCOMES, GpuTime, UsageRecord
+from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
 from fractui.usage import BY
 
 HOUR = 3600.0
@@ -111,16 +112,20 @@ class Report:
     saving: Saving
     start: float
     """Where the store's usage in the range begins (``since``, or later for a younger store)."""
+    unstarted: Dict[str, int] = field(default_factory=dict)
+    """Jobs that ended in the range without starting, by how (``unstarted_jobs``)."""
 
     def record(self) -> Dict[str, object]:
         return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
                 "groups": [g.record() for g in self.groups], "total": self.total.record(),
-                "saving": self.saving.record()}
+                "saving": self.saving.record(),
+                "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED}}
 
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
-          until: float, by: str, now: float) -> Report:
-    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts.
+          until: float, by: str, now: float, ended: Iterable[Job] = ()) -> Report:
+    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
+    ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``.
     Its means over time start where the store keeps anything in the range (``start``): a
     store younger than the range (the demo's, a new fleet's) is not averaged with the time
     before it existed."""
@@ -146,7 +151,24 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     total.held_online_h = total.held_online_h or 0.0
     total.idle_h = total.idle_h or 0.0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
-                  total, saving(records, start, until, now), start)
+                  total, saving(records, start, until, now), start,
+                  unstarted_jobs(ended, since, until))
+
+
+UNSTARTED = (CANCELLED, FAILED)
+"""How a job can end without starting: cancelled while it waited, failed at its launches."""
+
+
+def unstarted_jobs(jobs: Iterable[Job], since: float, until: float) -> Dict[str, int]:
+    """How many of ``jobs`` ended in [since, until) while waiting — their last attempt never
+    held a slice, so no usage record has them: without this a range whose jobs were all
+    cancelled while they waited reads as one where nothing was asked for."""
+    out: Dict[str, int] = {}
+    for job in jobs:
+        if (job.state in UNSTARTED and job.started_at is None and job.ended_at is not None
+                and since <= job.ended_at < until):
+            out[job.state] = out.get(job.state, 0) + 1
+    return out
 
 
 def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
