@@ -14,7 +14,7 @@ from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
 from fractui.terminal import print_json, table, width
-from fractui.usage.report import Group, Report, build
+from fractui.usage.report import UNSTARTED, Group, Report, build
 from fractui.words import count, duration
 
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95", "DONE",
@@ -31,7 +31,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
             raise UsageError("--since (%s) must be before --until (%s)" % (
                 _local(since), _local(until)))
         made = build(store.usage(since, until), store.gpu_time(since, until), since, until,
-                     args.by, now)
+                     args.by, now, store.jobs(UNSTARTED))
     finally:
         store.close()
     if args.json:
@@ -54,7 +54,7 @@ def lines(r: Report) -> List[str]:
     s, t = r.saving, r.total
     if not r.groups and not t.online_h:
         out.append("no job held a GPU in this range, and no GPU time was kept")
-        return out
+        return out + _unstarted(r)
     if t.held_h or t.running or r.by in ("host", "model", "gpu"):
         gpus = r.by in ("host", "model", "gpu")
         rows = [_row(g, gpus) for g in r.groups] + [_row(t, True)]
@@ -67,13 +67,23 @@ def lines(r: Report) -> List[str]:
     else:
         out.append("no job held a GPU in this range")
     if t.online_h:
-        out.append("GPUs online %.1f GPU-h, held %.1f (%.0f %%), idle with nothing on them "
-                   "%.1f (%.0f %%)" % (t.online_h, t.held_h, 100 * t.held_h / t.online_h,
-                                       t.idle_h or 0.0, 100 * (t.idle_h or 0.0) / t.online_h))
+        held, idle = t.held_online_h or 0.0, t.idle_h or 0.0
+        out.append("GPUs online %.1f GPU-h, held while online %.1f (%.0f %%), idle with "
+                   "nothing on them %.1f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h,
+                                                     idle, 100 * idle / t.online_h))
     if t.unmeasured_h:
         out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
                    "not sampled yet): %.1f of %.1f" % (t.unmeasured_h, t.held_h))
-    return out
+    return out + _unstarted(r)
+
+
+def _unstarted(r: Report) -> List[str]:
+    """The jobs the table cannot show: those that ended waiting, never having started."""
+    if not r.unstarted:
+        return []
+    return ["%s ended in this range while waiting to start (%s): waits and outcomes count "
+            "only attempts that started" % (count(sum(r.unstarted.values()), "job"), ", ".join(
+                "%d %s" % (r.unstarted[o], o) for o in UNSTARTED if r.unstarted.get(o)))]
 
 
 def _row(g: Group, gpus: bool) -> List[str]:
@@ -96,4 +106,6 @@ def _csv(r: Report) -> None:
 
 
 def _local(t: Optional[float]) -> str:
-    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    """``t`` in this machine's local time, with its offset from UTC: a report is sent on to
+    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time."""
+    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M %z", time.localtime(t))

@@ -10,7 +10,7 @@ import sqlite3
 
 from textual_plotext.plot import Plot
 
-from fractui.store.model import Slot
+from fractui.store.model import GpuTime, Slot
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.help import HelpScreen
@@ -123,6 +123,24 @@ async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
             assert not screen.query_one("#report-plots").display
             assert not screen.query_one("#report-table").display
     store.close()
+
+
+@pilot_test
+async def test_gpu_time_with_no_job_says_how_much_of_it_was_idle_not_all_of_it(tmp_path):
+    """No job held a slice, but a process outside fractui ran on one of two GPUs for the
+    bucket: online 600 s, idle 300 s — never "all of it idle"."""
+    store = SqliteStore(os.path.join(tmp_path, "store.db"))
+    store.keep_gpu_time([GpuTime("h", 0, NOW - 3600, "L4", online_s=300, idle_s=300),
+                         GpuTime("h", 1, NOW - 3600, "L4", online_s=300, idle_s=0)])
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        note = str(report(app).query_one("#report-note").render())
+    store.close()
+    assert "online 0.17 GPU-h, 0.08 of it idle" in " ".join(note.split()), note
+    assert "all of it idle" not in note
 
 
 @pilot_test

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from fractui.store.model import (CANCELLED, DONE, FAILED, PREEMPTED, RUNNING, STOPPING,
-                                 GpuTime, Sampled, Slot)
+from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, RUNNING,
+                                 STOPPING, GpuTime, Sampled, Slot)
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.report import build, percentile, saving, series
 from tests.cli_run import in_process, leaks
@@ -354,4 +354,117 @@ def test_a_fleet_that_ran_nothing_says_so_and_still_shows_its_gpu_time(tmp_path,
         store.close()
     assert code == 0, err
     assert "no job held a GPU in this range" in out and "no GPU time was kept" not in out
-    assert "GPUs online 0.1 GPU-h, held 0.0 (0 %), idle with nothing on them 0.1 (100 %)" in out
+    assert "GPUs online 0.1 GPU-h, held while online 0.0 (0 %), idle with nothing on them 0.1 " \
+        "(100 %)" in out
+
+
+def test_the_part_of_gpu_time_held_is_of_the_time_online_even_while_a_host_was_away(
+        tmp_path, capfd):
+    """One whole GPU held by one job for an hour, its host away for the middle quarter: the
+    job held 1.0 GPU-h, yet the GPU was seen online 2690 s (looks every 5 s; the look as the
+    host returns counts nothing) and held all of those — 100 % of the time online, never
+    134 %. (The hour starts on a bucket's start: GPU time counts by the buckets that begin in
+    the range.)"""
+    from fractui.sched.fleetview import HostView
+    from fractui.usage.gputime import GpuClock
+
+    clock = Clock()
+    start = BASE + 100  # a multiple of 300
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("h", (0,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a1", start, "sched", "started", model="L4")
+        running = [store.get(job.id)]
+        gpus = GpuClock(bucket_s=300)
+        for step in range(720):
+            t = start + 5 * step
+            state = "offline" if start + 1800 <= t < start + 2700 else "online"
+            gpus.observe([HostView("h", state, hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "L4", "processes": [{"pid": 7}]}]})], running, t)
+        store.keep_gpu_time(gpus.take())
+        clock.t = start + 3600
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=start + 3600)
+        span = ["--since", _at(start), "--until", _at(start + 3600)]
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span, "--json"])
+        assert code == 0, err
+        total = json.loads(out)["total"]
+        assert total["held_gpu_hours"] == pytest.approx(1.0)
+        assert total["online_gpu_hours"] == pytest.approx(2690 / 3600)
+        assert total["held_online_gpu_hours"] == pytest.approx(2690 / 3600)
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span])
+        assert code == 0, err
+        assert "GPUs online 0.7 GPU-h, held while online 0.7 (100 %), idle with nothing on " \
+            "them 0.0 (0 %)" in out, out
+    finally:
+        store.close()
+
+
+def test_the_range_is_said_with_its_offset_from_utc(known, tmp_path, capfd, monkeypatch):
+    """--since 14:00 UTC read back on a machine in India is 19:30 there: the header says
+    which zone its times are in."""
+    import time
+
+    store, _, _ = known
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        code, out, err = in_process(capfd, [
+            "--config", _config(tmp_path, store), "report", "--since", "2023-11-14T14:00Z",
+            "--until", "2023-11-15T14:00+00:00"])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert code == 0, err
+    assert out.startswith("usage from 2023-11-14 19:30 +0530 to 2023-11-15 19:30 +0530, by "
+                          "team"), out
+
+
+def test_jobs_that_ended_while_waiting_are_said_though_no_usage_record_has_them(tmp_path,
+                                                                              capfd):
+    """In the range: one job ran and is done; two were cancelled while they waited (one of
+    them after a preemption sent it back), one failed at its launches, one was cancelled
+    before the range. The table's outcomes count one done attempt and one preempted; the
+    three that ended waiting are said under it, never as nothing."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    slot = Slot("h", (0,), None, None, None, 1.0)
+    try:
+        early = store.submit("q", "vision", "early", ["x"], {}, "ann@laptop")
+        store.ended(early.id, (PENDING,), CANCELLED, "no", "ann", "no", "cancel")
+        clock.t = BASE + 100
+        ran = store.submit("q", "vision", "ran", ["x"], {}, "ann@laptop")
+        waits = store.submit("q", "vision", "waits", ["x"], {}, "ann@laptop")
+        back = store.submit("q", "nlp", "back", ["x"], {}, "cy@laptop")
+        refused = store.submit("q", "nlp", "refused", ["x"], {}, "cy@laptop")
+        store.place(ran.id, slot, "sched", "fits")
+        store.started(ran.id, "a1", BASE + 100, "sched", "started")
+        store.place(back.id, Slot("h", (1,), None, None, None, 1.0), "sched", "fits")
+        store.started(back.id, "a2", BASE + 100, "sched", "started")
+        clock.t = BASE + 200
+        store.stopping(back.id, (RUNNING,), "preempt", "sched", "room")
+        store.requeue(back.id, (STOPPING,), "sched", "preempted")
+        store.place(refused.id, slot, "sched", "fits")
+        store.ended(refused.id, (PLACED,), FAILED, "refused 3 times", "sched", "no", "failed")
+        clock.t = BASE + 300
+        store.ended(waits.id, (PENDING,), CANCELLED, "too long", "ann", "no", "cancel")
+        store.ended(back.id, (PENDING,), CANCELLED, "too long", "cy", "no", "cancel")
+        store.ended(ran.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=BASE + 400)
+        clock.t = BASE + 500
+        span = ["--since", _at(BASE + 50), "--until", _at(BASE + 500)]
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span, "--json"])
+        assert code == 0, err
+        got = json.loads(out)
+        assert got["ended_unstarted"] == {"cancelled": 2, "failed": 1}
+        assert {k: v for k, v in got["total"]["outcomes"].items() if v} == {"done": 1,
+                                                                             "preempted": 1}
+        code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
+                                            *span])
+        assert code == 0, err
+        assert "3 jobs ended in this range while waiting to start (2 cancelled, 1 failed)" \
+            in out, out
+    finally:
+        store.close()

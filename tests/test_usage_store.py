@@ -65,6 +65,39 @@ def test_each_attempt_that_held_a_slice_has_one_record_opened_and_closed_with_it
         store.close()
 
 
+def test_a_wait_goes_on_through_placements_refused_before_they_started(store_url):
+    """A refused or undone placement held nothing: the attempt that starts after it waited
+    since the submission, or since the last attempt that held a slice let go of it."""
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", "vision", "refused", ["x"], {}, "ann@laptop")
+        store.place(job.id, SHARE, "sched", "fits")
+        store.requeue(job.id, (PLACED,), "sched", "refused by h1: busy")
+        store.place(job.id, SHARE, "sched", "fits")
+        start = store.now() + 1000
+        store.started(job.id, "j1", start, "sched", "started")
+        [record] = store.usage(0, 9e12)
+        assert (record.queued_at, record.waited_s) == (job.submitted_at,
+                                                       start - job.submitted_at)
+
+        again = store.submit("q", "vision", "preempted", ["x"], {}, "ann@laptop")
+        store.place(again.id, SHARE, "sched", "fits")
+        store.started(again.id, "j2", None, "sched", "started")
+        store.stopping(again.id, (RUNNING,), "preempt", "sched", "room")
+        store.requeue(again.id, (STOPPING,), "sched", "preempted")
+        store.place(again.id, MIG, "sched", "fits")
+        store.requeue(again.id, (PLACED,), "sched", "not launched: h2 cordoned")
+        store.place(again.id, MIG, "sched", "fits")
+        restart = store.now() + 500
+        store.started(again.id, "j3", restart, "sched", "started")
+        first, second = [r for r in store.usage(0, 9e12) if r.job == again.id]
+        assert first.outcome == PREEMPTED and first.ended_at is not None
+        assert (second.attempt, second.queued_at) == (2, first.ended_at)
+        assert second.waited_s == restart - first.ended_at
+    finally:
+        store.close()
+
+
 def test_jobs_that_never_held_a_slice_have_no_record_and_each_end_is_its_outcome(store_url):
     store = open_store(store_url)
     try:

@@ -40,15 +40,17 @@ def open_attempt(run: Run, db: Any, job: Job, started_at: float,
                  model: Optional[str]) -> None:
     """The record of ``job``'s current attempt (placed, its slot set) starting now: who
     submitted it (the audit's submit, which a team member cannot forge), and since when it
-    waited (its last requeue, or its submission)."""
+    waited: since its last attempt let go of its slice (a preemption, a requeue, a lost
+    host), or since its submission. A placement that was refused or undone before it started
+    held nothing, so the wait goes on through it."""
     slot = job.slot
     if slot is None:
         return
     row = run(db, "SELECT actor FROM audit WHERE job = ? AND action = 'submit' "
                   "ORDER BY id LIMIT 1", (job.id,)).fetchone()
     user = submitter(row["actor"]) if row is not None else "(unknown)"
-    row = run(db, "SELECT max(time) AS t FROM audit WHERE job = ? AND action = 'requeued'",
-              (job.id,)).fetchone()
+    row = run(db, "SELECT max(ended_at) AS t FROM usage WHERE job = ? AND attempt < ?",
+              (job.id, job.attempt)).fetchone()
     queued_at = float(row["t"]) if row is not None and row["t"] is not None \
         else job.submitted_at
     run(db, "INSERT INTO usage (job, attempt, team, queue, user_name, host, gpus, model, "

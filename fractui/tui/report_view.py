@@ -198,7 +198,9 @@ def empty_note(computed: Optional[Computed], span: Span) -> Optional[str]:
     if computed.attempts:
         return None
     total = computed.report.total
-    online = (" The GPUs were online %s GPU-h, all of it idle." % gpu_hours(total.online_h)
+    online = (" The GPUs were online %s GPU-h, %s of it idle (nothing on them; a process "
+              "outside fractui is something)." % (gpu_hours(total.online_h),
+                                                  gpu_hours(total.idle_h or 0.0))
               if total.online_h else "")
     return ("No usage in the %s: no job held a slice in this range. Usage is recorded when the "
             "scheduler starts a job, and kept for the retention the config sets.%s"

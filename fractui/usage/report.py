@@ -11,7 +11,8 @@ Definitions (docs/usage.md says them for users):
   never as 0; memory: its mean sampled GPU memory × that time;
 - waits: of the attempts that started in the range, from when each began to wait;
 - outcomes: of the attempts that ended in the range; ``running``: those holding a slice at
-  its end;
+  its end; ``unstarted``: the jobs that ended in the range (cancelled, failed) waiting, their
+  last attempt never having held a slice — in no group, as they have no usage record;
 - without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
   (a fraction or a MIG slice: one); the GPUs used at a time are those with an attempt on them.
 """
@@ -22,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from fractui.store.model import OUTCOMES, GpuTime, UsageRecord
+from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
 from fractui.usage import BY
 
 HOUR = 3600.0
@@ -33,8 +34,10 @@ NONE = "(none)"  # the group of attempts with no team (or no model)
 class Group:
     """The sums of one group. Hours are GPU-hours (memory: GiB-hours). ``unmeasured_h``: the
     held GPU-hours whose utilisation NVML gave no measure of (MIG slices, or not sampled
-    yet). ``online_h`` and ``idle_h``: of the group's GPUs, where a group is GPUs (by host,
-    model or GPU), else None."""
+    yet). ``online_h``, ``held_online_h`` and ``idle_h``: of the group's GPUs, where a group
+    is GPUs (by host, model or GPU), else None — from their GPU time, so the part held is of
+    the same buckets as the time online (an attempt's hours while its host was away, or
+    outside the buckets read, are in ``held_h`` only)."""
 
     key: str
     held_h: float = 0.0
@@ -45,6 +48,7 @@ class Group:
     outcomes: Dict[str, int] = field(default_factory=dict)
     running: int = 0
     online_h: Optional[float] = None
+    held_online_h: Optional[float] = None
     idle_h: Optional[float] = None
 
     @property
@@ -68,6 +72,7 @@ class Group:
                 "wait_p95_s": _rounded(self.wait_p95_s),
                 "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
                 "running": self.running, "online_gpu_hours": _rounded(self.online_h),
+                "held_online_gpu_hours": _rounded(self.held_online_h),
                 "idle_gpu_hours": _rounded(self.idle_h)}
 
 
@@ -107,16 +112,20 @@ class Report:
     saving: Saving
     start: float
     """Where the store's usage in the range begins (``since``, or later for a younger store)."""
+    unstarted: Dict[str, int] = field(default_factory=dict)
+    """Jobs that ended in the range without starting, by how (``unstarted_jobs``)."""
 
     def record(self) -> Dict[str, object]:
         return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
                 "groups": [g.record() for g in self.groups], "total": self.total.record(),
-                "saving": self.saving.record()}
+                "saving": self.saving.record(),
+                "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED}}
 
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
-          until: float, by: str, now: float) -> Report:
-    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts.
+          until: float, by: str, now: float, ended: Iterable[Job] = ()) -> Report:
+    """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
+    ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``.
     Its means over time start where the store keeps anything in the range (``start``): a
     store younger than the range (the demo's, a new fleet's) is not averaged with the time
     before it existed."""
@@ -132,18 +141,34 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
             _add(groups.setdefault(key, Group(key)), r, share, since, until, now)
         _add(total, r, 1.0, since, until, now)
     gpu_keys = by in ("host", "model", "gpu")
-    total.online_h, total.idle_h = 0.0, 0.0
     for t in gpu_time:
         if not since <= t.bucket < until:
             continue
-        total.online_h += t.online_s / HOUR
-        total.idle_h += t.idle_s / HOUR
+        _add_gpu_time(total, t)
         if gpu_keys:
-            g = groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by)))
-            g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
-            g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
+            _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
+    total.online_h = total.online_h or 0.0
+    total.held_online_h = total.held_online_h or 0.0
+    total.idle_h = total.idle_h or 0.0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
-                  total, saving(records, start, until, now), start)
+                  total, saving(records, start, until, now), start,
+                  unstarted_jobs(ended, since, until))
+
+
+UNSTARTED = (CANCELLED, FAILED)
+"""How a job can end without starting: cancelled while it waited, failed at its launches."""
+
+
+def unstarted_jobs(jobs: Iterable[Job], since: float, until: float) -> Dict[str, int]:
+    """How many of ``jobs`` ended in [since, until) while waiting — their last attempt never
+    held a slice, so no usage record has them: without this a range whose jobs were all
+    cancelled while they waited reads as one where nothing was asked for."""
+    out: Dict[str, int] = {}
+    for job in jobs:
+        if (job.state in UNSTARTED and job.started_at is None and job.ended_at is not None
+                and since <= job.ended_at < until):
+            out[job.state] = out.get(job.state, 0) + 1
+    return out
 
 
 def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
@@ -155,6 +180,12 @@ def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
     value = {"team": r.team, "queue": r.queue, "user": r.user, "host": r.host,
              "model": r.model}[by]
     return [(value or NONE, 1.0)]
+
+
+def _add_gpu_time(g: Group, t: GpuTime) -> None:
+    g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
+    g.held_online_h = (g.held_online_h or 0.0) + t.held_s / HOUR
+    g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
 
 
 def _gpu_key(t: GpuTime, by: str) -> str:
