@@ -9,6 +9,7 @@ import datetime
 import json
 import posixpath
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -72,18 +73,29 @@ def moment(text: str) -> Moment:
         return Moment(ago_s=0.0)
     ago = _AGO.fullmatch(text)
     if ago:
-        return Moment(ago_s=float(int(ago.group(1)) * _UNIT_S[ago.group(2)]))
+        seconds = float(int(ago.group(1)) * _UNIT_S[ago.group(2)])
+        if seconds > time.time():
+            raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
+        return Moment(ago_s=seconds)
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             "must be now, a time ago (30m, 24h, 7d, 2w) or a date and time "
             "(2026-12-01, 2026-12-01T14:00), got %r" % text) from None
+    if when.year < 1970:  # (before the epoch some platforms cannot convert at all)
+        raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
     try:
-        return Moment(at=when.timestamp())
+        at = when.timestamp()
     except (OverflowError, OSError, ValueError) as err:
         raise argparse.ArgumentTypeError("%r is not a time this machine can use: %s"
                                          % (text, err)) from None
+    if at < 0:
+        raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
+    return Moment(at=at)
+
+
+_BEFORE_EPOCH = "%r is before 1970-01-01, earlier than any time a store keeps"
 
 
 def job_number(text: str) -> int:

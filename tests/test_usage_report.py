@@ -297,6 +297,9 @@ def test_fractui_report_prints_json_csv_and_a_table_of_the_same_numbers(known, t
 @pytest.mark.parametrize("argv,said", [
     (["--since", "1h", "--until", "2h"], "--since"),
     (["--since", "yesterday"], "must be now, a time ago"),
+    (["--since", "9999999w"], "'9999999w' is before 1970-01-01"),  # was read as year -189627
+    (["--since", "0001-01-01"], "'0001-01-01' is before 1970-01-01"),
+    (["--until", "1969-12-31T23:59"], "is before 1970-01-01"),
     (["--by", "colour"], "invalid choice"),
     (["--json", "--csv"], "not allowed with"),
 ])
