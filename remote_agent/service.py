@@ -12,9 +12,11 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from types import ModuleType
 from dataclasses import replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional, Set, \
+    Tuple, TypeVar, Union
 
 from remote_agent import FEATURES, PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
@@ -27,6 +29,7 @@ from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
     reset_to_mode, restore, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
+from remote_agent.mig.journal import Entry, MigJournal, boot_id
 from remote_agent.mig.layout import Instance, Layout
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
@@ -75,6 +78,9 @@ class Agent:
         self.owners: Optional[Callable[[List[int]], Dict[int, int]]] = None
         self._owners_failed: Optional[str] = None  # why they could not be read, said once
         self.runtimes: Dict[str, Any] = {}  # the job runtimes the daemon found, for hello
+        # MIG changes in progress, kept in the state dir (the daemon's): one cut short by the
+        # daemon's death is rolled back by the next (roll_back_cut_changes)
+        self.journal: Optional[MigJournal] = None
         self.problem: Optional[str] = None
         try:
             self.backend.open()
@@ -376,15 +382,109 @@ class Agent:
                 message += "; pass destroy_idle: true to allow it"
             raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
-    def _change(self, index: int, before: Layout, change: Change) -> Applied:
+    def _change(self, index: int, before: Layout, change: Change, kept: bool = True) -> Applied:
         """Carry out a MIG change (the caller holds the MIG lock): it stands, or the GPU is as
-        it was, or the GPU is marked degraded — and the answer says which."""
-        try:
-            applied = apply_change(self.backend, index, before, change)
-        except ChangeFailed as err:
-            raise self._failed(index, err, MIG_ON, _layout_records) from err
+        it was, or the GPU is marked degraded — and the answer says which. ``kept``: the change
+        is in the journal while it is made (False: the caller keeps it there itself)."""
+        with self._journaled(index, before, change) if kept else nullcontext():
+            try:
+                applied = apply_change(self.backend, index, before, change)
+            except ChangeFailed as err:
+                raise self._failed(index, err, MIG_ON, _layout_records) from err
         self.health.clear(index)
         return applied
+
+    def _journaled(self, index: int, before: Layout, change: Change) -> ContextManager[None]:
+        """The change kept in the journal (durably, before its first step) while the body
+        makes it; HOST_FAILED, nothing changed, where it cannot be written."""
+        if self.journal is None:
+            return nullcontext()
+        return self._journal_entry(self.journal, index, before, change)
+
+    @contextmanager
+    def _journal_entry(self, journal: MigJournal, index: int, before: Layout,
+                       change: Change) -> Iterator[None]:
+        uuid = self.gpu_info(index).uuid
+        try:
+            path = journal.begin(index, uuid, before, change)
+        except OSError as err:
+            raise RpcError(rpc.HOST_FAILED, "GPU %d: %s not made: it cannot be recorded in the "
+                           "state dir first (%s: %s), and a change not recorded could not be "
+                           "rolled back were the agent to stop midway; nothing was changed" % (
+                               index, change.what, type(err).__name__, err),
+                           {"gpu": index}) from err
+        try:
+            yield
+        finally:
+            journal.drop(path)
+
+    def roll_back_cut_changes(self) -> None:
+        """At the daemon's start, before any client is served: each MIG change a daemon before
+        it began and never settled (it was killed between NVML steps) is rolled back, as a
+        failed step's change is — the instances it made destroyed, those it destroyed made
+        again, nothing else touched — unless it was carried out in full, or a job already holds
+        what it made (then it stands). One that cannot be rolled back leaves its GPU degraded,
+        saying so. Each is said in the daemon's log."""
+        if self.journal is None:
+            return
+        for entry in self.journal.left():
+            try:
+                self._roll_back(entry)
+            finally:
+                self.journal.drop(entry.path)
+
+    def _roll_back(self, entry: Entry) -> None:
+        what = "MIG change on GPU %d (%s)" % (entry.index, entry.what)
+        if entry.boot is not None and entry.boot != boot_id():
+            log.warning("%s was cut short before the host rebooted; MIG instances do not "
+                        "outlive a reboot: nothing to roll back", what)
+            return
+        if self.problem is not None:
+            log.error("%s was cut short by the agent's stop and cannot be rolled back: %s",
+                      what, self.problem)
+            return
+        index = entry.index
+        with self.mig_lock(index):
+            try:
+                info = self.call_nvml(lambda: self.backend.gpu(index))
+                if info.uuid != entry.gpu_uuid:
+                    log.warning("%s was cut short, but GPU %d is now %s, not %s: nothing "
+                                "rolled back", what, index, info.uuid, entry.gpu_uuid)
+                    return
+                layout = self.call_nvml(lambda: self.layout(index))
+            except (NvmlCallError, LookupError) as err:
+                reason = "%s was cut short by the agent's stop, and the GPU cannot be read " \
+                         "to roll it back (%s)" % (what, err)
+                log.error("%s", reason)
+                self.health.mark(index, Degraded(reason, MIG_ON, None))
+                return
+            try:
+                before, change = entry.layout_and_change(layout.geometry)
+            except (ValueError, KeyError, TypeError) as err:
+                log.error("%s was cut short and cannot be rolled back: its record is not "
+                          "one this agent can read (%s: %s)", what, type(err).__name__, err)
+                return
+            now = placements(layout.instances)
+            if now == change.expected(before):
+                log.warning("%s was carried out in full before the agent stopped; it stands",
+                            what)
+                return
+            if now == placements(before.instances):
+                log.warning("%s was cut short before it changed anything", what)
+                return
+            kept = {i.gi_id for i in before.instances} - {i.gi_id for i in change.destroy}
+            in_use = [i for i in layout.instances if i.gi_id not in kept and i.busy]
+            if in_use:
+                log.warning("%s was cut short, but %s is in use: nothing rolled back", what,
+                            ", ".join(i.label() for i in in_use))
+                return
+            err = restore(self.backend, index, before, change, None,
+                          "the agent stopped midway through it")
+            if err.restored:
+                log.warning("%s was cut short by the agent's stop: %s", what, err)
+                return
+            log.error("%s", err)
+            self.health.mark(index, Degraded(str(err), MIG_ON, placements(before.instances)))
 
     def _failed(self, index: int, err: ChangeFailed, mode: Tuple[bool, bool],
                 show: Callable[[Any], Any], code: Optional[int] = None,
@@ -423,13 +523,14 @@ class Agent:
                     return inst.uuid
             self._check_pinned(index, layout, pinned)
             change = _plan_change(self._plan(layout, profile, start, destroy_idle))
-            applied = self._change(index, layout, change)
-            created = change.created(applied.layout)
-            if created is None or created.uuid is None:
-                err = restore(self.backend, index, layout, change, applied.unread, (
-                    "the new instance's uuid cannot be read (%s), and the job needs it"
-                    % applied.unread))
-                raise self._failed(index, err, MIG_ON, _layout_records) from err
+            with self._journaled(index, layout, change):  # until it is made and usable
+                applied = self._change(index, layout, change, kept=False)
+                created = change.created(applied.layout)
+                if created is None or created.uuid is None:
+                    err = restore(self.backend, index, layout, change, applied.unread, (
+                        "the new instance's uuid cannot be read (%s), and the job needs it"
+                        % applied.unread))
+                    raise self._failed(index, err, MIG_ON, _layout_records) from err
             return created.uuid
 
     @staticmethod

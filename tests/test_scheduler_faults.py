@@ -5,7 +5,11 @@ may meet are capped."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+
+import pytest
 
 from fractui.config import QueueConfig
 from fractui.store.model import Slot
@@ -248,3 +252,31 @@ def test_a_failed_pass_is_not_tried_again_at_once(local_fleet, monkeypatch):
         service._stop.clear()
         service.run()
     assert waits == [service.settings.interval_s] * 2
+
+
+@pytest.mark.parametrize("function", ["nvmlDeviceCreateGpuInstanceWithPlacement",
+                                      "nvmlGpuInstanceCreateComputeInstance"])
+def test_a_launch_cut_short_by_the_agents_death_is_launched_again_not_failed(local_fleet,
+                                                                            tmp_path, function):
+    """The host's daemon killed (kill -9) while the scheduler's launch of a MIG job is inside
+    NVML making its instance (before its GPU instance, or between it and its compute
+    instance, which the next daemon rolls back): the next daemon ends that start "never
+    started ... launching the same key again starts it". The scheduler launches it again by
+    the same key, and it runs on one instance: one agent job, attempt 0, no refusal (before:
+    the job was ended failed with those words, and never run)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="slice", mig="3g.40gb")])
+    gate = tmp_path / "gate"
+    f.fleet.session("gpu-a").call("sim.hold", {"function": function, "gate": str(gate)})
+    job = f.submit("slice")
+    f.until(lambda: os.path.exists(str(gate) + ".held"))
+    with open(os.path.join(f.config.hosts[0].state_dir, "daemon.pid")) as pid:
+        os.kill(int(pid.read()), signal.SIGKILL)
+    f.until(lambda: f.store.get(job.id).state != "placed")
+    ran = f.store.get(job.id)
+    assert (ran.state, ran.attempt, ran.refusals, ran.reason) == ("running", 0, (), None)
+    assert [e.action for e in f.store.audit_log(job.id)] == ["submit", "decide", "launch"]
+    records = launches_of(f, job)
+    assert [(r["key"], r["state"]) for r in records] == [(job.key(f.store.uid), "running")]
+    assert records[0]["id"] == ran.agent_job
+    instances = f.fleet.session("gpu-a").call("inventory", {})["gpus"][0]["instances"]
+    assert [(i["profile"], i["uuid"]) for i in instances] == [("3g.40gb", records[0]["instance"])]

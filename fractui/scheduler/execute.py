@@ -65,6 +65,14 @@ def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
     return params
 
 
+def never_ran(rec: Dict[str, Any]) -> bool:
+    """Whether an agent's job record is a launch cut short before anything ran (the agent
+    stopped mid-launch): ``exited`` with no exit code and never started. Not the job's end:
+    the agent starts it when its key is launched again (docs/protocol.md, the job record)."""
+    return rec.get("state") == "exited" and rec.get("exit_code") is None and \
+        rec.get("started_at") is None
+
+
 class ModeNotChanged(Exception):
     """A GPU's MIG mode change before a launch was refused or failed on the agent: the GPU is
     held back from changes a while (ModeBackoff), and the job goes back to its queue without
@@ -275,6 +283,11 @@ class Executor:
         if state in AGENT_ENDED:
             if job.state == STOPPING:
                 self.finish_stop(job, rec)
+            elif job.state == PLACED and never_ran(rec):
+                log.warning("job %d: its launch on %s was cut short before anything ran (%s); "
+                            "it is launched again by the same key", job.id, view.name,
+                            rec.get("reason"))
+                return False  # still placed: this pass launches it again, by the same key
             else:
                 self._ended(job, rec)
         elif job.state == PLACED:  # launched by a scheduler that died before recording it

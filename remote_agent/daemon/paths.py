@@ -65,6 +65,11 @@ class AgentPaths:
     def jobs_dir(self) -> str:
         return os.path.join(self.state_dir, "jobs")
 
+    @property
+    def mig_journal(self) -> str:
+        """MIG changes in progress (remote_agent.mig.journal)."""
+        return os.path.join(self.state_dir, "mig-changes")
+
     def check(self, contents: bool = False) -> None:
         """Refuse a state dir another user could change (UnsafePath), creating it 0700 where
         missing. With ``contents``, every file and job directory the daemon trusts in it too
@@ -78,6 +83,10 @@ class AgentPaths:
             check_private(path, what)
         if os.path.lexists(self.sim_dir):
             private_dir(self.sim_dir, "simulator directory")
+        if os.path.lexists(self.mig_journal):
+            private_dir(self.mig_journal, "MIG change journal")
+            for name in sorted(os.listdir(self.mig_journal)):
+                check_private(os.path.join(self.mig_journal, name), "MIG change journal entry")
         if not os.path.lexists(self.jobs_dir):
             return
         private_dir(self.jobs_dir, "jobs directory")

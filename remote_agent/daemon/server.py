@@ -30,6 +30,7 @@ from remote_agent.jobs.output import read_from
 from remote_agent.jobs.store import Job, StoreError
 from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
 from remote_agent.jobs.watch import TICK_S, Watchdog
+from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
 from remote_agent.serve import serve_stream
@@ -225,6 +226,7 @@ class Daemon:
         agent.reserved = lambda: {j.instance for j in self.supervisor.store.active()
                                   if j.instance}
         agent.cap_probe = self.supervisor.cap_probe
+        agent.journal = MigJournal(paths.mig_journal)
         agent.owners = self.supervisor.owners
         agent.runtimes = self.supervisor.runtimes.record()
 
@@ -325,6 +327,7 @@ class Daemon:
             self.stopping.wait(max(0.05, TICK_S - (time.monotonic() - started)))
 
     def serve(self, listener: socket.socket) -> None:
+        self.agent.roll_back_cut_changes()  # before the jobs: a launch cut short made half
         adopted = self.supervisor.adopt()
         log.info("daemon %s (pid %d) serving %s; %d job(s) adopted", __version__, os.getpid(),
                  self.paths.socket, len(adopted))
