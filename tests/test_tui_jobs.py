@@ -5,11 +5,14 @@ live and searched, stop/requeue/preempt each confirmed before the store changes;
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
 
 from rich.console import Console
 
 from fractui.config import QueueConfig
+from fractui.demo import _read_pid
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.queues import QueuePanel
@@ -74,6 +77,35 @@ def test_logs_follow_live_and_search_finds_a_line(local_fleet):
             assert app.clipboard == "tick 3 needle"
             await pilot.press("escape")
             assert app.screen is fleet(app)
+
+    drive()
+
+
+def test_output_is_followed_again_once_the_jobs_host_is_back(local_fleet):
+    """The host's agent goes away (its daemon killed: the job runs on) and the fleet connects
+    again: the job screen asks for the output anew, as it keeps coming, instead of saying
+    "following" over the lines it had when the connection dropped."""
+    f = local_fleet(SHARES, QUARTER)
+    job = f.submit("quarter", argv=TALKER)
+    f.until(lambda: f.store.get(job.id).state == "running")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            app.open_job(job.id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job read")
+            log = job_screen(app).logview
+            await until(pilot, lambda: log.count >= 3, "first lines")
+            daemon = _read_pid(str(f.tmp / "state" / "gpu-b" / "daemon.pid"))
+            os.kill(daemon, signal.SIGKILL)
+            await until(pilot, lambda: fleet(app).statuses["gpu-b"].state != "online",
+                        "the host lost")
+            await until(pilot, lambda: fleet(app).statuses["gpu-b"].state == "online",
+                        "the host back")
+            back = log.line(log.count - 1)
+            await until(pilot, lambda: log.count > 0 and log.line(log.count - 1) != back
+                        and log.following, "new output after the host came back")
 
     drive()
 
