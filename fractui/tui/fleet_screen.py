@@ -680,6 +680,16 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         try:
             if mode is None:
                 lifted = uncordon(store, host, gpu, self.fleet_app.asker)
+                whole = None if gpu is None else next(
+                    (c for c in store.cordons() if c.host == host and c.gpu is None), None)
+                if whole is not None:  # the GPU is still out, by its host's: never "in service"
+                    said = "%s%s is still %s as a whole, and this GPU with it: uncordon " \
+                        "the host (U on the map) to put it back" % (
+                            "back in service: %s; but " % ", ".join(c.where() for c in lifted)
+                            if lifted else "%s gpu%d has no cordon of its own; " % (host, gpu),
+                            host, "cordoned" if whole.mode == CORDON else "being drained")
+                    self.post_message(ServiceChanged(said, True))
+                    return
                 said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
                     if lifted else "%s was in service" % (
                         host if gpu is None else "%s gpu%d" % (host, gpu))
