@@ -746,6 +746,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name),
                                  "details, history and live logs",
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
+        for job in self.model.store.ended if self.model.store else ():  # (left the map)
+            entries.append(Entry("open job #%d %s" % (job.id, job.name), "%s%s, team %s" % (
+                job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
+                lambda j=job: self.fleet_app.open_job(j.id), discover=False))
         entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
                              self.action_jobs))
         entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "
