@@ -161,6 +161,34 @@ async def test_keys_cordon_drain_and_uncordon_the_cursors_host_and_a_gpu_in_its_
 
 
 @pilot_test
+async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(local_fleet):
+    """``U`` in the GPU view of a host drained as a whole: the GPU has no cordon of its own,
+    but it is not in service either; the admin is told the host's drain holds it, and how to
+    lift it, never that it "was in service"."""
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
+    async with live_app(f) as (app, pilot):
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("D")
+        await until(pilot, lambda: host_line(app, "gpu-a").out_of_service == "drained",
+                    "the host drained")
+        await pilot.press("d")
+        index = app.screen.index
+        for own in (False, True):  # without, then with a cordon of its own besides
+            if own:
+                await pilot.press("C")
+                await until(pilot, lambda: len(f.store.cordons()) == 2, "its own cordon")
+            app.clear_notifications()
+            await pilot.press("U")
+            await until(pilot, lambda: list(app._notifications), "an answer")
+            said = [(n.severity, n.message) for n in app._notifications]
+            assert said == [("warning", "%sgpu-a is still being drained as a whole, and this "
+                             "GPU with it: uncordon the host (U on the map) to put it back" % (
+                                 "back in service: gpu-a gpu%d; but " % index if own else
+                                 "gpu-a gpu%d has no cordon of its own; " % index))], said
+        assert [(c.host, c.gpu) for c in f.store.cordons()] == [("gpu-a", None)]
+
+
+@pilot_test
 async def test_read_only_no_key_takes_a_host_or_gpu_out_of_service(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [WHOLE])
     async with live_app(f, readonly=True) as (app, pilot):

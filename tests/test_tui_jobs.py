@@ -5,16 +5,21 @@ live and searched, stop/requeue/preempt each confirmed before the store changes;
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
 
 from rich.console import Console
 
 from fractui.config import QueueConfig
+from fractui.demo import _read_pid
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.queues import QueuePanel
 from tests import localfleet
 from tests.localfleet import POLITE
+from tests.test_tui_pilot import palette
 from tests.tui_frozen import frozen_app, pilot_test, settled
 from tests.tui_live import fleet, live_app, until
 
@@ -74,6 +79,78 @@ def test_logs_follow_live_and_search_finds_a_line(local_fleet):
             assert app.clipboard == "tick 3 needle"
             await pilot.press("escape")
             assert app.screen is fleet(app)
+
+    drive()
+
+
+def test_output_is_followed_again_once_the_jobs_host_is_back(local_fleet):
+    """The host's agent goes away (its daemon killed: the job runs on) and the fleet connects
+    again: the job screen asks for the output anew, as it keeps coming, instead of saying
+    "following" over the lines it had when the connection dropped."""
+    f = local_fleet(SHARES, QUARTER)
+    job = f.submit("quarter", argv=TALKER)
+    f.until(lambda: f.store.get(job.id).state == "running")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            app.open_job(job.id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job read")
+            log = job_screen(app).logview
+            await until(pilot, lambda: log.count >= 3, "first lines")
+            daemon = _read_pid(str(f.tmp / "state" / "gpu-b" / "daemon.pid"))
+            os.kill(daemon, signal.SIGKILL)
+            await until(pilot, lambda: fleet(app).statuses["gpu-b"].state != "online",
+                        "the host lost")
+            await until(pilot, lambda: fleet(app).statuses["gpu-b"].state == "online",
+                        "the host back")
+            back = log.line(log.count - 1)
+            await until(pilot, lambda: log.count > 0 and log.line(log.count - 1) != back
+                        and log.following, "new output after the host came back")
+
+    drive()
+
+
+# fails after a line of output: what the admin comes to find
+FAILER = [sys.executable, "-c", "import sys\nprint('CUDA error: out of memory', flush=True)\n"
+          "sys.exit(3)"]
+
+
+def test_a_failed_job_is_found_in_the_jobs_view_and_the_palette_with_its_output(local_fleet):
+    """A job fails and leaves the map: ``J`` then ``a`` lists it (ended too, as ``jobs
+    --all``) with how it ended, ``enter`` opens it with its output, ``esc`` goes back to the
+    view as it was; ``:`` "open job #N" opens it from the map as well."""
+    f = local_fleet(SHARES, QUARTER)
+    job = f.submit("quarter", argv=FAILER)
+    f.until(lambda: f.store.get(job.id).state == "failed")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
+            view = app.screen
+            assert [r.ref for r in view.rows] == []  # active jobs only, as it opens
+            await pilot.press("a")
+            assert [(r.ref, r.state, r.reason) for r in view.rows] == [
+                (str(job.id), "failed", "exited 3")]
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job screen")
+            log = job_screen(app).logview
+            await until(pilot, lambda: log.count >= 1, "its output")
+            assert log.line(0) == "CUDA error: out of memory"
+            assert job_screen(app).job.state == "failed"
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen is view and view.ended and len(view.rows) == 1
+            await pilot.press("escape")
+            await pilot.pause()
+            await palette(pilot, "open job #%d" % job.id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job screen from the palette")
+            assert job_screen(app).job_id == job.id
 
     drive()
 

@@ -6,6 +6,7 @@ asked."""
 from __future__ import annotations
 
 import re
+import threading
 
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.jobs import ConfirmScreen
@@ -96,3 +97,51 @@ async def test_m_on_a_gpu_whose_mode_waits_for_a_reset_asks_the_agent_to_reset_i
                                   "(nothing ran there)"), notes(app)
     rec = gpu_record(f, 0)
     assert (rec["mig_mode"], rec["mig_pending"]) == (True, True)
+
+
+@pilot_test
+async def test_x_pressed_again_while_a_destroy_is_under_way_never_plans_the_same_instance(
+        local_fleet):
+    """``X``, ``y``, and ``X`` again at once (the docs: "X again for the next"): while the first
+    destroy is under way the GPU as shown still has its instance, and the second ``X`` planned
+    that same instance's destroy again. It is said to wait instead; once done, ``X`` offers the
+    next instance, even before a new snapshot drops the one destroyed."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    uuids = []
+    for _ in range(2):
+        made = f.fractui("mig", "gpu-a", "0", "1g.10gb", "--yes")
+        assert made.returncode == 0, said(made)
+        uuids.append(re.search(r"(MIG-\S+)", made.stdout).group(1))
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: len((app.fleet.statuses["gpu-a"].snapshot or {}).get(
+            "gpus", [{}])[0].get("instances", ())) == 2, "both instances on the screen")
+        gate = threading.Event()
+        call = app.source.call
+
+        def held(host, method, params, timeout_s=30.0):  # the agent's answer, held back
+            if method == "mig.destroy":
+                assert gate.wait(30)
+            return call(host, method, params, timeout_s)
+
+        app.source.call = held
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d", "X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        first = next(u for u in uuids if u in app.screen.question)
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "back on the GPU")
+        app.clear_notifications()
+        await pilot.press("X")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, GpuScreen), app.screen.question
+        assert notes(app) == ["a MIG change of gpu-a gpu 0 is under way: wait for its "
+                              "outcome"], notes(app)
+        app.clear_notifications()
+        gate.set()
+        await until(pilot, lambda: notes(app), "the outcome said")
+        assert notes(app)[-1].startswith("destroyed 1g.10gb at slot "), notes(app)
+        await pilot.press("X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the next asked")
+        other = next(u for u in uuids if u != first)
+        assert other in app.screen.question and first not in app.screen.question
+        await pilot.press("n")

@@ -1,7 +1,7 @@
 """The command palette (``:``): jump to a host, a queue or a job, switch theme, change the view.
 
 As Posting's providers do, it offers only what fits the fleet now: the hosts configured, the
-queues, the jobs the store has active, the themes registered.
+queues, the jobs the store has active (and the newest ended, to open), the themes registered.
 """
 
 from __future__ import annotations

@@ -680,6 +680,16 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         try:
             if mode is None:
                 lifted = uncordon(store, host, gpu, self.fleet_app.asker)
+                whole = None if gpu is None else next(
+                    (c for c in store.cordons() if c.host == host and c.gpu is None), None)
+                if whole is not None:  # the GPU is still out, by its host's: never "in service"
+                    said = "%s%s is still %s as a whole, and this GPU with it: uncordon " \
+                        "the host (U on the map) to put it back" % (
+                            "back in service: %s; but " % ", ".join(c.where() for c in lifted)
+                            if lifted else "%s gpu%d has no cordon of its own; " % (host, gpu),
+                            host, "cordoned" if whole.mode == CORDON else "being drained")
+                    self.post_message(ServiceChanged(said, True))
+                    return
                 said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
                     if lifted else "%s was in service" % (
                         host if gpu is None else "%s gpu%d" % (host, gpu))
@@ -736,6 +746,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name),
                                  "details, history and live logs",
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
+        for job in self.model.store.ended if self.model.store else ():  # (left the map)
+            entries.append(Entry("open job #%d %s" % (job.id, job.name), "%s%s, team %s" % (
+                job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
+                lambda j=job: self.fleet_app.open_job(j.id), discover=False))
         entries.append(Entry("jobs", "every job in a table: sort, filter, open (J)",
                              self.action_jobs))
         entries.append(Entry("report", "usage over a range: GPUs held and used, waits, what "

@@ -151,8 +151,9 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
 class MigDone(Message):
     """A MIG change by hand was made (or refused, or failed: ``error``)."""
 
-    def __init__(self, said: str, error: bool = False) -> None:
+    def __init__(self, change: MigChange, said: str, error: bool = False) -> None:
         super().__init__()
+        self.change = change
         self.said = said
         self.error = error
 
@@ -194,6 +195,13 @@ class GpuScreen(Screen[None], inherit_bindings=False):
         self.statuses = statuses
         self.store = store
         self.history = history
+        self.under_way: Optional[MigChange] = None
+        """The change being carried out: no other is planned meanwhile, since the GPU as
+        shown is still the one before it (an ``X`` pressed again planned the same instance's
+        destroy a second time)."""
+        self.destroyed: set[str] = set()
+        """Instances this view destroyed: not offered again while a snapshot taken before it
+        still lists them."""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="gpu-body"):
@@ -239,9 +247,14 @@ class GpuScreen(Screen[None], inherit_bindings=False):
         if change.refusal is not None:
             self.notify(change.refusal, severity="warning")
             return
+        if self.under_way is not None:
+            self.notify("a MIG change of %s gpu %d is under way: wait for its outcome" % (
+                self.host, self.index), severity="warning")
+            return
 
         def answered(yes: Optional[bool]) -> None:
-            if yes:
+            if yes and self.under_way is None:
+                self.under_way = change
                 self.carry(change)
 
         self.app.push_screen(ConfirmScreen(change.text[:1].upper() + change.text[1:] + "?"),
@@ -268,7 +281,8 @@ class GpuScreen(Screen[None], inherit_bindings=False):
         """The first idle instance (no job, no process on it): each ``X`` one, each asked."""
         gpu, jobs = self._gpu()
         idle = [i for i in (gpu or {}).get("instances") or ()
-                if i.get("uuid") and not i.get("busy") and not i.get("pids")]
+                if i.get("uuid") and not i.get("busy") and not i.get("pids")
+                and i["uuid"] not in self.destroyed]
         if gpu is None or not idle:
             self.notify("no idle MIG instance on %s gpu %d" % (self.host, self.index),
                         severity="warning")
@@ -279,16 +293,19 @@ class GpuScreen(Screen[None], inherit_bindings=False):
     def carry(self, change: MigChange) -> None:
         store = self.source.store
         if store is None:
-            self.post_message(MigDone("no store here: nothing can be recorded", True))
+            self.post_message(MigDone(change, "no store here: nothing can be recorded", True))
             return
         try:
             said, _answer = carry_out(store, self.asker, lambda method, params:
                                       self.source.call(self.host, method, params, MIG_CALL_S),
                                       change)
         except (Denied, StoreError, HostUnavailable, AgentCallError) as err:
-            self.post_message(MigDone(str(err), True))
+            self.post_message(MigDone(change, str(err), True))
             return
-        self.post_message(MigDone(said))
+        self.post_message(MigDone(change, said))
 
     def on_mig_done(self, message: MigDone) -> None:
+        self.under_way = None
+        if not message.error and message.change.method == "mig.destroy":
+            self.destroyed.add(message.change.params["instance"])
         self.notify(message.said, severity="warning" if message.error else "information")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from fractui.fleet.host import HostStatus
 from fractui.sched.fleetview import USABLE
-from fractui.store.model import PENDING, Job
+from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
 
 _LIVE = ("starting", "running")
@@ -37,7 +37,8 @@ class JobRow(NamedTuple):
     util: Optional[int]
     """Its GPU's utilisation: NVML reports none per process, nor any for MIG instances."""
     age_s: Optional[float]
-    """Pending: how long it has waited; else how long since it started (or was submitted)."""
+    """Pending: how long it has waited; ended: how long since it ended; else how long since
+    it started (or was submitted)."""
     reason: str
     image: str = ""
     """The container image it runs in; "" for a bare process (not a column: ``/`` finds it)."""
@@ -154,8 +155,9 @@ def _where(job: Job) -> str:
 
 
 def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
-             now: float) -> list[JobRow]:
-    """Every store job, then every live job an agent reports that no store job is."""
+             now: float, ended: bool = False) -> list[JobRow]:
+    """Every active store job (``ended``: and the newest ended ones), then every live job an
+    agent reports that no store job is."""
     rows = []
     records: dict[tuple[str, str], dict] = {}
     gpus = {host: {g.get("index"): g for g in (status.snapshot or {}).get("gpus") or ()}
@@ -166,7 +168,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
                 records[(host, record.get("key") or "")] = record
     known = set()
     where = {key: (host, key) for host, key in records}  # a store job's key: on which host
-    for job in store.jobs if store else ():
+    for job in (store.jobs + (store.ended if ended else ())) if store else ():
         record = None
         if store is not None:
             key = job.key(store.uid)
@@ -183,6 +185,8 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             cap = job.slot.memory_mib
         since = job.submitted_at if job.state == PENDING or job.started_at is None \
             else job.started_at
+        if job.state in ENDED:
+            since = job.ended_at or job.updated_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
                            job.state, _where(job), used, cap, util, now - since,
                            job.reason or "", job.image or ""))

@@ -182,7 +182,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
         self.uid: Optional[str] = None
         self.history: Sequence[AuditEntry] = ()
         self.error: Optional[str] = None
-        self.followed: Optional[tuple[str, str]] = None
+        self.followed: Optional[tuple[str, str, Optional[float]]] = None
+        """(host, agent job, since when the host was connected) of the output followed: a
+        host that connected again has lost the follow, and is asked anew."""
         self._unfollow: Callable[[], None] = lambda: None
 
     def compose(self) -> ComposeResult:
@@ -258,15 +260,27 @@ class JobScreen(Screen[None], inherit_bindings=False):
         self.query_one("#details", Static).update(self.details(record))
         self.show_health(record)
         agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
-        if self.job is not None and self.job.slot is not None and agent_job and (
-                self.job.slot.host, agent_job) != self.followed:
-            self._unfollow()
-            self.followed = (self.job.slot.host, agent_job)
-            self.logview.lines, self.logview.tail, self.logview.ended = [], "", False
-            self.follow(self.job.slot.host, agent_job)
+        if self.job is not None and self.job.slot is not None and agent_job:
+            self._follow_now(self.job.slot.host, agent_job)
         if self.stops() != before:
             self.refresh_bindings()
         self.show_state()
+
+    def _follow_now(self, host: str, agent_job: str) -> None:
+        """Follows the job's output unless it is followed already on the host's connection as
+        it is now. The agent's follow ends with the connection it was asked on: once the host
+        is connected again (after an outage, or opened while it was down), it is asked anew,
+        else the screen would say "following" over output that stopped coming."""
+        status = self.statuses().get(host)
+        since = status.since if connected(status) else (
+            self.followed[2] if self.followed and self.followed[:2] == (host, agent_job)
+            else None)
+        if (host, agent_job, since) == self.followed:
+            return
+        self._unfollow()
+        self.followed = (host, agent_job, since)
+        self.logview.lines, self.logview.tail, self.logview.ended = [], "", False
+        self.follow(host, agent_job)
 
     @work(thread=True, exit_on_error=False, group="logs")
     def follow(self, host: str, agent_job: str) -> None:

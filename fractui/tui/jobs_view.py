@@ -24,6 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static
 
+from fractui.arguments import JOBS_LIMIT
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING
 from fractui.tui.actions import Action, bind, bindings
@@ -165,6 +166,8 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         Action("jobs.open", "enter", "open", "open", "The job screen of the job on the row"),
         Action("jobs.sort", "o", "sort", "sort", "Sort by the next column"),
         Action("jobs.reverse", "O", "reverse", "reverse", "Reverse the sort"),
+        Action("jobs.ended", "a", "ended", "ended too",
+               "The newest ended jobs too (as fractui jobs --all): why one failed, its output"),
         Action("jobs.filter", "slash", "filter", "filter",
                "Filter rows by a regex; !regex keeps those that do not match"),
         Action("jobs.place", "p", "place", "place",
@@ -197,6 +200,8 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         self.reverse = True
         """Longest waiting (or running) first."""
         self.filter_text = ""
+        self.ended = False
+        """Whether the newest ended jobs are listed too (``a``)."""
         self.every: list[JobRow] = []
         """Every job as last read."""
         self.rows: list[JobRow] = []
@@ -230,7 +235,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         """Every job read again from what the fleet screen holds (while the view is shown)."""
         if not self.is_current:
             return
-        self.every = job_rows(self.store(), self.statuses(), self.clock())
+        self.every = job_rows(self.store(), self.statuses(), self.clock(), self.ended)
         self.order()
 
     def order(self) -> None:
@@ -246,10 +251,11 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         width = self.table.size.width or self.size.width
         columns = fit(width - 1)
         widths = grown(columns, self.rows, width - 1)
-        title = Text("jobs · %d shown · sorted by %s %s%s · o next column · O reverse · / "
-                     "filter" % (len(self.rows), self._title(self.sort_key),
-                                 "↓" if self.reverse else "↑", " · filter /%s/" %
-                                 self.filter_text if self.filter_text else ""))
+        title = Text("jobs%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
+            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "", len(self.rows),
+            self._title(self.sort_key), "↓" if self.reverse else "↑",
+            " · filter /%s/" % self.filter_text if self.filter_text else "",
+            "active only" if self.ended else "ended too"))
         note = self.store_note()
         if note is not None:  # the store's jobs are as last read: said, as the map's header does
             title.append("\nstore: %s" % note, style=RichVariables(self.app)["warning"])
@@ -282,6 +288,10 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         keys = [c.key for c in COLUMNS]
         self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
         self.order()
+
+    def action_ended(self) -> None:
+        self.ended = not self.ended
+        self.reload()
 
     def action_reverse(self) -> None:
         self.reverse = not self.reverse

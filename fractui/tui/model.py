@@ -138,6 +138,9 @@ class StoreView:
     having failed."""
     trouble: Optional[str] = None
     """What fails the lease holder's scheduling passes, while they fail."""
+    ended: tuple[Job, ...] = ()
+    """The newest ended jobs (as ``fractui jobs --all``): the jobs view and the palette
+    reach them, so a job that failed can be opened after it left the map; never drawn."""
 
 
 @dataclass

@@ -14,12 +14,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
+from fractui.arguments import JOBS_LIMIT
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
-from fractui.store.model import ACTIVE, AuditEntry, GpuTime, UsageRecord
+from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
 
@@ -101,7 +102,8 @@ class Source:
             wake()
 
     def read_store(self) -> Optional[StoreView]:
-        """The store's active jobs; called in a worker thread, never on the UI thread."""
+        """The store's active jobs and newest ended ones; called in a worker thread, never on
+        the UI thread."""
         return self._store
 
     def read_usage(self, since: float, until: float
@@ -200,10 +202,13 @@ class LiveSource(Source):
             return None
         held = self.store.lease_holder()
         now = time.time()  # the holder's clock is the wall clock too
+        # the ended first: an end is final, so a job that ends between the two reads is in
+        # neither, never in both
+        ended = tuple(self.store.jobs(states=ENDED, limit=JOBS_LIMIT))
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
                          held[0] if held else None, tuple(self.store.cordons()),
                          frozenset(u for u, h in self.store.mode_holds().items()
-                                   if h.until > now), self.store.trouble())
+                                   if h.until > now), self.store.trouble(), ended)
 
     def fresh(self, host: str) -> Optional[HostStatus]:
         session = self.fleet.session(host)
