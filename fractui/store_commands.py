@@ -183,6 +183,11 @@ def place(config: Config, args: argparse.Namespace) -> int:
     try:
         job = queued(store, args.job)
         intents.authorize(store, asker, PLACE, job.team, "job %d" % job.id)  # before any host
+        if _placed_there(job, args.host, gpu, args.profile):
+            # a retry whose first answer was lost: done, as the first time, not refused
+            print("%d placed on %s by hand; the scheduler launches it there" % (
+                job.id, job.slot.describe()))  # type: ignore[union-attr]
+            return 0
         if job.state != PENDING:
             raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
         try:
@@ -226,6 +231,13 @@ def place(config: Config, args: argparse.Namespace) -> int:
         job.id, slot.describe(), "launches" if flip is None else "will %s, then launch" % flip,
         " (borrowed: preemptible)" if job.preemptible else ""))
     return 0
+
+
+def _placed_there(job: Job, host: str, gpu: int, profile: Optional[str]) -> bool:
+    """Whether ``job`` is placed by hand (or since launched) where ``place`` asks again."""
+    slot = job.slot
+    return (job.manual and job.state in ON_HOST and slot is not None and slot.host == host
+            and slot.gpus == (gpu,) and profile in (None, slot.profile))
 
 
 def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[str]:

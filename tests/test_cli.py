@@ -124,14 +124,15 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["jobs", "--limit", "5"], 2, "--limit goes with --all"),
         (["mig", "gpu-a", "1", "1g.10gb"], 1, "no terminal to ask on: --yes agrees in advance"),
         (["cancel", a], 0, ""),
-        (["cancel", a], 1, "job %s is cancelled: nothing to cancel" % a),
+        (["cancel", a], 0, ""),  # asked again (a retry): answered as the first time
         (["requeue", b], 1, "job %s is pending: nothing to requeue" % b),
         (["preempt", "999"], 1, "no job 999"),
         (["cancel", "abc"], 2, "a queued job is named by its number"),
         (["cancel", "-1"], 2, "a queued job is named by its number"),
         (["cancel", "99999999999999999999999"], 2, "a queued job is named by its number"),
         (["place", c, "gpu-a", "0"], 0, ""),
-        (["place", c, "gpu-a", "0"], 1, "only a pending job can be placed"),
+        (["place", c, "gpu-a", "0"], 0, ""),  # asked again (a retry): answered, not refused
+        (["place", c, "gpu-a", "1"], 1, "only a pending job can be placed"),
         (["place", d, "nope", "0"], 2, "unknown host 'nope'"),
         (["place", d, "gpu-a", "x"], 2, "GPU is an index here"),
         (["place", d, "gpu-a", "1", "--profile", "9g.1gb"], 2, "a MIG profile no GPU model"),

@@ -10,6 +10,7 @@ import pytest
 
 from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
                            default_store_path, open_store)
+from fractui.store.intents import Asker, Refused, ask_stop
 from fractui.store.model import HolderMemory, ModeHold
 from fractui.store.sqlite import _migrations
 
@@ -438,5 +439,29 @@ def test_a_damaged_mode_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
         assert store.mode_holds() == {"GPU-good": ModeHold(2, 360.0)}
         assert store.holder_memory().mode_holds == {"GPU-good": ModeHold(2, 360.0)}
         assert "the mode-change hold of GPU-bad's failures is 'two'" in caplog.text
+    finally:
+        store.close()
+
+
+def test_a_stop_or_cancel_asked_again_is_answered_as_the_first_and_recorded_once(store_url):
+    """A retry whose first answer was lost (the store committed, the reply never came) finds
+    the job where it asked it to go: the same answer, no second audit entry; what was not
+    asked (a cancel of a job stopping to requeue) is still refused."""
+    store = open_store(store_url)
+    me = Asker("here")
+    try:
+        waiting = store.submit("q", None, "w", ["x"], {}, "me")
+        running = store.submit("q", None, "r", ["x"], {}, "me")
+        store.place(running.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+        store.started(running.id, "a1", None, "sched", "launched")
+        for job, intent, state in ((waiting, "cancel", "cancelled"),
+                                   (running, "requeue", "stopping")):
+            first = ask_stop(store, store.get(job.id), intent, me)
+            entries = len(store.audit_log(limit=1000))
+            again = ask_stop(store, store.get(job.id), intent, me)
+            assert first.state == again.state == state
+            assert again == store.get(job.id) and len(store.audit_log(limit=1000)) == entries
+        with pytest.raises(Refused, match="is stopping: nothing to cancel"):
+            ask_stop(store, store.get(running.id), "cancel", me)
     finally:
         store.close()

@@ -15,7 +15,7 @@ from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMI
                                   check, refusal)
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
-                                 STOP_INTENTS, Cordon, Job, Slot, stops_offered)
+                                 STOP_INTENTS, STOPPING, Cordon, Job, Slot, stops_offered)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 
@@ -69,6 +69,8 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
     actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
+    if asked_already(job, intent):  # a retry whose first answer was lost: done, not refused
+        return job
     refused = stop_refusal(job, intent)
     if refused:
         raise Refused(refused)
@@ -79,6 +81,13 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
         return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
     except StateConflict as err:
         raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+
+
+def asked_already(job: Job, intent: str) -> bool:
+    """Whether ``job`` is already where ``intent`` takes it: cancelled, or stopping for that
+    intent. Asking again is then answered as the first ask was, so a retry is harmless."""
+    return (intent == CANCEL and job.state == CANCELLED) or (
+        job.state == STOPPING and job.stop_intent == intent)
 
 
 def stop_refusal(job: Job, intent: str) -> Optional[str]:
