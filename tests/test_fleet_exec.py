@@ -353,6 +353,28 @@ def test_exec_argv_that_cannot_reach_an_agent_is_offline_with_its_words(tmp_path
         2, "fractui: garbage is an exec host: it has no host key")
 
 
+def test_an_exec_host_fails_in_words_while_another_thread_is_importing_paramiko(
+        tmp_path, monkeypatch):
+    """A fleet of SSH and exec hosts: the SSH host's thread imports paramiko while the exec
+    host's connect fails. paramiko then stands in sys.modules half made, without its error
+    class yet; the exec host must still read offline with its words, its worker alive to
+    retry, never a thread killed by an AttributeError with the host stuck connecting."""
+    for half_made in ("paramiko", "paramiko.ssh_exception"):
+        monkeypatch.setitem(sys.modules, half_made, type(sys)(half_made))
+    config = load_config(write_config(tmp_path, dict(
+        name="pod", transport="exec", exec=["no-such-exec-program-h17"], sim="1xL4")))
+    session = HostSession(config.hosts[0], config.ssh, build_agent_archive)
+    session.start()
+    try:
+        assert session.settled.wait(30), session.status
+        assert (session.status.state, session.status.error) == (
+            "offline", "the exec program no-such-exec-program-h17 is not found on this machine "
+            "(exec = no-such-exec-program-h17)")
+        assert session._thread.is_alive()
+    finally:
+        session.stop()
+
+
 # Exec hosts without podman: ``env`` as the exec program runs the agent's words on this machine.
 
 def here_by_env(tmp_path, name: str, **extra) -> dict:
