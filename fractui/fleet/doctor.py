@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fractui.config import Config, HostConfig
+from fractui.config import Config, HostConfig, SshSettings
 from fractui.fleet.host import HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
@@ -122,6 +122,20 @@ def _opened(config: Config, host: HostConfig, transport: Transport, report: Repo
     return True
 
 
+def _ssh_by_hand(host: HostConfig, ssh: SshSettings) -> str:
+    """The ssh command that takes the route fractui took: the config's port, user, key, jump
+    hosts and ssh_config file (ssh reads the rest from that file, as fractui does), so what
+    its -v says is about this host, not a direct login on port 22 as oneself."""
+    words = ["ssh", "-v"]
+    if ssh.config_file != SshSettings().config_file:
+        words += ["-F", ssh.config_file]
+    for flag, value in (("-p", host.port), ("-l", host.user), ("-i", host.identity_file),
+                        ("-J", host.proxy_jump)):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words + [host.host or host.name])
+
+
 def _check_ssh(config: Config, host: HostConfig, transport: Transport,
                report: Report) -> bool:
     from fractui.fleet.link import LinkError  # paramiko: loaded only for an SSH host
@@ -141,7 +155,7 @@ def _check_ssh(config: Config, host: HostConfig, transport: Transport,
         return False
     except LinkError as err:
         report.add("ssh", "fail", str(err), "check host, port, user and identity_file; "
-                   "`ssh -v %s` shows what ssh itself does" % (host.host or host.name))
+                   "`%s` shows what ssh itself does" % _ssh_by_hand(host, config.ssh))
         return False
     report.add("ssh", "ok", "reached %s" % where)
     report.add("host key", "ok", "matches %s" % config.ssh.known_hosts)
