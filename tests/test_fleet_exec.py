@@ -253,6 +253,31 @@ async def test_the_tui_shows_a_host_in_a_container_go_offline_and_come_back(podm
         store.close()
 
 
+def test_doctor_warns_of_a_state_dir_in_the_containers_own_layer_with_the_fix(
+        podman, box, tmp_path):
+    """A container's state dir on its own overlay layer loses the agent's job records with the
+    container: doctor warns and says to mount a volume there; on a volume it is ok."""
+    kept = tmp_path / "kept"
+    kept.mkdir(mode=0o700)
+    with_volume = podman.start_container("-v", "%s:/var/lib/fractui-kept" % kept)
+    try:
+        config = write_config(tmp_path, exec_host(box, "layer"),
+                              exec_host(with_volume, "kept"))
+        done = fractui(config, "doctor", "--json")
+        checks = {r["name"]: {c["name"]: c for c in r["checks"]}
+                  for r in json.loads(done.stdout)["hosts"]}
+        layer = checks["layer"]["state dir"]
+        assert layer["status"] == "warn", layer
+        assert layer["detail"].startswith(
+            "/var/lib/fractui-layer is on overlay, the container's own layer: the agent's job "
+            "records and logs go with the container")
+        assert layer["fix"].startswith("mount a volume at /var/lib/fractui-layer")
+        assert checks["kept"]["state dir"]["status"] == "ok", checks["kept"]["state dir"]
+        assert checks["kept"]["state dir"]["detail"].startswith("/var/lib/fractui-kept on ")
+    finally:
+        podman.remove(with_volume)
+
+
 def test_a_target_found_by_lookup_follows_a_replaced_container(podman, tmp_path):
     label = "node=n1-%s" % os.urandom(4).hex()
     lookup = ["podman", "ps", "--filter", "label=%s" % label, "--format", "{{.Names}}"]
@@ -302,8 +327,9 @@ def test_a_target_found_by_lookup_follows_a_replaced_container(podman, tmp_path)
         checks = {c["name"]: c for c in json.loads(doctor.stdout)["hosts"][0]["checks"]}
         assert checks["target"] == dict(name="target", status="ok", detail="%s (from "
                                         "exec_target)" % second, fix=None)
-        assert [checks[n]["status"] for n in ("exec", "python", "agent", "state dir")] == [
-            "ok"] * 4
+        assert [checks[n]["status"] for n in ("exec", "python", "agent")] == ["ok"] * 3
+        # no volume here, unlike a DaemonSet's hostPath: the records go with the container
+        assert checks["state dir"]["status"] == "warn", checks["state dir"]
     finally:
         for name in started:
             podman.remove(name)
@@ -351,6 +377,28 @@ def test_exec_argv_that_cannot_reach_an_agent_is_offline_with_its_words(tmp_path
     trust = fractui(config, "trust", "garbage")
     assert (trust.returncode, trust.stderr.strip()) == (
         2, "fractui: garbage is an exec host: it has no host key")
+
+
+def test_an_exec_host_fails_in_words_while_another_thread_is_importing_paramiko(
+        tmp_path, monkeypatch):
+    """A fleet of SSH and exec hosts: the SSH host's thread imports paramiko while the exec
+    host's connect fails. paramiko then stands in sys.modules half made, without its error
+    class yet; the exec host must still read offline with its words, its worker alive to
+    retry, never a thread killed by an AttributeError with the host stuck connecting."""
+    for half_made in ("paramiko", "paramiko.ssh_exception"):
+        monkeypatch.setitem(sys.modules, half_made, type(sys)(half_made))
+    config = load_config(write_config(tmp_path, dict(
+        name="pod", transport="exec", exec=["no-such-exec-program-h17"], sim="1xL4")))
+    session = HostSession(config.hosts[0], config.ssh, build_agent_archive)
+    session.start()
+    try:
+        assert session.settled.wait(30), session.status
+        assert (session.status.state, session.status.error) == (
+            "offline", "the exec program no-such-exec-program-h17 is not found on this machine "
+            "(exec = no-such-exec-program-h17)")
+        assert session._thread.is_alive()
+    finally:
+        session.stop()
 
 
 # Exec hosts without podman: ``env`` as the exec program runs the agent's words on this machine.

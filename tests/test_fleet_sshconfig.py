@@ -19,6 +19,7 @@ import pytest
 
 from fractui.config import HostConfig
 from fractui.fleet.sshconfig import MAX_FILE_BYTES, Route, SshConfigError, resolve
+from tests.cli_run import closed_port, leaks, subprocess_run
 from tests.conftest import REPO
 
 SEED = 13
@@ -299,3 +300,36 @@ def test_the_status_verb_on_fuzzed_ssh_configs_reports_the_host_never_a_tracebac
             assert record["error"] == said
         else:  # the first hop was dialled and did not let us in
             assert said.hops[0].host in record["error"], record
+
+
+def test_doctor_s_ssh_command_by_hand_takes_the_route_fractui_took(tmp_path):
+    """An unreachable host's fix names the ssh command with the config's port, user, key,
+    jump hosts and ssh_config: a bare `ssh -v HOST` tries port 22 directly, as oneself, and
+    says nothing of the route that failed."""
+    port = closed_port()
+    ssh_config = write(tmp_path / "ssh_config", "")
+    config = write(tmp_path / "config.toml", """
+[ssh]
+config_file = "%s"
+connect_timeout = 2
+[[hosts]]
+name = "far"
+host = "127.0.0.1"
+port = %d
+user = "gpuadmin"
+identity_file = "%s"
+proxy_jump = "ops@127.0.0.1:%d"
+[[hosts]]
+name = "near"
+host = "127.0.0.1"
+port = %d
+""" % (ssh_config, port, tmp_path / "id key", port, port))
+    done = subprocess_run(["--config", str(config), "doctor", "--json"])
+    assert done.returncode == 1 and not leaks(done.stderr), done.stderr
+    fixes = {h["name"]: next(c["fix"] for c in h["checks"] if c["name"] == "ssh")
+             for h in json.loads(done.stdout)["hosts"]}
+    said = "check host, port, user and identity_file; `%s` shows what ssh itself does"
+    assert fixes == {
+        "far": said % ("ssh -v -F %s -p %d -l gpuadmin -i '%s' -J ops@127.0.0.1:%d 127.0.0.1"
+                       % (ssh_config, port, tmp_path / "id key", port)),
+        "near": said % ("ssh -v -F %s -p %d 127.0.0.1" % (ssh_config, port))}

@@ -79,3 +79,26 @@ def test_a_pass_never_fails_on_a_decision_the_store_holds(view, jobs):
     result = schedule([view], jobs, QUEUES, [], "uid")
     pending = {j.id for j in jobs if j.state == "pending"}
     assert {d.job for d in result.decisions} <= pending
+
+
+def test_a_job_whose_cpus_or_ram_no_host_has_says_so_not_no_room(view):
+    """A queue that books more CPUs or RAM than any host it may use has waits forever: it says
+    so, with the largest host's numbers and what to change, not "no room" (which sends the
+    admin looking for busy GPUs on a fleet whose GPUs are all free)."""
+    cpus = int(view.hello["cpus"])
+    ram_gib = int(view.hello["memory_mib"]) // 1024
+    queues = [QueueConfig(name="many-cpus", gpu=0.25, cpus=4096),
+              QueueConfig(name="much-ram", gpu=0.25, memory=65536),
+              QueueConfig(name="fits", gpu=0.25, cpus=cpus, memory=ram_gib)]
+    jobs = [Job(i, q.name, None, "n", ("x",), q.request(), "pending", float(i), 0.0)
+            for i, q in enumerate(queues, 1)]
+    result = schedule([view], jobs, queues, [], "uid")
+    largest = "the largest, h, has %g CPUs and %g GiB RAM: lower the queue's cpus or memory " \
+              "in the config, or add a larger host" % (
+                  view.hello["cpus"], round(view.hello["memory_mib"] / 1024, 1))
+    assert result.waiting == {
+        1: "no host it may use has the CPUs and RAM its queue books (4096 CPUs, 0 GiB RAM); "
+           + largest,
+        2: "no host it may use has the CPUs and RAM its queue books (0 CPUs, 65536 GiB RAM); "
+           + largest}
+    assert [d.job for d in result.decisions] == [3]

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fractui.config import Config, HostConfig
+from fractui.config import Config, HostConfig, SshSettings
 from fractui.fleet.host import HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
@@ -23,6 +23,8 @@ from fractui.words import count
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smb3", "smbfs", "fuse.sshfs", "lustre",
                        "gpfs", "ceph", "glusterfs", "fuse.glusterfs", "9p")
+# A container's own writable layer: what is written there goes when the container is removed.
+CONTAINER_LAYERS = ("overlay", "fuse.fuse-overlayfs")
 
 
 @dataclass
@@ -120,6 +122,20 @@ def _opened(config: Config, host: HostConfig, transport: Transport, report: Repo
     return True
 
 
+def _ssh_by_hand(host: HostConfig, ssh: SshSettings) -> str:
+    """The ssh command that takes the route fractui took: the config's port, user, key, jump
+    hosts and ssh_config file (ssh reads the rest from that file, as fractui does), so what
+    its -v says is about this host, not a direct login on port 22 as oneself."""
+    words = ["ssh", "-v"]
+    if ssh.config_file != SshSettings().config_file:
+        words += ["-F", ssh.config_file]
+    for flag, value in (("-p", host.port), ("-l", host.user), ("-i", host.identity_file),
+                        ("-J", host.proxy_jump)):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words + [host.host or host.name])
+
+
 def _check_ssh(config: Config, host: HostConfig, transport: Transport,
                report: Report) -> bool:
     from fractui.fleet.link import LinkError  # paramiko: loaded only for an SSH host
@@ -139,7 +155,7 @@ def _check_ssh(config: Config, host: HostConfig, transport: Transport,
         return False
     except LinkError as err:
         report.add("ssh", "fail", str(err), "check host, port, user and identity_file; "
-                   "`ssh -v %s` shows what ssh itself does" % (host.host or host.name))
+                   "`%s` shows what ssh itself does" % _ssh_by_hand(host, config.ssh))
         return False
     report.add("ssh", "ok", "reached %s" % where)
     report.add("host key", "ok", "matches %s" % config.ssh.known_hosts)
@@ -309,5 +325,11 @@ def _check_state_dir(host: HostConfig, transport: Transport, report: Report) -> 
         report.add("state dir", "fail", "%s is on %s: SQLite's WAL and unix sockets break on "
                    "network filesystems" % (path, fstype), "set state_dir to a local disk, "
                    "e.g. /var/tmp/fractui-agent")
+    elif host.transport == "exec" and fstype in CONTAINER_LAYERS:
+        report.add("state dir", "warn", "%s is on %s, the container's own layer: the agent's "
+                   "job records and logs go with the container (a new pod or container knows "
+                   "nothing of the jobs it ran)" % (path, fstype),
+                   "mount a volume at %s (a hostPath in a pod: deploy/kubernetes/daemonset.yaml; "
+                   "podman or docker run -v DIR:%s)" % (path, path))
     else:
         report.add("state dir", "ok", "%s on %s" % (path, fstype or "local disk"))

@@ -42,9 +42,11 @@ CallAgent = Callable[..., Any]  # (method, params=None) -> result
 def _ssh_errors() -> Tuple[Type[BaseException], ...]:
     """paramiko's own error, where paramiko is loaded: only an SSH host's transport raises it,
     and only that transport loads paramiko (transport.kinds), so a fleet of local and exec
-    hosts runs without it."""
-    paramiko = sys.modules.get("paramiko")
-    return (paramiko.SSHException,) if paramiko is not None else ()
+    hosts runs without it. Another host's thread may be importing paramiko right now: its
+    module is then in sys.modules without the class yet, and no error of a class not yet
+    defined can have been raised, so there is nothing of it to catch."""
+    error = getattr(sys.modules.get("paramiko.ssh_exception"), "SSHException", None)
+    return (error,) if error is not None else ()
 
 
 class HostUnavailable(Exception):

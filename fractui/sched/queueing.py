@@ -120,7 +120,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     if not pending:
         return result
     usage = {u.name: u for u in team_usage(jobs, teams, dict(recent.gpus))}
-    hosts = fenced(hosts_now(), cordons)
+    built = hosts_now()
+    hosts = fenced(built, cordons)
     requests = {j.id: request_of(j) for j in pending}  # made once: a pass may see thousands
     classes = typical_classes(list(requests.values()))
     placer = Placer(hosts, POLICY, classes, memos=memos)
@@ -158,6 +159,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             elif avoided:
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
                                          "(%s)" % ", ".join(avoided)
+            elif _beyond_hosts(requests[job.id], built) is not None:
+                result.waiting[job.id] = _beyond_hosts(requests[job.id], built)
             else:
                 if outside is None:
                     outside = outside_use(views)
@@ -277,6 +280,27 @@ def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
         "; its slot, %s, charges %.2f: more than the whole quota" % (
             slot.describe(), slot.charge) if bigger else "",  # type: ignore[union-attr]
         "; waits for idle capacity to borrow" if team.over_quota else "")
+
+
+def _beyond_hosts(req: Request, hosts: Sequence[Host]) -> Optional[str]:
+    """Why the job fits no host it may use even idle, by the CPUs and RAM its queue books
+    (its cpus and memory above every such host's own), or None. Said apart from "no room",
+    which would send the admin looking for busy GPUs while the fix is the queue's numbers or
+    a bigger host; not a starved job either: preempting frees no CPUs a host does not have."""
+    mine = [h for h in hosts if not req.hosts or h.name in req.hosts]
+    if not mine or any(h.cpu_milli >= req.cpu_milli and h.memory_mib >= req.memory_mib
+                       for h in mine):
+        return None
+    most = max(mine, key=lambda h: (h.cpu_milli, h.memory_mib))
+    return ("no host it may use has the CPUs and RAM its queue books (%g CPUs, %g GiB RAM); "
+            "the largest, %s, has %g CPUs and %g GiB RAM: lower the queue's cpus or memory in "
+            "the config, or add a larger host" % (
+                req.cpu_milli / 1000, _gib(req.memory_mib), most.name, most.cpu_milli / 1000,
+                _gib(most.memory_mib)))
+
+
+def _gib(mib: int) -> float:
+    return round(mib / 1024, 1)
 
 
 def _no_room(cordons: Sequence[Cordon], outside: Sequence[Tuple[str, int, int]]) -> str:
