@@ -159,8 +159,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             elif avoided:
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
                                          "(%s)" % ", ".join(avoided)
-            elif _beyond_hosts(requests[job.id], built) is not None:
-                result.waiting[job.id] = _beyond_hosts(requests[job.id], built)
+            elif (beyond := _beyond_hosts(requests[job.id], built)) is not None:
+                result.waiting[job.id] = beyond
             else:
                 if outside is None:
                     outside = outside_use(views)
