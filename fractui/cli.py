@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=container_image, metavar="IMAGE",
                    help=IMAGE_HELP + " (default: the queue's image, else a bare process)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
+    p.add_argument("--key", help="your name for this submit: submitting again with the same "
+                   "key (a retry) finds its job, never makes a second (default: a new one)")
     p.add_argument("--wait", action="store_true",
                    help="wait for the job to end, saying each step; exit 0 only if it exited 0")
     p.add_argument("--json", action="store_true")

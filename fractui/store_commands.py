@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -23,8 +24,9 @@ from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.quota import past_quota, team_usage
 from fractui.servable import submittable
-from fractui.store import Store, intents
+from fractui.store import Store, StoreBusy, StoreUnavailable, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
+from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, ON_HOST, PENDING,
                                  STOPPING, Job, Slot)
@@ -60,21 +62,28 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
     env = parse_env(args.env)
     name = args.name or args.argv[0].rsplit("/", 1)[-1]
-    problem = job_problem(args.argv, env, name, args.cwd, added=STORE_VARIABLES)
+    problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES)
     if problem is not None:
         raise UsageError(problem)
+    key = args.key or uuid.uuid4().hex  # (without --key, for the store's own retry)
     store = open_checked_store(config, hear=False)
     try:
         warning = submittable(config, queue, store.inventory())
-        job = intents.submit(store, queue.name, team, name, args.argv,
-                             queue.request(), Asker.here(config.teams), cwd=args.cwd,
-                             env=env, image=args.image or queue.image)
+        try:
+            job = intents.submit(store, queue.name, team, name, args.argv,
+                                 queue.request(), Asker.here(config.teams), cwd=args.cwd,
+                                 env=env, image=args.image or queue.image, key=key)
+        except KeyTaken as err:
+            raise UsageError("--key %s: %s; a new job takes a new key" % (key, err)) from None
+        except (StoreUnavailable, StoreBusy) as err:  # maybe recorded: found again by its key
+            raise type(err)(err.where, "%s; submitting again with --key %s makes no second "
+                            "job if this one was recorded" % (err.what, key)) from err
         if warning:
             say(warning)
         try:
             if not args.json:
-                print("%d pending in queue %s%s%s" % (
-                    job.id, job.queue, " for team %s" % team if team else "",
+                print("%d %s in queue %s%s%s" % (
+                    job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
             if args.wait:
                 job = _until_ended(store, job)

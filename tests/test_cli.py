@@ -292,6 +292,25 @@ def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
     assert code == 1 and str(damaged) in err and "every job on" not in err
 
 
+def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):
+    """A researcher's script retried after a lost answer: the same --key answers the job the
+    first made, as it is now; the key with another command is a usage error, exit 2."""
+    argv = ["submit", "--queue", "quarter", "--key", "sweep-7", "--", "python", "t.py"]
+    code, out, err = cli.run(*argv)
+    assert code == 0, err
+    number = out.split()[0]
+    assert out == "%s pending in queue quarter\n" % number
+    assert cli.run(*argv)[:2] == (0, out)
+    assert [j.id for j in cli.f.store.jobs()] == [int(number)]
+    code, out, err = cli.run(*argv[:-1], "other.py")
+    assert (code, out) == (2, ""), err
+    assert err == ("fractui: --key sweep-7: job %s was submitted with that key and another "
+                   "queue, team, name, command, cwd, env or image; a new job takes a new key\n"
+                   % number)
+    assert cli.run("submit", "--queue", "quarter", "--key", "k" * 300, "--", "x")[2].endswith(
+        "--key must be at most 256 characters long, got 300\n")
+
+
 def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F811
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
     cli = Cli(f, capfd)

@@ -133,6 +133,12 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
                 "'pending', extract(epoch FROM clock_timestamp()), "
                 "extract(epoch FROM clock_timestamp()))" % guarded.vision, guard,
                 "argv is not a JSON list of strings")
+        for key in ("%d:%s:k" % (len(guarded.ops), guarded.ops), "k", "%d:%s" % (
+                len(guarded.ann), guarded.ann)):  # another's key, or none of her own shape
+            refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
+                    "submitted_at, updated_at, submit_key) VALUES ('v', '%s', 'x', '[\"x\"]', "
+                    "'{}', 'pending', %s, %s, '%s')" % (guarded.vision, now, now, key), guard,
+                    "submit a job with the key '%s'" % key)
         refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES "
                 "(extract(epoch FROM clock_timestamp()), '%s@host', 'cancel', %d, 'forged')"
                 % (guarded.ops, mine.id), guard, "as '%s@host'" % guarded.ops)
@@ -211,7 +217,8 @@ def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storede
     ann = guarded.store(guarded.ann)
     admin = guarded.store()
     try:
-        pending = submit(ann, "v", guarded.vision, "p", ["true"], {}, asker)
+        pending = submit(ann, "v", guarded.vision, "p", ["true"], {}, asker, key="k1")
+        assert submit(ann, "v", guarded.vision, "p", ["true"], {}, asker, key="k1") == pending
         placed = submit(ann, "v", guarded.vision, "q", ["true"], {}, asker)
         running = submit(ann, "v", guarded.vision, "r", ["true"], {}, asker)
         assert pending.state == PENDING

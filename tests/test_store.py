@@ -10,7 +10,8 @@ import pytest
 
 from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConflict,
                            default_store_path, open_store)
-from fractui.store.intents import Asker, Refused, ask_stop
+from fractui.store.base import KeyTaken
+from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
 from fractui.store.model import HolderMemory, ModeHold
 from fractui.store.sqlite import _migrations
 
@@ -232,8 +233,10 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert (job.env, job.image) == ({}, None)  # 0011: a job of before runs as it did
     assert store.mode_holds() == {}  # 0012 added the mode-change holds
     assert store.trouble() is None  # 0013: nothing fails the lease holder's passes
+    kept = store.submit("q", None, "keyed", ["true"], {}, "me", key="k1")  # 0014: submit keys
+    assert store.submit("q", None, "keyed", ["true"], {}, "me", key="k1") == kept
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 13
+        _migrations()) == 14
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):
@@ -465,3 +468,29 @@ def test_a_stop_or_cancel_asked_again_is_answered_as_the_first_and_recorded_once
             ask_stop(store, store.get(running.id), "cancel", me)
     finally:
         store.close()
+
+
+def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_submit(store_url):
+    store = open_store(store_url)
+    me = Asker("here")
+    try:
+        first = submit(store, "q", None, "train", ["python", "t.py"], {}, me, key="run-1")
+        again = submit(store, "q", None, "train", ["python", "t.py"], {}, me, key="run-1")
+        assert again == first and [j.id for j in store.jobs()] == [first.id]
+        assert [e.job for e in store.audit_log() if e.action == "submit"] == [first.id]
+        with pytest.raises(KeyTaken, match="job %d was submitted with that key and another "
+                           % first.id):
+            submit(store, "q", None, "train", ["python", "t.py", "--lr", "1"], {}, me,
+                   key="run-1")
+        other = submit(store, "q", None, "train", ["python", "t.py"], {}, me, key="run-2")
+        unkeyed = submit(store, "q", None, "train", ["python", "t.py"], {}, me)
+        assert len({first.id, other.id, unkeyed.id}) == 3
+    finally:
+        store.close()
+
+
+def test_a_submit_key_is_scoped_by_its_submitter():
+    """One user's key never finds another's job: ``ann`` with key ``x:k`` is not ``ann:x``
+    with key ``k``."""
+    assert submit_key("ann@here", "x:k") != submit_key("ann:x@here", "k")
+    assert submit_key("ann@h@there", "k") == "5:ann@h:k"  # the user is before the last @

@@ -4,6 +4,7 @@ server can refuse said in the store's words (where, never a password)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import sys
@@ -315,3 +316,78 @@ def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkey
     finally:
         holder.close()
         store.close()
+
+
+class CommitCutter:
+    """A loopback TCP relay to the server that, once armed, passes the next COMMIT on, waits
+    for the server to answer that it committed, and then drops the client's connection
+    without that answer: a write that landed, whose acknowledgement was lost."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                if upstream and self.armed.is_set() and b"COMMIT\x00" in data:
+                    self.armed.clear()
+                    answer = b""
+                    while b"COMMIT\x00" not in answer:  # the server's CommandComplete
+                        more = dst.recv(65536)
+                        assert more, "the server closed before it answered the COMMIT"
+                        answer += more
+                    self.cut.set()
+                    break
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_submit_whose_commit_answer_was_lost_is_found_by_its_key_not_made_twice(pg_server):
+    """The server committed, the answer never came: a keyed submit (fractui submit keys every
+    one) asks again on a new connection and finds the job it made; one without a key can only
+    say that whether it was recorded is not known."""
+    db = pg_server.new_database()
+    cutter = CommitCutter(pg_server.port)
+    store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
+    try:
+        cutter.armed.set()
+        job = store.submit("q", None, "keyed", ["true"], {}, "alice", key="5:alice:k1")
+        assert cutter.cut.is_set()  # its first commit's answer was lost
+        cutter.cut.clear()
+        cutter.armed.set()
+        with pytest.raises(StoreUnavailable, match="whether it was recorded is not known"):
+            store.submit("q", None, "bare", ["true"], {}, "alice")
+        assert cutter.cut.is_set()
+        assert [(j.id, j.name) for j in store.jobs()] == [(job.id, "keyed"), (job.id + 1, "bare")]
+        assert [e.job for e in store.audit_log() if e.action == "submit"] == [job.id, job.id + 1]
+    finally:
+        store.close()
+        cutter.close()

@@ -29,6 +29,11 @@ class StateConflict(Exception):
     """The job was not in a state the change expects (someone else acted first)."""
 
 
+class KeyTaken(Exception):
+    """A submit's key names a job submitted with something else (another queue, command, ...):
+    a key is for retrying one submit, never for a second."""
+
+
 class StoreError(Exception):
     """The store cannot do what was asked, said with where it is and what was found there.
 
@@ -124,8 +129,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
                request: dict[str, Any], actor: str, cwd: Optional[str] = None,
-               env: Optional[Mapping[str, str]] = None, image: Optional[str] = None) -> Job:
-        """A new pending job (audited as ``submit``); ``env`` and ``image`` as Job's."""
+               env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
+               key: Optional[str] = None) -> Job:
+        """A new pending job (audited as ``submit``); ``env`` and ``image`` as Job's. With
+        ``key`` (intents.submit_key), a submit made again finds the job the first made, and
+        one whose answer was lost while committing is made again at once: KeyTaken if the key
+        names a job submitted otherwise."""
 
     @abc.abstractmethod
     def get(self, job_id: int) -> Job:
@@ -358,7 +367,7 @@ class Store(abc.ABC):
         ...
 
 
-__all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "LEASE", "LOGS",
-           "TOPICS", "JobNotFound", "LeaseLost", "StateConflict", "Store", "StoreBusy",
+__all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "KeyTaken",
+           "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "StateConflict", "Store", "StoreBusy",
            "StoreDamaged", "StoreDenied", "StoreError", "StoreFull", "StoreReadOnly",
            "StoreUnavailable", "Slot"]

@@ -55,11 +55,22 @@ def allowed(store: Store, asker: Asker, action: str, team: Optional[str] = None)
 
 def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Sequence[str],
            request: dict[str, Any], asker: Asker, cwd: Optional[str] = None,
-           env: Optional[Mapping[str, str]] = None, image: Optional[str] = None) -> Job:
+           env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
+           key: Optional[str] = None) -> Job:
     """A new pending job in ``queue``, charged to ``team``; what it runs (argv, env, image)
-    is the submitter's to give, under the one check of who may submit to that team."""
+    is the submitter's to give, under the one check of who may submit to that team. ``key``:
+    the submitter's own name for this submit, so that making it again finds its job."""
     actor = authorize(store, asker, SUBMIT, team, "to queue %s" % queue)
-    return store.submit(queue, team, name, argv, request, actor, cwd=cwd, env=env, image=image)
+    return store.submit(queue, team, name, argv, request, actor, cwd=cwd, env=env, image=image,
+                        key=None if key is None else submit_key(actor, key))
+
+
+def submit_key(actor: str, key: str) -> str:
+    """A submit's key as the store keeps it: scoped by its submitter (the actor's user, before
+    the ``@`` where they asked from), length first so no user's key reads as another's; the
+    PostgreSQL guard holds a team member to their own role's."""
+    user = actor.rsplit("@", 1)[0]
+    return "%d:%s:%s" % (len(user), user, key)
 
 
 def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 from fractui.store import usage_rows
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
-                                LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
+                                KeyTaken, LeaseLost, StateConflict, Store, StoreDamaged,
+                                StoreError)
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
@@ -150,15 +151,18 @@ class SqlStore(Store):
 
     # -- transactions --
 
-    def _write(self, work: Callable[[Any], T]) -> T:
-        return self._transaction(work, write=True)
+    def _write(self, work: Callable[[Any], T], again: bool = False) -> T:
+        """``work`` in a write transaction; ``again``: it finds what a commit of its own made,
+        so a commit whose answer was lost is made again, once, rather than said unknown."""
+        return self._transaction(work, write=True, again=again)
 
     def _read(self, work: Callable[[Any], T]) -> T:
         return self._transaction(work, write=False)
 
-    def _transaction(self, work: Callable[[Any], T], write: bool) -> T:
+    def _transaction(self, work: Callable[[Any], T], write: bool, again: bool = False) -> T:
         """Runs ``work`` in one transaction (a write holding the write lock); on a connection
-        found lost before the commit, once more on a new one."""
+        found lost before the commit (or, ``again``, while committing), once more on a new
+        one."""
         with self._lock:
             retried = False
             while True:
@@ -186,9 +190,10 @@ class SqlStore(Store):
                     mine = self.dialect.translate(err)
                     if mine is None:
                         raise
-                    if lost and not fresh and not committing and not retried:
+                    if lost and not retried and (again and committing or
+                                                 not fresh and not committing):
                         retried = True
-                        continue  # nothing was recorded: the call is made again, once
+                        continue  # nothing was recorded, or ``work`` finds what was: again
                     if lost and committing:
                         mine = type(mine)(mine.where, "%s (the connection was lost while "
                                           "committing: whether it was recorded is not known; "
@@ -230,25 +235,37 @@ class SqlStore(Store):
 
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
                request: dict[str, Any], actor: str, cwd: Optional[str] = None,
-               env: Optional[Mapping[str, str]] = None, image: Optional[str] = None) -> Job:
+               env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
+               key: Optional[str] = None) -> Job:
         env = dict(env or {})
         detail: dict[str, Any] = {"team": team, "argv": list(argv)}
         detail.update({k: v for k, v in (("env", env), ("image", image)) if v})
+        asked = (queue, team, name, tuple(argv), cwd, env, image)
 
         def work(db: Any) -> Job:
+            if key is not None:
+                row = self._run(db, "SELECT id FROM jobs WHERE submit_key = ?", (key,)
+                                ).fetchone()
+                if row is not None:  # made by this submit's first try
+                    job = self._get(db, int(row["id"]))
+                    if (job.queue, job.team, job.name, job.argv, job.cwd, job.env,
+                            job.image) != asked:
+                        raise KeyTaken("job %d was submitted with that key and another queue, "
+                                       "team, name, command, cwd, env or image" % job.id)
+                    return job
             now = self.dialect.now(db)
             row = self._run(
                 db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
-                "submitted_at, updated_at, env, image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING id",
+                "submitted_at, updated_at, env, image, submit_key) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
-                 now, now, json.dumps(env, sort_keys=True), image)).fetchone()
+                 now, now, json.dumps(env, sort_keys=True), image, key)).fetchone()
             job_id = int(row["id"])
             self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
                         detail)
             self.dialect.announce(db, JOBS)
             return self._get(db, job_id)
-        return self._write(work)
+        return self._write(work, again=key is not None)
 
     def get(self, job_id: int) -> Job:
         return self._read(lambda db: self._get(db, job_id))
