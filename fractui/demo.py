@@ -130,6 +130,8 @@ _MEMORY = {"quarter": (1000, 4000), "mig-3g": (8000, 30000), "10g": (2000, 8000)
 # Its SM utilisation (percent of the whole GPU): a share's, at most about its share, as the
 # GPU's time is shared (on MIG, NVML measures none: the report says so).
 _UTIL = {"quarter": (8, 25), "mig-3g": (20, 43), "10g": (5, 30), "whole": (40, 95)}
+# Who submits each team's jobs, in turn: the jobs view's user column and filter have people.
+RESEARCHERS = {"vision": ("ana", "ben"), "nlp": ("chen", "dara"), "speech": ("eli",)}
 
 
 class JobStream(threading.Thread):
@@ -141,6 +143,7 @@ class JobStream(threading.Thread):
         super().__init__(name="demo-jobs", daemon=True)
         self.config, self.store, self.rng, self.every_s = config, store, rng, every_s
         self.stopped = threading.Event()
+        self.submitted = 0
 
     def submit_one(self) -> None:
         queue = self.rng.choice(self.config.queues)
@@ -150,8 +153,10 @@ class JobStream(threading.Thread):
                 "--mem-mib", str(self.rng.randrange(low, high)),
                 "--seconds", str(self.rng.randrange(15, 60)),
                 "--util", str(self.rng.randrange(*_UTIL[queue.name]))]
+        people = RESEARCHERS[team]
+        self.submitted += 1
         self.store.submit(queue.name, team, "%s-%s" % (team, queue.name), argv,
-                          queue.request(), actor="demo")
+                          queue.request(), actor="%s@demo" % people[self.submitted % len(people)])
 
     def run(self) -> None:
         while not self.stopped.wait(self.every_s):

@@ -119,10 +119,13 @@ def test_a_postgresql_store_of_schema_8_keeps_its_jobs_bare(pg_server):
                 pg_server.sql(statement, db=db)
     pg_server.sql("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, "
                   "updated_at) VALUES ('q', 'old', '[\"x\"]', '{}', 'pending', 1, 1)", db=db)
+    pg_server.sql("INSERT INTO audit (time, actor, action, job, why) VALUES "
+                  "(1, 'ann@h', 'submit', 1, 'submitted')", db=db)
     store = open_store(pg_server.url(db))
     try:
         old = store.get(1)
         assert (old.name, old.env, old.image) == ("old", {}, None)
+        assert old.user == "ann"  # 0017: who submitted it, from its audit entry
         new = store.submit("q", None, "new", ["x"], {}, "me", env={"A": "1"}, image="img")
         assert (store.get(new.id).env, store.get(new.id).image) == ({"A": "1"}, "img")
         assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [

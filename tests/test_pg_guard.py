@@ -125,14 +125,19 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
                 "'pending', 0, 0)" % guarded.nlp, guard, "submit a job of team %s" % guarded.nlp)
         now = "extract(epoch FROM transaction_timestamp())"
         refused(guarded, "INSERT INTO jobs (id, queue, team, name, argv, request, state, "
-                "submitted_at, updated_at) VALUES (%d, 'v', '%s', 'x', '[\"x\"]', '{}', "
-                "'pending', %s, %s)" % (running.id + 1, guarded.vision, now, now), guard,
+                "submitted_at, updated_at, submitted_by) VALUES (%d, 'v', '%s', 'x', '[\"x\"]', "
+                "'{}', 'pending', %s, %s, '%s')" % (running.id + 1, guarded.vision, now, now,
+                                                   guarded.ann), guard,
                 "submit a job numbered %d: the store numbers jobs" % (running.id + 1))
         refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
                 "submitted_at, updated_at) VALUES ('v', '%s', 'x', 'not json', '{}', "
                 "'pending', extract(epoch FROM clock_timestamp()), "
                 "extract(epoch FROM clock_timestamp()))" % guarded.vision, guard,
                 "argv is not a JSON list of strings")
+        refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
+                "submitted_at, updated_at, submitted_by) VALUES ('v', '%s', 'x', '[\"x\"]', "
+                "'{}', 'pending', %s, %s, '%s@head')" % (guarded.vision, now, now, guarded.ops),
+                guard, "submit a job as '%s@head': the actor must be" % guarded.ops)
         for key in ("%d:%s:k" % (len(guarded.ops), guarded.ops), "k", "%d:%s" % (
                 len(guarded.ann), guarded.ann)):  # another's key, or none of her own shape
             refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
@@ -379,9 +384,9 @@ def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_chan
                                                                     "docker.io/x/train:1")
         guard = "refused by the store's guard: role %s" % guarded.ann
         insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
-                  "updated_at, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
-                  "extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
-                  "transaction_timestamp()), %%s, %%s)" % guarded.vision)
+                  "updated_at, submitted_by, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', "
+                  "'{}', 'pending', extract(epoch FROM transaction_timestamp()), extract(epoch "
+                  "FROM transaction_timestamp()), '%s', %%s, %%s)" % (guarded.vision, guarded.ann))
         for env, image in (("'[]'", "NULL"), ("'{\"A\": 1}'", "NULL"), ("'{\"\": \"x\"}'", "NULL"),
                            ("'{\"A=B\": \"x\"}'", "NULL"), ("'{}'", "''"),
                            ("'{}'", "'--privileged'")):
@@ -436,13 +441,13 @@ def test_a_team_member_submits_no_image_the_agent_would_refuse(guarded):
     what the agent takes, an apptainer path in any script included, goes in; an admin is not
     held."""
     insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
-              "updated_at, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
-              "extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
-              "transaction_timestamp()), '{}', %s)")
+              "updated_at, submitted_by, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', "
+              "'pending', extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
+              "transaction_timestamp()), '%s', '{}', %s)")
 
     def submit_as(role: str, image: str) -> None:
-        guarded.sql(role, audited(insert % (guarded.vision, psycopg.sql.quote(image)), role,
-                                  "submit"))
+        guarded.sql(role, audited(insert % (guarded.vision, role, psycopg.sql.quote(image)),
+                                  role, "submit"))
     for image in ("a b", "x\ty", "x\u00a0y", "img\u202e1:gat", "x\u200by", "x\x7f", "x\U000e0041",
                   "a" * 4097):
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:

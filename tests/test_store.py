@@ -208,10 +208,13 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
                "host, gpus, profile, start) VALUES ('q', 'n', '[\"x\"]', '{}', 'placed', 1, 1, "
                "'h', '[0]', '3g.40gb', 4)")
     db.execute("INSERT INTO lease (name, holder, expires_at) VALUES ('scheduler', 's', 9e12)")
+    db.execute("INSERT INTO audit (time, actor, action, job, why) VALUES "
+               "(1, 'ann@h', 'submit', 1, 'submitted')")
     db.commit()
     db.close()
     store = SqliteStore(path)
     job = store.get(1)
+    assert (job.submitted_by, job.user) == ("ann@h", "ann")  # 0014, from its audit entry
     assert (store.uid, job.slot) == ("old00001", Slot("h", (0,), "3g.40gb", 4))
     pinned = store.reslot(1, Slot("h", (0,), "3g.40gb", 4, layout_version="v9"))
     assert pinned.slot.layout_version == "v9"
@@ -233,8 +236,9 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert (job.env, job.image) == ({}, None)  # 0011: a job of before runs as it did
     assert store.mode_holds() == {}  # 0012 added the mode-change holds
     assert store.trouble() is None  # 0013: nothing fails the lease holder's passes
-    kept = store.submit("q", None, "keyed", ["true"], {}, "me", key="k1")  # 0014: submit keys
-    assert store.submit("q", None, "keyed", ["true"], {}, "me", key="k1") == kept
+    kept = store.submit("q", None, "keyed", ["true"], {}, "me@h", key="k1")  # 0014: keys
+    assert kept.user == "me"
+    assert store.submit("q", None, "keyed", ["true"], {}, "me@h", key="k1") == kept
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
         _migrations()) == 14
 

@@ -312,7 +312,7 @@ async def test_jobs_view_keeps_the_columns_that_fit():
         await settled(pilot)
         await pressed(pilot, "J")
         wide = list(app.screen.table.keys)
-    assert len(narrow) < len(wide) == 10
+    assert len(narrow) < len(wide) == 11
     assert narrow == ["id", "name", "state", "where", "age", "reason"]  # util went first
 
 

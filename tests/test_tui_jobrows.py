@@ -114,6 +114,18 @@ def test_sort_by_any_column_and_filter_by_regex():
     assert [r.ref for r in filter_rows(rows, pattern, inverse)] == ["9"]
 
 
+def test_a_job_is_found_by_who_submitted_it():
+    """The user is the submit's actor less where it was asked from; a job launched on the
+    host has none."""
+    store, statuses = _fleet()
+    mine = store.jobs[0].__class__(**{**store.jobs[0].__dict__, "submitted_by": "chen@login1"})
+    rows = job_rows(StoreView(UID, (mine,) + store.jobs[1:]), statuses, now=100.0)
+    assert {r.ref: r.user for r in rows} == {"7": "chen", "8": "", "9": "", "h/j3": ""}
+    pattern, inverse = compile_filter("chen")
+    assert [r.ref for r in filter_rows(rows, pattern, inverse)] == ["7"]
+    assert [r.ref for r in sort_rows(rows, "user", False)][0] == "7"  # the unknown sort last
+
+
 def test_columns_dropped_least_useful_first():
     keys = [c.key for c in fit(78)]
     assert keys == ["id", "name", "state", "where", "age", "reason"]  # 80 columns

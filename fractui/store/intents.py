@@ -15,7 +15,8 @@ from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMI
                                   check, refusal)
 from fractui.store.base import StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
-                                 STOP_INTENTS, STOPPING, Cordon, Job, Slot, stops_offered)
+                                 STOP_INTENTS, STOPPING, Cordon, Job, Slot, stops_offered,
+                                 submitter)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 
@@ -69,7 +70,7 @@ def submit_key(actor: str, key: str) -> str:
     """A submit's key as the store keeps it: scoped by its submitter (the actor's user, before
     the ``@`` where they asked from), length first so no user's key reads as another's; the
     PostgreSQL guard holds a team member to their own role's."""
-    user = actor.rsplit("@", 1)[0]
+    user = submitter(actor)
     return "%d:%s:%s" % (len(user), user, key)
 
 

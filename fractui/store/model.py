@@ -99,6 +99,12 @@ class Job:
     refusals: tuple[Refusal, ...] = ()  # launches hosts refused, oldest first (its attempts)
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None
+    submitted_by: str | None = None  # the audit's actor of its submit (user@where)
+
+    @property
+    def user(self) -> str:
+        """Who submitted it ("" where the store does not say: a row of before its audit)."""
+        return submitter(self.submitted_by) if self.submitted_by else ""
 
     def key(self, store_uid: str) -> str:
         """The agent's idempotency key: the same attempt is never launched twice, and a
@@ -121,7 +127,7 @@ class Job:
                 "charge": slot.charge if slot else 0.0, "preemptible": self.preemptible,
                 "manual": self.manual, "agent_job": self.agent_job,
                 "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals],
-                "env": dict(self.env), "image": self.image}
+                "env": dict(self.env), "image": self.image, "submitted_by": self.submitted_by}
 
 
 @dataclass(frozen=True)
@@ -331,3 +337,9 @@ class GpuTime:
     held_s: float = 0.0
     util_s: float = 0.0
     measured_s: float = 0.0
+
+
+def submitter(actor: str) -> str:
+    """The user an audit actor names: ``alice@where`` is alice, and a role with an ``@`` of its
+    own (``ann@corp@where``) is ``ann@corp``: the asker's where (a host name) holds none."""
+    return actor.rsplit("@", 1)[0]

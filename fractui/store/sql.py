@@ -256,10 +256,10 @@ class SqlStore(Store):
             now = self.dialect.now(db)
             row = self._run(
                 db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
-                "submitted_at, updated_at, env, image, submit_key) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "submitted_at, updated_at, env, image, submit_key, submitted_by) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
-                 now, now, json.dumps(env, sort_keys=True), image, key)).fetchone()
+                 now, now, json.dumps(env, sort_keys=True), image, key, actor)).fetchone()
             job_id = int(row["id"])
             self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
                         detail)
@@ -877,7 +877,8 @@ JOB_COLUMNS = {
     "host": maybe(TEXT), "gpus": maybe(TEXT), "profile": maybe(TEXT), "start": maybe(INT),
     "memory_mib": maybe(INT), "charge": maybe(NUM), "layout_version": maybe(TEXT),
     "preemptible": FLAG, "manual": FLAG, "agent_job": maybe(TEXT), "exit_code": maybe(INT),
-    "stop_intent": maybe(TEXT), "refusals": TEXT, "env": maybe(TEXT), "image": maybe(TEXT)}
+    "stop_intent": maybe(TEXT), "refusals": TEXT, "env": maybe(TEXT), "image": maybe(TEXT),
+    "submitted_by": maybe(TEXT)}
 # a queue's portion as a job keeps it (QueueConfig.request)
 REQUEST_KEYS = {"gpu": NUM, "mig": maybe(TEXT), "memory_gib": NUM, "gpus": INT, "cpus": NUM,
                 "memory": NUM, "hosts": (list,), "gpu_models": (list,), "isolation": TEXT,
@@ -905,6 +906,7 @@ def _job(row: Any) -> Job:
                    agent_job=row["agent_job"], exit_code=row["exit_code"],
                    stop_intent=row["stop_intent"],
                    refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])),
-                   env=_env(what, row["env"]), image=row["image"])
+                   env=_env(what, row["env"]), image=row["image"],
+                   submitted_by=row["submitted_by"])
     except TypeError as err:  # JSON of another shape than fractui writes
         raise Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err

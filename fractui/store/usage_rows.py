@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from fractui.store.model import OUTCOMES, GpuTime, Job, Sampled, UsageRecord
+from fractui.store.model import OUTCOMES, GpuTime, Job, Sampled, UsageRecord, submitter
 from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe
 
 Run = Callable[[Any, str, Sequence[Any]], Any]
@@ -29,11 +29,6 @@ USAGE_COLUMNS = {
 GPU_TIME_COLUMNS = {"host": TEXT, "gpu": INT, "bucket": NUM, "model": maybe(TEXT),
                     "online_s": NUM, "idle_s": NUM, "held_s": NUM, "util_s": NUM,
                     "measured_s": NUM}
-
-
-def submitter(actor: str) -> str:
-    """The user an audit actor names: ``alice@where`` is alice."""
-    return actor.split("@", 1)[0]
 
 
 def open_attempt(run: Run, db: Any, job: Job, started_at: float,

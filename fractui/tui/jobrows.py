@@ -42,11 +42,13 @@ class JobRow(NamedTuple):
     reason: str
     image: str = ""
     """The container image it runs in; "" for a bare process (not a column: ``/`` finds it)."""
+    user: str = ""
+    """Who submitted it; "" for a job launched on a host (or a store row of before)."""
 
     def text(self) -> str:
         """What the filter matches against."""
-        return " ".join((self.ref, self.name, self.team, self.queue, self.state, self.where,
-                         self.reason, self.image))
+        return " ".join((self.ref, self.name, self.team, self.user, self.queue, self.state,
+                         self.where, self.reason, self.image))
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,12 @@ COLUMNS = (
     Column("id", "id", 6, 0, lambda r: (r.job_id is None, r.job_id or 0, r.ref)),
     Column("name", "name", 12, 2, lambda r: r.name),
     Column("team", "team", 8, 7, lambda r: r.team),
+    Column("user", "user", 8, 8, lambda r: r.user or None),
     Column("queue", "queue", 8, 6, lambda r: r.queue),
     Column("state", "state", 9, 1, lambda r: r.state),
     Column("where", "host/GPU/slice", 19, 3, lambda r: r.where),
-    Column("memory", "mem used/cap", 13, 8, lambda r: r.used_mib),
-    Column("util", "util", 5, 9, lambda r: r.util),
+    Column("memory", "mem used/cap", 13, 9, lambda r: r.used_mib),
+    Column("util", "util", 5, 10, lambda r: r.util),
     Column("age", "age/wait", 8, 4, lambda r: r.age_s),
     Column("reason", "reason", 12, 5, lambda r: r.reason),
 )
@@ -189,7 +192,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             since = job.ended_at or job.updated_at
         rows.append(JobRow(str(job.id), job.id, job.name, job.team or "—", job.queue,
                            job.state, _where(job), used, cap, util, now - since,
-                           job.reason or "", job.image or ""))
+                           job.reason or "", job.image or "", job.user))
     foreign = [(k, r) for k, r in records.items() if k not in known]
     for (host, _key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):
         used, cap, util = usage(gpus.get(host, {}), record)

@@ -47,6 +47,8 @@ def cell(key: str, row: JobRow) -> str:
         return duration(row.age_s)
     if key == "id":
         return row.ref
+    if key == "user":
+        return row.user or "—"
     return str(getattr(row, key))
 
 

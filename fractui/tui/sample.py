@@ -25,6 +25,7 @@ QUEUES = (QueueConfig("quarter", gpu=0.25), QueueConfig("mig-3g", mig="3g.40gb")
           QueueConfig("10g", memory_gib=10), QueueConfig("whole", gpus=1))
 TEAMS = (TeamConfig("vision", quota_gpus=4), TeamConfig("nlp", quota_gpus=3),
          TeamConfig("speech", quota_gpus=1, over_quota=True))
+PEOPLE = {"vision": "ana", "nlp": "chen", "speech": "eli"}  # who submitted each team's jobs
 
 # MIG layouts as (profile, start, size): valid placements on A100-80GB and H100 alike.
 _LAYOUTS = (
@@ -71,7 +72,8 @@ class _Builder:
         job = Job(id=self.next_id, queue=queue.name, team=team, name="train-%d" % self.next_id,
                   argv=("python", "train.py"), request={}, state=RUNNING,
                   submitted_at=NOW - 600, updated_at=NOW - 300,
-                  slot=Slot(host, (gpu,), **slot))  # type: ignore[arg-type]
+                  slot=Slot(host, (gpu,), **slot),  # type: ignore[arg-type]
+                  submitted_by="%s@login1" % PEOPLE[team])
         self.next_id += 1
         self.jobs.append(job)
         return job
@@ -176,6 +178,7 @@ def sample_fleet(gpus: int = 16, seed: int = 7, per_host: int = 4,
                           name="wait-%d" % k, argv=("python", "x.py"),
                           request=queue.request(),
                           state=PENDING, submitted_at=NOW - 60 * (k + 1), updated_at=NOW,
-                          reason=WAITING[k % len(WAITING)]))
+                          reason=WAITING[k % len(WAITING)],
+                          submitted_by="%s@login1" % PEOPLE[TEAMS[k % len(TEAMS)].name]))
         b.next_id += 1
     return SampleFleet(statuses, StoreView(UID, tuple(b.jobs)))

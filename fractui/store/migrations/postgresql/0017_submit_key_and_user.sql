@@ -2,10 +2,15 @@
 -- connection dropped while committing) finds the job the first one made, instead of making a
 -- second. NULL for a job submitted without one; unique where given. A key is scoped by its
 -- submitter as "<length of the role>:<role>:<key>", so one user's key never finds another's
--- job; the guard (0009's, as it was but for this) holds a team member's keys to their own
--- role, and a cancel or a stop still changes no key.
+-- job. And who submitted the job, as its audit entry names them (ROLE@where), so a job is
+-- found by its user without the audit; a job of before takes its audit's submit entry.
+-- The guard (0009's, as it was but for these) holds a team member's keys to their own role
+-- and their submit to their own name; a cancel or a stop still changes neither.
 ALTER TABLE jobs ADD COLUMN submit_key TEXT;
 CREATE UNIQUE INDEX jobs_submit_key ON jobs (submit_key);
+ALTER TABLE jobs ADD COLUMN submitted_by TEXT;
+UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.id
+                                AND a.action = 'submit' ORDER BY a.id LIMIT 1);
 
 CREATE OR REPLACE FUNCTION fractui_guard_jobs() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
@@ -29,7 +34,8 @@ BEGIN
               "agent_job": null, "exit_code": null, "stop_intent": null,
               "layout_version": null, "refusals": "[]"}',
             to_jsonb(NEW), ARRAY['id', 'queue', 'team', 'name', 'argv', 'cwd', 'request',
-                                 'submitted_at', 'updated_at', 'env', 'image', 'submit_key']);
+                                 'submitted_at', 'updated_at', 'env', 'image', 'submit_key',
+                                 'submitted_by']);
         IF changed IS NOT NULL THEN
             PERFORM fractui_guard_refuse(format('submit a job with %s set: a new job is '
                                                 'pending, with no slot', changed));
@@ -62,6 +68,7 @@ BEGIN
             PERFORM fractui_guard_refuse('submit a job with a time other than the server''s '
                                          'now');
         END IF;
+        PERFORM fractui_guard_actor(NEW.submitted_by, 'submit a job');
         RETURN NEW;
     END IF;
     PERFORM fractui_guard_team(OLD.team, format('change job %s', OLD.id));

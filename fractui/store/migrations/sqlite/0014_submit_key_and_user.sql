@@ -1,0 +1,10 @@
+-- A submit's key (SqlStore.submit): a retried submit whose first answer was lost (the
+-- connection dropped while committing) finds the job the first one made, instead of making a
+-- second. NULL for a job submitted without one; unique where given.
+ALTER TABLE jobs ADD COLUMN submit_key TEXT;
+CREATE UNIQUE INDEX jobs_submit_key ON jobs (submit_key);
+-- Who submitted the job, as its audit entry names them (user@where), so a job is found by its
+-- user without the audit; a job of before takes its audit's submit entry.
+ALTER TABLE jobs ADD COLUMN submitted_by TEXT;
+UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.id
+                                AND a.action = 'submit' ORDER BY a.id LIMIT 1);
