@@ -18,6 +18,9 @@ from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNI
                                  STOP_INTENTS, Cordon, Job, Slot, stops_offered)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
+# How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
+# (placed, running, or back to pending), so three reads see it settle unless it bounces
+_STOP_TRIES = 3
 
 
 class Refused(Exception):
@@ -65,20 +68,29 @@ def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Seque
 def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     """Cancel, requeue or preempt. A pending job is cancelled at once; a placed or running one
     becomes ``stopping`` and the scheduler stops it (requeue and preempt put it back in its
-    queue as a new attempt; the audit tells them apart)."""
+    queue as a new attempt; the audit tells them apart). ``job`` is as the caller read it: one
+    the scheduler moved since (a cancel racing its placement) is asked again as it is now, so
+    a cancel is never refused only because the job was placed meanwhile, and then launched."""
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
     actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
-    refused = stop_refusal(job, intent)
-    if refused:
-        raise Refused(refused)
     why = "%s by %s" % (_DONE[intent], actor)
-    try:
-        if job.state == PENDING:
-            return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
-        return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
-    except StateConflict as err:
-        raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+    tries = 1
+    while True:
+        refused = stop_refusal(job, intent)
+        if refused:
+            raise Refused(refused)
+        try:
+            if job.state == PENDING:
+                return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
+            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
+        except StateConflict as err:
+            if tries == _STOP_TRIES:
+                raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+        # the job moved since it was read (the scheduler placed, launched or requeued it):
+        # what was asked is asked of it as it is now, if it still may be
+        tries += 1
+        job = store.get(job.id)
 
 
 def stop_refusal(job: Job, intent: str) -> Optional[str]:
