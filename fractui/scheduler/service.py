@@ -641,12 +641,14 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
                           self._recent_usage(now, derived))
         recorded = False
+        quotas = {t.name: t.quota_gpus for t in self.config.teams}
         for d in result.decisions:
-            try:
+            try:  # within its quota as this pass read it: held to it as it is written
                 self.store.place(d.job, d.slot, self.holder, d.why,
-                                 preemptible=d.preemptible, epoch=self.epoch)
-            except StateConflict:
-                continue  # cancelled or placed by hand meanwhile
+                                 preemptible=d.preemptible, epoch=self.epoch,
+                                 quota=quotas.get(derived.by_id[d.job].team or ""))
+            except StateConflict:  # cancelled, or placed by hand (or its quota taken by
+                continue           # one placed by hand) meanwhile: the next pass reads it
             recorded = True
         for p in result.preemptions:
             try:

@@ -29,6 +29,12 @@ class StateConflict(Exception):
     """The job was not in a state the change expects (someone else acted first)."""
 
 
+class QuotaTaken(StateConflict):
+    """A placement decided within its team's quota would now take the team past it: another
+    placement of the team (the scheduler's, another admin's by hand) landed since the quota was
+    read. Nothing was written; the job stays pending."""
+
+
 class StoreError(Exception):
     """The store cannot do what was asked, said with where it is and what was found there.
 
@@ -144,9 +150,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
-              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+              preemptible: bool = False, epoch: Optional[int] = None,
+              quota: Optional[float] = None) -> Job:
         """pending -> placed on ``slot``: the scheduler's decision (audited ``decide``), or an
-        admin's by hand (``manual``, audited ``place``) that the holder launches there."""
+        admin's by hand (``manual``, audited ``place``) that the holder launches there.
+        ``quota``: the job's team's quota (GPUs) it was placed within (not ``preemptible``);
+        checked again in the write's own transaction — QuotaTaken if what the team holds
+        within its quota, other placements landed meanwhile included, leaves no room for
+        ``slot.charge``."""
 
     @abc.abstractmethod
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team,
                                   check, refusal)
-from fractui.store.base import StateConflict, Store
+from fractui.store.base import QuotaTaken, StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
                                  STOP_INTENTS, Cordon, Job, Slot, stops_offered)
 
@@ -101,17 +101,22 @@ def stop_refusal(job: Job, intent: str) -> Optional[str]:
 
 
 def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
-                  past_quota: Optional[str] = None) -> Job:
+                  past_quota: Optional[str] = None, quota: Optional[float] = None) -> Job:
     """Records a manual placement; the lease holder launches it exactly there. ``past_quota``:
     why it takes its team past its quota (the admin agreed): it is then recorded as borrowed,
-    preemptible like any over-quota job."""
+    preemptible like any over-quota job. Else ``quota``, the team's (None: no quotas), is
+    checked again as the placement is written: one that another placement of the team (the
+    scheduler's, another admin's) took meanwhile is refused, for the admin to be asked."""
     actor = authorize(store, asker, PLACE, job.team, "job %d" % job.id)
     why = "placed by hand on %s" % slot.describe()
     if past_quota:
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
         return store.place(job.id, slot, actor, why, manual=True,
-                           preemptible=past_quota is not None)
+                           preemptible=past_quota is not None, quota=quota)
+    except QuotaTaken as err:
+        raise Refused("%s; place it again to be asked about going past the quota" % err
+                      ) from None
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None
 

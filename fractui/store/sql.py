@@ -25,9 +25,11 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 from fractui.store import usage_rows
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
-                                LeaseLost, StateConflict, Store, StoreDamaged, StoreError)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED,
-                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
+                                LeaseLost, QuotaTaken, StateConflict, Store, StoreDamaged,
+                                StoreError)
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, ON_HOST, PENDING, PLACED,
+                                 PREEMPTED, QUOTA_EPSILON, REQUEUED, RUNNING, STATES,
+                                 STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord)
 
@@ -273,11 +275,24 @@ class SqlStore(Store):
                                                                   args)])
 
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
-              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+              preemptible: bool = False, epoch: Optional[int] = None,
+              quota: Optional[float] = None) -> Job:
+        def within(db: Any, job: Job) -> None:
+            if quota is None or preemptible or job.team is None:
+                return
+            held = float(self._run(
+                db, "SELECT COALESCE(SUM(charge), 0) AS held FROM jobs WHERE team = ? AND "
+                "state IN (?, ?, ?) AND host IS NOT NULL AND preemptible = 0 AND id <> ?",
+                (job.team,) + ON_HOST + (job_id,)).fetchone()["held"])
+            if held + slot.charge > quota + QUOTA_EPSILON:
+                raise QuotaTaken(
+                    "job %d was not placed: team %s now holds %.2f of its %.2f GPUs within "
+                    "its quota, and %s adds %.2f (placed meanwhile by another)" % (
+                        job_id, job.team, held, quota, slot.describe(), slot.charge))
         return self._transition(job_id, (PENDING,), epoch, actor, why,
                                 "place" if manual else "decide",
                                 {"state": PLACED, "slot": slot, "manual": manual,
-                                 "preemptible": preemptible, "reason": None})
+                                 "preemptible": preemptible, "reason": None}, holds=within)
 
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
@@ -326,16 +341,20 @@ class SqlStore(Store):
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],
                     fields: dict[str, Any], stale_on: Optional[str] = None,
-                    then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None) -> Job:
+                    then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None,
+                    holds: Optional[Callable[[Any, Job], None]] = None) -> Job:
         """The one way a job's columns change (requeue aside): ``fields`` set (_NOW: the
         transaction's time) if the job is in one of ``expect``; ``stale_on``: its attempt's
         copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``;
-        ``then``: what else the change writes (its usage record), given the job as it was and
-        the columns changed."""
+        ``holds``: what else must still hold, read under the write lock (raises to write
+        nothing); ``then``: what else the change writes (its usage record), given the job as
+        it was and the columns changed."""
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
             job = self._expect(db, job_id, expect)
+            if holds is not None:
+                holds(db, job)
             changed = {k: now if v is _NOW else v for k, v in fields.items()}
             detail = _detail(changed)
             if stale_on is not None:
