@@ -47,7 +47,7 @@ from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
-                                StateConflict, Store, StoreDamaged, StoreError)
+                                RowsLocked, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Cordon, Job, ModeHold, StaleCopy)
 from fractui.usage.fairshare import recent_gpus
@@ -649,12 +649,18 @@ class Scheduler:
                                  quota=quotas.get(derived.by_id[d.job].team or ""))
             except StateConflict:  # cancelled, or placed by hand (or its quota taken by
                 continue           # one placed by hand) meanwhile: the next pass reads it
+            except RowsLocked as err:
+                _locked(d.job, err)
+                continue
             recorded = True
         for p in result.preemptions:
             try:
                 self.store.stopping(p.victim, (RUNNING,), "preempt", self.holder, p.why,
                                     epoch=self.epoch)
             except StateConflict:
+                continue
+            except RowsLocked as err:
+                _locked(p.victim, err)
                 continue
             recorded = True
         if self._waited is not None and self._waited[0] is result and self._waited[1] is jobs:
@@ -669,6 +675,8 @@ class Scheduler:
                     self.store.waiting(job_id, why, epoch=self.epoch)
                 except StateConflict:
                     continue
+                except RowsLocked as err:
+                    _locked(job_id, err)
         self._waited = (result, jobs)
         return recorded
 
@@ -689,6 +697,12 @@ class Scheduler:
                                                           fair.window_s))
         self._recent = (now, recent)
         return recent
+
+
+def _locked(job_id: int, err: RowsLocked) -> None:
+    """A job whose row another session holds (a psql transaction left open on it) is left
+    for a later pass, said; the pass goes on with the other jobs rather than failing on it."""
+    log.warning("job %d is left for a later pass: %s", job_id, err)
 
 
 def _has_gpu(view: HostView, index: int) -> bool:

@@ -64,6 +64,12 @@ class StoreBusy(StoreError):
     """Another process held the store's lock for longer than the store waits."""
 
 
+class RowsLocked(StoreBusy):
+    """A row or table the call needs is locked by a session outside fractui's turn-taking (a
+    transaction left open on psql, an admin's ALTER TABLE): the call waited a moment and wrote
+    nothing. Only what touches those rows waits; the message names the session."""
+
+
 class StoreUnavailable(StoreError):
     """The store cannot be reached for another reason (an I/O error, a file that cannot be
     opened, a database server that is down, restarting or unknown); the message carries the

@@ -114,6 +114,11 @@ class Dialect(abc.ABC):
         """The store's error for a driver's error; None for an error that is not the
         driver's (it is raised as it is)."""
 
+    def explained(self, db: Any, err: StoreError) -> StoreError:
+        """``err`` with what the still-open connection can tell of it (who holds what the call
+        waited for); as it is by default."""
+        return err
+
     @abc.abstractmethod
     def damaged(self, what: str) -> StoreDamaged:
         """A row holding what fractui never wrote, said with what to do about it."""
@@ -188,6 +193,8 @@ class SqlStore(Store):
                     mine = self.dialect.translate(err)
                     if mine is None:
                         raise
+                    if not lost:
+                        mine = self.dialect.explained(db, mine)
                     if lost and not fresh and not committing and not retried:
                         retried = True
                         continue  # nothing was recorded: the call is made again, once
