@@ -112,3 +112,26 @@ def test_a_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet,
     finally:
         psql.close()
     f.until(lambda: f.states()[held.id] == "running")
+
+
+def test_a_running_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet,
+                                                                             pg_server, caplog):
+    """The same for a running job whose end the scheduler must record: its row held, its end
+    waits (logged), and the passes go on placing and launching the others."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
+    held = f.submit("whole")
+    f.until(lambda: f.states()[held.id] == "running")
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        f.fleet.session("gpu-a").call("job.stop", {"job": f.store.get(held.id).agent_job,
+                                                    "grace": 0, "reason": "ended on the host"})
+        f.until(lambda: "job %d is left for a later pass: " % held.id in caplog.text)
+        other = f.submit("whole")
+        f.until(lambda: f.states()[other.id] == "running")
+        assert f.states()[held.id] == "running"  # its end not yet recorded
+    finally:
+        psql.close()
+    f.until(lambda: f.states()[held.id] not in ("running", "stopping"))

@@ -352,11 +352,14 @@ class Scheduler:
         wrote = False
         for job in (j for j in self._derived(jobs).held if j.id not in busy):
             view = by_name.get(job.slot.host) if job.slot else None
-            if job.state in ON_HOST and view is not None and view.state in USABLE:
-                wrote = self.executor.reflect(job, view) or wrote
-            elif job.state == STOPPING and job.slot is None:
-                self.executor.finish_stop(job, None)
-                wrote = True
+            try:
+                if job.state in ON_HOST and view is not None and view.state in USABLE:
+                    wrote = self.executor.reflect(job, view) or wrote
+                elif job.state == STOPPING and job.slot is None:
+                    self.executor.finish_stop(job, None)
+                    wrote = True
+            except RowsLocked as err:
+                _locked(job.id, err)
         jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
                                               if j.id not in busy], busy)
