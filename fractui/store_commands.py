@@ -22,7 +22,7 @@ from fractui.sched.fleetview import HostView, flips_modes, idle_view
 from fractui.sched.cordons import state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
-from fractui.sched.quota import past_quota, team_usage
+from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreUnavailable, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
@@ -233,7 +233,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
                     "Place it anyway, as a borrowed job that a team within its quota may "
                     "preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
-        job = intents.place_by_hand(store, job, slot, asker, past)
+        job = intents.place_by_hand(store, job, slot, asker, past, quota_of(usage, job.team))
     finally:
         store.close()
     print("%d placed on %s; the scheduler %s it%s" % (

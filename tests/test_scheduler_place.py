@@ -89,3 +89,49 @@ def test_a_placement_within_the_quota_is_not_asked_about(local_fleet):
     assert done.stdout == "%d placed on gpu-a gpu0; the scheduler launches it\n" % job.id
     placed = f.store.get(job.id)
     assert (placed.preemptible, placed.slot.charge) == (False, 0.5)
+
+
+def test_a_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet, pg_server,
+                                                                     caplog):
+    """A psql session left open inside a transaction holding the oldest pending job's row
+    (a member's cancel on psql, never committed): the scheduler's passes go on with every
+    other job — the next one is placed and launched — and say, in the log, which session
+    holds the one left; once that session ends, that job is placed too."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
+    held = f.submit("whole")
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        other = f.submit("whole")
+        f.until(lambda: f.states()[other.id] == "running")
+        assert f.states()[held.id] == "pending"
+        assert "job %d is left for a later pass: " % held.id in caplog.text
+        assert "pg_terminate_backend(%d)" % psql.info.backend_pid in caplog.text
+    finally:
+        psql.close()
+    f.until(lambda: f.states()[held.id] == "running")
+
+
+def test_a_running_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet,
+                                                                             pg_server, caplog):
+    """The same for a running job whose end the scheduler must record: its row held, its end
+    waits (logged), and the passes go on placing and launching the others."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
+    held = f.submit("whole")
+    f.until(lambda: f.states()[held.id] == "running")
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        f.fleet.session("gpu-a").call("job.stop", {"job": f.store.get(held.id).agent_job,
+                                                    "grace": 0, "reason": "ended on the host"})
+        f.until(lambda: "job %d is left for a later pass: " % held.id in caplog.text)
+        other = f.submit("whole")
+        f.until(lambda: f.states()[other.id] == "running")
+        assert f.states()[held.id] == "running"  # its end not yet recorded
+    finally:
+        psql.close()
+    f.until(lambda: f.states()[held.id] not in ("running", "stopping"))

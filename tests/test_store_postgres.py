@@ -14,8 +14,8 @@ import uuid
 import psycopg
 import pytest
 
-from fractui.store import (LeaseLost, StoreBusy, StoreDamaged, StoreDenied, StoreUnavailable,
-                           open_store)
+from fractui.store import (LeaseLost, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
+                           StoreUnavailable, open_store)
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
 from fractui.store.intents import Asker, submit
@@ -319,9 +319,9 @@ def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkey
 
 
 class CommitCutter:
-    """A loopback TCP relay to the server that, once armed, passes the next COMMIT on, waits
-    for the server to answer that it committed, and then drops the client's connection
-    without that answer: a write that landed, whose acknowledgement was lost."""
+    """A loopback TCP relay to the server that, once armed, passes the next COMMIT on and, when
+    the server answers that it committed, drops the client's connection instead of passing
+    that answer: a write that landed, whose acknowledgement was lost."""
 
     def __init__(self, port: int):
         self.target = port
@@ -338,25 +338,26 @@ class CommitCutter:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            committing = threading.Event()  # this connection's armed COMMIT is on its way
+            threading.Thread(target=self._pipe, args=(client, server, committing, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, committing, False),
+                             daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, committing: threading.Event,
+              upstream: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
                 if upstream and self.armed.is_set() and b"COMMIT\x00" in data:
                     self.armed.clear()
-                    answer = b""
-                    while b"COMMIT\x00" not in answer:  # the server's CommandComplete
-                        more = dst.recv(65536)
-                        assert more, "the server closed before it answered the COMMIT"
-                        answer += more
-                    self.cut.set()
+                    committing.set()  # before it is sent: the answer comes after
+                elif not upstream and committing.is_set() and b"COMMIT\x00" in data:
+                    self.cut.set()  # the server's CommandComplete: committed, never told
                     break
+                dst.sendall(data)
         except OSError:
             pass
         for s in (src, dst):
@@ -391,3 +392,58 @@ def test_a_submit_whose_commit_answer_was_lost_is_found_by_its_key_not_made_twic
     finally:
         store.close()
         cutter.close()
+
+
+def test_a_row_held_by_a_session_left_open_stalls_only_what_needs_it_and_names_it(
+        pg_server, pg_url, monkeypatch):
+    """A psql session left open inside a transaction that locked job 1's row (a member's
+    cancel by hand, never committed): a write to job 1 waits only ROW_WAIT_S, holding the
+    store's write lock no longer, then is refused naming that session and how an admin ends
+    it; another client's submit meanwhile, waiting its turn for the write lock less long than
+    a write waits for it, goes through."""
+    monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.5)
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 20.0)
+    writer = open_store(pg_url)  # (its sessions wait 20 s for a lock...)
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 5.0)
+    submitter = open_store(pg_url)  # (... this one's 5 s)
+    psql = pg_server.connect(pg_url.rsplit("/", 1)[1])
+    try:
+        job = writer.submit("q", None, "held", ["true"], {}, "alice")
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (job.id,))
+        refused: list = []
+
+        def write() -> None:
+            try:
+                writer.waiting(job.id, "no room")
+            except Exception as err:  # (said below)
+                refused.append(err)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        pid = writer._db.info.backend_pid
+        seen = pg_server.connect(pg_url.rsplit("/", 1)[1])
+        try:
+            while thread.is_alive() and not seen.execute(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                    (pid,)).fetchone()[0]:
+                time.sleep(0.01)
+        finally:
+            seen.close()
+        other = submitter.submit("q", None, "goes on", ["true"], {}, "bob")
+        thread.join(30)
+        assert submitter.get(other.id).name == "goes on"
+        assert len(refused) == 1 and isinstance(refused[0], RowsLocked), refused
+        words = str(refused[0])
+        assert words.startswith("store %s: what this needs of the store is locked by a session "
+                                "outside fractui's turns (" % writer.where), words
+        holder = psql.info.backend_pid
+        assert "held by role postgres (pid %d, " % holder in words, words
+        assert words.endswith("SELECT pg_terminate_backend(%d); try again" % holder), words
+        assert writer.get(job.id).reason is None  # nothing written
+        psql.execute("ROLLBACK")
+        assert writer.waiting(job.id, "no room").reason == "no room"
+    finally:
+        psql.close()
+        writer.close()
+        submitter.close()

@@ -17,9 +17,7 @@ from remote_agent.mig.layout import Geometry
 
 from fractui.config import TeamConfig
 from fractui.sched.model import MILLI
-from fractui.store.model import ON_HOST, PENDING, Job
-
-EPSILON = 1e-9
+from fractui.store.model import ON_HOST, PENDING, QUOTA_EPSILON as EPSILON, Job
 
 GpuOf = Tuple[int, Optional[Geometry]]  # one GPU of a slot: its memory MiB, its MIG geometry
 
@@ -134,6 +132,13 @@ def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: fl
     if team is None or team not in usage:
         return False
     return charge <= usage[team].room() + EPSILON
+
+
+def quota_of(usage: Mapping[str, TeamUsage], team: Optional[str]) -> Optional[float]:
+    """The quota a placement of ``team`` is held to as it is written (Store.place), or None
+    where nothing holds it: no teams (no quotas), or a team the config does not have."""
+    u = usage.get(team) if team is not None else None
+    return u.quota if u is not None else None
 
 
 def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float

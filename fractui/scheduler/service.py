@@ -47,7 +47,7 @@ from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
-                                StateConflict, Store, StoreDamaged, StoreError)
+                                RowsLocked, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
                                  STOPPING, Cordon, Job, ModeHold, StaleCopy)
 from fractui.usage.fairshare import recent_gpus
@@ -352,11 +352,14 @@ class Scheduler:
         wrote = False
         for job in (j for j in self._derived(jobs).held if j.id not in busy):
             view = by_name.get(job.slot.host) if job.slot else None
-            if job.state in ON_HOST and view is not None and view.state in USABLE:
-                wrote = self.executor.reflect(job, view) or wrote
-            elif job.state == STOPPING and job.slot is None:
-                self.executor.finish_stop(job, None)
-                wrote = True
+            try:
+                if job.state in ON_HOST and view is not None and view.state in USABLE:
+                    wrote = self.executor.reflect(job, view) or wrote
+                elif job.state == STOPPING and job.slot is None:
+                    self.executor.finish_stop(job, None)
+                    wrote = True
+            except RowsLocked as err:
+                _locked(job.id, err)
         jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
                                               if j.id not in busy], busy)
@@ -641,18 +644,26 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
                           self._recent_usage(now, derived))
         recorded = False
+        quotas = {t.name: t.quota_gpus for t in self.config.teams}
         for d in result.decisions:
-            try:
+            try:  # within its quota as this pass read it: held to it as it is written
                 self.store.place(d.job, d.slot, self.holder, d.why,
-                                 preemptible=d.preemptible, epoch=self.epoch)
-            except StateConflict:
-                continue  # cancelled or placed by hand meanwhile
+                                 preemptible=d.preemptible, epoch=self.epoch,
+                                 quota=quotas.get(derived.by_id[d.job].team or ""))
+            except StateConflict:  # cancelled, or placed by hand (or its quota taken by
+                continue           # one placed by hand) meanwhile: the next pass reads it
+            except RowsLocked as err:
+                _locked(d.job, err)
+                continue
             recorded = True
         for p in result.preemptions:
             try:
                 self.store.stopping(p.victim, (RUNNING,), "preempt", self.holder, p.why,
                                     epoch=self.epoch)
             except StateConflict:
+                continue
+            except RowsLocked as err:
+                _locked(p.victim, err)
                 continue
             recorded = True
         if self._waited is not None and self._waited[0] is result and self._waited[1] is jobs:
@@ -667,6 +678,8 @@ class Scheduler:
                     self.store.waiting(job_id, why, epoch=self.epoch)
                 except StateConflict:
                     continue
+                except RowsLocked as err:
+                    _locked(job_id, err)
         self._waited = (result, jobs)
         return recorded
 
@@ -687,6 +700,12 @@ class Scheduler:
                                                           fair.window_s))
         self._recent = (now, recent)
         return recent
+
+
+def _locked(job_id: int, err: RowsLocked) -> None:
+    """A job whose row another session holds (a psql transaction left open on it) is left
+    for a later pass, said; the pass goes on with the other jobs rather than failing on it."""
+    log.warning("job %d is left for a later pass: %s", job_id, err)
 
 
 def _has_gpu(view: HostView, index: int) -> bool:

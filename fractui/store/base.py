@@ -34,6 +34,12 @@ class KeyTaken(Exception):
     a key is for retrying one submit, never for a second."""
 
 
+class QuotaTaken(StateConflict):
+    """A placement decided within its team's quota would now take the team past it: another
+    placement of the team (the scheduler's, another admin's by hand) landed since the quota was
+    read. Nothing was written; the job stays pending."""
+
+
 class StoreError(Exception):
     """The store cannot do what was asked, said with where it is and what was found there.
 
@@ -61,6 +67,12 @@ class StoreFull(StoreError):
 
 class StoreBusy(StoreError):
     """Another process held the store's lock for longer than the store waits."""
+
+
+class RowsLocked(StoreBusy):
+    """A row or table the call needs is locked by a session outside fractui's turn-taking (a
+    transaction left open on psql, an admin's ALTER TABLE): the call waited a moment and wrote
+    nothing. Only what touches those rows waits; the message names the session."""
 
 
 class StoreUnavailable(StoreError):
@@ -153,9 +165,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
-              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+              preemptible: bool = False, epoch: Optional[int] = None,
+              quota: Optional[float] = None) -> Job:
         """pending -> placed on ``slot``: the scheduler's decision (audited ``decide``), or an
-        admin's by hand (``manual``, audited ``place``) that the holder launches there."""
+        admin's by hand (``manual``, audited ``place``) that the holder launches there.
+        ``quota``: the job's team's quota (GPUs) it was placed within (not ``preemptible``);
+        checked again in the write's own transaction — QuotaTaken if what the team holds
+        within its quota, other placements landed meanwhile included, leaves no room for
+        ``slot.charge``."""
 
     @abc.abstractmethod
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
@@ -368,6 +385,6 @@ class Store(abc.ABC):
 
 
 __all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "KeyTaken",
-           "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "StateConflict", "Store", "StoreBusy",
-           "StoreDamaged", "StoreDenied", "StoreError", "StoreFull", "StoreReadOnly",
-           "StoreUnavailable", "Slot"]
+           "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "QuotaTaken", "StateConflict",
+           "Store", "StoreBusy", "StoreDamaged", "StoreDenied", "StoreError", "StoreFull",
+           "StoreReadOnly", "StoreUnavailable", "Slot"]

@@ -13,12 +13,15 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team,
                                   check, refusal)
-from fractui.store.base import StateConflict, Store
+from fractui.store.base import QuotaTaken, StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
                                  STOP_INTENTS, STOPPING, Cordon, Job, Slot, stops_offered,
                                  submitter)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
+# How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
+# (placed, running, or back to pending), so three reads see it settle unless it bounces
+_STOP_TRIES = 3
 
 
 class Refused(Exception):
@@ -77,22 +80,31 @@ def submit_key(actor: str, key: str) -> str:
 def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     """Cancel, requeue or preempt. A pending job is cancelled at once; a placed or running one
     becomes ``stopping`` and the scheduler stops it (requeue and preempt put it back in its
-    queue as a new attempt; the audit tells them apart)."""
+    queue as a new attempt; the audit tells them apart). ``job`` is as the caller read it: one
+    the scheduler moved since (a cancel racing its placement) is asked again as it is now, so
+    a cancel is never refused only because the job was placed meanwhile, and then launched."""
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
     actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
-    if asked_already(job, intent):  # a retry whose first answer was lost: done, not refused
-        return job
-    refused = stop_refusal(job, intent)
-    if refused:
-        raise Refused(refused)
     why = "%s by %s" % (_DONE[intent], actor)
-    try:
-        if job.state == PENDING:
-            return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
-        return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
-    except StateConflict as err:
-        raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+    tries = 1
+    while True:
+        if asked_already(job, intent):  # (a retry whose first answer was lost): done
+            return job
+        refused = stop_refusal(job, intent)
+        if refused:
+            raise Refused(refused)
+        try:
+            if job.state == PENDING:
+                return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
+            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
+        except StateConflict as err:
+            if tries == _STOP_TRIES:
+                raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+        # the job moved since it was read (the scheduler placed, launched or requeued it):
+        # what was asked is asked of it as it is now, if it still may be
+        tries += 1
+        job = store.get(job.id)
 
 
 def asked_already(job: Job, intent: str) -> bool:
@@ -110,17 +122,22 @@ def stop_refusal(job: Job, intent: str) -> Optional[str]:
 
 
 def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
-                  past_quota: Optional[str] = None) -> Job:
+                  past_quota: Optional[str] = None, quota: Optional[float] = None) -> Job:
     """Records a manual placement; the lease holder launches it exactly there. ``past_quota``:
     why it takes its team past its quota (the admin agreed): it is then recorded as borrowed,
-    preemptible like any over-quota job."""
+    preemptible like any over-quota job. Else ``quota``, the team's (None: no quotas), is
+    checked again as the placement is written: one that another placement of the team (the
+    scheduler's, another admin's) took meanwhile is refused, for the admin to be asked."""
     actor = authorize(store, asker, PLACE, job.team, "job %d" % job.id)
     why = "placed by hand on %s" % slot.describe()
     if past_quota:
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
         return store.place(job.id, slot, actor, why, manual=True,
-                           preemptible=past_quota is not None)
+                           preemptible=past_quota is not None, quota=quota)
+    except QuotaTaken as err:
+        raise Refused("%s; place it again to be asked about going past the quota" % err
+                      ) from None
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None
 

@@ -15,6 +15,10 @@ ENDED = (DONE, FAILED, CANCELLED)
 STATES = ACTIVE + ENDED
 ON_HOST = (PLACED, RUNNING, STOPPING)  # holds (or is about to hold) a slice of a host
 STOP_INTENTS = ("cancel", "requeue", "preempt")  # why a job is stopping
+# GPUs: a quota's sums of charges (fractions) are compared to within this, so rounding never
+# turns a placement that fits a quota exactly into one past it (the scheduler and the store
+# compare alike)
+QUOTA_EPSILON = 1e-9
 
 
 def stops_offered(state: str) -> tuple[str, ...]:

@@ -25,9 +25,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, StoreBusy, StoreDamaged,
-                                StoreDenied, StoreError, StoreFull, StoreReadOnly,
-                                StoreUnavailable)
+from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, RowsLocked, StoreBusy,
+                                StoreDamaged, StoreDenied, StoreError, StoreFull,
+                                StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
 from fractui.whoami import os_user
 
@@ -43,6 +43,11 @@ LOCK_TIMEOUT_S = 30.0  # a write waits this long for the write lock (SQLite's bu
 # every other writer, for as long as it is paused. Our transactions never wait between their
 # statements; when the client resumes, its connection is gone and its write is not made.
 IDLE_IN_WRITE_S = 10.0
+# Once a write holds the write lock it waits this long for a row or table: fractui's writers
+# take turns by that lock, so whatever holds a row then is a session outside them (a psql
+# transaction left open on a job); waiting LOCK_TIMEOUT_S there kept every other writer,
+# every team's submits and the scheduler's other jobs, waiting behind the one row.
+ROW_WAIT_S = 2.0
 # A server that vanished without closing the connection (a partition, a dead host) is found
 # by TCP keepalives within about 5 + 3 x 2 s, instead of the system's two hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
@@ -124,24 +129,38 @@ class PostgresDialect(Dialect):
             db.execute("ROLLBACK")
             raise StoreBusy(self.where, "no write for %g s: %s; try again" % (
                 LOCK_TIMEOUT_S, self._lock_holder(db))) from err
+        db.execute("SELECT set_config('lock_timeout', %s, true)",  # this transaction's
+                   ("%dms" % (ROW_WAIT_S * 1000),))
 
-    @staticmethod
-    def _lock_holder(db: psycopg.Connection) -> str:
+    def _lock_holder(self, db: psycopg.Connection) -> str:
         """Who holds the write lock, from the server's own views (every role may read who
         is connected): any role may take an advisory lock, so a session that keeps it is
         named, with the way to end it."""
         row = db.execute(
-            "SELECT a.usename AS role, a.pid, a.application_name AS app, extract(epoch FROM "
-            "clock_timestamp() - coalesce(a.xact_start, a.backend_start))::float8 AS held_s "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = "
-            "'advisory' AND l.granted AND l.classid = 0 AND l.objid::bigint = %s",
-            (WRITE_LOCK,)).fetchone()
+            _HOLDER % "l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND "
+            "l.objid::bigint = %s", (WRITE_LOCK,)).fetchone()
         if row is None:
             return "the store's write lock was held by a session that has let it go"
-        return ("the store's write lock is held by role %s (pid %d, %s, for %.0f s); if that "
-                "session hangs, an admin ends it with SELECT pg_terminate_backend(%d)" % (
-                    row["role"], row["pid"], row["app"] or "no application name",
-                    row["held_s"] or 0.0, row["pid"]))
+        return "the store's write lock is held by %s" % _holder_words(row)
+
+    def explained(self, db: psycopg.Connection, err: StoreError) -> StoreError:
+        """A row or table found locked, said with the session that holds it: the oldest
+        other than this one that holds more than a read's lock on a table of the store and
+        is not a fractui writer in its turn (those hold the write lock)."""
+        if not isinstance(err, RowsLocked):
+            return err
+        try:
+            row = db.execute(
+                _HOLDER % "l.locktype = 'relation' AND l.granted AND l.pid <> "
+                "pg_backend_pid() AND l.relation IN (SELECT oid FROM pg_class WHERE "
+                "relnamespace = 'public'::regnamespace) AND NOT EXISTS (SELECT 1 FROM pg_locks "
+                "w WHERE w.pid = l.pid AND w.locktype = 'advisory' AND w.granted AND w.classid "
+                "= 0 AND w.objid::bigint = %s)", (WRITE_LOCK,)).fetchone()
+        except psycopg.Error:
+            return err  # (the words it has are still true)
+        who = ("held by %s" % _holder_words(row) if row is not None else
+               "held by a session that has let it go")
+        return RowsLocked(err.where, "%s: %s; try again" % (err.what, who))
 
     def commit(self, db: psycopg.Connection) -> None:
         db.execute("COMMIT")
@@ -220,7 +239,10 @@ class PostgresDialect(Dialect):
         if state.startswith("53"):
             return StoreFull(self.where, "the server is out of a resource: %s: nothing was "
                              "recorded" % text)
-        if state in ("40001", "40P01", "55P03"):
+        if state == "55P03":  # not the write lock (begin says that): a row or a table
+            return RowsLocked(self.where, "what this needs of the store is locked by a session "
+                              "outside fractui's turns (%s)" % text)
+        if state in ("40001", "40P01"):
             return StoreBusy(self.where, "%s; try again" % text)
         if state in ("42P01", "42703"):
             return StoreDamaged(self.where, "does not hold what this fractui's schema has: %s"
@@ -236,6 +258,23 @@ class PostgresDialect(Dialect):
     def damaged(self, what: str) -> StoreDamaged:
         return StoreDamaged(self.where, "holds what fractui never wrote: %s; restore the "
                             "database from a backup" % what)
+
+
+# A session holding a lock (the condition is the caller's, on pg_locks l), the oldest first,
+# and the strongest lock first: a read's AccessShareLock blocks only a migration.
+_HOLDER = (
+    "SELECT a.usename AS role, a.pid, a.application_name AS app, a.state, extract(epoch FROM "
+    "clock_timestamp() - coalesce(a.xact_start, a.backend_start))::float8 AS held_s "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE %s "
+    "ORDER BY l.mode = 'AccessShareLock', coalesce(a.xact_start, a.backend_start) LIMIT 1")
+
+
+def _holder_words(row: dict[str, Any]) -> str:
+    """A session that holds a lock as an admin finds it, with the way to end it."""
+    known = [row["app"] or "no application name"] + [row["state"]] * bool(row["state"]) + [
+        "for %.0f s" % row["held_s"]] * (row["held_s"] is not None)  # (hidden from some roles)
+    return ("role %s (pid %d, %s); if that session hangs, an admin ends it with SELECT "
+            "pg_terminate_backend(%d)" % (row["role"], row["pid"], ", ".join(known), row["pid"]))
 
 
 def _auth_hint(text: str) -> str:

@@ -25,10 +25,11 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 from fractui.store import usage_rows
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
-                                KeyTaken, LeaseLost, StateConflict, Store, StoreDamaged,
-                                StoreError)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, PENDING, PLACED, PREEMPTED,
-                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
+                                KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
+                                StoreDamaged, StoreError)
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, ON_HOST, PENDING, PLACED,
+                                 PREEMPTED, QUOTA_EPSILON, REQUEUED, RUNNING, STATES,
+                                 STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord)
 
@@ -113,6 +114,11 @@ class Dialect(abc.ABC):
         """The store's error for a driver's error; None for an error that is not the
         driver's (it is raised as it is)."""
 
+    def explained(self, db: Any, err: StoreError) -> StoreError:
+        """``err`` with what the still-open connection can tell of it (who holds what the call
+        waited for); as it is by default."""
+        return err
+
     @abc.abstractmethod
     def damaged(self, what: str) -> StoreDamaged:
         """A row holding what fractui never wrote, said with what to do about it."""
@@ -190,6 +196,8 @@ class SqlStore(Store):
                     mine = self.dialect.translate(err)
                     if mine is None:
                         raise
+                    if not lost:
+                        mine = self.dialect.explained(db, mine)
                     if lost and not retried and (again and committing or
                                                  not fresh and not committing):
                         retried = True
@@ -290,11 +298,24 @@ class SqlStore(Store):
                                                                   args)])
 
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
-              preemptible: bool = False, epoch: Optional[int] = None) -> Job:
+              preemptible: bool = False, epoch: Optional[int] = None,
+              quota: Optional[float] = None) -> Job:
+        def within(db: Any, job: Job) -> None:
+            if quota is None or preemptible or job.team is None:
+                return
+            held = float(self._run(
+                db, "SELECT COALESCE(SUM(charge), 0) AS held FROM jobs WHERE team = ? AND "
+                "state IN (?, ?, ?) AND host IS NOT NULL AND preemptible = 0 AND id <> ?",
+                (job.team,) + ON_HOST + (job_id,)).fetchone()["held"])
+            if held + slot.charge > quota + QUOTA_EPSILON:
+                raise QuotaTaken(
+                    "job %d was not placed: team %s now holds %.2f of its %.2f GPUs within "
+                    "its quota, and %s adds %.2f (placed meanwhile by another)" % (
+                        job_id, job.team, held, quota, slot.describe(), slot.charge))
         return self._transition(job_id, (PENDING,), epoch, actor, why,
                                 "place" if manual else "decide",
                                 {"state": PLACED, "slot": slot, "manual": manual,
-                                 "preemptible": preemptible, "reason": None})
+                                 "preemptible": preemptible, "reason": None}, holds=within)
 
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
@@ -343,16 +364,20 @@ class SqlStore(Store):
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],
                     fields: dict[str, Any], stale_on: Optional[str] = None,
-                    then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None) -> Job:
+                    then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None,
+                    holds: Optional[Callable[[Any, Job], None]] = None) -> Job:
         """The one way a job's columns change (requeue aside): ``fields`` set (_NOW: the
         transaction's time) if the job is in one of ``expect``; ``stale_on``: its attempt's
         copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``;
-        ``then``: what else the change writes (its usage record), given the job as it was and
-        the columns changed."""
+        ``holds``: what else must still hold, read under the write lock (raises to write
+        nothing); ``then``: what else the change writes (its usage record), given the job as
+        it was and the columns changed."""
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
             job = self._expect(db, job_id, expect)
+            if holds is not None:
+                holds(db, job)
             changed = {k: now if v is _NOW else v for k, v in fields.items()}
             detail = _detail(changed)
             if stale_on is not None:

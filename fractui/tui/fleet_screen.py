@@ -27,7 +27,7 @@ from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import past_quota, team_usage
+from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import Asker, Refused, cordon, place_by_hand, uncordon
@@ -534,7 +534,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                     "was placed.", near=where))
             return
         try:
-            place_by_hand(store, now, match.slot(), self.fleet_app.asker, past)
+            place_by_hand(store, now, match.slot(), self.fleet_app.asker, past,
+                          quota_of(usage, now.team))
         except (Refused, Denied, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
             return
