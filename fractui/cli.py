@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("jobs", help="queued jobs, then jobs launched directly on hosts")
     p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
+    whose = p.add_mutually_exclusive_group()
+    whose.add_argument("--user", metavar="U", help="only the queued jobs U submitted")
+    whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
     p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None,
                    help="with --all: the newest N (%d)" % JOBS_LIMIT)

@@ -24,8 +24,8 @@ from fractui.terminal import print_json, say, table, width
 from fractui.words import failing_passes, why
 
 LOG_WAIT_S = 10.0  # how long ``logs`` waits for the lease holder to keep a job's tail
-HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY")
-CAPS = (20, 10, 16, 12, 32, 24)  # the widest each column but the last (WHY) may be
+HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
+CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
 
 
 def agent_why(record: Dict[str, Any]) -> str:
@@ -46,14 +46,14 @@ def job_row(job: Job, now: float) -> List[str]:
     where = job.slot.describe() if job.slot else (
         "waiting %ds" % max(0, now - job.submitted_at) if job.state == PENDING else "-")
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
-            job.team or "-", where, _named(job.name, job.image), why(job)]
+            job.team or "-", job.user or "-", where, _named(job.name, job.image), why(job)]
 
 
 def agent_row(record: Dict[str, Any]) -> List[str]:
     gpus = ",".join(str(g) for g in record.get("gpus") or [])
     where = "%s gpu%s" % (record["host"], gpus) if gpus else record["host"]
     name = record.get("name") or " ".join(record.get("argv") or [])
-    return [record["ref"], record.get("state") or "?", "-", "-", where,
+    return [record["ref"], record.get("state") or "?", "-", "-", "-", where,
             _named(name, record.get("image")), agent_why(record)]
 
 
@@ -61,7 +61,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
     host/agent-id). Naming hosts shows only theirs: the queued jobs placed there, then the
     ones launched there directly (a queued job's launch is its number's row, never a second
-    row as if launched by hand)."""
+    row as if launched by hand). ``--user``/``--me``: only the queued jobs that user
+    submitted (the store's word on who, as the audit's; a launch by hand has no submitter)."""
     if args.limit is not None and not args.all:
         raise UsageError("--limit goes with --all: it keeps the newest N of the ended jobs too "
                          "(jobs alone shows every job not ended)")
@@ -73,13 +74,15 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         store = open_checked_store(config, hear=False)
         try:
             uid = store.uid
+            users = [store.identity().user] if args.me else [args.user] if args.user else None
             stored = store.jobs(None if args.all else ACTIVE, limit=(
-                args.limit or JOBS_LIMIT) if args.all else None, hosts=args.hosts or None)
+                args.limit or JOBS_LIMIT) if args.all else None, hosts=args.hosts or None,
+                                users=users)
             trouble = store.trouble()
         finally:
             store.close()
     except StoreError as err:
-        if not args.hosts:
+        if not args.hosts or args.me or args.user:  # (only the store knows who submitted)
             raise
         # the hosts' jobs are still worth seeing (the store may be what is down): all of them
         # as the hosts have them, exit 1
@@ -89,7 +92,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     if trouble is not None:  # every pending job's why is stale meanwhile
         say(failing_passes(trouble))
     rows: List[Dict[str, Any]] = []
-    if config.hosts:
+    if config.hosts and not (args.me or args.user):
         fleet = open_fleet(config, args.hosts)
         try:
             answers = fleet.fan_out("job.list")

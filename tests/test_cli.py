@@ -213,17 +213,27 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     code, out, err = cli.run("jobs", "--all")  # into a pipe: nothing cut
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["JOB", "STATE", "QUEUE", "TEAM", "WHERE", "NAME", "WHY"]
+    assert lines[0].split() == ["JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY"]
     for job in why:
         row = next(line for line in lines if line.split()[0] == str(job))
-        assert row.split()[1] == f.states()[job]
+        assert row.split()[1] == f.states()[job] and row.split()[4] == "test"  # who submitted
         assert re.search(r"%s +%s$" % (name[job], re.escape(why[job])), row), row
+    # whose: the store's word on who submitted each (--me: the store's word on who asks)
+    code, out, err = cli.run("jobs", "--all", "--user", "test", "--json")
+    assert code == 0 and sorted(j["id"] for j in json.loads(out)["jobs"]) == sorted(why), err
+    assert cli.run("jobs", "--all", "--user", "someone-else") == (0, "no jobs\n", "")
 
     monkeypatch.setenv("COLUMNS", "80")  # a terminal 80 wide: every line fits
     code, out, _ = cli.run("jobs", "--all")
     assert code == 0 and all(len(line) <= 80 for line in out.splitlines()), out
     assert {line.split()[0] for line in out.splitlines()[1:]} == {str(j) for j in why}
     monkeypatch.delenv("COLUMNS")
+    code, out, err = cli.run("submit", "--queue", "one-gib", "--json", "--", "true")
+    mine = json.loads(out)["id"]
+    code, out, err = cli.run("jobs", "--all", "--me", "--json")
+    assert code == 0 and [j["id"] for j in json.loads(out)["jobs"]] == [mine], err
+    assert cli.run("jobs", "--me", "--user", "test")[0] == 2  # one or the other
+    _end_of(cli, mine, "done")
 
     for job in why:
         code, out, err = cli.run("logs", str(job))

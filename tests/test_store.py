@@ -498,3 +498,17 @@ def test_a_submit_key_is_scoped_by_its_submitter():
     with key ``k``."""
     assert submit_key("ann@here", "x:k") != submit_key("ann:x@here", "k")
     assert submit_key("ann@h@there", "k") == "5:ann@h:k"  # the user is before the last @
+
+
+def test_a_users_jobs_are_those_they_submitted_from_anywhere_and_no_one_elses(store_url):
+    store = open_store(store_url)
+    try:
+        for actor in ("ann@a", "ann@b (tui)", "ann", "ann@corp@a", "bob@a", "annie@a"):
+            store.submit("q", None, actor, ["x"], {}, actor)
+        names = {u: [j.name for j in store.jobs(users=[u])] for u in ("ann", "ann@corp", "an")}
+        assert names == {"ann": ["ann@a", "ann@b (tui)", "ann"], "ann@corp": ["ann@corp@a"],
+                         "an": []}
+        assert [j.name for j in store.jobs(users=["bob", "annie"], limit=1)] == ["annie@a"]
+        assert store.jobs(users=[]) == []
+    finally:
+        store.close()

@@ -154,9 +154,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
-             limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None) -> list[Job]:
+             limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None,
+             users: Optional[Iterable[str]] = None) -> list[Job]:
         """Jobs in those states (all if None), oldest first; with ``hosts``, only those whose
-        slot is on one of them; with ``limit``, the newest that many of those."""
+        slot is on one of them; with ``users``, only those one of them submitted (Job.user);
+        with ``limit``, the newest that many of those."""
 
     # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
     # of the states named), audited in the same transaction where it says so. ``epoch``: made

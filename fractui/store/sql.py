@@ -279,7 +279,8 @@ class SqlStore(Store):
         return self._read(lambda db: self._get(db, job_id))
 
     def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
-             limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None) -> list[Job]:
+             limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None,
+             users: Optional[Iterable[str]] = None) -> list[Job]:
         where, args = [], []  # type: list[str], list[Any]
         for column, values in (("state", states), ("host", hosts)):
             if values is not None:
@@ -288,6 +289,15 @@ class SqlStore(Store):
                     return []
                 where.append("%s IN (%s)" % (column, ",".join("?" * len(values))))
                 args += values
+        if users is not None:  # submitted_by is user@where, where holds no @ (submitter)
+            users = list(users)
+            if not users:
+                return []
+            where.append("(%s)" % " OR ".join(
+                ["(submitted_by = ? OR substr(submitted_by, 1, ?) = ? AND "
+                 "replace(substr(submitted_by, ?), '@', '') = substr(submitted_by, ?))"] *
+                len(users)))
+            args += [x for u in users for x in (u, len(u) + 1, u + "@", len(u) + 2, len(u) + 2)]
         if queue is not None:
             where.append("queue = ?")
             args.append(queue)
