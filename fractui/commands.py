@@ -24,7 +24,7 @@ from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
 from fractui.mig_by_hand import carry_out
 from fractui.sched.fleetview import lists
-from fractui.sched.mig_change import plan_destroy, plan_mode
+from fractui.sched.mig_change import plan_create, plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
@@ -177,36 +177,33 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     config.host(args.host)
     if args.profile is None:
         return _mig_by_hand(config, args)
-    admin_only(config, MIG, "%s gpu %s" % (args.host, args.gpu))
-    fleet = open_fleet(config, [args.host])
-    session = fleet.session(args.host)
+    asker = Asker.here(config.teams)
+    store = open_store(config.store.url)
     try:
-        params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
-                  "destroy_idle": args.destroy_idle}
-        plan = session.call("mig.plan", params)
-        print("%s gpu %s: %s" % (args.host, plan["gpu"], plan["description"]),
-              file=_plan_out(args))
-        if not (args.yes or confirm("Apply?")):
-            raise Failed("%s: not applied" % args.host)
-        done = session.call("mig.apply", dict(params, start=plan["start"],
-                                              layout_version=plan["layout_version"]))
-    except AnswerLost as err:
-        raise _maybe_made(args, err, "mig.apply") from None
-    except (HostUnavailable, AgentCallError) as err:
-        raise Failed(naming(args.host, err)) from None
+        authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
+        fleet = open_fleet(config, [args.host])
+        session = fleet.session(args.host)
+        try:
+            params = {"gpu": gpu_ref(args.gpu), "profile": args.profile,
+                      "destroy_idle": args.destroy_idle}
+            change = plan_create(args.host, params, session.call("mig.plan", params))
+            print(change.text, file=_plan_out(args))
+            if not (args.yes or confirm("Apply?")):
+                raise Failed("%s: not applied" % args.host)
+            said, done = carry_out(store, asker, session.call, change)
+        except AnswerLost as err:
+            raise _maybe_made(args, err, "mig.apply") from None
+        except (HostUnavailable, AgentCallError) as err:
+            raise Failed(naming(args.host, err)) from None
+        finally:
+            fleet.stop()
     finally:
-        fleet.stop()
+        store.close()
     if args.json:
         print_json(done)
     else:
-        print(created_words(done))
+        print(said)
     return 0
-
-
-def created_words(done: Dict[str, Any]) -> str:
-    """An instance ``mig.apply`` made, in a line: its uuid, or why that is not known."""
-    return "created %s at slot %d: %s" % (done["profile"], done["start"], done["instance"][
-        "uuid"] or done.get("warning") or "its uuid was not read back (fractui status shows it)")
 
 
 def _plan_out(args: argparse.Namespace) -> TextIO:

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 from fractui import commands
-from fractui.commands import created_words, launched_words
+from fractui.commands import launched_words
 from fractui.config import HostConfig, QueueConfig, TeamConfig
 from fractui.fleet.doctor import agent_words
 from fractui.fleet import answers
@@ -30,7 +30,7 @@ from fractui.job_commands import agent_row, agent_why
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState
 from fractui.sched.fleetview import HostView, build_hosts, outside_use, signature
-from fractui.sched.mig_change import DESTROY, MODE, MigChange, outcome
+from fractui.sched.mig_change import CREATE, DESTROY, MODE, MigChange, outcome, plan_create
 from fractui.sched.preview import candidates
 from fractui.sched.queueing import schedule
 from fractui.store.model import PENDING, RUNNING, Job, Slot, tail_text
@@ -294,9 +294,9 @@ def _read_answer(method: str, answer: Any) -> None:
     """What the admin side makes of a call's answer (those that ``_read_everywhere`` does not
     read): ``fractui mig``'s lines, a MIG change's outcome in the audit, a job's output."""
     if method == "mig.plan":  # fractui mig's line; it passes start and layout_version on
-        "%s gpu %s: %s" % ("h", answer["gpu"], answer["description"])
+        plan_create("h", {"gpu": 0, "profile": "1g.10gb"}, answer)
     elif method == "mig.apply":
-        created_words(answer)
+        outcome(MigChange("h", 0, CREATE, "", None, method, {"gpu": 0}), answer)
     elif method == "mig.destroy":
         outcome(MigChange("h", 0, DESTROY, "", None, method, {"gpu": 0}), answer)
     elif method == "mig.set_mode":

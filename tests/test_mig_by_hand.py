@@ -212,6 +212,9 @@ def test_destroy_and_mode_by_hand_over_the_real_agent_planned_confirmed_refused_
     assert made.returncode == 0, said(made)
     uuid = re.search(r"(MIG-\S+)", made.stdout).group(1)
     slot = gpu_record(f, 0)["instances"][0]["start"]
+    assert made.stdout.endswith("created 1g.10gb at slot %d on gpu-a gpu 0: %s\n" % (slot, uuid))
+    entry = [e for e in f.store.audit_log() if e.action == "mig"][-1]  # audited as the rest
+    assert (entry.why, entry.detail["change"]) == (made.stdout.splitlines()[-1], "create")
     done = f.fractui("mig", "gpu-a", "0", "--destroy", uuid)  # no terminal: not confirmed
     assert done.returncode == 1, said(done)
     assert done.stdout == "destroy idle 1g.10gb at slot %d (%s) on gpu-a gpu 0; the GPU is then " \
@@ -292,7 +295,8 @@ def test_a_failed_destroy_is_rolled_back_by_the_agent_and_said(local_fleet):
     after = gpu_record(f, 0)
     assert [(i["profile"], i["start"]) for i in after["instances"]] == before
     assert "degraded" not in after
-    assert not [e for e in f.store.audit_log() if e.action == "mig"]  # nothing was done
+    # the instance's making is audited; the destroy, not done, is not
+    assert [e.detail["change"] for e in f.store.audit_log() if e.action == "mig"] == ["create"]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from remote_agent.gpu.models import model as gpu_model
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, FLIP_FEATURES
 from fractui.store.model import ON_HOST, PLACED, Job
 
-DESTROY, MODE = "destroy", "mode"
+CREATE, DESTROY, MODE = "create", "destroy", "mode"
 
 
 @dataclass(frozen=True)
@@ -237,10 +237,23 @@ def _mode_reset(name: str) -> bool:
         return False
 
 
+def plan_create(host: str, params: Mapping[str, Any], plan: Mapping[str, Any]) -> MigChange:
+    """An instance made by hand, as the agent planned it (``mig.plan``'s answer to
+    ``params``): shown as the agent describes it, and applied by ``mig.apply`` only on the
+    layout it was planned on (the agent refuses it if the GPU changed meanwhile)."""
+    return MigChange(host, int(plan["gpu"]), CREATE, "%s gpu %s: %s" % (
+        host, plan["gpu"], plan["description"]), None, "mig.apply", dict(
+            params, start=plan["start"], layout_version=plan["layout_version"]))
+
+
 def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:
     """What was done, in words, from the agent's answer — and, for a mode, whether a GPU reset
     is needed before it takes effect."""
     where = _where(change.host, change.gpu)
+    if change.action == CREATE:
+        return "created %s at slot %d on %s: %s" % (
+            answer["profile"], answer["start"], where, answer["instance"]["uuid"] or answer.get(
+                "warning") or "its uuid was not read back (fractui status shows it)")
     if change.action == DESTROY:
         return "destroyed %s on %s" % (_instance(answer.get("destroyed") or {}), where)
     word = "on" if change.params["enabled"] else "off"
