@@ -9,6 +9,7 @@ import io
 from rich.console import Console
 
 from fractui.config import QueueConfig
+from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.header import Header
 from fractui.tui.bars import render
 from fractui.tui.model import HostLine
@@ -195,9 +196,9 @@ async def test_read_only_no_key_takes_a_host_or_gpu_out_of_service(local_fleet):
         await to_host(app, pilot, "gpu-a")
         await pilot.press("C", "D")
         await pilot.press("d")
-        await pilot.press("C", "D", "M", "X")
+        await pilot.press("C", "D", "M", "X", "N")
         await pilot.pause(0.5)
-        assert f.store.cordons() == []
+        assert f.store.cordons() == [] and isinstance(app.screen, GpuScreen)
         ids = {b.binding.id for b in app.screen.active_bindings.values()}
         assert "gpu.back" in ids and not ids & {"gpu.cordon", "gpu.drain", "gpu.uncordon",
-                                                "gpu.mig_mode", "gpu.destroy"}
+                                                "gpu.mig_mode", "gpu.destroy", "gpu.create"}

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 import threading
 
-from fractui.tui.gpu_screen import GpuScreen
+from textual.widgets import OptionList
+
+from fractui.tui.gpu_screen import GpuScreen, ProfileScreen
 from fractui.tui.jobs import ConfirmScreen
 from tests import localfleet
 from tests.test_mig_by_hand import SMALL, gpu_record, said
@@ -145,3 +147,43 @@ async def test_x_pressed_again_while_a_destroy_is_under_way_never_plans_the_same
         other = next(u for u in uuids if u != first)
         assert other in app.screen.question and first not in app.screen.question
         await pilot.press("n")
+
+
+@pilot_test
+async def test_n_makes_an_instance_of_a_picked_profile_planned_confirmed_and_audited(
+        local_fleet):
+    """``N`` in the GPU view: the model's profiles to pick from, the agent's plan asked, the
+    instance made and audited as ``fractui mig HOST GPU PROFILE`` makes it; on a GPU out of MIG
+    mode it is refused with how to turn it on, and nothing is asked."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig,1xA100-80GB"}, [SMALL])
+    async with live_app(f) as (app, pilot):
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d", "N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        menu = app.screen.query_one(OptionList)
+        assert [menu.get_option_at_index(i).id for i in range(menu.option_count)][:2] == [
+            "7g.80gb", "4g.40gb"]  # largest first
+        await pilot.press("escape")  # nothing picked: nothing asked, nothing made
+        await until(pilot, lambda: isinstance(app.screen, GpuScreen), "back on the GPU")
+        await pilot.press("N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        menu = app.screen.query_one(OptionList)
+        menu.highlighted = next(i for i in range(menu.option_count)
+                                if menu.get_option_at_index(i).id == "3g.40gb")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        assert app.screen.question.startswith("On gpu-a gpu 0: create 3g.40gb at slot ")
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the outcome said")
+        assert notes(app)[-1].startswith("created 3g.40gb at slot "), notes(app)
+        made = gpu_record(f, 0)["instances"]
+        assert [i["profile"] for i in made] == ["3g.40gb"]
+        entry = [e for e in f.store.audit_log() if e.action == "mig"][-1]
+        assert (entry.detail["change"], entry.why) == ("create", notes(app)[-1])
+        assert entry.actor.endswith(" (tui)")
+        app.clear_notifications()
+        await pilot.press("escape", "j", "d", "N")  # the next GPU: MIG off
+        await until(pilot, lambda: notes(app), "the refusal said")
+        assert isinstance(app.screen, GpuScreen) and app.screen.index == 1
+        assert notes(app)[-1] == ("gpu-a gpu 1 is not in MIG mode (M turns it on, on an idle "
+                                  "GPU): no instance can be made on it")

@@ -241,7 +241,7 @@ def plan_create(host: str, params: Mapping[str, Any], plan: Mapping[str, Any]) -
     """An instance made by hand, as the agent planned it (``mig.plan``'s answer to
     ``params``): shown as the agent describes it, and applied by ``mig.apply`` only on the
     layout it was planned on (the agent refuses it if the GPU changed meanwhile)."""
-    return MigChange(host, int(plan["gpu"]), CREATE, "%s gpu %s: %s" % (
+    return MigChange(host, int(plan["gpu"]), CREATE, "on %s gpu %s: %s" % (
         host, plan["gpu"], plan["description"]), None, "mig.apply", dict(
             params, start=plan["start"], layout_version=plan["layout_version"]))
 

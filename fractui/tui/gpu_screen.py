@@ -23,15 +23,17 @@ from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Static
+from textual.binding import Binding
+from textual.screen import ModalScreen, Screen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.cordons import CORDONED, marks
-from fractui.sched.fleetview import lists, mps_layer
-from fractui.sched.mig_change import MigChange, plan_destroy, plan_mode
+from fractui.sched.fleetview import gpu_geometry, lists, mps_layer
+from fractui.sched.mig_change import MigChange, plan_create, plan_destroy, plan_mode
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
@@ -45,6 +47,7 @@ from fractui.tui.model import StoreView, short_model
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from remote_agent import MODE_RESET
+from remote_agent.mig.layout import Geometry
 
 REFRESH_S = 1.0
 MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mode change)
@@ -158,6 +161,44 @@ class MigDone(Message):
         self.error = error
 
 
+class MigPlanned(Message):
+    """The agent's plan for an instance asked for by hand, or why there is none."""
+
+    def __init__(self, change: Optional[MigChange], error: str = "") -> None:
+        super().__init__()
+        self.change = change
+        self.error = error
+
+
+class ProfileScreen(ModalScreen[Optional[str]]):
+    """Which MIG profile to make an instance of: the GPU model's, largest first, each with
+    its share of the GPU; ``enter`` picks, ``esc`` makes nothing."""
+
+    DEFAULT_CSS = """
+    ProfileScreen { align: center middle; }
+    ProfileScreen > OptionList { width: 48; max-width: 100%; height: auto; max-height: 80%;
+                                 border: round $accent; background: $panel; }
+    """
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel", id="profile.cancel")]
+
+    def __init__(self, where: str, geometry: Geometry) -> None:
+        super().__init__()
+        self.where = where
+        self.geometry = geometry
+
+    def compose(self) -> ComposeResult:
+        geo = self.geometry
+        menu = OptionList(*(Option("%-10s %d/%d compute, %s" % (
+            p.name, p.compute_slices, geo.compute_slices, mib_text(p.memory_mib)
+            if p.memory_mib else "%d/%d memory" % (p.size, geo.memory_slices)), id=p.name)
+            for p in geo.by_size()))
+        menu.border_title = "new MIG instance on %s" % self.where
+        yield menu
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
 class GpuScreen(Screen[None], inherit_bindings=False):
     ACTIONS = (
         Action("gpu.back", "escape,q", "back", "back", "Back to the fleet"),
@@ -172,6 +213,9 @@ class GpuScreen(Screen[None], inherit_bindings=False):
                dangerous=True),
         Action("gpu.destroy", "X", "destroy", "destroy instance",
                "Destroy an idle MIG instance (shown and asked first)", dangerous=True),
+        Action("gpu.create", "N", "create", "new instance",
+               "Make a MIG instance of a profile you pick (the agent's plan shown and asked "
+               "first)", dangerous=True),
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
@@ -288,6 +332,43 @@ class GpuScreen(Screen[None], inherit_bindings=False):
                         severity="warning")
             return
         self._ask(plan_destroy(self.host, gpu, idle[0]["uuid"], *jobs))
+
+    def action_create(self) -> None:
+        """A profile picked, then the agent's plan for an instance of it asked (``fractui mig
+        HOST GPU PROFILE``): never on a GPU out of MIG mode, nor while a change is under way."""
+        gpu, _jobs = self._gpu()
+        where = "%s gpu %d" % (self.host, self.index)
+        geo = gpu_geometry(gpu) if gpu is not None else None
+        refused = ("%s is not in %s's snapshot" % (where, self.host) if gpu is None else
+                   "%s is not in MIG mode (M turns it on, on an idle GPU)" % where
+                   if not gpu.get("mig_mode") else "fractui has no MIG table for %s (%s)" % (
+                       where, gpu.get("name")) if geo is None else None)
+        if refused is not None or geo is None:
+            self.notify("%s: no instance can be made on it" % refused, severity="warning")
+            return
+        if self.under_way is not None:
+            self.notify("a MIG change of %s is under way: wait for its outcome" % where,
+                        severity="warning")
+            return
+        self.app.push_screen(ProfileScreen(where, geo),
+                             lambda profile: profile and self.plan(profile))
+
+    @work(thread=True, exit_on_error=False, group="mig")
+    def plan(self, profile: str) -> None:
+        """The agent's plan for an instance of ``profile``, or its refusal (no room)."""
+        params = {"gpu": self.index, "profile": profile, "destroy_idle": False}
+        try:
+            answer = self.source.call(self.host, "mig.plan", params, MIG_CALL_S)
+        except (HostUnavailable, AgentCallError) as err:
+            self.post_message(MigPlanned(None, "%s: %s" % (self.host, err)))
+            return
+        self.post_message(MigPlanned(plan_create(self.host, params, answer)))
+
+    def on_mig_planned(self, message: MigPlanned) -> None:
+        if message.change is None:
+            self.notify(message.error, severity="warning")
+        else:
+            self._ask(message.change)
 
     @work(thread=True, exit_on_error=False, group="mig")
     def carry(self, change: MigChange) -> None:
