@@ -44,7 +44,7 @@ def _named(name: str, image: Optional[str]) -> str:
 
 def job_row(job: Job, now: float) -> List[str]:
     where = job.slot.describe() if job.slot else (
-        "waiting %ds" % max(0, now - job.submitted_at) if job.state == PENDING else "-")
+        "waiting %ds" % max(0, now - job.waiting_since) if job.state == PENDING else "-")
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
             job.team or "-", job.user or "-", where, _named(job.name, job.image), why(job)]
 

@@ -512,3 +512,26 @@ def test_a_users_jobs_are_those_they_submitted_from_anywhere_and_no_one_elses(st
         assert store.jobs(users=[]) == []
     finally:
         store.close()
+
+
+def test_a_job_back_in_its_queue_after_it_ran_waits_from_then_not_after_a_refused_launch(
+        store_url):
+    """``waiting_since``: a job's wait starts again when an attempt that started ends (a
+    preemption, a requeue); a launch refused before it started is part of the same wait."""
+    store = open_store(store_url)
+    slot = Slot("h", (0,), memory_mib=512)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "me")
+        assert (job.queued_at, job.waiting_since) == (None, job.submitted_at)
+        store.place(job.id, slot, "sched", "decided")
+        refused = store.requeue(job.id, ("placed",), "sched", "refused by h: no room")
+        assert refused.queued_at is None and refused.waiting_since == job.submitted_at
+        store.place(job.id, slot, "sched", "decided")
+        store.started(job.id, "a1", None, "sched", "launched")
+        store.stopping(job.id, ("running",), "preempt", "sched", "preempted")
+        back = store.requeue(job.id, ("stopping",), "sched", "preempted by sched")
+        assert back.queued_at is not None and back.waiting_since == back.queued_at
+        assert back.queued_at >= back.submitted_at and back.updated_at == back.queued_at
+        assert store.get(job.id).record()["queued_at"] == back.queued_at
+    finally:
+        store.close()

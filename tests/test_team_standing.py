@@ -62,6 +62,11 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
                  pending(3, "nlp", 200)]) == []
     assert said([pending(1, "nlp", 900, at_its_quota), pending(3, "nlp", 600)]) == [
         Starved("nlp", 2, 600.0, "no room: no GPU fits", 2.0)]
+    # a job back in its queue lately (its attempt preempted) has waited since, not since its
+    # submit
+    back = dataclasses.replace(pending(1, "nlp", 900), queued_at=NOW - 60)
+    assert said([back]) == [] and said([dataclasses.replace(back, queued_at=NOW - 700)]) == [
+        Starved("nlp", 1, 700.0, "no room: no GPU fits", 2.0)]
     # a job of the team that started lately and ended since counts too (its usage record)
     assert said([pending(1, "nlp", 900)], [record("nlp", 120)]) == []
     assert said([pending(1, "nlp", 900)], [record("nlp", 1200)]) != []

@@ -174,7 +174,7 @@ def _queues(state: MetricsState) -> List[Metric]:
     for job in state.jobs:
         if job.state == PENDING:
             count[job.queue] = count.get(job.queue, 0) + 1
-            first[job.queue] = min(first.get(job.queue, job.submitted_at), job.submitted_at)
+            first[job.queue] = min(first.get(job.queue, job.waiting_since), job.waiting_since)
     for queue, n in count.items():
         depth.add_metric([queue], float(n))
         oldest.add_metric([queue], max(0.0, state.now - first[queue]) if queue in first else 0.0)

@@ -54,10 +54,10 @@ def starved(usage: Sequence[TeamUsage], jobs: Iterable[Job], last: Mapping[str, 
         if job.state != PENDING or job.team is None:
             continue
         waiting[job.team] = waiting.get(job.team, 0) + 1
-        if waits_at_quota(job.reason) or now - job.submitted_at < after_s:
+        if waits_at_quota(job.reason) or now - job.waiting_since < after_s:
             continue
         first: Optional[Job] = oldest.get(job.team)
-        if first is None or job.submitted_at < first.submitted_at:
+        if first is None or job.waiting_since < first.waiting_since:
             oldest[job.team] = job
     out = []
     for team in usage:
@@ -66,7 +66,7 @@ def starved(usage: Sequence[TeamUsage], jobs: Iterable[Job], last: Mapping[str, 
             continue
         if last.get(team.name, float("-inf")) > now - after_s:
             continue
-        out.append(Starved(team.name, waiting[team.name], now - job.submitted_at,
+        out.append(Starved(team.name, waiting[team.name], now - job.waiting_since,
                            job.reason or "no reason recorded yet: no scheduler has looked",
                            team.room()))
     return out

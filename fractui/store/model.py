@@ -104,6 +104,14 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None
     submitted_by: str | None = None  # the audit's actor of its submit (user@where)
+    queued_at: float | None = None  # when it went back to wait after an attempt that started
+
+    @property
+    def waiting_since(self) -> float:
+        """When its present wait began: its submit, or the end of its last attempt that
+        started (a preemption or a requeue puts it back in its queue; its place in the queue
+        stays its submit's)."""
+        return self.submitted_at if self.queued_at is None else self.queued_at
 
     @property
     def user(self) -> str:
@@ -131,7 +139,8 @@ class Job:
                 "charge": slot.charge if slot else 0.0, "preemptible": self.preemptible,
                 "manual": self.manual, "agent_job": self.agent_job,
                 "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals],
-                "env": dict(self.env), "image": self.image, "submitted_by": self.submitted_by}
+                "env": dict(self.env), "image": self.image, "submitted_by": self.submitted_by,
+                "queued_at": self.queued_at}
 
 
 @dataclass(frozen=True)

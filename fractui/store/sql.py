@@ -419,6 +419,8 @@ class SqlStore(Store):
                 "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
                 "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
                 "stop_intent": None, "exit_code": None}
+            if job.agent_job is not None:  # it started: its wait starts again (a launch
+                fields["queued_at"] = now  # refused before it started: the wait goes on)
             detail: dict[str, Any] = {"attempt": job.attempt + 1, "stale_on": stale_on}
             if refusal is not None:
                 fields["refusals"] = job.refusals + (refusal,)
@@ -913,7 +915,7 @@ JOB_COLUMNS = {
     "memory_mib": maybe(INT), "charge": maybe(NUM), "layout_version": maybe(TEXT),
     "preemptible": FLAG, "manual": FLAG, "agent_job": maybe(TEXT), "exit_code": maybe(INT),
     "stop_intent": maybe(TEXT), "refusals": TEXT, "env": maybe(TEXT), "image": maybe(TEXT),
-    "submitted_by": maybe(TEXT)}
+    "submitted_by": maybe(TEXT), "queued_at": maybe(NUM)}
 # a queue's portion as a job keeps it (QueueConfig.request)
 REQUEST_KEYS = {"gpu": NUM, "mig": maybe(TEXT), "memory_gib": NUM, "gpus": INT, "cpus": NUM,
                 "memory": NUM, "hosts": (list,), "gpu_models": (list,), "isolation": TEXT,
@@ -942,6 +944,6 @@ def _job(row: Any) -> Job:
                    stop_intent=row["stop_intent"],
                    refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])),
                    env=_env(what, row["env"]), image=row["image"],
-                   submitted_by=row["submitted_by"])
+                   submitted_by=row["submitted_by"], queued_at=row["queued_at"])
     except TypeError as err:  # JSON of another shape than fractui writes
         raise Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err

@@ -186,7 +186,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
             if record and job.slot else (None, None, None)
         if cap is None and job.slot is not None:
             cap = job.slot.memory_mib
-        since = job.submitted_at if job.state == PENDING or job.started_at is None \
+        since = job.waiting_since if job.state == PENDING or job.started_at is None \
             else job.started_at
         if job.state in ENDED:
             since = job.ended_at or job.updated_at

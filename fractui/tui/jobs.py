@@ -321,10 +321,12 @@ class JobScreen(Screen[None], inherit_bindings=False):
         grid.add_row("job #%d" % job.id, Text.assemble(
             (job.name, "bold"), "  %s · attempt %d%s" % (
                 job.state, job.attempt, " · preemptible" if job.preemptible else "")))
-        grid.add_row("queue", "%s · team %s · submitted %s ago%s" % (
+        grid.add_row("queue", "%s · team %s · submitted %s ago%s%s" % (
             job.queue, job.team or "—", duration(now - job.submitted_at),
-            "" if job.started_at is None else " · started %s ago" % duration(
-                now - job.started_at)))
+            " by %s" % job.user if job.user else "",
+            " · started %s ago" % duration(now - job.started_at) if job.started_at is not None
+            else " · back in its queue %s ago" % duration(now - job.queued_at)
+            if job.queued_at is not None else ""))
         if job.slot is not None:
             slot = job.slot
             what = (("%s at slot %s" % (slot.profile, slot.start)) if slot.profile else

@@ -412,7 +412,7 @@ def queue_stats(queues: Sequence[QueueConfig], jobs: Iterable[Job],
     running: dict[str, int] = {}
     for job in jobs:
         if job.state == PENDING:
-            pending.setdefault(job.queue, []).append(job.submitted_at)
+            pending.setdefault(job.queue, []).append(job.waiting_since)
         elif job.state in ACTIVE:
             running[job.queue] = running.get(job.queue, 0) + 1
     portions = {q.name: q.describe() for q in queues}

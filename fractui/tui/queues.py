@@ -284,7 +284,7 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
                 self._rows[y + 1 + per * k + line] = job
             row = "%s#%-4d %-*.*s %-8.8s %-7.7s %6s " % (
                 "▸" if job.id == self.selected else " ", job.id, name, name, job.name,
-                job.queue, job.team or "—", duration(self.now - job.submitted_at))
+                job.queue, job.team or "—", duration(self.now - job.waiting_since))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")

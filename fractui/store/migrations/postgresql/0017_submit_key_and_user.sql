@@ -5,12 +5,15 @@
 -- job. And who submitted the job, as its audit entry names them (ROLE@where), so a job is
 -- found by its user without the audit; a job of before takes its audit's submit entry.
 -- The guard (0009's, as it was but for these) holds a team member's keys to their own role
--- and their submit to their own name; a cancel or a stop still changes neither.
+-- and their submit to their own name (and a new job to no queued_at); a cancel or a stop
+-- still changes none of them.
 ALTER TABLE jobs ADD COLUMN submit_key TEXT;
 CREATE UNIQUE INDEX jobs_submit_key ON jobs (submit_key);
 ALTER TABLE jobs ADD COLUMN submitted_by TEXT;
-UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.id
-                                AND a.action = 'submit' ORDER BY a.id LIMIT 1);
+-- When the job last began to wait: NULL since its submit, else the end of its last attempt
+-- that started (a preemption, a requeue of a running job, a lost host), so its wait is shown
+-- from there, not from a submit days before it ran; only the lease holder sets it.
+ALTER TABLE jobs ADD COLUMN queued_at DOUBLE PRECISION;
 
 CREATE OR REPLACE FUNCTION fractui_guard_jobs() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
@@ -32,7 +35,7 @@ BEGIN
               "ended_at": null, "host": null, "gpus": null, "profile": null, "start": null,
               "memory_mib": null, "charge": 0, "preemptible": 0, "manual": 0,
               "agent_job": null, "exit_code": null, "stop_intent": null,
-              "layout_version": null, "refusals": "[]"}',
+              "layout_version": null, "refusals": "[]", "queued_at": null}',
             to_jsonb(NEW), ARRAY['id', 'queue', 'team', 'name', 'argv', 'cwd', 'request',
                                  'submitted_at', 'updated_at', 'env', 'image', 'submit_key',
                                  'submitted_by']);
@@ -96,3 +99,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
+-- Last: the rows' update queues the deferred audit check's events (0016), after which
+-- PostgreSQL alters the table no more in this transaction.
+UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.id
+                                AND a.action = 'submit' ORDER BY a.id LIMIT 1);

@@ -8,3 +8,8 @@ CREATE UNIQUE INDEX jobs_submit_key ON jobs (submit_key);
 ALTER TABLE jobs ADD COLUMN submitted_by TEXT;
 UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.id
                                 AND a.action = 'submit' ORDER BY a.id LIMIT 1);
+-- When the job last began to wait: NULL since its submit, else the end of its last attempt
+-- that started (a preemption, a requeue of a running job, a lost host), so its wait is shown
+-- from there, not from a submit days before it ran. A launch refused before it started
+-- leaves it as it was: that wait goes on.
+ALTER TABLE jobs ADD COLUMN queued_at REAL;
