@@ -29,7 +29,7 @@ from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, ON_HOST, PENDING,
-                                 STOPPING, Job, Slot)
+                                 PLACED, RUNNING, STOPPING, Job, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import count, why
 
@@ -243,9 +243,11 @@ def place(config: Config, args: argparse.Namespace) -> int:
 
 
 def _placed_there(job: Job, host: str, gpu: int, profile: Optional[str]) -> bool:
-    """Whether ``job`` is placed by hand (or since launched) where ``place`` asks again."""
+    """Whether ``job`` is placed by hand (or since launched) where ``place`` asks again; not
+    once it is stopping (cancelled, requeued): the scheduler will not launch it there."""
     slot = job.slot
-    return (job.manual and job.state in ON_HOST and slot is not None and slot.host == host
+    return (job.manual and job.state in (PLACED, RUNNING) and slot is not None
+            and slot.host == host
             and slot.gpus == (gpu,) and profile in (None, slot.profile))
 
 

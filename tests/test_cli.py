@@ -302,6 +302,20 @@ def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
     assert code == 1 and str(damaged) in err and "every job on" not in err
 
 
+def test_place_asked_again_of_a_job_since_asked_to_stop_is_refused_not_said_placed(cli):
+    """A place asked again is answered as the first only while the job is where it put it:
+    one placed by hand there and since cancelled (stopping, for the scheduler to stop) is not
+    'placed; the scheduler launches it there' with exit 0, which a script reads as its job
+    about to run."""
+    job = str(cli.f.submit("quarter").id)
+    assert cli.run("place", job, "gpu-a", "0")[0] == 0
+    got, out, _err = cli.run("cancel", job)
+    assert (got, out.strip()) == (0, "%s stopping (the scheduler stops it)" % job)
+    got, out, err = cli.run("place", job, "gpu-a", "0")
+    assert (got, out) == (1, ""), (got, out, err)
+    assert "only a pending job can be placed: job %s is stopping" % job in err, err
+
+
 def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):
     """A researcher's script retried after a lost answer: the same --key answers the job the
     first made, as it is now; the key with another command is a usage error, exit 2."""

@@ -172,6 +172,36 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         admin.close()
 
 
+def test_a_team_member_cannot_pass_for_a_role_named_after_hers_with_an_at(guarded):
+    """A user is the actor before its last ``@`` (model.submitter): ann's actor is ann alone or
+    ann@<where>, where holding no ``@``, so she cannot write ``ann@corp@head``, which reads as
+    the role ``ann@corp`` (a jobs --user, a usage record, the audit of another person)."""
+    admin = guarded.store()
+    try:
+        mine = admin.submit("v", guarded.vision, "mine", ["sleep", "9"], {}, "x")
+        before = ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000))
+        now = "extract(epoch FROM transaction_timestamp())"
+        other = "%s@corp@head" % guarded.ann
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        refused(guarded, audited(
+            "INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+            "updated_at, submitted_by) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
+            "%s, %s, '%s')" % (guarded.vision, now, now, other), other, "submit"),
+            guard, "submit a job as '%s'" % other)
+        refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES "
+                "(extract(epoch FROM clock_timestamp()), '%s', 'cancel', %d, 'forged')"
+                % (other, mine.id), guard, "as '%s'" % other)
+        assert ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000)) == before
+        guarded.sql(guarded.ann, audited(  # her own, from anywhere without an @: as before
+            "INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+            "updated_at, submitted_by) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
+            "%s, %s, '%s@head (tui)')" % (guarded.vision, now, now, guarded.ann),
+            "%s@head (tui)" % guarded.ann, "submit"))
+        assert admin.jobs()[-1].user == guarded.ann
+    finally:
+        admin.close()
+
+
 def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
     """The reason a cancel or a stop leaves is what ``jobs`` shows and what the lease holder's
     own audit entry repeats when it ends the job: ann cannot make it name ops (migration 0015),
