@@ -187,3 +187,32 @@ async def test_n_makes_an_instance_of_a_picked_profile_planned_confirmed_and_aud
         assert isinstance(app.screen, GpuScreen) and app.screen.index == 1
         assert notes(app)[-1] == ("gpu-a gpu 1 is not in MIG mode (M turns it on, on an idle "
                                   "GPU): no instance can be made on it")
+
+
+@pilot_test
+async def test_a_change_that_fails_unforeseen_is_said_and_frees_the_gpu_for_the_next(
+        local_fleet):
+    """A bug's exception in the change's worker (here the agent's call raising what no path
+    expects): said as an error, and the next ``N`` is offered, not refused as under way."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    async with live_app(f) as (app, pilot):
+        call = app.source.call
+
+        def broken(host, method, params, timeout_s=30.0):
+            if method == "mig.apply":
+                raise RuntimeError("boom")
+            return call(host, method, params, timeout_s)
+
+        app.source.call = broken
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d", "N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        await pilot.press("y")
+        await until(pilot, lambda: notes(app), "the failure said")
+        assert notes(app)[-1].startswith("the MIG change on gpu-a gpu 0 failed: RuntimeError: "
+                                         "boom"), notes(app)
+        app.source.call = call
+        await pilot.press("N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "offered again")

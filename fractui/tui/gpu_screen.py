@@ -14,12 +14,14 @@ fractui.sched.mig_change, shown and confirmed, carried out and audited as ``frac
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping, Optional
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import work
+from textual.worker import Worker, WorkerState
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.containers import VerticalScroll
@@ -51,6 +53,7 @@ from remote_agent.mig.layout import Geometry
 
 REFRESH_S = 1.0
 MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mode change)
+log = logging.getLogger("fractui.tui")
 
 
 def _job_names(status: HostStatus, store: Optional[StoreView]) -> dict[str, str]:
@@ -384,6 +387,20 @@ class GpuScreen(Screen[None], inherit_bindings=False):
             self.post_message(MigDone(change, str(err), True))
             return
         self.post_message(MigDone(change, said))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A plan or a change that failed in a way not foreseen (a bug): said, logged with
+        its traceback, and the GPU free for the next change (it would otherwise read as under
+        way until the view is left)."""
+        worker = event.worker
+        if worker.group == "mig" and event.state == WorkerState.ERROR:
+            log.error("a MIG change on %s gpu %d failed", self.host, self.index,
+                      exc_info=worker.error)
+            self.under_way = None
+            self.notify("the MIG change on %s gpu %d failed: %s: %s (fractui's log has the "
+                        "rest); look at the GPU before asking again" % (
+                            self.host, self.index, type(worker.error).__name__, worker.error),
+                        severity="error")
 
     def on_mig_done(self, message: MigDone) -> None:
         self.under_way = None
