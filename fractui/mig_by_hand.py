@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from fractui.sched.mig_change import MigChange, outcome
-from fractui.store import Store
+from fractui.store import Store, StoreError
 from fractui.store.access import MIG
 from fractui.store.intents import Asker, authorize
 
@@ -23,6 +23,10 @@ def carry_out(store: Store, asker: Asker, call: Callable[[str, Mapping[str, Any]
     actor = authorize(store, asker, MIG, None, "%s gpu %d" % (change.host, change.gpu))
     answer = call(change.method, change.params)
     said = outcome(change, answer)
-    store.audit(actor, "mig", None, said, {"host": change.host, "change": change.action,
-                                           **change.params})
+    try:
+        store.audit(actor, "mig", None, said, {"host": change.host, "change": change.action,
+                                               **change.params})
+    except StoreError as err:  # done all the same: said, so that no one makes it again
+        raise type(err)(err.where, "%s; the change was made all the same, and is not in the "
+                        "audit: %s" % (err.what, said)) from err
     return said, answer

@@ -16,6 +16,8 @@ import pytest
 
 from fractui.store import (LeaseLost, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
                            StoreUnavailable, open_store)
+from fractui.mig_by_hand import carry_out
+from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
 from fractui.store.intents import Asker, submit
@@ -447,3 +449,25 @@ def test_a_row_held_by_a_session_left_open_stalls_only_what_needs_it_and_names_i
         psql.close()
         writer.close()
         submitter.close()
+
+
+def test_a_mig_change_made_whose_audit_entry_cannot_be_written_is_said_made(pg_server, pg_url):
+    """The agent made the change, then the store went away before its audit entry: the error
+    says the change was made all the same (and what it was), so no one makes it a second time
+    believing it failed."""
+    store = open_store(pg_url)
+    change = MigChange("gpu-a", 0, DESTROY, "destroy idle 1g.10gb at slot 6", None,
+                       "mig.destroy", {"gpu": 0, "instance": "MIG-x"})
+
+    def agent(method, params):  # the agent's answer, and the store's server gone meanwhile
+        pg_server.stop()
+        return {"destroyed": {"profile": "1g.10gb", "start": 6, "uuid": "MIG-x"}}
+    try:
+        with pytest.raises(StoreUnavailable) as err:
+            carry_out(store, Asker("here"), agent, change)
+        assert str(err.value).endswith("; the change was made all the same, and is not in the "
+                                       "audit: destroyed 1g.10gb at slot 6 (MIG-x) on gpu-a "
+                                       "gpu 0"), err.value
+    finally:
+        pg_server.start()
+        store.close()
