@@ -24,7 +24,7 @@ from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
-from fractui.store import Store, StoreBusy, StoreUnavailable, intents
+from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
 from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker
@@ -92,6 +92,10 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 say("stopped waiting; job %d goes on (fractui cancel %d cancels it)" % (
                     job.id, job.id))
             raise
+        except StoreError as err:  # (only while waiting: the job is queued) not its failure
+            raise type(err)(err.where, "%s; stopped waiting: job %d goes on (fractui jobs "
+                            "--me shows it, fractui cancel %d cancels it)" % (
+                                err.what, job.id, job.id)) from err
     finally:
         store.close()
     if args.json:  # (with --wait, the job as it ended)

@@ -471,3 +471,25 @@ def test_a_mig_change_made_whose_audit_entry_cannot_be_written_is_said_made(pg_s
     finally:
         pg_server.start()
         store.close()
+
+
+def test_submit_wait_losing_its_store_says_the_job_goes_on(pg_server, pg_url, tmp_path):
+    """The store's server goes away while ``submit --wait`` waits: exit 1 with the store's
+    words and that the job goes on, never as if the job had failed."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % pg_url)
+    waiting = subprocess.Popen([sys.executable, "-m", "fractui", "--config", str(config),
+                                "submit", "--wait", "--queue", "q", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=REPO, stdin=subprocess.DEVNULL)
+    try:
+        number = int(waiting.stdout.readline().split()[0])  # queued: now it waits
+        pg_server.stop()
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        pg_server.start()
+    assert (waiting.returncode, out) == (1, ""), err
+    assert "cannot reach the PostgreSQL server" in err, err
+    assert err.endswith("; stopped waiting: job %d goes on (fractui jobs --me shows it, fractui "
+                        "cancel %d cancels it)\n" % (number, number)), err
+    assert "Traceback" not in err
