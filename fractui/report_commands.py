@@ -31,7 +31,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
             raise UsageError("--since (%s) must be before --until (%s)" % (
                 _local(since), _local(until)))
         made = build(store.usage(since, until), store.gpu_time(since, until), since, until,
-                     args.by, now, store.jobs(UNSTARTED))
+                     args.by, now, store.jobs(UNSTARTED, ended_since=since))
     finally:
         store.close()
     if args.json:

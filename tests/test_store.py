@@ -509,6 +509,9 @@ def test_a_users_jobs_are_those_they_submitted_from_anywhere_and_no_one_elses(st
         assert names == {"ann": ["ann@a", "ann@b (tui)", "ann"], "ann@corp": ["ann@corp@a"],
                          "an": []}
         assert [j.name for j in store.jobs(users=["bob", "annie"], limit=1)] == ["annie@a"]
+        ended = store.ended(1, ("pending",), "cancelled", "x", "me", "x", "cancel")
+        assert store.jobs(ended_since=ended.ended_at) == [ended]  # the rest never ended
+        assert store.jobs(ended_since=ended.ended_at + 1) == []
         assert store.jobs(users=[]) == []
     finally:
         store.close()

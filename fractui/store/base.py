@@ -155,10 +155,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def jobs(self, states: Optional[Iterable[str]] = None, queue: Optional[str] = None,
              limit: Optional[int] = None, hosts: Optional[Iterable[str]] = None,
-             users: Optional[Iterable[str]] = None) -> list[Job]:
+             users: Optional[Iterable[str]] = None,
+             ended_since: Optional[float] = None) -> list[Job]:
         """Jobs in those states (all if None), oldest first; with ``hosts``, only those whose
         slot is on one of them; with ``users``, only those one of them submitted (Job.user);
-        with ``limit``, the newest that many of those."""
+        with ``ended_since``, only those that ended then or later; with ``limit``, the newest
+        that many of those."""
 
     # Transitions: each one compare-and-set on the job's state (StateConflict if it is in none
     # of the states named), audited in the same transaction where it says so. ``epoch``: made
