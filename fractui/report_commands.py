@@ -81,9 +81,8 @@ def _unstarted(r: Report) -> List[str]:
     """The jobs the table cannot show: those that ended waiting, never having started."""
     if not r.unstarted:
         return []
-    return ["%s ended in this range while waiting to start (%s): waits and outcomes count "
-            "only attempts that started" % (count(sum(r.unstarted.values()), "job"), ", ".join(
-                "%d %s" % (r.unstarted[o], o) for o in UNSTARTED if r.unstarted.get(o)))]
+    return ["%s ended in this range while waiting to start: waits and outcomes count only "
+            "attempts that started" % r.ended_waiting()]
 
 
 def _row(g: Group, gpus: bool) -> List[str]:

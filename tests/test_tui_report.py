@@ -10,7 +10,7 @@ import sqlite3
 
 from textual_plotext.plot import Plot
 
-from fractui.store.model import GpuTime, Slot
+from fractui.store.model import CANCELLED, PENDING, GpuTime, Slot
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.help import HelpScreen
@@ -123,6 +123,37 @@ async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
             assert not screen.query_one("#report-plots").display
             assert not screen.query_one("#report-table").display
     store.close()
+
+
+@pilot_test
+async def test_jobs_that_ended_waiting_are_said_on_the_screen_as_by_fractui_report(tmp_path):
+    """The screen counts them as the CLI's report does: in the note where no job held a slice,
+    and beside the totals where one did."""
+    store = SqliteStore(os.path.join(tmp_path, "store.db"), clock=lambda: NOW - 3600)
+    for name in ("a", "b"):
+        job = store.submit("q", "vision", name, ["x"], {}, "ann@laptop")
+        store.ended(job.id, (PENDING,), CANCELLED, "cancelled by ann", "ann", "no", "cancel")
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        note = " ".join(str(report(app).query_one("#report-note").render()).split())
+    assert "2 jobs (2 cancelled) ended waiting, never started." in note, note
+    store.close()
+    store = usage_store(os.path.join(tmp_path, "used.db"))
+    late = SqliteStore(os.path.join(tmp_path, "used.db"), clock=lambda: NOW - 1800)
+    job = late.submit("q", "nlp", "late", ["x"], {}, "cy@laptop")
+    late.ended(job.id, (PENDING,), CANCELLED, "cancelled by cy", "cy", "no", "cancel")
+    late.close()
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        headline = " ".join(str(report(app).query_one("#report-headline").render()).split())
+    store.close()
+    assert "· 1 job (1 cancelled) ended waiting, never started" in headline, headline
 
 
 @pilot_test

@@ -88,7 +88,7 @@ def compute(source: Source, span: Span, by: str, now: float) -> Optional[Compute
     first = earliest(records, gpu_time)
     since = now - span.seconds if span.seconds is not None else (
         first if first is not None else now)
-    report = build(records, gpu_time, since, now, by, now)
+    report = build(records, gpu_time, since, now, by, now, source.read_ended(since))
     teams = report if by == "team" else build(records, gpu_time, since, now, "team", now)
     return Computed(report, teams, series(records, report.start, now, span.steps, now),
                     len(records))
@@ -175,6 +175,8 @@ def headline(computed: Computed, shell: Optional[str] = None) -> Text:
                                                      gpu_hours(t.online_h)))
     parts.append("waits p50 %s p95 %s" % (duration(t.wait_median_s), duration(t.wait_p95_s)))
     parts.append("%d attempts" % computed.attempts)
+    if computed.report.unstarted:
+        parts.append("%s ended waiting, never started" % computed.report.ended_waiting())
     text.append(" · ".join(parts), style="dim")
     if shell:
         text.append("\nfrom a shell: %s" % shell, style="dim")
@@ -202,9 +204,11 @@ def empty_note(computed: Optional[Computed], span: Span) -> Optional[str]:
               "outside fractui is something)." % (gpu_hours(total.online_h),
                                                   gpu_hours(total.idle_h or 0.0))
               if total.online_h else "")
+    waited = computed.report.ended_waiting()
     return ("No usage in the %s: no job held a slice in this range. Usage is recorded when the "
-            "scheduler starts a job, and kept for the retention the config sets.%s"
-            % (span.name if span.seconds is not None else "store", online))
+            "scheduler starts a job, and kept for the retention the config sets.%s%s"
+            % (span.name if span.seconds is not None else "store", online,
+               " %s ended waiting, never started." % waited if waited else ""))
 
 
 class ReportBody(VerticalScroll, inherit_bindings=False):

@@ -20,9 +20,10 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
 from fractui.store.base import FEED_WAIT_S, HOSTS, JOBS, LEASE, Store, StoreError
-from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, UsageRecord
+from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, Job, UsageRecord
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
+from fractui.usage.report import UNSTARTED
 
 if TYPE_CHECKING:
     from fractui.scheduler.child import ChildScheduler
@@ -117,6 +118,11 @@ class Source:
             return None
         return [r for r in self._usage if r.started_at < until and
                 (r.ended_at is None or r.ended_at > since)], []
+
+    def read_ended(self, since: float) -> list[Job]:
+        """The jobs that ended since ``since`` without having started (the report screen's,
+        in a worker thread): the store's; a frozen fleet has none."""
+        return [] if self.store is None else self.store.jobs(UNSTARTED, ended_since=since)
 
     def watch_store(self, changed: Callable[[], None]) -> None:
         """From now on ``changed`` is called (from a thread of the source's) when the store

@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
 from fractui.usage import BY
+from fractui.words import count
 
 HOUR = 3600.0
 NONE = "(none)"  # the group of attempts with no team (or no model)
@@ -114,6 +115,13 @@ class Report:
     """Where the store's usage in the range begins (``since``, or later for a younger store)."""
     unstarted: Dict[str, int] = field(default_factory=dict)
     """Jobs that ended in the range without starting, by how (``unstarted_jobs``)."""
+
+    def ended_waiting(self) -> str:
+        """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
+        if not self.unstarted:
+            return ""
+        return "%s (%s)" % (count(sum(self.unstarted.values()), "job"), ", ".join(
+            "%d %s" % (self.unstarted[o], o) for o in UNSTARTED if self.unstarted.get(o)))
 
     def record(self) -> Dict[str, object]:
         return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
