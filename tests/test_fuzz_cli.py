@@ -50,6 +50,8 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "queue": (["quarter", "mig-small"], ["nope", "", "x" * 100, "QUARTER"]),
     "team": ([], ["vision", "", "nope"]),  # the config has no teams: any --team is wrong
     "text": (["n", "é x", "x" * 500, "a=b", "/tmp/nowhere"], ["-x", "--x"]),
+    "key": (["k1", "sweep-7 é", "x" * 256], ["x" * 257, "-x", "a\ud800b"]),
+    "user": (["root", "ann", "ann@corp", "é"], ["", "-x"]),
     "cwd": (["/tmp/nowhere", "/", "/é x", "/" + "x" * 500], ["-x", "--x", "rel/dir", "n"]),
     "env": (["A=1", "B=", "PATH=/x"], ["noequals", "=x", ""]),
     "image": (["docker.io/library/python:3.12", "localhost/x@sha256:00", "/opt/i.sif"],
@@ -136,7 +138,7 @@ def _submit(c: Case, rng: random.Random) -> None:
     c.add("--queue", c.word(rng, "queue", 0.2))
     if _maybe(rng, 0.15):
         c.add("--team", c.word(rng, "team"))
-    for flag, kind in (("--name", "text"), ("--cwd", "cwd")):
+    for flag, kind in (("--name", "text"), ("--cwd", "cwd"), ("--key", "key")):
         if _maybe(rng, 0.25):
             c.add(flag, c.word(rng, kind, 0.2))
     if _maybe(rng, 0.25):
@@ -159,6 +161,13 @@ def _jobs(c: Case, rng: random.Random) -> None:
         c.add("--all")
         if _maybe(rng):
             c.add("--limit", c.word(rng, "count", 0.3))
+    whose = rng.randrange(6)
+    if whose in (1, 3):
+        c.add("--user", c.word(rng, "user", 0.3))
+    if whose in (2, 3):
+        c.add("--me")
+    if whose == 3:
+        c.bad.append("--user and --me")
     _flags(c, rng, "--json")
 
 
