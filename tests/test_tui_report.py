@@ -125,34 +125,40 @@ async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
     store.close()
 
 
+async def shown(store, part: str) -> str:
+    """The text of the report screen's ``part`` (its note, its headline) over ``store``, as one
+    line: the store closed after."""
+    app = frozen_app(usage=store)
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+            await pilot.press("R")
+            await settled(pilot)
+            return " ".join(str(report(app).query_one(part).render()).split())
+    finally:
+        store.close()
+
+
+def cancelled_waiting(path: str, at: float, *names: str) -> None:
+    """Jobs submitted and cancelled while they waited, at ``at``, into the store at ``path``."""
+    store = SqliteStore(path, clock=lambda: at)
+    for name in names:
+        job = store.submit("q", "vision", name, ["x"], {}, "ann@laptop")
+        store.ended(job.id, (PENDING,), CANCELLED, "cancelled by ann", "ann", "no", "cancel")
+    store.close()
+
+
 @pilot_test
 async def test_jobs_that_ended_waiting_are_said_on_the_screen_as_by_fractui_report(tmp_path):
     """The screen counts them as the CLI's report does: in the note where no job held a slice,
     and beside the totals where one did."""
-    store = SqliteStore(os.path.join(tmp_path, "store.db"), clock=lambda: NOW - 3600)
-    for name in ("a", "b"):
-        job = store.submit("q", "vision", name, ["x"], {}, "ann@laptop")
-        store.ended(job.id, (PENDING,), CANCELLED, "cancelled by ann", "ann", "no", "cancel")
-    app = frozen_app(usage=store)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
-        await pilot.press("R")
-        await settled(pilot)
-        note = " ".join(str(report(app).query_one("#report-note").render()).split())
+    path = os.path.join(tmp_path, "store.db")
+    cancelled_waiting(path, NOW - 3600, "a", "b")
+    note = await shown(SqliteStore(path), "#report-note")
     assert "2 jobs (2 cancelled) ended waiting, never started." in note, note
-    store.close()
-    store = usage_store(os.path.join(tmp_path, "used.db"))
-    late = SqliteStore(os.path.join(tmp_path, "used.db"), clock=lambda: NOW - 1800)
-    job = late.submit("q", "nlp", "late", ["x"], {}, "cy@laptop")
-    late.ended(job.id, (PENDING,), CANCELLED, "cancelled by cy", "cy", "no", "cancel")
-    late.close()
-    app = frozen_app(usage=store)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
-        await pilot.press("R")
-        await settled(pilot)
-        headline = " ".join(str(report(app).query_one("#report-headline").render()).split())
-    store.close()
+    used = usage_store(os.path.join(tmp_path, "used.db"))
+    cancelled_waiting(os.path.join(tmp_path, "used.db"), NOW - 1800, "late")
+    headline = await shown(used, "#report-headline")
     assert "· 1 job (1 cancelled) ended waiting, never started" in headline, headline
 
 
@@ -163,14 +169,8 @@ async def test_gpu_time_with_no_job_says_how_much_of_it_was_idle_not_all_of_it(t
     store = SqliteStore(os.path.join(tmp_path, "store.db"))
     store.keep_gpu_time([GpuTime("h", 0, NOW - 3600, "L4", online_s=300, idle_s=300),
                          GpuTime("h", 1, NOW - 3600, "L4", online_s=300, idle_s=0)])
-    app = frozen_app(usage=store)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
-        await pilot.press("R")
-        await settled(pilot)
-        note = str(report(app).query_one("#report-note").render())
-    store.close()
-    assert "online 0.17 GPU-h, 0.08 of it idle" in " ".join(note.split()), note
+    note = await shown(store, "#report-note")
+    assert "online 0.17 GPU-h, 0.08 of it idle" in note, note
     assert "all of it idle" not in note
 
 
