@@ -127,7 +127,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[i
           columns: Optional[int]) -> List[str]:
     """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap; the
     last column takes what is left, and a line longer than ``columns`` ends in "…"."""
-    cells = [list(header)] + [[_one_line(c) for c in row] for row in rows]
+    cells = [list(header)] + [[one_line(c) for c in row] for row in rows]
     widths = [min(cap, max(len(r[i]) for r in cells)) for i, cap in enumerate(caps)]
     lines = []
     for row in cells:
@@ -139,7 +139,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[i
     return lines
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A cell on one line: a reason may hold newlines, a name control characters."""
     return "".join(c if c.isprintable() else " " for c in text)
 

@@ -165,6 +165,21 @@ def test_a_line_loses_its_control_characters_and_keeps_its_width():
 
 
 @pilot_test
+async def test_an_argv_with_newlines_stays_on_its_one_row():
+    """A word of the command holding newlines is shown on the argv row, each newline a space,
+    not spread over the rows below it."""
+    app = hostile_app("one\ntwo\nthree")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settled(pilot)
+        app.open_job(1)
+        await settled(pilot)
+        lines = screen_lines(app)
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("argv"))
+        assert "'Aone two three'" in lines[at], lines[at]
+        assert "three'" not in lines[at + 1], lines[at + 1]  # no part of it below
+
+
+@pilot_test
 async def test_a_notice_shows_text_as_written():
     """A search that matches nothing says so in a notice, the pattern in it as typed."""
     app = hostile_app("x")

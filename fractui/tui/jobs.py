@@ -28,6 +28,7 @@ from fractui.store.base import JobNotFound, StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import Asker, Refused, ask_stop, stop_refusal
 from fractui.store.model import ON_HOST, AuditEntry, Job, stops_offered
+from fractui.terminal import one_line
 from fractui.tui.commands import Entry
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
@@ -355,7 +356,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
         if job.reason or self.error:
             grid.add_row("reason", Text(" · ".join(filter(None, (job.reason, self.error))),
                                         style=RichVariables(self.app)["warning"]))
-        grid.add_row("argv", Text(shlex.join(job.argv), no_wrap=True, overflow="ellipsis"))
+        grid.add_row("argv", Text(one_line(shlex.join(job.argv)), no_wrap=True,
+                                  overflow="ellipsis"))
         if job.image:
             grid.add_row("image", Text(job.image, no_wrap=True, overflow="ellipsis"))
         if job.env:
