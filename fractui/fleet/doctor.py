@@ -23,9 +23,8 @@ from fractui.words import count
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smb3", "smbfs", "fuse.sshfs", "lustre",
                        "gpfs", "ceph", "glusterfs", "fuse.glusterfs", "9p")
-# A container's own writable layer, or its memory: what is written there goes when the
-# container is removed or restarted.
-CONTAINER_LAYERS = ("overlay", "fuse.fuse-overlayfs", "tmpfs")
+# A container's own writable layer: what is written there goes when the container is removed.
+CONTAINER_LAYERS = ("overlay", "fuse.fuse-overlayfs")
 
 
 @dataclass
@@ -327,10 +326,9 @@ def _check_state_dir(host: HostConfig, transport: Transport, report: Report) -> 
                    "network filesystems" % (path, fstype), "set state_dir to a local disk, "
                    "e.g. /var/tmp/fractui-agent")
     elif host.transport == "exec" and fstype in CONTAINER_LAYERS:
-        report.add("state dir", "warn", "%s is on %s, %s: the agent's job records and logs go "
-                   "with the container (a new pod or container knows nothing of the jobs it "
-                   "ran)" % (path, fstype, "in the container's memory" if fstype == "tmpfs"
-                             else "the container's own layer"),
+        report.add("state dir", "warn", "%s is on %s, the container's own layer: the agent's "
+                   "job records and logs go with the container (a new pod or container knows "
+                   "nothing of the jobs it ran)" % (path, fstype),
                    "mount a volume at %s (a hostPath in a pod: deploy/kubernetes/daemonset.yaml; "
                    "podman or docker run -v DIR:%s)" % (path, path))
     else:
