@@ -15,8 +15,8 @@ import time
 from contextlib import contextmanager, nullcontext
 from types import ModuleType
 from dataclasses import replace
-from typing import Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Optional, Set, \
-    Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar, \
+    Union
 
 from remote_agent import FEATURES, PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
@@ -394,16 +394,14 @@ class Agent:
         self.health.clear(index)
         return applied
 
-    def _journaled(self, index: int, before: Layout, change: Change) -> ContextManager[None]:
+    @contextmanager
+    def _journaled(self, index: int, before: Layout, change: Change) -> Iterator[None]:
         """The change kept in the journal (durably, before its first step) while the body
         makes it; HOST_FAILED, nothing changed, where it cannot be written."""
-        if self.journal is None:
-            return nullcontext()
-        return self._journal_entry(self.journal, index, before, change)
-
-    @contextmanager
-    def _journal_entry(self, journal: MigJournal, index: int, before: Layout,
-                       change: Change) -> Iterator[None]:
+        journal = self.journal
+        if journal is None:
+            yield
+            return
         uuid = self.gpu_info(index).uuid
         try:
             path = journal.begin(index, uuid, before, change)
