@@ -19,7 +19,7 @@ from fractui.config import Config
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, flips_modes, idle_view
-from fractui.sched.cordons import state
+from fractui.sched.cordons import host_out, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.quota import past_quota, quota_of, team_usage
@@ -319,7 +319,7 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
             config.host(args.host)  # a host left out of the config may still be uncordoned
         _check_gpu(store, args.host, gpu)
         lifted = intents.uncordon(store, args.host, gpu, asker)
-        still = [c for c in store.cordons() if c.host == args.host and c.gpu is None]
+        still = host_out(store.cordons(), args.host)
     finally:
         store.close()
     where = args.host if gpu is None else "%s gpu%d" % (args.host, gpu)
@@ -329,7 +329,7 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
         print("back in service: %s" % ", ".join(c.where() for c in lifted))
     if still:  # one GPU uncordoned on a host cordoned as a whole
         say("%s is still %s as a whole: fractui uncordon %s puts it back" % (
-            args.host, "cordoned" if still[0].mode == CORDON else "being drained", args.host))
+            args.host, still, args.host))
     return 0
 
 

@@ -40,6 +40,13 @@ def covering(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()
     return min(found, key=lambda c: -1 if c.gpu is None else c.gpu, default=None)
 
 
+def host_out(cordons: Iterable[Cordon], host: str) -> Optional[str]:
+    """How ``host`` is out of service as a whole ("cordoned", "being drained"), or None: what
+    still holds a GPU of it out once the GPU's own cordon is lifted."""
+    c = covering(cordons, host)
+    return None if c is None else CORDONED if c.mode == CORDON else "being drained"
+
+
 def refusal(cordons: Iterable[Cordon], host: str, gpus: Sequence[int] = ()) -> Optional[str]:
     """Why nothing new may go on ``host``'s GPUs ``gpus``, or None if it may."""
     c = covering(cordons, host, gpus)

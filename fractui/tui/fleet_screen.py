@@ -24,6 +24,7 @@ from textual.widgets import Input
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
+from fractui.sched.cordons import host_out
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
@@ -681,14 +682,13 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         try:
             if mode is None:
                 lifted = uncordon(store, host, gpu, self.fleet_app.asker)
-                whole = None if gpu is None else next(
-                    (c for c in store.cordons() if c.host == host and c.gpu is None), None)
+                whole = None if gpu is None else host_out(store.cordons(), host)
                 if whole is not None:  # the GPU is still out, by its host's: never "in service"
                     said = "%s%s is still %s as a whole, and this GPU with it: uncordon " \
                         "the host (U on the map) to put it back" % (
                             "back in service: %s; but " % ", ".join(c.where() for c in lifted)
                             if lifted else "%s gpu%d has no cordon of its own; " % (host, gpu),
-                            host, "cordoned" if whole.mode == CORDON else "being drained")
+                            host, whole)
                     self.post_message(ServiceChanged(said, True))
                     return
                 said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
