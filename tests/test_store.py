@@ -538,3 +538,31 @@ def test_a_job_back_in_its_queue_after_it_ran_waits_from_then_not_after_a_refuse
         assert store.get(job.id).record()["queued_at"] == back.queued_at
     finally:
         store.close()
+
+
+def test_a_job_back_in_its_queue_before_the_upgrade_waits_from_its_last_attempts_end(tmp_path):
+    """Migration 0014 gives a job of before the end of its last attempt that started (its
+    usage record's), so its next attempt's wait, and the screens', count from there."""
+    path = str(tmp_path / "store.db")
+    db = sqlite3.connect(path)
+    for number, sql in _migrations():
+        if number < 14:
+            for statement in sql.split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+    db.execute("PRAGMA user_version = 13")
+    db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00002')")
+    db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
+               "attempt) VALUES ('q', 'back', '[\"x\"]', '{}', 'pending', 100, 900, 1), "
+               "('q', 'fresh', '[\"x\"]', '{}', 'pending', 200, 200, 0)")
+    db.execute("INSERT INTO usage (job, attempt, queue, user_name, host, gpus, charge, "
+               "queued_at, started_at, ended_at, outcome) VALUES "
+               "(1, 0, 'q', 'ann', 'h', '[0]', 0.5, 100, 150, 800, 'preempted')")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert [(j.queued_at, j.waiting_since) for j in store.jobs()] == [(800.0, 800.0),
+                                                                          (None, 200.0)]
+    finally:
+        store.close()

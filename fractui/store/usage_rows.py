@@ -44,10 +44,7 @@ def open_attempt(run: Run, db: Any, job: Job, started_at: float,
     row = run(db, "SELECT actor FROM audit WHERE job = ? AND action = 'submit' "
                   "ORDER BY id LIMIT 1", (job.id,)).fetchone()
     user = submitter(row["actor"]) if row is not None else "(unknown)"
-    row = run(db, "SELECT max(ended_at) AS t FROM usage WHERE job = ? AND attempt < ?",
-              (job.id, job.attempt)).fetchone()
-    queued_at = float(row["t"]) if row is not None and row["t"] is not None \
-        else job.submitted_at
+    queued_at = job.waiting_since  # (its requeue set it as it closed the last one's record)
     run(db, "INSERT INTO usage (job, attempt, team, queue, user_name, host, gpus, model, "
             "profile, memory_mib, charge, queued_at, started_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

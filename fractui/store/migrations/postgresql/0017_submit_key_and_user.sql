@@ -101,5 +101,9 @@ END
 $$;
 -- Last: the rows' update queues the deferred audit check's events (0016), after which
 -- PostgreSQL alters the table no more in this transaction.
+-- A job of before takes its submitter from its audit entry, and when it last began to wait
+-- from the end of its last attempt that started, as its usage records keep it.
 UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.id
-                                AND a.action = 'submit' ORDER BY a.id LIMIT 1);
+                                AND a.action = 'submit' ORDER BY a.id LIMIT 1),
+                queued_at = (SELECT max(u.ended_at) FROM usage u WHERE u.job = jobs.id
+                             AND u.attempt < jobs.attempt);

@@ -11,5 +11,8 @@ UPDATE jobs SET submitted_by = (SELECT a.actor FROM audit a WHERE a.job = jobs.i
 -- When the job last began to wait: NULL since its submit, else the end of its last attempt
 -- that started (a preemption, a requeue of a running job, a lost host), so its wait is shown
 -- from there, not from a submit days before it ran. A launch refused before it started
--- leaves it as it was: that wait goes on.
+-- leaves it as it was: that wait goes on. A job of before takes the end of its last attempt
+-- that started, as its usage records keep it.
 ALTER TABLE jobs ADD COLUMN queued_at REAL;
+UPDATE jobs SET queued_at = (SELECT max(u.ended_at) FROM usage u WHERE u.job = jobs.id
+                             AND u.attempt < jobs.attempt);
