@@ -62,3 +62,72 @@ def test_the_holder_keeps_each_attempts_record_and_each_gpus_time(local_fleet, m
     assert online > 0 and idle == 0 and held == pytest.approx(online)  # the whole GPU, held
     free = [g for g in range(3) if g not in runs.gpus + done.gpus]
     assert free and all(per_gpu[g][1] == per_gpu[g][0] > 0 for g in free)  # nothing there
+
+
+@pytest.mark.parametrize("answer", ["kept", "lost"])
+@pytest.mark.parametrize("intent", ["cancel", "requeue"])
+def test_a_stop_asked_while_the_launch_is_in_flight_charges_the_attempt_that_ran(
+        local_fleet, intent, answer):
+    """The scheduler sent the launch, the agent started the job, and the user's cancel (or
+    requeue) landed before the store recorded it running — then the launch's answer came
+    (kept), or was lost and the job is found on its host by a later pass (lost). The attempt
+    ran, so it is charged for the time it held its slice, from the agent's start to its
+    stop; a requeued one waits anew from its requeue, and the start is audited."""
+    from fractui.fleet.host import AnswerLost
+    from fractui.store.intents import Asker, ask_stop
+
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    job = f.submit("quarter", argv=localfleet.POLITE)
+    executor = f.scheduler.executor
+    sent = executor.call
+
+    def launch_then_stop(host, method, params):
+        answer_ = sent(host, method, params)
+        if method == "job.launch" and params["key"].endswith(".0"):  # started on the host;
+            ask_stop(f.store, f.store.get(job.id), intent, Asker("alice"))  # store: placed
+            if answer == "lost":
+                raise AnswerLost(host, method, "cut")
+        return answer_
+    executor.call = launch_then_stop
+    first = [(job.id, 0)]
+    f.until(lambda: [(r.job, r.attempt) for r in f.store.usage(0, 9e12)
+                     if r.ended_at is not None] == first or
+            f.store.get(job.id).state == "cancelled")
+    ran = [r for r in f.agent_jobs() if r["key"] == "fractui-%s-%d.0" % (f.store.uid, job.id)]
+    assert len(ran) == 1 and ran[0]["started_at"] is not None, ran
+    records = [r for r in f.store.usage(0, 9e12) if r.attempt == 0]
+    assert [(r.job, r.outcome) for r in records] == [
+        (job.id, "cancelled" if intent == "cancel" else "requeued")]
+    assert records[0].started_at == pytest.approx(ran[0]["started_at"])
+    assert records[0].ended_at >= ran[0]["started_at"] and records[0].charge == 0.25
+    if intent == "cancel":
+        assert records[0].ended_at == pytest.approx(ran[0]["ended_at"])
+    else:  # it ran: its next wait starts from its requeue, not from its submit
+        assert f.store.get(job.id).waiting_since == pytest.approx(records[0].ended_at)
+    assert "launch" in [e.action for e in f.store.audit_log(job.id)]
+
+
+def test_an_attempt_that_ran_and_ended_before_its_start_was_recorded_is_charged(local_fleet):
+    """The launch's answer was lost (the holder died, or the connection did) and the job ran
+    to its end before a pass found it: its record is opened from the agent's start and closed
+    with its end, not left out."""
+    from fractui.fleet.host import AnswerLost
+
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    job = f.submit("quarter", argv=localfleet.sleeper(0.5))
+    executor = f.scheduler.executor
+    sent = executor.call
+
+    def launch_lost(host, method, params):
+        answer = sent(host, method, params)
+        if method == "job.launch":
+            wait(lambda: [r["state"] for r in f.agent_jobs()] == ["exited"], f.agent_jobs)
+            raise AnswerLost(host, method, "cut")
+        return answer
+    executor.call = launch_lost
+    f.until(lambda: f.states()[job.id] == DONE)
+    ran = f.agent_jobs()[0]
+    records = f.store.usage(0, 9e12)
+    assert [(r.job, r.attempt, r.outcome) for r in records] == [(job.id, 0, DONE)]
+    assert (records[0].started_at, records[0].ended_at) == pytest.approx(
+        (ran["started_at"], ran["ended_at"]))

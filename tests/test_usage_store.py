@@ -6,7 +6,9 @@ and retention forgets what ended before it."""
 
 from __future__ import annotations
 
-from fractui.store import open_store
+import pytest
+
+from fractui.store import StateConflict, open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, REQUEUED,
                                  RUNNING, STOPPING, GpuTime, Sampled, Slot)
 
@@ -94,6 +96,33 @@ def test_a_wait_goes_on_through_placements_refused_before_they_started(store_url
         assert first.outcome == PREEMPTED and first.ended_at is not None
         assert (second.attempt, second.queued_at) == (2, first.ended_at)
         assert second.waited_s == restart - first.ended_at
+    finally:
+        store.close()
+
+
+def test_a_start_recorded_after_a_stop_was_asked_keeps_the_job_stopping_and_charges_it(
+        store_url):
+    """A stop asked while the launch was in flight: the start the agent reports afterwards is
+    recorded (the attempt ran: its record opens from the agent's start) and the job stays
+    stopping; a second report of the start is a conflict, not a second record."""
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", "vision", "raced", ["x"], {}, "ann@laptop")
+        store.place(job.id, SHARE, "sched", "fits")
+        store.stopping(job.id, (PLACED,), "cancel", "ann", "cancelled by ann")
+        start = store.now() + 10
+        ran = store.started(job.id, "j1", start, "sched", "started on h1")
+        assert (ran.state, ran.stop_intent, ran.agent_job, ran.started_at) == (
+            STOPPING, "cancel", "j1", start)
+        with pytest.raises(StateConflict, match="its start recorded"):
+            store.started(job.id, "j1", start, "sched", "started on h1")
+        store.ended(job.id, (STOPPING,), CANCELLED, "cancelled by ann", "sched", "cancelled",
+                    "end", ended_at=start + 2)
+        [record] = store.usage(0, 9e12)
+        assert (record.started_at, record.ended_at, record.outcome, record.charge) == (
+            start, start + 2, CANCELLED, 0.25)
+        assert [e.action for e in store.audit_log(job.id)] == [
+            "submit", "decide", "cancel", "launch", "end"]
     finally:
         store.close()
 

@@ -280,25 +280,43 @@ class Executor:
                 return False
             return True
         state = rec.get("state")
-        if state in AGENT_ENDED:
+        ended = state in AGENT_ENDED
+        if job.state == PLACED and ended and never_ran(rec):
+            log.warning("job %d: its launch on %s was cut short before anything ran (%s); "
+                        "it is launched again by the same key", job.id, view.name,
+                        rec.get("reason"))
+            return False  # still placed: this pass launches it again, by the same key
+        found = self._found_started(job, view, rec)
+        if found is not None:
+            job = found
+        if ended:
             if job.state == STOPPING:
                 self.finish_stop(job, rec)
-            elif job.state == PLACED and never_ran(rec):
-                log.warning("job %d: its launch on %s was cut short before anything ran (%s); "
-                            "it is launched again by the same key", job.id, view.name,
-                            rec.get("reason"))
-                return False  # still placed: this pass launches it again, by the same key
             else:
                 self._ended(job, rec)
-        elif job.state == PLACED:  # launched by a scheduler that died before recording it
-            self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
-                               "found running on %s" % job.slot.describe(),  # type: ignore
-                               epoch=self.epoch, model=view.model(job.slot.gpus))  # type: ignore
-        else:
-            if job.state == STOPPING:
-                self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
-            return False
-        return True
+            return True
+        if job.state == STOPPING:
+            self.stop(view.name, rec["id"], key, job.reason or "stopped by fractui")
+        return found is not None
+
+    def _found_started(self, job: Job, view: HostView, rec: Dict[str, Any]) -> Optional[Job]:
+        """Records the start of an attempt the agent has but the store does not: launched by
+        a holder that died before recording it (placed), or stopped by a user whose ask
+        landed while its launch was in flight (stopping, its start unrecorded). An attempt
+        that ran at all is charged from the agent's start; one that never started (its
+        record has no start) held nothing. The job as it is now, or None where nothing was
+        recorded."""
+        if job.agent_job is not None or job.state not in (PLACED, STOPPING):
+            return None
+        if rec.get("started_at") is None and (job.state != PLACED or
+                                              rec.get("state") in AGENT_ENDED):
+            return None  # (a placed job's start underway is recorded at once, as launch does)
+        slot = job.slot
+        assert slot is not None
+        return self.store.started(job.id, rec.get("id"), rec.get("started_at"), self.actor,
+                                  "found %s on %s" % ("started" if job.state == STOPPING
+                                                     else "running", slot.describe()),
+                                  epoch=self.epoch, model=view.model(slot.gpus))
 
     def _ended(self, job: Job, rec: Dict[str, Any]) -> None:
         code = rec.get("exit_code")

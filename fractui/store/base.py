@@ -186,7 +186,10 @@ class Store(abc.ABC):
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
                 why: str, epoch: Optional[int] = None, model: Optional[str] = None) -> Job:
         """placed -> running as the agent's ``agent_job`` (audited ``launch``), its usage
-        record opened (``model``: its GPUs' model, as its host reports it)."""
+        record opened (``model``: its GPUs' model, as its host reports it). A job a stop was
+        asked of while its launch was in flight (stopping, its start not recorded) stays
+        stopping, its start and record kept the same way: the attempt ran, so it is charged
+        for the time it held its slice."""
 
     @abc.abstractmethod
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,

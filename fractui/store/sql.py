@@ -20,7 +20,7 @@ import threading
 import uuid
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
 from fractui.store import usage_rows
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
@@ -336,13 +336,20 @@ class SqlStore(Store):
 
     def started(self, job_id: int, agent_job: str, started_at: Optional[float], actor: str,
                 why: str, epoch: Optional[int] = None, model: Optional[str] = None) -> Job:
+        def unrecorded(db: Any, job: Job) -> None:
+            if job.agent_job is not None:  # (stopping: its start was recorded already)
+                raise StateConflict("job %d is %s, its start recorded" % (job_id, job.state))
+
+        def fields(job: Job) -> dict[str, Any]:
+            ran = {"agent_job": agent_job, "started_at": started_at}
+            return dict(ran, state=RUNNING, reason=None) if job.state == PLACED else ran
+
         def opened(db: Any, job: Job, changed: dict[str, Any]) -> None:
             at = changed["started_at"]
             usage_rows.open_attempt(self._run, db, job, changed["updated_at"] if at is None
                                     else at, model)
-        return self._transition(job_id, (PLACED,), epoch, actor, why, "launch",
-                                {"state": RUNNING, "agent_job": agent_job,
-                                 "started_at": started_at, "reason": None}, then=opened)
+        return self._transition(job_id, (PLACED, STOPPING), epoch, actor, why, "launch",
+                                fields, then=opened, holds=unrecorded)
 
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
                  epoch: Optional[int] = None) -> Job:
@@ -377,11 +384,13 @@ class SqlStore(Store):
 
     def _transition(self, job_id: int, expect: tuple[str, ...], epoch: Optional[int],
                     actor: Optional[str], why: Optional[str], action: Optional[str],
-                    fields: dict[str, Any], stale_on: Optional[str] = None,
+                    fields: Union[dict[str, Any], Callable[[Job], dict[str, Any]]],
+                    stale_on: Optional[str] = None,
                     then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None,
                     holds: Optional[Callable[[Any, Job], None]] = None) -> Job:
-        """The one way a job's columns change (requeue aside): ``fields`` set (_NOW: the
-        transaction's time) if the job is in one of ``expect``; ``stale_on``: its attempt's
+        """The one way a job's columns change (requeue aside): ``fields`` (or those a function
+        of the job as it is gives) set (_NOW: the transaction's time) if the job is in one of
+        ``expect``; ``stale_on``: its attempt's
         copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``;
         ``holds``: what else must still hold, read under the write lock (raises to write
         nothing); ``then``: what else the change writes (its usage record), given the job as
@@ -392,7 +401,8 @@ class SqlStore(Store):
             job = self._expect(db, job_id, expect)
             if holds is not None:
                 holds(db, job)
-            changed = {k: now if v is _NOW else v for k, v in fields.items()}
+            asked = fields(job) if callable(fields) else fields
+            changed = {k: now if v is _NOW else v for k, v in asked.items()}
             detail = _detail(changed)
             if stale_on is not None:
                 self._stale(db, stale_on, job, now)
