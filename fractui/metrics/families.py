@@ -19,7 +19,8 @@ from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, USABLE, HostView, job_
                                      job_memory_mib)
 from fractui.sched.health import unhealthy
 from fractui.sched.quota import held_by_gpu, team_usage
-from fractui.store.model import PENDING, RUNNING, Job
+from fractui.store.model import PENDING, Job
+from fractui.usage.report import gpus_in_use, unshared
 
 MIB = 1024 * 1024
 GPU_LABELS = ["host", "gpu"]
@@ -119,6 +120,8 @@ def _gpus(state: MetricsState) -> List[Metric]:
 
 
 def _jobs(state: MetricsState) -> List[Metric]:
+    """One series set per job holding its slice (running, or stopping within its grace: what
+    the usage records charge), and the GPUs sharing saves now (docs/usage.md's definition)."""
     alloc = _gauge("fractui_job_allocated_gpus", "GPUs a running job is charged (its slice's "
                    "compute share on MIG, its memory share's fraction otherwise)", JOB_LABELS)
     used = _gauge("fractui_job_memory_used", "GPU memory a running job's processes use (its "
@@ -128,11 +131,17 @@ def _jobs(state: MetricsState) -> List[Metric]:
     util = _gauge("fractui_job_utilization_mean", "Mean SM utilisation of a running job's "
                   "processes since it started, as its agent samples it (1 = one whole GPU "
                   "busy); absent where NVML gives none per process (MIG)", JOB_LABELS, "ratio")
+    demand = _gauge("fractui_sharing_demand_gpus", "Whole GPUs the jobs holding slices "
+                    "would need without sharing: one per GPU each uses")
+    in_use = _gauge("fractui_sharing_used_gpus", "GPUs with a job holding a slice on them")
     reachable = _reachable(state)
+    needed, on = 0, set()
     for job in state.jobs:
         slot = job.slot
-        if job.state != RUNNING or slot is None:
+        if not job.holds_slice or slot is None:
             continue
+        needed += unshared(slot.gpus)
+        on.update(gpus_in_use(slot.host, slot.gpus))
         labels = [str(job.id), job.team or "", job.queue, slot.host,
                   ",".join(str(g) for g in slot.gpus), slice_label(job)]
         alloc.add_metric(labels, slot.charge)
@@ -150,7 +159,9 @@ def _jobs(state: MetricsState) -> List[Metric]:
         mean = _util_mean(record)
         if mean is not None:
             util.add_metric(labels, mean / 100.0)
-    return [alloc, used, cap, util]
+    demand.add_metric([], float(needed))
+    in_use.add_metric([], float(len(on)))
+    return [alloc, used, cap, util, demand, in_use]
 
 
 def _limit(record: Mapping[str, Any], gpus: List[Mapping[str, Any]]) -> Optional[int]:

@@ -114,6 +114,13 @@ class Job:
         return self.submitted_at if self.queued_at is None else self.queued_at
 
     @property
+    def holds_slice(self) -> bool:
+        """Whether its attempt holds its slice now: started (its start recorded) and not let go
+        — running, or stopping within its grace. Exactly the attempts whose usage record is
+        open, so the metrics count what the report charges."""
+        return self.state == RUNNING or (self.state == STOPPING and self.agent_job is not None)
+
+    @property
     def user(self) -> str:
         """Who submitted it ("" where the store does not say: a row of before its audit)."""
         return submitter(self.submitted_by) if self.submitted_by else ""

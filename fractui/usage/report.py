@@ -227,6 +227,17 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.running += 1
 
 
+def unshared(gpus: Sequence[int]) -> int:
+    """Whole GPUs an attempt on ``gpus`` would have needed without sharing: one of its own
+    for each GPU it used (a share or a MIG slice: one)."""
+    return max(1, len(gpus))
+
+
+def gpus_in_use(host: str, gpus: Sequence[int]) -> List[Tuple[str, int]]:
+    """The GPUs an attempt keeps in use, as (host, index); a record with none names its host."""
+    return [(host, g) for g in gpus or (-1,)]
+
+
 def saving(records: Sequence[UsageRecord], since: float, until: float, now: float) -> Saving:
     """Whole-GPU demand without sharing against the GPUs used, peak and time-weighted mean
     over [since, until) (a range still running is averaged up to ``now``)."""
@@ -247,9 +258,8 @@ def saving(records: Sequence[UsageRecord], since: float, until: float, now: floa
         area_demand += demand * (t - last)
         area_used += len(on) * (t - last)
         last = t
-        demand += step * max(1, len(r.gpus))
-        for gpu in r.gpus or (-1,):
-            key = (r.host, gpu)
+        demand += step * unshared(r.gpus)
+        for key in gpus_in_use(r.host, r.gpus):
             on[key] = on.get(key, 0) + step
             if on[key] == 0:
                 del on[key]
