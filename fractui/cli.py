@@ -10,7 +10,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
@@ -38,6 +38,9 @@ MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at on
 MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
 IMAGE_HELP = "run the job in a container of this image, through the host's runtime"
+JSON_HELP = "machine-readable output"
+READONLY_HELP = ("the TUI changes nothing: no key places, stops, requeues or preempts a job, "
+                 "cordons, drains or uncordons, or changes MIG")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,22 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="fractui %s" % __version__)
     parser.add_argument("--config", metavar="FILE",
                         help="config file (default: %s)" % default_config_path())
-    readonly = "the TUI binds no key that changes the fleet (place, stop, requeue, preempt)"
-    parser.add_argument("--readonly", action="store_true", help=readonly)
+    parser.add_argument("--readonly", action="store_true", help=READONLY_HELP + "; it runs no "
+                        "scheduler of its own")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
-    p = verbs.add_parser("status", help="every host's state, agent and GPUs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = _verb_parser(verbs, "status", "every host's state, agent and GPUs")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("doctor", help="what is wrong on each host, and how to fix it")
-    p.add_argument("hosts", nargs="*", metavar="HOST")
-    p.add_argument("--json", action="store_true")
+    p = _verb_parser(verbs, "doctor", "what is wrong on each host, and how to fix it")
+    p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts (default: all)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("trust", help="show a host's key fingerprint and trust it")
+    p = _verb_parser(verbs, "trust", "show a host's key fingerprint and trust it")
     p.add_argument("host", metavar="HOST")
     p.add_argument("--yes", action="store_true", help="trust without asking (for scripts)")
 
-    p = verbs.add_parser("mig", help="a MIG change — create an instance (PROFILE), destroy one "
+    p = _verb_parser(verbs, "mig", "a MIG change — create an instance (PROFILE), destroy one "
                          "(--destroy), turn MIG mode on or off (--mode) — planned, shown, "
                          "applied on confirm")
     p.add_argument("host", metavar="HOST")
@@ -78,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--destroy-idle", action="store_true",
                    help="with PROFILE: the plan may destroy idle instances to make room")
     p.add_argument("--yes", action="store_true", help="apply without asking")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("launch", help="start a job on a host: fractui launch HOST GPU -- ARGV")
+    p = _verb_parser(verbs, "launch", "start a job on a host: fractui launch HOST GPU -- ARGV")
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     slice_ = p.add_mutually_exclusive_group(required=True)
@@ -99,10 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cwd", help="working directory on the host (in the container, with "
                    "--image)")
     p.add_argument("--image", type=container_image, metavar="IMAGE", help=IMAGE_HELP)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("submit", help="queue a job: fractui submit --queue Q -- ARGV")
-    p.add_argument("--queue", required=True, metavar="Q")
+    p = _verb_parser(verbs, "submit", "queue a job: fractui submit --queue Q -- ARGV")
+    p.add_argument("--queue", required=True, metavar="Q", help="the queue (a [[queues]] of the "
+                   "config): the GPU portion the job gets")
     p.add_argument("--team", metavar="T", help="the team charged (default: the queue's)")
     p.add_argument("--name", help="the job's name (default: the program's)")
     p.add_argument("--cwd", help="working directory on the host")
@@ -113,9 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                    "key (a retry) finds its job, never makes a second (default: a new one)")
     p.add_argument("--wait", action="store_true",
                    help="wait for the job to end, saying each step; exit 0 only if it exited 0")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("jobs", help="queued jobs, then jobs launched directly on hosts")
+    p = _verb_parser(verbs, "jobs", "queued jobs, then jobs launched directly on hosts")
     p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
     whose = p.add_mutually_exclusive_group()
     whose.add_argument("--user", metavar="U", help="only the queued jobs U submitted")
@@ -123,15 +127,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
     p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None,
                    help="with --all: the newest N (%d)" % JOBS_LIMIT)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),
                        ("requeue", "stop a running queued job and put it back in its queue"),
                        ("preempt", "as requeue, recorded as a preemption")):
-        p = verbs.add_parser(verb, help=what)
+        p = _verb_parser(verbs, verb, what)
         p.add_argument("job", metavar="JOB")
 
-    p = verbs.add_parser("place", help="place a queued job by hand: JOB HOST GPU")
+    p = _verb_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU")
     p.add_argument("job", metavar="JOB")
     p.add_argument("host", metavar="HOST")
     p.add_argument("gpu", metavar="GPU", help="GPU index")
@@ -153,19 +157,20 @@ def _parser() -> argparse.ArgumentParser:
                        ("drain", "as cordon, and say drained once nothing is left there"),
                        ("uncordon", "put a host (and each of its GPUs) or one GPU back in "
                                     "service")):
-        p = verbs.add_parser(verb, help=what)
+        p = _verb_parser(verbs, verb, what)
         p.add_argument("host", metavar="HOST")
         p.add_argument("gpu", nargs="?", metavar="GPU", help="a GPU index (default: the whole "
                        "host)")
         if verb != "uncordon":
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("audit", help="who decided, placed, preempted what, and why")
+    p = _verb_parser(verbs, "audit", "who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")
-    p.add_argument("-n", "--limit", type=bounded(1, MAX_LINES), default=100)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("-n", "--limit", type=bounded(1, MAX_LINES), default=100,
+                   help="the newest N entries (default 100)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("report", help="what jobs held and used over a time range, their "
+    p = _verb_parser(verbs, "report", "what jobs held and used over a time range, their "
                          "waits, and the GPUs sharing saved")
     p.add_argument("--since", type=moment, default=moment("24h"), metavar="WHEN",
                    help="start of the range: 30m, 24h, 7d, 2w ago, or 2026-12-01[T14:00] "
@@ -174,42 +179,53 @@ def _parser() -> argparse.ArgumentParser:
                    help="end of the range (default now)")
     p.add_argument("--by", choices=BY, default="team", help="group by (default team)")
     form = p.add_mutually_exclusive_group()
-    form.add_argument("--json", action="store_true")
+    form.add_argument("--json", action="store_true", help=JSON_HELP)
     form.add_argument("--csv", action="store_true", help="one row per group, then the total")
 
-    p = verbs.add_parser("scheduler", help="the headless placement loop (head node, systemd)")
+    p = _verb_parser(verbs, "scheduler", "the headless placement loop (head node, systemd)")
     p.add_argument("--name", help="this scheduler's name in the lease and the audit")
     p.add_argument("--until-stdin-closes", action="store_true",
                    help="stop (handing the lease over) when stdin closes: how a TUI or the "
                    "demo runs its scheduler as a child that ends with it")
 
-    p = verbs.add_parser("logs", help="a job's output: fractui logs JOB|HOST/JOB [-f]")
+    p = _verb_parser(verbs, "logs", "a job's output: fractui logs JOB|HOST/JOB [-f]")
     p.add_argument("job", metavar="JOB")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100)
+    p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100,
+                   help="the last N lines (default 100)")
 
-    p = verbs.add_parser("demo", help="the TUI on a simulated local fleet (no GPU, no SSH)")
+    p = _verb_parser(verbs, "demo", "the TUI on a simulated local fleet (no GPU, no SSH)")
     p.add_argument("--gpus", type=_demo_gpus, default=16, metavar="N",
                    help="GPUs in the simulated fleet, 1 to 1000 (default 16)")
     p.add_argument("--seed", type=bounded(0, 2 ** 32 - 1), default=1,
-                   help="seed of the simulated job stream")
-    p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS, help=readonly)
+                   help="seed of the simulated job stream (default 1)")
+    p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS,
+                   help=READONLY_HELP + " (the demo's scheduler still places its jobs)")
 
-    p = verbs.add_parser("themes", help="the TUI's themes: which loaded, which did not and why")
-    p.add_argument("--json", action="store_true")
+    p = _verb_parser(verbs, "themes", "the TUI's themes: which loaded, which did not and why")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = verbs.add_parser("agent-archive", help="write the agent zipapp as DIR/agent.pyz, for an "
+    p = _verb_parser(verbs, "agent-archive", "write the agent zipapp as DIR/agent.pyz, for an "
                          "image (deploy/kubernetes)")
     p.add_argument("dir", metavar="DIR")
 
-    p = verbs.add_parser("stop", help="stop a job: SIGTERM, then SIGKILL after the grace")
+    p = _verb_parser(verbs, "stop", "stop a job: SIGTERM, then SIGKILL after the grace")
     p.add_argument("job", metavar="HOST/JOB")
-    p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S")
-    p.add_argument("--json", action="store_true")
-    for p in verbs.choices.values():  # after the verb too: fractui report --config FILE
+    p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S",
+                   help="seconds from SIGTERM to SIGKILL (default 10)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    for name, p in verbs.choices.items():  # after the verb too: fractui report --config FILE
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="config file, as before the verb")
+        if name in ("launch", "submit"):  # the job's command, cut off before argparse reads
+            p.usage = p.format_usage()[len("usage: "):].rstrip("\n") + " -- ARGV..."
     return parser
+
+
+def _verb_parser(verbs: Any, name: str, what: str) -> argparse.ArgumentParser:
+    """A verb's parser: what it does is its line in ``fractui --help`` and the head of its
+    own ``--help``."""
+    return verbs.add_parser(name, help=what, description=what)
 
 
 def _demo_gpus(text: str) -> int:
