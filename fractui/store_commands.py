@@ -6,13 +6,14 @@ those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config
@@ -379,6 +380,9 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         print("scheduler %s: store %s, %s, %s" % (
             sched.holder, store.where, count(len(config.hosts), "host"),
             count(len(config.queues), "queue")), flush=True)
+        warning = None if args.until_stdin_closes else local_hosts_in_service(config, os.environ)
+        if warning:
+            say(warning)
         done.wait()
     finally:
         sched.stop(release=sched.fatal is None)
@@ -389,6 +393,23 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     if sched.fatal is not None:
         raise sched.fatal  # said by the command's caller, with the store's path: exit 1
     return 0
+
+
+def local_hosts_in_service(config: Config, env: Mapping[str, str]) -> Optional[str]:
+    """Why a scheduler run as a systemd service should not have local hosts, or None. A local
+    host's agent daemon, its jobs' shims and its jobs are this process's descendants: in a
+    service's control group, which ``systemctl stop`` or ``restart`` ends whole, so every job
+    there fails (its shim died) — unlike a host over SSH or exec, whose agent outlives the
+    scheduler. systemd names each run of a service in ``INVOCATION_ID``."""
+    local = [h.name for h in config.hosts if h.transport == "local"]
+    if not local or not env.get("INVOCATION_ID"):
+        return None
+    return ("%s %s local (transport = \"local\"): under this systemd service its agent daemon "
+            "and jobs are the service's own processes, so stopping or restarting the service "
+            "ends them and their jobs fail; reach a host over SSH (a simulated one too: "
+            "transport = \"ssh\" with sim) for jobs that outlive the scheduler "
+            "(docs/scheduler.md, \"Running it as a service\")" % (
+                ", ".join(local), "is" if len(local) == 1 else "are"))
 
 
 def _exporter(config: Config, fleet: Fleet, tuis: bool) -> Optional["Exporter"]:

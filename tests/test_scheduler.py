@@ -4,6 +4,7 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -17,7 +18,7 @@ from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler import Scheduler
 from fractui.store import Slot, SqliteStore, open_store
 from tests import localfleet
-from tests.conftest import stop_host
+from tests.conftest import REPO, stop_host
 from tests.localfleet import POLITE, running, sleeper, wait
 
 local_fleet = localfleet.local_fleet
@@ -430,3 +431,29 @@ def test_failing_passes_are_said_in_the_store_for_jobs_and_the_tui_until_one_goe
     finally:
         second.stop()
         store.close()
+
+
+@pytest.mark.parametrize("service", [True, False])
+def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fleet, service):
+    """systemd's stop of a service ends its whole control group: a local host's agent daemon,
+    its shims and its jobs are the scheduler's descendants, so they end with the service
+    (docs/scheduler.md). The scheduler says so as it starts under systemd (INVOCATION_ID),
+    and says nothing of it run by hand."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    env = dict(os.environ)
+    env.pop("INVOCATION_ID", None)
+    if service:
+        env["INVOCATION_ID"] = "0123456789abcdef0123456789abcdef"
+    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                            "scheduler", "--name", "svc"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline().startswith("scheduler svc: store ")  # type: ignore
+    finally:
+        run.terminate()
+        _, err = run.communicate(timeout=30)
+    said = "fractui: gpu-a is local (transport = \"local\"): under this systemd service its " \
+        "agent daemon and jobs are the service's own processes, so stopping or restarting " \
+        "the service ends them and their jobs fail"
+    assert (said in err) == service, err
+    assert run.returncode == 0, err
