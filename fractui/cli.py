@@ -130,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     for verb, what in (("cancel", "cancel a queued job (stopping it if it runs)"),
-                       ("requeue", "stop a running queued job and put it back in its queue"),
+                       ("requeue", "stop a placed or running queued job and put it back in its "
+                                   "queue, as its next attempt"),
                        ("preempt", "as requeue, recorded as a preemption")):
         p = _verb_parser(verbs, verb, what)
         p.add_argument("job", metavar="JOB")
@@ -173,10 +174,11 @@ def _parser() -> argparse.ArgumentParser:
     p = _verb_parser(verbs, "report", "what jobs held and used over a time range, their "
                          "waits, and the GPUs sharing saved")
     p.add_argument("--since", type=moment, default=moment("24h"), metavar="WHEN",
-                   help="start of the range: 30m, 24h, 7d, 2w ago, or 2026-12-01[T14:00] "
-                   "(default 24h)")
+                   help="start of the range: now, a time ago (30m, 24h, 7d, 2w) or a local "
+                   "date and time, 2026-12-01[T14:00] (a zone too: 2026-12-01T14:00Z) "
+                   "(default 24h ago)")
     p.add_argument("--until", type=moment, default=moment("now"), metavar="WHEN",
-                   help="end of the range (default now)")
+                   help="end of the range, as --since (default now)")
     p.add_argument("--by", choices=BY, default="team", help="group by (default team)")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help=JSON_HELP)
