@@ -260,3 +260,20 @@ def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
             connect(ssh_env, server, identity_file=str(path)).close()
         assert "%s (not a regular file: a FIFO)" % special in str(err.value), str(err.value)
     connect(ssh_env, server).close()  # the key itself, beside no FIFO, still lets us in
+
+
+def test_a_private_key_others_may_read_is_ignored_as_openssh_ignores_it(ssh_env, tmp_path):
+    """OpenSSH ignores a key of ours that its mode lets others read ("UNPROTECTED PRIVATE KEY
+    FILE"), so the admin learns it leaked; paramiko would use it without a word."""
+    server = ssh_env.new_server("open-key")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    key = tmp_path / "id_open"
+    key.write_bytes(ssh_env.user_key_path.read_bytes())
+    key.chmod(0o644)
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, identity_file=str(key)).close()
+    assert "accepted none of our keys (tried: %s (unprotected: mode 0644 lets others read it, " \
+        "so it is ignored as OpenSSH ignores it; fix it with: chmod 600 %s)" % (key, key) in \
+        str(err.value), str(err.value)
+    key.chmod(0o600)
+    connect(ssh_env, server, identity_file=str(key)).close()  # once fixed, it lets us in
