@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from fractui.fleet import sshlog
 from fractui.scheduler.child import ChildScheduler
 from remote_agent.daemon.trust import UnsafePath
+from tests.conftest import REPO
 
 OTHER_UID = 54321  # a uid with no account: "another user" root hands files to
 
@@ -72,3 +75,19 @@ def test_the_tuis_scheduler_log_is_never_one_another_user_made_or_can_replace(tm
     with pytest.raises(UnsafePath) as err:
         child.start()
     assert why in str(err.value) and child.proc is None, str(err.value)
+
+
+def test_the_tui_refuses_to_start_its_scheduler_on_such_a_log_saying_why(tmp_path):
+    """A refusal of the user's, exit 1 with its words, not an internal error."""
+    log, why = _attacked(tmp_path, "log of another user")
+    os.rename(log, log.with_name("scheduler-tui.log"))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite:///%s/store.db"\n\n[[queues]]\nname = "q"\n'
+                      'gpu = 0.5\n' % tmp_path)
+    done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          cwd=REPO, env=dict(os.environ, XDG_STATE_HOME=str(tmp_path),
+                                             PYTHONPATH=REPO))
+    assert done.returncode == 1, done
+    assert "refusing TUI's scheduler log %s: %s" % (log.with_name("scheduler-tui.log"), why) \
+        in done.stderr and "internal error" not in done.stderr, done.stderr
