@@ -34,7 +34,8 @@ def test_podman_runs_the_container_in_the_foreground_with_its_gpu_through_cdi():
     shim = Oci("podman").launch(run(cwd="/work", run_as=True))
     assert shim.argv == [
         "podman", "run", "--rm", "--init", "--name", "fractui-abc-j7",
-        "--security-opt", "no-new-privileges", "--user", "1234:99", "--cap-drop", "all",
+        "--security-opt", "no-new-privileges", "--http-proxy=false",
+        "--user", "1234:99", "--cap-drop", "all",
         "--env-file", "/state/jobs/j7/container.env", "--env", "NVIDIA_VISIBLE_DEVICES=void",
         "--workdir", "/work", "--device", "nvidia.com/gpu=MIG-1",
         "registry.example/train:1", "python3", "train.py"]

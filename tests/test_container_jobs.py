@@ -204,6 +204,26 @@ def test_a_container_job_s_env_values_are_in_the_container_and_on_no_command_lin
     assert os.stat(env_file).st_mode & 0o777 == 0o600
 
 
+def test_a_container_job_gets_none_of_the_agent_s_proxy_variables(podman, start_agent,
+                                                                   tmp_path, monkeypatch):
+    """A bare job's base environment is an allow-list; podman would copy the proxy variables
+    of its own environment (the agent's, a proxy's password in them) into every container."""
+    for name in ("HTTP_PROXY", "https_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "http://admin:s3cret@proxy.example:3128")
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    job = agent.call("job.launch", key="k-c-proxy", gpu=0, memory_mib=100, image=podman.image,
+                     env=dict(IN_IMAGE, no_proxy="mine"), argv=[PYTHON, "-c", (
+                         "import os\n"
+                         "print(sorted((k, v) for k, v in os.environ.items() "
+                         "if 'proxy' in k.lower()))")])
+    try:
+        assert wait_job(agent, job["id"])["exit_code"] == 0
+    finally:
+        podman.remove(job["container"])
+    # only what the job itself was given
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["[('no_proxy', 'mine')]"]
+
+
 def test_a_container_job_env_its_runtime_cannot_take_is_a_start_failure(host):
     agent, _state, podman = host
     with pytest.raises(AgentError) as err:

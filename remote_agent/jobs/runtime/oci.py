@@ -13,7 +13,10 @@ among them, ``PATH``, ``DOCKER_HOST``, ``CONTAINERS_CONF``), as the agent's user
 hosts. The file is read line by line (``NAME=VALUE``, the name after leading blanks, ``#`` a
 comment, a line at most 64 KiB), so what it cannot hold is refused before the job is recorded
 (``env_problem``). Its user as ``--user UID:GID`` (numeric: the image need not know the host's
-accounts). Its processes live in the container's own cgroup,
+accounts). podman would also copy the proxy variables of its own environment (the agent's:
+``http_proxy`` and the like, credentials included) into every container, which no bare job
+inherits (its base environment is an allow-list): ``--http-proxy=false``. (docker's client sends
+none of its environment; the proxies of its own config file are the admin's choice.) Its processes live in the container's own cgroup,
 found from the container's pid once it runs and recorded with the job, so the daemon finds them
 without the shim. With a cgroup of its own (hosts with cgroup v2 job cgroups) the container's
 cgroup goes below the job's (``--cgroup-parent``), where the driver's per-cgroup limit is set.
@@ -87,6 +90,8 @@ class Oci(ContainerRuntime):
     def launch(self, run: JobRun) -> ShimLaunch:
         argv = [self.tool, "run", "--rm", "--init", "--name", run.name,
                 "--security-opt", "no-new-privileges"]
+        if self.tool == "podman":  # else it copies its own proxy variables into the container
+            argv.append("--http-proxy=false")
         if run.run_as:
             argv += ["--user", "%d:%d" % (run.user.uid, run.user.gid), "--cap-drop", "all"]
         files: Dict[str, bytes] = {}
