@@ -179,7 +179,7 @@ def test_an_ssh_config_another_user_could_change_is_refused_as_openssh_does(tmp_
     assert "%s is writable by its group and all users (mode 0777)" % folder in refused(moved)
 
 
-# --- the fuzz run ---# --- the fuzz run ---------------------------------------------------------------------------
+# --- the fuzz run ---------------------------------------------------------------------------
 
 VALUES = {
     "HostName": ["127.0.0.1", "127.0.0.2", "localhost", "bad host", '""', "x\ty", "%z",

@@ -15,11 +15,13 @@ comment, a line at most 64 KiB), so what it cannot hold is refused before the jo
 (``env_problem``). Its user as ``--user UID:GID`` (numeric: the image need not know the host's
 accounts). podman would also copy the proxy variables of its own environment (the agent's:
 ``http_proxy`` and the like, credentials included) into every container, which no bare job
-inherits (its base environment is an allow-list): ``--http-proxy=false``. (docker's client sends
-none of its environment; the proxies of its own config file are the admin's choice.) Its processes live in the container's own cgroup,
-found from the container's pid once it runs and recorded with the job, so the daemon finds them
-without the shim. With a cgroup of its own (hosts with cgroup v2 job cgroups) the container's
-cgroup goes below the job's (``--cgroup-parent``), where the driver's per-cgroup limit is set.
+inherits (its base environment is an allow-list): ``--http-proxy=false``. (docker's client
+sends none of its environment; the proxies of its own config file are the admin's choice.)
+
+Its processes live in the container's own cgroup, found from the container's pid once it runs
+and recorded with the job, so the daemon finds them without the shim. With a cgroup of its own
+(hosts with cgroup v2 job cgroups) the container's cgroup goes below the job's
+(``--cgroup-parent``), where the driver's per-cgroup limit is set.
 
 Security: every container gets ``--security-opt no-new-privileges`` (a setuid binary in a user's
 image gains nothing by exec), and a job run as a user also ``--cap-drop all`` (so it is not root
@@ -28,11 +30,12 @@ in capabilities either: the runtime's default set would let a uid-0 process insi
 GPUs: on real NVML through CDI for podman (``--device nvidia.com/gpu=UUID``, a GPU or MIG uuid)
 and ``--gpus "device=UUID,..."`` for docker (the double quotes are part of the word: docker reads
 the flag as CSV, and without them splits the list at its commas). ``NVIDIA_VISIBLE_DEVICES`` is
-an ``--env`` after the job's own ``--env-file`` (which both runtimes read first): the job's uuids for docker, ``void`` for CDI and the
-simulator, so neither the job's variables nor its image's ENV widen what NVIDIA's hook gives the
-container. On the simulator the analogue of a device node is its state: the directory holding
-the simulated GPUs' state (FRACTUI_SIM_STATE) is mounted at the same path, and the variable
-passed, so a workload in the container registers with the same host.
+an ``--env`` after the job's own ``--env-file`` (which both runtimes read first): the job's
+uuids for docker, ``void`` for CDI and the simulator, so neither the job's variables nor its
+image's ENV widen what NVIDIA's hook gives the container. On the simulator the analogue of a
+device node is its state: the directory holding the simulated GPUs' state (FRACTUI_SIM_STATE)
+is mounted at the same path, and the variable passed, so a workload in the container registers
+with the same host.
 
 The runtime's answers are checked: a failed ``kill`` or ``rm`` is logged (the supervisor then
 kills what is left in the container's cgroup itself), and only a successful ``info`` is kept.
