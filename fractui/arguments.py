@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fractui.config import image_problem, profile_problem
 from fractui.outcome import UsageError
+from remote_agent.jobs.runtime.oci import env_file_problem
 from remote_agent.rpc.jsonrpc import (MAX_ARG, MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT,
                                       text_problem)
 
@@ -168,12 +169,13 @@ STORE_VARIABLES = 1  # the scheduler's own variable beside a job's (FRACTUI_STOR
 
 def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = None,
                 cwd: Optional[str] = None, key: Optional[str] = None,
-                added: int = 0) -> Optional[str]:
+                added: int = 0, image: Optional[str] = None) -> Optional[str]:
     """Why a host's agent would refuse to launch this job, or None: what submit and launch
     check before anything is queued or sent (the agent's own bounds, jsonrpc.Params), so that
     a job that could never start is refused as it is asked for, not failed when it is tried.
     ``name``: as it will be sent (submit's default, the program's name, included); ``added``:
-    variables the launch adds to ``env``."""
+    variables the launch adds to ``env``; ``image``: the container it runs in, whose variables
+    go through an env file (env_file_problem)."""
     words = [("the name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
         ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [
@@ -182,6 +184,9 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
         problem = text_problem(text, most) if text is not None else None
         if problem:
             return "%s must be %s" % (what, problem)
+    boxed = env_file_problem(env) if image is not None else None
+    if boxed:
+        return "--env %s %s" % boxed
     if cwd is not None and not posixpath.isabs(cwd):
         return "--cwd must be an absolute path (a directory on the host the job runs on), " \
                "not %r" % cwd[:80]

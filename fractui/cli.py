@@ -330,9 +330,10 @@ def _failures() -> Tuple[type, ...]:
     from fractui.store.access import Denied
     from fractui.store.base import JobNotFound, StateConflict, StoreError
     from fractui.store.intents import Refused
+    from remote_agent.daemon.trust import UnsafePath
 
     return (Failed, Refused, Denied, JobNotFound, StateConflict, HostUnavailable, AgentCallError,
-            ConnectionLost, TransportError, StoreError, OSError)
+            ConnectionLost, TransportError, StoreError, OSError, UnsafePath)
 
 
 def _no_config_help(path: Optional[str]) -> str:

@@ -314,7 +314,7 @@ def launch(config: Config, args: argparse.Namespace) -> int:
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     env = parse_env(args.env)
-    problem = job_problem(argv, env, args.name, args.cwd, args.key)
+    problem = job_problem(argv, env, args.name, args.cwd, args.key, image=args.image)
     if problem is not None:
         raise UsageError(problem)
     key = args.key or launch_key(args, env)

@@ -1,13 +1,19 @@
-"""Reading a small file a person names (a config, an ssh_config, a theme): a regular file only
-(or /dev/null, the empty file by name), and only up to a size. A FIFO with no writer would
-block the reader for good and a device such as /dev/zero never ends, so neither is read: each
-is refused with what it is."""
+"""Reading a small file a person names (a config, an ssh_config, a known_hosts, a theme): a
+regular file only (or /dev/null, the empty file by name), and only up to a size. A FIFO with no
+writer would block the reader for good and a device such as /dev/zero never ends, so neither is
+read: each is refused with what it is. Each of these files says what fractui trusts (which
+programs run, which host keys are a host's, where a host is), so one that another local user
+could change, or that is reached through a folder or link another user could change, is
+refused as OpenSSH's StrictModes refuses such an ssh_config (remote_agent.daemon.trust's rule,
+the agent's for its own files)."""
 
 from __future__ import annotations
 
 import os
 import stat
 from typing import Optional
+
+from remote_agent.daemon.trust import UnsafePath, check_tree
 
 _KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "not a regular file: a FIFO"),
           (stat.S_ISCHR, "not a regular file: a character device"),
@@ -21,8 +27,9 @@ class NotRead(Exception):
 
 def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
     """The bytes of the regular file at ``path``. FileNotFoundError where there is none (each
-    caller says what a missing file means); NotRead for anything else that stops the read,
-    ``what`` (an article and a noun: "a config file") naming the kind in the size refusal."""
+    caller says what a missing file means); NotRead for anything else that stops the read (a
+    file another user could change among them), ``what`` (an article and a noun: "a config
+    file") naming the kind."""
     try:  # what it is, before any open (a device may act on one; a socket cannot be opened)
         st = os.stat(path)
         if _null(st):  # the empty file by name (ssh -F /dev/null)
@@ -30,10 +37,13 @@ def read_small_file(path: str, max_bytes: int, what: str) -> bytes:
         why = _not_regular(st.st_mode)
         if why:
             raise NotRead(why)
+        check_tree(path, what.split(" ", 1)[-1], root_may_own=True, runner="fractui")
         # not blocking: a FIFO put there since opens at once, and is refused below
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise
+    except UnsafePath as err:
+        raise NotRead(str(err)) from None
     except (OSError, ValueError) as err:  # ValueError: a NUL in the path
         raise NotRead(_words(err)) from None
     try:
@@ -63,15 +73,6 @@ def not_regular(path: str) -> Optional[str]:
     except (OSError, ValueError):
         return None
     return None if _null(st) else _not_regular(st.st_mode)
-
-
-def is_null(path: str) -> bool:
-    """Whether ``path`` is /dev/null, by any name: the empty file, root's and 0666 as a device
-    is, which the checks of who may change a file leave alone."""
-    try:
-        return _null(os.stat(path))
-    except (OSError, ValueError):
-        return False
 
 
 def _null(st: os.stat_result) -> bool:

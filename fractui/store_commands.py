@@ -63,7 +63,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
     env = parse_env(args.env)
     name = args.name or args.argv[0].rsplit("/", 1)[-1]
-    problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES)
+    problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES,
+                          image=args.image or queue.image)
     if problem is not None:
         raise UsageError(problem)
     key = args.key or uuid.uuid4().hex  # (without --key, for the store's own retry)

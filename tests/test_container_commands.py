@@ -25,7 +25,7 @@ def run(**changes) -> JobRun:
     fields = dict(name="fractui-abc-j7", argv=["python3", "train.py"],
                   env={"FRACTUI_JOB_ID": "j7", "CUDA_VISIBLE_DEVICES": "MIG-1"}, cwd=None,
                   user=USER, run_as=False, image="registry.example/train:1",
-                  devices=["MIG-1"])
+                  devices=["MIG-1"], job_dir="/state/jobs/j7")
     fields.update(changes)
     return JobRun(**fields)
 
@@ -34,11 +34,14 @@ def test_podman_runs_the_container_in_the_foreground_with_its_gpu_through_cdi():
     shim = Oci("podman").launch(run(cwd="/work", run_as=True))
     assert shim.argv == [
         "podman", "run", "--rm", "--init", "--name", "fractui-abc-j7",
-        "--security-opt", "no-new-privileges", "--user", "1234:99", "--cap-drop", "all",
-        "--env", "CUDA_VISIBLE_DEVICES=MIG-1", "--env", "FRACTUI_JOB_ID=j7",
-        "--env", "NVIDIA_VISIBLE_DEVICES=void",
+        "--security-opt", "no-new-privileges", "--http-proxy=false",
+        "--user", "1234:99", "--cap-drop", "all",
+        "--env-file", "/state/jobs/j7/container.env", "--env", "NVIDIA_VISIBLE_DEVICES=void",
         "--workdir", "/work", "--device", "nvidia.com/gpu=MIG-1",
         "registry.example/train:1", "python3", "train.py"]
+    # the job's variables are in a file of the job's directory, not on the command line
+    assert shim.files == {
+        "/state/jobs/j7/container.env": b"CUDA_VISIBLE_DEVICES=MIG-1\nFRACTUI_JOB_ID=j7\n"}
     # the runtime's CLI runs as the agent, in the agent's environment, joining no job cgroup
     assert (shim.user, shim.cgroup, shim.env) == (None, None, dict(os.environ))
 
@@ -57,15 +60,47 @@ def test_docker_takes_its_gpus_by_its_own_flag_as_one_csv_field():
     assert "Cannot connect" in done.stderr, done.stderr
 
 
-def test_nvidia_visible_devices_is_the_last_env_so_the_job_cannot_widen_it():
+def test_nvidia_visible_devices_is_an_env_after_the_job_s_env_file_so_it_cannot_widen_it():
     wider = {"NVIDIA_VISIBLE_DEVICES": "all", "ZZ": "1"}
     for tool, devices, seen in (("docker", ["GPU-a", "GPU-b"], "GPU-a,GPU-b"),
                                 ("podman", ["GPU-a"], "void"),  # CDI gives the devices
                                 ("docker", [], "void")):  # the simulator: none
-        argv = Oci(tool).launch(run(env=wider, devices=devices)).argv
+        shim = Oci(tool).launch(run(env=wider, devices=devices))
+        argv = shim.argv
         envs = [argv[i + 1] for i, word in enumerate(argv) if word == "--env"]
-        assert envs[-1] == "NVIDIA_VISIBLE_DEVICES=" + seen, (tool, envs)
-        assert envs[:-1] == ["NVIDIA_VISIBLE_DEVICES=all", "ZZ=1"]  # the job's own, before
+        assert envs == ["NVIDIA_VISIBLE_DEVICES=" + seen], (tool, envs)
+        # the job's own, in the file read before every --env (the runtimes' order)
+        assert argv.index("--env-file") < argv.index("--env")
+        assert shim.files[argv[argv.index("--env-file") + 1]] == \
+            b"NVIDIA_VISIBLE_DEVICES=all\nZZ=1\n"
+
+
+def test_no_value_of_a_container_job_s_environment_is_on_the_runtime_s_command_line():
+    env = {"TOKEN": "s3cret-value", "LD_PRELOAD": "/opt/libvgpu.so"}
+    for tool in ("podman", "docker"):
+        shim = Oci(tool).launch(run(env=env))
+        assert not [w for w in shim.argv if "s3cret" in w or "libvgpu" in w], shim.argv
+        # nor in the runtime's own environment, where the runtime would read them itself
+        assert "TOKEN" not in shim.env and shim.env.get("LD_PRELOAD") == \
+            os.environ.get("LD_PRELOAD")
+    assert "--env-file" not in Oci("podman").launch(run(env={})).argv  # nothing to give
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"K": "line one\nline two"}, "its variable K cannot be given to a container: its value "
+     "holds a line break"),
+    ({"K": "ends in CR\r"}, "its value holds a line break"),
+    ({"# K": "1"}, "its variable # K cannot be given to a container: a name holding a blank or "
+     "starting with '#'"),
+    ({"#K": "1"}, "starting with '#'"),
+    ({" K": "1"}, "a name holding a blank"),
+    ({"K": "é" * 40000}, "NAME=VALUE is 80002 bytes, over the 65535 a container runtime reads"),
+])
+def test_what_the_runtime_s_env_file_cannot_hold_is_refused_saying_which_and_why(env, said):
+    why = Oci("podman").env_problem(dict(env, OK="x"))
+    assert why is not None and said in why, why
+    assert Oci("podman").env_problem({"OK": "x y = z", "EMPTY": "", "K": "a" * 65533}) is None
+    assert Process().env_problem(env) is None  # a bare job's environment takes any
 
 
 def test_every_container_gets_no_new_privileges_and_a_run_as_one_no_capabilities():

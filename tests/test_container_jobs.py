@@ -28,8 +28,8 @@ from tests.cli_run import in_process
 from tests.conftest import AgentError
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
-from tests.test_job_supervision import (kill_shim, read_log, sampled_host,  # noqa: F401
-                                        tracked_host, wait_until)
+from tests.test_job_supervision import (job_dir, kill_shim, read_log,  # noqa: F401
+                                        sampled_host, tracked_host, wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
@@ -163,6 +163,77 @@ def test_stop_ends_a_container_job_and_leaves_no_container(host):
     assert "got TERM" in agent.call("job.logs", job=job["id"])["lines"]
     assert containers(podman, job) == []
     assert not any(alive(p) for p in pids)
+
+
+def _cmdlines_holding(text: str) -> list:
+    """Every process of the host whose command line holds ``text`` (what any user reads)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if text.encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+def test_a_container_job_s_env_values_are_in_the_container_and_on_no_command_line(host):
+    """``ps`` shows every user every process's command line: the job's values reach the
+    container in a private file instead; NVIDIA_VISIBLE_DEVICES still wins over the job's."""
+    agent, state, podman = host
+    secret = "tok-%s" % os.urandom(8).hex()
+    job = agent.call("job.launch", key="k-c-secret", gpu=0, memory_mib=100, image=podman.image,
+                     env=dict(IN_IMAGE, API_TOKEN=secret, NVIDIA_VISIBLE_DEVICES="all",
+                              SPACED="  a = b  "),
+                     argv=[PYTHON, "-c", (
+                         "import os, time\n"
+                         "for k in ('API_TOKEN', 'SPACED', 'NVIDIA_VISIBLE_DEVICES'):\n"
+                         "    print(k, repr(os.environ[k]), flush=True)\n"
+                         "time.sleep(600)")])
+    try:
+        wait_until(lambda: "NVIDIA" in read_log(state, job["id"]), "the job to run")
+        assert _cmdlines_holding(secret) == []  # while its runtime's client and init run
+        assert agent.call("job.get", job=job["id"])["state"] == "running"
+    finally:
+        agent.call("job.stop", job=job["id"], grace=1)
+    wait_job(agent, job["id"], timeout=30)
+    assert agent.call("job.logs", job=job["id"])["lines"] == [
+        "API_TOKEN %r" % secret, "SPACED '  a = b  '", "NVIDIA_VISIBLE_DEVICES 'void'"]
+    env_file = os.path.join(job_dir(state, job["id"]), "container.env")
+    assert os.stat(env_file).st_mode & 0o777 == 0o600
+
+
+def test_a_container_job_gets_none_of_the_agent_s_proxy_variables(podman, start_agent,
+                                                                   tmp_path, monkeypatch):
+    """A bare job's base environment is an allow-list; podman would copy the proxy variables
+    of its own environment (the agent's, a proxy's password in them) into every container."""
+    for name in ("HTTP_PROXY", "https_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "http://admin:s3cret@proxy.example:3128")
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    job = agent.call("job.launch", key="k-c-proxy", gpu=0, memory_mib=100, image=podman.image,
+                     env=dict(IN_IMAGE, no_proxy="mine"), argv=[PYTHON, "-c", (
+                         "import os\n"
+                         "print(sorted((k, v) for k, v in os.environ.items() "
+                         "if 'proxy' in k.lower()))")])
+    try:
+        assert wait_job(agent, job["id"])["exit_code"] == 0
+    finally:
+        podman.remove(job["container"])
+    # only what the job itself was given
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["[('no_proxy', 'mine')]"]
+
+
+def test_a_container_job_env_its_runtime_cannot_take_is_a_start_failure(host):
+    agent, _state, podman = host
+    with pytest.raises(AgentError) as err:
+        agent.call("job.launch", key="k-c-lines", gpu=0, memory_mib=100, image=podman.image,
+                   env=dict(IN_IMAGE, PEM="-----BEGIN\nxyz\n-----END"), argv=[PYTHON, "-V"])
+    assert err.value.code == rpc.START_FAILED
+    assert err.value.message.startswith(
+        "the job cannot start: its variable PEM cannot be given to a container: its value "
+        "holds a line break"), err.value.message
+    assert agent.call("job.list")["jobs"] == []  # nothing recorded, nothing ran
 
 
 @pytest.mark.parametrize("killed", ["shim", "shim and daemon"])

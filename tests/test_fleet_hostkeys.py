@@ -218,6 +218,31 @@ def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("attack", ["writable by all", "of another user"])
+def test_a_known_hosts_another_user_could_change_vouches_for_no_host(fleet_env, attack):
+    """known_hosts says which keys are the fleet's hosts: another user who could add a line
+    could pass their machine off as one, and get the agent (run as root) sent to it."""
+    fleet_env.add("gpu-kh", None, trust=True)
+    known = fleet_env.env.known_hosts
+    # ours: it vouches for the host (degraded: a sim host of a plain user, no MIG changes)
+    assert fleet_env.status()["gpu-kh"]["state"] in ("online", "degraded")
+    before = known.read_text()
+    if attack == "writable by all":
+        known.chmod(0o666)
+        why = "writable by its group and all users (mode 0666)"
+    else:
+        os.chown(known, 54321, 54321)
+        why = "owned by uid 54321, not by root or uid %d" % os.getuid()
+    said = "known_hosts %s: refusing known_hosts file %s: %s is %s" % (known, known, known, why)
+    status = fleet_env.status()["gpu-kh"]
+    assert status["state"] == "offline" and status["error"].startswith(said), status
+    for verb in ("trust", "doctor"):
+        done = fleet_env.fractui(verb, "gpu-kh", *(["--yes"] if verb == "trust" else []))
+        assert done.returncode == 1 and said in done.stdout + done.stderr, (verb, done)
+        assert "Traceback" not in done.stderr
+    assert known.read_text() == before  # nothing added to it
+
+
 def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
         ssh_env, tmp_path):
     """paramiko reads an identity file and its ``-cert.pub`` itself, and would wait for good on
@@ -235,3 +260,20 @@ def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
             connect(ssh_env, server, identity_file=str(path)).close()
         assert "%s (not a regular file: a FIFO)" % special in str(err.value), str(err.value)
     connect(ssh_env, server).close()  # the key itself, beside no FIFO, still lets us in
+
+
+def test_a_private_key_others_may_read_is_ignored_as_openssh_ignores_it(ssh_env, tmp_path):
+    """OpenSSH ignores a key of ours that its mode lets others read ("UNPROTECTED PRIVATE KEY
+    FILE"), so the admin learns it leaked; paramiko would use it without a word."""
+    server = ssh_env.new_server("open-key")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    key = tmp_path / "id_open"
+    key.write_bytes(ssh_env.user_key_path.read_bytes())
+    key.chmod(0o644)
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, identity_file=str(key)).close()
+    assert "accepted none of our keys (tried: %s (unprotected: mode 0644 lets others read it, " \
+        "so it is ignored as OpenSSH ignores it; fix it with: chmod 600 %s)" % (key, key) in \
+        str(err.value), str(err.value)
+    key.chmod(0o600)
+    connect(ssh_env, server, identity_file=str(key)).close()  # once fixed, it lets us in

@@ -134,12 +134,15 @@ def user_server(ssh_env, pubkey: str) -> sshd.SshServer:
     return server
 
 
-def test_a_plain_user_runs_the_agent_as_itself_and_sudo_refusal_is_plain(ssh_env, plain_user):
+def test_a_plain_user_runs_the_agent_as_itself_and_sudo_refusal_is_plain(ssh_env, plain_user,
+                                                                          tmp_path):
     name, home = plain_user
     server = user_server(ssh_env, ssh_env.user_pubkey)
     try:
         ssh_env.trust(server)
-        settings = SshFleet(ssh_env, Path(home)).settings()
+        # (the admin's ssh_config in a folder of the admin's: one in the plain user's home
+        # would be refused, as that user could change it)
+        settings = SshFleet(ssh_env, tmp_path).settings()
         host = HostConfig(name="gpu-user", host="127.0.0.1", port=server.port, user=name,
                           identity_file=str(ssh_env.user_key_path), python="/usr/bin/python3",
                           state_dir=os.path.join(home, "state"), agent_cache=".cache/fractui",

@@ -155,6 +155,30 @@ def test_hostile_includes_are_refused_at_the_include_line(tmp_path):
     assert "larger than 4 MiB" in refused(big)  # the config file itself
 
 
+def test_an_ssh_config_another_user_could_change_is_refused_as_openssh_does(tmp_path):
+    """An ssh_config says where a host is and by which jump host it is reached; OpenSSH
+    refuses one another user could change ("Bad owner or permissions"), and so does fractui,
+    the file itself, an Include and the folder that holds one."""
+    inc = write(tmp_path / "inc.conf", "Host gpu-f\n  HostName 10.0.0.9\n")
+    cfg = write(tmp_path / "config", "Include %s\n" % inc)
+    assert resolve(host(), str(cfg)).target.host == "10.0.0.9"  # all ours: read
+    inc.chmod(0o646)
+    said = refused(cfg)
+    assert said.startswith("%s:1: Include %s: refusing ssh_config %s: %s is writable by all "
+                           "users (mode 0646)" % (cfg, inc, inc, inc)), said
+    inc.chmod(0o644)
+    os.chown(cfg, 54321, 54321)
+    said = refused(cfg)
+    assert said.startswith("%s: refusing ssh_config %s: %s is owned by uid 54321" % (
+        cfg, cfg, cfg)), said
+    os.chown(cfg, os.getuid(), os.getgid())
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)  # not sticky: anyone may rename a file of ours away and put theirs
+    moved = write(folder / "config", "Host gpu-f\n  HostName 10.0.0.8\n")
+    assert "%s is writable by its group and all users (mode 0777)" % folder in refused(moved)
+
+
 # --- the fuzz run ---------------------------------------------------------------------------
 
 VALUES = {

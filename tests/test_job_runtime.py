@@ -260,6 +260,11 @@ def test_submit_keeps_env_and_image_and_the_queues_image_unless_given(tmp_path, 
     (["--image", ""], "argument --image: must name a container image"),
     (["--image=-v/:/host"], "starts with '-'"),
     (["--image", "two words"], "holds a space or a control character; got 'two words'"),
+    # a container's variables reach it through its runtime's env file, off every command line
+    (["--image", "localhost/x:1", "--env", "PEM=a\nb"], "--env PEM cannot be given to a "
+     "container: its value holds a line break"),
+    (["--image", "localhost/x:1", "--env", "#A=1"], "--env #A cannot be given to a container: "
+     "a name holding a blank or starting with '#'"),
 ])
 def test_a_bad_env_or_image_is_a_usage_error_saying_what_and_where(tmp_path, capfd, argv,
                                                                    says):
@@ -268,6 +273,17 @@ def test_a_bad_env_or_image_is_a_usage_error_saying_what_and_where(tmp_path, cap
                                         *argv, "--", "true"])
     assert (code, out) == (2, "") and says in err and not leaks(err), err
     assert not (tmp_path / "store.db").exists()  # refused before the store was reached
+
+
+def test_a_multi_line_value_is_refused_for_a_queue_s_container_not_for_a_bare_job(tmp_path,
+                                                                                   capfd):
+    config = _config(tmp_path)
+    code, _, err = in_process(capfd, ["--config", config, "submit", "--queue", "boxed",
+                                      "--env", "PEM=a\nb", "--", "true"])
+    assert code == 2 and "--env PEM cannot be given to a container" in err, err
+    code, out, err = in_process(capfd, ["--config", config, "submit", "--queue", "bare",
+                                        "--env", "PEM=a\nb", "--", "true"])
+    assert (code, out) == (0, "1 pending in queue bare\n"), err
 
 
 def test_a_queues_bad_image_is_a_config_error(tmp_path, capfd):

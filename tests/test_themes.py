@@ -128,6 +128,18 @@ def test_a_fifo_or_a_folder_that_is_a_file_is_said_and_never_read(user_dir, tmp_
     assert sorted(loaded_themes()) == list(SHIPPED)
 
 
+def test_a_theme_another_user_could_change_is_said_and_never_read(user_dir):
+    """A theme decides what the fleet looks like (which colour is free, which is a team's):
+    one another user could rewrite is refused as the config is, the others load."""
+    path = _write(user_dir, "mine.toml", GOOD)
+    os.chmod(path, 0o666)
+    [err] = broken_themes()
+    assert str(err) == ("%s: refusing theme file %s: %s is writable by its group and all users "
+                        "(mode 0666), who could replace what fractui reads there; fix it with: "
+                        "chmod go-w %s" % (path, path, path, path))
+    assert sorted(loaded_themes()) == list(SHIPPED)
+
+
 def test_the_admins_theme_loads_and_may_replace_a_shipped_one(user_dir):
     _write(user_dir, "mine.toml", GOOD)
     _write(user_dir, "nord.toml", GOOD.replace('name = "mine"', 'name = "nord"').replace(

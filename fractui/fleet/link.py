@@ -11,8 +11,10 @@ meanwhile is kept with the link (fractui.fleet.sshlog), never printed. Commands 
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
+import stat
 import threading
 import time
 from typing import Any, List, Optional, Sequence, Tuple
@@ -117,6 +119,19 @@ def _handshake(transport: paramiko.Transport, wire: _Wire, hop: Hop, timeout_s: 
     raise LinkError("the SSH key exchange with %s (%s) failed: %s" % (where, banner, error))
 
 
+def unprotected(path: str) -> Optional[str]:
+    """Why a private key of ours is not used (OpenSSH's rule: one its owner lets others read
+    is ignored, "UNPROTECTED PRIVATE KEY FILE"), or None. paramiko reads any."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # paramiko says why it cannot be read
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        return ("unprotected: mode %04o lets others read it, so it is ignored as OpenSSH "
+                "ignores it; fix it with: chmod 600 %s" % (stat.S_IMODE(st.st_mode), path))
+    return None
+
+
 def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> None:
     tried: List[str] = []
 
@@ -143,6 +158,10 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
                    if why]  # paramiko reads both, and would wait for good on a FIFO
         if special:
             tried.append("%s (%s)" % special[0])
+            continue
+        why = unprotected(path)
+        if why:
+            tried.append("%s (%s)" % (path, why))
             continue
         try:
             key = paramiko.PKey.from_path(path)

@@ -22,6 +22,7 @@ from collections import deque
 from typing import Deque, Optional, TextIO
 
 from fractui.config import state_home
+from fractui.state_files import open_log
 
 LOGGERS = ("paramiko", "fractui.fleet")
 LOG_FILE = "fleet.log"
@@ -84,20 +85,13 @@ class Keeper(logging.handlers.RotatingFileHandler):
                 self.release()
         if self.failure is not None:
             return
-        try:
-            os.makedirs(os.path.dirname(self.baseFilename), mode=0o700, exist_ok=True)
-        except OSError as err:
-            self.failure = "%s: %s" % (self.baseFilename, err)
-            return
         super().emit(record)
 
     def _open(self) -> TextIO:
         """The log file, the admin's alone (0600) whatever the umask, a file made before
-        included: it holds what hosts and paramiko said. Never through a symlink."""
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW |
-                     os.O_CLOEXEC, 0o600)
+        included: it holds what hosts and paramiko said (state_files.open_log)."""
+        fd = open_log(self.baseFilename, "fleet's debug log")
         try:
-            os.fchmod(fd, 0o600)
             return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
         except BaseException:
             os.close(fd)

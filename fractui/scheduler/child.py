@@ -15,6 +15,7 @@ import sys
 from typing import IO, Optional
 
 import fractui
+from fractui.state_files import open_log
 
 STOP_S = 30.0  # a clean stop waits for the calls in flight (each within a third of the lease)
 
@@ -34,10 +35,8 @@ class ChildScheduler:
         code_root = os.path.dirname(os.path.dirname(os.path.abspath(fractui.__file__)))
         path = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
-        os.makedirs(os.path.dirname(self.log) or ".", mode=0o700, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW  # never through a link
-        self._out = os.fdopen(os.open(self.log, flags, 0o600),
-                              "ab")  # the admin's alone, as the SSH debug log beside it
+        # the admin's alone, as the SSH debug log beside it
+        self._out = os.fdopen(open_log(self.log, "TUI's scheduler log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fractui", "--config", self.config_path, "scheduler",
              "--name", self.name, "--until-stdin-closes"],

@@ -123,21 +123,22 @@ def private_dir(path: str, what: str = "directory") -> str:
     return path
 
 
-def _check_owned(st: os.stat_result, path: str, what: str) -> None:
+def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the agent") -> None:
     uid = _uid()
     if st.st_uid != uid:
-        raise UnsafePath("refusing %s %s: it is owned by uid %d, not by uid %d (the agent's "
-                         "user); remove it, or chown it back after checking it" % (
-                             what, path, st.st_uid, uid))
+        raise UnsafePath("refusing %s %s: it is owned by uid %d, not by uid %d (the user %s "
+                         "runs as); remove it, or chown it back after checking it" % (
+                             what, path, st.st_uid, uid, runner))
     if st.st_mode & 0o022:
         raise UnsafePath("refusing %s %s: it is writable by %s (mode %s), who could have "
                          "changed it; check it, then: chmod go-w %s" % (
                              what, path, _writers(st), _mode(st), path))
 
 
-def open_private(path: str, flags: int, what: str = "file", fifo: bool = False) -> int:
-    """``os.open`` for a file the agent trusts: never through a symlink, created 0600, and
-    refused unless it is a regular file (or a FIFO, with ``fifo``) of the agent's user that
+def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
+                 runner: str = "the agent") -> int:
+    """``os.open`` for a file the agent (``runner``) trusts: never through a symlink, created
+    0600, and refused unless it is a regular file (or a FIFO, with ``fifo``) of its user that
     nobody else can write. Read bits for others are taken away."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -151,7 +152,7 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False) 
         if not kind_ok:
             raise UnsafePath("refusing %s %s: it is not a %s" % (
                 what, path, "FIFO" if fifo else "regular file"))
-        _check_owned(st, path, what)
+        _check_owned(st, path, what, runner)
         if st.st_mode & 0o077:
             os.fchmod(fd, 0o600)
     except BaseException:

@@ -283,6 +283,9 @@ class Supervisor:
             how, why = self.runtimes.for_image()
             if how is None:
                 raise start_failed(why)
+            why = how.env_problem(req.env)
+            if why:
+                raise start_failed(why)
             return user, how
         cwd = req.cwd or user.default_cwd()
         if not os.path.isdir(cwd):
@@ -326,7 +329,9 @@ class Supervisor:
             run_as=job.run_as is not None, image=job.image, cgroup=cgroup,
             devices=[] if self.sim_state else (
                 [job.instance] if job.instance else job.gpu_uuids),
-            mounts=shared, read_only=read_only))
+            mounts=shared, read_only=read_only, job_dir=job_dir))
+        for path, data in shim.files.items():
+            write_private(path, data, True)
         spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
                 "log_max_bytes": self.settings.log_max_bytes, "user": shim.user}
         write_private(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode(), True)

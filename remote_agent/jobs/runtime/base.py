@@ -29,6 +29,7 @@ class JobRun:
     mounts: List[str] = field(default_factory=list)  # host paths it gets at the same path
     read_only: List[str] = field(default_factory=list)  # the same, read-only
     cgroup: Optional[str] = None  # the job's own cgroup, where the host gives it one
+    job_dir: str = ""  # the job's private directory (0700, the agent's): files the runtime reads
 
     def shim_user(self) -> Optional[Dict[str, object]]:
         """The user the shim's child becomes (None: it stays the agent's), for a runtime whose
@@ -41,13 +42,16 @@ class JobRun:
 @dataclass(frozen=True)
 class ShimLaunch:
     """What the shim runs: its argv, environment, cwd and user; ``cgroup`` the one its child
-    joins before it execs (None: it joins none, a container gets its cgroup from the runtime)."""
+    joins before it execs (None: it joins none, a container gets its cgroup from the runtime);
+    ``files`` (path -> content) written 0600 in the job's directory before the shim starts, for
+    what the runtime reads that must not be on its command line (every local user reads that)."""
 
     argv: List[str]
     env: Dict[str, str]
     cwd: str
     user: Optional[Dict[str, object]]
     cgroup: Optional[str]
+    files: Dict[str, bytes] = field(default_factory=dict)
 
 
 class Runtime(ABC):
@@ -60,6 +64,11 @@ class Runtime(ABC):
     @abstractmethod
     def launch(self, run: JobRun) -> ShimLaunch:
         """What the shim runs for this job."""
+
+    def env_problem(self, env: Dict[str, str]) -> Optional[str]:
+        """Why a job's own variables ``env`` cannot be given to its processes this way, or
+        None where they can (a bare process takes any)."""
+        return None
 
     def cgroup_parent_problem(self) -> Optional[str]:
         """Why its processes would not go into the job's cgroup (where the driver's limit is),

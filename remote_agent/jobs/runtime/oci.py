@@ -5,11 +5,23 @@ foreground: the runtime copies the container's output to the shim, and its exit 
 job's (125-127 where the runtime itself could not start it). ``--init`` puts the runtime's tiny
 init at pid 1 of the container, so a SIGTERM reaches the job as it would a bare process (the
 kernel drops signals a namespace's pid 1 has no handler for). The job's environment (its own
-variables and its cap layers) goes in as ``--env``; its user as ``--user UID:GID`` (numeric: the
-image need not know the host's accounts). Its processes live in the container's own cgroup,
-found from the container's pid once it runs and recorded with the job, so the daemon finds them
-without the shim. With a cgroup of its own (hosts with cgroup v2 job cgroups) the container's
-cgroup goes below the job's (``--cgroup-parent``), where the driver's per-cgroup limit is set.
+variables and its cap layers) goes in as ``--env-file``, a file in the job's private directory,
+never as ``--env NAME=VALUE``: a process's command line is every local user's to read (``ps``),
+its files and environment are not. Nor as a bare ``--env NAME`` with the value in the runtime's
+own environment: the runtime itself would read the job's variables (``LD_PRELOAD``, HAMi-core's
+among them, ``PATH``, ``DOCKER_HOST``, ``CONTAINERS_CONF``), as the agent's user, root on most
+hosts. The file is read line by line (``NAME=VALUE``, the name after leading blanks, ``#`` a
+comment, a line at most 64 KiB), so what it cannot hold is refused before the job is recorded
+(``env_problem``). Its user as ``--user UID:GID`` (numeric: the image need not know the host's
+accounts). podman would also copy the proxy variables of its own environment (the agent's:
+``http_proxy`` and the like, credentials included) into every container, which no bare job
+inherits (its base environment is an allow-list): ``--http-proxy=false``. (docker's client
+sends none of its environment; the proxies of its own config file are the admin's choice.)
+
+Its processes live in the container's own cgroup, found from the container's pid once it runs
+and recorded with the job, so the daemon finds them without the shim. With a cgroup of its own
+(hosts with cgroup v2 job cgroups) the container's cgroup goes below the job's
+(``--cgroup-parent``), where the driver's per-cgroup limit is set.
 
 Security: every container gets ``--security-opt no-new-privileges`` (a setuid binary in a user's
 image gains nothing by exec), and a job run as a user also ``--cap-drop all`` (so it is not root
@@ -18,11 +30,12 @@ in capabilities either: the runtime's default set would let a uid-0 process insi
 GPUs: on real NVML through CDI for podman (``--device nvidia.com/gpu=UUID``, a GPU or MIG uuid)
 and ``--gpus "device=UUID,..."`` for docker (the double quotes are part of the word: docker reads
 the flag as CSV, and without them splits the list at its commas). ``NVIDIA_VISIBLE_DEVICES`` is
-the last ``--env``, after the job's own: the job's uuids for docker, ``void`` for CDI and the
-simulator, so neither the job's variables nor its image's ENV widen what NVIDIA's hook gives the
-container. On the simulator the analogue of a device node is its state: the directory holding
-the simulated GPUs' state (FRACTUI_SIM_STATE) is mounted at the same path, and the variable
-passed, so a workload in the container registers with the same host.
+an ``--env`` after the job's own ``--env-file`` (which both runtimes read first): the job's
+uuids for docker, ``void`` for CDI and the simulator, so neither the job's variables nor its
+image's ENV widen what NVIDIA's hook gives the container. On the simulator the analogue of a
+device node is its state: the directory holding the simulated GPUs' state (FRACTUI_SIM_STATE)
+is mounted at the same path, and the variable passed, so a workload in the container registers
+with the same host.
 
 The runtime's answers are checked: a failed ``kill`` or ``rm`` is logged (the supervisor then
 kills what is left in the container's cgroup itself), and only a successful ``info`` is kept.
@@ -32,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, \
@@ -41,6 +54,8 @@ from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch,
 log = logging.getLogger("remote_agent.jobs")
 
 CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
+ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-file
+MAX_ENV_LINE = 65535  # bytes of one NAME=VALUE line: both runtimes read it with Go's bufio.Scanner
 
 
 class Oci(ContainerRuntime):
@@ -78,11 +93,16 @@ class Oci(ContainerRuntime):
     def launch(self, run: JobRun) -> ShimLaunch:
         argv = [self.tool, "run", "--rm", "--init", "--name", run.name,
                 "--security-opt", "no-new-privileges"]
+        if self.tool == "podman":  # else it copies its own proxy variables into the container
+            argv.append("--http-proxy=false")
         if run.run_as:
             argv += ["--user", "%d:%d" % (run.user.uid, run.user.gid), "--cap-drop", "all"]
-        for key, value in sorted(run.env.items()):
-            argv += ["--env", "%s=%s" % (key, value)]
-        # last, so it wins over the job's own variables (and the image's ENV, below both)
+        files: Dict[str, bytes] = {}
+        if run.env:
+            path = os.path.join(run.job_dir, ENV_FILE)
+            files[path] = "".join("%s=%s\n" % kv for kv in sorted(run.env.items())).encode()
+            argv += ["--env-file", path]
+        # an --env wins over every --env-file (and the image's ENV, below both)
         visible = ",".join(run.devices) if run.devices and self.tool == "docker" else "void"
         argv += ["--env", "NVIDIA_VISIBLE_DEVICES=" + visible]
         if run.cwd:
@@ -102,8 +122,13 @@ class Oci(ContainerRuntime):
             argv += ["--cgroup-parent", parent]
         argv += [run.image or "", *run.argv]
         # the runtime's CLI runs as the agent, with the agent's environment (its config, its
-        # socket); the job's own environment is only what --env gives the container
-        return ShimLaunch(argv=argv, env=dict(os.environ), cwd="/", user=None, cgroup=None)
+        # socket); the job's own environment is only what --env-file gives the container
+        return ShimLaunch(argv=argv, env=dict(os.environ), cwd="/", user=None, cgroup=None,
+                          files=files)
+
+    def env_problem(self, env: Dict[str, str]) -> Optional[str]:
+        found = env_file_problem(env)
+        return "its variable %s %s" % found if found else None
 
     def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str]]:
         code, out, _ = run_tool([self.tool, "inspect", "--format", "{{.State.Pid}}", name],
@@ -125,6 +150,25 @@ class Oci(ContainerRuntime):
         if code != 0:
             log.warning("%s failed (exit %d): %s", " ".join(argv), code, last_line(err or out))
         return code == 0
+
+
+def env_file_problem(env: Dict[str, str]) -> Optional[Tuple[str, str]]:
+    """(a variable's name, why) for the first of ``env`` a runtime's env file cannot hold as
+    given, or None: one rule for the agent's launch and fractui's submit of a container job."""
+    for name, value in sorted(env.items()):
+        if any(c.isspace() for c in name) or name.startswith(("#", "\ufeff")):
+            return name[:80], ("cannot be given to a container: a name holding a blank or "
+                               "starting with '#' is not read back from its env file as given")
+        if "\n" in value or "\r" in value:
+            return name[:80], ("cannot be given to a container: its value holds a line break, "
+                               "and a container's variables reach it as the lines of a file (so "
+                               "no command line shows them); put it in a file the job reads")
+        size = len(("%s=%s" % (name, value)).encode("utf-8"))
+        if size > MAX_ENV_LINE:
+            return name[:80], ("cannot be given to a container: NAME=VALUE is %d bytes, over "
+                               "the %d a container runtime reads of one variable; put it in a "
+                               "file the job reads" % (size, MAX_ENV_LINE))
+    return None
 
 
 def _hierarchy_path(cgroup: Optional[str]) -> Optional[str]:
