@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
@@ -63,6 +64,10 @@ MIGRATIONS: List[List[str]] = [
         "ALTER TABLE jobs ADD COLUMN container TEXT",
         "ALTER TABLE jobs ADD COLUMN container_cgroup TEXT",
     ],
+    [  # 5: a stop's deadline by the monotonic clock, not the wall clock (which may be set)
+        "UPDATE jobs SET kill_at = kill_at - wall_now() + monotonic_now() "
+        "WHERE kill_at IS NOT NULL",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 
@@ -99,7 +104,9 @@ class Job:
     run_as: Optional[str] = None  # the user it runs as; None: the agent's own
     cgroup: Optional[str] = None  # its own cgroup; None: found by its session
     start_ticks: Optional[int] = None  # its first process's start time (tells a reused pid)
-    kill_at: Optional[float] = None  # when a stop turns into SIGKILL
+    kill_at: Optional[float] = None
+    """When a stop turns into SIGKILL, by time.monotonic: CLOCK_MONOTONIC, one clock for every
+    process of the host (a daemon after a restart too) until a reboot, which ends the job."""
     usage: Optional[Dict[str, Any]] = None  # the aggregate of its samples (usage.Usage.record)
     runtime: str = "process"  # what runs it: "process", "podman", "docker" or "apptainer"
     image: Optional[str] = None  # the image of a container job
@@ -173,6 +180,8 @@ class JobStore:
     def _migrate(self) -> None:
         """Bring the table to VERSION, one numbered step per transaction."""
         with self._lock:
+            self._db.create_function("wall_now", 0, time.time)  # for step 5
+            self._db.create_function("monotonic_now", 0, time.monotonic)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             for number in range(version + 1, VERSION + 1):
                 self._db.execute("BEGIN IMMEDIATE")
