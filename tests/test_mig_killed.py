@@ -261,3 +261,22 @@ def test_a_mig_mode_change_cut_short_leaves_no_mode_pending_and_is_made_when_ask
     assert (again["mig_mode"], again["mig_pending"], again["changed"]) == (
         enabled, enabled, left != "made")
     assert mode(later) == (enabled, enabled)
+
+
+def test_a_mode_change_that_cannot_be_journaled_on_a_full_state_disk_is_not_made(small_fs,
+                                                                                start_agent):
+    """The state dir's filesystem full (a real 8 MiB tmpfs): a mode change is refused as the
+    host's failure, naming why, with the mode as it was; with room, the change is made."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xH100", state)
+    assert mode(agent) == (False, False)
+    filler = small_fs / "filler"
+    fill(filler)
+    with pytest.raises(AgentError) as err:
+        agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert (err.value.code, err.value.data["class"]) == (rpc.HOST_FAILED, rpc.HOST)
+    assert "cannot be recorded in the state dir first" in err.value.message
+    assert mode(agent) == (False, False)
+    filler.unlink()
+    assert agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)["changed"] is True
+    assert mode(agent) == (True, True)
