@@ -4,6 +4,7 @@ acknowledged, so an agent crash or upgrade loses no job."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -143,6 +144,16 @@ class Job:
         return out
 
 
+def _no_room(path: str) -> str:
+    """Words saying the table's filesystem is full, where it is (SQLite may say only "disk
+    I/O error" when it cannot grow its shared-memory file), else nothing."""
+    try:
+        full = os.statvfs(os.path.dirname(path) or ".").f_bavail == 0
+    except OSError:
+        return ""
+    return " (its filesystem has no room left)" if full else ""
+
+
 _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes", "usage")
 
 
@@ -160,6 +171,10 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+        except sqlite3.OperationalError as err:  # the host's trouble now, not the table's
+            raise StoreError("the job table %s cannot be opened now: %s%s; it is kept as it "
+                             "is: start the agent again once that is mended" % (
+                                 path, err, _no_room(path))) from err
         except sqlite3.DatabaseError as err:
             raise StoreError("the job table %s cannot be used: %s; move it aside to start with "
                              "an empty one (its jobs are then forgotten)" % (path, err)) from err
