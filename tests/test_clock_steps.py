@@ -18,8 +18,8 @@ from fractui.scheduler.service import Scheduler
 from fractui.scheduler.usage import LOOK_S, UsageKeeper
 from fractui.store.sqlite import SqliteStore
 from remote_agent.jobs import store as job_store
-from tests.test_job_supervision import wait_until
-from tests.test_jobs import PY, alive
+from tests.test_job_supervision import daemon_pid_of, wait_until
+from tests.test_jobs import PY, alive, wait_job
 from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
 from tests.test_launch_concurrency import in_process, launch_request  # noqa: F401 (fixture)
 
@@ -68,6 +68,24 @@ def test_a_stops_grace_neither_ends_nor_lasts_with_a_step_of_the_wall_clock(in_p
     wait_until(ended, "the kill recorded")
     assert sup.store.get(job.id).reason == "asked to stop"
 
+
+def test_a_grace_outlives_the_daemon_that_began_it(start_agent, tmp_path):
+    """The deadline is kept by CLOCK_MONOTONIC, one clock for every process of the host: the
+    daemon killed (kill -9) during a stop's grace, the next one kills the job when the grace
+    ends, with the stop's reason."""
+    state = str(tmp_path / "host")
+    ready = str(tmp_path / "ready")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-stubborn", gpu=0, memory_mib=10, argv=_stubborn(ready))
+    wait_until(lambda: os.path.exists(ready), "the job to ignore SIGTERM")
+    agent.call("job.stop", job=job["id"], grace=2, reason="asked to stop")
+    os.kill(daemon_pid_of(state), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    assert alive(job["pid"])
+    later = start_agent(None, state)
+    done = wait_job(later, job["id"])
+    assert (done["state"], done["reason"]) == ("killed", "asked to stop")
+    assert not alive(job["pid"])
 
 def test_a_grace_running_in_an_older_table_keeps_what_was_left_of_it(tmp_path):
     """A table of version 4 kept the deadline by the wall clock: brought up to date, the same
