@@ -280,3 +280,33 @@ def test_a_mode_change_that_cannot_be_journaled_on_a_full_state_disk_is_not_made
     filler.unlink()
     assert agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)["changed"] is True
     assert mode(agent) == (True, True)
+
+
+def test_a_pending_mode_not_asked_back_leaves_the_gpu_degraded_until_it_reads_as_before(
+        tmp_path):
+    """A mode change cut short with its mode left pending, and NVML refusing to ask it back
+    however often asked: the GPU is degraded, saying what it reads, until it reads as before
+    (the agent's parts in this process, the entry as a killed daemon leaves it)."""
+    from remote_agent.gpu import fake_pynvml as nv
+    from tests.test_mig_faults import agent_with, inventory_gpu
+
+    agent, methods = agent_with("1xH100")
+    nv.sim_mode_waits_for_reset(0)
+    asked = methods.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    assert (asked["mig_mode"], asked["mig_pending"]) == (False, True)
+    agent.journal = MigJournal(str(tmp_path / "mig-changes"))
+    agent.journal.begin_mode(0, inventory_gpu(agent)["uuid"], "turning MIG mode on",
+                             (False, False), True)
+    nv.sim_inject_fault("nvmlDeviceSetMigMode", nv.NVML_ERROR_UNKNOWN, count=100)
+    try:
+        agent.roll_back_cut_changes()
+    finally:
+        nv.sim_clear_faults()
+    (problem,) = methods.call("hello", {})["problems"]
+    assert problem.startswith("GPU 0 is degraded: turning MIG mode on failed: ") and \
+        "it now holds MIG mode off (on after the next reset)" in problem, problem
+    assert os.listdir(str(tmp_path / "mig-changes")) == []
+    methods.call("mig.set_mode", {"gpu": 0, "enabled": False})  # asked back by hand
+    assert (inventory_gpu(agent)["mig_mode"], inventory_gpu(agent)["mig_pending"]) == (
+        False, False)
+    assert methods.call("hello", {})["problems"] == []
