@@ -13,8 +13,9 @@ import socket
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from types import ModuleType
 from dataclasses import replace
+from functools import partial
+from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar, \
     Union
 
@@ -27,9 +28,9 @@ from remote_agent.jobs.caps import CapProbe, mps_server
 from remote_agent.limits import host_limits
 from remote_agent.mig import planner
 from remote_agent.mig.apply import Applied, Change, ChangeFailed, apply_change, placements, \
-    reset_to_mode, restore, set_mode
+    reset_to_mode, restore, restore_mode, set_mode
 from remote_agent.mig.health import Degraded, GpuHealth
-from remote_agent.mig.journal import Entry, MigJournal, boot_id
+from remote_agent.mig.journal import Begun, Entry, MigJournal, ModeEntry, boot_id
 from remote_agent.mig.layout import Instance, Layout
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Method, Params, RpcError
@@ -110,7 +111,7 @@ class Agent:
                 "sim.remove_process": Method(self.sim_remove_process, ("pid",)),
                 "sim.fault": Method(self.sim_fault, ("function", "error", "skip", "count")),
                 "sim.clear_faults": Method(self.sim_clear_faults),
-                "sim.hold": Method(self.sim_hold, ("function", "gate")),
+                "sim.hold": Method(self.sim_hold, ("function", "gate", "after")),
                 "sim.health": Method(self.sim_health,
                                      ("gpu", "reset") + self.sim.SIM_HEALTH_FIELDS),
                 "sim.ecc": Method(self.sim_ecc, ("gpu", "corrected", "uncorrected")),
@@ -386,7 +387,8 @@ class Agent:
         """Carry out a MIG change (the caller holds the MIG lock): it stands, or the GPU is as
         it was, or the GPU is marked degraded — and the answer says which. ``kept``: the change
         is in the journal while it is made (False: the caller keeps it there itself)."""
-        with self._journaled(index, before, change) if kept else nullcontext():
+        with self._journaled(index, change.what, lambda journal, uuid: journal.begin(
+                index, uuid, before, change)) if kept else nullcontext():
             try:
                 applied = apply_change(self.backend, index, before, change)
             except ChangeFailed as err:
@@ -395,21 +397,23 @@ class Agent:
         return applied
 
     @contextmanager
-    def _journaled(self, index: int, before: Layout, change: Change) -> Iterator[None]:
-        """The change kept in the journal (durably, before its first step) while the body
-        makes it; HOST_FAILED, nothing changed, where it cannot be written."""
+    def _journaled(self, index: int, what: str,
+                   begin: Callable[[MigJournal, str], str]) -> Iterator[None]:
+        """The change kept in the journal (durably, before its first step: ``begin`` writes
+        it, given the GPU's uuid) while the body makes it; HOST_FAILED, nothing changed, where
+        it cannot be written."""
         journal = self.journal
         if journal is None:
             yield
             return
         uuid = self.gpu_info(index).uuid
         try:
-            path = journal.begin(index, uuid, before, change)
+            path = begin(journal, uuid)
         except OSError as err:
             raise RpcError(rpc.HOST_FAILED, "GPU %d: %s not made: it cannot be recorded in the "
                            "state dir first (%s: %s), and a change not recorded could not be "
                            "rolled back were the agent to stop midway; nothing was changed" % (
-                               index, change.what, type(err).__name__, err),
+                               index, what, type(err).__name__, err),
                            {"gpu": index}) from err
         try:
             yield
@@ -420,9 +424,9 @@ class Agent:
         """At the daemon's start, before any client is served: each MIG change a daemon before
         it began and never settled (it was killed between NVML steps) is rolled back, as a
         failed step's change is — the instances it made destroyed, those it destroyed made
-        again, nothing else touched — unless it was carried out in full, or a job already holds
-        what it made (then it stands). One that cannot be rolled back leaves its GPU degraded,
-        saying so. Each is said in the daemon's log."""
+        again, nothing else touched; a mode left pending asked back — unless it was carried out
+        in full, or a job already holds what it made (then it stands). One that cannot be
+        rolled back leaves its GPU degraded, saying so. Each is said in the daemon's log."""
         if self.journal is None:
             return
         for entry in self.journal.left():
@@ -431,17 +435,26 @@ class Agent:
             finally:
                 self.journal.drop(entry.path)
 
-    def _roll_back(self, entry: Entry) -> None:
+    def _roll_back(self, entry: Begun) -> None:
         what = "MIG change on GPU %d (%s)" % (entry.index, entry.what)
         if entry.boot is not None and entry.boot != boot_id():
             log.warning("%s was cut short before the host rebooted; MIG instances do not "
-                        "outlive a reboot: nothing to roll back", what)
+                        "outlive a reboot, and a mode left pending took effect with it: "
+                        "nothing to roll back", what)
             return
         if self.problem is not None:
             log.error("%s was cut short by the agent's stop and cannot be rolled back: %s",
                       what, self.problem)
             return
         index = entry.index
+        read: Callable[[], Any]  # what the GPU holds now, and what to do with it
+        undo: Callable[[Any], None]
+        if isinstance(entry, ModeEntry):
+            read, judged = partial(self.backend.mig_mode, index), entry.before
+            undo = partial(self._undo_mode, entry, what)
+        else:
+            read, judged = partial(self.layout, index), MIG_ON
+            undo = partial(self._undo_layout, entry, what)
         with self.mig_lock(index):
             try:
                 info = self.call_nvml(lambda: self.backend.gpu(index))
@@ -449,40 +462,64 @@ class Agent:
                     log.warning("%s was cut short, but GPU %d is now %s, not %s: nothing "
                                 "rolled back", what, index, info.uuid, entry.gpu_uuid)
                     return
-                layout = self.call_nvml(lambda: self.layout(index))
+                now = self.call_nvml(read)
             except (NvmlCallError, LookupError) as err:
                 reason = "%s was cut short by the agent's stop, and the GPU cannot be read " \
                          "to roll it back (%s)" % (what, err)
                 log.error("%s", reason)
-                self.health.mark(index, Degraded(reason, MIG_ON, None))
+                self.health.mark(index, Degraded(reason, judged, None))
                 return
-            try:
-                before, change = entry.layout_and_change(layout.geometry)
-            except (ValueError, KeyError, TypeError) as err:
-                log.error("%s was cut short and cannot be rolled back: its record is not "
-                          "one this agent can read (%s: %s)", what, type(err).__name__, err)
-                return
-            now = placements(layout.instances)
-            if now == change.expected(before):
-                log.warning("%s was carried out in full before the agent stopped; it stands",
-                            what)
-                return
-            if now == placements(before.instances):
-                log.warning("%s was cut short before it changed anything", what)
-                return
-            kept = {i.gi_id for i in before.instances} - {i.gi_id for i in change.destroy}
-            in_use = [i for i in layout.instances if i.gi_id not in kept and i.busy]
-            if in_use:
-                log.warning("%s was cut short, but %s is in use: nothing rolled back", what,
-                            ", ".join(i.label() for i in in_use))
-                return
-            err = restore(self.backend, index, before, change, None,
-                          "the agent stopped midway through it")
-            if err.restored:
-                log.warning("%s was cut short by the agent's stop: %s", what, err)
-                return
-            log.error("%s", err)
-            self.health.mark(index, Degraded(str(err), MIG_ON, placements(before.instances)))
+            undo(now)
+
+    def _undo_mode(self, entry: ModeEntry, what: str, now: Tuple[bool, bool]) -> None:
+        """A mode change cut short: it stands once it took effect (undoing it would take
+        another reset); a mode it left pending is asked back, so no later reset makes it."""
+        if now == entry.before:
+            log.warning("%s was cut short before it changed anything", what)
+            return
+        if now[0] != entry.before[0]:
+            log.warning("%s was carried out before the agent stopped (MIG mode is %s now); "
+                        "it stands", what, "on" if now[0] else "off")
+            return
+        err = restore_mode(self.backend, entry.index, entry.before, entry.what, None,
+                           "the agent stopped midway through it")
+        if err.restored:
+            log.warning("%s was cut short by the agent's stop: %s", what, err)
+            return
+        log.error("%s", err)
+        self.health.mark(entry.index, Degraded(str(err), entry.before, None))
+
+    def _undo_layout(self, entry: Entry, what: str, layout: Layout) -> None:
+        """A change of instances cut short: rolled back, unless it was made in full or a job
+        holds what it made."""
+        index = entry.index
+        try:
+            before, change = entry.layout_and_change(layout.geometry)
+        except (ValueError, KeyError, TypeError) as err:
+            log.error("%s was cut short and cannot be rolled back: its record is not "
+                      "one this agent can read (%s: %s)", what, type(err).__name__, err)
+            return
+        now = placements(layout.instances)
+        if now == change.expected(before):
+            log.warning("%s was carried out in full before the agent stopped; it stands",
+                        what)
+            return
+        if now == placements(before.instances):
+            log.warning("%s was cut short before it changed anything", what)
+            return
+        kept = {i.gi_id for i in before.instances} - {i.gi_id for i in change.destroy}
+        in_use = [i for i in layout.instances if i.gi_id not in kept and i.busy]
+        if in_use:
+            log.warning("%s was cut short, but %s is in use: nothing rolled back", what,
+                        ", ".join(i.label() for i in in_use))
+            return
+        err = restore(self.backend, index, before, change, None,
+                      "the agent stopped midway through it")
+        if err.restored:
+            log.warning("%s was cut short by the agent's stop: %s", what, err)
+            return
+        log.error("%s", err)
+        self.health.mark(index, Degraded(str(err), MIG_ON, placements(before.instances)))
 
     def _failed(self, index: int, err: ChangeFailed, mode: Tuple[bool, bool],
                 show: Callable[[Any], Any], code: Optional[int] = None,
@@ -521,7 +558,8 @@ class Agent:
                     return inst.uuid
             self._check_pinned(index, layout, pinned)
             change = _plan_change(self._plan(layout, profile, start, destroy_idle))
-            with self._journaled(index, layout, change):  # until it is made and usable
+            with self._journaled(index, change.what, lambda journal, uuid: journal.begin(
+                    index, uuid, layout, change)):  # until it is made and usable
                 applied = self._change(index, layout, change, kept=False)
                 created = change.created(applied.layout)
                 if created is None or created.uuid is None:
@@ -603,13 +641,18 @@ class Agent:
             if destroy_idle and info.mig_mode and not enabled:
                 self._destroy_all_idle(info.index)
             before = (info.mig_mode, info.mig_pending)
-            try:
-                mode = set_mode(self.backend, info.index, enabled, before)
-                if reset and mode is not None and mode == (not enabled, enabled):
-                    mode = reset_to_mode(self.backend, self.resetter, info.index, info.uuid,
-                                         enabled, before, lambda: sorted({proc.pid for proc in (
-                                             self.backend.processes(info.index))}))
-                    reset_done = True
+            what = "turning MIG mode %s" % ("on" if enabled else "off")
+            try:  # kept in the journal unless the GPU has the mode asked, nothing pending
+                with self._journaled(info.index, what, lambda journal, uuid: journal.begin_mode(
+                        info.index, uuid, what, before, enabled)) if before != (
+                            enabled, enabled) else nullcontext():
+                    mode = set_mode(self.backend, info.index, enabled, before)
+                    if reset and mode is not None and mode == (not enabled, enabled):
+                        mode = reset_to_mode(
+                            self.backend, self.resetter, info.index, info.uuid, enabled, before,
+                            lambda: sorted({proc.pid for proc in (
+                                self.backend.processes(info.index))}))
+                        reset_done = True
             except ChangeFailed as err:
                 if err.restored and err.in_use:
                     raise self._failed(info.index, err, before, _mode_record, rpc.GPU_IN_USE
@@ -696,8 +739,9 @@ class Agent:
 
     def sim_hold(self, p: Params) -> Dict[str, Any]:
         function, gate = p.text("function"), p.text("gate")
-        self._sim(lambda: self.sim.sim_hold(function, gate))
-        return {"function": function, "gate": gate}
+        after = p.flag("after", False)
+        self._sim(lambda: self.sim.sim_hold(function, gate, after))
+        return {"function": function, "gate": gate, "after": after}
 
     def sim_health(self, p: Params) -> Dict[str, Any]:
         index = self._gpu(p).index

@@ -20,6 +20,7 @@ from remote_agent.daemon.paths import code_hash
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.jobs import store as job_store
 from tests.conftest import REPO, AgentProcess
+from tests.test_job_supervision import daemon_pid_of, fill, wait_until
 from tests.test_jobs import alive, assert_adopted_then_exit, launch_held_jobs, script, wait_job
 
 
@@ -240,3 +241,39 @@ def test_a_job_starts_from_the_declared_base_environment(start_agent, tmp_path, 
     assert seen["fds"][:3] == [0, 1, 2] and len(seen["fds"]) <= 5  # + its pipe's read end,
     # + the listing's own descriptor
 
+
+
+def test_a_table_that_cannot_be_upgraded_on_a_full_disk_is_kept_for_when_there_is_room(
+        small_fs, start_agent):
+    """The state dir's filesystem full (a real 8 MiB tmpfs) when a newer agent's daemon must
+    bring the job table up to its version: it does not start, saying the disk is full and the
+    table is kept — not to move the table aside, which forgets every job. With room, the next
+    start upgrades it and adopts the job, which ran on meanwhile."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-kept", gpu=0, memory_mib=10,
+                     argv=script("import time\ntime.sleep(120)"))
+    daemon = daemon_pid_of(state)
+    agent.call("daemon.shutdown")
+    agent.close()
+    wait_until(lambda: not alive(daemon), "the daemon to stop")
+    db_path = os.path.join(state, "jobs.db")
+    with sqlite3.connect(db_path) as db:  # as an agent one version older left it
+        db.execute("PRAGMA user_version = %d" % (job_store.VERSION - 1))
+    db.close()
+    filler = small_fs / "filler"
+    fill(filler)
+    refused = start_agent(None, state)
+    with pytest.raises(EOFError) as err:
+        refused.call("job.get", job=job["id"])
+    said = str(err.value)
+    assert "the job table %s cannot be opened now: " % db_path in said
+    assert "(its filesystem has no room left); it is kept as it is" in said
+    assert "move it aside" not in said
+    filler.unlink()
+    later = start_agent(None, state)
+    assert later.call("job.get", job=job["id"])["state"] == "running"
+    assert alive(job["pid"])
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == job_store.VERSION
+    db.close()

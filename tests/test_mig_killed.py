@@ -34,10 +34,12 @@ def placed(agent, gpu: int = 0) -> Counter:
                    for i in agent.call("inventory")["gpus"][gpu]["instances"])
 
 
-def kill_inside(agent, state: str, tmp_path, function: str, method: str, **params) -> None:
-    """Send ``method`` and kill -9 the daemon while the change is held at ``function``."""
+def kill_inside(agent, state: str, tmp_path, function: str, method: str, after: bool = False,
+                **params) -> None:
+    """Send ``method`` and kill -9 the daemon while the change is held at ``function`` (once
+    that call is made, with ``after``)."""
     gate = tmp_path / ("gate-" + function)
-    agent.call("sim.hold", function=function, gate=str(gate))
+    agent.call("sim.hold", function=function, gate=str(gate), after=after)
     agent.send(method, **params)
     wait_until(lambda: os.path.exists(str(gate) + ".held"), "the change to reach %s" % function)
     os.kill(daemon_pid_of(state), signal.SIGKILL)
@@ -202,3 +204,109 @@ def test_a_change_that_cannot_be_journaled_on_a_full_state_disk_is_not_made(smal
     filler.unlink()
     agent.call("mig.apply", gpu=0, profile="7g.80gb", start=0, destroy_idle=True)
     assert placed(agent) == Counter({("7g.80gb", 0, True): 1})
+
+
+def mode(agent, gpu: int = 0) -> tuple:
+    """The GPU's MIG mode: (current, pending)."""
+    record = agent.call("inventory")["gpus"][gpu]
+    return record["mig_mode"], record["mig_pending"]
+
+
+# A MIG mode change cut short, per GPU model and step: (host, MIG on before, the GPU's change
+# waits for a reset, turning it on, the NVML call it is cut at, once made, what the next daemon
+# leaves: the mode asked "made", or "before")
+MODE_CUTS = {
+    "Hopper: before the mode is set": (
+        "1xH100", False, False, True, "nvmlDeviceSetMigMode", False, "before"),
+    "Hopper: the mode set, at once": (
+        "1xH100", False, False, True, "nvmlDeviceSetMigMode", True, "made"),
+    "Ampere: the mode set, the driver's own reset made": (
+        "1xA100-80GB:mig", True, False, False, "nvmlDeviceSetMigMode", True, "made"),
+    "waits for a reset: the mode set, pending": (
+        "1xH100", False, True, True, "nvmlDeviceSetMigMode", True, "before"),
+    "waits for a reset: NVML shut down for the reset": (
+        "1xH100", False, True, True, "nvmlShutdown", False, "before"),
+    "waits for a reset: the reset made, NVML not started again": (
+        "1xA100-80GB", False, True, True, "nvmlInitWithFlags", False, "made"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODE_CUTS))
+def test_a_mig_mode_change_cut_short_leaves_no_mode_pending_and_is_made_when_asked_again(
+        start_agent, tmp_path, case):
+    """Killed anywhere in a mode change (with ``reset``), the next daemon leaves the GPU in
+    the mode it had or in the mode asked, never with a mode pending that the next reset,
+    whoever makes it, would bring in unasked; the change asked again is answered as made."""
+    host, was_on, waits, enabled, function, after, left = MODE_CUTS[case]
+    state = str(tmp_path / "host")
+    agent = start_agent(host, state)
+    if waits:
+        agent.call("sim.mode_waits_for_reset", gpu=0, waits=True)
+    before = mode(agent)
+    assert before == (was_on, was_on)
+    kill_inside(agent, state, tmp_path, function, "mig.set_mode", after=after, gpu=0,
+                enabled=enabled, reset=True)
+    later = start_agent(None, state)
+    assert mode(later) == ((enabled, enabled) if left == "made" else before)
+    assert os.listdir(os.path.join(state, "mig-changes")) == []
+    assert not [p for p in later.call("hello").get("problems", []) if "degraded" in p]
+    said = daemon_log(state)
+    if left == "made":
+        assert "was carried out before the agent stopped" in said
+    elif function == "nvmlDeviceSetMigMode" and not after:
+        assert "was cut short before it changed anything" in said
+    else:
+        assert "was cut short by the agent's stop: " in said  # the pending mode asked back
+    again = later.call("mig.set_mode", gpu=0, enabled=enabled, reset=True)
+    assert (again["mig_mode"], again["mig_pending"], again["changed"]) == (
+        enabled, enabled, left != "made")
+    assert mode(later) == (enabled, enabled)
+
+
+def test_a_mode_change_that_cannot_be_journaled_on_a_full_state_disk_is_not_made(small_fs,
+                                                                                start_agent):
+    """The state dir's filesystem full (a real 8 MiB tmpfs): a mode change is refused as the
+    host's failure, naming why, with the mode as it was; with room, the change is made."""
+    state = str(small_fs / "state")
+    agent = start_agent("1xH100", state)
+    assert mode(agent) == (False, False)
+    filler = small_fs / "filler"
+    fill(filler)
+    with pytest.raises(AgentError) as err:
+        agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)
+    assert (err.value.code, err.value.data["class"]) == (rpc.HOST_FAILED, rpc.HOST)
+    assert "cannot be recorded in the state dir first" in err.value.message
+    assert mode(agent) == (False, False)
+    filler.unlink()
+    assert agent.call("mig.set_mode", gpu=0, enabled=True, reset=True)["changed"] is True
+    assert mode(agent) == (True, True)
+
+
+def test_a_pending_mode_not_asked_back_leaves_the_gpu_degraded_until_it_reads_as_before(
+        tmp_path):
+    """A mode change cut short with its mode left pending, and NVML refusing to ask it back
+    however often asked: the GPU is degraded, saying what it reads, until it reads as before
+    (the agent's parts in this process, the entry as a killed daemon leaves it)."""
+    from remote_agent.gpu import fake_pynvml as nv
+    from tests.test_mig_faults import agent_with, inventory_gpu
+
+    agent, methods = agent_with("1xH100")
+    nv.sim_mode_waits_for_reset(0)
+    asked = methods.call("mig.set_mode", {"gpu": 0, "enabled": True})
+    assert (asked["mig_mode"], asked["mig_pending"]) == (False, True)
+    agent.journal = MigJournal(str(tmp_path / "mig-changes"))
+    agent.journal.begin_mode(0, inventory_gpu(agent)["uuid"], "turning MIG mode on",
+                             (False, False), True)
+    nv.sim_inject_fault("nvmlDeviceSetMigMode", nv.NVML_ERROR_UNKNOWN, count=100)
+    try:
+        agent.roll_back_cut_changes()
+    finally:
+        nv.sim_clear_faults()
+    (problem,) = methods.call("hello", {})["problems"]
+    assert problem.startswith("GPU 0 is degraded: turning MIG mode on failed: ") and \
+        "it now holds MIG mode off (on after the next reset)" in problem, problem
+    assert os.listdir(str(tmp_path / "mig-changes")) == []
+    methods.call("mig.set_mode", {"gpu": 0, "enabled": False})  # asked back by hand
+    assert (inventory_gpu(agent)["mig_mode"], inventory_gpu(agent)["mig_pending"]) == (
+        False, False)
+    assert methods.call("hello", {})["problems"] == []

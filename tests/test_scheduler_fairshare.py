@@ -83,7 +83,8 @@ def test_the_scheduler_reads_usage_once_a_minute_on_a_new_lease_and_only_while_i
     clock = [time.time()]
     config = dataclasses.replace(f.config, fairshare=dataclasses.replace(FAIR,
                                                                          usage_weight=0.5))
-    f.scheduler = Scheduler(config, store, f.fleet, name="test", clock=lambda: clock[0])
+    f.scheduler = Scheduler(config, store, f.fleet, name="test", clock=lambda: clock[0],
+                            ticks=lambda: clock[0])
     held = f.submit("whole", "a")
     f.until(lambda: store.get(held.id).state == "running")
     waits = f.submit("whole", "b")
@@ -99,7 +100,8 @@ def test_the_scheduler_reads_usage_once_a_minute_on_a_new_lease_and_only_while_i
     assert store.usage_reads == 3
     # at weight 0 nothing is read, whatever waits
     f.scheduler.stop()
-    f.scheduler = Scheduler(f.config, store, f.fleet, name="plain", clock=lambda: clock[0])
+    f.scheduler = Scheduler(f.config, store, f.fleet, name="plain", clock=lambda: clock[0],
+                            ticks=lambda: clock[0])
     clock[0] += 3600
     for _ in range(3):
         f.scheduler.step()

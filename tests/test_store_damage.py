@@ -374,7 +374,8 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
     store = SqliteStore(str(small_fs / "store.db"), clock=lambda: now[0])
     escaped: list = []
     monkeypatch.setattr(threading, "excepthook", escaped.append)
-    sched = Scheduler(config, store, f.fleet, name="test", clock=lambda: now[0])
+    sched = Scheduler(config, store, f.fleet, name="test", clock=lambda: now[0],
+                      ticks=lambda: now[0])
     filler = None
     try:
         jobs = [store.submit("q", None, n, localfleet.sleeper(600), {"gpu": 0.25}, "test")

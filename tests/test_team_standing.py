@@ -94,7 +94,7 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
     source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records)
     clock = [NOW]
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
-    app = FractuiApp(source, config, clock=lambda: clock[0])
+    app = FractuiApp(source, config, clock=lambda: clock[0], ticks=lambda: clock[0])
     async with app.run_test(size=(160, 48)) as pilot:
         await settled(pilot)
         panel = app.screen.query_one(QueuePanel)
@@ -124,6 +124,26 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
         await pilot.pause()
         assert len(source.usage_reads) == 2 and "MainThread" not in source.usage_reads
 
+
+
+@pilot_test
+async def test_a_wall_clock_set_back_holds_no_usage_read_back():
+    """The usage records are read again a minute later by the monotonic clock, though the
+    wall clock was set back an hour meanwhile (NTP, date -s)."""
+    fleet = sample_fleet(16, states=STATES)
+    source = CountingSource(fleet.statuses, fleet.store, logs=LOGS, usage=fleet.usage())
+    wall, ticks = [NOW], [1000.0]
+    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
+    app = FractuiApp(source, config, clock=lambda: wall[0], ticks=lambda: ticks[0])
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        assert len(source.usage_reads) == 1
+        wall[0] -= 3600
+        ticks[0] += 61
+        app.screen.read_store()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(source.usage_reads) == 2
 
 @pilot_test
 async def test_at_80x24_a_starved_team_is_marked_and_four_pending_rows_stay():

@@ -64,9 +64,9 @@ class Fleet:
 
     def wait_settled(self, timeout_s: float) -> None:
         """Until every host has tried to connect once (or the time is up)."""
-        deadline = time.time() + timeout_s
+        deadline = time.monotonic() + timeout_s
         for session in self.sessions.values():
-            session.settled.wait(max(0.0, deadline - time.time()))
+            session.settled.wait(max(0.0, deadline - time.monotonic()))
 
     def statuses(self) -> List[HostStatus]:
         return [s.status for s in self.sessions.values()]

@@ -72,8 +72,8 @@ def default_holder() -> str:
 
 @dataclass(frozen=True)
 class ActiveJobs:
-    """The store's active jobs as read once (at the store's jobs ``version``, ``at`` by
-    time.monotonic), with what every pass looks up in them, so a pass over thousands of
+    """The store's active jobs as read once (at the store's jobs ``version``, ``at`` by the
+    scheduler's ticks), with what every pass looks up in them, so a pass over thousands of
     pending jobs does not walk them all again to find the few it acts on."""
 
     version: int
@@ -99,17 +99,22 @@ class Scheduler:
 
     def __init__(self, config: Config, store: Store, fleet: Fleet, name: Optional[str] = None,
                  clock: Callable[[], float] = time.time,
+                 ticks: Callable[[], float] = time.monotonic,
                  on_fatal: Optional[Callable[[], None]] = None,
                  on_turn: Optional[Callable[[PassReport], None]] = None):
         """``on_turn`` hears of every turn of the loop, on its thread (the metrics exporter):
         whether the lease is held, whether the store answered, and after a full pass its jobs
-        and how long it took."""
+        and how long it took. ``clock`` gives the times it keeps in the store and compares
+        with those kept there (the wall clock); ``ticks`` measures its own durations, such as
+        how long it still holds the lease (the monotonic clock, which no one sets). A test
+        that makes time pass by hand passes both."""
         self.config = config
         self.settings = config.scheduler
         self.store = store
         self.fleet = fleet
         self.holder = name or default_holder()
         self.clock = clock
+        self.ticks = ticks
         self.on_fatal = on_fatal
         self.on_turn = on_turn
         self._store_ok = True  # the store answered the last turn
@@ -121,14 +126,14 @@ class Scheduler:
         self.epoch = 0
         """The epoch of the lease this scheduler last took, which its every write carries: the
         store refuses them once another has taken the lease (0: never held, always refused)."""
-        self._renewed = 0.0
+        self._renewed = 0.0  # by ticks, as the next
         self._held_until = 0.0
         self._lease_lock = threading.Lock()
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock)
         self.relay = LogRelay(store, self._call, self.lanes)
-        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock)
+        self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
         self._gpu_gone: Dict[int, float] = {}  # job -> when a pass first saw its GPU missing
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
@@ -146,13 +151,13 @@ class Scheduler:
         self._due = True  # something changed since the last full pass (or none ran yet)
         self._lease_moved = False  # the feed says the lease changed hands
         self._logs_asked = True  # the feed says a job's output tail was asked for
-        self._try_at = 0.0  # a standby's next try for the lease (time.monotonic)
+        self._try_at = 0.0  # a standby's next try for the lease (by ticks)
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._holds_end: Optional[float] = None  # when a GPU's mode-change hold ends
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
         self._kept = Kept()  # hosts built and placements scored, kept across passes
         self._recent: Tuple[Optional[float], Recent] = (None, Recent())
-        """When the teams' recent usage was last read (by ``clock``; None: not this lease),
+        """When the teams' recent usage was last read (by ``ticks``; None: not this lease),
         and what it was."""
         self._read: Optional[ActiveJobs] = None  # the active jobs as last read
         self._waited: Optional[Tuple[object, List[Job]]] = None
@@ -268,7 +273,7 @@ class Scheduler:
                     :TROUBLE_CHARS])
             self._tell()
             wait = self.settings.interval_s if self.leader or failed else max(
-                0.0, self._try_at - time.monotonic())  # a failed turn is not tried at once
+                0.0, self._try_at - self.ticks())  # a failed turn is not tried at once
             if self._wake.wait(wait):
                 self._stop.wait(DEBOUNCE_S)  # what else comes at once joins this pass
             self._wake.clear()
@@ -282,14 +287,14 @@ class Scheduler:
             moved, self._lease_moved = self._lease_moved, False
             due, self._due = self._due, False
             asked, self._logs_asked = self._logs_asked, False
-        if not self.leader and not moved and time.monotonic() < self._try_at:
+        if not self.leader and not moved and self.ticks() < self._try_at:
             return False  # a standby: the lease cannot have passed to it yet
         full = due or not self.leader or self._clocks_run()
-        began = time.monotonic()
+        began = self.ticks()
         try:
             held = self.step() if full else self._renew(force=True)
             if full and held:
-                self._passed = (time.monotonic() - began, self._stepped)
+                self._passed = (self.ticks() - began, self._stepped)
             if held and (asked or full):  # a request whose lane was busy: served again here
                 self.relay.serve(lambda: {v.name: v for v in self._views()})
             if held:
@@ -302,7 +307,7 @@ class Scheduler:
                 self._due, self._logs_asked = self._due or full, self._logs_asked or asked
             raise
         if not held:
-            self._try_at = time.monotonic() + self._standby_s()
+            self._try_at = self.ticks() + self._standby_s()
         return full and held
 
     def _tell(self) -> None:
@@ -311,7 +316,7 @@ class Scheduler:
             return
         passed, self._passed = self._passed, None
         with self._lease_lock:
-            held = self.leader and self.clock() < self._held_until
+            held = self.leader and self.ticks() < self._held_until
         try:
             self.on_turn(PassReport(self.holder, held=held, store_ok=self._store_ok,
                                     jobs=passed[1] if passed else None,
@@ -393,7 +398,7 @@ class Scheduler:
         new — and read again after a lease period in any case (an edit by hand moves no
         counter). The counter is read first: a change after it moves it again."""
         version = self.store.version(JOBS)
-        now = time.monotonic()
+        now = self.ticks()
         last = self._read
         if last is not None and last.version == version and now - last.at < self.settings.lease_s:
             return last.jobs
@@ -468,7 +473,7 @@ class Scheduler:
         third of it has gone, so nothing is launched by a scheduler whose lease may have
         passed on."""
         with self._lease_lock:
-            now = self.clock()
+            now = self.ticks()
             if force or now - self._renewed > self.settings.lease_s / 3:
                 epoch = self.store.acquire_lease(self.holder, self.settings.lease_s)
                 self.leader = epoch is not None
@@ -495,7 +500,7 @@ class Scheduler:
         if held is None or held[0] != self.holder:
             self._lease_lost()
             return False
-        return self._held_until - self.clock() > self.settings.call_timeout()
+        return self._held_until - self.ticks() > self.settings.call_timeout()
 
     def _lease_lost(self) -> None:
         """This scheduler leads no more: the lease is another's, or the store refused a write
@@ -691,14 +696,14 @@ class Scheduler:
         if fair.usage_weight <= 0 or not self.config.teams:
             return Recent()
         read_at, recent = self._recent
-        if read_at is not None and now - read_at < RECENT_EVERY_S:
+        if read_at is not None and self.ticks() - read_at < RECENT_EVERY_S:
             return recent
         if not any(j.state == PENDING for j in derived.jobs):
             return recent
         records = self.store.usage(now - fair.window_s, now)
         recent = Recent.of(fair.usage_weight, recent_gpus(records, now, fair.half_life_s,
                                                           fair.window_s))
-        self._recent = (now, recent)
+        self._recent = (self.ticks(), recent)
         return recent
 
 

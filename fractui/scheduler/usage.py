@@ -30,14 +30,18 @@ Call = Callable[[str, str, Dict[str, Any]], Any]
 
 class UsageKeeper:
     def __init__(self, settings: UsageSettings, store: Store, call: Call, lanes: Lanes,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 ticks: Callable[[], float] = time.monotonic):
+        """``clock`` dates what is kept (the wall clock); ``ticks`` times when each thing is
+        due again (the monotonic clock: a wall clock set back stops none of them)."""
         self.settings = settings
         self.store = store
         self.call = call
         self.lanes = lanes
         self.clock = clock
+        self.ticks = ticks
         self.gpus = GpuClock(settings.bucket_s)
-        self._looked = self._flushed = self._refreshed = self._pruned = 0.0
+        self._looked = self._flushed = self._refreshed = self._pruned = float("-inf")
         self._lock = threading.Lock()
         self._sampled: Dict[Tuple[int, int], Sampled] = {}  # read on the lanes, not yet kept
 
@@ -45,20 +49,21 @@ class UsageKeeper:
              epoch: int) -> None:
         """What is due this turn of a lease holder: a look, a write, a refresh, a prune.
         ``views`` and ``jobs`` are read only when a look is due."""
-        now = self.clock()
-        if now - self._looked >= LOOK_S:
-            self._looked = now
+        tick = self.ticks()
+        if tick - self._looked >= LOOK_S:
+            self._looked = tick
             seen, active = views(), jobs()
-            self.gpus.observe(seen, active, now)
-            if now - self._refreshed >= self.settings.refresh_s:
-                self._refreshed = now
+            self.gpus.observe(seen, active, self.clock())
+            if tick - self._refreshed >= self.settings.refresh_s:
+                self._refreshed = tick
                 self._refresh(seen, active)
-        if now - self._flushed >= min(FLUSH_S, self.settings.bucket_s):
-            self._flushed = now
+        if tick - self._flushed >= min(FLUSH_S, self.settings.bucket_s):
+            self._flushed = tick
             self._write(epoch)
-        if now - self._pruned >= PRUNE_S:
-            self._pruned = now
-            gone = self.store.prune_usage(now - self.settings.keep_days * 86400, epoch=epoch)
+        if tick - self._pruned >= PRUNE_S:
+            self._pruned = tick
+            gone = self.store.prune_usage(self.clock() - self.settings.keep_days * 86400,
+                                          epoch=epoch)
             if gone:
                 log.info("forgot %d usage rows older than %g days", gone,
                          self.settings.keep_days)

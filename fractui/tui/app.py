@@ -50,7 +50,10 @@ class FractuiApp(App[None], inherit_bindings=False):
     ]
 
     def __init__(self, source: Source, config: Config,
-                 clock: Callable[[], float] = time.time, readonly: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, readonly: bool = False,
+                 ticks: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` gives the times shown and compared with the store's (the wall clock);
+        ``ticks`` when a periodic read is due again (the monotonic clock, which no one sets)."""
         super().__init__()
         # No text on these screens is markup: names, argv, reasons, errors come from
         # researchers, hosts and SSH servers, and Rich would read "[/]" in them as a tag (an
@@ -62,6 +65,7 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.source = source
         self.config = config
         self.clock = clock
+        self.ticks = ticks
         self.readonly = readonly
         """Dangerous actions (placement, stop, requeue, preempt) are never bound."""
         self.asker = Asker.here(config.teams, tui=True)

@@ -58,12 +58,13 @@ HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fle
 
 
 class FleetApp(Protocol):
-    """What the screen needs of its app: where data comes from, the config, the clock, who
+    """What the screen needs of its app: where data comes from, the config, the clocks, who
     acts, and whether dangerous actions are bound."""
 
     source: Source
     config: Config
     clock: Callable[[], float]
+    ticks: Callable[[], float]
     asker: Asker
     readonly: bool
 
@@ -155,6 +156,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.source: Source = app.source
         self.config: Config = app.config
         self.clock: Callable[[], float] = app.clock
+        self.ticks: Callable[[], float] = app.ticks
         self.model = FleetModel(self.source.hosts())
         self.statuses: dict[str, HostStatus] = {}
         self.filter_text = ""
@@ -166,7 +168,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self._read_lock = threading.Lock()
         self._reads = 0  # store reads made
         self._shown = 0  # the number of the read shown
-        self._usage_due = float("-inf")  # when the usage records are next read (worker)
+        self._usage_due = float("-inf")  # when the usage records are next read (worker), by
+        # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
         self.fleet_app = app
         self.placement: Optional[Placement] = None
@@ -207,11 +210,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self._reads += 1
             try:
                 view, usage, now = self.source.read_store(), None, self.clock()
-                if self.config.teams and now >= self._usage_due:
+                if self.config.teams and self.ticks() >= self._usage_due:
                     fair = self.config.fairshare
                     kept = self.source.read_usage(now - fair.window_s, now)
                     usage = UsageRead.of(kept[0] if kept else [], self.config, now)
-                    self._usage_due = now + USAGE_EVERY_S
+                    self._usage_due = self.ticks() + USAGE_EVERY_S
                 read = StoreRead(self._reads, view, usage=usage)
             except StoreError as err:  # a locked or damaged store: say so, keep the fleet
                 read = StoreRead(self._reads, None, str(err))

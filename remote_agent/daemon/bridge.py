@@ -69,12 +69,12 @@ def connect_or_start(paths: AgentPaths, daemon_args: List[str]) -> socket.socket
     except OSError:
         pass
     _start_daemon(paths, daemon_args)
-    deadline = time.time() + CONNECT_TIMEOUT_S
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:
         try:
             return connect(paths)
         except OSError as err:
-            if time.time() > deadline:
+            if time.monotonic() > deadline:
                 raise BridgeError("no agent daemon answers on %s: %s (see %s)" % (
                     paths.socket, err, paths.log_file)) from err
             time.sleep(0.02)
@@ -98,9 +98,9 @@ def ask(sock: socket.socket, method: str) -> Dict[str, Any]:
 def _wait_gone(paths: AgentPaths, pid: int) -> None:
     """Until the old daemon has let go of the state dir's lock: it does so as it exits, even
     before its parent reaps it (a zombie still answers ``kill -0``)."""
-    deadline = time.time() + CONNECT_TIMEOUT_S
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
     with os.fdopen(open_private(paths.lock_file, os.O_RDWR | os.O_CREAT, "daemon lock")) as lock:
-        while time.time() < deadline:
+        while time.monotonic() < deadline:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

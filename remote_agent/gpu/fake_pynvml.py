@@ -737,7 +737,8 @@ _store: Optional[_Store] = None
 _init_count = 0
 _faults: Dict[str, List[_Fault]] = {}
 _trace: Optional[List[str]] = None  # the NVML calls made since sim_start_trace, in order
-_holds: Dict[str, str] = {}  # NVML function -> gate file its calls wait for
+_holds: Dict[str, Tuple[str, bool]] = {}  # NVML function -> (gate file its calls wait
+# for, whether they wait once made)
 _lock = threading.RLock()
 # event set id -> {"mask": {gpu: event types}, "seen": {gpu: the last event seq it passed}}
 _event_sets: Dict[int, Dict[str, Any]] = {}
@@ -784,19 +785,20 @@ def sim_clear_faults() -> None:
         _holds.clear()
 
 
-def sim_hold(function: str, gate: str) -> None:
+def sim_hold(function: str, gate: str, after: bool = False) -> None:
     """Make every later call of ``function`` wait until the file ``gate`` exists — a slow NVML
-    call, for tests of what must go on meanwhile. Each waiting call first appends a line to
-    ``gate + ".held"``. It waits before taking the simulator's lock, so other calls go on."""
+    call, for tests of what must go on meanwhile; ``after``: the call is made first, and waits
+    before it returns (a kill just after a change took effect). Each waiting call first appends
+    a line to ``gate + ".held"``. It waits outside the simulator's lock, so other calls go on."""
     if not function.startswith("nvml") or function not in globals():
         raise ValueError("no NVML function %r in this module" % function)
     with _lock:
-        _holds[function] = gate
+        _holds[function] = (gate, after)
 
 
-def _wait_at_gate(name: str) -> None:
-    gate = _holds.get(name)
-    if gate is None or os.path.exists(gate):
+def _wait_at_gate(name: str, after: bool) -> None:
+    gate, when = _holds.get(name, (None, False))
+    if gate is None or when != after or os.path.exists(gate):
         return
     with open(gate + ".held", "a") as held:
         held.write("%s %d\n" % (name, threading.get_ident()))
@@ -1077,7 +1079,12 @@ def _api(fn: Callable, locked: bool = True) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _wait_at_gate(name)
+        _wait_at_gate(name, after=False)
+        result = _call(*args, **kwargs)
+        _wait_at_gate(name, after=True)
+        return result
+
+    def _call(*args, **kwargs):
         with _lock:
             if _store is None:
                 raise NVMLError(NVML_ERROR_LIBRARY_NOT_FOUND)

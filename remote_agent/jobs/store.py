@@ -4,8 +4,10 @@ acknowledged, so an agent crash or upgrade loses no job."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
@@ -63,6 +65,10 @@ MIGRATIONS: List[List[str]] = [
         "ALTER TABLE jobs ADD COLUMN container TEXT",
         "ALTER TABLE jobs ADD COLUMN container_cgroup TEXT",
     ],
+    [  # 5: a stop's deadline by the monotonic clock, not the wall clock (which may be set)
+        "UPDATE jobs SET kill_at = kill_at - wall_now() + monotonic_now() "
+        "WHERE kill_at IS NOT NULL",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 
@@ -99,7 +105,9 @@ class Job:
     run_as: Optional[str] = None  # the user it runs as; None: the agent's own
     cgroup: Optional[str] = None  # its own cgroup; None: found by its session
     start_ticks: Optional[int] = None  # its first process's start time (tells a reused pid)
-    kill_at: Optional[float] = None  # when a stop turns into SIGKILL
+    kill_at: Optional[float] = None
+    """When a stop turns into SIGKILL, by time.monotonic: CLOCK_MONOTONIC, one clock for every
+    process of the host (a daemon after a restart too) until a reboot, which ends the job."""
     usage: Optional[Dict[str, Any]] = None  # the aggregate of its samples (usage.Usage.record)
     runtime: str = "process"  # what runs it: "process", "podman", "docker" or "apptainer"
     image: Optional[str] = None  # the image of a container job
@@ -136,6 +144,16 @@ class Job:
         return out
 
 
+def _no_room(path: str) -> str:
+    """Words saying the table's filesystem is full, where it is (SQLite may say only "disk
+    I/O error" when it cannot grow its shared-memory file), else nothing."""
+    try:
+        full = os.statvfs(os.path.dirname(path) or ".").f_bavail == 0
+    except OSError:
+        return ""
+    return " (its filesystem has no room left)" if full else ""
+
+
 _JSON_COLUMNS = ("argv", "env", "gpus", "gpu_uuids", "mig", "caps", "cap_notes", "usage")
 
 
@@ -153,6 +171,10 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
+        except sqlite3.OperationalError as err:  # the host's trouble now, not the table's
+            raise StoreError("the job table %s cannot be opened now: %s%s; it is kept as it "
+                             "is: start the agent again once that is mended" % (
+                                 path, err, _no_room(path))) from err
         except sqlite3.DatabaseError as err:
             raise StoreError("the job table %s cannot be used: %s; move it aside to start with "
                              "an empty one (its jobs are then forgotten)" % (path, err)) from err
@@ -173,6 +195,8 @@ class JobStore:
     def _migrate(self) -> None:
         """Bring the table to VERSION, one numbered step per transaction."""
         with self._lock:
+            self._db.create_function("wall_now", 0, time.time)  # for step 5
+            self._db.create_function("monotonic_now", 0, time.monotonic)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             for number in range(version + 1, VERSION + 1):
                 self._db.execute("BEGIN IMMEDIATE")

@@ -366,7 +366,7 @@ class Supervisor:
         """Record the cgroup of a running job's container once the runtime has made it (waiting
         up to ``wait_s`` while the runtime's client still runs): from then on the daemon finds
         the container's processes without the shim or the runtime."""
-        deadline = time.time() + wait_s
+        deadline = time.monotonic() + wait_s
         how = self.runtimes.get(job.runtime)
         while job.container and job.container_cgroup is None:
             found, refused = how.cgroup(job.container)
@@ -380,7 +380,7 @@ class Supervisor:
                     with self._lock:
                         self.store.update(job, cap_notes=job.cap_notes + [refused])
                 return
-            if time.time() >= deadline or not job.procs().leader_alive():
+            if time.monotonic() >= deadline or not job.procs().leader_alive():
                 return
             time.sleep(0.1)
 
@@ -510,7 +510,7 @@ class Supervisor:
     def _wait_started(self, job: Job) -> Optional[Dict[str, Any]]:
         """What a shim recorded about the start, waiting a while for one still starting; None
         if it is still under way after that."""
-        deadline = time.time() + START_TIMEOUT_S
+        deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             failed = self.read_job_file(job, "exit.json")
             if failed is not None and "error" in failed:
@@ -531,7 +531,7 @@ class Supervisor:
                 if fenced is False:
                     return {"lost": "its shim ended before it recorded starting the job; "
                                     "whether it ran cannot be known (see %s)" % said}
-            if time.time() > deadline:
+            if time.monotonic() > deadline:
                 log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
                             job.id, START_TIMEOUT_S)
                 return None
@@ -541,7 +541,8 @@ class Supervisor:
 
     def stop(self, job: Job, reason: str, grace_s: float) -> Job:
         """SIGTERM to every process of the job now, SIGKILL after the grace (kept in the table,
-        so a daemon restart does not forget it)."""
+        so a daemon restart does not forget it; by the monotonic clock, so setting the wall
+        clock neither cuts the grace short nor makes it endless)."""
         with self._lock:
             fresh = self.store.get(job.id) or job
             if not fresh.active:
@@ -549,7 +550,7 @@ class Supervisor:
             changes: Dict[str, Any] = {}
             if fresh.stop_reason is None:
                 changes["stop_reason"] = reason
-            kill_at = time.time() + grace_s
+            kill_at = time.monotonic() + grace_s
             if fresh.kill_at is None or kill_at < fresh.kill_at:
                 changes["kill_at"] = kill_at
             if changes:
@@ -781,9 +782,9 @@ def shim_alive(job_dir: str) -> bool:
 
 def _read_line(fd: int, timeout_s: float) -> str:
     buf = b""
-    deadline = time.time() + timeout_s
+    deadline = time.monotonic() + timeout_s
     while not buf.endswith(b"\n"):
-        left = deadline - time.time()
+        left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             break
         chunk = os.read(fd, 4096)

@@ -32,7 +32,7 @@ TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this
 class Watchdog:
     def __init__(self, sup: Supervisor):
         self.sup = sup
-        self._last_prune = 0.0
+        self._last_prune: Optional[float] = None  # monotonic time of the last prune
         self._unread: Set[int] = set()  # GPUs whose processes could not be read last pass
         self._util_unread: Set[int] = set()  # GPUs whose utilisation could not, last sample
         self._util_seen: Dict[int, int] = {}  # GPU -> its newest utilisation sample read (µs)
@@ -59,14 +59,15 @@ class Watchdog:
                        if job.state == "running" else self._resolve_starting(job))
         running = [j for j in jobs if j.state == "running" and j.pid]
         self._step("caps and usage samples", lambda: self._measure(running))
-        now = time.time()
+        ticks = time.monotonic()  # deadlines and intervals: the wall clock may be set
         for job in running:
-            if job.kill_at is not None and now >= job.kill_at:
+            if job.kill_at is not None and ticks >= job.kill_at:
                 self._step("job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL))
         self._step("removing cgroups", sup.remove_left_cgroups)
-        if now - self._last_prune > min(60.0, sup.settings.retention_s):
-            self._last_prune = now
-            self._step("pruning", lambda: sup.prune(now - sup.settings.retention_s))
+        if self._last_prune is None or \
+                ticks - self._last_prune > min(60.0, sup.settings.retention_s):
+            self._last_prune = ticks  # jobs ended before the cutoff: by their wall-clock ends
+            self._step("pruning", lambda: sup.prune(time.time() - sup.settings.retention_s))
 
     @staticmethod
     def _step(what: str, step: Callable[[], Any]) -> None:

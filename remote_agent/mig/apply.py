@@ -203,12 +203,12 @@ def set_mode(backend: GpuBackend, index: int, enabled: bool,
     try:
         backend.set_mig_mode(index, enabled)
     except NvmlCallError as err:
-        raise _restore_mode(backend, index, before, what, err, str(err)) from err
+        raise restore_mode(backend, index, before, what, err, str(err)) from err
     mode, done, _ = _read_back(lambda: backend.mig_mode(index), lambda read: read[1] == enabled)
     if done or mode is None:
         return mode
-    raise _restore_mode(backend, index, before, what, None,
-                        "NVML accepted it, yet the GPU then read %s" % _show_mode(mode))
+    raise restore_mode(backend, index, before, what, None,
+                       "NVML accepted it, yet the GPU then read %s" % _show_mode(mode))
 
 
 def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str,
@@ -226,10 +226,10 @@ def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str
     try:
         running = pids()
     except NvmlCallError as err:
-        raise _restore_mode(backend, index, before, what, err, "its processes could not be "
-                            "read (%s), and a reset needs none" % err) from err
+        raise restore_mode(backend, index, before, what, err, "its processes could not be "
+                           "read (%s), and a reset needs none" % err) from err
     if running:
-        failed = _restore_mode(backend, index, before, what, None, (
+        failed = restore_mode(backend, index, before, what, None, (
             "it has processes (pids %s), and a reset needs none" % ", ".join(map(str, running))))
         failed.in_use = True
         raise failed
@@ -237,20 +237,22 @@ def reset_to_mode(backend: GpuBackend, resetter: GpuReset, index: int, uuid: str
         with backend.detached():
             resetter.reset(uuid)
     except ResetFailed as err:
-        raise _restore_mode(backend, index, before, what, None, str(err)) from err
+        raise restore_mode(backend, index, before, what, None, str(err)) from err
     except NvmlCallError as err:  # NVML would not shut down: nothing was reset
-        raise _restore_mode(backend, index, before, what, err, "NVML could not be shut down "
-                            "for the reset (%s)" % err) from err
+        raise restore_mode(backend, index, before, what, err, "NVML could not be shut down "
+                           "for the reset (%s)" % err) from err
     mode, done, _ = _read_back(lambda: backend.mig_mode(index),
                                lambda read: read == (enabled, enabled))
     if done or mode is None:
         return mode
-    raise _restore_mode(backend, index, before, what, None,
-                        "the reset ran, yet the GPU then read %s" % _show_mode(mode))
+    raise restore_mode(backend, index, before, what, None,
+                       "the reset ran, yet the GPU then read %s" % _show_mode(mode))
 
 
-def _restore_mode(backend: GpuBackend, index: int, before: Tuple[bool, bool], what: str,
-                  cause: Optional[NvmlCallError], problem: str) -> ChangeFailed:
+def restore_mode(backend: GpuBackend, index: int, before: Tuple[bool, bool], what: str,
+                 cause: Optional[NvmlCallError], problem: str) -> ChangeFailed:
+    """Ask a GPU's mode back to ``before`` (current, pending), in rounds, and say how that
+    ended (as the error to raise: ``problem`` says why the change is being undone)."""
     errors: List[NvmlCallError] = []
     now = _settle(lambda: backend.mig_mode(index), lambda read: read == before,
                   lambda _: backend.set_mig_mode(index, before[1]), errors)

@@ -10,6 +10,11 @@ GPU's uuid, its layout before, what it destroys and makes), fsync'd; once it is 
 or undone, or said to be unrestorable) the entry is removed. An entry the next daemon finds is a
 change cut short: it is rolled back with the same undo, before any client is served.
 
+A MIG mode change is kept here too (the GPU's (current, pending) mode before, and the mode
+asked): cut short after NVML took it but before it took effect (a GPU whose change waits for a
+reset, killed before the reset), it would leave the new mode pending, to take effect unasked at
+the GPU's next reset, whoever makes it. The next daemon asks the old mode back.
+
 MIG instances do not outlive a reboot, so an entry written in another boot is only dropped.
 """
 
@@ -45,15 +50,32 @@ def _instance(inst: Instance) -> Dict[str, Any]:
             "uuid": inst.uuid}
 
 
+Mode = Tuple[bool, bool]  # a GPU's MIG mode: (current, pending)
+
+
 @dataclass(frozen=True)
-class Entry:
-    """A change cut short, as written before its first step."""
+class Begun:
+    """A change cut short, as written before its first step: where, in which boot, what."""
 
     path: str
     index: int
     gpu_uuid: str
     boot: Optional[str]
     what: str
+
+
+@dataclass(frozen=True)
+class ModeEntry(Begun):
+    """A MIG mode change cut short."""
+
+    before: Mode
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Entry(Begun):
+    """A change of a GPU's MIG instances cut short."""
+
     before: Tuple[Dict[str, Any], ...]
     destroy: Tuple[Dict[str, Any], ...]
     create: Optional[str]
@@ -93,12 +115,21 @@ class MigJournal:
         """Writes the change (fsync'd) before its first step; returns the entry's path, for
         ``drop`` once it is settled: made, undone, or said to be unrestorable. OSError (the
         state dir full) before anything is made."""
+        return self._write(index, gpu_uuid, change.what, {
+            "before": [_instance(i) for i in before.instances],
+            "destroy": [_instance(i) for i in change.destroy],
+            "create": change.create.name if change.create is not None else None,
+            "start": change.start})
+
+    def begin_mode(self, index: int, gpu_uuid: str, what: str, before: Mode,
+                   enabled: bool) -> str:
+        """``begin`` for a MIG mode change: from ``before`` to ``enabled``."""
+        return self._write(index, gpu_uuid, what, {"kind": "mode", "before": list(before),
+                                                   "enabled": enabled})
+
+    def _write(self, index: int, gpu_uuid: str, what: str, fields: Dict[str, Any]) -> str:
         record = {"version": VERSION, "gpu": index, "gpu_uuid": gpu_uuid, "boot": boot_id(),
-                  "what": change.what,
-                  "before": [_instance(i) for i in before.instances],
-                  "destroy": [_instance(i) for i in change.destroy],
-                  "create": change.create.name if change.create is not None else None,
-                  "start": change.start}
+                  "what": what, **fields}
         private_dir(self.folder, "MIG change journal")
         path = self._path(index)
         write_private(path, json.dumps(record, sort_keys=True).encode(), durable=True)
@@ -115,7 +146,7 @@ class MigJournal:
             log.error("cannot remove MIG change journal entry %s (%s); the next daemon will "
                       "find its change settled", path, err)
 
-    def left(self) -> List[Entry]:
+    def left(self) -> List[Begun]:
         """The changes a daemon before this one began and never settled. An entry that cannot
         be read is logged and removed (there is nothing it could be rolled back by)."""
         if not os.path.isdir(self.folder):
@@ -131,10 +162,7 @@ class MigJournal:
             try:
                 rec = json.loads((read_private(path, "MIG change journal entry") or b"{}"
                                   ).decode())
-                found.append(Entry(path, int(rec["gpu"]), str(rec["gpu_uuid"]),
-                                   rec.get("boot"), str(rec["what"]), tuple(rec["before"]),
-                                   tuple(rec["destroy"]), rec.get("create"),
-                                   int(rec["start"])))
+                found.append(_entry(path, rec))
             except UnsafePath:
                 raise  # someone else's file: the daemon refuses it, as its other files
             except (ValueError, KeyError, TypeError) as err:
@@ -142,3 +170,15 @@ class MigJournal:
                           "and what it held is not rolled back", path, type(err).__name__, err)
                 self.drop(path)
         return found
+
+
+def _entry(path: str, rec: Dict[str, Any]) -> Begun:
+    """The entry a record read back holds (ValueError, KeyError or TypeError if it holds none)."""
+    where = (path, int(rec["gpu"]), str(rec["gpu_uuid"]), rec.get("boot"), str(rec["what"]))
+    if rec.get("kind") == "mode":
+        current, pending = rec["before"]
+        if not all(isinstance(v, bool) for v in (current, pending, rec["enabled"])):
+            raise TypeError("a MIG mode is true or false")
+        return ModeEntry(*where, (current, pending), rec["enabled"])
+    return Entry(*where, tuple(rec["before"]), tuple(rec["destroy"]), rec.get("create"),
+                 int(rec["start"]))
