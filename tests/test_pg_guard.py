@@ -125,9 +125,9 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
                 "'pending', 0, 0)" % guarded.nlp, guard, "submit a job of team %s" % guarded.nlp)
         now = "extract(epoch FROM transaction_timestamp())"
         refused(guarded, "INSERT INTO jobs (id, queue, team, name, argv, request, state, "
-                "submitted_at, updated_at, submitted_by) VALUES (%d, 'v', '%s', 'x', '[\"x\"]', "
-                "'{}', 'pending', %s, %s, '%s')" % (running.id + 1, guarded.vision, now, now,
-                                                   guarded.ann), guard,
+                "submitted_at, updated_at, submitted_by, run_as) VALUES (%d, 'v', '%s', 'x', "
+                "'[\"x\"]', '{}', 'pending', %s, %s, '%s', '%s')" % (
+                    running.id + 1, guarded.vision, now, now, guarded.ann, guarded.ann), guard,
                 "submit a job numbered %d: the store numbers jobs" % (running.id + 1))
         refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
                 "submitted_at, updated_at) VALUES ('v', '%s', 'x', 'not json', '{}', "
@@ -194,12 +194,70 @@ def test_a_team_member_cannot_pass_for_a_role_named_after_hers_with_an_at(guarde
         assert ({j.id: j for j in admin.jobs()}, admin.audit_log(limit=1000)) == before
         guarded.sql(guarded.ann, audited(  # her own, from anywhere without an @: as before
             "INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
-            "updated_at, submitted_by) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', 'pending', "
-            "%s, %s, '%s@head (tui)')" % (guarded.vision, now, now, guarded.ann),
+            "updated_at, submitted_by, run_as) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', "
+            "'pending', %s, %s, '%s@head (tui)', '%s')" % (guarded.vision, now, now, guarded.ann,
+                                                         guarded.ann),
             "%s@head (tui)" % guarded.ann, "submit"))
         assert admin.jobs()[-1].user == guarded.ann
     finally:
         admin.close()
+
+
+def test_a_team_members_job_runs_as_her_on_the_hosts_whoever_writes_it(guarded):
+    """Migration 0019: a team member's job runs on the hosts as her own name (``run_as``),
+    never as the agent's user (root where the agent is): through fractui, and on psql, where
+    she may neither leave it to the agent nor name another; an admin's runs as the agent's
+    user, as an admin's launch does."""
+    ann, ops = guarded.store(guarded.ann), guarded.store(guarded.ops)
+    try:
+        mine = submit(ann, "v", guarded.vision, "mine", ["true"], {}, Asker("here"))
+        assert mine.run_as == guarded.ann
+        assert submit(ops, "v", guarded.vision, "ops", ["true"], {}, Asker("here")).run_as \
+            is None
+        before = ({j.id: j for j in ops.jobs()}, ops.audit_log(limit=1000))
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        now = "extract(epoch FROM transaction_timestamp())"
+        for run_as, said in (("NULL", "the agent's user"), ("'root'", "root"),
+                             ("'%s'" % guarded.ops, guarded.ops)):
+            refused(guarded, audited(
+                "INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                "updated_at, submitted_by, run_as) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', "
+                "'pending', %s, %s, '%s', %s)" % (guarded.vision, now, now, guarded.ann,
+                                                  run_as), guarded.ann, "submit"),
+                guard, "submit a job run on the hosts as %s: a team member's job runs as %s"
+                % (said, guarded.ann))
+        refused(guarded, audited("UPDATE jobs SET state = 'cancelled', run_as = NULL, "
+                                 "updated_at = %s, ended_at = %s WHERE id = %d"
+                                 % (now, now, mine.id), guarded.ann, "cancel", str(mine.id)),
+                guard, "change run_as of job %d" % mine.id)
+        assert ({j.id: j for j in ops.jobs()}, ops.audit_log(limit=1000)) == before
+    finally:
+        ann.close()
+        ops.close()
+
+
+def test_a_members_job_waiting_from_before_runs_as_the_member_once_upgraded(pg_server):
+    """Migration 0019 on a store of schema 18: a job still pending that a team member
+    submitted runs as her; an admin's, a job placed already (its launch may be in flight) and
+    one whose submitter has no role keep the agent's user."""
+    db, tag = _store_of_schema(pg_server, 18)
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    ann, ops = "ann_" + tag, "ops_" + tag
+    pg_server.sql("CREATE ROLE %s LOGIN" % ann)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % ops)
+    for name, state, by in (("ann", "pending", ann + "@head"), ("ops", "pending", ops + "@h"),
+                            ("placed", "placed", ann + "@head"),
+                            ("gone", "pending", "gone_%s@head" % tag)):
+        pg_server.sql("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                      "submitted_at, updated_at, submitted_by) VALUES ('v', NULL, '%s', "
+                      "'[\"x\"]', '{}', '%s', 0, 0, '%s')" % (name, state, by), db=db)
+    store = open_store(pg_server.url(db))  # the superuser's open applies migration 19
+    try:
+        assert {j.name: j.run_as for j in store.jobs()} == {
+            "ann": ann, "ops": None, "placed": None, "gone": None}
+    finally:
+        store.close()
 
 
 def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
@@ -344,14 +402,20 @@ def test_a_cordon_is_an_admins_act_in_the_database_too(guarded):
 def _store_of_schema_4(pg_server) -> tuple:
     """A new database holding a store of schema 4 (as fractui's migrations 1 to 4 made it, no
     role granted anything yet), and a tag for this test's role names: (database, tag)."""
+    return _store_of_schema(pg_server, 4)
+
+
+def _store_of_schema(pg_server, version: int) -> tuple:
+    """A new database holding a store of schema ``version``, as fractui's migrations made it:
+    (database, a tag for this test's role names)."""
     from fractui.store.sql import migrations, statements
 
     db = pg_server.new_database()
     tag = uuid.uuid4().hex[:6]
     pg_server.sql("CREATE TABLE fractui_schema (version INTEGER NOT NULL)", db=db)
-    pg_server.sql("INSERT INTO fractui_schema VALUES (4)", db=db)
+    pg_server.sql("INSERT INTO fractui_schema VALUES (%d)" % version, db=db)
     for number, sql in migrations("postgresql"):
-        if number <= 4:
+        if number <= version:
             for statement in statements(sql):
                 pg_server.sql(statement, db=db)
     return db, tag
@@ -414,9 +478,10 @@ def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_chan
                                                                     "docker.io/x/train:1")
         guard = "refused by the store's guard: role %s" % guarded.ann
         insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
-                  "updated_at, submitted_by, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', "
-                  "'{}', 'pending', extract(epoch FROM transaction_timestamp()), extract(epoch "
-                  "FROM transaction_timestamp()), '%s', %%s, %%s)" % (guarded.vision, guarded.ann))
+                  "updated_at, submitted_by, run_as, env, image) VALUES ('v', '%s', 'x', "
+                  "'[\"x\"]', '{}', 'pending', extract(epoch FROM transaction_timestamp()), "
+                  "extract(epoch FROM transaction_timestamp()), '%s', '%s', %%s, %%s)" % (
+                      guarded.vision, guarded.ann, guarded.ann))
         for env, image in (("'[]'", "NULL"), ("'{\"A\": 1}'", "NULL"), ("'{\"\": \"x\"}'", "NULL"),
                            ("'{\"A=B\": \"x\"}'", "NULL"), ("'{}'", "''"),
                            ("'{}'", "'--privileged'")):
@@ -471,12 +536,13 @@ def test_a_team_member_submits_no_image_the_agent_would_refuse(guarded):
     what the agent takes, an apptainer path in any script included, goes in; an admin is not
     held."""
     insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
-              "updated_at, submitted_by, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', "
-              "'pending', extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
-              "transaction_timestamp()), '%s', '{}', %s)")
+              "updated_at, submitted_by, run_as, env, image) VALUES ('v', '%s', 'x', '[\"x\"]', "
+              "'{}', 'pending', extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
+              "transaction_timestamp()), '%s', '%s', '{}', %s)")
 
     def submit_as(role: str, image: str) -> None:
-        guarded.sql(role, audited(insert % (guarded.vision, role, psycopg.sql.quote(image)),
+        guarded.sql(role, audited(insert % (guarded.vision, role, role,
+                                            psycopg.sql.quote(image)),
                                   role, "submit"))
     for image in ("a b", "x\ty", "x\u00a0y", "img\u202e1:gat", "x\u200by", "x\x7f", "x\U000e0041",
                   "a" * 4097):

@@ -239,8 +239,10 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     kept = store.submit("q", None, "keyed", ["true"], {}, "me@h", key="k1")  # 0014: keys
     assert kept.user == "me"
     assert store.submit("q", None, "keyed", ["true"], {}, "me@h", key="k1") == kept
+    assert job.run_as is None  # 0015: a job of before runs as the agent's user, as it did
+    assert store.submit("q", None, "as", ["true"], {}, "me@h", run_as="me").run_as == "me"
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 14
+        _migrations()) == 15
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

@@ -99,7 +99,8 @@ def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_serve
         store = open_store(pg_server.url(db, user=role))
         try:
             seen[role] = store.identity()
-            job = store.submit("q", "vision" + tag, "by " + role, ["true"], {}, role)
+            job = store.submit("q", "vision" + tag, "by " + role, ["true"], {}, role,
+                               run_as=None if role == bob else role)
             why = "cancelled by " + role
             assert store.ended(job.id, ("pending",), "cancelled", why, role, why,
                                "cancel").reason == why  # the grants (and the guard) let them

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import pwd
 import signal
 import socket
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig
-from tests.localfleet import LocalFleet, sleeper, wait
+from tests.localfleet import LocalFleet, wait
 from tests.pg import PgServer
 from tests.test_pg_guard import LEAST
 from tests.test_access_cli import refused, who
@@ -37,7 +40,8 @@ PEOPLE = {"ann": ("fractui_team_vision",), "ben": ("fractui_team_vision",),
           "eve": ("fractui_admin",)}
 QUEUES = [QueueConfig(name="v", gpu=0.25, team="vision"),
           QueueConfig(name="n", gpu=0.25, team="nlp")]
-SLEEPER = sleeper(600)
+SLEEPER = [shutil.which("sleep") or "sleep", "600"]  # a member's job runs as the member, who
+# cannot run root's interpreter (under its 0700 home)
 
 
 @pytest.fixture(autouse=True)
@@ -216,6 +220,14 @@ def test_five_users_and_two_schedulers_share_one_store_each_within_their_role(te
         leader = holder(team)
         assert leader in runs and all(r.poll() is None for r in runs.values())
         assert team.keys() == collections.Counter(team.key(j) for j in jobs)  # once each
+        # a member's job runs as the member on the hosts, never as the agent (root here); the
+        # admin's as the agent's user, as an admin's launch does
+        ran_as = {r["key"]: (r.get("run_as"), pwd.getpwuid(os.stat("/proc/%d" % r["pid"]
+                                                                   ).st_uid).pw_name)
+                  for r in team.fleet.agent_jobs()}
+        for job, person in jobs.items():
+            user = None if person == "eve" else team.names[person]
+            assert ran_as[team.key(job)] == (user, user or "root"), (job, person, ran_as)
         audit = team.fleet.store.audit_log(limit=1000)
         for action in ("decide", "launch"):  # placed by the scheduler, and launched: once
             assert sorted(e.job for e in audit if e.action == action) == sorted(jobs), audit

@@ -43,9 +43,9 @@ Call = Callable[[str, str, Dict[str, Any]], Any]  # (host, method, params) -> re
 
 def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
     """The ``job.launch`` of the job's current attempt. Its variables, then FRACTUI_STORE_JOB
-    (fractui's own wins, as the agent's caps win over both); ``image`` only where the job has
-    one, so a bare job's launch — and the fingerprint the agent keeps of its key — is what it
-    was before jobs had images."""
+    (fractui's own wins, as the agent's caps win over both); ``image`` and ``run_as`` only
+    where the job has them, so an admin's bare job's launch — and the fingerprint the agent
+    keeps of its key — is what it was before jobs had either."""
     slot = job.slot
     assert slot is not None
     params: Dict[str, Any] = {"key": job.key(store_uid), "argv": list(job.argv),
@@ -55,6 +55,8 @@ def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
         params["cwd"] = job.cwd
     if job.image:
         params["image"] = job.image
+    if job.run_as is not None:  # a team member's job: as the member, never as the agent
+        params["run_as"] = job.run_as
     if slot.profile:
         mig_params = {"profile": slot.profile, "start": slot.start, "destroy_idle": True}
         if slot.layout_version:

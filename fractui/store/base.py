@@ -142,11 +142,11 @@ class Store(abc.ABC):
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
                request: dict[str, Any], actor: str, cwd: Optional[str] = None,
                env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
-               key: Optional[str] = None) -> Job:
-        """A new pending job (audited as ``submit``); ``env`` and ``image`` as Job's. With
-        ``key`` (intents.submit_key), a submit made again finds the job the first made, and
-        one whose answer was lost while committing is made again at once: KeyTaken if the key
-        names a job submitted otherwise."""
+               key: Optional[str] = None, run_as: Optional[str] = None) -> Job:
+        """A new pending job (audited as ``submit``); ``env``, ``image`` and ``run_as`` as
+        Job's. With ``key`` (intents.submit_key), a submit made again finds the job the first
+        made, and one whose answer was lost while committing is made again at once: KeyTaken
+        if the key names a job submitted otherwise."""
 
     @abc.abstractmethod
     def get(self, job_id: int) -> Job:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team,
                                   check, refusal)
-from fractui.store.base import QuotaTaken, StateConflict, Store
+from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
                                  STOP_INTENTS, STOPPING, Cordon, Job, Slot, stops_offered,
                                  submitter)
@@ -46,9 +46,14 @@ def authorize(store: Store, asker: Asker, action: str, team: Optional[str] = Non
               what: str = "") -> str:
     """The actor the audit names (the store's user, @ where the asker is), once the rule lets
     the store's identity do ``action``; access.Denied, saying who and what role, if not."""
+    return _authorized(store, asker, action, team, what)[1]
+
+
+def _authorized(store: Store, asker: Asker, action: str, team: Optional[str],
+                what: str) -> tuple[Identity, str]:
     identity = store.identity()
     check(identity, asker.roster, action, team, what)
-    return "%s@%s" % (identity.user, asker.where)
+    return identity, "%s@%s" % (identity.user, asker.where)
 
 
 def allowed(store: Store, asker: Asker, action: str, team: Optional[str] = None) -> bool:
@@ -63,10 +68,13 @@ def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Seque
            key: Optional[str] = None) -> Job:
     """A new pending job in ``queue``, charged to ``team``; what it runs (argv, env, image)
     is the submitter's to give, under the one check of who may submit to that team. ``key``:
-    the submitter's own name for this submit, so that making it again finds its job."""
-    actor = authorize(store, asker, SUBMIT, team, "to queue %s" % queue)
+    the submitter's own name for this submit, so that making it again finds its job. A team
+    member's job runs on the hosts as the member (``run_as``), never with the agent's rights,
+    which may be root's; an admin's as the agent's user, as an admin's launch does."""
+    identity, actor = _authorized(store, asker, SUBMIT, team, "to queue %s" % queue)
     return store.submit(queue, team, name, argv, request, actor, cwd=cwd, env=env, image=image,
-                        key=None if key is None else submit_key(actor, key))
+                        key=None if key is None else submit_key(actor, key),
+                        run_as=None if identity.admin else identity.user)
 
 
 def submit_key(actor: str, key: str) -> str:

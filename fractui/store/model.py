@@ -105,6 +105,7 @@ class Job:
     image: str | None = None
     submitted_by: str | None = None  # the audit's actor of its submit (user@where)
     queued_at: float | None = None  # when it went back to wait after an attempt that started
+    run_as: str | None = None  # the host user it runs as; None: the agent's own (an admin's)
 
     @property
     def waiting_since(self) -> float:
@@ -147,7 +148,7 @@ class Job:
                 "manual": self.manual, "agent_job": self.agent_job,
                 "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals],
                 "env": dict(self.env), "image": self.image, "submitted_by": self.submitted_by,
-                "queued_at": self.queued_at}
+                "queued_at": self.queued_at, "run_as": self.run_as}
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,7 @@ class SqlStore(Store):
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
                request: dict[str, Any], actor: str, cwd: Optional[str] = None,
                env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
-               key: Optional[str] = None) -> Job:
+               key: Optional[str] = None, run_as: Optional[str] = None) -> Job:
         env = dict(env or {})
         detail: dict[str, Any] = {"team": team, "argv": list(argv)}
         detail.update({k: v for k, v in (("env", env), ("image", image)) if v})
@@ -264,10 +264,11 @@ class SqlStore(Store):
             now = self.dialect.now(db)
             row = self._run(
                 db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
-                "submitted_at, updated_at, env, image, submit_key, submitted_by) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "submitted_at, updated_at, env, image, submit_key, submitted_by, run_as) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
-                 now, now, json.dumps(env, sort_keys=True), image, key, actor)).fetchone()
+                 now, now, json.dumps(env, sort_keys=True), image, key, actor, run_as)
+                ).fetchone()
             job_id = int(row["id"])
             self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
                         detail)
@@ -929,7 +930,7 @@ JOB_COLUMNS = {
     "memory_mib": maybe(INT), "charge": maybe(NUM), "layout_version": maybe(TEXT),
     "preemptible": FLAG, "manual": FLAG, "agent_job": maybe(TEXT), "exit_code": maybe(INT),
     "stop_intent": maybe(TEXT), "refusals": TEXT, "env": maybe(TEXT), "image": maybe(TEXT),
-    "submitted_by": maybe(TEXT), "queued_at": maybe(NUM)}
+    "submitted_by": maybe(TEXT), "queued_at": maybe(NUM), "run_as": maybe(TEXT)}
 # a queue's portion as a job keeps it (QueueConfig.request)
 REQUEST_KEYS = {"gpu": NUM, "mig": maybe(TEXT), "memory_gib": NUM, "gpus": INT, "cpus": NUM,
                 "memory": NUM, "hosts": (list,), "gpu_models": (list,), "isolation": TEXT,
@@ -958,6 +959,7 @@ def _job(row: Any) -> Job:
                    stop_intent=row["stop_intent"],
                    refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])),
                    env=_env(what, row["env"]), image=row["image"],
-                   submitted_by=row["submitted_by"], queued_at=row["queued_at"])
+                   submitted_by=row["submitted_by"], queued_at=row["queued_at"],
+                   run_as=row["run_as"])
     except TypeError as err:  # JSON of another shape than fractui writes
         raise Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err
