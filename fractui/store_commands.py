@@ -175,8 +175,8 @@ def _stop_or_not(config: Config, ref: str, intent: str) -> int:
         job = intents.ask_stop(store, queued(store, ref), intent, Asker.here(config.teams))
     finally:
         store.close()
-    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
-                       if job.state == STOPPING else ""))
+    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
+                       else " (back in its queue)" if job.state == PENDING else ""))
     return 0
 
 

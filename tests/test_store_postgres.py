@@ -10,6 +10,7 @@ import threading
 import sys
 import time
 import uuid
+from typing import Callable
 
 import psycopg
 import pytest
@@ -20,7 +21,8 @@ from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
-from fractui.store.intents import Asker, submit
+from fractui.store.intents import Asker, ask_stop, submit
+from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from tests.conftest import REPO
 from tests.sshd import free_port
@@ -323,10 +325,13 @@ def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkey
 class CommitCutter:
     """A loopback TCP relay to the server that, once armed, passes the next COMMIT on and, when
     the server answers that it committed, drops the client's connection instead of passing
-    that answer: a write that landed, whose acknowledgement was lost."""
+    that answer: a write that landed, whose acknowledgement was lost. ``on_cut`` runs once the
+    server has committed and before the client's connection is dropped (what another client
+    does meanwhile)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, on_cut: Callable[[], None] = lambda: None):
         self.target = port
+        self.on_cut = on_cut
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -357,6 +362,7 @@ class CommitCutter:
                     self.armed.clear()
                     committing.set()  # before it is sent: the answer comes after
                 elif not upstream and committing.is_set() and b"COMMIT\x00" in data:
+                    self.on_cut()
                     self.cut.set()  # the server's CommandComplete: committed, never told
                     break
                 dst.sendall(data)
@@ -393,6 +399,43 @@ def test_a_submit_whose_commit_answer_was_lost_is_found_by_its_key_not_made_twic
         assert [e.job for e in store.audit_log() if e.action == "submit"] == [job.id, job.id + 1]
     finally:
         store.close()
+        cutter.close()
+
+
+def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_done(pg_server):
+    """The server committed the requeue, the answer never came: the store asks again on a new
+    connection at once and answers as done, not 'whether it was recorded is not known' —
+    both when the job is still stopping, and when the lease holder carried the requeue out
+    meanwhile (the job back in its queue since this user's own ask, not refused as a job
+    with nothing to requeue). One requeue in the audit each time."""
+    db = pg_server.new_database()
+    holder = open_store(pg_server.url(db))
+    carried_out: list = []
+
+    def meanwhile() -> None:
+        for job_id in carried_out:
+            holder.requeue(job_id, ("stopping",), "sched", "requeued")
+
+    cutter = CommitCutter(pg_server.port, meanwhile)
+    store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
+    try:
+        for carry_out in (False, True):
+            job = holder.submit("q", None, "j", ["true"], {}, "alice")
+            holder.place(job.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+            holder.started(job.id, "a%d" % job.id, None, "sched", "launched")
+            carried_out[:] = [job.id] if carry_out else []
+            cutter.cut.clear()
+            cutter.armed.set()
+            answer = ask_stop(store, store.get(job.id), "requeue", Asker("here"))
+            assert cutter.cut.is_set()  # its commit's answer was lost
+            assert (answer.state, answer.attempt) == (("pending", 1) if carry_out else
+                                                     ("stopping", 0))
+            assert answer == holder.get(job.id)
+            assert [e.action for e in holder.audit_log(job.id)] == [
+                "submit", "decide", "launch", "requeue"] + ["requeued"] * carry_out
+    finally:
+        store.close()
+        holder.close()
         cutter.close()
 
 
