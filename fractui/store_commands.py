@@ -237,7 +237,8 @@ def place(config: Config, args: argparse.Namespace) -> int:
                     "Place it anyway, as a borrowed job that a team within its quota may "
                     "preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
-        job = intents.place_by_hand(store, job, slot, asker, past, quota_of(usage, job.team))
+        job = intents.place_by_hand(store, job, slot, asker, past,
+                                    quota_of(config.teams, job.team))
     finally:
         store.close()
     print("%d placed on %s; the scheduler %s it%s" % (

@@ -41,7 +41,7 @@ from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
-from fractui.sched.quota import Recent
+from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes, left_locked
 from fractui.scheduler.relay import LogRelay
@@ -677,12 +677,12 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
                           self._recent_usage(now, derived))
         recorded = False
-        quotas = {t.name: t.quota_gpus for t in self.config.teams}
         for d in result.decisions:
             try:  # within its quota as this pass read it: held to it as it is written
                 self.store.place(d.job, d.slot, self.holder, d.why,
                                  preemptible=d.preemptible, epoch=self.epoch,
-                                 quota=quotas.get(derived.by_id[d.job].team or ""))
+                                 quota=quota_of(self.config.teams,
+                                                derived.by_id[d.job].team))
             except StateConflict:  # cancelled, or placed by hand (or its quota taken by
                 continue           # one placed by hand) meanwhile: the next pass reads it
             except RowsLocked as err:
