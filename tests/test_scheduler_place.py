@@ -62,6 +62,8 @@ def test_placing_past_the_quota_is_said_and_asked_and_a_no_places_nothing(local_
     placed = f.store.get(job.id)
     assert (placed.state, placed.manual, placed.preemptible, placed.slot.charge) == (
         "placed", True, True, 0.5)
+    again = f.fractui("place", str(job.id), "gpu-a", "0")  # a retry: read as the first
+    assert (again.returncode, again.stderr) == (0, "") and yes.stdout.endswith(again.stdout)
 
 
 def test_a_job_placed_past_the_quota_is_preempted_for_a_team_within_its_quota(local_fleet):
