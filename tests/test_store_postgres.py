@@ -14,6 +14,7 @@ from typing import Callable
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from fractui.store import (LeaseLost, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
                            StoreUnavailable, open_store)
@@ -24,6 +25,7 @@ from fractui.store.base import EVERYTHING, Identity
 from fractui.store.intents import Asker, ask_stop, submit
 from fractui.store.model import Slot
 from fractui.store.sql import migrations
+from fractui.store_url import postgresql_url, url_problem
 from tests.conftest import REPO
 from tests.sshd import free_port
 
@@ -268,6 +270,44 @@ def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp
     assert done.returncode == 2 and "hunter2" not in done.stderr
     assert done.stderr.startswith("fractui: %s:2: store.url carries a password" % config), \
         done.stderr
+
+
+def test_a_socket_stores_address_as_said_is_a_url_that_names_it_again(pg_server, tmp_path):
+    """A store reached through the server's Unix socket (its directory as the URL's host):
+    the address an error names it by is a URL libpq reads back to the same socket, port and
+    database, so it can be pasted as [store] url and opens that store (not a socket path
+    glued to a port, which read as host '' and database '/tmp/...:5432/db')."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    config = tmp_path / "config.toml"
+
+    def jobs(url: str) -> subprocess.CompletedProcess:
+        config.write_text('[store]\nurl = "%s"\n' % url)
+        return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config),
+                               "jobs"], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+    missing = jobs("postgresql:///%s?host=%s&port=%d&user=postgres" % (
+        name, pg_server.sockets, pg_server.port))
+    assert missing.returncode == 1, missing
+    where = missing.stderr.split("fractui: store ", 1)[1].split(": has no such database", 1)[0]
+    assert conninfo_to_dict(where) == {"host": pg_server.sockets, "port": str(pg_server.port),
+                                       "dbname": name}, where
+    pg_server.sql("CREATE DATABASE %s" % name)
+    again = jobs(where + "?user=postgres")
+    assert (again.returncode, again.stderr) == (0, ""), again
+    assert again.stdout == "no active jobs (--all lists ended ones too)\n"
+
+
+@pytest.mark.parametrize("host, port, parsed_port", [
+    ("db.example", "5432", "5432"), ("10.0.0.7", "6432", "6432"), ("::1", "5432", "5432"),
+    ("/run/post gres", "5433", "5433"), ("@abstract", "5432", "5432"),
+    ("a,b", "5432,5433", "5432,5433"), ("a,/run/pg", "5432", "5432,5432")])
+def test_a_stores_address_reads_back_as_the_same_server_and_database(host, port, parsed_port):
+    """Whatever libpq was given (an IPv6 address, a socket directory, an abstract socket,
+    several hosts with one port or one each): the address said reads back to it."""
+    where = postgresql_url(host, port, "fleet/é ?x")
+    assert conninfo_to_dict(where) == {"host": host, "port": parsed_port,
+                                       "dbname": "fleet/é ?x"}, where
+    assert url_problem(where) is None
 
 
 def test_a_session_of_ours_paused_inside_a_write_lets_the_lock_go(pg_url, monkeypatch):
