@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from fractui.store import (LeaseLost, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
-                           StoreUnavailable, open_store)
+from fractui.store import (LeaseLost, RowsLocked, StateConflict, StoreBusy, StoreDamaged,
+                           StoreDenied, StoreUnavailable, open_store)
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
@@ -473,6 +473,38 @@ def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_d
             assert answer == holder.get(job.id)
             assert [e.action for e in holder.audit_log(job.id)] == [
                 "submit", "decide", "launch", "requeue"] + ["requeued"] * carry_out
+    finally:
+        store.close()
+        holder.close()
+        cutter.close()
+
+
+def test_a_stop_made_again_after_a_lost_answer_never_stops_a_later_attempt(pg_server):
+    """The requeue landed and its answer was lost; before the store asks again the job was put
+    back, placed and launched again (a later attempt, running as the ask expects): the second
+    try does not stop that attempt, it says the job moved on."""
+    db = pg_server.new_database()
+    holder = open_store(pg_server.url(db))
+    slot = Slot("h", (0,), memory_mib=512)
+    job = holder.submit("q", None, "j", ["true"], {}, "alice")
+
+    def run_again() -> None:
+        holder.requeue(job.id, ("stopping",), "sched", "requeued")
+        holder.place(job.id, slot, "sched", "decided")
+        holder.started(job.id, "a2", None, "sched", "launched")
+
+    cutter = CommitCutter(pg_server.port, run_again)
+    store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
+    try:
+        holder.place(job.id, slot, "sched", "decided")
+        holder.started(job.id, "a1", None, "sched", "launched")
+        cutter.armed.set()
+        with pytest.raises(StateConflict, match="job %d is attempt 1 now, not 0" % job.id):
+            store.stopping(job.id, ("running",), "requeue", "alice@here", "requeued by alice")
+        assert cutter.cut.is_set()
+        again = holder.get(job.id)
+        assert (again.state, again.attempt) == ("running", 1)
+        assert [e.action for e in holder.audit_log(job.id)].count("requeue") == 1
     finally:
         store.close()
         holder.close()
