@@ -177,8 +177,8 @@ def _stop_or_not(config: Config, ref: str, intent: str) -> int:
         job = intents.ask_stop(store, queued(store, ref), intent, Asker.here(config.teams))
     finally:
         store.close()
-    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
-                       if job.state == STOPPING else ""))
+    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
+                       else " (back in its queue)" if job.state == PENDING else ""))
     return 0
 
 
@@ -199,9 +199,9 @@ def place(config: Config, args: argparse.Namespace) -> int:
         job = queued(store, args.job)
         intents.authorize(store, asker, PLACE, job.team, "job %d" % job.id)  # before any host
         if _placed_there(job, args.host, gpu, args.profile):
-            # a retry whose first answer was lost: done, as the first time, not refused
-            print("%d placed on %s by hand; the scheduler launches it there" % (
-                job.id, job.slot.describe()))  # type: ignore[union-attr]
+            # a retry whose first answer was lost: done, answered as the first was
+            print(_placed(job, _flip(job.slot, store.inventory().get(args.host))  # type: ignore
+                          if job.state == PLACED else None))  # (a launch made: no flip ahead)
             return 0
         if job.state != PENDING:
             raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
@@ -217,9 +217,8 @@ def place(config: Config, args: argparse.Namespace) -> int:
                              args.host, job.id))
         slot = hand_slot(job, Slot(args.host, (gpu,), args.profile, args.start,
                                    layout_version=args.layout_version), known, store.uid)
-        turns = mode_change(slot, known.get("gpus") or [])
-        flip = None if turns is None else flip_of(args.host, known["gpus"][gpu], turns)
-        refusal = None if turns is None else host_refusal(
+        flip = _flip(slot, known)
+        refusal = None if flip is None else host_refusal(
             args.host, gpu, config.mode_fixed(args.host), flips_modes(known)) or _held(
                 store, args.host, gpu, known["gpus"][gpu])
         if refusal is not None:  # its launch would be refused: not recorded
@@ -239,13 +238,29 @@ def place(config: Config, args: argparse.Namespace) -> int:
                     "Place it anyway, as a borrowed job that a team within its quota may "
                     "preempt?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
-        job = intents.place_by_hand(store, job, slot, asker, past, quota_of(usage, job.team))
+        job = intents.place_by_hand(store, job, slot, asker, past,
+                                    quota_of(config.teams, job.team))
     finally:
         store.close()
-    print("%d placed on %s; the scheduler %s it%s" % (
-        job.id, slot.describe(), "launches" if flip is None else "will %s, then launch" % flip,
-        " (borrowed: preemptible)" if job.preemptible else ""))
+    print(_placed(job, flip))
     return 0
+
+
+def _placed(job: Job, flip: Optional[str]) -> str:
+    """What ``place`` answers once the job is placed by hand, the first time or asked again:
+    where, what its launch will first change (``flip``), and whether it is borrowed."""
+    return "%d placed on %s; the scheduler %s it%s" % (
+        job.id, job.slot.describe(), "launches" if flip is None  # type: ignore[union-attr]
+        else "will %s, then launch" % flip, " (borrowed: preemptible)" if job.preemptible
+        else "")
+
+
+def _flip(slot: Slot, known: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The MIG mode change a launch on ``slot`` makes first on its GPU, in words, by the
+    host's kept facts (``known``; none: none known), or None."""
+    gpus = (known or {}).get("gpus") or []
+    turns = mode_change(slot, gpus)
+    return None if turns is None else flip_of(slot.host, gpus[slot.gpus[0]], turns)
 
 
 def _placed_there(job: Job, host: str, gpu: int, profile: Optional[str]) -> bool:

@@ -7,6 +7,7 @@ PGPASSWORD or ~/.pgpass (and its other PG* variables), as psql does."""
 from __future__ import annotations
 
 from typing import Optional
+from urllib.parse import quote
 
 SQLITE = "sqlite://"
 POSTGRESQL = ("postgresql://", "postgres://")  # both are libpq's
@@ -19,6 +20,20 @@ def sqlite_url(path: str) -> str:
 def sqlite_path(url: str) -> Optional[str]:
     """The file of an SQLite URL; None for any other."""
     return url[len(SQLITE):] if url.startswith(SQLITE) else None
+
+
+def postgresql_url(host: str, port: str, db: str) -> str:
+    """A PostgreSQL store's address (no role, no password) as a URL that libpq reads back to
+    the same server and database, so what an error or the scheduler names can be pasted as
+    ``[store] url``: a Unix socket's directory percent-encoded (``%2Frun%2Fpostgresql``), an
+    IPv6 address in brackets, each of several hosts (libpq's ``host=a,b``) with its port, the
+    database's name percent-encoded."""
+    hosts, ports = host.split(","), port.split(",")
+    if len(ports) != len(hosts):  # one port for every host (libpq refuses other counts)
+        ports = ports[:1] * len(hosts)
+    return "postgresql://%s/%s" % (",".join(
+        "%s:%s" % ("[%s]" % h if ":" in h and not h.startswith("/") else quote(h, safe=""), p)
+        for h, p in zip(hosts, ports)), quote(db, safe=""))
 
 
 def url_problem(url: str) -> Optional[str]:
@@ -38,7 +53,8 @@ def url_problem(url: str) -> Optional[str]:
     if "password" in parts:
         return "carries a password, which a config file must not hold: give it in " \
                "PGPASSWORD or ~/.pgpass instead (libpq reads both)"
-    port = parts.get("port")
-    if port is not None and not (str(port).isdigit() and 1 <= int(port) <= 65535):
-        return "has port %r: must be from 1 to 65535" % port
+    port = parts.get("port")  # one per host of several (a:5432,b:5433); empty: the default
+    for each in str(port).split(",") if port is not None else ():
+        if each and not (each.isdigit() and 1 <= int(each) <= 65535):
+            return "has port %r: must be from 1 to 65535" % each
     return None

@@ -22,7 +22,7 @@ import pytest
 from fractui import job_commands
 from fractui.cli import main
 from fractui.config import QueueConfig
-from fractui.store import sqlite_url
+from fractui.store import Slot, sqlite_url
 from fractui.terminal import TerminalText
 from tests import localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
@@ -309,12 +309,33 @@ def test_place_asked_again_of_a_job_since_asked_to_stop_is_refused_not_said_plac
     'placed; the scheduler launches it there' with exit 0, which a script reads as its job
     about to run."""
     job = str(cli.f.submit("quarter").id)
-    assert cli.run("place", job, "gpu-a", "0")[0] == 0
+    first = cli.run("place", job, "gpu-a", "0")
+    assert first[0] == 0 and first[1] == "%s placed on gpu-a gpu0; the scheduler launches it\n" % job, first
+    assert cli.run("place", job, "gpu-a", "0") == first  # a retry: answered as the first
     got, out, _err = cli.run("cancel", job)
     assert (got, out.strip()) == (0, "%s stopping (the scheduler stops it)" % job)
     got, out, err = cli.run("place", job, "gpu-a", "0")
     assert (got, out) == (1, ""), (got, out, err)
     assert "only a pending job can be placed: job %s is stopping" % job in err, err
+
+
+def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_done(cli):
+    """The user's own retry of a requeue whose answer was lost, come after the scheduler put
+    the job back in its queue: exit 0 and the job as it is now, nothing more in the audit; a
+    preempt of it (never asked) is still refused."""
+    store = cli.f.store
+    job = cli.f.submit("quarter")
+    store.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+    store.started(job.id, "j1", None, "sched", "launched")
+    assert cli.run("requeue", str(job.id))[:2] == (
+        0, "%d stopping (the scheduler stops it)\n" % job.id)
+    store.requeue(job.id, ("stopping",), "sched", "requeued")
+    asked = store.audit_log(job.id)
+    assert cli.run("requeue", str(job.id)) == (0, "%d pending (back in its queue)\n" % job.id,
+                                               "")
+    assert store.audit_log(job.id) == asked
+    got, out, err = cli.run("preempt", str(job.id))
+    assert (got, out) == (1, "") and "job %d is pending: nothing to preempt" % job.id in err
 
 
 def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):

@@ -667,6 +667,8 @@ def test_local_paths_are_absolute_files_of_plain_text(tmp_path, line, says):
      "F:2: store.url carries a password"),
     ('[store]\nurl = "postgresql://alice@db.example:70000/fractui"\n',
      "F:2: store.url has port '70000': must be from 1 to 65535"),
+    ('[store]\nurl = "postgresql://alice@a:5432,b:70000/fractui"\n',  # each of its hosts'
+     "F:2: store.url has port '70000': must be from 1 to 65535"),
     ('[store]\nurl = "postgresql://db.example/fractui?no_such_option=1"\n',
      "F:2: store.url is not a URL libpq can read: invalid URI query parameter"),
     ('[store]\nurl = "mysql://db.example/fractui"\n',

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fractui.config import TeamConfig
-from fractui.sched.quota import fair_order, team_usage, within_quota
+from fractui.sched.quota import fair_order, quota_of, team_usage, within_quota
 from fractui.store.model import Job, Slot
 
 TEAMS = (TeamConfig("a", quota_gpus=1.5, weight=2), TeamConfig("b", quota_gpus=1,
@@ -37,3 +37,11 @@ def test_the_team_furthest_below_its_weighted_share_goes_first_then_priority_the
     pending = [job(10, "b", queue="hi"), job(11, "a", at=50), job(12, "a", queue="hi", at=60)]
     order = fair_order(pending, usage, {"hi": 5})
     assert [j.id for j in order] == [12, 11, 10]
+
+
+def test_the_quota_a_placement_is_held_to_is_its_configured_teams_or_none():
+    """One source for the scheduler's decisions and placements by hand: the team's configured
+    quota (over_quota or not: a borrowed placement is not held to it at all); none without
+    teams, for a job of no team, or of a team the config does not have."""
+    assert [quota_of(TEAMS, t) for t in ("a", "b", "ghost", None)] == [1.5, 1, None, None]
+    assert quota_of((), "a") is None and quota_of((TeamConfig("z"),), "z") == 0.0

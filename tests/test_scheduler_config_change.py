@@ -164,3 +164,43 @@ def test_a_job_cancelled_while_its_host_is_lost_ends_and_its_copy_is_stopped_on_
     after = [j["state"] for j in f.agent_jobs() if j["key"] == key]
     assert after and all(state in AGENT_ENDED for state in after), after
     assert f.store.get(job.id).state == "cancelled" and f.store.get(job.id).attempt == 0
+
+
+def test_a_held_row_stalls_only_its_own_lost_job_and_stale_copy(local_fleet, pg_server,
+                                                                  caplog):
+    """PostgreSQL, a psql session left open on one job's row: of two jobs on a host dropped
+    from the config, the other is requeued (and runs elsewhere) while the held one waits
+    (logged), then goes too once the session ends. With the host back, the stale copy whose
+    row is held is forgotten later, the other at once, and the held job runs there again
+    meanwhile: the passes never fail on the held rows."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "2xL4", "gpu-b": "1xL4"}, [WHOLE], store_url=url,
+                    host_lost_s=1.0)
+    f.store.cordon("gpu-b", None, "cordon", "test", "both jobs on gpu-a")
+    held, other = f.submit("whole"), f.submit("whole")
+    f.until(lambda: set(f.states().values()) == {"running"})
+    f.store.uncordon("gpu-b", None, "test", "room for one of them")
+    keys = {j.id: f.store.get(j.id).key(f.store.uid) for j in (held, other)}
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        with restarted(f, rewritten(f, hosts=(f.config.host("gpu-b"),))) as sched:
+            until(f, sched, lambda: f.store.get(other.id).attempt == 1
+                  and f.states()[other.id] == "running")
+            assert "job %d is left for a later pass: " % held.id in caplog.text
+            assert f.store.get(held.id).state == "running"  # its row held: it waits
+            psql.execute("ROLLBACK")
+            until(f, sched, lambda: f.store.get(held.id).attempt == 1)
+        assert sorted(c.key for c in f.store.stale()) == sorted(keys.values())
+        caplog.clear()
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM stale WHERE job = %s FOR UPDATE", (held.id,))
+        with restarted(f, f.config) as sched:  # the host is back
+            until(f, sched, lambda: [c.key for c in f.store.stale()] == [keys[held.id]]
+                  and f.states()[held.id] == "running")
+            assert "job %d is left for a later pass: " % held.id in caplog.text
+            psql.execute("ROLLBACK")
+            until(f, sched, lambda: not f.store.stale())
+    finally:
+        psql.close()

@@ -473,6 +473,8 @@ def test_a_placement_by_hand_that_turns_mig_on_says_so_and_needs_yes(local_fleet
     assert placed.stdout == ("%d placed on gpu-a gpu0 3g.40gb at slot 0; the scheduler will "
                              "turn MIG on on gpu-a gpu 0 (a GPU reset, made only while "
                              "nothing runs there), then launch it\n" % job.id)
+    again = f.fractui(*args, "--yes")  # a retry (its answer lost): read as the first
+    assert (again.returncode, again.stdout, again.stderr) == (0, placed.stdout, "")
     f.until(lambda: f.states()[job.id] == "running")
     assert gpu(f, "gpu-a", 0)["mig_mode"] is True
     # a placement in the mode the GPU has now says nothing of modes and asks nothing

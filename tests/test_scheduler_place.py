@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.store import postgres
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
 from tests.conftest import REPO
-from tests.localfleet import POLITE
+from tests.localfleet import POLITE, wait
 
 local_fleet = localfleet.local_fleet
 HALF = QueueConfig(name="half", gpu=0.5)
@@ -61,6 +62,8 @@ def test_placing_past_the_quota_is_said_and_asked_and_a_no_places_nothing(local_
     placed = f.store.get(job.id)
     assert (placed.state, placed.manual, placed.preemptible, placed.slot.charge) == (
         "placed", True, True, 0.5)
+    again = f.fractui("place", str(job.id), "gpu-a", "0")  # a retry: read as the first
+    assert (again.returncode, again.stderr) == (0, "") and yes.stdout.endswith(again.stdout)
 
 
 def test_a_job_placed_past_the_quota_is_preempted_for_a_team_within_its_quota(local_fleet):
@@ -135,3 +138,126 @@ def test_a_running_job_row_held_by_a_session_left_open_stalls_that_job_only(loca
     finally:
         psql.close()
     f.until(lambda: f.states()[held.id] not in ("running", "stopping"))
+
+
+def test_a_placed_job_row_held_stalls_its_launch_only_not_its_hosts_other_launches(
+        local_fleet, pg_server, caplog):
+    """Two jobs placed by hand on one host, the first one's row held by a psql session left
+    open: its launch is recorded later (logged), and the host's lane goes on to launch the
+    second rather than leaving every later call to the host for a later pass."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
+    held, other = f.submit("whole"), f.submit("whole")
+    for job, gpu in ((held, "0"), (other, "1")):
+        placed = f.fractui("place", str(job.id), "gpu-a", gpu)
+        assert placed.returncode == 0, placed.stderr
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
+        assert f.states()[held.id] == "placed"
+        assert "job %d is left for a later pass: " % held.id in caplog.text
+    finally:
+        psql.close()
+    f.until(lambda: f.scheduler.settle() and f.states()[held.id] == "running")
+
+
+def test_a_hosts_kept_facts_or_the_lost_clocks_held_fail_no_pass(local_fleet, pg_server,
+                                                                  caplog):
+    """A psql session left open holding a host's kept facts and the lost-host clocks (what a
+    pass writes that is no job's): the passes place and launch as ever, the other host's
+    facts are kept, and what was held is written once the session ends."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=url)
+    f.store.record_inventory("gpu-a", {})
+    f.store.keep_lost_clocks({"gone-host": 1.0}, {})  # forgotten by the first pass
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM inventory WHERE host = 'gpu-a' FOR UPDATE")
+        psql.execute("SELECT * FROM lost_clocks FOR UPDATE")
+        job = f.submit("whole")
+        f.until(lambda: f.states()[job.id] == "running")
+        assert f.store.inventory()["gpu-a"] == {} and f.store.inventory()["gpu-b"]["gpus"]
+        assert "gpu-a's facts are kept by a later pass: " in caplog.text
+        assert "the lost-host clocks are written by a later pass: " in caplog.text
+    finally:
+        psql.close()
+    f.until(lambda: f.store.inventory()["gpu-a"] != {}
+            and f.store.holder_memory().hosts_away == {})
+
+
+def test_a_held_row_of_a_decision_on_what_was_cordoned_since_stalls_only_it(
+        local_fleet, pg_server, caplog):
+    """A job placed by hand on a host cordoned since, its row held: sending it back to its
+    queue waits (logged) while the pass launches the others."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=url)
+    held = f.submit("whole")
+    assert f.fractui("place", str(held.id), "gpu-a", "0").returncode == 0
+    f.store.cordon("gpu-a", None, "cordon", "test", "maintenance")
+    other = f.submit("whole")
+    assert f.fractui("place", str(other.id), "gpu-b", "0").returncode == 0
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
+        assert f.states()[held.id] == "placed"
+        assert "job %d is left for a later pass: " % held.id in caplog.text
+    finally:
+        psql.close()
+    f.until(lambda: f.states()[held.id] == "pending")
+
+
+def test_a_held_row_of_an_output_tail_asked_for_fails_no_turn(local_fleet, pg_server, caplog):
+    """The output of a job that never ran is asked for and its request's row held: the
+    answer (nothing to show) waits (logged), and the scheduler's turns go on without
+    failing."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1),
+                                        QueueConfig(name="four", gpus=4)], store_url=url)
+    never = f.submit("four")  # no host has four GPUs: it never runs
+    f.store.ask_log(never.id, "test")
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM log_requests WHERE job = %s FOR UPDATE", (never.id,))
+        f.scheduler.start()
+        job = f.submit("whole")
+        wait(lambda: f.states()[job.id] == "running" and "job %d is left for a later pass: "
+             % never.id in caplog.text, f.states)
+        assert "tries again every pass" not in caplog.text, caplog.text
+        psql.close()
+        wait(lambda: f.store.log_requests() == [], f.store.log_requests)
+    finally:
+        psql.close()
+        f.scheduler.stop()
+    assert f.store.log_tail(never.id).text == ""
+
+
+def test_a_job_left_for_a_held_row_is_placed_by_the_running_loop_once_the_session_ends(
+        local_fleet, pg_server, caplog, monkeypatch):
+    """The scheduler's own loop (not a test's passes): nothing announces that the session
+    holding a row ended, so a pass that left a job for later makes the next turn a full pass
+    again — turn after turn while the row is held, not only when something else wakes the
+    loop — and the job is placed once the session ends."""
+    monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.3)
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
+    held = f.submit("whole")
+    left = "job %d is left for a later pass: " % held.id
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        f.scheduler.start()
+        wait(lambda: caplog.text.count(left) >= 6, f.states)  # long after its start's wakes
+        psql.close()
+        wait(lambda: f.states()[held.id] == "running", f.states)
+    finally:
+        psql.close()
+        f.scheduler.stop()

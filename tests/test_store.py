@@ -476,6 +476,47 @@ def test_a_stop_or_cancel_asked_again_is_answered_as_the_first_and_recorded_once
         store.close()
 
 
+def test_a_requeue_asked_again_after_it_went_through_is_answered_as_done(store_url):
+    """The requeue (or preemption) was carried out before the retry came: the job waits in its
+    queue again since this user's own ask, and the retry is answered as the first was (no
+    second audit entry). A job back in its queue otherwise is still refused: sent back by
+    another user's requeue, by a preemption when a requeue is asked, by a launch refused."""
+    store = open_store(store_url)
+    me = Asker("here")
+    user = store.identity().user
+
+    def back(intent: str, actor: str):
+        job = store.submit("q", None, intent, ["x"], {}, "me")
+        store.place(job.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+        store.started(job.id, "a%d" % job.id, None, "sched", "launched")
+        if actor == "mine":
+            ask_stop(store, store.get(job.id), intent, me)
+        else:
+            store.stopping(job.id, ("running",), intent, actor, "by hand")
+        store.requeue(job.id, ("stopping",), "sched", "requeued")
+        # the next attempt waits: a scheduler's reason moves nothing
+        return store.waiting(job.id, "no room")
+
+    try:
+        for intent in ("requeue", "preempt"):
+            job = back(intent, "mine")
+            entries = len(store.audit_log(limit=1000))
+            again = ask_stop(store, store.get(job.id), intent, me)
+            assert (again.state, again.attempt) == ("pending", 1)
+            assert again == store.get(job.id) and len(store.audit_log(limit=1000)) == entries
+        with pytest.raises(Refused, match="is pending: nothing to preempt"):
+            ask_stop(store, store.get(back("requeue", "mine").id), "preempt", me)
+        with pytest.raises(Refused, match="is pending: nothing to requeue"):
+            ask_stop(store, store.get(back("requeue", "x%s@there" % user).id), "requeue", me)
+        refused = store.submit("q", None, "refused", ["x"], {}, "me")
+        store.place(refused.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+        store.requeue(refused.id, ("placed",), "sched", "refused by h")
+        with pytest.raises(Refused, match="is pending: nothing to requeue"):
+            ask_stop(store, store.get(refused.id), "requeue", me)
+    finally:
+        store.close()
+
+
 def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_submit(store_url):
     store = open_store(store_url)
     me = Asker("here")

@@ -10,18 +10,22 @@ import threading
 import sys
 import time
 import uuid
+from typing import Callable
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
-from fractui.store import (LeaseLost, RowsLocked, StoreBusy, StoreDamaged, StoreDenied,
-                           StoreUnavailable, open_store)
+from fractui.store import (LeaseLost, RowsLocked, StateConflict, StoreBusy, StoreDamaged,
+                           StoreDenied, StoreUnavailable, open_store)
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
-from fractui.store.intents import Asker, submit
+from fractui.store.intents import Asker, ask_stop, submit
+from fractui.store.model import Slot
 from fractui.store.sql import migrations
+from fractui.store_url import postgresql_url, url_problem
 from tests.conftest import REPO
 from tests.sshd import free_port
 
@@ -269,6 +273,44 @@ def test_a_verb_on_an_unreachable_server_exits_1_with_where_and_no_traceback(tmp
         done.stderr
 
 
+def test_a_socket_stores_address_as_said_is_a_url_that_names_it_again(pg_server, tmp_path):
+    """A store reached through the server's Unix socket (its directory as the URL's host):
+    the address an error names it by is a URL libpq reads back to the same socket, port and
+    database, so it can be pasted as [store] url and opens that store (not a socket path
+    glued to a port, which read as host '' and database '/tmp/...:5432/db')."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    config = tmp_path / "config.toml"
+
+    def jobs(url: str) -> subprocess.CompletedProcess:
+        config.write_text('[store]\nurl = "%s"\n' % url)
+        return subprocess.run([sys.executable, "-m", "fractui", "--config", str(config),
+                               "jobs"], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+    missing = jobs("postgresql:///%s?host=%s&port=%d&user=postgres" % (
+        name, pg_server.sockets, pg_server.port))
+    assert missing.returncode == 1, missing
+    where = missing.stderr.split("fractui: store ", 1)[1].split(": has no such database", 1)[0]
+    assert conninfo_to_dict(where) == {"host": pg_server.sockets, "port": str(pg_server.port),
+                                       "dbname": name}, where
+    pg_server.sql("CREATE DATABASE %s" % name)
+    again = jobs(where + "?user=postgres")
+    assert (again.returncode, again.stderr) == (0, ""), again
+    assert again.stdout == "no active jobs (--all lists ended ones too)\n"
+
+
+@pytest.mark.parametrize("host, port, parsed_port", [
+    ("db.example", "5432", "5432"), ("10.0.0.7", "6432", "6432"), ("::1", "5432", "5432"),
+    ("/run/post gres", "5433", "5433"), ("@abstract", "5432", "5432"),
+    ("a,b", "5432,5433", "5432,5433"), ("a,/run/pg", "5432", "5432,5432")])
+def test_a_stores_address_reads_back_as_the_same_server_and_database(host, port, parsed_port):
+    """Whatever libpq was given (an IPv6 address, a socket directory, an abstract socket,
+    several hosts with one port or one each): the address said reads back to it."""
+    where = postgresql_url(host, port, "fleet/é ?x")
+    assert conninfo_to_dict(where) == {"host": host, "port": parsed_port,
+                                       "dbname": "fleet/é ?x"}, where
+    assert url_problem(where) is None
+
+
 def test_a_session_of_ours_paused_inside_a_write_lets_the_lock_go(pg_url, monkeypatch):
     """A client of the store paused mid-write (its transaction open, the write lock held, no
     statement coming) is ended by the server once it has idled IDLE_IN_WRITE_S: the other
@@ -324,10 +366,13 @@ def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkey
 class CommitCutter:
     """A loopback TCP relay to the server that, once armed, passes the next COMMIT on and, when
     the server answers that it committed, drops the client's connection instead of passing
-    that answer: a write that landed, whose acknowledgement was lost."""
+    that answer: a write that landed, whose acknowledgement was lost. ``on_cut`` runs once the
+    server has committed and before the client's connection is dropped (what another client
+    does meanwhile)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, on_cut: Callable[[], None] = lambda: None):
         self.target = port
+        self.on_cut = on_cut
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
@@ -358,6 +403,7 @@ class CommitCutter:
                     self.armed.clear()
                     committing.set()  # before it is sent: the answer comes after
                 elif not upstream and committing.is_set() and b"COMMIT\x00" in data:
+                    self.on_cut()
                     self.cut.set()  # the server's CommandComplete: committed, never told
                     break
                 dst.sendall(data)
@@ -394,6 +440,75 @@ def test_a_submit_whose_commit_answer_was_lost_is_found_by_its_key_not_made_twic
         assert [e.job for e in store.audit_log() if e.action == "submit"] == [job.id, job.id + 1]
     finally:
         store.close()
+        cutter.close()
+
+
+def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_done(pg_server):
+    """The server committed the requeue, the answer never came: the store asks again on a new
+    connection at once and answers as done, not 'whether it was recorded is not known' —
+    both when the job is still stopping, and when the lease holder carried the requeue out
+    meanwhile (the job back in its queue since this user's own ask, not refused as a job
+    with nothing to requeue). One requeue in the audit each time."""
+    db = pg_server.new_database()
+    holder = open_store(pg_server.url(db))
+    carried_out: list = []
+
+    def meanwhile() -> None:
+        for job_id in carried_out:
+            holder.requeue(job_id, ("stopping",), "sched", "requeued")
+
+    cutter = CommitCutter(pg_server.port, meanwhile)
+    store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
+    try:
+        for carry_out in (False, True):
+            job = holder.submit("q", None, "j", ["true"], {}, "alice")
+            holder.place(job.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+            holder.started(job.id, "a%d" % job.id, None, "sched", "launched")
+            carried_out[:] = [job.id] if carry_out else []
+            cutter.cut.clear()
+            cutter.armed.set()
+            answer = ask_stop(store, store.get(job.id), "requeue", Asker("here"))
+            assert cutter.cut.is_set()  # its commit's answer was lost
+            assert (answer.state, answer.attempt) == (("pending", 1) if carry_out else
+                                                     ("stopping", 0))
+            assert answer == holder.get(job.id)
+            assert [e.action for e in holder.audit_log(job.id)] == [
+                "submit", "decide", "launch", "requeue"] + ["requeued"] * carry_out
+    finally:
+        store.close()
+        holder.close()
+        cutter.close()
+
+
+def test_a_stop_made_again_after_a_lost_answer_never_stops_a_later_attempt(pg_server):
+    """The requeue landed and its answer was lost; before the store asks again the job was put
+    back, placed and launched again (a later attempt, running as the ask expects): the second
+    try does not stop that attempt, it says the job moved on."""
+    db = pg_server.new_database()
+    holder = open_store(pg_server.url(db))
+    slot = Slot("h", (0,), memory_mib=512)
+    job = holder.submit("q", None, "j", ["true"], {}, "alice")
+
+    def run_again() -> None:
+        holder.requeue(job.id, ("stopping",), "sched", "requeued")
+        holder.place(job.id, slot, "sched", "decided")
+        holder.started(job.id, "a2", None, "sched", "launched")
+
+    cutter = CommitCutter(pg_server.port, run_again)
+    store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
+    try:
+        holder.place(job.id, slot, "sched", "decided")
+        holder.started(job.id, "a1", None, "sched", "launched")
+        cutter.armed.set()
+        with pytest.raises(StateConflict, match="job %d is attempt 1 now, not 0" % job.id):
+            store.stopping(job.id, ("running",), "requeue", "alice@here", "requeued by alice")
+        assert cutter.cut.is_set()
+        again = holder.get(job.id)
+        assert (again.state, again.attempt) == ("running", 1)
+        assert [e.action for e in holder.audit_log(job.id)].count("requeue") == 1
+    finally:
+        store.close()
+        holder.close()
         cutter.close()
 
 

@@ -17,6 +17,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
+from urllib.parse import quote
 
 import pytest
 
@@ -180,7 +181,7 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
         said = done.stderr.splitlines()
         assert len(said) == 1 and said[0].startswith(
             "fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
-                team.server.sockets, team.server.port, DB, role)), done.stderr
+                quote(team.server.sockets, safe=""), team.server.port, DB, role)), done.stderr
         assert said[0].endswith('Peer authentication failed for user "%s" (peer '
                                 'authentication lets an OS user in as the role of its own '
                                 'name only: name no other role in the URL or PGUSER)' % role
@@ -189,13 +190,14 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
     done = team.run("ann", "jobs")
     assert (done.returncode, done.stdout) == (1, ""), done
     assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
-        team.server.sockets, team.server.port, DB, team.names["eve"])), done.stderr
+        quote(team.server.sockets, safe=""), team.server.port, DB, team.names["eve"])), \
+        done.stderr
     monkeypatch.delenv("PGUSER")
     # no role of one's own: the refusal names the OS user libpq connected as, not $USER
     done = fractui(team.config, ["jobs"], zed)
     assert (done.returncode, done.stdout) == (1, ""), done
     assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
-        team.server.sockets, team.server.port, DB, zed)), done.stderr
+        quote(team.server.sockets, safe=""), team.server.port, DB, zed)), done.stderr
     assert done.stderr.endswith('role "%s" does not exist (an admin makes it: CREATE ROLE '
                                 'name LOGIN, and grants it a team role)\n' % zed), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr

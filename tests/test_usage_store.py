@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from fractui.config import UsageSettings
+from fractui.scheduler.lanes import Lanes
+from fractui.scheduler.usage import FLUSH_S, UsageKeeper
 from fractui.store import StateConflict, open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, REQUEUED,
                                  RUNNING, STOPPING, GpuTime, Sampled, Slot)
@@ -180,4 +183,41 @@ def test_gpu_time_adds_up_per_bucket_and_retention_forgets_what_ended_before_it(
         assert [r.job for r in store.usage(0, 9e12)] == [running.id]  # still running: kept
         assert [t.bucket for t in store.gpu_time(0, 9e12)] == [900.0]
     finally:
+        store.close()
+
+
+def test_a_usage_row_held_leaves_only_its_jobs_samples_for_the_next_write(pg_server, caplog):
+    """PostgreSQL, a psql session left open on one attempt's usage record: what the agents
+    sampled of the other running jobs is kept at the lease holder's write, the held one's is
+    left (logged) and kept at a write after the session ends."""
+    url = pg_server.url(pg_server.new_database())
+    store = open_store(url)
+    clock = [1000.0]
+    keeper = UsageKeeper(UsageSettings(), store, lambda host, method, params: {"jobs": [
+        {"key": j.key(store.uid), "usage": {"samples": 3, "memory_peak_mib": 100 * j.id}}
+        for j in jobs]}, Lanes(lambda: True, lambda: None), clock=lambda: clock[0])
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        jobs = []
+        for name in ("held", "other"):
+            job = store.submit("small", None, name, ["sleep", "1"], {}, "alice")
+            store.place(job.id, SHARE, "sched", "fits")
+            jobs.append(store.started(job.id, "a-" + name, None, "sched", "started"))
+        epoch = store.acquire_lease("sched", 60)
+
+        def peaks() -> dict:
+            return {r.job: r.sampled.memory_peak_mib for r in store.usage(0, store.now() + 1)}
+
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM usage WHERE job = %s FOR UPDATE", (jobs[0].id,))
+        keeper._read("h1", {j.key(store.uid): j for j in jobs})
+        keeper.turn(lambda: [], lambda: [], epoch)
+        assert peaks() == {jobs[0].id: None, jobs[1].id: 100 * jobs[1].id}
+        assert "job %d is left for a later pass: " % jobs[0].id in caplog.text
+        psql.execute("ROLLBACK")
+        clock[0] += FLUSH_S  # the next write
+        keeper.turn(lambda: [], lambda: [], epoch)
+        assert peaks() == {j.id: 100 * j.id for j in jobs}
+    finally:
+        psql.close()
         store.close()

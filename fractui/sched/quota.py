@@ -134,11 +134,12 @@ def within_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: fl
     return charge <= usage[team].room() + EPSILON
 
 
-def quota_of(usage: Mapping[str, TeamUsage], team: Optional[str]) -> Optional[float]:
-    """The quota a placement of ``team`` is held to as it is written (Store.place), or None
-    where nothing holds it: no teams (no quotas), or a team the config does not have."""
-    u = usage.get(team) if team is not None else None
-    return u.quota if u is not None else None
+def quota_of(teams: Sequence[TeamConfig], team: Optional[str]) -> Optional[float]:
+    """The quota a placement of ``team`` is held to as it is written (Store.place): the one
+    source for the scheduler's decisions and placements by hand (the CLI's, the TUI's). None
+    where nothing holds it: no teams (no quotas), a job of no team, or a team the config does
+    not have (such a placement by hand is asked about first, and borrowed)."""
+    return next((t.quota_gpus for t in teams if team is not None and t.name == team), None)
 
 
 def past_quota(usage: Mapping[str, TeamUsage], team: Optional[str], charge: float

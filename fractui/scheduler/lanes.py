@@ -16,11 +16,18 @@ import threading
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.fleet.host import HostUnavailable
-from fractui.store.base import LeaseLost, StoreError
+from fractui.store.base import LeaseLost, RowsLocked, StoreError
 
 log = logging.getLogger("fractui.scheduler")
 
 Action = Callable[[], None]
+
+
+def left_locked(job_id: int, err: RowsLocked) -> None:
+    """A job whose row another session holds (a psql transaction left open on it) is left for
+    a later pass, said; what the pass or the lane does for the other jobs goes on rather than
+    failing on it."""
+    log.warning("job %d is left for a later pass: %s", job_id, err)
 
 
 class Lanes:
@@ -74,7 +81,7 @@ class Lanes:
 
     def _run(self, host: str, actions: List[Tuple[Optional[int], Action]]) -> None:
         try:
-            for done, (_, action) in enumerate(actions):
+            for done, (job, action) in enumerate(actions):
                 if not self.may_act():
                     log.info("%d calls to %s not made: the lease is not held long enough",
                              len(actions) - done, host)
@@ -85,6 +92,11 @@ class Lanes:
                     log.info("%s: %s; %d calls wait for a later pass", host, err,
                              len(actions) - done - 1)
                     return
+                except RowsLocked as err:  # only what needs the held row waits
+                    if job is None:
+                        log.warning("a call to %s waits for a later pass: %s", host, err)
+                    else:
+                        left_locked(job, err)
                 except LeaseLost as err:  # another scheduler leads now: the calls are its
                     log.info("%s; %d calls to %s are left to the lease's holder", err,
                              len(actions) - done - 1, host)

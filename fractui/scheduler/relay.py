@@ -15,8 +15,8 @@ from typing import Callable, Dict
 from fractui.fleet.client import AgentCallError
 from fractui.sched.fleetview import USABLE, HostView
 from fractui.scheduler.execute import Call
-from fractui.scheduler.lanes import Lanes
-from fractui.store.base import JobNotFound, Store
+from fractui.scheduler.lanes import Lanes, left_locked
+from fractui.store.base import JobNotFound, RowsLocked, Store
 from fractui.store.model import ENDED, Job, tail_text
 
 log = logging.getLogger("fractui.scheduler")
@@ -31,10 +31,12 @@ class LogRelay:
         self.lanes = lanes
         self.epoch = 0  # the lease's, kept by the scheduler: the tails are the holder's writes
 
-    def serve(self, views: Callable[[], Dict[str, HostView]]) -> None:
+    def serve(self, views: Callable[[], Dict[str, HostView]]) -> bool:
         """Queues a read for each job whose tail is asked for, on its host's lane (the caller
         starts the lanes). A job that never ran is answered with nothing; one whose host is
-        unreachable, or whose lane is busy, waits for a later turn."""
+        unreachable, or whose lane is busy, waits for a later turn. Returns False if an
+        answer was left for the next turn (its row held by another session)."""
+        served = True
         asked = self.store.log_requests()
         hosts = views() if asked else {}
         for job_id in asked:
@@ -43,12 +45,17 @@ class LogRelay:
             except JobNotFound:
                 continue
             if job.slot is None or job.agent_job is None:
-                self.store.keep_log(job.id, "", complete=job.state in ENDED,
-                                    epoch=self.epoch)
+                try:
+                    self.store.keep_log(job.id, "", complete=job.state in ENDED,
+                                        epoch=self.epoch)
+                except RowsLocked as err:
+                    left_locked(job.id, err)
+                    served = False
                 continue
             view = hosts.get(job.slot.host)
             if view is not None and view.state in USABLE:
                 self.lanes.add(view.name, partial(self._keep, job))
+        return served
 
     def _keep(self, job: Job) -> None:
         host = job.slot.host  # type: ignore[union-attr]

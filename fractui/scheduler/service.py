@@ -41,9 +41,9 @@ from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
-from fractui.sched.quota import Recent
+from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
-from fractui.scheduler.lanes import Lanes
+from fractui.scheduler.lanes import Lanes, left_locked
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
@@ -143,6 +143,7 @@ class Scheduler:
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
+        self._left = False  # the last pass left a write for later: a row was held
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -296,7 +297,7 @@ class Scheduler:
             if full and held:
                 self._passed = (self.ticks() - began, self._stepped)
             if held and (asked or full):  # a request whose lane was busy: served again here
-                self.relay.serve(lambda: {v.name: v for v in self._views()})
+                asked = not self.relay.serve(lambda: {v.name: v for v in self._views()})
             if held:
                 try:  # the usage's failure (said by run) never holds the pass's calls back
                     self.usage.turn(self._views, self._active_jobs, self.epoch)
@@ -306,6 +307,10 @@ class Scheduler:
             with self._news_lock:
                 self._due, self._logs_asked = self._due or full, self._logs_asked or asked
             raise
+        left = full and self._left  # rows held: tried again by the next turn (nothing
+        if held and (left or asked):  # announces that the session holding them ended)
+            with self._news_lock:
+                self._due, self._logs_asked = self._due or left, self._logs_asked or asked
         if not held:
             self._try_at = self.ticks() + self._standby_s()
         return full and held
@@ -345,6 +350,7 @@ class Scheduler:
     def step(self) -> bool:
         """One pass; returns whether this scheduler holds the lease (and so acted). The calls
         it starts run on the hosts' lanes and may end after it (``settle`` waits for them)."""
+        self._left = False
         if not self._renew(force=True):
             return False
         if self._recalled != self.epoch:  # the lease is newly this one's
@@ -364,7 +370,7 @@ class Scheduler:
                     self.executor.finish_stop(job, None)
                     wrote = True
             except RowsLocked as err:
-                _locked(job.id, err)
+                self._left_for_later(job.id, err)
         jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
                                               if j.id not in busy], busy)
@@ -418,6 +424,8 @@ class Scheduler:
                                epoch=self.epoch)
         except StateConflict:
             pass  # cancelled meanwhile
+        except RowsLocked as err:
+            self._left_for_later(job.id, err)
 
     def _recall(self) -> None:
         """Takes up what the lease holders before this one kept in the store: the lost-host
@@ -438,7 +446,12 @@ class Scheduler:
         first seen gone, one back, a job requeued): a pass with nothing new writes nothing."""
         clocks = (self._away, self._gpu_gone)
         if clocks != self._kept_clocks:
-            self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
+            try:
+                self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
+            except RowsLocked as err:  # kept in memory; written by a later pass
+                log.warning("the lost-host clocks are written by a later pass: %s", err)
+                self._left = True
+                return
             self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
 
     def _keep_trouble(self, trouble: Optional[str]) -> None:
@@ -527,7 +540,12 @@ class Scheduler:
                 last = (view.hello, view.snapshot, facts(view))
             self._facts[view.name] = last
             heard[view.name] = last[2]
-        self.store.keep_inventory(heard, self._inventory, epoch=self.epoch)
+        for host, known in heard.items():  # one by one: a host's row held stalls only it
+            try:
+                self.store.keep_inventory({host: known}, self._inventory, epoch=self.epoch)
+            except RowsLocked as err:
+                log.warning("%s's facts are kept by a later pass: %s", host, err)
+                self._left = True
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
@@ -584,6 +602,9 @@ class Scheduler:
                                        epoch=self.epoch)
             except StateConflict:
                 continue
+            except RowsLocked as err:  # timed on: requeued by a later pass
+                self._left_for_later(job.id, err)
+                continue
             requeued = True
             self._gpu_gone.pop(job.id, None)
         return requeued
@@ -614,8 +635,7 @@ class Scheduler:
                     rec = call("job.get", {"job": rec["id"]})
                 if rec.get("state") not in AGENT_ENDED:
                     continue  # left to the passes, which keep the host from new work
-            self.store.drop_stale(host, copy.key, self.holder, "the copy left on %s is not "
-                                  "running" % host, epoch=self.epoch)
+            self._drop_stale(copy)
 
     def _stop_stale(self, by_name: Dict[str, HostView]) -> Set[str]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
@@ -627,14 +647,27 @@ class Scheduler:
                 continue
             rec = view.by_key().get(copy.key)
             if rec is None or rec.get("state") in AGENT_ENDED:
-                self.store.drop_stale(copy.host, copy.key, self.holder,
-                                      "the copy left on %s is not running" % copy.host,
-                                      epoch=self.epoch)
+                self._drop_stale(copy)
             else:
                 recovering.add(copy.host)
                 self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
                                    grace_s=0)
         return recovering
+
+    def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
+        """A job whose row another session holds: left for the next turn, which is a full
+        pass, so it is done once the session ends."""
+        left_locked(job_id, err)
+        self._left = True
+
+    def _drop_stale(self, copy: StaleCopy) -> None:
+        """Forgets a stale copy found not running; one whose row another session holds is
+        forgotten by a later pass (it runs nowhere: the host takes new work meanwhile)."""
+        try:
+            self.store.drop_stale(copy.host, copy.key, self.holder, "the copy left on %s is "
+                                  "not running" % copy.host, epoch=self.epoch)
+        except RowsLocked as err:
+            self._left_for_later(copy.job, err)
 
     def _decide(self, views: List[HostView], jobs: List[Job], cordons: List[Cordon]) -> bool:
         """Records where pending jobs go and which borrowers are preempted (and why the others
@@ -649,16 +682,16 @@ class Scheduler:
                           {k: v for k, v in refused.items() if v}, self._kept, cordons,
                           self._recent_usage(now, derived))
         recorded = False
-        quotas = {t.name: t.quota_gpus for t in self.config.teams}
         for d in result.decisions:
             try:  # within its quota as this pass read it: held to it as it is written
                 self.store.place(d.job, d.slot, self.holder, d.why,
                                  preemptible=d.preemptible, epoch=self.epoch,
-                                 quota=quotas.get(derived.by_id[d.job].team or ""))
+                                 quota=quota_of(self.config.teams,
+                                                derived.by_id[d.job].team))
             except StateConflict:  # cancelled, or placed by hand (or its quota taken by
                 continue           # one placed by hand) meanwhile: the next pass reads it
             except RowsLocked as err:
-                _locked(d.job, err)
+                self._left_for_later(d.job, err)
                 continue
             recorded = True
         for p in result.preemptions:
@@ -668,7 +701,7 @@ class Scheduler:
             except StateConflict:
                 continue
             except RowsLocked as err:
-                _locked(p.victim, err)
+                self._left_for_later(p.victim, err)
                 continue
             recorded = True
         if self._waited is not None and self._waited[0] is result and self._waited[1] is jobs:
@@ -684,7 +717,7 @@ class Scheduler:
                 except StateConflict:
                     continue
                 except RowsLocked as err:
-                    _locked(job_id, err)
+                    self._left_for_later(job_id, err)
         self._waited = (result, jobs)
         return recorded
 
@@ -705,12 +738,6 @@ class Scheduler:
                                                           fair.window_s))
         self._recent = (self.ticks(), recent)
         return recent
-
-
-def _locked(job_id: int, err: RowsLocked) -> None:
-    """A job whose row another session holds (a psql transaction left open on it) is left
-    for a later pass, said; the pass goes on with the other jobs rather than failing on it."""
-    log.warning("job %d is left for a later pass: %s", job_id, err)
 
 
 def _has_gpu(view: HostView, index: int) -> bool:

@@ -14,8 +14,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
 from fractui.sched.fleetview import USABLE, HostView
-from fractui.scheduler.lanes import Lanes
-from fractui.store.base import LeaseLost, Store, StoreError
+from fractui.scheduler.lanes import Lanes, left_locked
+from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError
 from fractui.store.model import RUNNING, Job, Sampled
 from fractui.usage.gputime import GpuClock
 
@@ -108,7 +108,7 @@ class UsageKeeper:
             sampled, self._sampled = self._sampled, {}
         rows = self.gpus.take()
         try:
-            self.store.keep_usage(sampled, epoch=epoch)
+            left = self._keep_sampled(sampled, epoch)
             self.store.keep_gpu_time(rows, epoch=epoch)
         except LeaseLost:
             raise  # another holder counts from now
@@ -117,5 +117,25 @@ class UsageKeeper:
                       err, len(rows), len(sampled))
             for row in rows:
                 self.gpus.add(row)
-            with self._lock:
-                self._sampled = {**sampled, **self._sampled}
+            left = sampled
+        with self._lock:
+            self._sampled = {**left, **self._sampled}
+
+    def _keep_sampled(self, sampled: Dict[Tuple[int, int], Sampled],
+                      epoch: int) -> Dict[Tuple[int, int], Sampled]:
+        """Keeps the jobs' samples, in one write; where a usage record's row is held by
+        another session, one job at a time, so only the held one waits. Returns those not
+        kept."""
+        try:
+            self.store.keep_usage(sampled, epoch=epoch)
+            return {}
+        except RowsLocked:
+            pass  # which one is held is found one by one
+        left = {}
+        for key, each in sampled.items():
+            try:
+                self.store.keep_usage({key: each}, epoch=epoch)
+            except RowsLocked as err:
+                left_locked(key[0], err)
+                left[key] = each
+        return left

@@ -195,7 +195,9 @@ class Store(abc.ABC):
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
                  epoch: Optional[int] = None) -> Job:
         """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
-        the lease holder stops (audited as the intent)."""
+        the lease holder stops (audited as the intent). A commit whose answer was lost is
+        made again at once; if the first had landed, that finds the job moved on
+        (StateConflict): the caller reads where it is (intents.ask_stop)."""
 
     @abc.abstractmethod
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],

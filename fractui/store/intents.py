@@ -15,13 +15,17 @@ from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMI
                                   check, refusal)
 from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
 from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
-                                 STOP_INTENTS, STOPPING, Cordon, Job, Slot, stops_offered,
-                                 submitter)
+                                 STOP_INTENTS, STOPPING, AuditEntry, Cordon, Job, Slot,
+                                 stops_offered, submitter)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 # How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
 # (placed, running, or back to pending), so three reads see it settle unless it bounces
 _STOP_TRIES = 3
+# What moves a job along its attempts, as its audit entries name the moves (a MIG change or a
+# stale copy's stop in between moves nothing)
+_MOVES = frozenset(STOP_INTENTS) | {"submit", "decide", "place", "launch", "requeued"}
+_LOOK_BACK = 50  # of a job's newest audit entries: its last attempt's moves are among them
 
 
 class Refused(Exception):
@@ -96,8 +100,8 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
     why = "%s by %s" % (_DONE[intent], actor)
     tries = 1
-    while True:
-        if asked_already(job, intent):  # (a retry whose first answer was lost): done
+    while True:  # (a retry whose first answer was lost, the store's or the user's): done
+        if asked_already(job, intent) or _sent_back(store, job, intent, submitter(actor)):
             return job
         refused = stop_refusal(job, intent)
         if refused:
@@ -120,6 +124,30 @@ def asked_already(job: Job, intent: str) -> bool:
     intent. Asking again is then answered as the first ask was, so a retry is harmless."""
     return (intent == CANCEL and job.state == CANCELLED) or (
         job.state == STOPPING and job.stop_intent == intent)
+
+
+def _sent_back(store: Store, job: Job, intent: str, user: str) -> bool:
+    """Whether ``job`` waits in its queue since ``user``'s own ``intent`` (a requeue or a
+    preemption) was carried out: asked again, that is answered as done, as a stop still under
+    way is. Another's, or a wait for another reason (never run, a launch refused), is not."""
+    if job.state != PENDING or intent == CANCEL:
+        return False
+    stop = _sent_back_by(job, store.audit_log(job.id, _LOOK_BACK))
+    return stop is not None and stop.action == intent and submitter(stop.actor) == user
+
+
+def _sent_back_by(job: Job, entries: Sequence[AuditEntry]) -> Optional[AuditEntry]:
+    """The stop asked of ``job`` (a requeue or a preemption) whose carrying out, or its host
+    lost meanwhile, put it back in its queue as the attempt it is now, from its audit
+    ``entries`` (oldest first); None if that attempt began otherwise or is not among them."""
+    last, found = None, None
+    for entry in entries:
+        if entry.action not in _MOVES:
+            continue
+        if entry.action == "requeued" and entry.detail.get("attempt") == job.attempt:
+            found = last if last is not None and last.action in STOP_INTENTS else None
+        last = entry
+    return found
 
 
 def stop_refusal(job: Job, intent: str) -> Optional[str]:

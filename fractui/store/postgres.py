@@ -29,6 +29,7 @@ from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, RowsLocked, 
                                 StoreDamaged, StoreDenied, StoreError, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
+from fractui.store_url import postgresql_url
 from fractui.whoami import os_user
 
 # the NOTIFY channel (fractui_announce, migration 0005 sends on it); the payload is the topic
@@ -81,7 +82,7 @@ def _target(url: str) -> tuple[str, str]:
     host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
     port = parts.get("port") or os.environ.get("PGPORT") or "5432"
     db = parts.get("dbname") or os.environ.get("PGDATABASE") or user
-    return user, "postgresql://%s:%s/%s" % (host, port, db)  # host may be a socket's directory
+    return user, postgresql_url(host, port, db)
 
 
 class PostgresDialect(Dialect):

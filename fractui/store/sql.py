@@ -357,7 +357,8 @@ class SqlStore(Store):
         if intent not in STOP_INTENTS:
             raise ValueError("unknown stop intent %r" % intent)
         return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
-                                {"state": STOPPING, "stop_intent": intent, "reason": why})
+                                {"state": STOPPING, "stop_intent": intent, "reason": why},
+                                again=True)
 
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
@@ -388,18 +389,28 @@ class SqlStore(Store):
                     fields: Union[dict[str, Any], Callable[[Job], dict[str, Any]]],
                     stale_on: Optional[str] = None,
                     then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None,
-                    holds: Optional[Callable[[Any, Job], None]] = None) -> Job:
+                    holds: Optional[Callable[[Any, Job], None]] = None,
+                    again: bool = False) -> Job:
         """The one way a job's columns change (requeue aside): ``fields`` (or those a function
         of the job as it is gives) set (_NOW: the transaction's time) if the job is in one of
         ``expect``; ``stale_on``: its attempt's
         copy there recorded as stale; with ``action``, audited as ``actor`` with ``why``;
         ``holds``: what else must still hold, read under the write lock (raises to write
         nothing); ``then``: what else the change writes (its usage record), given the job as
-        it was and the columns changed."""
+        it was and the columns changed. ``again``: a commit whose answer was lost is made
+        again, which finds the job moved (StateConflict, for the caller to read it as it is)
+        if the first landed: only for callers that answer that so; never of another attempt
+        than the first try's."""
+        seen: list[int] = []  # the attempt the first try found
+
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
             job = self._expect(db, job_id, expect)
+            if seen and job.attempt != seen[0]:  # back where it was, as a later attempt
+                raise StateConflict("job %d is attempt %d now, not %d" % (
+                    job_id, job.attempt, seen[0]))
+            seen.append(job.attempt)
             if holds is not None:
                 holds(db, job)
             asked = fields(job) if callable(fields) else fields
@@ -417,7 +428,7 @@ class SqlStore(Store):
             if action is not None:
                 self._audit(db, now, actor or "fractui", action, job_id, why or action, detail)
             return self._get(db, job_id)
-        return self._write(work)
+        return self._write(work, again=again)
 
     def requeue(self, job_id: int, expect: Iterable[str], actor: str, why: str,
                 stale_on: Optional[str] = None, refusal: Optional[Refusal] = None,

@@ -539,7 +539,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             return
         try:
             place_by_hand(store, now, match.slot(), self.fleet_app.asker, past,
-                          quota_of(usage, now.team))
+                          quota_of(self.config.teams, now.team))
         except (Refused, Denied, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
             return
