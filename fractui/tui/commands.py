@@ -23,6 +23,12 @@ class Entry:
 
 
 class FleetCommands(Provider):
+    async def startup(self) -> None:
+        """What the screen reads only for the palette (the fleet screen: the ended jobs)."""
+        opened = getattr(self.screen, "palette_opened", None)
+        if opened is not None:
+            await opened()
+
     def _entries(self) -> list[Entry]:
         screen = self.screen
         return screen.palette_entries() if hasattr(screen, "palette_entries") else []

@@ -8,6 +8,7 @@ thread workers too, which answer with messages.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Callable, Optional, Protocol, Sequence
@@ -168,6 +169,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self._shown = 0  # the number of the read shown
         self._usage_due = float("-inf")  # when the usage records are next read (worker)
         self._usage: Optional[UsageRead] = None  # the last usage read shown
+        self.ended_wanted = False
+        """Whether store reads take the newest ended jobs too: only while a view shows them
+        (the jobs view's ``a``), not every second for no one."""
+        self._palette_ended: tuple[Job, ...] = ()  # as read when the palette last opened
         self.fleet_app = app
         self.placement: Optional[Placement] = None
         self.drag: Optional[tuple[int, int, bool]] = None
@@ -206,7 +211,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         with self._read_lock:  # one at a time, numbered in the order they read
             self._reads += 1
             try:
-                view, usage, now = self.source.read_store(), None, self.clock()
+                view = self.source.read_store(ended=self.ended_wanted)
+                usage, now = None, self.clock()
                 if self.config.teams and now >= self._usage_due:
                     fair = self.config.fairshare
                     kept = self.source.read_usage(now - fair.window_s, now)
@@ -219,6 +225,24 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     def on_store_changed(self, _message: StoreChanged) -> None:
         self.read_store()
+
+    def want_ended(self, wanted: bool) -> None:
+        """A view shows the newest ended jobs now (or no longer): from now on the store reads
+        take them (or not); once shown, at once, so the view does not wait for the timer."""
+        if wanted != self.ended_wanted:
+            self.ended_wanted = wanted
+            if wanted:
+                self.read_store()
+
+    async def palette_opened(self) -> None:
+        """The palette opens: the newest ended jobs are read for it (in a thread), so its
+        "open job #N" reaches a job that failed after it left the map; no read of the
+        store's takes them while no one looks."""
+        try:
+            self._palette_ended = await asyncio.to_thread(self.source.read_newest_ended)
+        except StoreError as err:  # the palette opens all the same, without them
+            self._palette_ended = ()
+            self.notify("the palette lists no ended job: %s" % err, severity="warning")
 
     def on_hosts_changed(self, _message: HostsChanged) -> None:
         changed = False
@@ -747,7 +771,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name),
                                  "details, history and live logs",
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
-        for job in self.model.store.ended if self.model.store else ():  # (left the map)
+        for job in self._palette_ended:  # (left the map)
             entries.append(Entry("open job #%d %s" % (job.id, job.name), "%s%s, team %s" % (
                 job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
                 lambda j=job: self.fleet_app.open_job(j.id), discover=False))

@@ -188,11 +188,15 @@ class JobsScreen(Screen[None], inherit_bindings=False):
                  statuses: Callable[[], Mapping[str, HostStatus]],
                  clock: Callable[[], float], open_job: Callable[[int], None],
                  place: Callable[[int], None], readonly: bool,
-                 store_note: Callable[[], Optional[str]] = lambda: None) -> None:
+                 store_note: Callable[[], Optional[str]] = lambda: None,
+                 want_ended: Callable[[bool], None] = lambda _wanted: None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.place = place
         self.store = store
+        self.want_ended = want_ended
+        """Tells the store's reader whether this view shows the ended jobs now: they are read
+        only then."""
         self.store_note = store_note
         """Why the store cannot be read now, and how old its jobs shown are; None if it can."""
         self.statuses = statuses
@@ -228,7 +232,12 @@ class JobsScreen(Screen[None], inherit_bindings=False):
 
     def on_screen_resume(self) -> None:
         """Opened again: what changed while it was closed."""
+        self.want_ended(self.ended)
         self.reload()
+
+    def on_screen_suspend(self) -> None:
+        """Closed, or a screen over it: the ended jobs are no longer read for it."""
+        self.want_ended(False)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.draw)
@@ -253,8 +262,11 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         width = self.table.size.width or self.size.width
         columns = fit(width - 1)
         widths = grown(columns, self.rows, width - 1)
-        title = Text("jobs%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
-            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "", len(self.rows),
+        store = self.store()
+        reading = self.ended and store is not None and store.ended is None
+        title = Text("jobs%s%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
+            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
+            " (reading them…)" if reading else "", len(self.rows),
             self._title(self.sort_key), "↓" if self.reverse else "↑",
             " · filter /%s/" % self.filter_text if self.filter_text else "",
             "active only" if self.ended else "ended too"))
@@ -293,6 +305,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
 
     def action_ended(self) -> None:
         self.ended = not self.ended
+        self.want_ended(self.ended)
         self.reload()
 
     def action_reverse(self) -> None:
