@@ -25,6 +25,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from fractui.arguments import JOBS_LIMIT
+from fractui.cells import cell_len, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING
 from fractui.tui.actions import Action, bind, bindings
@@ -63,7 +64,7 @@ def grown(columns: Sequence[Column], rows: Sequence[JobRow], width: int) -> tupl
     room = width - sum(w + PADDING for w in widths.values())
     for key in GROWN:
         if key in widths and room > 0:
-            longest = max((len(cell(key, r)) for r in rows), default=0)
+            longest = max((cell_len(cell(key, r)) for r in rows), default=0)
             more = min(room, max(0, longest - widths[key]))
             widths[key] += more
             room -= more
@@ -73,8 +74,9 @@ def grown(columns: Sequence[Column], rows: Sequence[JobRow], width: int) -> tupl
 
 
 def line(values: Sequence[str], widths: Sequence[int]) -> str:
-    """Cells padded a space each side, each cut to its width."""
-    return "".join(" %-*.*s " % (w, w, v) for v, w in zip(values, widths))
+    """Cells padded a space each side, each cut to its width in terminal cells (fractui.cells:
+    a name in any script keeps the columns after it under their titles)."""
+    return "".join(" %s " % padded(v, w) for v, w in zip(values, widths))
 
 
 class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
