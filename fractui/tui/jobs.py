@@ -88,7 +88,9 @@ class Asked(Message):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes or no to a dangerous action, by key (``y``/``n``, ``esc``) or by mouse."""
+    """Yes or no to a dangerous action, by key (``y``/``n``, ``esc``) or by mouse. ``no`` has
+    the focus: ``enter`` (pressed to open the job a moment before, or twice by habit) never
+    says yes; only ``y``, or ``tab`` to yes and then ``enter``, does."""
 
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
@@ -115,6 +117,9 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button("yes (y)", variant="warning", id="yes")
                 yield Button("no (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

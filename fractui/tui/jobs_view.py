@@ -25,7 +25,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from fractui.arguments import JOBS_LIMIT
-from fractui.cells import cell_len, padded
+from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING
 from fractui.tui.actions import Action, bind, bindings
@@ -73,10 +73,13 @@ def grown(columns: Sequence[Column], rows: Sequence[JobRow], width: int) -> tupl
     return tuple(widths[c.key] for c in columns)
 
 
-def line(values: Sequence[str], widths: Sequence[int]) -> str:
+def line(values: Sequence[str], widths: Sequence[int], marked: bool = True) -> str:
     """Cells padded a space each side, each cut to its width in terminal cells (fractui.cells:
-    a name in any script keeps the columns after it under their titles)."""
-    return "".join(" %s " % padded(v, w) for v, w in zip(values, widths))
+    a name in any script keeps the columns after it under their titles); ``marked``: ending in
+    "…" where cut (a row's: a reason cut at the width read as if it were whole; not the
+    titles', whose sort arrow alone may not fit)."""
+    return "".join(" %s " % padded(cut(v, w) if marked else v, w)
+                   for v, w in zip(values, widths))
 
 
 class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
@@ -283,7 +286,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         self._drawn = drawn
         self.query_one("#jobs-head", Static).update(Text(line(
             [c.title + ((" ↓" if self.reverse else " ↑") if c.key == self.sort_key else "")
-             for c in columns], widths), style="bold", no_wrap=True))
+             for c in columns], widths, marked=False), style="bold", no_wrap=True))
         self.table.show(self.rows, drawn[0], widths)
 
     def _title(self, key: str) -> str:
@@ -335,6 +338,8 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     def action_open(self) -> None:
         row = self.table.row
         if row is None:
+            self.notify("no job to open: the view lists none%s" % (
+                " (a lists the ended too)" if not self.ended else ""), severity="warning")
             return
         if row.job_id is None:
             self.notify("%s was launched on its host, not through the store: it has no job "

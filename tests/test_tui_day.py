@@ -1,0 +1,109 @@
+"""An admin's day in the TUI, on the frozen fleet: what a keyboard user expects and found
+missing — a confirmation that ``enter`` does not answer yes, the GPU view's keys in sight (at
+80x24 too), a key with nothing to act on that says so, a cut reason that says it was cut."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from textual.widgets import Button
+
+from fractui.config import Config, TuiSettings
+from fractui.store.model import PENDING
+from fractui.tui.app import FractuiApp
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs_view import JobsScreen, line
+from fractui.tui.logview import LogView
+from fractui.tui.queues import QueuePanel
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.source import Source
+from tests.test_tui_small import open_job_1
+from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, screen_lines, settled
+
+
+def said(app: FractuiApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+@pilot_test
+async def test_enter_on_a_confirmation_answers_no_and_y_answers_yes():
+    """The stop's question opens with ``no`` focused: ``enter`` (pressed by habit, or twice
+    to open a job) asks nothing of the store; ``y`` does (here the frozen fleet has no store,
+    which is what its answer says). The job screen has the focus back either way."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_job_1(app, pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert isinstance(app.focused, Button) and app.focused.id == "no"
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is screen and isinstance(app.focused, LogView)
+        assert said(app) == []  # nothing asked of the store
+        await pilot.press("s", "y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is screen and isinstance(app.focused, LogView)
+        assert said(app) == ["no store here: nothing can be recorded"]
+
+
+GPU_KEYS = ("esc back", "C cordon", "D drain", "U uncordon", "M MIG mode", "X destroy instance",
+            "N new instance")
+
+
+@pilot_test
+async def test_the_gpu_view_shows_its_keys_at_80x24_and_only_back_when_readonly():
+    for readonly in (False, True):
+        app = frozen_app(readonly=readonly)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            app.open_gpu("h100-1", 0)
+            await pilot.pause()
+            assert isinstance(app.screen, GpuScreen)
+            shown = "\n".join(screen_lines(app)[-3:])
+            expected = GPU_KEYS[:1] if readonly else GPU_KEYS
+            assert all(k in shown for k in expected), shown
+            assert not readonly or "cordon" not in shown, shown
+
+
+def no_pending_app() -> FractuiApp:
+    """The sample fleet with no job waiting."""
+    fleet = sample_fleet(16, states=STATES)
+    view = dataclasses.replace(fleet.store, jobs=tuple(
+        j for j in fleet.store.jobs if j.state != PENDING))
+    return FractuiApp(Source(fleet.statuses, view, logs=LOGS),
+                      Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
+                      clock=lambda: NOW)
+
+
+@pilot_test
+async def test_a_key_with_nothing_to_act_on_says_so():
+    app = no_pending_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        await pilot.press("tab")
+        assert isinstance(app.focused, QueuePanel)
+        await pilot.press("p", "enter")
+        await pilot.pause()
+        assert said(app) == [
+            "no pending job to place: the queues hold none now (J lists every job)",
+            "no pending job to open: the queues hold none now (J lists every job)"]
+        app.clear_notifications()
+        await pilot.press("J")
+        await settled(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        await pilot.press("slash", *"nothing-is-called-this", "enter", "enter")
+        await pilot.pause()
+        assert app.screen.rows == []
+        assert said(app) == ["no job to open: the view lists none (a lists the ended too)"]
+        assert not isinstance(app.screen, JobScreen)
+
+
+def test_a_cell_cut_to_its_column_ends_in_an_ellipsis_but_a_title_does_not():
+    assert line(["no room: no GPU has a free slice", "x"], [12, 3]) == (
+        " no room: no… " + " x   ")
+    assert line(["age/wait ↓"], [8], marked=False) == " age/wait "
