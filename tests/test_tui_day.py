@@ -107,3 +107,28 @@ def test_a_cell_cut_to_its_column_ends_in_an_ellipsis_but_a_title_does_not():
     assert line(["no room: no GPU has a free slice", "x"], [12, 3]) == (
         " no room: no… " + " x   ")
     assert line(["age/wait ↓"], [8], marked=False) == " age/wait "
+
+
+@pilot_test
+async def test_placing_by_keyboard_at_80x24_gives_the_map_the_panels_rows():
+    """At 80 columns the queue panel sits under the map; with the plan's bar under both, the
+    map kept a line or two and the ghost's GPU went out of sight. While a placement by
+    keyboard lasts the panel gives its rows to the map; it is back, with the focus, after."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        panel = screen.query_one(QueuePanel)
+        before = screen.map.size.height
+        await pilot.press("tab", "p")
+        await settled(pilot)
+        assert screen.placement is not None and screen.placement.candidates
+        await pilot.pause()
+        assert not panel.display or panel.size.height == 0
+        assert screen.map.size.height >= before + 5, (before, screen.map.size.height)
+        assert any("░" in ln for ln in screen_lines(app)), screen_lines(app)  # the ghost
+        await pilot.press("escape")
+        await pilot.pause()
+        assert screen.placement is None and panel.size.height > 0
+        assert isinstance(app.focused, QueuePanel)
+        assert screen.map.size.height == before

@@ -438,6 +438,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def start_placement(self, job: Job, drag: bool = False) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.drag = (0, 0, False) if drag else None
+        # by keyboard, the map takes the queue panel's rows where it sits under the map (80
+        # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
+        # went out of sight; a drag keeps the panel it started on under the pointer
+        self.query_one("#body").set_class(not drag, "placing")
         bar = self.query_one(PreviewBar)
         bar.show(self.placement)
         if not drag:
@@ -590,6 +594,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def end_placement(self) -> None:
         self.placement = None
         self.drag = None
+        self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
         self.query_one(QueuePanel).focus()
