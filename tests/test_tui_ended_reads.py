@@ -9,8 +9,9 @@ import contextlib
 from typing import Any, AsyncIterator
 
 from fractui.config import Config, QueueConfig
-from fractui.store.model import ENDED
+from fractui.store.model import ACTIVE, ENDED
 from fractui.store.sqlite import SqliteStore
+from fractui.tui import fleet_screen
 from fractui.tui.app import FractuiApp
 from fractui.tui.jobs import JobScreen
 from fractui.tui.jobs_view import JobsScreen
@@ -23,14 +24,20 @@ QUEUES = (QueueConfig(name="quarter", gpu=0.25),)
 
 
 class Counted(SqliteStore):
-    """A real SQLite store that counts its reads of ended jobs."""
+    """A real SQLite store that counts its reads of ended jobs, of active ones, and of one."""
 
-    ended_reads = 0
+    ended_reads = active_reads = one_reads = 0
 
     def jobs(self, states=None, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
         if states is not None and set(states) & set(ENDED):
             self.ended_reads += 1
+        if states is not None and set(states) & set(ACTIVE):
+            self.active_reads += 1
         return super().jobs(states, *args, **kwargs)
+
+    def get(self, job_id: int):  # type: ignore[no-untyped-def]
+        self.one_reads += 1
+        return super().get(job_id)
 
 
 def cancel(store: SqliteStore, job_id: int) -> None:
@@ -128,5 +135,31 @@ def test_the_palette_reads_the_ended_jobs_as_it_opens_and_opens_one(tmp_path):
                         and app.screen.job is not None, "the job screen from the palette")
             assert app.screen.job_id == failed.id and app.screen.job.state == "cancelled"
             assert store.ended_reads == 1  # once, as the palette opened
+
+    drive()
+
+
+def test_the_job_screen_reads_its_one_job_not_every_active_one(tmp_path, monkeypatch):
+    """Left open (following a job's output for hours), the job screen reads the job's row each
+    second, not the store's every active job as the map does."""
+    monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # the map reads on changes only
+    store = Counted(str(tmp_path / "store.db"))
+    jobs = [store.submit("quarter", None, "j%d" % i, ["true"], {}, "ann@ws") for i in range(3)]
+
+    @pilot_test
+    async def drive() -> None:
+        async with app_on(store) as (app, pilot):
+            app.open_job(jobs[1].id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job screen")
+            await app.workers.wait_for_complete()
+            active, one = store.active_reads, store.one_reads
+            for _ in range(3):
+                app.screen.load()
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            assert store.active_reads == active
+            assert store.one_reads == one + 3
+            assert app.screen.job.name == "j1" and app.screen.uid == store.uid
 
     drive()

@@ -219,12 +219,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
     @work(thread=True, exclusive=True, exit_on_error=False, group="job")
     def load(self) -> None:
         try:
-            view = self.source.read_store()
-            job = next((j for j in view.jobs if j.id == self.job_id), None) if view else None
-            if job is None and self.source.store is not None:
-                job = self.source.store.get(self.job_id)  # ended: no longer among the active
-            self.post_message(Loaded(job, self.source.audit(self.job_id),
-                                     view.uid if view else None))
+            job, uid = self.source.read_job(self.job_id)
+            self.post_message(Loaded(job, self.source.audit(self.job_id), uid))
         except (StoreError, JobNotFound) as err:
             self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err))
 

@@ -116,6 +116,18 @@ class Source:
         jobs view's ``a``, the palette), in a worker thread."""
         return (self._store.ended or ()) if self._store is not None else ()
 
+    def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
+        """One job as the store has it now, active or ended, and the store's uid (to match
+        the agents' keys): the job screen's, each second, in a worker thread; it reads that
+        row only, not every active job. (None, None) without a store; JobNotFound if the
+        store has no such job."""
+        view = self._store
+        job = next((j for j in (view.jobs + (view.ended or ())) if j.id == job_id), None) \
+            if view is not None else None
+        if job is None and self.store is not None:
+            job = self.store.get(job_id)
+        return job, view.uid if view is not None else None
+
     def read_usage(self, since: float, until: float
                    ) -> Optional[tuple[list[UsageRecord], list[GpuTime]]]:
         """The usage records and GPU time of [since, until) (the report screen's and the
@@ -224,6 +236,11 @@ class LiveSource(Source):
                          held[0] if held else None, tuple(self.store.cordons()),
                          frozenset(u for u, h in self.store.mode_holds().items()
                                    if h.until > now), self.store.trouble(), newest)
+
+    def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
+        if self.store is None:
+            return None, None
+        return self.store.get(job_id), self.store.uid
 
     def read_newest_ended(self) -> tuple[Job, ...]:
         if self.store is None:
