@@ -132,3 +132,38 @@ async def test_placing_by_keyboard_at_80x24_gives_the_map_the_panels_rows():
         assert screen.placement is None and panel.size.height > 0
         assert isinstance(app.focused, QueuePanel)
         assert screen.map.size.height == before
+
+
+@pilot_test
+async def test_a_refusal_says_which_job_and_how_it_is():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        await pilot.press("slash", *"running", "enter", "p")
+        await pilot.pause()
+        row = app.screen.table.row
+        assert row.state == "running"
+        assert said(app) == ["%s is running: only a pending job is placed by hand" % row.ref]
+        app.clear_notifications()
+        await pilot.press("escape")
+        await pilot.pause()
+        job = next(j for j in app.fleet.model.store.jobs if j.id == 1)
+        app.fleet.place_job(1)  # the jobs view's p, on a job placed meanwhile
+        await pilot.pause()
+        assert said(app) == ["job 1 is no longer pending: running, %s" % job.slot.describe()]
+        assert app.fleet.placement is None
+
+
+@pilot_test
+async def test_n_in_the_output_says_what_it_looked_for():
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_job_1(app, pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        assert said(app) == ["nothing searched yet: / searches the output"]
+        await pilot.press("slash", *"nowhere-said", "enter", "n")
+        await pilot.pause()
+        assert said(app)[1:] == ["no line matches /nowhere-said/"] * 2  # the search's, n's

@@ -428,9 +428,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def place_job(self, job_id: int) -> None:
         """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
         jobs = self.model.store.jobs if self.model.store else ()
-        job = next((j for j in jobs if j.id == job_id and j.state == PENDING), None)
-        if job is None:
-            self.notify("job %d is no longer pending" % job_id, severity="warning")
+        job = next((j for j in jobs if j.id == job_id), None)
+        if job is None or job.state != PENDING:
+            self.notify("job %d is no longer pending: %s" % (job_id, "it ended" if job is None
+                        else "%s, %s" % (job.state, job.slot.describe() if job.slot
+                                         else "queue " + job.queue)), severity="warning")
             return
         self.query_one(QueuePanel).select_job(job_id)
         self.start_placement(job)

@@ -350,7 +350,9 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     def action_place(self) -> None:
         row = self.table.row
         if row is None or row.job_id is None or row.state != PENDING:
-            self.notify("only a pending job is placed by hand", severity="warning")
+            self.notify("%s: only a pending job is placed by hand" % (
+                "no job is listed" if row is None else "%s is %s" % (row.ref, row.state)),
+                severity="warning")
             return
         self.dismiss()
         self.place(row.job_id)
