@@ -167,3 +167,37 @@ async def test_n_in_the_output_says_what_it_looked_for():
         await pilot.press("slash", *"nowhere-said", "enter", "n")
         await pilot.pause()
         assert said(app)[1:] == ["no line matches /nowhere-said/"] * 2  # the search's, n's
+
+
+@pilot_test
+async def test_the_palette_reaches_the_fleet_from_the_jobs_view_the_job_and_the_gpu():
+    """``:`` works from every screen, as k9s's does: there, its own entries (a job's stops on
+    its screen) and the fleet's, which go back to the map first."""
+    from tests.test_tui_pilot import palette
+
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        for where in ("jobs view", "job screen", "gpu view"):
+            if where == "jobs view":
+                await pilot.press("J")
+            elif where == "job screen":
+                app.open_job(1)
+            else:
+                app.open_gpu("a100-1", 0)
+            await settled(pilot)
+            assert app.screen is not screen, where
+            await palette(pilot, "host a10-1")
+            await pilot.pause()
+            assert app.screen is screen, where
+            assert screen.map.cursor.host == "a10-1" and screen.map.has_focus, where
+        app.open_job(1)
+        await settled(pilot)
+        entries = [e.text for e in app.screen.palette_entries()]
+        await pilot.press("colon")
+        await pilot.press(*"stop job")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen), entries  # its own stop, still first
