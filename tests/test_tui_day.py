@@ -5,6 +5,7 @@ missing — a confirmation that ``enter`` does not answer yes, the GPU view's ke
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from textual.widgets import Button
 
@@ -201,3 +202,14 @@ async def test_the_palette_reaches_the_fleet_from_the_jobs_view_the_job_and_the_
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen), entries  # its own stop, still first
+
+
+@pilot_test
+async def test_a_pending_jobs_name_cut_in_the_queue_panel_says_it_was_cut():
+    from tests.test_tui_cells import named_app
+
+    app = named_app({27: "a-very-long-job-name-indeed"})
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        row = next(ln for ln in screen_lines(app) if "#27 " in ln)
+        assert re.search(r"#27 +a-very-lo[a-z-]*… ", row), row
