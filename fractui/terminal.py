@@ -144,7 +144,6 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
-
 NO_TERMINAL = "no terminal to ask on: --yes agrees in advance"
 
 

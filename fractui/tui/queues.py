@@ -299,8 +299,9 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             for line in range(per):  # a press on its reason picks it too
                 self._rows[y + 1 + per * k + line] = job
             row = "%s#%-4d %s %-8.8s %-7.7s %6s " % (
-                "▸" if job.id == self.selected else " ", job.id, padded(cut(job.name, name), name),
-                job.queue, job.team or "—", duration(self.now - job.waiting_since))
+                "▸" if job.id == self.selected else " ", job.id,
+                padded(cut(job.name, name), name), job.queue, job.team or "—",
+                duration(self.now - job.waiting_since))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")
