@@ -163,3 +163,26 @@ def test_the_job_screen_reads_its_one_job_not_every_active_one(tmp_path, monkeyp
             assert app.screen.job.name == "j1" and app.screen.uid == store.uid
 
     drive()
+
+
+def test_the_palette_waits_on_no_store_read_while_the_stores_reads_fail():
+    """The palette waits for its read of the ended jobs before it lists anything: with the
+    store down (the map's reads failing, the header saying why) it reads nothing, so its jumps
+    are there at once."""
+    from tests.tui_frozen import frozen_app, settled
+
+    @pilot_test
+    async def drive() -> None:
+        app = frozen_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+
+            def down() -> tuple:
+                raise AssertionError("the palette read a store whose reads fail")
+
+            app.source.read_newest_ended = down
+            fleet(app).store_error = "store postgresql://db:5432/fractui: connection refused"
+            await palette(pilot, "host a10-1")
+            assert fleet(app).map.cursor.host == "a10-1"
+
+    drive()

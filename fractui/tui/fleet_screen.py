@@ -237,7 +237,12 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     async def palette_opened(self) -> None:
         """The palette opens: the newest ended jobs are read for it (in a thread), so its
         "open job #N" reaches a job that failed after it left the map; no read of the
-        store's takes them while no one looks."""
+        store's takes them while no one looks. Not while the store's reads fail (the header
+        says why): the palette waits for this read, and its jumps would wait on a store
+        that is down."""
+        if self.store_error is not None:
+            self._palette_ended = ()
+            return
         try:
             self._palette_ended = await asyncio.to_thread(self.source.read_newest_ended)
         except StoreError as err:  # the palette opens all the same, without them
