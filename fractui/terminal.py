@@ -11,6 +11,8 @@ import shutil
 import sys
 from typing import Any, List, Optional, Sequence, TextIO
 
+from fractui.cells import cell_len, cut, padded
+
 # C0 and C1 controls, DEL, and the marks that turn text's direction (a name that reads
 # backwards, as in "Trojan Source"): all zero cells wide, so taking them changes no layout
 CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -128,24 +130,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], caps: Sequence[i
     """Rows as aligned lines. Each column is as wide as its widest cell, at most its cap; the
     last column takes what is left, and a line longer than ``columns`` ends in "…"."""
     cells = [list(header)] + [[one_line(c) for c in row] for row in rows]
-    widths = [min(cap, max(len(r[i]) for r in cells)) for i, cap in enumerate(caps)]
+    widths = [min(cap, max(cell_len(r[i]) for r in cells)) for i, cap in enumerate(caps)]
     lines = []
     for row in cells:
-        parts = [_cut(c, w).ljust(w) for c, w in zip(row, widths)] + row[len(widths):]
+        parts = [padded(cut(c, w), w) for c, w in zip(row, widths)] + row[len(widths):]
         line = "  ".join(parts).rstrip()
-        if columns is not None and len(line) > columns:
-            line = line[:max(columns - 1, 0)] + "…"
-        lines.append(line)
+        lines.append(line if columns is None else cut(line, columns))
     return lines
 
 
 def one_line(text: str) -> str:
     """A cell on one line: a reason may hold newlines, a name control characters."""
     return "".join(c if c.isprintable() else " " for c in text)
-
-
-def _cut(text: str, w: int) -> str:
-    return text if len(text) <= w else text[:max(w - 1, 0)] + "…"
 
 
 NO_TERMINAL = "no terminal to ask on: --yes agrees in advance"

@@ -11,6 +11,7 @@ import html
 import re
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
+from fractui.cells import each_cell
 from fractui.config import Config, TuiSettings
 from fractui.store.base import Store
 from fractui.store.model import Cordon, GpuTime, Sampled, Slot
@@ -158,12 +159,13 @@ _CELL = 12.2  # the width of a cell in Rich's SVG export
 
 def screen_lines(app: FractuiApp) -> list[str]:
     """The screen's text as drawn, line by line (from the app's SVG screenshot: each run of
-    text at its column, blank cells as spaces)."""
+    text at its column, blank cells as spaces). Columns are cells, not characters: a mark is
+    no column, a wide character two."""
     lines: dict[int, list[str]] = {}
     for x, line, text in _SVG_TEXT.findall(app.export_screenshot()):
-        cells = lines.setdefault(int(line), [])
+        drawn = lines.setdefault(int(line), [])
         at = round(float(x) / _CELL)
-        text = html.unescape(text).replace("\xa0", " ")
-        cells.extend(" " * (at + len(text) - len(cells)))
-        cells[at:at + len(text)] = text
+        run = each_cell(html.unescape(text).replace("\xa0", " "))
+        drawn.extend(" " * (at + len(run) - len(drawn)))
+        drawn[at:at + len(run)] = run
     return ["".join(lines.get(n, [])).rstrip() for n in range(max(lines, default=-1) + 1)]

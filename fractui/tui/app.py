@@ -118,7 +118,8 @@ class FractuiApp(App[None], inherit_bindings=False):
             fleet = self.fleet
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
                                            self.clock, self.open_job, fleet.place_job,
-                                           self.readonly, fleet.store_note), "jobs")
+                                           self.readonly, fleet.store_note,
+                                           fleet.want_ended), "jobs")
         self.push_screen("jobs")
 
     def open_report(self) -> None:

@@ -16,6 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
+from fractui.cells import cell_len, each_cell, padded
 from fractui.tui.model import (GHOST, IDLE, JOB, OTHER, PLACING, SIMULATED, Block,
                                GpuGroupLine, GpuLine, HostLine, Line)
 from fractui.tui.themes import SlicePalette, label_colour, owner_colour
@@ -112,8 +113,9 @@ def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
     return (owner or block.label,)
 
 
-def _fitting(labels: tuple[str, ...], room: int) -> str:
-    return next((t for t in labels if len(t) <= room), labels[-1][:max(0, room)])
+def _fitting(labels: tuple[str, ...], room: int) -> list[str]:
+    """The first label that fits ``room`` cells (else the last, cut), one cell to an item."""
+    return each_cell(next((t for t in labels if cell_len(t) <= room), padded(labels[-1], room)))
 
 
 def _fill(block: Block) -> str:
@@ -154,7 +156,7 @@ def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         bg = paint.colour(block, line.stale)
         fg = label_colour(bg)
         fill = _fill(block)
-        text = _fitting(_labels(block, paint, True), e - a - 1) if labels else ""
+        text = _fitting(_labels(block, paint, True), e - a - 1) if labels else []
         body = _style(fg, bg)
         cells[a] = ("▏", _style(paint.background, bg))
         for i in range(a + 1, e):
@@ -185,9 +187,9 @@ def share_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         for k, block in enumerate(blocks):
             cells_of = [c for c in range(width) if owner[c * 8] == owner[c * 8 + 7] == k]
             label = next((t for t in _labels(block, paint, False)
-                          if len(cells_of) >= len(t) + 2), "")
+                          if len(cells_of) >= cell_len(t) + 2), "")
             if label:
-                text.update({cells_of[0] + 1 + i: ch for i, ch in enumerate(label)})
+                text.update({cells_of[0] + 1 + i: ch for i, ch in enumerate(each_cell(label))})
     cells = []
     for c in range(width):
         left, right = owner[c * 8], owner[c * 8 + 7]

@@ -2,15 +2,20 @@
 
 As Posting's providers do, it offers only what fits the fleet now: the hosts configured, the
 queues, the jobs the store has active (and the newest ended, to open), the themes registered.
+From any screen, as k9s's ``:`` works from any view: that screen's own entries (a job's stops
+on its screen), then the fleet screen's, each of which goes back to the fleet screen first.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
+from textual.screen import Screen
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,23 @@ class Entry:
 
 
 class FleetCommands(Provider):
+    async def startup(self) -> None:
+        """What the fleet screen reads only for the palette (the ended jobs)."""
+        opened = getattr(self._fleet(), "palette_opened", None)
+        if opened is not None:
+            await opened()
+
+    def _fleet(self) -> Screen[object]:
+        """The fleet screen under every other (the app's), or the screen the palette is on."""
+        return getattr(self.app, "fleet", self.screen)
+
     def _entries(self) -> list[Entry]:
-        screen = self.screen
-        return screen.palette_entries() if hasattr(screen, "palette_entries") else []
+        screen, fleet = self.screen, self._fleet()
+        own = screen.palette_entries() if hasattr(screen, "palette_entries") else []
+        if fleet is screen or not hasattr(fleet, "palette_entries"):
+            return own
+        return own + [dataclasses.replace(e, run=functools.partial(_from, fleet, e.run))
+                      for e in fleet.palette_entries()]
 
     async def discover(self) -> Hits:
         for entry in self._entries():
@@ -40,6 +59,15 @@ class FleetCommands(Provider):
             if score > 0:
                 yield Hit(score, _highlight(matcher, entry.text), entry.run, text=entry.text,
                           help=Content(entry.help))  # type: ignore[arg-type]
+
+
+def _from(fleet: Screen[object], run: Callable[[], None]) -> None:
+    """Back to the fleet screen (the screens over it closed, as ``esc`` closes them), then
+    ``run``: a jump shows the map, a theme or a cordon is the same from there."""
+    app = fleet.app
+    while app.screen is not fleet and len(app.screen_stack) > 1:
+        app.pop_screen()
+    run()
 
 
 def _highlight(matcher: Matcher, text: str) -> Content:

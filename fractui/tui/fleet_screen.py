@@ -8,6 +8,7 @@ thread workers too, which answer with messages.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Callable, Optional, Protocol, Sequence
@@ -171,6 +172,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self._usage_due = float("-inf")  # when the usage records are next read (worker), by
         # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
+        self.ended_wanted = False
+        """Whether store reads take the newest ended jobs too: only while a view shows them
+        (the jobs view's ``a``), not every second for no one."""
+        self._palette_ended: tuple[Job, ...] = ()  # as read when the palette last opened
         self.fleet_app = app
         self.placement: Optional[Placement] = None
         self.drag: Optional[tuple[int, int, bool]] = None
@@ -209,7 +214,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         with self._read_lock:  # one at a time, numbered in the order they read
             self._reads += 1
             try:
-                view, usage, now = self.source.read_store(), None, self.clock()
+                view = self.source.read_store(ended=self.ended_wanted)
+                usage, now = None, self.clock()
                 if self.config.teams and self.ticks() >= self._usage_due:
                     fair = self.config.fairshare
                     kept = self.source.read_usage(now - fair.window_s, now)
@@ -222,6 +228,29 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     def on_store_changed(self, _message: StoreChanged) -> None:
         self.read_store()
+
+    def want_ended(self, wanted: bool) -> None:
+        """A view shows the newest ended jobs now (or no longer): from now on the store reads
+        take them (or not); once shown, at once, so the view does not wait for the timer."""
+        if wanted != self.ended_wanted:
+            self.ended_wanted = wanted
+            if wanted:
+                self.read_store()
+
+    async def palette_opened(self) -> None:
+        """The palette opens: the newest ended jobs are read for it (in a thread), so its
+        "open job #N" reaches a job that failed after it left the map; no read of the
+        store's takes them while no one looks. Not while the store's reads fail (the header
+        says why): the palette waits for this read, and its jumps would wait on a store
+        that is down."""
+        if self.store_error is not None:
+            self._palette_ended = ()
+            return
+        try:
+            self._palette_ended = await asyncio.to_thread(self.source.read_newest_ended)
+        except StoreError as err:  # the palette opens all the same, without them
+            self._palette_ended = ()
+            self.notify("the palette lists no ended job: %s" % err, severity="warning")
 
     def on_hosts_changed(self, _message: HostsChanged) -> None:
         changed = False
@@ -407,9 +436,11 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def place_job(self, job_id: int) -> None:
         """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
         jobs = self.model.store.jobs if self.model.store else ()
-        job = next((j for j in jobs if j.id == job_id and j.state == PENDING), None)
-        if job is None:
-            self.notify("job %d is no longer pending" % job_id, severity="warning")
+        job = next((j for j in jobs if j.id == job_id), None)
+        if job is None or job.state != PENDING:
+            self.notify("job %d is no longer pending: %s" % (job_id, "it ended" if job is None
+                        else "%s, %s" % (job.state, job.slot.describe() if job.slot
+                                         else "queue " + job.queue)), severity="warning")
             return
         self.query_one(QueuePanel).select_job(job_id)
         self.start_placement(job)
@@ -417,6 +448,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def start_placement(self, job: Job, drag: bool = False) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
         self.drag = (0, 0, False) if drag else None
+        # by keyboard, the map takes the queue panel's rows where it sits under the map (80
+        # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
+        # went out of sight; a drag keeps the panel it started on under the pointer
+        self.query_one("#body").set_class(not drag, "placing")
         bar = self.query_one(PreviewBar)
         bar.show(self.placement)
         if not drag:
@@ -569,6 +604,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def end_placement(self) -> None:
         self.placement = None
         self.drag = None
+        self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
         self.query_one(QueuePanel).focus()
@@ -750,7 +786,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             entries.append(Entry("open job #%d %s" % (job.id, job.name),
                                  "details, history and live logs",
                                  lambda j=job: self.fleet_app.open_job(j.id), discover=False))
-        for job in self.model.store.ended if self.model.store else ():  # (left the map)
+        for job in self._palette_ended:  # (left the map)
             entries.append(Entry("open job #%d %s" % (job.id, job.name), "%s%s, team %s" % (
                 job.state, ": %s" % job.reason if job.reason else "", job.team or "—"),
                 lambda j=job: self.fleet_app.open_job(j.id), discover=False))

@@ -40,11 +40,11 @@ from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
 from fractui.store.model import Job
-from fractui.tui.actions import Action, bind, bindings
+from fractui.tui.actions import Action, bind, bindings, shown_bindings
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
-from fractui.tui.jobs import ConfirmScreen
+from fractui.tui.jobs import ConfirmScreen, wrapped
 from fractui.tui.model import StoreView, short_model
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
@@ -224,6 +224,8 @@ class GpuScreen(Screen[None], inherit_bindings=False):
     DEFAULT_CSS = """
     GpuScreen #gpu-body { background: $surface; padding: 0 1; }
     GpuScreen #health { height: auto; }
+    GpuScreen #gpu-keys { dock: bottom; height: auto; background: $panel; padding: 0 1;
+                          color: $text-muted; }
     """
 
     def __init__(self, host: str, index: int,
@@ -255,11 +257,24 @@ class GpuScreen(Screen[None], inherit_bindings=False):
             yield Static(id="gpu-head", markup=False)
             yield HealthPanel(id="health")
             yield Static(id="gpu-tables", markup=False)
+        yield Static(id="gpu-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#gpu-body").focus()
         self.reload()
         self.set_interval(REFRESH_S, self.reload)
+        self.show_keys()
+
+    def on_resize(self) -> None:
+        self.show_keys()
+
+    def show_keys(self) -> None:
+        """The view's keys under it, as the job screen's: what may be done to the GPU is
+        seen, not only found in ``?`` (``--readonly``: none of the changes, as none is bound)."""
+        hints = ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(self)
+                 if show and bid.startswith("gpu.")]
+        width = (self.size.width or self.app.size.width) - 2  # (its padding)
+        self.query_one("#gpu-keys", Static).update(wrapped(hints, width))
 
     def reload(self) -> None:
         v = RichVariables(self.app)

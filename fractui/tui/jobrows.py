@@ -171,7 +171,7 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
                 records[(host, record.get("key") or "")] = record
     known = set()
     where = {key: (host, key) for host, key in records}  # a store job's key: on which host
-    for job in (store.jobs + (store.ended if ended else ())) if store else ():
+    for job in (store.jobs + ((store.ended or ()) if ended else ())) if store else ():
         record = None
         if store is not None:
             key = job.key(store.uid)

@@ -88,7 +88,9 @@ class Asked(Message):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes or no to a dangerous action, by key (``y``/``n``, ``esc``) or by mouse."""
+    """Yes or no to a dangerous action, by key (``y``/``n``, ``esc``) or by mouse. ``no`` has
+    the focus: ``enter`` (pressed to open the job a moment before, or twice by habit) never
+    says yes; only ``y``, or ``tab`` to yes and then ``enter``, does."""
 
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
@@ -115,6 +117,9 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button("yes (y)", variant="warning", id="yes")
                 yield Button("no (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -214,12 +219,8 @@ class JobScreen(Screen[None], inherit_bindings=False):
     @work(thread=True, exclusive=True, exit_on_error=False, group="job")
     def load(self) -> None:
         try:
-            view = self.source.read_store()
-            job = next((j for j in view.jobs if j.id == self.job_id), None) if view else None
-            if job is None and self.source.store is not None:
-                job = self.source.store.get(self.job_id)  # ended: no longer among the active
-            self.post_message(Loaded(job, self.source.audit(self.job_id),
-                                     view.uid if view else None))
+            job, uid = self.source.read_job(self.job_id)
+            self.post_message(Loaded(job, self.source.audit(self.job_id), uid))
         except (StoreError, JobNotFound) as err:
             self.post_message(Loaded(self.job, self.history, self.uid, "store: %s" % err))
 

@@ -25,6 +25,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Static
 
 from fractui.arguments import JOBS_LIMIT
+from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING
 from fractui.tui.actions import Action, bind, bindings
@@ -63,7 +64,7 @@ def grown(columns: Sequence[Column], rows: Sequence[JobRow], width: int) -> tupl
     room = width - sum(w + PADDING for w in widths.values())
     for key in GROWN:
         if key in widths and room > 0:
-            longest = max((len(cell(key, r)) for r in rows), default=0)
+            longest = max((cell_len(cell(key, r)) for r in rows), default=0)
             more = min(room, max(0, longest - widths[key]))
             widths[key] += more
             room -= more
@@ -72,9 +73,13 @@ def grown(columns: Sequence[Column], rows: Sequence[JobRow], width: int) -> tupl
     return tuple(widths[c.key] for c in columns)
 
 
-def line(values: Sequence[str], widths: Sequence[int]) -> str:
-    """Cells padded a space each side, each cut to its width."""
-    return "".join(" %-*.*s " % (w, w, v) for v, w in zip(values, widths))
+def line(values: Sequence[str], widths: Sequence[int], marked: bool = True) -> str:
+    """Cells padded a space each side, each cut to its width in terminal cells (fractui.cells:
+    a name in any script keeps the columns after it under their titles); ``marked``: ending in
+    "…" where cut (a row's: a reason cut at the width read as if it were whole; not the
+    titles', whose sort arrow alone may not fit)."""
+    return "".join(" %s " % padded(cut(v, w) if marked else v, w)
+                   for v, w in zip(values, widths))
 
 
 class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
@@ -188,11 +193,15 @@ class JobsScreen(Screen[None], inherit_bindings=False):
                  statuses: Callable[[], Mapping[str, HostStatus]],
                  clock: Callable[[], float], open_job: Callable[[int], None],
                  place: Callable[[int], None], readonly: bool,
-                 store_note: Callable[[], Optional[str]] = lambda: None) -> None:
+                 store_note: Callable[[], Optional[str]] = lambda: None,
+                 want_ended: Callable[[bool], None] = lambda _wanted: None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.place = place
         self.store = store
+        self.want_ended = want_ended
+        """Tells the store's reader whether this view shows the ended jobs now: they are read
+        only then."""
         self.store_note = store_note
         """Why the store cannot be read now, and how old its jobs shown are; None if it can."""
         self.statuses = statuses
@@ -228,7 +237,12 @@ class JobsScreen(Screen[None], inherit_bindings=False):
 
     def on_screen_resume(self) -> None:
         """Opened again: what changed while it was closed."""
+        self.want_ended(self.ended)
         self.reload()
+
+    def on_screen_suspend(self) -> None:
+        """Closed, or a screen over it: the ended jobs are no longer read for it."""
+        self.want_ended(False)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.draw)
@@ -253,8 +267,11 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         width = self.table.size.width or self.size.width
         columns = fit(width - 1)
         widths = grown(columns, self.rows, width - 1)
-        title = Text("jobs%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
-            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "", len(self.rows),
+        store = self.store()
+        reading = self.ended and store is not None and store.ended is None
+        title = Text("jobs%s%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
+            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
+            " (reading them…)" if reading else "", len(self.rows),
             self._title(self.sort_key), "↓" if self.reverse else "↑",
             " · filter /%s/" % self.filter_text if self.filter_text else "",
             "active only" if self.ended else "ended too"))
@@ -269,7 +286,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         self._drawn = drawn
         self.query_one("#jobs-head", Static).update(Text(line(
             [c.title + ((" ↓" if self.reverse else " ↑") if c.key == self.sort_key else "")
-             for c in columns], widths), style="bold", no_wrap=True))
+             for c in columns], widths, marked=False), style="bold", no_wrap=True))
         self.table.show(self.rows, drawn[0], widths)
 
     def _title(self, key: str) -> str:
@@ -293,6 +310,7 @@ class JobsScreen(Screen[None], inherit_bindings=False):
 
     def action_ended(self) -> None:
         self.ended = not self.ended
+        self.want_ended(self.ended)
         self.reload()
 
     def action_reverse(self) -> None:
@@ -320,6 +338,8 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     def action_open(self) -> None:
         row = self.table.row
         if row is None:
+            self.notify("no job to open: the view lists none%s" % (
+                " (a lists the ended too)" if not self.ended else ""), severity="warning")
             return
         if row.job_id is None:
             self.notify("%s was launched on its host, not through the store: it has no job "
@@ -330,7 +350,9 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     def action_place(self) -> None:
         row = self.table.row
         if row is None or row.job_id is None or row.state != PENDING:
-            self.notify("only a pending job is placed by hand", severity="warning")
+            self.notify("%s: only a pending job is placed by hand" % (
+                "no job is listed" if row is None else "%s is %s" % (row.ref, row.state)),
+                severity="warning")
             return
         self.dismiss()
         self.place(row.job_id)

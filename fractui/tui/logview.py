@@ -157,8 +157,10 @@ class LogView(ScrollView, can_focus=True, inherit_bindings=False):
         return False
 
     def action_find(self, by: int) -> None:
-        if not self.find(by):
-            self.notify("no match", severity="warning")
+        if self.pattern is None:
+            self.notify("nothing searched yet: / searches the output", severity="warning")
+        elif not self.find(by):
+            self.notify("no line matches /%s/" % self.pattern.pattern, severity="warning")
 
     def action_copy(self) -> None:
         if 0 <= self.cursor < self.count:

@@ -138,9 +138,10 @@ class StoreView:
     having failed."""
     trouble: Optional[str] = None
     """What fails the lease holder's scheduling passes, while they fail."""
-    ended: tuple[Job, ...] = ()
-    """The newest ended jobs (as ``fractui jobs --all``): the jobs view and the palette
-    reach them, so a job that failed can be opened after it left the map; never drawn."""
+    ended: Optional[tuple[Job, ...]] = None
+    """The newest ended jobs (as ``fractui jobs --all``), read only while a view shows them
+    (the jobs view's ``a``): a job that failed can be found after it left the map; never
+    drawn. None: not read this time."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from textual import events
 from textual.message import Message
 from textual.widget import Widget
 
+from fractui.cells import cut, padded
 from fractui.sched.quota import TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
@@ -135,9 +136,23 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.refresh()
 
     def action_place(self) -> None:
-        """Only a job in sight: what ``p`` places is what the admin sees selected."""
-        if self.job is not None and self._in_sight(self.job):
-            self.post_message(JobPicked(self.job, place=True))
+        """Only a job in sight: what ``p`` places is what the admin sees selected. With none,
+        it says so rather than doing nothing."""
+        job = self._picked("place")
+        if job is None:
+            return
+        if not self._in_sight(job):
+            self.notify("job #%d is scrolled out of sight: scroll the panel back to it (j/k) "
+                        "to place it" % job.id, severity="warning")
+            return
+        self.post_message(JobPicked(job, place=True))
+
+    def _picked(self, what: str) -> Optional[Job]:
+        """The selected pending job, or None, said: there is none to ``what``."""
+        if self.job is None:
+            self.notify("no pending job to %s: the queues hold none now (J lists every job)"
+                        % what, severity="warning")
+        return self.job
 
     def _in_sight(self, job: Job) -> bool:
         """Whether ``job``'s line is drawn within the panel as it is scrolled now."""
@@ -146,8 +161,9 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
                    for y, j in self._rows.items())
 
     def action_open(self) -> None:
-        if self.job is not None:
-            self.post_message(JobPicked(self.job, place=False))
+        job = self._picked("open")
+        if job is not None:
+            self.post_message(JobPicked(job, place=False))
 
     # -- the mouse: a drag starts only on a pending job's line --
 
@@ -282,9 +298,10 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         for k, job in enumerate(shown):
             for line in range(per):  # a press on its reason picks it too
                 self._rows[y + 1 + per * k + line] = job
-            row = "%s#%-4d %-*.*s %-8.8s %-7.7s %6s " % (
-                "▸" if job.id == self.selected else " ", job.id, name, name, job.name,
-                job.queue, job.team or "—", duration(self.now - job.waiting_since))
+            row = "%s#%-4d %s %-8.8s %-7.7s %6s " % (
+                "▸" if job.id == self.selected else " ", job.id,
+                padded(cut(job.name, name), name), job.queue, job.team or "—",
+                duration(self.now - job.waiting_since))
             style = "reverse" if job.id == self.selected and self.has_focus else (
                 "bold" if job.id == self.selected else "")
             lines.append("\n")

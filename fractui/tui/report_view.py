@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from fractui.cells import cell_len
 from fractui.config import Config
 from fractui.store.base import StoreError
 from fractui.store.model import OUTCOMES
@@ -140,7 +141,7 @@ def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
     names = [g.key for g in groups]
 
     def wide(title: str, values: Sequence[str]) -> int:
-        return max([len(title)] + [len(v) for v in values]) + PAD
+        return max([cell_len(title)] + [cell_len(v) for v in values]) + PAD
 
     name_width = min(24, wide(report.by, names))
     for key in DROP:

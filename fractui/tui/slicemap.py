@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from fractui.cells import padded
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.bars import Mark, Paint, bar_at, render
 from fractui.tui.cursor import Cursor, Moves, Slice, cursor_at
@@ -233,7 +234,7 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         width = self.line_width
         line = self.line_at(y)
         if self.paint is not None and not self.lines and y == 0 and self.empty:
-            return Strip([Segment(self.empty[:width].ljust(width),
+            return Strip([Segment(padded(self.empty, width),
                                   Style(color=self.paint.muted, bgcolor=self.paint.background,
                                         italic=True))])
         if self.paint is None or line is None:

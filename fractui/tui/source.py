@@ -102,10 +102,31 @@ class Source:
         if wake is not None:
             wake()
 
-    def read_store(self) -> Optional[StoreView]:
-        """The store's active jobs and newest ended ones; called in a worker thread, never on
-        the UI thread."""
-        return self._store
+    def read_store(self, ended: bool = False) -> Optional[StoreView]:
+        """The store's active jobs (``ended``: and its newest ended ones, else its ``ended``
+        is None: only a view that shows them asks); called in a worker thread, never on the
+        UI thread."""
+        if self._store is None:
+            return None
+        return dataclasses.replace(self._store,
+                                   ended=self.read_newest_ended() if ended else None)
+
+    def read_newest_ended(self) -> tuple[Job, ...]:
+        """The newest ended jobs (as ``fractui jobs --all``): for a view that shows them (the
+        jobs view's ``a``, the palette), in a worker thread."""
+        return (self._store.ended or ()) if self._store is not None else ()
+
+    def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
+        """One job as the store has it now, active or ended, and the store's uid (to match
+        the agents' keys): the job screen's, each second, in a worker thread; it reads that
+        row only, not every active job. (None, None) without a store; JobNotFound if the
+        store has no such job."""
+        view = self._store
+        job = next((j for j in (view.jobs + (view.ended or ())) if j.id == job_id), None) \
+            if view is not None else None
+        if job is None and self.store is not None:
+            job = self.store.get(job_id)
+        return job, view.uid if view is not None else None
 
     def read_usage(self, since: float, until: float
                    ) -> Optional[tuple[list[UsageRecord], list[GpuTime]]]:
@@ -203,18 +224,28 @@ class LiveSource(Source):
         if feed is not None:
             feed.close()
 
-    def read_store(self) -> Optional[StoreView]:
+    def read_store(self, ended: bool = False) -> Optional[StoreView]:
         if self.store is None:
             return None
         held = self.store.lease_holder()
         now = time.time()  # the holder's clock is the wall clock too
         # the ended first: an end is final, so a job that ends between the two reads is in
         # neither, never in both
-        ended = tuple(self.store.jobs(states=ENDED, limit=JOBS_LIMIT))
+        newest = self.read_newest_ended() if ended else None
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
                          held[0] if held else None, tuple(self.store.cordons()),
                          frozenset(u for u, h in self.store.mode_holds().items()
-                                   if h.until > now), self.store.trouble(), ended)
+                                   if h.until > now), self.store.trouble(), newest)
+
+    def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
+        if self.store is None:
+            return None, None
+        return self.store.get(job_id), self.store.uid
+
+    def read_newest_ended(self) -> tuple[Job, ...]:
+        if self.store is None:
+            return ()
+        return tuple(self.store.jobs(states=ENDED, limit=JOBS_LIMIT))
 
     def fresh(self, host: str) -> Optional[HostStatus]:
         session = self.fleet.session(host)

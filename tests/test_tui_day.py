@@ -1,0 +1,215 @@
+"""An admin's day in the TUI, on the frozen fleet: what a keyboard user expects and found
+missing — a confirmation that ``enter`` does not answer yes, the GPU view's keys in sight (at
+80x24 too), a key with nothing to act on that says so, a cut reason that says it was cut."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from textual.widgets import Button
+
+from fractui.config import Config, TuiSettings
+from fractui.store.model import PENDING
+from fractui.tui.app import FractuiApp
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs_view import JobsScreen, line
+from fractui.tui.logview import LogView
+from fractui.tui.queues import QueuePanel
+from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.source import Source
+from tests.test_tui_small import open_job_1
+from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, screen_lines, settled
+
+
+def said(app: FractuiApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+@pilot_test
+async def test_enter_on_a_confirmation_answers_no_and_y_answers_yes():
+    """The stop's question opens with ``no`` focused: ``enter`` (pressed by habit, or twice
+    to open a job) asks nothing of the store; ``y`` does (here the frozen fleet has no store,
+    which is what its answer says). The job screen has the focus back either way."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_job_1(app, pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert isinstance(app.focused, Button) and app.focused.id == "no"
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is screen and isinstance(app.focused, LogView)
+        assert said(app) == []  # nothing asked of the store
+        await pilot.press("s", "y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is screen and isinstance(app.focused, LogView)
+        assert said(app) == ["no store here: nothing can be recorded"]
+
+
+GPU_KEYS = ("esc back", "C cordon", "D drain", "U uncordon", "M MIG mode", "X destroy instance",
+            "N new instance")
+
+
+@pilot_test
+async def test_the_gpu_view_shows_its_keys_at_80x24_and_only_back_when_readonly():
+    for readonly in (False, True):
+        app = frozen_app(readonly=readonly)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            app.open_gpu("h100-1", 0)
+            await pilot.pause()
+            assert isinstance(app.screen, GpuScreen)
+            shown = "\n".join(screen_lines(app)[-3:])
+            expected = GPU_KEYS[:1] if readonly else GPU_KEYS
+            assert all(k in shown for k in expected), shown
+            assert not readonly or "cordon" not in shown, shown
+
+
+def no_pending_app() -> FractuiApp:
+    """The sample fleet with no job waiting."""
+    fleet = sample_fleet(16, states=STATES)
+    view = dataclasses.replace(fleet.store, jobs=tuple(
+        j for j in fleet.store.jobs if j.state != PENDING))
+    return FractuiApp(Source(fleet.statuses, view, logs=LOGS),
+                      Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings()),
+                      clock=lambda: NOW)
+
+
+@pilot_test
+async def test_a_key_with_nothing_to_act_on_says_so():
+    app = no_pending_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        await pilot.press("tab")
+        assert isinstance(app.focused, QueuePanel)
+        await pilot.press("p", "enter")
+        await pilot.pause()
+        assert said(app) == [
+            "no pending job to place: the queues hold none now (J lists every job)",
+            "no pending job to open: the queues hold none now (J lists every job)"]
+        app.clear_notifications()
+        await pilot.press("J")
+        await settled(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        await pilot.press("slash", *"nothing-is-called-this", "enter", "enter")
+        await pilot.pause()
+        assert app.screen.rows == []
+        assert said(app) == ["no job to open: the view lists none (a lists the ended too)"]
+        assert not isinstance(app.screen, JobScreen)
+
+
+def test_a_cell_cut_to_its_column_ends_in_an_ellipsis_but_a_title_does_not():
+    assert line(["no room: no GPU has a free slice", "x"], [12, 3]) == (
+        " no room: no… " + " x   ")
+    assert line(["age/wait ↓"], [8], marked=False) == " age/wait "
+
+
+@pilot_test
+async def test_placing_by_keyboard_at_80x24_gives_the_map_the_panels_rows():
+    """At 80 columns the queue panel sits under the map; with the plan's bar under both, the
+    map kept a line or two and the ghost's GPU went out of sight. While a placement by
+    keyboard lasts the panel gives its rows to the map; it is back, with the focus, after."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        panel = screen.query_one(QueuePanel)
+        before = screen.map.size.height
+        await pilot.press("tab", "p")
+        await settled(pilot)
+        assert screen.placement is not None and screen.placement.candidates
+        await pilot.pause()
+        assert not panel.display or panel.size.height == 0
+        assert screen.map.size.height >= before + 5, (before, screen.map.size.height)
+        assert any("░" in ln for ln in screen_lines(app)), screen_lines(app)  # the ghost
+        await pilot.press("escape")
+        await pilot.pause()
+        assert screen.placement is None and panel.size.height > 0
+        assert isinstance(app.focused, QueuePanel)
+        assert screen.map.size.height == before
+
+
+@pilot_test
+async def test_a_refusal_says_which_job_and_how_it_is():
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        await pilot.press("slash", *"running", "enter", "p")
+        await pilot.pause()
+        row = app.screen.table.row
+        assert row.state == "running"
+        assert said(app) == ["%s is running: only a pending job is placed by hand" % row.ref]
+        app.clear_notifications()
+        await pilot.press("escape")
+        await pilot.pause()
+        job = next(j for j in app.fleet.model.store.jobs if j.id == 1)
+        app.fleet.place_job(1)  # the jobs view's p, on a job placed meanwhile
+        await pilot.pause()
+        assert said(app) == ["job 1 is no longer pending: running, %s" % job.slot.describe()]
+        assert app.fleet.placement is None
+
+
+@pilot_test
+async def test_n_in_the_output_says_what_it_looked_for():
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_job_1(app, pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        assert said(app) == ["nothing searched yet: / searches the output"]
+        await pilot.press("slash", *"nowhere-said", "enter", "n")
+        await pilot.pause()
+        assert said(app)[1:] == ["no line matches /nowhere-said/"] * 2  # the search's, n's
+
+
+@pilot_test
+async def test_the_palette_reaches_the_fleet_from_the_jobs_view_the_job_and_the_gpu():
+    """``:`` works from every screen, as k9s's does: there, its own entries (a job's stops on
+    its screen) and the fleet's, which go back to the map first."""
+    from tests.test_tui_pilot import palette
+
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        for where in ("jobs view", "job screen", "gpu view"):
+            if where == "jobs view":
+                await pilot.press("J")
+            elif where == "job screen":
+                app.open_job(1)
+            else:
+                app.open_gpu("a100-1", 0)
+            await settled(pilot)
+            assert app.screen is not screen, where
+            await palette(pilot, "host a10-1")
+            await pilot.pause()
+            assert app.screen is screen, where
+            assert screen.map.cursor.host == "a10-1" and screen.map.has_focus, where
+        app.open_job(1)
+        await settled(pilot)
+        entries = [e.text for e in app.screen.palette_entries()]
+        await pilot.press("colon")
+        await pilot.press(*"stop job")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen), entries  # its own stop, still first
+
+
+@pilot_test
+async def test_a_pending_jobs_name_cut_in_the_queue_panel_says_it_was_cut():
+    from tests.test_tui_cells import named_app
+
+    app = named_app({27: "a-very-long-job-name-indeed"})
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        row = next(ln for ln in screen_lines(app) if "#27 " in ln)
+        assert re.search(r"#27 +a-very-lo[a-z-]*… ", row), row

@@ -1,0 +1,188 @@
+"""What the TUI reads of the store, and when: the newest ended jobs (up to 200 rows, as
+``fractui jobs --all``) only while a view shows them — the jobs view's ``a``, the palette as it
+opens — never on each of the map's reads for no one; and once shown, they are read again with
+every read, so a job that ends meanwhile shows up without a key pressed."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+from fractui.config import Config, QueueConfig
+from fractui.store.model import ACTIVE, ENDED
+from fractui.store.sqlite import SqliteStore
+from fractui.tui import fleet_screen
+from fractui.tui.app import FractuiApp
+from fractui.tui.jobs import JobScreen
+from fractui.tui.jobs_view import JobsScreen
+from fractui.tui.source import LiveSource
+from tests.test_tui_pilot import palette
+from tests.tui_frozen import pilot_test
+from tests.tui_live import fleet, until
+
+QUEUES = (QueueConfig(name="quarter", gpu=0.25),)
+
+
+class Counted(SqliteStore):
+    """A real SQLite store that counts its reads of ended jobs, of active ones, and of one."""
+
+    ended_reads = active_reads = one_reads = 0
+
+    def jobs(self, states=None, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        if states is not None and set(states) & set(ENDED):
+            self.ended_reads += 1
+        if states is not None and set(states) & set(ACTIVE):
+            self.active_reads += 1
+        return super().jobs(states, *args, **kwargs)
+
+    def get(self, job_id: int):  # type: ignore[no-untyped-def]
+        self.one_reads += 1
+        return super().get(job_id)
+
+
+def cancel(store: SqliteStore, job_id: int) -> None:
+    store.ended(job_id, ("pending",), "cancelled", "not wanted", "ann", "not wanted", "cancel")
+
+
+@contextlib.asynccontextmanager
+async def app_on(store: SqliteStore) -> AsyncIterator[tuple[FractuiApp, Any]]:
+    """The TUI over ``store`` alone (no hosts), its store read."""
+    config = Config(path=None, queues=QUEUES)
+    source = LiveSource(config, store)
+    source.start()
+    app = FractuiApp(source, config)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: fleet(app).model.store is not None, "the store read")
+            yield app, pilot
+    finally:
+        source.stop()
+
+
+async def reads_made(app: FractuiApp, pilot: Any, n: int = 3) -> None:
+    """``n`` more reads of the store by the map, each landed."""
+    for _ in range(n):
+        fleet(app).read_store()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def test_ended_jobs_are_read_only_while_the_jobs_view_shows_them(tmp_path):
+    store = Counted(str(tmp_path / "store.db"))
+    failed = store.submit("quarter", None, "oom", ["true"], {}, "ann@ws")
+    cancel(store, failed.id)
+    waiting = store.submit("quarter", None, "waits", ["true"], {}, "ann@ws")
+    later = store.submit("quarter", None, "later", ["true"], {}, "bob@ws")
+
+    @pilot_test
+    async def drive() -> None:
+        async with app_on(store) as (app, pilot):
+            await reads_made(app, pilot)
+            assert store.ended_reads == 0  # the map's reads: none of the ended
+            assert fleet(app).model.store.ended is None
+            await pilot.press("J")
+            await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
+            view = app.screen
+            await reads_made(app, pilot)
+            assert store.ended_reads == 0  # the view as it opens: what runs and waits
+            assert sorted(r.ref for r in view.rows) == [str(waiting.id), str(later.id)]
+
+            await pilot.press("a")  # ended too: read at once, and with each read from now on
+            await until(pilot, lambda: str(failed.id) in [r.ref for r in view.rows],
+                        "the cancelled job listed")
+            seen = store.ended_reads
+            assert seen >= 1
+            cancel(store, later.id)  # it ends while the view shows the ended: not stale
+            await until(pilot, lambda: [r.state for r in view.rows
+                                        if r.ref == str(later.id)] == ["cancelled"],
+                        "the job that ended meanwhile listed as ended")
+            assert store.ended_reads > seen
+
+            await pilot.press("a")  # active only again: no more ended reads
+            await app.workers.wait_for_complete()
+            seen = store.ended_reads
+            await reads_made(app, pilot)
+            assert store.ended_reads == seen
+
+            await pilot.press("a", "escape")  # shown, then left: no more ended reads either
+            await until(pilot, lambda: app.screen is fleet(app), "back on the map")
+            await app.workers.wait_for_complete()
+            seen = store.ended_reads
+            await reads_made(app, pilot)
+            assert store.ended_reads == seen
+            assert fleet(app).model.store.ended is None
+
+            await pilot.press("J")  # opened again, still on "ended too": read again
+            await until(pilot, lambda: store.ended_reads > seen
+                        and str(failed.id) in [r.ref for r in view.rows],
+                        "the ended read again as the view shows them")
+
+    drive()
+
+
+def test_the_palette_reads_the_ended_jobs_as_it_opens_and_opens_one(tmp_path):
+    store = Counted(str(tmp_path / "store.db"))
+    failed = store.submit("quarter", None, "oom", ["true"], {}, "ann@ws")
+    cancel(store, failed.id)
+
+    @pilot_test
+    async def drive() -> None:
+        async with app_on(store) as (app, pilot):
+            await reads_made(app, pilot)
+            assert store.ended_reads == 0
+            await palette(pilot, "open job #%d" % failed.id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job screen from the palette")
+            assert app.screen.job_id == failed.id and app.screen.job.state == "cancelled"
+            assert store.ended_reads == 1  # once, as the palette opened
+
+    drive()
+
+
+def test_the_job_screen_reads_its_one_job_not_every_active_one(tmp_path, monkeypatch):
+    """Left open (following a job's output for hours), the job screen reads the job's row each
+    second, not the store's every active job as the map does."""
+    monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # the map reads on changes only
+    store = Counted(str(tmp_path / "store.db"))
+    jobs = [store.submit("quarter", None, "j%d" % i, ["true"], {}, "ann@ws") for i in range(3)]
+
+    @pilot_test
+    async def drive() -> None:
+        async with app_on(store) as (app, pilot):
+            app.open_job(jobs[1].id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job screen")
+            await app.workers.wait_for_complete()
+            active, one = store.active_reads, store.one_reads
+            for _ in range(3):
+                app.screen.load()
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            assert store.active_reads == active
+            assert store.one_reads == one + 3
+            assert app.screen.job.name == "j1" and app.screen.uid == store.uid
+
+    drive()
+
+
+def test_the_palette_waits_on_no_store_read_while_the_stores_reads_fail():
+    """The palette waits for its read of the ended jobs before it lists anything: with the
+    store down (the map's reads failing, the header saying why) it reads nothing, so its jumps
+    are there at once."""
+    from tests.tui_frozen import frozen_app, settled
+
+    @pilot_test
+    async def drive() -> None:
+        app = frozen_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+
+            def down() -> tuple:
+                raise AssertionError("the palette read a store whose reads fail")
+
+            app.source.read_newest_ended = down
+            fleet(app).store_error = "store postgresql://db:5432/fractui: connection refused"
+            await palette(pilot, "host a10-1")
+            assert fleet(app).map.cursor.host == "a10-1"
+
+    drive()
