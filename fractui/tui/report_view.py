@@ -197,7 +197,7 @@ def empty_note(computed: Optional[Computed], span: Span) -> Optional[str]:
     """Why there is nothing to show, or None when there is."""
     if computed is None:
         return ("No store: usage is recorded in the store, by the scheduler, as jobs run. "
-                "Start fractui with a store (--store) to see the report.")
+                "A config with [[queues]], or a [store] url, gives fractui its store.")
     if computed.attempts:
         return None
     total = computed.report.total
