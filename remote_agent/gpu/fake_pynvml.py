@@ -938,7 +938,8 @@ def sim_remove_process(pid: int) -> bool:
 # Without an override a GPU's temperature and power follow its load (the utilisation of its
 # processes): 30 °C idle up to 75 °C at 100 %, an eighth of the power limit idle up to all of
 # it; it reports GpuIdle while no process runs, SwThermalSlowdown from its slowdown temperature
-# on and SwPowerCap at its power limit, as a real GPU does. ``sim_set_health`` overrides any of them.
+# on and SwPowerCap at its power limit, as a real GPU does. ``sim_set_health`` overrides any of
+# them.
 
 SIM_HEALTH_FIELDS = ("temperature_c", "power_mw", "power_limit_mw", "throttle")
 _EVENTS_KEPT = 256  # XID events the host keeps for event sets that have not read them yet
