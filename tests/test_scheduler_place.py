@@ -16,6 +16,15 @@ from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import POLITE, wait
 
+
+def holding_session(pg_server, url: str):
+    """A psql session of the store's database left open inside a transaction: the rows its
+    ``SELECT ... FOR UPDATE`` reads stay held until it is closed."""
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql.execute("BEGIN")
+    return psql
+
+
 local_fleet = localfleet.local_fleet
 HALF = QueueConfig(name="half", gpu=0.5)
 TEAMS = [TeamConfig("vision", quota_gpus=0.5), TeamConfig("nlp", quota_gpus=1)]
@@ -103,9 +112,8 @@ def test_a_job_row_held_by_a_session_left_open_stalls_that_job_only(local_fleet,
     url = pg_server.url(pg_server.new_database())
     f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
     held = f.submit("whole")
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
         other = f.submit("whole")
         f.until(lambda: f.states()[other.id] == "running")
@@ -125,9 +133,8 @@ def test_a_running_job_row_held_by_a_session_left_open_stalls_that_job_only(loca
     f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
     held = f.submit("whole")
     f.until(lambda: f.states()[held.id] == "running")
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
         f.fleet.session("gpu-a").call("job.stop", {"job": f.store.get(held.id).agent_job,
                                                     "grace": 0, "reason": "ended on the host"})
@@ -151,9 +158,8 @@ def test_a_placed_job_row_held_stalls_its_launch_only_not_its_hosts_other_launch
     for job, gpu in ((held, "0"), (other, "1")):
         placed = f.fractui("place", str(job.id), "gpu-a", gpu)
         assert placed.returncode == 0, placed.stderr
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
         f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
         assert f.states()[held.id] == "placed"
@@ -173,9 +179,8 @@ def test_a_hosts_kept_facts_or_the_lost_clocks_held_fail_no_pass(local_fleet, pg
                     store_url=url)
     f.store.record_inventory("gpu-a", {})
     f.store.keep_lost_clocks({"gone-host": 1.0}, {})  # forgotten by the first pass
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM inventory WHERE host = 'gpu-a' FOR UPDATE")
         psql.execute("SELECT * FROM lost_clocks FOR UPDATE")
         job = f.submit("whole")
@@ -201,9 +206,8 @@ def test_a_held_row_of_a_decision_on_what_was_cordoned_since_stalls_only_it(
     f.store.cordon("gpu-a", None, "cordon", "test", "maintenance")
     other = f.submit("whole")
     assert f.fractui("place", str(other.id), "gpu-b", "0").returncode == 0
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
         f.until(lambda: f.scheduler.settle() and f.states()[other.id] == "running")
         assert f.states()[held.id] == "placed"
@@ -222,9 +226,8 @@ def test_a_held_row_of_an_output_tail_asked_for_fails_no_turn(local_fleet, pg_se
                                         QueueConfig(name="four", gpus=4)], store_url=url)
     never = f.submit("four")  # no host has four GPUs: it never runs
     f.store.ask_log(never.id, "test")
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM log_requests WHERE job = %s FOR UPDATE", (never.id,))
         f.scheduler.start()
         job = f.submit("whole")
@@ -250,9 +253,8 @@ def test_a_job_left_for_a_held_row_is_placed_by_the_running_loop_once_the_sessio
     f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
     held = f.submit("whole")
     left = "job %d is left for a later pass: " % held.id
-    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    psql = holding_session(pg_server, url)
     try:
-        psql.execute("BEGIN")
         psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
         f.scheduler.start()
         wait(lambda: caplog.text.count(left) >= 6, f.states)  # long after its start's wakes
