@@ -536,6 +536,29 @@ def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_sub
         store.close()
 
 
+def test_a_submit_made_again_as_another_host_user_does_not_find_the_first(store_url):
+    """A user made an admin or no longer one between a submit and its retry: the retry does
+    not answer the first job, which runs as another host user than a submit now would (the
+    agent's, for a member's retry), as if it were hers."""
+    store = open_store(store_url)
+    try:
+        first = store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:k")
+        with pytest.raises(KeyTaken, match="job %d was submitted with that key and another "
+                           "queue, team, name, command, cwd, env, image or host user it runs "
+                           "as" % first.id):
+            store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:k",
+                         run_as="ann")
+        mine = store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m",
+                            run_as="ann")
+        assert store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m",
+                            run_as="ann") == mine
+        with pytest.raises(KeyTaken):
+            store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m")
+        assert [j.id for j in store.jobs()] == [first.id, mine.id]
+    finally:
+        store.close()
+
+
 def test_a_submit_key_is_scoped_by_its_submitter():
     """One user's key never finds another's job: ``ann`` with key ``x:k`` is not ``ann:x``
     with key ``k``."""
