@@ -522,6 +522,27 @@ def test_a_requeue_asked_again_after_it_went_through_is_answered_as_done(store_u
         store.close()
 
 
+def test_a_requeue_that_landed_while_its_launch_was_in_flight_asked_again_is_done(store_url):
+    """The requeue landed between the launch and its recorded start: the start is recorded
+    after the ask (the job stays stopping, audited ``launch``), then the stop is carried out.
+    The job waits since this user's own requeue all the same: asked again, it is answered as
+    done (no second entry), not refused as a pending job's requeue."""
+    store = open_store(store_url)
+    me = Asker("here")
+    try:
+        job = store.submit("q", None, "x", ["x"], {}, "me")
+        store.place(job.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+        ask_stop(store, store.get(job.id), "requeue", me)  # the launch is in flight
+        assert store.started(job.id, "a1", None, "sched", "launched").state == "stopping"
+        store.requeue(job.id, ("stopping",), "sched", "requeued")
+        entries = len(store.audit_log(limit=1000))
+        again = ask_stop(store, store.get(job.id), "requeue", me)
+        assert (again.state, again.attempt) == ("pending", 1)
+        assert len(store.audit_log(limit=1000)) == entries
+    finally:
+        store.close()
+
+
 def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_submit(store_url):
     store = open_store(store_url)
     me = Asker("here")
