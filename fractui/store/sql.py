@@ -397,10 +397,10 @@ class SqlStore(Store):
         ``expect``; ``stale_on``: its attempt's copy there recorded as stale; with ``action``,
         audited as ``actor`` with ``why``; ``holds``: what else must still hold, read under the
         write lock (raises to write nothing); ``then``: what else the change writes (its usage
-        record), given the job as it was and the columns changed. ``again``: a commit whose answer was lost is made
-        again, which finds the job moved (StateConflict, for the caller to read it as it is)
-        if the first landed: only for callers that answer that so; never of another attempt
-        than the first try's."""
+        record), given the job as it was and the columns changed. ``again``: a commit whose
+        answer was lost is made again, which finds the job moved (StateConflict, for the
+        caller to read it as it is) if the first landed: only for callers that answer that
+        so; never of another attempt than the first try's."""
         seen: list[int] = []  # the attempt the first try found
 
         def work(db: Any) -> Job:
