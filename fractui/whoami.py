@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from typing import Optional
 
 
 def os_user() -> str:
@@ -15,3 +16,13 @@ def os_user() -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return "uid %d" % uid
+
+
+def uid_named(name: str) -> Optional[int]:
+    """The uid ``os_user`` names ``name`` by (a passwd entry's, or ``uid N``'s); None for a
+    name this machine has no user of."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        number = name[4:] if name.startswith("uid ") else ""
+        return int(number) if number.isdigit() else None

@@ -294,6 +294,21 @@ def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):
         assert name in seen, name
 
 
+def test_a_job_asked_to_run_as_a_user_never_runs_as_root(start_agent, tmp_path):
+    """``run_as`` is a team member's (the scheduler sends it for no one else): a name that is
+    uid 0 on the host (root, or an alias of it; a store role named so) is a job fault, refused
+    before anything is recorded, not a job run with the rights ``run_as`` exists to withhold."""
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-as-root", gpu=0, memory_mib=10, run_as="root",
+                       argv=["/usr/bin/true"])
+        assert err.value.code == rpc.START_FAILED
+        assert err.value.data["reason"] == ("run_as 'root' is uid 0 on this host: a job run "
+                                            "as a user never runs as root")
+    assert agent.call("job.list")["jobs"] == []
+
+
 def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
         start_agent, tmp_path, plain_user):
     name, home = plain_user

@@ -236,26 +236,34 @@ def test_a_team_members_job_runs_as_her_on_the_hosts_whoever_writes_it(guarded):
         ops.close()
 
 
-def test_a_members_job_waiting_from_before_runs_as_the_member_once_upgraded(pg_server):
-    """Migration 0019 on a store of schema 18: a job still pending that a team member
-    submitted runs as her; an admin's, a job placed already (its launch may be in flight) and
-    one whose submitter has no role keep the agent's user."""
+def test_a_members_job_not_ended_from_before_runs_as_the_member_once_upgraded(pg_server):
+    """Migration 0019 on a store of schema 18: a job a team member submitted runs as her from
+    then on, whether it waits or is placed, running or stopping (each comes back to its queue
+    as it is, by her own requeue too, and would run as the agent at every later attempt); one
+    whose submitter's role was dropped is no admin's. An admin's job, one ended, and one of
+    no known submitter keep the agent's user."""
     db, tag = _store_of_schema(pg_server, 18)
     pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
                   "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
-    ann, ops = "ann_" + tag, "ops_" + tag
+    ann, ops, gone = "ann_" + tag, "ops_" + tag, "gone_" + tag
     pg_server.sql("CREATE ROLE %s LOGIN" % ann)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % ops)
     for name, state, by in (("ann", "pending", ann + "@head"), ("ops", "pending", ops + "@h"),
                             ("placed", "placed", ann + "@head"),
-                            ("gone", "pending", "gone_%s@head" % tag)):
+                            ("running", "running", ann + "@head"),
+                            ("stopping", "stopping", ann + "@head"),
+                            ("done", "done", ann + "@head"),
+                            ("gone", "pending", gone + "@head"),
+                            ("unknown", "pending", None)):
         pg_server.sql("INSERT INTO jobs (queue, team, name, argv, request, state, "
                       "submitted_at, updated_at, submitted_by) VALUES ('v', NULL, '%s', "
-                      "'[\"x\"]', '{}', '%s', 0, 0, '%s')" % (name, state, by), db=db)
+                      "'[\"x\"]', '{}', '%s', 0, 0, %s)" % (
+                          name, state, "NULL" if by is None else "'%s'" % by), db=db)
     store = open_store(pg_server.url(db))  # the superuser's open applies migration 19
     try:
         assert {j.name: j.run_as for j in store.jobs()} == {
-            "ann": ann, "ops": None, "placed": None, "gone": None}
+            "ann": ann, "ops": None, "placed": ann, "running": ann, "stopping": ann,
+            "done": None, "gone": gone, "unknown": None}
     finally:
         store.close()
 

@@ -4,6 +4,8 @@ epoch."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
 
 import pytest
@@ -13,7 +15,9 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
 from fractui.store.model import HolderMemory, ModeHold
+from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
+from fractui.whoami import os_user
 
 
 class Clock:
@@ -239,7 +243,8 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     kept = store.submit("q", None, "keyed", ["true"], {}, "me@h", key="k1")  # 0014: keys
     assert kept.user == "me"
     assert store.submit("q", None, "keyed", ["true"], {}, "me@h", key="k1") == kept
-    assert job.run_as is None  # 0015: a job of before runs as the agent's user, as it did
+    assert job.run_as == "ann"  # 0015: ann (not the file's owner, nor root) is no admin: her
+    # job of before, placed, runs as her from its next launch on, no longer as the agent
     assert store.submit("q", None, "as", ["true"], {}, "me@h", run_as="me").run_as == "me"
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
         _migrations()) == 15
@@ -517,6 +522,27 @@ def test_a_requeue_asked_again_after_it_went_through_is_answered_as_done(store_u
         store.close()
 
 
+def test_a_requeue_that_landed_while_its_launch_was_in_flight_asked_again_is_done(store_url):
+    """The requeue landed between the launch and its recorded start: the start is recorded
+    after the ask (the job stays stopping, audited ``launch``), then the stop is carried out.
+    The job waits since this user's own requeue all the same: asked again, it is answered as
+    done (no second entry), not refused as a pending job's requeue."""
+    store = open_store(store_url)
+    me = Asker("here")
+    try:
+        job = store.submit("q", None, "x", ["x"], {}, "me")
+        store.place(job.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
+        ask_stop(store, store.get(job.id), "requeue", me)  # the launch is in flight
+        assert store.started(job.id, "a1", None, "sched", "launched").state == "stopping"
+        store.requeue(job.id, ("stopping",), "sched", "requeued")
+        entries = len(store.audit_log(limit=1000))
+        again = ask_stop(store, store.get(job.id), "requeue", me)
+        assert (again.state, again.attempt) == ("pending", 1)
+        assert len(store.audit_log(limit=1000)) == entries
+    finally:
+        store.close()
+
+
 def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_submit(store_url):
     store = open_store(store_url)
     me = Asker("here")
@@ -532,6 +558,29 @@ def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_sub
         other = submit(store, "q", None, "train", ["python", "t.py"], {}, me, key="run-2")
         unkeyed = submit(store, "q", None, "train", ["python", "t.py"], {}, me)
         assert len({first.id, other.id, unkeyed.id}) == 3
+    finally:
+        store.close()
+
+
+def test_a_submit_made_again_as_another_host_user_does_not_find_the_first(store_url):
+    """A user made an admin or no longer one between a submit and its retry: the retry does
+    not answer the first job, which runs as another host user than a submit now would (the
+    agent's, for a member's retry), as if it were hers."""
+    store = open_store(store_url)
+    try:
+        first = store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:k")
+        with pytest.raises(KeyTaken, match="job %d was submitted with that key and another "
+                           "queue, team, name, command, cwd, env, image or host user it runs "
+                           "as" % first.id):
+            store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:k",
+                         run_as="ann")
+        mine = store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m",
+                            run_as="ann")
+        assert store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m",
+                            run_as="ann") == mine
+        with pytest.raises(KeyTaken):
+            store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m")
+        assert [j.id for j in store.jobs()] == [first.id, mine.id]
     finally:
         store.close()
 
@@ -579,6 +628,47 @@ def test_a_job_back_in_its_queue_after_it_ran_waits_from_then_not_after_a_refuse
         assert back.queued_at is not None and back.waiting_since == back.queued_at
         assert back.queued_at >= back.submitted_at and back.updated_at == back.queued_at
         assert store.get(job.id).record()["queued_at"] == back.queued_at
+    finally:
+        store.close()
+
+
+def test_a_members_job_not_ended_from_before_runs_as_the_member_once_upgraded(tmp_path):
+    """Migration 0015 (SQLite): a job of before that a team member submitted runs as her
+    from then on, whether it waits or is placed, running or stopping (each comes back to its
+    queue as it is, and would run as the agent at every later attempt); the admin's (the
+    file's owner's, or root's), one ended, and one of no known submitter keep the agent's
+    user. A submitter this machine has no user of is no admin."""
+    path = str(tmp_path / "store.db")
+    db = sqlite3.connect(path)
+    for number, sql in _migrations():
+        if number < 15:
+            for statement in statements(sql):
+                db.execute(statement)
+    db.execute("PRAGMA user_version = 14")
+    users = [p for p in pwd.getpwall() if p.pw_uid not in (0, os.geteuid())]
+    owner = os_user()
+    if os.geteuid() == 0:  # the file's owner is the admin, root or not
+        os.chown(path, users[-1].pw_uid, -1)
+        owner = users[-1].pw_name
+    other = users[0].pw_name
+    for name, state, by in (("mine", "pending", owner + "@head"), ("root", "pending", "root@h"),
+                            ("pending", "pending", other + "@head"),
+                            ("placed", "placed", other + "@head"),
+                            ("running", "running", other + "@head (tui)"),
+                            ("stopping", "stopping", other + "@head"),
+                            ("done", "done", other + "@head"),
+                            ("gone", "pending", "gone-user-x@head"),
+                            ("unknown", "pending", None)):
+        db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, "
+                   "updated_at, submitted_by) VALUES ('q', ?, '[\"x\"]', '{}', ?, 1, 1, ?)",
+                   (name, state, by))
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert {j.name: j.run_as for j in store.jobs()} == {
+            "mine": None, "root": None, "pending": other, "placed": other, "running": other,
+            "stopping": other, "done": None, "gone": "gone-user-x", "unknown": None}
     finally:
         store.close()
 

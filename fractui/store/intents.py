@@ -139,13 +139,17 @@ def _sent_back(store: Store, job: Job, intent: str, user: str) -> bool:
 def _sent_back_by(job: Job, entries: Sequence[AuditEntry]) -> Optional[AuditEntry]:
     """The stop asked of ``job`` (a requeue or a preemption) whose carrying out, or its host
     lost meanwhile, put it back in its queue as the attempt it is now, from its audit
-    ``entries`` (oldest first); None if that attempt began otherwise or is not among them."""
+    ``entries`` (oldest first); None if that attempt began otherwise or is not among them.
+    A start recorded after the stop (``launch``: the stop landed while the launch was in
+    flight) is of the attempt stopped: it leaves the stop the move that sent it back."""
     last, found = None, None
     for entry in entries:
         if entry.action not in _MOVES:
             continue
         if entry.action == "requeued" and entry.detail.get("attempt") == job.attempt:
             found = last if last is not None and last.action in STOP_INTENTS else None
+        if entry.action == "launch" and last is not None and last.action in STOP_INTENTS:
+            continue
         last = entry
     return found
 

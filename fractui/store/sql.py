@@ -248,7 +248,7 @@ class SqlStore(Store):
         env = dict(env or {})
         detail: dict[str, Any] = {"team": team, "argv": list(argv)}
         detail.update({k: v for k, v in (("env", env), ("image", image)) if v})
-        asked = (queue, team, name, tuple(argv), cwd, env, image)
+        asked = (queue, team, name, tuple(argv), cwd, env, image, run_as)
 
         def work(db: Any) -> Job:
             if key is not None:
@@ -257,9 +257,10 @@ class SqlStore(Store):
                 if row is not None:  # made by this submit's first try
                     job = self._get(db, int(row["id"]))
                     if (job.queue, job.team, job.name, job.argv, job.cwd, job.env,
-                            job.image) != asked:
+                            job.image, job.run_as) != asked:
                         raise KeyTaken("job %d was submitted with that key and another queue, "
-                                       "team, name, command, cwd, env or image" % job.id)
+                                       "team, name, command, cwd, env, image or host user it "
+                                       "runs as" % job.id)
                     return job
             now = self.dialect.now(db)
             row = self._run(

@@ -21,8 +21,9 @@ from typing import Callable, Optional, Tuple
 from fractui.config import state_home
 from fractui.store import sqlite_file
 from fractui.store.base import Feed, Identity, StoreDamaged, StoreError
+from fractui.store.model import submitter
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
-from fractui.whoami import os_user
+from fractui.whoami import os_user, uid_named
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
 
@@ -60,13 +61,37 @@ def _check_schema(path: str, db: sqlite3.Connection) -> None:
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Applies the numbered migrations the store has not had yet (inside the caller's
-    transaction)."""
+    transaction). They may ask ``fractui_run_as(submitted_by)``: the host user a job of that
+    submitter runs as, None for the store's admin (as ``SqliteStore.identity`` tells one)."""
     have = db.execute("PRAGMA user_version").fetchone()[0]
+    db.create_function("fractui_run_as", 1, _run_as_of(db), deterministic=True)
     for number, sql in _migrations():
         if number > have:
             for statement in statements(sql):
                 db.execute(statement)
             db.execute("PRAGMA user_version = %d" % number)
+
+
+def _is_admin(uid: int, owner: int) -> bool:
+    """The SQLite store's one rule of who is its admin: root, or the owner of its file —
+    whoever can write the file can change anything in it anyway."""
+    return uid in (0, owner)
+
+
+def _run_as_of(db: sqlite3.Connection) -> Callable[[Optional[str]], Optional[str]]:
+    """``submitted_by`` (user@where) -> the host user its job runs as (intents.submit's rule,
+    for a job of before run_as): its submitter, unless that is the admin of the store file
+    ``db`` opens; a name this machine has no user of is no admin."""
+    path = next(r[2] for r in db.execute("PRAGMA database_list") if r[1] == "main")
+    owner = os.stat(path).st_uid
+
+    def run_as(submitted_by: Optional[str]) -> Optional[str]:
+        if submitted_by is None:
+            return None
+        user = submitter(submitted_by)
+        uid = uid_named(user)
+        return None if uid is not None and _is_admin(uid, owner) else user
+    return run_as
 
 
 def _initialise(db: sqlite3.Connection) -> None:
@@ -169,7 +194,7 @@ class SqliteStore(SqlStore):
             owner = os.stat(self.path).st_uid
         except OSError as err:
             raise sqlite_file.translate(self.path, err) from err
-        return Identity(os_user(), admin=uid in (0, owner))
+        return Identity(os_user(), admin=_is_admin(uid, owner))
 
     def feed(self) -> "SqliteFeed":
         return SqliteFeed(self.path)

@@ -276,6 +276,9 @@ class Supervisor:
             user = JobUser.named(req.run_as)
         except KeyError:
             raise start_failed("no user %r on this host" % req.run_as) from None
+        if req.run_as is not None and user.uid == 0:  # a team member's name, never root's
+            raise start_failed("run_as %r is uid 0 on this host: a job run as a user never runs "
+                               "as root" % req.run_as)
         if req.run_as is not None and os.geteuid() not in (0, user.uid):
             raise RpcError(rpc.NOT_PERMITTED, "run_as %r needs the agent to run as root (become "
                            "= \"sudo\"); it runs as uid %d" % (req.run_as, os.geteuid()))

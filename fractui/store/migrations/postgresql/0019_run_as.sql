@@ -95,12 +95,20 @@ BEGIN
     RETURN NEW;
 END
 $$;
--- Last (0017 says why). A member's job still waiting from before runs as the member too: its
--- submitter's role, where that role is not an admin's. (One placed already keeps its launch
--- as it was asked: its key's launch may be in flight.)
-UPDATE jobs SET run_as = r.rolname FROM pg_roles r
-WHERE jobs.state = 'pending' AND jobs.run_as IS NULL
-  AND r.rolname = regexp_replace(jobs.submitted_by, '@[^@]*$', '')
-  AND NOT r.rolsuper
-  AND NOT EXISTS (SELECT FROM pg_roles a WHERE a.rolname = 'fractui_admin'
-                  AND pg_has_role(r.oid, a.oid, 'MEMBER'));
+-- Last (0017 says why). A member's job not ended from before runs as the member from now on:
+-- its submitter's role, unless that role is an admin's; a role dropped since is no admin's. A
+-- job placed, running or stopping too, not only one pending: each goes back to its queue with
+-- run_as as it is (a requeue, a preemption, a lost host), so left NULL it would run as the
+-- agent at every later attempt, and a member may requeue her own job. An attempt on its host
+-- already is found there by its key before any launch is sent again (the pass reflects it);
+-- only a launch of before that has not run there (in flight, or cut short before it ran)
+-- meets the next one with run_as: the agent refuses that key's launch with other params, and
+-- the job fails, never runs as the agent again.
+UPDATE jobs SET run_as = regexp_replace(jobs.submitted_by, '@[^@]*$', '')
+WHERE jobs.state IN ('pending', 'placed', 'running', 'stopping') AND jobs.run_as IS NULL
+  AND jobs.submitted_by IS NOT NULL
+  AND NOT EXISTS (SELECT FROM pg_roles r
+                  WHERE r.rolname = regexp_replace(jobs.submitted_by, '@[^@]*$', '')
+                    AND (r.rolsuper OR EXISTS (SELECT FROM pg_roles a
+                                               WHERE a.rolname = 'fractui_admin'
+                                                 AND pg_has_role(r.oid, a.oid, 'MEMBER'))));
