@@ -195,7 +195,8 @@ def test_a_usage_row_held_leaves_only_its_jobs_samples_for_the_next_write(pg_ser
     clock = [1000.0]
     keeper = UsageKeeper(UsageSettings(), store, lambda host, method, params: {"jobs": [
         {"key": j.key(store.uid), "usage": {"samples": 3, "memory_peak_mib": 100 * j.id}}
-        for j in jobs]}, Lanes(lambda: True, lambda: None), clock=lambda: clock[0])
+        for j in jobs]}, Lanes(lambda: True, lambda: None), clock=lambda: clock[0],
+        ticks=lambda: clock[0])
     psql = pg_server.connect(url.rsplit("/", 1)[1])
     try:
         jobs = []
