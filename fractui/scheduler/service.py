@@ -39,7 +39,7 @@ from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
-from fractui.sched.fleetview import USABLE, HostView, facts, signature
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -49,7 +49,7 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
                                 RowsLocked, StateConflict, Store, StoreDamaged, StoreError)
 from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
-                                 STOPPING, Cordon, Job, ModeHold, StaleCopy)
+                                 STOPPING, Cordon, Job, ModeHold, StaleCopy, attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
 
@@ -378,7 +378,9 @@ class Scheduler:
         self._keep_holds()
         if requeued:
             jobs = self._active_jobs()
-        recovering = self._stop_stale(by_name)
+        stale = self.store.stale()
+        recovering = self._stop_stale(by_name, stale)
+        self._stop_unheld(by_name, jobs, busy, stale)
         cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs, cordons):
@@ -637,11 +639,11 @@ class Scheduler:
                     continue  # left to the passes, which keep the host from new work
             self._drop_stale(copy)
 
-    def _stop_stale(self, by_name: Dict[str, HostView]) -> Set[str]:
+    def _stop_stale(self, by_name: Dict[str, HostView], stale: List[StaleCopy]) -> Set[str]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
         elsewhere). Returns the hosts still running one: they take no new work until then."""
         recovering = set()
-        for copy in self.store.stale():
+        for copy in stale:
             view = by_name.get(copy.host)
             if view is None or view.state not in USABLE:
                 continue
@@ -653,6 +655,31 @@ class Scheduler:
                 self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
                                    grace_s=0)
         return recovering
+
+    def _stop_unheld(self, by_name: Dict[str, HostView], jobs: List[Job], busy: Set[int],
+                     stale: List[StaleCopy]) -> None:
+        """Kills (no grace) what runs on a host under this store's key where the store holds
+        no such attempt there: a launch that reached the agent after the store moved on —
+        sent into an SSH session that hung, then reached the agent when it moved again, after
+        the job was requeued and launched anew, or cancelled as never started. Left running,
+        it would be the job's second copy, or a cancelled job's, known to no one. A job a lane
+        acts on is left to the lane, a stale copy to ``_stop_stale``."""
+        uid = self.store.uid
+        held = {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
+            (c.host, c.key) for c in stale}
+        for view in by_name.values():
+            if view.state not in USABLE:
+                continue
+            for key, rec in view.by_key().items():
+                named = attempt_of(key, uid)
+                if named is None or named[0] in busy or (view.name, key) in held or \
+                        rec.get("state") not in ACTIVE_AGENT_STATES:
+                    continue
+                why = "a copy of job %d's attempt %d, which the store does not hold on %s " \
+                      "(a launch that arrived late)" % (named[0], named[1], view.name)
+                if not self.executor.sent_stop(view.name, key):
+                    log.warning("stopping %s", why)
+                self.executor.stop(view.name, rec["id"], key, why, grace_s=0)
 
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full
