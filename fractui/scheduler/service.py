@@ -219,16 +219,22 @@ class Scheduler:
         a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
         feed = None
         missed = False  # the feed was lost: what changed meanwhile was told to no one
+        said: Optional[str] = None  # why it was lost, said once (not at every poll)
         while not self._stop.is_set():
             try:
                 if feed is None:
                     feed = self.store.feed()
+                    if said is not None:
+                        log.info("the store's change feed is back")
+                        said = None
                 # a feed opened anew heard nothing sent before it listened: all of it is news
                 topics = EVERYTHING if missed else feed.wait(FEED_WAIT_S)
                 missed = False
-            except StoreError as err:  # said once by the loop too; the poll goes on meanwhile
-                log.warning("%s; the scheduler polls every %.1f s until the store's change "
-                            "feed is back", err, self.settings.interval_s)
+            except StoreError as err:  # the poll goes on meanwhile
+                if str(err) != said:
+                    log.warning("%s; the scheduler polls every %.1f s until the store's "
+                                "change feed is back", err, self.settings.interval_s)
+                    said = str(err)
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
