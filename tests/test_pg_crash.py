@@ -1,10 +1,11 @@
 """PostgreSQL crashed under the admin side: every server process killed with SIGKILL (the
 postmaster and each backend, as the OOM killer or a power cut would leave it, less the page
 cache), kept down past the lease, then started again (crash recovery), while a lease-holding
-`fractui scheduler`, a standby and users running `fractui submit` are connected. Each recovers
-by itself: no acknowledged submit is lost, a submit retried with its key makes no second job,
-every job is decided and launched once (the lease's epoch passing to whoever takes it), and
-no process shows a traceback. Real PostgreSQL, real processes, simulated hosts."""
+`fractui scheduler`, a standby, the admin's TUI (with its own child scheduler) and users
+running `fractui submit` are connected. Each recovers by itself: no acknowledged submit is
+lost, a submit retried with its key makes no second job, every job is decided and launched
+once (the lease's epoch passing to whoever takes it), the TUI shows the store again, and no
+process shows a traceback. Real PostgreSQL, real processes, simulated hosts."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Dict, List
 from fractui.config import QueueConfig
 from tests import localfleet
 from tests.conftest import REPO
+from tests.tui_probe import Probe
 
 local_fleet = localfleet.local_fleet
 wait = localfleet.wait
@@ -63,6 +65,7 @@ def test_postgresql_killed_under_two_schedulers_and_submitting_users_loses_nothi
                     store_url=url, lease_s=3.0)
     config = f.write_config()
     runs = {name: f.scheduler_process(name) for name in ("s1", "s2")}
+    tui = Probe("root", config)  # the admin's TUI, headless, in a process of its own
     acked: Dict[str, List[int]] = {}  # a submit's key -> the job each exit 0 named
     refused: Counter = Counter()  # a submit's key -> its exits 1 (each retried by its key)
     odd: List[str] = []  # anything but exit 0, or exit 1 with one line naming the store
@@ -131,9 +134,11 @@ def test_postgresql_killed_under_two_schedulers_and_submitting_users_loses_nothi
         records = Counter(r["key"] for r in f.agent_jobs())
         assert records == Counter(j.key(f.store.uid) for j in jobs)  # one copy each
         assert all(r["state"] == "running" for r in f.agent_jobs())
+        wait(lambda: tui.ask("jobs")["jobs"] == {str(j.id): "running" for j in jobs},
+             lambda: tui.ask("jobs"))  # the TUI shows the store again, by itself
     finally:
         crashed.set()
-        said = {}
+        said = {"tui": tui.close()}
         for name, run in runs.items():
             run.terminate()
             said[name] = run.communicate(timeout=60)[1]
@@ -141,4 +146,5 @@ def test_postgresql_killed_under_two_schedulers_and_submitting_users_loses_nothi
         assert "Traceback" not in err, (name, err)
         # the outage said when its words change, not at every poll of the lost feed
         lost = [line for line in err.splitlines() if "polls every" in line]
-        assert lost and all(a != b for a, b in zip(lost, lost[1:])), (name, lost)
+        assert all(a != b for a, b in zip(lost, lost[1:])), (name, lost)
+        assert lost or name == "tui", err
