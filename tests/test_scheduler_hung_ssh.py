@@ -26,10 +26,11 @@ from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Job, attempt_of
-from tests import sshd
+from tests import localfleet, sshd
 from tests.test_fleet import SshFleet
 
 ssh_env = sshd.ssh_env
+local_fleet = localfleet.local_fleet
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
@@ -146,8 +147,9 @@ def test_a_launch_delivered_late_by_a_hung_ssh_session_is_stopped_not_left_runni
                                                                    "stopping"))
         late = one.records(old_key)[0]
         assert late["state"] == "killed"
-        assert late["reason"] == ("a copy of job %d's attempt 0, which the store does not "
-                                  "hold on gpu-a (a launch that arrived late)" % job.id)
+        assert late["reason"] == "a late copy of job %d's attempt 0 on gpu-a: %s" % (
+            job.id, "the job runs as attempt 1" if then == "requeue" else
+            "the job is cancelled")
         running = [r for r in one.session.call("job.list")["jobs"]
                    if r["state"] in ("starting", "running")]
         if then == "requeue":  # the one copy that counts runs on
@@ -207,6 +209,27 @@ def test_a_mode_change_delivered_late_by_a_hung_ssh_session_changes_nothing(
         assert mig[1] == "MIG mode is now on on gpu-a gpu 0"
         assert all(attempt_of(r["key"], one.store.uid) == (job.id, 0)
                    for r in one.session.call("job.list")["jobs"])
+
+
+def test_a_copy_of_a_job_the_store_does_not_have_is_said_and_left_running(local_fleet, caplog):
+    """A live copy under this store's key of a job the store has no word of (a store restored
+    from a backup older than the job): the lease holder says it once and kills nothing on a
+    guess; the store's own jobs are placed beside it."""
+    queue = QueueConfig(name="q", gpu=0.25)
+    f = local_fleet({"gpu-a": "1xL4"}, [queue])
+    session = f.fleet.session("gpu-a")
+    key = "fractui-%s-99.0" % f.store.uid
+    session.call("job.launch", {"key": key, "argv": SLEEP, "gpus": [0], "memory_mib": 1024})
+    job = f.submit("q")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    for _ in range(3):
+        f.scheduler.step()
+        assert f.scheduler.settle()
+    copy = [r for r in session.call("job.list")["jobs"] if r["key"] == key]
+    assert [r["state"] for r in copy] == ["running"]
+    said = [r.getMessage() for r in caplog.records if key in r.getMessage()]
+    assert said == ["gpu-a runs %s, which the store does not hold and has no later word of: "
+                    "left running" % key]
 
 
 def corrected(one: OneHost) -> int:
