@@ -238,6 +238,10 @@ class Executor:
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
+    def sent_stop(self, host: str, key: str) -> bool:
+        """Whether a stop of this copy was sent already, by this holder or one before it."""
+        return (host, key) in self._stops_sent
+
     def stop(self, host: str, agent_job: str, key: str, reason: str,
              grace_s: Optional[float] = None) -> None:
         """Queues one stop for a job copy on the host's lane (sent once, by any holder)."""

@@ -39,17 +39,19 @@ from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
-from fractui.sched.fleetview import USABLE, HostView, facts, signature
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
 from fractui.scheduler.lanes import Lanes, left_locked
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
-from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, LeaseLost,
-                                RowsLocked, StateConflict, Store, StoreDamaged, StoreError)
-from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED, RUNNING,
-                                 STOPPING, Cordon, Job, ModeHold, StaleCopy)
+from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
+                                LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
+                                StoreError)
+from fractui.store.model import (ACTIVE, CANCELLED, ENDED, ON_HOST, PENDING, PLACED,
+                                 RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
+                                 attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
 
@@ -156,6 +158,7 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._holds_end: Optional[float] = None  # when a GPU's mode-change hold ends
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
+        self._unheld_said: Set[Tuple[str, str]] = set()  # copies of no job found, said once
         self._kept = Kept()  # hosts built and placements scored, kept across passes
         self._recent: Tuple[Optional[float], Recent] = (None, Recent())
         """When the teams' recent usage was last read (by ``ticks``; None: not this lease),
@@ -219,16 +222,22 @@ class Scheduler:
         a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
         feed = None
         missed = False  # the feed was lost: what changed meanwhile was told to no one
+        said: Optional[str] = None  # why it was lost, said once (not at every poll)
         while not self._stop.is_set():
             try:
                 if feed is None:
                     feed = self.store.feed()
+                    if said is not None:
+                        log.info("the store's change feed is back")
+                        said = None
                 # a feed opened anew heard nothing sent before it listened: all of it is news
                 topics = EVERYTHING if missed else feed.wait(FEED_WAIT_S)
                 missed = False
-            except StoreError as err:  # said once by the loop too; the poll goes on meanwhile
-                log.warning("%s; the scheduler polls every %.1f s until the store's change "
-                            "feed is back", err, self.settings.interval_s)
+            except StoreError as err:  # the poll goes on meanwhile
+                if str(err) != said:
+                    log.warning("%s; the scheduler polls every %.1f s until the store's "
+                                "change feed is back", err, self.settings.interval_s)
+                    said = str(err)
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
@@ -378,7 +387,9 @@ class Scheduler:
         self._keep_holds()
         if requeued:
             jobs = self._active_jobs()
-        recovering = self._stop_stale(by_name)
+        stale = self.store.stale()
+        recovering = self._stop_stale(by_name, stale)
+        self._stop_unheld(by_name, jobs, busy, stale)
         cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs, cordons):
@@ -637,11 +648,11 @@ class Scheduler:
                     continue  # left to the passes, which keep the host from new work
             self._drop_stale(copy)
 
-    def _stop_stale(self, by_name: Dict[str, HostView]) -> Set[str]:
+    def _stop_stale(self, by_name: Dict[str, HostView], stale: List[StaleCopy]) -> Set[str]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
         elsewhere). Returns the hosts still running one: they take no new work until then."""
         recovering = set()
-        for copy in self.store.stale():
+        for copy in stale:
             view = by_name.get(copy.host)
             if view is None or view.state not in USABLE:
                 continue
@@ -653,6 +664,57 @@ class Scheduler:
                 self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
                                    grace_s=0)
         return recovering
+
+    def _stop_unheld(self, by_name: Dict[str, HostView], jobs: List[Job], busy: Set[int],
+                     stale: List[StaleCopy]) -> None:
+        """Kills (no grace) a copy of a store job that the store has moved past: an earlier
+        attempt than the job's, or an attempt of a job that ended. A launch that reached the
+        agent late does that — sent into an SSH session that hung, then reached the agent when
+        it moved again, after the job was requeued and launched anew, or cancelled as never
+        started. Left running it would be the job's second copy, or a cancelled job's, known
+        to no one. A job a lane acts on is left to the lane, a stale copy to ``_stop_stale``;
+        a copy the store has not moved past (a job it does not have: a store restored from a
+        backup) is said, never killed on a guess."""
+        uid = self.store.uid
+        held = {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
+            (c.host, c.key) for c in stale}
+        active = {j.id: j for j in jobs}
+        for view in by_name.values():
+            if view.state not in USABLE:
+                continue
+            for key, rec in view.by_key().items():
+                named = attempt_of(key, uid)
+                if named is None or named[0] in busy or (view.name, key) in held or \
+                        rec.get("state") not in ACTIVE_AGENT_STATES:
+                    continue
+                past = self._moved_past(named[0], named[1], active)
+                if past is None:
+                    if (view.name, key) not in self._unheld_said:
+                        self._unheld_said.add((view.name, key))
+                        log.warning("%s runs %s, which the store does not hold and has no "
+                                    "later word of: left running", view.name, key)
+                    continue
+                why = "a late copy of job %d's attempt %d on %s: %s" % (
+                    named[0], named[1], view.name, past)
+                if not self.executor.sent_stop(view.name, key):
+                    log.warning("stopping %s", why)
+                self.executor.stop(view.name, rec["id"], key, why, grace_s=0)
+
+    def _moved_past(self, job_id: int, attempt: int, active: Dict[int, Job]) -> Optional[str]:
+        """How the store has moved past a job's attempt (in words), or None where it has not:
+        the attempt is the job's current one, or the store has no such job."""
+        job = active.get(job_id)
+        if job is None:
+            try:
+                job = self.store.get(job_id)
+            except JobNotFound:
+                return None
+        if job.attempt > attempt:
+            return "the job runs as attempt %d" % job.attempt if job.state in ON_HOST else \
+                "the job is at attempt %d (%s)" % (job.attempt, job.state)
+        if job.state in ENDED:
+            return "the job is %s" % job.state
+        return None
 
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full

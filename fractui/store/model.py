@@ -151,6 +151,19 @@ class Job:
                 "queued_at": self.queued_at, "run_as": self.run_as}
 
 
+def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
+    """The (job id, attempt) an agent's key names where it is this store's (``Job.key``);
+    None for another store's key, or one an admin chose for a launch by hand."""
+    prefix = f"fractui-{store_uid}-"
+    if not key.startswith(prefix):
+        return None
+    job, dot, attempt = key[len(prefix):].partition(".")
+    if not (dot and job.isascii() and job.isdigit() and attempt.isascii() and
+            attempt.isdigit()):
+        return None
+    return int(job), int(attempt)
+
+
 @dataclass(frozen=True)
 class StaleCopy:
     """A launch of a job on a host that was lost while it ran; stopped by key on return."""

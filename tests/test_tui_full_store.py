@@ -1,0 +1,86 @@
+"""The admin's TUI on an SQLite store whose filesystem fills up (a real 8 MiB tmpfs) under it
+and a running scheduler: a stop asked from the TUI is refused saying the store and that no
+space is left, nothing recorded and the job running on; the TUI keeps showing the jobs; once
+there is room the same stop goes through and the scheduler carries it out."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+from fractui.config import QueueConfig
+from fractui.store import open_store, sqlite_url
+from fractui.tui.app import FractuiApp
+from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.source import LiveSource
+from tests import localfleet
+from tests.localfleet import POLITE
+from tests.test_store_damage import _fill_past_the_wal
+from tests.tui_frozen import pilot_test
+from tests.tui_live import fleet, until
+
+local_fleet = localfleet.local_fleet
+
+
+@contextlib.asynccontextmanager
+async def tui(f: localfleet.LocalFleet, url: str) -> AsyncIterator[tuple[FractuiApp, Any]]:
+    """The admin's TUI with a store connection of its own, as `fractui tui` has."""
+    store = open_store(url)
+    source = LiveSource(f.config, store)
+    source.start()
+    app = FractuiApp(source, f.config)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await until(pilot, lambda: fleet(app).model.store, "the store read")
+            yield app, pilot
+    finally:
+        source.stop()
+        store.close()
+
+
+async def ask_cancel(app: FractuiApp, pilot: Any, job_id: int) -> str:
+    """Cancel from the job's screen, agreed to; what the TUI then says."""
+    app.clear_notifications()
+    app.open_job(job_id)
+    await until(pilot, lambda: isinstance(app.screen, JobScreen) and app.screen.job is not None,
+                "the job's screen")
+    await pilot.press("s")
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+    await pilot.press("y")
+    await until(pilot, lambda: list(app._notifications), "an answer")
+    said = [n.message for n in app._notifications]
+    await pilot.press("escape")
+    await pilot.pause()
+    return said[-1]
+
+
+def test_a_stop_asked_from_the_tui_on_a_full_store_is_said_and_goes_through_with_room(
+        local_fleet, small_fs):
+    path = small_fs / "store.db"
+    url = sqlite_url(str(path))
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], store_url=url)
+    jobs = [f.submit("q", argv=POLITE) for _ in range(2)]
+    f.until(lambda: all(f.store.get(j.id).state == "running" for j in jobs))
+    f.scheduler.settle()
+
+    @pilot_test
+    async def drive() -> None:
+        async with tui(f, url) as (app, pilot):
+            filler = _fill_past_the_wal(path, small_fs)
+            try:
+                said = await ask_cancel(app, pilot, jobs[0].id)
+                assert "store %s" % path in said and "no space is left" in said, said
+                assert f.store.get(jobs[0].id).state == "running"  # nothing recorded
+                assert f.store.get(jobs[1].id).state == "running"
+                shown = {j.id: j.state for j in fleet(app).model.store.jobs}
+                assert shown == {j.id: "running" for j in jobs}  # still shown as read
+            finally:
+                filler.unlink()
+            said = await ask_cancel(app, pilot, jobs[0].id)  # the same ask, with room
+            assert said == "cancel of #%d recorded: the scheduler carries it out" % jobs[0].id
+
+    drive()
+    f.until(lambda: f.store.get(jobs[0].id).state == "cancelled")
+    assert f.store.get(jobs[1].id).state == "running"
+    cancels = [e for e in f.store.audit_log(jobs[0].id) if e.action == "cancel"]
+    assert len(cancels) == 1 and cancels[0].actor.endswith("(tui)")
