@@ -119,8 +119,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="wait for the job to end, saying each step; exit 0 only if it exited 0")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = _verb_parser(verbs, "jobs", "queued jobs, then jobs launched directly on hosts")
-    p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
+    p = _verb_parser(verbs, "jobs", "queued jobs, then jobs launched directly on hosts; "
+                         "fractui jobs 12: job 12, whatever its state")
+    p.add_argument("hosts", nargs="*", metavar="HOST|JOB", help="only these hosts' jobs, or "
+                   "only these queued jobs by number (ended ones too)")
     whose = p.add_mutually_exclusive_group()
     whose.add_argument("--user", metavar="U", help="only the queued jobs U submitted")
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")

@@ -257,3 +257,39 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
         "isolation any); the fleet has 1x L4; at most 8 CPUs and 64 GiB RAM on a host\n"
         % (config, at))
     assert [j.queue for j in SqliteStore(str(store)).jobs()] == ["v"]
+
+
+def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_user):
+    """``fractui jobs 12``, as ``squeue -j 12`` or ``scontrol show job 12``: the job whatever
+    its state (an ended one too, with how it ended) and whoever submitted it; a number the
+    store lacks is said after the jobs found, exit 1; a word neither a host nor a number is
+    exit 2, as is a number beside what only a listing takes."""
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    admin = SqliteStore(str(store))
+    try:
+        ended = admin.submit("v", "vision", "train", ["x"], {"gpu": 0.5}, "root@test")
+        running_by_hand(admin, ended.id)
+        admin.ended(ended.id, ["running"], "failed", None, "root@test", "test", "end",
+                    exit_code=3)
+        theirs = admin.submit("n", "nlp", "theirs", ["x"], {"gpu": 0.5}, "root@test")
+    finally:
+        admin.close()
+    done = fractui(config, ["jobs", str(ended.id)], name)
+    assert (done.returncode, done.stderr) == (0, ""), done
+    head, row = done.stdout.splitlines()
+    assert row.split()[:3] == [str(ended.id), "failed", "v"] and row.endswith("exited 3"), row
+    done = fractui(config, ["jobs", "--json", str(theirs.id), "99", str(ended.id)], name)
+    assert done.returncode == 1, done
+    assert [(j["ref"], j["state"], j["exit_code"]) for j in json.loads(done.stdout)["jobs"]] == [
+        (str(theirs.id), "pending", None), (str(ended.id), "failed", 3)]
+    assert done.stderr == "fractui: no job 99 in the store\n"
+    done = fractui(config, ["jobs", "12x"], name)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == ("fractui: %s: unknown host '12x' (known: none), and not a job's "
+                           "number either (fractui jobs 12 shows job 12)\n" % config)
+    for words in (["--all"], ["--me"], ["--user", name]):
+        done = fractui(config, ["jobs", str(ended.id), *words], name)
+        assert (done.returncode, done.stdout) == (2, ""), done
+        assert "takes no HOST, --all, --user or --me" in done.stderr, done.stderr
