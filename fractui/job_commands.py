@@ -7,8 +7,9 @@ import argparse
 import queue
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
 from fractui.checked_store import open_checked_store
 from fractui.config import Config, ConfigError
@@ -18,12 +19,11 @@ from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
+from fractui.store.base import JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
 from fractui.words import failing_passes, why
 
-LOG_WAIT_S = 10.0  # how long ``logs`` waits for the lease holder to keep a job's tail
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
 
@@ -263,7 +263,7 @@ def _recorded(config: Config, job: Job) -> Job:
         return now.attempt != job.attempt or now.state in ENDED or store.lease_holder() is None
 
     try:
-        _waited(feed, recorded)
+        kept_output.waited(feed, recorded)
         return store.get(job.id)
     finally:
         feed.close()
@@ -280,7 +280,7 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
             job.id, host))
     store = open_checked_store(config)
     unasked = "no scheduler answered within %.0f s (is one running, holding the lease, able " \
-              "to reach %s?)" % (LOG_WAIT_S, host)
+              "to reach %s?)" % (kept_output.LOG_WAIT_S, host)
     try:
         tail = store.log_tail(job.id)
         fresh = tail is not None and tail.complete
@@ -318,21 +318,9 @@ def _ask_tail(store: Store, job: Job) -> bool:
     feed = store.feed()  # before the request: the answer is never missed
     try:
         store.ask_log(job.id, store.identity().user)
-        return _waited(feed, lambda: job.id not in store.log_requests())
+        return kept_output.waited(feed, lambda: job.id not in store.log_requests())
     finally:
         feed.close()
-
-
-def _waited(feed: Feed, done: Callable[[], bool]) -> bool:
-    """Whether ``done()`` came true within LOG_WAIT_S, asked again each time the store's
-    change feed wakes (at least once a second)."""
-    deadline = time.monotonic() + LOG_WAIT_S
-    while not done():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        feed.wait(min(left, 1.0))
-    return True
 
 
 def _when(tail: LogTail) -> str:

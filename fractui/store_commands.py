@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config
+from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, flips_modes, idle_view
@@ -29,8 +30,8 @@ from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intent
 from fractui.store.access import PLACE, SCHEDULE, Denied
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker
-from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, ON_HOST, PENDING,
-                                 PLACED, RUNNING, STOPPING, Job, Slot)
+from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
+                                 PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import count, why
 
@@ -68,6 +69,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     if problem is not None:
         raise UsageError(problem)
     key = args.key or uuid.uuid4().hex  # (without --key, for the store's own retry)
+    tail: Optional[LogTail] = None  # (submit --wait: a failed job's last lines)
     store = open_checked_store(config, hear=False)
     try:
         warning = submittable(config, queue, store.inventory())
@@ -89,6 +91,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                     ", in image %s" % job.image if job.image else ""), flush=True)
             if args.wait:
                 job = _until_ended(store, job)
+                tail = final_tail(store, job) if _ran_and_failed(job) else None
         except KeyboardInterrupt:
             if args.wait:  # (from the line saying its number on: the job is queued)
                 say("stopped waiting; job %d goes on (fractui cancel %d cancels it)" % (
@@ -104,8 +107,36 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         print_json(job.record())
     if args.wait:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
+        if _ran_and_failed(job):
+            _say_last_lines(job, tail)
         return 0 if job.state == DONE else EXIT_FAILED
     return 0
+
+
+LAST_LINES = 10  # of a failed job's output, said by submit --wait
+
+
+def _ran_and_failed(job: Job) -> bool:
+    """Whether the job ended otherwise than well after it started: what went wrong is then
+    most often in its last lines (a cancel is no failure: whoever cancelled knows why)."""
+    return job.state == FAILED and job.agent_job is not None
+
+
+def _say_last_lines(job: Job, tail: Optional[LogTail]) -> None:
+    """The last lines of a failed job's output on stderr, under a line saying so (stdout
+    holds the job's number, or its record): what a researcher reads first."""
+    if tail is None:
+        say("its output is not kept in the store yet: fractui logs %d asks for it" % job.id)
+        return
+    lines = tail.text.splitlines()[-LAST_LINES:]
+    if not lines:
+        say("it printed nothing")
+        return
+    say("the last %s of its output (fractui logs %d shows more):" % (
+        count(len(lines), "line"), job.id))
+    for line in lines:
+        sys.stderr.write("  %s\n" % line)
+    sys.stderr.flush()
 
 
 def _until_ended(store: Store, job: Job) -> Job:

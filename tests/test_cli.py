@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from fractui import job_commands
+from fractui import kept_output
 from fractui.cli import main
 from fractui.config import QueueConfig
 from fractui.store import Slot, sqlite_url
@@ -415,7 +415,7 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
     f.scheduler.stop()  # and the lease with it
     mark.touch()
     localfleet.wait(lambda: [j["state"] for j in f.agent_jobs()] == ["exited"], f.agent_jobs)
-    monkeypatch.setattr(job_commands, "LOG_WAIT_S", 3600.0)
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 3600.0)
     config = f.write_config()
     done: list = []
     follow = threading.Thread(target=lambda: done.append(main(
@@ -430,7 +430,9 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
 
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
-    job's own words for any other end; Ctrl-C stops the waiting and leaves the job queued."""
+    job's own words for any other end, and the last lines of a failed job's output under them
+    (what went wrong is most often there); Ctrl-C stops the waiting and leaves the job
+    queued."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
     config = f.write_config()
     waiting = subprocess.Popen([PY, "-m", "fractui", "--config", config, "submit", "--wait",
@@ -450,15 +452,19 @@ def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):
     head = f.scheduler_process("head")
     try:
         failing = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
-                            "import sys; print('out', flush=True); sys.exit(3)")
+                            "import sys\nfor i in range(12):\n    print('out', i, flush=True)\n"
+                            "sys.exit('boom')")
         fine = f.fractui("submit", "--wait", "--json", "--queue", "quarter", "--", PY, "-c", "")
     finally:
         head.terminate()
         head.wait(30)
     number = int(failing.stdout.split()[0])
     assert (failing.returncode, failing.stdout) == (1, "%d pending in queue quarter\n" % number)
-    lines = failing.stderr.splitlines()
-    assert lines[-1] == "fractui: job %d ended: exited 3" % number, failing.stderr
+    lines = failing.stderr.splitlines()  # how it ended, then the end of its output
+    assert lines[-12:] == ["fractui: job %d ended: exited 1" % number,
+                           "fractui: the last 10 lines of its output (fractui logs %d shows "
+                           "more):" % number] + ["  out %d" % i for i in range(3, 12)] + [
+                               "  boom"], failing.stderr
     assert "fractui: job %d is running on gpu-a gpu0 " % number in failing.stderr
     ended = json.loads(fine.stdout)  # --json: one record, the job as it ended
     assert (fine.returncode, ended["state"], ended["exit_code"]) == (0, "done", 0), fine.stderr

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fractui import job_commands
+from fractui import kept_output
 from fractui.config import QueueConfig
 from fractui.store import open_store
 from tests import localfleet
@@ -73,7 +73,7 @@ def test_without_a_scheduler_a_running_jobs_output_is_refused_with_why(local_fle
                                                                       monkeypatch):
     # in this process, with the wait for a lease holder's answer shortened: the wait runs
     # out all the same (the product's is 10 s)
-    monkeypatch.setattr(job_commands, "LOG_WAIT_S", 1.0)
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     job = f.submit("quarter", argv=TALK)
     f.until(lambda: f.states()[job.id] == "running")  # the test's scheduler: no relay runs
