@@ -7,10 +7,11 @@ what and where, never a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
@@ -232,6 +233,24 @@ def _verb_parser(verbs: Any, name: str, what: str) -> argparse.ArgumentParser:
     return verbs.add_parser(name, help=what, description=what)
 
 
+def _verb_parsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
+    """Each verb's parser, by its name (argparse keeps no public handle on them)."""
+    return dict(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def _close_option(parser: argparse.ArgumentParser, words: List[str]) -> str:
+    """" (did you mean --me?)" for the first unknown option close to one of the parser's,
+    as typos are common (--mine, --wiat); "" where none is close."""
+    # by their names without dashes, which would make every long option look alike
+    options = {o.lstrip("-"): o for o in parser._option_string_actions}  # (no public list)
+    for word in words:
+        close = difflib.get_close_matches(word.split("=", 1)[0].lstrip("-"), list(options),
+                                          n=1) if word.startswith("-") else []
+        if close:
+            return " (did you mean %s?)" % options[close[0]]
+    return ""
+
+
 def _demo_gpus(text: str) -> int:
     from fractui.demo import gpu_count
 
@@ -272,7 +291,9 @@ def _run(words: List[str]) -> int:
         words_left = " ".join(extra)
         hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
             args.verb, words_left) if args.verb in ("launch", "submit") and not job_argv else ""
-        parser.error("unrecognized arguments: %s%s" % (words_left, hint))
+        verb = _verb_parsers(parser).get(args.verb, parser)  # its usage, not fractui's
+        verb.error("unrecognized arguments: %s%s%s" % (words_left, _close_option(verb, extra),
+                                                       hint))
     args.argv = job_argv
     if job_argv and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")

@@ -633,3 +633,21 @@ def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_go
         assert usage.rstrip().endswith("-- ARGV...") == (verb in ("launch", "submit")), usage
     code, out, _ = in_process(capfd, ["--help"])
     assert "cordons, drains or uncordons, or changes MIG" in " ".join(out.split())
+
+
+def test_a_mistyped_option_is_answered_with_its_verbs_usage_and_the_close_one(capsys):
+    """``fractui jobs --mine``: the verb's usage (fractui's own lists only the verbs) and the
+    option meant, where one is close; exit 2, before any config is read."""
+    for argv, said in (
+            (["jobs", "--mine"], "jobs: error: unrecognized arguments: --mine (did you mean "
+                                 "--me?)"),
+            (["submit", "--queue", "q", "--wiat", "--", "x"], "submit: error: unrecognized "
+                                                              "arguments: --wiat (did you "
+                                                              "mean --wait?)"),
+            (["report", "--snce=2h"], "report: error: unrecognized arguments: --snce=2h (did "
+                                      "you mean --since?)"),
+            (["jobs", "--bogus"], "jobs: error: unrecognized arguments: --bogus")):
+        assert main(["--config", "/nonexistent/config.toml", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err
+        assert err.splitlines()[-1] == "fractui %s" % said, err
