@@ -22,7 +22,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.base import JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
-from fractui.words import failing_passes, why
+from fractui.words import NO_SCHEDULER, failing_passes, why
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
@@ -88,6 +88,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                     args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
                                     users=users)
             trouble = store.trouble()
+            unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
             store.close()
     except StoreError as err:
@@ -95,11 +96,13 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             raise
         # the hosts' jobs are still worth seeing (the store may be what is down): all of them
         # as the hosts have them, exit 1
-        failed, trouble = True, None
+        failed, trouble, unled = True, None, False
         say(str(err))
         say("every job on %s as its agent has it, queued ones too:" % ", ".join(hosts))
     if trouble is not None:  # every pending job's why is stale meanwhile
         say(failing_passes(trouble))
+    if unled:  # (a job's why is what the last scheduler said, or nothing)
+        say(NO_SCHEDULER)
     rows: List[Dict[str, Any]] = []
     if config.hosts and not (args.me or args.user or numbers):
         fleet = open_fleet(config, hosts)

@@ -33,7 +33,7 @@ from fractui.store.intents import Asker
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
                                  PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
-from fractui.words import count, why
+from fractui.words import NO_SCHEDULER, count, why
 
 if TYPE_CHECKING:
     from fractui.fleet.fleet import Fleet
@@ -89,8 +89,11 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 print("%d %s in queue %s%s%s" % (
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
+            led = store.lease_holder() is not None
+            if not led:
+                say(NO_SCHEDULER)
             if args.wait:
-                job = _until_ended(store, job)
+                job = _until_ended(store, job, led)
                 tail = final_tail(store, job) if _ran_and_failed(job) else None
         except KeyboardInterrupt:
             if args.wait:  # (from the line saying its number on: the job is queued)
@@ -133,15 +136,17 @@ def _say_last_lines(job: Job, tail: Optional[LogTail]) -> None:
         say("it printed nothing")
         return
     say("the last %s of its output (fractui logs %d shows more):" % (
-        count(len(lines), "line"), job.id))
+        "%d lines" % len(lines) if len(lines) > 1 else "line", job.id))
     for line in lines:
         sys.stderr.write("  %s\n" % line)
     sys.stderr.flush()
 
 
-def _until_ended(store: Store, job: Job) -> Job:
+def _until_ended(store: Store, job: Job, led: bool) -> Job:
     """The job once it has ended (a requeued one's next attempt too), each step it takes on
-    the way said on stderr; woken by the store's change feed."""
+    the way said on stderr, and each time a scheduler stops or starts leading (``led``: one
+    did as the job was submitted); woken by the store's change feed, at least once a
+    second."""
     feed = store.feed()
     said = _step(job)
     try:
@@ -152,6 +157,11 @@ def _until_ended(store: Store, job: Job) -> Job:
             if step != said and job.state not in ENDED:
                 say("job %d %s" % (job.id, step))
             said = step
+            holder = store.lease_holder()
+            if (holder is not None) != led and job.state not in ENDED:
+                led = holder is not None
+                say("a scheduler runs for this store now (%s holds its lease)" % holder[0]
+                    if holder is not None else NO_SCHEDULER)
     finally:
         feed.close()
     return job

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fractui import words
 from fractui.store import SqliteStore, Slot
 from tests.sshd import free_port
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
@@ -68,6 +69,9 @@ def write_config(folder: Path, store: Path, members: dict, hosts: bool = False) 
     path.write_text(text)
     path.chmod(0o644)
     return path
+
+
+NO_SCHEDULER = "fractui: %s\n" % words.NO_SCHEDULER  # (none runs in these tests)
 
 
 def refused(done: subprocess.CompletedProcess, words: str) -> None:
@@ -248,7 +252,7 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
     admin.close()
     done = fractui(config, ["submit", "--queue", "v", "--", "x"], name)
     assert (done.returncode, done.stdout, done.stderr) == (
-        0, "1 pending in queue v for team vision\n", "")
+        0, "1 pending in queue v for team vision\n", NO_SCHEDULER)
     done = fractui(config, ["submit", "--queue", "two", "--", "x"], name)
     at = config.read_text().split("\n").index('name = "two"') + 2  # its gpus = 2
     assert (done.returncode, done.stdout) == (2, ""), done
@@ -284,7 +288,7 @@ def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_
     assert done.returncode == 1, done
     assert [(j["ref"], j["state"], j["exit_code"]) for j in json.loads(done.stdout)["jobs"]] == [
         (str(theirs.id), "pending", None), (str(ended.id), "failed", 3)]
-    assert done.stderr == "fractui: no job 99 in the store\n"
+    assert done.stderr == NO_SCHEDULER + "fractui: no job 99 in the store\n"
     done = fractui(config, ["jobs", "12x"], name)
     assert (done.returncode, done.stdout) == (2, ""), done
     assert done.stderr == ("fractui: %s: unknown host '12x' (known: none), and not a job's "

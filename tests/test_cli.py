@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pwd
+import queue
 import re
 import signal
 import socket
@@ -651,3 +652,47 @@ def test_a_mistyped_option_is_answered_with_its_verbs_usage_and_the_close_one(ca
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err
         assert err.splitlines()[-1] == "fractui %s" % said, err
+
+
+NO_SCHEDULER = ("fractui: no scheduler is running for this store (none holds its lease): nothing "
+                "is placed, launched or stopped until one runs (fractui scheduler, an admin's)")
+
+
+def test_a_job_waiting_for_want_of_a_scheduler_says_so(tmp_path):
+    """A pending job has no why while no scheduler holds the lease (none runs): ``submit``
+    and ``jobs`` say that is why, and ``submit --wait`` says each time one starts or stops
+    leading, rather than waiting in silence."""
+    from fractui.store import SqliteStore
+
+    path = tmp_path / "store.db"
+    config = tmp_path / "config.toml"
+    config.write_text('[scheduler]\nstore = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % path)
+    fractui = [PY, "-m", "fractui", "--config", str(config)]
+    waiting = subprocess.Popen(fractui + ["submit", "--wait", "--queue", "q", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    try:
+        number = int(waiting.stdout.readline().split()[0])
+        said: "queue.Queue[str]" = queue.Queue()  # its stderr, read aside (never a hang)
+        threading.Thread(target=lambda: [said.put(line) for line in waiting.stderr],
+                         daemon=True).start()
+        lines = iter(lambda: said.get(timeout=60), "")
+        assert next(line for line in lines if "lease" in line) == NO_SCHEDULER + "\n"
+        listed = subprocess.run(fractui + ["jobs"], capture_output=True, text=True,
+                                cwd=localfleet.REPO, timeout=60)
+        assert (listed.returncode, listed.stderr) == (0, NO_SCHEDULER + "\n"), listed
+        store = SqliteStore(str(path))
+        try:
+            store.acquire_lease("head", 60)
+            assert next(lines) == ("fractui: a scheduler runs for this store now (head holds "
+                                   "its lease)\n")
+            listed = subprocess.run(fractui + ["jobs", str(number)], capture_output=True,
+                                    text=True, cwd=localfleet.REPO, timeout=60)
+            assert (listed.returncode, listed.stderr) == (0, ""), listed
+            store.release_lease("head")
+            assert next(lines) == NO_SCHEDULER + "\n"
+        finally:
+            store.close()
+    finally:
+        waiting.send_signal(signal.SIGINT)
+        waiting.communicate(timeout=60)
