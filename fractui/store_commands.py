@@ -216,10 +216,13 @@ def _stop_or_not(config: Config, ref: str, intent: str) -> int:
     store = open_checked_store(config, hear=False)
     try:
         job = intents.ask_stop(store, queued(store, ref), intent, Asker.here(config.teams))
+        led = job.state != STOPPING or store.lease_holder() is not None
     finally:
         store.close()
     print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
                        else " (back in its queue)" if job.state == PENDING else ""))
+    if not led:  # "the scheduler stops it": none will, until one runs
+        say(NO_SCHEDULER)
     return 0
 
 
