@@ -40,6 +40,8 @@ MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
 IMAGE_HELP = "run the job in a container of this image, through the host's runtime"
 JSON_HELP = "machine-readable output"
+HOST_HELP = "a host of the config, by its name"
+JOB_HELP = "a queued job, by its number as fractui jobs shows it"
 READONLY_HELP = ("the TUI changes nothing: no key places, stops, requeues or preempts a job, "
                  "cordons, drains or uncordons, or changes MIG")
 
@@ -62,13 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "trust", "show a host's key fingerprint and trust it")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help=HOST_HELP)
     p.add_argument("--yes", action="store_true", help="trust without asking (for scripts)")
 
     p = _verb_parser(verbs, "mig", "a MIG change — create an instance (PROFILE), destroy one "
                          "(--destroy), turn MIG mode on or off (--mode) — planned, shown, "
                          "applied on confirm")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help=HOST_HELP)
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     p.add_argument("profile", metavar="PROFILE", type=mig_profile, nargs="?",
                    help="create an instance of this profile, e.g. 3g.40gb")
@@ -85,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "launch", "start a job on a host: fractui launch HOST GPU -- ARGV")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help=HOST_HELP)
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     slice_ = p.add_mutually_exclusive_group(required=True)
     slice_.add_argument("--instance", metavar="UUID", type=instance_uuid,
@@ -105,12 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=container_image, metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = _verb_parser(verbs, "submit", "queue a job: fractui submit --queue Q -- ARGV")
+    p = _verb_parser(verbs, "submit", "queue a job: fractui submit --queue Q -- ARGV; it runs "
+                         "on its host as you (an admin's, as the host's agent)")
     p.add_argument("--queue", required=True, metavar="Q", help="the queue (a [[queues]] of the "
                    "config): the GPU portion the job gets")
     p.add_argument("--team", metavar="T", help="the team charged (default: the queue's)")
     p.add_argument("--name", help="the job's name (default: the program's)")
-    p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--cwd", help="working directory on the host (an absolute path)")
     p.add_argument("--image", type=container_image, metavar="IMAGE",
                    help=IMAGE_HELP + " (default: the queue's image, else a bare process)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
@@ -137,11 +140,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "queue, as its next attempt"),
                        ("preempt", "as requeue, recorded as a preemption")):
         p = _verb_parser(verbs, verb, what)
-        p.add_argument("job", metavar="JOB")
+        p.add_argument("job", metavar="JOB", help=JOB_HELP)
 
     p = _verb_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU")
-    p.add_argument("job", metavar="JOB")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP)
+    p.add_argument("host", metavar="HOST", help=HOST_HELP + ": where to place it")
     p.add_argument("gpu", metavar="GPU", help="GPU index")
     p.add_argument("--profile", metavar="P", type=mig_profile,
                    help="MIG profile (default: the queue's rule)")
@@ -162,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("uncordon", "put a host (and each of its GPUs) or one GPU back in "
                                     "service")):
         p = _verb_parser(verbs, verb, what)
-        p.add_argument("host", metavar="HOST")
+        p.add_argument("host", metavar="HOST", help=HOST_HELP)
         p.add_argument("gpu", nargs="?", metavar="GPU", help="a GPU index (default: the whole "
                        "host)")
         if verb != "uncordon":
@@ -194,8 +197,10 @@ def _parser() -> argparse.ArgumentParser:
                    "demo runs its scheduler as a child that ends with it")
 
     p = _verb_parser(verbs, "logs", "a job's output: fractui logs JOB|HOST/JOB [-f]")
-    p.add_argument("job", metavar="JOB")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP + ", or HOST/JOB for one launched "
+                   "on a host by hand")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output "
+                   "until the job ends (over SSH: its host must be in the config)")
     p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100,
                    help="the last N lines (default 100)")
 
@@ -212,10 +217,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _verb_parser(verbs, "agent-archive", "write the agent zipapp as DIR/agent.pyz, for an "
                          "image (deploy/kubernetes)")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="the folder to write agent.pyz in (made if "
+                   "missing)")
 
     p = _verb_parser(verbs, "stop", "stop a job: SIGTERM, then SIGKILL after the grace")
-    p.add_argument("job", metavar="HOST/JOB")
+    p.add_argument("job", metavar="HOST/JOB", help="a job launched on a host by hand, as "
+                   "fractui jobs shows it, e.g. gpu-a/j12")
     p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S",
                    help="seconds from SIGTERM to SIGKILL (default 10)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)

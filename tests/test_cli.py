@@ -615,8 +615,9 @@ def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path, local_fleet):  #
 
 def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_goes(capfd):
     """A newcomer reads ``fractui VERB --help``: it opens with what the verb does, every
-    option says what it is, launch and submit show the job's command after ``--`` in their
-    usage, and --readonly names everything it leaves unbound (cordons and MIG changes too)."""
+    option and argument says what it is, launch and submit show the job's command after ``--``
+    in their usage, and --readonly names everything it leaves unbound (cordons and MIG changes
+    too)."""
     verbs = ["status", "doctor", "trust", "mig", "launch", "submit", "jobs", "cancel",
              "requeue", "preempt", "place", "cordon", "drain", "uncordon", "audit", "report",
              "scheduler", "logs", "demo", "themes", "agent-archive", "stop"]
@@ -627,10 +628,11 @@ def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_go
         assert code == 0 and not err, (verb, err)
         usage, said = out.split("\n\n")[:2]
         assert said and not said.startswith(("options:", "positional")), (verb, out)
-        options = out[out.index("options:"):].splitlines()[1:] + [""]
-        bare = [line for line, after in zip(options, options[1:]) if line.startswith("  -")
+        start = out.find("positional arguments:")
+        options = out[start if start >= 0 else out.index("options:"):].splitlines() + [""]
+        bare = [line for line, after in zip(options, options[1:]) if re.match(r"  \S", line)
                 and not re.search(r"\S  +\S", line.strip()) and not after.startswith(" " * 8)]
-        assert not bare, (verb, bare)  # an option with no words saying what it is
+        assert not bare, (verb, bare)  # an option or argument with no words saying what it is
         assert usage.rstrip().endswith("-- ARGV...") == (verb in ("launch", "submit")), usage
     code, out, _ = in_process(capfd, ["--help"])
     assert "cordons, drains or uncordons, or changes MIG" in " ".join(out.split())
