@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
-from fractui.config import Config
+from fractui.config import Config, default_config_path
 from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
@@ -27,9 +28,9 @@ from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
-from fractui.store.access import PLACE, SCHEDULE, Denied
+from fractui.store.access import CANCEL, PLACE, SCHEDULE, Denied
 from fractui.store.base import KeyTaken
-from fractui.store.intents import Asker
+from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
                                  PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
@@ -215,7 +216,14 @@ def preempt(config: Config, args: argparse.Namespace) -> int:
 def _stop_or_not(config: Config, ref: str, intent: str) -> int:
     store = open_checked_store(config, hear=False)
     try:
-        job = intents.ask_stop(store, queued(store, ref), intent, Asker.here(config.teams))
+        job = queued(store, ref)
+        try:
+            job = intents.ask_stop(store, job, intent, Asker.here(config.teams))
+        except Refused as err:
+            if intent == CANCEL or job.state not in ENDED:
+                raise
+            raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
+                          % (err, resubmit_line(config, job))) from None
         led = job.state != STOPPING or store.lease_holder() is not None
     finally:
         store.close()
@@ -224,6 +232,27 @@ def _stop_or_not(config: Config, ref: str, intent: str) -> int:
     if not led:  # "the scheduler stops it": none will, until one runs
         say(NO_SCHEDULER)
     return 0
+
+
+def resubmit_line(config: Config, job: Job) -> str:
+    """The ``fractui submit`` that queues ``job`` anew as it was submitted — its queue, team,
+    name, cwd, variables, image and command — each word quoted as a POSIX shell reads it, to
+    be pasted; what the config gives by default (its queue's team and image) is left out."""
+    queue = next((q for q in config.queues if q.name == job.queue), None)
+    words = ["fractui"] + (["--config", config.path] if config.path is not None and
+                           config.path != default_config_path() else [])
+    words += ["submit", "--queue", job.queue]
+    if job.team is not None and (queue is None or queue.team != job.team):
+        words += ["--team", job.team]
+    if job.name != job.argv[0].rsplit("/", 1)[-1]:
+        words += ["--name", job.name]
+    if job.cwd is not None:
+        words += ["--cwd", job.cwd]
+    for name, value in job.env.items():
+        words += ["--env", "%s=%s" % (name, value)]
+    if job.image is not None and (queue is None or queue.image != job.image):
+        words += ["--image", job.image]
+    return shlex.join(words + ["--", *job.argv])
 
 
 def place(config: Config, args: argparse.Namespace) -> int:

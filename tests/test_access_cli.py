@@ -298,3 +298,36 @@ def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_
         done = fractui(config, ["jobs", str(ended.id), *words], name)
         assert (done.returncode, done.stdout) == (2, ""), done
         assert "takes no HOST, --all, --user or --me" in done.stderr, done.stderr
+
+
+def test_requeue_of_an_ended_job_says_the_submit_that_runs_it_again(plain_dir, plain_user):
+    """An ended job stays ended (its record and usage are final): ``requeue`` of one is
+    refused, and says the ``fractui submit`` that queues it anew as it was submitted — every
+    word quoted to be pasted as it is, and pasted, it makes the same job."""
+    import shlex
+
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    argv = ["/bin/sh", "-c", "echo \"$A\"; exit 3"]
+    admin = SqliteStore(str(store))
+    try:
+        ended = admin.submit("v", "vision", "my run", argv, {"gpu": 0.5}, "root@test",
+                             cwd="/tmp", env={"A": "it's a $HOME; x"})
+        running_by_hand(admin, ended.id)
+        admin.ended(ended.id, ["running"], "failed", None, "root@test", "test", "end",
+                    exit_code=3)
+    finally:
+        admin.close()
+    done = fractui(config, ["requeue", str(ended.id)], name)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    said, line = done.stderr.rstrip("\n").split(" anew: ")
+    assert said == ("fractui: job %d is failed: nothing to requeue: an ended job stays ended; "
+                    "to run it again, submit it" % ended.id), done.stderr
+    words = shlex.split(line)
+    assert words[:3] == ["fractui", "--config", str(config)], words
+    again = fractui(config, words[3:], name)
+    assert again.returncode == 0, again
+    new = SqliteStore(str(store)).get(int(again.stdout.split()[0]))
+    assert (new.queue, new.team, new.name, new.argv, new.cwd, new.env, new.image) == (
+        "v", "vision", "my run", tuple(argv), "/tmp", {"A": "it's a $HOME; x"}, None)
