@@ -185,8 +185,9 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     finally:
         store.close()
     if job.slot is None or job.agent_job is None:
-        raise Failed("job %d is %s: it has not run yet%s" % (
-            job.id, job.state, " (%s)" % job.reason if job.reason else ""))
+        raise Failed("job %d is %s: it %s%s" % (
+            job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
+            " (%s)" % job.reason if job.reason else ""))
     return "job %d" % job.id, job.slot.host, job.agent_job, job
 
 
