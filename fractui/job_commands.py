@@ -22,7 +22,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.base import JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, failing_passes, why
+from fractui.words import NO_SCHEDULER, duration, failing_passes, why
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
@@ -44,7 +44,7 @@ def _named(name: str, image: Optional[str]) -> str:
 
 def job_row(job: Job, now: float) -> List[str]:
     where = job.slot.describe() if job.slot else (
-        "waiting %ds" % max(0, now - job.waiting_since) if job.state == PENDING else "-")
+        "waiting %s" % duration(now - job.waiting_since) if job.state == PENDING else "-")
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
             job.team or "-", job.user or "-", where, _named(job.name, job.image), why(job)]
 

@@ -698,3 +698,17 @@ def test_a_job_waiting_for_want_of_a_scheduler_says_so(tmp_path):
     finally:
         waiting.send_signal(signal.SIGINT)
         waiting.communicate(timeout=60)
+
+
+def test_jobs_says_a_long_wait_in_hours_and_minutes(tmp_path):
+    """WHERE of a pending job: "waiting 2h03m", as the TUI says it, not "waiting 7384s"."""
+    from fractui.job_commands import job_row
+    from fractui.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+    finally:
+        store.close()
+    assert [job_row(job, job.waiting_since + s)[5] for s in (-1, 42, 185, 7384)] == [
+        "waiting 0s", "waiting 42s", "waiting 3m05s", "waiting 2h03m"]
