@@ -7,10 +7,11 @@ what and where, never a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
@@ -39,6 +40,8 @@ MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
 IMAGE_HELP = "run the job in a container of this image, through the host's runtime"
 JSON_HELP = "machine-readable output"
+HOST_HELP = "a host of the config, by its name"
+JOB_HELP = "a queued job, by its number as fractui jobs shows it"
 READONLY_HELP = ("the TUI changes nothing: no key places, stops, requeues or preempts a job, "
                  "cordons, drains or uncordons, or changes MIG")
 
@@ -61,13 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "trust", "show a host's key fingerprint and trust it")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help=HOST_HELP)
     p.add_argument("--yes", action="store_true", help="trust without asking (for scripts)")
 
     p = _verb_parser(verbs, "mig", "a MIG change — create an instance (PROFILE), destroy one "
                          "(--destroy), turn MIG mode on or off (--mode) — planned, shown, "
                          "applied on confirm")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help=HOST_HELP)
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     p.add_argument("profile", metavar="PROFILE", type=mig_profile, nargs="?",
                    help="create an instance of this profile, e.g. 3g.40gb")
@@ -84,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "launch", "start a job on a host: fractui launch HOST GPU -- ARGV")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help=HOST_HELP)
     p.add_argument("gpu", metavar="GPU", help="GPU index or uuid")
     slice_ = p.add_mutually_exclusive_group(required=True)
     slice_.add_argument("--instance", metavar="UUID", type=instance_uuid,
@@ -104,12 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=container_image, metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = _verb_parser(verbs, "submit", "queue a job: fractui submit --queue Q -- ARGV")
+    p = _verb_parser(verbs, "submit", "queue a job: fractui submit --queue Q -- ARGV; it runs "
+                         "on its host as you (an admin's, as the host's agent)")
     p.add_argument("--queue", required=True, metavar="Q", help="the queue (a [[queues]] of the "
                    "config): the GPU portion the job gets")
     p.add_argument("--team", metavar="T", help="the team charged (default: the queue's)")
     p.add_argument("--name", help="the job's name (default: the program's)")
-    p.add_argument("--cwd", help="working directory on the host")
+    p.add_argument("--cwd", help="working directory on the host (an absolute path)")
     p.add_argument("--image", type=container_image, metavar="IMAGE",
                    help=IMAGE_HELP + " (default: the queue's image, else a bare process)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help=ENV_HELP)
@@ -119,8 +123,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="wait for the job to end, saying each step; exit 0 only if it exited 0")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
-    p = _verb_parser(verbs, "jobs", "queued jobs, then jobs launched directly on hosts")
-    p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts' jobs")
+    p = _verb_parser(verbs, "jobs", "queued jobs, then jobs launched directly on hosts; "
+                         "fractui jobs 12: job 12, whatever its state")
+    p.add_argument("hosts", nargs="*", metavar="HOST|JOB", help="only these hosts' jobs, or "
+                   "only these queued jobs by number (ended ones too)")
     whose = p.add_mutually_exclusive_group()
     whose.add_argument("--user", metavar="U", help="only the queued jobs U submitted")
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
@@ -134,11 +140,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "queue, as its next attempt"),
                        ("preempt", "as requeue, recorded as a preemption")):
         p = _verb_parser(verbs, verb, what)
-        p.add_argument("job", metavar="JOB")
+        p.add_argument("job", metavar="JOB", help=JOB_HELP)
 
     p = _verb_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU")
-    p.add_argument("job", metavar="JOB")
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP)
+    p.add_argument("host", metavar="HOST", help=HOST_HELP + ": where to place it")
     p.add_argument("gpu", metavar="GPU", help="GPU index")
     p.add_argument("--profile", metavar="P", type=mig_profile,
                    help="MIG profile (default: the queue's rule)")
@@ -159,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("uncordon", "put a host (and each of its GPUs) or one GPU back in "
                                     "service")):
         p = _verb_parser(verbs, verb, what)
-        p.add_argument("host", metavar="HOST")
+        p.add_argument("host", metavar="HOST", help=HOST_HELP)
         p.add_argument("gpu", nargs="?", metavar="GPU", help="a GPU index (default: the whole "
                        "host)")
         if verb != "uncordon":
@@ -191,8 +197,10 @@ def _parser() -> argparse.ArgumentParser:
                    "demo runs its scheduler as a child that ends with it")
 
     p = _verb_parser(verbs, "logs", "a job's output: fractui logs JOB|HOST/JOB [-f]")
-    p.add_argument("job", metavar="JOB")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP + ", or HOST/JOB for one launched "
+                   "on a host by hand")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output "
+                   "until the job ends (over SSH: its host must be in the config)")
     p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100,
                    help="the last N lines (default 100)")
 
@@ -209,10 +217,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _verb_parser(verbs, "agent-archive", "write the agent zipapp as DIR/agent.pyz, for an "
                          "image (deploy/kubernetes)")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", help="the folder to write agent.pyz in (made if "
+                   "missing)")
 
     p = _verb_parser(verbs, "stop", "stop a job: SIGTERM, then SIGKILL after the grace")
-    p.add_argument("job", metavar="HOST/JOB")
+    p.add_argument("job", metavar="HOST/JOB", help="a job launched on a host by hand, as "
+                   "fractui jobs shows it, e.g. gpu-a/j12")
     p.add_argument("--grace", type=bounded(0, MAX_GRACE_S), default=10, metavar="S",
                    help="seconds from SIGTERM to SIGKILL (default 10)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -228,6 +238,24 @@ def _verb_parser(verbs: Any, name: str, what: str) -> argparse.ArgumentParser:
     """A verb's parser: what it does is its line in ``fractui --help`` and the head of its
     own ``--help``."""
     return verbs.add_parser(name, help=what, description=what)
+
+
+def _verb_parsers(parser: argparse.ArgumentParser) -> Dict[str, argparse.ArgumentParser]:
+    """Each verb's parser, by its name (argparse keeps no public handle on them)."""
+    return dict(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def _close_option(parser: argparse.ArgumentParser, words: List[str]) -> str:
+    """" (did you mean --me?)" for the first unknown option close to one of the parser's,
+    as typos are common (--mine, --wiat); "" where none is close."""
+    # by their names without dashes, which would make every long option look alike
+    options = {o.lstrip("-"): o for o in parser._option_string_actions}  # (no public list)
+    for word in words:
+        close = difflib.get_close_matches(word.split("=", 1)[0].lstrip("-"), list(options),
+                                          n=1) if word.startswith("-") else []
+        if close:
+            return " (did you mean %s?)" % options[close[0]]
+    return ""
 
 
 def _demo_gpus(text: str) -> int:
@@ -270,7 +298,9 @@ def _run(words: List[str]) -> int:
         words_left = " ".join(extra)
         hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
             args.verb, words_left) if args.verb in ("launch", "submit") and not job_argv else ""
-        parser.error("unrecognized arguments: %s%s" % (words_left, hint))
+        verb = _verb_parsers(parser).get(args.verb, parser)  # its usage, not fractui's
+        verb.error("unrecognized arguments: %s%s%s" % (words_left, _close_option(verb, extra),
+                                                       hint))
     args.argv = job_argv
     if job_argv and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")

@@ -347,9 +347,8 @@ def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> An
     for item in items:
         if item.name == name:
             return item
-    known = ", ".join(i.name for i in items[:20]) or "none"
-    more = f" and {len(items) - 20} more" if len(items) > 20 else ""
-    raise ConfigError(path, None, f"unknown {what} {name!r} (known: {known}{more})")
+    raise ConfigError(path, None, f"unknown {what} {name!r}"
+                                  f"{_suggest(name, tuple(i.name for i in items), shown=20)}")
 
 
 def default_config_path() -> str:
@@ -1118,12 +1117,16 @@ def _value_problem(value: Any, where: tuple[str, str]) -> str | None:
     return None
 
 
-def _suggest(key: str, known: tuple[str, ...] | dict[str, str]) -> str:
-    """The "(did you mean 'port'? known: ...)" tail: a close match first, as typos are common."""
+def _suggest(key: str, known: tuple[str, ...] | dict[str, str],
+             shown: int | None = None) -> str:
+    """The "(did you mean 'port'? known: ...)" tail: a close match first, as typos are common
+    (among all the names, though only the first ``shown`` are listed)."""
     names = list(known)
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return f" ({hint}known: {', '.join(names)})"
+    listed = ", ".join(names[:shown]) or "none"
+    more = f" and {len(names) - shown} more" if shown is not None and len(names) > shown else ""
+    return f" ({hint}known: {listed}{more})"
 
 
 def load_config(path: str) -> Config:

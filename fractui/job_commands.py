@@ -7,23 +7,23 @@ import argparse
 import queue
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
 from fractui.checked_store import open_checked_store
-from fractui.config import Config
+from fractui.config import Config, ConfigError
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.base import Feed, Store, StoreDenied, StoreError
+from fractui.store.base import JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
-from fractui.words import failing_passes, why
+from fractui.words import NO_SCHEDULER, duration, failing_passes, why
 
-LOG_WAIT_S = 10.0  # how long ``logs`` waits for the lease holder to keep a job's tail
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
 
@@ -44,7 +44,7 @@ def _named(name: str, image: Optional[str]) -> str:
 
 def job_row(job: Job, now: float) -> List[str]:
     where = job.slot.describe() if job.slot else (
-        "waiting %ds" % max(0, now - job.waiting_since) if job.state == PENDING else "-")
+        "waiting %s" % duration(now - job.waiting_since) if job.state == PENDING else "-")
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
             job.team or "-", job.user or "-", where, _named(job.name, job.image), why(job)]
 
@@ -61,41 +61,51 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
     host/agent-id). Naming hosts shows only theirs: the queued jobs placed there, then the
     ones launched there directly (a queued job's launch is its number's row, never a second
-    row as if launched by hand). ``--user``/``--me``: only the queued jobs that user
-    submitted (the store's word on who, as the audit's; a launch by hand has no submitter)."""
+    row as if launched by hand). Naming jobs by number shows those, whatever their state and
+    whoever submitted them. ``--user``/``--me``: only the queued jobs that user submitted (the
+    store's word on who, as the audit's; a launch by hand has no submitter)."""
     if args.user == "":
         raise UsageError("--user takes a user's name, as jobs shows it under USER")
     if args.limit is not None and not args.all:
         raise UsageError("--limit goes with --all: it keeps the newest N of the ended jobs too "
                          "(jobs alone shows every job not ended)")
-    for name in args.hosts:
-        config.host(name)
+    hosts, numbers = _hosts_and_jobs(config, args.hosts)
+    if numbers and (hosts or args.all or args.user or args.me):
+        raise UsageError("jobs JOB... shows those jobs, whatever their state and whoever "
+                         "submitted them: it takes no HOST, --all, --user or --me")
     stored: List[Job] = []
+    missing: List[JobNotFound] = []
     uid, failed = None, False
     try:
         store = open_checked_store(config, hear=False)
         try:
             uid = store.uid
             users = [store.identity().user] if args.me else [args.user] if args.user else None
-            stored = store.jobs(None if args.all else ACTIVE, limit=(
-                args.limit or JOBS_LIMIT) if args.all else None, hosts=args.hosts or None,
-                                users=users)
+            if numbers:
+                stored, missing = _numbered(store, numbers)
+            else:
+                stored = store.jobs(None if args.all else ACTIVE, limit=(
+                    args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
+                                    users=users)
             trouble = store.trouble()
+            unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
             store.close()
     except StoreError as err:
-        if not args.hosts or args.me or args.user:  # (only the store knows who submitted)
+        if not hosts or args.me or args.user:  # (only the store knows who submitted)
             raise
         # the hosts' jobs are still worth seeing (the store may be what is down): all of them
         # as the hosts have them, exit 1
-        failed, trouble = True, None
+        failed, trouble, unled = True, None, False
         say(str(err))
-        say("every job on %s as its agent has it, queued ones too:" % ", ".join(args.hosts))
+        say("every job on %s as its agent has it, queued ones too:" % ", ".join(hosts))
     if trouble is not None:  # every pending job's why is stale meanwhile
         say(failing_passes(trouble))
+    if unled:  # (a job's why is what the last scheduler said, or nothing)
+        say(NO_SCHEDULER)
     rows: List[Dict[str, Any]] = []
-    if config.hosts and not (args.me or args.user):
-        fleet = open_fleet(config, args.hosts)
+    if config.hosts and not (args.me or args.user or numbers):
+        fleet = open_fleet(config, hosts)
         try:
             answers = fleet.fan_out("job.list")
         finally:
@@ -115,10 +125,44 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         for line in table(HEADER, [job_row(j, now) for j in stored] +
                           [agent_row(r) for r in rows], CAPS, width()):
             print(line)
-    elif not failed:  # say so: a blank line reads as a hang
-        print("no jobs" if args.all or args.hosts else
+    elif not (failed or missing):  # say so: a blank line reads as a hang
+        print("no jobs" if args.all or hosts else
               "no active jobs (--all lists ended ones too)")
-    return EXIT_FAILED if failed else 0
+    for err in missing:  # after the jobs found, which a script reads first
+        say(str(err))
+    return EXIT_FAILED if failed or missing else 0
+
+
+def _hosts_and_jobs(config: Config, words: List[str]) -> Tuple[List[str], List[int]]:
+    """The hosts and the job numbers among ``jobs``' words: a word naming a host of the
+    config is that host (a host may be called 12), else a number is a queued job's."""
+    names = {h.name for h in config.hosts}
+    hosts: List[str] = []
+    numbers: List[int] = []
+    for word in words:
+        if word not in names and is_job_number(word):
+            numbers.append(job_number(word))
+        else:
+            try:
+                config.host(word)
+            except ConfigError as err:  # exit 2, naming the config's hosts
+                raise ConfigError(config.path, None, "%s, and not a job's number either "
+                                  "(fractui jobs 12 shows job 12)" % err.message) from None
+            hosts.append(word)
+    return hosts, numbers
+
+
+def _numbered(store: Store, numbers: List[int]) -> Tuple[List[Job], List[JobNotFound]]:
+    """The jobs of these numbers the store has, in the order named (each once), and why each
+    other is not shown."""
+    found: List[Job] = []
+    missing: List[JobNotFound] = []
+    for number in dict.fromkeys(numbers):
+        try:
+            found.append(store.get(number))
+        except JobNotFound as err:
+            missing.append(err)
+    return found, missing
 
 
 def _job_ref(config: Config, ref: str, wait: bool = False
@@ -141,8 +185,9 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     finally:
         store.close()
     if job.slot is None or job.agent_job is None:
-        raise Failed("job %d is %s: it has not run yet%s" % (
-            job.id, job.state, " (%s)" % job.reason if job.reason else ""))
+        raise Failed("job %d is %s: it %s%s" % (
+            job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
+            " (%s)" % job.reason if job.reason else ""))
     return "job %d" % job.id, job.slot.host, job.agent_job, job
 
 
@@ -222,7 +267,7 @@ def _recorded(config: Config, job: Job) -> Job:
         return now.attempt != job.attempt or now.state in ENDED or store.lease_holder() is None
 
     try:
-        _waited(feed, recorded)
+        kept_output.waited(feed, recorded)
         return store.get(job.id)
     finally:
         feed.close()
@@ -239,7 +284,7 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
             job.id, host))
     store = open_checked_store(config)
     unasked = "no scheduler answered within %.0f s (is one running, holding the lease, able " \
-              "to reach %s?)" % (LOG_WAIT_S, host)
+              "to reach %s?)" % (kept_output.LOG_WAIT_S, host)
     try:
         tail = store.log_tail(job.id)
         fresh = tail is not None and tail.complete
@@ -277,21 +322,9 @@ def _ask_tail(store: Store, job: Job) -> bool:
     feed = store.feed()  # before the request: the answer is never missed
     try:
         store.ask_log(job.id, store.identity().user)
-        return _waited(feed, lambda: job.id not in store.log_requests())
+        return kept_output.waited(feed, lambda: job.id not in store.log_requests())
     finally:
         feed.close()
-
-
-def _waited(feed: Feed, done: Callable[[], bool]) -> bool:
-    """Whether ``done()`` came true within LOG_WAIT_S, asked again each time the store's
-    change feed wakes (at least once a second)."""
-    deadline = time.monotonic() + LOG_WAIT_S
-    while not done():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        feed.wait(min(left, 1.0))
-    return True
 
 
 def _when(tail: LogTail) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -16,7 +17,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
-from fractui.config import Config
+from fractui.config import Config, default_config_path
+from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
 from fractui.sched.fleetview import HostView, flips_modes, idle_view
@@ -26,13 +28,13 @@ from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
-from fractui.store.access import PLACE, SCHEDULE, Denied
+from fractui.store.access import CANCEL, PLACE, SCHEDULE, Denied
 from fractui.store.base import KeyTaken
-from fractui.store.intents import Asker
-from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, ON_HOST, PENDING,
-                                 PLACED, RUNNING, STOPPING, Job, Slot)
+from fractui.store.intents import Asker, Refused
+from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
+                                 PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
-from fractui.words import count, why
+from fractui.words import NO_SCHEDULER, count, why
 
 if TYPE_CHECKING:
     from fractui.fleet.fleet import Fleet
@@ -68,6 +70,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     if problem is not None:
         raise UsageError(problem)
     key = args.key or uuid.uuid4().hex  # (without --key, for the store's own retry)
+    tail: Optional[LogTail] = None  # (submit --wait: a failed job's last lines)
     store = open_checked_store(config, hear=False)
     try:
         warning = submittable(config, queue, store.inventory())
@@ -87,8 +90,12 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                 print("%d %s in queue %s%s%s" % (
                     job.id, job.state, job.queue, " for team %s" % team if team else "",
                     ", in image %s" % job.image if job.image else ""), flush=True)
+            led = store.lease_holder() is not None
+            if not led:
+                say(NO_SCHEDULER)
             if args.wait:
-                job = _until_ended(store, job)
+                job = _until_ended(store, job, led)
+                tail = final_tail(store, job) if _ran_and_failed(job) else None
         except KeyboardInterrupt:
             if args.wait:  # (from the line saying its number on: the job is queued)
                 say("stopped waiting; job %d goes on (fractui cancel %d cancels it)" % (
@@ -104,13 +111,43 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         print_json(job.record())
     if args.wait:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
+        if _ran_and_failed(job):
+            _say_last_lines(job, tail)
         return 0 if job.state == DONE else EXIT_FAILED
     return 0
 
 
-def _until_ended(store: Store, job: Job) -> Job:
+LAST_LINES = 10  # of a failed job's output, said by submit --wait
+
+
+def _ran_and_failed(job: Job) -> bool:
+    """Whether the job ended otherwise than well after it started: what went wrong is then
+    most often in its last lines (a cancel is no failure: whoever cancelled knows why)."""
+    return job.state == FAILED and job.agent_job is not None
+
+
+def _say_last_lines(job: Job, tail: Optional[LogTail]) -> None:
+    """The last lines of a failed job's output on stderr, under a line saying so (stdout
+    holds the job's number, or its record): what a researcher reads first."""
+    if tail is None:
+        say("its output is not kept in the store yet: fractui logs %d asks for it" % job.id)
+        return
+    lines = tail.text.splitlines()[-LAST_LINES:]
+    if not lines:
+        say("it printed nothing")
+        return
+    say("the last %s of its output (fractui logs %d shows more):" % (
+        "%d lines" % len(lines) if len(lines) > 1 else "line", job.id))
+    for line in lines:
+        sys.stderr.write("  %s\n" % line)
+    sys.stderr.flush()
+
+
+def _until_ended(store: Store, job: Job, led: bool) -> Job:
     """The job once it has ended (a requeued one's next attempt too), each step it takes on
-    the way said on stderr; woken by the store's change feed."""
+    the way said on stderr, and each time a scheduler stops or starts leading (``led``: one
+    did as the job was submitted); woken by the store's change feed, at least once a
+    second."""
     feed = store.feed()
     said = _step(job)
     try:
@@ -121,6 +158,11 @@ def _until_ended(store: Store, job: Job) -> Job:
             if step != said and job.state not in ENDED:
                 say("job %d %s" % (job.id, step))
             said = step
+            holder = store.lease_holder()
+            if (holder is not None) != led and job.state not in ENDED:
+                led = holder is not None
+                say("a scheduler runs for this store now (%s holds its lease)" % holder[0]
+                    if holder is not None else NO_SCHEDULER)
     finally:
         feed.close()
     return job
@@ -174,12 +216,43 @@ def preempt(config: Config, args: argparse.Namespace) -> int:
 def _stop_or_not(config: Config, ref: str, intent: str) -> int:
     store = open_checked_store(config, hear=False)
     try:
-        job = intents.ask_stop(store, queued(store, ref), intent, Asker.here(config.teams))
+        job = queued(store, ref)
+        try:
+            job = intents.ask_stop(store, job, intent, Asker.here(config.teams))
+        except Refused as err:
+            if intent == CANCEL or job.state not in ENDED:
+                raise
+            raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
+                          % (err, resubmit_line(config, job))) from None
+        led = job.state != STOPPING or store.lease_holder() is not None
     finally:
         store.close()
     print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
                        else " (back in its queue)" if job.state == PENDING else ""))
+    if not led:  # "the scheduler stops it": none will, until one runs
+        say(NO_SCHEDULER)
     return 0
+
+
+def resubmit_line(config: Config, job: Job) -> str:
+    """The ``fractui submit`` that queues ``job`` anew as it was submitted — its queue, team,
+    name, cwd, variables, image and command — each word quoted as a POSIX shell reads it, to
+    be pasted; what the config gives by default (its queue's team and image) is left out."""
+    queue = next((q for q in config.queues if q.name == job.queue), None)
+    words = ["fractui"] + (["--config", config.path] if config.path is not None and
+                           config.path != default_config_path() else [])
+    words += ["submit", "--queue", job.queue]
+    if job.team is not None and (queue is None or queue.team != job.team):
+        words += ["--team", job.team]
+    if job.name != job.argv[0].rsplit("/", 1)[-1]:
+        words += ["--name", job.name]
+    if job.cwd is not None:
+        words += ["--cwd", job.cwd]
+    for name, value in job.env.items():
+        words += ["--env", "%s=%s" % (name, value)]
+    if job.image is not None and (queue is None or queue.image != job.image):
+        words += ["--image", job.image]
+    return shlex.join(words + ["--", *job.argv])
 
 
 def place(config: Config, args: argparse.Namespace) -> int:

@@ -32,6 +32,12 @@ def failing_passes(trouble: str) -> str:
            "(the scheduler's log has the rest)" % trouble
 
 
+NO_SCHEDULER = ("no scheduler is running for this store (none holds its lease): nothing is "
+                "placed, launched or stopped until one runs (fractui scheduler, an admin's)")
+"""What ``jobs`` and ``submit`` say while no one carries decisions out: a pending job would
+otherwise wait with no why at all (the TUI's header says "scheduler: none")."""
+
+
 def why(job: Job) -> str:
     """Why a queued job is where it is: how it ended (the exit code, the watchdog's or the
     agent's words, who cancelled it), or why it waits or stops; "" while it simply runs."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fractui import words
 from fractui.store import SqliteStore, Slot
 from tests.sshd import free_port
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
@@ -68,6 +69,9 @@ def write_config(folder: Path, store: Path, members: dict, hosts: bool = False) 
     path.write_text(text)
     path.chmod(0o644)
     return path
+
+
+NO_SCHEDULER = "fractui: %s\n" % words.NO_SCHEDULER  # (none runs in these tests)
 
 
 def refused(done: subprocess.CompletedProcess, words: str) -> None:
@@ -155,8 +159,9 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
     done = fractui(config, ["requeue", str(running.id)], name)
     assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n"
                                               % running.id), done
+    assert done.stderr == NO_SCHEDULER  # (none runs here: none stops it yet)
     done = fractui(config, ["cancel", "3"], name)
-    assert (done.returncode, done.stdout) == (0, "3 cancelled\n"), done
+    assert (done.returncode, done.stdout, done.stderr) == (0, "3 cancelled\n", ""), done
 
     listed = fractui(config, ["jobs", "--all", "--json"], name)
     assert listed.returncode == 0, listed.stderr
@@ -248,7 +253,7 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
     admin.close()
     done = fractui(config, ["submit", "--queue", "v", "--", "x"], name)
     assert (done.returncode, done.stdout, done.stderr) == (
-        0, "1 pending in queue v for team vision\n", "")
+        0, "1 pending in queue v for team vision\n", NO_SCHEDULER)
     done = fractui(config, ["submit", "--queue", "two", "--", "x"], name)
     at = config.read_text().split("\n").index('name = "two"') + 2  # its gpus = 2
     assert (done.returncode, done.stdout) == (2, ""), done
@@ -257,3 +262,72 @@ def test_a_researchers_config_of_store_teams_and_queues_submits_by_the_kept_inve
         "isolation any); the fleet has 1x L4; at most 8 CPUs and 64 GiB RAM on a host\n"
         % (config, at))
     assert [j.queue for j in SqliteStore(str(store)).jobs()] == ["v"]
+
+
+def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_user):
+    """``fractui jobs 12``, as ``squeue -j 12`` or ``scontrol show job 12``: the job whatever
+    its state (an ended one too, with how it ended) and whoever submitted it; a number the
+    store lacks is said after the jobs found, exit 1; a word neither a host nor a number is
+    exit 2, as is a number beside what only a listing takes."""
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    admin = SqliteStore(str(store))
+    try:
+        ended = admin.submit("v", "vision", "train", ["x"], {"gpu": 0.5}, "root@test")
+        running_by_hand(admin, ended.id)
+        admin.ended(ended.id, ["running"], "failed", None, "root@test", "test", "end",
+                    exit_code=3)
+        theirs = admin.submit("n", "nlp", "theirs", ["x"], {"gpu": 0.5}, "root@test")
+    finally:
+        admin.close()
+    done = fractui(config, ["jobs", str(ended.id)], name)
+    assert (done.returncode, done.stderr) == (0, ""), done
+    head, row = done.stdout.splitlines()
+    assert row.split()[:3] == [str(ended.id), "failed", "v"] and row.endswith("exited 3"), row
+    done = fractui(config, ["jobs", "--json", str(theirs.id), "99", str(ended.id)], name)
+    assert done.returncode == 1, done
+    assert [(j["ref"], j["state"], j["exit_code"]) for j in json.loads(done.stdout)["jobs"]] == [
+        (str(theirs.id), "pending", None), (str(ended.id), "failed", 3)]
+    assert done.stderr == NO_SCHEDULER + "fractui: no job 99 in the store\n"
+    done = fractui(config, ["jobs", "12x"], name)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == ("fractui: %s: unknown host '12x' (known: none), and not a job's "
+                           "number either (fractui jobs 12 shows job 12)\n" % config)
+    for words in (["--all"], ["--me"], ["--user", name]):
+        done = fractui(config, ["jobs", str(ended.id), *words], name)
+        assert (done.returncode, done.stdout) == (2, ""), done
+        assert "takes no HOST, --all, --user or --me" in done.stderr, done.stderr
+
+
+def test_requeue_of_an_ended_job_says_the_submit_that_runs_it_again(plain_dir, plain_user):
+    """An ended job stays ended (its record and usage are final): ``requeue`` of one is
+    refused, and says the ``fractui submit`` that queues it anew as it was submitted — every
+    word quoted to be pasted as it is, and pasted, it makes the same job."""
+    import shlex
+
+    name, _home = plain_user
+    store = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store, {"vision": [name]})
+    argv = ["/bin/sh", "-c", "echo \"$A\"; exit 3"]
+    admin = SqliteStore(str(store))
+    try:
+        ended = admin.submit("v", "vision", "my run", argv, {"gpu": 0.5}, "root@test",
+                             cwd="/tmp", env={"A": "it's a $HOME; x"})
+        running_by_hand(admin, ended.id)
+        admin.ended(ended.id, ["running"], "failed", None, "root@test", "test", "end",
+                    exit_code=3)
+    finally:
+        admin.close()
+    done = fractui(config, ["requeue", str(ended.id)], name)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    said, line = done.stderr.rstrip("\n").split(" anew: ")
+    assert said == ("fractui: job %d is failed: nothing to requeue: an ended job stays ended; "
+                    "to run it again, submit it" % ended.id), done.stderr
+    words = shlex.split(line)
+    assert words[:3] == ["fractui", "--config", str(config)], words
+    again = fractui(config, words[3:], name)
+    assert again.returncode == 0, again
+    new = SqliteStore(str(store)).get(int(again.stdout.split()[0]))
+    assert (new.queue, new.team, new.name, new.argv, new.cwd, new.env, new.image) == (
+        "v", "vision", "my run", tuple(argv), "/tmp", {"A": "it's a $HOME; x"}, None)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pwd
+import queue
 import re
 import signal
 import socket
@@ -19,7 +20,7 @@ import time
 
 import pytest
 
-from fractui import job_commands
+from fractui import kept_output
 from fractui.cli import main
 from fractui.config import QueueConfig
 from fractui.store import Slot, sqlite_url
@@ -416,7 +417,7 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
     f.scheduler.stop()  # and the lease with it
     mark.touch()
     localfleet.wait(lambda: [j["state"] for j in f.agent_jobs()] == ["exited"], f.agent_jobs)
-    monkeypatch.setattr(job_commands, "LOG_WAIT_S", 3600.0)
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 3600.0)
     config = f.write_config()
     done: list = []
     follow = threading.Thread(target=lambda: done.append(main(
@@ -431,7 +432,9 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
 
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
-    job's own words for any other end; Ctrl-C stops the waiting and leaves the job queued."""
+    job's own words for any other end, and the last lines of a failed job's output under them
+    (what went wrong is most often there); Ctrl-C stops the waiting and leaves the job
+    queued."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
     config = f.write_config()
     waiting = subprocess.Popen([PY, "-m", "fractui", "--config", config, "submit", "--wait",
@@ -451,15 +454,19 @@ def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):
     head = f.scheduler_process("head")
     try:
         failing = f.fractui("submit", "--wait", "--queue", "quarter", "--", PY, "-c",
-                            "import sys; print('out', flush=True); sys.exit(3)")
+                            "import sys\nfor i in range(12):\n    print('out', i, flush=True)\n"
+                            "sys.exit('boom')")
         fine = f.fractui("submit", "--wait", "--json", "--queue", "quarter", "--", PY, "-c", "")
     finally:
         head.terminate()
         head.wait(30)
     number = int(failing.stdout.split()[0])
     assert (failing.returncode, failing.stdout) == (1, "%d pending in queue quarter\n" % number)
-    lines = failing.stderr.splitlines()
-    assert lines[-1] == "fractui: job %d ended: exited 3" % number, failing.stderr
+    lines = failing.stderr.splitlines()  # how it ended, then the end of its output
+    assert lines[-12:] == ["fractui: job %d ended: exited 1" % number,
+                           "fractui: the last 10 lines of its output (fractui logs %d shows "
+                           "more):" % number] + ["  out %d" % i for i in range(3, 12)] + [
+                               "  boom"], failing.stderr
     assert "fractui: job %d is running on gpu-a gpu0 " % number in failing.stderr
     ended = json.loads(fine.stdout)  # --json: one record, the job as it ended
     assert (fine.returncode, ended["state"], ended["exit_code"]) == (0, "done", 0), fine.stderr
@@ -609,8 +616,9 @@ def test_a_verb_loads_its_own_module_and_not_the_tuis(tmp_path, local_fleet):  #
 
 def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_goes(capfd):
     """A newcomer reads ``fractui VERB --help``: it opens with what the verb does, every
-    option says what it is, launch and submit show the job's command after ``--`` in their
-    usage, and --readonly names everything it leaves unbound (cordons and MIG changes too)."""
+    option and argument says what it is, launch and submit show the job's command after ``--``
+    in their usage, and --readonly names everything it leaves unbound (cordons and MIG changes
+    too)."""
     verbs = ["status", "doctor", "trust", "mig", "launch", "submit", "jobs", "cancel",
              "requeue", "preempt", "place", "cordon", "drain", "uncordon", "audit", "report",
              "scheduler", "logs", "demo", "themes", "agent-archive", "stop"]
@@ -621,10 +629,87 @@ def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_go
         assert code == 0 and not err, (verb, err)
         usage, said = out.split("\n\n")[:2]
         assert said and not said.startswith(("options:", "positional")), (verb, out)
-        options = out[out.index("options:"):].splitlines()[1:] + [""]
-        bare = [line for line, after in zip(options, options[1:]) if line.startswith("  -")
+        start = out.find("positional arguments:")
+        options = out[start if start >= 0 else out.index("options:"):].splitlines() + [""]
+        bare = [line for line, after in zip(options, options[1:]) if re.match(r"  \S", line)
                 and not re.search(r"\S  +\S", line.strip()) and not after.startswith(" " * 8)]
-        assert not bare, (verb, bare)  # an option with no words saying what it is
+        assert not bare, (verb, bare)  # an option or argument with no words saying what it is
         assert usage.rstrip().endswith("-- ARGV...") == (verb in ("launch", "submit")), usage
     code, out, _ = in_process(capfd, ["--help"])
     assert "cordons, drains or uncordons, or changes MIG" in " ".join(out.split())
+
+
+def test_a_mistyped_option_is_answered_with_its_verbs_usage_and_the_close_one(capsys):
+    """``fractui jobs --mine``: the verb's usage (fractui's own lists only the verbs) and the
+    option meant, where one is close; exit 2, before any config is read."""
+    for argv, said in (
+            (["jobs", "--mine"], "jobs: error: unrecognized arguments: --mine (did you mean "
+                                 "--me?)"),
+            (["submit", "--queue", "q", "--wiat", "--", "x"], "submit: error: unrecognized "
+                                                              "arguments: --wiat (did you "
+                                                              "mean --wait?)"),
+            (["report", "--snce=2h"], "report: error: unrecognized arguments: --snce=2h (did "
+                                      "you mean --since?)"),
+            (["jobs", "--bogus"], "jobs: error: unrecognized arguments: --bogus")):
+        assert main(["--config", "/nonexistent/config.toml", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("usage: fractui %s [-h]" % argv[0]), err
+        assert err.splitlines()[-1] == "fractui %s" % said, err
+
+
+NO_SCHEDULER = ("fractui: no scheduler is running for this store (none holds its lease): nothing "
+                "is placed, launched or stopped until one runs (fractui scheduler, an admin's)")
+
+
+def test_a_job_waiting_for_want_of_a_scheduler_says_so(tmp_path):
+    """A pending job has no why while no scheduler holds the lease (none runs): ``submit``
+    and ``jobs`` say that is why, and ``submit --wait`` says each time one starts or stops
+    leading, rather than waiting in silence."""
+    from fractui.store import SqliteStore
+
+    path = tmp_path / "store.db"
+    config = tmp_path / "config.toml"
+    config.write_text('[scheduler]\nstore = "%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n' % path)
+    fractui = [PY, "-m", "fractui", "--config", str(config)]
+    waiting = subprocess.Popen(fractui + ["submit", "--wait", "--queue", "q", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    try:
+        number = int(waiting.stdout.readline().split()[0])
+        said: "queue.Queue[str]" = queue.Queue()  # its stderr, read aside (never a hang)
+        threading.Thread(target=lambda: [said.put(line) for line in waiting.stderr],
+                         daemon=True).start()
+        lines = iter(lambda: said.get(timeout=60), "")
+        assert next(line for line in lines if "lease" in line) == NO_SCHEDULER + "\n"
+        listed = subprocess.run(fractui + ["jobs"], capture_output=True, text=True,
+                                cwd=localfleet.REPO, timeout=60)
+        assert (listed.returncode, listed.stderr) == (0, NO_SCHEDULER + "\n"), listed
+        store = SqliteStore(str(path))
+        try:
+            store.acquire_lease("head", 60)
+            assert next(lines) == ("fractui: a scheduler runs for this store now (head holds "
+                                   "its lease)\n")
+            listed = subprocess.run(fractui + ["jobs", str(number)], capture_output=True,
+                                    text=True, cwd=localfleet.REPO, timeout=60)
+            assert (listed.returncode, listed.stderr) == (0, ""), listed
+            store.release_lease("head")
+            assert next(lines) == NO_SCHEDULER + "\n"
+        finally:
+            store.close()
+    finally:
+        waiting.send_signal(signal.SIGINT)
+        waiting.communicate(timeout=60)
+
+
+def test_jobs_says_a_long_wait_in_hours_and_minutes(tmp_path):
+    """WHERE of a pending job: "waiting 2h03m", as the TUI says it, not "waiting 7384s"."""
+    from fractui.job_commands import job_row
+    from fractui.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+    finally:
+        store.close()
+    assert [job_row(job, job.waiting_since + s)[5] for s in (-1, 42, 185, 7384)] == [
+        "waiting 0s", "waiting 42s", "waiting 3m05s", "waiting 2h03m"]

@@ -525,6 +525,28 @@ def test_an_unknown_host_name_lists_the_known_ones(tmp_path):
     assert str(info.value) == f"{config.path}: unknown host 'c' (known: a, b)"
 
 
+def test_a_mistyped_queue_or_team_name_is_answered_with_the_close_one(tmp_path):
+    """``submit --queue hlaf``: the name meant comes first, found among every queue, though
+    only the first 20 are listed."""
+    config = load_config(write(tmp_path, "".join(
+        '[[queues]]\nname = "q%02d"\ngpu = 0.5\n' % i for i in range(24)) + """\
+        [[queues]]
+        name = "half"
+        gpu = 0.5
+        [[teams]]
+        name = "vision"
+        """))
+    with pytest.raises(ConfigError) as info:
+        config.queue("hlaf")
+    assert str(info.value) == (
+        f"{config.path}: unknown queue 'hlaf' (did you mean 'half'? known: %s and 5 more)"
+        % ", ".join("q%02d" % i for i in range(20)))
+    with pytest.raises(ConfigError) as info:
+        config.team("visoin")
+    assert str(info.value) == (
+        f"{config.path}: unknown team 'visoin' (did you mean 'vision'? known: vision)")
+
+
 def test_local_hosts_get_their_own_state_dirs_unless_told_one(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     path = tmp_path / "local.toml"

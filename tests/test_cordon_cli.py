@@ -72,12 +72,15 @@ def test_placing_by_hand_on_a_cordoned_gpu_is_refused_with_the_reason(local_flee
     assert done.returncode == 0, said(done)
 
 
+TYPO = "unknown host 'gpu-z' (did you mean 'gpu-a'? known: gpu-a)"
+
+
 def test_usage_errors_exit_2_with_a_clear_message_and_touch_nothing(local_fleet):
     f = local_fleet({"gpu-a": "2xL4"}, [WHOLE])
     f.scheduler.step()  # the inventory kept: gpu-a has two GPUs
     for argv, words in ((["cordon"], "the following arguments are required: HOST"),
-                        (["drain", "gpu-z"], "unknown host 'gpu-z' (known: gpu-a)"),
-                        (["uncordon", "gpu-z"], "unknown host 'gpu-z' (known: gpu-a)"),
+                        (["drain", "gpu-z"], TYPO),
+                        (["uncordon", "gpu-z"], TYPO),
                         (["cordon", "gpu-a", "two"], "GPU is an index here, not 'two'"),
                         (["drain", "gpu-a", "5"], "gpu-a has no GPU 5: it has GPUs 0 to 1"),
                         (["cordon", "gpu-a", "0", "1"], "unrecognized arguments: 1")):

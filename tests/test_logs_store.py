@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fractui import job_commands
+from fractui import kept_output
 from fractui.config import QueueConfig
 from fractui.store import open_store
 from tests import localfleet
@@ -73,7 +73,7 @@ def test_without_a_scheduler_a_running_jobs_output_is_refused_with_why(local_fle
                                                                       monkeypatch):
     # in this process, with the wait for a lease holder's answer shortened: the wait runs
     # out all the same (the product's is 10 s)
-    monkeypatch.setattr(job_commands, "LOG_WAIT_S", 1.0)
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     job = f.submit("quarter", argv=TALK)
     f.until(lambda: f.states()[job.id] == "running")  # the test's scheduler: no relay runs
@@ -135,3 +135,22 @@ def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(
     assert ("role %s may not do this: permission denied for table log_requests, so no fresher "
             "output was asked for: this is job %d's output as kept at " % (reader, job.id)) \
         in err, err
+
+
+def test_logs_of_a_job_that_ended_without_running_says_it_never_ran(tmp_path):
+    """A job cancelled while it waited, or whose every launch failed, has no output: ``logs``
+    says it never ran and why it ended (exit 1), not that it "has not run yet"."""
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
+        store.ended(job.id, ["pending"], "cancelled", "cancelled by ann@head", "ann@head",
+                    "cancelled by ann@head", "cancel")
+    finally:
+        store.close()
+    user = tmp_path / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    done = _logs(str(user), str(job.id))
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr == ("fractui: job %d is cancelled: it never ran (cancelled by ann@head)\n"
+                           % job.id)

@@ -17,6 +17,7 @@ import pytest
 from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler import Scheduler
 from fractui.store import Slot, SqliteStore, open_store
+from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.conftest import REPO, stop_host
 from tests.localfleet import POLITE, running, sleeper, wait
@@ -358,7 +359,8 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
     assert first.stderr == ("fractui: note: the store keeps no inventory of gpu-b yet (a "
                             "scheduler records it once it runs), so whether a GPU can hold "
                             "queue many-cpus is left to the scheduler: once one has looked "
-                            "at the job, fractui jobs says why it waits\n")
+                            "at the job, fractui jobs says why it waits\n"
+                            "fractui: %s\n" % NO_SCHEDULER)  # (none has run yet)
     f.store.ended(f.store.jobs()[0].id, ("pending",), "cancelled", "clean up", "test",
                   "clean up", "cancel")
     f.scheduler.step()  # the leader keeps what each host could ever hold
