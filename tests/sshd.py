@@ -80,7 +80,7 @@ def _children_map() -> Dict[int, List[int]]:
     return children
 
 
-def _descendants(pid: int) -> List[int]:
+def descendants(pid: int) -> List[int]:
     """Every process below ``pid``: per-connection sshds and the sessions they run."""
     children = _children_map()
     found: List[int] = []
@@ -242,7 +242,7 @@ class SshServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        pids = _descendants(proc.pid) if proc.poll() is None else []
+        pids = descendants(proc.pid) if proc.poll() is None else []
         _signal_all(pids, signal.SIGTERM)
         if proc.poll() is None:
             proc.terminate()

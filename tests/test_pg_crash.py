@@ -21,6 +21,7 @@ from typing import Dict, List
 from fractui.config import QueueConfig
 from tests import localfleet
 from tests.conftest import REPO
+from tests.sshd import descendants
 from tests.tui_probe import Probe
 
 local_fleet = localfleet.local_fleet
@@ -30,21 +31,10 @@ SUBMITTERS, EACH = 3, 4
 
 
 def server_pids(data_dir: str) -> List[int]:
-    """The postmaster (its pid file's first line) and every process it forked."""
+    """The postmaster (its pid file's first line) and every process below it."""
     with open(os.path.join(data_dir, "postmaster.pid")) as f:
         postmaster = int(f.readline())
-    pids = [postmaster]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rfind(")") + 2:].split()[1]) == postmaster:
-            pids.append(int(entry))
-    return pids
+    return [postmaster] + descendants(postmaster)
 
 
 def gone(pids: List[int]) -> bool:

@@ -39,7 +39,7 @@ def session_sshds(server: sshd.SshServer) -> List[int]:
     the sessions run)."""
     assert server._proc is not None
     found = []
-    for pid in sshd._descendants(server._proc.pid):
+    for pid in sshd.descendants(server._proc.pid):
         try:
             with open("/proc/%d/comm" % pid) as f:
                 if f.read().strip() == "sshd":

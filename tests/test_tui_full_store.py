@@ -5,37 +5,20 @@ there is room the same stop goes through and the scheduler carries it out."""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fractui.config import QueueConfig
-from fractui.store import open_store, sqlite_url
+from fractui.store import sqlite_url
 from fractui.tui.app import FractuiApp
 from fractui.tui.jobs import ConfirmScreen, JobScreen
-from fractui.tui.source import LiveSource
 from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_store_damage import _fill_past_the_wal
+from tests.test_tui_shared_store import admin
 from tests.tui_frozen import pilot_test
 from tests.tui_live import fleet, until
 
 local_fleet = localfleet.local_fleet
-
-
-@contextlib.asynccontextmanager
-async def tui(f: localfleet.LocalFleet, url: str) -> AsyncIterator[tuple[FractuiApp, Any]]:
-    """The admin's TUI with a store connection of its own, as `fractui tui` has."""
-    store = open_store(url)
-    source = LiveSource(f.config, store)
-    source.start()
-    app = FractuiApp(source, f.config)
-    try:
-        async with app.run_test(size=(160, 40)) as pilot:
-            await until(pilot, lambda: fleet(app).model.store, "the store read")
-            yield app, pilot
-    finally:
-        source.stop()
-        store.close()
 
 
 async def ask_cancel(app: FractuiApp, pilot: Any, job_id: int) -> str:
@@ -65,7 +48,7 @@ def test_a_stop_asked_from_the_tui_on_a_full_store_is_said_and_goes_through_with
 
     @pilot_test
     async def drive() -> None:
-        async with tui(f, url) as (app, pilot):
+        async with admin(f, url) as (app, pilot):
             filler = _fill_past_the_wal(path, small_fs)
             try:
                 said = await ask_cancel(app, pilot, jobs[0].id)
