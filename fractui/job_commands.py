@@ -19,8 +19,8 @@ from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
-from fractui.store.base import JobNotFound, Store, StoreDenied, StoreError
-from fractui.store.model import ACTIVE, ENDED, PENDING, PLACED, Job, LogTail
+from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
+from fractui.store.model import ACTIVE, ENDED, LOG_TAIL_BYTES, PENDING, PLACED, Job, LogTail
 from fractui.terminal import print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes, why
 
@@ -194,14 +194,13 @@ def _job_ref(config: Config, ref: str, wait: bool = False
 def logs(config: Config, args: argparse.Namespace) -> int:
     """The job's output; once it has ended, a last line on stderr says why. A queued job whose
     host this config does not name is read through the store (``_stored_logs``)."""
-    if args.follow and not config.hosts and is_job_number(args.job):
-        # no host it could land on is followed: said now, not once a pending job has started
-        raise _no_follow(job_number(args.job), "the config names no [[hosts]]")
     label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
     while True:
-        if job is not None and host not in {h.name for h in config.hosts}:
-            return _stored_logs(config, job, args)
-        ended = _output(config, args, label, host, job_id, job)
+        stored = job is not None and host not in {h.name for h in config.hosts}
+        if stored and not args.follow:
+            return _stored_logs(config, job, args)  # type: ignore[arg-type]
+        ended = _stored_follow(config, job, args) if stored else \
+            _output(config, args, label, host, job_id, job)  # type: ignore[arg-type]
         if not (args.follow and ended and job is not None):
             break
         now = _recorded(config, job)
@@ -278,32 +277,19 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     """For a user who reaches only the store: the end of the job's output as the lease holder
     keeps it (docs/cli.md). A running job's tail, or an ended one's not yet kept, is asked
     for, and the change feed says when the lease holder answered (at most LOG_WAIT_S)."""
-    host = job.slot.host  # type: ignore[union-attr]
-    if args.follow:
-        raise _no_follow(job.id, "job %d's host %s is not in the config's [[hosts]]" % (
-            job.id, host))
     store = open_checked_store(config)
-    unasked = "no scheduler answered within %.0f s (is one running, holding the lease, able " \
-              "to reach %s?)" % (kept_output.LOG_WAIT_S, host)
+    feed = store.feed()
     try:
-        tail = store.log_tail(job.id)
-        fresh = tail is not None and tail.complete
-        if not fresh:
-            try:
-                fresh = _ask_tail(store, job)
-            except StoreDenied as err:  # a role that may only read: what is kept, said so
-                unasked = "%s, so no fresher output was asked for" % err
-            tail = store.log_tail(job.id)
+        tail, unasked = _latest_tail(store, feed, job)
         job = store.get(job.id)
     finally:
+        feed.close()
         store.close()
-    if tail is None:
-        raise Failed("job %d's output is not in the store: %s" % (job.id, unasked))
     lines = tail.text.splitlines()
     for line in lines[len(lines) - args.lines:] if args.lines else []:
         print(line)
     sys.stdout.flush()
-    if not fresh:
+    if unasked:
         say("warning: %s: this is job %d's output as kept at %s" % (unasked, job.id,
                                                                     _when(tail)))
     if job.state in ENDED:
@@ -311,20 +297,93 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_follow(number: int, why: str) -> UsageError:
-    """``logs -f`` of a queued job whose host this config does not name."""
-    return UsageError("logs -f follows a job's output over SSH, and %s: without -f, fractui "
-                      "logs %d shows the end of its output through the store" % (why, number))
+def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
+    """The job's tail as kept, a fresh one asked for where it is not complete; and why it is
+    not fresh ("" where it is). Failed where none is kept at all."""
+    host = job.slot.host  # type: ignore[union-attr]
+    unasked = _unanswered(host)
+    tail = store.log_tail(job.id)
+    fresh = tail is not None and tail.complete
+    if not fresh:
+        try:
+            fresh = _ask_tail(store, feed, job)
+        except StoreDenied as err:  # a role that may only read: what is kept, said so
+            unasked = "%s, so no fresher output was asked for" % err
+        tail = store.log_tail(job.id)
+    if tail is None:
+        raise Failed("job %d's output is not in the store: %s" % (job.id, unasked))
+    return tail, "" if fresh else unasked
 
 
-def _ask_tail(store: Store, job: Job) -> bool:
-    """Asks the lease holder for the job's tail; whether it kept one within LOG_WAIT_S."""
-    feed = store.feed()  # before the request: the answer is never missed
+def _unanswered(host: str) -> str:
+    return "no scheduler answered within %.0f s (is one running, holding the lease, able to " \
+        "reach %s?)" % (kept_output.LOG_WAIT_S, host)
+
+
+def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
+    """``logs -f`` for a user who reaches only the store: the tail's last lines as ``logs``
+    prints them, then, about once a second (FOLLOW_EVERY_S), a fresh tail asked of the lease
+    holder, of which exactly the bytes after those printed are printed (its offset says
+    where it ends in the log), until the kept tail is complete. Why the attempt followed ended,
+    as ``_output`` says it ("" where it goes on). Ctrl-C stops following, not the job."""
+    store = open_checked_store(config)
+    feed = store.feed()
     try:
-        store.ask_log(job.id, store.identity().user)
-        return kept_output.waited(feed, lambda: job.id not in store.log_requests())
+        tail, unasked = _latest_tail(store, feed, job)
+        if not tail.complete and (unasked or tail.offset is None):
+            raise Failed("job %d's output cannot be followed through the store: %s" % (
+                job.id, unasked or "its tail is kept as lines, with no offset (the agent on "
+                "%s is older than job.logs.bytes); fractui logs %d shows its end" % (
+                    job.slot.host, job.id)))  # type: ignore[union-attr]
+        lines = tail.text.splitlines(keepends=True)
+        ends_line = _write("".join(lines[len(lines) - args.lines:] if args.lines else []))
+        printed = tail.offset
+        asked = time.monotonic()
+        while not tail.complete:
+            time.sleep(max(0.0, asked + kept_output.FOLLOW_EVERY_S - time.monotonic()))
+            asked = time.monotonic()
+            if not _ask_tail(store, feed, job):
+                raise Failed("stopped following job %d: %s" % (
+                    job.id, _unanswered(job.slot.host)))  # type: ignore[union-attr]
+            now = store.get(job.id)
+            if now.attempt != job.attempt:  # sent back to its queue: its next attempt
+                return now.reason or now.state
+            tail = store.log_tail(job.id)  # type: ignore[assignment]
+            later = kept_output.after(tail, printed)  # type: ignore[arg-type]
+            if later.rotated:
+                say("job %d's log rotated (its agent starts a new one past half its cap): "
+                    "what it wrote before that, past what was printed, is not shown" % job.id)
+            if later.missed:
+                say("job %d wrote %d bytes more than the store keeps (%d KiB) since the last "
+                    "output printed: they are not shown" % (job.id, later.missed,
+                                                            LOG_TAIL_BYTES // 1024))
+            ends_line = _write(later.text) if later.text else ends_line
+            printed = tail.offset  # type: ignore[union-attr]
+        if not ends_line:
+            _write("\n")
+        now = store.get(job.id)
+        return why(now) or now.state
+    except KeyboardInterrupt:
+        say("stopped following; job %d goes on (fractui cancel %d cancels it)" % (
+            job.id, job.id))
+        raise
     finally:
         feed.close()
+        store.close()
+
+
+def _write(text: str) -> bool:
+    """Writes ``text`` to stdout as it is, at once; whether what was written ends a line."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return text.endswith("\n") or not text
+
+
+def _ask_tail(store: Store, feed: Feed, job: Job) -> bool:
+    """Asks the lease holder for the job's tail; whether it kept one within LOG_WAIT_S. The
+    feed was opened before: the answer is never missed."""
+    store.ask_log(job.id, store.identity().user)
+    return kept_output.waited(feed, lambda: job.id not in store.log_requests())
 
 
 def _when(tail: LogTail) -> str:

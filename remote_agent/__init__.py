@@ -12,4 +12,5 @@ PROTOCOL_VERSION = 1
 # job image) is never asked what it does not know. Each names a method's param it takes.
 MODE_RESET = "mig.set_mode.reset"  # mig.set_mode resets a GPU whose new mode waits for one
 MODE_DESTROY_IDLE = "mig.set_mode.destroy_idle"  # ... and destroys idle instances before off
-FEATURES = (MODE_RESET, MODE_DESTROY_IDLE)
+LOG_BYTES = "job.logs.bytes"  # job.logs answers the log's last bytes as they are, in ``data``
+FEATURES = (MODE_RESET, MODE_DESTROY_IDLE, LOG_BYTES)

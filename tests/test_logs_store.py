@@ -5,8 +5,12 @@ when asked, and a finished job's at its end; the user reads both without any hos
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
+from typing import Tuple
 
 import pytest
 
@@ -58,8 +62,6 @@ def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(l
         assert finished.stdout == "all done\n"
         assert finished.stderr == "fractui: job %d ended: exited 0\n" % done.id
         assert f.store.log_tail(done.id).complete  # kept at its end, not only when asked
-        follow = _logs(user, "-f", str(talking.id))
-        assert follow.returncode == 2 and "without -f" in follow.stderr, follow.stderr
     finally:
         head.terminate()
         head.wait(30)
@@ -93,26 +95,149 @@ def test_a_tail_keeps_the_last_whole_lines_that_fit_and_cuts_only_a_line_too_lon
     assert tail_text([], limit=5) == ""
 
 
-def test_follow_with_no_host_in_the_config_is_refused_at_once_not_once_the_job_starts(tmp_path):
-    # a pending job and no scheduler: it may never start, and -f could not follow it if it did
-    url = "sqlite://%s" % (tmp_path / "store.db")
-    store = open_store(url)
+def _counting(go: Path, burst: int = 0) -> list[str]:
+    """A job that prints numbered lines, waits for ``go`` to exist (the test makes it once
+    the follower printed the first three), then ``burst`` lines of 100 bytes in one write,
+    then more numbered lines over a second or so."""
+    return [sys.executable, "-c", textwrap.dedent("""
+        import os, sys, time
+        for i in range(1, 4):
+            print("line %%d" %% i, flush=True)
+        while not os.path.exists(%r):
+            time.sleep(0.05)
+        sys.stdout.write("".join("%%06d %%s\\n" %% (i, "x" * 92) for i in range(%d)))
+        for i in range(4, 31):
+            print("line %%d" %% i, flush=True)
+            time.sleep(0.05)
+        """ % (str(go), burst))]
+
+
+def _follow_after_three(user: str, job: int, go: Path) -> Tuple[int, str, str]:
+    """``logs -f`` of the job, in its own process: once it printed the job's first three
+    lines, ``go`` is made; (exit code, stdout, stderr) once it returns."""
+    follower = subprocess.Popen([sys.executable, "-m", "fractui", "--config", user, "logs",
+                                 "-f", str(job)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                stdin=subprocess.DEVNULL)
     try:
-        job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
+        first = [follower.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        go.touch()
+        out, err = follower.communicate(timeout=120)
     finally:
-        store.close()
-    user = tmp_path / "user.toml"
-    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    return follower.returncode, "".join(first) + out, err
+
+
+def test_a_user_with_only_the_store_follows_a_job_line_by_line_to_its_end(local_fleet):
+    """logs -f through the store: each line once, in order, as the job writes them (the
+    first three come before the job writes the rest), and it returns as the job ends."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    head = f.scheduler_process("head")
+    go = f.tmp / "go"
     try:
-        follow = subprocess.run([sys.executable, "-m", "fractui", "--config", str(user), "logs",
-                                 "-f", str(job.id)], capture_output=True, text=True, cwd=REPO,
-                                timeout=30, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        pytest.fail("logs -f waited for a job it could never follow")
-    assert (follow.returncode, follow.stdout) == (2, ""), follow
-    assert follow.stderr == (
-        "fractui: logs -f follows a job's output over SSH, and the config names no [[hosts]]: "
-        "without -f, fractui logs %d shows the end of its output through the store\n" % job.id)
+        job = f.submit("quarter", argv=_counting(go))
+        code, out, err = _follow_after_three(_store_only(f), job.id, go)
+    finally:
+        head.terminate()
+        head.wait(30)
+    assert code == 0, err
+    assert out == "".join("line %d\n" % i for i in range(1, 31))
+    assert err.endswith("fractui: job %d ended: exited 0\n" % job.id), err
+    assert "not shown" not in err, err
+
+
+def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep(local_fleet):
+    """A burst of 1,000,000 bytes between two reads: the store keeps 64 KiB of it, and the
+    follower says how many bytes it never saw; what it prints is whole lines of the output,
+    each once and in order, and with the bytes not shown it is all of it."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    head = f.scheduler_process("head")
+    go = f.tmp / "go"
+    try:
+        job = f.submit("quarter", argv=_counting(go, burst=10000))
+        code, out, err = _follow_after_three(_store_only(f), job.id, go)
+    finally:
+        head.terminate()
+        head.wait(30)
+    assert code == 0, err
+    written = "".join("line %d\n" % i for i in range(1, 4)) + "".join(
+        "%06d %s\n" % (i, "x" * 92) for i in range(10000)) + "".join(
+        "line %d\n" % i for i in range(4, 31))
+    missed = [int(n) for n in re.findall(r"job %d wrote (\d+) bytes more than the store keeps "
+                                         r"\(64 KiB\) since the last output printed: they "
+                                         r"are not shown" % job.id, err)]
+    assert missed and len(out.encode()) + sum(missed) == len(written.encode()), err
+    lines = written.splitlines()
+    places = [lines.index(line) for line in out.splitlines()]  # each a line written
+    assert places == sorted(set(places)) and places[:3] == [0, 1, 2], places[:10]
+    assert out.endswith("line 30\n")
+
+
+def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
+    """The lease holder goes away while a job is followed: the follower stops after its wait,
+    saying no scheduler answered, and does not block for ever."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    head = f.scheduler_process("head")
+    try:
+        job = f.submit("quarter", argv=TALK)
+        follower = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
+                                     _store_only(f), "logs", "-f", str(job.id)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=REPO, stdin=subprocess.DEVNULL)
+        try:
+            first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+        finally:
+            head.terminate()
+            head.wait(30)
+        try:
+            out, err = follower.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait()
+            pytest.fail("logs -f kept waiting for a scheduler that had gone")
+    finally:
+        if head.poll() is None:
+            head.terminate()
+            head.wait(30)
+    assert (follower.returncode, "".join(first) + out) == (1, "hello\nline two\n"), err
+    assert err.endswith(
+        "fractui: stopped following job %d: no scheduler answered within 10 s (is one "
+        "running, holding the lease, able to reach gpu-a?)\n" % job.id), err
+
+
+def test_follow_with_no_scheduler_at_all_says_so_after_its_wait(local_fleet, capfd,
+                                                                monkeypatch):
+    # in this process, the wait shortened as above: a running job, and no lease holder
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=TALK)
+    f.until(lambda: f.states()[job.id] == "running")  # the test's scheduler: no relay runs
+    code, out, err = in_process(capfd, ["--config", _store_only(f), "logs", "-f",
+                                        str(job.id)])
+    assert (code, out) == (1, ""), err
+    assert err == ("fractui: job %d's output is not in the store: no scheduler answered "
+                   "within 1 s (is one running, holding the lease, able to reach gpu-a?)\n"
+                   % job.id)
+
+
+def test_a_kept_tail_is_the_logs_bytes_one_for_one_and_a_follower_prints_what_is_new():
+    from fractui.kept_output import after
+    from fractui.store.model import LogTail, tail_bytes
+
+    assert tail_bytes(b"a\nb\nc", True, False, limit=4) == ("b\nc", 0)  # a partial line kept
+    assert tail_bytes(b"xx\nbb\n", False, True) == ("bb\n", 0)  # not the log's start: cut
+    assert tail_bytes(b"ab\xc3", True, False) == ("ab", 1)  # a character half written: later
+    assert tail_bytes(b"ab\xc3", True, True) == ("ab?", 0)  # ... never, once the job ended
+    assert tail_bytes(b"a\xff\n", True, False) == ("a?\n", 0)  # no UTF-8: one byte each
+    assert tail_bytes("é".encode() * 3, False, False, limit=4) == ("éé", 0)  # one long line
+    tail = LogTail(1, "b\nc\nd", False, 0.0, offset=105)
+    assert after(tail, 103).text == "\nd"  # exactly the bytes past the last printed
+    assert (after(tail, 105).text, after(tail, 105).missed) == ("", 0)
+    assert (after(tail, 99).text, after(tail, 99).missed) == ("b\nc\nd", 1)  # 6 new, 5 kept
+    rotated = after(tail, 2000)  # a smaller offset: the log rotated
+    assert (rotated.rotated, rotated.text, rotated.missed) == (True, "b\nc\nd", 100)
 
 
 def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(

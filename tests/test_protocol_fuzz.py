@@ -98,7 +98,7 @@ SCHEMA: Dict[str, Dict[str, str]] = {
     "job.stop": {"job": "job", "grace": "int", "reason": "str"},
     "job.get": {"job": "job"},
     "job.list": {"state": "state"},
-    "job.logs": {"job": "job", "lines": "int", "follow": "bool"},
+    "job.logs": {"job": "job", "lines": "int", "follow": "bool", "bytes": "int"},
 }
 # The params that make a valid request together, where not all of a method's params do.
 FORMS = {

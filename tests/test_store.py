@@ -246,8 +246,11 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert job.run_as == "ann"  # 0015: ann (not the file's owner, nor root) is no admin: her
     # job of before, placed, runs as her from its next launch on, no longer as the agent
     assert store.submit("q", None, "as", ["true"], {}, "me@h", run_as="me").run_as == "me"
+    assert store.log_tail(1).offset is None  # 0016: a tail of before was kept without one
+    store.keep_log(1, "out\nmore\n", complete=False, offset=9)
+    assert store.log_tail(1).offset == 9
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 15
+        _migrations()) == 16
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):
@@ -697,5 +700,19 @@ def test_a_job_back_in_its_queue_before_the_upgrade_waits_from_its_last_attempts
     try:
         assert [(j.queued_at, j.waiting_since) for j in store.jobs()] == [(800.0, 800.0),
                                                                           (None, 200.0)]
+    finally:
+        store.close()
+
+
+def test_a_kept_tail_keeps_where_it_ends_in_the_log(store_url):
+    """The offset kept with a tail (``logs -f`` through the store prints what comes after it):
+    kept as given, replaced with the tail, none where the tail was kept as lines."""
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {"gpu": 0.25}, "alice")
+        store.keep_log(job.id, "a\nb", complete=False, offset=5 << 32)  # past 32 bits
+        assert (store.log_tail(job.id).text, store.log_tail(job.id).offset) == ("a\nb", 5 << 32)
+        store.keep_log(job.id, "a\n", complete=True)
+        assert store.log_tail(job.id).offset is None
     finally:
         store.close()

@@ -8,16 +8,19 @@ nothing else, and a request it cannot serve now stays for a later turn.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 from functools import partial
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from fractui.fleet.client import AgentCallError
-from fractui.sched.fleetview import USABLE, HostView
+from fractui.sched.fleetview import USABLE, HostView, lists
 from fractui.scheduler.execute import Call
 from fractui.scheduler.lanes import Lanes, left_locked
 from fractui.store.base import JobNotFound, RowsLocked, Store
-from fractui.store.model import ENDED, Job, tail_text
+from fractui.store.model import ENDED, LOG_TAIL_BYTES, Job, tail_bytes, tail_text
+from remote_agent import LOG_BYTES
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -45,25 +48,38 @@ class LogRelay:
             except JobNotFound:
                 continue
             if job.slot is None or job.agent_job is None:
-                try:
+                try:  # (its log has no byte yet)
                     self.store.keep_log(job.id, "", complete=job.state in ENDED,
-                                        epoch=self.epoch)
+                                        epoch=self.epoch, offset=0)
                 except RowsLocked as err:
                     left_locked(job.id, err)
                     served = False
                 continue
             view = hosts.get(job.slot.host)
             if view is not None and view.state in USABLE:
-                self.lanes.add(view.name, partial(self._keep, job))
+                self.lanes.add(view.name, partial(self._keep, job, lists(view.hello,
+                                                                         LOG_BYTES)))
         return served
 
-    def _keep(self, job: Job) -> None:
+    def _keep(self, job: Job, exact: bool) -> None:
+        """Keeps the job's tail: with an agent that gives its log's bytes (``exact``), the
+        bytes as they are and where they end in the log (LogTail.offset); else its lines."""
         host = job.slot.host  # type: ignore[union-attr]
+        asked = LOG_TAIL_BYTES + 1  # one more: whether the first byte kept starts a line
+        params = {"job": job.agent_job, "lines": 0, "bytes": asked} if exact else \
+            {"job": job.agent_job, "lines": TAIL_LINES}
+        offset: Optional[int] = None
         try:
-            answer = self.call(host, "job.logs", {"job": job.agent_job, "lines": TAIL_LINES})
-            text = tail_text(list(answer.get("lines") or []))
-        except AgentCallError as err:  # e.g. the agent no longer keeps it: say so
+            answer = self.call(host, "job.logs", params)
+            data = base64.b64decode(answer.get("data") or "", validate=True)
+        except (AgentCallError, binascii.Error) as err:  # e.g. the agent keeps it no more
             text = "[fractui: the agent on %s did not give job %d's output: %s]\n" % (
                 host, job.id, err)
+            answer = None
         ended = self.store.get(job.id).state in ENDED  # else the end asks for it again
-        self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch)
+        if answer is not None and exact:
+            text, cut = tail_bytes(data, len(data) < asked, ended)
+            offset = int(answer["offset"]) - cut
+        elif answer is not None:
+            text = tail_text(list(answer.get("lines") or []))
+        self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch, offset=offset)

@@ -273,10 +273,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def keep_log(self, job_id: int, text: str, complete: bool,
-                 epoch: Optional[int] = None) -> None:
-        """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut), replacing
-        the last one, and answers the requests for it; the lease holder's write, fenced by
-        ``epoch``."""
+                 epoch: Optional[int] = None, offset: Optional[int] = None) -> None:
+        """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut) and where it
+        ends in the log (LogTail.offset), replacing the last one, and answers the requests for
+        it; the lease holder's write, fenced by ``epoch``."""
 
     @abc.abstractmethod
     def log_tail(self, job_id: int) -> Optional[LogTail]:

@@ -3,8 +3,11 @@ and GPUs taken out of service."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
+
+from remote_agent.jobs.output import whole_characters
 
 # A job's life in the store. `placed`: a decision is recorded and awaits the lease holder;
 # `stopping`: a stop was sent (cancel, preemption, requeue) and its end is awaited.
@@ -246,12 +249,16 @@ class AuditEntry:
 class LogTail:
     """The end of a job's output as the lease holder last read it from the job's agent: at
     most LOG_TAIL_BYTES of it, cut between lines. ``complete``: the job had ended, so this
-    is the end of its output."""
+    is the end of its output. ``offset``: where ``text`` ends in the job's current log (the
+    agent's job.logs offset), its UTF-8 being the log's bytes before it one for one (a byte
+    that is no UTF-8 kept as "?"), so a follower prints exactly what is new; None where it was
+    kept as lines (an agent without job.logs.bytes: a line end added, bytes decoded)."""
 
     job: int
     text: str
     complete: bool
     kept_at: float
+    offset: Optional[int] = None
 
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -272,6 +279,38 @@ def tail_text(lines: list[str], limit: int = LOG_TAIL_BYTES) -> str:
         kept.append(line)
         size += need
     return "".join(line + "\n" for line in reversed(kept))
+
+
+def tail_bytes(data: bytes, whole: bool, ended: bool,
+               limit: int = LOG_TAIL_BYTES) -> tuple[str, int]:
+    """The end of a log that fits in ``limit`` bytes, ``data`` being its last bytes (``whole``:
+    all of it, so its first byte starts a line): from the first line start in it, unless one
+    line is longer than all of it (its end is kept, from a character's start). Returns the
+    text and how many bytes at ``data``'s end it leaves out: of a running job's output, a
+    character written in part (the rest is to come), so that a later tail goes on exactly
+    where this one ends. Each byte that is no UTF-8 reads "?", so the text's UTF-8 is exactly
+    as long as the bytes it stands for."""
+    cut = 0 if ended else len(data) - whole_characters(data)
+    kept = data[:len(data) - cut]
+    starts_line = whole
+    if len(kept) > limit:
+        starts_line = kept[-limit - 1] == 0x0A
+        kept = kept[-limit:]
+    if not starts_line:
+        start = kept.find(b"\n") + 1
+        kept = kept[start:] if 0 < start < len(kept) else kept[_continued(kept):]
+    return _STRAY.sub("?", kept.decode("utf-8", errors="surrogateescape")), cut
+
+
+_STRAY = re.compile("[\udc80-\udcff]")  # a byte that is no UTF-8, as surrogateescape reads it
+
+
+def _continued(data: bytes) -> int:
+    """How many bytes ``data`` starts with that continue a character begun before it."""
+    n = 0
+    while n < min(3, len(data)) and 0x80 <= data[n] < 0xC0:
+        n += 1
+    return n
 
 
 # How an attempt that held a slice ended: a job's end, or its leaving the host to wait again.

@@ -532,14 +532,14 @@ class SqlStore(Store):
             db, "SELECT job FROM log_requests ORDER BY asked_at")])
 
     def keep_log(self, job_id: int, text: str, complete: bool,
-                 epoch: Optional[int] = None) -> None:
+                 epoch: Optional[int] = None, offset: Optional[int] = None) -> None:
         def work(db: Any) -> None:
             self._fence(db, epoch)
-            self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at) "
-                          "VALUES (?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
+            self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at, log_offset) "
+                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
                           "text = excluded.text, complete = excluded.complete, "
-                          "kept_at = excluded.kept_at",
-                      (job_id, text, int(complete), self.dialect.now(db)))
+                          "kept_at = excluded.kept_at, log_offset = excluded.log_offset",
+                      (job_id, text, int(complete), self.dialect.now(db), offset))
             self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
             self.dialect.announce(db, LOGS)
         self._write(work)
@@ -550,8 +550,10 @@ class SqlStore(Store):
             if row is None:
                 return None
             check("the output kept of job %d" % job_id, row,
-                  {"text": TEXT, "complete": FLAG, "kept_at": NUM})
-            return LogTail(job_id, row["text"], bool(row["complete"]), float(row["kept_at"]))
+                  {"text": TEXT, "complete": FLAG, "kept_at": NUM, "log_offset": maybe(INT)})
+            offset = row["log_offset"]
+            return LogTail(job_id, row["text"], bool(row["complete"]), float(row["kept_at"]),
+                           None if offset is None else int(offset))
         return self._read(work)
 
     # -- usage --

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Callable, Dict
 
 from remote_agent.jobs.store import ACTIVE, FINISHED
-from remote_agent.jobs.supervisor import Supervisor, parse_launch, tail_lines
+from remote_agent.jobs.supervisor import Supervisor, log_bytes, parse_launch, tail_lines
 from remote_agent.rpc.jsonrpc import Method, Params
 
 LAUNCH_PARAMS = ("key", "argv", "env", "cwd", "name", "gpu", "gpus", "instance", "mig",
                  "memory_mib", "torch_fraction", "run_as", "image")
 DEFAULT_STOP_GRACE_S = 10
 MAX_LOG_LINES = 100000  # job.logs lines; the answer's size is bounded too (MAX_ANSWER_BYTES)
+MAX_LOG_BYTES = 1 << 20  # job.logs bytes: its base64 stays far below MAX_ANSWER_BYTES
 
 
 def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Dict[str, Method]:
@@ -36,15 +38,20 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
     def logs(p: Params) -> Dict[str, Any]:
         job = sup.find(p.text("job"))
         wanted = p.flag("follow", False)
-        lines, size = tail_lines(sup.log_paths(job), p.integer("lines", 100, minimum=0,
-                                                               maximum=MAX_LOG_LINES))
+        data, size = log_bytes(sup.log_paths(job))
+        lines = tail_lines(data, p.integer("lines", 100, minimum=0, maximum=MAX_LOG_LINES))
+        last = p.integer("bytes", None, minimum=0, maximum=MAX_LOG_BYTES)
         follow(job.id, wanted, size)  # without follow, also how a client stops following
-        return {"job": job.record()["id"], "lines": lines, "offset": size, "follow": wanted}
+        answer = {"job": job.record()["id"], "lines": lines, "offset": size, "follow": wanted}
+        if last is not None:  # the end of the output as it is, ending at ``offset``
+            answer["data"] = base64.b64encode(data[len(data) - last:] if last else b"")\
+                .decode("ascii")
+        return answer
 
     return {
         "job.launch": Method(launch, LAUNCH_PARAMS),
         "job.stop": Method(stop, ("job", "grace", "reason")),
         "job.get": Method(get, ("job",)),
         "job.list": Method(list_jobs, ("state",)),
-        "job.logs": Method(logs, ("job", "lines", "follow")),
+        "job.logs": Method(logs, ("job", "lines", "follow", "bytes")),
     }

@@ -189,11 +189,11 @@ def read_from(path: str, offset: int) -> Tuple[bytes, int]:
     finally:
         os.close(fd)
     if start + len(data) < size:
-        data = data[:_whole_characters(data)]
+        data = data[:whole_characters(data)]
     return data, start + len(data)
 
 
-def _whole_characters(data: bytes) -> int:
+def whole_characters(data: bytes) -> int:
     """How much of ``data`` ends on a whole UTF-8 character (an output cut inside one keeps its
     start for the next push; bytes that are no UTF-8 at all are cut anywhere)."""
     for back in range(1, min(4, len(data)) + 1):

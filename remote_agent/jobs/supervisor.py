@@ -735,9 +735,10 @@ class Supervisor:
         return None if data is None else json.loads(data)
 
 
-def tail_lines(paths: List[str], lines: int) -> Tuple[List[str], int]:
-    """The last ``lines`` lines across the rotated and current log, and the current log's size;
-    a log that is not the agent's own (a symlink put in its place) is refused, not read."""
+def log_bytes(paths: List[str]) -> Tuple[bytes, int]:
+    """The rotated and current log, one after the other, and the current log's size (where
+    the bytes end, in the current log); a log that is not the agent's own (a symlink put in
+    its place) is refused, not read."""
     data = b""
     size = 0
     for path in paths:
@@ -747,8 +748,12 @@ def tail_lines(paths: List[str], lines: int) -> Tuple[List[str], int]:
             raise RpcError(rpc.NOT_PERMITTED, str(err)) from err
         data += chunk
         size = len(chunk)
-    text = data.decode("utf-8", errors="replace").splitlines()
-    return text[-lines:] if lines else [], size
+    return data, size
+
+
+def tail_lines(data: bytes, lines: int) -> List[str]:
+    """The last ``lines`` lines of a log's bytes."""
+    return data.decode("utf-8", errors="replace").splitlines()[-lines:] if lines else []
 
 
 def _program_problem(program: str, path: str, cwd: str) -> Optional[str]:
