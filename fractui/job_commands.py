@@ -169,7 +169,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
              ) -> Tuple[str, str, str, Optional[Job]]:
     """(label, host, agent job, the queued job or None) of a queued job's number or of a
     HOST/JOB. With ``wait`` (logs -f), a job that is still waiting or being placed is waited
-    for until it starts."""
+    for until it starts, while a scheduler is there to start it (none for LOG_WAIT_S: Failed)."""
     if not is_job_number(ref):
         host, job_id = split_job(ref)
         config.host(host)
@@ -179,7 +179,15 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         job = store.get(job_number(ref))
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
             say("job %d is %s; waiting for it to start" % (job.id, job.state))
+            alone_since: Optional[float] = None  # no lease holder since: none starts it
             while job.agent_job is None and job.state in (PENDING, PLACED):
+                if store.lease_holder() is not None:
+                    alone_since = None
+                elif alone_since is None:
+                    alone_since = time.monotonic()
+                elif time.monotonic() - alone_since > kept_output.LOG_WAIT_S:
+                    raise Failed("stopped waiting for job %d to start: %s for %.0f s" % (
+                        job.id, NO_SCHEDULER, kept_output.LOG_WAIT_S))
                 time.sleep(0.5)
                 job = store.get(job.id)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import pytest
 from fractui import kept_output
 from fractui.config import QueueConfig
 from fractui.store import open_store
+from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.cli_run import in_process
 from tests.conftest import REPO, stop_host
@@ -222,6 +224,26 @@ def test_follow_with_no_scheduler_at_all_says_so_after_its_wait(local_fleet, cap
                    % job.id)
 
 
+def test_follow_of_a_pending_job_with_no_scheduler_stops_after_its_wait(tmp_path, capfd,
+                                                                         monkeypatch):
+    """A pending job and no scheduler: it never starts, so logs -f says so after its wait
+    (shortened here) instead of waiting for ever."""
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    store = open_store(url)
+    try:
+        job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
+    finally:
+        store.close()
+    user = tmp_path / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    code, out, err = in_process(capfd, ["--config", str(user), "logs", "-f", str(job.id)])
+    assert (code, out) == (1, ""), err
+    assert err == ("fractui: job %d is pending; waiting for it to start\n"
+                   "fractui: stopped waiting for job %d to start: %s for 1 s\n"
+                   % (job.id, job.id, NO_SCHEDULER))
+
+
 def test_a_kept_tail_is_the_logs_bytes_one_for_one_and_a_follower_prints_what_is_new():
     from fractui.kept_output import after
     from fractui.store.model import LogTail, tail_bytes
@@ -279,3 +301,29 @@ def test_logs_of_a_job_that_ended_without_running_says_it_never_ran(tmp_path):
     assert (done.returncode, done.stdout) == (1, ""), done
     assert done.stderr == ("fractui: job %d is cancelled: it never ran (cancelled by ann@head)\n"
                            % job.id)
+
+
+def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    head = f.scheduler_process("head")
+    try:
+        job = f.submit("quarter", argv=TALK)
+        follower = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
+                                     _store_only(f), "logs", "-f", str(job.id)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=REPO, stdin=subprocess.DEVNULL)
+        try:
+            first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
+            follower.send_signal(signal.SIGINT)
+            out, err = follower.communicate(timeout=60)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        assert (follower.returncode, "".join(first) + out) == (130, "hello\nline two\n"), err
+        assert err.endswith("fractui: stopped following; job %d goes on (fractui cancel %d "
+                            "cancels it)\n" % (job.id, job.id)), err
+        assert f.states()[job.id] == "running"
+    finally:
+        head.terminate()
+        head.wait(30)
