@@ -224,7 +224,8 @@ class Agent:
             "links_error": links_error,
             "problems": problems,
             "methods": methods,
-            "features": list(FEATURES),
+            # those of the methods this table serves (a service without jobs has no job.logs)
+            "features": [f for f in FEATURES if f.rsplit(".", 1)[0] in methods],
             **self.runtimes,
         }
 

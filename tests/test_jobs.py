@@ -3,6 +3,7 @@ surviving dropped connections, daemon crashes and version handovers."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -75,6 +76,23 @@ def test_launch_then_logs_then_exit_code(host):
     done = wait_job(agent, job["id"])
     assert (done["state"], done["exit_code"]) == ("exited", 3)
     assert agent.call("job.logs", job=job["id"])["lines"] == ["hello from the job"]
+
+
+def test_logs_with_bytes_answers_the_logs_end_as_it_is_ending_at_its_offset(host):
+    """job.logs.bytes: the log's last bytes, nothing decoded or split (a \\r\\n, a byte that
+    is no UTF-8, a last line not ended), ending at ``offset``; listed in hello."""
+    agent, _ = host
+    assert "job.logs.bytes" in agent.call("hello")["features"]
+    written = b"one\r\ntwo \xff\nthree, not ended"
+    job = agent.call("job.launch", key="k-bytes", gpu=1, memory_mib=10, argv=script(
+        "import sys; sys.stdout.buffer.write(%r)" % written))
+    wait_job(agent, job["id"])
+    answer = agent.call("job.logs", job=job["id"], lines=0, bytes=len(written) + 10)
+    assert (base64.b64decode(answer["data"]), answer["offset"]) == (written, len(written))
+    assert answer["lines"] == []
+    last = agent.call("job.logs", job=job["id"], bytes=5)
+    assert base64.b64decode(last["data"]) == b"ended" and last["offset"] == len(written)
+    assert "data" not in agent.call("job.logs", job=job["id"])  # asked for lines only
 
 
 def test_the_job_sees_its_slice_and_caps_in_its_environment(host):

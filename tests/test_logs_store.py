@@ -100,7 +100,7 @@ def test_a_tail_keeps_the_last_whole_lines_that_fit_and_cuts_only_a_line_too_lon
 def _counting(go: Path, burst: int = 0) -> list[str]:
     """A job that prints numbered lines, waits for ``go`` to exist (the test makes it once
     the follower printed the first three), then ``burst`` lines of 100 bytes in one write,
-    then more numbered lines over a second or so."""
+    then more numbered lines over a second or so, and a line written in two parts."""
     return [sys.executable, "-c", textwrap.dedent("""
         import os, sys, time
         for i in range(1, 4):
@@ -111,6 +111,9 @@ def _counting(go: Path, burst: int = 0) -> list[str]:
         for i in range(4, 31):
             print("line %%d" %% i, flush=True)
             time.sleep(0.05)
+        print("a line written in two", end="", flush=True)  # a read may fall in between
+        time.sleep(1.5)
+        print(" parts", flush=True)
         """ % (str(go), burst))]
 
 
@@ -145,7 +148,8 @@ def test_a_user_with_only_the_store_follows_a_job_line_by_line_to_its_end(local_
         head.terminate()
         head.wait(30)
     assert code == 0, err
-    assert out == "".join("line %d\n" % i for i in range(1, 31))
+    assert out == "".join("line %d\n" % i for i in range(1, 31)) + \
+        "a line written in two parts\n"
     assert err.endswith("fractui: job %d ended: exited 0\n" % job.id), err
     assert "not shown" not in err, err
 
@@ -166,7 +170,7 @@ def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep
     assert code == 0, err
     written = "".join("line %d\n" % i for i in range(1, 4)) + "".join(
         "%06d %s\n" % (i, "x" * 92) for i in range(10000)) + "".join(
-        "line %d\n" % i for i in range(4, 31))
+        "line %d\n" % i for i in range(4, 31)) + "a line written in two parts\n"
     missed = [int(n) for n in re.findall(r"job %d wrote (\d+) bytes more than the store keeps "
                                          r"\(64 KiB\) since the last output printed: they "
                                          r"are not shown" % job.id, err)]
@@ -174,7 +178,7 @@ def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep
     lines = written.splitlines()
     places = [lines.index(line) for line in out.splitlines()]  # each a line written
     assert places == sorted(set(places)) and places[:3] == [0, 1, 2], places[:10]
-    assert out.endswith("line 30\n")
+    assert out.endswith("line 30\na line written in two parts\n")
 
 
 def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):

@@ -44,8 +44,7 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
         follow(job.id, wanted, size)  # without follow, also how a client stops following
         answer = {"job": job.record()["id"], "lines": lines, "offset": size, "follow": wanted}
         if last is not None:  # the end of the output as it is, ending at ``offset``
-            answer["data"] = base64.b64encode(data[len(data) - last:] if last else b"")\
-                .decode("ascii")
+            answer["data"] = base64.b64encode(data[max(0, len(data) - last):]).decode("ascii")
         return answer
 
     return {
