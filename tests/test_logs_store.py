@@ -331,3 +331,28 @@ def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
     finally:
         head.terminate()
         head.wait(30)
+
+
+def test_the_relay_keeps_an_exact_tail_only_of_an_agent_that_gives_its_bytes(local_fleet):
+    """An agent that lists job.logs.bytes: its log's end as it is and where it ends; an
+    agent without it (older): its lines, with no offset, as before (logs -f then says it
+    cannot follow)."""
+    from fractui.scheduler.relay import LogRelay
+
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=[sys.executable, "-c", "import sys, time\n"
+                                    "sys.stdout.write('one\\r\\ntwo, not ended'); "
+                                    "sys.stdout.flush(); time.sleep(600)"])
+    f.until(lambda: f.states()[job.id] == "running")
+    job = f.store.get(job.id)
+    session = f.fleet.session("gpu-a")
+    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"]
+         == ["one", "two, not ended"], f.states)
+    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
+    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    relay._keep(job, True)
+    tail = f.store.log_tail(job.id)
+    assert (tail.text, tail.offset, tail.complete) == ("one\r\ntwo, not ended", 19, False)
+    relay._keep(job, False)
+    tail = f.store.log_tail(job.id)
+    assert (tail.text, tail.offset) == ("one\ntwo, not ended\n", None)
