@@ -334,30 +334,31 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
     holder, of which exactly the bytes after those printed are printed (its offset says
     where it ends in the log), until the kept tail is complete. Why the attempt followed ended,
     as ``_output`` says it ("" where it goes on). Ctrl-C stops following, not the job."""
+    host = job.slot.host  # type: ignore[union-attr]
     store = open_checked_store(config)
     feed = store.feed()
     try:
         tail, unasked = _latest_tail(store, feed, job)
         if not tail.complete and (unasked or tail.offset is None):
             raise Failed("job %d's output cannot be followed through the store: %s" % (
-                job.id, unasked or "its tail is kept as lines, with no offset (the agent on "
-                "%s is older than job.logs.bytes); fractui logs %d shows its end" % (
-                    job.slot.host, job.id)))  # type: ignore[union-attr]
+                job.id, unasked or _no_offset(host, job.id)))
         lines = tail.text.splitlines(keepends=True)
         ends_line = _write("".join(lines[len(lines) - args.lines:] if args.lines else []))
         printed = tail.offset
         asked = time.monotonic()
-        while not tail.complete:
+        while not tail.complete and printed is not None:
             time.sleep(max(0.0, asked + kept_output.FOLLOW_EVERY_S - time.monotonic()))
             asked = time.monotonic()
             if not _ask_tail(store, feed, job):
-                raise Failed("stopped following job %d: %s" % (
-                    job.id, _unanswered(job.slot.host)))  # type: ignore[union-attr]
+                raise Failed("stopped following job %d: %s" % (job.id, _unanswered(host)))
             now = store.get(job.id)
             if now.attempt != job.attempt:  # sent back to its queue: its next attempt
                 return now.reason or now.state
-            tail = store.log_tail(job.id)  # type: ignore[assignment]
-            later = kept_output.after(tail, printed)  # type: ignore[arg-type]
+            tail = store.log_tail(job.id) or tail  # (kept: a tail is replaced, never removed)
+            if tail.offset is None:  # the agent's lines, or its error, kept instead
+                raise Failed("stopped following job %d: %s" % (job.id,
+                                                               _no_offset(host, job.id)))
+            later = kept_output.after(tail, printed)
             if later.rotated:
                 say("job %d's log rotated (its agent starts a new one past half its cap): "
                     "what it wrote before that, past what was printed, is not shown" % job.id)
@@ -366,7 +367,7 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
                     "output printed: they are not shown" % (job.id, later.missed,
                                                             LOG_TAIL_BYTES // 1024))
             ends_line = _write(later.text) if later.text else ends_line
-            printed = tail.offset  # type: ignore[union-attr]
+            printed = tail.offset
         if not ends_line:
             _write("\n")
         now = store.get(job.id)
@@ -378,6 +379,11 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
     finally:
         feed.close()
         store.close()
+
+
+def _no_offset(host: str, number: int) -> str:
+    return "its output is kept with no offset (the agent on %s gave lines, being older than " \
+        "job.logs.bytes, or did not give it); fractui logs %d shows what is kept" % (host, number)
 
 
 def _write(text: str) -> bool:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Tuple
 
@@ -356,3 +357,26 @@ def test_the_relay_keeps_an_exact_tail_only_of_an_agent_that_gives_its_bytes(loc
     relay._keep(job, False)
     tail = f.store.log_tail(job.id)
     assert (tail.text, tail.offset) == ("one\ntwo, not ended\n", None)
+
+
+def test_a_tail_kept_as_lines_is_shown_by_logs_and_not_followed(local_fleet, capfd):
+    """A lease holder that keeps a tail with no offset (an agent older than job.logs.bytes:
+    its lines, as before): logs -f says it cannot follow it, and why, rather than guess."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=TALK)
+    f.until(lambda: f.states()[job.id] == "running")
+
+    def answer() -> None:  # as the lease holder's relay of before answers a request
+        wait(lambda: job.id in f.store.log_requests(), f.states)
+        f.store.keep_log(job.id, "hello\nline two\n", complete=False, epoch=f.scheduler.epoch)
+
+    answering = threading.Thread(target=answer, daemon=True)
+    answering.start()
+    code, out, err = in_process(capfd, ["--config", _store_only(f), "logs", "-f",
+                                        str(job.id)])
+    answering.join(30)
+    assert (code, out) == (1, ""), err
+    assert err == ("fractui: job %d's output cannot be followed through the store: its output "
+                   "is kept with no offset (the agent on gpu-a gave lines, being older than "
+                   "job.logs.bytes, or did not give it); fractui logs %d shows what is kept\n"
+                   % (job.id, job.id))
