@@ -353,7 +353,7 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
                 raise Failed("stopped following job %d: %s" % (job.id, _unanswered(host)))
             now = store.get(job.id)
             if now.attempt != job.attempt:  # sent back to its queue: its next attempt
-                return now.reason or now.state
+                return _sent_back(store, job.id)
             tail = store.log_tail(job.id) or tail  # (kept: a tail is replaced, never removed)
             if tail.offset is None:  # the agent's lines, or its error, kept instead
                 raise Failed("stopped following job %d: %s" % (job.id,
@@ -379,6 +379,13 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
     finally:
         feed.close()
         store.close()
+
+
+def _sent_back(store: Store, number: int) -> str:
+    """Why the job was last sent back to its queue, as the audit says (the job's own reason
+    may be its next attempt's by now)."""
+    whys = [e.why for e in store.audit_log(number) if e.action == "requeued"]
+    return (whys[-1] if whys else "") or "sent back"
 
 
 def _no_offset(host: str, number: int) -> str:

@@ -372,10 +372,15 @@ def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F
     assert cli.run("logs", str(job.id)) == (0, "up\n", "")
 
 
-def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet):  # noqa: F811
+@pytest.mark.parametrize("reach", ["ssh", "store"])
+def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reach):  # noqa: F811
     """A requeue ends an attempt, not the job: ``logs -f`` follows the next one, and says the
-    job ended only when it has."""
+    job ended only when it has; over SSH, and through the store (a config with no hosts)."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    config = f.write_config()
+    if reach == "store":
+        config = str(f.tmp / "user.toml")
+        (f.tmp / "user.toml").write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
     mark = f.tmp / "ran"
     job = f.submit("quarter", argv=[PY, "-c", "import os, time\n"
                                               "if os.path.exists(%r):\n"
@@ -387,7 +392,7 @@ def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet):  # 
     head = f.scheduler_process("head")
     try:
         localfleet.wait(lambda: f.states()[job.id] == "running", f.states, alive=head)
-        follow = subprocess.Popen([PY, "-m", "fractui", "--config", f.write_config(), "logs",
+        follow = subprocess.Popen([PY, "-m", "fractui", "--config", config, "logs",
                                    "-f", str(job.id)], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, cwd=localfleet.REPO,
                                   stdin=subprocess.DEVNULL)
