@@ -95,6 +95,22 @@ def test_logs_with_bytes_answers_the_logs_end_as_it_is_ending_at_its_offset(host
     assert "data" not in agent.call("job.logs", job=job["id"])  # asked for lines only
 
 
+def test_a_logs_last_bytes_span_the_rotated_log_and_read_no_more_than_asked(tmp_path):
+    """log_bytes: the rotated log's end, then the current one's, and the current one's size
+    (the offset), asked for a few bytes or for all."""
+    from remote_agent.jobs.supervisor import log_bytes
+
+    rotated, current = tmp_path / "output.log.1", tmp_path / "output.log"
+    for path, data in ((rotated, b"0123456789"), (current, b"abcdef")):
+        path.write_bytes(data)
+        path.chmod(0o600)
+    paths = [str(rotated), str(current)]
+    assert log_bytes(paths) == (b"0123456789abcdef", 6)
+    assert [log_bytes(paths, n) for n in (0, 3, 8, 100)] == [
+        (b"", 6), (b"def", 6), (b"89abcdef", 6), (b"0123456789abcdef", 6)]
+    assert log_bytes([], 5) == (b"", 0)
+
+
 def test_the_job_sees_its_slice_and_caps_in_its_environment(host):
     agent, _ = host
     gpus = agent.call("inventory")["gpus"]

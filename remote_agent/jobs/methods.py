@@ -38,9 +38,10 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
     def logs(p: Params) -> Dict[str, Any]:
         job = sup.find(p.text("job"))
         wanted = p.flag("follow", False)
-        data, size = log_bytes(sup.log_paths(job))
-        lines = tail_lines(data, p.integer("lines", 100, minimum=0, maximum=MAX_LOG_LINES))
+        count = p.integer("lines", 100, minimum=0, maximum=MAX_LOG_LINES)
         last = p.integer("bytes", None, minimum=0, maximum=MAX_LOG_BYTES)
+        data, size = log_bytes(sup.log_paths(job), None if count else last)  # lines: all
+        lines = tail_lines(data, count)
         follow(job.id, wanted, size)  # without follow, also how a client stops following
         answer = {"job": job.record()["id"], "lines": lines, "offset": size, "follow": wanted}
         if last is not None:  # the end of the output as it is, ending at ``offset``

@@ -735,20 +735,36 @@ class Supervisor:
         return None if data is None else json.loads(data)
 
 
-def log_bytes(paths: List[str]) -> Tuple[bytes, int]:
-    """The rotated and current log, one after the other, and the current log's size (where
-    the bytes end, in the current log); a log that is not the agent's own (a symlink put in
-    its place) is refused, not read."""
+def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]:
+    """The rotated and current log, one after the other (only their last ``last`` bytes where
+    given: what is not needed is not read), and the current log's size (where the bytes end,
+    in the current log); a log that is not the agent's own (a symlink put in its place) is
+    refused, not read."""
     data = b""
-    size = 0
-    for path in paths:
-        try:
-            chunk = read_private(path, "job log") or b""
-        except UnsafePath as err:
-            raise RpcError(rpc.NOT_PERMITTED, str(err)) from err
-        data += chunk
-        size = len(chunk)
-    return data, size
+    size: Optional[int] = None
+    for path in reversed(paths):  # the current log first: its size is the offset
+        chunk, whole = _log_end(path, None if last is None else last - len(data))
+        size = whole if size is None else size
+        data = chunk + data
+        if last is not None and len(data) >= last:
+            break
+    return data, size or 0
+
+
+def _log_end(path: str, last: Optional[int]) -> Tuple[bytes, int]:
+    """A log's last ``last`` bytes (all of it with None) and its size; nothing if it is gone."""
+    try:
+        fd = open_private(path, os.O_RDONLY, "job log")
+    except FileNotFoundError:
+        return b"", 0
+    except UnsafePath as err:
+        raise RpcError(rpc.NOT_PERMITTED, str(err)) from err
+    try:
+        size = os.fstat(fd).st_size
+        take = size if last is None else min(last, size)
+        return os.pread(fd, take, size - take), size
+    finally:
+        os.close(fd)
 
 
 def tail_lines(data: bytes, lines: int) -> List[str]:
