@@ -609,3 +609,19 @@ def test_submit_wait_losing_its_store_says_the_job_goes_on(pg_server, pg_url, tm
     assert err.endswith("; stopped waiting: job %d goes on (fractui jobs --me shows it, fractui "
                         "cancel %d cancels it)\n" % (number, number)), err
     assert "Traceback" not in err
+
+
+def test_an_object_in_use_is_said_as_the_servers_refusal_not_as_a_lost_server(pg_server):
+    """SQLSTATE class 55 (an object in use, not in the state asked: psycopg's
+    OperationalError, as a lost connection is) comes from a server that was reached: its words,
+    never "cannot reach the PostgreSQL server"."""
+    store = open_store(pg_server.url(pg_server.new_database()))
+    try:
+        said = str(store.dialect.translate(psycopg.errors.ObjectInUse(
+            'cannot ALTER TABLE "jobs" because it has pending trigger events')))
+        assert "cannot reach" not in said, said
+        assert said.endswith("the PostgreSQL server cannot do this now: cannot ALTER TABLE "
+                             '"jobs" because it has pending trigger events; nothing was '
+                             "recorded"), said
+    finally:
+        store.close()

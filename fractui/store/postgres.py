@@ -256,6 +256,9 @@ class PostgresDialect(Dialect):
             return StoreUnavailable(self.where, "the server cancelled the statement (an "
                                     "admin's pg_cancel_backend?): %s; nothing was recorded"
                                     % text)
+        if state.startswith("55"):  # (psycopg's OperationalError too): the server is reached
+            return StoreUnavailable(self.where, "the PostgreSQL server cannot do this now: %s; "
+                                    "nothing was recorded" % text)
         if isinstance(err, psycopg.OperationalError) or state.startswith(("08", "57")):
             return StoreUnavailable(self.where, "cannot reach the PostgreSQL server: %s" % text)
         return StoreUnavailable(self.where, text)
