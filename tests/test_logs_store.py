@@ -118,13 +118,17 @@ def _counting(go: Path, burst: int = 0) -> list[str]:
         """ % (str(go), burst))]
 
 
+def _following(config: str, job: int) -> subprocess.Popen:
+    """``fractui logs -f JOB`` with ``config``, in its own process, its output piped."""
+    return subprocess.Popen([sys.executable, "-m", "fractui", "--config", config, "logs", "-f",
+                             str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
 def _follow_after_three(user: str, job: int, go: Path) -> Tuple[int, str, str]:
     """``logs -f`` of the job, in its own process: once it printed the job's first three
     lines, ``go`` is made; (exit code, stdout, stderr) once it returns."""
-    follower = subprocess.Popen([sys.executable, "-m", "fractui", "--config", user, "logs",
-                                 "-f", str(job)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                stdin=subprocess.DEVNULL)
+    follower = _following(user, job)
     try:
         first = [follower.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
         go.touch()
@@ -189,10 +193,7 @@ def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
     head = f.scheduler_process("head")
     try:
         job = f.submit("quarter", argv=TALK)
-        follower = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
-                                     _store_only(f), "logs", "-f", str(job.id)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    cwd=REPO, stdin=subprocess.DEVNULL)
+        follower = _following(_store_only(f), job.id)
         try:
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
         finally:
@@ -313,10 +314,7 @@ def test_ctrl_c_stops_following_through_the_store_not_the_job(local_fleet):
     head = f.scheduler_process("head")
     try:
         job = f.submit("quarter", argv=TALK)
-        follower = subprocess.Popen([sys.executable, "-m", "fractui", "--config",
-                                     _store_only(f), "logs", "-f", str(job.id)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    cwd=REPO, stdin=subprocess.DEVNULL)
+        follower = _following(_store_only(f), job.id)
         try:
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
             follower.send_signal(signal.SIGINT)
