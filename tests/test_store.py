@@ -199,14 +199,21 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
         other.close()
 
 
+def _store_of_version(path: str, version: int) -> sqlite3.Connection:
+    """A new SQLite file at ``path`` holding a store of schema ``version``, as fractui's
+    migrations made it, left open for the test to fill with rows of then."""
+    db = sqlite3.connect(path)
+    for number, sql in _migrations():
+        if number <= version:
+            for statement in statements(sql):
+                db.execute(statement)
+    db.execute("PRAGMA user_version = %d" % version)
+    return db
+
+
 def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp_path):
     path = str(tmp_path / "store.db")
-    first_sql = _migrations()[0][1]
-    db = sqlite3.connect(path)
-    for statement in first_sql.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 1")
+    db = _store_of_version(path, 1)
     db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00001')")
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
                "host, gpus, profile, start) VALUES ('q', 'n', '[\"x\"]', '{}', 'placed', 1, 1, "
@@ -642,12 +649,7 @@ def test_a_members_job_not_ended_from_before_runs_as_the_member_once_upgraded(tm
     file's owner's, or root's), one ended, and one of no known submitter keep the agent's
     user. A submitter this machine has no user of is no admin."""
     path = str(tmp_path / "store.db")
-    db = sqlite3.connect(path)
-    for number, sql in _migrations():
-        if number < 15:
-            for statement in statements(sql):
-                db.execute(statement)
-    db.execute("PRAGMA user_version = 14")
+    db = _store_of_version(path, 14)
     users = [p for p in pwd.getpwall() if p.pw_uid not in (0, os.geteuid())]
     owner = os_user()
     if os.geteuid() == 0:  # the file's owner is the admin, root or not
@@ -680,13 +682,7 @@ def test_a_job_back_in_its_queue_before_the_upgrade_waits_from_its_last_attempts
     """Migration 0014 gives a job of before the end of its last attempt that started (its
     usage record's), so its next attempt's wait, and the screens', count from there."""
     path = str(tmp_path / "store.db")
-    db = sqlite3.connect(path)
-    for number, sql in _migrations():
-        if number < 14:
-            for statement in sql.split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
-    db.execute("PRAGMA user_version = 13")
+    db = _store_of_version(path, 13)
     db.execute("INSERT INTO meta (key, value) VALUES ('uid', 'old00002')")
     db.execute("INSERT INTO jobs (queue, name, argv, request, state, submitted_at, updated_at, "
                "attempt) VALUES ('q', 'back', '[\"x\"]', '{}', 'pending', 100, 900, 1), "
