@@ -442,6 +442,12 @@ def _jobs(jobs: list[Job]) -> str:
 
 # -- the headless scheduler --
 
+# How often the main thread looks for a SIGTERM or SIGINT while it waits: the kernel may hand
+# the signal to any of the scheduler's threads, and then only sets a flag that the main thread
+# reads when it next runs Python code, which an untimed wait never does.
+SIGNAL_POLL_S = 0.5
+
+
 def scheduler(config: Config, args: argparse.Namespace) -> int:
     from fractui.fleet.fleet import Fleet  # here: the store's verbs load no SSH (paramiko)
     from fractui.scheduler import Scheduler
@@ -472,7 +478,8 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
         warning = None if args.until_stdin_closes else local_hosts_in_service(config, os.environ)
         if warning:
             say(warning)
-        done.wait()
+        while not done.wait(SIGNAL_POLL_S):
+            pass
     finally:
         sched.stop(release=sched.fatal is None)
         if exporter is not None:

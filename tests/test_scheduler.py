@@ -3,6 +3,7 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -458,4 +459,32 @@ def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fle
         "agent daemon and jobs are the service's own processes, so stopping or restarting " \
         "the service ends them and their jobs fail"
     assert (said in err) == service, err
+    assert run.returncode == 0, err
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """Sends ``sig`` to one thread of another process (glibc's tgkill)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill %d/%d" % (pid, tid))
+
+
+def test_a_scheduler_ends_on_a_sigterm_the_kernel_gave_to_another_of_its_threads(local_fleet):
+    """The kernel hands a process's signal to any of its threads; CPython then only flags it
+    for the main thread, which an untimed wait never looks at. A scheduler whose SIGTERM
+    landed on its store watcher's or a host's thread waited on until systemd's SIGKILL."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                            "scheduler", "--name", "svc"], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline().startswith("scheduler svc: store ")  # type: ignore
+        others = [int(t) for t in os.listdir("/proc/%d/task" % run.pid) if int(t) != run.pid]
+        assert others, "the scheduler runs threads besides its main one"
+        _tgkill(run.pid, others[0], signal.SIGTERM)
+        _, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
     assert run.returncode == 0, err
