@@ -160,6 +160,9 @@ def test_a_launch_delivered_late_by_a_hung_ssh_session_is_stopped_not_left_runni
             assert one.store.get(job.id).state == "cancelled"
         assert [e.action for e in one.store.audit_log(job.id)].count("launch") == (
             1 if then == "requeue" else 0)
+        # the copy is seen ended: its stop is forgotten, in the store and the holder alike
+        one.until(lambda: not one.sched.executor.stops_sent(), timeout_s=10)
+        assert one.store.holder_memory().stops_sent == frozenset()
 
 
 def test_a_mode_change_delivered_late_by_a_hung_ssh_session_changes_nothing(

@@ -64,6 +64,13 @@ RECENT_EVERY_S = 60.0  # the teams' recent usage is read at most this often (and
 TROUBLE_CHARS = 500  # of what fails the passes, as the store keeps it (the stack: the log)
 
 
+def _held_copies(jobs: List[Job], stale: List[StaleCopy], uid: str) -> Set[Tuple[str, str]]:
+    """The copies (host, key) the store holds: each placed, running or stopping job's current
+    attempt on its host, and each stale copy (stopped as such)."""
+    return {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
+        (c.host, c.key) for c in stale}
+
+
 def _stale_why(copy: StaleCopy) -> str:
     return "a stale copy: job %d was requeued while %s was lost" % (copy.job, copy.host)
 
@@ -389,7 +396,9 @@ class Scheduler:
             jobs = self._active_jobs()
         stale = self.store.stale()
         recovering = self._stop_stale(by_name, stale)
-        self._stop_unheld(by_name, jobs, busy, stale)
+        held = _held_copies(jobs, stale, self.store.uid)
+        self._stop_unheld(by_name, jobs, busy, held)
+        self._forget_ended_stops(by_name, busy, held)
         cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs, cordons):
@@ -666,7 +675,7 @@ class Scheduler:
         return recovering
 
     def _stop_unheld(self, by_name: Dict[str, HostView], jobs: List[Job], busy: Set[int],
-                     stale: List[StaleCopy]) -> None:
+                     held: Set[Tuple[str, str]]) -> None:
         """Kills (no grace) a copy of a store job that the store has moved past: an earlier
         attempt than the job's, or an attempt of a job that ended. A launch that reached the
         agent late does that — sent into an SSH session that hung, then reached the agent when
@@ -676,8 +685,6 @@ class Scheduler:
         a copy the store has not moved past (a job it does not have: a store restored from a
         backup) is said, never killed on a guess."""
         uid = self.store.uid
-        held = {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
-            (c.host, c.key) for c in stale}
         active = {j.id: j for j in jobs}
         for view in by_name.values():
             if view.state not in USABLE:
@@ -699,6 +706,33 @@ class Scheduler:
                 if not self.executor.sent_stop(view.name, key):
                     log.warning("stopping %s", why)
                 self.executor.stop(view.name, rec["id"], key, why, grace_s=0)
+
+    def _forget_ended_stops(self, by_name: Dict[str, HostView], busy: Set[int],
+                            held: Set[Tuple[str, str]]) -> None:
+        """Forgets the stop of each copy its reachable host has ended (or no longer lists)
+        that no job of the store holds there — a late copy killed by ``_stop_unheld``, or a
+        stop whose row outlived its attempt's end —: the stops kept are those whose end is
+        awaited, read by every holder that takes the lease, and a row per late copy kept for
+        ever would only grow. A copy a lane acts on, or held (its end is its job's transition,
+        a stale copy's its drop), is left."""
+        uid = self.store.uid
+        for host, key in self.executor.stops_sent():
+            view = by_name.get(host)
+            named = attempt_of(key, uid)
+            if view is None or view.state not in USABLE or (host, key) in held or (
+                    named is not None and named[0] in busy):
+                continue
+            rec = view.by_key().get(key)
+            if rec is not None and rec.get("state") not in AGENT_ENDED:
+                continue  # its stop is under way
+            try:
+                self.store.copy_ended(host, key, epoch=self.epoch)
+            except RowsLocked as err:  # kept a pass longer: forgotten by a later one
+                log.warning("the stop of %s on %s is forgotten by a later pass: %s",
+                            key, host, err)
+                self._left = True
+                continue
+            self.executor.forget_stop(host, key)
 
     def _moved_past(self, job_id: int, attempt: int, active: Dict[int, Job]) -> Optional[str]:
         """How the store has moved past a job's attempt (in words), or None where it has not:

@@ -294,6 +294,13 @@ class Store(abc.ABC):
         attempt is requeued or ends, or the stale copy is dropped. Fenced by ``epoch``."""
 
     @abc.abstractmethod
+    def copy_ended(self, host: str, key: str, epoch: Optional[int] = None) -> bool:
+        """The copy ``key`` on ``host`` that the lease holder stopped is known ended (its agent
+        has it ended, or no longer has it) while no job of the store holds it there: its stop
+        is forgotten. Returns whether one was kept; a second call finds none. Fenced by
+        ``epoch``."""
+
+    @abc.abstractmethod
     def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:
         """Replaces the GPUs kept as held back from mode changes (HolderMemory): the lease
         holder's write, fenced by ``epoch``, made only when they changed."""

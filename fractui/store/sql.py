@@ -610,6 +610,13 @@ class SqlStore(Store):
                       (host, key, self.dialect.now(db)))
         self._write(work)
 
+    def copy_ended(self, host: str, key: str, epoch: Optional[int] = None) -> bool:
+        def work(db: Any) -> bool:
+            self._fence(db, epoch)
+            return self._run(db, "DELETE FROM stops_sent WHERE host = ? AND key = ?",
+                             (host, key)).rowcount > 0
+        return self._write(work)
+
     def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:
         def work(db: Any) -> None:
             self._fence(db, epoch)
