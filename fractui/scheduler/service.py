@@ -39,6 +39,7 @@ from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
+from fractui.sched.copies import held_copies, late_copy
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
@@ -62,13 +63,6 @@ FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale c
 DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
 RECENT_EVERY_S = 60.0  # the teams' recent usage is read at most this often (and on a new lease)
 TROUBLE_CHARS = 500  # of what fails the passes, as the store keeps it (the stack: the log)
-
-
-def _held_copies(jobs: List[Job], stale: List[StaleCopy], uid: str) -> Set[Tuple[str, str]]:
-    """The copies (host, key) the store holds: each placed, running or stopping job's current
-    attempt on its host, and each stale copy (stopped as such)."""
-    return {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
-        (c.host, c.key) for c in stale}
 
 
 def _stale_why(copy: StaleCopy) -> str:
@@ -396,7 +390,7 @@ class Scheduler:
             jobs = self._active_jobs()
         stale = self.store.stale()
         recovering = self._stop_stale(by_name, stale)
-        held = _held_copies(jobs, stale, self.store.uid)
+        held = held_copies(jobs, stale, self.store.uid)
         self._stop_unheld(by_name, jobs, busy, held)
         self._forget_ended_stops(by_name, busy, held)
         cordons = self.store.cordons()
@@ -713,8 +707,9 @@ class Scheduler:
         that no job of the store holds there — a late copy killed by ``_stop_unheld``, or a
         stop whose row outlived its attempt's end —: the stops kept are those whose end is
         awaited, read by every holder that takes the lease, and a row per late copy kept for
-        ever would only grow. A copy a lane acts on, or held (its end is its job's transition,
-        a stale copy's its drop), is left."""
+        ever would only grow. A late copy's time is charged with it (``late_copy``): it held
+        GPU that placement counted taken. A copy a lane acts on, or held (its end is its
+        job's transition, a stale copy's its drop), is left."""
         uid = self.store.uid
         for host, key in self.executor.stops_sent():
             view = by_name.get(host)
@@ -725,8 +720,12 @@ class Scheduler:
             rec = view.by_key().get(key)
             if rec is not None and rec.get("state") not in AGENT_ENDED:
                 continue  # its stop is under way
+            late = None
+            if rec is not None and named is not None and \
+                    self._moved_past(named[0], named[1], {}) is not None:
+                late = late_copy(view, named[0], named[1], rec)
             try:
-                self.store.copy_ended(host, key, epoch=self.epoch)
+                self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
                 log.warning("the stop of %s on %s is forgotten by a later pass: %s",
                             key, host, err)
