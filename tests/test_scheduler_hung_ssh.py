@@ -26,6 +26,7 @@ from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Job, attempt_of
+from fractui.tui.report_view import table_rows
 from fractui.usage.report import build
 from tests import localfleet, sshd
 from tests.test_fleet import SshFleet
@@ -181,6 +182,8 @@ def test_a_launch_delivered_late_by_a_hung_ssh_session_is_stopped_not_left_runni
         assert vision.total.outcomes.get("late") == 1
         assert len(vision.total.waits_s) == (1 if then == "requeue" else 0)  # not the copy's
         assert vision.total.held_h >= 0.25 * (late["ended_at"] - late["started_at"]) / 3600
+        titles, rows = table_rows(vision, 400)  # the report screen's table says it too
+        assert rows[-1][titles.index("ended")] == "1 late", rows
         # said once: another pass adds nothing
         one.sched.step()
         assert one.sched.settle()
