@@ -10,7 +10,7 @@ import json
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
 from fractui.config import Config
@@ -22,13 +22,14 @@ from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
+from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
 from fractui.sched.fleetview import lists
 from fractui.sched.mig_change import plan_create, plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
-from fractui.store.base import StoreError
-from fractui.store.model import ON_HOST
+from fractui.store.base import JobNotFound, StoreError
+from fractui.store.model import ON_HOST, Job
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
@@ -50,9 +51,10 @@ def status(config: Config, args: argparse.Namespace) -> int:
         records = [s.record() for s in fleet.statuses()]
     finally:
         fleet.stop()
-    out = out_of_service(config)
+    out, copies = store_words(config, records)
     for r in records:
         r["out_of_service"] = out.get((r["name"], None))
+        r["unheld_copies"] = copies.get(r["name"], [])
         for g in r["gpus"]:
             g["out_of_service"] = out.get((r["name"], g["index"]))
     if args.json:
@@ -64,22 +66,40 @@ def status(config: Config, args: argparse.Namespace) -> int:
             for g in r["gpus"]:
                 print("    gpu%-3s %-28s %s" % (g["index"], g["name"], " ".join(
                     w for w in (_mark(g["out_of_service"]), _gpu_summary(g)) if w)))
+            for c in r["unheld_copies"]:
+                print("    %s: %s" % (c["ref"], c["why"]))
     bad = [r for r in records if r["state"] in ("offline", "untrusted", "connecting")]
     return EXIT_FAILED if bad else 0
 
 
-def out_of_service(config: Config) -> Dict[Any, str]:
-    """(host, GPU or None) -> cordoned, draining or drained, as the store says; what cannot be
-    read of the store is said on stderr, and the hosts are shown all the same."""
+def store_words(config: Config, records: List[Dict[str, Any]]
+                ) -> Tuple[Dict[Any, str], Dict[str, List[Dict[str, Any]]]]:
+    """What the store says of the hosts: (host, GPU or None) -> cordoned, draining or
+    drained; and per host, the live copies under the store's key that no job of the store
+    holds there (``copies.unheld``), each with what it is. What cannot be read of the store
+    is said on stderr, and the hosts are shown all the same."""
     try:
         store = open_store(config.store.url)
         try:
-            return marks(store.cordons(), store.jobs(ON_HOST))
+            on_host = store.jobs(ON_HOST)
+            out = marks(store.cordons(), on_host)
+            held = held_copies(on_host, [], store.uid)
+            copies: Dict[str, List[Dict[str, Any]]] = {}
+            for r in records:
+                for c in unheld(r["name"], r["jobs"], held, store.uid):
+                    try:
+                        job: Optional[Job] = store.get(c.job)
+                    except JobNotFound:
+                        job = None
+                    copies.setdefault(r["name"], []).append({
+                        "ref": c.ref, "job": c.job, "attempt": c.attempt,
+                        "why": c.describe(job)})
+            return out, copies
         finally:
             store.close()
     except StoreError as err:
-        say("cordons not shown: %s" % err)
-        return {}
+        say("cordons and unheld copies not shown: %s" % err)
+        return {}, {}
 
 
 def _mark(state: Optional[str]) -> str:

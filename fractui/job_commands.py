@@ -7,7 +7,7 @@ import argparse
 import queue
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
@@ -17,10 +17,12 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
+from fractui.sched.copies import Unheld, held_copies, unheld
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
-from fractui.store.model import ACTIVE, ENDED, LOG_TAIL_BYTES, PENDING, PLACED, Job, LogTail
+from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED, Job,
+                                 LogTail)
 from fractui.terminal import print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes, why
 
@@ -53,15 +55,18 @@ def agent_row(record: Dict[str, Any]) -> List[str]:
     gpus = ",".join(str(g) for g in record.get("gpus") or [])
     where = "%s gpu%s" % (record["host"], gpus) if gpus else record["host"]
     name = record.get("name") or " ".join(record.get("argv") or [])
+    copy = record.get("copy_of")
     return [record["ref"], record.get("state") or "?", "-", "-", "-", where,
-            _named(name, record.get("image")), agent_why(record)]
+            _named(name, record.get("image")), copy["why"] if copy else agent_why(record)]
 
 
 def jobs(config: Config, args: argparse.Namespace) -> int:
     """Queued jobs from the store (by number), then jobs launched directly on the hosts (as
     host/agent-id). Naming hosts shows only theirs: the queued jobs placed there, then the
     ones launched there directly (a queued job's launch is its number's row, never a second
-    row as if launched by hand). Naming jobs by number shows those, whatever their state and
+    row as if launched by hand), and the live copies under the store's key that no job of the
+    store holds there (``copies.unheld``: a late copy, or one of a job the store does not
+    have), each saying what it is. Naming jobs by number shows those, whatever their state and
     whoever submitted them. ``--user``/``--me``: only the queued jobs that user submitted (the
     store's word on who, as the audit's; a launch by hand has no submitter)."""
     if args.user == "":
@@ -76,6 +81,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     stored: List[Job] = []
     missing: List[JobNotFound] = []
     uid, failed = None, False
+    held: Set[Tuple[str, str]] = set()
+    fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
     try:
         store = open_checked_store(config, hear=False)
         try:
@@ -87,6 +94,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 stored = store.jobs(None if args.all else ACTIVE, limit=(
                     args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
                                     users=users)
+            if fleet_too:
+                held = held_copies(store.jobs(ON_HOST), [], uid)
             trouble = store.trouble()
             unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
@@ -104,13 +113,14 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     if unled:  # (a job's why is what the last scheduler said, or nothing)
         say(NO_SCHEDULER)
     rows: List[Dict[str, Any]] = []
-    if config.hosts and not (args.me or args.user or numbers):
+    if fleet_too:
         fleet = open_fleet(config, hosts)
         try:
             answers = fleet.fan_out("job.list")
         finally:
             fleet.stop()
         mine = "fractui-%s-" % uid
+        copies: List[Unheld] = []
         for host, answer in answers.items():
             if isinstance(answer, Exception):
                 failed = True
@@ -118,6 +128,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 continue
             rows += [dict(j, host=host, ref="%s/%s" % (host, j["id"])) for j in answer["jobs"]
                      if not (uid and (j.get("key") or "").startswith(mine))]
+            if uid:
+                copies += unheld(host, answer["jobs"], held, uid)
+        rows += _copy_rows(config, copies, answers)
     if args.json:
         print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in stored] + rows})
     elif stored or rows:
@@ -131,6 +144,34 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     for err in missing:  # after the jobs found, which a script reads first
         say(str(err))
     return EXIT_FAILED if failed or missing else 0
+
+
+def _copy_rows(config: Config, copies: List[Unheld],
+               answers: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The agent records of the copies no job of the store holds, each with ``copy_of``: its
+    job's number, attempt and what it is (the store read again for those jobs: rarely any)."""
+    if not copies:
+        return []
+    jobs: Dict[int, Optional[Job]] = {}
+    read = True
+    try:
+        store = open_checked_store(config, hear=False)
+        try:
+            for number in sorted({c.job for c in copies}):
+                try:
+                    jobs[number] = store.get(number)
+                except JobNotFound:
+                    jobs[number] = None
+        finally:
+            store.close()
+    except StoreError as err:  # the copies are still shown, said as unread
+        say(str(err))
+        read = False
+    by_key = {(host, j.get("key")): j for host, answer in answers.items()
+              if not isinstance(answer, Exception) for j in answer["jobs"]}
+    return [dict(by_key[c.host, c.key], host=c.host, ref=c.ref, copy_of={
+        "job": c.job, "attempt": c.attempt, "why": c.describe(jobs.get(c.job), read)})
+        for c in copies]
 
 
 def _hosts_and_jobs(config: Config, words: List[str]) -> Tuple[List[str], List[int]]:

@@ -13,13 +13,14 @@ from typing import List, Optional
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
+from fractui.store.model import OUTCOMES
 from fractui.terminal import print_json, table, width
 from fractui.usage.report import UNSTARTED, Group, Report, build
 from fractui.words import count, duration
 
-HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95", "DONE",
-          "FAILED", "CANCELLED", "REQUEUED", "PREEMPTED", "RUNNING", "IDLE")
-CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 7)
+HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
+    o.upper() for o in OUTCOMES) + ("RUNNING", "IDLE")
+CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 4, 7)
 
 
 def report(config: Config, args: argparse.Namespace) -> int:
@@ -86,8 +87,7 @@ def _unstarted(r: Report) -> List[str]:
 
 
 def _row(g: Group, gpus: bool) -> List[str]:
-    outcome = [str(g.outcomes.get(o, 0)) for o in ("done", "failed", "cancelled", "requeued",
-                                                   "preempted")]
+    outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
     idle = "—" if not gpus or g.idle_h is None else "%.2f" % g.idle_h
     return [g.key, "%.2f" % g.held_h, "%.2f" % g.used_h, "%.2f" % g.unmeasured_h,
             "%.1f" % g.memory_gib_h, duration(g.wait_median_s), duration(g.wait_p95_s)] + \

@@ -108,5 +108,6 @@ def test_status_shows_the_hosts_when_the_store_cannot_be_read_and_says_why(local
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, said(done)
     assert done.stdout.startswith("gpu-a            online")
-    assert done.stderr.startswith("fractui: cordons not shown: store %s: " % junk), done.stderr
+    assert done.stderr.startswith(
+        "fractui: cordons and unheld copies not shown: store %s: " % junk), done.stderr
     assert "[" not in done.stdout  # nothing marked

@@ -176,7 +176,7 @@ def test_the_reports_numbers_are_the_hand_worked_ones(fleet, tmp_path, capfd):
             vision["memory_gib_hours"]) == pytest.approx((1.5, 2.125, 0.0, 7.25))
     assert (vision["waits"], vision["wait_median_s"], vision["wait_p95_s"]) == (4, 1800, 3600)
     assert vision["outcomes"] == {"done": 2, "failed": 0, "cancelled": 1, "requeued": 0,
-                                  "preempted": 1}
+                                  "preempted": 1, "late": 0}
     assert vision["running"] == 0
     # nlp: 3/7 for 3 h (away an hour of it: still held) = 9/7, none of it measurable (MIG)
     assert (nlp["held_gpu_hours"], nlp["used_gpu_hours"], nlp["unmeasured_gpu_hours"],
@@ -223,13 +223,13 @@ def test_the_table_prints_the_same_numbers(fleet, tmp_path, capfd):
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line.split() and line.split()[0] in ("vision", "nlp", "total")}
     # GROUP HELD USED NO-MEASURE MEM WAIT-MED WAIT-P95 DONE FAILED CANCELLED REQUEUED
-    # PREEMPTED RUNNING IDLE
+    # PREEMPTED LATE RUNNING IDLE
     assert rows["vision"][1:] == ["1.50", "2.12", "0.00", "7.2", "30m00s", "1h00m", "2", "0",
-                                  "1", "0", "1", "0", "—"]
+                                  "1", "0", "1", "0", "0", "—"]
     assert rows["nlp"][1:] == ["1.29", "0.00", "1.29", "30.0", "0s", "0s", "0", "0", "0",
-                               "0", "0", "1", "—"]
+                               "0", "0", "0", "1", "—"]
     assert rows["total"][1:] == ["2.79", "2.12", "1.29", "37.2", "30m00s", "1h00m", "2", "0",
-                                 "1", "0", "1", "1", "6.25"]
+                                 "1", "0", "1", "0", "1", "6.25"]
     assert "without sharing, these jobs would have needed 3 GPUs at peak (1.8 on average); " \
         "they used 2 (1.4): sharing saved 1 GPU at peak, 0.4 on average" in out, out
     # 8472.9 / 39570 = 21 %, 22500 / 39570 = 57 %

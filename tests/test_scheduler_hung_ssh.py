@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -26,6 +26,8 @@ from fractui.scheduler import Scheduler
 from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Job, attempt_of
+from fractui.tui.report_view import table_rows
+from fractui.usage.report import build
 from tests import localfleet, sshd
 from tests.test_fleet import SshFleet
 
@@ -59,8 +61,8 @@ class OneHost:
     sched: Scheduler
     hung: List[int] = field(default_factory=list)
 
-    def submit(self, queue: QueueConfig) -> Job:
-        return self.store.submit(queue.name, None, "train", SLEEP, queue.request(), "test")
+    def submit(self, queue: QueueConfig, team: Optional[str] = None) -> Job:
+        return self.store.submit(queue.name, team, "train", SLEEP, queue.request(), "ann@here")
 
     def until(self, check: Callable[[], object], step: bool = True,
               timeout_s: float = 60.0) -> None:
@@ -125,7 +127,7 @@ def test_a_launch_delivered_late_by_a_hung_ssh_session_is_stopped_not_left_runni
         ssh_env, tmp_path, monkeypatch, then):
     queue = QueueConfig(name="q", gpu=0.25)
     with one_host(ssh_env, tmp_path, monkeypatch, "1xL4", queue) as one:
-        job = one.submit(queue)
+        job = one.submit(queue, "vision")
         one.hang()
         assert one.sched.step()  # decides the job and sends its launch into the hung link
         assert one.sched.settle()  # the call gave up within its timeout
@@ -160,6 +162,33 @@ def test_a_launch_delivered_late_by_a_hung_ssh_session_is_stopped_not_left_runni
             assert one.store.get(job.id).state == "cancelled"
         assert [e.action for e in one.store.audit_log(job.id)].count("launch") == (
             1 if then == "requeue" else 0)
+        # the copy is seen ended: its stop is forgotten, in the store and the holder alike
+        one.until(lambda: not one.sched.executor.stops_sent(), timeout_s=10)
+        assert one.store.holder_memory().stops_sent == frozenset()
+        # and its time is charged to the job's team, as a late attempt: it held its slice
+        late = one.records(old_key)[0]
+        records = one.store.usage(0, time.time() + 60)
+        mine = [r for r in records if (r.job, r.attempt) == (job.id, 0)]
+        assert [(r.team, r.queue, r.user, r.host, r.gpus, r.profile, r.memory_mib, r.charge,
+                 r.queued_at, r.started_at, r.ended_at, r.outcome) for r in mine] == [
+            ("vision", "q", "ann", "gpu-a", (0,), None, placed.slot.memory_mib, 0.25,
+             late["started_at"], late["started_at"], late["ended_at"], "late")]
+        assert late["ended_at"] > late["started_at"]
+        said = [e.why for e in one.store.audit_log(job.id) if e.action == "late-copy"]
+        assert said == ["a late copy of attempt 0 ran on gpu-a gpu0 %d MiB for %.0f s until "
+                        "the lease holder killed it: its 0.25 GPUs charged to its team" % (
+                            placed.slot.memory_mib, late["ended_at"] - late["started_at"])]
+        vision = build(records, [], 0, time.time() + 60, "team", time.time())
+        assert vision.total.outcomes.get("late") == 1
+        assert len(vision.total.waits_s) == (1 if then == "requeue" else 0)  # not the copy's
+        assert vision.total.held_h >= 0.25 * (late["ended_at"] - late["started_at"]) / 3600
+        titles, rows = table_rows(vision, 400)  # the report screen's table says it too
+        assert rows[-1][titles.index("ended")] == "1 late", rows
+        # said once: another pass adds nothing
+        one.sched.step()
+        assert one.sched.settle()
+        assert len([r for r in one.store.usage(0, time.time() + 60) if r.job == job.id]) == \
+            len([r for r in records if r.job == job.id])
 
 
 def test_a_mode_change_delivered_late_by_a_hung_ssh_session_changes_nothing(

@@ -183,6 +183,7 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
             lambda: store.keep_lost_clocks({"h": 5.0}, {job.id: 6.0}, epoch=old),
             lambda: store.keep_mode_holds({"GPU-x": ModeHold(1, 120.0)}, epoch=old),
             lambda: store.stop_sent("h", placed.key(store.uid), epoch=old),
+            lambda: store.copy_ended("h", placed.key(store.uid), "s1", epoch=old),
         ]
         for write in writes:
             with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "
@@ -400,6 +401,14 @@ def test_the_holders_memory_is_read_by_the_next_holder_and_forgets_what_ended(st
         store.stop_sent("h", keys[2], epoch=epoch)  # the stale copy's stop
         store.drop_stale("h", keys[2], "s1", "gone", epoch=epoch)
         assert other.holder_memory().stops_sent == frozenset()
+        # a late copy's stop (an attempt the store moved past) is forgotten once the copy is
+        # known ended, once: a second word of its end finds none
+        store.stop_sent("h", keys[1], epoch=epoch)
+        store.stop_sent("g", keys[1], epoch=epoch)
+        assert store.copy_ended("h", keys[1], "s1", epoch=epoch) is True
+        assert other.holder_memory().stops_sent == {("g", keys[1])}
+        assert store.copy_ended("h", keys[1], "s1", epoch=epoch) is False
+        assert other.holder_memory().stops_sent == {("g", keys[1])}
         # the GPUs held back from mode changes: replaced whole, read by anyone
         held = {"GPU-a": ModeHold(2, 340.5), "GPU-b": ModeHold(1, 220.0)}
         store.keep_mode_holds(held, epoch=epoch)

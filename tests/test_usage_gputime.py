@@ -1,6 +1,7 @@
 """Each GPU's time as the lease holder sees it pass: online, idle (nothing on it: no job of the
-store and no process), held (GPUs charged), and its utilisation where NVML reports it — split
-exactly at bucket boundaries, and nothing counted across a gap or while a host is away."""
+store, no live job of its agent's and no process), held (GPUs charged), and its utilisation
+where NVML reports it — split exactly at bucket boundaries, and nothing counted across a gap
+or while a host is away."""
 
 from __future__ import annotations
 
@@ -40,6 +41,20 @@ def test_a_process_outside_fractui_keeps_a_gpu_from_being_idle():
     clock.observe([view(processes1=({"pid": 9},))], [], 0.0)
     clock.observe([view(processes1=({"pid": 9},))], [], 5.0)
     assert {r.gpu: r.idle_s for r in clock.take()} == {0: 0.0, 1: 0.0}
+
+
+@pytest.mark.parametrize("state", ["running", "killed"])
+def test_a_live_agent_job_the_store_does_not_hold_keeps_its_gpu_from_being_idle(state):
+    """A copy under the store's key it does not hold, or a launch by hand, with no process on
+    its GPU yet: its slice is taken (placement counts it), so the GPU is not idle; once it
+    ended, it is."""
+    copy = HostView("h", "online", hello={"gpus": []}, snapshot=view().snapshot, jobs={
+        "j3": {"id": "j3", "key": "fractui-u-99.0", "state": state, "gpus": [1]}})
+    clock = GpuClock(bucket_s=60)
+    clock.observe([copy], [], 0.0)
+    clock.observe([copy], [], 5.0)
+    assert {r.gpu: r.idle_s for r in clock.take()} == {0: 0.0, 1: 0.0 if state == "running"
+                                                       else 5.0}
 
 
 def test_the_mps_server_its_jobs_left_keeps_no_gpu_from_being_idle():

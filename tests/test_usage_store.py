@@ -12,11 +12,52 @@ from fractui.config import UsageSettings
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.usage import FLUSH_S, UsageKeeper
 from fractui.store import StateConflict, open_store
-from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, PREEMPTED, REQUEUED,
-                                 RUNNING, STOPPING, GpuTime, Sampled, Slot)
+from fractui.store.model import (CANCELLED, DONE, FAILED, LATE, PENDING, PLACED, PREEMPTED,
+                                 REQUEUED, RUNNING, STOPPING, GpuTime, LateCopy, Sampled, Slot)
 
 SHARE = Slot("h1", (0,), None, None, 20480, 0.25)
 MIG = Slot("h2", (1,), "3g.40gb", 4, None, 3 / 7)
+
+
+def test_a_late_copy_is_charged_once_as_its_attempt_and_never_over_a_record_it_has(store_url):
+    """A late copy (a launch that reached its agent after the store moved past its attempt)
+    is charged when its stop is forgotten: a record of its attempt, outcome late, its team's,
+    no wait; a second word of its end adds nothing, and an attempt that has a record (it held
+    its slice as the store's) is not charged twice."""
+    store = open_store(store_url)
+    try:
+        epoch = store.acquire_lease("sched", 60)
+        job = store.submit("small", "vision", "train", ["sleep", "1"], {}, "alice@laptop")
+        store.place(job.id, SHARE, "sched", "fits", epoch=epoch)
+        store.requeue(job.id, (PLACED,), "sched", "its launch was lost", epoch=epoch)
+        key = "fractui-%s-%d.0" % (store.uid, job.id)
+        t0 = store.now()
+        late = LateCopy(job.id, 0, "h1", (0,), "NVIDIA L4", None, 20480, 0.25, t0 - 30, t0,
+                        Sampled(samples=2, memory_peak_mib=100, memory_mean_mib=90.0))
+        store.stop_sent("h1", key, epoch=epoch)
+        assert store.copy_ended("h1", key, "sched", epoch=epoch, late=late) is True
+        [r] = store.usage(0, t0 + 1e6)
+        assert (r.job, r.attempt, r.team, r.queue, r.user, r.host, r.gpus, r.model, r.charge,
+                r.queued_at, r.started_at, r.ended_at, r.outcome, r.waits) == (
+            job.id, 0, "vision", "small", "alice", "h1", (0,), "NVIDIA L4", 0.25, t0 - 30,
+            t0 - 30, t0, LATE, False)
+        assert r.sampled.memory_mean_mib == 90.0
+        assert store.copy_ended("h1", key, "sched", epoch=epoch, late=late) is False
+        assert store.usage(0, t0 + 1e6) == [r]
+        assert [e.action for e in store.audit_log(job.id)].count("late-copy") == 1
+        # an attempt that held its slice as the store's keeps its own record
+        store.place(job.id, SHARE, "sched", "fits", epoch=epoch)
+        store.started(job.id, "j2", None, "sched", "started", epoch=epoch)
+        store.requeue(job.id, (RUNNING,), "sched", "requeued by ops", epoch=epoch)
+        key = "fractui-%s-%d.1" % (store.uid, job.id)
+        store.stop_sent("h1", key, epoch=epoch)
+        assert store.copy_ended("h1", key, "sched", epoch=epoch, late=LateCopy(
+            job.id, 1, "h1", (0,), None, None, 20480, 0.25, t0, t0 + 1)) is True
+        assert [(u.attempt, u.outcome) for u in store.usage(0, t0 + 1e6)] == [
+            (0, LATE), (1, REQUEUED)]
+        assert [e.action for e in store.audit_log(job.id)].count("late-copy") == 1
+    finally:
+        store.close()
 
 
 def test_each_attempt_that_held_a_slice_has_one_record_opened_and_closed_with_its_changes(

@@ -242,6 +242,15 @@ class Executor:
         """Whether a stop of this copy was sent already, by this holder or one before it."""
         return (host, key) in self._stops_sent
 
+    def stops_sent(self) -> FrozenSet[Tuple[str, str]]:
+        """The stops sent whose copies are not yet known ended, as (host, key): each one is in
+        the store already (or its write failed, said), as it is remembered only after."""
+        return frozenset(self._stops_sent)
+
+    def forget_stop(self, host: str, key: str) -> None:
+        """The copy is known ended and its stop forgotten in the store."""
+        self._stops_sent.discard((host, key))
+
     def stop(self, host: str, agent_job: str, key: str, reason: str,
              grace_s: Optional[float] = None) -> None:
         """Queues one stop for a job copy on the host's lane (sent once, by any holder)."""
@@ -259,9 +268,9 @@ class Executor:
                                          "reason": reason})
         except AgentCallError as err:
             log.warning("stopping %s on %s: %s", key, host, err)
-        self._stops_sent.add((host, key))
         # after the call: a holder killed before this line leaves the stop to be sent again
-        # (at least once), never unsent
+        # (at least once), never unsent; remembered after the store's write, so a pass that
+        # finds the copy ended and forgets its stop never does so before the row is written
         try:
             self.store.stop_sent(host, key, epoch=self.epoch)
         except LeaseLost:
@@ -269,6 +278,8 @@ class Executor:
         except StoreError as err:  # the stop went out; only the next holder's record is missing
             log.error("%s; the stop of %s on %s was sent but not recorded: a scheduler that "
                       "takes the lease over may send it again", err, key, host)
+        finally:
+            self._stops_sent.add((host, key))
 
     def reflect(self, job: Job, view: HostView) -> bool:
         """Brings one on-host job of the store in line with its agent record; whether it

@@ -39,7 +39,8 @@ from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
-from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, facts, signature
+from fractui.sched.copies import held_copies, late_copy, moved_past, unheld
+from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -49,7 +50,7 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
                                 StoreError)
-from fractui.store.model import (ACTIVE, CANCELLED, ENDED, ON_HOST, PENDING, PLACED,
+from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
                                  attempt_of)
 from fractui.usage.fairshare import recent_gpus
@@ -389,7 +390,9 @@ class Scheduler:
             jobs = self._active_jobs()
         stale = self.store.stale()
         recovering = self._stop_stale(by_name, stale)
-        self._stop_unheld(by_name, jobs, busy, stale)
+        held = held_copies(jobs, stale, self.store.uid)
+        self._stop_unheld(by_name, jobs, busy, held)
+        self._forget_ended_stops(by_name, busy, held)
         cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
                          for v in views], jobs, cordons):
@@ -666,7 +669,7 @@ class Scheduler:
         return recovering
 
     def _stop_unheld(self, by_name: Dict[str, HostView], jobs: List[Job], busy: Set[int],
-                     stale: List[StaleCopy]) -> None:
+                     held: Set[Tuple[str, str]]) -> None:
         """Kills (no grace) a copy of a store job that the store has moved past: an earlier
         attempt than the job's, or an attempt of a job that ended. A launch that reached the
         agent late does that — sent into an SSH session that hung, then reached the agent when
@@ -675,46 +678,68 @@ class Scheduler:
         to no one. A job a lane acts on is left to the lane, a stale copy to ``_stop_stale``;
         a copy the store has not moved past (a job it does not have: a store restored from a
         backup) is said, never killed on a guess."""
-        uid = self.store.uid
-        held = {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
-            (c.host, c.key) for c in stale}
         active = {j.id: j for j in jobs}
         for view in by_name.values():
             if view.state not in USABLE:
                 continue
-            for key, rec in view.by_key().items():
-                named = attempt_of(key, uid)
-                if named is None or named[0] in busy or (view.name, key) in held or \
-                        rec.get("state") not in ACTIVE_AGENT_STATES:
+            for copy in unheld(view.name, view.by_key().values(), held, self.store.uid):
+                if copy.job in busy:
                     continue
-                past = self._moved_past(named[0], named[1], active)
+                past = self._moved_past(copy.job, copy.attempt, active)
                 if past is None:
-                    if (view.name, key) not in self._unheld_said:
-                        self._unheld_said.add((view.name, key))
+                    if (view.name, copy.key) not in self._unheld_said:
+                        self._unheld_said.add((view.name, copy.key))
                         log.warning("%s runs %s, which the store does not hold and has no "
-                                    "later word of: left running", view.name, key)
+                                    "later word of: left running", view.name, copy.key)
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
-                    named[0], named[1], view.name, past)
-                if not self.executor.sent_stop(view.name, key):
+                    copy.job, copy.attempt, view.name, past)
+                if not self.executor.sent_stop(view.name, copy.key):
                     log.warning("stopping %s", why)
-                self.executor.stop(view.name, rec["id"], key, why, grace_s=0)
+                self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
+
+    def _forget_ended_stops(self, by_name: Dict[str, HostView], busy: Set[int],
+                            held: Set[Tuple[str, str]]) -> None:
+        """Forgets the stop of each copy its reachable host has ended (or no longer lists)
+        that no job of the store holds there — a late copy killed by ``_stop_unheld``, or a
+        stop whose row outlived its attempt's end —: the stops kept are those whose end is
+        awaited, read by every holder that takes the lease, and a row per late copy kept for
+        ever would only grow. A late copy's time is charged with it (``late_copy``): it held
+        GPU that placement counted taken. A copy a lane acts on, or held (its end is its
+        job's transition, a stale copy's its drop), is left."""
+        uid = self.store.uid
+        for host, key in self.executor.stops_sent():
+            view = by_name.get(host)
+            named = attempt_of(key, uid)
+            if view is None or view.state not in USABLE or (host, key) in held or (
+                    named is not None and named[0] in busy):
+                continue
+            rec = view.by_key().get(key)
+            if rec is not None and rec.get("state") not in AGENT_ENDED:
+                continue  # its stop is under way
+            late = None
+            if rec is not None and named is not None and \
+                    self._moved_past(named[0], named[1], {}) is not None:
+                late = late_copy(view, named[0], named[1], rec)
+            try:
+                self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
+            except RowsLocked as err:  # kept a pass longer: forgotten by a later one
+                log.warning("the stop of %s on %s is forgotten by a later pass: %s",
+                            key, host, err)
+                self._left = True
+                continue
+            self.executor.forget_stop(host, key)
 
     def _moved_past(self, job_id: int, attempt: int, active: Dict[int, Job]) -> Optional[str]:
-        """How the store has moved past a job's attempt (in words), or None where it has not:
-        the attempt is the job's current one, or the store has no such job."""
+        """How the store has moved past a job's attempt (``copies.moved_past``), or None where
+        it has not, or has no such job."""
         job = active.get(job_id)
         if job is None:
             try:
                 job = self.store.get(job_id)
             except JobNotFound:
                 return None
-        if job.attempt > attempt:
-            return "the job runs as attempt %d" % job.attempt if job.state in ON_HOST else \
-                "the job is at attempt %d (%s)" % (job.attempt, job.state)
-        if job.state in ENDED:
-            return "the job is %s" % job.state
-        return None
+        return moved_past(job, attempt)
 
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
-                                 ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord)
+                                 LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
+                                 UsageRecord)
 
 
 class JobNotFound(KeyError):
@@ -292,6 +293,16 @@ class Store(abc.ABC):
     def stop_sent(self, host: str, key: str, epoch: Optional[int] = None) -> None:
         """The lease holder sent a stop to the copy ``key`` on ``host``; kept until that
         attempt is requeued or ends, or the stale copy is dropped. Fenced by ``epoch``."""
+
+    @abc.abstractmethod
+    def copy_ended(self, host: str, key: str, actor: str, epoch: Optional[int] = None,
+                   late: Optional[LateCopy] = None) -> bool:
+        """The copy ``key`` on ``host`` that the lease holder stopped is known ended (its agent
+        has it ended, or no longer has it) while no job of the store holds it there: its stop
+        is forgotten, and with ``late`` (the copy ran, of an attempt the store moved past)
+        its time is charged as that attempt's usage record (outcome LATE, audited
+        ``late-copy`` as ``actor``) unless the attempt has one. Returns whether a stop was
+        kept; a second call finds none and adds nothing. Fenced by ``epoch``."""
 
     @abc.abstractmethod
     def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:

@@ -313,9 +313,11 @@ def _continued(data: bytes) -> int:
     return n
 
 
-# How an attempt that held a slice ended: a job's end, or its leaving the host to wait again.
-REQUEUED, PREEMPTED = "requeued", "preempted"
-OUTCOMES = ENDED + (REQUEUED, PREEMPTED)
+# How an attempt that held a slice ended: a job's end, its leaving the host to wait again, or,
+# for a late copy (a launch that reached its agent after the store moved past its attempt),
+# killed by the lease holder.
+REQUEUED, PREEMPTED, LATE = "requeued", "preempted", "late"
+OUTCOMES = ENDED + (REQUEUED, PREEMPTED, LATE)
 
 
 @dataclass(frozen=True)
@@ -382,6 +384,12 @@ class UsageRecord:
     def waited_s(self) -> float:
         return max(0.0, self.started_at - self.queued_at)
 
+    @property
+    def waits(self) -> bool:
+        """Whether the attempt counts among the waits: a late copy served no one's wait (the
+        attempt that counts is another, or the job ended without it)."""
+        return self.outcome != LATE
+
     def record(self) -> dict[str, Any]:
         s = self.sampled
         return {"job": self.job, "attempt": self.attempt, "team": self.team,
@@ -393,6 +401,33 @@ class UsageRecord:
                 "samples": s.samples, "memory_peak_mib": s.memory_peak_mib,
                 "memory_mean_mib": s.memory_mean_mib, "util_mean": s.util_mean,
                 "util_note": s.util_note}
+
+
+@dataclass(frozen=True)
+class LateCopy:
+    """A late copy of ``job``'s ``attempt`` that ran on ``host`` from ``started_at`` to
+    ``ended_at``, as its agent recorded it: what it held (as a UsageRecord's fields say) and
+    what its agent sampled — charged to its job's team as the attempt's usage (``LATE``)."""
+
+    job: int
+    attempt: int
+    host: str
+    gpus: tuple[int, ...]
+    model: str | None
+    profile: str | None
+    memory_mib: int | None
+    charge: float
+    started_at: float
+    ended_at: float
+    sampled: Sampled = field(default_factory=Sampled)
+
+    def describe(self) -> str:
+        gpus = ",".join(str(g) for g in self.gpus)
+        slice_ = self.profile or ("%d MiB" % self.memory_mib if self.memory_mib else "")
+        return "a late copy of attempt %d ran on %s gpu%s%s for %.0f s until the lease " \
+               "holder killed it: its %.2f GPUs charged to its team" % (
+                   self.attempt, self.host, gpus, " " + slice_ if slice_ else "",
+                   self.ended_at - self.started_at, self.charge)
 
 
 @dataclass(frozen=True)

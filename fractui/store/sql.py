@@ -31,7 +31,8 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, ON_HOST, PENDING, 
                                  PREEMPTED, QUOTA_EPSILON, REQUEUED, RUNNING, STATES,
                                  STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
-                                 ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord)
+                                 LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
+                                 UsageRecord)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -609,6 +610,21 @@ class SqlStore(Store):
                           "ON CONFLICT (host, key) DO NOTHING",
                       (host, key, self.dialect.now(db)))
         self._write(work)
+
+    def copy_ended(self, host: str, key: str, actor: str, epoch: Optional[int] = None,
+                   late: Optional[LateCopy] = None) -> bool:
+        def work(db: Any) -> bool:
+            self._fence(db, epoch)
+            kept = self._run(db, "DELETE FROM stops_sent WHERE host = ? AND key = ?",
+                             (host, key)).rowcount > 0
+            if kept and late is not None:
+                job = self._get(db, late.job)
+                if usage_rows.add_late(self._run, db, job, late):
+                    self._audit(db, self.dialect.now(db), actor, "late-copy", job.id,
+                                late.describe(), {"host": host, "key": key,
+                                                  "attempt": late.attempt})
+            return kept
+        return self._write(work)
 
     def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:
         def work(db: Any) -> None:

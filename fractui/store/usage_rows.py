@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from fractui.store.model import OUTCOMES, GpuTime, Job, Sampled, UsageRecord, submitter
+from fractui.store.model import (LATE, OUTCOMES, GpuTime, Job, LateCopy, Sampled, UsageRecord,
+                                 submitter)
 from fractui.store.rows import INT, NUM, TEXT, Unreadable, check, maybe
 
 Run = Callable[[Any, str, Sequence[Any]], Any]
@@ -41,9 +42,7 @@ def open_attempt(run: Run, db: Any, job: Job, started_at: float,
     slot = job.slot
     if slot is None:
         return
-    row = run(db, "SELECT actor FROM audit WHERE job = ? AND action = 'submit' "
-                  "ORDER BY id LIMIT 1", (job.id,)).fetchone()
-    user = submitter(row["actor"]) if row is not None else "(unknown)"
+    user = _user(run, db, job.id)
     queued_at = job.waiting_since  # (its requeue set it as it closed the last one's record)
     run(db, "INSERT INTO usage (job, attempt, team, queue, user_name, host, gpus, model, "
             "profile, memory_mib, charge, queued_at, started_at) "
@@ -52,6 +51,27 @@ def open_attempt(run: Run, db: Any, job: Job, started_at: float,
         (job.id, job.attempt, job.team, job.queue, user, slot.host,
          json.dumps(list(slot.gpus)), model, slot.profile, slot.memory_mib, slot.charge,
          min(queued_at, started_at), started_at))
+
+
+def add_late(run: Run, db: Any, job: Job, late: LateCopy) -> bool:
+    """The record of a late copy of ``job``'s ``late.attempt``, ended (LATE), unless that
+    attempt has one (it held its slice as the store's: charged once). Its wait is none: it
+    counts among no waits (UsageRecord.waits). Returns whether it was added."""
+    return run(db, "INSERT INTO usage (job, attempt, team, queue, user_name, host, gpus, "
+                   "model, profile, memory_mib, charge, queued_at, started_at, ended_at, "
+                   "outcome, %s) VALUES (%s) ON CONFLICT (job, attempt) DO NOTHING" % (
+                       ", ".join(_SAMPLED), ", ".join(["?"] * (15 + len(_SAMPLED)))),
+               [job.id, late.attempt, job.team, job.queue, _user(run, db, job.id), late.host,
+                json.dumps(list(late.gpus)), late.model, late.profile, late.memory_mib,
+                late.charge, late.started_at, late.started_at, late.ended_at, LATE] +
+               _sampled_values(late.sampled)).rowcount > 0
+
+
+def _user(run: Run, db: Any, job_id: int) -> str:
+    """Who submitted the job, as its audit's submit says (which a team member cannot forge)."""
+    row = run(db, "SELECT actor FROM audit WHERE job = ? AND action = 'submit' "
+                  "ORDER BY id LIMIT 1", (job_id,)).fetchone()
+    return submitter(row["actor"]) if row is not None else "(unknown)"
 
 
 def close_attempt(run: Run, db: Any, job: Job, ended_at: float, outcome: str,

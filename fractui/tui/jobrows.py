@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from fractui.fleet.host import HostStatus
+from fractui.sched.copies import unheld
 from fractui.sched.fleetview import USABLE
 from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
@@ -194,15 +195,20 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
                            job.state, _where(job), used, cap, util, now - since,
                            job.reason or "", job.image or "", job.user))
     foreign = [(k, r) for k, r in records.items() if k not in known]
-    for (host, _key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):
+    shown = {j.id: j for j in (store.jobs + (store.ended or ()))} if store else {}
+    for (host, key), record in sorted(foreign, key=lambda kv: (kv[0][0], str(kv[1].get("id")))):
         used, cap, util = usage(gpus.get(host, {}), record)
         on = ",".join(map(str, record.get("gpus") or ()))
         created = record.get("created_at")
         status = statuses[host]
+        copy = unheld(host, (record,), set(), store.uid) if store else []
+        # a copy under the store's key (a late one, or of a job the store does not have), as
+        # far as the jobs read say; else a job launched by hand
+        what = copy[0].describe(shown.get(copy[0].job), read=copy[0].job in shown) if copy \
+            else "launched on the host, not through the store"
         rows.append(JobRow("%s/%s" % (host, record.get("id")), None, record.get("name") or "",
                            "—", "—", record.get("state") or "?", "%s/%s" % (host, on),
                            used, cap, util, None if created is None else now - created,
-                           "launched on the host, not through the store%s" % (
-                               "" if connected(status) else "; its host is %s, so this is "
-                               "what its agent said last" % status.state)))
+                           "%s%s" % (what, "" if connected(status) else "; its host is %s, "
+                                     "so this is what its agent said last" % status.state)))
     return rows

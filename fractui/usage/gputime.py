@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from fractui.sched.fleetview import USABLE, HostView, mps_layer
+from fractui.sched.fleetview import ACTIVE_AGENT_STATES, USABLE, HostView, mps_layer
 from fractui.sched.quota import held_by_gpu
 from fractui.store.model import GpuTime, Job
 
@@ -39,6 +39,7 @@ class GpuClock:
         for view in views:
             if view.state not in USABLE:
                 continue
+            taken = agent_gpus(view)
             for gpu in view.gpu_records():
                 index = gpu.get("index")
                 if not isinstance(index, int):
@@ -49,8 +50,8 @@ class GpuClock:
                 if before is None or not 0 < now - before <= GAP_S:
                     continue
                 charge = held.get(key, 0.0)
-                idle = 1.0 if charge == 0 and all(  # the jobs' MPS server, left, is no use
-                    mps_layer(p) for p in gpu.get("processes") or ()) else 0.0
+                idle = 1.0 if charge == 0 and index not in taken and all(  # the jobs' MPS
+                    mps_layer(p) for p in gpu.get("processes") or ()) else 0.0  # server: no use
                 util = gpu.get("utilization_gpu")
                 measured = isinstance(util, (int, float)) and not isinstance(util, bool)
                 busy = float(util) / 100 if measured else 0.0
@@ -79,6 +80,14 @@ class GpuClock:
                 for (host, gpu, bucket), summed in self.pending.items()]
         self.pending = {}
         return sorted(rows, key=lambda r: (r.bucket, r.host, r.gpu))
+
+
+def agent_gpus(view: HostView) -> Set[int]:
+    """The GPUs a live agent job is on, whoever launched it: a copy the store does not hold
+    (a late one, or of a job it does not have) or a launch by hand takes its slice before its
+    program has a process on the GPU, and placement counts it taken."""
+    return {g for rec in view.jobs.values() if rec.get("state") in ACTIVE_AGENT_STATES
+            for g in rec.get("gpus") or () if isinstance(g, int)}
 
 
 def bucket_of(t: float, bucket_s: float) -> float:

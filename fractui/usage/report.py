@@ -9,8 +9,11 @@ Definitions (docs/usage.md says them for users):
 - held: its charge × that time; used: its mean SM utilisation (percent of one GPU) × that
   time, where NVML measured it — on MIG it does not, and that time is counted as unmeasured,
   never as 0; memory: its mean sampled GPU memory × that time;
-- waits: of the attempts that started in the range, from when each began to wait;
-- outcomes: of the attempts that ended in the range; ``running``: those holding a slice at
+- waits: of the attempts that started in the range, from when each began to wait (a late
+  copy aside: it served no one's wait);
+- outcomes: of the attempts that ended in the range (``late``: a late copy, killed — a launch
+  that reached its agent after the store moved past its attempt, charged to its job's team
+  for the time it held its slice); ``running``: those holding a slice at
   its end; ``unstarted``: the jobs that ended in the range (cancelled, failed) waiting, their
   last attempt never having held a slice — in no group, as they have no usage record;
 - without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
@@ -218,7 +221,7 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.unmeasured_h += r.charge * hours
     if s.memory_mean_mib is not None:
         g.memory_gib_h += s.memory_mean_mib / 1024 * hours
-    if since <= r.started_at < until:
+    if since <= r.started_at < until and r.waits:
         g.waits_s.append(r.waited_s)
     if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
@@ -313,8 +316,8 @@ def series(records: Sequence[UsageRecord], since: float, until: float, steps: in
         s = saving(records, t, t + step, now)
         demand.append(s.mean_demand)
         gpus_used.append(s.mean_used)
-        waits.append(percentile([r.waited_s for r in records if t <= r.started_at < t + step],
-                                50))
+        waits.append(percentile([r.waited_s for r in records
+                                 if t <= r.started_at < t + step and r.waits], 50))
     return Series(starts, step, held, used, demand, gpus_used, waits, measured)
 
 
