@@ -6,6 +6,8 @@ another uid that root hands files to."""
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import socket
 import stat
 import subprocess
@@ -16,7 +18,7 @@ import pytest
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError, AgentProcess, stop_host
+from tests.conftest import REPO, AgentError, AgentProcess, stop_host
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
 
@@ -331,3 +333,83 @@ def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
                        cwd=str(private), argv=["/usr/bin/true"])
         assert err.value.code == rpc.START_FAILED and err.value.data["reason"] == reason
         assert err.value.data["job"]["exit_code"] == 127  # only its start could tell
+
+
+class PlainAgent(AgentProcess):
+    """The agent's bridge run as a plain user ``uid`` from the zipapp ``archive`` in its home
+    (its daemon too: it is this user's own agent, as a host reached as that user without
+    become has)."""
+
+    def __init__(self, archive: str, state_dir: str, uid: int, gid: int, home: str):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", state_dir,
+             "--sim", "1xL4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, user=uid, group=gid, extra_groups=[], cwd=home,
+            env={"HOME": home, "PATH": "/usr/bin:/bin"})
+        self._next_id = 0
+        self.notifications = []
+
+
+def powers_refused(agent: AgentProcess, name: str, why: str) -> None:
+    """A launch run as ``name`` is refused by the host, twice, with ``why``; nothing recorded."""
+    uid = pwd.getpwnam(name).pw_uid
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-powers", gpu=0, memory_mib=10, run_as=name,
+                       argv=["/usr/bin/true"])
+        assert err.value.code == rpc.NOT_PERMITTED
+        assert err.value.message == (
+            "run_as %r is uid %d on this host, %s: a job run as a team member never runs with "
+            "the agent's powers (its socket and state dir: every job's env and logs, stopping "
+            "them, MIG)" % (name, uid, why))
+    assert agent.call("job.list")["jobs"] == []
+
+
+def test_a_job_for_a_member_named_as_a_plain_agents_own_user_is_refused(plain_user):
+    """A host reached as ``svc`` without root runs its agent as svc; a team member also named
+    svc would get a job with the agent's socket and state dir, so that run_as is refused."""
+    name, home = plain_user
+    info = os.stat(home)
+    archive = os.path.join(home, "agent.pyz")
+    with open(archive, "wb") as f:
+        f.write(build_agent_archive().data)
+    os.chmod(archive, 0o644)
+    state_dir = os.path.join(home, "state")
+    subprocess.run(["rm", "-rf", "/tmp/fractui-%d" % info.st_uid], check=True)
+    agent = PlainAgent(archive, state_dir, info.st_uid, info.st_gid, home)
+    try:
+        powers_refused(agent, name, "the agent's own user")
+    finally:
+        agent.close()
+        stop_host(state_dir)
+        subprocess.run(["rm", "-rf", "/tmp/fractui-%d" % info.st_uid], check=False)
+
+
+def test_a_job_for_a_member_who_owns_the_root_agents_code_is_refused(start_agent, tmp_path,
+                                                                      plain_users):
+    """become = "sudo": root runs the zipapp the login user put in its own agent_cache, so
+    that user could change what root runs; a member of that name is refused, another runs."""
+    login, home = plain_users()
+    member, member_home = plain_users()
+    code = os.path.join(home, "agent")
+    shutil.copytree(os.path.join(REPO, "remote_agent"), os.path.join(code, "remote_agent"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["chown", "-R", "%s:" % login, code], check=True)
+    agent = start_agent("1xL4", str(tmp_path / "state"), code_root=code)
+    powers_refused(agent, login, "the owner of %s, on the way to %s, which the agent loads its "
+                   "code from (it could change what the agent runs)" % (home, code))
+    job = agent.call("job.launch", key="k-member", gpu=0, memory_mib=10, run_as=member,
+                     argv=["/usr/bin/id", "-un"])
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [member]
+
+
+def test_a_job_for_a_member_who_started_the_agent_with_sudo_is_refused(start_agent, tmp_path,
+                                                                       plain_users,
+                                                                       monkeypatch):
+    """The user sudo started the agent for (its SUDO_UID) can become root again: a member of
+    that name is refused."""
+    login, home = plain_users()
+    monkeypatch.setenv("SUDO_UID", str(os.stat(home).st_uid))
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    powers_refused(agent, login, "the user who started the agent with sudo")

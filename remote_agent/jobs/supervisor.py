@@ -41,7 +41,7 @@ from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
-from remote_agent.jobs import booking, caps, output, procs, runtime
+from remote_agent.jobs import booking, caps, output, powers, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
@@ -276,10 +276,12 @@ class Supervisor:
             user = JobUser.named(req.run_as)
         except KeyError:
             raise start_failed("no user %r on this host" % req.run_as) from None
-        if req.run_as is not None and user.uid == 0:  # a team member's name, never root's
-            raise start_failed("run_as %r is uid 0 on this host: a job run as a user never runs "
-                               "as root" % req.run_as)
-        if req.run_as is not None and os.geteuid() not in (0, user.uid):
+        held = powers.refusal(user.uid) if req.run_as is not None else None
+        if held and user.uid == 0:  # a team member's name, never root's
+            raise start_failed("run_as %r is %s" % (req.run_as, held))
+        if held:  # this host's: another reaches the agent otherwise, the member may run there
+            raise RpcError(rpc.NOT_PERMITTED, "run_as %r is %s" % (req.run_as, held))
+        if req.run_as is not None and os.geteuid() != 0:
             raise RpcError(rpc.NOT_PERMITTED, "run_as %r needs the agent to run as root (become "
                            "= \"sudo\"); it runs as uid %d" % (req.run_as, os.geteuid()))
         if req.image is not None:
