@@ -142,6 +142,9 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
     refused(fractui(config, ["requeue", str(theirs.id)], name),
             "%s; to requeue job %d of team nlp you must be in team nlp, or an admin"
             % (who(name), theirs.id))
+    refused(fractui(config, ["logs", str(theirs.id)], name),
+            "%s; to read the output of job %d of team nlp you must be in team nlp, or an admin"
+            % (who(name), theirs.id))
     for verb, words in (
             (["preempt", str(running.id)], "to preempt job %d" % running.id),
             (["place", "3", "gpu-x", "0"], "to place job 3"),
