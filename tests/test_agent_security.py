@@ -335,6 +335,30 @@ def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
         assert err.value.data["job"]["exit_code"] == 127  # only its start could tell
 
 
+def test_a_run_as_job_learns_nothing_of_paths_its_user_cannot_see(start_agent, tmp_path,
+                                                                    plain_user):
+    """A cwd or a program in a directory the user may not enter is refused alike whether it
+    is there or not (as that user sees it), not told apart by the agent's own look as root."""
+    name, _home = plain_user
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    (private / "there").mkdir()
+    said = []
+    for key, where in (("k-cwd-there", "there"), ("k-cwd-missing", "missing")):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key=key, gpu=0, memory_mib=10, run_as=name,
+                       cwd=str(private / where), argv=["/usr/bin/true"])
+        said.append(err.value.data["reason"].replace(where, "X"))
+    for key, what in (("k-run-there", "there"), ("k-run-missing", "missing")):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key=key, gpu=0, memory_mib=10, run_as=name,
+                       argv=[str(private / what)])
+        said.append(err.value.data["reason"].replace(what, "X"))
+    assert said == ["cannot enter its cwd %s: Permission denied" % (private / "X")] * 2 + [
+        "cannot run %s: Permission denied" % (private / "X")] * 2
+
+
 class PlainAgent(AgentProcess):
     """The agent's bridge run as a plain user ``uid`` from the zipapp ``archive`` in its home
     (its daemon too: it is this user's own agent, as a host reached as that user without

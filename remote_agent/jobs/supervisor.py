@@ -271,7 +271,8 @@ class Supervisor:
 
     def _check_startable(self, req: LaunchRequest) -> Tuple[JobUser, Runtime]:
         """Job faults found before anything is recorded: its user, its runtime, its cwd, its
-        program (a container job's cwd and program are its image's, not the host's)."""
+        program (a container job's cwd and program are its image's, not the host's; a run_as
+        job's are found by its shim as that user, who may not see what the agent sees)."""
         try:
             user = JobUser.named(req.run_as)
         except KeyError:
@@ -292,6 +293,8 @@ class Supervisor:
             if why:
                 raise start_failed(why)
             return user, how
+        if req.run_as is not None:  # looked at as its user, by the shim: the agent (root)
+            return user, self.runtimes.get("process")  # would say what is in others' dirs
         cwd = req.cwd or user.default_cwd()
         if not os.path.isdir(cwd):
             why = os.strerror(errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT)
