@@ -359,6 +359,42 @@ def test_a_run_as_job_learns_nothing_of_paths_its_user_cannot_see(start_agent, t
         "cannot run %s: Permission denied" % (private / "X")] * 2
 
 
+def test_a_run_as_container_job_names_no_image_the_runtime_would_read_from_the_host(
+        start_agent, tmp_path, plain_user, monkeypatch):
+    """podman runs as the agent (root): an image by a transport that reads the host's files
+    (oci-archive:/root-only/image.tar) would be read with root's rights for a user who may
+    not read it. Refused for a run_as job, nothing recorded; the agent's own job may. (A
+    stand-in podman on PATH: its version is all the probe reads, and it notes every other
+    call, so a run it was asked for is seen, and no real container starts.)"""
+    name, _home = plain_user
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "podman-calls"
+    podman = tools / "podman"
+    podman.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo 5.0.0; exit 0; fi\n'
+                      'echo "$@" >> %s\nexit 1\n' % calls)
+    podman.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    image = "oci-archive:%s" % (private / "image.tar")
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-archive", gpu=0, memory_mib=10, run_as=name,
+                       image=image, argv=["true"])
+        assert err.value.code == rpc.START_FAILED
+        assert err.value.data["reason"] == (
+            "its image %s names the oci-archive: transport, which podman would read from this "
+            "host as the agent's user, not as the job's: a job run as a user names its image "
+            "by reference (docker.io/library/python:3.12, or docker://...)" % image)
+    assert agent.call("job.list")["jobs"] == [] and not calls.exists()
+    job = agent.call("job.launch", key="k-archive-agent", gpu=0, memory_mib=10, image=image,
+                     argv=["true"])
+    wait_job(agent, job["id"])
+    assert " %s true" % image in calls.read_text()
+
+
 class PlainAgent(AgentProcess):
     """The agent's bridge run as a plain user ``uid`` from the zipapp ``archive`` in its home
     (its daemon too: it is this user's own agent, as a host reached as that user without

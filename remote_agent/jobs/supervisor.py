@@ -289,7 +289,8 @@ class Supervisor:
             how, why = self.runtimes.for_image()
             if how is None:
                 raise start_failed(why)
-            why = how.env_problem(req.env)
+            why = how.env_problem(req.env) or how.image_problem(req.image,
+                                                                req.run_as is not None)
             if why:
                 raise start_failed(why)
             return user, how
