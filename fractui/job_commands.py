@@ -20,7 +20,9 @@ from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.copies import Unheld, held_copies, unheld
 from fractui.sched.fleetview import USABLE
 from fractui.scheduler.execute import AGENT_ENDED
+from fractui.store.access import READ
 from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
+from fractui.store.intents import Asker, authorize
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED, Job,
                                  LogTail)
 from fractui.terminal import print_json, say, table, width
@@ -218,6 +220,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     store = open_checked_store(config)
     try:
         job = store.get(job_number(ref))
+        authorize(store, Asker.here(config.teams), READ, job.team, "job %d" % job.id)
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
             say("job %d is %s; waiting for it to start" % (job.id, job.state))
             alone_since: Optional[float] = None  # no lease holder since: none starts it

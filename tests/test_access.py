@@ -16,13 +16,14 @@ TEAMS = ["vision", "nlp", "infra"]
 
 
 def plain_rule(user: str, admin: bool, store_teams, members: dict, action: str, team) -> bool:
-    """Admins do anything; others submit, cancel and requeue for teams they are in (the
-    store's teams, or where it keeps none the config's members); nothing else."""
+    """Admins do anything; others submit, cancel, requeue and read the output for teams they
+    are in (the store's teams, or where it keeps none the config's members); nothing else."""
     if admin:
         return True
     mine = store_teams if store_teams is not None else {t for t, m in members.items()
                                                         if user in m}
-    return action in ("submit", "cancel", "requeue") and team is not None and team in mine
+    return action in ("submit", "cancel", "requeue", "read") and team is not None and \
+        team in mine
 
 
 identities = st.builds(

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from fractui import words
+from fractui.config import QueueConfig
 from fractui.store import SqliteStore, Slot
+from tests.localfleet import local_fleet  # noqa: F401 - a fixture
 from tests.sshd import free_port
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
 from tests.tui_probe import Probe
@@ -139,6 +141,9 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
             % (who(name), theirs.id))
     refused(fractui(config, ["requeue", str(theirs.id)], name),
             "%s; to requeue job %d of team nlp you must be in team nlp, or an admin"
+            % (who(name), theirs.id))
+    refused(fractui(config, ["logs", str(theirs.id)], name),
+            "%s; to read the output of job %d of team nlp you must be in team nlp, or an admin"
             % (who(name), theirs.id))
     for verb, words in (
             (["preempt", str(running.id)], "to preempt job %d" % running.id),
@@ -331,3 +336,51 @@ def test_requeue_of_an_ended_job_says_the_submit_that_runs_it_again(plain_dir, p
     new = SqliteStore(str(store)).get(int(again.stdout.split()[0]))
     assert (new.queue, new.team, new.name, new.argv, new.cwd, new.env, new.image) == (
         "v", "vision", "my run", tuple(argv), "/tmp", {"A": "it's a $HOME; x"}, None)
+
+
+def test_a_job_of_a_store_its_group_writes_never_runs_as_the_agents_user(plain_dir, plain_user,
+                                                                          local_fleet):
+    """SQLite cannot tell who wrote a row: a member who shares the store through its group
+    writes a job by hand (run_as taken away) and it is failed with the reason, never launched
+    as the agent (root here); a job that keeps its member's run_as runs as the member."""
+    member, _home = plain_user
+    info = pwd.getpwnam(member)
+    store_path = shared_store(plain_dir, member)
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="10g", memory_gib=10)],
+                    store_url="sqlite://" + str(store_path))
+    request = f.config.queue("10g").request()
+    honest = f.store.submit("10g", None, "honest", ["/usr/bin/sleep", "600"], request,
+                            "%s@h" % member, run_as=member)
+    forged = f.store.submit("10g", None, "forged", ["/usr/bin/sleep", "600"], request,
+                            "%s@h" % member, run_as=member)
+    subprocess.run(["/usr/bin/python3", "-c", "import sqlite3, sys\n"
+                    "db = sqlite3.connect(sys.argv[1])\n"
+                    "db.execute('UPDATE jobs SET run_as = NULL WHERE id = ?', (sys.argv[2],))\n"
+                    "db.commit()", str(store_path), str(forged.id)],
+                   check=True, user=info.pw_uid, group=info.pw_gid, extra_groups=[])
+    f.until(lambda: f.states() == {honest.id: "running", forged.id: "failed"})
+    assert f.store.get(forged.id).reason == (
+        "not launched: it would run as the agent's user, and this store's rows vouch for no "
+        "admin: its file %s is writable by its group (mode 0660), so anyone who can write it "
+        "could have written this job; on such a store every job runs as its submitter "
+        "(run_as), and an admin runs one as the agent's user with fractui launch" % store_path)
+    assert [(j["name"], j["run_as"]) for j in f.agent_jobs()] == [("honest", member)]
+
+
+def test_an_admins_job_runs_as_the_agents_user_only_where_no_one_else_writes_the_store(
+        plain_dir, plain_user):
+    """root, the admin of both stores, submits to each: on its own (0600 in a 0700 directory)
+    the job runs as the agent's user (run_as none); on one its group writes, as root (whom the
+    agent refuses: such a store's admin runs a job as the agent with fractui launch)."""
+    member, _home = plain_user
+    shared = shared_store(plain_dir, member)
+    private = plain_dir / "private"
+    private.mkdir(mode=0o700)
+    SqliteStore(str(private / "store.db")).close()
+    for path, run_as in ((private / "store.db", None), (shared, "root")):
+        folder = plain_dir / ("config-%s" % run_as)
+        folder.mkdir()
+        config = write_config(folder, path, {"vision": [member]})
+        done = fractui(config, ["submit", "--queue", "v", "--json", "--", "/usr/bin/true"])
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["run_as"] == run_as

@@ -6,6 +6,8 @@ another uid that root hands files to."""
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import socket
 import stat
 import subprocess
@@ -16,7 +18,7 @@ import pytest
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError, AgentProcess, stop_host
+from tests.conftest import REPO, AgentError, AgentProcess, stop_host
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
 
@@ -331,3 +333,143 @@ def test_a_job_runs_as_its_run_as_user_and_a_cwd_it_cannot_enter_is_a_job_fault(
                        cwd=str(private), argv=["/usr/bin/true"])
         assert err.value.code == rpc.START_FAILED and err.value.data["reason"] == reason
         assert err.value.data["job"]["exit_code"] == 127  # only its start could tell
+
+
+def test_a_run_as_job_learns_nothing_of_paths_its_user_cannot_see(start_agent, tmp_path,
+                                                                    plain_user):
+    """A cwd or a program in a directory the user may not enter is refused alike whether it
+    is there or not (as that user sees it), not told apart by the agent's own look as root."""
+    name, _home = plain_user
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    (private / "there").mkdir()
+    said = []
+    for key, where in (("k-cwd-there", "there"), ("k-cwd-missing", "missing")):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key=key, gpu=0, memory_mib=10, run_as=name,
+                       cwd=str(private / where), argv=["/usr/bin/true"])
+        said.append(err.value.data["reason"].replace(where, "X"))
+    for key, what in (("k-run-there", "there"), ("k-run-missing", "missing")):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key=key, gpu=0, memory_mib=10, run_as=name,
+                       argv=[str(private / what)])
+        said.append(err.value.data["reason"].replace(what, "X"))
+    assert said == ["cannot enter its cwd %s: Permission denied" % (private / "X")] * 2 + [
+        "cannot run %s: Permission denied" % (private / "X")] * 2
+
+
+def test_a_run_as_container_job_names_no_image_the_runtime_would_read_from_the_host(
+        start_agent, tmp_path, plain_user, monkeypatch):
+    """podman runs as the agent (root): an image by a transport that reads the host's files
+    (oci-archive:/root-only/image.tar) would be read with root's rights for a user who may
+    not read it. Refused for a run_as job, nothing recorded; the agent's own job may. (A
+    stand-in podman on PATH: its version is all the probe reads, and it notes every other
+    call, so a run it was asked for is seen, and no real container starts.)"""
+    name, _home = plain_user
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "podman-calls"
+    podman = tools / "podman"
+    podman.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo 5.0.0; exit 0; fi\n'
+                      'echo "$@" >> %s\nexit 1\n' % calls)
+    podman.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    image = "oci-archive:%s" % (private / "image.tar")
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-archive", gpu=0, memory_mib=10, run_as=name,
+                       image=image, argv=["true"])
+        assert err.value.code == rpc.START_FAILED
+        assert err.value.data["reason"] == (
+            "its image %s names the oci-archive: transport, which podman would read from this "
+            "host as the agent's user, not as the job's: a job run as a user names its image "
+            "by reference (docker.io/library/python:3.12, or docker://...)" % image)
+    assert agent.call("job.list")["jobs"] == [] and not calls.exists()
+    job = agent.call("job.launch", key="k-archive-agent", gpu=0, memory_mib=10, image=image,
+                     argv=["true"])
+    wait_job(agent, job["id"])
+    assert " %s true" % image in calls.read_text()
+
+
+class PlainAgent(AgentProcess):
+    """The agent's bridge run as a plain user ``uid`` from the zipapp ``archive`` in its home
+    (its daemon too: it is this user's own agent, as a host reached as that user without
+    become has)."""
+
+    def __init__(self, archive: str, state_dir: str, uid: int, gid: int, home: str):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", state_dir,
+             "--sim", "1xL4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, user=uid, group=gid, extra_groups=[], cwd=home,
+            env={"HOME": home, "PATH": "/usr/bin:/bin"})
+        self._next_id = 0
+        self.notifications = []
+
+
+def powers_refused(agent: AgentProcess, name: str, why: str) -> None:
+    """A launch run as ``name`` is refused by the host, twice, with ``why``; nothing recorded."""
+    uid = pwd.getpwnam(name).pw_uid
+    for _ in range(2):
+        with pytest.raises(AgentError) as err:
+            agent.call("job.launch", key="k-powers", gpu=0, memory_mib=10, run_as=name,
+                       argv=["/usr/bin/true"])
+        assert err.value.code == rpc.NOT_PERMITTED
+        assert err.value.message == (
+            "run_as %r is uid %d on this host, %s: a job run as a team member never runs with "
+            "the agent's powers (its socket and state dir: every job's env and logs, stopping "
+            "them, MIG)" % (name, uid, why))
+    assert agent.call("job.list")["jobs"] == []
+
+
+def test_a_job_for_a_member_named_as_a_plain_agents_own_user_is_refused(plain_user):
+    """A host reached as ``svc`` without root runs its agent as svc; a team member also named
+    svc would get a job with the agent's socket and state dir, so that run_as is refused."""
+    name, home = plain_user
+    info = os.stat(home)
+    archive = os.path.join(home, "agent.pyz")
+    with open(archive, "wb") as f:
+        f.write(build_agent_archive().data)
+    os.chmod(archive, 0o644)
+    state_dir = os.path.join(home, "state")
+    subprocess.run(["rm", "-rf", "/tmp/fractui-%d" % info.st_uid], check=True)
+    agent = PlainAgent(archive, state_dir, info.st_uid, info.st_gid, home)
+    try:
+        powers_refused(agent, name, "the agent's own user")
+    finally:
+        agent.close()
+        stop_host(state_dir)
+        subprocess.run(["rm", "-rf", "/tmp/fractui-%d" % info.st_uid], check=False)
+
+
+def test_a_job_for_a_member_who_owns_the_root_agents_code_is_refused(start_agent, tmp_path,
+                                                                      plain_users):
+    """become = "sudo": root runs the zipapp the login user put in its own agent_cache, so
+    that user could change what root runs; a member of that name is refused, another runs."""
+    login, home = plain_users()
+    member, member_home = plain_users()
+    code = os.path.join(home, "agent")
+    shutil.copytree(os.path.join(REPO, "remote_agent"), os.path.join(code, "remote_agent"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["chown", "-R", "%s:" % login, code], check=True)
+    agent = start_agent("1xL4", str(tmp_path / "state"), code_root=code)
+    powers_refused(agent, login, "the owner of %s, on the way to %s, which the agent loads its "
+                   "code from (it could change what the agent runs)" % (home, code))
+    job = agent.call("job.launch", key="k-member", gpu=0, memory_mib=10, run_as=member,
+                     argv=["/usr/bin/id", "-un"])
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [member]
+
+
+def test_a_job_for_a_member_who_started_the_agent_with_sudo_is_refused(start_agent, tmp_path,
+                                                                       plain_users,
+                                                                       monkeypatch):
+    """The user sudo started the agent for (its SUDO_UID) can become root again: a member of
+    that name is refused."""
+    login, home = plain_users()
+    monkeypatch.setenv("SUDO_UID", str(os.stat(home).st_uid))
+    agent = start_agent("1xL4", str(tmp_path / "state"))
+    powers_refused(agent, login, "the user who started the agent with sudo")

@@ -271,14 +271,17 @@ def test_a_kept_tail_is_the_logs_bytes_one_for_one_and_a_follower_prints_what_is
 def test_a_role_that_may_only_read_gets_the_kept_tail_saying_why_no_fresher_one(
         local_fleet, pg_server, capfd):
     """On PostgreSQL a role with SELECT alone may not ask the lease holder for a fresher tail
-    (INSERT on log_requests): it reads the one kept, warned, not refused."""
+    (INSERT on log_requests): it reads the one kept, warned, not refused. (It is in the job's
+    team: a job's output is its team's and the admins' to read.)"""
     db = pg_server.new_database()
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], store_url=pg_server.url(db))
-    job = f.submit("quarter", argv=TALK)
+    team = "t" + db
+    job = f.submit("quarter", team, argv=TALK)
     f.until(lambda: f.states()[job.id] == "running")
     f.store.keep_log(job.id, "hello\nline two\n", complete=False)
     reader = "reader_" + db
-    pg_server.sql("CREATE ROLE %s LOGIN" % reader)
+    pg_server.sql("CREATE ROLE fractui_team_%s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (reader, team))
     pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s" % reader, db=db)
     config = f.tmp / "reader.toml"
     config.write_text("[store]\nurl = %s\n" % json.dumps(pg_server.url(db, user=reader)))

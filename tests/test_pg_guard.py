@@ -355,6 +355,35 @@ def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storede
         admin.close()
 
 
+def test_a_jobs_kept_output_is_read_by_its_team_and_the_admins_alone(guarded):
+    """Migration 0021: ann (team vision) reads the output kept of her team's job, not of team
+    nlp's, by fractui's store or by psql, nor asks for it; an admin reads both."""
+    admin = guarded.store()
+    ann = guarded.store(guarded.ann)
+    ops = guarded.store(guarded.ops)
+    try:
+        ours = admin.submit("v", guarded.vision, "ours", ["true"], {}, "x")
+        theirs = admin.submit("n", guarded.nlp, "theirs", ["true"], {}, "x")
+        for job in (ours, theirs):
+            admin.keep_log(job.id, "output of %d\n" % job.id, True)
+        assert ann.log_tail(ours.id).text == "output of %d\n" % ours.id
+        assert ann.log_tail(theirs.id) is None
+        assert ops.log_tail(theirs.id).text == "output of %d\n" % theirs.id
+        with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+            assert conn.execute("SELECT job FROM log_tails ORDER BY job").fetchall() == [
+                (ours.id,)]
+        ann.ask_log(ours.id, guarded.ann)
+        with pytest.raises(StoreDenied, match="ask for the output of job %d of team %s: it is "
+                           "not a member of fractui_team_%s" % (theirs.id, guarded.nlp,
+                                                                guarded.nlp)):
+            ann.ask_log(theirs.id, guarded.ann)
+        assert admin.log_requests() == [ours.id]
+    finally:
+        ann.close()
+        ops.close()
+        admin.close()
+
+
 @pytest.mark.parametrize("who", ["ops", "postgres"])
 def test_admins_and_superusers_are_not_held(guarded, who):
     role = guarded.ops if who == "ops" else "postgres"

@@ -390,6 +390,12 @@ class Store(abc.ABC):
     def identity(self) -> Identity:
         """Who this store's connection acts as (see Identity)."""
 
+    def hand_writers(self) -> Optional[str]:
+        """Who besides the store's admins could write its rows by hand, past every check of
+        intents (a job's ``run_as`` too), in words; None where no one can. No job of a store
+        that says someone runs as the agent's user: its rows vouch for no admin."""
+        return None
+
     @abc.abstractmethod
     def version(self, topic: str) -> int:
         """A counter of ``topic``'s changes, moved in each change's transaction: what was read

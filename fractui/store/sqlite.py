@@ -196,6 +196,16 @@ class SqliteStore(SqlStore):
             raise sqlite_file.translate(self.path, err) from err
         return Identity(os_user(), admin=_is_admin(uid, owner))
 
+    def hand_writers(self) -> Optional[str]:
+        """Anyone but root and the file's owner who can write the file, or its directory (to
+        replace the file, or put a -wal beside it): SQLite cannot tell who wrote a row, so a
+        store shared through a group lets each of them write any job (file modes and owners,
+        not ACLs, are read)."""
+        try:
+            return sqlite_file.others_who_write(self.path)
+        except OSError as err:
+            raise sqlite_file.translate(self.path, err) from err
+
     def feed(self) -> "SqliteFeed":
         return SqliteFeed(self.path)
 

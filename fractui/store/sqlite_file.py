@@ -17,7 +17,7 @@ import stat
 import tempfile
 import threading
 from collections import Counter
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
                                 StoreUnavailable)
@@ -38,11 +38,31 @@ def user() -> str:
 
 def _mode(path: str) -> str:
     st = os.stat(path)
+    return "mode %04o, owner %s" % (stat.S_IMODE(st.st_mode), _owner(st.st_uid))
+
+
+def others_who_write(path: str) -> Optional[str]:
+    """Who besides root and the owner of the store file ``path`` can write it or its
+    directory, in words ("its directory /s is writable by its group (mode 2770)"); None
+    where no one can."""
+    owner = os.stat(path).st_uid
+    for what, where in (("file", path), ("directory", os.path.dirname(os.path.abspath(path)))):
+        st = os.stat(where)
+        if st.st_uid not in (0, owner):
+            return "its %s %s is owned by %s, not by its owner or root" % (
+                what, where, _owner(st.st_uid))
+        if st.st_mode & 0o022:
+            return "its %s %s is writable by %s (mode %04o)" % (
+                what, where, "all users" if st.st_mode & 0o002 else "its group",
+                stat.S_IMODE(st.st_mode))
+    return None
+
+
+def _owner(uid: int) -> str:
     try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        owner = "uid %d" % st.st_uid
-    return "mode %04o, owner %s" % (stat.S_IMODE(st.st_mode), owner)
+        return "uid %d" % uid
 
 
 def _read_only_fs(folder: str) -> bool:

@@ -41,7 +41,7 @@ from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
-from remote_agent.jobs import booking, caps, output, procs, runtime
+from remote_agent.jobs import booking, caps, output, powers, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
@@ -271,25 +271,31 @@ class Supervisor:
 
     def _check_startable(self, req: LaunchRequest) -> Tuple[JobUser, Runtime]:
         """Job faults found before anything is recorded: its user, its runtime, its cwd, its
-        program (a container job's cwd and program are its image's, not the host's)."""
+        program (a container job's cwd and program are its image's, not the host's; a run_as
+        job's are found by its shim as that user, who may not see what the agent sees)."""
         try:
             user = JobUser.named(req.run_as)
         except KeyError:
             raise start_failed("no user %r on this host" % req.run_as) from None
-        if req.run_as is not None and user.uid == 0:  # a team member's name, never root's
-            raise start_failed("run_as %r is uid 0 on this host: a job run as a user never runs "
-                               "as root" % req.run_as)
-        if req.run_as is not None and os.geteuid() not in (0, user.uid):
+        held = powers.refusal(user.uid) if req.run_as is not None else None
+        if held and user.uid == 0:  # a team member's name, never root's
+            raise start_failed("run_as %r is %s" % (req.run_as, held))
+        if held:  # this host's: another reaches the agent otherwise, the member may run there
+            raise RpcError(rpc.NOT_PERMITTED, "run_as %r is %s" % (req.run_as, held))
+        if req.run_as is not None and os.geteuid() != 0:
             raise RpcError(rpc.NOT_PERMITTED, "run_as %r needs the agent to run as root (become "
                            "= \"sudo\"); it runs as uid %d" % (req.run_as, os.geteuid()))
         if req.image is not None:
             how, why = self.runtimes.for_image()
             if how is None:
                 raise start_failed(why)
-            why = how.env_problem(req.env)
+            why = how.env_problem(req.env) or how.image_problem(req.image,
+                                                                req.run_as is not None)
             if why:
                 raise start_failed(why)
             return user, how
+        if req.run_as is not None:  # looked at as its user, by the shim: the agent (root)
+            return user, self.runtimes.get("process")  # would say what is in others' dirs
         cwd = req.cwd or user.default_cwd()
         if not os.path.isdir(cwd):
             why = os.strerror(errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT)

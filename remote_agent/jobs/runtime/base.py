@@ -70,6 +70,12 @@ class Runtime(ABC):
         None where they can (a bare process takes any)."""
         return None
 
+    def image_problem(self, image: str, run_as: bool) -> Optional[str]:
+        """Why this runtime may not run ``image`` for the job (``run_as``: one run as a user,
+        not the agent's own), or None where it may (a runtime that reads the image as the
+        job's user may run any)."""
+        return None
+
     def cgroup_parent_problem(self) -> Optional[str]:
         """Why its processes would not go into the job's cgroup (where the driver's limit is),
         or None where they do."""

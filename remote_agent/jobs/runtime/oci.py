@@ -58,6 +58,12 @@ ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-f
 MAX_ENV_LINE = 65535  # bytes of one NAME=VALUE line: both runtimes read it with Go's bufio.Scanner
 
 
+# The transports of containers-transports(5) that read an image from the host's own files or
+# stores rather than from a registry (docker:, and a bare reference, read a registry).
+HOST_TRANSPORTS = ("containers-storage", "dir", "docker-archive", "docker-daemon", "oci",
+                   "oci-archive", "ostree", "sif", "tarball")
+
+
 class Oci(ContainerRuntime):
     """podman, or docker (``tool``): the same commands, the GPU given each one's way."""
 
@@ -125,6 +131,18 @@ class Oci(ContainerRuntime):
         # socket); the job's own environment is only what --env-file gives the container
         return ShimLaunch(argv=argv, env=dict(os.environ), cwd="/", user=None, cgroup=None,
                           files=files)
+
+    def image_problem(self, image: str, run_as: bool) -> Optional[str]:
+        """The runtime's CLI runs as the agent (root), so an image it would read from the
+        host (an archive, a directory, another storage: containers-transports(5)) is one a
+        user's job may not name: it would read what that user could not."""
+        transport = image.split(":", 1)[0] if ":" in image else ""
+        if not run_as or transport not in HOST_TRANSPORTS:
+            return None
+        return ("its image %s names the %s: transport, which %s would read from this host as "
+                "the agent's user, not as the job's: a job run as a user names its image by "
+                "reference (docker.io/library/python:3.12, or docker://...)" % (
+                    image, transport, self.tool))
 
     def env_problem(self, env: Dict[str, str]) -> Optional[str]:
         found = env_file_problem(env)
