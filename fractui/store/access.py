@@ -1,8 +1,8 @@
 """Who may do what: the one rule, pure (no I/O), for every verb and the TUI to share.
 
 An admin may do everything. Anyone else may submit to a team they are in, and cancel or
-requeue that team's jobs; everything that steers the fleet — preempting, placing by hand,
-launching or stopping a job on a host, MIG changes, cordoning or draining a host or a GPU,
+requeue that team's jobs; everything that steers the fleet — preempting, placing or moving by
+hand, launching or stopping a job on a host, MIG changes, cordoning or draining a host or a GPU,
 quota and config changes, running the scheduler (which does all of these) — is the admin's. A
 job of no team is the admin's alone.
 
@@ -20,16 +20,16 @@ from typing import Iterable, Mapping, Optional, Protocol
 from fractui.store.base import Identity
 
 SUBMIT, CANCEL, REQUEUE = "submit", "cancel", "requeue"
-PREEMPT, PLACE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE = (
-    "preempt", "place", "launch", "stop", "mig", "cordon", "configure", "schedule")
+PREEMPT, PLACE, MOVE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE = (
+    "preempt", "place", "move", "launch", "stop", "mig", "cordon", "configure", "schedule")
 TEAM_ACTIONS = (SUBMIT, CANCEL, REQUEUE)
 """Yours to do to your own teams' jobs; an admin's to do to any."""
-ADMIN_ACTIONS = (PREEMPT, PLACE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE)
+ADMIN_ACTIONS = (PREEMPT, PLACE, MOVE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE)
 """The admin's alone."""
 ACTIONS = TEAM_ACTIONS + ADMIN_ACTIONS
 
 _VERBS = {SUBMIT: "submit", CANCEL: "cancel", REQUEUE: "requeue", PREEMPT: "preempt",
-          PLACE: "place", LAUNCH: "launch", STOP: "stop", MIG: "change MIG on",
+          PLACE: "place", MOVE: "move", LAUNCH: "launch", STOP: "stop", MIG: "change MIG on",
           CORDON: "cordon, drain or uncordon", CONFIGURE: "change", SCHEDULE: "run the scheduler"}
 
 
