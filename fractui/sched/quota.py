@@ -86,9 +86,9 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
         if job.team not in used:
             continue
         if job.state in ON_HOST and job.slot is not None:
-            used[job.team] += job.slot.charge
+            used[job.team] += job.held_charge
             if job.preemptible:
-                borrowed[job.team] += job.slot.charge
+                borrowed[job.team] += job.held_charge
         elif job.state == PENDING:
             pending[job.team] += 1
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
