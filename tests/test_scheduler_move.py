@@ -6,10 +6,14 @@ is held for it meanwhile: no other job is placed there, and the job is placed no
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from fractui.config import QueueConfig
+from fractui.scheduler.execute import AGENT_ENDED
+from fractui.store.intents import Asker, move_by_hand
 from fractui.store.model import STOPPING
 from tests import localfleet
+from tests.test_scheduler_config_change import restarted, rewritten, until
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
@@ -28,8 +32,10 @@ def record(f, job, attempt: int) -> dict:
 
 
 def test_a_running_job_moved_by_hand_stops_then_runs_there_and_nothing_takes_its_room(
-        local_fleet):
-    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], preempt_grace_s=10.0)
+        local_fleet, store_url):
+    """On an SQLite store and on PostgreSQL."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], preempt_grace_s=10.0,
+                    store_url=store_url)
     job = f.submit("whole", argv=SLOW_STOP)
     f.until(lambda: f.store.get(job.id).state == "running")
     here = f.store.get(job.id).slot.host
@@ -105,3 +111,47 @@ def test_a_move_to_a_slice_on_a_gpu_with_mig_off_shows_and_makes_the_mode_change
     assert (now.slot.host, now.slot.profile) == (there, "3g.40gb")
     mig = [e for e in f.store.audit_log() if e.action == "mig"]
     assert [e.detail["host"] for e in mig] == [here, there]  # each GPU turned on for it
+
+
+def test_a_job_whose_host_is_lost_while_it_moves_is_placed_where_it_was_held(local_fleet):
+    """Its host away past host_lost_s while it stops to move: the move goes on (placed on the
+    held slot, never back in its queue), its copy there kept as stale, and stopped once the
+    host is back."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], host_lost_s=1.0)
+    job = f.submit("whole")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    first = f.store.get(job.id)
+    kept = next(h for h in f.config.hosts if h.name != first.slot.host)
+    with restarted(f, rewritten(f, hosts=(kept,))) as sched:
+        move_by_hand(f.store, first, replace(first.slot, host=kept.name), Asker("test"))
+        until(f, sched, lambda: f.store.get(job.id).state == "running")
+    now = f.store.get(job.id)
+    assert (now.attempt, now.slot.host, now.manual) == (1, kept.name, True)
+    key = first.key(f.store.uid)
+    assert [(c.host, c.key) for c in f.store.stale()] == [(first.slot.host, key)]
+    assert [(e.action, e.detail.get("stale_on")) for e in f.store.audit_log(job.id)][-3:] == [
+        ("move", None), ("moved", first.slot.host), ("launch", None)]
+    with restarted(f, f.config) as sched:  # the host is back: its copy is stopped
+        until(f, sched, lambda: not f.store.stale())
+    after = [j["state"] for j in f.agent_jobs() if j["key"] == key]
+    assert after and all(state in AGENT_ENDED for state in after), after
+
+
+def test_a_held_slot_taken_around_the_store_sends_the_moved_job_back_to_its_queue(local_fleet):
+    """The store holds the room, not the host: a job launched there by hand (fractui launch)
+    while the move waits takes it, and the moved job's launch is refused there; it goes back
+    to its queue with the agent's words, not left stopped nor launched elsewhere unasked."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], preempt_grace_s=10.0)
+    job = f.submit("whole", argv=SLOW_STOP)
+    f.until(lambda: f.store.get(job.id).state == "running")
+    first = f.store.get(job.id)
+    there = "gpu-b" if first.slot.host == "gpu-a" else "gpu-a"
+    move_by_hand(f.store, first, replace(first.slot, host=there), Asker("test"))
+    f.fleet.session(there).call("job.launch", {
+        "key": "by-hand", "argv": localfleet.sleeper(600), "gpus": [0],
+        "memory_mib": first.slot.memory_mib})
+    f.until(lambda: f.store.get(job.id).attempt == 2 or f.store.get(job.id).state == "pending"
+            and f.store.get(job.id).refusals)
+    back = f.store.get(job.id)
+    assert back.refusals and back.refusals[0].host == there, back
+    assert [e.action for e in f.store.audit_log(job.id)][3:6] == ["move", "moved", "requeued"]
