@@ -37,6 +37,13 @@ def stops_offered(state: str) -> tuple[str, ...]:
     return ()
 
 
+def held_charge(charge: float, move_charge: Optional[float]) -> float:
+    """What a job holds against its team's quota (Job.held_charge), from its slot's charge and
+    the charge of the slot it moves to (None: it does not move): one rule for the store's
+    check and the scheduler's counts."""
+    return charge if move_charge is None else max(charge, move_charge)
+
+
 def movable(state: str) -> bool:
     """Whether a job in ``state`` may be moved by hand: placed or running (a pending one is
     placed, not moved; a stop under way or an end leaves nothing to move)."""
@@ -153,8 +160,8 @@ class Job:
         """What it holds against its team's quota: its slot's charge, and while it moves the
         larger of that and its target's (the old slice is held until it stops, the target
         until it runs there)."""
-        held = self.slot.charge if self.slot is not None else 0.0
-        return max(held, self.move_to.charge) if self.move_to is not None else held
+        return held_charge(self.slot.charge if self.slot is not None else 0.0,
+                           self.move_to.charge if self.move_to is not None else None)
 
     @property
     def user(self) -> str:

@@ -32,7 +32,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST, PEN
                                  STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  ModeHold, Refusal, Sampled, Slot, StaleCopy, UsageRecord,
-                                 same_place)
+                                 held_charge, same_place)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -332,9 +332,10 @@ class SqlStore(Store):
         the larger of its two slots), the job itself left out."""
         if quota is None or job.team is None:
             return
-        held = sum(_job(r).held_charge for r in self._run(
-            db, "SELECT * FROM jobs WHERE team = ? AND state IN (?, ?, ?) AND host IS NOT NULL "
-            "AND preemptible = 0 AND id <> ?", (job.team,) + ON_HOST + (job.id,)))
+        held = sum(held_charge(float(r["charge"] or 0.0), _move_charge(r)) for r in self._run(
+            db, "SELECT id, charge, move_to FROM jobs WHERE team = ? AND state IN (?, ?, ?) "
+            "AND host IS NOT NULL AND preemptible = 0 AND id <> ?",
+            (job.team,) + ON_HOST + (job.id,)))
         if held + slot.charge > quota + QUOTA_EPSILON:
             raise QuotaTaken(
                 "job %d was not %s: team %s now holds %.2f of its %.2f GPUs within its quota, "
@@ -1008,6 +1009,24 @@ REQUEST_KEYS = {"gpu": NUM, "mig": maybe(TEXT), "memory_gib": NUM, "gpus": INT, 
                 "priority": INT, "team": maybe(TEXT), "image": maybe(TEXT)}
 
 
+def _move(row: Any) -> Optional[dict[str, Any]]:
+    """A job row's ``move_to`` as kept (its slot's record, and whether it is borrowed there),
+    or None; Unreadable where it is not JSON."""
+    text = row["move_to"]
+    return None if text is None else _decoded("job %s's move_to" % row["id"], text)
+
+
+def _move_charge(row: Any) -> Optional[float]:
+    """What the slot a job moves to charges (None: it does not move); Unreadable where the
+    row holds what fractui never wrote there."""
+    move = _move(row)
+    try:
+        return None if move is None else float(move["slot"]["charge"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise Unreadable("job %s's move_to is not as fractui wrote it (%r)" % (
+            row["id"], err)) from err
+
+
 def _job(row: Any) -> Job:
     what = "job %s" % row["id"]
     check(what, row, JOB_COLUMNS)
@@ -1019,7 +1038,7 @@ def _job(row: Any) -> Job:
         if row["host"] is not None:
             slot = Slot(row["host"], tuple(_decoded(what, row["gpus"] or "[]")), row["profile"],
                         row["start"], row["memory_mib"], row["charge"], row["layout_version"])
-        move = _decoded(what, row["move_to"]) if row["move_to"] is not None else None
+        move = _move(row)
         move_to = None if move is None else Slot(**dict(move["slot"],
                                                         gpus=tuple(move["slot"]["gpus"])))
         return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
