@@ -10,7 +10,7 @@ import pytest
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler.child import ChildScheduler
-from fractui.tui.model import GHOST
+from fractui.tui.model import GHOST, PLACING
 from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
@@ -308,6 +308,10 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
             await pilot.press("enter")
             await until(pilot, lambda: f.store.get(job.id).state == "stopping", "moving")
             assert fleet(app).placement is None
+            # the room held for it is drawn as decided, not free, while it stops
+            await until(pilot, lambda: [(b.kind, b.label) for b in gpu_line(
+                app, there, 0)[1].blocks] == [(PLACING, "whole")], "the room drawn held")
+            assert gpu_line(app, there, 0)[1].blocks[0].job == "#%d" % job.id
 
     drive()
     moving = f.store.get(job.id)

@@ -28,7 +28,7 @@ from remote_agent.mig.planner import PlanError
 from fractui.sched import mig
 from fractui.sched.model import MILLI, Gpu, Host, Request
 from fractui.sched.quota import charge
-from fractui.store.model import ON_HOST, PLACED, STOPPING, Job
+from fractui.store.model import ON_HOST, Job
 
 USABLE = ("online", "degraded")
 ACTIVE_AGENT_STATES = ("starting", "running")
@@ -322,10 +322,9 @@ def _on_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
     for job in store_jobs:
         if job.state in ON_HOST and job.slot is not None:
             on_host.setdefault(job.slot.host, []).append(job)
-        if job.state == STOPPING and job.move_to is not None:
-            on_host.setdefault(job.move_to.host, []).append(replace(
-                job, state=PLACED, attempt=job.attempt + 1, slot=job.move_to, move_to=None,
-                agent_job=None))
+        held = job.held_decision()
+        if held is not None:
+            on_host.setdefault(held.slot.host, []).append(held)  # type: ignore[union-attr]
     return on_host
 
 

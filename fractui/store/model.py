@@ -4,7 +4,7 @@ and GPUs taken out of service."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from remote_agent.jobs.output import whole_characters
@@ -162,6 +162,16 @@ class Job:
         until it runs there)."""
         return held_charge(self.slot.charge if self.slot is not None else 0.0,
                            self.move_to.charge if self.move_to is not None else None)
+
+    def held_decision(self) -> "Job | None":
+        """While it stops to move: the decision it then becomes, its next attempt placed by
+        hand on the slot held for it (by that attempt's key), which is what holds that room
+        meanwhile wherever the store's jobs are laid on the fleet; None otherwise."""
+        if self.state != STOPPING or self.move_to is None:
+            return None
+        return replace(self, state=PLACED, attempt=self.attempt + 1, slot=self.move_to,
+                       move_to=None, move_borrowed=False, agent_job=None, manual=True,
+                       preemptible=self.move_borrowed)
 
     @property
     def user(self) -> str:
