@@ -43,8 +43,8 @@ IMAGE_HELP = "run the job in a container of this image, through the host's runti
 JSON_HELP = "machine-readable output"
 HOST_HELP = "a host of the config, by its name"
 JOB_HELP = "a queued job, by its number as fractui jobs shows it"
-READONLY_HELP = ("the TUI changes nothing: no key places, stops, requeues or preempts a job, "
-                 "cordons, drains or uncordons, or changes MIG")
+READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues or preempts a "
+                 "job, cordons, drains or uncordons, or changes MIG")
 
 
 def _parser() -> argparse.ArgumentParser:
