@@ -9,9 +9,12 @@ import time
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.sched.preview import Candidate
+from fractui.sched.quota import team_usage
 from fractui.scheduler.child import ChildScheduler
+from fractui.store.model import Job, Slot
 from fractui.tui.model import GHOST, PLACING
-from fractui.tui.placement import PreviewBar
+from fractui.tui.placement import Placement, PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
@@ -342,3 +345,27 @@ def test_move_is_not_offered_for_a_pending_job_nor_readonly(local_fleet):
             assert "jobs.place" not in bound_ids(app) and "jobs.move" not in bound_ids(app)
 
     drive()
+
+
+def test_a_move_past_the_quota_counts_what_the_job_lets_go_of():
+    """The placement bar's question (Placement.past_quota), vision's quota 0.5: a move lets go
+    of what the job holds within the quota, so a slot of the same charge is no step past it
+    (a running or placed job beside another of 0.25); the same slot for a pending job of a
+    team at its quota is, and so is a move of a borrowed job (it lets go of nothing the
+    quota counts)."""
+    def job(number, state, preemptible=False):
+        return Job(number, "q", "vision", "j", ("x",), {}, state, 0.0, 0.0,
+                   slot=None if state == "pending" else Slot("gpu-a", (number,), memory_mib=512,
+                                                             charge=0.25),
+                   preemptible=preemptible)
+
+    there = Candidate("gpu-b", (0,), None, None, 512, 0.25, 0.0, "a share")
+    for state, preemptible, others, past in (("running", False, 1, False),
+                                             ("placed", False, 1, False),
+                                             ("pending", False, 2, True),
+                                             ("running", True, 2, True)):
+        asked = job(0, state, preemptible)
+        jobs = [asked] + [job(n, "running") for n in range(1, others + 1)]
+        usage = {u.name: u for u in team_usage(jobs, [TeamConfig("vision", quota_gpus=0.5)])}
+        said = Placement(asked, [there], usage=usage).past_quota()
+        assert (said is not None) == past, (state, preemptible, said)
