@@ -1,7 +1,8 @@
 """The verbs that queue work and follow it through the store: submit, cancel, requeue,
-preempt, place, move, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store jobs are
-named by number; jobs launched directly on a host by ``host/agent-id`` (fractui/commands.py has
-those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
+preempt, place, move, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store
+jobs are named by number; jobs launched directly on a host by ``host/agent-id``
+(fractui/commands.py has those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which
+show both)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from fractui.sched.cordons import host_out, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import past_quota, quota_of, team_usage
+from fractui.sched.quota import adds_within, past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied
@@ -402,9 +403,7 @@ def move(config: Config, args: argparse.Namespace) -> int:
                     "Move it, changing the GPU's MIG mode?")):
                 raise Failed("not moved: job %d stays where it is" % job.id)
             usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
-            # (what it holds within the quota now is let go as it moves)
-            past = past_quota(usage, job.team, where.charge - (
-                0.0 if job.preemptible else job.held_charge))
+            past = past_quota(usage, job.team, adds_within(job, where.charge))
             if past is not None:
                 say("job %d on %s %s." % (job.id, where.slot().describe(), past))
                 if not (args.over_quota or args.yes or confirm(

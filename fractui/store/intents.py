@@ -1,9 +1,8 @@
 """What users ask of queued jobs — submit, place here, move there, cancel, requeue, preempt —
-and of the
-fleet — cordon, drain, uncordon a host or a GPU — recorded in the store for the lease holder to
-carry out. Shared by the CLI and the TUI, so both mean the same, and
-the one place where who may ask what is checked (fractui.store.access), by the store's word on
-who asks, never the asker's own.
+and of the fleet — cordon, drain, uncordon a host or a GPU — recorded in the store for the
+lease holder to carry out. Shared by the CLI and the TUI, so both mean the same, and the one
+place where who may ask what is checked (fractui.store.access), by the store's word on who
+asks, never the asker's own.
 """
 
 from __future__ import annotations

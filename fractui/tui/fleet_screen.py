@@ -29,7 +29,7 @@ from fractui.sched.cordons import host_out
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import past_quota, quota_of, team_usage
+from fractui.sched.quota import quota_of, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.preview import Candidate
-from fractui.sched.quota import TeamUsage, past_quota
+from fractui.sched.quota import TeamUsage, adds_within, past_quota
 from fractui.store.model import Job, movable
 from fractui.tui.actions import Action, bindings
 from fractui.tui.themes import RichVariables
@@ -75,8 +75,7 @@ class Placement:
         c = self.current
         if c is None:
             return None
-        held = self.job.held_charge if self.moving and not self.job.preemptible else 0.0
-        return past_quota(self.usage, self.job.team, c.charge - held)
+        return past_quota(self.usage, self.job.team, adds_within(self.job, c.charge))
 
     def needs_consent(self) -> bool:
         """Whether confirming here must first be agreed to (past the quota, not yet agreed)."""
