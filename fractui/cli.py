@@ -27,7 +27,8 @@ VERBS = {
     "status": "commands", "doctor": "commands", "trust": "commands", "mig": "commands",
     "launch": "commands", "stop": "commands", "jobs": "job_commands", "logs": "job_commands",
     "submit": "store_commands", "cancel": "store_commands", "requeue": "store_commands",
-    "preempt": "store_commands", "place": "store_commands", "audit": "store_commands",
+    "preempt": "store_commands", "place": "store_commands", "move": "store_commands",
+    "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
     "report": "report_commands", "agent-archive": "agent_commands",
@@ -42,8 +43,8 @@ IMAGE_HELP = "run the job in a container of this image, through the host's runti
 JSON_HELP = "machine-readable output"
 HOST_HELP = "a host of the config, by its name"
 JOB_HELP = "a queued job, by its number as fractui jobs shows it"
-READONLY_HELP = ("the TUI changes nothing: no key places, stops, requeues or preempts a job, "
-                 "cordons, drains or uncordons, or changes MIG")
+READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues or preempts a "
+                 "job, cordons, drains or uncordons, or changes MIG")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,6 +155,22 @@ def _parser() -> argparse.ArgumentParser:
                    "plan was previewed on; the launch is refused if it changed")
     p.add_argument("--over-quota", action="store_true",
                    help="place it past its team's quota without asking (it is then borrowed: "
+                   "preemptible)")
+    p.add_argument("--yes", action="store_true",
+                   help="agree to every question in advance: past the quota, and a launch that "
+                   "first changes the GPU's MIG mode (a GPU reset on an A100 or A30)")
+
+    p = _verb_parser(verbs, "move", "move a placed or running queued job by hand: JOB HOST "
+                     "GPU; it is stopped, then placed there, the slot held for it meanwhile")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP)
+    p.add_argument("host", metavar="HOST", help=HOST_HELP + ": where to move it")
+    p.add_argument("gpu", metavar="GPU", help="GPU index")
+    p.add_argument("--profile", metavar="P", type=mig_profile,
+                   help="MIG profile (default: the queue's rule)")
+    p.add_argument("--start", type=bounded(0, 63), metavar="S",
+                   help="with --profile: the slot (default: the best one free)")
+    p.add_argument("--over-quota", action="store_true",
+                   help="move it past its team's quota without asking (it is then borrowed: "
                    "preemptible)")
     p.add_argument("--yes", action="store_true",
                    help="agree to every question in advance: past the quota, and a launch that "

@@ -255,13 +255,14 @@ def logs(config: Config, args: argparse.Namespace) -> int:
             _output(config, args, label, host, job_id, job)  # type: ignore[arg-type]
         if not (args.follow and ended and job is not None):
             break
-        now = _recorded(config, job)
+        now, moved = _recorded(config, job)
         if now.attempt == job.attempt:  # the attempt's end is the job's
             break
         if now.state in ENDED and now.agent_job is None:  # it ended waiting to run again
             ended = why(now) or now.state
             break
-        say("%s went back to its queue (%s); following its next attempt" % (label, ended))
+        say("%s %s (%s); following its next attempt" % (
+            label, "was moved by hand" if moved else "went back to its queue", ended))
         label, host, job_id, job = _job_ref(config, args.job, wait=True)
     if ended:
         say("%s ended: %s" % (label, ended))
@@ -305,11 +306,12 @@ def _output(config: Config, args: argparse.Namespace, label: str, host: str, job
         fleet.stop()
 
 
-def _recorded(config: Config, job: Job) -> Job:
+def _recorded(config: Config, job: Job) -> tuple[Job, bool]:
     """The queued job once the store has recorded the end of its attempt that ``logs -f``
-    followed: ended, or sent back to its queue (requeued, preempted) as a new attempt. The
-    lease holder records it after the agent's end, so the store is asked until it has, at most
-    LOG_WAIT_S, and only while a lease holder is there to record it (else the job as it is)."""
+    followed: ended, or sent back to its queue (requeued, preempted) or moved by hand as a new
+    attempt; and whether it was moved. The lease holder records it after the agent's end, so
+    the store is asked until it has, at most LOG_WAIT_S, and only while a lease holder is
+    there to record it (else the job as it is)."""
     store = open_checked_store(config)
     feed = store.feed()
 
@@ -319,7 +321,8 @@ def _recorded(config: Config, job: Job) -> Job:
 
     try:
         kept_output.waited(feed, recorded)
-        return store.get(job.id)
+        now = store.get(job.id)
+        return now, _left_by(store, job.id)[0] == "moved"
     finally:
         feed.close()
         store.close()
@@ -426,10 +429,17 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
 
 
 def _sent_back(store: Store, number: int) -> str:
-    """Why the job was last sent back to its queue, as the audit says (the job's own reason
-    may be its next attempt's by now)."""
-    whys = [e.why for e in store.audit_log(number) if e.action == "requeued"]
-    return (whys[-1] if whys else "") or "sent back"
+    """Why the job's attempt last left its slot for another, as the audit says (the job's own
+    reason may be its next attempt's by now)."""
+    return _left_by(store, number)[1] or "sent back"
+
+
+def _left_by(store: Store, number: int) -> tuple[str, str]:
+    """The audit's last entry that began a new attempt of the job after one on a host: its
+    action (``requeued``: sent back to its queue; ``moved``: placed by hand where an admin
+    moved it) and why; ("", "") if none."""
+    last = [e for e in store.audit_log(number) if e.action in ("requeued", "moved")]
+    return (last[-1].action, last[-1].why) if last else ("", "")
 
 
 def _no_offset(host: str, number: int) -> str:

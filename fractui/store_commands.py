@@ -1,7 +1,8 @@
 """The verbs that queue work and follow it through the store: submit, cancel, requeue,
-preempt, place, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store jobs are
-named by number; jobs launched directly on a host by ``host/agent-id`` (fractui/commands.py has
-those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which show both)."""
+preempt, place, move, audit, cordon, drain, uncordon, and the headless ``scheduler``. Store
+jobs are named by number; jobs launched directly on a host by ``host/agent-id``
+(fractui/commands.py has those verbs; fractui/job_commands.py ``jobs`` and ``logs``, which
+show both)."""
 
 from __future__ import annotations
 
@@ -21,20 +22,24 @@ from fractui.config import Config, default_config_path
 from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
-from fractui.sched.fleetview import HostView, flips_modes, idle_view
+from fractui.sched.fleetview import HostView, facts, flips_modes, idle_view
 from fractui.sched.cordons import host_out, state
 from fractui.sched.manual import Unfit, complete, in_service, mode_change
 from fractui.sched.mig_change import flip_of, held_back, host_refusal
-from fractui.sched.quota import past_quota, quota_of, team_usage
+from fractui.sched.preview import Candidate, candidates
+from fractui.sched.quota import adds_within, past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
-from fractui.store.access import CANCEL, PLACE, SCHEDULE, Denied
+from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
-                                 PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
+                                 PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot,
+                                 movable)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, count, why
+
+MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
 if TYPE_CHECKING:
     from fractui.fleet.fleet import Fleet
@@ -277,7 +282,9 @@ def place(config: Config, args: argparse.Namespace) -> int:
                           if job.state == PLACED else None))  # (a launch made: no flip ahead)
             return 0
         if job.state != PENDING:
-            raise Failed("only a pending job can be placed: job %d is %s" % (job.id, job.state))
+            raise Failed("only a pending job can be placed: job %d is %s%s" % (
+                job.id, job.state, "; fractui move %d HOST GPU moves it" % job.id
+                if movable(job.state) else ""))
         try:
             in_service(Slot(args.host, (gpu,)), store.cordons())
         except Unfit as err:
@@ -364,6 +371,103 @@ def hand_slot(job: Job, slot: Slot, host_facts: Dict[str, Any], store_uid: str) 
     except Unfit as err:
         raise Failed(str(err)) from None
     return replace(slot, charge=done.charge)
+
+
+def move(config: Config, args: argparse.Namespace) -> int:
+    """A move by hand of a placed or running job, one intent: the lease holder stops it (its
+    grace), then places it by hand on the slot chosen here, which it holds meanwhile. The
+    slot is chosen on the host as it is now (asked of its agent: a slot held must be one the
+    GPU has free), as the TUI's preview chooses it; a launch that first changes the GPU's
+    MIG mode, or that goes past the team's quota, is said and asked about as ``place`` asks."""
+    if args.start is not None and args.profile is None:
+        raise UsageError("--start goes with --profile")
+    config.host(args.host)
+    gpu = gpu_index(args.gpu)
+    asker = Asker.here(config.teams)
+    store = open_checked_store(config, hear=False)
+    try:
+        job = queued(store, args.job)
+        intents.authorize(store, asker, MOVE, job.team, "job %d" % job.id)  # before any host
+        asked = Slot(args.host, (gpu,), args.profile, args.start)
+        if intents.there(job, asked):  # a retry whose first ask was carried out: done
+            print("%d %s on %s (moved there)" % (job.id, job.state,
+                                                 job.slot.describe()))  # type: ignore
+            return 0
+        if not intents.moving_to(job, asked):
+            if not movable(job.state):
+                raise Failed(intents.move_refusal(job))
+            where, view = _room_now(config, store, job, asked)
+            flip = _flip(where.slot(), facts(view))
+            say("job %d to %s: %s" % (job.id, where.host, where.plan))
+            if flip is not None and not (args.yes or confirm(
+                    "Move it, changing the GPU's MIG mode?")):
+                raise Failed("not moved: job %d stays where it is" % job.id)
+            usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
+            past = past_quota(usage, job.team, adds_within(job, where.charge))
+            if past is not None:
+                say("job %d on %s %s." % (job.id, where.slot().describe(), past))
+                if not (args.over_quota or args.yes or confirm(
+                        "Move it anyway, as a borrowed job that a team within its quota may "
+                        "preempt?")):
+                    raise Failed("not moved: job %d stays where it is" % job.id)
+            job = intents.move_by_hand(store, job, where.slot(), asker, past,
+                                       quota_of(config.teams, job.team))
+        led = job.state != STOPPING or store.lease_holder() is not None
+    finally:
+        store.close()
+    print(_moving(job))
+    if not led:
+        say(NO_SCHEDULER)
+    return 0
+
+
+def _moving(job: Job) -> str:
+    """What ``move`` answers, the first time or asked again while the move is under way."""
+    if job.state != STOPPING or job.move_to is None:
+        return "%d %s on %s (moved there)" % (job.id, job.state,
+                                              job.slot.describe())  # type: ignore
+    return "%d moving to %s: the scheduler stops it, then launches it there; the slot is " \
+        "held for it meanwhile%s" % (job.id, job.move_to.describe(),
+                                     " (borrowed: preemptible)" if job.move_borrowed else "")
+
+
+def _live_view(config: Config, store: Store, host: str) -> tuple[HostView, Any]:
+    """``host`` as its agent says it is now (hello, jobs, a fresh snapshot), each GPU the
+    lease holder holds back from mode changes offered none; and the host's state."""
+    from fractui.fleet.client import AgentCallError  # here: the store-only verbs load no SSH
+    from fractui.fleet.fleet import open_fleet
+    from fractui.fleet.host import HostUnavailable
+    fleet = open_fleet(config, [host])
+    try:
+        session = fleet.session(host)
+        try:
+            snapshot = session.call("snapshot", None, MOVE_CALL_S)
+        except (HostUnavailable, AgentCallError) as err:  # nothing to judge the room by
+            raise Failed("not moved: %s cannot be read now (%s)" % (host, err)) from None
+        status = replace(session.status, snapshot=snapshot, jobs=dict(session.status.jobs))
+    finally:
+        fleet.stop()
+    held = {u for u, h in store.mode_holds().items() if h.left(time.time())}
+    return HostView.of(status, config.mode_fixed(host), held), status.state
+
+
+def _room_now(config: Config, store: Store, job: Job, asked: Slot
+              ) -> tuple[Candidate, HostView]:
+    """The best slot for ``job`` where ``asked`` names (its GPU, and profile and start where
+    given), on the host as it is now and the store's jobs (the rooms that moves hold
+    included), and the host's view; Failed, saying so, where there is none."""
+    try:
+        in_service(asked, store.cordons())
+    except Unfit as err:
+        raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
+    view, host_state = _live_view(config, store, asked.host)
+    found = [c for c in candidates([view], store.jobs(ACTIVE), store.uid, job, store.cordons())
+             if c.gpus == asked.gpus and asked.profile in (None, c.profile)
+             and asked.start in (None, c.start)]
+    if not found:
+        raise Failed("not moved: no room for job %d on %s now (%s; fractui status shows what "
+                     "runs there)" % (job.id, asked.describe(), host_state))
+    return found[0], view
 
 
 # -- cordon, drain, uncordon: hosts and GPUs out of service --

@@ -148,6 +148,7 @@ def test_team_members_act_on_their_teams_jobs_and_only_an_admin_steers(plain_dir
     for verb, words in (
             (["preempt", str(running.id)], "to preempt job %d" % running.id),
             (["place", "3", "gpu-x", "0"], "to place job 3"),
+            (["move", str(running.id), "gpu-x", "0"], "to move job %d" % running.id),
             (["launch", "gpu-x", "0", "--memory-mib", "100", "--", "x"],
              "to launch a job on gpu-x"),
             (["stop", "gpu-x/j1"], "to stop gpu-x/j1"),

@@ -372,11 +372,14 @@ def test_logs_of_a_running_job_end_without_a_why(local_fleet, capfd):  # noqa: F
     assert cli.run("logs", str(job.id)) == (0, "up\n", "")
 
 
+@pytest.mark.parametrize("how", ["requeue", "move"])
 @pytest.mark.parametrize("reach", ["ssh", "store"])
-def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reach):  # noqa: F811
-    """A requeue ends an attempt, not the job: ``logs -f`` follows the next one, and says the
-    job ended only when it has; over SSH, and through the store (a config with no hosts)."""
-    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reach,  # noqa: F811
+                                                              how):
+    """A requeue (or a move by hand) ends an attempt, not the job: ``logs -f`` follows the
+    next one, says which it was, and says the job ended only when it has; over SSH, and
+    through the store (a config with no hosts)."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
     config = f.write_config()
     if reach == "store":
         config = str(f.tmp / "user.toml")
@@ -397,7 +400,10 @@ def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reac
                                   stderr=subprocess.PIPE, text=True, cwd=localfleet.REPO,
                                   stdin=subprocess.DEVNULL)
         assert follow.stdout.readline() == "first\n"
-        assert f.fractui("requeue", str(job.id)).returncode == 0
+        there = "gpu-b" if f.store.get(job.id).slot.host == "gpu-a" else "gpu-a"
+        asked = f.fractui(*(["requeue", str(job.id)] if how == "requeue" else
+                            ["move", str(job.id), there, "0"]))
+        assert asked.returncode == 0, asked.stderr
         out, err = follow.communicate(timeout=60)
     finally:
         head.terminate()
@@ -405,7 +411,11 @@ def test_logs_follow_goes_on_with_a_requeued_jobs_next_attempt(local_fleet, reac
     assert (follow.returncode, out) == (0, "second\n"), err
     assert f.states()[job.id] == "done"
     assert err.splitlines()[-1] == "fractui: job %d ended: exited 0" % job.id, err
-    assert "went back to its queue (requeued by " in err, err
+    if how == "requeue":
+        assert "went back to its queue (requeued by " in err, err
+    else:
+        assert "job %d was moved by hand (" % job.id in err, err
+        assert f.store.get(job.id).slot.host == there
 
 
 def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  # noqa: F811

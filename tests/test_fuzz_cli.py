@@ -188,6 +188,18 @@ def _place(c: Case, rng: random.Random) -> None:
         c.bad.append("--start without --profile")
 
 
+def _move(c: Case, rng: random.Random) -> None:
+    c.add(c.word(rng, "job", 0.15), c.word(rng, "host", 0.15), c.word(rng, "gpu-index", 0.15))
+    if _maybe(rng, 0.4):
+        c.add("--profile", c.word(rng, "profile", 0.2))
+        if _maybe(rng):
+            c.add("--start", c.word(rng, "start", 0.2))
+    elif _maybe(rng, 0.15):
+        c.add("--start", "0")
+        c.bad.append("--start without --profile")
+    _flags(c, rng, "--over-quota", "--yes")
+
+
 def _audit(c: Case, rng: random.Random) -> None:
     if _maybe(rng):
         c.add(c.word(rng, "job", 0.3))
@@ -229,7 +241,7 @@ def _refused(words: List[List[str]]) -> Callable[[Case, random.Random], None]:
 VERBS: Dict[str, Callable[[Case, random.Random], None]] = {
     "status": _status, "doctor": _doctor, "trust": _trust, "mig": _mig, "launch": _launch,
     "submit": _submit, "jobs": _jobs, "cancel": _stop_like, "requeue": _stop_like,
-    "preempt": _stop_like, "place": _place, "audit": _audit, "logs": _logs, "stop": _stop,
+    "preempt": _stop_like, "place": _place, "move": _move, "audit": _audit, "logs": _logs, "stop": _stop,
     "cordon": _cordon, "drain": _cordon, "uncordon": _cordon,
     "scheduler": _refused([["--bogus"], ["--name"], ["extra"], ["--", "x"], ["-n", "1"]]),
     "demo": _refused([["--gpus", "0"], ["--gpus", "1001"], ["--gpus", "x"], ["--seed", "-1"],
@@ -239,7 +251,7 @@ TUI = _refused([["--readonly", "status"], ["--bogus"], ["--readonly", "jobs", "-
 
 
 REQUIRED = {"trust": 1, "mig": 3, "launch": 2, "cancel": 1, "requeue": 1, "preempt": 1,
-            "place": 3, "logs": 1, "stop": 1, "cordon": 1, "drain": 1,
+            "place": 3, "move": 3, "logs": 1, "stop": 1, "cordon": 1, "drain": 1,
             "uncordon": 1}  # positional words each verb cannot do without
 VALUED = {"--limit", "-n", "--grace", "--memory-mib", "--profile", "--start", "--instance",
           "--name", "--key", "--cwd", "--env", "--queue", "--team", "--layout-version",
@@ -355,6 +367,6 @@ def test_hostile_command_lines_for_every_verb(fleet_config, capfd, tmp_path):
         why = _verdict(c, done.returncode, done.stdout, done.stderr)
         if why:
             failures.append("process %r: %s\n%s" % (c.argv, why, done.stderr[-600:]))
-    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 464
+    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 488
     assert not failures, "%d of %d failed:\n%s" % (len(failures), len(generated),
                                                    "\n".join(failures))

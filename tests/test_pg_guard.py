@@ -115,6 +115,15 @@ def test_a_team_member_on_psql_is_held_to_fractuis_rule(guarded):
         refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
                 "host = 'gpu-b', preemptible = 1 WHERE id = %d" % running.id,
                 guard, "change host, preemptible of job %d" % running.id)
+        # a move is an admin's: neither its intent nor the room it holds is a member's to set
+        refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'move', move_to = "
+                "'{}' WHERE id = %d" % running.id, guard, "from running to stopping (move)")
+        refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', "
+                "move_to = '{}' WHERE id = %d" % running.id,
+                guard, "change move_to of job %d" % running.id)
+        refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, "
+                "submitted_at, updated_at, move_to) VALUES ('v', '%s', 'x', '[\"x\"]', '{}', "
+                "'pending', 0, 0, '{}')" % guarded.vision, guard, "submit a job with move_to")
         refused(guarded, "UPDATE jobs SET state = 'cancelled', updated_at = 0, ended_at = 0 "
                 "WHERE id = %d" % mine.id, guard, "a time other than the server's now")
         refused(guarded, "INSERT INTO jobs (queue, team, name, argv, request, state, host, "

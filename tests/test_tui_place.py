@@ -9,9 +9,12 @@ import time
 import pytest
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.sched.preview import Candidate
+from fractui.sched.quota import team_usage
 from fractui.scheduler.child import ChildScheduler
-from fractui.tui.model import GHOST
-from fractui.tui.placement import PreviewBar
+from fractui.store.model import Job, Slot
+from fractui.tui.model import GHOST, PLACING
+from fractui.tui.placement import Placement, PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
@@ -269,3 +272,100 @@ def test_a_gpu_held_back_from_mode_changes_is_offered_no_change_in_the_preview(l
                 c.plan for c in found]
 
     drive()
+
+
+def bound_ids(app) -> set:
+    return {b.binding.id for b in app.screen.active_bindings.values()}
+
+
+def bar_text(app) -> str:
+    return str(fleet(app).query_one(PreviewBar).render())
+
+
+def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chosen(
+        local_fleet):
+    """``m`` on a running job's row: the same placement mode as ``p``'s, its bar saying it is
+    a move (stopped on its slot, then placed here, the slot held meanwhile); ``enter`` records
+    the move, and the scheduler carries it out."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    here = f.store.get(job.id).slot
+    there = "gpu-b" if here.host == "gpu-a" else "gpu-a"
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
+            assert "jobs.move" in bound_ids(app)  # listed with the view's keys (?, hints)
+            await pilot.press("m")
+            await slots_found(app, pilot)
+            p = fleet(app).placement
+            assert p.moving and [(c.host, c.gpus) for c in p.candidates] == [(there, (0,))]
+            text = bar_text(app)
+            assert text.startswith("move #%d whole" % job.id), text
+            assert ("stops it on %s (its grace), then places it here, the slot held for it "
+                    "meanwhile (by no one else, scheduler or admin): " % here.describe()
+                    ) in " ".join(text.split()), text
+            await pilot.press("enter")
+            await until(pilot, lambda: f.store.get(job.id).state == "stopping", "moving")
+            assert fleet(app).placement is None
+            # the room held for it is drawn as decided, not free, while it stops
+            await until(pilot, lambda: [(b.kind, b.label) for b in gpu_line(
+                app, there, 0)[1].blocks] == [(PLACING, "whole")], "the room drawn held")
+            assert gpu_line(app, there, 0)[1].blocks[0].job == "#%d" % job.id
+
+    drive()
+    moving = f.store.get(job.id)
+    assert (moving.stop_intent, moving.move_to.host) == ("move", there)
+    entry = f.store.audit_log(job.id)[-1]
+    assert entry.action == "move" and entry.actor.endswith("(tui)")
+    f.until(lambda: f.store.get(job.id).state == "running" and f.store.get(job.id).attempt == 1)
+    assert agent_record(f, job)["host"] == there
+
+
+def test_move_is_not_offered_for_a_pending_job_nor_readonly(local_fleet):
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    f.submit("whole")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
+            await pilot.press("m")
+            await pilot.pause()
+            assert fleet(app).placement is None  # refused, said
+            assert any("only a placed or running job of the store is moved" in n.message
+                       for n in app._notifications)
+        async with live_app(f, readonly=True) as (app, pilot):
+            await pilot.press("J")
+            await pilot.pause()
+            assert "jobs.place" not in bound_ids(app) and "jobs.move" not in bound_ids(app)
+
+    drive()
+
+
+def test_a_move_past_the_quota_counts_what_the_job_lets_go_of():
+    """The placement bar's question (Placement.past_quota), vision's quota 0.5: a move lets go
+    of what the job holds within the quota, so a slot of the same charge is no step past it
+    (a running or placed job beside another of 0.25); the same slot for a pending job of a
+    team at its quota is, and so is a move of a borrowed job (it lets go of nothing the
+    quota counts)."""
+    def job(number, state, preemptible=False):
+        return Job(number, "q", "vision", "j", ("x",), {}, state, 0.0, 0.0,
+                   slot=None if state == "pending" else Slot("gpu-a", (number,), memory_mib=512,
+                                                             charge=0.25),
+                   preemptible=preemptible)
+
+    there = Candidate("gpu-b", (0,), None, None, 512, 0.25, 0.0, "a share")
+    for state, preemptible, others, past in (("running", False, 1, False),
+                                             ("placed", False, 1, False),
+                                             ("pending", False, 2, True),
+                                             ("running", True, 2, True)):
+        asked = job(0, state, preemptible)
+        jobs = [asked] + [job(n, "running") for n in range(1, others + 1)]
+        usage = {u.name: u for u in team_usage(jobs, [TeamConfig("vision", quota_gpus=0.5)])}
+        said = Placement(asked, [there], usage=usage).past_quota()
+        assert (said is not None) == past, (state, preemptible, said)

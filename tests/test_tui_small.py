@@ -140,8 +140,23 @@ async def test_the_job_screens_keys_are_each_shown_whole_at_any_width(width):
         assert all(len(line) <= width - 2 for line in lines)
         assert "  ".join(lines).split("  ") == [
             "n next", "N previous", "f follow", "y copy", "esc back", "/ search", "s stop",
-            "r requeue", "p preempt"]
+            "r requeue", "p preempt", "m move"]
         assert len(lines) == {200: 1, 80: 2, 60: 2}[width]
+
+
+def test_m_on_a_running_jobs_screen_moves_it_in_placement_mode_on_the_map():
+    @pilot_test
+    async def drive():
+        app = app_with_job_1_as(RUNNING)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await open_job_1(app, pilot)
+            await pilot.press("m")
+            await pilot.pause()
+            fleet = app.fleet
+            assert app.screen is fleet and fleet.placement is not None
+            assert (fleet.placement.job.id, fleet.placement.moving) == (1, True)
+
+    drive()
 
 
 def test_the_rule_of_what_may_be_asked_of_a_job():
@@ -156,21 +171,24 @@ def test_the_rule_of_what_may_be_asked_of_a_job():
 
 @pytest.mark.parametrize("state,offered", [
     (DONE, ()), (FAILED, ()), (CANCELLED, ()), (STOPPING, ()), (PENDING, ("stop",)),
-    (RUNNING, ("stop", "requeue", "preempt"))])
+    (RUNNING, ("stop", "requeue", "preempt", "move"))])
 def test_the_job_screen_offers_only_the_stops_its_state_allows(state, offered):
+    """What the job screen offers follows the job's state: the stops it allows, and a move
+    while it is placed or running."""
     @pilot_test
     async def drive():
         app = app_with_job_1_as(state)
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
             hints = screen.query_one("#logstate").render().plain
-            shown = tuple(w for w in ("stop", "requeue", "preempt") if " %s" % w in hints)
+            shown = tuple(w for w in ("stop", "requeue", "preempt", "move")
+                          if " %s" % w in hints)
             assert shown == offered, hints
             palette = [e.text.split(" job ")[0] for e in screen.palette_entries()]
             assert tuple(palette) == offered
             await pilot.press("question_mark")
             listed = {row[1] for row in app.screen.keys}
-            assert set(offered) == listed & {"stop", "requeue", "preempt"}
+            assert set(offered) == listed & {"stop", "requeue", "preempt", "move"}
             await pilot.press("escape", "s", "r", "p")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmScreen) == bool(offered)

@@ -315,10 +315,16 @@ def _copy(host: Host) -> Host:
 
 
 def _on_host(store_jobs: Iterable[Job]) -> Dict[str, List[Job]]:
+    """The store's jobs by the host whose room they hold; a job moving by hand holds its
+    target too, as the decision it becomes (its next attempt placed there, by that key), so
+    no placement takes the room while it stops."""
     on_host: Dict[str, List[Job]] = {}
     for job in store_jobs:
         if job.state in ON_HOST and job.slot is not None:
             on_host.setdefault(job.slot.host, []).append(job)
+        held = job.held_decision()
+        if held is not None:
+            on_host.setdefault(held.slot.host, []).append(held)  # type: ignore[union-attr]
     return on_host
 
 

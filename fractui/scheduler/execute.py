@@ -31,8 +31,8 @@ from fractui.sched.mig_change import MODE, MigChange, held_back, outcome, plan_f
 from fractui.scheduler.backoff import ModeBackoff
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
-from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPPING, Job,
-                                 Refusal, Sampled)
+from fractui.store.model import (CANCELLED, DONE, FAILED, MOVE, PLACED, RUNNING, STOPPING,
+                                 Job, Refusal, Sampled)
 from fractui.words import count
 
 log = logging.getLogger("fractui.scheduler")
@@ -367,10 +367,15 @@ class Executor:
         self.store.ask_log(job.id, self.actor)  # its output, kept while its host is there
 
     def finish_stop(self, job: Job, rec: Optional[Dict[str, Any]]) -> None:
-        """A stop completed: cancelled (its output kept), or back to the queue for a requeue
-        or a preemption (its output kept when the attempt that runs again ends)."""
+        """A stop completed: cancelled (its output kept), placed by hand where a move held
+        its slot (launched there by this pass, as any placement by hand), or back to the
+        queue for a requeue or a preemption (its output kept when the attempt that runs
+        again ends)."""
         sampled = Sampled.of((rec or {}).get("usage"))
-        if job.stop_intent == "cancel":
+        if job.stop_intent == MOVE and job.move_to is not None:
+            self.store.moved(job.id, self.actor, "stopped; placed by hand on %s, as moved" %
+                             job.move_to.describe(), epoch=self.epoch, sampled=sampled)
+        elif job.stop_intent == "cancel":
             self.store.ended(job.id, (STOPPING,), CANCELLED, job.reason, self.actor,
                              job.reason or "cancelled", "end",
                              ended_at=(rec or {}).get("ended_at"), epoch=self.epoch,

@@ -50,7 +50,7 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
                                 StoreError)
-from fractui.store.model import (ACTIVE, CANCELLED, ON_HOST, PENDING, PLACED,
+from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
                                  attempt_of)
 from fractui.usage.fairshare import recent_gpus
@@ -611,6 +611,10 @@ class Scheduler:
                     # it ends cancelled; a copy still running there is stopped on return
                     self.store.ended(job.id, (STOPPING,), CANCELLED, why, self.holder, why,
                                      "end", stale_on=host, epoch=self.epoch)
+                elif job.state == STOPPING and job.stop_intent == MOVE:
+                    # the move goes on: placed where it was held (the copy, as above)
+                    self.store.moved(job.id, self.holder, why, stale_on=host,
+                                     epoch=self.epoch)
                 else:
                     self.store.requeue(job.id, ON_HOST, self.holder, why, stale_on=host,
                                        epoch=self.epoch)

@@ -2,9 +2,9 @@
 
 An admin may do everything. Anyone else may submit to a team they are in, cancel or requeue
 that team's jobs, and read their output; everything that steers the fleet — preempting,
-placing by hand, launching or stopping a job on a host, MIG changes, cordoning or draining a
-host or a GPU, quota and config changes, running the scheduler (which does all of these) — is
-the admin's. A job of no team is the admin's alone.
+placing or moving by hand, launching or stopping a job on a host, MIG changes, cordoning or
+draining a host or a GPU, quota and config changes, running the scheduler (which does all of
+these) — is the admin's. A job of no team is the admin's alone.
 
 Who you are and whether you are an admin is the store's word (``Store.identity``); which teams
 you are in is the store's too where it keeps them (PostgreSQL's roles), else the config's
@@ -20,17 +20,18 @@ from typing import Iterable, Mapping, Optional, Protocol
 from fractui.store.base import Identity
 
 SUBMIT, CANCEL, REQUEUE, READ = "submit", "cancel", "requeue", "read"
-PREEMPT, PLACE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE = (
-    "preempt", "place", "launch", "stop", "mig", "cordon", "configure", "schedule")
+PREEMPT, PLACE, MOVE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE = (
+    "preempt", "place", "move", "launch", "stop", "mig", "cordon", "configure", "schedule")
 TEAM_ACTIONS = (SUBMIT, CANCEL, REQUEUE, READ)
 """Yours to do to your own teams' jobs; an admin's to do to any."""
-ADMIN_ACTIONS = (PREEMPT, PLACE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE)
+ADMIN_ACTIONS = (PREEMPT, PLACE, MOVE, LAUNCH, STOP, MIG, CORDON, CONFIGURE, SCHEDULE)
 """The admin's alone."""
 ACTIONS = TEAM_ACTIONS + ADMIN_ACTIONS
 
 _VERBS = {SUBMIT: "submit", CANCEL: "cancel", REQUEUE: "requeue", READ: "read the output of",
-          PREEMPT: "preempt", PLACE: "place", LAUNCH: "launch", STOP: "stop", MIG: "change MIG on",
-          CORDON: "cordon, drain or uncordon", CONFIGURE: "change", SCHEDULE: "run the scheduler"}
+          PREEMPT: "preempt", PLACE: "place", MOVE: "move", LAUNCH: "launch", STOP: "stop",
+          MIG: "change MIG on", CORDON: "cordon, drain or uncordon", CONFIGURE: "change",
+          SCHEDULE: "run the scheduler"}
 
 
 class Denied(Exception):

@@ -180,6 +180,23 @@ class Store(abc.ABC):
         ``slot.charge``."""
 
     @abc.abstractmethod
+    def move(self, job_id: int, slot: Slot, actor: str, why: str, borrowed: bool = False,
+             quota: Optional[float] = None) -> Job:
+        """placed or running -> stopping to move (audited ``move``): the lease holder stops
+        it, then places it on ``slot`` by hand (``moved``), which it holds meanwhile (the
+        job's ``move_to``; ``borrowed``: past its team's quota, so preemptible there).
+        ``quota`` as ``place``'s, the job's own slots left out. Made again at once where the
+        commit's answer was lost, as ``stopping`` is."""
+
+    @abc.abstractmethod
+    def moved(self, job_id: int, actor: str, why: str, stale_on: Optional[str] = None,
+              epoch: Optional[int] = None, sampled: Optional[Sampled] = None) -> Job:
+        """stopping to move -> placed by hand on the slot it held, as its next attempt, in
+        one transaction, so nothing places it elsewhere in between (audited ``moved``); the
+        stopped attempt's usage record closed as requeued. ``stale_on``: its host was lost,
+        the copy there recorded as stale (as ``requeue``'s)."""
+
+    @abc.abstractmethod
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
         """A placed job's slot, completed from the live GPU just before its launch."""
 

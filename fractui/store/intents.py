@@ -1,8 +1,8 @@
-"""What users ask of queued jobs — submit, place here, cancel, requeue, preempt — and of the
-fleet — cordon, drain, uncordon a host or a GPU — recorded in the store for the lease holder to
-carry out. Shared by the CLI and the TUI, so both mean the same, and
-the one place where who may ask what is checked (fractui.store.access), by the store's word on
-who asks, never the asker's own.
+"""What users ask of queued jobs — submit, place here, move there, cancel, requeue, preempt —
+and of the fleet — cordon, drain, uncordon a host or a GPU — recorded in the store for the
+lease holder to carry out. Shared by the CLI and the TUI, so both mean the same, and the one
+place where who may ask what is checked (fractui.store.access), by the store's word on who
+asks, never the asker's own.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from fractui.store.access import (CANCEL, CORDON, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster, Team,
-                                  check, refusal)
+from fractui.store.access import (CANCEL, CORDON, MOVE, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster,
+                                  Team, check, refusal)
 from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
-from fractui.store.model import (CANCELLED, CORDON_MODES, PENDING, PLACED, RUNNING,
-                                 STOP_INTENTS, STOPPING, AuditEntry, Cordon, Job, Slot,
-                                 stops_offered, submitter)
+from fractui.store.model import (CANCELLED, CORDON_MODES, MOVE as MOVING, PENDING, PLACED,
+                                 RUNNING, STOP_INTENTS, STOPPING, AuditEntry, Cordon, Job, Slot,
+                                 movable, same_place, stops_offered, submitter)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 # How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
@@ -182,6 +182,59 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
                       ) from None
     except StateConflict as err:
         raise Refused("only a pending job can be placed: %s" % err) from None
+
+
+def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
+                 past_quota: Optional[str] = None, quota: Optional[float] = None) -> Job:
+    """An admin's move of a placed or running job to ``slot`` (a preview's, complete: the
+    room it holds is known), one intent: the lease holder stops it (its grace) and then
+    places it there by hand in one write, holding the slot meanwhile, so neither it nor
+    another admin places it elsewhere in between. ``past_quota``/``quota`` as
+    ``place_by_hand``'s. Asked again of a job stopping to move there, or placed or running
+    there already (the move done), it is answered as done. ``job`` is as the caller read it:
+    one the scheduler launched since is asked again as it is now."""
+    actor = authorize(store, asker, MOVE, job.team, "job %d" % job.id)
+    slot = Slot(slot.host, slot.gpus, slot.profile, slot.start, slot.memory_mib, slot.charge)
+    why = "moving by %s from %s to %s" % (
+        actor, job.slot.describe() if job.slot else "its queue", slot.describe())
+    if past_quota:
+        why += "; it %s, so it is borrowed there (preemptible)" % past_quota
+    tries = 1
+    while True:
+        if moving_to(job, slot) or there(job, slot):
+            return job
+        if not movable(job.state):
+            raise Refused(move_refusal(job))
+        try:
+            return store.move(job.id, slot, actor, why, borrowed=past_quota is not None,
+                              quota=quota)
+        except QuotaTaken as err:
+            raise Refused("%s; move it again to be asked about going past the quota" % err
+                          ) from None
+        except StateConflict as err:
+            if tries == _STOP_TRIES:
+                raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
+        tries += 1
+        job = store.get(job.id)  # moved on since it was read (launched, stopped, ended)
+
+
+def move_refusal(job: Job) -> str:
+    """Why ``job`` as it is cannot be moved (model.movable)."""
+    if job.state == PENDING:
+        return "job %d is pending: it is placed, not moved (fractui place, or p)" % job.id
+    return "job %d is %s: only a placed or running job is moved" % (job.id, job.state)
+
+
+def moving_to(job: Job, asked: Slot) -> bool:
+    """Whether ``job`` is stopping to move where ``asked`` names (a retry's first ask landed)."""
+    return job.state == STOPPING and job.stop_intent == MOVING and job.move_to is not None \
+        and same_place(job.move_to, asked)
+
+
+def there(job: Job, asked: Slot) -> bool:
+    """Whether ``job`` is placed or running where ``asked`` names: a move there is done."""
+    return job.state in (PLACED, RUNNING) and job.slot is not None and \
+        same_place(job.slot, asked)
 
 
 def _where(host: str, gpu: Optional[int]) -> str:

@@ -4,7 +4,7 @@ and GPUs taken out of service."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from remote_agent.jobs.output import whole_characters
@@ -18,6 +18,8 @@ ENDED = (DONE, FAILED, CANCELLED)
 STATES = ACTIVE + ENDED
 ON_HOST = (PLACED, RUNNING, STOPPING)  # holds (or is about to hold) a slice of a host
 STOP_INTENTS = ("cancel", "requeue", "preempt")  # why a job is stopping
+# An admin's move: stopped, then placed by hand on the slot it holds meanwhile (Job.move_to)
+MOVE = "move"
 # GPUs: a quota's sums of charges (fractions) are compared to within this, so rounding never
 # turns a placement that fits a quota exactly into one past it (the scheduler and the store
 # compare alike)
@@ -33,6 +35,19 @@ def stops_offered(state: str) -> tuple[str, ...]:
     if state in (PLACED, RUNNING):
         return STOP_INTENTS
     return ()
+
+
+def held_charge(charge: float, move_charge: Optional[float]) -> float:
+    """What a job holds against its team's quota (Job.held_charge), from its slot's charge and
+    the charge of the slot it moves to (None: it does not move): one rule for the store's
+    check and the scheduler's counts."""
+    return charge if move_charge is None else max(charge, move_charge)
+
+
+def movable(state: str) -> bool:
+    """Whether a job in ``state`` may be moved by hand: placed or running (a pending one is
+    placed, not moved; a stop under way or an end leaves nothing to move)."""
+    return state in (PLACED, RUNNING)
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,20 @@ class Slot:
         if self.memory_mib:
             return f"{where} {self.memory_mib} MiB"
         return where
+
+    def record(self) -> dict[str, Any]:
+        return {"host": self.host, "gpus": list(self.gpus), "profile": self.profile,
+                "start": self.start, "memory_mib": self.memory_mib, "charge": self.charge,
+                "layout_version": self.layout_version}
+
+
+def same_place(slot: Slot, asked: Slot) -> bool:
+    """Whether ``slot`` is where ``asked`` names: its host and GPUs, and its profile, start and
+    share where ``asked`` gives them."""
+    return (slot.host, slot.gpus) == (asked.host, asked.gpus) and all(
+        want is None or want == got for want, got in (
+            (asked.profile, slot.profile), (asked.start, slot.start),
+            (asked.memory_mib, slot.memory_mib)))
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,8 @@ class Job:
     submitted_by: str | None = None  # the audit's actor of its submit (user@where)
     queued_at: float | None = None  # when it went back to wait after an attempt that started
     run_as: str | None = None  # the host user it runs as; None: the agent's own (an admin's)
+    move_to: Slot | None = None  # stopping to move: the slot held for its next attempt
+    move_borrowed: bool = False  # that attempt goes past its team's quota (preemptible)
 
     @property
     def waiting_since(self) -> float:
@@ -123,6 +154,24 @@ class Job:
         — running, or stopping within its grace. Exactly the attempts whose usage record is
         open, so the metrics count what the report charges."""
         return self.state == RUNNING or (self.state == STOPPING and self.agent_job is not None)
+
+    @property
+    def held_charge(self) -> float:
+        """What it holds against its team's quota: its slot's charge, and while it moves the
+        larger of that and its target's (the old slice is held until it stops, the target
+        until it runs there)."""
+        return held_charge(self.slot.charge if self.slot is not None else 0.0,
+                           self.move_to.charge if self.move_to is not None else None)
+
+    def held_decision(self) -> "Job | None":
+        """While it stops to move: the decision it then becomes, its next attempt placed by
+        hand on the slot held for it (by that attempt's key), which is what holds that room
+        meanwhile wherever the store's jobs are laid on the fleet; None otherwise."""
+        if self.state != STOPPING or self.move_to is None:
+            return None
+        return replace(self, state=PLACED, attempt=self.attempt + 1, slot=self.move_to,
+                       move_to=None, move_borrowed=False, agent_job=None, manual=True,
+                       preemptible=self.move_borrowed)
 
     @property
     def user(self) -> str:
@@ -151,7 +200,8 @@ class Job:
                 "manual": self.manual, "agent_job": self.agent_job,
                 "exit_code": self.exit_code, "refusals": [r.record() for r in self.refusals],
                 "env": dict(self.env), "image": self.image, "submitted_by": self.submitted_by,
-                "queued_at": self.queued_at, "run_as": self.run_as}
+                "queued_at": self.queued_at, "run_as": self.run_as,
+                "move_to": self.move_to.record() if self.move_to else None}
 
 
 def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:

@@ -27,12 +27,12 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
                                 StoreDamaged, StoreError)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, ON_HOST, PENDING, PLACED,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST, PENDING, PLACED,
                                  PREEMPTED, QUOTA_EPSILON, REQUEUED, RUNNING, STATES,
                                  STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord)
+                                 UsageRecord, held_charge, same_place)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -318,21 +318,65 @@ class SqlStore(Store):
               preemptible: bool = False, epoch: Optional[int] = None,
               quota: Optional[float] = None) -> Job:
         def within(db: Any, job: Job) -> None:
-            if quota is None or preemptible or job.team is None:
-                return
-            held = float(self._run(
-                db, "SELECT COALESCE(SUM(charge), 0) AS held FROM jobs WHERE team = ? AND "
-                "state IN (?, ?, ?) AND host IS NOT NULL AND preemptible = 0 AND id <> ?",
-                (job.team,) + ON_HOST + (job_id,)).fetchone()["held"])
-            if held + slot.charge > quota + QUOTA_EPSILON:
-                raise QuotaTaken(
-                    "job %d was not placed: team %s now holds %.2f of its %.2f GPUs within "
-                    "its quota, and %s adds %.2f (placed meanwhile by another)" % (
-                        job_id, job.team, held, quota, slot.describe(), slot.charge))
+            if not preemptible:
+                self._within_quota(db, job, slot, quota, "placed")
         return self._transition(job_id, (PENDING,), epoch, actor, why,
                                 "place" if manual else "decide",
                                 {"state": PLACED, "slot": slot, "manual": manual,
                                  "preemptible": preemptible, "reason": None}, holds=within)
+
+    def _within_quota(self, db: Any, job: Job, slot: Slot, quota: Optional[float],
+                      done: str) -> None:
+        """QuotaTaken unless ``slot`` fits in what ``job``'s team holds within its ``quota``
+        now (None: no quota), read under the write lock: each job's held charge (a move holds
+        the larger of its two slots), the job itself left out."""
+        if quota is None or job.team is None:
+            return
+        held = sum(held_charge(float(r["charge"] or 0.0), _move_charge(r)) for r in self._run(
+            db, "SELECT id, charge, move_to FROM jobs WHERE team = ? AND state IN (?, ?, ?) "
+            "AND host IS NOT NULL AND preemptible = 0 AND id <> ?",
+            (job.team,) + ON_HOST + (job.id,)))
+        if held + slot.charge > quota + QUOTA_EPSILON:
+            raise QuotaTaken(
+                "job %d was not %s: team %s now holds %.2f of its %.2f GPUs within its quota, "
+                "and %s adds %.2f (placed meanwhile by another)" % (
+                    job.id, done, job.team, held, quota, slot.describe(), slot.charge))
+
+    def move(self, job_id: int, slot: Slot, actor: str, why: str, borrowed: bool = False,
+             quota: Optional[float] = None) -> Job:
+        def within(db: Any, job: Job) -> None:
+            if job.slot is not None and same_place(job.slot, slot):  # (its attempt there)
+                raise StateConflict("job %d is %s on %s" % (job_id, job.state,
+                                                             job.slot.describe()))
+            if not borrowed:
+                self._within_quota(db, job, slot, quota, "moved")
+        return self._transition(job_id, (PLACED, RUNNING), None, actor, why, MOVE,
+                                {"state": STOPPING, "stop_intent": MOVE, "reason": why,
+                                 "move_to": (slot, borrowed)}, holds=within, again=True)
+
+    def moved(self, job_id: int, actor: str, why: str, stale_on: Optional[str] = None,
+              epoch: Optional[int] = None, sampled: Optional[Sampled] = None) -> Job:
+        def work(db: Any) -> Job:
+            self._fence(db, epoch)
+            now = self.dialect.now(db)
+            job = self._expect(db, job_id, (STOPPING,))
+            if job.stop_intent != MOVE or job.move_to is None:
+                raise StateConflict("job %d is stopping to %s, not to move" % (
+                    job_id, job.stop_intent))
+            if stale_on is not None:
+                self._stale(db, stale_on, job, now)
+            fields = self._next_attempt(job, now)
+            fields.update(state=PLACED, reason=None, slot=job.move_to, manual=True,
+                          preemptible=job.move_borrowed)
+            self._set(db, job_id, now, fields)
+            usage_rows.close_attempt(self._run, db, job, now, REQUEUED, sampled)
+            self._forget_stops(db, job)
+            self._audit(db, now, actor, "moved", job_id, why,
+                        {"attempt": job.attempt + 1, "stale_on": stale_on,
+                         "slot": _detail({"slot": job.move_to})["slot"]})
+            self.dialect.announce(db, JOBS)
+            return self._get(db, job_id)
+        return self._write(work)
 
     def reslot(self, job_id: int, slot: Slot, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PLACED,), epoch, None, None, None, {"slot": slot})
@@ -442,12 +486,8 @@ class SqlStore(Store):
             job = self._expect(db, job_id, expect)
             if stale_on is not None:
                 self._stale(db, stale_on, job, now)
-            fields: dict[str, Any] = {
-                "state": PENDING, "reason": why, "attempt": job.attempt + 1, "slot": None,
-                "agent_job": None, "preemptible": False, "manual": False, "started_at": None,
-                "stop_intent": None, "exit_code": None}
-            if job.agent_job is not None:  # it started: its wait starts again (a launch
-                fields["queued_at"] = now  # refused before it started: the wait goes on)
+            fields = self._next_attempt(job, now)
+            fields.update(state=PENDING, reason=why)
             detail: dict[str, Any] = {"attempt": job.attempt + 1, "stale_on": stale_on}
             if refusal is not None:
                 fields["refusals"] = job.refusals + (refusal,)
@@ -461,6 +501,18 @@ class SqlStore(Store):
             self.dialect.announce(db, JOBS)
             return self._get(db, job_id)
         return self._write(work)
+
+    @staticmethod
+    def _next_attempt(job: Job, now: float) -> dict[str, Any]:
+        """The columns of ``job``'s next attempt, begun as its current one leaves its host
+        (a requeue, or a move): no slot, start or stop yet."""
+        fields: dict[str, Any] = {
+            "attempt": job.attempt + 1, "slot": None, "agent_job": None, "preemptible": False,
+            "manual": False, "started_at": None, "stop_intent": None, "exit_code": None,
+            "move_to": None}
+        if job.agent_job is not None:  # it started: its wait starts again (a launch
+            fields["queued_at"] = now  # refused before it started: the wait goes on)
+        return fields
 
     def stale(self, host: Optional[str] = None) -> list[StaleCopy]:
         sql, args = "SELECT * FROM stale", ()  # type: str, tuple
@@ -817,6 +869,9 @@ class SqlStore(Store):
                 columns[name] = int(bool(value))
             elif name == "refusals":
                 columns[name] = json.dumps([r.record() for r in value])
+            elif name == "move_to":
+                columns[name] = None if value is None else json.dumps(
+                    {"slot": value[0].record(), "borrowed": value[1]}, sort_keys=True)
             else:
                 columns[name] = value
         self._run(db, "UPDATE jobs SET %s WHERE id = ?" % ", ".join(
@@ -845,6 +900,8 @@ def _detail(fields: dict[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if name == "refusals":
             value = [r.record() for r in value]
+        if name == "move_to" and value is not None:
+            value = dict(value[0].record(), borrowed=value[1])
         out[name] = value.__dict__ if isinstance(value, Slot) else value
     if isinstance(out.get("slot"), dict):
         out["slot"] = dict(out["slot"], gpus=list(out["slot"]["gpus"]))
@@ -959,11 +1016,30 @@ JOB_COLUMNS = {
     "memory_mib": maybe(INT), "charge": maybe(NUM), "layout_version": maybe(TEXT),
     "preemptible": FLAG, "manual": FLAG, "agent_job": maybe(TEXT), "exit_code": maybe(INT),
     "stop_intent": maybe(TEXT), "refusals": TEXT, "env": maybe(TEXT), "image": maybe(TEXT),
-    "submitted_by": maybe(TEXT), "queued_at": maybe(NUM), "run_as": maybe(TEXT)}
+    "submitted_by": maybe(TEXT), "queued_at": maybe(NUM), "run_as": maybe(TEXT),
+    "move_to": maybe(TEXT)}
 # a queue's portion as a job keeps it (QueueConfig.request)
 REQUEST_KEYS = {"gpu": NUM, "mig": maybe(TEXT), "memory_gib": NUM, "gpus": INT, "cpus": NUM,
                 "memory": NUM, "hosts": (list,), "gpu_models": (list,), "isolation": TEXT,
                 "priority": INT, "team": maybe(TEXT), "image": maybe(TEXT)}
+
+
+def _move(row: Any) -> Optional[dict[str, Any]]:
+    """A job row's ``move_to`` as kept (its slot's record, and whether it is borrowed there),
+    or None; Unreadable where it is not JSON."""
+    text = row["move_to"]
+    return None if text is None else _decoded("job %s's move_to" % row["id"], text)
+
+
+def _move_charge(row: Any) -> Optional[float]:
+    """What the slot a job moves to charges (None: it does not move); Unreadable where the
+    row holds what fractui never wrote there."""
+    move = _move(row)
+    try:
+        return None if move is None else float(move["slot"]["charge"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise Unreadable("job %s's move_to is not as fractui wrote it (%r)" % (
+            row["id"], err)) from err
 
 
 def _job(row: Any) -> Job:
@@ -977,6 +1053,9 @@ def _job(row: Any) -> Job:
         if row["host"] is not None:
             slot = Slot(row["host"], tuple(_decoded(what, row["gpus"] or "[]")), row["profile"],
                         row["start"], row["memory_mib"], row["charge"], row["layout_version"])
+        move = _move(row)
+        move_to = None if move is None else Slot(**dict(move["slot"],
+                                                        gpus=tuple(move["slot"]["gpus"])))
         return Job(id=row["id"], queue=row["queue"], team=row["team"], name=row["name"],
                    argv=tuple(_decoded(what, row["argv"])),
                    request=request, state=row["state"],
@@ -989,6 +1068,7 @@ def _job(row: Any) -> Job:
                    refusals=tuple(Refusal(**r) for r in _decoded(what, row["refusals"])),
                    env=_env(what, row["env"]), image=row["image"],
                    submitted_by=row["submitted_by"], queued_at=row["queued_at"],
-                   run_as=row["run_as"])
-    except TypeError as err:  # JSON of another shape than fractui writes
+                   run_as=row["run_as"], move_to=move_to,
+                   move_borrowed=bool(move and move.get("borrowed")))
+    except (TypeError, KeyError) as err:  # JSON of another shape than fractui writes
         raise Unreadable("%s is not as fractui wrote it (%s)" % (what, err)) from err

@@ -18,7 +18,7 @@ from fractui.config import Config
 from fractui.store.intents import Asker
 from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
-from fractui.tui.commands import FleetCommands
+from fractui.tui.commands import FleetCommands, from_fleet
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.help import HelpScreen
@@ -102,7 +102,13 @@ class FractuiApp(App[None], inherit_bindings=False):
         """The job screen of store job ``job_id``, over the fleet screen."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly))
+                                   self.clock, self.readonly, self.move_job))
+
+    def move_job(self, job_id: int) -> None:
+        """Placement mode to move store job ``job_id``, on the map (the screens over it
+        closed, as ``esc`` closes them): the jobs view's and the job screen's ``m``."""
+        fleet = self.fleet
+        from_fleet(fleet, lambda: fleet.move_job(job_id))
 
     def open_gpu(self, host: str, index: int) -> None:
         """The detail view of ``host``'s GPU ``index``."""
@@ -118,7 +124,7 @@ class FractuiApp(App[None], inherit_bindings=False):
             fleet = self.fleet
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
                                            self.clock, self.open_job, fleet.place_job,
-                                           self.readonly, fleet.store_note,
+                                           self.move_job, self.readonly, fleet.store_note,
                                            fleet.want_ended), "jobs")
         self.push_screen("jobs")
 

@@ -43,7 +43,7 @@ class FleetCommands(Provider):
         own = screen.palette_entries() if hasattr(screen, "palette_entries") else []
         if fleet is screen or not hasattr(fleet, "palette_entries"):
             return own
-        return own + [dataclasses.replace(e, run=functools.partial(_from, fleet, e.run))
+        return own + [dataclasses.replace(e, run=functools.partial(from_fleet, fleet, e.run))
                       for e in fleet.palette_entries()]
 
     async def discover(self) -> Hits:
@@ -61,7 +61,7 @@ class FleetCommands(Provider):
                           help=Content(entry.help))  # type: ignore[arg-type]
 
 
-def _from(fleet: Screen[object], run: Callable[[], None]) -> None:
+def from_fleet(fleet: Screen[object], run: Callable[[], None]) -> None:
     """Back to the fleet screen (the screens over it closed, as ``esc`` closes them), then
     ``run``: a jump shows the map, a theme or a cordon is the same from there."""
     app = fleet.app

@@ -29,11 +29,12 @@ from fractui.sched.cordons import host_out
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
-from fractui.sched.quota import past_quota, quota_of, team_usage
+from fractui.sched.quota import quota_of, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
-from fractui.store.intents import Asker, Refused, cordon, place_by_hand, uncordon
-from fractui.store.model import CORDON, DRAIN, PENDING, Job
+from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,
+                                   uncordon)
+from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
 from fractui.tui.actions import shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
@@ -435,15 +436,27 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     def place_job(self, job_id: int) -> None:
         """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
+        job = self._job_now(job_id, lambda j: j.state == PENDING, "pending")
+        if job is not None:
+            self.query_one(QueuePanel).select_job(job_id)
+            self.start_placement(job)
+
+    def move_job(self, job_id: int) -> None:
+        """Placement mode on placed or running job ``job_id``, to move it (``m``)."""
+        job = self._job_now(job_id, lambda j: movable(j.state), "placed or running")
+        if job is not None:
+            self.start_placement(job)
+
+    def _job_now(self, job_id: int, fits: Callable[[Job], bool], what: str) -> Optional[Job]:
+        """Job ``job_id`` as the store was last read, if it ``fits``; else None, said."""
         jobs = self.model.store.jobs if self.model.store else ()
         job = next((j for j in jobs if j.id == job_id), None)
-        if job is None or job.state != PENDING:
-            self.notify("job %d is no longer pending: %s" % (job_id, "it ended" if job is None
+        if job is None or not fits(job):
+            self.notify("job %d is no longer %s: %s" % (job_id, what, "it ended" if job is None
                         else "%s, %s" % (job.state, job.slot.describe() if job.slot
                                          else "queue " + job.queue)), severity="warning")
-            return
-        self.query_one(QueuePanel).select_job(job_id)
-        self.start_placement(job)
+            return None
+        return job
 
     def start_placement(self, job: Job, drag: bool = False) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
@@ -475,8 +488,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.post_message(Slots(job, []))
             return
         now = next((j for j in view.jobs if j.id == job.id), None)
-        if now is None or now.state != PENDING:
-            self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
+        if now is None or not same_kind(job, now):
+            self.post_message(Placed(job, None, _no_longer(job)))
             return
         self.post_message(Slots(now, candidates(self._views(statuses, view), view.jobs, view.uid,
                                                 now, view.cordons)))
@@ -551,8 +564,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
             self.post_message(Placed(job, None, str(err)))
             return
         now = next((j for j in view.jobs if j.id == job.id), None) if view else None
-        if view is None or now is None or now.state != PENDING:
-            self.post_message(Placed(job, None, "job %d is no longer pending" % job.id))
+        if view is None or now is None or not same_kind(job, now):
+            self.post_message(Placed(job, None, _no_longer(job)))
             return
         try:
             in_service(where.slot(), view.cordons)
@@ -567,21 +580,25 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                     "was placed. The plan now:", near=where))
             return
         usage = {u.name: u for u in team_usage(view.jobs, self.config.teams)}
-        past = past_quota(usage, now.team, match.charge)
+        past = Placement(now, [match], usage=usage).past_quota()
         if past is not None and not agreed:
             self.post_message(Slots(now, found, "The team's quota was used meanwhile; nothing "
                                     "was placed.", near=where))
             return
+        by_hand = move_by_hand if movable(now.state) else place_by_hand
         try:
-            place_by_hand(store, now, match.slot(), self.fleet_app.asker, past,
-                          quota_of(self.config.teams, now.team))
+            by_hand(store, now, match.slot(), self.fleet_app.asker, past,
+                    quota_of(self.config.teams, now.team))
         except (Refused, Denied, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
             return
         self.post_message(Placed(now, match))
 
     def on_placed(self, message: Placed) -> None:
-        if message.where is not None:
+        if message.where is not None and movable(message.job.state):
+            self.notify("#%d moving: the scheduler stops it, then %s" % (
+                message.job.id, message.where.plan), title="moving")
+        elif message.where is not None:
             self.notify("#%d placed by hand: %s" % (message.job.id, message.where.plan),
                         title="placed")
         else:
@@ -594,11 +611,10 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         another admin placed it, or it was cancelled): its preview would show a stale plan.
         Not while a check is under way: that one says how it ended."""
         p = self.placement
-        if p is None or p.busy or any(j.id == p.job.id and j.state == PENDING
+        if p is None or p.busy or any(j.id == p.job.id and same_kind(p.job, j)
                                       for j in view.jobs):
             return
-        self.notify("job %d is no longer pending: placement mode ended" % p.job.id,
-                    severity="warning")
+        self.notify("%s: placement mode ended" % _no_longer(p.job), severity="warning")
         self.end_placement()
 
     def end_placement(self) -> None:
@@ -811,3 +827,14 @@ def _ghost_start(line: Line) -> float:
         (line,) if isinstance(line, GpuLine) else ())
     return next((b.start + min(b.size / 2, 0.01) for g in gpus for b in g.blocks
                  if b.kind == GHOST), 0.0)
+
+
+def same_kind(then: Job, now: Job) -> bool:
+    """Whether ``now`` is still what placement mode began on as ``then``: pending, to place
+    it; placed or running (anywhere: the scheduler may have launched it), to move it."""
+    return movable(now.state) if movable(then.state) else now.state == PENDING
+
+
+def _no_longer(job: Job) -> str:
+    return "job %d is no longer %s" % (job.id, "placed or running" if movable(job.state)
+                                       else "pending")

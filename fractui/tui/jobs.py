@@ -27,7 +27,7 @@ from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
 from fractui.store.access import Denied
 from fractui.store.intents import Asker, Refused, ask_stop, stop_refusal
-from fractui.store.model import ON_HOST, AuditEntry, Job, stops_offered
+from fractui.store.model import ON_HOST, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
 from fractui.tui.actions import Action, bind, bindings, shown_bindings
@@ -165,6 +165,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
         Action("job.preempt", "p", "ask('preempt')", "preempt",
                "Requeue it as a preemption, with the preemption grace (asks first)",
                dangerous=True),
+        Action("job.move", "m", "move", "move",
+               "Move it by hand: back to the map, in placement mode; it is stopped, then "
+               "placed on the slot chosen, held for it meanwhile", dangerous=True),
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
@@ -174,11 +177,14 @@ class JobScreen(Screen[None], inherit_bindings=False):
     """
 
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
-                 asker: Asker, clock: Callable[[], float], readonly: bool) -> None:
+                 asker: Asker, clock: Callable[[], float], readonly: bool,
+                 move: Callable[[int], None] = lambda _job: None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.readonly = readonly
         self.job_id = job_id
+        self.move = move
+        """Placement mode to move a job, on the map (the app's ``move_job``)."""
         self.source = source
         self.statuses = statuses
         """The fleet screen's latest host statuses (for the agent's record of the job)."""
@@ -240,20 +246,38 @@ class JobScreen(Screen[None], inherit_bindings=False):
             return ()
         return stops_offered(self.job.state)
 
+    def movable(self) -> bool:
+        """Whether a move is offered now: the job placed or running (not ``--readonly``)."""
+        return not self.readonly and self.job is not None and movable(self.job.state)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
-        """A stop the job's state does not allow is not bound: neither pressable nor listed."""
+        """A stop or a move the job's state does not allow is not bound: neither pressable
+        nor listed."""
+        if action == "move":
+            return self.movable()
         return action != "ask" or parameters[0] in self.stops()
 
     def palette_entries(self) -> list[Entry]:
-        """What ``:`` offers here: the stops that apply (Posting's way: only what fits)."""
+        """What ``:`` offers here: the stops and the move that apply (Posting's way: only
+        what fits)."""
         job = self.job
         if job is None:
             return []
         return [Entry("%s job #%d %s" % (STOP_WORDS[i][0], job.id, job.name), STOP_WORDS[i][1],
-                      lambda i=i: self.action_ask(i)) for i in self.stops()]
+                      lambda i=i: self.action_ask(i)) for i in self.stops()] + (
+            [Entry("move job #%d %s" % (job.id, job.name), "stop it, then place it on a slot "
+                   "you choose on the map, held for it meanwhile", self.action_move)]
+            if self.movable() else [])
+
+    def action_move(self) -> None:
+        if self.job is None or not movable(self.job.state):  # (a palette entry chosen late)
+            self.notify("job %d is %s: only a placed or running job is moved" % (
+                self.job_id, self.job.state if self.job else "gone"), severity="warning")
+            return
+        self.move(self.job_id)
 
     def on_loaded(self, message: Loaded) -> None:
-        before = self.stops()
+        before = (self.stops(), self.movable())
         self.job, self.history, self.error = message.job, message.history, message.error
         if self.job is None and self.error is None:
             self.error = "no job %d in the store" % self.job_id
@@ -264,7 +288,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
         agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
         if self.job is not None and self.job.slot is not None and agent_job:
             self._follow_now(self.job.slot.host, agent_job)
-        if self.stops() != before:
+        if (self.stops(), self.movable()) != before:
             self.refresh_bindings()
         self.show_state()
 

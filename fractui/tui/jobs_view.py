@@ -27,7 +27,7 @@ from textual.widgets import Input, Static
 from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
-from fractui.store.model import PENDING
+from fractui.store.model import PENDING, movable
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
@@ -180,6 +180,10 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         Action("jobs.place", "p", "place", "place",
                "Place the row's pending job by hand: back to the map, in placement mode",
                dangerous=True),
+        Action("jobs.move", "m", "move", "move",
+               "Move the row's placed or running job by hand: back to the map, in placement "
+               "mode; it is stopped, then placed on the slot chosen, held for it meanwhile",
+               dangerous=True),
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
@@ -192,12 +196,13 @@ class JobsScreen(Screen[None], inherit_bindings=False):
     def __init__(self, store: Callable[[], Optional[StoreView]],
                  statuses: Callable[[], Mapping[str, HostStatus]],
                  clock: Callable[[], float], open_job: Callable[[int], None],
-                 place: Callable[[int], None], readonly: bool,
+                 place: Callable[[int], None], move: Callable[[int], None], readonly: bool,
                  store_note: Callable[[], Optional[str]] = lambda: None,
                  want_ended: Callable[[bool], None] = lambda _wanted: None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.place = place
+        self.move = move
         self.store = store
         self.want_ended = want_ended
         """Tells the store's reader whether this view shows the ended jobs now: they are read
@@ -356,3 +361,13 @@ class JobsScreen(Screen[None], inherit_bindings=False):
             return
         self.dismiss()
         self.place(row.job_id)
+
+    def action_move(self) -> None:
+        row = self.table.row
+        if row is None or row.job_id is None or not movable(row.state):
+            self.notify("%s: only a placed or running job of the store is moved" % (
+                "no job is listed" if row is None else "%s is %s" % (row.ref, row.state)),
+                severity="warning")
+            return
+        self.dismiss()
+        self.move(row.job_id)

@@ -324,6 +324,9 @@ class FleetModel:
         for job in view.jobs:
             if job.slot is not None:
                 grouped.setdefault(job.slot.host, []).append(job)
+            held = job.held_decision()  # a move's room, drawn as decided (hatched)
+            if held is not None:
+                grouped.setdefault(held.slot.host, []).append(held)  # type: ignore[union-attr]
         new = {host: tuple(jobs) for host, jobs in grouped.items()}
         marked: dict[str, dict[Optional[int], str]] = {}
         for (host, gpu), state in marks(view.cordons, view.jobs).items():

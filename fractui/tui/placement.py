@@ -1,5 +1,7 @@
 """Placement mode: a pending job's ghost moved across the slots it could take, each with its
-plan and score, then confirmed — by keyboard, or by dragging the job onto a GPU.
+plan and score, then confirmed — by keyboard, or by dragging the job onto a GPU. A placed or
+running job is moved the same way (``m``): the bar says it is stopped first (its grace), then
+placed there, the slot held for it meanwhile.
 
 ``Placement`` is the state (pure: candidates in map order, which one the ghost is on);
 ``PreviewBar`` shows the plan and holds the mode's keys while it has focus, so leaving the mode
@@ -16,10 +18,14 @@ from textual.message import Message
 from textual.widget import Widget
 
 from fractui.sched.preview import Candidate
-from fractui.sched.quota import TeamUsage, past_quota
-from fractui.store.model import Job
+from fractui.sched.quota import TeamUsage, adds_within, past_quota
+from fractui.store.model import Job, movable
 from fractui.tui.actions import Action, bindings
 from fractui.tui.themes import RichVariables
+
+
+MOVE_WORDS = ("stops it on %s (its grace), then places it here, the slot held for it meanwhile "
+              "(by no one else, scheduler or admin): ")
 
 
 def same_slot(a: Candidate, b: Candidate) -> bool:
@@ -58,10 +64,18 @@ class Placement:
     def current(self) -> Optional[Candidate]:
         return self.candidates[self.at] if self.candidates else None
 
+    @property
+    def moving(self) -> bool:
+        """Whether this is a move: the job is placed or running somewhere already."""
+        return movable(self.job.state)
+
     def past_quota(self) -> Optional[str]:
-        """Why the slot the ghost is on takes the job's team past its quota, or None."""
+        """Why the slot the ghost is on takes the job's team past its quota, or None; a move
+        lets go of what the job holds within the quota as it goes."""
         c = self.current
-        return past_quota(self.usage, self.job.team, c.charge) if c is not None else None
+        if c is None:
+            return None
+        return past_quota(self.usage, self.job.team, adds_within(self.job, c.charge))
 
     def needs_consent(self) -> bool:
         """Whether confirming here must first be agreed to (past the quota, not yet agreed)."""
@@ -162,7 +176,8 @@ class PreviewBar(Widget, can_focus=True):
             return Text("")
         v = RichVariables(self.app)
         out = Text()
-        out.append("place #%d %s" % (p.job.id, p.job.name), style="bold " + v["accent"])
+        out.append("%s #%d %s" % ("move" if p.moving else "place", p.job.id, p.job.name),
+                   style="bold " + v["accent"])
         c = p.current
         if p.busy:
             out.append("  " + p.busy, style="dim")
@@ -180,6 +195,8 @@ class PreviewBar(Widget, can_focus=True):
         if p.note:
             out.append(p.note + " ", style="bold " + v["warning"])
         if c is not None:
+            if p.moving:
+                out.append(MOVE_WORDS % p.job.slot.describe())  # type: ignore[union-attr]
             out.append(c.plan)
         return out
 

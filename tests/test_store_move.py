@@ -1,0 +1,99 @@
+"""An admin's move of a placed or running job, as the store keeps it (on SQLite and PostgreSQL):
+one intent, durable when acknowledged, audited with who and where to, answered as done when
+asked again, authorized in intents alone, and carried out in one write that places the job
+on the slot it held, as its next attempt (docs/decisions.md, "Moving a job by hand")."""
+
+from __future__ import annotations
+
+import pytest
+
+from fractui.store import Slot, open_store
+from fractui.store.access import Denied
+from fractui.store.base import Identity
+from fractui.store.intents import Asker, Refused, move_by_hand, place_by_hand
+
+A = Slot("gpu-a", (0,), memory_mib=512, charge=0.25)
+B = Slot("gpu-b", (1,), "3g.40gb", 4, charge=3 / 7, layout_version="v9")
+
+
+@pytest.fixture
+def store(store_url):
+    store = open_store(store_url)
+    yield store
+    store.close()
+
+
+def running(store, team=None):
+    job = store.submit("q", team, "r", ["x"], {}, "me@h")
+    store.place(job.id, A, "sched", "decided")
+    return store.started(job.id, "a1", None, "sched", "launched")
+
+
+def test_a_move_is_one_intent_audited_and_asked_again_is_done(store):
+    job = running(store)
+    me = Asker("head")
+    moving = move_by_hand(store, job, B, me)
+    assert (moving.state, moving.stop_intent, moving.slot, moving.attempt) == (
+        "stopping", "move", A, 0)
+    # held without the layout version: other jobs may come and go around it meanwhile
+    assert moving.move_to == Slot("gpu-b", (1,), "3g.40gb", 4, charge=3 / 7)
+    user = store.identity().user
+    entry = store.audit_log(job.id)[-1]
+    assert (entry.action, entry.actor) == ("move", "%s@head" % user)
+    assert entry.why == moving.reason == (
+        "moving by %s@head from gpu-a gpu0 512 MiB to gpu-b gpu1 3g.40gb at slot 4" % user)
+    assert entry.detail["move_to"]["host"] == "gpu-b"
+    assert store.get(job.id) == moving  # durable: read back as acknowledged
+    entries = len(store.audit_log(limit=1000))
+    assert move_by_hand(store, store.get(job.id), B, me) == moving  # a retry: done
+    assert move_by_hand(store, job, B, me) == moving  # (of the job as first read, too)
+    assert len(store.audit_log(limit=1000)) == entries
+
+    placed = store.moved(job.id, "sched", "stopped; placed by hand there")
+    assert (placed.state, placed.attempt, placed.slot, placed.manual, placed.move_to,
+            placed.agent_job, placed.stop_intent) == (
+        "placed", 1, moving.move_to, True, None, None, None)
+    assert [e.action for e in store.audit_log(job.id)][-2:] == ["move", "moved"]
+    closed = [u for u in store.usage(0, 1e12) if u.job == job.id]
+    assert [(u.attempt, u.outcome) for u in closed] == [(0, "requeued")]
+    entries = len(store.audit_log(limit=1000))
+    assert move_by_hand(store, job, B, me) == placed  # done: it is there now
+    assert len(store.audit_log(limit=1000)) == entries
+
+
+def test_a_move_is_refused_for_a_pending_or_ended_job_and_for_no_admin(store, monkeypatch):
+    me = Asker("head")
+    waiting = store.submit("q", None, "w", ["x"], {}, "me@h")
+    with pytest.raises(Refused, match="job %d is pending: it is placed, not moved" % waiting.id):
+        move_by_hand(store, waiting, B, me)
+    job = running(store)
+    store.ended(job.id, ("running",), "done", None, "sched", "exited 0", "end")
+    with pytest.raises(Refused, match="job %d is done: only a placed or running job is moved"
+                       % job.id):
+        move_by_hand(store, job, B, me)  # read while it ran: it ended meanwhile
+    other = running(store, team="vision")
+    monkeypatch.setattr(store, "identity", lambda: Identity("bob", admin=False,
+                                                            teams=frozenset({"vision"})))
+    with pytest.raises(Denied, match="to move job %d you must be an admin" % other.id):
+        move_by_hand(store, other, B, me)
+    assert store.get(other.id).state == "running"
+    assert [e.action for e in store.audit_log(other.id)] == ["submit", "decide", "launch"]
+
+
+def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(store):
+    me = Asker("head")
+    job = running(store, team="vision")  # holds 0.25 of vision's 0.5
+    with pytest.raises(Refused, match="not moved: team vision now holds 0.00 of its 0.50"):
+        move_by_hand(store, job, Slot("gpu-b", (0,), memory_mib=4096, charge=0.75), me,
+                     quota=0.5)
+    assert store.get(job.id).state == "running"
+    moving = move_by_hand(store, job, B, me, quota=0.5)  # 3/7 fits without its own 0.25
+    assert moving.held_charge == pytest.approx(3 / 7)  # the larger of its two slots
+    other = store.submit("q", "vision", "o", ["x"], {}, "me@h")
+    with pytest.raises(Refused, match="team vision now holds 0.43 of its 0.50"):
+        place_by_hand(store, other, A, me, quota=0.5)
+    borrowed = move_by_hand(store, running(store, "vision"), Slot("gpu-c", (0,), memory_mib=512,
+                                                                  charge=0.25),
+                            me, "takes vision past", quota=0.5)
+    assert borrowed.move_borrowed
+    assert store.moved(borrowed.id, "sched", "moved").preemptible
