@@ -97,3 +97,32 @@ def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(s
                             me, "takes vision past", quota=0.5)
     assert borrowed.move_borrowed
     assert store.moved(borrowed.id, "sched", "moved").preemptible
+
+
+def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved(tmp_path):
+    """On an SQLite store its group writes (its rows vouch for no admin) the lease holder fails
+    a job of no run_as rather than launch it as the agent's user: a job of before the store
+    was shared, say. Moved, it would be stopped only for its next attempt to fail; the move
+    is refused, saying why, and it runs on."""
+    from fractui.store.sqlite import SqliteStore
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    try:
+        old = running(store)  # run_as none: as the agent's user, launched before
+        path.chmod(0o660)  # then shared with a group
+        with pytest.raises(Refused) as refused:
+            move_by_hand(store, old, B, Asker("head"))
+        assert str(refused.value) == (
+            "job %d is not moved: stopped, its next attempt would be failed, not launched: it "
+            "would run as the agent's user, and this store's rows vouch for no admin: its file "
+            "%s is writable by its group (mode 0660), so anyone who can write it could have "
+            "written this job; on such a store every job runs as its submitter (run_as), and "
+            "an admin runs one as the agent's user with fractui launch; it runs on where it is"
+            % (old.id, path))
+        assert store.get(old.id) == old
+        mine = store.started(store.place(store.submit(
+            "q", None, "r", ["x"], {}, "me@h", run_as="me").id, A, "sched", "decided").id,
+            "a2", None, "sched", "launched")
+        assert move_by_hand(store, mine, B, Asker("head")).state == "stopping"  # (run_as)
+    finally:
+        store.close()
