@@ -99,6 +99,26 @@ def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(s
     assert store.moved(borrowed.id, "sched", "moved").preemptible
 
 
+def test_a_borrowed_job_moved_within_the_quota_holds_that_room_within_it_while_it_stops(
+        store):
+    """A borrowed (preemptible) job moved to a slot that fits its team's quota runs there
+    within the quota once moved; while it stops, that room is its team's within the quota
+    already, so no other placement of the team takes it meanwhile (else the team would be
+    past its quota once the move is carried out, with no job to preempt for it)."""
+    me = Asker("head")
+    lent = store.submit("q", "vision", "lent", ["x"], {}, "me@h")
+    store.place(lent.id, A, "sched", "decided", preemptible=True)
+    lent = store.started(lent.id, "a1", None, "sched", "launched")  # 0.25, borrowed
+    moving = move_by_hand(store, lent, Slot("gpu-b", (0,), memory_mib=4096, charge=0.5), me,
+                          quota=0.5)
+    assert (moving.move_borrowed, moving.preemptible) == (False, True)
+    other = store.submit("q", "vision", "o", ["x"], {}, "me@h")
+    with pytest.raises(Refused, match="team vision now holds 0.50 of its 0.50"):
+        place_by_hand(store, other, A, me, quota=0.5)
+    assert store.get(other.id).state == "pending"
+    assert not store.moved(lent.id, "sched", "moved").preemptible  # within the quota there
+
+
 def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved(tmp_path):
     """On an SQLite store its group writes (its rows vouch for no admin) the lease holder fails
     a job of no run_as rather than launch it as the agent's user: a job of before the store
