@@ -6,7 +6,6 @@ read instead of showing none without a word."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fractui.config import Config, QueueConfig, TeamConfig
 from fractui.store.base import Identity
@@ -36,7 +35,7 @@ def running(store: SqliteStore, team: str, gpu: int) -> int:
     return job.id
 
 
-def output_state(store: SqliteStore, job_id: int) -> Any:
+def output_state(store: SqliteStore, job_id: int) -> str:
     """What the job screen of ``job_id`` says of its output (its log's state line, hints
     left out) once it has word of it, opened by bob in a TUI over ``store`` alone."""
     config = Config(path=None, queues=QUEUES, teams=TEAMS)
@@ -60,6 +59,7 @@ def output_state(store: SqliteStore, job_id: int) -> Any:
         drive()
     finally:
         source.stop()
+        store.close()
     return said[0]
 
 
