@@ -151,7 +151,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
 def _copy_rows(config: Config, copies: List[Unheld],
                answers: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The agent records of the copies no job of the store holds, each with ``copy_of``: its
-    job's number, attempt and what it is (the store read again for those jobs: rarely any)."""
+    job's number, attempt and what it is (the store read again for those jobs: rarely any).
+    A copy its job holds as read again is left out: it was launched (or moved there) after
+    the store's first read, which the hosts' answer came after, and is that job's own."""
     if not copies:
         return []
     jobs: Dict[int, Optional[Job]] = {}
@@ -159,6 +161,7 @@ def _copy_rows(config: Config, copies: List[Unheld],
     try:
         store = open_checked_store(config, hear=False)
         try:
+            uid = store.uid
             for number in sorted({c.job for c in copies}):
                 try:
                     jobs[number] = store.get(number)
@@ -169,6 +172,9 @@ def _copy_rows(config: Config, copies: List[Unheld],
     except StoreError as err:  # the copies are still shown, said as unread
         say(str(err))
         read = False
+    if read:
+        held = held_copies([j for j in jobs.values() if j is not None], [], uid)
+        copies = [c for c in copies if (c.host, c.key) not in held]
     by_key = {(host, j.get("key")): j for host, answer in answers.items()
               if not isinstance(answer, Exception) for j in answer["jobs"]}
     return [dict(by_key[c.host, c.key], host=c.host, ref=c.ref, copy_of={

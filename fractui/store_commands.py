@@ -396,6 +396,9 @@ def move(config: Config, args: argparse.Namespace) -> int:
         if not intents.moving_to(job, asked):
             if not movable(job.state):
                 raise Failed(intents.move_refusal(job))
+            unlaunched = intents.unmoved_by_store(store, job)  # before any host is asked
+            if unlaunched is not None:
+                raise Failed(unlaunched)
             where, view = _room_now(config, store, job, asked)
             flip = _flip(where.slot(), facts(view))
             say("job %d to %s: %s" % (job.id, where.host, where.plan))

@@ -385,3 +385,28 @@ def test_an_admins_job_runs_as_the_agents_user_only_where_no_one_else_writes_the
         done = fractui(config, ["submit", "--queue", "v", "--json", "--", "/usr/bin/true"])
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["run_as"] == run_as
+
+
+def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli(
+        plain_dir, plain_user):
+    """root, the admin, moves a job of no run_as (launched as the agent's user before the store
+    was shared with a group): its next attempt would be failed, never launched, so the move is
+    refused with why before its host is asked (gpu-x: nothing listens), and it runs on."""
+    member, _home = plain_user
+    path = shared_store(plain_dir, member)
+    store = SqliteStore(str(path))
+    try:
+        job = store.submit("v", "vision", "old", ["x"], {}, "root@h")
+        store.place(job.id, Slot("gpu-x", (0,), None, None, 512, 0.25), "sched", "decided")
+        job = store.started(job.id, "j1", None, "sched", "launched")
+    finally:
+        store.close()
+    config = write_config(plain_dir, path, {"vision": [member]}, hosts=True)
+    refused(fractui(config, ["move", str(job.id), "gpu-x", "1"]),
+            "job %d is not moved: stopped, its next attempt would be failed, not launched: it "
+            "would run as the agent's user, and this store's rows vouch for no admin: its file "
+            "%s is writable by its group (mode 0660), so anyone who can write it could have "
+            "written this job; on such a store every job runs as its submitter (run_as), and "
+            "an admin runs one as the agent's user with fractui launch; it runs on where it is"
+            % (job.id, path))
+    assert SqliteStore(str(path)).get(job.id).state == "running"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fractui.config import TeamConfig
 from fractui.sched.quota import fair_order, quota_of, team_usage, within_quota
 from fractui.store.model import Job, Slot
@@ -28,6 +30,18 @@ def test_usage_counts_fractions_held_and_borrowed_and_pending_jobs():
     assert within_quota(usage, "a", 0.8) and not within_quota(usage, "a", 0.9)
     assert not within_quota(usage, "b", 0.01) and not within_quota(usage, "ghost", 0.0)
     assert within_quota({}, None, 5.0)  # no teams configured: no quotas
+
+
+def test_a_moving_job_holds_within_the_quota_each_of_its_slots_where_it_is_not_borrowed():
+    """While it stops to move, a job holds the larger of its two slots; within its team's
+    quota, each counts only where it is not borrowed (preemptible there)."""
+    out = replace(job(1, "b", "stopping", 0.25), move_to=Slot("h", (1,), charge=1.0),
+                  move_borrowed=True)  # within the quota now, moving to a borrowed slot
+    (u,) = [u for u in team_usage([out], TEAMS) if u.name == "b"]
+    assert (u.used, u.borrowed, u.within) == (1.0, 0.75, 0.25)
+    back = replace(out, preemptible=True, move_borrowed=False)  # borrowed now, moving within
+    (u,) = [u for u in team_usage([back], TEAMS) if u.name == "b"]
+    assert (u.used, u.borrowed, u.within) == (1.0, 0.0, 1.0)
 
 
 def test_the_team_furthest_below_its_weighted_share_goes_first_then_priority_then_age():

@@ -97,3 +97,52 @@ def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(s
                             me, "takes vision past", quota=0.5)
     assert borrowed.move_borrowed
     assert store.moved(borrowed.id, "sched", "moved").preemptible
+
+
+def test_a_borrowed_job_moved_within_the_quota_holds_that_room_within_it_while_it_stops(
+        store):
+    """A borrowed (preemptible) job moved to a slot that fits its team's quota runs there
+    within the quota once moved; while it stops, that room is its team's within the quota
+    already, so no other placement of the team takes it meanwhile (else the team would be
+    past its quota once the move is carried out, with no job to preempt for it)."""
+    me = Asker("head")
+    lent = store.submit("q", "vision", "lent", ["x"], {}, "me@h")
+    store.place(lent.id, A, "sched", "decided", preemptible=True)
+    lent = store.started(lent.id, "a1", None, "sched", "launched")  # 0.25, borrowed
+    moving = move_by_hand(store, lent, Slot("gpu-b", (0,), memory_mib=4096, charge=0.5), me,
+                          quota=0.5)
+    assert (moving.move_borrowed, moving.preemptible) == (False, True)
+    other = store.submit("q", "vision", "o", ["x"], {}, "me@h")
+    with pytest.raises(Refused, match="team vision now holds 0.50 of its 0.50"):
+        place_by_hand(store, other, A, me, quota=0.5)
+    assert store.get(other.id).state == "pending"
+    assert not store.moved(lent.id, "sched", "moved").preemptible  # within the quota there
+
+
+def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved(tmp_path):
+    """On an SQLite store its group writes (its rows vouch for no admin) the lease holder fails
+    a job of no run_as rather than launch it as the agent's user: a job of before the store
+    was shared, say. Moved, it would be stopped only for its next attempt to fail; the move
+    is refused, saying why, and it runs on."""
+    from fractui.store.sqlite import SqliteStore
+    path = tmp_path / "store.db"
+    store = SqliteStore(str(path))
+    try:
+        old = running(store)  # run_as none: as the agent's user, launched before
+        path.chmod(0o660)  # then shared with a group
+        with pytest.raises(Refused) as refused:
+            move_by_hand(store, old, B, Asker("head"))
+        assert str(refused.value) == (
+            "job %d is not moved: stopped, its next attempt would be failed, not launched: it "
+            "would run as the agent's user, and this store's rows vouch for no admin: its file "
+            "%s is writable by its group (mode 0660), so anyone who can write it could have "
+            "written this job; on such a store every job runs as its submitter (run_as), and "
+            "an admin runs one as the agent's user with fractui launch; it runs on where it is"
+            % (old.id, path))
+        assert store.get(old.id) == old
+        mine = store.started(store.place(store.submit(
+            "q", None, "r", ["x"], {}, "me@h", run_as="me").id, A, "sched", "decided").id,
+            "a2", None, "sched", "launched")
+        assert move_by_hand(store, mine, B, Asker("head")).state == "stopping"  # (run_as)
+    finally:
+        store.close()

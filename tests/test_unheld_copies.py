@@ -11,6 +11,7 @@ import json
 
 from fractui.config import QueueConfig
 from fractui.fleet.host import HostStatus
+from fractui.sched.copies import held_copies
 from fractui.tui.jobrows import job_rows
 from fractui.tui.model import StoreView
 from tests.cli_run import in_process
@@ -70,3 +71,28 @@ def test_a_copy_of_a_job_the_store_does_not_have_is_shown_and_stopped_by_hand(
     assert f.store.get(job.id).state == "running"
     code, out, err = in_process(capfd, ["--config", config, "jobs"])
     assert ref not in out and len(out.splitlines()) == 2, out
+
+
+def test_a_copy_launched_between_the_stores_read_and_the_hosts_answer_is_its_jobs(
+        local_fleet, capfd, monkeypatch):  # noqa: F811
+    """``jobs`` reads the store, then asks the hosts: a job launched (or moved) in between
+    runs a copy that the first read did not hold. It is its job's own, not a copy to stop by
+    hand (the words would tell an admin to stop a job that runs as the store has it): the
+    store read again for it holds it, and it is not shown as a copy."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    config = f.write_config()
+    job = f.submit("q")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    from fractui import job_commands
+    calls = []
+
+    def first_read_before_the_launch(jobs, stale, uid):  # type: ignore[no-untyped-def]
+        calls.append(jobs)
+        return set() if len(calls) == 1 else held_copies(jobs, stale, uid)
+
+    monkeypatch.setattr(job_commands, "held_copies", first_read_before_the_launch)
+    code, out, err = in_process(capfd, ["--config", config, "jobs"])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[1].split()[0] == str(job.id), out
+    assert "fractui stop" not in out and len(calls) == 2, out

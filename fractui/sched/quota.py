@@ -88,8 +88,7 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
             continue
         if job.state in ON_HOST and job.slot is not None:
             used[job.team] += job.held_charge
-            if job.preemptible:
-                borrowed[job.team] += job.held_charge
+            borrowed[job.team] += job.held_charge - job.held_within
         elif job.state == PENDING:
             pending[job.team] += 1
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
@@ -160,8 +159,7 @@ def adds_within(job: Job, charge: float) -> float:
     """What placing ``job`` on a slot of ``charge`` adds to its team's use within the quota: the
     charge, less what a placed or running job lets go of as it moves there (its charge within
     the quota; nothing for a borrowed one). What a placement or a move by hand asks about."""
-    moves = job.state in (PLACED, RUNNING) and not job.preemptible
-    return charge - (job.held_charge if moves else 0.0)
+    return charge - (job.held_within if job.state in (PLACED, RUNNING) else 0.0)
 
 
 def fair_rank(job: Job, usage: Mapping[str, TeamUsage], priority: Mapping[str, int],

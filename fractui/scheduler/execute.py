@@ -117,7 +117,9 @@ class Executor:
         is left to the lane: the job stays placed, and a launch that did reach the agent is
         found by its key on a later pass."""
         uid = self.store.uid
-        if job.run_as is None and self._vouched_for_by_no_admin(job):
+        unvouched = self.store.unvouched(job)
+        if unvouched is not None:  # any who can write the store could have written it
+            self._fail(job, "not launched: " + unvouched)
             return
         try:
             slot = complete(job, view, uid, jobs) if job.manual else job.slot
@@ -151,20 +153,6 @@ class Executor:
                                model=view.model(slot.gpus))
         except StateConflict:
             pass  # cancelled or reflected meanwhile; the next pass sees the agent's record
-
-    def _vouched_for_by_no_admin(self, job: Job) -> bool:
-        """Whether ``job``, which would run as the agent's user, comes from a store whose rows
-        others than its admins can write by hand: then it is failed, never launched (any of
-        them could have written it so), and True."""
-        writers = self.store.hand_writers()
-        if writers is None:
-            return False
-        why = ("not launched: it would run as the agent's user, and this store's rows vouch "
-               "for no admin: %s, so anyone who can write it could have written this job; "
-               "on such a store every job runs as its submitter (run_as), and an admin runs "
-               "one as the agent's user with fractui launch" % writers)
-        self._fail(job, why)
-        return True
 
     def _modes(self, job: Job, view: HostView, jobs: List[Job]) -> None:
         """Before a decision's launch, each of its GPUs in the MIG mode its slot is of (a MIG

@@ -413,6 +413,21 @@ class Store(abc.ABC):
         that says someone runs as the agent's user: its rows vouch for no admin."""
         return None
 
+    def unvouched(self, job: Job) -> Optional[str]:
+        """Why the lease holder never launches ``job`` (it fails it instead), or None where it
+        may: the job would run as the agent's user (no ``run_as``), and the store's rows
+        vouch for no admin (``hand_writers``). One rule for the launch and for a move, which
+        would stop such a job only for its next attempt to fail."""
+        if job.run_as is not None:
+            return None
+        writers = self.hand_writers()
+        if writers is None:
+            return None
+        return ("it would run as the agent's user, and this store's rows vouch for no admin: "
+                "%s, so anyone who can write it could have written this job; on such a store "
+                "every job runs as its submitter (run_as), and an admin runs one as the "
+                "agent's user with fractui launch" % writers)
+
     @abc.abstractmethod
     def version(self, topic: str) -> int:
         """A counter of ``topic``'s changes, moved in each change's transaction: what was read

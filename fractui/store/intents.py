@@ -205,6 +205,9 @@ def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
             return job
         if not movable(job.state):
             raise Refused(move_refusal(job))
+        unlaunched = unmoved_by_store(store, job)
+        if unlaunched is not None:
+            raise Refused(unlaunched)
         try:
             return store.move(job.id, slot, actor, why, borrowed=past_quota is not None,
                               quota=quota)
@@ -223,6 +226,16 @@ def move_refusal(job: Job) -> str:
     if job.state == PENDING:
         return "job %d is pending: it is placed, not moved (fractui place, or p)" % job.id
     return "job %d is %s: only a placed or running job is moved" % (job.id, job.state)
+
+
+def unmoved_by_store(store: Store, job: Job) -> Optional[str]:
+    """Why ``job`` is not moved although it could be stopped: the lease holder would fail its
+    next attempt, not launch it (``Store.unvouched``), so a move would only end it; or None."""
+    why = store.unvouched(job)
+    if why is None:
+        return None
+    return "job %d is not moved: stopped, its next attempt would be failed, not launched: " \
+        "%s; it runs on where it is" % (job.id, why)
 
 
 def moving_to(job: Job, asked: Slot) -> bool:

@@ -39,9 +39,20 @@ def stops_offered(state: str) -> tuple[str, ...]:
 
 def held_charge(charge: float, move_charge: Optional[float]) -> float:
     """What a job holds against its team's quota (Job.held_charge), from its slot's charge and
-    the charge of the slot it moves to (None: it does not move): one rule for the store's
-    check and the scheduler's counts."""
+    the charge of the slot it moves to (None: it does not move)."""
     return charge if move_charge is None else max(charge, move_charge)
+
+
+def held_within(charge: float, preemptible: bool, move_charge: Optional[float],
+                move_borrowed: bool) -> float:
+    """What of a job's held charge is within its team's quota (Job.held_within): each of its
+    two slots counts where it is not borrowed (preemptible there), the larger of the two
+    while it moves. A borrowed job moved to a slot within the quota holds that room within
+    the quota while it stops, as it will once it runs there; a job moved within the quota to
+    a borrowed slot holds only its own. One rule for the store's check and the scheduler's
+    counts."""
+    now = 0.0 if preemptible else charge
+    return now if move_charge is None or move_borrowed else max(now, move_charge)
 
 
 def movable(state: str) -> bool:
@@ -162,6 +173,14 @@ class Job:
         until it runs there)."""
         return held_charge(self.slot.charge if self.slot is not None else 0.0,
                            self.move_to.charge if self.move_to is not None else None)
+
+    @property
+    def held_within(self) -> float:
+        """What of ``held_charge`` is within its team's quota (the rest is borrowed)."""
+        return held_within(self.slot.charge if self.slot is not None else 0.0,
+                           self.preemptible,
+                           self.move_to.charge if self.move_to is not None else None,
+                           self.move_borrowed)
 
     def held_decision(self) -> "Job | None":
         """While it stops to move: the decision it then becomes, its next attempt placed by

@@ -32,7 +32,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST, PEN
                                  STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord, held_charge, same_place)
+                                 UsageRecord, held_within, same_place)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -328,14 +328,15 @@ class SqlStore(Store):
     def _within_quota(self, db: Any, job: Job, slot: Slot, quota: Optional[float],
                       done: str) -> None:
         """QuotaTaken unless ``slot`` fits in what ``job``'s team holds within its ``quota``
-        now (None: no quota), read under the write lock: each job's held charge (a move holds
-        the larger of its two slots), the job itself left out."""
+        now (None: no quota), read under the write lock: what each job holds within it
+        (model.held_within: a move holds the larger of its two slots where each is not
+        borrowed), the job itself left out."""
         if quota is None or job.team is None:
             return
-        held = sum(held_charge(float(r["charge"] or 0.0), _move_charge(r)) for r in self._run(
-            db, "SELECT id, charge, move_to FROM jobs WHERE team = ? AND state IN (?, ?, ?) "
-            "AND host IS NOT NULL AND preemptible = 0 AND id <> ?",
-            (job.team,) + ON_HOST + (job.id,)))
+        held = sum(held_within(float(r["charge"] or 0.0), bool(r["preemptible"]),
+                               *_move_held(r)) for r in self._run(
+            db, "SELECT id, charge, preemptible, move_to FROM jobs WHERE team = ? AND state "
+            "IN (?, ?, ?) AND host IS NOT NULL AND id <> ?", (job.team,) + ON_HOST + (job.id,)))
         if held + slot.charge > quota + QUOTA_EPSILON:
             raise QuotaTaken(
                 "job %d was not %s: team %s now holds %.2f of its %.2f GPUs within its quota, "
@@ -1031,13 +1032,14 @@ def _move(row: Any) -> Optional[dict[str, Any]]:
     return None if text is None else _decoded("job %s's move_to" % row["id"], text)
 
 
-def _move_charge(row: Any) -> Optional[float]:
-    """What the slot a job moves to charges (None: it does not move); Unreadable where the
-    row holds what fractui never wrote there."""
+def _move_held(row: Any) -> tuple[Optional[float], bool]:
+    """What the slot a job moves to charges (None: it does not move), and whether it is
+    borrowed there; Unreadable where the row holds what fractui never wrote there."""
     move = _move(row)
     try:
-        return None if move is None else float(move["slot"]["charge"])
-    except (TypeError, KeyError, ValueError) as err:
+        return (None, False) if move is None else (float(move["slot"]["charge"]),
+                                                   bool(move.get("borrowed")))
+    except (TypeError, KeyError, ValueError, AttributeError) as err:
         raise Unreadable("job %s's move_to is not as fractui wrote it (%r)" % (
             row["id"], err)) from err
 

@@ -22,11 +22,12 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Static
 
+from fractui.config import ConfigError
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
-from fractui.store.access import Denied
-from fractui.store.intents import Asker, Refused, ask_stop, stop_refusal
+from fractui.store.access import READ, Denied
+from fractui.store.intents import Asker, Refused, ask_stop, authorize, stop_refusal
 from fractui.store.model import ON_HOST, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
@@ -198,6 +199,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
         """(host, agent job, since when the host was connected) of the output followed: a
         host that connected again has lost the follow, and is asked anew."""
         self._unfollow: Callable[[], None] = lambda: None
+        self.log_error: Optional[str] = None
+        """Why the output followed is not shown (refused, or not reached), said on the log's
+        state line until it is asked anew."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="details", markup=False)
@@ -287,12 +291,12 @@ class JobScreen(Screen[None], inherit_bindings=False):
         self.show_health(record)
         agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
         if self.job is not None and self.job.slot is not None and agent_job:
-            self._follow_now(self.job.slot.host, agent_job)
+            self._follow_now(self.job.slot.host, agent_job, self.job.team)
         if (self.stops(), self.movable()) != before:
             self.refresh_bindings()
         self.show_state()
 
-    def _follow_now(self, host: str, agent_job: str) -> None:
+    def _follow_now(self, host: str, agent_job: str, team: Optional[str]) -> None:
         """Follows the job's output unless it is followed already on the host's connection as
         it is now. The agent's follow ends with the connection it was asked on: once the host
         is connected again (after an outage, or opened while it was down), it is asked anew,
@@ -306,17 +310,28 @@ class JobScreen(Screen[None], inherit_bindings=False):
         self._unfollow()
         self.followed = (host, agent_job, since)
         self.logview.lines, self.logview.tail, self.logview.ended = [], "", False
-        self.follow(host, agent_job)
+        self.log_error = None
+        self.follow(host, agent_job, team)
 
     @work(thread=True, exit_on_error=False, group="logs")
-    def follow(self, host: str, agent_job: str) -> None:
+    def follow(self, host: str, agent_job: str, team: Optional[str]) -> None:
+        """The job's output, once the store's rule lets this user read it (a team action,
+        access.READ, as ``fractui logs`` checks), from the agent of its host."""
         def sink(data: str, ended: bool) -> None:  # on the session's reader thread
             self.post_message(LogData(data, ended))
 
+        what = "job %d" % self.job_id
         try:
+            if self.source.store is not None:  # (a frozen fleet has no store to say who)
+                authorize(self.source.store, self.asker, READ, team, what)
             lines, stop = self.source.follow_logs(host, agent_job, sink)
-        except (HostUnavailable, AgentCallError) as err:
-            self.post_message(LogData("", error="logs: %s" % err))
+        except ConfigError:  # a config of the store alone names no host
+            self.post_message(LogData("", error="%s runs on %s, which this config does not "
+                                      "name: fractui logs %d reads its output through the "
+                                      "store" % (what, host, self.job_id)))
+            return
+        except (HostUnavailable, AgentCallError, Denied, StoreError) as err:
+            self.post_message(LogData("", error=str(err)))
             return
         self.post_message(Following(lines, stop))
 
@@ -327,7 +342,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
 
     def on_log_data(self, message: LogData) -> None:
         if message.error:
-            self.error = message.error
+            self.log_error = message.error
         if message.data:
             self.logview.write(message.data)
         self.logview.ended = self.logview.ended or message.ended
@@ -456,7 +471,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
             words.append("the job ended")
         if log.pattern is not None:
             words.append("search /%s/" % log.pattern.pattern)
-        if self.followed is None:
+        if self.log_error is not None:
+            words.append("no output: %s" % self.log_error)
+        elif self.followed is None:
             words.append("no output yet: the job has not run")
         hints = ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(self)
                  if show and bid.startswith(("job.", "log."))]
