@@ -150,7 +150,7 @@ def job_record(config: str, ref: str) -> dict:
     return next(j for j in listed if j["ref"] == ref)
 
 
-@pytest.mark.parametrize("agent", ["image", "upload"])
+@pytest.mark.parametrize("agent", [pytest.param("image", marks=pytest.mark.slow), "upload"])
 def test_a_host_in_a_container_runs_mig_and_capped_jobs_and_survives_its_stream_killed(
         podman, box, tmp_path, agent):
     name = "ctr-%s" % agent

@@ -18,11 +18,15 @@ import time
 from collections import Counter
 from typing import Dict, List
 
+import pytest
+
 from fractui.config import QueueConfig
 from tests import localfleet
 from tests.conftest import REPO
 from tests.sshd import descendants
 from tests.tui_probe import Probe
+
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
 
 local_fleet = localfleet.local_fleet
 wait = localfleet.wait

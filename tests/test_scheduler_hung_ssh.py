@@ -31,6 +31,8 @@ from fractui.usage.report import build
 from tests import localfleet, sshd
 from tests.test_fleet import SshFleet
 
+pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
+
 ssh_env = sshd.ssh_env
 local_fleet = localfleet.local_fleet
 SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]

@@ -31,6 +31,10 @@ from tests.tui_frozen import LOGS, STATES, pilot_test, screen_lines, settled
 
 # an unbalanced closing tag for each parser, a style, and a click action
 HOSTILE = ("[/]", "[/bold]", "[b]x[/b]", "[@click=app.quit]q[/]", "[$accent]v", ":smile:")
+# every screen visited with each, in the slow suite; with an unbalanced tag and an action in
+# the default one (each visit is a whole app)
+VISITED = [t if t in ("[/]", "[@click=app.quit]q[/]") else
+           pytest.param(t, marks=pytest.mark.slow) for t in HOSTILE]
 
 
 def hostile_app(text: str) -> FractuiApp:
@@ -116,7 +120,7 @@ async def _visit(text: str, size: tuple[int, int]) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("text", HOSTILE)
+@pytest.mark.parametrize("text", VISITED)
 @pilot_test
 async def test_text_from_others_is_drawn_as_written_never_read_as_markup(text):
     assert await _visit(text, (200, 50)) == []
