@@ -7,6 +7,7 @@ show both)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -15,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config, default_config_path
@@ -260,22 +261,49 @@ def resubmit_line(config: Config, job: Job) -> str:
     return shlex.join(words + ["--", *job.argv])
 
 
-def place(config: Config, args: argparse.Namespace) -> int:
-    """A manual placement, recorded as a decision; the lease holder launches it exactly there
-    (what the decision leaves open, it completes from the live GPU). One that takes the job's
-    team past its quota is said and asked about (``--over-quota`` agrees in advance), and is
-    then recorded as borrowed: preemptible like any over-quota job."""
+@contextlib.contextmanager
+def _by_hand(config: Config, args: argparse.Namespace, action: str
+             ) -> Iterator[Tuple[Store, Job, int, Asker]]:
+    """``place``'s and ``move``'s start: their arguments checked, then the store open (closed
+    after) with the job read and ``action`` on it authorized, before any host is asked."""
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
-    if args.layout_version is not None and args.start is None:
-        raise UsageError("--layout-version goes with --profile and --start (a previewed plan)")
     config.host(args.host)
     gpu = gpu_index(args.gpu)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False)
     try:
         job = queued(store, args.job)
-        intents.authorize(store, asker, PLACE, job.team, "job %d" % job.id)  # before any host
+        intents.authorize(store, asker, action, job.team, "job %d" % job.id)
+        yield store, job, gpu, asker
+    finally:
+        store.close()
+
+
+def _past_quota_agreed(config: Config, args: argparse.Namespace, store: Store, job: Job,
+                       slot: Slot, adds: float, verb: str, kept: str) -> Optional[str]:
+    """How ``job`` on ``slot``, adding ``adds`` GPUs to its team's use within the quota, takes
+    the team past it (None: it does not), said and agreed to (``--over-quota``, ``--yes`` or
+    the question): not agreed, Failed with ``kept``."""
+    usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
+    past = past_quota(usage, job.team, adds)
+    if past is not None:
+        say("job %d on %s %s." % (job.id, slot.describe(), past))
+        if not (args.over_quota or args.yes or confirm(
+                "%s it anyway, as a borrowed job that a team within its quota may preempt?"
+                % verb)):
+            raise Failed(kept)
+    return past
+
+
+def place(config: Config, args: argparse.Namespace) -> int:
+    """A manual placement, recorded as a decision; the lease holder launches it exactly there
+    (what the decision leaves open, it completes from the live GPU). One that takes the job's
+    team past its quota is said and asked about (``--over-quota`` agrees in advance), and is
+    then recorded as borrowed: preemptible like any over-quota job."""
+    if args.layout_version is not None and args.start is None:
+        raise UsageError("--layout-version goes with --profile and --start (a previewed plan)")
+    with _by_hand(config, args, PLACE) as (store, job, gpu, asker):
         if _placed_there(job, args.host, gpu, args.profile):
             # a retry whose first answer was lost: done, answered as the first was
             print(_placed(job, _flip(job.slot, store.inventory().get(args.host))  # type: ignore
@@ -310,18 +338,10 @@ def place(config: Config, args: argparse.Namespace) -> int:
                     job.id, slot.describe(), flip))
             if not (args.yes or confirm("Place it, changing the GPU's MIG mode?")):
                 raise Failed("not placed: job %d stays pending" % job.id)
-        usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
-        past = past_quota(usage, job.team, slot.charge)
-        if past is not None:
-            say("job %d on %s %s." % (job.id, slot.describe(), past))
-            if not (args.over_quota or args.yes or confirm(
-                    "Place it anyway, as a borrowed job that a team within its quota may "
-                    "preempt?")):
-                raise Failed("not placed: job %d stays pending" % job.id)
+        past = _past_quota_agreed(config, args, store, job, slot, slot.charge, "Place",
+                                  "not placed: job %d stays pending" % job.id)
         job = intents.place_by_hand(store, job, slot, asker, past,
                                     quota_of(config.teams, job.team))
-    finally:
-        store.close()
     print(_placed(job, flip))
     return 0
 
@@ -379,19 +399,10 @@ def move(config: Config, args: argparse.Namespace) -> int:
     slot is chosen on the host as it is now (asked of its agent: a slot held must be one the
     GPU has free), as the TUI's preview chooses it; a launch that first changes the GPU's
     MIG mode, or that goes past the team's quota, is said and asked about as ``place`` asks."""
-    if args.start is not None and args.profile is None:
-        raise UsageError("--start goes with --profile")
-    config.host(args.host)
-    gpu = gpu_index(args.gpu)
-    asker = Asker.here(config.teams)
-    store = open_checked_store(config, hear=False)
-    try:
-        job = queued(store, args.job)
-        intents.authorize(store, asker, MOVE, job.team, "job %d" % job.id)  # before any host
+    with _by_hand(config, args, MOVE) as (store, job, gpu, asker):
         asked = Slot(args.host, (gpu,), args.profile, args.start)
         if intents.there(job, asked):  # a retry whose first ask was carried out: done
-            print("%d %s on %s (moved there)" % (job.id, job.state,
-                                                 job.slot.describe()))  # type: ignore
+            print(_moving(job))
             return 0
         if not intents.moving_to(job, asked):
             if not movable(job.state):
@@ -405,19 +416,12 @@ def move(config: Config, args: argparse.Namespace) -> int:
             if flip is not None and not (args.yes or confirm(
                     "Move it, changing the GPU's MIG mode?")):
                 raise Failed("not moved: job %d stays where it is" % job.id)
-            usage = {u.name: u for u in team_usage(store.jobs(ACTIVE), config.teams)}
-            past = past_quota(usage, job.team, adds_within(job, where.charge))
-            if past is not None:
-                say("job %d on %s %s." % (job.id, where.slot().describe(), past))
-                if not (args.over_quota or args.yes or confirm(
-                        "Move it anyway, as a borrowed job that a team within its quota may "
-                        "preempt?")):
-                    raise Failed("not moved: job %d stays where it is" % job.id)
+            past = _past_quota_agreed(config, args, store, job, where.slot(),
+                                      adds_within(job, where.charge), "Move",
+                                      "not moved: job %d stays where it is" % job.id)
             job = intents.move_by_hand(store, job, where.slot(), asker, past,
                                        quota_of(config.teams, job.team))
         led = job.state != STOPPING or store.lease_holder() is not None
-    finally:
-        store.close()
     print(_moving(job))
     if not led:
         say(NO_SCHEDULER)
