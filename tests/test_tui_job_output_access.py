@@ -67,13 +67,13 @@ def test_a_member_is_refused_another_teams_output_and_told_why(tmp_path):
     store = Bobs(str(tmp_path / "store.db"))
     theirs = running(store, "nlp", 0)
     assert output_state(store, theirs) == (
-        "0 lines · following · no output: refused: you are bob (in team vision, not an admin); to read the output of job %d "
-        "of team nlp you must be in team nlp, or an admin" % theirs)
+        "0 lines · no output: refused: you are bob (in team vision, not an admin); to read "
+        "the output of job %d of team nlp you must be in team nlp, or an admin" % theirs)
 
 
 def test_a_config_of_the_store_alone_says_how_the_output_is_read(tmp_path):
     store = Bobs(str(tmp_path / "store.db"))
     mine = running(store, "vision", 1)
     assert output_state(store, mine) == (
-        "0 lines · following · no output: job %d runs on gpu-x, which this config does not name: fractui logs %d reads its "
-        "output through the store" % (mine, mine))
+        "0 lines · no output: job %d runs on gpu-x, which this config does not name: "
+        "fractui logs %d reads its output through the store" % (mine, mine))

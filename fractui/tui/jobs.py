@@ -466,7 +466,10 @@ class JobScreen(Screen[None], inherit_bindings=False):
     def show_state(self) -> None:
         log = self.logview
         words = [count(log.count, "line")]
-        words.append("following" if log.following else "line %d" % (log.cursor + 1))
+        if not log.following:
+            words.append("line %d" % (log.cursor + 1))
+        elif self.log_error is None and self.followed is not None:  # (else nothing comes)
+            words.append("following")
         if log.ended:
             words.append("the job ended")
         if log.pattern is not None:
