@@ -452,9 +452,12 @@ def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fle
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert run.stdout.readline().startswith("scheduler svc: store ")  # type: ignore
-    finally:
         run.terminate()
         _, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:  # (a failed test leaves nothing running)
+            run.kill()
+            run.communicate()
     said = "fractui: gpu-a is local (transport = \"local\"): under this systemd service its " \
         "agent daemon and jobs are the service's own processes, so stopping or restarting " \
         "the service ends them and their jobs fail"
