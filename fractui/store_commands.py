@@ -271,7 +271,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
     try:
         job = queued(store, args.job)
         intents.authorize(store, asker, PLACE, job.team, "job %d" % job.id)  # before any host
-        if _placed_there(job, args.host, gpu, args.profile):
+        if intents.placed_there(job, args.host, (gpu,), args.profile):
             # a retry whose first answer was lost: done, answered as the first was
             print(_placed(job, _flip(job.slot, store.inventory().get(args.host))  # type: ignore
                           if job.state == PLACED else None))  # (a launch made: no flip ahead)
@@ -334,15 +334,6 @@ def _flip(slot: Slot, known: Optional[Dict[str, Any]]) -> Optional[str]:
     gpus = (known or {}).get("gpus") or []
     turns = mode_change(slot, gpus)
     return None if turns is None else flip_of(slot.host, gpus[slot.gpus[0]], turns)
-
-
-def _placed_there(job: Job, host: str, gpu: int, profile: Optional[str]) -> bool:
-    """Whether ``job`` is placed by hand (or since launched) where ``place`` asks again; not
-    once it is stopping (cancelled, requeued): the scheduler will not launch it there."""
-    slot = job.slot
-    return (job.manual and job.state in (PLACED, RUNNING) and slot is not None
-            and slot.host == host
-            and slot.gpus == (gpu,) and profile in (None, slot.profile))
 
 
 def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[str]:

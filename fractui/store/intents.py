@@ -108,7 +108,8 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
             raise Refused(refused)
         try:
             if job.state == PENDING:
-                return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
+                return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL,
+                                   again=True)
             return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
         except StateConflict as err:
             if tries == _STOP_TRIES:
@@ -179,7 +180,20 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
         raise Refused("%s; place it again to be asked about going past the quota" % err
                       ) from None
     except StateConflict as err:
+        now = store.get(job.id)  # (a retry whose first answer was lost: done)
+        if placed_there(now, slot.host, slot.gpus, slot.profile):
+            return now
         raise Refused("only a pending job can be placed: %s" % err) from None
+
+
+def placed_there(job: Job, host: str, gpus: Sequence[int], profile: Optional[str]) -> bool:
+    """Whether ``job`` is placed by hand (or since launched) on ``host``'s ``gpus`` with
+    ``profile`` (None: any), as a placement asked again finds it once the first was made;
+    not once it is stopping (cancelled, requeued): the scheduler will not launch it there."""
+    slot = job.slot
+    return (job.manual and job.state in (PLACED, RUNNING) and slot is not None
+            and slot.host == host and slot.gpus == tuple(gpus)
+            and profile in (None, slot.profile))
 
 
 def _where(host: str, gpu: Optional[int]) -> str:
