@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
-                                instance_uuid, mig_profile, moment)
+                                instance_uuid, mig_profile, moment, team_name, user_name)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_USAGE, Failed, UsageError)
@@ -128,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("hosts", nargs="*", metavar="HOST|JOB", help="only these hosts' jobs, or "
                    "only these queued jobs by number (ended ones too)")
     whose = p.add_mutually_exclusive_group()
-    whose.add_argument("--user", metavar="U", help="only the queued jobs U submitted")
+    whose.add_argument("--user", metavar="U", type=user_name,
+                       help="only the queued jobs U submitted")
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
     p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None,
@@ -186,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=moment, default=moment("now"), metavar="WHEN",
                    help="end of the range, as --since (default now)")
     p.add_argument("--by", choices=BY, default="team", help="group by (default team)")
+    whose = p.add_mutually_exclusive_group()
+    whose.add_argument("--user", metavar="U", type=user_name,
+                       help="only the jobs U submitted")
+    whose.add_argument("--me", action="store_true", help="only the jobs you submitted")
+    p.add_argument("--team", metavar="T", type=team_name,
+                   help="only the jobs charged to team T (with --me or --user: theirs in T)")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help=JSON_HELP)
     form.add_argument("--csv", action="store_true", help="one row per group, then the total")

@@ -64,8 +64,6 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     row as if launched by hand). Naming jobs by number shows those, whatever their state and
     whoever submitted them. ``--user``/``--me``: only the queued jobs that user submitted (the
     store's word on who, as the audit's; a launch by hand has no submitter)."""
-    if args.user == "":
-        raise UsageError("--user takes a user's name, as jobs shows it under USER")
     if args.limit is not None and not args.all:
         raise UsageError("--limit goes with --all: it keeps the newest N of the ended jobs too "
                          "(jobs alone shows every job not ended)")

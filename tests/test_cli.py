@@ -123,7 +123,7 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["jobs", "nope"], 2, "unknown host 'nope'"),
         (["jobs", "--all", "--limit", "0"], 2, "from 1 to"),
         (["jobs", "--limit", "5"], 2, "--limit goes with --all"),
-        (["jobs", "--user", ""], 2, "--user takes a user's name"),  # never everyone's
+        (["jobs", "--user", ""], 2, "argument --user: takes a user's name"),  # never everyone's
         (["mig", "gpu-a", "1", "1g.10gb"], 1, "no terminal to ask on: --yes agrees in advance"),
         (["cancel", a], 0, ""),
         (["cancel", a], 0, ""),  # asked again (a retry): answered as the first time
