@@ -529,7 +529,9 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
             assert got["total"]["wait_median_s"] == pytest.approx(600), argv
             assert {g["key"]: g["held_gpu_hours"] for g in got["groups"]} == pytest.approx(
                 groups), argv
-            assert got["total"]["online_gpu_hours"] == 0, argv  # the fleet's, not theirs
+            assert [got["total"][k] for k in ("online_gpu_hours", "held_online_gpu_hours",
+                                              "idle_gpu_hours")] == [None] * 3, argv  # the
+            # fleet's, not theirs: not known of their jobs, never 0
             assert got["start"] == everyone["start"], argv  # the store's, whoever's jobs
             assert got["ended_unstarted"]["cancelled"] == (0 if "ann" in argv else 1), argv
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--me"])
@@ -537,6 +539,8 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
         assert out.startswith("usage of %s's jobs from " % me), out
         assert "(the GPUs' own time — online, idle — is the fleet's, not %s's jobs" % me in out
         assert "GPUs online" not in out
+        total = next(line for line in out.splitlines() if line.startswith("total "))
+        assert total.endswith(" —"), total  # its IDLE: not known, never 0.00
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
                                             "--user", "bo"])
         assert code == 0 and "none of bo's jobs held a GPU in this range" in out, (out, err)

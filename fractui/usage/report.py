@@ -191,9 +191,10 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
         _add_gpu_time(total, t)
         if gpu_keys:
             _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
-    total.online_h = total.online_h or 0.0
-    total.held_online_h = total.held_online_h or 0.0
-    total.idle_h = total.idle_h or 0.0
+    if whose.everyone:  # (else the GPUs' time is none of theirs: not known, never 0)
+        total.online_h = total.online_h or 0.0
+        total.held_online_h = total.held_online_h or 0.0
+        total.idle_h = total.idle_h or 0.0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
                   unstarted_jobs(ended, since, until), whose)
