@@ -169,6 +169,10 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     HOST/JOB. With ``wait`` (logs -f), a job that is still waiting or being placed is waited
     for until it starts, while a scheduler is there to start it (none for LOG_WAIT_S: Failed)."""
     if not is_job_number(ref):
+        if "/" not in ref:  # (split_job's words name only HOST/JOB: logs takes both)
+            raise UsageError("a job is named by its number, as fractui jobs shows it (12), or "
+                             "HOST/JOB where it was launched directly on a host (gpu-a/j12), "
+                             "not %r" % ref)
         host, job_id = split_job(ref)
         config.host(host)
         return ref, host, job_id, None

@@ -148,7 +148,9 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["logs", "gpu-a/j999"], 1, "j999"),
         (["logs", "down/j1"], 1, "down is offline"),
         (["logs", "nope/j1"], 2, "unknown host 'nope'"),
-        (["logs", "junk"], 2, "a job is named HOST/JOB"),
+        (["logs", "junk"], 2, "a job is named by its number, as fractui jobs shows it (12), "
+                              "or HOST/JOB where it was launched directly on a host (gpu-a/j12), "
+                              "not 'junk'"),  # (logs takes both: not HOST/JOB alone)
         (["logs", ref, "-n", "-3"], 2, "from 0 to"),
         (["stop", ref, "--grace", "1"], 0, ""),
         (["scheduler", "--bogus"], 2, "unrecognized arguments"),
