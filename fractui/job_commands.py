@@ -180,7 +180,8 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     try:
         job = store.get(job_number(ref))
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
-            say("job %d is %s; waiting for it to start" % (job.id, job.state))
+            say("job %d is %s%s; waiting for it to start" % (  # (its why: it may be long)
+                job.id, job.state, " (%s)" % job.reason if job.reason else ""))
             alone_since: Optional[float] = None  # no lease holder since: none starts it
             while job.agent_job is None and job.state in (PENDING, PLACED):
                 if store.lease_holder() is not None:
