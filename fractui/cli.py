@@ -7,18 +7,21 @@ what and where, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
+import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
                                 instance_uuid, mig_profile, moment, team_name, user_name)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
-                             EXIT_USAGE, Failed, UsageError)
+                             EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
 from fractui.terminal import escape_what_cannot_be_encoded, say, text_only_to_terminals
 from fractui.usage import BY
 
@@ -283,8 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
     except BrokenPipeError:
         return _closed_pipe()
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stopped:
+        return EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - every error ends as one line and its code
         code, message = _outcome(err)
         say(message)
@@ -321,7 +324,28 @@ def _run(words: List[str]) -> int:
         from fractui.tui.run import run
 
         return run(args, config)
-    return _verb(args.verb)(config, args)
+    verb = _verb(args.verb)
+    with _terminated_as_interrupted():
+        return verb(config, args)
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM raises Terminated while a verb runs, as Ctrl-C raises KeyboardInterrupt (a verb
+    that handles signals itself, the scheduler, sets its own); the handler before is put back
+    after, for a caller that runs main() in its own process (a test)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (only the main thread may set a handler; signals arrive there only)
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:

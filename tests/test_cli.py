@@ -437,6 +437,32 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
     assert f.states()[job.id] == "running"  # the store has not recorded it: no one could
 
 
+def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
+    """``timeout 2h fractui submit --wait``, a batch system's time limit, a CI runner's cancel:
+    SIGTERM ends the waiting as Ctrl-C does, saying the job goes on and how to cancel it (the
+    default action ended it without a word), exit 143 (128 + SIGTERM, as a shell says); the
+    job stays queued."""
+    url = sqlite_url(str(tmp_path / "store.db"))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % url)
+    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "submit",
+                                "--wait", "--queue", "quarter", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    first = waiting.stdout.readline()  # no scheduler runs: it stays pending
+    number = int(first.split()[0])
+    waiting.send_signal(signal.SIGTERM)
+    out, err = waiting.communicate(timeout=60)
+    assert (waiting.returncode, out) == (143, ""), err
+    assert err.endswith("fractui: stopped waiting; job %d goes on (fractui cancel %d cancels "
+                        "it)\n" % (number, number)), err
+    assert not leaks(err), err
+    done = subprocess_run(["--config", str(config), "jobs", "--json", str(number)])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
+
+
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
     job's own words for any other end, and the last lines of a failed job's output under them
