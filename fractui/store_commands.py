@@ -50,8 +50,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     """Queues a job, reaching only the store: what it asks for is checked against the
     inventory the lease holder keeps there, never the hosts."""
     if not args.argv:
-        raise UsageError("submit needs the program to run after --, e.g. "
-                         "fractui submit --queue small -- python train.py")
+        raise UsageError("submit needs the program to run after --, e.g. fractui submit "
+                         "--queue %s -- python train.py" % shlex.quote(args.queue))
     queue = config.queue(args.queue)
     if not args.argv[0]:
         raise UsageError("the program to run after -- is an empty word")

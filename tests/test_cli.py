@@ -95,7 +95,9 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["stop", ref, "--grace", "-1"], 2, "from 0 to 3600"),
         (["submit", "--queue", "quarter", "--", "x"], 0, ""),
         (["submit", "--queue", "nope", "--", "x"], 2, "unknown queue 'nope' (known: quarter)"),
-        (["submit", "--queue", "quarter"], 2, "submit needs the program"),
+        (["submit", "--queue", "quarter"], 2, "submit needs the program to run after --, "
+                                               "e.g. fractui submit --queue quarter -- python "
+                                               "train.py"),  # its queue, not one it has not
         (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
         (["submit", "--queue", "quarter", "python3", "t.py"], 2, "unrecognized arguments: "
          "python3 t.py (the job's command goes after --: fractui submit ... -- python3 t.py)"),
