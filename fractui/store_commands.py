@@ -228,7 +228,9 @@ def _stop_or_not(config: Config, ref: str, intent: str) -> int:
     finally:
         store.close()
     print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
-                       else " (back in its queue)" if job.state == PENDING else ""))
+                       else " (back in its queue)" if job.state == PENDING
+                       else " (its next attempt, about to start)" if job.state == PLACED
+                       else ""))
     if not led:  # "the scheduler stops it": none will, until one runs
         say(NO_SCHEDULER)
     return 0

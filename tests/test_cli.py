@@ -341,6 +341,11 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     assert store.audit_log(job.id) == asked
     got, out, err = cli.run("preempt", str(job.id))
     assert (got, out) == (1, "") and "job %d is pending: nothing to preempt" % job.id in err
+    store.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+    asked = store.audit_log(job.id)  # placed again, not started: still the requeue's answer
+    assert cli.run("requeue", str(job.id)) == (
+        0, "%d placed (its next attempt, about to start)\n" % job.id, "")
+    assert store.audit_log(job.id) == asked
 
 
 def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):

@@ -128,10 +128,12 @@ def asked_already(job: Job, intent: str) -> bool:
 
 
 def _sent_back(store: Store, job: Job, intent: str, user: str) -> bool:
-    """Whether ``job`` waits in its queue since ``user``'s own ``intent`` (a requeue or a
-    preemption) was carried out: asked again, that is answered as done, as a stop still under
-    way is. Another's, or a wait for another reason (never run, a launch refused), is not."""
-    if job.state != PENDING or intent == CANCEL:
+    """Whether ``job`` waits since ``user``'s own ``intent`` (a requeue or a preemption) was
+    carried out — in its queue, or placed again and not yet started: asked again, that is
+    answered as done, as a stop still under way is (a second requeue of the attempt the
+    first made, before it ran, would only throw it away). Another's, or a wait for another
+    reason (never run, a launch refused), is not; nor an attempt that started since."""
+    if job.state not in (PENDING, PLACED) or intent == CANCEL:
         return False
     stop = _sent_back_by(job, store.audit_log(job.id, _LOOK_BACK))
     return stop is not None and stop.action == intent and submitter(stop.actor) == user
