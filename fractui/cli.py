@@ -144,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "queue, as its next attempt"),
                        ("preempt", "as requeue, recorded as a preemption")):
         p = _verb_parser(verbs, verb, what)
-        p.add_argument("job", metavar="JOB", help=JOB_HELP)
+        p.add_argument("job", metavar="JOB", nargs="+", help=JOB_HELP + "; several may be "
+                       "named, each asked in turn")
 
     p = _verb_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU")
     p.add_argument("job", metavar="JOB", help=JOB_HELP)

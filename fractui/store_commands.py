@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config, default_config_path
@@ -29,7 +29,7 @@ from fractui.sched.quota import past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
 from fractui.store.access import CANCEL, PLACE, SCHEDULE, Denied
-from fractui.store.base import KeyTaken
+from fractui.store.base import JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
                                  PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
@@ -213,27 +213,46 @@ def preempt(config: Config, args: argparse.Namespace) -> int:
     return _stop_or_not(config, args.job, "preempt")
 
 
-def _stop_or_not(config: Config, ref: str, intent: str) -> int:
+def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
+    """Asks ``intent`` of each job named, in order, as ``scancel 12 13`` does: every word is
+    checked first (one that names no job number: exit 2, nothing asked); a job refused (not
+    in the store, not in a state for it, not yours) is said and the others still asked, and
+    the exit is 1 if any was."""
+    numbers = list(dict.fromkeys(job_number(ref) for ref in refs))  # (one named twice: once)
+    failed = unled = False
     store = open_checked_store(config, hear=False)
     try:
-        job = queued(store, ref)
-        try:
-            job = intents.ask_stop(store, job, intent, Asker.here(config.teams))
-        except Refused as err:
-            if intent == CANCEL or job.state not in ENDED:
-                raise
-            raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
-                          % (err, resubmit_line(config, job))) from None
-        led = job.state != STOPPING or store.lease_holder() is not None
+        for number in numbers:
+            try:
+                job = _stop_one(store, config, number, intent)
+            except (Refused, Denied, JobNotFound) as err:
+                say(str(err))
+                failed = True
+                continue
+            print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
+                               if job.state == STOPPING else " (back in its queue)"
+                               if job.state == PENDING else " (its next attempt, about to "
+                               "start)" if job.state == PLACED else ""), flush=True)
+            # "the scheduler stops it": none will, until one runs
+            unled = unled or job.state == STOPPING and store.lease_holder() is None
     finally:
         store.close()
-    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
-                       else " (back in its queue)" if job.state == PENDING
-                       else " (its next attempt, about to start)" if job.state == PLACED
-                       else ""))
-    if not led:  # "the scheduler stops it": none will, until one runs
+    if unled:
         say(NO_SCHEDULER)
-    return 0
+    return EXIT_FAILED if failed else 0
+
+
+def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
+    """One job's ``intent`` asked (intents.ask_stop); an ended job's requeue is refused with
+    the submit that runs it anew."""
+    job = store.get(number)
+    try:
+        return intents.ask_stop(store, job, intent, Asker.here(config.teams))
+    except Refused as err:
+        if intent == CANCEL or job.state not in ENDED:
+            raise
+        raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
+                      % (err, resubmit_line(config, job))) from None
 
 
 def resubmit_line(config: Config, job: Job) -> str:

@@ -348,6 +348,24 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     assert store.audit_log(job.id) == asked
 
 
+def test_cancel_takes_several_jobs_and_asks_each_as_scancel_does(cli):
+    """``cancel 12 13 99``: each job asked in turn, its line each; one refused (not in the
+    store, ended) is said and the rest still cancelled, exit 1; a word that names no job is
+    exit 2 before any is asked."""
+    a, b, c = (cli.f.submit("quarter").id for _ in range(3))
+    code, out, err = cli.run("cancel", str(a), "x")
+    assert (code, out) == (2, "") and "not 'x'" in err, err
+    assert cli.f.states()[a] == "pending"
+    code, out, err = cli.run("cancel", str(a), "999", str(b), str(a))
+    assert (code, out) == (1, "%d cancelled\n%d cancelled\n" % (a, b)), (out, err)
+    assert err == "fractui: no job 999 in the store\n", err
+    code, out, err = cli.run("requeue", str(a), str(c))
+    assert (code, out) == (1, ""), (out, err)
+    assert err.startswith("fractui: job %d is cancelled: nothing to requeue" % a), err
+    assert "\nfractui: job %d is pending: nothing to requeue\n" % c in err, err
+    assert cli.f.states() == {a: "cancelled", b: "cancelled", c: "pending"}
+
+
 def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):
     """A researcher's script retried after a lost answer: the same --key answers the job the
     first made, as it is now; the key with another command is a usage error, exit 2."""
