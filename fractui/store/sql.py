@@ -8,7 +8,8 @@ Every method is one transaction. A write holds the store's write lock from its f
 a compare-and-set never races another client between its read and its write, and a fenced
 write's epoch is checked in that same transaction. A connection found lost is dropped and the
 call made once more on a new one, unless it was lost while committing (then whether it was
-recorded is not known, and the caller is told so); a transaction never half-applies.
+recorded is not known, and the caller is told so — but a user's ask, which finds what its first
+try made, is made again: ``_write``'s ``again``); a transaction never half-applies.
 """
 
 from __future__ import annotations
