@@ -32,7 +32,7 @@ from fractui.store.access import CANCEL, PLACE, SCHEDULE, Denied
 from fractui.store.base import JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
-                                 PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot)
+                                 PENDING, PLACED, STOPPING, Job, LogTail, Slot)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, count, why
 
