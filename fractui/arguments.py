@@ -117,6 +117,10 @@ team_name = name_of("team", "the config's [[teams]] name it")
 
 def job_number(text: str) -> int:
     """A queued job's number, as ``fractui jobs`` shows it."""
+    if "/" in text:  # HOST/JOB: a job this verb does not take; say which verbs do
+        raise UsageError("a queued job is named by its number (see fractui jobs), not %r: "
+                         "that names a job launched directly on a host, which fractui logs "
+                         "shows and fractui stop stops (an admin's)" % text)
     if not _NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_JOB_NUMBER:
         raise UsageError("a queued job is named by its number (see fractui jobs), not %r; "
                          "jobs launched directly on a host are HOST/JOB" % text)

@@ -133,6 +133,8 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["preempt", "999"], 1, "no job 999"),
         (["cancel", "abc"], 2, "a queued job is named by its number"),
         (["cancel", "-1"], 2, "a queued job is named by its number"),
+        (["cancel", "gpu-a/j1"], 2, "not 'gpu-a/j1': that names a job launched directly on a "
+                                    "host, which fractui logs shows and fractui stop stops"),
         (["cancel", "99999999999999999999999"], 2, "a queued job is named by its number"),
         (["place", c, "gpu-a", "0"], 0, ""),
         (["place", c, "gpu-a", "0"], 0, ""),  # asked again (a retry): answered, not refused
