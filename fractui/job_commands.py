@@ -75,7 +75,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     missing: List[JobNotFound] = []
     uid, failed = None, False
     try:
-        store = open_checked_store(config, hear=False)
+        # (no store is made for a config of no hosts: nothing else would be shown; one that
+        # names hosts lists theirs too, and makes the store as their launches do)
+        store = open_checked_store(config, hear=False, make=bool(config.hosts))
         try:
             uid = store.uid
             users = [store.identity().user] if args.me else [args.user] if args.user else None
@@ -176,7 +178,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         host, job_id = split_job(ref)
         config.host(host)
         return ref, host, job_id, None
-    store = open_checked_store(config)
+    store = open_checked_store(config, make=False)
     try:
         job = store.get(job_number(ref))
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):

@@ -26,7 +26,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
     """``--me``/``--user U`` and ``--team T`` count only those jobs: as ``jobs --me`` does, who
     you are is the store's word (Store.identity), and anyone who may read the store reads
     everyone's usage (access: reading is not restricted)."""
-    store = open_checked_store(config, hear=False)
+    store = open_checked_store(config, hear=False, make=False)
     try:
         now = store.now()
         since, until = args.since.resolve(now), args.until.resolve(now)

@@ -181,7 +181,7 @@ AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
 AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
 
 def audit(config: Config, args: argparse.Namespace) -> int:
-    store = open_checked_store(config, hear=False)
+    store = open_checked_store(config, hear=False, make=False)
     try:
         job = queued(store, args.job).id if args.job else None
         entries = store.audit_log(job, args.limit)

@@ -490,6 +490,28 @@ def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
     assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
 
 
+def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
+    """A mistyped [store] url read as a store with no jobs ("no active jobs", exit 0), made
+    the file and its folders there, and made its reader its owner (an admin of it): jobs,
+    report, audit and logs now say there is none, exit 1, and make nothing; a submit makes it
+    as before."""
+    folder = tmp_path / "typo"
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
+                      'gpu = 0.25\n' % (folder / "sub" / "store.db"))
+    for verb in (["jobs", "--me"], ["report"], ["audit"], ["logs", "3"]):
+        done = subprocess_run(["--config", str(config), *verb])
+        assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
+        assert done.stderr == "fractui: store %s: there is no store here yet: nothing was " \
+            "ever submitted to it (a submit or the scheduler makes it; is the config's " \
+            "[store] url the one your team uses?)\n" % (folder / "sub" / "store.db"), verb
+        assert not folder.exists(), verb
+    assert subprocess_run(["--config", str(config), "submit", "--queue", "quarter", "--",
+                           "true"]).returncode == 0
+    done = subprocess_run(["--config", str(config), "jobs"])
+    assert done.returncode == 0 and done.stdout.startswith("JOB "), done.stderr
+
+
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
     job's own words for any other end, and the last lines of a failed job's output under them
