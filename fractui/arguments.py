@@ -99,8 +99,28 @@ def moment(text: str) -> Moment:
 _BEFORE_EPOCH = "%r is before 1970-01-01, earlier than any time a store keeps"
 
 
+def name_of(what: str, shown: str) -> Callable[[str], str]:
+    """An argparse type: the name of a ``what`` (a user, a team) as ``shown`` says where one is
+    seen; never empty, which would read as no filter at all."""
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("takes a %s's name, as %s" % (what, shown))
+        return text
+
+    parse.__name__ = what
+    return parse
+
+
+user_name = name_of("user", "jobs shows it under USER")
+team_name = name_of("team", "the config's [[teams]] name it")
+
+
 def job_number(text: str) -> int:
     """A queued job's number, as ``fractui jobs`` shows it."""
+    if "/" in text:  # HOST/JOB: a job this verb does not take; say which verbs do
+        raise UsageError("a queued job is named by its number (see fractui jobs), not %r: "
+                         "that names a job launched directly on a host, which fractui logs "
+                         "shows and fractui stop stops (an admin's)" % text)
     if not _NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_JOB_NUMBER:
         raise UsageError("a queued job is named by its number (see fractui jobs), not %r; "
                          "jobs launched directly on a host are HOST/JOB" % text)

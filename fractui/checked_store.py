@@ -12,13 +12,15 @@ from fractui.servable import unservable
 from fractui.store import Store, open_store
 
 
-def open_checked_store(config: Config, hear: bool = True) -> Store:
+def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> Store:
     """The store, with the config's queues checked against what it keeps of the hosts (a
     queue none of whose hosts could serve it is the config's error, exit 2). With ``hear``, a
     refusal is made only on what the hosts say now: the hosts are heard first, and the store's
     facts renewed. Without (the self-serve verbs, for users who reach only the store), on what
-    the store keeps, as the lease holder recorded it; no host is reached."""
-    store = open_store(config.store.url)
+    the store keeps, as the lease holder recorded it; no host is reached. ``make`` False (the
+    verbs that only read): a store that is not there is said so, never made
+    (fractui.store.url.open_store)."""
+    store = open_store(config.store.url, make=make)
     try:
         problem = unservable(config, store.inventory())
         if problem is not None and hear:

@@ -7,18 +7,21 @@ what and where, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
+import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
-                                instance_uuid, mig_profile, moment)
+                                instance_uuid, mig_profile, moment, team_name, user_name)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
-                             EXIT_USAGE, Failed, UsageError)
+                             EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
 from fractui.terminal import escape_what_cannot_be_encoded, say, text_only_to_terminals
 from fractui.usage import BY
 
@@ -129,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("hosts", nargs="*", metavar="HOST|JOB", help="only these hosts' jobs, or "
                    "only these queued jobs by number (ended ones too)")
     whose = p.add_mutually_exclusive_group()
-    whose.add_argument("--user", metavar="U", help="only the queued jobs U submitted")
+    whose.add_argument("--user", metavar="U", type=user_name,
+                       help="only the queued jobs U submitted")
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
     p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None,
@@ -141,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "queue, as its next attempt"),
                        ("preempt", "as requeue, recorded as a preemption")):
         p = _verb_parser(verbs, verb, what)
-        p.add_argument("job", metavar="JOB", help=JOB_HELP)
+        p.add_argument("job", metavar="JOB", nargs="+", help=JOB_HELP + "; several may be "
+                       "named, each asked in turn")
 
     p = _verb_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU")
     p.add_argument("job", metavar="JOB", help=JOB_HELP)
@@ -203,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=moment, default=moment("now"), metavar="WHEN",
                    help="end of the range, as --since (default now)")
     p.add_argument("--by", choices=BY, default="team", help="group by (default team)")
+    whose = p.add_mutually_exclusive_group()
+    whose.add_argument("--user", metavar="U", type=user_name,
+                       help="only the jobs U submitted")
+    whose.add_argument("--me", action="store_true", help="only the jobs you submitted")
+    p.add_argument("--team", metavar="T", type=team_name,
+                   help="only the jobs charged to team T (with --me or --user: theirs in T)")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help=JSON_HELP)
     form.add_argument("--csv", action="store_true", help="one row per group, then the total")
@@ -293,8 +304,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
     except BrokenPipeError:
         return _closed_pipe()
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stopped:
+        return EXIT_TERMINATED if isinstance(stopped, Terminated) else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - every error ends as one line and its code
         code, message = _outcome(err)
         say(message)
@@ -331,7 +342,28 @@ def _run(words: List[str]) -> int:
         from fractui.tui.run import run
 
         return run(args, config)
-    return _verb(args.verb)(config, args)
+    verb = _verb(args.verb)
+    with _terminated_as_interrupted():
+        return verb(config, args)
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM raises Terminated while a verb runs, as Ctrl-C raises KeyboardInterrupt (a verb
+    that handles signals itself, the scheduler, sets its own); the handler before is put back
+    after, for a caller that runs main() in its own process (a test)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (only the main thread may set a handler; signals arrive there only)
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:

@@ -71,8 +71,6 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     have), each saying what it is. Naming jobs by number shows those, whatever their state and
     whoever submitted them. ``--user``/``--me``: only the queued jobs that user submitted (the
     store's word on who, as the audit's; a launch by hand has no submitter)."""
-    if args.user == "":
-        raise UsageError("--user takes a user's name, as jobs shows it under USER")
     if args.limit is not None and not args.all:
         raise UsageError("--limit goes with --all: it keeps the newest N of the ended jobs too "
                          "(jobs alone shows every job not ended)")
@@ -86,7 +84,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     held: Set[Tuple[str, str]] = set()
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
     try:
-        store = open_checked_store(config, hear=False)
+        # (no store is made for a config of no hosts: nothing else would be shown; one that
+        # names hosts lists theirs too, and makes the store as their launches do)
+        store = open_checked_store(config, hear=False, make=bool(config.hosts))
         try:
             uid = store.uid
             users = [store.identity().user] if args.me else [args.user] if args.user else None
@@ -220,15 +220,20 @@ def _job_ref(config: Config, ref: str, wait: bool = False
     HOST/JOB. With ``wait`` (logs -f), a job that is still waiting or being placed is waited
     for until it starts, while a scheduler is there to start it (none for LOG_WAIT_S: Failed)."""
     if not is_job_number(ref):
+        if "/" not in ref:  # (split_job's words name only HOST/JOB: logs takes both)
+            raise UsageError("a job is named by its number, as fractui jobs shows it (12), or "
+                             "HOST/JOB where it was launched directly on a host (gpu-a/j12), "
+                             "not %r" % ref)
         host, job_id = split_job(ref)
         config.host(host)
         return ref, host, job_id, None
-    store = open_checked_store(config)
+    store = open_checked_store(config, make=False)
     try:
         job = store.get(job_number(ref))
         authorize(store, Asker.here(config.teams), READ, job.team, "job %d" % job.id)
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
-            say("job %d is %s; waiting for it to start" % (job.id, job.state))
+            say("job %d is %s%s; waiting for it to start" % (  # (its why: it may be long)
+                job.id, job.state, " (%s)" % job.reason if job.reason else ""))
             alone_since: Optional[float] = None  # no lease holder since: none starts it
             while job.agent_job is None and job.state in (PENDING, PLACED):
                 if store.lease_holder() is not None:

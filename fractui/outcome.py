@@ -16,9 +16,18 @@ EXIT_BUG = 70
 """An error fractui does not know (sysexits' EX_SOFTWARE): a bug, reported in one line."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C: 128 + SIGINT, as shells report it."""
+EXIT_TERMINATED = 143
+"""SIGTERM (``timeout``, a batch system's time limit, a CI runner's cancel): 128 + SIGTERM, as
+shells report it; the verb ends as Ctrl-C ends it (``Terminated``)."""
 EXIT_CLOSED_PIPE = 141
 """stdout was closed by its reader (``fractui jobs | head -1``): 128 + SIGPIPE, what a shell
 reports for a program that a closed pipe ended, and nothing is printed about it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt is, so that what a verb says when
+    stopped (``submit --wait``, ``logs -f``: the job goes on, and how to cancel it) is said for
+    both; killed by the default action instead, a wait ended without a word."""
 
 
 class UsageError(Exception):

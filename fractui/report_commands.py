@@ -15,7 +15,7 @@ from fractui.config import Config
 from fractui.outcome import UsageError
 from fractui.store.model import OUTCOMES
 from fractui.terminal import print_json, table, width
-from fractui.usage.report import UNSTARTED, Group, Report, build
+from fractui.usage.report import UNSTARTED, Group, Report, Whose, build
 from fractui.words import count, duration
 
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
@@ -24,15 +24,25 @@ CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 4, 7)
 
 
 def report(config: Config, args: argparse.Namespace) -> int:
-    store = open_checked_store(config, hear=False)
+    """``--me``/``--user U`` and ``--team T`` count only those jobs: as ``jobs --me`` does, who
+    you are is the store's word (Store.identity), and anyone who may read the store reads
+    everyone's usage (access: reading is not restricted)."""
+    store = open_checked_store(config, hear=False, make=False)
     try:
         now = store.now()
         since, until = args.since.resolve(now), args.until.resolve(now)
         if since >= until:
             raise UsageError("--since (%s) must be before --until (%s)" % (
                 _local(since), _local(until)))
-        made = build(store.usage(since, until), store.gpu_time(since, until), since, until,
-                     args.by, now, store.jobs(UNSTARTED, ended_since=since))
+        whose = Whose(store.identity().user if args.me else args.user, args.team)
+        records = store.usage(since, until)
+        if whose.team is not None and config.teams and all(r.team != whose.team
+                                                           for r in records):
+            config.team(whose.team)  # a typo is said with the close name (a team since
+            # left out of the config is still reported while the store keeps its usage)
+        made = build(records, store.gpu_time(since, until) if whose.everyone else [],
+                     since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
+                     whose)
     finally:
         store.close()
     if args.json:
@@ -47,12 +57,16 @@ def report(config: Config, args: argparse.Namespace) -> int:
 
 def lines(r: Report) -> List[str]:
     """The report as a person reads it: the range, the table, and the headline."""
-    out = ["usage from %s to %s, by %s (GPU-hours; fractions as charged)" % (
-        _local(r.since), _local(r.until), r.by)]
+    out = ["usage %sfrom %s to %s, by %s (GPU-hours; fractions as charged)" % (
+        "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
+        _local(r.until), r.by)]
     if r.start > r.since:
         out.append("(the store keeps nothing of it before %s: means over time start there)"
                    % _local(r.start))
     s, t = r.saving, r.total
+    if not r.whose.everyone and not r.groups:
+        out.append("none of %s held a GPU in this range" % r.whose.words())
+        return out + _unstarted(r)
     if not r.groups and not t.online_h:
         out.append("no job held a GPU in this range, and no GPU time was kept")
         return out + _unstarted(r)
@@ -72,6 +86,9 @@ def lines(r: Report) -> List[str]:
         out.append("GPUs online %.1f GPU-h, held while online %.1f (%.0f %%), idle with "
                    "nothing on them %.1f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h,
                                                      idle, 100 * idle / t.online_h))
+    if not r.whose.everyone:
+        out.append("(the GPUs' own time — online, idle — is the fleet's, not %s: fractui "
+                   "report without --me, --user or --team says it)" % r.whose.words())
     if t.unmeasured_h:
         out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
                    "not sampled yet): %.1f of %.1f" % (t.unmeasured_h, t.held_h))

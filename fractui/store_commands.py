@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config, default_config_path
@@ -32,11 +32,10 @@ from fractui.sched.quota import adds_within, past_quota, quota_of, team_usage
 from fractui.servable import submittable
 from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied
-from fractui.store.base import KeyTaken
+from fractui.store.base import JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
-                                 PENDING, PLACED, RUNNING, STOPPING, Job, LogTail, Slot,
-                                 movable)
+                                 PENDING, PLACED, STOPPING, Job, LogTail, Slot, movable)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, count, why
 
@@ -56,8 +55,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     """Queues a job, reaching only the store: what it asks for is checked against the
     inventory the lease holder keeps there, never the hosts."""
     if not args.argv:
-        raise UsageError("submit needs the program to run after --, e.g. "
-                         "fractui submit --queue small -- python train.py")
+        raise UsageError("submit needs the program to run after --, e.g. fractui submit "
+                         "--queue %s -- python train.py" % shlex.quote(args.queue))
     queue = config.queue(args.queue)
     if not args.argv[0]:
         raise UsageError("the program to run after -- is an empty word")
@@ -187,7 +186,7 @@ AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
 AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
 
 def audit(config: Config, args: argparse.Namespace) -> int:
-    store = open_checked_store(config, hear=False)
+    store = open_checked_store(config, hear=False, make=False)
     try:
         job = queued(store, args.job).id if args.job else None
         entries = store.audit_log(job, args.limit)
@@ -219,25 +218,46 @@ def preempt(config: Config, args: argparse.Namespace) -> int:
     return _stop_or_not(config, args.job, "preempt")
 
 
-def _stop_or_not(config: Config, ref: str, intent: str) -> int:
+def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
+    """Asks ``intent`` of each job named, in order, as ``scancel 12 13`` does: every word is
+    checked first (one that names no job number: exit 2, nothing asked); a job refused (not
+    in the store, not in a state for it, not yours) is said and the others still asked, and
+    the exit is 1 if any was."""
+    numbers = list(dict.fromkeys(job_number(ref) for ref in refs))  # (one named twice: once)
+    failed = unled = False
     store = open_checked_store(config, hear=False)
     try:
-        job = queued(store, ref)
-        try:
-            job = intents.ask_stop(store, job, intent, Asker.here(config.teams))
-        except Refused as err:
-            if intent == CANCEL or job.state not in ENDED:
-                raise
-            raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
-                          % (err, resubmit_line(config, job))) from None
-        led = job.state != STOPPING or store.lease_holder() is not None
+        for number in numbers:
+            try:
+                job = _stop_one(store, config, number, intent)
+            except (Refused, Denied, JobNotFound) as err:
+                say(str(err))
+                failed = True
+                continue
+            print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
+                               if job.state == STOPPING else " (back in its queue)"
+                               if job.state == PENDING else " (its next attempt, about to "
+                               "start)" if job.state == PLACED else ""), flush=True)
+            # "the scheduler stops it": none will, until one runs
+            unled = unled or job.state == STOPPING and store.lease_holder() is None
     finally:
         store.close()
-    print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)" if job.state == STOPPING
-                       else " (back in its queue)" if job.state == PENDING else ""))
-    if not led:  # "the scheduler stops it": none will, until one runs
+    if unled:
         say(NO_SCHEDULER)
-    return 0
+    return EXIT_FAILED if failed else 0
+
+
+def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
+    """One job's ``intent`` asked (intents.ask_stop); an ended job's requeue is refused with
+    the submit that runs it anew."""
+    job = store.get(number)
+    try:
+        return intents.ask_stop(store, job, intent, Asker.here(config.teams))
+    except Refused as err:
+        if intent == CANCEL or job.state not in ENDED:
+            raise
+        raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
+                      % (err, resubmit_line(config, job))) from None
 
 
 def resubmit_line(config: Config, job: Job) -> str:
@@ -304,7 +324,7 @@ def place(config: Config, args: argparse.Namespace) -> int:
     if args.layout_version is not None and args.start is None:
         raise UsageError("--layout-version goes with --profile and --start (a previewed plan)")
     with _by_hand(config, args, PLACE) as (store, job, gpu, asker):
-        if _placed_there(job, args.host, gpu, args.profile):
+        if intents.placed_there(job, args.host, (gpu,), args.profile):
             # a retry whose first answer was lost: done, answered as the first was
             print(_placed(job, _flip(job.slot, store.inventory().get(args.host))  # type: ignore
                           if job.state == PLACED else None))  # (a launch made: no flip ahead)
@@ -361,15 +381,6 @@ def _flip(slot: Slot, known: Optional[Dict[str, Any]]) -> Optional[str]:
     gpus = (known or {}).get("gpus") or []
     turns = mode_change(slot, gpus)
     return None if turns is None else flip_of(slot.host, gpus[slot.gpus[0]], turns)
-
-
-def _placed_there(job: Job, host: str, gpu: int, profile: Optional[str]) -> bool:
-    """Whether ``job`` is placed by hand (or since launched) where ``place`` asks again; not
-    once it is stopping (cancelled, requeued): the scheduler will not launch it there."""
-    slot = job.slot
-    return (job.manual and job.state in (PLACED, RUNNING) and slot is not None
-            and slot.host == host
-            and slot.gpus == (gpu,) and profile in (None, slot.profile))
 
 
 def _held(store: Store, host: str, gpu: int, rec: Dict[str, Any]) -> Optional[str]:

@@ -95,7 +95,9 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["stop", ref, "--grace", "-1"], 2, "from 0 to 3600"),
         (["submit", "--queue", "quarter", "--", "x"], 0, ""),
         (["submit", "--queue", "nope", "--", "x"], 2, "unknown queue 'nope' (known: quarter)"),
-        (["submit", "--queue", "quarter"], 2, "submit needs the program"),
+        (["submit", "--queue", "quarter"], 2, "submit needs the program to run after --, "
+                                               "e.g. fractui submit --queue quarter -- python "
+                                               "train.py"),  # its queue, not one it has not
         (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
         (["submit", "--queue", "quarter", "python3", "t.py"], 2, "unrecognized arguments: "
          "python3 t.py (the job's command goes after --: fractui submit ... -- python3 t.py)"),
@@ -123,7 +125,7 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["jobs", "nope"], 2, "unknown host 'nope'"),
         (["jobs", "--all", "--limit", "0"], 2, "from 1 to"),
         (["jobs", "--limit", "5"], 2, "--limit goes with --all"),
-        (["jobs", "--user", ""], 2, "--user takes a user's name"),  # never everyone's
+        (["jobs", "--user", ""], 2, "argument --user: takes a user's name"),  # never everyone's
         (["mig", "gpu-a", "1", "1g.10gb"], 1, "no terminal to ask on: --yes agrees in advance"),
         (["cancel", a], 0, ""),
         (["cancel", a], 0, ""),  # asked again (a retry): answered as the first time
@@ -131,6 +133,8 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["preempt", "999"], 1, "no job 999"),
         (["cancel", "abc"], 2, "a queued job is named by its number"),
         (["cancel", "-1"], 2, "a queued job is named by its number"),
+        (["cancel", "gpu-a/j1"], 2, "not 'gpu-a/j1': that names a job launched directly on a "
+                                    "host, which fractui logs shows and fractui stop stops"),
         (["cancel", "99999999999999999999999"], 2, "a queued job is named by its number"),
         (["place", c, "gpu-a", "0"], 0, ""),
         (["place", c, "gpu-a", "0"], 0, ""),  # asked again (a retry): answered, not refused
@@ -148,7 +152,9 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["logs", "gpu-a/j999"], 1, "j999"),
         (["logs", "down/j1"], 1, "down is offline"),
         (["logs", "nope/j1"], 2, "unknown host 'nope'"),
-        (["logs", "junk"], 2, "a job is named HOST/JOB"),
+        (["logs", "junk"], 2, "a job is named by its number, as fractui jobs shows it (12), "
+                              "or HOST/JOB where it was launched directly on a host (gpu-a/j12), "
+                              "not 'junk'"),  # (logs takes both: not HOST/JOB alone)
         (["logs", ref, "-n", "-3"], 2, "from 0 to"),
         (["stop", ref, "--grace", "1"], 0, ""),
         (["scheduler", "--bogus"], 2, "unrecognized arguments"),
@@ -337,6 +343,29 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     assert store.audit_log(job.id) == asked
     got, out, err = cli.run("preempt", str(job.id))
     assert (got, out) == (1, "") and "job %d is pending: nothing to preempt" % job.id in err
+    store.place(job.id, Slot("gpu-a", (0,), memory_mib=1024), "sched", "decided")
+    asked = store.audit_log(job.id)  # placed again, not started: still the requeue's answer
+    assert cli.run("requeue", str(job.id)) == (
+        0, "%d placed (its next attempt, about to start)\n" % job.id, "")
+    assert store.audit_log(job.id) == asked
+
+
+def test_cancel_takes_several_jobs_and_asks_each_as_scancel_does(cli):
+    """``cancel 12 13 99``: each job asked in turn, its line each; one refused (not in the
+    store, ended) is said and the rest still cancelled, exit 1; a word that names no job is
+    exit 2 before any is asked."""
+    a, b, c = (cli.f.submit("quarter").id for _ in range(3))
+    code, out, err = cli.run("cancel", str(a), "x")
+    assert (code, out) == (2, "") and "not 'x'" in err, err
+    assert cli.f.states()[a] == "pending"
+    code, out, err = cli.run("cancel", str(a), "999", str(b), str(a))
+    assert (code, out) == (1, "%d cancelled\n%d cancelled\n" % (a, b)), (out, err)
+    assert err == "fractui: no job 999 in the store\n", err
+    code, out, err = cli.run("requeue", str(a), str(c))
+    assert (code, out) == (1, ""), (out, err)
+    assert err.startswith("fractui: job %d is cancelled: nothing to requeue" % a), err
+    assert "\nfractui: job %d is pending: nothing to requeue\n" % c in err, err
+    assert cli.f.states() == {a: "cancelled", b: "cancelled", c: "pending"}
 
 
 def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):
@@ -443,6 +472,54 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
     out, err = capfd.readouterr()
     assert (out, err) == ("up\n", "fractui: job %d ended: exited 0\n" % job.id)
     assert f.states()[job.id] == "running"  # the store has not recorded it: no one could
+
+
+def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
+    """``timeout 2h fractui submit --wait``, a batch system's time limit, a CI runner's cancel:
+    SIGTERM ends the waiting as Ctrl-C does, saying the job goes on and how to cancel it (the
+    default action ended it without a word), exit 143 (128 + SIGTERM, as a shell says); the
+    job stays queued."""
+    url = sqlite_url(str(tmp_path / "store.db"))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % url)
+    waiting = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "submit",
+                                "--wait", "--queue", "quarter", "--", "true"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    first = waiting.stdout.readline()  # no scheduler runs: it stays pending
+    number = int(first.split()[0])
+    waiting.send_signal(signal.SIGTERM)
+    out, err = waiting.communicate(timeout=60)
+    assert (waiting.returncode, out) == (143, ""), err
+    assert err.endswith("fractui: stopped waiting; job %d goes on (fractui cancel %d cancels "
+                        "it)\n" % (number, number)), err
+    assert not leaks(err), err
+    done = subprocess_run(["--config", str(config), "jobs", "--json", str(number)])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
+
+
+def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
+    """A mistyped [store] url read as a store with no jobs ("no active jobs", exit 0), made
+    the file and its folders there, and made its reader its owner (an admin of it): jobs,
+    report, audit and logs now say there is none, exit 1, and make nothing; a submit makes it
+    as before."""
+    folder = tmp_path / "typo"
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
+                      'gpu = 0.25\n' % (folder / "sub" / "store.db"))
+    for verb in (["jobs", "--me"], ["report"], ["audit"], ["logs", "3"]):
+        done = subprocess_run(["--config", str(config), *verb])
+        assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
+        assert done.stderr == "fractui: store %s: there is no store here yet: nothing was " \
+            "ever submitted to it (a submit or the scheduler makes it; is the config's " \
+            "[store] url the one your team uses?)\n" % (folder / "sub" / "store.db"), verb
+        assert not folder.exists(), verb
+    assert subprocess_run(["--config", str(config), "submit", "--queue", "quarter", "--",
+                           "true"]).returncode == 0
+    done = subprocess_run(["--config", str(config), "jobs"])
+    assert done.returncode == 0 and done.stdout.startswith("JOB "), done.stderr
 
 
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811

@@ -250,6 +250,26 @@ def test_follow_of_a_pending_job_with_no_scheduler_stops_after_its_wait(tmp_path
                    % (job.id, job.id, NO_SCHEDULER))
 
 
+def test_follow_of_a_pending_job_says_why_it_waits(tmp_path, capfd, monkeypatch):
+    """logs -f of a job waiting for its team's quota says why as it starts waiting (a wait
+    that may last hours reads otherwise as a hang)."""
+    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    store = open_store(url)
+    why = "team vision is at its quota (1.00 of 1.00 GPUs held)"
+    try:
+        job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
+        store.waiting(job.id, why)
+    finally:
+        store.close()
+    user = tmp_path / "user.toml"
+    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    code, out, err = in_process(capfd, ["--config", str(user), "logs", "-f", str(job.id)])
+    assert (code, out) == (1, ""), err
+    assert err.startswith("fractui: job %d is pending (%s); waiting for it to start\n"
+                          % (job.id, why)), err
+
+
 def test_a_kept_tail_is_the_logs_bytes_one_for_one_and_a_follower_prints_what_is_new():
     from fractui.kept_output import after
     from fractui.store.model import LogTail, tail_bytes

@@ -40,6 +40,20 @@ def test_a_team_within_quota_is_served_before_a_team_over_it(local_fleet):
     assert {j.slot.charge for j in f.store.jobs(["running"])} == {1.0}
 
 
+def test_a_job_at_its_quota_beside_a_free_gpu_says_its_team_does_not_borrow(local_fleet):
+    """An L4 stands idle and the job waits: its WHY says the GPU is free but its team may not
+    borrow (over_quota off), not only "at its quota" — what a researcher looking at an idle
+    GPU in fractui status asks."""
+    f = local_fleet({"gpu-a": "2xL4"}, [WHOLE], [TeamConfig("nlp", quota_gpus=1)])
+    first, second = f.submit("whole", "nlp"), f.submit("whole", "nlp")
+    f.until(lambda: f.states()[first.id] == "running" and
+            f.store.get(second.id).reason is not None)
+    held = f.store.get(first.id).slot.gpus[0]
+    assert f.store.get(second.id).reason == (
+        "team nlp is at its quota (1.00 of 1.00 GPUs held); gpu-a gpu%d 23034 MiB is free, but the "
+        "team does not borrow past its quota (its over_quota is off)" % (1 - held))
+
+
 def test_a_job_whose_slot_charges_more_than_its_teams_whole_quota_says_so(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="10g", memory_gib=10)],
                     [TeamConfig("nlp", quota_gpus=0.4)])

@@ -563,6 +563,32 @@ def test_a_requeue_that_landed_while_its_launch_was_in_flight_asked_again_is_don
         store.close()
 
 
+def test_a_requeue_asked_again_once_the_next_attempt_is_placed_is_done_until_it_starts(
+        store_url):
+    """The user's requeue went through and the scheduler placed the next attempt at once; the
+    same user's requeue asked again (a retry, a second press) is answered as done, the job
+    placed as it is, nothing more audited — it threw that attempt away before it ran. Once
+    that attempt has started, a requeue is a new one and stops it."""
+    store = open_store(store_url)
+    me, slot = Asker("here"), Slot("h", (0,), memory_mib=512)
+    try:
+        job = store.submit("q", None, "x", ["x"], {}, "me")
+        store.place(job.id, slot, "sched", "decided")
+        store.started(job.id, "a1", None, "sched", "launched")
+        ask_stop(store, store.get(job.id), "requeue", me)
+        store.requeue(job.id, ("stopping",), "sched", "requeued")
+        store.place(job.id, slot, "sched", "decided")
+        entries = len(store.audit_log(limit=1000))
+        again = ask_stop(store, store.get(job.id), "requeue", me)
+        assert (again.state, again.attempt) == ("placed", 1) and again == store.get(job.id)
+        assert len(store.audit_log(limit=1000)) == entries
+        store.started(job.id, "a2", None, "sched", "launched")
+        later = ask_stop(store, store.get(job.id), "requeue", me)
+        assert (later.state, later.attempt) == ("stopping", 1)
+    finally:
+        store.close()
+
+
 def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_submit(store_url):
     store = open_store(store_url)
     me = Asker("here")

@@ -22,7 +22,7 @@ from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
-from fractui.store.intents import Asker, ask_stop, submit
+from fractui.store.intents import Asker, ask_stop, cordon, place_by_hand, submit, uncordon
 from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
@@ -474,6 +474,47 @@ def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_d
             assert answer == holder.get(job.id)
             assert [e.action for e in holder.audit_log(job.id)] == [
                 "submit", "decide", "launch", "requeue"] + ["requeued"] * carry_out
+    finally:
+        store.close()
+        holder.close()
+        cutter.close()
+
+
+def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_server):
+    """The server committed each user's ask, the answer never came: the store asks again on a
+    new connection and answers as the first ask would have — a pending job's cancel, a
+    placement by hand, a drain, an uncordon, a log asked for — never 'whether it was recorded
+    is not known' (nor, asked again, 'nothing to uncordon' or 'only a pending job can be
+    placed'). Each is in the audit once."""
+    db = pg_server.new_database()
+    holder = open_store(pg_server.url(db))
+    cutter = CommitCutter(pg_server.port)
+    store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
+    asker, slot = Asker("here"), Slot("h", (0,), memory_mib=512)
+
+    def lost(ask: Callable[[], object]) -> object:
+        cutter.cut.clear()
+        cutter.armed.set()
+        answer = ask()
+        assert cutter.cut.is_set()  # its commit's answer was lost
+        return answer
+
+    try:
+        waiting = holder.submit("q", None, "w", ["true"], {}, "alice")
+        cancelled = lost(lambda: ask_stop(store, store.get(waiting.id), "cancel", asker))
+        assert cancelled == holder.get(waiting.id) and cancelled.state == "cancelled"
+        job = holder.submit("q", None, "p", ["true"], {}, "alice")
+        placed = lost(lambda: place_by_hand(store, store.get(job.id), slot, asker))
+        assert placed == holder.get(job.id)
+        assert (placed.state, placed.slot, placed.manual) == ("placed", slot, True)
+        drained = lost(lambda: cordon(store, "h", 0, "drain", asker))
+        assert holder.cordons() == [drained] and drained.mode == "drain"
+        assert lost(lambda: uncordon(store, "h", 0, asker)) == [drained]
+        assert holder.cordons() == []
+        lost(lambda: store.ask_log(job.id, "alice@here"))
+        assert holder.log_requests() == [job.id]
+        assert sorted(e.action for e in holder.audit_log() if e.action not in ("submit",)
+                      ) == ["cancel", "drain", "place", "uncordon"]
     finally:
         store.close()
         holder.close()

@@ -471,3 +471,85 @@ def test_jobs_that_ended_while_waiting_are_said_though_no_usage_record_has_them(
                "waits and outcomes count only attempts that started" in out, out
     finally:
         store.close()
+
+
+def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
+    """``report --me`` counts only the jobs the store's user submitted (held hours, waits,
+    outcomes, the jobs that ended waiting), ``--user U`` another's, ``--team T`` a team's,
+    both together one's jobs in a team; the GPUs' own time (the fleet's) is left out of
+    them, and said so. Where none held a GPU the report says whose. A mistyped team is
+    answered with the close name; an empty name, or --me with --user, is exit 2."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    me = store.identity().user
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[teams]]\nname = "vision"\n'
+                      '[[teams]]\nname = "nlp"\n' % store.where)
+
+    def ran(team: str, user: str, gpu: int, start: float, end: float) -> None:
+        clock.t = start - 600  # each waited 10 minutes
+        job = store.submit("q", team, "j", ["x"], {}, "%s@laptop" % user)
+        clock.t = start
+        store.place(job.id, Slot("h", (gpu,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a%d" % job.id, start, "sched", "started")
+        clock.t = end
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=end)
+
+    try:
+        ran("vision", me, 0, BASE, BASE + 3600)  # 1 GPU-hour of mine in vision
+        ran("nlp", me, 1, BASE, BASE + 1800)  # half an hour of mine in nlp
+        ran("vision", "ann", 2, BASE, BASE + 7200)  # 2 of ann's in vision
+        clock.t = BASE + 100
+        mine = store.submit("q", "vision", "gave up", ["x"], {}, "%s@laptop" % me)
+        store.ended(mine.id, (PENDING,), CANCELLED, "no", me, "no", "cancel")
+        clock.t = BASE + 8000
+        store.keep_gpu_time([GpuTime("h", 0, BASE, "m", online_s=3600.0, held_s=3600.0)])
+        span = ["--since", _at(BASE - 3600), "--until", _at(BASE + 8000)]
+
+        def report(*argv: str) -> Dict[str, object]:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
+                                                "--json", *argv])
+            assert code == 0 and not leaks(err), err
+            return json.loads(out)
+
+        everyone = report()
+        assert everyone["total"]["held_gpu_hours"] == pytest.approx(3.5)
+        assert everyone["total"]["online_gpu_hours"] == pytest.approx(1.0)
+        for argv, held, done, groups, whose in (
+                (["--me"], 1.5, 2, {"vision": 1.0, "nlp": 0.5}, {"user": me, "team": None}),
+                (["--user", "ann"], 2.0, 1, {"vision": 2.0}, {"user": "ann", "team": None}),
+                (["--team", "vision", "--by", "user"], 3.0, 2, {me: 1.0, "ann": 2.0},
+                 {"user": None, "team": "vision"}),
+                (["--me", "--team", "vision"], 1.0, 1, {"vision": 1.0},
+                 {"user": me, "team": "vision"})):
+            got = report(*argv)
+            assert got["whose"] == whose, argv
+            assert got["total"]["held_gpu_hours"] == pytest.approx(held), argv
+            assert got["total"]["outcomes"]["done"] == done, argv
+            assert got["total"]["wait_median_s"] == pytest.approx(600), argv
+            assert {g["key"]: g["held_gpu_hours"] for g in got["groups"]} == pytest.approx(
+                groups), argv
+            assert [got["total"][k] for k in ("online_gpu_hours", "held_online_gpu_hours",
+                                              "idle_gpu_hours")] == [None] * 3, argv  # the
+            # fleet's, not theirs: not known of their jobs, never 0
+            assert got["start"] == everyone["start"], argv  # the store's, whoever's jobs
+            assert got["ended_unstarted"]["cancelled"] == (0 if "ann" in argv else 1), argv
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--me"])
+        assert code == 0, err
+        assert out.startswith("usage of %s's jobs from " % me), out
+        assert "(the GPUs' own time — online, idle — is the fleet's, not %s's jobs" % me in out
+        assert "GPUs online" not in out
+        total = next(line for line in out.splitlines() if line.startswith("total "))
+        assert total.endswith(" —"), total  # its IDLE: not known, never 0.00
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
+                                            "--user", "bo"])
+        assert code == 0 and "none of bo's jobs held a GPU in this range" in out, (out, err)
+        for argv, said in ((["--team", "visoin"], "unknown team 'visoin' (did you mean "
+                            "'vision'?"),
+                           (["--me", "--user", "ann"], "not allowed with"),
+                           (["--user", ""], "argument --user: takes a user's name"),
+                           (["--team", ""], "argument --team: takes a team's name")):
+            code, out, err = in_process(capfd, ["--config", str(config), "report", *argv])
+            assert (code, out) == (2, "") and said in err and not leaks(err), (argv, err)
+    finally:
+        store.close()

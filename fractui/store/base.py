@@ -177,7 +177,9 @@ class Store(abc.ABC):
         ``quota``: the job's team's quota (GPUs) it was placed within (not ``preemptible``);
         checked again in the write's own transaction — QuotaTaken if what the team holds
         within its quota, other placements landed meanwhile included, leaves no room for
-        ``slot.charge``."""
+        ``slot.charge``. A placement by hand whose commit's answer was lost is made again at
+        once; if the first had landed, that finds the job placed (StateConflict): the caller
+        reads where it is (intents.place_by_hand)."""
 
     @abc.abstractmethod
     def move(self, job_id: int, slot: Slot, actor: str, why: str, borrowed: bool = False,
@@ -222,12 +224,14 @@ class Store(abc.ABC):
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
               stale_on: Optional[str] = None, epoch: Optional[int] = None,
-              sampled: Optional[Sampled] = None) -> Job:
+              sampled: Optional[Sampled] = None, again: bool = False) -> Job:
         """-> done, failed or cancelled, for good (audited as ``action``): ``reason`` the job's
         own words, ``ended_at`` the agent's time of the end, ``refusals`` all the job had,
         ``stale_on`` a lost host where it may still run, recorded as a stale copy to stop on
         its return (in the same transaction). A job that held a slice has its usage record
-        closed, with the last of what its agent ``sampled``."""
+        closed, with the last of what its agent ``sampled``. ``again``: a commit whose answer
+        was lost is made again at once, as ``stopping``'s is (a user's cancel of a pending
+        job: intents.ask_stop reads the StateConflict of a first that landed as done)."""
 
     @abc.abstractmethod
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
@@ -283,7 +287,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def ask_log(self, job_id: int, actor: str) -> None:
         """Asks the lease holder to keep the job's latest output tail (docs/cli.md, ``logs``
-        through the store); JobNotFound for a job the store does not have."""
+        through the store); JobNotFound for a job the store does not have. Asking twice is
+        asking once, so a commit whose answer was lost is made again."""
 
     @abc.abstractmethod
     def log_requests(self) -> list[int]:
@@ -350,12 +355,15 @@ class Store(abc.ABC):
     def cordon(self, host: str, gpu: Optional[int], mode: str, actor: str,
                why: str) -> Cordon:
         """Takes ``host`` (``gpu`` None) or its GPU ``gpu`` out of service as ``mode`` (cordon,
-        drain), replacing what was there for it (audited as the mode)."""
+        drain), replacing what was there for it (audited as the mode). A commit whose answer
+        was lost is made again, answered with what the first made if it landed."""
 
     @abc.abstractmethod
     def uncordon(self, host: str, gpu: Optional[int], actor: str, why: str) -> list[Cordon]:
         """Puts them back in service: ``gpu`` None lifts the host's cordon and every one of its
-        GPUs'; returns those lifted (audited ``uncordon`` when there were any)."""
+        GPUs'; returns those lifted (audited ``uncordon`` when there were any). A commit
+        whose answer was lost is made again, answered with what the first lifted if it
+        landed."""
 
     @abc.abstractmethod
     def cordons(self) -> list[Cordon]:

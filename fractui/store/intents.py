@@ -110,7 +110,8 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
             raise Refused(refused)
         try:
             if job.state == PENDING:
-                return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL)
+                return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL,
+                                   again=True)
             return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
         except StateConflict as err:
             if tries == _STOP_TRIES:
@@ -129,10 +130,12 @@ def asked_already(job: Job, intent: str) -> bool:
 
 
 def _sent_back(store: Store, job: Job, intent: str, user: str) -> bool:
-    """Whether ``job`` waits in its queue since ``user``'s own ``intent`` (a requeue or a
-    preemption) was carried out: asked again, that is answered as done, as a stop still under
-    way is. Another's, or a wait for another reason (never run, a launch refused), is not."""
-    if job.state != PENDING or intent == CANCEL:
+    """Whether ``job`` waits since ``user``'s own ``intent`` (a requeue or a preemption) was
+    carried out — in its queue, or placed again and not yet started: asked again, that is
+    answered as done, as a stop still under way is (a second requeue of the attempt the
+    first made, before it ran, would only throw it away). Another's, or a wait for another
+    reason (never run, a launch refused), is not; nor an attempt that started since."""
+    if job.state not in (PENDING, PLACED) or intent == CANCEL:
         return False
     stop = _sent_back_by(job, store.audit_log(job.id, _LOOK_BACK))
     return stop is not None and stop.action == intent and submitter(stop.actor) == user
@@ -181,6 +184,9 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
         raise Refused("%s; place it again to be asked about going past the quota" % err
                       ) from None
     except StateConflict as err:
+        now = store.get(job.id)  # (a retry whose first answer was lost: done)
+        if placed_there(now, slot.host, slot.gpus, slot.profile):
+            return now
         raise Refused("only a pending job can be placed: %s" % err) from None
 
 
@@ -248,6 +254,16 @@ def there(job: Job, asked: Slot) -> bool:
     """Whether ``job`` is placed or running where ``asked`` names: a move there is done."""
     return job.state in (PLACED, RUNNING) and job.slot is not None and \
         same_place(job.slot, asked)
+
+
+def placed_there(job: Job, host: str, gpus: Sequence[int], profile: Optional[str]) -> bool:
+    """Whether ``job`` is placed by hand (or since launched) on ``host``'s ``gpus`` with
+    ``profile`` (None: any), as a placement asked again finds it once the first was made;
+    not once it is stopping (cancelled, requeued): the scheduler will not launch it there."""
+    slot = job.slot
+    return (job.manual and job.state in (PLACED, RUNNING) and slot is not None
+            and slot.host == host and slot.gpus == tuple(gpus)
+            and profile in (None, slot.profile))
 
 
 def _where(host: str, gpu: Optional[int]) -> str:

@@ -8,7 +8,8 @@ Every method is one transaction. A write holds the store's write lock from its f
 a compare-and-set never races another client between its read and its write, and a fenced
 write's epoch is checked in that same transaction. A connection found lost is dropped and the
 call made once more on a new one, unless it was lost while committing (then whether it was
-recorded is not known, and the caller is told so); a transaction never half-applies.
+recorded is not known, and the caller is told so — but a user's ask, which finds what its first
+try made, is made again: ``_write``'s ``again``); a transaction never half-applies.
 """
 
 from __future__ import annotations
@@ -323,7 +324,8 @@ class SqlStore(Store):
         return self._transition(job_id, (PENDING,), epoch, actor, why,
                                 "place" if manual else "decide",
                                 {"state": PLACED, "slot": slot, "manual": manual,
-                                 "preemptible": preemptible, "reason": None}, holds=within)
+                                 "preemptible": preemptible, "reason": None}, holds=within,
+                                again=manual)
 
     def _within_quota(self, db: Any, job: Job, slot: Slot, quota: Optional[float],
                       done: str) -> None:
@@ -411,7 +413,7 @@ class SqlStore(Store):
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
               ended_at: Optional[float] = None, refusals: Optional[Sequence[Refusal]] = None,
               stale_on: Optional[str] = None, epoch: Optional[int] = None,
-              sampled: Optional[Sampled] = None) -> Job:
+              sampled: Optional[Sampled] = None, again: bool = False) -> Job:
         if state not in ENDED:
             raise ValueError("%r is not an end (%s)" % (state, ", ".join(ENDED)))
         fields: dict[str, Any] = {"state": state, "reason": reason, "exit_code": exit_code,
@@ -426,7 +428,7 @@ class SqlStore(Store):
                 usage_rows.close_attempt(self._run, db, job, changed["ended_at"], state,
                                          sampled)
         return self._transition(job_id, tuple(expect), epoch, actor, why, action, fields,
-                                stale_on, then=closed)
+                                stale_on, then=closed, again=again)
 
     def waiting(self, job_id: int, reason: str, epoch: Optional[int] = None) -> Job:
         return self._transition(job_id, (PENDING,), epoch, None, None, None, {"reason": reason})
@@ -579,7 +581,7 @@ class SqlStore(Store):
                           "ON CONFLICT (job) DO UPDATE SET actor = excluded.actor, "
                           "asked_at = excluded.asked_at", (job_id, actor, self.dialect.now(db)))
             self.dialect.announce(db, LOGS)
-        self._write(work)
+        self._write(work, again=True)
 
     def log_requests(self) -> list[int]:
         return self._read(lambda db: [int(r["job"]) for r in self._run(
@@ -729,9 +731,16 @@ class SqlStore(Store):
         if mode not in CORDON_MODES:
             raise ValueError("unknown cordon mode %r" % mode)
         key = WHOLE_HOST if gpu is None else gpu
+        tried: list[bool] = []  # (a try before this one, whose answer was lost)
 
         def work(db: Any) -> Cordon:
             now = self.dialect.now(db)
+            if tried:  # made again: what the first made, if it landed, is its answer
+                made = [_cordon(r) for r in self._run(
+                    db, "SELECT * FROM cordons WHERE host = ? AND gpu = ?", (host, key))]
+                if made and (made[0].mode, made[0].actor, made[0].why) == (mode, actor, why):
+                    return made[0]
+            tried.append(True)
             self._run(db, "INSERT INTO cordons (host, gpu, mode, actor, why, since) "
                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, gpu) DO UPDATE SET "
                           "mode = excluded.mode, actor = excluded.actor, why = excluded.why, "
@@ -739,22 +748,27 @@ class SqlStore(Store):
             self._audit(db, now, actor, mode, None, why, {"host": host, "gpu": gpu})
             self.dialect.announce(db, HOSTS)
             return Cordon(host, gpu, mode, actor, why, now)
-        return self._write(work)
+        return self._write(work, again=True)
 
     def uncordon(self, host: str, gpu: Optional[int], actor: str, why: str) -> list[Cordon]:
+        first: list[list[Cordon]] = []  # what a try before this one, its answer lost, lifted
+
         def work(db: Any) -> list[Cordon]:
             sql, args = "FROM cordons WHERE host = ?", [host]  # type: str, list[Any]
             if gpu is not None:
                 sql, args = sql + " AND gpu = ?", args + [gpu]
-            lifted = [_cordon(r) for r in self._run(db, "SELECT * " + sql, args)]
+            lifted = sorted((_cordon(r) for r in self._run(db, "SELECT * " + sql, args)),
+                            key=_where)
+            if first and not lifted:  # made again: the first landed, and lifted these
+                return first[0]
+            first.append(lifted)
             if lifted:
                 self._run(db, "DELETE " + sql, args)
                 self._audit(db, self.dialect.now(db), actor, "uncordon", None, why,
-                            {"host": host, "gpu": gpu,
-                             "lifted": [c.where() for c in sorted(lifted, key=_where)]})
+                            {"host": host, "gpu": gpu, "lifted": [c.where() for c in lifted]})
                 self.dialect.announce(db, HOSTS)
-            return sorted(lifted, key=_where)
-        return self._write(work)
+            return lifted
+        return self._write(work, again=True)
 
     def cordons(self) -> list[Cordon]:
         return self._read(lambda db: [_cordon(r) for r in self._run(

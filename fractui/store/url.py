@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from fractui.store.base import Store
+from fractui.store import sqlite_file
+from fractui.store.base import Store, StoreUnavailable
 from fractui.store.sqlite import SqliteStore, default_store_path
 from fractui.store_url import sqlite_path, url_problem
 
@@ -19,12 +20,19 @@ def store_exists(url: Optional[str]) -> bool:
     return path is None or os.path.exists(path)
 
 
-def open_store(url: Optional[str] = None) -> Store:
-    """The store at ``url``; None: the default SQLite file (``default_store_path``)."""
-    if url is None:
-        return SqliteStore(default_store_path())
-    path = sqlite_path(url)
+NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a submit or the "
+            "scheduler makes it; is the config's [store] url the one your team uses?)")
+
+
+def open_store(url: Optional[str] = None, make: bool = True) -> Store:
+    """The store at ``url``; None: the default SQLite file (``default_store_path``). ``make``
+    False (a verb that only reads): an SQLite file that is not there is StoreUnavailable, not
+    made — a mistyped path read as a store with no jobs, and made its reader its owner (an
+    admin). A database is an admin's to make, so it is taken to be there."""
+    path = default_store_path() if url is None else sqlite_path(url)
     if path is not None:
+        if not make and sqlite_file.absent(os.path.abspath(path)):
+            raise StoreUnavailable(os.path.abspath(path), NO_STORE)
         return SqliteStore(path)
     problem = url_problem(url)
     if problem is not None:

@@ -107,6 +107,34 @@ class Saving:
 
 
 @dataclass(frozen=True)
+class Whose:
+    """Whose attempts a report counts: one user's (who submitted them, as the audit says),
+    one team's (the team charged), both, or (the default) everyone's. The GPUs' own time is
+    the fleet's, not any user's or team's, so a report of some jobs leaves it out."""
+
+    user: Optional[str] = None
+    team: Optional[str] = None
+
+    @property
+    def everyone(self) -> bool:
+        return self.user is None and self.team is None
+
+    def has(self, user: str, team: Optional[str]) -> bool:
+        """Whether an attempt (or a job) ``user`` submitted, charged to ``team``, is counted."""
+        return self.user in (None, user) and self.team in (None, team)
+
+    def words(self) -> str:
+        """Whose jobs, as the report's heading says it ("alice's jobs in team vision")."""
+        if self.everyone:
+            return "every job"
+        mine = "%s's jobs" % self.user if self.user is not None else "the jobs"
+        return mine + ("" if self.team is None else " in team %s" % self.team)
+
+    def record(self) -> Dict[str, Optional[str]]:
+        return {"user": self.user, "team": self.team}
+
+
+@dataclass(frozen=True)
 class Report:
     since: float
     until: float
@@ -118,6 +146,8 @@ class Report:
     """Where the store's usage in the range begins (``since``, or later for a younger store)."""
     unstarted: Dict[str, int] = field(default_factory=dict)
     """Jobs that ended in the range without starting, by how (``unstarted_jobs``)."""
+    whose: Whose = Whose()
+    """Whose jobs it counts (everyone's: the GPUs' time too)."""
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -130,21 +160,27 @@ class Report:
         return {"since": self.since, "until": self.until, "start": self.start, "by": self.by,
                 "groups": [g.record() for g in self.groups], "total": self.total.record(),
                 "saving": self.saving.record(),
-                "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED}}
+                "ended_unstarted": {o: self.unstarted.get(o, 0) for o in UNSTARTED},
+                "whose": self.whose.record()}
 
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
-          until: float, by: str, now: float, ended: Iterable[Job] = ()) -> Report:
+          until: float, by: str, now: float, ended: Iterable[Job] = (),
+          whose: Whose = Whose()) -> Report:
     """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
-    ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``.
+    ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``; ``whose``: the
+    attempts and jobs counted (everyone's: the GPUs' time too).
     Its means over time start where the store keeps anything in the range (``start``): a
     store younger than the range (the demo's, a new fleet's) is not averaged with the time
-    before it existed."""
+    before it existed — the store's, whoever's jobs are counted."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
     records, gpu_time = list(records), list(gpu_time)
     first = earliest(records, [t for t in gpu_time if since <= t.bucket < until])
     start = since if first is None else min(max(since, first), until)
+    if not whose.everyone:
+        records = [r for r in records if whose.has(r.user, r.team)]
+        gpu_time, ended = [], [j for j in ended if whose.has(j.user, j.team)]
     groups: Dict[str, Group] = {}
     total = Group("total")
     for r in records:
@@ -158,12 +194,13 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
         _add_gpu_time(total, t)
         if gpu_keys:
             _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
-    total.online_h = total.online_h or 0.0
-    total.held_online_h = total.held_online_h or 0.0
-    total.idle_h = total.idle_h or 0.0
+    if whose.everyone:  # (else the GPUs' time is none of theirs: not known, never 0)
+        total.online_h = total.online_h or 0.0
+        total.held_online_h = total.held_online_h or 0.0
+        total.idle_h = total.idle_h or 0.0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
-                  unstarted_jobs(ended, since, until))
+                  unstarted_jobs(ended, since, until), whose)
 
 
 UNSTARTED = (CANCELLED, FAILED)
