@@ -26,7 +26,7 @@ CAPS = (32, 9, 9, 10, 10, 8, 8, 6, 6, 9, 8, 9, 4, 7)
 def report(config: Config, args: argparse.Namespace) -> int:
     """``--me``/``--user U`` and ``--team T`` count only those jobs: as ``jobs --me`` does, who
     you are is the store's word (Store.identity), and anyone who may read the store reads
-    everyone's usage (access: reading is not restricted)."""
+    everyone's usage (access: only a job's output, READ, is its team's to read)."""
     store = open_checked_store(config, hear=False, make=False)
     try:
         now = store.now()
