@@ -22,7 +22,8 @@ from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
 from fractui.store.base import EVERYTHING, Identity
-from fractui.store.intents import Asker, ask_stop, cordon, place_by_hand, submit, uncordon
+from fractui.store.intents import (Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit,
+                                   uncordon)
 from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
@@ -483,9 +484,10 @@ def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_d
 def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_server):
     """The server committed each user's ask, the answer never came: the store asks again on a
     new connection and answers as the first ask would have — a pending job's cancel, a
-    placement by hand, a drain, an uncordon, a log asked for — never 'whether it was recorded
-    is not known' (nor, asked again, 'nothing to uncordon' or 'only a pending job can be
-    placed'). Each is in the audit once."""
+    placement by hand, an admin's move, a drain, an uncordon, a log asked for — never 'whether
+    it was recorded is not known' (nor, asked again, 'nothing to uncordon', 'only a pending
+    job can be placed' or 'only a placed or running job is moved'). Each is in the audit
+    once."""
     db = pg_server.new_database()
     holder = open_store(pg_server.url(db))
     cutter = CommitCutter(pg_server.port)
@@ -507,6 +509,10 @@ def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_
         placed = lost(lambda: place_by_hand(store, store.get(job.id), slot, asker))
         assert placed == holder.get(job.id)
         assert (placed.state, placed.slot, placed.manual) == ("placed", slot, True)
+        there = Slot("h", (1,), memory_mib=512)
+        moving = lost(lambda: move_by_hand(store, store.get(job.id), there, asker))
+        assert moving == holder.get(job.id)
+        assert (moving.state, moving.stop_intent, moving.move_to) == ("stopping", "move", there)
         drained = lost(lambda: cordon(store, "h", 0, "drain", asker))
         assert holder.cordons() == [drained] and drained.mode == "drain"
         assert lost(lambda: uncordon(store, "h", 0, asker)) == [drained]
@@ -514,7 +520,7 @@ def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_
         lost(lambda: store.ask_log(job.id, "alice@here"))
         assert holder.log_requests() == [job.id]
         assert sorted(e.action for e in holder.audit_log() if e.action not in ("submit",)
-                      ) == ["cancel", "drain", "place", "uncordon"]
+                      ) == ["cancel", "drain", "move", "place", "uncordon"]
     finally:
         store.close()
         holder.close()
