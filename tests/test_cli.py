@@ -522,6 +522,25 @@ def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
     assert done.returncode == 0 and done.stdout.startswith("JOB "), done.stderr
 
 
+def test_the_verbs_that_name_a_job_never_make_a_store(tmp_path):
+    """cancel, requeue, preempt, place and move ask of a job the store must already hold: on a
+    mistyped [store] url each made the file and its folders, and its user that store's owner
+    (an admin of it), to say then that it has no such job. They say there is no store, exit
+    1, and make nothing, as the verbs that only read do."""
+    folder = tmp_path / "typo"
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
+                      'gpu = 0.25\n[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n'
+                      % (folder / "sub" / "store.db"))
+    for verb in (["cancel", "3", "4"], ["requeue", "3"], ["preempt", "3"],
+                 ["place", "3", "gpu-a", "0"], ["move", "3", "gpu-a", "0"]):
+        done = subprocess_run(["--config", str(config), *verb])
+        assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
+        assert done.stderr.startswith("fractui: store %s: there is no store here yet" % (
+            folder / "sub" / "store.db")), (verb, done.stderr)
+        assert not folder.exists(), verb
+
+
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
     job's own words for any other end, and the last lines of a failed job's output under them

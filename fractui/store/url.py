@@ -26,9 +26,9 @@ NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a sub
 
 def open_store(url: Optional[str] = None, make: bool = True) -> Store:
     """The store at ``url``; None: the default SQLite file (``default_store_path``). ``make``
-    False (a verb that only reads): an SQLite file that is not there is StoreUnavailable, not
-    made — a mistyped path read as a store with no jobs, and made its reader its owner (an
-    admin). A database is an admin's to make, so it is taken to be there."""
+    False (a verb that only reads, or names a job the store must hold): an SQLite file that
+    is not there is StoreUnavailable, not made — a mistyped path read as a store with no
+    jobs, and made its reader its owner (an admin). A database is an admin's to make, so it is taken to be there."""
     path = default_store_path() if url is None else sqlite_path(url)
     if path is not None:
         if not make and sqlite_file.absent(os.path.abspath(path)):
