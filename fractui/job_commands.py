@@ -84,9 +84,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     held: Set[Tuple[str, str]] = set()
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
     try:
-        # (no store is made for a config of no hosts: nothing else would be shown; one that
-        # names hosts lists theirs too, and makes the store as their launches do)
-        store = open_checked_store(config, hear=False, make=bool(config.hosts))
+        # (no store is made where only the store's jobs are shown: no hosts in the config, or
+        # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
+        store = open_checked_store(config, hear=False, make=fleet_too)
         try:
             uid = store.uid
             users = [store.identity().user] if args.me else [args.user] if args.user else None

@@ -526,14 +526,16 @@ def test_the_verbs_that_name_a_job_never_make_a_store(tmp_path):
     """cancel, requeue, preempt, place and move ask of a job the store must already hold: on a
     mistyped [store] url each made the file and its folders, and its user that store's owner
     (an admin of it), to say then that it has no such job. They say there is no store, exit
-    1, and make nothing, as the verbs that only read do."""
+    1, and make nothing, as the verbs that only read do; so does jobs of the store's jobs
+    alone (--me, --user, JOB...) where the config names hosts, which it does not list."""
     folder = tmp_path / "typo"
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
                       'gpu = 0.25\n[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n'
                       % (folder / "sub" / "store.db"))
     for verb in (["cancel", "3", "4"], ["requeue", "3"], ["preempt", "3"],
-                 ["place", "3", "gpu-a", "0"], ["move", "3", "gpu-a", "0"]):
+                 ["place", "3", "gpu-a", "0"], ["move", "3", "gpu-a", "0"], ["jobs", "--me"],
+                 ["jobs", "--user", "bob"], ["jobs", "3"]):
         done = subprocess_run(["--config", str(config), *verb])
         assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
         assert done.stderr.startswith("fractui: store %s: there is no store here yet" % (
