@@ -21,7 +21,7 @@ from fractui.store import (LeaseLost, RowsLocked, StateConflict, StoreBusy, Stor
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
-from fractui.store.base import EVERYTHING, Identity
+from fractui.store.base import EVERYTHING, NO_STORE, Identity
 from fractui.store.intents import (Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit,
                                    uncordon)
 from fractui.store.model import Slot
@@ -479,6 +479,22 @@ def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_d
         store.close()
         holder.close()
         cutter.close()
+
+
+def test_a_verb_that_must_not_make_a_store_makes_none_in_an_empty_database(pg_server):
+    """make=False (jobs --me, report, audit, logs, cancel...) on a database that holds no
+    store: said, as on an SQLite path where nothing is, and nothing made in it — the reader
+    made fractui's tables there (in a mistyped url's database, postgres say) whenever its
+    role may create them, and became the first to open that store. A store made, it opens."""
+    db = pg_server.new_database()
+    with pytest.raises(StoreUnavailable) as none:
+        open_store(pg_server.url(db), make=False)
+    where = postgresql_url("127.0.0.1", str(pg_server.port), db)
+    assert str(none.value) == "store %s: %s" % (where, NO_STORE)
+    assert pg_server.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                         db) == []
+    open_store(pg_server.url(db)).close()
+    open_store(pg_server.url(db), make=False).close()
 
 
 def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_server):
