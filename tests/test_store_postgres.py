@@ -294,6 +294,7 @@ def test_a_socket_stores_address_as_said_is_a_url_that_names_it_again(pg_server,
     assert conninfo_to_dict(where) == {"host": pg_server.sockets, "port": str(pg_server.port),
                                        "dbname": name}, where
     pg_server.sql("CREATE DATABASE %s" % name)
+    open_store(where + "?user=postgres").close()  # (made: jobs alone never makes one)
     again = jobs(where + "?user=postgres")
     assert (again.returncode, again.stderr) == (0, ""), again
     assert again.stdout == "no active jobs (--all lists ended ones too)\n"
