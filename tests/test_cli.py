@@ -500,6 +500,30 @@ def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
     assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
 
 
+def test_a_follow_ended_by_sigterm_while_the_job_waits_says_it_goes_on(tmp_path):
+    """logs -f of a job that has not started waits for it; SIGTERM (or Ctrl-C) then ends the
+    follow as it ends one of output, saying the job goes on and how to cancel it, exit 143:
+    only a follow of output through the store said it, not the wait before it, nor one over
+    SSH."""
+    url = sqlite_url(str(tmp_path / "store.db"))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % url)
+    done = subprocess_run(["--config", str(config), "submit", "--queue", "quarter", "--",
+                           "true"])
+    number = int(done.stdout.split()[0])
+    follow = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "logs", "-f",
+                               str(number)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    assert follow.stderr.readline() == "fractui: job %d is pending; waiting for it to start\n" \
+        % number
+    follow.send_signal(signal.SIGTERM)
+    out, err = follow.communicate(timeout=60)
+    assert (follow.returncode, out, err) == (143, "", "fractui: stopped following; job %d goes "
+                                             "on (fractui cancel %d cancels it)\n" % (
+                                                 number, number))
+
+
 def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
     """A mistyped [store] url read as a store with no jobs ("no active jobs", exit 0), made
     the file and its folders there, and made its reader its owner (an admin of it): jobs,
