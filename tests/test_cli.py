@@ -500,6 +500,27 @@ def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
     assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
 
 
+def test_the_scheduler_keeps_sigterm_to_itself(tmp_path, monkeypatch):
+    """The scheduler sets its own SIGTERM handler (it hands its lease over, exit 0); until it
+    has, SIGTERM's default action ends it, which systemd counts as a clean stop. Raised as
+    Terminated there instead (while it first hears the hosts, say), it exited 143, which
+    systemd counts as the service failing on a plain systemctl stop."""
+    from fractui import cli, store_commands
+
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % sqlite_url(str(tmp_path / "store.db")))
+    seen = []
+    monkeypatch.setattr(store_commands, "scheduler",
+                        lambda config, args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert cli.main(["--config", str(config), "scheduler"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == [signal.SIG_DFL]
+
+
 def test_a_follow_ended_by_sigterm_while_the_job_waits_says_it_goes_on(tmp_path):
     """logs -f of a job that has not started waits for it; SIGTERM (or Ctrl-C) then ends the
     follow as it ends one of output, saying the job goes on and how to cancel it, exit 143:
