@@ -18,8 +18,8 @@ def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> 
     refusal is made only on what the hosts say now: the hosts are heard first, and the store's
     facts renewed. Without (the self-serve verbs, for users who reach only the store), on what
     the store keeps, as the lease holder recorded it; no host is reached. ``make`` False (the
-    verbs that only read): a store that is not there is said so, never made
-    (fractui.store.url.open_store)."""
+    verbs that only read, and those that name a job it must hold): a store that is not there
+    is said so, never made (fractui.store.url.open_store)."""
     store = open_store(config.store.url, make=make)
     try:
         problem = unservable(config, store.inventory())

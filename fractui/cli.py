@@ -37,6 +37,9 @@ VERBS = {
     "report": "report_commands", "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
+# verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until
+# they do, its default action ends them, as a service manager counts clean, never exit 143
+OWN_SIGNALS = ("scheduler",)
 # verbs that run without a config file (one that is there is still checked)
 NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
@@ -343,15 +346,17 @@ def _run(words: List[str]) -> int:
 
         return run(args, config)
     verb = _verb(args.verb)
+    if args.verb in OWN_SIGNALS:
+        return verb(config, args)
     with _terminated_as_interrupted():
         return verb(config, args)
 
 
 @contextlib.contextmanager
 def _terminated_as_interrupted() -> Iterator[None]:
-    """SIGTERM raises Terminated while a verb runs, as Ctrl-C raises KeyboardInterrupt (a verb
-    that handles signals itself, the scheduler, sets its own); the handler before is put back
-    after, for a caller that runs main() in its own process (a test)."""
+    """SIGTERM raises Terminated while a verb runs, as Ctrl-C raises KeyboardInterrupt (not
+    for OWN_SIGNALS); the handler before is put back after, for a caller that runs main() in
+    its own process (a test)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # (only the main thread may set a handler; signals arrive there only)
         return

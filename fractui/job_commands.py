@@ -84,9 +84,9 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     held: Set[Tuple[str, str]] = set()
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
     try:
-        # (no store is made for a config of no hosts: nothing else would be shown; one that
-        # names hosts lists theirs too, and makes the store as their launches do)
-        store = open_checked_store(config, hear=False, make=bool(config.hosts))
+        # (no store is made where only the store's jobs are shown: no hosts in the config, or
+        # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
+        store = open_checked_store(config, hear=False, make=fleet_too)
         try:
             uid = store.uid
             users = [store.identity().user] if args.me else [args.user] if args.user else None
@@ -256,7 +256,21 @@ def _job_ref(config: Config, ref: str, wait: bool = False
 
 def logs(config: Config, args: argparse.Namespace) -> int:
     """The job's output; once it has ended, a last line on stderr says why. A queued job whose
-    host this config does not name is read through the store (``_stored_logs``)."""
+    host this config does not name is read through the store (``_stored_logs``). Ctrl-C or
+    SIGTERM (Terminated) stops following, not the job, and says so, wherever it comes: while
+    the job waits to start, over SSH or through the store."""
+    try:
+        return _logs(config, args)
+    except KeyboardInterrupt:
+        if args.follow:
+            say("stopped following; %s" % (
+                "job %d goes on (fractui cancel %d cancels it)" % ((int(args.job),) * 2)
+                if is_job_number(args.job) else
+                "%s goes on (fractui stop %s stops it)" % (args.job, args.job)))
+        raise
+
+
+def _logs(config: Config, args: argparse.Namespace) -> int:
     label, host, job_id, job = _job_ref(config, args.job, wait=args.follow)
     while True:
         stored = job is not None and host not in {h.name for h in config.hosts}
@@ -391,7 +405,7 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
     prints them, then, about once a second (FOLLOW_EVERY_S), a fresh tail asked of the lease
     holder, of which exactly the bytes after those printed are printed (its offset says
     where it ends in the log), until the kept tail is complete. Why the attempt followed ended,
-    as ``_output`` says it ("" where it goes on). Ctrl-C stops following, not the job."""
+    as ``_output`` says it ("" where it goes on)."""
     host = job.slot.host  # type: ignore[union-attr]
     store = open_checked_store(config)
     feed = store.feed()
@@ -430,10 +444,6 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
             _write("\n")
         now = store.get(job.id)
         return why(now) or now.state
-    except KeyboardInterrupt:
-        say("stopped following; job %d goes on (fractui cancel %d cancels it)" % (
-            job.id, job.id))
-        raise
     finally:
         feed.close()
         store.close()

@@ -225,7 +225,7 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     the exit is 1 if any was."""
     numbers = list(dict.fromkeys(job_number(ref) for ref in refs))  # (one named twice: once)
     failed = unled = False
-    store = open_checked_store(config, hear=False)
+    store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
     try:
         for number in numbers:
             try:
@@ -291,7 +291,7 @@ def _by_hand(config: Config, args: argparse.Namespace, action: str
     config.host(args.host)
     gpu = gpu_index(args.gpu)
     asker = Asker.here(config.teams)
-    store = open_checked_store(config, hear=False)
+    store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
     try:
         job = queued(store, args.job)
         intents.authorize(store, asker, action, job.team, "job %d" % job.id)

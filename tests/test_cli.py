@@ -500,6 +500,51 @@ def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
     assert json.loads(done.stdout)["jobs"][0]["state"] == "pending"
 
 
+def test_the_scheduler_keeps_sigterm_to_itself(tmp_path, monkeypatch):
+    """The scheduler sets its own SIGTERM handler (it hands its lease over, exit 0); until it
+    has, SIGTERM's default action ends it, which systemd counts as a clean stop. Raised as
+    Terminated there instead (while it first hears the hosts, say), it exited 143, which
+    systemd counts as the service failing on a plain systemctl stop."""
+    from fractui import cli, store_commands
+
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % sqlite_url(str(tmp_path / "store.db")))
+    seen = []
+    monkeypatch.setattr(store_commands, "scheduler",
+                        lambda config, args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert cli.main(["--config", str(config), "scheduler"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == [signal.SIG_DFL]
+
+
+def test_a_follow_ended_by_sigterm_while_the_job_waits_says_it_goes_on(tmp_path):
+    """logs -f of a job that has not started waits for it; SIGTERM (or Ctrl-C) then ends the
+    follow as it ends one of output, saying the job goes on and how to cancel it, exit 143:
+    only a follow of output through the store said it, not the wait before it, nor one over
+    SSH."""
+    url = sqlite_url(str(tmp_path / "store.db"))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % url)
+    done = subprocess_run(["--config", str(config), "submit", "--queue", "quarter", "--",
+                           "true"])
+    number = int(done.stdout.split()[0])
+    follow = subprocess.Popen([PY, "-m", "fractui", "--config", str(config), "logs", "-f",
+                               str(number)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    assert follow.stderr.readline() == "fractui: job %d is pending; waiting for it to start\n" \
+        % number
+    follow.send_signal(signal.SIGTERM)
+    out, err = follow.communicate(timeout=60)
+    assert (follow.returncode, out, err) == (143, "", "fractui: stopped following; job %d goes "
+                                             "on (fractui cancel %d cancels it)\n" % (
+                                                 number, number))
+
+
 def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
     """A mistyped [store] url read as a store with no jobs ("no active jobs", exit 0), made
     the file and its folders there, and made its reader its owner (an admin of it): jobs,
@@ -520,6 +565,27 @@ def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
                            "true"]).returncode == 0
     done = subprocess_run(["--config", str(config), "jobs"])
     assert done.returncode == 0 and done.stdout.startswith("JOB "), done.stderr
+
+
+def test_the_verbs_that_name_a_job_never_make_a_store(tmp_path):
+    """cancel, requeue, preempt, place and move ask of a job the store must already hold: on a
+    mistyped [store] url each made the file and its folders, and its user that store's owner
+    (an admin of it), to say then that it has no such job. They say there is no store, exit
+    1, and make nothing, as the verbs that only read do; so does jobs of the store's jobs
+    alone (--me, --user, JOB...) where the config names hosts, which it does not list."""
+    folder = tmp_path / "typo"
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
+                      'gpu = 0.25\n[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n'
+                      % (folder / "sub" / "store.db"))
+    for verb in (["cancel", "3", "4"], ["requeue", "3"], ["preempt", "3"],
+                 ["place", "3", "gpu-a", "0"], ["move", "3", "gpu-a", "0"], ["jobs", "--me"],
+                 ["jobs", "--user", "bob"], ["jobs", "3"]):
+        done = subprocess_run(["--config", str(config), *verb])
+        assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
+        assert done.stderr.startswith("fractui: store %s: there is no store here yet" % (
+            folder / "sub" / "store.db")), (verb, done.stderr)
+        assert not folder.exists(), verb
 
 
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811

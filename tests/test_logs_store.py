@@ -230,44 +230,29 @@ def test_follow_with_no_scheduler_at_all_says_so_after_its_wait(local_fleet, cap
                    % job.id)
 
 
-def test_follow_of_a_pending_job_with_no_scheduler_stops_after_its_wait(tmp_path, capfd,
-                                                                         monkeypatch):
+@pytest.mark.parametrize("why", [None, "team vision is at its quota (1.00 of 1.00 GPUs held)"])
+def test_follow_of_a_pending_job_with_no_scheduler_says_why_and_stops_after_its_wait(
+        tmp_path, capfd, monkeypatch, why):
     """A pending job and no scheduler: it never starts, so logs -f says so after its wait
-    (shortened here) instead of waiting for ever."""
+    (shortened here) instead of waiting for ever; as it starts waiting it says why the job
+    waits, where the store says (its team's quota, say: a wait that may last hours reads
+    otherwise as a hang)."""
     monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
     url = "sqlite://%s" % (tmp_path / "store.db")
     store = open_store(url)
     try:
         job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
+        if why is not None:
+            store.waiting(job.id, why)
     finally:
         store.close()
     user = tmp_path / "user.toml"
     user.write_text("[store]\nurl = %s\n" % json.dumps(url))
     code, out, err = in_process(capfd, ["--config", str(user), "logs", "-f", str(job.id)])
     assert (code, out) == (1, ""), err
-    assert err == ("fractui: job %d is pending; waiting for it to start\n"
+    assert err == ("fractui: job %d is pending%s; waiting for it to start\n"
                    "fractui: stopped waiting for job %d to start: %s for 1 s\n"
-                   % (job.id, job.id, NO_SCHEDULER))
-
-
-def test_follow_of_a_pending_job_says_why_it_waits(tmp_path, capfd, monkeypatch):
-    """logs -f of a job waiting for its team's quota says why as it starts waiting (a wait
-    that may last hours reads otherwise as a hang)."""
-    monkeypatch.setattr(kept_output, "LOG_WAIT_S", 1.0)
-    url = "sqlite://%s" % (tmp_path / "store.db")
-    store = open_store(url)
-    why = "team vision is at its quota (1.00 of 1.00 GPUs held)"
-    try:
-        job = store.submit("quarter", None, "wait", ["sleep", "1"], QUARTER.request(), "test")
-        store.waiting(job.id, why)
-    finally:
-        store.close()
-    user = tmp_path / "user.toml"
-    user.write_text("[store]\nurl = %s\n" % json.dumps(url))
-    code, out, err = in_process(capfd, ["--config", str(user), "logs", "-f", str(job.id)])
-    assert (code, out) == (1, ""), err
-    assert err.startswith("fractui: job %d is pending (%s); waiting for it to start\n"
-                          % (job.id, why)), err
+                   % (job.id, "" if why is None else " (%s)" % why, job.id, NO_SCHEDULER))
 
 
 def test_a_kept_tail_is_the_logs_bytes_one_for_one_and_a_follower_prints_what_is_new():

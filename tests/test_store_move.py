@@ -10,7 +10,7 @@ import pytest
 from fractui.store import Slot, open_store
 from fractui.store.access import Denied
 from fractui.store.base import Identity
-from fractui.store.intents import Asker, Refused, move_by_hand, place_by_hand
+from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand, place_by_hand
 
 A = Slot("gpu-a", (0,), memory_mib=512, charge=0.25)
 B = Slot("gpu-b", (1,), "3g.40gb", 4, charge=3 / 7, layout_version="v9")
@@ -78,6 +78,25 @@ def test_a_move_is_refused_for_a_pending_or_ended_job_and_for_no_admin(store, mo
         move_by_hand(store, other, B, me)
     assert store.get(other.id).state == "running"
     assert [e.action for e in store.audit_log(other.id)] == ["submit", "decide", "launch"]
+
+
+def test_a_stop_asked_of_a_moving_job_is_refused_saying_it_runs_again_there(store):
+    """A cancel (a requeue, a preemption) of a job stopping to move is refused, as every stop
+    of a stopping job is, but not as 'nothing to cancel': once stopped the job is placed on
+    the slot held for it and runs again, so its user (cancel 12 13, the job screen) is told
+    where, and to ask once it is placed there; nothing is recorded."""
+    job = running(store)
+    move_by_hand(store, job, B, Asker("head"))
+    entries = len(store.audit_log(limit=1000))
+    for intent in ("cancel", "requeue", "preempt"):
+        with pytest.raises(Refused) as refused:
+            ask_stop(store, store.get(job.id), intent, Asker("here"))
+        assert str(refused.value) == (
+            "job %d is stopping to be moved to gpu-b gpu1 3g.40gb at slot 4 (an admin's move): "
+            "once stopped it is placed there, to run again; %s it then" % (job.id, intent))
+    assert len(store.audit_log(limit=1000)) == entries
+    placed = store.moved(job.id, "sched", "stopped; placed by hand there")
+    assert ask_stop(store, placed, "cancel", Asker("here")).state == "stopping"
 
 
 def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(store):

@@ -21,8 +21,9 @@ from fractui.store import (LeaseLost, RowsLocked, StateConflict, StoreBusy, Stor
 from fractui.mig_by_hand import carry_out
 from fractui.sched.mig_change import DESTROY, MigChange
 from fractui.store import postgres
-from fractui.store.base import EVERYTHING, Identity
-from fractui.store.intents import Asker, ask_stop, cordon, place_by_hand, submit, uncordon
+from fractui.store.base import EVERYTHING, NO_STORE, Identity
+from fractui.store.intents import (Asker, ask_stop, cordon, move_by_hand, place_by_hand, submit,
+                                   uncordon)
 from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
@@ -293,6 +294,7 @@ def test_a_socket_stores_address_as_said_is_a_url_that_names_it_again(pg_server,
     assert conninfo_to_dict(where) == {"host": pg_server.sockets, "port": str(pg_server.port),
                                        "dbname": name}, where
     pg_server.sql("CREATE DATABASE %s" % name)
+    open_store(where + "?user=postgres").close()  # (made: jobs alone never makes one)
     again = jobs(where + "?user=postgres")
     assert (again.returncode, again.stderr) == (0, ""), again
     assert again.stdout == "no active jobs (--all lists ended ones too)\n"
@@ -480,12 +482,29 @@ def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_d
         cutter.close()
 
 
+def test_a_verb_that_must_not_make_a_store_makes_none_in_an_empty_database(pg_server):
+    """make=False (jobs --me, report, audit, logs, cancel...) on a database that holds no
+    store: said, as on an SQLite path where nothing is, and nothing made in it — the reader
+    made fractui's tables there (in a mistyped url's database, postgres say) whenever its
+    role may create them, and became the first to open that store. A store made, it opens."""
+    db = pg_server.new_database()
+    with pytest.raises(StoreUnavailable) as none:
+        open_store(pg_server.url(db), make=False)
+    where = postgresql_url("127.0.0.1", str(pg_server.port), db)
+    assert str(none.value) == "store %s: %s" % (where, NO_STORE)
+    assert pg_server.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                         db) == []
+    open_store(pg_server.url(db)).close()
+    open_store(pg_server.url(db), make=False).close()
+
+
 def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_server):
     """The server committed each user's ask, the answer never came: the store asks again on a
     new connection and answers as the first ask would have — a pending job's cancel, a
-    placement by hand, a drain, an uncordon, a log asked for — never 'whether it was recorded
-    is not known' (nor, asked again, 'nothing to uncordon' or 'only a pending job can be
-    placed'). Each is in the audit once."""
+    placement by hand, an admin's move, a drain, an uncordon, a log asked for — never 'whether
+    it was recorded is not known' (nor, asked again, 'nothing to uncordon', 'only a pending
+    job can be placed' or 'only a placed or running job is moved'). Each is in the audit
+    once."""
     db = pg_server.new_database()
     holder = open_store(pg_server.url(db))
     cutter = CommitCutter(pg_server.port)
@@ -507,6 +526,10 @@ def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_
         placed = lost(lambda: place_by_hand(store, store.get(job.id), slot, asker))
         assert placed == holder.get(job.id)
         assert (placed.state, placed.slot, placed.manual) == ("placed", slot, True)
+        there = Slot("h", (1,), memory_mib=512)
+        moving = lost(lambda: move_by_hand(store, store.get(job.id), there, asker))
+        assert moving == holder.get(job.id)
+        assert (moving.state, moving.stop_intent, moving.move_to) == ("stopping", "move", there)
         drained = lost(lambda: cordon(store, "h", 0, "drain", asker))
         assert holder.cordons() == [drained] and drained.mode == "drain"
         assert lost(lambda: uncordon(store, "h", 0, asker)) == [drained]
@@ -514,7 +537,7 @@ def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_
         lost(lambda: store.ask_log(job.id, "alice@here"))
         assert holder.log_requests() == [job.id]
         assert sorted(e.action for e in holder.audit_log() if e.action not in ("submit",)
-                      ) == ["cancel", "drain", "place", "uncordon"]
+                      ) == ["cancel", "drain", "move", "place", "uncordon"]
     finally:
         store.close()
         holder.close()

@@ -82,6 +82,12 @@ class StoreUnavailable(StoreError):
     system's words."""
 
 
+NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a submit or the "
+            "scheduler makes it; is the config's [store] url the one your team uses?)")
+"""Why a verb that must not make the store (``make`` False: one that only reads, or names a
+job) found none where the config's url points: an SQLite file, or a database, not there."""
+
+
 class StoreDenied(StoreError):
     """The database server refuses this user: authentication failed, or the role lacks a
     privilege the call needs. Said with the role, never a password."""

@@ -163,6 +163,11 @@ def stop_refusal(job: Job, intent: str) -> Optional[str]:
     """Why ``intent`` cannot be asked of ``job`` as it is (model.stops_offered), or None."""
     if intent in stops_offered(job.state):
         return None
+    if job.state == STOPPING and job.stop_intent == MOVING and job.move_to is not None:
+        # (not "nothing to cancel": once stopped it runs again, there)
+        return ("job %d is stopping to be moved to %s (an admin's move): once stopped it is "
+                "placed there, to run again; %s it then" % (
+                    job.id, job.move_to.describe(), intent))
     return "job %d is %s: nothing to %s" % (job.id, job.state, intent)
 
 

@@ -25,8 +25,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from fractui.store.base import (EVERYTHING, TOPICS, Feed, Identity, RowsLocked, StoreBusy,
-                                StoreDamaged, StoreDenied, StoreError, StoreFull,
+from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
+                                StoreBusy, StoreDamaged, StoreDenied, StoreError, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.store.sql import Dialect, SqlStore, migrations, statements
 from fractui.store_url import postgresql_url
@@ -86,9 +86,11 @@ def _target(url: str) -> tuple[str, str]:
 
 
 class PostgresDialect(Dialect):
-    def __init__(self, url: str):
+    def __init__(self, url: str, make: bool = True):
         self.url = url
         self.user, self.where = _target(url)
+        self.make = make
+        """Whether a database with no store in it yet is made one (else NO_STORE)."""
 
     def connect(self) -> psycopg.Connection:
         """A connection in autocommit (a write opens its own transaction), with what the URL
@@ -199,6 +201,8 @@ class PostgresDialect(Dialect):
                 raise StoreDamaged(self.where, "holds tables fractui did not make (%s) and no "
                                    "%s table: not a fractui store; give fractui a database of "
                                    "its own" % (", ".join(tables), VERSION_TABLE))
+            if not self.make:  # (a verb that only reads, or names a job: not a store's start)
+                raise StoreUnavailable(self.where, NO_STORE)
             db.execute("CREATE TABLE %s (version INTEGER NOT NULL)" % VERSION_TABLE)
             db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
             have = 0
@@ -309,9 +313,9 @@ FROM pg_roles r JOIN member_of ON r.oid = member_of.oid
 
 
 class PostgresStore(SqlStore):
-    def __init__(self, url: str):
+    def __init__(self, url: str, make: bool = True):
         self.url = url
-        super().__init__(PostgresDialect(url))
+        super().__init__(PostgresDialect(url, make))
 
     def identity(self) -> Identity:
         """The role this connection authenticated as, never one a client claims."""

@@ -6,7 +6,7 @@ import os
 from typing import Optional
 
 from fractui.store import sqlite_file
-from fractui.store.base import Store, StoreUnavailable
+from fractui.store.base import NO_STORE, Store, StoreUnavailable
 from fractui.store.sqlite import SqliteStore, default_store_path
 from fractui.store_url import sqlite_path, url_problem
 
@@ -20,15 +20,12 @@ def store_exists(url: Optional[str]) -> bool:
     return path is None or os.path.exists(path)
 
 
-NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a submit or the "
-            "scheduler makes it; is the config's [store] url the one your team uses?)")
-
-
 def open_store(url: Optional[str] = None, make: bool = True) -> Store:
     """The store at ``url``; None: the default SQLite file (``default_store_path``). ``make``
-    False (a verb that only reads): an SQLite file that is not there is StoreUnavailable, not
-    made — a mistyped path read as a store with no jobs, and made its reader its owner (an
-    admin). A database is an admin's to make, so it is taken to be there."""
+    False (a verb that only reads, or names a job the store must hold): a store that is not
+    there is StoreUnavailable (NO_STORE), not made — a mistyped path read as a store with no
+    jobs, and made its reader its owner (an admin). For PostgreSQL the database is an
+    admin's to make; the store in it (its tables) is not made either."""
     path = default_store_path() if url is None else sqlite_path(url)
     if path is not None:
         if not make and sqlite_file.absent(os.path.abspath(path)):
@@ -38,4 +35,4 @@ def open_store(url: Optional[str] = None, make: bool = True) -> Store:
     if problem is not None:
         raise ValueError("store url %s" % problem)
     from fractui.store.postgres import PostgresStore  # psycopg is loaded for PostgreSQL only
-    return PostgresStore(url)
+    return PostgresStore(url, make=make)
