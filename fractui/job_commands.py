@@ -24,8 +24,8 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.intents import Asker, authorize
-from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED, Job,
-                                 LogTail, StaleCopy)
+from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
+                                 RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes, why
 
@@ -47,11 +47,40 @@ def _named(name: str, image: Optional[str]) -> str:
     return "%s [%s]" % (name, image) if image else name
 
 
+def waited(job: Job, now: float) -> Optional[float]:
+    """How long a pending job has waited at ``now`` (since its submit, or since it went
+    back to its queue); None for a job not waiting."""
+    return max(0.0, now - job.waiting_since) if job.state == PENDING else None
+
+
+def ran(job: Job, now: float) -> Optional[float]:
+    """How long its attempt has run: to ``now`` while it runs or stops, to its end once it
+    ended; None where it has not started (or never did)."""
+    if job.started_at is None or job.state not in (RUNNING, STOPPING) + ENDED:
+        return None
+    until = (job.ended_at if job.ended_at is not None else job.updated_at) \
+        if job.state in ENDED else now
+    return max(0.0, until - job.started_at)
+
+
 def job_row(job: Job, now: float) -> List[str]:
+    """A job's row. A pending one's WHERE says how long it has waited; a running or stopping
+    one's WHY begins with how long it has run (``ran 1h02m``), beside the words of why it
+    stops, if any."""
     where = job.slot.describe() if job.slot else (
-        "waiting %s" % duration(now - job.waiting_since) if job.state == PENDING else "-")
+        "waiting %s" % duration(waited(job, now)) if job.state == PENDING else "-")
+    said = why(job)
+    if job.state in (RUNNING, STOPPING) and job.started_at is not None:
+        said = "; ".join(w for w in ("ran %s" % duration(ran(job, now)), said) if w)
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
-            job.team or "-", job.user or "-", where, _named(job.name, job.image), why(job)]
+            job.team or "-", job.user or "-", where, _named(job.name, job.image), said]
+
+
+def job_record(job: Job, now: float) -> Dict[str, Any]:
+    """A job as ``jobs --json`` prints it: its record, its ``ref`` (its number), and how long
+    it has waited (``waited_s``) and run (``ran_s``) at ``now``, in seconds (null: not
+    waiting; not started)."""
+    return dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=ran(job, now))
 
 
 def agent_row(record: Dict[str, Any]) -> List[str]:
@@ -135,10 +164,10 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
         rows += _copy_rows(config, copies, answers, stale, uid)
+    now = time.time()
     if args.json:
-        print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in stored] + rows})
+        print_json({"jobs": [job_record(j, now) for j in stored] + rows})
     elif stored or rows:
-        now = time.time()
         for line in table(HEADER, [job_row(j, now) for j in stored] +
                           [agent_row(r) for r in rows], CAPS, width()):
             print(line)

@@ -286,6 +286,7 @@ def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
     listed = json.loads(out)["jobs"]
     assert [j["ref"] for j in listed] == [str(job.id), ref]
     assert (listed[0]["queue"], listed[0]["state"]) == ("quarter", "running")
+    assert listed[0]["waited_s"] is None and listed[0]["ran_s"] >= 0, listed[0]  # it runs
     code, out, err = cli.run("jobs", other)
     assert (code, out) == (0, "no jobs\n"), err
     # a newer job elsewhere: --limit keeps the newest of this host's, not of all then filtered
@@ -805,3 +806,29 @@ def test_jobs_says_a_long_wait_in_hours_and_minutes(tmp_path):
         store.close()
     assert [job_row(job, job.waiting_since + s)[5] for s in (-1, 42, 185, 7384)] == [
         "waiting 0s", "waiting 42s", "waiting 3m05s", "waiting 2h03m"]
+
+
+def test_jobs_says_how_long_a_running_job_has_run_and_a_pending_one_waited(tmp_path):
+    """A researcher reads both: a pending job's wait (WHERE), a running or stopping job's run
+    (WHY, before why it stops), and ``--json`` both in seconds (``waited_s``, ``ran_s``)."""
+    from fractui import job_commands
+    from fractui.store import SqliteStore, Slot
+
+    job_row = job_commands.job_row
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        pending = store.submit("q", None, "next", ["x"], {"gpu": 0.5}, "test")
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512, charge=0.5), "sched", "decided")
+        job = store.started(job.id, "j1", 1000.0, "sched", "launched")
+        assert job_row(job, 1000.0 + 3720)[5:] == ["gpu-a gpu0 512 MiB", "train", "ran 1h02m"]
+        stopping = store.stopping(job.id, ("running",), "cancel", "me@head", "asked")
+        row = job_row(stopping, 1000.0 + 185)
+        assert row[7] == "ran 3m05s; %s" % stopping.reason and stopping.reason, row
+        record = job_commands.job_record(stopping, 1042.0)
+        assert (record["ran_s"], record["waited_s"]) == (42.0, None)
+        record = job_commands.job_record(pending, pending.waiting_since + 185)
+        assert (record["waited_s"], record["ran_s"]) == (185.0, None)
+    finally:
+        store.close()
