@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Set, TextIO, Tuple
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
 from fractui.config import Config
 from fractui.copy_words import judged_again, stale_copies, unread
+from fractui import kept_status
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
 from fractui.fleet.fleet import open_fleet
@@ -47,7 +48,8 @@ def _no_hosts(config: Config) -> None:
 
 
 def status(config: Config, args: argparse.Namespace) -> int:
-    _no_hosts(config)
+    if not config.hosts:  # a researcher who reaches only the store: what it keeps of them
+        return kept_status.status(config, args)
     first = _store_first(config)  # before the hosts: what it holds is their copies' own
     fleet = open_fleet(config)
     try:

@@ -504,13 +504,13 @@ def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):
 def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
     """A mistyped [store] url read as a store with no jobs ("no active jobs", exit 0), made
     the file and its folders there, and made its reader its owner (an admin of it): jobs,
-    report, audit and logs now say there is none, exit 1, and make nothing; a submit makes it
-    as before."""
+    report, audit, logs and status (of a config of no hosts) now say there is none, exit 1,
+    and make nothing; a submit makes it as before."""
     folder = tmp_path / "typo"
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
                       'gpu = 0.25\n' % (folder / "sub" / "store.db"))
-    for verb in (["jobs", "--me"], ["report"], ["audit"], ["logs", "3"]):
+    for verb in (["jobs", "--me"], ["report"], ["audit"], ["logs", "3"], ["status"]):
         done = subprocess_run(["--config", str(config), *verb])
         assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
         assert done.stderr == "fractui: store %s: there is no store here yet: nothing was " \
@@ -616,6 +616,47 @@ def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: 
         assert first and (fractui.returncode, err) == (141, b""), (argv, err)
 
 
+def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd):  # noqa: F811
+    """A researcher whose config names only the store: ``status`` printed "nothing to show"
+    (exit 0); it now shows the hosts as the store keeps them — the lease holder's inventory,
+    the hosts it finds unreachable, what is out of service, the store's jobs on each GPU —
+    saying it is the store's word and as of when, with no host asked."""
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    job = f.submit("q")
+    f.until(lambda: f.states()[job.id] == "running" and f.store.inventory())
+    gpu = f.store.get(job.id).slot.gpus[0]
+    f.store.cordon("gpu-a", 1 - gpu, "cordon", "ops@head", "fan")
+    config = f.tmp / "user.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
+
+    code, out, err = in_process(capfd, ["--config", str(config), "status"])
+    assert code == 0, err
+    assert err.startswith("fractui: the config lists no hosts ([[hosts]]): the hosts as the "
+                          "store keeps them at "), err
+    assert "scheduler's word (no host is asked)" in err and "no scheduler" not in err, err
+    lines = out.splitlines()
+    assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+                        lines[0]), out
+    assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "23034", "MiB", "jobs",
+                                      str(job.id)], out
+    assert lines[2 - gpu].split()[-1] == "[cordoned]" and len(lines) == 3, out
+
+    # the lease holder finds it unreachable; then no scheduler holds the lease
+    f.store.keep_lost_clocks({"gpu-a": f.store.now() - 30}, {})
+    f.store.release_lease("test")
+    code, out, err = in_process(capfd, ["--config", str(config), "status", "--json"])
+    assert code == 0, err
+    assert "no scheduler is running for this store" in err and "may be old" in err, err
+    said = json.loads(out)
+    assert (said["source"], said["scheduler"]) == ("store", None) and said["as_of"] > 0
+    (host,) = said["hosts"]
+    assert (host["name"], host["state"], host["out_of_service"]) == ("gpu-a", "unreachable",
+                                                                     None)
+    assert host["away_since"] < said["as_of"] and host["facts_since"] <= said["as_of"]
+    assert [(g["index"], g["jobs"], g["out_of_service"]) for g in host["gpus"]] == sorted([
+        (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
+
+
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "conf")}
     expected = str(tmp_path / "conf" / "fractui" / "config.toml")
@@ -630,10 +671,11 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
         assert not leaks(done.stderr)
     done = subprocess_run(["--config", str(tmp_path), "jobs"])
     assert (done.returncode, done.stderr) == (2, "fractui: %s: is a directory\n" % tmp_path)
-    for verb in ("status", "doctor"):  # a config of no hosts: said, not an empty screen
-        done = subprocess_run(["--config", os.devnull, verb])
-        assert (done.returncode, done.stdout, done.stderr) == (
-            0, "", "fractui: the config lists no hosts ([[hosts]]): nothing to show\n"), verb
+    # a config of no hosts: said, not an empty screen (status shows what the store keeps of
+    # them: test_status_of_a_config_of_no_hosts_is_the_stores_word)
+    done = subprocess_run(["--config", os.devnull, "doctor"])
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0, "", "fractui: the config lists no hosts ([[hosts]]): nothing to show\n")
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)  # no writer: reading it would wait for good
     done = subprocess_run(["--config", str(fifo), "jobs"])
