@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, TextIO, Tuple
 
+from fractui import kept_status
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
 from fractui.config import Config
 from fractui.copy_words import judged_again, stale_copies, unread
-from fractui import kept_status
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
 from fractui.fleet.fleet import open_fleet
@@ -99,8 +99,9 @@ def _store_first(config: Config) -> Optional[StoreFirst]:
         store = open_store(config.store.url)
         try:
             on_host = store.jobs(ON_HOST)
-            return StoreFirst(marks(store.cordons(), on_host), held_copies(on_host, [], store.uid),
-                              stale_copies(store), store.uid)
+            return StoreFirst(marks(store.cordons(), on_host),
+                              held_copies(on_host, [], store.uid), stale_copies(store),
+                              store.uid)
         finally:
             store.close()
     except StoreError as err:

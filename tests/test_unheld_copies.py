@@ -187,3 +187,29 @@ def test_a_stale_copy_is_said_to_be_one(local_fleet, capfd):  # noqa: F811
     view = StoreView(f.store.uid, tuple(f.store.jobs()), stale=tuple(f.store.stale()))
     tui = {r.ref: r for r in job_rows(view, {s.name: s for s in f.fleet.statuses()}, 0.0)}
     assert tui[ref].reason == why
+
+
+def test_a_role_that_may_not_read_the_stale_copies_is_shown_a_stale_one_as_late(tmp_path):
+    """A PostgreSQL role granted SELECT on the jobs alone is refused the stale copies
+    (StoreDenied): ``jobs``, ``status`` and the TUI then judge the copies without them (a stale
+    copy said as the late copy it also is), rather than failing whole."""
+    from fractui.copy_words import judged_again, stale_copies
+    from fractui.sched.copies import Unheld
+    from fractui.store import SqliteStore
+    from fractui.store.base import StoreDenied
+
+    class NoStale(SqliteStore):
+        def stale(self, host=None):  # type: ignore[no-untyped-def]
+            raise StoreDenied("here", "role ann may not do this")
+
+    store = NoStale(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "r", ["x"], {}, "test")
+        store.requeue(job.id, ("pending",), "test", "asked")  # (attempt 1)
+        copy = Unheld("gpu-a", "j1", "fractui-%s-%d.0" % (store.uid, job.id), job.id, 0)
+        assert stale_copies(store) == []
+        assert judged_again(store, [copy], []) == [(copy, (
+            "a late copy of job %d's attempt 0 (the job is at attempt 1 (pending)): the lease "
+            "holder kills it" % job.id))]
+    finally:
+        store.close()
