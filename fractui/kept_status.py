@@ -1,7 +1,8 @@
 """``fractui status`` for a config that lists no hosts (a researcher who reaches only the
 store): the hosts as the store keeps them — the inventory the lease holder records, the hosts it
 finds unreachable, what is out of service and the store's jobs placed on each — said as the
-store's word and as of when. No host is asked, and no store is made (the verbs that only read)."""
+store's word and as of when, with what ``jobs`` says beside it (no scheduler; its passes
+failing). No host is asked, and no store is made (the verbs that only read)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fractui.config import Config
 from fractui.sched.cordons import marks
 from fractui.store.model import ON_HOST, Cordon, Job
 from fractui.terminal import print_json, say
-from fractui.words import NO_SCHEDULER
+from fractui.words import NO_SCHEDULER, failing_passes
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Kept:
     cordons: Tuple[Cordon, ...]
     jobs: Tuple[Job, ...]
     holder: Optional[str]
+    trouble: Optional[str]
     now: float
 
 
@@ -38,7 +40,7 @@ def read(config: Config) -> Kept:
         jobs = tuple(store.jobs(ON_HOST))
         return Kept(store.inventory(), store.inventory_since(),
                     dict(store.holder_memory().hosts_away), tuple(store.cordons()), jobs,
-                    held[0] if held else None, store.now())
+                    held[0] if held else None, store.trouble(), store.now())
     finally:
         store.close()
 
@@ -74,6 +76,8 @@ def status(config: Config, args: argparse.Namespace) -> int:
     hosts = records(kept)
     say("the config lists no hosts ([[hosts]]): the hosts as the store keeps them at %s, the "
         "scheduler's word (no host is asked)" % _at(kept.now))
+    if kept.trouble is not None:  # as jobs says it: what is kept is not renewed meanwhile
+        say(failing_passes(kept.trouble))
     if kept.holder is None:
         say(NO_SCHEDULER + "; what the store keeps of the hosts may be old")
     if args.json:

@@ -629,10 +629,12 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     config = f.tmp / "user.toml"
     config.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
 
+    f.store.keep_trouble("the store is slow")  # its passes fail: said as jobs says it
     code, out, err = in_process(capfd, ["--config", str(config), "status"])
     assert code == 0, err
     assert err.startswith("fractui: the config lists no hosts ([[hosts]]): the hosts as the "
                           "store keeps them at "), err
+    assert "fractui: the scheduler's passes fail: the store is slow" in err, err
     assert "scheduler's word (no host is asked)" in err and "no scheduler" not in err, err
     lines = out.splitlines()
     assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
