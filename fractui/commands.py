@@ -10,10 +10,13 @@ import json
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set, TextIO, Tuple
 
+from fractui import kept_status
 from fractui.arguments import gpu_ref, job_problem, parse_env, split_job
 from fractui.config import Config
+from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.doctor import diagnose
 from fractui.fleet.fleet import open_fleet
@@ -28,8 +31,8 @@ from fractui.sched.fleetview import lists
 from fractui.sched.mig_change import plan_create, plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
-from fractui.store.base import JobNotFound, StoreError
-from fractui.store.model import ON_HOST, Job
+from fractui.store.base import StoreError
+from fractui.store.model import ON_HOST, StaleCopy
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
@@ -45,13 +48,16 @@ def _no_hosts(config: Config) -> None:
 
 
 def status(config: Config, args: argparse.Namespace) -> int:
-    _no_hosts(config)
+    if not config.hosts:  # a researcher who reaches only the store: what it keeps of them
+        return kept_status.status(config, args)
+    first = _store_first(config)  # before the hosts: what it holds is their copies' own
     fleet = open_fleet(config)
     try:
         records = [s.record() for s in fleet.statuses()]
     finally:
         fleet.stop()
-    out, copies = store_words(config, records)
+    out = first.out if first else {}
+    copies = _copies(config, records, first) if first else {}
     for r in records:
         r["out_of_service"] = out.get((r["name"], None))
         r["unheld_copies"] = copies.get(r["name"], [])
@@ -72,34 +78,58 @@ def status(config: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILED if bad else 0
 
 
-def store_words(config: Config, records: List[Dict[str, Any]]
-                ) -> Tuple[Dict[Any, str], Dict[str, List[Dict[str, Any]]]]:
-    """What the store says of the hosts: (host, GPU or None) -> cordoned, draining or
-    drained; and per host, the live copies under the store's key that no job of the store
-    holds there (``copies.unheld``), each with what it is. What cannot be read of the store
-    is said on stderr, and the hosts are shown all the same."""
+@dataclass(frozen=True)
+class StoreFirst:
+    """What ``status`` reads of the store before it asks the hosts: (host, GPU or None) ->
+    cordoned, draining or drained; the copies its jobs hold (``copies.held_copies``); its
+    stale copies; its uid."""
+
+    out: Dict[Any, str]
+    held: Set[Tuple[str, str]]
+    stale: List[StaleCopy]
+    uid: str
+
+
+def _store_first(config: Config) -> Optional[StoreFirst]:
+    """The store's word, read before the hosts answer: a copy a host then shows that this
+    read holds is its job's own, whatever became of it by a later read (it stopped with its
+    grace and its job moved on). None where the store cannot be read (said on stderr: the
+    hosts are shown all the same)."""
     try:
         store = open_store(config.store.url)
         try:
             on_host = store.jobs(ON_HOST)
-            out = marks(store.cordons(), on_host)
-            held = held_copies(on_host, [], store.uid)
-            copies: Dict[str, List[Dict[str, Any]]] = {}
-            for r in records:
-                for c in unheld(r["name"], r["jobs"], held, store.uid):
-                    try:
-                        job: Optional[Job] = store.get(c.job)
-                    except JobNotFound:
-                        job = None
-                    copies.setdefault(r["name"], []).append({
-                        "ref": c.ref, "job": c.job, "attempt": c.attempt,
-                        "why": c.describe(job)})
-            return out, copies
+            return StoreFirst(marks(store.cordons(), on_host),
+                              held_copies(on_host, [], store.uid), stale_copies(store),
+                              store.uid)
         finally:
             store.close()
     except StoreError as err:
         say("cordons and unheld copies not shown: %s" % err)
-        return {}, {}
+        return None
+
+
+def _copies(config: Config, records: List[Dict[str, Any]], first: StoreFirst
+            ) -> Dict[str, List[Dict[str, Any]]]:
+    """Per host, the live copies under the store's key that no job of the store holds there
+    (``copies.unheld``), each with what it is, by the store read again (``copy_words``)."""
+    found = [c for r in records for c in unheld(r["name"], r["jobs"], first.held, first.uid)]
+    if not found:
+        return {}
+    try:
+        store = open_store(config.store.url)
+        try:
+            said = judged_again(store, found, first.stale)
+        finally:
+            store.close()
+    except StoreError as err:
+        say("unheld copies said as unread: %s" % err)
+        said = unread(found, first.stale, first.uid)
+    copies: Dict[str, List[Dict[str, Any]]] = {}
+    for c, why in said:
+        copies.setdefault(c.host, []).append({"ref": c.ref, "job": c.job,
+                                              "attempt": c.attempt, "why": why})
+    return copies
 
 
 def _mark(state: Optional[str]) -> str:

@@ -13,6 +13,7 @@ from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
 from fractui.checked_store import open_checked_store
 from fractui.config import Config, ConfigError
+from fractui.copy_words import judged_again, stale_copies, unread
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import HostSession
@@ -23,8 +24,8 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.access import READ
 from fractui.store.base import Feed, JobNotFound, Store, StoreDenied, StoreError
 from fractui.store.intents import Asker, authorize
-from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED, Job,
-                                 LogTail)
+from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
+                                 RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
 from fractui.words import NO_SCHEDULER, duration, failing_passes, why
 
@@ -46,11 +47,40 @@ def _named(name: str, image: Optional[str]) -> str:
     return "%s [%s]" % (name, image) if image else name
 
 
+def waited(job: Job, now: float) -> Optional[float]:
+    """How long a pending job has waited at ``now`` (since its submit, or since it went
+    back to its queue); None for a job not waiting."""
+    return max(0.0, now - job.waiting_since) if job.state == PENDING else None
+
+
+def ran(job: Job, now: float) -> Optional[float]:
+    """How long its attempt has run: to ``now`` while it runs or stops, to its end once it
+    ended; None where it has not started (or never did)."""
+    if job.started_at is None or job.state not in (RUNNING, STOPPING) + ENDED:
+        return None
+    until = (job.ended_at if job.ended_at is not None else job.updated_at) \
+        if job.state in ENDED else now
+    return max(0.0, until - job.started_at)
+
+
 def job_row(job: Job, now: float) -> List[str]:
+    """A job's row. A pending one's WHERE says how long it has waited; a running or stopping
+    one's WHY begins with how long it has run (``ran 1h02m``), beside the words of why it
+    stops, if any."""
     where = job.slot.describe() if job.slot else (
-        "waiting %s" % duration(now - job.waiting_since) if job.state == PENDING else "-")
+        "waiting %s" % duration(waited(job, now)) if job.state == PENDING else "-")
+    said = why(job)
+    if job.state in (RUNNING, STOPPING) and job.started_at is not None:
+        said = "; ".join(w for w in ("ran %s" % duration(ran(job, now)), said) if w)
     return [str(job.id), job.state + ("*" if job.preemptible else ""), job.queue,
-            job.team or "-", job.user or "-", where, _named(job.name, job.image), why(job)]
+            job.team or "-", job.user or "-", where, _named(job.name, job.image), said]
+
+
+def job_record(job: Job, now: float) -> Dict[str, Any]:
+    """A job as ``jobs --json`` prints it: its record, its ``ref`` (its number), and how long
+    it has waited (``waited_s``) and run (``ran_s``) at ``now``, in seconds (null: not
+    waiting; not started)."""
+    return dict(job.record(), ref=str(job.id), waited_s=waited(job, now), ran_s=ran(job, now))
 
 
 def agent_row(record: Dict[str, Any]) -> List[str]:
@@ -82,6 +112,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     missing: List[JobNotFound] = []
     uid, failed = None, False
     held: Set[Tuple[str, str]] = set()
+    stale: List[StaleCopy] = []
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
     try:
         # (no store is made where only the store's jobs are shown: no hosts in the config, or
@@ -96,8 +127,8 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                 stored = store.jobs(None if args.all else ACTIVE, limit=(
                     args.limit or JOBS_LIMIT) if args.all else None, hosts=hosts or None,
                                     users=users)
-            if fleet_too:
-                held = held_copies(store.jobs(ON_HOST), [], uid)
+            if fleet_too:  # (its stale copies are not held: they are shown as such)
+                held, stale = held_copies(store.jobs(ON_HOST), [], uid), stale_copies(store)
             trouble = store.trouble()
             unled = store.lease_holder() is None and any(j.state in ACTIVE for j in stored)
         finally:
@@ -132,11 +163,11 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
                      if not (uid and (j.get("key") or "").startswith(mine))]
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
-        rows += _copy_rows(config, copies, answers)
+        rows += _copy_rows(config, copies, answers, stale, uid)
+    now = time.time()
     if args.json:
-        print_json({"jobs": [dict(j.record(), ref=str(j.id)) for j in stored] + rows})
+        print_json({"jobs": [job_record(j, now) for j in stored] + rows})
     elif stored or rows:
-        now = time.time()
         for line in table(HEADER, [job_row(j, now) for j in stored] +
                           [agent_row(r) for r in rows], CAPS, width()):
             print(line)
@@ -148,38 +179,27 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or missing else 0
 
 
-def _copy_rows(config: Config, copies: List[Unheld],
-               answers: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _copy_rows(config: Config, copies: List[Unheld], answers: Dict[str, Any],
+               stale: List[StaleCopy], uid: Optional[str]) -> List[Dict[str, Any]]:
     """The agent records of the copies no job of the store holds, each with ``copy_of``: its
-    job's number, attempt and what it is (the store read again for those jobs: rarely any).
-    A copy its job holds as read again is left out: it was launched (or moved there) after
-    the store's first read, which the hosts' answer came after, and is that job's own."""
-    if not copies:
+    job's number, attempt and what it is, by the store read again (``copy_words``: a copy
+    its job holds as read again is that job's own, launched or moved there after the first
+    read, and left out)."""
+    if not copies or uid is None:
         return []
-    jobs: Dict[int, Optional[Job]] = {}
-    read = True
     try:
         store = open_checked_store(config, hear=False)
         try:
-            uid = store.uid
-            for number in sorted({c.job for c in copies}):
-                try:
-                    jobs[number] = store.get(number)
-                except JobNotFound:
-                    jobs[number] = None
+            said = judged_again(store, copies, stale)
         finally:
             store.close()
     except StoreError as err:  # the copies are still shown, said as unread
         say(str(err))
-        read = False
-    if read:
-        held = held_copies([j for j in jobs.values() if j is not None], [], uid)
-        copies = [c for c in copies if (c.host, c.key) not in held]
+        said = unread(copies, stale, uid)
     by_key = {(host, j.get("key")): j for host, answer in answers.items()
               if not isinstance(answer, Exception) for j in answer["jobs"]}
     return [dict(by_key[c.host, c.key], host=c.host, ref=c.ref, copy_of={
-        "job": c.job, "attempt": c.attempt, "why": c.describe(jobs.get(c.job), read)})
-        for c in copies]
+        "job": c.job, "attempt": c.attempt, "why": why}) for c, why in said]
 
 
 def _hosts_and_jobs(config: Config, words: List[str]) -> Tuple[List[str], List[int]]:

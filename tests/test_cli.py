@@ -286,6 +286,7 @@ def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
     listed = json.loads(out)["jobs"]
     assert [j["ref"] for j in listed] == [str(job.id), ref]
     assert (listed[0]["queue"], listed[0]["state"]) == ("quarter", "running")
+    assert listed[0]["waited_s"] is None and listed[0]["ran_s"] >= 0, listed[0]  # it runs
     code, out, err = cli.run("jobs", other)
     assert (code, out) == (0, "no jobs\n"), err
     # a newer job elsewhere: --limit keeps the newest of this host's, not of all then filtered
@@ -548,13 +549,13 @@ def test_a_follow_ended_by_sigterm_while_the_job_waits_says_it_goes_on(tmp_path)
 def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
     """A mistyped [store] url read as a store with no jobs ("no active jobs", exit 0), made
     the file and its folders there, and made its reader its owner (an admin of it): jobs,
-    report, audit and logs now say there is none, exit 1, and make nothing; a submit makes it
-    as before."""
+    report, audit, logs and status (of a config of no hosts) now say there is none, exit 1,
+    and make nothing; a submit makes it as before."""
     folder = tmp_path / "typo"
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "quarter"\n'
                       'gpu = 0.25\n' % (folder / "sub" / "store.db"))
-    for verb in (["jobs", "--me"], ["report"], ["audit"], ["logs", "3"]):
+    for verb in (["jobs", "--me"], ["report"], ["audit"], ["logs", "3"], ["status"]):
         done = subprocess_run(["--config", str(config), *verb])
         assert (done.returncode, done.stdout) == (1, ""), (verb, done.stderr)
         assert done.stderr == "fractui: store %s: there is no store here yet: nothing was " \
@@ -681,6 +682,49 @@ def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: 
         assert first and (fractui.returncode, err) == (141, b""), (argv, err)
 
 
+def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd):  # noqa: F811
+    """A researcher whose config names only the store: ``status`` printed "nothing to show"
+    (exit 0); it now shows the hosts as the store keeps them — the lease holder's inventory,
+    the hosts it finds unreachable, what is out of service, the store's jobs on each GPU —
+    saying it is the store's word and as of when, with no host asked."""
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    job = f.submit("q")
+    f.until(lambda: f.states()[job.id] == "running" and f.store.inventory())
+    gpu = f.store.get(job.id).slot.gpus[0]
+    f.store.cordon("gpu-a", 1 - gpu, "cordon", "ops@head", "fan")
+    config = f.tmp / "user.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(f.config.store.url))
+
+    f.store.keep_trouble("the store is slow")  # its passes fail: said as jobs says it
+    code, out, err = in_process(capfd, ["--config", str(config), "status"])
+    assert code == 0, err
+    assert err.startswith("fractui: the config lists no hosts ([[hosts]]): the hosts as the "
+                          "store keeps them at "), err
+    assert "fractui: the scheduler's passes fail: the store is slow" in err, err
+    assert "scheduler's word (no host is asked)" in err and "no scheduler" not in err, err
+    lines = out.splitlines()
+    assert re.fullmatch(r"gpu-a +reachable +facts of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+                        lines[0]), out
+    assert lines[1 + gpu].split() == ["gpu%d" % gpu, "NVIDIA", "L4", "23034", "MiB", "jobs",
+                                      str(job.id)], out
+    assert lines[2 - gpu].split()[-1] == "[cordoned]" and len(lines) == 3, out
+
+    # the lease holder finds it unreachable; then no scheduler holds the lease
+    f.store.keep_lost_clocks({"gpu-a": f.store.now() - 30}, {})
+    f.store.release_lease("test")
+    code, out, err = in_process(capfd, ["--config", str(config), "status", "--json"])
+    assert code == 0, err
+    assert "no scheduler is running for this store" in err and "may be old" in err, err
+    said = json.loads(out)
+    assert (said["source"], said["scheduler"]) == ("store", None) and said["as_of"] > 0
+    (host,) = said["hosts"]
+    assert (host["name"], host["state"], host["out_of_service"]) == ("gpu-a", "unreachable",
+                                                                     None)
+    assert host["away_since"] < said["as_of"] and host["facts_since"] <= said["as_of"]
+    assert [(g["index"], g["jobs"], g["out_of_service"]) for g in host["gpus"]] == sorted([
+        (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
+
+
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "conf")}
     expected = str(tmp_path / "conf" / "fractui" / "config.toml")
@@ -695,10 +739,11 @@ def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path)
         assert not leaks(done.stderr)
     done = subprocess_run(["--config", str(tmp_path), "jobs"])
     assert (done.returncode, done.stderr) == (2, "fractui: %s: is a directory\n" % tmp_path)
-    for verb in ("status", "doctor"):  # a config of no hosts: said, not an empty screen
-        done = subprocess_run(["--config", os.devnull, verb])
-        assert (done.returncode, done.stdout, done.stderr) == (
-            0, "", "fractui: the config lists no hosts ([[hosts]]): nothing to show\n"), verb
+    # a config of no hosts: said, not an empty screen (status shows what the store keeps of
+    # them: test_status_of_a_config_of_no_hosts_is_the_stores_word)
+    done = subprocess_run(["--config", os.devnull, "doctor"])
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0, "", "fractui: the config lists no hosts ([[hosts]]): nothing to show\n")
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)  # no writer: reading it would wait for good
     done = subprocess_run(["--config", str(fifo), "jobs"])
@@ -871,3 +916,29 @@ def test_jobs_says_a_long_wait_in_hours_and_minutes(tmp_path):
         store.close()
     assert [job_row(job, job.waiting_since + s)[5] for s in (-1, 42, 185, 7384)] == [
         "waiting 0s", "waiting 42s", "waiting 3m05s", "waiting 2h03m"]
+
+
+def test_jobs_says_how_long_a_running_job_has_run_and_a_pending_one_waited(tmp_path):
+    """A researcher reads both: a pending job's wait (WHERE), a running or stopping job's run
+    (WHY, before why it stops), and ``--json`` both in seconds (``waited_s``, ``ran_s``)."""
+    from fractui import job_commands
+    from fractui.store import SqliteStore, Slot
+
+    job_row = job_commands.job_row
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        pending = store.submit("q", None, "next", ["x"], {"gpu": 0.5}, "test")
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512, charge=0.5), "sched", "decided")
+        job = store.started(job.id, "j1", 1000.0, "sched", "launched")
+        assert job_row(job, 1000.0 + 3720)[5:] == ["gpu-a gpu0 512 MiB", "train", "ran 1h02m"]
+        stopping = store.stopping(job.id, ("running",), "cancel", "me@head", "asked")
+        row = job_row(stopping, 1000.0 + 185)
+        assert row[7] == "ran 3m05s; %s" % stopping.reason and stopping.reason, row
+        record = job_commands.job_record(stopping, 1042.0)
+        assert (record["ran_s"], record["waited_s"]) == (42.0, None)
+        record = job_commands.job_record(pending, pending.waiting_since + 185)
+        assert (record["waited_s"], record["ran_s"]) == (185.0, None)
+    finally:
+        store.close()

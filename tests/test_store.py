@@ -130,6 +130,8 @@ def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
     store.record_inventory("h", {"cpus": 8})
     store.record_inventory("h", {"cpus": 16})  # replaces what was kept
     assert store.inventory() == {"h": {"cpus": 16}}
+    since = store.inventory_since()  # when, by the store's clock (status of no hosts says it)
+    assert list(since) == ["h"] and 0 < since["h"] <= store.now()
     store.close()
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
-from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR
+from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 
 log = logging.getLogger("fractui.fleet")
 
@@ -32,6 +32,15 @@ class AgentCallError(Exception):
         self.data = error.get("data")
         self.host = host
         super().__init__(self.message.replace("this host", host) if host else self.message)
+
+    def reason(self) -> str:
+        """What went wrong, without the agent's lead-in where it gives its exact reason apart
+        (``data.reason`` of START_FAILED, docs/protocol.md): "the job cannot start: cannot run
+        x" said after our own "cannot start on HOST:" said it twice."""
+        reason = self.data.get("reason") if isinstance(self.data, dict) else None
+        if self.code != START_FAILED or not isinstance(reason, str) or not reason:
+            return str(self)
+        return reason.replace("this host", self.host) if self.host else reason
 
 
 class ConnectionLost(Exception):

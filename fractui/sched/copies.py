@@ -1,8 +1,8 @@
 """Copies of the store's jobs on the hosts, as their agents list them beside the store: which
 the store holds, which it does not (a late copy: a launch that reached its agent after the
-store moved past its attempt; or a copy of a job the store does not have), what each is in
-words, and what a late copy held, to charge it. Pure: the scheduler's pass, ``jobs``,
-``status`` and the TUI read the same rules."""
+store moved past its attempt; a stale copy of a lost host's job; or a copy of a job the store
+does not have), what each is in words (``judged``), and what a late copy held, to charge it.
+Pure: the scheduler's pass, ``jobs``, ``status`` and the TUI read the same rules."""
 
 from __future__ import annotations
 
@@ -30,9 +30,16 @@ class Unheld:
         """How ``jobs`` and ``stop`` name it: ``host/j3``."""
         return "%s/%s" % (self.host, self.agent_job)
 
-    def describe(self, job: Optional[Job], read: bool = True) -> str:
+    def describe(self, job: Optional[Job], read: bool = True,
+                 stale: Optional[StaleCopy] = None, after: bool = True) -> str:
         """What it is and what becomes of it, by the store's ``job`` of its number (None: the
-        store has none; with ``read`` False, the reader did not read it)."""
+        store has none; with ``read`` False, the reader did not read it) and its ``stale``
+        copy record, if any; ``after``: whether that read was made after the hosts answered
+        (``judged``)."""
+        if stale is not None:
+            return "a stale copy of job %d's attempt %d: %s was lost while it ran and the " \
+                   "job went on without it; the lease holder stops it once it reaches %s " \
+                   "again" % (self.job, self.attempt, self.host, self.host)
         past = moved_past(job, self.attempt) if job is not None else None
         if past is not None:
             return "a late copy of job %d's attempt %d (%s): the lease holder kills it" % (
@@ -41,6 +48,11 @@ class Unheld:
             return "a copy of job %d's attempt %d that no active job of the store holds: " \
                    "a late one is killed by the lease holder, any other left running " \
                    "(fractui jobs %d says which)" % (self.job, self.attempt, self.job)
+        if job is not None and job.attempt < self.attempt and not after:
+            return "a copy of job %d's attempt %d, an attempt the store had not reached " \
+                   "when last read here: launched since, it is the job's own once the " \
+                   "store is read again (fractui jobs %d says)" % (
+                       self.job, self.attempt, self.job)
         if job is None:
             what = "a job this store does not have (a store restored from an older " \
                    "backup, or another fractui store of the same id)"
@@ -81,6 +93,23 @@ def held_copies(jobs: List[Job], stale: List[StaleCopy], uid: str) -> Set[Tuple[
     attempt on its host, and each stale copy (stopped as such)."""
     return {(j.slot.host, j.key(uid)) for j in jobs if j.state in ON_HOST and j.slot} | {
         (c.host, c.key) for c in stale}
+
+
+def judged(copies: Iterable[Unheld], jobs: Mapping[int, Optional[Job]],
+           stale: Iterable[StaleCopy], uid: str, after: bool) -> List[Tuple[Unheld, str]]:
+    """The one rule by which ``jobs``, ``status`` and the TUI say what a copy is. ``copies``
+    were found unheld (``unheld``) by a read of the store made before the hosts answered;
+    ``jobs`` (their jobs by number, None where the store has none; a number absent: not
+    read) and ``stale`` are the store's word to judge them by, read ``after`` the hosts
+    answered or not. A copy that word holds is its job's own (launched, or moved there,
+    since the first read) and is left out; each other comes with what it is. A copy the
+    first read held is never here: what became of it since (it stopped with its grace, its
+    job moved on) is told by a later look, never guessed from a host's older word."""
+    held = held_copies([j for j in jobs.values() if j is not None], [], uid)
+    by_key = {(c.host, c.key): c for c in stale}
+    return [(c, c.describe(jobs.get(c.job), c.job in jobs, by_key.get((c.host, c.key)),
+                           after))
+            for c in copies if (c.host, c.key) not in held]
 
 
 def late_copy(view: HostView, job: int, attempt: int, rec: Dict[str, Any]) -> Optional[LateCopy]:

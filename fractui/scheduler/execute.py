@@ -143,7 +143,7 @@ class Executor:
                                    "changed since the placement was previewed (%s); preview "
                                    "it again" % err, epoch=self.epoch)
             elif kind in (JOB, REQUEST):
-                self.failed(job, view.name, str(err), kind)
+                self.failed(job, view.name, err.reason(), kind)
             else:
                 self.refused(job, view.name, str(err), kind)
             return

@@ -280,6 +280,11 @@ class Store(abc.ABC):
     def inventory(self) -> dict[str, dict[str, Any]]:
         """host -> the facts last recorded for it."""
 
+    @abc.abstractmethod
+    def inventory_since(self) -> dict[str, float]:
+        """host -> when the facts kept of it were recorded, by the store's clock (the lease
+        holder writes them only when they change: they have been so since)."""
+
     def keep_inventory(self, heard: dict[str, dict[str, Any]],
                        kept: dict[str, dict[str, Any]], epoch: Optional[int] = None) -> None:
         """Records the hosts whose ``heard`` facts differ from ``kept`` (what the caller knows

@@ -572,6 +572,15 @@ class SqlStore(Store):
         return self._read(lambda db: {
             r["host"]: _facts(r) for r in self._run(db, "SELECT host, facts FROM inventory")})
 
+    def inventory_since(self) -> dict[str, float]:
+        def work(db: Any) -> dict[str, float]:
+            out = {}
+            for r in self._run(db, "SELECT host, seen_at FROM inventory"):
+                check("the inventory of %s" % r["host"], r, {"host": TEXT, "seen_at": NUM})
+                out[r["host"]] = float(r["seen_at"])
+            return out
+        return self._read(work)
+
     # -- job output, for users who reach only the store --
 
     def ask_log(self, job_id: int, actor: str) -> None:

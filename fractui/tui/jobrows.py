@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from fractui.fleet.host import HostStatus
-from fractui.sched.copies import unheld
+from fractui.sched.copies import judged, unheld
 from fractui.sched.fleetview import USABLE
 from fractui.store.model import ENDED, PENDING, Job
 from fractui.tui.model import StoreView
@@ -201,11 +201,11 @@ def job_rows(store: Optional[StoreView], statuses: Mapping[str, HostStatus],
         on = ",".join(map(str, record.get("gpus") or ()))
         created = record.get("created_at")
         status = statuses[host]
-        copy = unheld(host, (record,), set(), store.uid) if store else []
-        # a copy under the store's key (a late one, or of a job the store does not have), as
-        # far as the jobs read say; else a job launched by hand
-        what = copy[0].describe(shown.get(copy[0].job), read=copy[0].job in shown) if copy \
-            else "launched on the host, not through the store"
+        # a copy under the store's key, judged by the store's last read here (which may be
+        # older than what the host says: copies.judged); else a job launched by hand
+        copy = judged(unheld(host, (record,), set(), store.uid), shown, store.stale,
+                      store.uid, after=False) if store else []
+        what = copy[0][1] if copy else "launched on the host, not through the store"
         rows.append(JobRow("%s/%s" % (host, record.get("id")), None, record.get("name") or "",
                            "—", "—", record.get("state") or "?", "%s/%s" % (host, on),
                            used, cap, util, None if created is None else now - created,

@@ -18,7 +18,7 @@ from fractui.sched.health import unhealthy
 from fractui.fleet.host import HostStatus
 from fractui.sched.cordons import marks, summary
 from fractui.sched.fleetview import mps_layer
-from fractui.store.model import ACTIVE, PENDING, PLACED, Cordon, Job
+from fractui.store.model import ACTIVE, PENDING, PLACED, Cordon, Job, StaleCopy
 from remote_agent.gpu.models import ALIASES, model as model_facts
 
 # Block kinds: what holds a part of a GPU.
@@ -142,6 +142,9 @@ class StoreView:
     """The newest ended jobs (as ``fractui jobs --all``), read only while a view shows them
     (the jobs view's ``a``): a job that failed can be found after it left the map; never
     drawn. None: not read this time."""
+    stale: tuple[StaleCopy, ...] = ()
+    """Copies of a lost host's jobs, which the lease holder stops once it reaches the host
+    again (what the jobs view says of one)."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from fractui.arguments import JOBS_LIMIT
 from fractui.config import Config
+from fractui.copy_words import stale_copies
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession, HostStatus, HostUnavailable
@@ -235,7 +236,8 @@ class LiveSource(Source):
         return StoreView(self.store.uid, tuple(self.store.jobs(states=ACTIVE)),
                          held[0] if held else None, tuple(self.store.cordons()),
                          frozenset(u for u, h in self.store.mode_holds().items()
-                                   if h.until > now), self.store.trouble(), newest)
+                                   if h.until > now), self.store.trouble(), newest,
+                         tuple(stale_copies(self.store)))
 
     def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
         if self.store is None:

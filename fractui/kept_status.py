@@ -1,0 +1,104 @@
+"""``fractui status`` for a config that lists no hosts (a researcher who reaches only the
+store): the hosts as the store keeps them — the inventory the lease holder records, the hosts it
+finds unreachable, what is out of service and the store's jobs placed on each — said as the
+store's word and as of when, with what ``jobs`` says beside it (no scheduler; its passes
+failing). No host is asked, and no store is made (the verbs that only read)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from fractui.checked_store import open_checked_store
+from fractui.config import Config
+from fractui.sched.cordons import marks
+from fractui.store.model import ON_HOST, Cordon, Job
+from fractui.terminal import print_json, say
+from fractui.words import NO_SCHEDULER, failing_passes
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What one read of the store keeps of the hosts, and when it was read (its clock)."""
+
+    inventory: Dict[str, Dict[str, Any]]
+    since: Dict[str, float]
+    away: Dict[str, float]
+    cordons: Tuple[Cordon, ...]
+    jobs: Tuple[Job, ...]
+    holder: Optional[str]
+    trouble: Optional[str]
+    now: float
+
+
+def read(config: Config) -> Kept:
+    store = open_checked_store(config, hear=False, make=False)
+    try:
+        held = store.lease_holder()
+        jobs = tuple(store.jobs(ON_HOST))
+        return Kept(store.inventory(), store.inventory_since(),
+                    dict(store.holder_memory().hosts_away), tuple(store.cordons()), jobs,
+                    held[0] if held else None, store.trouble(), store.now())
+    finally:
+        store.close()
+
+
+def records(kept: Kept) -> List[Dict[str, Any]]:
+    """Each host the store keeps, as ``status --json`` shows it: ``state`` is the lease
+    holder's word (``unreachable`` since ``away_since``, else ``reachable``; ``unknown``
+    while no scheduler holds the lease), ``facts_since`` when its facts were recorded."""
+    out = marks(list(kept.cordons), list(kept.jobs))
+    on: Dict[Tuple[str, int], List[int]] = {}
+    for job in kept.jobs:
+        for gpu in job.slot.gpus if job.slot else ():
+            on.setdefault((job.slot.host, gpu), []).append(job.id)  # type: ignore[union-attr]
+    hosts = []
+    for name in sorted(set(kept.inventory) | set(kept.away)):
+        facts = kept.inventory.get(name) or {}
+        state = "unreachable" if name in kept.away else \
+            "reachable" if kept.holder else "unknown"
+        gpus = [{"index": g.get("index"), "uuid": g.get("uuid"), "name": g.get("name"),
+                 "memory_mib": g.get("memory_mib"), "mig_mode": g.get("mig_mode"),
+                 "out_of_service": out.get((name, g.get("index"))),
+                 "jobs": sorted(on.get((name, g.get("index")), []))}
+                for g in facts.get("gpus") or []]
+        hosts.append({"name": name, "state": state, "away_since": kept.away.get(name),
+                      "facts_since": kept.since.get(name), "cpus": facts.get("cpus"),
+                      "memory_mib": facts.get("memory_mib"),
+                      "out_of_service": out.get((name, None)), "gpus": gpus})
+    return hosts
+
+
+def status(config: Config, args: argparse.Namespace) -> int:
+    kept = read(config)
+    hosts = records(kept)
+    say("the config lists no hosts ([[hosts]]): the hosts as the store keeps them at %s, the "
+        "scheduler's word (no host is asked)" % _at(kept.now))
+    if kept.trouble is not None:  # as jobs says it: what is kept is not renewed meanwhile
+        say(failing_passes(kept.trouble))
+    if kept.holder is None:
+        say(NO_SCHEDULER + "; what the store keeps of the hosts may be old")
+    if args.json:
+        print_json({"source": "store", "as_of": kept.now, "scheduler": kept.holder,
+                    "hosts": hosts})
+        return 0
+    if not hosts:
+        print("the store keeps no host yet: a scheduler records each it reaches")
+    for h in hosts:
+        words = ["unreachable since %s" % _at(h["away_since"]) if h["away_since"] else "",
+                 "facts of %s" % _at(h["facts_since"]) if h["facts_since"] else "no facts kept",
+                 "[%s]" % h["out_of_service"] if h["out_of_service"] else ""]
+        print("%-16s %-11s %s" % (h["name"], h["state"], ", ".join(w for w in words if w)))
+        for g in h["gpus"]:
+            what = ["MIG" if g["mig_mode"] else "%s MiB" % g["memory_mib"],
+                    "[%s]" % g["out_of_service"] if g["out_of_service"] else "",
+                    "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else ""]
+            print("    gpu%-3s %-28s %s" % (g["index"], g["name"],
+                                          " ".join(w for w in what if w)))
+    return 0
+
+
+def _at(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
