@@ -112,13 +112,18 @@ def _row(g: Group, gpus: bool) -> List[str]:
 
 
 def _csv(r: Report) -> None:
+    """One row per group, then the total; each row ends with whose jobs it counts
+    (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has null), so a
+    sheet pasted or joined from several reports still says it, in columns that never move."""
     out = csv.writer(sys.stdout, lineterminator="\n")
     rows = [g.record() for g in r.groups + [r.total]]
     columns = [k for k in rows[0] if k != "outcomes"] if rows else []
     outcomes = list(rows[0]["outcomes"]) if rows else []
-    out.writerow([r.by] + columns[1:] + outcomes)
+    whose = ["" if v is None else v for v in r.whose.record().values()]
+    out.writerow([r.by] + columns[1:] + outcomes + ["whose_%s" % k for k in r.whose.record()])
     for row in rows:
-        out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes])
+        out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes] +
+                     whose)
 
 
 def _local(t: Optional[float]) -> str:

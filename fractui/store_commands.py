@@ -86,8 +86,11 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         except KeyTaken as err:
             raise UsageError("--key %s: %s; a new job takes a new key" % (key, err)) from None
         except (StoreUnavailable, StoreBusy) as err:  # maybe recorded: found again by its key
-            raise type(err)(err.where, "%s; submitting again with --key %s makes no second "
-                            "job if this one was recorded" % (err.what, key)) from err
+            raise type(err)(err.where, "%s; %s" % (err.what, _again(key))) from err
+        except KeyboardInterrupt:  # (Ctrl-C, SIGTERM: Terminated) mid-write: maybe recorded
+            say("interrupted while the store recorded the submit: whether it was recorded is "
+                "not known (fractui jobs --me shows it); %s" % _again(key))
+            raise
         if warning:
             say(warning)
         try:
@@ -120,6 +123,11 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             _say_last_lines(job, tail)
         return 0 if job.state == DONE else EXIT_FAILED
     return 0
+
+
+def _again(key: str) -> str:
+    """What makes a retry of a submit whose outcome is not known safe."""
+    return "submitting again with --key %s makes no second job if this one was recorded" % key
 
 
 LAST_LINES = 10  # of a failed job's output, said by submit --wait

@@ -23,6 +23,7 @@ import pytest
 from fractui import kept_output
 from fractui.cli import main
 from fractui.config import QueueConfig
+from fractui.outcome import Terminated
 from fractui.store import Slot, sqlite_url
 from fractui.terminal import TerminalText
 from tests import localfleet
@@ -473,6 +474,44 @@ def test_logs_follow_waits_for_no_scheduler_at_a_jobs_end(local_fleet, capfd,  #
     out, err = capfd.readouterr()
     assert (out, err) == ("up\n", "fractui: job %d ended: exited 0\n" % job.id)
     assert f.states()[job.id] == "running"  # the store has not recorded it: no one could
+
+
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_a_submit_interrupted_while_recorded_says_its_key_makes_a_retry_safe(
+        tmp_path, capfd, monkeypatch, stop, code):
+    """Ctrl-C or SIGTERM while the store records the submit (here: it landed, the interrupt
+    came before the answer): the job may be queued, so the user is told so and that the same
+    ``--key`` (the one given, else the one drawn) makes a retry safe — which it does: the
+    retry answers the job the first made. It said nothing, a user's retry made a second job."""
+    from fractui import store_commands
+    url = sqlite_url(str(tmp_path / "store.db"))
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "quarter"\ngpu = 0.25\n'
+                      % url)
+    real = store_commands.intents.submit
+
+    def landed_then_interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise stop()
+    monkeypatch.setattr(store_commands.intents, "submit", landed_then_interrupted)
+    for key in ("k1", None):
+        argv = ["--config", str(config), "submit", "--queue", "quarter"] + (
+            ["--key", key] if key else []) + ["--", "true"]
+        got, out, err = in_process(capfd, argv)
+        said = re.fullmatch(r"fractui: interrupted while the store recorded the submit: "
+                            r"whether it was recorded is not known \(fractui jobs --me shows "
+                            r"it\); submitting again with --key (\S+) makes no second job if "
+                            r"this one was recorded\n", err)
+        assert (got, out) == (code, ""), err
+        assert said is not None and said.group(1) == (key or said.group(1)), err
+        monkeypatch.setattr(store_commands.intents, "submit", real)
+        again = argv[:-2] + ([] if key else ["--key", said.group(1)]) + ["--", "true"]
+        got, out, err = in_process(capfd, again)
+        assert got == 0 and not leaks(err), err
+        assert re.fullmatch(r"\d+ pending in queue quarter\n", out), out
+        monkeypatch.setattr(store_commands.intents, "submit", landed_then_interrupted)
+    got, out, err = in_process(capfd, ["--config", str(config), "jobs", "--all", "--json"])
+    assert len(json.loads(out)["jobs"]) == 2, out
 
 
 def test_a_wait_ended_by_sigterm_says_the_job_goes_on_as_ctrl_c_does(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from fractui.store import QuotaTaken, Slot, open_store
-from fractui.store.intents import Asker, Refused, ask_stop, place_by_hand
+from fractui.store import QuotaTaken, Slot, StateConflict, open_store
+from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand, place_by_hand
 
 
 @pytest.fixture
@@ -42,6 +42,115 @@ def test_a_cancel_racing_the_placement_stops_the_job_rather_than_being_refused(t
         ask_stop(user, seen, "requeue", Asker("here"))
     cancelled = ask_stop(user, seen, "cancel", Asker("here"))
     assert cancelled.state == "cancelled"
+
+
+def run_again(scheduler, job_id: int, epoch: int, slot: Slot) -> None:
+    """The scheduler puts a running job back in its queue (a preemption), places it and
+    launches it again: its next attempt, running where the last one did."""
+    scheduler.stopping(job_id, ("running",), "preempt", "sched", "preempted", epoch=epoch)
+    scheduler.requeue(job_id, ("stopping",), "sched", "preempted", epoch=epoch)
+    scheduler.place(job_id, slot, "sched", "fits", epoch=epoch)
+    scheduler.started(job_id, "a-again", None, "sched", "launched", epoch=epoch)
+
+
+def running(user, scheduler, epoch: int, slot: Slot):
+    job = user.submit("q", None, "r", ["x"], {}, "alice")
+    scheduler.place(job.id, slot, "sched", "fits", epoch=epoch)
+    return scheduler.started(job.id, "a-first", None, "sched", "launched", epoch=epoch)
+
+
+def test_a_requeue_preempt_or_move_of_an_attempt_is_never_made_of_a_later_one(two):
+    """The user read attempt 0 running and asked to requeue, preempt or move it; the scheduler
+    had preempted it, placed and launched it again meanwhile (attempt 1, running as the ask
+    expects). Nothing is done to attempt 1, which the user never saw: refused, saying what
+    changed. A cancel is of the job, whatever its attempt: attempt 1 is stopped."""
+    user, scheduler, epoch = two
+    a, b = Slot("h", (0,), memory_mib=512), Slot("h", (1,), memory_mib=512)
+    for ask in (lambda seen: ask_stop(user, seen, "requeue", Asker("here")),
+                lambda seen: ask_stop(user, seen, "preempt", Asker("here")),
+                lambda seen: move_by_hand(user, seen, b, Asker("here"))):
+        seen = running(user, scheduler, epoch, a)
+        run_again(scheduler, seen.id, epoch, a)
+        with pytest.raises(Refused, match="job %d moved on since it was read: it is attempt 1 "
+                           "now \\(running\\), sent on from attempt 0 by sched's preempt; "
+                           "nothing done" % seen.id):
+            ask(seen)
+        now = user.get(seen.id)
+        assert (now.state, now.attempt, now.slot) == ("running", 1, a)
+        assert [e.action for e in user.audit_log(seen.id)][-2:] == ["decide", "launch"]
+        cancelled = ask_stop(user, seen, "cancel", Asker("here"))
+        assert (cancelled.state, cancelled.stop_intent, cancelled.attempt) == (
+            "stopping", "cancel", 1)
+
+
+class Moving:
+    """The user's store client, whose first ``stopping`` or ``move`` finds the job moved on: the
+    scheduler runs ``meanwhile`` just before it (``first``: after it, the user's own ask having
+    landed, then answers as a retry whose first answer was lost would: StateConflict)."""
+
+    def __init__(self, store, meanwhile, first: bool = False):
+        self.store, self.meanwhile, self.first, self.asked = store, meanwhile, first, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def _ask(self, write, *args, **kwargs):
+        self.asked += 1
+        if self.asked > 1:
+            return write(*args, **kwargs)
+        if self.first:
+            write(*args, **kwargs)
+            self.meanwhile()
+            raise StateConflict("the answer was lost; made again, the job had moved on")
+        self.meanwhile()
+        return write(*args, **kwargs)
+
+    def stopping(self, *args, **kwargs):
+        return self._ask(self.store.stopping, *args, **kwargs)
+
+    def move(self, *args, **kwargs):
+        return self._ask(self.store.move, *args, **kwargs)
+
+
+def test_an_ask_read_again_after_a_conflict_is_not_made_of_a_later_attempt(two):
+    """The requeue's first write found the job sent back (a launch refused), and before it
+    was read again the scheduler placed and launched it again: the requeue is not asked of
+    that later attempt (it was: asked again of the job as it is). Where the user's own first
+    try is what moved the job on (it landed, its answer lost, the scheduler carried it out
+    and ran the job again), it is answered as done, once in the audit, not asked again."""
+    user, scheduler, epoch = two
+    a = Slot("h", (0,), memory_mib=512)
+    seen = running(user, scheduler, epoch, a)
+
+    def relaunch() -> None:
+        scheduler.requeue(seen.id, ("running",), "sched", "lost h", epoch=epoch)
+        scheduler.place(seen.id, a, "sched", "fits", epoch=epoch)
+        scheduler.started(seen.id, "a-again", None, "sched", "launched", epoch=epoch)
+    with pytest.raises(Refused, match="it is attempt 1 now \\(running\\), sent on from "
+                       "attempt 0; nothing done"):
+        ask_stop(Moving(user, relaunch), seen, "requeue", Asker("here"))
+    assert (user.get(seen.id).state, user.get(seen.id).attempt) == ("running", 1)
+    assert "requeue" not in [e.action for e in user.audit_log(seen.id)]
+
+    for intent in ("requeue", "move"):
+        seen = running(user, scheduler, epoch, a)
+        there = Slot("h", (1,), memory_mib=512) if intent == "move" else a
+
+        def carried_out() -> None:
+            if intent == "move":
+                scheduler.moved(seen.id, "sched", "moved", epoch=epoch)
+            else:
+                scheduler.requeue(seen.id, ("stopping",), "sched", "requeued", epoch=epoch)
+                scheduler.place(seen.id, there, "sched", "fits", epoch=epoch)
+            scheduler.started(seen.id, "a-next", None, "sched", "launched", epoch=epoch)
+        store = Moving(user, carried_out, first=True)
+        if intent == "move":
+            answer = move_by_hand(store, seen, there, Asker("here"))
+        else:
+            answer = ask_stop(store, seen, intent, Asker("here"))
+        assert answer == user.get(seen.id)
+        assert (answer.state, answer.attempt, answer.slot) == ("running", 1, there)
+        assert [e.action for e in user.audit_log(seen.id)].count(intent) == 1
 
 
 def test_admins_placing_by_hand_at_once_never_take_a_team_past_its_quota(store_url):

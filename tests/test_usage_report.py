@@ -514,6 +514,11 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
 
         everyone = report()
         assert everyone["total"]["held_gpu_hours"] == pytest.approx(3.5)
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--csv"])
+        header = out.split("\n", 1)[0].split(",")
+        assert code == 0 and header[-2:] == ["whose_user", "whose_team"], err
+        assert {(r["whose_user"], r["whose_team"]) for r in csv.DictReader(io.StringIO(out))
+                } == {("", "")}  # everyone's
         assert everyone["total"]["online_gpu_hours"] == pytest.approx(1.0)
         for argv, held, done, groups, whose in (
                 (["--me"], 1.5, 2, {"vision": 1.0, "nlp": 0.5}, {"user": me, "team": None}),
@@ -534,6 +539,13 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
             # fleet's, not theirs: not known of their jobs, never 0
             assert got["start"] == everyone["start"], argv  # the store's, whoever's jobs
             assert got["ended_unstarted"]["cancelled"] == (0 if "ann" in argv else 1), argv
+            code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
+                                                "--csv", *argv])
+            assert code == 0, err  # (a sheet says whose too, in columns that never move)
+            rows = list(csv.DictReader(io.StringIO(out)))
+            assert [(r["whose_user"], r["whose_team"]) for r in rows] == [
+                (whose["user"] or "", whose["team"] or "")] * (len(groups) + 1), argv
+            assert out.split("\n", 1)[0].split(",")[1:] == header[1:], argv
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--me"])
         assert code == 0, err
         assert out.startswith("usage of %s's jobs from " % me), out

@@ -189,12 +189,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def move(self, job_id: int, slot: Slot, actor: str, why: str, borrowed: bool = False,
-             quota: Optional[float] = None) -> Job:
+             quota: Optional[float] = None, attempt: Optional[int] = None) -> Job:
         """placed or running -> stopping to move (audited ``move``): the lease holder stops
         it, then places it on ``slot`` by hand (``moved``), which it holds meanwhile (the
         job's ``move_to``; ``borrowed``: past its team's quota, so preemptible there).
         ``quota`` as ``place``'s, the job's own slots left out. Made again at once where the
-        commit's answer was lost, as ``stopping`` is."""
+        commit's answer was lost, as ``stopping`` is; ``attempt`` as ``stopping``'s."""
 
     @abc.abstractmethod
     def moved(self, job_id: int, actor: str, why: str, stale_on: Optional[str] = None,
@@ -219,11 +219,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
-                 epoch: Optional[int] = None) -> Job:
+                 epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
         """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
         the lease holder stops (audited as the intent). A commit whose answer was lost is
         made again at once; if the first had landed, that finds the job moved on
-        (StateConflict): the caller reads where it is (intents.ask_stop)."""
+        (StateConflict): the caller reads where it is (intents.ask_stop). ``attempt``: the
+        one the asker read; a later one is not stopped (StateConflict)."""
 
     @abc.abstractmethod
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],

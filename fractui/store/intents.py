@@ -24,7 +24,9 @@ _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 _STOP_TRIES = 3
 # What moves a job along its attempts, as its audit entries name the moves (a MIG change or a
 # stale copy's stop in between moves nothing)
-_MOVES = frozenset(STOP_INTENTS) | {"submit", "decide", "place", "launch", "requeued"}
+_ASKS = frozenset(STOP_INTENTS) | {MOVING}  # a user's asks that send a job on, carried out
+_NEXT = frozenset({"requeued", "moved"})  # what a next attempt begins with, as audited
+_MOVES = _ASKS | _NEXT | {"submit", "decide", "place", "launch"}
 _LOOK_BACK = 50  # of a job's newest audit entries: its last attempt's moves are among them
 
 
@@ -96,13 +98,19 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     becomes ``stopping`` and the scheduler stops it (requeue and preempt put it back in its
     queue as a new attempt; the audit tells them apart). ``job`` is as the caller read it: one
     the scheduler moved since (a cancel racing its placement) is asked again as it is now, so
-    a cancel is never refused only because the job was placed meanwhile, and then launched."""
+    a cancel is never refused only because the job was placed meanwhile, and then launched.
+    A requeue or preemption is of the attempt read only (_moved_on)."""
     if intent not in STOP_INTENTS:
         raise ValueError("unknown intent %r" % intent)
     actor = authorize(store, asker, intent, job.team, "job %d" % job.id)
     why = "%s by %s" % (_DONE[intent], actor)
+    # a cancel is of the job, whatever its attempt; the others of the attempt the user saw
+    seen = None if intent == CANCEL else job.attempt
     tries = 1
     while True:  # (a retry whose first answer was lost, the store's or the user's): done
+        if seen is not None and job.attempt != seen:
+            return _moved_on(store, job, seen, intent, submitter(actor),
+                             stop_refusal(job, intent))
         if asked_already(job, intent) or _sent_back(store, job, intent, submitter(actor)):
             return job
         refused = stop_refusal(job, intent)
@@ -112,7 +120,8 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
             if job.state == PENDING:
                 return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL,
                                    again=True)
-            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why)
+            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why,
+                                  attempt=seen)
         except StateConflict as err:
             if tries == _STOP_TRIES:
                 raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
@@ -120,6 +129,24 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
         # what was asked is asked of it as it is now, if it still may be
         tries += 1
         job = store.get(job.id)
+
+
+def _moved_on(store: Store, job: Job, seen: int, intent: str, user: str,
+              refused: Optional[str]) -> Job:
+    """``job``, a later attempt than the ``seen`` one ``intent`` (requeue, preempt, move) was
+    asked of: done if ``user``'s own ask of it is what moved that attempt on (a first try whose
+    answer was lost, then carried out), per the audit; else Refused, for what the job is now
+    (``refused``) or saying what changed: the user never saw this attempt, and stopping it
+    would throw away what they did not judge."""
+    ask = _ended_by(seen, store.audit_log(job.id, _LOOK_BACK))
+    if ask is not None and ask.action == intent and submitter(ask.actor) == user:
+        return job
+    if refused:
+        raise Refused(refused)
+    by = "" if ask is None else " by %s's %s" % (submitter(ask.actor), ask.action)
+    raise Refused("job %d moved on since it was read: it is attempt %d now (%s), sent on from "
+                  "attempt %d%s; nothing done: %s it again to %s it as it is now" % (
+                      job.id, job.attempt, job.state, seen, by, intent, intent))
 
 
 def asked_already(job: Job, intent: str) -> bool:
@@ -144,16 +171,24 @@ def _sent_back(store: Store, job: Job, intent: str, user: str) -> bool:
 def _sent_back_by(job: Job, entries: Sequence[AuditEntry]) -> Optional[AuditEntry]:
     """The stop asked of ``job`` (a requeue or a preemption) whose carrying out, or its host
     lost meanwhile, put it back in its queue as the attempt it is now, from its audit
-    ``entries`` (oldest first); None if that attempt began otherwise or is not among them.
-    A start recorded after the stop (``launch``: the stop landed while the launch was in
-    flight) is of the attempt stopped: it leaves the stop the move that sent it back."""
+    ``entries`` (oldest first); None if that attempt began otherwise or is not among them."""
+    ask = _ended_by(job.attempt - 1, entries)
+    return ask if ask is not None and ask.action in STOP_INTENTS else None
+
+
+def _ended_by(attempt: int, entries: Sequence[AuditEntry]) -> Optional[AuditEntry]:
+    """The ask (a stop or a move) whose carrying out, or its host lost meanwhile, ended
+    ``attempt`` and began the next, from a job's audit ``entries`` (oldest first); None if
+    that attempt ended otherwise (a launch refused, a lost host alone) or is not among them.
+    A start recorded after the ask (``launch``: it landed while the launch was in flight) is
+    of the attempt stopped: it leaves the ask the move that sent it on."""
     last, found = None, None
     for entry in entries:
         if entry.action not in _MOVES:
             continue
-        if entry.action == "requeued" and entry.detail.get("attempt") == job.attempt:
-            found = last if last is not None and last.action in STOP_INTENTS else None
-        if entry.action == "launch" and last is not None and last.action in STOP_INTENTS:
+        if entry.action in _NEXT and entry.detail.get("attempt") == attempt + 1:
+            found = last if last is not None and last.action in _ASKS else None
+        if entry.action == "launch" and last is not None and last.action in _ASKS:
             continue
         last = entry
     return found
@@ -210,8 +245,11 @@ def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
         actor, job.slot.describe() if job.slot else "its queue", slot.describe())
     if past_quota:
         why += "; it %s, so it is borrowed there (preemptible)" % past_quota
-    tries = 1
+    seen, tries = job.attempt, 1  # (of the attempt read only: _moved_on)
     while True:
+        if job.attempt != seen:
+            return _moved_on(store, job, seen, MOVE, submitter(actor),
+                             None if movable(job.state) else move_refusal(job))
         if moving_to(job, slot) or there(job, slot):
             return job
         if not movable(job.state):
@@ -221,7 +259,7 @@ def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
             raise Refused(unlaunched)
         try:
             return store.move(job.id, slot, actor, why, borrowed=past_quota is not None,
-                              quota=quota)
+                              quota=quota, attempt=seen)
         except QuotaTaken as err:
             raise Refused("%s; move it again to be asked about going past the quota" % err
                           ) from None

@@ -346,7 +346,7 @@ class SqlStore(Store):
                     job.id, done, job.team, held, quota, slot.describe(), slot.charge))
 
     def move(self, job_id: int, slot: Slot, actor: str, why: str, borrowed: bool = False,
-             quota: Optional[float] = None) -> Job:
+             quota: Optional[float] = None, attempt: Optional[int] = None) -> Job:
         def within(db: Any, job: Job) -> None:
             if job.slot is not None and same_place(job.slot, slot):  # (its attempt there)
                 raise StateConflict("job %d is %s on %s" % (job_id, job.state,
@@ -355,7 +355,8 @@ class SqlStore(Store):
                 self._within_quota(db, job, slot, quota, "moved")
         return self._transition(job_id, (PLACED, RUNNING), None, actor, why, MOVE,
                                 {"state": STOPPING, "stop_intent": MOVE, "reason": why,
-                                 "move_to": (slot, borrowed)}, holds=within, again=True)
+                                 "move_to": (slot, borrowed)}, holds=within, again=True,
+                                attempt=attempt)
 
     def moved(self, job_id: int, actor: str, why: str, stale_on: Optional[str] = None,
               epoch: Optional[int] = None, sampled: Optional[Sampled] = None) -> Job:
@@ -402,12 +403,12 @@ class SqlStore(Store):
                                 fields, then=opened, holds=unrecorded)
 
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
-                 epoch: Optional[int] = None) -> Job:
+                 epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
         if intent not in STOP_INTENTS:
             raise ValueError("unknown stop intent %r" % intent)
         return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
                                 {"state": STOPPING, "stop_intent": intent, "reason": why},
-                                again=True)
+                                again=True, attempt=attempt)
 
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
@@ -439,7 +440,7 @@ class SqlStore(Store):
                     stale_on: Optional[str] = None,
                     then: Optional[Callable[[Any, Job, dict[str, Any]], None]] = None,
                     holds: Optional[Callable[[Any, Job], None]] = None,
-                    again: bool = False) -> Job:
+                    again: bool = False, attempt: Optional[int] = None) -> Job:
         """The one way a job's columns change (requeue aside): ``fields`` (or those a function
         of the job as it is gives) set (_NOW: the transaction's time) if the job is in one of
         ``expect``; ``stale_on``: its attempt's copy there recorded as stale; with ``action``,
@@ -448,17 +449,19 @@ class SqlStore(Store):
         record), given the job as it was and the columns changed. ``again``: a commit whose
         answer was lost is made again, which finds the job moved (StateConflict, for the
         caller to read it as it is) if the first landed: only for callers that answer that so;
-        never of another attempt than the first try's."""
-        seen: list[int] = []  # the attempt the first try found
+        never of another attempt than the first try's. ``attempt``: the one the caller read,
+        the only one written to (a user's ask is of the job as they saw it)."""
+        seen: list[int] = [] if attempt is None else [attempt]  # the attempt asked of
 
         def work(db: Any) -> Job:
             self._fence(db, epoch)
             now = self.dialect.now(db)
             job = self._expect(db, job_id, expect)
-            if seen and job.attempt != seen[0]:  # back where it was, as a later attempt
+            if not seen:
+                seen.append(job.attempt)
+            elif job.attempt != seen[0]:  # back where it was, as a later attempt
                 raise StateConflict("job %d is attempt %d now, not %d" % (
                     job_id, job.attempt, seen[0]))
-            seen.append(job.attempt)
             if holds is not None:
                 holds(db, job)
             asked = fields(job) if callable(fields) else fields
