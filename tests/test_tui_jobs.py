@@ -13,6 +13,7 @@ from rich.console import Console
 
 from fractui.config import QueueConfig
 from fractui.demo import _read_pid
+from fractui.store.intents import Asker, ask_stop
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen
@@ -187,6 +188,34 @@ def test_stop_requeue_preempt_each_ask_first_then_change_the_store(local_fleet):
     # carried out: the first ends cancelled, the others are back in the queue as attempt 1
     f.until(lambda: f.store.get(jobs[0].id).state == "cancelled"
             and [f.store.get(j.id).attempt for j in jobs] == [0, 1, 1])
+
+
+def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fleet):
+    """The admin confirms a requeue of the attempt the job screen shows; meanwhile the job is
+    preempted and the scheduler relaunches it: the confirmed requeue is refused, saying so,
+    and the attempt the admin never saw runs on."""
+    f = local_fleet(SHARES, QUARTER)
+    job = f.submit("quarter", argv=POLITE)
+    f.until(lambda: f.store.get(job.id).state == "running")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            app.open_job(job.id)
+            await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                        and app.screen.job is not None, "the job read")
+            await pilot.press("r")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            ask_stop(f.store, f.store.get(job.id), "preempt", Asker("elsewhere"))
+            f.until(lambda: f.store.get(job.id).attempt == 1
+                    and f.store.get(job.id).state == "running")
+            await pilot.press("y")
+            await until(pilot, lambda: any("nothing done" in n.message
+                                           for n in app._notifications), "the refusal said")
+        assert f.store.get(job.id).state == "running" and f.store.get(job.id).attempt == 1
+
+    drive()
 
 
 def _ids(node) -> set:

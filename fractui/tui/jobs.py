@@ -524,19 +524,21 @@ class JobScreen(Screen[None], inherit_bindings=False):
 
         def answered(yes: Optional[bool]) -> None:
             if yes:
-                self.record_stop(job.id, intent)
+                self.record_stop(job, intent)
 
         self.app.push_screen(ConfirmScreen("%s job #%d %s (%s)?\n\n%s." % (
             word.capitalize(), job.id, job.name, job.state, what)), answered)
 
     @work(thread=True, exit_on_error=False, group="ask")
-    def record_stop(self, job_id: int, intent: str) -> None:
+    def record_stop(self, job: Job, intent: str) -> None:
+        """Asks the stop of ``job`` as the admin confirmed it: a requeue or preemption of the
+        attempt shown, never of a later one the scheduler made meanwhile (intents.ask_stop)."""
         store = self.source.store
         if store is None:
             self.post_message(Asked(intent, "no store here: nothing can be recorded"))
             return
         try:
-            ask_stop(store, store.get(job_id), intent, self.asker)
+            ask_stop(store, job, intent, self.asker)
         except (Refused, Denied, JobNotFound, StoreError) as err:
             self.post_message(Asked(intent, str(err)))
             return
