@@ -151,38 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("job", metavar="JOB", nargs="+", help=JOB_HELP + "; several may be "
                        "named, each asked in turn")
 
-    p = _verb_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU")
-    p.add_argument("job", metavar="JOB", help=JOB_HELP)
-    p.add_argument("host", metavar="HOST", help=HOST_HELP + ": where to place it")
-    p.add_argument("gpu", metavar="GPU", help="GPU index")
-    p.add_argument("--profile", metavar="P", type=mig_profile,
-                   help="MIG profile (default: the queue's rule)")
-    p.add_argument("--start", type=bounded(0, 63), metavar="S",
-                   help="with --profile: the slot")
+    p = _by_hand_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU",
+                        "with --profile: the slot")
     p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
                    "plan was previewed on; the launch is refused if it changed")
-    p.add_argument("--over-quota", action="store_true",
-                   help="place it past its team's quota without asking (it is then borrowed: "
-                   "preemptible)")
-    p.add_argument("--yes", action="store_true",
-                   help="agree to every question in advance: past the quota, and a launch that "
-                   "first changes the GPU's MIG mode (a GPU reset on an A100 or A30)")
-
-    p = _verb_parser(verbs, "move", "move a placed or running queued job by hand: JOB HOST "
-                     "GPU; it is stopped, then placed there, the slot held for it meanwhile")
-    p.add_argument("job", metavar="JOB", help=JOB_HELP)
-    p.add_argument("host", metavar="HOST", help=HOST_HELP + ": where to move it")
-    p.add_argument("gpu", metavar="GPU", help="GPU index")
-    p.add_argument("--profile", metavar="P", type=mig_profile,
-                   help="MIG profile (default: the queue's rule)")
-    p.add_argument("--start", type=bounded(0, 63), metavar="S",
-                   help="with --profile: the slot (default: the best one free)")
-    p.add_argument("--over-quota", action="store_true",
-                   help="move it past its team's quota without asking (it is then borrowed: "
-                   "preemptible)")
-    p.add_argument("--yes", action="store_true",
-                   help="agree to every question in advance: past the quota, and a launch that "
-                   "first changes the GPU's MIG mode (a GPU reset on an A100 or A30)")
+    _by_hand_parser(verbs, "move", "move a placed or running queued job by hand: JOB HOST GPU; "
+                    "it is stopped, then placed there, the slot held for it meanwhile",
+                    "with --profile: the slot (default: the best one free)")
 
     for verb, what in (("cordon", "take a host, or one GPU of it, out of service: no new work "
                                   "lands there; what runs there runs on"),
@@ -263,6 +238,25 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("launch", "submit"):  # the job's command, cut off before argparse reads
             p.usage = p.format_usage()[len("usage: "):].rstrip("\n") + " -- ARGV..."
     return parser
+
+
+def _by_hand_parser(verbs: Any, verb: str, what: str, start: str) -> argparse.ArgumentParser:
+    """``place``'s and ``move``'s words: a job, where to put it by hand, and the questions
+    agreed to in advance (``start``: what --start says)."""
+    p = _verb_parser(verbs, verb, what)
+    p.add_argument("job", metavar="JOB", help=JOB_HELP)
+    p.add_argument("host", metavar="HOST", help=HOST_HELP + ": where to %s it" % verb)
+    p.add_argument("gpu", metavar="GPU", help="GPU index")
+    p.add_argument("--profile", metavar="P", type=mig_profile,
+                   help="MIG profile (default: the queue's rule)")
+    p.add_argument("--start", type=bounded(0, 63), metavar="S", help=start)
+    p.add_argument("--over-quota", action="store_true",
+                   help="%s it past its team's quota without asking (it is then borrowed: "
+                   "preemptible)" % verb)
+    p.add_argument("--yes", action="store_true",
+                   help="agree to every question in advance: past the quota, and a launch that "
+                   "first changes the GPU's MIG mode (a GPU reset on an A100 or A30)")
+    return p
 
 
 def _verb_parser(verbs: Any, name: str, what: str) -> argparse.ArgumentParser:

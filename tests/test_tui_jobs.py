@@ -84,6 +84,13 @@ def test_logs_follow_live_and_search_finds_a_line(local_fleet):
     drive()
 
 
+async def open_job(app, pilot, job_id: int) -> None:
+    """Opens job ``job_id``'s screen and waits until it has read the job."""
+    app.open_job(job_id)
+    await until(pilot, lambda: isinstance(app.screen, JobScreen)
+                and app.screen.job is not None, "the job read")
+
+
 def test_output_is_followed_again_once_the_jobs_host_is_back(local_fleet):
     """The host's agent goes away (its daemon killed: the job runs on) and the fleet connects
     again: the job screen asks for the output anew, as it keeps coming, instead of saying
@@ -95,9 +102,7 @@ def test_output_is_followed_again_once_the_jobs_host_is_back(local_fleet):
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            app.open_job(job.id)
-            await until(pilot, lambda: isinstance(app.screen, JobScreen)
-                        and app.screen.job is not None, "the job read")
+            await open_job(app, pilot, job.id)
             log = job_screen(app).logview
             await until(pilot, lambda: log.count >= 3, "first lines")
             daemon = _read_pid(str(f.tmp / "state" / "gpu-b" / "daemon.pid"))
@@ -165,9 +170,7 @@ def test_stop_requeue_preempt_each_ask_first_then_change_the_store(local_fleet):
     async def drive():
         async with live_app(f) as (app, pilot):
             for job, key, intent in zip(jobs, "srp", ("cancel", "requeue", "preempt")):
-                app.open_job(job.id)
-                await until(pilot, lambda: isinstance(app.screen, JobScreen)
-                            and app.screen.job is not None, "the job read")
+                await open_job(app, pilot, job.id)
                 await pilot.press(key)
                 await pilot.pause()
                 assert isinstance(app.screen, ConfirmScreen)
@@ -201,9 +204,7 @@ def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fle
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            app.open_job(job.id)
-            await until(pilot, lambda: isinstance(app.screen, JobScreen)
-                        and app.screen.job is not None, "the job read")
+            await open_job(app, pilot, job.id)
             await pilot.press("r")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmScreen)
