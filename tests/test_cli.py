@@ -319,7 +319,8 @@ def test_place_asked_again_of_a_job_since_asked_to_stop_is_refused_not_said_plac
     about to run."""
     job = str(cli.f.submit("quarter").id)
     first = cli.run("place", job, "gpu-a", "0")
-    assert first[0] == 0 and first[1] == "%s placed on gpu-a gpu0; the scheduler launches it\n" % job, first
+    assert first[0] == 0 and first[1] == (
+        "%s placed on gpu-a gpu0; the scheduler launches it\n" % job), first
     assert cli.run("place", job, "gpu-a", "0") == first  # a retry: answered as the first
     got, out, _err = cli.run("cancel", job)
     assert (got, out.strip()) == (0, "%s stopping (the scheduler stops it)" % job)

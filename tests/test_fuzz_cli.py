@@ -241,7 +241,8 @@ def _refused(words: List[List[str]]) -> Callable[[Case, random.Random], None]:
 VERBS: Dict[str, Callable[[Case, random.Random], None]] = {
     "status": _status, "doctor": _doctor, "trust": _trust, "mig": _mig, "launch": _launch,
     "submit": _submit, "jobs": _jobs, "cancel": _stop_like, "requeue": _stop_like,
-    "preempt": _stop_like, "place": _place, "move": _move, "audit": _audit, "logs": _logs, "stop": _stop,
+    "preempt": _stop_like, "place": _place, "move": _move, "audit": _audit, "logs": _logs,
+    "stop": _stop,
     "cordon": _cordon, "drain": _cordon, "uncordon": _cordon,
     "scheduler": _refused([["--bogus"], ["--name"], ["extra"], ["--", "x"], ["-n", "1"]]),
     "demo": _refused([["--gpus", "0"], ["--gpus", "1001"], ["--gpus", "x"], ["--seed", "-1"],
