@@ -353,21 +353,24 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         self.open_job(row.job_id)
 
     def action_place(self) -> None:
-        row = self.table.row
-        if row is None or row.job_id is None or row.state != PENDING:
-            self.notify("%s: only a pending job is placed by hand" % (
-                "no job is listed" if row is None else "%s is %s" % (row.ref, row.state)),
-                severity="warning")
-            return
-        self.dismiss()
-        self.place(row.job_id)
+        job = self._row_job(lambda state: state == PENDING,
+                            "only a pending job is placed by hand")
+        if job is not None:
+            self.dismiss()
+            self.place(job)
 
     def action_move(self) -> None:
+        job = self._row_job(movable, "only a placed or running job of the store is moved")
+        if job is not None:
+            self.dismiss()
+            self.move(job)
+
+    def _row_job(self, fits: Callable[[str], bool], only: str) -> Optional[int]:
+        """The cursor row's job number where its state ``fits`` a key's action; else None,
+        said with ``only`` (what the action takes) after what the row is."""
         row = self.table.row
-        if row is None or row.job_id is None or not movable(row.state):
-            self.notify("%s: only a placed or running job of the store is moved" % (
-                "no job is listed" if row is None else "%s is %s" % (row.ref, row.state)),
-                severity="warning")
-            return
-        self.dismiss()
-        self.move(row.job_id)
+        if row is None or row.job_id is None or not fits(row.state):
+            self.notify("%s: %s" % ("no job is listed" if row is None else "%s is %s" % (
+                row.ref, row.state), only), severity="warning")
+            return None
+        return row.job_id
