@@ -12,6 +12,7 @@ import pytest
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.gpu.backend import GpuBackend
 from remote_agent.jobs import caps
+from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
 from tests.test_agent_security import OTHER_UID
@@ -37,6 +38,69 @@ def test_probe_lists_what_the_host_has_and_why_not_the_rest(tmp_path, monkeypatc
     with_limits = types.SimpleNamespace(nvmlDeviceSetMemoryLimits_v1=None)
     assert "need root" in caps.probe(with_limits, caps.CapSettings(), False).unavailable[
         "driver_limit"]
+
+
+def test_an_mps_directory_another_user_could_change_is_neither_used_nor_handed_on(
+        tmp_path, monkeypatch):
+    """Whoever owns or can write the MPS pipe directory, or a directory or symlink on its way,
+    can stand in for the control daemon, and the jobs' memory caps would go through their
+    server: the layer is refused with why, and jobs are not handed the directory."""
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    pipes = tmp_path / "mps"
+    pipes.mkdir(mode=0o755)
+    user = JobUser.named(None)
+
+    def refusal(path) -> str:
+        monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(path))
+        found = caps.probe(types.SimpleNamespace(), caps.CapSettings(mps=True), True)
+        handed = base_env(os.environ, user).get("CUDA_MPS_PIPE_DIRECTORY")
+        assert ("mps" in found.layers) == (handed == str(path)) == ("mps" not in found.unavailable)
+        return found.unavailable.get("mps", "")
+
+    assert refusal(pipes) == ""  # root's (the agent's own user), 0755
+    mine = tmp_path / "link"
+    mine.symlink_to(pipes)
+    assert refusal(mine) == ""  # through a symlink of the agent's user
+    os.chown(pipes, OTHER_UID, -1)
+    why = refusal(pipes)
+    assert why.startswith("mps = true, but another user could stand in for the MPS control "
+                          "daemon: refusing the MPS pipe directory %s: " % pipes), why
+    assert "owned by uid %d" % OTHER_UID in why
+    assert "owned by uid %d" % OTHER_UID in refusal(mine)  # the symlink's target is checked
+    os.chown(pipes, 0, -1)
+    os.chmod(pipes, 0o1777)  # sticky does not help: anyone may make the control pipe there
+    assert "writable by its group and all users (mode 1777)" in refusal(pipes)
+    os.chmod(pipes, 0o755)
+    os.lchown(mine, OTHER_UID, -1)
+    assert "reached through the symlink %s, owned by uid %d" % (mine, OTHER_UID) in refusal(mine)
+    parent = tmp_path / "open"
+    parent.mkdir()
+    os.chmod(parent, 0o777)
+    (parent / "mps").mkdir(mode=0o755)
+    assert "%s is writable by its group and all users" % parent in refusal(parent / "mps")
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY")  # the default is checked as well
+    monkeypatch.setattr(caps, "MPS_PIPE_DEFAULT", str(parent / "mps"))
+    assert "%s is writable by its group" % parent in caps.probe(
+        types.SimpleNamespace(), caps.CapSettings(mps=True), True).unavailable["mps"]
+
+
+def test_an_mps_log_directory_another_user_could_change_refuses_the_layer(tmp_path, monkeypatch):
+    pipes = tmp_path / "mps"
+    logs = tmp_path / "mps-log"
+    pipes.mkdir(mode=0o755)
+    logs.mkdir(mode=0o755)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    monkeypatch.setenv("CUDA_MPS_LOG_DIRECTORY", str(logs))
+    user = JobUser.named(None)
+    assert "mps" in caps.probe(types.SimpleNamespace(), caps.CapSettings(mps=True), True).layers
+    assert base_env(os.environ, user)["CUDA_MPS_LOG_DIRECTORY"] == str(logs)
+    os.chown(logs, OTHER_UID, -1)
+    found = caps.probe(types.SimpleNamespace(), caps.CapSettings(mps=True), True)
+    assert "mps" not in found.layers
+    assert "refusing the MPS log directory %s: %s is owned by uid %d" % (
+        logs, logs, OTHER_UID) in found.unavailable["mps"]
+    env = base_env(os.environ, user)
+    assert "CUDA_MPS_LOG_DIRECTORY" not in env and env["CUDA_MPS_PIPE_DIRECTORY"] == str(pipes)
 
 
 def test_share_env_sets_every_layer_for_the_share():
@@ -123,6 +187,24 @@ def test_a_job_on_an_mps_and_hami_host_gets_their_limits(start_agent, tmp_path, 
     assert [line for line in lines if not line.startswith("ERROR: ld.so")] == [
         "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT 0=11517M", "CUDA_DEVICE_MEMORY_LIMIT 11517m",
         "PYTORCH_CUDA_ALLOC_CONF per_process_memory_fraction:0.4722"]
+
+
+def test_an_agent_with_another_users_mps_pipes_offers_no_mps_and_hands_them_to_no_job(
+        start_agent, tmp_path, monkeypatch):
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    os.chown(pipes, OTHER_UID, -1)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps")
+    gpu = agent.call("hello")["gpus"][0]
+    assert "mps" not in gpu["cap_layers"]
+    assert "refusing the MPS pipe directory %s: %s is owned by uid %d" % (
+        pipes, pipes, OTHER_UID) in gpu["cap_layers_unavailable"]["mps"]
+    job = agent.call("job.launch", key="k-no-mps", gpu=0, memory_mib=1000, argv=script(
+        "import os\nprint(sorted(k for k in os.environ if k.startswith('CUDA_MPS')))"))
+    assert "mps" not in job["caps"]
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["[]"]
 
 
 def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, tmp_path):

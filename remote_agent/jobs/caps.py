@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
+from remote_agent.daemon.trust import UnsafePath, check_tree
 from remote_agent.gpu.backend import NvmlCallError
 
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
+# The directories MPS is reached through, by the variable that moves each, and what they are.
+MPS_DIRS = {"CUDA_MPS_PIPE_DIRECTORY": "MPS pipe directory",
+            "CUDA_MPS_LOG_DIRECTORY": "MPS log directory"}
 MPS_SERVER = b"nvidia-cuda-mps-server"  # the program MPS's control daemon starts per user
 
 # The GPU memory a process's CUDA context holds outside its framework's allocator, measured on an
@@ -75,8 +79,12 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
     else:
         layers.append("driver_limit")
 
+    untrusted = [why for why in map(mps_dir_refusal, MPS_DIRS) if why]
     if not settings.mps:
         unavailable["mps"] = "MPS is not enabled for this host (the host's mps = true enables it)"
+    elif untrusted:
+        unavailable["mps"] = "mps = true, but another user could stand in for the MPS control " \
+                             "daemon: " + "; ".join(untrusted)
     elif not os.path.isdir(mps_pipe_dir()):
         unavailable["mps"] = "mps = true, but no MPS control daemon pipe directory at %s" % (
             mps_pipe_dir())
@@ -117,6 +125,23 @@ def driver_refusal(backend: Any, namespace: str) -> Optional[str]:
 def mps_pipe_dir() -> str:
     """Where the host's MPS control daemon has its pipes (jobs reach it there)."""
     return os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)
+
+
+def mps_dir_refusal(var: str, env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Why the MPS directory ``var`` sets in ``env`` (the daemon's; the pipe directory's default
+    where unset) is not to be used: one that another user owns or can write, or reaches through
+    a directory or symlink of theirs, lets them stand in for the control daemon, and the jobs'
+    memory caps would go through their server. Checked as the state dir is (``check_tree``), but
+    the directory itself may be root's too. None where it is sound, or not there (no MPS)."""
+    env = os.environ if env is None else env
+    path = env.get(var) or (MPS_PIPE_DEFAULT if var == "CUDA_MPS_PIPE_DIRECTORY" else None)
+    if not path:
+        return None
+    try:
+        check_tree(path, "the " + MPS_DIRS[var], root_may_own=True)
+    except UnsafePath as err:
+        return str(err)
+    return None
 
 
 def mps_server(pid: int, used_mib: Optional[int]) -> bool:

@@ -12,8 +12,11 @@ import pwd
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
+from remote_agent.jobs.caps import MPS_DIRS, mps_dir_refusal
+
 # Taken from the daemon's environment when set there: the host's locale and time zone, where
-# programs are, and how to reach the host's MPS daemon.
+# programs are, and how to reach the host's MPS daemon (its directories only where no other user
+# could stand in for it: caps.mps_dir_refusal).
 INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ", "CUDA_MPS_PIPE_DIRECTORY",
              "CUDA_MPS_LOG_DIRECTORY")
 INHERITED_PREFIXES = ("LC_",)
@@ -53,7 +56,8 @@ class JobUser:
 def base_env(daemon_env: Mapping[str, str], user: JobUser) -> Dict[str, str]:
     """What every job gets before the agent's own variables, its caps and its own ``env``."""
     env = {k: v for k, v in daemon_env.items()
-           if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+           if (k in INHERITED or k.startswith(INHERITED_PREFIXES))
+           and not (k in MPS_DIRS and mps_dir_refusal(k, daemon_env))}
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell)
     return env
