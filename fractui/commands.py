@@ -37,6 +37,7 @@ from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
 from remote_agent import MODE_RESET
+from remote_agent.daemon.trust import UnsafePath
 
 
 # -- status, doctor, trust --
@@ -188,7 +189,10 @@ def trust(config: Config, args: argparse.Namespace) -> int:
                     host.name, known.path)) from None
             if not (args.yes or confirm("Trust it?")):
                 raise Failed("%s: not trusted" % host.name) from None
-            known.append(err.name, err.key)
+            try:
+                known.append(err.name, err.key)
+            except UnsafePath as unsafe:
+                raise Failed("%s: its key is not added: %s" % (host.name, unsafe)) from None
             added.add((err.name, err.fingerprint))
             print("added to %s" % known.path)
             continue

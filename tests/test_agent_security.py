@@ -17,6 +17,7 @@ import pytest
 
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
+from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import REPO, AgentError, AgentProcess, stop_host
 from tests.test_job_supervision import wait_until
@@ -218,13 +219,17 @@ def finished_state(tmp_path_factory):
 
 
 @pytest.mark.parametrize("what", ["jobs.db", "sim/gpus.json", "daemon.log", "jobs/j1",
-                                  "jobs/j1/spec.json", "jobs/j1/exit.json"])
+                                  "jobs/j1/spec.json", "jobs/j1/exit.json", "mig-changes",
+                                  "mig-changes/gpu0.json"])
 @pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink"])
 def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
         root_agent, finished_state, tmp_path, what, attack):
     state = tmp_path / "state"
     # as the host left it: modes, owners and the job's pipe kept
     subprocess.run(["cp", "-a", str(finished_state), str(state)], check=True)
+    if what.startswith("mig-changes"):  # a MIG change the daemon was stopped in the middle of
+        MigJournal(str(state / "mig-changes")).begin_mode(0, "GPU-0", "enable MIG",
+                                                          (False, False), True)
     target = state / what
     if attack == "owned by another user":
         owned_by_other(target)

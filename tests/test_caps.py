@@ -12,6 +12,7 @@ import pytest
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.gpu.backend import GpuBackend
 from remote_agent.jobs import caps
+from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
@@ -101,6 +102,53 @@ def test_an_mps_log_directory_another_user_could_change_refuses_the_layer(tmp_pa
         logs, logs, OTHER_UID) in found.unavailable["mps"]
     env = base_env(os.environ, user)
     assert "CUDA_MPS_LOG_DIRECTORY" not in env and env["CUDA_MPS_PIPE_DIRECTORY"] == str(pipes)
+
+
+@pytest.mark.parametrize("attack", ["of another user", "writable by its group",
+                                    "in a folder all may write"])
+def test_a_hami_core_library_another_user_could_change_is_not_preloaded(tmp_path, attack):
+    """Every share job preloads the library, root's jobs too: whoever could change it, or the
+    folder it is in, would run their code in them."""
+    folder = tmp_path / "lib"
+    folder.mkdir(mode=0o755)
+    lib = folder / "libvgpu.so"
+    lib.write_bytes(b"")
+    lib.chmod(0o644)
+    settings = caps.CapSettings(hami_core_lib=str(lib))
+    assert "hami" in caps.probe(types.SimpleNamespace(), settings, True).layers
+    if attack == "of another user":
+        os.chown(lib, OTHER_UID, -1)
+        why = "%s is owned by uid %d, not by root or uid 0" % (lib, OTHER_UID)
+    elif attack == "writable by its group":
+        lib.chmod(0o664)
+        why = "%s is writable by its group (mode 0664)" % lib
+    else:
+        folder.chmod(0o777)
+        why = "%s is writable by its group and all users (mode 0777)" % folder
+    found = caps.probe(types.SimpleNamespace(), settings, True)
+    assert "hami" not in found.layers
+    assert found.unavailable["hami"].startswith(
+        "another user could run code in every share job, which preloads the library: refusing "
+        "the HAMi-core library %s: " % lib), found.unavailable["hami"]
+    assert why in found.unavailable["hami"], found.unavailable["hami"]
+
+
+def test_a_cgroup_parent_another_user_could_change_takes_no_job(cgroup_parent):
+    """Whoever may write the cgroup parent could make a job's cgroup before the agent (it is
+    made with exist_ok), and stop, freeze or limit the job there: jobs are found by their
+    session instead, saying why."""
+    os.mkdir(cgroup_parent, 0o755)
+    assert JobCgroups(cgroup_parent, "d").parent == cgroup_parent
+    os.chown(cgroup_parent, OTHER_UID, -1)
+    cgroups = JobCgroups(cgroup_parent, "d")
+    assert cgroups.parent is None and cgroups.kind == "session"
+    assert cgroups.problem == (
+        "refusing cgroup parent {0}: {0} is owned by uid {1}, not by root or uid 0; that user "
+        "could change what the agent runs. Use a directory of your own (chown it, or pick "
+        "another path)".format(cgroup_parent, OTHER_UID))
+    os.chown(cgroup_parent, 0, -1)
+    os.chmod(cgroup_parent, 0o775)
+    assert "is writable by its group (mode 0775)" in JobCgroups(cgroup_parent, "d").problem
 
 
 def test_share_env_sets_every_layer_for_the_share():

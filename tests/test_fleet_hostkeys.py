@@ -243,6 +243,44 @@ def test_a_known_hosts_another_user_could_change_vouches_for_no_host(fleet_env, 
     assert known.read_text() == before  # nothing added to it
 
 
+@pytest.mark.parametrize("attack", ["a folder all may write", "a folder of another user",
+                                    "their link in a folder like /tmp", "none: a link of ours"])
+def test_trust_adds_no_key_where_another_user_could_change_known_hosts(fleet_env, tmp_path,
+                                                                       attack):
+    """A known_hosts not there yet is made by trust, and no read has checked it: in a folder
+    another user could write, they could add their machine as a host after, or have the line
+    written through a link of theirs, wherever it points. A link of ours is followed."""
+    fleet_env.add("gpu-new", None, trust=False)
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o755)
+    known = folder / "known_hosts"
+    fleet_env.env.known_hosts = known
+    target = tmp_path / "elsewhere"
+    if attack == "a folder all may write":
+        folder.chmod(0o777)
+        why = "%s is writable by its group and all users (mode 0777)" % folder
+    elif attack == "a folder of another user":
+        os.chown(folder, 54321, -1)
+        why = "%s is owned by uid 54321, not by root or uid %d" % (folder, os.getuid())
+    else:
+        folder.chmod(0o1777)
+        known.symlink_to(target)
+        if attack == "none: a link of ours":
+            trusted = fleet_env.fractui("trust", "gpu-new", "--yes")
+            assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+            assert known.is_symlink() and "ssh-ed25519" in target.read_text()
+            return
+        os.lchown(known, 54321, -1)
+        why = "it is reached through the symlink %s, owned by uid 54321" % known
+    done = fleet_env.fractui("trust", "gpu-new", "--yes")
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "gpu-new: its key is not added: refusing known_hosts file %s: %s" % (
+        known, why) in said, said
+    assert "Traceback" not in done.stderr
+    assert not target.exists() and (attack.startswith("their") or not known.exists())
+
+
 def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
         ssh_env, tmp_path):
     """paramiko reads an identity file and its ``-cert.pub`` itself, and would wait for good on

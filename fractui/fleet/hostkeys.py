@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from fractui.fleet.patterns import matches_list
 from fractui.small_file import NotRead, read_small_file
+from fractui.state_files import open_append
+from remote_agent.daemon.trust import check_tree
 
 if TYPE_CHECKING:  # keys come from the link; a fleet with no SSH host never loads paramiko
     import paramiko
@@ -247,18 +249,19 @@ class KnownHosts:
 
     def append(self, name: str, key: paramiko.PKey) -> str:
         """Add one line for this key, leaving every other line as it was; on disk (fsync'd)
-        before it returns."""
+        before it returns. UnsafePath where another user could have made the file or could
+        change it (a known_hosts not there yet is not checked by reading it): they could pass
+        their machine off as a host, or have the line written through a link of theirs."""
         line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-        needs_newline = False
-        if os.path.exists(self.path) and os.path.getsize(self.path):
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                needs_newline = f.read(1) != b"\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(("\n" if needs_newline else "") + line)
+        check_tree(self.path, "known_hosts file", runner="fractui")  # then no one else's
+        # link is on the way, and ours (a dotfiles checkout's) are followed
+        fd = open_append(os.path.realpath(self.path), "known_hosts file", os.O_RDWR)
+        with os.fdopen(fd, "ab") as f:
+            size = os.fstat(fd).st_size
+            newline = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+            f.write(newline + line.encode())
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
         return line
 
 

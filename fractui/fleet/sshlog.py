@@ -22,7 +22,7 @@ from collections import deque
 from typing import Deque, Optional, TextIO
 
 from fractui.config import state_home
-from fractui.state_files import open_log
+from fractui.state_files import open_append
 
 LOGGERS = ("paramiko", "fractui.fleet")
 LOG_FILE = "fleet.log"
@@ -89,8 +89,8 @@ class Keeper(logging.handlers.RotatingFileHandler):
 
     def _open(self) -> TextIO:
         """The log file, the admin's alone (0600) whatever the umask, a file made before
-        included: it holds what hosts and paramiko said (state_files.open_log)."""
-        fd = open_log(self.baseFilename, "fleet's debug log")
+        included: it holds what hosts and paramiko said (state_files.open_append)."""
+        fd = open_append(self.baseFilename, "fleet's debug log")
         try:
             return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
         except BaseException:

@@ -15,7 +15,7 @@ import sys
 from typing import IO, Optional
 
 import fractui
-from fractui.state_files import open_log
+from fractui.state_files import open_append
 
 STOP_S = 30.0  # a clean stop waits for the calls in flight (each within a third of the lease)
 
@@ -36,7 +36,7 @@ class ChildScheduler:
         path = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
         # the admin's alone, as the SSH debug log beside it
-        self._out = os.fdopen(open_log(self.log, "TUI's scheduler log"), "ab")
+        self._out = os.fdopen(open_append(self.log, "TUI's scheduler log"), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fractui", "--config", self.config_path, "scheduler",
              "--name", self.name, "--until-stdin-closes"],

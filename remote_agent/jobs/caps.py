@@ -91,10 +91,15 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
     else:
         layers.append("mps")
 
-    if not settings.hami_core_lib:
+    lib = settings.hami_core_lib
+    lib_refused = refusal(lib, "the HAMi-core library") if lib else None
+    if not lib:
         unavailable["hami"] = "no HAMi-core library configured (hami_core_lib)"
-    elif not os.path.isfile(settings.hami_core_lib):
-        unavailable["hami"] = "hami_core_lib %s does not exist" % settings.hami_core_lib
+    elif not os.path.isfile(lib):
+        unavailable["hami"] = "hami_core_lib %s does not exist" % lib
+    elif lib_refused:
+        unavailable["hami"] = "another user could run code in every share job, which preloads " \
+                              "the library: " + lib_refused
     else:
         layers.append("hami")
 
@@ -131,14 +136,18 @@ def mps_dir_refusal(var: str, env: Optional[Mapping[str, str]] = None) -> Option
     """Why the MPS directory ``var`` sets in ``env`` (the daemon's; the pipe directory's default
     where unset) is not to be used: one that another user owns or can write, or reaches through
     a directory or symlink of theirs, lets them stand in for the control daemon, and the jobs'
-    memory caps would go through their server. Checked as the state dir is (``check_tree``), but
-    the directory itself may be root's too. None where it is sound, or not there (no MPS)."""
+    memory caps would go through their server. None where it is sound, or not there (no MPS)."""
     env = os.environ if env is None else env
     path = env.get(var) or (MPS_PIPE_DEFAULT if var == "CUDA_MPS_PIPE_DIRECTORY" else None)
-    if not path:
-        return None
+    return refusal(path, "the " + MPS_DIRS[var]) if path else None
+
+
+def refusal(path: str, what: str) -> Optional[str]:
+    """Why the host's ``path`` (``what``), which jobs are handed or put in, cannot be trusted:
+    checked as the state dir is (``check_tree``), but it may be root's too. None where it is
+    sound, or not there (yet)."""
     try:
-        check_tree(path, "the " + MPS_DIRS[var], root_may_own=True)
+        check_tree(path, what, root_may_own=True)
     except UnsafePath as err:
         return str(err)
     return None

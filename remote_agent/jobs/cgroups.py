@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Iterable, List, Optional
 
+from remote_agent.jobs.caps import refusal
+
 log = logging.getLogger("remote_agent.jobs")
 
 
@@ -34,7 +36,10 @@ class JobCgroups:
         if not os.access(where, os.W_OK):
             self.problem = "cannot create cgroups in %s (it needs root)" % where
             return
-        self.parent = parent
+        # whoever may write it could make a job's cgroup first, and stop, freeze or limit it
+        self.problem = refusal(parent, "cgroup parent")
+        if self.problem is None:
+            self.parent = parent
 
     @property
     def kind(self) -> str:
