@@ -36,7 +36,8 @@ CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY)
 def agent_why(record: Dict[str, Any]) -> str:
     """How a job on a host ended, in the agent's words; "" while it runs."""
     if record.get("state") == "exited":
-        return "exited %s" % record.get("exit_code")
+        code = record.get("exit_code")
+        return "exited, its exit code unknown" if code is None else "exited %s" % code
     if record.get("state") in AGENT_ENDED:
         return record.get("reason") or record["state"]
     return ""

@@ -765,6 +765,44 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
         (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
 
 
+def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_path, capfd):
+    """A GPU the store keeps without its memory, model or index (as an older or a foreign
+    agent reported it) printed "None MiB", "None", "gpuNone"; the live hosts' lines crashed on
+    a GPU without its memory, and a job by hand that exited with no code was "exited None".
+    Each now says what is not known; ``--json`` keeps its null."""
+    from fractui.commands import _gpu_summary
+    from fractui.job_commands import agent_why
+    from fractui.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.record_inventory("gpu-a", {"cpus": 8, "memory_mib": None, "gpus": [
+            {"index": 0, "uuid": "GPU-0", "name": "NVIDIA L4", "memory_mib": None,
+             "mig_mode": False},
+            {"index": 1, "uuid": "GPU-1", "memory_mib": 23034, "mig_mode": False},
+            {"uuid": "GPU-2", "mig_mode": False}]})
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    code, out, err = in_process(capfd, ["--config", str(config), "status"])
+    assert code == 0 and "None" not in out, (out, err)
+    assert [line.split(None, 1)[1] if line.startswith("    ") else line
+            for line in out.splitlines()[1:]] == [
+        "NVIDIA L4                    memory unknown",
+        "model unknown                23034 MiB",
+        "model unknown                memory unknown"], out
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["gpu0", "gpu1", "gpu?"]
+    code, out, err = in_process(capfd, ["--config", str(config), "status", "--json"])
+    (host,) = json.loads(out)["hosts"]
+    assert [g["memory_mib"] for g in host["gpus"]] == [None, 23034, None], out
+    assert [_gpu_summary({"memory_used_mib": u}) for u in (None, 512)] == [
+        "memory unknown", "512 MiB used, its total unknown"]
+    assert _gpu_summary({"memory_used_mib": None, "memory_mib": 23034}) == "?/23034 MiB"
+    assert agent_why({"state": "exited"}) == "exited, its exit code unknown"
+    assert agent_why({"state": "exited", "exit_code": 3}) == "exited 3"
+
+
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "conf")}
     expected = str(tmp_path / "conf" / "fractui" / "config.toml")
