@@ -248,9 +248,10 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         host, job_id = split_job(ref)
         config.host(host)
         return ref, host, job_id, None
+    number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
     store = open_checked_store(config, make=False)
     try:
-        job = store.get(job_number(ref))
+        job = store.get(number)
         authorize(store, Asker.here(config.teams), READ, job.team, "job %d" % job.id)
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
             say("job %d is %s%s; waiting for it to start" % (  # (its why: it may be long)

@@ -46,11 +46,6 @@ if TYPE_CHECKING:
     from fractui.metrics.exporter import Exporter
 
 
-def queued(store: Store, text: str) -> Job:
-    """A queued job by its number (not in the store: JobNotFound, exit 1)."""
-    return store.get(job_number(text))
-
-
 def submit(config: Config, args: argparse.Namespace) -> int:
     """Queues a job, reaching only the store: what it asks for is checked against the
     inventory the lease holder keeps there, never the hosts."""
@@ -194,9 +189,14 @@ AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
 AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
 
 def audit(config: Config, args: argparse.Namespace) -> int:
+    """The audit log, of one job or all. The job's word is read before the store is opened,
+    as every verb's is: one that names no job is a usage error (exit 2) whether a store is
+    there or not; a job not in the store is exit 1."""
+    job = None if args.job is None else job_number(args.job)
     store = open_checked_store(config, hear=False, make=False)
     try:
-        job = queued(store, args.job).id if args.job else None
+        if job is not None:
+            store.get(job)  # (not in the store: JobNotFound, exit 1)
         entries = store.audit_log(job, args.limit)
     finally:
         store.close()
@@ -297,11 +297,11 @@ def _by_hand(config: Config, args: argparse.Namespace, action: str
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     config.host(args.host)
-    gpu = gpu_index(args.gpu)
+    gpu, number = gpu_index(args.gpu), job_number(args.job)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
     try:
-        job = queued(store, args.job)
+        job = store.get(number)
         intents.authorize(store, asker, action, job.team, "job %d" % job.id)
         yield store, job, gpu, asker
     finally:

@@ -629,6 +629,29 @@ def test_the_verbs_that_name_a_job_never_make_a_store(tmp_path):
         assert not folder.exists(), verb
 
 
+def test_a_word_that_names_no_job_is_a_usage_error_whether_a_store_is_there_or_not(
+        tmp_path, capfd):
+    """``audit 0``, ``logs 0``, ``place 0 …`` and ``move x …`` read their job's word only
+    after opening the store: with none there they said "there is no store here yet" (exit
+    1) for what is a bad argument, as cancel and jobs never did. Every verb that names a job
+    now says the word is no job's number, exit 2, store or not; a good number on a missing
+    store is still exit 1, the store's absence."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n'
+                      % (tmp_path / "none" / "store.db"))
+    for verb in (["audit"], ["logs"], ["jobs"], ["cancel"], ["requeue"], ["preempt"],
+                 ["place", "gpu-a", "0"], ["move", "gpu-a", "0"]):
+        for word in ("0", "-1", "x", ""):
+            argv = [verb[0], word] + verb[1:]
+            code, out, err = in_process(capfd, ["--config", str(config), *argv])
+            assert (code, out) == (2, ""), (argv, err)
+            assert repr(word) in err and "no store" not in err, (argv, err)
+        code, out, err = in_process(capfd, ["--config", str(config), verb[0], "3", *verb[1:]])
+        assert (code, out) == (1, "") and "there is no store here yet" in err, (verb, err)
+    assert not (tmp_path / "none").exists()
+
+
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
     job's own words for any other end, and the last lines of a failed job's output under them
