@@ -34,8 +34,9 @@ from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intent
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied
 from fractui.store.base import JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
-from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
-                                 PENDING, PLACED, STOPPING, Job, LogTail, Slot, movable)
+from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
+                                 ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
+                                 Slot, movable)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, count, why
 
@@ -242,10 +243,7 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
                 say(str(err))
                 failed = True
                 continue
-            print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
-                               if job.state == STOPPING else " (back in its queue)"
-                               if job.state == PENDING else " (its next attempt, about to "
-                               "start)" if job.state == PLACED else ""), flush=True)
+            print(stop_answer(job), flush=True)
             # "the scheduler stops it": none will, until one runs
             unled = unled or job.state == STOPPING and store.lease_holder() is None
     finally:
@@ -253,6 +251,22 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     if unled:
         say(NO_SCHEDULER)
     return EXIT_FAILED if failed else 0
+
+
+# What a job asked to stop (cancel, requeue, preempt) is left as, said after its state
+_LEFT = {STOPPING: "the scheduler stops it", PENDING: "back in its queue",
+         PLACED: "its next attempt, about to start", RUNNING: "its next attempt, started since"}
+
+
+def stop_answer(job: Job) -> str:
+    """What ``cancel``, ``requeue`` and ``preempt`` print of a job once asked: its number, its
+    state and what that state means for it — a job whose requeue went through and whose next
+    attempt has started or ended since is said to be so, never a bare ``7 running``, which
+    reads as a count; a cancelled job is ``7 cancelled``."""
+    left = _LEFT.get(job.state)
+    if left is None and job.state in ENDED and job.state != CANCELLED:
+        left = "its next attempt, ended since"
+    return "%d %s%s" % (job.id, job.state, " (%s)" % left if left else "")
 
 
 def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:

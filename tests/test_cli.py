@@ -353,6 +353,41 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     assert store.audit_log(job.id) == asked
 
 
+def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(tmp_path):
+    """A requeue whose first try landed (its answer lost), carried out and its next attempt
+    started before it was read again, is answered as done (intents._moved_on) with the job
+    as it is then: ``7 running``, a line that reads as a count of running jobs. Each state
+    it can be left in now says what it means for the job, as stopping, pending and placed
+    did; a cancelled job is its number and ``cancelled``."""
+    from fractui.store import SqliteStore
+    from fractui.store_commands import stop_answer
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        said = [stop_answer(job)]
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512), "sched", "decided")
+        store.started(job.id, "j1", None, "sched", "launched")
+        said.append(stop_answer(store.stopping(job.id, ("running",), "requeue", "me", "asked")))
+        store.requeue(job.id, ("stopping",), "sched", "requeued")
+        said.append(stop_answer(store.place(job.id, Slot("gpu-a", (0,), memory_mib=512),
+                                            "sched", "decided")))
+        said.append(stop_answer(store.started(job.id, "j2", None, "sched", "launched")))
+        said.append(stop_answer(store.ended(job.id, ("running",), "failed", "exited 3",
+                                            "sched", "ended", "end", exit_code=3)))
+        other = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        said.append(stop_answer(store.ended(other.id, ("pending",), "cancelled", "by me",
+                                            "me", "cancelled", "cancel")))
+    finally:
+        store.close()
+    n, m = job.id, other.id
+    assert said == ["%d pending (back in its queue)" % n,
+                    "%d stopping (the scheduler stops it)" % n,
+                    "%d placed (its next attempt, about to start)" % n,
+                    "%d running (its next attempt, started since)" % n,
+                    "%d failed (its next attempt, ended since)" % n, "%d cancelled" % m]
+
+
 def test_cancel_takes_several_jobs_and_asks_each_as_scancel_does(cli):
     """``cancel 12 13 99``: each job asked in turn, its line each; one refused (not in the
     store, ended) is said and the rest still cancelled, exit 1; a word that names no job is
