@@ -7,7 +7,7 @@ import argparse
 import queue
 import sys
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
@@ -64,6 +64,15 @@ def ran(job: Job, now: float) -> Optional[float]:
     return max(0.0, until - job.started_at)
 
 
+def store_clock(store: Store) -> Callable[[], float]:
+    """The store's clock from here on: its time now (PostgreSQL's, which dates what it keeps:
+    a submit, a requeue), read once, then carried on by this machine's monotonic clock — so a
+    job's wait and run are measured against the times they began, not against this machine's
+    wall clock, which may be set wrong, and the hosts asked meanwhile add no read of it."""
+    at, read = store.now(), time.monotonic()
+    return lambda: at + time.monotonic() - read
+
+
 def job_row(job: Job, now: float) -> List[str]:
     """A job's row. A pending one's WHERE says how long it has waited; a running or stopping
     one's WHY begins with how long it has run (``ran 1h02m``), beside the words of why it
@@ -112,6 +121,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     stored: List[Job] = []
     missing: List[JobNotFound] = []
     uid, failed = None, False
+    clock: Callable[[], float] = time.time  # (no store read: no job of it to time)
     held: Set[Tuple[str, str]] = set()
     stale: List[StaleCopy] = []
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
@@ -120,7 +130,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
         store = open_checked_store(config, hear=False, make=fleet_too)
         try:
-            uid = store.uid
+            uid, clock = store.uid, store_clock(store)
             users = [store.identity().user] if args.me else [args.user] if args.user else None
             if numbers:
                 stored, missing = _numbered(store, numbers)
@@ -165,7 +175,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
         rows += _copy_rows(config, copies, answers, stale, uid)
-    now = time.time()
+    now = clock()
     if args.json:
         print_json({"jobs": [job_record(j, now) for j in stored] + rows})
     elif stored or rows:

@@ -1078,3 +1078,32 @@ def test_jobs_says_how_long_a_running_job_has_run_and_a_pending_one_waited(tmp_p
         assert (record["waited_s"], record["ran_s"]) == (185.0, None)
     finally:
         store.close()
+
+
+def test_jobs_times_a_wait_and_a_run_by_the_stores_clock_not_a_skewed_machines(
+        pg_server, tmp_path, capfd, monkeypatch):
+    """On PostgreSQL a submit's, a requeue's time is the server's; ``jobs`` measured a job's
+    wait and run against this machine's wall clock, so an admin machine two hours fast showed
+    every job waiting and running two hours more. They are measured by the store's clock."""
+    from fractui.store import open_store
+
+    url = pg_server.url(pg_server.new_database())
+    store = open_store(url)
+    try:
+        pending = store.submit("q", None, "next", ["x"], {"gpu": 0.5}, "test")
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512, charge=0.5), "sched", "decided")
+        store.started(job.id, "j1", store.now() - 185, "sched", "launched")
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)  # this machine's clock set wrong
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--json"])
+    assert code == 0, err
+    said = {j["id"]: j for j in json.loads(out)["jobs"]}
+    assert 185 <= said[job.id]["ran_s"] < 3600 and 0 <= said[pending.id]["waited_s"] < 3600
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs"])
+    assert code == 0 and re.search(r"\bran 3m\d\ds\b", out), out
+
