@@ -1,13 +1,17 @@
-"""Host agent benchmark: job launch latency and the daemon's idle CPU use.
+"""Host agent benchmark: job launch latency, the daemon's idle CPU use, a followed log's rate.
 
-    python benchmarks/agent.py [--launches 50] [--jobs 20] [--idle-seconds 30] [--record]
+    python benchmarks/agent.py [--launches 50] [--jobs 20] [--idle-seconds 30]
+                               [--follow-mib 32] [--record]
 
 Runs a simulated host (the real bridge, daemon and shims, the sim GPU backend) and measures:
 - launch -> running: from sending ``job.launch`` to its reply, which comes once the job's process
   has started (state running);
 - the daemon's CPU use while 20 jobs run and nothing else happens, over the given seconds,
   from /proc (user + system time), with no client subscribed and with one subscribed. Each job
-  holds 50 MiB of its GPU, so every watchdog pass matches 20 GPU processes to their jobs.
+  holds 50 MiB of its GPU, so every watchdog pass matches 20 GPU processes to their jobs;
+- a followed log's rate: a job writes ``--follow-mib`` MiB of 1 KiB lines as fast as it can
+  while this client follows it (``job.logs`` with ``follow``) and reads all of it through the
+  bridge, from the job's first byte to the last one read.
 ``--record`` writes the table into docs/benchmarks.md with the machine it ran on.
 """
 
@@ -21,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Dict, List
 
@@ -49,6 +54,17 @@ class Bridge:
         if "error" in reply:
             raise RuntimeError(reply["error"]["message"])
         return reply["result"]
+
+    def follow(self, job: str, size: int) -> float:
+        """Seconds until ``size`` bytes of the job's output were pushed to this client."""
+        self.call("job.logs", job=job, lines=0, follow=True)
+        got, first = 0, None
+        while got < size:
+            msg = json.loads(self.proc.stdout.readline())
+            if msg.get("method") == "log" and msg["params"].get("job") == job:
+                first = first or time.perf_counter()
+                got += len(msg["params"].get("data", ""))
+        return time.perf_counter() - first
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -97,9 +113,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         quiet = idle_cpu(daemon, args.idle_seconds)
         bridge.call("subscribe")
         watched = idle_cpu(daemon, args.idle_seconds)
+        bridge.call("unsubscribe")
+        follow_s = followed(bridge, state, args.follow_mib << 20)
         return {"launches": args.launches, "median_ms": statistics.median(latencies),
                 "p95_ms": percentile(latencies, 95), "jobs": len(running),
                 "seconds": args.idle_seconds, "idle_cpu": quiet, "subscribed_cpu": watched,
+                "follow_mib": args.follow_mib, "follow_mb_s": (args.follow_mib << 20) / 1e6 /
+                follow_s,
                 "tracking": version["job_tracking"],
                 "host_processes": sum(name.isdigit() for name in os.listdir("/proc"))}
     finally:
@@ -110,6 +130,22 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         bridge.call("daemon.shutdown")
         bridge.close()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def followed(bridge: Bridge, state: str, size: int) -> float:
+    """Seconds a followed job's ``size`` bytes of output took to reach the client: the job
+    waits for the follow to begin, then writes them at once."""
+    go = os.path.join(state, "go")
+    writer = [sys.executable, "-c", "import os, sys, time\nwhile not os.path.exists(%r):\n"
+              "    time.sleep(0.01)\nline = 'x' * 1023 + '\\n'\nfor _ in range(%d):\n"
+              "    sys.stdout.write(line)\nsys.stdout.flush()\ntime.sleep(600)" % (
+                  go, size // 1024)]
+    job = bridge.call("job.launch", key="bench-follow", gpu=0, memory_mib=10, argv=writer)
+    threading.Timer(0.5, lambda: open(go, "w").close()).start()
+    try:
+        return bridge.follow(job["id"], size)
+    finally:
+        bridge.call("job.stop", job=job["id"], grace=0)
 
 
 def table(r: Dict[str, Any]) -> str:
@@ -123,6 +159,8 @@ def table(r: Dict[str, Any]) -> str:
             r["jobs"], r["seconds"], r["idle_cpu"]),
         "| daemon CPU, %d jobs, idle, %ds, one subscriber | %.2f %% of one core | |" % (
             r["jobs"], r["seconds"], r["subscribed_cpu"]),
+        "| a followed log, %d MiB written at once, to the client | %.1f MB/s | |" % (
+            r["follow_mib"], r["follow_mb_s"]),
     ])
 
 
@@ -147,6 +185,7 @@ def main() -> int:
     parser.add_argument("--launches", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--follow-mib", type=int, default=32)  # within the log cap
     parser.add_argument("--record", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args()
     if args.launches < args.jobs:

@@ -39,6 +39,7 @@ from remote_agent.service import Agent
 LOG_PUSHES_PER_TICK = 16  # log notifications (of at most PUSH_MAX_BYTES each) per job a tick
 MAX_UNSENT_BYTES = 16 << 20  # queued for one connection, unread: beyond it the client is dropped
 LOG_BACKLOG_BYTES = 2 << 20  # queued for one connection, past which no more of a log is read
+PUSH_GAP_S = 0.05  # between two pushes of the logs at least
 FLUSH_S = 10.0  # how long answers queued when a client's requests end may take to go out
 # The host's own failures, answered with their class (docs/protocol.md, "Errors"), not as bugs.
 HOST_FAILURES = {UnsafePath: rpc.NOT_PERMITTED, StoreError: rpc.HOST_FAILED,
@@ -117,6 +118,9 @@ class Connection:
             with self._queued:
                 self._unsent.popleft()
                 self._unsent_bytes -= len(data)
+                drained = not self._unsent_bytes
+            if drained and self.follows:  # it took all it was sent: more of its logs now
+                self.daemon.logs_taken.set()
 
     def _close_locked(self) -> None:
         """No more is queued or sent; a sender or reader blocked on the socket is woken."""
@@ -212,6 +216,7 @@ class Daemon:
         self.sim_spec = sim_spec
         self.started_at = time.time()
         self.stopping = threading.Event()
+        self.logs_taken = threading.Event()  # a follower took all it was sent (Connection)
         self.connections: List[Connection] = []
         self._conn_lock = threading.Lock()
         self._snapshot: Optional[Dict[str, Any]] = None
@@ -317,14 +322,25 @@ class Daemon:
     # -- running --
 
     def monitor(self) -> None:
+        """Pushes the snapshot each TICK_S, and followed logs then and as soon as a follower
+        has taken all it was sent: each is sent its logs as fast as it reads them, not
+        LOG_BACKLOG_BYTES a tick (about 4 MB/s), and a stalled one no faster than it reads."""
+        snapshot_due = time.monotonic()
         while not self.stopping.is_set():
             started = time.monotonic()
-            for step in (self._push_logs, self._push_snapshot):
+            self.logs_taken.clear()  # (before the push: a follower draining it wakes the next)
+            steps = [self._push_logs]
+            if started >= snapshot_due:
+                snapshot_due = started + TICK_S
+                steps.append(self._push_snapshot)
+            for step in steps:
                 try:
                     step()
                 except Exception:  # one bad tick must not end supervision: log it, go on
                     log.exception("monitor step %s failed", step.__name__)
-            self.stopping.wait(max(0.05, TICK_S - (time.monotonic() - started)))
+            self.logs_taken.wait(max(0.0, snapshot_due - time.monotonic()))
+            # a job's lines of the meantime go in one push, not one each
+            self.stopping.wait(max(0.0, started + PUSH_GAP_S - time.monotonic()))
 
     def serve(self, listener: socket.socket) -> None:
         self.agent.roll_back_cut_changes()  # before the jobs: a launch cut short made half
