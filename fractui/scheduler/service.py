@@ -134,7 +134,8 @@ class Scheduler:
         self._lease_lock = threading.Lock()
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
-                                 self.settings.max_attempts, self.lanes, clock)
+                                 self.settings.max_attempts, self.lanes, clock,
+                                 self.settings.interval_s)
         self.relay = LogRelay(store, self._call, self.lanes)
         self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
@@ -340,11 +341,13 @@ class Scheduler:
             log.exception("the scheduler's listener failed")
 
     def _clocks_run(self) -> bool:
-        """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
-        refusal's window (REFUSED_FOR_S) or a GPU's hold on mode changes has ended."""
+        """Whether a pass is due with nothing new: a host or GPU is being timed as lost, a
+        refusal's window (REFUSED_FOR_S) or a GPU's hold on mode changes has ended, or a stop
+        an agent did not take is due to be sent again."""
         now = self.clock()
         return bool(self._away or self._gpu_gone) or any(
-            ends is not None and now >= ends for ends in (self._window_ends, self._holds_end))
+            ends is not None and now >= ends for ends in (self._window_ends, self._holds_end)
+        ) or self.executor.resend_due()
 
     def _standby_s(self) -> float:
         """How long a standby leaves the lease alone: until the holder's lease can have
@@ -365,6 +368,7 @@ class Scheduler:
             return False
         if self._recalled != self.epoch:  # the lease is newly this one's
             self._recall()
+        self.executor.begin_pass()
         views = self._views()
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
@@ -698,7 +702,7 @@ class Scheduler:
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)
-                if not self.executor.sent_stop(view.name, copy.key):
+                if not self.executor.asked_stop(view.name, copy.key):
                     log.warning("stopping %s", why)
                 self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
 
