@@ -571,14 +571,16 @@ class Scheduler:
     def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
-        no longer in the config counts as unreachable, and a job on a GPU its (reachable) host
+        no longer in the config counts as unreachable while it holds a job or a stop sent
+        (``_forget_ended_stops`` forgets those), and a job on a GPU its (reachable) host
         no longer reports as lost with its GPU (a job that left its host meanwhile, and is not
         on a lane's call, is timed no more). Away time runs from the first pass of any lease
         holder that saw the host or GPU gone (kept in the store, so a standby that takes over
         goes on counting). Returns whether it requeued any."""
         now = self.clock()
         by_name = {v.name: v for v in views}
-        removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name}
+        removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name} | {
+            host for host, _ in self.executor.stops_sent() if host not in by_name}
         for name in set(self._away) | set(by_name) | removed:
             view = by_name.get(name)
             if view is not None and view.state in USABLE:
@@ -714,21 +716,31 @@ class Scheduler:
         awaited, read by every holder that takes the lease, and a row per late copy kept for
         ever would only grow. A late copy's time is charged with it (``late_copy``): it held
         GPU that placement counted taken. A copy a lane acts on, or held (its end is its
-        job's transition, a stale copy's its drop), is left."""
+        job's transition, a stale copy's its drop), is left. The stops of a host out of the
+        config for longer than ``host_lost_s`` are forgotten, said: its jobs were requeued
+        then, and what it ends after is known to no pass (one put back sooner is as before)."""
         uid = self.store.uid
         for host, key in self.executor.stops_sent():
             view = by_name.get(host)
-            named = attempt_of(key, uid)
-            if view is None or view.state not in USABLE or (host, key) in held or (
-                    named is not None and named[0] in busy):
-                continue
-            rec = view.by_key().get(key)
-            if rec is not None and rec.get("state") not in AGENT_ENDED:
-                continue  # its stop is under way
-            late = None
-            if rec is not None and named is not None and \
-                    self._moved_past(named[0], named[1], {}) is not None:
-                late = late_copy(view, named[0], named[1], rec)
+            late, said = None, None
+            if view is None:  # held or not: no pass reaches the host to stop or see its copy
+                since = self._away.get(host)
+                if since is None or self.clock() - since <= self.settings.host_lost_s:
+                    continue
+                said = "%s has been out of the config for %.0f s, so what became of the copy " \
+                    "is not known (a late copy's GPU time is charged to no one)" % (
+                        host, self.clock() - since)
+            else:
+                named = attempt_of(key, uid)
+                if view.state not in USABLE or (host, key) in held or (
+                        named is not None and named[0] in busy):
+                    continue
+                rec = view.by_key().get(key)
+                if rec is not None and rec.get("state") not in AGENT_ENDED:
+                    continue  # its stop is under way
+                if rec is not None and named is not None and \
+                        self._moved_past(named[0], named[1], {}) is not None:
+                    late = late_copy(view, named[0], named[1], rec)
             try:
                 self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
@@ -737,6 +749,8 @@ class Scheduler:
                 self._left = True
                 continue
             self.executor.forget_stop(host, key)
+            if said is not None:
+                log.warning("the stop of %s on %s is forgotten: %s", key, host, said)
 
     def _moved_past(self, job_id: int, attempt: int, active: Dict[int, Job]) -> Optional[str]:
         """How the store has moved past a job's attempt (``copies.moved_past``), or None where
