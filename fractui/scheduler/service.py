@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -39,7 +40,8 @@ from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
-from fractui.sched.copies import held_copies, late_copy, moved_past, unheld
+from fractui.sched.copies import (COPY_KINDS, LATE, LEFT, STALE, held_copies, late_copy,
+                                  moved_past, unheld)
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
@@ -123,6 +125,8 @@ class Scheduler:
         self._store_ok = True  # the store answered the last turn
         self._passed: Optional[Tuple[float, List[Job]]] = None  # the last full pass: time, jobs
         self._stepped: List[Job] = []  # the active jobs as the last step left them
+        self._copies: Dict[str, Dict[str, int]] = {}
+        """host -> kind -> the copies the store does not hold, as the last step found them."""
         self.fatal: Optional[StoreError] = None
         """Why the service stopped by itself (a store that is no store any more)."""
         self.leader = False
@@ -336,7 +340,8 @@ class Scheduler:
         try:
             self.on_turn(PassReport(self.holder, held=held, store_ok=self._store_ok,
                                     jobs=passed[1] if passed else None,
-                                    seconds=passed[0] if passed else None, at=self.clock()))
+                                    seconds=passed[0] if passed else None, at=self.clock(),
+                                    copies=self._copies if passed else None))
         except Exception:
             log.exception("the scheduler's listener failed")
 
@@ -393,9 +398,12 @@ class Scheduler:
         if requeued:
             jobs = self._active_jobs()
         stale = self.store.stale()
-        recovering = self._stop_stale(by_name, stale)
+        found = self._stop_stale(by_name, stale)
+        recovering = {host for host, _ in found}
         held = held_copies(jobs, stale, self.store.uid)
-        self._stop_unheld(by_name, jobs, busy, held)
+        found += self._stop_unheld(by_name, jobs, busy, held)
+        self._copies = {v.name: {kind: found[(v.name, kind)] for kind in COPY_KINDS}
+                        for v in views if v.state in USABLE}
         self._forget_ended_stops(by_name, busy, held)
         cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
@@ -661,10 +669,12 @@ class Scheduler:
                     continue  # left to the passes, which keep the host from new work
             self._drop_stale(copy)
 
-    def _stop_stale(self, by_name: Dict[str, HostView], stale: List[StaleCopy]) -> Set[str]:
+    def _stop_stale(self, by_name: Dict[str, HostView], stale: List[StaleCopy]
+                    ) -> Counter[Tuple[str, str]]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
-        elsewhere). Returns the hosts still running one: they take no new work until then."""
-        recovering = set()
+        elsewhere). Returns those still running, by (host, STALE): their hosts take no new
+        work until they end."""
+        recovering: Counter[Tuple[str, str]] = Counter()
         for copy in stale:
             view = by_name.get(copy.host)
             if view is None or view.state not in USABLE:
@@ -673,13 +683,13 @@ class Scheduler:
             if rec is None or rec.get("state") in AGENT_ENDED:
                 self._drop_stale(copy)
             else:
-                recovering.add(copy.host)
+                recovering[(copy.host, STALE)] += 1
                 self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
                                    grace_s=0)
         return recovering
 
     def _stop_unheld(self, by_name: Dict[str, HostView], jobs: List[Job], busy: Set[int],
-                     held: Set[Tuple[str, str]]) -> None:
+                     held: Set[Tuple[str, str]]) -> Counter[Tuple[str, str]]:
         """Kills (no grace) a copy of a store job that the store has moved past: an earlier
         attempt than the job's, or an attempt of a job that ended. A launch that reached the
         agent late does that — sent into an SSH session that hung, then reached the agent when
@@ -687,8 +697,10 @@ class Scheduler:
         started. Left running it would be the job's second copy, or a cancelled job's, known
         to no one. A job a lane acts on is left to the lane, a stale copy to ``_stop_stale``;
         a copy the store has not moved past (a job it does not have: a store restored from a
-        backup) is said, never killed on a guess."""
+        backup) is said, never killed on a guess. Returns what it found, by (host, LATE or
+        LEFT)."""
         active = {j.id: j for j in jobs}
+        found: Counter[Tuple[str, str]] = Counter()
         for view in by_name.values():
             if view.state not in USABLE:
                 continue
@@ -696,6 +708,7 @@ class Scheduler:
                 if copy.job in busy:
                     continue
                 past = self._moved_past(copy.job, copy.attempt, active)
+                found[(view.name, LEFT if past is None else LATE)] += 1
                 if past is None:
                     if (view.name, copy.key) not in self._unheld_said:
                         self._unheld_said.add((view.name, copy.key))
@@ -707,6 +720,7 @@ class Scheduler:
                 if not self.executor.asked_stop(view.name, copy.key):
                     log.warning("stopping %s", why)
                 self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
+        return found
 
     def _forget_ended_stops(self, by_name: Dict[str, HostView], busy: Set[int],
                             held: Set[Tuple[str, str]]) -> None:
