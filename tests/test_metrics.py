@@ -62,7 +62,8 @@ TEAMS = (TeamConfig("nlp", quota_gpus=1.0), TeamConfig("vision", quota_gpus=0.25
 def state(jobs=JOBS, **kw) -> MetricsState:
     return MetricsState(**dict(dict(now=NOW, holder="ops@head", hosts=HOSTS, jobs=jobs, teams=TEAMS,
                                     queues=["quarter", "mig3", "idle"], lease_held=True,
-                                    store_reachable=True, last_pass=999.5), **kw))
+                                    store_reachable=True, last_pass=999.5,
+                                    copies={"a": {"late": 1, "left": 2}}), **kw))
 
 
 def samples(st: MetricsState) -> dict:
@@ -91,6 +92,10 @@ EXPECTED = {
        for h, st in (("a", "online"), ("b", "offline")) for s in STATES},
     ("fractui_host_agent_reachable", (("host", "a"),)): 1.0,
     ("fractui_host_agent_reachable", (("host", "b"),)): 0.0,
+    # the copies the last pass found on the host it reached, each kind (b was not reached)
+    ("fractui_host_unheld_copies", (("host", "a"), ("kind", "late"))): 1.0,
+    ("fractui_host_unheld_copies", (("host", "a"), ("kind", "stale"))): 0.0,
+    ("fractui_host_unheld_copies", (("host", "a"), ("kind", "left"))): 2.0,
     ("fractui_gpu_info", gpu("0") + (("mig", "off"), ("model", "NVIDIA L4"),
                                      ("uuid", "GPU-l4"))): 1.0,
     ("fractui_gpu_info", gpu("1") + (("mig", "on"), ("model", "NVIDIA A100-SXM4-80GB"),
@@ -137,10 +142,10 @@ def test_a_state_yields_exactly_the_expected_samples():
 
 
 def test_the_series_stay_within_the_documented_bound():
-    """docs/metrics.md: at most 6H + 7G + 4R + 2Q + 3T + 22 (the 22 less the histogram's 17,
+    """docs/metrics.md: at most 9H + 7G + 4R + 2Q + 3T + 22 (the 22 less the histogram's 17,
     which the exporter adds): here 2 hosts, 2 reachable GPUs, 2 jobs holding slices, 3
     queues, 2 teams."""
-    assert len(samples(state())) <= 6 * 2 + 7 * 2 + 4 * 2 + 2 * 3 + 3 * 2 + 5
+    assert len(samples(state())) <= 9 * 2 + 7 * 2 + 4 * 2 + 2 * 3 + 3 * 2 + 5
 
 
 def test_an_ended_job_leaves_and_takes_its_series_with_it():
@@ -166,10 +171,12 @@ def test_a_job_whose_host_is_not_heard_from_has_its_charge_and_nothing_measured(
 
 
 def test_before_any_pass_only_the_scheduler_and_hosts_are_reported():
-    got = samples(state([], last_pass=None, lease_held=False, store_reachable=False))
+    got = samples(state([], last_pass=None, lease_held=False, store_reachable=False,
+                        copies={}))
     assert got[("fractui_scheduler_lease_held", (("holder", "ops@head"),))] == 0.0
     assert got[("fractui_store_reachable", ())] == 0.0
     assert ("fractui_scheduler_last_pass_timestamp_seconds", ()) not in got
+    assert not [k for k in got if k[0] == "fractui_host_unheld_copies"]  # none judged yet
     assert got[("fractui_queue_pending_jobs", (("queue", "quarter"),))] == 0.0
 
 

@@ -166,6 +166,39 @@ def test_a_job_cancelled_while_its_host_is_lost_ends_and_its_copy_is_stopped_on_
     assert f.store.get(job.id).state == "cancelled" and f.store.get(job.id).attempt == 0
 
 
+def test_the_stops_sent_to_a_host_dropped_from_the_config_are_forgotten_after_host_lost_s(
+        local_fleet, caplog):
+    """A late copy killed on a host just before the config dropped it: its stop's row, kept
+    until the host says the copy ended, is kept while the host may be put back, and forgotten
+    once it has been out of the config for host_lost_s, said in the log; the host's lost-host
+    clock ends with it, so the passes stop running for it. Before: the row stayed for ever,
+    read by every holder that took the lease."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QUARTER], host_lost_s=1.0)
+    job = f.submit("quarter")
+    ask_stop(f.store, job, "cancel", Asker("test"))  # cancelled before it was ever placed
+    key = f.store.get(job.id).key(f.store.uid)
+    f.fleet.session("gpu-b").call("job.launch", {"key": key, "argv": localfleet.sleeper(600),
+                                                 "gpus": [0], "memory_mib": 1024})
+    f.scheduler.step()  # the late copy's stop, sent and recorded; the edit comes before the
+    assert f.scheduler.settle()  # next pass sees the copy ended
+    assert f.store.holder_memory().stops_sent == {("gpu-b", key)}
+    kept = next(h for h in f.config.hosts if h.name == "gpu-a")
+    with restarted(f, rewritten(f, hosts=(kept,))) as sched:
+        sched.step()
+        memory = f.store.holder_memory()
+        assert memory.stops_sent == {("gpu-b", key)}  # not at once: the edit may be undone
+        assert set(memory.hosts_away) == {"gpu-b"}
+        until(f, sched, lambda: not f.store.holder_memory().stops_sent)
+        until(f, sched, lambda: not f.store.holder_memory().hosts_away)
+        assert not sched._clocks_run()  # a pass only when something changes, as before
+    said = [r.getMessage() for r in caplog.records if "is forgotten" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        "the stop of %s on gpu-b is forgotten: gpu-b has been out of the config for " % key), \
+        said
+    assert said[0].endswith(" s, so what became of the copy is not known (a late copy's GPU "
+                            "time is charged to no one)"), said
+
+
 def test_a_held_row_stalls_only_its_own_lost_job_and_stale_copy(local_fleet, pg_server,
                                                                   caplog):
     """PostgreSQL, a psql session left open on one job's row: of two jobs on a host dropped

@@ -5,13 +5,17 @@ may meet are capped."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import sys
+import time
 
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import Slot
 from tests import localfleet
 from tests.test_caps import _running, _stopped
@@ -279,3 +283,55 @@ def test_a_launch_cut_short_by_the_agents_death_is_launched_again_not_failed(loc
     assert records[0]["id"] == ran.agent_job
     instances = f.fleet.session("gpu-a").call("inventory", {})["gpus"][0]["instances"]
     assert [(i["profile"], i["uuid"]) for i in instances] == [("3g.40gb", records[0]["instance"])]
+
+
+def test_a_stop_the_agent_did_not_take_is_sent_again_by_a_later_pass(local_fleet, caplog):
+    """A late copy's stop that the agent answered with an error (its job table locked by
+    another process, so it could not record the stop) is not recorded as sent: the loop sends
+    it again on its own, once ``interval_s`` has passed by the holder's clock, and never
+    before — a host that keeps failing is asked once a pass interval, not in a loop. Before:
+    the stop was recorded as sent and never sent again, and the copy ran for ever."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    now = [time.time()]
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], lease_s=30.0)  # calls wait 10 s for an answer
+    f.scheduler.executor.clock = lambda: now[0]  # the holder's clock for its stops: by hand
+    job = f.submit("half")
+    ask_stop(f.store, job, "cancel", Asker("here"))  # cancelled before it was ever placed
+    key = f.store.get(job.id).key(f.store.uid)
+    session = f.fleet.session("gpu-a")
+    copy = session.call("job.launch", {"key": key, "argv": localfleet.sleeper(600),
+                                       "gpus": [0], "memory_mib": 1024})
+
+    def copy_state() -> str:
+        return session.call("job.get", {"job": copy["id"]})["state"]
+
+    table = sqlite3.connect(os.path.join(f.config.hosts[0].state_dir, "jobs.db"),
+                            isolation_level=None)
+    table.execute("BEGIN EXCLUSIVE")  # the agent cannot write its job table meanwhile
+    f.scheduler.step()
+    assert f.scheduler.settle()
+    table.execute("ROLLBACK")
+    table.close()
+    assert copy_state() == "running"
+    said = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(
+        "the agent on gpu-a did not take the stop of %s: job.stop could not be carried out "
+        "on gpu-a" % key) and said[0].endswith("; it is sent again every 0.2 s until it "
+                                                "does"), said
+    assert f.store.holder_memory().stops_sent == frozenset()
+    turns = []
+    f.scheduler.on_turn = turns.append
+    f.scheduler.start()
+    try:  # the loop's passes meanwhile, at the same moment of the holder's clock: not sent
+        localfleet.wait(lambda: len(turns) >= 5, lambda: turns)
+        assert f.scheduler.settle()
+        assert copy_state() == "running"
+        now[0] += f.config.scheduler.interval_s  # nothing else wakes the loop: its clock does
+        localfleet.wait(lambda: copy_state() == "killed", copy_state)
+    finally:
+        f.scheduler.stop()
+    killed = session.call("job.get", {"job": copy["id"]})
+    assert killed["reason"] == "a late copy of job %d's attempt 0 on gpu-a: the job is " \
+        "cancelled" % job.id
+    assert [r.getMessage() for r in caplog.records if key in r.getMessage()].count(
+        "the agent on gpu-a took the stop of %s" % key) == 1

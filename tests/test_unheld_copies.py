@@ -8,13 +8,19 @@ transport), a real SQLite store."""
 from __future__ import annotations
 
 import json
+from typing import Dict, List
 
 from fractui.config import QueueConfig
 from fractui.fleet.host import HostStatus
+from fractui.metrics.exporter import Exporter
+from fractui.metrics.families import families
+from fractui.metrics.state import PassReport
+from fractui.sched.fleetview import HostView
+from fractui.store.intents import Asker, ask_stop
 from fractui.tui.jobrows import job_rows
 from fractui.tui.model import StoreView
-from tests.cli_run import in_process
-from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
+from tests.cli_run import closed_port, in_process
+from tests.localfleet import local_fleet, sleeper, wait  # noqa: F401 - the fixture
 
 
 def test_a_copy_of_a_job_the_store_does_not_have_is_shown_and_stopped_by_hand(
@@ -213,3 +219,47 @@ def test_a_role_that_may_not_read_the_stale_copies_is_shown_a_stale_one_as_late(
             "holder kills it" % job.id))]
     finally:
         store.close()
+
+
+def test_the_copies_the_store_does_not_hold_are_counted_by_host_and_kind_for_prometheus(
+        local_fleet):  # noqa: F811
+    """fractui_host_unheld_copies, from the lease holder's passes: a stale copy, a late copy
+    and a copy of a job the store does not have are each counted on their host while they
+    run; the stale and the late one are stopped, and the next passes count them 0, the one
+    left running 1 — what an alert reads. The scheduler's own loop, its reports heard by the
+    exporter as `fractui scheduler` wires them."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)])
+    session = f.fleet.session("gpu-a")
+    lost = f.submit("q")
+    f.until(lambda: f.store.get(lost.id).state == "running")
+    # as the lease holder does when gpu-a is lost for host_lost_s: its copy runs on, stale
+    f.store.requeue(lost.id, ("running",), "test", "host gpu-a lost", stale_on="gpu-a")
+    late = f.submit("q")
+    ask_stop(f.store, late, "cancel", Asker("test"))  # cancelled before it was placed
+    for key in (f.store.get(late.id).key(f.store.uid), "fractui-%s-99.0" % f.store.uid):
+        session.call("job.launch", {"key": key, "argv": sleeper(600), "gpus": [0],
+                                    "memory_mib": 1024})
+    exporter = Exporter(("127.0.0.1", closed_port()), f.config,
+                        lambda: [HostView.of(s) for s in f.fleet.statuses()])
+    reports: List[PassReport] = []
+
+    def heard(report: PassReport) -> None:
+        reports.append(report)
+        exporter.report(report)
+
+    def counted() -> List[Dict[str, int]]:
+        return [dict(r.copies["gpu-a"]) for r in list(reports) if r.copies is not None]
+
+    f.scheduler.on_turn = heard
+    f.scheduler.start()
+    try:
+        wait(counted, lambda: "no full pass reported")
+        assert counted()[0] == {"late": 1, "stale": 1, "left": 1}  # the first pass's
+        wait(lambda: counted()[-1] == {"late": 0, "stale": 0, "left": 1}, counted)
+        got = {s.labels["kind"]: s.value for fam in families(exporter.state())
+               for s in fam.samples if s.name == "fractui_host_unheld_copies"
+               and s.labels["host"] == "gpu-a"}
+        assert got == {"late": 0.0, "stale": 0.0, "left": 1.0}
+    finally:
+        f.scheduler.stop()
+        exporter.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import Metric
@@ -46,6 +46,7 @@ class Exporter:
         self.registry.register(_Collector(self))
         self._lock = threading.Lock()
         self._jobs: Sequence[Job] = ()
+        self._copies: Mapping[str, Mapping[str, int]] = {}
         self._last_pass: Optional[float] = None
         self._held = False
         self._holder = ""
@@ -64,6 +65,7 @@ class Exporter:
         with self._lock:
             if report.jobs is not None:
                 self._jobs = tuple(report.jobs)
+                self._copies = dict(report.copies or {})
                 self._last_pass = report.at
             self._held, self._store_ok = report.held, report.store_ok
             self._holder = report.holder
@@ -78,11 +80,11 @@ class Exporter:
         """What a scrape reports now."""
         with self._lock:
             jobs, last, held, ok = self._jobs, self._last_pass, self._held, self._store_ok
-            holder = self._holder
+            holder, copies = self._holder, self._copies
         return MetricsState(now=self.clock(), holder=holder, hosts=self.hosts(), jobs=jobs,
                             teams=self.config.teams,
                             queues=[q.name for q in self.config.queues], lease_held=held,
-                            store_reachable=ok, last_pass=last)
+                            store_reachable=ok, last_pass=last, copies=copies)
 
     def _open(self) -> None:
         with self._serving:

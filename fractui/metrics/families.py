@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from fractui.fleet.host import STATES
 from fractui.metrics.state import MetricsState
+from fractui.sched.copies import COPY_KINDS
 from fractui.sched.fleetview import (ACTIVE_AGENT_STATES, USABLE, HostView, job_memory_cap_mib,
                                      job_memory_mib)
 from fractui.sched.health import unhealthy
@@ -43,7 +44,7 @@ def slice_label(job: Job) -> str:
 
 def families(state: MetricsState) -> List[Metric]:
     """Every family of one scrape (the pass duration histogram is the exporter's own)."""
-    return (_scheduler(state) + _hosts(state.hosts) + _gpus(state)
+    return (_scheduler(state) + _hosts(state.hosts) + _copies(state) + _gpus(state)
             + _jobs(state) + _queues(state) + _teams(state))
 
 
@@ -74,6 +75,21 @@ def _hosts(hosts: Iterable[HostView]) -> List[Metric]:
             st.add_metric([view.name, name], 1.0 if view.state == name else 0.0)
         up.add_metric([view.name], 1.0 if view.state in USABLE else 0.0)
     return [st, up]
+
+
+def _copies(state: MetricsState) -> List[Metric]:
+    """Each kind's count, 0 included, on each host the last full pass reached: what an alert
+    reads (a copy left running, or one the lease holder has not managed to stop)."""
+    unheld = _gauge("fractui_host_unheld_copies", "Live copies under the store's key that no "
+                    "job of the store holds, on a host the last full pass reached, by kind: "
+                    "late (of an attempt the store moved past: the lease holder kills it), "
+                    "stale (of a lost host's job that went on without it: the lease holder "
+                    "stops it), left (of a job the store does not have, or has elsewhere or "
+                    "nowhere: left running, for an admin to stop)", ["host", "kind"])
+    for host, kinds in sorted(state.copies.items()):
+        for kind in COPY_KINDS:
+            unheld.add_metric([host, kind], float(kinds.get(kind, 0)))
+    return [unheld]
 
 
 def _reachable(state: MetricsState) -> Dict[str, HostView]:

@@ -3,8 +3,8 @@ whole state one scrape reads. Plain data, no prometheus_client: the scheduler im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
 
 from fractui.config import TeamConfig
 from fractui.sched.fleetview import HostView
@@ -26,6 +26,9 @@ class PassReport:
     renewed the lease, stood by, or the store failed): the last ones stand."""
     seconds: Optional[float] = None
     """How long the full pass took."""
+    copies: Optional[Mapping[str, Mapping[str, int]]] = None
+    """After a full pass, host -> kind (``copies.COPY_KINDS``) -> the live copies under the
+    store's key that it found the store does not hold, for each host it could reach."""
     at: float = 0.0
     """When the turn ended (epoch seconds)."""
 
@@ -45,3 +48,5 @@ class MetricsState:
     store_reachable: bool
     last_pass: Optional[float] = None
     """When the last full pass ended (epoch seconds); None before the first."""
+    copies: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """The copies the store does not hold, as the last full pass found them (PassReport)."""

@@ -14,6 +14,13 @@ from fractui.store.model import (ENDED, ON_HOST, Job, LateCopy, Sampled, StaleCo
                                  attempt_of)
 
 
+LATE, STALE, LEFT = "late", "stale", "left"
+COPY_KINDS = (LATE, STALE, LEFT)
+"""What a live copy the store does not hold is, as the lease holder's pass finds it (and the
+metrics count it): of an attempt the store moved past (killed), a stale copy (stopped), or
+one the store has no later word of (left running for an admin)."""
+
+
 @dataclass(frozen=True)
 class Unheld:
     """A live agent job under this store's key that no job of the store holds on its host:

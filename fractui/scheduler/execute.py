@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
-from remote_agent.rpc.jsonrpc import CAPACITY, HOST, JOB, REQUEST, STALE_LAYOUT, error_class
+from remote_agent.rpc.jsonrpc import (CAPACITY, HOST, JOB, JOB_NOT_FOUND, REQUEST, STALE_LAYOUT,
+                                      error_class)
 
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost
@@ -88,12 +91,22 @@ def class_of(err: AgentCallError) -> str:
     return named if named in (JOB, CAPACITY, HOST, REQUEST) else error_class(err.code)
 
 
+@dataclass
+class Untaken:
+    """A stop the agent answered with an error: sent again once the clock reaches ``again``;
+    ``said`` is the agent's last words on it, logged again only when they change."""
+
+    again: float
+    said: str
+
+
 class Executor:
     """Acts for the lease holder, each host's calls on that host's lane; remembers which stops
-    were sent — kept in the store, so a holder that takes over sends none of them again."""
+    were sent — kept in the store, so a holder that takes over sends none of them again — and
+    which the agents did not take, to send again ``resend_s`` later."""
 
     def __init__(self, store: Store, call: Call, actor: str, grace_s: float, max_attempts: int,
-                 lanes: Lanes, clock: Callable[[], float]):
+                 lanes: Lanes, clock: Callable[[], float], resend_s: float):
         self.store = store
         self.call = call
         self.actor = actor
@@ -104,6 +117,10 @@ class Executor:
         self.epoch = 0
         """The lease epoch its writes carry (the scheduler's, set as it takes the lease)."""
         self._stops_sent: Set[Tuple[str, str]] = set()
+        self.resend_s = resend_s
+        self._untaken: Dict[Tuple[str, str], Untaken] = {}
+        self._asked: Set[Tuple[str, str]] = set()  # the stops this pass asked for
+        self._untaken_lock = threading.Lock()  # the two above: the pass's and the lanes'
         self.backoff = ModeBackoff()
         """GPUs whose mode change failed lately: the passes offer them no change."""
 
@@ -246,9 +263,11 @@ class Executor:
         except StateConflict:
             pass  # cancelled meanwhile: nothing ran
 
-    def sent_stop(self, host: str, key: str) -> bool:
-        """Whether a stop of this copy was sent already, by this holder or one before it."""
-        return (host, key) in self._stops_sent
+    def asked_stop(self, host: str, key: str) -> bool:
+        """Whether a stop of this copy was sent already, by this holder or one before it, or
+        one the agent did not take waits to be sent again."""
+        with self._untaken_lock:
+            return (host, key) in self._stops_sent or (host, key) in self._untaken
 
     def stops_sent(self) -> FrozenSet[Tuple[str, str]]:
         """The stops sent whose copies are not yet known ended, as (host, key): each one is in
@@ -259,10 +278,28 @@ class Executor:
         """The copy is known ended and its stop forgotten in the store."""
         self._stops_sent.discard((host, key))
 
+    def begin_pass(self) -> None:
+        """A pass begins: a stop the agent did not take that the last pass did not ask for
+        again (its copy ended, its job moved on, its host is out of reach) is not waited on
+        — asked for anew, it is sent at once."""
+        with self._untaken_lock:
+            self._untaken = {k: u for k, u in self._untaken.items() if k in self._asked}
+            self._asked = set()
+
+    def resend_due(self) -> bool:
+        """Whether a stop the agent did not take is due to be sent again: a pass is due."""
+        now = self.clock()
+        with self._untaken_lock:
+            return any(now >= u.again for u in self._untaken.values())
+
     def stop(self, host: str, agent_job: str, key: str, reason: str,
              grace_s: Optional[float] = None) -> None:
-        """Queues one stop for a job copy on the host's lane (sent once, by any holder)."""
-        if (host, key) in self._stops_sent:
+        """Queues one stop for a job copy on the host's lane: sent until the agent takes it,
+        once by any holder after that, and one it did not take not before ``resend_s``."""
+        with self._untaken_lock:
+            self._asked.add((host, key))
+            untaken = self._untaken.get((host, key))
+        if (host, key) in self._stops_sent or (untaken and self.clock() < untaken.again):
             return
         grace = self.grace_s if grace_s is None else grace_s
         self.lanes.add(host, lambda: self._send_stop(host, agent_job, key, reason, grace))
@@ -275,7 +312,14 @@ class Executor:
             self.call(host, "job.stop", {"job": agent_job, "grace": math.ceil(grace),
                                          "reason": reason})
         except AgentCallError as err:
-            log.warning("stopping %s on %s: %s", key, host, err)
+            if err.code != JOB_NOT_FOUND:
+                self._not_taken(host, key, err)
+                return
+            log.info("%s: nothing left to stop of %s", err, key)  # its retention passed
+        with self._untaken_lock:
+            taken = self._untaken.pop((host, key), None) is not None
+        if taken:
+            log.info("the agent on %s took the stop of %s", host, key)
         # after the call: a holder killed before this line leaves the stop to be sent again
         # (at least once), never unsent; remembered after the store's write, so a pass that
         # finds the copy ended and forgets its stop never does so before the row is written
@@ -288,6 +332,19 @@ class Executor:
                       "takes the lease over may send it again", err, key, host)
         finally:
             self._stops_sent.add((host, key))
+
+    def _not_taken(self, host: str, key: str, err: AgentCallError) -> None:
+        """The agent answered the stop with an error (its job table locked, an error inside
+        it): the copy may run on, so the stop is not recorded as sent, and a pass at least
+        ``resend_s`` later sends it again — said when the agent's words change, not at every
+        try of a host that keeps failing."""
+        said = str(err)
+        with self._untaken_lock:
+            last = self._untaken.get((host, key))
+            self._untaken[(host, key)] = Untaken(self.clock() + self.resend_s, said)
+        if last is None or last.said != said:
+            log.warning("the agent on %s did not take the stop of %s: %s; it is sent again "
+                        "every %.1f s until it does", host, key, said, self.resend_s)
 
     def reflect(self, job: Job, view: HostView) -> bool:
         """Brings one on-host job of the store in line with its agent record; whether it

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -39,7 +40,8 @@ from fractui.config import Config
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
-from fractui.sched.copies import held_copies, late_copy, moved_past, unheld
+from fractui.sched.copies import (COPY_KINDS, LATE, LEFT, STALE, held_copies, late_copy,
+                                  moved_past, unheld)
 from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
@@ -123,6 +125,8 @@ class Scheduler:
         self._store_ok = True  # the store answered the last turn
         self._passed: Optional[Tuple[float, List[Job]]] = None  # the last full pass: time, jobs
         self._stepped: List[Job] = []  # the active jobs as the last step left them
+        self._copies: Dict[str, Dict[str, int]] = {}
+        """host -> kind -> the copies the store does not hold, as the last step found them."""
         self.fatal: Optional[StoreError] = None
         """Why the service stopped by itself (a store that is no store any more)."""
         self.leader = False
@@ -134,7 +138,8 @@ class Scheduler:
         self._lease_lock = threading.Lock()
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
-                                 self.settings.max_attempts, self.lanes, clock)
+                                 self.settings.max_attempts, self.lanes, clock,
+                                 self.settings.interval_s)
         self.relay = LogRelay(store, self._call, self.lanes)
         self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
@@ -335,16 +340,19 @@ class Scheduler:
         try:
             self.on_turn(PassReport(self.holder, held=held, store_ok=self._store_ok,
                                     jobs=passed[1] if passed else None,
-                                    seconds=passed[0] if passed else None, at=self.clock()))
+                                    seconds=passed[0] if passed else None, at=self.clock(),
+                                    copies=self._copies if passed else None))
         except Exception:
             log.exception("the scheduler's listener failed")
 
     def _clocks_run(self) -> bool:
-        """Whether a pass is due with nothing new: a host or GPU is being timed as lost, or a
-        refusal's window (REFUSED_FOR_S) or a GPU's hold on mode changes has ended."""
+        """Whether a pass is due with nothing new: a host or GPU is being timed as lost, a
+        refusal's window (REFUSED_FOR_S) or a GPU's hold on mode changes has ended, or a stop
+        an agent did not take is due to be sent again."""
         now = self.clock()
         return bool(self._away or self._gpu_gone) or any(
-            ends is not None and now >= ends for ends in (self._window_ends, self._holds_end))
+            ends is not None and now >= ends for ends in (self._window_ends, self._holds_end)
+        ) or self.executor.resend_due()
 
     def _standby_s(self) -> float:
         """How long a standby leaves the lease alone: until the holder's lease can have
@@ -365,6 +373,7 @@ class Scheduler:
             return False
         if self._recalled != self.epoch:  # the lease is newly this one's
             self._recall()
+        self.executor.begin_pass()
         views = self._views()
         self._record_inventory(views)
         by_name = {v.name: v for v in views}
@@ -389,9 +398,12 @@ class Scheduler:
         if requeued:
             jobs = self._active_jobs()
         stale = self.store.stale()
-        recovering = self._stop_stale(by_name, stale)
+        found = self._stop_stale(by_name, stale)
+        recovering = {host for host, _ in found}
         held = held_copies(jobs, stale, self.store.uid)
-        self._stop_unheld(by_name, jobs, busy, held)
+        found += self._stop_unheld(by_name, jobs, busy, held)
+        self._copies = {v.name: {kind: found[(v.name, kind)] for kind in COPY_KINDS}
+                        for v in views if v.state in USABLE}
         self._forget_ended_stops(by_name, busy, held)
         cordons = self.store.cordons()
         if self._decide([replace(v, state="recovering") if v.name in recovering else v
@@ -567,14 +579,16 @@ class Scheduler:
     def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
-        no longer in the config counts as unreachable, and a job on a GPU its (reachable) host
+        no longer in the config counts as unreachable while it holds a job or a stop sent
+        (``_forget_ended_stops`` forgets those), and a job on a GPU its (reachable) host
         no longer reports as lost with its GPU (a job that left its host meanwhile, and is not
         on a lane's call, is timed no more). Away time runs from the first pass of any lease
         holder that saw the host or GPU gone (kept in the store, so a standby that takes over
         goes on counting). Returns whether it requeued any."""
         now = self.clock()
         by_name = {v.name: v for v in views}
-        removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name}
+        removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name} | {
+            host for host, _ in self.executor.stops_sent() if host not in by_name}
         for name in set(self._away) | set(by_name) | removed:
             view = by_name.get(name)
             if view is not None and view.state in USABLE:
@@ -655,10 +669,12 @@ class Scheduler:
                     continue  # left to the passes, which keep the host from new work
             self._drop_stale(copy)
 
-    def _stop_stale(self, by_name: Dict[str, HostView], stale: List[StaleCopy]) -> Set[str]:
+    def _stop_stale(self, by_name: Dict[str, HostView], stale: List[StaleCopy]
+                    ) -> Counter[Tuple[str, str]]:
         """Kills the copies left on hosts that came back (no grace: their work was redone
-        elsewhere). Returns the hosts still running one: they take no new work until then."""
-        recovering = set()
+        elsewhere). Returns those still running, by (host, STALE): their hosts take no new
+        work until they end."""
+        recovering: Counter[Tuple[str, str]] = Counter()
         for copy in stale:
             view = by_name.get(copy.host)
             if view is None or view.state not in USABLE:
@@ -667,13 +683,13 @@ class Scheduler:
             if rec is None or rec.get("state") in AGENT_ENDED:
                 self._drop_stale(copy)
             else:
-                recovering.add(copy.host)
+                recovering[(copy.host, STALE)] += 1
                 self.executor.stop(copy.host, rec["id"], copy.key, _stale_why(copy),
                                    grace_s=0)
         return recovering
 
     def _stop_unheld(self, by_name: Dict[str, HostView], jobs: List[Job], busy: Set[int],
-                     held: Set[Tuple[str, str]]) -> None:
+                     held: Set[Tuple[str, str]]) -> Counter[Tuple[str, str]]:
         """Kills (no grace) a copy of a store job that the store has moved past: an earlier
         attempt than the job's, or an attempt of a job that ended. A launch that reached the
         agent late does that — sent into an SSH session that hung, then reached the agent when
@@ -681,8 +697,10 @@ class Scheduler:
         started. Left running it would be the job's second copy, or a cancelled job's, known
         to no one. A job a lane acts on is left to the lane, a stale copy to ``_stop_stale``;
         a copy the store has not moved past (a job it does not have: a store restored from a
-        backup) is said, never killed on a guess."""
+        backup) is said, never killed on a guess. Returns what it found, by (host, LATE or
+        LEFT)."""
         active = {j.id: j for j in jobs}
+        found: Counter[Tuple[str, str]] = Counter()
         for view in by_name.values():
             if view.state not in USABLE:
                 continue
@@ -690,6 +708,7 @@ class Scheduler:
                 if copy.job in busy:
                     continue
                 past = self._moved_past(copy.job, copy.attempt, active)
+                found[(view.name, LEFT if past is None else LATE)] += 1
                 if past is None:
                     if (view.name, copy.key) not in self._unheld_said:
                         self._unheld_said.add((view.name, copy.key))
@@ -698,9 +717,10 @@ class Scheduler:
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)
-                if not self.executor.sent_stop(view.name, copy.key):
+                if not self.executor.asked_stop(view.name, copy.key):
                     log.warning("stopping %s", why)
                 self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
+        return found
 
     def _forget_ended_stops(self, by_name: Dict[str, HostView], busy: Set[int],
                             held: Set[Tuple[str, str]]) -> None:
@@ -710,21 +730,31 @@ class Scheduler:
         awaited, read by every holder that takes the lease, and a row per late copy kept for
         ever would only grow. A late copy's time is charged with it (``late_copy``): it held
         GPU that placement counted taken. A copy a lane acts on, or held (its end is its
-        job's transition, a stale copy's its drop), is left."""
+        job's transition, a stale copy's its drop), is left. The stops of a host out of the
+        config for longer than ``host_lost_s`` are forgotten, said: its jobs were requeued
+        then, and what it ends after is known to no pass (one put back sooner is as before)."""
         uid = self.store.uid
         for host, key in self.executor.stops_sent():
             view = by_name.get(host)
-            named = attempt_of(key, uid)
-            if view is None or view.state not in USABLE or (host, key) in held or (
-                    named is not None and named[0] in busy):
-                continue
-            rec = view.by_key().get(key)
-            if rec is not None and rec.get("state") not in AGENT_ENDED:
-                continue  # its stop is under way
-            late = None
-            if rec is not None and named is not None and \
-                    self._moved_past(named[0], named[1], {}) is not None:
-                late = late_copy(view, named[0], named[1], rec)
+            late, said = None, None
+            if view is None:  # held or not: no pass reaches the host to stop or see its copy
+                since = self._away.get(host)
+                if since is None or self.clock() - since <= self.settings.host_lost_s:
+                    continue
+                said = "%s has been out of the config for %.0f s, so what became of the copy " \
+                    "is not known (a late copy's GPU time is charged to no one)" % (
+                        host, self.clock() - since)
+            else:
+                named = attempt_of(key, uid)
+                if view.state not in USABLE or (host, key) in held or (
+                        named is not None and named[0] in busy):
+                    continue
+                rec = view.by_key().get(key)
+                if rec is not None and rec.get("state") not in AGENT_ENDED:
+                    continue  # its stop is under way
+                if rec is not None and named is not None and \
+                        self._moved_past(named[0], named[1], {}) is not None:
+                    late = late_copy(view, named[0], named[1], rec)
             try:
                 self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
@@ -733,6 +763,8 @@ class Scheduler:
                 self._left = True
                 continue
             self.executor.forget_stop(host, key)
+            if said is not None:
+                log.warning("the stop of %s on %s is forgotten: %s", key, host, said)
 
     def _moved_past(self, job_id: int, attempt: int, active: Dict[int, Job]) -> Optional[str]:
         """How the store has moved past a job's attempt (``copies.moved_past``), or None where

@@ -332,8 +332,9 @@ class Store(abc.ABC):
     def copy_ended(self, host: str, key: str, actor: str, epoch: Optional[int] = None,
                    late: Optional[LateCopy] = None) -> bool:
         """The copy ``key`` on ``host`` that the lease holder stopped is known ended (its agent
-        has it ended, or no longer has it) while no job of the store holds it there: its stop
-        is forgotten, and with ``late`` (the copy ran, of an attempt the store moved past)
+        has it ended, or no longer has it) while no job of the store holds it there, or its
+        host has been out of the config for longer than ``host_lost_s``: its stop is
+        forgotten, and with ``late`` (the copy ran, of an attempt the store moved past)
         its time is charged as that attempt's usage record (outcome LATE, audited
         ``late-copy`` as ``actor``) unless the attempt has one. Returns whether a stop was
         kept; a second call finds none and adds nothing. Fenced by ``epoch``."""
