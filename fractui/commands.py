@@ -71,8 +71,7 @@ def status(config: Config, args: argparse.Namespace) -> int:
             print("%-16s %-10s %s" % (r["name"], r["state"], " ".join(
                 w for w in (_mark(r["out_of_service"]), r["error"]) if w)))
             for g in r["gpus"]:
-                print("    gpu%-3s %-28s %s" % (g["index"], g["name"], " ".join(
-                    w for w in (_mark(g["out_of_service"]), _gpu_summary(g)) if w)))
+                print(kept_status.gpu_line(g, (_mark(g["out_of_service"]), _gpu_summary(g))))
             for c in r["unheld_copies"]:
                 print("    %s: %s" % (c["ref"], c["why"]))
     bad = [r for r in records if r["state"] in ("offline", "untrusted", "connecting")]
@@ -141,8 +140,11 @@ def _gpu_summary(gpu: Dict[str, Any]) -> str:
     if gpu.get("mig_mode"):
         parts = ["%s@%d" % (i["profile"], i["start"]) for i in gpu.get("instances", [])]
         return "MIG: " + (" ".join(parts) or "no instances")
-    used = gpu.get("memory_used_mib")
-    return "%s/%d MiB" % ("?" if used is None else used, gpu.get("memory_mib", 0))
+    used, total = gpu.get("memory_used_mib"), gpu.get("memory_mib")
+    if total is None:
+        return kept_status.memory(None) if used is None else \
+            "%s MiB used, its total unknown" % used
+    return "%s/%s MiB" % ("?" if used is None else used, total)
 
 
 def doctor(config: Config, args: argparse.Namespace) -> int:

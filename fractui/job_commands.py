@@ -7,7 +7,7 @@ import argparse
 import queue
 import sys
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui import kept_output
 from fractui.arguments import JOBS_LIMIT, is_job_number, job_number, split_job
@@ -36,7 +36,8 @@ CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY)
 def agent_why(record: Dict[str, Any]) -> str:
     """How a job on a host ended, in the agent's words; "" while it runs."""
     if record.get("state") == "exited":
-        return "exited %s" % record.get("exit_code")
+        code = record.get("exit_code")
+        return "exited, its exit code unknown" if code is None else "exited %s" % code
     if record.get("state") in AGENT_ENDED:
         return record.get("reason") or record["state"]
     return ""
@@ -61,6 +62,15 @@ def ran(job: Job, now: float) -> Optional[float]:
     until = (job.ended_at if job.ended_at is not None else job.updated_at) \
         if job.state in ENDED else now
     return max(0.0, until - job.started_at)
+
+
+def store_clock(store: Store) -> Callable[[], float]:
+    """The store's clock from here on: its time now (PostgreSQL's, which dates what it keeps:
+    a submit, a requeue), read once, then carried on by this machine's monotonic clock — so a
+    job's wait and run are measured against the times they began, not against this machine's
+    wall clock, which may be set wrong, and the hosts asked meanwhile add no read of it."""
+    at, read = store.now(), time.monotonic()
+    return lambda: at + time.monotonic() - read
 
 
 def job_row(job: Job, now: float) -> List[str]:
@@ -111,6 +121,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
     stored: List[Job] = []
     missing: List[JobNotFound] = []
     uid, failed = None, False
+    clock: Callable[[], float] = time.time  # (no store read: no job of it to time)
     held: Set[Tuple[str, str]] = set()
     stale: List[StaleCopy] = []
     fleet_too = bool(config.hosts) and not (args.me or args.user or numbers)
@@ -119,7 +130,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
         # --me, --user, JOB...; the hosts' listing makes it, as their launches do)
         store = open_checked_store(config, hear=False, make=fleet_too)
         try:
-            uid = store.uid
+            uid, clock = store.uid, store_clock(store)
             users = [store.identity().user] if args.me else [args.user] if args.user else None
             if numbers:
                 stored, missing = _numbered(store, numbers)
@@ -164,7 +175,7 @@ def jobs(config: Config, args: argparse.Namespace) -> int:
             if uid:
                 copies += unheld(host, answer["jobs"], held, uid)
         rows += _copy_rows(config, copies, answers, stale, uid)
-    now = time.time()
+    now = clock()
     if args.json:
         print_json({"jobs": [job_record(j, now) for j in stored] + rows})
     elif stored or rows:
@@ -247,9 +258,10 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         host, job_id = split_job(ref)
         config.host(host)
         return ref, host, job_id, None
+    number = job_number(ref)  # (a word that names no job: exit 2, whether a store is there)
     store = open_checked_store(config, make=False)
     try:
-        job = store.get(job_number(ref))
+        job = store.get(number)
         authorize(store, Asker.here(config.teams), READ, job.team, "job %d" % job.id)
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
             say("job %d is %s%s; waiting for it to start" % (  # (its why: it may be long)

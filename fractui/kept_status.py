@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
@@ -92,12 +92,25 @@ def status(config: Config, args: argparse.Namespace) -> int:
                  "[%s]" % h["out_of_service"] if h["out_of_service"] else ""]
         print("%-16s %-11s %s" % (h["name"], h["state"], ", ".join(w for w in words if w)))
         for g in h["gpus"]:
-            what = ["MIG" if g["mig_mode"] else "%s MiB" % g["memory_mib"],
-                    "[%s]" % g["out_of_service"] if g["out_of_service"] else "",
-                    "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else ""]
-            print("    gpu%-3s %-28s %s" % (g["index"], g["name"],
-                                          " ".join(w for w in what if w)))
+            print(gpu_line(g, ["MIG" if g["mig_mode"] else memory(g["memory_mib"]),
+                               "[%s]" % g["out_of_service"] if g["out_of_service"] else "",
+                               "jobs %s" % " ".join(map(str, g["jobs"])) if g["jobs"] else ""]))
     return 0
+
+
+def gpu_line(gpu: Dict[str, Any], said: Sequence[str]) -> str:
+    """A GPU's line under its host in ``status``, as its host says it or as the store keeps
+    it, then the words ``said`` of it: an index or a model the record lacks is said to be
+    unknown, never printed as "None"."""
+    index, name = gpu.get("index"), gpu.get("name")
+    return "    gpu%-3s %-28s %s" % ("?" if index is None else index,
+                                      "model unknown" if name is None else name,
+                                      " ".join(w for w in said if w))
+
+
+def memory(mib: Any) -> str:
+    """A GPU's memory as kept (``4096 MiB``), or that it is not known."""
+    return "memory unknown" if mib is None else "%s MiB" % mib
 
 
 def _at(t: float) -> str:

@@ -34,8 +34,9 @@ from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intent
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied
 from fractui.store.base import JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
-from fractui.store.model import (ACTIVE, CORDON, DONE, DRAIN, ENDED, FAILED, ON_HOST,
-                                 PENDING, PLACED, STOPPING, Job, LogTail, Slot, movable)
+from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
+                                 ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
+                                 Slot, movable)
 from fractui.terminal import confirm, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, count, why
 
@@ -44,11 +45,6 @@ MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 if TYPE_CHECKING:
     from fractui.fleet.fleet import Fleet
     from fractui.metrics.exporter import Exporter
-
-
-def queued(store: Store, text: str) -> Job:
-    """A queued job by its number (not in the store: JobNotFound, exit 1)."""
-    return store.get(job_number(text))
 
 
 def submit(config: Config, args: argparse.Namespace) -> int:
@@ -194,9 +190,14 @@ AUDIT_HEADER = ("TIME", "ACTOR", "ACTION", "JOB", "WHY")
 AUDIT_CAPS = (19, 40, 12, 20)  # the widest each column but the last (WHY) may be
 
 def audit(config: Config, args: argparse.Namespace) -> int:
+    """The audit log, of one job or all. The job's word is read before the store is opened,
+    as every verb's is: one that names no job is a usage error (exit 2) whether a store is
+    there or not; a job not in the store is exit 1."""
+    job = None if args.job is None else job_number(args.job)
     store = open_checked_store(config, hear=False, make=False)
     try:
-        job = queued(store, args.job).id if args.job else None
+        if job is not None:
+            store.get(job)  # (not in the store: JobNotFound, exit 1)
         entries = store.audit_log(job, args.limit)
     finally:
         store.close()
@@ -242,10 +243,7 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
                 say(str(err))
                 failed = True
                 continue
-            print("%d %s%s" % (job.id, job.state, " (the scheduler stops it)"
-                               if job.state == STOPPING else " (back in its queue)"
-                               if job.state == PENDING else " (its next attempt, about to "
-                               "start)" if job.state == PLACED else ""), flush=True)
+            print(stop_answer(job), flush=True)
             # "the scheduler stops it": none will, until one runs
             unled = unled or job.state == STOPPING and store.lease_holder() is None
     finally:
@@ -253,6 +251,22 @@ def _stop_or_not(config: Config, refs: Sequence[str], intent: str) -> int:
     if unled:
         say(NO_SCHEDULER)
     return EXIT_FAILED if failed else 0
+
+
+# What a job asked to stop (cancel, requeue, preempt) is left as, said after its state
+_LEFT = {STOPPING: "the scheduler stops it", PENDING: "back in its queue",
+         PLACED: "its next attempt, about to start", RUNNING: "its next attempt, started since"}
+
+
+def stop_answer(job: Job) -> str:
+    """What ``cancel``, ``requeue`` and ``preempt`` print of a job once asked: its number, its
+    state and what that state means for it — a job whose requeue went through and whose next
+    attempt has started or ended since is said to be so, never a bare ``7 running``, which
+    reads as a count; a cancelled job is ``7 cancelled``."""
+    left = _LEFT.get(job.state)
+    if left is None and job.state in ENDED and job.state != CANCELLED:
+        left = "its next attempt, ended since"
+    return "%d %s%s" % (job.id, job.state, " (%s)" % left if left else "")
 
 
 def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
@@ -297,11 +311,11 @@ def _by_hand(config: Config, args: argparse.Namespace, action: str
     if args.start is not None and args.profile is None:
         raise UsageError("--start goes with --profile")
     config.host(args.host)
-    gpu = gpu_index(args.gpu)
+    gpu, number = gpu_index(args.gpu), job_number(args.job)
     asker = Asker.here(config.teams)
     store = open_checked_store(config, hear=False, make=False)  # (a job of none: never made)
     try:
-        job = queued(store, args.job)
+        job = store.get(number)
         intents.authorize(store, asker, action, job.team, "job %d" % job.id)
         yield store, job, gpu, asker
     finally:

@@ -353,6 +353,41 @@ def test_requeue_asked_again_after_the_scheduler_carried_it_out_is_answered_as_d
     assert store.audit_log(job.id) == asked
 
 
+def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(tmp_path):
+    """A requeue whose first try landed (its answer lost), carried out and its next attempt
+    started before it was read again, is answered as done (intents._moved_on) with the job
+    as it is then: ``7 running``, a line that reads as a count of running jobs. Each state
+    it can be left in now says what it means for the job, as stopping, pending and placed
+    did; a cancelled job is its number and ``cancelled``."""
+    from fractui.store import SqliteStore
+    from fractui.store_commands import stop_answer
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        said = [stop_answer(job)]
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512), "sched", "decided")
+        store.started(job.id, "j1", None, "sched", "launched")
+        said.append(stop_answer(store.stopping(job.id, ("running",), "requeue", "me", "asked")))
+        store.requeue(job.id, ("stopping",), "sched", "requeued")
+        said.append(stop_answer(store.place(job.id, Slot("gpu-a", (0,), memory_mib=512),
+                                            "sched", "decided")))
+        said.append(stop_answer(store.started(job.id, "j2", None, "sched", "launched")))
+        said.append(stop_answer(store.ended(job.id, ("running",), "failed", "exited 3",
+                                            "sched", "ended", "end", exit_code=3)))
+        other = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        said.append(stop_answer(store.ended(other.id, ("pending",), "cancelled", "by me",
+                                            "me", "cancelled", "cancel")))
+    finally:
+        store.close()
+    n, m = job.id, other.id
+    assert said == ["%d pending (back in its queue)" % n,
+                    "%d stopping (the scheduler stops it)" % n,
+                    "%d placed (its next attempt, about to start)" % n,
+                    "%d running (its next attempt, started since)" % n,
+                    "%d failed (its next attempt, ended since)" % n, "%d cancelled" % m]
+
+
 def test_cancel_takes_several_jobs_and_asks_each_as_scancel_does(cli):
     """``cancel 12 13 99``: each job asked in turn, its line each; one refused (not in the
     store, ended) is said and the rest still cancelled, exit 1; a word that names no job is
@@ -629,6 +664,29 @@ def test_the_verbs_that_name_a_job_never_make_a_store(tmp_path):
         assert not folder.exists(), verb
 
 
+def test_a_word_that_names_no_job_is_a_usage_error_whether_a_store_is_there_or_not(
+        tmp_path, capfd):
+    """``audit 0``, ``logs 0``, ``place 0 …`` and ``move x …`` read their job's word only
+    after opening the store: with none there they said "there is no store here yet" (exit
+    1) for what is a bad argument, as cancel and jobs never did. Every verb that names a job
+    now says the word is no job's number, exit 2, store or not; a good number on a missing
+    store is still exit 1, the store's absence."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n'
+                      % (tmp_path / "none" / "store.db"))
+    for verb in (["audit"], ["logs"], ["jobs"], ["cancel"], ["requeue"], ["preempt"],
+                 ["place", "gpu-a", "0"], ["move", "gpu-a", "0"]):
+        for word in ("0", "-1", "x", ""):
+            argv = [verb[0], word] + verb[1:]
+            code, out, err = in_process(capfd, ["--config", str(config), *argv])
+            assert (code, out) == (2, ""), (argv, err)
+            assert repr(word) in err and "no store" not in err, (argv, err)
+        code, out, err = in_process(capfd, ["--config", str(config), verb[0], "3", *verb[1:]])
+        assert (code, out) == (1, "") and "there is no store here yet" in err, (verb, err)
+    assert not (tmp_path / "none").exists()
+
+
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
     job's own words for any other end, and the last lines of a failed job's output under them
@@ -763,6 +821,44 @@ def test_status_of_a_config_of_no_hosts_is_the_stores_word(local_fleet, capfd): 
     assert host["away_since"] < said["as_of"] and host["facts_since"] <= said["as_of"]
     assert [(g["index"], g["jobs"], g["out_of_service"]) for g in host["gpus"]] == sorted([
         (gpu, [job.id], None), (1 - gpu, [], "cordoned")])
+
+
+def test_status_and_jobs_say_a_number_or_name_not_known_in_words_never_none(tmp_path, capfd):
+    """A GPU the store keeps without its memory, model or index (as an older or a foreign
+    agent reported it) printed "None MiB", "None", "gpuNone"; the live hosts' lines crashed on
+    a GPU without its memory, and a job by hand that exited with no code was "exited None".
+    Each now says what is not known; ``--json`` keeps its null."""
+    from fractui.commands import _gpu_summary
+    from fractui.job_commands import agent_why
+    from fractui.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.record_inventory("gpu-a", {"cpus": 8, "memory_mib": None, "gpus": [
+            {"index": 0, "uuid": "GPU-0", "name": "NVIDIA L4", "memory_mib": None,
+             "mig_mode": False},
+            {"index": 1, "uuid": "GPU-1", "memory_mib": 23034, "mig_mode": False},
+            {"uuid": "GPU-2", "mig_mode": False}]})
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    code, out, err = in_process(capfd, ["--config", str(config), "status"])
+    assert code == 0 and "None" not in out, (out, err)
+    assert [line.split(None, 1)[1] if line.startswith("    ") else line
+            for line in out.splitlines()[1:]] == [
+        "NVIDIA L4                    memory unknown",
+        "model unknown                23034 MiB",
+        "model unknown                memory unknown"], out
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["gpu0", "gpu1", "gpu?"]
+    code, out, err = in_process(capfd, ["--config", str(config), "status", "--json"])
+    (host,) = json.loads(out)["hosts"]
+    assert [g["memory_mib"] for g in host["gpus"]] == [None, 23034, None], out
+    assert [_gpu_summary({"memory_used_mib": u}) for u in (None, 512)] == [
+        "memory unknown", "512 MiB used, its total unknown"]
+    assert _gpu_summary({"memory_used_mib": None, "memory_mib": 23034}) == "?/23034 MiB"
+    assert agent_why({"state": "exited"}) == "exited, its exit code unknown"
+    assert agent_why({"state": "exited", "exit_code": 3}) == "exited 3"
 
 
 def test_without_a_config_fractui_says_where_it_looked_and_what_to_try(tmp_path):
@@ -982,3 +1078,32 @@ def test_jobs_says_how_long_a_running_job_has_run_and_a_pending_one_waited(tmp_p
         assert (record["waited_s"], record["ran_s"]) == (185.0, None)
     finally:
         store.close()
+
+
+def test_jobs_times_a_wait_and_a_run_by_the_stores_clock_not_a_skewed_machines(
+        pg_server, tmp_path, capfd, monkeypatch):
+    """On PostgreSQL a submit's, a requeue's time is the server's; ``jobs`` measured a job's
+    wait and run against this machine's wall clock, so an admin machine two hours fast showed
+    every job waiting and running two hours more. They are measured by the store's clock."""
+    from fractui.store import open_store
+
+    url = pg_server.url(pg_server.new_database())
+    store = open_store(url)
+    try:
+        pending = store.submit("q", None, "next", ["x"], {"gpu": 0.5}, "test")
+        job = store.submit("q", None, "train", ["x"], {"gpu": 0.5}, "test")
+        store.place(job.id, Slot("gpu-a", (0,), memory_mib=512, charge=0.5), "sched", "decided")
+        store.started(job.id, "j1", store.now() - 185, "sched", "launched")
+    finally:
+        store.close()
+    config = tmp_path / "config.toml"
+    config.write_text("[store]\nurl = %s\n" % json.dumps(url))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)  # this machine's clock set wrong
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "--json"])
+    assert code == 0, err
+    said = {j["id"]: j for j in json.loads(out)["jobs"]}
+    assert 185 <= said[job.id]["ran_s"] < 3600 and 0 <= said[pending.id]["waited_s"] < 3600
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs"])
+    assert code == 0 and re.search(r"\bran 3m\d\ds\b", out), out
+

@@ -111,6 +111,9 @@ class Moving:
     def move(self, *args, **kwargs):
         return self._ask(self.store.move, *args, **kwargs)
 
+    def place(self, *args, **kwargs):
+        return self._ask(self.store.place, *args, **kwargs)
+
 
 def test_an_ask_read_again_after_a_conflict_is_not_made_of_a_later_attempt(two):
     """The requeue's first write found the job sent back (a launch refused), and before it
@@ -151,6 +154,35 @@ def test_an_ask_read_again_after_a_conflict_is_not_made_of_a_later_attempt(two):
         assert answer == user.get(seen.id)
         assert (answer.state, answer.attempt, answer.slot) == ("running", 1, there)
         assert [e.action for e in user.audit_log(seen.id)].count(intent) == 1
+
+
+def test_a_place_by_hand_of_an_attempt_is_never_made_of_a_later_one(two):
+    """The admin read the job pending (attempt 0) and placed it by hand; the scheduler had
+    placed, launched and preempted it meanwhile, or did so after the admin's own placement
+    landed with its answer lost. Attempt 1, pending again, is not placed: the admin never saw
+    it. Refused, saying what changed; the attempt read placed there already is done."""
+    user, scheduler, epoch = two
+    a, b = Slot("h", (0,), memory_mib=512), Slot("h", (1,), memory_mib=512)
+
+    def preempted(job_id: int) -> None:
+        if user.get(job_id).state == "pending":
+            scheduler.place(job_id, a, "sched", "fits", epoch=epoch)
+        scheduler.started(job_id, "a-first", None, "sched", "launched", epoch=epoch)
+        scheduler.stopping(job_id, ("running",), "preempt", "sched", "preempted", epoch=epoch)
+        scheduler.requeue(job_id, ("stopping",), "sched", "preempted", epoch=epoch)
+    for first in (False, True):  # the scheduler before the admin's write, or after it
+        seen = user.submit("q", None, "p", ["x"], {}, "alice")
+        store = Moving(user, lambda: preempted(seen.id), first=first)
+        with pytest.raises(Refused, match="job %d moved on since it was read: it is attempt 1 "
+                           "now \\(pending\\), sent on from attempt 0 by sched's preempt; "
+                           "nothing done: place it again to place it as it is now" % seen.id):
+            place_by_hand(store, seen, b, Asker("here"))
+        now = user.get(seen.id)
+        assert (now.state, now.attempt, now.slot) == ("pending", 1, None), first
+        # as read now, its answer lost: placed, answered as done, placed once
+        placed = place_by_hand(Moving(user, lambda: None, first=True), now, b, Asker("here"))
+        assert placed == user.get(seen.id) and (placed.state, placed.slot) == ("placed", b)
+        assert [e.action for e in user.audit_log(seen.id)].count("place") == 1 + first
 
 
 def test_admins_placing_by_hand_at_once_never_take_a_team_past_its_quota(store_url):

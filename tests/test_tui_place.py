@@ -175,6 +175,33 @@ def test_a_gpu_changed_before_confirm_shows_the_new_plan_and_records_nothing(loc
     assert agent_record(f, job)["mig"]["start"] == 4
 
 
+def test_a_job_run_and_requeued_while_previewed_is_not_placed_unseen(local_fleet):
+    """The admin previews the pending job (attempt 0); before they confirm, the scheduler
+    places, launches and preempts it (attempt 1, pending again). Confirming placed attempt 1,
+    which the admin never saw; it is refused, saying what changed, and nothing is recorded."""
+    f = local_fleet(MIG, QUEUES)
+    job = f.submit("3g")
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await keys_start(app, pilot)
+            f.store.place(job.id, Slot("gpu-a", (0,), "3g.40gb", 4), "sched", "fits")
+            f.store.started(job.id, "j1", None, "sched", "launched")
+            f.store.stopping(job.id, ("running",), "preempt", "sched", "preempted")
+            f.store.requeue(job.id, ("stopping",), "sched", "preempted")
+            await pilot.press("enter")
+            said = "job %d moved on since it was read: it is attempt 1 now (pending), sent on " \
+                "from attempt 0 by sched's preempt; nothing done" % job.id
+            await until(pilot, lambda: any(said in n.message for n in app._notifications),
+                        "the admin is told")
+            now = f.store.get(job.id)
+            assert (now.state, now.attempt) == ("pending", 1)
+            assert "place" not in [e.action for e in f.store.audit_log(job.id)]
+
+    drive()
+
+
 def test_header_says_who_carries_out_decisions(local_fleet):
     f = local_fleet(MIG, QUEUES)
 

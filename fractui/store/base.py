@@ -177,7 +177,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
               preemptible: bool = False, epoch: Optional[int] = None,
-              quota: Optional[float] = None) -> Job:
+              quota: Optional[float] = None, attempt: Optional[int] = None) -> Job:
         """pending -> placed on ``slot``: the scheduler's decision (audited ``decide``), or an
         admin's by hand (``manual``, audited ``place``) that the holder launches there.
         ``quota``: the job's team's quota (GPUs) it was placed within (not ``preemptible``);
@@ -185,7 +185,7 @@ class Store(abc.ABC):
         within its quota, other placements landed meanwhile included, leaves no room for
         ``slot.charge``. A placement by hand whose commit's answer was lost is made again at
         once; if the first had landed, that finds the job placed (StateConflict): the caller
-        reads where it is (intents.place_by_hand)."""
+        reads where it is (intents.place_by_hand). ``attempt`` as ``stopping``'s."""
 
     @abc.abstractmethod
     def move(self, job_id: int, slot: Slot, actor: str, why: str, borrowed: bool = False,

@@ -133,11 +133,11 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
 
 def _moved_on(store: Store, job: Job, seen: int, intent: str, user: str,
               refused: Optional[str]) -> Job:
-    """``job``, a later attempt than the ``seen`` one ``intent`` (requeue, preempt, move) was
-    asked of: done if ``user``'s own ask of it is what moved that attempt on (a first try whose
-    answer was lost, then carried out), per the audit; else Refused, for what the job is now
-    (``refused``) or saying what changed: the user never saw this attempt, and stopping it
-    would throw away what they did not judge."""
+    """``job``, a later attempt than the ``seen`` one ``intent`` (requeue, preempt, move,
+    place) was asked of: done if ``user``'s own ask of it is what moved that attempt on (a
+    first try whose answer was lost, then carried out), per the audit; else Refused, for what
+    the job is now (``refused``) or saying what changed: the user never saw this attempt, and
+    stopping or placing it would act on what they did not judge."""
     ask = _ended_by(seen, store.audit_log(job.id, _LOOK_BACK))
     if ask is not None and ask.action == intent and submitter(ask.actor) == user:
         return job
@@ -212,22 +212,30 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
     why it takes its team past its quota (the admin agreed): it is then recorded as borrowed,
     preemptible like any over-quota job. Else ``quota``, the team's (None: no quotas), is
     checked again as the placement is written: one that another placement of the team (the
-    scheduler's, another admin's) took meanwhile is refused, for the admin to be asked."""
+    scheduler's, another admin's) took meanwhile is refused, for the admin to be asked.
+    ``job`` is as the caller read it: only that attempt is placed (_moved_on), so a late or
+    retried placement never places a later one (run and requeued since) the admin never saw;
+    that attempt placed there already (a retry whose first answer was lost) is done."""
     actor = authorize(store, asker, PLACE, job.team, "job %d" % job.id)
     why = "placed by hand on %s" % slot.describe()
     if past_quota:
         why += "; it %s, so it is borrowed (preemptible)" % past_quota
     try:
         return store.place(job.id, slot, actor, why, manual=True,
-                           preemptible=past_quota is not None, quota=quota)
+                           preemptible=past_quota is not None, quota=quota,
+                           attempt=job.attempt)
     except QuotaTaken as err:
         raise Refused("%s; place it again to be asked about going past the quota" % err
                       ) from None
     except StateConflict as err:
-        now = store.get(job.id)  # (a retry whose first answer was lost: done)
+        now = store.get(job.id)
+        refused = "only a pending job can be placed: %s" % err
+        if now.attempt != job.attempt:
+            return _moved_on(store, now, job.attempt, PLACE, submitter(actor),
+                             None if now.state == PENDING else refused)
         if placed_there(now, slot.host, slot.gpus, slot.profile):
             return now
-        raise Refused("only a pending job can be placed: %s" % err) from None
+        raise Refused(refused) from None
 
 
 def move_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,

@@ -317,7 +317,7 @@ class SqlStore(Store):
 
     def place(self, job_id: int, slot: Slot, actor: str, why: str, manual: bool = False,
               preemptible: bool = False, epoch: Optional[int] = None,
-              quota: Optional[float] = None) -> Job:
+              quota: Optional[float] = None, attempt: Optional[int] = None) -> Job:
         def within(db: Any, job: Job) -> None:
             if not preemptible:
                 self._within_quota(db, job, slot, quota, "placed")
@@ -325,7 +325,7 @@ class SqlStore(Store):
                                 "place" if manual else "decide",
                                 {"state": PLACED, "slot": slot, "manual": manual,
                                  "preemptible": preemptible, "reason": None}, holds=within,
-                                again=manual)
+                                again=manual, attempt=attempt)
 
     def _within_quota(self, db: Any, job: Job, slot: Slot, quota: Optional[float],
                       done: str) -> None:

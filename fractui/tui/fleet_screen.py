@@ -586,8 +586,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                     "was placed.", near=where))
             return
         by_hand = move_by_hand if movable(now.state) else place_by_hand
-        try:
-            by_hand(store, now, match.slot(), self.fleet_app.asker, past,
+        try:  # (of the attempt previewed: a later one, run and requeued since, is refused)
+            by_hand(store, job, match.slot(), self.fleet_app.asker, past,
                     quota_of(self.config.teams, now.team))
         except (Refused, Denied, StoreError) as err:
             self.post_message(Placed(now, None, str(err)))
