@@ -78,7 +78,8 @@ class HostConfig:
     python: str = "python3"
     """The remote interpreter that runs the agent (Python >= 3.9)."""
     state_dir: str = "~/.local/state/fractui-agent"
-    """The agent's --state-dir, kept as written: it is a path on the remote host."""
+    """The agent's --state-dir, kept as written: it is a path on the remote host (with become,
+    absolute: /var/lib/fractui-agent unless the entry says)."""
     agent_cache: str = ".cache/fractui"
     """Where the agent is uploaded: relative to the remote home unless absolute (over exec,
     absolute)."""
@@ -541,9 +542,10 @@ MIG_MODES = ("auto", "fixed")  # [[hosts]] mig_mode
 _AGENTS = ("upload", "image")
 _SSH_ONLY = ("host", "port", "user", "identity_file", "proxy_jump")  # not for an exec host
 _EXEC_ONLY = ("exec", "exec_target", "agent", "agent_path")
-# Where an exec host keeps its agent's state and uploads, unless its entry says: absolute,
-# since nothing expands ~ there.
-EXEC_STATE_DIR = "/var/lib/fractui-agent"
+# Where an agent run as root (an exec host's, an SSH host's with become) keeps its state, and
+# an exec host its uploads, unless its entry says: absolute, since nothing expands ~ there and
+# root's agent refuses a state dir in its login's home.
+ROOT_STATE_DIR = "/var/lib/fractui-agent"
 EXEC_TARGET = "{target}"  # the word of exec that exec_target's answer replaces
 EXEC_AGENT_CACHE = "/var/cache/fractui"
 # One ProxyJump hop: [user@]host[:port], the host possibly an [IPv6] literal.
@@ -921,6 +923,8 @@ class _Checker(TomlChecker):
                 if key in values:
                     raise bad(key, "is a setting of exec hosts; this host's transport is "
                               f"\"{values.get('transport', 'ssh')}\" (set transport = \"exec\")")
+        if "become" in values and values.get("transport", "ssh") == "ssh":
+            self.become_state_dir(values, bad)
         if "sim" in values:
             try:
                 parse_sim_spec(values["sim"])
@@ -1002,12 +1006,24 @@ class _Checker(TomlChecker):
         if "agent_path" in values and values.get("agent") != "image":
             raise bad("agent_path", "is only used with agent = \"image\" (an uploaded agent "
                       "lives in agent_cache)")
-        values.setdefault("state_dir", EXEC_STATE_DIR)
+        values.setdefault("state_dir", ROOT_STATE_DIR)
         values.setdefault("agent_cache", EXEC_AGENT_CACHE)
         for key in ("state_dir", "agent_cache", "agent_path"):
             if key in values and not values[key].startswith("/"):
                 raise bad(key, f"must be an absolute path on an exec host (nothing expands ~ "
                           f"or a home there), got {_shown(values[key])}")
+
+    @staticmethod
+    def become_state_dir(values: dict[str, Any], bad: Callable[[str, str], ConfigError]) -> None:
+        """With become the agent runs as root, and refuses a state dir another user owns a
+        step of: one in the login's home (relative, or ~) would never start. Absolute, then,
+        and root's by default."""
+        path = values.setdefault("state_dir", ROOT_STATE_DIR)
+        if not path.startswith("/"):
+            raise bad("state_dir", f"must be an absolute path with become = \"sudo\", got "
+                      f"{_shown(path)}: the agent runs as root, and refuses a state dir in the "
+                      f"login's home (that user could change what root runs); leave it out for "
+                      f"{ROOT_STATE_DIR}, or name another directory of root's")
 
     @staticmethod
     def proxy_jump(value: str, bad: Callable[[str, str], ConfigError]) -> None:

@@ -60,7 +60,7 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
         proxy_jump = "jump@bastion:2200,[fe80::1]:22"
         become = "sudo"
         python = "/opt/py/bin/python3"
-        state_dir = "~/fractui-state"
+        state_dir = "/srv/fractui-state"
         agent_cache = "~/tools/fractui"
         mps = true
         hami_core_lib = "/usr/lib/libvgpu.so"
@@ -100,7 +100,7 @@ def test_a_full_config_loads_into_dataclasses_with_defaults_applied(tmp_path):
         name="h100-b", host="10.0.0.7", port=2222, user="ops",
         identity_file=os.path.join(HOME, ".ssh", "id_h100"),
         proxy_jump="jump@bastion:2200,[fe80::1]:22", become="sudo",
-        python="/opt/py/bin/python3", state_dir="~/fractui-state",  # remote: not expanded
+        python="/opt/py/bin/python3", state_dir="/srv/fractui-state",
         agent_cache="tools/fractui",  # SFTP paths are relative to the remote home
         mps=True, hami_core_lib="/usr/lib/libvgpu.so")
     assert config.hosts[2] == HostConfig(  # a local host's state is this machine's
@@ -380,6 +380,27 @@ def test_become_can_only_be_sudo(tmp_path):
         name = "a"
         become = "doas"
         """) == "F:3: hosts[0].become must be \"sudo\" or left out, got 'doas'"
+
+
+def test_become_keeps_the_state_dir_out_of_the_logins_home(tmp_path):
+    """Root's agent refuses a state dir its login owns a step of: one in that home (the
+    default's place) would keep the host offline; become's default is root's."""
+    config = load_config(write(tmp_path, """\
+        [[hosts]]
+        name = "a"
+        become = "sudo"
+        """))
+    assert config.hosts[0].state_dir == "/var/lib/fractui-agent"
+    for state_dir in ("~/.local/state/fractui-agent", "state"):
+        assert error(tmp_path, f"""\
+            [[hosts]]
+            name = "a"
+            become = "sudo"
+            state_dir = "{state_dir}"
+            """) == (f"F:4: hosts[0].state_dir must be an absolute path with become = \"sudo\","
+                     f" got '{state_dir}': the agent runs as root, and refuses a state dir in "
+                     f"the login's home (that user could change what root runs); leave it out "
+                     f"for /var/lib/fractui-agent, or name another directory of root's")
 
 
 def test_transport_is_ssh_local_or_exec(tmp_path):

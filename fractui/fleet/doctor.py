@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from fractui.config import Config, HostConfig, SshSettings
-from fractui.fleet.host import HostSession
+from fractui.fleet.host import SUDO_FIX, HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.transport.base import Runner, Transport, TransportError, python_problem
@@ -189,9 +189,8 @@ def _check_agent(config: Config, host: HostConfig,
         session.settled.wait(config.ssh.settle_s)
         status = session.status
         if status.state not in ("online", "degraded") or status.hello is None:
-            fix = ("allow passwordless sudo for the agent, or reach the host as root"
-                   if "sudo" in (status.error or "") else "see the error; the agent logs to "
-                   "%s/daemon.log on the host" % host.state_dir)
+            fix = SUDO_FIX if "sudo" in (status.error or "") else (
+                "see the error; the agent logs to %s/daemon.log on the host" % host.state_dir)
             report.add("agent", "fail", status.error or status.state, fix)
             return None
         hello = status.hello
@@ -295,11 +294,13 @@ def _check_lingering(host: HostConfig, run: Runner, report: Report) -> None:
                    "sudo loginctl enable-linger %s" % user)
 
 
-# The state dir's filesystem: made if missing, then the longest mount point above it.
+# The state dir's filesystem: made if missing (argv[2] "make"), then the longest mount point
+# above it.
 _STATE_DIR = r"""
 import os, sys
 path = os.path.realpath(sys.argv[1])
-os.makedirs(path, 0o700, exist_ok=True)
+if sys.argv[2] == "make":
+    os.makedirs(path, 0o700, exist_ok=True)
 point, kind = "", ""
 with open("/proc/self/mounts") as f:
     for line in f:
@@ -314,7 +315,10 @@ print(kind)
 
 def _check_state_dir(host: HostConfig, transport: Transport, report: Report) -> None:
     path = transport.state_dir
-    code, out, err = transport.run([transport.python, "-c", _STATE_DIR, path])
+    # this runs as the login; with become the state dir is root's, which the login may not
+    # reach: the agent, root, made it (its check came first), so only its mount is looked up
+    code, out, err = transport.run([transport.python, "-c", _STATE_DIR, path,
+                                    "look" if host.become else "make"])
     fstype = out.strip()
     if code != 0:
         lines = err.strip().splitlines()

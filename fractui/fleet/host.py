@@ -103,6 +103,11 @@ def agent_args(cfg: HostConfig, state_dir: str) -> List[str]:
         ["--sim", cfg.sim] if cfg.sim else []) + cfg.agent_settings().words()
 
 
+# What to do when sudo -n refuses the agent's command.
+SUDO_FIX = ("allow the login passwordless sudo for the agent's command (docs/cli.md, \"How hosts "
+            "are reached\", gives the sudoers line), or reach the host as root")
+
+
 class _Conn:
     """An agent connection: its client, how to end it, and the last lines of its stderr."""
 
@@ -354,8 +359,7 @@ class HostSession:
             said = conn.why_it_ended()
             if self.cfg.become is not None and "password is required" in said:
                 raise AgentProcessError(
-                    "sudo -n was refused on %s (%s): allow the agent passwordless sudo, or "
-                    "reach the host as root" % (self.cfg.name, said)) from err
+                    "sudo -n was refused on %s (%s): %s" % (self.cfg.name, said, SUDO_FIX)) from err
             raise AgentProcessError("the agent on %s did not answer: %s%s" % (
                 self.cfg.name, self._lost_why(str(err)), " (it said: %s)" % said if said
                 else "")) from err
