@@ -196,11 +196,7 @@ async def test_the_palette_reaches_the_fleet_from_the_jobs_view_the_job_and_the_
         app.open_job(1)
         await settled(pilot)
         entries = [e.text for e in app.screen.palette_entries()]
-        await pilot.press("colon")
-        await pilot.press(*"stop job")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
+        await palette(pilot, "stop job")
         assert isinstance(app.screen, ConfirmScreen), entries  # its own stop, still first
 
 

@@ -9,6 +9,9 @@ import threading
 
 import pytest
 
+from textual import events
+from textual.keys import _character_to_key
+
 from fractui.config import ConfigError, load_config
 from fractui.tui.app import check_tui_settings
 from fractui.tui.fleet_screen import FleetScreen
@@ -27,10 +30,18 @@ def shown_hosts(app) -> list[str]:
     return [line.name for line in fleet(app).map.lines if isinstance(line, HostLine)]
 
 
+def typed(app, text: str) -> None:
+    """``text`` as a terminal sends it: a key event for each character, all at once (named as
+    ``pilot.press`` names them). ``pilot.press`` waits for the process to go idle after each
+    key, about 0.1 s with a live fleet's threads in it: a wait of the test's, not the app's."""
+    for char in text:
+        app.post_message(events.Key(_character_to_key(char), char))
+
+
 async def palette(pilot, text: str) -> None:
     await pilot.press("colon")
     await pilot.pause()
-    await pilot.press(*text)
+    typed(pilot.app, text)
     await pilot.pause(0.3)  # the palette searches in the background
     await pilot.press("enter")
     await pilot.pause()
