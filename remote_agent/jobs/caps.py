@@ -16,6 +16,9 @@ from remote_agent.daemon.trust import UnsafePath, check_tree
 from remote_agent.gpu.backend import NvmlCallError
 
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
+# The pipe directory a job is handed where the host's is refused: without one its CUDA library
+# would go to MPS_PIPE_DEFAULT; none can ever be made under a device, so it finds no MPS.
+NO_MPS_PIPES = "/dev/null/nvidia-mps"
 # The directories MPS is reached through, by the variable that moves each, and what they are.
 MPS_DIRS = {"CUDA_MPS_PIPE_DIRECTORY": "MPS pipe directory",
             "CUDA_MPS_LOG_DIRECTORY": "MPS log directory"}
