@@ -280,6 +280,25 @@ def test_an_agent_with_another_users_mps_pipes_offers_no_mps_and_hands_them_to_n
         str(["CUDA_MPS_PIPE_DIRECTORY=" + caps.NO_MPS_PIPES])]
 
 
+def test_an_mps_pipe_directory_refused_since_the_probe_is_the_cap_of_no_job(
+        start_agent, tmp_path, monkeypatch):
+    """The pipe directory is asked of at each launch, not only when the agent starts: one
+    another user holds since (removed, made anew by them) caps no job — bare, its directory
+    not handed on, nor a container's, which would have it mounted — and no job is told its
+    memory is capped by MPS."""
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps")
+    assert "mps" in agent.call("hello")["gpus"][0]["cap_layers"]
+    os.chown(pipes, OTHER_UID, -1)
+    job = agent.call("job.launch", key="k-since", gpu=0, memory_mib=1000, argv=script(
+        "import os\nprint(os.environ['CUDA_MPS_PIPE_DIRECTORY'])"))
+    assert "mps" not in job["caps"], job["caps"]
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == [caps.NO_MPS_PIPES]
+
+
 def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, tmp_path):
     plain = tmp_path / "not-a-cgroup"
     plain.mkdir()

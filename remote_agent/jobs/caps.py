@@ -82,12 +82,12 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
     else:
         layers.append("driver_limit")
 
-    untrusted = [why for why in map(mps_dir_refusal, MPS_DIRS) if why]
+    untrusted = mps_refusal()
     if not settings.mps:
         unavailable["mps"] = "MPS is not enabled for this host (the host's mps = true enables it)"
     elif untrusted:
         unavailable["mps"] = "mps = true, but another user could stand in for the MPS control " \
-                             "daemon: " + "; ".join(untrusted)
+                             "daemon: " + untrusted
     elif not os.path.isdir(mps_pipe_dir()):
         unavailable["mps"] = "mps = true, but no MPS control daemon pipe directory at %s" % (
             mps_pipe_dir())
@@ -133,6 +133,13 @@ def driver_refusal(backend: Any, namespace: str) -> Optional[str]:
 def mps_pipe_dir() -> str:
     """Where the host's MPS control daemon has its pipes (jobs reach it there)."""
     return os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)
+
+
+def mps_refusal() -> Optional[str]:
+    """Why no job is to reach the daemon's MPS (its pipe or log directory another user could
+    change: ``mps_dir_refusal``), or None. Asked as the agent starts and again at each launch:
+    a directory may be removed and made anew by another user since."""
+    return "; ".join(why for why in map(mps_dir_refusal, MPS_DIRS) if why) or None
 
 
 def mps_dir_refusal(var: str, env: Optional[Mapping[str, str]] = None) -> Optional[str]:

@@ -474,6 +474,10 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = job.instance
             return env, ["mig"]
         layers = self.cap_probe.layers
+        refused = caps.mps_refusal() if "mps" in layers else None
+        if refused is not None:  # since the probe: neither handed on (env.base_env) nor mounted
+            log.warning("job j%d: not capped by MPS: %s", job.id, refused)
+            layers = [layer for layer in layers if layer != "mps"]
         gpu_memory = min(self.gpus.call_nvml(lambda: self.gpus.backend.gpu(i)).memory_mib
                          for i in job.gpus)
         env.update(caps.share_env(layers, self.settings.caps, job.gpu_uuids, job.memory_mib,
