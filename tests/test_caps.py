@@ -299,6 +299,24 @@ def test_an_mps_pipe_directory_refused_since_the_probe_is_the_cap_of_no_job(
     assert agent.call("job.logs", job=job["id"])["lines"] == [caps.NO_MPS_PIPES]
 
 
+def test_a_hami_core_library_refused_since_the_probe_is_preloaded_in_no_job(start_agent,
+                                                                             tmp_path):
+    """The library is asked of at each launch, as the MPS directories are: one another user
+    may change since the agent started (its mode changed, or removed and made anew by them
+    in a folder such as /tmp) would run their code in every share job, root's too."""
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    lib.chmod(0o644)
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--hami-core-lib", str(lib))
+    assert "hami" in agent.call("hello")["gpus"][0]["cap_layers"]
+    lib.chmod(0o666)
+    job = agent.call("job.launch", key="k-since", gpu=0, memory_mib=1000, argv=script(
+        "import os\nprint(os.environ.get('LD_PRELOAD'))"))
+    assert "hami" not in job["caps"], job["caps"]
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["None"]
+
+
 def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, tmp_path):
     plain = tmp_path / "not-a-cgroup"
     plain.mkdir()
