@@ -85,6 +85,29 @@ def test_an_mps_directory_another_user_could_change_is_neither_used_nor_handed_o
         types.SimpleNamespace(), caps.CapSettings(mps=True), True).unavailable["mps"]
 
 
+def test_a_refused_mps_pipe_directory_leaves_jobs_no_way_to_the_default_one(tmp_path,
+                                                                             monkeypatch):
+    """The CUDA library reaches MPS through CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps: a
+    job not handed a refused directory would go to the default — the very one refused, where
+    it is unset, or one that anyone may make in /tmp. A refused one is replaced by a directory
+    that can never be made, so the job's CUDA finds no control daemon and runs without MPS."""
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    monkeypatch.delenv("CUDA_MPS_PIPE_DIRECTORY", raising=False)
+    theirs = tmp_path / "nvidia-mps"
+    theirs.mkdir(mode=0o755)
+    monkeypatch.setattr(caps, "MPS_PIPE_DEFAULT", str(theirs))
+    user = JobUser.named(None)
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in base_env(os.environ, user)  # sound: the default
+    os.chown(theirs, OTHER_UID, -1)
+    for named in (None, str(theirs)):  # the default, or named as it
+        if named is not None:
+            monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", named)
+        handed = base_env(os.environ, user)["CUDA_MPS_PIPE_DIRECTORY"]
+        assert handed == caps.NO_MPS_PIPES, handed
+        with pytest.raises(NotADirectoryError):  # no one can make it, root included
+            os.makedirs(handed)
+
+
 def test_an_mps_log_directory_another_user_could_change_refuses_the_layer(tmp_path, monkeypatch):
     pipes = tmp_path / "mps"
     logs = tmp_path / "mps-log"
@@ -249,10 +272,49 @@ def test_an_agent_with_another_users_mps_pipes_offers_no_mps_and_hands_them_to_n
     assert "refusing the MPS pipe directory %s: %s is owned by uid %d" % (
         pipes, pipes, OTHER_UID) in gpu["cap_layers_unavailable"]["mps"]
     job = agent.call("job.launch", key="k-no-mps", gpu=0, memory_mib=1000, argv=script(
-        "import os\nprint(sorted(k for k in os.environ if k.startswith('CUDA_MPS')))"))
+        "import os\nprint(sorted(k + '=' + v for k, v in os.environ.items() "
+        "if k.startswith('CUDA_MPS')))"))
     assert "mps" not in job["caps"]
+    wait_job(agent, job["id"])  # (not the default's /tmp/nvidia-mps either: none)
+    assert agent.call("job.logs", job=job["id"])["lines"] == [
+        str(["CUDA_MPS_PIPE_DIRECTORY=" + caps.NO_MPS_PIPES])]
+
+
+def test_an_mps_pipe_directory_refused_since_the_probe_is_the_cap_of_no_job(
+        start_agent, tmp_path, monkeypatch):
+    """The pipe directory is asked of at each launch, not only when the agent starts: one
+    another user holds since (removed, made anew by them) caps no job — bare, its directory
+    not handed on, nor a container's, which would have it mounted — and no job is told its
+    memory is capped by MPS."""
+    pipes = tmp_path / "mps"
+    pipes.mkdir()
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipes))
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--mps")
+    assert "mps" in agent.call("hello")["gpus"][0]["cap_layers"]
+    os.chown(pipes, OTHER_UID, -1)
+    job = agent.call("job.launch", key="k-since", gpu=0, memory_mib=1000, argv=script(
+        "import os\nprint(os.environ['CUDA_MPS_PIPE_DIRECTORY'])"))
+    assert "mps" not in job["caps"], job["caps"]
     wait_job(agent, job["id"])
-    assert agent.call("job.logs", job=job["id"])["lines"] == ["[]"]
+    assert agent.call("job.logs", job=job["id"])["lines"] == [caps.NO_MPS_PIPES]
+
+
+def test_a_hami_core_library_refused_since_the_probe_is_preloaded_in_no_job(start_agent,
+                                                                             tmp_path):
+    """The library is asked of at each launch, as the MPS directories are: one another user
+    may change since the agent started (its mode changed, or removed and made anew by them
+    in a folder such as /tmp) would run their code in every share job, root's too."""
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    lib.chmod(0o644)
+    agent = start_agent("1xL4", str(tmp_path / "host"), "--hami-core-lib", str(lib))
+    assert "hami" in agent.call("hello")["gpus"][0]["cap_layers"]
+    lib.chmod(0o666)
+    job = agent.call("job.launch", key="k-since", gpu=0, memory_mib=1000, argv=script(
+        "import os\nprint(os.environ.get('LD_PRELOAD'))"))
+    assert "hami" not in job["caps"], job["caps"]
+    wait_job(agent, job["id"])
+    assert agent.call("job.logs", job=job["id"])["lines"] == ["None"]
 
 
 def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, tmp_path):

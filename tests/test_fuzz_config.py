@@ -61,7 +61,7 @@ def base(tmp: str) -> Dict[str, Any]:
         "hosts": [
             {"name": "h1", "transport": "local", "sim": "2xL4", "state_dir": tmp + "/s1"},
             {"name": "h2", "host": "10.0.0.2", "port": 22, "user": "ops", "sim":
-             "1xA100-80GB:mig", "become": "sudo", "python": "python3", "state_dir": "~/st",
+             "1xA100-80GB:mig", "become": "sudo", "python": "python3", "state_dir": "/var/lib/st",
              "agent_cache": ".cache/f", "proxy_jump": "j@bastion:22", "identity_file": "~/k"},
             {"name": "h3", "host": "10.0.0.3"},
             {"name": "h4", "transport": "exec", "exec": ["kubectl", "exec", "-i", "{target}"],
@@ -258,6 +258,15 @@ def safe(config: Config) -> List[str]:
             url_problem(config.store.url) is not None):
         wrong.append("store url %r" % config.store.url)
     return wrong
+
+
+def test_the_base_config_loads(home):
+    """Every case changes a valid config: one the loader refuses as it is would have each
+    case refused for the base's fault, whatever it changed."""
+    path = str(home / "config.toml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(render(base(str(home)))[0])
+    assert [h.name for h in load_checked(path).hosts] == ["h1", "h2", "h3", "h4"]
 
 
 def test_the_generator_is_fixed(tmp_path):

@@ -376,25 +376,32 @@ def test_logs_without_follow_ends_a_follow_of_that_job(host):
 def test_a_chunk_read_as_the_client_unfollows_is_not_sent_nor_the_follow_taken_up_again():
     """The pusher reads a chunk, the client unfollows, the pusher goes to send it: nothing is
     sent and the job stays unfollowed (the pusher once wrote its offset back, following it
-    again for good)."""
+    again for good). The client takes the first chunk while it follows: its connection then
+    wakes the daemon's pusher (``logs_taken``), and sends on."""
     import json
     import socket
+    import threading
+    import types
 
     from remote_agent.daemon.server import Connection
 
     ours, theirs = socket.socketpair()
     try:
-        conn = Connection(ours, None)  # type: ignore[arg-type] - no methods are served here
+        daemon = types.SimpleNamespace(logs_taken=threading.Event())  # (no methods served)
+        conn = Connection(ours, daemon)  # type: ignore[arg-type]
         conn.follow(1, True, 0)
         assert conn.push_log(1, {"job": "j1", "data": "a\n"}, 2)
         assert conn.follows == {1: 2}
+        received = theirs.makefile("rb")
+        sent = [received.readline()]  # taken while it follows: the pusher is woken
+        assert daemon.logs_taken.wait(10)
         conn.follow(1, False, 0)  # the client's unfollow, between the read and the send
         assert not conn.push_log(1, {"job": "j1", "data": "b\n"}, 4)
         assert conn.follows == {}
         conn.follow(2, True, 0)
         assert conn.push_log(2, {"job": "j2", "eof": True}, None) and conn.follows == {}
         conn.finish()
-        sent = theirs.makefile("rb").read().splitlines()
+        sent += received.read().splitlines()
         assert [json.loads(line)["params"] for line in sent] == [
             {"job": "j1", "data": "a\n"}, {"job": "j2", "eof": True}]
     finally:

@@ -16,6 +16,9 @@ from remote_agent.daemon.trust import UnsafePath, check_tree
 from remote_agent.gpu.backend import NvmlCallError
 
 MPS_PIPE_DEFAULT = "/tmp/nvidia-mps"
+# The pipe directory a job is handed where the host's is refused: without one its CUDA library
+# would go to MPS_PIPE_DEFAULT; none can ever be made under a device, so it finds no MPS.
+NO_MPS_PIPES = "/dev/null/nvidia-mps"
 # The directories MPS is reached through, by the variable that moves each, and what they are.
 MPS_DIRS = {"CUDA_MPS_PIPE_DIRECTORY": "MPS pipe directory",
             "CUDA_MPS_LOG_DIRECTORY": "MPS log directory"}
@@ -79,12 +82,12 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
     else:
         layers.append("driver_limit")
 
-    untrusted = [why for why in map(mps_dir_refusal, MPS_DIRS) if why]
+    untrusted = mps_refusal()
     if not settings.mps:
         unavailable["mps"] = "MPS is not enabled for this host (the host's mps = true enables it)"
     elif untrusted:
         unavailable["mps"] = "mps = true, but another user could stand in for the MPS control " \
-                             "daemon: " + "; ".join(untrusted)
+                             "daemon: " + untrusted
     elif not os.path.isdir(mps_pipe_dir()):
         unavailable["mps"] = "mps = true, but no MPS control daemon pipe directory at %s" % (
             mps_pipe_dir())
@@ -92,14 +95,11 @@ def probe(nv, settings: CapSettings, is_root: bool, no_cgroup: Optional[str] = N
         layers.append("mps")
 
     lib = settings.hami_core_lib
-    lib_refused = refusal(lib, "the HAMi-core library") if lib else None
+    lib_refused = hami_refusal(lib) if lib else None
     if not lib:
         unavailable["hami"] = "no HAMi-core library configured (hami_core_lib)"
-    elif not os.path.isfile(lib):
-        unavailable["hami"] = "hami_core_lib %s does not exist" % lib
     elif lib_refused:
-        unavailable["hami"] = "another user could run code in every share job, which preloads " \
-                              "the library: " + lib_refused
+        unavailable["hami"] = lib_refused
     else:
         layers.append("hami")
 
@@ -130,6 +130,32 @@ def driver_refusal(backend: Any, namespace: str) -> Optional[str]:
 def mps_pipe_dir() -> str:
     """Where the host's MPS control daemon has its pipes (jobs reach it there)."""
     return os.environ.get("CUDA_MPS_PIPE_DIRECTORY", MPS_PIPE_DEFAULT)
+
+
+def hami_refusal(lib: str) -> Optional[str]:
+    """Why the HAMi-core library ``lib`` is not to be preloaded, or None."""
+    if not os.path.isfile(lib):
+        return "hami_core_lib %s does not exist" % lib
+    refused = refusal(lib, "the HAMi-core library")
+    return None if refused is None else "another user could run code in every share job, " \
+        "which preloads the library: " + refused
+
+
+def refused_now(layers: List[str], settings: CapSettings) -> Dict[str, str]:
+    """Of the probe's ``layers``, those that reach the host's files (MPS's directories, the
+    HAMi-core library) refused at this launch, with why: a file or directory sound when the
+    agent started may be changed since, or removed by its owner and made anew by another user
+    (in a folder such as /tmp)."""
+    refused = {"mps": mps_refusal() if "mps" in layers else None,
+               "hami": hami_refusal(settings.hami_core_lib)
+               if "hami" in layers and settings.hami_core_lib else None}
+    return {layer: why for layer, why in refused.items() if why is not None}
+
+
+def mps_refusal() -> Optional[str]:
+    """Why no job is to reach the daemon's MPS (its pipe or log directory another user could
+    change: ``mps_dir_refusal``), or None."""
+    return "; ".join(why for why in map(mps_dir_refusal, MPS_DIRS) if why) or None
 
 
 def mps_dir_refusal(var: str, env: Optional[Mapping[str, str]] = None) -> Optional[str]:

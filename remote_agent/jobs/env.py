@@ -12,11 +12,12 @@ import pwd
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
-from remote_agent.jobs.caps import MPS_DIRS, mps_dir_refusal
+from remote_agent.jobs.caps import MPS_DIRS, NO_MPS_PIPES, mps_dir_refusal
 
 # Taken from the daemon's environment when set there: the host's locale and time zone, where
 # programs are, and how to reach the host's MPS daemon (its directories only where no other user
-# could stand in for it: caps.mps_dir_refusal).
+# could stand in for it: caps.mps_dir_refusal; a refused pipe directory, named or the default,
+# is replaced by caps.NO_MPS_PIPES, as CUDA would go to the default without one).
 INHERITED = ("PATH", "LANG", "LANGUAGE", "TZ", "CUDA_MPS_PIPE_DIRECTORY",
              "CUDA_MPS_LOG_DIRECTORY")
 INHERITED_PREFIXES = ("LC_",)
@@ -58,6 +59,8 @@ def base_env(daemon_env: Mapping[str, str], user: JobUser) -> Dict[str, str]:
     env = {k: v for k, v in daemon_env.items()
            if (k in INHERITED or k.startswith(INHERITED_PREFIXES))
            and not (k in MPS_DIRS and mps_dir_refusal(k, daemon_env))}
+    if mps_dir_refusal("CUDA_MPS_PIPE_DIRECTORY", daemon_env):
+        env["CUDA_MPS_PIPE_DIRECTORY"] = NO_MPS_PIPES
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell)
     return env

@@ -473,7 +473,10 @@ class Supervisor:
         if job.instance is not None:
             env["CUDA_VISIBLE_DEVICES"] = job.instance
             return env, ["mig"]
-        layers = self.cap_probe.layers
+        refused = caps.refused_now(self.cap_probe.layers, self.settings.caps)
+        for layer, why in refused.items():  # since the probe: not set, nor mounted in a container
+            log.warning("job j%d: not capped by %s: %s", job.id, layer, why)
+        layers = [layer for layer in self.cap_probe.layers if layer not in refused]
         gpu_memory = min(self.gpus.call_nvml(lambda: self.gpus.backend.gpu(i)).memory_mib
                          for i in job.gpus)
         env.update(caps.share_env(layers, self.settings.caps, job.gpu_uuids, job.memory_mib,
