@@ -11,7 +11,7 @@ Runs a simulated host (the real bridge, daemon and shims, the sim GPU backend) a
   holds 50 MiB of its GPU, so every watchdog pass matches 20 GPU processes to their jobs;
 - a followed log's rate: a job writes ``--follow-mib`` MiB of 1 KiB lines as fast as it can
   while this client follows it (``job.logs`` with ``follow``) and reads all of it through the
-  bridge, from the job's first byte to the last one read.
+  bridge, from the first of its bytes this client read to the last.
 ``--record`` writes the table into docs/benchmarks.md with the machine it ran on.
 """
 
@@ -56,7 +56,8 @@ class Bridge:
         return reply["result"]
 
     def follow(self, job: str, size: int) -> float:
-        """Seconds until ``size`` bytes of the job's output were pushed to this client."""
+        """Seconds from the first of the job's bytes pushed to this client to the last of
+        ``size``."""
         self.call("job.logs", job=job, lines=0, follow=True)
         got, first = 0, None
         while got < size:
