@@ -127,6 +127,22 @@ def test_an_mps_log_directory_another_user_could_change_refuses_the_layer(tmp_pa
     assert "CUDA_MPS_LOG_DIRECTORY" not in env and env["CUDA_MPS_PIPE_DIRECTORY"] == str(pipes)
 
 
+def test_a_relative_mps_directory_is_refused_for_each_job_would_read_it_from_its_own_cwd(
+        tmp_path, monkeypatch):
+    """The check runs against the daemon's working directory, the job's CUDA library against
+    the job's: a relative directory is not the one checked."""
+    (tmp_path / "mps").mkdir(mode=0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", "mps")
+    monkeypatch.delenv("CUDA_MPS_LOG_DIRECTORY", raising=False)
+    found = caps.probe(types.SimpleNamespace(), caps.CapSettings(mps=True), True)
+    assert "mps" not in found.layers
+    assert "the MPS pipe directory mps (CUDA_MPS_PIPE_DIRECTORY) is not an absolute path" in \
+        found.unavailable["mps"]
+    assert base_env(os.environ, JobUser.named(None))["CUDA_MPS_PIPE_DIRECTORY"] == \
+        caps.NO_MPS_PIPES
+
+
 @pytest.mark.parametrize("attack", ["of another user", "writable by its group",
                                     "in a folder all may write"])
 def test_a_hami_core_library_another_user_could_change_is_not_preloaded(tmp_path, attack):

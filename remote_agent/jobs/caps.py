@@ -162,9 +162,14 @@ def mps_dir_refusal(var: str, env: Optional[Mapping[str, str]] = None) -> Option
     """Why the MPS directory ``var`` sets in ``env`` (the daemon's; the pipe directory's default
     where unset) is not to be used: one that another user owns or can write, or reaches through
     a directory or symlink of theirs, lets them stand in for the control daemon, and the jobs'
-    memory caps would go through their server. None where it is sound, or not there (no MPS)."""
+    memory caps would go through their server; a relative one, which each job would read from
+    its own working directory, not the one checked here. None where it is sound, or not there
+    (no MPS)."""
     env = os.environ if env is None else env
     path = env.get(var) or (MPS_PIPE_DEFAULT if var == "CUDA_MPS_PIPE_DIRECTORY" else None)
+    if path and not os.path.isabs(path):
+        return "the %s %s (%s) is not an absolute path: each job would look for it in its own " \
+               "working directory" % (MPS_DIRS[var], path, var)
     return refusal(path, "the " + MPS_DIRS[var]) if path else None
 
 
