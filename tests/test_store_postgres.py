@@ -498,6 +498,28 @@ def test_a_verb_that_must_not_make_a_store_makes_none_in_an_empty_database(pg_se
     open_store(pg_server.url(db), make=False).close()
 
 
+def test_a_member_who_submits_before_the_admin_made_the_store_is_told_so(pg_server):
+    """A team member's submit to a database with no store yet, where their role may not create
+    tables (the docs' setup: the database is the admin's): told there is no store yet and who
+    makes it, not the server's bare "permission denied for schema public"; nothing made. Once
+    the owner has made it, the same role's open goes through."""
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    pg_server.sql("CREATE ROLE ann_%s LOGIN" % tag)
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(db, user="ann_" + tag))
+    where = postgresql_url("127.0.0.1", str(pg_server.port), db)
+    assert str(denied.value) == "store %s: %s" % (where, postgres.NO_STORE_TO_MAKE % (
+        "ann_" + tag))
+    assert str(denied.value).startswith("store %s: there is no store here yet, and role "
+                                        "ann_%s may not make one (" % (where, tag))
+    assert pg_server.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                         db) == []
+    open_store(pg_server.url(db)).close()
+    pg_server.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO ann_%s" % tag, db)
+    open_store(pg_server.url(db, user="ann_" + tag), make=False).close()
+
+
 def test_every_intent_whose_commit_answer_was_lost_answers_as_the_first_time(pg_server):
     """The server committed each user's ask, the answer never came: the store asks again on a
     new connection and answers as the first ask would have — a pending job's cancel, a

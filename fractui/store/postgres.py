@@ -54,6 +54,14 @@ ROW_WAIT_S = 2.0
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
 VERSION_TABLE = "fractui_schema"
+NO_STORE_TO_MAKE = ("there is no store here yet, and role %s may not make one (it may not "
+                    "create tables in the schema public): an admin who owns the database "
+                    "makes it by running fractui scheduler on it once, then grants the team "
+                    "roles their privileges (docs/decisions.md, \"Who the caller is on "
+                    "PostgreSQL\")")
+"""What a role that may not create fractui's tables is told where there are none yet (a
+team member who submits before the admin's first run), rather than the server's bare
+"permission denied for schema public"."""
 
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
@@ -203,6 +211,10 @@ class PostgresDialect(Dialect):
                                    "its own" % (", ".join(tables), VERSION_TABLE))
             if not self.make:  # (a verb that only reads, or names a job: not a store's start)
                 raise StoreUnavailable(self.where, NO_STORE)
+            who = db.execute("SELECT session_user AS role, has_schema_privilege('public', "
+                             "'CREATE') AS may").fetchone()
+            if not who["may"]:  # a team member before the admin's first run: say so
+                raise StoreDenied(self.where, NO_STORE_TO_MAKE % who["role"])
             db.execute("CREATE TABLE %s (version INTEGER NOT NULL)" % VERSION_TABLE)
             db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
             have = 0
