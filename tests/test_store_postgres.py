@@ -122,8 +122,14 @@ def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_serve
     finally:
         store.close()
     # a role that may log in but was granted nothing on the store: refused, said with its name
-    with pytest.raises(StoreDenied, match="role %s may not do this: permission denied" % carol):
+    # and what an admin gives it, not the server's words alone (they name a table)
+    with pytest.raises(StoreDenied) as denied:
         open_store(pg_server.url(db, user=carol))
+    assert str(denied.value) == "store %s: role %s may not do this: %s" % (
+        postgresql_url("127.0.0.1", str(pg_server.port), db), carol,
+        "permission denied for table fractui_schema (it was granted nothing on the store's "
+        "tables: an admin makes it a member of a team's role, fractui_team_<team>, given the "
+        "GRANTs of docs/decisions.md, \"Who the caller is on PostgreSQL\")")
 
 
 def test_every_refusal_of_the_server_is_the_stores_error_naming_where(pg_server, pg_url):

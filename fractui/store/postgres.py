@@ -62,6 +62,11 @@ NO_STORE_TO_MAKE = ("there is no store here yet, and role %s may not make one (i
 """What a role that may not create fractui's tables is told where there are none yet (a
 team member who submits before the admin's first run), rather than the server's bare
 "permission denied for schema public"."""
+NOT_GRANTED = ("role %s may not do this: %s (it was granted nothing on the store's tables: an "
+               "admin makes it a member of a team's role, fractui_team_<team>, given the GRANTs "
+               "of docs/decisions.md, \"Who the caller is on PostgreSQL\")")
+"""What a role that may read none of the store is told: the server's words alone ("permission
+denied for table fractui_schema") name a table, not what an admin gives it."""
 
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
@@ -199,7 +204,11 @@ class PostgresDialect(Dialect):
         latest = migrations("postgresql")[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
                       (VERSION_TABLE,)).fetchone()["known"]:
-            row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
+            try:
+                row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
+            except psycopg.errors.InsufficientPrivilege as err:  # the first table any call reads
+                raise StoreDenied(self.where, NOT_GRANTED % (
+                    self.user, err.diag.message_primary)) from err
             have = row["version"] if row is not None else 0
         else:
             tables = [r["tablename"] for r in db.execute(
