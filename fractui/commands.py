@@ -23,6 +23,7 @@ from fractui.fleet.fleet import open_fleet
 from fractui.fleet.host import AnswerLost, HostSession, HostUnavailable
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
+from fractui.job_commands import agent_why
 from fractui.outcome import EXIT_FAILED, Failed, UsageError, naming
 from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
@@ -451,8 +452,13 @@ def stop(config: Config, args: argparse.Namespace) -> int:
         raise Failed(naming(host, err)) from None
     finally:
         fleet.stop()
+    if record.get("state") in ("exited", "lost"):  # it ended on its own: nothing was stopped
+        raise Failed("%s/%s had already ended (%s): nothing to stop"
+                     % (host, job, agent_why(record)))
     if args.json:
         print_json(record)
+    elif record.get("state") == "killed":  # a stop asked again, or the watchdog's before it
+        print("%s/%s was already stopped: %s" % (host, job, agent_why(record)))
     else:
         print("%s/%s: stopping (SIGTERM, SIGKILL after %d s)" % (host, job, args.grace))
     return 0

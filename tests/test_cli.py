@@ -388,6 +388,29 @@ def test_a_stop_answered_as_done_says_what_each_state_means_never_a_bare_count(t
                     "%d failed (its next attempt, ended since)" % n, "%d cancelled" % m]
 
 
+def test_stop_of_a_job_that_has_ended_says_so_never_stopping(cli):
+    """``stop`` answered "stopping (SIGTERM, SIGKILL after 10 s)" whatever the job was: of one
+    that exited long before too, exit 0. A job stopped already (asked again, or the watchdog
+    first) is said so, exit 0; one that ended on its own had nothing to stop, exit 1."""
+    refs = []
+    for argv in (sleeper(600), [PY, "-c", "pass"]):
+        code, out, err = cli.run("launch", "gpu-a", "0", "--memory-mib", "512", "--", *argv)
+        assert code == 0, err
+        refs.append(out.split()[0])
+    slept, done = refs
+    assert cli.run("stop", slept, "--grace", "1")[:2] == (
+        0, "%s: stopping (SIGTERM, SIGKILL after 1 s)\n" % slept)
+
+    def state(ref: str) -> str:
+        return next(j["state"] for j in cli.f.agent_jobs() if j["id"] == ref.split("/")[1])
+    localfleet.wait(lambda: (state(slept), state(done)) == ("killed", "exited"),
+                    lambda: cli.f.agent_jobs())
+    assert cli.run("stop", slept) == (0, "%s was already stopped: stopped by request\n" % slept,
+                                      "")
+    assert cli.run("stop", done) == (
+        1, "", "fractui: %s had already ended (exited 0): nothing to stop\n" % done)
+
+
 def test_cancel_takes_several_jobs_and_asks_each_as_scancel_does(cli):
     """``cancel 12 13 99``: each job asked in turn, its line each; one refused (not in the
     store, ended) is said and the rest still cancelled, exit 1; a word that names no job is
