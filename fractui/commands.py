@@ -37,7 +37,7 @@ from fractui.store.model import ON_HOST, StaleCopy
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
-from remote_agent import MODE_RESET
+from remote_agent import DESTROY_IDLE_HINT, MODE_RESET
 from remote_agent.daemon.trust import UnsafePath
 
 
@@ -251,7 +251,7 @@ def mig(config: Config, args: argparse.Namespace) -> int:
         except AnswerLost as err:
             raise _maybe_made(args, err, "mig.apply") from None
         except (HostUnavailable, AgentCallError) as err:
-            raise Failed(naming(args.host, err)) from None
+            raise Failed(_create_refused(args, naming(args.host, err))) from None
         finally:
             fleet.stop()
     finally:
@@ -261,6 +261,15 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     else:
         print(said)
     return 0
+
+
+def _create_refused(args: argparse.Namespace, words: str) -> str:
+    """The host's refusal of a create, its hint at the agent's param said as this verb's option:
+    an admin told to "pass destroy_idle: true" had no such word to type."""
+    if not words.endswith(DESTROY_IDLE_HINT):
+        return words
+    return "%s; --destroy-idle allows it (fractui mig %s %s %s --destroy-idle)" % (
+        words[:-len(DESTROY_IDLE_HINT)], args.host, args.gpu, args.profile)
 
 
 def _plan_out(args: argparse.Namespace) -> TextIO:

@@ -14,3 +14,5 @@ MODE_RESET = "mig.set_mode.reset"  # mig.set_mode resets a GPU whose new mode wa
 MODE_DESTROY_IDLE = "mig.set_mode.destroy_idle"  # ... and destroys idle instances before off
 LOG_BYTES = "job.logs.bytes"  # job.logs answers the log's last bytes as they are, in ``data``
 FEATURES = (MODE_RESET, MODE_DESTROY_IDLE, LOG_BYTES)
+# How mig.plan and mig.apply end a needs_destroy refusal: a client may say it in its own words.
+DESTROY_IDLE_HINT = "; pass destroy_idle: true to allow it"

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar, \
     Union
 
-from remote_agent import FEATURES, PROTOCOL_VERSION, __version__
+from remote_agent import DESTROY_IDLE_HINT, FEATURES, PROTOCOL_VERSION, __version__
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
     Health, MigDevice, NvmlCallError
 from remote_agent.gpu.reset import GpuReset, SimReset, SmiReset
@@ -381,7 +381,7 @@ class Agent:
                 data["destroyable"] = [_instance_record(i) for i in err.destroyable]
             message = str(err)
             if err.kind == "needs_destroy":
-                message += "; pass destroy_idle: true to allow it"
+                message += DESTROY_IDLE_HINT
             raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
     def _change(self, index: int, before: Layout, change: Change, kept: bool = True) -> Applied:

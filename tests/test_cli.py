@@ -411,6 +411,20 @@ def test_stop_of_a_job_that_has_ended_says_so_never_stopping(cli):
         1, "", "fractui: %s had already ended (exited 0): nothing to stop\n" % done)
 
 
+def test_a_create_that_needs_an_idle_instance_destroyed_names_the_option_that_allows_it(cli):
+    """The agent ends such a refusal with its protocol's words, "pass destroy_idle: true to
+    allow it": ``mig`` says the option an admin types instead, and the command with it."""
+    assert cli.run("mig", "gpu-a", "1", "3g.40gb", "--yes")[0] == 0
+    code, out, err = cli.run("mig", "gpu-a", "1", "7g.80gb", "--yes")
+    assert (code, out) == (1, "") and "destroy_idle" not in err, err
+    assert err.startswith("fractui: gpu-a: no free placement for 7g.80gb on this GPU; "
+                          "destroying idle 3g.40gb at slot 4"), err
+    assert err.endswith("would make room; --destroy-idle allows it "
+                        "(fractui mig gpu-a 1 7g.80gb --destroy-idle)\n"), err
+    code, out, err = cli.run("mig", "gpu-a", "1", "7g.80gb", "--destroy-idle", "--yes")
+    assert code == 0 and "created 7g.80gb at slot 0 on gpu-a gpu 1" in out, err
+
+
 def test_cancel_takes_several_jobs_and_asks_each_as_scancel_does(cli):
     """``cancel 12 13 99``: each job asked in turn, its line each; one refused (not in the
     store, ended) is said and the rest still cancelled, exit 1; a word that names no job is

@@ -305,7 +305,7 @@ def test_mig_plans_shows_and_applies_on_a_remote_host(fleet_env):
     assert done.returncode == 0, done.stderr
     assert "create 3g.20gb at slot 4; no running job touched" in done.stdout
     refused = fleet_env.fractui("mig", "gpu-mig", "0", "7g.40gb", "--yes")
-    assert refused.returncode == 1 and "destroy_idle" in refused.stderr
+    assert refused.returncode == 1 and "--destroy-idle allows it" in refused.stderr
     asked = fleet_env.fractui("mig", "gpu-mig", "0", "1g.5gb")  # no terminal to confirm on
     assert asked.returncode == 1 and "not applied" in asked.stderr
 
