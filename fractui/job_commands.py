@@ -222,6 +222,10 @@ def _hosts_and_jobs(config: Config, words: List[str]) -> Tuple[List[str], List[i
     for word in words:
         if word not in names and is_job_number(word):
             numbers.append(job_number(word))
+        elif "/" in word:  # HOST/JOB: no host has a "/" in its name; say what lists such a job
+            raise UsageError("jobs takes hosts and queued jobs' numbers, not %r: a job launched "
+                             "directly on a host is listed by fractui jobs HOST and shown by "
+                             "fractui logs HOST/JOB" % word)
         else:
             try:
                 config.host(word)

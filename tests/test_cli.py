@@ -724,6 +724,20 @@ def test_a_word_that_names_no_job_is_a_usage_error_whether_a_store_is_there_or_n
     assert not (tmp_path / "none").exists()
 
 
+def test_jobs_of_a_host_job_says_which_verbs_take_it_not_unknown_host(tmp_path, capfd):
+    """``jobs gpu-a/j1`` answered "unknown host 'gpu-a/j1' (did you mean 'gpu-a'?...)", as if
+    the word were a mistyped host; ``audit`` and ``cancel`` said what names such a job. It
+    now says that ``jobs HOST`` lists it and ``logs HOST/JOB`` shows it, exit 2."""
+    config = tmp_path / "config.toml"
+    config.write_text('[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n')
+    code, out, err = in_process(capfd, ["--config", str(config), "jobs", "gpu-a/j1"])
+    assert (code, out) == (2, ""), err
+    assert err == ("fractui: jobs takes hosts and queued jobs' numbers, not 'gpu-a/j1': a job "
+                   "launched directly on a host is listed by fractui jobs HOST and shown by "
+                   "fractui logs HOST/JOB\n"), err
+
+
 def test_submit_wait_says_each_step_and_exits_by_how_the_job_ended(local_fleet):  # noqa: F811
     """``submit --wait``, as a researcher scripts it: 0 only for a job that exited 0, 1 with the
     job's own words for any other end, and the last lines of a failed job's output under them
