@@ -29,7 +29,7 @@ from fractui.sched.cordons import marks
 from fractui.sched.copies import held_copies, unheld
 from fractui.mig_by_hand import carry_out
 from fractui.sched.fleetview import lists
-from fractui.sched.mig_change import plan_create, plan_destroy, plan_mode
+from fractui.sched.mig_change import create_refused, plan_create, plan_destroy, plan_mode
 from fractui.store import open_store
 from fractui.store.access import LAUNCH, MIG, STOP
 from fractui.store.base import StoreError
@@ -37,7 +37,7 @@ from fractui.store.model import ON_HOST, StaleCopy
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
-from remote_agent import DESTROY_IDLE_HINT, MODE_RESET
+from remote_agent import MODE_RESET
 from remote_agent.daemon.trust import UnsafePath
 
 
@@ -264,12 +264,9 @@ def mig(config: Config, args: argparse.Namespace) -> int:
 
 
 def _create_refused(args: argparse.Namespace, words: str) -> str:
-    """The host's refusal of a create, its hint at the agent's param said as this verb's option:
-    an admin told to "pass destroy_idle: true" had no such word to type."""
-    if not words.endswith(DESTROY_IDLE_HINT):
-        return words
-    return "%s; --destroy-idle allows it (fractui mig %s %s %s --destroy-idle)" % (
-        words[:-len(DESTROY_IDLE_HINT)], args.host, args.gpu, args.profile)
+    """The host's refusal of a create, with this verb's option that allows it."""
+    return create_refused(words, "--destroy-idle allows it (fractui mig %s %s %s "
+                          "--destroy-idle)" % (args.host, args.gpu, args.profile))
 
 
 def _plan_out(args: argparse.Namespace) -> TextIO:

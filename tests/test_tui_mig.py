@@ -190,6 +190,29 @@ async def test_n_makes_an_instance_of_a_picked_profile_planned_confirmed_and_aud
 
 
 @pilot_test
+async def test_n_refused_for_an_idle_instance_in_the_way_says_what_the_admin_can_do(
+        local_fleet):
+    """The agent's refusal ends "pass destroy_idle: true", a word of the protocol no admin
+    types; the TUI says the key that destroys the idle instance, and the command."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    f.fleet.session("gpu-a").call("mig.apply", {"gpu": 0, "profile": "4g.40gb", "start": 0})
+    async with live_app(f) as (app, pilot):
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d", "N")
+        await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "the profiles")
+        menu = app.screen.query_one(OptionList)
+        menu.highlighted = next(i for i in range(menu.option_count)
+                                if menu.get_option_at_index(i).id == "7g.80gb")
+        await pilot.press("enter")
+        await until(pilot, lambda: notes(app), "the refusal said")
+        said = notes(app)[-1]
+        assert isinstance(app.screen, GpuScreen) and "destroy_idle" not in said, said
+        assert said.endswith("; X on an idle instance in the way destroys it, or fractui mig "
+                             "gpu-a 0 7g.80gb --destroy-idle makes it"), said
+        assert [i["profile"] for i in gpu_record(f, 0)["instances"]] == ["4g.40gb"]
+
+
+@pilot_test
 async def test_a_change_that_fails_unforeseen_is_said_and_frees_the_gpu_for_the_next(
         local_fleet):
     """A bug's exception in the change's worker (here the agent's call raising what no path

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from remote_agent import DESTROY_IDLE_HINT
 from remote_agent.gpu.models import model as gpu_model
 
 from fractui.sched.fleetview import ACTIVE_AGENT_STATES, FLIP_FEATURES
@@ -244,6 +245,14 @@ def plan_create(host: str, params: Mapping[str, Any], plan: Mapping[str, Any]) -
     return MigChange(host, int(plan["gpu"]), CREATE, "on %s gpu %s: %s" % (
         host, plan["gpu"], plan["description"]), None, "mig.apply", dict(
             params, start=plan["start"], layout_version=plan["layout_version"]))
+
+
+def create_refused(words: str, allowed_by: str) -> str:
+    """The agent's refusal of a create, its hint at the protocol's ``destroy_idle`` said as
+    what this admin can do (``allowed_by``): "pass destroy_idle: true" is no word they type."""
+    if not words.endswith(DESTROY_IDLE_HINT):
+        return words
+    return "%s; %s" % (words[:-len(DESTROY_IDLE_HINT)], allowed_by)
 
 
 def outcome(change: MigChange, answer: Mapping[str, Any]) -> str:

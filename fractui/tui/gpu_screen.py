@@ -35,7 +35,8 @@ from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.cordons import CORDONED, marks
 from fractui.sched.fleetview import gpu_geometry, lists, mps_layer
-from fractui.sched.mig_change import MigChange, plan_create, plan_destroy, plan_mode
+from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
+                                      plan_mode)
 from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
@@ -378,7 +379,9 @@ class GpuScreen(Screen[None], inherit_bindings=False):
         try:
             answer = self.source.call(self.host, "mig.plan", params, MIG_CALL_S)
         except (HostUnavailable, AgentCallError) as err:
-            self.post_message(MigPlanned(None, "%s: %s" % (self.host, err)))
+            self.post_message(MigPlanned(None, "%s: %s" % (self.host, create_refused(
+                str(err), "X on an idle instance in the way destroys it, or fractui mig %s %d "
+                "%s --destroy-idle makes it" % (self.host, self.index, profile)))))
             return
         self.post_message(MigPlanned(plan_create(self.host, params, answer)))
 
