@@ -505,3 +505,25 @@ def test_a_scheduler_ends_on_a_sigterm_the_kernel_gave_to_another_of_its_threads
             run.kill()
             run.communicate()
     assert run.returncode == 0, err
+
+
+def test_a_clean_stop_ends_what_it_served_before_it_hands_the_lease_over(local_fleet):
+    """A standby takes the lease as soon as it is released, and opens the metrics port at
+    once: the old holder's exporter must have let it go by then, or the new one says it
+    cannot listen."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    f.scheduler.stop(release=True)
+    events: list = []
+    store = open_store(f.config.store.url)
+    released = store.release_lease
+    store.release_lease = lambda holder: (events.append("released"), released(holder))[1]
+    holder = Scheduler(f.config, store, f.fleet, name="first", on_turn=lambda report: events.append(
+        "held" if report.held else "served no more"))
+    try:
+        holder.start()
+        wait(lambda: "held" in events, lambda: events)
+    finally:
+        holder.stop()
+        store.close()
+    assert events[-2:] == ["served no more", "released"], events
+

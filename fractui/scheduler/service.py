@@ -196,14 +196,14 @@ class Scheduler:
             if thread is not None:
                 thread.join(timeout=30)
         self.lanes.wait(self.settings.call_timeout() + 1)
-        try:
+        try:  # what it served ends with it, store or no store, before the lease is handed
+            if self.on_turn is not None:  # over: the next holder serves on the same port
+                self.on_turn(PassReport(self.holder, held=False, store_ok=self._store_ok,
+                                        at=self.clock()))
+        finally:
             if release:
                 self.leader = False
                 self.store.release_lease(self.holder)
-        finally:
-            if self.on_turn is not None:  # what it served ends with it, store or no store
-                self.on_turn(PassReport(self.holder, held=False, store_ok=self._store_ok,
-                                        at=self.clock()))
 
     def settle(self, timeout_s: float = 60.0) -> bool:
         """Waits for the calls the passes so far started; whether they all ended."""
