@@ -456,9 +456,7 @@ def test_submit_again_with_its_key_is_the_same_job_and_says_where_it_is(cli):
     code, out, err = cli.run(*argv[:-1], "other.py")
     assert (code, out) == (2, ""), err
     assert err == ("fractui: --key sweep-7: job %s was submitted with that key and another "
-                   "queue, team, name, command, cwd, env, image or host user it runs as; a new "
-                   "job takes a new key\n"
-                   % number)
+                   "command; a new job takes a new key\n" % number)
     assert cli.run("submit", "--queue", "quarter", "--key", "k" * 300, "--", "x")[2].endswith(
         "--key must be at most 256 characters long, got 300\n")
 

@@ -600,9 +600,12 @@ def test_a_submit_made_again_with_its_key_finds_its_job_and_a_key_is_for_one_sub
         assert again == first and [j.id for j in store.jobs()] == [first.id]
         assert [e.job for e in store.audit_log() if e.action == "submit"] == [first.id]
         with pytest.raises(KeyTaken, match="job %d was submitted with that key and another "
-                           % first.id):
+                           "command$" % first.id):
             submit(store, "q", None, "train", ["python", "t.py", "--lr", "1"], {}, me,
                    key="run-1")
+        with pytest.raises(KeyTaken, match="job %d was submitted with that key and another "
+                           "queue and name$" % first.id):
+            submit(store, "q2", None, "eval", ["python", "t.py"], {}, me, key="run-1")
         other = submit(store, "q", None, "train", ["python", "t.py"], {}, me, key="run-2")
         unkeyed = submit(store, "q", None, "train", ["python", "t.py"], {}, me)
         assert len({first.id, other.id, unkeyed.id}) == 3
@@ -618,8 +621,7 @@ def test_a_submit_made_again_as_another_host_user_does_not_find_the_first(store_
     try:
         first = store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:k")
         with pytest.raises(KeyTaken, match="job %d was submitted with that key and another "
-                           "queue, team, name, command, cwd, env, image or host user it runs "
-                           "as" % first.id):
+                           "host user it runs as$" % first.id):
             store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:k",
                          run_as="ann")
         mine = store.submit("q", "vision", "train", ["t"], {}, "ann@here", key="3:ann:m",

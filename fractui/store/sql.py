@@ -132,6 +132,11 @@ class Dialect(abc.ABC):
             pass
 
 
+# What a submit's key stands for, in the order ``submit`` compares them: a retry with another
+# of these is not the same submit, and is told which.
+SUBMITTED = ("queue", "team", "name", "command", "cwd", "env", "image", "host user it runs as")
+
+
 class SqlStore(Store):
     """The Store on any Dialect: one connection, used by the caller's threads in turn."""
 
@@ -258,11 +263,12 @@ class SqlStore(Store):
                                 ).fetchone()
                 if row is not None:  # made by this submit's first try
                     job = self._get(db, int(row["id"]))
-                    if (job.queue, job.team, job.name, job.argv, job.cwd, job.env,
-                            job.image, job.run_as) != asked:
-                        raise KeyTaken("job %d was submitted with that key and another queue, "
-                                       "team, name, command, cwd, env, image or host user it "
-                                       "runs as" % job.id)
+                    had = (job.queue, job.team, job.name, job.argv, job.cwd, job.env,
+                           job.image, job.run_as)
+                    differ = [what for what, was, now in zip(SUBMITTED, had, asked) if was != now]
+                    if differ:
+                        raise KeyTaken("job %d was submitted with that key and another %s" % (
+                            job.id, " and ".join(differ)))
                     return job
             now = self.dialect.now(db)
             row = self._run(
