@@ -74,7 +74,9 @@ def test_a_refused_mig_change_names_the_host(fleet_env):
     fleet_env.add("gpu-m", "1xA100-40GB:mig")
     assert fleet_env.fractui("mig", "gpu-m", "0", "3g.20gb", "--yes").returncode == 0
     said = refusal(fleet_env.fractui("mig", "gpu-m", "0", "7g.40gb", "--yes"))
-    assert said.startswith("fractui: gpu-m: ") and "destroy_idle" in said
+    assert said.startswith("fractui: gpu-m: ") and "destroy_idle" not in said
+    assert said.endswith("; --destroy-idle allows it (fractui mig gpu-m 0 7g.40gb "
+                         "--destroy-idle)\n"), said
 
 
 def host_jobs(fleet_env: SshFleet, host: str) -> list:
