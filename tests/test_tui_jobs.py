@@ -45,10 +45,17 @@ def job_screen(app) -> JobScreen:
     return app.screen
 
 
-def test_logs_follow_live_and_search_finds_a_line(local_fleet):
+def a_job(local_fleet, argv, state: str = "running"):
+    """The share fleet with one job of ``argv`` in its quarter queue, the scheduler's passes
+    run until the job is ``state``: (the fleet, the job)."""
     f = local_fleet(SHARES, QUARTER)
-    job = f.submit("quarter", argv=TALKER)
-    f.until(lambda: f.store.get(job.id).state == "running")
+    job = f.submit("quarter", argv=argv)
+    f.until(lambda: f.store.get(job.id).state == state)
+    return f, job
+
+
+def test_logs_follow_live_and_search_finds_a_line(local_fleet):
+    f, job = a_job(local_fleet, TALKER)
 
     @pilot_test
     async def drive():
@@ -95,9 +102,7 @@ def test_output_is_followed_again_once_the_jobs_host_is_back(local_fleet):
     """The host's agent goes away (its daemon killed: the job runs on) and the fleet connects
     again: the job screen asks for the output anew, as it keeps coming, instead of saying
     "following" over the lines it had when the connection dropped."""
-    f = local_fleet(SHARES, QUARTER)
-    job = f.submit("quarter", argv=TALKER)
-    f.until(lambda: f.store.get(job.id).state == "running")
+    f, job = a_job(local_fleet, TALKER)
 
     @pilot_test
     async def drive():
@@ -127,9 +132,7 @@ def test_a_failed_job_is_found_in_the_jobs_view_and_the_palette_with_its_output(
     """A job fails and leaves the map: ``J`` then ``a`` lists it (ended too, as ``jobs
     --all``) with how it ended, ``enter`` opens it with its output, ``esc`` goes back to the
     view as it was; ``:`` "open job #N" opens it from the map as well."""
-    f = local_fleet(SHARES, QUARTER)
-    job = f.submit("quarter", argv=FAILER)
-    f.until(lambda: f.store.get(job.id).state == "failed")
+    f, job = a_job(local_fleet, FAILER, "failed")
 
     @pilot_test
     async def drive():
@@ -197,9 +200,7 @@ def test_a_requeue_confirmed_of_an_attempt_is_not_made_of_the_next_one(local_fle
     """The admin confirms a requeue of the attempt the job screen shows; meanwhile the job is
     preempted and the scheduler relaunches it: the confirmed requeue is refused, saying so,
     and the attempt the admin never saw runs on."""
-    f = local_fleet(SHARES, QUARTER)
-    job = f.submit("quarter", argv=POLITE)
-    f.until(lambda: f.store.get(job.id).state == "running")
+    f, job = a_job(local_fleet, POLITE)
 
     @pilot_test
     async def drive():

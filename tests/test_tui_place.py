@@ -4,7 +4,9 @@ confirm shows the new plan instead of recording; who carries decisions out is on
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import AsyncIterator
 
 import pytest
 
@@ -42,11 +44,15 @@ async def slots_found(app, pilot) -> None:
         app).placement.busy and fleet(app).placement.candidates, "candidates found")
 
 
-async def keys_start(app, pilot) -> None:
-    """To the queue panel, placement mode on its job, until its slots are found."""
-    await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
-    await pilot.press("tab", "p")
-    await slots_found(app, pilot)
+@contextlib.asynccontextmanager
+async def placing(f) -> AsyncIterator[tuple]:
+    """The live app on ``f``, moved to the queue panel and into placement mode on its job,
+    its slots found: (app, pilot)."""
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: fleet(app).query_one(QueuePanel).job, "job listed")
+        await pilot.press("tab", "p")
+        await slots_found(app, pilot)
+        yield app, pilot
 
 
 async def drag_start(app, pilot, job) -> int:
@@ -65,8 +71,7 @@ def test_place_by_keyboard_runs_on_the_previewed_slice(local_fleet):
 
     @pilot_test
     async def drive():
-        async with live_app(f) as (app, pilot):
-            await keys_start(app, pilot)
+        async with placing(f) as (app, pilot):
             p = fleet(app).placement
             assert [(c.start, c.chosen) for c in p.candidates] == [(0, False), (4, True)]
             assert p.current.start == 4  # the ghost starts on the scheduler's choice
@@ -150,8 +155,7 @@ def test_a_gpu_changed_before_confirm_shows_the_new_plan_and_records_nothing(loc
 
     @pilot_test
     async def drive():
-        async with live_app(f) as (app, pilot):
-            await keys_start(app, pilot)
+        async with placing(f) as (app, pilot):
             p = fleet(app).placement
             shown = p.current
             assert shown.start == 4
@@ -184,8 +188,7 @@ def test_a_job_run_and_requeued_while_previewed_is_not_placed_unseen(local_fleet
 
     @pilot_test
     async def drive():
-        async with live_app(f) as (app, pilot):
-            await keys_start(app, pilot)
+        async with placing(f) as (app, pilot):
             f.store.place(job.id, Slot("gpu-a", (0,), "3g.40gb", 4), "sched", "fits")
             f.store.started(job.id, "j1", None, "sched", "launched")
             f.store.stopping(job.id, ("running",), "preempt", "sched", "preempted")
@@ -242,8 +245,7 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
 
     @pilot_test
     async def drive():
-        async with live_app(f) as (app, pilot):
-            await keys_start(app, pilot)
+        async with placing(f) as (app, pilot):
             bar = fleet(app).query_one(PreviewBar)
             assert (said in bar.render().plain) == past  # in the preview, before a confirm
             await pilot.press("enter")
