@@ -56,10 +56,10 @@ class JobUser:
 
 def base_env(daemon_env: Mapping[str, str], user: JobUser) -> Dict[str, str]:
     """What every job gets before the agent's own variables, its caps and its own ``env``."""
+    refused = {var for var in MPS_DIRS if mps_dir_refusal(var, daemon_env)}  # each once
     env = {k: v for k, v in daemon_env.items()
-           if (k in INHERITED or k.startswith(INHERITED_PREFIXES))
-           and not (k in MPS_DIRS and mps_dir_refusal(k, daemon_env))}
-    if mps_dir_refusal("CUDA_MPS_PIPE_DIRECTORY", daemon_env):
+           if (k in INHERITED or k.startswith(INHERITED_PREFIXES)) and k not in refused}
+    if "CUDA_MPS_PIPE_DIRECTORY" in refused:
         env["CUDA_MPS_PIPE_DIRECTORY"] = NO_MPS_PIPES
     env.setdefault("PATH", DEFAULT_PATH)
     env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell)
