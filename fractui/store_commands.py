@@ -568,13 +568,14 @@ def uncordon(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_gpu(store: Store, host: str, gpu: Optional[int]) -> None:
-    """A usage error for a GPU the host is known not to have (its kept facts)."""
+    """Failed for a GPU the host is known not to have (its kept facts): what a host has is the
+    fleet's fact, not the command line's, so it is exit 1 as in every verb that names a GPU."""
     known = store.inventory().get(host)
     if gpu is None or known is None:
         return
     count = len(known.get("gpus") or [])
     if gpu >= count:
-        raise UsageError("%s has no GPU %d: it has %s" % (
+        raise Failed("%s has no GPU %d: it has %s" % (
             host, gpu, "GPUs 0 to %d" % (count - 1) if count > 1 else
             "GPU 0 only" if count else "no GPU"))
 

@@ -82,12 +82,15 @@ def test_usage_errors_exit_2_with_a_clear_message_and_touch_nothing(local_fleet)
                         (["drain", "gpu-z"], TYPO),
                         (["uncordon", "gpu-z"], TYPO),
                         (["cordon", "gpu-a", "two"], "GPU is an index here, not 'two'"),
-                        (["drain", "gpu-a", "5"], "gpu-a has no GPU 5: it has GPUs 0 to 1"),
                         (["cordon", "gpu-a", "0", "1"], "unrecognized arguments: 1")):
         done = f.fractui(*argv)
         assert done.returncode == 2, (argv, said(done))
         assert words in done.stderr, (argv, done.stderr)
         assert "Traceback" not in done.stderr
+    # a GPU the host does not have is the fleet's fact, as in place, move, launch and mig
+    done = f.fractui("drain", "gpu-a", "5")
+    assert done.returncode == 1, said(done)
+    assert "gpu-a has no GPU 5: it has GPUs 0 to 1" in done.stderr, done.stderr
     assert f.store.cordons() == []
 
 
