@@ -56,7 +56,8 @@ def report(config: Config, args: argparse.Namespace) -> int:
 
 
 def lines(r: Report) -> List[str]:
-    """The report as a person reads it: the range, the table, and the headline."""
+    """The report as a person reads it: the range, the table, and the headline. GPU-hours
+    have the table's two decimals everywhere (one read a short range's as "0.0 of 0.0")."""
     out = ["usage %sfrom %s to %s, by %s (GPU-hours; fractions as charged)" % (
         "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
         _local(r.until), r.by)]
@@ -83,15 +84,15 @@ def lines(r: Report) -> List[str]:
         out.append("no job held a GPU in this range")
     if t.online_h:
         held, idle = t.held_online_h or 0.0, t.idle_h or 0.0
-        out.append("GPUs online %.1f GPU-h, held while online %.1f (%.0f %%), idle with "
-                   "nothing on them %.1f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h,
+        out.append("GPUs online %.2f GPU-h, held while online %.2f (%.0f %%), idle with "
+                   "nothing on them %.2f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h,
                                                      idle, 100 * idle / t.online_h))
     if not r.whose.everyone:
         out.append("(the GPUs' own time — online, idle — is the fleet's, not %s: fractui "
                    "report without --me, --user or --team says it)" % r.whose.words())
     if t.unmeasured_h:
         out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
-                   "not sampled yet): %.1f of %.1f" % (t.unmeasured_h, t.held_h))
+                   "not sampled yet): %.2f of %.2f" % (t.unmeasured_h, t.held_h))
     return out + _unstarted(r)
 
 

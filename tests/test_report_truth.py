@@ -232,9 +232,9 @@ def test_the_table_prints_the_same_numbers(fleet, tmp_path, capfd):
                                  "1", "0", "1", "0", "1", "6.25"]
     assert "without sharing, these jobs would have needed 3 GPUs at peak (1.8 on average); " \
         "they used 2 (1.4): sharing saved 1 GPU at peak, 0.4 on average" in out, out
-    # 8472.9 / 39570 = 21 %, 22500 / 39570 = 57 %
-    assert "GPUs online 11.0 GPU-h, held while online 2.4 (21 %), idle with nothing on them " \
-        "6.2 (57 %)" in out, out
+    # 39570 s online, 8472.9 s held (21 %), 22500 s idle (57 %)
+    assert "GPUs online 10.99 GPU-h, held while online 2.35 (21 %), idle with nothing on " \
+        "them 6.25 (57 %)" in out, out
     assert "1 job (1 cancelled) ended in this range while waiting to start" in out, out
 
 

@@ -357,7 +357,7 @@ def test_a_fleet_that_ran_nothing_says_so_and_still_shows_its_gpu_time(tmp_path,
         store.close()
     assert code == 0, err
     assert "no job held a GPU in this range" in out and "no GPU time was kept" not in out
-    assert "GPUs online 0.1 GPU-h, held while online 0.0 (0 %), idle with nothing on them 0.1 " \
+    assert "GPUs online 0.08 GPU-h, held while online 0.00 (0 %), idle with nothing on them 0.08 " \
         "(100 %)" in out
 
 
@@ -399,8 +399,9 @@ def test_the_part_of_gpu_time_held_is_of_the_time_online_even_while_a_host_was_a
         code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report",
                                             *span])
         assert code == 0, err
-        assert "GPUs online 0.7 GPU-h, held while online 0.7 (100 %), idle with nothing on " \
-            "them 0.0 (0 %)" in out, out
+        assert "GPUs online 0.75 GPU-h, held while online 0.75 (100 %), idle with nothing on " \
+            "them 0.00 (0 %)" in out, out
+        assert out.endswith("(MIG slices, or not sampled yet): 1.00 of 1.00\n"), out
     finally:
         store.close()
 
