@@ -270,17 +270,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         if wait and job.agent_job is None and job.state in (PENDING, PLACED):
             say("job %d is %s%s; waiting for it to start" % (  # (its why: it may be long)
                 job.id, job.state, " (%s)" % job.reason if job.reason else ""))
-            alone_since: Optional[float] = None  # no lease holder since: none starts it
-            while job.agent_job is None and job.state in (PENDING, PLACED):
-                if store.lease_holder() is not None:
-                    alone_since = None
-                elif alone_since is None:
-                    alone_since = time.monotonic()
-                elif time.monotonic() - alone_since > kept_output.LOG_WAIT_S:
-                    raise Failed("stopped waiting for job %d to start: %s for %.0f s" % (
-                        job.id, NO_SCHEDULER, kept_output.LOG_WAIT_S))
-                time.sleep(0.5)
-                job = store.get(job.id)
+            job = _started(store, job)
     finally:
         store.close()
     if job.slot is None or job.agent_job is None:
@@ -288,6 +278,29 @@ def _job_ref(config: Config, ref: str, wait: bool = False
             job.id, job.state, "never ran" if job.state in ENDED else "has not run yet",
             " (%s)" % job.reason if job.reason else ""))
     return "job %d" % job.id, job.slot.host, job.agent_job, job
+
+
+def _started(store: Store, job: Job) -> Job:
+    """The job once it has started, or ended waiting: read again each time the store's change
+    feed wakes (at least once a second), while a lease holder is there to start it (none for
+    LOG_WAIT_S: Failed)."""
+    feed = store.feed()  # before the read below: a start in between is not missed
+    try:
+        job = store.get(job.id)
+        alone_since: Optional[float] = None  # no lease holder since: none starts it
+        while job.agent_job is None and job.state in (PENDING, PLACED):
+            if store.lease_holder() is not None:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > kept_output.LOG_WAIT_S:
+                raise Failed("stopped waiting for job %d to start: %s for %.0f s" % (
+                    job.id, NO_SCHEDULER, kept_output.LOG_WAIT_S))
+            feed.wait(1.0)
+            job = store.get(job.id)
+        return job
+    finally:
+        feed.close()
 
 
 def logs(config: Config, args: argparse.Namespace) -> int:
