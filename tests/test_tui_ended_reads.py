@@ -186,3 +186,48 @@ def test_the_palette_waits_on_no_store_read_while_the_stores_reads_fail():
             assert fleet(app).map.cursor.host == "a10-1"
 
     drive()
+
+
+def test_the_palette_opens_while_a_store_that_has_just_gone_down_keeps_its_read():
+    """A store gone down before any read of the map's has failed (so no error is shown yet)
+    may hold the palette's read of the ended jobs for its connection timeout: the palette
+    waits PALETTE_READ_S for it, then lists what it has; and where a key is typed before
+    that (Textual then cancels the provider's startup, and a provider so cancelled listed
+    nothing), it searches at once. Its jumps work either way."""
+    import threading
+
+    from textual.command import CommandList
+
+    from tests.test_tui_pilot import typed
+    from tests.tui_frozen import frozen_app, settled
+
+    held = threading.Event()
+
+    def hanging() -> tuple:
+        held.wait(60)
+        return ()
+
+    @pilot_test
+    async def drive() -> None:
+        app = frozen_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+            app.source.read_newest_ended = hanging
+
+            def listed() -> int:
+                return app.screen.query_one(CommandList).option_count
+
+            try:
+                await pilot.press("colon")  # nothing typed: the hosts, queues and themes
+                await until(pilot, listed, "the palette's list, its read still held", 10.0)
+                await pilot.press("escape")
+                await pilot.pause()
+                await pilot.press("colon")  # typed at once, the read held again
+                typed(app, "host a10-1")
+                await until(pilot, listed, "the palette's hits, its read still held", 10.0)
+                await pilot.press("enter")
+                await until(pilot, lambda: fleet(app).map.cursor.host == "a10-1", "the jump")
+            finally:
+                held.set()
+
+    drive()

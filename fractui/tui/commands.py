@@ -8,6 +8,7 @@ on its screen), then the fleet screen's, each of which goes back to the fleet sc
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -29,10 +30,22 @@ class Entry:
 
 class FleetCommands(Provider):
     async def startup(self) -> None:
-        """What the fleet screen reads only for the palette (the ended jobs)."""
+        """What the fleet screen reads only for the palette (the ended jobs). Textual cancels
+        a provider's startup when a key is typed before it has ended (the new search aborts
+        the one waiting for it), and a provider whose startup was cancelled lists nothing
+        while that palette is open: so the read runs apart, and a cancel ends only the wait
+        for it (the searches list what was read before, and the read's answer once it is
+        in)."""
         opened = getattr(self._fleet(), "palette_opened", None)
-        if opened is not None:
-            await opened()
+        if opened is None:
+            return
+        reading = asyncio.ensure_future(opened())
+        try:
+            await asyncio.shield(reading)
+        except asyncio.CancelledError:  # a key typed: searched now, not cancelled
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # (Python 3.11+)
+            if uncancel is not None:
+                uncancel()
 
     def _fleet(self) -> Screen[object]:
         """The fleet screen under every other (the app's), or the screen the palette is on."""

@@ -52,6 +52,7 @@ from fractui.tui.themes import RichVariables, muted_colour, palette_for
 from fractui.words import failing_passes
 
 STORE_EVERY_S = 1.0
+PALETTE_READ_S = 0.5  # the palette waits no longer than this for the ended jobs (a store gone)
 NARROW = 120  # below this width the queue panel goes under the map
 SHORT = 24  # below this height the panel under the map takes half the rows, not 12 at least
 HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fleet.jobs",
@@ -243,12 +244,18 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         "open job #N" reaches a job that failed after it left the map; no read of the
         store's takes them while no one looks. Not while the store's reads fail (the header
         says why): the palette waits for this read, and its jumps would wait on a store
-        that is down."""
+        that is down. Nor longer than PALETTE_READ_S: a store that has just gone down, before
+        a read of the map's has failed, may take its connection timeout to say so; the
+        palette then lists the ended jobs of its last read."""
         if self.store_error is not None:
             self._palette_ended = ()
             return
         try:
-            self._palette_ended = await asyncio.to_thread(self.source.read_newest_ended)
+            self._palette_ended = await asyncio.wait_for(
+                asyncio.to_thread(self.source.read_newest_ended), PALETTE_READ_S)
+        except asyncio.TimeoutError:  # (the read goes on in its thread; its answer is dropped)
+            self.notify("the palette lists the ended jobs of its last read: the store did not "
+                        "answer within %.1f s" % PALETTE_READ_S, severity="warning")
         except StoreError as err:  # the palette opens all the same, without them
             self._palette_ended = ()
             self.notify("the palette lists no ended job: %s" % err, severity="warning")
