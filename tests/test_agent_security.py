@@ -526,8 +526,19 @@ def test_a_job_for_a_member_who_started_the_agent_with_sudo_is_refused(start_age
                                                                        plain_users,
                                                                        monkeypatch):
     """The user sudo started the agent for (its SUDO_UID) can become root again: a member of
-    that name is refused."""
+    that name is refused, also by a daemon started anew by a bridge sudo gave no SUDO_UID
+    (the state dir keeps the logins)."""
     login, home = plain_users()
     monkeypatch.setenv("SUDO_UID", str(os.stat(home).st_uid))
-    agent = start_agent("1xL4", str(tmp_path / "state"))
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state)
     powers_refused(agent, login, "the user who started the agent with sudo")
+    pid = agent.call("daemon.version")["pid"]
+    agent.call("daemon.shutdown")
+    agent.close()
+    wait_until(lambda: not alive(pid), "the daemon to stop")
+    monkeypatch.delenv("SUDO_UID")
+    again = start_agent("1xL4", state)
+    powers_refused(again, login, "a user who reached the agent through sudo (a login that can "
+                   "become root again)")
+    assert again.call("daemon.version")["pid"] != pid

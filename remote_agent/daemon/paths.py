@@ -67,6 +67,11 @@ class AgentPaths:
         return os.path.join(self.state_dir, "jobs")
 
     @property
+    def sudo_logins(self) -> str:
+        """The logins that reached this agent through sudo (remote_agent.jobs.powers)."""
+        return os.path.join(self.state_dir, "sudo-logins")
+
+    @property
     def mig_journal(self) -> str:
         """MIG changes in progress (remote_agent.mig.journal)."""
         return os.path.join(self.state_dir, "mig-changes")
@@ -80,7 +85,8 @@ class AgentPaths:
             return
         for path, what in ((self.lock_file, "daemon lock"), (self.pid_file, "pid file"),
                            (self.log_file, "daemon log"), (self.sim_state, "simulator state"),
-                           (self.sim_state + ".lock", "simulator lock")):
+                           (self.sim_state + ".lock", "simulator lock"),
+                           (self.sudo_logins, "sudo logins")):
             check_private(path, what)
         if os.path.lexists(self.sim_dir):
             private_dir(self.sim_dir, "simulator directory")
