@@ -167,6 +167,7 @@ def make_dirs(folder: str) -> None:
     """``folder`` and every missing one above it, each made 0700: ``os.makedirs`` makes those
     above with the umask's mode, which a default ACL on their parent replaces by its own grants
     (the umask is not applied there)."""
+    folder = os.path.abspath(folder)
     if os.path.isdir(folder):
         return
     make_dirs(os.path.dirname(folder))
