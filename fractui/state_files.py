@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from remote_agent.daemon.trust import check_tree, open_private
+from remote_agent.daemon.trust import check_tree, make_dirs, open_private
 
 
 def open_append(path: str, what: str, flags: int = os.O_WRONLY) -> int:
@@ -17,6 +17,6 @@ def open_append(path: str, what: str, flags: int = os.O_WRONLY) -> int:
     another user could have made or could change it."""
     folder = os.path.dirname(os.path.abspath(path))
     check_tree(folder, "folder of the " + what, runner="fractui")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    make_dirs(folder)
     check_tree(folder, "folder of the " + what, runner="fractui")  # as made, whoever made it
     return open_private(path, flags | os.O_CREAT | os.O_APPEND, what, runner="fractui")

@@ -81,6 +81,7 @@ def _daemonize(log_fd: int) -> None:
 def run_daemon(args: argparse.Namespace, backend: str) -> int:
     from remote_agent.daemon.paths import AgentPaths
     from remote_agent.daemon.trust import UnsafePath, open_private, private_dir
+    from remote_agent.jobs.powers import record_login
     from remote_agent.jobs.store import JobStore, StoreError
 
     try:
@@ -97,6 +98,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
         if backend == "sim":
             private_dir(paths.sim_dir, "simulator directory")
         JobStore(paths.jobs_db).close()  # usable, and brought to this agent's version
+        record_login(paths.sudo_logins, os.environ)
     except (UnsafePath, StoreError) as err:
         print("remote_agent: %s" % err, file=sys.stderr)
         return 2

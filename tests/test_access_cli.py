@@ -19,6 +19,7 @@ import pytest
 from fractui import words
 from fractui.config import QueueConfig
 from fractui.store import SqliteStore, Slot
+from tests import acl
 from tests.localfleet import local_fleet  # noqa: F401 - a fixture
 from tests.sshd import free_port
 from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
@@ -385,6 +386,32 @@ def test_an_admins_job_runs_as_the_agents_user_only_where_no_one_else_writes_the
         done = fractui(config, ["submit", "--queue", "v", "--json", "--", "/usr/bin/true"])
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["run_as"] == run_as
+
+
+def test_a_store_shared_through_an_acl_vouches_for_no_admin_and_names_who_it_lets_in(
+        plain_dir, plain_user):
+    """A store root made its own (0600 in a 0700 directory) that an ACL lets the member write:
+    its mode's group bits show the ACL's mask, so it is a store others write; the words name
+    the member, not a group no one is in. root's job then runs as root (refused by the agent:
+    its admin runs one as the agent's user with fractui launch)."""
+    member, _home = plain_user
+    info = pwd.getpwnam(member)
+    folder = plain_dir / "state"
+    folder.mkdir(mode=0o700)
+    path = folder / "store.db"
+    SqliteStore(str(path)).close()
+    acl.grant(folder, uid=info.pw_uid)
+    acl.grant(path, uid=info.pw_uid, perm=6)
+    subprocess.run(["/usr/bin/python3", "-c", "import sys; open(sys.argv[1], 'r+b').close()",
+                    str(path)], check=True, user=info.pw_uid, group=info.pw_gid,
+                   extra_groups=[])  # the ACL lets the member write it: no group does
+    assert SqliteStore(str(path)).hand_writers() == (
+        "its file %s is writable by the user %s (uid %d) through its ACL (mode 0660)" % (
+            path, member, info.pw_uid))
+    config = write_config(plain_dir, path, {"vision": [member]})
+    done = fractui(config, ["submit", "--queue", "v", "--json", "--", "/usr/bin/true"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["run_as"] == "root"
 
 
 def test_a_job_the_lease_holder_would_never_launch_again_is_not_moved_by_the_cli(

@@ -19,6 +19,7 @@ from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
+from tests import acl
 from tests.conftest import REPO, AgentError, AgentProcess, stop_host
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
@@ -92,7 +93,9 @@ def test_the_bridge_runs_as_a_plain_user_when_all_is_its_own(as_user):
 
 @pytest.mark.parametrize("attack, words", [
     ("owned by another user", "is owned by uid %d, not by uid {uid}" % OTHER_UID),
-    ("open to others", "its mode is 0755, not 0700"),
+    ("open to others", "its mode is 0755, not 0700, so its group and all users can reach"),
+    ("open to a user its ACL names", "its mode is 0750, not 0700, so the user uid %d through "
+     "its ACL can reach" % OTHER_UID),
     ("a symlink", "it is a symlink, not a directory"),
     ("a socket of another user", "owned by uid %d, not a socket of uid {uid}" % OTHER_UID),
 ])
@@ -112,6 +115,8 @@ def test_the_bridge_never_talks_to_a_socket_another_user_could_have_planted(as_u
         os.chown(socket_dir, OTHER_UID if attack == "owned by another user" else uid, -1)
         if attack == "open to others":
             os.chmod(socket_dir, 0o755)
+        elif attack == "open to a user its ACL names":
+            acl.grant(socket_dir, uid=OTHER_UID, perm=5)  # enough to connect to the socket
     trap = Trap(sock_path)  # the attacker listens where the agent would
     try:
         os.chown(sock_path, uid if attack == "owned by another user" else OTHER_UID, -1)
@@ -156,6 +161,10 @@ def owned_by_other(path) -> None:
     ("state dir owned by another user", "is owned by uid %d, not by uid 0" % OTHER_UID),
     ("state dir writable by all", "is writable by its group and all users (mode 0777)"),
     ("state dir writable by its group", "is writable by its group (mode 0770)"),
+    ("state dir writable by a user its ACL names",
+     "is writable by the user uid %d through its ACL (mode 0770)" % OTHER_UID),
+    ("a parent writable by a group its ACL names",
+     "/p is writable by the group gid %d through its ACL (mode 0775)" % OTHER_UID),
     ("a parent writable by all, not sticky", "/p is writable by its group and all users"),
     ("a parent owned by another user", "is owned by uid %d, not by root or uid 0" % OTHER_UID),
     ("reached through another user's symlink", "through the symlink"),
@@ -173,6 +182,10 @@ def test_the_daemon_refuses_a_state_dir_another_user_could_change(root_agent, tm
         os.chmod(state, 0o777)
     elif attack == "state dir writable by its group":
         os.chmod(state, 0o770)
+    elif attack == "state dir writable by a user its ACL names":
+        acl.grant(state, uid=OTHER_UID)
+    elif attack == "a parent writable by a group its ACL names":
+        acl.grant(parent, gid=OTHER_UID)
     elif attack == "a parent writable by all, not sticky":
         os.chmod(parent, 0o777)
     elif attack == "a parent owned by another user":
@@ -221,7 +234,8 @@ def finished_state(tmp_path_factory):
 @pytest.mark.parametrize("what", ["jobs.db", "sim/gpus.json", "daemon.log", "jobs/j1",
                                   "jobs/j1/spec.json", "jobs/j1/exit.json", "mig-changes",
                                   "mig-changes/gpu0.json"])
-@pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink"])
+@pytest.mark.parametrize("attack", ["owned by another user", "writable by others", "a symlink",
+                                    "writable by a user its ACL names"])
 def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
         root_agent, finished_state, tmp_path, what, attack):
     state = tmp_path / "state"
@@ -235,6 +249,8 @@ def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
         owned_by_other(target)
     elif attack == "writable by others":
         os.chmod(target, 0o777 if target.is_dir() else 0o666)
+    elif attack == "writable by a user its ACL names":
+        acl.grant(target, uid=OTHER_UID, perm=6)
     else:
         moved = tmp_path / "moved"
         os.rename(target, moved)
@@ -242,7 +258,44 @@ def test_the_daemon_refuses_a_file_it_trusts_that_another_user_could_change(
     code, said = root_agent(str(state))
     assert code == 2, said
     assert "refusing" in said and str(target) in said, said
+    if attack == "writable by a user its ACL names":
+        assert "writable by the user uid %d through its ACL" % OTHER_UID in said, said
     assert "Traceback" not in said
+
+
+def test_what_an_acl_lets_another_user_read_of_the_agents_is_taken_back(root_agent,
+                                                                          finished_state,
+                                                                          tmp_path):
+    """A grant to read (no write: nothing could have been changed) is taken back, as a mode
+    that lets others read is: chmod clears the ACL's mask, which cuts every named entry."""
+    state = tmp_path / "state"
+    subprocess.run(["cp", "-a", str(finished_state), str(state)], check=True)
+    private = [state / name for name in ("", "jobs.db", "daemon.log", "jobs/j1",
+                                         "jobs/j1/spec.json")]
+    for path in private:
+        acl.grant(path, uid=OTHER_UID, perm=5)
+        assert acl.let_in(path, OTHER_UID) == 5
+    code, agent = root_agent(str(state))
+    assert code is None, agent
+    assert [acl.let_in(path, OTHER_UID) for path in private] == [0] * len(private)
+
+
+def test_what_the_agent_creates_under_a_default_acl_lets_no_other_user_in(start_agent,
+                                                                            tmp_path):
+    """A default ACL on a folder gives what is made in it its grants in place of the umask's
+    cut: the agent makes each folder up to its state dir 0700 and each file 0600, whose
+    modes cut the grants to nothing, so it starts there and all it made is its own."""
+    parent = tmp_path / "p"
+    parent.mkdir(mode=0o755)
+    acl.grant(parent, uid=OTHER_UID, default=True)
+    state = parent / "a" / "state"
+    host_with_a_finished_job(start_agent, state)
+    made = [str(parent / "a")]
+    for folder, dirs, files in os.walk(state):
+        made += [folder] + [os.path.join(folder, name) for name in files]
+    assert acl.entries(state, acl.DEFAULT)  # inherited: the grants reached what was made
+    assert {path: acl.let_in(path, OTHER_UID) for path in made} == dict.fromkeys(made, 0)
+    assert str(state / "sim" / "gpus.json") in made and str(state / "jobs.db") in made
 
 
 def test_a_log_swapped_for_a_symlink_is_refused_not_read(start_agent, tmp_path):
@@ -473,8 +526,19 @@ def test_a_job_for_a_member_who_started_the_agent_with_sudo_is_refused(start_age
                                                                        plain_users,
                                                                        monkeypatch):
     """The user sudo started the agent for (its SUDO_UID) can become root again: a member of
-    that name is refused."""
+    that name is refused, also by a daemon started anew by a bridge sudo gave no SUDO_UID
+    (the state dir keeps the logins)."""
     login, home = plain_users()
     monkeypatch.setenv("SUDO_UID", str(os.stat(home).st_uid))
-    agent = start_agent("1xL4", str(tmp_path / "state"))
+    state = str(tmp_path / "state")
+    agent = start_agent("1xL4", state)
     powers_refused(agent, login, "the user who started the agent with sudo")
+    pid = agent.call("daemon.version")["pid"]
+    agent.call("daemon.shutdown")
+    agent.close()
+    wait_until(lambda: not alive(pid), "the daemon to stop")
+    monkeypatch.delenv("SUDO_UID")
+    again = start_agent("1xL4", state)
+    powers_refused(again, login, "a user who reached the agent through sudo (a login that can "
+                   "become root again)")
+    assert again.call("daemon.version")["pid"] != pid

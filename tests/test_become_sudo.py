@@ -125,11 +125,13 @@ def through_sudo(ssh_env, tmp_path) -> Iterator[Callable[[str, str], HostSession
 def test_become_sudo_runs_the_agent_as_root_and_jobs_as_their_users(plain_users, sudoers,
                                                                      through_sudo, tmp_path):
     """The sudoers line docs/cli.md gives, and nothing more, is what the agent needs; jobs then
-    run as their users, but never as the login, who can become root again."""
+    run as their users, but never as a login, who can become root again: the one that
+    started the daemon, nor another whose own sudo reached that daemon later."""
     login, home = plain_users()
     member, _member_home = plain_users()
+    other, _other_home = plain_users()
     state_dir = str(tmp_path / "state")
-    sudoers(agent_line(login, state_dir))
+    sudoers(agent_line(login, state_dir) + agent_line(other, state_dir))
     session = through_sudo(login, state_dir)
     wait_state(session, "online")
     assert session.call("hello")["privileges"]["root"] is True
@@ -157,6 +159,18 @@ def test_become_sudo_runs_the_agent_as_root_and_jobs_as_their_users(plain_users,
     assert refused.value.message.startswith(
         "run_as %r is uid %d on this host, the user who started the agent with sudo: "
         % (login, login_uid)), refused.value.message
+
+    pid = session.call("daemon.version")["pid"]
+    second = through_sudo(other, state_dir)
+    wait_state(second, "online")
+    assert second.call("daemon.version")["pid"] == pid  # the same daemon
+    with pytest.raises(AgentCallError) as refused:
+        session.call("job.launch", {"key": "k-other", "gpu": 0, "memory_mib": 10,
+                                    "run_as": other, "argv": UIDS})
+    assert refused.value.code == rpc.NOT_PERMITTED
+    assert refused.value.message.startswith(
+        "run_as %r is uid %d on this host, a user who reached the agent through sudo "
+        % (other, pwd.getpwnam(other).pw_uid)), refused.value.message
 
     ran = session.call("job.launch", {"key": "k-member", "gpu": 0, "memory_mib": 10,
                                       "run_as": member, "argv": UIDS})

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
                                 StoreUnavailable)
 from fractui.whoami import os_user
+from remote_agent.daemon.trust import grantees, make_dirs
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -51,10 +52,10 @@ def others_who_write(path: str) -> Optional[str]:
         if st.st_uid not in (0, owner):
             return "its %s %s is owned by %s, not by its owner or root" % (
                 what, where, _owner(st.st_uid))
-        if st.st_mode & 0o022:
+        writers = grantees(st, where, 2)
+        if writers:
             return "its %s %s is writable by %s (mode %04o)" % (
-                what, where, "all users" if st.st_mode & 0o002 else "its group",
-                stat.S_IMODE(st.st_mode))
+                what, where, writers, stat.S_IMODE(st.st_mode))
     return None
 
 
@@ -184,7 +185,7 @@ def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
     made meanwhile is kept as it is. Directories made on the way are 0700."""
     folder = os.path.dirname(path)
     try:
-        _make_dirs(folder)
+        make_dirs(folder)
         fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".new",
                                    dir=folder)
     except OSError as err:
@@ -208,18 +209,6 @@ def create(path: str, initialise: Callable[[sqlite3.Connection], None]) -> None:
                 os.unlink(name)
             except FileNotFoundError:
                 pass  # SQLite made no such file, or removed it on close
-
-
-def _make_dirs(folder: str) -> None:
-    """``folder`` and every missing one above it, each 0700 (``os.makedirs`` gives its mode to
-    the last one only)."""
-    if os.path.isdir(folder):
-        return
-    _make_dirs(os.path.dirname(folder))
-    try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:  # made meanwhile by another process: used as it is
-        pass
 
 
 def _no_space(path: str) -> bool:

@@ -24,6 +24,7 @@ from remote_agent import __version__
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env, code_hash
 from remote_agent.daemon.trust import UnsafePath, open_private
 from remote_agent.gpu.models import parse_sim_host
+from remote_agent.jobs.powers import record_login
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -208,4 +209,11 @@ def bridge(state_dir: str, backend: str, sim_spec: str, settings: Dict[str, Any]
     except UnsafePath as err:
         print("remote_agent: %s" % err, file=sys.stderr)
         return 2
+    try:  # a login whose sudo reached a daemon another one started holds its powers too
+        record_login(paths.sudo_logins, os.environ)
+    except (UnsafePath, OSError) as err:  # unrecorded, the login could be given a job
+        sock.close()
+        print("remote_agent: the sudo logins %s cannot be recorded: %s" % (
+            paths.sudo_logins, err), file=sys.stderr)
+        return 2 if isinstance(err, UnsafePath) else 1
     return relay(sock)

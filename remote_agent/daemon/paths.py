@@ -15,7 +15,8 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from remote_agent.daemon.trust import UnsafePath, check_private, private_dir, private_tree
+from remote_agent.daemon.trust import (UnsafePath, check_private, grantees, private_dir,
+                                        private_tree)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class AgentPaths:
         return os.path.join(self.state_dir, "jobs")
 
     @property
+    def sudo_logins(self) -> str:
+        """The logins that reached this agent through sudo (remote_agent.jobs.powers)."""
+        return os.path.join(self.state_dir, "sudo-logins")
+
+    @property
     def mig_journal(self) -> str:
         """MIG changes in progress (remote_agent.mig.journal)."""
         return os.path.join(self.state_dir, "mig-changes")
@@ -79,7 +85,8 @@ class AgentPaths:
             return
         for path, what in ((self.lock_file, "daemon lock"), (self.pid_file, "pid file"),
                            (self.log_file, "daemon log"), (self.sim_state, "simulator state"),
-                           (self.sim_state + ".lock", "simulator lock")):
+                           (self.sim_state + ".lock", "simulator lock"),
+                           (self.sudo_logins, "sudo logins")):
             check_private(path, what)
         if os.path.lexists(self.sim_dir):
             private_dir(self.sim_dir, "simulator directory")
@@ -120,10 +127,11 @@ class AgentPaths:
                              "not by uid %d; another user may have made it to read the agent's "
                              "traffic. %s" % (self.socket_dir, st.st_uid, os.getuid(),
                                               fix[0].upper() + fix[1:]))
-        if st.st_mode & 0o077:
+        others = grantees(st, self.socket_dir, 0o7)
+        if others:
             raise UnsafePath("refusing the agent's socket directory %s: its mode is %04o, not "
-                             "0700, so other users can reach the socket in it; %s" % (
-                                 self.socket_dir, stat.S_IMODE(st.st_mode), fix))
+                             "0700, so %s can reach the socket in it; %s" % (
+                                 self.socket_dir, stat.S_IMODE(st.st_mode), others, fix))
         return True
 
     def check_socket(self) -> Optional[os.stat_result]:

@@ -8,16 +8,28 @@ agent reads inside it must be the agent's own and writable by nobody else — Op
 rule, applied to every path the agent trusts. Files are opened without following symlinks and
 checked on the open descriptor, so nothing can be swapped between the check and the use. Every
 file the agent creates is 0600 and every directory 0700.
+
+POSIX ACLs need no check of their own on Linux: where a file has an extended ACL, its mode's group
+bits are the ACL's mask, which bounds what every named user and group (and the owning group) may
+do, so a grant to another user shows there; chmod go-rwx clears the mask, and what a default ACL
+gives a new file is cut by the mode it is created with (0600, 0700). The ACL is read only to name
+who it lets in (``grantees``).
 """
 
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import stat
-from typing import Optional
+import struct
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
+ACL_ACCESS = "system.posix_acl_access"  # the kernel's xattr: a u32 version, then entries
+_ACL_ENTRY = struct.Struct("<HHI")  # tag, permission bits (rwx = 4|2|1), user or group id
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08  # the group class, less the mask
 
 
 class UnsafePath(Exception):
@@ -81,29 +93,88 @@ def check_tree(path: str, what: str, root_may_own: bool = False,
         if not last and not stat.S_ISDIR(st.st_mode):
             raise UnsafePath("refusing %s %s: %s is not a directory" % (what, path, step))
         sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-        if st.st_mode & 0o022 and (last or not sticky_dir):
+        writers = grantees(st, step, 2) if last or not sticky_dir else ""
+        if writers:
             raise UnsafePath(
                 "refusing %s %s: %s is writable by %s (mode %s), who could replace what %s "
                 "reads there; fix it with: chmod go-w %s" % (
-                    what, path, step, _writers(st), _mode(st), runner, step))
+                    what, path, step, writers, _mode(st), runner, step))
         current = step
 
 
-def _writers(st: os.stat_result) -> str:
+def grantees(st: os.stat_result, target: Union[str, int], perm: int) -> str:
+    """Who besides the owner has any of ``perm`` (of rwx = 4|2|1; 2 for write) on ``target``
+    (a path that is no symlink, or a descriptor) whose stat is ``st``, in words: "its group",
+    "all users", or the users and groups its ACL names; "" where no one."""
     who = []
-    if st.st_mode & 0o020:
-        who.append("its group")
-    if st.st_mode & 0o002:
+    if (st.st_mode >> 3) & perm:
+        acl = _acl_entries(target)
+        if acl is None:
+            who.append("its group")
+        else:
+            who.extend(_acl_grantees(acl, (st.st_mode >> 3) & perm))
+    if st.st_mode & perm:
         who.append("all users")
     return " and ".join(who)
+
+
+def _acl_entries(target: Union[str, int]) -> Optional[List[Tuple[int, int, int]]]:
+    """The (tag, perm, id) entries of ``target``'s extended access ACL; None where it has none
+    (or its filesystem, or this system, keeps no ACLs: its mode says all)."""
+    if not hasattr(os, "getxattr"):
+        return None
+    try:
+        raw = os.getxattr(target, ACL_ACCESS)
+    except OSError as err:
+        if err.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+    return [_ACL_ENTRY.unpack_from(raw, at) for at in range(4, len(raw), _ACL_ENTRY.size)]
+
+
+def _acl_grantees(acl: List[Tuple[int, int, int]], perm: int) -> List[str]:
+    """Who an extended ACL gives ``perm``, already cut by its mask (the mode's group bits): the
+    group class's entries, each as far as the mask lets it."""
+    who = []
+    for tag, p, ident in acl:
+        if not p & perm:
+            continue
+        if tag == _ACL_USER:
+            who.append("the user %s through its ACL" % _name(pwd.getpwuid, ident, "uid"))
+        elif tag == _ACL_GROUP:
+            who.append("the group %s through its ACL" % _name(grp.getgrgid, ident, "gid"))
+        elif tag == _ACL_GROUP_OBJ:
+            who.append("its group")
+    return who
+
+
+def _name(lookup: Callable[[int], Sequence], ident: int, kind: str) -> str:
+    try:
+        return "%s (%s %d)" % (lookup(ident)[0], kind, ident)
+    except KeyError:
+        return "%s %d" % (kind, ident)
 
 
 def private_tree(path: str, what: str) -> str:
     """The directory ``path``, created 0700 where missing, after ``check_tree``."""
     check_tree(path, what)
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    make_dirs(path)
     check_tree(path, what)
     return private_dir(path, what)
+
+
+def make_dirs(folder: str) -> None:
+    """``folder`` and every missing one above it, each made 0700: ``os.makedirs`` makes those
+    above with the umask's mode, which a default ACL on their parent replaces by its own grants
+    (the umask is not applied there)."""
+    folder = os.path.abspath(folder)
+    if os.path.isdir(folder):
+        return
+    make_dirs(os.path.dirname(folder))
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:  # made meanwhile by another process: the caller checks it
+        pass
 
 
 def private_dir(path: str, what: str = "directory") -> str:
@@ -123,16 +194,20 @@ def private_dir(path: str, what: str = "directory") -> str:
     return path
 
 
-def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the agent") -> None:
+def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the agent",
+                 fd: Optional[int] = None) -> None:
+    """Refuse ``path`` (open as ``fd`` where given) unless it is ours and nobody else writes
+    it."""
     uid = _uid()
     if st.st_uid != uid:
         raise UnsafePath("refusing %s %s: it is owned by uid %d, not by uid %d (the user %s "
                          "runs as); remove it, or chown it back after checking it" % (
                              what, path, st.st_uid, uid, runner))
-    if st.st_mode & 0o022:
+    writers = grantees(st, path if fd is None else fd, 2)
+    if writers:
         raise UnsafePath("refusing %s %s: it is writable by %s (mode %s), who could have "
                          "changed it; check it, then: chmod go-w %s" % (
-                             what, path, _writers(st), _mode(st), path))
+                             what, path, writers, _mode(st), path))
 
 
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
@@ -152,7 +227,7 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
         if not kind_ok:
             raise UnsafePath("refusing %s %s: it is not a %s" % (
                 what, path, "FIFO" if fifo else "regular file"))
-        _check_owned(st, path, what, runner)
+        _check_owned(st, path, what, runner, fd)
         if st.st_mode & 0o077:
             os.fchmod(fd, 0o600)
     except BaseException:

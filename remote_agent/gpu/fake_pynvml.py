@@ -38,7 +38,7 @@ import threading
 import time
 import uuid as uuidlib
 from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulonglong, pointer
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from remote_agent.gpu import models as _models
 from remote_agent.jobs import procs
@@ -650,6 +650,12 @@ def _new_state(spec: str) -> Dict[str, Any]:
             "next_pid": SYNTHETIC_PID_BASE + 1}
 
 
+def _private(path: str, flags: int) -> IO[bytes]:
+    """``path`` opened to write, made 0600 where missing: the mode ``open`` would give it is
+    the umask's, which a default ACL on the state dir replaces by its own grants."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, 0o600), "wb")
+
+
 class _Store:
     """The host's GPU state: one JSON file, locked for writes, re-read when another process
     changed it; or a dict in memory."""
@@ -706,7 +712,7 @@ class _Store:
                 yield work
                 self._state = work
                 return
-            with open(self.path + ".lock", "a") as lock:
+            with _private(self.path + ".lock", os.O_APPEND) as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 self._reload()
                 work = copy.deepcopy(self._state)
@@ -721,8 +727,8 @@ class _Store:
                             else living is None or p["ns"] in living)]
                 tmp = "%s.tmp.%d" % (self.path, os.getpid())
                 # replaced atomically; no fsync: a GPU's state need only outlive processes
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(work, f, indent=1, sort_keys=True)
+                with _private(tmp, os.O_TRUNC) as f:
+                    f.write(json.dumps(work, indent=1, sort_keys=True).encode())
                 os.replace(tmp, self.path)
                 self._state = work
                 self._stamp = self._stat()

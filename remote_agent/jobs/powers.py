@@ -2,27 +2,37 @@
 (``run_as``) must never run as.
 
 The agent's powers are its socket, its state dir and every job on the host (stop them, read
-their env and logs, change MIG). They are held by root, by the agent's own user, by the user who
-started it through sudo (``become``: that login can become root again), and by whoever owns a
-path the agent's code or interpreter is loaded from: an agent started with ``become`` runs the
-zipapp its login user put in that user's ``agent_cache``, so that user could change the code
-that root runs at the next shim or daemon start.
+their env and logs, change MIG). They are held by root, by the agent's own user, by every login
+that reached it through sudo (``become``: that login can become root again) — the one that
+started its daemon, and each whose bridge (its own sudo) used that daemon later, all kept in the
+state dir's ``sudo-logins`` for as long as the state dir is, so a daemon started anew by another
+login still knows them — and by whoever owns a path the agent's code or interpreter is loaded
+from: an agent started with ``become`` runs the zipapp its login user put in that user's
+``agent_cache``, so that user could change the code that root runs at the next shim or daemon
+start.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
+
+from remote_agent.daemon.trust import open_private, read_private
 
 
-def holders(environ: Mapping[str, str], loaded_from: Iterable[str]) -> Dict[int, str]:
+def holders(environ: Mapping[str, str], loaded_from: Iterable[str],
+            logins: Iterable[int]) -> Dict[int, str]:
     """uid -> why that user holds the agent's powers, for an agent whose environment is
-    ``environ`` and whose code and interpreter are loaded from the paths ``loaded_from``."""
+    ``environ``, whose code and interpreter are loaded from the paths ``loaded_from``, and
+    that the sudo ``logins`` (``sudo_logins``) reached."""
     found: Dict[int, str] = {0: "root", os.geteuid(): "the agent's own user"}
     sudo_uid = environ.get("SUDO_UID", "")
     if sudo_uid.isdigit():
         found.setdefault(int(sudo_uid), "the user who started the agent with sudo")
+    for uid in sorted(logins):
+        found.setdefault(uid, "a user who reached the agent through sudo (a login that can "
+                              "become root again)")
     for path in loaded_from:
         for step, uid in _owners(path):
             found.setdefault(uid, "the owner of %s, on the way to %s, which the agent loads "
@@ -52,10 +62,32 @@ def _owners(path: str) -> Iterable[Tuple[str, int]]:
             yield current, st.st_uid
 
 
-def refusal(uid: int) -> Optional[str]:
+def record_login(path: str, environ: Mapping[str, str]) -> None:
+    """Add the login sudo names in ``environ`` (its SUDO_UID), if any, to the sudo logins
+    kept at ``path``: a bridge whose sudo reached a daemon another login started, and each
+    daemon, record theirs. Appended (a line each, durable), so two at once both stay."""
+    uid = environ.get("SUDO_UID", "")
+    if not uid.isdigit() or int(uid) in sudo_logins(path):
+        return
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "sudo logins")
+    try:
+        os.write(fd, b"%d\n" % int(uid))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sudo_logins(path: str) -> Set[int]:
+    """The uids of the logins that ever reached the agent of this state dir through sudo."""
+    data = read_private(path, "sudo logins") or b""
+    return {int(line) for line in data.split() if line.isdigit()}
+
+
+def refusal(uid: int, logins_path: str) -> Optional[str]:
     """Why a job launched for someone else may not run as ``uid`` on this host, or None
-    where it may (asked at each launch: the paths' owners may change)."""
-    why = holders(os.environ, loaded_from()).get(uid)
+    where it may (asked at each launch: the paths' owners may change, a login may come);
+    ``logins_path``: the state dir's sudo logins."""
+    why = holders(os.environ, loaded_from(), sudo_logins(logins_path)).get(uid)
     if why is None:
         return None
     if uid == 0:

@@ -277,7 +277,8 @@ class Supervisor:
             user = JobUser.named(req.run_as)
         except KeyError:
             raise start_failed("no user %r on this host" % req.run_as) from None
-        held = powers.refusal(user.uid) if req.run_as is not None else None
+        held = (powers.refusal(user.uid, self.paths.sudo_logins) if req.run_as is not None
+                else None)
         if held and user.uid == 0:  # a team member's name, never root's
             raise start_failed("run_as %r is %s" % (req.run_as, held))
         if held:  # this host's: another reaches the agent otherwise, the member may run there
