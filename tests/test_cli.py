@@ -742,6 +742,19 @@ def test_a_submit_with_no_command_shows_one_that_runs_in_a_config_of_teams(tmp_p
     assert not (tmp_path / "s").exists()
 
 
+def test_a_host_named_in_a_config_of_no_hosts_is_said_so_not_known_none(tmp_path, capfd):
+    """A researcher's config names no host (the store alone): a host word was answered
+    "unknown host 'gpu-a' (known: none)", which names nothing to choose from; it says the
+    config has no [[hosts]], exit 2, as any name the config lacks."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      % (tmp_path / "s" / "store.db"))
+    for argv in (["place", "3", "gpu-a", "0"], ["cordon", "gpu-a"]):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out, err) == (2, "", "fractui: %s: unknown host 'gpu-a': the config has "
+                                          "no [[hosts]]\n" % config), argv
+
+
 def test_jobs_of_a_host_job_says_which_verbs_take_it_not_unknown_host(tmp_path, capfd):
     """``jobs gpu-a/j1`` answered "unknown host 'gpu-a/j1' (did you mean 'gpu-a'?...)", as if
     the word were a mistyped host; ``audit`` and ``cancel`` said what names such a job. It
