@@ -189,6 +189,27 @@ def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may
     assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [(latest,)]
 
 
+def test_tables_changed_under_an_open_store_are_said_so_not_a_cached_plan(pg_server, pg_url):
+    """A newer fractui's migration, applied while an older scheduler still runs, changes a
+    table under that scheduler's statements, which psycopg has prepared by then: each pass
+    failed with the server's "cached plan must not change result type" for as long as it ran.
+    The store is said to have changed under it, which stops a scheduler (StoreDamaged)."""
+    store = open_store(pg_url)
+    try:
+        for _ in range(8):  # (psycopg prepares a statement at its fifth run)
+            store.jobs()
+        pg_server.sql("ALTER TABLE jobs ADD COLUMN later TEXT", db=pg_url.rsplit("/", 1)[1])
+        with pytest.raises(StoreDamaged) as damaged:
+            store.jobs()
+        assert str(damaged.value) == (
+            "store %s: its tables were changed under this fractui (PostgreSQL: cached plan "
+            "must not change result type), as a newer fractui's schema upgrade does: start "
+            "this one again (one older than the store's schema refuses it then, saying so)"
+            % postgresql_url("127.0.0.1", str(pg_server.port), pg_url.rsplit("/", 1)[1]))
+    finally:
+        store.close()
+
+
 def test_a_database_of_a_newer_fractui_or_of_another_program_is_refused(pg_server, pg_url):
     db = pg_url.rsplit("/", 1)[1]
     open_store(pg_url).close()

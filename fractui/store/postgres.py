@@ -297,6 +297,11 @@ class PostgresDialect(Dialect):
         if state in ("42P01", "42703"):
             return StoreDamaged(self.where, "does not hold what this fractui's schema has: %s"
                                 % text)
+        if state == "0A000" and "cached plan" in text:  # (a statement psycopg prepared)
+            return StoreDamaged(self.where, "its tables were changed under this fractui "
+                                "(PostgreSQL: %s), as a newer fractui's schema upgrade does: "
+                                "start this one again (one older than the store's schema "
+                                "refuses it then, saying so)" % text)
         if state == "57014":  # our sessions have no statement_timeout: someone cancelled it
             return StoreUnavailable(self.where, "the server cancelled the statement (an "
                                     "admin's pg_cancel_backend?): %s; nothing was recorded"
