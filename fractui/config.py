@@ -348,6 +348,8 @@ def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> An
     for item in items:
         if item.name == name:
             return item
+    if not items:  # (a researcher's config of the store alone: "known: none" named nothing)
+        raise ConfigError(path, None, f"unknown {what} {name!r}: the config has no [[{what}s]]")
     raise ConfigError(path, None, f"unknown {what} {name!r}"
                                   f"{_suggest(name, tuple(i.name for i in items), shown=20)}")
 

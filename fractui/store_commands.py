@@ -50,12 +50,7 @@ if TYPE_CHECKING:
 def submit(config: Config, args: argparse.Namespace) -> int:
     """Queues a job, reaching only the store: what it asks for is checked against the
     inventory the lease holder keeps there, never the hosts."""
-    if not args.argv:
-        raise UsageError("submit needs the program to run after --, e.g. fractui submit "
-                         "--queue %s -- python train.py" % shlex.quote(args.queue))
     queue = config.queue(args.queue)
-    if not args.argv[0]:
-        raise UsageError("the program to run after -- is an empty word")
     team = queue.team if args.team is None else args.team
     if config.teams:
         if team is None:
@@ -64,6 +59,12 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         config.team(team)
     elif team is not None:
         raise UsageError("--team %s: the config has no [[teams]]" % team)
+    if not args.argv:  # (an example that runs as pasted: with the --team it needs)
+        raise UsageError("submit needs the program to run after --, e.g. fractui submit "
+                         "--queue %s%s -- python train.py" % (shlex.quote(queue.name), "" if (
+                             args.team is None) else " --team %s" % shlex.quote(team)))
+    if not args.argv[0]:
+        raise UsageError("the program to run after -- is an empty word")
     env = parse_env(args.env)
     name = args.name or args.argv[0].rsplit("/", 1)[-1]
     problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES,

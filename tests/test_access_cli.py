@@ -299,8 +299,8 @@ def test_a_member_looks_up_jobs_by_number_whatever_their_state(plain_dir, plain_
     assert done.stderr == NO_SCHEDULER + "fractui: no job 99 in the store\n"
     done = fractui(config, ["jobs", "12x"], name)
     assert (done.returncode, done.stdout) == (2, ""), done
-    assert done.stderr == ("fractui: %s: unknown host '12x' (known: none), and not a job's "
-                           "number either (fractui jobs 12 shows job 12)\n" % config)
+    assert done.stderr == ("fractui: %s: unknown host '12x': the config has no [[hosts]], and "
+                           "not a job's number either (fractui jobs 12 shows job 12)\n" % config)
     for words in (["--all"], ["--me"], ["--user", name]):
         done = fractui(config, ["jobs", str(ended.id), *words], name)
         assert (done.returncode, done.stdout) == (2, ""), done

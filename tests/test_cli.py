@@ -722,6 +722,39 @@ def test_a_word_that_names_no_job_is_a_usage_error_whether_a_store_is_there_or_n
     assert not (tmp_path / "none").exists()
 
 
+def test_a_submit_with_no_command_shows_one_that_runs_in_a_config_of_teams(tmp_path, capfd):
+    """With [[teams]] and a queue that names none, ``submit`` needs ``--team``: the example
+    its missing command was answered with left the team out, so pasting it failed with "submit
+    needs --team". The team is asked for first, then the example keeps it; nothing is
+    submitted, no store made (exit 2, as any usage error)."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[teams]]\nname = "vision"\n'
+                      '[[queues]]\nname = "q"\ngpu = 0.5\n' % (tmp_path / "s" / "store.db"))
+    said = {}
+    for team in ([], ["--team", "vision"]):
+        code, out, said[bool(team)] = in_process(capfd, ["--config", str(config), "submit",
+                                                         "--queue", "q", *team])
+        assert (code, out) == (2, ""), said
+    assert said == {False: "fractui: submit needs --team: the config has teams (vision) and "
+                           "queue q names none\n",
+                    True: "fractui: submit needs the program to run after --, e.g. fractui "
+                          "submit --queue q --team vision -- python train.py\n"}
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_host_named_in_a_config_of_no_hosts_is_said_so_not_known_none(tmp_path, capfd):
+    """A researcher's config names no host (the store alone): a host word was answered
+    "unknown host 'gpu-a' (known: none)", which names nothing to choose from; it says the
+    config has no [[hosts]], exit 2, as any name the config lacks."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      % (tmp_path / "s" / "store.db"))
+    for argv in (["place", "3", "gpu-a", "0"], ["cordon", "gpu-a"]):
+        code, out, err = in_process(capfd, ["--config", str(config), *argv])
+        assert (code, out, err) == (2, "", "fractui: %s: unknown host 'gpu-a': the config has "
+                                          "no [[hosts]]\n" % config), argv
+
+
 def test_jobs_of_a_host_job_says_which_verbs_take_it_not_unknown_host(tmp_path, capfd):
     """``jobs gpu-a/j1`` answered "unknown host 'gpu-a/j1' (did you mean 'gpu-a'?...)", as if
     the word were a mistyped host; ``audit`` and ``cancel`` said what names such a job. It

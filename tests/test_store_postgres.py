@@ -145,6 +145,71 @@ def test_every_refusal_of_the_server_is_the_stores_error_naming_where(pg_server,
         open_store("postgresql://postgres:secret@127.0.0.1:%d/x" % pg_server.port)
 
 
+def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may(
+        pg_server, monkeypatch):
+    """The database is ops's (docs/cli.md's setup) and its first run made the tables, so they
+    are ops's too. After an upgrade of fractui, another admin's role (a scheduler's own) and a
+    team member cannot apply the new migration: each is told which and who can, not the
+    server's "must be owner of table jobs"; nothing changes until ops has opened it."""
+    tag = uuid.uuid4().hex[:6]
+    ops, sched, ann, team = "ops_" + tag, "sched_" + tag, "ann_" + tag, "fractui_team_v" + tag
+    db = "t_" + tag
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.sql("CREATE ROLE %s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % ops)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % sched)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE %s" % (ann, team))
+    pg_server.sql("CREATE DATABASE %s OWNER %s" % (db, ops))
+    *older, (latest, _) = migrations("postgresql")
+    with monkeypatch.context() as before:  # the store as the fractui before this one made it
+        before.setattr(postgres, "migrations", lambda dialect: older)
+        open_store(pg_server.url(db, user=ops)).close()
+    for grant in ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "
+                  "fractui_admin", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO " + team,
+                  "GRANT INSERT, UPDATE ON jobs, log_requests TO " + team,
+                  "GRANT INSERT ON audit TO " + team):
+        pg_server.sql(grant, db=db)
+    for role in (sched, ann):
+        with pytest.raises(StoreDenied) as denied:
+            open_store(pg_server.url(db, user=role))
+        said = str(denied.value)
+        assert said.startswith("store %s: this fractui applies PostgreSQL migration %04d to "
+                               "it (its schema is at version %d), and role %s may not: " % (
+                                   postgresql_url("127.0.0.1", str(pg_server.port), db),
+                                   latest, latest - 1, role)), said
+        assert said.endswith("; a schema change needs the owner of the store's tables "
+                             "(role %s) or a superuser, who applies it by opening the store "
+                             "once with this fractui (fractui jobs --me as that role); "
+                             "nothing was changed" % ops), said
+        assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [(latest - 1,)]
+    open_store(pg_server.url(db, user=ops)).close()  # the owner applies it
+    for role in (sched, ann):
+        open_store(pg_server.url(db, user=role)).close()
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [(latest,)]
+
+
+def test_tables_changed_under_an_open_store_are_said_so_not_a_cached_plan(pg_server, pg_url):
+    """A newer fractui's migration, applied while an older scheduler still runs, changes a
+    table under that scheduler's statements, which psycopg has prepared by then: each pass
+    failed with the server's "cached plan must not change result type" for as long as it ran.
+    The store is said to have changed under it, which stops a scheduler (StoreDamaged)."""
+    store = open_store(pg_url)
+    try:
+        for _ in range(8):  # (psycopg prepares a statement at its fifth run)
+            store.jobs()
+        pg_server.sql("ALTER TABLE jobs ADD COLUMN later TEXT", db=pg_url.rsplit("/", 1)[1])
+        with pytest.raises(StoreDamaged) as damaged:
+            store.jobs()
+        assert str(damaged.value) == (
+            "store %s: its tables were changed under this fractui (PostgreSQL: cached plan "
+            "must not change result type), as a newer fractui's schema upgrade does: start "
+            "this one again (one older than the store's schema refuses it then, saying so)"
+            % postgresql_url("127.0.0.1", str(pg_server.port), pg_url.rsplit("/", 1)[1]))
+    finally:
+        store.close()
+
+
 def test_a_database_of_a_newer_fractui_or_of_another_program_is_refused(pg_server, pg_url):
     db = pg_url.rsplit("/", 1)[1]
     open_store(pg_url).close()

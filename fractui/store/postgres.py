@@ -68,6 +68,14 @@ NOT_GRANTED = ("role %s may not do this: %s (it was granted nothing on the store
 """What a role that may read none of the store is told: the server's words alone ("permission
 denied for table fractui_schema") name a table, not what an admin gives it."""
 
+NOT_OWNER = ("this fractui applies PostgreSQL migration %04d to it (its schema is at version "
+             "%d), and role %s may not: %s; a schema change needs the owner of the store's "
+             "tables (%s) or a superuser, who applies it by opening the store once with this "
+             "fractui (fractui jobs --me as that role); nothing was changed")
+"""What a role that may not change the schema is told where a newer fractui finds a migration
+to apply (the server says only "must be owner of table jobs"): which, and who can. Schema
+changes need the tables' owner; a scheduler run as another admin role is not it
+(docs/cli.md, "A shared PostgreSQL store")."""
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -201,7 +209,8 @@ class PostgresDialect(Dialect):
                                "functions there that the guard would call in place of "
                                "PostgreSQL's own; an admin runs REVOKE CREATE ON SCHEMA public "
                                "FROM PUBLIC in the database")
-        latest = migrations("postgresql")[-1][0]
+        known = migrations("postgresql")
+        latest = known[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
                       (VERSION_TABLE,)).fetchone()["known"]:
             try:
@@ -231,15 +240,26 @@ class PostgresDialect(Dialect):
             raise StoreDamaged(self.where, "was written by a newer fractui (schema version %d; "
                                "this one knows up to %d): use that fractui, or upgrade this "
                                "one" % (have, latest))
-        for number, sql in migrations("postgresql"):
-            if number > have:
+        pending = [(number, sql) for number, sql in known if number > have]
+        # read before any is tried: a refused statement leaves nothing else to ask this time
+        owners = [r["tableowner"] for r in db.execute(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        )] if pending and have else []
+        for number, sql in pending:
+            try:
                 for statement in statements(sql):
                     db.execute(statement)
                 # a migration's row changes queue the deferred audit check's events (0016),
                 # and PostgreSQL alters no table that has some pending: checked now, so the
                 # next migration's ALTER TABLE goes through in the same transaction
                 db.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
+            except psycopg.errors.InsufficientPrivilege as err:
+                if not owners:  # (a store's start: the first run's, said as the server says)
+                    raise
+                raise StoreDenied(self.where, NOT_OWNER % (
+                    number, have, self.user, err.diag.message_primary or err,
+                    "role%s %s" % ("s" if len(owners) > 1 else "", ", ".join(owners)))) from err
+            db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
 
     def announce(self, db: psycopg.Connection, topic: str) -> None:
         db.execute("SELECT fractui_announce(%s)", (topic,))  # the counter, and the NOTIFY
@@ -277,6 +297,11 @@ class PostgresDialect(Dialect):
         if state in ("42P01", "42703"):
             return StoreDamaged(self.where, "does not hold what this fractui's schema has: %s"
                                 % text)
+        if state == "0A000" and "cached plan" in text:  # (a statement psycopg prepared)
+            return StoreDamaged(self.where, "its tables were changed under this fractui "
+                                "(PostgreSQL: %s), as a newer fractui's schema upgrade does: "
+                                "start this one again (one older than the store's schema "
+                                "refuses it then, saying so)" % text)
         if state == "57014":  # our sessions have no statement_timeout: someone cancelled it
             return StoreUnavailable(self.where, "the server cancelled the statement (an "
                                     "admin's pg_cancel_backend?): %s; nothing was recorded"
