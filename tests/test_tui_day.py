@@ -13,9 +13,11 @@ from fractui.config import Config, TuiSettings
 from fractui.store.model import PENDING
 from fractui.tui.app import FractuiApp
 from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.header import Header
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, line
 from fractui.tui.logview import LogView
+from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
@@ -209,3 +211,43 @@ async def test_a_pending_jobs_name_cut_in_the_queue_panel_says_it_was_cut():
         await settled(pilot)
         row = next(ln for ln in screen_lines(app) if "#27 " in ln)
         assert re.search(r"#27 +a-very-lo[a-z-]*… ", row), row
+
+
+def hints(app: FractuiApp) -> dict[str, str]:
+    """The header's key hints as drawn now: what each key does."""
+    return dict(app.fleet.query_one(Header).info.hints)
+
+
+@pilot_test
+async def test_the_header_says_what_each_key_does_in_each_mode_of_the_fleet_screen():
+    """A key the header offers does what it says in the mode the screen is in: placing or
+    moving a job, a check under way, no slot to go to, a filter to clear; a key that would
+    do nothing is not offered (``esc`` with nothing to clear, ``tab`` that took the focus
+    off the plan's keys)."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        assert "esc" not in hints(app)  # nothing to clear or leave
+        await pilot.press("slash", *"a100", "enter")
+        assert hints(app)["esc"] == "clear filter"
+        await pilot.press("escape", "tab", "p")
+        await settled(pilot)
+        shown = hints(app)
+        assert screen.placement is not None and len(screen.placement.candidates) > 1
+        assert (shown["⏎"], shown["esc"], shown["→"]) == ("place here", "don't place",
+                                                          "next slot"), shown
+        assert "tab" not in shown
+        view = screen.query_one(Header).info.view
+        assert "placing #%d" % screen.placement.job.id in view, view
+        screen.placement.busy = "checking…"  # as while enter's check runs: no key but esc
+        screen.query_one(PreviewBar).changed()
+        await pilot.pause()
+        assert {k for k in hints(app) if k in "⏎→←↑↓a"} == set(), hints(app)
+        await pilot.press("escape")
+        screen.move_job(1)
+        await settled(pilot)
+        assert screen.placement is not None and screen.placement.candidates == []
+        shown = hints(app)
+        assert shown["esc"] == "don't move" and "⏎" not in shown, shown
+        assert "moving #1" in screen.query_one(Header).info.view

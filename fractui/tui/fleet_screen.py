@@ -35,7 +35,7 @@ from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,
                                    uncordon)
 from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
-from fractui.tui.actions import shown_bindings
+from fractui.tui.actions import Modal, shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
 from fractui.tui.cursor import Cursor, block_job_id
@@ -133,7 +133,7 @@ class StoreRead(Message):
         older than what is shown, and is dropped."""
 
 
-class FleetScreen(Screen[None], inherit_bindings=False):
+class FleetScreen(Screen[None], Modal, inherit_bindings=False):
     BINDINGS = [
         Binding("slash", "filter", "filter", id="fleet.filter",
                 tooltip="Filter GPUs by a regex; !regex keeps those that do not match"),
@@ -371,7 +371,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def show_header(self) -> None:
         view = ["fleet"]
         if self.placement is not None:
-            view.append("placing #%d" % self.placement.job.id)
+            view.append("%s #%d" % ("moving" if self.placement.moving else "placing",
+                                    self.placement.job.id))
         if self.filter_text:
             view.append("filter /%s/" % self.filter_text)
         view.append("colour by " + self.colour_by)
@@ -386,6 +387,25 @@ class FleetScreen(Screen[None], inherit_bindings=False):
                                                self.scheduler_line()))
 
     # -- actions --
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        """``esc`` is bound while it has something to clear or leave; ``tab`` not while a
+        placement by keyboard lasts (the focus leaving the bar took the mode's keys with it,
+        and the panel's ``enter`` and ``p`` took their place under the plan)."""
+        if action == "back":
+            return self.what_now("fleet.back") is not None
+        if action == "switch_panel":
+            return self.placement is None or self.drag is not None
+        return True
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        if binding_id != "fleet.back":
+            return None
+        if self.placement is not None:
+            return "don't move" if self.placement.moving else "don't place"
+        if self.filter_text or self.query_one("#filter", Input).display:
+            return "clear filter"
+        return "clear mark" if self.query_one(QueuePanel).marked is not None else None
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -709,6 +729,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         panel = self.query_one(QueuePanel)
         panel.mark(name)
         panel.focus()
+        self.refresh_bindings()  # esc clears the mark now
 
     def jump_job(self, job_id: int, queue: str) -> None:
         """To the GPU the job is on; a job on no GPU yet, to its queue."""
