@@ -251,3 +251,26 @@ async def test_the_header_says_what_each_key_does_in_each_mode_of_the_fleet_scre
         shown = hints(app)
         assert shown["esc"] == "don't move" and "⏎" not in shown, shown
         assert "moving #1" in screen.query_one(Header).info.view
+
+
+@pilot_test
+async def test_a_filter_while_placing_gives_the_focus_back_to_the_plan():
+    """``/`` while placing narrows the map; ``enter`` (keep it) and ``esc`` (clear it) give
+    the focus back to the plan's bar, whose keys move the ghost, and ``esc`` there closes the
+    filter, not the placement. The map had the focus, so ``enter`` opened the job under its
+    cursor with the plan still drawn, and ``esc`` in the filter ended the placement."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        await pilot.press("tab", "p")
+        await settled(pilot)
+        job = screen.placement.job
+        await pilot.press("slash", *"a100", "enter")
+        assert screen.filter_text == "a100" and isinstance(app.focused, PreviewBar)
+        await pilot.press("slash", "escape")
+        await pilot.pause()
+        assert screen.filter_text == "" and isinstance(app.focused, PreviewBar)
+        assert screen.placement is not None and screen.placement.job == job
+        await pilot.press("escape")
+        assert screen.placement is None and isinstance(app.focused, QueuePanel)

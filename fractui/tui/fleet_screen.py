@@ -401,9 +401,12 @@ class FleetScreen(Screen[None], Modal, inherit_bindings=False):
     def what_now(self, binding_id: str) -> Optional[str]:
         if binding_id != "fleet.back":
             return None
+        box = self.query_one("#filter", Input)
+        if box.display and box.has_focus:
+            return "clear filter"
         if self.placement is not None:
             return "don't move" if self.placement.moving else "don't place"
-        if self.filter_text or self.query_one("#filter", Input).display:
+        if self.filter_text or box.display:
             return "clear filter"
         return "clear mark" if self.query_one(QueuePanel).marked is not None else None
 
@@ -419,17 +422,26 @@ class FleetScreen(Screen[None], Modal, inherit_bindings=False):
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.query_one("#filter", Input).display = False
-        self.map.focus()
+        self._filter_closed()
+
+    def _filter_closed(self) -> None:
+        """The focus back from the filter: to the plan's bar while a placement by keyboard
+        lasts (the map's keys there opened a job under the plan), else to the map."""
+        bar = self.query_one(PreviewBar)
+        (bar if self.placement is not None and self.drag is None else self.map).focus()
 
     def action_back(self) -> None:
+        """In the filter, closes it (and clears it, and the queue mark); elsewhere it leaves
+        placement mode too."""
         box = self.query_one("#filter", Input)
-        if box.display and box.has_focus:
+        closing = box.display and box.has_focus
+        if closing:
             box.value = ""
             box.display = False
-            self.map.focus()
+            self._filter_closed()
         self.filter_text = ""
         self.query_one(QueuePanel).mark(None)
-        if self.placement is not None:
+        if self.placement is not None and not closing:
             self.end_placement()
         self.relayout()
 
