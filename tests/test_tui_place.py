@@ -353,6 +353,9 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
             await pilot.press("enter")
             await until(pilot, lambda: f.store.get(job.id).state == "stopping", "moving")
             assert fleet(app).placement is None
+            # the focus on the map, its cursor where the job goes (not on the queue panel,
+            # whose keys act on pending jobs)
+            assert isinstance(app.focused, SliceMap) and fleet(app).map.cursor.host == there
             # the room held for it is drawn as decided, not free, while it stops
             await until(pilot, lambda: [(b.kind, b.label) for b in gpu_line(
                 app, there, 0)[1].blocks] == [(PLACING, "whole")], "the room drawn held")

@@ -650,12 +650,17 @@ class FleetScreen(Screen[None], Modal, inherit_bindings=False):
         self.end_placement()
 
     def end_placement(self) -> None:
+        """The focus back where such work goes on: the queue panel after a placement (the
+        next pending job), the map after a move, its cursor where the ghost last was (a move
+        begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
+        pending jobs, not on the job moved)."""
+        moving = self.placement is not None and self.placement.moving
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
-        self.query_one(QueuePanel).focus()
+        (self.map if moving else self.query_one(QueuePanel)).focus()
 
     def on_dragging(self, message: Dragging) -> None:
         if self.drag is None:
