@@ -277,3 +277,16 @@ async def test_a_filter_while_placing_gives_the_focus_back_to_the_plan():
         assert screen.placement is not None and screen.placement.job == job
         await pilot.press("escape")
         assert screen.placement is None and isinstance(app.focused, QueuePanel)
+
+
+@pilot_test
+async def test_f_in_a_jobs_output_says_whether_it_follows_or_stops_following():
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_job_1(app, pilot)
+        state = screen.query_one("#logstate")
+        assert screen.logview.following and "f stop following" in state.render().plain
+        await pilot.press("f")
+        await pilot.pause()
+        shown = state.render().plain
+        assert not screen.logview.following and "f follow " in shown, shown
