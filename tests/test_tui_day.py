@@ -290,3 +290,14 @@ async def test_f_in_a_jobs_output_says_whether_it_follows_or_stops_following():
         await pilot.pause()
         shown = state.render().plain
         assert not screen.logview.following and "f follow " in shown, shown
+
+
+@pilot_test
+async def test_t_says_which_theme_it_switched_to():
+    """Nothing on the screen names the theme; the config keeps one by its name."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        await pilot.press("t")
+        assert said(app) == ['theme %s ([tui] theme = "%s" keeps it)' % (app.theme, app.theme)]
+        assert app.theme != "dark"
