@@ -301,3 +301,25 @@ async def test_t_says_which_theme_it_switched_to():
         await pilot.press("t")
         assert said(app) == ['theme %s ([tui] theme = "%s" keeps it)' % (app.theme, app.theme)]
         assert app.theme != "dark"
+
+
+@pilot_test
+async def test_a_in_the_jobs_view_is_listed_as_what_it_does_now():
+    """``?`` in the jobs view says ``a`` lists the ended jobs too, and once they are listed,
+    that it lists the active only (the title said so; ``?`` said "ended too" still)."""
+    app = frozen_app()
+
+    async def listed() -> list[str]:
+        await pilot.press("question_mark")
+        said_there = [what for _, what, bid in app.screen.keys if bid == "jobs.ended"]
+        await pilot.press("escape")
+        return said_there
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        assert await listed() == ["ended too"]
+        await pilot.press("a")
+        await settled(pilot)
+        assert await listed() == ["active only"]
