@@ -13,11 +13,14 @@ from fractui.config import Config, TuiSettings
 from fractui.store.model import PENDING
 from fractui.tui.app import FractuiApp
 from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.header import Header
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, line
 from fractui.tui.logview import LogView
+from fractui.tui.placement import PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
+from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, screen_lines, settled
@@ -209,3 +212,114 @@ async def test_a_pending_jobs_name_cut_in_the_queue_panel_says_it_was_cut():
         await settled(pilot)
         row = next(ln for ln in screen_lines(app) if "#27 " in ln)
         assert re.search(r"#27 +a-very-lo[a-z-]*… ", row), row
+
+
+def hints(app: FractuiApp) -> dict[str, str]:
+    """The header's key hints as drawn now: what each key does."""
+    return dict(app.fleet.query_one(Header).info.hints)
+
+
+@pilot_test
+async def test_the_header_says_what_each_key_does_in_each_mode_of_the_fleet_screen():
+    """A key the header offers does what it says in the mode the screen is in: placing or
+    moving a job, a check under way, no slot to go to, a filter to clear; a key that would
+    do nothing is not offered (``esc`` with nothing to clear, ``tab`` that took the focus
+    off the plan's keys)."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        assert "esc" not in hints(app)  # nothing to clear or leave
+        await pilot.press("slash", *"a100", "enter")
+        assert hints(app)["esc"] == "clear filter"
+        await pilot.press("escape", "tab", "p")
+        await settled(pilot)
+        shown = hints(app)
+        assert screen.placement is not None and len(screen.placement.candidates) > 1
+        assert (shown["⏎"], shown["esc"], shown["→"]) == ("place here", "don't place",
+                                                          "next slot"), shown
+        assert "tab" not in shown
+        view = screen.query_one(Header).info.view
+        assert "placing #%d" % screen.placement.job.id in view, view
+        screen.placement.busy = "checking…"  # as while enter's check runs: no key but esc
+        screen.query_one(PreviewBar).changed()
+        await pilot.pause()
+        assert {k for k in hints(app) if k in "⏎→←↑↓a"} == set(), hints(app)
+        await pilot.press("escape")
+        screen.move_job(1)
+        await settled(pilot)
+        assert screen.placement is not None and screen.placement.candidates == []
+        shown = hints(app)
+        assert shown["esc"] == "don't move" and "⏎" not in shown, shown
+        assert "moving #1" in screen.query_one(Header).info.view
+        await pilot.press("escape")  # a move ends on the map, not on the panel's keys
+        assert screen.placement is None and isinstance(app.focused, SliceMap)
+
+
+@pilot_test
+async def test_a_filter_while_placing_gives_the_focus_back_to_the_plan():
+    """``/`` while placing narrows the map; ``enter`` (keep it) and ``esc`` (clear it) give
+    the focus back to the plan's bar, whose keys move the ghost, and ``esc`` there closes the
+    filter, not the placement. The map had the focus, so ``enter`` opened the job under its
+    cursor with the plan still drawn, and ``esc`` in the filter ended the placement."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        screen = app.fleet
+        await pilot.press("tab", "p")
+        await settled(pilot)
+        job = screen.placement.job
+        await pilot.press("slash", *"a100", "enter")
+        assert screen.filter_text == "a100" and isinstance(app.focused, PreviewBar)
+        await pilot.press("slash", "escape")
+        await pilot.pause()
+        assert screen.filter_text == "" and isinstance(app.focused, PreviewBar)
+        assert screen.placement is not None and screen.placement.job == job
+        await pilot.press("escape")
+        assert screen.placement is None and isinstance(app.focused, QueuePanel)
+
+
+@pilot_test
+async def test_f_in_a_jobs_output_says_whether_it_follows_or_stops_following():
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_job_1(app, pilot)
+        state = screen.query_one("#logstate")
+        assert screen.logview.following and "f stop following" in state.render().plain
+        await pilot.press("f")
+        await pilot.pause()
+        shown = state.render().plain
+        assert not screen.logview.following and "f follow " in shown, shown
+
+
+@pilot_test
+async def test_t_says_which_theme_it_switched_to():
+    """Nothing on the screen names the theme; the config keeps one by its name."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        await pilot.press("t")
+        assert said(app) == ['theme %s ([tui] theme = "%s" keeps it)' % (app.theme, app.theme)]
+        assert app.theme != "dark"
+
+
+@pilot_test
+async def test_a_in_the_jobs_view_is_listed_as_what_it_does_now():
+    """``?`` in the jobs view says ``a`` lists the ended jobs too, and once they are listed,
+    that it lists the active only (the title said so; ``?`` said "ended too" still)."""
+    app = frozen_app()
+
+    async def listed() -> list[str]:
+        await pilot.press("question_mark")
+        said_there = [what for _, what, bid in app.screen.keys if bid == "jobs.ended"]
+        await pilot.press("escape")
+        return said_there
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        assert await listed() == ["ended too"]
+        await pilot.press("a")
+        await settled(pilot)
+        assert await listed() == ["active only"]

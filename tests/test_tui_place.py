@@ -248,6 +248,8 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
         async with placing(f) as (app, pilot):
             bar = fleet(app).query_one(PreviewBar)
             assert (said in bar.render().plain) == past  # in the preview, before a confirm
+            # the header says what enter does here: asks first past the quota
+            assert hints(app)["⏎"] == ("place past quota…" if past else "place here")
             await pilot.press("enter")
             if past:
                 p = fleet(app).placement
@@ -258,6 +260,7 @@ def test_a_placement_past_the_teams_quota_is_shown_asked_and_borrowed(local_flee
                 await pilot.pause()  # on screen, the plan under it uncut (the bar grew)
                 assert p.note in shown_words(bar) and p.current.plan in shown_words(bar)
                 assert f.store.get(job.id).state == "pending"
+                assert hints(app)["⏎"] == "place borrowed"
                 await pilot.press("enter")  # agreed
             await until(pilot, lambda: f.store.get(job.id).state == "placed", "placed")
 
@@ -307,6 +310,11 @@ def bound_ids(app) -> set:
     return {b.binding.id for b in app.screen.active_bindings.values()}
 
 
+def hints(app) -> dict[str, str]:
+    """The header's key hints as drawn now: what each key does."""
+    return dict(fleet(app).query_one("Header").info.hints)
+
+
 def bar_text(app) -> str:
     return str(fleet(app).query_one(PreviewBar).render())
 
@@ -334,12 +342,20 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
             assert p.moving and [(c.host, c.gpus) for c in p.candidates] == [(there, (0,))]
             text = bar_text(app)
             assert text.startswith("move #%d whole" % job.id), text
+            # what the keys do is a move's, not a placement's (one slot: no key moves on)
+            shown = hints(app)
+            assert (shown["⏎"], shown["esc"]) == ("move here", "don't move"), shown
+            assert not {"→", "←", "↑", "↓"} & set(shown), shown
+            assert "moving #%d" % job.id in fleet(app).query_one("Header").info.view
             assert ("stops it on %s (its grace), then places it here, the slot held for it "
                     "meanwhile (by no one else, scheduler or admin): " % here.describe()
                     ) in " ".join(text.split()), text
             await pilot.press("enter")
             await until(pilot, lambda: f.store.get(job.id).state == "stopping", "moving")
             assert fleet(app).placement is None
+            # the focus on the map, its cursor where the job goes (not on the queue panel,
+            # whose keys act on pending jobs)
+            assert isinstance(app.focused, SliceMap) and fleet(app).map.cursor.host == there
             # the room held for it is drawn as decided, not free, while it stops
             await until(pilot, lambda: [(b.kind, b.label) for b in gpu_line(
                 app, there, 0)[1].blocks] == [(PLACING, "whole")], "the room drawn held")

@@ -6,7 +6,7 @@ pressed, and neither the header nor ``?`` lists it (both are built from the acti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
 from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
@@ -41,17 +41,32 @@ def bind(node: DOMNode, actions: Iterable[Action], readonly: bool) -> None:
     node._bindings = BindingsMap(bindings(actions, readonly))
 
 
+class Modal:
+    """A node whose keys do different things in its modes (placement's ``enter`` places a
+    pending job, moves a running one): it says what each does now, so the hints and ``?``
+    never name what a key did in another mode."""
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        """What the key of ``binding_id`` does now; None: its binding's description."""
+        return None
+
+
 def shown_bindings(screen: Screen) -> list[tuple[tuple[str, ...], str, str, bool]]:
     """(keys as displayed, what, id, shown in hints) of every binding active on ``screen``
     now: what the header's hints and ``?`` list, so an unbound action is never offered."""
-    found: dict[str, tuple[list[str], Binding]] = {}
+    found: dict[str, tuple[list[str], Binding, DOMNode]] = {}
     for active in screen.active_bindings.values():
         b = active.binding
         if not b.system:
-            found.setdefault(b.id or b.action, ([], b))[0].append(
+            found.setdefault(b.id or b.action, ([], b, active.node))[0].append(
                 screen.app.get_key_display(b))
-    return [(tuple(keys), b.description or b.tooltip or b.action, b.id or BUILT_IN, b.show)
-            for keys, b in found.values()]
+    return [(tuple(keys), _what(b, node), b.id or BUILT_IN, b.show)
+            for keys, b, node in found.values()]
+
+
+def _what(binding: Binding, node: DOMNode) -> str:
+    now = node.what_now(binding.id) if isinstance(node, Modal) and binding.id else None
+    return now or binding.description or binding.tooltip or binding.action
 
 
 BUILT_IN = "(Textual's: fixed)"

@@ -142,9 +142,13 @@ class FractuiApp(App[None], inherit_bindings=False):
                                          for keys, what, bid, _ in shown_bindings(screen)]))
 
     def action_next_theme(self) -> None:
+        """The next theme, named: nothing on the screen says which one it is, and the
+        config's ``[tui] theme`` keeps it by that name."""
         ours = list(loaded_themes())
         at = ours.index(self.theme) if self.theme in ours else -1
         self.theme = ours[(at + 1) % len(ours)]
+        self.notify('theme %s ([tui] theme = "%s" keeps it)' % (self.theme, self.theme),
+                    timeout=3)
 
 
 def binding_ids() -> list[str]:

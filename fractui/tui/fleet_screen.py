@@ -35,7 +35,7 @@ from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,
                                    uncordon)
 from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
-from fractui.tui.actions import shown_bindings
+from fractui.tui.actions import Modal, shown_bindings
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
 from fractui.tui.cursor import Cursor, block_job_id
@@ -134,7 +134,7 @@ class StoreRead(Message):
         older than what is shown, and is dropped."""
 
 
-class FleetScreen(Screen[None], inherit_bindings=False):
+class FleetScreen(Screen[None], Modal, inherit_bindings=False):
     BINDINGS = [
         Binding("slash", "filter", "filter", id="fleet.filter",
                 tooltip="Filter GPUs by a regex; !regex keeps those that do not match"),
@@ -378,7 +378,8 @@ class FleetScreen(Screen[None], inherit_bindings=False):
     def show_header(self) -> None:
         view = ["fleet"]
         if self.placement is not None:
-            view.append("placing #%d" % self.placement.job.id)
+            view.append("%s #%d" % ("moving" if self.placement.moving else "placing",
+                                    self.placement.job.id))
         if self.filter_text:
             view.append("filter /%s/" % self.filter_text)
         view.append("colour by " + self.colour_by)
@@ -394,6 +395,28 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     # -- actions --
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        """``esc`` is bound while it has something to clear or leave; ``tab`` not while a
+        placement by keyboard lasts (the focus leaving the bar took the mode's keys with it,
+        and the panel's ``enter`` and ``p`` took their place under the plan)."""
+        if action == "back":
+            return self.what_now("fleet.back") is not None
+        if action == "switch_panel":
+            return self.placement is None or self.drag is not None
+        return True
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        if binding_id != "fleet.back":
+            return None
+        box = self.query_one("#filter", Input)
+        if box.display and box.has_focus:
+            return "clear filter"
+        if self.placement is not None:
+            return "don't move" if self.placement.moving else "don't place"
+        if self.filter_text or box.display:
+            return "clear filter"
+        return "clear mark" if self.query_one(QueuePanel).marked is not None else None
+
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
@@ -406,17 +429,26 @@ class FleetScreen(Screen[None], inherit_bindings=False):
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.query_one("#filter", Input).display = False
-        self.map.focus()
+        self._filter_closed()
+
+    def _filter_closed(self) -> None:
+        """The focus back from the filter: to the plan's bar while a placement by keyboard
+        lasts (the map's keys there opened a job under the plan), else to the map."""
+        bar = self.query_one(PreviewBar)
+        (bar if self.placement is not None and self.drag is None else self.map).focus()
 
     def action_back(self) -> None:
+        """In the filter, closes it (and clears it, and the queue mark); elsewhere it leaves
+        placement mode too."""
         box = self.query_one("#filter", Input)
-        if box.display and box.has_focus:
+        closing = box.display and box.has_focus
+        if closing:
             box.value = ""
             box.display = False
-            self.map.focus()
+            self._filter_closed()
         self.filter_text = ""
         self.query_one(QueuePanel).mark(None)
-        if self.placement is not None:
+        if self.placement is not None and not closing:
             self.end_placement()
         self.relayout()
 
@@ -625,12 +657,17 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         self.end_placement()
 
     def end_placement(self) -> None:
+        """The focus back where such work goes on: the queue panel after a placement (the
+        next pending job), the map after a move, its cursor where the ghost last was (a move
+        begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
+        pending jobs, not on the job moved)."""
+        moving = self.placement is not None and self.placement.moving
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
-        self.query_one(QueuePanel).focus()
+        (self.map if moving else self.query_one(QueuePanel)).focus()
 
     def on_dragging(self, message: Dragging) -> None:
         if self.drag is None:
@@ -716,6 +753,7 @@ class FleetScreen(Screen[None], inherit_bindings=False):
         panel = self.query_one(QueuePanel)
         panel.mark(name)
         panel.focus()
+        self.refresh_bindings()  # esc clears the mark now
 
     def jump_job(self, job_id: int, queue: str) -> None:
         """To the GPU the job is on; a job on no GPU yet, to its queue."""

@@ -28,7 +28,7 @@ from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, movable
-from fractui.tui.actions import Action, bind, bindings
+from fractui.tui.actions import Action, Modal, bind, bindings
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
 from fractui.tui.model import StoreView, compile_filter
@@ -167,7 +167,7 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         return strip
 
 
-class JobsScreen(Screen[None], inherit_bindings=False):
+class JobsScreen(Screen[None], Modal, inherit_bindings=False):
     ACTIONS = (
         Action("jobs.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("jobs.open", "enter", "open", "open", "The job screen of the job on the row"),
@@ -312,6 +312,10 @@ class JobsScreen(Screen[None], inherit_bindings=False):
         keys = [c.key for c in COLUMNS]
         self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
         self.order()
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        """``a`` lists the active jobs only while the ended are shown, as the title says."""
+        return "active only" if binding_id == "jobs.ended" and self.ended else None
 
     def action_ended(self) -> None:
         self.ended = not self.ended

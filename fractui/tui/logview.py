@@ -19,13 +19,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from fractui.terminal import as_shown_line
-from fractui.tui.actions import Action, bindings
+from fractui.tui.actions import Action, Modal, bindings
 from fractui.tui.themes import RichVariables
 
 MAX_LINES = 100_000  # older lines are dropped past this: the agent keeps the whole log
 
 
-class LogView(ScrollView, can_focus=True, inherit_bindings=False):
+class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
     ACTIONS = (
         Action("log.down", "down,j", "cursor(1)", "down", show=False),
         Action("log.up", "up,k", "cursor(-1)", "up", show=False),
@@ -125,6 +125,12 @@ class LogView(ScrollView, can_focus=True, inherit_bindings=False):
     def action_edge(self, end: bool) -> None:
         self.following = end
         self._goto(self.count - 1 if end else 0)
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        """``f`` stops following while the view follows (it read "follow" then too)."""
+        if binding_id == "log.follow" and self.following:
+            return "stop following"
+        return None
 
     def action_follow(self) -> None:
         self.following = not self.following

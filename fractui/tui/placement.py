@@ -20,7 +20,7 @@ from textual.widget import Widget
 from fractui.sched.preview import Candidate
 from fractui.sched.quota import TeamUsage, adds_within, past_quota
 from fractui.store.model import Job, movable
-from fractui.tui.actions import Action, bindings
+from fractui.tui.actions import Action, Modal, bindings
 from fractui.tui.themes import RichVariables
 
 
@@ -130,9 +130,11 @@ class PlacementDone(Message):
         self.confirm = confirm
 
 
-class PreviewBar(Widget, can_focus=True):
+class PreviewBar(Widget, Modal, can_focus=True):
     """The plan of the slot the ghost is on, and the mode's keys while focused; as tall as
-    its text, wrapped, so the whole plan shows at every width."""
+    its text, wrapped, so the whole plan shows at every width. A key that would do nothing
+    now (a check under way, no slot, one slot) is not bound, and ``enter`` and ``esc`` say
+    what they do in this placement: place or move, ask first past the quota, borrow."""
 
     ACTIONS = (
         Action("placement.next", "right,l", "move(1)", "next slot"),
@@ -167,8 +169,37 @@ class PreviewBar(Widget, can_focus=True):
 
     def changed(self) -> None:
         """Its placement changed (the slot, a note, a check under way): drawn again as tall as
-        its text now is, so the plan is never cut."""
+        its text now is, so the plan is never cut, and its keys listed as they are now."""
         self.refresh(layout=True)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        """Only the keys that do something now are bound (``esc`` always is)."""
+        p = self.placement
+        if p is None or action == "done" and parameters == (False,):
+            return True
+        if p.busy or p.current is None:
+            return False
+        if action == "move":
+            return len(p.candidates) > 1
+        if action == "move_gpu":
+            return len({(c.host, c.gpus) for c in p.candidates}) > 1
+        if action == "chosen":
+            return any(c.chosen for c in p.candidates)
+        return True
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        p = self.placement
+        if p is None:
+            return None
+        verb = "move" if p.moving else "place"
+        if binding_id == "placement.cancel":
+            return "don't " + verb
+        if binding_id != "placement.confirm":
+            return None
+        if p.needs_consent():
+            return verb + " past quota…"
+        return verb + (" borrowed" if p.past_quota() is not None else " here")
 
     def render(self) -> Text:
         p = self.placement
