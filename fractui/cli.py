@@ -22,7 +22,8 @@ from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image
 from fractui.config import Config, ConfigError, NoConfig, default_config_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
-from fractui.terminal import escape_what_cannot_be_encoded, say, text_only_to_terminals
+from fractui.terminal import (escape_what_cannot_be_encoded, say, stdout_to_devnull,
+                              text_only_to_terminals)
 from fractui.usage import BY
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
@@ -428,10 +429,5 @@ def _no_config_help(path: Optional[str]) -> str:
 def _closed_pipe() -> int:
     """stdout's reader has gone: stop quietly. stdout now points at /dev/null, so the
     interpreter's own flush at exit has nowhere to fail."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is no file (replaced in-process): nothing to flush
-        pass
-    os.close(devnull)
+    stdout_to_devnull()
     return EXIT_CLOSED_PIPE

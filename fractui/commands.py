@@ -196,6 +196,9 @@ def trust(config: Config, args: argparse.Namespace) -> int:
                 known.append(err.name, err.key)
             except UnsafePath as unsafe:
                 raise Failed("%s: its key is not added: %s" % (host.name, unsafe)) from None
+            except OSError as err:  # a full disk, a read-only one: the file left as it was
+                raise Failed("%s: its key is not added to %s: %s" % (
+                    host.name, known.path, err.strerror or err)) from None
             added.add((err.name, err.fingerprint))
             print("added to %s" % known.path)
             continue

@@ -37,7 +37,7 @@ from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
                                  ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
                                  Slot, movable)
-from fractui.terminal import confirm, print_json, say, table, width
+from fractui.terminal import confirm, log_line, print_json, say, table, width
 from fractui.words import NO_SCHEDULER, count, why
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
@@ -618,9 +618,9 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     try:
         fleet.start()
         sched.start()
-        print("scheduler %s: store %s, %s, %s" % (
+        log_line("scheduler %s: store %s, %s, %s" % (
             sched.holder, store.where, count(len(config.hosts), "host"),
-            count(len(config.queues), "queue")), flush=True)
+            count(len(config.queues), "queue")))
         warning = None if args.until_stdin_closes else local_hosts_in_service(config, os.environ)
         if warning:
             say(warning)

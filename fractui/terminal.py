@@ -109,6 +109,30 @@ def say(message: str) -> None:
         pass
 
 
+def log_line(message: str) -> None:
+    """One line of a long-running verb's own log on stdout (the scheduler's first line, which a
+    TUI's child writes into its log file): a line the log's filesystem has no room for (ENOSPC,
+    EDQUOT, EIO) is lost, never the process that goes on without it. stdout then points at
+    /dev/null, so the line left in its buffer neither comes later nor fails the exit. A reader
+    gone (BrokenPipeError) ends the verb quietly, as for any other."""
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError:
+        stdout_to_devnull()
+
+
+def stdout_to_devnull() -> None:
+    """stdout pointed at /dev/null, where what is left to write cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (replaced in-process): nothing to flush
+        pass
+    os.close(devnull)
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")

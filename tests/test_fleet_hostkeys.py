@@ -18,6 +18,7 @@ from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
 from tests import sshd
 from tests.test_fleet import SshFleet
+from tests.test_job_supervision import fill
 
 ssh_env = sshd.ssh_env
 
@@ -200,6 +201,31 @@ def test_status_says_untrusted_and_trust_refuses_a_changed_key(fleet_env):
     trusted = fleet_env.fractui("trust", "gpu-imp", "--yes")
     assert trusted.returncode == 0, trusted.stderr
     assert "ssh-rsa" in known.read_text() and old not in known.read_text()
+
+
+def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
+        fleet_env, small_fs):
+    """known_hosts on a real filesystem filled to the last byte, with room in its last page
+    for part of the line ``trust`` adds: exit 1 naming the file and why, the file as it was;
+    with room, the key is added and the host is reached. A line cut short names the host with
+    no key it offers: the host then read CHANGED ("someone may be impersonating the host")
+    and ``trust`` refused it for good."""
+    known = small_fs / "known_hosts"
+    known.write_text("# fleet\n%s\n" % ("#" * 4030))  # 57 bytes left in its one page
+    before = known.read_bytes()
+    fleet_env.env.known_hosts = known
+    fleet_env.add("gpu-full", None, trust=False)
+    filler = small_fs / "filler"
+    fill(filler)
+    refused = fleet_env.fractui("trust", "gpu-full", "--yes")
+    assert (refused.returncode, refused.stderr) == (1, "fractui: gpu-full: its key is not added "
+                                                       "to %s: No space left on device\n" % known)
+    assert known.read_bytes() == before
+    filler.unlink()  # room again
+    trusted = fleet_env.fractui("trust", "gpu-full", "--yes")
+    assert trusted.returncode == 0, trusted.stderr
+    assert known.read_bytes().startswith(before) and known.read_bytes().count(b"\n") == 3
+    assert fleet_env.status()["gpu-full"]["state"] in ("online", "degraded")
 
 
 def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_env):

@@ -11,13 +11,18 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError
-from tests.test_jobs import alive, daemon_pid, script, simload, until_file, wait_job
+from tests.conftest import AgentError, stop_host
+from tests.test_jobs import (alive, daemon_pid, script, simload, slow_to_stop_simload, until_file,
+                             wait_job)
 
 
 @pytest.fixture(params=["session", "cgroup"])
@@ -382,3 +387,88 @@ def test_a_full_state_disk_is_the_hosts_failure_said_with_its_class(small_fs, st
     agent.call("job.stop", job=running["id"], reason="room again")
     assert wait_job(agent, running["id"])["reason"] == "room again"
     release.touch()
+
+
+@contextmanager
+def gpus_on_a_disk_of_their_own(state: Path) -> Iterator[None]:
+    """The simulated GPUs' state (``sim/`` in the state dir) on a real tmpfs of its own, so
+    that filling the state disk leaves the GPUs as they are: a real GPU keeps its state in no
+    file. The host's agent and jobs are stopped before it is unmounted."""
+    sim = state / "sim"
+    sim.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(sim)],
+                   check=True)
+    try:
+        yield
+    finally:
+        stop_host(str(state))
+        subprocess.run(["umount", "-l", str(sim)], check=False)
+
+
+def cut_the_wal(state: Path) -> None:
+    """The job table's WAL checkpointed and cut to nothing: SQLite reuses a WAL's room, so only
+    then must the table's next write grow a file (and fail on a full disk)."""
+    db = sqlite3.connect(str(state / "jobs.db"))
+    try:
+        assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def test_a_job_over_its_cap_is_stopped_while_the_state_disk_is_full(small_fs, start_agent):
+    """The watchdog stops a job over its share on a real full state disk, its WAL cut first so
+    that the table takes no write: SIGTERM, and (the job ignoring it) SIGKILL after the grace,
+    kept by the daemon; once there is room the job is recorded killed with the cap's reason.
+    Before, each pass failed to record the stop and sent nothing: the job ran on over its
+    share, on a GPU others share, for as long as the disk was full."""
+    state = small_fs / "state"
+    with gpus_on_a_disk_of_their_own(state):
+        agent = start_agent("1xL4", str(state), "--watchdog-grace-s", "0.5")
+        job = agent.call("job.launch", key="k-over-full", gpu=0, memory_mib=1000,
+                         argv=slow_to_stop_simload(500))
+        wait_until(lambda: "using 500 MiB" in read_log(str(state), job["id"]), "the job to start")
+        cut_the_wal(state)
+        filler = small_fs / "filler"
+        fill(filler)
+        agent.call("sim.set_process_memory", pid=job["pid"], used_mib=1500)
+        wait_until(lambda: not alive(job["pid"]), "the watchdog to kill the job on a full disk")
+        filler.unlink()  # room again
+        done = wait_job(agent, job["id"])
+        assert (done["state"], done["reason"]) == ("killed", "exceeded its 1000 MiB cap: used "
+                                                   "1500 MiB")
+
+
+def test_a_daemon_killed_on_a_full_state_disk_starts_again_and_watches_its_jobs(small_fs,
+                                                                                start_agent,
+                                                                                tmp_path):
+    """kill -9 of the daemon with the state disk full (a real tmpfs to the last byte, the
+    table's WAL cut first): the next daemon starts on it and adopts both jobs; one goes over
+    its cap and is stopped, the other exits, both while the disk is still full; once there is
+    room each is recorded as it ended."""
+    state = small_fs / "state"
+    with gpus_on_a_disk_of_their_own(state):
+        agent = start_agent("1xL4", str(state), "--watchdog-grace-s", "0.5")
+        release = tmp_path / "release"
+        held = agent.call("job.launch", key="k-held", gpu=0, memory_mib=100,
+                          argv=until_file(release, 5))
+        over = agent.call("job.launch", key="k-over", gpu=0, memory_mib=1000,
+                          argv=slow_to_stop_simload(500))
+        wait_until(lambda: "using 500 MiB" in read_log(str(state), over["id"]), "the job to start")
+        old_pid = daemon_pid(agent)
+        cut_the_wal(state)
+        filler = small_fs / "filler"
+        fill(filler)
+        os.kill(old_pid, signal.SIGKILL)
+        agent.proc.wait(timeout=10)
+        later = start_agent(None, str(state))
+        assert daemon_pid(later) != old_pid
+        assert [(j["key"], j["state"]) for j in later.call("job.list")["jobs"]] == [
+            ("k-held", "running"), ("k-over", "running")]
+        later.call("sim.set_process_memory", pid=over["pid"], used_mib=1500)
+        release.touch()
+        wait_until(lambda: not alive(over["pid"]) and not alive(held["pid"]),
+                   "both jobs to end on the full disk")
+        filler.unlink()  # room again
+        ended = [wait_job(later, j["id"]) for j in (held, over)]
+        assert [(j["state"], j["exit_code"], j["reason"]) for j in ended] == [
+            ("exited", 5, None), ("killed", None, "exceeded its 1000 MiB cap: used 1500 MiB")]

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import List
 
 import pytest
 
@@ -26,6 +27,13 @@ PY = sys.executable
 
 def simload(*args: str):
     return [PY, "-m", "remote_agent.simload", *args]
+
+
+def slow_to_stop_simload(mem_mib: int) -> List[str]:
+    """A simulated workload that ignores SIGTERM, so only the watchdog's SIGKILL ends it."""
+    return [PY, "-c", "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "from remote_agent import simload\nsimload.main(['--mem-mib', '%d', '--seconds', "
+            "'600'])\n" % mem_mib]
 
 
 def script(code: str):

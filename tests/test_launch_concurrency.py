@@ -15,7 +15,7 @@ import pytest
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.rpc import jsonrpc as rpc
 from tests.test_job_supervision import wait_until
-from tests.test_jobs import PY, alive, wait_job
+from tests.test_jobs import PY, alive, slow_to_stop_simload, wait_job
 
 HOST = "1xA100-80GB:mig,1xL4"
 
@@ -222,13 +222,6 @@ def test_a_launch_onto_an_instance_a_mig_change_is_destroying_waits_and_finds_it
     assert answers["launch"]["error"]["code"] == rpc.INSTANCE_NOT_FOUND, answers["launch"]
     assert uuid not in [i["uuid"] for i in agent.call("snapshot")["gpus"][0]["instances"]]
     assert agent.call("job.list")["jobs"] == []
-
-
-def slow_to_stop_simload(mem_mib: int) -> List[str]:
-    """A simulated workload that ignores SIGTERM, so only the watchdog's SIGKILL ends it."""
-    return [PY, "-c", "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "from remote_agent import simload\nsimload.main(['--mem-mib', '%d', '--seconds', "
-            "'600'])\n" % mem_mib]
 
 
 def test_the_watchdog_stops_an_over_cap_job_while_launches_are_held_in_mig_creation(

@@ -22,6 +22,7 @@ from fractui.words import NO_SCHEDULER
 from tests import localfleet
 from tests.conftest import REPO, stop_host
 from tests.localfleet import POLITE, running, sleeper, wait
+from tests.test_job_supervision import fill
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
@@ -477,6 +478,32 @@ def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fle
         "the service ends them and their jobs fail"
     assert (said in err) == service, err
     assert run.returncode == 0, err
+
+
+def test_a_scheduler_whose_log_is_on_a_full_disk_schedules_all_the_same(local_fleet, small_fs):
+    """A scheduler's output to a file on a real filesystem full to the last byte (a TUI's child
+    writes into its log in the admin's state dir; the store may be elsewhere): its first line
+    is lost, and it schedules all the same: a job submitted runs, and it stops cleanly when
+    told. Before, the failed first line ended it at once, exit 1, its reason lost with the
+    line: a TUI's jobs then waited with no scheduler, the disk full or not."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    filler = small_fs / "filler"
+    with open(small_fs / "scheduler.log", "wb") as log:
+        fill(filler)
+        run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                                "scheduler", "--name", "full"], cwd=REPO, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        job = f.submit("quarter")
+        wait(lambda: run.poll() is not None or f.states()[job.id] == "running", f.states)
+        assert run.poll() is None, "the scheduler ended: exit %s" % run.returncode
+        filler.unlink()  # room again, for what it says as it stops
+        run.terminate()
+        assert run.wait(timeout=30) == 0
+    finally:
+        if run.poll() is None:  # (a failed test leaves nothing running)
+            run.kill()
+            run.wait()
 
 
 def _tgkill(pid: int, tid: int, sig: int) -> None:

@@ -19,6 +19,7 @@ from fractui.scheduler import Scheduler
 from fractui.store.intents import Asker, ask_stop
 from tests import localfleet
 from tests.localfleet import wait
+from tests.test_scheduler_lanes import sent_and_waiting, stalled
 
 pytestmark = pytest.mark.slow  # a fault suite: README, "the slow fault suites"
 
@@ -132,6 +133,40 @@ def test_a_scheduler_process_stopped_past_its_lease_changes_nothing_when_continu
     assert "Traceback" not in err, err
     keys = [j["key"] for j in f.agent_jobs()]
     assert keys.count(f.store.get(late.id).key(f.store.uid)) == 1  # launched once
+
+
+def test_a_launch_answered_while_postgresql_is_down_is_recorded_once_it_is_back(
+        local_fleet, pg_server, caplog):
+    """The server killed (``pg_ctl stop -m immediate``) while a launch is on its way to a
+    stalled agent, which then starts the job and answers: the answer cannot be recorded
+    (said with the server's address, no traceback), and the job stays placed while it runs
+    on the host. Once the server is back a pass launches it again by its key and the agent
+    answers with the same job: one copy, recorded running with the agent's start, attempt 0,
+    one launch in the audit."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=60.0,
+                    store_url=pg_server.url(pg_server.new_database()))
+    job = f.submit("q")
+    key = job.key(f.store.uid)
+    try:
+        with stalled(f, "gpu-a"):
+            assert f.scheduler.step()  # decided, and its launch sent
+            wait(lambda: sent_and_waiting(f, "gpu-a"), f.states)
+            pg_server.pg_ctl("stop", "-m", "immediate")
+        assert f.scheduler.settle()  # the agent wakes and answers; no server takes it
+        on_host = [r for r in f.agent_jobs() if r["key"] == key]
+        assert [r["state"] for r in on_host] == ["running"]
+    finally:
+        pg_server.start()
+    assert "127.0.0.1:%d" % pg_server.port in caplog.text
+    assert f.store.get(job.id).state == "placed"
+    f.until(lambda: f.store.get(job.id).state == "running")
+    again = [r for r in f.agent_jobs() if r["key"] == key]
+    assert [(r["id"], r["state"]) for r in again] == [(on_host[0]["id"], "running")]
+    ran = f.store.get(job.id)
+    assert (ran.agent_job, ran.started_at, ran.attempt) == (
+        on_host[0]["id"], pytest.approx(on_host[0]["started_at"]), 0)
+    assert [e.action for e in f.store.audit_log(job.id)].count("launch") == 1
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
 
 
 def test_a_scheduler_on_postgresql_goes_on_after_the_server_restarts(local_fleet, pg_server,

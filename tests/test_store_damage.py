@@ -414,6 +414,53 @@ def test_a_lane_whose_store_fills_up_makes_no_call_and_says_so(local_fleet, smal
         store.close()
 
 
+def test_a_launch_answered_while_the_store_is_full_is_recorded_once_there_is_room(
+        local_fleet, small_fs, monkeypatch, caplog):
+    """The store fills (a real tmpfs, past the WAL) while a launch is on its way to the agent,
+    which starts the job and answers: the answer cannot be recorded, which is logged; nothing
+    escapes the lane's thread, and the job stays placed in the store while it runs on the
+    host. Once there is room a pass launches it again by its key, and the agent's answer is
+    the same job: one copy on the host, recorded running with the agent's start, one launch
+    in the audit."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="q", gpu=0.25)], lease_s=60.0)
+    path = small_fs / "store.db"
+    config = replace(f.config, store=StoreSettings(sqlite_url(str(path))))
+    store = SqliteStore(str(path))
+    escaped: list = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    sched = Scheduler(config, store, f.fleet, name="test")
+    filler = None
+    try:
+        job = store.submit("q", None, "first", localfleet.sleeper(600), {"gpu": 0.25}, "test")
+        with stalled(f, "gpu-a"):
+            assert sched.step()  # decided, and its launch sent
+            wait(lambda: sent_and_waiting(f, "gpu-a"), lambda: store.jobs())
+            filler = _fill_past_the_wal(path, small_fs)
+        assert sched.settle()  # the agent wakes and answers; the store takes nothing
+        assert escaped == []
+        said = [r.getMessage() for r in caplog.records if r.name == "fractui.scheduler"]
+        assert len(said) == 1 and "no space is left" in said[0], said
+        key = store.get(job.id).key(store.uid)
+        on_host = [r for r in f.agent_jobs() if r["key"] == key]
+        assert [r["state"] for r in on_host] == ["running"]
+        assert store.get(job.id).state == "placed"
+        filler.unlink()
+        filler = None
+        wait(lambda: sched.step() and sched.settle() and store.get(job.id).state == "running",
+             lambda: store.jobs())
+        again = [r for r in f.agent_jobs() if r["key"] == key]
+        assert [(r["id"], r["state"]) for r in again] == [(on_host[0]["id"], "running")]
+        ran = store.get(job.id)
+        assert (ran.agent_job, ran.started_at, ran.attempt) == (
+            on_host[0]["id"], pytest.approx(on_host[0]["started_at"]), 0)
+        assert [e.action for e in store.audit_log(job.id)].count("launch") == 1
+    finally:
+        if filler is not None:
+            filler.unlink()
+        sched.stop()
+        store.close()
+
+
 # A value of another kind than fractui writes, put in a column by hand (SQLite keeps any):
 # (what is written, what the refusal says, the verbs that read that row).
 WRONG_KIND = {

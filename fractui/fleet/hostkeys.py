@@ -249,19 +249,29 @@ class KnownHosts:
 
     def append(self, name: str, key: paramiko.PKey) -> str:
         """Add one line for this key, leaving every other line as it was; on disk (fsync'd)
-        before it returns. UnsafePath where another user could have made the file or could
-        change it (a known_hosts not there yet is not checked by reading it): they could pass
-        their machine off as a host, or have the line written through a link of theirs."""
+        before it returns, or not at all (OSError, the file as it was). UnsafePath where
+        another user could have made the file or could change it (a known_hosts not there yet
+        is not checked by reading it): they could pass their machine off as a host, or have
+        the line written through a link of theirs."""
         line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
         check_tree(self.path, "known_hosts file", runner="fractui")  # then no one else's
         # link is on the way, and ours (a dotfiles checkout's) are followed
         fd = open_append(os.path.realpath(self.path), "known_hosts file", os.O_RDWR)
-        with os.fdopen(fd, "ab") as f:
+        try:
             size = os.fstat(fd).st_size
             newline = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-            f.write(newline + line.encode())
-            f.flush()
-            os.fsync(fd)
+            data = memoryview(newline + line.encode())
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except OSError:
+                # a line cut short (a full disk) would name the host with no key it could
+                # offer: CHANGED from then on, and never trustable, until removed by hand
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
         return line
 
 

@@ -46,7 +46,7 @@ from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
 from remote_agent.jobs.runtime.image import MAX_IMAGE_LEN, image_problem
-from remote_agent.jobs.store import Job, JobStore
+from remote_agent.jobs.store import Job, JobStore, StoreError
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Params, RpcError
@@ -179,6 +179,9 @@ class Supervisor:
         self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
+        self._held_stops: Dict[int, Dict[str, Any]] = {}
+        """The watchdog's stops the table could not take (a full state disk): carried out all
+        the same, by this daemon, and written at each pass until the table takes them."""
         self.outputs = output.Outputs(paths.jobs_dir, settings.log_max_bytes)
 
     # -- launching --
@@ -552,12 +555,15 @@ class Supervisor:
 
     # -- stopping --
 
-    def stop(self, job: Job, reason: str, grace_s: float) -> Job:
+    def stop(self, job: Job, reason: str, grace_s: float, by_watchdog: bool = False) -> Job:
         """SIGTERM to every process of the job now, SIGKILL after the grace (kept in the table,
         so a daemon restart does not forget it; by the monotonic clock, so setting the wall
-        clock neither cuts the grace short nor makes it endless)."""
+        clock neither cuts the grace short nor makes it endless). A stop the table cannot take
+        (StoreError: a full state disk) is refused, as nothing is answered that is not
+        recorded; the watchdog's own (``by_watchdog``: a job over its cap, found again by any
+        daemon that measures it) is carried out all the same and held until it is recorded."""
         with self._lock:
-            fresh = self.store.get(job.id) or job
+            fresh = self._with_held_stop(self.store.get(job.id) or job)
             if not fresh.active:
                 return fresh
             changes: Dict[str, Any] = {}
@@ -567,7 +573,18 @@ class Supervisor:
             if fresh.kill_at is None or kill_at < fresh.kill_at:
                 changes["kill_at"] = kill_at
             if changes:
-                self.store.update(fresh, **changes)
+                held = {**self._held_stops.get(fresh.id, {}), **changes}
+                try:
+                    self.store.update(fresh, **held)
+                    self._held_stops.pop(fresh.id, None)
+                except StoreError as err:
+                    if not by_watchdog:
+                        raise
+                    log.warning("job j%d: its stop cannot be recorded yet (%s); it is carried "
+                                "out all the same, and recorded once there is room", fresh.id,
+                                err)
+                    self._held_stops[fresh.id] = held
+                    fresh = self._with_held_stop(fresh)
         if fresh.state == "running":
             self.signal(fresh, signal.SIGTERM)
         return fresh
@@ -656,15 +673,36 @@ class Supervisor:
         self._ended(job)
 
     def _ended(self, job: Job) -> None:
+        with self._lock:
+            self._held_stops.pop(job.id, None)  # its end, recorded, says why it stopped
         self.outputs.release(job.id)
         self._release(job)
         self.notify(job)
 
     def watched(self) -> List[Job]:
         """The active jobs no launch of this daemon is starting, in one look at the table and
-        the launches (the watchdog leaves those to their launch)."""
+        the launches (the watchdog leaves those to their launch), each with the stop held for
+        it, which is written first where the table takes it now."""
         with self._lock:
-            return [j for j in self.store.active() if j.id not in self._launching]
+            jobs = [j for j in self.store.active() if j.id not in self._launching]
+            for job in jobs:
+                held = self._held_stops.get(job.id)
+                if held is None:
+                    continue
+                try:
+                    self.store.update(job, **held)
+                except StoreError:
+                    self._with_held_stop(job)
+                    continue
+                del self._held_stops[job.id]
+                log.info("job j%d: its stop is recorded", job.id)
+            return jobs
+
+    def _with_held_stop(self, job: Job) -> Job:
+        """``job`` (as the table has it) with the stop this daemon holds for it, if any."""
+        for name, value in self._held_stops.get(job.id, {}).items():
+            setattr(job, name, value)
+        return job
 
     def reap_shims(self) -> Set[int]:
         """Reap the shims this daemon started that ended; the jobs whose shim still runs."""

@@ -252,4 +252,4 @@ class Watchdog:
                     job.memory_mib, mib, " on GPU %d" % index if len(job.gpus) > 1 else "")
                 log.info("job j%d %s; stopping it", job.id, reason)
                 self._step("job j%d" % job.id, lambda: sup.notify(
-                    sup.stop(job, reason, sup.settings.watchdog_grace_s)))
+                    sup.stop(job, reason, sup.settings.watchdog_grace_s, by_watchdog=True)))
