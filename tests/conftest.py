@@ -195,6 +195,15 @@ def _own_state_home(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
 
 
+@pytest.fixture(autouse=True)
+def _no_columns(monkeypatch) -> None:
+    """No $COLUMNS or $LINES from the shell that runs the suite (one may export them, and
+    pytest-xdist's workers have them): fractui cuts its tables to $COLUMNS, and a test that
+    reads whole lines read them cut. A test that wants a width sets one."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator["PgServer"]:
     """A real PostgreSQL server, started once for the session and stopped at its end."""
