@@ -127,12 +127,19 @@ def test_a_state_dir_holding_another_host_is_refused_at_start(start_agent, tmp_p
     assert b"use another state dir" in other.proc.stderr.read()
 
 
-def test_a_state_dir_that_cannot_be_made_is_said_without_a_traceback(start_agent, tmp_path):
+@pytest.mark.parametrize("under, words", [
+    ("", "{dir}: it is a file, not a directory"),
+    ("/state", "{dir}: {file} is not a directory")])
+def test_a_state_dir_that_cannot_be_made_is_said_without_a_traceback(start_agent, tmp_path,
+                                                                      under, words):
+    """A file where the state dir, or a folder on its way, would be."""
     (tmp_path / "a-file").write_text("")
-    agent = start_agent("1xL4", str(tmp_path / "a-file"))
+    state_dir = str(tmp_path / "a-file") + under
+    agent = start_agent("1xL4", state_dir)
     assert agent.proc.wait(timeout=10) == 2
     said = agent.proc.stderr.read().decode()
-    assert "the state dir %r cannot be used: File exists" % str(tmp_path / "a-file") in said
+    assert "remote_agent: refusing state dir " + words.format(
+        dir=state_dir, file=tmp_path / "a-file") in said, said
     assert "Traceback" not in said
 
 
