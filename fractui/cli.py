@@ -35,7 +35,7 @@ VERBS = {
     "audit": "store_commands",
     "scheduler": "store_commands", "themes": "theme_commands",
     "cordon": "store_commands", "drain": "store_commands", "uncordon": "store_commands",
-    "report": "report_commands", "agent-archive": "agent_commands",
+    "report": "report_commands", "teams": "team_commands", "agent-archive": "agent_commands",
 }
 TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a simulated one
 # verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until
@@ -196,6 +196,12 @@ def _parser() -> argparse.ArgumentParser:
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help=JSON_HELP)
     form.add_argument("--csv", action="store_true", help="one row per group, then the total")
+
+    p = _verb_parser(verbs, "teams", "each team's standing as the scheduler sees it: quota, "
+                         "GPUs held and borrowed, jobs running and waiting, and who is served "
+                         "next")
+    p.add_argument("--team", metavar="T", type=team_name, help="only team T")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "scheduler", "the headless placement loop (head node, systemd)")
     p.add_argument("--name", help="this scheduler's name in the lease and the audit")

@@ -1042,7 +1042,7 @@ def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_go
     too)."""
     verbs = ["status", "doctor", "trust", "mig", "launch", "submit", "jobs", "cancel",
              "requeue", "preempt", "place", "cordon", "drain", "uncordon", "audit", "report",
-             "scheduler", "logs", "demo", "themes", "agent-archive", "stop"]
+             "teams", "scheduler", "logs", "demo", "themes", "agent-archive", "stop"]
     code, top, _ = in_process(capfd, ["--help"])
     assert code == 0 and all(re.search(r"^    %s\b" % v, top, re.M) for v in verbs), top
     for verb in verbs:

@@ -22,8 +22,8 @@ from fractui.sched.fleetview import (HostCache, HostView, build_hosts, outside_u
                                      placement_charge, request_of, share_mib)
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
-from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_rank, team_usage,
-                                 within_quota)
+from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
+                                 team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
 
 POLICY = "fractui"
@@ -222,6 +222,20 @@ def _fair(pending: Sequence[Job], usage: Callable[[], Dict[str, TeamUsage]],
         if not by_team[team]:
             del by_team[team]
         yield job
+
+
+def team_order(jobs: Sequence[Job], queues: Sequence[QueueConfig],
+               teams: Sequence[TeamConfig], recent: Recent) -> List[str]:
+    """The configured teams with a job waiting in a configured queue, in the order a pass
+    would take up their next jobs now: ``fair_order`` of the pass's own inputs (each team's
+    weighted share, then priority, then age), as ``_fair`` picks the first job of each team.
+    A pass re-ranks after each placement, so it is the standing now, not a promise; a job
+    of no team, or of one the config lacks, is left out, as no pass places it."""
+    priority = {q.name: q.priority for q in queues}
+    usage = {u.name: u for u in team_usage(jobs, teams, dict(recent.gpus))}
+    waiting = [j for j in jobs if j.state == PENDING and j.queue in priority and j.team in usage]
+    ranked = fair_order(waiting, usage, priority, recent.usage_weight)
+    return list(dict.fromkeys(j.team for j in ranked if j.team is not None))
 
 
 def container_hosts(views: Sequence[HostView]) -> Set[str]:

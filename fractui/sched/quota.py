@@ -49,7 +49,8 @@ def charge(profile: Optional[str], share_mib: Optional[int], gpus: Sequence[GpuO
 class TeamUsage:
     """One team's standing: ``used`` is every GPU it holds, ``borrowed`` the part of it held by
     over-quota (preemptible) jobs, ``recent`` the GPUs it held lately, decayed with age
-    (fractui.usage.fairshare)."""
+    (fractui.usage.fairshare), ``pending`` its jobs waiting and ``running`` its jobs on a host
+    (placed, running or stopping: those ``used`` counts)."""
 
     name: str
     quota: float
@@ -59,6 +60,7 @@ class TeamUsage:
     weight: float = 1.0
     over_quota: bool = False
     recent: float = 0.0
+    running: int = 0
 
     @property
     def within(self) -> float:
@@ -82,6 +84,7 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
     used = {t.name: 0.0 for t in teams}
     borrowed = dict(used)
     pending = {t.name: 0 for t in teams}
+    running = dict(pending)
     recent = recent or {}
     for job in jobs:
         if job.team not in used:
@@ -89,10 +92,12 @@ def team_usage(jobs: Iterable[Job], teams: Sequence[TeamConfig],
         if job.state in ON_HOST and job.slot is not None:
             used[job.team] += job.held_charge
             borrowed[job.team] += job.held_charge - job.held_within
+            running[job.team] += 1
         elif job.state == PENDING:
             pending[job.team] += 1
     return [TeamUsage(t.name, t.quota_gpus, used[t.name], borrowed[t.name], pending[t.name],
-                      t.weight, t.over_quota, recent.get(t.name, 0.0)) for t in teams]
+                      t.weight, t.over_quota, recent.get(t.name, 0.0), running[t.name])
+            for t in teams]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 from fractui.sched.queueing import waits_at_quota
 from fractui.sched.quota import EPSILON, TeamUsage
 from fractui.store.model import ON_HOST, PENDING, Job, UsageRecord
+from fractui.words import duration
 
 STARVED_S = 300.0  # waits this long, with nothing of its team started meanwhile: starved
 
@@ -27,6 +28,14 @@ class Starved:
     """Why that one waits, as the scheduler wrote it."""
     room: float
     """GPUs of its quota it does not hold (what a job bigger than that waits for anyway)."""
+
+    def words(self, before_reason: str = " ") -> str:
+        """What is said of it after "starved " (the TUI's panel, ``fractui teams``):
+        ``nlp: 3 waiting 12m00s, 0.88 of its quota free: <reason>``, ``before_reason``
+        between the two (a narrow panel puts the reason on a line of its own)."""
+        return "%s: %d waiting %s, %.2f of its quota free:%s%s" % (
+            self.team, self.waiting, duration(self.waited_s), self.room, before_reason,
+            self.reason)
 
 
 def last_starts(records: Iterable[UsageRecord], jobs: Iterable[Job]) -> Dict[str, float]:

@@ -249,9 +249,7 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         for s in self.starved:
             lines.append("\n" if lines else "")
             lines.append("starved ", style="bold")
-            lines.append("%s: %d waiting %s, %.2f of its quota free:%s%s" % (
-                s.team, s.waiting, duration(s.waited_s), s.room, "\n  " if narrow else " ",
-                s.reason))
+            lines.append(s.words("\n  " if narrow else " "))
         return lines
 
     def _with_pending(self, head: RenderableType, starved: Optional[Text],

@@ -1,0 +1,105 @@
+"""``fractui teams``: each configured team's standing as the scheduler sees it — its quota, the
+GPUs it holds and borrows, its jobs on hosts and waiting, its recent usage, its weighted share
+and the order the scheduler takes up the teams' waiting jobs now — from the store alone. The
+numbers are the TUI's Teams table's (fractui.tui.standing, on fractui.sched.quota's
+``team_usage``) and the order the pass's own (``queueing.team_order``): none is computed
+again here."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, List, Optional, Sequence
+
+from fractui.checked_store import open_checked_store
+from fractui.config import Config
+from fractui.sched.queueing import team_order
+from fractui.sched.quota import Recent, TeamUsage
+from fractui.sched.starved import Starved
+from fractui.store.model import ACTIVE
+from fractui.terminal import print_json, say, table, width
+from fractui.tui.standing import UsageRead, standing
+from fractui.words import NO_SCHEDULER, failing_passes
+
+HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
+CAPS = (32, 9, 9, 9, 7, 7, 9, 9)  # the widest each column but the last (NEXT) may be
+NO_TEAMS = ("the config has no [[teams]]: no quotas, so no team's standing to show (fractui "
+            "jobs shows what runs and waits)")
+
+
+def teams(config: Config, args: argparse.Namespace) -> int:
+    """Every configured team's standing (``--team``: that one's), read once from the store's
+    active jobs and the usage records of the fair-share window, at the store's time."""
+    if args.team is not None:
+        config.team(args.team)  # a typo: exit 2 with the close name, before any store is read
+    if not config.teams:  # nothing to read the store for: said, as doctor says no hosts
+        say(NO_TEAMS)
+        if args.json:
+            print_json({"teams": [], "as_of": None, "scheduler": None,
+                        "usage_weight": config.fairshare.usage_weight})
+        return 0
+    fair = config.fairshare
+    store = open_checked_store(config, hear=False, make=False)
+    try:
+        now = store.now()
+        jobs = store.jobs(ACTIVE)
+        usage = UsageRead.of(store.usage(now - fair.window_s, now), config, now)
+        trouble = store.trouble()
+        lease = store.lease_holder()
+    finally:
+        store.close()
+    shown, starved = standing(jobs, config, usage, now)
+    order = team_order(jobs, config.queues, config.teams,
+                       Recent.of(fair.usage_weight, usage.recent))
+    if args.team is not None:
+        shown = [u for u in shown if u.name == args.team]
+        starved = [s for s in starved if s.team == args.team]
+    if trouble is not None:  # every waiting job's why, and this order, wait for a pass
+        say(failing_passes(trouble))
+    if lease is None and jobs:  # nothing placed or launched: the order is only a standing
+        say(NO_SCHEDULER)
+    if args.json:
+        print_json({"teams": [_record(u, starved, order, fair.usage_weight) for u in shown],
+                    "as_of": now, "scheduler": lease[0] if lease else None,
+                    "usage_weight": fair.usage_weight})
+    else:
+        for line in lines(shown, starved, order, fair.usage_weight):
+            print(line)
+    return 0
+
+
+def next_of(team: str, order: Sequence[str]) -> Optional[int]:
+    """The team's place in ``order`` (1: its waiting job is taken up first), None where it
+    has no job waiting."""
+    return order.index(team) + 1 if team in order else None
+
+
+def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequence[str],
+          usage_weight: float) -> List[str]:
+    """The table, a line for each starved team (the TUI's words), and what SHARE and NEXT
+    are: the ranking's numbers read as a promise would mislead."""
+    rows = []
+    for u in shown:
+        place = next_of(u.name, order)
+        rows.append([u.name, "%g" % u.quota, "%.2f" % u.used, "%.2f" % u.borrowed,
+                     str(u.running), str(u.pending), "%.2f" % u.recent,
+                     "%.2f" % u.share(usage_weight), "-" if place is None else str(place)])
+    out = table(HEADER, rows, CAPS, width())
+    out += ["starved " + s.words() for s in starved]
+    blend = ("blended with RECENT by [fairshare] usage_weight %g" % usage_weight
+             if usage_weight > 0 else "(RECENT does not count: [fairshare] usage_weight 0)")
+    out.append("SHARE: GPUs held within quota %s, over the team's weight; NEXT: the order the "
+               "scheduler takes up the teams' waiting jobs now, lowest SHARE first (it ranks "
+               "again after each placement)" % blend)
+    return out
+
+
+def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],
+            usage_weight: float) -> Dict[str, Any]:
+    """A team as ``teams --json`` prints it (docs/cli.md, JSON output)."""
+    s = next((s for s in starved if s.team == u.name), None)
+    return {"name": u.name, "quota": u.quota, "held": u.used, "borrowed": u.borrowed,
+            "within": u.within, "running": u.running, "pending": u.pending,
+            "recent": u.recent, "weight": u.weight, "over_quota": u.over_quota,
+            "share": u.share(usage_weight), "next": next_of(u.name, order),
+            "starved": None if s is None else {"waiting": s.waiting, "waited_s": s.waited_s,
+                                               "room": s.room, "reason": s.reason}}

@@ -1,0 +1,274 @@
+"""``fractui teams``: each team's standing as the scheduler sees it, for a researcher whose
+config names the store, the teams and the queues and no host. Real stores (an SQLite file, and
+a PostgreSQL database read as a team member's role) holding jobs of two teams in every state;
+what the verb prints is checked against numbers worked out by hand, against ``team_usage``,
+and against what the TUI's Teams table is built from (``tui.standing.standing``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from fractui.config import QueueConfig, TeamConfig, load_config
+from fractui.sched.queueing import _fair, team_order
+from fractui.sched.quota import Recent, team_usage
+from fractui.store import Store, open_store
+from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Job, Slot)
+from fractui.tui.standing import UsageRead, standing
+from tests.cli_run import in_process, leaks
+from tests.conftest import REPO
+from tests.test_pg_guard import LEAST
+
+NO_ROOM = "no room: no GPU in the fleet has a free slice for it"
+QUEUES = '[[queues]]\nname = "quarter"\ngpu = 0.25\n[[queues]]\nname = "half"\ngpu = 0.5\n'
+
+
+def _config(path: Path, url: str, teams: Dict[str, float], tail: str = "") -> Path:
+    """A researcher's config: the store, the teams and the queues, no host."""
+    text = "[store]\nurl = %s\n" % json.dumps(url) + "".join(
+        '[[teams]]\nname = "%s"\nquota_gpus = %s\n' % tq for tq in teams.items())
+    path.write_text(text + QUEUES + tail)
+    return path
+
+
+def _share(charge: float) -> Slot:
+    return Slot("gpu-a", (0,), memory_mib=int(charge * 24000), charge=charge)
+
+
+def fill(store: Store, vision: str, nlp: str) -> Dict[str, int]:
+    """Jobs of two teams in every state, by the store's own transitions. vision (quota 1.5):
+    a running 0.25, b placed 0.5, c running 0.5 borrowed (preemptible), s stopping 0.25, d
+    pending, e done; nlp (quota 2): f running 0.25 since an hour, h and i pending, k
+    cancelled."""
+    now = store.now()
+    ids: Dict[str, int] = {}
+
+    def job(name: str, team: str, queue: str = "quarter") -> int:
+        ids[name] = store.submit(queue, team, name, ["sleep", "600"], {"gpu": 0.25},
+                                 "ops").id
+        return ids[name]
+
+    def run(name: str, team: str, charge: float, queue: str = "quarter",
+            borrowed: bool = False, at: Optional[float] = None) -> int:
+        number = job(name, team, queue)
+        store.place(number, _share(charge), "ops", "fits", preemptible=borrowed)
+        store.started(number, "j" + name, at, "ops", "started")
+        return number
+
+    run("a", vision, 0.25)
+    store.place(job("b", vision, "half"), _share(0.5), "ops", "fits")
+    run("c", vision, 0.5, "half", borrowed=True)
+    store.stopping(run("s", vision, 0.25), (RUNNING,), "cancel", "ops", "cancel asked")
+    job("d", vision)
+    store.ended(run("e", vision, 0.25, at=now - 1800), (RUNNING,), DONE, None, "ops",
+                "exited 0", "end", exit_code=0, ended_at=now - 600)
+    run("f", nlp, 0.25, at=now - 3600)
+    store.waiting(job("h", nlp), NO_ROOM)
+    job("i", nlp)
+    store.ended(job("k", nlp), (PENDING,), CANCELLED, "cancelled by ops", "ops", "cancelled",
+                "cancel")
+    return ids
+
+
+# (held, borrowed, running, pending) of each team, by hand from ``fill``; vision's SHARE is
+# its 1.00 held within quota, nlp's 0.25: nlp's waiting jobs are taken up first.
+BY_HAND = {"vision": (1.5, 0.5, 4, 1, 2), "nlp": (0.25, 0.0, 1, 2, 1)}
+
+
+def check_against_the_tui(record: dict, store: Store, config_path: Path,
+                          names: Dict[str, str]) -> None:
+    """``teams --json`` is the hand-worked numbers, ``team_usage``'s, and the TUI's standing
+    (its Teams table's numbers and starved teams) as of the same moment of the store."""
+    config = load_config(str(config_path))
+    now = record["as_of"]
+    jobs = store.jobs(ACTIVE)
+    usage = UsageRead.of(store.usage(now - config.fairshare.window_s, now), config, now)
+    tui, starved = standing(jobs, config, usage, now)
+    counted = team_usage(jobs, config.teams, usage.recent)
+    assert [r["name"] for r in record["teams"]] == [t.name for t in config.teams]
+    for row, shown, plain in zip(record["teams"], tui, counted):
+        assert shown == plain, (shown, plain)  # the TUI's rows are team_usage's
+        team = next(k for k, v in names.items() if v == row["name"])
+        held, borrowed, running, pending, next_ = BY_HAND[team]
+        assert (row["held"], row["borrowed"], row["running"], row["pending"], row["next"]) \
+            == (held, borrowed, running, pending, next_), row
+        assert (row["quota"], row["held"], row["borrowed"], row["within"], row["running"],
+                row["pending"], row["recent"], row["weight"], row["over_quota"],
+                row["share"]) == (shown.quota, shown.used, shown.borrowed, shown.within,
+                                  shown.running, shown.pending, shown.recent, shown.weight,
+                                  shown.over_quota, shown.share(0.0)), (row, shown)
+        assert row["recent"] > 0, row  # each has a usage record in the window
+        said = next((s for s in starved if s.team == row["name"]), None)
+        assert row["starved"] == (None if said is None else {
+            "waiting": said.waiting, "waited_s": said.waited_s, "room": said.room,
+            "reason": said.reason}), row
+
+
+def _rows(out: str) -> Dict[str, List[str]]:
+    lines = out.splitlines()
+    assert lines[0].split() == ["TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING",
+                                "RECENT", "SHARE", "NEXT"], out
+    return {line.split()[0]: line.split() for line in lines[1:] if not line.startswith(
+        ("starved ", "SHARE:"))}
+
+
+def test_a_researcher_sees_each_teams_standing_as_the_tui_shows_it(tmp_path, capfd):
+    """An SQLite store with jobs of two teams in every state: the verb's numbers are the
+    hand-worked ones and the TUI's, nlp (starved: two waiting, the oldest 15 minutes for the
+    fleet, nothing of it started in the last hour) is said so in the TUI's words, and is taken
+    up next (the lower share)."""
+    db = tmp_path / "store.db"
+    store = open_store("sqlite://%s" % db)
+    ids = fill(store, "vision", "nlp")
+    store.close()
+    with sqlite3.connect(str(db)) as conn:  # h has waited 15 minutes for the fleet
+        conn.execute("UPDATE jobs SET submitted_at = submitted_at - 900 WHERE id = ?",
+                     (ids["h"],))
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db,
+                     {"vision": 1.5, "nlp": 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert (code, err) == (0, "fractui: no scheduler is running for this store (none holds "
+                              "its lease): nothing is placed, launched or stopped until one "
+                              "runs (fractui scheduler, an admin's)\n"), err
+    record = json.loads(out)
+    assert record["scheduler"] is None and record["usage_weight"] == 0.0
+    store = open_store("sqlite://%s" % db, make=False)
+    try:
+        check_against_the_tui(record, store, config, {"vision": "vision", "nlp": "nlp"})
+    finally:
+        store.close()
+    nlp = record["teams"][1]
+    assert nlp["starved"]["waiting"] == 2 and nlp["starved"]["room"] == 1.75
+    assert nlp["starved"]["reason"] == NO_ROOM and nlp["starved"]["waited_s"] >= 900
+
+    code, out, err = in_process(capfd, ["--config", str(config), "teams"])
+    assert code == 0 and not leaks(err), err
+    rows = _rows(out)
+    recent = {r["name"]: "%.2f" % r["recent"] for r in record["teams"]}
+    assert rows == {
+        "vision": ["vision", "1.5", "1.50", "0.50", "4", "1", recent["vision"], "1.00", "2"],
+        "nlp": ["nlp", "2", "0.25", "0.00", "1", "2", recent["nlp"], "0.25", "1"]}, out
+    assert re.search(r"^starved nlp: 2 waiting 1[5-9]m[0-9]{2}s, 1\.75 of its quota free: "
+                     r"%s$" % NO_ROOM, out, re.M), out
+    assert out.splitlines()[-1].startswith("SHARE: GPUs held within quota (RECENT does not "
+                                           "count: [fairshare] usage_weight 0)"), out
+
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--team", "vision",
+                                        "--json"])
+    only = json.loads(out)["teams"]
+    assert code == 0 and [t["name"] for t in only] == ["vision"] and only[0]["next"] == 2
+
+
+def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd, pg_server):
+    """A role in team nlp alone, no admin (a cancel of vision's job is refused), reads both
+    teams' standing: reading the store's usage is everyone's who may open it."""
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    names = {"vision": "vision" + tag, "nlp": "nlp" + tag}
+    store = open_store(pg_server.url(db))  # the superuser's: it makes the tables
+    try:
+        ids = fill(store, names["vision"], names["nlp"])
+    finally:
+        store.close()
+    member = "cat_" + tag
+    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    for team in names.values():
+        pg_server.sql("CREATE ROLE fractui_team_%s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (member, names["nlp"]))
+    teams = "fractui_team_%s, fractui_team_%s" % (names["vision"], names["nlp"])
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams=teams), db=db)
+    config = _config(tmp_path / "member.toml", pg_server.url(db, user=member),
+                     {names["vision"]: 1.5, names["nlp"]: 2})
+    code, out, err = in_process(capfd, ["--config", str(config), "cancel", str(ids["a"])])
+    assert code == 1 and "refused: you are %s (in team %s, not an admin)" % (
+        member, names["nlp"]) in err, err
+    code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
+    assert code == 0 and not leaks(err), err
+    store = open_store(pg_server.url(db), make=False)
+    try:
+        check_against_the_tui(json.loads(out), store, config, names)
+    finally:
+        store.close()
+
+
+def test_no_teams_a_typo_an_empty_name_and_no_store_are_said_never_a_traceback(
+        tmp_path, capfd):
+    store_path = tmp_path / "typo" / "store.db"
+    url = "sqlite://%s" % store_path
+    config = _config(tmp_path / "config.toml", url, {"vision": 1, "nlp": 2})
+    none = tmp_path / "none.toml"
+    none.write_text("[store]\nurl = %s\n" % json.dumps(url) + QUEUES)
+    for argv, code, said in (
+            ([config, "--team", "nlpp"], 2, "fractui: %s: unknown team 'nlpp' (did you mean "
+             "'nlp'? known: vision, nlp)\n" % config),
+            ([config, "--team", ""], 2, "argument --team: takes a team's name, as the "
+             "config's [[teams]] name it"),
+            ([config, "--tema", "nlp"], 2, "unrecognized arguments: --tema nlp (did you mean "
+             "--team?)"),
+            ([none, "--team", "nlp"], 2, "fractui: %s: unknown team 'nlp': the config has no "
+             "[[teams]]\n" % none),
+            ([none], 0, "fractui: the config has no [[teams]]: no quotas, so no team's "
+             "standing to show (fractui jobs shows what runs and waits)\n"),
+            ([config], 1, "fractui: store %s: there is no store here yet" % store_path)):
+        got, out, err = in_process(capfd, ["--config", str(argv[0]), "teams", *argv[1:]])
+        assert (got, out) == (code, "") and said in err and not leaks(err), (argv, err)
+    assert not store_path.parent.exists()  # a verb that only reads makes no store
+    got, out, err = in_process(capfd, ["--config", str(none), "teams", "--json"])
+    assert got == 0 and json.loads(out) == {"teams": [], "as_of": None, "scheduler": None,
+                                            "usage_weight": 0.0}, out
+
+
+def test_the_verb_loads_no_textual(tmp_path):
+    """It reads the TUI's standing module, which is pure: Textual is not loaded (a third of a
+    second on each run, as for the other store verbs)."""
+    db = tmp_path / "store.db"
+    open_store("sqlite://%s" % db).close()
+    config = _config(tmp_path / "config.toml", "sqlite://%s" % db, {"vision": 1})
+    done = subprocess.run([sys.executable, "-c", (
+        "import sys\nfrom fractui.cli import main\ncode = main(sys.argv[1:])\n"
+        "sys.stdout.flush()\nprint(code, 'textual' in sys.modules, file=sys.stderr)"),
+        "--config", str(config), "teams", "--json"], capture_output=True, text=True, cwd=REPO,
+        timeout=120, stdin=subprocess.DEVNULL)
+    assert done.stderr == "0 False\n", done.stderr
+
+
+def _pending(i: int, team: Optional[str], queue: str = "q") -> Job:
+    return Job(i, queue, team, "n", ("x",), {}, "pending", 1000.0, 1000.0)
+
+
+def _held(i: int, team: str, charge: float) -> Job:
+    return Job(i, "q", team, "n", ("x",), {}, "running", 900.0, 900.0, started_at=900.0,
+               slot=Slot("h", (0,), charge=charge))
+
+
+def test_next_is_the_order_the_pass_takes_the_teams_up_in():
+    """``team_order`` is ``_fair``'s first pick of each team, on the pass's inputs: the
+    weighted share first (held within quota over weight, blended with recent usage where
+    [fairshare] counts it), then priority and age; a team the config lacks, a job of no team
+    and a queue the config lacks are left out, as no pass places them."""
+    teams = [TeamConfig("a", quota_gpus=2), TeamConfig("b", quota_gpus=2, weight=2),
+             TeamConfig("c", quota_gpus=2)]
+    queues = [QueueConfig(name="q", gpu=0.25), QueueConfig(name="hi", gpu=0.25, priority=5)]
+    jobs = [_held(1, "a", 1.0), _held(2, "b", 1.5), _held(3, "c", 0.5),
+            _pending(4, "a"), _pending(5, "b"), _pending(6, "c", "hi"), _pending(7, "c"),
+            _pending(8, "x"), _pending(9, None), _pending(10, "a", "gone")]
+    # shares now: a 1.0, b 0.75 (1.5 over weight 2), c 0.5
+    assert team_order(jobs, queues, teams, Recent()) == ["c", "b", "a"]
+    recent = Recent.of(0.8, {"c": 3.0, "a": 0.1})  # c held 3 GPUs lately: last now
+    assert team_order(jobs, queues, teams, recent) == ["b", "a", "c"]
+    for r in (Recent(), recent):
+        usage = {u.name: u for u in team_usage(jobs, teams, dict(r.gpus))}
+        priority = {q.name: q.priority for q in queues}
+        waiting = [j for j in jobs if j.state == PENDING and j.queue in priority and
+                   j.team in usage]
+        served = _fair(waiting, lambda: usage, priority, r.usage_weight)
+        assert list(dict.fromkeys(j.team for j in served)) == team_order(jobs, queues, teams,
+                                                                          r)
