@@ -1,7 +1,7 @@
 """``fractui teams``: each configured team's standing as the scheduler sees it — its quota, the
 GPUs it holds and borrows, its jobs on hosts and waiting, its recent usage, its weighted share
 and the order the scheduler takes up the teams' waiting jobs now — from the store alone. The
-numbers are the TUI's Teams table's (fractui.tui.standing, on fractui.sched.quota's
+numbers are the TUI's Teams table's (fractui.sched.standing, on fractui.sched.quota's
 ``team_usage``) and the order the pass's own (``queueing.team_order``): none is computed
 again here."""
 
@@ -17,7 +17,7 @@ from fractui.sched.quota import Recent, TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE
 from fractui.terminal import print_json, say, table, width
-from fractui.tui.standing import UsageRead, standing
+from fractui.sched.standing import UsageRead, standing
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")

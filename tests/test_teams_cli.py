@@ -2,7 +2,7 @@
 config names the store, the teams and the queues and no host. Real stores (an SQLite file, and
 a PostgreSQL database read as a team member's role) holding jobs of two teams in every state;
 what the verb prints is checked against numbers worked out by hand, against ``team_usage``,
-and against what the TUI's Teams table is built from (``tui.standing.standing``)."""
+and against what the TUI's Teams table is built from (``sched.standing.standing``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from fractui.sched.queueing import _fair, team_order
 from fractui.sched.quota import Recent, team_usage
 from fractui.store import Store, open_store
 from fractui.store.model import (ACTIVE, CANCELLED, DONE, PENDING, RUNNING, Job, Slot)
-from fractui.tui.standing import UsageRead, standing
+from fractui.sched.standing import UsageRead, standing
 from tests.cli_run import in_process, leaks
 from tests.conftest import REPO
 from tests.test_pg_guard import LEAST

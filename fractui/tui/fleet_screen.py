@@ -47,7 +47,7 @@ from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
 from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
-from fractui.tui.standing import USAGE_EVERY_S, UsageRead, standing
+from fractui.sched.standing import USAGE_EVERY_S, UsageRead, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
 from fractui.words import failing_passes
 
