@@ -122,6 +122,17 @@ def through_sudo(ssh_env, tmp_path) -> Iterator[Callable[[str, str], HostSession
         shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+def powers_refused(session: HostSession, name: str, why: str) -> None:
+    """A launch run as ``name`` is NOT_PERMITTED, its words naming the user, its uid and
+    ``why`` (their start), as one who holds the agent's powers."""
+    with pytest.raises(AgentCallError) as refused:
+        session.call("job.launch", {"key": "k-as-" + name, "gpu": 0, "memory_mib": 10,
+                                    "run_as": name, "argv": UIDS})
+    assert refused.value.code == rpc.NOT_PERMITTED
+    assert refused.value.message.startswith("run_as %r is uid %d on this host, %s" % (
+        name, pwd.getpwnam(name).pw_uid, why)), refused.value.message
+
+
 def test_become_sudo_runs_the_agent_as_root_and_jobs_as_their_users(plain_users, sudoers,
                                                                      through_sudo, tmp_path):
     """The sudoers line docs/cli.md gives, and nothing more, is what the agent needs; jobs then
@@ -152,25 +163,13 @@ def test_become_sudo_runs_the_agent_as_root_and_jobs_as_their_users(plain_users,
     assert wait_job(agent_calls(session), ran["id"])["exit_code"] == 0
     assert session.call("job.logs", {"job": ran["id"]})["lines"] == ["0", "0"]
 
-    with pytest.raises(AgentCallError) as refused:
-        session.call("job.launch", {"key": "k-login", "gpu": 0, "memory_mib": 10,
-                                    "run_as": login, "argv": UIDS})
-    assert refused.value.code == rpc.NOT_PERMITTED
-    assert refused.value.message.startswith(
-        "run_as %r is uid %d on this host, the user who started the agent with sudo: "
-        % (login, login_uid)), refused.value.message
+    powers_refused(session, login, "the user who started the agent with sudo: ")
 
     pid = session.call("daemon.version")["pid"]
     second = through_sudo(other, state_dir)
     wait_state(second, "online")
     assert second.call("daemon.version")["pid"] == pid  # the same daemon
-    with pytest.raises(AgentCallError) as refused:
-        session.call("job.launch", {"key": "k-other", "gpu": 0, "memory_mib": 10,
-                                    "run_as": other, "argv": UIDS})
-    assert refused.value.code == rpc.NOT_PERMITTED
-    assert refused.value.message.startswith(
-        "run_as %r is uid %d on this host, a user who reached the agent through sudo "
-        % (other, pwd.getpwnam(other).pw_uid)), refused.value.message
+    powers_refused(session, other, "a user who reached the agent through sudo ")
 
     ran = session.call("job.launch", {"key": "k-member", "gpu": 0, "memory_mib": 10,
                                       "run_as": member, "argv": UIDS})

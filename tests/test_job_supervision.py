@@ -438,6 +438,38 @@ def test_a_job_over_its_cap_is_stopped_while_the_state_disk_is_full(small_fs, st
                                                    "1500 MiB")
 
 
+def test_a_stop_asked_while_the_watchdogs_stop_is_held_is_refused_until_it_is_recorded(
+        small_fs, start_agent, tmp_path):
+    """A request's stop of a job whose stop the watchdog holds (the full table could not take
+    it) is refused until that stop is recorded, as any stop the table cannot take. Before,
+    one that changed nothing of its own (the watchdog's reason and sooner deadline stood) was
+    answered while nothing of the stop was in the table: a daemon that died then forgot it."""
+    state = small_fs / "state"
+    termed = tmp_path / "termed"
+    code = ("import signal\n"
+            "signal.signal(signal.SIGTERM, lambda *_: open(%r, 'w').close())\n"
+            "from remote_agent import simload\n"
+            "simload.main(['--mem-mib', '500', '--seconds', '600'])\n" % str(termed))
+    with gpus_on_a_disk_of_their_own(state):
+        agent = start_agent("1xL4", str(state), "--watchdog-grace-s", "600")
+        job = agent.call("job.launch", key="k-held-stop", gpu=0, memory_mib=1000,
+                         argv=script(code))
+        wait_until(lambda: "using 500 MiB" in read_log(str(state), job["id"]), "the job to start")
+        cut_the_wal(state)
+        filler = small_fs / "filler"
+        fill(filler)
+        agent.call("sim.set_process_memory", pid=job["pid"], used_mib=1500)
+        wait_until(termed.exists, "the watchdog's SIGTERM on a full disk")
+        with pytest.raises(AgentError) as err:
+            agent.call("job.stop", job=job["id"], grace=600, reason="by hand")
+        assert (err.value.code, err.value.data["class"]) == (rpc.HOST_FAILED, rpc.HOST)
+        filler.unlink()  # room again: the stop is recorded, and a sooner one goes through
+        agent.call("job.stop", job=job["id"], grace=0)
+        done = wait_job(agent, job["id"])
+        assert (done["state"], done["reason"]) == ("killed", "exceeded its 1000 MiB cap: used "
+                                                   "1500 MiB")
+
+
 def test_a_daemon_killed_on_a_full_state_disk_starts_again_and_watches_its_jobs(small_fs,
                                                                                 start_agent,
                                                                                 tmp_path):

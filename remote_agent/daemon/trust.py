@@ -12,8 +12,9 @@ file the agent creates is 0600 and every directory 0700.
 POSIX ACLs need no check of their own on Linux: where a file has an extended ACL, its mode's group
 bits are the ACL's mask, which bounds what every named user and group (and the owning group) may
 do, so a grant to another user shows there; chmod go-rwx clears the mask, and what a default ACL
-gives a new file is cut by the mode it is created with (0600, 0700). The ACL is read only to name
-who it lets in (``grantees``).
+gives a new file is cut by the mode it is created with (0600, 0700). The ACL is read to name who
+it lets in (``grantees``): a mask that lets write where no entry has it lets no one, and is no
+refusal.
 """
 
 from __future__ import annotations

@@ -572,8 +572,9 @@ class Supervisor:
             kill_at = time.monotonic() + grace_s
             if fresh.kill_at is None or kill_at < fresh.kill_at:
                 changes["kill_at"] = kill_at
-            if changes:
-                held = {**self._held_stops.get(fresh.id, {}), **changes}
+            # with the stop held for it, if any: a request is answered once that is recorded too
+            held = {**self._held_stops.get(fresh.id, {}), **changes}
+            if held:
                 try:
                     self.store.update(fresh, **held)
                     self._held_stops.pop(fresh.id, None)
