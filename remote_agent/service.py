@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set,
     Union
 
 from remote_agent import DESTROY_IDLE_HINT, FEATURES, PROTOCOL_VERSION, __version__
+from remote_agent.failing import Failures
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, THROTTLE_REASONS, GpuBackend, GpuInfo, \
     Health, MigDevice, NvmlCallError
 from remote_agent.gpu.reset import GpuReset, SimReset, SmiReset
@@ -77,7 +78,7 @@ class Agent:
         # which job each of some GPU processes is of (pid -> job id): the daemon's, which
         # knows its jobs' processes; None: the snapshot says nothing of whose they are
         self.owners: Optional[Callable[[List[int]], Dict[int, int]]] = None
-        self._owners_failed: Optional[str] = None  # why they could not be read, said once
+        self.failures = Failures(log)  # what fails each snapshot, said once
         self.runtimes: Dict[str, Any] = {}  # the job runtimes the daemon found, for hello
         # MIG changes in progress, kept in the state dir (the daemon's): one cut short by the
         # daemon's death is rolled back by the next (roll_back_cut_changes)
@@ -274,12 +275,14 @@ class Agent:
         try:
             geo = self.backend.geometry(index)
         except (NvmlCallError, LookupError) as err:
-            if failed is None:
-                log.warning("GPU %d: its MIG profiles cannot be read (%s); fractui books its "
-                            "slices by the model's table", index, err)
+            self.failures.failed("GPU %d profiles" % index, "GPU %d: its MIG profiles cannot be "
+                                 "read (%s); fractui books its slices by the model's table" % (
+                                     index, err))
             self._profiles_unread[index] = (mig_mode, time.monotonic())
             return None
         self._profiles_unread.pop(index, None)
+        self.failures.worked("GPU %d profiles" % index,
+                             "GPU %d: its MIG profiles can be read again" % index)
         return {p.name: p.memory_mib for p in geo.profiles}
 
     def _degraded(self, info: GpuInfo, layout: Optional[Layout] = None) -> Optional[str]:
@@ -340,14 +343,10 @@ class Agent:
         try:
             found = self.owners([q["pid"] for q in listed]) if listed else {}  # type: ignore
         except Exception as err:  # the snapshot itself stands; whose the processes are waits
-            said = "%s: %s" % (type(err).__name__, err)
-            if said != self._owners_failed:
-                log.warning("the snapshot cannot say whose its GPU processes are: %s", said)
-            self._owners_failed = said
+            self.failures.failed("owners", "the snapshot cannot say whose its GPU processes "
+                                 "are: %s: %s" % (type(err).__name__, err))
             return
-        if self._owners_failed is not None:
-            log.info("the snapshot says whose its GPU processes are again")
-            self._owners_failed = None
+        self.failures.worked("owners", "the snapshot says whose its GPU processes are again")
         for q in listed:
             q["job"] = "j%d" % found[q["pid"]] if q["pid"] in found else None
             if q["job"] is None and mps_server(q["pid"], q["used_mib"]):

@@ -4,6 +4,7 @@ and what NVML does not support on a GPU is "not measured", never an error that h
 
 from __future__ import annotations
 
+import json
 import time
 
 from remote_agent.rpc import jsonrpc as rpc
@@ -117,6 +118,36 @@ def test_a_failed_wait_for_xid_events_is_retried_and_loses_none(start_agent, tmp
     agent.call("sim.xid", gpu=0, xid=62)  # raised while the watcher waits to try again
     h = until_health(agent, 0, lambda h: h["xid"], "XID 62 seen after the failed wait")
     assert [e["xid"] for e in h["xid"]] == [62]
+
+
+def test_a_snapshot_failing_each_tick_is_logged_once_and_once_taken_again(start_agent, tmp_path):
+    """A subscribed client: the daemon takes a snapshot each tick. NVML failing the next 6 of
+    them (and the GPU heating meanwhile, asked in the same batch, so that the first snapshot
+    taken again is pushed) is said once in the daemon's log, with why, and once more when a
+    snapshot is taken again, with how many failed. Before, a line each tick, twice a second,
+    for as long as NVML failed."""
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state))
+    assert agent.call("subscribe")["snapshot"]["gpus"][0]["health"]["temperature_c"] == 30
+    agent.send_raw(json.dumps([
+        {"jsonrpc": "2.0", "id": "fault", "method": "sim.fault", "params": {
+            "function": "nvmlDeviceGetUtilizationRates", "error": "NVML_ERROR_UNKNOWN",
+            "count": 6}},
+        {"jsonrpc": "2.0", "id": "hot", "method": "sim.health",
+         "params": {"gpu": 0, "temperature_c": 91}}]).encode() + b"\n")
+    while True:  # the batch's answers, then the snapshots pushed, until the GPU's new heat
+        said = agent.read_reply()
+        if isinstance(said, list):
+            assert all("result" in answer for answer in said), said
+        elif said["method"] == "snapshot" and \
+                said["params"]["gpus"][0]["health"]["temperature_c"] == 91:
+            break
+    log = (state / "daemon.log").read_text()
+    failed = [line for line in log.splitlines() if "snapshot failed" in line]
+    assert len(failed) == 1, failed
+    assert failed[0].endswith("WARNING snapshot failed: nvmlDeviceGetUtilizationRates failed: "
+                              "Unknown Error (NVML_ERROR_UNKNOWN); taken again each 0.5 s")
+    assert log.count("snapshots are taken again after 6 failed passes") == 1
 
 
 def test_the_older_throttle_call_is_used_where_the_driver_lacks_the_newer(start_agent):

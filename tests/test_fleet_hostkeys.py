@@ -5,8 +5,10 @@ keys and damaged lines never let a key through; `fractui trust` accepts only unk
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +19,7 @@ from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
 from tests import sshd
+from tests.conftest import REPO
 from tests.test_fleet import SshFleet
 from tests.test_job_supervision import fill
 
@@ -226,6 +229,63 @@ def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
     assert trusted.returncode == 0, trusted.stderr
     assert known.read_bytes().startswith(before) and known.read_bytes().count(b"\n") == 3
     assert fleet_env.status()["gpu-full"]["state"] in ("online", "degraded")
+
+
+# One of the processes the next test starts: it appends ``count`` lines named ``who``-N once the
+# test closes its stdin, and prints which it added. A failing one is refused every byte it
+# writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC), so each of its appends
+# cuts the file back to the size it read, as an append on a full disk does.
+APPENDER = """
+import json, resource, signal, sys
+import paramiko
+from fractui.fleet.hostkeys import KnownHosts
+path, key_file, who, count, failing = sys.argv[1:]
+known, key = KnownHosts(path), paramiko.Ed25519Key(filename=key_file)
+if failing == "yes":
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+print("ready", flush=True)
+sys.stdin.read()
+added = []
+for i in range(int(count)):
+    try:
+        known.append("%s-%d" % (who, i), key)
+        added.append(i)
+    except OSError as err:
+        assert failing == "yes", err
+print(json.dumps(added))
+"""
+
+
+def test_appends_at_once_lose_no_line_though_one_of_them_fails(small_fs, tmp_path):
+    """Three processes appending to one known_hosts at once (started together: each waits on
+    its stdin, closed for all of them when all are ready) while a fourth's appends fail: each
+    failed append cuts the file back to the size it read before writing. Every line the three
+    were told was added is there, whole, once. Without the lock on the file, a line appended
+    between a failing append's look at the size and its cut was cut with it."""
+    known = small_fs / "known_hosts"  # (a tmpfs: the appends' fsyncs cost nothing)
+    known.write_text("# fleet\n")
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    count = 1000
+    writers = {who: subprocess.Popen(
+        [sys.executable, "-c", APPENDER, str(known), str(key), who, str(count),
+         "yes" if who == "failing" else "no"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+        for who in ("failing", "a", "b", "c")}
+    for writer in writers.values():
+        assert writer.stdout.readline() == "ready\n"
+    for writer in writers.values():
+        writer.stdin.close()
+    added = {}
+    for who, writer in writers.items():
+        assert writer.wait(120) == 0
+        added[who] = json.loads(writer.stdout.read())
+        writer.stdout.close()
+    assert added == {"failing": [], **{who: list(range(count)) for who in "abc"}}
+    pub = sshd.public_key_line(key)
+    want = ["# fleet"] + ["%s-%d %s" % (who, i, pub) for who in "abc" for i in range(count)]
+    assert sorted(known.read_text().split("\n")) == sorted(want + [""])
 
 
 def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_env):

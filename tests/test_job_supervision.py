@@ -7,6 +7,7 @@ never kills a job. Every fault here is a real signal to a real process, or a rea
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from typing import Iterator
 
 import pytest
 
+from remote_agent.failing import Failures
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
 from tests.test_jobs import (alive, daemon_pid, script, simload, slow_to_stop_simload, until_file,
@@ -504,3 +506,87 @@ def test_a_daemon_killed_on_a_full_state_disk_starts_again_and_watches_its_jobs(
         ended = [wait_job(later, j["id"]) for j in (held, over)]
         assert [(j["state"], j["exit_code"], j["reason"]) for j in ended] == [
             ("exited", 5, None), ("killed", None, "exceeded its 1000 MiB cap: used 1500 MiB")]
+
+
+@contextmanager
+def log_on_a_disk_of_its_own(state: Path, elsewhere: Path) -> Iterator[Path]:
+    """The daemon's log (``daemon.log`` in the state dir) on another disk, as a host's journal
+    often is: bind-mounted from ``elsewhere``, so that it takes every line while the state disk
+    is full. Yields the log; the host's agent is stopped before it is unmounted."""
+    log = elsewhere / "daemon.log"
+    log.touch(mode=0o600)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "daemon.log").touch(mode=0o600)
+    subprocess.run(["mount", "--bind", str(log), str(state / "daemon.log")], check=True)
+    try:
+        yield log
+    finally:
+        stop_host(str(state))
+        subprocess.run(["umount", "-l", str(state / "daemon.log")], check=False)
+
+
+def test_a_failure_each_pass_on_a_full_state_disk_is_logged_once_and_once_mended(
+        small_fs, start_agent, tmp_path):
+    """A job that ends (its shim killed before) while the job table takes no write: each
+    watchdog pass fails to record its end. The daemon's log says so once, with why, and no
+    traceback (a full disk is the host's failure, not a bug), however many passes fail, then
+    once more when its end is recorded, with how many passes failed. Before, each pass logged
+    a traceback: on a full disk, a line or more each half second, to the disk's last byte."""
+    state = small_fs / "state"
+    passes = 4  # counted by the GPU reads that fail, one a pass: the test sets no clock
+    with gpus_on_a_disk_of_their_own(state), log_on_a_disk_of_its_own(state, tmp_path) as log:
+        # its usage sampled at the first pass only: no sample fails on the full disk
+        agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
+        release = tmp_path / "release"
+        job = agent.call("job.launch", key="k-ends-full", gpu=0, memory_mib=100,
+                         argv=until_file(release, 0))
+        kill_shim(str(state), job["id"])
+        wait_for_take_over(str(state), job["id"])
+        cut_the_wal(state)
+        fill(small_fs / "filler")
+        release.touch()
+        wait_until(lambda: "database or disk is full" in log.read_text(),
+                   "the watchdog to fail to record the job's end")
+        agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+                   error="NVML_ERROR_UNKNOWN", count=passes)
+        wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
+                   "%d more passes on the full disk" % passes)
+        (small_fs / "filler").unlink()  # room again
+        done = wait_job(agent, job["id"])
+        assert done["state"] == "lost"
+        said = log.read_text().splitlines()
+    failed = [line for line in said if "database or disk is full" in line]
+    assert len(failed) == 1, failed
+    assert failed[0].endswith("WARNING watchdog: watching job %s failed: the job table %s: "
+                              "database or disk is full; tried again each pass" % (
+                                  job["id"], state / "jobs.db"))
+    mended = [line for line in said if "watching job %s works again" % job["id"] in line]
+    assert len(mended) == 1, mended
+    failures = int(re.search(r"after (\d+) failed passes$", mended[0])[1])
+    assert failures > passes  # the pass that first failed, and those the GPU reads counted
+    assert any(line.endswith("GPU 0: its processes can be read again after %d failed passes"
+                             % passes) for line in said)
+    assert not [line for line in said if "Traceback" in line]
+
+
+def test_an_unknown_error_each_pass_is_logged_once_with_its_traceback(caplog):
+    """A step that fails each pass with an error of no known kind (a bug): its traceback once,
+    a new reason once more, and a line when it works again, with how many passes failed."""
+    caplog.set_level(logging.INFO, logger="remote_agent.jobs")
+    failures = Failures(logging.getLogger("remote_agent.jobs"))
+    reasons = iter(["no such key"] * 3 + ["another key"] * 2)
+
+    def step() -> int:
+        reason = next(reasons, None)
+        if reason is not None:
+            raise KeyError(reason)
+        return 7
+
+    got = [failures.step("pruning", step) for _ in range(6)]
+    assert got == [None] * 5 + [7]
+    said = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert said == [
+        ("ERROR", "pruning failed (KeyError: 'no such key'); tried again each pass", True),
+        ("ERROR", "pruning failed (KeyError: 'another key'); tried again each pass", True),
+        ("INFO", "pruning works again after 5 failed passes", False)]
+    assert failures.step("pruning", step) == 7 and len(caplog.records) == 3

@@ -666,4 +666,4 @@ def test_a_snapshot_stands_when_whose_its_processes_are_cannot_be_read(caplog):
     agent.owners = lambda pids: {}
     assert agent.take_snapshot()["gpus"][0]["processes"][0]["job"] is None
     assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()] == [
-        "the snapshot says whose its GPU processes are again"]
+        "the snapshot says whose its GPU processes are again after 3 failed passes"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -252,12 +253,16 @@ class KnownHosts:
         before it returns, or not at all (OSError, the file as it was). UnsafePath where
         another user could have made the file or could change it (a known_hosts not there yet
         is not checked by reading it): they could pass their machine off as a host, or have
-        the line written through a link of theirs."""
+        the line written through a link of theirs. Appends of fractui's own to one file are
+        one at a time (an flock on it); ssh's own appends take no lock."""
         line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
         check_tree(self.path, "known_hosts file", runner="fractui")  # then no one else's
         # link is on the way, and ours (a dotfiles checkout's) are followed
         fd = open_append(os.path.realpath(self.path), "known_hosts file", os.O_RDWR)
         try:
+            # another trust's append (a second fractui, the TUI's prompt) waits: a failed one
+            # cuts the file back to the size it read, which would take a line added meanwhile
+            fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             newline = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
             data = memoryview(newline + line.encode())
@@ -271,7 +276,7 @@ class KnownHosts:
                 os.ftruncate(fd, size)
                 raise
         finally:
-            os.close(fd)
+            os.close(fd)  # (and with it the lock)
         return line
 
 

@@ -24,6 +24,7 @@ from remote_agent import PROTOCOL_VERSION, __version__
 from remote_agent.daemon.paths import AgentPaths, agent_env
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.daemon.trust import UnsafePath
+from remote_agent.failing import Failures
 from remote_agent.jobs.caps import CapSettings
 from remote_agent.jobs.methods import job_methods
 from remote_agent.jobs.output import read_from
@@ -220,6 +221,7 @@ class Daemon:
         self.connections: List[Connection] = []
         self._conn_lock = threading.Lock()
         self._snapshot: Optional[Dict[str, Any]] = None
+        self.failures = Failures(log)  # of its loops' steps: each said once, not each pass
         self._jobs_to_tell: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         # a simulated host's workloads reach its GPUs through the simulator in the agent's code
         job_env = {"FRACTUI_SIM_STATE": paths.sim_state,
@@ -274,10 +276,13 @@ class Daemon:
 
     def _take_snapshot(self) -> Optional[Dict[str, Any]]:
         try:
-            return self.agent.take_snapshot()
+            snap = self.agent.take_snapshot()
         except RpcError as err:
-            log.warning("snapshot failed: %s", err.message)
+            self.failures.failed("snapshot", "snapshot failed: %s; taken again each %.1f s" % (
+                err.message, TICK_S))
             return None
+        self.failures.worked("snapshot", "snapshots are taken again")
+        return snap
 
     def _push_snapshot(self) -> None:
         subscribers = self._subscribers()
@@ -329,15 +334,10 @@ class Daemon:
         while not self.stopping.is_set():
             started = time.monotonic()
             self.logs_taken.clear()  # (before the push: a follower draining it wakes the next)
-            steps = [self._push_logs]
+            self.failures.step("pushing the logs", self._push_logs)  # one bad tick ends none
             if started >= snapshot_due:
                 snapshot_due = started + TICK_S
-                steps.append(self._push_snapshot)
-            for step in steps:
-                try:
-                    step()
-                except Exception:  # one bad tick must not end supervision: log it, go on
-                    log.exception("monitor step %s failed", step.__name__)
+                self.failures.step("pushing the snapshot", self._push_snapshot)
             self.logs_taken.wait(max(0.0, snapshot_due - time.monotonic()))
             # a job's lines of the meantime go in one push, not one each
             self.stopping.wait(max(0.0, started + PUSH_GAP_S - time.monotonic()))
@@ -355,34 +355,32 @@ class Daemon:
         threading.Thread(target=self._tell_jobs, name="notify", daemon=True).start()
         threading.Thread(target=self.monitor, name="monitor", daemon=True).start()
         listener.settimeout(TICK_S)
-        refused: Optional[str] = None  # why accepting fails, said once until it works again
         while not self.stopping.is_set():
             try:
                 sock, _ = listener.accept()
             except socket.timeout:
                 continue
             except OSError as err:  # out of descriptors or memory: serve on, try again soon
-                if str(err) != refused:
-                    log.warning("cannot accept connections (%s): those open are served, and "
-                                "accepting is tried again each %.1f s", err, TICK_S)
-                refused = str(err)
+                self.failures.failed("accepting", "cannot accept connections (%s): those open "
+                                     "are served, and accepting is tried again each %.1f s" % (
+                                         err, TICK_S))
                 self.stopping.wait(TICK_S)
                 continue
-            if refused is not None:
-                log.info("accepting connections again")
-                refused = None
+            self.failures.worked("accepting", "accepting connections again")
             sock.settimeout(None)
             conn = None
             try:
                 conn = Connection(sock, self)
                 threading.Thread(target=conn.serve, name="conn", daemon=True).start()
             except RuntimeError as err:  # no thread to spare: as with no descriptor, serve on
-                log.warning("cannot serve another connection (%s); it is closed", err)
+                self.failures.failed("serving", "cannot serve another connection (%s); each "
+                                     "is closed until there are threads to spare" % err)
                 if conn is not None:
                     conn.finish(0)  # its sender ends
                 sock.close()
                 self.stopping.wait(TICK_S)
                 continue
+            self.failures.worked("serving", "serving new connections again")
             with self._conn_lock:
                 self.connections.append(conn)
         log.info("daemon stopping; %d job(s) keep running under their shims",

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional
 
+from remote_agent.failing import Failures
 from remote_agent.gpu.backend import GpuBackend, NvmlCallError, XidEvent
 
 log = logging.getLogger("remote_agent.xid")
@@ -35,6 +36,7 @@ class XidWatcher:
         self._set_lock = threading.Lock()  # the set is made, read and freed one at a time
         self._running = False
         self.problem: Optional[str] = "XID events are not watched yet"
+        self.failures = Failures(log)  # a wait failing each RETRY_S is said once
         backend.on_restart(self._free, self._renew)
 
     def recent(self, index: int) -> List[Dict[str, Any]]:
@@ -70,9 +72,11 @@ class XidWatcher:
                 try:
                     event = self.backend.wait_xid(events, WAIT_MS, generation)
                 except NvmlCallError as err:
-                    log.warning("waiting for XID events failed: %s", err)
+                    self.failures.failed("waiting", "waiting for XID events failed: %s; tried "
+                                         "again each %.0f s" % (err, RETRY_S))
                     stopping.wait(RETRY_S)
                     continue
+                self.failures.worked("waiting", "waiting for XID events works again")
                 if event is not None:
                     self._record(event)
         finally:
@@ -103,11 +107,12 @@ class XidWatcher:
             except NvmlCallError as err:
                 with self._lock:
                     self.problem = "XID events cannot be watched: %s" % err
-                log.warning("%s", self.problem)
+                self.failures.failed("making", self.problem)
                 return False
             self._set, self._generation = events, self.backend.session.generation
         with self._lock:
             self.problem, self._refused = None, refused
+        self.failures.worked("making", "XID events are watched again")
         return True
 
     def _renew(self) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tup
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
+from remote_agent.failing import Failures
 from remote_agent.gpu.backend import GpuInfo, NvmlCallError
 from remote_agent.jobs import booking, caps, output, powers, procs, runtime
 from remote_agent.jobs.cgroups import JobCgroups
@@ -183,6 +184,7 @@ class Supervisor:
         """The watchdog's stops the table could not take (a full state disk): carried out all
         the same, by this daemon, and written at each pass until the table takes them."""
         self.outputs = output.Outputs(paths.jobs_dir, settings.log_max_bytes)
+        self.failures = Failures(log)  # of the watchdog's passes and the fences: said once
 
     # -- launching --
 
@@ -636,12 +638,13 @@ class Supervisor:
         try:
             os.write(fd, FENCE)
         except OSError as err:  # an empty claim would read as a shim's: the job lost for good
-            log.warning("job j%d: cannot fence off its start (%s); tried again later", job.id,
-                        err)
+            self.failures.failed("fence j%d" % job.id, "job j%d: cannot fence off its start "
+                                 "(%s); tried again later" % (job.id, err))
             os.close(fd)
             os.unlink(claim)
             return None
         os.close(fd)
+        self.failures.worked("fence j%d" % job.id, "job j%d: its start is fenced off" % job.id)
         return True
 
     def _unfence(self, job: Job) -> None:

@@ -17,7 +17,6 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
 from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
@@ -33,18 +32,14 @@ class Watchdog:
     def __init__(self, sup: Supervisor):
         self.sup = sup
         self._last_prune: Optional[float] = None  # monotonic time of the last prune
-        self._unread: Set[int] = set()  # GPUs whose processes could not be read last pass
-        self._util_unread: Set[int] = set()  # GPUs whose utilisation could not, last sample
+        self.failures = sup.failures  # the steps failing now: each said once, not each pass
         self._util_seen: Dict[int, int] = {}  # GPU -> its newest utilisation sample read (µs)
         self._next_sample = 0.0  # monotonic time of the next usage sample
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
             started = time.monotonic()
-            try:
-                self.tick()
-            except Exception:  # one bad pass must not end supervision: log it, go on
-                log.exception("watchdog pass failed")
+            self.failures.step("watchdog pass", self.tick)  # one bad pass ends no supervision
             stopping.wait(max(0.05, TICK_S - (time.monotonic() - started)))
 
     def tick(self) -> None:
@@ -53,32 +48,27 @@ class Watchdog:
         jobs = sup.watched()
         for job in jobs:  # a container the launch did not see running yet
             if job.state == "running" and job.container and job.container_cgroup is None:
-                self._step("job j%d" % job.id, lambda: sup.find_container(job))
+                self._step("finding job j%d's container" % job.id,
+                           lambda: sup.find_container(job))
         for job in jobs:
-            self._step("job j%d" % job.id, lambda: self._observe(job, job.id in shims)
+            self._step("watching job j%d" % job.id, lambda: self._observe(job, job.id in shims)
                        if job.state == "running" else self._resolve_starting(job))
         running = [j for j in jobs if j.state == "running" and j.pid]
         self._step("caps and usage samples", lambda: self._measure(running))
         ticks = time.monotonic()  # deadlines and intervals: the wall clock may be set
         for job in running:
             if job.kill_at is not None and ticks >= job.kill_at:
-                self._step("job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL))
+                self._step("killing job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL))
         self._step("removing cgroups", sup.remove_left_cgroups)
         if self._last_prune is None or \
                 ticks - self._last_prune > min(60.0, sup.settings.retention_s):
             self._last_prune = ticks  # jobs ended before the cutoff: by their wall-clock ends
             self._step("pruning", lambda: sup.prune(time.time() - sup.settings.retention_s))
 
-    @staticmethod
-    def _step(what: str, step: Callable[[], Any]) -> None:
-        """One step of a pass. Its failure (a damaged file, a full disk, NVML) is logged and
-        keeps no other job from being watched, capped or killed."""
-        try:
-            step()
-        except UnsafePath as err:
-            log.warning("%s: %s", what, err)
-        except Exception:
-            log.exception("watchdog: %s failed", what)
+    def _step(self, what: str, step: Callable[[], Any]) -> None:
+        """One step of a pass. Its failure (a damaged file, a full disk, NVML) keeps no other
+        job from being watched, capped or killed, and is said once while it repeats."""
+        self.failures.step("watchdog: " + what, step)
 
     def _observe(self, job: Job, shim_runs: bool) -> None:
         """Whether a running job ended, and how. ``shim_runs``: its shim is this daemon's child
@@ -176,19 +166,17 @@ class Watchdog:
                 for g in job.gpus:
                     instances.setdefault(g, set()).add(job.instance)
         readings: Dict[int, usage.GpuReading] = {}
-        unread: Set[int] = set()
         for index in sorted(shared | set(instances)):
+            step = "GPU %d processes" % index
             try:
                 readings[index] = self.sup.gpus.call_nvml(lambda: self._read_gpu(
                     index, index in shared, sampling, instances.get(index, set())))
             except RpcError as err:
-                unread.add(index)
-                if index not in self._unread:
-                    log.warning("GPU %d: its processes cannot be read (%s); the caps and usage "
-                                "samples of its jobs wait until they can", index, err.message)
-        for index in self._unread - unread:
-            log.info("GPU %d: its processes can be read again", index)
-        self._unread = unread
+                self.failures.failed(step, "GPU %d: its processes cannot be read (%s); the caps "
+                                     "and usage samples of its jobs wait until they can" % (
+                                         index, err.message))
+            else:
+                self.failures.worked(step, "GPU %d: its processes can be read again" % index)
         return readings
 
     def _read_gpu(self, index: int, shared: bool, sampling: bool,
@@ -198,16 +186,17 @@ class Watchdog:
         util: Optional[Dict[int, float]] = None
         note = None
         if shared and sampling:
+            step = "GPU %d utilisation" % index
             try:
                 got = backend.process_utilization(index, self._util_seen.get(index, 0))
             except NvmlCallError as err:  # memory is still sampled; utilisation is not
                 note = "NVML did not report it: %s" % err
-                if index not in self._util_unread:
-                    log.warning("GPU %d: its processes' utilisation cannot be read (%s); its "
-                                "jobs' samples go without it until it can", index, err)
-                self._util_unread.add(index)
+                self.failures.failed(step, "GPU %d: its processes' utilisation cannot be read "
+                                     "(%s); its jobs' samples go without it until it can" % (
+                                         index, err))
             else:
-                self._util_unread.discard(index)
+                self.failures.worked(step, "GPU %d: its processes' utilisation can be read "
+                                     "again" % index)
                 if got is None:
                     note = MIG_UTIL_NOTE
                 else:
@@ -251,5 +240,5 @@ class Watchdog:
                 reason = "exceeded its %d MiB cap: used %d MiB%s" % (
                     job.memory_mib, mib, " on GPU %d" % index if len(job.gpus) > 1 else "")
                 log.info("job j%d %s; stopping it", job.id, reason)
-                self._step("job j%d" % job.id, lambda: sup.notify(
+                self._step("stopping job j%d" % job.id, lambda: sup.notify(
                     sup.stop(job, reason, sup.settings.watchdog_grace_s, by_watchdog=True)))

@@ -1,0 +1,72 @@
+"""Failures that repeat, said once: a step of one of the daemon's loops (a watchdog pass, a push
+of the logs or the snapshot, a wait for XID events, accepting connections) that fails the same
+way pass after pass is logged when it starts failing, not once a pass. On a full state disk a
+line (or a traceback) each half second would fill the disk the log is on and bury what else
+happens. What failed and why is said when it first fails, and again only if the reason changes;
+a traceback only for an error of no known kind; and once more when it works again, with how many
+passes failed, so a failure is never dropped without a word.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Dict, Optional, Tuple, TypeVar
+
+from remote_agent.daemon.trust import UnsafePath
+from remote_agent.gpu.backend import NvmlCallError
+from remote_agent.jobs.store import StoreError
+from remote_agent.rpc.jsonrpc import RpcError
+
+# The host's failures, which say what and why themselves: logged without a traceback.
+KNOWN = (UnsafePath, StoreError, NvmlCallError, RpcError, OSError)
+
+T = TypeVar("T")
+
+
+class Failures:
+    """The steps of a loop that are failing now, by name, each with what it said and how many
+    passes it failed. Steps may run on several threads (a snapshot is taken by the monitor and
+    by a client's request)."""
+
+    def __init__(self, logger: logging.Logger):
+        self._log = logger
+        self._lock = threading.Lock()
+        self._failing: Dict[str, Tuple[str, int]] = {}  # name -> (what it said, passes failed)
+
+    def failed(self, name: str, said: str, trace: bool = False) -> None:
+        """A pass of step ``name`` failed: ``said`` is logged (an error with the traceback being
+        handled, where ``trace``) unless the step said the same when it failed before."""
+        with self._lock:
+            before = self._failing.get(name)
+            self._failing[name] = (said, before[1] + 1 if before else 1)
+        if before is not None and before[0] == said:
+            return
+        if trace:
+            self._log.error("%s", said, exc_info=True)
+        else:
+            self._log.warning("%s", said)
+
+    def worked(self, name: str, said: str) -> None:
+        """A pass of step ``name`` worked: ``said``, with how many passes failed, where it was
+        failing; nothing where it was not."""
+        with self._lock:
+            before = self._failing.pop(name, None)
+        if before is not None:
+            self._log.info("%s after %d failed pass%s", said, before[1],
+                           "" if before[1] == 1 else "es")
+
+    def step(self, name: str, step: Callable[[], T]) -> Optional[T]:
+        """Run one step of a pass; its failure (a full disk, a damaged file, NVML) is said as
+        ``failed`` says it and keeps no other step from running. None where it failed."""
+        try:
+            result = step()
+        except KNOWN as err:
+            self.failed(name, "%s failed: %s; tried again each pass" % (name, err))
+            return None
+        except Exception as err:  # a bug: its traceback, once
+            self.failed(name, "%s failed (%s: %s); tried again each pass" % (
+                name, type(err).__name__, err), trace=True)
+            return None
+        self.worked(name, "%s works again" % name)
+        return result
