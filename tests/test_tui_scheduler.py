@@ -29,8 +29,9 @@ QUEUES = [QueueConfig(name="half", gpu=0.5)]
 
 
 def _tui(f, *extra: str) -> Terminal:
+    """At 120 columns, where the header's words on the scheduler were cut ("holds the l…")."""
     return Terminal([sys.executable, "-m", "fractui", "--config", f.write_config(), *extra],
-                    cols=160, rows=40)
+                    cols=120, rows=40)
 
 
 def _quit(term: Terminal) -> None:
@@ -81,7 +82,7 @@ def test_the_tuis_child_is_a_standby_while_a_headless_scheduler_holds_the_lease(
     try:
         wait(lambda: (f.store.lease_holder() or ("",))[0] == "ops-head", f.states, alive=head)
         term = _tui(f)
-        assert term.read_until(rb"scheduler: child process \d+, standby; ops-head leads", 60), \
+        assert term.read_until(rb"scheduler: ops-head leads; child process \d+ stands by", 60), \
             term.output[-3000:]
         _quit(term)
         assert f.store.lease_holder()[0] == "ops-head"  # untouched by the TUI's standby
