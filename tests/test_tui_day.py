@@ -13,6 +13,7 @@ from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
 from fractui.fleet.host import HostUnavailable
+from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
 from fractui.tui.actions import shown_bindings
 from fractui.tui.app import FractuiApp
@@ -429,17 +430,38 @@ async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt(
 
 @pilot_test
 async def test_the_header_says_who_holds_the_lease_whole_at_120_and_80_columns():
-    """The scheduler's words shared the view's line and were cut there: at 120 columns
-    ("holds the l…"), at 80x24 ("none (decisions…"). On a line of their own, who holds the
-    lease, that none does, and that its passes fail are in sight at both."""
+    """The scheduler's words shared the view's line and were cut there: at 120 columns in
+    compact mode (as a fleet with more GPUs than rows is), at 80x24 ("none (decisions…"). On
+    a line of their own, who holds the lease, that none does, and that its passes fail are in
+    sight at both."""
     cases = ((None, None, "scheduler: none (decisions wait)"),
-             ("ops@head-node-1:12345", None, "scheduler: ops@head-node-1:12345"),
+             ("alice@gpu-head-01:12345 (tui)", None, "scheduler: alice@gpu-head-01:12345 (tui)"),
              ("ops@head:1234", "the store is slow",
               "scheduler: ops@head:1234 · its passes fail: the store is slow;"))
-    for size in ((120, 36), (80, 24)):
+    for size, keys in (((120, 36), ("z",)), ((80, 24), ())):
         for holder, trouble, expected in cases:
             app = frozen_app(holder=holder, trouble=trouble)
             async with app.run_test(size=size) as pilot:
                 await settled(pilot)
+                await pilot.press(*keys)
+                await pilot.pause()
+                assert app.fleet.compact_now()
                 header = screen_lines(app)[:4]
                 assert any(expected in ln for ln in header), (size, header)
+
+
+@pilot_test
+async def test_a_child_scheduler_that_ended_does_not_hide_who_holds_the_lease(tmp_path):
+    """The TUI's child scheduler ended (here on a config it cannot read) while another holds
+    the lease: the header said only that the child ended; it says who leads first."""
+    app = frozen_app(holder="ops@head:1234")
+    log = str(tmp_path / "scheduler-tui.log")
+    child = ChildScheduler(str(tmp_path / "no-such-config.toml"), "alice@ws:99 (tui)", log)
+    app.source.scheduler = child.start()
+    assert child.proc is not None and child.proc.wait(60) == 2
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        header = screen_lines(app)[:4]
+        assert any("scheduler: ops@head:1234 leads; child process ended (exit 2; see " in ln
+                   for ln in header), header
+    child.stop()

@@ -29,9 +29,8 @@ QUEUES = [QueueConfig(name="half", gpu=0.5)]
 
 
 def _tui(f, *extra: str) -> Terminal:
-    """At 120 columns, where the header's words on the scheduler were cut ("holds the l…")."""
     return Terminal([sys.executable, "-m", "fractui", "--config", f.write_config(), *extra],
-                    cols=120, rows=40)
+                    cols=160, rows=40)
 
 
 def _quit(term: Terminal) -> None:
