@@ -26,10 +26,11 @@ def duration(seconds: Optional[float]) -> str:
     return "%dh%02dm" % (s // 3600, s % 3600 // 60)
 
 
-def failing_passes(trouble: str) -> str:
-    """What the TUI's header and ``jobs`` say while the scheduler's passes fail."""
-    return "the scheduler's passes fail: %s; nothing new is placed until one goes through " \
-           "(the scheduler's log has the rest)" % trouble
+def failing_passes(trouble: str, whose: str = "the scheduler's") -> str:
+    """What ``jobs`` and the TUI's header say while the scheduler's passes fail (the header
+    after the scheduler's name, so ``whose`` is "its")."""
+    return "%s passes fail: %s; nothing new is placed until one goes through " \
+           "(the scheduler's log has the rest)" % (whose, trouble)
 
 
 NO_SCHEDULER = ("no scheduler is running for this store (none holds its lease): nothing is "

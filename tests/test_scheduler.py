@@ -429,9 +429,9 @@ def test_failing_passes_are_said_in_the_store_for_jobs_and_the_tui_until_one_goe
         async with live_app(f) as (app, pilot):
             shown = app.fleet.query_one(Header)
             await until(pilot, lambda: shown.info is not None and shown.info.note ==
-                        failing_passes(said), "the header says it")
+                        failing_passes(said, "its"), "the header says it")
             await pilot.pause()
-            assert any("the scheduler's passes fail: " + said in line
+            assert any("scheduler: second · its passes fail: " + said in line
                        for line in screen_lines(app)), screen_lines(app)[:6]
 
     try:

@@ -1,6 +1,8 @@
 """An admin's day in the TUI, on the frozen fleet: what a keyboard user expects and found
 missing — a confirmation that ``enter`` does not answer yes, the GPU view's keys in sight (at
-80x24 too), a key with nothing to act on that says so, a cut reason that says it was cut."""
+80x24 too), a key with nothing to act on that says so, a cut reason that says it was cut, the
+MIG profile picker's own keys, a pending job placed from its screen, who holds the lease in
+sight at 120 and 80 columns."""
 
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ import re
 from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
+from fractui.fleet.host import HostUnavailable
+from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
+from fractui.tui.actions import shown_bindings
 from fractui.tui.app import FractuiApp
-from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.header import Header
+from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, line
 from fractui.tui.logview import LogView
@@ -323,3 +329,139 @@ async def test_a_in_the_jobs_view_is_listed_as_what_it_does_now():
         await pilot.press("a")
         await settled(pilot)
         assert await listed() == ["active only"]
+
+
+@pilot_test
+async def test_the_mig_profile_picker_lists_its_own_keys_under_it_and_in_help():
+    """``N`` in the GPU view: under the picker its own keys (choose, cancel, help), where the
+    view's line still read "esc back … N new instance", and ``?`` there lists them with
+    their ids (it did nothing: the picker is a modal screen). ``j`` and ``enter`` pick the
+    next profile, as in every list; once the picker is gone, the view's keys are back."""
+    app = frozen_app()
+    asked = []
+
+    def no_agent(host, method, params, timeout_s=30.0):  # the frozen fleet's, which it records
+        asked.append((host, method, dict(params)))
+        raise HostUnavailable("%s: a frozen fleet has no agent to ask" % host)
+
+    app.source.call = no_agent
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app.open_gpu("h100-1", 0)
+        await pilot.pause()
+        await pilot.press("N")
+        await pilot.pause()
+        assert isinstance(app.screen, ProfileScreen)
+        shown = "\n".join(screen_lines(app)[-3:])
+        assert all(k in shown for k in ("⏎ choose", "esc cancel", "? help")), shown
+        assert not any(k in shown for k in GPU_KEYS), shown
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        listed = {bid: what for _, what, bid in app.screen.keys}
+        assert (listed["profile.choose"], listed["profile.cancel"], listed["profile.down"]) == (
+            "choose", "cancel", "next profile"), listed
+        assert not any(bid.startswith("gpu.") for bid in listed), listed
+        await pilot.press("escape")
+        await pilot.pause()
+        menu = app.screen.query_one(ProfileList)
+        profiles = [menu.get_option_at_index(i).id for i in range(menu.option_count)]
+        await pilot.press("j", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, GpuScreen)
+        assert asked == [("h100-1", "mig.plan", {"gpu": 0, "profile": profiles[1],
+                                                 "destroy_idle": False})], asked
+        shown = "\n".join(screen_lines(app)[-3:])
+        assert all(k in shown for k in GPU_KEYS), shown
+
+
+@pilot_test
+async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt():
+    """An admin who opened a waiting job to see why it waits places it from there: ``P``
+    starts the queue panel's placement mode for it, on the map; it is offered only while the
+    job is pending (not ``--readonly``), and ``p`` is still preempt, on a running job."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        fleet = app.fleet
+        job = next(j for j in fleet.model.store.jobs if j.state == PENDING)
+        app.open_job(job.id)
+        await settled(pilot)
+        screen = app.screen
+        assert isinstance(screen, JobScreen) and screen.job.state == PENDING
+        offered = {bid: what for _, what, bid, _ in shown_bindings(screen)}
+        assert offered.get("job.place") == "place", offered
+        assert "job.preempt" not in offered and "job.move" not in offered, offered
+        assert "P place" in screen.query_one("#logstate").render().plain
+        await pilot.press("p")  # no preemption of a pending job: nothing happens
+        await pilot.pause()
+        assert app.screen is screen and fleet.placement is None
+        await pilot.press("P")
+        await settled(pilot)
+        assert app.screen is fleet and fleet.placement is not None
+        assert fleet.placement.job.id == job.id and not fleet.placement.moving
+        assert fleet.query_one(QueuePanel).selected == job.id
+        assert isinstance(app.focused, PreviewBar)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert fleet.placement is None and isinstance(app.focused, QueuePanel)
+        running = await open_job_1(app, pilot)
+        offered = {bid: what for _, what, bid, _ in shown_bindings(running)}
+        assert offered.get("job.preempt") == "preempt" and "job.place" not in offered, offered
+        await pilot.press("P")
+        await pilot.pause()
+        assert app.screen is running and fleet.placement is None
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question.startswith("Preempt job #1 ")
+    app = frozen_app(readonly=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        app.open_job(job.id)
+        await settled(pilot)
+        offered = {bid for _, _, bid, _ in shown_bindings(app.screen)}
+        assert "job.place" not in offered, offered
+        await pilot.press("P")
+        await pilot.pause()
+        assert isinstance(app.screen, JobScreen) and app.fleet.placement is None
+
+
+@pilot_test
+async def test_the_header_says_who_holds_the_lease_whole_at_120_and_80_columns():
+    """The scheduler's words shared the view's line and were cut there: at 120 columns in
+    compact mode (as a fleet with more GPUs than rows is), at 80x24 ("none (decisions…"). On
+    a line of their own, who holds the lease, that none does, and that its passes fail are in
+    sight at both."""
+    cases = ((None, None, "scheduler: none (decisions wait)"),
+             ("alice@gpu-head-01:12345 (tui)", None, "scheduler: alice@gpu-head-01:12345 (tui)"),
+             ("ops@head:1234", "the store is slow",
+              "scheduler: ops@head:1234 · its passes fail: the store is slow;"))
+    for size, keys in (((120, 36), ("z",)), ((80, 24), ())):
+        for holder, trouble, expected in cases:
+            app = frozen_app(holder=holder, trouble=trouble)
+            async with app.run_test(size=size) as pilot:
+                await settled(pilot)
+                await pilot.press(*keys)
+                await pilot.pause()
+                assert app.fleet.compact_now()
+                header = screen_lines(app)[:4]
+                assert any(expected in ln for ln in header), (size, header)
+
+
+@pilot_test
+async def test_a_child_scheduler_that_ended_does_not_hide_who_holds_the_lease(tmp_path):
+    """The TUI's child scheduler ended (here on a config it cannot read) while another holds
+    the lease: the header said only that the child ended; it says who leads first."""
+    app = frozen_app(holder="ops@head:1234")
+    log = str(tmp_path / "scheduler-tui.log")
+    child = ChildScheduler(str(tmp_path / "no-such-config.toml"), "alice@ws:99 (tui)", log)
+    app.source.scheduler = child.start()
+    assert child.proc is not None and child.proc.wait(60) == 2
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        header = screen_lines(app)[:4]
+        assert any("scheduler: ops@head:1234 leads; child process ended (exit 2; see " in ln
+                   for ln in header), header
+    child.stop()

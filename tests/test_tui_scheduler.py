@@ -81,7 +81,7 @@ def test_the_tuis_child_is_a_standby_while_a_headless_scheduler_holds_the_lease(
     try:
         wait(lambda: (f.store.lease_holder() or ("",))[0] == "ops-head", f.states, alive=head)
         term = _tui(f)
-        assert term.read_until(rb"scheduler: child process \d+, standby; ops-head leads", 60), \
+        assert term.read_until(rb"scheduler: ops-head leads; child process \d+ stands by", 60), \
             term.output[-3000:]
         _quit(term)
         assert f.store.lease_holder()[0] == "ops-head"  # untouched by the TUI's standby

@@ -169,12 +169,16 @@ def test_the_rule_of_what_may_be_asked_of_a_job():
         "job %d is done: nothing to preempt" % job.id)
 
 
+ACTED = ("stop", "requeue", "preempt", "move", "place")
+"""What the job screen's keys do to the job, in their order."""
+
+
 @pytest.mark.parametrize("state,offered", [
-    (DONE, ()), (FAILED, ()), (CANCELLED, ()), (STOPPING, ()), (PENDING, ("stop",)),
+    (DONE, ()), (FAILED, ()), (CANCELLED, ()), (STOPPING, ()), (PENDING, ("stop", "place")),
     (RUNNING, ("stop", "requeue", "preempt", "move"))])
 def test_the_job_screen_offers_only_the_stops_its_state_allows(state, offered):
-    """What the job screen offers follows the job's state: the stops it allows, and a move
-    while it is placed or running."""
+    """What the job screen offers follows the job's state: the stops it allows, a move while
+    it is placed or running, a placement while it is pending."""
     @pilot_test
     async def drive():
         app = app_with_job_1_as(state)
@@ -182,13 +186,13 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, offered):
             screen = await open_job_1(app, pilot)
             hints = screen.query_one("#logstate").render().plain
             said = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")[1:]).split("  ")}
-            shown = tuple(w for w in ("stop", "requeue", "preempt", "move") if w in said)
+            shown = tuple(w for w in ACTED if w in said)
             assert shown == offered, hints
             palette = [e.text.split(" job ")[0] for e in screen.palette_entries()]
             assert tuple(palette) == offered
             await pilot.press("question_mark")
             listed = {row[1] for row in app.screen.keys}
-            assert set(offered) == listed & {"stop", "requeue", "preempt", "move"}
+            assert set(offered) == listed & set(ACTED)
             await pilot.press("escape", "s", "r", "p")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmScreen) == bool(offered)

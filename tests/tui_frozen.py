@@ -35,17 +35,20 @@ STARVED = {27: "no room: no GPU in the fleet has a free slice for it"}
 
 def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon] = (),
                usage: Optional[Store] = None, reasons: Optional[Mapping[int, str]] = None,
-               sampled: bool = True, **tui: Any) -> FractuiApp:
+               sampled: bool = True, holder: Optional[str] = None,
+               trouble: Optional[str] = None, **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
-    why some pending jobs wait instead (by id). The map and the queues show the sample
-    fleet's jobs as ever."""
+    why some pending jobs wait instead (by id); ``holder``: who holds the store's lease, and
+    ``trouble`` what fails its passes. The map and the queues show the sample fleet's jobs as
+    ever."""
     reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
     jobs = tuple(dataclasses.replace(j, reason=reasons[j.id]) if j.id in reasons else j
                  for j in fleet.store.jobs)
-    store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons))
+    store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons), holder=holder,
+                                trouble=trouble)
     source = Source(fleet.statuses, store, logs=LOGS,
                     usage=fleet.usage() if sampled and usage is None else ())
     source.store = usage

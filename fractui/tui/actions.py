@@ -6,11 +6,13 @@ pressed, and neither the header nor ``?`` lists it (both are built from the acti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
+from rich.cells import cell_len
 from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.widgets import Static
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,45 @@ def shown_bindings(screen: Screen) -> list[tuple[tuple[str, ...], str, str, bool
 def _what(binding: Binding, node: DOMNode) -> str:
     now = node.what_now(binding.id) if isinstance(node, Modal) and binding.id else None
     return now or binding.description or binding.tooltip or binding.action
+
+
+def hints(screen: Screen, prefixes: tuple[str, ...]) -> list[str]:
+    """"key what" of each binding listed in hints now whose id starts with one of ``prefixes``:
+    the screen's own keys, not the app's (quit, help, the palette)."""
+    return ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(screen)
+            if show and bid.startswith(prefixes)]
+
+
+def wrapped(keys: Sequence[str], width: int) -> str:
+    """Key hints two spaces apart, on another line where the next would be cut: a narrow
+    terminal shows every key, and never half of one."""
+    lines: list[str] = []
+    for hint in keys:
+        if lines and cell_len(lines[-1]) + 2 + cell_len(hint) <= width:
+            lines[-1] += "  " + hint
+        else:
+            lines.append(hint)
+    return "\n".join(lines)
+
+
+class KeyLine(Static):
+    """A screen's keys at its bottom (the GPU view's, the MIG profile picker's), wrapped to its
+    width: what may be pressed there is seen, not only found in ``?``."""
+
+    DEFAULT_CSS = """
+    KeyLine { dock: bottom; height: auto; background: $panel; padding: 0 1;
+              color: $text-muted; }
+    """
+
+    def __init__(self, prefixes: tuple[str, ...], id: Optional[str] = None) -> None:
+        """``prefixes``: those of the ids of the screen's own bindings (``hints``)."""
+        super().__init__(markup=False, id=id)
+        self.prefixes = prefixes
+
+    def show(self) -> None:
+        """The keys bound now; called as the screen is mounted and resized."""
+        width = (self.screen.size.width or self.app.size.width) - 2  # (its padding)
+        self.update(wrapped(hints(self.screen, self.prefixes), width))
 
 
 BUILT_IN = "(Textual's: fixed)"

@@ -20,7 +20,7 @@ from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands, from_fleet
 from fractui.tui.fleet_screen import FleetScreen
-from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
@@ -102,13 +102,22 @@ class FractuiApp(App[None], inherit_bindings=False):
         """The job screen of store job ``job_id``, over the fleet screen."""
         fleet = self.fleet
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
-                                   self.clock, self.readonly, self.move_job))
+                                   self.clock, self.readonly, self.move_job, self.place_job))
 
     def move_job(self, job_id: int) -> None:
-        """Placement mode to move store job ``job_id``, on the map (the screens over it
-        closed, as ``esc`` closes them): the jobs view's and the job screen's ``m``."""
+        """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
+        job screen's ``m``."""
+        self._on_map(FleetScreen.move_job, job_id)
+
+    def place_job(self, job_id: int) -> None:
+        """Placement mode on pending store job ``job_id``, on the map: the job screen's
+        ``P`` (the queue panel's ``p`` and the jobs view's start the same mode)."""
+        self._on_map(FleetScreen.place_job, job_id)
+
+    def _on_map(self, start: Callable[[FleetScreen, int], None], job_id: int) -> None:
+        """``start`` on the fleet screen, the screens over it closed as ``esc`` closes them."""
         fleet = self.fleet
-        from_fleet(fleet, lambda: fleet.move_job(job_id))
+        from_fleet(fleet, lambda: start(fleet, job_id))
 
     def open_gpu(self, host: str, index: int) -> None:
         """The detail view of ``host``'s GPU ``index``."""
@@ -137,7 +146,8 @@ class FractuiApp(App[None], inherit_bindings=False):
 
     def action_help(self) -> None:
         screen = self.screen
-        if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ReportScreen)):
+        if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
+                               ReportScreen)):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
                                          for keys, what, bid, _ in shown_bindings(screen)]))
 
@@ -155,8 +165,8 @@ def binding_ids() -> list[str]:
     """Every binding id the config may remap."""
     ids = []
     for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
-                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen, ReportScreen,
-                ReportBody):
+                ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen, ProfileScreen,
+                ProfileList, ReportScreen, ReportBody):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

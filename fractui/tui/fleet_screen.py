@@ -342,29 +342,38 @@ class FleetScreen(Screen[None], Modal, inherit_bindings=False):
 
 
     def scheduler_line(self) -> str:
-        """Who carries out decisions: this TUI's child process (leading, or a standby and who
-        leads), another scheduler, or no one."""
+        """Who carries out decisions, who holds the store's lease first (a narrow header cuts
+        the line's end): this TUI's child process, another scheduler, or none; then the child
+        where it does not hold it (a standby, or ended). While the holder's passes fail, who
+        it is alone: what fails them follows (``trouble_note``). Nothing while the store cannot
+        be read: who held the lease is as old as the jobs shown, and the store's words say
+        more."""
         store = self.model.store
-        if store is None:
+        if store is None or self.store_error is not None:
             return ""
         holder, child = store.holder, self.source.scheduler
-        if child is not None:
-            code = child.exit_code()
-            if code is not None:
-                return "scheduler: child process ended (exit %d; see %s)" % (code, child.log)
-            if holder == child.name:
-                return "scheduler: child process %s, holds the lease" % child.pid
-            return "scheduler: child process %s, standby; %s" % (
-                child.pid, "%s leads" % holder if holder else "no one leads yet")
-        return "scheduler: %s" % holder if holder else "scheduler: none (decisions wait)"
+        ours = child is not None and holder == child.name
+        if store.trouble is not None:
+            return "scheduler: %s" % ("child process %s" % child.pid if child is not None and ours
+                                      else holder or "none")
+        if child is None:
+            return "scheduler: %s" % (holder or "none (decisions wait)")
+        code = child.exit_code()
+        if code is not None:
+            return "scheduler: %s; child process ended (exit %d; see %s)" % (
+                "%s leads" % holder if holder else "none (decisions wait)", code, child.log)
+        if ours:
+            return "scheduler: child process %s, holds the lease" % child.pid
+        return "scheduler: %s; child process %s stands by" % (
+            "%s leads" % holder if holder else "none yet", child.pid)
 
     def trouble_note(self) -> Optional[str]:
-        """While the lease holder's passes fail: what fails them, on the header (nothing new is
-        placed meanwhile, and every pending job reads as waiting)."""
+        """While the lease holder's passes fail: what fails them, on the header after who
+        holds it (nothing new is placed meanwhile, and every pending job reads as waiting)."""
         store = self.model.store
         if store is None or store.trouble is None:
             return None
-        return failing_passes(store.trouble)
+        return failing_passes(store.trouble, "its")
 
     def store_note(self) -> Optional[str]:
         """While the store cannot be read (a server down or restarting, a locked file): its

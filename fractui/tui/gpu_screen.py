@@ -25,7 +25,6 @@ from textual.worker import Worker, WorkerState
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.containers import VerticalScroll
-from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
@@ -41,11 +40,11 @@ from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
 from fractui.store.model import Job
-from fractui.tui.actions import Action, bind, bindings, shown_bindings
+from fractui.tui.actions import Action, KeyLine, bind, bindings
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
-from fractui.tui.jobs import ConfirmScreen, wrapped
+from fractui.tui.jobs import ConfirmScreen
 from fractui.tui.model import StoreView, short_model
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
@@ -174,16 +173,39 @@ class MigPlanned(Message):
         self.error = error
 
 
-class ProfileScreen(ModalScreen[Optional[str]]):
+class ProfileList(OptionList, inherit_bindings=False):
+    """The profiles to pick from, with keys of fractui's: an id each (``[tui] keys``) and what
+    each does in the picker's hints and ``?``."""
+
+    ACTIONS = (
+        Action("profile.choose", "enter", "select", "choose",
+               "Make an instance of this profile (the agent's plan shown and asked first)"),
+        Action("profile.down", "down,j", "cursor_down", "next profile", show=False),
+        Action("profile.up", "up,k", "cursor_up", "previous profile", show=False),
+        Action("profile.top", "home,g", "first", "first profile", show=False),
+        Action("profile.bottom", "end,G", "last", "last profile", show=False),
+    )
+    BINDINGS = bindings(ACTIONS)
+
+
+class ProfileScreen(ModalScreen[Optional[str]], inherit_bindings=False):
     """Which MIG profile to make an instance of: the GPU model's, largest first, each with
-    its share of the GPU; ``enter`` picks, ``esc`` makes nothing."""
+    its share of the GPU; ``enter`` picks, ``esc`` makes nothing. Its keys are listed under
+    it, where the GPU view's were (the view hides its own while a screen is over it)."""
 
     DEFAULT_CSS = """
     ProfileScreen { align: center middle; }
     ProfileScreen > OptionList { width: 48; max-width: 100%; height: auto; max-height: 80%;
                                  border: round $accent; background: $panel; }
     """
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel", id="profile.cancel")]
+    ACTIONS = (
+        Action("profile.cancel", "escape", "dismiss(None)", "cancel", "Make no instance"),
+        # a modal screen ends the chain of bindings before the app's: its ? and ctrl+c here
+        Action("profile.help", "question_mark", "app.help", "help",
+               "Every key here, with its id for [tui] keys"),
+        Action("profile.quit", "ctrl+c", "app.quit", "quit", show=False),
+    )
+    BINDINGS = bindings(ACTIONS)
 
     def __init__(self, where: str, geometry: Geometry) -> None:
         super().__init__()
@@ -191,13 +213,20 @@ class ProfileScreen(ModalScreen[Optional[str]]):
         self.geometry = geometry
 
     def compose(self) -> ComposeResult:
+        yield KeyLine(("profile.",))
         geo = self.geometry
-        menu = OptionList(*(Option("%-10s %d/%d compute, %s" % (
+        menu = ProfileList(*(Option("%-10s %d/%d compute, %s" % (
             p.name, p.compute_slices, geo.compute_slices, mib_text(p.memory_mib)
             if p.memory_mib else "%d/%d memory" % (p.size, geo.memory_slices)), id=p.name)
             for p in geo.by_size()))
         menu.border_title = "new MIG instance on %s" % self.where
         yield menu
+
+    def on_mount(self) -> None:
+        self.query_one(KeyLine).show()
+
+    def on_resize(self) -> None:
+        self.query_one(KeyLine).show()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
@@ -225,8 +254,6 @@ class GpuScreen(Screen[None], inherit_bindings=False):
     DEFAULT_CSS = """
     GpuScreen #gpu-body { background: $surface; padding: 0 1; }
     GpuScreen #health { height: auto; }
-    GpuScreen #gpu-keys { dock: bottom; height: auto; background: $panel; padding: 0 1;
-                          color: $text-muted; }
     """
 
     def __init__(self, host: str, index: int,
@@ -258,24 +285,25 @@ class GpuScreen(Screen[None], inherit_bindings=False):
             yield Static(id="gpu-head", markup=False)
             yield HealthPanel(id="health")
             yield Static(id="gpu-tables", markup=False)
-        yield Static(id="gpu-keys", markup=False)
+        # what may be done to the GPU is seen (--readonly: none of the changes, none is bound)
+        yield KeyLine(("gpu.",), id="gpu-keys")
 
     def on_mount(self) -> None:
         self.query_one("#gpu-body").focus()
         self.reload()
         self.set_interval(REFRESH_S, self.reload)
-        self.show_keys()
+        self.query_one(KeyLine).show()
 
     def on_resize(self) -> None:
-        self.show_keys()
+        self.query_one(KeyLine).show()
 
-    def show_keys(self) -> None:
-        """The view's keys under it, as the job screen's: what may be done to the GPU is
-        seen, not only found in ``?`` (``--readonly``: none of the changes, as none is bound)."""
-        hints = ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(self)
-                 if show and bid.startswith("gpu.")]
-        width = (self.size.width or self.app.size.width) - 2  # (its padding)
-        self.query_one("#gpu-keys", Static).update(wrapped(hints, width))
+    def on_screen_suspend(self) -> None:
+        """A screen over the view (the profile picker, a confirmation, ``?``): the view's keys
+        do nothing meanwhile, so they are not listed under it."""
+        self.query_one(KeyLine).display = False
+
+    def on_screen_resume(self) -> None:
+        self.query_one(KeyLine).display = True
 
     def reload(self) -> None:
         v = RichVariables(self.app)

@@ -1,7 +1,8 @@
 """The header, in k9s's manner: where you are and what you can press, always in sight.
 
-Left: fleet totals (hosts by state, GPUs, allocated share, jobs) and the current view; right:
-key hints built from the screen's active bindings, so a remapped key shows as remapped.
+Left: fleet totals (hosts by state, GPUs, allocated share, jobs), the current view, and a line
+of its own for who carries decisions out and what is wrong (the store, the scheduler's passes);
+right: key hints built from the screen's active bindings, so a remapped key shows as remapped.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class HeaderInfo:
     hints: tuple[tuple[str, str], ...]
     """(key as displayed, what it does), in binding order."""
     note: Optional[str] = None
+    """What is wrong or special (the store cannot be read, the passes fail, a demo), after
+    ``scheduler`` on its line."""
     scheduler: str = ""
     """Who carries out decisions, e.g. "scheduler: child process 4242, holds the lease"."""
 
@@ -79,10 +82,11 @@ class Header(Widget):
         left.append("\n")
         left.append("view ", style="dim")
         left.append(info.view, style="bold " + vars_["accent"])
-        if info.scheduler:
-            left.append(" · " + info.scheduler, style="dim")
+        if info.scheduler or info.note:  # a line of its own: the view's words grow
+            left.append("\n" + info.scheduler, style="dim")
         if info.note:
-            left.append("\n" + info.note, style=vars_["warning"])
+            left.append(" · " if info.scheduler else "", style="dim")
+            left.append(info.note, style=vars_["warning"])
         hints = Table.grid(padding=(0, 1))
         room = max(1, (self.size.width - LEFT_WIDTH) // HINT_WIDTH)  # narrow: the first keys
         columns = min(room, max(1, -(-len(info.hints) // HINT_ROWS)))

@@ -1,6 +1,7 @@
 """The job screen: one job's details (where it runs, its slice, the cap layers the agent applied,
 state, reason, attempt), its history from the audit, and its output live; and the actions on it
-— stop, requeue, preempt — each confirmed in a modal first, and none bound ``--readonly``.
+— stop, requeue, preempt, each confirmed in a modal first; a move or a placement, on the map —
+none bound ``--readonly``.
 
 The store and the agent are read in thread workers; the agent pushes new output as ``log``
 notifications on the host session's reader thread, which reach the screen as messages.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import shlex
 from typing import Any, Callable, Optional, Sequence
 
-from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual import events, work
@@ -28,10 +28,10 @@ from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
 from fractui.store.access import READ, Denied
 from fractui.store.intents import Asker, Refused, ask_stop, authorize, stop_refusal
-from fractui.store.model import ON_HOST, AuditEntry, Job, movable, stops_offered
+from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
-from fractui.tui.actions import Action, bind, bindings, shown_bindings
+from fractui.tui.actions import Action, bind, bindings, hints, wrapped
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
@@ -129,18 +129,6 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-def wrapped(hints: Sequence[str], width: int) -> str:
-    """Key hints two spaces apart, on another line where the next would be cut: a narrow
-    terminal shows every key, and never half of one."""
-    lines: list[str] = []
-    for hint in hints:
-        if lines and cell_len(lines[-1]) + 2 + cell_len(hint) <= width:
-            lines[-1] += "  " + hint
-        else:
-            lines.append(hint)
-    return "\n".join(lines)
-
-
 def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Optional[int]:
     """The GPU memory a job may use: its MIG instance's, its share (per GPU, on each of its
     GPUs), or its whole GPUs'."""
@@ -169,6 +157,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
         Action("job.move", "m", "move", "move",
                "Move it by hand: back to the map, in placement mode; it is stopped, then "
                "placed on the slot chosen, held for it meanwhile", dangerous=True),
+        Action("job.place", "P", "place", "place",
+               "Place it by hand: back to the map, in placement mode, as the queue panel's p",
+               dangerous=True),
     )
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
@@ -179,13 +170,16 @@ class JobScreen(Screen[None], inherit_bindings=False):
 
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
                  asker: Asker, clock: Callable[[], float], readonly: bool,
-                 move: Callable[[int], None] = lambda _job: None) -> None:
+                 move: Callable[[int], None] = lambda _job: None,
+                 place: Callable[[int], None] = lambda _job: None) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
         self.readonly = readonly
         self.job_id = job_id
         self.move = move
         """Placement mode to move a job, on the map (the app's ``move_job``)."""
+        self.place = place
+        """Placement mode to place a pending job, on the map (the app's ``place_job``)."""
         self.source = source
         self.statuses = statuses
         """The fleet screen's latest host statuses (for the agent's record of the job)."""
@@ -254,16 +248,26 @@ class JobScreen(Screen[None], inherit_bindings=False):
         """Whether a move is offered now: the job placed or running (not ``--readonly``)."""
         return not self.readonly and self.job is not None and movable(self.job.state)
 
+    def placeable(self) -> bool:
+        """Whether a placement is offered now: the job pending (not ``--readonly``)."""
+        return not self.readonly and self.job is not None and self.job.state == PENDING
+
+    def offered(self) -> tuple[tuple[str, ...], bool, bool]:
+        """What the job's state offers now: its stops, a move, a placement."""
+        return self.stops(), self.movable(), self.placeable()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
-        """A stop or a move the job's state does not allow is not bound: neither pressable
-        nor listed."""
+        """A stop, a move or a placement the job's state does not allow is not bound:
+        neither pressable nor listed."""
         if action == "move":
             return self.movable()
+        if action == "place":
+            return self.placeable()
         return action != "ask" or parameters[0] in self.stops()
 
     def palette_entries(self) -> list[Entry]:
-        """What ``:`` offers here: the stops and the move that apply (Posting's way: only
-        what fits)."""
+        """What ``:`` offers here: the stops, the move and the placement that apply
+        (Posting's way: only what fits)."""
         job = self.job
         if job is None:
             return []
@@ -271,17 +275,29 @@ class JobScreen(Screen[None], inherit_bindings=False):
                       lambda i=i: self.action_ask(i)) for i in self.stops()] + (
             [Entry("move job #%d %s" % (job.id, job.name), "stop it, then place it on a slot "
                    "you choose on the map, held for it meanwhile", self.action_move)]
-            if self.movable() else [])
+            if self.movable() else []) + (
+            [Entry("place job #%d %s" % (job.id, job.name), "on a slot you choose on the map",
+                   self.action_place)] if self.placeable() else [])
 
     def action_move(self) -> None:
-        if self.job is None or not movable(self.job.state):  # (a palette entry chosen late)
-            self.notify("job %d is %s: only a placed or running job is moved" % (
-                self.job_id, self.job.state if self.job else "gone"), severity="warning")
+        self._to_map(self.move, movable, "only a placed or running job is moved")
+
+    def action_place(self) -> None:
+        self._to_map(self.place, lambda state: state == PENDING,
+                     "only a pending job is placed by hand")
+
+    def _to_map(self, start: Callable[[int], None], fits: Callable[[str], bool],
+                only: str) -> None:
+        """Placement mode on the map (``start``), where the job's state ``fits`` it; else
+        said, with ``only`` (a palette entry chosen after the job changed)."""
+        if self.job is None or not fits(self.job.state):
+            self.notify("job %d is %s: %s" % (self.job_id, self.job.state if self.job
+                                               else "gone", only), severity="warning")
             return
-        self.move(self.job_id)
+        start(self.job_id)
 
     def on_loaded(self, message: Loaded) -> None:
-        before = (self.stops(), self.movable())
+        before = self.offered()
         self.job, self.history, self.error = message.job, message.history, message.error
         if self.job is None and self.error is None:
             self.error = "no job %d in the store" % self.job_id
@@ -292,7 +308,7 @@ class JobScreen(Screen[None], inherit_bindings=False):
         agent_job = (record or {}).get("id") or (self.job.agent_job if self.job else None)
         if self.job is not None and self.job.slot is not None and agent_job:
             self._follow_now(self.job.slot.host, agent_job, self.job.team)
-        if (self.stops(), self.movable()) != before:
+        if self.offered() != before:
             self.refresh_bindings()
         self.show_state()
 
@@ -478,11 +494,9 @@ class JobScreen(Screen[None], inherit_bindings=False):
             words.append("no output: %s" % self.log_error)
         elif self.followed is None:
             words.append("no output yet: the job has not run")
-        hints = ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(self)
-                 if show and bid.startswith(("job.", "log."))]
         state = self.query_one("#logstate", Static)
         width = state.content_size.width or self.app.size.width - 2  # (before its first layout)
-        state.update(" · ".join(words) + "\n" + wrapped(hints, width))
+        state.update(" · ".join(words) + "\n" + wrapped(hints(self, ("job.", "log.")), width))
 
     def on_resize(self, _event: events.Resize) -> None:
         self.show_state()
