@@ -222,7 +222,7 @@ def test_header_says_who_carries_out_decisions(local_fleet):
             app.source.scheduler = child.start()
             try:
                 await until(pilot, lambda: header.info.scheduler == (
-                    "scheduler: child process %d, standby; ops@head:1234 leads" % child.pid),
+                    "scheduler: ops@head:1234 leads; child process %d stands by" % child.pid),
                             "its child a standby, the holder named")
                 f.store.release_lease("ops@head:1234")
                 await until(pilot, lambda: header.info.scheduler == (
@@ -231,7 +231,8 @@ def test_header_says_who_carries_out_decisions(local_fleet):
             finally:
                 child.stop()
             await until(pilot, lambda: header.info.scheduler.startswith(
-                "scheduler: child process ended (exit 0"), "its child's end said")
+                "scheduler: none (decisions wait); child process ended (exit 0; see "),
+                        "its child's end said")
 
     drive()
 
