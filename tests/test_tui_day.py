@@ -1,8 +1,8 @@
 """An admin's day in the TUI, on the frozen fleet: what a keyboard user expects and found
 missing — a confirmation that ``enter`` does not answer yes, the GPU view's keys in sight (at
 80x24 too), a key with nothing to act on that says so, a cut reason that says it was cut, the
-MIG profile picker's own keys, a pending job placed from its screen, who holds the lease in
-sight at 120 and 80 columns."""
+MIG profile picker's own keys and no screen's keys under another screen, a pending job placed
+from its screen, who holds the lease in sight at 120 and 80 columns."""
 
 from __future__ import annotations
 
@@ -374,6 +374,36 @@ async def test_the_mig_profile_picker_lists_its_own_keys_under_it_and_in_help():
                                                  "destroy_idle": False})], asked
         shown = "\n".join(screen_lines(app)[-3:])
         assert all(k in shown for k in GPU_KEYS), shown
+
+
+@pilot_test
+async def test_no_screen_lists_its_keys_while_another_is_over_it():
+    """Under the stop's y/n the job screen's line no longer reads "s stop …" (its keys do
+    nothing there), nor the fleet header its hints under ``?``; each is back once the screen
+    over it is gone."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        assert hints(app)["?"] == "help"
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and hints(app) == {}, hints(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert hints(app)["?"] == "help", hints(app)
+        screen = await open_job_1(app, pilot)
+
+        def state() -> str:
+            return str(screen.query_one("#logstate").content)
+
+        assert "s stop" in state(), state()
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "stop" not in state() and "esc back" not in state(), state()
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is screen and "s stop" in state(), state()
 
 
 @pilot_test

@@ -71,11 +71,19 @@ def _what(binding: Binding, node: DOMNode) -> str:
     return now or binding.description or binding.tooltip or binding.action
 
 
+def listed(screen: Screen) -> list[tuple[str, str, str]]:
+    """(key, what, id) of each binding listed in hints now: none while another screen (a
+    confirmation, a picker, ``?``) covers ``screen``, since its keys do nothing under it."""
+    if not screen.is_active:
+        return []
+    return [(keys[0], what, bid) for keys, what, bid, show in shown_bindings(screen) if show]
+
+
 def hints(screen: Screen, prefixes: tuple[str, ...]) -> list[str]:
     """"key what" of each binding listed in hints now whose id starts with one of ``prefixes``:
     the screen's own keys, not the app's (quit, help, the palette)."""
-    return ["%s %s" % (keys[0], what) for keys, what, bid, show in shown_bindings(screen)
-            if show and bid.startswith(prefixes)]
+    return ["%s %s" % (key, what) for key, what, bid in listed(screen)
+            if bid.startswith(prefixes)]
 
 
 def wrapped(keys: Sequence[str], width: int) -> str:
@@ -107,7 +115,26 @@ class KeyLine(Static):
     def show(self) -> None:
         """The keys bound now; called as the screen is mounted and resized."""
         width = (self.screen.size.width or self.app.size.width) - 2  # (its padding)
-        self.update(wrapped(hints(self.screen, self.prefixes), width))
+        keys = hints(self.screen, self.prefixes)
+        self.display = bool(keys)  # (none while the screen is covered: no empty line)
+        self.update(wrapped(keys, width))
+
+
+class Keyed:
+    """A screen that lists its keys (on a ``KeyLine``, the job's state line, the fleet's
+    header): they are listed again as another screen comes over it and goes, so none shows
+    under a confirmation, a picker or ``?`` (``listed``), where they do nothing."""
+
+    def show_keys(self) -> None:
+        """Lists the keys bound now; by default those of the screen's key lines."""
+        for line in self.query(KeyLine):  # type: ignore[attr-defined]
+            line.show()
+
+    def on_screen_suspend(self) -> None:
+        self.show_keys()
+
+    def on_screen_resume(self) -> None:
+        self.show_keys()
 
 
 BUILT_IN = "(Textual's: fixed)"

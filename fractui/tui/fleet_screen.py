@@ -35,7 +35,7 @@ from fractui.store.access import Denied
 from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,
                                    uncordon)
 from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
-from fractui.tui.actions import Modal, shown_bindings
+from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
 from fractui.tui.cursor import Cursor, block_job_id
@@ -134,7 +134,7 @@ class StoreRead(Message):
         older than what is shown, and is dropped."""
 
 
-class FleetScreen(Screen[None], Modal, inherit_bindings=False):
+class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     BINDINGS = [
         Binding("slash", "filter", "filter", id="fleet.filter",
                 tooltip="Filter GPUs by a regex; !regex keeps those that do not match"),
@@ -394,13 +394,16 @@ class FleetScreen(Screen[None], Modal, inherit_bindings=False):
         view.append("colour by " + self.colour_by)
         if self.compact_now():
             view.append("compact")
-        shown = [(keys[0], what, bid) for keys, what, bid, show in shown_bindings(self) if show]
+        shown = listed(self)
         shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
         hints = tuple((key, what) for key, what, _ in shown)
         self.query_one(Header).show(HeaderInfo(self.model.totals(), " · ".join(view), hints,
                                                self.store_note() or self.trouble_note()
                                                or self.source.note,
                                                self.scheduler_line()))
+
+    def show_keys(self) -> None:
+        self.show_header()
 
     # -- actions --
 

@@ -40,7 +40,7 @@ from fractui.store.access import Denied
 from fractui.store.base import StoreError
 from fractui.store.intents import Asker
 from fractui.store.model import Job
-from fractui.tui.actions import Action, KeyLine, bind, bindings
+from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings
 from fractui.tui.health import HealthPanel, gpu_series
 from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
@@ -188,10 +188,10 @@ class ProfileList(OptionList, inherit_bindings=False):
     BINDINGS = bindings(ACTIONS)
 
 
-class ProfileScreen(ModalScreen[Optional[str]], inherit_bindings=False):
+class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
     """Which MIG profile to make an instance of: the GPU model's, largest first, each with
     its share of the GPU; ``enter`` picks, ``esc`` makes nothing. Its keys are listed under
-    it, where the GPU view's were (the view hides its own while a screen is over it)."""
+    it, where the GPU view's were (no screen lists its keys while another is over it)."""
 
     DEFAULT_CSS = """
     ProfileScreen { align: center middle; }
@@ -223,16 +223,16 @@ class ProfileScreen(ModalScreen[Optional[str]], inherit_bindings=False):
         yield menu
 
     def on_mount(self) -> None:
-        self.query_one(KeyLine).show()
+        self.show_keys()
 
     def on_resize(self) -> None:
-        self.query_one(KeyLine).show()
+        self.show_keys()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
 
 
-class GpuScreen(Screen[None], inherit_bindings=False):
+class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("gpu.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("gpu.cordon", "C", "service('cordon')", "cordon",
@@ -292,18 +292,10 @@ class GpuScreen(Screen[None], inherit_bindings=False):
         self.query_one("#gpu-body").focus()
         self.reload()
         self.set_interval(REFRESH_S, self.reload)
-        self.query_one(KeyLine).show()
+        self.show_keys()
 
     def on_resize(self) -> None:
-        self.query_one(KeyLine).show()
-
-    def on_screen_suspend(self) -> None:
-        """A screen over the view (the profile picker, a confirmation, ``?``): the view's keys
-        do nothing meanwhile, so they are not listed under it."""
-        self.query_one(KeyLine).display = False
-
-    def on_screen_resume(self) -> None:
-        self.query_one(KeyLine).display = True
+        self.show_keys()
 
     def reload(self) -> None:
         v = RichVariables(self.app)

@@ -31,7 +31,7 @@ from fractui.store.intents import Asker, Refused, ask_stop, authorize, stop_refu
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
-from fractui.tui.actions import Action, bind, bindings, hints, wrapped
+from fractui.tui.actions import Action, Keyed, bind, bindings, hints, wrapped
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
@@ -141,7 +141,7 @@ def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Opti
     return sum(int(g.get("memory_mib") or 0) for g in shown) or None
 
 
-class JobScreen(Screen[None], inherit_bindings=False):
+class JobScreen(Screen[None], Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
@@ -496,7 +496,11 @@ class JobScreen(Screen[None], inherit_bindings=False):
             words.append("no output yet: the job has not run")
         state = self.query_one("#logstate", Static)
         width = state.content_size.width or self.app.size.width - 2  # (before its first layout)
-        state.update(" · ".join(words) + "\n" + wrapped(hints(self, ("job.", "log.")), width))
+        keys = wrapped(hints(self, ("job.", "log.")), width)
+        state.update("\n".join([" · ".join(words)] + ([keys] if keys else [])))
+
+    def show_keys(self) -> None:
+        self.show_state()
 
     def on_resize(self, _event: events.Resize) -> None:
         self.show_state()
