@@ -8,16 +8,15 @@ again here."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
-from fractui.sched.queueing import team_order
-from fractui.sched.quota import Recent, TeamUsage
+from fractui.sched.quota import TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE
 from fractui.terminal import print_json, say, table, width
-from fractui.sched.standing import UsageRead, standing
+from fractui.sched.standing import UsageRead, next_of, next_order, standing
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -48,8 +47,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     finally:
         store.close()
     shown, starved = standing(jobs, config, usage, now)
-    order = team_order(jobs, config.queues, config.teams,
-                       Recent.of(fair.usage_weight, usage.recent))
+    order = next_order(jobs, config, usage)
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
         starved = [s for s in starved if s.team == args.team]
@@ -65,12 +63,6 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         for line in lines(shown, starved, order, fair.usage_weight):
             print(line)
     return 0
-
-
-def next_of(team: str, order: Sequence[str]) -> Optional[int]:
-    """The team's place in ``order`` (1: its waiting job is taken up first), None where it
-    has no job waiting."""
-    return order.index(team) + 1 if team in order else None
 
 
 def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequence[str],

@@ -2,7 +2,8 @@
 missing — a confirmation that ``enter`` does not answer yes, the GPU view's keys in sight (at
 80x24 too), a key with nothing to act on that says so, a cut reason that says it was cut, the
 MIG profile picker's own keys and no screen's keys under another screen, a pending job placed
-from its screen, who holds the lease in sight at 120 and 80 columns."""
+from its screen, who holds the lease in sight at 120 and 80 columns, the teams' RUNNING and
+NEXT of ``fractui teams`` in the teams table."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
 from fractui.fleet.host import HostUnavailable
+from fractui.sched.standing import next_order, standing
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
+from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import shown_bindings
 from fractui.tui.app import FractuiApp
 from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
@@ -404,6 +407,34 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
         await pilot.press("n")
         await pilot.pause()
         assert app.screen is screen and "s stop" in state(), state()
+
+
+@pilot_test
+async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wide_enough():
+    """In the panel beside the map (180 columns) each team's row ends in its jobs on hosts
+    and its place in the order the scheduler takes up waiting jobs: the numbers of ``fractui
+    teams``' RUNNING and NEXT, from the same reads. At 80x24 the table has no room for them
+    beside the queues and keeps the teams' names whole instead."""
+    app = frozen_app()
+    async with app.run_test(size=(180, 48)) as pilot:
+        await settled(pilot)
+        fleet = app.fleet
+        jobs = fleet.model.store.jobs
+        shown, starved = standing(jobs, fleet.config, fleet._usage, fleet.clock())
+        order = next_order(jobs, fleet.config, fleet._usage)
+        cli = {row.split()[0]: row.split() for row in
+               team_lines(shown, starved, order, fleet.config.fairshare.usage_weight)}
+        assert len(order) > 1 and any(u.running for u in shown), (order, shown)
+        drawn = screen_lines(app)
+        head = next(ln for ln in drawn if "Teams" in ln)
+        assert head.split()[-3:] == ["pend", "run", "next"], head
+        for u in shown:
+            row = next(ln for ln in drawn if re.search(r"▏ %s " % u.name, ln)).split()
+            assert row[-2:] == [cli[u.name][4], cli[u.name][-1]], (row, cli[u.name])
+    async with frozen_app().run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        head = next(ln for ln in screen_lines(pilot.app) if "Teams" in ln)
+        assert head.split()[-1] == "pend", head
 
 
 @pilot_test

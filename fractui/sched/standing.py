@@ -1,5 +1,6 @@
-"""Each team's standing as the queue panel shows it: quota, held, borrowed, recent usage, and
-who is starved with why. The usage records behind the recent column are read in the screen's
+"""Each team's standing as the queue panel shows it: quota, held, borrowed, recent usage, jobs
+on hosts, its place in the order a pass takes up the teams' waiting jobs, and who is starved
+with why. The usage records behind the recent column are read in the screen's
 store worker at most once every USAGE_EVERY_S (a window of them can be thousands of rows),
 never on the UI thread; the rest comes from each read of the store's active jobs."""
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from fractui.config import Config
-from fractui.sched.quota import TeamUsage, team_usage
+from fractui.sched.queueing import team_order
+from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
 from fractui.store.model import Job, UsageRecord
 from fractui.usage.fairshare import recent_gpus
@@ -42,3 +44,16 @@ def standing(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead], no
     for team, at in last_starts((), jobs).items():
         last[team] = max(at, last.get(team, at))
     return teams, starved(teams, jobs, last, now)
+
+
+def next_order(jobs: Sequence[Job], config: Config, usage: Optional[UsageRead]) -> list[str]:
+    """The teams with a job waiting, in the order a pass takes them up now (``team_order``,
+    the pass's own), on the last usage read (None: not read yet, so no recent usage)."""
+    return team_order(jobs, config.queues, config.teams,
+                      Recent.of(config.fairshare.usage_weight, usage.recent if usage else {}))
+
+
+def next_of(team: str, order: Sequence[str]) -> Optional[int]:
+    """The team's place in ``order`` (1: its waiting job is taken up first), None where it
+    has no job waiting."""
+    return order.index(team) + 1 if team in order else None

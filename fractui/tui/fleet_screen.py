@@ -47,13 +47,17 @@ from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
 from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
-from fractui.sched.standing import USAGE_EVERY_S, UsageRead, standing
+from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
 from fractui.words import failing_passes
 
 STORE_EVERY_S = 1.0
 PALETTE_READ_S = 0.5  # the palette waits no longer than this for the ended jobs (a store gone)
 NARROW = 120  # below this width the queue panel goes under the map
+WIDE = 170
+"""From this width the panel beside the map is wide enough for the teams' run and next
+(queues.TEAMS_WIDE): the map keeps at least the 114 columns it has at 160 (so its blocks
+keep their labels), which a wider panel there would cut."""
 SHORT = 24  # below this height the panel under the map takes half the rows, not 12 at least
 HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fleet.jobs",
               "fleet.filter", "fleet.back", "fleet.compact", "fleet.colour", "fleet.panel",
@@ -293,7 +297,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         teams, starved = standing(jobs, self.config, self._usage, now)
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
-            [j for j in jobs if j.state == PENDING], now, starved)
+            [j for j in jobs if j.state == PENDING], now, starved,
+            next_order(jobs, self.config, self._usage))
         self.show_header()
 
     # -- drawing --
@@ -301,6 +306,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def on_resize(self) -> None:
         body = self.query_one("#body")
         body.set_class(self.size.width < NARROW, "narrow")
+        body.set_class(self.size.width >= WIDE, "wide")
         body.set_class(self.size.height < SHORT, "short")
         self.call_after_refresh(self.relayout)
 

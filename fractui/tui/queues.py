@@ -1,5 +1,6 @@
 """The queue panel: each queue's portion, pending jobs and wait; each team's standing (quota use,
-borrowing, recent usage, and a line for each starved team with why); and the pending jobs
+borrowing, recent usage, where wide enough its jobs on hosts and its place in the order a pass
+takes up waiting jobs, and a line for each starved team with why); and the pending jobs
 themselves, one a line with why it waits, to pick one: ``p`` places it (placement
 mode), dragging it onto a GPU does too, ``enter`` opens it. The pending list shows the rows that
 fit around the selected one, so the selection is always on screen. The mouse is captured only
@@ -19,6 +20,7 @@ from textual.widget import Widget
 
 from fractui.cells import cut, padded
 from fractui.sched.quota import TeamUsage
+from fractui.sched.standing import next_of
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
 from fractui.tui.actions import Action, bind, bindings
@@ -28,6 +30,10 @@ from fractui.words import duration
 
 
 SIDE_BY_SIDE = 70  # at least this wide, queues and teams sit side by side
+TEAMS_WIDE = 48
+"""At least this wide, the teams table has ``run`` and ``next`` too: its other columns and
+padding take 40 cells, and a team's name keeps the 8 it has beside the queues at 80 columns
+(under the map, beside the queues, from 100 columns; beside the map where the panel is wide)."""
 MIN_PENDING = 4  # pending rows shown at the least (80x24: the panel is sized for them)
 
 
@@ -91,21 +97,24 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.queues: Sequence[QueueStat] = ()
         self.teams: Sequence[TeamUsage] = ()
         self.starved: Sequence[Starved] = ()
+        self.order: Sequence[str] = ()
+        """The teams with a job waiting, in the order a pass takes them up now."""
         self.marked: Optional[str] = None
         """A queue a jump landed on, drawn reversed."""
         self.store_note: Optional[str] = None
 
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
              store_note: Optional[str] = None, pending: Sequence[Job] = (),
-             now: float = 0.0, starved: Sequence[Starved] = ()) -> None:
+             now: float = 0.0, starved: Sequence[Starved] = (),
+             order: Sequence[str] = ()) -> None:
         """``pending``: the jobs to list, their waits as of ``now``; ``starved``: the teams
-        to say are starved."""
+        to say are starved; ``order``: the teams in the order a pass takes them up."""
         self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
-        if (queues, teams, store_note, pending, starved) != (
-                self.queues, self.teams, self.store_note, self.pending, self.starved):
+        if (queues, teams, store_note, pending, starved, order) != (self.queues, self.teams,
+                self.store_note, self.pending, self.starved, self.order):
             self.queues, self.teams, self.store_note = queues, teams, store_note
-            self.starved = starved
+            self.starved, self.order = starved, order
             ids = [j.id for j in pending]
             if self.selected not in ids:
                 old = [j.id for j in self.pending]
@@ -218,6 +227,12 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         t.add_column("borrow", justify="right", no_wrap=True)
         t.add_column("recent", justify="right", no_wrap=True)
         t.add_column("pend", justify="right", no_wrap=True)
+        side_by_side = self.size.width >= SIDE_BY_SIDE
+        wide = (self.size.width - 2) // 2 >= TEAMS_WIDE if side_by_side else \
+            self.size.width >= TEAMS_WIDE
+        if wide:  # as `fractui teams` says them: RUNNING and NEXT
+            t.add_column("run", justify="right", no_wrap=True)
+            t.add_column("next", justify="right", no_wrap=True)
         warning = RichVariables(self.app)["warning"]
         starved = {s.team for s in self.starved}
         for team in self.teams:
@@ -225,12 +240,15 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             name = Text(team.name)
             if team.name in starved:  # starved: marked, and said why where there is room
                 name = Text.assemble((team.name, "bold " + warning), ("!", "bold " + warning))
+            place = next_of(team.name, self.order)
             t.add_row(name, Text("%.2f/%g" % (team.used, team.quota),
                                  style=warning if over else ""),
                       "%.2f" % team.borrowed if team.borrowed else "—",
-                      "%.2f" % team.recent, str(team.pending))
+                      "%.2f" % team.recent, str(team.pending),
+                      *([str(team.running), "—" if place is None else str(place)]
+                        if wide else []))
         note = Text(self.store_note or "", style=muted)
-        if self.size.width >= SIDE_BY_SIDE:  # under the map on a narrow terminal
+        if side_by_side:  # under the map on a narrow terminal
             grid = Table.grid(expand=True, padding=(0, 2, 0, 0))
             grid.add_column(ratio=1)
             grid.add_column(ratio=1)
