@@ -390,10 +390,10 @@ class Supervisor:
                     self.store.update(job, container_cgroup=found)
                 return
             if refused is not None:
-                if refused not in job.cap_notes:
-                    log.warning("job j%d: %s", job.id, refused)
-                    with self._lock:
+                if refused not in job.cap_notes:  # said once recorded: a record failing
+                    with self._lock:  # (a full state disk) is said by the caller, once
                         self.store.update(job, cap_notes=job.cap_notes + [refused])
+                    log.warning("job j%d: %s", job.id, refused)
                 return
             if time.monotonic() >= deadline or not job.procs().leader_alive():
                 return
