@@ -17,19 +17,22 @@ import pwd
 import re
 import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
 
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs.procs import cgroup_pids
+from remote_agent.jobs.runtime.base import cgroup_of
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
 from tests.conftest import AgentError
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
-from tests.test_job_supervision import (job_dir, kill_shim, read_log,  # noqa: F401
-                                        sampled_host, tracked_host, wait_until)
+from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
+    cut_the_wal, fill, gpus_on_a_disk_of_their_own, job_dir, kill_shim, log_on_a_disk_of_its_own,
+    read_log, sampled_host, tracked_host, wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
@@ -358,6 +361,67 @@ def test_a_container_left_by_a_failed_rm_has_its_processes_killed(  # noqa: F811
     finally:
         refuse.unlink()
         podman.remove(name)
+
+
+def test_a_container_whose_cgroup_holds_the_agent_seen_on_a_full_state_disk_is_said_once(
+        podman, start_agent, small_fs, tmp_path, monkeypatch):  # noqa: F811
+    """A container whose cgroup holds the agent (the daemon moved into a cgroup below it: the
+    container's cgroup is not its own), first seen by the watchdog while the state disk is full
+    (a real tmpfs to the last byte, the job table's WAL cut): that no cgroup is recorded for it
+    is said once, as it is recorded once there is room, and the table's failure once meanwhile.
+    Before, it was said before it was recorded: at every pass, twice a second, while the disk
+    was full. (Until the test says so the runtime's ``inspect`` fails: the launch records
+    nothing, and the watchdog looks again at each pass.)"""
+    see = tmp_path / "see"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    real = shutil.which("podman")
+    (tools / "podman").write_text(
+        '#!/bin/sh\nif [ "$1" = inspect ] && [ ! -e %s ]; then exit 125; fi\nexec %s "$@"\n'
+        % (see, real))
+    (tools / "podman").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    state = small_fs / "state"
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    below = None  # the cgroup the daemon is moved into, below the container's
+    passes = 3  # counted by the GPU reads that fail, one a pass: the test sets no clock
+    try:
+        with gpus_on_a_disk_of_their_own(state), \
+                log_on_a_disk_of_its_own(state, tmp_path) as log:
+            # its usage sampled at the first pass only: no sample fails on the full disk
+            agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
+            job = agent.call("job.launch", key="k-c-no-cgroup", gpu=0, memory_mib=100,
+                             image=podman.image, env=IN_IMAGE,
+                             argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+            assert job["container"] == name and job["container_cgroup"] is None
+            pid = subprocess.run([real, "inspect", "--format", "{{.State.Pid}}", name],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            below = os.path.join(cgroup_of(int(pid)), "agent")
+            os.mkdir(below)
+            with open(os.path.join(below, "cgroup.procs"), "w") as f:
+                f.write(str(daemon_pid(agent)))
+            cut_the_wal(state)
+            fill(small_fs / "filler")
+            see.touch()
+            wait_until(lambda: "database or disk is full" in log.read_text(),
+                       "the watchdog to fail to record that the container has no cgroup")
+            agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+                       error="NVML_ERROR_UNKNOWN", count=passes)
+            wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
+                       "%d more passes on the full disk" % passes)
+            (small_fs / "filler").unlink()  # room again
+            mended = "finding job %s's container works again" % job["id"]
+            wait_until(lambda: mended in log.read_text(), "the refusal recorded")
+            said = log.read_text().splitlines()
+    finally:  # the daemon is stopped by now: its cgroup is empty
+        if below is not None:
+            os.rmdir(below)
+        podman.remove(name)
+    refused = [line for line in said if "the container has no cgroup of its own" in line]
+    assert len(refused) == 1 and "job %s: " % job["id"] in refused[0], refused
+    failed = [line for line in said if "database or disk is full" in line]
+    assert len(failed) == 1 and "finding job %s's container failed" % job["id"] in failed[0], \
+        failed
 
 
 def test_an_image_reference_is_checked(start_agent, tmp_path):

@@ -23,6 +23,7 @@ import pytest
 from remote_agent.failing import Failures
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
+from tests.stuck_mount import stuck_mount
 from tests.test_jobs import (alive, daemon_pid, script, simload, slow_to_stop_simload, until_file,
                              wait_job)
 
@@ -567,6 +568,33 @@ def test_a_failure_each_pass_on_a_full_state_disk_is_logged_once_and_once_mended
     assert any(line.endswith("GPU 0: its processes can be read again after %d failed passes"
                              % passes) for line in said)
     assert not [line for line in said if "Traceback" in line]
+
+
+def test_a_process_sigkill_cannot_end_yet_is_sent_it_each_pass_and_said_once(tracked_host,
+                                                                             tmp_path):
+    """A job past its grace whose process SIGKILL cannot end yet (stuck in the kernel: here in
+    a FUSE filesystem that never answers, as in a driver's call) is sent SIGKILL at each pass
+    and the log says so once (before: once a pass, twice a second for as long as it was
+    stuck); once it can end, it ends killed."""
+    agent, state = tracked_host
+    log = Path(state) / "daemon.log"
+    mount = str(tmp_path / "stuck")
+    passes = 3  # counted by the GPU reads that fail, one a pass: the test sets no clock
+    with stuck_mount(mount) as server:
+        job = agent.call("job.launch", key="k-stuck", gpu=0, memory_mib=100,
+                         argv=script("import os\nos.stat(%r)" % os.path.join(mount, "x")))
+        assert server.stdout.readline() == "held\n"  # the job waits in the kernel
+        agent.call("job.stop", job=job["id"], grace=0)
+        wait_until(lambda: "SIGKILL to" in log.read_text(), "the SIGKILL past its grace")
+        agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+                   error="NVML_ERROR_UNKNOWN", count=passes)
+        wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
+                   "%d more passes with the job stuck" % passes)
+        assert agent.call("job.get", job=job["id"])["state"] == "running"
+    assert wait_job(agent, job["id"])["state"] == "killed"
+    said = [line for line in log.read_text().splitlines() if "SIGKILL to" in line]
+    assert len(said) == 1 and said[0].endswith("job %s: SIGKILL to 1 process(es)" % job["id"]), \
+        said
 
 
 def test_an_unknown_error_each_pass_is_logged_once_with_its_traceback(caplog):

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from typing import List
@@ -363,6 +364,39 @@ def test_a_followed_log_comes_in_bounded_whole_characters(host, tmp_path):
     assert len(chunks) >= 3 and "\ufffd" not in "".join(chunks)
     assert all(len(c.encode()) <= PUSH_MAX_BYTES for c in chunks)
     assert "".join(chunks) == text
+
+
+def test_a_log_that_cannot_be_read_holds_up_no_other_jobs_followed_log(host, tmp_path):
+    """One client follows two jobs and the first one's log becomes a thing nobody can read, root
+    neither (a socket in its place: ENXIO): the other's lines are pushed all the same (once, one
+    failed read ended that tick's pushes for every follower, every tick), and the failure is
+    said once in the daemon's log."""
+    agent, state = host
+    go = tmp_path / "go"
+    broken = agent.call("job.launch", key="k-unreadable", gpu=1, memory_mib=10,
+                        argv=until_file(go, 0))
+    talker = agent.call("job.launch", key="k-talker", gpu=1, memory_mib=10, argv=script(
+        "import os, time\nwhile not os.path.exists(%r):\n    time.sleep(0.05)\n"
+        "for i in range(3):\n    print('line', i, flush=True)" % str(go)))
+    agent.call("job.logs", job=broken["id"], follow=True, lines=0)  # followed first
+    agent.call("job.logs", job=talker["id"], follow=True, lines=0)
+    job_dir = os.path.join(AgentPaths(state).jobs_dir, broken["id"])
+    subprocess.run([PY, "-c", "import socket\nsocket.socket(socket.AF_UNIX).bind('output.log')"],
+                   cwd=job_dir, check=True)  # where its log would be: it printed nothing yet
+    go.touch()
+    deadline = time.time() + 20
+    while not any(n["params"].get("eof") for n in agent.notifications
+                  if n["method"] == "log" and n["params"]["job"] == talker["id"]):
+        assert time.time() < deadline, "no end of %s's log: %s" % (talker["id"],
+                                                                   agent.notifications)
+        agent.call("daemon.version")
+        time.sleep(0.1)
+    logs = [n["params"] for n in agent.notifications if n["method"] == "log"]
+    assert [p["job"] for p in logs] == [talker["id"]] * len(logs)
+    assert "".join(p.get("data", "") for p in logs) == "line 0\nline 1\nline 2\n"
+    with open(AgentPaths(state).log_file, errors="replace") as f:
+        said = [line for line in f if "pushing job %s's log" % broken["id"] in line]
+    assert len(said) == 1 and "No such device or address" in said[0], said
 
 
 def test_logs_without_follow_ends_a_follow_of_that_job(host):

@@ -9,6 +9,7 @@ a client that stops reading never holds up the watchdog, a launch or another cli
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -299,30 +300,36 @@ class Daemon:
                 conn.notify("snapshot", snap)
 
     def _push_logs(self) -> None:
-        sup = self.supervisor
         with self._conn_lock:
             conns = [c for c in self.connections if c.follows and not c.closed]
         for conn in conns:
             for job_id, offset in list(conn.follows.items()):
                 if conn.unsent() > LOG_BACKLOG_BYTES:
                     break  # it reads slower than the logs grow: it is sent more once it has read
-                job = sup.store.get(job_id)
-                paths = sup.log_paths(job) if job else []
-                data = b""
-                try:  # in bounded chunks, a few a tick: no line grows with a log's size
-                    for _ in range(LOG_PUSHES_PER_TICK):
-                        data, offset = read_from(paths[-1], offset) if paths else (b"", offset)
-                        if not data or not conn.push_log(job_id, {
-                                "job": "j%d" % job_id,
-                                "data": data.decode("utf-8", errors="replace")}, offset) or \
-                                conn.unsent() > LOG_BACKLOG_BYTES:
-                            break  # (or unfollowed meanwhile, or enough queued for now)
-                except UnsafePath as err:  # not the agent's own file: never read it
-                    conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True,
-                                           "error": str(err)}, None)
-                    continue
-                if not data and (job is None or not job.active):
-                    conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True}, None)
+                # a step of its own: one job's log failing to read holds up no other's
+                self.failures.step("pushing job j%d's log" % job_id,
+                                   functools.partial(self._push_log, conn, job_id, offset))
+
+    def _push_log(self, conn: Connection, job_id: int, offset: int) -> None:
+        """Pushes what job ``job_id``'s log has from ``offset`` on to ``conn``, a few bounded
+        chunks a tick (no line grows with a log's size), and its end once the job has ended."""
+        sup = self.supervisor
+        job = sup.store.get(job_id)
+        paths = sup.log_paths(job) if job else []
+        data = b""
+        try:
+            for _ in range(LOG_PUSHES_PER_TICK):
+                data, offset = read_from(paths[-1], offset) if paths else (b"", offset)
+                if not data or not conn.push_log(job_id, {
+                        "job": "j%d" % job_id,
+                        "data": data.decode("utf-8", errors="replace")}, offset) or \
+                        conn.unsent() > LOG_BACKLOG_BYTES:
+                    break  # (or unfollowed meanwhile, or enough queued for now)
+        except UnsafePath as err:  # not the agent's own file: never read it
+            conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True, "error": str(err)}, None)
+            return
+        if not data and (job is None or not job.active):
+            conn.push_log(job_id, {"job": "j%d" % job_id, "eof": True}, None)
 
     # -- running --
 

@@ -390,10 +390,10 @@ class Supervisor:
                     self.store.update(job, container_cgroup=found)
                 return
             if refused is not None:
-                if refused not in job.cap_notes:
-                    log.warning("job j%d: %s", job.id, refused)
-                    with self._lock:
+                if refused not in job.cap_notes:  # said once recorded: a record failing
+                    with self._lock:  # (a full state disk) is said by the caller, once
                         self.store.update(job, cap_notes=job.cap_notes + [refused])
+                    log.warning("job j%d: %s", job.id, refused)
                 return
             if time.monotonic() >= deadline or not job.procs().leader_alive():
                 return
@@ -592,18 +592,21 @@ class Supervisor:
             self.signal(fresh, signal.SIGTERM)
         return fresh
 
-    def signal(self, job: Job, sig: int) -> None:
+    def signal(self, job: Job, sig: int, say: bool = True) -> bool:
         """``sig`` to every process of the job; to a container through its runtime (its init
         passes it on, and the runtime's client ends with the job's own exit status), and a
-        SIGKILL to the container's processes and the client too (found without the runtime)."""
+        SIGKILL to the container's processes and the client too (found without the runtime).
+        How many processes it went to is said in the log where ``say``; whether there were
+        any (a container's signal goes through its runtime all the same)."""
         if job.container:
             self.runtimes.get(job.runtime).signal(job.container, sig)
             if sig != signal.SIGKILL:
                 log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
-                return
+                return True
         count = job.procs().signal(sig)
-        if count:
+        if count and say:
             log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
+        return count > 0
 
     def never_started(self, job: Job, reason: str) -> Optional[bool]:
         """End a start no shim has claimed as never started (the daemon stopped mid-launch):

@@ -35,6 +35,7 @@ class Watchdog:
         self.failures = sup.failures  # the steps failing now: each said once, not each pass
         self._util_seen: Dict[int, int] = {}  # GPU -> its newest utilisation sample read (µs)
         self._next_sample = 0.0  # monotonic time of the next usage sample
+        self._killed: Set[int] = set()  # jobs past their grace whose SIGKILL was said
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -56,14 +57,22 @@ class Watchdog:
         running = [j for j in jobs if j.state == "running" and j.pid]
         self._step("caps and usage samples", lambda: self._measure(running))
         ticks = time.monotonic()  # deadlines and intervals: the wall clock may be set
-        for job in running:
-            if job.kill_at is not None and ticks >= job.kill_at:
-                self._step("killing job j%d" % job.id, lambda: sup.signal(job, signal.SIGKILL))
+        killing = [j for j in running if j.kill_at is not None and ticks >= j.kill_at]
+        self._killed &= {j.id for j in killing}  # (its episode ends when it does)
+        for job in killing:
+            self._step("killing job j%d" % job.id, lambda: self._kill(job))
         self._step("removing cgroups", sup.remove_left_cgroups)
         if self._last_prune is None or \
                 ticks - self._last_prune > min(60.0, sup.settings.retention_s):
             self._last_prune = ticks  # jobs ended before the cutoff: by their wall-clock ends
             self._step("pruning", lambda: sup.prune(time.time() - sup.settings.retention_s))
+
+    def _kill(self, job: Job) -> None:
+        """SIGKILL to a job past its grace, at each pass until it has ended, said once: a
+        process the signal cannot end yet (stuck in a driver's call) would otherwise be said
+        twice a second for as long as it is stuck."""
+        if self.sup.signal(job, signal.SIGKILL, say=job.id not in self._killed):
+            self._killed.add(job.id)
 
     def _step(self, what: str, step: Callable[[], Any]) -> None:
         """One step of a pass. Its failure (a damaged file, a full disk, NVML) keeps no other
