@@ -48,7 +48,11 @@ def test_a_stops_grace_neither_ends_nor_lasts_with_a_step_of_the_wall_clock(in_p
     dog = Watchdog(sup)
     sent: List[int] = []
     signal_job = sup.signal
-    monkeypatch.setattr(sup, "signal", lambda j, sig: (sent.append(sig), signal_job(j, sig)))
+    def counted(j, sig: int, say: bool = True) -> bool:
+        sent.append(sig)
+        return signal_job(j, sig, say)
+
+    monkeypatch.setattr(sup, "signal", counted)
     real_time, real_ticks = time.time, time.monotonic
     with monkeypatch.context() as m:
         m.setattr(time, "time", lambda: real_time() + DAY_S)

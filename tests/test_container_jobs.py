@@ -31,7 +31,7 @@ from tests.conftest import AgentError
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
-    cut_the_wal, fill, gpus_on_a_disk_of_their_own, job_dir, kill_shim, log_on_a_disk_of_its_own,
+    full_for_passes, gpus_on_a_disk_of_their_own, job_dir, kill_shim, log_on_a_disk_of_its_own,
     read_log, sampled_host, tracked_host, wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 
@@ -321,21 +321,30 @@ def test_a_runtime_cli_that_hangs_does_not_keep_the_daemon_from_answering(start_
         "podman version --format {{.Client.Version}} did not answer in 5 s"
 
 
+def podman_refusing(tmp_path, monkeypatch, verb: str, while_: str) -> str:
+    """A ``podman`` first on the PATH (the agent's too) that refuses ``verb`` (exit 125, as
+    podman does) while the shell test ``while_`` holds, and else runs the real one, whose path
+    it returns."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    real = shutil.which("podman")
+    assert real is not None
+    (tools / "podman").write_text(
+        '#!/bin/sh\nif [ "$1" = %s ] && [ %s ]; then\n'
+        '  echo "Error: %s refused (the test\'s)" >&2; exit 125\nfi\nexec %s "$@"\n'
+        % (verb, while_, verb, real))
+    (tools / "podman").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    return real
+
+
 def test_a_container_left_by_a_failed_rm_has_its_processes_killed(  # noqa: F811
         podman, start_agent, tmp_path, monkeypatch):
     """When the runtime cannot remove an ended job's container (here its ``rm`` fails), the
     failure is in the agent's log and the processes left in the container's cgroup are killed:
     nothing of the job goes on running."""
     refuse = tmp_path / "refuse-rm"
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    real = shutil.which("podman")
-    (tools / "podman").write_text(
-        '#!/bin/sh\nif [ "$1" = rm ] && [ -e %s ]; then\n'
-        '  echo "Error: rm refused (the test\'s)" >&2; exit 125\nfi\nexec %s "$@"\n'
-        % (refuse, real))
-    (tools / "podman").chmod(0o755)
-    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    podman_refusing(tmp_path, monkeypatch, "rm", "-e %s" % refuse)
     state = str(tmp_path / "host")
     agent = start_agent("1xL4", state)
     refuse.touch()
@@ -373,14 +382,7 @@ def test_a_container_whose_cgroup_holds_the_agent_seen_on_a_full_state_disk_is_s
     was full. (Until the test says so the runtime's ``inspect`` fails: the launch records
     nothing, and the watchdog looks again at each pass.)"""
     see = tmp_path / "see"
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    real = shutil.which("podman")
-    (tools / "podman").write_text(
-        '#!/bin/sh\nif [ "$1" = inspect ] && [ ! -e %s ]; then exit 125; fi\nexec %s "$@"\n'
-        % (see, real))
-    (tools / "podman").chmod(0o755)
-    monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
+    real = podman_refusing(tmp_path, monkeypatch, "inspect", "! -e %s" % see)
     state = small_fs / "state"
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
     below = None  # the cgroup the daemon is moved into, below the container's
@@ -400,16 +402,8 @@ def test_a_container_whose_cgroup_holds_the_agent_seen_on_a_full_state_disk_is_s
             os.mkdir(below)
             with open(os.path.join(below, "cgroup.procs"), "w") as f:
                 f.write(str(daemon_pid(agent)))
-            cut_the_wal(state)
-            fill(small_fs / "filler")
-            see.touch()
-            wait_until(lambda: "database or disk is full" in log.read_text(),
-                       "the watchdog to fail to record that the container has no cgroup")
-            agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
-                       error="NVML_ERROR_UNKNOWN", count=passes)
-            wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
-                       "%d more passes on the full disk" % passes)
-            (small_fs / "filler").unlink()  # room again
+            full_for_passes(agent, state, small_fs, log, passes, see,
+                            "the watchdog to fail to record that the container has no cgroup")
             mended = "finding job %s's container works again" % job["id"]
             wait_until(lambda: mended in log.read_text(), "the refusal recorded")
             said = log.read_text().splitlines()

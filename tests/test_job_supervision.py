@@ -408,6 +408,23 @@ def gpus_on_a_disk_of_their_own(state: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(sim)], check=False)
 
 
+def full_for_passes(agent, state: Path, small_fs: Path, log: Path, passes: int, start: Path,
+                    what: str) -> None:
+    """The state disk full to its last byte (the job table's WAL cut first), then ``start``
+    made (what the test lets happen on the full disk), until the log says the table is full
+    (``what`` is waited for), and ``passes`` more watchdog passes, counted by the GPU reads
+    that fail (one a pass: the test sets no clock); then room again."""
+    cut_the_wal(state)
+    fill(small_fs / "filler")
+    start.touch()
+    wait_until(lambda: "database or disk is full" in log.read_text(), what)
+    agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+               error="NVML_ERROR_UNKNOWN", count=passes)
+    wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
+               "%d more passes on the full disk" % passes)
+    (small_fs / "filler").unlink()  # room again
+
+
 def cut_the_wal(state: Path) -> None:
     """The job table's WAL checkpointed and cut to nothing: SQLite reuses a WAL's room, so only
     then must the table's next write grow a file (and fail on a full disk)."""
@@ -543,16 +560,8 @@ def test_a_failure_each_pass_on_a_full_state_disk_is_logged_once_and_once_mended
                          argv=until_file(release, 0))
         kill_shim(str(state), job["id"])
         wait_for_take_over(str(state), job["id"])
-        cut_the_wal(state)
-        fill(small_fs / "filler")
-        release.touch()
-        wait_until(lambda: "database or disk is full" in log.read_text(),
-                   "the watchdog to fail to record the job's end")
-        agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
-                   error="NVML_ERROR_UNKNOWN", count=passes)
-        wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
-                   "%d more passes on the full disk" % passes)
-        (small_fs / "filler").unlink()  # room again
+        full_for_passes(agent, state, small_fs, log, passes, release,
+                        "the watchdog to fail to record the job's end")
         done = wait_job(agent, job["id"])
         assert done["state"] == "lost"
         said = log.read_text().splitlines()
