@@ -259,6 +259,14 @@ def test_an_admin_in_the_owning_group_migrates_as_the_group_and_the_next_admin_t
     known = migrations("postgresql")
     latest = known[-1][0]
     g.given_to_the_group(pg_server, monkeypatch, made_to=20)
+    # the tables the group's, the database not (given one by one): said before any migration
+    pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.ops))
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(g.db, user=g.sched))
+    assert str(denied.value).endswith(postgres.OWNER_MAY_NOT_CREATE % (
+        g.group, g.sched, g.group, "ALTER DATABASE %s OWNER TO %s" % (g.db, g.group)))
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(20,)]
+    pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.group))
     open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 and 0022
     owners = _owners(pg_server, g.db)
     assert owners["function fractui_guard_reads_output"] == g.group  # 0021's
