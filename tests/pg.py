@@ -115,6 +115,11 @@ class PgServer:
             time.sleep(0.05)
         raise RuntimeError("the server still trusts loopback after a reload; see %s" % self.log)
 
+    def admin_role(self) -> None:
+        """The role fractui_admin, made once for the server (roles are the cluster's)."""
+        self.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                 "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+
     def new_database(self) -> str:
         name = "t_" + uuid.uuid4().hex[:12]
         self.sql("CREATE DATABASE %s" % name)

@@ -65,8 +65,7 @@ def guarded(request, pg_server) -> Iterator[Guarded]:
     db = pg_server.new_database()
     made = Guarded(pg_server, db, tag, "ann_" + tag, "ops_" + tag, "vision" + tag, "nlp" + tag)
     made.store().close()  # the schema, made by the superuser who owns the database
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     for team in (made.vision, made.nlp):
         pg_server.sql("CREATE ROLE fractui_team_%s" % team)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (made.ann, made.vision))
@@ -252,8 +251,7 @@ def test_a_members_job_not_ended_from_before_runs_as_the_member_once_upgraded(pg
     whose submitter's role was dropped is no admin's. An admin's job, one ended, and one of
     no known submitter keep the agent's user."""
     db, tag = _store_of_schema(pg_server, 18)
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     ann, ops, gone = "ann_" + tag, "ops_" + tag, "gone_" + tag
     pg_server.sql("CREATE ROLE %s LOGIN" % ann)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % ops)
@@ -650,8 +648,7 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
     db = pg_server.new_database()
     open_store(pg_server.url(db)).close()
     ann, team = "ann_" + tag, "fractui_team_v" + tag
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     pg_server.sql("CREATE ROLE %s" % team)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE %s" % (ann, team))
     for grant in LEAST:
@@ -692,8 +689,7 @@ def test_an_admin_role_granted_before_the_newer_tables_may_write_them(pg_server)
     from fractui.store.model import CORDON, GpuTime, ModeHold
     db, tag = _store_of_schema_4(pg_server)
     admins, team = "fractui_admin", "fractui_team_old%s" % tag  # the guard's admins' role
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     pg_server.sql("CREATE ROLE %s" % team)
     pg_server.sql("CREATE ROLE ops_%s LOGIN IN ROLE %s" % (tag, admins))
     pg_server.sql("CREATE ROLE ann_%s LOGIN IN ROLE %s" % (tag, team))

@@ -10,6 +10,7 @@ import threading
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Callable
 
 import psycopg
@@ -28,6 +29,7 @@ from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
 from tests.conftest import REPO
+from tests.test_pg_guard import LEAST
 from tests.sshd import free_port
 
 
@@ -88,8 +90,7 @@ def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_serve
     vision, nlp = "fractui_team_vision" + tag, "fractui_team_nlp" + tag
     db = pg_url.rsplit("/", 1)[1]
     open_store(pg_url).close()  # the schema, made by its owner
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     for role in (vision, nlp):
         pg_server.sql("CREATE ROLE %s" % role)
     for role in (alice, bob, carol):
@@ -154,8 +155,7 @@ def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may
     tag = uuid.uuid4().hex[:6]
     ops, sched, ann, team = "ops_" + tag, "sched_" + tag, "ann_" + tag, "fractui_team_v" + tag
     db = "t_" + tag
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     pg_server.sql("CREATE ROLE %s" % team)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % ops)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % sched)
@@ -165,11 +165,7 @@ def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may
     with monkeypatch.context() as before:  # the store as the fractui before this one made it
         before.setattr(postgres, "migrations", lambda dialect: older)
         open_store(pg_server.url(db, user=ops)).close()
-    for grant in ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "
-                  "fractui_admin", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO " + team,
-                  "GRANT INSERT, UPDATE ON jobs, log_requests TO " + team,
-                  "GRANT INSERT ON audit TO " + team):
-        pg_server.sql(grant, db=db)
+    _least_grants(pg_server, db, team)
     for role in (sched, ann):
         with pytest.raises(StoreDenied) as denied:
             open_store(pg_server.url(db, user=role))
@@ -178,15 +174,195 @@ def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may
                                "it (its schema is at version %d), and role %s may not: " % (
                                    postgresql_url("127.0.0.1", str(pg_server.port), db),
                                    latest, latest - 1, role)), said
-        assert said.endswith("; a schema change needs the owner of the store's tables "
-                             "(role %s) or a superuser, who applies it by opening the store "
-                             "once with this fractui (fractui jobs --me as that role); "
-                             "nothing was changed" % ops), said
+        assert said.endswith("; a schema change needs the owner of the store's tables and "
+                             "functions (role %s), a member of that role, or a superuser, who "
+                             "applies it by opening the store once with this fractui (fractui "
+                             "jobs --me as that role); nothing was changed" % ops), said
         assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [(latest - 1,)]
     open_store(pg_server.url(db, user=ops)).close()  # the owner applies it
     for role in (sched, ann):
         open_store(pg_server.url(db, user=role)).close()
     assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [(latest,)]
+
+
+def _least_grants(pg_server, db: str, team: str) -> None:
+    """docs/decisions.md's GRANTs, to fractui_admin and one team's role."""
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams=team), db=db)
+
+
+def _owners(pg_server, db: str) -> dict[str, str]:
+    """Every object of the schema public (tables, indexes, sequences, row types, functions)
+    by its owner."""
+    return dict(pg_server.sql(
+        "SELECT 'relation ' || relname, pg_get_userbyid(relowner) FROM pg_class "
+        "WHERE relnamespace = 'public'::regnamespace UNION ALL "
+        "SELECT 'type ' || typname, pg_get_userbyid(typowner) FROM pg_type "
+        "WHERE typnamespace = 'public'::regnamespace UNION ALL "
+        "SELECT 'function ' || proname, pg_get_userbyid(proowner) FROM pg_proc "
+        "WHERE pronamespace = 'public'::regnamespace", db))
+
+
+@dataclass
+class Group:
+    """A store's owning group (NOLOGIN), two admins in it and in fractui_admin, a team and its
+    member outside the group, and the store's database."""
+
+    group: str
+    ops: str
+    sched: str
+    ann: str
+    team: str
+    db: str
+
+    @classmethod
+    def make(cls, pg_server, db_owner: str) -> "Group":
+        tag = uuid.uuid4().hex[:6]
+        made = cls("fractui_owner_" + tag, "ops_" + tag, "sched_" + tag, "ann_" + tag,
+                   "fractui_team_v" + tag, "t_" + tag)
+        pg_server.admin_role()
+        pg_server.sql("CREATE ROLE %s NOLOGIN" % made.group)
+        pg_server.sql("CREATE ROLE %s" % made.team)
+        for admin in (made.ops, made.sched):
+            pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin, %s" % (admin, made.group))
+        pg_server.sql("CREATE ROLE %s LOGIN IN ROLE %s" % (made.ann, made.team))
+        pg_server.sql("CREATE DATABASE %s OWNER %s" % (made.db, getattr(made, db_owner)))
+        return made
+
+    def given_to_the_group(self, pg_server, monkeypatch, made_to: int) -> None:
+        """The store as ops made it with a fractui of migration ``made_to``, then given to the
+        group by docs/cli.md's REASSIGN OWNED, run as ops; the least GRANTs."""
+        with monkeypatch.context() as before:
+            before.setattr(postgres, "migrations",
+                           lambda dialect: migrations("postgresql")[:made_to])
+            open_store(pg_server.url(self.db, user=self.ops)).close()
+        with psycopg.connect(pg_server.url(self.db, user=self.ops), autocommit=True) as conn:
+            conn.execute("REASSIGN OWNED BY %s TO %s" % (self.ops, self.group))
+        _least_grants(pg_server, self.db, self.team)
+        assert set(_owners(pg_server, self.db).values()) == {self.group}
+
+
+# a later migration that changes what 0021 made
+CHANGES_0021 = ("COMMENT ON FUNCTION fractui_guard_reads_output(BIGINT) IS 'whether the caller "
+                "reads the job''s kept output';\n")
+
+
+def test_an_admin_in_the_owning_group_migrates_as_the_group_and_the_next_admin_too(
+        pg_server, monkeypatch):
+    """A store made by ops, then given to a group role of the admins. An admin of the group
+    applies the pending migrations as the group, so what they make (0021's function) is the
+    group's, not that admin's: the next migration, which changes it, is applied by the other
+    admin; a team member, outside the group, is still told who may, and cannot act as the
+    group or as an owner. Before, 0021's function was sched's, and ops was refused the next
+    migration: "must be owner of function …"."""
+    g = Group.make(pg_server, "ops")
+    known = migrations("postgresql")
+    latest = known[-1][0]
+    g.given_to_the_group(pg_server, monkeypatch, made_to=20)
+    # the tables the group's, the database not (given one by one): said before any migration
+    pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.ops))
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(g.db, user=g.sched))
+    assert str(denied.value).endswith(postgres.OWNER_MAY_NOT_CREATE % (
+        g.group, g.sched, g.group, "ALTER DATABASE %s OWNER TO %s" % (g.db, g.group)))
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(20,)]
+    pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.group))
+    open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 and 0022
+    owners = _owners(pg_server, g.db)
+    assert owners["function fractui_guard_reads_output"] == g.group  # 0021's
+    assert set(owners.values()) == {g.group}
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest,)]
+    monkeypatch.setattr(postgres, "migrations",
+                        lambda dialect: known + [(latest + 1, CHANGES_0021)])
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(g.db, user=g.ann))
+    assert str(denied.value) == "store %s: %s" % (
+        postgresql_url("127.0.0.1", str(pg_server.port), g.db), postgres.NOT_OWNER % (
+            latest + 1, latest, g.ann, "must be owner of function fractui_guard_reads_output",
+            "role " + g.group))
+    store = open_store(pg_server.url(g.db, user=g.ops))  # the next admin's upgrade
+    try:
+        assert store.identity() == Identity(g.ops, admin=True, teams=frozenset())
+        job = store.submit("q", None, "after the upgrade", ["true"], {}, g.ops)
+        assert store.get(job.id).name == "after the upgrade"
+    finally:
+        store.close()
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest + 1,)]
+    with psycopg.connect(pg_server.url(g.db, user=g.ann), autocommit=True) as conn:
+        for power in ("SET ROLE " + g.group, "ALTER TABLE jobs DISABLE TRIGGER USER"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(power)
+
+
+def test_a_store_of_several_owners_is_said_so_and_reassign_owned_makes_it_one(
+        pg_server, monkeypatch):
+    """What a member's upgrade before this fractui left (0021's function sched's, the rest the
+    group's): the next admin is told of both owners and that one should own them all; once
+    sched gives its objects to the group (docs/cli.md's REASSIGN OWNED), ops upgrades."""
+    g = Group.make(pg_server, "ops")
+    known = migrations("postgresql")
+    latest = known[-1][0]
+    g.given_to_the_group(pg_server, monkeypatch, made_to=latest)
+    pg_server.sql("ALTER FUNCTION fractui_guard_reads_output(BIGINT) OWNER TO " + g.sched,
+                  db=g.db)
+    monkeypatch.setattr(postgres, "migrations",
+                        lambda dialect: known + [(latest + 1, CHANGES_0021)])
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(g.db, user=g.ops))
+    assert str(denied.value).endswith(
+        "(roles %s, %s, where one should own them all: an admin gives the others' to it with "
+        "REASSIGN OWNED, docs/cli.md, \"A shared PostgreSQL store\"), a member of that role, "
+        "or a superuser, who applies it by opening the store once with this fractui (fractui "
+        "jobs --me as that role); nothing was changed" % (g.group, g.sched)), str(denied.value)
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest,)]
+    with psycopg.connect(pg_server.url(g.db, user=g.sched), autocommit=True) as conn:
+        conn.execute("REASSIGN OWNED BY %s TO %s" % (g.sched, g.group))
+    open_store(pg_server.url(g.db, user=g.ops)).close()
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest + 1,)]
+
+
+def test_a_superusers_upgrade_makes_what_it_makes_the_stores_owners(pg_server, monkeypatch):
+    """The superuser, whom the refusal names too, applies a migration as the store's owner: its
+    function was the superuser's before, and no admin could change it in a later migration."""
+    g = Group.make(pg_server, "ops")
+    g.given_to_the_group(pg_server, monkeypatch, made_to=20)
+    open_store(pg_server.url(g.db)).close()  # as postgres: 0021 and 0022
+    assert set(_owners(pg_server, g.db).values()) == {g.group}
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [
+        (migrations("postgresql")[-1][0],)]
+
+
+def test_a_store_made_by_a_member_of_the_databases_owning_group_is_the_groups(pg_server):
+    """The setup for a group of admins: the database is the group's, and the first run of an
+    admin in it makes the store as the group, every table, sequence, row type and function, so
+    that every admin of the group can apply later migrations; a team member's submit goes
+    through the guard's functions, SECURITY DEFINER ones among them, now the group's. Where
+    the group may not create in the schema public (its owner is another role, as on a server
+    before 15), the admin is told the statement that lets it, before anything is made."""
+    g = Group.make(pg_server, "group")
+    pg_server.sql("ALTER SCHEMA public OWNER TO postgres", db=g.db)
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(g.db, user=g.ops))
+    assert str(denied.value) == "store %s: %s" % (
+        postgresql_url("127.0.0.1", str(pg_server.port), g.db),
+        postgres.OWNER_MAY_NOT_CREATE % (g.group, g.ops, g.group,
+                                         "ALTER SCHEMA public OWNER TO " + g.group))
+    assert _owners(pg_server, g.db) == {}
+    pg_server.sql("ALTER SCHEMA public OWNER TO pg_database_owner", db=g.db)
+    open_store(pg_server.url(g.db, user=g.ops)).close()
+    owners = _owners(pg_server, g.db)
+    assert {"relation jobs", "relation jobs_id_seq", "type jobs",
+            "function fractui_announce", "function fractui_guard_job_number"} <= set(owners)
+    assert set(owners.values()) == {g.group}
+    _least_grants(pg_server, g.db, g.team)
+    open_store(pg_server.url(g.db, user=g.sched)).close()
+    team = g.team[len("fractui_team_"):]
+    store = open_store(pg_server.url(g.db, user=g.ann))
+    try:
+        job = store.submit("q", team, "by ann", ["true"], {}, g.ann, run_as=g.ann)
+        assert (store.get(job.id).team, store.get(job.id).state) == (team, "pending")
+    finally:
+        store.close()
 
 
 def test_tables_changed_under_an_open_store_are_said_so_not_a_cached_plan(pg_server, pg_url):

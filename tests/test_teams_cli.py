@@ -177,8 +177,7 @@ def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd,
     finally:
         store.close()
     member = "cat_" + tag
-    pg_server.sql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                  "'fractui_admin') THEN CREATE ROLE fractui_admin; END IF; END $$")
+    pg_server.admin_role()
     for team in names.values():
         pg_server.sql("CREATE ROLE fractui_team_%s" % team)
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (member, names["nlp"]))

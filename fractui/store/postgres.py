@@ -70,12 +70,22 @@ denied for table fractui_schema") name a table, not what an admin gives it."""
 
 NOT_OWNER = ("this fractui applies PostgreSQL migration %04d to it (its schema is at version "
              "%d), and role %s may not: %s; a schema change needs the owner of the store's "
-             "tables (%s) or a superuser, who applies it by opening the store once with this "
-             "fractui (fractui jobs --me as that role); nothing was changed")
+             "tables and functions (%s), a member of that role, or a superuser, who applies it "
+             "by opening the store once with this fractui (fractui jobs --me as that role); "
+             "nothing was changed")
 """What a role that may not change the schema is told where a newer fractui finds a migration
 to apply (the server says only "must be owner of table jobs"): which, and who can. Schema
-changes need the tables' owner; a scheduler run as another admin role is not it
-(docs/cli.md, "A shared PostgreSQL store")."""
+changes need the tables' owner, which a member of it acts as; a scheduler run as an admin
+role outside it is not it (docs/cli.md, "A shared PostgreSQL store")."""
+MANY_OWNERS = ("roles %s, where one should own them all: an admin gives the others' to it "
+               "with REASSIGN OWNED, docs/cli.md, \"A shared PostgreSQL store\"")
+"""The owners said where the store's objects have several (some made before its admins were
+a group, as a member's own or a superuser's)."""
+OWNER_MAY_NOT_CREATE = ("the store is role %s's, which role %s acts as to apply this fractui's "
+                        "migrations, but %s may not create objects in the schema public: an "
+                        "admin runs %s in the database; nothing was changed")
+"""Where the store's owner is a group role that cannot create in ``public`` (its tables were
+given to it, the database and the schema were not): said before a migration is tried."""
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -229,6 +239,16 @@ class PostgresDialect(Dialect):
                                    "its own" % (", ".join(tables), VERSION_TABLE))
             if not self.make:  # (a verb that only reads, or names a job: not a store's start)
                 raise StoreUnavailable(self.where, NO_STORE)
+            have = -1  # (none yet: the table is made below, as the store's owner)
+        if have > latest:
+            raise StoreDamaged(self.where, "was written by a newer fractui (schema version %d; "
+                               "this one knows up to %d): use that fractui, or upgrade this "
+                               "one" % (have, latest))
+        pending = [(number, sql) for number, sql in known if number > have]
+        if not pending:
+            return
+        was = self._as_owner(db)
+        if have < 0:
             who = db.execute("SELECT session_user AS role, has_schema_privilege('public', "
                              "'CREATE') AS may").fetchone()
             if not who["may"]:  # a team member before the admin's first run: say so
@@ -236,15 +256,8 @@ class PostgresDialect(Dialect):
             db.execute("CREATE TABLE %s (version INTEGER NOT NULL)" % VERSION_TABLE)
             db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
             have = 0
-        if have > latest:
-            raise StoreDamaged(self.where, "was written by a newer fractui (schema version %d; "
-                               "this one knows up to %d): use that fractui, or upgrade this "
-                               "one" % (have, latest))
-        pending = [(number, sql) for number, sql in known if number > have]
         # read before any is tried: a refused statement leaves nothing else to ask this time
-        owners = [r["tableowner"] for r in db.execute(
-            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
-        )] if pending and have else []
+        owners = [r["owner"] for r in db.execute(_OWNERS)] if have else []
         for number, sql in pending:
             try:
                 for statement in statements(sql):
@@ -258,8 +271,28 @@ class PostgresDialect(Dialect):
                     raise
                 raise StoreDenied(self.where, NOT_OWNER % (
                     number, have, self.user, err.diag.message_primary or err,
-                    "role%s %s" % ("s" if len(owners) > 1 else "", ", ".join(owners)))) from err
+                    "role " + owners[0] if len(owners) == 1 else MANY_OWNERS % ", ".join(
+                        owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
+        db.execute("SELECT set_config('role', %s, true)", (was,))  # (what follows: as before)
+
+    def _as_owner(self, db: psycopg.Connection) -> str:
+        """Where the session's role is not the store's owner but may act as it (a member of
+        the group role that owns the store, or a superuser), the rest of this transaction runs
+        as the owner (SET LOCAL ROLE), so what a migration makes is the owner's too, and the
+        next admin in that group can change it: made as the member's own, a later migration
+        that replaced it was refused to every other admin. The store's owner: its version
+        table's, or before there is one the database's. Returns the role setting as it was
+        (``none`` unless the URL set one), for the caller to put back."""
+        row = db.execute(_OWNER, ("SET" if db.info.server_version >= 160000 else "MEMBER",)
+                         ).fetchone()
+        if row["owner"] != row["me"] and row["may"]:
+            if not row["creates"]:  # (an owner that may not create there makes nothing)
+                raise StoreDenied(self.where, OWNER_MAY_NOT_CREATE % (
+                    row["owner"], self.user, row["owner"], _schema_to(row)))
+            # SET LOCAL ROLE, the name a parameter; the server checks the membership again
+            db.execute("SELECT set_config('role', %s, true)", (row["owner"],))
+        return str(row["was"])
 
     def announce(self, db: psycopg.Connection, topic: str) -> None:
         db.execute("SELECT fractui_announce(%s)", (topic,))  # the counter, and the NOTIFY
@@ -343,6 +376,38 @@ def _auth_hint(text: str) -> str:
     if "role" in text and "does not exist" in text:
         return "an admin makes it: CREATE ROLE name LOGIN, and grants it a team role"
     return "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
+
+
+# Who owns the store's tables and functions (a table's indexes, sequences and row type are its
+# owner's), read before a migration is tried: a refused statement leaves nothing to ask.
+_OWNERS = """
+SELECT pg_get_userbyid(relowner) AS owner FROM pg_class
+WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')
+UNION SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+ORDER BY owner
+"""
+
+# The store's owner (its version table's, else the database's), whether the session's role may
+# act as it (SET ROLE: from PostgreSQL 16 the membership's SET option, the parameter; before,
+# any membership), and whether the owner may create in public, which is the database owner's
+# where its owner is pg_database_owner (a database made on 15 or later), else its own owner's.
+_OWNER = """
+SELECT o.rolname AS owner, current_user AS me, current_setting('role') AS was,
+       pg_has_role(session_user, o.oid, %s) AS may,
+       has_schema_privilege(o.oid, 'public', 'CREATE') AS creates,
+       pg_get_userbyid(n.nspowner) AS schema_owner, current_database() AS db
+FROM pg_roles o, pg_namespace n
+WHERE n.nspname = 'public' AND o.oid = coalesce(
+    (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
+    (SELECT datdba FROM pg_database WHERE datname = current_database()))
+"""
+
+
+def _schema_to(row: dict[str, Any]) -> str:
+    """The statement that lets the store's owner create in public, by who owns the schema."""
+    if row["schema_owner"] == "pg_database_owner":
+        return "ALTER DATABASE %s OWNER TO %s" % (row["db"], row["owner"])
+    return "ALTER SCHEMA public OWNER TO %s" % row["owner"]
 
 
 # Every role the session's role is a member of, directly or through others (a superuser's
