@@ -19,8 +19,8 @@ import threading
 from collections import Counter
 from typing import Callable, Optional, Tuple
 
-from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
-                                StoreUnavailable)
+from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
+                                StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
 from remote_agent.daemon.trust import grantees, make_dirs
 
@@ -57,6 +57,49 @@ def others_who_write(path: str) -> Optional[str]:
             return "its %s %s is writable by %s (mode %04o)" % (
                 what, where, writers, stat.S_IMODE(st.st_mode))
     return None
+
+
+def refuse_exposed(path: str) -> None:
+    """StoreExposed where all users may write the store file ``path``, a side file of it or
+    its directory, sticky or not (/tmp): any local user could then change its jobs, or put a
+    store or a -wal of theirs there before fractui opens it. Asked before a store is made or
+    opened; a store shared through its group is its group's to write, and is not refused."""
+    folder = os.path.dirname(path)
+    for what, where, could in [
+            ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
+             "open"), ("its file", path, "change any job in it")] + [
+            ("its %s file" % side, path + side, "change any job in it") for side in SIDE_FILES]:
+        try:
+            st = os.stat(where)
+        except OSError:  # not there; or not reachable, which the checks that follow say
+            continue
+        if st.st_mode & stat.S_IWOTH:
+            raise StoreExposed(path, "%s %s is writable by all users (mode %04o): any local "
+                               "user could %s; keep the store in a directory of your own "
+                               "(fractui makes one 0700), shared through a group if it is "
+                               "shared; fix it with: chmod o-w %s" % (
+                                   what, where, stat.S_IMODE(st.st_mode), could, where))
+
+
+def keep_unread(path: str) -> None:
+    """Takes from the store file ``path`` and its side files, where they are this user's, the
+    read their writers do not need: all users' always, its group's too unless its group
+    writes the store (shared through it). The store holds every job's command line and
+    variables; a store made by ``sqlite3`` or copied back under a umask of 022 is 0644, and
+    SQLite gives its -wal and -shm the file's mode."""
+    me = os.geteuid()
+    st = os.stat(path)
+    if st.st_uid != me:
+        return
+    keep = 0o770 if st.st_mode & stat.S_IWGRP else 0o700
+    for where in (path,) + tuple(path + side for side in SIDE_FILES):
+        try:
+            side = os.lstat(where)
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(side.st_mode)
+        if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
+            os.chmod(where, mode & keep)
 
 
 def _owner(uid: int) -> str:
