@@ -122,21 +122,37 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
         SqliteStore(str(source)).close()
         source.chmod(0o644)
         assert _as_nobody(["cp", str(source), str(store)]).returncode == 0
-        return store, "its directory %s is writable by all users (mode 1777)" % shared
+        return store, "its directory %s is writable by all users (mode 1777): any local " \
+            "user could put a store or a -wal of theirs there for fractui to open; keep the " \
+            "store in a directory of your own (fractui makes one 0700), shared through a " \
+            "group if it is shared\n" % shared
+    if exposure == "a folder above the store that another user's group may write":
+        above = folder / "team"
+        mine = above / "mine"
+        SqliteStore(str(mine / "store.db")).close()
+        os.chown(above, 0, grp.getgrnam("nogroup").gr_gid)
+        above.chmod(0o770)  # nobody may rename the store's folder away and put theirs there
+        return mine / "store.db", "refusing store's directory %s: %s is writable by its " \
+            "group (mode 0770), who could replace what fractui reads there; fix it with: " \
+            "chmod go-w %s\n" % (mine, above, above)
     shared.chmod(0o755)
     SqliteStore(str(store)).close()
     if exposure == "a store file all users write":
         store.chmod(0o666)  # root's store, which any user may write
-        return store, "its file %s is writable by all users (mode 0666)" % store
+        return store, "its file %s is writable by all users (mode 0666): any local user " \
+            "could change any job in it; fix it with: chmod o-w %s\n" % (store, store)
     wal = shared / "store.db-wal"  # left from when the store was 0666: SQLite reads it first
     wal.write_bytes(b"")
     wal.chmod(0o666)
-    return store, "its -wal file %s is writable by all users (mode 0666)" % wal
+    return store, "its -wal file %s is writable by all users (mode 0666): any local user " \
+        "could change any job in it; fix it with: chmod o-w %s\n" % (wal, wal)
 
 
 @pytest.mark.parametrize("exposure", ["a store another user put in a folder all users write",
                                       "a store file all users write",
-                                      "a -wal all users write"])
+                                      "a -wal all users write",
+                                      "a folder above the store that another user's group may "
+                                      "write"])
 def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, exposure):
     """Another user's store, or ours that they may write, would take root's jobs (their
     command lines and variables) and give it theirs to run: each verb is refused, naming what
@@ -147,9 +163,7 @@ def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, expos
     for verb in (["submit", "--queue", "half", "--", "train", SECRET], ["jobs"]):
         done = fractui(config, verb)
         assert (done.returncode, done.stdout) == (1, ""), done
-        assert done.stderr.startswith("fractui: store %s: %s: any local user could " % (
-            store, why)) and "chmod o-w" in done.stderr and len(
-                done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr == "fractui: store %s: %s" % (store, why), done.stderr
     assert store.read_bytes() == before
 
 

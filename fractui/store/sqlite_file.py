@@ -22,7 +22,7 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
-from remote_agent.daemon.trust import grantees, make_dirs
+from remote_agent.daemon.trust import UnsafePath, check_tree, grantees, make_dirs
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -63,22 +63,38 @@ def refuse_exposed(path: str) -> None:
     """StoreExposed where all users may write the store file ``path``, a side file of it or
     its directory, sticky or not (/tmp): any local user could then change its jobs, or put a
     store or a -wal of theirs there before fractui opens it. Asked before a store is made or
-    opened; a store shared through its group is its group's to write, and is not refused."""
+    opened; a store shared through its group is its group's to write, and is not refused.
+    The way to a directory no one else writes (root's or this user's, or one to be made) is
+    held to the config's rule (``check_tree``): whoever could change a folder on it could put
+    a directory of theirs, and a store in it, in place of the store's."""
     folder = os.path.dirname(path)
-    for what, where, could in [
+    files = [("its file", path)] + [("its %s file" % side, path + side) for side in SIDE_FILES]
+    for what, where, could, fix in [
             ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
-             "open"), ("its file", path, "change any job in it")] + [
-            ("its %s file" % side, path + side, "change any job in it") for side in SIDE_FILES]:
+             "open", "keep the store in a directory of your own (fractui makes one 0700), "
+             "shared through a group if it is shared")] + [
+            (what, where, "change any job in it", "fix it with: chmod o-w " + where)
+            for what, where in files]:
         try:
             st = os.stat(where)
         except OSError:  # not there; or not reachable, which the checks that follow say
             continue
         if st.st_mode & stat.S_IWOTH:
             raise StoreExposed(path, "%s %s is writable by all users (mode %04o): any local "
-                               "user could %s; keep the store in a directory of your own "
-                               "(fractui makes one 0700), shared through a group if it is "
-                               "shared; fix it with: chmod o-w %s" % (
-                                   what, where, stat.S_IMODE(st.st_mode), could, where))
+                               "user could %s; %s" % (what, where, stat.S_IMODE(st.st_mode),
+                                                      could, fix))
+    try:
+        st = os.stat(folder)
+        private = st.st_uid in (0, os.geteuid()) and not grantees(st, folder, 2)
+    except FileNotFoundError:  # made 0700 by this process
+        private = True
+    except OSError:  # not reachable: the checks that follow say so
+        private = False
+    if private:
+        try:
+            check_tree(folder, "store's directory", root_may_own=True, runner="fractui")
+        except UnsafePath as err:
+            raise StoreExposed(path, str(err)) from None
 
 
 def keep_unread(path: str) -> None:
