@@ -135,6 +135,18 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
         return mine / "store.db", "refusing store's directory %s: %s is writable by its " \
             "group (mode 0770), who could replace what fractui reads there; fix it with: " \
             "chmod go-w %s\n" % (mine, above, above)
+    if exposure == "a store folder another user made in a folder all users write":
+        shared.chmod(0o1777)
+        source = folder / "made.db"
+        SqliteStore(str(source)).close()
+        source.chmod(0o644)
+        theirs = shared / "team"
+        assert _as_nobody(["mkdir", "-m", "755", str(theirs)]).returncode == 0
+        assert _as_nobody(["cp", str(source), str(theirs / "store.db")]).returncode == 0
+        return theirs / "store.db", "its directory %s is nobody's, in %s, which all users may " \
+            "write (mode 1777): any local user could have made it first, and a store of " \
+            "theirs in it; keep the store in a directory of your own (fractui makes one " \
+            "0700)\n" % (theirs, shared)
     shared.chmod(0o755)
     SqliteStore(str(store)).close()
     if exposure == "a store file all users write":
@@ -149,6 +161,8 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
 
 
 @pytest.mark.parametrize("exposure", ["a store another user put in a folder all users write",
+                                      "a store folder another user made in a folder all users "
+                                      "write",
                                       "a store file all users write",
                                       "a -wal all users write",
                                       "a folder above the store that another user's group may "

@@ -171,6 +171,7 @@ class SqliteStore(SqlStore):
         sqlite_file.refuse_exposed(self.path)  # before one is made there, or opened
         if sqlite_file.absent(self.path):  # only where nothing is does a store begin
             sqlite_file.create(self.path, _initialise)
+            sqlite_file.refuse_exposed(self.path)  # as made, whoever made its folders
         self._held: Optional[Tuple[int, int]] = None
         sqlite_file.check_file(self.path)
         try:

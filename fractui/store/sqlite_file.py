@@ -66,7 +66,9 @@ def refuse_exposed(path: str) -> None:
     opened; a store shared through its group is its group's to write, and is not refused.
     The way to a directory no one else writes (root's or this user's, or one to be made) is
     held to the config's rule (``check_tree``): whoever could change a folder on it could put
-    a directory of theirs, and a store in it, in place of the store's."""
+    a directory of theirs, and a store in it, in place of the store's. Another user's
+    directory is its owner's to keep (a shared store's), unless it lies in a folder all users
+    may write: anyone could have made it there first."""
     folder = os.path.dirname(path)
     files = [("its file", path)] + [("its %s file" % side, path + side) for side in SIDE_FILES]
     for what, where, could, fix in [
@@ -84,13 +86,23 @@ def refuse_exposed(path: str) -> None:
                                "user could %s; %s" % (what, where, stat.S_IMODE(st.st_mode),
                                                       could, fix))
     try:
-        st = os.stat(folder)
-        private = st.st_uid in (0, os.geteuid()) and not grantees(st, folder, 2)
+        st: Optional[os.stat_result] = os.stat(folder)
     except FileNotFoundError:  # made 0700 by this process
-        private = True
+        st = None
     except OSError:  # not reachable: the checks that follow say so
-        private = False
-    if private:
+        return
+    if st is not None and st.st_uid not in (0, os.geteuid()):
+        above = os.path.dirname(folder)
+        up = os.stat(above)
+        if up.st_mode & stat.S_IWOTH:
+            raise StoreExposed(path, "its directory %s is %s's, in %s, which all users may "
+                               "write (mode %04o): any local user could have made it first, "
+                               "and a store of theirs in it; keep the store in a directory "
+                               "of your own (fractui makes one 0700)" % (
+                                   folder, _owner(st.st_uid), above,
+                                   stat.S_IMODE(up.st_mode)))
+        return  # a shared store's: the way to it is its owner's to keep
+    if st is None or not grantees(st, folder, 2):
         try:
             check_tree(folder, "store's directory", root_may_own=True, runner="fractui")
         except UnsafePath as err:
