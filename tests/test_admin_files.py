@@ -111,6 +111,14 @@ def _as_nobody(argv) -> subprocess.CompletedProcess:
                           group="nogroup", extra_groups=[])
 
 
+def _nobodys_store(folder: Path, path: Path) -> None:
+    """A fractui store at ``path``, nobody's: nobody copies one there."""
+    source = folder / "made.db"
+    SqliteStore(str(source)).close()
+    source.chmod(0o644)
+    assert _as_nobody(["cp", str(source), str(path)]).returncode == 0
+
+
 def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
     """The store's path, exposed as ``exposure`` says, and the words its refusal says."""
     shared = folder / "shared"
@@ -118,10 +126,7 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
     store = shared / "store.db"
     if exposure == "a store another user put in a folder all users write":
         shared.chmod(0o1777)  # as /tmp: sticky, yet anyone may make a name in it
-        source = folder / "made.db"
-        SqliteStore(str(source)).close()
-        source.chmod(0o644)
-        assert _as_nobody(["cp", str(source), str(store)]).returncode == 0
+        _nobodys_store(folder, store)
         return store, "its directory %s is writable by all users (mode 1777): any local " \
             "user could put a store or a -wal of theirs there for fractui to open; keep the " \
             "store in a directory of your own (fractui makes one 0700), shared through a " \
@@ -137,12 +142,9 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
             "chmod go-w %s\n" % (mine, above, above)
     if exposure == "a store folder another user made in a folder all users write":
         shared.chmod(0o1777)
-        source = folder / "made.db"
-        SqliteStore(str(source)).close()
-        source.chmod(0o644)
         theirs = shared / "team"
         assert _as_nobody(["mkdir", "-m", "755", str(theirs)]).returncode == 0
-        assert _as_nobody(["cp", str(source), str(theirs / "store.db")]).returncode == 0
+        _nobodys_store(folder, theirs / "store.db")
         return theirs / "store.db", "its directory %s is nobody's, in %s, which all users may " \
             "write (mode 1777): any local user could have made it first, and a store of " \
             "theirs in it; keep the store in a directory of your own (fractui makes one " \
@@ -170,7 +172,7 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
 def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, exposure):
     """Another user's store, or ours that they may write, would take root's jobs (their
     command lines and variables) and give it theirs to run: each verb is refused, naming what
-    all users may write, and the file is left as it was."""
+    others may write or have made, and the file is left as it was."""
     store, why = _exposed(plain_dir, exposure)
     config = write_config(plain_dir, store)
     before = store.read_bytes()
