@@ -53,6 +53,10 @@ def url_problem(url: str) -> Optional[str]:
     if "password" in parts:
         return "carries a password, which a config file must not hold: give it in " \
                "PGPASSWORD or ~/.pgpass instead (libpq reads both)"
+    if "sslpassword" in parts:  # a config may be read by all; it holds no secret
+        return "carries the passphrase of its client key (sslpassword), which a config file " \
+               "must not hold: give it in a service of your own ~/.pg_service.conf (0600; " \
+               "service=NAME in the url), which libpq reads"
     port = parts.get("port")  # one per host of several (a:5432,b:5433); empty: the default
     for each in str(port).split(",") if port is not None else ():
         if each and not (each.isdigit() and 1 <= int(each) <= 65535):

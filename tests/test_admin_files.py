@@ -1,21 +1,28 @@
 """The files fractui keeps for itself on the admin's machine (fractui/state_files.py): the
 fleet's debug log and the TUI's scheduler log are never files another local user made, nor in
-a folder where one could put theirs."""
+a folder where one could put theirs; the SQLite store is never one any local user may write or
+could have put there, nor one they may read."""
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import Tuple
 
 import pytest
 
 from fractui.fleet import sshlog
 from fractui.scheduler.child import ChildScheduler
+from fractui.store import SqliteStore
 from remote_agent.daemon.trust import UnsafePath
 from tests.conftest import REPO
+from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
 
 OTHER_UID = 54321  # a uid with no account: "another user" root hands files to
 
@@ -91,3 +98,114 @@ def test_the_tui_refuses_to_start_its_scheduler_on_such_a_log_saying_why(tmp_pat
     assert done.returncode == 1, done
     assert "refusing TUI's scheduler log %s: %s" % (log.with_name("scheduler-tui.log"), why) \
         in done.stderr and "internal error" not in done.stderr, done.stderr
+
+
+# --- The SQLite store (fractui/store/sqlite_file.py: refuse_exposed, keep_unread) -----------
+
+SECRET = "--token=sk-a-secret-of-roots"
+
+
+def _as_nobody(argv) -> subprocess.CompletedProcess:
+    """A command run as nobody, a real plain user of this machine: another local user."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, user="nobody",
+                          group="nogroup", extra_groups=[])
+
+
+def _nobodys_store(folder: Path, path: Path) -> None:
+    """A fractui store at ``path``, nobody's: nobody copies one there."""
+    source = folder / "made.db"
+    SqliteStore(str(source)).close()
+    source.chmod(0o644)
+    assert _as_nobody(["cp", str(source), str(path)]).returncode == 0
+
+
+def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
+    """The store's path, exposed as ``exposure`` says, and the words its refusal says."""
+    shared = folder / "shared"
+    shared.mkdir()
+    store = shared / "store.db"
+    if exposure == "a store another user put in a folder all users write":
+        shared.chmod(0o1777)  # as /tmp: sticky, yet anyone may make a name in it
+        _nobodys_store(folder, store)
+        return store, "its directory %s is writable by all users (mode 1777): any local " \
+            "user could put a store or a -wal of theirs there for fractui to open; keep the " \
+            "store in a directory of your own (fractui makes one 0700), shared through a " \
+            "group if it is shared\n" % shared
+    if exposure == "a folder above the store that another user's group may write":
+        above = folder / "team"
+        mine = above / "mine"
+        SqliteStore(str(mine / "store.db")).close()
+        os.chown(above, 0, grp.getgrnam("nogroup").gr_gid)
+        above.chmod(0o770)  # nobody may rename the store's folder away and put theirs there
+        return mine / "store.db", "refusing store's directory %s: %s is writable by its " \
+            "group (mode 0770), who could replace what fractui reads there; fix it with: " \
+            "chmod go-w %s\n" % (mine, above, above)
+    if exposure == "a store folder another user made in a folder all users write":
+        shared.chmod(0o1777)
+        theirs = shared / "team"
+        assert _as_nobody(["mkdir", "-m", "755", str(theirs)]).returncode == 0
+        _nobodys_store(folder, theirs / "store.db")
+        return theirs / "store.db", "its directory %s is nobody's, in %s, which all users may " \
+            "write (mode 1777): any local user could have made it first, and a store of " \
+            "theirs in it; keep the store in a directory of your own (fractui makes one " \
+            "0700)\n" % (theirs, shared)
+    shared.chmod(0o755)
+    SqliteStore(str(store)).close()
+    if exposure == "a store file all users write":
+        store.chmod(0o666)  # root's store, which any user may write
+        return store, "its file %s is writable by all users (mode 0666): any local user " \
+            "could change any job in it; fix it with: chmod o-w %s\n" % (store, store)
+    wal = shared / "store.db-wal"  # left from when the store was 0666: SQLite reads it first
+    wal.write_bytes(b"")
+    wal.chmod(0o666)
+    return store, "its -wal file %s is writable by all users (mode 0666): any local user " \
+        "could change any job in it; fix it with: chmod o-w %s\n" % (wal, wal)
+
+
+@pytest.mark.parametrize("exposure", ["a store another user put in a folder all users write",
+                                      "a store folder another user made in a folder all users "
+                                      "write",
+                                      "a store file all users write",
+                                      "a -wal all users write",
+                                      "a folder above the store that another user's group may "
+                                      "write"])
+def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, exposure):
+    """Another user's store, or ours that they may write, would take root's jobs (their
+    command lines and variables) and give it theirs to run: each verb is refused, naming what
+    others may write or have made, and the file is left as it was."""
+    store, why = _exposed(plain_dir, exposure)
+    config = write_config(plain_dir, store)
+    before = store.read_bytes()
+    for verb in (["submit", "--queue", "half", "--", "train", SECRET], ["jobs"]):
+        done = fractui(config, verb)
+        assert (done.returncode, done.stdout) == (1, ""), done
+        assert done.stderr == "fractui: store %s: %s" % (store, why), done.stderr
+    assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize("mode, group, after", [
+    (0o644, "root", 0o600),  # all users read it
+    (0o640, "nogroup", 0o600),  # nobody reads it through its group, which writes it not
+    (0o664, "root", 0o660),  # shared through its group (root's), which keeps it; all users not
+])
+def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, after):
+    """A store copied back, or made by sqlite3, under a umask of 022: every local user read
+    each job's command line. Any verb takes that read away; its group keeps what a store
+    shared through it needs."""
+    folder = plain_dir / "state"
+    folder.mkdir()
+    folder.chmod(0o755)
+    store = folder / "store.db"
+    made = SqliteStore(str(store))
+    made.submit("half", None, "train", ["train", SECRET], {"gpu": 0.5}, "t")
+    made.close()
+    os.chown(store, 0, grp.getgrnam(group).gr_gid)
+    store.chmod(mode)
+    read = ["python3", "-c", "import sys; print(%r in open(sys.argv[1], 'rb').read())"
+            % SECRET.encode(), str(store)]
+    assert _as_nobody(read).stdout == "True\n"  # the secret, as nobody read it before
+    done = fractui(write_config(plain_dir, store), ["audit"])
+    assert done.returncode == 0, done
+    assert stat.S_IMODE(store.stat().st_mode) == after
+    refused = _as_nobody(read)
+    assert refused.returncode == 1 and "Permission denied" in refused.stderr, refused

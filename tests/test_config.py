@@ -708,6 +708,10 @@ def test_local_paths_are_absolute_files_of_plain_text(tmp_path, line, says):
      "PGPASSWORD or ~/.pgpass instead"),
     ('[store]\nurl = "postgresql://alice@db.example/fractui?password=s3cret"\n',
      "F:2: store.url carries a password"),
+    ('[store]\nurl = "postgresql://alice@db.example/fractui?sslpassword=s3cret"\n',
+     "F:2: store.url carries the passphrase of its client key (sslpassword), which a "
+     "config file must not hold: give it in a service of your own ~/.pg_service.conf (0600; "
+     "service=NAME in the url), which libpq reads"),
     ('[store]\nurl = "postgresql://alice@db.example:70000/fractui"\n',
      "F:2: store.url has port '70000': must be from 1 to 65535"),
     ('[store]\nurl = "postgresql://alice@a:5432,b:70000/fractui"\n',  # each of its hosts'

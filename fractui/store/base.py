@@ -62,6 +62,12 @@ class StoreReadOnly(StoreError):
     """The store (or the directory it needs to write beside it) cannot be written."""
 
 
+class StoreExposed(StoreError):
+    """Any local user could change the store, or put a store or a -wal of theirs where fractui
+    would open it (SQLite replays a -wal it finds beside a store): it is never opened. A store
+    shared through a group is not refused; its group's members are its writers."""
+
+
 class StoreFull(StoreError):
     """No space is left where the store is: nothing was recorded."""
 
@@ -465,5 +471,5 @@ class Store(abc.ABC):
 
 __all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "KeyTaken",
            "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "QuotaTaken", "StateConflict",
-           "Store", "StoreBusy", "StoreDamaged", "StoreDenied", "StoreError", "StoreFull",
-           "StoreReadOnly", "StoreUnavailable", "Slot"]
+           "Store", "StoreBusy", "StoreDamaged", "StoreDenied", "StoreError", "StoreExposed",
+           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]

@@ -168,10 +168,16 @@ class SqliteStore(SqlStore):
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self.path = os.path.abspath(path)
         self.clock = clock
+        sqlite_file.refuse_exposed(self.path)  # before one is made there, or opened
         if sqlite_file.absent(self.path):  # only where nothing is does a store begin
             sqlite_file.create(self.path, _initialise)
+            sqlite_file.refuse_exposed(self.path)  # as made, whoever made its folders
         self._held: Optional[Tuple[int, int]] = None
         sqlite_file.check_file(self.path)
+        try:
+            sqlite_file.keep_unread(self.path)
+        except OSError as err:
+            raise sqlite_file.translate(self.path, err, "cannot keep it from readers") from err
         held = sqlite_file.holding(self.path)
         try:
             super().__init__(SqliteDialect(self.path, clock))

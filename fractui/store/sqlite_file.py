@@ -19,10 +19,10 @@ import threading
 from collections import Counter
 from typing import Callable, Optional, Tuple
 
-from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreFull, StoreReadOnly,
-                                StoreUnavailable)
+from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
+                                StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
-from remote_agent.daemon.trust import grantees, make_dirs
+from remote_agent.daemon.trust import UnsafePath, check_tree, grantees, make_dirs
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -57,6 +57,77 @@ def others_who_write(path: str) -> Optional[str]:
             return "its %s %s is writable by %s (mode %04o)" % (
                 what, where, writers, stat.S_IMODE(st.st_mode))
     return None
+
+
+def refuse_exposed(path: str) -> None:
+    """StoreExposed where all users may write the store file ``path``, a side file of it or
+    its directory, sticky or not (/tmp): any local user could then change its jobs, or put a
+    store or a -wal of theirs there before fractui opens it. Asked before a store is made or
+    opened; a store shared through its group is its group's to write, and is not refused.
+    The way to a directory no one else writes (root's or this user's, or one to be made) is
+    held to the config's rule (``check_tree``): whoever could change a folder on it could put
+    a directory of theirs, and a store in it, in place of the store's. Another user's
+    directory is its owner's to keep (a shared store's), unless it lies in a folder all users
+    may write: anyone could have made it there first."""
+    folder = os.path.dirname(path)
+    files = [("its file", path)] + [("its %s file" % side, path + side) for side in SIDE_FILES]
+    for what, where, could, fix in [
+            ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
+             "open", "keep the store in a directory of your own (fractui makes one 0700), "
+             "shared through a group if it is shared")] + [
+            (what, where, "change any job in it", "fix it with: chmod o-w " + where)
+            for what, where in files]:
+        try:
+            st = os.stat(where)
+        except OSError:  # not there; or not reachable, which the checks that follow say
+            continue
+        if st.st_mode & stat.S_IWOTH:
+            raise StoreExposed(path, "%s %s is writable by all users (mode %04o): any local "
+                               "user could %s; %s" % (what, where, stat.S_IMODE(st.st_mode),
+                                                      could, fix))
+    try:
+        st: Optional[os.stat_result] = os.stat(folder)
+    except FileNotFoundError:  # made 0700 by this process
+        st = None
+    except OSError:  # not reachable: the checks that follow say so
+        return
+    if st is not None and st.st_uid not in (0, os.geteuid()):
+        above = os.path.dirname(folder)
+        up = os.stat(above)
+        if up.st_mode & stat.S_IWOTH:
+            raise StoreExposed(path, "its directory %s is %s's, in %s, which all users may "
+                               "write (mode %04o): any local user could have made it first, "
+                               "and a store of theirs in it; keep the store in a directory "
+                               "of your own (fractui makes one 0700)" % (
+                                   folder, _owner(st.st_uid), above,
+                                   stat.S_IMODE(up.st_mode)))
+        return  # a shared store's: the way to it is its owner's to keep
+    if st is None or not grantees(st, folder, 2):
+        try:
+            check_tree(folder, "store's directory", root_may_own=True, runner="fractui")
+        except UnsafePath as err:
+            raise StoreExposed(path, str(err)) from None
+
+
+def keep_unread(path: str) -> None:
+    """Takes from the store file ``path`` and its side files, where they are this user's, the
+    read their writers do not need: all users' always, its group's too unless its group
+    writes the store (shared through it). The store holds every job's command line and
+    variables; a store made by ``sqlite3`` or copied back under a umask of 022 is 0644, and
+    SQLite gives its -wal and -shm the file's mode."""
+    me = os.geteuid()
+    st = os.stat(path)
+    if st.st_uid != me:
+        return
+    keep = 0o770 if st.st_mode & stat.S_IWGRP else 0o700
+    for where in (path,) + tuple(path + side for side in SIDE_FILES):
+        try:
+            side = os.lstat(where)
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(side.st_mode)
+        if stat.S_ISREG(side.st_mode) and side.st_uid == me and mode & ~keep & 0o777:
+            os.chmod(where, mode & keep)
 
 
 def _owner(uid: int) -> str:
