@@ -845,7 +845,7 @@ def _program_problem(program: str, path: str, cwd: str) -> Optional[str]:
 def shim_alive(job_dir: str) -> bool:
     """A live shim holds its lock for life; if we can take it, the shim is gone."""
     try:
-        fd = os.open(os.path.join(job_dir, "shim.lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_private(os.path.join(job_dir, "shim.lock"), os.O_RDONLY, "shim lock")
     except FileNotFoundError:
         return False
     try:
