@@ -4,13 +4,17 @@ never waits on its open, and goes on serving and watching every other job."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_job_supervision import kill_shim, wait_until
 from tests.test_jobs import script, until_file, wait_job
+from tests.test_shim_full_disk import _job_dir, _shim
 
 UP_THEN_MORE = ("import os, time\nprint('up', flush=True)\nwhile not os.path.exists(%r):\n"
                 "    time.sleep(0.02)\nprint('more', flush=True)\ntime.sleep(60)")
@@ -82,3 +86,21 @@ def test_a_fifo_in_place_of_a_job_file_the_watchdog_reads_holds_up_no_other_job(
     assert len(said) == 1 and said[0].endswith(
         "WARNING watchdog: watching job %s failed: %s; tried again each pass" % (
             job["id"], refused)), said
+
+
+def test_a_shim_whose_log_is_a_fifo_drops_the_output_and_records_the_end(tmp_path):
+    """A FIFO in place of ``output.log`` before the shim starts, and a job that prints more
+    than its pipe holds: the shim drops what its log refuses, as on a full disk, and the job
+    runs to its end, recorded. Before, the refusal ended the shim's copier: the job's pipe
+    filled and the job waited on its write for good."""
+    job_dir = _job_dir(tmp_path, [sys.executable, "-c", "print('x' * (1 << 20))"])
+    fifo_in_place_of(Path(job_dir) / "output.log")
+    shim = _shim(job_dir, tmp_path / "shim.err")
+    try:
+        assert shim.wait(30) == 0
+    finally:  # (a job stuck on its write, and its shim, are not left behind)
+        if shim.poll() is None:
+            os.kill(json.loads((Path(job_dir) / "started.json").read_text())["pid"], signal.SIGKILL)
+            shim.kill()
+            shim.wait()
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
