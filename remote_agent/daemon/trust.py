@@ -211,7 +211,7 @@ def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the ag
                              what, path, writers, _mode(st), path))
 
 
-def what_it_is(st: os.stat_result) -> str:
+def _what_it_is(st: os.stat_result) -> str:
     """What kind of file ``st`` is, in words, for a refusal."""
     for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"),
@@ -229,7 +229,7 @@ def _check_kind(st: os.stat_result, path: str, what: str, fifo: bool) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise UnsafePath("refusing %s %s: it is a symlink" % (what, path))
     raise UnsafePath("refusing %s %s: not a %s: %s" % (
-        what, path, "FIFO" if fifo else "regular file", what_it_is(st)))
+        what, path, "FIFO" if fifo else "regular file", _what_it_is(st)))
 
 
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
