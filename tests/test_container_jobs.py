@@ -27,12 +27,12 @@ from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.jobs.runtime.base import cgroup_of
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
-from tests.conftest import AgentError
+from tests.conftest import AgentError, stop_host
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
-    full_for_passes, gpus_on_a_disk_of_their_own, job_dir, kill_shim, log_on_a_disk_of_its_own,
-    read_log, sampled_host, tracked_host, wait_until)
+    fill, full_for_passes, gpus_on_a_disk_of_their_own, job_dir, kill_shim,
+    log_on_a_disk_of_its_own, read_log, sampled_host, tracked_host, wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
@@ -511,3 +511,57 @@ def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_fil
         "CUDA_MPS_PIPE_DIRECTORY %s" % pipes, "LD_PRELOAD %s" % lib,
         "lib True False"]  # the library is there, read-only
     assert (pipes / "reached").exists()  # the MPS daemon's pipes are the host's
+
+
+def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the_job_ends(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A container job stopped (grace 0) while its runtime refuses ``kill``, whose end then
+    waits: its shim cannot write ``exit.json`` (its job dir on a real tmpfs full to the last
+    byte). The watchdog, past the grace at each pass, asks the runtime again and SIGKILLs the
+    container's processes itself; the runtime's failure is said once, and once more when the
+    job's end is recorded, with how many passes failed. Before, it was said at every pass."""
+    refuse = tmp_path / "refuse-kill"
+    podman_refusing(tmp_path, monkeypatch, "kill", "-e %s" % refuse)
+    state = tmp_path / "host"
+    folder = state / "jobs" / "j1"
+    folder.mkdir(parents=True, mode=0o700)
+    os.chmod(state, 0o700)
+    os.chmod(state / "jobs", 0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
+                   check=True)
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    passes = 3  # counted by the GPU reads that fail, one a pass: the test sets no clock
+    log = state / "daemon.log"
+    try:
+        agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
+        job = agent.call("job.launch", key="k-c-kill", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE,
+                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                   "the container's cgroup to be recorded")
+        fill(folder / "filler")
+        refuse.touch()
+        agent.call("job.stop", job=job["id"], grace=0)
+        wait_until(lambda: "kill --signal 9 %s failed" % name in log.read_text(),
+                   "the runtime's SIGKILL to fail")
+        agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+                   error="NVML_ERROR_UNKNOWN", count=passes)
+        wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
+                   "%d more passes past the grace" % passes)
+        assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
+        (folder / "filler").unlink()
+        assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
+        failed = [line for line in log.read_text().splitlines() if "kill --signal 9" in line]
+        assert len(failed) == 1 and failed[0].endswith(
+            "job %s: podman kill --signal 9 %s failed (exit 125): Error: kill refused (the "
+            "test's); tried again each pass" % (job["id"], name)), failed
+        wait_until(lambda: "ended while its runtime's SIGKILL failed" in log.read_text(),
+                   "the episode's end to be said")
+        said = log.read_text().splitlines()
+    finally:
+        stop_host(str(state))
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        podman.remove(name)
+    ended = [line for line in said if "ended while its runtime's SIGKILL failed" in line]
+    assert len(ended) == 1, ended
+    assert int(re.search(r"after (\d+) failed passes$", ended[0])[1]) > passes

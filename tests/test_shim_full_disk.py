@@ -12,7 +12,7 @@ from pathlib import Path
 
 from remote_agent.daemon.trust import private_dir, write_private
 from tests.conftest import REPO
-from tests.test_job_supervision import wait_until
+from tests.test_job_supervision import fill, wait_until
 from tests.test_store_damage import _fill, small_fs  # noqa: F401 - the fixture
 
 PAGE = 4096
@@ -93,3 +93,36 @@ def test_a_claim_that_cannot_be_written_is_given_up_and_nothing_runs(small_fs, t
     assert "cannot claim the job" in said.read_text()
     assert not os.path.exists(os.path.join(job_dir, "shim.claim"))  # the job may be started
     assert not ran.exists()
+
+
+def test_an_end_that_cannot_be_written_is_said_once_however_often_it_is_tried(small_fs, tmp_path):
+    """The job ends on a full disk: ``exit.json`` is tried again and again until it fits, and
+    its stderr (shim.log, here on another disk, so each line shows) says so once, then once
+    more when it is written, with how many tries failed. Before, a line at each try: a line a
+    second into shim.log for as long as the disk was full. Its tries are counted by the job
+    dir's changes (each makes and removes a temporary file there): the test sets no clock."""
+    release = tmp_path / "release"
+    job_dir = _job_dir(small_fs, [sys.executable, "-c", "import os, time\nwhile not "
+                                  "os.path.exists(%r):\n    time.sleep(0.05)" % str(release)])
+    said = tmp_path / "shim.err"
+    shim = _shim(job_dir, said)
+    ended = Path(job_dir) / "exit.json"
+    try:
+        wait_until((Path(job_dir) / "started.json").exists, "the job to start", 30)
+        fill(small_fs / "filler")
+        release.touch()
+        wait_until(lambda: "cannot write %s yet" % ended in said.read_text(),
+                   "the shim to find no room for exit.json", 30)
+        seen = {os.stat(job_dir).st_mtime_ns}
+        wait_until(lambda: seen.add(os.stat(job_dir).st_mtime_ns) or len(seen) > 3,
+                   "three more tries at exit.json", 30)
+        assert not ended.exists()
+    finally:
+        os.unlink(small_fs / "filler")
+        shim.wait(30)
+    assert json.loads(ended.read_text())["code"] == 0
+    lines = said.read_text().splitlines()
+    assert lines[:1] == ["shim: cannot write %s yet ([Errno 28] No space left on device); trying "
+                         "again each 1 s" % ended], lines
+    assert len(lines) == 2 and lines[1].startswith("shim: wrote %s after " % ended), lines
+    assert int(lines[1].split(" after ")[1].split()[0]) >= 3

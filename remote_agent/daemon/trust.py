@@ -211,26 +211,65 @@ def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the ag
                              what, path, writers, _mode(st), path))
 
 
+def _what_it_is(st: os.stat_result) -> str:
+    """What kind of file ``st`` is, in words, for a refusal."""
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(st.st_mode):
+            return kind
+    return "a file of no known kind"
+
+
+def _check_kind(st: os.stat_result, path: str, what: str, fifo: bool) -> None:
+    """Refuse ``path`` unless it is a regular file (a FIFO, with ``fifo``)."""
+    if (stat.S_ISFIFO if fifo else stat.S_ISREG)(st.st_mode):
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath("refusing %s %s: it is a symlink" % (what, path))
+    raise UnsafePath("refusing %s %s: not a %s: %s" % (
+        what, path, "FIFO" if fifo else "regular file", _what_it_is(st)))
+
+
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
                  runner: str = "the agent") -> int:
     """``os.open`` for a file the agent (``runner``) trusts: never through a symlink, created
     0600, and refused unless it is a regular file (or a FIFO, with ``fifo``) of its user that
-    nobody else can write. Read bits for others are taken away."""
+    nobody else can write. Read bits for others are taken away. The open never waits: a FIFO
+    or a device put where a regular file belongs is refused as it is seen, not opened, and the
+    open is non-blocking (the descriptor is made blocking again unless ``flags`` asked
+    otherwise), so one swapped in meanwhile is refused too: a plain open of a FIFO waits for
+    its other end for good, holding up whichever of the daemon's loops opened it. A regular file
+    whose lease is being broken is waited for, as a plain open waits (at most the kernel's
+    lease-break-time)."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        _check_kind(os.lstat(path), path, what, fifo)
+    except FileNotFoundError:
+        pass  # (made by this open, where ``flags`` say so)
+    try:
+        try:
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        except BlockingIOError:  # a regular file under a lease (a file server's), being broken
+            _check_kind(os.lstat(path), path, what, fifo)
+            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # as a plain open
     except OSError as err:
         if err.errno == errno.ELOOP:  # the last component is a symlink
             raise UnsafePath("refusing %s %s: it is a symlink" % (what, path)) from err
+        if err.errno != errno.ENOENT:  # (a FIFO with no reader swapped in: ENXIO)
+            try:
+                _check_kind(os.lstat(path), path, what, fifo)
+            except FileNotFoundError:
+                pass
         raise
     try:
         st = os.fstat(fd)
-        kind_ok = stat.S_ISFIFO(st.st_mode) if fifo else stat.S_ISREG(st.st_mode)
-        if not kind_ok:
-            raise UnsafePath("refusing %s %s: it is not a %s" % (
-                what, path, "FIFO" if fifo else "regular file"))
+        _check_kind(st, path, what, fifo)
         _check_owned(st, path, what, runner, fd)
         if st.st_mode & 0o077:
             os.fchmod(fd, 0o600)
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
@@ -246,10 +285,7 @@ def check_private(path: str, what: str = "file",
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafePath("refusing %s %s: it is a symlink" % (what, path))
-    if not (stat.S_ISREG(st.st_mode) or (fifo_ok and stat.S_ISFIFO(st.st_mode))):
-        raise UnsafePath("refusing %s %s: it is not a regular file" % (what, path))
+    _check_kind(st, path, what, fifo_ok and stat.S_ISFIFO(st.st_mode))
     _check_owned(st, path, what)
     if st.st_mode & 0o077:
         os.chmod(path, 0o600)
@@ -270,7 +306,7 @@ def write_private(path: str, data: bytes, durable: bool = False) -> None:
     """Replace ``path`` atomically (a reader sees all of it or none), 0600; with ``durable``,
     fsync'd before it replaces the old one."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "temporary file")
     try:
         view = memoryview(data)
         while view:

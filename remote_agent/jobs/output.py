@@ -21,7 +21,7 @@ import os
 import threading
 from typing import Callable, Dict, Optional, Tuple
 
-from remote_agent.daemon.trust import open_private
+from remote_agent.daemon.trust import UnsafePath, open_private
 
 PIPE_NAME = "output.pipe"
 LOG_NAME = "output.log"
@@ -169,8 +169,8 @@ class CappedLog:
                 written = os.write(self.fd, view)
                 self.size += written
                 view = view[written:]
-        except OSError as err:
-            self.why = err.strerror or str(err)
+        except (OSError, UnsafePath) as err:  # a full disk; a FIFO put in its place
+            self.why = (err.strerror if isinstance(err, OSError) else None) or str(err)
             return len(view)
         return 0
 

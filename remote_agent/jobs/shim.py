@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from remote_agent.daemon.trust import open_private, read_private, write_private
+from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader
 from remote_agent.jobs.procs import JobProcs, proc_info
@@ -53,15 +55,38 @@ def _say(text: str) -> None:
         pass  # nowhere left to say it; what it would say is being retried
 
 
+class _Said(logging.Handler):
+    """The shim's log lines, said as ``_say`` says them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(record.getMessage())
+
+
+def _failures() -> Failures:
+    log = logging.getLogger("remote_agent.shim")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(_Said())
+    return Failures(log)
+
+
+# A record that cannot be written yet is said once, not at each try (a line a second into
+# shim.log, on the full disk that refused it), and once more when it is written.
+FAILURES = _failures()
+
+
 def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
     """A record the daemon needs (how the job ended): on a full disk, tried until it fits."""
     while True:
         try:
             write_json(path, data)
-            return
         except OSError as err:
-            _say("cannot write %s yet (%s); trying again" % (path, err))
+            FAILURES.failed(path, "cannot write %s yet (%s); trying again each %g s" % (
+                path, err, RETRY_S))
             time.sleep(RETRY_S)
+            continue
+        FAILURES.worked(path, "wrote %s" % path)
+        return
 
 
 def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,

@@ -595,18 +595,25 @@ class Supervisor:
     def signal(self, job: Job, sig: int, say: bool = True) -> bool:
         """``sig`` to every process of the job; to a container through its runtime (its init
         passes it on, and the runtime's client ends with the job's own exit status), and a
-        SIGKILL to the container's processes and the client too (found without the runtime).
+        SIGKILL to the container's processes and the client (found without the runtime; the
+        watchdog sends the runtime's own SIGKILL itself, once it works: ``kill_container``).
         How many processes it went to is said in the log where ``say``; whether there were
         any (a container's signal goes through its runtime all the same)."""
         if job.container:
-            self.runtimes.get(job.runtime).signal(job.container, sig)
             if sig != signal.SIGKILL:
+                why = self.kill_container(job, sig)
+                if why is not None:
+                    log.warning("job j%d: %s", job.id, why)
                 log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
                 return True
         count = job.procs().signal(sig)
         if count and say:
             log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
         return count > 0
+
+    def kill_container(self, job: Job, sig: int) -> Optional[str]:
+        """``sig`` to the job's container through its runtime: what failed and why, or None."""
+        return self.runtimes.get(job.runtime).signal(job.container or "", sig)
 
     def never_started(self, job: Job, reason: str) -> Optional[bool]:
         """End a start no shim has claimed as never started (the daemon stopped mid-launch):
@@ -845,7 +852,7 @@ def _program_problem(program: str, path: str, cwd: str) -> Optional[str]:
 def shim_alive(job_dir: str) -> bool:
     """A live shim holds its lock for life; if we can take it, the shim is gone."""
     try:
-        fd = os.open(os.path.join(job_dir, "shim.lock"), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_private(os.path.join(job_dir, "shim.lock"), os.O_RDONLY, "shim lock")
     except FileNotFoundError:
         return False
     try:

@@ -36,6 +36,8 @@ class Watchdog:
         self._util_seen: Dict[int, int] = {}  # GPU -> its newest utilisation sample read (µs)
         self._next_sample = 0.0  # monotonic time of the next usage sample
         self._killed: Set[int] = set()  # jobs past their grace whose SIGKILL was said
+        self._runtime_killed: Set[int] = set()  # ... whose container its runtime killed
+        self._runtime_failing: Set[int] = set()  # ... whose runtime's kill fails now
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -58,7 +60,13 @@ class Watchdog:
         self._step("caps and usage samples", lambda: self._measure(running))
         ticks = time.monotonic()  # deadlines and intervals: the wall clock may be set
         killing = [j for j in running if j.kill_at is not None and ticks >= j.kill_at]
-        self._killed &= {j.id for j in killing}  # (its episode ends when it does)
+        episodes = {j.id for j in killing}  # (a job's episode ends when it does)
+        self._killed &= episodes
+        self._runtime_killed &= episodes
+        for job_id in self._runtime_failing - episodes:
+            self._runtime_failing.discard(job_id)
+            self.failures.worked(self._runtime_kill(job_id), "job j%d ended while its "
+                                 "runtime's SIGKILL failed" % job_id)
         for job in killing:
             self._step("killing job j%d" % job.id, lambda: self._kill(job))
         self._step("removing cgroups", sup.remove_left_cgroups)
@@ -70,9 +78,27 @@ class Watchdog:
     def _kill(self, job: Job) -> None:
         """SIGKILL to a job past its grace, at each pass until it has ended, said once: a
         process the signal cannot end yet (stuck in a driver's call) would otherwise be said
-        twice a second for as long as it is stuck."""
+        twice a second for as long as it is stuck. A container is killed through its runtime
+        too, at each pass until that works once (docs/decisions.md, "Container jobs"); its
+        failure is said once, and once more when it works or the job ends."""
+        if job.container and job.id not in self._runtime_killed:
+            why = self.sup.kill_container(job, signal.SIGKILL)
+            if why is None:
+                self._runtime_killed.add(job.id)
+                self._runtime_failing.discard(job.id)
+                self.failures.worked(self._runtime_kill(job.id), "job j%d: its runtime's "
+                                     "SIGKILL works again" % job.id)
+            else:
+                self._runtime_failing.add(job.id)
+                self.failures.failed(self._runtime_kill(job.id), "job j%d: %s; tried again "
+                                     "each pass" % (job.id, why))
         if self.sup.signal(job, signal.SIGKILL, say=job.id not in self._killed):
             self._killed.add(job.id)
+
+    @staticmethod
+    def _runtime_kill(job_id: int) -> str:
+        """The name its runtime's SIGKILL is said by, as a step that fails."""
+        return "job j%d: the runtime's SIGKILL" % job_id
 
     def _step(self, what: str, step: Callable[[], Any]) -> None:
         """One step of a pass. Its failure (a damaged file, a full disk, NVML) keeps no other

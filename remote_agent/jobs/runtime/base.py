@@ -88,10 +88,10 @@ class Runtime(ABC):
         the container's own."""
         return None, None
 
-    def signal(self, name: str, sig: int) -> bool:
+    def signal(self, name: str, sig: int) -> Optional[str]:
         """Send ``sig`` to the container ``name`` through the runtime (nothing for a bare job);
-        False where the runtime failed (it says why in the agent's log)."""
-        return True
+        what failed and why where the runtime failed, else None."""
+        return None
 
     def remove(self, name: str) -> bool:
         """Remove what the runtime keeps of an ended job (its container), whatever its state;

@@ -37,7 +37,7 @@ device node is its state: the directory holding the simulated GPUs' state (FRACT
 is mounted at the same path, and the variable passed, so a workload in the container registers
 with the same host.
 
-The runtime's answers are checked: a failed ``kill`` or ``rm`` is logged (the supervisor then
+The runtime's answers are checked: a failed ``kill`` or ``rm`` is said (the supervisor then
 kills what is left in the container's cgroup itself), and only a successful ``info`` is kept.
 """
 
@@ -155,19 +155,22 @@ class Oci(ContainerRuntime):
             return None, None
         return container_cgroup(int(out), os.getpid())
 
-    def signal(self, name: str, sig: int) -> bool:
-        return self._checked([self.tool, "kill", "--signal", str(sig), name])
+    def signal(self, name: str, sig: int) -> Optional[str]:
+        return self._failure([self.tool, "kill", "--signal", str(sig), name])
 
     def remove(self, name: str) -> bool:
         force: List[str] = ["-f", "-t", "0"] if self.tool == "podman" else ["-f"]
-        return self._checked([self.tool, "rm", *force, name])
+        why = self._failure([self.tool, "rm", *force, name])
+        if why is not None:
+            log.warning("%s", why)
+        return why is None
 
-    def _checked(self, argv: List[str]) -> bool:
-        """Run the runtime's command; a failure goes to the agent's log."""
+    def _failure(self, argv: List[str]) -> Optional[str]:
+        """Run the runtime's command: None where it worked, else what failed and why."""
         code, out, err = run_tool(argv, CALL_TIMEOUT_S)
-        if code != 0:
-            log.warning("%s failed (exit %d): %s", " ".join(argv), code, last_line(err or out))
-        return code == 0
+        if code == 0:
+            return None
+        return "%s failed (exit %d): %s" % (" ".join(argv), code, last_line(err or out))
 
 
 def env_file_problem(env: Dict[str, str]) -> Optional[Tuple[str, str]]:

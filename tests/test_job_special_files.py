@@ -1,0 +1,106 @@
+"""A FIFO where the agent expects a regular file in a job's directory (the job's own user may
+put one there where the job runs as the agent's user): the daemon refuses it as it sees it,
+never waits on its open, and goes on serving and watching every other job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_job_supervision import kill_shim, wait_until
+from tests.test_jobs import script, until_file, wait_job
+from tests.test_shim_full_disk import _job_dir, _shim
+
+UP_THEN_MORE = ("import os, time\nprint('up', flush=True)\nwhile not os.path.exists(%r):\n"
+                "    time.sleep(0.02)\nprint('more', flush=True)\ntime.sleep(60)")
+
+
+def fifo_in_place_of(path: Path) -> None:
+    """``path`` (gone, or a file its shim holds open) replaced by a FIFO of the agent's user."""
+    if path.exists():
+        path.unlink()
+    os.mkfifo(path, 0o600)
+
+
+def test_a_fifo_in_place_of_a_followed_log_ends_its_follow_and_holds_up_no_other(start_agent,
+                                                                                tmp_path):
+    """Two jobs followed; one's ``output.log`` becomes a FIFO. Its follow ends, saying why; the
+    other's next line is pushed and the daemon answers. Before, the log pusher's open waited
+    on the FIFO for a writer for good: no log or snapshot was pushed to anyone again."""
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state))
+    go_on = tmp_path / "go-on"
+    jobs = [agent.call("job.launch", key=key, gpu=0, memory_mib=10,
+                       argv=script(UP_THEN_MORE % str(go_on))) for key in ("k-fifo", "k-other")]
+    for job in jobs:
+        wait_until(lambda: agent.call("job.logs", job=job["id"])["lines"] == ["up"], "output")
+        agent.call("job.logs", job=job["id"], follow=True, lines=0)
+    log = state / "jobs" / jobs[0]["id"] / "output.log"
+    fifo_in_place_of(log)
+    go_on.touch()
+
+    def pushed(job_id: str) -> list:
+        return [n["params"] for n in agent.notifications
+                if n["method"] == "log" and n["params"]["job"] == job_id]
+
+    wait_until(lambda: agent.call("job.list") and pushed(jobs[0]["id"]) and
+               "more" in "".join(p.get("data", "") for p in pushed(jobs[1]["id"])),
+               "the other job's line, and the end of the FIFO's follow")
+    assert pushed(jobs[0]["id"]) == [{"job": jobs[0]["id"], "eof": True, "error": (
+        "refusing log %s: not a regular file: a FIFO" % log)}]
+
+
+@pytest.mark.parametrize("name,what", [("exit.json", "job file"), ("shim.lock", "shim lock")])
+def test_a_fifo_in_place_of_a_job_file_the_watchdog_reads_holds_up_no_other_job(
+        start_agent, tmp_path, name, what):
+    """A job whose shim died, with a FIFO in place of the file the watchdog reads for it (how
+    it ended; the shim's lock, which tells a live shim): the watchdog says once that it refuses
+    it, and goes on watching every other job, whose end is recorded. Once the FIFO is gone the
+    job is watched again and ends. Before, the watchdog's open waited on the FIFO for good:
+    no job's end was recorded again, no stop turned into SIGKILL, no cap was kept."""
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state))
+    release, other = tmp_path / "release", tmp_path / "other"
+    job = agent.call("job.launch", key="k-fifo", gpu=0, memory_mib=10,
+                     argv=until_file(release, 0))
+    ends = agent.call("job.launch", key="k-other", gpu=0, memory_mib=10,
+                      argv=until_file(other, 3))
+    fifo = state / "jobs" / job["id"] / name
+    fifo_in_place_of(fifo)
+    kill_shim(str(state), job["id"])
+    other.touch()
+    done = wait_job(agent, ends["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 3)
+    daemon_log = state / "daemon.log"
+    refused = "refusing %s %s: not a regular file: a FIFO" % (what, fifo)
+    wait_until(lambda: refused in daemon_log.read_text(), "the watchdog to refuse the FIFO")
+    fifo.unlink()
+    release.touch()
+    assert wait_job(agent, job["id"])["state"] == "lost"  # its shim died: how it ended is lost
+    said = [line for line in daemon_log.read_text().splitlines() if "a FIFO" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "WARNING watchdog: watching job %s failed: %s; tried again each pass" % (
+            job["id"], refused)), said
+
+
+def test_a_shim_whose_log_is_a_fifo_drops_the_output_and_records_the_end(tmp_path):
+    """A FIFO in place of ``output.log`` before the shim starts, and a job that prints more
+    than its pipe holds: the shim drops what its log refuses, as on a full disk, and the job
+    runs to its end, recorded. Before, the refusal ended the shim's copier: the job's pipe
+    filled and the job waited on its write for good."""
+    job_dir = _job_dir(tmp_path, [sys.executable, "-c", "print('x' * (1 << 20))"])
+    fifo_in_place_of(Path(job_dir) / "output.log")
+    shim = _shim(job_dir, tmp_path / "shim.err")
+    try:
+        assert shim.wait(30) == 0
+    finally:  # (a job stuck on its write, and its shim, are not left behind)
+        if shim.poll() is None:
+            os.kill(json.loads((Path(job_dir) / "started.json").read_text())["pid"], signal.SIGKILL)
+            shim.kill()
+            shim.wait()
+    assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
