@@ -59,7 +59,11 @@ WIDE = 170
 (queues.TEAMS_WIDE): the map keeps at least the 114 columns it has at 160 (so its blocks
 keep their labels), which a wider panel there would cut."""
 SHORT = 24  # below this height the panel under the map takes half the rows, not 12 at least
-HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fleet.jobs",
+HINT_ORDER = ("app.quit", "app.help", "app.command",
+              # a placement's keys before the map's: what the mode is for (the header)
+              "placement.confirm", "placement.cancel", "placement.choice", "placement.next",
+              "placement.previous", "placement.down", "placement.up",
+              "map.open", "map.gpu", "fleet.jobs",
               "fleet.filter", "fleet.back", "fleet.compact", "fleet.colour", "fleet.panel",
               "queue.place", "queue.job", "app.theme")
 
@@ -403,7 +407,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         shown = listed(self)
         shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
         hints = tuple((key, what) for key, what, _ in shown)
-        self.query_one(Header).show(HeaderInfo(self.model.totals(), " · ".join(view), hints,
+        self.query_one(Header).show(HeaderInfo(self.model.totals(), tuple(view), hints,
                                                self.store_note() or self.trouble_note()
                                                or self.source.note,
                                                self.scheduler_line()))
