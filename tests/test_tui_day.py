@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import pytest
+
 from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
@@ -409,14 +411,16 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
         assert app.screen is screen and "s stop" in state(), state()
 
 
+@pytest.mark.parametrize("width", [120, 140, 169, 180])
 @pilot_test
-async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wide_enough():
-    """In the panel beside the map (180 columns) each team's row ends in its jobs on hosts
-    and its place in the order the scheduler takes up waiting jobs: the numbers of ``fractui
-    teams``' RUNNING and NEXT, from the same reads. At 80x24 the table has no room for them
-    beside the queues and keeps the teams' names whole instead."""
+async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wide_enough(width):
+    """In the panel beside the map each team's row ends in its jobs on hosts and its place in
+    the order the scheduler takes up waiting jobs: the numbers of ``fractui teams``' RUNNING
+    and NEXT, from the same reads; from 120 to 169 columns, where the panel is 46 wide, with
+    two heads shortened (``?`` says them) and each name whole. At 80x24 the table has no room
+    for them beside the queues and keeps the teams' names whole instead."""
     app = frozen_app()
-    async with app.run_test(size=(180, 48)) as pilot:
+    async with app.run_test(size=(width, 48)) as pilot:
         await settled(pilot)
         fleet = app.fleet
         jobs = fleet.model.store.jobs
@@ -428,6 +432,9 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
         drawn = screen_lines(app)
         head = next(ln for ln in drawn if "Teams" in ln)
         assert head.split()[-3:] == ["pend", "run", "next"], head
+        assert head.split("▏")[-1].split()[1:3] == (["used/quota", "borrow"] if width >= 170
+                                                    else ["used/q", "borr"]), head
+        assert re.search(r"▏ Teams {4,}\S", head), head  # a name keeps 8 cells at least
         for u in shown:
             row = next(ln for ln in drawn if re.search(r"▏ %s " % u.name, ln)).split()
             assert row[-2:] == [cli[u.name][4], cli[u.name][-1]], (row, cli[u.name])

@@ -26,7 +26,7 @@ from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
-from fractui.tui.queues import QueuePanel
+from fractui.tui.queues import TEAM_WORDS, QueuePanel
 from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
@@ -149,7 +149,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
                                ReportScreen)):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
-                                         for keys, what, bid, _ in shown_bindings(screen)]))
+                                         for keys, what, bid, _ in shown_bindings(screen)],
+                                        TEAM_WORDS if isinstance(screen, FleetScreen) else ""))
 
     def action_next_theme(self) -> None:
         """The next theme, named: nothing on the screen says which one it is, and the
