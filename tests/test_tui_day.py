@@ -20,7 +20,7 @@ from fractui.sched.standing import next_order, standing
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
 from fractui.team_commands import lines as team_lines
-from fractui.tui.actions import shown_bindings
+from fractui.tui.actions import KeyLine, shown_bindings
 from fractui.tui.app import FractuiApp
 from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.header import Header
@@ -83,6 +83,31 @@ async def test_the_gpu_view_shows_its_keys_at_80x24_and_only_back_when_readonly(
             expected = GPU_KEYS[:1] if readonly else GPU_KEYS
             assert all(k in shown for k in expected), shown
             assert not readonly or "cordon" not in shown, shown
+
+
+@pilot_test
+async def test_the_key_lines_wrap_again_as_the_terminal_is_resized():
+    """The GPU view's and the MIG picker's key lines (``actions.KeyLine``) wrap to the width
+    the terminal has now, every key whole: on one line at 160 columns, on more at 26."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settled(pilot)
+        app.open_gpu("h100-1", 0)
+        await pilot.pause()
+        for keys in (GPU_KEYS, ("⏎ choose", "esc cancel", "? help")):
+            assert "  ".join(keys) in screen_lines(app)[-1], screen_lines(app)[-2:]
+            await pilot.resize_terminal(26, 30)
+            await pilot.pause()
+            line = app.screen.query_one(KeyLine).region
+            shown = screen_lines(app)[line.y:line.bottom]
+            assert [k for row in shown for k in row.strip().split("  ")] == list(keys), shown
+            assert len(shown) > 1, shown
+            await pilot.resize_terminal(160, 30)
+            await pilot.pause()
+            if keys is GPU_KEYS:
+                await pilot.press("N")
+                await pilot.pause()
+                assert isinstance(app.screen, ProfileScreen)
 
 
 def no_pending_app() -> FractuiApp:

@@ -112,8 +112,16 @@ class KeyLine(Static):
         super().__init__(markup=False, id=id)
         self.prefixes = prefixes
 
+    def on_mount(self) -> None:
+        self.show()
+
+    def on_resize(self) -> None:
+        """Wrapped again to its width: a screen with a key line need not ask for it."""
+        self.show()
+
     def show(self) -> None:
-        """The keys bound now; called as the screen is mounted and resized."""
+        """The keys bound now: as it is mounted and resized, and as its screen asks (another
+        screen comes over it or goes, its bindings change)."""
         width = (self.screen.size.width or self.app.size.width) - 2  # (its padding)
         keys = hints(self.screen, self.prefixes)
         self.display = bool(keys)  # (none while the screen is covered: no empty line)

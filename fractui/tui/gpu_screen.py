@@ -222,12 +222,6 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
         menu.border_title = "new MIG instance on %s" % self.where
         yield menu
 
-    def on_mount(self) -> None:
-        self.show_keys()
-
-    def on_resize(self) -> None:
-        self.show_keys()
-
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
 
@@ -292,10 +286,6 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         self.query_one("#gpu-body").focus()
         self.reload()
         self.set_interval(REFRESH_S, self.reload)
-        self.show_keys()
-
-    def on_resize(self) -> None:
-        self.show_keys()
 
     def reload(self) -> None:
         v = RichVariables(self.app)
