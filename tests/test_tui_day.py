@@ -22,6 +22,7 @@ from fractui.store.model import PENDING
 from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import KeyLine, shown_bindings
 from fractui.tui.app import FractuiApp
+from fractui.tui.filterbox import FilterBox
 from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.header import Header
 from fractui.tui.help import HelpScreen
@@ -108,6 +109,33 @@ async def test_the_key_lines_wrap_again_as_the_terminal_is_resized():
                 await pilot.press("N")
                 await pilot.pause()
                 assert isinstance(app.screen, ProfileScreen)
+
+
+@pytest.mark.parametrize("where", ["fleet", "jobs"])
+@pilot_test
+async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_esc(where):
+    """The map's and the jobs view's filter are one box (``filterbox.FilterBox``): ``enter``
+    keeps the filter and hides the box, ``/`` opens it on the filter as it is, ``esc`` there
+    empties it, hides it and clears the filter."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        if where == "jobs":
+            await pilot.press("J")
+            await pilot.pause()
+        screen = app.screen
+        box = screen.query_one(FilterBox)
+        assert not box.display
+        await pilot.press("slash", *"a100", "enter")
+        await pilot.pause()
+        assert (screen.filter_text, box.display, box.has_focus) == ("a100", False, False)
+        await pilot.press("slash")
+        await pilot.pause()
+        assert (box.value, box.display, box.has_focus) == ("a100", True, True)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert (screen.filter_text, box.value, box.display) == ("", "", False)
+        assert app.screen is screen
 
 
 def no_pending_app() -> FractuiApp:
