@@ -18,7 +18,7 @@ from textual import events
 from textual.message import Message
 from textual.widget import Widget
 
-from fractui.cells import cut, padded
+from fractui.cells import cell_len, cut, padded
 from fractui.sched.quota import TeamUsage
 from fractui.sched.standing import next_of
 from fractui.sched.starved import Starved
@@ -44,6 +44,8 @@ TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and
               "the scheduler takes up the teams' waiting jobs now (it ranks again after each "
               "placement), as `fractui teams` says them. A name marked ! is starved.")
 """What the teams table's columns are, for ``?`` on the fleet screen."""
+PENDING_KEYS = ("p place", "enter open", "drag to a GPU")
+"""What the pending list's title says may be done to a job, first what matters most."""
 MIN_PENDING = 4  # pending rows shown at the least (80x24: the panel is sized for them)
 
 
@@ -315,9 +317,13 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         shown = self.pending[self._first:self._first + fit]
         count = "%d" % len(ids) if len(shown) == len(ids) else "%d-%d of %d" % (
             self._first + 1, self._first + len(shown), len(ids))
-        lines = Text("Pending %s" % count, style="bold", no_wrap=True, overflow="ellipsis")
-        lines.append("  p place · enter open · drag to a GPU" if not self.readonly
-                     else "  enter open", style="dim")
+        title = "Pending %s" % count
+        lines = Text(title, style="bold", no_wrap=True, overflow="ellipsis")
+        keys = PENDING_KEYS[1:2] if self.readonly else PENDING_KEYS
+        while keys and cell_len("%s  %s" % (title, " · ".join(keys))) > width:
+            keys = keys[:-1]  # each whole, or left out (the help lists them)
+        if keys:
+            lines.append("  " + " · ".join(keys), style="dim")
         two = per == 2
         name = max(6, min(12, width - 32))
         for k, job in enumerate(shown):

@@ -1,0 +1,40 @@
+"""What the screens draw at the widths admins have (80, 100, 120 and 160 columns): a line
+cut says it was cut, and a key hint is listed whole or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from fractui.tui.queues import PENDING_KEYS
+from tests.tui_frozen import STATES, frozen_app, pilot_test, screen_lines, settled
+
+SIZES = [(80, 24), (100, 30), (120, 40), (160, 50)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_a_hosts_line_cut_at_the_maps_edge_ends_in_an_ellipsis(size):
+    """h100-1's error (the agent's words) is longer than its line at 80 and 120 columns:
+    it ends in "…" there, as a cut reason does, and is whole where it fits."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        error = STATES["h100-1"][1]
+        line = next(ln for ln in screen_lines(app) if ln.startswith("▌h100-1 "))
+        drawn = line.split("  ", 2)[2].split("▏")[0].rstrip()
+        assert drawn == error or drawn.endswith("…") and error.startswith(drawn[:-1]), line
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_the_pending_lists_keys_are_whole_or_left_out(size):
+    """The pending list's title: at 120 to 169 columns (a panel of 43 cells) "drag to a
+    GPU" was cut to "drag to …"; a key that does not fit is left out whole."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        line = next(ln for ln in screen_lines(app) if " Pending " in ln)
+        title = line.split(" Pending ", 1)[1].split("  ", 1)
+        assert len(title) == 2 and "…" not in line, line
+        shown = title[1].strip().split(" · ")
+        assert shown == list(PENDING_KEYS[:len(shown)]) and shown, line
