@@ -138,6 +138,22 @@ async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_e
         assert app.screen is screen
 
 
+@pilot_test
+async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
+    """``:`` "keys" opened Textual's key panel beside the map (two thirds of the map gone at
+    120 columns, each key's words wrapped over lines, no ids): it opens ``?`` instead."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("colon", *"keys")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, HelpScreen), app.screen
+        assert not app.fleet.query("HelpPanel")
+        assert any(bid == "map.open" for _, _, bid in app.screen.keys)
+
+
 def no_pending_app() -> FractuiApp:
     """The sample fleet with no job waiting."""
     fleet = sample_fleet(16, states=STATES)

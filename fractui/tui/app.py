@@ -10,9 +10,10 @@ import gc
 import time
 from typing import Callable, Iterable
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
+from textual.screen import Screen
 
 from fractui.config import Config
 from fractui.store.intents import Asker
@@ -151,6 +152,16 @@ class FractuiApp(App[None], inherit_bindings=False):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
                                          for keys, what, bid, _ in shown_bindings(screen)],
                                         TEAM_WORDS if isinstance(screen, FleetScreen) else ""))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's, but "Keys" is ``?``: Textual's key panel docked beside the map took
+        two thirds of it at 120 columns, wrapped each key's words over several lines, and
+        listed keys without the ids ``[tui] keys`` remaps them by."""
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":  # (its help has no brackets: Textual reads markup)
+                command = SystemCommand("Keys", "Every key of this screen, with the id that "
+                                        "remaps it (?)", self.action_help)
+            yield command
 
     def action_next_theme(self) -> None:
         """The next theme, named: nothing on the screen says which one it is, and the
