@@ -154,6 +154,23 @@ async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
         assert any(bid == "map.open" for _, _, bid in app.screen.keys)
 
 
+@pilot_test
+async def test_copy_in_a_job_with_no_output_says_so():
+    """``y`` on a pending job's screen (no output yet) did nothing and said nothing."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app.open_job(27)
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, JobScreen) and isinstance(app.focused, LogView)
+        app.clear_notifications()
+        await pilot.press("y")
+        await pilot.pause()
+        assert said(app) == ["no line to copy: the output is empty"], said(app)
+
+
 def no_pending_app() -> FractuiApp:
     """The sample fleet with no job waiting."""
     fleet = sample_fleet(16, states=STATES)
