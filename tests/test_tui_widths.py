@@ -38,3 +38,22 @@ async def test_the_pending_lists_keys_are_whole_or_left_out(size):
         assert len(title) == 2 and "…" not in line, line
         shown = title[1].strip().split(" · ")
         assert shown == list(PENDING_KEYS[:len(shown)]) and shown, line
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_the_jobs_views_title_wraps_between_its_parts(size):
+    """With the ended jobs asked for (``a``) the title is longer than 80 columns: it went on
+    mid-part ("sorted by age/wait" above, its "↓" below); each part stays on one line."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        await pilot.press("J", "a")
+        await pilot.pause()
+        lines = screen_lines(app)
+        title = lines[:lines.index(next(ln for ln in lines if ln.startswith(" id ")))]
+        parts = [p for ln in title for p in ln.strip().split(" · ")]
+        assert parts[0].startswith("jobs, the newest 200 ended too"), title
+        assert parts[2:] == ["sorted by age/wait ↓", "o/O sort", "/ filter",
+                             "a active only"], title
+        assert len(title) == (2 if size[0] < 120 else 1), title

@@ -86,13 +86,13 @@ def hints(screen: Screen, prefixes: tuple[str, ...]) -> list[str]:
             if bid.startswith(prefixes)]
 
 
-def wrapped(keys: Sequence[str], width: int) -> str:
-    """Key hints two spaces apart, on another line where the next would be cut: a narrow
-    terminal shows every key, and never half of one."""
+def wrapped(keys: Sequence[str], width: int, sep: str = "  ") -> str:
+    """Key hints two spaces apart (or ``sep``), on another line where the next would be cut:
+    a narrow terminal shows every key, and never half of one."""
     lines: list[str] = []
     for hint in keys:
-        if lines and cell_len(lines[-1]) + 2 + cell_len(hint) <= width:
-            lines[-1] += "  " + hint
+        if lines and cell_len(lines[-1]) + cell_len(sep) + cell_len(hint) <= width:
+            lines[-1] += sep + hint
         else:
             lines.append(hint)
     return "\n".join(lines)

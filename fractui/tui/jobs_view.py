@@ -28,7 +28,7 @@ from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, movable
-from fractui.tui.actions import Action, Modal, bind, bindings
+from fractui.tui.actions import Action, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
@@ -273,12 +273,14 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         widths = grown(columns, self.rows, width - 1)
         store = self.store()
         reading = self.ended and store is not None and store.ended is None
-        title = Text("jobs%s%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
-            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
-            " (reading them…)" if reading else "", len(self.rows),
-            self._title(self.sort_key), "↓" if self.reverse else "↑",
-            " · filter /%s/" % self.filter_text if self.filter_text else "",
-            "active only" if self.ended else "ended too"))
+        parts = ["jobs%s%s" % (", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
+                               " (reading them…)" if reading else ""),
+                 "%d shown" % len(self.rows), "sorted by %s %s" % (
+                     self._title(self.sort_key), "↓" if self.reverse else "↑")]
+        parts += ["filter /%s/" % self.filter_text] if self.filter_text else []
+        parts += ["o/O sort", "/ filter", "a %s" % ("active only" if self.ended else "ended too")]
+        # a part that does not fit goes on the next line whole
+        title = Text(wrapped(parts, self.size.width - 2, " · "))
         note = self.store_note()
         if note is not None:  # the store's jobs are as last read: said, as the map's header does
             title.append("\nstore: %s" % note, style=RichVariables(self.app)["warning"])
