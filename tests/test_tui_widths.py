@@ -57,3 +57,25 @@ async def test_the_jobs_views_title_wraps_between_its_parts(size):
         assert parts[2:] == ["sorted by age/wait ↓", "o/O sort", "/ filter",
                              "a active only"], title
         assert len(title) == (2 if size[0] < 120 else 1), title
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", ["gpu", "job"])
+@pilot_test
+async def test_a_gpus_health_goes_on_between_its_parts(size, screen):
+    """The health line of the GPU view and of the job screen at 80 columns went on inside a
+    part: "ECC 0 corrected, 0" over "uncorrected", read as two figures."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        if screen == "gpu":
+            app.open_gpu("a100-1", 0)
+        else:
+            app.open_job(1)
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        drawn = "\n".join(screen_lines(app))
+        for part in ("temp 35 °C (slows at 89 °C)", "power 96/400 W",
+                     "ECC 0 corrected, 0 uncorrected", "throttle none", "XID none"):
+            assert part in drawn, drawn

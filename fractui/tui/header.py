@@ -23,12 +23,12 @@ from textual.widget import Widget
 
 from fractui import __version__
 from fractui.tui.model import Totals
+from fractui.tui.parts import SEP, wrap_parts
 from fractui.tui.themes import RichVariables
 from fractui.words import count
 
 HINT_ROWS = 4
 MOST_ROWS = HINT_ROWS + 2  # beyond, the lines are cut instead: a narrow terminal keeps its map
-SEP = " · "
 INDENT = "  "  # a line's parts that go on below it
 
 
@@ -161,24 +161,14 @@ def _width(columns: list[list[tuple[Text, Text]]]) -> int:
 
 def _joined(parts: list[Text], sep: str) -> Text:
     """``parts`` on one line, " · " apart (in style ``sep``)."""
-    line = parts[0].copy()
-    for part in parts[1:]:
-        line.append(SEP, style=sep)
-        line.append_text(part)
-    return line
+    return Text(SEP, style=sep).join(parts)
 
 
 def _wrapped(parts: list[Text], room: int, sep: str) -> list[Text]:
     """``parts`` " · " apart (in style ``sep``), a part that would be cut going on, whole, on
     a line of its own; only a part wider than a line by itself (a long filter) is cut, at its
     end."""
-    lines = [parts[0].copy()]
-    for part in parts[1:]:
-        if cell_len(lines[-1].plain) + len(SEP) + cell_len(part.plain) <= room:
-            lines[-1].append(SEP, style=sep)
-            lines[-1].append_text(part)
-        else:
-            lines.append(Text(INDENT) + part)
+    lines = wrap_parts(parts, room, sep, INDENT)
     for line in lines:
         line.truncate(room, overflow="ellipsis")
     return lines
