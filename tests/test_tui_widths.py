@@ -62,9 +62,10 @@ async def test_the_jobs_views_title_wraps_between_its_parts(size):
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("screen", ["gpu", "job"])
 @pilot_test
-async def test_a_gpus_health_goes_on_between_its_parts(size, screen):
+async def test_a_gpus_lines_go_on_between_their_parts(size, screen):
     """The health line of the GPU view and of the job screen at 80 columns went on inside a
-    part: "ECC 0 corrected, 0" over "uncorrected", read as two figures."""
+    part: "ECC 0 corrected, 0" over "uncorrected", read as two figures; so did the GPU view's
+    own line ("util n/a (not reported by" over "NVML for MIG instances)")."""
     app = frozen_app()
     async with app.run_test(size=size) as pilot:
         await settled(pilot)
@@ -77,5 +78,7 @@ async def test_a_gpus_health_goes_on_between_its_parts(size, screen):
         await pilot.pause()
         drawn = "\n".join(screen_lines(app))
         for part in ("temp 35 °C (slows at 89 °C)", "power 96/400 W",
-                     "ECC 0 corrected, 0 uncorrected", "throttle none", "XID none"):
+                     "ECC 0 corrected, 0 uncorrected", "throttle none", "XID none") + (
+                         "10.8G used of 80.0G", "util n/a (not reported by NVML for MIG "
+                         "instances)") * (screen == "gpu"):
             assert part in drawn, drawn

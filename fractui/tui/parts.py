@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.text import Text
 
 SEP = " · "
@@ -32,6 +33,13 @@ class BetweenParts:
 
     def __init__(self, text: Text) -> None:
         self.text = text
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """At least its widest part (in a table's cell), at most its longest line."""
+        lines = self.text.plain.split("\n")
+        return Measurement(max(cell_len(p) for line in lines for p in line.split(SEP)),
+                           max(cell_len(line) for line in lines)).clamp(
+            max_width=options.max_width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         for line in self.text.split("\n"):
