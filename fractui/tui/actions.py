@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-from rich.cells import cell_len
+from rich.text import Text
 from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widgets import Static
+
+from fractui.tui.parts import wrap_parts
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,8 @@ def hints(screen: Screen, prefixes: tuple[str, ...]) -> list[str]:
 def wrapped(keys: Sequence[str], width: int, sep: str = "  ") -> str:
     """Key hints two spaces apart (or ``sep``), on another line where the next would be cut:
     a narrow terminal shows every key, and never half of one."""
-    lines: list[str] = []
-    for hint in keys:
-        if lines and cell_len(lines[-1]) + cell_len(sep) + cell_len(hint) <= width:
-            lines[-1] += sep + hint
-        else:
-            lines.append(hint)
-    return "\n".join(lines)
+    return "\n".join(line.plain for line in wrap_parts([Text(k) for k in keys], width,
+                                                        sep=sep))
 
 
 class KeyLine(Static):

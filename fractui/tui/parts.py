@@ -4,6 +4,8 @@ another figure."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
@@ -12,15 +14,15 @@ from rich.text import Text
 SEP = " · "
 
 
-def wrap_parts(parts: list[Text], width: int, sep_style: str = "",
-               indent: str = "") -> list[Text]:
-    """``parts`` ``SEP`` apart (in ``sep_style``), a part that would go past ``width`` going on,
+def wrap_parts(parts: Sequence[Text], width: int, sep_style: str = "", indent: str = "",
+               sep: str = SEP) -> list[Text]:
+    """``parts`` ``sep`` apart (in ``sep_style``), a part that would go past ``width`` going on,
     whole, on a line of its own after ``indent``. A part wider than a line is left whole (the
     caller cuts or wraps it)."""
     lines = [parts[0].copy()] if parts else []
     for part in parts[1:]:
-        if cell_len(lines[-1].plain) + len(SEP) + cell_len(part.plain) <= width:
-            lines[-1].append(SEP, style=sep_style)
+        if cell_len(lines[-1].plain) + cell_len(sep) + cell_len(part.plain) <= width:
+            lines[-1].append(sep, style=sep_style)
             lines[-1].append_text(part)
         else:
             lines.append(Text(indent) + part)
