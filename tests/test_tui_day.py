@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import pytest
+
 from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
@@ -18,8 +20,9 @@ from fractui.sched.standing import next_order, standing
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
 from fractui.team_commands import lines as team_lines
-from fractui.tui.actions import shown_bindings
+from fractui.tui.actions import KeyLine, shown_bindings
 from fractui.tui.app import FractuiApp
+from fractui.tui.filterbox import FilterBox
 from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.header import Header
 from fractui.tui.help import HelpScreen
@@ -81,6 +84,91 @@ async def test_the_gpu_view_shows_its_keys_at_80x24_and_only_back_when_readonly(
             expected = GPU_KEYS[:1] if readonly else GPU_KEYS
             assert all(k in shown for k in expected), shown
             assert not readonly or "cordon" not in shown, shown
+
+
+@pilot_test
+async def test_the_key_lines_wrap_again_as_the_terminal_is_resized():
+    """The GPU view's and the MIG picker's key lines (``actions.KeyLine``) wrap to the width
+    the terminal has now, every key whole: on one line at 160 columns, on more at 26."""
+    app = frozen_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settled(pilot)
+        app.open_gpu("h100-1", 0)
+        await pilot.pause()
+        for keys in (GPU_KEYS, ("⏎ choose", "esc cancel", "? help")):
+            assert "  ".join(keys) in screen_lines(app)[-1], screen_lines(app)[-2:]
+            await pilot.resize_terminal(26, 30)
+            await pilot.pause()
+            line = app.screen.query_one(KeyLine).region
+            shown = screen_lines(app)[line.y:line.bottom]
+            assert [k for row in shown for k in row.strip().split("  ")] == list(keys), shown
+            assert len(shown) > 1, shown
+            await pilot.resize_terminal(160, 30)
+            await pilot.pause()
+            if keys is GPU_KEYS:
+                await pilot.press("N")
+                await pilot.pause()
+                assert isinstance(app.screen, ProfileScreen)
+
+
+@pytest.mark.parametrize("where", ["fleet", "jobs"])
+@pilot_test
+async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_esc(where):
+    """The map's and the jobs view's filter are one box (``filterbox.FilterBox``): ``enter``
+    keeps the filter and hides the box, ``/`` opens it on the filter as it is, ``esc`` there
+    empties it, hides it and clears the filter."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        if where == "jobs":
+            await pilot.press("J")
+            await pilot.pause()
+        screen = app.screen
+        box = screen.query_one(FilterBox)
+        assert not box.display
+        await pilot.press("slash", *"a100", "enter")
+        await pilot.pause()
+        assert (screen.filter_text, box.display, box.has_focus) == ("a100", False, False)
+        await pilot.press("slash")
+        await pilot.pause()
+        assert (box.value, box.display, box.has_focus) == ("a100", True, True)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert (screen.filter_text, box.value, box.display) == ("", "", False)
+        assert app.screen is screen
+
+
+@pilot_test
+async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
+    """``:`` "keys" opened Textual's key panel beside the map (two thirds of the map gone at
+    120 columns, each key's words wrapped over lines, no ids): it opens ``?`` instead."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("colon", *"keys")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, HelpScreen), app.screen
+        assert not app.fleet.query("HelpPanel")
+        assert any(bid == "map.open" for _, _, bid in app.screen.keys)
+
+
+@pilot_test
+async def test_copy_in_a_job_with_no_output_says_so():
+    """``y`` on a pending job's screen (no output yet) did nothing and said nothing."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app.open_job(27)
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, JobScreen) and isinstance(app.focused, LogView)
+        app.clear_notifications()
+        await pilot.press("y")
+        await pilot.pause()
+        assert said(app) == ["no line to copy: the output is empty"], said(app)
 
 
 def no_pending_app() -> FractuiApp:
@@ -409,14 +497,16 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
         assert app.screen is screen and "s stop" in state(), state()
 
 
+@pytest.mark.parametrize("width", [120, 140, 169, 180])
 @pilot_test
-async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wide_enough():
-    """In the panel beside the map (180 columns) each team's row ends in its jobs on hosts
-    and its place in the order the scheduler takes up waiting jobs: the numbers of ``fractui
-    teams``' RUNNING and NEXT, from the same reads. At 80x24 the table has no room for them
-    beside the queues and keeps the teams' names whole instead."""
+async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wide_enough(width):
+    """In the panel beside the map each team's row ends in its jobs on hosts and its place in
+    the order the scheduler takes up waiting jobs: the numbers of ``fractui teams``' RUNNING
+    and NEXT, from the same reads; from 120 to 169 columns, where the panel is 46 wide, with
+    two heads shortened (``?`` says them) and each name whole. At 80x24 the table has no room
+    for them beside the queues and keeps the teams' names whole instead."""
     app = frozen_app()
-    async with app.run_test(size=(180, 48)) as pilot:
+    async with app.run_test(size=(width, 48)) as pilot:
         await settled(pilot)
         fleet = app.fleet
         jobs = fleet.model.store.jobs
@@ -428,6 +518,9 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
         drawn = screen_lines(app)
         head = next(ln for ln in drawn if "Teams" in ln)
         assert head.split()[-3:] == ["pend", "run", "next"], head
+        assert head.split("▏")[-1].split()[1:3] == (["used/quota", "borrow"] if width >= 170
+                                                    else ["used/q", "borr"]), head
+        assert re.search(r"▏ Teams {4,}\S", head), head  # a name keeps 8 cells at least
         for u in shown:
             row = next(ln for ln in drawn if re.search(r"▏ %s " % u.name, ln)).split()
             assert row[-2:] == [cli[u.name][4], cli[u.name][-1]], (row, cli[u.name])

@@ -13,6 +13,7 @@ from fractui.config import QueueConfig
 from fractui.tui.health import HealthPanel
 from fractui.tui.jobs import JobScreen
 from tests import localfleet
+from tests.test_tui_cursor_pilot import plain
 from tests.test_tui_jobs import text_of
 from tests.tui_frozen import frozen_app, pilot_test, settled
 from tests.tui_live import gpu_line, live_app, until
@@ -54,7 +55,7 @@ def test_the_job_screen_shows_live_memory_against_its_cap_and_a_changing_sparkli
             assert max(spark.data) > max(seen)  # it grew
             caption = str(panel.query_one("#second-label").render())
             assert caption.startswith("job memory ") and "/5758 MiB · last " in caption
-            lines = str(panel.query_one("#health-lines").render())
+            lines = plain(panel.query_one("#health-lines").content)
             assert lines.startswith("gpu-b gpu 0") and "slows at 92 °C" in lines
             assert "unhealthy" not in lines
 
@@ -62,8 +63,8 @@ def test_the_job_screen_shows_live_memory_against_its_cap_and_a_changing_sparkli
             f.fleet.session("gpu-b").call("sim.ecc", {"gpu": 0, "uncorrected": 1}, 10)
             await until(pilot, lambda: gpu_line(app, "gpu-b", 0)[1].unhealthy ==
                         "1 uncorrected ECC error", "the map marks the GPU unhealthy")
-            await until(pilot, lambda: "unhealthy: 1 uncorrected ECC error" in str(
-                panel.query_one("#health-lines").render()), "the job screen says why")
+            await until(pilot, lambda: "unhealthy: 1 uncorrected ECC error" in plain(
+                panel.query_one("#health-lines").content), "the job screen says why")
 
     drive()
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-from rich.cells import cell_len
+from rich.text import Text
 from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widgets import Static
+
+from fractui.tui.parts import wrap_parts
 
 
 @dataclass(frozen=True)
@@ -86,16 +88,11 @@ def hints(screen: Screen, prefixes: tuple[str, ...]) -> list[str]:
             if bid.startswith(prefixes)]
 
 
-def wrapped(keys: Sequence[str], width: int) -> str:
-    """Key hints two spaces apart, on another line where the next would be cut: a narrow
-    terminal shows every key, and never half of one."""
-    lines: list[str] = []
-    for hint in keys:
-        if lines and cell_len(lines[-1]) + 2 + cell_len(hint) <= width:
-            lines[-1] += "  " + hint
-        else:
-            lines.append(hint)
-    return "\n".join(lines)
+def wrapped(keys: Sequence[str], width: int, sep: str = "  ") -> str:
+    """Key hints two spaces apart (or ``sep``), on another line where the next would be cut:
+    a narrow terminal shows every key, and never half of one."""
+    return "\n".join(line.plain for line in wrap_parts([Text(k) for k in keys], width,
+                                                        sep=sep))
 
 
 class KeyLine(Static):
@@ -112,8 +109,16 @@ class KeyLine(Static):
         super().__init__(markup=False, id=id)
         self.prefixes = prefixes
 
+    def on_mount(self) -> None:
+        self.show()
+
+    def on_resize(self) -> None:
+        """Wrapped again to its width: a screen with a key line need not ask for it."""
+        self.show()
+
     def show(self) -> None:
-        """The keys bound now; called as the screen is mounted and resized."""
+        """The keys bound now: as it is mounted and resized, and as its screen asks (another
+        screen comes over it or goes, its bindings change)."""
         width = (self.screen.size.width or self.app.size.width) - 2  # (its padding)
         keys = hints(self.screen, self.prefixes)
         self.display = bool(keys)  # (none while the screen is covered: no empty line)

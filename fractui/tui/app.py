@@ -10,9 +10,10 @@ import gc
 import time
 from typing import Callable, Iterable
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
+from textual.screen import Screen
 
 from fractui.config import Config
 from fractui.store.intents import Asker
@@ -26,7 +27,7 @@ from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
 from fractui.tui.logview import LogView
 from fractui.tui.placement import PreviewBar
-from fractui.tui.queues import QueuePanel
+from fractui.tui.queues import TEAM_WORDS, QueuePanel
 from fractui.tui.report_view import ReportBody, ReportScreen
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
@@ -149,7 +150,18 @@ class FractuiApp(App[None], inherit_bindings=False):
         if isinstance(screen, (FleetScreen, JobScreen, JobsScreen, GpuScreen, ProfileScreen,
                                ReportScreen)):
             self.push_screen(HelpScreen([(" ".join(keys), what, bid)
-                                         for keys, what, bid, _ in shown_bindings(screen)]))
+                                         for keys, what, bid, _ in shown_bindings(screen)],
+                                        TEAM_WORDS if isinstance(screen, FleetScreen) else ""))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's, but "Keys" is ``?``: Textual's key panel docked beside the map took
+        two thirds of it at 120 columns, wrapped each key's words over several lines, and
+        listed keys without the ids ``[tui] keys`` remaps them by."""
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":  # (its help has no brackets: Textual reads markup)
+                command = SystemCommand("Keys", "Every key of this screen, with the id that "
+                                        "remaps it (?)", self.action_help)
+            yield command
 
     def action_next_theme(self) -> None:
         """The next theme, named: nothing on the screen says which one it is, and the

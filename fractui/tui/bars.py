@@ -330,6 +330,9 @@ def render(line: Line, width: int, paint: Paint, mark: Optional[Mark] = None) ->
     else:
         segments = render_gpu(line, width, paint, mark)
     strip = Strip(segments)
+    if isinstance(line, HostLine) and strip.cell_length > width > 1:
+        # its end is others' words (the host's error): said cut where it is
+        strip = Strip(list(strip.crop(0, width - 1)) + [Segment("…", segments[-1].style)])
     if strip.cell_length != width:
         strip = strip.crop_extend(0, width, _style(None, paint.background))
     return strip

@@ -39,6 +39,7 @@ from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
 from fractui.tui.commands import Entry
 from fractui.tui.cursor import Cursor, block_job_id
+from fractui.tui.filterbox import FilterBox
 from fractui.tui.header import Header, HeaderInfo
 from fractui.tui.model import (GHOST, FleetModel, GpuGroupLine, GpuLine, HostLine, Line,
                                StoreView, compile_filter, queue_stats, with_ghost)
@@ -59,7 +60,11 @@ WIDE = 170
 (queues.TEAMS_WIDE): the map keeps at least the 114 columns it has at 160 (so its blocks
 keep their labels), which a wider panel there would cut."""
 SHORT = 24  # below this height the panel under the map takes half the rows, not 12 at least
-HINT_ORDER = ("app.quit", "app.help", "app.command", "map.open", "map.gpu", "fleet.jobs",
+HINT_ORDER = ("app.quit", "app.help", "app.command",
+              # a placement's keys before the map's: what the mode is for (the header)
+              "placement.confirm", "placement.cancel", "placement.choice", "placement.next",
+              "placement.previous", "placement.down", "placement.up",
+              "map.open", "map.gpu", "fleet.jobs",
               "fleet.filter", "fleet.back", "fleet.compact", "fleet.colour", "fleet.panel",
               "queue.place", "queue.job", "app.theme")
 
@@ -194,8 +199,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 yield SliceMap(self.fleet_app.readonly, id="map")
                 yield Legend(id="legend")
             yield QueuePanel(readonly=self.fleet_app.readonly, id="queues")
-        yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
-                    id="filter")
+        yield FilterBox(id="filter")
         yield PreviewBar(id="preview")
 
     @property
@@ -203,7 +207,6 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         return self.query_one(SliceMap)
 
     def on_mount(self) -> None:
-        self.query_one("#filter", Input).display = False
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.repaint())
         self.bindings_updated_signal.subscribe(self, lambda _screen: self.show_header())
         self.repaint()
@@ -403,7 +406,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         shown = listed(self)
         shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
         hints = tuple((key, what) for key, what, _ in shown)
-        self.query_one(Header).show(HeaderInfo(self.model.totals(), " · ".join(view), hints,
+        self.query_one(Header).show(HeaderInfo(self.model.totals(), tuple(view), hints,
                                                self.store_note() or self.trouble_note()
                                                or self.source.note,
                                                self.scheduler_line()))
@@ -426,7 +429,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def what_now(self, binding_id: str) -> Optional[str]:
         if binding_id != "fleet.back":
             return None
-        box = self.query_one("#filter", Input)
+        box = self.query_one(FilterBox)
         if box.display and box.has_focus:
             return "clear filter"
         if self.placement is not None:
@@ -436,17 +439,14 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         return "clear mark" if self.query_one(QueuePanel).marked is not None else None
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.value = self.filter_text
-        box.focus()
+        self.query_one(FilterBox).open(self.filter_text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
         self.relayout()
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self.query_one("#filter", Input).display = False
+        self.query_one(FilterBox).close(clear=False)
         self._filter_closed()
 
     def _filter_closed(self) -> None:
@@ -458,11 +458,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def action_back(self) -> None:
         """In the filter, closes it (and clears it, and the queue mark); elsewhere it leaves
         placement mode too."""
-        box = self.query_one("#filter", Input)
+        box = self.query_one(FilterBox)
         closing = box.display and box.has_focus
         if closing:
-            box.value = ""
-            box.display = False
+            box.close(clear=True)
             self._filter_closed()
         self.filter_text = ""
         self.query_one(QueuePanel).mark(None)

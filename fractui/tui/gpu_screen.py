@@ -46,6 +46,7 @@ from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
 from fractui.tui.jobs import ConfirmScreen
 from fractui.tui.model import StoreView, short_model
+from fractui.tui.parts import BetweenParts
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from remote_agent import MODE_RESET
@@ -84,12 +85,12 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         head.add_row("gpu %d" % index, Text("not reported by the host", style=warning))
         return head, Text("")
     util = gpu.get("utilization_gpu")
-    head.add_row("gpu %d" % index, "%s · %s · %s used of %s · util %s" % (
+    head.add_row("gpu %d" % index, BetweenParts(Text("%s · %s · %s used of %s · util %s" % (
         short_model(gpu.get("name", "?")), "MIG on" if gpu.get("mig_mode") else "MIG off"
         if gpu.get("mig_capable") else "no MIG", mib_text(gpu.get("memory_used_mib")),
         mib_text(gpu.get("memory_mib")),
         "n/a (%s)" % (gpu.get("utilization_note") or "not reported") if util is None
-        else "%d%%" % util))
+        else "%d%%" % util))))  # (on at 80 columns between parts, not inside one)
     head.add_row("uuid", gpu.get("uuid") or "—")
     marked = marks(store.cordons, store.jobs) if store else {}
     own = marked.get((status.name, index))
@@ -222,12 +223,6 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
         menu.border_title = "new MIG instance on %s" % self.where
         yield menu
 
-    def on_mount(self) -> None:
-        self.show_keys()
-
-    def on_resize(self) -> None:
-        self.show_keys()
-
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)
 
@@ -292,10 +287,6 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         self.query_one("#gpu-body").focus()
         self.reload()
         self.set_interval(REFRESH_S, self.reload)
-        self.show_keys()
-
-    def on_resize(self) -> None:
-        self.show_keys()
 
     def reload(self) -> None:
         v = RichVariables(self.app)

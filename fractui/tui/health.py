@@ -15,6 +15,7 @@ from textual.widgets import Sparkline, Static
 
 from fractui.sched.health import unhealthy
 from fractui.tui.history import BUCKETS, WINDOW_S, History, gpu_key
+from fractui.tui.parts import BetweenParts
 from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
@@ -100,7 +101,7 @@ class HealthPanel(Vertical):
         text = Text(title + "  ", style="bold")
         text.append_text(health_text(gpu, now, warning) if gpu is not None else
                          Text("not in its host's snapshot", style="dim"))
-        self.query_one("#health-lines", Static).update(text)
+        self.query_one("#health-lines", Static).update(BetweenParts(text))
         for name, series in (("first", first), ("second", second)):
             self.query_one("#%s-label" % name, Static).update(series.caption())
             # one value alone would be drawn as a full bar (its own maximum): show it flat

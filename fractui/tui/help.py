@@ -1,5 +1,5 @@
 """``?``: every key of the screen it was opened from, with its binding id — the name to use in
-the config's ``[tui] keys`` to remap it."""
+the config's ``[tui] keys`` to remap it; under them, what the screen's shortened words are."""
 
 from __future__ import annotations
 
@@ -71,14 +71,16 @@ class HelpScreen(ModalScreen[None]):
         Binding("ctrl+c", "app.quit", "quit", id="help.quit", show=False),
     ]
 
-    def __init__(self, keys: list[tuple[str, str, str]]) -> None:
-        """``keys``: (key as displayed, what it does, binding id) of the screen below."""
+    def __init__(self, keys: list[tuple[str, str, str]], words: str = "") -> None:
+        """``keys``: (key as displayed, what it does, binding id) of the screen below;
+        ``words``: what its columns' heads mean where a narrow terminal shortens them."""
         super().__init__()
-        self.keys = keys
+        self.keys, self.words = keys, words
 
     def compose(self) -> ComposeResult:
         scroll = VerticalScroll(Static(KeyTable(self.keys, RichVariables(self.app)[
-            "secondary"]), expand=True))
+            "secondary"]), expand=True), *([Static("\n" + self.words, markup=False)]
+                                            if self.words else []))
         scroll.border_title = "keys"
         scroll.border_subtitle = "esc to close"
         yield scroll

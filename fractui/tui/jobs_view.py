@@ -28,7 +28,8 @@ from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.model import PENDING, movable
-from fractui.tui.actions import Action, Modal, bind, bindings
+from fractui.tui.actions import Action, Modal, bind, bindings, wrapped
+from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
 from fractui.tui.model import StoreView, compile_filter
@@ -190,7 +191,6 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
     JobsScreen #title { height: auto; background: $panel; padding: 0 1; }
     JobsScreen #jobs-head { height: 1; background: $surface; }
     JobsScreen JobTable { height: 1fr; }
-    JobsScreen #jobs-filter { dock: bottom; height: 3; display: none; }
     """
 
     def __init__(self, store: Callable[[], Optional[StoreView]],
@@ -228,8 +228,7 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         yield Static(id="title", markup=False)
         yield Static(id="jobs-head", markup=False)
         yield JobTable(id="jobs")
-        yield Input(placeholder="filter: regex, !regex for the rest; enter keeps, esc clears",
-                    id="jobs-filter")
+        yield FilterBox(id="jobs-filter")
 
     @property
     def table(self) -> JobTable:
@@ -274,12 +273,14 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         widths = grown(columns, self.rows, width - 1)
         store = self.store()
         reading = self.ended and store is not None and store.ended is None
-        title = Text("jobs%s%s · %d shown · sorted by %s %s%s · o/O sort · / filter · a %s" % (
-            ", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
-            " (reading them…)" if reading else "", len(self.rows),
-            self._title(self.sort_key), "↓" if self.reverse else "↑",
-            " · filter /%s/" % self.filter_text if self.filter_text else "",
-            "active only" if self.ended else "ended too"))
+        parts = ["jobs%s%s" % (", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
+                               " (reading them…)" if reading else ""),
+                 "%d shown" % len(self.rows), "sorted by %s %s" % (
+                     self._title(self.sort_key), "↓" if self.reverse else "↑")]
+        parts += ["filter /%s/" % self.filter_text] if self.filter_text else []
+        parts += ["o/O sort", "/ filter", "a %s" % ("active only" if self.ended else "ended too")]
+        # a part that does not fit goes on the next line whole
+        title = Text(wrapped(parts, self.size.width - 2, " · "))
         note = self.store_note()
         if note is not None:  # the store's jobs are as last read: said, as the map's header does
             title.append("\nstore: %s" % note, style=RichVariables(self.app)["warning"])
@@ -300,10 +301,9 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
     # -- actions --
 
     def action_back(self) -> None:
-        box = self.query_one("#jobs-filter", Input)
+        box = self.query_one(FilterBox)
         if box.display:
-            box.value = ""
-            box.display = False
+            box.close(clear=True)
             self.table.focus()
             return
         self.dismiss()
@@ -327,17 +327,14 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         self.order()
 
     def action_filter(self) -> None:
-        box = self.query_one("#jobs-filter", Input)
-        box.display = True
-        box.value = self.filter_text
-        box.focus()
+        self.query_one(FilterBox).open(self.filter_text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
         self.order()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.input.display = False
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self.query_one(FilterBox).close(clear=False)
         self.table.focus()
 
     def on_job_table_clicked(self, event: JobTable.Clicked) -> None:

@@ -169,6 +169,11 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
             self.notify("no line matches /%s/" % self.pattern.pattern, severity="warning")
 
     def action_copy(self) -> None:
-        if 0 <= self.cursor < self.count:
-            self.app.copy_to_clipboard(self.line(self.cursor))
-            self.notify("copied line %d" % (self.cursor + 1))
+        """The cursor's line copied; with none, ``y`` says why (it did nothing)."""
+        if not 0 <= self.cursor < self.count:
+            self.notify("no line to copy: %s" % ("the output is empty" if not self.count else
+                                                 "j/k put the cursor on one"),
+                        severity="warning")
+            return
+        self.app.copy_to_clipboard(self.line(self.cursor))
+        self.notify("copied line %d" % (self.cursor + 1))

@@ -18,7 +18,7 @@ from textual import events
 from textual.message import Message
 from textual.widget import Widget
 
-from fractui.cells import cut, padded
+from fractui.cells import cell_len, cut, padded
 from fractui.sched.quota import TeamUsage
 from fractui.sched.standing import next_of
 from fractui.sched.starved import Starved
@@ -34,6 +34,18 @@ TEAMS_WIDE = 48
 """At least this wide, the teams table has ``run`` and ``next`` too: its other columns and
 padding take 40 cells, and a team's name keeps the 8 it has beside the queues at 80 columns
 (under the map, beside the queues, from 100 columns; beside the map where the panel is wide)."""
+TEAMS_SHORT = 42
+"""At least this wide (the panel beside the map from 120 to 169 columns is 43), ``run`` and
+``next`` too, with two heads shortened (SHORT_HEADS, which ``?`` says) for a name's 8 cells."""
+SHORT_HEADS = {"used/quota": "used/q", "borrow": "borr"}
+TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and its quota; "
+              "borrow (borr) what it holds past its quota; recent its use over the "
+              "[fairshare] window; pend its jobs waiting, run those on a host; next the order "
+              "the scheduler takes up the teams' waiting jobs now (it ranks again after each "
+              "placement), as `fractui teams` says them. A name marked ! is starved.")
+"""What the teams table's columns are, for ``?`` on the fleet screen."""
+PENDING_KEYS = ("p place", "enter open", "drag to a GPU")
+"""What the pending list's title says may be done to a job, first what matters most."""
 MIN_PENDING = 4  # pending rows shown at the least (80x24: the panel is sized for them)
 
 
@@ -221,16 +233,15 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             style = "reverse" if stat.name == self.marked else None
             q.add_row(stat.name, stat.portion, duration(stat.wait_s), str(stat.pending),
                       str(stat.running), style=style)
+        side_by_side = self.size.width >= SIDE_BY_SIDE
+        room = (self.size.width - 2) // 2 if side_by_side else self.size.width
+        wide = room >= TEAMS_SHORT  # as `fractui teams` says them: RUNNING and NEXT
         t = Table(box=None, padding=(0, 1, 0, 0), expand=True, header_style="bold")
         t.add_column("Teams", no_wrap=True, ratio=1, overflow="ellipsis")
-        t.add_column("used/quota", justify="right", no_wrap=True)
-        t.add_column("borrow", justify="right", no_wrap=True)
-        t.add_column("recent", justify="right", no_wrap=True)
-        t.add_column("pend", justify="right", no_wrap=True)
-        side_by_side = self.size.width >= SIDE_BY_SIDE
-        wide = (self.size.width - 2) // 2 >= TEAMS_WIDE if side_by_side else \
-            self.size.width >= TEAMS_WIDE
-        if wide:  # as `fractui teams` says them: RUNNING and NEXT
+        for head in ("used/quota", "borrow", "recent", "pend"):
+            t.add_column(SHORT_HEADS.get(head, head) if wide and room < TEAMS_WIDE else head,
+                         justify="right", no_wrap=True)
+        if wide:
             t.add_column("run", justify="right", no_wrap=True)
             t.add_column("next", justify="right", no_wrap=True)
         warning = RichVariables(self.app)["warning"]
@@ -306,9 +317,13 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         shown = self.pending[self._first:self._first + fit]
         count = "%d" % len(ids) if len(shown) == len(ids) else "%d-%d of %d" % (
             self._first + 1, self._first + len(shown), len(ids))
-        lines = Text("Pending %s" % count, style="bold", no_wrap=True, overflow="ellipsis")
-        lines.append("  p place · enter open · drag to a GPU" if not self.readonly
-                     else "  enter open", style="dim")
+        title = "Pending %s" % count
+        lines = Text(title, style="bold", no_wrap=True, overflow="ellipsis")
+        keys = PENDING_KEYS[1:2] if self.readonly else PENDING_KEYS
+        while keys and cell_len("%s  %s" % (title, " · ".join(keys))) > width:
+            keys = keys[:-1]  # each whole, or left out (the help lists them)
+        if keys:
+            lines.append("  " + " · ".join(keys), style="dim")
         two = per == 2
         name = max(6, min(12, width - 32))
         for k, job in enumerate(shown):

@@ -1,0 +1,49 @@
+"""Lines made of parts " · " apart (the header's totals, a GPU's health) that go on to the next
+line between two parts, never inside one: "ECC 0 corrected, 0" over "uncorrected" read as
+another figure."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
+from rich.text import Text
+
+SEP = " · "
+
+
+def wrap_parts(parts: Sequence[Text], width: int, sep_style: str = "", indent: str = "",
+               sep: str = SEP) -> list[Text]:
+    """``parts`` ``sep`` apart (in ``sep_style``), a part that would go past ``width`` going on,
+    whole, on a line of its own after ``indent``. A part wider than a line is left whole (the
+    caller cuts or wraps it)."""
+    lines = [parts[0].copy()] if parts else []
+    for part in parts[1:]:
+        if cell_len(lines[-1].plain) + cell_len(sep) + cell_len(part.plain) <= width:
+            lines[-1].append(sep, style=sep_style)
+            lines[-1].append_text(part)
+        else:
+            lines.append(Text(indent) + part)
+    return lines
+
+
+class BetweenParts:
+    """``text`` drawn with each of its lines wrapped between its parts (``SEP`` apart) to the
+    width it is drawn at; a part wider than that wraps as Rich wraps words."""
+
+    def __init__(self, text: Text) -> None:
+        self.text = text
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """At least its widest part (in a table's cell), at most its longest line."""
+        lines = self.text.plain.split("\n")
+        return Measurement(max(cell_len(p) for line in lines for p in line.split(SEP)),
+                           max(cell_len(line) for line in lines)).clamp(
+            max_width=options.max_width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.text.split("\n"):
+            for row in wrap_parts(list(line.split(SEP)), options.max_width):
+                yield row

@@ -1,0 +1,99 @@
+"""The fleet header's lines are whole at 80 and 120 columns in every mode: fractui's own words
+(the totals, the view) never cut, and each key hint listed whole or not at all."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fractui.tui.header import Header
+from tests.test_tui_snapshots import OUT_OF_SERVICE
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled
+
+FLEET = "fleet: 4 hosts, 1 degraded · 1 offline · 2 online"
+TOTALS = "GPUs 16 · allocated 36.6 % · jobs 22 running · 5 pending"
+VIEWS = {"normal": "view fleet · colour by team",
+         "readonly": "view fleet · colour by team",
+         "filtering": "view fleet · filter /a100/ · colour by team",
+         "placing": "view fleet · placing #26 · colour by team",
+         "moving": "view fleet · moving #1 · colour by team"}
+
+
+async def _into(mode: str, app, pilot) -> None:
+    await settled(pilot)
+    if mode == "filtering":
+        await pilot.press("slash", *"a100", "enter")
+    elif mode == "placing":
+        app.place_job(26)
+    elif mode == "moving":
+        app.move_job(1)
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def header_lines(app) -> list[str]:
+    return screen_lines(app)[:app.screen.query_one(Header).size.height]
+
+
+def joined(lines: list[str]) -> str:
+    """The header's words as one line: a line's parts that went on below it ("  " first)
+    joined back to it, the hints taken off."""
+    left = [re.split(r" {2,}<", line, maxsplit=1)[0].strip() for line in lines]
+    out = ""
+    for line, raw in zip(left, lines):
+        out += (" · " if raw.startswith("   ") and out else "\n") + line
+    return out
+
+
+def assert_hints_whole(app, lines: list[str]) -> None:
+    """Every hint drawn is its key and its whole words, and quit, help and the palette's are."""
+    hints = dict(app.screen.query_one(Header).info.hints)
+    drawn = [hint for line in lines
+             for hint in re.findall(r"<(\S+?)> +(.*?) *(?=<\S+?> |$)", line)]
+    assert drawn, lines
+    for key, what in drawn:
+        assert hints.get(key) == what, (key, what, lines)
+    assert {"q", "?", ":"} <= {k for k, _ in drawn}, lines
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("mode", sorted(VIEWS))
+@pilot_test
+async def test_every_header_line_is_whole(mode, width):
+    app = frozen_app(readonly=mode == "readonly")
+    async with app.run_test(size=(width, 40)) as pilot:
+        await _into(mode, app, pilot)
+        lines = header_lines(app)
+        assert "…" not in "\n".join(lines), lines
+        words = joined(lines)
+        for whole in (FLEET, TOTALS, VIEWS[mode], "scheduler: none (decisions wait)"):
+            assert whole in words, (whole, lines)
+        assert_hints_whole(app, lines)
+        assert all(len(line) <= width for line in lines)
+
+
+@pilot_test
+async def test_placements_keys_come_before_the_maps():
+    """At 120 columns a placement's own keys are listed, the map's give way to them."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _into("placing", app, pilot)
+        text = "\n".join(header_lines(app))
+        for hint in ("<⏎> place here", "<esc> don't place", "<a>   scheduler's choice"):
+            assert hint in text, text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pilot_test
+async def test_hosts_and_gpus_out_of_service_go_on_a_line_of_their_own(width):
+    """With a host draining, a GPU cordoned and one drained, the totals' line is too long
+    for 80 columns beside the hints: its last parts go on below it, whole."""
+    app = frozen_app(cordons=OUT_OF_SERVICE)
+    async with app.run_test(size=(width, 40)) as pilot:
+        await _into("normal", app, pilot)
+        lines = header_lines(app)
+        assert "…" not in "\n".join(lines), lines
+        assert TOTALS + " · 1 cordoned · 1 draining · 1 drained" in joined(lines), lines
+        assert_hints_whole(app, lines)

@@ -1,0 +1,84 @@
+"""What the screens draw at the widths admins have (80, 100, 120 and 160 columns): a line
+cut says it was cut, and a key hint is listed whole or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from fractui.tui.queues import PENDING_KEYS
+from tests.tui_frozen import STATES, frozen_app, pilot_test, screen_lines, settled
+
+SIZES = [(80, 24), (100, 30), (120, 40), (160, 50)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_a_hosts_line_cut_at_the_maps_edge_ends_in_an_ellipsis(size):
+    """h100-1's error (the agent's words) is longer than its line at 80 and 120 columns:
+    it ends in "…" there, as a cut reason does, and is whole where it fits."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        error = STATES["h100-1"][1]
+        line = next(ln for ln in screen_lines(app) if ln.startswith("▌h100-1 "))
+        drawn = line.split("  ", 2)[2].split("▏")[0].rstrip()
+        assert drawn == error or drawn.endswith("…") and error.startswith(drawn[:-1]), line
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_the_pending_lists_keys_are_whole_or_left_out(size):
+    """The pending list's title: at 120 to 169 columns (a panel of 43 cells) "drag to a
+    GPU" was cut to "drag to …"; a key that does not fit is left out whole."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        line = next(ln for ln in screen_lines(app) if " Pending " in ln)
+        title = line.split(" Pending ", 1)[1].split("  ", 1)
+        assert len(title) == 2 and "…" not in line, line
+        shown = title[1].strip().split(" · ")
+        assert shown == list(PENDING_KEYS[:len(shown)]) and shown, line
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_the_jobs_views_title_wraps_between_its_parts(size):
+    """With the ended jobs asked for (``a``) the title is longer than 80 columns: it went on
+    mid-part ("sorted by age/wait" above, its "↓" below); each part stays on one line."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        await pilot.press("J", "a")
+        await pilot.pause()
+        lines = screen_lines(app)
+        title = lines[:lines.index(next(ln for ln in lines if ln.startswith(" id ")))]
+        parts = [p for ln in title for p in ln.strip().split(" · ")]
+        assert parts[0].startswith("jobs, the newest 200 ended too"), title
+        assert parts[2:] == ["sorted by age/wait ↓", "o/O sort", "/ filter",
+                             "a active only"], title
+        assert len(title) == (2 if size[0] < 120 else 1), title
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", ["gpu", "job"])
+@pilot_test
+async def test_a_gpus_lines_go_on_between_their_parts(size, screen):
+    """The health line of the GPU view and of the job screen at 80 columns went on inside a
+    part: "ECC 0 corrected, 0" over "uncorrected", read as two figures; so did the GPU view's
+    own line ("util n/a (not reported by" over "NVML for MIG instances)")."""
+    app = frozen_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        if screen == "gpu":
+            app.open_gpu("a100-1", 0)
+        else:
+            app.open_job(1)
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        drawn = "\n".join(screen_lines(app))
+        for part in ("temp 35 °C (slows at 89 °C)", "power 96/400 W",
+                     "ECC 0 corrected, 0 uncorrected", "throttle none", "XID none") + (
+                         "10.8G used of 80.0G", "util n/a (not reported by NVML for MIG "
+                         "instances)") * (screen == "gpu"):
+            assert part in drawn, drawn
