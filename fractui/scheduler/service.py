@@ -139,7 +139,7 @@ class Scheduler:
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock,
-                                 self.settings.interval_s)
+                                 self.settings.interval_s, ticks)
         self.relay = LogRelay(store, self._call, self.lanes)
         self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
