@@ -160,6 +160,7 @@ class HostSession:
         # notifications of a connection not yet installed (None once it is)
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
+        self._unheard: Optional[str] = None  # how a listener of its changes failed, said once
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
         sshlog.keeper()
@@ -262,10 +263,24 @@ class HostSession:
         self._set_locked("degraded" if problem else "online", problem)
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change(self.status)
-        for watcher in list(self.watchers):
-            watcher(self.status)
+        """Tells ``on_change`` and the watchers. One that fails keeps neither the others nor
+        the host's worker from going on (a worker ended by it would never connect the host
+        again): its failure is logged with its stack once while it repeats, and said once
+        more when all of them go through again."""
+        failed = False
+        for hear in ([self.on_change] if self.on_change is not None else []) + list(
+                self.watchers):
+            try:
+                hear(self.status)
+            except Exception as err:
+                failed, said = True, "%s: %s" % (type(err).__name__, err)
+                if said != self._unheard:
+                    self._unheard = said
+                    log.exception("%s: what listens to its changes failed (said once while "
+                                  "it fails)", self.cfg.name)
+        if not failed and self._unheard is not None:
+            self._unheard = None
+            log.info("%s: what listens to its changes hears them again", self.cfg.name)
 
     # -- the worker --
 

@@ -1,0 +1,65 @@
+"""What the fleet and the scheduler keep over weeks of running: nothing that only grows, and no
+worker thread that a failure ends for good. Real agent daemons over the local transport, a real
+SQLite store; sizes are counted, never timed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+from fractui.config import Config, HostConfig
+from fractui.fleet.fleet import Fleet
+from fractui.fleet.host import HostSession
+from tests.conftest import stop_host
+from tests.localfleet import sleeper, wait
+
+
+def one_host(tmp_path, **agent: Any) -> Config:
+    """A config of one simulated host (its agent settings ``agent``)."""
+    return Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                               state_dir=str(tmp_path / "state" / "gpu-a"),
+                                               **agent),))
+
+
+def launch(session: HostSession, key: str) -> Dict[str, Any]:
+    """A job that ends at once, on a quarter of the host's GPU 0."""
+    return session.call("job.launch", {"key": key, "argv": sleeper(0), "gpus": [0],
+                                       "memory_mib": 1024})
+
+
+def test_a_listener_of_a_hosts_changes_that_fails_ends_no_worker_and_is_said_once(
+        tmp_path, caplog):
+    """A watcher of a host's changes (the scheduler's wakes, the TUI's) that raises, at every
+    change, keeps the host's worker going: the host connects, and connects again after its
+    connection is lost; the failure is logged once with its stack while it repeats, and once
+    more when the watcher goes through again. Before: the first failure ended the worker
+    thread, and the host read "connecting" for ever."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    config = one_host(tmp_path)
+    fleet = Fleet(config, reconnect_max_s=0.5)
+    session = fleet.sessions["gpu-a"]
+    heard: List[str] = []
+    failing = [True]
+
+    def watcher(status: Any) -> None:
+        heard.append(status.state)
+        if failing[0]:
+            raise ValueError("a watcher's bug")
+
+    session.watchers.append(watcher)
+    fleet.start()
+    try:
+        wait(lambda: session.status.state == "online", lambda: session.status)
+        session.call("daemon.shutdown", {})  # the connection is lost: the worker reconnects
+        wait(lambda: heard.count("online") >= 2, lambda: heard)
+        failing[0] = False
+        launch(session, "k0")  # its record is a change
+        wait(lambda: any("hears them again" in r.getMessage() for r in caplog.records),
+             lambda: caplog.text)
+    finally:
+        fleet.stop()
+        stop_host(config.hosts[0].state_dir)
+    failures = [r for r in caplog.records if "what listens to its changes failed" in
+                r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None, caplog.text
+    assert "ValueError: a watcher's bug" in caplog.text
