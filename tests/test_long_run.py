@@ -63,3 +63,26 @@ def test_a_listener_of_a_hosts_changes_that_fails_ends_no_worker_and_is_said_onc
                 r.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is not None, caplog.text
     assert "ValueError: a watcher's bug" in caplog.text
+
+
+def test_a_connection_that_lasts_keeps_no_record_of_a_job_its_agent_forgot(tmp_path):
+    """The agent forgets an ended job after its retention and tells no one; the host's
+    session forgets it too, by the same retention (the host's config sets the agent's), as
+    the next record comes. Before: a connection kept every job it ever ran, for as long as it
+    lasted (weeks), and every pass walked them all."""
+    config = one_host(tmp_path, retention_hours=0.0005)  # 1.8 s
+    fleet = Fleet(config, reconnect_max_s=0.5).start()
+    session = fleet.sessions["gpu-a"]
+    try:
+        wait(lambda: session.status.state == "online", lambda: session.status)
+        ran = [launch(session, "k%d" % n)["id"] for n in range(5)]
+        wait(lambda: all(session.status.jobs[j].get("state") == "exited" for j in ran),
+             lambda: session.status.jobs)
+        wait(lambda: not session.call("job.list", {})["jobs"], lambda: "never forgotten")
+        last = launch(session, "k5")["id"]
+        wait(lambda: session.status.jobs[last].get("state") == "exited",
+             lambda: session.status.jobs)
+        assert list(session.status.jobs) == [last]  # 6 jobs run over one connection
+    finally:
+        fleet.stop()
+        stop_host(config.hosts[0].state_dir)

@@ -27,6 +27,7 @@ from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.gpu.models import mig_geometry
+from remote_agent.jobs.store import FINISHED
 from remote_agent.mig import health
 from remote_agent.mig.layout import misfit
 from remote_agent.rpc.jsonrpc import PROTOCOL_MISMATCH
@@ -83,6 +84,17 @@ class HostStatus:
     snapshot: Optional[Dict[str, Any]] = None
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     uploaded: Optional[bool] = None  # whether the last connect had to upload the agent
+
+    def forget_ended(self, before: float) -> None:
+        """Forgets the records of jobs that ended before ``before`` (epoch seconds): the
+        agent forgets them then too (its retention) and tells no one, so a connection that
+        lasts weeks would otherwise keep every job it ever ran, walked by every pass."""
+        ended = [key for key, rec in self.jobs.items()
+                 if rec.get("state") in FINISHED
+                 and isinstance(rec.get("ended_at"), (int, float))
+                 and rec["ended_at"] < before]
+        for key in ended:
+            del self.jobs[key]
 
     def record(self) -> Dict[str, Any]:
         """The host as ``fractui status --json`` shows it (documented in docs/cli.md)."""
@@ -235,6 +247,7 @@ class HostSession:
                 return
             if said is None:
                 _apply(self.status, method, params)
+                self.status.forget_ended(time.time() - self.cfg.retention_hours * 3600)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
         self._changed()
