@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List
 
-from fractui.config import Config, HostConfig
+from fractui.config import Config, HostConfig, QueueConfig
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
+from fractui.scheduler import Scheduler
 from tests.conftest import stop_host
+from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
 from tests.localfleet import sleeper, wait
 
 
@@ -86,3 +88,20 @@ def test_a_connection_that_lasts_keeps_no_record_of_a_job_its_agent_forgot(tmp_p
     finally:
         fleet.stop()
         stop_host(config.hosts[0].state_dir)
+
+
+def test_a_stopped_scheduler_leaves_nothing_on_the_fleet(local_fleet):
+    """Each scheduler made on a fleet hooks itself to every host's session (its wakes, and
+    the stale copies it stops when a host returns); one stopped unhooks itself, its lease
+    handed over or not, so schedulers made and stopped one after another on one fleet leave
+    the hooks as they were. Before: every scheduler ever made stayed hooked, and one stopped
+    without handing its lease over still stopped the stale copies of a host that returned."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    session = f.fleet.session("gpu-a")
+    before = (list(session.watchers), list(session.connect_hooks))
+    for n in range(5):
+        sched = Scheduler(f.config, f.store, f.fleet, name="s%d" % n)
+        assert sched.step()
+        sched.stop(release=n % 2 == 0)
+        sched.stop()  # a second stop changes nothing
+    assert (session.watchers, session.connect_hooks) == before

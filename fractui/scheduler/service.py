@@ -192,6 +192,11 @@ class Scheduler:
         ``release`` hands the lease over at once (a clean shutdown)."""
         self._stop.set()
         self._wake.set()
+        for session in self.fleet.sessions.values():  # a stopped one hears the fleet no more
+            for hooks, hook in ((session.connect_hooks, self._fence_returning),
+                                (session.watchers, self._host_changed)):
+                if hook in hooks:  # (not twice: a second stop finds it gone)
+                    hooks.remove(hook)
         for thread in (self._thread, self._watcher):
             if thread is not None:
                 thread.join(timeout=30)
