@@ -105,3 +105,30 @@ def test_a_stopped_scheduler_leaves_nothing_on_the_fleet(local_fleet):
         sched.stop(release=n % 2 == 0)
         sched.stop()  # a second stop changes nothing
     assert (session.watchers, session.connect_hooks) == before
+
+
+def test_what_is_said_of_copies_of_no_job_is_forgotten_as_they_end(local_fleet, caplog):
+    """A copy under the store's key of a job the store does not have (a store restored from
+    a backup) is said once while it runs, left running; once it has ended, the pass forgets
+    it. Copies started and ended round after round leave nothing kept. Before: each copy
+    ever said was kept for as long as the scheduler ran."""
+    caplog.set_level(logging.WARNING, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    session = f.fleet.session("gpu-a")
+    for round_ in range(3):
+        copies = [session.call("job.launch", {
+            "key": "fractui-%s-%d.0" % (f.store.uid, 900 + 2 * round_ + n),
+            "argv": sleeper(600), "gpus": [0], "memory_mib": 1024})["id"] for n in range(2)]
+        wait(lambda: all(session.status.jobs[c].get("state") == "running" for c in copies),
+             lambda: session.status.jobs)
+        for _ in range(2):
+            assert f.scheduler.step()
+        assert len(f.scheduler._unheld_said) == 2
+        for c in copies:
+            session.call("job.stop", {"job": c, "grace": 0})
+        wait(lambda: all(session.status.jobs[c].get("state") == "killed" for c in copies),
+             lambda: session.status.jobs)
+        assert f.scheduler.step()
+        assert f.scheduler._unheld_said == set()
+    said = [r for r in caplog.records if "which the store does not hold" in r.getMessage()]
+    assert len(said) == 6, caplog.text  # each copy once

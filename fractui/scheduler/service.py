@@ -164,7 +164,9 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._holds_end: Optional[float] = None  # when a GPU's mode-change hold ends
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
-        self._unheld_said: Set[Tuple[str, str]] = set()  # copies of no job found, said once
+        self._unheld_said: Set[Tuple[str, str]] = set()
+        """(host, key) of the copies of no job the last pass found running, or on a host it
+        could not see: each said once while it runs."""
         self._kept = Kept()  # hosts built and placements scored, kept across passes
         self._recent: Tuple[Optional[float], Recent] = (None, Recent())
         """When the teams' recent usage was last read (by ``ticks``; None: not this lease),
@@ -706,6 +708,11 @@ class Scheduler:
         LEFT)."""
         active = {j.id: j for j in jobs}
         found: Counter[Tuple[str, str]] = Counter()
+        # what was said of a copy is kept while it runs, or while its host cannot be seen:
+        # a copy said once and ended is forgotten, not kept for as long as the service runs
+        said, self._unheld_said = self._unheld_said, {
+            (host, key) for host, key in self._unheld_said
+            if host in by_name and by_name[host].state not in USABLE}
         for view in by_name.values():
             if view.state not in USABLE:
                 continue
@@ -715,10 +722,10 @@ class Scheduler:
                 past = self._moved_past(copy.job, copy.attempt, active)
                 found[(view.name, LEFT if past is None else LATE)] += 1
                 if past is None:
-                    if (view.name, copy.key) not in self._unheld_said:
-                        self._unheld_said.add((view.name, copy.key))
+                    if (view.name, copy.key) not in said:
                         log.warning("%s runs %s, which the store does not hold and has no "
                                     "later word of: left running", view.name, copy.key)
+                    self._unheld_said.add((view.name, copy.key))
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)
