@@ -132,3 +132,34 @@ def test_what_is_said_of_copies_of_no_job_is_forgotten_as_they_end(local_fleet, 
         assert f.scheduler._unheld_said == set()
     said = [r for r in caplog.records if "which the store does not hold" in r.getMessage()]
     assert len(said) == 6, caplog.text  # each copy once
+
+
+def test_a_pass_that_fails_at_every_turn_is_logged_once_and_once_when_it_mends(
+        local_fleet, monkeypatch, caplog):
+    """A bug that fails every pass is logged with its stack once, not at every turn of a
+    loop that turns every interval for weeks; once the passes go through again, that is said
+    once. Before: a stack per turn."""
+    from fractui.scheduler import service
+
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    real = service.schedule
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("a bug in the placement core")
+
+    monkeypatch.setattr(service, "schedule", broken)
+    job = f.submit("quarter")
+    turns: List[Any] = []
+    f.scheduler.on_turn = turns.append
+    f.scheduler.start()
+    try:
+        wait(lambda: len(turns) >= 6, lambda: turns)
+        monkeypatch.setattr(service, "schedule", real)
+        wait(lambda: f.store.get(job.id).state == "running", f.states)
+        wait(lambda: "go through again" in caplog.text, lambda: caplog.text)
+    finally:
+        f.scheduler.stop()
+    failed = [r for r in caplog.records if r.getMessage().startswith("scheduling pass failed")]
+    assert len(failed) == 1 and failed[0].exc_info is not None, caplog.text
+    assert caplog.text.count("the scheduling passes go through again") == 1

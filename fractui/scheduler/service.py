@@ -150,6 +150,7 @@ class Scheduler:
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
+        self._failing: Optional[str] = None  # what fails the passes, as last logged
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
         self._left = False  # the last pass left a write for later: a row was held
         self._stop = threading.Event()
@@ -272,9 +273,14 @@ class Scheduler:
             failed = True
             try:
                 passed = self._turn()
+                if self._said is not None:
+                    log.warning("the store answers the scheduler again")
                 self._said, self._store_ok, failed = None, True, False
                 if passed:  # a renewal alone says nothing of the passes
                     self._keep_trouble(None)
+                    if self._failing is not None:
+                        log.warning("the scheduling passes go through again")
+                        self._failing = None
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
@@ -290,10 +296,14 @@ class Scheduler:
                 if str(err) != self._said:
                     log.error("%s; the scheduler tries again every pass", err)
                     self._said = str(err)
-            except Exception as err:  # one bad pass must not end the service: log it, say
-                log.exception("scheduling pass failed")  # it where admins look, try again
-                self._keep_trouble(" ".join(("%s: %s" % (type(err).__name__, err)).split())[
-                    :TROUBLE_CHARS])
+            except Exception as err:  # one bad pass must not end the service: log it (its
+                # stack, once while the passes fail so), say it where admins look, try again
+                trouble = " ".join(("%s: %s" % (type(err).__name__, err)).split())[
+                    :TROUBLE_CHARS]
+                if trouble != self._failing:
+                    log.exception("scheduling pass failed (said once while it fails so)")
+                    self._failing = trouble
+                self._keep_trouble(trouble)
             self._tell()
             wait = self.settings.interval_s if self.leader or failed else max(
                 0.0, self._try_at - self.ticks())  # a failed turn is not tried at once
