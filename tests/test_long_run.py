@@ -163,3 +163,35 @@ def test_a_pass_that_fails_at_every_turn_is_logged_once_and_once_when_it_mends(
     failed = [r for r in caplog.records if r.getMessage().startswith("scheduling pass failed")]
     assert len(failed) == 1 and failed[0].exc_info is not None, caplog.text
     assert caplog.text.count("the scheduling passes go through again") == 1
+
+
+def test_a_change_feed_that_fails_with_a_bug_is_opened_again(local_fleet, monkeypatch,
+                                                             caplog):
+    """The store's change feed fails once with an error of no known kind (a bug, not a store
+    error): said once with its stack, and opened again as a lost feed is (the passes poll
+    meanwhile), so it is waited on again. Before: the feed's thread ended, and until the
+    scheduler stopped it heard of no change but by its poll."""
+    from fractui.store.sqlite import SqliteFeed
+
+    caplog.set_level(logging.WARNING, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    real = SqliteFeed.wait
+    waits: List[float] = []
+
+    def fails_first(feed: SqliteFeed, timeout_s: float) -> frozenset:
+        waits.append(timeout_s)
+        if len(waits) == 1:
+            raise KeyError("a bug in the feed")
+        return real(feed, timeout_s)
+
+    monkeypatch.setattr(SqliteFeed, "wait", fails_first)
+    f.scheduler.start()
+    try:
+        wait(lambda: len(waits) >= 3, lambda: waits)  # the feed opened again, and waited on
+        job = f.submit("quarter")
+        wait(lambda: f.store.get(job.id).state == "running", f.states)
+    finally:
+        f.scheduler.stop()
+    said = [r for r in caplog.records if "change feed is back" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, caplog.text
+    assert said[0].getMessage().startswith("KeyError: 'a bug in the feed'; the scheduler polls")

@@ -247,11 +247,15 @@ class Scheduler:
                 # a feed opened anew heard nothing sent before it listened: all of it is news
                 topics = EVERYTHING if missed else feed.wait(FEED_WAIT_S)
                 missed = False
-            except StoreError as err:  # the poll goes on meanwhile
-                if str(err) != said:
+            except Exception as err:  # the poll goes on meanwhile; a bug of ours (no store
+                # error) is said with its stack, and the feed opened again all the same
+                words = str(err) if isinstance(err, StoreError) else "%s: %s" % (
+                    type(err).__name__, err)
+                if words != said:
                     log.warning("%s; the scheduler polls every %.1f s until the store's "
-                                "change feed is back", err, self.settings.interval_s)
-                    said = str(err)
+                                "change feed is back", words, self.settings.interval_s,
+                                exc_info=not isinstance(err, StoreError))
+                    said = words
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
