@@ -5,12 +5,20 @@ SQLite store; sizes are counted, never timed."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 from typing import Any, Dict, List
 
+import pytest
+
 from fractui.config import Config, HostConfig, QueueConfig
+from fractui.fleet.client import AgentClient, ConnectionLost
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
+from fractui.fleet.transport.local import process_stream
 from fractui.scheduler import Scheduler
+from remote_agent import PROTOCOL_VERSION
 from tests.conftest import stop_host
 from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
 from tests.localfleet import sleeper, wait
@@ -195,3 +203,26 @@ def test_a_change_feed_that_fails_with_a_bug_is_opened_again(local_fleet, monkey
     said = [r for r in caplog.records if "change feed is back" in r.getMessage()]
     assert len(said) == 1 and said[0].exc_info is not None, caplog.text
     assert said[0].getMessage().startswith("KeyError: 'a bug in the feed'; the scheduler polls")
+
+
+def test_a_call_on_a_connection_closed_meanwhile_is_a_lost_connection(tmp_path):
+    """A call whose connection another thread has just closed (the host's worker dropping
+    it, a stop) is a lost connection, as any other: before, writing to the closed pipe raised
+    ValueError, which ended the host's worker thread when its probe met it, and reached a
+    scheduler's lane as a bug."""
+    stream = process_stream([sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                             "--state-dir", str(tmp_path / "state"), "--sim", "1xL4"])
+    client = AgentClient(stream.reader, stream.write, name="gpu-a")
+    try:
+        assert client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)["protocol"] == \
+            PROTOCOL_VERSION
+        assert stream.process is not None
+        os.kill(stream.process.pid, signal.SIGSTOP)  # its end unseen yet: stdout stays open
+        stream.process.stdin.close()  # (as the worker's drop does, on another thread)
+        with pytest.raises(ConnectionLost, match="sending daemon.version failed"):
+            client.call("daemon.version", None, 30.0)
+    finally:
+        if stream.process is not None:
+            os.kill(stream.process.pid, signal.SIGCONT)
+        stream.close()
+        stop_host(str(tmp_path / "state"))
