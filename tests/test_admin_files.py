@@ -74,6 +74,28 @@ def test_the_debug_log_is_never_one_another_user_made_or_can_replace(monkeypatch
     assert "and on" in (tmp_path / "fresh" / "fractui" / log.name).read_text()
 
 
+def test_a_debug_log_that_failed_is_tried_again_and_says_what_it_lacks(monkeypatch, tmp_path):
+    """A debug log refused once (a symlink in its place) is tried again, every RETRY_S: once
+    the symlink is gone, the next record is kept, after one saying that records were lost and
+    why. Before: the first failure was kept for as long as the process ran (weeks, for a
+    scheduler), and nothing the fleet said was kept after it."""
+    log, why = _attacked(tmp_path, "a symlink")
+    monkeypatch.setattr(sshlog, "LOG_FILE", log.name)
+    monkeypatch.setattr(sshlog, "RETRY_S", 0.0)  # every record tries again
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    sshlog.keeper()  # (made on first use: a host's session makes it)
+    fleet = logging.getLogger("fractui.fleet")
+    fleet.error("lost: the log is refused")
+    assert why in (sshlog.keeper().failure or "")
+    log.unlink()  # the admin took the symlink away
+    fleet.error("kept again")
+    assert sshlog.keeper().failure is None
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("kept again"), lines
+    assert "records were lost: the debug log could not be written (%s: " % log in lines[0]
+    assert why in lines[0] and "lost: the log is refused" not in lines[0]
+
+
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_the_tuis_scheduler_log_is_never_one_another_user_made_or_can_replace(tmp_path,
                                                                              attack):

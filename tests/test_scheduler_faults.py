@@ -290,11 +290,14 @@ def test_a_stop_the_agent_did_not_take_is_sent_again_by_a_later_pass(local_fleet
     another process, so it could not record the stop) is not recorded as sent: the loop sends
     it again on its own, once ``interval_s`` has passed by the holder's clock, and never
     before — a host that keeps failing is asked once a pass interval, not in a loop. Before:
-    the stop was recorded as sent and never sent again, and the copy ran for ever."""
+    the stop was recorded as sent and never sent again, and the copy ran for ever. The
+    interval is the monotonic clock's: a wall clock set back an hour meanwhile delays nothing
+    (before, the resend waited for the wall clock to catch up)."""
     caplog.set_level(logging.INFO, "fractui.scheduler")
-    now = [time.time()]
+    wall, ticks = [time.time()], [1000.0]
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], lease_s=30.0)  # calls wait 10 s for an answer
-    f.scheduler.executor.clock = lambda: now[0]  # the holder's clock for its stops: by hand
+    f.scheduler.executor.clock = lambda: wall[0]  # the holder's clocks for its stops: by hand
+    f.scheduler.executor.ticks = lambda: ticks[0]
     job = f.submit("half")
     ask_stop(f.store, job, "cancel", Asker("here"))  # cancelled before it was ever placed
     key = f.store.get(job.id).key(f.store.uid)
@@ -326,7 +329,8 @@ def test_a_stop_the_agent_did_not_take_is_sent_again_by_a_later_pass(local_fleet
         localfleet.wait(lambda: len(turns) >= 5, lambda: turns)
         assert f.scheduler.settle()
         assert copy_state() == "running"
-        now[0] += f.config.scheduler.interval_s  # nothing else wakes the loop: its clock does
+        wall[0] -= 3600.0  # the wall clock set back (NTP, date -s): no resend waits for it
+        ticks[0] += f.config.scheduler.interval_s  # nothing else wakes the loop: its clock does
         localfleet.wait(lambda: copy_state() == "killed", copy_state)
     finally:
         f.scheduler.stop()

@@ -313,6 +313,7 @@ def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is
     assert len(full) == 1 and full[0].startswith("store %s: no space is left on the filesystem "
                                                  "that holds it" % path), err
     assert full[0].endswith("; the scheduler tries again every pass"), err
+    assert err.count("the store answers the scheduler again") == 1, err  # once it has room
 
 
 def test_a_host_that_returns_while_the_store_is_full_is_fenced_and_online(local_fleet,

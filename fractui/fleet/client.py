@@ -148,7 +148,7 @@ class AgentClient:
         try:
             with self._write_lock:
                 self._write(line)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: its pipe closed by another thread
             with self._lock:
                 self._pending.pop(req_id, None)
             raise ConnectionLost("sending %s failed: %s" % (method, err)) from err

@@ -27,6 +27,7 @@ from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import AgentArchive
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.gpu.models import mig_geometry
+from remote_agent.jobs.store import FINISHED
 from remote_agent.mig import health
 from remote_agent.mig.layout import misfit
 from remote_agent.rpc.jsonrpc import PROTOCOL_MISMATCH
@@ -83,6 +84,17 @@ class HostStatus:
     snapshot: Optional[Dict[str, Any]] = None
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     uploaded: Optional[bool] = None  # whether the last connect had to upload the agent
+
+    def forget_ended(self, before: float) -> None:
+        """Forgets the records of jobs that ended before ``before`` (epoch seconds): the
+        agent forgets them then too (its retention) and tells no one, so a connection that
+        lasts weeks would otherwise keep every job it ever ran, walked by every pass."""
+        ended = [key for key, rec in self.jobs.items()
+                 if rec.get("state") in FINISHED
+                 and isinstance(rec.get("ended_at"), (int, float))
+                 and rec["ended_at"] < before]
+        for key in ended:
+            del self.jobs[key]
 
     def record(self) -> Dict[str, Any]:
         """The host as ``fractui status --json`` shows it (documented in docs/cli.md)."""
@@ -160,6 +172,7 @@ class HostSession:
         # notifications of a connection not yet installed (None once it is)
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
+        self._unheard: Optional[str] = None  # how a listener of its changes failed, said once
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
         sshlog.keeper()
@@ -234,6 +247,7 @@ class HostSession:
                 return
             if said is None:
                 _apply(self.status, method, params)
+                self.status.forget_ended(time.time() - self.cfg.retention_hours * 3600)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
         self._changed()
@@ -262,10 +276,24 @@ class HostSession:
         self._set_locked("degraded" if problem else "online", problem)
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change(self.status)
-        for watcher in list(self.watchers):
-            watcher(self.status)
+        """Tells ``on_change`` and the watchers. One that fails keeps neither the others nor
+        the host's worker from going on (a worker ended by it would never connect the host
+        again): its failure is logged with its stack once while it repeats, and said once
+        more when all of them go through again."""
+        failed = False
+        for hear in ([self.on_change] if self.on_change is not None else []) + list(
+                self.watchers):
+            try:
+                hear(self.status)
+            except Exception as err:
+                failed, said = True, "%s: %s" % (type(err).__name__, err)
+                if said != self._unheard:
+                    self._unheard = said
+                    log.exception("%s: what listens to its changes failed (said once while "
+                                  "it fails)", self.cfg.name)
+        if not failed and self._unheard is not None:
+            self._unheard = None
+            log.info("%s: what listens to its changes hears them again", self.cfg.name)
 
     # -- the worker --
 

@@ -7,7 +7,9 @@ handler that never writes to a terminal. Every record goes to the fleet's debug 
 (``fleet.log`` in fractui's state dir, rotated at 1 MiB), and a record logged by a link's
 transport thread also goes to that link's own tail, from which the host's error quotes what
 paramiko said. If the debug log cannot be written, the tail still keeps what paramiko said and
-the failure is remembered (``Keeper.failure``), never printed.
+the failure is remembered (``Keeper.failure``), never printed; the log is tried again every
+RETRY_S, and the first record it takes after a failure is preceded by one saying what failed
+(a disk full for a minute costs a minute of the log, not the rest of a long run).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging.handlers
 import os
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from typing import Deque, Optional, TextIO
@@ -27,6 +30,7 @@ from fractui.state_files import open_append
 LOGGERS = ("paramiko", "fractui.fleet")
 LOG_FILE = "fleet.log"
 MAX_BYTES = 1 << 20
+RETRY_S = 60.0  # a debug log that could not be written is tried again this often
 
 
 def debug_log_path() -> str:
@@ -68,6 +72,7 @@ class Keeper(logging.handlers.RotatingFileHandler):
         self.links: "weakref.WeakKeyDictionary[threading.Thread, LinkLog]" = (
             weakref.WeakKeyDictionary())
         self.failure: Optional[str] = None
+        self._retry_at = 0.0  # (time.monotonic) when a log that failed is tried again
 
     def emit(self, record: logging.LogRecord) -> None:
         link = self.links.get(threading.current_thread())
@@ -83,9 +88,16 @@ class Keeper(logging.handlers.RotatingFileHandler):
                 self.baseFilename, self.failure = path, None
             finally:
                 self.release()
-        if self.failure is not None:
+        failed = self.failure
+        if failed is not None and time.monotonic() < self._retry_at:
             return
-        super().emit(record)
+        self.failure = None
+        if failed is not None:  # what the log lacks is said in it, once it takes records
+            super().emit(logging.makeLogRecord({
+                "name": __name__, "levelno": logging.WARNING, "levelname": "WARNING",
+                "msg": "records were lost: the debug log could not be written (%s)" % failed}))
+        if self.failure is None:
+            super().emit(record)
 
     def _open(self) -> TextIO:
         """The log file, the admin's alone (0600) whatever the umask, a file made before
@@ -101,6 +113,7 @@ class Keeper(logging.handlers.RotatingFileHandler):
         """Never print (the default prints a traceback on stderr): remember why instead."""
         err = sys.exc_info()[1]
         self.failure = "%s: %s" % (self.baseFilename, err)
+        self._retry_at = time.monotonic() + RETRY_S
 
 
 _lock = threading.Lock()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
@@ -93,8 +94,9 @@ def class_of(err: AgentCallError) -> str:
 
 @dataclass
 class Untaken:
-    """A stop the agent answered with an error: sent again once the clock reaches ``again``;
-    ``said`` is the agent's last words on it, logged again only when they change."""
+    """A stop the agent answered with an error: sent again once the monotonic clock (the
+    executor's ``ticks``) reaches ``again``; ``said`` is the agent's last words on it, logged
+    again only when they change."""
 
     again: float
     said: str
@@ -106,7 +108,10 @@ class Executor:
     which the agents did not take, to send again ``resend_s`` later."""
 
     def __init__(self, store: Store, call: Call, actor: str, grace_s: float, max_attempts: int,
-                 lanes: Lanes, clock: Callable[[], float], resend_s: float):
+                 lanes: Lanes, clock: Callable[[], float], resend_s: float,
+                 ticks: Callable[[], float] = time.monotonic):
+        """``clock`` dates what is kept in the store (the wall clock); ``ticks`` times the
+        resends, kept in memory only (the monotonic clock: a wall clock set back delays none)."""
         self.store = store
         self.call = call
         self.actor = actor
@@ -114,6 +119,7 @@ class Executor:
         self.max_attempts = max_attempts
         self.lanes = lanes
         self.clock = clock
+        self.ticks = ticks
         self.epoch = 0
         """The lease epoch its writes carry (the scheduler's, set as it takes the lease)."""
         self._stops_sent: Set[Tuple[str, str]] = set()
@@ -288,7 +294,7 @@ class Executor:
 
     def resend_due(self) -> bool:
         """Whether a stop the agent did not take is due to be sent again: a pass is due."""
-        now = self.clock()
+        now = self.ticks()
         with self._untaken_lock:
             return any(now >= u.again for u in self._untaken.values())
 
@@ -299,7 +305,7 @@ class Executor:
         with self._untaken_lock:
             self._asked.add((host, key))
             untaken = self._untaken.get((host, key))
-        if (host, key) in self._stops_sent or (untaken and self.clock() < untaken.again):
+        if (host, key) in self._stops_sent or (untaken and self.ticks() < untaken.again):
             return
         grace = self.grace_s if grace_s is None else grace_s
         self.lanes.add(host, lambda: self._send_stop(host, agent_job, key, reason, grace))
@@ -341,7 +347,7 @@ class Executor:
         said = str(err)
         with self._untaken_lock:
             last = self._untaken.get((host, key))
-            self._untaken[(host, key)] = Untaken(self.clock() + self.resend_s, said)
+            self._untaken[(host, key)] = Untaken(self.ticks() + self.resend_s, said)
         if last is None or last.said != said:
             log.warning("the agent on %s did not take the stop of %s: %s; it is sent again "
                         "every %.1f s until it does", host, key, said, self.resend_s)

@@ -139,7 +139,7 @@ class Scheduler:
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock,
-                                 self.settings.interval_s)
+                                 self.settings.interval_s, ticks)
         self.relay = LogRelay(store, self._call, self.lanes)
         self.usage = UsageKeeper(config.usage, store, self._call, self.lanes, clock, ticks)
         self._away: Dict[str, float] = {}  # host -> when a pass first saw it unreachable
@@ -150,6 +150,7 @@ class Scheduler:
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._said: Optional[str] = None  # the store error last logged, said once
+        self._failing: Optional[str] = None  # what fails the passes, as last logged
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
         self._left = False  # the last pass left a write for later: a row was held
         self._stop = threading.Event()
@@ -164,7 +165,9 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._holds_end: Optional[float] = None  # when a GPU's mode-change hold ends
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
-        self._unheld_said: Set[Tuple[str, str]] = set()  # copies of no job found, said once
+        self._unheld_said: Set[Tuple[str, str]] = set()
+        """(host, key) of the copies of no job the last pass found running, or on a host it
+        could not see: each said once while it runs."""
         self._kept = Kept()  # hosts built and placements scored, kept across passes
         self._recent: Tuple[Optional[float], Recent] = (None, Recent())
         """When the teams' recent usage was last read (by ``ticks``; None: not this lease),
@@ -192,6 +195,11 @@ class Scheduler:
         ``release`` hands the lease over at once (a clean shutdown)."""
         self._stop.set()
         self._wake.set()
+        for session in self.fleet.sessions.values():  # a stopped one hears the fleet no more
+            for hooks, hook in ((session.connect_hooks, self._fence_returning),
+                                (session.watchers, self._host_changed)):
+                if hook in hooks:  # (not twice: a second stop finds it gone)
+                    hooks.remove(hook)
         for thread in (self._thread, self._watcher):
             if thread is not None:
                 thread.join(timeout=30)
@@ -239,11 +247,15 @@ class Scheduler:
                 # a feed opened anew heard nothing sent before it listened: all of it is news
                 topics = EVERYTHING if missed else feed.wait(FEED_WAIT_S)
                 missed = False
-            except StoreError as err:  # the poll goes on meanwhile
-                if str(err) != said:
+            except Exception as err:  # the poll goes on meanwhile; a bug of ours (no store
+                # error) is said with its stack, and the feed opened again all the same
+                words = str(err) if isinstance(err, StoreError) else "%s: %s" % (
+                    type(err).__name__, err)
+                if words != said:
                     log.warning("%s; the scheduler polls every %.1f s until the store's "
-                                "change feed is back", err, self.settings.interval_s)
-                    said = str(err)
+                                "change feed is back", words, self.settings.interval_s,
+                                exc_info=not isinstance(err, StoreError))
+                    said = words
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
@@ -265,9 +277,14 @@ class Scheduler:
             failed = True
             try:
                 passed = self._turn()
+                if self._said is not None:
+                    log.warning("the store answers the scheduler again")
                 self._said, self._store_ok, failed = None, True, False
                 if passed:  # a renewal alone says nothing of the passes
                     self._keep_trouble(None)
+                    if self._failing is not None:
+                        log.warning("the scheduling passes go through again")
+                        self._failing = None
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
@@ -283,10 +300,14 @@ class Scheduler:
                 if str(err) != self._said:
                     log.error("%s; the scheduler tries again every pass", err)
                     self._said = str(err)
-            except Exception as err:  # one bad pass must not end the service: log it, say
-                log.exception("scheduling pass failed")  # it where admins look, try again
-                self._keep_trouble(" ".join(("%s: %s" % (type(err).__name__, err)).split())[
-                    :TROUBLE_CHARS])
+            except Exception as err:  # one bad pass must not end the service: log it (its
+                # stack, once while the passes fail so), say it where admins look, try again
+                trouble = " ".join(("%s: %s" % (type(err).__name__, err)).split())[
+                    :TROUBLE_CHARS]
+                if trouble != self._failing:
+                    log.exception("scheduling pass failed (said once while it fails so)")
+                    self._failing = trouble
+                self._keep_trouble(trouble)
             self._tell()
             wait = self.settings.interval_s if self.leader or failed else max(
                 0.0, self._try_at - self.ticks())  # a failed turn is not tried at once
@@ -701,6 +722,11 @@ class Scheduler:
         LEFT)."""
         active = {j.id: j for j in jobs}
         found: Counter[Tuple[str, str]] = Counter()
+        # what was said of a copy is kept while it runs, or while its host cannot be seen:
+        # a copy said once and ended is forgotten, not kept for as long as the service runs
+        said, self._unheld_said = self._unheld_said, {
+            (host, key) for host, key in self._unheld_said
+            if host in by_name and by_name[host].state not in USABLE}
         for view in by_name.values():
             if view.state not in USABLE:
                 continue
@@ -710,10 +736,10 @@ class Scheduler:
                 past = self._moved_past(copy.job, copy.attempt, active)
                 found[(view.name, LEFT if past is None else LATE)] += 1
                 if past is None:
-                    if (view.name, copy.key) not in self._unheld_said:
-                        self._unheld_said.add((view.name, copy.key))
+                    if (view.name, copy.key) not in said:
                         log.warning("%s runs %s, which the store does not hold and has no "
                                     "later word of: left running", view.name, copy.key)
+                    self._unheld_said.add((view.name, copy.key))
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)

@@ -1,0 +1,228 @@
+"""What the fleet and the scheduler keep over weeks of running: nothing that only grows, and no
+worker thread that a failure ends for good. Real agent daemons over the local transport, a real
+SQLite store; sizes are counted, never timed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, Dict, List
+
+import pytest
+
+from fractui.config import Config, HostConfig, QueueConfig
+from fractui.fleet.client import AgentClient, ConnectionLost
+from fractui.fleet.fleet import Fleet
+from fractui.fleet.host import HostSession
+from fractui.fleet.transport.local import process_stream
+from fractui.scheduler import Scheduler
+from remote_agent import PROTOCOL_VERSION
+from tests.conftest import stop_host
+from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
+from tests.localfleet import sleeper, wait
+
+
+def one_host(tmp_path, **agent: Any) -> Config:
+    """A config of one simulated host (its agent settings ``agent``)."""
+    return Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                               state_dir=str(tmp_path / "state" / "gpu-a"),
+                                               **agent),))
+
+
+def launch(session: HostSession, key: str) -> Dict[str, Any]:
+    """A job that ends at once, on a quarter of the host's GPU 0."""
+    return session.call("job.launch", {"key": key, "argv": sleeper(0), "gpus": [0],
+                                       "memory_mib": 1024})
+
+
+def test_a_listener_of_a_hosts_changes_that_fails_ends_no_worker_and_is_said_once(
+        tmp_path, caplog):
+    """A watcher of a host's changes (the scheduler's wakes, the TUI's) that raises, at every
+    change, keeps the host's worker going: the host connects, and connects again after its
+    connection is lost; the failure is logged once with its stack while it repeats, and once
+    more when the watcher goes through again. Before: the first failure ended the worker
+    thread, and the host read "connecting" for ever."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    config = one_host(tmp_path)
+    fleet = Fleet(config, reconnect_max_s=0.5)
+    session = fleet.sessions["gpu-a"]
+    heard: List[str] = []
+    failing = [True]
+
+    def watcher(status: Any) -> None:
+        heard.append(status.state)
+        if failing[0]:
+            raise ValueError("a watcher's bug")
+
+    session.watchers.append(watcher)
+    fleet.start()
+    try:
+        wait(lambda: session.status.state == "online", lambda: session.status)
+        session.call("daemon.shutdown", {})  # the connection is lost: the worker reconnects
+        wait(lambda: heard.count("online") >= 2, lambda: heard)
+        failing[0] = False
+        launch(session, "k0")  # its record is a change
+        wait(lambda: any("hears them again" in r.getMessage() for r in caplog.records),
+             lambda: caplog.text)
+    finally:
+        fleet.stop()
+        stop_host(config.hosts[0].state_dir)
+    failures = [r for r in caplog.records if "what listens to its changes failed" in
+                r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None, caplog.text
+    assert "ValueError: a watcher's bug" in caplog.text
+
+
+def test_a_connection_that_lasts_keeps_no_record_of_a_job_its_agent_forgot(tmp_path):
+    """The agent forgets an ended job after its retention and tells no one; the host's
+    session forgets it too, by the same retention (the host's config sets the agent's), as
+    the next record comes. Before: a connection kept every job it ever ran, for as long as it
+    lasted (weeks), and every pass walked them all."""
+    config = one_host(tmp_path, retention_hours=0.0005)  # 1.8 s
+    fleet = Fleet(config, reconnect_max_s=0.5).start()
+    session = fleet.sessions["gpu-a"]
+    try:
+        wait(lambda: session.status.state == "online", lambda: session.status)
+        ran = [launch(session, "k%d" % n)["id"] for n in range(5)]
+        wait(lambda: all(session.status.jobs[j].get("state") == "exited" for j in ran),
+             lambda: session.status.jobs)
+        wait(lambda: not session.call("job.list", {})["jobs"], lambda: "never forgotten")
+        last = launch(session, "k5")["id"]
+        wait(lambda: session.status.jobs[last].get("state") == "exited",
+             lambda: session.status.jobs)
+        assert list(session.status.jobs) == [last]  # 6 jobs run over one connection
+    finally:
+        fleet.stop()
+        stop_host(config.hosts[0].state_dir)
+
+
+def test_a_stopped_scheduler_leaves_nothing_on_the_fleet(local_fleet):
+    """Each scheduler made on a fleet hooks itself to every host's session (its wakes, and
+    the stale copies it stops when a host returns); one stopped unhooks itself, its lease
+    handed over or not, so schedulers made and stopped one after another on one fleet leave
+    the hooks as they were. Before: every scheduler ever made stayed hooked, and one stopped
+    without handing its lease over still stopped the stale copies of a host that returned."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    session = f.fleet.session("gpu-a")
+    before = (list(session.watchers), list(session.connect_hooks))
+    for n in range(5):
+        sched = Scheduler(f.config, f.store, f.fleet, name="s%d" % n)
+        assert sched.step()
+        sched.stop(release=n % 2 == 0)
+        sched.stop()  # a second stop changes nothing
+    assert (session.watchers, session.connect_hooks) == before
+
+
+def test_what_is_said_of_copies_of_no_job_is_forgotten_as_they_end(local_fleet, caplog):
+    """A copy under the store's key of a job the store does not have (a store restored from
+    a backup) is said once while it runs, left running; once it has ended, the pass forgets
+    it. Copies started and ended round after round leave nothing kept. Before: each copy
+    ever said was kept for as long as the scheduler ran."""
+    caplog.set_level(logging.WARNING, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    session = f.fleet.session("gpu-a")
+    for round_ in range(3):
+        copies = [session.call("job.launch", {
+            "key": "fractui-%s-%d.0" % (f.store.uid, 900 + 2 * round_ + n),
+            "argv": sleeper(600), "gpus": [0], "memory_mib": 1024})["id"] for n in range(2)]
+        wait(lambda: all(session.status.jobs[c].get("state") == "running" for c in copies),
+             lambda: session.status.jobs)
+        for _ in range(2):
+            assert f.scheduler.step()
+        assert len(f.scheduler._unheld_said) == 2
+        for c in copies:
+            session.call("job.stop", {"job": c, "grace": 0})
+        wait(lambda: all(session.status.jobs[c].get("state") == "killed" for c in copies),
+             lambda: session.status.jobs)
+        assert f.scheduler.step()
+        assert f.scheduler._unheld_said == set()
+    said = [r for r in caplog.records if "which the store does not hold" in r.getMessage()]
+    assert len(said) == 6, caplog.text  # each copy once
+
+
+def test_a_pass_that_fails_at_every_turn_is_logged_once_and_once_when_it_mends(
+        local_fleet, monkeypatch, caplog):
+    """A bug that fails every pass is logged with its stack once, not at every turn of a
+    loop that turns every interval for weeks; once the passes go through again, that is said
+    once. Before: a stack per turn."""
+    from fractui.scheduler import service
+
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    real = service.schedule
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("a bug in the placement core")
+
+    monkeypatch.setattr(service, "schedule", broken)
+    job = f.submit("quarter")
+    turns: List[Any] = []
+    f.scheduler.on_turn = turns.append
+    f.scheduler.start()
+    try:
+        wait(lambda: len(turns) >= 6, lambda: turns)
+        monkeypatch.setattr(service, "schedule", real)
+        wait(lambda: f.store.get(job.id).state == "running", f.states)
+        wait(lambda: "go through again" in caplog.text, lambda: caplog.text)
+    finally:
+        f.scheduler.stop()
+    failed = [r for r in caplog.records if r.getMessage().startswith("scheduling pass failed")]
+    assert len(failed) == 1 and failed[0].exc_info is not None, caplog.text
+    assert caplog.text.count("the scheduling passes go through again") == 1
+
+
+def test_a_change_feed_that_fails_with_a_bug_is_opened_again(local_fleet, monkeypatch,
+                                                             caplog):
+    """The store's change feed fails once with an error of no known kind (a bug, not a store
+    error): said once with its stack, and opened again as a lost feed is (the passes poll
+    meanwhile), so it is waited on again. Before: the feed's thread ended, and until the
+    scheduler stopped it heard of no change but by its poll."""
+    from fractui.store.sqlite import SqliteFeed
+
+    caplog.set_level(logging.WARNING, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    real = SqliteFeed.wait
+    waits: List[float] = []
+
+    def fails_first(feed: SqliteFeed, timeout_s: float) -> frozenset:
+        waits.append(timeout_s)
+        if len(waits) == 1:
+            raise KeyError("a bug in the feed")
+        return real(feed, timeout_s)
+
+    monkeypatch.setattr(SqliteFeed, "wait", fails_first)
+    f.scheduler.start()
+    try:
+        wait(lambda: len(waits) >= 3, lambda: waits)  # the feed opened again, and waited on
+        job = f.submit("quarter")
+        wait(lambda: f.store.get(job.id).state == "running", f.states)
+    finally:
+        f.scheduler.stop()
+    said = [r for r in caplog.records if "change feed is back" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, caplog.text
+    assert said[0].getMessage().startswith("KeyError: 'a bug in the feed'; the scheduler polls")
+
+
+def test_a_call_on_a_connection_closed_meanwhile_is_a_lost_connection(tmp_path):
+    """A call whose connection another thread has just closed (the host's worker dropping
+    it, a stop) is a lost connection, as any other: before, writing to the closed pipe raised
+    ValueError, which ended the host's worker thread when its probe met it, and reached a
+    scheduler's lane as a bug."""
+    stream = process_stream([sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                             "--state-dir", str(tmp_path / "state"), "--sim", "1xL4"])
+    client = AgentClient(stream.reader, stream.write, name="gpu-a")
+    try:
+        assert client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)["protocol"] == \
+            PROTOCOL_VERSION
+        assert stream.process is not None
+        os.kill(stream.process.pid, signal.SIGSTOP)  # its end unseen yet: stdout stays open
+        stream.process.stdin.close()  # (as the worker's drop does, on another thread)
+        with pytest.raises(ConnectionLost, match="sending daemon.version failed"):
+            client.call("daemon.version", None, 30.0)
+    finally:
+        if stream.process is not None:
+            os.kill(stream.process.pid, signal.SIGCONT)
+        stream.close()
+        stop_host(str(tmp_path / "state"))
