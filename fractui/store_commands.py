@@ -37,7 +37,8 @@ from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
                                  ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
                                  Slot, movable)
-from fractui.terminal import confirm, log_line, print_json, say, table, width
+from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
+                              width)
 from fractui.words import NO_SCHEDULER, count, why
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
@@ -606,6 +607,7 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
     except Denied:
         store.close()
         raise
+    log_records_to_stderr()
     done = threading.Event()
     fleet = Fleet(config)
     exporter = _exporter(config, fleet, args.until_stdin_closes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -121,6 +122,22 @@ def log_line(message: str) -> None:
         raise
     except OSError:
         stdout_to_devnull()
+
+
+def log_records_to_stderr() -> None:
+    """fractui's log records at INFO and above on stderr, each with its time and level: what a
+    long-running verb (the headless scheduler) says of what it does, for journald or the TUI's
+    scheduler log. Left to Python, only WARNING and above showed, bare: that a scheduler stands
+    by, that an agent took a stop, where the metrics are served were said to no one."""
+    logger = logging.getLogger("fractui")
+    if any(getattr(h, "name", None) == "fractui.stderr" for h in logger.handlers):
+        return  # (once per process)
+    handler = logging.StreamHandler(sys.stderr)  # (the terminal's text-only one, if a tty)
+    handler.set_name("fractui.stderr")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S%z"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def stdout_to_devnull() -> None:

@@ -4,8 +4,10 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -15,11 +17,12 @@ from typing import Dict
 
 import pytest
 
-from fractui.config import QueueConfig, TeamConfig
+from fractui.config import MetricsSettings, QueueConfig, TeamConfig
 from fractui.scheduler import Scheduler
 from fractui.store import Slot, SqliteStore, open_store
 from fractui.words import NO_SCHEDULER
 from tests import localfleet
+from tests.cli_run import closed_port
 from tests.conftest import REPO, stop_host
 from tests.localfleet import POLITE, running, sleeper, wait
 from tests.test_job_supervision import fill
@@ -478,6 +481,37 @@ def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fle
         "the service ends them and their jobs fail"
     assert (said in err) == service, err
     assert run.returncode == 0, err
+
+
+def test_a_headless_scheduler_says_what_it_does_on_stderr_with_its_time(local_fleet):
+    """What the scheduler logs at INFO (where it serves its metrics, that it stands by, a stop
+    an agent took late) reaches its stderr, journald's or the TUI's scheduler log, each line
+    with its time, level and logger. Left to Python's defaults only WARNING and above showed,
+    and docs/scheduler.md's "it logs that it stands by" was said to no one."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    port = closed_port()
+    f.config = dataclasses.replace(f.config, metrics=MetricsSettings(
+        listen="127.0.0.1:%d" % port))
+    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                            "scheduler", "--name", "svc"], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = run.stdout.readline()  # type: ignore
+        assert line.startswith("scheduler svc: store "), (line, run.communicate(timeout=30))
+        job = f.submit("quarter")
+        wait(lambda: f.states()[job.id] == "running", f.states, alive=run)
+        run.terminate()
+        _, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:  # (a failed test leaves nothing running)
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    serving = [line for line in err.splitlines() if line.endswith(
+        "INFO fractui.metrics: metrics: serving http://127.0.0.1:%d/metrics while this "
+        "scheduler holds the lease" % port)]
+    assert len(serving) == 1, err
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} INFO ", serving[0]), err
 
 
 def test_a_scheduler_whose_log_is_on_a_full_disk_schedules_all_the_same(local_fleet, small_fs):
