@@ -78,8 +78,9 @@ def moment(text: str) -> Moment:
         if seconds > time.time():
             raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
         return Moment(ago_s=seconds)
-    try:
-        when = datetime.datetime.fromisoformat(text)
+    try:  # "Z" for UTC, as --help shows it: Python 3.10's fromisoformat takes only "+00:00"
+        when = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z")
+                                               else text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             "must be now, a time ago (30m, 24h, 7d, 2w) or a date and time "
@@ -113,6 +114,15 @@ def name_of(what: str, shown: str) -> Callable[[str], str]:
 
 user_name = name_of("user", "jobs shows it under USER")
 team_name = name_of("team", "the config's [[teams]] name it")
+
+
+def scheduler_name(text: str) -> str:
+    """An argparse type: a scheduler's name, which the lease, the audit, ``jobs`` and the TUI's
+    header show: printable, so none of them is given a line break or an escape to show."""
+    if not text.strip() or len(text) > MAX_REF or not text.isprintable():
+        raise argparse.ArgumentTypeError("a scheduler's name is 1 to %d printable characters, "
+                                         "not only blanks, got %r" % (MAX_REF, text[:MAX_REF]))
+    return text
 
 
 def job_number(text: str) -> int:
