@@ -1177,6 +1177,9 @@ def read_toml(path: str, max_mib: int = MAX_CONFIG_BYTES // 2 ** 20,
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise ConfigError(path, line, "not UTF-8 text, which TOML requires") from None
+    if text.startswith("\ufeff"):  # (the parser says "Invalid statement (column 1)")
+        raise ConfigError(path, 1, "starts with a byte order mark (U+FEFF), which TOML does "
+                          "not allow: save it as UTF-8 without one")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
