@@ -205,7 +205,12 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
     a job that could never start is refused as it is asked for, not failed when it is tried.
     ``name``: as it will be sent (submit's default, the program's name, included); ``added``:
     variables the launch adds to ``env``; ``image``: the container it runs in, whose variables
-    go through an env file (env_file_problem)."""
+    go through an env file (env_file_problem). An empty program runs nothing, and an empty
+    key is no key: ``--key "$K"`` with K unset would make a new job at each retry."""
+    if argv and not argv[0]:
+        return "the program to run after -- is an empty word"
+    if key == "":
+        return "--key is an empty word: give the key, or leave --key out"
     words = [("the name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
         ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [

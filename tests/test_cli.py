@@ -101,6 +101,11 @@ def test_every_verb_exits_by_the_one_rule(cli):
                                                "e.g. fractui submit --queue quarter -- python "
                                                "train.py"),  # its queue, not one it has not
         (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5", "--", ""], 2, "an empty word"),
+        # an empty key is no key: each retry of `--key "$K"` with K unset a new job
+        (["submit", "--queue", "quarter", "--key", "", "--", "x"], 2, "--key is an empty word"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5", "--key", "", "--", "x"], 2,
+         "--key is an empty word: give the key, or leave --key out"),
         (["submit", "--queue", "quarter", "python3", "t.py"], 2, "unrecognized arguments: "
          "python3 t.py (the job's command goes after --: fractui submit ... -- python3 t.py)"),
         (["submit", "--queue", "quarter", "--cwd", "runs/1", "--", "x"], 2,

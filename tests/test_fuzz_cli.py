@@ -50,7 +50,7 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "queue": (["quarter", "mig-small"], ["nope", "", "x" * 100, "QUARTER"]),
     "team": ([], ["vision", "", "nope"]),  # the config has no teams: any --team is wrong
     "text": (["n", "é x", "x" * 500, "a=b", "/tmp/nowhere"], ["-x", "--x"]),
-    "key": (["k1", "sweep-7 é", "x" * 256], ["x" * 257, "-x", "a\ud800b"]),
+    "key": (["k1", "sweep-7 é", "x" * 256], ["x" * 257, "-x", "a\ud800b", ""]),
     "user": (["root", "ann", "ann@corp", "é"], ["", "-x"]),
     "cwd": (["/tmp/nowhere", "/", "/é x", "/" + "x" * 500], ["-x", "--x", "rel/dir", "n"]),
     "env": (["A=1", "B=", "PATH=/x"], ["noequals", "=x", ""]),
