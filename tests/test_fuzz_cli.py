@@ -1,7 +1,8 @@
 """Hostile command lines for every verb, from a seeded generator: unknown flags, missing
 values, huge and negative numbers, malformed job and GPU references, unknown names, unicode,
-empty words, NUL, undecodable bytes, ``--`` where it does not belong, config files that are
-missing, empty or directories.
+control characters, empty words, NUL, undecodable bytes, ``--`` where it does not belong,
+times and groupings ``report`` cannot read, config files that are missing, empty or
+directories.
 
 Each case is built from values whose class is known — a word the command line must refuse, or
 one it must accept — so its exit code is known by the rule of docs/cli.md: 2 if any word is
