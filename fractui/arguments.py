@@ -102,10 +102,13 @@ _BEFORE_EPOCH = "%r is before 1970-01-01, earlier than any time a store keeps"
 
 def name_of(what: str, shown: str) -> Callable[[str], str]:
     """An argparse type: the name of a ``what`` (a user, a team) as ``shown`` says where one is
-    seen; never empty, which would read as no filter at all."""
+    seen; never empty, which would read as no filter at all, nor holding a character that is
+    not printable, which no user or team name has (and a terminal would act on in the
+    heading that names it)."""
     def parse(text: str) -> str:
-        if not text:
-            raise argparse.ArgumentTypeError("takes a %s's name, as %s" % (what, shown))
+        if not text or not text.isprintable():
+            raise argparse.ArgumentTypeError("takes a %s's name, as %s, not %r"
+                                             % (what, shown, text[:MAX_REF]))
         return text
 
     parse.__name__ = what

@@ -49,10 +49,10 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "mib": (["1", "1024", "999999"], ["0", "-5", "x", "2147483649"]),
     "start": (["0", "3"], ["-1", "64", "x"]),
     "queue": (["quarter", "mig-small"], ["nope", "", "x" * 100, "QUARTER"]),
-    "team": ([], ["vision", "", "nope"]),  # the config has no teams: any --team is wrong
+    "team": ([], ["vision", "", "nope", "v\x1b[2J"]),  # the config has no teams: all wrong
     "text": (["n", "é x", "x" * 500, "a=b", "/tmp/nowhere"], ["-x", "--x"]),
     "key": (["k1", "sweep-7 é", "x" * 256], ["x" * 257, "-x", "a\ud800b", ""]),
-    "user": (["root", "ann", "ann@corp", "é"], ["", "-x"]),
+    "user": (["root", "ann", "ann@corp", "é"], ["", "-x", "a\x1b[2Jb", "a\nb"]),
     "cwd": (["/tmp/nowhere", "/", "/é x", "/" + "x" * 500], ["-x", "--x", "rel/dir", "n"]),
     "env": (["A=1", "B=", "PATH=/x"], ["noequals", "=x", ""]),
     "image": (["docker.io/library/python:3.12", "localhost/x@sha256:00", "/opt/i.sif"],
