@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from fractui.config import Config
+from fractui.config import Config, shown_path
 from fractui.fleet.zipapp import build_agent_archive, write_archive
 from fractui.outcome import Failed
 
@@ -21,6 +21,6 @@ def agent_archive(config: Config, args: argparse.Namespace) -> int:
         path = write_archive(archive, args.dir, IMAGE_NAME)
     except OSError as err:
         raise Failed("cannot write the agent archive into %s: %s" % (
-            args.dir, err.strerror or err)) from err
+            shown_path(args.dir), err.strerror or err)) from err
     print("%s  sha256 %s (%s)" % (path, archive.sha256, archive.name))
     return 0

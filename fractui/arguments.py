@@ -78,8 +78,9 @@ def moment(text: str) -> Moment:
         if seconds > time.time():
             raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
         return Moment(ago_s=seconds)
-    try:
-        when = datetime.datetime.fromisoformat(text)
+    try:  # "Z" for UTC, as --help shows it: Python 3.10's fromisoformat takes only "+00:00"
+        when = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z")
+                                               else text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             "must be now, a time ago (30m, 24h, 7d, 2w) or a date and time "
@@ -101,10 +102,13 @@ _BEFORE_EPOCH = "%r is before 1970-01-01, earlier than any time a store keeps"
 
 def name_of(what: str, shown: str) -> Callable[[str], str]:
     """An argparse type: the name of a ``what`` (a user, a team) as ``shown`` says where one is
-    seen; never empty, which would read as no filter at all."""
+    seen; never empty, which would read as no filter at all, nor holding a character that is
+    not printable, which no user or team name has (and a terminal would act on in the
+    heading that names it)."""
     def parse(text: str) -> str:
-        if not text:
-            raise argparse.ArgumentTypeError("takes a %s's name, as %s" % (what, shown))
+        if not text or not text.isprintable():
+            raise argparse.ArgumentTypeError("takes a %s's name, as %s, not %r"
+                                             % (what, shown, text[:MAX_REF]))
         return text
 
     parse.__name__ = what
@@ -113,6 +117,15 @@ def name_of(what: str, shown: str) -> Callable[[str], str]:
 
 user_name = name_of("user", "jobs shows it under USER")
 team_name = name_of("team", "the config's [[teams]] name it")
+
+
+def scheduler_name(text: str) -> str:
+    """An argparse type: a scheduler's name, which the lease, the audit, ``jobs`` and the TUI's
+    header show: printable, so none of them is given a line break or an escape to show."""
+    if not text.strip() or len(text) > MAX_REF or not text.isprintable():
+        raise argparse.ArgumentTypeError("a scheduler's name is 1 to %d printable characters, "
+                                         "not only blanks, got %r" % (MAX_REF, text[:MAX_REF]))
+    return text
 
 
 def job_number(text: str) -> int:
@@ -195,7 +208,12 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
     a job that could never start is refused as it is asked for, not failed when it is tried.
     ``name``: as it will be sent (submit's default, the program's name, included); ``added``:
     variables the launch adds to ``env``; ``image``: the container it runs in, whose variables
-    go through an env file (env_file_problem)."""
+    go through an env file (env_file_problem). An empty program runs nothing, and an empty
+    key is no key: ``--key "$K"`` with K unset would make a new job at each retry."""
+    if argv and not argv[0]:
+        return "the program to run after -- is an empty word"
+    if key == "":
+        return "--key is an empty word: give the key, or leave --key out"
     words = [("the name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
         ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [

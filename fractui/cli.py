@@ -18,8 +18,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
-                                instance_uuid, mig_profile, moment, team_name, user_name)
-from fractui.config import Config, ConfigError, NoConfig, default_config_path
+                                instance_uuid, mig_profile, moment, scheduler_name, team_name,
+                                user_name)
+from fractui.config import Config, ConfigError, NoConfig, default_config_path, shown_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
 from fractui.terminal import (escape_what_cannot_be_encoded, say, stdout_to_devnull,
@@ -140,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="only the queued jobs U submitted")
     whose.add_argument("--me", action="store_true", help="only the queued jobs you submitted")
     p.add_argument("--all", action="store_true", help="ended queued jobs too")
-    p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None,
+    p.add_argument("--limit", type=bounded(1, MAX_LINES), default=None, metavar="N",
                    help="with --all: the newest N (%d)" % JOBS_LIMIT)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
@@ -174,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _verb_parser(verbs, "audit", "who decided, placed, preempted what, and why")
     p.add_argument("job", nargs="?", metavar="JOB", help="only this job")
-    p.add_argument("-n", "--limit", type=bounded(1, MAX_LINES), default=100,
+    p.add_argument("-n", "--limit", type=bounded(1, MAX_LINES), default=100, metavar="N",
                    help="the newest N entries (default 100)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
@@ -204,7 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
     p = _verb_parser(verbs, "scheduler", "the headless placement loop (head node, systemd)")
-    p.add_argument("--name", help="this scheduler's name in the lease and the audit")
+    p.add_argument("--name", type=scheduler_name, help="this scheduler's name in the lease and "
+                   "the audit (default USER@HOST:PID)")
     p.add_argument("--until-stdin-closes", action="store_true",
                    help="stop (handing the lease over) when stdin closes: how a TUI or the "
                    "demo runs its scheduler as a child that ends with it")
@@ -214,13 +216,13 @@ def _parser() -> argparse.ArgumentParser:
                    "on a host by hand")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output "
                    "until the job ends (over SSH: its host must be in the config)")
-    p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100,
+    p.add_argument("-n", "--lines", type=bounded(0, MAX_LINES), default=100, metavar="N",
                    help="the last N lines (default 100)")
 
     p = _verb_parser(verbs, "demo", "the TUI on a simulated local fleet (no GPU, no SSH)")
     p.add_argument("--gpus", type=_demo_gpus, default=16, metavar="N",
                    help="GPUs in the simulated fleet, 1 to 1000 (default 16)")
-    p.add_argument("--seed", type=bounded(0, 2 ** 32 - 1), default=1,
+    p.add_argument("--seed", type=bounded(0, 2 ** 32 - 1), default=1, metavar="S",
                    help="seed of the simulated job stream (default 1)")
     p.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS,
                    help=READONLY_HELP + " (the demo's scheduler still places its jobs)")
@@ -317,6 +319,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(words: List[str]) -> int:
+    # first: argparse's own errors quote the words typed (an unknown option), and Textual
+    # draws through its own handle (tui/controls.py)
+    text_only_to_terminals()
     check_words(words)
     parser = _parser()
     # everything after the first "--" is the job's argv, untouched (argparse would read
@@ -340,7 +345,6 @@ def _run(words: List[str]) -> int:
         parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")
     if args.config == "":
         parser.error("--config needs a file name")
-    text_only_to_terminals()  # (Textual draws through its own handle: tui/controls.py)
     config = _config(args)
     if args.verb in TUI:
         from fractui.tui.run import run
@@ -429,7 +433,7 @@ def _no_config_help(path: Optional[str]) -> str:
             "  to try fractui without a config: fractui demo  (a simulated fleet, no GPU, "
             "no SSH)\n"
             "  to write one: start from %s, which documents every key"
-            % (default_config_path(), where))
+            % (shown_path(default_config_path()), where))
 
 
 def _closed_pipe() -> int:

@@ -48,8 +48,15 @@ class ConfigError(Exception):
         if self.path is None:  # a Config built in code (the demo) has no file to point at
             return self.message
         if self.line is None:
-            return f"{self.path}: {self.message}"
-        return f"{self.path}:{self.line}: {self.message}"
+            return f"{shown_path(self.path)}: {self.message}"
+        return f"{shown_path(self.path)}:{self.line}: {self.message}"
+
+
+def shown_path(path: str) -> str:
+    """A path typed by someone, as a message names it: as it is, or quoted with its escapes
+    where it holds a character that is not printable, which a terminal would act on or lose
+    (messages to one are text only), so the message named another path."""
+    return path if path.isprintable() else repr(path)
 
 
 class NoConfig(ConfigError):
@@ -1170,6 +1177,9 @@ def read_toml(path: str, max_mib: int = MAX_CONFIG_BYTES // 2 ** 20,
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise ConfigError(path, line, "not UTF-8 text, which TOML requires") from None
+    if text.startswith("\ufeff"):  # (the parser says "Invalid statement (column 1)")
+        raise ConfigError(path, 1, "starts with a byte order mark (U+FEFF), which TOML does "
+                          "not allow: save it as UTF-8 without one")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

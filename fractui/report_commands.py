@@ -36,8 +36,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
                 _local(since), _local(until)))
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
-        if whose.team is not None and config.teams and all(r.team != whose.team
-                                                           for r in records):
+        if whose.team is not None and all(r.team != whose.team for r in records):
             config.team(whose.team)  # a typo is said with the close name (a team since
             # left out of the config is still reported while the store keeps its usage)
         made = build(records, store.gpu_time(since, until) if whose.everyone else [],

@@ -64,8 +64,6 @@ def submit(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("submit needs the program to run after --, e.g. fractui submit "
                          "--queue %s%s -- python train.py" % (shlex.quote(queue.name), "" if (
                              args.team is None) else " --team %s" % shlex.quote(team)))
-    if not args.argv[0]:
-        raise UsageError("the program to run after -- is an empty word")
     env = parse_env(args.env)
     name = args.name or args.argv[0].rsplit("/", 1)[-1]
     problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES,

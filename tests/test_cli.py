@@ -29,6 +29,7 @@ from fractui.terminal import TerminalText
 from tests import localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
+from tests.test_tui_demo import Terminal
 
 PY = sys.executable
 
@@ -100,6 +101,11 @@ def test_every_verb_exits_by_the_one_rule(cli):
                                                "e.g. fractui submit --queue quarter -- python "
                                                "train.py"),  # its queue, not one it has not
         (["submit", "--queue", "quarter", "--", ""], 2, "an empty word"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5", "--", ""], 2, "an empty word"),
+        # an empty key is no key: each retry of `--key "$K"` with K unset a new job
+        (["submit", "--queue", "quarter", "--key", "", "--", "x"], 2, "--key is an empty word"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5", "--key", "", "--", "x"], 2,
+         "--key is an empty word: give the key, or leave --key out"),
         (["submit", "--queue", "quarter", "python3", "t.py"], 2, "unrecognized arguments: "
          "python3 t.py (the job's command goes after --: fractui submit ... -- python3 t.py)"),
         (["submit", "--queue", "quarter", "--cwd", "runs/1", "--", "x"], 2,
@@ -979,6 +985,39 @@ def test_a_terminal_is_written_text_only():
                              "\x1b]52;c;SGk=\x07\x1b[2J\x1bM\u202eend\x07\x08\x9b\x7f\r\n"
                              "10%\r20%\r\x1b\x1b[0m[201~\x1b(B\x9d0;t\x9cok\n")
     assert into.getvalue() == "a\tb\nred link end\n10%\n20%\nok\n"
+
+
+def _on_a_terminal(code: int, *args: str) -> bytes:
+    """What ``fractui ARGS`` writes to a real terminal (a pty), stdout and stderr alike."""
+    term = Terminal([sys.executable, "-m", "fractui", *args])
+    try:
+        term.drain(60)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    term.read_until(b"(?!)", 0.5)  # what was left unread when it ended
+    assert term.proc.returncode == code, term.output
+    return term.output
+
+
+def test_a_word_of_the_command_line_reaches_a_terminal_as_text(tmp_path):
+    """A control sequence typed into the command line is never written back raw: not in
+    argparse's own errors (an unknown option); a path that holds one (a config file, the
+    agent archive's folder) is named with it escaped, not shown as another path (the sequence
+    taken out, a newline splitting it); a scheduler's name, which others' screens show, is
+    refused."""
+    shown = _on_a_terminal(2, "jobs", "--x\x1b]52;c;SGk=\x07")
+    assert b"\x1b" not in shown and b"unrecognized arguments: --x" in shown
+    for odd in ("x\x1b[2Jy.toml", "x\ny.toml"):
+        shown = _on_a_terminal(2, "--config", str(tmp_path / odd), "status")
+        assert b"\x1b" not in shown, shown
+        assert repr(str(tmp_path / odd)).encode() + b": no such file" in shown, shown
+    (tmp_path / "file").write_text("")
+    into = str(tmp_path / "file" / "d\x1b[2J")  # under a file: not written
+    shown = _on_a_terminal(1, "agent-archive", into)
+    assert b"\x1b" not in shown and repr(into).encode() in shown, shown
+    shown = _on_a_terminal(2, "scheduler", "--name", "a\nfractui: b")
+    assert b"--name: " in shown and b"'a\\nfractui: b'" in shown, shown
 
 
 def test_text_the_output_encoding_cannot_hold_is_escaped_not_an_error(local_fleet):  # noqa: F811

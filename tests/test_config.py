@@ -182,6 +182,17 @@ def test_text_that_is_not_utf8_names_its_line(tmp_path):
     assert str(info.value) == f"{path}:2: not UTF-8 text, which TOML requires"
 
 
+def test_a_byte_order_mark_is_named_not_taken_for_a_statement(tmp_path):
+    """An editor that writes UTF-8 with a BOM (Windows' Notepad did): TOML forbids it, and
+    the parser's own words ("Invalid statement (column 1)") point at nothing the eye sees."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'\xef\xbb\xbf[[hosts]]\nname = "a"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(info.value) == (f"{path}:1: starts with a byte order mark (U+FEFF), which TOML "
+                               "does not allow: save it as UTF-8 without one")
+
+
 def test_an_unknown_host_key_names_the_block_and_the_known_keys(tmp_path):
     assert error(tmp_path, """\
         [[hosts]]

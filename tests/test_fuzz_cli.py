@@ -1,7 +1,8 @@
 """Hostile command lines for every verb, from a seeded generator: unknown flags, missing
 values, huge and negative numbers, malformed job and GPU references, unknown names, unicode,
-empty words, NUL, undecodable bytes, ``--`` where it does not belong, config files that are
-missing, empty or directories.
+control characters, empty words, NUL, undecodable bytes, ``--`` where it does not belong,
+times and groupings ``report`` cannot read, config files that are missing, empty or
+directories.
 
 Each case is built from values whose class is known — a word the command line must refuse, or
 one it must accept — so its exit code is known by the rule of docs/cli.md: 2 if any word is
@@ -48,17 +49,23 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "mib": (["1", "1024", "999999"], ["0", "-5", "x", "2147483649"]),
     "start": (["0", "3"], ["-1", "64", "x"]),
     "queue": (["quarter", "mig-small"], ["nope", "", "x" * 100, "QUARTER"]),
-    "team": ([], ["vision", "", "nope"]),  # the config has no teams: any --team is wrong
+    "team": ([], ["vision", "", "nope", "v\x1b[2J"]),  # the config has no teams: all wrong
     "text": (["n", "é x", "x" * 500, "a=b", "/tmp/nowhere"], ["-x", "--x"]),
-    "key": (["k1", "sweep-7 é", "x" * 256], ["x" * 257, "-x", "a\ud800b"]),
-    "user": (["root", "ann", "ann@corp", "é"], ["", "-x"]),
+    "key": (["k1", "sweep-7 é", "x" * 256], ["x" * 257, "-x", "a\ud800b", ""]),
+    "user": (["root", "ann", "ann@corp", "é"], ["", "-x", "a\x1b[2Jb", "a\nb"]),
     "cwd": (["/tmp/nowhere", "/", "/é x", "/" + "x" * 500], ["-x", "--x", "rel/dir", "n"]),
     "env": (["A=1", "B=", "PATH=/x"], ["noequals", "=x", ""]),
     "image": (["docker.io/library/python:3.12", "localhost/x@sha256:00", "/opt/i.sif"],
               ["", "two words", "-x", "a\tb"]),
     "uuid": (["MIG-abc", "GPU-0"], [""]),
+    # --since (its --until is now): a time before now; now itself is an empty range
+    "since": (["30m", "24h", "7d", "2w", "2026-01-01", "2026-01-01T14:00Z"],
+              ["now", "", "x", "-1h", "24 h", "9999999w", "2026-13-01", "1969-12-31",
+               "\x1b[2J"]),
+    "by": (["team", "queue", "user", "host", "model", "gpu"], ["", "teams", "TEAM"]),
 }
 ARGVS = ([[PY, "-c", "pass"]], [[]])  # a job's argv after --: fine, missing
+NO_DIR = "/proc/no-such/d"
 GOOD, BAD = 0, 1
 
 
@@ -140,7 +147,11 @@ def _submit(c: Case, rng: random.Random) -> None:
         c.add("--team", c.word(rng, "team"))
     for flag, kind in (("--name", "text"), ("--cwd", "cwd"), ("--key", "key")):
         if _maybe(rng, 0.25):
-            c.add(flag, c.word(rng, kind, 0.2))
+            bad = len(c.bad)
+            word = c.word(rng, kind, 0.2)
+            if kind == "key" and len(c.bad) == bad:  # a key of its own: the same key with
+                word = ("%d-%s" % (rng.getrandbits(24), word))[:256]  # another job is exit 2
+            c.add(flag, word)
     if _maybe(rng, 0.25):
         c.add("--image", c.word(rng, "image", 0.3))
     names: List[str] = []
@@ -229,9 +240,36 @@ def _stop(c: Case, rng: random.Random) -> None:
     _flags(c, rng, "--json")
 
 
+def _report(c: Case, rng: random.Random) -> None:
+    if _maybe(rng):
+        c.add("--since", c.word(rng, "since", 0.3))
+    if _maybe(rng, 0.3):
+        c.add("--by", c.word(rng, "by", 0.2))
+    whose = rng.randrange(6)
+    if whose in (1, 3):
+        c.add("--user", c.word(rng, "user", 0.3))
+    if whose in (2, 3):
+        c.add("--me")
+    if whose == 3:
+        c.bad.append("--user and --me")
+    if _maybe(rng, 0.15):
+        c.add("--team", c.word(rng, "team"))  # no job of the store has a team either
+    form = rng.randrange(4)
+    c.add(*(["--json"], ["--csv"], [], ["--json", "--csv"])[form])
+    if form == 3:
+        c.bad.append("--json and --csv")
+
+
+def _teams(c: Case, rng: random.Random) -> None:
+    if _maybe(rng, 0.3):
+        c.add("--team", c.word(rng, "team"))
+    _flags(c, rng, "--json")
+
+
 def _refused(words: List[List[str]]) -> Callable[[Case, random.Random], None]:
-    """A verb whose accepted command lines run until stopped (the scheduler, the TUI): only
-    command lines it must refuse are generated."""
+    """A verb whose accepted command lines run until stopped (the scheduler, the TUI) or
+    write where they are told (agent-archive): only command lines it must refuse are
+    generated."""
     def make(c: Case, rng: random.Random) -> None:
         c.add(*rng.choice(words))
         c.bad.append("refused by construction")
@@ -244,7 +282,13 @@ VERBS: Dict[str, Callable[[Case, random.Random], None]] = {
     "preempt": _stop_like, "place": _place, "move": _move, "audit": _audit, "logs": _logs,
     "stop": _stop,
     "cordon": _cordon, "drain": _cordon, "uncordon": _cordon,
-    "scheduler": _refused([["--bogus"], ["--name"], ["extra"], ["--", "x"], ["-n", "1"]]),
+    "report": _report, "teams": _teams, "themes": _status,
+    "scheduler": _refused([["--bogus"], ["--name"], ["extra"], ["--", "x"], ["-n", "1"],
+                           ["--name", ""], ["--name", " "], ["--name", "a\nb"],
+                           ["--name", "\x1b[2J"], ["--name", "x" * 300]]),
+    # (a folder no one can make: should one of these be taken, nothing is written)
+    "agent-archive": _refused([["--bogus", NO_DIR], [NO_DIR, "extra"], ["--json", NO_DIR],
+                               [NO_DIR, "--", "x"], ["--yes", NO_DIR]]),
     "demo": _refused([["--gpus", "0"], ["--gpus", "1001"], ["--gpus", "x"], ["--seed", "-1"],
                       ["--seed", "9" * 30], ["--bogus"], ["extra"], ["--", "x"]]),
 }
@@ -256,7 +300,7 @@ REQUIRED = {"trust": 1, "mig": 3, "launch": 2, "cancel": 1, "requeue": 1, "preem
             "uncordon": 1}  # positional words each verb cannot do without
 VALUED = {"--limit", "-n", "--grace", "--memory-mib", "--profile", "--start", "--instance",
           "--name", "--key", "--cwd", "--env", "--queue", "--team", "--layout-version",
-          "--image"}
+          "--image", "--since", "--by", "--user"}
 
 
 def _hostile(c: Case, rng: random.Random) -> None:
@@ -306,7 +350,7 @@ def test_the_generator_is_fixed_and_tries_each_verb_both_ways():
     for verb in VERBS:
         mine = [c for c in first if c.argv[:1] == [verb]]
         assert len(mine) == PER_VERB and any(c.bad for c in mine)
-        if verb not in ("scheduler", "demo"):
+        if verb not in ("scheduler", "demo", "agent-archive"):
             assert any(not c.bad for c in mine), verb
 
 
@@ -370,6 +414,6 @@ def test_hostile_command_lines_for_every_verb(fleet_config, capfd, tmp_path):
         why = _verdict(c, done.returncode, done.stdout, done.stderr)
         if why:
             failures.append("process %r: %s\n%s" % (c.argv, why, done.stderr[-600:]))
-    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 488
+    assert len(generated) == len(VERBS) * PER_VERB + PER_VERB // 3 == 584
     assert not failures, "%d of %d failed:\n%s" % (len(failures), len(generated),
                                                    "\n".join(failures))

@@ -426,6 +426,15 @@ def test_the_range_is_said_with_its_offset_from_utc(known, tmp_path, capfd, monk
                           "team"), out
 
 
+def test_a_time_in_utc_is_read_on_every_python_fractui_runs_on():
+    """``2026-12-01T14:00Z``, as ``report --help`` writes it: Python 3.10's fromisoformat
+    refuses the "Z" that 3.11 takes, and fractui runs on 3.10."""
+    from fractui.arguments import moment
+
+    assert moment("2026-12-01T14:00Z").at == moment("2026-12-01T14:00+00:00").at == \
+        datetime.datetime(2026, 12, 1, 14, tzinfo=datetime.timezone.utc).timestamp()
+
+
 def test_jobs_that_ended_while_waiting_are_said_though_no_usage_record_has_them(tmp_path,
                                                                               capfd):
     """In the range: one job ran and is done; two were cancelled while they waited (one of
