@@ -92,14 +92,15 @@ def refuse_exposed(path: str) -> None:
     except OSError:  # not reachable: the checks that follow say so
         return
     if st is not None and st.st_uid not in (0, os.geteuid()):
-        above = os.path.dirname(folder)
+        real = os.path.realpath(folder)  # where it lies, not where a link to it does
+        above = os.path.dirname(real)
         up = os.stat(above)
         if up.st_mode & stat.S_IWOTH:
             raise StoreExposed(path, "its directory %s is %s's, in %s, which all users may "
                                "write (mode %04o): any local user could have made it first, "
                                "and a store of theirs in it; keep the store in a directory "
                                "of your own (fractui makes one 0700)" % (
-                                   folder, _owner(st.st_uid), above,
+                                   real, _owner(st.st_uid), above,
                                    stat.S_IMODE(up.st_mode)))
         return  # a shared store's: the way to it is its owner's to keep
     if st is None or not grantees(st, folder, 2):
