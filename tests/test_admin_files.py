@@ -162,16 +162,20 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
         return mine / "store.db", "refusing store's directory %s: %s is writable by its " \
             "group (mode 0770), who could replace what fractui reads there; fix it with: " \
             "chmod go-w %s\n" % (mine, above, above)
-    if exposure.startswith(("a store folder another user made", "a link to a store folder")):
+    if exposure.startswith(("a store folder another user made", "a link to a store")):
         shared.chmod(0o1777)
         theirs = shared / "team"
         assert _as_nobody(["mkdir", "-m", "755", str(theirs)]).returncode == 0
         _nobodys_store(folder, theirs / "store.db")
-        way = theirs
-        if exposure.startswith("a link"):  # the folder above the link is root's: not the way
-            way = folder / "team"
-            way.symlink_to(theirs)
-        return way / "store.db", "its directory %s is nobody's, in %s, which all users may " \
+        way = theirs / "store.db"
+        if exposure.startswith("a link to a store folder"):  # (its folder is root's)
+            way = folder / "team" / "store.db"
+            way.parent.symlink_to(theirs)
+        elif exposure.startswith("a link"):  # in root's own folder, 0700
+            way = folder / "mine" / "store.db"
+            way.parent.mkdir(mode=0o700)
+            way.symlink_to(theirs / "store.db")
+        return way, "its directory %s is nobody's, in %s, which all users may " \
             "write (mode 1777): any local user could have made it first, and a store of " \
             "theirs in it; keep the store in a directory of your own (fractui makes one " \
             "0700)\n" % (theirs, shared)
@@ -193,6 +197,8 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
                                       "write",
                                       "a link to a store folder another user made in a folder "
                                       "all users write",
+                                      "a link to a store another user made in a folder all "
+                                      "users write",
                                       "a store file all users write",
                                       "a -wal all users write",
                                       "a folder above the store that another user's group may "

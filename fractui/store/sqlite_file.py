@@ -68,9 +68,11 @@ def refuse_exposed(path: str) -> None:
     held to the config's rule (``check_tree``): whoever could change a folder on it could put
     a directory of theirs, and a store in it, in place of the store's. Another user's
     directory is its owner's to keep (a shared store's), unless it lies in a folder all users
-    may write: anyone could have made it there first."""
-    folder = os.path.dirname(path)
-    files = [("its file", path)] + [("its %s file" % side, path + side) for side in SIDE_FILES]
+    may write: anyone could have made it there first. Each is judged where the store lies,
+    where a link to it leads, as SQLite opens it and puts its -wal and -shm."""
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
+    files = [("its file", real)] + [("its %s file" % side, real + side) for side in SIDE_FILES]
     for what, where, could, fix in [
             ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
              "open", "keep the store in a directory of your own (fractui makes one 0700), "
@@ -92,22 +94,22 @@ def refuse_exposed(path: str) -> None:
     except OSError:  # not reachable: the checks that follow say so
         return
     if st is not None and st.st_uid not in (0, os.geteuid()):
-        real = os.path.realpath(folder)  # where it lies, not where a link to it does
-        above = os.path.dirname(real)
+        above = os.path.dirname(folder)
         up = os.stat(above)
         if up.st_mode & stat.S_IWOTH:
             raise StoreExposed(path, "its directory %s is %s's, in %s, which all users may "
                                "write (mode %04o): any local user could have made it first, "
                                "and a store of theirs in it; keep the store in a directory "
                                "of your own (fractui makes one 0700)" % (
-                                   real, _owner(st.st_uid), above,
+                                   folder, _owner(st.st_uid), above,
                                    stat.S_IMODE(up.st_mode)))
         return  # a shared store's: the way to it is its owner's to keep
     if st is None or not grantees(st, folder, 2):
-        try:
-            check_tree(folder, "store's directory", root_may_own=True, runner="fractui")
-        except UnsafePath as err:
-            raise StoreExposed(path, str(err)) from None
+        for way in dict.fromkeys((os.path.dirname(path), folder)):  # as named, as it lies
+            try:
+                check_tree(way, "store's directory", root_may_own=True, runner="fractui")
+            except UnsafePath as err:
+                raise StoreExposed(path, str(err)) from None
 
 
 def keep_unread(path: str) -> None:
