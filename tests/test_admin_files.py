@@ -222,10 +222,11 @@ def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, expos
     (0o640, "nogroup", 0o600),  # nobody reads it through its group, which writes it not
     (0o664, "root", 0o660),  # shared through its group (root's), which keeps it; all users not
 ])
-def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, after):
+@pytest.mark.parametrize("named", ["as it is", "by a link"])
+def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, after, named):
     """A store copied back, or made by sqlite3, under a umask of 022: every local user read
-    each job's command line. Any verb takes that read away; its group keeps what a store
-    shared through it needs."""
+    each job's command line. Any verb takes that read away, from the store a link names too;
+    its group keeps what a store shared through it needs."""
     folder = plain_dir / "state"
     folder.mkdir()
     folder.chmod(0o755)
@@ -238,7 +239,11 @@ def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, 
     read = ["python3", "-c", "import sys; print(%r in open(sys.argv[1], 'rb').read())"
             % SECRET.encode(), str(store)]
     assert _as_nobody(read).stdout == "True\n"  # the secret, as nobody read it before
-    done = fractui(write_config(plain_dir, store), ["audit"])
+    config = store
+    if named == "by a link":
+        config = plain_dir / "link.db"
+        config.symlink_to(store)
+    done = fractui(write_config(plain_dir, config), ["audit"])
     assert done.returncode == 0, done
     assert stat.S_IMODE(store.stat().st_mode) == after
     refused = _as_nobody(read)

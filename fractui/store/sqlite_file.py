@@ -117,7 +117,9 @@ def keep_unread(path: str) -> None:
     read their writers do not need: all users' always, its group's too unless its group
     writes the store (shared through it). The store holds every job's command line and
     variables; a store made by ``sqlite3`` or copied back under a umask of 022 is 0644, and
-    SQLite gives its -wal and -shm the file's mode."""
+    SQLite gives its -wal and -shm the file's mode. A link to the store is followed, as
+    SQLite follows it (its side files lie beside the store)."""
+    path = os.path.realpath(path)
     me = os.geteuid()
     st = os.stat(path)
     if st.st_uid != me:
