@@ -161,7 +161,8 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
         above.chmod(0o770)  # nobody may rename the store's folder away and put theirs there
         return mine / "store.db", "refusing store's directory %s: %s is writable by its " \
             "group (mode 0770), who could replace what fractui reads there; fix it with: " \
-            "chmod go-w %s\n" % (mine, above, above)
+            "chmod go-w %s (or, where others must go on making files there: chmod +t %s, or " \
+            "a folder of your own elsewhere)\n" % (mine, above, above, above)
     if exposure.startswith(("a store folder another user made", "a link to a store")):
         shared.chmod(0o1777)
         theirs = shared / "team"
@@ -215,6 +216,20 @@ def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, expos
         assert (done.returncode, done.stdout) == (1, ""), done
         assert done.stderr == "fractui: store %s: %s" % (store, why), done.stderr
     assert store.read_bytes() == before
+
+
+def test_a_team_folder_above_the_store_made_sticky_as_advised_is_taken(plain_dir):
+    """The refusal of a folder above the store that a group writes offers a sticky bit where
+    the team must go on making files there (a project folder): so made, no one renames or
+    removes the store's folder but its owner, and the store is used."""
+    store, _ = _exposed(plain_dir, "a folder above the store that another user's group may "
+                        "write")
+    config = write_config(plain_dir, store)
+    submit = ["submit", "--queue", "half", "--", "train"]
+    assert "chmod +t %s" % store.parent.parent in fractui(config, submit).stderr
+    os.chmod(store.parent.parent, 0o1770)
+    done = fractui(config, submit)
+    assert done.returncode == 0 and "refusing" not in done.stderr, done
 
 
 @pytest.mark.parametrize("mode, group, after", [

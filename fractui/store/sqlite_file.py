@@ -95,7 +95,10 @@ def refuse_exposed(path: str) -> None:
         return
     if st is not None and st.st_uid not in (0, os.geteuid()):
         above = os.path.dirname(folder)
-        up = os.stat(above)
+        try:
+            up = os.stat(above)
+        except OSError:  # gone or unreachable since the folder's stat: SQLite's open says so
+            return
         if up.st_mode & stat.S_IWOTH:
             raise StoreExposed(path, "its directory %s is %s's, in %s, which all users may "
                                "write (mode %04o): any local user could have made it first, "

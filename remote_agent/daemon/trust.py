@@ -96,10 +96,14 @@ def check_tree(path: str, what: str, root_may_own: bool = False,
         sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
         writers = grantees(st, step, 2) if last or not sticky_dir else ""
         if writers:
+            # a folder others must go on making files in (a team's project folder) may be
+            # sticky instead: then no one renames or removes what is not theirs
+            sticky = "" if last else " (or, where others must go on making files there: " \
+                "chmod +t %s, or a folder of your own elsewhere)" % step
             raise UnsafePath(
                 "refusing %s %s: %s is writable by %s (mode %s), who could replace what %s "
-                "reads there; fix it with: chmod go-w %s" % (
-                    what, path, step, writers, _mode(st), runner, step))
+                "reads there; fix it with: chmod go-w %s%s" % (
+                    what, path, step, writers, _mode(st), runner, step, sticky))
         current = step
 
 
