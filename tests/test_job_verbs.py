@@ -127,7 +127,8 @@ def put(store: Store, state: str) -> Job:
 @pytest.fixture
 def fleet(store_url, tmp_path):
     """The store (with a lease holder, so no verb says that none runs), and a config of it
-    naming gpu-a and gpu-b (where nothing listens: no verb here reaches a host), gpu-a's
+    naming gpu-a and gpu-b (where nothing listens: no verb here reaches a host; each its own
+    state_dir, as two hosts at the one port a closed port may be must have), gpu-a's
     GPUs kept as the lease holder keeps them, for ``place``."""
     store = open_store(store_url)
     store.acquire_lease("sched", 3600)
@@ -136,8 +137,8 @@ def fleet(store_url, tmp_path):
     config.write_text(
         '[store]\nurl = "%s"\n[ssh]\nconnect_timeout = 1\n'
         '[[queues]]\nname = "q"\ngpu = 0.25\n' % store_url + "".join(
-            '[[hosts]]\nname = "%s"\nhost = "127.0.0.1"\nport = %d\n' % (name, closed_port())
-            for name in ("gpu-a", "gpu-b")))
+            '[[hosts]]\nname = "%s"\nhost = "127.0.0.1"\nport = %d\nstate_dir = "~/%s"\n'
+            % (name, closed_port(), name) for name in ("gpu-a", "gpu-b")))  # (one port twice)
     yield store, config
     store.close()
 
