@@ -4,16 +4,19 @@ placed, running, stopping for each reason, back in its queue since its user's ow
 ended; each job put there as the scheduler and the verbs put it (store calls, no SQL), each
 verb run through the CLI's main on a real store, SQLite and PostgreSQL. Checked: the job as it
 is left, the words said, the exit code (docs/cli.md's table), and that asking again (a retry
-whose answer was lost) is answered the same and records nothing more."""
+whose answer was lost) is answered the same and records nothing more. Then a cancel that takes
+over a stop under way, carried out by the lease holder, and end to end over a real agent."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Optional, Tuple
 
 import pytest
 
+from fractui.config import QueueConfig
 from fractui.scheduler.execute import Executor
 from fractui.store import Slot, open_store
 from fractui.store.base import StateConflict, Store
@@ -21,6 +24,8 @@ from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand
 from fractui.store.model import Job
 from fractui.store_commands import _moving
 from tests.cli_run import closed_port, in_process
+from tests.localfleet import local_fleet  # noqa: F401 - the fixture
+from tests.test_scheduler_move import SLOW_STOP
 
 A = Slot("gpu-a", (0,), memory_mib=1024, charge=0.25)  # where the scheduler places it
 B = Slot("gpu-b", (1,), memory_mib=1024, charge=0.25)  # where an admin moves it
@@ -202,3 +207,28 @@ def test_a_cancel_that_takes_a_stop_over_ends_the_job_cancelled(fleet, state):
     ended = store.get(job.id)
     assert (ended.state, ended.attempt, ended.move_to) == ("cancelled", 0, None)
     assert [e.action for e in store.audit_log(job.id, 1000)][-2:] == ["cancel", "end"]
+
+
+def test_requeue_then_cancel_of_a_running_job_ends_it_cancelled(local_fleet):  # noqa: F811
+    """``fractui requeue 4; fractui cancel 4`` said ``job 4 is stopping: nothing to cancel``,
+    exit 1, and the job came back to its queue and ran again. Over a real agent and job
+    process, the scheduler's stop sent (the job's SIGTERM handler takes a while): the cancel
+    takes the requeue's stop over, and the job ends cancelled as attempt 0, never launched
+    again."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole", argv=SLOW_STOP)
+    f.until(lambda: f.store.get(job.id).state == "running")
+    stopping = "%d stopping (the scheduler stops it)\n" % job.id
+    for verb in ("requeue", "cancel"):
+        done = f.fractui(verb, str(job.id))
+        assert (done.returncode, done.stdout) == (0, stopping), done.stderr
+        f.scheduler.step()  # (the requeue's stop is sent before the cancel lands)
+    f.until(lambda: f.store.get(job.id).state == "cancelled")
+    ended = f.store.get(job.id)
+    assert (ended.attempt, ended.reason) == (0, "cancelled by %s@%s" % (
+        f.store.identity().user, socket.gethostname()))
+    f.scheduler.step()
+    assert [e.action for e in f.store.audit_log(job.id)] == [
+        "submit", "decide", "launch", "requeue", "cancel", "end"]
+    (record,) = f.agent_jobs()
+    assert record["state"] == "killed", record
