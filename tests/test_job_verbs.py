@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import pytest
 
-from fractui.config import QueueConfig
+from fractui.config import QueueConfig, TeamConfig
 from fractui.scheduler.execute import Executor
 from fractui.store import Slot, open_store
 from fractui.store.base import StateConflict, Store
@@ -232,3 +232,24 @@ def test_requeue_then_cancel_of_a_running_job_ends_it_cancelled(local_fleet):  #
         "submit", "decide", "launch", "requeue", "cancel", "end"]
     (record,) = f.agent_jobs()
     assert record["state"] == "killed", record
+
+
+def test_a_cancel_that_takes_a_preemption_over_preempts_no_second_job(local_fleet):  # noqa: F811
+    """The scheduler preempts one borrower for a starved team and waits while it stops; its
+    user cancels it meanwhile (the cancel takes the preemption's stop over). The room it
+    frees is the same: the scheduler still waits for it, and preempts no second borrower."""
+    f = local_fleet({"gpu-a": "3xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    [TeamConfig("vision", quota_gpus=1),
+                     TeamConfig("nlp", quota_gpus=1, over_quota=True)])
+    f.submit("whole", "nlp")
+    borrowers = [f.submit("whole", "nlp", SLOW_STOP).id for _ in range(2)]
+    f.until(lambda: set(f.states().values()) == {"running"})
+    needy = f.submit("whole", "vision")
+    f.until(lambda: any(f.store.get(b).state == "stopping" for b in borrowers))
+    victim = next(b for b in borrowers if f.store.get(b).stop_intent == "preempt")
+    assert f.fractui("cancel", str(victim)).returncode == 0
+    f.until(lambda: f.states()[needy.id] == "running")
+    assert f.store.get(victim).state == "cancelled"
+    (other,) = set(borrowers) - {victim}
+    assert f.store.get(other).state == "running"
+    assert "preempt" not in [e.action for e in f.store.audit_log(other)]
