@@ -417,11 +417,13 @@ class SqlStore(Store):
             if job.state == STOPPING and intent not in stops_offered(STOPPING,
                                                                      job.stop_intent):
                 raise StateConflict("job %d is stopping to %s" % (job_id, job.stop_intent))
-        # (a cancel of a job stopping to move lets go of the slot held for it)
-        return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
-                                {"state": STOPPING, "stop_intent": intent, "reason": why,
-                                 "move_to": None}, holds=overridable, again=True,
-                                attempt=attempt)
+
+        def fields(job: Job) -> dict[str, Any]:
+            asked = {"state": STOPPING, "stop_intent": intent, "reason": why}
+            # a cancel of a job stopping to move lets go of the slot held for it
+            return asked if job.move_to is None else dict(asked, move_to=None)
+        return self._transition(job_id, tuple(expect), epoch, actor, why, intent, fields,
+                                holds=overridable, again=True, attempt=attempt)
 
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
