@@ -352,8 +352,8 @@ def place(config: Config, args: argparse.Namespace) -> int:
                           if job.state == PLACED else None))  # (a launch made: no flip ahead)
             return 0
         if job.state != PENDING:
-            raise Failed("only a pending job can be placed: job %d is %s%s" % (
-                job.id, job.state, "; fractui move %d HOST GPU moves it" % job.id
+            raise Failed("only a pending job can be placed: %s%s" % (
+                intents.as_it_is(job), "; fractui move %d HOST GPU moves it" % job.id
                 if movable(job.state) else ""))
         try:
             in_service(Slot(args.host, (gpu,)), store.cordons())

@@ -10,7 +10,7 @@ import pathlib
 import re
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import psycopg
@@ -317,6 +317,41 @@ def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
         assert [(e.actor, e.action, e.job) for e in admin.audit_log(limit=1000)[len(entries):]
                 ] == [(me, "requeue", running.id)]
     finally:
+        admin.close()
+
+
+def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(guarded):
+    """Migration 0023: ann's cancel, through fractui as her role, of her job stopping to be
+    requeued, preempted or moved makes it stopping to cancel, a move's held slot let go. On
+    psql she can neither keep that slot while she cancels, nor turn a cancel back into a
+    requeue."""
+    admin = guarded.store()
+    ann = guarded.store(guarded.ann)
+    try:
+        jobs = {}
+        for intent in ("requeue", "preempt", "move", "move "):
+            job = admin.submit("v", guarded.vision, intent, ["true"], {}, "x")
+            admin.place(job.id, SLOT, "sched", "decided")
+            admin.started(job.id, "a%d" % job.id, None, "sched", "launched")
+            if intent.startswith("move"):
+                admin.move(job.id, replace(SLOT, host="gpu-b"), "ops@head", "moved by ops")
+            else:
+                admin.stopping(job.id, ("running",), intent, "sched", "by the scheduler")
+            jobs[intent] = job.id
+        for intent in ("requeue", "preempt", "move"):
+            done = ask_stop(ann, ann.get(jobs[intent]), CANCEL, Asker("here"))
+            assert (done.state, done.stop_intent, done.move_to) == (STOPPING, CANCEL, None)
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        said = "reason = 'cancelled by %s'" % guarded.ann
+        refused(guarded, audited("UPDATE jobs SET stop_intent = 'cancel', %s WHERE id = %d" % (
+            said, jobs["move "]), guarded.ann, CANCEL, str(jobs["move "])),
+            guard, "cancel job %d keeping the slot its move held" % jobs["move "])
+        refused(guarded, audited("UPDATE jobs SET stop_intent = 'requeue', reason = 'requeued "
+                                 "by %s' WHERE id = %d" % (guarded.ann, jobs["requeue"]),
+                                 guarded.ann, REQUEUE, str(jobs["requeue"])),
+                guard, "from stopping (cancel) to stopping (requeue)")
+    finally:
+        ann.close()
         admin.close()
 
 

@@ -482,7 +482,7 @@ def test_a_damaged_mode_hold_is_left_out_and_the_rest_read(tmp_path, caplog):
 def test_a_stop_or_cancel_asked_again_is_answered_as_the_first_and_recorded_once(store_url):
     """A retry whose first answer was lost (the store committed, the reply never came) finds
     the job where it asked it to go: the same answer, no second audit entry; what was not
-    asked (a cancel of a job stopping to requeue) is still refused."""
+    asked (a preemption of a job stopping to requeue) is still refused."""
     store = open_store(store_url)
     me = Asker("here")
     try:
@@ -497,8 +497,9 @@ def test_a_stop_or_cancel_asked_again_is_answered_as_the_first_and_recorded_once
             again = ask_stop(store, store.get(job.id), intent, me)
             assert first.state == again.state == state
             assert again == store.get(job.id) and len(store.audit_log(limit=1000)) == entries
-        with pytest.raises(Refused, match="is stopping: nothing to cancel"):
-            ask_stop(store, store.get(running.id), "cancel", me)
+        with pytest.raises(Refused, match=r"is stopping to be requeued \(once stopped, it "
+                           r"goes back to its queue\): nothing to preempt"):
+            ask_stop(store, store.get(running.id), "preempt", me)
     finally:
         store.close()
 

@@ -9,7 +9,7 @@ import pytest
 
 from fractui.store import Slot, open_store
 from fractui.store.access import Denied
-from fractui.store.base import Identity
+from fractui.store.base import Identity, StateConflict
 from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand, place_by_hand
 
 A = Slot("gpu-a", (0,), memory_mib=512, charge=0.25)
@@ -80,23 +80,32 @@ def test_a_move_is_refused_for_a_pending_or_ended_job_and_for_no_admin(store, mo
     assert [e.action for e in store.audit_log(other.id)] == ["submit", "decide", "launch"]
 
 
-def test_a_stop_asked_of_a_moving_job_is_refused_saying_it_runs_again_there(store):
-    """A cancel (a requeue, a preemption) of a job stopping to move is refused, as every stop
-    of a stopping job is, but not as 'nothing to cancel': once stopped the job is placed on
-    the slot held for it and runs again, so its user (cancel 12 13, the job screen) is told
-    where, and to ask once it is placed there; nothing is recorded."""
+def test_a_requeue_of_a_moving_job_is_refused_saying_it_runs_again_there_a_cancel_ends_it(
+        store):
+    """A requeue (a preemption) of a job stopping to move is refused, but not as 'nothing to
+    requeue': once stopped the job is placed on the slot held for it and runs again, so its
+    user is told where, and to ask once it is placed there; nothing is recorded. A cancel
+    takes the move over: the job ends cancelled, the slot held for it let go, and the lease
+    holder's ``moved`` (read before the cancel) finds it no longer moving."""
     job = running(store)
     move_by_hand(store, job, B, Asker("head"))
     entries = len(store.audit_log(limit=1000))
-    for intent in ("cancel", "requeue", "preempt"):
+    for intent in ("requeue", "preempt"):
         with pytest.raises(Refused) as refused:
             ask_stop(store, store.get(job.id), intent, Asker("here"))
         assert str(refused.value) == (
-            "job %d is stopping to be moved to gpu-b gpu1 3g.40gb at slot 4 (an admin's move): "
-            "once stopped it is placed there, to run again; %s it then" % (job.id, intent))
+            "job %d is stopping to be moved to gpu-b gpu1 3g.40gb at slot 4 (an admin's move: "
+            "once stopped, it is placed there, to run again): %s it then" % (job.id, intent))
     assert len(store.audit_log(limit=1000)) == entries
-    placed = store.moved(job.id, "sched", "stopped; placed by hand there")
-    assert ask_stop(store, placed, "cancel", Asker("here")).state == "stopping"
+    cancelled = ask_stop(store, store.get(job.id), "cancel", Asker("here"))
+    assert (cancelled.state, cancelled.stop_intent, cancelled.move_to) == (
+        "stopping", "cancel", None)
+    assert cancelled.held_charge == A.charge  # the target's room is no longer held
+    with pytest.raises(StateConflict, match="stopping to cancel, not to move"):
+        store.moved(job.id, "sched", "stopped; placed by hand there")
+    ended = store.ended(job.id, ("stopping",), "cancelled", cancelled.reason, "sched",
+                        "cancelled", "end")
+    assert (ended.state, ended.attempt, ended.slot) == ("cancelled", 0, A)
 
 
 def test_a_move_past_the_quota_is_refused_unless_agreed_and_its_target_is_held(store):

@@ -267,7 +267,7 @@ def test_an_admin_in_the_owning_group_migrates_as_the_group_and_the_next_admin_t
         g.group, g.sched, g.group, "ALTER DATABASE %s OWNER TO %s" % (g.db, g.group)))
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(20,)]
     pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.group))
-    open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 and 0022
+    open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 to 0023
     owners = _owners(pg_server, g.db)
     assert owners["function fractui_guard_reads_output"] == g.group  # 0021's
     assert set(owners.values()) == {g.group}
@@ -326,7 +326,7 @@ def test_a_superusers_upgrade_makes_what_it_makes_the_stores_owners(pg_server, m
     function was the superuser's before, and no admin could change it in a later migration."""
     g = Group.make(pg_server, "ops")
     g.given_to_the_group(pg_server, monkeypatch, made_to=20)
-    open_store(pg_server.url(g.db)).close()  # as postgres: 0021 and 0022
+    open_store(pg_server.url(g.db)).close()  # as postgres: 0021 to 0023
     assert set(_owners(pg_server, g.db).values()) == {g.group}
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [
         (migrations("postgresql")[-1][0],)]

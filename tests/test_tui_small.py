@@ -164,6 +164,9 @@ def test_the_rule_of_what_may_be_asked_of_a_job():
     assert stops_offered(RUNNING) == ("cancel", "requeue", "preempt")
     for ended in (STOPPING, DONE, FAILED, CANCELLED):
         assert stops_offered(ended) == ()
+    assert stops_offered(STOPPING, "cancel") == ()
+    for coming_back in ("requeue", "preempt", "move"):
+        assert stops_offered(STOPPING, coming_back) == ("cancel",)
     job = sample_fleet(4).store.jobs[0]
     assert stop_refusal(dataclasses.replace(job, state=DONE), "preempt") == (
         "job %d is done: nothing to preempt" % job.id)
@@ -173,15 +176,17 @@ ACTED = ("stop", "requeue", "preempt", "move", "place")
 """What the job screen's keys do to the job, in their order."""
 
 
-@pytest.mark.parametrize("state,offered", [
-    (DONE, ()), (FAILED, ()), (CANCELLED, ()), (STOPPING, ()), (PENDING, ("stop", "place")),
-    (RUNNING, ("stop", "requeue", "preempt", "move"))])
-def test_the_job_screen_offers_only_the_stops_its_state_allows(state, offered):
-    """What the job screen offers follows the job's state: the stops it allows, a move while
-    it is placed or running, a placement while it is pending."""
+@pytest.mark.parametrize("state,intent,offered", [
+    (DONE, None, ()), (FAILED, None, ()), (CANCELLED, None, ()), (STOPPING, "cancel", ()),
+    (STOPPING, "requeue", ("stop",)), (STOPPING, "preempt", ("stop",)),
+    (PENDING, None, ("stop", "place")), (RUNNING, None, ("stop", "requeue", "preempt", "move"))])
+def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, offered):
+    """What the job screen offers follows the job's state: the stops it allows (a cancel of a
+    job stopping to come back, which it takes over), a move while it is placed or running, a
+    placement while it is pending."""
     @pilot_test
     async def drive():
-        app = app_with_job_1_as(state)
+        app = app_with_job_1_as(state, stop_intent=intent)
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
             hints = screen.query_one("#logstate").render().plain
@@ -200,7 +205,8 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, offered):
                 screen.action_ask("cancel")
                 await pilot.pause()
                 said = [n.message for n in app._notifications]
-                assert "job 1 is %s: nothing to cancel" % state in said
+                assert "job 1 is %s: nothing to cancel" % (
+                    state if intent is None else "stopping to be cancelled") in said
 
     drive()
 

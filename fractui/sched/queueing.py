@@ -195,7 +195,10 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
         result.decisions.append(Decision(job.id, slot, True, "over quota: borrows idle "
                                          "capacity, preemptible"))
         result.waiting.pop(job.id, None)
-    if starved and not any(j.state == STOPPING and j.stop_intent == "preempt" for j in jobs):
+    # (a preemption's stop under way makes room: none more until it has; a cancel may have
+    # taken that stop over, and makes the same room)
+    if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
+                           for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage, cordons)
     return result
 

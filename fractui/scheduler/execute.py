@@ -421,18 +421,23 @@ class Executor:
         """A stop completed: cancelled (its output kept), placed by hand where a move held
         its slot (launched there by this pass, as any placement by hand), or back to the
         queue for a requeue or a preemption (its output kept when the attempt that runs
-        again ends)."""
+        again ends). One whose stop a cancel took over after ``job`` was read is left as it
+        is: the next pass reads the cancel and ends it cancelled."""
         sampled = Sampled.of((rec or {}).get("usage"))
-        if job.stop_intent == MOVE and job.move_to is not None:
-            self.store.moved(job.id, self.actor, "stopped; placed by hand on %s, as moved" %
-                             job.move_to.describe(), epoch=self.epoch, sampled=sampled)
-        elif job.stop_intent == "cancel":
+        if job.stop_intent == "cancel":
             self.store.ended(job.id, (STOPPING,), CANCELLED, job.reason, self.actor,
                              job.reason or "cancelled", "end",
                              ended_at=(rec or {}).get("ended_at"), epoch=self.epoch,
                              sampled=sampled)
             if job.agent_job is not None:
                 self.store.ask_log(job.id, self.actor)  # its output, as for any end
-        else:
-            self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued",
-                               epoch=self.epoch, sampled=sampled)
+            return
+        try:
+            if job.stop_intent == MOVE and job.move_to is not None:
+                self.store.moved(job.id, self.actor, "stopped; placed by hand on %s, as moved"
+                                 % job.move_to.describe(), epoch=self.epoch, sampled=sampled)
+            else:
+                self.store.requeue(job.id, (STOPPING,), self.actor, job.reason or "requeued",
+                                   epoch=self.epoch, sampled=sampled)
+        except StateConflict as err:  # a cancel took its stop over since it was read
+            log.info("%s; the next pass ends it so", err)

@@ -227,7 +227,10 @@ class Store(abc.ABC):
     def stopping(self, job_id: int, expect: Iterable[str], intent: str, actor: str, why: str,
                  epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
         """-> stopping: ``intent`` (cancel, requeue, preempt) asked of a job on its host, which
-        the lease holder stops (audited as the intent). A commit whose answer was lost is
+        the lease holder stops (audited as the intent). A cancel (``expect`` naming stopping)
+        also takes over a stop under way that would bring the job back (a requeue, a
+        preemption, a move: model.stops_offered), letting go of a move's slot; any other stop
+        under way is a StateConflict. A commit whose answer was lost is
         made again at once; if the first had landed, that finds the job moved on
         (StateConflict): the caller reads where it is (intents.ask_stop). ``attempt``: the
         one the asker read; a later one is not stopped (StateConflict)."""
@@ -258,7 +261,8 @@ class Store(abc.ABC):
         the previous attempt may still run, recorded as a stale copy to stop on its return.
         ``refusal``: the host refused the launch; kept in the job's ``refusals``. An attempt
         that held a slice has its usage record closed (requeued, or preempted), with the last
-        of what its agent ``sampled``."""
+        of what its agent ``sampled``. A job stopping to be cancelled is never requeued
+        (StateConflict): a cancel may take over a requeue's stop after the caller read it."""
 
     @abc.abstractmethod
     def stale(self, host: Optional[str] = None) -> list[StaleCopy]:

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from fractui.store.access import (CANCEL, CORDON, MOVE, PLACE, PREEMPT, REQUEUE, SUBMIT, Roster,
                                   Team, check, refusal)
 from fractui.store.base import Identity, QuotaTaken, StateConflict, Store
-from fractui.store.model import (CANCELLED, CORDON_MODES, MOVE as MOVING, PENDING, PLACED,
-                                 RUNNING, STOP_INTENTS, STOPPING, AuditEntry, Cordon, Job, Slot,
-                                 movable, same_place, stops_offered, submitter)
+from fractui.store.model import (CANCELLED, CORDON_MODES, MOVE as MOVING, ON_HOST, PENDING,
+                                 PLACED, RUNNING, STOP_INTENTS, STOPPING, AuditEntry, Cordon,
+                                 Job, Slot, movable, same_place, stops_offered, submitter)
 
 _DONE = {CANCEL: "cancelled", REQUEUE: "requeued", PREEMPT: "preempted"}
 # How often a stop is asked of a job that keeps moving under it: a pass moves a job one step
@@ -96,7 +96,9 @@ def submit_key(actor: str, key: str) -> str:
 def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
     """Cancel, requeue or preempt. A pending job is cancelled at once; a placed or running one
     becomes ``stopping`` and the scheduler stops it (requeue and preempt put it back in its
-    queue as a new attempt; the audit tells them apart). ``job`` is as the caller read it: one
+    queue as a new attempt; the audit tells them apart). A cancel of a job stopping to come
+    back (requeued, preempted, moved) takes that stop over: it ends cancelled, never back in
+    its queue or on a move's slot (model.stops_offered). ``job`` is as the caller read it: one
     the scheduler moved since (a cancel racing its placement) is asked again as it is now, so
     a cancel is never refused only because the job was placed meanwhile, and then launched.
     A requeue or preemption is of the attempt read only (_moved_on)."""
@@ -120,8 +122,7 @@ def ask_stop(store: Store, job: Job, intent: str, asker: Asker) -> Job:
             if job.state == PENDING:
                 return store.ended(job.id, (PENDING,), CANCELLED, why, actor, why, CANCEL,
                                    again=True)
-            return store.stopping(job.id, (PLACED, RUNNING), intent, actor, why,
-                                  attempt=seen)
+            return store.stopping(job.id, ON_HOST, intent, actor, why, attempt=seen)
         except StateConflict as err:
             if tries == _STOP_TRIES:
                 raise Refused("job %d changed meanwhile: %s" % (job.id, err)) from None
@@ -194,16 +195,27 @@ def _ended_by(attempt: int, entries: Sequence[AuditEntry]) -> Optional[AuditEntr
     return found
 
 
+def as_it_is(job: Job) -> str:
+    """``job``'s state in words, as each refusal of what is asked of it begins (the CLI's
+    verbs, the job screen): a stop under way says what it leads to, never a bare "stopping",
+    which reads as the job ending."""
+    if job.state != STOPPING or job.stop_intent is None:
+        return "job %d is %s" % (job.id, job.state)
+    if job.stop_intent == MOVING and job.move_to is not None:
+        return "job %d is stopping to be moved to %s (an admin's move: once stopped, it is " \
+            "placed there, to run again)" % (job.id, job.move_to.describe())
+    return "job %d is stopping to be %s%s" % (
+        job.id, _DONE.get(job.stop_intent, job.stop_intent),
+        "" if job.stop_intent == CANCEL else " (once stopped, it goes back to its queue)")
+
+
 def stop_refusal(job: Job, intent: str) -> Optional[str]:
     """Why ``intent`` cannot be asked of ``job`` as it is (model.stops_offered), or None."""
-    if intent in stops_offered(job.state):
+    if intent in stops_offered(job.state, job.stop_intent):
         return None
-    if job.state == STOPPING and job.stop_intent == MOVING and job.move_to is not None:
-        # (not "nothing to cancel": once stopped it runs again, there)
-        return ("job %d is stopping to be moved to %s (an admin's move): once stopped it is "
-                "placed there, to run again; %s it then" % (
-                    job.id, job.move_to.describe(), intent))
-    return "job %d is %s: nothing to %s" % (job.id, job.state, intent)
+    if job.state == STOPPING and job.stop_intent == MOVING:  # placed there, it may be asked
+        return "%s: %s it then" % (as_it_is(job), intent)
+    return "%s: nothing to %s" % (as_it_is(job), intent)
 
 
 def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
@@ -229,7 +241,7 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
                       ) from None
     except StateConflict as err:
         now = store.get(job.id)
-        refused = "only a pending job can be placed: %s" % err
+        refused = "only a pending job can be placed: %s" % as_it_is(now)
         if now.attempt != job.attempt:
             return _moved_on(store, now, job.attempt, PLACE, submitter(actor),
                              None if now.state == PENDING else refused)
@@ -282,7 +294,7 @@ def move_refusal(job: Job) -> str:
     """Why ``job`` as it is cannot be moved (model.movable)."""
     if job.state == PENDING:
         return "job %d is pending: it is placed, not moved (fractui place, or p)" % job.id
-    return "job %d is %s: only a placed or running job is moved" % (job.id, job.state)
+    return "%s: only a placed or running job is moved" % as_it_is(job)
 
 
 def unmoved_by_store(store: Store, job: Job) -> Optional[str]:

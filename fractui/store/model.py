@@ -20,20 +20,26 @@ ON_HOST = (PLACED, RUNNING, STOPPING)  # holds (or is about to hold) a slice of 
 STOP_INTENTS = ("cancel", "requeue", "preempt")  # why a job is stopping
 # An admin's move: stopped, then placed by hand on the slot it holds meanwhile (Job.move_to)
 MOVE = "move"
+# The stops under way that a cancel takes over, each of which would bring the job back
+OVERRIDDEN_BY_CANCEL = ("requeue", "preempt", MOVE)
 # GPUs: a quota's sums of charges (fractions) are compared to within this, so rounding never
 # turns a placement that fits a quota exactly into one past it (the scheduler and the store
 # compare alike)
 QUOTA_EPSILON = 1e-9
 
 
-def stops_offered(state: str) -> tuple[str, ...]:
-    """What may be asked of a job in ``state``: cancel while it waits; cancel, requeue or
-    preempt while it is placed or runs; nothing once a stop is under way or it has ended. The
-    one rule the store's refusals, the job screen, its palette and the CLI follow."""
+def stops_offered(state: str, stop_intent: Optional[str] = None) -> tuple[str, ...]:
+    """What may be asked of a job in ``state`` (stopping: for ``stop_intent``): cancel while
+    it waits; cancel, requeue or preempt while it is placed or runs; cancel while a stop that
+    would bring it back (a requeue, a preemption, a move) is under way: the stop becomes a
+    cancel; nothing once a cancel is under way or it has ended. The one rule the store's
+    refusals, the job screen, its palette and the CLI follow."""
     if state == PENDING:
         return ("cancel",)
     if state in (PLACED, RUNNING):
         return STOP_INTENTS
+    if state == STOPPING and stop_intent in OVERRIDDEN_BY_CANCEL:
+        return ("cancel",)
     return ()
 
 

@@ -33,7 +33,7 @@ from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST, PEN
                                  STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
-                                 UsageRecord, held_within, same_place)
+                                 UsageRecord, held_within, same_place, stops_offered)
 
 LEASE = "scheduler"  # the one lease's row
 _NOW = object()  # a field set to the transaction's time (the store's clock)
@@ -412,9 +412,18 @@ class SqlStore(Store):
                  epoch: Optional[int] = None, attempt: Optional[int] = None) -> Job:
         if intent not in STOP_INTENTS:
             raise ValueError("unknown stop intent %r" % intent)
-        return self._transition(job_id, tuple(expect), epoch, actor, why, intent,
-                                {"state": STOPPING, "stop_intent": intent, "reason": why},
-                                again=True, attempt=attempt)
+
+        def overridable(db: Any, job: Job) -> None:
+            if job.state == STOPPING and intent not in stops_offered(STOPPING,
+                                                                     job.stop_intent):
+                raise StateConflict("job %d is stopping to %s" % (job_id, job.stop_intent))
+
+        def fields(job: Job) -> dict[str, Any]:
+            asked = {"state": STOPPING, "stop_intent": intent, "reason": why}
+            # a cancel of a job stopping to move lets go of the slot held for it
+            return asked if job.move_to is None else dict(asked, move_to=None)
+        return self._transition(job_id, tuple(expect), epoch, actor, why, intent, fields,
+                                holds=overridable, again=True, attempt=attempt)
 
     def ended(self, job_id: int, expect: Iterable[str], state: str, reason: Optional[str],
               actor: str, why: str, action: str, exit_code: Optional[int] = None,
@@ -496,6 +505,9 @@ class SqlStore(Store):
             self._fence(db, epoch)
             now = self.dialect.now(db)
             job = self._expect(db, job_id, expect)
+            if job.state == STOPPING and job.stop_intent == "cancel":  # (a cancel came since)
+                raise StateConflict("job %d is stopping to be cancelled: it ends cancelled, "
+                                    "never back in its queue" % job_id)
             if stale_on is not None:
                 self._stale(db, stale_on, job, now)
             fields = self._next_attempt(job, now)

@@ -27,7 +27,8 @@ from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
 from fractui.store.base import JobNotFound, StoreError
 from fractui.store.access import READ, Denied
-from fractui.store.intents import Asker, Refused, ask_stop, authorize, stop_refusal
+from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize,
+                                   stop_refusal)
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
@@ -242,7 +243,7 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
         """The stops offered now: those the job's state allows (none ``--readonly``)."""
         if self.readonly or self.job is None:
             return ()
-        return stops_offered(self.job.state)
+        return stops_offered(self.job.state, self.job.stop_intent)
 
     def movable(self) -> bool:
         """Whether a move is offered now: the job placed or running (not ``--readonly``)."""
@@ -291,8 +292,8 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
         """Placement mode on the map (``start``), where the job's state ``fits`` it; else
         said, with ``only`` (a palette entry chosen after the job changed)."""
         if self.job is None or not fits(self.job.state):
-            self.notify("job %d is %s: %s" % (self.job_id, self.job.state if self.job
-                                               else "gone", only), severity="warning")
+            self.notify("%s: %s" % (as_it_is(self.job) if self.job else "job %d is gone" %
+                                    self.job_id, only), severity="warning")
             return
         start(self.job_id)
 
