@@ -226,3 +226,42 @@ def test_a_call_on_a_connection_closed_meanwhile_is_a_lost_connection(tmp_path):
             os.kill(stream.process.pid, signal.SIGCONT)
         stream.close()
         stop_host(str(tmp_path / "state"))
+
+
+def test_a_notification_listener_that_fails_each_time_is_said_once_and_once_when_it_mends(
+        tmp_path, caplog):
+    """A real agent's pushes (a job's news, for each of the jobs of weeks) to a listener that
+    raises at every one: its stack logged once while it fails so, not once a notification,
+    and once more when the listener goes through again; the connection goes on."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    stream = process_stream([sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                             "--state-dir", str(tmp_path / "state"), "--sim", "1xL4"])
+    heard: List[str] = []
+    failing = [True]
+
+    def listener(method: str, params: Dict[str, Any]) -> None:
+        heard.append(method)
+        if failing[0]:
+            raise ValueError("a listener's bug")
+
+    client = AgentClient(stream.reader, stream.write, on_notify=listener, name="gpu-a")
+    try:
+        client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)
+        client.call("subscribe", None, 30.0)
+        for n in range(4):
+            client.call("job.launch", {"key": "k%d" % n, "argv": sleeper(0), "gpus": [0],
+                                       "memory_mib": 1024}, 30.0)
+        wait(lambda: heard.count("job") >= 4, lambda: heard)
+        failing[0] = False
+        mended = len(heard)
+        client.call("job.launch", {"key": "k4", "argv": sleeper(0), "gpus": [0],
+                                   "memory_mib": 1024}, 30.0)
+        wait(lambda: "job" in heard[mended:], lambda: heard)
+    finally:
+        stream.close()
+        stop_host(str(tmp_path / "state"))
+    said = [r for r in caplog.records if "'job' notification from gpu-a" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, caplog.text
+    assert said[0].getMessage() == ("handling a 'job' notification from gpu-a failed "
+                                    "(ValueError: a listener's bug)")
+    assert caplog.text.count("the 'job' notifications from gpu-a are handled again") == 1

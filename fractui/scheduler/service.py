@@ -46,7 +46,7 @@ from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
-from fractui.scheduler.lanes import Lanes, left_locked
+from fractui.scheduler.lanes import HELD, Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
@@ -137,6 +137,7 @@ class Scheduler:
         self._held_until = 0.0
         self._lease_lock = threading.Lock()
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
+        self.failures = self.lanes.failures  # what fails at every pass, said once
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock,
                                  self.settings.interval_s, ticks)
@@ -441,6 +442,7 @@ class Scheduler:
                 self._unplace(job, out)
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
+        self.lanes.mended()
         self.lanes.start()
         self._stepped = jobs
         return True
@@ -496,9 +498,11 @@ class Scheduler:
             try:
                 self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
             except RowsLocked as err:  # kept in memory; written by a later pass
-                log.warning("the lost-host clocks are written by a later pass: %s", err)
+                self.failures.failed("clocks", "the lost-host clocks are written by a later "
+                                     "pass: %s" % err, same=HELD)
                 self._left = True
                 return
+            self.failures.worked("clocks", "the lost-host clocks are written")
             self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
 
     def _keep_trouble(self, trouble: Optional[str]) -> None:
@@ -511,7 +515,10 @@ class Scheduler:
             self.store.keep_trouble(trouble, epoch=self.epoch)
             self._kept_trouble = trouble
         except StoreError as err:  # the lease lost, or the store failing: the turns say it
-            log.warning("cannot keep in the store what fails the passes: %s", err)
+            self.failures.failed("trouble", "cannot keep in the store what fails the passes: "
+                                 "%s" % err)
+            return
+        self.failures.worked("trouble", "what fails the passes is kept in the store")
 
     def _keep_holds(self) -> None:
         """Writes the GPUs held back from mode changes to the store when they changed since
@@ -523,9 +530,11 @@ class Scheduler:
             except LeaseLost:
                 raise
             except StoreError as err:  # the pass goes on: the holds are kept in memory too
-                log.warning("cannot keep in the store the GPUs held back from mode "
-                            "changes: %s", err)
+                self.failures.failed("holds", "cannot keep in the store the GPUs held back "
+                                     "from mode changes: %s" % err)
                 return
+            self.failures.worked("holds", "the GPUs held back from mode changes are kept in "
+                                 "the store")
             self._kept_holds = holds
 
     def _renew(self, force: bool = False) -> bool:
@@ -555,8 +564,10 @@ class Scheduler:
                 return False
             held = self.store.lease_holder()
         except StoreError as err:
-            log.error("%s; no call is made until the lease is proven held again", err)
+            self.failures.failed("lease", "%s; no call is made until the lease is proven "
+                                 "held again" % err, logging.ERROR)
             return False
+        self.failures.worked("lease", "the store answers again whether the lease is held")
         if held is None or held[0] != self.holder:
             self._lease_lost()
             return False
@@ -591,8 +602,11 @@ class Scheduler:
             try:
                 self.store.keep_inventory({host: known}, self._inventory, epoch=self.epoch)
             except RowsLocked as err:
-                log.warning("%s's facts are kept by a later pass: %s", host, err)
+                self.failures.failed(("facts", host), "%s's facts are kept by a later pass: "
+                                     "%s" % (host, err), same=HELD)
                 self._left = True
+                continue
+            self.failures.worked(("facts", host), "%s's facts are kept" % host)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
@@ -784,10 +798,12 @@ class Scheduler:
             try:
                 self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
-                log.warning("the stop of %s on %s is forgotten by a later pass: %s",
-                            key, host, err)
+                self.failures.failed(("stop", host, key), "the stop of %s on %s is forgotten "
+                                     "by a later pass: %s" % (key, host, err), same=HELD)
                 self._left = True
                 continue
+            self.failures.worked(("stop", host, key), "the stop of %s on %s is forgotten"
+                                 % (key, host))
             self.executor.forget_stop(host, key)
             if said is not None:
                 log.warning("the stop of %s on %s is forgotten: %s", key, host, said)
@@ -806,7 +822,7 @@ class Scheduler:
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full
         pass, so it is done once the session ends."""
-        left_locked(job_id, err)
+        self.lanes.left_locked(job_id, err)
         self._left = True
 
     def _drop_stale(self, copy: StaleCopy) -> None:
