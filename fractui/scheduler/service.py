@@ -397,7 +397,7 @@ class Scheduler:
             self._recall()
         self.executor.begin_pass()
         views = self._views()
-        self._record_inventory(views)
+        unlisted = self._record_inventory(views)
         by_name = {v.name: v for v in views}
         busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
         jobs = self._active_jobs()
@@ -414,7 +414,8 @@ class Scheduler:
                 self._left_for_later(job.id, err)
         jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
-                                              if j.id not in busy], busy)
+                                              if j.id not in busy], busy, unlisted)
+        self._forget_unlisted(unlisted)
         self._keep_clocks()
         self._keep_holds()
         if requeued:
@@ -588,9 +589,10 @@ class Scheduler:
         return [HostView.of(s, self.config.mode_fixed(s.name), held)
                 for s in self.fleet.statuses()]
 
-    def _record_inventory(self, views: List[HostView]) -> None:
+    def _record_inventory(self, views: List[HostView]) -> Set[str]:
         """Keeps each reachable host's lasting facts in the store (written only when they
-        change), so ``submit`` can check a request without reaching the fleet."""
+        change), so ``submit`` can check a request without reaching the fleet. Returns the
+        hosts whose facts the store keeps that are out of the config (``_forget_unlisted``)."""
         heard, known, self._facts = {}, self._facts, {}
         for view in (v for v in views if v.state in USABLE and v.hello):
             last = known.get(view.name)
@@ -607,15 +609,41 @@ class Scheduler:
                 self._left = True
                 continue
             self.failures.worked(("facts", host), "%s's facts are kept" % host)
+        return set(self.store.inventory_since()) - {v.name for v in views}
+
+    def _forget_unlisted(self, unlisted: Set[str]) -> None:
+        """Forgets the facts kept of each host out of the config for longer than host_lost_s,
+        as its jobs are requeued then (``_requeue_lost`` times it): a submit judged with no
+        host list (a member's config) counted it for ever. Kept until then, so a config
+        edited by mistake and put back loses nothing; a row held waits for a later pass."""
+        now = self.clock()
+        for host in sorted(unlisted):
+            since = self._away.get(host)
+            if since is None or now - since <= self.settings.host_lost_s:
+                continue
+            try:
+                self.store.forget_inventory(host, epoch=self.epoch)
+            except RowsLocked as err:
+                self.failures.failed(("forget facts", host), "the facts kept of %s are "
+                                     "forgotten by a later pass: %s" % (host, err), same=HELD)
+                self._left = True
+                continue
+            self.failures.worked(("forget facts", host), "the facts kept of %s are forgotten"
+                                 % host)
+            self._inventory.pop(host, None)
+            log.info("forgot the facts kept of %s: out of the config for %.0f s", host,
+                     now - since)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
 
-    def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int]) -> bool:
+    def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int],
+                      unlisted: Set[str]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
-        no longer in the config counts as unreachable while it holds a job or a stop sent
-        (``_forget_ended_stops`` forgets those), and a job on a GPU its (reachable) host
+        no longer in the config counts as unreachable while it holds a job, a stop sent
+        (``_forget_ended_stops`` forgets those) or facts kept (``unlisted``: those
+        ``_forget_unlisted`` forgets), and a job on a GPU its (reachable) host
         no longer reports as lost with its GPU (a job that left its host meanwhile, and is not
         on a lane's call, is timed no more). Away time runs from the first pass of any lease
         holder that saw the host or GPU gone (kept in the store, so a standby that takes over
@@ -623,7 +651,7 @@ class Scheduler:
         now = self.clock()
         by_name = {v.name: v for v in views}
         removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name} | {
-            host for host, _ in self.executor.stops_sent() if host not in by_name}
+            host for host, _ in self.executor.stops_sent() if host not in by_name} | unlisted
         for name in set(self._away) | set(by_name) | removed:
             view = by_name.get(name)
             if view is not None and view.state in USABLE:
