@@ -18,6 +18,7 @@ import pytest
 from fractui.config import ConfigError, QueueConfig, load_config
 from fractui.scheduler import Scheduler
 from fractui.scheduler.lanes import Lanes
+from fractui.store.base import RowsLocked, StoreError
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -162,3 +163,26 @@ def test_a_lane_whose_lease_check_fails_says_it_once_and_leaves_its_calls(monkey
                                     "later pass")
     assert caplog.text.count("whether a call to a host may start is known again after 3 "
                              "failed tries") == 1, caplog.text
+
+
+def test_a_lanes_call_that_the_store_fails_at_every_pass_is_said_once(caplog):
+    """A host's call whose write the store refuses pass after pass (full, or a row another
+    session holds that is no job's): said once while it fails so, not at every pass, and
+    once when the host's calls go through again."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    lanes = Lanes(lambda: True, lambda: None)
+    answers: List[Exception] = [StoreError("/srv/store.db", "database or disk is full")] * 3 + [
+        RowsLocked("/srv/store.db", "held by a session (pid %d, for %d s)" % (n, n))
+        for n in range(3)]
+
+    def call() -> None:
+        if answers:
+            raise answers.pop(0)
+
+    for _ in range(7):
+        assert lanes.add("gpu-a", call)
+        lanes.start()
+        assert lanes.wait(30)
+    assert caplog.text.count("database or disk is full; the calls to gpu-a wait") == 1
+    assert caplog.text.count("a call to gpu-a waits for a later pass: ") == 1, caplog.text
+    assert caplog.text.count("the calls to gpu-a go through again after 6 failed tries") == 1

@@ -128,7 +128,8 @@ class Lanes:
                     return
                 except RowsLocked as err:  # only what needs the held row waits
                     if job is None:
-                        log.warning("a call to %s waits for a later pass: %s", host, err)
+                        self.failures.failed(("call", host), "a call to %s waits for a later "
+                                             "pass: %s" % (host, err), same=HELD)
                     else:
                         self.left_locked(job, err)
                 except LeaseLost as err:  # another scheduler leads now: the calls are its
@@ -137,8 +138,8 @@ class Lanes:
                     self.lease_lost()
                     return
                 except StoreError as err:
-                    log.error("%s; %d calls to %s wait for a later pass", err,
-                              len(actions) - done - 1, host)
+                    self.failures.failed(("call", host), "%s; the calls to %s wait for a "
+                                         "later pass" % (err, host), logging.ERROR)
                     return
                 except Exception as err:  # a bug of ours: shown in full (once while it
                     # fails so), the host's other calls go on

@@ -364,8 +364,11 @@ class Scheduler:
                                     jobs=passed[1] if passed else None,
                                     seconds=passed[0] if passed else None, at=self.clock(),
                                     copies=self._copies if passed else None))
-        except Exception:
-            log.exception("the scheduler's listener failed")
+        except Exception as err:  # its stack once while it fails so, not at every turn
+            self.failures.failed("listener", "the scheduler's listener failed (%s: %s)" % (
+                type(err).__name__, err), logging.ERROR, True)
+        else:
+            self.failures.worked("listener", "the scheduler's listener goes through again")
 
     def _clocks_run(self) -> bool:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, a
@@ -714,8 +717,12 @@ class Scheduler:
             return  # the lease holder's own connection does it
         try:
             self._stop_stale_on(host, call, jobs)
-        except StoreError as err:
-            log.error("%s; %s's stale copies are left to the next passes", err, host)
+        except StoreError as err:  # said once while it fails so, not at every reconnect
+            self.failures.failed(("fence", host), "%s; %s's stale copies are left to the "
+                                 "next passes" % (err, host), logging.ERROR)
+        else:
+            self.failures.worked(("fence", host), "%s's stale copies are stopped on its "
+                                 "return again" % host)
 
     def _stop_stale_on(self, host: str, call: Callable[..., Any],
                        jobs: Dict[str, Dict[str, Any]]) -> None:
