@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +26,16 @@ POLITE = [sys.executable, "-c",
           "def bye(*_):\n    print('got SIGTERM', flush=True)\n    time.sleep(0.3)\n"
           "    sys.exit(0)\n"
           "signal.signal(signal.SIGTERM, bye)\nprint('up', flush=True)\ntime.sleep(600)"]
+
+
+# A line fractui.terminal.log_records_to_stderr writes: its time, level and logger, then words
+LOGGED = re.compile(r"\S+ [A-Z]+ [\w.]+: (.*)")
+
+
+def logged(err: str) -> List[str]:
+    """The words of each record a scheduler process logged on ``err`` (its stderr), without
+    their time, level and logger: two records saying the same read the same."""
+    return [m.group(1) for m in map(LOGGED.fullmatch, err.splitlines()) if m]
 
 
 def sleeper(seconds: float) -> List[str]:

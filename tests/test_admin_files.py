@@ -162,12 +162,20 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
         return mine / "store.db", "refusing store's directory %s: %s is writable by its " \
             "group (mode 0770), who could replace what fractui reads there; fix it with: " \
             "chmod go-w %s\n" % (mine, above, above)
-    if exposure == "a store folder another user made in a folder all users write":
+    if exposure.startswith(("a store folder another user made", "a link to a store")):
         shared.chmod(0o1777)
         theirs = shared / "team"
         assert _as_nobody(["mkdir", "-m", "755", str(theirs)]).returncode == 0
         _nobodys_store(folder, theirs / "store.db")
-        return theirs / "store.db", "its directory %s is nobody's, in %s, which all users may " \
+        way = theirs / "store.db"
+        if exposure.startswith("a link to a store folder"):  # (its folder is root's)
+            way = folder / "team" / "store.db"
+            way.parent.symlink_to(theirs)
+        elif exposure.startswith("a link"):  # in root's own folder, 0700
+            way = folder / "mine" / "store.db"
+            way.parent.mkdir(mode=0o700)
+            way.symlink_to(theirs / "store.db")
+        return way, "its directory %s is nobody's, in %s, which all users may " \
             "write (mode 1777): any local user could have made it first, and a store of " \
             "theirs in it; keep the store in a directory of your own (fractui makes one " \
             "0700)\n" % (theirs, shared)
@@ -187,6 +195,10 @@ def _exposed(folder: Path, exposure: str) -> Tuple[Path, str]:
 @pytest.mark.parametrize("exposure", ["a store another user put in a folder all users write",
                                       "a store folder another user made in a folder all users "
                                       "write",
+                                      "a link to a store folder another user made in a folder "
+                                      "all users write",
+                                      "a link to a store another user made in a folder all "
+                                      "users write",
                                       "a store file all users write",
                                       "a -wal all users write",
                                       "a folder above the store that another user's group may "
@@ -210,10 +222,11 @@ def test_a_store_any_local_user_could_write_or_plant_is_refused(plain_dir, expos
     (0o640, "nogroup", 0o600),  # nobody reads it through its group, which writes it not
     (0o664, "root", 0o660),  # shared through its group (root's), which keeps it; all users not
 ])
-def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, after):
+@pytest.mark.parametrize("named", ["as it is", "by a link"])
+def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, after, named):
     """A store copied back, or made by sqlite3, under a umask of 022: every local user read
-    each job's command line. Any verb takes that read away; its group keeps what a store
-    shared through it needs."""
+    each job's command line. Any verb takes that read away, from the store a link names too;
+    its group keeps what a store shared through it needs."""
     folder = plain_dir / "state"
     folder.mkdir()
     folder.chmod(0o755)
@@ -226,7 +239,11 @@ def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, 
     read = ["python3", "-c", "import sys; print(%r in open(sys.argv[1], 'rb').read())"
             % SECRET.encode(), str(store)]
     assert _as_nobody(read).stdout == "True\n"  # the secret, as nobody read it before
-    done = fractui(write_config(plain_dir, store), ["audit"])
+    config = store
+    if named == "by a link":
+        config = plain_dir / "link.db"
+        config.symlink_to(store)
+    done = fractui(write_config(plain_dir, config), ["audit"])
     assert done.returncode == 0, done
     assert stat.S_IMODE(store.stat().st_mode) == after
     refused = _as_nobody(read)

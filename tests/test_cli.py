@@ -990,14 +990,9 @@ def test_a_terminal_is_written_text_only():
 def _on_a_terminal(code: int, *args: str) -> bytes:
     """What ``fractui ARGS`` writes to a real terminal (a pty), stdout and stderr alike."""
     term = Terminal([sys.executable, "-m", "fractui", *args])
-    try:
-        term.drain(60)
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-    term.read_until(b"(?!)", 0.5)  # what was left unread when it ended
-    assert term.proc.returncode == code, term.output
-    return term.output
+    shown = term.to_the_end()
+    assert term.proc.returncode == code, shown
+    return shown
 
 
 def test_a_word_of_the_command_line_reaches_a_terminal_as_text(tmp_path):

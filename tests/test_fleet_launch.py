@@ -171,15 +171,8 @@ OSC_52 = "\x1b]52;c;SGk=\x07"  # sets the terminal's clipboard
 
 def _in_a_terminal(fleet_env: SshFleet, *args: str) -> bytes:
     """What ``fractui ARGS`` writes to a real terminal (a pty), stdout and stderr alike."""
-    term = Terminal([sys.executable, "-m", "fractui", "--config", fleet_env.write_config(),
-                     *args])
-    try:
-        term.drain(60)
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
-    term.read_until(b"(?!)", 0.5)  # what was left unread when it ended
-    return term.output
+    return Terminal([sys.executable, "-m", "fractui", "--config", fleet_env.write_config(),
+                     *args]).to_the_end()
 
 
 def test_others_words_reach_a_terminal_as_text_and_a_pipe_as_they_are(fleet_env):

@@ -90,6 +90,17 @@ def _maybe(rng: random.Random, p: float = 0.5) -> bool:
     return rng.random() < p
 
 
+def _whose(c: Case, rng: random.Random) -> None:
+    """--user U, --me, neither, or both (which argparse refuses): jobs' and report's."""
+    whose = rng.randrange(6)
+    if whose in (1, 3):
+        c.add("--user", c.word(rng, "user", 0.3))
+    if whose in (2, 3):
+        c.add("--me")
+    if whose == 3:
+        c.bad.append("--user and --me")
+
+
 def _flags(c: Case, rng: random.Random, *names: str) -> None:
     for name in names:
         if _maybe(rng, 0.3):
@@ -172,13 +183,7 @@ def _jobs(c: Case, rng: random.Random) -> None:
         c.add("--all")
         if _maybe(rng):
             c.add("--limit", c.word(rng, "count", 0.3))
-    whose = rng.randrange(6)
-    if whose in (1, 3):
-        c.add("--user", c.word(rng, "user", 0.3))
-    if whose in (2, 3):
-        c.add("--me")
-    if whose == 3:
-        c.bad.append("--user and --me")
+    _whose(c, rng)
     _flags(c, rng, "--json")
 
 
@@ -245,13 +250,7 @@ def _report(c: Case, rng: random.Random) -> None:
         c.add("--since", c.word(rng, "since", 0.3))
     if _maybe(rng, 0.3):
         c.add("--by", c.word(rng, "by", 0.2))
-    whose = rng.randrange(6)
-    if whose in (1, 3):
-        c.add("--user", c.word(rng, "user", 0.3))
-    if whose in (2, 3):
-        c.add("--me")
-    if whose == 3:
-        c.bad.append("--user and --me")
+    _whose(c, rng)
     if _maybe(rng, 0.15):
         c.add("--team", c.word(rng, "team"))  # no job of the store has a team either
     form = rng.randrange(4)

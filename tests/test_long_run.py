@@ -8,11 +8,15 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
+from types import SimpleNamespace
 from typing import Any, Dict, List
 
 import pytest
 
 from fractui.config import Config, HostConfig, QueueConfig
+from fractui.fleet import host as host_module
 from fractui.fleet.client import AgentClient, ConnectionLost
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
@@ -93,6 +97,34 @@ def test_a_connection_that_lasts_keeps_no_record_of_a_job_its_agent_forgot(tmp_p
         wait(lambda: session.status.jobs[last].get("state") == "exited",
              lambda: session.status.jobs)
         assert list(session.status.jobs) == [last]  # 6 jobs run over one connection
+    finally:
+        fleet.stop()
+        stop_host(config.hosts[0].state_dir)
+
+
+def test_a_host_whose_clock_is_behind_keeps_the_record_of_a_job_that_just_ended(
+        tmp_path, monkeypatch):
+    """A host's clock a day behind the admin's, its agent's retention an hour: the record of a
+    job that just ended is kept, so the scheduler reads how it ended (a running job whose
+    record its host lacks is ended as lost, its exit code and output not taken). The session
+    dates the drop by the agent's clock, as its snapshots give it. Before: by the admin's
+    clock, which dropped the record as it came."""
+    ahead = SimpleNamespace(**{**vars(time), "time": lambda: time.time() + 24 * 3600})
+    monkeypatch.setattr(host_module, "time", ahead)  # the admin's clock, a day on
+    config = one_host(tmp_path, retention_hours=1.0)
+    fleet = Fleet(config, reconnect_max_s=0.5).start()
+    session = fleet.sessions["gpu-a"]
+    ended = threading.Event()
+    after: List[List[Any]] = []  # the job's states the session kept, once its end was heard
+    session.listeners.append(lambda method, params: method == "job" and params.get(
+        "key") == "k0" and params.get("state") == "exited" and ended.set())
+    session.watchers.append(lambda status: ended.is_set() and after.append(
+        [r.get("state") for r in status.jobs.values() if r.get("key") == "k0"]))
+    try:
+        wait(lambda: session.status.state == "online", lambda: session.status)
+        launch(session, "k0")
+        wait(lambda: bool(after), lambda: session.status.jobs)
+        assert after[0] == ["exited"], session.status.jobs
     finally:
         fleet.stop()
         stop_host(config.hosts[0].state_dir)

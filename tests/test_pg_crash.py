@@ -139,6 +139,6 @@ def test_postgresql_killed_under_two_schedulers_and_submitting_users_loses_nothi
     for name, err in said.items():
         assert "Traceback" not in err, (name, err)
         # the outage said when its words change, not at every poll of the lost feed
-        lost = [line for line in err.splitlines() if "polls every" in line]
+        lost = [line for line in localfleet.logged(err) if "polls every" in line]
         assert all(a != b for a, b in zip(lost, lost[1:])), (name, lost)
         assert lost or name == "tui", err

@@ -28,7 +28,7 @@ from fractui.store import SqliteStore, sqlite_url
 from fractui.store.intents import Asker, ask_stop
 from tests import as_user, localfleet
 from tests.conftest import REPO
-from tests.localfleet import wait
+from tests.localfleet import logged, wait
 from tests.test_scheduler_lanes import sent_and_waiting, stalled
 from tests.sshd import free_port
 
@@ -309,7 +309,7 @@ def test_a_scheduler_whose_store_fills_up_says_so_once_and_goes_on_when_there_is
         store.close()
     assert run.returncode == 0, err
     assert "Traceback" not in err
-    full = [line for line in err.splitlines() if "no space is left" in line]
+    full = [line for line in logged(err) if "no space is left" in line]
     assert len(full) == 1 and full[0].startswith("store %s: no space is left on the filesystem "
                                                  "that holds it" % path), err
     assert full[0].endswith("; the scheduler tries again every pass"), err

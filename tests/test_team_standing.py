@@ -9,6 +9,7 @@ import threading
 
 from fractui.config import Config, TeamConfig, TuiSettings
 from fractui.sched.quota import team_usage
+from fractui.sched.standing import next_of
 from fractui.sched.starved import STARVED_S, Starved, last_starts, starved
 from fractui.store.model import Job, Slot, UsageRecord
 from fractui.tui.queues import QueuePanel
@@ -105,9 +106,11 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
         for team in panel.teams:  # a starved team is marked "!"
             mark = team.name + ("!" if team.name == "nlp" else "")
             line = next(x for x in shown.splitlines() if x.split()[:1] == [mark])
+            place = next_of(team.name, panel.order)  # run and next: room for them at 160
             assert line.split()[1:] == ["%.2f/%g" % (team.used, team.quota), "—",
                                         "%.2f" % recent.get(team.name, 0.0),
-                                        str(team.pending)], line
+                                        str(team.pending), str(team.running),
+                                        "—" if place is None else str(place)], line
         # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes for the fleet, nothing
         # started since (the panel is narrow at 160 columns: the reason on a line of its own)
         assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  no room: no GPU in " \

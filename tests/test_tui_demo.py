@@ -67,6 +67,18 @@ class Terminal:
         while self.proc.poll() is None and time.monotonic() < deadline:
             self.read_until(b"(?!)", 0.2)
 
+    def to_the_end(self, timeout_s: float = 60) -> bytes:
+        """All it wrote, stdout and stderr alike, once it has ended (killed if it had not by
+        ``timeout_s``); the terminal is closed."""
+        try:
+            self.drain(timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self.read_until(b"(?!)", 0.5)  # what was left unread when it ended
+        os.close(self.master)
+        return self.output
+
 
 @pytest.mark.parametrize("leave", ["q", "terminal closed"])
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):

@@ -174,6 +174,7 @@ class HostSession:
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
         self._failures = Failures(log)  # what fails at every push or reconnect, said once
+        self._lag = 0.0  # how far its agent's clock is behind this one's (``_dated_locked``)
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
         sshlog.keeper()
@@ -251,10 +252,24 @@ class HostSession:
                 return
             if said is None:
                 _apply(self.status, method, params)
-                self.status.forget_ended(time.time() - self.cfg.retention_hours * 3600)
+                if method == "snapshot":
+                    self._dated_locked(params)
+                self.status.forget_ended(
+                    time.time() - self._lag - self.cfg.retention_hours * 3600)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
         self._changed()
+
+    def _dated_locked(self, snapshot: Optional[Dict[str, Any]]) -> None:
+        """How far the agent's clock is behind this one's, by the time of ``snapshot``, just
+        heard (0 where it is not behind, or an older agent's snapshot has no time). The agent
+        dates an ended job and prunes it by its own clock: by this one alone, a host whose
+        clock is behind by more than the retention had a job's end forgotten as it came, and
+        the scheduler ended the job as lost. A snapshot heard late makes the lag longer, and
+        a record is kept longer: never forgotten before its agent forgets it."""
+        when = (snapshot or {}).get("time")
+        if isinstance(when, (int, float)):
+            self._lag = max(0.0, time.time() - when)
 
     def _mark_locked(self, method: str, params: Any, said: Optional[str]) -> None:
         """Mark a malformed snapshot or job record (``said``: what is wrong) until a good
@@ -418,6 +433,7 @@ class HostSession:
         with self._lock:  # what subscribe answered, then what was pushed since, in order
             self.status.hello, self.status.snapshot, self.status.jobs = (
                 hello, subscribed.get("snapshot"), jobs)
+            self._dated_locked(self.status.snapshot)
             for method, params in self._early or ():
                 _apply(self.status, method, params)
             self._early = None

@@ -68,9 +68,11 @@ def refuse_exposed(path: str) -> None:
     held to the config's rule (``check_tree``): whoever could change a folder on it could put
     a directory of theirs, and a store in it, in place of the store's. Another user's
     directory is its owner's to keep (a shared store's), unless it lies in a folder all users
-    may write: anyone could have made it there first."""
-    folder = os.path.dirname(path)
-    files = [("its file", path)] + [("its %s file" % side, path + side) for side in SIDE_FILES]
+    may write: anyone could have made it there first. Each is judged where the store lies,
+    where a link to it leads, as SQLite opens it and puts its -wal and -shm."""
+    real = os.path.realpath(path)
+    folder = os.path.dirname(real)
+    files = [("its file", real)] + [("its %s file" % side, real + side) for side in SIDE_FILES]
     for what, where, could, fix in [
             ("its directory", folder, "put a store or a -wal of theirs there for fractui to "
              "open", "keep the store in a directory of your own (fractui makes one 0700), "
@@ -103,10 +105,11 @@ def refuse_exposed(path: str) -> None:
                                    stat.S_IMODE(up.st_mode)))
         return  # a shared store's: the way to it is its owner's to keep
     if st is None or not grantees(st, folder, 2):
-        try:
-            check_tree(folder, "store's directory", root_may_own=True, runner="fractui")
-        except UnsafePath as err:
-            raise StoreExposed(path, str(err)) from None
+        for way in dict.fromkeys((os.path.dirname(path), folder)):  # as named, as it lies
+            try:
+                check_tree(way, "store's directory", root_may_own=True, runner="fractui")
+            except UnsafePath as err:
+                raise StoreExposed(path, str(err)) from None
 
 
 def keep_unread(path: str) -> None:
@@ -114,7 +117,9 @@ def keep_unread(path: str) -> None:
     read their writers do not need: all users' always, its group's too unless its group
     writes the store (shared through it). The store holds every job's command line and
     variables; a store made by ``sqlite3`` or copied back under a umask of 022 is 0644, and
-    SQLite gives its -wal and -shm the file's mode."""
+    SQLite gives its -wal and -shm the file's mode. A link to the store is followed, as
+    SQLite follows it (its side files lie beside the store)."""
+    path = os.path.realpath(path)
     me = os.geteuid()
     st = os.stat(path)
     if st.st_uid != me:

@@ -8,6 +8,7 @@ a second: no I/O of its own.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Mapping, Optional, Sequence
 
 from rich.segment import Segment
@@ -27,7 +28,7 @@ from textual.widgets import Input, Static
 from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
-from fractui.store.model import PENDING, movable
+from fractui.store.model import PENDING, Job, movable
 from fractui.tui.actions import Action, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
@@ -218,6 +219,8 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         self.filter_text = ""
         self.ended = False
         """Whether the newest ended jobs are listed too (``a``)."""
+        self.ended_seen: tuple[Job, ...] = ()
+        """The newest ended jobs as last read: listed while the read asked for them comes."""
         self.every: list[JobRow] = []
         """Every job as last read."""
         self.rows: list[JobRow] = []
@@ -255,7 +258,13 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         """Every job read again from what the fleet screen holds (while the view is shown)."""
         if not self.is_current:
             return
-        self.every = job_rows(self.store(), self.statuses(), self.clock(), self.ended)
+        store = self.store()
+        if store is not None and store.ended is not None:
+            self.ended_seen = store.ended
+        elif store is not None and self.ended:  # being read again (it was covered: a job's
+            # screen): the ended as last read meanwhile, not an empty list and a lost cursor
+            store = dataclasses.replace(store, ended=self.ended_seen)
+        self.every = job_rows(store, self.statuses(), self.clock(), self.ended)
         self.order()
 
     def order(self) -> None:
