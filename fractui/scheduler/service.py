@@ -399,10 +399,14 @@ class Scheduler:
         if self._recalled != self.epoch:  # the lease is newly this one's
             self._recall()
         self.executor.begin_pass()
+        # a lane's call decides their state: leave them be. Read before the views: a launch
+        # that ends between the two is in the view (the session keeps its answer before the
+        # lane ends), else the job is busy — never a view from before it with the job read
+        # running after it (ended as lost: "the agent ... has no record of it")
+        busy = self.lanes.in_flight()
         views = self._views()
         unlisted = self._record_inventory(views)
         by_name = {v.name: v for v in views}
-        busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
         jobs = self._active_jobs()
         wrote = False
         for job in (j for j in self._derived(jobs).held if j.id not in busy):
