@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import random
 import time
 import traceback
@@ -480,3 +481,30 @@ class _Closed:
 
     def close(self) -> None:
         pass
+
+
+def test_a_malformed_snapshot_or_answer_again_and_again_is_said_once_and_once_when_mended(
+        local_fleet, caplog):
+    """An agent that pushes a malformed snapshot at every tick, or answers hello malformed at
+    every reconnect: each said once in the log while it does so (not once a push or a try),
+    and once when a good one comes."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")  # no snapshot of the agent's comes between the test's
+    good = session.call("snapshot")
+    bad = copy.deepcopy(good)
+    bad["gpus"][0]["processes"] = [{"pid": 7, "used_mib": "lots"}]
+    hello = dict(session.status.hello, gpus=[{"index": -1, "name": "L4"}])
+    for _ in range(4):
+        session._notify("snapshot", bad)
+        with pytest.raises(AgentProcessError):
+            session._refuse_malformed(_Closed(), "hello", hello)
+    session._notify("snapshot", good)
+    session._checked("hello", session.status.hello)
+    assert caplog.text.count("gpu-a: ignoring a malformed snapshot from its agent: ") == 1
+    assert caplog.text.count("gpu-a: a malformed answer to hello from its agent: ") == 1
+    assert caplog.text.count("gpu-a: its agent's snapshot is well formed again after 4 failed "
+                             "tries") == 1, caplog.text
+    assert caplog.text.count("gpu-a: its agent's answers to hello are well formed again after "
+                             "4 failed tries") == 1, caplog.text

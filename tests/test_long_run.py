@@ -258,3 +258,126 @@ def test_a_call_on_a_connection_closed_meanwhile_is_a_lost_connection(tmp_path):
             os.kill(stream.process.pid, signal.SIGCONT)
         stream.close()
         stop_host(str(tmp_path / "state"))
+
+
+def test_a_notification_listener_that_fails_each_time_is_said_once_and_once_when_it_mends(
+        tmp_path, caplog):
+    """A real agent's pushes (a job's news, for each of the jobs of weeks) to a listener that
+    raises at every one: its stack logged once while it fails so, not once a notification,
+    and once more when the listener goes through again; the connection goes on."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    stream = process_stream([sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                             "--state-dir", str(tmp_path / "state"), "--sim", "1xL4"])
+    heard: List[str] = []
+    failing = [True]
+
+    def listener(method: str, params: Dict[str, Any]) -> None:
+        heard.append(method)
+        if failing[0]:
+            raise ValueError("a listener's bug")
+
+    client = AgentClient(stream.reader, stream.write, on_notify=listener, name="gpu-a")
+    try:
+        client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)
+        client.call("subscribe", None, 30.0)
+        for n in range(4):
+            client.call("job.launch", {"key": "k%d" % n, "argv": sleeper(0), "gpus": [0],
+                                       "memory_mib": 1024}, 30.0)
+        wait(lambda: heard.count("job") >= 4, lambda: heard)
+        failing[0] = False
+        mended = len(heard)
+        client.call("job.launch", {"key": "k4", "argv": sleeper(0), "gpus": [0],
+                                   "memory_mib": 1024}, 30.0)
+        wait(lambda: "job" in heard[mended:], lambda: heard)
+    finally:
+        stream.close()
+        stop_host(str(tmp_path / "state"))
+    said = [r for r in caplog.records if "'job' notification from gpu-a" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, caplog.text
+    assert said[0].getMessage() == ("handling a 'job' notification from gpu-a failed "
+                                    "(ValueError: a listener's bug)")
+    assert caplog.text.count("the 'job' notifications from gpu-a are handled again") == 1
+
+
+def test_a_connect_that_fails_with_a_bug_at_every_try_is_said_once(tmp_path, monkeypatch,
+                                                                    caplog):
+    """Connecting to a host fails with an error of no known kind (a bug of ours) at every
+    try of the worker's: its stack logged once while it fails so, not at every try, and once
+    more when the host connects again."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    fleet = Fleet(one_host(tmp_path), reconnect_max_s=0.1)
+    session = fleet.sessions["gpu-a"]
+    real, tries = session._connect, []
+
+    def broken() -> Any:
+        tries.append(1)
+        if len(tries) <= 4:
+            raise KeyError("a bug in connecting")
+        return real()
+
+    monkeypatch.setattr(session, "_connect", broken)
+    fleet.start()
+    try:
+        wait(lambda: session.status.state == "online", lambda: session.status)
+    finally:
+        fleet.stop()
+        stop_host(str(tmp_path / "state" / "gpu-a"))
+    said = [r for r in caplog.records if r.getMessage().startswith("connecting to gpu-a")]
+    assert [r.getMessage() for r in said] == [
+        "connecting to gpu-a failed (KeyError: 'a bug in connecting')",
+        "connecting to gpu-a works again after 4 failed tries"], caplog.text
+    assert said[0].exc_info is not None
+
+
+def test_a_listener_of_the_turns_that_fails_at_every_turn_is_said_once(local_fleet, caplog):
+    """The scheduler's listener of its turns (the metrics exporter) raises at every turn: its
+    stack logged once while it fails so, not at every turn, and once more when it goes
+    through again; the scheduler places as ever."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    turns: List[Any] = []
+
+    def listener(report: Any) -> None:
+        turns.append(report)
+        if len(turns) <= 6:
+            raise ValueError("a listener's bug")
+
+    f.scheduler.on_turn = listener
+    job = f.submit("quarter")
+    f.scheduler.start()
+    try:
+        wait(lambda: len(turns) > 6 and f.store.get(job.id).state == "running", f.states)
+    finally:
+        f.scheduler.stop()
+    said = [r for r in caplog.records if "the scheduler's listener" in r.getMessage()]
+    assert [r.getMessage() for r in said] == [
+        "the scheduler's listener failed (ValueError: a listener's bug)",
+        "the scheduler's listener goes through again after 6 failed tries"], caplog.text
+    assert said[0].exc_info is not None
+
+
+def test_a_store_that_fails_the_fence_at_every_return_is_said_once(local_fleet, monkeypatch,
+                                                                    caplog):
+    """A host that comes back, again and again, while the store cannot say its stale copies
+    (full, locked): said once while it fails so, not at every return, and once when a return
+    is fenced again."""
+    from fractui.store.base import StoreError
+
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    f.scheduler.step()  # the lease holder: it fences a returning host
+    session = f.fleet.session("gpu-a")
+    real = f.store.stale
+
+    def failing(host: Any = None) -> Any:
+        raise StoreError("/srv/store.db", "database is locked")
+
+    monkeypatch.setattr(f.store, "stale", failing)
+    for _ in range(3):
+        f.scheduler._fence_returning("gpu-a", session.call, {})
+    monkeypatch.setattr(f.store, "stale", real)
+    f.scheduler._fence_returning("gpu-a", session.call, {})
+    assert caplog.text.count("database is locked; gpu-a's stale copies are left to the next "
+                             "passes") == 1, caplog.text
+    assert caplog.text.count("gpu-a's stale copies are stopped on its return again after 3 "
+                             "failed tries") == 1, caplog.text

@@ -7,7 +7,10 @@ team hold no quota, so a team within its quota may preempt them."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
@@ -20,6 +23,7 @@ from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import ACTIVE
 from tests import localfleet
+from tests.conftest import REPO
 from tests.localfleet import POLITE
 
 local_fleet = localfleet.local_fleet
@@ -237,3 +241,32 @@ def test_a_held_row_stalls_only_its_own_lost_job_and_stale_copy(local_fleet, pg_
             until(f, sched, lambda: not f.store.stale())
     finally:
         psql.close()
+
+
+def test_the_facts_kept_of_a_host_dropped_from_the_config_are_forgotten_after_host_lost_s(
+        local_fleet, store_url, caplog):
+    """The facts the store keeps of a host the config dropped are kept while it may be put
+    back, and forgotten once it has been out of the config for host_lost_s (its clock ends
+    with them). Before: kept for ever, so a member's submit — whose config lists no hosts,
+    and so judges a queue by every host the store keeps — took a job no host of the fleet
+    could hold, on the dropped host's word."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    big = QueueConfig(name="big", memory_gib=40)  # an A100's, never an L4's (24 GiB)
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"}, [QUARTER, big],
+                    host_lost_s=1.0, store_url=store_url)
+    f.until(lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b"})
+    kept = next(h for h in f.config.hosts if h.name == "gpu-a")
+    with restarted(f, rewritten(f, hosts=(kept,))) as sched:
+        sched.step()
+        assert set(f.store.inventory()) == {"gpu-a", "gpu-b"}  # not at once: may be undone
+        until(f, sched, lambda: set(f.store.inventory()) == {"gpu-a"})
+        until(f, sched, lambda: not f.store.holder_memory().hosts_away)
+        assert not sched._clocks_run()  # a pass only when something changes, as before
+    assert caplog.text.count("forgot the facts kept of gpu-b: out of the config for ") == 1
+    rewritten(f, hosts=())  # a member's config: the store and the queues, no hosts
+    member = subprocess.run([sys.executable, "-m", "fractui", "--config", str(
+        f.tmp / "config.toml"), "submit", "--queue", "big", "--", "true"], capture_output=True,
+        text=True, cwd=REPO, timeout=120, stdin=subprocess.DEVNULL)
+    assert member.returncode == 2, (member.stdout, member.stderr)
+    assert "no GPU in the fleet could ever hold what queue big asks for (40 GiB, isolation " \
+        "any); the fleet has 1x L4;" in member.stderr, member.stderr

@@ -5,16 +5,20 @@ was lost. Order and events are asserted, never how long anything took."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
 
 from fractui.config import ConfigError, QueueConfig, load_config
 from fractui.scheduler import Scheduler
+from fractui.scheduler.lanes import Lanes
+from fractui.store.base import RowsLocked, StoreError
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -124,3 +128,61 @@ def test_a_call_timeout_that_could_outlive_the_lease_is_refused_with_its_line(tm
         assert str(err.value).startswith(str(path) + said), str(err.value)
     path.write_text("[scheduler]\nlease_s = 9\n")  # unset: a third of the lease
     assert load_config(str(path)).scheduler.call_timeout() == 3.0
+
+
+def test_a_lane_whose_lease_check_fails_says_it_once_and_leaves_its_calls(monkeypatch,
+                                                                          caplog):
+    """Whether a call may start cannot be known (a bug in the check, at every pass): the lane
+    says so in the log (its stack once while it fails so, not at every pass), makes no call,
+    ends as a lane ends (its host free for the next pass's calls, a pass due), and never
+    reaches threading's hook, which logs nothing where the admin looks; once the check
+    answers again, the calls are made, and that is said once."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    hooked: List[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: hooked.append(str(args)))
+    broken, ended, made = [True], [], []
+
+    def may_act() -> bool:
+        if broken[0]:
+            raise KeyError("a bug in the lease check")
+        return True
+
+    lanes = Lanes(may_act, lambda: None, lambda: ended.append(1))
+    for n in range(4):
+        if n == 3:
+            broken[0] = False
+        assert lanes.add("gpu-a", lambda n=n: made.append(n))
+        lanes.start()
+        assert lanes.wait(30)
+        assert not lanes.busy("gpu-a") and len(ended) == n + 1
+    assert made == [3] and hooked == []
+    said = [r for r in caplog.records if "may start is not known" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, caplog.text
+    assert said[0].getMessage() == ("whether a call to a host may start is not known "
+                                    "(KeyError: 'a bug in the lease check'); calls wait for a "
+                                    "later pass")
+    assert caplog.text.count("whether a call to a host may start is known again after 3 "
+                             "failed tries") == 1, caplog.text
+
+
+def test_a_lanes_call_that_the_store_fails_at_every_pass_is_said_once(caplog):
+    """A host's call whose write the store refuses pass after pass (full, or a row another
+    session holds that is no job's): said once while it fails so, not at every pass, and
+    once when the host's calls go through again."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    lanes = Lanes(lambda: True, lambda: None)
+    answers: List[Exception] = [StoreError("/srv/store.db", "database or disk is full")] * 3 + [
+        RowsLocked("/srv/store.db", "held by a session (pid %d, for %d s)" % (n, n))
+        for n in range(3)]
+
+    def call() -> None:
+        if answers:
+            raise answers.pop(0)
+
+    for _ in range(7):
+        assert lanes.add("gpu-a", call)
+        lanes.start()
+        assert lanes.wait(30)
+    assert caplog.text.count("database or disk is full; the calls to gpu-a wait") == 1
+    assert caplog.text.count("a call to gpu-a waits for a later pass: ") == 1, caplog.text
+    assert caplog.text.count("the calls to gpu-a go through again after 6 failed tries") == 1

@@ -4,12 +4,15 @@ so placed is borrowed: the scheduler preempts it when a team within its quota ne
 
 from __future__ import annotations
 
+import logging
 import os
 import pty
 import subprocess
 import sys
+from typing import List
 
 from fractui.config import QueueConfig, TeamConfig
+from fractui.metrics.state import PassReport
 from fractui.store import postgres
 from fractui.terminal import NO_TERMINAL
 from tests import localfleet
@@ -173,7 +176,9 @@ def test_a_hosts_kept_facts_or_the_lost_clocks_held_fail_no_pass(local_fleet, pg
                                                                   caplog):
     """A psql session left open holding a host's kept facts and the lost-host clocks (what a
     pass writes that is no job's): the passes place and launch as ever, the other host's
-    facts are kept, and what was held is written once the session ends."""
+    facts are kept, and what was held is written once the session ends — each held write
+    said once while it is held, not at every pass, and once when it is written."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
     url = pg_server.url(pg_server.new_database())
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
                     store_url=url)
@@ -185,13 +190,42 @@ def test_a_hosts_kept_facts_or_the_lost_clocks_held_fail_no_pass(local_fleet, pg
         psql.execute("SELECT * FROM lost_clocks FOR UPDATE")
         job = f.submit("whole")
         f.until(lambda: f.states()[job.id] == "running")
+        for _ in range(3):
+            f.scheduler.step()
         assert f.store.inventory()["gpu-a"] == {} and f.store.inventory()["gpu-b"]["gpus"]
-        assert "gpu-a's facts are kept by a later pass: " in caplog.text
-        assert "the lost-host clocks are written by a later pass: " in caplog.text
+        assert caplog.text.count("gpu-a's facts are kept by a later pass: ") == 1
+        assert caplog.text.count("the lost-host clocks are written by a later pass: ") == 1
     finally:
         psql.close()
     f.until(lambda: f.store.inventory()["gpu-a"] != {}
             and f.store.holder_memory().hosts_away == {})
+    assert caplog.text.count("gpu-a's facts are kept after ") == 1
+    assert caplog.text.count("the lost-host clocks are written after ") == 1
+
+
+def test_a_held_stop_of_a_host_out_of_the_config_is_said_once_and_once_when_forgotten(
+        local_fleet, pg_server, caplog, monkeypatch):
+    """The stop sent to a host out of the config for longer than host_lost_s, its row held by
+    a psql session left open: forgetting it waits, said once while it is held (not at every
+    pass), and it is forgotten once the session ends, said then."""
+    monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.3)
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
+    f.store.keep_lost_clocks({"gone-host": 1.0}, {})  # out of the config since long ago
+    f.store.stop_sent("gone-host", "fractui-%s-9.0" % f.store.uid)
+    psql = holding_session(pg_server, url)
+    try:
+        psql.execute("SELECT * FROM stops_sent FOR UPDATE")
+        for _ in range(4):
+            f.scheduler.step()
+        assert f.scheduler.executor.stops_sent()
+    finally:
+        psql.close()
+    f.until(lambda: not f.scheduler.executor.stops_sent())
+    stop = "the stop of fractui-%s-9.0 on gone-host is forgotten" % f.store.uid
+    assert caplog.text.count(stop + " by a later pass: ") == 1, caplog.text
+    assert caplog.text.count(stop + " after 4 failed tries") == 1, caplog.text
 
 
 def test_a_held_row_of_a_decision_on_what_was_cordoned_since_stalls_only_it(
@@ -247,19 +281,28 @@ def test_a_job_left_for_a_held_row_is_placed_by_the_running_loop_once_the_sessio
     """The scheduler's own loop (not a test's passes): nothing announces that the session
     holding a row ended, so a pass that left a job for later makes the next turn a full pass
     again — turn after turn while the row is held, not only when something else wakes the
-    loop — and the job is placed once the session ends."""
+    loop — and the job is placed once the session ends. That the job is left is said once
+    while the row stays held, not at every pass (the admin's journal), and once when it is
+    left no more."""
     monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.3)
+    caplog.set_level(logging.INFO, "fractui.scheduler")
     url = pg_server.url(pg_server.new_database())
     f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)], store_url=url)
     held = f.submit("whole")
     left = "job %d is left for a later pass: " % held.id
+    passes: List[PassReport] = []
+    f.scheduler.on_turn = lambda report: passes.append(report) if report.jobs else None
     psql = holding_session(pg_server, url)
     try:
         psql.execute("SELECT * FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
         f.scheduler.start()
-        wait(lambda: caplog.text.count(left) >= 6, f.states)  # long after its start's wakes
+        wait(lambda: len(passes) >= 6, f.states)  # full passes long after its start's wakes
+        assert f.states()[held.id] == "pending"
         psql.close()
         wait(lambda: f.states()[held.id] == "running", f.states)
+        wait(lambda: "left for a later pass no more" in caplog.text, lambda: caplog.text)
     finally:
         psql.close()
         f.scheduler.stop()
+    assert caplog.text.count(left) == 1, caplog.text
+    assert caplog.text.count("job %d is left for a later pass no more after " % held.id) == 1

@@ -6,9 +6,12 @@ and retention forgets what ended before it."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from fractui.config import UsageSettings
+from fractui.fleet.client import AgentCallError
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.usage import FLUSH_S, UsageKeeper
 from fractui.store import StateConflict, open_store
@@ -230,7 +233,9 @@ def test_gpu_time_adds_up_per_bucket_and_retention_forgets_what_ended_before_it(
 def test_a_usage_row_held_leaves_only_its_jobs_samples_for_the_next_write(pg_server, caplog):
     """PostgreSQL, a psql session left open on one attempt's usage record: what the agents
     sampled of the other running jobs is kept at the lease holder's write, the held one's is
-    left (logged) and kept at a write after the session ends."""
+    left (logged once while it stays held, not at each write) and kept at a write after the
+    session ends (logged once)."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
     url = pg_server.url(pg_server.new_database())
     store = open_store(url)
     clock = [1000.0]
@@ -255,11 +260,42 @@ def test_a_usage_row_held_leaves_only_its_jobs_samples_for_the_next_write(pg_ser
         keeper._read("h1", {j.key(store.uid): j for j in jobs})
         keeper.turn(lambda: [], lambda: [], epoch)
         assert peaks() == {jobs[0].id: None, jobs[1].id: 100 * jobs[1].id}
-        assert "job %d is left for a later pass: " % jobs[0].id in caplog.text
+        clock[0] += FLUSH_S  # the next write: still held, said no more
+        keeper.turn(lambda: [], lambda: [], epoch)
+        assert peaks()[jobs[0].id] is None
+        assert caplog.text.count("job %d's usage is kept by a later write: " % jobs[0].id) == 1
         psql.execute("ROLLBACK")
-        clock[0] += FLUSH_S  # the next write
+        clock[0] += FLUSH_S  # the write after the session ends
         keeper.turn(lambda: [], lambda: [], epoch)
         assert peaks() == {j.id: 100 * j.id for j in jobs}
+        assert caplog.text.count("job %d's usage is kept again after 2 failed tries"
+                                 % jobs[0].id) == 1, caplog.text
     finally:
         psql.close()
         store.close()
+
+
+def test_a_usage_read_that_fails_at_every_refresh_is_said_once_and_once_when_it_mends(
+        tmp_path, caplog):
+    """An agent that answers every read of its running jobs' usage with an error: said once,
+    not at every refresh for as long as it lasts (the admin's journal), and once when a read
+    goes through again."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    store = open_store("sqlite:///%s" % (tmp_path / "store.db"))
+    answers = [AgentCallError("job.list", {"code": -32000, "message": "no jobs dir"}, "h1")] * 5
+
+    def call(host: str, method: str, params: dict) -> dict:
+        if answers:
+            raise answers.pop()
+        return {"jobs": []}
+
+    keeper = UsageKeeper(UsageSettings(), store, call, Lanes(lambda: True, lambda: None))
+    try:
+        for _ in range(7):  # five refreshes fail, two go through
+            keeper._read("h1", {})
+    finally:
+        store.close()
+    failed = "reading the running jobs' usage on h1: no jobs dir; read again every"
+    assert caplog.text.count(failed) == 1, caplog.text
+    assert caplog.text.count("the running jobs' usage on h1 is read again after 5 failed "
+                             "tries") == 1, caplog.text

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
+from fractui.failing import Failures
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 
 log = logging.getLogger("fractui.fleet")
@@ -69,6 +70,7 @@ class AgentClient:
         self.closed = threading.Event()
         self.close_reason = "closed"
         self.heard_at = time.monotonic()  # when the agent last sent a line
+        self._failures = Failures(log)  # the callback's, by notification: said once
         threading.Thread(target=self._read, name="agent-reader-%s" % name, daemon=True).start()
 
     def _read(self) -> None:
@@ -118,16 +120,21 @@ class AgentClient:
 
     def _notify(self, message: Dict[str, Any]) -> None:
         """One pushed notification to the callback; a callback that fails is logged with
-        its stack, and the connection goes on."""
+        its stack (once while it fails so on that notification: an agent pushes a snapshot
+        every second or so), and the connection goes on."""
         if self._on_notify is None:
             return
         params = message.get("params")
+        method = str(message.get("method", ""))
         try:
-            self._on_notify(str(message.get("method", "")), params if isinstance(
-                params, dict) else {})
-        except Exception:
-            log.exception("handling a %r notification from %s", message.get("method"),
-                          self.name)
+            self._on_notify(method, params if isinstance(params, dict) else {})
+        except Exception as err:
+            self._failures.failed(method, "handling a %r notification from %s failed (%s: "
+                                  "%s)" % (method, self.name, type(err).__name__, err),
+                                  logging.ERROR, True)
+        else:
+            self._failures.worked(method, "the %r notifications from %s are handled again"
+                                  % (method, self.name))
 
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:

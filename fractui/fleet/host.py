@@ -18,6 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
+from fractui.failing import Failures
 from fractui.fleet import answers, sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.hostkeys import UntrustedHostKey
@@ -172,7 +173,7 @@ class HostSession:
         # notifications of a connection not yet installed (None once it is)
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
-        self._unheard: Optional[str] = None  # how a listener of its changes failed, said once
+        self._failures = Failures(log)  # what fails at every push or reconnect, said once
         self._lag = 0.0  # how far its agent's clock is behind this one's (``_dated_locked``)
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
@@ -233,9 +234,12 @@ class HostSession:
         judged = method in ("snapshot", "job")
         said = answers.problem(method, params) if judged else None
         if said is not None:  # kept from everyone: the last good one stands, the host says why
-            log.warning("%s: ignoring a malformed %s from its agent: %s", self.cfg.name, method,
-                        said)
+            self._failures.failed(("malformed", method), "%s: ignoring a malformed %s from its "
+                                  "agent: %s" % (self.cfg.name, method, said))
         else:
+            if judged:
+                self._failures.worked(("malformed", method), "%s: its agent's %s is well "
+                                      "formed again" % (self.cfg.name, method))
             for listener in list(self.listeners):
                 listener(method, params)
         if not judged:
@@ -301,14 +305,13 @@ class HostSession:
             try:
                 hear(self.status)
             except Exception as err:
-                failed, said = True, "%s: %s" % (type(err).__name__, err)
-                if said != self._unheard:
-                    self._unheard = said
-                    log.exception("%s: what listens to its changes failed (said once while "
-                                  "it fails)", self.cfg.name)
-        if not failed and self._unheard is not None:
-            self._unheard = None
-            log.info("%s: what listens to its changes hears them again", self.cfg.name)
+                failed = True
+                self._failures.failed("listeners", "%s: what listens to its changes failed "
+                                      "(said once while it fails)" % self.cfg.name,
+                                      logging.ERROR, True, "%s: %s" % (type(err).__name__, err))
+        if not failed:
+            self._failures.worked("listeners", "%s: what listens to its changes hears them "
+                                  "again" % self.cfg.name)
 
     # -- the worker --
 
@@ -327,11 +330,14 @@ class HostSession:
                 self._set("offline", str(err) or type(err).__name__)
                 self.settled.set()
             except Exception as err:  # a bug of ours must not kill the host's worker: show it
-                log.exception("connecting to %s failed", self.cfg.name)
+                # (its stack once while it fails so, not at every try to connect)
+                self._failures.failed("connect", "connecting to %s failed (%s: %s)" % (
+                    self.cfg.name, type(err).__name__, err), logging.ERROR, True)
                 self._set("offline", "internal error: %s: %s (the stack is in %s)" % (
                     type(err).__name__, err, sshlog.debug_log_path()))
                 self.settled.set()
             else:
+                self._failures.worked("connect", "connecting to %s works again" % self.cfg.name)
                 self.settled.set()
                 backoff = 0.5
                 if self._stop.is_set():  # stopped while connecting: stop's _drop found no
@@ -441,10 +447,12 @@ class HostSession:
         """``result``, the agent's answer to ``method``, if it has the shape the fleet reads
         (``answers``); else AnswerMalformed, logged."""
         said = answers.problem(method, result)
-        if said is not None:
-            log.warning("%s: a malformed answer to %s from its agent: %s", self.cfg.name,
-                        method, said)
+        if said is not None:  # said once while it answers so (asked at every reconnect)
+            self._failures.failed(("answer", method), "%s: a malformed answer to %s from its "
+                                  "agent: %s" % (self.cfg.name, method, said))
             raise AnswerMalformed(self.cfg.name, method, said)
+        self._failures.worked(("answer", method), "%s: its agent's answers to %s are well "
+                              "formed again" % (self.cfg.name, method))
         return result
 
     def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> None:

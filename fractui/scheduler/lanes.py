@@ -7,6 +7,9 @@ a stopping job stopping), so nothing is lost and nothing is sent twice at once. 
 call the lane asks ``may_act`` (the scheduler: do I still hold the lease, with time for the
 call to end within it?), so no call starts that could outlive the lease. A lane that ends
 calls ``ended`` (the scheduler: a pass is due, to derive what the lane left undone).
+
+What fails again at every pass while it lasts (a job's row held by a session left open, a bug
+of ours in a call) is said once, and once when it mends (``failures``, fractui.failing).
 """
 
 from __future__ import annotations
@@ -15,19 +18,14 @@ import logging
 import threading
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
+from fractui.failing import Failures
 from fractui.fleet.host import HostUnavailable
 from fractui.store.base import LeaseLost, RowsLocked, StoreError
 
 log = logging.getLogger("fractui.scheduler")
 
 Action = Callable[[], None]
-
-
-def left_locked(job_id: int, err: RowsLocked) -> None:
-    """A job whose row another session holds (a psql transaction left open on it) is left for
-    a later pass, said; what the pass or the lane does for the other jobs goes on rather than
-    failing on it."""
-    log.warning("job %d is left for a later pass: %s", job_id, err)
+HELD = "held"  # a row held is one failure while it lasts: its words say for how long it is
 
 
 class Lanes:
@@ -40,6 +38,32 @@ class Lanes:
         self._running: Dict[str, threading.Thread] = {}
         self._jobs: Dict[str, Set[int]] = {}  # host -> store jobs its running calls act on
         self._queued: Dict[str, List[Tuple[Optional[int], Action]]] = {}
+        self.failures = Failures(log)  # the scheduler's, its passes' and its lanes'
+        self._left: Set[int] = set()  # jobs left for a held row since the last ``mended``
+        self._held: Set[int] = set()  # jobs left for a held row, and not yet said mended
+
+    def left_locked(self, job_id: int, err: RowsLocked) -> None:
+        """A job whose row another session holds (a psql transaction left open on it) is left
+        for a later pass, said once while it stays held; what the pass or the lane does for
+        the other jobs goes on rather than failing on it."""
+        with self._lock:
+            self._left.add(job_id)
+            self._held.add(job_id)
+        self.failures.failed(("held", job_id), "job %d is left for a later pass: %s" % (
+            job_id, err), same=HELD)
+
+    def mended(self) -> None:
+        """Called by a pass that went through, before it starts its calls: a job left for a
+        held row since the pass before, and not by this one nor by a call queued or running
+        (which may be left again), is said to be left no more."""
+        busy = self.in_flight()
+        with self._lock:
+            mended = self._held - self._left - busy
+            self._held -= mended
+            self._left = set()
+        for job_id in sorted(mended):
+            self.failures.worked(("held", job_id), "job %d is left for a later pass no more"
+                                 % job_id)
 
     def busy(self, host: str) -> bool:
         """Whether the host's lane still runs an earlier pass's calls."""
@@ -82,7 +106,17 @@ class Lanes:
     def _run(self, host: str, actions: List[Tuple[Optional[int], Action]]) -> None:
         try:
             for done, (job, action) in enumerate(actions):
-                if not self.may_act():
+                try:
+                    may = self.may_act()
+                except Exception as err:  # a bug of ours: said (once while it lasts), not
+                    # left to threading's hook, and the calls wait for a later pass
+                    self.failures.failed("may_act", "whether a call to a host may start is "
+                                         "not known (%s: %s); calls wait for a later pass" % (
+                                             type(err).__name__, err), logging.ERROR, True)
+                    return
+                self.failures.worked("may_act", "whether a call to a host may start is known "
+                                     "again")
+                if not may:
                     log.info("%d calls to %s not made: the lease is not held long enough",
                              len(actions) - done, host)
                     return
@@ -94,20 +128,26 @@ class Lanes:
                     return
                 except RowsLocked as err:  # only what needs the held row waits
                     if job is None:
-                        log.warning("a call to %s waits for a later pass: %s", host, err)
+                        self.failures.failed(("call", host), "a call to %s waits for a later "
+                                             "pass: %s" % (host, err), same=HELD)
                     else:
-                        left_locked(job, err)
+                        self.left_locked(job, err)
                 except LeaseLost as err:  # another scheduler leads now: the calls are its
                     log.info("%s; %d calls to %s are left to the lease's holder", err,
                              len(actions) - done - 1, host)
                     self.lease_lost()
                     return
                 except StoreError as err:
-                    log.error("%s; %d calls to %s wait for a later pass", err,
-                              len(actions) - done - 1, host)
+                    self.failures.failed(("call", host), "%s; the calls to %s wait for a "
+                                         "later pass" % (err, host), logging.ERROR)
                     return
-                except Exception:  # a bug of ours: shown in full, the host's other calls go on
-                    log.exception("a call to %s failed", host)
+                except Exception as err:  # a bug of ours: shown in full (once while it
+                    # fails so), the host's other calls go on
+                    self.failures.failed(("call", host), "a call to %s failed (%s: %s)" % (
+                        host, type(err).__name__, err), logging.ERROR, True)
+                else:
+                    self.failures.worked(("call", host), "the calls to %s go through again"
+                                         % host)
         finally:
             with self._lock:
                 del self._running[host]

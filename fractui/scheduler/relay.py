@@ -17,7 +17,7 @@ from typing import Callable, Dict, Optional
 from fractui.fleet.client import AgentCallError
 from fractui.sched.fleetview import USABLE, HostView, lists
 from fractui.scheduler.execute import Call
-from fractui.scheduler.lanes import Lanes, left_locked
+from fractui.scheduler.lanes import Lanes
 from fractui.store.base import JobNotFound, RowsLocked, Store
 from fractui.store.model import ENDED, LOG_TAIL_BYTES, Job, tail_bytes, tail_text
 from remote_agent import LOG_BYTES
@@ -52,7 +52,7 @@ class LogRelay:
                     self.store.keep_log(job.id, "", complete=job.state in ENDED,
                                         epoch=self.epoch, offset=0)
                 except RowsLocked as err:
-                    left_locked(job.id, err)
+                    self.lanes.left_locked(job.id, err)
                     served = False
                 continue
             view = hosts.get(job.slot.host)

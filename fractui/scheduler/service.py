@@ -46,7 +46,7 @@ from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
-from fractui.scheduler.lanes import Lanes, left_locked
+from fractui.scheduler.lanes import HELD, Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
@@ -137,6 +137,7 @@ class Scheduler:
         self._held_until = 0.0
         self._lease_lock = threading.Lock()
         self.lanes = Lanes(self._may_act, self._lease_lost, self._news)
+        self.failures = self.lanes.failures  # what fails at every pass, said once
         self.executor = Executor(store, self._call, self.holder, self.settings.preempt_grace_s,
                                  self.settings.max_attempts, self.lanes, clock,
                                  self.settings.interval_s, ticks)
@@ -363,8 +364,11 @@ class Scheduler:
                                     jobs=passed[1] if passed else None,
                                     seconds=passed[0] if passed else None, at=self.clock(),
                                     copies=self._copies if passed else None))
-        except Exception:
-            log.exception("the scheduler's listener failed")
+        except Exception as err:  # its stack once while it fails so, not at every turn
+            self.failures.failed("listener", "the scheduler's listener failed (%s: %s)" % (
+                type(err).__name__, err), logging.ERROR, True)
+        else:
+            self.failures.worked("listener", "the scheduler's listener goes through again")
 
     def _clocks_run(self) -> bool:
         """Whether a pass is due with nothing new: a host or GPU is being timed as lost, a
@@ -395,10 +399,14 @@ class Scheduler:
         if self._recalled != self.epoch:  # the lease is newly this one's
             self._recall()
         self.executor.begin_pass()
+        # a lane's call decides their state: leave them be. Read before the views: a launch
+        # that ends between the two is in the view (the session keeps its answer before the
+        # lane ends), else the job is busy — never a view from before it with the job read
+        # running after it (ended as lost: "the agent ... has no record of it")
+        busy = self.lanes.in_flight()
         views = self._views()
-        self._record_inventory(views)
+        unlisted = self._record_inventory(views)
         by_name = {v.name: v for v in views}
-        busy = self.lanes.in_flight()  # a lane's call decides their state: leave them be
         jobs = self._active_jobs()
         wrote = False
         for job in (j for j in self._derived(jobs).held if j.id not in busy):
@@ -413,7 +421,8 @@ class Scheduler:
                 self._left_for_later(job.id, err)
         jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
-                                              if j.id not in busy], busy)
+                                              if j.id not in busy], busy, unlisted)
+        self._forget_unlisted(unlisted)
         self._keep_clocks()
         self._keep_holds()
         if requeued:
@@ -441,6 +450,7 @@ class Scheduler:
                 self._unplace(job, out)
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
+        self.lanes.mended()
         self.lanes.start()
         self._stepped = jobs
         return True
@@ -496,9 +506,11 @@ class Scheduler:
             try:
                 self.store.keep_lost_clocks(self._away, self._gpu_gone, epoch=self.epoch)
             except RowsLocked as err:  # kept in memory; written by a later pass
-                log.warning("the lost-host clocks are written by a later pass: %s", err)
+                self.failures.failed("clocks", "the lost-host clocks are written by a later "
+                                     "pass: %s" % err, same=HELD)
                 self._left = True
                 return
+            self.failures.worked("clocks", "the lost-host clocks are written")
             self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
 
     def _keep_trouble(self, trouble: Optional[str]) -> None:
@@ -511,7 +523,10 @@ class Scheduler:
             self.store.keep_trouble(trouble, epoch=self.epoch)
             self._kept_trouble = trouble
         except StoreError as err:  # the lease lost, or the store failing: the turns say it
-            log.warning("cannot keep in the store what fails the passes: %s", err)
+            self.failures.failed("trouble", "cannot keep in the store what fails the passes: "
+                                 "%s" % err)
+            return
+        self.failures.worked("trouble", "what fails the passes is kept in the store")
 
     def _keep_holds(self) -> None:
         """Writes the GPUs held back from mode changes to the store when they changed since
@@ -523,9 +538,11 @@ class Scheduler:
             except LeaseLost:
                 raise
             except StoreError as err:  # the pass goes on: the holds are kept in memory too
-                log.warning("cannot keep in the store the GPUs held back from mode "
-                            "changes: %s", err)
+                self.failures.failed("holds", "cannot keep in the store the GPUs held back "
+                                     "from mode changes: %s" % err)
                 return
+            self.failures.worked("holds", "the GPUs held back from mode changes are kept in "
+                                 "the store")
             self._kept_holds = holds
 
     def _renew(self, force: bool = False) -> bool:
@@ -555,8 +572,10 @@ class Scheduler:
                 return False
             held = self.store.lease_holder()
         except StoreError as err:
-            log.error("%s; no call is made until the lease is proven held again", err)
+            self.failures.failed("lease", "%s; no call is made until the lease is proven "
+                                 "held again" % err, logging.ERROR)
             return False
+        self.failures.worked("lease", "the store answers again whether the lease is held")
         if held is None or held[0] != self.holder:
             self._lease_lost()
             return False
@@ -577,9 +596,10 @@ class Scheduler:
         return [HostView.of(s, self.config.mode_fixed(s.name), held)
                 for s in self.fleet.statuses()]
 
-    def _record_inventory(self, views: List[HostView]) -> None:
+    def _record_inventory(self, views: List[HostView]) -> Set[str]:
         """Keeps each reachable host's lasting facts in the store (written only when they
-        change), so ``submit`` can check a request without reaching the fleet."""
+        change), so ``submit`` can check a request without reaching the fleet. Returns the
+        hosts whose facts the store keeps that are out of the config (``_forget_unlisted``)."""
         heard, known, self._facts = {}, self._facts, {}
         for view in (v for v in views if v.state in USABLE and v.hello):
             last = known.get(view.name)
@@ -591,17 +611,46 @@ class Scheduler:
             try:
                 self.store.keep_inventory({host: known}, self._inventory, epoch=self.epoch)
             except RowsLocked as err:
-                log.warning("%s's facts are kept by a later pass: %s", host, err)
+                self.failures.failed(("facts", host), "%s's facts are kept by a later pass: "
+                                     "%s" % (host, err), same=HELD)
                 self._left = True
+                continue
+            self.failures.worked(("facts", host), "%s's facts are kept" % host)
+        return set(self.store.inventory_since()) - {v.name for v in views}
+
+    def _forget_unlisted(self, unlisted: Set[str]) -> None:
+        """Forgets the facts kept of each host out of the config for longer than host_lost_s,
+        as its jobs are requeued then (``_requeue_lost`` times it): a submit judged with no
+        host list (a member's config) counted it for ever. Kept until then, so a config
+        edited by mistake and put back loses nothing; a row held waits for a later pass."""
+        now = self.clock()
+        for host in sorted(unlisted):
+            since = self._away.get(host)
+            if since is None or now - since <= self.settings.host_lost_s:
+                continue
+            try:
+                self.store.forget_inventory(host, epoch=self.epoch)
+            except RowsLocked as err:
+                self.failures.failed(("forget facts", host), "the facts kept of %s are "
+                                     "forgotten by a later pass: %s" % (host, err), same=HELD)
+                self._left = True
+                continue
+            self.failures.worked(("forget facts", host), "the facts kept of %s are forgotten"
+                                 % host)
+            self._inventory.pop(host, None)
+            log.info("forgot the facts kept of %s: out of the config for %.0f s", host,
+                     now - since)
 
     def _call(self, host: str, method: str, params: Dict[str, Any]) -> Any:
         return self.fleet.session(host).call(method, params, self.settings.call_timeout())
 
-    def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int]) -> bool:
+    def _requeue_lost(self, views: List[HostView], on_host: List[Job], busy: Set[int],
+                      unlisted: Set[str]) -> bool:
         """Jobs of a host unreachable for longer than host_lost_s go back to their queues; what
         may still run there is recorded as stale, to be stopped when the host returns. A host
-        no longer in the config counts as unreachable while it holds a job or a stop sent
-        (``_forget_ended_stops`` forgets those), and a job on a GPU its (reachable) host
+        no longer in the config counts as unreachable while it holds a job, a stop sent
+        (``_forget_ended_stops`` forgets those) or facts kept (``unlisted``: those
+        ``_forget_unlisted`` forgets), and a job on a GPU its (reachable) host
         no longer reports as lost with its GPU (a job that left its host meanwhile, and is not
         on a lane's call, is timed no more). Away time runs from the first pass of any lease
         holder that saw the host or GPU gone (kept in the store, so a standby that takes over
@@ -609,7 +658,7 @@ class Scheduler:
         now = self.clock()
         by_name = {v.name: v for v in views}
         removed = {j.slot.host for j in on_host if j.slot and j.slot.host not in by_name} | {
-            host for host, _ in self.executor.stops_sent() if host not in by_name}
+            host for host, _ in self.executor.stops_sent() if host not in by_name} | unlisted
         for name in set(self._away) | set(by_name) | removed:
             view = by_name.get(name)
             if view is not None and view.state in USABLE:
@@ -672,8 +721,12 @@ class Scheduler:
             return  # the lease holder's own connection does it
         try:
             self._stop_stale_on(host, call, jobs)
-        except StoreError as err:
-            log.error("%s; %s's stale copies are left to the next passes", err, host)
+        except StoreError as err:  # said once while it fails so, not at every reconnect
+            self.failures.failed(("fence", host), "%s; %s's stale copies are left to the "
+                                 "next passes" % (err, host), logging.ERROR)
+        else:
+            self.failures.worked(("fence", host), "%s's stale copies are stopped on its "
+                                 "return again" % host)
 
     def _stop_stale_on(self, host: str, call: Callable[..., Any],
                        jobs: Dict[str, Dict[str, Any]]) -> None:
@@ -784,10 +837,12 @@ class Scheduler:
             try:
                 self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
-                log.warning("the stop of %s on %s is forgotten by a later pass: %s",
-                            key, host, err)
+                self.failures.failed(("stop", host, key), "the stop of %s on %s is forgotten "
+                                     "by a later pass: %s" % (key, host, err), same=HELD)
                 self._left = True
                 continue
+            self.failures.worked(("stop", host, key), "the stop of %s on %s is forgotten"
+                                 % (key, host))
             self.executor.forget_stop(host, key)
             if said is not None:
                 log.warning("the stop of %s on %s is forgotten: %s", key, host, said)
@@ -806,7 +861,7 @@ class Scheduler:
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full
         pass, so it is done once the session ends."""
-        left_locked(job_id, err)
+        self.lanes.left_locked(job_id, err)
         self._left = True
 
     def _drop_stale(self, copy: StaleCopy) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
 from fractui.sched.fleetview import USABLE, HostView
-from fractui.scheduler.lanes import Lanes, left_locked
+from fractui.scheduler.lanes import HELD, Lanes
 from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError
 from fractui.store.model import RUNNING, Job, Sampled
 from fractui.usage.gputime import GpuClock
@@ -90,10 +90,13 @@ class UsageKeeper:
     def _read(self, host: str, mine: Dict[str, Job]) -> None:
         try:
             records = self.call(host, "job.list", {"state": "running"}).get("jobs") or []
-        except AgentCallError as err:
-            log.warning("reading the running jobs' usage on %s: %s; read again in %g s",
-                        host, err, self.settings.refresh_s)
+        except AgentCallError as err:  # said once while it fails so
+            self.lanes.failures.failed(("usage", host), "reading the running jobs' usage on "
+                                       "%s: %s; read again every %g s" % (
+                                           host, err, self.settings.refresh_s))
             return
+        self.lanes.failures.worked(("usage", host), "the running jobs' usage on %s is read "
+                                   "again" % host)
         found = {}
         for rec in records:
             job = mine.get(rec.get("key")) if isinstance(rec, dict) else None
@@ -113,11 +116,14 @@ class UsageKeeper:
         except LeaseLost:
             raise  # another holder counts from now
         except StoreError as err:  # kept for the next write (newer samples first)
-            log.error("%s; %d GPU time rows and %d jobs' samples are written next time",
-                      err, len(rows), len(sampled))
+            self.lanes.failures.failed("usage write", "%s; the GPU time and the jobs' samples "
+                                       "are written next time" % err, logging.ERROR)
             for row in rows:
                 self.gpus.add(row)
             left = sampled
+        else:
+            self.lanes.failures.worked("usage write", "the GPU time and the jobs' samples are "
+                                       "written again")
         with self._lock:
             self._sampled = {**left, **self._sampled}
 
@@ -126,16 +132,19 @@ class UsageKeeper:
         """Keeps the jobs' samples, in one write; where a usage record's row is held by
         another session, one job at a time, so only the held one waits. Returns those not
         kept."""
+        failures = self.lanes.failures  # a held record is said once while it stays held
         try:
             self.store.keep_usage(sampled, epoch=epoch)
-            return {}
-        except RowsLocked:
-            pass  # which one is held is found one by one
-        left = {}
-        for key, each in sampled.items():
-            try:
-                self.store.keep_usage({key: each}, epoch=epoch)
-            except RowsLocked as err:
-                left_locked(key[0], err)
-                left[key] = each
+            left: Dict[Tuple[int, int], Sampled] = {}
+        except RowsLocked:  # which one is held is found one by one
+            left = {}
+            for key, each in sampled.items():
+                try:
+                    self.store.keep_usage({key: each}, epoch=epoch)
+                except RowsLocked as err:
+                    failures.failed(("usage record", key), "job %d's usage is kept by a later "
+                                    "write: %s" % (key[0], err), same=HELD)
+                    left[key] = each
+        for key in set(sampled) - set(left):
+            failures.worked(("usage record", key), "job %d's usage is kept again" % key[0])
         return left

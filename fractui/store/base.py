@@ -292,6 +292,11 @@ class Store(abc.ABC):
         """host -> the facts last recorded for it."""
 
     @abc.abstractmethod
+    def forget_inventory(self, host: str, epoch: Optional[int] = None) -> bool:
+        """Forgets what was kept of ``host`` (the lease holder's, for a host out of its
+        config: a submit judged with no host list would count it); whether a row was kept."""
+
+    @abc.abstractmethod
     def inventory_since(self) -> dict[str, float]:
         """host -> when the facts kept of it were recorded, by the store's clock (the lease
         holder writes them only when they change: they have been so since)."""

@@ -589,6 +589,15 @@ class SqlStore(Store):
             self.dialect.announce(db, HOSTS)
         self._write(work)
 
+    def forget_inventory(self, host: str, epoch: Optional[int] = None) -> bool:
+        def work(db: Any) -> bool:
+            self._fence(db, epoch)
+            kept = self._run(db, "DELETE FROM inventory WHERE host = ?", (host,)).rowcount > 0
+            if kept:
+                self.dialect.announce(db, HOSTS)
+            return kept
+        return self._write(work)
+
     def inventory(self) -> dict[str, dict[str, Any]]:
         return self._read(lambda db: {
             r["host"]: _facts(r) for r in self._run(db, "SELECT host, facts FROM inventory")})
