@@ -4,14 +4,16 @@ way pass after pass is logged when it starts failing, not once a pass. On a full
 line (or a traceback) each half second would fill the disk the log is on and bury what else
 happens. What failed and why is said when it first fails, and again only if the reason changes;
 a traceback only for an error of no known kind; and once more when it works again, with how many
-passes failed, so a failure is never dropped without a word.
+passes failed, so a failure is never dropped without a word. The admin's side (the headless
+scheduler, whose log is the admin's journal) says its own failures with the same class, counted
+in tries: a pass, a push, a reconnect.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Hashable, Optional, Tuple, TypeVar
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import NvmlCallError
@@ -22,39 +24,47 @@ from remote_agent.rpc.jsonrpc import RpcError
 KNOWN = (UnsafePath, StoreError, NvmlCallError, RpcError, OSError)
 
 T = TypeVar("T")
+TRIES = ("try", "tries")  # the admin side's count: of passes, pushes, reconnects alike
 
 
 class Failures:
-    """The steps of a loop that are failing now, by name, each with what it said and how many
-    passes it failed. Steps may run on several threads (a snapshot is taken by the monitor and
-    by a client's request)."""
+    """The steps of a loop that are failing now, by name (any hashable: a job, a (host, key)
+    pair), each with what it said and how many passes (``counted``: one and many) it failed.
+    Steps may run on several threads (a snapshot is taken by the monitor and by a client's
+    request; a scheduler's pass and its hosts' lanes)."""
 
-    def __init__(self, logger: logging.Logger):
+    def __init__(self, logger: logging.Logger,
+                 counted: Tuple[str, str] = ("pass", "passes")):
         self._log = logger
+        self._counted = counted
         self._lock = threading.Lock()
-        self._failing: Dict[str, Tuple[str, int]] = {}  # name -> (what it said, passes failed)
+        self._failing: Dict[Hashable, Tuple[str, int]] = {}  # name -> (same, passes failed)
 
-    def failed(self, name: str, said: str, trace: bool = False) -> None:
-        """A pass of step ``name`` failed: ``said`` is logged (an error with the traceback being
-        handled, where ``trace``) unless the step said the same when it failed before."""
+    def failed(self, name: Hashable, said: str, level: Optional[int] = None,
+               trace: bool = False, same: Optional[str] = None) -> None:
+        """A pass of step ``name`` failed: ``said`` is logged at ``level`` (by default an error
+        with the traceback being handled, where ``trace``, else a warning) unless the step said
+        the same when it failed before. ``same``, where given, is what is compared instead of
+        ``said``: words that change at every pass (how long a session has held a row) make no
+        new failure."""
+        same = said if same is None else same
         with self._lock:
             before = self._failing.get(name)
-            self._failing[name] = (said, before[1] + 1 if before else 1)
-        if before is not None and before[0] == said:
+            self._failing[name] = (same, before[1] + 1 if before else 1)
+        if before is not None and before[0] == same:
             return
-        if trace:
-            self._log.error("%s", said, exc_info=True)
-        else:
-            self._log.warning("%s", said)
+        if level is None:
+            level = logging.ERROR if trace else logging.WARNING
+        self._log.log(level, "%s", said, exc_info=trace)
 
-    def worked(self, name: str, said: str) -> None:
+    def worked(self, name: Hashable, said: str) -> None:
         """A pass of step ``name`` worked: ``said``, with how many passes failed, where it was
         failing; nothing where it was not."""
         with self._lock:
             before = self._failing.pop(name, None)
         if before is not None:
-            self._log.info("%s after %d failed pass%s", said, before[1],
-                           "" if before[1] == 1 else "es")
+            self._log.info("%s after %d failed %s", said, before[1],
+                           self._counted[before[1] != 1])
 
     def step(self, name: str, step: Callable[[], T]) -> Optional[T]:
         """Run one step of a pass; its failure (a full disk, a damaged file, NVML) is said as

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
-from fractui.failing import Failures
+from remote_agent.failing import TRIES, Failures
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 
 log = logging.getLogger("fractui.fleet")
@@ -70,7 +70,7 @@ class AgentClient:
         self.closed = threading.Event()
         self.close_reason = "closed"
         self.heard_at = time.monotonic()  # when the agent last sent a line
-        self._failures = Failures(log)  # the callback's, by notification: said once
+        self._failures = Failures(log, TRIES)  # the callback's, by notification: said once
         threading.Thread(target=self._read, name="agent-reader-%s" % name, daemon=True).start()
 
     def _read(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
-from fractui.failing import Failures
+from remote_agent.failing import TRIES, Failures
 from fractui.fleet import answers, sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.hostkeys import UntrustedHostKey
@@ -173,7 +173,7 @@ class HostSession:
         # notifications of a connection not yet installed (None once it is)
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
-        self._failures = Failures(log)  # what fails at every push or reconnect, said once
+        self._failures = Failures(log, TRIES)  # what fails at every push or reconnect, said once
         self._lag = 0.0  # how far its agent's clock is behind this one's (``_dated_locked``)
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)

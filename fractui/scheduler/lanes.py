@@ -9,7 +9,7 @@ call to end within it?), so no call starts that could outlive the lease. A lane 
 calls ``ended`` (the scheduler: a pass is due, to derive what the lane left undone).
 
 What fails again at every pass while it lasts (a job's row held by a session left open, a bug
-of ours in a call) is said once, and once when it mends (``failures``, fractui.failing).
+of ours in a call) is said once, and once when it mends (``failures``, remote_agent.failing).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import threading
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from fractui.failing import Failures
+from remote_agent.failing import TRIES, Failures
 from fractui.fleet.host import HostUnavailable
 from fractui.store.base import LeaseLost, RowsLocked, StoreError
 
@@ -38,7 +38,7 @@ class Lanes:
         self._running: Dict[str, threading.Thread] = {}
         self._jobs: Dict[str, Set[int]] = {}  # host -> store jobs its running calls act on
         self._queued: Dict[str, List[Tuple[Optional[int], Action]]] = {}
-        self.failures = Failures(log)  # the scheduler's, its passes' and its lanes'
+        self.failures = Failures(log, TRIES)  # the scheduler's, its passes' and its lanes'
         self._left: Set[int] = set()  # jobs left for a held row since the last ``mended``
         self._held: Set[int] = set()  # jobs left for a held row, and not yet said mended
 
