@@ -3,6 +3,7 @@ transport (real agent daemons, real job processes), the scheduler's passes drive
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -13,7 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from typing import Dict
+from typing import Dict, Iterator, Optional
 
 import pytest
 
@@ -454,6 +455,23 @@ def test_failing_passes_are_said_in_the_store_for_jobs_and_the_tui_until_one_goe
         store.close()
 
 
+@contextlib.contextmanager
+def headless(f, env: Optional[Dict[str, str]] = None) -> Iterator[subprocess.Popen]:
+    """A real ``fractui scheduler --name svc`` on ``f``'s config, once it has said its first
+    line; whatever the test leaves of it is killed (a failed test leaves nothing running)."""
+    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
+                            "scheduler", "--name", "svc"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = run.stdout.readline()  # type: ignore
+        assert line.startswith("scheduler svc: store "), (line, run.communicate(timeout=30))
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
 @pytest.mark.parametrize("service", [True, False])
 def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fleet, service):
     """systemd's stop of a service ends its whole control group: a local host's agent daemon,
@@ -465,17 +483,9 @@ def test_a_scheduler_run_as_a_service_says_its_local_hosts_end_with_it(local_fle
     env.pop("INVOCATION_ID", None)
     if service:
         env["INVOCATION_ID"] = "0123456789abcdef0123456789abcdef"
-    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
-                            "scheduler", "--name", "svc"], cwd=REPO, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert run.stdout.readline().startswith("scheduler svc: store ")  # type: ignore
+    with headless(f, env) as run:
         run.terminate()
         _, err = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:  # (a failed test leaves nothing running)
-            run.kill()
-            run.communicate()
     said = "fractui: gpu-a is local (transport = \"local\"): under this systemd service its " \
         "agent daemon and jobs are the service's own processes, so stopping or restarting " \
         "the service ends them and their jobs fail"
@@ -492,20 +502,11 @@ def test_a_headless_scheduler_says_what_it_does_on_stderr_with_its_time(local_fl
     port = closed_port()
     f.config = dataclasses.replace(f.config, metrics=MetricsSettings(
         listen="127.0.0.1:%d" % port))
-    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
-                            "scheduler", "--name", "svc"], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = run.stdout.readline()  # type: ignore
-        assert line.startswith("scheduler svc: store "), (line, run.communicate(timeout=30))
+    with headless(f) as run:
         job = f.submit("quarter")
         wait(lambda: f.states()[job.id] == "running", f.states, alive=run)
         run.terminate()
         _, err = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:  # (a failed test leaves nothing running)
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, err
     serving = [line for line in err.splitlines() if line.endswith(
         "INFO fractui.metrics: metrics: serving http://127.0.0.1:%d/metrics while this "
@@ -552,19 +553,11 @@ def test_a_scheduler_ends_on_a_sigterm_the_kernel_gave_to_another_of_its_threads
     for the main thread, which an untimed wait never looks at. A scheduler whose SIGTERM
     landed on its store watcher's or a host's thread waited on until systemd's SIGKILL."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
-    run = subprocess.Popen([sys.executable, "-m", "fractui", "--config", f.write_config(),
-                            "scheduler", "--name", "svc"], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert run.stdout.readline().startswith("scheduler svc: store ")  # type: ignore
+    with headless(f) as run:
         others = [int(t) for t in os.listdir("/proc/%d/task" % run.pid) if int(t) != run.pid]
         assert others, "the scheduler runs threads besides its main one"
         _tgkill(run.pid, others[0], signal.SIGTERM)
         _, err = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, err
 
 
