@@ -246,7 +246,7 @@ async def test_a_refusal_says_which_job_and_how_it_is():
         await pilot.pause()
         row = app.screen.table.row
         assert row.state == "running"
-        assert said(app) == ["%s is running: only a pending job is placed by hand" % row.ref]
+        assert said(app) == ["job %s is running: only a pending job is placed by hand" % row.ref]
         app.clear_notifications()
         await pilot.press("escape")
         await pilot.pause()
@@ -255,6 +255,28 @@ async def test_a_refusal_says_which_job_and_how_it_is():
         await pilot.pause()
         assert said(app) == ["job 1 is no longer pending: running, %s" % job.slot.describe()]
         assert app.fleet.placement is None
+
+
+@pilot_test
+async def test_a_refusal_of_a_job_stopping_to_come_back_says_where_it_leads():
+    """A job stopping to be requeued is said as the verbs and the job screen say it: where the
+    stop leads, not a bare "stopping" that reads as the job ending."""
+    app = frozen_app()
+    source = app.source
+    job = next(j for j in source._store.jobs if j.state == "running")
+    source._store = dataclasses.replace(source._store, jobs=tuple(
+        dataclasses.replace(j, state="stopping", stop_intent="requeue") if j is job else j
+        for j in source._store.jobs))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        await pilot.press("slash", *"stopping", "enter", "m")
+        await pilot.pause()
+        assert app.screen.table.row.ref == str(job.id)
+        assert said(app) == ["job %d is stopping to be requeued (once stopped, it goes back to "
+                             "its queue): only a placed or running job of the store is moved"
+                             % job.id]
 
 
 @pilot_test

@@ -28,6 +28,7 @@ from textual.widgets import Input, Static
 from fractui.arguments import JOBS_LIMIT
 from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
+from fractui.store.intents import as_it_is
 from fractui.store.model import PENDING, Job, movable
 from fractui.tui.actions import Action, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
@@ -380,7 +381,16 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         said with ``only`` (what the action takes) after what the row is."""
         row = self.table.row
         if row is None or row.job_id is None or not fits(row.state):
-            self.notify("%s: %s" % ("no job is listed" if row is None else "%s is %s" % (
-                row.ref, row.state), only), severity="warning")
+            self.notify("%s: %s" % (self._as_it_is(row), only), severity="warning")
             return None
         return row.job_id
+
+    def _as_it_is(self, row: Optional[JobRow]) -> str:
+        """The cursor row's job in words, as the job screen and the verbs say it: a stop under
+        way says what it leads to (a requeue, a move), never a bare "stopping"."""
+        if row is None:
+            return "no job is listed"
+        store = self.store()
+        job = next((j for j in (store.jobs + (store.ended or ())) if j.id == row.job_id),
+                   None) if store is not None and row.job_id is not None else None
+        return as_it_is(job) if job is not None else "%s is %s" % (row.ref, row.state)
