@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import random
+import sys
 import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
@@ -25,8 +26,10 @@ from fractui.commands import launched_words
 from fractui.config import HostConfig, QueueConfig, TeamConfig
 from fractui.fleet.doctor import agent_words
 from fractui.fleet import answers
+from fractui.fleet.client import AgentClient
 from fractui.fleet.host import AnswerLost, HostStatus, hello_problem
 from fractui.fleet.transport.base import AgentProcessError
+from fractui.fleet.transport.local import process_stream
 from fractui.job_commands import agent_row, agent_why
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState
@@ -41,6 +44,7 @@ from fractui.tui.history import History
 from fractui.tui.jobrows import job_rows
 from fractui.tui.model import FleetModel, StoreView
 from fractui.usage.gputime import GpuClock
+from remote_agent import PROTOCOL_VERSION
 from tests import localfleet
 from tests.test_caps import _running, _stopped
 from tests.test_jobs import wait_job
@@ -508,3 +512,54 @@ def test_a_malformed_snapshot_or_answer_again_and_again_is_said_once_and_once_wh
                              "tries") == 1, caplog.text
     assert caplog.text.count("gpu-a: its agent's answers to hello are well formed again after "
                              "4 failed tries") == 1, caplog.text
+
+
+GARBLING = """\
+import subprocess, sys
+out = sys.stdout.buffer
+def garble():
+    out.write(b"".join(b"garbage %d\\n" % i for i in range(300)))
+    out.write(b"".join(b"[%d]\\n" % i for i in range(300)))
+    out.flush()
+agent = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+garble()
+for line in agent.stdout:
+    out.write(line)
+    out.flush()
+garble()
+agent.wait()
+"""
+
+
+def test_lines_from_a_host_that_are_no_message_are_said_once_a_run_with_how_many(
+        tmp_path, caplog):
+    """A broken or hostile host writes as many lines as it likes on its agent's connection:
+    a run of lines that are not JSON, or not JSON-RPC messages, is said once (with the
+    first of them), and once more with how many when a message comes or the connection ends,
+    so the admin's journal and the debug log take a few lines, not one a line. Before: a
+    warning for each line. A real agent answers through a program that garbles around it."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    wrapper = tmp_path / "garble.py"
+    wrapper.write_text(GARBLING)
+    stream = process_stream([sys.executable, str(wrapper), sys.executable, "-m",
+                             "remote_agent", "serve", "--stdio", "--state-dir",
+                             str(tmp_path / "state"), "--sim", "1xL4"])
+    client = AgentClient(stream.reader, stream.write, name="gpu-x")
+    try:
+        hello = client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)
+        assert hello["protocol"] == PROTOCOL_VERSION
+    finally:
+        stream.close()
+    assert client.closed.wait(30)
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 4, len(warned)  # a run of each kind, twice
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gpu-x: ")]
+    firsts = ["gpu-x: ignoring lines from its agent that are not %s (said once while they "
+              "come), the first: %r" % (kind, first) for kind, first in (
+                  ("JSON", b"garbage 0\n"), ("JSON-RPC messages", b"[0]\n"))]
+    assert said == firsts + [
+        "gpu-x: its agent sends JSON again after 300 failed lines",
+        "gpu-x: its agent sends JSON-RPC messages again after 300 failed lines"] + firsts + [
+        "gpu-x: the connection ended among lines that are not JSON after 300 failed lines",
+        "gpu-x: the connection ended among lines that are not JSON-RPC messages after 300 "
+        "failed lines"], said
