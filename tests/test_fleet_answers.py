@@ -514,6 +514,28 @@ def test_a_malformed_snapshot_or_answer_again_and_again_is_said_once_and_once_wh
                              "4 failed tries") == 1, caplog.text
 
 
+def test_snapshots_malformed_each_in_another_way_are_said_once_while_they_come(local_fleet,
+                                                                              caplog):
+    """An agent that pushes snapshots each malformed in another way (a value of the host's
+    quoted in each reason) is said once while they come, and once when a good one comes: the
+    host chooses the words, so they are no new failure. Before: a warning a push."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")  # no snapshot of the agent's comes between the test's
+    good = session.call("snapshot")
+    for n in range(5):
+        bad = copy.deepcopy(good)
+        bad["gpus"][0]["processes"] = [{"pid": 7, "used_mib": "lots %d" % n}]
+        session._notify("snapshot", bad)
+    assert "'lots 4' is not" in session.status.error  # the host's state says the last
+    session._notify("snapshot", good)
+    assert caplog.text.count("gpu-a: ignoring a malformed snapshot from its agent: ") == 1, \
+        caplog.text
+    assert caplog.text.count("gpu-a: its agent's snapshot is well formed again after 5 failed "
+                             "tries") == 1, caplog.text
+
+
 GARBLING = """\
 import subprocess, sys
 out = sys.stdout.buffer
