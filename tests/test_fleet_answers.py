@@ -46,6 +46,7 @@ from fractui.tui.model import FleetModel, StoreView
 from fractui.usage.gputime import GpuClock
 from remote_agent import PROTOCOL_VERSION
 from tests import localfleet
+from tests.conftest import stop_host
 from tests.test_caps import _running, _stopped
 from tests.test_jobs import wait_job
 
@@ -571,7 +572,8 @@ def test_lines_from_a_host_that_are_no_message_are_said_once_a_run_with_how_many
         hello = client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)
         assert hello["protocol"] == PROTOCOL_VERSION
     finally:
-        stream.close()
+        stream.close()  # the connection ends: the bridge, then the program around it
+        stop_host(str(tmp_path / "state"))  # the daemon the bridge started
     assert client.closed.wait(30)
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 4, len(warned)  # a run of each kind, twice
