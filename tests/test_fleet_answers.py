@@ -517,9 +517,10 @@ def test_a_malformed_snapshot_or_answer_again_and_again_is_said_once_and_once_wh
 
 def test_snapshots_malformed_each_in_another_way_are_said_once_while_they_come(local_fleet,
                                                                               caplog):
-    """An agent that pushes snapshots each malformed in another way (a value of the host's
-    quoted in each reason) is said once while they come, and once when a good one comes: the
-    host chooses the words, so they are no new failure. Before: a warning a push."""
+    """An agent that pushes snapshots (or answers hello at each reconnect) each malformed in
+    another way, a value of the host's quoted in each reason, is said once while they come,
+    and once when a good one comes: the host chooses the words, so they are no new failure.
+    Before: a warning a push, or a try."""
     caplog.set_level(logging.INFO, "fractui.fleet")
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
@@ -529,8 +530,15 @@ def test_snapshots_malformed_each_in_another_way_are_said_once_while_they_come(l
         bad = copy.deepcopy(good)
         bad["gpus"][0]["processes"] = [{"pid": 7, "used_mib": "lots %d" % n}]
         session._notify("snapshot", bad)
+        with pytest.raises(AgentProcessError, match="index: %d is not" % (-n - 1)):
+            session._refuse_malformed(_Closed(), "hello", dict(
+                session.status.hello, gpus=[{"index": -n - 1, "name": "L4"}]))
     assert "'lots 4' is not" in session.status.error  # the host's state says the last
     session._notify("snapshot", good)
+    session._checked("hello", session.status.hello)
+    assert caplog.text.count("gpu-a: a malformed answer to hello from its agent: ") == 1
+    assert caplog.text.count("gpu-a: its agent's answers to hello are well formed again after "
+                             "5 failed tries") == 1, caplog.text
     assert caplog.text.count("gpu-a: ignoring a malformed snapshot from its agent: ") == 1, \
         caplog.text
     assert caplog.text.count("gpu-a: its agent's snapshot is well formed again after 5 failed "

@@ -458,7 +458,7 @@ class HostSession:
         """``result``, the agent's answer to ``method``, if it has the shape the fleet reads
         (``answers``); else AnswerMalformed, logged."""
         said = answers.problem(method, result)
-        if said is not None:  # said once while it answers so (asked at every reconnect)
+        if said is not None:  # said once while it answers so, in any words (at every reconnect)
             self._failures.failed(("answer", method), "%s: a malformed answer to %s from its "
                                   "agent: %s" % (self.cfg.name, method, said), same=method)
             raise AnswerMalformed(self.cfg.name, method, said)
