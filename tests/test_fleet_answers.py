@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import random
+import sys
 import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
@@ -25,8 +26,10 @@ from fractui.commands import launched_words
 from fractui.config import HostConfig, QueueConfig, TeamConfig
 from fractui.fleet.doctor import agent_words
 from fractui.fleet import answers
+from fractui.fleet.client import AgentClient
 from fractui.fleet.host import AnswerLost, HostStatus, hello_problem
 from fractui.fleet.transport.base import AgentProcessError
+from fractui.fleet.transport.local import process_stream
 from fractui.job_commands import agent_row, agent_why
 from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState
@@ -41,7 +44,9 @@ from fractui.tui.history import History
 from fractui.tui.jobrows import job_rows
 from fractui.tui.model import FleetModel, StoreView
 from fractui.usage.gputime import GpuClock
+from remote_agent import PROTOCOL_VERSION
 from tests import localfleet
+from tests.conftest import stop_host
 from tests.test_caps import _running, _stopped
 from tests.test_jobs import wait_job
 
@@ -508,3 +513,85 @@ def test_a_malformed_snapshot_or_answer_again_and_again_is_said_once_and_once_wh
                              "tries") == 1, caplog.text
     assert caplog.text.count("gpu-a: its agent's answers to hello are well formed again after "
                              "4 failed tries") == 1, caplog.text
+
+
+def test_snapshots_malformed_each_in_another_way_are_said_once_while_they_come(local_fleet,
+                                                                              caplog):
+    """An agent that pushes snapshots (or answers hello at each reconnect) each malformed in
+    another way, a value of the host's quoted in each reason, is said once while they come,
+    and once when a good one comes: the host chooses the words, so they are no new failure.
+    Before: a warning a push, or a try."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")  # no snapshot of the agent's comes between the test's
+    good = session.call("snapshot")
+    for n in range(5):
+        bad = copy.deepcopy(good)
+        bad["gpus"][0]["processes"] = [{"pid": 7, "used_mib": "lots %d" % n}]
+        session._notify("snapshot", bad)
+        with pytest.raises(AgentProcessError, match="index: %d is not" % (-n - 1)):
+            session._refuse_malformed(_Closed(), "hello", dict(
+                session.status.hello, gpus=[{"index": -n - 1, "name": "L4"}]))
+    assert "'lots 4' is not" in session.status.error  # the host's state says the last
+    session._notify("snapshot", good)
+    session._checked("hello", session.status.hello)
+    assert caplog.text.count("gpu-a: a malformed answer to hello from its agent: ") == 1
+    assert caplog.text.count("gpu-a: its agent's answers to hello are well formed again after "
+                             "5 failed tries") == 1, caplog.text
+    assert caplog.text.count("gpu-a: ignoring a malformed snapshot from its agent: ") == 1, \
+        caplog.text
+    assert caplog.text.count("gpu-a: its agent's snapshot is well formed again after 5 failed "
+                             "tries") == 1, caplog.text
+
+
+GARBLING = """\
+import subprocess, sys
+out = sys.stdout.buffer
+def garble():
+    out.write(b"".join(b"garbage %d\\n" % i for i in range(300)))
+    out.write(b"".join(b"[%d]\\n" % i for i in range(300)))
+    out.flush()
+agent = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+garble()
+for line in agent.stdout:
+    out.write(line)
+    out.flush()
+garble()
+agent.wait()
+"""
+
+
+def test_lines_from_a_host_that_are_no_message_are_said_once_a_run_with_how_many(
+        tmp_path, caplog):
+    """A broken or hostile host writes as many lines as it likes on its agent's connection:
+    a run of lines that are not JSON, or not JSON-RPC messages, is said once (with the
+    first of them), and once more with how many when a message comes or the connection ends,
+    so the admin's journal and the debug log take a few lines, not one a line. Before: a
+    warning for each line. A real agent answers through a program that garbles around it."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    wrapper = tmp_path / "garble.py"
+    wrapper.write_text(GARBLING)
+    stream = process_stream([sys.executable, str(wrapper), sys.executable, "-m",
+                             "remote_agent", "serve", "--stdio", "--state-dir",
+                             str(tmp_path / "state"), "--sim", "1xL4"])
+    client = AgentClient(stream.reader, stream.write, name="gpu-x")
+    try:
+        hello = client.call("hello", {"protocol": PROTOCOL_VERSION}, 30.0)
+        assert hello["protocol"] == PROTOCOL_VERSION
+    finally:
+        stream.close()  # the connection ends: the bridge, then the program around it
+        stop_host(str(tmp_path / "state"))  # the daemon the bridge started
+    assert client.closed.wait(30)
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 4, len(warned)  # a run of each kind, twice
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gpu-x: ")]
+    firsts = ["gpu-x: ignoring lines from its agent that are not %s (said once while they "
+              "come), the first: %r" % (kind, first) for kind, first in (
+                  ("JSON", b"garbage 0\n"), ("JSON-RPC messages", b"[0]\n"))]
+    assert said == firsts + [
+        "gpu-x: its agent sends JSON again after 300 failed lines",
+        "gpu-x: its agent sends JSON-RPC messages again after 300 failed lines"] + firsts + [
+        "gpu-x: the connection ended among lines that are not JSON after 300 failed lines",
+        "gpu-x: the connection ended among lines that are not JSON-RPC messages after 300 "
+        "failed lines"], said

@@ -6,6 +6,7 @@ keys and damaged lines never let a key through; `fractui trust` accepts only unk
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -152,12 +153,27 @@ def test_a_damaged_line_that_names_the_host_never_lets_a_key_through(
     assert "line 3" in str(err)
 
 
-def test_damaged_lines_about_other_hosts_do_not_matter(ssh_env):
+def test_damaged_lines_about_other_hosts_do_not_matter(ssh_env, caplog):
+    """The host passes on its own line, at each connect; the lines that name no host are said
+    once while they stay (the file is read at every connect, twice a hop), and once more when
+    they are mended. Before: a warning a line, each read."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
     server = ssh_env.new_server("fine")
+    own = ("%s %s\n" % (name(server), server.host_public_key)).encode()
     ssh_env.known_hosts.write_bytes(
-        b"this line is damaged\n@bogus-marker x ssh-ed25519 AAAA\nother.example ssh-ed25519 "
-        b"!!\n\xff\xfe garbage\n" + ("%s %s\n" % (name(server), server.host_public_key)).encode())
+        b"this line is damaged\n@bogus-marker x ssh-ed25519 AAAA\n@revoked\nother.example "
+        b"ssh-ed25519 !!\n\xff\xfe garbage\n" + own)
+    for _ in range(3):
+        connect(ssh_env, server).close()
+    ssh_env.known_hosts.write_bytes(own)
     connect(ssh_env, server).close()
+    said = [r.getMessage() for r in caplog.records if "passed over" in r.getMessage()
+            or "every line is read" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0] == "known_hosts %s: passed over: line 2: unknown marker @bogus-marker; " \
+        "line 3: no host field" % ssh_env.known_hosts, said
+    assert said[1].startswith("known_hosts %s: every line is read after " %
+                              ssh_env.known_hosts), said
 
 
 def test_each_jump_host_is_checked_the_same(ssh_env, tmp_path):

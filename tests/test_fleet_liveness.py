@@ -4,10 +4,12 @@ asked for something cheap, and a question left unanswered ends the connection, s
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
+from typing import Any, Callable, List
 
 from fractui.config import Config, HostConfig, QueueConfig
 from fractui.fleet import host
@@ -118,3 +120,38 @@ def test_a_fleet_stop_cut_short_by_a_second_ctrl_c_leaves_no_worker_for_exit_to_
     localfleet.wait(lambda: not [t for t in threading.enumerate()
                                  if t.name.startswith("fan-out")],
                     lambda: "a fan-out worker still waits for work", timeout_s=5)
+
+
+def test_a_host_that_fails_what_runs_on_connect_at_each_connect_is_said_once(tmp_path,
+                                                                              caplog):
+    """A host whose agent refuses what runs on connect (the scheduler's fencing), in other
+    words each time, and drops each connection made: said once while it does so, and once
+    when it goes through, not at every connect (within a second of the last). Before: a
+    warning a connect."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    state = str(tmp_path / "gpu-a")
+    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                                 state_dir=state),))
+    fleet = Fleet(config, reconnect_max_s=0.5)
+    session = fleet.session("gpu-a")
+    runs: List[bool] = []
+
+    def hook(_name: str, call: Callable[..., Any], _jobs: Any) -> None:
+        runs.append(True)
+        if len(runs) <= 4:  # the agent's answer names a job it has not: other words each time
+            call("job.stop", {"job": "no-such-job-%d" % len(runs)})
+    session.connect_hooks.append(hook)
+    try:
+        fleet.start()
+        for n in range(1, 6):
+            localfleet.wait(lambda: len(runs) >= n and session.status.state == "online",
+                            lambda: (runs, session.status))
+            session._drop()  # as a host that hangs up: connected again at once
+    finally:
+        fleet.stop()
+        stop_host(state)
+    warned = [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+    assert len(warned) == 2 and warned[0].startswith("gpu-a: on connect: ") and \
+        "no-such-job-1" in warned[0], warned
+    assert warned[1] == "gpu-a: what runs on connect goes through again after 4 failed " \
+        "tries", warned

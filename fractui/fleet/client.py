@@ -19,6 +19,11 @@ from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 
 log = logging.getLogger("fractui.fleet")
 
+NOT_JSON, NOT_RPC = "JSON", "JSON-RPC messages"
+IGNORED = (NOT_JSON, NOT_RPC)
+"""What the agent's lines must be, each said once while lines come that are not (a broken
+or hostile host writes as many as it likes, and the admin's journal takes a warning each)."""
+
 Notify = Callable[[str, Dict[str, Any]], None]
 
 
@@ -71,6 +76,7 @@ class AgentClient:
         self.close_reason = "closed"
         self.heard_at = time.monotonic()  # when the agent last sent a line
         self._failures = Failures(log, TRIES)  # the callback's, by notification: said once
+        self._garbled = Failures(log, ("line", "lines"))  # the lines that are no message
         threading.Thread(target=self._read, name="agent-reader-%s" % name, daemon=True).start()
 
     def _read(self) -> None:
@@ -82,12 +88,13 @@ class AgentClient:
                 try:
                     message = json.loads(line)
                 except ValueError:
-                    log.warning("ignoring a line that is not JSON from the agent: %r", line[:200])
+                    self._ignored(NOT_JSON, line)
                     continue
                 if not isinstance(message, dict) or not isinstance(message.get("id", 0), int):
-                    log.warning("ignoring a line that is not a JSON-RPC message from the "
-                                "agent: %r", line[:200])
+                    self._ignored(NOT_RPC, line)
                     continue
+                for kind in IGNORED:
+                    self._garbled.worked(kind, "%s: its agent sends %s again" % (self.name, kind))
                 if "id" not in message:
                     self._notify(message)
                     continue
@@ -104,6 +111,9 @@ class AgentClient:
         else:
             self.close_reason = "the agent closed the connection"
         finally:
+            for kind in IGNORED:  # said with how many, where the connection ended among them
+                self._garbled.worked(kind, "%s: the connection ended among lines that are not "
+                                     "%s" % (self.name, kind))
             self.closed.set()
             with self._lock:
                 waiting, self._pending = list(self._pending.values()), {}
@@ -111,6 +121,13 @@ class AgentClient:
                 pending.done.set()
             if self._on_close is not None:
                 self._on_close()
+
+    def _ignored(self, kind: str, line: bytes) -> None:
+        """A line from the agent that is not ``kind`` (the host's to write, as many as it
+        likes): the first of a run said, with the line, then how many when a message comes."""
+        self._garbled.failed(kind, "%s: ignoring lines from its agent that are not %s (said "
+                             "once while they come), the first: %r" % (
+                                 self.name, kind, line[:200]), same=kind)
 
     def waiting(self) -> bool:
         """Whether a call waits for its answer (the agent answers a connection's requests in

@@ -234,8 +234,10 @@ class HostSession:
         judged = method in ("snapshot", "job")
         said = answers.problem(method, params) if judged else None
         if said is not None:  # kept from everyone: the last good one stands, the host says why
+            # (said once while they come malformed, in whatever way: each push may quote
+            # another of the host's values, and the host pushes as often as it likes)
             self._failures.failed(("malformed", method), "%s: ignoring a malformed %s from its "
-                                  "agent: %s" % (self.cfg.name, method, said))
+                                  "agent: %s" % (self.cfg.name, method, said), same=method)
         else:
             if judged:
                 self._failures.worked(("malformed", method), "%s: its agent's %s is well "
@@ -424,12 +426,21 @@ class HostSession:
         subscribed = conn.client.call("subscribe", None, 30.0)
         self._refuse_malformed(conn, "subscribe", subscribed)
         jobs = {j["id"]: j for j in subscribed["jobs"]}
+        hooked = True
         for hook in list(self.connect_hooks):
             try:
                 hook(self.cfg.name, lambda m, p=None: self._checked(
                     m, conn.client.call(m, p, 30.0)), dict(jobs))
             except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
-                log.warning("%s: on connect: %s", self.cfg.name, err)  # the next pass retries
+                # the next pass retries; said once while it fails so, of whatever kind: the
+                # agent's words are the host's, and a host that drops each connection made
+                # is connected again within a second
+                hooked = False
+                self._failures.failed("on connect", "%s: on connect: %s" % (self.cfg.name, err),
+                                      same=type(err).__name__)
+        if hooked:
+            self._failures.worked("on connect", "%s: what runs on connect goes through "
+                                  "again" % self.cfg.name)
         with self._lock:  # what subscribe answered, then what was pushed since, in order
             self.status.hello, self.status.snapshot, self.status.jobs = (
                 hello, subscribed.get("snapshot"), jobs)
@@ -447,9 +458,9 @@ class HostSession:
         """``result``, the agent's answer to ``method``, if it has the shape the fleet reads
         (``answers``); else AnswerMalformed, logged."""
         said = answers.problem(method, result)
-        if said is not None:  # said once while it answers so (asked at every reconnect)
+        if said is not None:  # said once while it answers so, in any words (at every reconnect)
             self._failures.failed(("answer", method), "%s: a malformed answer to %s from its "
-                                  "agent: %s" % (self.cfg.name, method, said))
+                                  "agent: %s" % (self.cfg.name, method, said), same=method)
             raise AnswerMalformed(self.cfg.name, method, said)
         self._failures.worked(("answer", method), "%s: its agent's answers to %s are well "
                               "formed again" % (self.cfg.name, method))

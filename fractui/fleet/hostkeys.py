@@ -33,6 +33,7 @@ from fractui.fleet.patterns import matches_list
 from fractui.small_file import NotRead, read_small_file
 from fractui.state_files import open_append
 from remote_agent.daemon.trust import check_tree
+from remote_agent.failing import Failures
 
 if TYPE_CHECKING:  # keys come from the link; a fleet with no SSH host never loads paramiko
     import paramiko
@@ -48,6 +49,9 @@ ALGORITHMS = {
     "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
 }
 MARKERS = ("@revoked", "@cert-authority")
+PASSED_OVER = Failures(log, ("read", "reads"))
+"""The lines each known_hosts file has that name no host, said once while they are the same:
+the file is read at every connect of every SSH host, twice a hop."""
 
 
 def host_id(host: str, port: int) -> str:
@@ -100,16 +104,17 @@ def _hashed_match(field: str, name: str) -> bool:
     return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
 
 
-def _parse(number: int, line: str) -> Optional[KnownLine]:
+def _parse(number: int, line: str, passed: List[str]) -> Optional[KnownLine]:
+    """The line, or None with why it was passed over added to ``passed``."""
     words = line.split()
     marker = None
     if words and words[0].startswith("@"):
         marker = words.pop(0)
         if marker not in MARKERS:
-            log.warning("known_hosts line %d: unknown marker %s: passed over", number, marker)
+            passed.append("line %d: unknown marker %s" % (number, marker))
             return None
     if not words:
-        log.warning("known_hosts line %d: no host field: passed over", number)
+        passed.append("line %d: no host field" % number)
         return None
     names, rest = words[0], words[1:]
     if len(rest) < 2:
@@ -208,13 +213,20 @@ class KnownHosts:
             return []
         except NotRead as err:
             raise KnownHostsUnreadable("known_hosts %s: %s" % (self.path, err)) from None
-        found = []
+        found: List[KnownLine] = []
+        passed: List[str] = []
         for number, raw in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
             line = raw.strip()
             if line and not line.startswith("#"):
-                parsed = _parse(number, line)
+                parsed = _parse(number, line, passed)
                 if parsed is not None:
                     found.append(parsed)
+        if passed:
+            PASSED_OVER.failed(self.path, "known_hosts %s: passed over: %s%s" % (
+                self.path, "; ".join(passed[:3]), "; and %d lines more" % (len(passed) - 3)
+                if len(passed) > 3 else ""))
+        else:
+            PASSED_OVER.worked(self.path, "known_hosts %s: every line is read" % self.path)
         return found
 
     def about(self, name: str) -> Tuple[List[KnownLine], List[KnownLine]]:

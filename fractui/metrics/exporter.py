@@ -21,6 +21,7 @@ from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
 from fractui.store.model import Job
+from remote_agent.failing import TRIES, Failures
 
 log = logging.getLogger("fractui.metrics")
 
@@ -53,7 +54,7 @@ class Exporter:
         self._store_ok = True
         self._server = None
         self._serving = threading.Lock()  # the scheduler's thread opens, a stop may close
-        self._said: Optional[str] = None  # the bind error last logged, said once
+        self._failures = Failures(log, TRIES)  # the bind error, said once while it repeats
 
     @property
     def serving(self) -> bool:
@@ -96,12 +97,11 @@ class Exporter:
         try:
             self._server, _ = start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:  # the port is taken (a holder that lost the lease still has it)
-            if str(err) != self._said:
-                log.error("metrics: cannot listen on %s:%d: %s; tried again every pass",
-                          host, port, err.strerror or err)
-                self._said = str(err)
+            self._failures.failed("listen", "metrics: cannot listen on %s:%d: %s; tried again "
+                                  "every pass" % (host, port, err.strerror or err),
+                                  logging.ERROR, same=str(err))
             return
-        self._said = None
+        self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
         log.info("metrics: serving http://%s:%d/metrics while this scheduler holds the lease",
                  host, port)
 

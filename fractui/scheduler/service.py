@@ -150,8 +150,6 @@ class Scheduler:
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
-        self._said: Optional[str] = None  # the store error last logged, said once
-        self._failing: Optional[str] = None  # what fails the passes, as last logged
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
         self._left = False  # the last pass left a write for later: a row was held
         self._stop = threading.Event()
@@ -237,14 +235,11 @@ class Scheduler:
         a submit, a cancel, this scheduler's own decisions), or the lease changed hands."""
         feed = None
         missed = False  # the feed was lost: what changed meanwhile was told to no one
-        said: Optional[str] = None  # why it was lost, said once (not at every poll)
         while not self._stop.is_set():
             try:
                 if feed is None:
-                    feed = self.store.feed()
-                    if said is not None:
-                        log.info("the store's change feed is back")
-                        said = None
+                    feed = self.store.feed()  # why it was lost: said once, not at every poll
+                    self.failures.worked("feed", "the store's change feed is back")
                 # a feed opened anew heard nothing sent before it listened: all of it is news
                 topics = EVERYTHING if missed else feed.wait(FEED_WAIT_S)
                 missed = False
@@ -252,11 +247,10 @@ class Scheduler:
                 # error) is said with its stack, and the feed opened again all the same
                 words = str(err) if isinstance(err, StoreError) else "%s: %s" % (
                     type(err).__name__, err)
-                if words != said:
-                    log.warning("%s; the scheduler polls every %.1f s until the store's "
-                                "change feed is back", words, self.settings.interval_s,
-                                exc_info=not isinstance(err, StoreError))
-                    said = words
+                self.failures.failed("feed", "%s; the scheduler polls every %.1f s until the "
+                                     "store's change feed is back" % (
+                                         words, self.settings.interval_s), logging.WARNING,
+                                     not isinstance(err, StoreError), words)
                 if feed is not None:
                     feed.close()
                 feed, missed = None, True
@@ -278,14 +272,11 @@ class Scheduler:
             failed = True
             try:
                 passed = self._turn()
-                if self._said is not None:
-                    log.warning("the store answers the scheduler again")
-                self._said, self._store_ok, failed = None, True, False
+                self.failures.worked("store", "the store answers the scheduler again")
+                self._store_ok, failed = True, False
                 if passed:  # a renewal alone says nothing of the passes
                     self._keep_trouble(None)
-                    if self._failing is not None:
-                        log.warning("the scheduling passes go through again")
-                        self._failing = None
+                    self.failures.worked("passes", "the scheduling passes go through again")
             except LeaseLost as err:  # another took the lease: this one stands by
                 log.info("%s; this scheduler stands by", err)
                 self._lease_lost()
@@ -298,16 +289,14 @@ class Scheduler:
                 return
             except StoreError as err:  # full, read-only, locked: said once, tried again
                 self._store_ok = False
-                if str(err) != self._said:
-                    log.error("%s; the scheduler tries again every pass", err)
-                    self._said = str(err)
+                self.failures.failed("store", "%s; the scheduler tries again every pass" % err,
+                                     logging.ERROR)
             except Exception as err:  # one bad pass must not end the service: log it (its
                 # stack, once while the passes fail so), say it where admins look, try again
                 trouble = " ".join(("%s: %s" % (type(err).__name__, err)).split())[
                     :TROUBLE_CHARS]
-                if trouble != self._failing:
-                    log.exception("scheduling pass failed (said once while it fails so)")
-                    self._failing = trouble
+                self.failures.failed("passes", "scheduling pass failed (said once while it "
+                                     "fails so)", trace=True, same=trouble)
                 self._keep_trouble(trouble)
             self._tell()
             wait = self.settings.interval_s if self.leader or failed else max(
