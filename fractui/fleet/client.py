@@ -21,8 +21,10 @@ log = logging.getLogger("fractui.fleet")
 
 NOT_JSON, NOT_RPC = "JSON", "JSON-RPC messages"
 IGNORED = (NOT_JSON, NOT_RPC)
-"""What the agent's lines must be, each said once while lines come that are not (a broken
-or hostile host writes as many as it likes, and the admin's journal takes a warning each)."""
+"""What the agent's lines must be, each said once a connection where lines come that are not,
+and how many when it ends (a broken or hostile host writes as many as it likes, and the
+admin's journal took a warning each; said again after each good message, a host that wrote
+one between two bad lines still had one for each)."""
 
 Notify = Callable[[str, Dict[str, Any]], None]
 
@@ -93,8 +95,6 @@ class AgentClient:
                 if not isinstance(message, dict) or not isinstance(message.get("id", 0), int):
                     self._ignored(NOT_RPC, line)
                     continue
-                for kind in IGNORED:
-                    self._garbled.worked(kind, "%s: its agent sends %s again" % (self.name, kind))
                 if "id" not in message:
                     self._notify(message)
                     continue
@@ -111,9 +111,9 @@ class AgentClient:
         else:
             self.close_reason = "the agent closed the connection"
         finally:
-            for kind in IGNORED:  # said with how many, where the connection ended among them
-                self._garbled.worked(kind, "%s: the connection ended among lines that are not "
-                                     "%s" % (self.name, kind))
+            for kind in IGNORED:  # how many, where there were any
+                self._garbled.worked(kind, "%s: the connection ended, and with it the lines "
+                                     "that are not %s" % (self.name, kind))
             self.closed.set()
             with self._lock:
                 waiting, self._pending = list(self._pending.values()), {}
@@ -124,9 +124,9 @@ class AgentClient:
 
     def _ignored(self, kind: str, line: bytes) -> None:
         """A line from the agent that is not ``kind`` (the host's to write, as many as it
-        likes): the first of a run said, with the line, then how many when a message comes."""
+        likes): the first of the connection said, with the line; how many, as it ends."""
         self._garbled.failed(kind, "%s: ignoring lines from its agent that are not %s (said "
-                             "once while they come), the first: %r" % (
+                             "once a connection), the first: %r" % (
                                  self.name, kind, line[:200]), same=kind)
 
     def waiting(self) -> bool:
