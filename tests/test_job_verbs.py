@@ -253,3 +253,36 @@ def test_a_cancel_that_takes_a_preemption_over_preempts_no_second_job(local_flee
     (other,) = set(borrowers) - {victim}
     assert f.store.get(other).state == "running"
     assert "preempt" not in [e.action for e in f.store.audit_log(other)]
+
+
+def test_a_cancel_that_lands_while_a_pass_ends_the_job_fails_no_pass(local_fleet):  # noqa: F811
+    """The job's copy exited; a pass reads the job running, and its user's cancel lands before
+    the pass writes the end it found: the pass's write finds the job stopping to be cancelled
+    and leaves it to the next pass, which reads it as it is and ends it cancelled. Before, the
+    StateConflict failed the whole pass: a bug's stack in the log, and the passes said failing
+    in the store (the TUI's header) until the next."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole", argv=["true"])
+    f.until(lambda: f.store.get(job.id).state == "running")
+    session = f.fleet.session("gpu-a")
+    deadline = time.time() + 30
+    while not any(r.get("state") == "exited" for r in session.status.jobs.values()):
+        assert time.time() < deadline, session.status.jobs
+        time.sleep(0.05)
+    store = f.scheduler.store
+    read = store.jobs
+    cancelled = []
+
+    def jobs_then_cancel(*args, **kwargs):  # the pass's read, then the user's cancel
+        got = read(*args, **kwargs)
+        if not cancelled:
+            cancelled.append(ask_stop(f.store, f.store.get(job.id), "cancel", Asker("head")))
+        return got
+
+    store.jobs = jobs_then_cancel  # type: ignore[method-assign]
+    try:
+        f.scheduler.step()
+    finally:
+        del store.jobs
+    assert cancelled and f.store.get(job.id).state == "stopping"
+    f.until(lambda: f.store.get(job.id).state == "cancelled")

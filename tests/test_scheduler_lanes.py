@@ -186,3 +186,29 @@ def test_a_lanes_call_that_the_store_fails_at_every_pass_is_said_once(caplog):
     assert caplog.text.count("database or disk is full; the calls to gpu-a wait") == 1
     assert caplog.text.count("a call to gpu-a waits for a later pass: ") == 1, caplog.text
     assert caplog.text.count("the calls to gpu-a go through again after 6 failed tries") == 1
+
+
+def test_a_call_that_fails_at_every_pass_beside_calls_that_work_is_said_once(caplog):
+    """One call of a host's lane fails at every pass (a bug in launching one job), the host's
+    other calls of each pass (its usage read, another job's) going through before and after
+    it: the failure is said once while it lasts, with its stack, never said mended while it
+    is not, and said mended once when a pass's calls all go through."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    lanes = Lanes(lambda: True, lambda: None)
+    made: List[int] = []
+
+    def bad() -> None:
+        raise KeyError("a bug in one job's launch")
+
+    for n in range(5):
+        calls = [lambda n=n: made.append(n)] + ([bad] if n < 4 else []) + [
+            lambda n=n: made.append(n)]
+        for call in calls:
+            assert lanes.add("gpu-a", call)
+        lanes.start()
+        assert lanes.wait(30)
+    assert made == [n for n in range(5) for _ in range(2)]
+    failed = [r for r in caplog.records if "a call to gpu-a failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None, caplog.text
+    assert caplog.text.count("the calls to gpu-a go through again") == 1, caplog.text
+    assert "the calls to gpu-a go through again after 4 failed tries" in caplog.text

@@ -104,6 +104,7 @@ class Lanes:
         return not any(t.is_alive() for t in threads)
 
     def _run(self, host: str, actions: List[Tuple[Optional[int], Action]]) -> None:
+        failing = False  # a call of this run failed: the host's calls are not said mended
         try:
             for done, (job, action) in enumerate(actions):
                 try:
@@ -128,6 +129,7 @@ class Lanes:
                     return
                 except RowsLocked as err:  # only what needs the held row waits
                     if job is None:
+                        failing = True
                         self.failures.failed(("call", host), "a call to %s waits for a later "
                                              "pass: %s" % (host, err), same=HELD)
                     else:
@@ -143,11 +145,12 @@ class Lanes:
                     return
                 except Exception as err:  # a bug of ours: shown in full (once while it
                     # fails so), the host's other calls go on
+                    failing = True
                     self.failures.failed(("call", host), "a call to %s failed (%s: %s)" % (
                         host, type(err).__name__, err), logging.ERROR, True)
-                else:
-                    self.failures.worked(("call", host), "the calls to %s go through again"
-                                         % host)
+            if not failing:  # (one call that fails at every pass beside others that work
+                # was said mended, and its stack said again, at every pass)
+                self.failures.worked(("call", host), "the calls to %s go through again" % host)
         finally:
             with self._lock:
                 del self._running[host]

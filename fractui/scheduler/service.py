@@ -408,6 +408,10 @@ class Scheduler:
                     wrote = True
             except RowsLocked as err:
                 self._left_for_later(job.id, err)
+            except StateConflict as err:  # moved on since it was read (its user's cancel):
+                # read again as it is (an edit by hand moves no counter), not a failed pass
+                log.info("%s; read again", err)
+                self._read, wrote = None, True
         jobs = self._active_jobs() if wrote else jobs
         requeued = self._requeue_lost(views, [j for j in self._derived(jobs).held
                                               if j.id not in busy], busy, unlisted)
