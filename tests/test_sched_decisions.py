@@ -9,6 +9,7 @@ agent's answers on simulated GPUs: MIG in use and idle, MIG off, no MIG."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -102,3 +103,44 @@ def test_a_job_whose_cpus_or_ram_no_host_has_says_so_not_no_room(view):
         2: "no host it may use has the CPUs and RAM its queue books (0 CPUs, 65536 GiB RAM); "
            + largest}
     assert [d.job for d in result.decisions] == [3]
+
+
+def _l4_host(root, name: str) -> HostView:
+    """A host of two L4s as a real agent answers on simulated GPUs."""
+    from remote_agent.gpu import fake_pynvml as nv
+    from remote_agent.rpc import jsonrpc as rpc
+    from remote_agent.service import Agent
+
+    os.makedirs(root / name / "sim", 0o700)
+    nv.sim_open(str(root / name / "sim" / "gpus.json"), "2xL4")
+    agent = Agent(nv, "sim", sim=nv)
+    return HostView(name, "online", agent.hello(rpc.Params("hello", {}, ()), []),
+                    agent.snapshot(rpc.Params("snapshot", {}, ())), {})
+
+
+@pytest.mark.parametrize("stopping_on", ["online", "offline"])
+def test_a_stop_under_way_holds_preemptions_back_only_where_its_host_answers(tmp_path,
+                                                                             stopping_on):
+    """A team within its quota waits, every GPU held; a job of the borrowers' team stops to be
+    cancelled on the other host. Where that host answers, the room it makes is the starved
+    job's soon: none is preempted meanwhile. Where it does not, its stop waits for the host (or
+    host_lost_s) and its room is none a job can take: a borrower is preempted now, as without
+    the stop. Before, any cancel or preemption under way anywhere held every preemption back."""
+    from fractui.config import TeamConfig
+
+    whole = QueueConfig(name="whole", gpus=1)
+    teams = [TeamConfig("vision", quota_gpus=1), TeamConfig("nlp", quota_gpus=1,
+                                                            over_quota=True)]
+    views = [_l4_host(tmp_path, "a"), replace(_l4_host(tmp_path, "b"), state=stopping_on)]
+
+    def held(i: int, host: str, gpu: int, **kw) -> Job:
+        return Job(i, "whole", "nlp", "n", ("x",), whole.request(), "running", 0.0, 0.0,
+                   slot=Slot(host, (gpu,), charge=1.0), **kw)
+
+    jobs = [held(1, "a", 0), held(2, "a", 1, preemptible=True),
+            held(3, "b", 0, preemptible=True), held(4, "b", 1, preemptible=True),
+            Job(5, "whole", "vision", "n", ("x",), whole.request(), "pending", 1.0, 1.0)]
+    jobs[3] = replace(jobs[3], state="stopping", stop_intent="cancel")
+    result = schedule(views, jobs, [whole], teams, "uid")
+    assert [(p.victim, p.for_job) for p in result.preemptions] == (
+        [(2, 5)] if stopping_on == "offline" else []), result

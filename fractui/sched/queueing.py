@@ -18,7 +18,7 @@ from typing import (AbstractSet, Callable, Deque, Dict, Iterator, List, Optional
 
 from fractui.config import QueueConfig, TeamConfig
 from fractui.sched.cordons import fenced
-from fractui.sched.fleetview import (HostCache, HostView, build_hosts, outside_use,
+from fractui.sched.fleetview import (USABLE, HostCache, HostView, build_hosts, outside_use,
                                      placement_charge, request_of, share_mib)
 from fractui.sched.model import Host, Placement, Request
 from fractui.sched.place import Memos, Placer, typical_classes
@@ -196,9 +196,11 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                                          "capacity, preemptible"))
         result.waiting.pop(job.id, None)
     # (a preemption's stop under way makes room: none more until it has; a cancel may have
-    # taken that stop over, and makes the same room)
+    # taken that stop over, and makes the same room. Not on a host that does not answer: its
+    # room is none a job can take, and its stop waits for the host, or host_lost_s)
+    usable = {v.name for v in views if v.state in USABLE}
     if starved and not any(j.state == STOPPING and j.stop_intent in ("preempt", "cancel")
-                           for j in jobs):
+                           and j.slot is not None and j.slot.host in usable for j in jobs):
         result.preemptions = _preempt(views, jobs, store_uid, starved, usage, cordons)
     return result
 
