@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Hashable, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Hashable, List, Optional, Tuple, TypeVar
 
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu.backend import NvmlCallError
@@ -65,6 +65,14 @@ class Failures:
         if before is not None:
             self._log.info("%s after %d failed %s", said, before[1],
                            self._counted[before[1] != 1])
+
+    def failing(self, kind: str) -> List[Tuple[Hashable, ...]]:
+        """The names ``(kind, ...)`` failing now: a failure that ends with what failed (a copy
+        that is gone, a job no pass leaves any more) is run no more to say it worked; the pass
+        that finds it gone says so, from these."""
+        with self._lock:
+            return [name for name in self._failing
+                    if isinstance(name, tuple) and name and name[0] == kind]
 
     def step(self, name: str, step: Callable[[], T]) -> Optional[T]:
         """Run one step of a pass; its failure (a full disk, a damaged file, NVML) is said as

@@ -627,3 +627,23 @@ def test_an_unknown_error_each_pass_is_logged_once_with_its_traceback(caplog):
         ("ERROR", "pruning failed (KeyError: 'another key'); tried again each pass", True),
         ("INFO", "pruning works again after 5 failed passes", False)]
     assert failures.step("pruning", step) == 7 and len(caplog.records) == 3
+
+
+def test_the_failures_failing_now_are_found_by_their_kind(caplog):
+    """A failure that no pass of its own mends (a copy that is gone, a job that ended) is
+    found among those failing now by the first item of its name, and is no longer found
+    once it is said mended; a name of another kind, or a plain step's, is not found."""
+    caplog.set_level(logging.INFO, logger="remote_agent.jobs")
+    failures = Failures(logging.getLogger("remote_agent.jobs"))
+    for _ in range(3):
+        failures.failed(("copy", "gpu-a", "k1"), "k1 runs")
+        failures.failed(("copy", "gpu-b", "k2"), "k2 runs")
+        failures.failed(("other", 1), "other")
+        failures.failed("copy", "a plain step")
+    assert sorted(failures.failing("copy")) == [("copy", "gpu-a", "k1"), ("copy", "gpu-b", "k2")]
+    for name in failures.failing("copy"):
+        if name[1] == "gpu-a":
+            failures.worked(name, "k1 runs no more")
+    assert failures.failing("copy") == [("copy", "gpu-b", "k2")]
+    assert [r.getMessage() for r in caplog.records] == [
+        "k1 runs", "k2 runs", "other", "a plain step", "k1 runs no more after 3 failed passes"]

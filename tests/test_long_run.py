@@ -22,6 +22,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
 from fractui.fleet.transport.local import process_stream
 from fractui.scheduler import Scheduler
+from fractui.scheduler.service import UNHELD
 from remote_agent import PROTOCOL_VERSION
 from tests.conftest import stop_host
 from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
@@ -149,29 +150,41 @@ def test_a_stopped_scheduler_leaves_nothing_on_the_fleet(local_fleet):
 
 def test_what_is_said_of_copies_of_no_job_is_forgotten_as_they_end(local_fleet, caplog):
     """A copy under the store's key of a job the store does not have (a store restored from
-    a backup) is said once while it runs, left running; once it has ended, the pass forgets
-    it. Copies started and ended round after round leave nothing kept. Before: each copy
-    ever said was kept for as long as the scheduler ran."""
-    caplog.set_level(logging.WARNING, "fractui.scheduler")
+    a backup) is said once while it runs, left running; once it has ended, the pass says so
+    and forgets it. Copies started and ended round after round leave nothing kept. Before:
+    each copy ever said was kept for as long as the scheduler ran, and its end was not said."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
     session = f.fleet.session("gpu-a")
+    keys = []
     for round_ in range(3):
+        made = ["fractui-%s-%d.0" % (f.store.uid, 900 + 2 * round_ + n) for n in range(2)]
+        keys += made
         copies = [session.call("job.launch", {
-            "key": "fractui-%s-%d.0" % (f.store.uid, 900 + 2 * round_ + n),
-            "argv": sleeper(600), "gpus": [0], "memory_mib": 1024})["id"] for n in range(2)]
+            "key": key, "argv": sleeper(600), "gpus": [0], "memory_mib": 1024})["id"]
+            for key in made]
         wait(lambda: all(session.status.jobs[c].get("state") == "running" for c in copies),
              lambda: session.status.jobs)
-        for _ in range(2):
+        for _ in range(3):
             assert f.scheduler.step()
-        assert len(f.scheduler._unheld_said) == 2
+        assert sorted(f.scheduler.failures.failing(UNHELD)) == [
+            (UNHELD, "gpu-a", key) for key in made]
         for c in copies:
             session.call("job.stop", {"job": c, "grace": 0})
         wait(lambda: all(session.status.jobs[c].get("state") == "killed" for c in copies),
              lambda: session.status.jobs)
-        assert f.scheduler.step()
-        assert f.scheduler._unheld_said == set()
-    said = [r for r in caplog.records if "which the store does not hold" in r.getMessage()]
-    assert len(said) == 6, caplog.text  # each copy once
+        for _ in range(2):
+            assert f.scheduler.step()
+        assert f.scheduler.failures.failing(UNHELD) == []
+    said = [(r.levelno, r.getMessage()) for r in caplog.records
+            if "which the store does not hold" in r.getMessage()]
+    left = "gpu-a runs %s, which the store does not hold and has no later word of: left running"
+    gone = "gpu-a: %s, which the store does not hold, is seen running no more after 3 failed " \
+        "tries"
+    assert said == [  # each copy once while it runs, and once as it ends
+        (level, words % key) for n in range(0, 6, 2)
+        for level, words in ((logging.WARNING, left), (logging.INFO, gone))
+        for key in keys[n:n + 2]], caplog.text
 
 
 def test_a_pass_that_fails_at_every_turn_is_logged_once_and_once_when_it_mends(

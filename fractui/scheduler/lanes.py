@@ -40,7 +40,6 @@ class Lanes:
         self._queued: Dict[str, List[Tuple[Optional[int], Action]]] = {}
         self.failures = Failures(log, TRIES)  # the scheduler's, its passes' and its lanes'
         self._left: Set[int] = set()  # jobs left for a held row since the last ``mended``
-        self._held: Set[int] = set()  # jobs left for a held row, and not yet said mended
 
     def left_locked(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds (a psql transaction left open on it) is left
@@ -48,8 +47,7 @@ class Lanes:
         the other jobs goes on rather than failing on it."""
         with self._lock:
             self._left.add(job_id)
-            self._held.add(job_id)
-        self.failures.failed(("held", job_id), "job %d is left for a later pass: %s" % (
+        self.failures.failed((HELD, job_id), "job %d is left for a later pass: %s" % (
             job_id, err), same=HELD)
 
     def mended(self) -> None:
@@ -58,12 +56,10 @@ class Lanes:
         (which may be left again), is said to be left no more."""
         busy = self.in_flight()
         with self._lock:
-            mended = self._held - self._left - busy
-            self._held -= mended
-            self._left = set()
-        for job_id in sorted(mended):
-            self.failures.worked(("held", job_id), "job %d is left for a later pass no more"
-                                 % job_id)
+            left, self._left = self._left, set()
+        for name in sorted(self.failures.failing(HELD)):  # (HELD, job id)
+            if name[1] not in left and name[1] not in busy:
+                self.failures.worked(name, "job %d is left for a later pass no more" % name[1])
 
     def busy(self, host: str) -> bool:
         """Whether the host's lane still runs an earlier pass's calls."""

@@ -64,6 +64,7 @@ REFUSED_FOR_S = 60.0  # a host that refused a job is left out for it this long
 FENCE_WAIT_S = 10.0  # how long a returning host's connect waits for its stale copies to end
 DEBOUNCE_S = 0.05  # wakes this close to the first are one pass (a burst of submits: one pass)
 RECENT_EVERY_S = 60.0  # the teams' recent usage is read at most this often (and on a new lease)
+UNHELD = "unheld"  # the failures' name of a copy of no job the store has: (UNHELD, host, key)
 TROUBLE_CHARS = 500  # of what fails the passes, as the store keeps it (the stack: the log)
 
 
@@ -164,9 +165,6 @@ class Scheduler:
         self._window_ends: Optional[float] = None  # when a refusal stops keeping a job off
         self._holds_end: Optional[float] = None  # when a GPU's mode-change hold ends
         self._heard: Dict[str, tuple] = {}  # host -> what a pass reads of it, last heard
-        self._unheld_said: Set[Tuple[str, str]] = set()
-        """(host, key) of the copies of no job the last pass found running, or on a host it
-        could not see: each said once while it runs."""
         self._kept = Kept()  # hosts built and placements scored, kept across passes
         self._recent: Tuple[Optional[float], Recent] = (None, Recent())
         """When the teams' recent usage was last read (by ``ticks``; None: not this lease),
@@ -768,11 +766,7 @@ class Scheduler:
         LEFT)."""
         active = {j.id: j for j in jobs}
         found: Counter[Tuple[str, str]] = Counter()
-        # what was said of a copy is kept while it runs, or while its host cannot be seen:
-        # a copy said once and ended is forgotten, not kept for as long as the service runs
-        said, self._unheld_said = self._unheld_said, {
-            (host, key) for host, key in self._unheld_said
-            if host in by_name and by_name[host].state not in USABLE}
+        left: Set[Tuple[str, str, str]] = set()  # (UNHELD, host, key) of the copies left
         for view in by_name.values():
             if view.state not in USABLE:
                 continue
@@ -781,17 +775,22 @@ class Scheduler:
                     continue
                 past = self._moved_past(copy.job, copy.attempt, active)
                 found[(view.name, LEFT if past is None else LATE)] += 1
-                if past is None:
-                    if (view.name, copy.key) not in said:
-                        log.warning("%s runs %s, which the store does not hold and has no "
-                                    "later word of: left running", view.name, copy.key)
-                    self._unheld_said.add((view.name, copy.key))
+                if past is None:  # said once while it runs
+                    left.add((UNHELD, view.name, copy.key))
+                    self.failures.failed((UNHELD, view.name, copy.key), "%s runs %s, which "
+                                         "the store does not hold and has no later word of: "
+                                         "left running" % (view.name, copy.key))
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)
                 if not self.executor.asked_stop(view.name, copy.key):
                     log.warning("stopping %s", why)
                 self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
+        for name in self.failures.failing(UNHELD):  # kept while its host cannot be seen
+            host, key = name[1], name[2]
+            if name not in left and (host not in by_name or by_name[host].state in USABLE):
+                self.failures.worked(name, "%s: %s, which the store does not hold, is seen "
+                                     "running no more" % (host, key))
         return found
 
     def _forget_ended_stops(self, by_name: Dict[str, HostView], busy: Set[int],

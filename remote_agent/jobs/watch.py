@@ -25,6 +25,7 @@ from remote_agent.rpc.jsonrpc import RpcError
 
 log = logging.getLogger("remote_agent.jobs")
 
+RUNTIME_KILL = "runtime kill"  # a job's runtime's SIGKILL, as a step that fails: (it, job id)
 TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this often
 
 
@@ -37,7 +38,6 @@ class Watchdog:
         self._next_sample = 0.0  # monotonic time of the next usage sample
         self._killed: Set[int] = set()  # jobs past their grace whose SIGKILL was said
         self._runtime_killed: Set[int] = set()  # ... whose container its runtime killed
-        self._runtime_failing: Set[int] = set()  # ... whose runtime's kill fails now
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -63,10 +63,10 @@ class Watchdog:
         episodes = {j.id for j in killing}  # (a job's episode ends when it does)
         self._killed &= episodes
         self._runtime_killed &= episodes
-        for job_id in self._runtime_failing - episodes:
-            self._runtime_failing.discard(job_id)
-            self.failures.worked(self._runtime_kill(job_id), "job j%d ended while its "
-                                 "runtime's SIGKILL failed" % job_id)
+        for name in self.failures.failing(RUNTIME_KILL):  # (RUNTIME_KILL, job id)
+            if name[1] not in episodes:
+                self.failures.worked(name, "job j%d ended while its runtime's SIGKILL "
+                                     "failed" % name[1])
         for job in killing:
             self._step("killing job j%d" % job.id, lambda: self._kill(job))
         self._step("removing cgroups", sup.remove_left_cgroups)
@@ -85,20 +85,13 @@ class Watchdog:
             why = self.sup.kill_container(job, signal.SIGKILL)
             if why is None:
                 self._runtime_killed.add(job.id)
-                self._runtime_failing.discard(job.id)
-                self.failures.worked(self._runtime_kill(job.id), "job j%d: its runtime's "
+                self.failures.worked((RUNTIME_KILL, job.id), "job j%d: its runtime's "
                                      "SIGKILL works again" % job.id)
             else:
-                self._runtime_failing.add(job.id)
-                self.failures.failed(self._runtime_kill(job.id), "job j%d: %s; tried again "
+                self.failures.failed((RUNTIME_KILL, job.id), "job j%d: %s; tried again "
                                      "each pass" % (job.id, why))
         if self.sup.signal(job, signal.SIGKILL, say=job.id not in self._killed):
             self._killed.add(job.id)
-
-    @staticmethod
-    def _runtime_kill(job_id: int) -> str:
-        """The name its runtime's SIGKILL is said by, as a step that fails."""
-        return "job j%d: the runtime's SIGKILL" % job_id
 
     def _step(self, what: str, step: Callable[[], Any]) -> None:
         """One step of a pass. Its failure (a damaged file, a full disk, NVML) keeps no other
