@@ -235,15 +235,20 @@ async def test_placing_by_keyboard_at_80x24_gives_the_map_the_panels_rows():
         assert screen.map.size.height == before
 
 
+async def key_on_the_first_listed(pilot, words: str, key: str) -> None:
+    """The jobs view opened, filtered by ``words``, and ``key`` pressed on its first row."""
+    await settled(pilot)
+    await pilot.press("J")
+    await settled(pilot)
+    await pilot.press("slash", *words, "enter", key)
+    await pilot.pause()
+
+
 @pilot_test
 async def test_a_refusal_says_which_job_and_how_it_is():
     app = frozen_app()
     async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
-        await pilot.press("J")
-        await settled(pilot)
-        await pilot.press("slash", *"running", "enter", "p")
-        await pilot.pause()
+        await key_on_the_first_listed(pilot, "running", "p")
         row = app.screen.table.row
         assert row.state == "running"
         assert said(app) == ["job %s is running: only a pending job is placed by hand" % row.ref]
@@ -268,11 +273,7 @@ async def test_a_refusal_of_a_job_stopping_to_come_back_says_where_it_leads():
         dataclasses.replace(j, state="stopping", stop_intent="requeue") if j is job else j
         for j in source._store.jobs))
     async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
-        await pilot.press("J")
-        await settled(pilot)
-        await pilot.press("slash", *"stopping", "enter", "m")
-        await pilot.pause()
+        await key_on_the_first_listed(pilot, "stopping", "m")
         assert app.screen.table.row.ref == str(job.id)
         assert said(app) == ["job %d is stopping to be requeued (once stopped, it goes back to "
                              "its queue): only a placed or running job of the store is moved"

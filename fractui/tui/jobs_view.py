@@ -391,6 +391,5 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         if row is None:
             return "no job is listed"
         store = self.store()
-        job = next((j for j in (store.jobs + (store.ended or ())) if j.id == row.job_id),
-                   None) if store is not None and row.job_id is not None else None
+        job = store.job(row.job_id) if store is not None else None
         return as_it_is(job) if job is not None else "%s is %s" % (row.ref, row.state)

@@ -146,6 +146,10 @@ class StoreView:
     """Copies of a lost host's jobs, which the lease holder stops once it reaches the host
     again (what the jobs view says of one)."""
 
+    def job(self, job_id: Optional[int]) -> Optional[Job]:
+        """Job ``job_id`` as this read has it, active or ended (where the ended were read)."""
+        return next((j for j in self.jobs + (self.ended or ()) if j.id == job_id), None)
+
 
 @dataclass
 class HostView:

@@ -123,8 +123,7 @@ class Source:
         row only, not every active job. (None, None) without a store; JobNotFound if the
         store has no such job."""
         view = self._store
-        job = next((j for j in (view.jobs + (view.ended or ())) if j.id == job_id), None) \
-            if view is not None else None
+        job = view.job(job_id) if view is not None else None
         if job is None and self.store is not None:
             job = self.store.get(job_id)
         return job, view.uid if view is not None else None
