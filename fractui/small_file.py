@@ -13,13 +13,7 @@ import os
 import stat
 from typing import Optional
 
-from remote_agent.daemon.trust import UnsafePath, check_tree
-
-_KINDS = ((stat.S_ISDIR, "is a directory"), (stat.S_ISFIFO, "not a regular file: a FIFO"),
-          (stat.S_ISCHR, "not a regular file: a character device"),
-          (stat.S_ISBLK, "not a regular file: a block device"),
-          (stat.S_ISSOCK, "not a regular file: a socket"))
-
+from remote_agent.daemon.trust import UnsafePath, check_tree, kind_of
 
 class NotRead(Exception):
     """Why a file was not read, in words for a message after its path."""
@@ -87,7 +81,7 @@ def _not_regular(mode: int) -> Optional[str]:
     """What a file of ``mode`` is, where it is not a regular file; None where it is."""
     if stat.S_ISREG(mode):
         return None
-    return next((why for kind, why in _KINDS if kind(mode)), "not a regular file")
+    return "is a directory" if stat.S_ISDIR(mode) else "not a regular file: " + kind_of(mode)
 
 
 def _words(err: Exception) -> str:

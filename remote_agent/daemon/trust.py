@@ -215,13 +215,13 @@ def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the ag
                              what, path, writers, _mode(st), path))
 
 
-def _what_it_is(st: os.stat_result) -> str:
-    """What kind of file ``st`` is, in words, for a refusal."""
+def kind_of(mode: int) -> str:
+    """What kind of file one of ``mode`` is, in words, for a refusal ("a FIFO")."""
     for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
-        if test(st.st_mode):
+        if test(mode):
             return kind
     return "a file of no known kind"
 
@@ -233,7 +233,7 @@ def _check_kind(st: os.stat_result, path: str, what: str, fifo: bool) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise UnsafePath("refusing %s %s: it is a symlink" % (what, path))
     raise UnsafePath("refusing %s %s: not a %s: %s" % (
-        what, path, "FIFO" if fifo else "regular file", _what_it_is(st)))
+        what, path, "FIFO" if fifo else "regular file", kind_of(st.st_mode)))
 
 
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
