@@ -397,6 +397,50 @@ def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storede
         admin.close()
 
 
+def test_a_team_member_moves_the_change_counters_only_as_a_change_does(guarded):
+    """Migration 0024: the counters (0005) had no guard, so a member granted every privilege
+    set one back (a reader holding it took a new job for no change) or deleted them, and every
+    reader, a scheduler's pass first, failed on "no change counter" until an admin put them
+    back. Now each is refused (by the grant, where the least grants were given), and a
+    member's submit still moves the jobs counter."""
+    admin = guarded.store()
+    try:
+        before = {t: admin.version(t) for t in ("jobs", "hosts", "lease", "logs")}
+        for statement in ("UPDATE changes SET version = 0 WHERE topic = 'jobs'",
+                          "UPDATE changes SET version = version + 2 WHERE topic = 'jobs'",
+                          "UPDATE changes SET topic = 'gone' WHERE topic = 'hosts'",
+                          "DELETE FROM changes", "TRUNCATE changes",
+                          "INSERT INTO changes (topic, version) VALUES ('x', 1)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                guarded.sql(guarded.ann, statement)
+            assert "permission denied for table changes" in str(err.value) or (
+                "refused by the store's guard: role %s" % guarded.ann) in str(err.value), err
+        assert {t: admin.version(t) for t in before} == before
+        ann = guarded.store(guarded.ann)
+        try:
+            ann.submit("v", guarded.vision, "mine", ["true"], {}, guarded.ann,
+                       run_as=guarded.ann)
+        finally:
+            ann.close()
+        assert admin.version("jobs") == before["jobs"] + 1
+    finally:
+        admin.close()
+
+
+def test_every_table_of_the_store_is_guarded(pg_server):
+    """So that no later migration adds a table a broad grant leaves open, as the counters
+    were: each has a trigger of the guard's for its rows and one for TRUNCATE."""
+    db = pg_server.new_database()
+    open_store(pg_server.url(db)).close()
+    rows = pg_server.sql(
+        "SELECT c.relname, bool_or(t.tgtype & 28 <> 0), bool_or(t.tgtype & 32 <> 0) "
+        "FROM pg_class c LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname LIKE "
+        "'fractui\\_guard%' WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+        "GROUP BY c.relname", db=db)
+    assert len(rows) >= 15
+    assert [r for r in rows if r[1:] != (True, True)] == []
+
+
 def test_a_jobs_kept_output_is_read_by_its_team_and_the_admins_alone(guarded):
     """Migration 0021: ann (team vision) reads the output kept of her team's job, not of team
     nlp's, by fractui's store or by psql, nor asks for it; an admin reads both."""

@@ -267,7 +267,7 @@ def test_an_admin_in_the_owning_group_migrates_as_the_group_and_the_next_admin_t
         g.group, g.sched, g.group, "ALTER DATABASE %s OWNER TO %s" % (g.db, g.group)))
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(20,)]
     pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.group))
-    open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 to 0023
+    open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 to 0024
     owners = _owners(pg_server, g.db)
     assert owners["function fractui_guard_reads_output"] == g.group  # 0021's
     assert set(owners.values()) == {g.group}
