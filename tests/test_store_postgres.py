@@ -326,7 +326,7 @@ def test_a_superusers_upgrade_makes_what_it_makes_the_stores_owners(pg_server, m
     function was the superuser's before, and no admin could change it in a later migration."""
     g = Group.make(pg_server, "ops")
     g.given_to_the_group(pg_server, monkeypatch, made_to=20)
-    open_store(pg_server.url(g.db)).close()  # as postgres: 0021 to 0023
+    open_store(pg_server.url(g.db)).close()  # as postgres: 0021 to 0024
     assert set(_owners(pg_server, g.db).values()) == {g.group}
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [
         (migrations("postgresql")[-1][0],)]
