@@ -264,7 +264,7 @@ def test_an_admin_in_the_owning_group_migrates_as_the_group_and_the_next_admin_t
     with pytest.raises(StoreDenied) as denied:
         open_store(pg_server.url(g.db, user=g.sched))
     assert str(denied.value).endswith(postgres.OWNER_MAY_NOT_CREATE % (
-        g.group, g.sched, g.group, "ALTER DATABASE %s OWNER TO %s" % (g.db, g.group)))
+        g.group, g.sched, g.group, 'ALTER DATABASE "%s" OWNER TO "%s"' % (g.db, g.group)))
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(20,)]
     pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.group))
     open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 to 0024
@@ -310,10 +310,11 @@ def test_a_store_of_several_owners_is_said_so_and_reassign_owned_makes_it_one(
     with pytest.raises(StoreDenied) as denied:
         open_store(pg_server.url(g.db, user=g.ops))
     assert str(denied.value).endswith(
-        "(roles %s, %s, where one should own them all: an admin gives the others' to it with "
-        "REASSIGN OWNED, docs/cli.md, \"A shared PostgreSQL store\"), a member of that role, "
-        "or a superuser, who applies it by opening the store once with this fractui (fractui "
-        "jobs --me as that role); nothing was changed" % (g.group, g.sched)), str(denied.value)
+        "(roles %s, %s, where one should own them all: an admin gives the others' to the "
+        "first with REASSIGN OWNED BY \"%s\" TO \"%s\" in the store's database, docs/cli.md, "
+        "\"A shared PostgreSQL store\"), a member of that role, or a superuser, who applies it "
+        "by opening the store once with this fractui (fractui jobs --me as that role); "
+        "nothing was changed" % (g.group, g.sched, g.sched, g.group)), str(denied.value)
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest,)]
     with psycopg.connect(pg_server.url(g.db, user=g.sched), autocommit=True) as conn:
         conn.execute("REASSIGN OWNED BY %s TO %s" % (g.sched, g.group))
@@ -346,7 +347,7 @@ def test_a_store_made_by_a_member_of_the_databases_owning_group_is_the_groups(pg
     assert str(denied.value) == "store %s: %s" % (
         postgresql_url("127.0.0.1", str(pg_server.port), g.db),
         postgres.OWNER_MAY_NOT_CREATE % (g.group, g.ops, g.group,
-                                         "ALTER SCHEMA public OWNER TO " + g.group))
+                                         "ALTER SCHEMA public OWNER TO " + _q(g.group)))
     assert _owners(pg_server, g.db) == {}
     pg_server.sql("ALTER SCHEMA public OWNER TO pg_database_owner", db=g.db)
     open_store(pg_server.url(g.db, user=g.ops)).close()
@@ -363,6 +364,152 @@ def test_a_store_made_by_a_member_of_the_databases_owning_group_is_the_groups(pg
         assert (store.get(job.id).team, store.get(job.id).state) == (team, "pending")
     finally:
         store.close()
+
+
+def _q(name: str) -> str:
+    """A name as PostgreSQL reads it in a statement, by its rule, written here apart from the
+    store's own."""
+    return '"%s"' % name.replace('"', '""')
+
+
+def _odd_url(pg_server, db: str, role: str) -> str:
+    from urllib.parse import quote
+    return "postgresql://%s@127.0.0.1:%d/%s" % (quote(role, safe=""), pg_server.port,
+                                                quote(db, safe=""))
+
+
+def _advised(said: str, start: str, end: str) -> str:
+    """The statement a refusal advises, as a user copies it out of the words."""
+    return said.split(start, 1)[1].split(end, 1)[0]
+
+
+@dataclass
+class OddGroup:
+    """A group of admins owning the store, its admin, a team and its member, and the database,
+    each named with capitals, a space or a double quote, as PostgreSQL allows."""
+
+    group: str
+    ops: str
+    team: str
+    ann: str
+    db: str
+
+    @classmethod
+    def make(cls, pg_server) -> "OddGroup":
+        tag = uuid.uuid4().hex[:6]
+        made = cls('Owners "%s"' % tag, "Ops %s" % tag, "fractui_team_ML %s" % tag,
+                   "Ann %s" % tag, "Fractui %s" % tag)
+        pg_server.admin_role()
+        pg_server.sql("CREATE ROLE %s NOLOGIN" % _q(made.group))
+        pg_server.sql("CREATE ROLE %s" % _q(made.team))
+        pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin, %s" % (_q(made.ops),
+                                                                        _q(made.group)))
+        pg_server.sql("CREATE ROLE %s LOGIN IN ROLE %s" % (_q(made.ann), _q(made.team)))
+        pg_server.sql("CREATE DATABASE %s OWNER %s" % (_q(made.db), _q(made.group)))
+        return made
+
+    def open(self, pg_server, role: str) -> None:
+        open_store(_odd_url(pg_server, self.db, role)).close()
+
+
+def test_the_statements_a_refusal_advises_name_any_role_and_database_as_pasted(
+        pg_server, monkeypatch):
+    """Each statement the store's refusals advise, copied out and run as the words say, does
+    what they say for a role and a database named with capitals, a space and a quote: bare,
+    PostgreSQL folded them to lower case and failed to read the rest."""
+    g = OddGroup.make(pg_server)
+    known = migrations("postgresql")
+    with monkeypatch.context() as before:
+        before.setattr(postgres, "migrations", lambda dialect: known[:-1])
+        g.open(pg_server, g.ops)
+    # the database given to ops: the group may not create in public, whose owner it is
+    pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (_q(g.db), _q(g.ops)))
+    with pytest.raises(StoreDenied) as denied:
+        g.open(pg_server, g.ops)
+    statement = _advised(str(denied.value), "an admin runs ", " in the database")
+    assert statement == "ALTER DATABASE %s OWNER TO %s" % (_q(g.db), _q(g.group))
+    pg_server.sql(statement)
+    g.open(pg_server, g.ops)  # the last migration, as the group
+    # one of the store's functions another's (a member's upgrade before this fractui)
+    kim = "Kim's %s" % g.db
+    pg_server.sql("CREATE ROLE %s" % _q(kim))
+    pg_server.sql("ALTER FUNCTION fractui_guard_reads_output(BIGINT) OWNER TO " + _q(kim),
+                  db=g.db)
+    monkeypatch.setattr(postgres, "migrations",
+                        lambda dialect: known + [(known[-1][0] + 1, CHANGES_0021)])
+    with pytest.raises(StoreDenied) as denied:
+        g.open(pg_server, g.ops)
+    statement = _advised(str(denied.value), "gives the others' to the first with ",
+                         " in the store's database")
+    assert statement == "REASSIGN OWNED BY %s TO %s" % (_q(kim), _q(g.group))
+    pg_server.sql(statement, db=g.db)
+    g.open(pg_server, g.ops)
+    assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(known[-1][0] + 1,)]
+    # a role the server does not know: the CREATE ROLE said makes it
+    stranger = 'New "%s" User' % g.db
+    with pytest.raises(StoreDenied) as denied:
+        g.open(pg_server, stranger)
+    statement = _advised(str(denied.value), "an admin makes it: ", ", and grants")
+    assert statement == "CREATE ROLE %s LOGIN" % _q(stranger)
+    pg_server.sql(statement)
+    with pytest.raises(StoreDenied, match="granted nothing on the store's tables"):
+        g.open(pg_server, stranger)  # known now, and granted nothing
+
+
+def test_the_cluster_superusers_objects_are_given_one_by_one_not_by_reassign(
+        pg_server, monkeypatch):
+    """REASSIGN OWNED refuses the objects of the superuser that made the cluster ("required by
+    the database system"): where it owns one of the store's, the refusal says what moves it."""
+    g = OddGroup.make(pg_server)
+    known = migrations("postgresql")
+    g.open(pg_server, g.ops)
+    pg_server.sql("ALTER FUNCTION fractui_guard_reads_output(BIGINT) OWNER TO postgres",
+                  db=g.db)
+    monkeypatch.setattr(postgres, "migrations",
+                        lambda dialect: known + [(known[-1][0] + 1, CHANGES_0021)])
+    with pytest.raises(StoreDenied) as denied:
+        g.open(pg_server, g.ops)
+    assert ("gives the others' to the first with " + postgres.BOOTSTRAP_OWNS % (
+        _q(g.group), "postgres") + " in the store's database") in str(denied.value)
+    assert "REASSIGN OWNED BY" not in str(denied.value)
+    pg_server.sql("ALTER FUNCTION fractui_guard_reads_output(BIGINT) OWNER TO " + _q(g.group),
+                  db=g.db)
+    g.open(pg_server, g.ops)
+
+
+def test_a_store_whose_owner_a_team_may_act_as_is_refused_saying_the_revoke(pg_server):
+    """A table's owner may turn the guard's triggers and row security off, so a team's role in
+    the group that owns the store made every member of that team able to change any team's
+    jobs. Every open of such a store is refused, naming the roles and the REVOKE that ends it;
+    run as said, the store opens and the member may not touch the guard again. Where the
+    owning role is itself in a team, the REVOKE takes it out."""
+    g = OddGroup.make(pg_server)
+    g.open(pg_server, g.ops)
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams=_q(g.team)), db=g.db)
+    disable = "ALTER TABLE jobs DISABLE TRIGGER USER"
+    pg_server.sql("GRANT %s TO %s" % (_q(g.group), _q(g.team)))
+    with psycopg.connect(_odd_url(pg_server, g.db, g.ann)) as conn:
+        conn.execute(disable)  # what the guard is against (rolled back)
+        conn.rollback()
+    for role in (g.ops, g.ann, "postgres"):
+        with pytest.raises(StoreDamaged) as damaged:
+            g.open(pg_server, role)
+        assert str(damaged.value).endswith(postgres.TEAM_OWNS % (
+            "roles %s, %s" % (g.ann, g.team), g.group,
+            "REVOKE %s FROM %s" % (_q(g.group), _q(g.team)))), str(damaged.value)
+    pg_server.sql(_advised(str(damaged.value), "an admin runs ", " (no team's role"))
+    g.open(pg_server, g.ann)
+    with psycopg.connect(_odd_url(pg_server, g.db, g.ann)) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(disable)
+    pg_server.sql("GRANT %s TO %s" % (_q(g.team), _q(g.group)))  # the owner in a team
+    with pytest.raises(StoreDamaged) as damaged:
+        g.open(pg_server, g.ops)
+    assert str(damaged.value).endswith(postgres.TEAM_OWNS % (
+        "role " + g.group, g.group, "REVOKE %s FROM %s" % (_q(g.team), _q(g.group))))
+    pg_server.sql(_advised(str(damaged.value), "an admin runs ", " (no team's role"))
+    g.open(pg_server, g.ops)
 
 
 def test_tables_changed_under_an_open_store_are_said_so_not_a_cached_plan(pg_server, pg_url):

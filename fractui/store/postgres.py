@@ -24,6 +24,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
+from psycopg.sql import Identifier
 
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
                                 StoreBusy, StoreDamaged, StoreDenied, StoreError, StoreFull,
@@ -77,10 +78,22 @@ NOT_OWNER = ("this fractui applies PostgreSQL migration %04d to it (its schema i
 to apply (the server says only "must be owner of table jobs"): which, and who can. Schema
 changes need the tables' owner, which a member of it acts as; a scheduler run as an admin
 role outside it is not it (docs/cli.md, "A shared PostgreSQL store")."""
-MANY_OWNERS = ("roles %s, where one should own them all: an admin gives the others' to it "
-               "with REASSIGN OWNED, docs/cli.md, \"A shared PostgreSQL store\"")
+MANY_OWNERS = ("roles %s, where one should own them all: an admin gives the others' to "
+               "the first with %s in the store's database, docs/cli.md, \"A shared "
+               "PostgreSQL store\"")
 """The owners said where the store's objects have several (some made before its admins were
-a group, as a member's own or a superuser's)."""
+a group, as a member's own or a superuser's), the store's own first."""
+BOOTSTRAP_OWNS = ("ALTER TABLE/FUNCTION ... OWNER TO %s for each object of role %s (the "
+                  "superuser that made the cluster, whose objects REASSIGN OWNED refuses to "
+                  "move)")
+"""What gives the store's owner the objects of the cluster's first superuser, which PostgreSQL
+requires and REASSIGN OWNED will not move ("required by the database system")."""
+TEAM_OWNS = ("%s, in a team's role and not an admin, may act as the store's owner, role %s: "
+             "an owner may turn the guard's triggers and row security off, and so change any "
+             "team's jobs; an admin runs %s (no team's role or member may be in the role that "
+             "owns the store: docs/cli.md, \"A shared PostgreSQL store\")")
+"""Where a team's role or member is a member of the store's owner (or is it): refused on
+every open, as a schema public every role may create in is."""
 OWNER_MAY_NOT_CREATE = ("the store is role %s's, which role %s acts as to apply this fractui's "
                         "migrations, but %s may not create objects in the schema public: an "
                         "admin runs %s in the database; nothing was changed")
@@ -219,6 +232,7 @@ class PostgresDialect(Dialect):
                                "functions there that the guard would call in place of "
                                "PostgreSQL's own; an admin runs REVOKE CREATE ON SCHEMA public "
                                "FROM PUBLIC in the database")
+        self._no_team_owns(db)
         known = migrations("postgresql")
         latest = known[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
@@ -257,7 +271,7 @@ class PostgresDialect(Dialect):
             db.execute("INSERT INTO %s (version) VALUES (0)" % VERSION_TABLE)
             have = 0
         # read before any is tried: a refused statement leaves nothing else to ask this time
-        owners = [r["owner"] for r in db.execute(_OWNERS)] if have else []
+        owners = db.execute(_OWNERS).fetchall() if have else []
         for number, sql in pending:
             try:
                 for statement in statements(sql):
@@ -271,10 +285,25 @@ class PostgresDialect(Dialect):
                     raise
                 raise StoreDenied(self.where, NOT_OWNER % (
                     number, have, self.user, err.diag.message_primary or err,
-                    "role " + owners[0] if len(owners) == 1 else MANY_OWNERS % ", ".join(
-                        owners))) from err
+                    _owners_words(owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
         db.execute("SELECT set_config('role', %s, true)", (was,))  # (what follows: as before)
+
+    def _no_team_owns(self, db: psycopg.Connection) -> None:
+        """Refuses a store whose owner a team's role or member may act as (docs/decisions.md,
+        "A store whose owner a team may act as is refused"): the guard holds no owner, so with
+        a team role in the owners' group every member of that team could turn it off."""
+        held = db.execute(_TEAM_OWNS).fetchall()
+        if not held:
+            return
+        owner = held[0]["owner"]
+        fixes = ["REVOKE %s FROM %s" % (quoted(r["grp"]), quoted(r["member"]))
+                 for r in db.execute(_TEAM_OWNS_BY)]
+        if not fixes:  # (the owner is a team's role itself)
+            fixes.append("REASSIGN OWNED BY %s TO %s in the store's database" % (
+                quoted(owner), quoted(ADMIN_ROLE)))
+        raise StoreDamaged(self.where, TEAM_OWNS % (
+            _roles(sorted(r["role"] for r in held)), owner, "; ".join(fixes)))
 
     def _as_owner(self, db: psycopg.Connection) -> str:
         """Where the session's role is not the store's owner but may act as it (a member of
@@ -308,7 +337,7 @@ class PostgresDialect(Dialect):
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
-                self.user, text, _auth_hint(text)))
+                self.user, text, _auth_hint(text, self.user)))
         if state == "3D000" or ("database" in text and "does not exist" in text):
             return StoreUnavailable(self.where, "has no such database: %s; an admin creates "
                                     "it (createdb)" % text)
@@ -368,23 +397,53 @@ def _holder_words(row: dict[str, Any]) -> str:
             "pg_terminate_backend(%d)" % (row["role"], row["pid"], ", ".join(known), row["pid"]))
 
 
-def _auth_hint(text: str) -> str:
+def quoted(name: str) -> str:
+    """A role's or a database's name as a statement must spell it, for an advised statement to
+    be pasted as it is: PostgreSQL folds a bare name to lower case and reads no space or quote
+    in one, so one naming role "ML Team" bare failed, or named the role ml."""
+    return Identifier(name).as_string(None)
+
+
+def _roles(names: list[str]) -> str:
+    """'role a' or 'roles a, b'."""
+    return "role%s %s" % ("s" * (len(names) > 1), ", ".join(names))
+
+
+def _owners_words(owners: list[dict[str, Any]]) -> str:
+    """The owners of the store's objects, the store's own first; where they are several, the
+    statements that make it the one (the cluster's first superuser's objects one by one)."""
+    names = [r["owner"] for r in owners]
+    if len(names) == 1:
+        return "role " + names[0]
+    others = [r["owner"] for r in owners[1:] if not r["pinned"]]
+    fixes = (["REASSIGN OWNED BY %s TO %s" % (", ".join(map(quoted, others)),
+                                              quoted(names[0]))] * bool(others) +
+             [BOOTSTRAP_OWNS % (quoted(names[0]), r["owner"]) for r in owners[1:]
+              if r["pinned"]])
+    return MANY_OWNERS % (", ".join(names), ", and ".join(fixes))
+
+
+def _auth_hint(text: str, user: str) -> str:
     """What to do about a refusal at connect, by how the server refused."""
     if "Peer authentication failed" in text:
         return ("peer authentication lets an OS user in as the role of its own name only: "
                 "name no other role in the URL or PGUSER")
     if "role" in text and "does not exist" in text:
-        return "an admin makes it: CREATE ROLE name LOGIN, and grants it a team role"
+        return "an admin makes it: CREATE ROLE %s LOGIN, and grants it a team role" % quoted(
+            user)
     return "a password is read from PGPASSWORD or ~/.pgpass, never from the config"
 
 
 # Who owns the store's tables and functions (a table's indexes, sequences and row type are its
 # owner's), read before a migration is tried: a refused statement leaves nothing to ask.
+# The store's own owner (its version table's) first; pinned: the cluster's first superuser.
 _OWNERS = """
-SELECT pg_get_userbyid(relowner) AS owner FROM pg_class
-WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')
-UNION SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'public'::regnamespace
-ORDER BY owner
+SELECT pg_get_userbyid(o.oid) AS owner, o.oid = 10 AS pinned FROM (
+    SELECT relowner AS oid FROM pg_class
+    WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')
+    UNION SELECT proowner FROM pg_proc WHERE pronamespace = 'public'::regnamespace) o
+ORDER BY o.oid IS DISTINCT FROM (SELECT relowner FROM pg_class
+                                 WHERE oid = to_regclass('public.fractui_schema')), owner
 """
 
 # The store's owner (its version table's, else the database's), whether the session's role may
@@ -406,8 +465,43 @@ WHERE n.nspname = 'public' AND o.oid = coalesce(
 def _schema_to(row: dict[str, Any]) -> str:
     """The statement that lets the store's owner create in public, by who owns the schema."""
     if row["schema_owner"] == "pg_database_owner":
-        return "ALTER DATABASE %s OWNER TO %s" % (row["db"], row["owner"])
-    return "ALTER SCHEMA public OWNER TO %s" % row["owner"]
+        return "ALTER DATABASE %s OWNER TO %s" % (quoted(row["db"]), quoted(row["owner"]))
+    return "ALTER SCHEMA public OWNER TO %s" % quoted(row["owner"])
+
+
+# The store's owner (as _OWNER) and the roles, not superusers nor admins, in a team's role
+# (fractui_team_<team> itself, or a member of one, directly or not) that may act as it: the
+# guard holds no owner. The owner is the first row's; none when no team role may.
+_TEAM_OWNS_CTE = """
+WITH RECURSIVE owner AS (
+    SELECT coalesce(
+        (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
+        (SELECT datdba FROM pg_database WHERE datname = current_database())) AS oid
+), in_team(oid) AS (
+    SELECT oid FROM pg_roles WHERE starts_with(rolname, 'fractui_team_')
+    UNION SELECT m.member FROM pg_auth_members m JOIN in_team t ON m.roleid = t.oid
+), held AS (
+    SELECT r.oid, r.rolname FROM pg_roles r, owner o
+    WHERE r.oid IN (SELECT oid FROM in_team) AND NOT r.rolsuper
+      AND pg_has_role(r.oid, o.oid, 'MEMBER')
+      AND NOT EXISTS (SELECT FROM pg_roles a WHERE a.rolname = 'fractui_admin'
+                                              AND pg_has_role(r.oid, a.oid, 'MEMBER'))
+)
+"""
+_TEAM_OWNS = _TEAM_OWNS_CTE + """
+SELECT h.rolname AS role, pg_get_userbyid(o.oid) AS owner FROM held h, owner o ORDER BY role
+"""
+# The memberships that let them: a held role's in a role, not itself held, that is the owner
+# or acts as it (those of a member in its team's role are not the trouble); where the owner is
+# held itself, its own in a team's role or a role in one.
+_TEAM_OWNS_BY = _TEAM_OWNS_CTE + """
+SELECT pg_get_userbyid(m.member) AS member, pg_get_userbyid(m.roleid) AS grp
+FROM pg_auth_members m, owner o
+WHERE m.member IN (SELECT oid FROM held) AND (
+    (m.roleid NOT IN (SELECT oid FROM held) AND pg_has_role(m.roleid, o.oid, 'MEMBER'))
+    OR (m.member = o.oid AND m.roleid IN (SELECT oid FROM in_team)))
+ORDER BY grp, member
+"""
 
 
 # Every role the session's role is a member of, directly or through others (a superuser's
