@@ -427,6 +427,29 @@ def test_a_team_member_moves_the_change_counters_only_as_a_change_does(guarded):
         admin.close()
 
 
+def test_a_team_members_audit_entry_takes_the_number_the_store_gives_it(guarded):
+    """Migration 0024, as 0006 for jobs: an audit entry ann numbered ahead of the sequence was
+    the number a later write of the store drew, and that write failed (a duplicate key: here
+    an admin's submit, in a scheduler's pass every decision), once per number she chose."""
+    admin = guarded.store()
+    try:
+        mine = admin.submit("v", guarded.vision, "mine", ["true"], {}, "x")
+        ahead = max(e.id for e in admin.audit_log(limit=1000)) + 1
+        refused(guarded, audited("SELECT 1", guarded.ann, "cancel").replace(
+            "INSERT INTO audit (time,", "INSERT INTO audit (id, time,").replace(
+            "VALUES (extract", "VALUES (%d, extract" % ahead), "role %s" % guarded.ann,
+            "add an audit entry numbered %d: the store numbers audit entries" % ahead)
+        ann = guarded.store(guarded.ann)
+        try:
+            ask_stop(ann, ann.get(mine.id), CANCEL, Asker("here"))  # numbered by the store
+        finally:
+            ann.close()
+        assert admin.submit("v", guarded.vision, "after", ["true"], {}, "x").state == PENDING
+        assert [e.action for e in admin.audit_log(limit=1000)][-2:] == [CANCEL, "submit"]
+    finally:
+        admin.close()
+
+
 def test_every_table_of_the_store_is_guarded(pg_server):
     """So that no later migration adds a table a broad grant leaves open, as the counters
     were: each has a trigger of the guard's for its rows and one for TRUNCATE."""

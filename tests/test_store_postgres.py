@@ -353,7 +353,7 @@ def test_a_store_made_by_a_member_of_the_databases_owning_group_is_the_groups(pg
     open_store(pg_server.url(g.db, user=g.ops)).close()
     owners = _owners(pg_server, g.db)
     assert {"relation jobs", "relation jobs_id_seq", "type jobs",
-            "function fractui_announce", "function fractui_guard_job_number"} <= set(owners)
+            "function fractui_announce", "function fractui_guard_number"} <= set(owners)
     assert set(owners.values()) == {g.group}
     _least_grants(pg_server, g.db, g.team)
     open_store(pg_server.url(g.db, user=g.sched)).close()
