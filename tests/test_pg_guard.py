@@ -416,6 +416,19 @@ def test_a_team_member_moves_the_change_counters_only_as_a_change_does(guarded):
             assert "permission denied for table changes" in str(err.value) or (
                 "refused by the store's guard: role %s" % guarded.ann) in str(err.value), err
         assert {t: admin.version(t) for t in before} == before
+        # the counters' one SECURITY DEFINER function, called with what no change sends,
+        # on a search path of ann's that names her own changes table first
+        with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+            conn.execute("CREATE TEMP TABLE changes (topic text, version bigint)")
+            conn.execute("INSERT INTO changes VALUES ('jobs', 0)")
+            conn.execute("SET search_path = pg_temp, public")
+            for topic in (None, "jobs' OR true; DELETE FROM public.changes; --", "x" * 7000):
+                conn.execute("SELECT fractui_announce(%s)", (topic,))
+            with pytest.raises(psycopg.errors.InvalidParameterValue):  # NOTIFY's limit
+                conn.execute("SELECT fractui_announce(%s)", ("jobs" * 3000,))
+            conn.execute("SELECT fractui_announce('hosts')")
+            assert conn.execute("SELECT * FROM changes").fetchall() == [("jobs", 0)]
+        assert {t: admin.version(t) for t in before} == dict(before, hosts=before["hosts"] + 1)
         ann = guarded.store(guarded.ann)
         try:
             ann.submit("v", guarded.vision, "mine", ["true"], {}, guarded.ann,
