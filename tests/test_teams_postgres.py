@@ -203,7 +203,8 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
     assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
         quote(team.server.sockets, safe=""), team.server.port, DB, zed)), done.stderr
     assert done.stderr.endswith('role "%s" does not exist (an admin makes it: CREATE ROLE '
-                                'name LOGIN, and grants it a team role)\n' % zed), done.stderr
+                                '"%s" LOGIN, and grants it a team role)\n' % (zed, zed)
+                                ), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
     # and her own name is the one the store knows her by, whatever $USER says
     listed = team.run("ann", "submit", "--queue", "v", "--", *SLEEPER)
