@@ -463,6 +463,40 @@ def test_a_team_members_audit_entry_takes_the_number_the_store_gives_it(guarded)
         admin.close()
 
 
+def test_the_guard_refuses_nulls_odd_numbers_and_other_teams_names_of_a_team_member(guarded):
+    """What a client that is not fractui may send: NULLs where fractui writes a value, times
+    that are no time (NaN, infinity), the largest job number, a team named as another role
+    would be. Each is the guard's refusal, naming ann; nothing changes."""
+    admin = guarded.store()
+    try:
+        mine = admin.submit("v", guarded.vision, "mine", ["true"], {}, "x")
+        before = (admin.jobs(), admin.audit_log(limit=1000), admin.log_requests())
+        now = "extract(epoch FROM transaction_timestamp())"
+
+        def new_job(team: str = "'%s'" % guarded.vision, at: str = now) -> str:
+            return ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                    "updated_at, submitted_by, run_as) VALUES ('v', %s, 'x', '[\"x\"]', '{}', "
+                    "'pending', %s, %s, '%s', '%s')" % (team, at, at, guarded.ann, guarded.ann))
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        for statement in (
+                new_job(team="NULL"), new_job(team="'%s'" % guarded.vision.upper()),
+                new_job(team="'%s '" % guarded.vision), new_job(at="'NaN'"),
+                new_job(at="'Infinity'"),
+                audited("UPDATE jobs SET state = NULL WHERE id = %d" % mine.id,
+                        guarded.ann, "cancel"),
+                audited("UPDATE jobs SET state = 'cancelled', updated_at = 'NaN', ended_at = "
+                        "'NaN' WHERE id = %d" % mine.id, guarded.ann, "cancel"),
+                "UPDATE jobs SET id = 9223372036854775807 WHERE id = %d" % mine.id,
+                "INSERT INTO log_requests (job, actor, asked_at) VALUES (NULL, '%s', %s)" % (
+                    guarded.ann, now),
+                "INSERT INTO audit (time, actor, action, job, why) VALUES (%s, NULL, 'submit', "
+                "%d, 'x')" % (now, mine.id)):
+            refused(guarded, statement, guard)
+        assert (admin.jobs(), admin.audit_log(limit=1000), admin.log_requests()) == before
+    finally:
+        admin.close()
+
+
 def test_every_table_of_the_store_is_guarded(pg_server):
     """So that no later migration adds a table a broad grant leaves open, as the counters
     were: each has a trigger of the guard's for its rows and one for TRUNCATE."""
