@@ -262,9 +262,20 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.waits_s.append(r.waited_s)
     if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
-    end = r.ended_at if r.ended_at is not None else math.inf
-    if r.started_at < min(until, now) <= end:
+    if running_at_end(r, since, until, now):
         g.running += 1
+
+
+def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
+    """Whether the attempt held its slice at the range's end — ``now`` for a range not over
+    yet; none for a range that has not begun, of which nothing is known. An attempt the store
+    holds open at ``now`` is running then, even where its host's clock put its start later."""
+    at = min(until, now)
+    if at <= since:
+        return False
+    if r.ended_at is None and at == now:
+        return True
+    return r.started_at < at <= (r.ended_at if r.ended_at is not None else math.inf)
 
 
 def unshared(gpus: Sequence[int]) -> int:
