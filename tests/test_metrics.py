@@ -199,7 +199,7 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
             text = r.read().decode()
         assert 'fractui_scheduler_lease_held{holder="me"} 1.0' in text
-        assert "fractui_scheduler_pass_duration_seconds_count 1.0" in text
+        assert 'fractui_scheduler_pass_duration_seconds_count{holder="me"} 1.0' in text
         assert 'fractui_team_allocated_gpus{team="nlp"} 0.5' in text
         exporter.report(PassReport("me", held=False, store_ok=True))  # the lease is lost
         assert not exporter.serving

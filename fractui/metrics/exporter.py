@@ -42,8 +42,11 @@ class Exporter:
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.passes = Histogram("fractui_scheduler_pass_duration_seconds",
-                                "How long the scheduler's full passes take", buckets=PASS_BUCKETS,
+                                "How long the scheduler's full passes take, by the holder "
+                                "that ran them", ["holder"], buckets=PASS_BUCKETS,
                                 registry=self.registry)
+        """Labelled by holder: a standby that takes the lease serves on the same address, and
+        its counts, under the same labels, would step back to its own (a counter reset)."""
         self.registry.register(_Collector(self))
         self._lock = threading.Lock()
         self._jobs: Sequence[Job] = ()
@@ -70,9 +73,10 @@ class Exporter:
                 self._last_pass = report.at
             self._held, self._store_ok = report.held, report.store_ok
             self._holder = report.holder
-        if report.seconds is not None and report.held:
-            self.passes.observe(report.seconds)
         if report.held:
+            passes = self.passes.labels(report.holder)  # (its series, 0 before its first)
+            if report.seconds is not None:
+                passes.observe(report.seconds)
             self._open()
         else:
             self.close()
