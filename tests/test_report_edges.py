@@ -15,8 +15,9 @@ The fleet (times are hours from T; R, the range most checks read, is [1 h, 3 h))
     3    nlp/cy       a100 gpu0 3g.40gb (3/7)            1 -> runs on (submitted 1)   MIG   10 GiB
     4    nlp/cy       a10 gpus 0,1 whole, charge 2       1.5 -> 2.5 failed (sub 1.25) 150 % 8 GiB
     5    speech/di    l4 gpu0 share 0.5 (submitted 2)    2 -> 2.25 cancelled          never sampled
-    6    vision/ann   submitted 1.9, its launch lost at 1.95 (requeued); a late copy of that
-                      attempt ran on l4 gpu0 (0.25) 2 -> 2.1; cancelled waiting at 2.2  20 %  256 MiB
+    6    vision/ann   submitted 1.9, its launch lost at 1.95 (requeued); a late copy of
+                      that attempt ran on l4 gpu0 (0.25) 2 -> 2.1       20 %  256 MiB;
+                      the job cancelled waiting at 2.2
     7    speech/di    submitted 2.75, waits on to the end
     8    speech/ed    l4 gpu1 whole (submitted 0.9)      3.5 -> runs on               50 %  1 GiB
 """
@@ -153,7 +154,11 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
     # 1.27; memory 1 x 0.5 + 2 + 4 x 0.5 + 0.25 x 0.1 = 4.525 GiB-h
     assert (vision["held_gpu_hours"], vision["used_gpu_hours"], vision["unmeasured_gpu_hours"],
             vision["memory_gib_hours"]) == pytest.approx((1.65, 1.27, 0.0, 4.525))
-    # nlp: the MIG slice 3/7 x 2 h, not measurable; the 2-GPU job 2.0 x 1 h, 150 % x 1 h
+    # nlp: the MIG slice 3/7 x 2 h, not measurable (its record says why); the 2-GPU job
+    # 2.0 x 1 h, 150 % x 1 h
+    [mig] = [r for r in fleet.store.usage(T + H, T + 3 * H) if r.job == fleet.ids[3]]
+    assert (mig.sampled.util_mean, mig.sampled.util_note) == (
+        None, "not reported by NVML for MIG instances")
     assert (nlp["held_gpu_hours"], nlp["used_gpu_hours"], nlp["unmeasured_gpu_hours"],
             nlp["memory_gib_hours"]) == pytest.approx((6 / 7 + 2, 1.5, 6 / 7, 28.0))
     # speech: job 5 0.5 x 0.25 h, never sampled: held, no measure, no memory
