@@ -41,12 +41,12 @@ class Exporter:
         self.hosts = hosts
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
+        # by holder: a standby that takes the lease over serves on the same address, and its
+        # counts, under the same labels, would step back to its own (a counter reset)
         self.passes = Histogram("fractui_scheduler_pass_duration_seconds",
                                 "How long the scheduler's full passes take, by the holder "
                                 "that ran them", ["holder"], buckets=PASS_BUCKETS,
                                 registry=self.registry)
-        """Labelled by holder: a standby that takes the lease serves on the same address, and
-        its counts, under the same labels, would step back to its own (a counter reset)."""
         self.registry.register(_Collector(self))
         self._lock = threading.Lock()
         self._jobs: Sequence[Job] = ()
