@@ -254,6 +254,16 @@ def test_an_attempt_ending_as_a_range_begins_has_its_outcome_there_on_either_sto
         store.close()
 
 
+def test_a_frozen_fleets_report_screen_reads_its_range_as_the_store_does():
+    """The TUI's source of a fleet given its usage records (no store) reads a range by the
+    store's rule: the attempt ending at ``since`` too."""
+    from fractui.tui.source import Source
+
+    ended = rec("h", (0,), 1.0, start=0.0, end=100.0)
+    assert Source([], usage=[ended]).read_usage(100.0, 200.0) == ([ended], [])
+    assert Source([], usage=[ended]).read_usage(101.0, 200.0) == ([], [])
+
+
 def test_a_running_attempt_counts_up_to_now_and_the_metrics_say_the_same_now(fleet):
     """[3 h, 5 h) read at 4 h: job 2 held l4 gpu1 3 -> 3.5 h, job 8 from 3.5 h to now, job 3
     all of it: 1 x 0.5 + 1 x 0.5 + 3/7 x 1 GPU-h; running now: jobs 3 and 8, which the
