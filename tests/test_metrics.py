@@ -14,7 +14,7 @@ from fractui.metrics.families import families
 from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
 from fractui.store.model import Job, Slot
-from tests.cli_run import in_process, leaks
+from tests.cli_run import closed_port, in_process, leaks
 
 MIB = 1024 * 1024
 NOW = 1000.0
@@ -199,7 +199,7 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
             text = r.read().decode()
         assert 'fractui_scheduler_lease_held{holder="me"} 1.0' in text
-        assert "fractui_scheduler_pass_duration_seconds_count 1.0" in text
+        assert 'fractui_scheduler_pass_duration_seconds_count{holder="me"} 1.0' in text
         assert 'fractui_team_allocated_gpus{team="nlp"} 0.5' in text
         exporter.report(PassReport("me", held=False, store_ok=True))  # the lease is lost
         assert not exporter.serving
@@ -207,6 +207,22 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
             urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5)
     finally:
         blocker.close()
+        exporter.close()
+
+
+def test_the_pass_counts_go_on_through_a_lost_and_retaken_lease():
+    """A holder that loses the lease and takes it again keeps counting in the same series:
+    the registry is the process's, not the lease's."""
+    port = closed_port()
+    exporter = Exporter(("127.0.0.1", port), Config(path=None, teams=TEAMS), lambda: HOSTS)
+    count = 'fractui_scheduler_pass_duration_seconds_count{holder="me"}'
+    try:
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02))
+        exporter.report(PassReport("me", held=False, store_ok=True))
+        exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.03))
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+            assert "%s 2.0" % count in r.read().decode()
+    finally:
         exporter.close()
 
 

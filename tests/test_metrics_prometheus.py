@@ -84,6 +84,19 @@ def documented_queries() -> list:
     return found
 
 
+def prometheus(tmp_path, port: int, prom_port: int) -> subprocess.Popen:
+    """A Prometheus on ``prom_port`` scraping ``port`` every second."""
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: fractui\n    static_configs:\n"
+        "      - targets: ['127.0.0.1:%d']\n" % port)
+    return subprocess.Popen(
+        [PROMETHEUS, "--config.file=%s" % (tmp_path / "prometheus.yml"),
+         "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
+         "--web.listen-address=127.0.0.1:%d" % prom_port],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def with_metrics(f, port: int, tui: bool = False) -> str:
     f.config = dataclasses.replace(f.config, metrics=MetricsSettings(
         listen="127.0.0.1:%d" % port, tui=tui))
@@ -101,15 +114,7 @@ def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_
     mig = f.submit("mig3", "nlp", LOAD)
     head = f.scheduler_process("head")
     prom_port = closed_port()
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: fractui\n    static_configs:\n"
-        "      - targets: ['127.0.0.1:%d']\n" % port)
-    prom = subprocess.Popen(
-        [PROMETHEUS, "--config.file=%s" % (tmp_path / "prometheus.yml"),
-         "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
-         "--web.listen-address=127.0.0.1:%d" % prom_port],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    prom = prometheus(tmp_path, port, prom_port)
     try:
         wait(lambda: {f.states()[job.id], f.states()[mig.id]} == {"running"}, f.states,
              alive=head)
@@ -155,7 +160,8 @@ def test_prometheus_scrapes_the_lease_holder_and_promtool_passes_its_text(local_
         assert ("fractui_gpu_utilization_ratio", (("gpu", "0"), ("host", "gpu-m"))) not in got
         assert got[("fractui_gpu_allocated_ratio", (("gpu", "0"), ("host", "gpu-m")))] == \
             mig_charge
-        assert got[("fractui_scheduler_pass_duration_seconds_count", ())] >= 1
+        assert got[("fractui_scheduler_pass_duration_seconds_count",
+                    (("holder", "head"),))] >= 1
 
         # an ended job leaves: its series are gone from the next scrape
         assert f.fractui("cancel", str(job.id)).returncode == 0
@@ -198,6 +204,57 @@ def test_only_the_lease_holder_serves_and_a_standby_that_takes_the_lease_starts(
         _, err = second.communicate(timeout=60)
         first.communicate(timeout=10)
     assert "Traceback" not in err, err
+
+
+def passes(port: int) -> float:
+    """The pass count one scrape of ``port`` says, whoever's (0 if none serves)."""
+    return sum(v for (name, _), v in parsed(scrape(port) or "").items()
+               if name == "fractui_scheduler_pass_duration_seconds_count")
+
+
+@needs_prometheus
+def test_no_counter_steps_back_as_a_standby_takes_over_the_same_address(local_fleet,
+                                                                        tmp_path):
+    """The holder and its standby on one address, as on one head node: the holder closes its
+    port as it hands the lease over and the standby binds it, so Prometheus scrapes one
+    target throughout. The holder ran more passes than the standby will have run when first
+    scraped; each holder's counts are series of their own, so none steps back (a reset,
+    which rate() would read as passes that never ran)."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER], [NLP], lease_s=3.0)
+    port, prom_port = closed_port(), closed_port()
+    with_metrics(f, port)
+    prom = prometheus(tmp_path, port, prom_port)
+    first = f.scheduler_process("first")
+    second: Optional[subprocess.Popen] = None
+    try:
+        wait(lambda: serving(port, "first"), lambda: scrape(port), alive=first)
+        for _ in range(3):  # each submit and each cancel is a pass of the holder's
+            job = f.submit("quarter", "nlp")
+            wait(lambda: f.store.get(job.id).state == "running", f.states, alive=first)
+            assert f.fractui("cancel", str(job.id)).returncode == 0
+            wait(lambda: f.store.get(job.id).state == "cancelled", f.states, alive=first)
+        wait(lambda: passes(port) >= 6, lambda: scrape(port), alive=first)
+        count = "fractui_scheduler_pass_duration_seconds_count"
+        wait(lambda: any(float(r["value"][1]) >= 6 for r in query(prom_port, count)),
+             lambda: query(prom_port, count), timeout_s=60, alive=first)
+        second = f.scheduler_process("second")
+        assert second.stdout.readline().startswith("scheduler second: ")
+        first.terminate()
+        first.wait(60)
+        wait(lambda: serving(port, "second"), lambda: scrape(port), alive=second)
+        assert passes(port) < 6  # the second's own, fewer
+        held = 'fractui_scheduler_lease_held{holder="second"}'
+        wait(lambda: query(prom_port, held), lambda: query(prom_port, held), timeout_s=60,
+             alive=second)  # Prometheus has scraped the second
+        resets = query(prom_port, "resets(%s[10m])" % count)
+        assert resets and all(r["value"][1] == "0" for r in resets), resets
+    finally:
+        for proc in (first, second, prom):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in (first, second, prom):
+            if proc is not None:
+                proc.communicate(timeout=60)
 
 
 @pytest.mark.parametrize("tui", [False, True])

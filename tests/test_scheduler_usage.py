@@ -59,7 +59,9 @@ def test_the_holder_keeps_each_attempts_record_and_each_gpus_time(local_fleet, m
         was = per_gpu.get(t.gpu, (0.0, 0.0, 0.0))
         per_gpu[t.gpu] = (was[0] + t.online_s, was[1] + t.idle_s, was[2] + t.held_s)
     online, idle, held = per_gpu[runs.gpus[0]]
-    assert online > 0 and idle == 0 and held == pytest.approx(online)  # the whole GPU, held
+    # the whole GPU: not idle from its placement, held from its start (as its record says;
+    # test_usage_gputime has the seconds exactly)
+    assert online > 0 and idle == 0 and 0 < held <= online
     free = [g for g in range(3) if g not in runs.gpus + done.gpus]
     assert free and all(per_gpu[g][1] == per_gpu[g][0] > 0 for g in free)  # nothing there
 

@@ -5,10 +5,12 @@ or while a host is away."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fractui.sched.fleetview import HostView
-from fractui.store.model import RUNNING, GpuTime, Job, Slot
+from fractui.store.model import PLACED, RUNNING, GpuTime, Job, Slot
 from fractui.usage.gputime import GAP_S, GpuClock
 
 
@@ -34,6 +36,22 @@ def test_time_between_looks_is_split_at_bucket_boundaries_with_what_each_gpu_did
     # GPU 1: no job, no process: idle; its utilisation not reported: not measured
     assert rows[1, 0.0] == GpuTime("h", 1, 0.0, "L4", 10, 10, 0, 0, 0)
     assert clock.take() == []  # handed over once
+
+
+def test_a_placed_job_books_its_gpu_and_holds_it_only_once_started():
+    """Placed, its launch under way (an image pulled, a launch refused and tried again), a
+    job's slot is taken, so its GPU is not idle; it holds nothing until its start, as its
+    usage record (and so the report's HELD) says: held while online is never more than what
+    the attempts held."""
+    placed = Job(2, "q", "t", "n", ("x",), {}, PLACED, 0.0, 0.0,
+                 slot=Slot("h", (1,), None, None, 6144, 0.25))
+    clock = GpuClock(bucket_s=60)
+    clock.observe([view()], [JOB, placed], 0.0)
+    clock.observe([view()], [JOB, placed], 5.0)
+    started = dataclasses.replace(placed, state=RUNNING, agent_job="a2")
+    clock.observe([view()], [JOB, started], 10.0)
+    gpu1 = [r for r in clock.take() if r.gpu == 1]
+    assert [(r.online_s, r.idle_s, r.held_s) for r in gpu1] == [(10.0, 0.0, 1.25)]
 
 
 def test_a_process_outside_fractui_keeps_a_gpu_from_being_idle():

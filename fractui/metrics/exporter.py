@@ -41,8 +41,11 @@ class Exporter:
         self.hosts = hosts
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
+        # by holder: a standby that takes the lease over serves on the same address, and its
+        # counts, under the same labels, would step back to its own (a counter reset)
         self.passes = Histogram("fractui_scheduler_pass_duration_seconds",
-                                "How long the scheduler's full passes take", buckets=PASS_BUCKETS,
+                                "How long the scheduler's full passes take, by the holder "
+                                "that ran them", ["holder"], buckets=PASS_BUCKETS,
                                 registry=self.registry)
         self.registry.register(_Collector(self))
         self._lock = threading.Lock()
@@ -70,9 +73,10 @@ class Exporter:
                 self._last_pass = report.at
             self._held, self._store_ok = report.held, report.store_ok
             self._holder = report.holder
-        if report.seconds is not None and report.held:
-            self.passes.observe(report.seconds)
         if report.held:
+            passes = self.passes.labels(report.holder)  # (its series, 0 before its first)
+            if report.seconds is not None:
+                passes.observe(report.seconds)
             self._open()
         else:
             self.close()

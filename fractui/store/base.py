@@ -409,7 +409,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def usage(self, since: float, until: float) -> list[UsageRecord]:
-        """Every attempt that held a slice at some time in [since, until), by start."""
+        """Every attempt that held a slice at some time in [since, until), or ended at
+        ``since`` (its outcome is the range's), by start."""
 
     @abc.abstractmethod
     def gpu_time(self, since: float, until: float) -> list[GpuTime]:

@@ -101,9 +101,10 @@ def _sampled_values(s: Sampled) -> list[Any]:
 
 
 def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
-    """Every attempt that held its slice at some time in [since, until), by start."""
+    """Every attempt that held its slice at some time in [since, until), or ended at
+    ``since`` (its outcome is of the range that starts there), by start."""
     return [_record(r) for r in run(
-        db, "SELECT * FROM usage WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?) "
+        db, "SELECT * FROM usage WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?) "
             "ORDER BY started_at, job, attempt", (until, since))]
 
 

@@ -138,7 +138,7 @@ class Source:
         if not self._usage:
             return None
         return [r for r in self._usage if r.started_at < until and
-                (r.ended_at is None or r.ended_at > since)], []
+                (r.ended_at is None or r.ended_at >= since)], []  # (the store's rule)
 
     def read_ended(self, since: float) -> list[Job]:
         """The jobs that ended since ``since`` without having started (the report screen's,

@@ -34,7 +34,9 @@ class GpuClock:
         """One look at the fleet at ``now``: each GPU of a reachable host counts the time
         since its last look as it is now (a host unreachable counts nothing, and is looked
         at afresh when it is back)."""
-        held = held_by_gpu(jobs)
+        jobs = list(jobs)
+        booked = held_by_gpu(jobs)  # a placed job's slot too: placement counts it taken
+        held = held_by_gpu(j for j in jobs if j.holds_slice)  # what the usage records charge
         seen: Dict[Key, float] = {}
         for view in views:
             if view.state not in USABLE:
@@ -50,7 +52,7 @@ class GpuClock:
                 if before is None or not 0 < now - before <= GAP_S:
                     continue
                 charge = held.get(key, 0.0)
-                idle = 1.0 if charge == 0 and index not in taken and all(  # the jobs' MPS
+                idle = 1.0 if not booked.get(key) and index not in taken and all(  # jobs' MPS
                     mps_layer(p) for p in gpu.get("processes") or ()) else 0.0  # server: no use
                 util = gpu.get("utilization_gpu")
                 measured = isinstance(util, (int, float)) and not isinstance(util, bool)

@@ -13,9 +13,10 @@ Definitions (docs/usage.md says them for users):
   copy aside: it served no one's wait);
 - outcomes: of the attempts that ended in the range (``late``: a late copy, killed — a launch
   that reached its agent after the store moved past its attempt, charged to its job's team
-  for the time it held its slice); ``running``: those holding a slice at
-  its end; ``unstarted``: the jobs that ended in the range (cancelled, failed) waiting, their
-  last attempt never having held a slice — in no group, as they have no usage record;
+  for the time it held its slice); ``running``: those holding a slice at its end (now, for
+  a range not over; none for one not begun); ``unstarted``: the jobs that ended in the range
+  (cancelled, failed) waiting, their last attempt never having held a slice — in no group,
+  as they have no usage record;
 - without sharing, each attempt would have needed a whole GPU of its own for each GPU it used
   (a fraction or a MIG slice: one); the GPUs used at a time are those with an attempt on them.
 """
@@ -262,9 +263,20 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.waits_s.append(r.waited_s)
     if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
-    end = r.ended_at if r.ended_at is not None else math.inf
-    if r.started_at < min(until, now) <= end:
+    if running_at_end(r, since, until, now):
         g.running += 1
+
+
+def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
+    """Whether the attempt held its slice at the range's end — ``now`` for a range not over
+    yet; none for a range that has not begun, of which nothing is known. An attempt the store
+    holds open at ``now`` is running then, even where its host's clock put its start later."""
+    at = min(until, now)
+    if at <= since:
+        return False
+    if r.ended_at is None and at == now:
+        return True
+    return r.started_at < at <= (r.ended_at if r.ended_at is not None else math.inf)
 
 
 def unshared(gpus: Sequence[int]) -> int:

@@ -1,0 +1,460 @@
+"""The report at its edges, against numbers worked out by hand in this file's comments: attempts
+across the range's edges (clipped), one ending exactly as a range begins, a preempted job's
+second wait, a late copy, an attempt never sampled, MIG slices, a 2-GPU job, a running one
+counted to now, a job still waiting at the range's end, a range of nothing, one in the future
+and one given backwards; GPU time with a host away, a paused holder and buckets across the
+edges; a day as the clocks go back; hosts whose clocks disagree; and what sharing saved in its
+small cases. The metrics of the same state are checked against the report's.
+
+The fleet (times are hours from T; R, the range most checks read, is [1 h, 3 h)):
+
+    job  team/user    slot                               attempt: from -> to, end     util  mem
+    1    vision/ann   l4 gpu0 share 0.25                 0.5 -> 1.5 done              40 %  1 GiB
+    2    vision/bo    l4 gpu1 whole (submitted 0.75)     1 -> 2 preempted             60 %  2 GiB
+                      l4 gpu1 whole                      2.5 -> 3.5 done              90 %  4 GiB
+    3    nlp/cy       a100 gpu0 3g.40gb (3/7)            1 -> runs on (submitted 1)   MIG   10 GiB
+    4    nlp/cy       a10 gpus 0,1 whole, charge 2       1.5 -> 2.5 failed (sub 1.25) 150 % 8 GiB
+    5    speech/di    l4 gpu0 share 0.5 (submitted 2)    2 -> 2.25 cancelled          never sampled
+    6    vision/ann   submitted 1.9, its launch lost at 1.95 (requeued); a late copy of
+                      that attempt ran on l4 gpu0 (0.25) 2 -> 2.1       20 %  256 MiB;
+                      the job cancelled waiting at 2.2
+    7    speech/di    submitted 2.75, waits on to the end
+    8    speech/ed    l4 gpu1 whole (submitted 0.9)      3.5 -> runs on               50 %  1 GiB
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from fractui.metrics.state import MetricsState
+from fractui.sched.fleetview import HostView
+from fractui.store import open_store
+from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNING, STOPPING,
+                                 LateCopy, Sampled, Slot, UsageRecord)
+from fractui.store.sqlite import SqliteStore
+from fractui.usage.gputime import GpuClock
+from fractui.usage.report import build, saving
+from tests.cli_run import in_process, leaks
+from tests.test_report_truth import (HALF, MIG, QUARTER, TEAMS, Clock, metric, sampled,
+                                     samples)
+
+T = 1_700_006_400.0  # a multiple of 3600
+H = 3600.0
+WHOLE_L4 = Slot("l4", (1,), None, None, None, 1.0)
+TWO_A10 = Slot("a10", (0, 1), None, None, None, 2.0)
+MODELS = {"l4": "NVIDIA L4", "a100": "NVIDIA A100-SXM4-80GB", "a10": "NVIDIA A10"}
+
+
+def _at(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).isoformat()
+
+
+class Fleet:
+    """The scenario above, played through the store's own transitions at their times."""
+
+    def __init__(self, tmp_path: Path):
+        self.clock = Clock()
+        self.store = SqliteStore(str(tmp_path / "store.db"), clock=self.clock)
+        self.config = tmp_path / "config.toml"
+        self.config.write_text('[store]\nurl = "sqlite://%s"\n' % self.store.where)
+        self.ids: Dict[int, int] = {}
+
+    def submit(self, n: int, at: float, queue: str, team: str, user: str) -> None:
+        self.clock.t = T + at * H
+        self.ids[n] = self.store.submit(queue, team, "job%d" % n, ["x"], {},
+                                        "%s@laptop" % user).id
+
+    def run(self, n: int, slot: Slot, at: float) -> None:
+        self.clock.t = T + at * H
+        self.store.place(self.ids[n], slot, "sched", "fits")
+        self.store.started(self.ids[n], "a%d" % n, T + at * H, "sched", "started",
+                           model=MODELS[slot.host])
+
+    def end(self, n: int, at: float, state: str, used: Sampled | None) -> None:
+        self.clock.t = T + at * H
+        self.store.ended(self.ids[n], (RUNNING,), state, None, "sched", state, "end",
+                         ended_at=T + at * H, sampled=used)
+
+    def report(self, capfd, *argv: str) -> str:
+        code, out, err = in_process(capfd, ["--config", str(self.config), "report", *argv])
+        assert code == 0 and not leaks(err), err
+        return out
+
+
+def play(tmp_path: Path) -> Fleet:
+    f = Fleet(tmp_path)
+    s = f.store
+    f.submit(1, 0, "quarter", "vision", "ann")
+    f.run(1, QUARTER, 0.5)
+    f.submit(2, 0.75, "whole", "vision", "bo")
+    f.submit(8, 0.9, "whole", "speech", "ed")
+    f.submit(3, 1, "mig", "nlp", "cy")
+    f.run(3, MIG, 1)
+    f.run(2, WHOLE_L4, 1)
+    f.submit(4, 1.25, "two", "nlp", "cy")
+    f.end(1, 1.5, DONE, sampled(40, 1024))
+    f.run(4, TWO_A10, 1.5)
+    f.submit(6, 1.9, "quarter", "vision", "ann")
+    epoch = s.acquire_lease("sched", 1e9)
+    f.clock.t = T + 1.95 * H
+    s.place(f.ids[6], QUARTER, "sched", "fits", epoch=epoch)
+    s.requeue(f.ids[6], (PLACED,), "sched", "its launch was lost", epoch=epoch)
+    f.clock.t = T + 2 * H
+    s.stopping(f.ids[2], (RUNNING,), "preempt", "sched", "for a team within its quota")
+    s.requeue(f.ids[2], (STOPPING,), "sched", "preempted", sampled=sampled(60, 2048))
+    f.submit(5, 2, "half", "speech", "di")
+    f.run(5, HALF, 2)
+    f.clock.t = T + 2.1 * H
+    key = "fractui-%s-%d.0" % (s.uid, f.ids[6])
+    s.stop_sent("l4", key, epoch=epoch)
+    assert s.copy_ended("l4", key, "sched", epoch=epoch, late=LateCopy(
+        f.ids[6], 0, "l4", (0,), MODELS["l4"], None, 5758, 0.25, T + 2 * H, T + 2.1 * H,
+        sampled(20, 256)))
+    f.clock.t = T + 2.2 * H
+    s.ended(f.ids[6], (PENDING,), CANCELLED, "no", "ann", "no", "cancel")
+    f.clock.t = T + 2.25 * H
+    s.stopping(f.ids[5], (RUNNING,), "cancel", "di", "cancelled by di")
+    s.ended(f.ids[5], (STOPPING,), CANCELLED, "cancelled by di", "sched", "cancelled", "end",
+            ended_at=T + 2.25 * H)  # no sample was ever read of it
+    f.end(4, 2.5, FAILED, sampled(150, 8192))
+    f.run(2, WHOLE_L4, 2.5)
+    f.submit(7, 2.75, "whole", "speech", "di")
+    f.end(2, 3.5, DONE, sampled(90, 4096))
+    f.run(8, WHOLE_L4, 3.5)
+    f.clock.t = T + 4 * H
+    s.keep_usage({(f.ids[3], 0): sampled(None, 10240), (f.ids[8], 0): sampled(50, 1024)},
+                 epoch=epoch)
+    return f
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    f = play(tmp_path)
+    yield f
+    f.store.close()
+
+
+R = ["--since", _at(T + H), "--until", _at(T + 3 * H)]
+
+
+def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, capfd):
+    got = json.loads(fleet.report(capfd, *R, "--json"))
+    teams = {g["key"]: g for g in got["groups"]}
+    vision, nlp, speech, total = teams["vision"], teams["nlp"], teams["speech"], got["total"]
+    # vision: job 1 0.25 x 0.5 h (clipped at 1 h) + job 2 1.0 x 1 h + 1.0 x 0.5 h (clipped at
+    # 3 h) + the late copy 0.25 x 0.1 h = 1.65; used 0.4 x 0.5 + 0.6 + 0.9 x 0.5 + 0.2 x 0.1 =
+    # 1.27; memory 1 x 0.5 + 2 + 4 x 0.5 + 0.25 x 0.1 = 4.525 GiB-h
+    assert (vision["held_gpu_hours"], vision["used_gpu_hours"], vision["unmeasured_gpu_hours"],
+            vision["memory_gib_hours"]) == pytest.approx((1.65, 1.27, 0.0, 4.525))
+    # nlp: the MIG slice 3/7 x 2 h, not measurable (its record says why); the 2-GPU job
+    # 2.0 x 1 h, 150 % x 1 h
+    [mig] = [r for r in fleet.store.usage(T + H, T + 3 * H) if r.job == fleet.ids[3]]
+    assert (mig.sampled.util_mean, mig.sampled.util_note) == (
+        None, "not reported by NVML for MIG instances")
+    assert (nlp["held_gpu_hours"], nlp["used_gpu_hours"], nlp["unmeasured_gpu_hours"],
+            nlp["memory_gib_hours"]) == pytest.approx((6 / 7 + 2, 1.5, 6 / 7, 28.0))
+    # speech: job 5 0.5 x 0.25 h, never sampled: held, no measure, no memory
+    assert (speech["held_gpu_hours"], speech["used_gpu_hours"], speech["unmeasured_gpu_hours"],
+            speech["memory_gib_hours"]) == pytest.approx((0.125, 0.0, 0.125, 0.0))
+    # waits of the attempts that started in R: job 2's first 900 s (from its submit), its
+    # second 1800 s (from its preemption at 2 h, not its submit); job 3 0, job 4 900, job 5
+    # 0. Not job 1's (it started before R), nor job 8's (waiting at R's end: started at
+    # 3.5 h), nor the late copy's (it served no one's wait)
+    assert (vision["waits"], vision["wait_median_s"], vision["wait_p95_s"]) == (2, 900, 1800)
+    assert (nlp["waits"], nlp["wait_median_s"], nlp["wait_p95_s"]) == (2, 0, 900)
+    assert (speech["waits"], speech["wait_median_s"]) == (1, 0)
+    # all five: 0, 0, 900, 900, 1800 -> nearest rank 3 and 5; not a mean of the groups'
+    assert (total["waits"], total["wait_median_s"], total["wait_p95_s"]) == (5, 900, 1800)
+    assert vision["outcomes"] == {"done": 1, "failed": 0, "cancelled": 0, "requeued": 0,
+                                  "preempted": 1, "late": 1}
+    assert nlp["outcomes"]["failed"] == 1 and speech["outcomes"]["cancelled"] == 1
+    assert (vision["running"], nlp["running"], speech["running"], total["running"]) == (
+        1, 1, 0, 2)  # job 2's second attempt and job 3 at 3 h
+    assert got["ended_unstarted"] == {"cancelled": 1, "failed": 0}  # job 6, at 2.2 h
+    for key in ("held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours",
+                "memory_gib_hours", "running", "waits"):
+        assert total[key] == pytest.approx(sum(g[key] for g in got["groups"])), key
+    for outcome, n in total["outcomes"].items():
+        assert n == sum(g["outcomes"][outcome] for g in got["groups"]), outcome
+    # without sharing: 1-1.5 h jobs 1, 2, 3: 3 GPUs of 3 in use; 1.5-2 h 2, 3, 4 (2 GPUs):
+    # 4 of 4; 2-2.1 h 3, 4, 5, the late copy: 5 needed, 4 in use (5 and the copy share l4
+    # gpu0); 2.1-2.25 h 4 of 4; 2.25-2.5 h 3 of 3; 2.5-3 h 2 of 2. Peak 5 against 4; means
+    # (3 x .5 + 4 x .5 + 5 x .1 + 4 x .15 + 3 x .25 + 2 x .5) / 2 = 3.175 and 3.125
+    assert got["saving"] == pytest.approx({
+        "peak_demand_gpus": 5, "peak_used_gpus": 4, "saved_gpus_at_peak": 1,
+        "mean_demand_gpus": 3.175, "mean_used_gpus": 3.125, "saved_gpus_mean": 0.05})
+
+    # the table and --csv say the same numbers
+    out = fleet.report(capfd, *R)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.split() and line.split()[0] in teams.keys() | {"total"}}
+    # HELD USED NO-MEASURE MEM WAIT-MED WAIT-P95 DONE FAILED CANCELLED REQUEUED PREEMPTED
+    # LATE RUNNING IDLE
+    assert rows["vision"] == ["1.65", "1.27", "0.00", "4.5", "15m00s", "30m00s", "1", "0",
+                              "0", "0", "1", "1", "1", "—"]
+    assert rows["nlp"] == ["2.86", "1.50", "0.86", "28.0", "0s", "15m00s", "0", "1", "0",
+                           "0", "0", "0", "1", "—"]
+    assert rows["speech"] == ["0.12", "0.00", "0.12", "0.0", "0s", "0s", "0", "0", "1", "0",
+                              "0", "0", "0", "—"]
+    assert rows["total"][:13] == ["4.63", "2.77", "0.98", "32.5", "15m00s", "30m00s", "1",
+                                  "1", "1", "0", "1", "1", "2"]
+    assert "would have needed 5 GPUs at peak (3.2 on average); they used 4 (3.1): sharing " \
+        "saved 1 GPU at peak" in out, out
+    assert "NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or not " \
+        "sampled yet): 0.98 of 4.63" in out, out
+    sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))
+    assert [r["team"] for r in sheet] == [g["key"] for g in got["groups"]] + ["total"]
+    for row, g in zip(sheet, got["groups"] + [total]):
+        for key in ("held_gpu_hours", "used_gpu_hours", "memory_gib_hours", "waits",
+                    "running", "late"):
+            assert float(row[key]) == pytest.approx(float(
+                g["outcomes"][key] if key == "late" else g[key]), abs=1e-6), key
+
+
+def test_by_gpu_a_2_gpu_attempt_is_half_on_each_and_counted_once_in_the_total(fleet, capfd):
+    got = json.loads(fleet.report(capfd, *R, "--json", "--by", "gpu"))
+    gpus = {g["key"]: g for g in got["groups"]}
+    for key in ("a10 gpu0", "a10 gpu1"):  # job 4: 2.0 x 1 h, 150 % of one GPU, split
+        assert (gpus[key]["held_gpu_hours"], gpus[key]["used_gpu_hours"]) == pytest.approx(
+            (1.0, 0.75))
+        assert (gpus[key]["outcomes"]["failed"], gpus[key]["waits"]) == (1, 1)
+    assert sum(g["held_gpu_hours"] for g in got["groups"]) == pytest.approx(
+        got["total"]["held_gpu_hours"])
+    assert got["total"]["outcomes"]["failed"] == 1  # one attempt, though on two GPUs' rows
+    assert sum(g["outcomes"]["failed"] for g in got["groups"]) == 2
+
+
+def test_an_attempt_ending_as_a_range_begins_has_its_outcome_there_on_either_store(store_url):
+    """Ranges are [since, until): an attempt that ends exactly at ``since`` held nothing of
+    it, yet its end is the range's (the range before ends just short of it); it was read by
+    neither, its outcome counted nowhere."""
+    store = open_store(store_url)
+    try:
+        t0 = store.now()
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+        store.place(job.id, QUARTER, "sched", "fits")
+        store.started(job.id, "a1", t0 - 200, "sched", "started")
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=t0 - 100)
+        before = build(store.usage(t0 - 300, t0 - 100), [], t0 - 300, t0 - 100, "team", t0)
+        after = build(store.usage(t0 - 100, t0), [], t0 - 100, t0, "team", t0)
+        assert (before.total.held_h, after.total.held_h) == pytest.approx((0.25 * 100 / H, 0))
+        assert (before.total.outcomes, after.total.outcomes) == ({}, {"done": 1})
+        # held up to the end of the first: running at its end, ended in the next (each
+        # attempt read is the one or the other)
+        assert (before.total.running, after.total.running) == (1, 0)
+    finally:
+        store.close()
+
+
+def test_a_frozen_fleets_report_screen_reads_its_range_as_the_store_does():
+    """The TUI's source of a fleet given its usage records (no store) reads a range by the
+    store's rule: the attempt ending at ``since`` too."""
+    from fractui.tui.source import Source
+
+    ended = rec("h", (0,), 1.0, start=0.0, end=100.0)
+    assert Source([], usage=[ended]).read_usage(100.0, 200.0) == ([ended], [])
+    assert Source([], usage=[ended]).read_usage(101.0, 200.0) == ([], [])
+
+
+def test_a_running_attempt_counts_up_to_now_and_the_metrics_say_the_same_now(fleet):
+    """[3 h, 5 h) read at 4 h: job 2 held l4 gpu1 3 -> 3.5 h, job 8 from 3.5 h to now, job 3
+    all of it: 1 x 0.5 + 1 x 0.5 + 3/7 x 1 GPU-h; running now: jobs 3 and 8, which the
+    metrics of the same moment show, and sharing saves nothing now (two jobs, two GPUs)."""
+    now = T + 4 * H
+    store = fleet.store
+    report = build(store.usage(T + 3 * H, T + 5 * H), [], T + 3 * H, T + 5 * H, "team", now)
+    teams = {g.key: g for g in report.groups}
+    assert report.total.held_h == pytest.approx(1 + 3 / 7)
+    assert (teams["speech"].held_h, teams["speech"].running, teams["nlp"].running) == (
+        pytest.approx(0.5), 1, 1)
+    assert teams["speech"].waits_s == [pytest.approx(2.6 * H)]  # job 8: from 0.9 h to 3.5 h
+    # two jobs on two GPUs all along [3 h, now): the mean is over that, not up to 5 h
+    assert (report.saving.mean_demand, report.saving.mean_used) == pytest.approx((2, 2))
+    views = [HostView(h, "online", hello={"gpus": []}, snapshot={"time": now, "gpus": [
+        {"index": i, "name": MODELS[h], "memory_mib": 81920, "processes": []}
+        for i in ((0, 1) if h != "a100" else (0,))]}) for h in MODELS]
+    found = samples(MetricsState(now=now, holder="h", hosts=views, jobs=store.jobs(),
+                                 teams=TEAMS, queues=["quarter", "half", "mig", "whole", "two"],
+                                 lease_held=True, store_reachable=True))
+    series = [k for k in found if k[0] == "fractui_job_allocated_gpus"]
+    assert len(series) == report.total.running == 2
+    at_now = build(store.usage(now - 1, now), [], now - 1, now, "team", now).saving
+    assert metric(found, "fractui_sharing_demand_gpus") == at_now.peak_demand == 2
+    assert metric(found, "fractui_sharing_used_gpus") == at_now.peak_used == 2
+    assert metric(found, "fractui_team_allocated_gpus", team="speech") == 1.0
+    # job 7 still waits, since 2.75 h: the queue's gauge, and in no report's waits yet
+    assert metric(found, "fractui_queue_oldest_wait_seconds", queue="whole") == 1.25 * H
+
+
+def test_a_range_of_nothing_one_in_the_future_and_one_backwards(fleet, capfd):
+    out = fleet.report(capfd, "--since", _at(T - 2 * H), "--until", _at(T - H))
+    assert "no job held a GPU in this range, and no GPU time was kept" in out, out
+    got = json.loads(fleet.report(capfd, "--since", _at(T - 2 * H), "--until", _at(T - H),
+                                  "--json"))
+    assert (got["groups"], got["total"]["waits"], got["total"]["wait_median_s"]) == (
+        [], 0, None)
+    # nothing of a range to come has happened: jobs 3 and 8 run now, not "at its end"
+    future = ["--since", "2099-01-01", "--until", "2099-01-02"]
+    got = json.loads(fleet.report(capfd, *future, "--json"))
+    assert (got["total"]["running"], got["total"]["held_gpu_hours"]) == (0, 0)
+    assert got["saving"]["peak_demand_gpus"] == 0
+    assert "no job held a GPU in this range" in fleet.report(capfd, *future)
+    for since, until in ((T + 3 * H, T + H), (T + H, T + H)):
+        code, out, err = in_process(capfd, ["--config", str(fleet.config), "report",
+                                            "--since", _at(since), "--until", _at(until)])
+        assert (code, out) == (2, "") and "must be before --until" in err, err
+        assert not leaks(err), err
+
+
+def test_gpu_time_counts_whole_buckets_and_nothing_while_away_or_unseen(tmp_path, capfd):
+    """Two L4s, GPU 0 held whole by one job from T to 2 h, GPU 1 idle; buckets of 30 min,
+    looks every 30 s; the host away 0.5 -> 0.75 h (the look as it returns counts nothing),
+    the holder paused 1 h -> 1 h 2 min (the look after the pause counts nothing).
+    [0.25 h, 1.75 h) counts the buckets that begin in it, whole: 0.5 h (seen 0.75 -> 1 h: 900
+    s), 1 h (1680 s: 120 s unseen), 1.5 h (1800 s: past the range's end) — 4380 s each GPU;
+    the job's HELD is its 1.5 h in the range exactly, its host away or not."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a1", T, "sched", "started", model="NVIDIA L4")
+        running = [store.get(job.id)]
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 7201, 30):
+            if H < look < H + 120:
+                continue  # the holder paused
+            state = "offline" if 1800 <= look < 2700 else "online"
+            gpus.observe([HostView("l4", state, hello={"gpus": []}, snapshot={"gpus": [
+                {"index": i, "name": "NVIDIA L4", "processes": []} for i in (0, 1)]})],
+                running, T + look)
+        store.keep_gpu_time(gpus.take())
+        clock.t = T + 2 * H
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=T + 2 * H)
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        span = ["--since", _at(T + 0.25 * H), "--until", _at(T + 1.75 * H)]
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
+                                            "--json", "--by", "gpu"])
+        assert code == 0, err
+        got = json.loads(out)
+        gpu = {g["key"]: g for g in got["groups"]}
+        assert (gpu["l4 gpu0"]["online_gpu_hours"], gpu["l4 gpu0"]["held_online_gpu_hours"],
+                gpu["l4 gpu0"]["idle_gpu_hours"]) == pytest.approx((4380 / H, 4380 / H, 0))
+        assert (gpu["l4 gpu1"]["online_gpu_hours"], gpu["l4 gpu1"]["held_online_gpu_hours"],
+                gpu["l4 gpu1"]["idle_gpu_hours"]) == pytest.approx((4380 / H, 0, 4380 / H))
+        assert got["total"]["held_gpu_hours"] == pytest.approx(1.5)
+        assert got["total"]["online_gpu_hours"] == pytest.approx(8760 / H)
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span])
+        assert code == 0, err
+        assert "GPUs online 2.43 GPU-h, held while online 1.22 (50 %), idle with nothing on " \
+            "them 1.22 (50 %)" in out, out
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def berlin(monkeypatch):
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_local_day_as_the_clocks_go_back_is_25_hours(tmp_path, capfd, berlin):
+    """In Berlin 2026-10-25 has 25 hours (03:00 summer time is 02:00 again): a whole GPU held
+    from the day before to the day after counts 25 GPU-hours of it, and the range is said
+    with each end's own offset. An hour that happens twice is read as its first (summer
+    time's) unless an offset says which."""
+    clock = Clock()
+    start = datetime.datetime(2026, 10, 24, 12).timestamp()
+    clock.t = start
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a1", start, "sched", "started", model="NVIDIA L4")
+        end = datetime.datetime(2026, 10, 27, 12).timestamp()
+        clock.t = end
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=end)
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+
+        def report(*argv: str) -> str:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", *argv])
+            assert code == 0, err
+            return out
+
+        day = ["--since", "2026-10-25", "--until", "2026-10-26"]
+        assert json.loads(report(*day, "--json"))["total"]["held_gpu_hours"] == \
+            pytest.approx(25.0)
+        assert report(*day).startswith("usage from 2026-10-25 00:00 +0200 to 2026-10-26 "
+                                       "00:00 +0100, by team"), report(*day)
+        twice = json.loads(report("--since", "2026-10-25T02:30", "--until",
+                                  "2026-10-25T02:30+01:00", "--json"))
+        assert twice["until"] - twice["since"] == H  # the first 02:30 to the second
+        assert twice["total"]["held_gpu_hours"] == pytest.approx(1.0)
+    finally:
+        store.close()
+
+
+def test_hosts_whose_clocks_disagree_never_make_a_number_negative(tmp_path):
+    """A host 10 minutes ahead of the store's clock: its job's start is later than the
+    requeue the store wrote (nothing held, nothing negative, the next wait from the requeue
+    or none), and a job running now that its host says started in 5 minutes is running now
+    (as the metrics count it), holding nothing yet."""
+    clock = Clock()
+    clock.t = T
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+        store.place(job.id, QUARTER, "sched", "fits")
+        store.started(job.id, "a1", T + 600, "sched", "started")  # its host's clock
+        clock.t = T + 60
+        store.stopping(job.id, (RUNNING,), "preempt", "sched", "room")
+        store.requeue(job.id, (STOPPING,), "sched", "preempted")
+        store.place(job.id, QUARTER, "sched", "fits")
+        store.started(job.id, "a2", T + 300, "sched", "started")  # 240 s after the requeue
+        now = T + 120
+        second, first = store.usage(T - H, T + H)  # by start: the host's clock's order
+        # (the second queued at the requeue: the earlier of it and its start)
+        assert (first.waited_s, second.waited_s) == (600, 240)
+        report = build([first, second], [], T - H, now, "team", now)
+        t = report.total
+        assert (t.held_h, t.used_h, t.unmeasured_h, t.memory_gib_h) == (0, 0, 0, 0)
+        assert (t.running, t.outcomes) == (1, {"preempted": 1})
+        assert report.saving == saving([], T - H, now, now)  # nothing held: none needed
+    finally:
+        store.close()
+
+
+def rec(host: str, gpus: tuple, charge: float, profile: str | None = None,
+        start: float = 0.0, end: float = 100.0) -> UsageRecord:
+    return UsageRecord(1, 0, "t", "q", "u", host, gpus, None, profile, None, charge, start,
+                       start, end, DONE)
+
+
+@pytest.mark.parametrize("records,needed,used", [
+    ([rec("h", (0,), 1.0)], 1, 1),  # one job on a GPU saves nothing
+    ([rec("h", (0,), 0.25)], 1, 1),  # nor does a lone share: it would need the GPU anyway
+    ([rec("h", (0, 1), 2.0)], 2, 2),  # a 2-GPU job needs its two
+    ([rec("h", (0,), 3 / 7, "3g.40gb"), rec("h", (0,), 2 / 7, "2g.20gb"),
+      rec("h", (0,), 1 / 7, "1g.10gb"), rec("h", (1,), 1 / 7, "1g.10gb")], 4, 2),
+    ([rec("h", (0,), 0.5), rec("h", (0,), 0.25), rec("h", (0,), 0.125)], 3, 1),  # sizes
+    ([rec("h", (0,), 0.5, start=0, end=50), rec("h", (0,), 0.5, start=50, end=100)], 1, 1),
+    ([rec("a", (0,), 0.5), rec("b", (0,), 0.5)], 2, 2),  # GPU 0 of two hosts: two GPUs
+])
+def test_what_sharing_saved_is_whole_gpus_needed_less_gpus_used(records: List[UsageRecord],
+                                                                 needed: int, used: int):
+    s = saving(records, 0, 100, 100)
+    assert (s.peak_demand, s.peak_used) == (needed, used)
+    assert s.saved_peak == needed - used >= 0
