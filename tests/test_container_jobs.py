@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -331,18 +331,18 @@ def podman_calls(tmp_path) -> List[str]:
 
 
 def podman_refusing(tmp_path, monkeypatch, verb: str, while_: str) -> str:
-    """A ``podman`` first on the PATH (the agent's too) that refuses ``verb`` (exit 125, as
-    podman does) while the shell test ``while_`` holds, and else runs the real one, whose path
-    it returns. Each call is recorded first (``podman_calls``): ``while_`` may count them, in
-    the file ``$CALLS``."""
+    """A ``podman`` first on the PATH (the agent's too) that refuses ``verb`` (a shell pattern:
+    ``kill|inspect``; exit 125, as podman does) while the shell test ``while_`` holds, and else
+    runs the real one, whose path it returns. Each call is recorded first (``podman_calls``):
+    ``while_`` may count them, in the file ``$CALLS``."""
     tools = tmp_path / "bin"
     tools.mkdir()
     real = shutil.which("podman")
     assert real is not None
     (tools / "podman").write_text(
-        '#!/bin/sh\nCALLS=%s\necho "$*" >> "$CALLS"\nif [ "$1" = %s ] && [ %s ]; then\n'
-        '  echo "Error: %s refused (the test\'s)" >&2; exit 125\nfi\nexec %s "$@"\n'
-        % (tmp_path / "podman-calls", verb, while_, verb, real))
+        '#!/bin/sh\nCALLS=%s\necho "$*" >> "$CALLS"\ncase "$1" in %s) if [ %s ]; then\n'
+        '  echo "Error: $1 refused (the test\'s)" >&2; exit 125\nfi;; esac\nexec %s "$@"\n'
+        % (tmp_path / "podman-calls", verb, while_, real))
     (tools / "podman").chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
     return real
@@ -524,12 +524,16 @@ def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_fil
 
 
 @contextlib.contextmanager
-def stopped_with_its_end_unwritten(podman, start_agent, tmp_path) -> Iterator[
+def stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
+                                   real_podman: Optional[str] = None) -> Iterator[
         Tuple[AgentProcess, dict, str, pathlib.Path, pathlib.Path]]:
     """A container job stopped (grace 0) whose end then waits: its shim cannot write
     ``exit.json`` (its job dir on a real tmpfs full to the last byte), so the watchdog is past
     the job's grace at each pass until the test takes away ``filler``. (The agent, the job,
-    its container's name, the daemon's log, the filler.)"""
+    its container's name, the daemon's log, the filler.) With ``real_podman``, where the
+    test's podman refuses ``inspect`` (the agent finds no cgroup of the container's, and only
+    its runtime reaches the container's processes), the job is stopped once the real one says
+    its container runs."""
     state = tmp_path / "host"
     folder = state / "jobs" / "j1"
     folder.mkdir(parents=True, mode=0o700)
@@ -543,8 +547,14 @@ def stopped_with_its_end_unwritten(podman, start_agent, tmp_path) -> Iterator[
         job = agent.call("job.launch", key="k-c-kill", gpu=0, memory_mib=100,
                          image=podman.image, env=IN_IMAGE,
                          argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
-        wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
-                   "the container's cgroup to be recorded")
+        if real_podman is None:
+            wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                       "the container's cgroup to be recorded")
+        else:
+            wait_until(lambda: subprocess.run(
+                [real_podman, "inspect", "--format", "{{.State.Running}}", name],
+                capture_output=True, text=True).stdout.strip() == "true", "the container to run")
+            assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
         fill(folder / "filler")
         agent.call("job.stop", job=job["id"], grace=0)
         yield agent, job, name, state / "daemon.log", folder / "filler"
@@ -592,14 +602,21 @@ def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the
     assert podman_calls(tmp_path).count("kill --signal 9 %s" % name) > passes
 
 
+@pytest.mark.parametrize("cgroup_found", [True, False], ids=["cgroup", "no-cgroup"])
 def test_a_runtime_kill_that_works_again_is_said_so_and_not_sent_again(
-        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
-    """As above, with a runtime that refuses the first two SIGKILLs and does the third: that it
-    works again is said once, with the passes that failed, and the container, killed by its
-    runtime, is asked no more, pass after pass, until the job's end is recorded."""
-    podman_refusing(tmp_path, monkeypatch, "kill",
-                    '"$(grep -c \'^kill --signal 9 \' "$CALLS")" -le 2')
-    with stopped_with_its_end_unwritten(podman, start_agent, tmp_path) as (
+        podman, start_agent, tmp_path, monkeypatch, cgroup_found):  # noqa: F811
+    """As above, with a runtime that refuses the first two SIGKILLs and passes on the third.
+    Where the container's cgroup is known, the agent's own SIGKILL to it ended the container
+    (and ``--rm`` removed it): the third finds it gone, which counts as done. Where it is not
+    (``inspect`` refused), the third is what kills it. Either way that it works again is said
+    once, with the passes that failed, and the runtime is asked no more, pass after pass, until
+    the job's end is recorded. Before, a container found gone was a new failure, asked again
+    at each pass."""
+    refused = "kill --signal 9 "
+    real = podman_refusing(tmp_path, monkeypatch, "kill" if cgroup_found else "kill|inspect",
+                           '"$1" = inspect -o "$(grep -c \'^%s\' "$CALLS")" -le 2' % refused)
+    with stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
+                                        None if cgroup_found else real) as (
             agent, job, name, log, filler):
         mended = "job %s: its runtime's SIGKILL works again (or its container is gone) after 2 " \
             "failed passes" % job["id"]
@@ -609,8 +626,10 @@ def test_a_runtime_kill_that_works_again_is_said_so_and_not_sent_again(
         filler.unlink()
         assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
         said = log.read_text().splitlines()
-    assert podman_calls(tmp_path).count("kill --signal 9 %s" % name) == 3
-    failed = [line for line in said if "kill --signal 9" in line]
+        gone = subprocess.run([real, "container", "exists", name]).returncode
+    assert gone == 1  # killed, and removed
+    assert podman_calls(tmp_path).count(refused + name) == 3
+    failed = [line for line in said if refused in line]
     assert len(failed) == 1 and failed[0].endswith("tried again each pass"), failed
     assert len([line for line in said if mended in line]) == 1
     assert not [line for line in said if "ended while its runtime's SIGKILL failed" in line]
