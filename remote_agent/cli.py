@@ -112,7 +112,7 @@ def run_daemon(args: argparse.Namespace, backend: str) -> int:
 
         try:
             nv.sim_open(paths.sim_state, args.sim)
-        except ValueError as err:
+        except (ValueError, UnsafePath) as err:  # (another host's; swapped since the check)
             print("remote_agent: %s" % err, file=sys.stderr)
             return 2
     else:

@@ -5,18 +5,23 @@ another uid that root hands files to."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pwd
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 import threading
+from typing import Iterator, List
 
 import pytest
 
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.daemon.paths import AgentPaths
+from remote_agent.daemon.trust import UnsafePath, open_private
 from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
 from tests import acl
@@ -330,6 +335,94 @@ def test_a_followed_log_swapped_for_a_symlink_ends_the_follow_unread(start_agent
     assert pushed["method"] == "log" and pushed["params"]["eof"] is True
     assert "is a symlink" in pushed["params"]["error"]
     assert "not for you" not in str(pushed)
+
+
+HOLD_LEASE = """import fcntl, os, signal, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+let_go = lambda *_: fcntl.fcntl(fd, 1024, fcntl.F_UNLCK)  # F_SETLEASE
+signal.signal(signal.SIGIO, let_go if sys.argv[2] == "let-go" else signal.SIG_IGN)
+fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lease_held(path, let_go: bool) -> Iterator[None]:
+    """A process holding the kernel's write lease on ``path``, as a file server takes one: an
+    open of it first breaks the lease (SIGIO to the holder), then waits until the holder lets
+    go (``let_go``) or the kernel's lease-break-time ends it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, str(path),
+                               "let-go" if let_go else "hold"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_file_whose_lease_is_being_broken_is_opened_once_the_holder_lets_go(tmp_path):
+    record = tmp_path / "record"
+    record.write_bytes(b"mine")
+    record.chmod(0o600)
+    with lease_held(record, let_go=True):
+        with os.fdopen(open_private(str(record), os.O_RDONLY, "record"), "rb") as f:
+            assert f.read() == b"mine"
+
+
+def test_a_fifo_swapped_in_while_a_lease_is_broken_is_refused_and_never_waited_on(
+        tmp_path, monkeypatch):
+    """A regular file under a lease, swapped for a FIFO as soon as the agent's non-blocking open
+    found the lease (the hook: before each open after that one). The open that waits for the
+    lease is refused, and never waits on the FIFO; before, the FIFO was opened by name after a
+    look, and that open waited for a writer for good, holding up the loop that opened it."""
+    record, fifo, far_end = tmp_path / "record", tmp_path / "fifo", tmp_path / "far-end"
+    record.write_bytes(b"mine")
+    record.chmod(0o600)
+    os.mkfifo(fifo, 0o600)
+    os.link(fifo, far_end)  # the FIFO's other end, once it is at the record's path
+    real_open = os.open
+    found_lease = threading.Event()
+
+    def hooked_open(path, flags, *args, **kwargs):
+        if found_lease.is_set() and fifo.exists():
+            os.rename(fifo, record)
+        try:
+            return real_open(path, flags, *args, **kwargs)
+        except BlockingIOError:
+            found_lease.set()
+            raise
+
+    said: List[str] = []
+
+    def agent_opens() -> None:
+        try:
+            os.close(open_private(str(record), os.O_RDONLY, "record"))
+            said.append("opened")
+        except UnsafePath as err:
+            said.append(str(err))
+
+    waited: List[bool] = []
+
+    def settled() -> bool:
+        try:  # a FIFO's write end opens without waiting only while a reader waits on it
+            os.close(real_open(far_end, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as err:
+            assert err.errno == errno.ENXIO, err
+            return not opening.is_alive()
+        waited.append(True)
+        return True
+
+    with lease_held(record, let_go=False):
+        monkeypatch.setattr(os, "open", hooked_open)
+        opening = threading.Thread(target=agent_opens)
+        opening.start()
+        wait_until(settled, "the open to be refused or to wait on the FIFO")
+        opening.join()
+    assert found_lease.is_set() and not fifo.exists()  # the swap was made
+    assert (waited, said) == ([], ["refusing record %s: not a regular file: a FIFO" % record])
 
 
 def test_everything_the_agent_creates_is_its_users_alone(start_agent, tmp_path):

@@ -9,16 +9,19 @@ cgroup, which the container goes below)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import pathlib
 import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -27,7 +30,7 @@ from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.jobs.runtime.base import cgroup_of
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
-from tests.conftest import AgentError, stop_host
+from tests.conftest import AgentError, AgentProcess, stop_host
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
@@ -321,18 +324,25 @@ def test_a_runtime_cli_that_hangs_does_not_keep_the_daemon_from_answering(start_
         "podman version --format {{.Client.Version}} did not answer in 5 s"
 
 
+def podman_calls(tmp_path) -> List[str]:
+    """The commands ``podman_refusing``'s podman was given, in order, each its words."""
+    calls = tmp_path / "podman-calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
 def podman_refusing(tmp_path, monkeypatch, verb: str, while_: str) -> str:
-    """A ``podman`` first on the PATH (the agent's too) that refuses ``verb`` (exit 125, as
-    podman does) while the shell test ``while_`` holds, and else runs the real one, whose path
-    it returns."""
+    """A ``podman`` first on the PATH (the agent's too) that refuses ``verb`` (a shell pattern:
+    ``kill|inspect``; exit 125, as podman does) while the shell test ``while_`` holds, and else
+    runs the real one, whose path it returns. Each call is recorded first (``podman_calls``):
+    ``while_`` may count them, in the file ``$CALLS``."""
     tools = tmp_path / "bin"
     tools.mkdir()
     real = shutil.which("podman")
     assert real is not None
     (tools / "podman").write_text(
-        '#!/bin/sh\nif [ "$1" = %s ] && [ %s ]; then\n'
-        '  echo "Error: %s refused (the test\'s)" >&2; exit 125\nfi\nexec %s "$@"\n'
-        % (verb, while_, verb, real))
+        '#!/bin/sh\nCALLS=%s\necho "$*" >> "$CALLS"\ncase "$1" in %s) if [ %s ]; then\n'
+        '  echo "Error: $1 refused (the test\'s)" >&2; exit 125\nfi;; esac\nexec %s "$@"\n'
+        % (tmp_path / "podman-calls", verb, while_, real))
     (tools / "podman").chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
     return real
@@ -513,15 +523,17 @@ def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_fil
     assert (pipes / "reached").exists()  # the MPS daemon's pipes are the host's
 
 
-def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the_job_ends(
-        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
-    """A container job stopped (grace 0) while its runtime refuses ``kill``, whose end then
-    waits: its shim cannot write ``exit.json`` (its job dir on a real tmpfs full to the last
-    byte). The watchdog, past the grace at each pass, asks the runtime again and SIGKILLs the
-    container's processes itself; the runtime's failure is said once, and once more when the
-    job's end is recorded, with how many passes failed. Before, it was said at every pass."""
-    refuse = tmp_path / "refuse-kill"
-    podman_refusing(tmp_path, monkeypatch, "kill", "-e %s" % refuse)
+@contextlib.contextmanager
+def stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
+                                   real_podman: Optional[str] = None) -> Iterator[
+        Tuple[AgentProcess, dict, str, pathlib.Path, pathlib.Path]]:
+    """A container job stopped (grace 0) whose end then waits: its shim cannot write
+    ``exit.json`` (its job dir on a real tmpfs full to the last byte), so the watchdog is past
+    the job's grace at each pass until the test takes away ``filler``. (The agent, the job,
+    its container's name, the daemon's log, the filler.) With ``real_podman``, where the
+    test's podman refuses ``inspect`` (the agent finds no cgroup of the container's, and only
+    its runtime reaches the container's processes), the job is stopped once the real one says
+    its container runs."""
     state = tmp_path / "host"
     folder = state / "jobs" / "j1"
     folder.mkdir(parents=True, mode=0o700)
@@ -530,26 +542,52 @@ def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
                    check=True)
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
-    passes = 3  # counted by the GPU reads that fail, one a pass: the test sets no clock
-    log = state / "daemon.log"
     try:
         agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
         job = agent.call("job.launch", key="k-c-kill", gpu=0, memory_mib=100,
                          image=podman.image, env=IN_IMAGE,
                          argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
-        wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
-                   "the container's cgroup to be recorded")
+        if real_podman is None:
+            wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                       "the container's cgroup to be recorded")
+        else:
+            wait_until(lambda: subprocess.run(
+                [real_podman, "inspect", "--format", "{{.State.Running}}", name],
+                capture_output=True, text=True).stdout.strip() == "true", "the container to run")
+            assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
         fill(folder / "filler")
-        refuse.touch()
         agent.call("job.stop", job=job["id"], grace=0)
+        yield agent, job, name, state / "daemon.log", folder / "filler"
+    finally:
+        stop_host(str(state))
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        podman.remove(name)
+
+
+def passes_past_the_grace(agent: AgentProcess, log: pathlib.Path, passes: int) -> None:
+    """Wait for ``passes`` more watchdog passes (counted by the GPU reads that fail, one a
+    pass: the test sets no clock)."""
+    agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
+               error="NVML_ERROR_UNKNOWN", count=passes)
+    wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
+               "%d more passes past the grace" % passes)
+
+
+def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the_job_ends(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A container job stopped while its runtime refuses ``kill``, whose end then waits. The
+    watchdog, past the grace at each pass, asks the runtime again and SIGKILLs the container's
+    processes itself; the runtime's failure is said once, and once more when the job's end is
+    recorded, with how many passes failed. Before, it was said at every pass."""
+    podman_refusing(tmp_path, monkeypatch, "kill", "true")
+    passes = 3
+    with stopped_with_its_end_unwritten(podman, start_agent, tmp_path) as (
+            agent, job, name, log, filler):
         wait_until(lambda: "kill --signal 9 %s failed" % name in log.read_text(),
                    "the runtime's SIGKILL to fail")
-        agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
-                   error="NVML_ERROR_UNKNOWN", count=passes)
-        wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
-                   "%d more passes past the grace" % passes)
+        passes_past_the_grace(agent, log, passes)
         assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
-        (folder / "filler").unlink()
+        filler.unlink()
         assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
         failed = [line for line in log.read_text().splitlines() if "kill --signal 9" in line]
         assert len(failed) == 1 and failed[0].endswith(
@@ -558,10 +596,40 @@ def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the
         wait_until(lambda: "ended while its runtime's SIGKILL failed" in log.read_text(),
                    "the episode's end to be said")
         said = log.read_text().splitlines()
-    finally:
-        stop_host(str(state))
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-        podman.remove(name)
     ended = [line for line in said if "ended while its runtime's SIGKILL failed" in line]
     assert len(ended) == 1, ended
     assert int(re.search(r"after (\d+) failed passes$", ended[0])[1]) > passes
+    assert podman_calls(tmp_path).count("kill --signal 9 %s" % name) > passes
+
+
+@pytest.mark.parametrize("cgroup_found", [True, False], ids=["cgroup", "no-cgroup"])
+def test_a_runtime_kill_that_works_again_is_said_so_and_not_sent_again(
+        podman, start_agent, tmp_path, monkeypatch, cgroup_found):  # noqa: F811
+    """As above, with a runtime that refuses the first two SIGKILLs and passes on the third.
+    Where the container's cgroup is known, the agent's own SIGKILL to it ended the container
+    (and ``--rm`` removed it): the third finds it gone, which counts as done. Where it is not
+    (``inspect`` refused), the third is what kills it. Either way that it works again is said
+    once, with the passes that failed, and the runtime is asked no more, pass after pass, until
+    the job's end is recorded. Before, a container found gone was a new failure, asked again
+    at each pass."""
+    refused = "kill --signal 9 "
+    real = podman_refusing(tmp_path, monkeypatch, "kill" if cgroup_found else "kill|inspect",
+                           '"$1" = inspect -o "$(grep -c \'^%s\' "$CALLS")" -le 2' % refused)
+    with stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
+                                        None if cgroup_found else real) as (
+            agent, job, name, log, filler):
+        mended = "job %s: its runtime's SIGKILL works again (or its container is gone) after 2 " \
+            "failed passes" % job["id"]
+        wait_until(lambda: mended in log.read_text(), "the runtime's SIGKILL to work")
+        passes_past_the_grace(agent, log, 3)
+        assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
+        filler.unlink()
+        assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
+        said = log.read_text().splitlines()
+        gone = subprocess.run([real, "container", "exists", name]).returncode
+    assert gone == 1  # killed, and removed
+    assert podman_calls(tmp_path).count(refused + name) == 3
+    failed = [line for line in said if refused in line]
+    assert len(failed) == 1 and failed[0].endswith("tried again each pass"), failed
+    assert len([line for line in said if mended in line]) == 1
+    assert not [line for line in said if "ended while its runtime's SIGKILL failed" in line]

@@ -10,6 +10,7 @@ from ctypes import byref, c_uint
 
 import pytest
 
+from remote_agent.daemon.trust import UnsafePath
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.gpu.models import model
 
@@ -220,6 +221,57 @@ def test_state_persists_and_is_shared_between_processes(tmp_path):
     nv.sim_open(path)  # a restart: the layout is still there
     nv.nvmlInit()
     assert nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByUUID(mig_uuid)) == mig_uuid
+
+
+def _plant_link(path: str) -> None:
+    os.rename(path, path + ".planted")
+    os.symlink(path + ".planted", path)
+
+
+@pytest.mark.parametrize("plant, said", [
+    (_plant_link, "it is a symlink"),
+    (lambda path: (os.unlink(path), os.mkfifo(path, 0o600)), "not a regular file: a FIFO"),
+    (lambda path: os.chown(path, 4242, -1), "it is owned by uid 4242, not by uid 0"),
+    (lambda path: os.chmod(path, 0o620), "it is writable by its group"),
+])
+def test_the_state_file_is_refused_as_the_agent_refuses_its_own_files(tmp_path, plant, said):
+    """The simulated GPUs' state, changed under a simulator that reads it: a link (to the state
+    it held), a FIFO (whose read would wait for a writer for good), another user's file, one
+    its group may write. Each is refused, as the agent refuses any file of its state dir, and
+    nothing is read from it; before, each was followed and read (the FIFO waited)."""
+    path = str(tmp_path / "gpus.json")
+    nv.sim_open(path, "1xL4")
+    nv.nvmlInit()
+    assert nv.nvmlDeviceGetCount() == 1
+    held = open(path, "rb").read()
+    plant(path)
+    with pytest.raises(UnsafePath) as err:
+        nv.nvmlDeviceGetCount()
+    assert str(err.value).startswith("refusing simulator state %s: %s" % (path, said)), err.value
+    os.unlink(path)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(held)
+    nv.nvmlShutdown()  # (its session's end is written to the state)
+
+
+@pytest.mark.parametrize("name, what", [(".lock", "simulator lock"),
+                                        (".tmp.%d" % os.getpid(), "temporary file")])
+def test_a_link_planted_for_a_state_write_is_refused_and_its_target_left_alone(tmp_path, name,
+                                                                              what):
+    """A symlink where the simulator makes its lock or the copy that replaces its state: the
+    write is refused, and the file it leads to is neither made nor cut. Before, the simulator
+    wrote through it (as root, to any file of the host)."""
+    path = str(tmp_path / "gpus.json")
+    nv.sim_open(path, "1xL4")
+    victim = tmp_path / "victim"
+    victim.write_text("not the simulator's\n")
+    os.unlink(path + ".lock")
+    os.symlink(victim, path + name)
+    with pytest.raises(UnsafePath) as err:
+        nv.sim_register_process(0, 100)
+    assert str(err.value) == "refusing %s %s%s: it is a symlink" % (what, path, name)
+    assert victim.read_text() == "not the simulator's\n"
+    os.unlink(path + name)
 
 
 def test_a_mig_mode_change_resets_an_ampere_gpu_and_not_a_hopper_one():

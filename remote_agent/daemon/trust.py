@@ -246,7 +246,8 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
     otherwise), so one swapped in meanwhile is refused too: a plain open of a FIFO waits for
     its other end for good, holding up whichever of the daemon's loops opened it. A regular file
     whose lease is being broken is waited for, as a plain open waits (at most the kernel's
-    lease-break-time)."""
+    lease-break-time): that open is of the file seen to be one (``_reopen_seen``), never of
+    whatever the path names by then."""
     try:
         _check_kind(os.lstat(path), path, what, fifo)
     except FileNotFoundError:
@@ -255,8 +256,7 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
         try:
             fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
         except BlockingIOError:  # a regular file under a lease (a file server's), being broken
-            _check_kind(os.lstat(path), path, what, fifo)
-            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # as a plain open
+            fd = _reopen_seen(path, flags, what, fifo)
     except OSError as err:
         if err.errno == errno.ELOOP:  # the last component is a symlink
             raise UnsafePath("refusing %s %s: it is a symlink" % (what, path)) from err
@@ -278,6 +278,21 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
         os.close(fd)
         raise
     return fd
+
+
+def _reopen_seen(path: str, flags: int, what: str, fifo: bool) -> int:
+    """``path`` opened with ``flags``, waiting as a plain open waits, once it is seen to be a
+    regular file (a FIFO, with ``fifo``): the file is held by an ``O_PATH`` descriptor, which
+    opens nothing, and the open that may wait is of that very file through /proc. An open by
+    name after a look would open what was swapped in between: a FIFO, whose open waits for
+    its other end for good."""
+    held = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _check_kind(os.fstat(held), path, what, fifo)
+        return os.open("/proc/self/fd/%d" % held,
+                       flags & ~(os.O_CREAT | os.O_EXCL) | os.O_CLOEXEC)
+    finally:
+        os.close(held)
 
 
 def check_private(path: str, what: str = "file",

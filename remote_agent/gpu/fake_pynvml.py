@@ -38,8 +38,9 @@ import threading
 import time
 import uuid as uuidlib
 from ctypes import POINTER, Structure, c_char, c_char_p, c_int, c_uint, c_ulonglong, pointer
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
+from remote_agent.daemon.trust import open_private, read_private, write_private
 from remote_agent.gpu import models as _models
 from remote_agent.jobs import procs
 
@@ -650,19 +651,15 @@ def _new_state(spec: str) -> Dict[str, Any]:
             "next_pid": SYNTHETIC_PID_BASE + 1}
 
 
-def _private(path: str, flags: int) -> IO[bytes]:
-    """``path`` opened to write, made 0600 where missing: the mode ``open`` would give it is
-    the umask's, which a default ACL on the state dir replaces by its own grants."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, 0o600), "wb")
-
-
 class _Store:
     """The host's GPU state: one JSON file, locked for writes, re-read when another process
-    changed it; or a dict in memory."""
+    changed it; or a dict in memory. The file, its lock and the copy that replaces it are
+    opened as the agent opens its own (``open_private``): never through a link, 0600, and
+    refused (UnsafePath) unless a regular file of this user that no other user can write."""
 
     def __init__(self, path: Optional[str], spec: Optional[str]):
         self.path = path
-        self._stamp: Optional[Tuple[int, int, int]] = None
+        self._stamp: Optional[Tuple[int, int, int, int]] = None
         self._state: Dict[str, Any] = {}
         self._mutex = threading.RLock()
         if path is None:
@@ -680,12 +677,14 @@ class _Store:
                 raise ValueError("%s holds a simulated host with GPUs %r, not %r; use another "
                                  "state dir for a different host" % (path, state["spec"], spec))
 
-    def _stat(self) -> Optional[Tuple[int, int, int]]:
+    def _stat(self) -> Optional[Tuple[int, int, int, int]]:
+        """What tells a changed state file: its ctime too, so that one given to another user
+        or made writable by others (its content as it was) is read again, and refused."""
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
     def _reload(self) -> None:
         stamp = self._stat()
@@ -693,8 +692,8 @@ class _Store:
             if stamp is None:
                 self._state = {}
             else:
-                with open(self.path, "r", encoding="utf-8") as f:
-                    self._state = json.load(f)
+                data = read_private(self.path, "simulator state")
+                self._state = {} if data is None else json.loads(data)
             self._stamp = stamp
 
     def read(self) -> Dict[str, Any]:
@@ -712,7 +711,8 @@ class _Store:
                 yield work
                 self._state = work
                 return
-            with _private(self.path + ".lock", os.O_APPEND) as lock:
+            with os.fdopen(open_private(self.path + ".lock", os.O_WRONLY | os.O_CREAT,
+                                        "simulator lock"), "wb") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 self._reload()
                 work = copy.deepcopy(self._state)
@@ -725,11 +725,8 @@ class _Store:
                         work[kind] = [p for p in work[kind] if (
                             _pid_alive(p["pid"]) if _own_entry(p, own)
                             else living is None or p["ns"] in living)]
-                tmp = "%s.tmp.%d" % (self.path, os.getpid())
                 # replaced atomically; no fsync: a GPU's state need only outlive processes
-                with _private(tmp, os.O_TRUNC) as f:
-                    f.write(json.dumps(work, indent=1, sort_keys=True).encode())
-                os.replace(tmp, self.path)
+                write_private(self.path, json.dumps(work, indent=1, sort_keys=True).encode())
                 self._state = work
                 self._stamp = self._stat()
 

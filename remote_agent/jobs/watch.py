@@ -79,14 +79,14 @@ class Watchdog:
         """SIGKILL to a job past its grace, at each pass until it has ended, said once: a
         process the signal cannot end yet (stuck in a driver's call) would otherwise be said
         twice a second for as long as it is stuck. A container is killed through its runtime
-        too, at each pass until that works once (docs/decisions.md, "Container jobs"); its
-        failure is said once, and once more when it works or the job ends."""
+        too, at each pass until that works once or finds it gone (docs/decisions.md, "Container
+        jobs"); its failure is said once, and once more when it works or the job ends."""
         if job.container and job.id not in self._runtime_killed:
             why = self.sup.kill_container(job, signal.SIGKILL)
             if why is None:
                 self._runtime_killed.add(job.id)
                 self.failures.worked((RUNTIME_KILL, job.id), "job j%d: its runtime's "
-                                     "SIGKILL works again" % job.id)
+                                     "SIGKILL works again (or its container is gone)" % job.id)
             else:
                 self.failures.failed((RUNTIME_KILL, job.id), "job j%d: %s; tried again "
                                      "each pass" % (job.id, why))

@@ -38,7 +38,8 @@ is mounted at the same path, and the variable passed, so a workload in the conta
 with the same host.
 
 The runtime's answers are checked: a failed ``kill`` or ``rm`` is said (the supervisor then
-kills what is left in the container's cgroup itself), and only a successful ``info`` is kept.
+kills what is left in the container's cgroup itself), a ``kill`` of a container that is gone
+counts as done, and only a successful ``info`` is kept.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ log = logging.getLogger("remote_agent.jobs")
 
 CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-file
+GONE = "no such container"  # in what podman and docker say of a container not there
 MAX_ENV_LINE = 65535  # bytes of one NAME=VALUE line: both runtimes read it with Go's bufio.Scanner
 
 
@@ -156,7 +158,12 @@ class Oci(ContainerRuntime):
         return container_cgroup(int(out), os.getpid())
 
     def signal(self, name: str, sig: int) -> Optional[str]:
-        return self._failure([self.tool, "kill", "--signal", str(sig), name])
+        """None too where the runtime says the container is gone: nothing is left to signal
+        (after a failed kill, the supervisor's own SIGKILL to its cgroup ends it, and ``--rm``
+        removes it), and the watchdog would else ask again at each pass until the job's end
+        is recorded."""
+        why = self._failure([self.tool, "kill", "--signal", str(sig), name])
+        return None if why is not None and GONE in why.lower() else why
 
     def remove(self, name: str) -> bool:
         force: List[str] = ["-f", "-t", "0"] if self.tool == "podman" else ["-f"]
