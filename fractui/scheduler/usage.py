@@ -76,12 +76,18 @@ class UsageKeeper:
             self._sampled = {}
 
     def _refresh(self, views: List[HostView], jobs: Sequence[Job]) -> None:
-        """Asks each host with running jobs of the store for their records (on its lane)."""
+        """Asks each host with running jobs of the store for their records (on its lane). A
+        host whose read failed and that runs none of them now is read no more: said so, as a
+        read that goes through is, so its failure does not stand in the log for ever."""
         running: Dict[str, Dict[str, Job]] = {}
         uid = self.store.uid
         for job in jobs:
             if job.state == RUNNING and job.slot is not None:
                 running.setdefault(job.slot.host, {})[job.key(uid)] = job
+        for name in self.lanes.failures.failing("usage"):
+            if name[1] not in running:
+                self.lanes.failures.worked(name, "the running jobs' usage on %s is no longer "
+                                           "read: none of the store's runs there" % name[1])
         for view in views:
             if view.state in USABLE and view.name in running:
                 self.lanes.add(view.name, lambda host=view.name: self._read(
