@@ -286,8 +286,8 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
     """A host dropped from the lease holder's config counts no more for a member's submit
     from the first pass that finds it dropped, though its facts are kept (host_lost_s) in case
     it is put back: a job only it could hold is refused, naming it as not counted; put back,
-    it counts again at once. ``status`` from the store says it removed. Before: it counted until host_lost_s passed, and the job was
-    queued for no host of the fleet to hold."""
+    it counts again at once. ``status`` from the store says it removed. Before: it counted
+    until host_lost_s passed, and the job was queued for no host of the fleet to hold."""
     big = QueueConfig(name="big", memory_gib=40)  # an A100's, never an L4's (24 GiB)
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"}, [QUARTER, big],
                     host_lost_s=3600.0, store_url=store_url)
