@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import HostUnavailable
 from fractui.sched.fleetview import USABLE, HostView
 from fractui.scheduler.lanes import HELD, Lanes
 from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError
@@ -96,10 +97,13 @@ class UsageKeeper:
     def _read(self, host: str, mine: Dict[str, Job]) -> None:
         try:
             records = self.call(host, "job.list", {"state": "running"}).get("jobs") or []
-        except AgentCallError as err:  # said once while it fails so
+        except (AgentCallError, HostUnavailable) as err:  # said once while it fails so (a
+            # malformed answer or one lost too: left to the lanes, a line at every refresh)
             self.lanes.failures.failed(("usage", host), "reading the running jobs' usage on "
                                        "%s: %s; read again every %g s" % (
-                                           host, err, self.settings.refresh_s))
+                                           host, err, self.settings.refresh_s),
+                                       same="%s %s" % (type(err).__name__,
+                                                       getattr(err, "code", "")))
             return
         self.lanes.failures.worked(("usage", host), "the running jobs' usage on %s is read "
                                    "again" % host)
