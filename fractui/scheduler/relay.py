@@ -15,6 +15,7 @@ from functools import partial
 from typing import Callable, Dict, Optional
 
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import AnswerMalformed
 from fractui.sched.fleetview import USABLE, HostView, lists
 from fractui.scheduler.execute import Call
 from fractui.scheduler.lanes import Lanes
@@ -72,7 +73,9 @@ class LogRelay:
         try:
             answer = self.call(host, "job.logs", params)
             data = base64.b64decode(answer.get("data") or "", validate=True)
-        except (AgentCallError, binascii.Error) as err:  # e.g. the agent keeps it no more
+        except (AgentCallError, AnswerMalformed, binascii.Error) as err:  # e.g. the agent
+            # keeps it no more, or answers what cannot be read (asked again, the same: left
+            # unanswered, the request stood, and the lane said it at every pass)
             text = "[fractui: the agent on %s did not give job %d's output: %s]\n" % (
                 host, job.id, err)
             answer = None
