@@ -310,3 +310,29 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
         taken = member(f, "submit", "--queue", "big", "--", "true")
         assert taken.returncode == 0, (taken.stdout, taken.stderr)
         assert "out of the scheduler's config" not in taken.stderr
+
+
+def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_is_kept(
+        local_fleet):
+    """A request for the output of a job whose host is out of the config is answered without
+    asking the host: with the tail kept, or saying its host is out of the config. Before: it
+    stood for ever, read again at every turn, and ``logs`` waited on it."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], [TeamConfig("t", 2)])
+    f.store.cordon("gpu-a", None, "cordon", "ops", "the jobs run on gpu-b")
+    jobs = [f.submit("whole", "t", argv=[sys.executable, "-c", "print('all done')"])
+            for _ in range(2)]
+    f.until(lambda: all(f.store.get(j.id).state == "done" for j in jobs))
+    ended = [f.store.get(j.id) for j in jobs]
+    assert {j.slot.host for j in ended} == {"gpu-b"}
+    f.store.keep_log(ended[0].id, "all done\n", True, epoch=f.scheduler.epoch)
+    kept = next(h for h in f.config.hosts if h.name == "gpu-a")
+    with restarted(f, rewritten(f, hosts=(kept,))) as sched:
+        for job in ended:
+            f.store.ask_log(job.id, "alice")
+        sched.step()
+        sched._turn()
+        assert f.store.log_requests() == []
+    assert f.store.log_tail(ended[0].id).text == "all done\n"
+    assert f.store.log_tail(ended[1].id).text == (
+        "[fractui: job %d's host %s is out of the config: its output is not read]\n" % (
+            ended[1].id, ended[1].slot.host))
