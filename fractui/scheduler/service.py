@@ -151,7 +151,7 @@ class Scheduler:
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
-        self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
+        self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts as kept (_recall)
         self._left = False  # the last pass left a write for later: a row was held
         self._stop = threading.Event()
         self._wake = threading.Event()
