@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.sched.cordons import marks
+from fractui.sched.fleetview import OUT_OF_CONFIG
 from fractui.store.model import ON_HOST, Cordon, Job
 from fractui.terminal import print_json, say
 from fractui.words import NO_SCHEDULER, failing_passes
@@ -47,8 +48,9 @@ def read(config: Config) -> Kept:
 
 def records(kept: Kept) -> List[Dict[str, Any]]:
     """Each host the store keeps, as ``status --json`` shows it: ``state`` is the lease
-    holder's word (``unreachable`` since ``away_since``, else ``reachable``; ``unknown``
-    while no scheduler holds the lease), ``facts_since`` when its facts were recorded."""
+    holder's word (``removed`` from its config, its facts kept a while in case it is put
+    back; ``unreachable`` since ``away_since``, else ``reachable``; ``unknown`` while no
+    scheduler holds the lease), ``facts_since`` when its facts were recorded."""
     out = marks(list(kept.cordons), list(kept.jobs))
     on: Dict[Tuple[str, int], List[int]] = {}
     for job in kept.jobs:
@@ -57,8 +59,8 @@ def records(kept: Kept) -> List[Dict[str, Any]]:
     hosts = []
     for name in sorted(set(kept.inventory) | set(kept.away)):
         facts = kept.inventory.get(name) or {}
-        state = "unreachable" if name in kept.away else \
-            "reachable" if kept.holder else "unknown"
+        state = "removed" if facts.get(OUT_OF_CONFIG) else "unreachable" if (
+            name in kept.away) else "reachable" if kept.holder else "unknown"
         gpus = [{"index": g.get("index"), "uuid": g.get("uuid"), "name": g.get("name"),
                  "memory_mib": g.get("memory_mib"), "mig_mode": g.get("mig_mode"),
                  "out_of_service": out.get((name, g.get("index"))),

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.config import Config, ConfigError, HostConfig, QueueConfig, load_config
-from fractui.sched.fleetview import (HostView, build_hosts, geometry, idle_view, model_name,
-                                     request_of)
+from fractui.sched.fleetview import (OUT_OF_CONFIG, HostView, build_hosts, geometry, idle_view,
+                                     model_name, request_of)
 from fractui.sched.place import Placer
 from fractui.store.model import PENDING, Job
 
@@ -60,21 +60,25 @@ def queue_error(config: Config, queue: QueueConfig, message: str) -> ConfigError
 def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> Optional[str]:
     """What ``submit`` says of a queue, judged without reaching a host: a queue no GPU of the
     fleet could hold is refused (the config's error, exit 2), by what the store keeps of the
-    hosts: those of the config, or with no host list, those the lease holder recorded. Where
-    it keeps nothing of a host the queue may use, that host may be the one that fits: the job
-    may be queued, with the warning (or note) returned."""
-    names = [h.name for h in config.hosts] or sorted(kept)
+    hosts: those of the config, or with no host list, those the lease holder recorded as in
+    its config (one it marked out of it is said not counted). Where it keeps nothing of a
+    host the queue may use, that host may be the one that fits: the job may be queued, with
+    the warning (or note) returned."""
+    out = [] if config.hosts else sorted(n for n, f in kept.items() if f.get(OUT_OF_CONFIG))
+    names = [h.name for h in config.hosts] or sorted(set(kept) - set(out))
     may_use = [n for n in names if not queue.hosts or n in queue.hosts]
     known = {n: f for n, f in kept.items() if n in may_use}
     unheard = [n for n in may_use if n not in known]
+    out = [n for n in out if not queue.hosts or n in queue.hosts]
+    gone = "; %s, out of the scheduler's config, not counted" % ", ".join(out) if out else ""
     if not known:
         return ("note: the store keeps no inventory of %s yet (a scheduler records it once it "
                 "runs), so whether a GPU can hold queue %s is left to the scheduler: once one has "
-                "looked at the job, fractui jobs says why it waits" % (
-                    ", ".join(unheard) if unheard else "any host", queue.name))
+                "looked at the job, fractui jobs says why it waits%s" % (
+                    ", ".join(unheard) if unheard else "any host", queue.name, gone))
     why = never_fits(queue, known, whole=not unheard)
     if why is not None and not unheard:
-        raise queue_error(config, queue, why)
+        raise queue_error(config, queue, why + gone)
     if why is not None:
         return "warning: %s; queued all the same: the store keeps nothing of %s" % (
             why, ", ".join(unheard))

@@ -25,6 +25,8 @@ KNOWN = (UnsafePath, StoreError, NvmlCallError, RpcError, OSError)
 
 T = TypeVar("T")
 TRIES = ("try", "tries")  # the admin side's count: of passes, pushes, reconnects alike
+# the last part of a capped kind's name for its things said no more (no host's value equals it)
+PAST_CAP = object()
 
 
 class Failures:
@@ -41,14 +43,25 @@ class Failures:
         self._failing: Dict[Hashable, Tuple[str, int]] = {}  # name -> (same, passes failed)
 
     def failed(self, name: Hashable, said: str, level: Optional[int] = None,
-               trace: bool = False, same: Optional[str] = None) -> None:
+               trace: bool = False, same: Optional[str] = None,
+               cap: Optional[int] = None) -> None:
         """A pass of step ``name`` failed: ``said`` is logged at ``level`` (by default an error
         with the traceback being handled, where ``trace``, else a warning) unless the step said
         the same when it failed before. ``same``, where given, is what is compared instead of
         ``said``: words that change at every pass (how long a session has held a row) make no
-        new failure."""
+        new failure.
+        ``cap``: ``name`` is a tuple ending with a thing a host names as it likes (a job's id),
+        and at most ``cap`` things of its kind (the name less its last part) are said failing
+        at once: one past them is said once as the cap hit, counted under the kind's
+        ``PAST_CAP``, and said no more (nor when it mends), so a hostile host that names a new
+        thing at every push grows neither the names kept nor the log."""
         same = said if same is None else same
         with self._lock:
+            if cap is not None and name not in self._failing and self._things(
+                    name[:-1]) >= cap:  # type: ignore[index]
+                name = name[:-1] + (PAST_CAP,)  # type: ignore[index]
+                said, same = "more than %d failing at once, past them said no more until " \
+                             "they mend: %s" % (cap, said), "past the cap"
             before = self._failing.get(name)
             self._failing[name] = (same, before[1] + 1 if before else 1)
         if before is not None and before[0] == same:
@@ -62,9 +75,15 @@ class Failures:
         failing; nothing where it was not."""
         with self._lock:
             before = self._failing.pop(name, None)
+            past = None
+            if before is not None and isinstance(name, tuple) and name and not self._things(
+                    name[:-1]):
+                past = self._failing.pop(name[:-1] + (PAST_CAP,), None)
         if before is not None:
-            self._log.info("%s after %d failed %s", said, before[1],
-                           self._counted[before[1] != 1])
+            self._log.info("%s after %d failed %s%s", said, before[1],
+                           self._counted[before[1] != 1], "" if past is None else (
+                               "; the last of them said, with %d failures past the cap "
+                               "unsaid" % past[1]))
 
     def failing(self, kind: str) -> List[Tuple[Hashable, ...]]:
         """The names ``(kind, ...)`` failing now: a failure that ends with what failed (a copy
@@ -73,6 +92,11 @@ class Failures:
         with self._lock:
             return [name for name in self._failing
                     if isinstance(name, tuple) and name and name[0] == kind]
+
+    def _things(self, kind: Tuple[Hashable, ...]) -> int:
+        """How many things of ``kind`` are said failing now (the lock held)."""
+        return sum(1 for name in self._failing if isinstance(name, tuple) and
+                   name[:-1] == kind and name[-1] is not PAST_CAP)
 
     def step(self, name: str, step: Callable[[], T]) -> Optional[T]:
         """Run one step of a pass; its failure (a full disk, a damaged file, NVML) is said as

@@ -25,7 +25,7 @@ from fractui import commands
 from fractui.commands import launched_words
 from fractui.config import HostConfig, QueueConfig, TeamConfig
 from fractui.fleet.doctor import agent_words
-from fractui.fleet import answers
+from fractui.fleet import answers, host
 from fractui.fleet.client import AgentClient
 from fractui.fleet.host import AnswerLost, HostStatus, hello_problem
 from fractui.fleet.transport.base import AgentProcessError
@@ -593,3 +593,122 @@ def test_lines_from_a_host_that_are_no_message_are_said_once_a_connection_with_h
         "failed lines",
         "gpu-x: the connection ended, and with it the lines that are not JSON-RPC messages "
         "after 600 failed lines"], said
+
+
+def test_one_jobs_malformed_record_beside_good_ones_is_said_once_and_once_mended(local_fleet,
+                                                                                caplog):
+    """A job's malformed records, pushed among other jobs' good ones, are said once while
+    they come, and once when a good record of that job comes: by the job, so another's good
+    record mends nothing. Before: said failing and mended in turn, at each push."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    job = f.submit("half", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == "running")
+    [good] = session.call("job.list")["jobs"]
+    other = dict(good, id="j99", key="other")
+    for _ in range(3):
+        session._notify("job", dict(good, state=["running"]))
+        session._notify("job", other)
+    session._notify("job", good)
+    assert caplog.text.count("gpu-a: ignoring a malformed record of job %s from its agent: "
+                             % good["id"]) == 1, caplog.text
+    assert caplog.text.count("well formed again") == 1, caplog.text
+    assert "gpu-a: its agent's record of job %s is well formed again after 3 failed tries" % (
+        good["id"]) in caplog.text
+
+
+def test_a_hostile_agent_naming_a_new_job_at_each_push_grows_no_mark_past_the_cap(
+        local_fleet, caplog):
+    """An agent that pushes malformed records of ever new jobs: each of the first
+    SAID_ONE_BY_ONE said, then once that there are more; the names kept, the host's marks and
+    its state's words stay within the cap; a good record of each said job mends it."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    cap = host.SAID_ONE_BY_ONE
+    good = {"id": "j0", "key": "k", "state": "exited", "gpus": [0], "pid": None}
+    for n in range(cap * 5):
+        session._notify("job", dict(good, id="j%d" % n, state=5))
+    said = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(said) == cap + 1, said
+    assert said[-1].startswith("more than %d failing at once, past them said no more until "
+                               "they mend: gpu-a: ignoring a malformed record of job j%d" % (
+                                   cap, cap))
+    assert len(session._failures._failing) == cap + 1
+    assert len(session._malformed) == cap + 2  # and one mark: there are more
+    assert "and more, past %d marked one by one" % cap in session.status.error
+    for n in range(cap):
+        session._notify("job", dict(good, id="j%d" % n))
+    assert session._failures._failing == {}
+    assert caplog.text.count("well formed again") == cap
+    assert "failures past the cap unsaid" in caplog.text
+
+
+def test_a_listener_failing_on_one_jobs_notifications_is_said_once_and_keeps_no_other_back(
+        local_fleet, caplog):
+    """A listener that fails on one job's log lines and not on another's is said once while
+    it does (not failing and mended in turn), once when it mends and once when it is removed;
+    the other listeners and the host's own record of what comes go on meanwhile."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    broken = {"j1"}
+    heard: List[str] = []
+
+    def failing(method: str, params: Dict[str, Any]) -> None:
+        if params.get("job") in broken or params.get("id") in broken:
+            raise KeyError(params.get("job") or params.get("id"))
+
+    session.listeners.extend([failing, lambda method, params: heard.append(method)])
+    for _ in range(3):
+        session._notify("log", {"job": "j1", "data": "x"})
+        session._notify("log", {"job": "j2", "data": "y"})
+    record = {"id": "j1", "key": "k", "state": "exited", "gpus": [0], "pid": None}
+    session._notify("job", record)
+    assert session.status.jobs["j1"] == record  # recorded though a listener failed on it
+    assert heard == ["log", "log"] * 3 + ["job"]
+    said = [r.getMessage() for r in caplog.records if "listen" in r.getMessage()]
+    assert said == ["gpu-a: what listens to its log notifications about job j1 failed "
+                    "(KeyError: 'j1')",
+                    "gpu-a: what listens to its job notifications about job j1 failed "
+                    "(KeyError: 'j1')"], said
+    broken.clear()
+    session._notify("log", {"job": "j1", "data": "x"})
+    session.listeners.remove(failing)
+    session._notify("log", {"job": "j1", "data": "x"})
+    said = [r.getMessage() for r in caplog.records if "listen" in r.getMessage()][2:]
+    assert said == ["gpu-a: what listens to its log notifications about job j1 goes through "
+                    "again after 3 failed tries",
+                    "gpu-a: what listened to its job notifications about job j1 listens no "
+                    "more after 1 failed try"], said
+
+
+def test_one_methods_malformed_answers_about_one_job_beside_good_ones_are_said_once(
+        local_fleet, monkeypatch, caplog):
+    """A call answered malformed about one job and well about another, in turn: said once
+    while it does so, and once when it answers well about it; by the job. Before: said
+    failing and mended in turn."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    record = {"key": "k", "state": "exited", "gpus": [0], "pid": None}
+    bad: Dict[str, Any] = {"j1": 5}
+
+    def answer(method: str, params: Dict[str, Any], timeout_s: float) -> Dict[str, Any]:
+        return dict(record, id=params["job"], state=bad.get(params["job"], "exited"))
+    monkeypatch.setattr(session._conn.client, "call", answer)
+    for _ in range(3):
+        with pytest.raises(AnswerLost):
+            session.call("job.get", {"job": "j1"})
+        session.call("job.get", {"job": "j2"})
+    bad.clear()
+    session.call("job.get", {"job": "j1"})
+    said = [r.getMessage() for r in caplog.records if "job.get" in r.getMessage()]
+    assert said == ["gpu-a: a malformed answer to job.get about job j1 from its agent: "
+                    "job.get.state: 5 is not text",
+                    "gpu-a: its agent's answers to job.get about job j1 are well formed again "
+                    "after 3 failed tries"], said

@@ -155,3 +155,38 @@ def test_a_host_that_fails_what_runs_on_connect_at_each_connect_is_said_once(tmp
         "no-such-job-1" in warned[0], warned
     assert warned[1] == "gpu-a: what runs on connect goes through again after 4 failed " \
         "tries", warned
+
+
+def test_another_failure_on_connect_of_the_same_class_is_said_again(tmp_path, caplog):
+    """What runs on connect failing in another way of ours (another call refused, lost or
+    malformed) is said again, though of the class said before; the agent's words alone
+    changing are not. Before: compared by the class alone, so a stop refused for a week and
+    then a read refused was said once, as the first."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    state = str(tmp_path / "gpu-a")
+    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                                 state_dir=state),))
+    fleet = Fleet(config, reconnect_max_s=0.5)
+    session = fleet.session("gpu-a")
+    runs: List[bool] = []
+
+    def hook(_name: str, call: Callable[..., Any], _jobs: Any) -> None:
+        runs.append(True)
+        if len(runs) <= 4:  # a stop refused twice, then a read, each naming another job
+            call("job.stop" if len(runs) <= 2 else "job.get", {"job": "no-such-%d" % len(runs)})
+    session.connect_hooks.append(hook)
+    try:
+        fleet.start()
+        for n in range(1, 6):
+            localfleet.wait(lambda: len(runs) >= n and session.status.state == "online",
+                            lambda: (runs, session.status))
+            session._drop()  # as a host that hangs up: connected again at once
+    finally:
+        fleet.stop()
+        stop_host(state)
+    warned = [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+    assert len(warned) == 3, warned
+    assert "job.stop" in warned[0] and "no-such-1" in warned[0], warned
+    assert "job.get" in warned[1] and "no-such-3" in warned[1], warned
+    assert warned[2] == "gpu-a: what runs on connect goes through again after 4 failed " \
+        "tries", warned

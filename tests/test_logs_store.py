@@ -386,3 +386,26 @@ def test_a_tail_kept_as_lines_is_shown_by_logs_and_not_followed(local_fleet, cap
                    "is kept with no offset (the agent on gpu-a gave lines, being older than "
                    "job.logs.bytes, or did not give it); fractui logs %d shows what is kept\n"
                    % (job.id, job.id))
+
+
+def test_an_output_answered_malformed_answers_the_request_saying_so(local_fleet, monkeypatch):
+    """An agent whose answer to job.logs cannot be read: the request is answered with why,
+    as when the agent refuses it. Before: it stood unanswered, asked again at every pass,
+    each said by the host's lane."""
+    from fractui.scheduler.relay import LogRelay
+
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=localfleet.sleeper(600))
+    f.until(lambda: f.states()[job.id] == "running")
+    job = f.store.get(job.id)
+    session = f.fleet.session("gpu-a")
+    monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
+                        lambda method, params, timeout_s: {"lines": 5, "offset": 0})
+    f.store.ask_log(job.id, "alice")
+    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
+    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    relay._keep(job, True)
+    assert f.store.log_requests() == []
+    assert f.store.log_tail(job.id).text == (
+        "[fractui: the agent on gpu-a did not give job %d's output: gpu-a: the agent's answer "
+        "to job.logs was malformed: job.logs.lines: 5 is not a list]\n" % job.id)

@@ -7,6 +7,7 @@ team hold no quota, so a team within its quota may preempt them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import subprocess
@@ -270,3 +271,68 @@ def test_the_facts_kept_of_a_host_dropped_from_the_config_are_forgotten_after_ho
     assert member.returncode == 2, (member.stdout, member.stderr)
     assert "no GPU in the fleet could ever hold what queue big asks for (40 GiB, isolation " \
         "any); the fleet has 1x L4;" in member.stderr, member.stderr
+
+
+def member(f, *argv: str) -> subprocess.CompletedProcess:
+    """fractui run with ``argv`` from a member's config (the store and the queues, no hosts)."""
+    rewritten(f, hosts=())
+    return subprocess.run([sys.executable, "-m", "fractui", "--config", str(
+        f.tmp / "config.toml"), *argv], capture_output=True, text=True, cwd=REPO, timeout=120,
+        stdin=subprocess.DEVNULL)
+
+
+def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_are_kept(
+        local_fleet, store_url):
+    """A host dropped from the lease holder's config counts no more for a member's submit
+    from the first pass that finds it dropped, though its facts are kept (host_lost_s) in case
+    it is put back: a job only it could hold is refused, naming it as not counted; put back,
+    it counts again at once. ``status`` from the store says it removed. Before: it counted
+    until host_lost_s passed, and the job was queued for no host of the fleet to hold."""
+    big = QueueConfig(name="big", memory_gib=40)  # an A100's, never an L4's (24 GiB)
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"}, [QUARTER, big],
+                    host_lost_s=3600.0, store_url=store_url)
+    f.until(lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b"})
+    everyone = f.config.hosts
+    with restarted(f, rewritten(f, hosts=everyone[:1])) as sched:
+        sched.step()
+        assert set(f.store.inventory()) == {"gpu-a", "gpu-b"}  # kept: it may be put back
+        refused = member(f, "submit", "--queue", "big", "--", "true")
+        assert refused.returncode == 2, (refused.stdout, refused.stderr)
+        assert "no GPU in the fleet could ever hold what queue big asks for (40 GiB, " \
+            "isolation any); the fleet has 1x L4;" in refused.stderr, refused.stderr
+        assert refused.stderr.endswith("; gpu-b, out of the scheduler's config, not counted\n")
+        assert "Traceback" not in refused.stderr
+        shown = member(f, "status", "--json")
+        assert {h["name"]: h["state"] for h in json.loads(shown.stdout)["hosts"]} == {
+            "gpu-a": "reachable", "gpu-b": "removed"}, shown
+    with restarted(f, rewritten(f, hosts=everyone)) as sched:
+        sched.step()
+        taken = member(f, "submit", "--queue", "big", "--", "true")
+        assert taken.returncode == 0, (taken.stdout, taken.stderr)
+        assert "out of the scheduler's config" not in taken.stderr
+
+
+def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_is_kept(
+        local_fleet):
+    """A request for the output of a job whose host is out of the config is answered without
+    asking the host: with the tail kept, or saying its host is out of the config. Before: it
+    stood for ever, read again at every turn, and ``logs`` waited on it."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], [TeamConfig("t", 2)])
+    f.store.cordon("gpu-a", None, "cordon", "ops", "the jobs run on gpu-b")
+    jobs = [f.submit("whole", "t", argv=[sys.executable, "-c", "print('all done')"])
+            for _ in range(2)]
+    f.until(lambda: all(f.store.get(j.id).state == "done" for j in jobs))
+    ended = [f.store.get(j.id) for j in jobs]
+    assert {j.slot.host for j in ended} == {"gpu-b"}
+    f.store.keep_log(ended[0].id, "all done\n", True, epoch=f.scheduler.epoch)
+    kept = next(h for h in f.config.hosts if h.name == "gpu-a")
+    with restarted(f, rewritten(f, hosts=(kept,))) as sched:
+        for job in ended:
+            f.store.ask_log(job.id, "alice")
+        sched.step()
+        sched._turn()
+        assert f.store.log_requests() == []
+    assert f.store.log_tail(ended[0].id).text == "all done\n"
+    assert f.store.log_tail(ended[1].id).text == (
+        "[fractui: job %d's host %s is out of the config: its output is not read]\n" % (
+            ended[1].id, ended[1].slot.host))

@@ -16,6 +16,7 @@ from typing import Iterator, List
 import pytest
 
 from fractui.config import ConfigError, QueueConfig, load_config
+from fractui.fleet.host import AnswerMalformed
 from fractui.scheduler import Scheduler
 from fractui.scheduler.lanes import Lanes
 from fractui.store.base import RowsLocked, StoreError
@@ -212,3 +213,26 @@ def test_a_call_that_fails_at_every_pass_beside_calls_that_work_is_said_once(cap
     assert len(failed) == 1 and failed[0].exc_info is not None, caplog.text
     assert caplog.text.count("the calls to gpu-a go through again") == 1, caplog.text
     assert "the calls to gpu-a go through again after 4 failed tries" in caplog.text
+
+
+def test_a_call_answered_malformed_at_every_pass_is_said_once(caplog):
+    """A host that answers a call malformed at every pass, in other words each time (a launch
+    the pass makes again, by its key): said once while it does so, and once when the host's
+    calls go through again. Before: a line at every pass."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    lanes = Lanes(lambda: True, lambda: None)
+    answers = [AnswerMalformed("gpu-a", "job.launch", "job.launch.state: %d is not text" % n)
+               for n in range(4)]
+
+    def call() -> None:
+        if answers:
+            raise answers.pop(0)
+
+    for _ in range(5):
+        assert lanes.add("gpu-a", call)
+        lanes.start()
+        assert lanes.wait(30)
+    assert caplog.text.count("the agent's answer to job.launch was malformed") == 1, caplog.text
+    assert "gpu-a: the agent's answer to job.launch was malformed: job.launch.state: 0 is not " \
+        "text; 0 calls wait for a later pass" in caplog.text
+    assert caplog.text.count("the calls to gpu-a go through again after 4 failed tries") == 1

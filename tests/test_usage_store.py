@@ -12,6 +12,8 @@ import pytest
 
 from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import AnswerMalformed
+from fractui.sched.fleetview import HostView
 from fractui.scheduler.lanes import Lanes
 from fractui.scheduler.usage import FLUSH_S, UsageKeeper
 from fractui.store import StateConflict, open_store
@@ -297,5 +299,75 @@ def test_a_usage_read_that_fails_at_every_refresh_is_said_once_and_once_when_it_
         store.close()
     failed = "reading the running jobs' usage on h1: no jobs dir; read again every"
     assert caplog.text.count(failed) == 1, caplog.text
+    assert caplog.text.count("the running jobs' usage on h1 is read again after 5 failed "
+                             "tries") == 1, caplog.text
+
+
+def test_a_usage_read_that_failed_is_said_mended_once_no_job_runs_on_its_host(tmp_path, caplog):
+    """A host whose read of its running jobs' usage failed, and that then runs none (they
+    ended, or were requeued while it was away), is read no more: said once, as a read that
+    goes through would be. While one still runs there, unreachable, the failure stands.
+    Before: never said mended, so the failure stood in the log for ever."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    store = open_store("sqlite:///%s" % (tmp_path / "store.db"))
+    clock = [1000.0]
+
+    def call(host: str, method: str, params: dict) -> dict:
+        raise AgentCallError("job.list", {"code": -32000, "message": "no jobs dir"}, host)
+
+    keeper = UsageKeeper(UsageSettings(), store, call, Lanes(lambda: True, lambda: None),
+                         clock=lambda: clock[0], ticks=lambda: clock[0])
+    try:
+        job = store.submit("small", None, "train", ["sleep", "1"], {}, "alice")
+        store.place(job.id, SHARE, "sched", "fits")
+        job = store.started(job.id, "a-1", None, "sched", "started")
+        epoch = store.acquire_lease("sched", 60)
+        keeper._read("h1", {job.key(store.uid): job})
+        away = HostView("h1", "offline", None, None, {})
+        for jobs in ([job], [job], [], []):  # unreachable with its job, twice; then none
+            keeper.turn(lambda: [away], lambda jobs=jobs: jobs, epoch)
+            clock[0] += UsageSettings().refresh_s
+            if jobs:
+                assert "no longer read" not in caplog.text
+    finally:
+        store.close()
+    assert caplog.text.count("reading the running jobs' usage on h1: no jobs dir") == 1
+    assert caplog.text.count("the running jobs' usage on h1 is no longer read: none of the "
+                             "store's runs there after 1 failed try") == 1, caplog.text
+
+
+def test_a_usage_read_answered_malformed_at_every_refresh_is_said_once(tmp_path, caplog):
+    """A host that answers every read of its running jobs' usage malformed, in other words
+    each time, on the lane as the scheduler runs it: said once while it does so, and once
+    when a read goes through. Before: left to the lane, which said a line at every refresh."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    store = open_store("sqlite:///%s" % (tmp_path / "store.db"))
+    answers = [AnswerMalformed("h1", "job.list", "job.list.jobs: %d is not a list" % n)
+               for n in range(5)]  # in the host's words, each time others
+    clock = [1000.0]
+
+    def call(host: str, method: str, params: dict) -> dict:
+        if answers:
+            raise answers.pop()
+        return {"jobs": []}
+
+    lanes = Lanes(lambda: True, lambda: None)
+    keeper = UsageKeeper(UsageSettings(), store, call, lanes, clock=lambda: clock[0],
+                         ticks=lambda: clock[0])
+    try:
+        job = store.submit("small", None, "train", ["sleep", "1"], {}, "alice")
+        store.place(job.id, SHARE, "sched", "fits")
+        job = store.started(job.id, "a-1", None, "sched", "started")
+        epoch = store.acquire_lease("sched", 60)
+        here = HostView("h1", "online", {}, {"gpus": []}, {})
+        for _ in range(7):  # five refreshes fail, two go through
+            keeper.turn(lambda: [here], lambda: [job], epoch)
+            lanes.start()
+            assert lanes.wait(30)
+            clock[0] += UsageSettings().refresh_s
+    finally:
+        store.close()
+    assert "calls wait for a later pass" not in caplog.text, caplog.text
+    assert caplog.text.count("reading the running jobs' usage on h1: ") == 1, caplog.text
     assert caplog.text.count("the running jobs' usage on h1 is read again after 5 failed "
                              "tries") == 1, caplog.text

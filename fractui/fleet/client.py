@@ -52,7 +52,11 @@ class AgentCallError(Exception):
 
 
 class ConnectionLost(Exception):
-    """The connection ended before the reply came."""
+    """The connection ended before the reply came; ``method``: the call it was waiting on."""
+
+    def __init__(self, reason: str, method: Optional[str] = None):
+        super().__init__(reason)
+        self.method = method
 
 
 class _Pending:
@@ -156,7 +160,7 @@ class AgentClient:
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:
         if self.closed.is_set():
-            raise ConnectionLost(self.close_reason)
+            raise ConnectionLost(self.close_reason, method)
         req_id = next(self._ids)
         message = {"jsonrpc": "2.0", "id": req_id, "method": method}
         if params:
@@ -175,13 +179,13 @@ class AgentClient:
         except (OSError, ValueError) as err:  # ValueError: its pipe closed by another thread
             with self._lock:
                 self._pending.pop(req_id, None)
-            raise ConnectionLost("sending %s failed: %s" % (method, err)) from err
+            raise ConnectionLost("sending %s failed: %s" % (method, err), method) from err
         if not pending.done.wait(timeout_s):
             with self._lock:
                 self._pending.pop(req_id, None)
-            raise ConnectionLost("no reply to %s within %.0f s" % (method, timeout_s))
+            raise ConnectionLost("no reply to %s within %.0f s" % (method, timeout_s), method)
         if pending.reply is None:
-            raise ConnectionLost(self.close_reason)
+            raise ConnectionLost(self.close_reason, method)
         if "error" in pending.reply:
             error = pending.reply["error"]
             raise AgentCallError(method, error if isinstance(error, dict) else {

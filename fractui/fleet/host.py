@@ -18,7 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
-from remote_agent.failing import TRIES, Failures
+from remote_agent.failing import PAST_CAP, TRIES, Failures
 from fractui.fleet import answers, sshlog
 from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.hostkeys import UntrustedHostKey
@@ -38,6 +38,10 @@ log = logging.getLogger("fractui.fleet")
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
 PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
+# how many of a host's jobs are said one by one failing in one way (a malformed record, a
+# listener failing on its notifications, a malformed answer about it): a hostile agent names
+# as many as it likes, and past these the log and the host's state say only that there are more
+SAID_ONE_BY_ONE = 20
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
 
@@ -204,7 +208,8 @@ class HostSession:
             raise HostUnavailable("%s is %s%s" % (self.cfg.name, self.status.state, (
                 ": " + self.status.error) if self.status.error else ""))
         try:
-            result = self._checked(method, conn.client.call(method, params, timeout_s))
+            result = self._checked(method, conn.client.call(method, params, timeout_s),
+                                   _about(params))
         except ConnectionLost as err:
             raise AnswerLost(self.cfg.name, method, self._lost_why(str(err))) from err
         if method == "job.launch":
@@ -233,17 +238,20 @@ class HostSession:
     def _notify(self, method: str, params: Dict[str, Any]) -> None:
         judged = method in ("snapshot", "job")
         said = answers.problem(method, params) if judged else None
+        about = _about(params) if method != "snapshot" else None
         if said is not None:  # kept from everyone: the last good one stands, the host says why
             # (said once while they come malformed, in whatever way: each push may quote
-            # another of the host's values, and the host pushes as often as it likes)
-            self._failures.failed(("malformed", method), "%s: ignoring a malformed %s from its "
-                                  "agent: %s" % (self.cfg.name, method, said), same=method)
+            # another of the host's values, and the host pushes as often as it likes; a job's
+            # records by the job, so a good record of another mends nothing)
+            self._failures.failed(_malformed(method, about), "%s: ignoring a malformed %s from "
+                                  "its agent: %s" % (self.cfg.name, _what(method, about), said),
+                                  same=method, cap=SAID_ONE_BY_ONE)
         else:
             if judged:
-                self._failures.worked(("malformed", method), "%s: its agent's %s is well "
-                                      "formed again" % (self.cfg.name, method))
-            for listener in list(self.listeners):
-                listener(method, params)
+                for name in {_malformed(method, about), _malformed(method, None)}:
+                    self._failures.worked(name, "%s: its agent's %s is well formed again" % (
+                        self.cfg.name, _what(method, name[-1])))
+            self._tell(method, params, about)
         if not judged:
             return
         with self._lock:
@@ -261,6 +269,30 @@ class HostSession:
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
         self._changed()
+
+    def _tell(self, method: str, params: Dict[str, Any], about: Optional[str]) -> None:
+        """Hands the notification to each listener. One that fails keeps neither the others
+        nor the host's own record of it from going on: said with its stack once while it fails
+        on that method's notifications of that job (so one that fails on one job's, beside
+        others, is not said mended at each of theirs), once when it mends, or is removed."""
+        listeners = list(self.listeners)
+        for listener in listeners:
+            name = ("listener", method, listener, about)
+            try:
+                listener(method, params)
+            except Exception as err:
+                self._failures.failed(name, "%s: what listens to its %s notifications%s "
+                                      "failed (%s: %s)" % (
+                                          self.cfg.name, method, _of(about),
+                                          type(err).__name__, err),
+                                      logging.ERROR, True, cap=SAID_ONE_BY_ONE)
+            else:
+                self._failures.worked(name, "%s: what listens to its %s notifications%s goes "
+                                      "through again" % (self.cfg.name, method, _of(about)))
+        for name in self._failures.failing("listener"):
+            if name[2] not in listeners and name[3] is not PAST_CAP:  # gone: said no more
+                self._failures.worked(name, "%s: what listened to its %s notifications%s "
+                                      "listens no more" % (self.cfg.name, name[1], _of(name[3])))
 
     def _dated_locked(self, snapshot: Optional[Dict[str, Any]]) -> None:
         """How far the agent's clock is behind this one's, by the time of ``snapshot``, just
@@ -283,10 +315,12 @@ class HostSession:
         if said is None:
             for key in keys:
                 self._malformed.pop(key, None)
-        else:
-            self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
-                "snapshot" if method == "snapshot" else "record of job %s" % ident
-                if isinstance(ident, str) else "job record", said)
+            return
+        if keys[0] not in self._malformed and len(self._malformed) > SAID_ONE_BY_ONE:
+            keys, said = ["job"], "and more, past %d marked one by one" % SAID_ONE_BY_ONE
+            ident = None  # (the mark that any good job record clears)
+        self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
+            _what(method, ident if isinstance(ident, str) else None), said)
 
     def _set_problem_locked(self) -> None:
         """The connected host's state: degraded by its agent's problems and the snapshot or
@@ -425,19 +459,26 @@ class HostSession:
         self._refuse_malformed(conn, "hello", hello)
         subscribed = conn.client.call("subscribe", None, 30.0)
         self._refuse_malformed(conn, "subscribe", subscribed)
+        for name in self._failures.failing("malformed"):  # each record it has is well formed
+            if name[1] == "job" and name[2] is not PAST_CAP:
+                self._failures.worked(name, "%s: its agent's %s is well formed again (as it "
+                                      "answered on connecting)" % (self.cfg.name,
+                                                                  _what("job", name[2])))
         jobs = {j["id"]: j for j in subscribed["jobs"]}
         hooked = True
         for hook in list(self.connect_hooks):
             try:
                 hook(self.cfg.name, lambda m, p=None: self._checked(
-                    m, conn.client.call(m, p, 30.0)), dict(jobs))
+                    m, conn.client.call(m, p, 30.0), _about(p)), dict(jobs))
             except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
-                # the next pass retries; said once while it fails so, of whatever kind: the
-                # agent's words are the host's, and a host that drops each connection made
-                # is connected again within a second
+                # the next pass retries; said once while it fails so, in whatever words of the
+                # agent's (they are the host's, and a host that drops each connection made is
+                # connected again within a second), but again where ours differ: another
+                # call failed, or another kind of error
                 hooked = False
-                self._failures.failed("on connect", "%s: on connect: %s" % (self.cfg.name, err),
-                                      same=type(err).__name__)
+                self._failures.failed("on connect", "%s: on connect: %s: %s" % (
+                    self.cfg.name, err.method, err), same="%s %s %s" % (type(err).__name__, err.method,
+                                                         getattr(err, "code", "")))
         if hooked:
             self._failures.worked("on connect", "%s: what runs on connect goes through "
                                   "again" % self.cfg.name)
@@ -454,16 +495,17 @@ class HostSession:
         self._changed()
         return conn
 
-    def _checked(self, method: str, result: Any) -> Any:
-        """``result``, the agent's answer to ``method``, if it has the shape the fleet reads
-        (``answers``); else AnswerMalformed, logged."""
+    def _checked(self, method: str, result: Any, about: Optional[str] = None) -> Any:
+        """``result``, the agent's answer to ``method`` (a call ``about`` a job, where it names
+        one), if it has the shape the fleet reads (``answers``); else AnswerMalformed, logged."""
         said = answers.problem(method, result)
+        name = ("answer", method, about)  # by the job: a good answer about another mends none
         if said is not None:  # said once while it answers so, in any words (at every reconnect)
-            self._failures.failed(("answer", method), "%s: a malformed answer to %s from its "
-                                  "agent: %s" % (self.cfg.name, method, said), same=method)
+            self._failures.failed(name, "%s: a malformed answer to %s%s from its agent: %s" % (
+                self.cfg.name, method, _of(about), said), same=method, cap=SAID_ONE_BY_ONE)
             raise AnswerMalformed(self.cfg.name, method, said)
-        self._failures.worked(("answer", method), "%s: its agent's answers to %s are well "
-                              "formed again" % (self.cfg.name, method))
+        self._failures.worked(name, "%s: its agent's answers to %s%s are well formed again" % (
+            self.cfg.name, method, _of(about)))
         return result
 
     def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> None:
@@ -493,6 +535,33 @@ class HostSession:
             transport.close()
             raise
         return _Conn(self._client(stream.reader, stream.write), stream.close, stream.stderr)
+
+
+def _about(params: Any) -> Optional[str]:
+    """The job a call or a notification is about, where it names one: a call names it
+    ``job`` (a launch, by its ``key``), a job's record and a log's lines by ``id`` and
+    ``job``. Failures of one job's are said apart from another's by it."""
+    for key in ("job", "id", "key"):
+        value = params.get(key) if isinstance(params, dict) else None
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _malformed(method: str, about: Optional[str]) -> Tuple[str, ...]:
+    """The name a malformed notification is said by: a snapshot's, or one job's record."""
+    return ("malformed", method) if method == "snapshot" else ("malformed", method, about)
+
+
+def _what(method: str, about: Optional[str]) -> str:
+    """A notification's words: the snapshot, the record of job ``about`` or a job record."""
+    if method == "snapshot":
+        return "snapshot"
+    return "record of job %s" % about if about is not None else "job record"
+
+
+def _of(about: Optional[str]) -> str:
+    return "" if about is None else " about job %s" % about
 
 
 def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> None:

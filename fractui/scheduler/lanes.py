@@ -19,7 +19,7 @@ import threading
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.failing import TRIES, Failures
-from fractui.fleet.host import HostUnavailable
+from fractui.fleet.host import AnswerMalformed, HostUnavailable
 from fractui.store.base import LeaseLost, RowsLocked, StoreError
 
 log = logging.getLogger("fractui.scheduler")
@@ -119,6 +119,12 @@ class Lanes:
                     return
                 try:
                     action()
+                except AnswerMalformed as err:  # as AnswerLost, but the host answers so
+                    # at every pass (in its own words): said once while it does so
+                    self.failures.failed(("call", host), "%s; %d calls wait for a later "
+                                         "pass" % (err, len(actions) - done - 1),
+                                         same="%s %s" % (type(err).__name__, err.method))
+                    return
                 except HostUnavailable as err:  # its other calls wait for a later pass
                     log.info("%s: %s; %d calls wait for a later pass", host, err,
                              len(actions) - done - 1)

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Callable, Dict, Optional
 
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import AnswerMalformed
 from fractui.sched.fleetview import USABLE, HostView, lists
 from fractui.scheduler.execute import Call
 from fractui.scheduler.lanes import Lanes
@@ -37,8 +38,10 @@ class LogRelay:
     def serve(self, views: Callable[[], Dict[str, HostView]]) -> bool:
         """Queues a read for each job whose tail is asked for, on its host's lane (the caller
         starts the lanes). A job that never ran is answered with nothing; one whose host is
-        unreachable, or whose lane is busy, waits for a later turn. Returns False if an
-        answer was left for the next turn (its row held by another session)."""
+        out of the config with what is kept of it (its host is asked no more: the request
+        stood for ever, read at every pass); one whose host is unreachable, or whose lane is
+        busy, waits for a later turn. Returns False if an answer was left for the next turn
+        (its row held by another session)."""
         served = True
         asked = self.store.log_requests()
         hosts = views() if asked else {}
@@ -48,18 +51,29 @@ class LogRelay:
             except JobNotFound:
                 continue
             if job.slot is None or job.agent_job is None:
-                try:  # (its log has no byte yet)
-                    self.store.keep_log(job.id, "", complete=job.state in ENDED,
-                                        epoch=self.epoch, offset=0)
-                except RowsLocked as err:
-                    self.lanes.left_locked(job.id, err)
-                    served = False
+                served = self._answer(job, "", 0) and served  # (its log has no byte yet)
                 continue
             view = hosts.get(job.slot.host)
-            if view is not None and view.state in USABLE:
+            if view is None:
+                kept = self.store.log_tail(job.id)
+                served = self._answer(job, *((kept.text, kept.offset) if kept else (
+                    "[fractui: job %d's host %s is out of the config: its output is not "
+                    "read]\n" % (job.id, job.slot.host), None))) and served
+            elif view.state in USABLE:
                 self.lanes.add(view.name, partial(self._keep, job, lists(view.hello,
                                                                          LOG_BYTES)))
         return served
+
+    def _answer(self, job: Job, text: str, offset: Optional[int]) -> bool:
+        """Answers the request for the job's tail with ``text``, without asking its host;
+        whether it was answered (its row held by another session: left for the next turn)."""
+        try:
+            self.store.keep_log(job.id, text, complete=job.state in ENDED, epoch=self.epoch,
+                                offset=offset)
+        except RowsLocked as err:
+            self.lanes.left_locked(job.id, err)
+            return False
+        return True
 
     def _keep(self, job: Job, exact: bool) -> None:
         """Keeps the job's tail: with an agent that gives its log's bytes (``exact``), the
@@ -72,7 +86,9 @@ class LogRelay:
         try:
             answer = self.call(host, "job.logs", params)
             data = base64.b64decode(answer.get("data") or "", validate=True)
-        except (AgentCallError, binascii.Error) as err:  # e.g. the agent keeps it no more
+        except (AgentCallError, AnswerMalformed, binascii.Error) as err:  # e.g. the agent
+            # keeps it no more, or answers what cannot be read (asked again, the same: left
+            # unanswered, the request stood, and the lane said it at every pass)
             text = "[fractui: the agent on %s did not give job %d's output: %s]\n" % (
                 host, job.id, err)
             answer = None

@@ -42,7 +42,7 @@ from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.copies import (COPY_KINDS, LATE, LEFT, STALE, held_copies, late_copy,
                                   moved_past, unheld)
-from fractui.sched.fleetview import USABLE, HostView, facts, signature
+from fractui.sched.fleetview import OUT_OF_CONFIG, USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -151,7 +151,7 @@ class Scheduler:
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
-        self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts this one recorded
+        self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts as kept (_recall)
         self._left = False  # the last pass left a write for later: a row was held
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -488,6 +488,7 @@ class Scheduler:
         self._recent = (None, self._recent[1])
         self._recalled = self.epoch
         self._kept_trouble = None  # the store clears it as the lease changes hands
+        self._inventory = self.store.inventory()  # written by lease holders only: as kept
 
     def _keep_clocks(self) -> None:
         """Writes the lost-host clocks to the store when a pass changed them (a host or GPU
@@ -589,8 +590,10 @@ class Scheduler:
 
     def _record_inventory(self, views: List[HostView]) -> Set[str]:
         """Keeps each reachable host's lasting facts in the store (written only when they
-        change), so ``submit`` can check a request without reaching the fleet. Returns the
-        hosts whose facts the store keeps that are out of the config (``_forget_unlisted``)."""
+        change), so ``submit`` can check a request without reaching the fleet; those of a
+        host out of the config are marked so (OUT_OF_CONFIG), and the mark taken off as it is
+        put back. Returns the hosts whose facts the store keeps that are out of the config
+        (``_forget_unlisted``)."""
         heard, known, self._facts = {}, self._facts, {}
         for view in (v for v in views if v.state in USABLE and v.hello):
             last = known.get(view.name)
@@ -598,6 +601,12 @@ class Scheduler:
                 last = (view.hello, view.snapshot, facts(view))
             self._facts[view.name] = last
             heard[view.name] = last[2]
+        unlisted = set(self.store.inventory_since()) - {v.name for v in views}
+        for host, kept in self._inventory.items():  # marked (or no more) as out of the config
+            if host not in heard and bool(kept.get(OUT_OF_CONFIG)) != (host in unlisted):
+                heard[host] = {k: v for k, v in kept.items() if k != OUT_OF_CONFIG}
+                if host in unlisted:
+                    heard[host][OUT_OF_CONFIG] = True
         for host, known in heard.items():  # one by one: a host's row held stalls only it
             try:
                 self.store.keep_inventory({host: known}, self._inventory, epoch=self.epoch)
@@ -607,7 +616,7 @@ class Scheduler:
                 self._left = True
                 continue
             self.failures.worked(("facts", host), "%s's facts are kept" % host)
-        return set(self.store.inventory_since()) - {v.name for v in views}
+        return unlisted
 
     def _forget_unlisted(self, unlisted: Set[str]) -> None:
         """Forgets the facts kept of each host out of the config for longer than host_lost_s,

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
+from fractui.fleet.host import HostUnavailable
 from fractui.sched.fleetview import USABLE, HostView
 from fractui.scheduler.lanes import HELD, Lanes
 from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError
@@ -76,12 +77,18 @@ class UsageKeeper:
             self._sampled = {}
 
     def _refresh(self, views: List[HostView], jobs: Sequence[Job]) -> None:
-        """Asks each host with running jobs of the store for their records (on its lane)."""
+        """Asks each host with running jobs of the store for their records (on its lane). A
+        host whose read failed and that runs none of them now is read no more: said so, as a
+        read that goes through is, so its failure does not stand in the log for ever."""
         running: Dict[str, Dict[str, Job]] = {}
         uid = self.store.uid
         for job in jobs:
             if job.state == RUNNING and job.slot is not None:
                 running.setdefault(job.slot.host, {})[job.key(uid)] = job
+        for name in self.lanes.failures.failing("usage"):
+            if name[1] not in running:
+                self.lanes.failures.worked(name, "the running jobs' usage on %s is no longer "
+                                           "read: none of the store's runs there" % name[1])
         for view in views:
             if view.state in USABLE and view.name in running:
                 self.lanes.add(view.name, lambda host=view.name: self._read(
@@ -90,10 +97,13 @@ class UsageKeeper:
     def _read(self, host: str, mine: Dict[str, Job]) -> None:
         try:
             records = self.call(host, "job.list", {"state": "running"}).get("jobs") or []
-        except AgentCallError as err:  # said once while it fails so
+        except (AgentCallError, HostUnavailable) as err:  # said once while it fails so (a
+            # malformed answer or one lost too: left to the lanes, a line at every refresh)
             self.lanes.failures.failed(("usage", host), "reading the running jobs' usage on "
                                        "%s: %s; read again every %g s" % (
-                                           host, err, self.settings.refresh_s))
+                                           host, err, self.settings.refresh_s),
+                                       same="%s %s" % (type(err).__name__,
+                                                       getattr(err, "code", "")))
             return
         self.lanes.failures.worked(("usage", host), "the running jobs' usage on %s is read "
                                    "again" % host)
