@@ -477,8 +477,8 @@ class HostSession:
                 # call failed, or another kind of error
                 hooked = False
                 self._failures.failed("on connect", "%s: on connect: %s: %s" % (
-                    self.cfg.name, err.method, err), same="%s %s %s" % (type(err).__name__, err.method,
-                                                         getattr(err, "code", "")))
+                    self.cfg.name, err.method, err), same="%s %s %s" % (
+                        type(err).__name__, err.method, getattr(err, "code", "")))
         if hooked:
             self._failures.worked("on connect", "%s: what runs on connect goes through "
                                   "again" % self.cfg.name)

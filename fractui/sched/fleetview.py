@@ -146,9 +146,9 @@ def _gpu_facts(rec: Mapping[str, Any]) -> Dict[str, Any]:
 def signature(view: HostView) -> tuple:
     """What a scheduling pass reads of a host, and nothing else: its state, its lasting facts,
     its MIG instances and which are busy, the thousandths of each GPU processes outside fractui
-    use beside shares, and its agent's job records (state, key, where they run). Two views with equal
-    signatures build equal hosts (``build_hosts``); a snapshot that moves only utilisation or
-    the memory fractui's jobs use leaves it equal, so it wakes no pass."""
+    use beside shares, and its agent's job records (state, key, where they run). Two views with
+    equal signatures build equal hosts (``build_hosts``); a snapshot that moves only utilisation
+    or the memory fractui's jobs use leaves it equal, so it wakes no pass."""
     gpus = tuple((tuple(g.get(k) for k in _GPU_FACTS), gpu_geometry(g), g.get("layout_version"),
                   tuple((i.get("uuid"), i.get("gi_id"), i.get("profile"), i.get("start"),
                          i.get("size"), bool(i.get("busy"))) for i in g.get("instances") or ()),
