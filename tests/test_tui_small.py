@@ -15,6 +15,7 @@ from fractui.store_url import sqlite_url
 from fractui.store.intents import stop_refusal
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOPPING,
                                  AuditEntry, stops_offered)
+from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
@@ -135,13 +136,31 @@ async def test_the_job_screens_keys_are_each_shown_whole_at_any_width(width):
     app = frozen_app()
     async with app.run_test(size=(width, 24)) as pilot:
         screen = await open_job_1(app, pilot)
-        state = screen.query_one("#logstate")
-        lines = state.render().plain.split("\n")[1:]
+        keys = screen.query_one("#job-keys")
+        lines = keys.render().plain.split("\n")
         assert all(len(line) <= width - 2 for line in lines)
         assert "  ".join(lines).split("  ") == [
             "n next", "N previous", "f stop following", "y copy", "esc back", "/ search", "s stop",
             "r requeue", "p preempt", "m move"]
         assert len(lines) == {200: 1, 80: 2, 60: 2}[width]
+
+
+@pilot_test
+async def test_the_job_screens_keys_are_its_key_line_at_its_bottom():
+    """The job screen lists its keys as every other screen does, on the one ``KeyLine`` at
+    its bottom, not on its output's state line; none while a confirmation is over it."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        keys = screen.query_one(KeyLine)
+        drawn = screen_lines(app)
+        assert drawn[-2:] == [" " + line for line in keys.render().plain.split("\n")], drawn
+        assert drawn[-2].startswith(" n next  N previous"), drawn
+        state = screen.query_one("#logstate").render().plain
+        assert state == "14 lines · following", state
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and not keys.display
 
 
 def test_m_on_a_running_jobs_screen_moves_it_in_placement_mode_on_the_map():
@@ -189,8 +208,8 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, of
         app = app_with_job_1_as(state, stop_intent=intent)
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
-            hints = screen.query_one("#logstate").render().plain
-            said = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")[1:]).split("  ")}
+            hints = screen.query_one("#job-keys").render().plain
+            said = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")).split("  ")}
             shown = tuple(w for w in ACTED if w in said)
             assert shown == offered, hints
             palette = [e.text.split(" job ")[0] for e in screen.palette_entries()]

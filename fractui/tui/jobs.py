@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
 from rich.text import Text
-from textual import events, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -32,7 +32,7 @@ from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
-from fractui.tui.actions import Action, Keyed, bind, bindings, hints, wrapped
+from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
@@ -166,7 +166,7 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
     DEFAULT_CSS = """
     JobScreen #details { height: auto; max-height: 14; background: $panel; padding: 0 1; }
     JobScreen #logstate { height: auto; background: $panel; padding: 0 1; color: $text-muted; }
-    JobScreen #search { dock: bottom; height: 3; display: none; }
+    JobScreen #search { height: 3; display: none; }
     """
 
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
@@ -205,6 +205,7 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
         yield LogView(id="log")
         yield Input(placeholder="search: a regex; enter finds, n/N next/previous, esc closes",
                     id="search")
+        yield KeyLine(("job.", "log."), id="job-keys")  # the job's and its output's
 
     @property
     def logview(self) -> LogView:
@@ -495,16 +496,8 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
             words.append("no output: %s" % self.log_error)
         elif self.followed is None:
             words.append("no output yet: the job has not run")
-        state = self.query_one("#logstate", Static)
-        width = state.content_size.width or self.app.size.width - 2  # (before its first layout)
-        keys = wrapped(hints(self, ("job.", "log.")), width)
-        state.update("\n".join([" · ".join(words)] + ([keys] if keys else [])))
-
-    def show_keys(self) -> None:
-        self.show_state()
-
-    def on_resize(self, _event: events.Resize) -> None:
-        self.show_state()
+        self.query_one("#logstate", Static).update(" · ".join(words))
+        self.show_keys()  # (following or not, the job's state: what its keys do changed)
 
     def on_log_view_moved(self, _message: LogView.Moved) -> None:
         self.show_state()
