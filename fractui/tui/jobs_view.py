@@ -9,6 +9,7 @@ a second: no I/O of its own.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Mapping, Optional, Sequence
 
 from rich.segment import Segment
@@ -222,6 +223,8 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         """Whether the newest ended jobs are listed too (``a``)."""
         self.ended_seen: tuple[Job, ...] = ()
         """The newest ended jobs as last read: listed while the read asked for them comes."""
+        self.ended_read_at: Optional[float] = None
+        """When ``ended_seen`` was read (by the view's clock, as it took them)."""
         self.every: list[JobRow] = []
         """Every job as last read."""
         self.rows: list[JobRow] = []
@@ -261,7 +264,7 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
             return
         store = self.store()
         if store is not None and store.ended is not None:
-            self.ended_seen = store.ended
+            self.ended_seen, self.ended_read_at = store.ended, self.clock()
         elif store is not None and self.ended:  # being read again (it was covered: a job's
             # screen): the ended as last read meanwhile, not an empty list and a lost cursor
             store = dataclasses.replace(store, ended=self.ended_seen)
@@ -282,9 +285,8 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         columns = fit(width - 1)
         widths = grown(columns, self.rows, width - 1)
         store = self.store()
-        reading = self.ended and store is not None and store.ended is None
         parts = ["jobs%s%s" % (", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
-                               " (reading them…)" if reading else ""),
+                               self._reading(store)),
                  "%d shown" % len(self.rows), "sorted by %s %s" % (
                      self._title(self.sort_key), "↓" if self.reverse else "↑")]
         parts += ["filter /%s/" % self.filter_text] if self.filter_text else []
@@ -317,6 +319,16 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
             self.table.focus()
             return
         self.dismiss()
+
+    def _reading(self, store: Optional[StoreView]) -> str:
+        """While the ended jobs asked for are being read: those of the last read are listed
+        meanwhile, said as of when (docs/decisions.md, "The jobs view's ended jobs")."""
+        if not self.ended or store is None or store.ended is not None:
+            return ""
+        if self.ended_read_at is None:
+            return " (reading them…)"
+        return " (as read at %s; reading them again…)" % time.strftime(
+            "%H:%M:%S", time.localtime(self.ended_read_at))
 
     def action_sort(self) -> None:
         keys = [c.key for c in COLUMNS]
