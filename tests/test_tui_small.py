@@ -288,3 +288,24 @@ def _written(tmp_path, config: Config) -> str:
     path = tmp_path / "config.toml"
     path.write_text(toml_text(config))
     return str(path)
+
+
+@pytest.mark.parametrize("keys", [("o", "o"), ("G", "O")])
+@pilot_test
+async def test_the_jobs_views_cursor_stays_in_sight_on_its_job_when_the_rows_move(keys):
+    """Sorted again (by id, longest first; or the other way), the cursor stays on its job,
+    and the table scrolls to it: ``enter`` opens a job the admin sees."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        table = app.screen.table
+        await pilot.press(keys[0])
+        await pilot.pause()
+        job = table.row.ref
+        await pilot.press(keys[1])
+        await pilot.pause()
+        assert table.row.ref == job
+        drawn = screen_lines(app)
+        assert any(line.split()[:1] == [job] for line in drawn[2:]), (job, drawn)

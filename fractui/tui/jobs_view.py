@@ -114,13 +114,12 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
 
     def show(self, rows: list[JobRow], keys: tuple[str, ...], widths: tuple[int, ...]) -> None:
-        """New rows in these columns; the cursor stays on its job if it is still shown."""
+        """New rows in these columns; the cursor stays on its job if it is still shown, and
+        in sight: sorted again, its job may be a screen away from where it was."""
         keep = self.rows[self.cursor].ref if 0 <= self.cursor < len(self.rows) else None
         self.rows, self.keys, self.widths = rows, keys, widths
-        at = next((i for i, r in enumerate(rows) if r.ref == keep), self.cursor)
-        self.cursor = max(0, min(at, len(rows) - 1))
         self.virtual_size = Size(sum(widths) + PADDING * len(widths), len(rows))
-        self.refresh()
+        self._to(next((i for i, r in enumerate(rows) if r.ref == keep), self.cursor))
 
     @property
     def row(self) -> Optional[JobRow]:
@@ -131,7 +130,7 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         top, height = self.scroll_offset.y, self.size.height
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
-        elif self.cursor >= top + height:
+        elif height and self.cursor >= top + height:  # (none before its first layout)
             self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
         self.refresh()
 
