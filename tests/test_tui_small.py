@@ -309,3 +309,25 @@ async def test_the_jobs_views_cursor_stays_in_sight_on_its_job_when_the_rows_mov
         assert table.row.ref == job
         drawn = screen_lines(app)
         assert any(line.split()[:1] == [job] for line in drawn[2:]), (job, drawn)
+
+
+@pilot_test
+async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
+    """The jobs view's title listed sort, filter and ``a`` only: ``enter``, ``p``, ``m`` and
+    ``esc`` were found only through ``?``. Its keys are its ``KeyLine``, at its bottom; while
+    the filter is typed, what ``esc`` does there (it clears it), and the view's again after."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        keys = app.screen.query_one(KeyLine)
+        assert screen_lines(app)[-1] == " " + keys.render().plain == (
+            " esc back  ⏎ open  o sort  O reverse  a ended too  / filter  p place  m move")
+        assert "o/O sort" not in screen_lines(app)[0]
+        await pilot.press("slash", "t")
+        await pilot.pause()
+        assert keys.render().plain == "esc clear filter  / filter"
+        await pilot.press("enter", "a")
+        await pilot.pause()
+        assert keys.render().plain.startswith("esc back  ⏎ open  o sort  O reverse  a active")

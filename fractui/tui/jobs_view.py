@@ -31,7 +31,7 @@ from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.intents import as_it_is
 from fractui.store.model import PENDING, Job, movable
-from fractui.tui.actions import Action, Modal, bind, bindings, wrapped
+from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
@@ -170,7 +170,7 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         return strip
 
 
-class JobsScreen(Screen[None], Modal, inherit_bindings=False):
+class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("jobs.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("jobs.open", "enter", "open", "open", "The job screen of the job on the row"),
@@ -193,6 +193,7 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
     JobsScreen #title { height: auto; background: $panel; padding: 0 1; }
     JobsScreen #jobs-head { height: 1; background: $surface; }
     JobsScreen JobTable { height: 1fr; }
+    JobsScreen FilterBox { dock: none; }
     """
 
     def __init__(self, store: Callable[[], Optional[StoreView]],
@@ -234,7 +235,8 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         yield Static(id="title", markup=False)
         yield Static(id="jobs-head", markup=False)
         yield JobTable(id="jobs")
-        yield FilterBox(id="jobs-filter")
+        yield FilterBox(id="jobs-filter")  # (under the rows, over the keys)
+        yield KeyLine(("jobs.",), id="jobs-keys")
 
     @property
     def table(self) -> JobTable:
@@ -289,7 +291,6 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
                  "%d shown" % len(self.rows), "sorted by %s %s" % (
                      self._title(self.sort_key), "↓" if self.reverse else "↑")]
         parts += ["filter /%s/" % self.filter_text] if self.filter_text else []
-        parts += ["o/O sort", "/ filter", "a %s" % ("active only" if self.ended else "ended too")]
         # a part that does not fit goes on the next line whole
         title = Text(wrapped(parts, self.size.width - 2, " · "))
         note = self.store_note()
@@ -335,13 +336,17 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         self.order()
 
     def what_now(self, binding_id: str) -> Optional[str]:
-        """``a`` lists the active jobs only while the ended are shown, as the title says."""
+        """``a`` lists the active jobs only while the ended are shown, as the title says;
+        ``esc`` clears the filter while it is typed."""
+        if binding_id == "jobs.back" and self.query_one(FilterBox).display:
+            return "clear filter"
         return "active only" if binding_id == "jobs.ended" and self.ended else None
 
     def action_ended(self) -> None:
         self.ended = not self.ended
         self.want_ended(self.ended)
         self.reload()
+        self.show_keys()  # ("a active only" now, or "a ended too")
 
     def action_reverse(self) -> None:
         self.reverse = not self.reverse
@@ -349,6 +354,11 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
 
     def action_filter(self) -> None:
         self.query_one(FilterBox).open(self.filter_text)
+
+    def on_descendant_focus(self, _event: events.DescendantFocus) -> None:
+        """The filter's box opened or closed: its keys listed (``esc`` clears it, the letters
+        type), or the view's again."""
+        self.show_keys()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
