@@ -331,3 +331,21 @@ async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
         await pilot.press("enter", "a")
         await pilot.pause()
         assert keys.render().plain.startswith("esc back  ⏎ open  o sort  O reverse  a active")
+
+
+@pilot_test
+async def test_while_a_jobs_output_is_searched_its_key_line_says_what_keys_do_there():
+    """The search's box typed ``s`` into the search while the line still read ``s stop``:
+    while it is open, the line lists what is bound there (``esc`` closes it), and the
+    output's and the job's keys again once it is closed."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        keys = screen.query_one(KeyLine)
+        whole = keys.render().plain
+        await pilot.press("slash", "s")
+        await pilot.pause()
+        assert keys.render().plain == "esc close search  / search"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert keys.render().plain == whole and whole.startswith("n next")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -32,7 +32,7 @@ from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
-from fractui.tui.actions import Action, KeyLine, Keyed, bind, bindings
+from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
@@ -142,7 +142,7 @@ def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Opti
     return sum(int(g.get("memory_mib") or 0) for g in shown) or None
 
 
-class JobScreen(Screen[None], Keyed, inherit_bindings=False):
+class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
@@ -516,6 +516,17 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
         box = self.query_one("#search", Input)
         box.display = True
         box.focus()
+
+    def on_descendant_focus(self, _event: events.DescendantFocus) -> None:
+        """The search's box opened or closed: its keys listed (``esc`` closes it, the
+        letters type), or the output's again."""
+        self.show_keys()
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        """``esc`` closes the search while it is typed."""
+        if binding_id == "job.back" and self.query_one("#search", Input).display:
+            return "close search"
+        return None
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.input.display = False
