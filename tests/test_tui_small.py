@@ -349,3 +349,16 @@ async def test_while_a_jobs_output_is_searched_its_key_line_says_what_keys_do_th
         await pilot.press("escape")
         await pilot.pause()
         assert keys.render().plain == whole and whole.startswith("n next")
+
+
+@pilot_test
+async def test_a_followed_output_shows_its_newest_line_once_the_details_are_in():
+    """The log followed its output's end as the lines came, before the job's details and
+    health above it were read; they then took its rows, and "following" showed the first
+    lines, the newest below its edge."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        assert screen.logview.following
+        drawn = screen_lines(app)
+        assert LOGS["a100-1/j1"][-1] in drawn, drawn
