@@ -642,3 +642,15 @@ async def test_a_child_scheduler_that_ended_does_not_hide_who_holds_the_lease(tm
         assert any("scheduler: ops@head:1234 leads; child process ended (exit 2; see " in ln
                    for ln in header), header
     child.stop()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+@pilot_test
+async def test_the_pending_list_says_when_no_job_waits(size):
+    """With no job pending the panel's pending list drew nothing at all under the queues and
+    teams: an admin could not tell an empty list from one not drawn."""
+    app = no_pending_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        drawn = [line for line in screen_lines(app) if "Pending" in line]
+        assert len(drawn) == 1 and drawn[0].rstrip().endswith("Pending 0  no job waits"), drawn
