@@ -404,7 +404,7 @@ async def test_f_in_a_jobs_output_says_whether_it_follows_or_stops_following():
     app = frozen_app()
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_job_1(app, pilot)
-        state = screen.query_one("#logstate")
+        state = screen.query_one("#job-keys")
         assert screen.logview.following and "f stop following" in state.render().plain
         await pilot.press("f")
         await pilot.pause()
@@ -508,7 +508,7 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
         screen = await open_job_1(app, pilot)
 
         def state() -> str:
-            return str(screen.query_one("#logstate").content)
+            return str(screen.query_one("#job-keys").content)
 
         assert "s stop" in state(), state()
         await pilot.press("s")
@@ -570,7 +570,7 @@ async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt(
         offered = {bid: what for _, what, bid, _ in shown_bindings(screen)}
         assert offered.get("job.place") == "place", offered
         assert "job.preempt" not in offered and "job.move" not in offered, offered
-        assert "P place" in screen.query_one("#logstate").render().plain
+        assert "P place" in screen.query_one("#job-keys").render().plain
         await pilot.press("p")  # no preemption of a pending job: nothing happens
         await pilot.pause()
         assert app.screen is screen and fleet.placement is None
@@ -642,3 +642,15 @@ async def test_a_child_scheduler_that_ended_does_not_hide_who_holds_the_lease(tm
         assert any("scheduler: ops@head:1234 leads; child process ended (exit 2; see " in ln
                    for ln in header), header
     child.stop()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+@pilot_test
+async def test_the_pending_list_says_when_no_job_waits(size):
+    """With no job pending the panel's pending list drew nothing at all under the queues and
+    teams: an admin could not tell an empty list from one not drawn."""
+    app = no_pending_app()
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        drawn = [line for line in screen_lines(app) if "Pending" in line]
+        assert len(drawn) == 1 and drawn[0].rstrip().endswith("Pending 0  no job waits"), drawn

@@ -6,6 +6,8 @@ every read, so a job that ends meanwhile shows up without a key pressed."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from typing import Any, AsyncIterator
 
 from fractui.config import Config, QueueConfig
@@ -229,5 +231,60 @@ def test_the_palette_opens_while_a_store_that_has_just_gone_down_keeps_its_read(
                 await until(pilot, lambda: fleet(app).map.cursor.host == "a10-1", "the jump")
             finally:
                 held.set()
+
+    drive()
+
+
+class Gated(SqliteStore):
+    """A real SQLite store whose reads of ended jobs wait while ``gate`` is clear."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def jobs(self, states=None, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        if states is not None and set(states) & set(ENDED):
+            self.gate.wait(30)
+        return super().jobs(states, *args, **kwargs)
+
+
+def test_ended_jobs_shown_again_before_their_read_say_when_they_were_read(tmp_path):
+    """``a`` off, then on again: until the new read comes, the ended jobs of the last read
+    are listed (the cursor keeps its row), and the title says they are as read then, not
+    that they are being read."""
+    store = Gated(str(tmp_path / "store.db"))
+    failed = store.submit("quarter", None, "oom", ["true"], {}, "ann@ws")
+    cancel(store, failed.id)
+    store.submit("quarter", None, "waits", ["true"], {}, "ann@ws")
+
+    @pilot_test
+    async def drive() -> None:
+        async with app_on(store) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: isinstance(app.screen, JobsScreen), "the jobs view")
+            view = app.screen
+
+            def title() -> str:
+                return str(view.query_one("#title").render())
+
+            await pilot.press("a")
+            await until(pilot, lambda: str(failed.id) in [r.ref for r in view.rows],
+                        "the cancelled job listed")
+            read_at = time.strftime("%H:%M:%S", time.localtime(view.ended_read_at))
+            assert "reading" not in title(), title()
+            await pilot.press("a")
+            await reads_made(app, pilot)  # a read without them: none held now
+            store.gate.clear()
+            try:
+                await pilot.press("a")
+                await pilot.pause()
+                assert str(failed.id) in [r.ref for r in view.rows]
+                assert "the newest 200 ended too (as read at %s; reading them again…)" % (
+                    read_at) in title(), title()
+            finally:
+                store.gate.set()
+            await until(pilot, lambda: "reading" not in title(), "the new read")
+            assert str(failed.id) in [r.ref for r in view.rows]
 
     drive()

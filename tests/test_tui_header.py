@@ -40,22 +40,35 @@ def header_lines(app) -> list[str]:
 def joined(lines: list[str]) -> str:
     """The header's words as one line: a line's parts that went on below it ("  " first)
     joined back to it, the hints taken off."""
-    left = [re.split(r" {2,}<", line, maxsplit=1)[0].strip() for line in lines]
+    left = [re.split(r" +<(?=\S+> )", line, maxsplit=1)[0].strip() for line in lines]
     out = ""
     for line, raw in zip(left, lines):
         out += (" · " if raw.startswith("   ") and out else "\n") + line
     return out
 
 
-def assert_hints_whole(app, lines: list[str]) -> None:
-    """Every hint drawn is its key and its whole words, and quit, help and the palette's are."""
+def assert_hints_whole(app, lines: list[str], first: frozenset[str] = frozenset("q?:")) -> None:
+    """Every hint drawn is its key and its whole words, and those of ``first`` are (quit,
+    help and the palette's unless a mode's own keys come first)."""
     hints = dict(app.screen.query_one(Header).info.hints)
     drawn = [hint for line in lines
              for hint in re.findall(r"<(\S+?)> +(.*?) *(?=<\S+?> |$)", line)]
     assert drawn, lines
     for key, what in drawn:
         assert hints.get(key) == what, (key, what, lines)
-    assert {"q", "?", ":"} <= {k for k, _ in drawn}, lines
+    assert first <= {k for k, _ in drawn}, lines
+
+
+def drawn_first(mode: str, width: int) -> frozenset[str]:
+    """The keys the header's first column holds in ``mode`` at ``width``: at 80 columns a
+    placement's own keys take the places of quit and the palette (help stays)."""
+    if width == 80 and mode == "placing":
+        return frozenset({"?", "⏎", "esc", "a"})
+    if width == 80 and mode == "moving":  # (#1 has no slot to go to: only esc is bound)
+        return frozenset({"?", "esc"})
+    if mode == "filtering":
+        return frozenset({"q", "?", ":", "esc"})
+    return frozenset("q?:")
 
 
 @pytest.mark.parametrize("width", [80, 120])
@@ -70,7 +83,7 @@ async def test_every_header_line_is_whole(mode, width):
         words = joined(lines)
         for whole in (FLEET, TOTALS, VIEWS[mode], "scheduler: none (decisions wait)"):
             assert whole in words, (whole, lines)
-        assert_hints_whole(app, lines)
+        assert_hints_whole(app, lines, drawn_first(mode, width))
         assert all(len(line) <= width for line in lines)
 
 
@@ -81,8 +94,27 @@ async def test_placements_keys_come_before_the_maps():
     async with app.run_test(size=(120, 40)) as pilot:
         await _into("placing", app, pilot)
         text = "\n".join(header_lines(app))
-        for hint in ("<⏎> place here", "<esc> don't place", "<a>   scheduler's choice"):
+        for hint in ("<⏎>   place here", "<esc> don't place", "<a>   scheduler's choice"):
             assert hint in text, text
+
+
+@pytest.mark.parametrize("mode, leave", [("placing", "<esc> don't place"),
+                                         ("moving", "<esc> don't move"),
+                                         ("filtering", "<esc> clear filter")])
+@pilot_test
+async def test_at_80x24_the_header_says_how_to_leave_each_mode(mode, leave):
+    """An admin at 80x24 sees how to leave a placement, a move or a filter, and a
+    placement's keys, without ``?``; the header keeps its height."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _into(mode, app, pilot)
+        lines = header_lines(app)
+        text = "\n".join(lines)
+        assert leave in text, text
+        if mode == "placing":
+            for hint in ("<⏎>   place here", "<a>   scheduler's choice", "<?>   help"):
+                assert hint in text, text
+        assert len(lines) <= 6, lines
 
 
 @pytest.mark.parametrize("width", [80, 120])

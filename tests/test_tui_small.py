@@ -15,6 +15,7 @@ from fractui.store_url import sqlite_url
 from fractui.store.intents import stop_refusal
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOPPING,
                                  AuditEntry, stops_offered)
+from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
@@ -135,13 +136,31 @@ async def test_the_job_screens_keys_are_each_shown_whole_at_any_width(width):
     app = frozen_app()
     async with app.run_test(size=(width, 24)) as pilot:
         screen = await open_job_1(app, pilot)
-        state = screen.query_one("#logstate")
-        lines = state.render().plain.split("\n")[1:]
+        keys = screen.query_one("#job-keys")
+        lines = keys.render().plain.split("\n")
         assert all(len(line) <= width - 2 for line in lines)
         assert "  ".join(lines).split("  ") == [
             "n next", "N previous", "f stop following", "y copy", "esc back", "/ search", "s stop",
             "r requeue", "p preempt", "m move"]
         assert len(lines) == {200: 1, 80: 2, 60: 2}[width]
+
+
+@pilot_test
+async def test_the_job_screens_keys_are_its_key_line_at_its_bottom():
+    """The job screen lists its keys as every other screen does, on the one ``KeyLine`` at
+    its bottom, not on its output's state line; none while a confirmation is over it."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        keys = screen.query_one(KeyLine)
+        drawn = screen_lines(app)
+        assert drawn[-2:] == [" " + line for line in keys.render().plain.split("\n")], drawn
+        assert drawn[-2].startswith(" n next  N previous"), drawn
+        state = screen.query_one("#logstate").render().plain
+        assert state == "14 lines · following", state
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and not keys.display
 
 
 def test_m_on_a_running_jobs_screen_moves_it_in_placement_mode_on_the_map():
@@ -189,8 +208,8 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, of
         app = app_with_job_1_as(state, stop_intent=intent)
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
-            hints = screen.query_one("#logstate").render().plain
-            said = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")[1:]).split("  ")}
+            hints = screen.query_one("#job-keys").render().plain
+            said = {h.split(" ", 1)[-1] for h in "  ".join(hints.split("\n")).split("  ")}
             shown = tuple(w for w in ACTED if w in said)
             assert shown == offered, hints
             palette = [e.text.split(" job ")[0] for e in screen.palette_entries()]
@@ -269,3 +288,77 @@ def _written(tmp_path, config: Config) -> str:
     path = tmp_path / "config.toml"
     path.write_text(toml_text(config))
     return str(path)
+
+
+@pytest.mark.parametrize("keys", [("o", "o"), ("G", "O")])
+@pilot_test
+async def test_the_jobs_views_cursor_stays_in_sight_on_its_job_when_the_rows_move(keys):
+    """Sorted again (by id, longest first; or the other way), the cursor stays on its job,
+    and the table scrolls to it: ``enter`` opens a job the admin sees."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        table = app.screen.table
+        await pilot.press(keys[0])
+        await pilot.pause()
+        job = table.row.ref
+        await pilot.press(keys[1])
+        await pilot.pause()
+        assert table.row.ref == job
+        drawn = screen_lines(app)
+        assert any(line.split()[:1] == [job] for line in drawn[2:]), (job, drawn)
+
+
+@pilot_test
+async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
+    """The jobs view's title listed sort, filter and ``a`` only: ``enter``, ``p``, ``m`` and
+    ``esc`` were found only through ``?``. Its keys are its ``KeyLine``, at its bottom; while
+    the filter is typed, what ``esc`` does there (it clears it), and the view's again after."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        keys = app.screen.query_one(KeyLine)
+        assert screen_lines(app)[-1] == " " + keys.render().plain == (
+            " esc back  ⏎ open  o sort  O reverse  a ended too  / filter  p place  m move")
+        assert "o/O sort" not in screen_lines(app)[0]
+        await pilot.press("slash", "t")
+        await pilot.pause()
+        assert keys.render().plain == "esc clear filter  / filter"
+        await pilot.press("enter", "a")
+        await pilot.pause()
+        assert keys.render().plain.startswith("esc back  ⏎ open  o sort  O reverse  a active")
+
+
+@pilot_test
+async def test_while_a_jobs_output_is_searched_its_key_line_says_what_keys_do_there():
+    """The search's box typed ``s`` into the search while the line still read ``s stop``:
+    while it is open, the line lists what is bound there (``esc`` closes it), and the
+    output's and the job's keys again once it is closed."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        keys = screen.query_one(KeyLine)
+        whole = keys.render().plain
+        await pilot.press("slash", "s")
+        await pilot.pause()
+        assert keys.render().plain == "esc close search  / search"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert keys.render().plain == whole and whole.startswith("n next")
+
+
+@pilot_test
+async def test_a_followed_output_shows_its_newest_line_once_the_details_are_in():
+    """The log followed its output's end as the lines came, before the job's details and
+    health above it were read; they then took its rows, and "following" showed the first
+    lines, the newest below its edge."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        assert screen.logview.following
+        drawn = screen_lines(app)
+        assert LOGS["a100-1/j1"][-1] in drawn, drawn

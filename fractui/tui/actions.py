@@ -96,8 +96,9 @@ def wrapped(keys: Sequence[str], width: int, sep: str = "  ") -> str:
 
 
 class KeyLine(Static):
-    """A screen's keys at its bottom (the GPU view's, the MIG profile picker's), wrapped to its
-    width: what may be pressed there is seen, not only found in ``?``."""
+    """A screen's keys at its bottom (the job screen's, the GPU view's, the MIG profile
+    picker's), wrapped to its width: what may be pressed there is seen, not only found in
+    ``?``."""
 
     DEFAULT_CSS = """
     KeyLine { dock: bottom; height: auto; background: $panel; padding: 0 1;
@@ -126,9 +127,9 @@ class KeyLine(Static):
 
 
 class Keyed:
-    """A screen that lists its keys (on a ``KeyLine``, the job's state line, the fleet's
-    header): they are listed again as another screen comes over it and goes, so none shows
-    under a confirmation, a picker or ``?`` (``listed``), where they do nothing."""
+    """A screen that lists its keys (on a ``KeyLine``, the fleet's header): they are listed
+    again as another screen comes over it and goes, so none shows under a confirmation, a
+    picker or ``?`` (``listed``), where they do nothing."""
 
     def show_keys(self) -> None:
         """Lists the keys bound now; by default those of the screen's key lines."""

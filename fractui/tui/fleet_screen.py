@@ -61,12 +61,16 @@ WIDE = 170
 keep their labels), which a wider panel there would cut."""
 SHORT = 24  # below this height the panel under the map takes half the rows, not 12 at least
 HINT_ORDER = ("app.quit", "app.help", "app.command",
-              # a placement's keys before the map's: what the mode is for (the header)
-              "placement.confirm", "placement.cancel", "placement.choice", "placement.next",
-              "placement.previous", "placement.down", "placement.up",
+              "fleet.back",  # (bound while there is a filter to clear: how to leave it)
               "map.open", "map.gpu", "fleet.jobs",
-              "fleet.filter", "fleet.back", "fleet.compact", "fleet.colour", "fleet.panel",
+              "fleet.filter", "fleet.compact", "fleet.colour", "fleet.panel",
               "queue.place", "queue.job", "app.theme")
+"""The header's hints in the order listed: at 80 columns only the first four are in sight."""
+PLACING_ORDER = ("app.help", "placement.confirm", "placement.cancel", "placement.choice",
+                 "app.quit", "app.command", "placement.next", "placement.previous",
+                 "placement.down", "placement.up") + HINT_ORDER
+"""In a placement its own keys come first, after help, quit and the palette after them: at 80
+columns the one column of hints says how to place, how to leave and where the rest are."""
 
 
 class FleetApp(Protocol):
@@ -404,7 +408,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if self.compact_now():
             view.append("compact")
         shown = listed(self)
-        shown.sort(key=lambda h: HINT_ORDER.index(h[2]) if h[2] in HINT_ORDER else 99)
+        order = HINT_ORDER if self.placement is None else PLACING_ORDER
+        shown.sort(key=lambda h: order.index(h[2]) if h[2] in order else len(order))
         hints = tuple((key, what) for key, what, _ in shown)
         self.query_one(Header).show(HeaderInfo(self.model.totals(), tuple(view), hints,
                                                self.store_note() or self.trouble_note()

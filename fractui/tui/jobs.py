@@ -32,7 +32,7 @@ from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
-from fractui.tui.actions import Action, Keyed, bind, bindings, hints, wrapped
+from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
@@ -142,7 +142,7 @@ def job_cap_mib(record: dict[str, Any], gpus: dict[int, dict[str, Any]]) -> Opti
     return sum(int(g.get("memory_mib") or 0) for g in shown) or None
 
 
-class JobScreen(Screen[None], Keyed, inherit_bindings=False):
+class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("job.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("job.search", "slash", "search", "search", "Search the output (a regex)"),
@@ -166,7 +166,7 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
     DEFAULT_CSS = """
     JobScreen #details { height: auto; max-height: 14; background: $panel; padding: 0 1; }
     JobScreen #logstate { height: auto; background: $panel; padding: 0 1; color: $text-muted; }
-    JobScreen #search { dock: bottom; height: 3; display: none; }
+    JobScreen #search { height: 3; display: none; }
     """
 
     def __init__(self, job_id: int, source: Source, statuses: Callable[[], dict[str, HostStatus]],
@@ -205,6 +205,7 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
         yield LogView(id="log")
         yield Input(placeholder="search: a regex; enter finds, n/N next/previous, esc closes",
                     id="search")
+        yield KeyLine(("job.", "log."), id="job-keys")  # the job's and its output's
 
     @property
     def logview(self) -> LogView:
@@ -495,16 +496,8 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
             words.append("no output: %s" % self.log_error)
         elif self.followed is None:
             words.append("no output yet: the job has not run")
-        state = self.query_one("#logstate", Static)
-        width = state.content_size.width or self.app.size.width - 2  # (before its first layout)
-        keys = wrapped(hints(self, ("job.", "log.")), width)
-        state.update("\n".join([" · ".join(words)] + ([keys] if keys else [])))
-
-    def show_keys(self) -> None:
-        self.show_state()
-
-    def on_resize(self, _event: events.Resize) -> None:
-        self.show_state()
+        self.query_one("#logstate", Static).update(" · ".join(words))
+        self.show_keys()  # (following or not, the job's state: what its keys do changed)
 
     def on_log_view_moved(self, _message: LogView.Moved) -> None:
         self.show_state()
@@ -523,6 +516,17 @@ class JobScreen(Screen[None], Keyed, inherit_bindings=False):
         box = self.query_one("#search", Input)
         box.display = True
         box.focus()
+
+    def on_descendant_focus(self, _event: events.DescendantFocus) -> None:
+        """The search's box opened or closed: its keys listed (``esc`` closes it, the
+        letters type), or the output's again."""
+        self.show_keys()
+
+    def what_now(self, binding_id: str) -> Optional[str]:
+        """``esc`` closes the search while it is typed."""
+        if binding_id == "job.back" and self.query_one("#search", Input).display:
+            return "close search"
+        return None
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.input.display = False

@@ -9,6 +9,7 @@ a second: no I/O of its own.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, Mapping, Optional, Sequence
 
 from rich.segment import Segment
@@ -30,7 +31,7 @@ from fractui.cells import cell_len, cut, padded
 from fractui.fleet.host import HostStatus
 from fractui.store.intents import as_it_is
 from fractui.store.model import PENDING, Job, movable
-from fractui.tui.actions import Action, Modal, bind, bindings, wrapped
+from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings, wrapped
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
@@ -113,13 +114,12 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         self._cache: LRUCache[tuple, Strip] = LRUCache(1024)
 
     def show(self, rows: list[JobRow], keys: tuple[str, ...], widths: tuple[int, ...]) -> None:
-        """New rows in these columns; the cursor stays on its job if it is still shown."""
+        """New rows in these columns; the cursor stays on its job if it is still shown, and
+        in sight: sorted again, its job may be a screen away from where it was."""
         keep = self.rows[self.cursor].ref if 0 <= self.cursor < len(self.rows) else None
         self.rows, self.keys, self.widths = rows, keys, widths
-        at = next((i for i, r in enumerate(rows) if r.ref == keep), self.cursor)
-        self.cursor = max(0, min(at, len(rows) - 1))
         self.virtual_size = Size(sum(widths) + PADDING * len(widths), len(rows))
-        self.refresh()
+        self._to(next((i for i, r in enumerate(rows) if r.ref == keep), self.cursor))
 
     @property
     def row(self) -> Optional[JobRow]:
@@ -130,7 +130,7 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         top, height = self.scroll_offset.y, self.size.height
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
-        elif self.cursor >= top + height:
+        elif height and self.cursor >= top + height:  # (none before its first layout)
             self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
         self.refresh()
 
@@ -170,7 +170,7 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         return strip
 
 
-class JobsScreen(Screen[None], Modal, inherit_bindings=False):
+class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("jobs.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("jobs.open", "enter", "open", "open", "The job screen of the job on the row"),
@@ -193,6 +193,7 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
     JobsScreen #title { height: auto; background: $panel; padding: 0 1; }
     JobsScreen #jobs-head { height: 1; background: $surface; }
     JobsScreen JobTable { height: 1fr; }
+    JobsScreen FilterBox { dock: none; }
     """
 
     def __init__(self, store: Callable[[], Optional[StoreView]],
@@ -222,6 +223,8 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         """Whether the newest ended jobs are listed too (``a``)."""
         self.ended_seen: tuple[Job, ...] = ()
         """The newest ended jobs as last read: listed while the read asked for them comes."""
+        self.ended_read_at: Optional[float] = None
+        """When ``ended_seen`` was read (by the view's clock, as it took them)."""
         self.every: list[JobRow] = []
         """Every job as last read."""
         self.rows: list[JobRow] = []
@@ -232,7 +235,8 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         yield Static(id="title", markup=False)
         yield Static(id="jobs-head", markup=False)
         yield JobTable(id="jobs")
-        yield FilterBox(id="jobs-filter")
+        yield FilterBox(id="jobs-filter")  # (under the rows, over the keys)
+        yield KeyLine(("jobs.",), id="jobs-keys")
 
     @property
     def table(self) -> JobTable:
@@ -261,7 +265,7 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
             return
         store = self.store()
         if store is not None and store.ended is not None:
-            self.ended_seen = store.ended
+            self.ended_seen, self.ended_read_at = store.ended, self.clock()
         elif store is not None and self.ended:  # being read again (it was covered: a job's
             # screen): the ended as last read meanwhile, not an empty list and a lost cursor
             store = dataclasses.replace(store, ended=self.ended_seen)
@@ -282,13 +286,11 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
         columns = fit(width - 1)
         widths = grown(columns, self.rows, width - 1)
         store = self.store()
-        reading = self.ended and store is not None and store.ended is None
         parts = ["jobs%s%s" % (", the newest %d ended too" % JOBS_LIMIT if self.ended else "",
-                               " (reading them…)" if reading else ""),
+                               self._reading(store)),
                  "%d shown" % len(self.rows), "sorted by %s %s" % (
                      self._title(self.sort_key), "↓" if self.reverse else "↑")]
         parts += ["filter /%s/" % self.filter_text] if self.filter_text else []
-        parts += ["o/O sort", "/ filter", "a %s" % ("active only" if self.ended else "ended too")]
         # a part that does not fit goes on the next line whole
         title = Text(wrapped(parts, self.size.width - 2, " · "))
         note = self.store_note()
@@ -318,19 +320,33 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
             return
         self.dismiss()
 
+    def _reading(self, store: Optional[StoreView]) -> str:
+        """While the ended jobs asked for are being read: those of the last read are listed
+        meanwhile, said as of when (docs/decisions.md, "The jobs view's ended jobs")."""
+        if not self.ended or store is None or store.ended is not None:
+            return ""
+        if self.ended_read_at is None:
+            return " (reading them…)"
+        return " (as read at %s; reading them again…)" % time.strftime(
+            "%H:%M:%S", time.localtime(self.ended_read_at))
+
     def action_sort(self) -> None:
         keys = [c.key for c in COLUMNS]
         self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
         self.order()
 
     def what_now(self, binding_id: str) -> Optional[str]:
-        """``a`` lists the active jobs only while the ended are shown, as the title says."""
+        """``a`` lists the active jobs only while the ended are shown, as the title says;
+        ``esc`` clears the filter while it is typed."""
+        if binding_id == "jobs.back" and self.query_one(FilterBox).display:
+            return "clear filter"
         return "active only" if binding_id == "jobs.ended" and self.ended else None
 
     def action_ended(self) -> None:
         self.ended = not self.ended
         self.want_ended(self.ended)
         self.reload()
+        self.show_keys()  # ("a active only" now, or "a ended too")
 
     def action_reverse(self) -> None:
         self.reverse = not self.reverse
@@ -338,6 +354,11 @@ class JobsScreen(Screen[None], Modal, inherit_bindings=False):
 
     def action_filter(self) -> None:
         self.query_one(FilterBox).open(self.filter_text)
+
+    def on_descendant_focus(self, _event: events.DescendantFocus) -> None:
+        """The filter's box opened or closed: its keys listed (``esc`` clears it, the letters
+        type), or the view's again."""
+        self.show_keys()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value

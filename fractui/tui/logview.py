@@ -85,7 +85,11 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.refresh()
 
     def on_resize(self) -> None:
+        """Its height changes as the screen's parts above it fill in (the job's details, its
+        GPU's health): a view that follows keeps the newest line in sight."""
         self.virtual_size = Size(self.size.width, self.count)
+        if self.following:
+            self.scroll_end(animate=False, immediate=True)
 
     def render_line(self, y: int) -> Strip:
         index = y + self.scroll_offset.y

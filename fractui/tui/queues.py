@@ -291,8 +291,9 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         pending jobs come first: they are what the keys act on, and only rows in sight are
         drawn."""
         self._rows = {}
-        if not self.pending:
-            return Group(head, note)
+        if not self.pending:  # said, not left blank: an empty list, not one not drawn
+            return Group(head, note, Text.assemble(("Pending 0", "bold"),
+                                                   ("  no job waits", "dim")))
         width = max(1, self.content_size.width)
         console = self.app.console
         options = console.options.update_width(width)
