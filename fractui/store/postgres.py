@@ -297,11 +297,12 @@ class PostgresDialect(Dialect):
         if not held:
             return
         owner = held[0]["owner"]
-        fixes = ["REVOKE %s FROM %s" % (quoted(r["grp"]), quoted(r["member"]))
-                 for r in db.execute(_TEAM_OWNS_BY)]
-        if not fixes:  # (the owner is a team's role itself)
-            fixes.append("REASSIGN OWNED BY %s TO %s in the store's database" % (
-                quoted(owner), quoted(ADMIN_ROLE)))
+        if owner.startswith(TEAM_ROLE):  # (no REVOKE makes it another's: its memberships moot)
+            fixes = ["REASSIGN OWNED BY %s TO %s in the store's database" % (
+                quoted(owner), quoted(ADMIN_ROLE))]
+        else:
+            fixes = ["REVOKE %s FROM %s" % (quoted(r["grp"]), quoted(r["member"]))
+                     for r in db.execute(_TEAM_OWNS_BY)]
         raise StoreDamaged(self.where, TEAM_OWNS % (
             _roles(sorted(r["role"] for r in held)), owner, "; ".join(fixes)))
 
