@@ -512,6 +512,28 @@ def test_a_store_whose_owner_a_team_may_act_as_is_refused_saying_the_revoke(pg_s
     g.open(pg_server, g.ops)
 
 
+def test_a_store_owned_by_a_teams_role_is_given_to_the_admins_whatever_else_it_is_in(
+        pg_server):
+    """A store whose owner is a team's role (its version table given to it by hand) that is
+    in another team's role too: the statement said is the REASSIGN OWNED that ends it. Before,
+    only the owner's own membership was said, whose REVOKE left the owner a team's role, and
+    the next open was refused again."""
+    g = OddGroup.make(pg_server)
+    g.open(pg_server, g.ops)
+    other = "fractui_team_other %s" % g.db
+    pg_server.sql("CREATE ROLE %s" % _q(other))
+    pg_server.sql("GRANT %s TO %s" % (_q(other), _q(g.team)))
+    pg_server.sql("ALTER TABLE fractui_schema OWNER TO " + _q(g.team), db=g.db)
+    with pytest.raises(StoreDamaged) as damaged:
+        g.open(pg_server, g.ops)
+    assert str(damaged.value).endswith(postgres.TEAM_OWNS % (
+        "roles %s, %s" % (g.ann, g.team), g.team, 'REASSIGN OWNED BY %s TO "fractui_admin" in '
+        "the store's database" % _q(g.team))), str(damaged.value)
+    pg_server.sql(_advised(str(damaged.value), "an admin runs ", " in the store's database"),
+                  db=g.db)
+    g.open(pg_server, g.ops)
+
+
 def test_tables_changed_under_an_open_store_are_said_so_not_a_cached_plan(pg_server, pg_url):
     """A newer fractui's migration, applied while an older scheduler still runs, changes a
     table under that scheduler's statements, which psycopg has prepared by then: each pass

@@ -297,11 +297,12 @@ class PostgresDialect(Dialect):
         if not held:
             return
         owner = held[0]["owner"]
-        fixes = ["REVOKE %s FROM %s" % (quoted(r["grp"]), quoted(r["member"]))
-                 for r in db.execute(_TEAM_OWNS_BY)]
-        if not fixes:  # (the owner is a team's role itself)
-            fixes.append("REASSIGN OWNED BY %s TO %s in the store's database" % (
-                quoted(owner), quoted(ADMIN_ROLE)))
+        if owner.startswith(TEAM_ROLE):  # (no REVOKE makes it another's: its memberships moot)
+            fixes = ["REASSIGN OWNED BY %s TO %s in the store's database" % (
+                quoted(owner), quoted(ADMIN_ROLE))]
+        else:
+            fixes = ["REVOKE %s FROM %s" % (quoted(r["grp"]), quoted(r["member"]))
+                     for r in db.execute(_TEAM_OWNS_BY)]
         raise StoreDamaged(self.where, TEAM_OWNS % (
             _roles(sorted(r["role"] for r in held)), owner, "; ".join(fixes)))
 
@@ -471,19 +472,25 @@ def _schema_to(row: dict[str, Any]) -> str:
 
 # The store's owner (as _OWNER) and the roles, not superusers nor admins, in a team's role
 # (fractui_team_<team> itself, or a member of one, directly or not) that may act as it: the
-# guard holds no owner. The owner is the first row's; none when no team role may.
+# guard holds no owner. The owner is the first row's; none when no team role may. Read from
+# the owner down (the few roles that may act as it), not from the teams down: on every open,
+# a team member each would be a membership lookup of their own.
 _TEAM_OWNS_CTE = """
 WITH RECURSIVE owner AS (
     SELECT coalesce(
         (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
         (SELECT datdba FROM pg_database WHERE datname = current_database())) AS oid
+), acts(oid) AS (
+    SELECT oid FROM owner
+    UNION SELECT m.member FROM pg_auth_members m JOIN acts a ON m.roleid = a.oid
 ), in_team(oid) AS (
     SELECT oid FROM pg_roles WHERE starts_with(rolname, 'fractui_team_')
     UNION SELECT m.member FROM pg_auth_members m JOIN in_team t ON m.roleid = t.oid
 ), held AS (
-    SELECT r.oid, r.rolname FROM pg_roles r, owner o
-    WHERE r.oid IN (SELECT oid FROM in_team) AND NOT r.rolsuper
-      AND pg_has_role(r.oid, o.oid, 'MEMBER')
+    SELECT r.oid, r.rolname FROM pg_roles r
+    WHERE r.oid IN (SELECT oid FROM acts) AND NOT r.rolsuper
+      AND EXISTS (SELECT FROM pg_roles t WHERE starts_with(t.rolname, 'fractui_team_')
+                                           AND pg_has_role(r.oid, t.oid, 'MEMBER'))
       AND NOT EXISTS (SELECT FROM pg_roles a WHERE a.rolname = 'fractui_admin'
                                               AND pg_has_role(r.oid, a.oid, 'MEMBER'))
 )
