@@ -500,9 +500,10 @@ SELECT h.rolname AS role, pg_get_userbyid(o.oid) AS owner FROM held h, owner o O
 """
 # The memberships that let them: a held role's in a role, not itself held, that is the owner
 # or acts as it (those of a member in its team's role are not the trouble); where the owner is
-# held itself, its own in a team's role or a role in one.
+# held itself, its own in a team's role or a role in one. Distinct: from PostgreSQL 16 a
+# membership granted by two grantors is two rows.
 _TEAM_OWNS_BY = _TEAM_OWNS_CTE + """
-SELECT pg_get_userbyid(m.member) AS member, pg_get_userbyid(m.roleid) AS grp
+SELECT DISTINCT pg_get_userbyid(m.member) AS member, pg_get_userbyid(m.roleid) AS grp
 FROM pg_auth_members m, owner o
 WHERE m.member IN (SELECT oid FROM held) AND (
     (m.roleid NOT IN (SELECT oid FROM held) AND pg_has_role(m.roleid, o.oid, 'MEMBER'))
