@@ -15,11 +15,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fractui.config import image_problem, profile_problem
 from fractui.outcome import UsageError
+from fractui.words import as_typed, quoted
 from remote_agent.jobs.runtime.oci import env_file_problem
+from remote_agent.mig.layout import VERSION_DIGITS
 from remote_agent.rpc.jsonrpc import (MAX_ARG, MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT,
                                       text_problem)
 
 _NUMBER = re.compile(r"-?[0-9]{1,30}")  # ASCII digits only: int() also takes "١" and "_"
+_DIGITS = re.compile(r"-?[0-9]+")  # a number of any length: one too long is still no name
 MAX_JOB_NUMBER = 2 ** 63 - 1  # SQLite's largest integer
 MAX_GPU_INDEX = 65535
 MAX_REF = 256  # characters of a GPU uuid or an agent job id
@@ -32,19 +35,19 @@ def check_words(words: Sequence[str]) -> None:
     protocol and the terminal cannot carry)."""
     for n, word in enumerate(words, start=1):
         if "\x00" in word:
-            raise UsageError("argument %d contains a NUL character: %r" % (n, word))
+            raise UsageError("argument %d contains a NUL character: %s" % (n, quoted(word)))
         try:
             word.encode("utf-8")
         except UnicodeEncodeError:
-            raise UsageError("argument %d is not UTF-8 text: %r" % (n, word)) from None
+            raise UsageError("argument %d is not UTF-8 text: %s" % (n, quoted(word))) from None
 
 
 def bounded(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse type: a whole number from lo to hi (argparse turns the error into exit 2)."""
     def parse(text: str) -> int:
         if not _NUMBER.fullmatch(text) or not lo <= int(text) <= hi:
-            raise argparse.ArgumentTypeError("must be a whole number from %d to %d, got %r"
-                                             % (lo, hi, text))
+            raise argparse.ArgumentTypeError("must be a whole number from %d to %d, got %s"
+                                             % (lo, hi, quoted(text)))
         return int(text)
 
     parse.__name__ = "number"
@@ -76,7 +79,7 @@ def moment(text: str) -> Moment:
     if ago:
         seconds = float(int(ago.group(1)) * _UNIT_S[ago.group(2)])
         if seconds > time.time():
-            raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
+            raise argparse.ArgumentTypeError(_BEFORE_EPOCH % quoted(text))
         return Moment(ago_s=seconds)
     try:  # "Z" for UTC, as --help shows it: Python 3.10's fromisoformat takes only "+00:00"
         when = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z")
@@ -84,31 +87,31 @@ def moment(text: str) -> Moment:
     except ValueError:
         raise argparse.ArgumentTypeError(
             "must be now, a time ago (30m, 24h, 7d, 2w) or a date and time "
-            "(2026-12-01, 2026-12-01T14:00), got %r" % text) from None
+            "(2026-12-01, 2026-12-01T14:00), got %s" % quoted(text)) from None
     if when.year < 1970:  # (before the epoch some platforms cannot convert at all)
-        raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
+        raise argparse.ArgumentTypeError(_BEFORE_EPOCH % quoted(text))
     try:
         at = when.timestamp()
     except (OverflowError, OSError, ValueError) as err:
-        raise argparse.ArgumentTypeError("%r is not a time this machine can use: %s"
-                                         % (text, err)) from None
+        raise argparse.ArgumentTypeError("%s is not a time this machine can use: %s"
+                                         % (quoted(text), err)) from None
     if at < 0:
-        raise argparse.ArgumentTypeError(_BEFORE_EPOCH % text)
+        raise argparse.ArgumentTypeError(_BEFORE_EPOCH % quoted(text))
     return Moment(at=at)
 
 
-_BEFORE_EPOCH = "%r is before 1970-01-01, earlier than any time a store keeps"
+_BEFORE_EPOCH = "%s is before 1970-01-01, earlier than any time a store keeps"
 
 
 def name_of(what: str, shown: str) -> Callable[[str], str]:
     """An argparse type: the name of a ``what`` (a user, a team) as ``shown`` says where one is
     seen; never empty, which would read as no filter at all, nor holding a character that is
     not printable, which no user or team name has (and a terminal would act on in the
-    heading that names it)."""
+    heading that names it), nor longer than MAX_REF (which the heading would say whole)."""
     def parse(text: str) -> str:
-        if not text or not text.isprintable():
-            raise argparse.ArgumentTypeError("takes a %s's name, as %s, not %r"
-                                             % (what, shown, text[:MAX_REF]))
+        if not text or not text.isprintable() or len(text) > MAX_REF:
+            raise argparse.ArgumentTypeError("takes a %s's name, as %s, not %s"
+                                             % (what, shown, quoted(text)))
         return text
 
     parse.__name__ = what
@@ -124,19 +127,19 @@ def scheduler_name(text: str) -> str:
     header show: printable, so none of them is given a line break or an escape to show."""
     if not text.strip() or len(text) > MAX_REF or not text.isprintable():
         raise argparse.ArgumentTypeError("a scheduler's name is 1 to %d printable characters, "
-                                         "not only blanks, got %r" % (MAX_REF, text[:MAX_REF]))
+                                         "not only blanks, got %s" % (MAX_REF, quoted(text)))
     return text
 
 
 def job_number(text: str) -> int:
     """A queued job's number, as ``fractui jobs`` shows it."""
     if "/" in text:  # HOST/JOB: a job this verb does not take; say which verbs do
-        raise UsageError("a queued job is named by its number (see fractui jobs), not %r: "
+        raise UsageError("a queued job is named by its number (see fractui jobs), not %s: "
                          "that names a job launched directly on a host, which fractui logs "
-                         "shows and fractui stop stops (an admin's)" % text)
+                         "shows and fractui stop stops (an admin's)" % quoted(text))
     if not _NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_JOB_NUMBER:
-        raise UsageError("a queued job is named by its number (see fractui jobs), not %r; "
-                         "jobs launched directly on a host are HOST/JOB" % text)
+        raise UsageError("a queued job is named by its number (see fractui jobs), not %s; "
+                         "jobs launched directly on a host are HOST/JOB" % quoted(text))
     return int(text)
 
 
@@ -148,18 +151,19 @@ def split_job(ref: str) -> List[str]:
     """HOST/JOB: a job launched directly on a host."""
     host, sep, job = ref.partition("/")
     if not sep or not host or not job or len(job) > MAX_REF or not job.isprintable():
-        raise UsageError("a job is named HOST/JOB, e.g. gpu-a/j12, not %r" % ref)
+        raise UsageError("a job is named HOST/JOB, e.g. gpu-a/j12, not %s" % quoted(ref))
     return [host, job]
 
 
 def gpu_ref(text: str) -> Any:
     """A GPU: its index, or its uuid as the agent reports it."""
-    if _NUMBER.fullmatch(text):
-        if not 0 <= int(text) <= MAX_GPU_INDEX:
-            raise UsageError("GPU index %s is out of range (0 to %d)" % (text, MAX_GPU_INDEX))
+    if _DIGITS.fullmatch(text):  # (too many digits for _NUMBER: no uuid either)
+        if not _NUMBER.fullmatch(text) or not 0 <= int(text) <= MAX_GPU_INDEX:
+            raise UsageError("GPU index %s is out of range (0 to %d)" % (as_typed(text),
+                                                                         MAX_GPU_INDEX))
         return int(text)
     if not text or len(text) > MAX_REF or not text.isprintable() or text != text.strip():
-        raise UsageError("a GPU is named by its index or uuid, not %r" % text)
+        raise UsageError("a GPU is named by its index or uuid, not %s" % quoted(text))
     return text
 
 
@@ -167,7 +171,7 @@ def gpu_index(text: str) -> int:
     """A GPU named by its index only (a placement in the store)."""
     ref = gpu_ref(text)
     if not isinstance(ref, int):
-        raise UsageError("GPU is an index here, not %r" % text)
+        raise UsageError("GPU is an index here, not %s" % quoted(text))
     return ref
 
 
@@ -176,7 +180,7 @@ def instance_uuid(text: str) -> str:
     shows it): one printable word."""
     if not text or len(text) > MAX_REF or not text.isprintable() or text.split() != [text]:
         raise argparse.ArgumentTypeError("a MIG instance is named by its uuid (fractui status "
-                                         "--json shows them), not %r" % text[:MAX_REF])
+                                         "--json shows them), not %s" % quoted(text))
     return text
 
 
@@ -185,6 +189,20 @@ def mig_profile(text: str) -> str:
     problem = profile_problem(text)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+_LAYOUT_VERSION = re.compile("[0-9a-f]{%d}" % VERSION_DIGITS)
+
+
+def layout_version(text: str) -> str:
+    """An argparse type: a MIG GPU's layout version as its agent derives it (``status --json``
+    shows each GPU's): any other word matches no layout, so the launch would be refused at
+    the host and the job sent back to its queue."""
+    if not _LAYOUT_VERSION.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            "a layout version is %d lowercase hex digits, as fractui status --json shows a MIG "
+            "GPU's layout_version, not %s" % (VERSION_DIGITS, quoted(text)))
     return text
 
 
@@ -209,11 +227,15 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
     ``name``: as it will be sent (submit's default, the program's name, included); ``added``:
     variables the launch adds to ``env``; ``image``: the container it runs in, whose variables
     go through an env file (env_file_problem). An empty program runs nothing, and an empty
-    key is no key: ``--key "$K"`` with K unset would make a new job at each retry."""
+    key is no key: ``--key "$K"`` with K unset would make a new job at each retry; nor is
+    one a terminal cannot show, as the message that says it back to be typed again must."""
     if argv and not argv[0]:
         return "the program to run after -- is an empty word"
     if key == "":
         return "--key is an empty word: give the key, or leave --key out"
+    if key is not None and not key.isprintable():
+        return "--key %s holds a character that is not printable: a key is said back to be " \
+               "typed again, so it is printable" % quoted(key)
     words = [("the name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
         ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [
@@ -227,7 +249,7 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
         return "--env %s %s" % boxed
     if cwd is not None and not posixpath.isabs(cwd):
         return "--cwd must be an absolute path (a directory on the host the job runs on), " \
-               "not %r" % cwd[:80]
+               "not %s" % quoted(cwd)
     for what, count, most in (("the command", len(argv), MAX_ITEMS),
                               ("--env", len(env), MAX_ITEMS - added)):
         if count > most:
@@ -247,7 +269,7 @@ def parse_env(pairs: List[str]) -> Dict[str, str]:
     first: Dict[str, int] = {}
     for n, pair in enumerate(pairs, start=1):
         name, sep, value = pair.partition("=")
-        where = "--env #%d (%r)" % (n, pair)
+        where = "--env #%d (%s)" % (n, quoted(pair))
         if not sep:
             raise UsageError("%s takes NAME=VALUE: there is no '='" % where)
         if not name:

@@ -18,14 +18,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
-                                instance_uuid, mig_profile, moment, scheduler_name, team_name,
-                                user_name)
+                                instance_uuid, layout_version, mig_profile, moment,
+                                scheduler_name, team_name, user_name)
 from fractui.config import Config, ConfigError, NoConfig, default_config_path, shown_path
 from fractui.outcome import (EXIT_BUG, EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_INTERRUPTED,
                              EXIT_TERMINATED, EXIT_USAGE, Failed, Terminated, UsageError)
 from fractui.terminal import (escape_what_cannot_be_encoded, say, stdout_to_devnull,
                               text_only_to_terminals)
 from fractui.usage import BY
+from fractui.words import as_typed, quoted
 
 # verb -> the module of fractui that carries it out (each verb is a function of that name)
 VERBS = {
@@ -56,7 +57,7 @@ READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fractui", description="Share every GPU of a fleet between many jobs.")
     parser.add_argument("--version", action="version", version="fractui %s" % __version__)
     parser.add_argument("--config", metavar="FILE",
@@ -155,8 +156,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = _by_hand_parser(verbs, "place", "place a queued job by hand: JOB HOST GPU",
                         "with --profile: the slot")
-    p.add_argument("--layout-version", metavar="V", help="with --start: the GPU layout the "
-                   "plan was previewed on; the launch is refused if it changed")
+    p.add_argument("--layout-version", metavar="V", type=layout_version,
+                   help="with --start: the GPU layout the plan was previewed on (its "
+                   "layout_version in status --json); the launch is refused if it changed")
     _by_hand_parser(verbs, "move", "move a placed or running queued job by hand: JOB HOST GPU; "
                     "it is stopped, then placed there, the slot held for it meanwhile",
                     "with --profile: the slot (default: the best one free)")
@@ -249,6 +251,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a word that is none of an argument's choices (a verb, --by) is
+    named back as every word given is (``words.quoted``): argparse said it whole, a
+    100,000-character one too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, "invalid choice: %s (choose from %s)" % (
+                quoted(value), ", ".join(map(repr, action.choices))))
+
+
 def _by_hand_parser(verbs: Any, verb: str, what: str, start: str) -> argparse.ArgumentParser:
     """``place``'s and ``move``'s words: a job, where to put it by hand, and the questions
     agreed to in advance (``start``: what --start says)."""
@@ -325,21 +338,22 @@ def _run(words: List[str]) -> int:
     check_words(words)
     parser = _parser()
     # everything after the first "--" is the job's argv, untouched (argparse would read
-    # options in it, e.g. a job's own --help)
+    # options in it, e.g. a job's own --help); only launch and submit take one
     job_argv: List[str] = []
-    if "--" in words:
+    cut_at_dashes = "--" in words
+    if cut_at_dashes:
         cut = words.index("--")
         words, job_argv = words[:cut], words[cut + 1:]
     args, extra = parser.parse_known_args(words)
     if extra:
-        words_left = " ".join(extra)
+        words_left = " ".join(map(as_typed, extra))
         hint = " (the job's command goes after --: fractui %s ... -- %s)" % (
             args.verb, words_left) if args.verb in ("launch", "submit") and not job_argv else ""
         verb = _verb_parsers(parser).get(args.verb, parser)  # its usage, not fractui's
         verb.error("unrecognized arguments: %s%s%s" % (words_left, _close_option(verb, extra),
                                                        hint))
     args.argv = job_argv
-    if job_argv and args.verb not in ("launch", "submit"):
+    if cut_at_dashes and args.verb not in ("launch", "submit"):
         parser.error("only launch and submit take a program after --")
     if args.readonly and args.verb not in TUI:
         parser.error("--readonly is for the TUI: fractui --readonly, fractui demo --readonly")

@@ -27,7 +27,7 @@ from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.small_file import NotRead, read_small_file
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
-from fractui.words import count
+from fractui.words import count, quoted
 
 try:
     import tomllib
@@ -52,11 +52,17 @@ class ConfigError(Exception):
         return f"{shown_path(self.path)}:{self.line}: {self.message}"
 
 
+MAX_SHOWN_PATH = 256  # characters of a path a message names as it is; a longer one is cut
+
+
 def shown_path(path: str) -> str:
-    """A path typed by someone, as a message names it: as it is, or quoted with its escapes
-    where it holds a character that is not printable, which a terminal would act on or lose
-    (messages to one are text only), so the message named another path."""
-    return path if path.isprintable() else repr(path)
+    """A path typed by someone, as a message names it: as it is, or quoted as every word given
+    is (``words.quoted``) where it holds a character that is not printable, which a terminal
+    would act on or lose (messages to one are text only), so the message named another path,
+    or where it is longer than any real one needs to be told apart."""
+    if path.isprintable() and len(path) <= MAX_SHOWN_PATH:
+        return path
+    return quoted(path, MAX_SHOWN_PATH)
 
 
 class NoConfig(ConfigError):
@@ -356,8 +362,9 @@ def _named(items: tuple[Any, ...], name: str, what: str, path: str | None) -> An
         if item.name == name:
             return item
     if not items:  # (a researcher's config of the store alone: "known: none" named nothing)
-        raise ConfigError(path, None, f"unknown {what} {name!r}: the config has no [[{what}s]]")
-    raise ConfigError(path, None, f"unknown {what} {name!r}"
+        raise ConfigError(path, None,
+                          f"unknown {what} {_shown(name)}: the config has no [[{what}s]]")
+    raise ConfigError(path, None, f"unknown {what} {_shown(name)}"
                                   f"{_suggest(name, tuple(i.name for i in items), shown=20)}")
 
 
@@ -611,11 +618,8 @@ def _number(x: float) -> str:
 
 
 def _shown(value: object) -> str:
-    """A value for a message: quoted and escaped, and cut if it is long."""
-    text = repr(value) if isinstance(value, str) else str(value)
-    if len(text) > 60:
-        return f"{text[:40]}… ({len(text)} characters)"
-    return text
+    """A value for a message: a string quoted as every word given is (``words.quoted``)."""
+    return quoted(value) if isinstance(value, str) else str(value)
 
 
 class TomlChecker:
@@ -840,15 +844,15 @@ class _Checker(TomlChecker):
 
     def store(self, raw: dict[str, Any], scheduler: dict[str, Any]) -> StoreSettings:
         """[store] url, or the older [scheduler] store (an SQLite file's path): one of them.
-        A URL's SQLite path is checked as any local file; a PostgreSQL URL by libpq's rules,
-        and never with a password in it."""
+        A URL's SQLite path is checked as any local path (what is there, the store's open
+        judges: exit 1); a PostgreSQL URL by libpq's rules, and never with a password in it."""
         values = self.values(raw, _STORE_KEYS, "[store]", "store", None, "store.")
         if "store" in scheduler:  # checked as a string by scheduler()
             if "url" in values:
                 raise self.fail("scheduler.store cannot be given with store.url (line %s): "
                                 "say where the store is once, as [store] url" % self.where.line(
                                     "store", None, "url"), "scheduler", None, "store")
-            return StoreSettings(sqlite_url(self.local_file(
+            return StoreSettings(sqlite_url(self.local_path(
                 scheduler["store"], "scheduler", None, "store", "scheduler.")))
         if "url" not in values:
             return StoreSettings()
@@ -858,7 +862,7 @@ class _Checker(TomlChecker):
             raise self.fail(f"store.url {problem}", "store", None, "url")
         path = sqlite_path(url)
         if path is not None:
-            url = sqlite_url(self.local_file(path, "store", None, "url", "store."))
+            url = sqlite_url(self.local_path(path, "store", None, "url", "store."))
         return StoreSettings(url)
 
     def tui(self, raw: dict[str, Any]) -> TuiSettings:

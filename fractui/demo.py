@@ -73,8 +73,8 @@ def _split(total: int, parts: int) -> list[int]:
 def gpu_count(text: str) -> int:
     """``--gpus``: a whole number from 1 to MAX_GPUS (argparse turns the error into exit 2)."""
     if not text.isdigit() or not 1 <= int(text) <= MAX_GPUS:
-        raise argparse.ArgumentTypeError("must be a whole number from 1 to %d, got %r"
-                                         % (MAX_GPUS, text))
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to %d, got %s"
+                                         % (MAX_GPUS, words.quoted(text)))
     return int(text)
 
 

@@ -27,7 +27,7 @@ from fractui.store.intents import Asker, authorize
 from fractui.store.model import (ACTIVE, ENDED, LOG_TAIL_BYTES, ON_HOST, PENDING, PLACED,
                                  RUNNING, STOPPING, Job, LogTail, StaleCopy)
 from fractui.terminal import print_json, say, table, width
-from fractui.words import NO_SCHEDULER, duration, failing_passes, why
+from fractui.words import NO_SCHEDULER, duration, failing_passes, quoted, why
 
 HEADER = ("JOB", "STATE", "QUEUE", "TEAM", "USER", "WHERE", "NAME", "WHY")
 CAPS = (20, 10, 16, 12, 16, 32, 24)  # the widest each column but the last (WHY) may be
@@ -223,9 +223,9 @@ def _hosts_and_jobs(config: Config, words: List[str]) -> Tuple[List[str], List[i
         if word not in names and is_job_number(word):
             numbers.append(job_number(word))
         elif "/" in word:  # HOST/JOB: no host has a "/" in its name; say what lists such a job
-            raise UsageError("jobs takes hosts and queued jobs' numbers, not %r: a job launched "
+            raise UsageError("jobs takes hosts and queued jobs' numbers, not %s: a job launched "
                              "directly on a host is listed by fractui jobs HOST and shown by "
-                             "fractui logs HOST/JOB" % word)
+                             "fractui logs HOST/JOB" % quoted(word))
         else:
             try:
                 config.host(word)
@@ -258,7 +258,7 @@ def _job_ref(config: Config, ref: str, wait: bool = False
         if "/" not in ref:  # (split_job's words name only HOST/JOB: logs takes both)
             raise UsageError("a job is named by its number, as fractui jobs shows it (12), or "
                              "HOST/JOB where it was launched directly on a host (gpu-a/j12), "
-                             "not %r" % ref)
+                             "not %s" % quoted(ref))
         host, job_id = split_job(ref)
         config.host(host)
         return ref, host, job_id, None

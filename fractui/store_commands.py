@@ -39,7 +39,7 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, 
                                  Slot, movable)
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
-from fractui.words import NO_SCHEDULER, count, why
+from fractui.words import NO_SCHEDULER, count, quoted, why
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -59,7 +59,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                              "none" % (", ".join(t.name for t in config.teams), queue.name))
         config.team(team)
     elif team is not None:
-        raise UsageError("--team %s: the config has no [[teams]]" % team)
+        raise UsageError("--team %s: the config has no [[teams]]" % quoted(team))
     if not args.argv:  # (an example that runs as pasted: with the --team it needs)
         raise UsageError("submit needs the program to run after --, e.g. fractui submit "
                          "--queue %s%s -- python train.py" % (shlex.quote(queue.name), "" if (

@@ -1,8 +1,9 @@
 """How fractui words what it counts, in one place: "1 GPU", "2 GPUs", never "1 GPUs" or
-"GPU(s)"."""
+"GPU(s)"; and how it quotes back a word it was given (``quoted``)."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # (the store's package reads the config, which words its counts here)
@@ -12,6 +13,33 @@ if TYPE_CHECKING:  # (the store's package reads the config, which words its coun
 def count(n: int, noun: str, plural: Optional[str] = None) -> str:
     """``n`` and ``noun``, plural unless ``n`` is 1 (``plural``: where "s" is not enough)."""
     return "%d %s" % (n, noun if n == 1 else plural or noun + "s")
+
+
+# in repr's form of a word: an escaped backslash, or a byte that was not UTF-8 (Python hands
+# one over as a lone surrogate, U+DC80 to U+DCFF: os.fsdecode's surrogateescape)
+_REPR_BYTE = re.compile(r"\\(\\|udc([89a-f][0-9a-f]))")
+QUOTED_MOST = 40  # characters of a long word quoted; the rest is counted, not echoed
+
+
+def quoted(text: str, most: int = QUOTED_MOST) -> str:
+    """A word someone gave (an argument, a path, a config value), as a message quotes it: in
+    quotes with its escapes, so a terminal is shown no control character and a line break
+    stays one word; a byte that was not UTF-8 as the byte, ``\\xff``, as the user would know
+    it (Python's own repr says ``\\udcff``); a word longer than ``most`` cut, saying its
+    length (a 100,000-character argument is not said back whole)."""
+    cut = len(text) > most
+    shown = _REPR_BYTE.sub(_byte, repr(text[:most] if cut else text))
+    return "%s…%s (%d characters)" % (shown[:-1], shown[-1], len(text)) if cut else shown
+
+
+def as_typed(word: str) -> str:
+    """A word named back bare, as typed, where a terminal shows it so (printable, and short);
+    else ``quoted``."""
+    return word if word.isprintable() and len(word) <= QUOTED_MOST else quoted(word)
+
+
+def _byte(escape: "re.Match[str]") -> str:
+    return "\\x" + escape.group(2) if escape.group(2) else escape.group(0)
 
 
 def duration(seconds: Optional[float]) -> str:

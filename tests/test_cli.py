@@ -1001,8 +1001,8 @@ def test_a_word_of_the_command_line_reaches_a_terminal_as_text(tmp_path):
     agent archive's folder) is named with it escaped, not shown as another path (the sequence
     taken out, a newline splitting it); a scheduler's name, which others' screens show, is
     refused."""
-    shown = _on_a_terminal(2, "jobs", "--x\x1b]52;c;SGk=\x07")
-    assert b"\x1b" not in shown and b"unrecognized arguments: --x" in shown
+    shown = _on_a_terminal(2, "jobs", "--x\x1b]52;c;SGk=\x07")  # named as typed, escaped
+    assert b"\x1b" not in shown and b"unrecognized arguments: '--x\\x1b]52;c;SGk=\\x07'" in shown
     for odd in ("x\x1b[2Jy.toml", "x\ny.toml"):
         shown = _on_a_terminal(2, "--config", str(tmp_path / odd), "status")
         assert b"\x1b" not in shown, shown
@@ -1223,3 +1223,151 @@ def test_jobs_times_a_wait_and_a_run_by_the_stores_clock_not_a_skewed_machines(
     code, out, err = in_process(capfd, ["--config", str(config), "jobs"])
     assert code == 0 and re.search(r"\bran 3m\d\ds\b", out), out
 
+
+
+def _store_config(tmp_path, store: str, hosts: str = "") -> str:
+    """A config of one queue whose store is ``store``, and ``hosts`` (TOML) if given."""
+    config = tmp_path / "config.toml"
+    config.write_text('[ssh]\nconnect_timeout = 1\n[store]\nurl = "sqlite://%s"\n[[queues]]\n'
+                      'name = "q"\ngpu = 0.5\n%s' % (store, hosts))
+    return str(config)
+
+
+def test_dashes_are_a_usage_error_but_for_launch_and_submit(tmp_path, capfd):
+    """``fractui --`` started the TUI, and ``jobs --`` listed jobs: a "--" with nothing after
+    it was let by where a program after it is refused. Only launch and submit take "--" (the
+    job's command follows it); anywhere else it is exit 2, said as one with a program after
+    it is. (A damaged store here: what the TUI or jobs would have done ends in exit 1.)"""
+    damaged = tmp_path / "store.db"
+    damaged.write_bytes(b"not a store " * 100)
+    config = _store_config(tmp_path, str(damaged))
+    for argv in (["--"], ["--readonly", "--"], ["jobs", "--"], ["audit", "--"]):
+        code, out, err = in_process(capfd, ["--config", config, *argv])
+        assert (code, out) == (2, ""), (argv, err)
+        assert err.endswith("error: only launch and submit take a program after --\n"), err
+
+
+def test_a_layout_version_is_the_agents_form_or_a_usage_error(tmp_path, capfd):
+    """``place --layout-version`` took any word; the host's agent then refused the launch as a
+    layout changed since (STALE_LAYOUT) and the job went back to its queue. A word that is no
+    layout version, as the agent derives one (status --json's layout_version), is exit 2
+    naming the argument, before the store is opened; one of its form goes on (here to the
+    store, which is not there: exit 1)."""
+    from remote_agent.gpu import models
+    from remote_agent.mig.layout import Layout
+
+    config = _store_config(tmp_path, str(tmp_path / "none" / "store.db"),
+                           '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\n')
+    place = ["--config", config, "place", "3", "gpu-a", "0", "--profile", "1g.10gb",
+             "--start", "0", "--layout-version"]
+    for word in ("v1", "", "0123456789AB", "0123456789abc", "0123456789a\n", "x" * 100000):
+        code, out, err = in_process(capfd, place + [word])
+        assert (code, out) == (2, ""), (word[:20], err)
+        assert ("error: argument --layout-version: a layout version is 12 lowercase hex "
+                "digits, as fractui status --json shows a MIG GPU's layout_version, not ") in err
+        assert len(err) < 1000, err[:200]
+    version = Layout(models.model("A100-80GB").geometry()).version
+    code, out, err = in_process(capfd, place + [version])
+    assert (code, out) == (1, "") and "there is no store here yet" in err, err
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "link"])
+def test_a_store_path_where_no_file_is_is_the_stores_failure_not_the_configs(
+        tmp_path, capfd, kind):
+    """A [store] url naming a directory was refused as the config's mistake (exit 2, at load,
+    for every verb, doctor and themes too), while a FIFO there, a damaged file or one that
+    cannot be read were the store's (exit 1); a link to where nothing is was said as Python's
+    bare error, naming no store. What is at the path is the store's to judge as it opens it,
+    by the rule of docs/cli.md: exit 1, naming the store and what is there; a verb that opens
+    no store runs."""
+    store = tmp_path / "store.db"
+    {"directory": os.mkdir, "fifo": os.mkfifo,
+     "link": lambda path: os.symlink(tmp_path / "gone" / "s.db", path)}[kind](store)
+    says = {"directory": "is not a file but a directory", "fifo": "is not a file but a FIFO",
+            "link": "is a link to %s, where no file can be opened: No such file or directory"
+                    % (tmp_path / "gone" / "s.db")}[kind]
+    config = _store_config(tmp_path, str(store))
+    for argv in (["jobs"], ["submit", "--queue", "q", "--", "true"], ["audit"], ["cancel", "1"],
+                 ["scheduler"]):
+        code, out, err = in_process(capfd, ["--config", config, *argv])
+        assert (code, out, err) == (1, "", "fractui: store %s: %s\n" % (store, says)), argv
+    code, out, err = in_process(capfd, ["--config", config, "doctor"])
+    assert (code, err) == (0, "fractui: the config lists no hosts ([[hosts]]): nothing to "
+                              "show\n"), err
+
+
+def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,
+                                                                    monkeypatch):
+    """A word not UTF-8 was said back as Python's surrogate, '\\udcff', which names no byte the
+    user typed; a 100,000-character word was said back whole; a word with an escape sequence
+    in it was said bare, which a terminal shows with the sequence taken out (another word:
+    ``--team ab``). Each is quoted by one function (words.quoted): bytes as \\xff, escapes
+    as escapes, a long word cut, saying its length."""
+    monkeypatch.chdir(tmp_path)
+    config = _store_config(tmp_path, str(tmp_path / "none" / "store.db"),
+                           '[[hosts]]\nname = "gpu-a"\nhost = "127.0.0.1"\nport = %d\n'
+                           % closed_port())
+    long_ = "x" * 100000
+    cut = "'%s…' (100000 characters)" % ("x" * 40)
+    cases = [
+        (["cancel", os.fsdecode(b"j\xffk")], "argument 4 is not UTF-8 text: 'j\\xffk'"),
+        (["--config", os.fsdecode(b"/tmp/\xfe\xff")],
+         "argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'"),
+        (["cancel", long_], "not %s;" % cut),
+        (["stop", long_], "a job is named HOST/JOB, e.g. gpu-a/j12, not %s" % cut),
+        (["jobs", "gpu-a/" + "\x1b[2J"], "not 'gpu-a/\\x1b[2J': a job launched"),
+        ([long_], "argument VERB: invalid choice: %s (choose from 'status'" % cut),
+        (["report", "--by", long_], "argument --by: invalid choice: %s" % cut),
+        (["jobs", "--a\x1b[2Jb"], "unrecognized arguments: '--a\\x1b[2Jb'"),
+        (["status", long_], "unrecognized arguments: %s" % cut),
+        (["submit", "--queue", "q", "--team", "a\x1b[2Jb", "--", "x"],
+         "--team 'a\\x1b[2Jb': the config has no [[teams]]"),
+        (["submit", "--queue", long_, "--", "x"], "unknown queue %s (known: q)" % cut),
+        (["doctor", long_], "unknown host %s (known: gpu-a)" % cut),
+        (["logs", "1", "-n", long_], "must be a whole number from 0 to 1000000, got %s" % cut),
+        (["demo", "--gpus", long_], "must be a whole number from 1 to 1000, got %s" % cut),
+        (["report", "--user", "u" * 300], "argument --user: takes a user's name, as jobs shows "
+                                          "it under USER, not '%s…' (300 characters)"
+         % ("u" * 40)),
+        # a key is said back to be typed again (a retry): a terminal would show another one
+        (["submit", "--queue", "q", "--key", "k\x1b[2J", "--", "x"],
+         "--key 'k\\x1b[2J' holds a character that is not printable"),
+        (["agent-archive", ""], "agent-archive DIR is an empty word: name the folder to "
+                                "write agent.pyz in"),
+        # a number of more digits than any index was taken for a GPU's uuid, and its host asked
+        (["mig", "gpu-a", "9" * 40, "1g.10gb", "--yes"],
+         "GPU index %s is out of range (0 to 65535)" % ("9" * 40)),
+        (["place", "3", "gpu-a", "9" * 40], "GPU index %s is out of range" % ("9" * 40)),
+    ]
+    wrong = []
+    for argv, says in cases:
+        words = argv if argv[0] == "--config" else ["--config", config, *argv]
+        code, out, err = in_process(capfd, words)
+        if (code, out) != (2, "") or says not in err or len(err) > 1500 or "\x1b" in err \
+                or "\\udc" in err or leaks(err):
+            wrong.append((argv[0][:20], says[:60], code, err[:300]))
+    assert not wrong, "\n".join(map(repr, wrong))
+    assert not (tmp_path / "agent.pyz").exists()  # (DIR "" was the working directory)
+
+
+def test_a_path_said_back_is_quoted_where_a_terminal_would_not_show_it(tmp_path, capfd):
+    """agent-archive printed the path it wrote bare: a folder named with a line break or an
+    escape sequence read as another path on a terminal. It is quoted as messages quote it."""
+    folder = tmp_path / "a\nb"
+    code, out, err = in_process(capfd, ["agent-archive", str(folder)])
+    assert code == 0, err
+    assert out.startswith("%r  sha256 " % str(folder / "agent.pyz")), out
+    assert (folder / "agent.pyz").is_file()
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("plain", "'plain'"), ("it's", "\"it's\""), ("a\x1b[2J\n", "'a\\x1b[2J\\n'"),
+    (os.fsdecode(b"\xffa\xc3\xa9"), "'\\xffaé'"),  # a stray byte, then UTF-8's é
+    ("a\\udcff", "'a\\\\udcff'"),  # a backslash typed before "udcff" is no byte
+    ("\\" + os.fsdecode(b"\xfe"), "'\\\\\\xfe'"),
+    ("y" * 41, "'%s…' (41 characters)" % ("y" * 40)),
+])
+def test_a_word_is_quoted_with_its_escapes_its_stray_bytes_and_its_length(text, shown):
+    from fractui.words import quoted
+
+    assert quoted(text) == shown

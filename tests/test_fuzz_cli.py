@@ -58,6 +58,9 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "image": (["docker.io/library/python:3.12", "localhost/x@sha256:00", "/opt/i.sif"],
               ["", "two words", "-x", "a\tb"]),
     "uuid": (["MIG-abc", "GPU-0"], [""]),
+    # a MIG layout's version as the agent derives it: 12 lowercase hex digits
+    "layout": (["0123456789ab", "ffffffffffff"], ["v1", "", "0123456789AB", "0123456789abc",
+                                                  "0123456789a\n"]),
     # --since (its --until is now): a time before now; now itself is an empty range
     "since": (["30m", "24h", "7d", "2w", "2026-01-01", "2026-01-01T14:00Z"],
               ["now", "", "x", "-1h", "24 h", "9999999w", "2026-13-01", "1969-12-31",
@@ -198,7 +201,7 @@ def _place(c: Case, rng: random.Random) -> None:
         if _maybe(rng):
             c.add("--start", c.word(rng, "start", 0.2))
             if _maybe(rng, 0.3):
-                c.add("--layout-version", "v1")
+                c.add("--layout-version", c.word(rng, "layout", 0.3))
     elif _maybe(rng, 0.15):
         c.add("--start", "0")
         c.bad.append("--start without --profile")

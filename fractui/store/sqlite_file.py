@@ -22,7 +22,8 @@ from typing import Callable, Optional, Tuple
 from fractui.store.base import (StoreBusy, StoreDamaged, StoreError, StoreExposed, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
 from fractui.whoami import os_user
-from remote_agent.daemon.trust import UnsafePath, check_tree, grantees, make_dirs
+from remote_agent.daemon.trust import (UnsafePath, check_tree, grantees, kind_of,
+                                       make_dirs)
 
 HEADER = b"SQLite format 3\x00"
 HEADER_BYTES = 100
@@ -205,10 +206,13 @@ def check_file(path: str) -> None:
     SQLite, shorter than its header says, or not writable here (file or directory). The
     header of a file a store of this process holds was checked when it was first opened, and
     is not read again (``_in_use``)."""
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError as err:  # a name absent() saw, which leads nowhere: a dangling link, a loop
+        raise StoreDamaged(path, "is a link to %s, where no file can be opened: %s" % (
+            os.path.realpath(path), err.strerror)) from None
     if not stat.S_ISREG(st.st_mode):
-        raise StoreDamaged(path, "is not a file but a %s" % (
-            "directory" if stat.S_ISDIR(st.st_mode) else "special file"))
+        raise StoreDamaged(path, "is not a file but %s" % kind_of(st.st_mode))
     if st.st_size == 0:
         raise StoreDamaged(path, "is empty (0 bytes): a store is never empty, so it was "
                            "truncated or is not a store" + MOVE_AWAY)

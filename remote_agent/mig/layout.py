@@ -77,6 +77,9 @@ class Instance:
         return "%s at slot %d (%s)" % (self.profile, self.start, ident)
 
 
+VERSION_DIGITS = 12  # of a layout's version: lowercase hex, as sha1's hexdigest writes it
+
+
 @dataclass(frozen=True)
 class Layout:
     """The instances on one MIG GPU, with the geometry that rules them."""
@@ -92,7 +95,7 @@ class Layout:
         other tools (nvidia-smi) alike. Busy-ness is not part of it: a plan re-checks that at apply.
         """
         parts = sorted("%s@%d:%d" % (i.profile, i.start, i.gi_id) for i in self.instances)
-        return hashlib.sha1(";".join(parts).encode()).hexdigest()[:12]
+        return hashlib.sha1(";".join(parts).encode()).hexdigest()[:VERSION_DIGITS]
 
     def used_slots(self) -> set:
         used = set()
