@@ -712,3 +712,34 @@ def test_one_methods_malformed_answers_about_one_job_beside_good_ones_are_said_o
                     "job.get.state: 5 is not text",
                     "gpu-a: its agent's answers to job.get about job j1 are well formed again "
                     "after 3 failed tries"], said
+
+
+def test_what_failed_about_jobs_their_host_forgot_leaves_room_to_say_later_failures(
+        local_fleet, monkeypatch, caplog):
+    """Calls answered malformed about as many jobs as are said one by one, whose records the
+    host then forgets (ended past its retention): each is said no more, so a malformed
+    answer about a later job is said as itself. Before: they failed for ever, nothing about
+    them being asked again, and every later failure of the kind went unsaid past the cap."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    cap = host.SAID_ONE_BY_ONE
+    monkeypatch.setattr(session._conn.client, "call", lambda method, params, timeout_s: {
+        "id": params["job"], "key": "k", "state": 5, "gpus": [0], "pid": None})
+    for n in range(cap):
+        with pytest.raises(AnswerLost):
+            session.call("job.get", {"job": "j%d" % n})
+    for n in range(cap):  # ended long ago: forgotten as they come
+        session._notify("job", {"id": "j%d" % n, "key": "k%d" % n, "state": "exited",
+                                "gpus": [0], "pid": None, "ended_at": 1.0})
+    assert not any("j%d" % n in session.status.jobs for n in range(cap))
+    with pytest.raises(AnswerLost):
+        session.call("job.get", {"job": "j%d" % cap})
+    said = [r.getMessage() for r in caplog.records if "job.get" in r.getMessage()]
+    assert said[cap:-1] == ["gpu-a: job j%d is forgotten, as its agent forgets it: what "
+                            "failed about it (job.get) is said no more after 1 failed try" % n
+                            for n in range(cap)], said
+    assert said[-1] == ("gpu-a: a malformed answer to job.get about job j%d from its agent: "
+                        "job.get.state: 5 is not text" % cap), said
+    assert session._failures.failing("answer") == [("answer", "job.get", "j%d" % cap)]

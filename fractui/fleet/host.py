@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
@@ -90,16 +90,19 @@ class HostStatus:
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     uploaded: Optional[bool] = None  # whether the last connect had to upload the agent
 
-    def forget_ended(self, before: float) -> None:
+    def forget_ended(self, before: float) -> Set[str]:
         """Forgets the records of jobs that ended before ``before`` (epoch seconds): the
         agent forgets them then too (its retention) and tells no one, so a connection that
-        lasts weeks would otherwise keep every job it ever ran, walked by every pass."""
+        lasts weeks would otherwise keep every job it ever ran, walked by every pass.
+        Returns what the jobs forgotten were named by: their ids and keys."""
         ended = [key for key, rec in self.jobs.items()
                  if rec.get("state") in FINISHED
                  and isinstance(rec.get("ended_at"), (int, float))
                  and rec["ended_at"] < before]
+        gone = set(ended) | {self.jobs[key].get("key") for key in ended}
         for key in ended:
             del self.jobs[key]
+        return {name for name in gone if isinstance(name, str)}
 
     def record(self) -> Dict[str, Any]:
         """The host as ``fractui status --json`` shows it (documented in docs/cli.md)."""
@@ -254,6 +257,7 @@ class HostSession:
             self._tell(method, params, about)
         if not judged:
             return
+        gone: Set[str] = set()
         with self._lock:
             self._mark_locked(method, params, said)
             if self._early is not None:  # connecting: newer than what subscribe answered
@@ -264,11 +268,24 @@ class HostSession:
                 _apply(self.status, method, params)
                 if method == "snapshot":
                     self._dated_locked(params)
-                self.status.forget_ended(
+                gone = self.status.forget_ended(
                     time.time() - self._lag - self.cfg.retention_hours * 3600)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
+        self._forget_failures(gone)
         self._changed()
+
+    def _forget_failures(self, gone: Set[str]) -> None:
+        """Says no more what failed about the jobs ``gone`` (their records forgotten, as their
+        agent forgets them): no call, record or notification about them is to come, so none
+        would mend it, and failing for ever they would fill the SAID_ONE_BY_ONE said of
+        their kind, leaving every later failure of it unsaid over a connection of months."""
+        for kind in ("answer", "malformed", "listener") if gone else ():
+            for name in self._failures.failing(kind):
+                if name[-1] in gone:
+                    self._failures.worked(name, "%s: job %s is forgotten, as its agent forgets "
+                                          "it: what failed about it (%s) is said no more" % (
+                                              self.cfg.name, name[-1], name[1]))
 
     def _tell(self, method: str, params: Dict[str, Any], about: Optional[str]) -> None:
         """Hands the notification to each listener. One that fails keeps neither the others
