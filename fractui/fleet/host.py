@@ -491,11 +491,13 @@ class HostSession:
                 # the next pass retries; said once while it fails so, in whatever words of the
                 # agent's (they are the host's, and a host that drops each connection made is
                 # connected again within a second), but again where ours differ: another
-                # call failed, or another kind of error
+                # call failed, or another kind of error (a connection lost is lost whichever
+                # call waited: where it ends is the host's timing)
                 hooked = False
                 self._failures.failed("on connect", "%s: on connect: %s: %s" % (
-                    self.cfg.name, err.method, err), same="%s %s %s" % (
-                        type(err).__name__, err.method, getattr(err, "code", "")))
+                    self.cfg.name, err.method, err), same=type(err).__name__ if isinstance(
+                        err, ConnectionLost) else "%s %s %s" % (
+                            type(err).__name__, err.method, getattr(err, "code", "")))
         if hooked:
             self._failures.worked("on connect", "%s: what runs on connect goes through "
                                   "again" % self.cfg.name)
