@@ -743,3 +743,20 @@ def test_what_failed_about_jobs_their_host_forgot_leaves_room_to_say_later_failu
     assert said[-1] == ("gpu-a: a malformed answer to job.get about job j%d from its agent: "
                         "job.get.state: 5 is not text" % cap), said
     assert session._failures.failing("answer") == [("answer", "job.get", "j%d" % cap)]
+
+
+def test_a_malformed_snapshot_is_marked_as_such_past_the_job_records_cap(local_fleet):
+    """An agent past the cap of malformed job records marked one by one that then pushes a
+    malformed snapshot: the host's words say the snapshot is malformed until a good one
+    comes, whatever job records come. Before: it was marked as one more job record, and a
+    good record of any job took the mark off while the snapshots stayed malformed."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    good = {"id": "j0", "key": "k", "state": "exited", "gpus": [0], "pid": None}
+    for n in range(host.SAID_ONE_BY_ONE * 2):
+        session._notify("job", dict(good, id="j%d" % n, state=5))
+    session._notify("snapshot", {"gpus": 5})
+    session._notify("job", dict(good, id="j999"))
+    assert "its agent sent a malformed snapshot, ignored: " in session.status.error, \
+        session.status.error

@@ -333,7 +333,8 @@ class HostSession:
             for key in keys:
                 self._malformed.pop(key, None)
             return
-        if keys[0] not in self._malformed and len(self._malformed) > SAID_ONE_BY_ONE:
+        if method == "job" and keys[0] not in self._malformed and len(
+                self._malformed) > SAID_ONE_BY_ONE:  # (the one snapshot is marked as itself)
             keys, said = ["job"], "and more, past %d marked one by one" % SAID_ONE_BY_ONE
             ident = None  # (the mark that any good job record clears)
         self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
