@@ -42,6 +42,7 @@ PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on c
 # listener failing on its notifications, a malformed answer about it): a hostile agent names
 # as many as it likes, and past these the log and the host's state say only that there are more
 SAID_ONE_BY_ONE = 20
+_ABOUT_JOBS = ("answer", "malformed", "listener")  # the failures said by the job they are about
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
 
@@ -277,10 +278,11 @@ class HostSession:
 
     def _forget_failures(self, gone: Set[str]) -> None:
         """Says no more what failed about the jobs ``gone`` (their records forgotten, as their
-        agent forgets them): no call, record or notification about them is to come, so none
-        would mend it, and failing for ever they would fill the SAID_ONE_BY_ONE said of
-        their kind, leaving every later failure of it unsaid over a connection of months."""
-        for kind in ("answer", "malformed", "listener") if gone else ():
+        agent forgets them, or not among its records as it connects): no call, record or
+        notification about them is to come, so none would mend it, and failing for ever they
+        would fill the SAID_ONE_BY_ONE said of their kind, leaving every later failure of it
+        unsaid over a connection of months."""
+        for kind in _ABOUT_JOBS if gone else ():
             for name in self._failures.failing(kind):
                 if name[-1] in gone:
                     self._failures.worked(name, "%s: job %s is forgotten, as its agent forgets "
@@ -483,6 +485,9 @@ class HostSession:
                                       "answered on connecting)" % (self.cfg.name,
                                                                   _what("job", name[2])))
         jobs = {j["id"]: j for j in subscribed["jobs"]}
+        named = {n[-1] for kind in _ABOUT_JOBS for n in self._failures.failing(kind)
+                 if isinstance(n[-1], str)}  # (not a failure about no job, nor PAST_CAP's)
+        self._forget_failures(named - set(jobs) - {j.get("key") for j in jobs.values()})
         hooked = True
         for hook in list(self.connect_hooks):
             try:
