@@ -789,9 +789,9 @@ def test_what_failed_about_jobs_the_agent_no_longer_has_on_reconnect_is_said_no_
     with pytest.raises(AnswerLost):
         session.call("job.get", {"job": "j%d" % cap})
     said = [r.getMessage() for r in caplog.records if "job.get" in r.getMessage()]
-    assert said[cap:-1] == ["gpu-a: job j%d is forgotten, as its agent forgets it: what "
-                            "failed about it (job.get) is said no more after 1 failed try" % n
-                            for n in range(cap)], said
+    assert said[cap:-1] == ["gpu-a: job j%d is not among its agent's jobs as it connects: "
+                            "what failed about it (job.get) is said no more after 1 failed try"
+                            % n for n in range(cap)], said
     assert said[-1] == ("gpu-a: a malformed answer to job.get about job j%d from its agent: "
                         "job.get.state: 5 is not text" % cap), said
     assert session._failures.failing("answer") == [("answer", "job.list", None), (

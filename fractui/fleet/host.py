@@ -273,10 +273,10 @@ class HostSession:
                     time.time() - self._lag - self.cfg.retention_hours * 3600)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
-        self._forget_failures(gone)
+        self._forget_failures(gone, "is forgotten, as its agent forgets it")
         self._changed()
 
-    def _forget_failures(self, gone: Set[str]) -> None:
+    def _forget_failures(self, gone: Set[str], why: str) -> None:
         """Says no more what failed about the jobs ``gone`` (their records forgotten, as their
         agent forgets them, or not among its records as it connects): no call, record or
         notification about them is to come, so none would mend it, and failing for ever they
@@ -285,9 +285,9 @@ class HostSession:
         for kind in _ABOUT_JOBS if gone else ():
             for name in self._failures.failing(kind):
                 if name[-1] in gone:
-                    self._failures.worked(name, "%s: job %s is forgotten, as its agent forgets "
-                                          "it: what failed about it (%s) is said no more" % (
-                                              self.cfg.name, name[-1], name[1]))
+                    self._failures.worked(name, "%s: job %s %s: what failed about it (%s) "
+                                          "is said no more" % (self.cfg.name, name[-1], why,
+                                                               name[1]))
 
     def _tell(self, method: str, params: Dict[str, Any], about: Optional[str]) -> None:
         """Hands the notification to each listener. One that fails keeps neither the others
@@ -487,7 +487,8 @@ class HostSession:
         jobs = {j["id"]: j for j in subscribed["jobs"]}
         named = {n[-1] for kind in _ABOUT_JOBS for n in self._failures.failing(kind)
                  if isinstance(n[-1], str)}  # (not a failure about no job, nor PAST_CAP's)
-        self._forget_failures(named - set(jobs) - {j.get("key") for j in jobs.values()})
+        self._forget_failures(named - set(jobs) - {j.get("key") for j in jobs.values()},
+                              "is not among its agent's jobs as it connects")
         hooked = True
         for hook in list(self.connect_hooks):
             try:
