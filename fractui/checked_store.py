@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from fractui.config import Config
-from fractui.sched.fleetview import HostView, facts
+from fractui.sched.fleetview import OUT_OF_CONFIG, HostView, facts
 from fractui.servable import unservable
 from fractui.store import Store, open_store
 
@@ -35,7 +35,9 @@ def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> 
 
 def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:
     """Asks the fleet (as a scheduler would see it) for every host's facts, keeps those that
-    answered in the store, and returns the inventory: fresh where heard, kept where not."""
+    answered in the store, and returns the inventory: fresh where heard, kept where not. A
+    host the lease holder marked out of its config keeps the mark (OUT_OF_CONFIG): this
+    config may list it, but the holder's word on it stands for a member's submit."""
     from fractui.fleet.fleet import open_fleet  # here: the verbs that reach only the store
     #                                             load no SSH (paramiko)
     fleet = open_fleet(config)
@@ -44,5 +46,6 @@ def heard_inventory(config: Config, store: Store) -> Dict[str, Dict[str, Any]]:
     finally:
         fleet.stop()
     kept = store.inventory()
-    store.keep_inventory(heard, kept)
+    store.keep_inventory({n: dict(f, **{OUT_OF_CONFIG: True}) if (
+        kept.get(n) or {}).get(OUT_OF_CONFIG) else f for n, f in heard.items()}, kept)
     return kept

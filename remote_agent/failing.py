@@ -76,9 +76,10 @@ class Failures:
         with self._lock:
             before = self._failing.pop(name, None)
             past = None
-            if before is not None and isinstance(name, tuple) and name and not self._things(
-                    name[:-1]):
-                past = self._failing.pop(name[:-1] + (PAST_CAP,), None)
+            capped = name[:-1] + (PAST_CAP,) if isinstance(name, tuple) and name else None
+            if before is not None and capped in self._failing and not self._things(
+                    name[:-1]):  # (walked only while its kind has things past its cap)
+                past = self._failing.pop(capped)
         if before is not None:
             self._log.info("%s after %d failed %s%s", said, before[1],
                            self._counted[before[1] != 1], "" if past is None else (

@@ -712,3 +712,87 @@ def test_one_methods_malformed_answers_about_one_job_beside_good_ones_are_said_o
                     "job.get.state: 5 is not text",
                     "gpu-a: its agent's answers to job.get about job j1 are well formed again "
                     "after 3 failed tries"], said
+
+
+def test_what_failed_about_jobs_their_host_forgot_leaves_room_to_say_later_failures(
+        local_fleet, monkeypatch, caplog):
+    """Calls answered malformed about as many jobs as are said one by one, whose records the
+    host then forgets (ended past its retention): each is said no more, so a malformed
+    answer about a later job is said as itself. Before: they failed for ever, nothing about
+    them being asked again, and every later failure of the kind went unsaid past the cap."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    cap = host.SAID_ONE_BY_ONE
+    monkeypatch.setattr(session._conn.client, "call", lambda method, params, timeout_s: {
+        "id": params["job"], "key": "k", "state": 5, "gpus": [0], "pid": None})
+    for n in range(cap):
+        with pytest.raises(AnswerLost):
+            session.call("job.get", {"job": "j%d" % n})
+    for n in range(cap):  # ended long ago: forgotten as they come
+        session._notify("job", {"id": "j%d" % n, "key": "k%d" % n, "state": "exited",
+                                "gpus": [0], "pid": None, "ended_at": 1.0})
+    assert not any("j%d" % n in session.status.jobs for n in range(cap))
+    with pytest.raises(AnswerLost):
+        session.call("job.get", {"job": "j%d" % cap})
+    said = [r.getMessage() for r in caplog.records if "job.get" in r.getMessage()]
+    assert said[cap:-1] == ["gpu-a: job j%d is forgotten, as its agent forgets it: what "
+                            "failed about it (job.get) is said no more after 1 failed try" % n
+                            for n in range(cap)], said
+    assert said[-1] == ("gpu-a: a malformed answer to job.get about job j%d from its agent: "
+                        "job.get.state: 5 is not text" % cap), said
+    assert session._failures.failing("answer") == [("answer", "job.get", "j%d" % cap)]
+
+
+def test_a_malformed_snapshot_is_marked_as_such_past_the_job_records_cap(local_fleet):
+    """An agent past the cap of malformed job records marked one by one that then pushes a
+    malformed snapshot: the host's words say the snapshot is malformed until a good one
+    comes, whatever job records come. Before: it was marked as one more job record, and a
+    good record of any job took the mark off while the snapshots stayed malformed."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    good = {"id": "j0", "key": "k", "state": "exited", "gpus": [0], "pid": None}
+    for n in range(host.SAID_ONE_BY_ONE * 2):
+        session._notify("job", dict(good, id="j%d" % n, state=5))
+    session._notify("snapshot", {"gpus": 5})
+    session._notify("job", dict(good, id="j999"))
+    assert "its agent sent a malformed snapshot, ignored: " in session.status.error, \
+        session.status.error
+
+
+def test_what_failed_about_jobs_the_agent_no_longer_has_on_reconnect_is_said_no_more(
+        local_fleet, monkeypatch, caplog):
+    """Calls answered malformed about as many jobs as are said one by one, none of which the
+    agent has when the host connects again (forgotten meanwhile, or never its): each is said
+    no more then, so a malformed answer about a later job is said as itself. Before: they
+    failed for ever, and every later failure of the kind went unsaid past the cap."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    cap = host.SAID_ONE_BY_ONE
+
+    def malformed(method: str, params: Dict[str, Any], timeout_s: float) -> Dict[str, Any]:
+        return {"id": (params or {}).get("job"), "key": "k", "state": 5, "gpus": [0],
+                "pid": None}
+    monkeypatch.setattr(session._conn.client, "call", malformed)
+    for n in range(cap):
+        with pytest.raises(AnswerLost):
+            session.call("job.get", {"job": "j%d" % n})
+    with pytest.raises(AnswerLost):  # about no job: none the agent could forget
+        session.call("job.list")
+    connected = session._conn
+    session._drop()  # as a host that hangs up: connected again at once
+    f.until(lambda: session._conn not in (None, connected) and session.status.state == "online")
+    monkeypatch.setattr(session._conn.client, "call", malformed)
+    with pytest.raises(AnswerLost):
+        session.call("job.get", {"job": "j%d" % cap})
+    said = [r.getMessage() for r in caplog.records if "job.get" in r.getMessage()]
+    assert said[cap:-1] == ["gpu-a: job j%d is not among its agent's jobs as it connects: "
+                            "what failed about it (job.get) is said no more after 1 failed try"
+                            % n for n in range(cap)], said
+    assert said[-1] == ("gpu-a: a malformed answer to job.get about job j%d from its agent: "
+                        "job.get.state: 5 is not text" % cap), said
+    assert session._failures.failing("answer") == [("answer", "job.list", None), (
+        "answer", "job.get", "j%d" % cap)], caplog.text

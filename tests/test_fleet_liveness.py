@@ -13,6 +13,7 @@ from typing import Any, Callable, List
 
 from fractui.config import Config, HostConfig, QueueConfig
 from fractui.fleet import host
+from fractui.fleet.client import ConnectionLost
 from fractui.fleet.fleet import Fleet
 from remote_agent.daemon.paths import AgentPaths
 from tests import localfleet
@@ -190,3 +191,36 @@ def test_another_failure_on_connect_of_the_same_class_is_said_again(tmp_path, ca
     assert "job.get" in warned[1] and "no-such-3" in warned[1], warned
     assert warned[2] == "gpu-a: what runs on connect goes through again after 4 failed " \
         "tries", warned
+
+
+def test_a_host_that_hangs_up_on_connect_at_whichever_call_is_said_once(tmp_path, caplog):
+    """A host that hangs up while what runs on connect waits on one call or another (where
+    the connection ends is the host's timing, not a call of ours failing): said once while it
+    does so, and once when it goes through. Before: compared by the call it was waiting on,
+    so a host hanging up on a stop, then on a read, was said again at each reconnect."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    state = str(tmp_path / "gpu-a")
+    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
+                                                 state_dir=state),))
+    fleet = Fleet(config, reconnect_max_s=0.5)
+    session = fleet.session("gpu-a")
+    runs: List[bool] = []
+
+    def hook(_name: str, _call: Callable[..., Any], _jobs: Any) -> None:
+        runs.append(True)
+        if len(runs) <= 4:  # the connection ends while a stop, then a read, waits, in turn
+            raise ConnectionLost("the agent hung up", ("job.stop", "job.get")[len(runs) % 2])
+    session.connect_hooks.append(hook)
+    try:
+        fleet.start()
+        for n in range(1, 6):
+            localfleet.wait(lambda: len(runs) >= n and session.status.state == "online",
+                            lambda: (runs, session.status))
+            session._drop()  # as a host that hangs up: connected again at once
+    finally:
+        fleet.stop()
+        stop_host(state)
+    warned = [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+    assert warned == ["gpu-a: on connect: job.get: the agent hung up",
+                      "gpu-a: what runs on connect goes through again after 4 failed tries"], \
+        warned

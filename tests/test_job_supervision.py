@@ -647,3 +647,29 @@ def test_the_failures_failing_now_are_found_by_their_kind(caplog):
     assert failures.failing("copy") == [("copy", "gpu-b", "k2")]
     assert [r.getMessage() for r in caplog.records] == [
         "k1 runs", "k2 runs", "other", "a plain step", "k1 runs no more after 3 failed passes"]
+
+
+class _Looked(tuple):
+    """A failure's name that counts how often its parts are read (sliced)."""
+
+    reads = 0
+
+    def __getitem__(self, index):  # type: ignore[override]
+        _Looked.reads += 1
+        return tuple.__getitem__(self, index)
+
+
+def test_mending_one_of_many_failures_reads_none_of_the_others(caplog):
+    """A failure mended among thousands failing at once, of a kind never capped (the rows a
+    scheduler's lanes find held, each mended as it is freed): the others are not walked, so
+    mending them all is not quadratic, under the lock every lane waits on. A capped kind's
+    are walked only while it has things past its cap."""
+    caplog.set_level(logging.INFO, logger="remote_agent.jobs")
+    failures = Failures(logging.getLogger("remote_agent.jobs"))
+    for n in range(1000):
+        failures.failed(_Looked(("held", n)), "row %d held" % n)
+    failures.failed(("held", "mine"), "row mine held")
+    _Looked.reads = 0
+    failures.worked(("held", "mine"), "row mine freed")
+    assert _Looked.reads == 0
+    assert caplog.records[-1].getMessage() == "row mine freed after 1 failed pass"

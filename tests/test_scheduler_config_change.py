@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
 
+from fractui.checked_store import heard_inventory
 from fractui.config import Config, QueueConfig, TeamConfig, load_config
 from fractui.fleet.fleet import Fleet
+from fractui.sched.fleetview import OUT_OF_CONFIG
 from fractui.sched.quota import team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
@@ -336,3 +338,26 @@ def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_
     assert f.store.log_tail(ended[1].id).text == (
         "[fractui: job %d's host %s is out of the config: its output is not read]\n" % (
             ended[1].id, ended[1].slot.host))
+
+
+def test_a_host_out_of_the_config_stays_marked_whatever_else_keeps_its_facts(local_fleet,
+                                                                              store_url):
+    """A verb run on a config that lists hosts the lease holder's does not (it hears them when
+    the store's facts would refuse a queue, and keeps what it heard) leaves them marked out of
+    the holder's config: one it marked keeps its mark, and one it never had is marked by its
+    next pass. Before: the verb wrote the mark off, and one the holder never had was never
+    marked; both counted for a member's submit until host_lost_s."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4", "gpu-c": "1xL4"}, [QUARTER],
+                    host_lost_s=3600.0, store_url=store_url)
+    f.until(lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b", "gpu-c"})
+    with restarted(f, rewritten(f, hosts=f.config.hosts[:1])) as sched:
+        assert f.store.forget_inventory("gpu-c")  # heard by no lease holder yet
+        sched.step()
+        assert [h for h, facts in f.store.inventory().items() if facts.get(OUT_OF_CONFIG)] == [
+            "gpu-b"]
+        heard_inventory(f.config, f.store)  # a verb on the config of all three
+        assert f.store.inventory()["gpu-b"].get(OUT_OF_CONFIG)
+        sched.step()
+        kept = f.store.inventory()
+    assert sorted(h for h, facts in kept.items() if facts.get(OUT_OF_CONFIG)) == [
+        "gpu-b", "gpu-c"], kept

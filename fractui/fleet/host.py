@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple, Type
 
 from fractui import __version__
 from fractui.config import HostConfig, SshSettings
@@ -42,6 +42,7 @@ PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on c
 # listener failing on its notifications, a malformed answer about it): a hostile agent names
 # as many as it likes, and past these the log and the host's state say only that there are more
 SAID_ONE_BY_ONE = 20
+_ABOUT_JOBS = ("answer", "malformed", "listener")  # the failures said by the job they are about
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
 
@@ -90,16 +91,19 @@ class HostStatus:
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     uploaded: Optional[bool] = None  # whether the last connect had to upload the agent
 
-    def forget_ended(self, before: float) -> None:
+    def forget_ended(self, before: float) -> Set[str]:
         """Forgets the records of jobs that ended before ``before`` (epoch seconds): the
         agent forgets them then too (its retention) and tells no one, so a connection that
-        lasts weeks would otherwise keep every job it ever ran, walked by every pass."""
+        lasts weeks would otherwise keep every job it ever ran, walked by every pass.
+        Returns what the jobs forgotten were named by: their ids and keys."""
         ended = [key for key, rec in self.jobs.items()
                  if rec.get("state") in FINISHED
                  and isinstance(rec.get("ended_at"), (int, float))
                  and rec["ended_at"] < before]
+        gone = set(ended) | {self.jobs[key].get("key") for key in ended}
         for key in ended:
             del self.jobs[key]
+        return {name for name in gone if isinstance(name, str)}
 
     def record(self) -> Dict[str, Any]:
         """The host as ``fractui status --json`` shows it (documented in docs/cli.md)."""
@@ -254,6 +258,7 @@ class HostSession:
             self._tell(method, params, about)
         if not judged:
             return
+        gone: Set[str] = set()
         with self._lock:
             self._mark_locked(method, params, said)
             if self._early is not None:  # connecting: newer than what subscribe answered
@@ -264,11 +269,25 @@ class HostSession:
                 _apply(self.status, method, params)
                 if method == "snapshot":
                     self._dated_locked(params)
-                self.status.forget_ended(
+                gone = self.status.forget_ended(
                     time.time() - self._lag - self.cfg.retention_hours * 3600)
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
+        self._forget_failures(gone, "is forgotten, as its agent forgets it")
         self._changed()
+
+    def _forget_failures(self, gone: Set[str], why: str) -> None:
+        """Says no more what failed about the jobs ``gone`` (their records forgotten, as their
+        agent forgets them, or not among its records as it connects): no call, record or
+        notification about them is to come, so none would mend it, and failing for ever they
+        would fill the SAID_ONE_BY_ONE said of their kind, leaving every later failure of it
+        unsaid over a connection of months."""
+        for kind in _ABOUT_JOBS if gone else ():
+            for name in self._failures.failing(kind):
+                if name[-1] in gone:
+                    self._failures.worked(name, "%s: job %s %s: what failed about it (%s) "
+                                          "is said no more" % (self.cfg.name, name[-1], why,
+                                                               name[1]))
 
     def _tell(self, method: str, params: Dict[str, Any], about: Optional[str]) -> None:
         """Hands the notification to each listener. One that fails keeps neither the others
@@ -316,7 +335,8 @@ class HostSession:
             for key in keys:
                 self._malformed.pop(key, None)
             return
-        if keys[0] not in self._malformed and len(self._malformed) > SAID_ONE_BY_ONE:
+        if method == "job" and keys[0] not in self._malformed and len(
+                self._malformed) > SAID_ONE_BY_ONE:  # (the one snapshot is marked as itself)
             keys, said = ["job"], "and more, past %d marked one by one" % SAID_ONE_BY_ONE
             ident = None  # (the mark that any good job record clears)
         self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
@@ -465,6 +485,10 @@ class HostSession:
                                       "answered on connecting)" % (self.cfg.name,
                                                                   _what("job", name[2])))
         jobs = {j["id"]: j for j in subscribed["jobs"]}
+        named = {n[-1] for kind in _ABOUT_JOBS for n in self._failures.failing(kind)
+                 if isinstance(n[-1], str)}  # (not a failure about no job, nor PAST_CAP's)
+        self._forget_failures(named - set(jobs) - {j.get("key") for j in jobs.values()},
+                              "is not among its agent's jobs as it connects")
         hooked = True
         for hook in list(self.connect_hooks):
             try:
@@ -474,11 +498,13 @@ class HostSession:
                 # the next pass retries; said once while it fails so, in whatever words of the
                 # agent's (they are the host's, and a host that drops each connection made is
                 # connected again within a second), but again where ours differ: another
-                # call failed, or another kind of error
+                # call failed, or another kind of error (a connection lost is lost whichever
+                # call waited: where it ends is the host's timing)
                 hooked = False
                 self._failures.failed("on connect", "%s: on connect: %s: %s" % (
-                    self.cfg.name, err.method, err), same="%s %s %s" % (
-                        type(err).__name__, err.method, getattr(err, "code", "")))
+                    self.cfg.name, err.method, err), same=type(err).__name__ if isinstance(
+                        err, ConnectionLost) else "%s %s %s" % (
+                            type(err).__name__, err.method, getattr(err, "code", "")))
         if hooked:
             self._failures.worked("on connect", "%s: what runs on connect goes through "
                                   "again" % self.cfg.name)

@@ -488,7 +488,7 @@ class Scheduler:
         self._recent = (None, self._recent[1])
         self._recalled = self.epoch
         self._kept_trouble = None  # the store clears it as the lease changes hands
-        self._inventory = self.store.inventory()  # written by lease holders only: as kept
+        self._inventory = self.store.inventory()  # as kept (a verb's rows: _record_inventory)
 
     def _keep_clocks(self) -> None:
         """Writes the lost-host clocks to the store when a pass changed them (a host or GPU
@@ -602,6 +602,10 @@ class Scheduler:
             self._facts[view.name] = last
             heard[view.name] = last[2]
         unlisted = set(self.store.inventory_since()) - {v.name for v in views}
+        if unlisted - set(self._inventory):  # kept since by a verb that heard the hosts of
+            # its own config (checked_store.heard_inventory): read as kept, to be marked
+            self._inventory.update({h: f for h, f in self.store.inventory().items()
+                                    if h in unlisted and h not in self._inventory})
         for host, kept in self._inventory.items():  # marked (or no more) as out of the config
             if host not in heard and bool(kept.get(OUT_OF_CONFIG)) != (host in unlisted):
                 heard[host] = {k: v for k, v in kept.items() if k != OUT_OF_CONFIG}
