@@ -16,6 +16,7 @@ from typing import Any, Dict, List
 import pytest
 
 from fractui.config import Config, HostConfig, QueueConfig
+from fractui.fleet import client as client_module
 from fractui.fleet import host as host_module
 from fractui.fleet.client import AgentClient, ConnectionLost
 from fractui.fleet.fleet import Fleet
@@ -310,6 +311,32 @@ def test_a_notification_listener_that_fails_each_time_is_said_once_and_once_when
     assert said[0].getMessage() == ("handling a 'job' notification from gpu-a failed "
                                     "(ValueError: a listener's bug)")
     assert caplog.text.count("the 'job' notifications from gpu-a are handled again") == 1
+
+
+def test_a_host_naming_a_new_notification_at_each_push_grows_no_failures_past_the_cap(caplog):
+    """A hostile host pushes a notification of a new method at each push, and handling each
+    fails (a bug of ours it found): SAID_ONE_BY_ONE methods are said, then once that there
+    are more; neither the log nor what the client keeps grows with the methods named."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    read_end, write_end = os.pipe()
+    heard: List[str] = []
+
+    def listener(method: str, params: Dict[str, Any]) -> None:
+        heard.append(method)
+        raise ValueError("a listener's bug")
+
+    client = AgentClient(os.fdopen(read_end, "rb"), lambda _line: None, on_notify=listener,
+                         name="gpu-a")
+    pushes = client_module.SAID_ONE_BY_ONE * 10
+    with os.fdopen(write_end, "wb") as host:
+        for n in range(pushes):
+            host.write(b'{"jsonrpc": "2.0", "method": "m%d", "params": {}}\n' % n)
+    wait(lambda: len(heard) == pushes, lambda: len(heard))
+    said = [r.getMessage() for r in caplog.records if "notification from gpu-a" in
+            r.getMessage()]
+    assert len(said) == client_module.SAID_ONE_BY_ONE + 1, said
+    assert said[-1].startswith("more than %d failing at once" % client_module.SAID_ONE_BY_ONE)
+    assert len(client._failures.failing("notify")) == client_module.SAID_ONE_BY_ONE + 1
 
 
 def test_a_connect_that_fails_with_a_bug_at_every_try_is_said_once(tmp_path, monkeypatch,

@@ -17,6 +17,12 @@ from typing import Any, BinaryIO, Callable, Dict, Optional
 from remote_agent.failing import TRIES, Failures
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 
+# how many things a host names are said one by one failing in one way (a job's malformed
+# record, a listener failing on its notifications, a notification's method whose handling
+# fails): a hostile agent names as many as it likes, and past these the log and the host's
+# state say only that there are more
+SAID_ONE_BY_ONE = 20
+
 log = logging.getLogger("fractui.fleet")
 
 NOT_JSON, NOT_RPC = "JSON", "JSON-RPC messages"
@@ -142,7 +148,8 @@ class AgentClient:
     def _notify(self, message: Dict[str, Any]) -> None:
         """One pushed notification to the callback; a callback that fails is logged with
         its stack (once while it fails so on that notification: an agent pushes a snapshot
-        every second or so), and the connection goes on."""
+        every second or so; by its method, of which a host may name as many as it likes: at most
+        SAID_ONE_BY_ONE), and the connection goes on."""
         if self._on_notify is None:
             return
         params = message.get("params")
@@ -150,12 +157,13 @@ class AgentClient:
         try:
             self._on_notify(method, params if isinstance(params, dict) else {})
         except Exception as err:
-            self._failures.failed(method, "handling a %r notification from %s failed (%s: "
-                                  "%s)" % (method, self.name, type(err).__name__, err),
-                                  logging.ERROR, True)
+            self._failures.failed(("notify", method), "handling a %r notification from %s "
+                                  "failed (%s: %s)" % (method, self.name, type(err).__name__,
+                                                       err),
+                                  logging.ERROR, True, cap=SAID_ONE_BY_ONE)
         else:
-            self._failures.worked(method, "the %r notifications from %s are handled again"
-                                  % (method, self.name))
+            self._failures.worked(("notify", method), "the %r notifications from %s are "
+                                  "handled again" % (method, self.name))
 
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:

@@ -20,7 +20,8 @@ from fractui import __version__
 from fractui.config import HostConfig, SshSettings
 from remote_agent.failing import PAST_CAP, TRIES, Failures
 from fractui.fleet import answers, sshlog
-from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
+from fractui.fleet.client import (SAID_ONE_BY_ONE, AgentCallError, AgentClient,
+                                  ConnectionLost)
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError
 from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
@@ -38,10 +39,6 @@ log = logging.getLogger("fractui.fleet")
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
 PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
-# how many of a host's jobs are said one by one failing in one way (a malformed record, a
-# listener failing on its notifications, a malformed answer about it): a hostile agent names
-# as many as it likes, and past these the log and the host's state say only that there are more
-SAID_ONE_BY_ONE = 20
 _ABOUT_JOBS = ("answer", "malformed", "listener")  # the failures said by the job they are about
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
