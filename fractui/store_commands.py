@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequen
 
 from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
 from fractui.config import Config, default_config_path
+from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
 from fractui.outcome import EXIT_FAILED, Failed, UsageError
@@ -111,8 +112,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                                 err.what, job.id, job.id)) from err
     finally:
         store.close()
-    if args.json:  # (with --wait, the job as it ended)
-        print_json(job.record())
+    if args.json:  # as jobs --json gives it, when the store last wrote it (--wait: as it ended)
+        print_json(job_record(job, job.updated_at))
     if args.wait:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
         if _ran_and_failed(job):

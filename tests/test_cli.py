@@ -244,9 +244,13 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     assert {line.split()[0] for line in out.splitlines()[1:]} == {str(j) for j in why}
     monkeypatch.delenv("COLUMNS")
     code, out, err = cli.run("submit", "--queue", "one-gib", "--json", "--", "true")
-    mine = json.loads(out)["id"]
+    submitted = json.loads(out)
+    mine = submitted["id"]
     code, out, err = cli.run("jobs", "--all", "--me", "--json")
     assert code == 0 and [j["id"] for j in json.loads(out)["jobs"]] == [mine], err
+    # the job as jobs --json gives it: its ref, its wait so far, no run yet
+    assert sorted(submitted) == sorted(json.loads(out)["jobs"][0]), submitted
+    assert (submitted["ref"], submitted["waited_s"], submitted["ran_s"]) == (str(mine), 0, None)
     assert cli.run("jobs", "--me", "--user", "test")[0] == 2  # one or the other
     _end_of(cli, mine, "done")
 
