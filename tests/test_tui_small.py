@@ -312,6 +312,28 @@ async def test_the_jobs_views_cursor_stays_in_sight_on_its_job_when_the_rows_mov
 
 
 @pilot_test
+async def test_the_jobs_view_scrolled_away_from_its_cursor_stays_as_its_rows_age():
+    """Scrolled (the wheel) away from the cursor, the view stays there as its rows are read
+    again in place, each second with their ages: it was brought back to the cursor at each."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await pilot.press("J")
+        await settled(pilot)
+        view, table = app.screen, app.screen.table
+        assert table.cursor == 0 and len(table.rows) > table.size.height, len(table.rows)
+        table.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+        away, shown = table.scroll_offset.y, list(table.rows)
+        assert away > 0
+        view.clock = lambda: NOW + 61  # a minute on: every row's age/wait changed
+        view.reload()
+        await pilot.pause()
+        assert table.rows != shown and table.cursor == 0
+        assert table.scroll_offset.y == away
+
+
+@pilot_test
 async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
     """The jobs view's title listed sort, filter and ``a`` only: ``enter``, ``p``, ``m`` and
     ``esc`` were found only through ``?``. Its keys are its ``KeyLine``, at its bottom; while
@@ -325,9 +347,10 @@ async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
         assert screen_lines(app)[-1] == " " + keys.render().plain == (
             " esc back  ⏎ open  o sort  O reverse  a ended too  / filter  p place  m move")
         assert "o/O sort" not in screen_lines(app)[0]
-        await pilot.press("slash", "t")
+        await pilot.press("slash", "t", "slash")  # ("/" typed there: no "/ filter" listed)
         await pilot.pause()
-        assert keys.render().plain == "esc clear filter  / filter"
+        assert keys.render().plain == "esc clear filter" and app.screen.filter_text == "t/"
+        await pilot.press("backspace")
         await pilot.press("enter", "a")
         await pilot.pause()
         assert keys.render().plain.startswith("esc back  ⏎ open  o sort  O reverse  a active")
@@ -343,9 +366,10 @@ async def test_while_a_jobs_output_is_searched_its_key_line_says_what_keys_do_th
         screen = await open_job_1(app, pilot)
         keys = screen.query_one(KeyLine)
         whole = keys.render().plain
-        await pilot.press("slash", "s")
+        await pilot.press("slash", "s", "slash")  # ("/" typed there: no "/ search" listed)
         await pilot.pause()
-        assert keys.render().plain == "esc close search  / search"
+        assert keys.render().plain == "esc close search"
+        assert screen.query_one("#search").value == "s/"
         await pilot.press("escape")
         await pilot.pause()
         assert keys.render().plain == whole and whole.startswith("n next")

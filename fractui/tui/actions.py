@@ -11,6 +11,7 @@ from typing import Iterable, Optional, Sequence
 from rich.text import Text
 from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
+from textual.keys import REPLACED_KEYS, key_to_character
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -59,13 +60,23 @@ def shown_bindings(screen: Screen) -> list[tuple[tuple[str, ...], str, str, bool
     """(keys as displayed, what, id, shown in hints) of every binding active on ``screen``
     now: what the header's hints and ``?`` list, so an unbound action is never offered."""
     found: dict[str, tuple[list[str], Binding, DOMNode]] = {}
-    for active in screen.active_bindings.values():
+    for key, active in screen.active_bindings.items():
         b = active.binding
-        if not b.system:
+        if not b.system and not typed_there(screen, key):
             found.setdefault(b.id or b.action, ([], b, active.node))[0].append(
                 screen.app.get_key_display(b))
     return [(tuple(keys), _what(b, node), b.id or BUILT_IN, b.show)
             for keys, b, node in found.values()]
+
+
+def typed_there(screen: Screen, key: str) -> bool:
+    """Whether the focused widget (a search's or a filter's box) types ``key``'s character,
+    so its binding does nothing there. Textual drops such a binding itself, but finds no
+    character for a key it names by another word than Unicode's (``slash``: SOLIDUS), and
+    the box's keys listed ``/ search`` while ``/`` typed a slash into it."""
+    focused = screen.focused
+    return focused is not None and focused.check_consume_key(
+        key, key_to_character(REPLACED_KEYS.get(key, key)))
 
 
 def _what(binding: Binding, node: DOMNode) -> str:

@@ -115,11 +115,17 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
 
     def show(self, rows: list[JobRow], keys: tuple[str, ...], widths: tuple[int, ...]) -> None:
         """New rows in these columns; the cursor stays on its job if it is still shown, and
-        in sight: sorted again, its job may be a screen away from where it was."""
+        in sight where its job moved (sorted again, it may be a screen away from where it
+        was). Rows read again in place (each second, their ages) leave the view where it was
+        scrolled to: the wheel scrolls it away from the cursor."""
         keep = self.rows[self.cursor].ref if 0 <= self.cursor < len(self.rows) else None
         self.rows, self.keys, self.widths = rows, keys, widths
         self.virtual_size = Size(sum(widths) + PADDING * len(widths), len(rows))
-        self._to(next((i for i, r in enumerate(rows) if r.ref == keep), self.cursor))
+        at = next((i for i, r in enumerate(rows) if r.ref == keep), None)
+        if at == self.cursor:
+            self.refresh()
+        else:  # its job moved, or is gone (the row at its place): in sight
+            self._to(self.cursor if at is None else at)
 
     @property
     def row(self) -> Optional[JobRow]:
