@@ -27,7 +27,7 @@ from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.small_file import NotRead, read_small_file
 from fractui.store_url import sqlite_path, sqlite_url, url_problem
-from fractui.words import count, quoted
+from fractui.words import as_typed, count, quoted
 
 try:
     import tomllib
@@ -60,9 +60,7 @@ def shown_path(path: str) -> str:
     is (``words.quoted``) where it holds a character that is not printable, which a terminal
     would act on or lose (messages to one are text only), so the message named another path,
     or where it is longer than any real one needs to be told apart."""
-    if path.isprintable() and len(path) <= MAX_SHOWN_PATH:
-        return path
-    return quoted(path, MAX_SHOWN_PATH)
+    return as_typed(path, MAX_SHOWN_PATH)
 
 
 class NoConfig(ConfigError):

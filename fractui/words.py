@@ -32,10 +32,10 @@ def quoted(text: str, most: int = QUOTED_MOST) -> str:
     return "%s…%s (%d characters)" % (shown[:-1], shown[-1], len(text)) if cut else shown
 
 
-def as_typed(word: str) -> str:
-    """A word named back bare, as typed, where a terminal shows it so (printable, and short);
-    else ``quoted``."""
-    return word if word.isprintable() and len(word) <= QUOTED_MOST else quoted(word)
+def as_typed(word: str, most: int = QUOTED_MOST) -> str:
+    """A word named back bare, as typed, where a terminal shows it so (printable, and no
+    longer than ``most``); else ``quoted``."""
+    return word if word.isprintable() and len(word) <= most else quoted(word, most)
 
 
 def _byte(escape: "re.Match[str]") -> str:
