@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
@@ -55,8 +55,19 @@ READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues
                  "job, cordons, drains or uncordons, or changes MIG")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, printing as Python 3.11's does on every Python: --help or --version
+    into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError out: 141)."""
+
+    def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
+        try:
+            super()._print_message(message, file)
+        except OSError:  # its reader is gone (a closed pipe): there is no one to tell
+            pass
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fractui", description="Share every GPU of a fleet between many jobs.")
     parser.add_argument("--version", action="version", version="fractui %s" % __version__)
     parser.add_argument("--config", metavar="FILE",
