@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from fractui import __version__
 from fractui.arguments import (JOBS_LIMIT, bounded, check_words, container_image,
@@ -54,6 +54,17 @@ HOST_HELP = "a host of the config, by its name"
 JOB_HELP = "a queued job, by its number as fractui jobs shows it"
 READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues or preempts a "
                  "job, cordons, drains or uncordons, or changes MIG")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, printing as Python 3.11's does on every Python: --help or --version
+    into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError out: 141)."""
+
+    def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
+        try:
+            super()._print_message(message, file)
+        except OSError:  # its reader is gone (a closed pipe): there is no one to tell
+            pass
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import shutil
 import subprocess
 import sys
+import time
+from typing import Optional
 
+import pytest
+
+from fractui.fleet.host import HostSession
+from fractui.fleet.transport.base import MIN_PYTHON
+from fractui.fleet.zipapp import build_agent_archive
+from remote_agent.jobs.store import FINISHED
 from tests.conftest import REPO
+from tests.test_fleet import fleet_env, ssh_env, wait_state  # noqa: F401 - fixtures
 
 AGENT = os.path.join(REPO, "remote_agent")
 
@@ -48,3 +58,49 @@ def test_the_agent_imports_only_the_standard_library_pynvml_and_itself():
                     continue
                 for root in roots:
                     assert root in allowed, "%s imports %s" % (path, root)
+
+
+def oldest_python() -> Optional[str]:
+    """An interpreter of the oldest Python the agent supports (MIN_PYTHON) on this machine:
+    python3.X on PATH or one of pyenv's; None if there is none. Each is asked its version (a
+    pyenv shim may stand for a version that is not installed)."""
+    name = "python%d.%d" % MIN_PYTHON
+    found = [shutil.which(name)] + sorted(glob.glob(os.path.expanduser(
+        "~/.pyenv/versions/%d.%d.*/bin/python" % MIN_PYTHON)))
+    for path in filter(None, found):
+        done = subprocess.run([path, "-c", "import sys; print(sys.version_info[:2])"],
+                              capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == str(MIN_PYTHON):
+            return path
+    return None
+
+
+def test_the_agent_runs_under_the_oldest_python_it_supports(fleet_env):  # noqa: F811
+    """vermin reads the code; this runs it: the zipapp deployed over real SSH with ``python``
+    set to the oldest Python, its daemon under that Python, a MIG change and a job to its end.
+    What vermin cannot see (a method of a value it cannot type, ``int | str`` at run time)
+    fails here."""
+    python = oldest_python()
+    if python is None:
+        pytest.skip("no Python %d.%d here (python%d.%d on PATH or ~/.pyenv/versions/%d.%d.*): "
+                    "the agent is not run under its oldest Python" % (MIN_PYTHON * 3))
+    host = fleet_env.add("gpu-old", "1xA100-40GB:mig,1xL4", python=python)
+    session = HostSession(host, fleet_env.settings(), build_agent_archive)
+    session.start()
+    try:
+        wait_state(session, "online", 60)
+        daemon = session.call("daemon.version")
+        assert os.path.realpath("/proc/%d/exe" % daemon["pid"]) == os.path.realpath(python)
+        applied = session.call("mig.apply", {"gpu": 0, "profile": "3g.20gb"})
+        assert applied["description"] == "create 3g.20gb at slot 4; no running job touched"
+        job = session.call("job.launch", {
+            "key": "k-old", "gpu": 1, "memory_mib": 100,
+            "argv": [python, "-c", "import sys; print(sys.version_info[:2])"]})
+        deadline = time.time() + 30
+        while (ended := session.call("job.get", {"job": job["id"]}))["state"] not in FINISHED:
+            assert time.time() < deadline, "the job did not end: %s" % ended
+            time.sleep(0.2)
+        assert (ended["state"], ended["exit_code"]) == ("exited", 0), ended
+        assert session.call("job.logs", {"job": job["id"]})["lines"] == [str(MIN_PYTHON)]
+    finally:
+        session.stop()
