@@ -57,8 +57,16 @@ READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, printing as Python 3.11's does on every Python: --help or --version
-    into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError out: 141)."""
+    """argparse's parser, but printing as Python 3.11's does on every Python: --help or
+    --version into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError
+    out: 141); and a word that is none of an argument's choices (a verb, --by) is named back
+    as every word given is (``words.quoted``): argparse said it whole, a 100,000-character
+    one too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, "invalid choice: %s (choose from %s)" % (
+                quoted(value), ", ".join(map(repr, action.choices))))
 
     def _print_message(self, message: str, file: Optional[IO[str]] = None) -> None:
         try:
@@ -260,17 +268,6 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("launch", "submit"):  # the job's command, cut off before argparse reads
             p.usage = p.format_usage()[len("usage: "):].rstrip("\n") + " -- ARGV..."
     return parser
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser, but a word that is none of an argument's choices (a verb, --by) is
-    named back as every word given is (``words.quoted``): argparse said it whole, a
-    100,000-character one too."""
-
-    def _check_value(self, action: argparse.Action, value: Any) -> None:
-        if action.choices is not None and value not in action.choices:
-            raise argparse.ArgumentError(action, "invalid choice: %s (choose from %s)" % (
-                quoted(value), ", ".join(map(repr, action.choices))))
 
 
 def _by_hand_parser(verbs: Any, verb: str, what: str, start: str) -> argparse.ArgumentParser:
