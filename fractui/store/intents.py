@@ -239,7 +239,7 @@ def place_by_hand(store: Store, job: Job, slot: Slot, asker: Asker,
     except QuotaTaken as err:
         raise Refused("%s; place it again to be asked about going past the quota" % err
                       ) from None
-    except StateConflict as err:
+    except StateConflict:
         now = store.get(job.id)
         refused = "only a pending job can be placed: %s" % as_it_is(now)
         if now.attempt != job.attempt:

@@ -724,9 +724,9 @@ class SqlStore(Store):
         def work(db: Any) -> None:
             self._fence(db, epoch)
             self._run(db, "DELETE FROM mode_holds")
-            for uuid, hold in holds.items():
+            for gpu, hold in holds.items():
                 self._run(db, "INSERT INTO mode_holds (uuid, failures, until) VALUES (?, ?, ?)",
-                          (uuid, hold.failures, float(hold.until)))
+                          (gpu, hold.failures, float(hold.until)))
         self._write(work)
 
     def mode_holds(self) -> dict[str, ModeHold]:
