@@ -5,6 +5,7 @@ keys and damaged lines never let a key through; `fractui trust` accepts only unk
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
 
 from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
@@ -417,3 +420,38 @@ def test_a_private_key_others_may_read_is_ignored_as_openssh_ignores_it(ssh_env,
         str(err.value), str(err.value)
     key.chmod(0o600)
     connect(ssh_env, server, identity_file=str(key)).close()  # once fixed, it lets us in
+
+
+def test_an_identity_file_paramiko_cannot_use_is_named_with_why_never_a_traceback(
+        ssh_env, tmp_path):
+    """An admin's identity file may be a DSA key (paramiko reads none since 4.0, nor OpenSSH
+    since 10), a FIDO ``-sk`` key (paramiko reads none) or one protected by a passphrase
+    (fractui asks for none): each is passed over, named in what was tried with what to do, as
+    a key the host refuses is."""
+    server = ssh_env.new_server("odd-keys")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    dsa_key = tmp_path / "id_dsa"
+    dsa_key.write_bytes(dsa.generate_private_key(1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
+    sk_key = tmp_path / "id_ed25519_sk"  # an ed25519 key's file, its type named as an -sk's
+    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()).decode().splitlines()
+    body = base64.b64decode("".join(pem[1:-1])).replace(
+        b"\x00\x00\x00\x0bssh-ed25519", b"\x00\x00\x00\x1ask-ssh-ed25519@openssh.com")
+    sk_key.write_text("%s\n%s%s\n" % (pem[0], base64.encodebytes(body).decode(), pem[-1]))
+    locked = tmp_path / "id_locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f",
+                    str(locked)], check=True)
+    for key, why in ((dsa_key, "a DSA key, which paramiko does not read: use an ed25519, "
+                               "ECDSA or RSA key"),
+                     (sk_key, "sk-ssh-ed25519 private keys cannot be loaded: use an ed25519, "
+                              "ECDSA or RSA key"),
+                     (locked, "protected by a passphrase, which fractui does not ask for: "
+                              "add it to an ssh-agent (ssh-add %s)" % locked)):
+        key.chmod(0o600)
+        with pytest.raises(LinkError) as err:
+            connect(ssh_env, server, identity_file=str(key)).close()
+        assert "accepted none of our keys (tried: %s (%s)" % (key, why) in str(err.value), \
+            str(err.value)

@@ -20,6 +20,8 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 import paramiko
+from cryptography.exceptions import UnsupportedAlgorithm
+from paramiko.pkey import UnknownKeyType
 
 from fractui.fleet import sshlog
 from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
@@ -132,6 +134,21 @@ def unprotected(path: str) -> Optional[str]:
     return None
 
 
+def unusable(path: str, err: Exception) -> str:
+    """Why a private key paramiko raised ``err`` reading is not used: a type it does not read
+    (DSA since paramiko 4.0, a FIDO ``-sk`` key, ...) or a passphrase, which fractui does not
+    ask for (cryptography says so with a TypeError naming the password)."""
+    if isinstance(err, UnknownKeyType):
+        kind = getattr(err.key_type, "__name__", "").replace("PrivateKey", "") or "?"
+        return "a %s key, which paramiko does not read: use an ed25519, ECDSA or RSA key" % kind
+    if isinstance(err, UnsupportedAlgorithm):
+        return "%s: use an ed25519, ECDSA or RSA key" % err
+    if "password" in str(err).lower():
+        return ("protected by a passphrase, which fractui does not ask for: add it to an "
+                "ssh-agent (ssh-add %s)" % path)
+    return "%s: %s" % (type(err).__name__, err)
+
+
 def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> None:
     tried: List[str] = []
 
@@ -167,6 +184,9 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
             key = paramiko.PKey.from_path(path)
         except (OSError, paramiko.SSHException, ValueError) as err:
             tried.append("%s (%s)" % (path, err))
+            continue
+        except (UnknownKeyType, UnsupportedAlgorithm, TypeError) as err:
+            tried.append("%s (%s)" % (path, unusable(path, err)))
             continue
         if attempt(key, path):
             return
