@@ -63,15 +63,17 @@ def test_the_agent_imports_only_the_standard_library_pynvml_and_itself():
 def oldest_python() -> Optional[str]:
     """An interpreter of the oldest Python the agent supports (MIN_PYTHON) on this machine:
     python3.X on PATH or one of pyenv's; None if there is none. Each is asked its version (a
-    pyenv shim may stand for a version that is not installed)."""
+    pyenv shim may stand for a version that is not installed) and its own path: a shim is a
+    script that finds its Python by the caller's environment, which an SSH login has not."""
     name = "python%d.%d" % MIN_PYTHON
     found = [shutil.which(name)] + sorted(glob.glob(os.path.expanduser(
         "~/.pyenv/versions/%d.%d.*/bin/python" % MIN_PYTHON)))
     for path in filter(None, found):
-        done = subprocess.run([path, "-c", "import sys; print(sys.version_info[:2])"],
-                              capture_output=True, text=True)
-        if done.returncode == 0 and done.stdout.strip() == str(MIN_PYTHON):
-            return path
+        done = subprocess.run([path, "-c", "import sys; print(sys.version_info[:2]); "
+                               "print(sys.executable)"], capture_output=True, text=True)
+        said = done.stdout.splitlines()
+        if done.returncode == 0 and len(said) == 2 and said[0] == str(MIN_PYTHON):
+            return said[1]
     return None
 
 
