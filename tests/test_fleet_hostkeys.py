@@ -455,3 +455,21 @@ def test_an_identity_file_paramiko_cannot_use_is_named_with_why_never_a_tracebac
             connect(ssh_env, server, identity_file=str(key)).close()
         assert "accepted none of our keys (tried: %s (%s)" % (key, why) in str(err.value), \
             str(err.value)
+
+
+def test_a_dsa_identity_file_reads_the_host_offline_with_why_and_nothing_else_said(
+        fleet_env, tmp_path):
+    """``status`` of a host whose identity file is an admin's old DSA key (as ``ssh-keygen -t
+    dsa`` wrote it): the host's error names the key and what to do, and stderr holds nothing,
+    no library's warning of DSA either (fractui says it, once, in its own words)."""
+    key = tmp_path / "id_dsa"
+    key.write_bytes(dsa.generate_private_key(1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()))
+    key.chmod(0o600)
+    fleet_env.add("gpu-dsa", "1xL4", identity_file=str(key))
+    done = fleet_env.fractui("status", "--json")
+    host = json.loads(done.stdout)["hosts"][0]
+    assert host["state"] == "offline" and "%s (a DSA key, which paramiko does not read: " \
+        "use an ed25519, ECDSA or RSA key)" % key in host["error"], host
+    assert done.stderr == ""

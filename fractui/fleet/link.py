@@ -17,10 +17,12 @@ import socket
 import stat
 import threading
 import time
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 from paramiko.pkey import UnknownKeyType
 
 from fractui.fleet import sshlog
@@ -132,6 +134,11 @@ def unprotected(path: str) -> Optional[str]:
         return ("unprotected: mode %04o lets others read it, so it is ignored as OpenSSH "
                 "ignores it; fix it with: chmod 600 %s" % (stat.S_IMODE(st.st_mode), path))
     return None
+
+
+# a DSA key is said unused in fractui's words (``unusable``): cryptography's warning as paramiko
+# reads one would say it again on stderr, in a library's, with a line of its source
+warnings.filterwarnings("ignore", "SSH DSA keys are deprecated", CryptographyDeprecationWarning)
 
 
 def unusable(path: str, err: Exception) -> str:
