@@ -255,12 +255,14 @@ def test_the_state_file_is_refused_as_the_agent_refuses_its_own_files(tmp_path, 
 
 
 @pytest.mark.parametrize("name, what", [(".lock", "simulator lock"),
-                                        (".tmp.%d" % os.getpid(), "temporary file")])
+                                        (".tmp.{pid}", "temporary file")])
 def test_a_link_planted_for_a_state_write_is_refused_and_its_target_left_alone(tmp_path, name,
                                                                               what):
     """A symlink where the simulator makes its lock or the copy that replaces its state: the
     write is refused, and the file it leads to is neither made nor cut. Before, the simulator
-    wrote through it (as root, to any file of the host)."""
+    wrote through it (as root, to any file of the host). (The pid is the test process's, read
+    as it runs: in the test's id it would differ between the workers that collect it.)"""
+    name = name.format(pid=os.getpid())
     path = str(tmp_path / "gpus.json")
     nv.sim_open(path, "1xL4")
     victim = tmp_path / "victim"
