@@ -9,7 +9,6 @@ import dataclasses
 import os
 import select
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
 
 WATCH_MS = 500  # how often the terminal's watch looks whether the app has ended
+KEYS_FD = 0  # the terminal Textual reads keys from (sys.__stdin__: None when fd 0 is closed)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from fractui.tui.app import check_tui_settings
 
     check_tui_settings(config, theme_names())
-    if not os.isatty(sys.stdin.fileno()):
+    if not os.isatty(KEYS_FD):
         raise UsageError("stdin is not a terminal: %s reads its keys there (run it in a "
                          "terminal, its input not from a file or a pipe)"
                          % ("fractui " + args.verb if args.verb else "the TUI"))
@@ -100,7 +100,7 @@ def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
 
     before = {sig: signal.signal(sig, leave) for sig in (signal.SIGHUP, signal.SIGTERM)}
     done = threading.Event()
-    watch = threading.Thread(target=_hang_up_when_gone, args=(sys.stdin.fileno(), done),
+    watch = threading.Thread(target=_hang_up_when_gone, args=(KEYS_FD, done),
                              name="fractui-terminal-watch", daemon=True)
     watch.start()
     try:
