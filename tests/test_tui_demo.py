@@ -36,15 +36,19 @@ def _processes_naming(text: str) -> list[int]:
 
 
 class Terminal:
-    """A child process on a pty, its screen output collected as it comes."""
+    """A child process on a pty, its screen output collected as it comes. ``controlling``: the
+    pty is the child's controlling terminal, as a login's is (closing it hangs the child up);
+    else it is only the child's stdin and stdout, and closing it says nothing."""
 
-    def __init__(self, argv: list[str], cols: int = 120, rows: int = 36) -> None:
+    def __init__(self, argv: list[str], cols: int = 120, rows: int = 36,
+                 controlling: bool = False) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         env = dict(os.environ, TERM="xterm-256color", PYTHONPATH=REPO, COLUMNS=str(cols),
                    LINES=str(rows))
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     cwd=REPO, start_new_session=True)
+                                     cwd=REPO, preexec_fn=_controlled if controlling else None,
+                                     start_new_session=not controlling)
         os.close(slave)
         self.output = b""
 
@@ -80,9 +84,19 @@ class Terminal:
         return self.output
 
 
-@pytest.mark.parametrize("leave", ["q", "terminal closed"])
+def _controlled() -> None:
+    """In the child: a session of its own whose controlling terminal is its stdin's pty."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@pytest.mark.parametrize("leave", ["q", "terminal closed", "terminal gone unsaid"])
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
-    term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"])
+    """``terminal closed``: the admin's SSH session drops, sshd closes the pty and the kernel
+    hangs the demo up. ``terminal gone unsaid``: the pty closes with no SIGHUP sent (it was not
+    the demo's controlling terminal); its input then reads end of file, which ends it too."""
+    term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"],
+                    controlling=leave == "terminal closed")
     closed = False
     root = ""
     try:
@@ -102,8 +116,7 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
             term.drain(60)
             assert term.proc.returncode == 0, term.output[-3000:]
             assert b"stopped;" in term.output
-        else:  # the admin's SSH session dies: its terminal goes, and the demo is hung up
-            term.proc.send_signal(signal.SIGHUP)  # (the kernel's, had it a controlling tty)
+        else:  # the admin's SSH session dies: its terminal goes
             os.close(term.master)
             closed = True
             term.proc.wait(60)
@@ -145,6 +158,21 @@ def test_fractui_without_a_verb_opens_the_configured_fleet(tmp_path):
             term.proc.kill()
         os.close(term.master)
         stop_host(str(state))  # the host's daemon outlives the TUI, as on a real host
+
+
+def test_the_tui_with_no_terminal_for_its_keys_exits_2_saying_so(tmp_path):
+    """Its input from /dev/null or a pipe, the TUI would read end of file forever (Textual's
+    input thread does) and never end: it is refused before anything starts."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    for verb, name in (([], "the TUI"), (["demo"], "fractui demo")):
+        done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config)] + verb,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              cwd=REPO, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == ("fractui: stdin is not a terminal: %s reads its keys there (run "
+                               "it in a terminal, its input not from a file or a pipe)\n" % name)
+        assert "fractui-demo-" not in done.stdout  # no simulated fleet was started
 
 
 def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):

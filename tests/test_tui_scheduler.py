@@ -1,7 +1,7 @@
 """Who carries decisions out, end to end: ``fractui`` on a configured fleet with a store runs
 ``fractui scheduler`` as its child process — never a pass on its own interpreter — which leads
 while no other scheduler holds the lease and is a standby while one does; the header says
-which, and the child ends with the TUI however it ends (q, a kill -9)."""
+which, and the child ends with the TUI however it ends (q, a kill -9, its terminal gone)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import signal
 import sys
 import threading
 import time
+
+import pytest
 
 from fractui.config import QueueConfig
 from fractui.scheduler import Scheduler
@@ -125,6 +127,37 @@ def test_the_child_scheduler_ends_with_a_tui_killed_with_sigkill(local_fleet):
         if term.proc.poll() is None:
             term.proc.kill()
         os.close(term.master)
+
+
+@pytest.mark.parametrize("controlling", [True, False], ids=["hung up", "gone unsaid"])
+def test_the_tui_whose_terminal_goes_ends_and_frees_the_lease(local_fleet, controlling):
+    """The admin's SSH session drops: its pty closes, with the kernel's SIGHUP (the pty was the
+    TUI's controlling terminal) or without; either way the TUI ends, its child hands the lease
+    over, and another scheduler takes it."""
+    f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
+    term = Terminal([sys.executable, "-m", "fractui", "--config", f.write_config()],
+                    cols=160, rows=40, controlling=controlling)
+    head = None
+    closed = False
+    try:
+        pattern = rb"scheduler: child process (\d+), holds the lease"
+        assert term.read_until(pattern, 60), term.output[-3000:]
+        child = int(re.search(pattern, term.output).group(1))
+        os.close(term.master)
+        closed = True
+        term.proc.wait(60)
+        assert not _alive(child)
+        assert f.store.lease_holder() is None  # handed over, not left to expire
+        head = f.scheduler_process("ops-head")
+        wait(lambda: (f.store.lease_holder() or ("",))[0] == "ops-head", f.states, alive=head)
+    finally:
+        if head is not None:
+            head.terminate()
+            head.wait(30)
+        if term.proc.poll() is None:
+            term.proc.kill()
+        if not closed:
+            os.close(term.master)
 
 
 @pilot_test

@@ -7,16 +7,22 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import select
 import signal
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
 from fractui.config import Config
+from fractui.outcome import UsageError
 from fractui.tui.themes import theme_names
 from fractui.words import count
 
 if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
+
+WATCH_MS = 500  # how often the terminal's watch looks whether the app has ended
+KEYS_FD = 0  # the terminal Textual reads keys from (sys.__stdin__: None when fd 0 is closed)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -25,6 +31,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from fractui.tui.app import check_tui_settings
 
     check_tui_settings(config, theme_names())
+    if not os.isatty(KEYS_FD):
+        raise UsageError("stdin is not a terminal: %s reads its keys there (run it in a "
+                         "terminal, its input not from a file or a pipe)"
+                         % ("fractui " + args.verb if args.verb else "the TUI"))
     if args.verb == "demo":
         return _demo(args, config)
     return _fleet(config, args.readonly)  # a damaged store: StoreError, said by fractui.cli
@@ -78,7 +88,9 @@ def fleet_app(config: Config, readonly: bool) -> Iterator["FractuiApp"]:
 @contextmanager
 def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
     """A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app as `q` does, so what it
-    started is taken down rather than left running."""
+    started is taken down rather than left running. A terminal gone with no SIGHUP said (its
+    pty closed while it is no process's controlling terminal) is taken as one: Textual's input
+    thread would read its end of file forever, the app never ending."""
     def leave(signum: int, _frame: object) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -87,11 +99,29 @@ def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
         loop.call_soon_threadsafe(app.exit)  # wakes the loop, which may be waiting on input
 
     before = {sig: signal.signal(sig, leave) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    done = threading.Event()
+    watch = threading.Thread(target=_hang_up_when_gone, args=(KEYS_FD, done),
+                             name="fractui-terminal-watch", daemon=True)
+    watch.start()
     try:
         yield
     finally:
+        done.set()
+        watch.join()
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def _hang_up_when_gone(fd: int, done: threading.Event) -> None:
+    """SIGHUP to this process once the terminal on ``fd`` has hung up, as the kernel sends it
+    to a terminal's session leader. Polled for no event: a hang-up or an error is said
+    regardless, and keys typed (the input thread's to read) do not wake it."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    while not done.is_set():
+        if poller.poll(WATCH_MS):
+            os.kill(os.getpid(), signal.SIGHUP)
+            return
 
 
 def _demo(args: argparse.Namespace, user: Config) -> int:
