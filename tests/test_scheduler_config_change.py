@@ -19,12 +19,11 @@ from typing import Iterator
 from fractui.checked_store import heard_inventory
 from fractui.config import Config, QueueConfig, TeamConfig, load_config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import OUT_OF_CONFIG
 from fractui.sched.quota import team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
 from fractui.store.intents import Asker, ask_stop
-from fractui.store.model import ACTIVE
+from fractui.store.model import ACTIVE, OUT_OF_CONFIG
 from tests import localfleet
 from tests.conftest import REPO
 from tests.localfleet import POLITE

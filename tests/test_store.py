@@ -14,7 +14,7 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
                            default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
-from fractui.store.model import HolderMemory, ModeHold
+from fractui.store.model import OUT_OF_CONFIG, HolderMemory, ModeHold
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -133,6 +133,25 @@ def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
     since = store.inventory_since()  # when, by the store's clock (status of no hosts says it)
     assert list(since) == ["h"] and 0 < since["h"] <= store.now()
     store.close()
+
+
+def test_the_out_of_config_mark_keeps_the_time_the_facts_were_recorded(store_url):
+    """``status`` says when a host's facts were recorded: marking them out of the config (or
+    taking the mark off) changes no fact, so their time stays; new facts take a new one."""
+    store = open_store(store_url)
+    try:
+        store.record_inventory("h", {"cpus": 8})
+        recorded = store.inventory_since()["h"]
+        store.record_inventory("h", {"cpus": 8, OUT_OF_CONFIG: True})
+        assert store.inventory() == {"h": {"cpus": 8, OUT_OF_CONFIG: True}}
+        assert store.inventory_since() == {"h": recorded}
+        store.keep_inventory({"h": {"cpus": 8}}, store.inventory())  # put back in the config
+        assert store.inventory() == {"h": {"cpus": 8}}
+        assert store.inventory_since() == {"h": recorded}
+        store.record_inventory("h", {"cpus": 16, OUT_OF_CONFIG: True})  # changed meanwhile
+        assert recorded < store.inventory_since()["h"] <= store.now()
+    finally:
+        store.close()
 
 
 def test_the_lease_passes_on_when_it_lapses_or_is_released_each_take_a_new_epoch(store_url):

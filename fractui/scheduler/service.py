@@ -42,7 +42,7 @@ from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.copies import (COPY_KINDS, LATE, LEFT, STALE, held_copies, late_copy,
                                   moved_past, unheld)
-from fractui.sched.fleetview import OUT_OF_CONFIG, USABLE, HostView, facts, signature
+from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -52,8 +52,8 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
                                 StoreError)
-from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, PENDING, PLACED,
-                                 RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
+from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
+                                 PLACED, RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
                                  attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user

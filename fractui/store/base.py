@@ -285,7 +285,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def record_inventory(self, host: str, facts: dict[str, Any],
                          epoch: Optional[int] = None) -> None:
-        """Keeps what ``host`` could ever hold, as last seen (replacing what was kept)."""
+        """Keeps what ``host`` could ever hold, as last seen (replacing what was kept). The time
+        they were recorded (``inventory_since``) stays where they are the same but for the
+        out-of-config mark (OUT_OF_CONFIG): marked or not, they have been so since."""
 
     @abc.abstractmethod
     def inventory(self) -> dict[str, dict[str, Any]]:

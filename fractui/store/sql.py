@@ -28,9 +28,9 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
                                 StoreDamaged, StoreError)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST, PENDING, PLACED,
-                                 PREEMPTED, QUOTA_EPSILON, REQUEUED, RUNNING, STATES,
-                                 STOP_INTENTS, STOPPING, WHOLE_HOST,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
+                                 OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
+                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord, held_within, same_place, stops_offered)
@@ -580,12 +580,16 @@ class SqlStore(Store):
 
     def record_inventory(self, host: str, facts: dict[str, Any],
                          epoch: Optional[int] = None) -> None:
+        bare = {k: v for k, v in facts.items() if k != OUT_OF_CONFIG}
+        same = [json.dumps(f, sort_keys=True) for f in (bare, dict(bare, **{OUT_OF_CONFIG: True}))]
+
         def work(db: Any) -> None:
             self._fence(db, epoch)
             self._run(db, "INSERT INTO inventory (host, facts, seen_at) VALUES (?, ?, ?) "
                           "ON CONFLICT (host) DO UPDATE SET facts = excluded.facts, "
-                          "seen_at = excluded.seen_at",
-                      (host, json.dumps(facts, sort_keys=True), self.dialect.now(db)))
+                          "seen_at = CASE WHEN inventory.facts IN (?, ?) THEN inventory.seen_at "
+                          "ELSE excluded.seen_at END",
+                      (host, json.dumps(facts, sort_keys=True), self.dialect.now(db), *same))
             self.dialect.announce(db, HOSTS)
         self._write(work)
 
