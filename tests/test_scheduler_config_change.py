@@ -22,11 +22,14 @@ from fractui.fleet.fleet import Fleet
 from fractui.sched.quota import team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
+from fractui.store import SqliteStore
+from fractui.store.base import StoreUnavailable
 from fractui.store.intents import Asker, ask_stop
 from fractui.store.model import ACTIVE, OUT_OF_CONFIG
 from tests import localfleet
 from tests.conftest import REPO
-from tests.localfleet import POLITE
+from fractui.store_url import sqlite_path
+from tests.localfleet import POLITE, wait
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
@@ -360,3 +363,49 @@ def test_a_host_out_of_the_config_stays_marked_whatever_else_keeps_its_facts(loc
         kept = f.store.inventory()
     assert sorted(h for h, facts in kept.items() if facts.get(OUT_OF_CONFIG)) == [
         "gpu-b", "gpu-c"], kept
+
+
+class InventoryUnread(SqliteStore):
+    """The real store, whose next ``fail`` reads of the hosts' facts fail (a server gone
+    away)."""
+
+    fail = 0
+
+    def inventory(self):
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable(self.where, "cannot reach the server (the test's)")
+        return super().inventory()
+
+
+def test_a_takeover_whose_read_of_the_facts_fails_reads_them_at_the_next_pass(local_fleet,
+                                                                              caplog):
+    """A scheduler that takes the lease again compares the hosts' facts with the store's rows,
+    not with what its earlier lease left: another holder marked gpu-b out of its config
+    meanwhile, and this one, whose config has it, takes the mark off. Its first reads of them
+    fail: each pass fails (said once while they fail, and once as they work again), and the
+    next reads them again. Before: the takeover counted as done before the read, and the rows
+    of the earlier lease stood for the whole lease — the mark stayed."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QUARTER])
+    store = InventoryUnread(sqlite_path(f.config.store.url) or "")
+    sched = Scheduler(f.config, store, f.fleet, name="head")
+    try:
+        until(f, sched, lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b"})
+        store.release_lease("head")
+        epoch = f.store.acquire_lease("other", 60.0)
+        f.store.record_inventory("gpu-b", dict(f.store.inventory()["gpu-b"], **{
+            OUT_OF_CONFIG: True}), epoch=epoch)
+        f.store.release_lease("other")
+        store.fail = 3
+        sched.start()
+        wait(lambda: not f.store.inventory()["gpu-b"].get(OUT_OF_CONFIG), f.store.inventory)
+        assert store.fail == 0 and sched.leader
+    finally:
+        sched.stop()
+        store.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("store %s: cannot reach the server (the test's); the scheduler tries "
+                      "again every pass" % store.where) == 1, said
+    assert [w for w in said if w.startswith("the store answers the scheduler again")] == [
+        "the store answers the scheduler again after 3 failed tries"], said
