@@ -154,6 +154,25 @@ def test_the_out_of_config_mark_keeps_the_time_the_facts_were_recorded(store_url
         store.close()
 
 
+def test_a_request_for_output_answered_with_the_tail_kept_leaves_it_as_it_was(store_url):
+    """The lease holder answers a request it will not read the host for (its host is out of
+    the config) with the tail kept: the request goes, the tail stays, its time too."""
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "alice")
+        epoch = store.acquire_lease("s", 60)
+        store.keep_log(job.id, "out\n", complete=False, epoch=epoch, offset=4)
+        kept = store.log_tail(job.id)
+        store.ask_log(job.id, "alice")
+        feed = store.feed()
+        store.answer_log(job.id, epoch=epoch)
+        assert feed.wait(5) == {"logs"}  # the asker is woken
+        feed.close()
+        assert store.log_requests() == [] and store.log_tail(job.id) == kept
+    finally:
+        store.close()
+
+
 def test_the_lease_passes_on_when_it_lapses_or_is_released_each_take_a_new_epoch(store_url):
     """On either backend, by the store's clock: a lease of 0 s has lapsed as it is taken."""
     store = open_store(store_url)
@@ -205,6 +224,7 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
             lambda: store.keep_mode_holds({"GPU-x": ModeHold(1, 120.0)}, epoch=old),
             lambda: store.stop_sent("h", placed.key(store.uid), epoch=old),
             lambda: store.copy_ended("h", placed.key(store.uid), "s1", epoch=old),
+            lambda: store.answer_log(job.id, epoch=old),
         ]
         for write in writes:
             with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "

@@ -331,6 +331,11 @@ class Store(abc.ABC):
         it; the lease holder's write, fenced by ``epoch``."""
 
     @abc.abstractmethod
+    def answer_log(self, job_id: int, epoch: Optional[int] = None) -> None:
+        """Answers the requests for the job's tail with the tail kept, as it is (its time
+        too: no fresher one is read); the lease holder's write, fenced by ``epoch``."""
+
+    @abc.abstractmethod
     def log_tail(self, job_id: int) -> Optional[LogTail]:
         """The job's kept output tail, or None if none was kept."""
 

@@ -639,9 +639,19 @@ class SqlStore(Store):
                           "text = excluded.text, complete = excluded.complete, "
                           "kept_at = excluded.kept_at, log_offset = excluded.log_offset",
                       (job_id, text, int(complete), self.dialect.now(db), offset))
-            self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
-            self.dialect.announce(db, LOGS)
+            self._answered(db, job_id)
         self._write(work)
+
+    def answer_log(self, job_id: int, epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._answered(db, job_id)
+        self._write(work)
+
+    def _answered(self, db: Any, job_id: int) -> None:
+        """The requests for the job's tail are answered: the askers read what is kept."""
+        self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
+        self.dialect.announce(db, LOGS)
 
     def log_tail(self, job_id: int) -> Optional[LogTail]:
         def work(db: Any) -> Optional[LogTail]:
