@@ -290,16 +290,19 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
     """A host dropped from the lease holder's config counts no more for a member's submit
     from the first pass that finds it dropped, though its facts are kept (host_lost_s) in case
     it is put back: a job only it could hold is refused, naming it as not counted; put back,
-    it counts again at once. ``status`` from the store says it removed. Before: it counted
+    it counts again at once. ``status`` from the store says it removed, its facts as of when
+    they were heard (the mark, written or taken off, is no new fact). Before: it counted
     until host_lost_s passed, and the job was queued for no host of the fleet to hold."""
     big = QueueConfig(name="big", memory_gib=40)  # an A100's, never an L4's (24 GiB)
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"}, [QUARTER, big],
                     host_lost_s=3600.0, store_url=store_url)
     f.until(lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b"})
+    heard = f.store.inventory_since()
     everyone = f.config.hosts
     with restarted(f, rewritten(f, hosts=everyone[:1])) as sched:
         sched.step()
         assert set(f.store.inventory()) == {"gpu-a", "gpu-b"}  # kept: it may be put back
+        assert f.store.inventory()["gpu-b"][OUT_OF_CONFIG]
         refused = member(f, "submit", "--queue", "big", "--", "true")
         assert refused.returncode == 2, (refused.stdout, refused.stderr)
         assert "no GPU in the fleet could ever hold what queue big asks for (40 GiB, " \
@@ -307,10 +310,13 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
         assert refused.stderr.endswith("; gpu-b, out of the scheduler's config, not counted\n")
         assert "Traceback" not in refused.stderr
         shown = member(f, "status", "--json")
-        assert {h["name"]: h["state"] for h in json.loads(shown.stdout)["hosts"]} == {
-            "gpu-a": "reachable", "gpu-b": "removed"}, shown
+        assert {h["name"]: (h["state"], h["facts_since"]) for h in json.loads(
+            shown.stdout)["hosts"]} == {"gpu-a": ("reachable", heard["gpu-a"]),
+                                        "gpu-b": ("removed", heard["gpu-b"])}, shown
     with restarted(f, rewritten(f, hosts=everyone)) as sched:
         sched.step()
+        assert OUT_OF_CONFIG not in f.store.inventory()["gpu-b"]
+        assert f.store.inventory_since() == heard
         taken = member(f, "submit", "--queue", "big", "--", "true")
         assert taken.returncode == 0, (taken.stdout, taken.stderr)
         assert "out of the scheduler's config" not in taken.stderr
