@@ -119,7 +119,5 @@ class LogRelay:
             lines and kept is not None and kept.offset is None) else None
         if said is not None and int(said.group(1)) == job.id:
             lines.pop()
-        return tail_text(lines + [UNREAD % (host, job.id, " ".join(str(err).split()),
-                                            "; the lines above are its output as last read" if lines
-                                            else "")])
-
+        above = "; the lines above are its output as last read" if lines else ""
+        return tail_text(lines + [UNREAD % (host, job.id, " ".join(str(err).split()), above)])
