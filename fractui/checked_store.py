@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from fractui.config import Config
-from fractui.sched.fleetview import OUT_OF_CONFIG, HostView, facts
+from fractui.sched.fleetview import HostView, facts
 from fractui.servable import unservable
 from fractui.store import Store, open_store
+from fractui.store.model import OUT_OF_CONFIG
 
 
 def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> Store:

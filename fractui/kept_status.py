@@ -14,8 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.sched.cordons import marks
-from fractui.sched.fleetview import OUT_OF_CONFIG
-from fractui.store.model import ON_HOST, Cordon, Job
+from fractui.store.model import ON_HOST, OUT_OF_CONFIG, Cordon, Job
 from fractui.terminal import print_json, say
 from fractui.words import NO_SCHEDULER, failing_passes
 

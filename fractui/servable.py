@@ -14,10 +14,10 @@ from typing import Any, Dict, List, Optional
 from remote_agent.gpu.models import parse_sim_spec
 
 from fractui.config import Config, ConfigError, HostConfig, QueueConfig, load_config
-from fractui.sched.fleetview import (OUT_OF_CONFIG, HostView, build_hosts, geometry, idle_view,
-                                     model_name, request_of)
+from fractui.sched.fleetview import (HostView, build_hosts, geometry, idle_view, model_name,
+                                     request_of)
 from fractui.sched.place import Placer
-from fractui.store.model import PENDING, Job
+from fractui.store.model import OUT_OF_CONFIG, PENDING, Job
 
 Facts = Dict[str, Any]  # what a host could ever hold, as fleetview.facts keeps it
 

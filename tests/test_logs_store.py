@@ -4,6 +4,7 @@ when asked, and a finished job's at its end; the user reads both without any hos
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -388,24 +389,45 @@ def test_a_tail_kept_as_lines_is_shown_by_logs_and_not_followed(local_fleet, cap
                    % (job.id, job.id))
 
 
-def test_an_output_answered_malformed_answers_the_request_saying_so(local_fleet, monkeypatch):
-    """An agent whose answer to job.logs cannot be read: the request is answered with why,
-    as when the agent refuses it. Before: it stood unanswered, asked again at every pass,
-    each said by the host's lane."""
+def test_an_output_answered_malformed_or_refused_answers_the_request_keeping_the_last_tail(
+        local_fleet, monkeypatch):
+    """An agent whose answer to job.logs cannot be read, or that refuses it: the request is
+    answered with the tail kept last (what ``logs`` and ``submit --wait`` show after a failure)
+    and a line saying why it is no fresher, one line however many reads fail; a read that
+    goes through keeps the fresh tail again. Before: a malformed answer left the request
+    standing, asked again at every pass; then it was answered with the line alone, and the
+    job's last good output was lost."""
     from fractui.scheduler.relay import LogRelay
 
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
-    job = f.submit("quarter", argv=localfleet.sleeper(600))
+    job = f.submit("quarter", argv=TALK)
     f.until(lambda: f.states()[job.id] == "running")
     job = f.store.get(job.id)
     session = f.fleet.session("gpu-a")
-    monkeypatch.setattr(session._conn.client, "call",  # a broken agent's answer
-                        lambda method, params, timeout_s: {"lines": 5, "offset": 0})
-    f.store.ask_log(job.id, "alice")
+    wait(lambda: session.call("job.logs", {"job": job.agent_job})["lines"]
+         == ["hello", "line two"], f.states)
     relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
     relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
     relay._keep(job, True)
-    assert f.store.log_requests() == []
-    assert f.store.log_tail(job.id).text == (
-        "[fractui: the agent on gpu-a did not give job %d's output: gpu-a: the agent's answer "
-        "to job.logs was malformed: job.logs.lines: 5 is not a list]\n" % job.id)
+    good = f.store.log_tail(job.id)
+    assert (good.text, good.offset) == ("hello\nline two\n", 15)
+    malformed = ("hello\nline two\n[fractui: the agent on gpu-a did not give job %d's output: "
+                 "gpu-a: the agent's answer to job.logs was malformed: job.logs.lines: 5 is not "
+                 "a list; the lines above are its output as last read]\n" % job.id)
+    with monkeypatch.context() as broken:
+        broken.setattr(session._conn.client, "call",  # a broken agent's answer
+                       lambda method, params, timeout_s: {"lines": 5, "offset": 0})
+        for _ in range(2):
+            f.store.ask_log(job.id, "alice")
+            relay._keep(job, True)
+            assert f.store.log_requests() == []
+            tail = f.store.log_tail(job.id)
+            assert (tail.text, tail.offset, tail.complete) == (malformed, None, False)
+    relay._keep(dataclasses.replace(job, agent_job="gone"), True)  # one it does not keep
+    tail = f.store.log_tail(job.id)
+    assert tail.text.startswith("hello\nline two\n[fractui: the agent on gpu-a did not give "
+                                "job %d's output: " % job.id), tail.text
+    assert tail.text.endswith("; the lines above are its output as last read]\n"), tail.text
+    assert tail.text.count("\n") == 3 and "malformed" not in tail.text, tail.text
+    relay._keep(job, True)
+    assert f.store.log_tail(job.id).text == good.text

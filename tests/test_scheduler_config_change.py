@@ -19,15 +19,17 @@ from typing import Iterator
 from fractui.checked_store import heard_inventory
 from fractui.config import Config, QueueConfig, TeamConfig, load_config
 from fractui.fleet.fleet import Fleet
-from fractui.sched.fleetview import OUT_OF_CONFIG
 from fractui.sched.quota import team_usage
 from fractui.scheduler import Scheduler
 from fractui.scheduler.execute import AGENT_ENDED
+from fractui.store import SqliteStore
+from fractui.store.base import StoreUnavailable
 from fractui.store.intents import Asker, ask_stop
-from fractui.store.model import ACTIVE
+from fractui.store.model import ACTIVE, OUT_OF_CONFIG
 from tests import localfleet
 from tests.conftest import REPO
-from tests.localfleet import POLITE
+from fractui.store_url import sqlite_path
+from tests.localfleet import POLITE, wait
 
 local_fleet = localfleet.local_fleet
 WHOLE = QueueConfig(name="whole", gpus=1)
@@ -288,16 +290,19 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
     """A host dropped from the lease holder's config counts no more for a member's submit
     from the first pass that finds it dropped, though its facts are kept (host_lost_s) in case
     it is put back: a job only it could hold is refused, naming it as not counted; put back,
-    it counts again at once. ``status`` from the store says it removed. Before: it counted
+    it counts again at once. ``status`` from the store says it removed, its facts as of when
+    they were heard (the mark, written or taken off, is no new fact). Before: it counted
     until host_lost_s passed, and the job was queued for no host of the fleet to hold."""
     big = QueueConfig(name="big", memory_gib=40)  # an A100's, never an L4's (24 GiB)
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xA100-80GB"}, [QUARTER, big],
                     host_lost_s=3600.0, store_url=store_url)
     f.until(lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b"})
+    heard = f.store.inventory_since()
     everyone = f.config.hosts
     with restarted(f, rewritten(f, hosts=everyone[:1])) as sched:
         sched.step()
         assert set(f.store.inventory()) == {"gpu-a", "gpu-b"}  # kept: it may be put back
+        assert f.store.inventory()["gpu-b"][OUT_OF_CONFIG]
         refused = member(f, "submit", "--queue", "big", "--", "true")
         assert refused.returncode == 2, (refused.stdout, refused.stderr)
         assert "no GPU in the fleet could ever hold what queue big asks for (40 GiB, " \
@@ -305,10 +310,13 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
         assert refused.stderr.endswith("; gpu-b, out of the scheduler's config, not counted\n")
         assert "Traceback" not in refused.stderr
         shown = member(f, "status", "--json")
-        assert {h["name"]: h["state"] for h in json.loads(shown.stdout)["hosts"]} == {
-            "gpu-a": "reachable", "gpu-b": "removed"}, shown
+        assert {h["name"]: (h["state"], h["facts_since"]) for h in json.loads(
+            shown.stdout)["hosts"]} == {"gpu-a": ("reachable", heard["gpu-a"]),
+                                        "gpu-b": ("removed", heard["gpu-b"])}, shown
     with restarted(f, rewritten(f, hosts=everyone)) as sched:
         sched.step()
+        assert OUT_OF_CONFIG not in f.store.inventory()["gpu-b"]
+        assert f.store.inventory_since() == heard
         taken = member(f, "submit", "--queue", "big", "--", "true")
         assert taken.returncode == 0, (taken.stdout, taken.stderr)
         assert "out of the scheduler's config" not in taken.stderr
@@ -317,8 +325,9 @@ def test_a_member_submit_counts_no_host_the_scheduler_dropped_while_its_facts_ar
 def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_is_kept(
         local_fleet):
     """A request for the output of a job whose host is out of the config is answered without
-    asking the host: with the tail kept, or saying its host is out of the config. Before: it
-    stood for ever, read again at every turn, and ``logs`` waited on it."""
+    asking the host: with the tail kept, as it was kept (its time too: it is no fresher), or
+    saying its host is out of the config. Before: it stood for ever, read again at every
+    turn, and ``logs`` waited on it; then the tail kept was written again, as if read now."""
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], [TeamConfig("t", 2)])
     f.store.cordon("gpu-a", None, "cordon", "ops", "the jobs run on gpu-b")
     jobs = [f.submit("whole", "t", argv=[sys.executable, "-c", "print('all done')"])
@@ -327,6 +336,7 @@ def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_
     ended = [f.store.get(j.id) for j in jobs]
     assert {j.slot.host for j in ended} == {"gpu-b"}
     f.store.keep_log(ended[0].id, "all done\n", True, epoch=f.scheduler.epoch)
+    before = f.store.log_tail(ended[0].id)
     kept = next(h for h in f.config.hosts if h.name == "gpu-a")
     with restarted(f, rewritten(f, hosts=(kept,))) as sched:
         for job in ended:
@@ -334,7 +344,7 @@ def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_
         sched.step()
         sched._turn()
         assert f.store.log_requests() == []
-    assert f.store.log_tail(ended[0].id).text == "all done\n"
+    assert f.store.log_tail(ended[0].id) == before
     assert f.store.log_tail(ended[1].id).text == (
         "[fractui: job %d's host %s is out of the config: its output is not read]\n" % (
             ended[1].id, ended[1].slot.host))
@@ -361,3 +371,49 @@ def test_a_host_out_of_the_config_stays_marked_whatever_else_keeps_its_facts(loc
         kept = f.store.inventory()
     assert sorted(h for h, facts in kept.items() if facts.get(OUT_OF_CONFIG)) == [
         "gpu-b", "gpu-c"], kept
+
+
+class InventoryUnread(SqliteStore):
+    """The real store, whose next ``fail`` reads of the hosts' facts fail (a server gone
+    away)."""
+
+    fail = 0
+
+    def inventory(self):
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable(self.where, "cannot reach the server (the test's)")
+        return super().inventory()
+
+
+def test_a_takeover_whose_read_of_the_facts_fails_reads_them_at_the_next_pass(local_fleet,
+                                                                              caplog):
+    """A scheduler that takes the lease again compares the hosts' facts with the store's rows,
+    not with what its earlier lease left: another holder marked gpu-b out of its config
+    meanwhile, and this one, whose config has it, takes the mark off. Its first reads of them
+    fail: each pass fails (said once while they fail, and once as they work again), and the
+    next reads them again. Before: the takeover counted as done before the read, and the rows
+    of the earlier lease stood for the whole lease — the mark stayed."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QUARTER])
+    store = InventoryUnread(sqlite_path(f.config.store.url) or "")
+    sched = Scheduler(f.config, store, f.fleet, name="head")
+    try:
+        until(f, sched, lambda: set(f.store.inventory()) == {"gpu-a", "gpu-b"})
+        store.release_lease("head")
+        epoch = f.store.acquire_lease("other", 60.0)
+        f.store.record_inventory("gpu-b", dict(f.store.inventory()["gpu-b"], **{
+            OUT_OF_CONFIG: True}), epoch=epoch)
+        f.store.release_lease("other")
+        store.fail = 3
+        sched.start()
+        wait(lambda: not f.store.inventory()["gpu-b"].get(OUT_OF_CONFIG), f.store.inventory)
+        assert store.fail == 0 and sched.leader
+    finally:
+        sched.stop()
+        store.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("store %s: cannot reach the server (the test's); the scheduler tries "
+                      "again every pass" % store.where) == 1, said
+    assert [w for w in said if w.startswith("the store answers the scheduler again")] == [
+        "the store answers the scheduler again after 3 failed tries"], said

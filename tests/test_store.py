@@ -14,7 +14,7 @@ from fractui.store import (JobNotFound, LeaseLost, Slot, SqliteStore, StateConfl
                            default_store_path, open_store)
 from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, Refused, ask_stop, submit, submit_key
-from fractui.store.model import HolderMemory, ModeHold
+from fractui.store.model import OUT_OF_CONFIG, HolderMemory, ModeHold
 from fractui.store.sql import statements
 from fractui.store.sqlite import _migrations
 from fractui.whoami import os_user
@@ -135,6 +135,44 @@ def test_jobs_filter_by_state_and_queue_and_limit_to_the_newest(store_url):
     store.close()
 
 
+def test_the_out_of_config_mark_keeps_the_time_the_facts_were_recorded(store_url):
+    """``status`` says when a host's facts were recorded: marking them out of the config (or
+    taking the mark off) changes no fact, so their time stays; new facts take a new one."""
+    store = open_store(store_url)
+    try:
+        store.record_inventory("h", {"cpus": 8})
+        recorded = store.inventory_since()["h"]
+        store.record_inventory("h", {"cpus": 8, OUT_OF_CONFIG: True})
+        assert store.inventory() == {"h": {"cpus": 8, OUT_OF_CONFIG: True}}
+        assert store.inventory_since() == {"h": recorded}
+        store.keep_inventory({"h": {"cpus": 8}}, store.inventory())  # put back in the config
+        assert store.inventory() == {"h": {"cpus": 8}}
+        assert store.inventory_since() == {"h": recorded}
+        store.record_inventory("h", {"cpus": 16, OUT_OF_CONFIG: True})  # changed meanwhile
+        assert recorded < store.inventory_since()["h"] <= store.now()
+    finally:
+        store.close()
+
+
+def test_a_request_for_output_answered_with_the_tail_kept_leaves_it_as_it_was(store_url):
+    """The lease holder answers a request it will not read the host for (its host is out of
+    the config) with the tail kept: the request goes, the tail stays, its time too."""
+    store = open_store(store_url)
+    try:
+        job = store.submit("q", None, "n", ["x"], {}, "alice")
+        epoch = store.acquire_lease("s", 60)
+        store.keep_log(job.id, "out\n", complete=False, epoch=epoch, offset=4)
+        kept = store.log_tail(job.id)
+        store.ask_log(job.id, "alice")
+        feed = store.feed()
+        store.answer_log(job.id, epoch=epoch)
+        assert feed.wait(5) == {"logs"}  # the asker is woken
+        feed.close()
+        assert store.log_requests() == [] and store.log_tail(job.id) == kept
+    finally:
+        store.close()
+
+
 def test_the_lease_passes_on_when_it_lapses_or_is_released_each_take_a_new_epoch(store_url):
     """On either backend, by the store's clock: a lease of 0 s has lapsed as it is taken."""
     store = open_store(store_url)
@@ -186,6 +224,7 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
             lambda: store.keep_mode_holds({"GPU-x": ModeHold(1, 120.0)}, epoch=old),
             lambda: store.stop_sent("h", placed.key(store.uid), epoch=old),
             lambda: store.copy_ended("h", placed.key(store.uid), "s1", epoch=old),
+            lambda: store.answer_log(job.id, epoch=old),
         ]
         for write in writes:
             with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "

@@ -116,9 +116,6 @@ def job_memory_cap_mib(job: Mapping[str, Any], gpu: Mapping[str, Any]) -> Option
     return int(share) if share is not None else None
 
 
-# The lease holder's mark on the facts kept of a host out of its config (true): until they are
-# forgotten (host_lost_s), a submit that judges by the hosts the store keeps counts it no more.
-OUT_OF_CONFIG = "out_of_config"
 # What a host could ever hold, as ``facts`` keeps it: the fields placement reads of an idle host.
 _HOST_FACTS = ("cpus", "memory_mib", "links", "features")
 _GPU_FACTS = ("index", "uuid", "name", "memory_mib", "mig_mode", "mig_pending")

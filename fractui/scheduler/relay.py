@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from functools import partial
 from typing import Callable, Dict, Optional
 
@@ -26,6 +27,9 @@ from remote_agent import LOG_BYTES
 log = logging.getLogger("fractui.scheduler")
 
 TAIL_LINES = 5000  # lines asked of the agent; the tail kept is cut to LOG_TAIL_BYTES
+# The line a read the agent did not serve ends the tail with (``_unread``)
+UNREAD = "[fractui: the agent on %s did not give job %d's output: %s%s]"
+UNREAD_LINE = re.compile(r"\[fractui: the agent on \S+ did not give job (\d+)'s output: .*\]")
 
 
 class LogRelay:
@@ -55,21 +59,24 @@ class LogRelay:
                 continue
             view = hosts.get(job.slot.host)
             if view is None:
-                kept = self.store.log_tail(job.id)
-                served = self._answer(job, *((kept.text, kept.offset) if kept else (
+                served = self._answer(job, None if self.store.log_tail(job.id) else (
                     "[fractui: job %d's host %s is out of the config: its output is not "
-                    "read]\n" % (job.id, job.slot.host), None))) and served
+                    "read]\n" % (job.id, job.slot.host))) and served
             elif view.state in USABLE:
                 self.lanes.add(view.name, partial(self._keep, job, lists(view.hello,
                                                                          LOG_BYTES)))
         return served
 
-    def _answer(self, job: Job, text: str, offset: Optional[int]) -> bool:
-        """Answers the request for the job's tail with ``text``, without asking its host;
+    def _answer(self, job: Job, text: Optional[str], offset: Optional[int] = None) -> bool:
+        """Answers the request for the job's tail without asking its host: with ``text`` kept
+        as its tail, or (None) with the tail kept as it is, its time too (it is no fresher);
         whether it was answered (its row held by another session: left for the next turn)."""
         try:
-            self.store.keep_log(job.id, text, complete=job.state in ENDED, epoch=self.epoch,
-                                offset=offset)
+            if text is None:
+                self.store.answer_log(job.id, epoch=self.epoch)
+            else:
+                self.store.keep_log(job.id, text, complete=job.state in ENDED,
+                                    epoch=self.epoch, offset=offset)
         except RowsLocked as err:
             self.lanes.left_locked(job.id, err)
             return False
@@ -89,8 +96,7 @@ class LogRelay:
         except (AgentCallError, AnswerMalformed, binascii.Error) as err:  # e.g. the agent
             # keeps it no more, or answers what cannot be read (asked again, the same: left
             # unanswered, the request stood, and the lane said it at every pass)
-            text = "[fractui: the agent on %s did not give job %d's output: %s]\n" % (
-                host, job.id, err)
+            text = self._unread(job, host, err)
             answer = None
         ended = self.store.get(job.id).state in ENDED  # else the end asks for it again
         if answer is not None and exact:
@@ -99,3 +105,19 @@ class LogRelay:
         elif answer is not None:
             text = tail_text(list(answer.get("lines") or []))
         self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch, offset=offset)
+
+    def _unread(self, job: Job, host: str, err: Exception) -> str:
+        """The answer to a read the agent did not serve: the tail kept last (the job's last
+        good output, which ``logs`` and ``submit --wait`` show after a failure), then a line
+        saying why it is no fresher — in place of such a line a failed read before left, so
+        failures that repeat add none. Kept as lines (no offset: a follower stops there)."""
+        kept = self.store.log_tail(job.id)
+        lines = kept.text.split("\n") if kept is not None else []
+        if lines and not lines[-1]:
+            lines.pop()  # (the end of the last line)
+        said = UNREAD_LINE.fullmatch(lines[-1]) if (
+            lines and kept is not None and kept.offset is None) else None
+        if said is not None and int(said.group(1)) == job.id:
+            lines.pop()
+        above = "; the lines above are its output as last read" if lines else ""
+        return tail_text(lines + [UNREAD % (host, job.id, " ".join(str(err).split()), above)])

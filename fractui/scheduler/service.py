@@ -42,7 +42,7 @@ from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
 from fractui.sched.copies import (COPY_KINDS, LATE, LEFT, STALE, held_copies, late_copy,
                                   moved_past, unheld)
-from fractui.sched.fleetview import OUT_OF_CONFIG, USABLE, HostView, facts, signature
+from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
@@ -52,8 +52,8 @@ from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
                                 StoreError)
-from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, PENDING, PLACED,
-                                 RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
+from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
+                                 PLACED, RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
                                  attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
@@ -477,8 +477,12 @@ class Scheduler:
 
     def _recall(self) -> None:
         """Takes up what the lease holders before this one kept in the store: the lost-host
-        clocks go on from where they were, and no stop is sent twice."""
+        clocks go on from where they were, no stop is sent twice, and the hosts' facts are
+        compared with the store's rows, not with what an earlier lease of this one left. Read
+        before anything is taken up: a read that fails (a store error, said once by ``run``
+        while it fails so) fails the pass, and the next pass reads it all again."""
         memory = self.store.holder_memory()
+        inventory = self.store.inventory()  # as kept (a verb's rows: _record_inventory)
         self._away, self._gpu_gone = dict(memory.hosts_away), dict(memory.gpus_gone)
         self._kept_clocks = (dict(self._away), dict(self._gpu_gone))
         self.executor.recall(memory.stops_sent)
@@ -486,9 +490,9 @@ class Scheduler:
         self._kept_holds = dict(memory.mode_holds)
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
-        self._recalled = self.epoch
         self._kept_trouble = None  # the store clears it as the lease changes hands
-        self._inventory = self.store.inventory()  # as kept (a verb's rows: _record_inventory)
+        self._inventory = inventory
+        self._recalled = self.epoch
 
     def _keep_clocks(self) -> None:
         """Writes the lost-host clocks to the store when a pass changed them (a host or GPU

@@ -285,7 +285,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def record_inventory(self, host: str, facts: dict[str, Any],
                          epoch: Optional[int] = None) -> None:
-        """Keeps what ``host`` could ever hold, as last seen (replacing what was kept)."""
+        """Keeps what ``host`` could ever hold, as last seen (replacing what was kept). The time
+        they were recorded (``inventory_since``) stays where they are the same but for the
+        out-of-config mark (OUT_OF_CONFIG): marked or not, they have been so since."""
 
     @abc.abstractmethod
     def inventory(self) -> dict[str, dict[str, Any]]:
@@ -327,6 +329,11 @@ class Store(abc.ABC):
         """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut) and where it
         ends in the log (LogTail.offset), replacing the last one, and answers the requests for
         it; the lease holder's write, fenced by ``epoch``."""
+
+    @abc.abstractmethod
+    def answer_log(self, job_id: int, epoch: Optional[int] = None) -> None:
+        """Answers the requests for the job's tail with the tail kept, as it is (its time
+        too: no fresher one is read); the lease holder's write, fenced by ``epoch``."""
 
     @abc.abstractmethod
     def log_tail(self, job_id: int) -> Optional[LogTail]:

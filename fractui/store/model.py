@@ -336,6 +336,11 @@ class LogTail:
     offset: Optional[int] = None
 
 
+# The lease holder's mark on the facts kept of a host out of its config (true): until they are
+# forgotten (host_lost_s), a submit that judges by the hosts the store keeps counts it no more.
+# The store knows it: the time the facts were recorded is theirs, not the mark's.
+OUT_OF_CONFIG = "out_of_config"
+
 LOG_TAIL_BYTES = 64 * 1024
 
 

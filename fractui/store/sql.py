@@ -28,9 +28,9 @@ from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, v
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
                                 StoreDamaged, StoreError)
-from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST, PENDING, PLACED,
-                                 PREEMPTED, QUOTA_EPSILON, REQUEUED, RUNNING, STATES,
-                                 STOP_INTENTS, STOPPING, WHOLE_HOST,
+from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
+                                 OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
+                                 REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
                                  AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord, held_within, same_place, stops_offered)
@@ -580,12 +580,16 @@ class SqlStore(Store):
 
     def record_inventory(self, host: str, facts: dict[str, Any],
                          epoch: Optional[int] = None) -> None:
+        bare = {k: v for k, v in facts.items() if k != OUT_OF_CONFIG}
+        same = [json.dumps(f, sort_keys=True) for f in (bare, dict(bare, **{OUT_OF_CONFIG: True}))]
+
         def work(db: Any) -> None:
             self._fence(db, epoch)
             self._run(db, "INSERT INTO inventory (host, facts, seen_at) VALUES (?, ?, ?) "
                           "ON CONFLICT (host) DO UPDATE SET facts = excluded.facts, "
-                          "seen_at = excluded.seen_at",
-                      (host, json.dumps(facts, sort_keys=True), self.dialect.now(db)))
+                          "seen_at = CASE WHEN inventory.facts IN (?, ?) THEN inventory.seen_at "
+                          "ELSE excluded.seen_at END",
+                      (host, json.dumps(facts, sort_keys=True), self.dialect.now(db), *same))
             self.dialect.announce(db, HOSTS)
         self._write(work)
 
@@ -635,9 +639,19 @@ class SqlStore(Store):
                           "text = excluded.text, complete = excluded.complete, "
                           "kept_at = excluded.kept_at, log_offset = excluded.log_offset",
                       (job_id, text, int(complete), self.dialect.now(db), offset))
-            self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
-            self.dialect.announce(db, LOGS)
+            self._answered(db, job_id)
         self._write(work)
+
+    def answer_log(self, job_id: int, epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._answered(db, job_id)
+        self._write(work)
+
+    def _answered(self, db: Any, job_id: int) -> None:
+        """The requests for the job's tail are answered: the askers read what is kept."""
+        self._run(db, "DELETE FROM log_requests WHERE job = ?", (job_id,))
+        self.dialect.announce(db, LOGS)
 
     def log_tail(self, job_id: int) -> Optional[LogTail]:
         def work(db: Any) -> Optional[LogTail]:
