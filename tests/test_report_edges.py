@@ -458,3 +458,79 @@ def test_what_sharing_saved_is_whole_gpus_needed_less_gpus_used(records: List[Us
     s = saving(records, 0, 100, 100)
     assert (s.peak_demand, s.peak_used) == (needed, used)
     assert s.saved_peak == needed - used >= 0
+
+
+def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd):
+    """The fleet's store keeps no GPU time (no scheduler looked at its GPUs): its online and
+    idle hours are not known — null, a dash, and why — not 0.00 beside the jobs' hours."""
+    got = json.loads(fleet.report(capfd, *R, "--json"))
+    assert [got["total"][k] for k in ("online_gpu_hours", "held_online_gpu_hours",
+                                      "idle_gpu_hours")] == [None] * 3
+    # [1 h, 3 h) at 4 h: 24 buckets of 300 s begin in it, all written by now, none kept
+    assert got["gpu_time_buckets"] == {"bucket_s": 300, "begin": 24, "due": 24, "kept": 0}
+    out = fleet.report(capfd, *R)
+    [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
+    assert total[-1] == "—", out
+    assert "GPUs online, held while online and idle: not known. GPU time is kept per bucket " \
+        "of [usage] bucket_s (300 s) and counted by the buckets that begin in a range; none " \
+        "of this one's holds a look at a GPU: no scheduler looked at a reachable GPU" in out, out
+    sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))
+    assert sheet[-1]["team"] == "total" and sheet[-1]["idle_gpu_hours"] == "", sheet
+
+
+def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_path, capfd):
+    """One idle L4 looked at every 30 s from T to 2 h (buckets of 30 min), and no more: read
+    at 5 h, [0, 4 h) has 4 of its 8 buckets kept and says its GPU time is of those; [0, 2 h)
+    all; [0.1 h, 0.4 h) none begins in it: not known, never 0."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 7201, 30):
+            gpus.observe([HostView("l4", "online", hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "NVIDIA L4", "processes": []}]})], [], T + look)
+        store.keep_gpu_time(gpus.take())
+        clock.t = T + 5 * H
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n\n[usage]\nbucket_s = 1800\n'
+                          % store.where)
+
+        def report(since: float, until: float, *argv: str) -> str:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                                _at(T + since * H), "--until",
+                                                _at(T + until * H), *argv])
+            assert code == 0 and not leaks(err), err
+            return out
+
+        got = json.loads(report(0, 4, "--json"))
+        assert got["gpu_time_buckets"] == {"bucket_s": 1800, "begin": 8, "due": 8, "kept": 4}
+        assert got["total"]["online_gpu_hours"] == pytest.approx(2.0)
+        assert "GPU time is kept for 4 of the 8 buckets of 1800 s that began in this range " \
+            "and are written: in the others no scheduler looked at a reachable GPU (none " \
+            "held the lease, or every host was away); the GPUs' online, held and idle hours " \
+            "are of the 4 only" in report(0, 4)
+        assert "GPUs online 2.00 GPU-h" in report(0, 2) and "kept for" not in report(0, 2)
+        got = json.loads(report(0.1, 0.4, "--json"))
+        assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
+            None, 0)
+        assert "GPUs online, held while online and idle: not known. GPU time is kept per " \
+            "bucket of [usage] bucket_s (1800 s) and counted by the buckets that begin in a " \
+            "range; none begins in this one" in report(0.1, 0.4)
+    finally:
+        store.close()
+
+
+def test_every_csv_row_says_its_range_after_the_columns_it_had(fleet, capfd, berlin):
+    """A sheet saved to a file still says what period it is of: ``since`` and ``until`` in ISO
+    8601 with the offset, on every row, last, so the columns read by name before stay."""
+    sheet = fleet.report(capfd, "--since", _at(T + H), "--until", _at(T + 3 * H), "--csv")
+    header = sheet.splitlines()[0].split(",")
+    assert header[0] == "team" and header[-4:] == ["whose_user", "whose_team", "since",
+                                                   "until"], header
+    rows = list(csv.DictReader(io.StringIO(sheet)))
+    assert [r["team"] for r in rows] == ["nlp", "vision", "speech", "total"], rows
+    for row in rows:
+        since = datetime.datetime.fromisoformat(row["since"])
+        until = datetime.datetime.fromisoformat(row["until"])
+        assert (since.timestamp(), until.timestamp()) == (T + H, T + 3 * H), row
+        assert since.utcoffset() == datetime.timedelta(hours=1), row  # Berlin, in November

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
 from fractui.usage import BY
@@ -149,6 +149,9 @@ class Report:
     """Jobs that ended in the range without starting, by how (``unstarted_jobs``)."""
     whose: Whose = Whose()
     """Whose jobs it counts (everyone's: the GPUs' time too)."""
+    gpu_buckets: FrozenSet[float] = frozenset()
+    """The GPU time buckets that begin in the range and hold a look at a GPU: none, and the
+    GPUs' time is not known (None), never 0."""
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -195,13 +198,12 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
         _add_gpu_time(total, t)
         if gpu_keys:
             _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
-    if whose.everyone:  # (else the GPUs' time is none of theirs: not known, never 0)
-        total.online_h = total.online_h or 0.0
-        total.held_online_h = total.held_online_h or 0.0
-        total.idle_h = total.idle_h or 0.0
+    # the GPUs' time of a report of some jobs (none of theirs), or of a range where no look
+    # at a GPU is kept, stays None: not known, never 0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
-                  unstarted_jobs(ended, since, until), whose)
+                  unstarted_jobs(ended, since, until), whose,
+                  frozenset(t.bucket for t in gpu_time if since <= t.bucket < until))
 
 
 UNSTARTED = (CANCELLED, FAILED)
