@@ -129,11 +129,13 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     if not r.groups and not t.online_h:
         out.append("no job held a GPU in this range, and no GPU time was kept")
         return out + gaps + _unstarted(r)
-    if t.held_h or t.running or r.by in ("host", "model", "gpu"):
-        gpus = r.by in ("host", "model", "gpu")
+    gpus = r.by in ("host", "model", "gpu")
+    if t.held_h or t.running or any(t.outcomes.values()) or gpus:  # (an attempt that ended
+        # as the range began held none of it, and its outcome is the range's)
         rows = [_row(g, gpus) for g in r.groups] + [_row(t, True)]
         out += table(HEADER, rows, CAPS, width())
         out.append("")
+    if s.peak_demand:
         out.append("without sharing, these jobs would have needed %s at peak (%.1f on "
                    "average); they used %d (%.1f): sharing saved %s at peak, %.1f on "
                    "average" % (count(s.peak_demand, "GPU"), s.mean_demand, s.peak_used,
@@ -164,9 +166,12 @@ def _unstarted(r: Report) -> List[str]:
 
 
 def _row(g: Group, gpus: bool) -> List[str]:
+    """A group's cells: what it used is not known (a dash, never 0.00) where none of what it
+    held was measured (MIG slices, attempts not sampled yet), as the report screen says."""
     outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
     idle = "—" if not gpus or g.idle_h is None else "%.2f" % g.idle_h
-    return [g.key, "%.2f" % g.held_h, "%.2f" % g.used_h, "%.2f" % g.unmeasured_h,
+    used = "—" if g.unmeasured_h and g.measured_h <= 0 else "%.2f" % g.used_h
+    return [g.key, "%.2f" % g.held_h, used, "%.2f" % g.unmeasured_h,
             "%.1f" % g.memory_gib_h, duration(g.wait_median_s), duration(g.wait_p95_s)] + \
         outcome + [str(g.running), idle]
 

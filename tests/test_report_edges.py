@@ -202,8 +202,8 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
                               "0", "0", "1", "1", "1", "—"]
     assert rows["nlp"] == ["2.86", "1.50", "0.86", "28.0", "0s", "15m00s", "0", "1", "0",
                            "0", "0", "0", "1", "—"]
-    assert rows["speech"] == ["0.12", "0.00", "0.12", "0.0", "0s", "0s", "0", "0", "1", "0",
-                              "0", "0", "0", "—"]
+    assert rows["speech"] == ["0.12", "—", "0.12", "0.0", "0s", "0s", "0", "0", "1", "0",
+                              "0", "0", "0", "—"]  # never sampled: what it used is not known
     assert rows["total"][:13] == ["4.63", "2.77", "0.98", "32.5", "15m00s", "30m00s", "1",
                                   "1", "1", "0", "1", "1", "2"]
     assert "would have needed 5 GPUs at peak (3.2 on average); they used 4 (3.1): sharing " \
@@ -510,6 +510,8 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
             "held the lease, or every host was away); the GPUs' online, held and idle hours " \
             "are of the 4 only" in report(0, 4)
         assert "GPUs online 2.00 GPU-h" in report(0, 2) and "kept for" not in report(0, 2)
+        by_gpu = report(0, 2, "--by", "gpu")  # the GPU's row, and no job: nothing to share
+        assert "no job held a GPU in this range" in by_gpu and "would have" not in by_gpu
         got = json.loads(report(0.1, 0.4, "--json"))
         assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
             None, 0)
@@ -534,3 +536,41 @@ def test_every_csv_row_says_its_range_after_the_columns_it_had(fleet, capfd, ber
         until = datetime.datetime.fromisoformat(row["until"])
         assert (since.timestamp(), until.timestamp()) == (T + H, T + 3 * H), row
         assert since.utcoffset() == datetime.timedelta(hours=1), row  # Berlin, in November
+
+
+def test_a_group_none_of_whose_time_was_measured_reads_used_not_known(fleet, capfd):
+    """By host, the A100's one attempt is a MIG slice (NVML measures none): its USED is a
+    dash, not 0.00 beside what it held; the L4s' was measured (and the A10s')."""
+    out = fleet.report(capfd, *R, "--by", "host")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
+    assert rows["a100"][:3] == ["0.86", "—", "0.86"], out
+    assert rows["l4"][1] == "1.27" and rows["a10"][1] == "1.50", out  # vision's; job 4's
+
+
+def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(tmp_path,
+                                                                                capfd):
+    """One job, ended at --since: the table has its outcome (DONE 1), and the range says no
+    job held a GPU in it, not that it would have needed 0 GPUs and sharing saved 0."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+        store.place(job.id, QUARTER, "sched", "fits")
+        store.started(job.id, "a1", T, "sched", "started")
+        clock.t = T + H
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=T + H)
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        clock.t = T + 3 * H
+        code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                            _at(T + H), "--until", _at(T + 2 * H)])
+        assert code == 0 and not leaks(err), err
+        [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
+        assert total[1:8] == ["0.00", "0.00", "0.00", "0.0", "—", "—", "1"], out  # DONE 1
+        assert "no job held a GPU in this range" in out and "would have needed" not in out
+        code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                            _at(T), "--until", _at(T + H)])
+        assert code == 0 and "would have needed 1 GPU at peak (1.0 on average); they used 1 " \
+            "(1.0): sharing saved 0 GPUs at peak, 0.0 on average" in out, out
+    finally:
+        store.close()
