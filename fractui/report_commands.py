@@ -97,8 +97,8 @@ class Coverage:
             if not self.begin:
                 why = "none begins in this one"
             elif not self.due:
-                why = "this one's are not written yet (a scheduler writes them every %g s)" % (
-                    min(FLUSH_S, self.bucket_s))
+                why = ("none of this one's holds a look at a GPU yet (a scheduler holding the "
+                       "lease writes them every %g s)" % min(FLUSH_S, self.bucket_s))
             else:
                 why = "none of this one's holds a look at a GPU: %s" % UNSEEN
             return ["GPUs online, held while online and idle: not known. %s; %s" % (every,

@@ -35,6 +35,7 @@ from typing import Dict, List
 import pytest
 
 from fractui.metrics.state import MetricsState
+from fractui.report_commands import Coverage
 from fractui.sched.fleetview import HostView
 from fractui.store import open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNING, STOPPING,
@@ -466,7 +467,8 @@ def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd)
     got = json.loads(fleet.report(capfd, *R, "--json"))
     assert [got["total"][k] for k in ("online_gpu_hours", "held_online_gpu_hours",
                                       "idle_gpu_hours")] == [None] * 3
-    # [1 h, 3 h) at 4 h: 24 buckets of 300 s begin in it, all written by now, none kept
+    # [1 h, 3 h): 24 buckets of 300 s begin in it, all written by now (the CLI's clock, long
+    # after), none kept
     assert got["gpu_time_buckets"] == {"bucket_s": 300, "begin": 24, "due": 24, "kept": 0}
     out = fleet.report(capfd, *R)
     [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
@@ -480,8 +482,9 @@ def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd)
 
 def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_path, capfd):
     """One idle L4 looked at every 30 s from T to 2 h (buckets of 30 min), and no more: read
-    at 5 h, [0, 4 h) has 4 of its 8 buckets kept and says its GPU time is of those; [0, 2 h)
-    all; [0.1 h, 0.4 h) none begins in it: not known, never 0."""
+    later, [0, 4 h) has 4 of its 8 buckets kept and says its GPU time is of those; [0, 2 h)
+    all; [0.1 h, 0.4 h) none begins in it: not known, never 0. A bucket not yet written (a
+    minute after its end) is no gap."""
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
@@ -518,6 +521,24 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         assert "GPUs online, held while online and idle: not known. GPU time is kept per " \
             "bucket of [usage] bucket_s (1800 s) and counted by the buckets that begin in a " \
             "range; none begins in this one" in report(0.1, 0.4)
+        # [4.9 h, 5.5 h) read at 5 h (the CLI reads at the store's now, long after): the
+        # bucket of 5 h has begun and is not written yet, nor is that of 4.5 h all written
+        late = build([], store.gpu_time(T, T + 6 * H), T + 4.9 * H, T + 5.5 * H, "team",
+                     T + 5 * H)
+        assert Coverage.of(late, 1800, T + 5 * H) == Coverage(1800, 1, 0, 0)
+        assert Coverage.of(late, 1800, T + 5 * H).words(late) == [
+            "GPUs online, held while online and idle: not known. GPU time is kept per bucket "
+            "of [usage] bucket_s (1800 s) and counted by the buckets that begin in a range; "
+            "none of this one's holds a look at a GPU yet (a scheduler holding the lease "
+            "writes them every 60 s)"]
+        # [0, 4 h) read at 2.5 h + 59 s: the buckets of 0 to 1.5 h are written; that of 2 h
+        # is not yet (it ended 59 s ago, and a scheduler writes every 60 s), a second later it
+        # is, and none of it is kept: a gap
+        now = T + 2.5 * H + 59
+        early = build([], store.gpu_time(T, T + 6 * H), T, T + 4 * H, "team", now)
+        assert Coverage.of(early, 1800, now) == Coverage(1800, 8, 4, 4)
+        assert Coverage.of(early, 1800, now).words(early) == []
+        assert Coverage.of(early, 1800, now + 1) == Coverage(1800, 8, 5, 4)
     finally:
         store.close()
 
