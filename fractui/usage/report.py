@@ -41,9 +41,9 @@ class Group:
     held GPU-hours whose utilisation NVML gave no measure of (MIG slices, or not sampled
     yet). ``online_h``, ``held_online_h`` and ``idle_h``: of the group's GPUs, where a group
     is GPUs (by host, model or GPU) and GPU time is kept of them, else None (not known; the
-    total's: of every GPU, in a report of everyone's jobs) — from their GPU time, so the part held is of
-    the same buckets as the time online (an attempt's hours while its host was away, or
-    outside the buckets read, are in ``held_h`` only)."""
+    total's: of every GPU, in a report of everyone's jobs) — from their GPU time, so the
+    part held is of the same buckets as the time online (an attempt's hours while its host
+    was away, or outside the buckets read, are in ``held_h`` only)."""
 
     key: str
     held_h: float = 0.0
