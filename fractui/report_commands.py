@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
+import math
 import sys
 import time
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
 from fractui.store.model import OUTCOMES
 from fractui.terminal import print_json, table, width
+from fractui.usage.gputime import FLUSH_S
 from fractui.usage.report import UNSTARTED, Group, Report, Whose, build
 from fractui.words import count, duration
 
@@ -44,19 +48,73 @@ def report(config: Config, args: argparse.Namespace) -> int:
                      whose)
     finally:
         store.close()
+    kept = Coverage.of(made, config.usage.bucket_s, now) if made.whose.everyone else None
     if args.json:
-        print_json(made.record())
+        print_json(dict(made.record(), gpu_time_buckets=None if kept is None else kept.record()))
     elif args.csv:
         _csv(made)
     else:
-        for line in lines(made):
+        for line in lines(made, kept):
             print(line)
     return 0
 
 
-def lines(r: Report) -> List[str]:
+UNSEEN = "no scheduler looked at a reachable GPU (none held the lease, or every host was away)"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a range the GPUs' time is kept for, in buckets of [usage] ``bucket_s``:
+    of those that begin in it (``begin``), those written by now (``due``: ended a write
+    interval ago) where the store keeps anything (``Report.start``: before it, the report
+    says so already) and, of these, those that hold a look at a GPU (``kept``). A bucket with
+    none is time when no scheduler looked at a reachable GPU (none held the lease, every host
+    was away, or the holder was paused): the GPUs' online and idle hours leave it out."""
+
+    bucket_s: float
+    begin: int
+    due: int
+    kept: int
+
+    @classmethod
+    def of(cls, r: Report, bucket_s: float, now: float) -> "Coverage":
+        written = now - bucket_s - min(FLUSH_S, bucket_s)  # a bucket begun by then is written
+        end = math.ceil(r.until / bucket_s)  # the n-th bucket starts at n * bucket_s
+        return cls(bucket_s, max(0, end - math.ceil(r.since / bucket_s)),
+                   max(0, min(end, math.floor(written / bucket_s) + 1) -
+                       math.ceil(r.start / bucket_s)),
+                   sum(1 for b in r.gpu_buckets if b <= written))
+
+    def record(self) -> Dict[str, float]:
+        return {"bucket_s": self.bucket_s, "begin": self.begin, "due": self.due,
+                "kept": self.kept}
+
+    def words(self, r: Report) -> List[str]:
+        """What the report cannot say of the GPUs' time, and why; [] where it is all kept."""
+        every = "GPU time is kept per bucket of [usage] bucket_s (%g s) and counted by the " \
+            "buckets that begin in a range" % self.bucket_s
+        if not r.gpu_buckets:
+            if not self.begin:
+                why = "none begins in this one"
+            elif not self.due:
+                why = ("none of this one's holds a look at a GPU yet (a scheduler holding the "
+                       "lease writes them every %g s)" % min(FLUSH_S, self.bucket_s))
+            else:
+                why = "none of this one's holds a look at a GPU: %s" % UNSEEN
+            return ["GPUs online, held while online and idle: not known. %s; %s" % (every,
+                                                                                     why)]
+        if self.kept >= self.due:
+            return []
+        return ["GPU time is kept for %d of the %d buckets of %g s that began in this range "
+                "and are written: in the others %s; the GPUs' online, held and idle hours are "
+                "of the %d only" % (self.kept, self.due, self.bucket_s, UNSEEN, self.kept)]
+
+
+def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     """The report as a person reads it: the range, the table, and the headline. GPU-hours
-    have the table's two decimals everywhere (one read a short range's as "0.0 of 0.0")."""
+    have the table's two decimals everywhere (one read a short range's as "0.0 of 0.0");
+    ``kept``: how much of the range the GPUs' time is kept for (None: a report of some
+    jobs, which leaves the GPUs' time out)."""
     out = ["usage %sfrom %s to %s, by %s (GPU-hours; fractions as charged)" % (
         "" if r.whose.everyone else "of %s " % r.whose.words(), _local(r.since),
         _local(r.until), r.by)]
@@ -67,14 +125,17 @@ def lines(r: Report) -> List[str]:
     if not r.whose.everyone and not r.groups:
         out.append("none of %s held a GPU in this range" % r.whose.words())
         return out + _unstarted(r)
+    gaps = kept.words(r) if kept else []
     if not r.groups and not t.online_h:
         out.append("no job held a GPU in this range, and no GPU time was kept")
-        return out + _unstarted(r)
-    if t.held_h or t.running or r.by in ("host", "model", "gpu"):
-        gpus = r.by in ("host", "model", "gpu")
+        return out + gaps + _unstarted(r)
+    gpus = r.by in ("host", "model", "gpu")
+    if t.held_h or t.running or any(t.outcomes.values()) or gpus:  # (an attempt that ended
+        # as the range began held none of it, and its outcome is the range's)
         rows = [_row(g, gpus) for g in r.groups] + [_row(t, True)]
         out += table(HEADER, rows, CAPS, width())
         out.append("")
+    if s.peak_demand:
         out.append("without sharing, these jobs would have needed %s at peak (%.1f on "
                    "average); they used %d (%.1f): sharing saved %s at peak, %.1f on "
                    "average" % (count(s.peak_demand, "GPU"), s.mean_demand, s.peak_used,
@@ -86,6 +147,7 @@ def lines(r: Report) -> List[str]:
         out.append("GPUs online %.2f GPU-h, held while online %.2f (%.0f %%), idle with "
                    "nothing on them %.2f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h,
                                                      idle, 100 * idle / t.online_h))
+    out += gaps
     if not r.whose.everyone:
         out.append("(the GPUs' own time — online, idle — is the fleet's, not %s: fractui "
                    "report without --me, --user or --team says it)" % r.whose.words())
@@ -104,26 +166,38 @@ def _unstarted(r: Report) -> List[str]:
 
 
 def _row(g: Group, gpus: bool) -> List[str]:
+    """A group's cells: what it used is not known (a dash, never 0.00) where none of what it
+    held was measured (MIG slices, attempts not sampled yet), as the report screen says."""
     outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
     idle = "—" if not gpus or g.idle_h is None else "%.2f" % g.idle_h
-    return [g.key, "%.2f" % g.held_h, "%.2f" % g.used_h, "%.2f" % g.unmeasured_h,
+    used = "—" if g.unmeasured_h and g.measured_h <= 0 else "%.2f" % g.used_h
+    return [g.key, "%.2f" % g.held_h, used, "%.2f" % g.unmeasured_h,
             "%.1f" % g.memory_gib_h, duration(g.wait_median_s), duration(g.wait_p95_s)] + \
         outcome + [str(g.running), idle]
 
 
 def _csv(r: Report) -> None:
     """One row per group, then the total; each row ends with whose jobs it counts
-    (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has null), so a
-    sheet pasted or joined from several reports still says it, in columns that never move."""
+    (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has null) and the
+    range, ``since`` and ``until`` (ISO 8601 with the offset from UTC), so a sheet saved,
+    pasted or joined from several reports still says what and when it is of, in columns that
+    never move. A number not known (the GPUs' time of a report of some jobs) is empty."""
     out = csv.writer(sys.stdout, lineterminator="\n")
     rows = [g.record() for g in r.groups + [r.total]]
     columns = [k for k in rows[0] if k != "outcomes"] if rows else []
     outcomes = list(rows[0]["outcomes"]) if rows else []
     whose = ["" if v is None else v for v in r.whose.record().values()]
-    out.writerow([r.by] + columns[1:] + outcomes + ["whose_%s" % k for k in r.whose.record()])
+    out.writerow([r.by] + columns[1:] + outcomes + ["whose_%s" % k for k in r.whose.record()]
+                 + ["since", "until"])
     for row in rows:
         out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes] +
-                     whose)
+                     whose + [_iso(r.since), _iso(r.until)])
+
+
+def _iso(t: float) -> str:
+    """``t`` in ISO 8601, local time with its offset (``2026-12-01T15:00:00+01:00``), as a
+    spreadsheet reads a date and time without being told which zone."""
+    return datetime.datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
 def _local(t: Optional[float]) -> str:

@@ -35,6 +35,7 @@ from typing import Dict, List
 import pytest
 
 from fractui.metrics.state import MetricsState
+from fractui.report_commands import Coverage
 from fractui.sched.fleetview import HostView
 from fractui.store import open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNING, STOPPING,
@@ -202,8 +203,8 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
                               "0", "0", "1", "1", "1", "—"]
     assert rows["nlp"] == ["2.86", "1.50", "0.86", "28.0", "0s", "15m00s", "0", "1", "0",
                            "0", "0", "0", "1", "—"]
-    assert rows["speech"] == ["0.12", "0.00", "0.12", "0.0", "0s", "0s", "0", "0", "1", "0",
-                              "0", "0", "0", "—"]
+    assert rows["speech"] == ["0.12", "—", "0.12", "0.0", "0s", "0s", "0", "0", "1", "0",
+                              "0", "0", "0", "—"]  # never sampled: what it used is not known
     assert rows["total"][:13] == ["4.63", "2.77", "0.98", "32.5", "15m00s", "30m00s", "1",
                                   "1", "1", "0", "1", "1", "2"]
     assert "would have needed 5 GPUs at peak (3.2 on average); they used 4 (3.1): sharing " \
@@ -458,3 +459,139 @@ def test_what_sharing_saved_is_whole_gpus_needed_less_gpus_used(records: List[Us
     s = saving(records, 0, 100, 100)
     assert (s.peak_demand, s.peak_used) == (needed, used)
     assert s.saved_peak == needed - used >= 0
+
+
+def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd):
+    """The fleet's store keeps no GPU time (no scheduler looked at its GPUs): its online and
+    idle hours are not known — null, a dash, and why — not 0.00 beside the jobs' hours."""
+    got = json.loads(fleet.report(capfd, *R, "--json"))
+    assert [got["total"][k] for k in ("online_gpu_hours", "held_online_gpu_hours",
+                                      "idle_gpu_hours")] == [None] * 3
+    # [1 h, 3 h): 24 buckets of 300 s begin in it, all written by now (the CLI's clock, long
+    # after), none kept
+    assert got["gpu_time_buckets"] == {"bucket_s": 300, "begin": 24, "due": 24, "kept": 0}
+    out = fleet.report(capfd, *R)
+    [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
+    assert total[-1] == "—", out
+    assert "GPUs online, held while online and idle: not known. GPU time is kept per bucket " \
+        "of [usage] bucket_s (300 s) and counted by the buckets that begin in a range; none " \
+        "of this one's holds a look at a GPU: no scheduler looked at a reachable GPU" in out, out
+    sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))
+    assert sheet[-1]["team"] == "total" and sheet[-1]["idle_gpu_hours"] == "", sheet
+
+
+def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_path, capfd):
+    """One idle L4 looked at every 30 s from T to 2 h (buckets of 30 min), and no more: read
+    later, [0, 4 h) has 4 of its 8 buckets kept and says its GPU time is of those; [0, 2 h)
+    all; [0.1 h, 0.4 h) none begins in it: not known, never 0. A bucket not yet written (a
+    minute after its end) is no gap."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 7201, 30):
+            gpus.observe([HostView("l4", "online", hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "NVIDIA L4", "processes": []}]})], [], T + look)
+        store.keep_gpu_time(gpus.take())
+        clock.t = T + 5 * H
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n\n[usage]\nbucket_s = 1800\n'
+                          % store.where)
+
+        def report(since: float, until: float, *argv: str) -> str:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                                _at(T + since * H), "--until",
+                                                _at(T + until * H), *argv])
+            assert code == 0 and not leaks(err), err
+            return out
+
+        got = json.loads(report(0, 4, "--json"))
+        assert got["gpu_time_buckets"] == {"bucket_s": 1800, "begin": 8, "due": 8, "kept": 4}
+        assert got["total"]["online_gpu_hours"] == pytest.approx(2.0)
+        assert "GPU time is kept for 4 of the 8 buckets of 1800 s that began in this range " \
+            "and are written: in the others no scheduler looked at a reachable GPU (none " \
+            "held the lease, or every host was away); the GPUs' online, held and idle hours " \
+            "are of the 4 only" in report(0, 4)
+        assert "GPUs online 2.00 GPU-h" in report(0, 2) and "kept for" not in report(0, 2)
+        by_gpu = report(0, 2, "--by", "gpu")  # the GPU's row, and no job: nothing to share
+        assert "no job held a GPU in this range" in by_gpu and "would have" not in by_gpu
+        got = json.loads(report(0.1, 0.4, "--json"))
+        assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
+            None, 0)
+        assert "GPUs online, held while online and idle: not known. GPU time is kept per " \
+            "bucket of [usage] bucket_s (1800 s) and counted by the buckets that begin in a " \
+            "range; none begins in this one" in report(0.1, 0.4)
+        # [4.9 h, 5.5 h) read at 5 h (the CLI reads at the store's now, long after): the
+        # bucket of 5 h has begun and is not written yet, nor is that of 4.5 h all written
+        late = build([], store.gpu_time(T, T + 6 * H), T + 4.9 * H, T + 5.5 * H, "team",
+                     T + 5 * H)
+        assert Coverage.of(late, 1800, T + 5 * H) == Coverage(1800, 1, 0, 0)
+        assert Coverage.of(late, 1800, T + 5 * H).words(late) == [
+            "GPUs online, held while online and idle: not known. GPU time is kept per bucket "
+            "of [usage] bucket_s (1800 s) and counted by the buckets that begin in a range; "
+            "none of this one's holds a look at a GPU yet (a scheduler holding the lease "
+            "writes them every 60 s)"]
+        # [0, 4 h) read at 2.5 h + 59 s: the buckets of 0 to 1.5 h are written; that of 2 h
+        # is not yet (it ended 59 s ago, and a scheduler writes every 60 s), a second later it
+        # is, and none of it is kept: a gap
+        now = T + 2.5 * H + 59
+        early = build([], store.gpu_time(T, T + 6 * H), T, T + 4 * H, "team", now)
+        assert Coverage.of(early, 1800, now) == Coverage(1800, 8, 4, 4)
+        assert Coverage.of(early, 1800, now).words(early) == []
+        assert Coverage.of(early, 1800, now + 1) == Coverage(1800, 8, 5, 4)
+    finally:
+        store.close()
+
+
+def test_every_csv_row_says_its_range_after_the_columns_it_had(fleet, capfd, berlin):
+    """A sheet saved to a file still says what period it is of: ``since`` and ``until`` in ISO
+    8601 with the offset, on every row, last, so the columns read by name before stay."""
+    sheet = fleet.report(capfd, "--since", _at(T + H), "--until", _at(T + 3 * H), "--csv")
+    header = sheet.splitlines()[0].split(",")
+    assert header[0] == "team" and header[-4:] == ["whose_user", "whose_team", "since",
+                                                   "until"], header
+    rows = list(csv.DictReader(io.StringIO(sheet)))
+    assert [r["team"] for r in rows] == ["nlp", "vision", "speech", "total"], rows
+    for row in rows:
+        since = datetime.datetime.fromisoformat(row["since"])
+        until = datetime.datetime.fromisoformat(row["until"])
+        assert (since.timestamp(), until.timestamp()) == (T + H, T + 3 * H), row
+        assert since.utcoffset() == datetime.timedelta(hours=1), row  # Berlin, in November
+
+
+def test_a_group_none_of_whose_time_was_measured_reads_used_not_known(fleet, capfd):
+    """By host, the A100's one attempt is a MIG slice (NVML measures none): its USED is a
+    dash, not 0.00 beside what it held; the L4s' was measured (and the A10s')."""
+    out = fleet.report(capfd, *R, "--by", "host")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
+    assert rows["a100"][:3] == ["0.86", "—", "0.86"], out
+    assert rows["l4"][1] == "1.27" and rows["a10"][1] == "1.50", out  # vision's; job 4's
+
+
+def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(tmp_path,
+                                                                                capfd):
+    """One job, ended at --since: the table has its outcome (DONE 1), and the range says no
+    job held a GPU in it, not that it would have needed 0 GPUs and sharing saved 0."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop")
+        store.place(job.id, QUARTER, "sched", "fits")
+        store.started(job.id, "a1", T, "sched", "started")
+        clock.t = T + H
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=T + H)
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        clock.t = T + 3 * H
+        code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                            _at(T + H), "--until", _at(T + 2 * H)])
+        assert code == 0 and not leaks(err), err
+        [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
+        assert total[1:8] == ["0.00", "0.00", "0.00", "0.0", "—", "—", "1"], out  # DONE 1
+        assert "no job held a GPU in this range" in out and "would have needed" not in out
+        code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                            _at(T), "--until", _at(T + H)])
+        assert code == 0 and "would have needed 1 GPU at peak (1.0 on average); they used 1 " \
+            "(1.0): sharing saved 0 GPUs at peak, 0.0 on average" in out, out
+    finally:
+        store.close()

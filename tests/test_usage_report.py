@@ -276,6 +276,7 @@ def test_fractui_report_prints_json_csv_and_a_table_of_the_same_numbers(known, t
     assert got["until"] == pytest.approx(now) and got["since"] == pytest.approx(BASE - 3600)
     expected = build(store.usage(got["since"], got["until"]), [], got["since"], got["until"],
                      "team", got["until"])
+    assert got.pop("gpu_time_buckets")["kept"] == 0  # the stream keeps no GPU time
     assert got == json.loads(json.dumps(expected.record()))
     assert got["total"]["held_gpu_hours"] == pytest.approx(sum(
         a.slot.charge * overlap(a, BASE - 3600, now, now) for a in attempts) / 3600)
@@ -526,7 +527,7 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
         assert everyone["total"]["held_gpu_hours"] == pytest.approx(3.5)
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--csv"])
         header = out.split("\n", 1)[0].split(",")
-        assert code == 0 and header[-2:] == ["whose_user", "whose_team"], err
+        assert code == 0 and header[-4:-2] == ["whose_user", "whose_team"], err
         assert {(r["whose_user"], r["whose_team"]) for r in csv.DictReader(io.StringIO(out))
                 } == {("", "")}  # everyone's
         assert everyone["total"]["online_gpu_hours"] == pytest.approx(1.0)
@@ -547,6 +548,7 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
             assert [got["total"][k] for k in ("online_gpu_hours", "held_online_gpu_hours",
                                               "idle_gpu_hours")] == [None] * 3, argv  # the
             # fleet's, not theirs: not known of their jobs, never 0
+            assert got["gpu_time_buckets"] is None, argv  # nor how much of it is kept
             assert got["start"] == everyone["start"], argv  # the store's, whoever's jobs
             assert got["ended_unstarted"]["cancelled"] == (0 if "ann" in argv else 1), argv
             code, out, err = in_process(capfd, ["--config", str(config), "report", *span,

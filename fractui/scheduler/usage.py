@@ -18,12 +18,11 @@ from fractui.sched.fleetview import USABLE, HostView
 from fractui.scheduler.lanes import HELD, Lanes
 from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError
 from fractui.store.model import RUNNING, Job, Sampled
-from fractui.usage.gputime import GpuClock
+from fractui.usage.gputime import FLUSH_S, GpuClock
 
 log = logging.getLogger("fractui.scheduler")
 
 LOOK_S = 5.0  # seconds between two looks at every GPU (cheaper than one per pass)
-FLUSH_S = 60.0  # seconds between writes of GPU time (or a bucket's, if shorter)
 PRUNE_S = 3600.0  # seconds between prunes of old usage
 
 Call = Callable[[str, str, Dict[str, Any]], Any]

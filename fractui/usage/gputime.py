@@ -16,6 +16,10 @@ GAP_S = 30.0
 """Two looks at a GPU further apart than this (the holder was paused, or just took the lease)
 count nothing between them: what the GPU did meanwhile is not known."""
 
+FLUSH_S = 60.0
+"""Seconds between a lease holder's writes of GPU time (or a bucket's, if shorter): a bucket
+is all written that long after it ends."""
+
 Key = Tuple[str, int]
 
 

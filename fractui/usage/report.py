@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
 from fractui.usage import BY
@@ -40,9 +40,10 @@ class Group:
     """The sums of one group. Hours are GPU-hours (memory: GiB-hours). ``unmeasured_h``: the
     held GPU-hours whose utilisation NVML gave no measure of (MIG slices, or not sampled
     yet). ``online_h``, ``held_online_h`` and ``idle_h``: of the group's GPUs, where a group
-    is GPUs (by host, model or GPU), else None — from their GPU time, so the part held is of
-    the same buckets as the time online (an attempt's hours while its host was away, or
-    outside the buckets read, are in ``held_h`` only)."""
+    is GPUs (by host, model or GPU) and GPU time is kept of them, else None (not known; the
+    total's: of every GPU, in a report of everyone's jobs) — from their GPU time, so the
+    part held is of the same buckets as the time online (an attempt's hours while its host
+    was away, or outside the buckets read, are in ``held_h`` only)."""
 
     key: str
     held_h: float = 0.0
@@ -149,6 +150,9 @@ class Report:
     """Jobs that ended in the range without starting, by how (``unstarted_jobs``)."""
     whose: Whose = Whose()
     """Whose jobs it counts (everyone's: the GPUs' time too)."""
+    gpu_buckets: FrozenSet[float] = frozenset()
+    """The GPU time buckets that begin in the range and hold a look at a GPU: none, and the
+    GPUs' time is not known (None), never 0."""
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -195,13 +199,12 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
         _add_gpu_time(total, t)
         if gpu_keys:
             _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
-    if whose.everyone:  # (else the GPUs' time is none of theirs: not known, never 0)
-        total.online_h = total.online_h or 0.0
-        total.held_online_h = total.held_online_h or 0.0
-        total.idle_h = total.idle_h or 0.0
+    # the GPUs' time of a report of some jobs (none of theirs), or of a range where no look
+    # at a GPU is kept, stays None: not known, never 0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
-                  unstarted_jobs(ended, since, until), whose)
+                  unstarted_jobs(ended, since, until), whose,
+                  frozenset(t.bucket for t in gpu_time if since <= t.bucket < until))
 
 
 UNSTARTED = (CANCELLED, FAILED)
