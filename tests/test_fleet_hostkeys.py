@@ -11,12 +11,14 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
+from cryptography.utils import CryptographyDeprecationWarning
 
 from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
@@ -463,9 +465,11 @@ def test_a_dsa_identity_file_reads_the_host_offline_with_why_and_nothing_else_sa
     dsa`` wrote it): the host's error names the key and what to do, and stderr holds nothing,
     no library's warning of DSA either (fractui says it, once, in its own words)."""
     key = tmp_path / "id_dsa"
-    key.write_bytes(dsa.generate_private_key(1024).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()))
+    with warnings.catch_warnings():  # (cryptography's own, as it writes one: not fractui's)
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        key.write_bytes(dsa.generate_private_key(1024).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption()))
     key.chmod(0o600)
     fleet_env.add("gpu-dsa", "1xL4", identity_file=str(key))
     done = fleet_env.fractui("status", "--json")
