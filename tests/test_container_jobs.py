@@ -30,12 +30,13 @@ from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.jobs.runtime.base import cgroup_of
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
-from tests.conftest import AgentError, AgentProcess, stop_host
+from tests.conftest import AgentError, AgentProcess
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
-    fill, full_for_passes, gpus_on_a_disk_of_their_own, job_dir, kill_shim,
-    log_on_a_disk_of_its_own, read_log, sampled_host, tracked_host, wait_until)
+    fill, first_job_dir_on_a_disk_of_its_own, full_for_passes, gpus_on_a_disk_of_their_own,
+    job_dir, kill_shim, log_on_a_disk_of_its_own, read_log, sampled_host, tracked_host,
+    wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
@@ -335,14 +336,24 @@ def podman_refusing(tmp_path, monkeypatch, verb: str, while_: str) -> str:
     ``kill|inspect``; exit 125, as podman does) while the shell test ``while_`` holds, and else
     runs the real one, whose path it returns. Each call is recorded first (``podman_calls``):
     ``while_`` may count them, in the file ``$CALLS``."""
+    return podman_wrapped(tmp_path, monkeypatch, '%s) if [ %s ]; then\n  %s\nfi;;' % (
+        verb, while_, REFUSE))
+
+
+REFUSE = 'echo "Error: $1 refused (the test\'s)" >&2; exit 125'  # as podman fails
+
+
+def podman_wrapped(tmp_path, monkeypatch, cases: str) -> str:
+    """A ``podman`` first on the PATH (the agent's too) that records each call (``$CALLS``,
+    read by ``podman_calls``), runs the shell ``case "$1"`` arms ``cases`` (``$REAL`` is the
+    real podman), and then the real podman, whose path it returns."""
     tools = tmp_path / "bin"
     tools.mkdir()
     real = shutil.which("podman")
     assert real is not None
     (tools / "podman").write_text(
-        '#!/bin/sh\nCALLS=%s\necho "$*" >> "$CALLS"\ncase "$1" in %s) if [ %s ]; then\n'
-        '  echo "Error: $1 refused (the test\'s)" >&2; exit 125\nfi;; esac\nexec %s "$@"\n'
-        % (tmp_path / "podman-calls", verb, while_, real))
+        '#!/bin/sh\nCALLS=%s\nREAL=%s\necho "$*" >> "$CALLS"\ncase "$1" in\n%s\nesac\n'
+        'exec "$REAL" "$@"\n' % (tmp_path / "podman-calls", real, cases))
     (tools / "podman").chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
     return real
@@ -525,43 +536,42 @@ def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_fil
 
 @contextlib.contextmanager
 def stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
-                                   real_podman: Optional[str] = None) -> Iterator[
-        Tuple[AgentProcess, dict, str, pathlib.Path, pathlib.Path]]:
+                                   real_podman: Optional[str] = None, held: bool = False
+                                   ) -> Iterator[Tuple[AgentProcess, dict, str, pathlib.Path,
+                                                       pathlib.Path]]:
     """A container job stopped (grace 0) whose end then waits: its shim cannot write
     ``exit.json`` (its job dir on a real tmpfs full to the last byte), so the watchdog is past
     the job's grace at each pass until the test takes away ``filler``. (The agent, the job,
     its container's name, the daemon's log, the filler.) With ``real_podman``, where the
     test's podman refuses ``inspect`` (the agent finds no cgroup of the container's, and only
     its runtime reaches the container's processes), the job is stopped once the real one says
-    its container runs."""
+    its container runs; ``held``, where the test's podman holds ``run`` before it makes the
+    container, it is stopped at once."""
     state = tmp_path / "host"
-    folder = state / "jobs" / "j1"
-    folder.mkdir(parents=True, mode=0o700)
-    os.chmod(state, 0o700)
-    os.chmod(state / "jobs", 0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
-                   check=True)
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
     try:
-        agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
-        job = agent.call("job.launch", key="k-c-kill", gpu=0, memory_mib=100,
-                         image=podman.image, env=IN_IMAGE,
-                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
-        if real_podman is None:
-            wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
-                       "the container's cgroup to be recorded")
-        else:
-            wait_until(lambda: subprocess.run(
-                [real_podman, "inspect", "--format", "{{.State.Running}}", name],
-                capture_output=True, text=True).stdout.strip() == "true", "the container to run")
-            assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
-        fill(folder / "filler")
-        agent.call("job.stop", job=job["id"], grace=0)
-        yield agent, job, name, state / "daemon.log", folder / "filler"
+        with first_job_dir_on_a_disk_of_its_own(state) as folder:
+            agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
+            job = agent.call("job.launch", key="k-c-kill", gpu=0, memory_mib=100,
+                             image=podman.image, env=IN_IMAGE,
+                             argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+            if real_podman is None:
+                wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                           "the container's cgroup to be recorded")
+            elif not held:
+                wait_until(lambda: running(real_podman, name), "the container to run")
+                assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
+            fill(folder / "filler")
+            agent.call("job.stop", job=job["id"], grace=0)
+            yield agent, job, name, state / "daemon.log", folder / "filler"
     finally:
-        stop_host(str(state))
-        subprocess.run(["umount", "-l", str(folder)], check=False)
         podman.remove(name)
+
+
+def running(real_podman: str, name: str) -> bool:
+    """Whether the real podman says the container ``name`` runs."""
+    return subprocess.run([real_podman, "inspect", "--format", "{{.State.Running}}", name],
+                          capture_output=True, text=True).stdout.strip() == "true"
 
 
 def passes_past_the_grace(agent: AgentProcess, log: pathlib.Path, passes: int) -> None:
@@ -633,3 +643,45 @@ def test_a_runtime_kill_that_works_again_is_said_so_and_not_sent_again(
     assert len(failed) == 1 and failed[0].endswith("tried again each pass"), failed
     assert len([line for line in said if mended in line]) == 1
     assert not [line for line in said if "ended while its runtime's SIGKILL failed" in line]
+
+
+def test_a_container_made_just_after_its_runtime_said_none_is_killed_through_it(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A container job stopped while its runtime's client has not made the container yet (the
+    test's podman holds ``run`` before it does, and refuses ``inspect``: the agent finds no
+    cgroup of the container's, only its runtime reaches it). The first SIGKILL past the grace
+    finds "no such container", and the test's podman then lets ``run`` make the container and
+    answers once it runs: a container made a moment after the runtime said there was none.
+    That answer is not taken as gone while the client runs, so the next pass asks again and
+    the runtime kills it; it is said once, and asked no more. Before, the first answer counted
+    as done: the container ran on, reached by nothing, until the job's end was written."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    real = podman_wrapped(tmp_path, monkeypatch, (
+        'inspect) %s;;\n'
+        'run) while [ -e %s ]; do sleep 0.05; done;;\n'
+        'kill) if [ -e %s ] && [ "$3" = 9 ]; then\n'
+        '  "$REAL" "$@"; code=$?\n'
+        '  rm %s\n'
+        '  until [ "$("$REAL" inspect --format "{{.State.Running}}" "$4" 2>/dev/null)" = true ]\n'
+        '  do sleep 0.05; done\n'
+        '  exit $code\n'
+        'fi;;') % (REFUSE, hold, hold, hold))
+    with stopped_with_its_end_unwritten(podman, start_agent, tmp_path, real, held=True) as (
+            agent, job, name, log, filler):
+        wait_until(lambda: not hold.exists(), "the first SIGKILL past the grace")
+        wait_until(lambda: subprocess.run([real, "container", "exists", name]).returncode == 1,
+                   "the runtime to kill the container (and --rm to remove it)")
+        passes_past_the_grace(agent, log, 3)
+        assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
+        filler.unlink()
+        assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
+        said = log.read_text().splitlines()
+    assert podman_calls(tmp_path).count("kill --signal 9 %s" % name) == 2
+    failed = [line for line in said if "kill --signal 9" in line]
+    assert len(failed) == 1 and failed[0].endswith(
+        "Error: no container with name or ID \"%s\" found: no such container; its runtime's "
+        "client runs on, so the container may yet be made; tried again each pass" % name), failed
+    assert len([line for line in said if line.endswith(
+        "job %s: its runtime's SIGKILL works again (or its container is gone) after 1 failed "
+        "pass" % job["id"])]) == 1

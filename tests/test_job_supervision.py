@@ -171,8 +171,10 @@ def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
     done = wait_job(agent, job["id"])
     if shim == "alive":
         assert (done["state"], done["exit_code"]) == ("exited", 0)
-    else:
-        assert done["state"] == "lost" and "its shim died" in done["reason"]
+    else:  # seen running after its shim died
+        assert (done["state"], done["reason"]) == ("lost", (
+            "its shim died before the job ended, so how it ended cannot be known; all its "
+            "processes have ended"))
     wait_until(lambda: not alive(int(pids.read_text())), "the child to be killed")
 
 
@@ -287,7 +289,56 @@ def test_a_start_whose_process_is_gone_without_a_record_ends_with_why(start_agen
     wait_until(lambda: not alive(job["pid"]), "the job to die")
     later = start_agent(None, state)
     done = wait_job(later, job["id"])
-    assert done["state"] == "lost" and "its shim died before the job ended" in done["reason"]
+    # the new daemon found it ended: whether before its shim died, it cannot know
+    assert done["state"] == "lost" and done["reason"].startswith(
+        "its shim died before it recorded how the job ended (the job had ended when the agent "
+        "found its shim dead)"), done["reason"]
+
+
+LOST_ENDED = ("its shim died before it recorded how the job ended (the job had ended when the "
+              "agent found its shim dead), so its exit status cannot be known; all its processes "
+              "have ended (see %s)")
+
+
+def test_a_job_whose_shim_died_after_it_ended_is_lost_saying_it_had_ended(start_agent,
+                                                                          tmp_path):
+    """A shim killed after its job ended but before it recorded how (``exit.json`` held up by
+    a full disk: the job's directory on a real tmpfs, full to the last byte): the job is lost,
+    and the reason says that the job had ended when the agent found its shim dead. Before, it
+    said the shim died before the job ended, which is untrue here (those words are kept for a
+    job seen running after its shim died: ``test_what_a_job_leaves_behind_ends_with_it``)."""
+    state, go = tmp_path / "host", tmp_path / "go"
+    with first_job_dir_on_a_disk_of_its_own(state) as folder:
+        agent = start_agent("1xL4", str(state))
+        job = agent.call("job.launch", key="k-ended-unrecorded", gpu=0, memory_mib=10,
+                         argv=until_file(go, 0))
+        fill(folder / "filler")
+        go.touch()
+        wait_until(lambda: not alive(job["pid"]), "the job to end")
+        kill_shim(str(state), job["id"])
+        (folder / "filler").unlink()
+        done = wait_job(agent, job["id"])
+        assert not (folder / "exit.json").exists()  # the shim never recorded the end
+    assert (done["state"], done["exit_code"]) == ("lost", None)
+    assert done["reason"] == LOST_ENDED % (folder / "shim.log")
+
+
+@contextmanager
+def first_job_dir_on_a_disk_of_its_own(state: Path) -> Iterator[Path]:
+    """The directory of the host's first job (j1) on a real 1 MiB tmpfs of its own, made before
+    the host's agent starts: filled, it holds up the shim's record of the job's end. The host's
+    agent and jobs are stopped before it is unmounted."""
+    folder = state / "jobs" / "j1"
+    folder.mkdir(parents=True, mode=0o700)
+    os.chmod(state, 0o700)
+    os.chmod(state / "jobs", 0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
+                   check=True)
+    try:
+        yield folder
+    finally:
+        stop_host(str(state))
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def fill(path) -> int:

@@ -612,8 +612,18 @@ class Supervisor:
         return count > 0
 
     def kill_container(self, job: Job, sig: int) -> Optional[str]:
-        """``sig`` to the job's container through its runtime: what failed and why, or None."""
-        return self.runtimes.get(job.runtime).signal(job.container or "", sig)
+        """``sig`` to the job's container through its runtime: what failed and why, or None.
+        A container the runtime says it has not is gone (None: nothing is left to signal) only
+        once the runtime's client, the job's first process, has ended: while it runs it may
+        still be pulling the image or making the container, which a kill counted as done would
+        leave running (docs/decisions.md, "Container jobs")."""
+        how = self.runtimes.get(job.runtime)
+        why = how.signal(job.container or "", sig)
+        if why is None or not how.not_there(why):
+            return why
+        if not job.procs().leader_alive():
+            return None  # gone, and no container of its name can be made any more
+        return "%s; its runtime's client runs on, so the container may yet be made" % why
 
     def never_started(self, job: Job, reason: str) -> Optional[bool]:
         """End a start no shim has claimed as never started (the daemon stopped mid-launch):

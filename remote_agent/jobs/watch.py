@@ -38,6 +38,7 @@ class Watchdog:
         self._next_sample = 0.0  # monotonic time of the next usage sample
         self._killed: Set[int] = set()  # jobs past their grace whose SIGKILL was said
         self._runtime_killed: Set[int] = set()  # ... whose container its runtime killed
+        self._outlived: Set[int] = set()  # jobs seen running after their shim died
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -49,6 +50,7 @@ class Watchdog:
         sup = self.sup
         shims = sup.reap_shims()
         jobs = sup.watched()
+        self._outlived &= {j.id for j in jobs}
         for job in jobs:  # a container the launch did not see running yet
             if job.state == "running" and job.container and job.container_cgroup is None:
                 self._step("finding job j%d's container" % job.id,
@@ -114,6 +116,7 @@ class Watchdog:
                 log.warning("job j%d: its shim died; the agent now watches its processes itself "
                             "(%s)", job.id, job.cgroup or "session %s" % job.pid)
             if job.procs().leader_alive():
+                self._outlived.add(job.id)
                 return
             ended = sup.read_job_file(job, "exit.json")  # it may have ended between the looks
             if ended is None:
@@ -121,9 +124,7 @@ class Watchdog:
                 if job.stop_reason is not None:
                     sup.finish(job, state="killed", reason=job.stop_reason)
                 else:
-                    sup.finish(job, state="lost", reason=(
-                        "its shim died before the job ended, so how it ended cannot be known; "
-                        "all its processes have ended"))
+                    sup.finish(job, state="lost", reason=self._lost_why(job))
                 return
         changes: Dict[str, Any] = {"ended_at": ended.get("ended_at", time.time())}
         if "signal" in ended:
@@ -135,6 +136,20 @@ class Watchdog:
         else:
             changes.update(state="exited", exit_code=ended.get("code"))
         sup.finish(job, **changes)
+
+    def _lost_why(self, job: Job) -> str:
+        """Why a job whose shim died without recording its end is lost, saying only what is
+        known: that the shim died before the job ended where this daemon saw the job run on
+        after its shim's death; else the job had ended by the time the daemon found the shim
+        dead (before or after the shim died: a shim killed between reaping the job and writing
+        exit.json, as on a full disk, leaves no trace of which)."""
+        if job.id in self._outlived:
+            return ("its shim died before the job ended, so how it ended cannot be known; all "
+                    "its processes have ended")
+        return ("its shim died before it recorded how the job ended (the job had ended when "
+                "the agent found its shim dead), so its exit status cannot be known; all its "
+                "processes have ended (see %s)" % os.path.join(self.sup.job_dir(job),
+                                                                "shim.log"))
 
     def _resolve_starting(self, job: Job) -> None:
         """A start no launch of this daemon is following (the daemon restarted mid-launch):

@@ -93,6 +93,12 @@ class Runtime(ABC):
         what failed and why where the runtime failed, else None."""
         return None
 
+    def not_there(self, why: str) -> bool:
+        """Whether ``why``, a failed ``signal``, is the runtime saying it has no container of
+        that name: one not made yet (its client still pulling the image or creating it) or one
+        gone; only the caller can tell which."""
+        return False
+
     def remove(self, name: str) -> bool:
         """Remove what the runtime keeps of an ended job (its container), whatever its state;
         False where the runtime failed (it says why in the agent's log)."""

@@ -38,8 +38,9 @@ is mounted at the same path, and the variable passed, so a workload in the conta
 with the same host.
 
 The runtime's answers are checked: a failed ``kill`` or ``rm`` is said (the supervisor then
-kills what is left in the container's cgroup itself), a ``kill`` of a container that is gone
-counts as done, and only a successful ``info`` is kept.
+kills what is left in the container's cgroup itself), a ``kill`` answered "no such container"
+is told apart (``not_there``: not made yet, or gone; the supervisor decides which), and only a
+successful ``info`` is kept.
 """
 
 from __future__ import annotations
@@ -158,12 +159,10 @@ class Oci(ContainerRuntime):
         return container_cgroup(int(out), os.getpid())
 
     def signal(self, name: str, sig: int) -> Optional[str]:
-        """None too where the runtime says the container is gone: nothing is left to signal
-        (after a failed kill, the supervisor's own SIGKILL to its cgroup ends it, and ``--rm``
-        removes it), and the watchdog would else ask again at each pass until the job's end
-        is recorded."""
-        why = self._failure([self.tool, "kill", "--signal", str(sig), name])
-        return None if why is not None and GONE in why.lower() else why
+        return self._failure([self.tool, "kill", "--signal", str(sig), name])
+
+    def not_there(self, why: str) -> bool:
+        return GONE in why.lower()
 
     def remove(self, name: str) -> bool:
         force: List[str] = ["-f", "-t", "0"] if self.tool == "podman" else ["-f"]
