@@ -217,3 +217,53 @@ async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
 
 def test_the_example_config_tui_table_is_valid():
     check_tui_settings(load_config(os.path.join(REPO, "config.example.toml")), theme_names())
+
+
+@pytest.mark.parametrize("downloads", [True, False])
+def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, downloads):
+    """Textual's "Screenshot" saves only in the Downloads folder, which a server seldom has:
+    it said "Failed to save screenshot" and no reason. Saved in the current folder there, a
+    new file of the admin's alone, and where it went said (plain: notices read no markup)."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    if downloads:
+        (home / "Downloads").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))  # (no user-dirs.dirs)
+    monkeypatch.chdir(here)
+    folder = home / "Downloads" if downloads else here
+
+    @pilot_test
+    async def drive():
+        app = frozen_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            await palette(pilot, "Screenshot")
+            await pilot.pause(0.3)  # (saved once the palette has closed)
+            [shot] = os.listdir(folder)
+            path = str(folder / shot)
+            with open(path) as f:
+                assert f.read().startswith("<svg")
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            assert [n.message for n in app._notifications] == ["screenshot saved to " + path]
+            assert os.listdir(here if downloads else home) == []  # nowhere else
+
+    drive()
+
+
+@pilot_test
+async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # the current folder removed from under the TUI
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await palette(pilot, "Screenshot")
+        await pilot.pause(0.3)
+        assert [n.message for n in app._notifications] == [
+            "screenshot not saved: [Errno 2] No such file or directory"]
