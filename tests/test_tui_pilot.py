@@ -11,11 +11,13 @@ import pytest
 
 from textual import events
 from textual.keys import _character_to_key
+from textual.widgets import Input
 
 from fractui.config import ConfigError, load_config
 from fractui.tui.app import check_tui_settings
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.model import GpuLine, HostLine
+from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
 from tests.tui_frozen import frozen_app, pilot_test, settled
@@ -267,3 +269,29 @@ async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, 
         await pilot.pause(0.3)
         assert [n.message for n in app._notifications] == [
             "screenshot not saved: [Errno 2] No such file or directory"]
+
+
+@pilot_test
+async def test_a_part_maximized_from_the_palette_is_put_back_when_the_focus_leaves_it():
+    """The palette's "Maximize" shows the focused part alone; ``tab`` (or ``/``) then moved
+    the focus to a part hidden under it, whose keys acted unseen: it is put back first."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        await palette(pilot, "Maximize")
+        assert screen.maximized is screen.map and app.focused is screen.map
+        await pilot.press("down")  # the map's own keys: it stays alone
+        await pilot.pause()
+        assert screen.maximized is screen.map
+        await pilot.press("tab")
+        await pilot.pause()
+        assert isinstance(app.focused, QueuePanel) and screen.maximized is None
+        await pilot.press("J")
+        await pilot.pause()
+        jobs = app.screen
+        await palette(pilot, "Maximize")
+        assert jobs.maximized is jobs.table
+        await pilot.press("slash")
+        await pilot.pause()
+        assert isinstance(app.focused, Input) and jobs.maximized is None

@@ -12,6 +12,7 @@ import time
 from typing import Callable, Iterable
 
 from platformdirs import user_downloads_path
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
@@ -186,6 +187,16 @@ class FractuiApp(App[None], inherit_bindings=False):
             self.notify("screenshot not saved: %s" % err, title="Screenshot", severity="error")
             return
         self.notify("screenshot saved to %s" % path, title="Screenshot")
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """The focus moved (``tab``, a jump from the palette, a search's box) to a part that
+        the one maximized (the palette's "Maximize") hides: that one is put back first, else
+        keys went to a part out of sight, acting unseen."""
+        screen = event.widget.screen
+        shown = screen.maximized
+        if shown is not None and shown is not event.widget and \
+                shown not in event.widget.ancestors:
+            screen.minimize()
 
     def action_next_theme(self) -> None:
         """The next theme, named: nothing on the screen says which one it is, and the
