@@ -7,6 +7,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -90,11 +91,14 @@ def _controlled() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-@pytest.mark.parametrize("leave", ["q", "terminal closed", "terminal gone unsaid"])
+@pytest.mark.parametrize("leave", ["q", "terminal closed", "terminal gone unsaid",
+                                   "killed twice"])
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
     """``terminal closed``: the admin's SSH session drops, sshd closes the pty and the kernel
     hangs the demo up. ``terminal gone unsaid``: the pty closes with no SIGHUP sent (it was not
-    the demo's controlling terminal); its input then reads end of file, which ends it too."""
+    the demo's controlling terminal); its input then reads end of file, which ends it too.
+    ``killed twice``: SIGTERM, and again while the demo stops what it started (a service
+    manager's stop, an impatient admin): the second must not cut the clean-up short."""
     term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"],
                     controlling=leave == "terminal closed")
     closed = False
@@ -111,8 +115,13 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
             term.read_until(b"(?!)", 0.5)
             jobs = [p for p in _processes_naming(root) if _is_job(p)]
         assert jobs, "no job started within 90 s"
-        if leave == "q":
-            os.write(term.master, b"q")
+        if leave in ("q", "killed twice"):
+            if leave == "q":
+                os.write(term.master, b"q")
+            else:
+                term.proc.send_signal(signal.SIGTERM)
+                assert term.read_until(b"stopping jobs and agents", 30), term.output[-3000:]
+                term.proc.send_signal(signal.SIGTERM)
             term.drain(60)
             assert term.proc.returncode == 0, term.output[-3000:]
             assert b"stopped;" in term.output
@@ -130,6 +139,7 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
         if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
             for name in os.listdir(os.path.join(root, "hosts")):
                 stop_host(os.path.join(root, "hosts", name))
+            shutil.rmtree(root)
 
 
 def _is_job(pid: int) -> bool:

@@ -11,11 +11,13 @@ import pytest
 
 from textual import events
 from textual.keys import _character_to_key
+from textual.widgets import Input
 
 from fractui.config import ConfigError, load_config
 from fractui.tui.app import check_tui_settings
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.model import GpuLine, HostLine
+from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
 from tests.tui_frozen import frozen_app, pilot_test, settled
@@ -217,3 +219,79 @@ async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
 
 def test_the_example_config_tui_table_is_valid():
     check_tui_settings(load_config(os.path.join(REPO, "config.example.toml")), theme_names())
+
+
+@pytest.mark.parametrize("downloads", [True, False])
+def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, downloads):
+    """Textual's "Screenshot" saves only in the Downloads folder, which a server seldom has:
+    it said "Failed to save screenshot" and no reason. Saved in the current folder there, a
+    new file of the admin's alone, and where it went said (plain: notices read no markup)."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    if downloads:
+        (home / "Downloads").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))  # (no user-dirs.dirs)
+    monkeypatch.chdir(here)
+    folder = home / "Downloads" if downloads else here
+
+    @pilot_test
+    async def drive():
+        app = frozen_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            await palette(pilot, "Screenshot")
+            await pilot.pause(0.3)  # (saved once the palette has closed)
+            [shot] = os.listdir(folder)
+            path = str(folder / shot)
+            with open(path) as f:
+                assert f.read().startswith("<svg")
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            assert [n.message for n in app._notifications] == ["screenshot saved to " + path]
+            assert os.listdir(here if downloads else home) == []  # nowhere else
+
+    drive()
+
+
+@pilot_test
+async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # the current folder removed from under the TUI
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        await palette(pilot, "Screenshot")
+        await pilot.pause(0.3)
+        assert [n.message for n in app._notifications] == [
+            "screenshot not saved: [Errno 2] No such file or directory"]
+
+
+@pilot_test
+async def test_a_part_maximized_from_the_palette_is_put_back_when_the_focus_leaves_it():
+    """The palette's "Maximize" shows the focused part alone; ``tab`` (or ``/``) then moved
+    the focus to a part hidden under it, whose keys acted unseen: it is put back first."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        screen = fleet(app)
+        await palette(pilot, "Maximize")
+        assert screen.maximized is screen.map and app.focused is screen.map
+        await pilot.press("down")  # the map's own keys: it stays alone
+        await pilot.pause()
+        assert screen.maximized is screen.map
+        await pilot.press("tab")
+        await pilot.pause()
+        assert isinstance(app.focused, QueuePanel) and screen.maximized is None
+        await pilot.press("J")
+        await pilot.pause()
+        jobs = app.screen
+        await palette(pilot, "Maximize")
+        assert jobs.maximized is jobs.table
+        await pilot.press("slash")
+        await pilot.pause()
+        assert isinstance(app.focused, Input) and jobs.maximized is None

@@ -15,6 +15,7 @@ from fractui.sched.preview import Candidate
 from fractui.sched.quota import team_usage
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import Job, Slot
+from fractui.tui.cursor import block_job_id
 from fractui.tui.model import GHOST, PLACING
 from fractui.tui.placement import Placement, PreviewBar
 from fractui.tui.queues import QueuePanel
@@ -370,6 +371,35 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
     f.until(lambda: f.store.get(job.id).state == "running" and f.store.get(job.id).attempt == 1)
     assert agent_record(f, job)["host"] == there
 
+
+
+def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
+    """``esc`` leaves a move with the map's cursor on the job moved, as k9s returns to the
+    row left: not where the ghost was, on a slot the job never took."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    here = f.store.get(job.id).slot
+    there = "gpu-b" if here.host == "gpu-a" else "gpu-a"
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
+            await pilot.press("m")
+            await slots_found(app, pilot)
+            screen = fleet(app)
+            assert (screen.map.cursor.host, screen.map.cursor.gpu) == (there, 0)  # the ghost's
+            await pilot.press("escape")
+            await pilot.pause()
+            assert screen.placement is None and isinstance(app.focused, SliceMap)
+            cursor = screen.map.cursor
+            assert (cursor.host, cursor.gpu) == (here.host, here.gpus[0]), cursor
+            assert block_job_id(screen.map.moves.slice(cursor).block) == job.id
+
+    drive()
+    assert f.store.get(job.id).state == "running"  # left as it was
 
 def test_move_is_not_offered_for_a_pending_job_nor_readonly(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 from textual.selection import Selection
+from textual.widgets import Input
 
 from fractui.config import Config, QueueConfig, StoreSettings, TuiSettings, toml_text
 from fractui.store import open_store
@@ -18,7 +19,7 @@ from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOP
 from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
-from fractui.tui.jobs import ConfirmScreen, JobScreen
+from fractui.tui.jobs import ConfirmScreen, JobScreen, Loaded
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.words import count
@@ -229,6 +230,39 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, of
 
     drive()
 
+
+
+@pytest.mark.parametrize("ended", [DONE, FAILED, CANCELLED])
+def test_a_verbs_key_on_a_job_that_has_just_ended_says_why_it_does_nothing(ended):
+    """The job ends while its screen is open (its keys were listed a moment before): each
+    verb's key pressed then says why it does nothing, in the verbs' words, as a palette entry
+    kept from before does, rather than nothing done and nothing said."""
+    @pilot_test
+    async def drive():
+        app = app_with_job_1_as(RUNNING)
+        async with app.run_test(size=(120, 36)) as pilot:
+            screen = await open_job_1(app, pilot)
+            screen.post_message(Loaded(dataclasses.replace(screen.job, state=ended),
+                                       screen.history, screen.uid))
+            await pilot.pause()
+            assert screen.job.state == ended and screen.stops() == ()
+            for key, said in (("s", "nothing to cancel"), ("r", "nothing to requeue"),
+                              ("p", "nothing to preempt"),
+                              ("m", "only a placed or running job is moved"),
+                              ("P", "only a pending job is placed by hand")):
+                app.clear_notifications()
+                await pilot.press(key)
+                await pilot.pause()
+                assert app.screen is screen and screen.job.state == ended, key
+                assert [n.message for n in app._notifications] == [
+                    "job 1 is %s: %s" % (ended, said)], key
+            app.clear_notifications()
+            await pilot.press("slash", "r", "m")  # in the output's search, letters are typed
+            await pilot.pause()
+            assert screen.query_one("#search", Input).value == "rm"
+            assert list(app._notifications) == []
+
+    drive()
 
 @pilot_test
 async def test_the_history_columns_line_up():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from rich.text import Text
+from textual.actions import parse as parse_action
 from textual.binding import Binding, BindingsMap
 from textual.dom import DOMNode
 from textual.keys import REPLACED_KEYS, key_to_character
@@ -67,6 +68,21 @@ def shown_bindings(screen: Screen) -> list[tuple[tuple[str, ...], str, str, bool
                 screen.app.get_key_display(b))
     return [(tuple(keys), _what(b, node), b.id or BUILT_IN, b.show)
             for keys, b, node in found.values()]
+
+
+def refused_now(screen: Screen, key: str) -> Optional[tuple[str, tuple[object, ...]]]:
+    """The action (name, parameters) of ``screen``'s own binding of ``key`` (as the keymap
+    has it) that its ``check_action`` refuses now, where no other binding takes the key: a
+    key listed a moment before (the job has just ended) that now does nothing, so the
+    screen can say why. Textual has no public way to it: the chain is its own."""
+    if key in screen.active_bindings:
+        return None
+    for node, found in screen._binding_chain:
+        for binding in found.key_to_bindings.get(key, ()) if node is screen else ():
+            _, name, parameters = parse_action(binding.action)
+            if screen.check_action(name, parameters) is False:
+                return name, parameters
+    return None
 
 
 def typed_there(screen: Screen, key: str) -> bool:

@@ -7,9 +7,12 @@ as is ``[tui] theme``, so a typo is a ``file:line`` error before the screen open
 from __future__ import annotations
 
 import gc
+import os
 import time
 from typing import Callable, Iterable
 
+from platformdirs import user_downloads_path
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
@@ -161,7 +164,39 @@ class FractuiApp(App[None], inherit_bindings=False):
             if command.title == "Keys":  # (its help has no brackets: Textual reads markup)
                 command = SystemCommand("Keys", "Every key of this screen, with the id that "
                                         "remaps it (?)", self.action_help)
+            elif command.title == "Screenshot":  # (once the palette has closed, as Textual's)
+                command = SystemCommand("Screenshot", "Save an SVG of the screen in your "
+                                        "Downloads folder, else the current one",
+                                        lambda: self.set_timer(0.1, self.save_screenshot_here))
             yield command
+
+    def save_screenshot_here(self) -> None:
+        """Textual's Screenshot saves only in the Downloads folder, which a server seldom has:
+        there it said "Failed to save screenshot", no reason given, and where one was saved its
+        note showed its markup raw (``notify`` here reads none). Saved in the current folder
+        where there is none, as a new file of the admin's alone (never through a link, never
+        over a file), and where it went, or why not, said."""
+        name = time.strftime("fractui-%Y-%m-%d-%H%M%S.svg")
+        try:
+            downloads = user_downloads_path()
+            path = os.path.join(downloads if downloads.is_dir() else os.getcwd(), name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.export_screenshot())
+        except OSError as err:
+            self.notify("screenshot not saved: %s" % err, title="Screenshot", severity="error")
+            return
+        self.notify("screenshot saved to %s" % path, title="Screenshot")
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """The focus moved (``tab``, a jump from the palette, a search's box) to a part that
+        the one maximized (the palette's "Maximize") hides: that one is put back first, else
+        keys went to a part out of sight, acting unseen."""
+        screen = event.widget.screen
+        shown = screen.maximized
+        if shown is not None and shown is not event.widget and \
+                shown not in event.widget.ancestors:
+            screen.minimize()
 
     def action_next_theme(self) -> None:
         """The next theme, named: nothing on the screen says which one it is, and the

@@ -41,7 +41,7 @@ from fractui.tui.commands import Entry
 from fractui.tui.cursor import Cursor, block_job_id
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.header import Header, HeaderInfo
-from fractui.tui.model import (GHOST, FleetModel, GpuGroupLine, GpuLine, HostLine, Line,
+from fractui.tui.model import (GHOST, Block, FleetModel, GpuGroupLine, GpuLine, HostLine, Line,
                                StoreView, compile_filter, queue_stats, with_ghost)
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
@@ -335,7 +335,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             lines, first = with_ghost(lines, where.host, where.gpus, where.profile, where.start,
                                       where.memory_mib, self.placement.job.name)
             if reveal and first >= 0:
-                follow = Cursor(where.host, where.gpus[0], _ghost_start(lines[first]))
+                follow = _on_block(lines[first:first + 1], lambda b: b.kind == GHOST)
         self.map.show(lines, "nothing matches /%s/ (esc clears the filter)" % self.filter_text
                       if self.filter_text and not lines else "")
         if follow is not None:
@@ -471,7 +471,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.filter_text = ""
         self.query_one(QueuePanel).mark(None)
         if self.placement is not None and not closing:
-            self.end_placement()
+            self.end_placement(left=True)
         self.relayout()
 
     def action_compact(self) -> None:
@@ -585,7 +585,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if p is None:
             return
         if not message.confirm:
-            self.end_placement()
+            self.end_placement(left=True)
             return
         if p.busy or p.current is None:
             return
@@ -678,18 +678,29 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.notify("%s: placement mode ended" % _no_longer(p.job), severity="warning")
         self.end_placement()
 
-    def end_placement(self) -> None:
+    def end_placement(self, left: bool = False) -> None:
         """The focus back where such work goes on: the queue panel after a placement (the
         next pending job), the map after a move, its cursor where the ghost last was (a move
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
-        pending jobs, not on the job moved)."""
-        moving = self.placement is not None and self.placement.moving
+        pending jobs, not on the job moved). ``left``: the admin left it (``esc``): a move's
+        cursor goes back onto the job, as k9s returns to the row left, not where the ghost
+        was on a slot the job never took."""
+        p = self.placement
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
         self.query_one(PreviewBar).show(None)
         self.relayout()
-        (self.map if moving else self.query_one(QueuePanel)).focus()
+        if p is not None and p.moving and left:
+            self.map.move_to(self._on_job(p.job))
+        (self.map if p is not None and p.moving else self.query_one(QueuePanel)).focus()
+
+    def _on_job(self, job: Job) -> Optional[Cursor]:
+        """The cursor on ``job``'s slice as the map draws it; else on its slot's first GPU."""
+        drawn = _on_block(self.map.lines, lambda b: b.kind != GHOST and block_job_id(b) == job.id)
+        if drawn is not None or job.slot is None or not job.slot.gpus:
+            return drawn
+        return Cursor(job.slot.host, job.slot.gpus[0])
 
     def on_dragging(self, message: Dragging) -> None:
         if self.drag is None:
@@ -888,12 +899,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         return entries
 
 
-def _ghost_start(line: Line) -> float:
-    """Where along its GPU the placement ghost on ``line`` starts (its middle, if narrow)."""
-    gpus = line.gpus if isinstance(line, GpuGroupLine) else (
-        (line,) if isinstance(line, GpuLine) else ())
-    return next((b.start + min(b.size / 2, 0.01) for g in gpus for b in g.blocks
-                 if b.kind == GHOST), 0.0)
+def _on_block(lines: Sequence[Line], fits: Callable[[Block], bool]) -> Optional[Cursor]:
+    """The cursor where the first block on ``lines`` that ``fits`` starts (its middle, if
+    narrow): the placement ghost, a job's slice; None where none is drawn."""
+    for line in lines:
+        gpus = line.gpus if isinstance(line, GpuGroupLine) else (
+            (line,) if isinstance(line, GpuLine) else ())
+        for g in gpus:
+            for b in g.blocks:
+                if fits(b):
+                    return Cursor(g.host, g.index, b.start + min(b.size / 2, 0.01))
+    return None
 
 
 def same_kind(then: Job, now: Job) -> bool:

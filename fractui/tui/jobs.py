@@ -32,7 +32,8 @@ from fractui.store.intents import (Asker, Refused, as_it_is, ask_stop, authorize
 from fractui.store.model import ON_HOST, PENDING, AuditEntry, Job, movable, stops_offered
 from fractui.terminal import one_line
 from fractui.tui.commands import Entry
-from fractui.tui.actions import Action, KeyLine, Keyed, Modal, bind, bindings
+from fractui.tui.actions import (Action, KeyLine, Keyed, Modal, bind, bindings,
+                                 refused_now)
 from fractui.tui.health import HealthPanel, Series, gpu_series
 from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
@@ -266,6 +267,16 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if action == "place":
             return self.placeable()
         return action != "ask" or parameters[0] in self.stops()
+
+    def on_key(self, event: events.Key) -> None:
+        """A stop's, a move's or a placement's key the job's state refuses now (it ended a
+        moment ago, the key still listed then): said why, as a palette entry kept from before
+        is, rather than nothing done and nothing said."""
+        refused = refused_now(self, event.key)
+        if refused is not None:
+            event.stop()
+            name, parameters = refused
+            getattr(self, "action_" + name)(*parameters)  # each says its refusal
 
     def palette_entries(self) -> list[Entry]:
         """What ``:`` offers here: the stops, the move and the placement that apply

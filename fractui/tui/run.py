@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
 
 WATCH_MS = 500  # how often the terminal's watch looks whether the app has ended
+ENDS = (signal.SIGHUP, signal.SIGTERM)  # what ends the app as `q` does (_ends_cleanly)
 KEYS_FD = 0  # the terminal Textual reads keys from (sys.__stdin__: None when fd 0 is closed)
 
 
@@ -41,9 +42,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _fleet(config: Config, readonly: bool) -> int:
-    with fleet_app(config, readonly) as app:  # a damaged store: StoreError, fractui.cli says
-        with _ends_cleanly(app):
-            app.run()
+    with _signals_kept(), fleet_app(config, readonly) as app, _ends_cleanly(app):
+        app.run()
     return 0
 
 
@@ -86,11 +86,25 @@ def fleet_app(config: Config, readonly: bool) -> Iterator["FractuiApp"]:
 
 
 @contextmanager
+def _signals_kept() -> Iterator[None]:
+    """SIGHUP and SIGTERM put back as they were once all is done: the app ended, and what it
+    started taken down (_ends_cleanly ignores them from the app's end until then)."""
+    before = {sig: signal.getsignal(sig) for sig in ENDS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
 def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
     """A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app as `q` does, so what it
     started is taken down rather than left running. A terminal gone with no SIGHUP said (its
     pty closed while it is no process's controlling terminal) is taken as one: Textual's input
-    thread would read its end of file forever, the app never ending."""
+    thread would read its end of file forever, the app never ending. Once the app has ended,
+    both are ignored until _signals_kept puts them back: a second one while the demo's agents
+    and jobs are stopped (seconds) killed it by the default action, leaving them running."""
     def leave(signum: int, _frame: object) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -98,7 +112,8 @@ def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
             raise SystemExit(128 + signum) from None
         loop.call_soon_threadsafe(app.exit)  # wakes the loop, which may be waiting on input
 
-    before = {sig: signal.signal(sig, leave) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    for sig in ENDS:
+        signal.signal(sig, leave)
     done = threading.Event()
     watch = threading.Thread(target=_hang_up_when_gone, args=(KEYS_FD, done),
                              name="fractui-terminal-watch", daemon=True)
@@ -106,10 +121,15 @@ def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
     try:
         yield
     finally:
+        for sig in ENDS:  # first: a signal now would cut the clean-up short
+            signal.signal(sig, _cleaning_up)
         done.set()
         watch.join()
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+
+
+def _cleaning_up(_signum: int, _frame: object) -> None:
+    """SIGHUP or SIGTERM while what the app started is taken down: it goes on to the end.
+    A handler, not SIG_IGN, which a process started meanwhile would inherit across exec."""
 
 
 def _hang_up_when_gone(fd: int, done: threading.Event) -> None:
@@ -132,15 +152,16 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
         count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
         demo.source.report_command), flush=True)
-    try:
-        app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
-                         readonly=args.readonly)
-        with _ends_cleanly(app):
-            demo.start()
-            app.run()
-    finally:
-        _say("fractui demo: stopping jobs and agents…")
-        demo.stop()
+    with _signals_kept():
+        try:
+            app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
+                             readonly=args.readonly)
+            with _ends_cleanly(app):
+                demo.start()
+                app.run()
+        finally:
+            _say("fractui demo: stopping jobs and agents…")
+            demo.stop()
     _say("fractui demo: stopped; %s removed" % demo.root)
     return 0
 
