@@ -185,6 +185,29 @@ def test_the_tui_with_no_terminal_for_its_keys_exits_2_saying_so(tmp_path):
         assert "fractui-demo-" not in done.stdout  # no simulated fleet was started
 
 
+WATCH_UNPOLLABLE = """
+import os, threading
+from fractui.tui.run import _hang_up_when_gone
+read, write = os.pipe()
+os.close(read)
+os.close(write)
+watch = threading.Thread(target=_hang_up_when_gone, args=(read, threading.Event()))
+watch.start()
+watch.join()
+print("watch ended")
+"""
+
+
+def test_the_terminal_watch_takes_a_terminal_poll_cannot_look_at_for_no_hang_up():
+    """Where poll answers POLLNVAL (macOS's poll takes no device: a live tty says it, as a
+    closed descriptor does here) the watch ends without a SIGHUP, else every TUI there ended
+    as it began; it does not poll on and on either (the process would not end)."""
+    done = subprocess.run([sys.executable, "-c", WATCH_UNPOLLABLE], capture_output=True,
+                          text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "watch ended\n", "")
+
+
 def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text('[tui]\nkeys = { "fleet.nope" = "f" }\n')

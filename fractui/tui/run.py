@@ -135,12 +135,16 @@ def _cleaning_up(_signum: int, _frame: object) -> None:
 def _hang_up_when_gone(fd: int, done: threading.Event) -> None:
     """SIGHUP to this process once the terminal on ``fd`` has hung up, as the kernel sends it
     to a terminal's session leader. Polled for no event: a hang-up or an error is said
-    regardless, and keys typed (the input thread's to read) do not wake it."""
+    regardless, and keys typed (the input thread's to read) do not wake it. Where poll cannot
+    look at the terminal (POLLNVAL: macOS's poll takes no device, a live tty included) the
+    watch ends, the SIGHUP the kernel sends the only word of a hang-up: taken as one, every
+    start ended at once."""
     poller = select.poll()
     poller.register(fd, 0)
     while not done.is_set():
-        if poller.poll(WATCH_MS):
-            os.kill(os.getpid(), signal.SIGHUP)
+        for _, happened in poller.poll(WATCH_MS):
+            if not happened & select.POLLNVAL:
+                os.kill(os.getpid(), signal.SIGHUP)
             return
 
 
