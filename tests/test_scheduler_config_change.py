@@ -327,7 +327,9 @@ def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_
     """A request for the output of a job whose host is out of the config is answered without
     asking the host: with the tail kept, as it was kept (its time too: it is no fresher), or
     saying its host is out of the config. Before: it stood for ever, read again at every
-    turn, and ``logs`` waited on it; then the tail kept was written again, as if read now."""
+    turn, and ``logs`` waited on it; then the tail kept was written again, as if read now.
+    A tail kept while the job ran is its output's end once the job has ended (complete): left
+    not so, ``logs -f`` asked on for ever and ``submit --wait`` found no end to show."""
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], [TeamConfig("t", 2)])
     f.store.cordon("gpu-a", None, "cordon", "ops", "the jobs run on gpu-b")
     jobs = [f.submit("whole", "t", argv=[sys.executable, "-c", "print('all done')"])
@@ -335,8 +337,8 @@ def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_
     f.until(lambda: all(f.store.get(j.id).state == "done" for j in jobs))
     ended = [f.store.get(j.id) for j in jobs]
     assert {j.slot.host for j in ended} == {"gpu-b"}
-    f.store.keep_log(ended[0].id, "all done\n", True, epoch=f.scheduler.epoch)
-    before = f.store.log_tail(ended[0].id)
+    f.store.keep_log(ended[0].id, "all done\n", False, epoch=f.scheduler.epoch, offset=9)
+    before = f.store.log_tail(ended[0].id)  # as read while it ran
     kept = next(h for h in f.config.hosts if h.name == "gpu-a")
     with restarted(f, rewritten(f, hosts=(kept,))) as sched:
         for job in ended:
@@ -344,7 +346,7 @@ def test_the_output_asked_of_a_job_whose_host_was_dropped_is_answered_with_what_
         sched.step()
         sched._turn()
         assert f.store.log_requests() == []
-    assert f.store.log_tail(ended[0].id) == before
+    assert f.store.log_tail(ended[0].id) == replace(before, complete=True)
     assert f.store.log_tail(ended[1].id).text == (
         "[fractui: job %d's host %s is out of the config: its output is not read]\n" % (
             ended[1].id, ended[1].slot.host))

@@ -4,6 +4,7 @@ epoch."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import sqlite3
@@ -156,7 +157,8 @@ def test_the_out_of_config_mark_keeps_the_time_the_facts_were_recorded(store_url
 
 def test_a_request_for_output_answered_with_the_tail_kept_leaves_it_as_it_was(store_url):
     """The lease holder answers a request it will not read the host for (its host is out of
-    the config) with the tail kept: the request goes, the tail stays, its time too."""
+    the config) with the tail kept: the request goes, the tail stays, its time too; once the
+    job has ended, marked complete (no more of it will be read)."""
     store = open_store(store_url)
     try:
         job = store.submit("q", None, "n", ["x"], {}, "alice")
@@ -165,10 +167,14 @@ def test_a_request_for_output_answered_with_the_tail_kept_leaves_it_as_it_was(st
         kept = store.log_tail(job.id)
         store.ask_log(job.id, "alice")
         feed = store.feed()
-        store.answer_log(job.id, epoch=epoch)
+        store.answer_log(job.id, False, epoch=epoch)
         assert feed.wait(5) == {"logs"}  # the asker is woken
         feed.close()
         assert store.log_requests() == [] and store.log_tail(job.id) == kept
+        store.ask_log(job.id, "alice")
+        store.answer_log(job.id, True, epoch=epoch)
+        assert store.log_requests() == []
+        assert store.log_tail(job.id) == dataclasses.replace(kept, complete=True)
     finally:
         store.close()
 
@@ -224,7 +230,7 @@ def test_a_write_of_an_old_epoch_is_refused_and_changes_nothing(store_url):
             lambda: store.keep_mode_holds({"GPU-x": ModeHold(1, 120.0)}, epoch=old),
             lambda: store.stop_sent("h", placed.key(store.uid), epoch=old),
             lambda: store.copy_ended("h", placed.key(store.uid), "s1", epoch=old),
-            lambda: store.answer_log(job.id, epoch=old),
+            lambda: store.answer_log(job.id, False, epoch=old),
         ]
         for write in writes:
             with pytest.raises(LeaseLost, match="its epoch %d; the lease's is now epoch %d, "

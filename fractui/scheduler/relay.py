@@ -69,11 +69,12 @@ class LogRelay:
 
     def _answer(self, job: Job, text: Optional[str], offset: Optional[int] = None) -> bool:
         """Answers the request for the job's tail without asking its host: with ``text`` kept
-        as its tail, or (None) with the tail kept as it is, its time too (it is no fresher);
+        as its tail, or (None) with the tail kept as it is, its time too (it is no fresher),
+        complete where the job has ended;
         whether it was answered (its row held by another session: left for the next turn)."""
         try:
             if text is None:
-                self.store.answer_log(job.id, epoch=self.epoch)
+                self.store.answer_log(job.id, job.state in ENDED, epoch=self.epoch)
             else:
                 self.store.keep_log(job.id, text, complete=job.state in ENDED,
                                     epoch=self.epoch, offset=offset)

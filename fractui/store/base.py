@@ -331,9 +331,11 @@ class Store(abc.ABC):
         it; the lease holder's write, fenced by ``epoch``."""
 
     @abc.abstractmethod
-    def answer_log(self, job_id: int, epoch: Optional[int] = None) -> None:
+    def answer_log(self, job_id: int, complete: bool, epoch: Optional[int] = None) -> None:
         """Answers the requests for the job's tail with the tail kept, as it is (its time
-        too: no fresher one is read); the lease holder's write, fenced by ``epoch``."""
+        too: no fresher one is read) but marked ``complete`` where the job has ended (no more
+        of it will be read: ``logs -f`` and ``submit --wait`` wait for that mark); the lease
+        holder's write, fenced by ``epoch``."""
 
     @abc.abstractmethod
     def log_tail(self, job_id: int) -> Optional[LogTail]:

@@ -642,9 +642,11 @@ class SqlStore(Store):
             self._answered(db, job_id)
         self._write(work)
 
-    def answer_log(self, job_id: int, epoch: Optional[int] = None) -> None:
+    def answer_log(self, job_id: int, complete: bool, epoch: Optional[int] = None) -> None:
         def work(db: Any) -> None:
             self._fence(db, epoch)
+            if complete:
+                self._run(db, "UPDATE log_tails SET complete = 1 WHERE job = ?", (job_id,))
             self._answered(db, job_id)
         self._write(work)
 
