@@ -460,7 +460,6 @@ def test_an_image_is_in_a_key_s_fingerprint_only_when_set():
     assert len({bare.fingerprint(), as_image.fingerprint(), as_user.fingerprint()}) == 3
 
 
-
 def test_fractui_launch_image_runs_it_in_a_container(podman, local_fleet, capfd):  # noqa: F811
     fleet = local_fleet({"gpu-a": "1xL4"}, [])
     config = fleet.write_config()

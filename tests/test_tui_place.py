@@ -372,7 +372,6 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
     assert agent_record(f, job)["host"] == there
 
 
-
 def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
     """``esc`` leaves a move with the map's cursor on the job moved, as k9s returns to the
     row left: not where the ghost was, on a slot the job never took."""
@@ -400,6 +399,7 @@ def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
 
     drive()
     assert f.store.get(job.id).state == "running"  # left as it was
+
 
 def test_move_is_not_offered_for_a_pending_job_nor_readonly(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])

@@ -231,7 +231,6 @@ def test_the_job_screen_offers_only_the_stops_its_state_allows(state, intent, of
     drive()
 
 
-
 @pytest.mark.parametrize("ended", [DONE, FAILED, CANCELLED])
 def test_a_verbs_key_on_a_job_that_has_just_ended_says_why_it_does_nothing(ended):
     """The job ends while its screen is open (its keys were listed a moment before): each
@@ -263,6 +262,7 @@ def test_a_verbs_key_on_a_job_that_has_just_ended_says_why_it_does_nothing(ended
             assert list(app._notifications) == []
 
     drive()
+
 
 @pilot_test
 async def test_the_history_columns_line_up():
