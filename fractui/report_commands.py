@@ -106,8 +106,8 @@ class Coverage:
         if self.kept >= self.due:
             return []
         return ["GPU time is kept for %d of the %d buckets of %g s that began in this range "
-                "and are written: in the others %s; the GPUs' online, held and idle hours are "
-                "of the %d only" % (self.kept, self.due, self.bucket_s, UNSEEN, self.kept)]
+                "and are written: in the others %s, and the GPUs' online, held and idle hours "
+                "leave them out" % (self.kept, self.due, self.bucket_s, UNSEEN)]
 
 
 def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:

@@ -510,8 +510,8 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         assert got["total"]["online_gpu_hours"] == pytest.approx(2.0)
         assert "GPU time is kept for 4 of the 8 buckets of 1800 s that began in this range " \
             "and are written: in the others no scheduler looked at a reachable GPU (none " \
-            "held the lease, or every host was away); the GPUs' online, held and idle hours " \
-            "are of the 4 only" in report(0, 4)
+            "held the lease, or every host was away), and the GPUs' online, held and idle " \
+            "hours leave them out" in report(0, 4)
         assert "GPUs online 2.00 GPU-h" in report(0, 2) and "kept for" not in report(0, 2)
         by_gpu = report(0, 2, "--by", "gpu")  # the GPU's row, and no job: nothing to share
         assert "no job held a GPU in this range" in by_gpu and "would have" not in by_gpu

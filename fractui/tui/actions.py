@@ -74,10 +74,11 @@ def refused_now(screen: Screen, key: str) -> Optional[tuple[str, tuple[object, .
     """The action (name, parameters) of ``screen``'s own binding of ``key`` (as the keymap
     has it) that its ``check_action`` refuses now, where no other binding takes the key: a
     key listed a moment before (the job has just ended) that now does nothing, so the
-    screen can say why. Textual has no public way to it: the chain is its own."""
+    screen can say why. Textual has no public way to it: the chain is its own, and a Textual
+    that no longer has it (only 8.2.8 is tried) says nothing here, as before, never fails."""
     if key in screen.active_bindings:
         return None
-    for node, found in screen._binding_chain:
+    for node, found in getattr(screen, "_binding_chain", ()):
         for binding in found.key_to_bindings.get(key, ()) if node is screen else ():
             _, name, parameters = parse_action(binding.action)
             if screen.check_action(name, parameters) is False:
