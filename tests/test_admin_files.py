@@ -106,13 +106,17 @@ def test_the_tuis_scheduler_log_is_never_one_another_user_made_or_can_replace(tm
     assert why in str(err.value) and child.proc is None, str(err.value)
 
 
-def test_the_tui_refuses_to_start_its_scheduler_on_such_a_log_saying_why(tmp_path):
-    """A refusal of the user's, exit 1 with its words, not an internal error."""
+@pytest.mark.parametrize("hosts", [0, 1])
+def test_the_tui_refuses_to_start_its_scheduler_on_such_a_log_saying_why(tmp_path, hosts):
+    """A refusal of the user's, exit 1 with its words, not an internal error: with a host in
+    the config too, whose connection, never started, is taken down after the refusal (it
+    raised "cannot join thread before it is started" there)."""
     log, why = _attacked(tmp_path, "log of another user")
     os.rename(log, log.with_name("scheduler-tui.log"))
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "sqlite:///%s/store.db"\n\n[[queues]]\nname = "q"\n'
-                      'gpu = 0.5\n' % tmp_path)
+                      'gpu = 0.5\n' % tmp_path + '\n[[hosts]]\nname = "gpu-a"\ntransport = '
+                      '"local"\nsim = "1xL4"\nstate_dir = "%s/gpu-a"\n' % tmp_path * hosts)
     done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(config)],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
                           cwd=REPO, env=dict(os.environ, XDG_STATE_HOME=str(tmp_path),

@@ -190,10 +190,13 @@ class HostSession:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ends its worker; of a session never started too (what would have started it was
+        refused), so that the clean-up after a refusal says the refusal, not a RuntimeError."""
         self._stop.set()
         self._wake.set()
         self._drop()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def connect_no_more(self) -> None:
         """The connection it has serves on until it ends (or ``stop``); then the worker ends

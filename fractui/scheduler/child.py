@@ -31,12 +31,18 @@ class ChildScheduler:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self._out: Optional[IO[bytes]] = None
 
+    def open_log(self) -> None:
+        """Opens its log, the admin's alone as the SSH debug log beside it (refused where
+        another user could reach it): before it starts, so a refusal comes before anything
+        is started (``start`` opens it where this was not called)."""
+        if self._out is None:
+            self._out = os.fdopen(open_append(self.log, "TUI's scheduler log"), "ab")
+
     def start(self) -> "ChildScheduler":
         code_root = os.path.dirname(os.path.dirname(os.path.abspath(fractui.__file__)))
         path = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
-        # the admin's alone, as the SSH debug log beside it
-        self._out = os.fdopen(open_append(self.log, "TUI's scheduler log"), "ab")
+        self.open_log()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fractui", "--config", self.config_path, "scheduler",
              "--name", self.name, "--until-stdin-closes"],
@@ -56,14 +62,13 @@ class ChildScheduler:
         """Closes its pipe (it hands the lease over and ends), waits for it, and kills it
         only if it does not end within STOP_S."""
         proc = self.proc
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if self._out is not None:
+        if proc is not None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._out is not None:  # (its log, opened even where it never started)
             self._out.close()

@@ -11,7 +11,7 @@ import select
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from fractui.config import Config
 from fractui.outcome import UsageError
@@ -32,25 +32,34 @@ def run(args: argparse.Namespace, config: Config) -> int:
     from fractui.tui.app import check_tui_settings
 
     check_tui_settings(config, theme_names())
-    if not os.isatty(KEYS_FD):
-        raise UsageError("stdin is not a terminal: %s reads its keys there (run it in a "
-                         "terminal, its input not from a file or a pipe)"
-                         % ("fractui " + args.verb if args.verb else "the TUI"))
     if args.verb == "demo":
+        _need_terminal("fractui demo")
         return _demo(args, config)
     return _fleet(config, args.readonly)  # a damaged store: StoreError, said by fractui.cli
 
 
+def _need_terminal(what: str) -> None:
+    """Refuses a TUI whose stdin is no terminal (exit 2): Textual's input thread would read
+    its end of file for ever, the app never ending. Checked once what is wrong with the
+    config, the store or the files is said, and before anything is started."""
+    if not os.isatty(KEYS_FD):
+        raise UsageError("stdin is not a terminal: %s reads its keys there (run it in a "
+                         "terminal, its input not from a file or a pipe)" % what)
+
+
 def _fleet(config: Config, readonly: bool) -> int:
-    with _signals_kept(), fleet_app(config, readonly) as app, _ends_cleanly(app):
+    with _signals_kept(), fleet_app(config, readonly, lambda: _need_terminal("the TUI")) as app, \
+            _ends_cleanly(app):
         app.run()
     return 0
 
 
 @contextmanager
-def fleet_app(config: Config, readonly: bool) -> Iterator["FractuiApp"]:
+def fleet_app(config: Config, readonly: bool,
+              ready: Callable[[], None] = lambda: None) -> Iterator["FractuiApp"]:
     """The app on the configured fleet, and what it needs around it, taken down on the way
-    out. With a store (and not --readonly) that means a scheduler: ``fractui scheduler`` on
+    out; ``ready``: a last check, once the store and the files are checked, before anything
+    starts. With a store (and not --readonly) that means a scheduler: ``fractui scheduler`` on
     the same config, as a child process (fractui.scheduler.child) — no pass runs on the TUI's
     interpreter. It acts only while it holds the store's lease, and is a standby while another
     scheduler does; the header says which. A user who is no admin runs none (the store's rule
@@ -73,6 +82,9 @@ def fleet_app(config: Config, readonly: bool) -> Iterator["FractuiApp"]:
         source.scheduler = ChildScheduler(config.path, "%s (tui)" % default_holder(),
                                           os.path.join(state_home(), "scheduler-tui.log"))
     try:
+        if source.scheduler is not None:
+            source.scheduler.open_log()
+        ready()
         if source.scheduler is not None:
             source.scheduler.start()
         source.start()
