@@ -123,24 +123,16 @@ def test_a_fleet_stop_cut_short_by_a_second_ctrl_c_leaves_no_worker_for_exit_to_
                     lambda: "a fan-out worker still waits for work", timeout_s=5)
 
 
-def test_a_host_that_fails_what_runs_on_connect_at_each_connect_is_said_once(tmp_path,
-                                                                              caplog):
-    """A host whose agent refuses what runs on connect (the scheduler's fencing), in other
-    words each time, and drops each connection made: said once while it does so, and once
-    when it goes through, not at every connect (within a second of the last). Before: a
-    warning a connect."""
+def connected_five_times(tmp_path, caplog, hook: Callable[..., None],
+                         runs: List[bool]) -> List[str]:
+    """A local host whose connection ``hook`` runs on (appending to ``runs`` each time), hung
+    up on and connected again four times: what was said of what runs on connect."""
     caplog.set_level(logging.INFO, "fractui.fleet")
     state = str(tmp_path / "gpu-a")
     config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
                                                  state_dir=state),))
     fleet = Fleet(config, reconnect_max_s=0.5)
     session = fleet.session("gpu-a")
-    runs: List[bool] = []
-
-    def hook(_name: str, call: Callable[..., Any], _jobs: Any) -> None:
-        runs.append(True)
-        if len(runs) <= 4:  # the agent's answer names a job it has not: other words each time
-            call("job.stop", {"job": "no-such-job-%d" % len(runs)})
     session.connect_hooks.append(hook)
     try:
         fleet.start()
@@ -151,7 +143,22 @@ def test_a_host_that_fails_what_runs_on_connect_at_each_connect_is_said_once(tmp
     finally:
         fleet.stop()
         stop_host(state)
-    warned = [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+
+
+def test_a_host_that_fails_what_runs_on_connect_at_each_connect_is_said_once(tmp_path,
+                                                                              caplog):
+    """A host whose agent refuses what runs on connect (the scheduler's fencing), in other
+    words each time, and drops each connection made: said once while it does so, and once
+    when it goes through, not at every connect (within a second of the last). Before: a
+    warning a connect."""
+    runs: List[bool] = []
+
+    def hook(_name: str, call: Callable[..., Any], _jobs: Any) -> None:
+        runs.append(True)
+        if len(runs) <= 4:  # the agent's answer names a job it has not: other words each time
+            call("job.stop", {"job": "no-such-job-%d" % len(runs)})
+    warned = connected_five_times(tmp_path, caplog, hook, runs)
     assert len(warned) == 2 and warned[0].startswith("gpu-a: on connect: ") and \
         "no-such-job-1" in warned[0], warned
     assert warned[1] == "gpu-a: what runs on connect goes through again after 4 failed " \
@@ -163,29 +170,13 @@ def test_another_failure_on_connect_of_the_same_class_is_said_again(tmp_path, ca
     malformed) is said again, though of the class said before; the agent's words alone
     changing are not. Before: compared by the class alone, so a stop refused for a week and
     then a read refused was said once, as the first."""
-    caplog.set_level(logging.INFO, "fractui.fleet")
-    state = str(tmp_path / "gpu-a")
-    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
-                                                 state_dir=state),))
-    fleet = Fleet(config, reconnect_max_s=0.5)
-    session = fleet.session("gpu-a")
     runs: List[bool] = []
 
     def hook(_name: str, call: Callable[..., Any], _jobs: Any) -> None:
         runs.append(True)
         if len(runs) <= 4:  # a stop refused twice, then a read, each naming another job
             call("job.stop" if len(runs) <= 2 else "job.get", {"job": "no-such-%d" % len(runs)})
-    session.connect_hooks.append(hook)
-    try:
-        fleet.start()
-        for n in range(1, 6):
-            localfleet.wait(lambda: len(runs) >= n and session.status.state == "online",
-                            lambda: (runs, session.status))
-            session._drop()  # as a host that hangs up: connected again at once
-    finally:
-        fleet.stop()
-        stop_host(state)
-    warned = [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+    warned = connected_five_times(tmp_path, caplog, hook, runs)
     assert len(warned) == 3, warned
     assert "job.stop" in warned[0] and "no-such-1" in warned[0], warned
     assert "job.get" in warned[1] and "no-such-3" in warned[1], warned
@@ -198,29 +189,13 @@ def test_a_host_that_hangs_up_on_connect_at_whichever_call_is_said_once(tmp_path
     the connection ends is the host's timing, not a call of ours failing): said once while it
     does so, and once when it goes through. Before: compared by the call it was waiting on,
     so a host hanging up on a stop, then on a read, was said again at each reconnect."""
-    caplog.set_level(logging.INFO, "fractui.fleet")
-    state = str(tmp_path / "gpu-a")
-    config = Config(path=None, hosts=(HostConfig(name="gpu-a", transport="local", sim="1xL4",
-                                                 state_dir=state),))
-    fleet = Fleet(config, reconnect_max_s=0.5)
-    session = fleet.session("gpu-a")
     runs: List[bool] = []
 
     def hook(_name: str, _call: Callable[..., Any], _jobs: Any) -> None:
         runs.append(True)
         if len(runs) <= 4:  # the connection ends while a stop, then a read, waits, in turn
             raise ConnectionLost("the agent hung up", ("job.stop", "job.get")[len(runs) % 2])
-    session.connect_hooks.append(hook)
-    try:
-        fleet.start()
-        for n in range(1, 6):
-            localfleet.wait(lambda: len(runs) >= n and session.status.state == "online",
-                            lambda: (runs, session.status))
-            session._drop()  # as a host that hangs up: connected again at once
-    finally:
-        fleet.stop()
-        stop_host(state)
-    warned = [r.getMessage() for r in caplog.records if "on connect" in r.getMessage()]
+    warned = connected_five_times(tmp_path, caplog, hook, runs)
     assert warned == ["gpu-a: on connect: job.get: the agent hung up",
                       "gpu-a: what runs on connect goes through again after 4 failed tries"], \
         warned
