@@ -321,16 +321,22 @@ def bar_text(app) -> str:
     return str(fleet(app).query_one(PreviewBar).render())
 
 
+def whole_job_running(local_fleet):
+    """Two one-GPU hosts and a whole-GPU job running on one: the fleet, the job, its slot and
+    the other host, where a move can take it."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    here = f.store.get(job.id).slot
+    return f, job, here, "gpu-b" if here.host == "gpu-a" else "gpu-a"
+
+
 def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chosen(
         local_fleet):
     """``m`` on a running job's row: the same placement mode as ``p``'s, its bar saying it is
     a move (stopped on its slot, then placed here, the slot held meanwhile); ``enter`` records
     the move, and the scheduler carries it out."""
-    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
-    job = f.submit("whole")
-    f.until(lambda: f.store.get(job.id).state == "running")
-    here = f.store.get(job.id).slot
-    there = "gpu-b" if here.host == "gpu-a" else "gpu-a"
+    f, job, here, there = whole_job_running(local_fleet)
 
     @pilot_test
     async def drive():
@@ -375,11 +381,7 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
 def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
     """``esc`` leaves a move with the map's cursor on the job moved, as k9s returns to the
     row left: not where the ghost was, on a slot the job never took."""
-    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
-    job = f.submit("whole")
-    f.until(lambda: f.store.get(job.id).state == "running")
-    here = f.store.get(job.id).slot
-    there = "gpu-b" if here.host == "gpu-a" else "gpu-a"
+    f, job, here, there = whole_job_running(local_fleet)
 
     @pilot_test
     async def drive():
