@@ -434,13 +434,20 @@ def test_mig_instances_no_gpu_of_the_model_can_hold_give_nothing_and_the_host_sa
         "GPU 0 (NVIDIA RTX PRO 6000) is in MIG mode")
 
 
-def test_a_malformed_job_record_is_said_until_a_good_record_of_that_job_comes(local_fleet):
+def one_job_running_unheard(local_fleet):
+    """A host running one job of the store's, its pushes no longer listened to (so a test
+    hands the session what it likes): the session and the job's record as its agent has it."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
     session.call("unsubscribe")
     job = f.submit("half", argv=localfleet.sleeper(600))
     f.until(lambda: f.store.get(job.id).state == "running")
     [good] = session.call("job.list")["jobs"]
+    return session, good
+
+
+def test_a_malformed_job_record_is_said_until_a_good_record_of_that_job_comes(local_fleet):
+    session, good = one_job_running_unheard(local_fleet)
     session._notify("job", good)
     session._notify("job", dict(good, state=["running"]))
     said = "its agent sent a malformed record of job %s, ignored: job.state: ['running'] " \
@@ -601,12 +608,7 @@ def test_one_jobs_malformed_record_beside_good_ones_is_said_once_and_once_mended
     they come, and once when a good record of that job comes: by the job, so another's good
     record mends nothing. Before: said failing and mended in turn, at each push."""
     caplog.set_level(logging.INFO, "fractui.fleet")
-    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
-    session = f.fleet.session("gpu-a")
-    session.call("unsubscribe")
-    job = f.submit("half", argv=localfleet.sleeper(600))
-    f.until(lambda: f.store.get(job.id).state == "running")
-    [good] = session.call("job.list")["jobs"]
+    session, good = one_job_running_unheard(local_fleet)
     other = dict(good, id="j99", key="other")
     for _ in range(3):
         session._notify("job", dict(good, state=["running"]))
