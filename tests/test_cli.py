@@ -1133,11 +1133,12 @@ def test_a_job_waiting_for_want_of_a_scheduler_says_so(tmp_path):
     waiting = subprocess.Popen(fractui + ["submit", "--wait", "--queue", "q", "--", "true"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=localfleet.REPO, stdin=subprocess.DEVNULL)
+    said: "queue.Queue[str]" = queue.Queue()  # its stderr, read aside (never a hang)
+    reader = threading.Thread(target=lambda: [said.put(line) for line in waiting.stderr],
+                              daemon=True)
+    reader.start()
     try:
         number = int(waiting.stdout.readline().split()[0])
-        said: "queue.Queue[str]" = queue.Queue()  # its stderr, read aside (never a hang)
-        threading.Thread(target=lambda: [said.put(line) for line in waiting.stderr],
-                         daemon=True).start()
         lines = iter(lambda: said.get(timeout=60), "")
         assert next(line for line in lines if "lease" in line) == NO_SCHEDULER + "\n"
         listed = subprocess.run(fractui + ["jobs"], capture_output=True, text=True,
@@ -1157,7 +1158,10 @@ def test_a_job_waiting_for_want_of_a_scheduler_says_so(tmp_path):
             store.close()
     finally:
         waiting.send_signal(signal.SIGINT)
-        waiting.communicate(timeout=60)
+        waiting.wait(timeout=60)
+        reader.join(timeout=60)  # (its stderr read to the end by the reader, not here too)
+        waiting.stdout.close()
+        waiting.stderr.close()
 
 
 def test_jobs_says_a_long_wait_in_hours_and_minutes(tmp_path):

@@ -4,6 +4,7 @@ server can refuse said in the store's words (where, never a password)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -203,6 +204,12 @@ def _owners(pg_server, db: str) -> dict[str, str]:
         "WHERE pronamespace = 'public'::regnamespace", db))
 
 
+# docs/cli.md's statements that give ops's store to the group, run as ops in its database
+GIVEN_TO_THE_GROUP = ("GRANT CREATE ON SCHEMA public TO {group}",
+                      "REASSIGN OWNED BY {ops} TO {group}",
+                      "REVOKE CREATE ON SCHEMA public FROM {group}")
+
+
 @dataclass
 class Group:
     """A store's owning group (NOLOGIN), two admins in it and in fractui_admin, a team and its
@@ -229,15 +236,20 @@ class Group:
         pg_server.sql("CREATE DATABASE %s OWNER %s" % (made.db, getattr(made, db_owner)))
         return made
 
-    def given_to_the_group(self, pg_server, monkeypatch, made_to: int) -> None:
-        """The store as ops made it with a fractui of migration ``made_to``, then given to the
-        group by docs/cli.md's REASSIGN OWNED, run as ops; the least GRANTs."""
+    def made_by_ops(self, pg_server, monkeypatch, made_to: int) -> None:
+        """The store as ops made it with a fractui of migration ``made_to``."""
         with monkeypatch.context() as before:
             before.setattr(postgres, "migrations",
                            lambda dialect: migrations("postgresql")[:made_to])
             open_store(pg_server.url(self.db, user=self.ops)).close()
+
+    def given_to_the_group(self, pg_server, monkeypatch, made_to: int) -> None:
+        """The store as ops made it, then given to the group by docs/cli.md's statements, run
+        as ops; the least GRANTs."""
+        self.made_by_ops(pg_server, monkeypatch, made_to)
         with psycopg.connect(pg_server.url(self.db, user=self.ops), autocommit=True) as conn:
-            conn.execute("REASSIGN OWNED BY %s TO %s" % (self.ops, self.group))
+            for statement in GIVEN_TO_THE_GROUP:
+                conn.execute(statement.format(ops=self.ops, group=self.group))
         _least_grants(pg_server, self.db, self.team)
         assert set(_owners(pg_server, self.db).values()) == {self.group}
 
@@ -331,6 +343,50 @@ def test_a_superusers_upgrade_makes_what_it_makes_the_stores_owners(pg_server, m
     assert set(_owners(pg_server, g.db).values()) == {g.group}
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [
         (migrations("postgresql")[-1][0],)]
+
+
+def test_ops_gives_the_store_to_the_group_whatever_order_the_server_keeps_it_in(
+        pg_server, monkeypatch):
+    """REASSIGN OWNED moves what ops owns in the order pg_shdepend keeps it, which its free
+    space decides: a function moved before the database needs the group to create in the
+    schema public, which it may only once the database is its. docs/cli.md's GRANT comes
+    first, so the statements hold in any order. Before, docs/cli.md said REASSIGN alone, and
+    ops was refused "permission denied for schema public" on a server whose pg_shdepend had
+    room ahead of the database's row (as this test makes it: rows of dropped objects)."""
+    filler = "filler_" + uuid.uuid4().hex[:6]
+    scratch = pg_server.new_database()
+    pg_server.sql("CREATE ROLE " + filler)
+    pg_server.sql("DO $$ BEGIN FOR i IN 1..400 LOOP EXECUTE format('CREATE TABLE f%%s () ; "
+                  "ALTER TABLE f%%s OWNER TO %s', i, i); END LOOP; END $$" % filler, db=scratch)
+    g = Group.make(pg_server, "ops")  # the database's row after the filler's
+    pg_server.sql("DROP DATABASE " + scratch)
+    pg_server.sql("DROP ROLE " + filler)
+    pg_server.sql("VACUUM pg_shdepend")  # (their room for the store's rows, ahead)
+    g.made_by_ops(pg_server, monkeypatch, made_to=20)
+    order = [kind for kind, in pg_server.sql(
+        "SELECT classid::regclass::text FROM pg_shdepend WHERE refobjid = %s::regrole "
+        "ORDER BY ctid" % _q(g.ops).replace('"', "'"))]
+    assert order.index("pg_proc") < order.index("pg_database"), order
+    ops = pg_server.url(g.db, user=g.ops)
+    acl = "SELECT nspacl FROM pg_namespace WHERE nspname = 'public'"
+    was = pg_server.sql(acl, db=g.db)
+    with psycopg.connect(ops, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="permission denied for schema public"):
+            conn.execute(GIVEN_TO_THE_GROUP[1].format(ops=g.ops, group=g.group))  # (before)
+        for statement in GIVEN_TO_THE_GROUP:
+            conn.execute(statement.format(ops=g.ops, group=g.group))
+    assert set(_owners(pg_server, g.db).values()) == {g.group}
+    assert pg_server.sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = "
+                         "'%s'" % g.db) == [(g.group,)]
+    assert pg_server.sql(acl, db=g.db) == was  # (the GRANT taken back: as the schema was)
+    _least_grants(pg_server, g.db, g.team)
+    open_store(pg_server.url(g.db, user=g.sched)).close()  # the later migrations, as the group
+    assert set(_owners(pg_server, g.db).values()) == {g.group}
+    with open(os.path.join(REPO, "docs", "cli.md")) as docs:
+        said = docs.read()
+    statements = [s.format(ops="ops", group="fractui_owner") + ";" for s in GIVEN_TO_THE_GROUP]
+    assert "\n".join(statements) in said  # (the docs say these, in this order)
 
 
 def test_a_store_made_by_a_member_of_the_databases_owning_group_is_the_groups(pg_server):
