@@ -16,7 +16,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from fractui.store import StoreDamaged, StoreDenied, open_store
+from fractui.store import StoreDamaged, StoreDenied, open_store, postgres
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
@@ -25,13 +25,14 @@ from remote_agent.jobs.runtime.image import image_problem
 from tests.conftest import REPO
 
 # The grants docs/decisions.md tells an admin to run, with its team's role names; and every
-# privilege to everyone (a store set up so is guarded all the same: the refusals of what the
-# least grants do not give are then the guard's own).
+# privilege to everyone but TRIGGER, which fractui refuses (a store set up so is guarded all
+# the same: the refusals of what the least grants do not give are then the guard's own).
 LEAST = ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {admin}",
          "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {teams}",
          "GRANT INSERT, UPDATE ON jobs, log_requests TO {teams}",
          "GRANT INSERT ON audit TO {teams}")
-BROAD = ("GRANT ALL ON ALL TABLES IN SCHEMA public TO {admin}, {teams}",)
+BROAD = ("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA "
+         "public TO {admin}, {teams}",)
 SLOT = Slot("gpu-a", (0,), None, None, 1000, 0.25)
 
 
@@ -829,6 +830,51 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(forge)
     admin.close()
+
+
+def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guarded):
+    """GRANT ALL gives TRIGGER too: ann adds a trigger to jobs on a function of her session's
+    pg_temp, and it runs as whoever writes the table, so the admin's next write of any job
+    renames team nlp's. Every open of such a store is refused, naming the roles and the
+    REVOKE; run as said, the store opens, ann's trigger is refused and her submit works."""
+    teams = "fractui_team_%s, fractui_team_%s" % (guarded.vision, guarded.nlp)
+    guarded.server.sql("GRANT ALL ON ALL TABLES IN SCHEMA public TO fractui_admin, %s" % teams,
+                       db=guarded.db)
+    admin = psycopg.connect(guarded.url("postgres"), autocommit=True)
+    submit_sql = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                  "updated_at) VALUES ('q', %s, 'x', '[\"x\"]', '{}', 'pending', 1, 1) "
+                  "RETURNING id")
+    theirs, mine = (admin.execute(submit_sql, (team,)).fetchone()[0]
+                    for team in (guarded.nlp, guarded.vision))
+    add = ("CREATE TRIGGER zz_mine BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION "
+           "pg_temp.mine()")
+    with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pg_temp.mine() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                     "BEGIN IF NEW.id <> %d THEN UPDATE jobs SET name = 'renamed by ' || "
+                     "current_user WHERE id = %d; END IF; RETURN NEW; END $$" % (theirs, theirs))
+        conn.execute(add)  # the hole the refusal points at
+        admin.execute("UPDATE jobs SET name = 'y' WHERE id = %d" % mine)
+        assert admin.execute("SELECT name FROM jobs WHERE id = %d" % theirs).fetchone() == (
+            "renamed by postgres",)
+    roles = sorted("fractui_team_" + t for t in (guarded.vision, guarded.nlp))
+    for role in (guarded.ann, guarded.ops, "postgres"):
+        with pytest.raises(StoreDamaged) as damaged:
+            guarded.store(role)
+        assert str(damaged.value).endswith(postgres.TEAM_TRIGGERS % (
+            "roles " + ", ".join(roles), ", ".join('"%s"' % r for r in roles))), damaged.value
+    guarded.server.sql(str(damaged.value).split("an admin runs ", 1)[1].split(" (", 1)[0],
+                       db=guarded.db)
+    with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pg_temp.mine() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                     "BEGIN RETURN NEW; END $$")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(add)
+    ann = guarded.store(guarded.ann)
+    try:
+        assert submit(ann, "v", guarded.vision, "mine", ["true"], {}, Asker("h")).name == "mine"
+    finally:
+        ann.close()
+        admin.close()
 
 
 def test_an_admin_role_granted_before_the_newer_tables_may_write_them(pg_server):

@@ -99,6 +99,14 @@ OWNER_MAY_NOT_CREATE = ("the store is role %s's, which role %s acts as to apply 
                         "admin runs %s in the database; nothing was changed")
 """Where the store's owner is a group role that cannot create in ``public`` (its tables were
 given to it, the database and the schema were not): said before a migration is tried."""
+TEAM_TRIGGERS = ("%s, not an admin, may add triggers to the store's tables (the TRIGGER "
+                 "privilege, which GRANT ALL gives): a trigger runs as whoever writes the table, "
+                 "the scheduler too, so a member's own (on a function in pg_temp) could change "
+                 "any team's jobs; an admin runs REVOKE TRIGGER ON ALL TABLES IN SCHEMA public "
+                 "FROM %s (docs/decisions.md, \"Who the caller is on PostgreSQL\", says what a "
+                 "team needs)")
+"""Where a role that is not an admin has TRIGGER on a table of the store: refused on every
+open, as a schema public every role may create in is."""
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -233,6 +241,7 @@ class PostgresDialect(Dialect):
                                "PostgreSQL's own; an admin runs REVOKE CREATE ON SCHEMA public "
                                "FROM PUBLIC in the database")
         self._no_team_owns(db)
+        self._no_team_triggers(db)
         known = migrations("postgresql")
         latest = known[-1][0]
         if db.execute("SELECT to_regclass(%s) IS NOT NULL AS known",
@@ -305,6 +314,15 @@ class PostgresDialect(Dialect):
                      for r in db.execute(_TEAM_OWNS_BY)]
         raise StoreDamaged(self.where, TEAM_OWNS % (
             _roles(sorted(r["role"] for r in held)), owner, "; ".join(fixes)))
+
+    def _no_team_triggers(self, db: psycopg.Connection) -> None:
+        """Refuses a store where a role that is not an admin may add triggers to its tables
+        (docs/decisions.md, "No role but an admin may add a trigger"): the guard's triggers
+        hold that role's own writes, not what its trigger does in an admin's."""
+        roles = [r["grantee"] for r in db.execute(_TRIGGERS)]
+        if roles:
+            raise StoreDamaged(self.where, TEAM_TRIGGERS % (
+                _roles(roles), ", ".join(r if r == "PUBLIC" else quoted(r) for r in roles)))
 
     def _as_owner(self, db: psycopg.Connection) -> str:
         """Where the session's role is not the store's owner but may act as it (a member of
@@ -509,6 +527,19 @@ WHERE m.member IN (SELECT oid FROM held) AND (
     (m.roleid NOT IN (SELECT oid FROM held) AND pg_has_role(m.roleid, o.oid, 'MEMBER'))
     OR (m.member = o.oid AND m.roleid IN (SELECT oid FROM in_team)))
 ORDER BY grp, member
+"""
+
+# The roles, not superusers, admins nor the table's owner, granted TRIGGER on a table of the
+# store (PUBLIC too: grantee 0); a member of one may add triggers there as well.
+_TRIGGERS = """
+SELECT DISTINCT coalesce(r.rolname, 'PUBLIC') AS grantee
+FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+  AND a.privilege_type = 'TRIGGER' AND a.grantee <> c.relowner
+  AND (r.oid IS NULL OR NOT r.rolsuper AND NOT EXISTS (
+      SELECT FROM pg_roles ad WHERE ad.rolname = 'fractui_admin'
+                                AND pg_has_role(r.oid, ad.oid, 'MEMBER')))
+ORDER BY grantee
 """
 
 
