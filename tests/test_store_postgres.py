@@ -554,7 +554,7 @@ def test_a_store_whose_owner_a_team_may_act_as_is_refused_saying_the_revoke(pg_s
         assert str(damaged.value).endswith(postgres.TEAM_OWNS % (
             "roles %s, %s" % (g.ann, g.team), g.group,
             "REVOKE %s FROM %s" % (_q(g.group), _q(g.team)))), str(damaged.value)
-    pg_server.sql(_advised(str(damaged.value), "an admin runs ", " (no team's role"))
+    pg_server.sql(_advised(str(damaged.value), "a superuser runs ", " (no team's role"))
     g.open(pg_server, g.ann)
     with psycopg.connect(_odd_url(pg_server, g.db, g.ann)) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -564,7 +564,7 @@ def test_a_store_whose_owner_a_team_may_act_as_is_refused_saying_the_revoke(pg_s
         g.open(pg_server, g.ops)
     assert str(damaged.value).endswith(postgres.TEAM_OWNS % (
         "role " + g.group, g.group, "REVOKE %s FROM %s" % (_q(g.team), _q(g.group))))
-    pg_server.sql(_advised(str(damaged.value), "an admin runs ", " (no team's role"))
+    pg_server.sql(_advised(str(damaged.value), "a superuser runs ", " (no team's role"))
     g.open(pg_server, g.ops)
 
 
@@ -585,8 +585,12 @@ def test_a_store_owned_by_a_teams_role_is_given_to_the_admins_whatever_else_it_i
     assert str(damaged.value).endswith(postgres.TEAM_OWNS % (
         "roles %s, %s" % (g.ann, g.team), g.team, 'REASSIGN OWNED BY %s TO "fractui_admin" in '
         "the store's database" % _q(g.team))), str(damaged.value)
-    pg_server.sql(_advised(str(damaged.value), "an admin runs ", " in the store's database"),
-                  db=g.db)
+    advised = _advised(str(damaged.value), "a superuser runs ", " in the store's database")
+    with psycopg.connect(_odd_url(pg_server, g.db, g.ops), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="permission denied to reassign objects"):
+            conn.execute(advised)  # an admin in neither the team's role: why the superuser
+    pg_server.sql(advised, db=g.db)
     g.open(pg_server, g.ops)
 
 

@@ -90,10 +90,12 @@ BOOTSTRAP_OWNS = ("ALTER TABLE/FUNCTION ... OWNER TO %s for each object of role 
 requires and REASSIGN OWNED will not move ("required by the database system")."""
 TEAM_OWNS = ("%s, in a team's role and not an admin, may act as the store's owner, role %s: "
              "an owner may turn the guard's triggers and row security off, and so change any "
-             "team's jobs; an admin runs %s (no team's role or member may be in the role that "
-             "owns the store: docs/cli.md, \"A shared PostgreSQL store\")")
+             "team's jobs; a superuser runs %s (no team's role or member may be in the role "
+             "that owns the store: docs/cli.md, \"A shared PostgreSQL store\")")
 """Where a team's role or member is a member of the store's owner (or is it): refused on
-every open, as a schema public every role may create in is."""
+every open, as a schema public every role may create in is. A superuser: PostgreSQL lets
+another role REASSIGN OWNED only as a member of both roles (a team's role an admin is not in),
+and REVOKE a membership only with that role's ADMIN OPTION."""
 OWNER_MAY_NOT_CREATE = ("the store is role %s's, which role %s acts as to apply this fractui's "
                         "migrations, but %s may not create objects in the schema public: an "
                         "admin runs %s in the database; nothing was changed")
@@ -102,11 +104,12 @@ given to it, the database and the schema were not): said before a migration is t
 TEAM_TRIGGERS = ("%s, not an admin, may add triggers to the store's tables (the TRIGGER "
                  "privilege, which GRANT ALL gives): a trigger runs as whoever writes the table, "
                  "the scheduler too, so a member's own (on a function in pg_temp) could change "
-                 "any team's jobs; an admin runs REVOKE TRIGGER ON ALL TABLES IN SCHEMA public "
-                 "FROM %s (docs/decisions.md, \"Who the caller is on PostgreSQL\", says what a "
-                 "team needs)")
+                 "any team's jobs; the store's owner (role %s, or a member of it) or a superuser "
+                 "runs REVOKE TRIGGER ON ALL TABLES IN SCHEMA public FROM %s (docs/decisions.md, "
+                 "\"Who the caller is on PostgreSQL\", says what a team needs)")
 """Where a role that is not an admin has TRIGGER on a table of the store: refused on every
-open, as a schema public every role may create in is."""
+open, as a schema public every role may create in is. The owner, since another role's REVOKE
+of what the owner granted revokes nothing (PostgreSQL only warns)."""
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -319,10 +322,12 @@ class PostgresDialect(Dialect):
         """Refuses a store where a role that is not an admin may add triggers to its tables
         (docs/decisions.md, "No role but an admin may add a trigger"): the guard's triggers
         hold that role's own writes, not what its trigger does in an admin's."""
-        roles = [r["grantee"] for r in db.execute(_TRIGGERS)]
-        if roles:
+        rows = db.execute(_TRIGGERS).fetchall()
+        if rows:
+            roles = [r["grantee"] for r in rows]
             raise StoreDamaged(self.where, TEAM_TRIGGERS % (
-                _roles(roles), ", ".join(r if r == "PUBLIC" else quoted(r) for r in roles)))
+                _roles(roles), rows[0]["owner"],
+                ", ".join(r if r == "PUBLIC" else quoted(r) for r in roles)))
 
     def _as_owner(self, db: psycopg.Connection) -> str:
         """Where the session's role is not the store's owner but may act as it (a member of
@@ -530,9 +535,12 @@ ORDER BY grp, member
 """
 
 # The roles, not superusers, admins nor the table's owner, granted TRIGGER on a table of the
-# store (PUBLIC too: grantee 0); a member of one may add triggers there as well.
+# store (PUBLIC too: grantee 0); a member of one may add triggers there as well. With the
+# store's owner (as _OWNER).
 _TRIGGERS = """
-SELECT DISTINCT coalesce(r.rolname, 'PUBLIC') AS grantee
+SELECT DISTINCT coalesce(r.rolname, 'PUBLIC') AS grantee, pg_get_userbyid(coalesce(
+    (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
+    (SELECT datdba FROM pg_database WHERE datname = current_database()))) AS owner
 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
   AND a.privilege_type = 'TRIGGER' AND a.grantee <> c.relowner
