@@ -832,6 +832,28 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
     admin.close()
 
 
+def test_a_team_members_row_is_at_most_24_mib(guarded):
+    """Migration 0025: ann's job of 25 MiB (a command no host could run: Linux's exec takes at
+    most 6 MiB of command and environment), through fractui or psql, and her audit entry of as
+    much are refused, saying the size; an admin's is not held, and ann's job of 5 MiB goes."""
+    ann = guarded.store(guarded.ann)
+    admin = guarded.store()
+    big = ["x" * 2 ** 17] * 200  # each as long as Linux takes one argument
+    try:
+        said = ("refused by the store's guard: role %s (not in fractui_admin) may not write a "
+                "row of" % guarded.ann)
+        with pytest.raises(StoreDenied, match=re.escape(said) + r" 26\d{6} bytes to jobs: at most 24 MiB"):
+            submit(ann, "v", guarded.vision, "big", big, {}, Asker("here"))
+        mine = submit(ann, "v", guarded.vision, "mine", big[:40], {}, Asker("here"))
+        refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES (extract("
+                "epoch FROM clock_timestamp()), '%s', 'submit', %d, repeat('x', 25 * 1048576))"
+                % (guarded.ann, mine.id), said, "bytes to audit")
+        assert admin.submit("v", guarded.vision, "big", big, {}, "x").argv == tuple(big)
+    finally:
+        ann.close()
+        admin.close()
+
+
 def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guarded):
     """GRANT ALL gives TRIGGER too: ann adds a trigger to jobs on a function of her session's
     pg_temp, and it runs as whoever writes the table, so the admin's next write of any job

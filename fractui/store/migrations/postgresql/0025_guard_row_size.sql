@@ -1,0 +1,27 @@
+-- A team member's row is at most 24 MiB as text. 0004 held a row to fractui's shape, not its
+-- size: on psql a member wrote a job or an audit entry of near 1 GB (PostgreSQL's most for one
+-- value; 256 MiB a value where the guard reads it as JSON), which every reader of the jobs or
+-- the audit then read whole — the scheduler at each pass, each user's jobs and TUI at each
+-- change. fractui's own submit writes nothing near it: a job's command and environment
+-- together are at most 6 MiB where any Linux host runs them (its exec limit, whatever the
+-- stack size), at most three times that as JSON escapes them (\u escapes of non-ASCII text;
+-- only control characters take more). The trigger's name sorts before the guard's others, so the size is said first.
+CREATE FUNCTION fractui_guard_size() RETURNS TRIGGER
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    size BIGINT := octet_length(NEW::text);
+BEGIN
+    IF size > 25165824 AND NOT fractui_guard_admin() THEN
+        PERFORM fractui_guard_refuse(format('write a row of %s bytes to %s: at most 24 MiB (a '
+                                            'job''s command and environment are at most 6 MiB '
+                                            'where a host runs them)', size, TG_TABLE_NAME));
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER fractui_bound_size BEFORE INSERT OR UPDATE ON jobs
+    FOR EACH ROW EXECUTE FUNCTION fractui_guard_size();
+CREATE TRIGGER fractui_bound_size BEFORE INSERT OR UPDATE ON audit
+    FOR EACH ROW EXECUTE FUNCTION fractui_guard_size();
+CREATE TRIGGER fractui_bound_size BEFORE INSERT OR UPDATE ON log_requests
+    FOR EACH ROW EXECUTE FUNCTION fractui_guard_size();
