@@ -16,7 +16,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from fractui.store import StoreDamaged, StoreDenied, open_store, postgres
+from fractui.store import RowsLocked, StoreDamaged, StoreDenied, open_store, postgres
 from fractui.store.access import CANCEL, REQUEUE
 from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
@@ -852,6 +852,29 @@ def test_a_team_members_row_is_at_most_24_mib(guarded):
     finally:
         ann.close()
         admin.close()
+
+
+def test_a_team_members_lock_of_the_jobs_is_said_with_her_role_and_pid(guarded, monkeypatch):
+    """The UPDATE a member is granted on jobs lets her LOCK TABLE jobs, and no grant or guard
+    takes LOCK from her while leaving her submit and cancel (docs/decisions.md). While her
+    session holds it, the scheduler's reads and writes of the jobs are refused RowsLocked
+    naming her role and pid and how an admin ends it, not left waiting or said as another."""
+    monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.5)
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 0.5)  # (a read waits this long)
+    admin = guarded.store()
+    with psycopg.connect(guarded.url(guarded.ann)) as conn:
+        conn.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        said = "held by role %s (pid %d, " % (guarded.ann, conn.info.backend_pid)
+        try:
+            for call in (admin.jobs, lambda: admin.submit("v", guarded.vision, "x", ["true"],
+                                                          {}, "x")):
+                with pytest.raises(RowsLocked, match=re.escape(said)) as locked:
+                    call()
+                assert str(locked.value).endswith("SELECT pg_terminate_backend(%d); try again"
+                                                  % conn.info.backend_pid), locked.value
+        finally:
+            conn.rollback()
+            admin.close()
 
 
 def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guarded):
