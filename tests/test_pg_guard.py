@@ -832,21 +832,23 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
     admin.close()
 
 
-def test_a_team_members_row_is_at_most_24_mib(guarded):
-    """Migration 0025: ann's job of 25 MiB (a command no host could run: Linux's exec takes at
-    most 6 MiB of command and environment), through fractui or psql, and her audit entry of as
-    much are refused, saying the size; an admin's is not held, and ann's job of 5 MiB goes."""
+def test_a_team_members_row_is_at_most_4_mib(guarded):
+    """Migration 0025: ann's job of 5 MiB (a command no host takes: an agent's request line is
+    1 MiB, and fractui's submit refuses more than 960 KiB), through fractui's store or psql,
+    and her audit entry of as much are refused, saying the size; her job of 896 KiB, near the
+    most fractui submits, goes, and an admin's is not held."""
     ann = guarded.store(guarded.ann)
     admin = guarded.store()
-    big = ["x" * 2 ** 17] * 200  # each as long as Linux takes one argument
+    big = ["x" * 2 ** 17] * 40  # each as long as Linux takes one argument
     try:
         said = ("refused by the store's guard: role %s (not in fractui_admin) may not write a "
                 "row of" % guarded.ann)
-        with pytest.raises(StoreDenied, match=re.escape(said) + r" 26\d{6} bytes to jobs: at most 24 MiB"):
+        with pytest.raises(StoreDenied, match=re.escape(said) + r" 5\d{6} bytes to jobs: at "
+                           "most 4 MiB"):
             submit(ann, "v", guarded.vision, "big", big, {}, Asker("here"))
-        mine = submit(ann, "v", guarded.vision, "mine", big[:40], {}, Asker("here"))
+        mine = submit(ann, "v", guarded.vision, "mine", big[:7], {}, Asker("here"))
         refused(guarded, "INSERT INTO audit (time, actor, action, job, why) VALUES (extract("
-                "epoch FROM clock_timestamp()), '%s', 'submit', %d, repeat('x', 25 * 1048576))"
+                "epoch FROM clock_timestamp()), '%s', 'submit', %d, repeat('x', 5 * 1048576))"
                 % (guarded.ann, mine.id), said, "bytes to audit")
         assert admin.submit("v", guarded.vision, "big", big, {}, "x").argv == tuple(big)
     finally:
