@@ -6,13 +6,17 @@
 -- JSON are at most 960 KiB, what a host's agent takes in one request line (a larger job could
 -- never start), and the name, cwd and image 4096 characters each; the audit entry's detail
 -- holds the same. The trigger's name sorts before the guard's others, so the size is said
--- first.
+-- first. An admin's row is not measured (the scheduler's writes are the most).
 CREATE FUNCTION fractui_guard_size() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
-    size BIGINT := octet_length(NEW::text);
+    size BIGINT;
 BEGIN
-    IF size > 4194304 AND NOT fractui_guard_admin() THEN
+    IF fractui_guard_admin() THEN
+        RETURN NEW;
+    END IF;
+    size := octet_length(NEW::text);
+    IF size > 4194304 THEN
         PERFORM fractui_guard_refuse(format('write a row of %s bytes to %s: at most 4 MiB (a '
                                             'job''s command and variables are at most 960 KiB, '
                                             'what a host takes)', size, TG_TABLE_NAME));
