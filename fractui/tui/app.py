@@ -78,6 +78,9 @@ class FractuiApp(App[None], inherit_bindings=False):
         for theme in loaded_themes().values():
             self.register_theme(theme.theme)
         self.theme = config.tui.theme or DEFAULT
+        self.asked_to_end: Callable[[], bool] = lambda: False
+        """Whether a signal asked it to end before its loop ran (fractui.tui.run._Ending):
+        nothing could wake the loop then, so it ends once mounted."""
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = True) -> None:
@@ -85,6 +88,9 @@ class FractuiApp(App[None], inherit_bindings=False):
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
+        if self.asked_to_end():
+            self.exit()
+            return
         self.set_keymap(dict(self.config.tui.keys))
         self.push_screen(FleetScreen(self))
         for err in broken_themes():  # said, not fatal: the other themes are there
