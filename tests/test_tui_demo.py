@@ -208,6 +208,79 @@ def test_the_terminal_watch_takes_a_terminal_poll_cannot_look_at_for_no_hang_up(
     assert (done.returncode, done.stdout, done.stderr) == (0, "watch ended\n", "")
 
 
+# fractui's own main, a SIGTERM sent to itself at one point of the TUI's start (argv[1]:
+# where, "module:attribute.attribute"; argv[2]: "after" that call returns, or "before" it is
+# made), that point named on the terminal ("at <where>: <its first argument, or the pid of
+# the process it started>")
+SIGTERM_AT = """
+import importlib, os, signal, sys
+from fractui.cli import main
+
+where, when = sys.argv[1], sys.argv[2]
+module, names = where.split(":")
+owner = importlib.import_module(module)
+*path, name = names.split(".")
+for part in path:
+    owner = getattr(owner, part)
+real = getattr(owner, name)
+
+def then_sigterm(*args, **kwargs):
+    if when == "before":
+        print("at %s" % where, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+    out = real(*args, **kwargs)
+    if when == "after":
+        proc = getattr(args[0], "proc", None)  # a process started: its pid, else the argument
+        print("at %s: %s" % (where, proc.pid if proc is not None else args[0]), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+setattr(owner, name, then_sigterm)
+sys.argv = ["fractui"] + sys.argv[3:]
+sys.exit(main())
+"""
+
+
+def sigterm_at(where: str, when: str, *argv: str, **terminal: object) -> Terminal:
+    """``fractui *argv`` in a terminal, sent SIGTERM at ``where`` (SIGTERM_AT)."""
+    return Terminal([sys.executable, "-c", SIGTERM_AT, where, when, *argv],
+                    **terminal)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("where, when", [
+    ("fractui.demo:open_store", "after"),  # the demo's store made, nothing started yet
+    ("fractui.scheduler.child:ChildScheduler.start", "after"),  # its scheduler running
+    ("fractui.tui.app:FractuiApp.run", "before"),  # all started, the app's loop not yet
+])
+def test_a_sigterm_while_the_demo_starts_ends_it_as_q_does(where, when):
+    """A SIGTERM while the demo opened its store and started its agents and scheduler killed
+    it by the default action (its directory, and what was started, left behind) or cut the
+    start short with a SystemExit (exit 143); and one once all was started, its app's loop
+    not yet running, was noted where nothing could wake that loop. Each ends it as `q` does:
+    the start goes on to its end, the app ends as it opens, all is stopped and removed."""
+    term = sigterm_at(where, when, "demo", "--gpus", "4", "--seed", "3")
+    root = ""
+    try:
+        seam = rb"at %s" % re.escape(where.encode())
+        assert term.read_until(seam, 60), term.output[-3000:]
+        assert term.read_until(rb"(/\S*fractui-demo-[^/\s]+)", 30), term.output[-3000:]
+        root = re.search(rb"(/\S*fractui-demo-[^/\s]+)", term.output).group(1).decode()
+        term.drain(120)
+        assert term.proc.returncode == 0, term.output[-3000:]
+        assert b"stopped;" in term.output
+        assert _processes_naming(root) == []
+        assert not os.path.exists(root)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+        if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
+            for name in os.listdir(os.path.join(root, "hosts")):
+                stop_host(os.path.join(root, "hosts", name))
+        if root:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text('[tui]\nkeys = { "fleet.nope" = "f" }\n')

@@ -276,3 +276,34 @@ async def test_not_readonly_binds_them():
         await pilot.press("tab", "enter")
         await pilot.pause()
         assert {"job.stop", "job.requeue", "job.preempt"} <= _ids(job_screen(app))
+
+
+@pilot_test
+async def test_keys_pressed_before_the_job_is_read_say_it_is_loading_and_act_once_it_is():
+    """``s``, ``r``, ``p``, ``m`` pressed as the job's screen opens, its record not read yet
+    (held here until the keys are in), did nothing and said nothing: each says the job is
+    still loading and that nothing was done; once it is shown, ``s`` asks as ever."""
+    app = frozen_app()
+    read, keys_in = app.source.read_job, threading.Event()
+
+    def held(job_id: int):
+        keys_in.wait(30)
+        return read(job_id)
+
+    app.source.read_job = held
+    running = next(j for j in app.source.read_store().jobs if j.state == "running")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settled(pilot)
+        app.open_job(running.id)
+        await pilot.pause()
+        screen = job_screen(app)
+        await pilot.press("s", "r", "p", "m")
+        loading = "job %d is still loading…: nothing done; its keys act once it is shown" % (
+            running.id)
+        assert [n.message for n in app._notifications] == [loading] * 4
+        assert app.screen is screen
+        keys_in.set()
+        await until(pilot, lambda: screen.job is not None, "the job read")
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)

@@ -254,6 +254,39 @@ def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, 
     drive()
 
 
+def test_screenshots_in_the_same_second_are_each_saved_under_a_name_of_its_own(
+        tmp_path, monkeypatch):
+    """Named by the second (the app's clock, frozen here), a second screenshot in that second
+    said "File exists" and was not saved: each is saved, a number after the second's name,
+    and each says where it went. A link where a name would be is passed over, not followed."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.chdir(tmp_path)
+
+    @pilot_test
+    async def drive():
+        app = frozen_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settled(pilot)
+            await palette(pilot, "Screenshot")
+            await pilot.pause(0.3)
+            [first] = os.listdir(tmp_path)
+            stem = first[:-len(".svg")]
+            os.symlink(tmp_path / "elsewhere", tmp_path / (stem + "-2.svg"))
+            for _ in range(2):
+                await palette(pilot, "Screenshot")
+                await pilot.pause(0.3)
+            saved = [str(tmp_path / (stem + end)) for end in (".svg", "-3.svg", "-4.svg")]
+            assert [n.message for n in app._notifications] == [
+                "screenshot saved to " + path for path in saved]
+            for path in saved:
+                with open(path) as f:
+                    assert f.read().startswith("<svg")
+            assert not os.path.exists(tmp_path / "elsewhere")
+
+    drive()
+
+
 @pilot_test
 async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -133,8 +133,10 @@ def test_place_by_dragging_the_job_onto_a_gpu(local_fleet):
     assert (record["mig"]["profile"], record["mig"]["start"]) == ("3g.40gb", 0)
 
 
-def test_dropping_a_job_where_it_cannot_go_places_nothing(local_fleet):
-    f = local_fleet(MIG, QUEUES)
+def test_dropping_a_job_where_it_cannot_go_places_nothing_and_says_why(local_fleet):
+    """Dropped off the map, on a GPU no slot of which can take it (a 3g.40gb slice on an L4),
+    or on a cordoned one: nothing placed, and the notice says why, not only "cannot go"."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig", "gpu-b": "1xL4"}, QUEUES)
     job = f.submit("3g")
 
     @pilot_test
@@ -144,6 +146,29 @@ def test_dropping_a_job_where_it_cannot_go_places_nothing(local_fleet):
             await pilot.mouse_up(QueuePanel, offset=(4, row))  # back where it started
             await pilot.pause()
             assert fleet(app).placement is None and not app.mouse_captured
+            await drag_start(app, pilot, job)
+            y, _line = gpu_line(app, "gpu-b", 0)
+            await pilot.hover(SliceMap, offset=(18, y))
+            await pilot.mouse_up(SliceMap, offset=(18, y))
+            await pilot.pause()
+            assert fleet(app).placement is None and not app.mouse_captured
+            assert [n.message for n in app._notifications] == [
+                "#%d: nothing placed: dropped off the map's GPUs" % job.id,
+                "#%d: nothing placed: no slot on gpu 0 of gpu-b can take it now; 2 slots "
+                "elsewhere can" % job.id]
+            f.store.cordon("gpu-a", 0, "cordon", "ops", "fan noise")
+            await until(pilot, lambda: fleet(app).model.store.cordons, "the cordon read")
+            await pilot.mouse_down(QueuePanel, offset=(4, row))
+            await until(pilot, lambda: fleet(app).placement is not None
+                        and not fleet(app).placement.busy, "no slot found")
+            y, _line = gpu_line(app, "gpu-a", 0)
+            await pilot.hover(SliceMap, offset=(18, y))
+            await pilot.mouse_up(SliceMap, offset=(18, y))
+            await pilot.pause()
+            assert fleet(app).placement is None
+            assert [n.message for n in app._notifications][-1] == (
+                "#%d: nothing placed: gpu-a gpu0 is cordoned (by ops): it takes no new work "
+                "until an admin uncordons it (fractui uncordon gpu-a 0)" % job.id)
 
     drive()
     assert f.store.get(job.id).state == "pending"
@@ -398,6 +423,35 @@ def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
             cursor = screen.map.cursor
             assert (cursor.host, cursor.gpu) == (here.host, here.gpus[0]), cursor
             assert block_job_id(screen.map.moves.slice(cursor).block) == job.id
+
+    drive()
+    assert f.store.get(job.id).state == "running"  # left as it was
+
+
+def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):
+    """The host chosen is cordoned between the preview and ``enter``: the move is refused with
+    the cordon's reason, and the map's cursor goes back onto the job, as ``esc`` puts it, not
+    left on the slot the job never took."""
+    f, job, here, there = whole_job_running(local_fleet)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await pilot.press("J")
+            await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
+            await pilot.press("m")
+            await slots_found(app, pilot)
+            screen = fleet(app)
+            assert (screen.map.cursor.host, screen.map.cursor.gpu) == (there, 0)  # the ghost's
+            f.store.cordon(there, None, "cordon", "ops", "fan noise")
+            await pilot.press("enter")
+            await until(pilot, lambda: screen.placement is None, "the move refused")
+            await pilot.pause()
+            assert [n.message for n in app._notifications] == [
+                "not placed: %s is cordoned (by ops): it takes no new work until an admin "
+                "uncordons it (fractui uncordon %s)" % (there, there)]
+            cursor = screen.map.cursor
+            assert (cursor.host, cursor.gpu) == (here.host, here.gpus[0]), cursor
 
     drive()
     assert f.store.get(job.id).state == "running"  # left as it was

@@ -23,7 +23,7 @@ from fractui.tui import fleet_screen
 from fractui.tui.run import fleet_app
 from tests import localfleet
 from tests.localfleet import wait
-from tests.test_tui_demo import Terminal
+from tests.test_tui_demo import Terminal, _processes_naming, sigterm_at
 from tests.tui_frozen import pilot_test
 
 local_fleet = localfleet.local_fleet
@@ -158,6 +158,31 @@ def test_the_tui_whose_terminal_goes_ends_and_frees_the_lease(local_fleet, contr
             term.proc.kill()
         if not closed:
             os.close(term.master)
+
+
+@pytest.mark.parametrize("where, when", [
+    ("fractui.scheduler.child:ChildScheduler.start", "after"),  # the app not made yet
+    ("fractui.tui.app:FractuiApp.run", "before"),  # all started, the app's loop not yet
+])
+def test_a_sigterm_while_the_tui_starts_ends_it_and_its_scheduler_as_q_does(local_fleet,
+                                                                            where, when):
+    """A SIGTERM once the TUI's scheduler was started, before the app ran, killed the TUI by
+    the default action (exit -15, nothing taken down by it); one as its app was about to run
+    was noted where nothing could wake its loop, the TUI running on. Either ends it as `q`
+    does (exit 0): its scheduler ends, the lease handed over."""
+    f = local_fleet({"gpu-a": "1xL4"}, QUEUES)
+    config = f.write_config()
+    term = sigterm_at(where, when, "--config", config, cols=160, rows=40)
+    try:
+        assert term.read_until(rb"at %s" % re.escape(where.encode()), 60), term.output[-3000:]
+        term.drain(60)
+        assert term.proc.returncode == 0, term.output[-3000:]
+        assert [p for p in _processes_naming(config) if _alive(p)] == []  # its scheduler
+        assert f.store.lease_holder() is None
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
 
 
 @pilot_test

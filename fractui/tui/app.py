@@ -78,6 +78,9 @@ class FractuiApp(App[None], inherit_bindings=False):
         for theme in loaded_themes().values():
             self.register_theme(theme.theme)
         self.theme = config.tui.theme or DEFAULT
+        self.asked_to_end: Callable[[], bool] = lambda: False
+        """Whether a signal asked it to end before its loop ran (fractui.tui.run._Ending):
+        nothing could wake the loop then, so it ends once mounted."""
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = True) -> None:
@@ -85,6 +88,9 @@ class FractuiApp(App[None], inherit_bindings=False):
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
+        if self.asked_to_end():
+            self.exit()
+            return
         self.set_keymap(dict(self.config.tui.keys))
         self.push_screen(FleetScreen(self))
         for err in broken_themes():  # said, not fatal: the other themes are there
@@ -175,12 +181,14 @@ class FractuiApp(App[None], inherit_bindings=False):
         there it said "Failed to save screenshot", no reason given, and where one was saved its
         note showed its markup raw (``notify`` here reads none). Saved in the current folder
         where there is none, as a new file of the admin's alone (never through a link, never
-        over a file), and where it went, or why not, said."""
-        name = time.strftime("fractui-%Y-%m-%d-%H%M%S.svg")
+        over a file), and where it went, or why not, said. Named by the second it was taken,
+        and a number after it where that name is taken (a second screenshot in the same
+        second said "File exists" and was not saved)."""
+        stamp = time.strftime("fractui-%Y-%m-%d-%H%M%S", time.localtime(self.clock()))
         try:
             downloads = user_downloads_path()
-            path = os.path.join(downloads if downloads.is_dir() else os.getcwd(), name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            folder = downloads if downloads.is_dir() else os.getcwd()
+            fd, path = _new_file(os.path.join(folder, stamp), ".svg")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.export_screenshot())
         except OSError as err:
@@ -206,6 +214,20 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.theme = ours[(at + 1) % len(ours)]
         self.notify('theme %s ([tui] theme = "%s" keeps it)' % (self.theme, self.theme),
                     timeout=3)
+
+
+def _new_file(stem: str, suffix: str) -> tuple[int, str]:
+    """A file made new for writing, the admin's alone (never through a link, never over a
+    file): ``stem`` + ``suffix``, else ``stem-2`` + ``suffix``, ``stem-3``…, the first name
+    free; its descriptor and path."""
+    n = 1
+    while True:
+        path = "%s%s%s" % (stem, "-%d" % n if n > 1 else "", suffix)
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                           0o600), path
+        except FileExistsError:
+            n += 1
 
 
 def binding_ids() -> list[str]:

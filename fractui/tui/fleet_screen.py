@@ -25,7 +25,7 @@ from textual.widgets import Input
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostStatus, HostUnavailable
-from fractui.sched.cordons import host_out
+from fractui.sched.cordons import host_out, refusal
 from fractui.sched.fleetview import HostView
 from fractui.sched.manual import Unfit, in_service
 from fractui.sched.preview import Candidate, candidates
@@ -50,7 +50,7 @@ from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
 from fractui.tui.themes import RichVariables, muted_colour, palette_for
-from fractui.words import failing_passes
+from fractui.words import count, failing_passes
 
 STORE_EVERY_S = 1.0
 PALETTE_READ_S = 0.5  # the palette waits no longer than this for the ended jobs (a store gone)
@@ -664,7 +664,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                         title="placed")
         else:
             self.notify(message.error or "not placed", severity="warning")
-        self.end_placement()
+        self.end_placement(left=message.where is None)  # not placed: back as it was
         self.read_store()
 
     def _placement_still_pending(self, view: StoreView) -> None:
@@ -725,8 +725,25 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             if moved:
                 self.query_one(PreviewBar).focus()
             else:
-                self.notify("dropped where #%d cannot go: nothing placed" % p.job.id)
-                self.end_placement()
+                self.notify("#%d: nothing placed: %s" % (p.job.id, self._why_not_there(p, hit)),
+                            severity="warning")
+                self.end_placement(left=True)
+
+    def _why_not_there(self, p: Placement, hit: Optional[tuple[str, int, float, int]]) -> str:
+        """Why the job dropped there (``hit``: the GPU under the pointer, if one) cannot go
+        there: said as it ends, where "cannot go" alone left the admin to guess."""
+        if hit is None:
+            return "dropped off the map's GPUs"
+        host, gpu = hit[0], hit[1]
+        where = "gpu %d of %s" % (gpu, host)
+        cordons = self.model.store.cordons if self.model.store else ()
+        out = refusal(cordons, host, [gpu])
+        if out is not None:
+            return out
+        if not p.candidates:
+            return "no slot of the fleet can take it now"
+        return "no slot on %s can take it now; %s elsewhere can" % (
+            where, count(len(p.candidates), "slot"))
 
     def _gpu_at(self, x: int, y: int) -> Optional[tuple[str, int, float, int]]:
         """(host, gpu, fraction of its bar, slices) under screen cell (x, y), if a GPU."""

@@ -358,10 +358,17 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                 if i.get("uuid") and not i.get("busy") and not i.get("pids")
                 and i["uuid"] not in self.destroyed]
         if gpu is None or not idle:
-            self.notify("no idle MIG instance on %s gpu %d" % (self.host, self.index),
+            self.notify("%s: it has no instance to destroy" % self._no_mig(gpu)
+                        if gpu is not None and not gpu.get("mig_capable") else
+                        "no idle MIG instance on %s gpu %d" % (self.host, self.index),
                         severity="warning")
             return
         self._ask(plan_destroy(self.host, gpu, idle[0]["uuid"], *jobs))
+
+    def _no_mig(self, gpu: Mapping[str, Any]) -> str:
+        """A GPU without MIG said as ``M`` says it: ``N`` told the admin to turn MIG on with
+        ``M`` there, which then said the GPU has none."""
+        return "%s gpu %d (%s) does not support MIG" % (self.host, self.index, gpu.get("name"))
 
     def action_create(self) -> None:
         """A profile picked, then the agent's plan for an instance of it asked (``fractui mig
@@ -370,6 +377,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         where = "%s gpu %d" % (self.host, self.index)
         geo = gpu_geometry(gpu) if gpu is not None else None
         refused = ("%s is not in %s's snapshot" % (where, self.host) if gpu is None else
+                   self._no_mig(gpu) if not gpu.get("mig_capable") else
                    "%s is not in MIG mode (M turns it on, on an idle GPU)" % where
                    if not gpu.get("mig_mode") else "fractui has no MIG table for %s (%s)" % (
                        where, gpu.get("name")) if geo is None else None)

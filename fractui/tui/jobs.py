@@ -303,11 +303,20 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 only: str) -> None:
         """Placement mode on the map (``start``), where the job's state ``fits`` it; else
         said, with ``only`` (a palette entry chosen after the job changed)."""
-        if self.job is None or not fits(self.job.state):
-            self.notify("%s: %s" % (as_it_is(self.job) if self.job else "job %d is gone" %
-                                    self.job_id, only), severity="warning")
-            return
-        start(self.job_id)
+        if self.job is None:
+            self.notify(self.unread(), severity="warning")
+        elif not fits(self.job.state):
+            self.notify("%s: %s" % (as_it_is(self.job), only), severity="warning")
+        else:
+            start(self.job_id)
+
+    def unread(self) -> str:
+        """Why nothing is asked of the job while its record is not there: not read yet (a
+        key pressed as the screen opens did nothing, said nothing), or the read failed."""
+        if self.error is None:
+            return "job %d is still loading…: nothing done; its keys act once it is shown" % (
+                self.job_id)
+        return "job %d: nothing done: %s" % (self.job_id, self.error)
 
     def on_loaded(self, message: Loaded) -> None:
         before = self.offered()
@@ -549,6 +558,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def action_ask(self, intent: str) -> None:
         job = self.job
         if job is None:
+            self.notify(self.unread(), severity="warning")
             return
         word, what = STOP_WORDS[intent]
         refused = stop_refusal(job, intent)

@@ -11,7 +11,7 @@ import select
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from fractui.config import Config
 from fractui.outcome import UsageError
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fractui.tui.app import FractuiApp
 
 WATCH_MS = 500  # how often the terminal's watch looks whether the app has ended
-ENDS = (signal.SIGHUP, signal.SIGTERM)  # what ends the app as `q` does (_ends_cleanly)
+ENDS = (signal.SIGHUP, signal.SIGTERM)  # what ends the app as `q` does (_Ending)
 KEYS_FD = 0  # the terminal Textual reads keys from (sys.__stdin__: None when fd 0 is closed)
 
 
@@ -48,9 +48,9 @@ def _need_terminal(what: str) -> None:
 
 
 def _fleet(config: Config, readonly: bool) -> int:
-    with _signals_kept(), fleet_app(config, readonly, lambda: _need_terminal("the TUI")) as app, \
-            _ends_cleanly(app):
-        app.run()
+    with _signals_kept(), _ends_cleanly() as ending, \
+            fleet_app(config, readonly, lambda: _need_terminal("the TUI")) as app:
+        ending.run(app)
     return 0
 
 
@@ -100,7 +100,7 @@ def fleet_app(config: Config, readonly: bool,
 @contextmanager
 def _signals_kept() -> Iterator[None]:
     """SIGHUP and SIGTERM put back as they were once all is done: the app ended, and what it
-    started taken down (_ends_cleanly ignores them from the app's end until then)."""
+    started taken down (_Ending catches them until then)."""
     before = {sig: signal.getsignal(sig) for sig in ENDS}
     try:
         yield
@@ -109,39 +109,59 @@ def _signals_kept() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@contextmanager
-def _ends_cleanly(app: "FractuiApp") -> Iterator[None]:
-    """A closed terminal (SIGHUP) or a kill (SIGTERM) ends the app as `q` does, so what it
-    started is taken down rather than left running. A terminal gone with no SIGHUP said (its
-    pty closed while it is no process's controlling terminal) is taken as one: Textual's input
-    thread would read its end of file forever, the app never ending. Once the app has ended,
-    both are ignored until _signals_kept puts them back: a second one while the demo's agents
-    and jobs are stopped (seconds) killed it by the default action, leaving them running."""
-    def leave(signum: int, _frame: object) -> None:
+@dataclasses.dataclass
+class _Ending:
+    """Whether SIGHUP or SIGTERM asked the TUI to end, and the app it ends. Asked while the
+    store is opened and the scheduler, agents and demo are started, the start goes on to its
+    end, and the app, not run, ends at once: those starts are not cut short (a SystemExit
+    raised in one left a child started and not yet known to its owner, the default action
+    left them all, and the demo's directory), and what they started is then taken down as
+    after `q`. Asked while the app runs: it ends as `q` ends it. Asked once it has ended,
+    while all is taken down: noted, nothing more (a second kill cut that clean-up short)."""
+
+    asked: bool = False
+    app: Optional["FractuiApp"] = None
+
+    def ask(self, _signum: int, _frame: object) -> None:
+        """The handler of ENDS. A handler, never SIG_IGN, which a process started meanwhile
+        would inherit across exec."""
+        self.asked = True
+        if self.app is None:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # the app is not running (yet, or any more)
-            raise SystemExit(128 + signum) from None
-        loop.call_soon_threadsafe(app.exit)  # wakes the loop, which may be waiting on input
+            return
+        loop.call_soon_threadsafe(self.app.exit)  # wakes the loop, which may wait on input
 
+    def run(self, app: "FractuiApp") -> None:
+        """Runs ``app`` unless asked to end already; asked as it starts (its loop not running
+        yet: nothing to wake), it ends once mounted (``FractuiApp.asked_to_end``)."""
+        self.app = app
+        app.asked_to_end = lambda: self.asked
+        if not self.asked:
+            app.run()
+
+
+@contextmanager
+def _ends_cleanly() -> Iterator[_Ending]:
+    """A closed terminal (SIGHUP) or a kill (SIGTERM) ends the TUI as `q` does, whenever it
+    comes (_Ending), so what it started is taken down rather than left running: entered
+    before anything is opened or started. A terminal gone with no SIGHUP said (its pty closed
+    while it is no process's controlling terminal) is taken as one: Textual's input thread
+    would read its end of file forever, the app never ending."""
+    ending = _Ending()
     for sig in ENDS:
-        signal.signal(sig, leave)
+        signal.signal(sig, ending.ask)
     done = threading.Event()
     watch = threading.Thread(target=_hang_up_when_gone, args=(KEYS_FD, done),
                              name="fractui-terminal-watch", daemon=True)
     watch.start()
     try:
-        yield
+        yield ending
     finally:
-        for sig in ENDS:  # first: a signal now would cut the clean-up short
-            signal.signal(sig, _cleaning_up)
         done.set()
         watch.join()
-
-
-def _cleaning_up(_signum: int, _frame: object) -> None:
-    """SIGHUP or SIGTERM while what the app started is taken down: it goes on to the end.
-    A handler, not SIG_IGN, which a process started meanwhile would inherit across exec."""
 
 
 def _hang_up_when_gone(fd: int, done: threading.Event) -> None:
@@ -164,17 +184,16 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
     from fractui.demo import Demo
     from fractui.tui.app import FractuiApp
 
-    demo = Demo(args.gpus, args.seed)
-    print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
-        count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
-        demo.source.report_command), flush=True)
-    with _signals_kept():
+    with _signals_kept(), _ends_cleanly() as ending:
+        demo = Demo(args.gpus, args.seed)
+        print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
+            count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
+            demo.source.report_command), flush=True)
         try:
             app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
                              readonly=args.readonly)
-            with _ends_cleanly(app):
-                demo.start()
-                app.run()
+            demo.start()
+            ending.run(app)
         finally:
             _say("fractui demo: stopping jobs and agents…")
             demo.stop()
