@@ -18,7 +18,8 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
+from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
+                               parse_env)
 from fractui.config import Config, default_config_path
 from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
@@ -66,7 +67,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                          "--queue %s%s -- python train.py" % (shlex.quote(queue.name), "" if (
                              args.team is None) else " --team %s" % shlex.quote(team)))
     env = parse_env(args.env)
-    name = args.name or args.argv[0].rsplit("/", 1)[-1]
+    name = args.name or default_name(args.argv)
     problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES,
                           image=args.image or queue.image)
     if problem is not None:
@@ -293,7 +294,7 @@ def resubmit_line(config: Config, job: Job) -> str:
     words += ["submit", "--queue", job.queue]
     if job.team is not None and (queue is None or queue.team != job.team):
         words += ["--team", job.team]
-    if job.name != job.argv[0].rsplit("/", 1)[-1]:
+    if job.name != default_name(job.argv):
         words += ["--name", job.name]
     if job.cwd is not None:
         words += ["--cwd", job.cwd]
