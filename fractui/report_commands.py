@@ -136,8 +136,8 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
         out += table(HEADER, rows, CAPS, width())
         out.append("")
     if s.peak_demand:
-        out.append("without sharing, these jobs would have needed %s at peak (%.1f on "
-                   "average); they used %d (%.1f): sharing saved %s at peak, %.1f on "
+        out.append("without sharing, these jobs would have needed %s at peak (%.2f on "
+                   "average); they used %d (%.2f): sharing saved %s at peak, %.2f on "
                    "average" % (count(s.peak_demand, "GPU"), s.mean_demand, s.peak_used,
                                 s.mean_used, count(s.saved_peak, "GPU"), s.saved_mean))
     else:
@@ -167,13 +167,19 @@ def _unstarted(r: Report) -> List[str]:
 
 def _row(g: Group, gpus: bool) -> List[str]:
     """A group's cells: what it used is not known (a dash, never 0.00) where none of what it
-    held was measured (MIG slices, attempts not sampled yet), as the report screen says."""
+    held was measured (MIG slices, attempts not sampled yet), as the report screen says; so
+    is its memory where none was sampled (Group.used, Group.memory: --json's null)."""
     outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
-    idle = "—" if not gpus or g.idle_h is None else "%.2f" % g.idle_h
-    used = "—" if g.unmeasured_h and g.measured_h <= 0 else "%.2f" % g.used_h
-    return [g.key, "%.2f" % g.held_h, used, "%.2f" % g.unmeasured_h,
-            "%.1f" % g.memory_gib_h, duration(g.wait_median_s), duration(g.wait_p95_s)] + \
-        outcome + [str(g.running), idle]
+    idle = g.idle_h if gpus else None
+    return [g.key] + [_hours(v) for v in (g.held_h, g.used, g.unmeasured_h, g.memory)] + [
+        duration(g.wait_median_s), duration(g.wait_p95_s)] + outcome + [str(g.running),
+                                                                          _hours(idle)]
+
+
+def _hours(value: Optional[float]) -> str:
+    """Hours as the whole report says them, with two decimals (a short range's "0.0" read as
+    nothing used); a dash where not known."""
+    return "—" if value is None else "%.2f" % value
 
 
 def _csv(r: Report) -> None:
