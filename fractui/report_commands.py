@@ -151,6 +151,11 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     if not r.whose.everyone:
         out.append("(the GPUs' own time — online, idle — is the fleet's, not %s: fractui "
                    "report without --me, --user or --team says it)" % r.whose.words())
+    if t.measured_h > 0:  # how busy the jobs kept what they held: the admin's "how utilised"
+        busy = 100 * t.used_h / t.measured_h
+        out.append("used %.2f GPU-h of the %.2f held where NVML measured it (%.0f %% busy%s)" % (
+            t.used_h, t.measured_h, busy, "; a share's processes may keep its GPU busier than "
+            "its charge" if busy > 100 else ""))
     if t.unmeasured_h:
         out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
                    "not sampled yet): %.2f of %.2f" % (t.unmeasured_h, t.held_h))

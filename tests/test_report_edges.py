@@ -212,6 +212,7 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
                                   "1", "1", "0", "1", "1", "2"]
     assert "would have needed 5 GPUs at peak (3.17 on average); they used 4 (3.12): sharing " \
         "saved 1 GPU at peak" in out, out
+    assert "used 2.77 GPU-h of the 3.65 held where NVML measured it (76 % busy)\n" in out, out
     assert "NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or not " \
         "sampled yet): 0.98 of 4.63" in out, out
     sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))

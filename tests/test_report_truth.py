@@ -233,6 +233,10 @@ def test_the_table_prints_the_same_numbers(fleet, tmp_path, capfd):
                                  "1", "0", "1", "0", "1", "6.25"]
     assert "without sharing, these jobs would have needed 3 GPUs at peak (1.81 on average); " \
         "they used 2 (1.44): sharing saved 1 GPU at peak, 0.38 on average" in out, out
+    # how busy the jobs kept what they held, of what was measured: 2.125 of 1.5 (vision's
+    # quarter shares kept their GPU busier than their charge)
+    assert "used 2.12 GPU-h of the 1.50 held where NVML measured it (142 % busy; a share's " \
+        "processes may keep its GPU busier than its charge)" in out, out
     # 39570 s online, 8472.9 s held (21 %), 22500 s idle (57 %)
     assert "GPUs online 10.99 GPU-h, held while online 2.35 (21 %), idle with nothing on " \
         "them 6.25 (57 %)" in out, out
