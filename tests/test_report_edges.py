@@ -575,6 +575,52 @@ def test_a_group_none_of_whose_time_was_measured_reads_used_not_known(fleet, cap
     assert rows["l4"][1] == "1.27" and rows["a10"][1] == "1.50", out  # vision's; job 4's
 
 
+def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, capfd):
+    """WAIT counts a wait once it ends in a start: a team whose jobs all still wait read as
+    one that waited for nothing. A range that reaches now says the jobs waiting to start,
+    by group where they have one, and the longest wait so far; a range that ended before
+    now says nothing of them (who waited then is not kept), and --json says null. (The
+    report's now is the wall clock's: the waits are whole minutes before it, said to the
+    minute.)"""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    now = int(time.time()) // 60 * 60.0  # the minute the report is made in
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        clock.t = now - 2 * H
+        stuck = store.submit("q", "vision", "stuck", ["x"], {}, "ann@laptop").id
+        ran = store.submit("q", "vision", "ran", ["x"], {}, "ann@laptop").id
+        store.place(ran, QUARTER, "sched", "fits")
+        store.started(ran, "a1", clock.t, "sched", "started")
+        clock.t = now - H - 600
+        placed = store.submit("q", "nlp", "placed", ["x"], {}, "bo@laptop").id
+        store.place(placed, QUARTER, "sched", "fits")  # placed, not started: still waiting
+        store.ended(ran, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=clock.t)
+
+        def report(*argv: str) -> str:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                                _at(now - 3 * H), *argv])
+            assert code == 0 and not leaks(err), err
+            return out
+        assert report().splitlines()[-1] == (
+            "2 jobs waiting to start now (nlp 1, vision 1), the longest for 2h00m (job %d): "
+            "WAIT counts a wait once it ends in a start" % stuck)
+        assert report("--team", "nlp").splitlines()[-1] == (
+            "1 job waiting to start now (nlp 1), the longest for 1h10m (job %d): WAIT counts "
+            "a wait once it ends in a start" % placed)
+        assert report("--by", "host").splitlines()[-1].startswith(
+            "2 jobs waiting to start now, the longest")  # (no host is theirs yet)
+        waiting = json.loads(report("--json", "--by", "user"))["waiting_now"]
+        assert waiting == {"jobs": 2, "groups": {"ann": 1, "bo": 1}, "longest_job": stuck,
+                           "longest_wait_s": pytest.approx(2 * H, abs=60)}
+        past = report("--until", _at(now - H))
+        assert "waiting to start" not in past, past
+        assert json.loads(report("--until", _at(now - H), "--json"))["waiting_now"] is None
+    finally:
+        store.close()
+
+
 def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(tmp_path,
                                                                                 capfd):
     """One job, ended at --since: the table has its outcome (DONE 1), and the range says no
