@@ -41,7 +41,7 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, 
                                  Slot, movable)
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
-from fractui.words import NO_SCHEDULER, count, quoted, why
+from fractui.words import NO_SCHEDULER, count, quoted, shell_line, why
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -286,8 +286,8 @@ def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
 
 def resubmit_line(config: Config, job: Job) -> str:
     """The ``fractui submit`` that queues ``job`` anew as it was submitted — its queue, team,
-    name, cwd, variables, image and command — each word quoted as a POSIX shell reads it, to
-    be pasted; what the config gives by default (its queue's team and image) is left out."""
+    name, cwd, variables, image and command — each word quoted as a shell reads it back
+    (words.shell_line: one with a line break or an escape in ``$'…'``), to be pasted; what the config gives by default (its queue's team and image) is left out."""
     queue = next((q for q in config.queues if q.name == job.queue), None)
     words = ["fractui"] + (["--config", config.path] if config.path is not None and
                            config.path != default_config_path() else [])
@@ -302,7 +302,7 @@ def resubmit_line(config: Config, job: Job) -> str:
         words += ["--env", "%s=%s" % (name, value)]
     if job.image is not None and (queue is None or queue.image != job.image):
         words += ["--image", job.image]
-    return shlex.join(words + ["--", *job.argv])
+    return shell_line(words + ["--", *job.argv])
 
 
 @contextlib.contextmanager
