@@ -287,7 +287,8 @@ def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
 def resubmit_line(config: Config, job: Job) -> str:
     """The ``fractui submit`` that queues ``job`` anew as it was submitted — its queue, team,
     name, cwd, variables, image and command — each word quoted as a shell reads it back
-    (words.shell_line: one with a line break or an escape in ``$'…'``), to be pasted; what the config gives by default (its queue's team and image) is left out."""
+    (words.shell_line: one with a line break or an escape in ``$'…'``), to be pasted; what
+    the config gives by default (its queue's team and image) is left out."""
     queue = next((q for q in config.queues if q.name == job.queue), None)
     words = ["fractui"] + (["--config", config.path] if config.path is not None and
                            config.path != default_config_path() else [])
