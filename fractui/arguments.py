@@ -218,6 +218,13 @@ REQUEST_ROOM = 64 * 1024  # of a launch's request line, for all but the command 
 STORE_VARIABLES = 1  # the scheduler's own variable beside a job's (FRACTUI_STORE_JOB)
 
 
+def default_name(argv: Sequence[str]) -> str:
+    """A job's name where none is given: its program's file name, each character a terminal
+    would not show as written (a line break, an escape) a "?", as --name must be printable;
+    the command itself runs as given."""
+    return "".join(c if c.isprintable() else "?" for c in argv[0].rsplit("/", 1)[-1])
+
+
 def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = None,
                 cwd: Optional[str] = None, key: Optional[str] = None,
                 added: int = 0, image: Optional[str] = None) -> Optional[str]:
@@ -227,15 +234,25 @@ def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = 
     ``name``: as it will be sent (submit's default, the program's name, included); ``added``:
     variables the launch adds to ``env``; ``image``: the container it runs in, whose variables
     go through an env file (env_file_problem). An empty program runs nothing, and an empty
-    key is no key: ``--key "$K"`` with K unset would make a new job at each retry; nor is
-    one a terminal cannot show, as the message that says it back to be typed again must."""
+    key is no key: ``--key "$K"`` with K unset would make a new job at each retry. The name,
+    the cwd, the key and each variable's name are printable (no control or invisible
+    character): they are shown and said back as written, where a line break or an escape
+    would read as something else; the command's words and the variables' values may hold
+    anything, and reach the job as given."""
     if argv and not argv[0]:
         return "the program to run after -- is an empty word"
     if key == "":
         return "--key is an empty word: give the key, or leave --key out"
-    if key is not None and not key.isprintable():
-        return "--key %s holds a character that is not printable: a key is said back to be " \
-               "typed again, so it is printable" % quoted(key)
+    for flag, word, why in [
+            ("--name", name, "a job's name is shown in jobs, the TUI and messages as written"),
+            ("--cwd", cwd, "the directory is shown with the job and in its host's errors as "
+                           "written"),
+            ("--key", key, "a key is said back to be typed again, so it is printable")] + [
+            ("--env", k, "a variable's name is shown with the job as written (its value may "
+                         "hold anything)") for k in env]:
+        if word is not None and not word.isprintable():
+            return "%s %s holds a character that is not printable (a control or invisible " \
+                   "character): %s" % (flag, quoted(word), why)
     words = [("the name", name, MAX_TEXT), ("--cwd", cwd, MAX_TEXT), ("--key", key, MAX_ID)] + [
         ("word %d of the command" % n, word, MAX_ARG) for n, word in enumerate(argv, 1)] + [
         ("--env %s's name" % k[:40], k, MAX_TEXT) for k in env] + [

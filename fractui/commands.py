@@ -37,6 +37,7 @@ from fractui.store.model import ON_HOST, StaleCopy
 from fractui.store.intents import Asker, authorize
 from fractui.terminal import confirm, print_json, say
 from fractui.whoami import os_user
+from fractui.words import shell_line
 from remote_agent import MODE_RESET
 from remote_agent.daemon.trust import UnsafePath
 
@@ -358,7 +359,7 @@ def _launch_command(args: argparse.Namespace, key: str) -> str:
             words += [flag, str(value)]
     for pair in args.env:
         words += ["--env", pair]
-    return shlex.join(words + ["--key", key] + (["--json"] if args.json else []) + ["--"]
+    return shell_line(words + ["--key", key] + (["--json"] if args.json else []) + ["--"]
                       + list(args.argv))
 
 

@@ -11,15 +11,15 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from fractui.checked_store import open_checked_store
 from fractui.config import Config
 from fractui.outcome import UsageError
-from fractui.store.model import OUTCOMES
+from fractui.store.model import OUTCOMES, PENDING, PLACED, Job
 from fractui.terminal import print_json, table, width
 from fractui.usage.gputime import FLUSH_S
-from fractui.usage.report import UNSTARTED, Group, Report, Whose, build
+from fractui.usage.report import NONE, UNSTARTED, Group, Report, Whose, build
 from fractui.words import count, duration
 
 HEADER = ("GROUP", "HELD", "USED", "NO MEASURE", "MEM GiB·h", "WAIT MED", "WAIT P95") + tuple(
@@ -40,23 +40,69 @@ def report(config: Config, args: argparse.Namespace) -> int:
                 _local(since), _local(until)))
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
-        if whose.team is not None and all(r.team != whose.team for r in records):
+        waits = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)] if (
+            until >= now) else None
+        if whose.team is not None and not waits and all(r.team != whose.team
+                                                        for r in records):
             config.team(whose.team)  # a typo is said with the close name (a team since
             # left out of the config is still reported while the store keeps its usage)
         made = build(records, store.gpu_time(since, until) if whose.everyone else [],
                      since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
                      whose)
+        waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()
     kept = Coverage.of(made, config.usage.bucket_s, now) if made.whose.everyone else None
     if args.json:
-        print_json(dict(made.record(), gpu_time_buckets=None if kept is None else kept.record()))
+        print_json(dict(made.record(), gpu_time_buckets=None if kept is None else kept.record(),
+                        waiting_now=None if waiting is None else waiting.record()))
     elif args.csv:
         _csv(made)
     else:
-        for line in lines(made, kept):
+        for line in lines(made, kept) + (waiting.words() if waiting else []):
             print(line)
     return 0
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The jobs counted that wait to start as the report is made, for a range that reaches
+    now: their waits are in no WAIT column until they start (WAIT counts the waits that
+    ended in a start), so a team whose jobs all still wait would read as one that waited
+    for nothing. By the report's group where a waiting job has one (team, queue, user; a
+    job has no host or GPU yet), and the longest wait so far."""
+
+    STATES = (PENDING, PLACED)
+    groups: Dict[str, int]
+    jobs: int
+    longest_s: Optional[float]
+    longest_job: Optional[int]
+
+    @classmethod
+    def of(cls, jobs: Sequence[Job], by: str, now: float) -> "Waiting":
+        groups: Dict[str, int] = {}
+        for job in jobs:
+            key = {"team": job.team, "queue": job.queue, "user": job.user}.get(by, "")
+            if key != "":
+                groups[key or NONE] = groups.get(key or NONE, 0) + 1
+        first = min(jobs, key=lambda j: (j.waiting_since, j.id), default=None)
+        return cls(dict(sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))), len(jobs),
+                   None if first is None else max(0.0, now - first.waiting_since),
+                   None if first is None else first.id)
+
+    def record(self) -> Dict[str, object]:
+        return {"jobs": self.jobs, "groups": self.groups,
+                "longest_wait_s": None if self.longest_s is None else round(self.longest_s, 6),
+                "longest_job": self.longest_job}
+
+    def words(self) -> List[str]:
+        """The line under the report; none where no job waits."""
+        if not self.jobs:
+            return []
+        groups = ", ".join("%s %d" % kv for kv in self.groups.items())
+        return ["%s waiting to start now%s, the longest for %s (job %d): WAIT counts a wait "
+                "once it ends in a start" % (count(self.jobs, "job"), " (%s)" % groups if (
+                    groups) else "", duration(self.longest_s), self.longest_job)]
 
 
 UNSEEN = "no scheduler looked at a reachable GPU (none held the lease, or every host was away)"
@@ -136,8 +182,8 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
         out += table(HEADER, rows, CAPS, width())
         out.append("")
     if s.peak_demand:
-        out.append("without sharing, these jobs would have needed %s at peak (%.1f on "
-                   "average); they used %d (%.1f): sharing saved %s at peak, %.1f on "
+        out.append("without sharing, these jobs would have needed %s at peak (%.2f on "
+                   "average); they used %d (%.2f): sharing saved %s at peak, %.2f on "
                    "average" % (count(s.peak_demand, "GPU"), s.mean_demand, s.peak_used,
                                 s.mean_used, count(s.saved_peak, "GPU"), s.saved_mean))
     else:
@@ -151,6 +197,11 @@ def lines(r: Report, kept: Optional[Coverage] = None) -> List[str]:
     if not r.whose.everyone:
         out.append("(the GPUs' own time — online, idle — is the fleet's, not %s: fractui "
                    "report without --me, --user or --team says it)" % r.whose.words())
+    if t.measured_h > 0:  # how busy the jobs kept what they held: the admin's "how utilised"
+        busy = 100 * t.used_h / t.measured_h
+        out.append("used %.2f GPU-h of the %.2f held where NVML measured it (%.0f %% busy%s)" % (
+            t.used_h, t.measured_h, busy, "; a share's processes may keep its GPU busier than "
+            "its charge" if busy > 100 else ""))
     if t.unmeasured_h:
         out.append("NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or "
                    "not sampled yet): %.2f of %.2f" % (t.unmeasured_h, t.held_h))
@@ -167,13 +218,19 @@ def _unstarted(r: Report) -> List[str]:
 
 def _row(g: Group, gpus: bool) -> List[str]:
     """A group's cells: what it used is not known (a dash, never 0.00) where none of what it
-    held was measured (MIG slices, attempts not sampled yet), as the report screen says."""
+    held was measured (MIG slices, attempts not sampled yet), as the report screen says; so
+    is its memory where none was sampled (Group.used, Group.memory: --json's null)."""
     outcome = [str(g.outcomes.get(o, 0)) for o in OUTCOMES]
-    idle = "—" if not gpus or g.idle_h is None else "%.2f" % g.idle_h
-    used = "—" if g.unmeasured_h and g.measured_h <= 0 else "%.2f" % g.used_h
-    return [g.key, "%.2f" % g.held_h, used, "%.2f" % g.unmeasured_h,
-            "%.1f" % g.memory_gib_h, duration(g.wait_median_s), duration(g.wait_p95_s)] + \
-        outcome + [str(g.running), idle]
+    idle = g.idle_h if gpus else None
+    return [g.key] + [_hours(v) for v in (g.held_h, g.used, g.unmeasured_h, g.memory)] + [
+        duration(g.wait_median_s), duration(g.wait_p95_s)] + outcome + [str(g.running),
+                                                                          _hours(idle)]
+
+
+def _hours(value: Optional[float]) -> str:
+    """Hours as the whole report says them, with two decimals (a short range's "0.0" read as
+    nothing used); a dash where not known."""
+    return "—" if value is None else "%.2f" % value
 
 
 def _csv(r: Report) -> None:

@@ -18,7 +18,8 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from fractui.arguments import STORE_VARIABLES, gpu_index, job_number, job_problem, parse_env
+from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
+                               parse_env)
 from fractui.config import Config, default_config_path
 from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
@@ -40,7 +41,7 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, 
                                  Slot, movable)
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
-from fractui.words import NO_SCHEDULER, count, quoted, why
+from fractui.words import NO_SCHEDULER, count, quoted, shell_line, why
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -66,7 +67,7 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                          "--queue %s%s -- python train.py" % (shlex.quote(queue.name), "" if (
                              args.team is None) else " --team %s" % shlex.quote(team)))
     env = parse_env(args.env)
-    name = args.name or args.argv[0].rsplit("/", 1)[-1]
+    name = args.name or default_name(args.argv)
     problem = job_problem(args.argv, env, name, args.cwd, args.key, added=STORE_VARIABLES,
                           image=args.image or queue.image)
     if problem is not None:
@@ -285,15 +286,16 @@ def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
 
 def resubmit_line(config: Config, job: Job) -> str:
     """The ``fractui submit`` that queues ``job`` anew as it was submitted — its queue, team,
-    name, cwd, variables, image and command — each word quoted as a POSIX shell reads it, to
-    be pasted; what the config gives by default (its queue's team and image) is left out."""
+    name, cwd, variables, image and command — each word quoted as a shell reads it back
+    (words.shell_line: one with a line break or an escape in ``$'…'``), to be pasted; what
+    the config gives by default (its queue's team and image) is left out."""
     queue = next((q for q in config.queues if q.name == job.queue), None)
     words = ["fractui"] + (["--config", config.path] if config.path is not None and
                            config.path != default_config_path() else [])
     words += ["submit", "--queue", job.queue]
     if job.team is not None and (queue is None or queue.team != job.team):
         words += ["--team", job.team]
-    if job.name != job.argv[0].rsplit("/", 1)[-1]:
+    if job.name != default_name(job.argv):
         words += ["--name", job.name]
     if job.cwd is not None:
         words += ["--cwd", job.cwd]
@@ -301,7 +303,7 @@ def resubmit_line(config: Config, job: Job) -> str:
         words += ["--env", "%s=%s" % (name, value)]
     if job.image is not None and (queue is None or queue.image != job.image):
         words += ["--image", job.image]
-    return shlex.join(words + ["--", *job.argv])
+    return shell_line(words + ["--", *job.argv])
 
 
 @contextlib.contextmanager

@@ -36,10 +36,25 @@ def postgresql_url(host: str, port: str, db: str) -> str:
         for h, p in zip(hosts, ports)), quote(db, safe=""))
 
 
+# what an SQLite URL elsewhere reads as its own grammar, which fractui does not: a query
+# (SQLAlchemy's and sqlite3's ``?mode=ro``), a fragment, a percent-escape (``%00``)
+NOT_A_PATH = (("?", "a query string", 60), ("#", "a fragment", 60), ("%", "a percent-escape", 3))
+
+
 def url_problem(url: str) -> Optional[str]:
     """Why ``url`` cannot name a store (said after the key that holds it), or None. An SQLite
-    URL's path is the caller's to check (the config checks it as any local file)."""
+    URL is ``sqlite://`` and a file's path, read as written: one holding what another reader
+    of such URLs would take as a query, a fragment or a percent-escape is refused, never a
+    file's name with it in (``x.db?mode=ro``) nor a NUL (``%00``). Its path is otherwise the
+    caller's to check (the config checks it as any local file)."""
     if url.startswith(SQLITE):
+        for sign, what, shown in NOT_A_PATH:
+            if sign in url:
+                at = url.index(sign)
+                return "%r holds %s (%r): an SQLite URL is sqlite:// and the file's path, " \
+                       "with no query, fragment or percent-escape, none of which fractui " \
+                       "reads; a file whose name holds ?, # or %% is named by [scheduler] " \
+                       "store = \"/its/path\"" % (url[:200], what, url[at:at + shown])
         return None
     if not url.startswith(POSTGRESQL):
         return "must start with sqlite:// (sqlite:///path/to/store.db) or postgresql:// " \

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+import shlex
+from typing import TYPE_CHECKING, Optional, Sequence
 
 if TYPE_CHECKING:  # (the store's package reads the config, which words its counts here)
     from fractui.store.model import Job
@@ -73,3 +74,30 @@ def why(job: Job) -> str:
     if job.reason:
         return job.reason
     return "exited %d" % job.exit_code if job.exit_code is not None else ""
+
+
+def shell_line(words: Sequence[str]) -> str:
+    """``words`` as one command line a shell reads back to the same words, to be pasted: each
+    quoted as ``shlex.join`` does, but one holding a character a terminal would act on or not
+    show (a line break, an escape, a bidi override) in ANSI-C quotes, ``$'a\\nb'`` (bash, zsh
+    and ksh read them; POSIX since 2024), so the line shown is the command it runs, on one
+    line, and a terminal is given no escape sequence of someone else's."""
+    return " ".join(shlex.quote(w) if w.isprintable() else _ansi_c(w) for w in words)
+
+
+def _ansi_c(word: str) -> str:
+    """``word`` in ``$'…'``: what is not printable as its escape, a stray byte (a lone
+    surrogate, os.fsdecode's) as that byte."""
+    out = []
+    for c in word:
+        n = ord(c)
+        if c in "\\'":
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= n <= 0xDCFF:
+            out.append("\\x%02x" % (n - 0xDC00))
+        else:
+            out.append("\\x%02x" % n if n < 0x100 else "\\u%04x" % n if n < 0x10000 else
+                       "\\U%08x" % n)
+    return "$'%s'" % "".join(out)

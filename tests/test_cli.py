@@ -279,6 +279,31 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
                                       r"\d+ MiB\n" % ref, err), err
 
 
+def test_a_commands_words_and_values_reach_the_job_as_given_and_show_as_text(
+        local_fleet):  # noqa: F811
+    """The command's words and a variable's value may hold anything (a line break, an escape
+    sequence): through the real CLI they reach the job unchanged. The job's default name, its
+    program's file name, is made printable (each such character a "?", as --name must be), so
+    jobs shows it as the store keeps it, and no verb writes an escape of the job's own."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="one-gib", memory_gib=1)])
+    program = f.tmp / "py\x1b[2Jthon"
+    os.symlink(PY, program)
+    word, value = "a\nb\x1b]52;c;SGk=\x07c", "x\x1b[31my\nz"
+    run = f.fractui("submit", "--queue", "one-gib", "--env", "V=" + value, "--cwd", str(f.tmp),
+                    "--json", "--", str(program), "-c", "import os, sys; print(ascii("
+                    "[sys.argv[0], sys.argv[1], os.environ['V'], os.getcwd()]))", word)
+    assert run.returncode == 0 and "\x1b" not in run.stdout + run.stderr, run
+    job = json.loads(run.stdout)
+    assert (job["name"], job["argv"][0], job["argv"][-1]) == ("py?[2Jthon", str(program), word)
+    f.until(lambda: f.states()[job["id"]] == "done", timeout_s=60)
+    logs = f.fractui("logs", str(job["id"]))
+    assert logs.stdout == ascii(["-c", word, value, str(f.tmp)]) + "\n", logs
+    listed = f.fractui("jobs", "--all")
+    assert listed.returncode == 0 and "\x1b" not in listed.stdout, listed
+    row = next(line for line in listed.stdout.splitlines() if line.split()[0] == str(job["id"]))
+    assert " py?[2Jthon " in row, row
+
+
 def test_jobs_of_a_host_are_its_queued_jobs_by_number_then_its_launches_by_hand(
         local_fleet, capfd):  # noqa: F811
     """Not a queued job's launch shown again as if by hand, with no queue or team."""
@@ -1340,6 +1365,24 @@ def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capf
         # a key is said back to be typed again (a retry): a terminal would show another one
         (["submit", "--queue", "q", "--key", "k\x1b[2J", "--", "x"],
          "--key 'k\\x1b[2J' holds a character that is not printable"),
+        # so are a name, a working directory and a variable's name, shown with the job and
+        # in its host's errors (a line break, an escape, a bidi override: never as written)
+        (["submit", "--queue", "q", "--cwd", "/runs/a\nb", "--", "x"],
+         "--cwd '/runs/a\\nb' holds a character that is not printable (a control or invisible "
+         "character): the directory is shown with the job and in its host's errors as written"),
+        (["submit", "--queue", "q", "--cwd", "/runs/\x1b[2J", "--", "x"],
+         "--cwd '/runs/\\x1b[2J' holds a character that is not printable"),
+        (["submit", "--queue", "q", "--cwd", "/runs/\u202eb", "--", "x"],
+         "--cwd '/runs/\\u202eb' holds a character that is not printable"),
+        (["launch", "gpu-a", "0", "--memory-mib", "5", "--cwd", "/a\tb", "--", "x"],
+         "--cwd '/a\\tb' holds a character that is not printable"),
+        (["submit", "--queue", "q", "--name", "n\x1b]52;c;SGk=\x07", "--", "x"],
+         "--name 'n\\x1b]52;c;SGk=\\x07' holds a character that is not printable (a control or "
+         "invisible character): a job's name is shown in jobs, the TUI and messages as written"),
+        (["submit", "--queue", "q", "--env", "A\x1bB=1", "--", "x"],
+         "--env 'A\\x1bB' holds a character that is not printable (a control or invisible "
+         "character): a variable's name is shown with the job as written (its value may hold "
+         "anything)"),
         (["agent-archive", ""], "agent-archive DIR is an empty word: name the folder to "
                                 "write agent.pyz in"),
         # a number of more digits than any index was taken for a GPU's uuid, and its host asked

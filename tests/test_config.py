@@ -17,6 +17,7 @@ from fractui.config import (BOUNDS, Config, ConfigError, HostConfig, QueueConfig
 from fractui.servable import load_checked
 from fractui.store import SqliteStore
 from fractui.checked_store import open_checked_store
+from tests.cli_run import leaks, subprocess_run
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "config.example.toml")
@@ -743,6 +744,36 @@ def test_the_store_url_is_checked_and_never_holds_a_password(tmp_path, text, say
     message = error(tmp_path, text)
     assert message.startswith(says), message
     assert "s3cret" not in message
+
+
+@pytest.mark.parametrize("url, what, part", [
+    ("sqlite:///D/s.db?mode=ro", "a query string", "?mode=ro"),
+    ("sqlite:///D/s.db?", "a query string", "?"),
+    ("sqlite:///D/s%00.db", "a percent-escape", "%00"),
+    ("sqlite:///D/s%2Fx.db", "a percent-escape", "%2F"),
+    ("sqlite:///D/s.db#frag", "a fragment", "#frag"),
+    ("sqlite://~/s.db?cache=shared&mode=ro", "a query string", "?cache=shared&mode=ro"),
+])
+def test_an_sqlite_url_with_a_query_fragment_or_escape_is_refused_through_the_cli(
+        tmp_path, url, what, part):
+    """What another reader of SQLite URLs takes as its grammar is refused (exit 2, the file,
+    the line, the URL and what is wrong), never made a file's name (``s.db?mode=ro``) nor, from
+    ``%00``, a NUL on its way to the filesystem; the file at the path is not made either."""
+    url = url.replace("/D/", str(tmp_path) + "/")
+    path = write(tmp_path, '[store]\nurl = "%s"\n' % url)
+    run = subprocess_run(["--config", path, "jobs"])
+    assert run.returncode == 2, run
+    assert not leaks(run.stderr), run.stderr
+    assert run.stderr == (
+        "fractui: %s:2: store.url %r holds %s (%r): an SQLite URL is sqlite:// and the file's "
+        "path, with no query, fragment or percent-escape, none of which fractui reads; a file "
+        "whose name holds ?, # or %% is named by [scheduler] store = \"/its/path\"\n" % (
+            path, url, what, part))
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # no store was made
+    # a file so named is still a store, by the path of [scheduler] store, read as written
+    odd = os.path.join(str(tmp_path), "s.db?mode=ro")
+    assert load_config(write(tmp_path, '[scheduler]\nstore = "%s"\n' % odd)).store.url == \
+        "sqlite://" + odd
 
 
 def test_the_store_is_named_by_url_or_by_the_older_scheduler_store_path(tmp_path):

@@ -10,6 +10,7 @@ over a stop under way, carried out by the lease holder, and end to end over a re
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Optional, Tuple
@@ -23,7 +24,7 @@ from fractui.store.base import StateConflict, Store
 from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand
 from fractui.store.model import Job
 from fractui.store_commands import _moving
-from tests.cli_run import closed_port, in_process
+from tests.cli_run import closed_port, in_process, subprocess_run
 from tests.localfleet import local_fleet  # noqa: F401 - the fixture
 from tests.test_scheduler_move import SLOW_STOP
 
@@ -286,3 +287,34 @@ def test_a_cancel_that_lands_while_a_pass_ends_the_job_fails_no_pass(local_fleet
         del store.jobs
     assert cancelled and f.store.get(job.id).state == "stopping"
     f.until(lambda: f.store.get(job.id).state == "cancelled")
+
+
+def test_the_submit_that_runs_an_ended_job_anew_reads_back_to_its_words(tmp_path):
+    """A requeue of an ended job says the submit that runs it anew. Its command's words and
+    its variables' values may hold a line break or an escape sequence: shell-quoted as they
+    were, the line held them raw — said on a terminal with the sequence taken out, another
+    command; into a pipe, a sequence of someone else's. Words like these are in ``$'…'`` now:
+    one line, no control character, and bash reads it back to the job's words exactly."""
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % url)
+    store = open_store(url)
+    argv = ["python", "-c", "print(1)\nprint(2)", "a\x1b]52;c;SGk=\x07b", "it's \\ \u202eb"]
+    env = {"V": "x\x1b[31my", "W": "plain value"}
+    try:
+        job = store.submit("q", None, "train", argv, {"gpu": 0.25},
+                           "%s@head" % store.identity().user, env=env)
+        ask_stop(store, job, "cancel", Asker("head"))
+    finally:
+        store.close()
+    run = subprocess_run(["--config", str(config), "requeue", str(job.id)])
+    assert run.returncode == 1 and run.stdout == "", run
+    said = run.stderr.rstrip("\n")
+    assert "\n" not in said and not any(c in said for c in "\x1b\x07\x9b\u202e"), said
+    line = said.split("submit it anew: ", 1)[1]
+    assert "$'print(1)\\x0aprint(2)'" in line, line
+    back = subprocess.run(["bash", "-c", "printf '%s\\0' " + line], capture_output=True,
+                          check=True).stdout.decode().split("\0")[:-1]
+    assert back == ["fractui", "--config", str(config), "submit", "--queue", "q", "--name",
+                    "train", "--env", "V=" + env["V"], "--env", "W=plain value", "--",
+                    *argv]

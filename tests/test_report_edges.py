@@ -162,9 +162,11 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
         None, "not reported by NVML for MIG instances")
     assert (nlp["held_gpu_hours"], nlp["used_gpu_hours"], nlp["unmeasured_gpu_hours"],
             nlp["memory_gib_hours"]) == pytest.approx((6 / 7 + 2, 1.5, 6 / 7, 28.0))
-    # speech: job 5 0.5 x 0.25 h, never sampled: held, no measure, no memory
-    assert (speech["held_gpu_hours"], speech["used_gpu_hours"], speech["unmeasured_gpu_hours"],
-            speech["memory_gib_hours"]) == pytest.approx((0.125, 0.0, 0.125, 0.0))
+    # speech: job 5 0.5 x 0.25 h, never sampled: held, no measure, no memory — what it used
+    # and its memory not known (null, the table's dash), never 0
+    assert (speech["held_gpu_hours"], speech["unmeasured_gpu_hours"]) == pytest.approx(
+        (0.125, 0.125))
+    assert (speech["used_gpu_hours"], speech["memory_gib_hours"]) == (None, None)
     # waits of the attempts that started in R: job 2's first 900 s (from its submit), its
     # second 1800 s (from its preemption at 2 h, not its submit); job 3 0, job 4 900, job 5
     # 0. Not job 1's (it started before R), nor job 8's (waiting at R's end: started at
@@ -182,7 +184,8 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
     assert got["ended_unstarted"] == {"cancelled": 1, "failed": 0}  # job 6, at 2.2 h
     for key in ("held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours",
                 "memory_gib_hours", "running", "waits"):
-        assert total[key] == pytest.approx(sum(g[key] for g in got["groups"])), key
+        assert total[key] == pytest.approx(sum(g[key] or 0 for g in got["groups"])), key  # (a
+        # group's null: none of it measured, so none of the total's)
     for outcome, n in total["outcomes"].items():
         assert n == sum(g["outcomes"][outcome] for g in got["groups"]), outcome
     # without sharing: 1-1.5 h jobs 1, 2, 3: 3 GPUs of 3 in use; 1.5-2 h 2, 3, 4 (2 GPUs):
@@ -199,16 +202,17 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
             if line.split() and line.split()[0] in teams.keys() | {"total"}}
     # HELD USED NO-MEASURE MEM WAIT-MED WAIT-P95 DONE FAILED CANCELLED REQUEUED PREEMPTED
     # LATE RUNNING IDLE
-    assert rows["vision"] == ["1.65", "1.27", "0.00", "4.5", "15m00s", "30m00s", "1", "0",
+    assert rows["vision"] == ["1.65", "1.27", "0.00", "4.53", "15m00s", "30m00s", "1", "0",
                               "0", "0", "1", "1", "1", "—"]
-    assert rows["nlp"] == ["2.86", "1.50", "0.86", "28.0", "0s", "15m00s", "0", "1", "0",
+    assert rows["nlp"] == ["2.86", "1.50", "0.86", "28.00", "0s", "15m00s", "0", "1", "0",
                            "0", "0", "0", "1", "—"]
-    assert rows["speech"] == ["0.12", "—", "0.12", "0.0", "0s", "0s", "0", "0", "1", "0",
-                              "0", "0", "0", "—"]  # never sampled: what it used is not known
-    assert rows["total"][:13] == ["4.63", "2.77", "0.98", "32.5", "15m00s", "30m00s", "1",
+    assert rows["speech"] == ["0.12", "—", "0.12", "—", "0s", "0s", "0", "0", "1", "0",
+                              "0", "0", "0", "—"]  # never sampled: used, memory not known
+    assert rows["total"][:13] == ["4.63", "2.77", "0.98", "32.52", "15m00s", "30m00s", "1",
                                   "1", "1", "0", "1", "1", "2"]
-    assert "would have needed 5 GPUs at peak (3.2 on average); they used 4 (3.1): sharing " \
+    assert "would have needed 5 GPUs at peak (3.17 on average); they used 4 (3.12): sharing " \
         "saved 1 GPU at peak" in out, out
+    assert "used 2.77 GPU-h of the 3.65 held where NVML measured it (76 % busy)\n" in out, out
     assert "NO MEASURE: GPU-hours held where NVML gives no utilisation (MIG slices, or not " \
         "sampled yet): 0.98 of 4.63" in out, out
     sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))
@@ -216,8 +220,11 @@ def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, 
     for row, g in zip(sheet, got["groups"] + [total]):
         for key in ("held_gpu_hours", "used_gpu_hours", "memory_gib_hours", "waits",
                     "running", "late"):
-            assert float(row[key]) == pytest.approx(float(
-                g["outcomes"][key] if key == "late" else g[key]), abs=1e-6), key
+            value = g["outcomes"][key] if key == "late" else g[key]
+            assert (row[key] == "") if value is None else (  # not known: empty, never 0
+                float(row[key]) == pytest.approx(float(value), abs=1e-6)), key
+    assert (sheet[2]["team"], sheet[2]["used_gpu_hours"], sheet[2]["memory_gib_hours"]) == (
+        "speech", "", "")
 
 
 def test_by_gpu_a_2_gpu_attempt_is_half_on_each_and_counted_once_in_the_total(fleet, capfd):
@@ -568,6 +575,52 @@ def test_a_group_none_of_whose_time_was_measured_reads_used_not_known(fleet, cap
     assert rows["l4"][1] == "1.27" and rows["a10"][1] == "1.50", out  # vision's; job 4's
 
 
+def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, capfd):
+    """WAIT counts a wait once it ends in a start: a team whose jobs all still wait read as
+    one that waited for nothing. A range that reaches now says the jobs waiting to start,
+    by group where they have one, and the longest wait so far; a range that ended before
+    now says nothing of them (who waited then is not kept), and --json says null. (The
+    report's now is the wall clock's: the waits are whole minutes before it, said to the
+    minute.)"""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    now = int(time.time()) // 60 * 60.0  # the minute the report is made in
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        clock.t = now - 2 * H
+        stuck = store.submit("q", "vision", "stuck", ["x"], {}, "ann@laptop").id
+        ran = store.submit("q", "vision", "ran", ["x"], {}, "ann@laptop").id
+        store.place(ran, QUARTER, "sched", "fits")
+        store.started(ran, "a1", clock.t, "sched", "started")
+        clock.t = now - H - 600
+        placed = store.submit("q", "nlp", "placed", ["x"], {}, "bo@laptop").id
+        store.place(placed, QUARTER, "sched", "fits")  # placed, not started: still waiting
+        store.ended(ran, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=clock.t)
+
+        def report(*argv: str) -> str:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
+                                                _at(now - 3 * H), *argv])
+            assert code == 0 and not leaks(err), err
+            return out
+        assert report().splitlines()[-1] == (
+            "2 jobs waiting to start now (nlp 1, vision 1), the longest for 2h00m (job %d): "
+            "WAIT counts a wait once it ends in a start" % stuck)
+        assert report("--team", "nlp").splitlines()[-1] == (
+            "1 job waiting to start now (nlp 1), the longest for 1h10m (job %d): WAIT counts "
+            "a wait once it ends in a start" % placed)
+        assert report("--by", "host").splitlines()[-1].startswith(
+            "2 jobs waiting to start now, the longest")  # (no host is theirs yet)
+        waiting = json.loads(report("--json", "--by", "user"))["waiting_now"]
+        assert waiting == {"jobs": 2, "groups": {"ann": 1, "bo": 1}, "longest_job": stuck,
+                           "longest_wait_s": pytest.approx(2 * H, abs=60)}
+        past = report("--until", _at(now - H))
+        assert "waiting to start" not in past, past
+        assert json.loads(report("--until", _at(now - H), "--json"))["waiting_now"] is None
+    finally:
+        store.close()
+
+
 def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(tmp_path,
                                                                                 capfd):
     """One job, ended at --since: the table has its outcome (DONE 1), and the range says no
@@ -587,11 +640,11 @@ def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(t
                                             _at(T + H), "--until", _at(T + 2 * H)])
         assert code == 0 and not leaks(err), err
         [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
-        assert total[1:8] == ["0.00", "0.00", "0.00", "0.0", "—", "—", "1"], out  # DONE 1
+        assert total[1:8] == ["0.00", "0.00", "0.00", "0.00", "—", "—", "1"], out  # DONE 1
         assert "no job held a GPU in this range" in out and "would have needed" not in out
         code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
                                             _at(T), "--until", _at(T + H)])
-        assert code == 0 and "would have needed 1 GPU at peak (1.0 on average); they used 1 " \
-            "(1.0): sharing saved 0 GPUs at peak, 0.0 on average" in out, out
+        assert code == 0 and "would have needed 1 GPU at peak (1.00 on average); they used 1 " \
+            "(1.00): sharing saved 0 GPUs at peak, 0.00 on average" in out, out
     finally:
         store.close()

@@ -179,8 +179,9 @@ def test_the_reports_numbers_are_the_hand_worked_ones(fleet, tmp_path, capfd):
                                   "preempted": 1, "late": 0}
     assert vision["running"] == 0
     # nlp: 3/7 for 3 h (away an hour of it: still held) = 9/7, none of it measurable (MIG)
-    assert (nlp["held_gpu_hours"], nlp["used_gpu_hours"], nlp["unmeasured_gpu_hours"],
-            nlp["memory_gib_hours"]) == pytest.approx((9 / 7, 0.0, 9 / 7, 30.0))
+    assert (nlp["held_gpu_hours"], nlp["unmeasured_gpu_hours"], nlp["memory_gib_hours"]) == \
+        pytest.approx((9 / 7, 9 / 7, 30.0))
+    assert nlp["used_gpu_hours"] is None  # not known (the table's dash), never 0
     assert (nlp["waits"], nlp["wait_median_s"], nlp["running"]) == (1, 0, 1)
     assert sum(nlp["outcomes"].values()) == 0
     assert (total["held_gpu_hours"], total["used_gpu_hours"], total["unmeasured_gpu_hours"],
@@ -224,14 +225,18 @@ def test_the_table_prints_the_same_numbers(fleet, tmp_path, capfd):
             if line.split() and line.split()[0] in ("vision", "nlp", "total")}
     # GROUP HELD USED NO-MEASURE MEM WAIT-MED WAIT-P95 DONE FAILED CANCELLED REQUEUED
     # PREEMPTED LATE RUNNING IDLE
-    assert rows["vision"][1:] == ["1.50", "2.12", "0.00", "7.2", "30m00s", "1h00m", "2", "0",
+    assert rows["vision"][1:] == ["1.50", "2.12", "0.00", "7.25", "30m00s", "1h00m", "2", "0",
                                   "1", "0", "1", "0", "0", "—"]
-    assert rows["nlp"][1:] == ["1.29", "—", "1.29", "30.0", "0s", "0s", "0", "0", "0",
+    assert rows["nlp"][1:] == ["1.29", "—", "1.29", "30.00", "0s", "0s", "0", "0", "0",
                                "0", "0", "0", "1", "—"]  # MIG only: used is not known
-    assert rows["total"][1:] == ["2.79", "2.12", "1.29", "37.2", "30m00s", "1h00m", "2", "0",
+    assert rows["total"][1:] == ["2.79", "2.12", "1.29", "37.25", "30m00s", "1h00m", "2", "0",
                                  "1", "0", "1", "0", "1", "6.25"]
-    assert "without sharing, these jobs would have needed 3 GPUs at peak (1.8 on average); " \
-        "they used 2 (1.4): sharing saved 1 GPU at peak, 0.4 on average" in out, out
+    assert "without sharing, these jobs would have needed 3 GPUs at peak (1.81 on average); " \
+        "they used 2 (1.44): sharing saved 1 GPU at peak, 0.38 on average" in out, out
+    # how busy the jobs kept what they held, of what was measured: 2.125 of 1.5 (vision's
+    # quarter shares kept their GPU busier than their charge)
+    assert "used 2.12 GPU-h of the 1.50 held where NVML measured it (142 % busy; a share's " \
+        "processes may keep its GPU busier than its charge)" in out, out
     # 39570 s online, 8472.9 s held (21 %), 22500 s idle (57 %)
     assert "GPUs online 10.99 GPU-h, held while online 2.35 (21 %), idle with nothing on " \
         "them 6.25 (57 %)" in out, out

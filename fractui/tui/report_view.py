@@ -120,7 +120,7 @@ COLUMNS = (
     Column("used", "used GPU-h", lambda g: "—" if g.measured_h <= 0 else gpu_hours(g.used_h)),
     Column("util", "util", util),
     Column("unmeasured", "unmeasured", lambda g: gpu_hours(g.unmeasured_h)),
-    Column("memory", "mem GiB-h", lambda g: "%.1f" % g.memory_gib_h),
+    Column("memory", "mem GiB-h", lambda g: "—" if g.memory is None else "%.1f" % g.memory),
     Column("wait", "wait p50", lambda g: duration(g.wait_median_s)),
     Column("p95", "p95", lambda g: duration(g.wait_p95_s)),
     Column("running", "running", lambda g: str(g.running)),

@@ -8,7 +8,8 @@ Definitions (docs/usage.md says them for users):
   a running one's up to ``now``;
 - held: its charge × that time; used: its mean SM utilisation (percent of one GPU) × that
   time, where NVML measured it — on MIG it does not, and that time is counted as unmeasured,
-  never as 0; memory: its mean sampled GPU memory × that time;
+  never as 0; memory: its mean sampled GPU memory × that time (not known, never 0, for a
+  group none of whose attempts' memory was sampled);
 - waits: of the attempts that started in the range, from when each began to wait (a late
   copy aside: it served no one's wait);
 - outcomes: of the attempts that ended in the range (``late``: a late copy, killed — a launch
@@ -56,10 +57,23 @@ class Group:
     online_h: Optional[float] = None
     held_online_h: Optional[float] = None
     idle_h: Optional[float] = None
+    memory_sampled: bool = False
 
     @property
     def measured_h(self) -> float:
         return self.held_h - self.unmeasured_h
+
+    @property
+    def used(self) -> Optional[float]:
+        """``used_h``, or None where none of what the group held was measured (MIG slices,
+        attempts not sampled yet): not known, never 0 — the table's dash, --json's null."""
+        return None if self.unmeasured_h > 0 and self.measured_h <= 0 else self.used_h
+
+    @property
+    def memory(self) -> Optional[float]:
+        """``memory_gib_h``, or None where the group held GPUs and no attempt's memory was
+        sampled: not known, never 0."""
+        return None if self.held_h > 0 and not self.memory_sampled else self.memory_gib_h
 
     @property
     def wait_median_s(self) -> Optional[float]:
@@ -71,9 +85,9 @@ class Group:
 
     def record(self) -> Dict[str, object]:
         return {"key": self.key, "held_gpu_hours": round(self.held_h, 6),
-                "used_gpu_hours": round(self.used_h, 6),
+                "used_gpu_hours": _rounded(self.used),
                 "unmeasured_gpu_hours": round(self.unmeasured_h, 6),
-                "memory_gib_hours": round(self.memory_gib_h, 6),
+                "memory_gib_hours": _rounded(self.memory),
                 "waits": len(self.waits_s), "wait_median_s": _rounded(self.wait_median_s),
                 "wait_p95_s": _rounded(self.wait_p95_s),
                 "outcomes": {o: self.outcomes.get(o, 0) for o in OUTCOMES},
@@ -262,6 +276,7 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.unmeasured_h += r.charge * hours
     if s.memory_mean_mib is not None:
         g.memory_gib_h += s.memory_mean_mib / 1024 * hours
+        g.memory_sampled = g.memory_sampled or hours > 0
     if since <= r.started_at < until and r.waits:
         g.waits_s.append(r.waited_s)
     if r.ended_at is not None and since <= r.ended_at < until and r.outcome:
