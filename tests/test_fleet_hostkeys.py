@@ -633,3 +633,17 @@ def test_an_ssh_agent_another_user_could_answer_is_never_asked(ssh_env, agents, 
         assert tried.startswith(what) and why in tried, str(err.value)
     said = [r.getMessage() for r in caplog.records if what in r.getMessage()]
     assert len(said) == 1 and said[0].endswith("; its keys are not used"), said
+
+
+def test_an_ssh_auth_sock_that_names_no_agent_is_said_in_what_was_tried(ssh_env, tmp_path,
+                                                                        monkeypatch):
+    """An agent gone (its variable left behind in a shell) is said, not passed over unsaid as
+    paramiko does: the admin learns why the keys they added are not offered."""
+    server = ssh_env.new_server("gone-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    gone = tmp_path / "agent.gone"
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(gone))
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key")).close()
+    assert str(err.value).endswith(
+        ", ssh-agent (SSH_AUTH_SOCK %s: No such file or directory))" % gone), str(err.value)

@@ -217,7 +217,8 @@ def _agent_keys(tried: List[str]) -> Sequence[paramiko.PKey]:
         tried.append("ssh-agent (%s)" % err)
         return ()
     except (OSError, paramiko.SSHException) as err:  # gone: a stale variable
-        tried.append("ssh-agent (SSH_AUTH_SOCK %s: %s)" % (path, err))
+        tried.append("ssh-agent (SSH_AUTH_SOCK %s: %s)" % (path, getattr(err, "strerror", None)
+                                                            or err))
         return ()
     AGENT_REFUSED.worked(path, "ssh-agent socket %s (SSH_AUTH_SOCK) is used again" % path)
     return keys
