@@ -351,6 +351,34 @@ def test_a_trust_killed_while_writing_leaves_known_hosts_whole(tmp_path):
     assert (lock.stat().st_uid, stat.S_IMODE(lock.stat().st_mode)) == (os.getuid(), 0o600)
 
 
+def test_trusts_of_distinct_hosts_at_once_each_add_their_key(fleet_env, tmp_path):
+    """Three `fractui trust --yes` processes at once, each of its own host behind a real sshd,
+    into a known_hosts not there yet, in a folder not there yet (each process makes what is
+    missing): every host's key is there once, the file and the lock beside it the admin's
+    alone. (The lock's own failing test is test_appends_at_once_...: three processes seldom
+    meet here.)"""
+    names = ["gpu-t%d" % n for n in range(3)]
+    for host in names:
+        fleet_env.add(host, None, trust=False)
+    known = tmp_path / "home" / ".ssh" / "known_hosts"
+    fleet_env.env.known_hosts = known
+    config = fleet_env.write_config()
+    trusts = [subprocess.Popen([sys.executable, "-m", "fractui", "--config", config, "trust",
+                                host, "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True, cwd=REPO)
+              for host in names]
+    for trust in trusts:
+        out, err = trust.communicate(timeout=120)
+        assert trust.returncode == 0, out + err
+    want = ["[%s]:%d %s" % (sshd.LOOPBACK, fleet_env.proxies[host].port,
+                            fleet_env.servers[host].host_public_key) for host in names]
+    assert sorted(known.read_text().splitlines()) == sorted(want)
+    for path in (known, known.parent / "known_hosts.lock", known.parent):
+        st = path.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.getuid(), 0o700 if path.is_dir()
+                                                          else 0o600), path
+
+
 def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_env):
     """A FIFO with no writer in known_hosts' place would hold the host's connect for good:
     the host reads offline saying so, and trust and doctor end with it, exit 1."""
