@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -200,7 +200,8 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
         assert said == ["metrics: cannot listen on 127.0.0.1:%d ([metrics] listen): Address "
                         "already in use: it is held by a process of uid %d (%s) (this user: "
                         "another scheduler, or one that lost the lease and has not yet closed "
-                        "it); tried again every pass" % (port, os.getuid(), getpass.getuser())]
+                        "it); tried again every pass" % (
+                            port, os.getuid(), pwd.getpwuid(os.getuid()).pw_name)]
         blocker.close()
         exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02,
                                    at=999.5))
