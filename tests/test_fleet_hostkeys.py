@@ -9,12 +9,16 @@ import base64
 import json
 import logging
 import os
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
 
+import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
@@ -24,6 +28,7 @@ from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink
 from fractui.fleet.sshconfig import resolve
+from remote_agent.daemon.trust import UnsafePath
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
@@ -252,12 +257,12 @@ def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
     assert fleet_env.status()["gpu-full"]["state"] in ("online", "degraded")
 
 
-# One of the processes the next test starts: it appends ``count`` lines named ``who``-N once the
+# One of the processes the next tests start: it adds ``count`` lines named ``who``-N once the
 # test closes its stdin, and prints which it added. A failing one is refused every byte it
-# writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC), so each of its appends
-# cuts the file back to the size it read, as an append on a full disk does.
+# writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC). A killed one may write
+# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) as it writes more.
 APPENDER = """
-import json, resource, signal, sys
+import json, os, resource, signal, sys
 import paramiko
 from fractui.fleet.hostkeys import KnownHosts
 path, key_file, who, count, failing = sys.argv[1:]
@@ -265,6 +270,10 @@ known, key = KnownHosts(path), paramiko.Ed25519Key(filename=key_file)
 if failing == "yes":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+if failing == "killed":
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # (Python's own start ignores it)
+    limit = os.path.getsize(path) + 10
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 print("ready", flush=True)
 sys.stdin.read()
 added = []
@@ -278,22 +287,28 @@ print(json.dumps(added))
 """
 
 
+def appender(known: Path, key: Path, who: str, count: int,
+             failing: str = "no") -> subprocess.Popen:
+    """A process running APPENDER, its stdin and stdout pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-c", APPENDER, str(known), str(key), who, str(count), failing],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO))
+
+
 def test_appends_at_once_lose_no_line_though_one_of_them_fails(small_fs, tmp_path):
-    """Three processes appending to one known_hosts at once (started together: each waits on
-    its stdin, closed for all of them when all are ready) while a fourth's appends fail: each
-    failed append cuts the file back to the size it read before writing. Every line the three
-    were told was added is there, whole, once. Without the lock on the file, a line appended
-    between a failing append's look at the size and its cut was cut with it."""
+    """Three processes adding lines for distinct hosts to one known_hosts at once (started
+    together: each waits on its stdin, closed for all of them when all are ready) while a
+    fourth's writes fail. Every line the three were told was added is there, whole, once.
+    Without the lock beside the file, two that read the file at once each wrote it anew
+    without the other's line."""
     known = small_fs / "known_hosts"  # (a tmpfs: the appends' fsyncs cost nothing)
     known.write_text("# fleet\n")
     key = tmp_path / "key" / "id"
     sshd._keygen(key, "a-host")
     count = 1000
-    writers = {who: subprocess.Popen(
-        [sys.executable, "-c", APPENDER, str(known), str(key), who, str(count),
-         "yes" if who == "failing" else "no"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
-        for who in ("failing", "a", "b", "c")}
+    writers = {who: appender(known, key, who, count, "yes" if who == "failing" else "no")
+               for who in ("failing", "a", "b", "c")}
     for writer in writers.values():
         assert writer.stdout.readline() == "ready\n"
     for writer in writers.values():
@@ -307,6 +322,61 @@ def test_appends_at_once_lose_no_line_though_one_of_them_fails(small_fs, tmp_pat
     pub = sshd.public_key_line(key)
     want = ["# fleet"] + ["%s-%d %s" % (who, i, pub) for who in "abc" for i in range(count)]
     assert sorted(known.read_text().split("\n")) == sorted(want + [""])
+
+
+def test_a_trust_killed_while_writing_leaves_known_hosts_whole(tmp_path):
+    """A process killed part way through writing the line (here by the kernel, at its file
+    size limit; as well a SIGKILL or a power cut) leaves known_hosts as it was, its mode kept:
+    a line cut short would name the host with no key it offers, which reads as CHANGED
+    ("someone may be impersonating the host") and is never trustable. Before, the line was
+    appended to the file itself, and a writer killed part way left half of it there."""
+    folder = tmp_path / "ssh"
+    folder.mkdir(mode=0o700)
+    known = folder / "known_hosts"
+    known.write_text("# fleet\n")
+    known.chmod(0o644)  # OpenSSH's own mode for it
+    before = known.read_bytes()
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    killed = appender(known, key, "killed", 1, "killed")
+    out, _ = killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGXFSZ, (killed.returncode, out)
+    assert known.read_bytes() == before
+    added = appender(known, key, "added", 1)
+    out, _ = added.communicate(timeout=60)
+    assert (added.returncode, out) == (0, "ready\n[0]\n")
+    assert known.read_text() == "# fleet\nadded-0 %s\n" % sshd.public_key_line(key)
+    assert stat.S_IMODE(known.stat().st_mode) == 0o644
+    lock = folder / "known_hosts.lock"  # the admin's alone
+    assert (lock.stat().st_uid, stat.S_IMODE(lock.stat().st_mode)) == (os.getuid(), 0o600)
+
+
+def test_trusts_of_distinct_hosts_at_once_each_add_their_key(fleet_env, tmp_path):
+    """Three `fractui trust --yes` processes at once, each of its own host behind a real sshd,
+    into a known_hosts not there yet, in a folder not there yet (each process makes what is
+    missing): every host's key is there once, the file and the lock beside it the admin's
+    alone. (The lock's own failing test is test_appends_at_once_...: three processes seldom
+    meet here.)"""
+    names = ["gpu-t%d" % n for n in range(3)]
+    for host in names:
+        fleet_env.add(host, None, trust=False)
+    known = tmp_path / "home" / ".ssh" / "known_hosts"
+    fleet_env.env.known_hosts = known
+    config = fleet_env.write_config()
+    trusts = [subprocess.Popen([sys.executable, "-m", "fractui", "--config", config, "trust",
+                                host, "--yes"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True, cwd=REPO)
+              for host in names]
+    for trust in trusts:
+        out, err = trust.communicate(timeout=120)
+        assert trust.returncode == 0, out + err
+    want = ["[%s]:%d %s" % (sshd.LOOPBACK, fleet_env.proxies[host].port,
+                            fleet_env.servers[host].host_public_key) for host in names]
+    assert sorted(known.read_text().splitlines()) == sorted(want)
+    for path in (known, known.parent / "known_hosts.lock", known.parent):
+        st = path.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.getuid(), 0o700 if path.is_dir()
+                                                          else 0o600), path
 
 
 def test_a_known_hosts_that_is_not_a_regular_file_is_said_never_waited_on(fleet_env):
@@ -386,6 +456,31 @@ def test_trust_adds_no_key_where_another_user_could_change_known_hosts(fleet_env
         known, why) in said, said
     assert "Traceback" not in done.stderr
     assert not target.exists() and (attack.startswith("their") or not known.exists())
+
+
+@pytest.mark.parametrize("attack", ["of another user", "a symlink"])
+def test_no_key_is_added_where_another_user_made_the_lock_beside_known_hosts(tmp_path, attack):
+    """The lock file beside known_hosts is the admin's alone: one another user made, or a link
+    in its place, is refused, named, and the file is left as it was (whoever holds that lock
+    could keep every trust waiting, or have it made where they point)."""
+    folder = tmp_path / "ssh"
+    folder.mkdir(mode=0o700)
+    known = folder / "known_hosts"
+    known.write_text("# fleet\n")
+    lock = folder / "known_hosts.lock"
+    if attack == "a symlink":
+        lock.symlink_to(tmp_path / "elsewhere")
+        why = "it is a symlink"
+    else:
+        lock.write_text("")
+        os.chown(lock, 54321, 54321)
+        why = "it is owned by uid 54321, not by uid %d (the user fractui runs as)" % os.getuid()
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    with pytest.raises(UnsafePath) as refused:
+        KnownHosts(str(known)).append("gpu-new", paramiko.Ed25519Key(filename=str(key)))
+    assert str(refused.value).startswith("refusing known_hosts lock file %s: %s" % (lock, why))
+    assert known.read_text() == "# fleet\n" and not (tmp_path / "elsewhere").exists()
 
 
 def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
@@ -477,3 +572,106 @@ def test_a_dsa_identity_file_reads_the_host_offline_with_why_and_nothing_else_sa
     assert host["state"] == "offline" and "%s (a DSA key, which paramiko does not read: " \
         "use an ed25519, ECDSA or RSA key)" % key in host["error"], host
     assert done.stderr == ""
+
+
+NOBODY = 65534  # a real user of the machine, to run another user's ssh-agent as
+
+
+@pytest.fixture
+def agents(ssh_env, monkeypatch):
+    """Starts real ssh-agents holding the test's user key (``start(path, as_uid)``), each
+    named by $SSH_AUTH_SOCK; stopped at teardown."""
+    started = []
+
+    def start(path: Path, as_uid: int = 0) -> Path:
+        agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(path)], stdout=subprocess.PIPE,
+                                 text=True, user=as_uid, group=as_uid,
+                                 stderr=subprocess.DEVNULL)
+        started.append(agent)
+        assert agent.stdout.readline().startswith("SSH_AUTH_SOCK=%s;" % path)  # listening
+        subprocess.run(["ssh-add", str(ssh_env.user_key_path)], check=True, capture_output=True,
+                       env=dict(os.environ, SSH_AUTH_SOCK=str(path)))
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(path))
+        return path
+
+    yield start
+    for agent in started:
+        agent.terminate()
+        agent.wait(30)
+        agent.stdout.close()
+
+
+AGENT_ATTACKS = ["a socket of another user", "a folder all may write",
+                 "a listener of another user", "a link of another user"]
+
+
+@pytest.mark.parametrize("attack", AGENT_ATTACKS)
+def test_an_ssh_agent_another_user_could_answer_is_never_asked(ssh_env, agents, tmp_path,
+                                                               monkeypatch, caplog, attack):
+    """An ssh-agent signs with the keys it holds for whoever asks, and learns which keys we use
+    and when: one another user answers could sign as us, or watch us. $SSH_AUTH_SOCK naming a
+    socket another user owns or listens on, or one in a folder (or through a link) another
+    user could change, is not used: each agent here holds the key that lets us in, so using
+    it would connect. Said once in the log, and in what was tried. One of ours is used."""
+    server = ssh_env.new_server("agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    no_key = str(tmp_path / "no-such-key")  # so the agent alone could let us in
+    folder = tmp_path / "ssh-agent"
+    folder.mkdir(mode=0o700)
+    sock = agents(folder / "sock")
+    sock.chmod(0o777)  # (who may connect to it is its folder's to say, 0700 here)
+    connect(ssh_env, server, identity_file=no_key).close()  # ours: used
+    what = "refusing ssh-agent socket (SSH_AUTH_SOCK) %s: " % sock
+    if attack == "a socket of another user":
+        os.chown(sock, NOBODY, NOBODY)
+        why = "%s is owned by uid %d, not by uid %d (the user fractui runs as)" % (
+            sock, NOBODY, os.getuid())
+    elif attack == "a folder all may write":
+        folder.chmod(0o777)
+        why = "%s is writable by its group and all users (mode 0777)" % folder
+    elif attack == "a listener of another user":
+        # their agent, bound in a folder of theirs, then moved into ours and made root's:
+        # only the kernel's word on who listens tells it from ours
+        theirs = Path(tempfile.mkdtemp(dir="/tmp"))
+        os.chown(theirs, NOBODY, NOBODY)
+        try:
+            agents(theirs / "sock", NOBODY)
+            sock = folder / "theirs"
+            os.rename(theirs / "sock", sock)
+        finally:
+            theirs.rmdir()
+        os.chown(sock, os.getuid(), os.getgid())
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        what = "refusing ssh-agent socket (SSH_AUTH_SOCK) %s: the process listening on it " \
+            "(pid " % sock
+        why = ") is uid %d's, not uid %d's (the user fractui runs as)" % (NOBODY, os.getuid())
+    else:
+        link = tmp_path / "link"
+        link.symlink_to(sock)
+        os.lchown(link, NOBODY, NOBODY)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(link))
+        what = "refusing ssh-agent socket (SSH_AUTH_SOCK) %s: " % link
+        why = "it is reached through the symlink %s, owned by uid %d" % (link, NOBODY)
+    caplog.set_level(logging.INFO, logger="fractui.fleet")
+    for _ in range(2):
+        with pytest.raises(LinkError) as err:
+            connect(ssh_env, server, identity_file=no_key).close()
+        assert "accepted none of our keys (tried: %s (" % no_key in str(err.value)
+        tried = str(err.value).split(", ssh-agent (", 1)[-1]
+        assert tried.startswith(what) and why in tried, str(err.value)
+    said = [r.getMessage() for r in caplog.records if what in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("; its keys are not used"), said
+
+
+def test_an_ssh_auth_sock_that_names_no_agent_is_said_in_what_was_tried(ssh_env, tmp_path,
+                                                                        monkeypatch):
+    """An agent gone (its variable left behind in a shell) is said, not passed over unsaid as
+    paramiko does: the admin learns why the keys they added are not offered."""
+    server = ssh_env.new_server("gone-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    gone = tmp_path / "agent.gone"
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(gone))
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key")).close()
+    assert str(err.value).endswith(
+        ", ssh-agent (SSH_AUTH_SOCK %s: No such file or directory))" % gone), str(err.value)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import socket
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -15,6 +19,7 @@ from fractui.metrics.state import MetricsState, PassReport
 from fractui.sched.fleetview import HostView
 from fractui.store.model import Job, Slot
 from tests.cli_run import closed_port, in_process, leaks
+from tests.conftest import REPO
 
 MIB = 1024 * 1024
 NOW = 1000.0
@@ -191,7 +196,12 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
         for _ in range(3):  # another process has the port: said once, tried every turn
             exporter.report(PassReport("me", held=True, store_ok=True))
             assert not exporter.serving
-        assert len([r for r in caplog.records if "cannot listen" in r.message]) == 1
+        said = [r.message for r in caplog.records if "cannot listen" in r.message]
+        assert said == ["metrics: cannot listen on 127.0.0.1:%d ([metrics] listen): Address "
+                        "already in use: it is held by a process of uid %d (%s) (this user: "
+                        "another scheduler, or one that lost the lease and has not yet closed "
+                        "it); tried again every pass" % (
+                            port, os.getuid(), pwd.getpwuid(os.getuid()).pw_name)]
         blocker.close()
         exporter.report(PassReport("me", held=True, store_ok=True, jobs=JOBS, seconds=0.02,
                                    at=999.5))
@@ -208,6 +218,54 @@ def test_the_exporter_serves_while_the_lease_is_held_and_tries_a_taken_port_agai
     finally:
         blocker.close()
         exporter.close()
+
+
+# Another user's process squatting a port: it prints the port it listens on, then waits for
+# its stdin to close.
+SQUATTER = """
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+NOBODY = 65534
+
+
+def test_a_scheduler_whose_metrics_port_another_user_holds_says_so_and_goes_on(tmp_path):
+    """A real `fractui scheduler` whose [metrics] listen port a process of another user holds
+    (it answers scrapes there in the scheduler's place): said on stderr once, naming the
+    address, the config key and file, the OS's words and the holder's uid; the scheduler goes
+    on (it tries each pass) and stops cleanly, no traceback."""
+    squatter = subprocess.Popen(["/usr/bin/python3", "-c", SQUATTER], user=NOBODY,
+                                group=NOBODY, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, cwd="/")
+    try:
+        port = int(squatter.stdout.readline())
+        config = write(tmp_path, '[store]\nurl = "sqlite:///%s"\n\n[metrics]\nlisten = '
+                       '"127.0.0.1:%d"\n\n[[queues]]\nname = "q"\ngpu = 0.5\n' % (
+                           tmp_path / "store.db", port))
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "fractui", "--config", config, "scheduler"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=REPO))
+        try:
+            line = scheduler.stderr.readline()
+            assert line.endswith(
+                " ERROR fractui.metrics: metrics: cannot listen on 127.0.0.1:%d ([metrics] "
+                "listen in %s): Address already in use: it is held by uid %d (nobody), another "
+                "user, who answers scrapes there in this scheduler's place; tried again every "
+                "pass\n" % (port, config, NOBODY)), line
+            assert scheduler.poll() is None  # going on
+        finally:
+            scheduler.terminate()
+            _, rest = scheduler.communicate(timeout=60)
+        assert scheduler.returncode == 0 and "Traceback" not in rest, rest
+    finally:
+        squatter.stdin.close()
+        squatter.wait(30)
+        squatter.stdout.close()
 
 
 def test_the_pass_counts_go_on_through_a_lost_and_retaken_lease():

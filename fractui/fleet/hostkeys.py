@@ -8,8 +8,8 @@ a new host of one known by its ed25519 key); a line that names the host but cann
 counts as on file, since nothing says the offered key is the one it held. A key on a matching
 ``@revoked`` line is refused always. Only a host that no line names is UNKNOWN, and only an
 unknown key can be trusted: ``fractui trust HOST`` adds exactly one line after the admin
-confirms. The file is only ever appended to, never rewritten; ``@cert-authority`` lines are left
-as they are (fractui does not check host certificates).
+confirms: the file is written anew with that line after the others, as they were;
+``@cert-authority`` lines are left as they are (fractui does not check host certificates).
 
 So that a host known by one type of key is not asked for another, the link offers the key types
 on file first, as OpenSSH orders its HostKeyAlgorithms.
@@ -25,6 +25,7 @@ import hmac
 import logging
 import os
 import shlex
+import stat
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 from fractui.fleet.patterns import matches_list
 from fractui.small_file import NotRead, read_small_file
 from fractui.state_files import open_append
-from remote_agent.daemon.trust import check_tree
+from remote_agent.daemon.trust import check_tree, write_private
 from remote_agent.failing import Failures
 
 if TYPE_CHECKING:  # keys come from the link; a fleet with no SSH host never loads paramiko
@@ -261,34 +262,40 @@ class KnownHosts:
                                on_file)
 
     def append(self, name: str, key: paramiko.PKey) -> str:
-        """Add one line for this key, leaving every other line as it was; on disk (fsync'd)
-        before it returns, or not at all (OSError, the file as it was). UnsafePath where
-        another user could have made the file or could change it (a known_hosts not there yet
-        is not checked by reading it): they could pass their machine off as a host, or have
-        the line written through a link of theirs. Appends of fractui's own to one file are
-        one at a time (an flock on it); ssh's own appends take no lock."""
+        """Add one line for this key, leaving every other line as it was. The file is written
+        anew beside itself, fsync'd, and renamed over the old one (its mode kept), so no reader
+        ever sees it half written, nor does a writer killed part way leave it so; OSError: the
+        file as it was. fractui's writes to one file are one at a time: each holds an flock on
+        the lock file beside it (``<file>.lock``, 0600) while it reads the file anew and
+        replaces it, so none loses a line another added meanwhile. UnsafePath where another
+        user could have made the file, its folder or the lock, or could change them: they
+        could pass their machine off as a host, or have the line written through a link of
+        theirs (a known_hosts not there yet is not checked by reading it)."""
         line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
         check_tree(self.path, "known_hosts file", runner="fractui")  # then no one else's
         # link is on the way, and ours (a dotfiles checkout's) are followed
-        fd = open_append(os.path.realpath(self.path), "known_hosts file", os.O_RDWR)
+        real = os.path.realpath(self.path)
+        lock = open_append(real + ".lock", "known_hosts lock file")  # (its folder checked)
         try:
-            # another trust's append (a second fractui, the TUI's prompt) waits: a failed one
-            # cuts the file back to the size it read, which would take a line added meanwhile
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            newline = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-            data = memoryview(newline + line.encode())
+            # another trust (a second fractui, the TUI's prompt) waits, then reads this one's
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            check_tree(real, "known_hosts file", runner="fractui")  # as it is now
             try:
-                while data:
-                    data = data[os.write(fd, data):]
-                os.fsync(fd)
-            except OSError:
-                # a line cut short (a full disk) would name the host with no key it could
-                # offer: CHANGED from then on, and never trustable, until removed by hand
-                os.ftruncate(fd, size)
-                raise
+                old = read_small_file(real, MAX_KNOWN_HOSTS_BYTES, "a known_hosts file")
+                mode = stat.S_IMODE(os.stat(real).st_mode)
+            except FileNotFoundError:
+                old, mode = b"", 0o600
+            except NotRead as err:
+                raise KnownHostsUnreadable("known_hosts %s: %s" % (real, err)) from None
+            newline = b"\n" if old and not old.endswith(b"\n") else b""
+            write_private(real, old + newline + line.encode(), durable=True, mode=mode)
+            folder = os.open(os.path.dirname(real), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)  # the rename too, before trust says the key is added
+            finally:
+                os.close(folder)
         finally:
-            os.close(fd)  # (and with it the lock)
+            os.close(lock)  # (and with it the lock)
         return line
 
 

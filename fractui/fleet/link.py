@@ -11,16 +11,19 @@ meanwhile is kept with the link (fractui.fleet.sshlog), never printed. Commands 
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import socket
 import stat
+import struct
 import threading
 import time
 import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
 import paramiko
+import paramiko.agent
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 from paramiko.pkey import UnknownKeyType
@@ -30,6 +33,10 @@ from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
 from fractui.fleet.transport.base import TransportError
 from fractui.small_file import not_regular
+from remote_agent.daemon.trust import UnsafePath, check_tree, kind_of
+from remote_agent.failing import TRIES, Failures
+
+log = logging.getLogger("fractui.fleet")
 
 KEEPALIVE_S = 5
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
@@ -156,6 +163,67 @@ def unusable(path: str, err: Exception) -> str:
     return "%s: %s" % (type(err).__name__, err)
 
 
+AGENT_REFUSED = Failures(log, TRIES)
+"""The ssh-agent socket refused, said once while it is refused for the same reason."""
+
+
+class _Agent(paramiko.agent.AgentSSH):
+    """paramiko's ``Agent`` on a connection already made (and checked) by us: its own connects
+    to whatever $SSH_AUTH_SOCK names."""
+
+    def __init__(self, conn: socket.socket):
+        super().__init__()
+        self._connect(conn)
+
+
+def agent_connection(path: str) -> socket.socket:
+    """A connection to the ssh-agent at ``path`` ($SSH_AUTH_SOCK), once it is seen to be ours:
+    an agent signs with every key it holds for whoever asks, and learns which keys we use and
+    when, so one another user answers could sign as us, or watch us, or stand in for our own.
+    UnsafePath where the socket is another user's, or is reached through a folder or link
+    another user could change (a sticky folder such as /tmp is fine: no one else can remove or
+    rename our socket in it), or where the process listening on it is another user's (the
+    kernel says whose: SO_PEERCRED); OSError where it cannot be reached (no agent there)."""
+    what = "ssh-agent socket (SSH_AUTH_SOCK)"
+    check_tree(path, what, runner="fractui", socket=True)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISSOCK(mode):
+        raise UnsafePath("refusing %s %s: not a socket: %s" % (what, path, kind_of(mode)))
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        pid, uid, _ = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid != os.geteuid():
+            raise UnsafePath("refusing %s %s: the process listening on it (pid %d) is uid %d's,"
+                             " not uid %d's (the user fractui runs as)" % (
+                                 what, path, pid, uid, os.geteuid()))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _agent_keys(tried: List[str]) -> Sequence[paramiko.PKey]:
+    """The keys of the ssh-agent $SSH_AUTH_SOCK names, tried last; where there are none, why
+    is added to ``tried`` (a refused agent also said once in the log)."""
+    path = os.environ.get("SSH_AUTH_SOCK")
+    if not path:
+        return ()
+    try:
+        keys: Sequence[paramiko.PKey] = _Agent(agent_connection(path)).get_keys()
+    except UnsafePath as err:
+        AGENT_REFUSED.failed(path, "%s; its keys are not used" % err)
+        tried.append("ssh-agent (%s)" % err)
+        return ()
+    except (OSError, paramiko.SSHException) as err:  # gone: a stale variable
+        tried.append("ssh-agent (SSH_AUTH_SOCK %s: %s)" % (path, getattr(err, "strerror", None)
+                                                            or err))
+        return ()
+    AGENT_REFUSED.worked(path, "ssh-agent socket %s (SSH_AUTH_SOCK) is used again" % path)
+    return keys
+
+
 def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> None:
     tried: List[str] = []
 
@@ -197,12 +265,7 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
             continue
         if attempt(key, path):
             return
-    try:
-        agent_keys: Sequence[paramiko.PKey] = paramiko.Agent().get_keys()
-    except paramiko.SSHException as err:
-        agent_keys = ()
-        tried.append("ssh-agent (%s)" % err)
-    for key in agent_keys:
+    for key in _agent_keys(tried):
         if attempt(key, "an ssh-agent key"):
             return
     raise LinkError("%s@%s accepted none of our keys (tried: %s)" % (

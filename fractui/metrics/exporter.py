@@ -8,7 +8,10 @@ store or calls an agent, and the scheduler never waits on a scrape.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import pwd
 import threading
 import time
 from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -101,9 +104,12 @@ class Exporter:
         try:
             self._server, _ = start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:  # the port is taken (a holder that lost the lease still has it)
-            self._failures.failed("listen", "metrics: cannot listen on %s:%d: %s; tried again "
-                                  "every pass" % (host, port, err.strerror or err),
-                                  logging.ERROR, same=str(err))
+            held = holders(port) if err.errno == errno.EADDRINUSE else ""
+            self._failures.failed("listen", "metrics: cannot listen on %s:%d ([metrics] listen%s):"
+                                  " %s%s; tried again every pass" % (
+                                      host, port, " in %s" % self.config.path
+                                      if self.config.path else "", err.strerror or err, held),
+                                  logging.ERROR, same=str(err) + held)
             return
         self._failures.worked("listen", "metrics: can listen on %s:%d again" % (host, port))
         log.info("metrics: serving http://%s:%d/metrics while this scheduler holds the lease",
@@ -117,6 +123,39 @@ class Exporter:
             server.shutdown()
             server.server_close()
             log.info("metrics: stopped serving (the lease is not held)")
+
+
+def holders(port: int) -> str:
+    """Who listens on TCP ``port`` (on any address), as words to follow "address in use": the
+    uids the kernel's tables (/proc/net/tcp, tcp6) give its listeners, another user's said as
+    such, since they answer scrapes there in the holder's place."""
+    uids = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = [row.split() for row in f.read().splitlines()[1:]]
+        except FileNotFoundError:  # (tcp6 where IPv6 is off)
+            continue
+        except OSError as err:
+            return ": who listens there is unknown (%s: %s)" % (table, err.strerror or err)
+        uids.update(int(row[7]) for row in rows
+                    if row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port)  # LISTEN
+    others = sorted(uid for uid in uids if uid != os.geteuid())
+    if others:
+        return ": it is held by %s, another user, who answers scrapes there in this " \
+               "scheduler's place" % ", ".join(_user(uid) for uid in others)
+    if uids:
+        return ": it is held by a process of %s (this user: another scheduler, or one that " \
+               "lost the lease and has not yet closed it)" % _user(os.geteuid())
+    return ""
+
+
+def _user(uid: int) -> str:
+    """"uid N (name)", or "uid N" where it has no name."""
+    try:
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return "uid %d" % uid
 
 
 class _Collector:

@@ -46,12 +46,14 @@ def _mode(st: os.stat_result) -> str:
 
 
 def check_tree(path: str, what: str, root_may_own: bool = False,
-               runner: str = "the agent") -> None:
+               runner: str = "the agent", socket: bool = False) -> None:
     """Refuse ``path`` (``what`` names it in messages) unless no other user can change what it
     leads to. Components that do not exist yet are not checked (the caller creates them 0700
     and checks again). With ``root_may_own``, ``path`` itself may be root's too (a file root
-    put there for every user to read, such as a config under /etc). ``runner``: who reads it,
-    as the messages say."""
+    put there for every user to read, such as a config under /etc). With ``socket``, ``path``
+    is a socket, whose write bits let others connect to it, not change it: they are not
+    refused (its owner, who listens there, must still be ours). ``runner``: who reads it, as
+    the messages say."""
     uid = _uid()
     pending = os.path.abspath(path).strip("/").split("/")
     current = "/"
@@ -94,7 +96,7 @@ def check_tree(path: str, what: str, root_may_own: bool = False,
         if not last and not stat.S_ISDIR(st.st_mode):
             raise UnsafePath("refusing %s %s: %s is not a directory" % (what, path, step))
         sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-        writers = grantees(st, step, 2) if last or not sticky_dir else ""
+        writers = grantees(st, step, 2) if (not socket if last else not sticky_dir) else ""
         if writers:
             # a folder others must go on making files in (a team's project folder) may be
             # sticky instead: then no one renames or removes what is not theirs
@@ -321,12 +323,15 @@ def read_private(path: str, what: str = "file") -> Optional[bytes]:
         return f.read()
 
 
-def write_private(path: str, data: bytes, durable: bool = False) -> None:
-    """Replace ``path`` atomically (a reader sees all of it or none), 0600; with ``durable``,
-    fsync'd before it replaces the old one."""
+def write_private(path: str, data: bytes, durable: bool = False, mode: int = 0o600) -> None:
+    """Replace ``path`` atomically (a reader sees all of it or none), 0600 (or ``mode``, which
+    the caller has checked gives no one else write); with ``durable``, fsync'd before it
+    replaces the old one."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "temporary file")
     try:
+        if mode != 0o600:
+            os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
