@@ -192,6 +192,8 @@ def agent_connection(path: str) -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
+        if not hasattr(socket, "SO_PEERCRED"):  # (Linux's: elsewhere the path's checks alone)
+            return conn
         pid, uid, _ = struct.unpack("3i", conn.getsockopt(
             socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
         if uid != os.geteuid():
