@@ -1,19 +1,21 @@
 """What each job runtime runs under the shim: the foreground command a container job's shim
 runs, with the GPU given each runtime's way, the job's environment only through the container's
-options, and its user; and where a process's cgroup is found."""
+options, and its user; where a process's cgroup is found; and which processes are taken for a
+container's runtime client by its name."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import uuid
 
 import pytest
 
 from fractui.config import image_problem
 from remote_agent.jobs.env import JobUser
 from remote_agent.jobs.runtime import JobRun, cgroup_of
-from remote_agent.jobs.runtime.base import container_cgroup, holds
+from remote_agent.jobs.runtime.base import container_cgroup, holds, named_clients
 from remote_agent.jobs.runtime.apptainer import Apptainer
 from remote_agent.jobs.runtime.oci import Oci
 from remote_agent.jobs.runtime.process import Process
@@ -237,3 +239,25 @@ def test_one_image_rule_on_both_sides():
     bad = ["", "-v/:/host", "--privileged", "a b", "a\tb", "a\x00b", "a\nb", "x" * 4097]
     for image in good + bad:
         assert (image_problem(image) is None) == agent_takes(image) == (image in good), image
+
+
+def test_a_runtime_client_is_found_by_its_container_s_name_among_the_agent_s_processes_only():
+    """A container's runtime client is found by ``--name NAME`` on its command line (its pid
+    may be in no record) and SIGKILLed: any user may write those words on a command line of
+    theirs, so only the agent's own user's processes are taken."""
+    if os.geteuid() != 0:
+        pytest.skip("starts a process as another user, which needs root")
+    prefix = "fractui-%s-j" % uuid.uuid4().hex[:16]
+    shell = ["/bin/sh", "-c", "echo up; read x", "sh"]  # its words after: $1, $2
+    procs = [subprocess.Popen(shell + words, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              **extra)  # type: ignore[arg-type]
+             for words, extra in ((["--name", prefix + "7"], {}),
+                                  (["--name", prefix + "7"], {"user": "nobody"}),
+                                  (["--name=" + prefix + "8", prefix + "9"], {}))]
+    try:
+        assert [p.stdout.readline() for p in procs] == [b"up\n"] * 3  # each has exec'd
+        assert named_clients(prefix) == {procs[0].pid: prefix + "7"}
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

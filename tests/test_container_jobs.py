@@ -30,7 +30,7 @@ from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.jobs.runtime.base import cgroup_of
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
-from tests.conftest import AgentError, AgentProcess
+from tests.conftest import REPO, AgentError, AgentProcess
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
@@ -573,9 +573,9 @@ def running(real_podman: str, name: str) -> bool:
                           capture_output=True, text=True).stdout.strip() == "true"
 
 
-def passes_past_the_grace(agent: AgentProcess, log: pathlib.Path, passes: int) -> None:
+def more_passes(agent: AgentProcess, log: pathlib.Path, passes: int) -> None:
     """Wait for ``passes`` more watchdog passes (counted by the GPU reads that fail, one a
-    pass: the test sets no clock)."""
+    pass while a share job runs: the test sets no clock)."""
     agent.call("sim.fault", function="nvmlDeviceGetComputeRunningProcesses",
                error="NVML_ERROR_UNKNOWN", count=passes)
     wait_until(lambda: "GPU 0: its processes can be read again" in log.read_text(),
@@ -594,7 +594,7 @@ def test_a_runtime_kill_that_fails_past_the_grace_is_said_once_and_once_when_the
             agent, job, name, log, filler):
         wait_until(lambda: "kill --signal 9 %s failed" % name in log.read_text(),
                    "the runtime's SIGKILL to fail")
-        passes_past_the_grace(agent, log, passes)
+        more_passes(agent, log, passes)
         assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
         filler.unlink()
         assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
@@ -630,7 +630,7 @@ def test_a_runtime_kill_that_works_again_is_said_so_and_not_sent_again(
         mended = "job %s: its runtime's SIGKILL works again (or its container is gone) after 2 " \
             "failed passes" % job["id"]
         wait_until(lambda: mended in log.read_text(), "the runtime's SIGKILL to work")
-        passes_past_the_grace(agent, log, 3)
+        more_passes(agent, log, 3)
         assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
         filler.unlink()
         assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
@@ -671,7 +671,7 @@ def test_a_container_made_just_after_its_runtime_said_none_is_killed_through_it(
         wait_until(lambda: not hold.exists(), "the first SIGKILL past the grace")
         wait_until(lambda: subprocess.run([real, "container", "exists", name]).returncode == 1,
                    "the runtime to kill the container (and --rm to remove it)")
-        passes_past_the_grace(agent, log, 3)
+        more_passes(agent, log, 3)
         assert agent.call("job.get", job=job["id"])["state"] == "running"  # its end unwritten
         filler.unlink()
         assert wait_job(agent, job["id"], timeout=30)["state"] == "killed"
@@ -684,3 +684,187 @@ def test_a_container_made_just_after_its_runtime_said_none_is_killed_through_it(
     assert len([line for line in said if line.endswith(
         "job %s: its runtime's SIGKILL works again (or its container is gone) after 1 failed "
         "pass" % job["id"])]) == 1
+
+
+# Loaded by every Python process of an agent started from ``agent_whose_shim_dies``'s code (its
+# PYTHONPATH): a shim SIGKILLs those of ``KILLED`` (itself, its daemon) just before it would
+# tell its daemon the pid of the job it started.
+SHIM_DIES = '''\
+import os
+import signal
+
+import remote_agent.jobs.shim as shim
+
+report = shim._report
+
+
+def dies(report_fd, data):
+    if "pid" in data:
+        for pid in KILLED:
+            os.kill(pid, signal.SIGKILL)
+    report(report_fd, data)
+
+
+shim._report = dies
+'''
+
+
+def agent_whose_shim_dies(root: pathlib.Path, daemon_too: bool) -> str:
+    """The agent's code (its package, linked) with SHIM_DIES as its ``sitecustomize``: a code
+    root for ``start_agent`` whose shims die (and their daemon, where ``daemon_too``) at the
+    one moment where no record has the job's pid, once its runtime's client runs."""
+    root.mkdir()
+    (root / "remote_agent").symlink_to(os.path.join(REPO, "remote_agent"))
+    killed = "(os.getppid(), os.getpid())" if daemon_too else "(os.getpid(),)"
+    (root / "sitecustomize.py").write_text(SHIM_DIES.replace("KILLED", killed))
+    return str(root)
+
+
+# The inodes of a tmpfs, as a container job's directory, on which the job's own record of its
+# start (started.json) is refused and nothing before it: the directory itself, container.env,
+# spec.json, shim.log, shim.lock, shim.claim and output.pipe.
+INODES_BEFORE_STARTED = 7
+
+
+@pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
+def test_a_container_job_whose_shim_died_before_its_start_was_recorded_leaves_nothing(
+        podman, start_agent, tmp_path, monkeypatch, killed):  # noqa: F811
+    """A container job's shim dies after its runtime's client runs but before anything
+    recorded the client's pid: the job's own ``started.json`` is refused (its directory on a
+    real tmpfs with no inode left for it) and the shim is killed just before it reports to its
+    daemon (and the daemon too, restarted then). The client is still making the container
+    (the test's podman holds ``run`` as a pull would). The agent finds the client by the
+    container's name on its command line, kills it, and removes the container by name; the
+    job is lost, saying so. Before, only ``rm`` was run, finding no container yet: the client
+    ran on, and made a container that nothing would end."""
+    hold, client = tmp_path / "hold", tmp_path / "client"
+    hold.touch()
+    real = podman_wrapped(tmp_path, monkeypatch, 'run) echo $$ > %s\n'
+                          '  while [ -e %s ]; do sleep 0.05; done;;' % (client, hold))
+    state = tmp_path / "host"
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    code = agent_whose_shim_dies(tmp_path / "code", killed == "shim and daemon")
+    try:
+        with first_job_dir_on_a_disk_of_its_own(state, INODES_BEFORE_STARTED) as folder:
+            agent = start_agent("1xL4", str(state), code_root=code)
+            with pytest.raises((AgentError, EOFError)) as err:
+                agent.call("job.launch", key="k-c-unrecorded", gpu=0, memory_mib=100,
+                           image=podman.image, env=IN_IMAGE,
+                           argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+            assert not (folder / "started.json").exists()
+            pid = int(client.read_text())
+            if killed == "shim and daemon":
+                agent.proc.wait(timeout=10)
+                agent = start_agent(None, str(state))
+            else:
+                assert err.value.code == rpc.HOST_FAILED, err.value.message
+            done = wait_job(agent, "j1")
+            wait_until(lambda: not alive(pid), "the runtime's client to be killed")
+            hold.unlink()  # what it would have made next, had it run on
+            assert subprocess.run([real, "container", "exists", name]).returncode == 1
+    finally:
+        if client.exists() and alive(int(client.read_text())):  # (a failure: it is held)
+            os.kill(int(client.read_text()), signal.SIGKILL)
+        podman.remove(name)
+    assert done["state"] == "lost" and done["pid"] is None
+    said = re.fullmatch(
+        r"its shim ended before it recorded starting the job; whether it ran cannot be known "
+        r"\(see %s\); its runtime's client, found by the container's name \(pid ([\d, ]+)\), "
+        r"was killed and the container %s removed" % (re.escape(str(folder / "shim.log")), name),
+        done["reason"])
+    assert said and str(pid) in said[1].split(", "), done["reason"]  # (with a child it forked)
+
+
+@pytest.mark.parametrize("removed_by", ["a later pass", "the next agent"])
+def test_a_container_its_runtime_could_not_remove_is_removed_later_by_its_name(
+        podman, start_agent, tmp_path, monkeypatch, removed_by):  # noqa: F811
+    """A container job's runtime client is killed (its container runs on), and at the job's
+    end the runtime refuses ``rm`` while the agent knows no cgroup of the container's (the
+    runtime refuses ``inspect`` too): only the runtime reaches it. That is said once, and the
+    agent asks again at each pass; once the runtime removes it, it is said removed. A daemon
+    stopped meanwhile leaves it to the next, which finds it by its name. Before, the failure
+    was said, and the container left running for good."""
+    refuse = tmp_path / "refuse-rm"
+    refuse.touch()
+    real = podman_refusing(tmp_path, monkeypatch, "rm|inspect",
+                           '"$1" = inspect -o -e %s' % refuse)
+    state = tmp_path / "host"
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    log = state / "daemon.log"
+    try:
+        agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
+        job = agent.call("job.launch", key="k-c-left", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE,
+                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        wait_until(lambda: running(real, name), "the container to run")
+        assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
+        os.kill(job["pid"], signal.SIGKILL)  # its runtime's client: the container runs on
+        assert wait_job(agent, job["id"])["state"] == "killed"
+        wait_until(lambda: "could not be removed" in log.read_text(), "the rm to fail")
+        # a running share job's GPU is read at each pass: its failing reads count the passes
+        agent.call("job.launch", key="k-c-counter", gpu=0, memory_mib=10,
+                   argv=[sys.executable, "-c", "import time\ntime.sleep(600)"])
+        more_passes(agent, log, 3)
+        assert running(real, name)
+        if removed_by == "the next agent":
+            os.kill(daemon_pid(agent), signal.SIGKILL)
+            agent.proc.wait(timeout=10)
+        refuse.unlink()
+        if removed_by == "the next agent":
+            agent = start_agent(None, str(state))
+        wait_until(lambda: subprocess.run([real, "container", "exists", name]).returncode == 1,
+                   "the container to be removed")
+        said = log.read_text().splitlines()
+    finally:
+        refuse.unlink(missing_ok=True)  # (the test's podman below is the refusing one)
+        podman.remove(name)
+    failed = [line for line in said if "could not be removed" in line]
+    assert len(failed) == 1 and failed[0].endswith(
+        "job j1: its container %s could not be removed; its cgroup is not known, so only its "
+        "runtime reaches it (podman rm -f -t 0 %s failed (exit 125): Error: rm refused (the "
+        "test's)); tried again each pass" % (name, name)), failed
+    if removed_by == "a later pass":
+        (removed,) = [line for line in said if "is removed after" in line]
+        found = re.search(r" job j1: its container %s is removed after (\d+) failed passes$" % (
+            name), removed)
+        assert found and int(found[1]) > 3, removed
+    else:
+        assert [line.split(" INFO ")[-1].split(" WARNING ")[-1] for line in said
+                if "ended job j1: " in line] == [
+            "ended job j1: its container %s was left running or made; removing it" % name,
+            "ended job j1: the container %s removed" % name], said[-5:]
+
+
+def test_a_container_whose_agent_was_killed_while_removing_it_is_removed_by_the_next(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A container job whose runtime client was killed (its container runs on) ends, and its
+    daemon is killed while it asks the runtime to remove the container (the test's podman
+    kills the daemon that runs its ``rm``): the job's end is recorded, the container is not
+    removed. The next daemon finds it by its name and removes it. Before, nothing would: the
+    table said the job had ended, and no daemon looked at an ended job's container again."""
+    die = tmp_path / "die-in-rm"
+    real = podman_wrapped(tmp_path, monkeypatch,
+                          'rm) if [ -e %s ]; then kill -KILL "$PPID"; exit 137; fi;;' % die)
+    state = tmp_path / "host"
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    try:
+        agent = start_agent("1xL4", str(state))
+        job = agent.call("job.launch", key="k-c-mid-rm", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE,
+                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                   "the container's cgroup to be recorded")
+        pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
+        die.touch()
+        os.kill(job["pid"], signal.SIGKILL)  # its runtime's client: the container runs on
+        agent.proc.wait(timeout=20)  # its daemon, killed in the rm at the job's end
+        die.unlink()
+        assert running(real, name)
+        agent = start_agent(None, str(state))
+        assert agent.call("job.get", job=job["id"])["state"] == "killed"  # recorded before
+        wait_until(lambda: subprocess.run([real, "container", "exists", name]).returncode == 1,
+                   "the next daemon to remove the container")
+        assert not any(alive(p) for p in pids)
+    finally:
+        die.unlink(missing_ok=True)  # (the test's podman below is the one that kills)
+        podman.remove(name)

@@ -16,7 +16,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -324,16 +324,19 @@ def test_a_job_whose_shim_died_after_it_ended_is_lost_saying_it_had_ended(start_
 
 
 @contextmanager
-def first_job_dir_on_a_disk_of_its_own(state: Path) -> Iterator[Path]:
+def first_job_dir_on_a_disk_of_its_own(state: Path,
+                                       inodes: Optional[int] = None) -> Iterator[Path]:
     """The directory of the host's first job (j1) on a real 1 MiB tmpfs of its own, made before
-    the host's agent starts: filled, it holds up the shim's record of the job's end. The host's
-    agent and jobs are stopped before it is unmounted."""
+    the host's agent starts: filled, it holds up the shim's record of the job's end. With
+    ``inodes``, the tmpfs holds that many (itself one): a file made past them is refused
+    (ENOSPC) however much room is left. The host's agent and jobs are stopped before it is
+    unmounted."""
     folder = state / "jobs" / "j1"
     folder.mkdir(parents=True, mode=0o700)
     os.chmod(state, 0o700)
     os.chmod(state / "jobs", 0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
-                   check=True)
+    options = "size=1m,mode=0700" + (",nr_inodes=%d" % inodes if inodes else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
     try:
         yield folder
     finally:

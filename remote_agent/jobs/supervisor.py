@@ -67,6 +67,17 @@ class SupervisorSettings:
     usage_sample_s: float = USAGE_SAMPLE_S
 
 
+@dataclass(frozen=True)
+class LeftContainer:
+    """An ended job's container, to be removed by its name: its runtime's kind, its cgroup
+    where known, and whose it is (in words, for the log)."""
+
+    name: str
+    runtime: str
+    cgroup: Optional[str]
+    who: str
+
+
 @dataclass
 class LaunchRequest:
     """A checked ``job.launch``; ``target`` is how it gets its slice."""
@@ -180,6 +191,7 @@ class Supervisor:
         self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
+        self._containers_left: Dict[str, LeftContainer] = {}  # of ended jobs, by name
         self._held_stops: Dict[int, Dict[str, Any]] = {}
         """The watchdog's stops the table could not take (a full state disk): carried out all
         the same, by this daemon, and written at each pass until the table takes them."""
@@ -452,11 +464,9 @@ class Supervisor:
         """An ended job gives back its container, its cgroup (killing anything left in it) and
         driver limits. The container is removed here whoever else would (the runtime's --rm
         needs its client or its monitor alive to do it)."""
-        if job.container and not self.runtimes.get(job.runtime).remove(job.container) and \
-                job.container_cgroup is not None:  # nothing of it may go on running
-            count = procs.JobProcs(None, None, job.container_cgroup).signal(signal.SIGKILL)
-            log.warning("job j%d: its container %s could not be removed; SIGKILL to the %d "
-                        "process(es) left in its cgroup", job.id, job.container, count)
+        if job.container:
+            self.end_container(LeftContainer(job.container, job.runtime, job.container_cgroup,
+                                             "job j%d" % job.id))
         if job.cgroup is None:
             return
         procs.JobProcs(None, None, job.cgroup).signal(signal.SIGKILL)
@@ -464,6 +474,86 @@ class Supervisor:
         if not self.cgroups.remove(job.cgroup):
             with self._lock:
                 self._cgroups_left.add(job.cgroup)
+
+    def end_container(self, left: LeftContainer) -> str:
+        """Stop and remove an ended job's container by its name, whatever recorded it: first a
+        SIGKILL to its runtime's client where one still runs (found by the name: no record may
+        hold its pid, and it would make the container after the removal), then the runtime's
+        forced remove. Where that fails, a SIGKILL to what is left in its cgroup (where known)
+        and the container is kept, to be removed at each watchdog pass until it is, said once,
+        and once more when it is. What was done, in words for the job's reason."""
+        how = self.runtimes.get(left.runtime)
+        killed = sorted(pid for pid, name in how.clients(left.name).items()
+                        if name == left.name and _kill(pid))
+        done = "the container %s removed" % left.name
+        if killed:
+            done = "its runtime's client, found by the container's name (pid %s), was killed " \
+                   "and %s" % (", ".join(map(str, killed)), done)
+            log.warning("%s: %s", left.who, done)
+        why = how.remove(left.name)
+        if why is None:
+            with self._lock:
+                self._containers_left.pop(left.name, None)
+            self.failures.worked(("container", left.name), "%s: its container %s is removed" % (
+                left.who, left.name))
+            return done
+        with self._lock:
+            self._containers_left[left.name] = left
+        if left.cgroup is not None:  # nothing of it may go on running meanwhile
+            count = procs.JobProcs(None, None, left.cgroup).signal(signal.SIGKILL)
+            then = "SIGKILL to the %d process(es) left in its cgroup" % count
+        else:
+            then = "its cgroup is not known, so only its runtime reaches it"
+        self.failures.failed(("container", left.name), "%s: its container %s could not be "
+                             "removed; %s (%s); tried again each pass" % (
+                                 left.who, left.name, then, why), same=why)
+        return "its container %s could not be removed yet (%s); tried again each pass" % (
+            left.name, why)
+
+    def remove_left_containers(self) -> None:
+        """The containers of ended jobs that could not be removed yet: tried again."""
+        with self._lock:
+            left = list(self._containers_left.values())
+        for container in left:
+            said = ("container", container.name) in self.failures.failing("container")
+            done = self.end_container(container)
+            if not said and container.name not in self._containers_left:  # (else said)
+                log.info("%s: %s", container.who, done)
+
+    def find_left_containers(self) -> bool:
+        """The containers named as this agent names its jobs' (and the runtime clients that
+        would make one) whose job is not active: left by a daemon that stopped before it removed
+        them, or whose removal failed. Each is removed as ``end_container`` does. The runtimes
+        are asked before the table, so no job launched meanwhile is taken for ended. False
+        where a runtime could not list them (said; asked again at the next pass)."""
+        prefix = "fractui-%s-j" % self.paths.digest
+        found: Dict[str, str] = {}  # name -> runtime kind
+        listed = True
+        for kind, version in self.runtimes.found.items():
+            how = self.runtimes.get(kind)
+            if not version or not how.has_container:
+                continue
+            names, why = how.containers(prefix)
+            if why is not None:
+                self.failures.failed(("containers", kind), "cannot list the containers left by "
+                                     "ended jobs: %s; asked again each pass" % why)
+                listed = False
+                continue
+            self.failures.worked(("containers", kind), "the containers of %s are listed" % kind)
+            found.update((name, kind) for name in names + list(how.clients(prefix).values()))
+        with self._lock:
+            active = {j.container for j in self.store.active()}
+            for name, kind in found.items():
+                if name in active or name in self._containers_left:
+                    continue
+                ref = name[len(prefix) - 1:]  # j<id>
+                job = self.store.get(int(ref[1:])) if re.fullmatch("j[0-9]{1,18}", ref) else None
+                self._containers_left[name] = LeftContainer(
+                    name, kind, job.container_cgroup if job else None,
+                    "ended job %s" % ref if job else "job %s (no longer in the table)" % ref)
+                log.warning("%s: its container %s was left running or made; removing it",
+                            self._containers_left[name].who, name)
+        return listed
 
     def _job_env(self, job: Job, torch_fraction: bool,
                  driver_limit: bool) -> Tuple[Dict[str, str], List[str]]:
@@ -547,13 +637,23 @@ class Supervisor:
                                           ended_at=time.time(), kill_at=None)
                     raise RpcError(rpc.HOST_FAILED, "job j%d: %s" % (job.id, why))
                 if fenced is False:
-                    return {"lost": "its shim ended before it recorded starting the job; "
-                                    "whether it ran cannot be known (see %s)" % said}
+                    return {"lost": self.lost_start(job)}
             if time.monotonic() > deadline:
                 log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
                             job.id, START_TIMEOUT_S)
                 return None
             time.sleep(0.02)
+
+    def lost_start(self, job: Job) -> str:
+        """Why a job whose shim died before anything recorded its start (its pid) is lost. A
+        container job's container is ended first, by its name (its runtime's client, whose
+        pid nothing holds, may be making it still), and the words say what was found."""
+        why = "its shim ended before it recorded starting the job; whether it ran cannot be " \
+              "known (see %s)" % os.path.join(self.job_dir(job), "shim.log")
+        if not job.container:
+            return why
+        return "%s; %s" % (why, self.end_container(LeftContainer(
+            job.container, job.runtime, job.container_cgroup, "job j%d" % job.id)))
 
     # -- stopping --
 
@@ -857,6 +957,15 @@ def _program_problem(program: str, path: str, cwd: str) -> Optional[str]:
     if any(os.path.exists(c) for c in candidates):
         return os.strerror(errno.EACCES)
     return os.strerror(errno.ENOENT)
+
+
+def _kill(pid: int) -> bool:
+    """SIGKILL to ``pid``; False where it had ended already."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def shim_alive(job_dir: str) -> bool:

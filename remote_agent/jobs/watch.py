@@ -39,6 +39,7 @@ class Watchdog:
         self._killed: Set[int] = set()  # jobs past their grace whose SIGKILL was said
         self._runtime_killed: Set[int] = set()  # ... whose container its runtime killed
         self._outlived: Set[int] = set()  # jobs seen running after their shim died
+        self._containers_listed = False  # whether ended jobs' containers were looked for
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
@@ -71,6 +72,10 @@ class Watchdog:
                                      "failed" % name[1])
         for job in killing:
             self._step("killing job j%d" % job.id, lambda: self._kill(job))
+        if not self._containers_listed:  # once a pass until every runtime has listed them
+            self._containers_listed = bool(self._step("finding containers left by ended jobs",
+                                                      sup.find_left_containers))
+        self._step("removing containers left by ended jobs", sup.remove_left_containers)
         self._step("removing cgroups", sup.remove_left_cgroups)
         if self._last_prune is None or \
                 ticks - self._last_prune > min(60.0, sup.settings.retention_s):
@@ -176,9 +181,7 @@ class Watchdog:
             "nothing ran (launching the same key again starts it)"))
         if ended is False and not shim_alive(job_dir) and \
                 sup.read_job_file(job, "started.json") is None:
-            sup.finish(job, state="lost", reason=(
-                "its shim ended before it recorded starting the job; whether it ran cannot be "
-                "known (see %s)" % os.path.join(job_dir, "shim.log")))
+            sup.finish(job, state="lost", reason=sup.lost_start(job))
 
     def _measure(self, running: List[Job]) -> None:
         """The caps every pass and, every usage_sample_s, the usage samples, from one read of

@@ -99,10 +99,20 @@ class Runtime(ABC):
         gone; only the caller can tell which."""
         return False
 
-    def remove(self, name: str) -> bool:
-        """Remove what the runtime keeps of an ended job (its container), whatever its state;
-        False where the runtime failed (it says why in the agent's log)."""
-        return True
+    def remove(self, name: str) -> Optional[str]:
+        """Remove what the runtime keeps of an ended job (its container), whatever its state,
+        and whether or not it is there: None once it is gone, else what failed and why."""
+        return None
+
+    def containers(self, prefix: str) -> Tuple[List[str], Optional[str]]:
+        """(the names of the containers the runtime has, running or not, that start with
+        ``prefix``, None), or ([], what failed and why)."""
+        return [], None
+
+    def clients(self, prefix: str) -> Dict[int, str]:
+        """The runtime's clients that run for a container whose name starts with ``prefix``:
+        pid -> the container's name (none for a runtime that names no container)."""
+        return {}
 
 
 class ContainerRuntime(Runtime):
@@ -127,6 +137,31 @@ def run_tool(argv: List[str], timeout: float = PROBE_TIMEOUT_S) -> Tuple[int, st
     except OSError as err:
         return 127, "", "cannot run %s: %s" % (argv[0], err.strerror or err)
     return done.returncode, done.stdout.strip(), done.stderr.strip()
+
+
+def named_clients(prefix: str, proc: str = "/proc") -> Dict[int, str]:
+    """The processes of the agent's own user whose command line names a container (``--name
+    NAME``) whose name starts with ``prefix``: pid -> NAME. A runtime's client found so needs
+    no record of its pid (its shim may have died before any was written), and one still
+    pulling the image or making the container is found before the container is. Only the
+    agent's user's processes: any user may put those words on a command line of theirs."""
+    me, wanted = os.geteuid(), prefix.encode()
+    found: Dict[int, str] = {}
+    for entry in os.listdir(proc):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(os.path.join(proc, entry)).st_uid != me:
+                continue
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue  # it ended meanwhile
+        for flag, value in zip(args, args[1:]):
+            if flag == b"--name" and value.startswith(wanted):
+                found[int(entry)] = value.decode("utf-8", "replace")
+                break
+    return found
 
 
 def last_line(text: str) -> str:

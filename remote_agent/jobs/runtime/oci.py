@@ -38,22 +38,21 @@ is mounted at the same path, and the variable passed, so a workload in the conta
 with the same host.
 
 The runtime's answers are checked: a failed ``kill`` or ``rm`` is said (the supervisor then
-kills what is left in the container's cgroup itself), a ``kill`` answered "no such container"
-is told apart (``not_there``: not made yet, or gone; the supervisor decides which), and only a
-successful ``info`` is kept.
+kills what is left in the container's cgroup itself, and asks again to remove it at each pass
+until it is gone), a ``kill`` answered "no such container" is told apart (``not_there``: not
+made yet, or gone; the supervisor decides which), and only a successful ``info`` is kept. A
+container's client is also found without its pid, by the container's name on its command line
+(``clients``), and its containers by their names (``containers``): what an ended job left.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
 from remote_agent.jobs.caps import cgroup2_mount
 from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, \
-    container_cgroup, last_line, run_tool
-
-log = logging.getLogger("remote_agent.jobs")
+    container_cgroup, last_line, named_clients, run_tool
 
 CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-file
@@ -164,12 +163,20 @@ class Oci(ContainerRuntime):
     def not_there(self, why: str) -> bool:
         return GONE in why.lower()
 
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str) -> Optional[str]:
         force: List[str] = ["-f", "-t", "0"] if self.tool == "podman" else ["-f"]
         why = self._failure([self.tool, "rm", *force, name])
-        if why is not None:
-            log.warning("%s", why)
-        return why is None
+        return None if why is None or self.not_there(why) else why  # (docker: not there)
+
+    def containers(self, prefix: str) -> Tuple[List[str], Optional[str]]:
+        code, out, err = run_tool([self.tool, "ps", "-a", "--filter", "name=" + prefix,
+                                   "--format", "{{.Names}}"], CALL_TIMEOUT_S)
+        if code != 0:
+            return [], "%s ps failed (exit %d): %s" % (self.tool, code, last_line(err or out))
+        return [n for n in out.split() if n.startswith(prefix)], None
+
+    def clients(self, prefix: str) -> Dict[int, str]:
+        return named_clients(prefix)
 
     def _failure(self, argv: List[str]) -> Optional[str]:
         """Run the runtime's command: None where it worked, else what failed and why."""
