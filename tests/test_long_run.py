@@ -92,11 +92,17 @@ def test_a_connection_that_lasts_keeps_no_record_of_a_job_its_agent_forgot(tmp_p
     try:
         wait(lambda: session.status.state == "online", lambda: session.status)
         ran = [launch(session, "k%d" % n)["id"] for n in range(5)]
-        wait(lambda: all(session.status.jobs[j].get("state") == "exited" for j in ran),
-             lambda: session.status.jobs)
+        exited: set = set()  # each seen ended once: the first may be forgotten before the last
+
+        def all_exited() -> bool:
+            jobs = session.status.jobs
+            exited.update(j for j in ran if jobs.get(j, {}).get("state") == "exited")
+            return exited == set(ran)
+
+        wait(all_exited, lambda: (exited, session.status.jobs))
         wait(lambda: not session.call("job.list", {})["jobs"], lambda: "never forgotten")
         last = launch(session, "k5")["id"]
-        wait(lambda: session.status.jobs[last].get("state") == "exited",
+        wait(lambda: session.status.jobs.get(last, {}).get("state") == "exited",
              lambda: session.status.jobs)
         assert list(session.status.jobs) == [last]  # 6 jobs run over one connection
     finally:
