@@ -859,8 +859,13 @@ def _into_closed_pipe(argv: list, config: str) -> subprocess.CompletedProcess:
         os.close(write)
 
 
+# the lease the test's scheduler holds between its steps: a test that runs verbs one after
+# another for longer than the default 15 s (a loaded machine) heard "no scheduler is running"
+HELD_S = 3600.0
+
+
 def test_every_verb_exits_quietly_into_a_closed_pipe(local_fleet):  # noqa: F811
-    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)], lease_s=HELD_S)
     job = f.submit("quarter", argv=[PY, "-c", "print('x' * 100, flush=True)"])
     f.until(lambda: f.states()[job.id] == "done")
     config = f.write_config()
@@ -877,7 +882,7 @@ def test_every_verb_exits_quietly_into_a_closed_pipe(local_fleet):  # noqa: F811
 def test_a_reader_that_leaves_early_ends_fractui_quietly(local_fleet):  # noqa: F811
     """``fractui jobs --all --json | head -1`` and ``fractui logs -f N | head -1``: more output
     than a pipe holds, so fractui is still writing when head has gone."""
-    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)])
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="quarter", gpu=0.25)], lease_s=HELD_S)
     chatty = f.submit("quarter", argv=[PY, "-c", "import time\nwhile True:\n"
                                                  "    print('line ' * 10, flush=True)\n"
                                                  "    time.sleep(0.01)"])
