@@ -46,12 +46,12 @@ from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
-from fractui.scheduler.lanes import HELD, Lanes
+from fractui.scheduler.lanes import HELD, RECORDS, Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
-                                StoreError)
+                                StoreError, StoreRefused)
 from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
                                  PLACED, RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
                                  attempt_of)
@@ -153,6 +153,7 @@ class Scheduler:
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts as kept (_recall)
         self._left = False  # the last pass left a write for later: a row was held
+        self._refused: Set[str] = set()  # the hosts whose records this pass's store refused
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -380,7 +381,7 @@ class Scheduler:
     def step(self) -> bool:
         """One pass; returns whether this scheduler holds the lease (and so acted). The calls
         it starts run on the hosts' lanes and may end after it (``settle`` waits for them)."""
-        self._left = False
+        self._left, self._refused = False, set()
         if not self._renew(force=True):
             return False
         if self._recalled != self.epoch:  # the lease is newly this one's
@@ -406,6 +407,10 @@ class Scheduler:
                     wrote = True
             except RowsLocked as err:
                 self._left_for_later(job.id, err)
+            except StoreRefused as err:  # what its host says of it: the host's, not the pass's
+                if view is None:
+                    raise
+                self._host_refused(view.name, "job %d" % job.id, err)
             except StateConflict as err:  # moved on since it was read (its user's cancel):
                 # read again as it is (an edit by hand moves no counter), not a failed pass
                 log.info("%s; read again", err)
@@ -442,6 +447,7 @@ class Scheduler:
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.mended()
+        self.lanes.refused_no_more(RECORDS, self._refused)
         self.lanes.start()
         self._stepped = jobs
         return True
@@ -844,7 +850,14 @@ class Scheduler:
                         self._moved_past(named[0], named[1], {}) is not None:
                     late = late_copy(view, named[0], named[1], rec)
             try:
-                self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
+                try:
+                    self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
+                except StoreRefused as err:  # what its agent says it held: charged to no one
+                    if late is None:
+                        raise
+                    self._host_refused(host, "the late copy %s, whose GPU time is charged to "
+                                       "no one" % key, err)
+                    self.store.copy_ended(host, key, self.holder, epoch=self.epoch)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
                 self.failures.failed(("stop", host, key), "the stop of %s on %s is forgotten "
                                      "by a later pass: %s" % (key, host, err), same=HELD)
@@ -866,6 +879,12 @@ class Scheduler:
             except JobNotFound:
                 return None
         return moved_past(job, attempt)
+
+    def _host_refused(self, host: str, what: str, err: StoreRefused) -> None:
+        """The store refused what ``host``'s agent says of ``what`` (a value out of a column's
+        range, text with a NUL): left as the store has it, and the pass goes on."""
+        self._refused.add(host)
+        self.lanes.refused(host, RECORDS, what, err)
 
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full
