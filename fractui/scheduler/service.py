@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
+from fractui.fleet.client import SAID_ONE_BY_ONE
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
@@ -57,6 +58,7 @@ from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG
                                  attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
+from remote_agent.failing import PAST_CAP
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -798,11 +800,13 @@ class Scheduler:
                     continue
                 past = self._moved_past(copy.job, copy.attempt, active)
                 found[(view.name, LEFT if past is None else LATE)] += 1
-                if past is None:  # said once while it runs
+                if past is None:  # said once while it runs (a host lists as many as it
+                    # likes: past SAID_ONE_BY_ONE of a host's, that there are more)
                     left.add((UNHELD, view.name, copy.key))
                     self.failures.failed((UNHELD, view.name, copy.key), "%s runs %s, which "
                                          "the store does not hold and has no later word of: "
-                                         "left running" % (view.name, copy.key))
+                                         "left running" % (view.name, copy.key),
+                                         cap=SAID_ONE_BY_ONE)
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)
@@ -811,7 +815,8 @@ class Scheduler:
                 self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
         for name in self.failures.failing(UNHELD):  # kept while its host cannot be seen
             host, key = name[1], name[2]
-            if name not in left and (host not in by_name or by_name[host].state in USABLE):
+            if key is not PAST_CAP and name not in left and (
+                    host not in by_name or by_name[host].state in USABLE):
                 self.failures.worked(name, "%s: %s, which the store does not hold, is seen "
                                      "running no more" % (host, key))
         return found

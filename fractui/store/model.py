@@ -229,6 +229,9 @@ class Job:
                 "move_to": self.move_to.record() if self.move_to else None}
 
 
+NUMBER_DIGITS = 19  # of a key's job or attempt: the store numbers them below 2 ** 63
+
+
 def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
     """The (job id, attempt) an agent's key names where it is this store's (``Job.key``);
     None for another store's key, or one an admin chose for a launch by hand."""
@@ -236,10 +239,11 @@ def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
     if not key.startswith(prefix):
         return None
     job, dot, attempt = key[len(prefix):].partition(".")
-    if not (dot and job.isascii() and job.isdigit() and attempt.isascii() and
-            attempt.isdigit()):
-        return None
-    return int(job), int(attempt)
+    if not (dot and all(n.isascii() and n.isdigit() and len(n) <= NUMBER_DIGITS
+                        for n in (job, attempt))):
+        return None  # (a number of more digits is no job's: an agent may send any)
+    named = int(job), int(attempt)
+    return named if max(named) < 2 ** 63 else None
 
 
 @dataclass(frozen=True)

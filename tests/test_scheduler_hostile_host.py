@@ -13,6 +13,8 @@ from typing import Any, Dict, Tuple
 import pytest
 
 from fractui.config import QueueConfig
+from fractui.fleet.client import SAID_ONE_BY_ONE
+from fractui.scheduler.service import UNHELD
 from fractui.store.model import FAILED, RUNNING
 from tests import localfleet
 
@@ -97,3 +99,37 @@ def test_usage_the_store_refuses_leaves_out_its_host_only(local_fleet, store_url
     assert said.startswith("%s: the store refused what its agent said of its GPUs' time, "
                            "left out (said once while the store refuses any of its usage): "
                            % busy), said
+
+
+def test_copies_of_no_job_a_host_lists_without_end_are_said_within_the_cap(local_fleet,
+                                                                           caplog):
+    """An agent that lists ever more copies under the store's key of jobs the store does not
+    have (and one naming a job past any number the store gives, which a read of it could not
+    even ask for): the first SAID_ONE_BY_ONE said one by one, then once that there are more;
+    the failures kept stay within the cap, the passes go through, and as they end each said
+    is said ended. Before: every copy a line and a name kept, and the number past 64 bits
+    failed every pass on SQLite."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    cap = SAID_ONE_BY_ONE
+    copies = [{"id": "j%d" % n, "key": "fractui-%s-%d.0" % (f.store.uid, 900 + n),
+               "state": "running", "gpus": [0], "pid": None} for n in range(cap * 3)]
+    huge = dict(copies[0], id="j-huge", key="fractui-%s-%s.0" % (f.store.uid, "9" * 30))
+    for rec in copies + [huge]:
+        session._notify("job", rec)
+    for _ in range(3):
+        assert f.scheduler.step() is True
+    said = [r.getMessage() for r in caplog.records
+            if "which the store does not hold" in r.getMessage()]
+    assert len(said) == cap + 1, said
+    assert said[-1].startswith("more than %d failing at once" % cap), said[-1]
+    assert len(f.scheduler.failures.failing(UNHELD)) == cap + 1
+    for rec in copies:
+        session._notify("job", dict(rec, state="killed"))
+    for _ in range(2):
+        assert f.scheduler.step() is True
+    assert f.scheduler.failures.failing(UNHELD) == []
+    assert caplog.text.count("is seen running no more") == cap
+    assert "failures past the cap unsaid" in caplog.text
