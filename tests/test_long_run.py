@@ -339,6 +339,36 @@ def test_a_host_naming_a_new_notification_at_each_push_grows_no_failures_past_th
     assert len(client._failures.failing("notify")) == client_module.SAID_ONE_BY_ONE + 1
 
 
+def test_a_hosts_long_method_names_are_logged_cut_with_their_length(caplog):
+    """A hostile host's notifications whose methods are as long as a line may be (1 MiB),
+    each failing to be handled: each said cut, with its length, not whole. Before: up to
+    SAID_ONE_BY_ONE lines of a MiB each in the admin's journal."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    read_end, write_end = os.pipe()
+    heard: List[str] = []
+
+    def listener(method: str, params: Dict[str, Any]) -> None:
+        heard.append(method)
+        raise ValueError("a listener's bug")
+
+    client = AgentClient(os.fdopen(read_end, "rb"), lambda _line: None, on_notify=listener,
+                         name="gpu-a")
+    long = 2 ** 20 - 100
+    with os.fdopen(write_end, "wb") as host:
+        for n in range(3):
+            host.write(b'{"jsonrpc": "2.0", "method": "%d%s", "params": {}}\n' % (
+                n, b"m" * (long - 1)))
+    wait(lambda: len(heard) == 3, lambda: len(heard))
+    said = [r.getMessage() for r in caplog.records if "notification from gpu-a" in
+            r.getMessage()]
+    assert len(said) == 3, said
+    for n, words in enumerate(said):
+        assert words == "handling a '%d%s…' (%d characters) notification from gpu-a failed " \
+            "(ValueError: a listener's bug)" % (n, "m" * (client_module.HOST_WORDS_MOST - 1),
+                                                long), words[:300]
+    client.closed.wait(30)
+
+
 def test_a_connect_that_fails_with_a_bug_at_every_try_is_said_once(tmp_path, monkeypatch,
                                                                     caplog):
     """Connecting to a host fails with an error of no known kind (a bug of ours) at every

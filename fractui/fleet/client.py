@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
+from fractui.words import as_typed, quoted
 from remote_agent.failing import TRIES, Failures
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 
@@ -22,6 +23,20 @@ from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 # fails): a hostile agent names as many as it likes, and past these the log and the host's
 # state say only that there are more
 SAID_ONE_BY_ONE = 20
+
+HOST_WORDS_MOST = 100
+"""Characters of a string a host sent (a notification's method, a job's id, a line that is no
+message) that the log and the host's state quote; past them it is cut, saying its length: an
+agent's line may be up to MAX_LINE_BYTES long, and a hostile one names as many as it likes."""
+
+
+def host_words(text: Any, bare: bool = False) -> str:
+    """A string a host sent, as fractui's words quote it: in quotes with its escapes, or
+    ``bare`` as it is where short and printable (``fractui.words``), cut past HOST_WORDS_MOST
+    characters with its length. The one place a host's strings are cut for the log."""
+    text = text if isinstance(text, str) else str(text)
+    return as_typed(text, HOST_WORDS_MOST) if bare else quoted(text, HOST_WORDS_MOST)
+
 
 log = logging.getLogger("fractui.fleet")
 
@@ -136,8 +151,9 @@ class AgentClient:
         """A line from the agent that is not ``kind`` (the host's to write, as many as it
         likes): the first of the connection said, with the line; how many, as it ends."""
         self._garbled.failed(kind, "%s: ignoring lines from its agent that are not %s (said "
-                             "once a connection), the first: %r" % (
-                                 self.name, kind, line[:200]), same=kind)
+                             "once a connection), the first: %s" % (
+                                 self.name, kind, host_words(line.decode(errors="replace"))),
+                             same=kind)
 
     def waiting(self) -> bool:
         """Whether a call waits for its answer (the agent answers a connection's requests in
@@ -157,13 +173,13 @@ class AgentClient:
         try:
             self._on_notify(method, params if isinstance(params, dict) else {})
         except Exception as err:
-            self._failures.failed(("notify", method), "handling a %r notification from %s "
-                                  "failed (%s: %s)" % (method, self.name, type(err).__name__,
-                                                       err),
+            self._failures.failed(("notify", method), "handling a %s notification from %s "
+                                  "failed (%s: %s)" % (host_words(method), self.name,
+                                                       type(err).__name__, err),
                                   logging.ERROR, True, cap=SAID_ONE_BY_ONE)
         else:
-            self._failures.worked(("notify", method), "the %r notifications from %s are "
-                                  "handled again" % (method, self.name))
+            self._failures.worked(("notify", method), "the %s notifications from %s are "
+                                  "handled again" % (host_words(method), self.name))
 
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:

@@ -21,7 +21,7 @@ from fractui.config import HostConfig, SshSettings
 from remote_agent.failing import PAST_CAP, TRIES, Failures
 from fractui.fleet import answers, sshlog
 from fractui.fleet.client import (SAID_ONE_BY_ONE, AgentCallError, AgentClient,
-                                  ConnectionLost)
+                                  ConnectionLost, host_words)
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError
 from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
@@ -286,7 +286,8 @@ class HostSession:
             for name in self._failures.failing(kind):
                 if name[-1] in gone:
                     self._failures.worked(name, "%s: job %s %s: what failed about it (%s) "
-                                          "is said no more" % (self.cfg.name, name[-1], why,
+                                          "is said no more" % (self.cfg.name,
+                                                               host_words(name[-1], True), why,
                                                                name[1]))
 
     def _tell(self, method: str, params: Dict[str, Any], about: Optional[str]) -> None:
@@ -302,16 +303,19 @@ class HostSession:
             except Exception as err:
                 self._failures.failed(name, "%s: what listens to its %s notifications%s "
                                       "failed (%s: %s)" % (
-                                          self.cfg.name, method, _of(about),
+                                          self.cfg.name, host_words(method, True), _of(about),
                                           type(err).__name__, err),
                                       logging.ERROR, True, cap=SAID_ONE_BY_ONE)
             else:
                 self._failures.worked(name, "%s: what listens to its %s notifications%s goes "
-                                      "through again" % (self.cfg.name, method, _of(about)))
+                                      "through again" % (self.cfg.name,
+                                                          host_words(method, True), _of(about)))
         for name in self._failures.failing("listener"):
             if name[2] not in listeners and name[3] is not PAST_CAP:  # gone: said no more
                 self._failures.worked(name, "%s: what listened to its %s notifications%s "
-                                      "listens no more" % (self.cfg.name, name[1], _of(name[3])))
+                                      "listens no more" % (self.cfg.name,
+                                                           host_words(name[1], True),
+                                                           _of(name[3])))
 
     def _dated_locked(self, snapshot: Optional[Dict[str, Any]]) -> None:
         """How far the agent's clock is behind this one's, by the time of ``snapshot``, just
@@ -583,11 +587,11 @@ def _what(method: str, about: Optional[str]) -> str:
     """A notification's words: the snapshot, the record of job ``about`` or a job record."""
     if method == "snapshot":
         return "snapshot"
-    return "record of job %s" % about if about is not None else "job record"
+    return "record of job %s" % host_words(about, True) if about is not None else "job record"
 
 
 def _of(about: Optional[str]) -> str:
-    return "" if about is None else " about job %s" % about
+    return "" if about is None else " about job %s" % host_words(about, True)
 
 
 def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> None:
