@@ -16,7 +16,8 @@ from typing import Any, BinaryIO, Callable, Dict, Optional
 
 from fractui.words import as_typed, quoted
 from remote_agent.failing import TRIES, Failures
-from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
+from remote_agent.rpc.jsonrpc import (MAX_ANSWER_BYTES, MAX_LINE_BYTES, PARSE_ERROR,
+                                      START_FAILED)
 
 # how many things a host names are said one by one failing in one way (a job's malformed
 # record, a listener failing on its notifications, a notification's method whose handling
@@ -41,7 +42,11 @@ def host_words(text: Any, bare: bool = False) -> str:
 log = logging.getLogger("fractui.fleet")
 
 NOT_JSON, NOT_RPC = "JSON", "JSON-RPC messages"
-IGNORED = (NOT_JSON, NOT_RPC)
+TOO_LONG = "within the %d bytes of an answer line" % MAX_ANSWER_BYTES
+"""A line longer than the agent ever writes one (remote_agent.rpc.jsonrpc): read no further
+than that (a host that writes without end grew the admin's memory without end), and the rest
+of it dropped as it comes."""
+IGNORED = (NOT_JSON, NOT_RPC, TOO_LONG)
 """What the agent's lines must be, each said once a connection where lines come that are not,
 and how many when it ends (a broken or hostile host writes as many as it likes, and the
 admin's journal took a warning each; said again after each good message, a host that wrote
@@ -108,8 +113,13 @@ class AgentClient:
 
     def _read(self) -> None:
         try:
-            for line in self._reader:
+            for line in iter(self._line, b""):
                 self.heard_at = time.monotonic()
+                if len(line) > MAX_ANSWER_BYTES and not line.endswith(b"\n"):
+                    self._ignored(TOO_LONG, line)
+                    while line and not line.endswith(b"\n"):
+                        line = self._line()
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -146,6 +156,11 @@ class AgentClient:
                 pending.done.set()
             if self._on_close is not None:
                 self._on_close()
+
+    def _line(self) -> bytes:
+        """The next line from the agent, or as much of it as an answer line may hold and a
+        byte more; b"" at its end."""
+        return self._reader.readline(MAX_ANSWER_BYTES + 1)
 
     def _ignored(self, kind: str, line: bytes) -> None:
         """A line from the agent that is not ``kind`` (the host's to write, as many as it

@@ -39,6 +39,7 @@ log = logging.getLogger("fractui.fleet")
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
 PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
+STDERR_LINE_BYTES = 2000  # of a line of the agent's stderr read at once: a longer one, in parts
 _ABOUT_JOBS = ("answer", "malformed", "listener")  # the failures said by the job they are about
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
@@ -139,7 +140,7 @@ class _Conn:
 
     def _read_stderr(self, stream: Any) -> None:
         try:
-            for raw in iter(stream.readline, b""):
+            for raw in iter(lambda: stream.readline(STDERR_LINE_BYTES), b""):
                 self.stderr.append(raw.decode("utf-8", errors="replace").rstrip())
         except Exception:  # the link's end, as the reader of stdout will say; kept, not printed
             log.debug("the agent's stderr ended", exc_info=True)
