@@ -7,6 +7,7 @@ no host's jobs were placed. Real agents over the local fleet, real SQLite and Po
 from __future__ import annotations
 
 import copy
+import sys
 import logging
 from typing import Any, Dict, Tuple
 
@@ -133,3 +134,22 @@ def test_copies_of_no_job_a_host_lists_without_end_are_said_within_the_cap(local
     assert f.scheduler.failures.failing(UNHELD) == []
     assert caplog.text.count("is seen running no more") == cap
     assert "failures past the cap unsaid" in caplog.text
+
+
+def test_a_jobs_output_with_a_nul_is_kept_with_it_as_any_stray_byte(local_fleet, store_url):
+    """A job that writes a NUL (binary output): its tail is kept on every store, the NUL read
+    as "?" as a byte that is no UTF-8 is. Before: PostgreSQL refused its tail at every read,
+    and the job's output was never kept."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=store_url)
+    job = f.submit("whole", argv=[sys.executable, "-c",
+                                  "import sys; sys.stdout.buffer.write(b'a\\x00b\\xff\\n')"])
+
+    def kept() -> bool:  # (a turn of the loop, which serves the tails asked for)
+        f.scheduler._turn()
+        f.scheduler.settle()
+        tail = f.store.log_tail(job.id)
+        return tail is not None and tail.complete
+
+    f.until(kept, timeout_s=15)
+    assert f.store.log_tail(job.id).text == "a?b?\n"

@@ -372,8 +372,8 @@ def tail_bytes(data: bytes, whole: bool, ended: bool,
     line is longer than all of it (its end is kept, from a character's start). Returns the
     text and how many bytes at ``data``'s end it leaves out: of a running job's output, a
     character written in part (the rest is to come), so that a later tail goes on exactly
-    where this one ends. Each byte that is no UTF-8 reads "?", so the text's UTF-8 is exactly
-    as long as the bytes it stands for."""
+    where this one ends. Each byte that is no UTF-8, and each NUL, reads "?", so the text's
+    UTF-8 is exactly as long as the bytes it stands for."""
     cut = 0 if ended else len(data) - whole_characters(data)
     kept = data[:len(data) - cut]
     starts_line = whole
@@ -386,7 +386,9 @@ def tail_bytes(data: bytes, whole: bool, ended: bool,
     return _STRAY.sub("?", kept.decode("utf-8", errors="surrogateescape")), cut
 
 
-_STRAY = re.compile("[\udc80-\udcff]")  # a byte that is no UTF-8, as surrogateescape reads it
+# a byte that is no UTF-8, as surrogateescape reads it, or a NUL (text on PostgreSQL holds none:
+# a job that wrote one had its tail refused by the store at every read)
+_STRAY = re.compile("[\x00\udc80-\udcff]")
 
 
 def _continued(data: bytes) -> int:
