@@ -4,6 +4,7 @@ SQLite store; sizes are counted, never timed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,14 +19,14 @@ import pytest
 from fractui.config import Config, HostConfig, QueueConfig
 from fractui.fleet import client as client_module
 from fractui.fleet import host as host_module
-from fractui.fleet.client import AgentClient, ConnectionLost
+from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
 from fractui.fleet.transport.local import process_stream
 from fractui.scheduler import Scheduler
 from fractui.scheduler.service import UNHELD
 from remote_agent import PROTOCOL_VERSION
-from remote_agent.rpc.jsonrpc import MAX_ANSWER_BYTES
+from remote_agent.rpc.jsonrpc import MAX_ANSWER_BYTES, START_FAILED
 from tests.conftest import stop_host
 from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
 from tests.localfleet import sleeper, wait
@@ -401,6 +402,28 @@ def test_a_line_longer_than_any_answer_is_read_no_further_and_said_once(caplog):
                                          longest + 1),
         "gpu-a: the connection ended, and with it the lines that are not %s after 1 failed "
         "line" % kind], [w[:300] for w in said]
+
+
+def test_an_agents_long_error_words_are_kept_cut_with_their_length():
+    """An agent that answers a call with error words as long as a line may be (a failed
+    start's reason too): what the error says, and so what is logged, kept in the store and
+    shown, is cut with the words' length. Before: the whole MiB, at every answer."""
+    read_end, write_end = os.pipe()
+    sent: List[bytes] = []
+    client = AgentClient(os.fdopen(read_end, "rb"), sent.append, name="gpu-a")
+    long = "no " * (2 ** 18)
+    with os.fdopen(write_end, "wb") as host:
+        answered = threading.Thread(target=lambda: host.write(json.dumps({
+            "jsonrpc": "2.0", "id": 1, "error": {"code": START_FAILED, "message": long, "data": {
+                "reason": long}}}).encode() + b"\n"))
+        answered.start()
+        with pytest.raises(AgentCallError) as refused:
+            client.call("job.launch", {}, 30.0)
+        answered.join(30)
+    cut = "…' (%d characters)" % len(long)
+    for words in (str(refused.value), refused.value.reason()):
+        assert len(words) < 2100 and words.startswith("'no no ") and words.endswith(cut), \
+            words[:100]
 
 
 def test_an_agents_stderr_without_line_ends_is_kept_in_parts_of_a_bounded_size():

@@ -29,14 +29,17 @@ HOST_WORDS_MOST = 100
 """Characters of a string a host sent (a notification's method, a job's id, a line that is no
 message) that the log and the host's state quote; past them it is cut, saying its length: an
 agent's line may be up to MAX_LINE_BYTES long, and a hostile one names as many as it likes."""
+AGENT_ERROR_MOST = 2000
+"""Characters of an agent's error words (its error's message, a failed start's reason) kept:
+they say why, and are logged, kept in the store and shown, so longer than HOST_WORDS_MOST."""
 
 
-def host_words(text: Any, bare: bool = False) -> str:
+def host_words(text: Any, bare: bool = False, most: int = HOST_WORDS_MOST) -> str:
     """A string a host sent, as fractui's words quote it: in quotes with its escapes, or
-    ``bare`` as it is where short and printable (``fractui.words``), cut past HOST_WORDS_MOST
+    ``bare`` as it is where short and printable (``fractui.words``), cut past ``most``
     characters with its length. The one place a host's strings are cut for the log."""
     text = text if isinstance(text, str) else str(text)
-    return as_typed(text, HOST_WORDS_MOST) if bare else quoted(text, HOST_WORDS_MOST)
+    return as_typed(text, most) if bare else quoted(text, most)
 
 
 log = logging.getLogger("fractui.fleet")
@@ -55,6 +58,12 @@ one between two bad lines still had one for each)."""
 Notify = Callable[[str, Dict[str, Any]], None]
 
 
+def _error_words(words: str) -> str:
+    """An agent's error words as it said them, or quoted cut (``host_words``) where longer
+    than AGENT_ERROR_MOST characters."""
+    return words if len(words) <= AGENT_ERROR_MOST else host_words(words, most=AGENT_ERROR_MOST)
+
+
 class AgentCallError(Exception):
     """The agent answered with a JSON-RPC error. ``message`` keeps the agent's words as it
     said them; shown (``str``), the agent's "this host" names the host it is."""
@@ -62,7 +71,7 @@ class AgentCallError(Exception):
     def __init__(self, method: str, error: Dict[str, Any], host: Optional[str] = None):
         self.method = method
         self.code = error.get("code")
-        self.message = str(error.get("message") or "error %s" % self.code)
+        self.message = _error_words(str(error.get("message") or "error %s" % self.code))
         self.data = error.get("data")
         self.host = host
         super().__init__(self.message.replace("this host", host) if host else self.message)
@@ -74,6 +83,7 @@ class AgentCallError(Exception):
         reason = self.data.get("reason") if isinstance(self.data, dict) else None
         if self.code != START_FAILED or not isinstance(reason, str) or not reason:
             return str(self)
+        reason = _error_words(reason)
         return reason.replace("this host", self.host) if self.host else reason
 
 
