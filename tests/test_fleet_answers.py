@@ -594,8 +594,8 @@ def test_lines_from_a_host_that_are_no_message_are_said_once_a_connection_with_h
     assert len(warned) == 2, len(warned)  # each kind once: good messages between bad runs
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gpu-x: ")]
     assert said == ["gpu-x: ignoring lines from its agent that are not %s (said once a "
-                    "connection), the first: %r" % (kind, first) for kind, first in (
-                        ("JSON", b"garbage 0\n"), ("JSON-RPC messages", b"[0]\n"))] + [
+                    "connection), the first: %s" % (kind, first) for kind, first in (
+                        ("JSON", r"'garbage 0\n'"), ("JSON-RPC messages", r"'[0]\n'"))] + [
         "gpu-x: the connection ended, and with it the lines that are not JSON after 600 "
         "failed lines",
         "gpu-x: the connection ended, and with it the lines that are not JSON-RPC messages "
@@ -647,6 +647,27 @@ def test_a_hostile_agent_naming_a_new_job_at_each_push_grows_no_mark_past_the_ca
     assert session._failures._failing == {}
     assert caplog.text.count("well formed again") == cap
     assert "failures past the cap unsaid" in caplog.text
+
+
+def test_a_hosts_long_job_id_is_said_cut_in_the_log_and_in_its_state(local_fleet, caplog):
+    """A malformed record of a job whose id is as long as a line may be: the log and the
+    host's state quote the id cut, with its length. Before: the whole MiB, in each."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    long = "j" * (2 ** 20)
+    session._notify("job", {"id": long, "key": "k", "state": 5, "gpus": [0], "pid": None})
+    cut = "job 'jjj"  # ... the first characters of it, then how many there are
+    [said] = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(said) < 300, said[:300]
+    assert said.startswith("gpu-a: ignoring a malformed record of %s" % cut), said[:300]
+    assert said.endswith("…' (%d characters) from its agent: job.state: 5 is not text" % (
+        len(long))), said[-300:]
+    error = session.status.error
+    assert len(error) < 300 and error.startswith(
+        "its agent sent a malformed record of %s" % cut) and error.endswith(
+        "…' (%d characters), ignored: job.state: 5 is not text" % len(long)), error[:300]
 
 
 def test_a_listener_failing_on_one_jobs_notifications_is_said_once_and_keeps_no_other_back(

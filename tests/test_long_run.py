@@ -4,6 +4,7 @@ SQLite store; sizes are counted, never timed."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,13 +19,14 @@ import pytest
 from fractui.config import Config, HostConfig, QueueConfig
 from fractui.fleet import client as client_module
 from fractui.fleet import host as host_module
-from fractui.fleet.client import AgentClient, ConnectionLost
+from fractui.fleet.client import AgentCallError, AgentClient, ConnectionLost
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
 from fractui.fleet.transport.local import process_stream
 from fractui.scheduler import Scheduler
 from fractui.scheduler.service import UNHELD
 from remote_agent import PROTOCOL_VERSION
+from remote_agent.rpc.jsonrpc import MAX_ANSWER_BYTES, START_FAILED
 from tests.conftest import stop_host
 from tests.localfleet import local_fleet  # noqa: F401 (a fixture)
 from tests.localfleet import sleeper, wait
@@ -343,6 +345,110 @@ def test_a_host_naming_a_new_notification_at_each_push_grows_no_failures_past_th
     assert len(said) == client_module.SAID_ONE_BY_ONE + 1, said
     assert said[-1].startswith("more than %d failing at once" % client_module.SAID_ONE_BY_ONE)
     assert len(client._failures.failing("notify")) == client_module.SAID_ONE_BY_ONE + 1
+
+
+def test_a_hosts_long_method_names_are_logged_cut_with_their_length(caplog):
+    """A hostile host's notifications whose methods are as long as a line may be (1 MiB),
+    each failing to be handled: each said cut, with its length, not whole. Before: up to
+    SAID_ONE_BY_ONE lines of a MiB each in the admin's journal."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    read_end, write_end = os.pipe()
+    heard: List[str] = []
+
+    def listener(method: str, params: Dict[str, Any]) -> None:
+        heard.append(method)
+        raise ValueError("a listener's bug")
+
+    client = AgentClient(os.fdopen(read_end, "rb"), lambda _line: None, on_notify=listener,
+                         name="gpu-a")
+    long = 2 ** 20 - 100
+    with os.fdopen(write_end, "wb") as host:
+        for n in range(3):
+            host.write(b'{"jsonrpc": "2.0", "method": "%d%s", "params": {}}\n' % (
+                n, b"m" * (long - 1)))
+    wait(lambda: len(heard) == 3, lambda: len(heard))
+    said = [r.getMessage() for r in caplog.records if "notification from gpu-a" in
+            r.getMessage()]
+    assert len(said) == 3, said
+    for n, words in enumerate(said):
+        assert words == "handling a '%d%s…' (%d characters) notification from gpu-a failed " \
+            "(ValueError: a listener's bug)" % (n, "m" * (client_module.HOST_WORDS_MOST - 1),
+                                                long), words[:300]
+    client.closed.wait(30)
+
+
+def test_a_line_longer_than_any_answer_is_read_no_further_and_said_once(caplog):
+    """A hostile host writes a line longer than any the agent writes (MAX_ANSWER_BYTES): the
+    client reads no more of it at once than an answer may be, drops the rest as it comes,
+    says it once, and reads the next line. Before: the whole line was read into memory
+    before anything was said, and a line without end grew the admin's memory without end."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    read_end, write_end = os.pipe()
+    heard: List[str] = []
+    client = AgentClient(os.fdopen(read_end, "rb"), lambda _line: None,
+                         on_notify=lambda method, _params: heard.append(method), name="gpu-a")
+    longest = MAX_ANSWER_BYTES
+
+    def write() -> None:
+        with os.fdopen(write_end, "wb") as host:
+            for _ in range(3):  # three answers' worth, and more, of one line
+                host.write(b"x" * longest)
+            host.write(b'\n{"jsonrpc": "2.0", "method": "after", "params": {}}\n')
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert client.closed.wait(60)
+    writer.join(60)
+    assert heard == ["after"]
+    kind = "within the %d bytes of an answer line" % longest
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gpu-a: ")]
+    assert said == [
+        "gpu-a: ignoring lines from its agent that are not %s (said once a connection), the "
+        "first: '%s…' (%d characters)" % (kind, "x" * client_module.HOST_WORDS_MOST,
+                                         longest + 1),
+        "gpu-a: the connection ended, and with it the lines that are not %s after 1 failed "
+        "line" % kind], [w[:300] for w in said]
+
+
+def test_an_agents_long_error_words_are_kept_cut_with_their_length():
+    """An agent that answers a call with error words as long as a line may be (a failed
+    start's reason too): what the error says, and so what is logged, kept in the store and
+    shown, is cut with the words' length. Before: the whole MiB, at every answer."""
+    read_end, write_end = os.pipe()
+    sent: List[bytes] = []
+    client = AgentClient(os.fdopen(read_end, "rb"), sent.append, name="gpu-a")
+    long = "no " * (2 ** 18)
+    with os.fdopen(write_end, "wb") as host:
+        answered = threading.Thread(target=lambda: host.write(json.dumps({
+            "jsonrpc": "2.0", "id": 1, "error": {"code": START_FAILED, "message": long, "data": {
+                "reason": long}}}).encode() + b"\n"))
+        answered.start()
+        with pytest.raises(AgentCallError) as refused:
+            client.call("job.launch", {}, 30.0)
+        answered.join(30)
+    cut = "…' (%d characters)" % len(long)
+    for words in (str(refused.value), refused.value.reason()):
+        assert len(words) < 2100 and words.startswith("'no no ") and words.endswith(cut), \
+            words[:100]
+
+
+def test_an_agents_stderr_without_line_ends_is_kept_in_parts_of_a_bounded_size():
+    """An agent (or what a hostile host runs in its place) that writes its stderr without a
+    line end: what the connection keeps of it, and says as its last words, is bounded.
+    Before: the whole of it was read as one line, into memory."""
+    read_end, write_end = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_end, "wb") as agent:
+            for _ in range(64):
+                agent.write(b"e" * (1 << 16))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    conn = host_module._Conn(SimpleNamespace(), lambda: None, os.fdopen(read_end, "rb"))
+    writer.join(60)
+    said = conn.why_it_ended()
+    assert 0 < len(said) <= 100_000, len(said)  # of the 4 MiB written
 
 
 def test_a_connect_that_fails_with_a_bug_at_every_try_is_said_once(tmp_path, monkeypatch,

@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, Iterable, Optional, Tuple
 
+from fractui.fleet.client import host_words
+
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
 
 
@@ -94,7 +96,8 @@ class MapOf(_Parts):
     maybe: bool = False
 
     def parts(self, value: Any, where: str) -> Optional[str]:
-        return _first((self.value, item, "%s.%s" % (where, key)) for key, item in value.items())
+        return _first((self.value, item, "%s.%s" % (where, host_words(key, True)))
+                      for key, item in value.items())
 
 
 @dataclass(frozen=True)

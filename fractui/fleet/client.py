@@ -14,8 +14,10 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
+from fractui.words import as_typed, quoted
 from remote_agent.failing import TRIES, Failures
-from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
+from remote_agent.rpc.jsonrpc import (MAX_ANSWER_BYTES, MAX_LINE_BYTES, PARSE_ERROR,
+                                      START_FAILED)
 
 # how many things a host names are said one by one failing in one way (a job's malformed
 # record, a listener failing on its notifications, a notification's method whose handling
@@ -23,16 +25,43 @@ from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES, PARSE_ERROR, START_FAILED
 # state say only that there are more
 SAID_ONE_BY_ONE = 20
 
+HOST_WORDS_MOST = 100
+"""Characters of a string a host sent (a notification's method, a job's id, a line that is no
+message) that the log and the host's state quote; past them it is cut, saying its length: an
+agent's line may be up to MAX_LINE_BYTES long, and a hostile one names as many as it likes."""
+AGENT_ERROR_MOST = 2000
+"""Characters of an agent's error words (its error's message, a failed start's reason) kept:
+they say why, and are logged, kept in the store and shown, so longer than HOST_WORDS_MOST."""
+
+
+def host_words(text: Any, bare: bool = False, most: int = HOST_WORDS_MOST) -> str:
+    """A string a host sent, as fractui's words quote it: in quotes with its escapes, or
+    ``bare`` as it is where short and printable (``fractui.words``), cut past ``most``
+    characters with its length. The one place a host's strings are cut for the log."""
+    text = text if isinstance(text, str) else str(text)
+    return as_typed(text, most) if bare else quoted(text, most)
+
+
 log = logging.getLogger("fractui.fleet")
 
 NOT_JSON, NOT_RPC = "JSON", "JSON-RPC messages"
-IGNORED = (NOT_JSON, NOT_RPC)
+TOO_LONG = "within the %d bytes of an answer line" % MAX_ANSWER_BYTES
+"""A line longer than the agent ever writes one (remote_agent.rpc.jsonrpc): read no further
+than that (a host that writes without end grew the admin's memory without end), and the rest
+of it dropped as it comes."""
+IGNORED = (NOT_JSON, NOT_RPC, TOO_LONG)
 """What the agent's lines must be, each said once a connection where lines come that are not,
 and how many when it ends (a broken or hostile host writes as many as it likes, and the
 admin's journal took a warning each; said again after each good message, a host that wrote
 one between two bad lines still had one for each)."""
 
 Notify = Callable[[str, Dict[str, Any]], None]
+
+
+def _error_words(words: str) -> str:
+    """An agent's error words as it said them, or quoted cut (``host_words``) where longer
+    than AGENT_ERROR_MOST characters."""
+    return words if len(words) <= AGENT_ERROR_MOST else host_words(words, most=AGENT_ERROR_MOST)
 
 
 class AgentCallError(Exception):
@@ -42,7 +71,7 @@ class AgentCallError(Exception):
     def __init__(self, method: str, error: Dict[str, Any], host: Optional[str] = None):
         self.method = method
         self.code = error.get("code")
-        self.message = str(error.get("message") or "error %s" % self.code)
+        self.message = _error_words(str(error.get("message") or "error %s" % self.code))
         self.data = error.get("data")
         self.host = host
         super().__init__(self.message.replace("this host", host) if host else self.message)
@@ -54,6 +83,7 @@ class AgentCallError(Exception):
         reason = self.data.get("reason") if isinstance(self.data, dict) else None
         if self.code != START_FAILED or not isinstance(reason, str) or not reason:
             return str(self)
+        reason = _error_words(reason)
         return reason.replace("this host", self.host) if self.host else reason
 
 
@@ -93,8 +123,13 @@ class AgentClient:
 
     def _read(self) -> None:
         try:
-            for line in self._reader:
+            for line in iter(self._line, b""):
                 self.heard_at = time.monotonic()
+                if len(line) > MAX_ANSWER_BYTES and not line.endswith(b"\n"):
+                    self._ignored(TOO_LONG, line)
+                    while line and not line.endswith(b"\n"):
+                        line = self._line()
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -132,12 +167,18 @@ class AgentClient:
             if self._on_close is not None:
                 self._on_close()
 
+    def _line(self) -> bytes:
+        """The next line from the agent, or as much of it as an answer line may hold and a
+        byte more; b"" at its end."""
+        return self._reader.readline(MAX_ANSWER_BYTES + 1)
+
     def _ignored(self, kind: str, line: bytes) -> None:
         """A line from the agent that is not ``kind`` (the host's to write, as many as it
         likes): the first of the connection said, with the line; how many, as it ends."""
         self._garbled.failed(kind, "%s: ignoring lines from its agent that are not %s (said "
-                             "once a connection), the first: %r" % (
-                                 self.name, kind, line[:200]), same=kind)
+                             "once a connection), the first: %s" % (
+                                 self.name, kind, host_words(line.decode(errors="replace"))),
+                             same=kind)
 
     def waiting(self) -> bool:
         """Whether a call waits for its answer (the agent answers a connection's requests in
@@ -157,13 +198,13 @@ class AgentClient:
         try:
             self._on_notify(method, params if isinstance(params, dict) else {})
         except Exception as err:
-            self._failures.failed(("notify", method), "handling a %r notification from %s "
-                                  "failed (%s: %s)" % (method, self.name, type(err).__name__,
-                                                       err),
+            self._failures.failed(("notify", method), "handling a %s notification from %s "
+                                  "failed (%s: %s)" % (host_words(method), self.name,
+                                                       type(err).__name__, err),
                                   logging.ERROR, True, cap=SAID_ONE_BY_ONE)
         else:
-            self._failures.worked(("notify", method), "the %r notifications from %s are "
-                                  "handled again" % (method, self.name))
+            self._failures.worked(("notify", method), "the %s notifications from %s are "
+                                  "handled again" % (host_words(method), self.name))
 
     def call(self, method: str, params: Optional[Dict[str, Any]] = None,
              timeout_s: float = 60.0) -> Any:

@@ -21,7 +21,7 @@ from fractui.config import HostConfig, SshSettings
 from remote_agent.failing import PAST_CAP, TRIES, Failures
 from fractui.fleet import answers, sshlog
 from fractui.fleet.client import (SAID_ONE_BY_ONE, AgentCallError, AgentClient,
-                                  ConnectionLost)
+                                  ConnectionLost, host_words)
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError
 from fractui.fleet.transport.base import AgentProcessError, Transport, TransportError
@@ -39,6 +39,7 @@ log = logging.getLogger("fractui.fleet")
 STATES = ("connecting", "online", "degraded", "offline", "untrusted")
 PROBE_S = 15.0  # silence from a connected agent after which it is asked whether it answers
 PROBE_WAIT_S = 30.0  # how long it then has to answer: as long as hello has on connecting
+STDERR_LINE_BYTES = 2000  # of a line of the agent's stderr read at once: a longer one, in parts
 _ABOUT_JOBS = ("answer", "malformed", "listener")  # the failures said by the job they are about
 CallAgent = Callable[..., Any]  # (method, params=None) -> result
 
@@ -139,7 +140,7 @@ class _Conn:
 
     def _read_stderr(self, stream: Any) -> None:
         try:
-            for raw in iter(stream.readline, b""):
+            for raw in iter(lambda: stream.readline(STDERR_LINE_BYTES), b""):
                 self.stderr.append(raw.decode("utf-8", errors="replace").rstrip())
         except Exception:  # the link's end, as the reader of stdout will say; kept, not printed
             log.debug("the agent's stderr ended", exc_info=True)
@@ -286,7 +287,8 @@ class HostSession:
             for name in self._failures.failing(kind):
                 if name[-1] in gone:
                     self._failures.worked(name, "%s: job %s %s: what failed about it (%s) "
-                                          "is said no more" % (self.cfg.name, name[-1], why,
+                                          "is said no more" % (self.cfg.name,
+                                                               host_words(name[-1], True), why,
                                                                name[1]))
 
     def _tell(self, method: str, params: Dict[str, Any], about: Optional[str]) -> None:
@@ -302,16 +304,19 @@ class HostSession:
             except Exception as err:
                 self._failures.failed(name, "%s: what listens to its %s notifications%s "
                                       "failed (%s: %s)" % (
-                                          self.cfg.name, method, _of(about),
+                                          self.cfg.name, host_words(method, True), _of(about),
                                           type(err).__name__, err),
                                       logging.ERROR, True, cap=SAID_ONE_BY_ONE)
             else:
                 self._failures.worked(name, "%s: what listens to its %s notifications%s goes "
-                                      "through again" % (self.cfg.name, method, _of(about)))
+                                      "through again" % (self.cfg.name,
+                                                          host_words(method, True), _of(about)))
         for name in self._failures.failing("listener"):
             if name[2] not in listeners and name[3] is not PAST_CAP:  # gone: said no more
                 self._failures.worked(name, "%s: what listened to its %s notifications%s "
-                                      "listens no more" % (self.cfg.name, name[1], _of(name[3])))
+                                      "listens no more" % (self.cfg.name,
+                                                           host_words(name[1], True),
+                                                           _of(name[3])))
 
     def _dated_locked(self, snapshot: Optional[Dict[str, Any]]) -> None:
         """How far the agent's clock is behind this one's, by the time of ``snapshot``, just
@@ -583,11 +588,11 @@ def _what(method: str, about: Optional[str]) -> str:
     """A notification's words: the snapshot, the record of job ``about`` or a job record."""
     if method == "snapshot":
         return "snapshot"
-    return "record of job %s" % about if about is not None else "job record"
+    return "record of job %s" % host_words(about, True) if about is not None else "job record"
 
 
 def _of(about: Optional[str]) -> str:
-    return "" if about is None else " about job %s" % about
+    return "" if about is None else " about job %s" % host_words(about, True)
 
 
 def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> None:

@@ -20,12 +20,15 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from remote_agent.failing import TRIES, Failures
 from fractui.fleet.host import AnswerMalformed, HostUnavailable
-from fractui.store.base import LeaseLost, RowsLocked, StoreError
+from fractui.store.base import LeaseLost, RowsLocked, StoreError, StoreRefused
 
 log = logging.getLogger("fractui.scheduler")
 
 Action = Callable[[], None]
 HELD = "held"  # a row held is one failure while it lasts: its words say for how long it is
+REFUSED = "refused"  # the failures' name of a host's words the store refuses: (REFUSED, host,
+# what they are: RECORDS, USAGE), one failure while any is refused, whatever the store says
+RECORDS, USAGE = "job records", "usage"
 
 
 class Lanes:
@@ -49,6 +52,23 @@ class Lanes:
             self._left.add(job_id)
         self.failures.failed((HELD, job_id), "job %d is left for a later pass: %s" % (
             job_id, err), same=HELD)
+
+    def refused(self, host: str, kind: str, what: str, err: StoreRefused) -> None:
+        """The store refused a value ``host``'s agent sent (``what``, of its ``kind``): that
+        write is left out, and the others go on, of this host and of every other: one odd
+        value of one host's stopped every host's jobs being placed. Said once while the
+        store refuses any of the host's ``kind``, with the first refused."""
+        self.failures.failed((REFUSED, host, kind), "%s: the store refused what its agent "
+                             "said of %s, left out (said once while the store refuses any of "
+                             "its %s): %s" % (host, what, kind, err), same=REFUSED)
+
+    def refused_no_more(self, kind: str, hosts: Set[str]) -> None:
+        """Writes of ``kind`` were just made, ``hosts`` those refused: each other host whose
+        ``kind`` the store refused before is said to be taken again."""
+        for name in self.failures.failing(REFUSED):
+            if name[2] == kind and name[1] not in hosts:
+                self.failures.worked(name, "%s: the store takes what its agent says of its %s "
+                                     "again" % (name[1], kind))
 
     def mended(self) -> None:
         """Called by a pass that went through, before it starts its calls: a job left for a

@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from fractui.config import Config
+from fractui.fleet.client import SAID_ONE_BY_ONE
 from fractui.fleet.fleet import Fleet
 from fractui.metrics.state import PassReport
 from fractui.sched.cordons import refusal
@@ -46,17 +47,18 @@ from fractui.sched.fleetview import USABLE, HostView, facts, signature
 from fractui.sched.queueing import Kept, schedule
 from fractui.sched.quota import Recent, quota_of
 from fractui.scheduler.execute import AGENT_ENDED, Executor
-from fractui.scheduler.lanes import HELD, Lanes
+from fractui.scheduler.lanes import HELD, RECORDS, Lanes
 from fractui.scheduler.relay import LogRelay
 from fractui.scheduler.usage import UsageKeeper
 from fractui.store.base import (EVERYTHING, FEED_WAIT_S, HOSTS, JOBS, LEASE, LOGS, JobNotFound,
                                 LeaseLost, RowsLocked, StateConflict, Store, StoreDamaged,
-                                StoreError)
+                                StoreError, StoreRefused)
 from fractui.store.model import (ACTIVE, CANCELLED, MOVE, ON_HOST, OUT_OF_CONFIG, PENDING,
                                  PLACED, RUNNING, STOPPING, Cordon, Job, ModeHold, StaleCopy,
                                  attempt_of)
 from fractui.usage.fairshare import recent_gpus
 from fractui.whoami import os_user
+from remote_agent.failing import PAST_CAP
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -153,6 +155,7 @@ class Scheduler:
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts as kept (_recall)
         self._left = False  # the last pass left a write for later: a row was held
+        self._refused: Set[str] = set()  # the hosts whose records this pass's store refused
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -380,7 +383,7 @@ class Scheduler:
     def step(self) -> bool:
         """One pass; returns whether this scheduler holds the lease (and so acted). The calls
         it starts run on the hosts' lanes and may end after it (``settle`` waits for them)."""
-        self._left = False
+        self._left, self._refused = False, set()
         if not self._renew(force=True):
             return False
         if self._recalled != self.epoch:  # the lease is newly this one's
@@ -406,6 +409,10 @@ class Scheduler:
                     wrote = True
             except RowsLocked as err:
                 self._left_for_later(job.id, err)
+            except StoreRefused as err:  # what its host says of it: the host's, not the pass's
+                if view is None:
+                    raise
+                self._host_refused(view.name, "job %d" % job.id, err)
             except StateConflict as err:  # moved on since it was read (its user's cancel):
                 # read again as it is (an edit by hand moves no counter), not a failed pass
                 log.info("%s; read again", err)
@@ -442,6 +449,7 @@ class Scheduler:
                 continue
             self.lanes.add(view.name, partial(self.executor.launch, job, view, jobs), job.id)
         self.lanes.mended()
+        self.lanes.refused_no_more(RECORDS, self._refused)
         self.lanes.start()
         self._stepped = jobs
         return True
@@ -792,11 +800,13 @@ class Scheduler:
                     continue
                 past = self._moved_past(copy.job, copy.attempt, active)
                 found[(view.name, LEFT if past is None else LATE)] += 1
-                if past is None:  # said once while it runs
+                if past is None:  # said once while it runs (a host lists as many as it
+                    # likes: past SAID_ONE_BY_ONE of a host's, that there are more)
                     left.add((UNHELD, view.name, copy.key))
                     self.failures.failed((UNHELD, view.name, copy.key), "%s runs %s, which "
                                          "the store does not hold and has no later word of: "
-                                         "left running" % (view.name, copy.key))
+                                         "left running" % (view.name, copy.key),
+                                         cap=SAID_ONE_BY_ONE)
                     continue
                 why = "a late copy of job %d's attempt %d on %s: %s" % (
                     copy.job, copy.attempt, view.name, past)
@@ -805,7 +815,8 @@ class Scheduler:
                 self.executor.stop(view.name, copy.agent_job, copy.key, why, grace_s=0)
         for name in self.failures.failing(UNHELD):  # kept while its host cannot be seen
             host, key = name[1], name[2]
-            if name not in left and (host not in by_name or by_name[host].state in USABLE):
+            if key is not PAST_CAP and name not in left and (
+                    host not in by_name or by_name[host].state in USABLE):
                 self.failures.worked(name, "%s: %s, which the store does not hold, is seen "
                                      "running no more" % (host, key))
         return found
@@ -844,7 +855,14 @@ class Scheduler:
                         self._moved_past(named[0], named[1], {}) is not None:
                     late = late_copy(view, named[0], named[1], rec)
             try:
-                self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
+                try:
+                    self.store.copy_ended(host, key, self.holder, epoch=self.epoch, late=late)
+                except StoreRefused as err:  # what its agent says it held: charged to no one
+                    if late is None:
+                        raise
+                    self._host_refused(host, "the late copy %s, whose GPU time is charged to "
+                                       "no one" % key, err)
+                    self.store.copy_ended(host, key, self.holder, epoch=self.epoch)
             except RowsLocked as err:  # kept a pass longer: forgotten by a later one
                 self.failures.failed(("stop", host, key), "the stop of %s on %s is forgotten "
                                      "by a later pass: %s" % (key, host, err), same=HELD)
@@ -866,6 +884,12 @@ class Scheduler:
             except JobNotFound:
                 return None
         return moved_past(job, attempt)
+
+    def _host_refused(self, host: str, what: str, err: StoreRefused) -> None:
+        """The store refused what ``host``'s agent says of ``what`` (a value out of a column's
+        range, text with a NUL): left as the store has it, and the pass goes on."""
+        self._refused.add(host)
+        self.lanes.refused(host, RECORDS, what, err)
 
     def _left_for_later(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds: left for the next turn, which is a full

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
 from fractui.sched.fleetview import USABLE, HostView
-from fractui.scheduler.lanes import HELD, Lanes
-from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError
-from fractui.store.model import RUNNING, Job, Sampled
+from fractui.scheduler.lanes import HELD, USAGE, Lanes
+from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError, StoreRefused
+from fractui.store.model import RUNNING, GpuTime, Job, Sampled
 from fractui.usage.gputime import FLUSH_S, GpuClock
 
 log = logging.getLogger("fractui.scheduler")
@@ -43,7 +43,9 @@ class UsageKeeper:
         self.gpus = GpuClock(settings.bucket_s)
         self._looked = self._flushed = self._refreshed = self._pruned = float("-inf")
         self._lock = threading.Lock()
-        self._sampled: Dict[Tuple[int, int], Sampled] = {}  # read on the lanes, not yet kept
+        self._sampled: Dict[Tuple[int, int], Tuple[str, Sampled]] = {}
+        """(job, attempt) -> its host and what its agent sampled: read on the lanes, not yet
+        kept."""
 
     def turn(self, views: Callable[[], List[HostView]], jobs: Callable[[], Sequence[Job]],
              epoch: int) -> None:
@@ -111,7 +113,7 @@ class UsageKeeper:
             job = mine.get(rec.get("key")) if isinstance(rec, dict) else None
             sampled = Sampled.of(rec.get("usage")) if job is not None else None
             if job is not None and sampled is not None and sampled.samples:
-                found[job.id, job.attempt] = sampled
+                found[job.id, job.attempt] = (host, sampled)
         with self._lock:
             self._sampled.update(found)
 
@@ -119,9 +121,10 @@ class UsageKeeper:
         with self._lock:
             sampled, self._sampled = self._sampled, {}
         rows = self.gpus.take()
+        refused: Set[str] = set()  # the hosts whose words the store refused, left out
         try:
-            left = self._keep_sampled(sampled, epoch)
-            self.store.keep_gpu_time(rows, epoch=epoch)
+            left = self._keep_sampled(sampled, epoch, refused)
+            self._keep_gpu_time(rows, epoch, refused)
         except LeaseLost:
             raise  # another holder counts from now
         except StoreError as err:  # kept for the next write (newer samples first)
@@ -133,27 +136,45 @@ class UsageKeeper:
         else:
             self.lanes.failures.worked("usage write", "the GPU time and the jobs' samples are "
                                        "written again")
+            self.lanes.refused_no_more(USAGE, refused)
         with self._lock:
             self._sampled = {**left, **self._sampled}
 
-    def _keep_sampled(self, sampled: Dict[Tuple[int, int], Sampled],
-                      epoch: int) -> Dict[Tuple[int, int], Sampled]:
+    def _keep_sampled(self, sampled: Dict[Tuple[int, int], Tuple[str, Sampled]], epoch: int,
+                      refused: Set[str]) -> Dict[Tuple[int, int], Tuple[str, Sampled]]:
         """Keeps the jobs' samples, in one write; where a usage record's row is held by
-        another session, one job at a time, so only the held one waits. Returns those not
-        kept."""
+        another session, or the store refuses a value a host sent, one job at a time, so only
+        the held one waits and only the refused one is left out (its host added to
+        ``refused``). Returns those not kept, to be kept by a later write."""
         failures = self.lanes.failures  # a held record is said once while it stays held
         try:
-            self.store.keep_usage(sampled, epoch=epoch)
-            left: Dict[Tuple[int, int], Sampled] = {}
-        except RowsLocked:  # which one is held is found one by one
+            self.store.keep_usage({k: s for k, (_, s) in sampled.items()}, epoch=epoch)
+            left: Dict[Tuple[int, int], Tuple[str, Sampled]] = {}
+        except (RowsLocked, StoreRefused):  # which one it is is found one by one
             left = {}
-            for key, each in sampled.items():
+            for key, (host, each) in sampled.items():
                 try:
                     self.store.keep_usage({key: each}, epoch=epoch)
                 except RowsLocked as err:
                     failures.failed(("usage record", key), "job %d's usage is kept by a later "
                                     "write: %s" % (key[0], err), same=HELD)
-                    left[key] = each
+                    left[key] = (host, each)
+                except StoreRefused as err:
+                    refused.add(host)
+                    self.lanes.refused(host, USAGE, "job %d's usage" % key[0], err)
         for key in set(sampled) - set(left):
             failures.worked(("usage record", key), "job %d's usage is kept again" % key[0])
         return left
+
+    def _keep_gpu_time(self, rows: List[GpuTime], epoch: int, refused: Set[str]) -> None:
+        """Keeps the GPUs' time, in one write; where the store refuses a value a host sent (its
+        GPU's model), host by host, that host's left out (added to ``refused``)."""
+        try:
+            self.store.keep_gpu_time(rows, epoch=epoch)
+        except StoreRefused:
+            for host in sorted({r.host for r in rows}):
+                try:
+                    self.store.keep_gpu_time([r for r in rows if r.host == host], epoch=epoch)
+                except StoreRefused as err:
+                    refused.add(host)
+                    self.lanes.refused(host, USAGE, "its GPUs' time", err)

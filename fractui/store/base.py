@@ -94,6 +94,13 @@ NO_STORE = ("there is no store here yet: nothing was ever submitted to it (a sub
 job) found none where the config's url points: an SQLite file, or a database, not there."""
 
 
+class StoreRefused(StoreError):
+    """The store refused a value it was given (a number out of its column's range, text with
+    a NUL or a lone surrogate, a constraint it breaks): the store is there and answers, and
+    nothing of the call was written. Where the value is a host's (its agent's words), the
+    lease holder leaves that write out and goes on with the others (docs/decisions.md)."""
+
+
 class StoreDenied(StoreError):
     """The database server refuses this user: authentication failed, or the role lacks a
     privilege the call needs. Said with the role, never a password."""

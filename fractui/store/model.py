@@ -229,6 +229,9 @@ class Job:
                 "move_to": self.move_to.record() if self.move_to else None}
 
 
+NUMBER_DIGITS = 19  # of a key's job or attempt: the store numbers them below 2 ** 63
+
+
 def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
     """The (job id, attempt) an agent's key names where it is this store's (``Job.key``);
     None for another store's key, or one an admin chose for a launch by hand."""
@@ -236,10 +239,11 @@ def attempt_of(key: str, store_uid: str) -> tuple[int, int] | None:
     if not key.startswith(prefix):
         return None
     job, dot, attempt = key[len(prefix):].partition(".")
-    if not (dot and job.isascii() and job.isdigit() and attempt.isascii() and
-            attempt.isdigit()):
-        return None
-    return int(job), int(attempt)
+    if not (dot and all(n.isascii() and n.isdigit() and len(n) <= NUMBER_DIGITS
+                        for n in (job, attempt))):
+        return None  # (a number of more digits is no job's: an agent may send any)
+    named = int(job), int(attempt)
+    return named if max(named) < 2 ** 63 else None
 
 
 @dataclass(frozen=True)
@@ -368,8 +372,8 @@ def tail_bytes(data: bytes, whole: bool, ended: bool,
     line is longer than all of it (its end is kept, from a character's start). Returns the
     text and how many bytes at ``data``'s end it leaves out: of a running job's output, a
     character written in part (the rest is to come), so that a later tail goes on exactly
-    where this one ends. Each byte that is no UTF-8 reads "?", so the text's UTF-8 is exactly
-    as long as the bytes it stands for."""
+    where this one ends. Each byte that is no UTF-8, and each NUL, reads "?", so the text's
+    UTF-8 is exactly as long as the bytes it stands for."""
     cut = 0 if ended else len(data) - whole_characters(data)
     kept = data[:len(data) - cut]
     starts_line = whole
@@ -382,7 +386,9 @@ def tail_bytes(data: bytes, whole: bool, ended: bool,
     return _STRAY.sub("?", kept.decode("utf-8", errors="surrogateescape")), cut
 
 
-_STRAY = re.compile("[\udc80-\udcff]")  # a byte that is no UTF-8, as surrogateescape reads it
+# a byte that is no UTF-8, as surrogateescape reads it, or a NUL (text on PostgreSQL holds none:
+# a job that wrote one had its tail refused by the store at every read)
+_STRAY = re.compile("[\x00\udc80-\udcff]")
 
 
 def _continued(data: bytes) -> int:

@@ -29,7 +29,8 @@ from psycopg.sql import Identifier
 from fractui.store.base import (EVERYTHING, NO_STORE, TOPICS, Feed, Identity, RowsLocked,
                                 StoreBusy, StoreDamaged, StoreDenied, StoreError, StoreFull,
                                 StoreReadOnly, StoreUnavailable)
-from fractui.store.sql import Dialect, SqlStore, migrations, statements
+from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
+                               statements)
 from fractui.store_url import postgresql_url
 from fractui.whoami import os_user
 
@@ -354,10 +355,15 @@ class PostgresDialect(Dialect):
         return bool(db.closed or db.broken)
 
     def translate(self, err: BaseException) -> Optional[StoreError]:
+        if isinstance(err, UNSENDABLE):
+            return refused(self.where, str(err) or type(err).__name__)
         if not isinstance(err, psycopg.Error):
             return None
         state = err.sqlstate or ""
         text = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, (psycopg.DataError, psycopg.IntegrityError)):  # (22, 23; and text
+            # with a NUL, refused by psycopg itself): the primary words, not a DETAIL's values
+            return refused(self.where, err.diag.message_primary or text)
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (

@@ -24,10 +24,11 @@ from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
 from fractui.store import usage_rows
+from fractui.words import quoted
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
-                                StoreDamaged, StoreError)
+                                StoreDamaged, StoreError, StoreRefused)
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
@@ -130,6 +131,21 @@ class Dialect(abc.ABC):
             db.close()
         except Exception:  # a connection already lost closes without a word
             pass
+
+
+UNSENDABLE = (OverflowError, UnicodeEncodeError)
+"""What a driver raises for a value it cannot send at all, the server never asked: a whole
+number past 64 bits (SQLite's INTEGER), text with a lone surrogate (JSON lets an agent send
+one). With the server's own refusals of a value, a StoreRefused (``refused``)."""
+
+REFUSED_MOST = 200  # characters of the driver's words on a refused value (they may quote it)
+
+
+def refused(where: str, words: str) -> StoreRefused:
+    """The store's refusal of a value, in the driver's words (cut: they may quote the value,
+    which may be a host's and as long as it likes)."""
+    return StoreRefused(where, "refused a value it was given, so nothing was written: %s" % (
+        quoted(" ".join(words.split()), REFUSED_MOST)))
 
 
 # What a submit's key stands for, in the order ``submit`` compares them: a retry with another

@@ -22,7 +22,8 @@ from fractui.config import state_home
 from fractui.store import sqlite_file
 from fractui.store.base import Feed, Identity, StoreDamaged, StoreError
 from fractui.store.model import submitter
-from fractui.store.sql import Dialect, SqlStore, migrations, statements
+from fractui.store.sql import (UNSENDABLE, Dialect, SqlStore, migrations, refused,
+                               statements)
 from fractui.whoami import os_user, uid_named
 
 FEED_POLL_S = 0.02  # how often a feed reads SQLite's data_version (one page-cache read)
@@ -156,6 +157,8 @@ class SqliteDialect(Dialect):
         return False  # a file: nothing to reconnect to
 
     def translate(self, err: BaseException) -> Optional[StoreError]:
+        if isinstance(err, (sqlite3.IntegrityError, sqlite3.DataError, *UNSENDABLE)):
+            return refused(self.where, str(err) or type(err).__name__)
         if isinstance(err, (sqlite3.Error, OSError)):
             return sqlite_file.translate(self.where, err)
         return None

@@ -1,0 +1,155 @@
+"""A value one host's agent sends that the store refuses (a number past a column's range, text
+with a NUL or a lone surrogate, which JSON lets an agent send) leaves that write out, said once
+with the host's name and what was refused: the passes go through, and every other host's jobs
+are placed and its usage kept. Before, the refusal failed every pass (or every usage write), and
+no host's jobs were placed. Real agents over the local fleet, real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import logging
+from typing import Any, Dict, Tuple
+
+import pytest
+
+from fractui.config import QueueConfig
+from fractui.fleet.client import SAID_ONE_BY_ONE
+from fractui.scheduler.service import UNHELD
+from fractui.store.model import FAILED, RUNNING
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+
+# what an agent may send that a store may refuse, and which stores do: a lone surrogate is
+# text neither driver can send; PostgreSQL's text holds no NUL, its exit code is an INTEGER
+HOSTILE = {"surrogate": ({"reason": "oops \ud800"}, {"sqlite", "postgresql"}),
+           "nul": ({"reason": "oops \x00 there"}, {"postgresql"}),
+           "huge exit code": ({"exit_code": 2 ** 40}, {"postgresql"})}
+
+
+def one_host_busy(local_fleet, store_url: str) -> Tuple[Any, Any, str, Dict[str, Any]]:
+    """Two one-GPU hosts, one running a whole-GPU job of the store's, that host's pushes no
+    longer listened to (the test hands its session what the agent would push): the fleet,
+    the job, its host's name and its record as its agent has it."""
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=store_url)
+    job = f.submit("whole")
+    f.until(lambda: f.store.get(job.id).state == RUNNING)
+    busy = f.store.get(job.id).slot.host
+    session = f.fleet.session(busy)
+    session.call("unsubscribe")
+    [record] = session.call("job.list")["jobs"]
+    return f, job, busy, record
+
+
+def refusals(caplog) -> list:
+    return [r.getMessage() for r in caplog.records if "the store refused" in r.getMessage()]
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE))
+def test_a_record_the_store_refuses_fails_its_host_only(local_fleet, store_url, caplog,
+                                                        hostile):
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f, job, busy, record = one_host_busy(local_fleet, store_url)
+    values, refusing = HOSTILE[hostile]
+    backend = store_url.split(":")[0]
+    session = f.fleet.session(busy)
+    session._notify("job", dict(record, **dict(dict(state="exited", exit_code=1), **values)))
+    other = f.submit("whole")
+    for _ in range(3):  # each pass goes through, the other host's job is placed
+        assert f.scheduler.step() is True
+    f.until(lambda: f.store.get(other.id).state == RUNNING)
+    assert f.store.get(other.id).slot.host != busy
+    if backend not in refusing:  # the store takes it: the job ends as its agent says
+        assert f.store.get(job.id).state == FAILED and refusals(caplog) == []
+        return
+    assert f.store.get(job.id).state == RUNNING  # left as the store has it
+    [said] = refusals(caplog)  # once, however many passes
+    assert said.startswith("%s: the store refused what its agent said of job %d, left out "
+                           "(said once while the store refuses any of its job records): "
+                           "store " % (busy, job.id)), said
+    assert "refused a value it was given, so nothing was written: " in said
+    session._notify("job", record)  # its agent's word the store takes: said so
+    f.scheduler.step()
+    assert "%s: the store takes what its agent says of its job records again after" % busy \
+        in caplog.text
+
+
+def test_usage_the_store_refuses_leaves_out_its_host_only(local_fleet, store_url, caplog):
+    """A GPU's model as one host names it (text with a lone surrogate) is refused with that
+    host's GPU time: the other host's is kept, and the refused is not kept to be written again
+    at every write (the GPU time waiting grew with each bucket, and no host's was kept)."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f, _job, busy, _record = one_host_busy(local_fleet, store_url)
+    session = f.fleet.session(busy)
+    snapshot = copy.deepcopy(session.call("snapshot"))
+    snapshot["gpus"][0]["name"] = "NVIDIA L4 \ud800"
+    session._notify("snapshot", snapshot)
+    keeper, scheduler = f.scheduler.usage, f.scheduler
+    views, jobs = scheduler._views(), f.store.jobs()
+    for at in (1000.0, 1005.0, 1010.0):
+        keeper.gpus.observe(views, jobs, at)
+    for _ in range(2):
+        keeper._write(scheduler.epoch)
+        assert keeper.gpus.pending == {}
+    kept = f.store.gpu_time(0, 9e12)
+    assert {t.host for t in kept} == {"gpu-a", "gpu-b"} - {busy}
+    assert sum(t.online_s for t in kept) == 10
+    [said] = refusals(caplog)
+    assert said.startswith("%s: the store refused what its agent said of its GPUs' time, "
+                           "left out (said once while the store refuses any of its usage): "
+                           % busy), said
+
+
+def test_copies_of_no_job_a_host_lists_without_end_are_said_within_the_cap(local_fleet,
+                                                                           caplog):
+    """An agent that lists ever more copies under the store's key of jobs the store does not
+    have (and one naming a job past any number the store gives, which a read of it could not
+    even ask for): the first SAID_ONE_BY_ONE said one by one, then once that there are more;
+    the failures kept stay within the cap, the passes go through, and as they end each said
+    is said ended. Before: every copy a line and a name kept, and the number past 64 bits
+    failed every pass on SQLite."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    cap = SAID_ONE_BY_ONE
+    copies = [{"id": "j%d" % n, "key": "fractui-%s-%d.0" % (f.store.uid, 900 + n),
+               "state": "running", "gpus": [0], "pid": None} for n in range(cap * 3)]
+    huge = dict(copies[0], id="j-huge", key="fractui-%s-%s.0" % (f.store.uid, "9" * 30))
+    for rec in copies + [huge]:
+        session._notify("job", rec)
+    for _ in range(3):
+        assert f.scheduler.step() is True
+    said = [r.getMessage() for r in caplog.records
+            if "which the store does not hold" in r.getMessage()]
+    assert len(said) == cap + 1, said
+    assert said[-1].startswith("more than %d failing at once" % cap), said[-1]
+    assert len(f.scheduler.failures.failing(UNHELD)) == cap + 1
+    for rec in copies:
+        session._notify("job", dict(rec, state="killed"))
+    for _ in range(2):
+        assert f.scheduler.step() is True
+    assert f.scheduler.failures.failing(UNHELD) == []
+    assert caplog.text.count("is seen running no more") == cap
+    assert "failures past the cap unsaid" in caplog.text
+
+
+def test_a_jobs_output_with_a_nul_is_kept_with_it_as_any_stray_byte(local_fleet, store_url):
+    """A job that writes a NUL (binary output): its tail is kept on every store, the NUL read
+    as "?" as a byte that is no UTF-8 is. Before: PostgreSQL refused its tail at every read,
+    and the job's output was never kept."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)],
+                    store_url=store_url)
+    job = f.submit("whole", argv=[sys.executable, "-c",
+                                  "import sys; sys.stdout.buffer.write(b'a\\x00b\\xff\\n')"])
+
+    def kept() -> bool:  # (a turn of the loop, which serves the tails asked for)
+        f.scheduler._turn()
+        f.scheduler.settle()
+        tail = f.store.log_tail(job.id)
+        return tail is not None and tail.complete
+
+    f.until(kept, timeout_s=15)
+    assert f.store.log_tail(job.id).text == "a?b?\n"
