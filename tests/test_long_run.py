@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from types import SimpleNamespace
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -321,11 +321,10 @@ def test_a_notification_listener_that_fails_each_time_is_said_once_and_once_when
     assert caplog.text.count("the 'job' notifications from gpu-a are handled again") == 1
 
 
-def test_a_host_naming_a_new_notification_at_each_push_grows_no_failures_past_the_cap(caplog):
-    """A hostile host pushes a notification of a new method at each push, and handling each
-    fails (a bug of ours it found): SAID_ONE_BY_ONE methods are said, then once that there
-    are more; neither the log nor what the client keeps grows with the methods named."""
-    caplog.set_level(logging.INFO, "fractui.fleet")
+def failing_listener_client() -> Tuple[AgentClient, List[str], int]:
+    """A client of host gpu-a reading a pipe whose write end the test holds, whose listener
+    fails on every notification (a bug of ours a host found): the client, the methods heard,
+    the write end."""
     read_end, write_end = os.pipe()
     heard: List[str] = []
 
@@ -333,8 +332,16 @@ def test_a_host_naming_a_new_notification_at_each_push_grows_no_failures_past_th
         heard.append(method)
         raise ValueError("a listener's bug")
 
-    client = AgentClient(os.fdopen(read_end, "rb"), lambda _line: None, on_notify=listener,
-                         name="gpu-a")
+    return AgentClient(os.fdopen(read_end, "rb"), lambda _line: None, on_notify=listener,
+                       name="gpu-a"), heard, write_end
+
+
+def test_a_host_naming_a_new_notification_at_each_push_grows_no_failures_past_the_cap(caplog):
+    """A hostile host pushes a notification of a new method at each push, and handling each
+    fails (a bug of ours it found): SAID_ONE_BY_ONE methods are said, then once that there
+    are more; neither the log nor what the client keeps grows with the methods named."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    client, heard, write_end = failing_listener_client()
     pushes = client_module.SAID_ONE_BY_ONE * 10
     with os.fdopen(write_end, "wb") as host:
         for n in range(pushes):
@@ -352,15 +359,7 @@ def test_a_hosts_long_method_names_are_logged_cut_with_their_length(caplog):
     each failing to be handled: each said cut, with its length, not whole. Before: up to
     SAID_ONE_BY_ONE lines of a MiB each in the admin's journal."""
     caplog.set_level(logging.INFO, "fractui.fleet")
-    read_end, write_end = os.pipe()
-    heard: List[str] = []
-
-    def listener(method: str, params: Dict[str, Any]) -> None:
-        heard.append(method)
-        raise ValueError("a listener's bug")
-
-    client = AgentClient(os.fdopen(read_end, "rb"), lambda _line: None, on_notify=listener,
-                         name="gpu-a")
+    client, heard, write_end = failing_listener_client()
     long = 2 ** 20 - 100
     with os.fdopen(write_end, "wb") as host:
         for n in range(3):

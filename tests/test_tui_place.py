@@ -45,6 +45,18 @@ async def slots_found(app, pilot) -> None:
         app).placement.busy and fleet(app).placement.candidates, "candidates found")
 
 
+async def moving(app, pilot, there: str):
+    """From the jobs view into a move of its job (``m``), its slots found and the map's cursor
+    on the ghost, on ``there``'s first GPU: the fleet screen."""
+    await pilot.press("J")
+    await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
+    await pilot.press("m")
+    await slots_found(app, pilot)
+    screen = fleet(app)
+    assert (screen.map.cursor.host, screen.map.cursor.gpu) == (there, 0)  # the ghost's
+    return screen
+
+
 @contextlib.asynccontextmanager
 async def placing(f) -> AsyncIterator[tuple]:
     """The live app on ``f``, moved to the queue panel and into placement mode on its job,
@@ -411,12 +423,7 @@ def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            await pilot.press("J")
-            await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
-            await pilot.press("m")
-            await slots_found(app, pilot)
-            screen = fleet(app)
-            assert (screen.map.cursor.host, screen.map.cursor.gpu) == (there, 0)  # the ghost's
+            screen = await moving(app, pilot, there)
             await pilot.press("escape")
             await pilot.pause()
             assert screen.placement is None and isinstance(app.focused, SliceMap)
@@ -437,12 +444,7 @@ def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(
     @pilot_test
     async def drive():
         async with live_app(f) as (app, pilot):
-            await pilot.press("J")
-            await until(pilot, lambda: app.screen.table.row is not None, "the job's row")
-            await pilot.press("m")
-            await slots_found(app, pilot)
-            screen = fleet(app)
-            assert (screen.map.cursor.host, screen.map.cursor.gpu) == (there, 0)  # the ghost's
+            screen = await moving(app, pilot, there)
             f.store.cordon(there, None, "cordon", "ops", "fan noise")
             await pilot.press("enter")
             await until(pilot, lambda: screen.placement is None, "the move refused")
