@@ -16,7 +16,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.fleet.client import SAID_ONE_BY_ONE
 from fractui.scheduler.service import UNHELD
-from fractui.store.model import FAILED, RUNNING
+from fractui.store.model import FAILED, PLACED, RUNNING
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -153,3 +153,39 @@ def test_a_jobs_output_with_a_nul_is_kept_with_it_as_any_stray_byte(local_fleet,
 
     f.until(kept, timeout_s=15)
     assert f.store.log_tail(job.id).text == "a?b?\n"
+
+
+def test_a_launch_whose_start_the_store_refuses_leaves_its_hosts_other_calls_going(
+        local_fleet, caplog):
+    """A host naming one of its GPUs with a lone surrogate: the start of the job launched on
+    that GPU is refused by the store (its model), said once as that host's refusal; the job
+    stays placed, holding its GPU, and its launch (by its key: the same job) is asked again.
+    The job launched after it on the host's other GPU runs. Before: the refusal ended the
+    host's calls of every pass, and the other job was never launched."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    snapshot = copy.deepcopy(session.call("snapshot"))
+    named = snapshot["gpus"][0]["name"]
+    snapshot["gpus"][0]["name"] = named + " \ud800"
+    session._notify("snapshot", snapshot)
+    first, second = f.submit("whole"), f.submit("whole")
+    for _ in range(4):
+        assert f.scheduler.step() is True
+        f.scheduler.settle()
+    assert f.store.get(first.id).slot.gpus == (0,)  # (launched first on the host's lane)
+    assert f.store.get(first.id).state == PLACED
+    assert f.store.get(second.id).state == RUNNING
+    assert f.store.get(second.id).slot.gpus == (1,)
+    assert sorted(r["key"] for r in f.agent_jobs()) == sorted(
+        j.key(f.store.uid) for j in (first, second))  # the first's launch asked again: one
+    [said] = refusals(caplog)
+    assert said.startswith("gpu-a: the store refused what its agent said of job %d, left out"
+                           % first.id), said
+    assert "wait for a later pass" not in caplog.text
+    snapshot["gpus"][0]["name"] = named  # the store takes it: its start is recorded
+    session._notify("snapshot", snapshot)
+    f.until(lambda: f.store.get(first.id).state == RUNNING)
+    f.scheduler.step()
+    assert "gpu-a: the store takes what its agent says of its job records again" in caplog.text
