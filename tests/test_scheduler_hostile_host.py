@@ -16,7 +16,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.fleet.client import SAID_ONE_BY_ONE
 from fractui.scheduler.service import UNHELD
-from fractui.store.model import FAILED, PLACED, RUNNING
+from fractui.store.model import FAILED, PLACED, RUNNING, Sampled
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -98,7 +98,7 @@ def test_usage_the_store_refuses_leaves_out_its_host_only(local_fleet, store_url
     assert sum(t.online_s for t in kept) == 10
     [said] = refusals(caplog)
     assert said.startswith("%s: the store refused what its agent said of its GPUs' time, "
-                           "left out (said once while the store refuses any of its usage): "
+                           "left out (said once while the store refuses any of its GPU time): "
                            % busy), said
 
 
@@ -189,3 +189,34 @@ def test_a_launch_whose_start_the_store_refuses_leaves_its_hosts_other_calls_goi
     f.until(lambda: f.store.get(first.id).state == RUNNING)
     f.scheduler.step()
     assert "gpu-a: the store takes what its agent says of its job records again" in caplog.text
+
+
+def test_usage_refused_is_said_taken_again_only_once_its_kind_is_taken(local_fleet, caplog):
+    """A job's usage its host samples (a note with a lone surrogate) is refused at each write
+    that has it; a write between two reads of the host's records has none of its samples, only
+    its GPU time, which the store takes: that is no word on the samples, so nothing is said
+    then, and the refusal is said once, not again at each read. Before: "takes ... again"
+    after each write without the samples, and the refusal said anew at the next."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f, job, busy, _record = one_host_busy(local_fleet, None)
+    keeper, scheduler = f.scheduler.usage, f.scheduler
+    views, jobs = scheduler._views(), f.store.jobs()
+    key = (job.id, f.store.get(job.id).attempt)
+    clock = iter(range(1000, 2000, 5))
+
+    def write(sampled: Dict[Tuple[int, int], Any]) -> None:
+        for _ in range(2):  # GPU time of each host to keep
+            keeper.gpus.observe(views, jobs, float(next(clock)))
+        with keeper._lock:  # as a read of the host's running jobs leaves them
+            keeper._sampled.update(sampled)
+        keeper._write(scheduler.epoch)
+
+    bad = {key: (busy, Sampled(samples=3, util_note="MIG \ud800"))}
+    for sampled in (bad, {}, bad, {}):
+        write(sampled)
+    assert len(refusals(caplog)) == 1, refusals(caplog)
+    assert "the store takes what its agent says" not in caplog.text
+    write({key: (busy, Sampled(samples=4))})
+    assert "%s: the store takes what its agent says of its jobs' usage again" % busy \
+        in caplog.text
+    assert f.store.usage(0, 9e12)[0].sampled.samples == 4
