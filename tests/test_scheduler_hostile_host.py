@@ -220,3 +220,41 @@ def test_usage_refused_is_said_taken_again_only_once_its_kind_is_taken(local_fle
     assert "%s: the store takes what its agent says of its jobs' usage again" % busy \
         in caplog.text
     assert f.store.usage(0, 9e12)[0].sampled.samples == 4
+
+
+def test_gpu_time_kept_host_by_host_before_a_failed_write_is_not_kept_twice(local_fleet,
+                                                                           pg_server):
+    """A write of the GPU time that goes host by host (one host's refused) and then fails
+    on a later host (its row held by a psql session): the hosts kept before the failure are
+    not written again by the next write, which adds the rest. Before: every row of the write
+    was put back, and the hosts kept were counted twice."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4", "gpu-c": "1xL4"},
+                    [QueueConfig(name="whole", gpus=1)], store_url=url)
+    keeper, scheduler = f.scheduler.usage, f.scheduler
+    assert scheduler.step() is True
+
+    def write(*at: float) -> None:
+        views, jobs = scheduler._views(), f.store.jobs()
+        for each in at:
+            keeper.gpus.observe(views, jobs, each)
+        keeper._write(scheduler.epoch)
+
+    write(1000.0, 1005.0)  # each host's row of the bucket made
+    session = f.fleet.session("gpu-b")
+    session.call("unsubscribe")
+    snapshot = copy.deepcopy(session.call("snapshot"))
+    snapshot["gpus"][0]["name"] += " \ud800"
+    session._notify("snapshot", snapshot)
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM gpu_time WHERE host = 'gpu-c' FOR UPDATE")
+        write(1010.0)  # gpu-a kept, gpu-b refused, gpu-c held: left for the next write
+    finally:
+        psql.close()
+    write()
+    kept: Dict[str, float] = {}
+    for row in f.store.gpu_time(0, 9e12):
+        kept[row.host] = kept.get(row.host, 0.0) + row.online_s
+    assert kept == {"gpu-a": 10.0, "gpu-b": 5.0, "gpu-c": 10.0}, kept

@@ -121,6 +121,7 @@ class UsageKeeper:
         with self._lock:
             sampled, self._sampled = self._sampled, {}
         rows = self.gpus.take()
+        timed = {r.host for r in rows}  # (taken out of ``rows`` as they are kept)
         refused: Dict[str, Set[str]] = {SAMPLES: set(), GPU_TIME: set()}  # the hosts whose
         # words the store refused, left out
         try:
@@ -139,7 +140,7 @@ class UsageKeeper:
                                        "written again")
             self.lanes.refused_no_more(SAMPLES, refused[SAMPLES], {
                 host for key, (host, _) in sampled.items() if key not in left})
-            self.lanes.refused_no_more(GPU_TIME, refused[GPU_TIME], {r.host for r in rows})
+            self.lanes.refused_no_more(GPU_TIME, refused[GPU_TIME], timed)
         with self._lock:
             self._sampled = {**left, **self._sampled}
 
@@ -171,7 +172,10 @@ class UsageKeeper:
 
     def _keep_gpu_time(self, rows: List[GpuTime], epoch: int, refused: Set[str]) -> None:
         """Keeps the GPUs' time, in one write; where the store refuses a value a host sent (its
-        GPU's model), host by host, that host's left out (added to ``refused``)."""
+        GPU's model), host by host, that host's left out (added to ``refused``). Each host's
+        kept or refused one by one is taken out of ``rows``: where a later host's write fails,
+        those left are what a later write keeps (put back whole, the hosts kept before the
+        failure were counted twice: the GPU time is added to what is kept)."""
         try:
             self.store.keep_gpu_time(rows, epoch=epoch)
         except StoreRefused:
@@ -181,3 +185,4 @@ class UsageKeeper:
                 except StoreRefused as err:
                     refused.add(host)
                     self.lanes.refused(host, GPU_TIME, "its GPUs' time", err)
+                rows[:] = [r for r in rows if r.host != host]
