@@ -16,7 +16,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.fleet.client import SAID_ONE_BY_ONE
 from fractui.scheduler.service import UNHELD
-from fractui.store.model import FAILED, RUNNING
+from fractui.store.model import FAILED, PLACED, RUNNING, Sampled
 from tests import localfleet
 
 local_fleet = localfleet.local_fleet
@@ -98,7 +98,7 @@ def test_usage_the_store_refuses_leaves_out_its_host_only(local_fleet, store_url
     assert sum(t.online_s for t in kept) == 10
     [said] = refusals(caplog)
     assert said.startswith("%s: the store refused what its agent said of its GPUs' time, "
-                           "left out (said once while the store refuses any of its usage): "
+                           "left out (said once while the store refuses any of its GPU time): "
                            % busy), said
 
 
@@ -153,3 +153,108 @@ def test_a_jobs_output_with_a_nul_is_kept_with_it_as_any_stray_byte(local_fleet,
 
     f.until(kept, timeout_s=15)
     assert f.store.log_tail(job.id).text == "a?b?\n"
+
+
+def test_a_launch_whose_start_the_store_refuses_leaves_its_hosts_other_calls_going(
+        local_fleet, caplog):
+    """A host naming one of its GPUs with a lone surrogate: the start of the job launched on
+    that GPU is refused by the store (its model), said once as that host's refusal; the job
+    stays placed, holding its GPU, and its launch (by its key: the same job) is asked again.
+    The job launched after it on the host's other GPU runs. Before: the refusal ended the
+    host's calls of every pass, and the other job was never launched."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f = local_fleet({"gpu-a": "2xL4"}, [QueueConfig(name="whole", gpus=1)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")
+    snapshot = copy.deepcopy(session.call("snapshot"))
+    named = snapshot["gpus"][0]["name"]
+    snapshot["gpus"][0]["name"] = named + " \ud800"
+    session._notify("snapshot", snapshot)
+    first, second = f.submit("whole"), f.submit("whole")
+    for _ in range(4):
+        assert f.scheduler.step() is True
+        f.scheduler.settle()
+    assert f.store.get(first.id).slot.gpus == (0,)  # (launched first on the host's lane)
+    assert f.store.get(first.id).state == PLACED
+    assert f.store.get(second.id).state == RUNNING
+    assert f.store.get(second.id).slot.gpus == (1,)
+    assert sorted(r["key"] for r in f.agent_jobs()) == sorted(
+        j.key(f.store.uid) for j in (first, second))  # the first's launch asked again: one
+    [said] = refusals(caplog)
+    assert said.startswith("gpu-a: the store refused what its agent said of job %d, left out"
+                           % first.id), said
+    assert "wait for a later pass" not in caplog.text
+    snapshot["gpus"][0]["name"] = named  # the store takes it: its start is recorded
+    session._notify("snapshot", snapshot)
+    f.until(lambda: f.store.get(first.id).state == RUNNING)
+    f.scheduler.step()
+    assert "gpu-a: the store takes what its agent says of its job records again" in caplog.text
+
+
+def test_usage_refused_is_said_taken_again_only_once_its_kind_is_taken(local_fleet, caplog):
+    """A job's usage its host samples (a note with a lone surrogate) is refused at each write
+    that has it; a write between two reads of the host's records has none of its samples, only
+    its GPU time, which the store takes: that is no word on the samples, so nothing is said
+    then, and the refusal is said once, not again at each read. Before: "takes ... again"
+    after each write without the samples, and the refusal said anew at the next."""
+    caplog.set_level(logging.INFO, "fractui.scheduler")
+    f, job, busy, _record = one_host_busy(local_fleet, None)
+    keeper, scheduler = f.scheduler.usage, f.scheduler
+    views, jobs = scheduler._views(), f.store.jobs()
+    key = (job.id, f.store.get(job.id).attempt)
+    clock = iter(range(1000, 2000, 5))
+
+    def write(sampled: Dict[Tuple[int, int], Any]) -> None:
+        for _ in range(2):  # GPU time of each host to keep
+            keeper.gpus.observe(views, jobs, float(next(clock)))
+        with keeper._lock:  # as a read of the host's running jobs leaves them
+            keeper._sampled.update(sampled)
+        keeper._write(scheduler.epoch)
+
+    bad = {key: (busy, Sampled(samples=3, util_note="MIG \ud800"))}
+    for sampled in (bad, {}, bad, {}):
+        write(sampled)
+    assert len(refusals(caplog)) == 1, refusals(caplog)
+    assert "the store takes what its agent says" not in caplog.text
+    write({key: (busy, Sampled(samples=4))})
+    assert "%s: the store takes what its agent says of its jobs' usage again" % busy \
+        in caplog.text
+    assert f.store.usage(0, 9e12)[0].sampled.samples == 4
+
+
+def test_gpu_time_kept_host_by_host_before_a_failed_write_is_not_kept_twice(local_fleet,
+                                                                           pg_server):
+    """A write of the GPU time that goes host by host (one host's refused) and then fails
+    on a later host (its row held by a psql session): the hosts kept before the failure are
+    not written again by the next write, which adds the rest. Before: every row of the write
+    was put back, and the hosts kept were counted twice."""
+    url = pg_server.url(pg_server.new_database())
+    f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4", "gpu-c": "1xL4"},
+                    [QueueConfig(name="whole", gpus=1)], store_url=url)
+    keeper, scheduler = f.scheduler.usage, f.scheduler
+    assert scheduler.step() is True
+
+    def write(*at: float) -> None:
+        views, jobs = scheduler._views(), f.store.jobs()
+        for each in at:
+            keeper.gpus.observe(views, jobs, each)
+        keeper._write(scheduler.epoch)
+
+    write(1000.0, 1005.0)  # each host's row of the bucket made
+    session = f.fleet.session("gpu-b")
+    session.call("unsubscribe")
+    snapshot = copy.deepcopy(session.call("snapshot"))
+    snapshot["gpus"][0]["name"] += " \ud800"
+    session._notify("snapshot", snapshot)
+    psql = pg_server.connect(url.rsplit("/", 1)[1])
+    try:
+        psql.execute("BEGIN")
+        psql.execute("SELECT * FROM gpu_time WHERE host = 'gpu-c' FOR UPDATE")
+        write(1010.0)  # gpu-a kept, gpu-b refused, gpu-c held: left for the next write
+    finally:
+        psql.close()
+    write()
+    kept: Dict[str, float] = {}
+    for row in f.store.gpu_time(0, 9e12):
+        kept[row.host] = kept.get(row.host, 0.0) + row.online_s
+    assert kept == {"gpu-a": 10.0, "gpu-b": 5.0, "gpu-c": 10.0}, kept

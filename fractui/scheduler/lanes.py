@@ -27,8 +27,9 @@ log = logging.getLogger("fractui.scheduler")
 Action = Callable[[], None]
 HELD = "held"  # a row held is one failure while it lasts: its words say for how long it is
 REFUSED = "refused"  # the failures' name of a host's words the store refuses: (REFUSED, host,
-# what they are: RECORDS, USAGE), one failure while any is refused, whatever the store says
-RECORDS, USAGE = "job records", "usage"
+# what they are: RECORDS, SAMPLES, GPU_TIME), one failure while any is refused, whatever the
+# store says; each kind its own, as the writes that take it again are
+RECORDS, SAMPLES, GPU_TIME = "job records", "jobs' usage", "GPU time"
 
 
 class Lanes:
@@ -43,6 +44,8 @@ class Lanes:
         self._queued: Dict[str, List[Tuple[Optional[int], Action]]] = {}
         self.failures = Failures(log, TRIES)  # the scheduler's, its passes' and its lanes'
         self._left: Set[int] = set()  # jobs left for a held row since the last ``mended``
+        self._refused_calls: Set[str] = set()  # hosts a call's job record was refused for
+        # since the last refused_no_more of RECORDS (a lane's call ends after its pass's)
 
     def left_locked(self, job_id: int, err: RowsLocked) -> None:
         """A job whose row another session holds (a psql transaction left open on it) is left
@@ -62,11 +65,20 @@ class Lanes:
                              "said of %s, left out (said once while the store refuses any of "
                              "its %s): %s" % (host, what, kind, err), same=REFUSED)
 
-    def refused_no_more(self, kind: str, hosts: Set[str]) -> None:
-        """Writes of ``kind`` were just made, ``hosts`` those refused: each other host whose
-        ``kind`` the store refused before is said to be taken again."""
+    def refused_no_more(self, kind: str, hosts: Set[str],
+                        written: Optional[Set[str]] = None) -> None:
+        """Writes of ``kind`` were just made, ``hosts`` those refused, ``written`` the hosts
+        whose values of ``kind`` they held (None: every host's): each other host of them whose
+        ``kind`` the store refused before is said to be taken again (nor one a lane's call was
+        refused for since the last such word: its calls end after their pass). A host none of
+        whose ``kind`` was written is no word on it: said taken again, its refusal was said
+        anew at its next value, at every write between two of them."""
+        if kind == RECORDS:
+            with self._lock:
+                hosts, self._refused_calls = hosts | self._refused_calls, set()
         for name in self.failures.failing(REFUSED):
-            if name[2] == kind and name[1] not in hosts:
+            if name[2] == kind and name[1] not in hosts and (written is None or
+                                                             name[1] in written):
                 self.failures.worked(name, "%s: the store takes what its agent says of its %s "
                                      "again" % (name[1], kind))
 
@@ -156,6 +168,12 @@ class Lanes:
                                              "pass: %s" % (host, err), same=HELD)
                     else:
                         self.left_locked(job, err)
+                except StoreRefused as err:  # a value its agent sent (a started job's id,
+                    # its GPU's name): that write left out, the host's other calls go on
+                    with self._lock:
+                        self._refused_calls.add(host)
+                    self.refused(host, RECORDS, "job %d" % job if job is not None else
+                                 "a call's answer", err)
                 except LeaseLost as err:  # another scheduler leads now: the calls are its
                     log.info("%s; %d calls to %s are left to the lease's holder", err,
                              len(actions) - done - 1, host)

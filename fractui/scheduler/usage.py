@@ -15,7 +15,7 @@ from fractui.config import UsageSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
 from fractui.sched.fleetview import USABLE, HostView
-from fractui.scheduler.lanes import HELD, USAGE, Lanes
+from fractui.scheduler.lanes import GPU_TIME, HELD, SAMPLES, Lanes
 from fractui.store.base import LeaseLost, RowsLocked, Store, StoreError, StoreRefused
 from fractui.store.model import RUNNING, GpuTime, Job, Sampled
 from fractui.usage.gputime import FLUSH_S, GpuClock
@@ -121,10 +121,12 @@ class UsageKeeper:
         with self._lock:
             sampled, self._sampled = self._sampled, {}
         rows = self.gpus.take()
-        refused: Set[str] = set()  # the hosts whose words the store refused, left out
+        timed = {r.host for r in rows}  # (taken out of ``rows`` as they are kept)
+        refused: Dict[str, Set[str]] = {SAMPLES: set(), GPU_TIME: set()}  # the hosts whose
+        # words the store refused, left out
         try:
-            left = self._keep_sampled(sampled, epoch, refused)
-            self._keep_gpu_time(rows, epoch, refused)
+            left = self._keep_sampled(sampled, epoch, refused[SAMPLES])
+            self._keep_gpu_time(rows, epoch, refused[GPU_TIME])
         except LeaseLost:
             raise  # another holder counts from now
         except StoreError as err:  # kept for the next write (newer samples first)
@@ -136,7 +138,9 @@ class UsageKeeper:
         else:
             self.lanes.failures.worked("usage write", "the GPU time and the jobs' samples are "
                                        "written again")
-            self.lanes.refused_no_more(USAGE, refused)
+            self.lanes.refused_no_more(SAMPLES, refused[SAMPLES], {
+                host for key, (host, _) in sampled.items() if key not in left})
+            self.lanes.refused_no_more(GPU_TIME, refused[GPU_TIME], timed)
         with self._lock:
             self._sampled = {**left, **self._sampled}
 
@@ -161,14 +165,17 @@ class UsageKeeper:
                     left[key] = (host, each)
                 except StoreRefused as err:
                     refused.add(host)
-                    self.lanes.refused(host, USAGE, "job %d's usage" % key[0], err)
+                    self.lanes.refused(host, SAMPLES, "job %d's usage" % key[0], err)
         for key in set(sampled) - set(left):
             failures.worked(("usage record", key), "job %d's usage is kept again" % key[0])
         return left
 
     def _keep_gpu_time(self, rows: List[GpuTime], epoch: int, refused: Set[str]) -> None:
         """Keeps the GPUs' time, in one write; where the store refuses a value a host sent (its
-        GPU's model), host by host, that host's left out (added to ``refused``)."""
+        GPU's model), host by host, that host's left out (added to ``refused``). Each host's
+        kept or refused one by one is taken out of ``rows``: where a later host's write fails,
+        those left are what a later write keeps (put back whole, the hosts kept before the
+        failure were counted twice: the GPU time is added to what is kept)."""
         try:
             self.store.keep_gpu_time(rows, epoch=epoch)
         except StoreRefused:
@@ -177,4 +184,5 @@ class UsageKeeper:
                     self.store.keep_gpu_time([r for r in rows if r.host == host], epoch=epoch)
                 except StoreRefused as err:
                     refused.add(host)
-                    self.lanes.refused(host, USAGE, "its GPUs' time", err)
+                    self.lanes.refused(host, GPU_TIME, "its GPUs' time", err)
+                rows[:] = [r for r in rows if r.host != host]
