@@ -361,8 +361,10 @@ class PostgresDialect(Dialect):
             return None
         state = err.sqlstate or ""
         text = " ".join(str(err).split()) or type(err).__name__
-        if isinstance(err, (psycopg.DataError, psycopg.IntegrityError)):  # (22, 23; and text
-            # with a NUL, refused by psycopg itself): the primary words, not a DETAIL's values
+        if isinstance(err, psycopg.DataError):  # (22, and text with a NUL, refused by psycopg
+            # itself): the primary words, not a DETAIL's values. Not 23: no value a host sends
+            # breaks a constraint (there are none but keys fractui's own writes keep), so one
+            # broken is fractui's bug or a damaged store, not a host's to be left out for
             return refused(self.where, err.diag.message_primary or text)
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):

@@ -157,7 +157,8 @@ class SqliteDialect(Dialect):
         return False  # a file: nothing to reconnect to
 
     def translate(self, err: BaseException) -> Optional[StoreError]:
-        if isinstance(err, (sqlite3.IntegrityError, sqlite3.DataError, *UNSENDABLE)):
+        if isinstance(err, (sqlite3.DataError, *UNSENDABLE)):  # (not IntegrityError: as
+            # PostgreSQL's class 23, fractui's bug or a damaged store, never a host's value)
             return refused(self.where, str(err) or type(err).__name__)
         if isinstance(err, (sqlite3.Error, OSError)):
             return sqlite_file.translate(self.where, err)
