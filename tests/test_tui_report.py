@@ -1,7 +1,9 @@
 """The report screen (``R``, ``:report``) on a real SQLite store that ran a known job stream
 (tests/tui_frozen.usage_store): its table holds report.build's numbers for the same records —
-and the ones worked out by hand from the stream — for each range and grouping; the plots leave
-out what was not measured; an empty store and no store are said in words."""
+and the ones worked out by hand from the stream — for each range and grouping; its headline
+says fractui report's sentences (what sharing saved, GPU time and how much is kept, % busy, the
+jobs waiting now) in whole words at 80x24 and 200x50; the plots leave out what was not
+measured; an empty store and no store are said in words."""
 
 from __future__ import annotations
 
