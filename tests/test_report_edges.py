@@ -35,7 +35,6 @@ from typing import Dict, List
 import pytest
 
 from fractui.metrics.state import MetricsState
-from fractui.report_commands import Coverage
 from fractui.sched.fleetview import HostView
 from fractui.store import open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNING, STOPPING,
@@ -43,6 +42,7 @@ from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNI
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.report import build, saving
+from fractui.usage.sentences import Coverage
 from tests.cli_run import in_process, leaks
 from tests.test_report_truth import (HALF, MIG, QUARTER, TEAMS, Clock, metric, sampled,
                                      samples)

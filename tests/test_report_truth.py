@@ -298,22 +298,35 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
     headline and table are the hand-worked numbers too."""
     from fractui.tui.report_view import SPANS, compute, headline, table_rows
     from fractui.usage.report import UNSTARTED
+    from fractui.usage.sentences import Waiting
 
-    class Source:  # what the screen reads of its source: the store's usage and ended jobs
+    class Source:  # what the screen reads of its source: the store's usage and jobs
         def read_usage(self, since, until):
             return fleet.store.usage(since, until), fleet.store.gpu_time(since, until)
 
         def read_ended(self, since):
             return fleet.store.jobs(UNSTARTED, ended_since=since)
 
-    computed = compute(Source(), SPANS[1], "team", END)
+        def read_waiting(self):
+            return fleet.store.jobs(Waiting.STATES)
+
+    computed = compute(Source(), SPANS[1], "team", END, H)
     assert computed.report.start == T  # the means start where the store's usage does
+    # fractui report's sentences, word for word (test_the_table_prints_the_same_numbers),
+    # and the job still waiting at the end
     assert headline(computed).plain.splitlines() == [
-        "Without sharing, the same jobs would have needed 3 GPUs at peak; they used 2 (1 "
-        "saved). On average 1.81 needed, 1.44 used (0.38 saved).",
-        "held 2.79 GPU-h · used 2.12 of 1.50 measured (142%) · 1.29 GPU-h not measurable on "
-        "MIG (or not sampled yet) · idle 6.25 of 10.99 GPU-h online · waits p50 30m00s p95 "
-        "1h00m · 5 attempts · 1 job (1 cancelled) ended waiting, never started"]
+        "without sharing, these jobs would have needed 3 GPUs at peak (1.81 on average); they "
+        "used 2 (1.44): sharing saved 1 GPU at peak, 0.38 on average",
+        "GPUs online 10.99 GPU-h, held while online 2.35 (21 %), idle with nothing on them "
+        "6.25 (57 %)",
+        "used 2.12 GPU-h of the 1.50 held where NVML measured it (142 % busy; a share's "
+        "processes may keep its GPU busier than its charge)",
+        "no measure: GPU-hours held where NVML gives no utilisation (MIG slices, or not "
+        "sampled yet): 1.29 of 2.79",
+        "1 job (1 cancelled) ended in this range while waiting to start: waits and outcomes "
+        "count only attempts that started",
+        "1 job waiting to start now (speech 1), the longest for 30m00s (job 6): WAIT counts a "
+        "wait once it ends in a start"]
     titles, rows = table_rows(computed.report, 200)
     assert titles[:4] == ["team", "held GPU-h", "used GPU-h", "util"]
     assert [r[:4] for r in rows] == [["vision", "1.50", "2.12", "142%"],

@@ -1,23 +1,28 @@
 """The report screen (``R``, ``:report``) on a real SQLite store that ran a known job stream
 (tests/tui_frozen.usage_store): its table holds report.build's numbers for the same records —
-and the ones worked out by hand from the stream — for each range and grouping; the plots leave
-out what was not measured; an empty store and no store are said in words."""
+and the ones worked out by hand from the stream — for each range and grouping; its headline
+says fractui report's sentences (what sharing saved, GPU time and how much is kept, % busy, the
+jobs waiting now) in whole words at 80x24 and 200x50; the plots leave out what was not
+measured; an empty store and no store are said in words."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 
+from textual.geometry import Region
 from textual_plotext.plot import Plot
 
+from fractui.cells import cell_len
 from fractui.store.model import CANCELLED, PENDING, GpuTime, Slot
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.fleet_screen import FleetScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.report_plots import Axis, axis_for, runs, utilisation
-from fractui.tui.report_view import ReportScreen, gpu_hours
+from fractui.tui.report_view import ReportScreen
 from fractui.tui.sample import NOW
 from fractui.usage.report import Series, build
+from fractui.usage.sentences import hours
 from tests.test_tui_pilot import palette
 from tests.tui_frozen import H, frozen_app, pilot_test, settled, usage_store
 
@@ -25,6 +30,11 @@ from tests.tui_frozen import H, frozen_app, pilot_test, settled, usage_store
 def report(app) -> ReportScreen:
     assert isinstance(app.screen, ReportScreen), app.screen
     return app.screen
+
+
+def lines(screen: ReportScreen) -> list[str]:
+    """The headline's lines, as the screen holds them (before they wrap to its width)."""
+    return str(screen.query_one("#report-headline").render()).splitlines()
 
 
 def held(screen: ReportScreen) -> dict[str, str]:
@@ -36,7 +46,7 @@ def held(screen: ReportScreen) -> dict[str, str]:
 def expected(store, since: float, by: str) -> dict[str, str]:
     """report.build on the store's records of [since, NOW), as the table shows it."""
     r = build(store.usage(since, NOW), store.gpu_time(since, NOW), since, NOW, by, NOW)
-    return {g.key: gpu_hours(g.held_h) for g in r.groups + [r.total]}
+    return {g.key: hours(g.held_h) for g in r.groups + [r.total]}
 
 
 @pilot_test
@@ -56,8 +66,18 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
         assert [row[0] for row in screen.rows] == ["nlp", "vision", "speech", "total"]
         util = screen.titles.index("util")
         assert [row[util] for row in screen.rows] == ["—", "99%", "80%", "95%"]  # nlp: MIG
-        headline = screen.query_one("#report-headline").render()
-        assert "5 GPUs at peak; they used 3 (2 saved)" in str(headline)
+        # as fractui report says them: what nlp used is not known (MIG), memory to 0.01
+        used, memory = screen.titles.index("used GPU-h"), screen.titles.index("mem GiB-h")
+        assert [(row[used], row[memory]) for row in screen.rows] == [
+            ("—", "514.32"), ("10.87", "700.85"), ("2.43", "52.99"), ("13.30", "1268.16")]
+        assert lines(screen) == [
+            "without sharing, these jobs would have needed 5 GPUs at peak (1.80 on average); "
+            "they used 3 (1.50): sharing saved 2 GPUs at peak, 0.30 on average",
+            "GPUs online 96.00 GPU-h, held while online 0.00 (0 %), idle with nothing on them "
+            "24.00 (25 %)",
+            "used 13.30 GPU-h of the 14.00 held where NVML measured it (95 % busy)",
+            "no measure: GPU-hours held where NVML gives no utilisation (MIG slices, or not "
+            "sampled yet): 11.42 of 25.42"]
         assert "nlp 11.42" in str(screen.query_one("#report-unmeasured").render())
 
         # a job that started 2 h ago on a quarter, written after the screen read: r reads it
@@ -157,11 +177,13 @@ async def test_jobs_that_ended_waiting_are_said_on_the_screen_as_by_fractui_repo
     path = os.path.join(tmp_path, "store.db")
     cancelled_waiting(path, NOW - 3600, "a", "b")
     note = await shown(SqliteStore(path), "#report-note")
-    assert "2 jobs (2 cancelled) ended waiting, never started." in note, note
+    assert "2 jobs (2 cancelled) ended in this range while waiting to start: waits and " \
+        "outcomes count only attempts that started." in note, note
     used = usage_store(os.path.join(tmp_path, "used.db"))
     cancelled_waiting(os.path.join(tmp_path, "used.db"), NOW - 1800, "late")
     headline = await shown(used, "#report-headline")
-    assert "· 1 job (1 cancelled) ended waiting, never started" in headline, headline
+    assert "1 job (1 cancelled) ended in this range while waiting to start: waits and " \
+        "outcomes count only attempts that started" in headline, headline
 
 
 @pilot_test
@@ -199,6 +221,97 @@ async def test_a_store_that_fails_is_said_and_the_report_of_the_range_shown_stay
         note = str(screen.query_one("#report-note").render())
         assert "the store could not be read" in note and "no such table: usage" in note
         assert not screen.query_one("#report-table").display
+    store.close()
+
+
+def waiting(path: str, at: float, team: str, queue: str, *names: str) -> None:
+    """Jobs submitted at ``at`` into the store at ``path``, still waiting to start."""
+    store = SqliteStore(path, clock=lambda: at)
+    for name in names:
+        store.submit(queue, team, name, ["x"], {}, "ann@laptop")
+    store.close()
+
+
+WAITING_BY_TEAM = ("3 jobs waiting to start now (nlp 2, vision 1), the longest for 10m00s "
+                   "(job 8): WAIT counts a wait once it ends in a start")
+
+
+@pilot_test
+async def test_the_jobs_waiting_now_are_said_by_group_with_the_longest_wait(tmp_path):
+    """Beside the usage of the known stream, three jobs wait: vision's #8 for 10 minutes,
+    nlp's #9 and #10 for 2; fractui report's line says them, by the table's grouping."""
+    path = os.path.join(tmp_path, "store.db")
+    store = usage_store(path)
+    waiting(path, NOW - 600, "vision", "quarter", "wait-a")
+    waiting(path, NOW - 120, "nlp", "mig-3g", "wait-b", "wait-c")
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("R")
+        await settled(pilot)
+        screen = report(app)
+        assert lines(screen)[-1] == WAITING_BY_TEAM
+        await pilot.press("g")  # by queue
+        await settled(pilot)
+        assert lines(screen)[-1] == (
+            "3 jobs waiting to start now (mig-3g 2, quarter 1), the longest for 10m00s (job 8): "
+            "WAIT counts a wait once it ends in a start")
+        await pilot.press("g", "g")  # by host: a waiting job has none
+        await settled(pilot)
+        assert lines(screen)[-1] == ("3 jobs waiting to start now, the longest for 10m00s "
+                                     "(job 8): WAIT counts a wait once it ends in a start")
+    store.close()
+
+
+@pilot_test
+async def test_a_store_whose_jobs_all_wait_says_them_in_its_note(tmp_path):
+    """No job held a slice: the note says so, and who waits (never "nothing was asked for")."""
+    path = os.path.join(tmp_path, "store.db")
+    waiting(path, NOW - 90, "speech", "10g", "asr")
+    note = await shown(SqliteStore(path), "#report-note")
+    assert note.endswith(" 1 job waiting to start now (speech 1), the longest for 1m30s "
+                         "(job 1): WAIT counts a wait once it ends in a start."), note
+
+
+@pilot_test
+async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
+    """The known stream's GPU time kept for its last two hours only (no scheduler looked at
+    the GPUs before). The store then keeps nothing before the first job's start, 19.5 h ago:
+    of the hour buckets from there, 19 are written by now (the last, begun an hour ago, is
+    written a minute after it ends), and of these one holds any; as fractui report says."""
+    path = os.path.join(tmp_path, "store.db")
+    usage_store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM gpu_time WHERE bucket < ?", (NOW - 2 * H,))
+    db.commit()
+    db.close()
+    headline = await shown(SqliteStore(path), "#report-headline")
+    assert "GPUs online 8.00 GPU-h, held while online 0.00 (0 %), idle with nothing on them " \
+        "2.00 (25 %) GPU time is kept for 1 of the 19 buckets of 3600 s that began in this " \
+        "range and are written: in the others no scheduler looked at a reachable GPU (none " \
+        "held the lease, or every host was away), and the GPUs' online, held and idle hours " \
+        "leave them out used 13.30 GPU-h" in headline, headline
+
+
+@pilot_test
+async def test_the_headline_wraps_whole_words_at_80x24_and_200x50(tmp_path):
+    """Every word of every line is drawn whole, within the screen's width, at both sizes."""
+    path = os.path.join(tmp_path, "store.db")
+    store = usage_store(path)
+    waiting(path, NOW - 600, "vision", "quarter", "wait-a")
+    for size in ((80, 24), (200, 50)):
+        app = frozen_app(usage=store)
+        async with app.run_test(size=size) as pilot:
+            await settled(pilot)
+            await pilot.press("R")
+            await settled(pilot)
+            part = report(app).query_one("#report-headline")
+            drawn = [strip.text.rstrip() for strip in part.render_lines(
+                Region(0, 0, part.size.width, part.size.height))]
+            assert all(cell_len(line) <= size[0] for line in drawn), drawn
+            words = " ".join(lines(report(app))).split()
+            assert " ".join(drawn).split() == words, (size, drawn)
+            assert "1 job waiting to start now (vision 1)" in " ".join(words)
     store.close()
 
 

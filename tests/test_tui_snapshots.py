@@ -1,7 +1,7 @@
 """Snapshots of the TUI on a frozen fleet (no agents, fixed clock), at the sizes that matter:
 80x24 (compact, queue panel under the map), 160x48 (one GPU per row) and 220x60 (room for the
 map's labels): the fleet screen, the map's cursor and legend, the jobs view, the GPU detail;
-and the report screen at 120x40 and 80x24, on a store that ran a known job stream."""
+and the report screen at 120x40, 80x24 and 200x50, on a store that ran a known job stream."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import dataclasses
 
 from fractui.store.model import CORDON, DRAIN, Cordon
 from fractui.tui.sample import NOW
+from tests.test_tui_report import waiting
 from tests.tui_frozen import STARVED, frozen_app, settled, usage_store
 
 # a host draining (its jobs run on), one GPU cordoned, one GPU drained (nothing on it)
@@ -228,4 +229,13 @@ def test_report_screen_light_theme_by_queue_last_hour(snap_compare, tmp_path):
     store = usage_store(str(tmp_path / "store.db"))
     assert snap_compare(frozen_app(usage=store, theme="light"), terminal_size=(120, 40),
                         run_before=_report_last_hour_by_queue)
+    store.close()
+
+
+def test_report_screen_at_200x50_with_a_job_waiting(snap_compare, tmp_path):
+    """The headline's lines (fractui report's sentences) unwrapped, the waiting job's last."""
+    path = str(tmp_path / "store.db")
+    store = usage_store(path)
+    waiting(path, NOW - 600, "vision", "quarter", "wait-a")
+    assert snap_compare(frozen_app(usage=store), terminal_size=(200, 50), run_before=_report)
     store.close()

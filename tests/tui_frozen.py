@@ -12,7 +12,7 @@ import re
 from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from fractui.cells import each_cell
-from fractui.config import Config, TuiSettings
+from fractui.config import Config, TuiSettings, UsageSettings
 from fractui.store.base import Store
 from fractui.store.model import Cordon, GpuTime, Sampled, Slot
 from fractui.store.sqlite import SqliteStore
@@ -41,10 +41,11 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
     why some pending jobs wait instead (by id); ``holder``: who holds the store's lease, and
     ``trouble`` what fails its passes. The map and the queues show the sample fleet's jobs as
-    ever."""
+    ever. Its config keeps GPU time by the hour, as usage_store's is kept."""
     reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
-    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui))
+    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui),
+                    usage=UsageSettings(bucket_s=H))
     jobs = tuple(dataclasses.replace(j, reason=reasons[j.id]) if j.id in reasons else j
                  for j in fleet.store.jobs)
     store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons), holder=holder,

@@ -3,9 +3,10 @@ last hour, 24 hours, 7 days, or all the store keeps — with the headline (the G
 jobs would have needed without sharing, against those they used), a table by team, queue,
 user, host, GPU model or GPU, and plots over time (report_plots).
 
-The numbers are ``fractui.usage.report``'s, the ones ``fractui report`` prints. The store is
-read and the report computed in a thread worker, which answers with a message; the screen
-reads again every 30 s while it is shown, and on ``r``.
+The numbers are ``fractui.usage.report``'s, the ones ``fractui report`` prints, and the
+headline is its sentences (``fractui.usage.sentences``), the jobs waiting now included. The
+store is read and the report computed in a thread worker, which answers with a message; the
+screen reads again every 30 s while it is shown, and on ``r``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from fractui.words import duration
 from fractui.tui.source import Source
 from fractui.tui.themes import owner_colour, palette_for
 from fractui.usage.report import BY, NONE, Group, Report, Series, build, earliest, series
+from fractui.usage.sentences import (Coverage, Waiting, busy, busy_words, hours, online_words,
+                                     saving_words, unmeasured_words, unstarted_words)
 
 REFRESH_S = 30.0
 NARROW = 100  # below this width, or NARROW_HEIGHT rows, the plots stack in one column
@@ -58,12 +61,16 @@ SPANS = (Span("hour", "last hour", 3600.0, 60), Span("day", "last 24 h", 86400.0
 
 @dataclass(frozen=True)
 class Computed:
-    """One read's report: grouped as asked, by team (for the plots' notes), and over time."""
+    """One read's report: grouped as asked, by team (for the plots' notes), and over time;
+    how much of its range the GPUs' time is kept for, and the jobs waiting to start now (the
+    range ends now)."""
 
     report: Report
     teams: Report
     series: Series
     attempts: int
+    coverage: Coverage
+    waiting: Waiting
 
 
 class ReportRead(Message):
@@ -79,9 +86,11 @@ class ReportRead(Message):
         self.error = error
 
 
-def compute(source: Source, span: Span, by: str, now: float) -> Optional[Computed]:
+def compute(source: Source, span: Span, by: str, now: float,
+            bucket_s: float) -> Optional[Computed]:
     """The report of ``span`` ending ``now`` (worker thread): None without a store. All that
-    is kept starts at the oldest record kept."""
+    is kept starts at the oldest record kept; ``bucket_s``: the config's [usage] bucket_s,
+    which the GPUs' time is kept by."""
     read = source.read_usage(0.0 if span.seconds is None else now - span.seconds, now)
     if read is None:
         return None
@@ -92,20 +101,23 @@ def compute(source: Source, span: Span, by: str, now: float) -> Optional[Compute
     report = build(records, gpu_time, since, now, by, now, source.read_ended(since))
     teams = report if by == "team" else build(records, gpu_time, since, now, "team", now)
     return Computed(report, teams, series(records, report.start, now, span.steps, now),
-                    len(records))
-
-
-def gpu_hours(value: float) -> str:
-    return "%.2f" % value
+                    len(records), Coverage.of(report, bucket_s, now),
+                    Waiting.of(source.read_waiting(), by, now))
 
 
 def util(g: Group) -> str:
     """What the group used of the GPU time measured; a dash where nothing was measured."""
-    return "—" if g.measured_h <= 0 else "%.0f%%" % (g.used_h / g.measured_h * 100)
+    percent = busy(g)
+    return "—" if percent is None else "%.0f%%" % percent
 
 
 def outcomes(g: Group) -> str:
     return " ".join("%d %s" % (g.outcomes[o], o) for o in OUTCOMES if g.outcomes.get(o))
+
+
+UNMEASURED = "no measure"
+"""The column of the GPU-hours held without a measure, as the line under the headline names
+it."""
 
 
 @dataclass(frozen=True)
@@ -116,15 +128,15 @@ class Column:
 
 
 COLUMNS = (
-    Column("held", "held GPU-h", lambda g: gpu_hours(g.held_h)),
-    Column("used", "used GPU-h", lambda g: "—" if g.measured_h <= 0 else gpu_hours(g.used_h)),
+    Column("held", "held GPU-h", lambda g: hours(g.held_h)),
+    Column("used", "used GPU-h", lambda g: hours(g.used)),
     Column("util", "util", util),
-    Column("unmeasured", "unmeasured", lambda g: gpu_hours(g.unmeasured_h)),
-    Column("memory", "mem GiB-h", lambda g: "—" if g.memory is None else "%.1f" % g.memory),
+    Column("unmeasured", UNMEASURED, lambda g: hours(g.unmeasured_h)),
+    Column("memory", "mem GiB-h", lambda g: hours(g.memory)),
     Column("wait", "wait p50", lambda g: duration(g.wait_median_s)),
     Column("p95", "p95", lambda g: duration(g.wait_p95_s)),
     Column("running", "running", lambda g: str(g.running)),
-    Column("idle", "idle GPU-h", lambda g: "—" if g.idle_h is None else gpu_hours(g.idle_h)),
+    Column("idle", "idle GPU-h", lambda g: hours(g.idle_h)),
     Column("outcomes", "ended", outcomes),
 )
 DROP = ("outcomes", "memory", "p95", "running", "unmeasured", "idle")
@@ -154,31 +166,17 @@ def table_rows(report: Report, width: int) -> tuple[list[str], list[list[str]]]:
 
 
 def headline(computed: Computed, shell: Optional[str] = None) -> Text:
-    """The outcome in a sentence, then the totals in a line; ``shell``: the command that
-    reports the same store from a shell, where the user may not know it (the demo's)."""
-    s, t = computed.report.saving, computed.report.total
-    text = Text()
-    text.append("Without sharing, the same jobs would have needed ")
-    text.append("%d GPUs at peak" % s.peak_demand, style="bold")
-    text.append("; they used ")
-    text.append("%d" % s.peak_used, style="bold")
-    text.append(" (%d saved). On average %.2f needed, %.2f used (%.2f saved).\n" % (
-        s.saved_peak, s.mean_demand, s.mean_used, s.saved_mean))
-    parts = ["held %s GPU-h" % gpu_hours(t.held_h)]
-    if t.measured_h > 0:
-        parts.append("used %s of %s measured (%s)" % (gpu_hours(t.used_h),
-                                                      gpu_hours(t.measured_h), util(t)))
-    if t.unmeasured_h > 0:
-        parts.append("%s GPU-h not measurable on MIG (or not sampled yet)"
-                     % gpu_hours(t.unmeasured_h))
-    if t.online_h:
-        parts.append("idle %s of %s GPU-h online" % (gpu_hours(t.idle_h or 0.0),
-                                                     gpu_hours(t.online_h)))
-    parts.append("waits p50 %s p95 %s" % (duration(t.wait_median_s), duration(t.wait_p95_s)))
-    parts.append("%d attempts" % computed.attempts)
-    if computed.report.unstarted:
-        parts.append("%s ended waiting, never started" % computed.report.ended_waiting())
-    text.append(" · ".join(parts), style="dim")
+    """The outcome, in ``fractui report``'s sentences (fractui.usage.sentences), one a line:
+    what sharing saved, the GPUs' time and how much of it is kept, how busy the jobs kept
+    what they held, what was held without a measure, the jobs that ended waiting and those
+    waiting now; ``shell``: the command that reports the same store from a shell, where the
+    user may not know it (the demo's)."""
+    r, t = computed.report, computed.report.total
+    text = Text(saving_words(r), style="bold")
+    for line in (online_words(t) + computed.coverage.words(r) + busy_words(t) +
+                 unmeasured_words(t, UNMEASURED) + unstarted_words(r) +
+                 computed.waiting.words()):
+        text.append("\n" + line)
     if shell:
         text.append("\nfrom a shell: %s" % shell, style="dim")
     return text
@@ -186,7 +184,7 @@ def headline(computed: Computed, shell: Optional[str] = None) -> Text:
 
 def unmeasured_note(teams: Report) -> str:
     """Under the utilisation plot: whose GPU time it cannot show, and why."""
-    gaps = ["%s %s" % (g.key, gpu_hours(g.unmeasured_h)) for g in teams.groups
+    gaps = ["%s %s" % (g.key, hours(g.unmeasured_h)) for g in teams.groups
             if g.unmeasured_h > 0]
     if not gaps:
         return "every GPU-hour held was measured"
@@ -200,16 +198,16 @@ def empty_note(computed: Optional[Computed], span: Span) -> Optional[str]:
                 "A config with [[queues]], or a [store] url, gives fractui its store.")
     if computed.attempts:
         return None
-    total = computed.report.total
+    r = computed.report
     online = (" The GPUs were online %s GPU-h, %s of it idle (nothing on them; a process "
-              "outside fractui is something)." % (gpu_hours(total.online_h),
-                                                  gpu_hours(total.idle_h or 0.0))
-              if total.online_h else "")
-    waited = computed.report.ended_waiting()
+              "outside fractui is something)." % (hours(r.total.online_h),
+                                                  hours(r.total.idle_h or 0.0))
+              if r.total.online_h else "")
+    said = "".join(" %s%s." % (line[0].upper(), line[1:]) for line in (
+        computed.coverage.words(r) + unstarted_words(r) + computed.waiting.words()))
     return ("No usage in the %s: no job held a slice in this range. Usage is recorded when the "
             "scheduler starts a job, and kept for the retention the config sets.%s%s"
-            % (span.name if span.seconds is not None else "store", online,
-               " %s ended waiting, never started." % waited if waited else ""))
+            % (span.name if span.seconds is not None else "store", online, said))
 
 
 class ReportBody(VerticalScroll, inherit_bindings=False):
@@ -309,7 +307,8 @@ class ReportScreen(Screen[None], inherit_bindings=False):
     @work(thread=True, exclusive=True, exit_on_error=False, group="report")
     def read(self, span: Span, by: str, now: float) -> None:
         try:
-            answer = ReportRead(span, by, compute(self.source, span, by, now))
+            answer = ReportRead(span, by, compute(self.source, span, by, now,
+                                                  self.config.usage.bucket_s))
         except StoreError as err:  # a locked or unreachable store: said, the last kept
             answer = ReportRead(span, by, None, str(err))
         self.post_message(answer)

@@ -25,6 +25,7 @@ from fractui.store.model import ACTIVE, ENDED, AuditEntry, GpuTime, Job, UsageRe
 from fractui.tui.history import History
 from fractui.tui.model import StoreView
 from fractui.usage.report import UNSTARTED
+from fractui.usage.sentences import Waiting
 
 if TYPE_CHECKING:
     from fractui.scheduler.child import ChildScheduler
@@ -144,6 +145,14 @@ class Source:
         """The jobs that ended since ``since`` without having started (the report screen's,
         in a worker thread): the store's; a frozen fleet has none."""
         return [] if self.store is None else self.store.jobs(UNSTARTED, ended_since=since)
+
+    def read_waiting(self) -> list[Job]:
+        """The jobs waiting to start now (the report screen's "waiting to start now", in a
+        worker thread): the store's; a frozen fleet's, its view's."""
+        if self.store is not None:
+            return self.store.jobs(Waiting.STATES)
+        view = self._store
+        return [] if view is None else [j for j in view.jobs if j.state in Waiting.STATES]
 
     def watch_store(self, changed: Callable[[], None]) -> None:
         """From now on ``changed`` is called (from a thread of the source's) when the store

@@ -1,0 +1,169 @@
+"""The report's sentences, said alike by ``fractui report`` and the TUI's report screen from
+the same numbers (fractui.usage.report): what sharing saved, the GPUs' time and how much of
+it is kept, how busy the jobs kept what they held, what was held without a measure, and the
+jobs that ended, or still wait, without starting. One place, so the two never say the same
+report in different words or with different rounding."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from fractui.store.model import PENDING, PLACED, Job
+from fractui.usage.gputime import FLUSH_S
+from fractui.usage.report import NONE, Group, Report
+from fractui.words import count, duration
+
+
+def hours(value: Optional[float]) -> str:
+    """Hours as the whole report says them, with two decimals (a short range's "0.0" read as
+    nothing used); a dash where not known."""
+    return "—" if value is None else "%.2f" % value
+
+
+def busy(g: Group) -> Optional[float]:
+    """Percent of the GPU-hours ``g`` held where NVML measured them that its jobs kept busy;
+    None where nothing was measured (MIG slices only: not known, never 0)."""
+    return None if g.measured_h <= 0 else 100 * g.used_h / g.measured_h
+
+
+def saving_words(r: Report) -> str:
+    """What sharing saved, or that no job held a GPU (a saving of 0 GPUs of no demand says
+    nothing true to act on)."""
+    s = r.saving
+    if not s.peak_demand:
+        return "no job held a GPU in this range"
+    return ("without sharing, these jobs would have needed %s at peak (%.2f on average); "
+            "they used %d (%.2f): sharing saved %s at peak, %.2f on average" % (
+                count(s.peak_demand, "GPU"), s.mean_demand, s.peak_used, s.mean_used,
+                count(s.saved_peak, "GPU"), s.saved_mean))
+
+
+def online_words(t: Group) -> List[str]:
+    """The GPUs' online hours, the part held and the part idle; none where not known."""
+    if not t.online_h:
+        return []
+    held, idle = t.held_online_h or 0.0, t.idle_h or 0.0
+    return ["GPUs online %.2f GPU-h, held while online %.2f (%.0f %%), idle with nothing on "
+            "them %.2f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h, idle,
+                                     100 * idle / t.online_h)]
+
+
+def busy_words(t: Group) -> List[str]:
+    """How busy the jobs kept what they held, of what NVML measured: the admin's "how
+    utilised"; none where nothing was measured."""
+    percent = busy(t)
+    if percent is None:
+        return []
+    return ["used %.2f GPU-h of the %.2f held where NVML measured it (%.0f %% busy%s)" % (
+        t.used_h, t.measured_h, percent, "; a share's processes may keep its GPU busier "
+        "than its charge" if percent > 100 else "")]
+
+
+def unmeasured_words(t: Group, column: str) -> List[str]:
+    """The held hours the busy line leaves out, named by the table's ``column`` for them."""
+    if not t.unmeasured_h:
+        return []
+    return ["%s: GPU-hours held where NVML gives no utilisation (MIG slices, or not sampled "
+            "yet): %.2f of %.2f" % (column, t.unmeasured_h, t.held_h)]
+
+
+def unstarted_words(r: Report) -> List[str]:
+    """The jobs the table cannot show: those that ended waiting, never having started."""
+    if not r.unstarted:
+        return []
+    return ["%s ended in this range while waiting to start: waits and outcomes count only "
+            "attempts that started" % r.ended_waiting()]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The jobs counted that wait to start as the report is made, for a range that reaches
+    now: their waits are in no WAIT column until they start (WAIT counts the waits that
+    ended in a start), so a team whose jobs all still wait would read as one that waited
+    for nothing. By the report's group where a waiting job has one (team, queue, user; a
+    job has no host or GPU yet), and the longest wait so far."""
+
+    STATES = (PENDING, PLACED)
+    groups: Dict[str, int]
+    jobs: int
+    longest_s: Optional[float]
+    longest_job: Optional[int]
+
+    @classmethod
+    def of(cls, jobs: Sequence[Job], by: str, now: float) -> "Waiting":
+        groups: Dict[str, int] = {}
+        for job in jobs:
+            key = {"team": job.team, "queue": job.queue, "user": job.user}.get(by, "")
+            if key != "":
+                groups[key or NONE] = groups.get(key or NONE, 0) + 1
+        first = min(jobs, key=lambda j: (j.waiting_since, j.id), default=None)
+        return cls(dict(sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))), len(jobs),
+                   None if first is None else max(0.0, now - first.waiting_since),
+                   None if first is None else first.id)
+
+    def record(self) -> Dict[str, object]:
+        return {"jobs": self.jobs, "groups": self.groups,
+                "longest_wait_s": None if self.longest_s is None else round(self.longest_s, 6),
+                "longest_job": self.longest_job}
+
+    def words(self) -> List[str]:
+        """The line under the report; none where no job waits."""
+        if not self.jobs:
+            return []
+        groups = ", ".join("%s %d" % kv for kv in self.groups.items())
+        return ["%s waiting to start now%s, the longest for %s (job %d): WAIT counts a wait "
+                "once it ends in a start" % (count(self.jobs, "job"), " (%s)" % groups if (
+                    groups) else "", duration(self.longest_s), self.longest_job)]
+
+
+UNSEEN = "no scheduler looked at a reachable GPU (none held the lease, or every host was away)"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a range the GPUs' time is kept for, in buckets of [usage] ``bucket_s``:
+    of those that begin in it (``begin``), those written by now (``due``: ended a write
+    interval ago) where the store keeps anything (``Report.start``: before it, the report
+    says so already) and, of these, those that hold a look at a GPU (``kept``). A bucket with
+    none is time when no scheduler looked at a reachable GPU (none held the lease, every host
+    was away, or the holder was paused): the GPUs' online and idle hours leave it out."""
+
+    bucket_s: float
+    begin: int
+    due: int
+    kept: int
+
+    @classmethod
+    def of(cls, r: Report, bucket_s: float, now: float) -> "Coverage":
+        written = now - bucket_s - min(FLUSH_S, bucket_s)  # a bucket begun by then is written
+        end = math.ceil(r.until / bucket_s)  # the n-th bucket starts at n * bucket_s
+        return cls(bucket_s, max(0, end - math.ceil(r.since / bucket_s)),
+                   max(0, min(end, math.floor(written / bucket_s) + 1) -
+                       math.ceil(r.start / bucket_s)),
+                   sum(1 for b in r.gpu_buckets if b <= written))
+
+    def record(self) -> Dict[str, float]:
+        return {"bucket_s": self.bucket_s, "begin": self.begin, "due": self.due,
+                "kept": self.kept}
+
+    def words(self, r: Report) -> List[str]:
+        """What the report cannot say of the GPUs' time, and why; [] where it is all kept."""
+        every = "GPU time is kept per bucket of [usage] bucket_s (%g s) and counted by the " \
+            "buckets that begin in a range" % self.bucket_s
+        if not r.gpu_buckets:
+            if not self.begin:
+                why = "none begins in this one"
+            elif not self.due:
+                why = ("none of this one's holds a look at a GPU yet (a scheduler holding the "
+                       "lease writes them every %g s)" % min(FLUSH_S, self.bucket_s))
+            else:
+                why = "none of this one's holds a look at a GPU: %s" % UNSEEN
+            return ["GPUs online, held while online and idle: not known. %s; %s" % (every,
+                                                                                     why)]
+        if self.kept >= self.due:
+            return []
+        return ["GPU time is kept for %d of the %d buckets of %g s that began in this range "
+                "and are written: in the others %s, and the GPUs' online, held and idle hours "
+                "leave them out" % (self.kept, self.due, self.bucket_s, UNSEEN)]
