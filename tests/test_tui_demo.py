@@ -92,13 +92,14 @@ def _controlled() -> None:
 
 
 @pytest.mark.parametrize("leave", ["q", "terminal closed", "terminal gone unsaid",
-                                   "killed twice"])
+                                   "killed twice", "killed, then ctrl-c"])
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
     """``terminal closed``: the admin's SSH session drops, sshd closes the pty and the kernel
     hangs the demo up. ``terminal gone unsaid``: the pty closes with no SIGHUP sent (it was not
     the demo's controlling terminal); its input then reads end of file, which ends it too.
     ``killed twice``: SIGTERM, and again while the demo stops what it started (a service
-    manager's stop, an impatient admin): the second must not cut the clean-up short."""
+    manager's stop, an impatient admin): the second must not cut the clean-up short; nor must
+    ``killed, then ctrl-c``, Ctrl-C in its terminal (back from the app's raw mode) meanwhile."""
     term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"],
                     controlling=leave == "terminal closed")
     closed = False
@@ -115,13 +116,14 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
             term.read_until(b"(?!)", 0.5)
             jobs = [p for p in _processes_naming(root) if _is_job(p)]
         assert jobs, "no job started within 90 s"
-        if leave in ("q", "killed twice"):
+        if leave in ("q", "killed twice", "killed, then ctrl-c"):
             if leave == "q":
                 os.write(term.master, b"q")
             else:
                 term.proc.send_signal(signal.SIGTERM)
                 assert term.read_until(b"stopping jobs and agents", 30), term.output[-3000:]
-                term.proc.send_signal(signal.SIGTERM)
+                term.proc.send_signal(signal.SIGTERM if leave == "killed twice" else
+                                      signal.SIGINT)
             term.drain(60)
             assert term.proc.returncode == 0, term.output[-3000:]
             assert b"stopped;" in term.output
