@@ -377,12 +377,18 @@ def default_config_path() -> str:
 
 def toml_text(config: Config) -> str:
     """``config`` as a file that loads back to it (its [tui] table left out): how a child
-    process reads the config its parent built in code (the demo's scheduler)."""
+    process reads the config its parent built in code (the demo's scheduler). An SQLite
+    store whose path [store] url refuses (a ?, # or %: url_problem) as [scheduler] store."""
     out = []
+    url = config.store.url
+    path = sqlite_path(url) if url is not None else None
+    older = url is not None and path is not None and url_problem(url) is not None
     for table, item in (("ssh", config.ssh), ("scheduler", config.scheduler),
                         ("store", config.store), ("usage", config.usage),
                         ("metrics", config.metrics), ("fairshare", config.fairshare)):
-        out += ["[%s]" % table] + _toml_keys(item)
+        keys = [] if table == "store" and older else _toml_keys(item)
+        out += ["[%s]" % table] + keys + (
+            ["store = %s" % json.dumps(path)] if table == "scheduler" and older else [])
     for table, items in (("hosts", config.hosts), ("queues", config.queues),
                          ("teams", config.teams)):
         for item in items:

@@ -225,6 +225,15 @@ class Demo:
     def __init__(self, gpus: int = 16, seed: int = 1, root: Optional[str] = None) -> None:
         self.hosts = fleet_layout(gpus)
         self.root = root or tempfile.mkdtemp(prefix="fractui-demo-")
+        try:
+            self._make(seed)
+        except BaseException:  # (Ctrl-C too) a demo half made leaves no directory of its own
+            if root is None:
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _make(self, seed: int) -> None:
+        """Its store, config and parts under ``root``, nothing started."""
         self.config = demo_config(self.hosts, self.root)
         self.store = open_store(self.config.store.url)
         self.source = LiveSource(self.config, self.store)

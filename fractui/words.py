@@ -86,18 +86,16 @@ def shell_line(words: Sequence[str]) -> str:
 
 
 def _ansi_c(word: str) -> str:
-    """``word`` in ``$'…'``: what is not printable as its escape, a stray byte (a lone
-    surrogate, os.fsdecode's) as that byte."""
+    """``word`` in ``$'…'``: what is not printable as the bytes the job is given for it, each
+    ``\\xHH`` (a stray byte, os.fsdecode's lone surrogate, as that byte). Never ``\\x85``
+    for U+0085, which bash reads as the byte 0x85, not the character; nor ``\\u0085``,
+    which it leaves as written outside a UTF-8 locale."""
     out = []
     for c in word:
-        n = ord(c)
         if c in "\\'":
             out.append("\\" + c)
         elif c.isprintable():
             out.append(c)
-        elif 0xDC80 <= n <= 0xDCFF:
-            out.append("\\x%02x" % (n - 0xDC00))
         else:
-            out.append("\\x%02x" % n if n < 0x100 else "\\u%04x" % n if n < 0x10000 else
-                       "\\U%08x" % n)
+            out.extend("\\x%02x" % b for b in c.encode("utf-8", "surrogateescape"))
     return "$'%s'" % "".join(out)

@@ -906,18 +906,22 @@ def test_a_queue_the_kept_inventory_cannot_serve_is_refused_where_the_store_open
     open_checked_store(config).close()
 
 
-def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path):
-    """The demo's scheduler, a child process, reads the demo's in-code config as a file."""
+@pytest.mark.parametrize("folder", ["demo", "a%41b?c#d"])
+def test_a_config_built_in_code_written_as_a_file_loads_back_to_itself(tmp_path, folder):
+    """The demo's scheduler, a child process, reads the demo's in-code config as a file. Its
+    store's path may hold what [store] url refuses (a TMPDIR with %, ? or #): written as that
+    URL, the file did not load ("holds a percent-escape"), the demo's scheduler never ran."""
     from fractui.config import load_config, toml_text
     from fractui.demo import demo_config, fleet_layout
 
-    config = demo_config(fleet_layout(40), str(tmp_path))
+    config = demo_config(fleet_layout(40), str(tmp_path / folder))
     path = tmp_path / "config.toml"
     path.write_text(toml_text(config))
     again = load_config(str(path))
     assert (again.hosts, again.queues, again.teams, again.scheduler, again.ssh,
-            again.fairshare) == (config.hosts, config.queues, config.teams, config.scheduler,
-                                 config.ssh, config.fairshare)
+            again.fairshare, again.store) == (config.hosts, config.queues, config.teams,
+                                              config.scheduler, config.ssh, config.fairshare,
+                                              config.store)
     assert config.fairshare.usage_weight > 0  # the demo shows fair share over time
 
 

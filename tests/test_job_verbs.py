@@ -9,6 +9,7 @@ over a stop under way, carried out by the lease holder, and end to end over a re
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -24,6 +25,7 @@ from fractui.store.base import StateConflict, Store
 from fractui.store.intents import Asker, Refused, ask_stop, move_by_hand
 from fractui.store.model import Job
 from fractui.store_commands import _moving
+from fractui.words import shell_line
 from tests.cli_run import closed_port, in_process, subprocess_run
 from tests.localfleet import local_fleet  # noqa: F401 - the fixture
 from tests.test_scheduler_move import SLOW_STOP
@@ -287,6 +289,21 @@ def test_a_cancel_that_lands_while_a_pass_ends_the_job_fails_no_pass(local_fleet
         del store.jobs
     assert cancelled and f.store.get(job.id).state == "stopping"
     f.until(lambda: f.store.get(job.id).state == "cancelled")
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_a_pasted_line_reads_back_to_its_words_for_every_character(locale):
+    """Every character a terminal would not show as written (C0 and C1 controls, the
+    no-break space, bidi overrides, tags), a stray byte, quotes and backslashes: bash reads
+    the line back to the very bytes the words are, in a UTF-8 locale and in C. U+0085 as
+    ``\\x85`` read back as the byte 0x85, not the character."""
+    odd = [chr(n) for n in range(1, 0x3000) if not chr(n).isprintable()] + [
+        "\u202e", "\u2066", "\ufeff", "\U000e0041", "\udc80", "\udcff"]
+    words = ["it's \\ \"x\"", "é\x1bF", "\x1b1b", "a\x85b"] + odd
+    line = shell_line(["printf", "%s\\0", *words])
+    back = subprocess.run(["bash", "-c", line], capture_output=True, check=True,
+                          env={"LC_ALL": locale, "PATH": os.environ["PATH"]}).stdout
+    assert back.split(b"\0")[:-1] == [w.encode("utf-8", "surrogateescape") for w in words]
 
 
 def test_the_submit_that_runs_an_ended_job_anew_reads_back_to_its_words(tmp_path):

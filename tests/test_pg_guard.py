@@ -929,6 +929,22 @@ def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guar
         admin.close()
 
 
+def test_the_said_revoke_takes_back_a_trigger_grant_given_on_by_a_team(guarded):
+    """TRIGGER given to team vision WITH GRANT OPTION, and given on by it to team nlp: the
+    REVOKE the refusal said, run by the owner, failed ("dependent privileges exist") and the
+    store stayed refused. As said now it takes back both, and the store opens."""
+    vision, nlp = ("fractui_team_%s" % t for t in (guarded.vision, guarded.nlp))
+    guarded.server.sql("GRANT TRIGGER ON jobs TO %s WITH GRANT OPTION" % vision, db=guarded.db)
+    with psycopg.connect(guarded.url(guarded.ann), autocommit=True) as conn:
+        conn.execute("SET ROLE %s" % vision)
+        conn.execute("GRANT TRIGGER ON jobs TO %s" % nlp)
+    with pytest.raises(StoreDamaged) as damaged:
+        guarded.store(guarded.ann)
+    revoke = str(damaged.value).split("a superuser runs ", 1)[1].split(" (", 1)[0]
+    guarded.server.sql(revoke, db=guarded.db)
+    guarded.store(guarded.ann).close()
+
+
 def test_an_admin_role_granted_before_the_newer_tables_may_write_them(pg_server):
     """A store of schema 4 set up as docs/decisions.md says (every table granted to the admins'
     role, SELECT to a team's), upgraded by its owner: another admin may write what came since

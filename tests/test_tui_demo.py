@@ -92,13 +92,14 @@ def _controlled() -> None:
 
 
 @pytest.mark.parametrize("leave", ["q", "terminal closed", "terminal gone unsaid",
-                                   "killed twice"])
+                                   "killed twice", "killed, then ctrl-c"])
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
     """``terminal closed``: the admin's SSH session drops, sshd closes the pty and the kernel
     hangs the demo up. ``terminal gone unsaid``: the pty closes with no SIGHUP sent (it was not
     the demo's controlling terminal); its input then reads end of file, which ends it too.
     ``killed twice``: SIGTERM, and again while the demo stops what it started (a service
-    manager's stop, an impatient admin): the second must not cut the clean-up short."""
+    manager's stop, an impatient admin): the second must not cut the clean-up short; nor must
+    ``killed, then ctrl-c``, Ctrl-C in its terminal (back from the app's raw mode) meanwhile."""
     term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"],
                     controlling=leave == "terminal closed")
     closed = False
@@ -115,13 +116,14 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
             term.read_until(b"(?!)", 0.5)
             jobs = [p for p in _processes_naming(root) if _is_job(p)]
         assert jobs, "no job started within 90 s"
-        if leave in ("q", "killed twice"):
+        if leave in ("q", "killed twice", "killed, then ctrl-c"):
             if leave == "q":
                 os.write(term.master, b"q")
             else:
                 term.proc.send_signal(signal.SIGTERM)
                 assert term.read_until(b"stopping jobs and agents", 30), term.output[-3000:]
-                term.proc.send_signal(signal.SIGTERM)
+                term.proc.send_signal(signal.SIGTERM if leave == "killed twice" else
+                                      signal.SIGINT)
             term.drain(60)
             assert term.proc.returncode == 0, term.output[-3000:]
             assert b"stopped;" in term.output
@@ -208,15 +210,15 @@ def test_the_terminal_watch_takes_a_terminal_poll_cannot_look_at_for_no_hang_up(
     assert (done.returncode, done.stdout, done.stderr) == (0, "watch ended\n", "")
 
 
-# fractui's own main, a SIGTERM sent to itself at one point of the TUI's start (argv[1]:
-# where, "module:attribute.attribute"; argv[2]: "after" that call returns, or "before" it is
-# made), that point named on the terminal ("at <where>: <its first argument, or the pid of
-# the process it started>")
+# fractui's own main, a signal (argv[3]: its name, SIGTERM or SIGINT) sent to itself at one
+# point of the TUI's start (argv[1]: where, "module:attribute.attribute"; argv[2]: "after" that
+# call returns, or "before" it is made), that point named on the terminal ("at <where>: <its
+# first argument, or the pid of the process it started>")
 SIGTERM_AT = """
 import importlib, os, signal, sys
 from fractui.cli import main
 
-where, when = sys.argv[1], sys.argv[2]
+where, when, sent = sys.argv[1], sys.argv[2], getattr(signal, sys.argv[3])
 module, names = where.split(":")
 owner = importlib.import_module(module)
 *path, name = names.split(".")
@@ -227,23 +229,24 @@ real = getattr(owner, name)
 def then_sigterm(*args, **kwargs):
     if when == "before":
         print("at %s" % where, flush=True)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sent)
     out = real(*args, **kwargs)
     if when == "after":
         proc = getattr(args[0], "proc", None)  # a process started: its pid, else the argument
         print("at %s: %s" % (where, proc.pid if proc is not None else args[0]), flush=True)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), sent)
     return out
 
 setattr(owner, name, then_sigterm)
-sys.argv = ["fractui"] + sys.argv[3:]
+sys.argv = ["fractui"] + sys.argv[4:]
 sys.exit(main())
 """
 
 
-def sigterm_at(where: str, when: str, *argv: str, **terminal: object) -> Terminal:
-    """``fractui *argv`` in a terminal, sent SIGTERM at ``where`` (SIGTERM_AT)."""
-    return Terminal([sys.executable, "-c", SIGTERM_AT, where, when, *argv],
+def sigterm_at(where: str, when: str, *argv: str, sent: str = "SIGTERM",
+               **terminal: object) -> Terminal:
+    """``fractui *argv`` in a terminal, sent SIGTERM (or ``sent``) at ``where`` (SIGTERM_AT)."""
+    return Terminal([sys.executable, "-c", SIGTERM_AT, where, when, sent, *argv],
                     **terminal)  # type: ignore[arg-type]
 
 
@@ -279,6 +282,29 @@ def test_a_sigterm_while_the_demo_starts_ends_it_as_q_does(where, when):
                 stop_host(os.path.join(root, "hosts", name))
         if root:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("where", [
+    "fractui.demo:open_store",  # in Demo(): its directory made, its store opened
+    "fractui.tui.run:count",  # the demo made, its first line being said
+])
+def test_a_ctrl_c_while_the_demo_is_made_leaves_no_directory(tmp_path, monkeypatch, where):
+    """Ctrl-C (or a terminal gone, whose first line then failed to be said) as the demo was
+    made, before its start: its directory under the temporary folder, its store and config
+    in it, was left behind. Nothing is left, and nothing runs."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    term = sigterm_at(where, "after", "demo", "--gpus", "4", "--seed", "3", sent="SIGINT")
+    try:
+        assert term.read_until(rb"at %s" % re.escape(where.encode()), 60), term.output[-3000:]
+        term.drain(120)
+        assert term.proc.returncode is not None and term.proc.returncode != 0, term.output
+        assert b"Traceback" not in term.output, term.output[-3000:]
+        assert [p.name for p in tmp_path.iterdir()] == [], term.output[-3000:]
+        assert _processes_naming(str(tmp_path)) == []
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
 
 
 def test_a_bad_tui_key_in_the_config_exits_2_with_its_line(tmp_path):

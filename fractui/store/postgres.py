@@ -106,11 +106,13 @@ TEAM_TRIGGERS = ("%s, not an admin, may add triggers to the store's tables (the 
                  "privilege, which GRANT ALL gives): a trigger runs as whoever writes the table, "
                  "the scheduler too, so a member's own (on a function in pg_temp) could change "
                  "any team's jobs; the store's owner (role %s, or a member of it) or a superuser "
-                 "runs REVOKE TRIGGER ON ALL TABLES IN SCHEMA public FROM %s (docs/decisions.md, "
-                 "\"Who the caller is on PostgreSQL\", says what a team needs)")
+                 "runs REVOKE TRIGGER ON ALL TABLES IN SCHEMA public FROM %s CASCADE "
+                 "(docs/decisions.md, \"Who the caller is on PostgreSQL\", says what a team "
+                 "needs)")
 """Where a role that is not an admin has TRIGGER on a table of the store: refused on every
 open, as a schema public every role may create in is. The owner, since another role's REVOKE
-of what the owner granted revokes nothing (PostgreSQL only warns)."""
+of what the owner granted revokes nothing (PostgreSQL only warns); CASCADE, since a role given
+TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privileges exist")."""
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a

@@ -99,9 +99,9 @@ def fleet_app(config: Config, readonly: bool,
 
 @contextmanager
 def _signals_kept() -> Iterator[None]:
-    """SIGHUP and SIGTERM put back as they were once all is done: the app ended, and what it
-    started taken down (_Ending catches them until then)."""
-    before = {sig: signal.getsignal(sig) for sig in ENDS}
+    """SIGHUP and SIGTERM (and SIGINT) put back as they were once all is done: the app ended,
+    and what it started taken down (_Ending catches them until then)."""
+    before = {sig: signal.getsignal(sig) for sig in ENDS + (signal.SIGINT,)}
     try:
         yield
     finally:
@@ -136,11 +136,16 @@ class _Ending:
 
     def run(self, app: "FractuiApp") -> None:
         """Runs ``app`` unless asked to end already; asked as it starts (its loop not running
-        yet: nothing to wake), it ends once mounted (``FractuiApp.asked_to_end``)."""
+        yet: nothing to wake), it ends once mounted (``FractuiApp.asked_to_end``). Once it
+        has ended, Ctrl-C too is only noted: the terminal, out of the app's raw mode, sends
+        SIGINT again, and its KeyboardInterrupt cut the clean-up short as a second kill did."""
         self.app = app
         app.asked_to_end = lambda: self.asked
-        if not self.asked:
-            app.run()
+        try:
+            if not self.asked:
+                app.run()
+        finally:
+            signal.signal(signal.SIGINT, self.ask)
 
 
 @contextmanager
@@ -186,10 +191,10 @@ def _demo(args: argparse.Namespace, user: Config) -> int:
 
     with _signals_kept(), _ends_cleanly() as ending:
         demo = Demo(args.gpus, args.seed)
-        print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
-            count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
-            demo.source.report_command), flush=True)
-        try:
+        try:  # (Ctrl-C, or a terminal gone, as this is said: the directory is removed)
+            print("fractui demo: %s on %s, under %s (from another shell while it runs: %s)" % (
+                count(args.gpus, "GPU"), count(len(demo.hosts), "simulated host"), demo.root,
+                demo.source.report_command), flush=True)
             app = FractuiApp(demo.source, dataclasses.replace(demo.config, tui=user.tui),
                              readonly=args.readonly)
             demo.start()
