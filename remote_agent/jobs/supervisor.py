@@ -143,7 +143,9 @@ def parse_launch(p: Params) -> LaunchRequest:
                        "without MIG); got %s" % (", ".join(chosen) or "none"))
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
-    name = p.text("name", None) or os.path.basename(argv[0])
+    # a name is shown: one made from the program's path has its unprintable characters as '?'
+    name = p.text("name", None) or "".join(c if c.isprintable() else "?"
+                                           for c in os.path.basename(argv[0]))
     image = p.text("image", None, max_len=MAX_IMAGE_LEN)
     why = image_problem(image) if image is not None else None
     if why:
