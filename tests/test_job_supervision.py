@@ -278,6 +278,34 @@ def test_a_start_the_daemon_never_recorded_is_adopted_and_watched(start_agent, t
     assert not alive(job["pid"])
 
 
+def test_a_start_stopped_before_a_restart_gets_sigterm_when_adopted(start_agent, tmp_path):
+    """A job stopped while it was starting (the stop recorded, its reason and its SIGKILL's
+    deadline, and no signal: nothing ran yet), whose daemon died before it recorded the start:
+    the next daemon adopts it and sends it SIGTERM at once, as any stopped job, not only the
+    SIGKILL at the end of its grace (ten minutes here, past the wait below)."""
+    state = str(tmp_path / "host")
+    ready, termed = tmp_path / "ready", tmp_path / "termed"
+    code = ("import signal, sys, time\n"
+            "def term(*_):\n"
+            "    open(%r, 'w').write('SIGTERM')\n"
+            "    sys.exit(3)\n"
+            "signal.signal(signal.SIGTERM, term)\n"
+            "open(%r, 'w').write('ready')\n"
+            "time.sleep(600)\n" % (str(termed), str(ready)))
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-stopped-starting", gpu=0, memory_mib=10,
+                     argv=script(code))
+    wait_until(ready.exists, "the job to trap SIGTERM")
+    crash_before_start_was_recorded(agent, state)
+    with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as job.stop records it
+        db.execute("UPDATE jobs SET stop_reason = 'make room', kill_at = ?",
+                   (time.monotonic() + 600,))
+    later = start_agent(None, state)
+    done = wait_job(later, job["id"])
+    assert termed.exists() and termed.read_text() == "SIGTERM"
+    assert (done["state"], done["reason"], done["exit_code"]) == ("killed", "make room", 3)
+
+
 def test_a_start_whose_process_is_gone_without_a_record_ends_with_why(start_agent, tmp_path):
     state = str(tmp_path / "host")
     agent = start_agent("1xL4", state)

@@ -387,9 +387,18 @@ class Supervisor:
         if job.container:
             self.find_container(job, START_TIMEOUT_S)
         self.notify(job)
-        if job.stop_reason is not None:  # stopped while it was starting
-            self.signal(job, signal.SIGTERM)
+        self.term_if_stopped(job)
         return job
+
+    def term_if_stopped(self, job: Job) -> None:
+        """SIGTERM to a job just seen running that was stopped while it was starting (``stop``
+        signals only a running job), by this launch or before a daemon restart: as the table
+        (or a stop held for it) says now, so a stop that came while the caller read the job is
+        not missed; one that came after the start signalled it itself (twice is harmless)."""
+        with self._lock:
+            fresh = self._with_held_stop(self.store.get(job.id) or job)
+        if fresh.stop_reason is not None:
+            self.signal(fresh, signal.SIGTERM)
 
     def find_container(self, job: Job, wait_s: float = 0.0) -> None:
         """Record the cgroup of a running job's container once the runtime has made it (waiting

@@ -172,6 +172,7 @@ class Watchdog:
                 log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
                 sup.outputs.hold(job.id)
                 sup.notify(job)
+                sup.term_if_stopped(job)  # SIGTERM first, as any stop; SIGKILL at kill_at
             return
         job_dir = sup.job_dir(job)
         if shim_alive(job_dir):
