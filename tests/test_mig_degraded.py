@@ -75,9 +75,22 @@ def test_marks_written_in_another_boot_are_dropped(start_agent, tmp_path):
         agent.call("mig.apply", gpu=0, profile="3g.40gb")
     unrestorable_apply(agent)
     kept = json.loads((state / "gpu-health.json").read_text())
-    assert len(kept["gpus"]) == 1
+    assert len(kept["kept"]) == 1
     (state / "gpu-health.json").write_text(json.dumps({**kept, "boot": "another boot"}))
     assert restart(agent, start_agent, state).call("hello")["problems"] == []
+
+
+def test_a_damaged_marks_file_is_said_and_the_agent_serves(start_agent, tmp_path):
+    """A marks file cut short (a full disk under an older agent, a hand's edit): the agent
+    starts, judges its GPUs afresh, and its log says which file and why."""
+    state = tmp_path / "host"
+    state.mkdir(mode=0o700)
+    (state / "gpu-health.json").write_text('{"version": 1, "boot": "')
+    (state / "gpu-health.json").chmod(0o600)
+    agent = start_agent("1xA100-80GB:mig", str(state))
+    assert agent.call("hello")["problems"] == []
+    assert "the GPU health marks kept in %s cannot be read (JSONDecodeError: " % (
+        state / "gpu-health.json") in (state / "daemon.log").read_text()
 
 
 def restart(agent, start_agent, state):

@@ -237,6 +237,7 @@ class Daemon:
         agent.cap_probe = self.supervisor.cap_probe
         agent.journal = MigJournal(paths.mig_journal)
         agent.health = GpuHealth(paths.gpu_health)  # kept for the next daemon, as the journal
+        agent.xids.keep_in(paths.xid_events)
         agent.owners = self.supervisor.owners
         agent.runtimes = self.supervisor.runtimes.record()
 

@@ -3,30 +3,24 @@
 Such a GPU holds neither the layout it had nor the one asked for. The agent says so — in
 ``hello``'s problems and in the GPU's inventory and snapshot record — until the GPU reads as it
 was expected to be again (someone put it right), or a later change on it succeeds (which reads
-the GPU back and vouches for its layout). The daemon keeps the marks in its state dir (each
-change written whole, fsync'd, 0600), so a restarted daemon says the same words: the change's
-own, not the general ones a GPU read afresh would give. Marks written in another boot are
-dropped: MIG instances do not outlive a reboot, so what a failed change left is gone with it.
+the GPU back and vouches for its layout). The daemon keeps the marks in its state dir
+(remote_agent.daemon.kept: fsync'd at each change, dropped by a reboot), so a restarted daemon
+says the same words: the change's own, not the general ones a GPU read afresh would give.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import collections
 import re
 import threading
-import collections
 from dataclasses import dataclass
 from typing import Any, Counter, Dict, List, Optional, Tuple
 
-from remote_agent.daemon.trust import UnsafePath, read_private, write_private
-from remote_agent.mig.journal import boot_id
-
-log = logging.getLogger(__name__)
+from remote_agent.daemon.kept import keep, read_kept
 
 Mode = Tuple[bool, bool]  # MIG mode (current, pending)
 _PROBLEM = re.compile(r"GPU \d+ is degraded: ")
-VERSION = 1  # of the file the marks are kept in
+WHAT = "GPU health marks"
 
 
 def problem(index: int, reason: str) -> str:
@@ -73,39 +67,14 @@ class GpuHealth:
     def __init__(self, path: Optional[str] = None) -> None:
         self._lock = threading.Lock()
         self._path = path
-        self._marks: Dict[int, Degraded] = self._read() if path is not None else {}
-
-    def _read(self) -> Dict[int, Degraded]:
-        """The marks a daemon before this one left, in this boot; a file that cannot be read
-        is said, and the GPUs are judged afresh (UnsafePath, someone else's file, is refused
-        as the daemon's other files are)."""
-        path = self._path or ""
-        try:
-            data = json.loads((read_private(path, "GPU health marks") or b"{}").decode())
-            if not data or data.get("boot") != boot_id():
-                return {}  # none, or written before a reboot, which ended what they said
-            return dict(_mark(rec) for rec in data["gpus"])
-        except UnsafePath:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            log.error("the GPU health marks kept in %s cannot be read (%s: %s); a GPU a failed "
-                      "MIG change left degraded before the agent's restart is not said to be",
-                      path, type(err).__name__, err)
-            return {}
+        self._marks: Dict[int, Degraded] = (path and read_kept(
+            path, WHAT, lambda recs: dict(_mark(r) for r in recs), "a GPU a failed MIG change "
+            "left degraded before the agent's restart is not said to be")) or {}
 
     def _keep(self) -> None:
-        """Write the marks (the caller holds the lock). A write that fails is said: the marks
-        hold on in this daemon, and the next reads those last written."""
-        if self._path is None:
-            return
-        data = {"version": VERSION, "boot": boot_id(),
-                "gpus": [_record(i, m) for i, m in sorted(self._marks.items())]}
-        try:
-            write_private(self._path, json.dumps(data, sort_keys=True).encode(), durable=True)
-        except OSError as err:
-            log.error("the GPU health marks cannot be kept in %s (%s: %s); a restarted agent "
-                      "would say what was written there last", self._path,
-                      type(err).__name__, err)
+        """Write the marks for the next daemon (the caller holds the lock)."""
+        if self._path is not None:
+            keep(self._path, WHAT, [_record(i, m) for i, m in sorted(self._marks.items())])
 
     def mark(self, index: int, mark: Degraded) -> None:
         with self._lock:
