@@ -67,9 +67,11 @@ class GpuHealth:
     def __init__(self, path: Optional[str] = None) -> None:
         self._lock = threading.Lock()
         self._path = path
-        self._marks: Dict[int, Degraded] = (path and read_kept(
-            path, WHAT, lambda recs: dict(_mark(r) for r in recs), "a GPU a failed MIG change "
-            "left degraded before the agent's restart is not said to be")) or {}
+        self._marks: Dict[int, Degraded] = {}
+        if path is not None:
+            self._marks = read_kept(path, WHAT, lambda recs: dict(_mark(r) for r in recs),
+                                    "a GPU a failed MIG change left degraded before the "
+                                    "agent's restart is not said to be") or {}
 
     def _keep(self) -> None:
         """Write the marks for the next daemon (the caller holds the lock)."""
