@@ -5,6 +5,8 @@ and what NVML does not support on a GPU is "not measured", never an error that h
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 from remote_agent.rpc import jsonrpc as rpc
@@ -84,6 +86,24 @@ def test_xid_events_reach_the_snapshot_bounded_and_per_gpu(start_agent):
         agent.call("sim.xid", gpu=1, xid=100 + n)
     h = until_health(agent, 1, lambda h: h["xid"] and h["xid"][-1]["xid"] == 119, "all 20")
     assert [e["xid"] for e in h["xid"]] == list(range(104, 120))  # the newest 16
+
+
+def test_a_restarted_agent_still_says_a_gpus_recent_xid(start_agent, tmp_path):
+    """The events outlive the daemon (killed -9): NVML would not give them again, and a GPU
+    that raised a critical XID a minute ago is no healthier for its agent's restart (fractui
+    judges the last 15 minutes of them: fractui/sched/health.py)."""
+    state = str(tmp_path / "host")
+    agent = start_agent(SPEC, state)
+    until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+    agent.call("sim.xid", gpu=0, xid=79)
+    seen = until_health(agent, 0, lambda h: h["xid"], "XID 79 seen")["xid"]
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    later = start_agent(None, state)
+    assert health_of(later, 0)["xid"] == seen and health_of(later, 1)["xid"] == []
+    later.call("sim.xid", gpu=0, xid=48)  # kept on from there, the newest last
+    after = until_health(later, 0, lambda h: len(h["xid"]) == 2, "XID 48 seen")["xid"]
+    assert [e["xid"] for e in after] == [79, 48]
 
 
 def test_an_xid_on_a_mig_instance_names_the_instance(start_agent):

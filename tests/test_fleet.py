@@ -16,10 +16,12 @@ from typing import Dict, List, Optional
 import pytest
 
 from fractui.config import Config, HostConfig, SshSettings
+from fractui.fleet.client import AgentCallError
 from fractui.fleet.fleet import Fleet
 from fractui.fleet.host import HostSession
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent import __version__
+from remote_agent.rpc import jsonrpc as rpc
 from tests import sshd
 from tests.conftest import REPO, stop_host
 
@@ -222,6 +224,27 @@ def test_the_agent_is_uploaded_once_and_a_new_version_takes_over_keeping_jobs(fl
         assert (kept["state"], kept["pid"]) == ("running", job["pid"])
     finally:
         newer.stop()
+
+
+def test_a_client_that_sends_a_control_character_in_a_cwd_is_refused_over_ssh(fleet_env):
+    """Another client (or an older fractui, before its command line refused them) sends a
+    job's cwd with an escape sequence in it, over a real sshd: the agent refuses it, naming
+    the param, records nothing, and the host stays online."""
+    host = fleet_env.add("gpu-esc", "1xL4")
+    session = HostSession(host, fleet_env.config().ssh, build_agent_archive)
+    session.start()
+    try:
+        wait_state(session, "online")
+        with pytest.raises(AgentCallError) as err:
+            session.call("job.launch", {"key": "k-esc", "gpu": 0, "memory_mib": 10,
+                                        "cwd": "/tmp/\x1b]0;owned\x07", "argv": ["true"]})
+        assert err.value.code == rpc.INVALID_PARAMS
+        assert "job.launch param 'cwd' must be a string free of control characters" in \
+            err.value.message
+        assert session.call("job.list", {})["jobs"] == []
+        assert session.status.state == "online"
+    finally:
+        session.stop()
 
 
 def test_proxy_jump_through_a_second_sshd_from_config_and_from_ssh_config(fleet_env):

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 import pytest
 
 from remote_agent.failing import Failures
+from remote_agent.jobs.watch import OUTLIVED
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
 from tests.stuck_mount import stuck_mount
@@ -178,6 +179,35 @@ def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
     wait_until(lambda: not alive(int(pids.read_text())), "the child to be killed")
 
 
+def test_a_job_seen_outliving_its_shim_is_told_so_by_a_restarted_daemon(start_agent, tmp_path):
+    """A daemon saw the job run on after its shim died, then died itself (-9); the job ended
+    while no daemon ran. The next daemon finds it ended, and says what the first one saw: that
+    the shim died before the job ended, not that the job had ended when it found the shim dead
+    (the words for a job no daemon saw outlive its shim)."""
+    state, pids, go = str(tmp_path / "host"), tmp_path / "pids", tmp_path / "go"
+    code = ("import os, subprocess, sys, time\n"
+            "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "open(%r, 'w').write(str(kid.pid))\n"
+            "while not os.path.exists(%r):\n"
+            "    time.sleep(0.02)\n" % (str(pids), str(go)))
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-outlived", gpu=0, memory_mib=10, argv=script(code))
+    wait_until(lambda: pids.exists() and pids.read_text(), "the job's child")
+    kill_shim(state, job["id"])
+    wait_until(lambda: os.path.exists(os.path.join(job_dir(state, job["id"]), OUTLIVED)),
+               "the daemon to see the job outlive its shim")
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    go.touch()  # its first process ends with no daemon to see it; its child runs on
+    wait_until(lambda: not alive(job["pid"]), "the job's first process to end")
+    done = wait_job(start_agent(None, state), job["id"])
+    assert (done["state"], done["reason"]) == ("lost", (
+        "its shim died before the job ended, so how it ended cannot be known; all its "
+        "processes have ended"))
+    wait_until(lambda: not alive(int(pids.read_text())), "the child to be killed")
+
+
 @pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
 def test_a_job_keeps_its_output_and_its_life_after_its_shim_died(tracked_host, tmp_path,
                                                                  start_agent, killed):
@@ -276,6 +306,34 @@ def test_a_start_the_daemon_never_recorded_is_adopted_and_watched(start_agent, t
     done = wait_job(later, job["id"])
     assert (done["state"], done["reason"]) == ("killed", "exceeded its 1000 MiB cap: used 1500 MiB")
     assert not alive(job["pid"])
+
+
+def test_a_start_stopped_before_a_restart_gets_sigterm_when_adopted(start_agent, tmp_path):
+    """A job stopped while it was starting (the stop recorded, its reason and its SIGKILL's
+    deadline, and no signal: nothing ran yet), whose daemon died before it recorded the start:
+    the next daemon adopts it and sends it SIGTERM at once, as any stopped job, not only the
+    SIGKILL at the end of its grace (ten minutes here, past the wait below)."""
+    state = str(tmp_path / "host")
+    ready, termed = tmp_path / "ready", tmp_path / "termed"
+    code = ("import signal, sys, time\n"
+            "def term(*_):\n"
+            "    open(%r, 'w').write('SIGTERM')\n"
+            "    sys.exit(3)\n"
+            "signal.signal(signal.SIGTERM, term)\n"
+            "open(%r, 'w').write('ready')\n"
+            "time.sleep(600)\n" % (str(termed), str(ready)))
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-stopped-starting", gpu=0, memory_mib=10,
+                     argv=script(code))
+    wait_until(ready.exists, "the job to trap SIGTERM")
+    crash_before_start_was_recorded(agent, state)
+    with sqlite3.connect(os.path.join(state, "jobs.db")) as db:  # as job.stop records it
+        db.execute("UPDATE jobs SET stop_reason = 'make room', kill_at = ?",
+                   (time.monotonic() + 600,))
+    later = start_agent(None, state)
+    done = wait_job(later, job["id"])
+    assert termed.exists() and termed.read_text() == "SIGTERM"
+    assert (done["state"], done["reason"], done["exit_code"]) == ("killed", "make room", 3)
 
 
 def test_a_start_whose_process_is_gone_without_a_record_ends_with_why(start_agent, tmp_path):

@@ -4,6 +4,9 @@ degraded while the agent says so and online again once it does not."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 
 import pytest
@@ -40,6 +43,61 @@ def test_the_agent_reports_a_gpu_it_could_not_restore_until_a_change_succeeds(st
     agent.call("mig.apply", gpu=0, profile="3g.40gb", start=0)
     assert "degraded" not in agent.call("snapshot")["gpus"][0]
     assert agent.call("hello")["problems"] == []
+
+
+def test_a_restarted_agent_says_the_same_degraded_words(start_agent, tmp_path):
+    """The mark a failed change left, and its words, outlive the daemon (killed -9 here): a
+    new one says the change's own words, not none, until a change on the GPU succeeds; then
+    a daemon after it says nothing either."""
+    state = tmp_path / "host"
+    agent = start_agent("1xA100-80GB:mig,1xL4", str(state))
+    for _ in range(2):
+        agent.call("mig.apply", gpu=0, profile="3g.40gb")
+    err = unrestorable_apply(agent)
+    later = restart(agent, start_agent, state)
+    assert later.call("hello")["problems"] == ["GPU 0 is degraded: %s" % err.message]
+    gpus = later.call("inventory")["gpus"]
+    assert gpus[0]["degraded"] == err.message and "degraded" not in gpus[1]
+    assert (state / "gpu-health.json").stat().st_mode & 0o777 == 0o600
+    later.call("mig.apply", gpu=0, profile="3g.40gb", start=0)
+    assert later.call("hello")["problems"] == []
+    last = restart(later, start_agent, state)
+    assert last.call("hello")["problems"] == []
+    assert "degraded" not in last.call("snapshot")["gpus"][0]
+
+
+def test_marks_written_in_another_boot_are_dropped(start_agent, tmp_path):
+    """A reboot ends what a failed change left (MIG instances do not outlive it): a mark kept
+    from before one says nothing, though the GPU reads unlike what it expected."""
+    state = tmp_path / "host"
+    agent = start_agent("1xA100-80GB:mig", str(state))
+    for _ in range(2):
+        agent.call("mig.apply", gpu=0, profile="3g.40gb")
+    unrestorable_apply(agent)
+    kept = json.loads((state / "gpu-health.json").read_text())
+    assert len(kept["kept"]) == 1
+    (state / "gpu-health.json").write_text(json.dumps({**kept, "boot": "another boot"}))
+    assert restart(agent, start_agent, state).call("hello")["problems"] == []
+
+
+def test_a_damaged_marks_file_is_said_and_the_agent_serves(start_agent, tmp_path):
+    """A marks file cut short (a full disk under an older agent, a hand's edit): the agent
+    starts, judges its GPUs afresh, and its log says which file and why."""
+    state = tmp_path / "host"
+    state.mkdir(mode=0o700)
+    (state / "gpu-health.json").write_text('{"version": 1, "boot": "')
+    (state / "gpu-health.json").chmod(0o600)
+    agent = start_agent("1xA100-80GB:mig", str(state))
+    assert agent.call("hello")["problems"] == []
+    assert "the GPU health marks kept in %s cannot be read (JSONDecodeError: " % (
+        state / "gpu-health.json") in (state / "daemon.log").read_text()
+
+
+def restart(agent, start_agent, state):
+    """Kill the host's daemon (-9: nothing it does on a clean stop helps) and start another."""
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    return start_agent(None, str(state))
 
 
 def wait_for(check, timeout_s: float = 30.0) -> None:

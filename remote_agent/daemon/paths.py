@@ -76,6 +76,16 @@ class AgentPaths:
         """MIG changes in progress (remote_agent.mig.journal)."""
         return os.path.join(self.state_dir, "mig-changes")
 
+    @property
+    def gpu_health(self) -> str:
+        """GPUs a failed MIG change left degraded (remote_agent.mig.health)."""
+        return os.path.join(self.state_dir, "gpu-health.json")
+
+    @property
+    def xid_events(self) -> str:
+        """The GPUs' recent XID errors (remote_agent.gpu.xid)."""
+        return os.path.join(self.state_dir, "xid-events.json")
+
     def check(self, contents: bool = False) -> None:
         """Refuse a state dir another user could change (UnsafePath), creating it 0700 where
         missing. With ``contents``, every file and job directory the daemon trusts in it too
@@ -86,7 +96,9 @@ class AgentPaths:
         for path, what in ((self.lock_file, "daemon lock"), (self.pid_file, "pid file"),
                            (self.log_file, "daemon log"), (self.sim_state, "simulator state"),
                            (self.sim_state + ".lock", "simulator lock"),
-                           (self.sudo_logins, "sudo logins")):
+                           (self.sudo_logins, "sudo logins"),
+                           (self.gpu_health, "GPU health marks"),
+                           (self.xid_events, "XID events")):
             check_private(path, what)
         if os.path.lexists(self.sim_dir):
             private_dir(self.sim_dir, "simulator directory")

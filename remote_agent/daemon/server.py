@@ -32,6 +32,7 @@ from remote_agent.jobs.output import read_from
 from remote_agent.jobs.store import Job, StoreError
 from remote_agent.jobs.supervisor import Supervisor, SupervisorSettings
 from remote_agent.jobs.watch import TICK_S, Watchdog
+from remote_agent.mig.health import GpuHealth
 from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, Method, Params, RpcError
@@ -235,6 +236,8 @@ class Daemon:
                                   if j.instance}
         agent.cap_probe = self.supervisor.cap_probe
         agent.journal = MigJournal(paths.mig_journal)
+        agent.health = GpuHealth(paths.gpu_health)  # kept for the next daemon, as the journal
+        agent.xids.keep_in(paths.xid_events)
         agent.owners = self.supervisor.owners
         agent.runtimes = self.supervisor.runtimes.record()
 

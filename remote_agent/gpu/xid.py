@@ -4,7 +4,8 @@ NVML delivers an XID event only to an event set that was registered before it ha
 that waits for it, so a thread of the daemon's waits on one set for every GPU, and the snapshot
 reads the newest few of each GPU from here. The agent shuts NVML down for a GPU reset (a MIG mode
 change; see remote_agent.gpu.session): the set is freed first and made anew, every GPU
-registered, once NVML started again.
+registered, once NVML started again. The daemon keeps them in its state dir too
+(remote_agent.daemon.kept), so a restarted one still says a GPU's recent critical XID.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional
 
+from remote_agent.daemon.kept import keep, read_kept
 from remote_agent.failing import Failures
 from remote_agent.gpu.backend import GpuBackend, NvmlCallError, XidEvent
 
@@ -23,13 +25,31 @@ log = logging.getLogger("remote_agent.xid")
 KEPT = 16  # the newest XID events kept per GPU
 WAIT_MS = 500  # one wait's longest time, so the thread sees the daemon stop
 RETRY_S = 5.0  # after a failed wait, before the next
+WHAT = "XID events"
+Events = Dict[int, Deque[Dict[str, Any]]]
+
+
+def _optional_int(value: Any) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError("an instance id is an integer or null, not %r" % (value,))
+    return value
+
+
+def _events(kept: Dict[str, List[Dict[str, Any]]]) -> Events:
+    """The events a daemon before this one kept (ValueError, KeyError or TypeError if they
+    are not events)."""
+    return {int(index): collections.deque(
+        ({"time": float(e["time"]), "xid": int(e["xid"]), "gi_id": _optional_int(e["gi_id"]),
+          "ci_id": _optional_int(e["ci_id"])} for e in events), maxlen=KEPT)
+        for index, events in kept.items()}
 
 
 class XidWatcher:
     def __init__(self, backend: GpuBackend):
         self.backend = backend
         self._lock = threading.Lock()
-        self._events: Dict[int, Deque[Dict[str, Any]]] = {}
+        self._events: Events = {}
+        self._path: Optional[str] = None  # where they are kept for the next daemon
         self._refused: Dict[int, str] = {}
         self._set: Any = None  # the event set the thread waits on, while it runs
         self._generation = 0  # of the NVML session the set was made in
@@ -38,6 +58,15 @@ class XidWatcher:
         self.problem: Optional[str] = "XID events are not watched yet"
         self.failures = Failures(log)  # a wait failing each RETRY_S is said once
         backend.on_restart(self._free, self._renew)
+
+    def keep_in(self, path: str) -> None:
+        """Keep the events at ``path`` from now on, starting with those a daemon before this
+        one kept there in this boot."""
+        kept = read_kept(path, WHAT, _events, "a GPU's XID errors from before the agent's "
+                         "restart are not said")
+        with self._lock:
+            self._path = path
+            self._events.update(kept or {})
 
     def recent(self, index: int) -> List[Dict[str, Any]]:
         """The newest XID events of a GPU, oldest first."""
@@ -90,6 +119,9 @@ class XidWatcher:
             self._events.setdefault(event.index, collections.deque(maxlen=KEPT)).append(
                 {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
                  "ci_id": event.ci_id})
+            if self._path is not None:  # not fsync'd: a crash that loses it is a reboot
+                keep(self._path, WHAT, {str(i): list(e) for i, e in self._events.items()},
+                     durable=False)
 
     def _make(self) -> bool:
         """The event set of the NVML session now, every GPU registered, unless it is made

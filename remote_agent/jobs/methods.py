@@ -23,9 +23,10 @@ def job_methods(sup: Supervisor, follow: Callable[[int, bool, int], None]) -> Di
         return sup.launch(parse_launch(p)).record()
 
     def stop(p: Params) -> Dict[str, Any]:
-        job = sup.find(p.text("job"))
+        ref = p.text("job")  # every param checked before the job is looked up
         grace = p.integer("grace", DEFAULT_STOP_GRACE_S, minimum=0)
-        return sup.stop(job, p.text("reason", None) or "stopped by request", grace).record()
+        reason = p.text("reason", None) or "stopped by request"
+        return sup.stop(sup.find(ref), reason, grace).record()
 
     def get(p: Params) -> Dict[str, Any]:
         return sup.find(p.text("job")).record()

@@ -143,7 +143,9 @@ def parse_launch(p: Params) -> LaunchRequest:
                        "without MIG); got %s" % (", ".join(chosen) or "none"))
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
-    name = p.text("name", None) or os.path.basename(argv[0])
+    # a name is shown: one made from the program's path has its unprintable characters as '?'
+    name = p.text("name", None) or "".join(c if c.isprintable() else "?"
+                                           for c in os.path.basename(argv[0]))
     image = p.text("image", None, max_len=MAX_IMAGE_LEN)
     why = image_problem(image) if image is not None else None
     if why:
@@ -385,9 +387,18 @@ class Supervisor:
         if job.container:
             self.find_container(job, START_TIMEOUT_S)
         self.notify(job)
-        if job.stop_reason is not None:  # stopped while it was starting
-            self.signal(job, signal.SIGTERM)
+        self.term_if_stopped(job)
         return job
+
+    def term_if_stopped(self, job: Job) -> None:
+        """SIGTERM to a job just seen running that was stopped while it was starting (``stop``
+        signals only a running job), by this launch or before a daemon restart: as the table
+        (or a stop held for it) says now, so a stop that came while the caller read the job is
+        not missed; one that came after the start signalled it itself (twice is harmless)."""
+        with self._lock:
+            fresh = self._with_held_stop(self.store.get(job.id) or job)
+        if fresh.stop_reason is not None:
+            self.signal(fresh, signal.SIGTERM)
 
     def find_container(self, job: Job, wait_s: float = 0.0) -> None:
         """Record the cgroup of a running job's container once the runtime has made it (waiting

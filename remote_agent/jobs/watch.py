@@ -10,6 +10,7 @@ process start — holds it up.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from remote_agent.daemon.trust import write_private
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
 from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
@@ -25,6 +27,9 @@ from remote_agent.rpc.jsonrpc import RpcError
 
 log = logging.getLogger("remote_agent.jobs")
 
+# in a job's directory once it is seen running after its shim died: how its end is told
+# depends on it (Watchdog._lost_why), and a restarted daemon must tell it the same way
+OUTLIVED = "outlived-shim.json"
 RUNTIME_KILL = "runtime kill"  # a job's runtime's SIGKILL, as a step that fails: (it, job id)
 TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this often
 
@@ -38,7 +43,7 @@ class Watchdog:
         self._next_sample = 0.0  # monotonic time of the next usage sample
         self._killed: Set[int] = set()  # jobs past their grace whose SIGKILL was said
         self._runtime_killed: Set[int] = set()  # ... whose container its runtime killed
-        self._outlived: Set[int] = set()  # jobs seen running after their shim died
+        self._outlived: Set[int] = set()  # jobs seen running after their shim died (OUTLIVED)
         self._containers_listed = False  # whether ended jobs' containers were looked for
 
     def run(self, stopping: threading.Event) -> None:
@@ -122,6 +127,9 @@ class Watchdog:
                             "(%s)", job.id, job.cgroup or "session %s" % job.pid)
             if job.procs().leader_alive():
                 self._outlived.add(job.id)
+                if sup.read_job_file(job, OUTLIVED) is None:  # written until it is there
+                    write_private(os.path.join(sup.job_dir(job), OUTLIVED), json.dumps(
+                        {"seen_at": time.time()}).encode(), durable=True)
                 return
             ended = sup.read_job_file(job, "exit.json")  # it may have ended between the looks
             if ended is None:
@@ -148,7 +156,7 @@ class Watchdog:
         after its shim's death; else the job had ended by the time the daemon found the shim
         dead (before or after the shim died: a shim killed between reaping the job and writing
         exit.json, as on a full disk, leaves no trace of which)."""
-        if job.id in self._outlived:
+        if job.id in self._outlived or self.sup.read_job_file(job, OUTLIVED) is not None:
             return ("its shim died before the job ended, so how it ended cannot be known; all "
                     "its processes have ended")
         return ("its shim died before it recorded how the job ended (the job had ended when "
@@ -172,6 +180,7 @@ class Watchdog:
                 log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
                 sup.outputs.hold(job.id)
                 sup.notify(job)
+                sup.term_if_stopped(job)  # SIGTERM first, as any stop; SIGKILL at kill_at
             return
         job_dir = sup.job_dir(job)
         if shim_alive(job_dir):

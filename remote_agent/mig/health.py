@@ -3,18 +3,24 @@
 Such a GPU holds neither the layout it had nor the one asked for. The agent says so — in
 ``hello``'s problems and in the GPU's inventory and snapshot record — until the GPU reads as it
 was expected to be again (someone put it right), or a later change on it succeeds (which reads
-the GPU back and vouches for its layout). Kept by the daemon while it runs.
+the GPU back and vouches for its layout). The daemon keeps the marks in its state dir
+(remote_agent.daemon.kept: fsync'd at each change, dropped by a reboot), so a restarted daemon
+says the same words: the change's own, not the general ones a GPU read afresh would give.
 """
 
 from __future__ import annotations
 
+import collections
 import re
 import threading
 from dataclasses import dataclass
-from typing import Counter, Dict, List, Optional, Tuple
+from typing import Any, Counter, Dict, List, Optional, Tuple
+
+from remote_agent.daemon.kept import keep, read_kept
 
 Mode = Tuple[bool, bool]  # MIG mode (current, pending)
 _PROBLEM = re.compile(r"GPU \d+ is degraded: ")
+WHAT = "GPU health marks"
 
 
 def problem(index: int, reason: str) -> str:
@@ -36,20 +42,51 @@ class Degraded:
     placements: Optional[Counter] = None  # as remote_agent.mig.apply.placements counts them
 
 
-class GpuHealth:
-    """Degraded marks by GPU index; safe across threads (changes, snapshots, hello)."""
+def _record(index: int, mark: Degraded) -> Dict[str, Any]:
+    return {"gpu": index, "reason": mark.reason, "mode": list(mark.mode),
+            "placements": None if mark.placements is None else [
+                [*key, count] for key, count in sorted(mark.placements.items())]}
 
-    def __init__(self) -> None:
+
+def _mark(rec: Dict[str, Any]) -> Tuple[int, Degraded]:
+    """A mark read back (ValueError, KeyError or TypeError if the record holds none)."""
+    current, pending = rec["mode"]
+    if not all(isinstance(v, bool) for v in (current, pending)):
+        raise TypeError("a MIG mode is true or false")
+    placed = rec["placements"]
+    counts = None if placed is None else collections.Counter(
+        {(str(profile), int(start), bool(made)): int(count)
+         for profile, start, made, count in placed})
+    return int(rec["gpu"]), Degraded(str(rec["reason"]), (current, pending), counts)
+
+
+class GpuHealth:
+    """Degraded marks by GPU index; safe across threads (changes, snapshots, hello). With
+    ``path``, kept there: read at the start, written at each change."""
+
+    def __init__(self, path: Optional[str] = None) -> None:
         self._lock = threading.Lock()
+        self._path = path
         self._marks: Dict[int, Degraded] = {}
+        if path is not None:
+            self._marks = read_kept(path, WHAT, lambda recs: dict(_mark(r) for r in recs),
+                                    "a GPU a failed MIG change left degraded before the "
+                                    "agent's restart is not said to be") or {}
+
+    def _keep(self) -> None:
+        """Write the marks for the next daemon (the caller holds the lock)."""
+        if self._path is not None:
+            keep(self._path, WHAT, [_record(i, m) for i, m in sorted(self._marks.items())])
 
     def mark(self, index: int, mark: Degraded) -> None:
         with self._lock:
             self._marks[index] = mark
+            self._keep()
 
     def clear(self, index: int) -> None:
         with self._lock:
-            self._marks.pop(index, None)
+            if self._marks.pop(index, None) is not None:
+                self._keep()
 
     def marked(self, index: int) -> bool:
         with self._lock:
@@ -64,6 +101,7 @@ class GpuHealth:
                 return None
             if mode == mark.mode and (mark.placements is None or mark.placements == placements):
                 del self._marks[index]
+                self._keep()
                 return None
             return mark.reason
 

@@ -108,6 +108,18 @@ def text_problem(value: str, max_len: int) -> Optional[str]:
     return None
 
 
+def unprintable(value: str) -> Optional[str]:
+    """Why a string that is shown (a name, a reason) or used as a path cannot be taken, or
+    None: a character that is not printable (a control character, as an escape sequence or a
+    line break, or another that str.isprintable refuses), which would move a terminal's
+    cursor, forge a log line or hide a path's true name."""
+    bad = next((c for c in value if not c.isprintable()), None)
+    if bad is None:
+        return None
+    return "free of control characters and other unprintable ones (%r at offset %d)" % (
+        bad, value.index(bad))
+
+
 class Params:
     """A request's named params, checked against what the method accepts.
 
@@ -150,9 +162,12 @@ class Params:
 
     def text(self, name: str, default: Any = REQUIRED, max_len: int = MAX_TEXT,
              choices: Tuple[str, ...] = ()) -> Any:
+        """A string that is shown or names something (a path, a job, a GPU, a reason): every
+        character printable. The program's arguments and the environment's values, passed on
+        as they are and never shown raw, are ``texts`` and ``text_map``."""
         value = self.get(name, (str,), "a string", default)
         if isinstance(value, str):
-            problem = text_problem(value, max_len)
+            problem = text_problem(value, max_len) or unprintable(value)
             if problem:
                 raise self._refuse(name, "a string " + problem, repr(value[:40]))
             if choices and value not in choices:
@@ -182,8 +197,10 @@ class Params:
             raise self._refuse(name, what, _json_type(value))
         if isinstance(value, int) and not 0 <= value <= MAX_INT:
             raise self._refuse(name, what, _short_number(value))
-        if isinstance(value, str) and text_problem(value, MAX_TEXT):
-            raise self._refuse(name, what, "a string " + repr(value[:40]))
+        problem = isinstance(value, str) and (text_problem(value, MAX_TEXT) or
+                                              unprintable(value))
+        if problem:
+            raise self._refuse(name, "%s, a string %s" % (what, problem), repr(value[:40]))
         return value
 
     def gpus(self, name: str = "gpus") -> List[Union[int, str]]:
@@ -211,8 +228,8 @@ class Params:
 
     def text_map(self, name: str, what: str, default: Any = REQUIRED, max_len: int = MAX_TEXT,
                  max_items: int = MAX_ITEMS) -> Any:
-        """An object of string values (``what`` says what it is for), keys and values each
-        checked as ``text``."""
+        """An object of string values (``what`` says what it is for): keys checked as
+        ``text`` (names, shown), values as each of ``texts``."""
         values = self.get(name, (dict,), what, default)
         if values is default:
             return values
@@ -220,8 +237,11 @@ class Params:
             raise self._refuse(name, what + " (at most %d entries)" % max_items,
                                "%d" % len(values))
         for key, v in values.items():
-            problem = text_problem(key, MAX_TEXT) or (
-                text_problem(v, max_len) if isinstance(v, str) else "strings only")
+            problem = text_problem(key, MAX_TEXT) or unprintable(key)
+            if problem:
+                raise self._refuse(name, "%s, its keys each a string %s" % (what, problem),
+                                   repr(key[:40]))
+            problem = text_problem(v, max_len) if isinstance(v, str) else "strings only"
             if problem:
                 raise self._refuse(name, "%s: %s" % (what, problem), "%r: %s" % (
                     key[:40], _json_type(v)))
