@@ -515,14 +515,17 @@ def test_a_run_as_container_job_names_no_image_the_runtime_would_read_from_the_h
     """podman runs as the agent (root): an image by a transport that reads the host's files
     (oci-archive:/root-only/image.tar) would be read with root's rights for a user who may
     not read it. Refused for a run_as job, nothing recorded; the agent's own job may. (A
-    stand-in podman on PATH: its version is all the probe reads, and it notes every other
-    call, so a run it was asked for is seen, and no real container starts.)"""
+    stand-in podman on PATH: its version is all the probe reads, it lists no container, and
+    it notes every other call, so a run it was asked for is seen, and no real container
+    starts.)"""
     name, _home = plain_user
     tools = tmp_path / "bin"
     tools.mkdir()
     calls = tmp_path / "podman-calls"
     podman = tools / "podman"
     podman.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo 5.0.0; exit 0; fi\n'
+                      'if [ "$1" = ps ]; then exit 0; fi\n'  # (the watchdog's look for the
+                      # containers ended jobs left: none)
                       'echo "$@" >> %s\nexit 1\n' % calls)
     podman.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (tools, os.environ["PATH"]))
