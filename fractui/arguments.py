@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fractui.config import image_problem, profile_problem
 from fractui.outcome import UsageError
-from fractui.words import as_typed, quoted
+from fractui.words import as_typed, printable, quoted
 from remote_agent.jobs.runtime.oci import env_file_problem
 from remote_agent.mig.layout import VERSION_DIGITS
 from remote_agent.rpc.jsonrpc import (MAX_ARG, MAX_ID, MAX_ITEMS, MAX_LINE_BYTES, MAX_TEXT,
@@ -222,7 +222,7 @@ def default_name(argv: Sequence[str]) -> str:
     """A job's name where none is given: its program's file name, each character a terminal
     would not show as written (a line break, an escape) a "?", as --name must be printable;
     the command itself runs as given."""
-    return "".join(c if c.isprintable() else "?" for c in argv[0].rsplit("/", 1)[-1])
+    return printable(argv[0].rsplit("/", 1)[-1])
 
 
 def job_problem(argv: Sequence[str], env: Dict[str, str], name: Optional[str] = None,

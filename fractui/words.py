@@ -76,6 +76,13 @@ def why(job: Job) -> str:
     return "exited %d" % job.exit_code if job.exit_code is not None else ""
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would not show as written (a line break, an
+    escape) a "?": for words shown or sent where only printable ones are taken (an agent
+    refuses any other in a name or a stop's reason)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def shell_line(words: Sequence[str]) -> str:
     """``words`` as one command line a shell reads back to the same words, to be pasted: each
     quoted as ``shlex.join`` does, but one holding a character a terminal would act on or not

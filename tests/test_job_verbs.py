@@ -335,3 +335,19 @@ def test_the_submit_that_runs_an_ended_job_anew_reads_back_to_its_words(tmp_path
     assert back == ["fractui", "--config", str(config), "submit", "--queue", "q", "--name",
                     "train", "--env", "V=" + env["V"], "--env", "W=plain value", "--",
                     *argv]
+
+
+def test_a_stop_whose_reason_holds_lines_is_taken_by_the_agent(local_fleet):  # noqa: F811
+    """A job's reason may hold an agent's words of several lines (a runtime's error), and an
+    agent takes no unprintable character in a stop's reason: the stop is sent with each one a
+    "?". Sent as it was, the agent refused it at every try, and the job ran on."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole", argv=["sleep", "600"])
+    f.until(lambda: f.store.get(job.id).state == "running")
+    running = f.store.get(job.id)
+    f.scheduler.executor.stop("gpu-a", running.agent_job, running.key(f.store.uid),
+                              "podman: error\n\x1b[31mno such image", grace_s=0)
+    f.until(lambda: any(r["key"] == running.key(f.store.uid) and r["state"] == "killed"
+                        for r in f.agent_jobs()))
+    record = next(r for r in f.agent_jobs() if r["key"] == running.key(f.store.uid))
+    assert record["reason"].startswith("podman: error??[31mno such image"), record

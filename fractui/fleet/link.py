@@ -33,6 +33,7 @@ from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
 from fractui.fleet.transport.base import TransportError
 from fractui.small_file import not_regular
+from fractui.words import printable
 from remote_agent.daemon.trust import UnsafePath, check_tree, kind_of
 from remote_agent.failing import TRIES, Failures
 
@@ -78,8 +79,7 @@ class _Wire:
 
     def first_line(self) -> str:
         line = self.head.split(b"\n", 1)[0].strip()
-        text = "".join(c if c.isprintable() else "?" for c in line.decode(
-            "utf-8", errors="replace"))
+        text = printable(line.decode("utf-8", errors="replace"))
         return text[:60] + ("..." if len(text) > 60 else "")
 
 

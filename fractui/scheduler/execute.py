@@ -37,7 +37,7 @@ from fractui.scheduler.lanes import Lanes
 from fractui.store.base import LeaseLost, StateConflict, Store, StoreError
 from fractui.store.model import (CANCELLED, DONE, FAILED, MOVE, PLACED, RUNNING, STOPPING,
                                  Job, Refusal, Sampled)
-from fractui.words import count
+from fractui.words import count, printable
 
 log = logging.getLogger("fractui.scheduler")
 
@@ -316,7 +316,8 @@ class Executor:
             return
         try:
             self.call(host, "job.stop", {"job": agent_job, "grace": math.ceil(grace),
-                                         "reason": reason})
+                                         "reason": printable(reason)})  # (a job's reason
+            # may hold an agent's words of several lines, which an agent takes in none)
         except AgentCallError as err:
             if err.code != JOB_NOT_FOUND:
                 self._not_taken(host, key, err)
