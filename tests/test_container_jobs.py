@@ -38,6 +38,7 @@ from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_ho
     job_dir, kill_shim, log_on_a_disk_of_its_own, read_log, sampled_host, tracked_host,
     wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
+from tests.test_launch_concurrency import in_process as supervisor_parts  # noqa: F401
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
 
@@ -868,3 +869,40 @@ def test_a_container_whose_agent_was_killed_while_removing_it_is_removed_by_the_
     finally:
         die.unlink(missing_ok=True)  # (the test's podman below is the one that kills)
         podman.remove(name)
+
+
+def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
+        podman, supervisor_parts, tmp_path, monkeypatch):  # noqa: F811
+    """A start cut short (its daemon stopped mid-launch) is ended as never started, and its
+    runtime refuses ``rm`` then: its container's name is kept, to be removed at each pass. The
+    same key launched again starts that job again, under the same name; the next pass must
+    leave its runtime's client (and the container it makes) alone: the job is active again.
+    Before, the pass killed the new client by the name, and so the job it had just started.
+    The daemon's parts run here, so the pass follows the launch exactly so."""
+    from remote_agent.jobs.store import Job
+    from tests.test_launch_concurrency import launch_request
+
+    hold, clients = tmp_path / "hold", tmp_path / "clients"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'rm|inspect) %s;;\nrun) echo $$ >> %s\n'
+                   '  while [ -e %s ]; do sleep 0.05; done; exit 0;;' % (REFUSE, clients, hold))
+    sup, _ = supervisor_parts("1xL4")
+    try:
+        req = launch_request(key="k-c-again", gpu=0, memory_mib=100, image=podman.image,
+                             env=IN_IMAGE, argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        cut = sup.store.insert(Job(  # as a daemon killed mid-launch left it
+            id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
+            env=req.env, cwd=None, gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=None,
+            memory_mib=100, created_at=0.0, runtime="podman", image=req.image))
+        name = "fractui-%s-j%d" % (sup.paths.digest, cut.id)
+        sup.store.update(cut, container=name)
+        assert sup.never_started(cut, "never started: the agent stopped while launching it")
+        assert ("container", name) in sup.failures.failing("container")  # (rm refused)
+        job = sup.launch(req)
+        assert (job.id, job.state, job.container) == (cut.id, "running", name)
+        (client,) = map(int, clients.read_text().split())
+        sup.remove_left_containers()  # the watchdog's pass
+        assert alive(client), "the relaunched job's runtime client was killed"
+        assert sup.store.get(job.id).state == "running"
+    finally:
+        hold.unlink()

@@ -192,6 +192,7 @@ class Supervisor:
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
         self._containers_left: Dict[str, LeftContainer] = {}  # of ended jobs, by name
+        self._removing: Set[str] = set()  # containers being ended now (a launch of one waits)
         self._held_stops: Dict[int, Dict[str, Any]] = {}
         """The watchdog's stops the table could not take (a full state disk): carried out all
         the same, by this daemon, and written at each pass until the table takes them."""
@@ -246,6 +247,7 @@ class Supervisor:
                                   facts)
                     self.store.update(job, state="starting", reason=None, ended_at=None)
                     self._unfence(job)
+                    self._taken_again(job)
                 elif job is not None and job.state != "starting":
                     return job, True
                 elif job is None:
@@ -279,8 +281,9 @@ class Supervisor:
             if job.fingerprint != req.fingerprint():
                 raise RpcError(rpc.INVALID_PARAMS, "key %r already names job j%d, launched "
                                "with other params" % (req.key, job.id), {"job": job.record()})
-            if job.id not in self._launching:
-                break
+            if job.id not in self._launching and not (job.never_ran and
+                                                      job.container in self._removing):
+                break  # (one that never ran starts again once its container's end is over)
             self._settled.wait()
         if job.start_failed:
             raise start_failed(job.reason or "it did not start", job)
@@ -510,13 +513,35 @@ class Supervisor:
         return "its container %s could not be removed yet (%s); tried again each pass" % (
             left.name, why)
 
+    def _taken_again(self, job: Job) -> None:
+        """A job that never ran, started again (the caller holds the lock, and no end of its
+        container is going on): its container's name is its own again, no longer left."""
+        if job.container and self._containers_left.pop(job.container, None) is not None:
+            self.failures.worked(("container", job.container), "job j%d: its container %s is "
+                                 "its own again (launched anew), no longer removed as left" % (
+                                     job.id, job.container))
+
+    def _removed(self, name: str) -> None:
+        """The end of the container ``name`` is over: a launch of its job may go on."""
+        with self._lock:
+            self._removing.discard(name)
+            self._settled.notify_all()
+
     def remove_left_containers(self) -> None:
-        """The containers of ended jobs that could not be removed yet: tried again."""
+        """The containers of ended jobs that could not be removed yet: tried again, each but
+        one whose job a launch has taken again meanwhile (which waits for a removal begun)."""
         with self._lock:
             left = list(self._containers_left.values())
         for container in left:
-            said = ("container", container.name) in self.failures.failing("container")
-            done = self.end_container(container)
+            with self._lock:
+                if self._containers_left.get(container.name) is not container:
+                    continue
+                self._removing.add(container.name)
+            try:
+                said = ("container", container.name) in self.failures.failing("container")
+                done = self.end_container(container)
+            finally:
+                self._removed(container.name)
             if not said and container.name not in self._containers_left:  # (else said)
                 log.info("%s: %s", container.who, done)
 
@@ -740,7 +765,13 @@ class Supervisor:
                 return fenced
             self.store.update(fresh, state="exited", exit_code=None, reason=reason,
                               ended_at=time.time(), kill_at=None)
-        self._ended(fresh)
+            if fresh.container:  # a launch of its key, from now on, waits for its end
+                self._removing.add(fresh.container)
+        try:
+            self._ended(fresh)
+        finally:
+            if fresh.container:
+                self._removed(fresh.container)
         return True
 
     def _fence(self, job: Job) -> Optional[bool]:
