@@ -906,3 +906,20 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
         assert sup.store.get(job.id).state == "running"
     finally:
         hold.unlink()
+
+
+def test_the_containers_left_by_ended_jobs_are_listed_once_a_daemon(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A daemon asks its runtime for the containers ended jobs left once it has listed them
+    (at its first pass, where the runtime answers), not again at each pass: each ``ps`` is a
+    runtime's command (seconds where it is busy) and a look at every process. Before, the
+    pass's step gave no answer back, so it was taken for a failed listing at every pass."""
+    podman_wrapped(tmp_path, monkeypatch, "")
+    state = tmp_path / "host"
+    agent = start_agent("1xL4", str(state))
+    # a running share job's GPU is read at each pass: its failing reads count the passes
+    agent.call("job.launch", key="k-c-counter", gpu=0, memory_mib=10,
+               argv=[sys.executable, "-c", "import time\ntime.sleep(600)"])
+    more_passes(agent, state / "daemon.log", 3)
+    assert [c for c in podman_calls(tmp_path) if c.startswith("ps ")] == [
+        "ps -a --filter name=fractui-%s-j --format {{.Names}}" % AgentPaths(str(state)).digest]
