@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import pwd
@@ -923,3 +924,39 @@ def test_the_containers_left_by_ended_jobs_are_listed_once_a_daemon(
     more_passes(agent, state / "daemon.log", 3)
     assert [c for c in podman_calls(tmp_path) if c.startswith("ps ")] == [
         "ps -a --filter name=fractui-%s-j --format {{.Names}}" % AgentPaths(str(state)).digest]
+
+
+def test_a_client_killed_by_its_container_name_whose_container_is_not_removed_is_said_so(
+        podman, supervisor_parts, tmp_path, monkeypatch, caplog):  # noqa: F811
+    """An ended job's container whose runtime client still runs (found by the container's
+    name) while the runtime refuses ``rm``: the client is killed and that is said, and the
+    container is said not removed, in the log and in the words for the job's reason. Before,
+    the log said the client "was killed and the container ... removed" before the ``rm`` was
+    run, and its failure followed: two lines that contradict each other."""
+    from remote_agent.jobs.supervisor import LeftContainer
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'rm) %s;;\nrun) while [ -e %s ]; do sleep 0.05; '
+                   'done; exit 0;;' % (REFUSE, hold))
+    sup, _ = supervisor_parts("1xL4")
+    name = "fractui-%s-j7" % sup.paths.digest
+    client = subprocess.Popen(["podman", "run", "--rm", "--name", name, podman.image, "true"])
+    try:
+        wait_until(lambda: name in sup.runtimes.get("podman").clients(name).values(),
+                   "the client to run")
+        caplog.set_level(logging.INFO, logger="remote_agent.jobs")
+        done = sup.end_container(LeftContainer(name, "podman", None, "job j7"))
+        assert client.wait(10) == -signal.SIGKILL
+    finally:
+        hold.unlink()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    killed = "its runtime's client, found by the container's name (pid %d), was killed" % (
+        client.pid)
+    assert done.startswith(killed + "; its container %s could not be removed yet (podman rm "
+                           % name), done
+    said = [r.getMessage() for r in caplog.records]
+    assert "job j7: " + killed in said and not any("removed" in line and "not be" not in line
+                                                   for line in said), said

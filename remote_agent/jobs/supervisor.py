@@ -488,18 +488,21 @@ class Supervisor:
         how = self.runtimes.get(left.runtime)
         killed = sorted(pid for pid, name in how.clients(left.name).items()
                         if name == left.name and _kill(pid))
-        done = "the container %s removed" % left.name
-        if killed:
-            done = "its runtime's client, found by the container's name (pid %s), was killed " \
-                   "and %s" % (", ".join(map(str, killed)), done)
-            log.warning("%s: %s", left.who, done)
+        client = "its runtime's client, found by the container's name (pid %s), was killed" % (
+            ", ".join(map(str, killed))) if killed else ""
         why = how.remove(left.name)
         if why is None:
             with self._lock:
                 self._containers_left.pop(left.name, None)
             self.failures.worked(("container", left.name), "%s: its container %s is removed" % (
                 left.who, left.name))
+            done = "the container %s removed" % left.name
+            if killed:
+                done = "%s and %s" % (client, done)
+                log.warning("%s: %s", left.who, done)
             return done
+        if killed:  # (said apart from the removal's failure, which is said once)
+            log.warning("%s: %s", left.who, client)
         with self._lock:
             self._containers_left[left.name] = left
         if left.cgroup is not None:  # nothing of it may go on running meanwhile
@@ -510,8 +513,8 @@ class Supervisor:
         self.failures.failed(("container", left.name), "%s: its container %s could not be "
                              "removed; %s (%s); tried again each pass" % (
                                  left.who, left.name, then, why), same=why)
-        return "its container %s could not be removed yet (%s); tried again each pass" % (
-            left.name, why)
+        return "%sits container %s could not be removed yet (%s); tried again each pass" % (
+            client + "; " if killed else "", left.name, why)
 
     def _taken_again(self, job: Job) -> None:
         """A job that never ran, started again (the caller holds the lock, and no end of its
