@@ -960,3 +960,34 @@ def test_a_client_killed_by_its_container_name_whose_container_is_not_removed_is
     said = [r.getMessage() for r in caplog.records]
     assert "job j7: " + killed in said and not any("removed" in line and "not be" not in line
                                                    for line in said), said
+
+
+def test_a_pass_asks_a_failing_runtime_to_remove_one_left_container_at_most(
+        podman, supervisor_parts, tmp_path, monkeypatch):  # noqa: F811
+    """Three ended jobs' containers the runtime would not remove: a watchdog pass asks again
+    for one, and stops at its failure (a runtime that hangs costs each of its commands the
+    whole timeout, and the pass also kills and caps the running jobs); the next pass asks for
+    the next one. Once the runtime works, a pass removes every one. Before, each pass asked
+    for every one, so a hung runtime held a pass back ten seconds a container."""
+    from remote_agent.jobs.supervisor import LeftContainer
+
+    refuse = tmp_path / "refuse-rm"
+    refuse.touch()
+    podman_refusing(tmp_path, monkeypatch, "rm", "-e %s" % refuse)
+    sup, _ = supervisor_parts("1xL4")
+    names = ["fractui-%s-j%d" % (sup.paths.digest, n) for n in (1, 2, 3)]
+    for name in names:
+        sup.end_container(LeftContainer(name, "podman", None, "job %s" % name[-2:]))
+
+    def removals() -> List[str]:
+        return [c.split()[-1] for c in podman_calls(tmp_path) if c.startswith("rm ")]
+
+    assert removals() == names
+    for n in range(4):
+        sup.remove_left_containers()  # a pass
+        assert removals()[3:] == (names + names[:1])[:n + 1]
+    refuse.unlink()
+    sup.remove_left_containers()
+    assert removals()[7:] == names[1:] + names[:1]
+    sup.remove_left_containers()
+    assert len(removals()) == 10  # none left

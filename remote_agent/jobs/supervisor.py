@@ -532,7 +532,10 @@ class Supervisor:
 
     def remove_left_containers(self) -> None:
         """The containers of ended jobs that could not be removed yet: tried again, each but
-        one whose job a launch has taken again meanwhile (which waits for a removal begun)."""
+        one whose job a launch has taken again meanwhile (which waits for a removal begun),
+        up to the first that fails again, which goes last: the rest wait for the next pass (a
+        runtime that hangs costs each command its whole timeout, and the pass has running jobs
+        to kill and cap)."""
         with self._lock:
             left = list(self._containers_left.values())
         for container in left:
@@ -543,9 +546,15 @@ class Supervisor:
             try:
                 said = ("container", container.name) in self.failures.failing("container")
                 done = self.end_container(container)
+                with self._lock:  # (before any launch of its job may take it)
+                    failed = self._containers_left.pop(container.name, None)
+                    if failed is not None:
+                        self._containers_left[container.name] = failed
             finally:
                 self._removed(container.name)
-            if not said and container.name not in self._containers_left:  # (else said)
+            if failed is not None:
+                return
+            if not said:  # (else said)
                 log.info("%s: %s", container.who, done)
 
     def find_left_containers(self) -> bool:
