@@ -816,6 +816,9 @@ def test_a_container_its_runtime_could_not_remove_is_removed_later_by_its_name(
             agent = start_agent(None, str(state))
         wait_until(lambda: subprocess.run([real, "container", "exists", name]).returncode == 1,
                    "the container to be removed")
+        # (said once its rm has answered: a moment after the runtime no longer has it)
+        wait_until(lambda: re.search(r"container %s (is )?removed" % name, log.read_text()),
+                   "the removal to be said")
         said = log.read_text().splitlines()
     finally:
         refuse.unlink(missing_ok=True)  # (the test's podman below is the refusing one)
