@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import pwd
@@ -38,6 +39,7 @@ from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_ho
     job_dir, kill_shim, log_on_a_disk_of_its_own, read_log, sampled_host, tracked_host,
     wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
+from tests.test_launch_concurrency import in_process as supervisor_parts  # noqa: F401
 
 IN_IMAGE = {"PYTHONPATH": IMAGE_CODE}  # the agent's code in the test image (tests/podman.py)
 
@@ -814,6 +816,9 @@ def test_a_container_its_runtime_could_not_remove_is_removed_later_by_its_name(
             agent = start_agent(None, str(state))
         wait_until(lambda: subprocess.run([real, "container", "exists", name]).returncode == 1,
                    "the container to be removed")
+        # (said once its rm has answered: a moment after the runtime no longer has it)
+        wait_until(lambda: re.search(r"container %s (is )?removed" % name, log.read_text()),
+                   "the removal to be said")
         said = log.read_text().splitlines()
     finally:
         refuse.unlink(missing_ok=True)  # (the test's podman below is the refusing one)
@@ -868,3 +873,124 @@ def test_a_container_whose_agent_was_killed_while_removing_it_is_removed_by_the_
     finally:
         die.unlink(missing_ok=True)  # (the test's podman below is the one that kills)
         podman.remove(name)
+
+
+def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
+        podman, supervisor_parts, tmp_path, monkeypatch):  # noqa: F811
+    """A start cut short (its daemon stopped mid-launch) is ended as never started, and its
+    runtime refuses ``rm`` then: its container's name is kept, to be removed at each pass. The
+    same key launched again starts that job again, under the same name; the next pass must
+    leave its runtime's client (and the container it makes) alone: the job is active again.
+    Before, the pass killed the new client by the name, and so the job it had just started.
+    The daemon's parts run here, so the pass follows the launch exactly so."""
+    from remote_agent.jobs.store import Job
+    from tests.test_launch_concurrency import launch_request
+
+    hold, clients = tmp_path / "hold", tmp_path / "clients"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'rm|inspect) %s;;\nrun) echo $$ >> %s\n'
+                   '  while [ -e %s ]; do sleep 0.05; done; exit 0;;' % (REFUSE, clients, hold))
+    sup, _ = supervisor_parts("1xL4")
+    try:
+        req = launch_request(key="k-c-again", gpu=0, memory_mib=100, image=podman.image,
+                             env=IN_IMAGE, argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        cut = sup.store.insert(Job(  # as a daemon killed mid-launch left it
+            id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
+            env=req.env, cwd=None, gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=None,
+            memory_mib=100, created_at=0.0, runtime="podman", image=req.image))
+        name = "fractui-%s-j%d" % (sup.paths.digest, cut.id)
+        sup.store.update(cut, container=name)
+        assert sup.never_started(cut, "never started: the agent stopped while launching it")
+        assert ("container", name) in sup.failures.failing("container")  # (rm refused)
+        job = sup.launch(req)
+        assert (job.id, job.state, job.container) == (cut.id, "running", name)
+        (client,) = map(int, clients.read_text().split())
+        sup.remove_left_containers()  # the watchdog's pass
+        assert alive(client), "the relaunched job's runtime client was killed"
+        assert sup.store.get(job.id).state == "running"
+    finally:
+        hold.unlink()
+
+
+def test_the_containers_left_by_ended_jobs_are_listed_once_a_daemon(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A daemon asks its runtime for the containers ended jobs left once it has listed them
+    (at its first pass, where the runtime answers), not again at each pass: each ``ps`` is a
+    runtime's command (seconds where it is busy) and a look at every process. Before, the
+    pass's step gave no answer back, so it was taken for a failed listing at every pass."""
+    podman_wrapped(tmp_path, monkeypatch, "")
+    state = tmp_path / "host"
+    agent = start_agent("1xL4", str(state))
+    # a running share job's GPU is read at each pass: its failing reads count the passes
+    agent.call("job.launch", key="k-c-counter", gpu=0, memory_mib=10,
+               argv=[sys.executable, "-c", "import time\ntime.sleep(600)"])
+    more_passes(agent, state / "daemon.log", 3)
+    assert [c for c in podman_calls(tmp_path) if c.startswith("ps ")] == [
+        "ps -a --filter name=fractui-%s-j --format {{.Names}}" % AgentPaths(str(state)).digest]
+
+
+def test_a_client_killed_by_its_container_name_whose_container_is_not_removed_is_said_so(
+        podman, supervisor_parts, tmp_path, monkeypatch, caplog):  # noqa: F811
+    """An ended job's container whose runtime client still runs (found by the container's
+    name) while the runtime refuses ``rm``: the client is killed and that is said, and the
+    container is said not removed, in the log and in the words for the job's reason. Before,
+    the log said the client "was killed and the container ... removed" before the ``rm`` was
+    run, and its failure followed: two lines that contradict each other."""
+    from remote_agent.jobs.supervisor import LeftContainer
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'rm) %s;;\nrun) while [ -e %s ]; do sleep 0.05; '
+                   'done; exit 0;;' % (REFUSE, hold))
+    sup, _ = supervisor_parts("1xL4")
+    name = "fractui-%s-j7" % sup.paths.digest
+    client = subprocess.Popen(["podman", "run", "--rm", "--name", name, podman.image, "true"])
+    try:
+        wait_until(lambda: name in sup.runtimes.get("podman").clients(name).values(),
+                   "the client to run")
+        caplog.set_level(logging.INFO, logger="remote_agent.jobs")
+        done = sup.end_container(LeftContainer(name, "podman", None, "job j7"))
+        assert client.wait(10) == -signal.SIGKILL
+    finally:
+        hold.unlink()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    killed = "its runtime's client, found by the container's name (pid %d), was killed" % (
+        client.pid)
+    assert done.startswith(killed + "; its container %s could not be removed yet (podman rm "
+                           % name), done
+    said = [r.getMessage() for r in caplog.records]
+    assert "job j7: " + killed in said and not any("removed" in line and "not be" not in line
+                                                   for line in said), said
+
+
+def test_a_pass_asks_a_failing_runtime_to_remove_one_left_container_at_most(
+        podman, supervisor_parts, tmp_path, monkeypatch):  # noqa: F811
+    """Three ended jobs' containers the runtime would not remove: a watchdog pass asks again
+    for one, and stops at its failure (a runtime that hangs costs each of its commands the
+    whole timeout, and the pass also kills and caps the running jobs); the next pass asks for
+    the next one. Once the runtime works, a pass removes every one. Before, each pass asked
+    for every one, so a hung runtime held a pass back ten seconds a container."""
+    from remote_agent.jobs.supervisor import LeftContainer
+
+    refuse = tmp_path / "refuse-rm"
+    refuse.touch()
+    podman_refusing(tmp_path, monkeypatch, "rm", "-e %s" % refuse)
+    sup, _ = supervisor_parts("1xL4")
+    names = ["fractui-%s-j%d" % (sup.paths.digest, n) for n in (1, 2, 3)]
+    for name in names:
+        sup.end_container(LeftContainer(name, "podman", None, "job %s" % name[-2:]))
+
+    def removals() -> List[str]:
+        return [c.split()[-1] for c in podman_calls(tmp_path) if c.startswith("rm ")]
+
+    assert removals() == names
+    for n in range(4):
+        sup.remove_left_containers()  # a pass
+        assert removals()[3:] == (names + names[:1])[:n + 1]
+    refuse.unlink()
+    sup.remove_left_containers()
+    assert removals()[7:] == names[1:] + names[:1]
+    sup.remove_left_containers()
+    assert len(removals()) == 10  # none left

@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -26,7 +27,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
-from fractui.fleet.link import LinkError, SshLink
+from fractui.fleet.link import LinkError, SshLink, agent_connection
 from fractui.fleet.sshconfig import resolve
 from remote_agent.daemon.trust import UnsafePath
 from tests import sshd
@@ -661,6 +662,27 @@ def test_an_ssh_agent_another_user_could_answer_is_never_asked(ssh_env, agents, 
         assert tried.startswith(what) and why in tried, str(err.value)
     said = [r.getMessage() for r in caplog.records if what in r.getMessage()]
     assert len(said) == 1 and said[0].endswith("; its keys are not used"), said
+
+
+def test_an_ssh_agent_of_a_user_whose_uid_is_past_2_to_the_31_is_used(agents):
+    """A uid is unsigned (uid_t): sites whose directory maps users to uids past 2**31 exist.
+    The kernel's word on who listens (SO_PEERCRED) is read so, and such a user's own agent is
+    theirs. Before, the uid was read as a signed int, negative, and their agent was refused
+    as another user's. (Root here takes that uid as its effective one for the check.)"""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to be a user whose uid is past 2**31")
+    big = 3000000000
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # (a test's tmp_path is root's alone)
+    try:
+        os.chown(folder, big, big)
+        sock = agents(folder / "sock", big)
+        os.seteuid(big)
+        try:
+            agent_connection(str(sock)).close()
+        finally:
+            os.seteuid(0)
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_an_ssh_auth_sock_that_names_no_agent_is_said_in_what_was_tried(ssh_env, tmp_path,

@@ -194,8 +194,8 @@ def agent_connection(path: str) -> socket.socket:
         conn.connect(path)
         if not hasattr(socket, "SO_PEERCRED"):  # (Linux's: elsewhere the path's checks alone)
             return conn
-        pid, uid, _ = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        pid, uid, _ = struct.unpack("iII", conn.getsockopt(  # (struct ucred: uid_t unsigned)
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")))
         if uid != os.geteuid():
             raise UnsafePath("refusing %s %s: the process listening on it (pid %d) is uid %d's,"
                              " not uid %d's (the user fractui runs as)" % (

@@ -194,6 +194,7 @@ class Supervisor:
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
         self._containers_left: Dict[str, LeftContainer] = {}  # of ended jobs, by name
+        self._removing: Set[str] = set()  # containers being ended now (a launch of one waits)
         self._held_stops: Dict[int, Dict[str, Any]] = {}
         """The watchdog's stops the table could not take (a full state disk): carried out all
         the same, by this daemon, and written at each pass until the table takes them."""
@@ -248,6 +249,7 @@ class Supervisor:
                                   facts)
                     self.store.update(job, state="starting", reason=None, ended_at=None)
                     self._unfence(job)
+                    self._taken_again(job)
                 elif job is not None and job.state != "starting":
                     return job, True
                 elif job is None:
@@ -281,8 +283,9 @@ class Supervisor:
             if job.fingerprint != req.fingerprint():
                 raise RpcError(rpc.INVALID_PARAMS, "key %r already names job j%d, launched "
                                "with other params" % (req.key, job.id), {"job": job.record()})
-            if job.id not in self._launching:
-                break
+            if job.id not in self._launching and not (job.never_ran and
+                                                      job.container in self._removing):
+                break  # (one that never ran starts again once its container's end is over)
             self._settled.wait()
         if job.start_failed:
             raise start_failed(job.reason or "it did not start", job)
@@ -496,18 +499,21 @@ class Supervisor:
         how = self.runtimes.get(left.runtime)
         killed = sorted(pid for pid, name in how.clients(left.name).items()
                         if name == left.name and _kill(pid))
-        done = "the container %s removed" % left.name
-        if killed:
-            done = "its runtime's client, found by the container's name (pid %s), was killed " \
-                   "and %s" % (", ".join(map(str, killed)), done)
-            log.warning("%s: %s", left.who, done)
+        client = "its runtime's client, found by the container's name (pid %s), was killed" % (
+            ", ".join(map(str, killed))) if killed else ""
         why = how.remove(left.name)
         if why is None:
             with self._lock:
                 self._containers_left.pop(left.name, None)
             self.failures.worked(("container", left.name), "%s: its container %s is removed" % (
                 left.who, left.name))
+            done = "the container %s removed" % left.name
+            if killed:
+                done = "%s and %s" % (client, done)
+                log.warning("%s: %s", left.who, done)
             return done
+        if killed:  # (said apart from the removal's failure, which is said once)
+            log.warning("%s: %s", left.who, client)
         with self._lock:
             self._containers_left[left.name] = left
         if left.cgroup is not None:  # nothing of it may go on running meanwhile
@@ -518,17 +524,48 @@ class Supervisor:
         self.failures.failed(("container", left.name), "%s: its container %s could not be "
                              "removed; %s (%s); tried again each pass" % (
                                  left.who, left.name, then, why), same=why)
-        return "its container %s could not be removed yet (%s); tried again each pass" % (
-            left.name, why)
+        return "%sits container %s could not be removed yet (%s); tried again each pass" % (
+            client + "; " if killed else "", left.name, why)
+
+    def _taken_again(self, job: Job) -> None:
+        """A job that never ran, started again (the caller holds the lock, and no end of its
+        container is going on): its container's name is its own again, no longer left."""
+        if job.container and self._containers_left.pop(job.container, None) is not None:
+            self.failures.worked(("container", job.container), "job j%d: its container %s is "
+                                 "its own again (launched anew), no longer removed as left" % (
+                                     job.id, job.container))
+
+    def _removed(self, name: str) -> None:
+        """The end of the container ``name`` is over: a launch of its job may go on."""
+        with self._lock:
+            self._removing.discard(name)
+            self._settled.notify_all()
 
     def remove_left_containers(self) -> None:
-        """The containers of ended jobs that could not be removed yet: tried again."""
+        """The containers of ended jobs that could not be removed yet: tried again, each but
+        one whose job a launch has taken again meanwhile (which waits for a removal begun),
+        up to the first that fails again, which goes last: the rest wait for the next pass (a
+        runtime that hangs costs each command its whole timeout, and the pass has running jobs
+        to kill and cap)."""
         with self._lock:
             left = list(self._containers_left.values())
         for container in left:
-            said = ("container", container.name) in self.failures.failing("container")
-            done = self.end_container(container)
-            if not said and container.name not in self._containers_left:  # (else said)
+            with self._lock:
+                if self._containers_left.get(container.name) is not container:
+                    continue
+                self._removing.add(container.name)
+            try:
+                said = ("container", container.name) in self.failures.failing("container")
+                done = self.end_container(container)
+                with self._lock:  # (before any launch of its job may take it)
+                    failed = self._containers_left.pop(container.name, None)
+                    if failed is not None:
+                        self._containers_left[container.name] = failed
+            finally:
+                self._removed(container.name)
+            if failed is not None:
+                return
+            if not said:  # (else said)
                 log.info("%s: %s", container.who, done)
 
     def find_left_containers(self) -> bool:
@@ -751,7 +788,13 @@ class Supervisor:
                 return fenced
             self.store.update(fresh, state="exited", exit_code=None, reason=reason,
                               ended_at=time.time(), kill_at=None)
-        self._ended(fresh)
+            if fresh.container:  # a launch of its key, from now on, waits for its end
+                self._removing.add(fresh.container)
+        try:
+            self._ended(fresh)
+        finally:
+            if fresh.container:
+                self._removed(fresh.container)
         return True
 
     def _fence(self, job: Job) -> Optional[bool]:

@@ -105,10 +105,11 @@ class Watchdog:
         if self.sup.signal(job, signal.SIGKILL, say=job.id not in self._killed):
             self._killed.add(job.id)
 
-    def _step(self, what: str, step: Callable[[], Any]) -> None:
+    def _step(self, what: str, step: Callable[[], Any]) -> Any:
         """One step of a pass. Its failure (a damaged file, a full disk, NVML) keeps no other
-        job from being watched, capped or killed, and is said once while it repeats."""
-        self.failures.step("watchdog: " + what, step)
+        job from being watched, capped or killed, and is said once while it repeats. What the
+        step gave back, or None where it failed."""
+        return self.failures.step("watchdog: " + what, step)
 
     def _observe(self, job: Job, shim_runs: bool) -> None:
         """Whether a running job ended, and how. ``shim_runs``: its shim is this daemon's child
