@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -225,6 +227,16 @@ def store_url(request, tmp_path) -> str:
     return server.url(server.new_database())
 
 
+@contextlib.contextmanager
+def _accounts() -> Iterator[None]:
+    """One useradd or userdel at a time on this machine, of every test process (two xdist
+    workers): each locks /etc/passwd, and one that finds it locked by another fails ("cannot
+    lock /etc/passwd; try again later"), which failed a test's set-up or tear-down at random."""
+    with open(os.path.join(tempfile.gettempdir(), "fractui-tests-accounts.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture
 def plain_users():
     """Makes real unprivileged accounts, each with a home of its own: ``make(prefix)`` ->
@@ -238,8 +250,9 @@ def plain_users():
         home = tempfile.mkdtemp(prefix="fractui-home-")
         os.chmod(home, 0o755)
         # "*": no password, yet not locked (sshd refuses a locked account even with a key)
-        subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell",
-                        "/bin/sh", "--password", "*", name], check=True)
+        with _accounts():
+            subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell",
+                            "/bin/sh", "--password", "*", name], check=True)
         made.append((name, home))
         info = pwd.getpwnam(name)
         os.chown(home, info.pw_uid, info.pw_gid)
@@ -248,7 +261,8 @@ def plain_users():
     yield make
     for name, home in made:
         subprocess.run(["pkill", "-KILL", "-u", name], check=False)
-        subprocess.run(["userdel", name], check=True)
+        with _accounts():
+            subprocess.run(["userdel", name], check=True)
         shutil.rmtree(home, ignore_errors=True)
 
 
