@@ -139,5 +139,10 @@ def _iso(t: float) -> str:
 
 def _local(t: Optional[float]) -> str:
     """``t`` in this machine's local time, with its offset from UTC: a report is sent on to
-    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time."""
-    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M %z", time.localtime(t))
+    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time. To
+    the second where it is not on a whole minute: ``--since 20s`` read "from 09:54 to
+    09:54", a range of nothing."""
+    if t is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M" + (":%S" if int(t) % 60 else "") + " %z",
+                         time.localtime(t))

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -324,6 +325,27 @@ def test_a_time_ago_in_seconds_is_a_range_of_that_many_seconds(known, tmp_path, 
         assert code == 0 and not leaks(err), err
         got = json.loads(out)
         assert got["until"] - got["since"] == seconds, (since, got["since"], got["until"])
+
+
+def test_a_range_of_seconds_is_said_to_the_second_and_one_of_minutes_to_the_minute(
+        known, tmp_path, capfd):
+    """``--since 20s`` read "from 09:54 to 09:54", a range of nothing; a time given to the
+    minute is said to the minute."""
+    store, _, _ = known
+    config = _config(tmp_path, store)
+    code, out, err = in_process(capfd, ["--config", config, "report", "--since", "20s"])
+    assert code == 0, err
+    said = re.match(r"usage from (\S+ \S+) \S+ to (\S+ \S+) \S+, by team", out)
+    assert said, out
+
+    def read(text: str) -> datetime.datetime:  # (now may fall on a whole minute)
+        return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M" + (
+            ":%S" if text.count(":") == 2 else ""))
+    assert (read(said.group(2)) - read(said.group(1))).total_seconds() == 20, out
+    code, out, err = in_process(capfd, ["--config", config, "report", "--since",
+                                        "2023-11-14T14:00", "--until", "2023-11-14T14:01"])
+    assert code == 0 and re.match(
+        r"usage from 2023-11-14 14:00 \S+ to 2023-11-14 14:01 \S+, by team", out), out
 
 
 def test_an_empty_store_says_nothing_ran(tmp_path, capfd):
