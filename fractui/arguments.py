@@ -54,8 +54,8 @@ def bounded(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-_AGO = re.compile(r"([0-9]{1,7})(m|h|d|w)")
-_UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGO = re.compile(r"([0-9]{1,7})(s|m|h|d|w)")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ class Moment:
 
 
 def moment(text: str) -> Moment:
-    """An argparse type: ``now``, a time ago (``30m``, ``24h``, ``7d``, ``2w``), or a local
-    date and time (``2026-12-01``, ``2026-12-01T14:00``)."""
+    """An argparse type: ``now``, a time ago (``90s``, ``30m``, ``24h``, ``7d``, ``2w``), or a
+    local date and time (``2026-12-01``, ``2026-12-01T14:00``)."""
     if text == "now":
         return Moment(ago_s=0.0)
     ago = _AGO.fullmatch(text)
@@ -86,8 +86,9 @@ def moment(text: str) -> Moment:
                                                else text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            "must be now, a time ago (30m, 24h, 7d, 2w) or a date and time "
-            "(2026-12-01, 2026-12-01T14:00), got %s" % quoted(text)) from None
+            "must be now, a time ago (a whole number then s, m, h, d or w: 90s, 30m, 24h, 7d, "
+            "2w) or a date and time (2026-12-01, 2026-12-01T14:00), got %s" % quoted(text)
+        ) from None
     if when.year < 1970:  # (before the epoch some platforms cannot convert at all)
         raise argparse.ArgumentTypeError(_BEFORE_EPOCH % quoted(text))
     try:

@@ -203,8 +203,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _verb_parser(verbs, "report", "what jobs held and used over a time range, their "
                          "waits, and the GPUs sharing saved")
     p.add_argument("--since", type=moment, default=moment("24h"), metavar="WHEN",
-                   help="start of the range: now, a time ago (30m, 24h, 7d, 2w) or a local "
-                   "date and time, 2026-12-01[T14:00] (a zone too: 2026-12-01T14:00Z) "
+                   help="start of the range: now, a time ago (90s, 30m, 24h, 7d, 2w) or a "
+                   "local date and time, 2026-12-01[T14:00] (a zone too: 2026-12-01T14:00Z) "
                    "(default 24h ago)")
     p.add_argument("--until", type=moment, default=moment("now"), metavar="WHEN",
                    help="end of the range, as --since (default now)")

@@ -56,7 +56,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         print_json(dict(made.record(), gpu_time_buckets=None if kept is None else kept.record(),
                         waiting_now=None if waiting is None else waiting.record()))
     elif args.csv:
-        _csv(made)
+        _csv(made, waiting)
     else:
         for line in lines(made, kept) + (waiting.words() if waiting else []):
             print(line)
@@ -106,22 +106,29 @@ def _row(g: Group, gpus: bool) -> List[str]:
                                                                           hours(idle)]
 
 
-def _csv(r: Report) -> None:
-    """One row per group, then the total; each row ends with whose jobs it counts
-    (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has null) and the
-    range, ``since`` and ``until`` (ISO 8601 with the offset from UTC), so a sheet saved,
-    pasted or joined from several reports still says what and when it is of, in columns that
-    never move. A number not known (the GPUs' time of a report of some jobs) is empty."""
+def _csv(r: Report, waiting: Optional[Waiting]) -> None:
+    """One row per group, then the total; after the outcomes, ``waiting_now``: the group's
+    jobs waiting to start now (--json's ``waiting_now``; the total's: all of them), empty
+    for a range that ended before now or a grouping no waiting job has (host, model, GPU) —
+    and a group whose jobs only wait has its row, of nothing held. Each row ends with whose
+    jobs it counts (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has
+    null) and the range, ``since`` and ``until`` (ISO 8601 with the offset from UTC), so a
+    sheet saved, pasted or joined from several reports still says what and when it is of, in
+    columns that never move. A number not known (the GPUs' time of a report of some jobs) is
+    empty."""
     out = csv.writer(sys.stdout, lineterminator="\n")
-    rows = [g.record() for g in r.groups + [r.total]]
-    columns = [k for k in rows[0] if k != "outcomes"] if rows else []
-    outcomes = list(rows[0]["outcomes"]) if rows else []
+    held = {g.key for g in r.groups}
+    groups = r.groups + [Group(k) for k in (waiting.groups if waiting else ()) if k not in held]
+    rows = [(g.record(), None if waiting is None else waiting.of_group(g.key))
+            for g in groups] + [(r.total.record(), None if waiting is None else waiting.jobs)]
+    columns = [k for k in rows[0][0] if k != "outcomes"]
+    outcomes = list(rows[0][0]["outcomes"])
     whose = ["" if v is None else v for v in r.whose.record().values()]
-    out.writerow([r.by] + columns[1:] + outcomes + ["whose_%s" % k for k in r.whose.record()]
-                 + ["since", "until"])
-    for row in rows:
+    out.writerow([r.by] + columns[1:] + outcomes + ["waiting_now"] +
+                 ["whose_%s" % k for k in r.whose.record()] + ["since", "until"])
+    for row, waits in rows:
         out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes] +
-                     whose + [_iso(r.since), _iso(r.until)])
+                     ["" if waits is None else waits] + whose + [_iso(r.since), _iso(r.until)])
 
 
 def _iso(t: float) -> str:
@@ -132,5 +139,10 @@ def _iso(t: float) -> str:
 
 def _local(t: Optional[float]) -> str:
     """``t`` in this machine's local time, with its offset from UTC: a report is sent on to
-    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time."""
-    return "—" if t is None else time.strftime("%Y-%m-%d %H:%M %z", time.localtime(t))
+    people in other zones, and ``--since 2026-12-01T14:00Z`` reads back in local time. To
+    the second where it is not on a whole minute: ``--since 20s`` read "from 09:54 to
+    09:54", a range of nothing."""
+    if t is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M" + (":%S" if int(t) % 60 else "") + " %z",
+                         time.localtime(t))

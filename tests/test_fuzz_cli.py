@@ -62,7 +62,7 @@ POOLS: Dict[str, Tuple[List[str], List[str]]] = {
     "layout": (["0123456789ab", "ffffffffffff"], ["v1", "", "0123456789AB", "0123456789abc",
                                                   "0123456789a\n"]),
     # --since (its --until is now): a time before now; now itself is an empty range
-    "since": (["30m", "24h", "7d", "2w", "2026-01-01", "2026-01-01T14:00Z"],
+    "since": (["90s", "30m", "24h", "7d", "2w", "2026-01-01", "2026-01-01T14:00Z"],
               ["now", "", "x", "-1h", "24 h", "9999999w", "2026-13-01", "1969-12-31",
                "\x1b[2J"]),
     "by": (["team", "queue", "user", "host", "model", "gpu"], ["", "teams", "TEAM"]),

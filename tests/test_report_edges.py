@@ -617,6 +617,21 @@ def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, ca
         past = report("--until", _at(now - H))
         assert "waiting to start" not in past, past
         assert json.loads(report("--until", _at(now - H), "--json"))["waiting_now"] is None
+
+        def sheet(by: str = "team") -> Dict[str, Dict[str, str]]:
+            return {row[by]: row for row in csv.DictReader(io.StringIO(report(
+                "--csv", "--by", by)))}
+        # --csv says them per group as --json's waiting_now does: nlp's only job waits, so
+        # its row is of nothing held; by host no waiting job has a group; none in the past
+        teams = sheet()
+        assert {k: (r["waiting_now"], r["held_gpu_hours"]) for k, r in teams.items()} == {
+            "vision": ("1", teams["vision"]["held_gpu_hours"]), "nlp": ("1", "0.0"),
+            "total": ("2", teams["total"]["held_gpu_hours"])}, teams
+        assert float(teams["vision"]["held_gpu_hours"]) > 0
+        assert {k: r["waiting_now"] for k, r in sheet("host").items()} == {
+            QUARTER.host: "", "total": "2"}
+        assert {r["waiting_now"] for r in csv.DictReader(io.StringIO(report(
+            "--csv", "--until", _at(now - H))))} == {""}
     finally:
         store.close()
 

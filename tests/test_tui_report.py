@@ -70,11 +70,14 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
         used, memory = screen.titles.index("used GPU-h"), screen.titles.index("mem GiB-h")
         assert [(row[used], row[memory]) for row in screen.rows] == [
             ("—", "514.32"), ("10.87", "700.85"), ("2.43", "52.99"), ("13.30", "1268.16")]
+        # every attempt held its GPU while it was online: held while online is all held;
+        # idle, each GPU's 24 h less its attempts' union: a10-1 gpu0 4 h (#1) and 5 h 59 min
+        # (#5, #7), a100-1 gpu0 9 h (#2, #3), gpu1 7 h (#3, #6), h100-1 gpu1 9 h 58 min (#4)
         assert lines(screen) == [
             "without sharing, these jobs would have needed 5 GPUs at peak (1.80 on average); "
             "they used 3 (1.50): sharing saved 2 GPUs at peak, 0.30 on average",
-            "GPUs online 96.00 GPU-h, held while online 0.00 (0 %), idle with nothing on them "
-            "24.00 (25 %)",
+            "GPUs online 96.00 GPU-h, held while online 25.42 (26 %), idle with nothing on "
+            "them 60.05 (63 %)",
             "used 13.30 GPU-h of the 14.00 held where NVML measured it (95 % busy)",
             "no measure: GPU-hours held where NVML gives no utilisation (MIG slices, or not "
             "sampled yet): 11.42 of 25.42"]
@@ -278,7 +281,9 @@ async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
     """The known stream's GPU time kept for its last two hours only (no scheduler looked at
     the GPUs before). The store then keeps nothing before the first job's start, 19.5 h ago:
     of the hour buckets from there, 19 are written by now (the last, begun an hour ago, is
-    written a minute after it ends), and of these one holds any; as fractui report says."""
+    written a minute after it ends), and of these one holds any; as fractui report says.
+    Held while online in those 2 h: 0.5 x 1 h 45 min (#5) + 0.25 x 40 min (#7) on a10-1,
+    2 x 0.5 x 2 h (#3, #6) on a100-1 gpu1, 2 h (#4) on h100-1; idle: a100-1 gpu0's 2 h."""
     path = os.path.join(tmp_path, "store.db")
     usage_store(path).close()
     db = sqlite3.connect(path)
@@ -286,7 +291,7 @@ async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
     db.commit()
     db.close()
     headline = await shown(SqliteStore(path), "#report-headline")
-    assert "GPUs online 8.00 GPU-h, held while online 0.00 (0 %), idle with nothing on them " \
+    assert "GPUs online 8.00 GPU-h, held while online 5.04 (63 %), idle with nothing on them " \
         "2.00 (25 %) GPU time is kept for 1 of the 19 buckets of 3600 s that began in this " \
         "range and are written: in the others no scheduler looked at a reachable GPU (none " \
         "held the lease, or every host was away), and the GPUs' online, held and idle hours " \

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -299,6 +300,8 @@ def test_fractui_report_prints_json_csv_and_a_table_of_the_same_numbers(known, t
 @pytest.mark.parametrize("argv,said", [
     (["--since", "1h", "--until", "2h"], "--since"),
     (["--since", "yesterday"], "must be now, a time ago"),
+    (["--since", "30sec"], "a whole number then s, m, h, d or w: 90s, 30m"),
+    (["--since", "30 s"], "a whole number then s, m, h, d or w"),
     (["--since", "9999999w"], "'9999999w' is before 1970-01-01"),  # was read as year -189627
     (["--since", "0001-01-01"], "'0001-01-01' is before 1970-01-01"),
     (["--until", "1969-12-31T23:59"], "is before 1970-01-01"),
@@ -310,6 +313,39 @@ def test_fractui_report_refuses_a_bad_range_or_grouping_with_exit_2(known, tmp_p
     store, _, _ = known
     code, out, err = in_process(capfd, ["--config", _config(tmp_path, store), "report", *argv])
     assert code == 2 and said in err and not leaks(err), err
+
+
+def test_a_time_ago_in_seconds_is_a_range_of_that_many_seconds(known, tmp_path, capfd):
+    """The last 90 s of a demo, as an admin types it, beside the other units."""
+    store, _, _ = known
+    config = _config(tmp_path, store)
+    for since, seconds in (("90s", 90), ("30s", 30), ("2m", 120)):
+        code, out, err = in_process(capfd, ["--config", config, "report", "--since", since,
+                                            "--json"])
+        assert code == 0 and not leaks(err), err
+        got = json.loads(out)
+        assert got["until"] - got["since"] == seconds, (since, got["since"], got["until"])
+
+
+def test_a_range_of_seconds_is_said_to_the_second_and_one_of_minutes_to_the_minute(
+        known, tmp_path, capfd):
+    """``--since 20s`` read "from 09:54 to 09:54", a range of nothing; a time given to the
+    minute is said to the minute."""
+    store, _, _ = known
+    config = _config(tmp_path, store)
+    code, out, err = in_process(capfd, ["--config", config, "report", "--since", "20s"])
+    assert code == 0, err
+    said = re.match(r"usage from (\S+ \S+) \S+ to (\S+ \S+) \S+, by team", out)
+    assert said, out
+
+    def read(text: str) -> datetime.datetime:  # (now may fall on a whole minute)
+        return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M" + (
+            ":%S" if text.count(":") == 2 else ""))
+    assert (read(said.group(2)) - read(said.group(1))).total_seconds() == 20, out
+    code, out, err = in_process(capfd, ["--config", config, "report", "--since",
+                                        "2023-11-14T14:00", "--until", "2023-11-14T14:01"])
+    assert code == 0 and re.match(
+        r"usage from 2023-11-14 14:00 \S+ to 2023-11-14 14:01 \S+, by team", out), out
 
 
 def test_an_empty_store_says_nothing_ran(tmp_path, capfd):

@@ -14,11 +14,12 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 from fractui.cells import each_cell
 from fractui.config import Config, TuiSettings, UsageSettings
 from fractui.store.base import Store
-from fractui.store.model import Cordon, GpuTime, Sampled, Slot
+from fractui.store.model import Cordon, GpuTime, Sampled, Slot, UsageRecord
 from fractui.store.sqlite import SqliteStore
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
+from fractui.usage.report import held_s
 
 STATES = {"h100-1": ("degraded", "MIG is read-only: the agent runs without root"),
           "l4-1": ("offline", "connection lost: ssh: Connection reset by peer")}
@@ -75,8 +76,9 @@ def usage_store(path: str) -> SqliteStore:
     - #7 speech, a quarter of a10-1 gpu0 beside #5 from -40 min (waited 5 min), running at
       20 %;
 
-    and each of those four GPUs online every hour of the last day, idle a quarter of it. In
-    the last 25 minutes five attempts share three GPUs: without sharing, five."""
+    and each of those four GPUs online every hour of the last day, its GPU time as a lease
+    holder would have summed it from those attempts (gpu_time). In the last 25 minutes five
+    attempts share three GPUs: without sharing, five."""
     clock = [NOW - 20 * H]
     store = SqliteStore(path, clock=lambda: clock[0])
 
@@ -131,13 +133,30 @@ def usage_store(path: str) -> SqliteStore:
     at(5 / 60)
     store.keep_usage({(4, 0): sampled(85.0, 70000), (3, 1): sampled(None, 25000),
                       (6, 0): sampled(None, 15000), (7, 0): sampled(20.0, 4000)})
-    store.keep_gpu_time([GpuTime(host, gpu, NOW - h * H, model, online_s=H, idle_s=H / 4)
+    records = store.usage(NOW - 24 * H, NOW)
+    store.keep_gpu_time([gpu_time(records, host, gpu, model, NOW - h * H)
                          for h in range(1, 25)
                          for host, gpu, model in (("a10-1", 0, "A10"), ("a100-1", 0, "A100-80GB"),
                                                   ("a100-1", 1, "A100-80GB"),
                                                   ("h100-1", 1, "H100"))])
     clock[0] = NOW
     return store
+
+
+def gpu_time(records: Sequence[UsageRecord], host: str, gpu: int, model: str,
+             bucket: float) -> GpuTime:
+    """A GPU online for the whole hour from ``bucket``: held the charged seconds of the
+    attempts on it (each of these on one GPU) and idle where none was, as GpuClock sums them,
+    so its time held while online is what the usage records held there."""
+    mine = [r for r in records if r.host == host and gpu in r.gpus]
+    on = sorted((max(r.started_at, bucket), min(NOW if r.ended_at is None else r.ended_at,
+                                                  bucket + H)) for r in mine)
+    busy, until = 0.0, bucket
+    for start, end in on:  # the union of the attempts' times in the bucket
+        busy += max(0.0, end - max(start, until))
+        until = max(until, end)
+    return GpuTime(host, gpu, bucket, model, online_s=H, idle_s=H - busy,
+                   held_s=sum(r.charge * held_s(r, bucket, bucket + H, NOW) for r in mine))
 
 
 async def settled(pilot: Any) -> None:

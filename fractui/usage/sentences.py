@@ -83,25 +83,32 @@ class Waiting:
     now: their waits are in no WAIT column until they start (WAIT counts the waits that
     ended in a start), so a team whose jobs all still wait would read as one that waited
     for nothing. By the report's group where a waiting job has one (team, queue, user; a
-    job has no host or GPU yet), and the longest wait so far."""
+    job has no host or GPU yet), and the longest wait so far. ``grouped``: whether the
+    report's grouping is one a waiting job has."""
 
     STATES = (PENDING, PLACED)
+    BY = ("team", "queue", "user")
     groups: Dict[str, int]
     jobs: int
     longest_s: Optional[float]
     longest_job: Optional[int]
+    grouped: bool
 
     @classmethod
     def of(cls, jobs: Sequence[Job], by: str, now: float) -> "Waiting":
         groups: Dict[str, int] = {}
-        for job in jobs:
-            key = {"team": job.team, "queue": job.queue, "user": job.user}.get(by, "")
-            if key != "":
-                groups[key or NONE] = groups.get(key or NONE, 0) + 1
+        for job in jobs if by in cls.BY else ():
+            key = getattr(job, by) or NONE
+            groups[key] = groups.get(key, 0) + 1
         first = min(jobs, key=lambda j: (j.waiting_since, j.id), default=None)
         return cls(dict(sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))), len(jobs),
                    None if first is None else max(0.0, now - first.waiting_since),
-                   None if first is None else first.id)
+                   None if first is None else first.id, by in cls.BY)
+
+    def of_group(self, key: str) -> Optional[int]:
+        """How many of them are of the report's group ``key``; None where the grouping is
+        one no waiting job has (host, model, GPU)."""
+        return self.groups.get(key, 0) if self.grouped else None
 
     def record(self) -> Dict[str, object]:
         return {"jobs": self.jobs, "groups": self.groups,
