@@ -476,9 +476,10 @@ def test_a_malformed_answer_to_a_call_is_an_answer_lost_and_said(local_fleet, mo
     assert "j9" not in session.status.jobs
     with pytest.raises(AgentProcessError) as refused:  # on connecting: the host is not taken
         session._refuse_malformed(_Closed(), "hello", dict(
-            session.status.hello, gpus=[{"index": -1, "name": "L4"}]))
+            session.status.hello, gpus=[{"index": 2 ** 31, "name": "L4"}]))
     assert str(refused.value) == ("gpu-a: the agent's answer to hello was malformed: "
-                                  "hello.gpus[0].index: -1 is not a whole number from 0")
+                                  "hello.gpus[0].index: 2147483648 is not a whole number from "
+                                  "0 to 2147483647")  # (a GPU's index, kept in an INTEGER)
     # nor with a malformed subscribe answer: a record left out would read as a job it has not
     with pytest.raises(AgentProcessError) as refused:
         session._refuse_malformed(_Closed(), "subscribe", {"snapshot": None, "jobs": jobs + [

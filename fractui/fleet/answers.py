@@ -6,6 +6,11 @@ read as, so that one broken or hostile agent cannot stop every scheduling pass o
 TUI with a traceback: what is malformed is refused at the host's edge, saying where and what
 (``problem``). Keys this module does not name are passed on unread (a newer agent adds some);
 a key that is missing reads as absent, as every reader takes it.
+
+What is well formed is then mended (``mended``) to what every store keeps, so that no value
+a host sends is one the store refuses (``StoreRefused`` stays the last defence): its text with
+no NUL or lone surrogate, and each whole number the store keeps in a 32-bit column within it,
+by the field's own rule (docs/decisions.md, "A host's values mended where they come in").
 """
 
 from __future__ import annotations
@@ -13,17 +18,28 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple
 
 from fractui.fleet.client import host_words
+from fractui.store.model import storable
 
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
+COLUMN_MOST = 2 ** 31 - 1  # the most a store's 32-bit column (PostgreSQL's INTEGER) keeps
+
+Said = List[Tuple[str, str]]
+"""What ``mended`` changed that is to be said: where (its list indexes left out, so that it
+is said once however many parts have it) and what."""
 
 
 class Shape(ABC):
     @abstractmethod
     def problem(self, value: Any, where: str) -> Optional[str]:
         """What is wrong with ``value``, found at ``where``, or None."""
+
+    def mended(self, value: Any, where: str, said: Said) -> Any:
+        """``value``, well formed (``problem`` found nothing), as every store keeps it: the
+        same object where nothing changed; what is to be said of a change added to ``said``."""
+        return value
 
 
 @dataclass(frozen=True)
@@ -41,16 +57,50 @@ class Kind(Shape):
             return None
         return "%s: %s is not %s" % (where, _said(value), _WORDS[self.name])
 
+    def mended(self, value: Any, where: str, said: Said) -> Any:
+        return storable(value) if self.name == "str" and value is not None else value
+
 
 _WORDS = {"count": "a whole number from 0", "int": "a whole number", "num": "a number",
-          "str": "text", "bool": "true or false"}
+          "str": "text", "bool": "true or false",
+          "small": "a whole number from 0 to %d" % COLUMN_MOST}
 _CHECKS: Dict[str, Callable[[Any], bool]] = {  # bool is not a number here, though Python's int
     "count": lambda v: type(v) is int and 0 <= v < BIG,
+    "small": lambda v: type(v) is int and 0 <= v <= COLUMN_MOST,
     "int": lambda v: type(v) is int and -BIG < v < BIG,
     "num": lambda v: (type(v) is int and -BIG < v < BIG) or (
         type(v) is float and math.isfinite(v)),
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: type(v) is bool}
+
+
+@dataclass(frozen=True)
+class Within(Shape):
+    """A whole number of ``kind`` that the store keeps in a 32-bit column, from ``least`` to
+    ``most``: past them ``clamped`` to the nearer (a count that only grew too large for the
+    column), or else read as unknown (null: no ``what`` is past them, so the record that says
+    one is malformed there, but the rest of it, a job's end, still stands); said either way."""
+
+    kind: Kind
+    what: str
+    least: int = 0
+    most: int = COLUMN_MOST
+    clamped: bool = True
+
+    def problem(self, value: Any, where: str) -> Optional[str]:
+        return self.kind.problem(value, where)
+
+    def mended(self, value: Any, where: str, said: Said) -> Any:
+        if value is None or self.least <= value <= self.most:
+            return value
+        if self.clamped:
+            kept = min(max(value, self.least), self.most)
+            said.append((where, "%s: %s %d is past the %d to %d the store keeps: kept as %d"
+                         % (where, self.what, value, self.least, self.most, kept)))
+            return kept
+        said.append((where, "%s: malformed: %s is no %s (%d to %d): read as unknown" % (
+            where, _said(value), self.what, self.least, self.most)))
+        return None
 
 
 def _said(value: Any) -> str:
@@ -76,6 +126,13 @@ class _Parts(Shape):
     def parts(self, value: Any, where: str) -> Optional[str]:
         """The first problem of ``value``'s parts, once it is of the kind."""
 
+    def mended(self, value: Any, where: str, said: Said) -> Any:
+        return value if value is None else self.parts_mended(value, where, said)
+
+    @abstractmethod
+    def parts_mended(self, value: Any, where: str, said: Said) -> Any:
+        """``value``, of the kind, with each of its parts ``mended``."""
+
 
 @dataclass(frozen=True)
 class ListOf(_Parts):
@@ -86,6 +143,10 @@ class ListOf(_Parts):
 
     def parts(self, value: Any, where: str) -> Optional[str]:
         return _first((self.item, item, "%s[%d]" % (where, i)) for i, item in enumerate(value))
+
+    def parts_mended(self, value: Any, where: str, said: Said) -> Any:
+        items = [self.item.mended(item, where + "[]", said) for item in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
 
 
 @dataclass(frozen=True)
@@ -98,6 +159,11 @@ class MapOf(_Parts):
     def parts(self, value: Any, where: str) -> Optional[str]:
         return _first((self.value, item, "%s.%s" % (where, host_words(key, True)))
                       for key, item in value.items())
+
+    def parts_mended(self, value: Any, where: str, said: Said) -> Any:
+        # (its keys as they are: none is kept in a store's column but as JSON, which escapes)
+        items = {key: self.value.mended(item, where + ".*", said) for key, item in value.items()}
+        return value if all(items[key] is value[key] for key in value) else items
 
 
 @dataclass(frozen=True)
@@ -115,6 +181,12 @@ class Record(_Parts):
         return _first((shape, value[key], "%s.%s" % (where, key))
                       for key, shape in self.keys.items() if key in value)
 
+    def parts_mended(self, value: Any, where: str, said: Said) -> Any:
+        changed = {key: shape.mended(value[key], "%s.%s" % (where, key), said)
+                   for key, shape in self.keys.items() if key in value}
+        return value if all(changed[key] is value[key] for key in changed) else dict(
+            value, **changed)
+
 
 def _first(checks: Iterable[Tuple[Shape, Any, str]]) -> Optional[str]:
     """The first problem of ``checks``, each a shape, a value and where it is; or None."""
@@ -125,17 +197,18 @@ def _first(checks: Iterable[Tuple[Shape, Any, str]]) -> Optional[str]:
 COUNT, INT, NUM, STR, BOOL = (Kind(k) for k in ("count", "int", "num", "str", "bool"))
 COUNT_, INT_, NUM_, STR_, BOOL_ = (Kind(k, maybe=True)
                                    for k in ("count", "int", "num", "str", "bool"))
+SMALL = Kind("small")  # a GPU's index, a MIG slot, a profile's MiB: an INTEGER column's, if any
 TEXTS = ListOf(STR)
 
 INSTANCE = Record({
-    "uuid": STR_, "gi_id": INT, "profile": STR, "start": COUNT, "size": COUNT,
+    "uuid": STR_, "gi_id": INT, "profile": STR, "start": SMALL, "size": SMALL,
     "memory_mib": COUNT, "memory_used_mib": COUNT_, "busy": BOOL, "pids": ListOf(COUNT)},
     needs=("gi_id", "profile", "start", "size"))
 
 GPU = Record({
-    "index": COUNT, "uuid": STR_, "name": STR, "memory_mib": COUNT, "mig_capable": BOOL,
+    "index": SMALL, "uuid": STR_, "name": STR, "memory_mib": COUNT, "mig_capable": BOOL,
     "mig_mode": BOOL, "mig_pending": BOOL_, "cap_layers": TEXTS,
-    "cap_layers_unavailable": MapOf(STR), "mig_profile_mib": MapOf(INT),
+    "cap_layers_unavailable": MapOf(STR), "mig_profile_mib": MapOf(SMALL),
     "layout_version": STR_, "degraded": STR_,
     "instances": ListOf(INSTANCE),
     "memory_used_mib": COUNT_, "utilization_gpu": NUM_, "utilization_note": STR_,
@@ -165,12 +238,14 @@ JOB = Record({
     "id": STR, "key": STR, "name": STR_, "argv": TEXTS, "cwd": STR_, "gpus": ListOf(COUNT),
     "gpu_uuids": TEXTS, "instance": STR_,
     "mig": Record({"profile": STR, "start": COUNT_}, maybe=True), "memory_mib": COUNT_,
-    "created_at": NUM_, "state": STR, "caps": TEXTS, "cap_notes": TEXTS, "exit_code": INT_,
+    "created_at": NUM_, "state": STR, "caps": TEXTS, "cap_notes": TEXTS,
+    "exit_code": Within(INT_, "exit code a process returns", most=255, clamped=False),
     "reason": STR_, "pid": COUNT_, "started_at": NUM_, "ended_at": NUM_, "run_as": STR_,
     "cgroup": STR_, "runtime": STR_, "image": STR_, "container": STR_,
     "container_cgroup": STR_,
-    "usage": Record({"since": NUM_, "until": NUM_, "samples": COUNT, "memory_peak_mib": COUNT_,
-                     "memory_mean_mib": NUM_, "util_samples": COUNT, "util_mean": NUM_,
+    "usage": Record({"since": NUM_, "until": NUM_, "samples": Within(COUNT, "samples"),
+                     "memory_peak_mib": Within(COUNT_, "MiB"), "memory_mean_mib": NUM_,
+                     "util_samples": Within(COUNT, "samples"), "util_mean": NUM_,
                      "util_note": STR_}, maybe=True),
 }, needs=("id", "key", "state", "gpus", "pid"))
 
@@ -193,6 +268,13 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
     "mig.set_mode": Record({"mig_mode": BOOL_, "reset_required": BOOL_, "reset": BOOL_,
                             "changed": BOOL_, "warning": STR_}),
     "sim.add_process": Record({"pid": COUNT}, needs=("pid",))}  # the demo's load
+
+
+def mended(method: str, value: Any, said: Said) -> Any:
+    """``value``, the agent's well-formed answer to ``method`` (``problem`` found nothing), as
+    every store keeps it (``Shape.mended``); what is to be said of it added to ``said``."""
+    shape = SHAPES.get(method)
+    return shape.mended(value, method, said) if shape is not None else value
 
 
 def problem(method: str, value: Any) -> Optional[str]:

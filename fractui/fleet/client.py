@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Dict, Optional
 
+from fractui.store.model import storable
 from fractui.words import as_typed, quoted
 from remote_agent.failing import TRIES, Failures
 from remote_agent.rpc.jsonrpc import (MAX_ANSWER_BYTES, MAX_LINE_BYTES, PARSE_ERROR,
@@ -59,8 +60,10 @@ Notify = Callable[[str, Dict[str, Any]], None]
 
 
 def _error_words(words: str) -> str:
-    """An agent's error words as it said them, or quoted cut (``host_words``) where longer
-    than AGENT_ERROR_MOST characters."""
+    """An agent's error words as it said them (as every store keeps them: ``storable``, as
+    they may be a job's reason), or quoted cut (``host_words``) where longer than
+    AGENT_ERROR_MOST characters."""
+    words = storable(words)
     return words if len(words) <= AGENT_ERROR_MOST else host_words(words, most=AGENT_ERROR_MOST)
 
 

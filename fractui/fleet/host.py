@@ -180,6 +180,8 @@ class HostSession:
         self._early: Optional[List[Tuple[str, Dict[str, Any]]]] = None
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
         self._failures = Failures(log, TRIES)  # what fails at every push or reconnect, said once
+        self._mended: Set[str] = set()  # where its agent's values were mended, said once each
+        self._mended_lock = threading.Lock()
         self._lag = 0.0  # how far its agent's clock is behind this one's (``_dated_locked``)
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
                                         daemon=True)
@@ -256,6 +258,7 @@ class HostSession:
                 for name in {_malformed(method, about), _malformed(method, None)}:
                     self._failures.worked(name, "%s: its agent's %s is well formed again" % (
                         self.cfg.name, _what(method, name[-1])))
+            params = self._mend(method, params, about)
             self._tell(method, params, about)
         if not judged:
             return
@@ -481,9 +484,9 @@ class HostSession:
                     " (its agent is the image's, %s: use an image with fractui %s's agent, or "
                     "leave out agent = \"image\" to have fractui upload its own)" % (
                         self.cfg.agent_path, __version__)) if image else "")) from err
-        self._refuse_malformed(conn, "hello", hello)
-        subscribed = conn.client.call("subscribe", None, 30.0)
-        self._refuse_malformed(conn, "subscribe", subscribed)
+        hello = self._refuse_malformed(conn, "hello", hello)
+        subscribed = self._refuse_malformed(conn, "subscribe",
+                                            conn.client.call("subscribe", None, 30.0))
         for name in self._failures.failing("malformed"):  # each record it has is well formed
             if name[1] == "job" and name[2] is not PAST_CAP:
                 self._failures.worked(name, "%s: its agent's %s is well formed again (as it "
@@ -528,7 +531,8 @@ class HostSession:
 
     def _checked(self, method: str, result: Any, about: Optional[str] = None) -> Any:
         """``result``, the agent's answer to ``method`` (a call ``about`` a job, where it names
-        one), if it has the shape the fleet reads (``answers``); else AnswerMalformed, logged."""
+        one), if it has the shape the fleet reads (``answers``), mended as the store keeps it;
+        else AnswerMalformed, logged."""
         said = answers.problem(method, result)
         name = ("answer", method, about)  # by the job: a good answer about another mends none
         if said is not None:  # said once while it answers so, in any words (at every reconnect)
@@ -537,14 +541,30 @@ class HostSession:
             raise AnswerMalformed(self.cfg.name, method, said)
         self._failures.worked(name, "%s: its agent's answers to %s%s are well formed again" % (
             self.cfg.name, method, _of(about)))
-        return result
+        return self._mend(method, result, about)
 
-    def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> None:
+    def _mend(self, method: str, value: Any, about: Optional[str]) -> Any:
+        """``value``, the agent's well-formed answer to ``method`` or its notification, as
+        every store keeps it (``answers.mended``: the store refused a job's end said with a
+        NUL, or with a count past its column, and the job held its GPU). What was changed is
+        said once for each place it is in (a host pushes as often as it likes)."""
+        said: answers.Said = []
+        value = answers.mended(method, value, said)
+        for where, words in said:
+            with self._mended_lock:
+                new = where not in self._mended
+                self._mended.add(where)
+            if new:
+                log.warning("%s: what its agent said%s: %s (said once)", self.cfg.name,
+                            _of(about), words)
+        return value
+
+    def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> Any:
         """No host is taken on with a malformed hello or subscribe answer: what the fleet
         reads of it could not be read, and a job record left out would read as a job the agent
-        does not have (the scheduler would fail it while it runs)."""
+        does not have (the scheduler would fail it while it runs). Returns it mended."""
         try:
-            self._checked(method, result)
+            return self._checked(method, result)
         except AnswerMalformed as err:
             conn.close()
             raise AgentProcessError(str(err)) from err

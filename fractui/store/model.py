@@ -383,12 +383,18 @@ def tail_bytes(data: bytes, whole: bool, ended: bool,
     if not starts_line:
         start = kept.find(b"\n") + 1
         kept = kept[start:] if 0 < start < len(kept) else kept[_continued(kept):]
-    return _STRAY.sub("?", kept.decode("utf-8", errors="surrogateescape")), cut
+    return storable(kept.decode("utf-8", errors="surrogateescape")), cut
 
 
-# a byte that is no UTF-8, as surrogateescape reads it, or a NUL (text on PostgreSQL holds none:
-# a job that wrote one had its tail refused by the store at every read)
-_STRAY = re.compile("[\x00\udc80-\udcff]")
+def storable(text: str) -> str:
+    """``text`` as every store keeps it: each NUL and each lone surrogate read "?" (a byte that
+    is no UTF-8, as surrogateescape reads it, is one; JSON lets a host send any). Text on
+    PostgreSQL holds no NUL, and neither driver can send a lone surrogate: a job that wrote a
+    NUL had its tail refused at every read, and a host's words with one were refused."""
+    return _UNSTORABLE.sub("?", text)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _continued(data: bytes) -> int:
