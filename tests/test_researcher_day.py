@@ -130,3 +130,23 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
     assert "Traceback" not in said, said
     done = team.run("ann", "submit", "--queue", "v", "--", *SLEEPER)
     assert done.stderr == "fractui: %s\n" % NO_SCHEDULER, done
+
+    # a team the admin added after the GRANTs: its member is told the grants are missing, not
+    # to be made a member of a team's role (eli is); a role in no team, to be made one
+    eli, zed = plain_users("fxeli")[0], plain_users("fxzed")[0]
+    for statement in ("CREATE ROLE fractui_team_speech", 'CREATE ROLE "%s" LOGIN' % eli,
+                      'GRANT fractui_team_speech TO "%s"' % eli, 'CREATE ROLE "%s" LOGIN' % zed):
+        team.server.sql(statement)
+    where = "fractui: store %s: role " % team.fleet.store.where  # (it holds %2F)
+    for user, says in ((eli, "is in fractui_team_speech, which was granted nothing on the "
+                             "store's tables: an admin runs the GRANTs of docs/decisions.md, "
+                             "\"Who the caller is on PostgreSQL\", TO \"fractui_team_speech\" "
+                             "in the store's database)\n"),
+                       (zed, "was granted nothing on the store's tables: an admin makes it a "
+                             "member of a team's role, fractui_team_<team>, given the GRANTs "
+                             "of docs/decisions.md, \"Who the caller is on PostgreSQL\")\n")):
+        for verb in (["jobs", "--me"], ["submit", "--queue", "v", "--wait", "--", "true"]):
+            done = fractui(team.config, verb, user)
+            assert (done.returncode, done.stdout, done.stderr) == (
+                1, "", where + user + " may not do this: permission denied for table "
+                "fractui_schema (it " + says), done
