@@ -789,7 +789,9 @@ class _Checker(TomlChecker):
                 raise bad("isolation", f"is \"mig\", but a job runs on one MIG instance: "
                           f"gpus = {values['gpus']} can only be whole GPUs without MIG")
             known_hosts = {h.name for h in hosts}
-            for host in values.get("hosts", []):
+            # a config of no hosts is a researcher's (docs/cli.md, "Self-serve"): its queues,
+            # the admin's copied, name hosts that only the scheduler's config lists
+            for host in values.get("hosts", []) if hosts else ():
                 if host not in known_hosts:
                     raise bad("hosts", f"names '{host}', which is not a configured host")
             if "team" in values and values["team"] not in {t.name for t in teams}:

@@ -65,16 +65,18 @@ def submittable(config: Config, queue: QueueConfig, kept: Dict[str, Facts]) -> O
     host the queue may use, that host may be the one that fits: the job may be queued, with
     the warning (or note) returned."""
     out = [] if config.hosts else sorted(n for n, f in kept.items() if f.get(OUT_OF_CONFIG))
-    names = [h.name for h in config.hosts] or sorted(set(kept) - set(out))
+    # with no host list, the hosts the queue names too: one the store keeps nothing of (never
+    # reached) is a host it may use all the same, not "no host"
+    names = [h.name for h in config.hosts] or sorted((set(kept) | set(queue.hosts)) - set(out))
     may_use = [n for n in names if not queue.hosts or n in queue.hosts]
     known = {n: f for n, f in kept.items() if n in may_use}
     unheard = [n for n in may_use if n not in known]
     out = [n for n in out if not queue.hosts or n in queue.hosts]
     gone = "; %s, out of the scheduler's config, not counted" % ", ".join(out) if out else ""
     if not known:
-        return ("note: the store keeps no inventory of %s yet (a scheduler records it once it "
-                "runs), so whether a GPU can hold queue %s is left to the scheduler: once one has "
-                "looked at the job, fractui jobs says why it waits%s" % (
+        return ("note: the store keeps no inventory of %s yet (a scheduler records a host "
+                "once it reaches it), so whether a GPU can hold queue %s is left to the "
+                "scheduler: once one has looked at the job, fractui jobs says why it waits%s" % (
                     ", ".join(unheard) if unheard else "any host", queue.name, gone))
     why = never_fits(queue, known, whole=not unheard)
     if why is not None and not unheard:

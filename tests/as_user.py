@@ -34,6 +34,8 @@ import importlib.readers, os, pwd, sys
 import fractui.cli, fractui.commands, fractui.store_commands, fractui.scheduler.service
 import fractui.tui.run, fractui.tui.app, fractui.tui.source
 import fractui.store.postgres  # psycopg and libpq too: they live where the user cannot read
+import rich._unicode_data  # the cell widths' table rich loads at its first wide text
+rich._unicode_data.load()
 """
 
 # The loader: answers each connection to its socket with a child of its own, which forks the

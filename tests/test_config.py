@@ -124,6 +124,14 @@ def test_an_empty_file_is_a_fleet_of_no_hosts_with_default_ssh_settings(tmp_path
     assert config.ssh.connect_timeout == 10.0
 
 
+def test_a_config_of_no_hosts_takes_queues_that_name_the_schedulers_hosts(tmp_path):
+    """A researcher's config (the store, the teams, the queues, no hosts) copies the admin's
+    queues, whose hosts only the scheduler's config lists: not a mistake there."""
+    config = load_config(write(tmp_path, '[[queues]]\nname = "q"\ngpus = 1\n'
+                                         'hosts = ["gpu-a"]\n'))
+    assert config.queue("q").hosts == ("gpu-a",) and config.hosts == ()
+
+
 def test_the_example_config_loads_and_sets_every_key():
     config = load_config(EXAMPLE)
     assert [h.name for h in config.hosts] == ["a100-a", "h100-b", "gpu-node1", "sim-1"]
@@ -255,8 +263,8 @@ def test_queues_and_teams_must_be_arrays_of_tables(tmp_path):
      "F:2: queues[0] asks for no GPU: give one of gpu, mig, memory_gib, gpus"),
     ('[[queues]]\nname = "q"\ngpus = 1\nisolation = "hard"\n',
      "F:4: queues[0].isolation must be one of any, mig, share, got 'hard'"),
-    ('[[queues]]\nname = "q"\ngpus = 1\nhosts = ["nowhere"]\n',
-     "F:4: queues[0].hosts names 'nowhere', which is not a configured host"),
+    ('[[hosts]]\nname = "gpu-a"\n[[queues]]\nname = "q"\ngpus = 1\nhosts = ["nowhere"]\n',
+     "F:6: queues[0].hosts names 'nowhere', which is not a configured host"),
     ('[[queues]]\nname = "q"\ngpus = 1\nteam = "ghosts"\n',
      "F:4: queues[0].team names 'ghosts', which is not a configured team"),
     ('[[queues]]\nname = "q"\ngpus = 1\n[[queues]]\nname = "q"\n',

@@ -144,3 +144,18 @@ def test_a_stop_under_way_holds_preemptions_back_only_where_its_host_answers(tmp
     result = schedule(views, jobs, [whole], teams, "uid")
     assert [(p.victim, p.for_job) for p in result.preemptions] == (
         [(2, 5)] if stopping_on == "offline" else []), result
+
+
+def test_a_job_no_reachable_host_may_take_says_so_not_no_room(view):
+    """Before its hosts answer (a scheduler's first pass) or while they are down, a waiting
+    job says which hosts it waits for, not "no room" (GPUs full that no one has heard from),
+    and starts no preemption; a job a reachable host may take still finds room there."""
+    queues = [QueueConfig(name="there", gpu=0.25, hosts=("far", "near")),
+              QueueConfig(name="here", gpu=0.25, hosts=("h",))]
+    jobs = [Job(i, q.name, None, "n", ("x",), q.request(), "pending", float(i), 0.0)
+            for i, q in enumerate(queues, 1)]
+    views = [HostView("far", "offline"), HostView("near", "connecting"), view]
+    result = schedule(views, jobs, queues, [], "uid")
+    assert result.waiting == {1: "no host it may use is reachable now (far offline, near "
+                                 "connecting): it waits for one"}
+    assert [d.job for d in result.decisions] == [2] and result.preemptions == []

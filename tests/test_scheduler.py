@@ -377,7 +377,8 @@ def test_submit_checks_against_the_kept_inventory_without_reaching_the_fleet(loc
     first = _submit(config, "many-cpus")
     assert first.returncode == 0, first.stderr
     assert first.stderr == ("fractui: note: the store keeps no inventory of gpu-b yet (a "
-                            "scheduler records it once it runs), so whether a GPU can hold "
+                            "scheduler records a host once it reaches it), so whether a GPU "
+                            "can hold "
                             "queue many-cpus is left to the scheduler: once one has looked "
                             "at the job, fractui jobs says why it waits\n"
                             "fractui: %s\n" % NO_SCHEDULER)  # (none has run yet)

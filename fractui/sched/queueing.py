@@ -161,6 +161,8 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
                                          "(%s)" % ", ".join(avoided)
             elif (beyond := _beyond_hosts(requests[job.id], built)) is not None:
                 result.waiting[job.id] = beyond
+            elif (away := _none_reachable(requests[job.id], views, built)) is not None:
+                result.waiting[job.id] = away
             else:
                 if outside is None:
                     outside = outside_use(views)
@@ -321,6 +323,21 @@ def _beyond_hosts(req: Request, hosts: Sequence[Host]) -> Optional[str]:
             "the config, or add a larger host" % (
                 req.cpu_milli / 1000, _gib(req.memory_mib), most.name, most.cpu_milli / 1000,
                 _gib(most.memory_mib)))
+
+
+def _none_reachable(req: Request, views: Sequence[HostView], hosts: Sequence[Host]
+                    ) -> Optional[str]:
+    """Why the job waits when no host it may use is reachable now (connecting, offline,
+    untrusted), naming them, or None. "no room" would say GPUs are full that no one has heard
+    from (a scheduler's first pass, before its hosts answer, said it to everyone waiting);
+    not a starved job either: preempting frees nothing on a host not reached."""
+    if any(not req.hosts or h.name in req.hosts for h in hosts):
+        return None
+    away = ["%s %s" % (v.name, "not heard from yet" if v.state in USABLE else v.state)
+            for v in views if not req.hosts or v.name in req.hosts]
+    if not away:
+        return None
+    return "no host it may use is reachable now (%s): it waits for one" % _first_three(away)
 
 
 def _gib(mib: int) -> float:

@@ -70,6 +70,13 @@ NOT_GRANTED = ("role %s may not do this: %s (it was granted nothing on the store
 """What a role that may read none of the store is told: the server's words alone ("permission
 denied for table fractui_schema") name a table, not what an admin gives it."""
 
+GROUP_NOT_GRANTED = ("role %s may not do this: %s (it is in %s, which was granted nothing on "
+                     "the store's tables: an admin runs the GRANTs of docs/decisions.md, \"Who "
+                     "the caller is on PostgreSQL\", TO %s in the store's database)")
+"""What a member of fractui_admin or of a team's role is told where that role was granted
+nothing (a team the admin added after the GRANTs): NOT_GRANTED's advice, to make it a member,
+would not be true of it."""
+
 NOT_OWNER = ("this fractui applies PostgreSQL migration %04d to it (its schema is at version "
              "%d), and role %s may not: %s; a schema change needs the owner of the store's "
              "tables and functions (%s), a member of that role, or a superuser, who applies it "
@@ -255,8 +262,9 @@ class PostgresDialect(Dialect):
             try:
                 row = db.execute("SELECT version FROM %s" % VERSION_TABLE).fetchone()
             except psycopg.errors.InsufficientPrivilege as err:  # the first table any call reads
-                raise StoreDenied(self.where, NOT_GRANTED % (
-                    self.user, err.diag.message_primary)) from err
+                self.rollback(db)  # (what its roles are is read after it)
+                raise StoreDenied(self.where, _not_granted(
+                    db, self.user, err.diag.message_primary)) from err
             have = row["version"] if row is not None else 0
         else:
             tables = [r["tablename"] for r in db.execute(
@@ -572,6 +580,21 @@ WITH RECURSIVE member_of(oid) AS (
 SELECT r.rolname, r.rolsuper, r.rolname = session_user AS me
 FROM pg_roles r JOIN member_of ON r.oid = member_of.oid
 """
+
+
+def _not_granted(db: psycopg.Connection, user: str, said: str) -> str:
+    """Why a role may read none of the store: a role of no team (NOT_GRANTED), or a member of
+    an admin's or a team's role that was granted nothing (GROUP_NOT_GRANTED, naming them)."""
+    try:
+        names = sorted(r["rolname"] for r in db.execute(_MEMBER_OF).fetchall()
+                       if not r["me"] and (r["rolname"] == ADMIN_ROLE or (
+                           r["rolname"].startswith(TEAM_ROLE) and r["rolname"] != TEAM_ROLE)))
+    except psycopg.Error:  # the roles are not to be read: the words that need none
+        return NOT_GRANTED % (user, said)
+    if not names:
+        return NOT_GRANTED % (user, said)
+    return GROUP_NOT_GRANTED % (user, said, ", ".join(names),
+                                ", ".join(quoted(n) for n in names))
 
 
 class PostgresStore(SqlStore):
