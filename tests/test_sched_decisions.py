@@ -159,3 +159,30 @@ def test_a_job_no_reachable_host_may_take_says_so_not_no_room(view):
     assert result.waiting == {1: "no host it may use is reachable now (far offline, near "
                                  "connecting): it waits for one"}
     assert [d.job for d in result.decisions] == [2] and result.preemptions == []
+
+
+class _Counted(list):
+    """A fleet's views that count how often a pass looks through them."""
+
+    looks = 0
+
+    def __iter__(self):
+        self.looks += 1
+        return super().__iter__()
+
+
+def test_jobs_waiting_for_unreached_hosts_look_through_the_fleet_once_per_queue():
+    """Which hosts a waiting job may use and none answers is found once for each set of hosts
+    a queue names, not once per job: at 10,000 GPUs (1,250 hosts) all offline, 5,000 jobs
+    looking through every host's view made a pass of a second for this alone."""
+    queues = [QueueConfig(name="any", gpus=1), QueueConfig(name="pinned", gpus=1,
+                                                            hosts=("h1", "h2"))]
+    views = _Counted(HostView("h%d" % i, "offline") for i in range(4))
+    jobs = [Job(i, queues[i % 2].name, None, "n", ("x",), queues[i % 2].request(), "pending",
+                float(i), 0.0) for i in range(1, 41)]
+    result = schedule(views, jobs, queues, [], "uid")
+    assert result.waiting[1] == "no host it may use is reachable now (h1 offline, h2 " \
+                                "offline): it waits for one"
+    assert result.waiting[2] == "no host it may use is reachable now (h0 offline, h1 " \
+                                "offline, h2 offline and 1 more): it waits for one"
+    assert len(result.waiting) == 40 and views.looks <= 6, views.looks
