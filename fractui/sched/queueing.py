@@ -92,9 +92,10 @@ def schedule(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Qu
         return _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
                      lambda: build_hosts(views, jobs, store_uid), None, recent)
     changed = kept.hosts.update(views, jobs, store_uid)
-    # jobs the caller read once compare by identity, one by one: thousands cost microseconds
+    # jobs the caller read once compare by identity, one by one: thousands cost microseconds;
+    # the hosts' states too, as why a job waits names those it cannot reach (_none_reachable)
     inputs = (list(jobs), tuple(queues), tuple(teams), store_uid, dict(refused or {}),
-              cordons, recent)
+              cordons, recent, [(v.name, v.state) for v in views])
     if not changed and kept.last is not None and kept.last[0] == inputs:
         return kept.last[1]
     result = _pass(views, jobs, queues, teams, store_uid, refused or {}, cordons,
