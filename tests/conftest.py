@@ -237,6 +237,17 @@ def _accounts() -> Iterator[None]:
         yield
 
 
+def _ended_all_of(user: str) -> None:
+    """SIGKILL to every process of ``user``, until none is left (bounded): a process killed
+    is still the user's until it is reaped, and userdel refuses a user with one ("user … is
+    currently used by process N"), which failed a test's tear-down at random."""
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pkill", "-KILL", "-u", user], check=False).returncode == 0:
+        if time.monotonic() > deadline:
+            pytest.fail("processes of %s outlived 30 s of SIGKILL" % user)
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def plain_users():
     """Makes real unprivileged accounts, each with a home of its own: ``make(prefix)`` ->
@@ -260,7 +271,7 @@ def plain_users():
 
     yield make
     for name, home in made:
-        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        _ended_all_of(name)
         with _accounts():
             subprocess.run(["userdel", name], check=True)
         shutil.rmtree(home, ignore_errors=True)
