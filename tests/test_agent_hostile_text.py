@@ -10,23 +10,12 @@ from typing import Any, Dict
 import pytest
 
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError, AgentProcess, stop_host
+from tests.conftest import AgentError
 from tests.test_jobs import script, wait_job
+from tests.test_protocol_robustness import serving_agent  # noqa: F401 - the fixture
 
 LAUNCH: Dict[str, Any] = dict(key="k-text", gpu=0, memory_mib=10,
                               argv=script("import sys; sys.exit(0)"))
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("hostile") / "state")
-    proc = AgentProcess(state, "--sim", "1xA100-80GB:mig,1xL4")
-    try:
-        yield proc
-    finally:
-        if proc.proc.poll() is None:
-            proc.close()
-        stop_host(state)
 
 
 @pytest.mark.parametrize("method, params, field", [
@@ -46,24 +35,25 @@ def agent(tmp_path_factory):
     ("hello", {"client": "fractui\x1b[8m"}, "client"),
     ("mig.plan", {"gpu": "GPU-\x7f", "profile": "1g.10gb"}, "gpu"),
 ])
-def test_an_unprintable_character_is_refused_naming_its_param(agent, method, params, field):
+def test_an_unprintable_character_is_refused_naming_its_param(serving_agent, method, params,
+                                                              field):
     with pytest.raises(AgentError) as err:
-        agent.call(method, **params)
+        serving_agent.call(method, **params)
     assert err.value.code == rpc.INVALID_PARAMS
     assert "param %r must be" % field in err.value.message
     assert "free of control characters and other unprintable ones" in err.value.message
-    assert [j["key"] for j in agent.call("job.list")["jobs"]] in ([], ["k-ok"])
+    assert [j["key"] for j in serving_agent.call("job.list")["jobs"]] in ([], ["k-ok"])
 
 
-def test_arguments_and_environment_values_pass_on_as_given(agent, tmp_path):
+def test_arguments_and_environment_values_pass_on_as_given(serving_agent, tmp_path):
     """What the program gets is the client's to choose; the name made from its path, shown,
     has each unprintable character as '?'."""
     out = tmp_path / "seen"
     prog = tmp_path / "run\x1bme"
     prog.write_text("#!/bin/sh\nprintf '%%s|%%s' \"$1\" \"$ODD\" > %s\n" % out)
     prog.chmod(0o755)
-    job = agent.call("job.launch", key="k-ok", gpu=1, memory_mib=10,
+    job = serving_agent.call("job.launch", key="k-ok", gpu=1, memory_mib=10,
                      argv=[str(prog), "a\x1b[31m\nb"], env={"ODD": "x\ty\x07"})
     assert job["name"] == "run?me"
-    assert wait_job(agent, job["id"])["exit_code"] == 0
+    assert wait_job(serving_agent, job["id"])["exit_code"] == 0
     assert out.read_text() == "a\x1b[31m\nb|x\ty\x07"

@@ -153,16 +153,22 @@ def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tm
     assert not alive(leader) and not alive(kid)
 
 
-@pytest.mark.parametrize("shim", ["alive", "killed"])
-def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
-    agent, state = tracked_host
-    pids, go = tmp_path / "pids", tmp_path / "go"
-    code = ("import os, subprocess, sys, time\n"
+def leaves_a_child(pids, go) -> str:
+    """A job's code that starts a child that would run on after it, writes the child's pid to
+    ``pids``, and ends once ``go`` exists."""
+    return ("import os, subprocess, sys, time\n"
             "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
             " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
             "open(%r, 'w').write(str(kid.pid))\n"
             "while not os.path.exists(%r):\n"
             "    time.sleep(0.02)\n" % (str(pids), str(go)))
+
+
+@pytest.mark.parametrize("shim", ["alive", "killed"])
+def test_what_a_job_leaves_behind_ends_with_it(tracked_host, tmp_path, shim):
+    agent, state = tracked_host
+    pids, go = tmp_path / "pids", tmp_path / "go"
+    code = leaves_a_child(pids, go)
     job = agent.call("job.launch", key="k-leftover", gpu=0, memory_mib=10, argv=script(code))
     wait_until(lambda: pids.exists() and pids.read_text(), "the job's child")
     if shim == "killed":
@@ -185,12 +191,7 @@ def test_a_job_seen_outliving_its_shim_is_told_so_by_a_restarted_daemon(start_ag
     the shim died before the job ended, not that the job had ended when it found the shim dead
     (the words for a job no daemon saw outlive its shim)."""
     state, pids, go = str(tmp_path / "host"), tmp_path / "pids", tmp_path / "go"
-    code = ("import os, subprocess, sys, time\n"
-            "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
-            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-            "open(%r, 'w').write(str(kid.pid))\n"
-            "while not os.path.exists(%r):\n"
-            "    time.sleep(0.02)\n" % (str(pids), str(go)))
+    code = leaves_a_child(pids, go)
     agent = start_agent("1xL4", state)
     job = agent.call("job.launch", key="k-outlived", gpu=0, memory_mib=10, argv=script(code))
     wait_until(lambda: pids.exists() and pids.read_text(), "the job's child")
