@@ -28,6 +28,7 @@ SH = ["/bin/sh", "-c"]
 FAR = ('[[hosts]]\nname = "gpu-c"\ntransport = "local"\nsim = "1xL4"\n'
        'state_dir = "/dev/null/gpu-c"\n')
 FAR_QUEUE = '[[queues]]\nname = "c"\ngpu = 0.25\nteam = "vision"\nhosts = ["gpu-c"]\n'
+OPEN_QUEUE = '[[queues]]\nname = "open"\ngpu = 0.25\n'  # (of no team)
 
 
 def _scheduler(team) -> subprocess.Popen:
@@ -50,7 +51,7 @@ def _job(team, person: str, number: int) -> Dict:
 
 
 def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
-    team.config.write_text(team.config.read_text() + FAR_QUEUE)
+    team.config.write_text(team.config.read_text() + FAR_QUEUE + OPEN_QUEUE)
     ann, dan = team.names["ann"], team.names["dan"]
     run = _scheduler(team)
     try:
@@ -124,6 +125,15 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
                     "%s; %s job %d of team vision you must be in team vision, or an admin"
                     % (who(team.names["cat"], "team nlp"), words, far))
         assert _job(team, "cat", theirs)["team"] == "nlp"
+
+        # a queue of no team: submit needs --team, and names those the store's roles put the
+        # user in, to paste
+        for person, mine in (("ann", "--team vision (you are in vision)"),
+                             ("dan", "--team vision or --team nlp (you are in vision, nlp)")):
+            done = team.run(person, "submit", "--queue", "open", "--", "true")
+            assert (done.returncode, done.stdout, done.stderr) == (
+                2, "", "fractui: submit needs --team: the config has teams (vision, nlp) and "
+                "queue open names none; %s\n" % mine), done
     finally:
         run.terminate()
         said = run.communicate(timeout=60)[1]
