@@ -136,7 +136,7 @@ def _teams_to_give(config: Config) -> str:
         teams = roster.teams_of(os_user())
     else:
         try:
-            store = open_store(config.store.url, make=False)
+            store = open_store(config.store.url, make=False, origin=config.store.origin)
             try:
                 teams = teams_of(store.identity(), roster)
             finally:
