@@ -643,6 +643,11 @@ def scheduler(config: Config, args: argparse.Namespace) -> int:
 
     if not config.queues:
         raise UsageError("the config has no [[queues]]: there is nothing to schedule")
+    for i, queue in enumerate(config.queues if not config.hosts else ()):
+        if queue.hosts:  # (a member's config of no hosts takes them: config.py)
+            raise config.fail(f"queues[{i}].hosts names '{queue.hosts[0]}', but the config "
+                              "lists no hosts ([[hosts]]): a scheduler places jobs on the "
+                              "hosts its own config lists", "queues", i, "hosts")
     store = open_checked_store(config)
     try:
         intents.authorize(store, Asker.here(config.teams), SCHEDULE)  # before any host

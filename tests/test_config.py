@@ -132,6 +132,20 @@ def test_a_config_of_no_hosts_takes_queues_that_name_the_schedulers_hosts(tmp_pa
     assert config.queue("q").hosts == ("gpu-a",) and config.hosts == ()
 
 
+def test_a_scheduler_refuses_a_config_of_no_hosts_whose_queues_name_hosts(tmp_path):
+    """What a member's config may leave unchecked a scheduler may not: it places on the
+    hosts its own config lists, so a queue's hosts there (a typo, or the [[hosts]] left out)
+    would leave every job of it waiting, and every running job requeued as its host's."""
+    path = write(tmp_path, '[store]\nurl = "sqlite:///%s"\n[[queues]]\nname = "q"\n'
+                           'gpus = 1\nhosts = ["gpu-a"]\n' % (tmp_path / "s.db"))
+    run = subprocess_run(["--config", path, "scheduler"])
+    assert (run.returncode, run.stderr) == (2, "fractui: %s:6: queues[0].hosts names "
+                                               "'gpu-a', but the config lists no hosts "
+                                               "([[hosts]]): a scheduler places jobs on the "
+                                               "hosts its own config lists\n" % path)
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_the_example_config_loads_and_sets_every_key():
     config = load_config(EXAMPLE)
     assert [h.name for h in config.hosts] == ["a100-a", "h100-b", "gpu-node1", "sim-1"]

@@ -369,6 +369,20 @@ def test_the_submit_that_runs_anew_a_job_of_unprintable_words_is_one_submit_take
         again
 
 
+def test_a_job_queued_with_a_name_no_agent_takes_still_runs(local_fleet):  # noqa: F811
+    """A job queued before submit refused a name that is not printable (a tab, a line break,
+    a default name from a program's odd file name) runs: its name is sent with each such
+    character a "?", as a default name is made now. Sent as it was, every agent refused the
+    launch, and a job that could run failed for its name alone."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.store.submit("whole", None, "train\tv2\n\x1b[31m", ["sleep", "600"],
+                         f.config.queue("whole").request(), "test")
+    f.until(lambda: f.store.get(job.id).state in ("running", "failed"))
+    assert f.store.get(job.id).state == "running", f.store.get(job.id).reason
+    record = next(r for r in f.agent_jobs() if r["key"] == job.key(f.store.uid))
+    assert record["name"] == "train?v2??[31m", record
+
+
 def test_a_stop_whose_reason_holds_lines_is_taken_by_the_agent(local_fleet):  # noqa: F811
     """A job's reason may hold an agent's words of several lines (a runtime's error), and an
     agent takes no unprintable character in a stop's reason: the stop is sent with each one a

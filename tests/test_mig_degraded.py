@@ -14,6 +14,8 @@ import pytest
 from fractui.config import HostConfig, SshSettings
 from fractui.fleet.host import HostSession
 from fractui.fleet.zipapp import build_agent_archive
+from remote_agent.mig import journal
+from remote_agent.mig.health import Degraded, GpuHealth
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
 
@@ -91,6 +93,21 @@ def test_a_damaged_marks_file_is_said_and_the_agent_serves(start_agent, tmp_path
     assert agent.call("hello")["problems"] == []
     assert "the GPU health marks kept in %s cannot be read (JSONDecodeError: " % (
         state / "gpu-health.json") in (state / "daemon.log").read_text()
+
+
+def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch, caplog):
+    """Without a boot id (a /proc that lacks it) a reboot cannot be told: a mark kept then
+    is not taken by the next daemon, which would say of a rebooted GPU what a change of a
+    boot long over left — and it is said why. Where the id reads, it is taken."""
+    mark = Degraded("the undo failed", (True, True), None)
+    kept = str(tmp_path / "gpu-health.json")
+    GpuHealth(kept).mark(0, mark)
+    assert GpuHealth(kept).marked(0)  # (this boot's id reads here)
+    monkeypatch.setattr(journal, "BOOT_ID", str(tmp_path / "no-boot-id"))
+    unknown = str(tmp_path / "unknown-boot.json")
+    GpuHealth(unknown).mark(0, mark)
+    assert not GpuHealth(unknown).marked(0) and not GpuHealth(kept).marked(0)
+    assert "this boot's id cannot be read" in caplog.text, caplog.text
 
 
 def restart(agent, start_agent, state):

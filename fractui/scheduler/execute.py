@@ -49,11 +49,13 @@ def launch_params(job: Job, store_uid: str) -> Dict[str, Any]:
     """The ``job.launch`` of the job's current attempt. Its variables, then FRACTUI_STORE_JOB
     (fractui's own wins, as the agent's caps win over both); ``image`` and ``run_as`` only
     where the job has them, so an admin's bare job's launch — and the fingerprint the agent
-    keeps of its key — is what it was before jobs had either."""
+    keeps of its key — is what it was before jobs had either. The name with each character
+    an agent takes in no name a "?": one queued before submit refused them is only shown, so
+    its job runs (the name is no part of the fingerprint)."""
     slot = job.slot
     assert slot is not None
     params: Dict[str, Any] = {"key": job.key(store_uid), "argv": list(job.argv),
-                              "name": job.name,
+                              "name": printable(job.name),
                               "env": dict(job.env, FRACTUI_STORE_JOB=str(job.id))}
     if job.cwd:
         params["cwd"] = job.cwd

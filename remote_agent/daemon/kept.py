@@ -5,7 +5,9 @@ degraded (remote_agent.mig.health), a GPU's recent XID errors (remote_agent.gpu.
 Each file is written whole (a reader sees all of it or the one before), 0600, and holds the
 boot it was written in: what it says is of the GPUs as they were in that boot, and a reboot
 ends it (MIG instances do not outlive one; an XID is of the driver that raised it), so a file
-of another boot is read as nothing kept.
+of another boot is read as nothing kept. Where the boot's id cannot be read (no
+/proc/sys/kernel/random/boot_id), neither can a reboot be told, so nothing kept is taken: a
+mark or an XID of a boot long over is not said of the GPUs as they are now.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from typing import Any, Callable, Optional, TypeVar
 
 from remote_agent.daemon.trust import UnsafePath, read_private, write_private
-from remote_agent.mig.journal import boot_id
+from remote_agent.mig.journal import BOOT_ID, boot_id
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,15 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
     it, as its other files."""
     try:
         data = json.loads((read_private(path, what) or b"null").decode())
-        if data is None or data["boot"] != boot_id():
+        if data is None:
+            return None
+        boot = boot_id()
+        if boot is None:
+            log.warning("the %s kept in %s are not taken: this boot's id cannot be read (%s), "
+                        "so whether the host rebooted since cannot be told; %s", what, path,
+                        BOOT_ID, lost)
+            return None
+        if data["boot"] != boot:
             return None
         return parse(data["kept"])
     except UnsafePath:
