@@ -21,7 +21,7 @@ def open_checked_store(config: Config, hear: bool = True, make: bool = True) -> 
     the store keeps, as the lease holder recorded it; no host is reached. ``make`` False (the
     verbs that only read, and those that name a job it must hold): a store that is not there
     is said so, never made (fractui.store.url.open_store)."""
-    store = open_store(config.store.url, make=make)
+    store = open_store(config.store.url, make=make, origin=config.store.origin)
     try:
         problem = unservable(config, store.inventory())
         if problem is not None and hear:

@@ -98,7 +98,7 @@ def _store_first(config: Config) -> Optional[StoreFirst]:
     grace and its job moved on). None where the store cannot be read (said on stderr: the
     hosts are shown all the same)."""
     try:
-        store = open_store(config.store.url)
+        store = open_store(config.store.url, origin=config.store.origin)
         try:
             on_host = store.jobs(ON_HOST)
             return StoreFirst(marks(store.cordons(), on_host),
@@ -119,7 +119,7 @@ def _copies(config: Config, records: List[Dict[str, Any]], first: StoreFirst
     if not found:
         return {}
     try:
-        store = open_store(config.store.url)
+        store = open_store(config.store.url, origin=config.store.origin)
         try:
             said = judged_again(store, found, first.stale)
         finally:
@@ -212,7 +212,7 @@ def trust(config: Config, args: argparse.Namespace) -> int:
 def admin_only(config: Config, action: str, what: str) -> None:
     """The store's rule, asked before any host is reached: launch, stop and MIG changes steer
     the fleet, so they are the admin's (access.Denied, exit 1, says who and what role)."""
-    store = open_store(config.store.url)
+    store = open_store(config.store.url, origin=config.store.origin)
     try:
         authorize(store, Asker.here(config.teams), action, None, what)
     finally:
@@ -239,7 +239,7 @@ def mig(config: Config, args: argparse.Namespace) -> int:
     if args.profile is None:
         return _mig_by_hand(config, args)
     asker = Asker.here(config.teams)
-    store = open_store(config.store.url)
+    store = open_store(config.store.url, origin=config.store.origin)
     try:
         authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
         fleet = open_fleet(config, [args.host])
@@ -295,7 +295,7 @@ def _mig_by_hand(config: Config, args: argparse.Namespace) -> int:
     ref = gpu_ref(args.gpu)
     method = "mig.destroy" if args.destroy is not None else "mig.set_mode"
     asker = Asker.here(config.teams)
-    store = open_store(config.store.url)
+    store = open_store(config.store.url, origin=config.store.origin)
     try:
         authorize(store, asker, MIG, None, "%s gpu %s" % (args.host, args.gpu))  # first
         fleet = open_fleet(config, [args.host])

@@ -248,6 +248,9 @@ class StoreSettings:
     ~/.pgpass). None: the SQLite file $XDG_STATE_HOME/fractui/store.db."""
 
     url: str | None = None
+    origin: str | None = field(default=None, compare=False)
+    """Where the config gives the URL (its key, file and line), for the store to name it in a
+    refusal the URL caused; None for one built in code."""
 
 
 @dataclass(frozen=True)
@@ -398,9 +401,12 @@ def toml_text(config: Config) -> str:
 
 def _toml_keys(item: Any) -> list[str]:
     """``key = value`` for each field that differs from its default (JSON's strings, numbers
-    and arrays are TOML's)."""
+    and arrays are TOML's); not one outside the item's value (compare=False: where the file
+    gave it, StoreSettings.origin), which is no key of the file."""
     lines = []
     for f in fields(item):
+        if not f.compare:
+            continue
         value = getattr(item, f.name)
         default = f.default_factory() if callable(f.default_factory) else f.default
         if value is None or value == default:
@@ -869,7 +875,8 @@ class _Checker(TomlChecker):
         path = sqlite_path(url)
         if path is not None:
             url = sqlite_url(self.local_path(path, "store", None, "url", "store."))
-        return StoreSettings(url)
+        return StoreSettings(url, "store.url in %s, line %s" % (
+            shown_path(self.path), self.where.line("store", None, "url")))
 
     def tui(self, raw: dict[str, Any]) -> TuiSettings:
         values = self.values(raw, _TUI_KEYS, "[tui]", "tui", None, "tui.")

@@ -363,6 +363,10 @@ def _output(config: Config, args: argparse.Namespace, label: str, host: str, job
         for line in first["lines"]:
             print(line)
         sys.stdout.flush()
+        if _printed_nothing(first, args.lines):
+            since = job.started_at if job is not None else session.call(
+                "job.get", {"job": job_id}).get("started_at")
+            say(_nothing(label, host, bool(_ended(session, job_id, job)), since, args.follow))
         while args.follow:
             try:
                 chunk = chunks.get(timeout=0.5)
@@ -406,6 +410,7 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     """For a user who reaches only the store: the end of the job's output as the lease holder
     keeps it (docs/cli.md). A running job's tail, or an ended one's not yet kept, is asked
     for, and the change feed says when the lease holder answered (at most LOG_WAIT_S)."""
+    host = job.slot.host  # type: ignore[union-attr]
     store = open_checked_store(config)
     feed = store.feed()
     try:
@@ -418,9 +423,11 @@ def _stored_logs(config: Config, job: Job, args: argparse.Namespace) -> int:
     for line in lines[len(lines) - args.lines:] if args.lines else []:
         print(line)
     sys.stdout.flush()
+    if not tail.text:
+        say(_nothing("job %d" % job.id, host, job.state in ENDED, job.started_at))
     if unasked:
         say("warning: %s: this is job %d's output as kept at %s" % (unasked, job.id,
-                                                                    _when(tail)))
+                                                                    _clock(tail.kept_at)))
     if job.state in ENDED:
         say("job %d ended: %s" % (job.id, why(job) or job.state))
     return 0
@@ -444,6 +451,24 @@ def _latest_tail(store: Store, feed: Feed, job: Job) -> Tuple[LogTail, str]:
     return tail, "" if fresh else unasked
 
 
+def _printed_nothing(answer: Dict[str, Any], lines: int) -> bool:
+    """Whether an agent's job.logs answer is of a log still empty: its offset (the log's size)
+    says; an older agent's answer, with no offset, by its lines where some were asked for."""
+    offset = answer.get("offset")
+    return offset == 0 if offset is not None else lines > 0 and not answer["lines"]
+
+
+def _nothing(label: str, host: str, ended: bool, since: Optional[float],
+             follow: bool = False) -> str:
+    """What ``logs`` says on stderr of a job that has printed nothing: stdout stays exactly its
+    output (a script pipes it), and an empty one reads apart from a ``logs`` that broke."""
+    if ended:
+        return "%s printed nothing" % label
+    return "%s has printed nothing yet (running on %s%s)%s" % (
+        label, host, " since %s" % _clock(since) if since is not None else "",
+        "; following it" if follow else "")
+
+
 def _unanswered(host: str) -> str:
     return "no scheduler answered within %.0f s (is one running, holding the lease, able to " \
         "reach %s?)" % (kept_output.LOG_WAIT_S, host)
@@ -465,6 +490,8 @@ def _stored_follow(config: Config, job: Job, args: argparse.Namespace) -> str:
                 job.id, unasked or _no_offset(host, job.id)))
         lines = tail.text.splitlines(keepends=True)
         ends_line = _write("".join(lines[len(lines) - args.lines:] if args.lines else []))
+        if not tail.text:
+            say(_nothing("job %d" % job.id, host, tail.complete, job.started_at, follow=True))
         printed = tail.offset
         asked = time.monotonic()
         while not tail.complete and printed is not None:
@@ -531,8 +558,8 @@ def _ask_tail(store: Store, feed: Feed, job: Job) -> bool:
     return kept_output.waited(feed, lambda: job.id not in store.log_requests())
 
 
-def _when(tail: LogTail) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(tail.kept_at))
+def _clock(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def _ended(session: HostSession, job_id: str, job: Optional[Job]) -> str:

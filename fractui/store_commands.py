@@ -32,8 +32,10 @@ from fractui.sched.mig_change import flip_of, held_back, host_refusal
 from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import adds_within, past_quota, quota_of, team_usage
 from fractui.servable import submittable
-from fractui.store import Store, StoreBusy, StoreError, StoreUnavailable, intents
-from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied
+from fractui.store_url import sqlite_path
+from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
+                           open_store)
+from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
 from fractui.store.base import JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
@@ -41,7 +43,8 @@ from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, 
                                  Slot, movable)
 from fractui.terminal import (confirm, log_line, log_records_to_stderr, print_json, say, table,
                               width)
-from fractui.words import NO_SCHEDULER, count, quoted, shell_line, why
+from fractui.whoami import os_user
+from fractui.words import NO_SCHEDULER, count, printable, quoted, shell_line, why
 
 MOVE_CALL_S = 10.0  # how long ``move`` waits for the host's snapshot
 
@@ -58,7 +61,8 @@ def submit(config: Config, args: argparse.Namespace) -> int:
     if config.teams:
         if team is None:
             raise UsageError("submit needs --team: the config has teams (%s) and queue %s names "
-                             "none" % (", ".join(t.name for t in config.teams), queue.name))
+                             "none; %s" % (", ".join(t.name for t in config.teams), queue.name,
+                                           _teams_to_give(config)))
         config.team(team)
     elif team is not None:
         raise UsageError("--team %s: the config has no [[teams]]" % quoted(team))
@@ -121,6 +125,29 @@ def submit(config: Config, args: argparse.Namespace) -> int:
             _say_last_lines(job, tail)
         return 0 if job.state == DONE else EXIT_FAILED
     return 0
+
+
+def _teams_to_give(config: Config) -> str:
+    """Which of the config's teams the user is in, as the --team to paste: the store's word
+    (its roles) on PostgreSQL, the config's members on SQLite, as the rule of who may submit
+    reads them (access.teams_of)."""
+    roster = Asker.here(config.teams).roster
+    if config.store.url is None or sqlite_path(config.store.url) is not None:
+        teams = roster.teams_of(os_user())
+    else:
+        try:
+            store = open_store(config.store.url, make=False, origin=config.store.origin)
+            try:
+                teams = teams_of(store.identity(), roster)
+            finally:
+                store.close()
+        except StoreError as err:
+            return "which of them you are in, the store did not say (%s)" % err
+    mine = [t.name for t in config.teams if t.name in teams]
+    if not mine:
+        return "you are in none of them: an admin adds you to the one to charge"
+    return "%s (you are in %s)" % (" or ".join("--team " + t for t in mine),
+                                   ", ".join(mine))
 
 
 def _again(key: str) -> str:
@@ -280,30 +307,44 @@ def _stop_one(store: Store, config: Config, number: int, intent: str) -> Job:
     except Refused as err:
         if intent == CANCEL or job.state not in ENDED:
             raise
-        raise Refused("%s: an ended job stays ended; to run it again, submit it anew: %s"
-                      % (err, resubmit_line(config, job))) from None
+        line, changed = resubmit_line(config, job)
+        raise Refused("%s: an ended job stays ended; to run it again, submit it anew%s: %s"
+                      % (err, " (%s)" % changed if changed else "", line)) from None
 
 
-def resubmit_line(config: Config, job: Job) -> str:
+def resubmit_line(config: Config, job: Job) -> Tuple[str, str]:
     """The ``fractui submit`` that queues ``job`` anew as it was submitted — its queue, team,
     name, cwd, variables, image and command — each word quoted as a shell reads it back
     (words.shell_line: one with a line break or an escape in ``$'…'``), to be pasted; what
-    the config gives by default (its queue's team and image) is left out."""
+    the config gives by default (its queue's team and image) is left out. And what in it is
+    not as the job was ("" if nothing): a job stored before submit refused a name, a cwd or a
+    variable's name that is not printable (arguments.job_problem) would have its line refused,
+    so its name is given printable (words.printable) and such a cwd or variable left out."""
     queue = next((q for q in config.queues if q.name == job.queue), None)
     words = ["fractui"] + (["--config", config.path] if config.path is not None and
                            config.path != default_config_path() else [])
     words += ["submit", "--queue", job.queue]
+    changed = []
     if job.team is not None and (queue is None or queue.team != job.team):
         words += ["--team", job.team]
     if job.name != default_name(job.argv):
-        words += ["--name", job.name]
-    if job.cwd is not None:
+        words += ["--name", printable(job.name)]
+        if not job.name.isprintable():
+            changed.append("its name %s with a ? for each character submit refuses"
+                           % quoted(job.name))
+    if job.cwd is not None and job.cwd.isprintable():
         words += ["--cwd", job.cwd]
+    elif job.cwd is not None:
+        changed.append("no --cwd: its directory %s holds a character submit refuses"
+                       % quoted(job.cwd))
     for name, value in job.env.items():
-        words += ["--env", "%s=%s" % (name, value)]
+        if name.isprintable():
+            words += ["--env", "%s=%s" % (name, value)]
+        else:
+            changed.append("no --env %s: a variable's name submit refuses" % quoted(name))
     if job.image is not None and (queue is None or queue.image != job.image):
         words += ["--image", job.image]
-    return shell_line(words + ["--", *job.argv])
+    return shell_line(words + ["--", *job.argv]), "; ".join(changed)
 
 
 @contextlib.contextmanager

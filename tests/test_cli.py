@@ -26,6 +26,7 @@ from fractui.config import QueueConfig
 from fractui.outcome import Terminated
 from fractui.store import Slot, sqlite_url
 from fractui.terminal import TerminalText
+from fractui.whoami import os_user
 from tests import localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
@@ -255,8 +256,9 @@ def test_jobs_and_logs_say_why_each_job_ended(local_fleet, capfd, monkeypatch): 
     _end_of(cli, mine, "done")
 
     for job in why:
-        code, out, err = cli.run("logs", str(job))
-        assert code == 0 and err == "fractui: job %d ended: %s\n" % (job, why[job]), err
+        code, out, err = cli.run("logs", str(job))  # (stopped may be cancelled before it prints)
+        assert code == 0 and err == "%sfractui: job %d ended: %s\n" % (
+            "" if out else "fractui: job %d printed nothing\n" % job, job, why[job]), err
     assert "simload: pid" in cli.run("logs", str(over))[1]
 
     # a job launched directly on the host, stopped by the watchdog as it grows
@@ -771,9 +773,28 @@ def test_a_submit_with_no_command_shows_one_that_runs_in_a_config_of_teams(tmp_p
                                                          "--queue", "q", *team])
         assert (code, out) == (2, ""), said
     assert said == {False: "fractui: submit needs --team: the config has teams (vision) and "
-                           "queue q names none\n",
+                           "queue q names none; you are in none of them: an admin adds you to "
+                           "the one to charge\n",
                     True: "fractui: submit needs the program to run after --, e.g. fractui "
                           "submit --queue q --team vision -- python train.py\n"}
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_submit_needing_team_says_the_teams_the_user_is_in_to_paste(tmp_path, capfd):
+    """``submit`` to a queue of no team, in a config of teams, said the teams there are but not
+    which the user may charge: it names those the config's members put them in (on SQLite;
+    the store's roles on PostgreSQL, tests/test_researcher_day.py), as --team to paste."""
+    config = tmp_path / "config.toml"
+    me = json.dumps(os_user())
+    config.write_text('[store]\nurl = "sqlite://%s"\n[[teams]]\nname = "vision"\nmembers = '
+                      '[%s]\n[[teams]]\nname = "asr"\nmembers = ["nobody-else"]\n[[teams]]\n'
+                      'name = "nlp"\nmembers = [%s]\n[[queues]]\nname = "q"\ngpu = 0.5\n'
+                      % (tmp_path / "s" / "store.db", me, me))
+    code, out, err = in_process(capfd, ["--config", str(config), "submit", "--queue", "q", "--",
+                                        "true"])
+    assert (code, out, err) == (2, "", "fractui: submit needs --team: the config has teams "
+                                       "(vision, asr, nlp) and queue q names none; --team "
+                                       "vision or --team nlp (you are in vision, nlp)\n")
     assert not (tmp_path / "s").exists()
 
 

@@ -337,6 +337,38 @@ def test_the_submit_that_runs_an_ended_job_anew_reads_back_to_its_words(tmp_path
                     *argv]
 
 
+def test_the_submit_that_runs_anew_a_job_of_unprintable_words_is_one_submit_takes(tmp_path):
+    """A job stored before submit refused a name, a cwd or a variable's name that is not
+    printable: the submit its requeue advised gave them as they were, and submit refused the
+    line pasted. The name is given printable, the cwd and that variable left out, each said
+    before the line; the line, pasted, queues the job (exit 0)."""
+    url = "sqlite://%s" % (tmp_path / "store.db")
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "%s"\n[[queues]]\nname = "q"\ngpu = 0.25\n' % url)
+    store = open_store(url)
+    try:
+        job = store.submit("q", None, "run\x1b[2J1", ["sleep", "1"], {"gpu": 0.25},
+                           "%s@head" % store.identity().user, cwd="/tmp/a\nb",
+                           env={"A\x01": "1", "B": "x\ny"})
+        ask_stop(store, job, "cancel", Asker("head"))
+    finally:
+        store.close()
+    run = subprocess_run(["--config", str(config), "requeue", str(job.id)])
+    assert (run.returncode, run.stdout) == (1, ""), run
+    said, line = run.stderr.rstrip("\n").split(": ", 1)[1].split(" submit it anew", 1)[1].split(
+        ": fractui ", 1)
+    assert said == (" (its name 'run\\x1b[2J1' with a ? for each character submit refuses; "
+                    "no --cwd: its directory '/tmp/a\\nb' holds a character submit refuses; "
+                    "no --env 'A\\x01': a variable's name submit refuses)"), run.stderr
+    words = subprocess.run(["bash", "-c", "printf '%s\\0' " + line], capture_output=True,
+                           check=True).stdout.decode().split("\0")[:-1]
+    assert words == ["--config", str(config), "submit", "--queue", "q", "--name", "run?[2J1",
+                     "--env", "B=x\ny", "--", "sleep", "1"], line
+    again = subprocess_run(words)
+    assert (again.returncode, again.stdout) == (0, "%d pending in queue q\n" % (job.id + 1)), \
+        again
+
+
 def test_a_job_queued_with_a_name_no_agent_takes_still_runs(local_fleet):  # noqa: F811
     """A job queued before submit refused a name that is not printable (a tab, a line break,
     a default name from a program's odd file name) runs: its name is sent with each such

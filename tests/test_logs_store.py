@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Tuple
 
@@ -73,6 +74,54 @@ def test_a_user_with_only_the_store_reads_a_running_and_a_finished_jobs_output(l
     stop_host(f.config.hosts[0].state_dir)
     again = _logs(user, "-n", "1", str(done.id))
     assert (again.returncode, again.stdout) == (0, "all done\n"), again.stderr
+
+
+def test_logs_of_a_job_that_printed_nothing_says_so_on_stderr(local_fleet):
+    """``logs`` of a running job that had printed nothing answered nothing at all, exit 0: the
+    user could not tell "nothing yet" from a ``logs`` that broke. It says so on stderr, stdout
+    staying the job's output (none): through the store, over SSH, of a job launched directly;
+    of an ended job, that it printed nothing; ``logs -f``, before it follows."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    user, admin = _store_only(f), f.write_config()
+    head = f.scheduler_process("head")
+    followers = []
+    try:
+        quiet = f.submit("quarter")  # a sleeper: it prints nothing
+        ended = f.submit("quarter", argv=[sys.executable, "-c", "pass"])
+        wait(lambda: f.states()[quiet.id] == "running" and f.states()[ended.id] == "done",
+             f.states, alive=head)
+        launched = f.fractui("launch", "gpu-a", "0", "--memory-mib", "512", "--json", "--",
+                             *localfleet.sleeper(600))
+        assert launched.returncode == 0, launched
+        ref = json.loads(launched.stdout)["ref"]
+        since = {str(quiet.id): f.store.get(quiet.id).started_at,
+                 ref: f.fleet.session("gpu-a").call("job.get", {"job": ref.split("/")[1]})["started_at"]}
+        yet = {word: "fractui: %s has printed nothing yet (running on gpu-a since %s)" % (
+            "job " + word if "/" not in word else word,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))) for word, at in since.items()}
+        for config, word in ((user, str(quiet.id)), (admin, str(quiet.id)), (admin, ref)):
+            got = _logs(config, word)
+            assert (got.returncode, got.stdout, got.stderr) == (0, "", yet[word] + "\n"), got
+        for config in (user, admin):
+            got = _logs(config, str(ended.id))
+            assert (got.returncode, got.stdout, got.stderr) == (
+                0, "", "fractui: job %d printed nothing\nfractui: job %d ended: exited 0\n" % (
+                    ended.id, ended.id)), got
+        followers = [_following(config, quiet.id) for config in (user, admin)]
+        assert [p.stderr.readline() for p in followers] == [  # type: ignore[union-attr]
+            yet[str(quiet.id)] + "; following it\n"] * 2
+        assert f.fractui("cancel", str(quiet.id)).returncode == 0
+        for follower in followers:
+            out, err = follower.communicate(timeout=120)
+            assert (follower.returncode, out) == (0, ""), err
+            assert err.startswith("fractui: job %d ended: cancelled by " % quiet.id), err
+    finally:
+        for follower in followers:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        head.terminate()
+        head.wait(30)
 
 
 def test_without_a_scheduler_a_running_jobs_output_is_refused_with_why(local_fleet, capfd,

@@ -9,6 +9,7 @@ what to do."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ SH = ["/bin/sh", "-c"]
 FAR = ('[[hosts]]\nname = "gpu-c"\ntransport = "local"\nsim = "1xL4"\n'
        'state_dir = "/dev/null/gpu-c"\n')
 FAR_QUEUE = '[[queues]]\nname = "c"\ngpu = 0.25\nteam = "vision"\nhosts = ["gpu-c"]\n'
+OPEN_QUEUE = '[[queues]]\nname = "open"\ngpu = 0.25\n'  # (of no team)
 
 
 def _scheduler(team) -> subprocess.Popen:
@@ -50,7 +52,7 @@ def _job(team, person: str, number: int) -> Dict:
 
 
 def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
-    team.config.write_text(team.config.read_text() + FAR_QUEUE)
+    team.config.write_text(team.config.read_text() + FAR_QUEUE + OPEN_QUEUE)
     ann, dan = team.names["ann"], team.names["dan"]
     run = _scheduler(team)
     try:
@@ -96,10 +98,17 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         assert (done.returncode, done.stdout) == (0, "%d stopping (the scheduler stops it)\n"
                                                   % job), done
         follower.join(60)
-        assert (followed["f"].returncode, followed["f"].stdout, followed["f"].stderr) == (
-            0, "", "fractui: job %d went back to its queue (requeued by %s@%s); following its "
-            "next attempt\nfractui: job %d ended: cancelled by %s@%s\n" % (
-                job, ann, HOST, job, ann, HOST)), followed
+        # (the sleeper prints nothing: each attempt says so, and since when it runs; the next
+        # attempt, where the cancel came first, that it printed nothing)
+        quiet = re.escape("fractui: job %d has printed nothing yet (running on gpu-a since " % job
+                          ) + r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\); following it\n"
+        assert (followed["f"].returncode, followed["f"].stdout) == (0, ""), followed
+        assert re.fullmatch(quiet + re.escape(
+            "fractui: job %d went back to its queue (requeued by %s@%s); following its next "
+            "attempt\n" % (job, ann, HOST)) + "(?:%s|%s)" % (quiet, re.escape(
+                "fractui: job %d printed nothing\n" % job)) + re.escape(
+                "fractui: job %d ended: cancelled by %s@%s\n" % (job, ann, HOST)),
+            followed["f"].stderr), followed
         done = team.run("ann", "requeue", str(job))
         assert (done.returncode, done.stdout) == (1, ""), done
         assert done.stderr == (
@@ -111,6 +120,8 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
         done = team.run("dan", "submit", "--queue", "v", "--team", "nlp", "--", *SLEEPER)
         assert done.stdout.endswith(" pending in queue v for team nlp\n"), done
         theirs = int(done.stdout.split()[0])
+        wait(lambda: _job(team, "dan", theirs)["state"] == "running",  # (held a GPU: reported)
+             lambda: _job(team, "dan", theirs))
         report = team.run("dan", "report", "--me")
         assert (report.returncode, report.stderr) == (0, ""), report
         assert report.stdout.startswith("usage of %s's jobs from " % dan), report.stdout
@@ -124,6 +135,15 @@ def test_a_researchers_day_on_a_shared_postgresql_store(team, plain_users):
                     "%s; %s job %d of team vision you must be in team vision, or an admin"
                     % (who(team.names["cat"], "team nlp"), words, far))
         assert _job(team, "cat", theirs)["team"] == "nlp"
+
+        # a queue of no team: submit needs --team, and names those the store's roles put the
+        # user in, to paste
+        for person, mine in (("ann", "--team vision (you are in vision)"),
+                             ("dan", "--team vision or --team nlp (you are in vision, nlp)")):
+            done = team.run(person, "submit", "--queue", "open", "--", "true")
+            assert (done.returncode, done.stdout, done.stderr) == (
+                2, "", "fractui: submit needs --team: the config has teams (vision, nlp) and "
+                "queue open names none; %s\n" % mine), done
     finally:
         run.terminate()
         said = run.communicate(timeout=60)[1]

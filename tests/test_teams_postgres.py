@@ -188,14 +188,16 @@ def test_a_user_naming_another_role_is_refused_by_the_server(team, plain_users, 
                 quote(team.server.sockets, safe=""), team.server.port, DB, role)), done.stderr
         assert said[0].endswith('Peer authentication failed for user "%s" (peer '
                                 'authentication lets an OS user in as the role of its own '
-                                'name only: name no other role in the URL or PGUSER)' % role
-                                ), said
+                                'name only: the URL (store.url in %s, line 2) names role %s: '
+                                'name no other role there)' % (role, forged, role)), said
     monkeypatch.setenv("PGUSER", team.names["eve"])  # libpq's variable names another: refused
     done = team.run("ann", "jobs")
     assert (done.returncode, done.stdout) == (1, ""), done
     assert done.stderr.startswith("fractui: store postgresql://%s:%d/%s: refuses role %s: " % (
         quote(team.server.sockets, safe=""), team.server.port, DB, team.names["eve"])), \
         done.stderr
+    assert done.stderr.endswith("only: PGUSER names role %s: name no other role there)\n"
+                                % team.names["eve"]), done.stderr
     monkeypatch.delenv("PGUSER")
     # no role of one's own: the refusal names the OS user libpq connected as, not $USER
     done = fractui(team.config, ["jobs"], zed)

@@ -151,11 +151,13 @@ def _target(url: str) -> tuple[str, str]:
 
 
 class PostgresDialect(Dialect):
-    def __init__(self, url: str, make: bool = True):
+    def __init__(self, url: str, make: bool = True, origin: Optional[str] = None):
         self.url = url
         self.user, self.where = _target(url)
         self.make = make
         """Whether a database with no store in it yet is made one (else NO_STORE)."""
+        self.origin = origin
+        """Where the config gives the URL (StoreSettings.origin), or None."""
 
     def connect(self) -> psycopg.Connection:
         """A connection in autocommit (a write opens its own transaction), with what the URL
@@ -364,6 +366,14 @@ class PostgresDialect(Dialect):
     def lost(self, db: psycopg.Connection) -> bool:
         return bool(db.closed or db.broken)
 
+    def _named_by(self) -> Optional[str]:
+        """Where the role the connection asked for was named, for a refusal to say what to
+        change: the URL's user (with where the config gives the URL), else PGUSER; None where
+        neither names one (libpq's default: the OS user)."""
+        if conninfo_to_dict(self.url).get("user"):
+            return "the URL (%s)" % self.origin if self.origin else "the store's URL"
+        return "PGUSER" if os.environ.get("PGUSER") else None
+
     def translate(self, err: BaseException) -> Optional[StoreError]:
         if isinstance(err, UNSENDABLE):
             return refused(self.where, str(err) or type(err).__name__)
@@ -379,7 +389,7 @@ class PostgresDialect(Dialect):
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
-                self.user, text, _auth_hint(text, self.user)))
+                self.user, text, _auth_hint(text, self.user, self._named_by())))
         if state == "3D000" or ("database" in text and "does not exist" in text):
             return StoreUnavailable(self.where, "has no such database: %s; an admin creates "
                                     "it (createdb)" % text)
@@ -465,11 +475,13 @@ def _owners_words(owners: list[dict[str, Any]]) -> str:
     return MANY_OWNERS % (", ".join(names), ", and ".join(fixes))
 
 
-def _auth_hint(text: str, user: str) -> str:
-    """What to do about a refusal at connect, by how the server refused."""
+def _auth_hint(text: str, user: str, named_by: Optional[str]) -> str:
+    """What to do about a refusal at connect, by how the server refused; ``named_by``: where
+    the role was named (PostgresDialect._named_by)."""
     if "Peer authentication failed" in text:
-        return ("peer authentication lets an OS user in as the role of its own name only: "
-                "name no other role in the URL or PGUSER")
+        return "peer authentication lets an OS user in as the role of its own name only: %s" % (
+            "%s names role %s: name no other role there" % (named_by, user) if named_by else
+            "name no other role in the URL or PGUSER")
     if "role" in text and "does not exist" in text:
         return "an admin makes it: CREATE ROLE %s LOGIN, and grants it a team role" % quoted(
             user)
@@ -598,9 +610,9 @@ def _not_granted(db: psycopg.Connection, user: str, said: str) -> str:
 
 
 class PostgresStore(SqlStore):
-    def __init__(self, url: str, make: bool = True):
+    def __init__(self, url: str, make: bool = True, origin: Optional[str] = None):
         self.url = url
-        super().__init__(PostgresDialect(url, make))
+        super().__init__(PostgresDialect(url, make, origin))
 
     def identity(self) -> Identity:
         """The role this connection authenticated as, never one a client claims."""

@@ -20,12 +20,14 @@ def store_exists(url: Optional[str]) -> bool:
     return path is None or os.path.exists(path)
 
 
-def open_store(url: Optional[str] = None, make: bool = True) -> Store:
+def open_store(url: Optional[str] = None, make: bool = True,
+               origin: Optional[str] = None) -> Store:
     """The store at ``url``; None: the default SQLite file (``default_store_path``). ``make``
     False (a verb that only reads, or names a job the store must hold): a store that is not
     there is StoreUnavailable (NO_STORE), not made — a mistyped path read as a store with no
     jobs, and made its reader its owner (an admin). For PostgreSQL the database is an
-    admin's to make; the store in it (its tables) is not made either."""
+    admin's to make; the store in it (its tables) is not made either. ``origin``: where the
+    config gives the URL (StoreSettings.origin), named where the URL is what was refused."""
     path = default_store_path() if url is None else sqlite_path(url)
     if path is not None:
         if not make and sqlite_file.absent(os.path.abspath(path)):
@@ -35,4 +37,4 @@ def open_store(url: Optional[str] = None, make: bool = True) -> Store:
     if problem is not None:
         raise ValueError("store url %s" % problem)
     from fractui.store.postgres import PostgresStore  # psycopg is loaded for PostgreSQL only
-    return PostgresStore(url, make=make)
+    return PostgresStore(url, make=make, origin=origin)
