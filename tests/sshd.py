@@ -179,6 +179,12 @@ class SshServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The listening sshd's, while it runs (its per-connection sshds are below it)."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
     def _write_config(self, port: int) -> None:
         self.authorized_keys_path.write_text(self.user_pubkey + "\n")
         lines = [
