@@ -32,6 +32,14 @@ def report(app) -> ReportScreen:
     return app.screen
 
 
+async def opened(app, pilot) -> ReportScreen:
+    """The report screen, opened with ``R`` once the fleet has settled, and read."""
+    await settled(pilot)
+    await pilot.press("R")
+    await settled(pilot)
+    return report(app)
+
+
 def lines(screen: ReportScreen) -> list[str]:
     """The headline's lines, as the screen holds them (before they wrap to its width)."""
     return str(screen.query_one("#report-headline").render()).splitlines()
@@ -54,10 +62,7 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
     store = usage_store(os.path.join(tmp_path, "store.db"))
     app = frozen_app(usage=store)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settled(pilot)
-        await pilot.press("R")
-        await settled(pilot)
-        screen = report(app)
+        screen = await opened(app, pilot)
         # the last 24 h, by team: by hand from the stream (charge x hours held)
         # nlp: 0.5 x (5 + 7 h 50 min + 7 + 3) h; vision: 0.25 x 4 + 1 x (10 h - 2 min);
         # speech: 0.5 x (6 h - 1 min - 15 min) + 0.25 x 40 min
@@ -140,10 +145,7 @@ async def test_an_empty_store_and_no_store_say_why_there_is_nothing(tmp_path):
                                                  "A config with [[queues]], or a [store] url, "
                                                  "gives fractui its store.")):
         async with app.run_test(size=(80, 24)) as pilot:
-            await settled(pilot)
-            await pilot.press("R")
-            await settled(pilot)
-            screen = report(app)
+            screen = await opened(app, pilot)
             assert words in str(screen.query_one("#report-note").render())
             assert not screen.query_one("#report-plots").display
             assert not screen.query_one("#report-table").display
@@ -156,10 +158,8 @@ async def shown(store, part: str) -> str:
     app = frozen_app(usage=store)
     try:
         async with app.run_test(size=(160, 48)) as pilot:
-            await settled(pilot)
-            await pilot.press("R")
-            await settled(pilot)
-            return " ".join(str(report(app).query_one(part).render()).split())
+            screen = await opened(app, pilot)
+            return " ".join(str(screen.query_one(part).render()).split())
     finally:
         store.close()
 
@@ -207,10 +207,7 @@ async def test_a_store_that_fails_is_said_and_the_report_of_the_range_shown_stay
     store = usage_store(path)
     app = frozen_app(usage=store)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settled(pilot)
-        await pilot.press("R")
-        await settled(pilot)
-        screen = report(app)
+        screen = await opened(app, pilot)
         db = sqlite3.connect(path)  # the store damaged under the screen
         db.execute("DROP TABLE usage")
         db.commit()
@@ -249,10 +246,7 @@ async def test_the_jobs_waiting_now_are_said_by_group_with_the_longest_wait(tmp_
     waiting(path, NOW - 120, "nlp", "mig-3g", "wait-b", "wait-c")
     app = frozen_app(usage=store)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settled(pilot)
-        await pilot.press("R")
-        await settled(pilot)
-        screen = report(app)
+        screen = await opened(app, pilot)
         assert lines(screen)[-1] == WAITING_BY_TEAM
         await pilot.press("g")  # by queue
         await settled(pilot)
@@ -307,10 +301,7 @@ async def test_the_headline_wraps_whole_words_at_80x24_and_200x50(tmp_path):
     for size in ((80, 24), (200, 50)):
         app = frozen_app(usage=store)
         async with app.run_test(size=size) as pilot:
-            await settled(pilot)
-            await pilot.press("R")
-            await settled(pilot)
-            part = report(app).query_one("#report-headline")
+            part = (await opened(app, pilot)).query_one("#report-headline")
             drawn = [strip.text.rstrip() for strip in part.render_lines(
                 Region(0, 0, part.size.width, part.size.height))]
             assert all(cell_len(line) <= size[0] for line in drawn), drawn
