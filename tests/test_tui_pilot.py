@@ -221,6 +221,12 @@ def test_the_example_config_tui_table_is_valid():
     check_tui_settings(load_config(os.path.join(REPO, "config.example.toml")), theme_names())
 
 
+async def screenshot(pilot) -> None:
+    """A screenshot taken from the palette, once it is saved (after the palette has closed)."""
+    await palette(pilot, "Screenshot")
+    await pilot.pause(0.3)
+
+
 @pytest.mark.parametrize("downloads", [True, False])
 def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, downloads):
     """Textual's "Screenshot" saves only in the Downloads folder, which a server seldom has:
@@ -241,8 +247,7 @@ def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, 
         app = frozen_app()
         async with app.run_test(size=(80, 24)) as pilot:
             await settled(pilot)
-            await palette(pilot, "Screenshot")
-            await pilot.pause(0.3)  # (saved once the palette has closed)
+            await screenshot(pilot)
             [shot] = os.listdir(folder)
             path = str(folder / shot)
             with open(path) as f:
@@ -268,14 +273,12 @@ def test_screenshots_in_the_same_second_are_each_saved_under_a_name_of_its_own(
         app = frozen_app()
         async with app.run_test(size=(80, 24)) as pilot:
             await settled(pilot)
-            await palette(pilot, "Screenshot")
-            await pilot.pause(0.3)
+            await screenshot(pilot)
             [first] = os.listdir(tmp_path)
             stem = first[:-len(".svg")]
             os.symlink(tmp_path / "elsewhere", tmp_path / (stem + "-2.svg"))
             for _ in range(2):
-                await palette(pilot, "Screenshot")
-                await pilot.pause(0.3)
+                await screenshot(pilot)
             saved = [str(tmp_path / (stem + end)) for end in (".svg", "-3.svg", "-4.svg")]
             assert [n.message for n in app._notifications] == [
                 "screenshot saved to " + path for path in saved]
@@ -298,8 +301,7 @@ async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, 
     app = frozen_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settled(pilot)
-        await palette(pilot, "Screenshot")
-        await pilot.pause(0.3)
+        await screenshot(pilot)
         assert [n.message for n in app._notifications] == [
             "screenshot not saved: [Errno 2] No such file or directory"]
 
