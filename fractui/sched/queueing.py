@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import cache, partial
 from typing import (AbstractSet, Callable, Deque, Dict, FrozenSet, Iterator, List, Optional,
                     Sequence, Set, Tuple)
 
@@ -129,14 +130,10 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
     names = {h.name for h in hosts}
     containers = container_hosts(views)
     reachable = {h.name for h in built}
-    unreached: Dict[FrozenSet[str], Optional[str]] = {}  # by the hosts a job may use
-
-    def none_reachable(allowed: FrozenSet[str]) -> Optional[str]:
-        # once for each set of hosts: thousands of jobs each looking through the whole fleet
-        # (1,250 hosts at 10,000 GPUs) added a second to a pass
-        if allowed not in unreached:
-            unreached[allowed] = _none_reachable(allowed, views, reachable)
-        return unreached[allowed]
+    # why a job waits, once per set of hosts (and size): thousands of jobs each looking
+    # through the whole fleet (1,250 hosts at 10,000 GPUs) added a second to a pass
+    none_reachable = cache(partial(_none_reachable, views=views, reachable=reachable))
+    beyond_hosts = cache(partial(_beyond_hosts, hosts=built))
 
     def attempt(job: Job, req: Optional[Request] = None) -> Optional[Placement]:
         req = req or requests[job.id]
@@ -169,7 +166,7 @@ def _pass(views: Sequence[HostView], jobs: Sequence[Job], queues: Sequence[Queue
             elif avoided:
                 result.waiting[job.id] = "no room outside the hosts that refused it lately " \
                                          "(%s)" % ", ".join(avoided)
-            elif (beyond := _beyond_hosts(requests[job.id], built)) is not None:
+            elif (beyond := beyond_hosts(*_size(requests[job.id]))) is not None:
                 result.waiting[job.id] = beyond
             elif (away := none_reachable(requests[job.id].hosts)) is not None:
                 result.waiting[job.id] = away
@@ -318,20 +315,27 @@ def _at_quota(team_name: Optional[str], team: Optional[TeamUsage],
         "off)" % slot.describe() if idle else "")  # type: ignore[union-attr]
 
 
-def _beyond_hosts(req: Request, hosts: Sequence[Host]) -> Optional[str]:
-    """Why the job fits no host it may use even idle, by the CPUs and RAM its queue books
-    (its cpus and memory above every such host's own), or None. Said apart from "no room",
-    which would send the admin looking for busy GPUs while the fix is the queue's numbers or
-    a bigger host; not a starved job either: preempting frees no CPUs a host does not have."""
-    mine = [h for h in hosts if not req.hosts or h.name in req.hosts]
-    if not mine or any(h.cpu_milli >= req.cpu_milli and h.memory_mib >= req.memory_mib
+def _size(req: Request) -> Tuple[FrozenSet[str], int, int]:
+    """What ``_beyond_hosts`` reads of a request: the hosts it may use, its CPUs and RAM."""
+    return req.hosts, req.cpu_milli, req.memory_mib
+
+
+def _beyond_hosts(allowed: FrozenSet[str], cpu_milli: int, memory_mib: int,
+                  hosts: Sequence[Host]) -> Optional[str]:
+    """Why a job that may use the hosts ``allowed`` (empty: any) fits none of them even idle,
+    by the CPUs and RAM its queue books (above every such host's own), or None. Said apart
+    from "no room", which would send the admin looking for busy GPUs while the fix is the
+    queue's numbers or a bigger host; not a starved job either: preempting frees no CPUs a
+    host does not have."""
+    mine = [h for h in hosts if not allowed or h.name in allowed]
+    if not mine or any(h.cpu_milli >= cpu_milli and h.memory_mib >= memory_mib
                        for h in mine):
         return None
     most = max(mine, key=lambda h: (h.cpu_milli, h.memory_mib))
     return ("no host it may use has the CPUs and RAM its queue books (%g CPUs, %g GiB RAM); "
             "the largest, %s, has %g CPUs and %g GiB RAM: lower the queue's cpus or memory in "
             "the config, or add a larger host" % (
-                req.cpu_milli / 1000, _gib(req.memory_mib), most.name, most.cpu_milli / 1000,
+                cpu_milli / 1000, _gib(memory_mib), most.name, most.cpu_milli / 1000,
                 _gib(most.memory_mib)))
 
 
