@@ -148,6 +148,25 @@ every role may create in is. The owner, since another role's REVOKE
 of what the owner granted revokes nothing (PostgreSQL only warns); CASCADE, since a role given
 TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privileges exist")."""
 
+NO_SLOT = ("the PostgreSQL server takes no more connections (%s): every one it allows "
+           "(max_connections, less the few it keeps for superusers) is in use; nothing was "
+           "recorded. Try again once some close; an admin sees whose they are (SELECT usename, "
+           "application_name, count(*) FROM pg_stat_activity GROUP BY 1, 2), ends a runaway's "
+           "with pg_terminate_backend, and gives each login role a CONNECTION LIMIT "
+           "(docs/cli.md, \"A shared PostgreSQL store\")")
+"""What a verb is told where the server refuses a connection for want of a slot (a member's
+script or sessions holding them all), rather than "cannot reach the PostgreSQL server": it
+was reached, and the way out is the admin's."""
+ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
+              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or an admin "
+              "raises it with ALTER ROLE %s CONNECTION LIMIT n")
+# The server's words for each (PostgreSQL 15; from 16 the reserved slots' words name "roles
+# with the SUPERUSER attribute" or pg_use_reserved_connections): at connect libpq gives no
+# SQLSTATE, only the words; 53300 where one is given.
+_NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved",
+                  "too many connections for database")
+_ROLE_SLOT_WORDS = "too many connections for role"
+
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
 # search_path of "$user" or another schema made a second, empty store there, or read another
@@ -426,6 +445,11 @@ class PostgresDialect(Dialect):
             # breaks a constraint (there are none but keys fractui's own writes keep), so one
             # broken is fractui's bug or a damaged store, not a host's to be left out for
             return refused(self.where, err.diag.message_primary or text)
+        if _ROLE_SLOT_WORDS in text:
+            return StoreUnavailable(self.where, ROLE_SLOTS % (self.user, text,
+                                                              quoted(self.user)))
+        if state == "53300" or any(w in text for w in _NO_SLOT_WORDS):
+            return StoreUnavailable(self.where, NO_SLOT % text)
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
