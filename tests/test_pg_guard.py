@@ -902,8 +902,13 @@ def test_the_least_grants_keep_a_member_from_locking_out_the_jobs(pg_server):
     """With UPDATE on the columns a member's cancel and stop set, and not on the table, LOCK
     TABLE jobs is refused in every mode that would stall a read or a write (PostgreSQL lets
     table-level UPDATE, DELETE or TRUNCATE take any mode, INSERT no more than ROW EXCLUSIVE),
-    and the ROW EXCLUSIVE she may take stalls neither the scheduler's reads nor its writes."""
-    least = _guarded(pg_server, LEAST)
+    and the ROW EXCLUSIVE she may take stalls neither the scheduler's reads nor its writes.
+    The store was granted by the earlier advice, then made the least as docs/decisions.md
+    says (the REVOKE of table-level UPDATE takes the columns' too, then the columns')."""
+    least = _guarded(pg_server, EARLIER)
+    teams = "fractui_team_%s, fractui_team_%s" % (least.vision, least.nlp)
+    for grant in ("REVOKE UPDATE ON jobs, log_requests FROM {teams}",) + LEAST[2:4]:
+        pg_server.sql(grant.format(teams=teams), db=least.db)
     admin = least.store()
     with psycopg.connect(least.url(least.ann)) as conn:
         try:
