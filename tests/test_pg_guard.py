@@ -11,7 +11,6 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -24,13 +23,18 @@ from fractui.store.model import CANCELLED, PENDING, STOPPING, Slot
 from remote_agent.jobs.runtime.image import image_problem
 from tests.conftest import REPO
 
-# The grants docs/decisions.md tells an admin to run, with its team's role names; and every
-# privilege to everyone but TRIGGER, which fractui refuses (a store set up so is guarded all
-# the same: the refusals of what the least grants do not give are then the guard's own).
+# The grants docs/decisions.md tells an admin to run, with its team's role names (UPDATE on
+# the columns a member's cancel and stop set, which keeps LOCK TABLE from her); the earlier
+# advice, UPDATE on the whole of jobs and log_requests; and every privilege to everyone but
+# TRIGGER, which fractui refuses. A store set up by either of the last two is guarded all the
+# same: the guard's own refusals are reached only where a grant lets the statement through.
 LEAST = ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {admin}",
          "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {teams}",
-         "GRANT INSERT, UPDATE ON jobs, log_requests TO {teams}",
+         "GRANT INSERT, UPDATE (state, reason, exit_code, ended_at, updated_at, stop_intent, "
+         "move_to) ON jobs TO {teams}",
+         "GRANT INSERT, UPDATE (actor, asked_at) ON log_requests TO {teams}",
          "GRANT INSERT ON audit TO {teams}")
+EARLIER = LEAST[:2] + ("GRANT INSERT, UPDATE ON jobs, log_requests TO {teams}",) + LEAST[-1:]
 BROAD = ("GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA "
          "public TO {admin}, {teams}",)
 SLOT = Slot("gpu-a", (0,), None, None, 1000, 0.25)
@@ -60,8 +64,8 @@ class Guarded:
             conn.execute(statement)
 
 
-@pytest.fixture(params=[LEAST, BROAD], ids=["least-grants", "broad-grants"])
-def guarded(request, pg_server) -> Iterator[Guarded]:
+def _guarded(pg_server, grants: tuple[str, ...]) -> Guarded:
+    """A store of the superuser's with ann, ops and the teams' roles, given ``grants``."""
     tag = uuid.uuid4().hex[:6]
     db = pg_server.new_database()
     made = Guarded(pg_server, db, tag, "ann_" + tag, "ops_" + tag, "vision" + tag, "nlp" + tag)
@@ -72,9 +76,22 @@ def guarded(request, pg_server) -> Iterator[Guarded]:
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (made.ann, made.vision))
     pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % made.ops)
     teams = "fractui_team_%s, fractui_team_%s" % (made.vision, made.nlp)
-    for grant in request.param:
+    for grant in grants:
         pg_server.sql(grant.format(admin="fractui_admin", teams=teams), db=db)
-    yield made
+    return made
+
+
+@pytest.fixture(params=[EARLIER, BROAD], ids=["earlier-grants", "broad-grants"])
+def guarded(request, pg_server) -> Guarded:
+    """A member given UPDATE on every column of jobs: what the guard itself refuses."""
+    return _guarded(pg_server, request.param)
+
+
+@pytest.fixture(params=[LEAST, EARLIER, BROAD],
+                ids=["least-grants", "earlier-grants", "broad-grants"])
+def any_grants(request, pg_server) -> Guarded:
+    """Each way a store's teams are granted: fractui's own verbs work as a member in all."""
+    return _guarded(pg_server, request.param)
 
 
 def audited(statement: str, actor: str, action: str, job: str = "(SELECT max(id) FROM jobs)"
@@ -356,7 +373,9 @@ def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(g
         admin.close()
 
 
-def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storedenied(guarded):
+def test_fractuis_own_team_actions_work_as_a_team_member_and_the_rest_is_storedenied(
+        any_grants):
+    guarded = any_grants
     asker = Asker("here")
     ann = guarded.store(guarded.ann)
     admin = guarded.store()
@@ -857,8 +876,8 @@ def test_a_team_members_row_is_at_most_4_mib(guarded):
 
 
 def test_a_team_members_lock_of_the_jobs_is_said_with_her_role_and_pid(guarded, monkeypatch):
-    """The UPDATE a member is granted on jobs lets her LOCK TABLE jobs, and no grant or guard
-    takes LOCK from her while leaving her submit and cancel (docs/decisions.md). While her
+    """UPDATE on the whole of jobs (the earlier advice, or a broad grant) lets a member LOCK
+    TABLE jobs in any mode, which no guard sees (docs/decisions.md). While her
     session holds it, the scheduler's reads and writes of the jobs are refused RowsLocked
     naming her role and pid and how an admin ends it, not left waiting or said as another."""
     monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.5)
@@ -874,6 +893,33 @@ def test_a_team_members_lock_of_the_jobs_is_said_with_her_role_and_pid(guarded, 
                     call()
                 assert str(locked.value).endswith("SELECT pg_terminate_backend(%d); try again"
                                                   % conn.info.backend_pid), locked.value
+        finally:
+            conn.rollback()
+            admin.close()
+
+
+def test_the_least_grants_keep_a_member_from_locking_out_the_jobs(pg_server):
+    """With UPDATE on the columns a member's cancel and stop set, and not on the table, LOCK
+    TABLE jobs is refused in every mode that would stall a read or a write (PostgreSQL lets
+    table-level UPDATE, DELETE or TRUNCATE take any mode, INSERT no more than ROW EXCLUSIVE),
+    and the ROW EXCLUSIVE she may take stalls neither the scheduler's reads nor its writes.
+    The store was granted by the earlier advice, then made the least as docs/decisions.md
+    says (the REVOKE of table-level UPDATE takes the columns' too, then the columns')."""
+    least = _guarded(pg_server, EARLIER)
+    teams = "fractui_team_%s, fractui_team_%s" % (least.vision, least.nlp)
+    for grant in ("REVOKE UPDATE ON jobs, log_requests FROM {teams}",) + LEAST[2:4]:
+        pg_server.sql(grant.format(teams=teams), db=least.db)
+    admin = least.store()
+    with psycopg.connect(least.url(least.ann)) as conn:
+        try:
+            for mode in ("SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                   match="permission denied for table jobs"):
+                    conn.execute("LOCK TABLE jobs IN %s MODE" % mode)
+                conn.rollback()
+            conn.execute("LOCK TABLE jobs, log_requests IN ROW EXCLUSIVE MODE")
+            job = admin.submit("v", least.vision, "x", ["true"], {}, "x")
+            assert [j.id for j in admin.jobs()] == [job.id]
         finally:
             conn.rollback()
             admin.close()
@@ -908,9 +954,11 @@ def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guar
         with pytest.raises(StoreDamaged) as damaged:
             guarded.store(role)
         assert str(damaged.value).endswith(postgres.TEAM_TRIGGERS % (
-            "roles " + ", ".join(roles), "postgres", ", ".join('"%s"' % r for r in roles))
-        ), damaged.value
-    revoke = str(damaged.value).split("a superuser runs ", 1)[1].split(" (", 1)[0]
+            "roles " + ", ".join(roles), "the store's tables", "postgres",
+            "REVOKE TRIGGER ON %s FROM %s CASCADE" % (
+                ", ".join('"%s"' % t for t in postgres._TABLES),
+                ", ".join('"%s"' % r for r in roles)))), damaged.value
+    revoke, = said_fixes(damaged)
     with psycopg.connect(guarded.url(guarded.ops), autocommit=True) as conn:
         conn.execute(revoke)  # (an admin not the owner: PostgreSQL revokes nothing, warning)
     with pytest.raises(StoreDamaged):
@@ -929,6 +977,52 @@ def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guar
         admin.close()
 
 
+def said_fixes(damaged: pytest.ExceptionInfo) -> list[str]:
+    """The statements a TEAM_TRIGGERS refusal says to run, one by one."""
+    return str(damaged.value).split("a superuser runs ", 1)[1].split(" (docs/", 1)[0].split(
+        " and ")
+
+
+def test_a_trigger_grant_on_a_table_not_the_stores_refuses_nothing(guarded):
+    """TRIGGER on a table in public that is no table of the store (another program's, or an
+    admin's own) lets no one's trigger run in the store's writes: the store opens."""
+    guarded.server.sql("CREATE TABLE notes (x int); GRANT ALL ON notes TO fractui_team_%s, "
+                       "PUBLIC" % guarded.vision, db=guarded.db)
+    guarded.store(guarded.ann).close()
+
+
+def test_default_privileges_that_give_trigger_are_said_with_what_removes_them(guarded):
+    """ALTER DEFAULT PRIVILEGES ... GRANT ALL gives TRIGGER on each table the store's owner
+    makes next, a migration's too: a REVOKE on the tables leaves it to come back. Every open
+    is refused, naming the default privileges and the ALTER DEFAULT PRIVILEGES that removes
+    them; run as said, the store opens and a table the owner makes then gives no TRIGGER."""
+    vision, nlp = ("fractui_team_%s" % t for t in (guarded.vision, guarded.nlp))
+    guarded.server.sql("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO %s; "
+                       "ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO %s; GRANT ALL ON jobs "
+                       "TO %s" % (vision, nlp, vision), db=guarded.db)
+    with pytest.raises(StoreDamaged) as damaged:
+        guarded.store(guarded.ann)
+    assert postgres.TEAM_TRIGGERS % (
+        "roles %s, %s" % tuple(sorted((nlp, vision))),
+        "the store's tables, and to " + postgres.TRIGGERS_BY_DEFAULT % "postgres", "postgres",
+        'REVOKE TRIGGER ON "jobs" FROM "%s" CASCADE and ALTER DEFAULT PRIVILEGES FOR ROLE '
+        '"postgres" REVOKE TRIGGER ON TABLES FROM "%s" and ALTER DEFAULT PRIVILEGES FOR ROLE '
+        '"postgres" IN SCHEMA public REVOKE TRIGGER ON TABLES FROM "%s"' % (vision, nlp, vision)
+    ) in str(damaged.value), damaged.value
+    revoke, *defaults = said_fixes(damaged)
+    guarded.server.sql(revoke, db=guarded.db)
+    with pytest.raises(StoreDamaged, match="every table role postgres makes next"):
+        guarded.store(guarded.ann)  # (the default privileges are still there)
+    for statement in defaults:
+        guarded.server.sql(statement, db=guarded.db)
+    guarded.store(guarded.ann).close()
+    guarded.server.sql("CREATE TABLE later (x int)", db=guarded.db)
+    assert guarded.server.sql(
+        "SELECT has_table_privilege('%s', 'later', 'TRIGGER'), has_table_privilege('%s', "
+        "'later', 'TRIGGER'), has_table_privilege('%s', 'later', 'SELECT')" % (vision, nlp, nlp),
+        db=guarded.db) == [(False, False, True)]
+
+
 def test_the_said_revoke_takes_back_a_trigger_grant_given_on_by_a_team(guarded):
     """TRIGGER given to team vision WITH GRANT OPTION, and given on by it to team nlp: the
     REVOKE the refusal said, run by the owner, failed ("dependent privileges exist") and the
@@ -940,8 +1034,8 @@ def test_the_said_revoke_takes_back_a_trigger_grant_given_on_by_a_team(guarded):
         conn.execute("GRANT TRIGGER ON jobs TO %s" % nlp)
     with pytest.raises(StoreDamaged) as damaged:
         guarded.store(guarded.ann)
-    revoke = str(damaged.value).split("a superuser runs ", 1)[1].split(" (", 1)[0]
-    guarded.server.sql(revoke, db=guarded.db)
+    for statement in said_fixes(damaged):
+        guarded.server.sql(statement, db=guarded.db)
     guarded.store(guarded.ann).close()
 
 

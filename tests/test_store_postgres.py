@@ -30,7 +30,7 @@ from fractui.store.model import Slot
 from fractui.store.sql import migrations
 from fractui.store_url import postgresql_url, url_problem
 from tests.conftest import REPO
-from tests.test_pg_guard import LEAST
+from tests.test_pg_guard import EARLIER, LEAST
 from tests.sshd import free_port
 
 
@@ -134,6 +134,37 @@ def test_the_identity_is_the_connected_role_its_teams_and_admin_by_role(pg_serve
         "GRANTs of docs/decisions.md, \"Who the caller is on PostgreSQL\")")
 
 
+def test_a_noinherit_member_of_a_granted_team_is_told_it_does_not_inherit_its_rights(
+        pg_server, pg_url):
+    """ann is in a team's role given the least GRANTs, but NOINHERIT: the store was refused
+    saying her team "was granted nothing", which an admin checking the grants found untrue.
+    She is told she does not inherit its rights, and both ways the words give work: the URL's
+    SET ROLE (the guard still knows her as ann), and the ALTER ROLE said (PostgreSQL 15)."""
+    tag = uuid.uuid4().hex[:6]
+    ann, team = "ann_" + tag, "fractui_team_v" + tag
+    db = pg_url.rsplit("/", 1)[1]
+    open_store(pg_url).close()
+    pg_server.admin_role()
+    pg_server.sql("CREATE ROLE %s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN NOINHERIT IN ROLE %s" % (ann, team))
+    _least_grants(pg_server, db, team)
+    with pytest.raises(StoreDenied) as denied:
+        open_store(pg_server.url(db, user=ann))
+    options = "-c%20role%3D" + team
+    assert str(denied.value).endswith(postgres.NOT_INHERITED % (
+        ann, "permission denied for table fractui_schema", team,
+        'ALTER ROLE "%s" INHERIT' % ann, options)), denied.value
+    assert "granted nothing" not in str(denied.value)
+    store = open_store(pg_server.url(db, user=ann) + "?options=" + options)
+    try:
+        job = store.submit("q", "v" + tag, "as the team", ["true"], {}, ann, run_as=ann)
+        assert (store.identity().user, store.get(job.id).submitted_by) == (ann, ann)
+    finally:
+        store.close()
+    pg_server.sql(_advised(str(denied.value), "CREATEROLE runs ", "; or it acts"))
+    open_store(pg_server.url(db, user=ann)).close()
+
+
 def test_every_refusal_of_the_server_is_the_stores_error_naming_where(pg_server, pg_url):
     port = free_port()
     with pytest.raises(StoreUnavailable, match="store postgresql://127.0.0.1:%d/x: cannot reach "
@@ -186,9 +217,10 @@ def test_a_role_that_may_not_apply_a_pending_migration_is_told_which_and_who_may
     assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [(latest,)]
 
 
-def _least_grants(pg_server, db: str, team: str) -> None:
-    """docs/decisions.md's GRANTs, to fractui_admin and one team's role."""
-    for grant in LEAST:
+def _least_grants(pg_server, db: str, team: str, grants: tuple[str, ...] = LEAST) -> None:
+    """docs/decisions.md's GRANTs, to fractui_admin and one team's role; on a store of a
+    schema before 0022, whose jobs have not every column they name, the earlier advice's."""
+    for grant in grants:
         pg_server.sql(grant.format(admin="fractui_admin", teams=team), db=db)
 
 
@@ -245,12 +277,12 @@ class Group:
 
     def given_to_the_group(self, pg_server, monkeypatch, made_to: int) -> None:
         """The store as ops made it, then given to the group by docs/cli.md's statements, run
-        as ops; the least GRANTs."""
+        as ops; the earlier GRANTs (an older schema's)."""
         self.made_by_ops(pg_server, monkeypatch, made_to)
         with psycopg.connect(pg_server.url(self.db, user=self.ops), autocommit=True) as conn:
             for statement in GIVEN_TO_THE_GROUP:
                 conn.execute(statement.format(ops=self.ops, group=self.group))
-        _least_grants(pg_server, self.db, self.team)
+        _least_grants(pg_server, self.db, self.team, EARLIER)
         assert set(_owners(pg_server, self.db).values()) == {self.group}
 
 
@@ -275,10 +307,18 @@ def test_an_admin_in_the_owning_group_migrates_as_the_group_and_the_next_admin_t
     pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.ops))
     with pytest.raises(StoreDenied) as denied:
         open_store(pg_server.url(g.db, user=g.sched))
+    advised = 'ALTER DATABASE "%s" OWNER TO "%s"' % (g.db, g.group)
     assert str(denied.value).endswith(postgres.OWNER_MAY_NOT_CREATE % (
-        g.group, g.sched, g.group, 'ALTER DATABASE "%s" OWNER TO "%s"' % (g.db, g.group)))
+        g.group, g.sched, g.group, postgres.DATABASE_TO % (
+            g.ops, g.group, '"%s"' % g.db, '"%s"' % g.group)))
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(20,)]
-    pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (g.db, g.group))
+    # as the words say: ops, the database's owner and in the group, an admin, may not without
+    # CREATEDB (the words said "an admin runs"); with it, it may
+    with psycopg.connect(pg_server.url(g.db, user=g.ops), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(advised)
+        pg_server.sql("ALTER ROLE %s CREATEDB" % g.ops)
+        conn.execute(advised)
     open_store(pg_server.url(g.db, user=g.sched)).close()  # 0021 to 0024
     owners = _owners(pg_server, g.db)
     assert owners["function fractui_guard_reads_output"] == g.group  # 0021's
@@ -322,11 +362,14 @@ def test_a_store_of_several_owners_is_said_so_and_reassign_owned_makes_it_one(
     with pytest.raises(StoreDenied) as denied:
         open_store(pg_server.url(g.db, user=g.ops))
     assert str(denied.value).endswith(
-        "(roles %s, %s, where one should own them all: an admin gives the others' to the "
-        "first with REASSIGN OWNED BY \"%s\" TO \"%s\" in the store's database, docs/cli.md, "
+        "(roles %s, %s, where one should own them all: a superuser, or a role in each of "
+        "%s, %s (REASSIGN OWNED needs membership of the old owners and the new), gives the "
+        "others' to the first with REASSIGN OWNED BY \"%s\" TO \"%s\" in the store's "
+        "database, docs/cli.md, "
         "\"A shared PostgreSQL store\"), a member of that role, or a superuser, who applies it "
         "by opening the store once with this fractui (fractui jobs --me as that role); "
-        "nothing was changed" % (g.group, g.sched, g.sched, g.group)), str(denied.value)
+        "nothing was changed" % (g.group, g.sched, g.group, g.sched, g.sched, g.group)
+    ), str(denied.value)
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest,)]
     with psycopg.connect(pg_server.url(g.db, user=g.sched), autocommit=True) as conn:
         conn.execute("REASSIGN OWNED BY %s TO %s" % (g.sched, g.group))
@@ -380,7 +423,7 @@ def test_ops_gives_the_store_to_the_group_whatever_order_the_server_keeps_it_in(
     assert pg_server.sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = "
                          "'%s'" % g.db) == [(g.group,)]
     assert pg_server.sql(acl, db=g.db) == was  # (the GRANT taken back: as the schema was)
-    _least_grants(pg_server, g.db, g.team)
+    _least_grants(pg_server, g.db, g.team, EARLIER)
     open_store(pg_server.url(g.db, user=g.sched)).close()  # the later migrations, as the group
     assert set(_owners(pg_server, g.db).values()) == {g.group}
     with open(os.path.join(REPO, "docs", "cli.md")) as docs:
@@ -402,8 +445,8 @@ def test_a_store_made_by_a_member_of_the_databases_owning_group_is_the_groups(pg
         open_store(pg_server.url(g.db, user=g.ops))
     assert str(denied.value) == "store %s: %s" % (
         postgresql_url("127.0.0.1", str(pg_server.port), g.db),
-        postgres.OWNER_MAY_NOT_CREATE % (g.group, g.ops, g.group,
-                                         "ALTER SCHEMA public OWNER TO " + _q(g.group)))
+        postgres.OWNER_MAY_NOT_CREATE % (g.group, g.ops, g.group, postgres.SCHEMA_TO % (
+            "postgres", g.group, _q(g.group))))
     assert _owners(pg_server, g.db) == {}
     pg_server.sql("ALTER SCHEMA public OWNER TO pg_database_owner", db=g.db)
     open_store(pg_server.url(g.db, user=g.ops)).close()
@@ -482,7 +525,7 @@ def test_the_statements_a_refusal_advises_name_any_role_and_database_as_pasted(
     pg_server.sql("ALTER DATABASE %s OWNER TO %s" % (_q(g.db), _q(g.ops)))
     with pytest.raises(StoreDenied) as denied:
         g.open(pg_server, g.ops)
-    statement = _advised(str(denied.value), "an admin runs ", " in the database")
+    statement = _advised(str(denied.value), ", runs ", " in the database")
     assert statement == "ALTER DATABASE %s OWNER TO %s" % (_q(g.db), _q(g.group))
     pg_server.sql(statement)
     g.open(pg_server, g.ops)  # the last migration, as the group

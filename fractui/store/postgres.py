@@ -18,6 +18,8 @@ variables.
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from typing import Any, Optional
 
 import psycopg
@@ -77,6 +79,15 @@ GROUP_NOT_GRANTED = ("role %s may not do this: %s (it is in %s, which was grante
 nothing (a team the admin added after the GRANTs): NOT_GRANTED's advice, to make it a member,
 would not be true of it."""
 
+NOT_INHERITED = ("role %s may not do this: %s (it is in %s, which may read the store, but it "
+                 "does not inherit that role's rights (NOINHERIT): a superuser or a role with "
+                 "CREATEROLE runs %s; or it acts as that role by SET ROLE, which the store's "
+                 "URL asks with options=%s)")
+"""What a member of a granted team's role is told where its membership does not inherit the
+team's privileges: GROUP_NOT_GRANTED's "was granted nothing" would not be true of it. The
+statement: ALTER ROLE ... INHERIT before PostgreSQL 16; from 16 inheritance is each
+membership's, which that leaves as it was: GRANT ... WITH INHERIT TRUE."""
+
 NOT_OWNER = ("this fractui applies PostgreSQL migration %04d to it (its schema is at version "
              "%d), and role %s may not: %s; a schema change needs the owner of the store's "
              "tables and functions (%s), a member of that role, or a superuser, who applies it "
@@ -86,11 +97,16 @@ NOT_OWNER = ("this fractui applies PostgreSQL migration %04d to it (its schema i
 to apply (the server says only "must be owner of table jobs"): which, and who can. Schema
 changes need the tables' owner, which a member of it acts as; a scheduler run as an admin
 role outside it is not it (docs/cli.md, "A shared PostgreSQL store")."""
-MANY_OWNERS = ("roles %s, where one should own them all: an admin gives the others' to "
-               "the first with %s in the store's database, docs/cli.md, \"A shared "
-               "PostgreSQL store\"")
+MANY_OWNERS = ("roles %s, where one should own them all: %s gives the others' to the first "
+               "with %s in the store's database, docs/cli.md, \"A shared PostgreSQL store\"")
 """The owners said where the store's objects have several (some made before its admins were
-a group, as a member's own or a superuser's), the store's own first."""
+a group, as a member's own or a superuser's), the store's own first; with who may move them
+(REASSIGNS or, where the cluster's first superuser owns some, a superuser)."""
+REASSIGNS = ("a superuser, or a role in each of %s (REASSIGN OWNED needs membership of the "
+             "old owners and the new),")
+"""Who may REASSIGN OWNED: PostgreSQL 15 asks membership of both the old owners' roles and the
+new; from 16, their privileges (an INHERIT membership). Not "an admin": fractui_admin gives
+neither."""
 BOOTSTRAP_OWNS = ("ALTER TABLE/FUNCTION ... OWNER TO %s for each object of role %s (the "
                   "superuser that made the cluster, whose objects REASSIGN OWNED refuses to "
                   "move)")
@@ -105,21 +121,51 @@ every open, as a schema public every role may create in is. A superuser: Postgre
 another role REASSIGN OWNED only as a member of both roles (a team's role an admin is not in),
 and REVOKE a membership only with that role's ADMIN OPTION."""
 OWNER_MAY_NOT_CREATE = ("the store is role %s's, which role %s acts as to apply this fractui's "
-                        "migrations, but %s may not create objects in the schema public: an "
-                        "admin runs %s in the database; nothing was changed")
+                        "migrations, but %s may not create objects in the schema public: %s in "
+                        "the database; nothing was changed")
 """Where the store's owner is a group role that cannot create in ``public`` (its tables were
-given to it, the database and the schema were not): said before a migration is tried."""
-TEAM_TRIGGERS = ("%s, not an admin, may add triggers to the store's tables (the TRIGGER "
-                 "privilege, which GRANT ALL gives): a trigger runs as whoever writes the table, "
-                 "the scheduler too, so a member's own (on a function in pg_temp) could change "
-                 "any team's jobs; the store's owner (role %s, or a member of it) or a superuser "
-                 "runs REVOKE TRIGGER ON ALL TABLES IN SCHEMA public FROM %s CASCADE "
+given to it, the database and the schema were not): said before a migration is tried, with
+who may run what lets it (DATABASE_TO or SCHEMA_TO)."""
+DATABASE_TO = ("a superuser, or a role with CREATEDB in both role %s (the database's owner) and "
+               "role %s, runs ALTER DATABASE %s OWNER TO %s")
+SCHEMA_TO = ("a superuser, or a role in both role %s (the schema's owner) and role %s that may "
+             "create in the database (CREATE on it), runs ALTER SCHEMA public OWNER TO %s")
+"""What ALTER DATABASE/SCHEMA ... OWNER asks (PostgreSQL 15; from 16 SET ROLE to the new owner
+in place of membership): to be the old owner or in it, to be in the new, and CREATEDB, or
+CREATE on the database, respectively. Not "an admin": fractui_admin gives none of it."""
+TEAM_TRIGGERS = ("%s, not an admin, may add triggers to %s (the TRIGGER privilege, which "
+                 "GRANT ALL gives): a trigger runs as whoever writes the table, the scheduler "
+                 "too, so a member's own (on a function in pg_temp) could change any team's "
+                 "jobs; the store's owner (role %s, or a member of it) or a superuser runs %s "
                  "(docs/decisions.md, \"Who the caller is on PostgreSQL\", says what a team "
                  "needs)")
-"""Where a role that is not an admin has TRIGGER on a table of the store: refused on every
-open, as a schema public every role may create in is. The owner, since another role's REVOKE
+TRIGGERS_BY_DEFAULT = ("every table role %s makes next, a migration's too, by its default "
+                       "privileges (pg_default_acl, set by ALTER DEFAULT PRIVILEGES ... GRANT, "
+                       "which a REVOKE on the tables leaves)")
+"""Where a role that is not an admin has TRIGGER on a table of the store, or would have it on
+the next the owner makes (TRIGGERS_BY_DEFAULT): refused on every open, as a schema public
+every role may create in is. The owner, since another role's REVOKE
 of what the owner granted revokes nothing (PostgreSQL only warns); CASCADE, since a role given
 TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privileges exist")."""
+
+NO_SLOT = ("the PostgreSQL server takes no more connections (%s): every one it allows "
+           "(max_connections, less the few it keeps for superusers) is in use; nothing was "
+           "recorded. Try again once some close; an admin sees whose they are (SELECT usename, "
+           "application_name, count(*) FROM pg_stat_activity GROUP BY 1, 2), ends a runaway's "
+           "with pg_terminate_backend, and gives each login role a CONNECTION LIMIT "
+           "(docs/cli.md, \"A shared PostgreSQL store\")")
+"""What a verb is told where the server refuses a connection for want of a slot (a member's
+script or sessions holding them all), rather than "cannot reach the PostgreSQL server": it
+was reached, and the way out is the admin's."""
+ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
+              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or an admin "
+              "raises it with ALTER ROLE %s CONNECTION LIMIT n")
+# The server's words for each (PostgreSQL 15; from 16 the reserved slots' words name "roles
+# with the SUPERUSER attribute" or pg_use_reserved_connections): at connect libpq gives no
+# SQLSTATE, only the words; 53300 where one is given.
+_NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved",
+                  "too many connections for database")
+_ROLE_SLOT_WORDS = "too many connections for role"
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -335,12 +381,25 @@ class PostgresDialect(Dialect):
         """Refuses a store where a role that is not an admin may add triggers to its tables
         (docs/decisions.md, "No role but an admin may add a trigger"): the guard's triggers
         hold that role's own writes, not what its trigger does in an admin's."""
-        rows = db.execute(_TRIGGERS).fetchall()
-        if rows:
-            roles = [r["grantee"] for r in rows]
-            raise StoreDamaged(self.where, TEAM_TRIGGERS % (
-                _roles(roles), rows[0]["owner"],
-                ", ".join(r if r == "PUBLIC" else quoted(r) for r in roles)))
+        rows = db.execute(_TRIGGERS, (_TABLES,)).fetchall()
+        if not rows:
+            return
+        owner = rows[0]["owner"]
+        tables = [r for r in rows if r["table"] is not None]
+        defaults = [r for r in rows if r["table"] is None]
+        where = (["the store's tables"] * bool(tables) +
+                 [TRIGGERS_BY_DEFAULT % owner] * bool(defaults))
+        fixes = ["REVOKE TRIGGER ON %s FROM %s CASCADE" % (
+            ", ".join(sorted({quoted(r["table"]) for r in tables})), _grantees(tables))
+                 ] * bool(tables)
+        for schema in sorted({r["schema"] or "" for r in defaults}):
+            fixes.append("ALTER DEFAULT PRIVILEGES FOR ROLE %s%s REVOKE TRIGGER ON TABLES "
+                         "FROM %s" % (quoted(owner), " IN SCHEMA public" * bool(schema),
+                                      _grantees([r for r in defaults
+                                                 if (r["schema"] or "") == schema])))
+        raise StoreDamaged(self.where, TEAM_TRIGGERS % (
+            _roles(sorted({r["grantee"] for r in rows})), ", and to ".join(where), owner,
+            " and ".join(fixes)))
 
     def _as_owner(self, db: psycopg.Connection) -> str:
         """Where the session's role is not the store's owner but may act as it (a member of
@@ -386,6 +445,11 @@ class PostgresDialect(Dialect):
             # breaks a constraint (there are none but keys fractui's own writes keep), so one
             # broken is fractui's bug or a damaged store, not a host's to be left out for
             return refused(self.where, err.diag.message_primary or text)
+        if _ROLE_SLOT_WORDS in text:
+            return StoreUnavailable(self.where, ROLE_SLOTS % (self.user, text,
+                                                              quoted(self.user)))
+        if state == "53300" or any(w in text for w in _NO_SLOT_WORDS):
+            return StoreUnavailable(self.where, NO_SLOT % text)
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
@@ -461,6 +525,12 @@ def _roles(names: list[str]) -> str:
     return "role%s %s" % ("s" * (len(names) > 1), ", ".join(names))
 
 
+def _grantees(rows: list[dict[str, Any]]) -> str:
+    """The grantees of ``rows`` as a REVOKE names them: PUBLIC bare, a role quoted."""
+    return ", ".join(r if r == "PUBLIC" else quoted(r)
+                     for r in sorted({row["grantee"] for row in rows}))
+
+
 def _owners_words(owners: list[dict[str, Any]]) -> str:
     """The owners of the store's objects, the store's own first; where they are several, the
     statements that make it the one (the cluster's first superuser's objects one by one)."""
@@ -472,7 +542,9 @@ def _owners_words(owners: list[dict[str, Any]]) -> str:
                                               quoted(names[0]))] * bool(others) +
              [BOOTSTRAP_OWNS % (quoted(names[0]), r["owner"]) for r in owners[1:]
               if r["pinned"]])
-    return MANY_OWNERS % (", ".join(names), ", and ".join(fixes))
+    who = ("a superuser" if any(r["pinned"] for r in owners) else
+           REASSIGNS % ", ".join(names))
+    return MANY_OWNERS % (", ".join(names), who, ", and ".join(fixes))
 
 
 def _auth_hint(text: str, user: str, named_by: Optional[str]) -> str:
@@ -508,7 +580,9 @@ _OWNER = """
 SELECT o.rolname AS owner, current_user AS me, current_setting('role') AS was,
        pg_has_role(session_user, o.oid, %s) AS may,
        has_schema_privilege(o.oid, 'public', 'CREATE') AS creates,
-       pg_get_userbyid(n.nspowner) AS schema_owner, current_database() AS db
+       pg_get_userbyid(n.nspowner) AS schema_owner, current_database() AS db,
+       (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database())
+           AS db_owner
 FROM pg_roles o, pg_namespace n
 WHERE n.nspname = 'public' AND o.oid = coalesce(
     (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
@@ -517,10 +591,12 @@ WHERE n.nspname = 'public' AND o.oid = coalesce(
 
 
 def _schema_to(row: dict[str, Any]) -> str:
-    """The statement that lets the store's owner create in public, by who owns the schema."""
+    """Who runs what statement to let the store's owner create in public, by who owns the
+    schema."""
     if row["schema_owner"] == "pg_database_owner":
-        return "ALTER DATABASE %s OWNER TO %s" % (quoted(row["db"]), quoted(row["owner"]))
-    return "ALTER SCHEMA public OWNER TO %s" % quoted(row["owner"])
+        return DATABASE_TO % (row["db_owner"], row["owner"], quoted(row["db"]),
+                              quoted(row["owner"]))
+    return SCHEMA_TO % (row["schema_owner"], row["owner"], quoted(row["owner"]))
 
 
 # The store's owner (as _OWNER) and the roles, not superusers nor admins, in a team's role
@@ -564,20 +640,41 @@ WHERE m.member IN (SELECT oid FROM held) AND (
 ORDER BY grp, member
 """
 
-# The roles, not superusers, admins nor the table's owner, granted TRIGGER on a table of the
-# store (PUBLIC too: grantee 0); a member of one may add triggers there as well. With the
-# store's owner (as _OWNER).
+# The store's own tables: those its migrations make, and its version table. A table of
+# another program's in public is no table of the store, whoever may add triggers to it.
+_TABLES = sorted({VERSION_TABLE} | {name for _, sql in migrations("postgresql")
+                                    for name in re.findall(r"CREATE TABLE (\w+)", sql)})
+
+# Who may add triggers where (grantee: the roles, not superusers, admins nor the table's
+# owner; PUBLIC too, grantee 0; a member of one may as well), with the store's owner (as
+# _OWNER): "table" a table of the store granted TRIGGER, or "schema" where the owner's default
+# privileges (pg_default_acl, ALTER DEFAULT PRIVILEGES ... GRANT) give TRIGGER on the tables it
+# makes next, a migration's too: 'public' where they are the schema's, NULL where every
+# schema's.
 _TRIGGERS = """
-SELECT DISTINCT coalesce(r.rolname, 'PUBLIC') AS grantee, pg_get_userbyid(coalesce(
-    (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
-    (SELECT datdba FROM pg_database WHERE datname = current_database()))) AS owner
-FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
-  AND a.privilege_type = 'TRIGGER' AND a.grantee <> c.relowner
-  AND (r.oid IS NULL OR NOT r.rolsuper AND NOT EXISTS (
-      SELECT FROM pg_roles ad WHERE ad.rolname = 'fractui_admin'
-                                AND pg_has_role(r.oid, ad.oid, 'MEMBER')))
-ORDER BY grantee
+WITH owner AS (
+    SELECT coalesce(
+        (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
+        (SELECT datdba FROM pg_database WHERE datname = current_database())) AS oid
+), given AS (
+    SELECT a.grantee, c.relname::text AS "table", NULL AS schema
+    FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
+      AND a.privilege_type = 'TRIGGER' AND a.grantee <> c.relowner
+    UNION
+    SELECT a.grantee, NULL, nullif(d.defaclnamespace, 0)::regnamespace::text
+    FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+    WHERE d.defaclrole = (SELECT oid FROM owner) AND d.defaclobjtype = 'r'
+      AND d.defaclnamespace IN (0, 'public'::regnamespace)
+      AND a.privilege_type = 'TRIGGER' AND a.grantee <> d.defaclrole
+)
+SELECT coalesce(r.rolname, 'PUBLIC') AS grantee, g."table", g.schema,
+       pg_get_userbyid((SELECT oid FROM owner)) AS owner
+FROM given g LEFT JOIN pg_roles r ON r.oid = g.grantee
+WHERE r.oid IS NULL OR NOT r.rolsuper AND NOT EXISTS (
+    SELECT FROM pg_roles ad WHERE ad.rolname = 'fractui_admin'
+                              AND pg_has_role(r.oid, ad.oid, 'MEMBER'))
+ORDER BY grantee, g."table", g.schema
 """
 
 
@@ -594,17 +691,36 @@ FROM pg_roles r JOIN member_of ON r.oid = member_of.oid
 """
 
 
+# Of the roles named, those that may read the store but whose privileges the session's role
+# does not have without SET ROLE (a NOINHERIT role, or from PostgreSQL 16 such a membership).
+_APART = """
+SELECT rolname FROM pg_roles
+WHERE rolname = ANY(%s) AND has_table_privilege(oid, 'public.fractui_schema', 'SELECT')
+  AND NOT pg_has_role(session_user, oid, 'USAGE')
+ORDER BY rolname
+"""
+
+
 def _not_granted(db: psycopg.Connection, user: str, said: str) -> str:
-    """Why a role may read none of the store: a role of no team (NOT_GRANTED), or a member of
-    an admin's or a team's role that was granted nothing (GROUP_NOT_GRANTED, naming them)."""
+    """Why a role may read none of the store: a role of no team (NOT_GRANTED), a member of an
+    admin's or a team's role that may read it but whose rights it does not inherit
+    (NOT_INHERITED), or of such a role that was granted nothing (GROUP_NOT_GRANTED, naming
+    them)."""
     try:
         names = sorted(r["rolname"] for r in db.execute(_MEMBER_OF).fetchall()
                        if not r["me"] and (r["rolname"] == ADMIN_ROLE or (
                            r["rolname"].startswith(TEAM_ROLE) and r["rolname"] != TEAM_ROLE)))
+        apart = [r["rolname"] for r in db.execute(_APART, (names,))] if names else []
     except psycopg.Error:  # the roles are not to be read: the words that need none
         return NOT_GRANTED % (user, said)
     if not names:
         return NOT_GRANTED % (user, said)
+    if apart:
+        to = (("ALTER ROLE %s INHERIT" % quoted(user)) if db.info.server_version < 160000 else
+              "; ".join("GRANT %s TO %s WITH INHERIT TRUE" % (quoted(n), quoted(user))
+                        for n in apart))
+        return NOT_INHERITED % (user, said, ", ".join(apart), to,
+                                urllib.parse.quote("-c role=" + apart[0], safe=""))
     return GROUP_NOT_GRANTED % (user, said, ", ".join(names),
                                 ", ".join(quoted(n) for n in names))
 
