@@ -642,8 +642,9 @@ ORDER BY grp, member
 
 # The store's own tables: those its migrations make, and its version table. A table of
 # another program's in public is no table of the store, whoever may add triggers to it.
-_TABLES = sorted({VERSION_TABLE} | {name for _, sql in migrations("postgresql")
-                                    for name in re.findall(r"CREATE TABLE (\w+)", sql)})
+_TABLES = sorted({VERSION_TABLE} | {
+    name for _, sql in migrations("postgresql")
+    for name in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql, re.IGNORECASE)})
 
 # Who may add triggers where (grantee: the roles, not superusers, admins nor the table's
 # owner; PUBLIC too, grantee 0; a member of one may as well), with the store's owner (as
