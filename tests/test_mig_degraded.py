@@ -82,17 +82,36 @@ def test_marks_written_in_another_boot_are_dropped(start_agent, tmp_path):
     assert restart(agent, start_agent, state).call("hello")["problems"] == []
 
 
-def test_a_damaged_marks_file_is_said_and_the_agent_serves(start_agent, tmp_path):
-    """A marks file cut short (a full disk under an older agent, a hand's edit): the agent
-    starts, judges its GPUs afresh, and its log says which file and why."""
+@pytest.mark.parametrize("name,damage", [
+    ("gpu-health.json", '{"version": 1, "boot": "'),
+    ("gpu-health.json", "[" * 100000),
+    ("xid-events.json", '{"version": 1, "boot": "%s", "kept": {"0": [{"time": "soon"}]}}'),
+    ("xid-events.json", "\0" * 64)], ids=["marks-cut", "marks-deep", "xid-shape", "xid-zeroed"])
+def test_a_damaged_kept_file_is_set_aside_once_and_the_agent_serves(start_agent, tmp_path,
+                                                                    name, damage):
+    """A kept file damaged (cut short by a full disk under an older agent, zeroed by a crash,
+    of another shape, nested past the parser): the agent starts, judges its GPUs afresh, says
+    once which file and why, and sets it aside, 0600, for whoever looks into why; a daemon
+    after it says nothing of it. Before, one nested past the parser kept the daemon from
+    starting, and each start read the same damaged file again."""
     state = tmp_path / "host"
     state.mkdir(mode=0o700)
-    (state / "gpu-health.json").write_text('{"version": 1, "boot": "')
-    (state / "gpu-health.json").chmod(0o600)
+    kept = state / name
+    content = damage.replace("%s", journal.boot_id() or "").encode()  # (this boot's)
+    kept.write_bytes(content)
+    kept.chmod(0o600)
     agent = start_agent("1xA100-80GB:mig", str(state))
     assert agent.call("hello")["problems"] == []
-    assert "the GPU health marks kept in %s cannot be read (JSONDecodeError: " % (
-        state / "gpu-health.json") in (state / "daemon.log").read_text()
+    aside = state / (name + ".damaged")
+    assert aside.read_bytes() == content
+    assert aside.stat().st_mode & 0o777 == 0o600
+    restart(agent, start_agent, state).call("hello")
+    said = [line for line in (state / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1, said
+    assert " ERROR %s (the %s) is damaged (" % (kept, "GPU health marks" if name.startswith(
+        "gpu") else "XID events") in said[0]
+    assert "; set aside as %s, and " % aside in said[0]
 
 
 def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch, caplog):

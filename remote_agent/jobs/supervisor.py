@@ -37,6 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
+from remote_agent.daemon.kept import read_json, record
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
@@ -55,6 +56,18 @@ from remote_agent.rpc.jsonrpc import Params, RpcError
 log = logging.getLogger("remote_agent.jobs")
 
 START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
+# in a job's directory once it is seen running after its shim died: how its end is told
+# depends on it (watch.Watchdog._lost_why), and a restarted daemon must tell it the same way
+OUTLIVED = "outlived-shim.json"
+NUMBER = (int, float)
+# the job files the daemon reads, as their writers write them (the shim: remote_agent.jobs.shim)
+JOB_FILES = {
+    "started.json": record({"pid": (int,), "started_at": NUMBER,
+                            "start_ticks": (int, type(None))}, ("pid", "started_at")),
+    "exit.json": record({"ended_at": NUMBER, "code": (int, type(None)), "signal": (int,),
+                         "error": (str,)}),
+    OUTLIVED: record({"seen_at": NUMBER}, ("seen_at",)),
+}
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 
 
@@ -957,8 +970,12 @@ class Supervisor:
         return [p for p in (base + ".1", base) if os.path.exists(p)]
 
     def read_job_file(self, job: Job, name: str) -> Optional[Dict[str, Any]]:
-        data = read_private(os.path.join(self.job_dir(job), name), "job file")
-        return None if data is None else json.loads(data)
+        """One of the job's files its shim or the watchdog wrote (JOB_FILES), or None where
+        there is none; a damaged one is set aside and read as none (kept.read_json), so the
+        job is watched on as if it had never been written."""
+        return read_json(os.path.join(self.job_dir(job), name), "job j%d's file" % job.id,
+                         JOB_FILES[name], "job j%d is watched on as if it were not there"
+                         % job.id)
 
 
 def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]:
