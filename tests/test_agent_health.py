@@ -124,7 +124,7 @@ def test_xid_events_on_a_full_state_disk_are_said_unkept_once_and_kept_again(
         (small_fs / "filler").unlink()  # room again
         agent.call("sim.xid", gpu=0, xid=94)
         until_health(agent, 0, lambda h: len(h["xid"]) == 4, "XID 94 seen, kept")
-        said = log.read_text().splitlines()
+        said, uuid = log.read_text().splitlines(), gpu(agent, 0)["uuid"]
     kept = state / "xid-events.json"
     unkept = [line for line in said if "cannot be kept" in line]
     assert len(unkept) == 1, unkept
@@ -132,7 +132,8 @@ def test_xid_events_on_a_full_state_disk_are_said_unkept_once_and_kept_again(
         "device)" % kept in unkept[0]
     again = [line for line in said if "kept in %s again" % kept in line]
     assert len(again) == 1 and again[0].endswith("after 3 failed writes"), again
-    assert [e["xid"] for e in json.loads(kept.read_text())["kept"]["0"]] == [79, 48, 63, 94]
+    events = json.loads(kept.read_text())["kept"][uuid]
+    assert [e["xid"] for e in events] == [79, 48, 63, 94]
 
 
 def test_an_xid_on_a_mig_instance_names_the_instance(start_agent):

@@ -27,7 +27,7 @@ from remote_agent.mig.journal import BOOT_ID, boot_id
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 1: kept by GPU index, which names another GPU once one falls off the bus
 DAMAGED = ".damaged"  # what a damaged file is renamed to, beside itself
 T = TypeVar("T")
 # a file that cannot be kept (a full disk), or a damaged one set aside, said once while it
@@ -90,12 +90,13 @@ def record(types: Dict[str, Tuple[type, ...]],
 def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Optional[T]:
     """What a daemon before this one kept at ``path`` in this boot, as ``parse`` reads it
     (raising one of DAMAGE where it is not what it kept), or None: nothing kept, kept in
-    another boot, not readable or damaged, which is said with ``lost`` (what goes unsaid for
-    it). UnsafePath (someone else's file) is raised: the daemon refuses it, as its other
-    files."""
-    def shape(data: Any) -> Tuple[Optional[str], T]:
-        boot = record({"boot": (str, type(None))}, ("boot", "kept"))(data)["boot"]
-        return boot, parse(data["kept"])
+    another boot or by another version, not readable or damaged, which is said with ``lost``
+    (what goes unsaid for it). UnsafePath (someone else's file) is raised: the daemon refuses
+    it, as its other files."""
+    def shape(data: Any) -> Tuple[int, Optional[str], Optional[T]]:
+        record({"boot": (str, type(None)), "version": (int,)}, ("boot", "kept", "version"))(data)
+        return data["version"], data["boot"], \
+            parse(data["kept"]) if data["version"] == VERSION else None
     try:
         kept = read_json(path, what, shape, lost)
     except OSError as err:
@@ -104,13 +105,20 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
         return None
     if kept is None:
         return None
-    boot = boot_id()
-    if boot is None:
+    version, boot, taken = kept
+    if boot_id() is None:
         log.warning("the %s kept in %s are not taken: this boot's id cannot be read (%s), "
                     "so whether the host rebooted since cannot be told; %s", what, path,
                     BOOT_ID, lost)
         return None
-    return kept[1] if kept[0] == boot else None
+    if boot != boot_id():
+        return None
+    if version != VERSION:  # 1: by GPU index, which may name another GPU by now
+        log.warning("the %s kept in %s are of another version of the agent (%d, not %d, "
+                    "which keeps them by GPU UUID): not taken; %s", what, path, version,
+                    VERSION, lost)
+        return None
+    return taken
 
 
 def keep(path: str, what: str, kept: Any, durable: bool = True) -> None:
