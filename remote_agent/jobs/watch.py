@@ -58,6 +58,9 @@ class Watchdog:
             if job.state == "running" and job.container and job.container_cgroup is None:
                 self._step("finding job j%d's container" % job.id,
                            lambda: sup.find_container(job))
+            if job.state == "running" and job.container:
+                self._step("signalling job j%d's container" % job.id,
+                           lambda: sup.send_unsent(job))
         for job in jobs:
             self._step("watching job j%d" % job.id, lambda: self._observe(job, job.id in shims)
                        if job.state == "running" else self._resolve_starting(job))
