@@ -82,7 +82,7 @@ def record(types: Dict[str, Tuple[type, ...]],
             value = data.get(key)
             if key in data and (not isinstance(value, allowed) or (
                     isinstance(value, bool) and bool not in allowed)):
-                raise TypeError("%s is %r" % (key, value))
+                raise TypeError("%s is %.80r" % (key, value))  # (cut: it may be long)
         return data
     return shape
 
