@@ -199,10 +199,11 @@ class Agent:
         links, links_error = None, self.problem
         if not self.problem:
             driver = self.call_nvml(self.backend.driver_version)
-            for info in self.call_nvml(self.backend.gpus):
+            infos = self.call_nvml(self.backend.gpus)
+            for info in infos:
                 gpus.append(self._capabilities(info))
                 self._degraded(info)
-            problems += self.health.problems()
+            problems += self.health.problems({info.uuid: info.index for info in infos})
             try:
                 links = self.backend.links()
             except NvmlCallError as err:  # placement goes on without it: links unknown
@@ -289,14 +290,14 @@ class Agent:
         """Why this GPU is degraded (a failed change left it neither as it was nor as asked),
         judged on what it reads as now."""
         mode = (info.mig_mode, info.mig_pending)
-        if not self.health.marked(info.index):
+        if not self.health.marked(info.uuid):
             return None
         if info.mig_mode and layout is None:
             try:
                 layout = self.backend.layout(info.index)
             except NvmlCallError:  # unreadable now: it stays degraded
-                return self.health.check(info.index, mode, None)
-        return self.health.check(info.index, mode,
+                return self.health.check(info.uuid, mode, None)
+        return self.health.check(info.uuid, mode,
                                  placements(layout.instances) if layout is not None else None)
 
     def inventory(self, p: Params) -> Dict[str, Any]:
@@ -318,7 +319,7 @@ class Agent:
                 record["utilization_gpu"] = util
                 if util is None:
                     record["utilization_note"] = MIG_UTIL_NOTE
-                record["health"] = self._health_record(info.index)
+                record["health"] = self._health_record(info)
                 procs = self.backend.processes(info.index, info, devices)
                 record["processes"] = [{"pid": q.pid, "used_mib": q.used_mib,
                                         "instance": q.instance_uuid} for q in procs]
@@ -352,18 +353,18 @@ class Agent:
             if q["job"] is None and mps_server(q["pid"], q["used_mib"]):
                 q["service"] = "mps"  # the jobs' MPS layer: not counted as others' memory
 
-    def _health_record(self, index: int) -> Dict[str, Any]:
+    def _health_record(self, info: GpuInfo) -> Dict[str, Any]:
         """A GPU's health for the snapshot; what is not measured is null, and why is said."""
-        h: Health = self.backend.health(index)
+        h: Health = self.backend.health(info.index)
         record: Dict[str, Any] = {
             "temperature_c": h.temperature_c, "slowdown_c": h.slowdown_c,
             "power_mw": h.power_mw, "power_limit_mw": h.power_limit_mw,
             "ecc_volatile": None if h.ecc_uncorrected is None else {
                 "corrected": h.ecc_corrected, "uncorrected": h.ecc_uncorrected},
             "throttle": None if h.throttle is None else list(h.throttle),
-            "xid": self.xids.recent(index), "unmeasured": list(h.unmeasured),
+            "xid": self.xids.recent(info.uuid), "unmeasured": list(h.unmeasured),
             "errors": list(h.errors)}
-        note = self.xids.note(index)
+        note = self.xids.note(info.index)
         if note:
             record["xid_note"] = note
         return record
@@ -383,17 +384,19 @@ class Agent:
                 message += DESTROY_IDLE_HINT
             raise RpcError(_PLAN_ERROR_CODES[err.kind], message, data) from err
 
-    def _change(self, index: int, before: Layout, change: Change, kept: bool = True) -> Applied:
+    def _change(self, info: GpuInfo, before: Layout, change: Change,
+                kept: bool = True) -> Applied:
         """Carry out a MIG change (the caller holds the MIG lock): it stands, or the GPU is as
         it was, or the GPU is marked degraded — and the answer says which. ``kept``: the change
         is in the journal while it is made (False: the caller keeps it there itself)."""
+        index = info.index
         with self._journaled(index, change.what, lambda journal, uuid: journal.begin(
                 index, uuid, before, change)) if kept else nullcontext():
             try:
                 applied = apply_change(self.backend, index, before, change)
             except ChangeFailed as err:
-                raise self._failed(index, err, MIG_ON, _layout_records) from err
-        self.health.clear(index)
+                raise self._failed(info, err, MIG_ON, _layout_records) from err
+        self.health.clear(info.uuid)
         return applied
 
     @contextmanager
@@ -467,7 +470,7 @@ class Agent:
                 reason = "%s was cut short by the agent's stop, and the GPU cannot be read " \
                          "to roll it back (%s)" % (what, err)
                 log.error("%s", reason)
-                self.health.mark(index, Degraded(reason, judged, None))
+                self.health.mark(entry.gpu_uuid, Degraded(reason, judged, None))
                 return
             undo(now)
 
@@ -487,7 +490,7 @@ class Agent:
             log.warning("%s was cut short by the agent's stop: %s", what, err)
             return
         log.error("%s", err)
-        self.health.mark(entry.index, Degraded(str(err), entry.before, None))
+        self.health.mark(entry.gpu_uuid, Degraded(str(err), entry.before, None))
 
     def _undo_layout(self, entry: Entry, what: str, layout: Layout) -> None:
         """A change of instances cut short: rolled back, unless it was made in full or a job
@@ -519,9 +522,10 @@ class Agent:
             log.warning("%s was cut short by the agent's stop: %s", what, err)
             return
         log.error("%s", err)
-        self.health.mark(index, Degraded(str(err), MIG_ON, placements(before.instances)))
+        self.health.mark(entry.gpu_uuid, Degraded(str(err), MIG_ON,
+                                                  placements(before.instances)))
 
-    def _failed(self, index: int, err: ChangeFailed, mode: Tuple[bool, bool],
+    def _failed(self, info: GpuInfo, err: ChangeFailed, mode: Tuple[bool, bool],
                 show: Callable[[Any], Any], code: Optional[int] = None,
                 message: Optional[str] = None) -> RpcError:
         """The error answer for a failed change; a GPU left changed is marked degraded."""
@@ -533,8 +537,8 @@ class Agent:
             "before": show(err.before), "now": None if err.now is None else show(err.now)}
         if not err.restored:
             data["degraded"] = str(err)
-            self.health.mark(index, Degraded(str(err), mode, placements(err.before.instances)
-                                             if isinstance(err.before, Layout) else None))
+            self.health.mark(info.uuid, Degraded(str(err), mode, placements(
+                err.before.instances) if isinstance(err.before, Layout) else None))
         if code is None:
             code = nvml_error(cause).code if cause else rpc.NVML_FAILED
         return RpcError(code, message or str(err), data)
@@ -550,7 +554,7 @@ class Agent:
         with self.mig_lock(index):
             # under the lock: a mode change may have come since the launch's own check (NVML
             # reads a GPU's MIG profiles with MIG off, so the layout alone would read empty)
-            _in_mig_mode(self.gpu_info(index))
+            info = _in_mig_mode(self.gpu_info(index))
             layout = self.call_nvml(lambda: self.layout(index))
             for inst in layout.instances:
                 if (inst.profile, inst.start) == (profile, start) and inst.uuid \
@@ -560,13 +564,13 @@ class Agent:
             change = _plan_change(self._plan(layout, profile, start, destroy_idle))
             with self._journaled(index, change.what, lambda journal, uuid: journal.begin(
                     index, uuid, layout, change)):  # until it is made and usable
-                applied = self._change(index, layout, change, kept=False)
+                applied = self._change(info, layout, change, kept=False)
                 created = change.created(applied.layout)
                 if created is None or created.uuid is None:
                     err = restore(self.backend, index, layout, change, applied.unread, (
                         "the new instance's uuid cannot be read (%s), and the job needs it"
                         % applied.unread))
-                    raise self._failed(index, err, MIG_ON, _layout_records) from err
+                    raise self._failed(info, err, MIG_ON, _layout_records) from err
             return created.uuid
 
     @staticmethod
@@ -593,7 +597,7 @@ class Agent:
             self._check_pinned(info.index, layout, pinned)
             made = self._plan(layout, p.text("profile"), start, p.flag("destroy_idle", False))
             change = _plan_change(made)
-            applied = self._change(info.index, layout, change)
+            applied = self._change(info, layout, change)
         created = change.created(applied.layout)
         record = _plan_record(info, made)
         record.update({"instance": _instance_record(created) if created else
@@ -620,7 +624,7 @@ class Agent:
                                "processes are never destroyed" % (
                                    target.label(), ", ".join(map(str, target.pids)) or "unknown"),
                                {"instance": _instance_record(target)})
-            applied = self._change(info.index, layout, Change(
+            applied = self._change(info, layout, Change(
                 "destroying idle %s" % target.label(), destroy=(target,)))
         return {"gpu": info.index, "destroyed": _instance_record(target), **_after_record(applied)}
 
@@ -639,7 +643,7 @@ class Agent:
                 raise RpcError(rpc.NOT_MIG, "GPU %d (%s) does not support MIG" % (
                     info.index, info.name), {"gpu": info.index})
             if destroy_idle and info.mig_mode and not enabled:
-                self._destroy_all_idle(info.index)
+                self._destroy_all_idle(info)
             before = (info.mig_mode, info.mig_pending)
             what = "turning MIG mode %s" % ("on" if enabled else "off")
             try:  # kept in the journal unless the GPU has the mode asked, nothing pending
@@ -655,16 +659,16 @@ class Agent:
                         reset_done = True
             except ChangeFailed as err:
                 if err.restored and err.in_use:
-                    raise self._failed(info.index, err, before, _mode_record, rpc.GPU_IN_USE
+                    raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE
                                        ) from err
                 if err.restored and err.cause is not None and \
                         err.cause.code_name == "NVML_ERROR_IN_USE":
-                    raise self._failed(info.index, err, before, _mode_record, rpc.GPU_IN_USE, (
+                    raise self._failed(info, err, before, _mode_record, rpc.GPU_IN_USE, (
                         "GPU %d has processes or MIG instances; MIG mode changes only on an idle "
                         "GPU (stop its work and destroy its instances first)" % info.index)
                                        ) from err
-                raise self._failed(info.index, err, before, _mode_record) from err
-            self.health.clear(info.index)
+                raise self._failed(info, err, before, _mode_record) from err
+            self.health.clear(info.uuid)
         if mode is None:  # asked and accepted, but the GPU could not be read back
             return {"gpu": info.index, "mig_mode": None, "mig_pending": enabled,
                     "reset_required": None, "reset": reset_done, "changed": None,
@@ -675,9 +679,10 @@ class Agent:
                 "reset_required": current != pending, "reset": reset_done,
                 "changed": mode != before}
 
-    def _destroy_all_idle(self, index: int) -> None:
+    def _destroy_all_idle(self, info: GpuInfo) -> None:
         """Before MIG goes off: every instance of the GPU destroyed, all or nothing, if none is
         busy or held by a job (GPU_IN_USE naming them otherwise, nothing destroyed)."""
+        index = info.index
         layout = self.call_nvml(lambda: self.layout(index))
         busy = [i for i in layout.instances if i.busy]
         if busy:
@@ -686,9 +691,9 @@ class Agent:
                                i.label() for i in busy)),
                            {"gpu": index, "instances": [_instance_record(i) for i in busy]})
         if layout.instances:
-            self._change(index, layout, Change("destroying the idle instances of GPU %d to "
-                                               "turn MIG mode off" % index,
-                                               destroy=layout.instances))
+            self._change(info, layout, Change("destroying the idle instances of GPU %d to "
+                                              "turn MIG mode off" % index,
+                                              destroy=layout.instances))
 
     # -- simulation controls --
 
@@ -792,7 +797,7 @@ class Agent:
                     self._sim(lambda: self.sim.sim_reset_gpu(info.index))
             except NvmlCallError as err:  # NVML would not shut down: nothing was reset
                 raise nvml_error(err) from err
-            self.health.clear(info.index)
+            self.health.clear(info.uuid)
         return {"gpu": info.index}
 
 

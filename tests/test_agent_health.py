@@ -10,6 +10,7 @@ import signal
 import time
 
 from remote_agent.rpc import jsonrpc as rpc
+from tests.test_job_supervision import fill, gpus_on_a_disk_of_their_own, log_on_a_disk_of_its_own
 
 SPEC = "1xA100-80GB:mig,1xRTX4090,1xL4"
 
@@ -104,6 +105,35 @@ def test_a_restarted_agent_still_says_a_gpus_recent_xid(start_agent, tmp_path):
     later.call("sim.xid", gpu=0, xid=48)  # kept on from there, the newest last
     after = until_health(later, 0, lambda h: len(h["xid"]) == 2, "XID 48 seen")["xid"]
     assert [e["xid"] for e in after] == [79, 48]
+
+
+def test_xid_events_on_a_full_state_disk_are_said_unkept_once_and_kept_again(
+        small_fs, start_agent, tmp_path):
+    """The state disk full (a real tmpfs, to its last byte): each XID still reaches the
+    snapshot, and the log says once that they cannot be kept, however many come, and once
+    that they are kept again when there is room, with how many writes failed. Before, each
+    event logged the failed write."""
+    state = small_fs / "state"
+    with gpus_on_a_disk_of_their_own(state), log_on_a_disk_of_its_own(state, tmp_path) as log:
+        agent = start_agent("1xL4", str(state))
+        until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+        fill(small_fs / "filler")
+        for xid in (79, 48, 63):
+            agent.call("sim.xid", gpu=0, xid=xid)
+        until_health(agent, 0, lambda h: len(h["xid"]) == 3, "the 3 XIDs seen, unkept")
+        (small_fs / "filler").unlink()  # room again
+        agent.call("sim.xid", gpu=0, xid=94)
+        until_health(agent, 0, lambda h: len(h["xid"]) == 4, "XID 94 seen, kept")
+        said, uuid = log.read_text().splitlines(), gpu(agent, 0)["uuid"]
+    kept = state / "xid-events.json"
+    unkept = [line for line in said if "cannot be kept" in line]
+    assert len(unkept) == 1, unkept
+    assert " ERROR the XID events cannot be kept in %s (OSError: [Errno 28] No space left on " \
+        "device)" % kept in unkept[0]
+    again = [line for line in said if "kept in %s again" % kept in line]
+    assert len(again) == 1 and again[0].endswith("after 3 failed writes"), again
+    events = json.loads(kept.read_text())["kept"][uuid]
+    assert [e["xid"] for e in events] == [79, 48, 63, 94]
 
 
 def test_an_xid_on_a_mig_instance_names_the_instance(start_agent):

@@ -20,8 +20,10 @@ import pwd
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
@@ -35,9 +37,9 @@ from tests.conftest import REPO, AgentError, AgentProcess
 from tests.localfleet import local_fleet  # noqa: F401 (the fixture)
 from tests.podman import IMAGE_CODE, PYTHON, podman  # noqa: F401 (the fixture)
 from tests.test_job_supervision import (  # noqa: F401 (sampled_host, tracked_host)
-    fill, first_job_dir_on_a_disk_of_its_own, full_for_passes, gpus_on_a_disk_of_their_own,
-    job_dir, kill_shim, log_on_a_disk_of_its_own, read_log, sampled_host, tracked_host,
-    wait_until)
+    crash_before_start_was_recorded, fill, first_job_dir_on_a_disk_of_its_own,
+    full_for_passes, gpus_on_a_disk_of_their_own, job_dir, kill_shim, log_on_a_disk_of_its_own,
+    read_log, sampled_host, tracked_host, wait_until)
 from tests.test_jobs import alive, daemon_pid, wait_job
 from tests.test_launch_concurrency import in_process as supervisor_parts  # noqa: F401
 
@@ -686,6 +688,49 @@ def test_a_container_made_just_after_its_runtime_said_none_is_killed_through_it(
     assert len([line for line in said if line.endswith(
         "job %s: its runtime's SIGKILL works again (or its container is gone) after 1 failed "
         "pass" % job["id"])]) == 1
+
+
+def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_made(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A container job stopped while it was starting (the stop recorded, its SIGKILL ten
+    minutes away), whose daemon died before it recorded the start, while the runtime's client
+    had not made the container yet (the test's podman holds ``run`` before it does). The next
+    daemon adopts the job and its SIGTERM finds no container; once the container is made, the
+    SIGTERM reaches it, and the job ends by it, not by the SIGKILL at the end of its grace.
+    Before, the SIGTERM was said once and lost."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'run) while [ -e %s ]; do sleep 0.05; done;;' % hold)
+    state = tmp_path / "host"
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    try:
+        agent = start_agent("1xL4", str(state))
+        job = agent.call("job.launch", key="k-c-adopted", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE, argv=[PYTHON, "-c", (
+                             "import signal, sys, time\n"
+                             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                             "time.sleep(600)")])
+        crash_before_start_was_recorded(agent, str(state))
+        with sqlite3.connect(str(state / "jobs.db")) as db:  # as job.stop records it
+            db.execute("UPDATE jobs SET stop_reason = 'make room', kill_at = ?",
+                       (time.monotonic() + 600,))
+        db.close()
+        later = start_agent(None, str(state))
+        log = state / "daemon.log"
+        wait_until(lambda: "so the container may yet be made" in log.read_text(),
+                   "the adopted job's SIGTERM to find no container")
+        hold.unlink()  # the runtime's client makes the container now
+        done = wait_job(later, job["id"], timeout=60)
+        said = log.read_text()
+    finally:
+        podman.remove(name)
+    # by the SIGTERM: its handler's exit, or (sent before Python set the handler) SIGTERM's own
+    assert (done["state"], done["reason"], done["exit_code"] in (7, 128 + 15)) == (
+        "killed", "make room", True), done
+    assert "kill --signal 9 %s" % name not in podman_calls(tmp_path)
+    assert said.count("job %s: SIGTERM to container %s, made after its stop, after " % (
+        job["id"], name)) == 1
+    assert said.count("so the container may yet be made: sent again once it is") == 1
 
 
 # Loaded by every Python process of an agent started from ``agent_whose_shim_dies``'s code (its

@@ -209,6 +209,88 @@ def test_a_job_seen_outliving_its_shim_is_told_so_by_a_restarted_daemon(start_ag
     wait_until(lambda: not alive(int(pids.read_text())), "the child to be killed")
 
 
+def ended_with_a_damaged_outlived_file(start_agent, tmp_path, damage: bytes,
+                                       unmovable: bool = False):
+    """A job seen outliving its shim by a daemon then killed (-9), its outlived-shim.json
+    then written over with ``damage`` (its job directory made immutable where ``unmovable``:
+    nothing in it can be renamed), the job ended while no daemon ran, and the next daemon
+    started: (that daemon, the job, the file's path), once it recorded the job ended as if no
+    daemon had seen it outlive its shim."""
+    state, pids, go = str(tmp_path / "host"), tmp_path / "pids", tmp_path / "go"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-damaged", gpu=0, memory_mib=10,
+                     argv=script(leaves_a_child(pids, go)))
+    wait_until(lambda: pids.exists() and pids.read_text(), "the job's child")
+    kill_shim(state, job["id"])
+    outlived = os.path.join(job_dir(state, job["id"]), OUTLIVED)
+    wait_until(lambda: os.path.exists(outlived), "the daemon to see the job outlive its shim")
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    with open(outlived, "wb") as f:
+        f.write(damage)
+    go.touch()
+    wait_until(lambda: not alive(job["pid"]), "the job's first process to end")
+    if unmovable:
+        subprocess.run(["chattr", "+i", job_dir(state, job["id"])], check=True)
+    try:
+        later = start_agent(None, state)
+        done = wait_job(later, job["id"])
+    finally:
+        if unmovable:
+            subprocess.run(["chattr", "-i", job_dir(state, job["id"])], check=True)
+    assert (done["state"], done["reason"].split(" (see ")[0]) == ("lost", (
+        "its shim died before it recorded how the job ended (the job had ended when the agent "
+        "found its shim dead), so its exit status cannot be known; all its processes have "
+        "ended"))
+    return later, job, outlived
+
+
+@pytest.mark.parametrize("damage", [b'{"seen_at": 17', b"\0" * 64, b'{"seen_at": "now"}',
+                                    b"[" * 100000], ids=["cut", "zeroed", "shape", "deep"])
+def test_a_damaged_outlived_file_is_set_aside_once_and_the_job_ends_as_if_unseen(
+        start_agent, tmp_path, damage):
+    """The job's outlived-shim.json damaged while no daemon ran (cut short, zeroed by a crash,
+    of another shape, nested past the parser): the next daemon says so once, with its path,
+    sets it aside (0600, as it was) and tells the job's end as if no daemon had seen it
+    outlive its shim, keeping the job's other files. Before, each watchdog pass failed to read
+    it, and the job was never recorded ended."""
+    state = str(tmp_path / "host")
+    later, job, outlived = ended_with_a_damaged_outlived_file(start_agent, tmp_path, damage)
+    assert not os.path.exists(outlived)
+    with open(outlived + ".damaged", "rb") as f:
+        assert f.read() == damage
+    assert os.stat(outlived + ".damaged").st_mode & 0o777 == 0o600
+    assert os.path.exists(os.path.join(job_dir(state, job["id"]), "started.json"))
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1, said
+    assert "ERROR %s (the job %s's file) is damaged (" % (outlived, job["id"]) in said[0]
+    assert said[0].endswith("; set aside as %s.damaged, and job %s is watched on as if it were "
+                            "not there" % (outlived, job["id"]))
+    assert later.call("job.get", job=job["id"])["pid"] == job["pid"]
+
+
+def test_a_damaged_file_that_cannot_be_set_aside_is_said_once_and_read_as_none(start_agent,
+                                                                              tmp_path):
+    """The damaged outlived-shim.json in a job directory nothing can be renamed in (immutable):
+    the daemon says once that it cannot set it aside, and why, and reads it as none: the job
+    ends as one no daemon saw outlive its shim, and the file stays as it was."""
+    state = tmp_path / "host"
+    later, job, outlived = ended_with_a_damaged_outlived_file(start_agent, tmp_path,
+                                                              b"{", unmovable=True)
+    with open(outlived, "rb") as f:
+        assert f.read() == b"{"
+    said = [line for line in (state / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1, said
+    assert said[0].endswith(" ERROR %s (the job %s's file) is damaged (JSONDecodeError: "
+                            "Expecting property name enclosed in double quotes: line 1 column 2 "
+                            "(char 1)) and cannot be set aside (PermissionError: [Errno 1] "
+                            "Operation not permitted: %r -> %r); job %s is watched on as if it "
+                            "were not there" % (outlived, job["id"], outlived,
+                                                outlived + ".damaged", job["id"])), said
+
+
 @pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
 def test_a_job_keeps_its_output_and_its_life_after_its_shim_died(tracked_host, tmp_path,
                                                                  start_agent, killed):

@@ -20,12 +20,12 @@ from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError, stop_host
 
 
-def unrestorable_apply(agent) -> AgentError:
+def unrestorable_apply(agent, gpu: int = 0) -> AgentError:
     """A change whose new instance, and the undo of its destroy, the GPU always refuses."""
     agent.call("sim.fault", function="nvmlDeviceCreateGpuInstanceWithPlacement",
                error="NVML_ERROR_GPU_IS_LOST", count=1000)
     with pytest.raises(AgentError) as err:
-        agent.call("mig.apply", gpu=0, profile="4g.40gb", destroy_idle=True)
+        agent.call("mig.apply", gpu=gpu, profile="4g.40gb", destroy_idle=True)
     agent.call("sim.clear_faults")
     return err.value
 
@@ -68,6 +68,49 @@ def test_a_restarted_agent_says_the_same_degraded_words(start_agent, tmp_path):
     assert "degraded" not in last.call("snapshot")["gpus"][0]
 
 
+def fall_off(state, index: int, spec: str) -> None:
+    """GPU ``index`` off the bus while no daemon runs: the simulated host's state without it
+    (``spec``: the GPUs left), so that those after it take an index one lower, as NVML
+    numbers the GPUs it finds."""
+    path = state / "sim" / "gpus.json"
+    host = json.loads(path.read_text())
+    del host["gpus"][index]
+    host["spec"] = spec
+    path.write_text(json.dumps(host))
+
+
+@pytest.mark.parametrize("marked", [1, 0], ids=["another-falls-off", "it-falls-off"])
+def test_a_gpus_mark_and_xids_are_said_of_it_whatever_its_index_after_a_gpu_falls_off(
+        start_agent, tmp_path, marked):
+    """GPU ``marked`` degraded by a failed change and raising an XID; GPU 0 falls off the bus
+    before the next daemon starts, so GPU 1 is GPU 0 now. The mark and the XID are kept by
+    the GPU's UUID: said of GPU 1 as GPU 0 now, and of no GPU once GPU 0 (the marked one) is
+    gone. Before, both were kept by index: said of GPU 0 (another GPU) or of a GPU 1 no
+    longer there, and never of the GPU they were of."""
+    state = tmp_path / "host"
+    agent = start_agent("2xA100-80GB:mig", str(state))
+    for _ in range(2):
+        agent.call("mig.apply", gpu=marked, profile="3g.40gb")
+    err = unrestorable_apply(agent, gpu=marked)
+    wait_for(lambda: "xid_note" not in agent.call("snapshot")["gpus"][marked]["health"])
+    agent.call("sim.xid", gpu=marked, xid=79)
+    wait_for(lambda: agent.call("snapshot")["gpus"][marked]["health"]["xid"])
+    uuid = agent.call("inventory")["gpus"][1]["uuid"]
+    os.kill(agent.call("daemon.version")["pid"], signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    fall_off(state, 0, "1xA100-80GB:mig")
+    later = start_agent(None, str(state))
+    [now] = later.call("snapshot")["gpus"]
+    assert now["uuid"] == uuid
+    if marked == 1:
+        assert later.call("hello")["problems"] == ["GPU 0 is degraded: %s" % err.message]
+        assert now["degraded"] == err.message
+        assert [e["xid"] for e in now["health"]["xid"]] == [79]
+    else:
+        assert later.call("hello")["problems"] == []
+        assert "degraded" not in now and now["health"]["xid"] == []
+
+
 def test_marks_written_in_another_boot_are_dropped(start_agent, tmp_path):
     """A reboot ends what a failed change left (MIG instances do not outlive it): a mark kept
     from before one says nothing, though the GPU reads unlike what it expected."""
@@ -82,17 +125,53 @@ def test_marks_written_in_another_boot_are_dropped(start_agent, tmp_path):
     assert restart(agent, start_agent, state).call("hello")["problems"] == []
 
 
-def test_a_damaged_marks_file_is_said_and_the_agent_serves(start_agent, tmp_path):
-    """A marks file cut short (a full disk under an older agent, a hand's edit): the agent
-    starts, judges its GPUs afresh, and its log says which file and why."""
+@pytest.mark.parametrize("name,damage", [
+    ("gpu-health.json", '{"version": 1, "boot": "'),
+    ("gpu-health.json", "[" * 100000),
+    ("xid-events.json", '{"version": 2, "boot": "%s", "kept": {"GPU-a": [{"time": "soon"}]}}'),
+    ("xid-events.json", "\0" * 64)], ids=["marks-cut", "marks-deep", "xid-shape", "xid-zeroed"])
+def test_a_damaged_kept_file_is_set_aside_once_and_the_agent_serves(start_agent, tmp_path,
+                                                                    name, damage):
+    """A kept file damaged (cut short by a full disk under an older agent, zeroed by a crash,
+    of another shape, nested past the parser): the agent starts, judges its GPUs afresh, says
+    once which file and why, and sets it aside, 0600, for whoever looks into why; a daemon
+    after it says nothing of it. Before, one nested past the parser kept the daemon from
+    starting, and each start read the same damaged file again."""
     state = tmp_path / "host"
     state.mkdir(mode=0o700)
-    (state / "gpu-health.json").write_text('{"version": 1, "boot": "')
-    (state / "gpu-health.json").chmod(0o600)
+    kept = state / name
+    content = damage.replace("%s", journal.boot_id() or "").encode()  # (this boot's)
+    kept.write_bytes(content)
+    kept.chmod(0o600)
     agent = start_agent("1xA100-80GB:mig", str(state))
     assert agent.call("hello")["problems"] == []
-    assert "the GPU health marks kept in %s cannot be read (JSONDecodeError: " % (
-        state / "gpu-health.json") in (state / "daemon.log").read_text()
+    aside = state / (name + ".damaged")
+    assert aside.read_bytes() == content
+    assert aside.stat().st_mode & 0o777 == 0o600
+    restart(agent, start_agent, state).call("hello")
+    said = [line for line in (state / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1, said
+    assert " ERROR %s (the %s) is damaged (" % (kept, "GPU health marks" if name.startswith(
+        "gpu") else "XID events") in said[0]
+    assert "; set aside as %s, and " % aside in said[0]
+
+
+def test_marks_an_older_agent_kept_by_gpu_index_are_not_taken_and_said(start_agent, tmp_path):
+    """Marks kept by an agent before this one (version 1), in this boot, by GPU index: not
+    taken, since the index may name another GPU by now, and the log says so; the GPU is judged
+    afresh."""
+    state = tmp_path / "host"
+    state.mkdir(mode=0o700)
+    kept = state / "gpu-health.json"
+    kept.write_text(json.dumps({"version": 1, "boot": journal.boot_id(), "kept": [
+        {"gpu": 0, "reason": "the undo failed", "mode": [False, False], "placements": None}]}))
+    kept.chmod(0o600)
+    agent = start_agent("1xA100-80GB:mig", str(state))
+    assert agent.call("hello")["problems"] == []
+    assert "WARNING the GPU health marks kept in %s are of another version of the agent (1, " \
+        "not 2, which keeps them by GPU UUID): not taken; " % kept in (
+            state / "daemon.log").read_text()
 
 
 def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch, caplog):
@@ -101,12 +180,12 @@ def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch
     boot long over left — and it is said why. Where the id reads, it is taken."""
     mark = Degraded("the undo failed", (True, True), None)
     kept = str(tmp_path / "gpu-health.json")
-    GpuHealth(kept).mark(0, mark)
-    assert GpuHealth(kept).marked(0)  # (this boot's id reads here)
+    GpuHealth(kept).mark("GPU-a", mark)
+    assert GpuHealth(kept).marked("GPU-a")  # (this boot's id reads here)
     monkeypatch.setattr(journal, "BOOT_ID", str(tmp_path / "no-boot-id"))
     unknown = str(tmp_path / "unknown-boot.json")
-    GpuHealth(unknown).mark(0, mark)
-    assert not GpuHealth(unknown).marked(0) and not GpuHealth(kept).marked(0)
+    GpuHealth(unknown).mark("GPU-a", mark)
+    assert not GpuHealth(unknown).marked("GPU-a") and not GpuHealth(kept).marked("GPU-a")
     assert "this boot's id cannot be read" in caplog.text, caplog.text
 
 

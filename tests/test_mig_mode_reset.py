@@ -162,12 +162,12 @@ def test_the_agent_steps_out_of_nvml_for_its_reset_and_watches_xids_again_after(
         assert "nvmlDeviceRegisterEvents" in agent.xids.note(0)
         assert agent.xids.note(1) is None  # registered in the new set
         nv.sim_raise_xid(1, 48)
-        until(lambda: [e["xid"] for e in agent.xids.recent(1)] == [48])
+        until(lambda: [e["xid"] for e in agent.xids.recent(agent.gpu_info(1).uuid)] == [48])
         off = methods.call("mig.set_mode", {"gpu": 0, "enabled": False, "reset": True})
         assert (off["mig_mode"], off["reset"]) == (False, True)
         assert agent.xids.note(0) is None  # registered again: watched
         nv.sim_raise_xid(0, 79)
-        until(lambda: [e["xid"] for e in agent.xids.recent(0)] == [79])
+        until(lambda: [e["xid"] for e in agent.xids.recent(agent.gpu_info(0).uuid)] == [79])
 
 
 def test_calls_during_the_reset_wait_for_nvml_and_one_after_a_failed_start_starts_it():
@@ -211,7 +211,7 @@ def test_nvml_that_will_not_shut_down_leaves_the_gpu_unreset_and_xids_watched():
         assert mode(agent) == (False, False)
         assert agent.xids.note(0) is None  # its set made again
         nv.sim_raise_xid(0, 79)
-        until(lambda: [e["xid"] for e in agent.xids.recent(0)] == [79])
+        until(lambda: [e["xid"] for e in agent.xids.recent(agent.gpu_info(0).uuid)] == [79])
 
 
 def test_a_watcher_that_never_started_is_not_said_to_watch_after_a_reset():
@@ -285,7 +285,7 @@ def test_xids_left_in_the_set_when_a_reset_frees_it_are_kept():
     nv.sim_raise_xid(1, 48)
     nv.sim_mode_waits_for_reset(0)
     methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
-    assert [e["xid"] for e in agent.xids.recent(1)] == [48]
+    assert [e["xid"] for e in agent.xids.recent(agent.gpu_info(1).uuid)] == [48]
 
 
 def test_a_renewal_nvml_refused_is_tried_again_and_a_watcher_starting_after_a_failed_restart_runs(
@@ -306,5 +306,5 @@ def test_a_renewal_nvml_refused_is_tried_again_and_a_watcher_starting_after_a_fa
         methods.call("mig.set_mode", {"gpu": 0, "enabled": True, "reset": True})
         until(lambda: agent.xids.note(0) is None)  # asked again, and made
         nv.sim_raise_xid(1, 79)
-        until(lambda: [e["xid"] for e in agent.xids.recent(1)] == [79])
+        until(lambda: [e["xid"] for e in agent.xids.recent(agent.gpu_info(1).uuid)] == [79])
     assert nv._event_sets == {}

@@ -8,55 +8,129 @@ ends it (MIG instances do not outlive one; an XID is of the driver that raised i
 of another boot is read as nothing kept. Where the boot's id cannot be read (no
 /proc/sys/kernel/random/boot_id), neither can a reboot be told, so nothing kept is taken: a
 mark or an XID of a boot long over is not said of the GPUs as they are now.
+
+A damaged file the agent reads from its state dir (these, and a job's own files: its start,
+its end, that it outlived its shim) is read as nothing kept, said once and set aside
+(``read_json``): read again at each pass, it would fail each pass for good.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Optional, TypeVar
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
-from remote_agent.daemon.trust import UnsafePath, read_private, write_private
+from remote_agent.daemon.trust import DAMAGE, read_private, write_private
+from remote_agent.failing import Failures
 from remote_agent.mig.journal import BOOT_ID, boot_id
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # 1: kept by GPU index, which names another GPU once one falls off the bus
+DAMAGED = ".damaged"  # what a damaged file is renamed to, beside itself
 T = TypeVar("T")
+# a file that cannot be kept (a full disk), or a damaged one set aside, said once while it
+# repeats: by path
+unkept = Failures(log, ("write", "writes"))
+unmoved = Failures(log, ("read", "reads"))
+
+
+def read_json(path: str, what: str, shape: Callable[[Any], T], then: str) -> Optional[T]:
+    """The JSON at ``path`` as ``shape`` reads it (which raises one of DAMAGE where the
+    content is not what it expects), or None where there is none. A damaged file is said once
+    (``then``: what the agent does without it) and set aside beside itself (``DAMAGED``, 0600)
+    for whoever looks into why, so the next read finds none. OSError (the disk) and UnsafePath
+    (someone else's file) are raised, as for any of the agent's files."""
+    data = read_private(path, what)
+    try:
+        read = None if data is None else shape(json.loads(data.decode()))
+    except DAMAGE as err:
+        set_aside(path, what, "%s: %s" % (type(err).__name__, err), then)
+        return None
+    unmoved.worked(path, "%s (the %s), damaged, is gone or mended" % (path, what))
+    return read
+
+
+def set_aside(path: str, what: str, why: str, then: str) -> None:
+    """A damaged file renamed beside itself, said once. Where it cannot be renamed, that is
+    said once while it stays (each read finds it again, and reads it as nothing kept)."""
+    aside = path + DAMAGED
+    try:
+        os.replace(path, aside)
+        os.chmod(aside, 0o600)
+    except OSError as err:
+        unmoved.failed(path, "%s (the %s) is damaged (%s) and cannot be set aside (%s: %s); "
+                       "%s" % (path, what, why, type(err).__name__, err, then),
+                       level=logging.ERROR, same=why)
+        return
+    log.error("%s (the %s) is damaged (%s); set aside as %s, and %s", path, what, why, aside,
+              then)
+
+
+def record(types: Dict[str, Tuple[type, ...]],
+           required: Sequence[str] = ()) -> Callable[[Any], Dict[str, Any]]:
+    """A shape for ``read_json``: an object with the ``required`` keys, each of its keys
+    named in ``types`` of one of those types (a boolean is not a number)."""
+    def shape(data: Any) -> Dict[str, Any]:
+        if not isinstance(data, dict):
+            raise TypeError("not an object but %s" % type(data).__name__)
+        for key in required:
+            if key not in data:
+                raise KeyError(key)
+        for key, allowed in types.items():
+            value = data.get(key)
+            if key in data and (not isinstance(value, allowed) or (
+                    isinstance(value, bool) and bool not in allowed)):
+                raise TypeError("%s is %.80r" % (key, value))  # (cut: it may be long)
+        return data
+    return shape
 
 
 def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Optional[T]:
-    """What a daemon before this one kept at ``path`` in this boot, as ``parse`` reads it, or
-    None: nothing kept, kept in another boot, or not readable, which is said with ``lost``
+    """What a daemon before this one kept at ``path`` in this boot, as ``parse`` reads it
+    (raising one of DAMAGE where it is not what it kept), or None: nothing kept, kept in
+    another boot or by another version, not readable or damaged, which is said with ``lost``
     (what goes unsaid for it). UnsafePath (someone else's file) is raised: the daemon refuses
     it, as its other files."""
+    def shape(data: Any) -> Tuple[int, Optional[str], Optional[T]]:
+        record({"boot": (str, type(None)), "version": (int,)}, ("boot", "kept", "version"))(data)
+        return data["version"], data["boot"], \
+            parse(data["kept"]) if data["version"] == VERSION else None
     try:
-        data = json.loads((read_private(path, what) or b"null").decode())
-        if data is None:
-            return None
-        boot = boot_id()
-        if boot is None:
-            log.warning("the %s kept in %s are not taken: this boot's id cannot be read (%s), "
-                        "so whether the host rebooted since cannot be told; %s", what, path,
-                        BOOT_ID, lost)
-            return None
-        if data["boot"] != boot:
-            return None
-        return parse(data["kept"])
-    except UnsafePath:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        kept = read_json(path, what, shape, lost)
+    except OSError as err:
         log.error("the %s kept in %s cannot be read (%s: %s); %s", what, path,
                   type(err).__name__, err, lost)
         return None
+    if kept is None:
+        return None
+    version, boot, taken = kept
+    if boot_id() is None:
+        log.warning("the %s kept in %s are not taken: this boot's id cannot be read (%s), "
+                    "so whether the host rebooted since cannot be told; %s", what, path,
+                    BOOT_ID, lost)
+        return None
+    if boot != boot_id():
+        return None
+    if version != VERSION:  # 1: by GPU index, which may name another GPU by now
+        log.warning("the %s kept in %s are of another version of the agent (%d, not %d, "
+                    "which keeps them by GPU UUID): not taken; %s", what, path, version,
+                    VERSION, lost)
+        return None
+    return taken
 
 
 def keep(path: str, what: str, kept: Any, durable: bool = True) -> None:
-    """Write ``kept`` (JSON) for the next daemon. A write that fails is said: this daemon goes
-    on with what it holds, and the next reads what was written last."""
+    """Write ``kept`` (JSON) for the next daemon. A write that fails is said once while it
+    fails (a full disk fails every write until there is room), and once when one works again:
+    this daemon goes on with what it holds, and the next reads what was written last."""
     data = {"version": VERSION, "boot": boot_id(), "kept": kept}
     try:
         write_private(path, json.dumps(data, sort_keys=True).encode(), durable=durable)
     except OSError as err:
-        log.error("the %s cannot be kept in %s (%s: %s); a restarted agent would say what was "
-                  "written there last", what, path, type(err).__name__, err)
+        unkept.failed(path, "the %s cannot be kept in %s (%s: %s); a restarted agent "
+                      "would say what was written there last; said again when they are "
+                      "kept" % (what, path, type(err).__name__, err), level=logging.ERROR)
+        return
+    unkept.worked(path, "the %s are kept in %s again" % (what, path))

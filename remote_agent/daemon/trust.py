@@ -30,6 +30,9 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
 ACL_ACCESS = "system.posix_acl_access"  # the kernel's xattr: a u32 version, then entries
 _ACL_ENTRY = struct.Struct("<HHI")  # tag, permission bits (rwx = 4|2|1), user or group id
+# the errors the content of a damaged file of the agent's gives as it is read: not JSON (cut
+# short, bytes not UTF-8), nested past the parser's depth, or not of the shape its reader takes
+DAMAGE = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08  # the group class, less the mask
 
 

@@ -129,6 +129,7 @@ class Health:
 @dataclass(frozen=True)
 class XidEvent:
     index: int
+    uuid: str  # the GPU's: its index may name another GPU once one falls off the bus
     xid: int
     gi_id: Optional[int]
     ci_id: Optional[int]
@@ -599,6 +600,7 @@ class GpuBackend:
             return None
         gi, ci = int(data.gpuInstanceId), int(data.computeInstanceId)
         return XidEvent(index=int(self.call("nvmlDeviceGetIndex", data.device)),
+                        uuid=_text(self.call("nvmlDeviceGetUUID", data.device)),
                         xid=int(data.eventData), gi_id=None if gi == NOT_AVAILABLE_UINT else gi,
                         ci_id=None if ci == NOT_AVAILABLE_UINT else ci)
 

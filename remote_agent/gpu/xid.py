@@ -5,7 +5,8 @@ that waits for it, so a thread of the daemon's waits on one set for every GPU, a
 reads the newest few of each GPU from here. The agent shuts NVML down for a GPU reset (a MIG mode
 change; see remote_agent.gpu.session): the set is freed first and made anew, every GPU
 registered, once NVML started again. The daemon keeps them in its state dir too
-(remote_agent.daemon.kept), so a restarted one still says a GPU's recent critical XID.
+(remote_agent.daemon.kept), so a restarted one still says a GPU's recent critical XID. They are
+a GPU's by its UUID: an index names another GPU once one falls off the bus.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ KEPT = 16  # the newest XID events kept per GPU
 WAIT_MS = 500  # one wait's longest time, so the thread sees the daemon stop
 RETRY_S = 5.0  # after a failed wait, before the next
 WHAT = "XID events"
-Events = Dict[int, Deque[Dict[str, Any]]]
+Events = Dict[str, Deque[Dict[str, Any]]]  # by GPU UUID
 
 
 def _optional_int(value: Any) -> Optional[int]:
@@ -38,10 +39,10 @@ def _optional_int(value: Any) -> Optional[int]:
 def _events(kept: Dict[str, List[Dict[str, Any]]]) -> Events:
     """The events a daemon before this one kept (ValueError, KeyError or TypeError if they
     are not events)."""
-    return {int(index): collections.deque(
+    return {uuid: collections.deque(
         ({"time": float(e["time"]), "xid": int(e["xid"]), "gi_id": _optional_int(e["gi_id"]),
           "ci_id": _optional_int(e["ci_id"])} for e in events), maxlen=KEPT)
-        for index, events in kept.items()}
+        for uuid, events in kept.items()}
 
 
 class XidWatcher:
@@ -68,10 +69,10 @@ class XidWatcher:
             self._path = path
             self._events.update(kept or {})
 
-    def recent(self, index: int) -> List[Dict[str, Any]]:
+    def recent(self, uuid: str) -> List[Dict[str, Any]]:
         """The newest XID events of a GPU, oldest first."""
         with self._lock:
-            return list(self._events.get(index, ()))
+            return list(self._events.get(uuid, ()))
 
     def note(self, index: int) -> Optional[str]:
         """Why this GPU's XID events are not watched, if they are not."""
@@ -114,13 +115,13 @@ class XidWatcher:
             self._free()
 
     def _record(self, event: XidEvent) -> None:
-        log.warning("GPU %d: XID %d", event.index, event.xid)
+        log.warning("GPU %d (%s): XID %d", event.index, event.uuid, event.xid)
         with self._lock:
-            self._events.setdefault(event.index, collections.deque(maxlen=KEPT)).append(
+            self._events.setdefault(event.uuid, collections.deque(maxlen=KEPT)).append(
                 {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
                  "ci_id": event.ci_id})
             if self._path is not None:  # not fsync'd: a crash that loses it is a reboot
-                keep(self._path, WHAT, {str(i): list(e) for i, e in self._events.items()},
+                keep(self._path, WHAT, {u: list(e) for u, e in self._events.items()},
                      durable=False)
 
     def _make(self) -> bool:

@@ -37,6 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
+from remote_agent.daemon.kept import read_json, record
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
@@ -55,7 +56,20 @@ from remote_agent.rpc.jsonrpc import Params, RpcError
 log = logging.getLogger("remote_agent.jobs")
 
 START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes on, watched
+# in a job's directory once it is seen running after its shim died: how its end is told
+# depends on it (watch.Watchdog._lost_why), and a restarted daemon must tell it the same way
+OUTLIVED = "outlived-shim.json"
+NUMBER = (int, float)
+# the job files the daemon reads, as their writers write them (the shim: remote_agent.jobs.shim)
+JOB_FILES = {
+    "started.json": record({"pid": (int,), "started_at": NUMBER,
+                            "start_ticks": (int, type(None))}, ("pid", "started_at")),
+    "exit.json": record({"ended_at": NUMBER, "code": (int, type(None)), "signal": (int,),
+                         "error": (str,)}),
+    OUTLIVED: record({"seen_at": NUMBER}, ("seen_at",)),
+}
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
+UNSENT = "unsent"  # a stop's signal its container was not made yet to take: (it, job id)
 
 
 @dataclass
@@ -195,6 +209,9 @@ class Supervisor:
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
         self._containers_left: Dict[str, LeftContainer] = {}  # of ended jobs, by name
         self._removing: Set[str] = set()  # containers being ended now (a launch of one waits)
+        # job -> the signal (SIGTERM) a stop sent before its container was made: sent again
+        # at each watchdog pass until the container takes it (``send_unsent``)
+        self._unsent: Dict[int, int] = {}
         self._held_stops: Dict[int, Dict[str, Any]] = {}
         """The watchdog's stops the table could not take (a full state disk): carried out all
         the same, by this daemon, and written at each pass until the table takes them."""
@@ -751,7 +768,7 @@ class Supervisor:
             if sig != signal.SIGKILL:
                 why = self.kill_container(job, sig)
                 if why is not None:
-                    log.warning("job j%d: %s", job.id, why)
+                    self._signal_failed(job, why)
                 log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
                 return True
         count = job.procs().signal(sig)
@@ -767,11 +784,47 @@ class Supervisor:
         leave running (docs/decisions.md, "Container jobs")."""
         how = self.runtimes.get(job.runtime)
         why = how.signal(job.container or "", sig)
-        if why is None or not how.not_there(why):
-            return why
-        if not job.procs().leader_alive():
-            return None  # gone, and no container of its name can be made any more
-        return "%s; its runtime's client runs on, so the container may yet be made" % why
+        if why is not None and how.not_there(why) and job.procs().leader_alive():
+            if sig != signal.SIGKILL:  # (the watchdog sends SIGKILL at each pass itself)
+                with self._lock:
+                    self._unsent[job.id] = sig
+            return "%s; its runtime's client runs on, so the container may yet be made%s" % (
+                why, "" if sig == signal.SIGKILL else ": sent again once it is")
+        if why is None or how.not_there(why):  # taken, or gone: no container of its name
+            with self._lock:  # can be made any more
+                self._unsent.pop(job.id, None)
+            return None
+        return why
+
+    def send_unsent(self, job: Job) -> None:
+        """The signal a stop sent to the job's container before it was made (stopped while it
+        was starting, or while its runtime pulled the image; its stop adopted by a restarted
+        daemon), sent again at each watchdog pass until the container takes it: else the job
+        has only the SIGKILL at the end of its grace, and no chance to end cleanly."""
+        with self._lock:
+            sig = self._unsent.get(job.id)
+        if sig is None:
+            return
+        if not job.procs().leader_alive():  # its runtime's client ended: ending, watched
+            with self._lock:
+                self._unsent.pop(job.id, None)
+            return
+        why = self.kill_container(job, sig)
+        if why is None:
+            self.failures.worked((UNSENT, job.id), "job j%d: %s to container %s, made after "
+                                 "its stop," % (job.id, signal_name(sig), job.container))
+        else:
+            self._signal_failed(job, why)
+
+    def _signal_failed(self, job: Job, why: str) -> None:
+        """A signal the runtime did not take: said once while it is sent again (its container
+        not made yet, or the runtime failing since: ``send_unsent``), else once."""
+        with self._lock:
+            unsent = job.id in self._unsent
+        if unsent:
+            self.failures.failed((UNSENT, job.id), "job j%d: %s" % (job.id, why))
+        else:
+            log.warning("job j%d: %s", job.id, why)
 
     def never_started(self, job: Job, reason: str) -> Optional[bool]:
         """End a start no shim has claimed as never started (the daemon stopped mid-launch):
@@ -853,6 +906,9 @@ class Supervisor:
     def _ended(self, job: Job) -> None:
         with self._lock:
             self._held_stops.pop(job.id, None)  # its end, recorded, says why it stopped
+            self._unsent.pop(job.id, None)
+        self.failures.worked((UNSENT, job.id), "job j%d ended before its container took the "
+                             "signal of its stop" % job.id)
         self.outputs.release(job.id)
         self._release(job)
         self.notify(job)
@@ -957,8 +1013,12 @@ class Supervisor:
         return [p for p in (base + ".1", base) if os.path.exists(p)]
 
     def read_job_file(self, job: Job, name: str) -> Optional[Dict[str, Any]]:
-        data = read_private(os.path.join(self.job_dir(job), name), "job file")
-        return None if data is None else json.loads(data)
+        """One of the job's files its shim or the watchdog wrote (JOB_FILES), or None where
+        there is none; a damaged one is set aside and read as none (kept.read_json), so the
+        job is watched on as if it had never been written."""
+        return read_json(os.path.join(self.job_dir(job), name), "job j%d's file" % job.id,
+                         JOB_FILES[name], "job j%d is watched on as if it were not there"
+                         % job.id)
 
 
 def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]:

@@ -22,14 +22,11 @@ from remote_agent.daemon.trust import write_private
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
 from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
-from remote_agent.jobs.supervisor import Supervisor, shim_alive, signal_name
+from remote_agent.jobs.supervisor import OUTLIVED, Supervisor, shim_alive, signal_name
 from remote_agent.rpc.jsonrpc import RpcError
 
 log = logging.getLogger("remote_agent.jobs")
 
-# in a job's directory once it is seen running after its shim died: how its end is told
-# depends on it (Watchdog._lost_why), and a restarted daemon must tell it the same way
-OUTLIVED = "outlived-shim.json"
 RUNTIME_KILL = "runtime kill"  # a job's runtime's SIGKILL, as a step that fails: (it, job id)
 TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this often
 
@@ -61,6 +58,9 @@ class Watchdog:
             if job.state == "running" and job.container and job.container_cgroup is None:
                 self._step("finding job j%d's container" % job.id,
                            lambda: sup.find_container(job))
+            if job.state == "running" and job.container:
+                self._step("signalling job j%d's container" % job.id,
+                           lambda: sup.send_unsent(job))
         for job in jobs:
             self._step("watching job j%d" % job.id, lambda: self._observe(job, job.id in shims)
                        if job.state == "running" else self._resolve_starting(job))

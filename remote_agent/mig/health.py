@@ -5,7 +5,8 @@ Such a GPU holds neither the layout it had nor the one asked for. The agent says
 was expected to be again (someone put it right), or a later change on it succeeds (which reads
 the GPU back and vouches for its layout). The daemon keeps the marks in its state dir
 (remote_agent.daemon.kept: fsync'd at each change, dropped by a reboot), so a restarted daemon
-says the same words: the change's own, not the general ones a GPU read afresh would give.
+says the same words: the change's own, not the general ones a GPU read afresh would give. A
+mark is the GPU's by its UUID: an index names another GPU once one falls off the bus.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ class Degraded:
     placements: Optional[Counter] = None  # as remote_agent.mig.apply.placements counts them
 
 
-def _record(index: int, mark: Degraded) -> Dict[str, Any]:
-    return {"gpu": index, "reason": mark.reason, "mode": list(mark.mode),
+def _record(uuid: str, mark: Degraded) -> Dict[str, Any]:
+    return {"gpu_uuid": uuid, "reason": mark.reason, "mode": list(mark.mode),
             "placements": None if mark.placements is None else [
                 [*key, count] for key, count in sorted(mark.placements.items())]}
 
 
-def _mark(rec: Dict[str, Any]) -> Tuple[int, Degraded]:
+def _mark(rec: Dict[str, Any]) -> Tuple[str, Degraded]:
     """A mark read back (ValueError, KeyError or TypeError if the record holds none)."""
     current, pending = rec["mode"]
     if not all(isinstance(v, bool) for v in (current, pending)):
@@ -57,17 +58,19 @@ def _mark(rec: Dict[str, Any]) -> Tuple[int, Degraded]:
     counts = None if placed is None else collections.Counter(
         {(str(profile), int(start), bool(made)): int(count)
          for profile, start, made, count in placed})
-    return int(rec["gpu"]), Degraded(str(rec["reason"]), (current, pending), counts)
+    if not isinstance(rec["gpu_uuid"], str):
+        raise TypeError("a GPU's UUID is a string")
+    return rec["gpu_uuid"], Degraded(str(rec["reason"]), (current, pending), counts)
 
 
 class GpuHealth:
-    """Degraded marks by GPU index; safe across threads (changes, snapshots, hello). With
+    """Degraded marks by GPU UUID; safe across threads (changes, snapshots, hello). With
     ``path``, kept there: read at the start, written at each change."""
 
     def __init__(self, path: Optional[str] = None) -> None:
         self._lock = threading.Lock()
         self._path = path
-        self._marks: Dict[int, Degraded] = {}
+        self._marks: Dict[str, Degraded] = {}
         if path is not None:
             self._marks = read_kept(path, WHAT, lambda recs: dict(_mark(r) for r in recs),
                                     "a GPU a failed MIG change left degraded before the "
@@ -78,33 +81,37 @@ class GpuHealth:
         if self._path is not None:
             keep(self._path, WHAT, [_record(i, m) for i, m in sorted(self._marks.items())])
 
-    def mark(self, index: int, mark: Degraded) -> None:
+    def mark(self, uuid: str, mark: Degraded) -> None:
         with self._lock:
-            self._marks[index] = mark
+            self._marks[uuid] = mark
             self._keep()
 
-    def clear(self, index: int) -> None:
+    def clear(self, uuid: str) -> None:
         with self._lock:
-            if self._marks.pop(index, None) is not None:
+            if self._marks.pop(uuid, None) is not None:
                 self._keep()
 
-    def marked(self, index: int) -> bool:
+    def marked(self, uuid: str) -> bool:
         with self._lock:
-            return index in self._marks
+            return uuid in self._marks
 
-    def check(self, index: int, mode: Mode, placements: Optional[Counter]) -> Optional[str]:
-        """Why GPU ``index`` is degraded, given what it reads as now; reading as expected
+    def check(self, uuid: str, mode: Mode, placements: Optional[Counter]) -> Optional[str]:
+        """Why GPU ``uuid`` is degraded, given what it reads as now; reading as expected
         clears the mark."""
         with self._lock:
-            mark = self._marks.get(index)
+            mark = self._marks.get(uuid)
             if mark is None:
                 return None
             if mode == mark.mode and (mark.placements is None or mark.placements == placements):
-                del self._marks[index]
+                del self._marks[uuid]
                 self._keep()
                 return None
             return mark.reason
 
-    def problems(self) -> List[str]:
+    def problems(self, indexes: Dict[str, int]) -> List[str]:
+        """The degraded GPUs of those there now (``indexes``: UUID -> index); the mark of one
+        not there (fallen off the bus) is kept, and said if it comes back."""
         with self._lock:
-            return [problem(i, m.reason) for i, m in sorted(self._marks.items())]
+            return [problem(indexes[u], m.reason) for u, m in sorted(
+                self._marks.items(), key=lambda um: indexes.get(um[0], -1))
+                if u in indexes]

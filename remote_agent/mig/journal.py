@@ -26,7 +26,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from remote_agent.daemon.trust import UnsafePath, private_dir, read_private, write_private
+from remote_agent.daemon.trust import DAMAGE, UnsafePath, private_dir, read_private, \
+    write_private
 from remote_agent.mig.apply import Change
 from remote_agent.mig.layout import Geometry, Instance, Layout
 
@@ -165,7 +166,7 @@ class MigJournal:
                 found.append(_entry(path, rec))
             except UnsafePath:
                 raise  # someone else's file: the daemon refuses it, as its other files
-            except (ValueError, KeyError, TypeError) as err:
+            except DAMAGE as err:
                 log.error("MIG change journal entry %s cannot be read (%s: %s); it is removed, "
                           "and what it held is not rolled back", path, type(err).__name__, err)
                 self.drop(path)
