@@ -45,7 +45,8 @@ def flood():
     job = {"key": "k", "gpus": [0], "pid": None}
     gpu = {"index": 0, "name": "NVIDIA L4", "processes": [{"pid": p} for p in range(PROCESSES)],
            "health": {"xid": [{"time": 1.0, "xid": 79}] * 20}}
-    return [pushed("job", dict(job, id="end%%d" %% n, state="exited", ended_at=n))
+    return [pushed("job", dict(job, id="end%%d" %% n, state="exited",
+                                   ended_at=time.time()))
             for n in range(N)] + [pushed("job", dict(job, id="run%%d" %% n, state="running"))
                                   for n in range(N)] + [
         pushed("snapshot", {"time": time.time(), "gpus": [gpu]})]
