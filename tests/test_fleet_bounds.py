@@ -162,3 +162,29 @@ def test_a_job_record_for_another_job_or_with_an_id_mending_would_change_is_refu
     with pytest.raises(AnswerMalformed):
         session._checked("job.launch", good, {"key": "another key"})
     assert session._checked("job.get", good, {"job": good["id"]}) is good
+
+
+def test_a_host_answering_one_call_after_another_malformed_reads_failing_until_each_mends(
+        local_fleet, caplog):
+    """An agent whose answers fail, one call after another, reads degraded with each, and a
+    good answer to another call (or about another job) mends none of them: each is said, in
+    its state and once in the log, until that call about that job is answered well. Before:
+    the host read online whatever its calls answered; only its pushes marked it."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    session, good = one_job_running_unheard(local_fleet)
+    ident = good["id"]
+    for method in ("job.get", "job.stop"):
+        with pytest.raises(AnswerMalformed):
+            session._checked(method, dict(good, state=5), {"job": ident})
+    session._checked("job.list", {"jobs": [good]})  # another call's good answer
+    session._checked("job.get", dict(good, id="j9"), {"job": "j9"})  # another job's
+    assert session.status.state == "degraded"
+    assert session.status.error == "; ".join(
+        "its agent answered %s about job %s malformed: %s.state: 5 is not text" % (
+            method, ident, method) for method in ("job.get", "job.stop"))
+    session._checked("job.get", good, {"job": ident})
+    assert session.status.error == ("its agent answered job.stop about job %s malformed: "
+                                    "job.stop.state: 5 is not text" % ident)
+    session._checked("job.stop", good, {"job": ident})
+    assert (session.status.state, session.status.error) == ("online", None)
+    assert caplog.text.count("a malformed answer to") == 2, caplog.text

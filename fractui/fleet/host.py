@@ -377,6 +377,29 @@ class HostSession:
         self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
             _what(method, ident if isinstance(ident, str) else None), said)
 
+    def _mark_answer(self, method: str, about: Optional[str], said: Optional[str]) -> None:
+        """Marks the host failing by an answer to ``method`` (about job ``about``) found
+        malformed (``said``), until that call about that job is answered well again or the
+        host connects again: a good answer to another call, or about another job, mends none,
+        so an agent whose calls fail one after another reads failing, not online. Past
+        SAID_ONE_BY_ONE marks, one more says there are more (as job records' marks do)."""
+        key = "answer %s%s" % (method, _of(about))
+        with self._lock:
+            if said is None:
+                changed = self._malformed.pop(key, None) is not None
+            else:
+                if key not in self._malformed and len(self._malformed) > SAID_ONE_BY_ONE:
+                    key, said = "answer", "and more, past %d marked one by one" % (
+                        SAID_ONE_BY_ONE)
+                changed = True
+                self._malformed[key] = "its agent answered %s malformed: %s" % (
+                    key[len("answer "):] or "calls", said)
+            if not changed or self.status.state not in ("online", "degraded") or (
+                    self.status.hello is None):
+                return
+            self._set_problem_locked()
+        self._changed()
+
     def _set_problem_locked(self) -> None:
         """The connected host's state: degraded by its agent's problems and the snapshot or
         job records it sent malformed (each until a good one of it comes); else online."""
@@ -568,6 +591,7 @@ class HostSession:
         about = _about(params)
         said = answers.problem(method, result) or _for_another(method, params, result)
         name = ("answer", method, about)  # by the job: a good answer about another mends none
+        self._mark_answer(method, about, said)
         if said is not None:  # said once while it answers so, in any words (at every reconnect)
             self._failures.failed(name, "%s: a malformed answer to %s%s from its agent: %s" % (
                 self.cfg.name, method, _of(about), said), same=method, cap=SAID_ONE_BY_ONE)
