@@ -246,7 +246,7 @@ class HostSession:
             # told first is newer, and stays)
             with self._lock:
                 left = self.status.take(result, only_new=True)
-            self._left_out("jobs", left)
+            self._jobs_left_out(left)
         return result
 
     # -- state --
@@ -286,7 +286,6 @@ class HostSession:
             return
         gone: Set[str] = set()
         left: Optional[str] = None
-        room = False  # whether its records are fewer than the most kept
         with self._lock:
             self._mark_locked(method, params, said)
             if self._early is not None:  # connecting: newer than what subscribe answered
@@ -299,12 +298,11 @@ class HostSession:
                     self._dated_locked(params)
                 gone = self.status.forget_ended(
                     time.time() - self._lag - self.cfg.retention_hours * 3600)
-                room = len(self.status.jobs) < answers.JOBS_MOST
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
         self._forget_failures(gone, "is forgotten, as its agent forgets it")
-        if left is not None or room:  # (a record kept anew is no room for those left out)
-            self._left_out("jobs", left)
+        if said is None:
+            self._jobs_left_out(left)
         self._changed()
 
     def _forget_failures(self, gone: Set[str], why: str) -> None:
@@ -573,10 +571,7 @@ class HostSession:
             self._dated_locked(self.status.snapshot)
             left = [_apply(self.status, method, params) for method, params in self._early or ()]
             self._early = None
-            room = len(self.status.jobs) < answers.JOBS_MOST
-        said = next((words for words in reversed(left) if words), None)
-        if said is not None or room:
-            self._left_out("jobs", said)
+        self._jobs_left_out(next((words for words in reversed(left) if words), None))
         self._conn = conn
         with self._lock:
             self._set_problem_locked()
@@ -621,6 +616,15 @@ class HostSession:
                 log.warning("%s: what its agent said%s: %s (said once)", self.cfg.name,
                             _of(about), words)
         return value
+
+    def _jobs_left_out(self, left: Optional[str]) -> None:
+        """Says the job record just left out (``left``), or, with none, that none is left out
+        where its records are fewer than the most kept again (a record kept anew, beside
+        those left out, is no room for them)."""
+        with self._lock:
+            room = len(self.status.jobs) < answers.JOBS_MOST
+        if left is not None or room:
+            self._left_out("jobs", left)
 
     def _left_out(self, kind: str, said: Optional[str]) -> None:
         """What was left out of its agent's last answers of ``kind`` (a method's, or ``jobs``:
