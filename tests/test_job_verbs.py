@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Tuple
@@ -258,35 +259,42 @@ def test_a_cancel_that_takes_a_preemption_over_preempts_no_second_job(local_flee
     assert "preempt" not in [e.action for e in f.store.audit_log(other)]
 
 
-def test_a_cancel_that_lands_while_a_pass_ends_the_job_fails_no_pass(local_fleet):  # noqa: F811
+def test_a_cancel_that_lands_while_a_pass_ends_the_job_fails_no_pass(local_fleet,  # noqa: F811
+                                                                     tmp_path):
     """The job's copy exited; a pass reads the job running, and its user's cancel lands before
     the pass writes the end it found: the pass's write finds the job stopping to be cancelled
     and leaves it to the next pass, which reads it as it is and ends it cancelled. Before, the
     StateConflict failed the whole pass: a bug's stack in the log, and the passes said failing
-    in the store (the TUI's header) until the next."""
+    in the store (the TUI's header) until the next. The cancel lands as the pass writes the
+    end (the pass may use the jobs it read before, while the store's jobs counter has not
+    moved, so a cancel made at its read of them never came); the job exits when told, so that
+    it is seen running first."""
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
-    job = f.submit("whole", argv=["true"])
+    told = tmp_path / "exit now"
+    job = f.submit("whole", argv=[sys.executable, "-c", "import os, sys, time\n"
+                                  "while not os.path.exists(sys.argv[1]): time.sleep(0.05)",
+                                  str(told)])
     f.until(lambda: f.store.get(job.id).state == "running")
+    told.touch()
     session = f.fleet.session("gpu-a")
     deadline = time.time() + 30
     while not any(r.get("state") == "exited" for r in session.status.jobs.values()):
         assert time.time() < deadline, session.status.jobs
         time.sleep(0.05)
     store = f.scheduler.store
-    read = store.jobs
+    ended = store.ended
     cancelled = []
 
-    def jobs_then_cancel(*args, **kwargs):  # the pass's read, then the user's cancel
-        got = read(*args, **kwargs)
+    def cancel_then_end(*args, **kwargs):  # the user's cancel, then the pass's write
         if not cancelled:
             cancelled.append(ask_stop(f.store, f.store.get(job.id), "cancel", Asker("head")))
-        return got
+        return ended(*args, **kwargs)
 
-    store.jobs = jobs_then_cancel  # type: ignore[method-assign]
+    store.ended = cancel_then_end  # type: ignore[method-assign]
     try:
-        f.scheduler.step()
+        assert f.scheduler.step() is True
     finally:
-        del store.jobs
+        del store.ended
     assert cancelled and f.store.get(job.id).state == "stopping"
     f.until(lambda: f.store.get(job.id).state == "cancelled")
 

@@ -480,3 +480,31 @@ def test_an_output_answered_malformed_or_refused_answers_the_request_keeping_the
     assert tail.text.count("\n") == 3 and "malformed" not in tail.text, tail.text
     relay._keep(job, True)
     assert f.store.log_tail(job.id).text == good.text
+
+
+def test_an_earlier_attempts_output_read_after_the_next_began_is_not_kept_as_its(local_fleet):
+    """A read of attempt 0's output that lands once attempt 1 runs (queued on the host's lane
+    before the requeue) is not kept as the job's output: its request stands, and the next read,
+    of attempt 1, answers it. Before: attempt 0's output was kept, and shown, as the job's."""
+    from fractui.scheduler.relay import LogRelay
+
+    f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
+    job = f.submit("quarter", argv=[sys.executable, "-c", "import os, time\n"
+                                    "print('attempt of pid', os.getpid(), flush=True)\n"
+                                    "time.sleep(600)"])
+    f.until(lambda: f.states()[job.id] == "running")
+    first = f.store.get(job.id)
+    session = f.fleet.session("gpu-a")
+    wait(lambda: session.call("job.logs", {"job": first.agent_job})["lines"], f.states)
+    f.store.stopping(job.id, ("running",), "requeue", "alice", "again")
+    f.until(lambda: f.store.get(job.id).attempt == 1 and f.states()[job.id] == "running")
+    now = f.store.get(job.id)
+    wait(lambda: session.call("job.logs", {"job": now.agent_job})["lines"], f.states)
+    f.store.ask_log(job.id, "alice")
+    relay = LogRelay(f.store, lambda host, method, params: session.call(method, params), None)
+    relay.epoch = f.scheduler.epoch  # the test scheduler holds the lease: its writes
+    relay._keep(first, True)  # the read queued for attempt 0
+    assert f.store.log_tail(job.id) is None and job.id in f.store.log_requests()
+    relay._keep(now, True)
+    [line] = session.call("job.logs", {"job": now.agent_job})["lines"]
+    assert f.store.log_tail(job.id).text == line + "\n" and f.store.log_requests() == []

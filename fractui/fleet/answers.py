@@ -26,9 +26,10 @@ from fractui.store.model import storable
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
 COLUMN_MOST = 2 ** 31 - 1  # the most a store's 32-bit column (PostgreSQL's INTEGER) keeps
 
-Said = List[Tuple[str, str]]
+Said = List[Tuple[str, str, bool]]
 """What ``mended`` changed that is to be said: where (its list indexes left out, so that it
-is said once however many parts have it) and what."""
+is said once however many parts have it), what, and whether parts were left out (a list past
+its bound, ``ListOf.most``): that is said in the host's state too, while its answers are so."""
 
 
 class Shape(ABC):
@@ -63,6 +64,7 @@ class Kind(Shape):
 
 _WORDS = {"count": "a whole number from 0", "int": "a whole number", "num": "a number",
           "str": "text", "bool": "true or false",
+          "name": "text with no NUL or lone surrogate (mended, it would name another job)",
           "small": "a whole number from 0 to %d" % COLUMN_MOST}
 _CHECKS: Dict[str, Callable[[Any], bool]] = {  # bool is not a number here, though Python's int
     "count": lambda v: type(v) is int and 0 <= v < BIG,
@@ -71,6 +73,7 @@ _CHECKS: Dict[str, Callable[[Any], bool]] = {  # bool is not a number here, thou
     "num": lambda v: (type(v) is int and -BIG < v < BIG) or (
         type(v) is float and math.isfinite(v)),
     "str": lambda v: isinstance(v, str),
+    "name": lambda v: isinstance(v, str) and storable(v) == v,
     "bool": lambda v: type(v) is bool}
 
 
@@ -96,10 +99,10 @@ class Within(Shape):
         if self.clamped:
             kept = min(max(value, self.least), self.most)
             said.append((where, "%s: %s %d is past the %d to %d the store keeps: kept as %d"
-                         % (where, self.what, value, self.least, self.most, kept)))
+                         % (where, self.what, value, self.least, self.most, kept), False))
             return kept
         said.append((where, "%s: malformed: %s is no %s (%d to %d): read as unknown" % (
-            where, _said(value), self.what, self.least, self.most)))
+            where, _said(value), self.what, self.least, self.most), False))
         return None
 
 
@@ -136,34 +139,58 @@ class _Parts(Shape):
 
 @dataclass(frozen=True)
 class ListOf(_Parts):
+    """A list of ``item``s, of which the first ``most`` are taken: a host lists as many as it
+    likes, and each is kept in memory, walked by every pass and drawn by the TUI; the rest
+    are left out, said (and checked no further: a flood costs no more than its bound). Not
+    where ``whole``: a list whose parts left out would change what it says (what a MIG plan
+    destroys) is malformed past its bound."""
+
     KIND: ClassVar[type] = list
     WORD: ClassVar[str] = "a list"
     item: Shape
     maybe: bool = False
+    most: int = 256
+    whole: bool = False
 
     def parts(self, value: Any, where: str) -> Optional[str]:
-        return _first((self.item, item, "%s[%d]" % (where, i)) for i, item in enumerate(value))
+        if self.whole and len(value) > self.most:
+            return "%s: %d listed, more than the %d any host has" % (where, len(value),
+                                                                   self.most)
+        return _first((self.item, item, "%s[%d]" % (where, i))
+                      for i, item in enumerate(value[:self.most]))
 
     def parts_mended(self, value: Any, where: str, said: Said) -> Any:
-        items = [self.item.mended(item, where + "[]", said) for item in value]
-        return value if all(a is b for a, b in zip(items, value)) else items
+        taken = value[:self.most]
+        if len(value) > self.most:
+            said.append((where, "%s: %d listed, past the %d taken: the last %d left out" % (
+                where, len(value), self.most, len(value) - self.most), True))
+        items = [self.item.mended(item, where + "[]", said) for item in taken]
+        return value if len(taken) == len(value) and all(
+            a is b for a, b in zip(items, value)) else items
 
 
 @dataclass(frozen=True)
 class MapOf(_Parts):
-    """An object of any keys, each value of one shape."""
+    """An object of any keys, each value of one shape; its first ``most`` keys taken, as a
+    list's first items (``ListOf``)."""
 
     value: Shape
     maybe: bool = False
+    most: int = 256
 
     def parts(self, value: Any, where: str) -> Optional[str]:
         return _first((self.value, item, "%s.%s" % (where, host_words(key, True)))
-                      for key, item in value.items())
+                      for key, item in list(value.items())[:self.most])
 
     def parts_mended(self, value: Any, where: str, said: Said) -> Any:
         # (its keys as they are: none is kept in a store's column but as JSON, which escapes)
-        items = {key: self.value.mended(item, where + ".*", said) for key, item in value.items()}
-        return value if all(items[key] is value[key] for key in value) else items
+        taken = dict(list(value.items())[:self.most]) if len(value) > self.most else value
+        if taken is not value:
+            said.append((where, "%s: %d keys, past the %d taken: the last %d left out" % (
+                where, len(value), self.most, len(value) - self.most), True))
+        items = {key: self.value.mended(item, where + ".*", said) for key, item in taken.items()}
+        return value if taken is value and all(items[key] is value[key] for key in value) \
+            else items
 
 
 @dataclass(frozen=True)
@@ -198,11 +225,25 @@ COUNT, INT, NUM, STR, BOOL = (Kind(k) for k in ("count", "int", "num", "str", "b
 COUNT_, INT_, NUM_, STR_, BOOL_ = (Kind(k, maybe=True)
                                    for k in ("count", "int", "num", "str", "bool"))
 SMALL = Kind("small")  # a GPU's index, a MIG slot, a profile's MiB: an INTEGER column's, if any
+SMALL_ = Kind("small", maybe=True)
+NAME = Kind("name")  # a job's id or key: what calls and the store name it by, never mended
 TEXTS = ListOf(STR)
+
+# The most of each list of one answer taken (ListOf.most; 256 where not named): far above
+# what a host has (NVML's GPUs, a GPU's MIG instances, the agent's 16 XID events), and below
+# what a flood of them costs each pass, the store and the TUI.
+GPUS_MOST = 256
+INSTANCES_MOST = 64
+PROCESSES_MOST = 4096  # a GPU's processes, an instance's pids
+XID_MOST = 16  # the agent keeps 16 (docs/protocol.md)
+JOBS_MOST = 20000  # one answer's job records, and those a host's status keeps (HostStatus)
+ARGV_MOST = 4096  # the agent takes no longer argv
+LINES_MOST = 100000  # the most job.logs answers
 
 INSTANCE = Record({
     "uuid": STR_, "gi_id": INT, "profile": STR, "start": SMALL, "size": SMALL,
-    "memory_mib": COUNT, "memory_used_mib": COUNT_, "busy": BOOL, "pids": ListOf(COUNT)},
+    "memory_mib": COUNT, "memory_used_mib": COUNT_, "busy": BOOL,
+    "pids": ListOf(COUNT, most=PROCESSES_MOST)},
     needs=("gi_id", "profile", "start", "size"))
 
 GPU = Record({
@@ -210,35 +251,38 @@ GPU = Record({
     "mig_mode": BOOL, "mig_pending": BOOL_, "cap_layers": TEXTS,
     "cap_layers_unavailable": MapOf(STR), "mig_profile_mib": MapOf(SMALL),
     "layout_version": STR_, "degraded": STR_,
-    "instances": ListOf(INSTANCE),
+    "instances": ListOf(INSTANCE, most=INSTANCES_MOST),
     "memory_used_mib": COUNT_, "utilization_gpu": NUM_, "utilization_note": STR_,
     "processes": ListOf(Record({"pid": COUNT, "used_mib": COUNT_, "instance": STR_,
-                                "job": STR_, "service": STR_}, needs=("pid",))),
+                                "job": STR_, "service": STR_}, needs=("pid",)),
+                        most=PROCESSES_MOST),
     "health": Record({
         "temperature_c": NUM_, "slowdown_c": NUM_, "power_mw": NUM_, "power_limit_mw": NUM_,
         "ecc_volatile": Record({"corrected": COUNT_, "uncorrected": COUNT},
                                needs=("corrected", "uncorrected"), maybe=True),
         "throttle": ListOf(STR, maybe=True),
         "xid": ListOf(Record({"time": NUM, "xid": INT, "gi_id": INT_, "ci_id": INT_},
-                             needs=("time", "xid"))),
+                             needs=("time", "xid")), most=XID_MOST),
         "xid_note": STR_, "unmeasured": TEXTS, "errors": TEXTS}, maybe=True),
 }, needs=("index", "name"))
+GPUS = ListOf(GPU, most=GPUS_MOST)
 
 HELLO = Record({
     "protocol": INT, "agent_version": STR_, "backend": STR_, "host": STR_, "cpus": NUM,
     "memory_mib": COUNT, "limits": MapOf(STR), "driver_version": STR_,
     "privileges": Record({"root": BOOL, "mig_changes": BOOL, "reason": STR_}),
-    "gpus": ListOf(GPU), "links": ListOf(TEXTS, maybe=True), "links_error": STR_,
-    "problems": TEXTS, "methods": TEXTS, "features": TEXTS, "runtimes": MapOf(STR_),
-    "runtimes_unavailable": MapOf(STR)}, needs=("protocol", "agent_version", "backend", "gpus"))
+    "gpus": GPUS, "links": ListOf(ListOf(STR, most=GPUS_MOST), maybe=True, most=GPUS_MOST),
+    "links_error": STR_, "problems": TEXTS, "methods": TEXTS, "features": TEXTS,
+    "runtimes": MapOf(STR_), "runtimes_unavailable": MapOf(STR)},
+    needs=("protocol", "agent_version", "backend", "gpus"))
 
-SNAPSHOT = Record({"host": STR_, "time": NUM_, "gpus": ListOf(GPU)}, needs=("gpus",))
+SNAPSHOT = Record({"host": STR_, "time": NUM_, "gpus": GPUS}, needs=("gpus",))
 
 JOB = Record({
-    "id": STR, "key": STR, "name": STR_, "argv": TEXTS, "cwd": STR_, "gpus": ListOf(COUNT),
-    "gpu_uuids": TEXTS, "instance": STR_,
-    "mig": Record({"profile": STR, "start": COUNT_}, maybe=True), "memory_mib": COUNT_,
-    "created_at": NUM_, "state": STR, "caps": TEXTS, "cap_notes": TEXTS,
+    "id": NAME, "key": NAME, "name": STR_, "argv": ListOf(STR, most=ARGV_MOST), "cwd": STR_,
+    "gpus": ListOf(COUNT, most=GPUS_MOST), "gpu_uuids": ListOf(STR, most=GPUS_MOST),
+    "instance": STR_, "mig": Record({"profile": STR, "start": SMALL_}, maybe=True),
+    "memory_mib": COUNT_, "created_at": NUM_, "state": STR, "caps": TEXTS, "cap_notes": TEXTS,
     "exit_code": Within(INT_, "exit code a process returns", most=255, clamped=False),
     "reason": STR_, "pid": COUNT_, "started_at": NUM_, "ended_at": NUM_, "run_as": STR_,
     "cgroup": STR_, "runtime": STR_, "image": STR_, "container": STR_,
@@ -248,20 +292,23 @@ JOB = Record({
                      "util_samples": Within(COUNT, "samples"), "util_mean": NUM_,
                      "util_note": STR_}, maybe=True),
 }, needs=("id", "key", "state", "gpus", "pid"))
+JOBS = ListOf(JOB, most=JOBS_MOST)
 
 SUBSCRIBED = Record({"snapshot": Record(SNAPSHOT.keys, SNAPSHOT.needs, maybe=True),
-                     "jobs": ListOf(JOB)}, needs=("jobs",))
+                     "jobs": JOBS}, needs=("jobs",))
 
 SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's params
     "hello": HELLO, "subscribe": SUBSCRIBED, "snapshot": SNAPSHOT, "job": JOB,
     "job.launch": JOB, "job.get": JOB, "job.stop": JOB,
-    "job.list": Record({"jobs": ListOf(JOB)}, needs=("jobs",)),
-    "job.logs": Record({"lines": TEXTS, "offset": COUNT, "data": STR}, needs=("lines",
-                                                                              "offset")),
-    "mig.plan": Record({"gpu": COUNT, "start": COUNT, "description": STR,
-                        "layout_version": STR}, needs=("gpu", "start", "description",
-                                                       "layout_version")),
-    "mig.apply": Record({"profile": STR, "start": COUNT, "warning": STR_,
+    "job.list": Record({"jobs": JOBS}, needs=("jobs",)),
+    "job.logs": Record({"lines": ListOf(STR, most=LINES_MOST), "offset": COUNT, "data": STR},
+                       needs=("lines", "offset")),
+    "mig.plan": Record({"gpu": SMALL, "gpu_uuid": STR_, "profile": STR, "start": SMALL,
+                        "size": SMALL, "destroy": ListOf(INSTANCE, most=INSTANCES_MOST,
+                                                               whole=True),
+                        "description": STR, "layout_version": STR},
+                       needs=("gpu", "start", "description", "layout_version")),
+    "mig.apply": Record({"profile": STR, "start": SMALL, "warning": STR_,
                          "instance": Record({"uuid": STR_}, needs=("uuid",))},
                         needs=("profile", "start", "instance")),
     "mig.destroy": Record({"destroyed": Record(INSTANCE.keys, maybe=True), "warning": STR_}),

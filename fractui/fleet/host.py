@@ -89,6 +89,26 @@ class HostStatus:
     jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     uploaded: Optional[bool] = None  # whether the last connect had to upload the agent
 
+    def take(self, record: Dict[str, Any], only_new: bool = False) -> Optional[str]:
+        """Keeps a job's record (``only_new``: unless one of it is kept). A host may name a new
+        job at every push, so past ``answers.JOBS_MOST`` records the oldest ended one gives
+        way; with none ended the new one is left out: what was, said (or None)."""
+        ident = record["id"]
+        if ident in self.jobs:
+            if not only_new:
+                self.jobs[ident] = record
+            return None
+        if len(self.jobs) >= answers.JOBS_MOST:
+            ended = [(rec.get("ended_at") or 0, key) for key, rec in self.jobs.items()
+                     if rec.get("state") in FINISHED]
+            if not ended:
+                return "its agent's record of job %s was left out: it lists %d jobs that " \
+                       "have not ended, the most taken of a host" % (host_words(ident, True),
+                                                                     len(self.jobs))
+            del self.jobs[min(ended)[1]]
+        self.jobs[ident] = record
+        return None
+
     def forget_ended(self, before: float) -> Set[str]:
         """Forgets the records of jobs that ended before ``before`` (epoch seconds): the
         agent forgets them then too (its retention) and tells no one, so a connection that
@@ -181,6 +201,7 @@ class HostSession:
         self._malformed: Dict[str, str] = {}  # "snapshot", "job ID" or "job" -> what was wrong
         self._failures = Failures(log, TRIES)  # what fails at every push or reconnect, said once
         self._mended: Set[str] = set()  # where its agent's values were mended, said once each
+        self._cut: Dict[str, str] = {}  # what of its agent's answers was left out, by kind
         self._mended_lock = threading.Lock()
         self._lag = 0.0  # how far its agent's clock is behind this one's (``_dated_locked``)
         self._thread = threading.Thread(target=self._run, name="host-%s" % cfg.name,
@@ -216,7 +237,7 @@ class HostSession:
                 ": " + self.status.error) if self.status.error else ""))
         try:
             result = self._checked(method, conn.client.call(method, params, timeout_s),
-                                   _about(params))
+                                   params)
         except ConnectionLost as err:
             raise AnswerLost(self.cfg.name, method, self._lost_why(str(err))) from err
         if method == "job.launch":
@@ -224,7 +245,8 @@ class HostSession:
             # answer: kept now, so no view taken meanwhile misses a job that runs (a record
             # told first is newer, and stays)
             with self._lock:
-                self.status.jobs.setdefault(result["id"], result)
+                left = self.status.take(result, only_new=True)
+            self._jobs_left_out(left)
         return result
 
     # -- state --
@@ -263,6 +285,7 @@ class HostSession:
         if not judged:
             return
         gone: Set[str] = set()
+        left: Optional[str] = None
         with self._lock:
             self._mark_locked(method, params, said)
             if self._early is not None:  # connecting: newer than what subscribe answered
@@ -270,7 +293,7 @@ class HostSession:
                     self._early.append((method, params))
                 return
             if said is None:
-                _apply(self.status, method, params)
+                left = _apply(self.status, method, params)
                 if method == "snapshot":
                     self._dated_locked(params)
                 gone = self.status.forget_ended(
@@ -278,6 +301,8 @@ class HostSession:
             if self.status.state in ("online", "degraded") and self.status.hello is not None:
                 self._set_problem_locked()
         self._forget_failures(gone, "is forgotten, as its agent forgets it")
+        if said is None:
+            self._jobs_left_out(left)
         self._changed()
 
     def _forget_failures(self, gone: Set[str], why: str) -> None:
@@ -350,11 +375,35 @@ class HostSession:
         self._malformed[keys[0]] = "its agent sent a malformed %s, ignored: %s" % (
             _what(method, ident if isinstance(ident, str) else None), said)
 
+    def _mark_answer(self, method: str, about: Optional[str], said: Optional[str]) -> None:
+        """Marks the host failing by an answer to ``method`` (about job ``about``) found
+        malformed (``said``), until that call about that job is answered well again or the
+        host connects again: a good answer to another call, or about another job, mends none,
+        so an agent whose calls fail one after another reads failing, not online. Past
+        SAID_ONE_BY_ONE marks, one more says there are more (as job records' marks do)."""
+        key = "answer %s%s" % (method, _of(about))
+        with self._lock:
+            if said is None:
+                changed = self._malformed.pop(key, None) is not None
+            else:
+                if key not in self._malformed and len(self._malformed) > SAID_ONE_BY_ONE:
+                    key, said = "answer", "and more, past %d marked one by one" % (
+                        SAID_ONE_BY_ONE)
+                changed = True
+                self._malformed[key] = "its agent answered %s malformed: %s" % (
+                    key[len("answer "):] or "calls", said)
+            if not changed or self.status.state not in ("online", "degraded") or (
+                    self.status.hello is None):
+                return
+            self._set_problem_locked()
+        self._changed()
+
     def _set_problem_locked(self) -> None:
         """The connected host's state: degraded by its agent's problems and the snapshot or
         job records it sent malformed (each until a good one of it comes); else online."""
         problems = [hello_problem(self.status.hello or {}, self.status.snapshot)] + [
-            said for _key, said in sorted(self._malformed.items())]
+            said for _key, said in sorted(self._malformed.items())] + [
+            said for _key, said in sorted(self._cut.items())]
         problem = "; ".join(p for p in problems if p) or None
         self._set_locked("degraded" if problem else "online", problem)
 
@@ -501,7 +550,7 @@ class HostSession:
         for hook in list(self.connect_hooks):
             try:
                 hook(self.cfg.name, lambda m, p=None: self._checked(
-                    m, conn.client.call(m, p, 30.0), _about(p)), dict(jobs))
+                    m, conn.client.call(m, p, 30.0), p), dict(jobs))
             except (AgentCallError, ConnectionLost, AnswerMalformed) as err:
                 # the next pass retries; said once while it fails so, in whatever words of the
                 # agent's (they are the host's, and a host that drops each connection made is
@@ -520,21 +569,24 @@ class HostSession:
             self.status.hello, self.status.snapshot, self.status.jobs = (
                 hello, subscribed.get("snapshot"), jobs)
             self._dated_locked(self.status.snapshot)
-            for method, params in self._early or ():
-                _apply(self.status, method, params)
+            left = [_apply(self.status, method, params) for method, params in self._early or ()]
             self._early = None
+        self._jobs_left_out(next((words for words in reversed(left) if words), None))
         self._conn = conn
         with self._lock:
             self._set_problem_locked()
         self._changed()
         return conn
 
-    def _checked(self, method: str, result: Any, about: Optional[str] = None) -> Any:
-        """``result``, the agent's answer to ``method`` (a call ``about`` a job, where it names
-        one), if it has the shape the fleet reads (``answers``), mended as the store keeps it;
-        else AnswerMalformed, logged."""
-        said = answers.problem(method, result)
+    def _checked(self, method: str, result: Any, params: Any = None) -> Any:
+        """``result``, the agent's answer to ``method`` (asked with ``params``: about a job,
+        where they name one), if it has the shape the fleet reads (``answers``) and is the
+        record of the job asked for, mended as the store keeps it; else AnswerMalformed,
+        logged."""
+        about = _about(params)
+        said = answers.problem(method, result) or _for_another(method, params, result)
         name = ("answer", method, about)  # by the job: a good answer about another mends none
+        self._mark_answer(method, about, said)
         if said is not None:  # said once while it answers so, in any words (at every reconnect)
             self._failures.failed(name, "%s: a malformed answer to %s%s from its agent: %s" % (
                 self.cfg.name, method, _of(about), said), same=method, cap=SAID_ONE_BY_ONE)
@@ -550,7 +602,13 @@ class HostSession:
         said once for each place it is in (a host pushes as often as it likes)."""
         said: answers.Said = []
         value = answers.mended(method, value, said)
-        for where, words in said:
+        cut = "; ".join({where: words for where, words, cut in said if cut}.values())
+        what = _what(method, about) if method in ("snapshot", "job") else "answer to %s%s" % (
+            method, _of(about))
+        self._left_out(method, "its agent's %s was cut: %s" % (what, cut) if cut else None)
+        for where, words, cut in said:
+            if cut:
+                continue  # (said while its answers are so, by _left_out)
             with self._mended_lock:
                 new = where not in self._mended
                 self._mended.add(where)
@@ -558,6 +616,35 @@ class HostSession:
                 log.warning("%s: what its agent said%s: %s (said once)", self.cfg.name,
                             _of(about), words)
         return value
+
+    def _jobs_left_out(self, left: Optional[str]) -> None:
+        """Says the job record just left out (``left``), or, with none, that none is left out
+        where its records are fewer than the most kept again (a record kept anew, beside
+        those left out, is no room for them)."""
+        with self._lock:
+            room = len(self.status.jobs) < answers.JOBS_MOST
+        if left is not None or room:
+            self._left_out("jobs", left)
+
+    def _left_out(self, kind: str, said: Optional[str]) -> None:
+        """What was left out of its agent's last answers of ``kind`` (a method's, or ``jobs``:
+        its job records past the most kept), or None where nothing was: said in the log once
+        while they are so and once when they are not, and in the host's state meanwhile."""
+        name = ("left out", kind)
+        if said is None and name not in self._failures.failing("left out"):
+            return
+        with self._lock:
+            if said is None:
+                self._cut.pop(kind, None)
+            else:
+                self._cut[kind] = said
+            if self.status.state in ("online", "degraded") and self.status.hello is not None:
+                self._set_problem_locked()
+        if said is None:
+            self._failures.worked(name, "%s: nothing of its agent's %s is left out any more" % (
+                self.cfg.name, host_words(kind, True)))
+        else:
+            self._failures.failed(name, "%s: %s" % (self.cfg.name, said), same=kind)
 
     def _refuse_malformed(self, conn: _Conn, method: str, result: Any) -> Any:
         """No host is taken on with a malformed hello or subscribe answer: what the fleet
@@ -599,6 +686,18 @@ def _about(params: Any) -> Optional[str]:
     return None
 
 
+def _for_another(method: str, params: Any, result: Dict[str, Any]) -> Optional[str]:
+    """Where an agent's job record, answered to a call that names its job (by its agent's id,
+    or a launch by its key), names another: taken, it would be that job's record."""
+    if answers.SHAPES.get(method) is not answers.JOB or not isinstance(params, dict):
+        return None
+    for asked, named in (("job", "id"), ("key", "key")):
+        if isinstance(params.get(asked), str) and result[named] != params[asked]:
+            return "%s.%s: %s answers for job %s" % (method, named, host_words(
+                result[named]), host_words(params[asked]))
+    return None
+
+
 def _malformed(method: str, about: Optional[str]) -> Tuple[str, ...]:
     """The name a malformed notification is said by: a snapshot's, or one job's record."""
     return ("malformed", method) if method == "snapshot" else ("malformed", method, about)
@@ -615,11 +714,12 @@ def _of(about: Optional[str]) -> str:
     return "" if about is None else " about job %s" % host_words(about, True)
 
 
-def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> None:
+def _apply(status: HostStatus, method: str, params: Dict[str, Any]) -> Optional[str]:
+    """Takes a pushed snapshot or job record; what was left out (``HostStatus.take``)."""
     if method == "snapshot":
         status.snapshot = params
-    else:
-        status.jobs[params["id"]] = params
+        return None
+    return status.take(params)
 
 
 def hello_problem(hello: Dict[str, Any],

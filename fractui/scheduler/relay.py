@@ -99,13 +99,18 @@ class LogRelay:
             # unanswered, the request stood, and the lane said it at every pass)
             text = self._unread(job, host, err)
             answer = None
-        ended = self.store.get(job.id).state in ENDED  # else the end asks for it again
+        now = self.store.get(job.id)
+        ended = now.state in ENDED  # else the end asks for it again
         if answer is not None and exact:
             text, cut = tail_bytes(data, len(data) < asked, ended)
             offset = int(answer["offset"]) - cut
         elif answer is not None:
             text = tail_text(list(answer.get("lines") or []))
-        self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch, offset=offset)
+        if not self.store.keep_log(job.id, text, complete=ended, epoch=self.epoch,
+                                   offset=offset, attempt=job.attempt):
+            log.info("job %d: the output read of its attempt %d on %s is not kept: its "
+                     "attempt %d began meanwhile (its request stands, for that attempt)",
+                     job.id, job.attempt, host, now.attempt)
 
     def _unread(self, job: Job, host: str, err: Exception) -> str:
         """The answer to a read the agent did not serve: the tail kept last (the job's last

@@ -332,10 +332,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def keep_log(self, job_id: int, text: str, complete: bool,
-                 epoch: Optional[int] = None, offset: Optional[int] = None) -> None:
+                 epoch: Optional[int] = None, offset: Optional[int] = None,
+                 attempt: Optional[int] = None) -> bool:
         """Keeps the job's output tail (at most LOG_TAIL_BYTES, the caller's cut) and where it
         ends in the log (LogTail.offset), replacing the last one, and answers the requests for
-        it; the lease holder's write, fenced by ``epoch``."""
+        it; the lease holder's write, fenced by ``epoch``. ``attempt``: the attempt whose
+        output it is, kept only while the job is at that attempt (a read of an earlier one
+        that lands after the next began is none of its output): whether it was kept."""
 
     @abc.abstractmethod
     def answer_log(self, job_id: int, complete: bool, epoch: Optional[int] = None) -> None:

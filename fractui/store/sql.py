@@ -647,16 +647,20 @@ class SqlStore(Store):
             db, "SELECT job FROM log_requests ORDER BY asked_at")])
 
     def keep_log(self, job_id: int, text: str, complete: bool,
-                 epoch: Optional[int] = None, offset: Optional[int] = None) -> None:
-        def work(db: Any) -> None:
+                 epoch: Optional[int] = None, offset: Optional[int] = None,
+                 attempt: Optional[int] = None) -> bool:
+        def work(db: Any) -> bool:
             self._fence(db, epoch)
+            if attempt is not None and self._get(db, job_id).attempt != attempt:
+                return False
             self._run(db, "INSERT INTO log_tails (job, text, complete, kept_at, log_offset) "
                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET "
                           "text = excluded.text, complete = excluded.complete, "
                           "kept_at = excluded.kept_at, log_offset = excluded.log_offset",
                       (job_id, text, int(complete), self.dialect.now(db), offset))
             self._answered(db, job_id)
-        self._write(work)
+            return True
+        return self._write(work)
 
     def answer_log(self, job_id: int, complete: bool, epoch: Optional[int] = None) -> None:
         def work(db: Any) -> None:
