@@ -545,9 +545,17 @@ def _room_now(config: Config, store: Store, job: Job, asked: Slot
     except Unfit as err:
         raise Failed("not moved: %s" % str(err).replace("not placed: ", "")) from None
     view, host_state = _live_view(config, store, asked.host)
-    found = [c for c in candidates([view], store.jobs(ACTIVE), store.uid, job, store.cordons())
-             if c.gpus == asked.gpus and asked.profile in (None, c.profile)
+    on_gpu = [c for c in candidates([view], store.jobs(ACTIVE), store.uid, job,
+                                    store.cordons()) if c.gpus == asked.gpus]
+    found = [c for c in on_gpu if asked.profile in (None, c.profile)
              and asked.start in (None, c.start)]
+    taken = sorted({c.profile or "a %d MiB share" % c.memory_mib for c in on_gpu})
+    if asked.profile and on_gpu and asked.profile not in taken:
+        # room there, but not of that profile: the queue's rule picks what the job takes
+        raise Failed("not moved: job %d of queue %s takes %s on %s gpu%d, not %s (fractui move "
+                     "%d %s %d picks its slot there)" % (
+                         job.id, job.queue, " or ".join(taken), asked.host, asked.gpus[0],
+                         asked.profile, job.id, asked.host, asked.gpus[0]))
     if not found:
         raise Failed("not moved: no room for job %d on %s now (%s; fractui status shows what "
                      "runs there)" % (job.id, asked.describe(), host_state))

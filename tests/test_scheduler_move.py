@@ -113,6 +113,21 @@ def test_a_move_to_a_slice_on_a_gpu_with_mig_off_shows_and_makes_the_mode_change
     assert [e.detail["host"] for e in mig] == [here, there]  # each GPU turned on for it
 
 
+def test_a_move_to_a_profile_its_queue_does_not_take_says_which_it_takes(local_fleet):
+    """There is room there, but the job's queue takes another profile on that GPU: said so,
+    with the profile it takes, never as "no room"."""
+    f = local_fleet({"gpu-a": "1xA100-80GB", "gpu-b": "1xA100-80GB"}, [SLICE])
+    job = f.submit("slice")
+    f.until(lambda: f.store.get(job.id).state == "running")
+    there = "gpu-b" if f.store.get(job.id).slot.host == "gpu-a" else "gpu-a"
+    asked = f.fractui("move", str(job.id), there, "0", "--profile", "1g.10gb", "--yes")
+    assert (asked.returncode, asked.stderr) == (
+        1, "fractui: not moved: job %d of queue slice takes 3g.40gb on %s gpu0, not 1g.10gb "
+           "(fractui move %d %s 0 picks its slot there)\n" % (job.id, there, job.id, there))
+    assert f.store.get(job.id).state == "running"
+    assert "move" not in [e.action for e in f.store.audit_log(job.id)]
+
+
 def test_a_job_whose_host_is_lost_while_it_moves_is_placed_where_it_was_held(local_fleet):
     """Its host away past host_lost_s while it stops to move: the move goes on (placed on the
     held slot, never back in its queue), its copy there kept as stale, and stopped once the
