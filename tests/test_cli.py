@@ -150,6 +150,9 @@ def test_every_verb_exits_by_the_one_rule(cli):
         (["place", d, "nope", "0"], 2, "unknown host 'nope'"),
         (["place", d, "gpu-a", "x"], 2, "GPU is an index here"),
         (["place", d, "gpu-a", "1", "--profile", "9g.1gb"], 2, "a MIG profile no GPU model"),
+        (["place", d, "gpu-a", "1", "--profile", "1g.10gb"], 1,  # less than its queue asks
+         "job %s of queue quarter needs 2g.20gb or larger on GPU 1 of gpu-a; 1g.10gb holds "
+         "less (1 of 7 compute slices, 1 of 8 memory slices): leave --profile out" % d),
         (["place", "999", "gpu-a", "0"], 1, "no job 999"),
         (["audit"], 0, ""),
         (["audit", "999"], 1, "no job 999"),

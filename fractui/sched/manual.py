@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from remote_agent.mig.layout import Geometry
+from remote_agent.mig.layout import Geometry, Profile
 
 from fractui.sched import mig
 from fractui.sched.cordons import refusal
 from fractui.sched.fleetview import (HostView, build_hosts, gpu_geometry, record_charge, request_of,
                                      share_mib)
+from fractui.sched.model import Request
 from fractui.store.model import Cordon, Job, Slot
 
 
@@ -42,6 +43,8 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
     req = request_of(job)
     geo = gpu_geometry(rec)
     placed = geo.profile(slot.profile) if geo is not None and slot.profile else None
+    if placed is not None:
+        _holds(job, req, geo, placed, view.name, slot.gpus[0])
     if placed is not None and slot.start is not None and slot.start not in placed.starts:
         raise Unfit("%s starts only at slot %s on GPU %d of %s (%s), not %d" % (
             placed.name, ", ".join(map(str, placed.starts)), slot.gpus[0], view.name,
@@ -82,6 +85,25 @@ def complete(job: Job, view: HostView, store_uid: str, jobs: list) -> Slot:
             slot.gpus[0], view.name, slot.profile))
     mib = slot.memory_mib or share_mib(req, int(rec.get("memory_mib") or 0), req.milli)
     return Slot(slot.host, slot.gpus, None, None, mib, record_charge(gpus, slot.gpus, None, mib))
+
+
+def _holds(job: Job, req: Request, geo: Geometry, given: Profile, host: str, gpu: int) -> None:
+    """Unfit where the profile given by hand holds less than the job's queue asks for (its
+    compute or its memory): the job would run short of what it was promised, out of memory
+    or slower, and be charged as the smaller slice. A larger profile is the admin's to give
+    (charged as it is); ``fractui move`` keeps to the queue's own profile."""
+    needed = mig.profile_for(req, geo)
+    if needed is None:
+        raise Unfit("job %d of queue %s takes no MIG slice (its isolation is %s): place it "
+                    "without --profile" % (job.id, job.queue, req.isolation)
+                    if req.isolation == "share" else
+                    "no MIG profile of %s holds what queue %s asks for" % (geo.model, job.queue))
+    if given.compute_slices < needed.compute_slices or given.size < needed.size:
+        raise Unfit("job %d of queue %s needs %s or larger on GPU %d of %s; %s holds less (%d "
+                    "of %d compute slices, %d of %d memory slices): leave --profile out to "
+                    "take %s" % (job.id, job.queue, needed.name, gpu, host, given.name,
+                                 given.compute_slices, geo.compute_slices, given.size,
+                                 geo.memory_slices, needed.name))
 
 
 def mode_change(slot: Slot, gpus: Sequence[Mapping[str, Any]]) -> Optional[bool]:
