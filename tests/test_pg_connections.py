@@ -136,3 +136,20 @@ def test_a_role_at_its_connection_limit_is_told_its_own_limit(small_server):
             'failed: FATAL: too many connections for role "capped"' % small_server.port,
             '"capped"')), capped.value
         open_store(small_server.url(db)).close()
+
+
+def test_a_database_at_its_connection_limit_is_told_its_own_limit(small_server):
+    """A database's CONNECTION LIMIT reached was said as the server's max_connections, with
+    the advice to limit each role, which frees none: the database and what raises its limit
+    are said, and the server takes another database's connections meanwhile."""
+    db = small_server.new_database()
+    open_store(small_server.url(db)).close()
+    small_server.sql("ALTER DATABASE %s CONNECTION LIMIT 1" % db)
+    with psycopg.connect(small_server.url(db, user="runaway")):
+        with pytest.raises(StoreUnavailable) as full:
+            open_store(small_server.url(db, user="runaway"))
+        assert str(full.value).endswith(postgres.DATABASE_SLOTS % (
+            db, 'connection failed: connection to server at "127.0.0.1", port %d failed: '
+            'FATAL: too many connections for database "%s"' % (small_server.port, db),
+            '"%s"' % db)), full.value
+        psycopg.connect(small_server.url("postgres", user="runaway")).close()

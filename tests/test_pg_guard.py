@@ -338,6 +338,25 @@ def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
         admin.close()
 
 
+def test_a_refusal_that_quotes_a_full_servers_words_is_the_refusal(pg_server):
+    """The guard's refusal quotes a member's value: one holding the words of a server out of
+    connection slots, or of a role at its limit, was said as such ("takes no more
+    connections"), sending the member to wait for slots that were never short. Those words
+    are the server's only at connect, where libpq gives no SQLSTATE."""
+    guarded = _guarded(pg_server, LEAST)
+    ann = guarded.store(guarded.ann)
+    try:
+        for words in ("sorry, too many clients already", "too many connections for role x",
+                      "too many connections for database x"):
+            with pytest.raises(StoreDenied, match="role %s may not do this: refused by the "
+                               "store's guard: .* may not submit a job with the key '%s'"
+                               % (guarded.ann, words)):
+                ann.submit("v", guarded.vision, "x", ["true"], {}, guarded.ann, key=words)
+        assert ann.jobs() == []
+    finally:
+        ann.close()
+
+
 def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(guarded):
     """Migration 0023: ann's cancel, through fractui as her role, of her job stopping to be
     requeued, preempted or moved makes it stopping to cancel, a move's held slot let go. On

@@ -160,12 +160,18 @@ was reached, and the way out is the admin's."""
 ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
               "recorded: close some of its sessions (a TUI, a scheduler, a shell), or an admin "
               "raises it with ALTER ROLE %s CONNECTION LIMIT n")
+DATABASE_SLOTS = ("database %s has all the connections its CONNECTION LIMIT allows (%s); "
+                  "nothing was recorded: try again once some close, or its owner or a "
+                  "superuser raises it with ALTER DATABASE %s CONNECTION LIMIT n")
+"""A database's own limit (ALTER DATABASE ... CONNECTION LIMIT) reached: the server takes
+other databases' connections, and no role's CONNECTION LIMIT (NO_SLOT's advice) frees one."""
 # The server's words for each (PostgreSQL 15; from 16 the reserved slots' words name "roles
 # with the SUPERUSER attribute" or pg_use_reserved_connections): at connect libpq gives no
-# SQLSTATE, only the words; 53300 where one is given.
-_NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved",
-                  "too many connections for database")
-_ROLE_SLOT_WORDS = "too many connections for role"
+# SQLSTATE, only the words, which are read only then (a query's error may quote anyone's
+# value: the guard's refusal of a member's); 53300 where one is given. The role's or the
+# database's name as the server says it (a peer map's role is not the URL's).
+_NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved")
+_LIMIT_WORDS = re.compile(r'too many connections for (role|database) "(.*?)"(?=\s|$)')
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -445,11 +451,15 @@ class PostgresDialect(Dialect):
             # breaks a constraint (there are none but keys fractui's own writes keep), so one
             # broken is fractui's bug or a damaged store, not a host's to be left out for
             return refused(self.where, err.diag.message_primary or text)
-        if _ROLE_SLOT_WORDS in text:
-            return StoreUnavailable(self.where, ROLE_SLOTS % (self.user, text,
-                                                              quoted(self.user)))
-        if state == "53300" or any(w in text for w in _NO_SLOT_WORDS):
-            return StoreUnavailable(self.where, NO_SLOT % text)
+        if state == "53300" or not state:
+            limit = _LIMIT_WORDS.search(text)
+            if limit is not None:
+                kind, name = limit.groups()
+                return StoreUnavailable(self.where, (
+                    ROLE_SLOTS if kind == "role" else DATABASE_SLOTS) % (name, text,
+                                                                         quoted(name)))
+            if state or any(w in text for w in _NO_SLOT_WORDS):
+                return StoreUnavailable(self.where, NO_SLOT % text)
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
