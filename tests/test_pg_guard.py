@@ -923,11 +923,19 @@ def test_the_least_grants_keep_a_member_from_locking_out_the_jobs(pg_server):
     table-level UPDATE, DELETE or TRUNCATE take any mode, INSERT no more than ROW EXCLUSIVE),
     and the ROW EXCLUSIVE she may take stalls neither the scheduler's reads nor its writes.
     The store was granted by the earlier advice, then made the least as docs/decisions.md
-    says (the REVOKE of table-level UPDATE takes the columns' too, then the columns')."""
+    says (the REVOKE of table-level UPDATE takes the columns' too, then the columns'), by the
+    superuser: the same statements run by ops, an admin not the store's owner, change nothing
+    (PostgreSQL only warns), and ann could still lock the jobs."""
     least = _guarded(pg_server, EARLIER)
     teams = "fractui_team_%s, fractui_team_%s" % (least.vision, least.nlp)
-    for grant in ("REVOKE UPDATE ON jobs, log_requests FROM {teams}",) + LEAST[2:4]:
-        pg_server.sql(grant.format(teams=teams), db=least.db)
+    made_least = [grant.format(teams=teams) for grant in (
+        "REVOKE UPDATE ON jobs, log_requests FROM {teams}",) + LEAST[2:4]]
+    for statement in made_least:
+        least.sql(least.ops, statement)
+    with psycopg.connect(least.url(least.ann)) as conn:
+        conn.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")  # (granted: nothing was revoked)
+    for statement in made_least:
+        pg_server.sql(statement, db=least.db)
     admin = least.store()
     with psycopg.connect(least.url(least.ann)) as conn:
         try:

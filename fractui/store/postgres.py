@@ -102,11 +102,11 @@ MANY_OWNERS = ("roles %s, where one should own them all: %s gives the others' to
 """The owners said where the store's objects have several (some made before its admins were
 a group, as a member's own or a superuser's), the store's own first; with who may move them
 (REASSIGNS or, where the cluster's first superuser owns some, a superuser)."""
-REASSIGNS = ("a superuser, or a role in each of %s (REASSIGN OWNED needs membership of the "
-             "old owners and the new),")
-"""Who may REASSIGN OWNED: PostgreSQL 15 asks membership of both the old owners' roles and the
-new; from 16, their privileges (an INHERIT membership). Not "an admin": fractui_admin gives
-neither."""
+REASSIGNS = ("a superuser, or a role that inherits the rights of each of %s (REASSIGN OWNED "
+             "asks those of the old owners and the new, not membership alone),")
+"""Who may REASSIGN OWNED: PostgreSQL (15 as 16) asks the privileges of the old owners' roles
+and the new (has_privs_of_role), which a NOINHERIT member has not (unless it SETs ROLE to one
+that has). Not "an admin": fractui_admin gives neither."""
 BOOTSTRAP_OWNS = ("ALTER TABLE/FUNCTION ... OWNER TO %s for each object of role %s (the "
                   "superuser that made the cluster, whose objects REASSIGN OWNED refuses to "
                   "move)")
