@@ -153,3 +153,38 @@ def test_a_database_at_its_connection_limit_is_told_its_own_limit(small_server):
             'FATAL: too many connections for database "%s"' % (small_server.port, db),
             '"%s"' % db)), full.value
         psycopg.connect(small_server.url("postgres", user="runaway")).close()
+
+
+def test_what_a_full_server_is_told_to_do_is_a_superusers(small_server):
+    """The ordinary slots taken by a member's sessions: the words said "an admin" sees whose
+    they are and ends a runaway's, but an admin of fractui's is refused a slot as anyone is,
+    and, connected, may not end another role's session; the superuser, in a slot kept for it,
+    does both as the words say."""
+    db = small_server.new_database()
+    small_server.admin_role()
+    small_server.sql("CREATE ROLE ops_full LOGIN IN ROLE fractui_admin")
+    admin = psycopg.connect(small_server.url(db, user="ops_full"), autocommit=True)
+    held: List[psycopg.Connection] = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(small_server.url(db, user="runaway")))
+            except psycopg.OperationalError as err:
+                assert "remaining connection slots are reserved" in str(err), err
+                break
+        with pytest.raises(psycopg.OperationalError, match="remaining connection slots"):
+            psycopg.connect(small_server.url(db, user="ops_full"))
+        runaway = held[0].info.backend_pid
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="must be a member of the role whose process"):
+            admin.execute("SELECT pg_terminate_backend(%s)", (runaway,))
+        said = postgres.NO_SLOT.split("a superuser (the slots kept are theirs) sees whose "
+                                      "they are (", 1)[1].split("), ends", 1)[0]
+        with psycopg.connect(small_server.url(db), autocommit=True) as superuser:
+            assert ("runaway", "", len(held)) in superuser.execute(said).fetchall()
+            assert superuser.execute("SELECT pg_terminate_backend(%s)", (runaway,)
+                                     ).fetchone() == (True,)
+    finally:
+        admin.close()
+        for conn in held:
+            conn.close()

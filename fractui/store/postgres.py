@@ -150,13 +150,14 @@ TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privile
 
 NO_SLOT = ("the PostgreSQL server takes no more connections (%s): every one it allows "
            "(max_connections, less the few it keeps for superusers) is in use; nothing was "
-           "recorded. Try again once some close; an admin sees whose they are (SELECT usename, "
-           "application_name, count(*) FROM pg_stat_activity GROUP BY 1, 2), ends a runaway's "
-           "with pg_terminate_backend, and gives each login role a CONNECTION LIMIT "
-           "(docs/cli.md, \"A shared PostgreSQL store\")")
+           "recorded. Try again once some close; a superuser (the slots kept are theirs) sees "
+           "whose they are (SELECT usename, application_name, count(*) FROM pg_stat_activity "
+           "GROUP BY 1, 2), ends a runaway's with pg_terminate_backend, and gives each login "
+           "role a CONNECTION LIMIT (docs/cli.md, \"A shared PostgreSQL store\")")
 """What a verb is told where the server refuses a connection for want of a slot (a member's
 script or sessions holding them all), rather than "cannot reach the PostgreSQL server": it
-was reached, and the way out is the admin's."""
+was reached, and the way out is a superuser's: an admin of fractui's is refused a slot as
+anyone is, and may not end another role's session."""
 ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
               "recorded: close some of its sessions (a TUI, a scheduler, a shell), or an admin "
               "raises it with ALTER ROLE %s CONNECTION LIMIT n")
