@@ -136,6 +136,19 @@ def test_a_role_at_its_connection_limit_is_told_its_own_limit(small_server):
             'failed: FATAL: too many connections for role "capped"' % small_server.port,
             '"capped"')), capped.value
         open_store(small_server.url(db)).close()
+    # who the words say raises it, as they are: an admin of fractui's may not, the superuser
+    # does
+    assert str(capped.value).endswith(", or a superuser (or a role with CREATEROLE) raises it "
+                                      'with ALTER ROLE "capped" CONNECTION LIMIT n')
+    raise_it = "ALTER ROLE capped CONNECTION LIMIT 2"
+    small_server.admin_role()
+    small_server.sql("CREATE ROLE ops_capped LOGIN IN ROLE fractui_admin")
+    with psycopg.connect(small_server.url(db, user="ops_capped"), autocommit=True) as admin:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            admin.execute(raise_it)
+    small_server.sql(raise_it)
+    assert small_server.sql("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'capped'"
+                            ) == [(2,)]
 
 
 def test_a_database_at_its_connection_limit_is_told_its_own_limit(small_server):

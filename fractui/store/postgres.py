@@ -159,8 +159,9 @@ script or sessions holding them all), rather than "cannot reach the PostgreSQL s
 was reached, and the way out is a superuser's: an admin of fractui's is refused a slot as
 anyone is, and may not end another role's session."""
 ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
-              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or an admin "
-              "raises it with ALTER ROLE %s CONNECTION LIMIT n")
+              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or a "
+              "superuser (or a role with CREATEROLE) raises it with ALTER ROLE %s CONNECTION "
+              "LIMIT n")
 DATABASE_SLOTS = ("database %s has all the connections its CONNECTION LIMIT allows (%s); "
                   "nothing was recorded: try again once some close, or its owner or a "
                   "superuser raises it with ALTER DATABASE %s CONNECTION LIMIT n")
