@@ -357,11 +357,12 @@ def test_a_refusal_that_quotes_a_full_servers_words_is_the_refusal(pg_server):
         ann.close()
 
 
-def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(guarded):
+def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(any_grants):
     """Migration 0023: ann's cancel, through fractui as her role, of her job stopping to be
-    requeued, preempted or moved makes it stopping to cancel, a move's held slot let go. On
-    psql she can neither keep that slot while she cancels, nor turn a cancel back into a
-    requeue."""
+    requeued, preempted or moved makes it stopping to cancel, a move's held slot let go (with
+    the least grants too: move_to is among the columns she may update). On psql she can
+    neither keep that slot while she cancels, nor turn a cancel back into a requeue."""
+    guarded = any_grants
     admin = guarded.store()
     ann = guarded.store(guarded.ann)
     try:
