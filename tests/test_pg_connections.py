@@ -136,3 +136,68 @@ def test_a_role_at_its_connection_limit_is_told_its_own_limit(small_server):
             'failed: FATAL: too many connections for role "capped"' % small_server.port,
             '"capped"')), capped.value
         open_store(small_server.url(db)).close()
+    # who the words say raises it, as they are: an admin of fractui's may not, the superuser
+    # does
+    assert str(capped.value).endswith(", or a superuser (or a role with CREATEROLE) raises it "
+                                      'with ALTER ROLE "capped" CONNECTION LIMIT n')
+    raise_it = "ALTER ROLE capped CONNECTION LIMIT 2"
+    small_server.admin_role()
+    small_server.sql("CREATE ROLE ops_capped LOGIN IN ROLE fractui_admin")
+    with psycopg.connect(small_server.url(db, user="ops_capped"), autocommit=True) as admin:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            admin.execute(raise_it)
+    small_server.sql(raise_it)
+    assert small_server.sql("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'capped'"
+                            ) == [(2,)]
+
+
+def test_a_database_at_its_connection_limit_is_told_its_own_limit(small_server):
+    """A database's CONNECTION LIMIT reached was said as the server's max_connections, with
+    the advice to limit each role, which frees none: the database and what raises its limit
+    are said, and the server takes another database's connections meanwhile."""
+    db = small_server.new_database()
+    open_store(small_server.url(db)).close()
+    small_server.sql("ALTER DATABASE %s CONNECTION LIMIT 1" % db)
+    with psycopg.connect(small_server.url(db, user="runaway")):
+        with pytest.raises(StoreUnavailable) as full:
+            open_store(small_server.url(db, user="runaway"))
+        assert str(full.value).endswith(postgres.DATABASE_SLOTS % (
+            db, 'connection failed: connection to server at "127.0.0.1", port %d failed: '
+            'FATAL: too many connections for database "%s"' % (small_server.port, db),
+            '"%s"' % db)), full.value
+        psycopg.connect(small_server.url("postgres", user="runaway")).close()
+
+
+def test_what_a_full_server_is_told_to_do_is_a_superusers(small_server):
+    """The ordinary slots taken by a member's sessions: the words said "an admin" sees whose
+    they are and ends a runaway's, but an admin of fractui's is refused a slot as anyone is,
+    and, connected, may not end another role's session; the superuser, in a slot kept for it,
+    does both as the words say."""
+    db = small_server.new_database()
+    small_server.admin_role()
+    small_server.sql("CREATE ROLE ops_full LOGIN IN ROLE fractui_admin")
+    admin = psycopg.connect(small_server.url(db, user="ops_full"), autocommit=True)
+    held: List[psycopg.Connection] = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(small_server.url(db, user="runaway")))
+            except psycopg.OperationalError as err:
+                assert "remaining connection slots are reserved" in str(err), err
+                break
+        with pytest.raises(psycopg.OperationalError, match="remaining connection slots"):
+            psycopg.connect(small_server.url(db, user="ops_full"))
+        runaway = held[0].info.backend_pid
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="must be a member of the role whose process"):
+            admin.execute("SELECT pg_terminate_backend(%s)", (runaway,))
+        said = postgres.NO_SLOT.split("a superuser (the slots kept are theirs) sees whose "
+                                      "they are (", 1)[1].split("), ends", 1)[0]
+        with psycopg.connect(small_server.url(db), autocommit=True) as superuser:
+            assert ("runaway", "", len(held)) in superuser.execute(said).fetchall()
+            assert superuser.execute("SELECT pg_terminate_backend(%s)", (runaway,)
+                                     ).fetchone() == (True,)
+    finally:
+        admin.close()
+        for conn in held:
+            conn.close()

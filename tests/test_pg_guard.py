@@ -338,11 +338,31 @@ def test_a_team_members_cancel_on_psql_names_no_one_else(guarded):
         admin.close()
 
 
-def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(guarded):
+def test_a_refusal_that_quotes_a_full_servers_words_is_the_refusal(pg_server):
+    """The guard's refusal quotes a member's value: one holding the words of a server out of
+    connection slots, or of a role at its limit, was said as such ("takes no more
+    connections"), sending the member to wait for slots that were never short. Those words
+    are the server's only at connect, where libpq gives no SQLSTATE."""
+    guarded = _guarded(pg_server, LEAST)
+    ann = guarded.store(guarded.ann)
+    try:
+        for words in ("sorry, too many clients already", "too many connections for role x",
+                      "too many connections for database x"):
+            with pytest.raises(StoreDenied, match="role %s may not do this: refused by the "
+                               "store's guard: .* may not submit a job with the key '%s'"
+                               % (guarded.ann, words)):
+                ann.submit("v", guarded.vision, "x", ["true"], {}, guarded.ann, key=words)
+        assert ann.jobs() == []
+    finally:
+        ann.close()
+
+
+def test_a_team_members_cancel_takes_over_a_stop_that_would_bring_her_job_back(any_grants):
     """Migration 0023: ann's cancel, through fractui as her role, of her job stopping to be
-    requeued, preempted or moved makes it stopping to cancel, a move's held slot let go. On
-    psql she can neither keep that slot while she cancels, nor turn a cancel back into a
-    requeue."""
+    requeued, preempted or moved makes it stopping to cancel, a move's held slot let go (with
+    the least grants too: move_to is among the columns she may update). On psql she can
+    neither keep that slot while she cancels, nor turn a cancel back into a requeue."""
+    guarded = any_grants
     admin = guarded.store()
     ann = guarded.store(guarded.ann)
     try:
@@ -904,11 +924,19 @@ def test_the_least_grants_keep_a_member_from_locking_out_the_jobs(pg_server):
     table-level UPDATE, DELETE or TRUNCATE take any mode, INSERT no more than ROW EXCLUSIVE),
     and the ROW EXCLUSIVE she may take stalls neither the scheduler's reads nor its writes.
     The store was granted by the earlier advice, then made the least as docs/decisions.md
-    says (the REVOKE of table-level UPDATE takes the columns' too, then the columns')."""
+    says (the REVOKE of table-level UPDATE takes the columns' too, then the columns'), by the
+    superuser: the same statements run by ops, an admin not the store's owner, change nothing
+    (PostgreSQL only warns), and ann could still lock the jobs."""
     least = _guarded(pg_server, EARLIER)
     teams = "fractui_team_%s, fractui_team_%s" % (least.vision, least.nlp)
-    for grant in ("REVOKE UPDATE ON jobs, log_requests FROM {teams}",) + LEAST[2:4]:
-        pg_server.sql(grant.format(teams=teams), db=least.db)
+    made_least = [grant.format(teams=teams) for grant in (
+        "REVOKE UPDATE ON jobs, log_requests FROM {teams}",) + LEAST[2:4]]
+    for statement in made_least:
+        least.sql(least.ops, statement)
+    with psycopg.connect(least.url(least.ann)) as conn:
+        conn.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")  # (granted: nothing was revoked)
+    for statement in made_least:
+        pg_server.sql(statement, db=least.db)
     admin = least.store()
     with psycopg.connect(least.url(least.ann)) as conn:
         try:

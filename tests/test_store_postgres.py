@@ -362,15 +362,24 @@ def test_a_store_of_several_owners_is_said_so_and_reassign_owned_makes_it_one(
     with pytest.raises(StoreDenied) as denied:
         open_store(pg_server.url(g.db, user=g.ops))
     assert str(denied.value).endswith(
-        "(roles %s, %s, where one should own them all: a superuser, or a role in each of "
-        "%s, %s (REASSIGN OWNED needs membership of the old owners and the new), gives the "
-        "others' to the first with REASSIGN OWNED BY \"%s\" TO \"%s\" in the store's "
+        "(roles %s, %s, where one should own them all: a superuser, or a role that inherits "
+        "the rights of each of %s, %s (REASSIGN OWNED asks those of the old owners and the "
+        "new, not membership alone), gives the others' to the first with REASSIGN "
+        "OWNED BY \"%s\" TO \"%s\" in the store's "
         "database, docs/cli.md, "
         "\"A shared PostgreSQL store\"), a member of that role, or a superuser, who applies it "
         "by opening the store once with this fractui (fractui jobs --me as that role); "
         "nothing was changed" % (g.group, g.sched, g.group, g.sched, g.sched, g.group)
     ), str(denied.value)
     assert pg_server.sql("SELECT version FROM fractui_schema", db=g.db) == [(latest,)]
+    # a member of both that does not inherit their rights (NOINHERIT) is refused, as the
+    # words say: membership alone is not enough
+    apart = "apart_" + uuid.uuid4().hex[:6]
+    pg_server.sql("CREATE ROLE %s LOGIN NOINHERIT IN ROLE %s, %s" % (apart, g.group, g.sched))
+    with psycopg.connect(pg_server.url(g.db, user=apart), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="permission denied to reassign objects"):
+            conn.execute("REASSIGN OWNED BY %s TO %s" % (g.sched, g.group))
     with psycopg.connect(pg_server.url(g.db, user=g.sched), autocommit=True) as conn:
         conn.execute("REASSIGN OWNED BY %s TO %s" % (g.sched, g.group))
     open_store(pg_server.url(g.db, user=g.ops)).close()

@@ -102,11 +102,11 @@ MANY_OWNERS = ("roles %s, where one should own them all: %s gives the others' to
 """The owners said where the store's objects have several (some made before its admins were
 a group, as a member's own or a superuser's), the store's own first; with who may move them
 (REASSIGNS or, where the cluster's first superuser owns some, a superuser)."""
-REASSIGNS = ("a superuser, or a role in each of %s (REASSIGN OWNED needs membership of the "
-             "old owners and the new),")
-"""Who may REASSIGN OWNED: PostgreSQL 15 asks membership of both the old owners' roles and the
-new; from 16, their privileges (an INHERIT membership). Not "an admin": fractui_admin gives
-neither."""
+REASSIGNS = ("a superuser, or a role that inherits the rights of each of %s (REASSIGN OWNED "
+             "asks those of the old owners and the new, not membership alone),")
+"""Who may REASSIGN OWNED: PostgreSQL (15 as 16) asks the privileges of the old owners' roles
+and the new (has_privs_of_role), which a NOINHERIT member has not (unless it SETs ROLE to one
+that has). Not "an admin": fractui_admin gives neither."""
 BOOTSTRAP_OWNS = ("ALTER TABLE/FUNCTION ... OWNER TO %s for each object of role %s (the "
                   "superuser that made the cluster, whose objects REASSIGN OWNED refuses to "
                   "move)")
@@ -150,22 +150,30 @@ TRIGGER WITH GRANT OPTION that gave it on is refused without ("dependent privile
 
 NO_SLOT = ("the PostgreSQL server takes no more connections (%s): every one it allows "
            "(max_connections, less the few it keeps for superusers) is in use; nothing was "
-           "recorded. Try again once some close; an admin sees whose they are (SELECT usename, "
-           "application_name, count(*) FROM pg_stat_activity GROUP BY 1, 2), ends a runaway's "
-           "with pg_terminate_backend, and gives each login role a CONNECTION LIMIT "
-           "(docs/cli.md, \"A shared PostgreSQL store\")")
+           "recorded. Try again once some close; a superuser (the slots kept are theirs) sees "
+           "whose they are (SELECT usename, application_name, count(*) FROM pg_stat_activity "
+           "GROUP BY 1, 2), ends a runaway's with pg_terminate_backend, and gives each login "
+           "role a CONNECTION LIMIT (docs/cli.md, \"A shared PostgreSQL store\")")
 """What a verb is told where the server refuses a connection for want of a slot (a member's
 script or sessions holding them all), rather than "cannot reach the PostgreSQL server": it
-was reached, and the way out is the admin's."""
+was reached, and the way out is a superuser's: an admin of fractui's is refused a slot as
+anyone is, and may not end another role's session."""
 ROLE_SLOTS = ("role %s has all the connections its CONNECTION LIMIT allows (%s); nothing was "
-              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or an admin "
-              "raises it with ALTER ROLE %s CONNECTION LIMIT n")
+              "recorded: close some of its sessions (a TUI, a scheduler, a shell), or a "
+              "superuser (or a role with CREATEROLE) raises it with ALTER ROLE %s CONNECTION "
+              "LIMIT n")
+DATABASE_SLOTS = ("database %s has all the connections its CONNECTION LIMIT allows (%s); "
+                  "nothing was recorded: try again once some close, or its owner or a "
+                  "superuser raises it with ALTER DATABASE %s CONNECTION LIMIT n")
+"""A database's own limit (ALTER DATABASE ... CONNECTION LIMIT) reached: the server takes
+other databases' connections, and no role's CONNECTION LIMIT (NO_SLOT's advice) frees one."""
 # The server's words for each (PostgreSQL 15; from 16 the reserved slots' words name "roles
 # with the SUPERUSER attribute" or pg_use_reserved_connections): at connect libpq gives no
-# SQLSTATE, only the words; 53300 where one is given.
-_NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved",
-                  "too many connections for database")
-_ROLE_SLOT_WORDS = "too many connections for role"
+# SQLSTATE, only the words, which are read only then (a query's error may quote anyone's
+# value: the guard's refusal of a member's); 53300 where one is given. The role's or the
+# database's name as the server says it (a peer map's role is not the URL's).
+_NO_SLOT_WORDS = ("too many clients already", "remaining connection slots are reserved")
+_LIMIT_WORDS = re.compile(r'too many connections for (role|database) "(.*?)"(?=\s|$)')
 
 # What every session of ours runs with, whatever the database's or the role's defaults say
 # (ALTER DATABASE/ROLE ... SET): the store's tables in the schema public and no other (a
@@ -445,11 +453,15 @@ class PostgresDialect(Dialect):
             # breaks a constraint (there are none but keys fractui's own writes keep), so one
             # broken is fractui's bug or a damaged store, not a host's to be left out for
             return refused(self.where, err.diag.message_primary or text)
-        if _ROLE_SLOT_WORDS in text:
-            return StoreUnavailable(self.where, ROLE_SLOTS % (self.user, text,
-                                                              quoted(self.user)))
-        if state == "53300" or any(w in text for w in _NO_SLOT_WORDS):
-            return StoreUnavailable(self.where, NO_SLOT % text)
+        if state == "53300" or not state:
+            limit = _LIMIT_WORDS.search(text)
+            if limit is not None:
+                kind, name = limit.groups()
+                return StoreUnavailable(self.where, (
+                    ROLE_SLOTS if kind == "role" else DATABASE_SLOTS) % (name, text,
+                                                                         quoted(name)))
+            if state or any(w in text for w in _NO_SLOT_WORDS):
+                return StoreUnavailable(self.where, NO_SLOT % text)
         if state.startswith("28") or "authentication failed" in text or (
                 "pg_hba.conf" in text) or ("role" in text and "does not exist" in text):
             return StoreDenied(self.where, "refuses role %s: %s (%s)" % (
