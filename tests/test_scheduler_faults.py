@@ -221,6 +221,23 @@ def test_the_refusals_a_job_meets_are_capped_and_it_fails_with_their_words(local
         "submit", "place", "requeued", "place", "failed"]
 
 
+def test_a_refusal_met_again_in_the_same_words_is_said_once_with_how_often(local_fleet):
+    """One host refusing a job for the same reason at each attempt: its failure says those
+    words once, with how many times, not once for each attempt."""
+    f = local_fleet({"gpu-a": "1xL4"}, [HALF], max_attempts=3)
+    _crowd(f, "gpu-a")
+    job = f.submit("half")
+    for n in (1, 2, 3):
+        _place_by_hand(f, job, "gpu-a")
+        f.until(lambda: len(f.store.get(job.id).refusals) == n or
+                f.store.get(job.id).state == "failed")
+    f.until(lambda: f.store.get(job.id).state == "failed")
+    failed = f.store.get(job.id)
+    assert len({r.words for r in failed.refusals}) == 1, failed.refusals
+    assert failed.reason == "refused 3 times ([scheduler] max_attempts = 3): gpu-a: %s (3 " \
+                            "times)" % failed.refusals[0].words
+
+
 def test_a_job_preempted_or_requeued_is_not_counted_as_refused(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [HALF], max_attempts=1)
     job = f.submit("half", argv=[sys.executable, "-c", "import time; time.sleep(600)"])

@@ -104,6 +104,16 @@ class Untaken:
     said: str
 
 
+def _each_once(refusals: Tuple[Refusal, ...]) -> str:
+    """The words of each refusal, in the order first met, once however often they came (a
+    host refusing a job for the same reason at every attempt said it that many times over)."""
+    times: Dict[str, int] = {}
+    for r in refusals:
+        times[r.describe()] = times.get(r.describe(), 0) + 1
+    return "; ".join(words if n == 1 else "%s (%s)" % (words, count(n, "time"))
+                     for words, n in times.items())
+
+
 class Executor:
     """Acts for the lease holder, each host's calls on that host's lane; remembers which stops
     were sent — kept in the store, so a holder that takes over sends none of them again — and
@@ -261,8 +271,7 @@ class Executor:
         try:
             if len(tried) >= self.max_attempts:
                 why = "refused %s ([scheduler] max_attempts = %d): %s" % (
-                    count(len(tried), "time"), self.max_attempts,
-                    "; ".join(r.describe() for r in tried))
+                    count(len(tried), "time"), self.max_attempts, _each_once(tried))
                 self.store.ended(job.id, (PLACED,), FAILED, why, self.actor, why, "failed",
                                  ended_at=refusal.at, refusals=tried, epoch=self.epoch)
             else:
