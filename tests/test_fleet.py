@@ -334,6 +334,13 @@ def test_mig_plans_shows_and_applies_on_a_remote_host(fleet_env):
     assert asked.returncode == 1 and "not applied" in asked.stderr
 
 
+@pytest.mark.parametrize("cpus, said", [(1, "1 CPU"), (0.5, "0.5 CPUs"), (2, "2 CPUs")])
+def test_doctor_says_one_cpu_in_the_singular(cpus, said):
+    from fractui.fleet.doctor import _resources
+    assert _resources({"cpus": cpus, "memory_mib": 512, "limits": {"cpus": "cpuset"}}) == \
+        "%s (cpuset), 512 MiB RAM: what jobs here may use" % said
+
+
 def test_an_unreachable_host_is_reported_for_that_host_not_as_a_traceback(fleet_env):
     fleet_env.add("gpu-ok", "1xL4")
     fleet_env.add("gpu-gone", "1xL4")
@@ -345,7 +352,7 @@ def test_an_unreachable_host_is_reported_for_that_host_not_as_a_traceback(fleet_
     reports = {r["name"]: r for r in json.loads(doctor.stdout)["hosts"]}
     assert reports["gpu-ok"]["ok"] is True
     resources = {c["name"]: c for c in reports["gpu-ok"]["checks"]}["resources"]
-    assert re.fullmatch(r"\d+(\.\d+)? CPUs \((machine|cpuset|cgroup cpu\.\S+)\), \d+ MiB RAM "
+    assert re.fullmatch(r"(1 CPU|\d+(\.\d+)? CPUs) \((machine|cpuset|cgroup cpu\.\S+)\), \d+ MiB RAM "
                         r"\((machine|cgroup memory\.\S+)\): what jobs here may use",
                         resources["detail"]), resources
     gone = {c["name"]: c for c in reports["gpu-gone"]["checks"]}
