@@ -36,7 +36,7 @@ from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
-from fractui.store.base import JobNotFound, KeyTaken
+from fractui.store.base import Identity, JobNotFound, KeyTaken
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
                                  ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
@@ -130,24 +130,27 @@ def submit(config: Config, args: argparse.Namespace) -> int:
 def _teams_to_give(config: Config) -> str:
     """Which of the config's teams the user is in, as the --team to paste: the store's word
     (its roles) on PostgreSQL, the config's members on SQLite, as the rule of who may submit
-    reads them (access.teams_of)."""
+    reads them (access.teams_of). An admin in none may charge any: told so, not to ask one."""
     roster = Asker.here(config.teams).roster
-    if config.store.url is None or sqlite_path(config.store.url) is not None:
-        teams = roster.teams_of(os_user())
-    else:
+    try:
+        store = open_store(config.store.url, make=False, origin=config.store.origin)
         try:
-            store = open_store(config.store.url, make=False, origin=config.store.origin)
-            try:
-                teams = teams_of(store.identity(), roster)
-            finally:
-                store.close()
-        except StoreError as err:
+            identity: Optional[Identity] = store.identity()
+        finally:
+            store.close()
+    except StoreError as err:
+        if config.store.url is not None and sqlite_path(config.store.url) is None:
             return "which of them you are in, the store did not say (%s)" % err
+        identity = None  # an SQLite store not made yet: its maker will own it, root or not
+    teams = teams_of(identity, roster) if identity else roster.teams_of(os_user())
     mine = [t.name for t in config.teams if t.name in teams]
-    if not mine:
-        return "you are in none of them: an admin adds you to the one to charge"
-    return "%s (you are in %s)" % (" or ".join("--team " + t for t in mine),
-                                   ", ".join(mine))
+    if mine:
+        return "%s (you are in %s)" % (" or ".join("--team " + t for t in mine),
+                                       ", ".join(mine))
+    if identity.admin if identity else os.geteuid() == 0:
+        return "you are in none of them, and as an admin may charge any: %s" % " or ".join(
+            "--team " + t.name for t in config.teams)
+    return "you are in none of them: an admin adds you to the one to charge"
 
 
 def _again(key: str) -> str:
