@@ -550,13 +550,22 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         store.close()
 
 
+CSV_COLUMNS = [
+    "team", "held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours", "memory_gib_hours",
+    "waits", "wait_median_s", "wait_p95_s", "running", "online_gpu_hours",
+    "held_online_gpu_hours", "idle_gpu_hours", "done", "failed", "cancelled", "requeued",
+    "preempted", "late", "whose_user", "whose_team", "since", "until", "waiting_now"]
+"""--csv's columns in their order: a sheet's consumers read them by position, so a new one
+is only ever appended here (waiting_now, the last, came after since and until)."""
+
+
 def test_every_csv_row_says_its_range_after_the_columns_it_had(fleet, capfd, berlin):
     """A sheet saved to a file still says what period it is of: ``since`` and ``until`` in ISO
-    8601 with the offset, on every row, last, so the columns read by name before stay."""
+    8601 with the offset, on every row; its columns are those it had, in their places, and a
+    new one comes after them all (waiting_now, put before whose_user, moved the last four)."""
     sheet = fleet.report(capfd, "--since", _at(T + H), "--until", _at(T + 3 * H), "--csv")
     header = sheet.splitlines()[0].split(",")
-    assert header[0] == "team" and header[-4:] == ["whose_user", "whose_team", "since",
-                                                   "until"], header
+    assert header == CSV_COLUMNS, header
     rows = list(csv.DictReader(io.StringIO(sheet)))
     assert [r["team"] for r in rows] == ["nlp", "vision", "speech", "total"], rows
     for row in rows:
