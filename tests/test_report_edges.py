@@ -672,3 +672,33 @@ def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(t
             "(1.00): sharing saved 0 GPUs at peak, 0.00 on average" in out, out
     finally:
         store.close()
+
+
+def test_no_percentage_is_given_of_hours_that_read_0_00(fleet, capfd):
+    """A range of 10 s: jobs 1 and 2 held 0.0035 GPU-h where NVML measured them, which reads
+    0.00, and "(80 % busy)" beside "used 0.00 of 0.00" read as nonsense; the sentence says
+    it is too little for one, and the report screen's util cell is a dash, as the table's
+    numbers give nothing to check a percentage against. GPUs online for 0.00 GPU-h likewise;
+    a percentage of hours that read more than that stays (0.01 held: 80 % busy)."""
+    from fractui.tui.report_view import util
+    from fractui.usage.report import Group
+    from fractui.usage.sentences import busy_words, online_words
+
+    def busy_line(seconds: float) -> str:
+        out = fleet.report(capfd, "--since", _at(T + 1.2 * H), "--until",
+                           _at(T + 1.2 * H + seconds))
+        return next(line for line in out.splitlines() if line.startswith("used "))
+
+    assert busy_line(10) == ("used 0.00 GPU-h of the 0.00 held where NVML measured it (too "
+                             "little for a percentage)")
+    assert busy_line(40).endswith("of the 0.01 held where NVML measured it (80 % busy)")
+    since = T + 1.2 * H
+    report = build(fleet.store.usage(T, T + 4 * H), [], since, since + 10, "team", T + 4 * H)
+    assert busy_words(report.total) == [busy_line(10)]
+    assert {util(g) for g in report.groups + [report.total]} == {"—"}
+    tiny = Group("total", online_h=0.004, held_online_h=0.002, idle_h=0.002)
+    assert online_words(tiny) == ["GPUs online 0.00 GPU-h, held while online 0.00, idle with "
+                                  "nothing on them 0.00 (too little for a percentage)"]
+    assert online_words(Group("total", online_h=0.01, held_online_h=0.005, idle_h=0.005)) == [
+        "GPUs online 0.01 GPU-h, held while online 0.01 (50 %), idle with nothing on them "
+        "0.01 (50 %)"]

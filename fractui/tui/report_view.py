@@ -106,7 +106,8 @@ def compute(source: Source, span: Span, by: str, now: float,
 
 
 def util(g: Group) -> str:
-    """What the group used of the GPU time measured; a dash where nothing was measured."""
+    """What the group used of the GPU time measured; a dash where nothing was measured, or
+    what was reads 0.00 GPU-h (``sentences.busy``)."""
     percent = busy(g)
     return "—" if percent is None else "%.0f%%" % percent
 

@@ -22,10 +22,23 @@ def hours(value: Optional[float]) -> str:
     return "—" if value is None else "%.2f" % value
 
 
+def reads_zero(value: float) -> bool:
+    """Whether ``value`` hours read 0.00 as the report says them. No percentage is given of
+    such an amount: "(47 % busy)" beside "used 0.00 of 0.00" says more than the numbers the
+    reader can check, and 18 s of one GPU says nothing of how busy it is. The sentences say
+    so (TOO_LITTLE); the table's util cell is a dash."""
+    return float(hours(value)) == 0
+
+
+TOO_LITTLE = "too little for a percentage"
+
+
 def busy(g: Group) -> Optional[float]:
     """Percent of the GPU-hours ``g`` held where NVML measured them that its jobs kept busy;
-    None where nothing was measured (MIG slices only: not known, never 0)."""
-    return None if g.measured_h <= 0 else 100 * g.used_h / g.measured_h
+    None where nothing was measured (MIG slices only: not known, never 0), or what was reads
+    0.00 (``reads_zero``)."""
+    return None if g.measured_h <= 0 or reads_zero(g.measured_h) else (
+        100 * g.used_h / g.measured_h)
 
 
 def saving_words(r: Report) -> str:
@@ -45,6 +58,9 @@ def online_words(t: Group) -> List[str]:
     if not t.online_h:
         return []
     held, idle = t.held_online_h or 0.0, t.idle_h or 0.0
+    if reads_zero(t.online_h):
+        return ["GPUs online %.2f GPU-h, held while online %.2f, idle with nothing on them "
+                "%.2f (%s)" % (t.online_h, held, idle, TOO_LITTLE)]
     return ["GPUs online %.2f GPU-h, held while online %.2f (%.0f %%), idle with nothing on "
             "them %.2f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h, idle,
                                      100 * idle / t.online_h)]
@@ -53,12 +69,13 @@ def online_words(t: Group) -> List[str]:
 def busy_words(t: Group) -> List[str]:
     """How busy the jobs kept what they held, of what NVML measured: the admin's "how
     utilised"; none where nothing was measured."""
-    percent = busy(t)
-    if percent is None:
+    if t.measured_h <= 0:
         return []
-    return ["used %.2f GPU-h of the %.2f held where NVML measured it (%.0f %% busy%s)" % (
-        t.used_h, t.measured_h, percent, "; a share's processes may keep its GPU busier "
-        "than its charge" if percent > 100 else "")]
+    percent = busy(t)
+    return ["used %.2f GPU-h of the %.2f held where NVML measured it (%s)" % (
+        t.used_h, t.measured_h, TOO_LITTLE if percent is None else "%.0f %% busy%s" % (
+            percent, "; a share's processes may keep its GPU busier than its charge"
+            if percent > 100 else ""))]
 
 
 def unmeasured_words(t: Group, column: str) -> List[str]:
