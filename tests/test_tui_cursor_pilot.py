@@ -27,7 +27,7 @@ from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import STATES, frozen_app, pilot_test, settled
+from tests.tui_frozen import STATES, frozen_app, pilot_test, settled, settled_app
 
 
 def fleet(app) -> FleetScreen:
@@ -63,9 +63,7 @@ def busiest(screen: FleetScreen) -> GpuLine:
 
 @pilot_test
 async def test_keys_reach_every_slice_of_a_gpu_and_enter_opens_that_slice_s_job():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         target = busiest(screen)
@@ -121,9 +119,7 @@ async def test_the_cursor_starts_on_the_first_gpu_whichever_host_comes_online_fi
 
 @pilot_test
 async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_error_in_full():
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         while smap.chosen()[0].host != "l4-1":
@@ -133,7 +129,7 @@ async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_err
         text = plain(app.screen.query_one("#gpu-head").content)
         assert STATES["l4-1"][1] in text  # the whole error, which the map cuts at 80 columns
         health = plain(app.screen.query_one("#health-lines").content)
-        assert health.startswith("health  temp ") and "power" in health and "XID" in health
+        assert health.startswith("health   temp ") and "power" in health and "XID" in health
         labels = [plain(app.screen.query_one("#%s-label" % n).content) for n in ("first",
                                                                                 "second")]
         assert labels[0].startswith("util") and labels[1].startswith("memory"), labels
@@ -165,9 +161,7 @@ async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whos
 
 @pilot_test
 async def test_a_click_selects_the_slice_clicked_not_the_first_job_of_its_gpu():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         target = busiest(screen)
@@ -188,9 +182,7 @@ async def test_a_click_selects_the_slice_clicked_not_the_first_job_of_its_gpu():
 
 @pilot_test
 async def test_pages_move_the_cursor_and_the_host_header_stays_on_top():
-    app = frozen_app(gpus=64)
-    async with app.run_test(size=(160, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 24), gpus=64) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         await pressed(pilot, "z")  # one GPU a line: more lines than rows
@@ -211,9 +203,7 @@ async def test_pages_move_the_cursor_and_the_host_header_stays_on_top():
 
 @pilot_test
 async def test_jobs_view_sorts_filters_and_opens_a_job():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         await pressed(pilot, "J")
         view = app.screen
         assert isinstance(view, JobsScreen)
@@ -254,9 +244,7 @@ async def test_jobs_view_sorts_filters_and_opens_a_job():
 
 @pilot_test
 async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         await pressed(pilot, "J")
         view = app.screen
         await pressed(pilot, "p")  # the top row runs: nothing to place
@@ -267,9 +255,7 @@ async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
         screen = fleet(app)
         assert app.screen is screen and screen.placement.job.id == job_id
         assert screen.query_one(QueuePanel).selected == job_id
-    app = frozen_app(readonly=True)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48), readonly=True) as (app, pilot):
         await pressed(pilot, "J", "slash", *"pending", "enter", "p")
         assert isinstance(app.screen, JobsScreen) and fleet(app).placement is None
         assert "jobs.place" not in {b.binding.id for b in app.screen.active_bindings.values()}
@@ -277,9 +263,7 @@ async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
 
 @pilot_test
 async def test_placement_mode_ends_when_its_job_is_placed_by_someone_else_meanwhile():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         panel = screen.query_one(QueuePanel)
         await pressed(pilot, "tab", "p")
@@ -300,16 +284,12 @@ async def test_placement_mode_ends_when_its_job_is_placed_by_someone_else_meanwh
 
 @pilot_test
 async def test_jobs_view_keeps_the_columns_that_fit():
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pressed(pilot, "J")
         narrow = list(app.screen.table.keys)
         head = str(app.screen.query_one("#jobs-head").content)
         assert head.split()[:2] == ["id", "name"] and "reason" in head
-    app = frozen_app()
-    async with app.run_test(size=(220, 60)) as pilot:
-        await settled(pilot)
+    async with settled_app((220, 60)) as (app, pilot):
         await pressed(pilot, "J")
         wide = list(app.screen.table.keys)
     assert len(narrow) < len(wide) == 11
@@ -318,9 +298,7 @@ async def test_jobs_view_keeps_the_columns_that_fit():
 
 @pilot_test
 async def test_pending_list_shows_four_rows_at_80x24_and_never_loses_the_selection():
-    app = frozen_app(gpus=16)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24), gpus=16) as (app, pilot):
         panel = fleet(app).query_one(QueuePanel)
         await pressed(pilot, "tab")
         assert len(panel._rows) >= 4
@@ -361,9 +339,7 @@ async def test_a_short_terminal_keeps_half_for_the_map_and_the_pending_jobs_in_s
 
 @pilot_test
 async def test_the_legend_names_each_colour_and_follows_the_colour_mode():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         legend = fleet(app).query_one(Legend)
         text = str(legend.render())
         assert text.startswith("team:") and all(t in text for t in ("vision", "nlp", "speech"))
@@ -374,9 +350,7 @@ async def test_the_legend_names_each_colour_and_follows_the_colour_mode():
 
 @pilot_test
 async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pressed(pilot, "tab", "down", "p")
         screen = fleet(app)
         bar = screen.query_one(PreviewBar)
@@ -393,9 +367,7 @@ async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
 
 @pilot_test
 async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
-    app = frozen_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 40)) as (app, pilot):
         await pressed(pilot, "question_mark")
         ids = {row[2] for row in app.screen.keys}
         assert {"map.left", "map.right", "map.up", "map.down", "map.page_up",

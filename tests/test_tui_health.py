@@ -18,7 +18,7 @@ from tests import localfleet
 from tests.test_tui_cursor_pilot import plain
 from tests.test_tui_jobs import text_of
 from fractui.tui.sample import NOW
-from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -75,9 +75,7 @@ def test_the_job_screen_shows_live_memory_against_its_cap_and_a_changing_sparkli
 def test_a_pending_job_has_no_gpu_to_show_health_or_memory_of():
     @pilot_test
     async def drive():
-        app = frozen_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await settled(pilot)
+        async with settled_app((120, 36)) as (app, pilot):
             pending = next(j for j in app.fleet.model.store.jobs if j.state == "pending")
             app.open_job(pending.id)
             await pilot.pause()
