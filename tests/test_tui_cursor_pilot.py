@@ -27,7 +27,7 @@ from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import STATES, frozen_app, pilot_test, settled, settled_app
+from tests.tui_frozen import STATES, pilot_test, settled, settled_app
 
 
 def fleet(app) -> FleetScreen:
@@ -144,10 +144,9 @@ async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_err
 
 @pilot_test
 async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whose_cordon():
-    app = frozen_app(cordons=[Cordon("a10-1", 1, CORDON, "ops", "", 1.0),
-                              Cordon("h100-1", None, DRAIN, "ops", "", 1.0)])
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 36), cordons=[Cordon("a10-1", 1, CORDON, "ops", "", 1.0),
+                                               Cordon("h100-1", None, DRAIN, "ops", "", 1.0)]
+                           ) as (app, pilot):
         for host, index, said in (("a10-1", 1, "service  cordoned"),
                                   ("h100-1", 0, "service  draining (its host's drain)"),
                                   ("a10-1", 0, None)):
@@ -327,9 +326,7 @@ async def test_a_short_terminal_keeps_half_for_the_map_and_the_pending_jobs_in_s
     """Under 24 rows the panel under the map takes half of them, not 12 at least (which left
     the map a line or two); with no room for the pending jobs under the queues and teams,
     they come first, and only rows in sight are drawn: ``p`` places what is seen."""
-    app = frozen_app(gpus=16)
-    async with app.run_test(size=size) as pilot:
-        await settled(pilot)
+    async with settled_app(size, gpus=16) as (app, pilot):
         panel = fleet(app).query_one(QueuePanel)
         assert fleet(app).map.size.height >= panel.size.height - 1 >= 3
         assert plain(panel.render(), panel.content_size.width).lstrip().startswith("Pending")

@@ -507,9 +507,7 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
     and NEXT, from the same reads; from 120 to 169 columns, where the panel is 46 wide, with
     two heads shortened (``?`` says them) and each name whole. At 80x24 the table has no room
     for them beside the queues and keeps the teams' names whole instead."""
-    app = frozen_app()
-    async with app.run_test(size=(width, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((width, 48)) as (app, pilot):
         fleet = app.fleet
         jobs = fleet.model.store.jobs
         shown, starved = standing(jobs, fleet.config, fleet._usage, fleet.clock())
@@ -592,9 +590,7 @@ async def test_the_header_says_who_holds_the_lease_whole_at_120_and_80_columns()
               "scheduler: ops@head:1234 · its passes fail: the store is slow;"))
     for size, keys in (((120, 36), ("z",)), ((80, 24), ())):
         for holder, trouble, expected in cases:
-            app = frozen_app(holder=holder, trouble=trouble)
-            async with app.run_test(size=size) as pilot:
-                await settled(pilot)
+            async with settled_app(size, holder=holder, trouble=trouble) as (app, pilot):
                 await pilot.press(*keys)
                 await pilot.pause()
                 assert app.fleet.compact_now()

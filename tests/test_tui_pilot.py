@@ -189,9 +189,7 @@ async def test_host_updates_from_another_thread_reach_the_map():
 
 @pilot_test
 async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:  # 20 rows fit: one GPU per line
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):  # 20 rows fit: one GPU per line
         assert not fleet(app).compact_now()
         await pilot.press("z")
         assert fleet(app).compact_now()

@@ -69,9 +69,7 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
 @pilot_test
 async def test_the_help_shows_every_key_and_id_whole_on_a_narrow_terminal(width):
     """Under about 44 columns a key and its id take a line, what it does the next ones."""
-    app = frozen_app()
-    async with app.run_test(size=(width, 60)) as pilot:
-        await settled(pilot)
+    async with settled_app((width, 60)) as (app, pilot):
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
