@@ -45,9 +45,10 @@ def report(config: Config, args: argparse.Namespace) -> int:
                                                         for r in records):
             config.team(whose.team)  # a typo is said with the close name (a team since
             # left out of the config is still reported while the store keeps its usage)
-        made = build(records, store.gpu_time(since, until) if whose.everyone else [],
-                     since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
-                     whose)
+        bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it)
+        made = build(records, store.gpu_time(since - bucket_s, until) if whose.everyone else
+                     [], since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
+                     whose, bucket_s)
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()

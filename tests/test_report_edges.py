@@ -481,8 +481,8 @@ def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd)
     [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
     assert total[-1] == "—", out
     assert "GPUs online, held while online and idle: not known. GPU time is kept per bucket " \
-        "of [usage] bucket_s (300 s) and counted by the buckets that begin in a range; none " \
-        "of this one's holds a look at a GPU: no scheduler looked at a reachable GPU" in out, out
+        "of [usage] bucket_s (300 s), each counted for its part in a range; none of this " \
+        "one's holds a look at a GPU: no scheduler looked at a reachable GPU" in out, out
     sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))
     assert sheet[-1]["team"] == "total" and sheet[-1]["idle_gpu_hours"] == "", sheet
 
@@ -490,8 +490,9 @@ def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd)
 def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_path, capfd):
     """One idle L4 looked at every 30 s from T to 2 h (buckets of 30 min), and no more: read
     later, [0, 4 h) has 4 of its 8 buckets kept and says its GPU time is of those; [0, 2 h)
-    all; [0.1 h, 0.4 h) none begins in it: not known, never 0. A bucket not yet written (a
-    minute after its end) is no gap."""
+    all; [0.1 h, 0.4 h), in one bucket, that bucket's part (0.3 of its 0.5 h); [2.1 h, 2.4 h),
+    in a bucket that holds no look: not known, never 0. A bucket not yet written (a minute
+    after its end) is no gap."""
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
@@ -524,25 +525,31 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         assert "no job held a GPU in this range" in by_gpu and "would have" not in by_gpu
         got = json.loads(report(0.1, 0.4, "--json"))
         assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
+            pytest.approx(0.3), 0)
+        got = json.loads(report(2.1, 2.4, "--json"))
+        assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
             None, 0)
         assert "GPUs online, held while online and idle: not known. GPU time is kept per " \
-            "bucket of [usage] bucket_s (1800 s) and counted by the buckets that begin in a " \
-            "range; none begins in this one" in report(0.1, 0.4)
+            "bucket of [usage] bucket_s (1800 s), each counted for its part in a range; the " \
+            "one it falls in holds no look at a GPU: not written yet (a scheduler holding " \
+            "the lease writes them every 60 s), or no scheduler looked at a reachable GPU" \
+            in report(2.1, 2.4)
         # [4.9 h, 5.5 h) read at 5 h (the CLI reads at the store's now, long after): the
         # bucket of 5 h has begun and is not written yet, nor is that of 4.5 h all written
         late = build([], store.gpu_time(T, T + 6 * H), T + 4.9 * H, T + 5.5 * H, "team",
-                     T + 5 * H)
+                     T + 5 * H, bucket_s=1800)
         assert Coverage.of(late, 1800, T + 5 * H) == Coverage(1800, 1, 0, 0)
         assert Coverage.of(late, 1800, T + 5 * H).words(late) == [
             "GPUs online, held while online and idle: not known. GPU time is kept per bucket "
-            "of [usage] bucket_s (1800 s) and counted by the buckets that begin in a range; "
+            "of [usage] bucket_s (1800 s), each counted for its part in a range; "
             "none of this one's holds a look at a GPU yet (a scheduler holding the lease "
             "writes them every 60 s)"]
         # [0, 4 h) read at 2.5 h + 59 s: the buckets of 0 to 1.5 h are written; that of 2 h
         # is not yet (it ended 59 s ago, and a scheduler writes every 60 s), a second later it
         # is, and none of it is kept: a gap
         now = T + 2.5 * H + 59
-        early = build([], store.gpu_time(T, T + 6 * H), T, T + 4 * H, "team", now)
+        early = build([], store.gpu_time(T, T + 6 * H), T, T + 4 * H, "team", now,
+                      bucket_s=1800)
         assert Coverage.of(early, 1800, now) == Coverage(1800, 8, 4, 4)
         assert Coverage.of(early, 1800, now).words(early) == []
         assert Coverage.of(early, 1800, now + 1) == Coverage(1800, 8, 5, 4)
@@ -702,3 +709,54 @@ def test_no_percentage_is_given_of_hours_that_read_0_00(fleet, capfd):
     assert online_words(Group("total", online_h=0.01, held_online_h=0.005, idle_h=0.005)) == [
         "GPUs online 0.01 GPU-h, held while online 0.01 (50 %), idle with nothing on them "
         "0.01 (50 %)"]
+
+
+def test_a_range_that_begins_and_ends_mid_bucket_counts_online_as_it_counts_held(tmp_path,
+                                                                                  capfd):
+    """One L4 held whole by one job from T to 2 h, looked at every 30 s, buckets of 30 min.
+    [0.25 h, 1.1 h) held it 0.85 h; its GPU time counted the bucket that begins in it, whole
+    (0.5 h): online 0.5 beside 0.85 held. Each bucket counts its part in the range, as held
+    time is clipped to it (0.25 of the first, all of the second, 0.1 of the third): online,
+    held while online and held all 0.85; on the report screen alike."""
+    from fractui.tui.report_view import Span, compute
+    from fractui.tui.source import Source
+
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a1", T, "sched", "started", model="NVIDIA L4")
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 7201, 30):
+            gpus.observe([HostView("l4", "online", hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "NVIDIA L4", "processes": []}]})],
+                [store.get(job.id)], T + look)
+        store.keep_gpu_time(gpus.take())
+        clock.t = T + 2 * H
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=T + 2 * H)
+        clock.t = T + 5 * H
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n\n[usage]\nbucket_s = 1800\n'
+                          % store.where)
+        span = ["--since", _at(T + 0.25 * H), "--until", _at(T + 1.1 * H)]
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
+                                            "--json"])
+        assert code == 0, err
+        total = json.loads(out)["total"]
+        assert (total["held_gpu_hours"], total["online_gpu_hours"],
+                total["held_online_gpu_hours"], total["idle_gpu_hours"]) == pytest.approx(
+                    (0.85, 0.85, 0.85, 0.0))
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span])
+        assert "GPUs online 0.85 GPU-h, held while online 0.85 (100 %), idle with nothing on " \
+            "them 0.00 (0 %)" in out, out
+        # the screen's range ends now: its last 1.25 h at 2.5 h, [1.25 h, 2.5 h), held 0.75
+        # h; the bucket that begins in it, 0.5 h online
+        source = Source([])
+        source.store = store
+        screen = compute(source, Span("x", "x", 1.25 * H, 10), "team", T + 2.5 * H, 1800)
+        assert screen is not None
+        t = screen.report.total
+        assert (t.held_h, t.online_h, t.held_online_h) == pytest.approx((0.75, 0.75, 0.75))
+    finally:
+        store.close()

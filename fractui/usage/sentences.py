@@ -150,7 +150,9 @@ class Coverage:
     """How much of a range the GPUs' time is kept for, in buckets of [usage] ``bucket_s``:
     of those that begin in it (``begin``), those written by now (``due``: ended a write
     interval ago) where the store keeps anything (``Report.start``: before it, the report
-    says so already) and, of these, those that hold a look at a GPU (``kept``). A bucket with
+    says so already) and, of these, those that hold a look at a GPU (``kept``); the bucket
+    it begins in, counted for its part in it (``report.bucket_part``), is not one of them. A
+    bucket with
     none is time when no scheduler looked at a reachable GPU (none held the lease, every host
     was away, or the holder was paused): the GPUs' online and idle hours leave it out."""
 
@@ -166,7 +168,7 @@ class Coverage:
         return cls(bucket_s, max(0, end - math.ceil(r.since / bucket_s)),
                    max(0, min(end, math.floor(written / bucket_s) + 1) -
                        math.ceil(r.start / bucket_s)),
-                   sum(1 for b in r.gpu_buckets if b <= written))
+                   sum(1 for b in r.gpu_buckets if r.since <= b <= written))
 
     def record(self) -> Dict[str, float]:
         return {"bucket_s": self.bucket_s, "begin": self.begin, "due": self.due,
@@ -174,11 +176,13 @@ class Coverage:
 
     def words(self, r: Report) -> List[str]:
         """What the report cannot say of the GPUs' time, and why; [] where it is all kept."""
-        every = "GPU time is kept per bucket of [usage] bucket_s (%g s) and counted by the " \
-            "buckets that begin in a range" % self.bucket_s
+        every = "GPU time is kept per bucket of [usage] bucket_s (%g s), each counted for " \
+            "its part in a range" % self.bucket_s
         if not r.gpu_buckets:
             if not self.begin:
-                why = "none begins in this one"
+                why = ("the one it falls in holds no look at a GPU: not written yet (a "
+                       "scheduler holding the lease writes them every %g s), or %s" % (
+                           min(FLUSH_S, self.bucket_s), UNSEEN))
             elif not self.due:
                 why = ("none of this one's holds a look at a GPU yet (a scheduler holding the "
                        "lease writes them every %g s)" % min(FLUSH_S, self.bucket_s))
