@@ -45,9 +45,10 @@ def report(config: Config, args: argparse.Namespace) -> int:
                                                         for r in records):
             config.team(whose.team)  # a typo is said with the close name (a team since
             # left out of the config is still reported while the store keeps its usage)
-        made = build(records, store.gpu_time(since, until) if whose.everyone else [],
-                     since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
-                     whose)
+        bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it)
+        made = build(records, store.gpu_time(since - bucket_s, until) if whose.everyone else
+                     [], since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
+                     whose, bucket_s)
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()
@@ -107,15 +108,16 @@ def _row(g: Group, gpus: bool) -> List[str]:
 
 
 def _csv(r: Report, waiting: Optional[Waiting]) -> None:
-    """One row per group, then the total; after the outcomes, ``waiting_now``: the group's
-    jobs waiting to start now (--json's ``waiting_now``; the total's: all of them), empty
-    for a range that ended before now or a grouping no waiting job has (host, model, GPU) —
-    and a group whose jobs only wait has its row, of nothing held. Each row ends with whose
-    jobs it counts (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has
-    null) and the range, ``since`` and ``until`` (ISO 8601 with the offset from UTC), so a
-    sheet saved, pasted or joined from several reports still says what and when it is of, in
-    columns that never move. A number not known (the GPUs' time of a report of some jobs) is
-    empty."""
+    """One row per group, then the total; after the outcomes, whose jobs it counts
+    (``whose_user``, ``whose_team``: empty for any, as --json's ``whose`` has null) and the
+    range, ``since`` and ``until`` (ISO 8601 with the offset from UTC), so a sheet saved,
+    pasted or joined from several reports still says what and when it is of; then
+    ``waiting_now``: the group's jobs waiting to start now (--json's ``waiting_now``; the
+    total's: all of them), empty for a range that ended before now or a grouping no waiting
+    job has (host, model, GPU) — and a group whose jobs only wait has its row, of nothing
+    held. A column is only ever added at the end, so a sheet's consumers
+    that read columns by position keep reading the same ones. A number not known (the GPUs'
+    time of a report of some jobs) is empty."""
     out = csv.writer(sys.stdout, lineterminator="\n")
     held = {g.key for g in r.groups}
     groups = r.groups + [Group(k) for k in (waiting.groups if waiting else ()) if k not in held]
@@ -124,11 +126,11 @@ def _csv(r: Report, waiting: Optional[Waiting]) -> None:
     columns = [k for k in rows[0][0] if k != "outcomes"]
     outcomes = list(rows[0][0]["outcomes"])
     whose = ["" if v is None else v for v in r.whose.record().values()]
-    out.writerow([r.by] + columns[1:] + outcomes + ["waiting_now"] +
-                 ["whose_%s" % k for k in r.whose.record()] + ["since", "until"])
+    out.writerow([r.by] + columns[1:] + outcomes + ["whose_%s" % k for k in r.whose.record()]
+                 + ["since", "until", "waiting_now"])
     for row, waits in rows:
         out.writerow([row[c] for c in columns] + [row["outcomes"][o] for o in outcomes] +
-                     ["" if waits is None else waits] + whose + [_iso(r.since), _iso(r.until)])
+                     whose + [_iso(r.since), _iso(r.until), "" if waits is None else waits])
 
 
 def _iso(t: float) -> str:

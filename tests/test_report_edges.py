@@ -481,8 +481,8 @@ def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd)
     [total] = [line.split() for line in out.splitlines() if line.startswith("total")]
     assert total[-1] == "—", out
     assert "GPUs online, held while online and idle: not known. GPU time is kept per bucket " \
-        "of [usage] bucket_s (300 s) and counted by the buckets that begin in a range; none " \
-        "of this one's holds a look at a GPU: no scheduler looked at a reachable GPU" in out, out
+        "of [usage] bucket_s (300 s), each counted for its part in a range; none of this " \
+        "one's holds a look at a GPU: no scheduler looked at a reachable GPU" in out, out
     sheet = list(csv.DictReader(io.StringIO(fleet.report(capfd, *R, "--csv"))))
     assert sheet[-1]["team"] == "total" and sheet[-1]["idle_gpu_hours"] == "", sheet
 
@@ -490,8 +490,9 @@ def test_a_range_whose_gpu_time_is_not_kept_says_not_known_never_0(fleet, capfd)
 def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_path, capfd):
     """One idle L4 looked at every 30 s from T to 2 h (buckets of 30 min), and no more: read
     later, [0, 4 h) has 4 of its 8 buckets kept and says its GPU time is of those; [0, 2 h)
-    all; [0.1 h, 0.4 h) none begins in it: not known, never 0. A bucket not yet written (a
-    minute after its end) is no gap."""
+    all; [0.1 h, 0.4 h), in one bucket, that bucket's part (0.3 of its 0.5 h); [2.1 h, 2.4 h),
+    in a bucket that holds no look: not known, never 0. A bucket not yet written (a minute
+    after its end) is no gap."""
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
@@ -524,25 +525,31 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         assert "no job held a GPU in this range" in by_gpu and "would have" not in by_gpu
         got = json.loads(report(0.1, 0.4, "--json"))
         assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
+            pytest.approx(0.3), 0)
+        got = json.loads(report(2.1, 2.4, "--json"))
+        assert (got["total"]["online_gpu_hours"], got["gpu_time_buckets"]["begin"]) == (
             None, 0)
         assert "GPUs online, held while online and idle: not known. GPU time is kept per " \
-            "bucket of [usage] bucket_s (1800 s) and counted by the buckets that begin in a " \
-            "range; none begins in this one" in report(0.1, 0.4)
+            "bucket of [usage] bucket_s (1800 s), each counted for its part in a range; the " \
+            "one it falls in holds no look at a GPU: not written yet (a scheduler holding " \
+            "the lease writes them every 60 s), or no scheduler looked at a reachable GPU" \
+            in report(2.1, 2.4)
         # [4.9 h, 5.5 h) read at 5 h (the CLI reads at the store's now, long after): the
         # bucket of 5 h has begun and is not written yet, nor is that of 4.5 h all written
         late = build([], store.gpu_time(T, T + 6 * H), T + 4.9 * H, T + 5.5 * H, "team",
-                     T + 5 * H)
+                     T + 5 * H, bucket_s=1800)
         assert Coverage.of(late, 1800, T + 5 * H) == Coverage(1800, 1, 0, 0)
         assert Coverage.of(late, 1800, T + 5 * H).words(late) == [
             "GPUs online, held while online and idle: not known. GPU time is kept per bucket "
-            "of [usage] bucket_s (1800 s) and counted by the buckets that begin in a range; "
+            "of [usage] bucket_s (1800 s), each counted for its part in a range; "
             "none of this one's holds a look at a GPU yet (a scheduler holding the lease "
             "writes them every 60 s)"]
         # [0, 4 h) read at 2.5 h + 59 s: the buckets of 0 to 1.5 h are written; that of 2 h
         # is not yet (it ended 59 s ago, and a scheduler writes every 60 s), a second later it
         # is, and none of it is kept: a gap
         now = T + 2.5 * H + 59
-        early = build([], store.gpu_time(T, T + 6 * H), T, T + 4 * H, "team", now)
+        early = build([], store.gpu_time(T, T + 6 * H), T, T + 4 * H, "team", now,
+                      bucket_s=1800)
         assert Coverage.of(early, 1800, now) == Coverage(1800, 8, 4, 4)
         assert Coverage.of(early, 1800, now).words(early) == []
         assert Coverage.of(early, 1800, now + 1) == Coverage(1800, 8, 5, 4)
@@ -550,13 +557,22 @@ def test_gpu_time_kept_for_part_of_a_range_or_none_of_a_short_one_is_said(tmp_pa
         store.close()
 
 
+CSV_COLUMNS = [
+    "team", "held_gpu_hours", "used_gpu_hours", "unmeasured_gpu_hours", "memory_gib_hours",
+    "waits", "wait_median_s", "wait_p95_s", "running", "online_gpu_hours",
+    "held_online_gpu_hours", "idle_gpu_hours", "done", "failed", "cancelled", "requeued",
+    "preempted", "late", "whose_user", "whose_team", "since", "until", "waiting_now"]
+"""--csv's columns in their order: a sheet's consumers read them by position, so a new one
+is only ever appended here (waiting_now, the last, came after since and until)."""
+
+
 def test_every_csv_row_says_its_range_after_the_columns_it_had(fleet, capfd, berlin):
     """A sheet saved to a file still says what period it is of: ``since`` and ``until`` in ISO
-    8601 with the offset, on every row, last, so the columns read by name before stay."""
+    8601 with the offset, on every row; its columns are those it had, in their places, and a
+    new one comes after them all (waiting_now, put before whose_user, moved the last four)."""
     sheet = fleet.report(capfd, "--since", _at(T + H), "--until", _at(T + 3 * H), "--csv")
     header = sheet.splitlines()[0].split(",")
-    assert header[0] == "team" and header[-4:] == ["whose_user", "whose_team", "since",
-                                                   "until"], header
+    assert header == CSV_COLUMNS, header
     rows = list(csv.DictReader(io.StringIO(sheet)))
     assert [r["team"] for r in rows] == ["nlp", "vision", "speech", "total"], rows
     for row in rows:
@@ -661,5 +677,86 @@ def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(t
                                             _at(T), "--until", _at(T + H)])
         assert code == 0 and "would have needed 1 GPU at peak (1.00 on average); they used 1 " \
             "(1.00): sharing saved 0 GPUs at peak, 0.00 on average" in out, out
+    finally:
+        store.close()
+
+
+def test_no_percentage_is_given_of_hours_that_read_0_00(fleet, capfd):
+    """A range of 10 s: jobs 1 and 2 held 0.0035 GPU-h where NVML measured them, which reads
+    0.00, and "(80 % busy)" beside "used 0.00 of 0.00" read as nonsense; the sentence says
+    it is too little for one, and the report screen's util cell is a dash, as the table's
+    numbers give nothing to check a percentage against. GPUs online for 0.00 GPU-h likewise;
+    a percentage of hours that read more than that stays (0.01 held: 80 % busy)."""
+    from fractui.tui.report_view import util
+    from fractui.usage.report import Group
+    from fractui.usage.sentences import busy_words, online_words
+
+    def busy_line(seconds: float) -> str:
+        out = fleet.report(capfd, "--since", _at(T + 1.2 * H), "--until",
+                           _at(T + 1.2 * H + seconds))
+        return next(line for line in out.splitlines() if line.startswith("used "))
+
+    assert busy_line(10) == ("used 0.00 GPU-h of the 0.00 held where NVML measured it (too "
+                             "little for a percentage)")
+    assert busy_line(40).endswith("of the 0.01 held where NVML measured it (80 % busy)")
+    since = T + 1.2 * H
+    report = build(fleet.store.usage(T, T + 4 * H), [], since, since + 10, "team", T + 4 * H)
+    assert busy_words(report.total) == [busy_line(10)]
+    assert {util(g) for g in report.groups + [report.total]} == {"—"}
+    tiny = Group("total", online_h=0.004, held_online_h=0.002, idle_h=0.002)
+    assert online_words(tiny) == ["GPUs online 0.00 GPU-h, held while online 0.00, idle with "
+                                  "nothing on them 0.00 (too little for a percentage)"]
+    assert online_words(Group("total", online_h=0.01, held_online_h=0.005, idle_h=0.005)) == [
+        "GPUs online 0.01 GPU-h, held while online 0.01 (50 %), idle with nothing on them "
+        "0.01 (50 %)"]
+
+
+def test_a_range_that_begins_and_ends_mid_bucket_counts_online_as_it_counts_held(tmp_path,
+                                                                                  capfd):
+    """One L4 held whole by one job from T to 2 h, looked at every 30 s, buckets of 30 min.
+    [0.25 h, 1.1 h) held it 0.85 h; its GPU time counted the bucket that begins in it, whole
+    (0.5 h): online 0.5 beside 0.85 held. Each bucket counts its part in the range, as held
+    time is clipped to it (0.25 of the first, all of the second, 0.1 of the third): online,
+    held while online and held all 0.85; on the report screen alike."""
+    from fractui.tui.report_view import Span, compute
+    from fractui.tui.source import Source
+
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
+        store.started(job.id, "a1", T, "sched", "started", model="NVIDIA L4")
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 7201, 30):
+            gpus.observe([HostView("l4", "online", hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "NVIDIA L4", "processes": []}]})],
+                [store.get(job.id)], T + look)
+        store.keep_gpu_time(gpus.take())
+        clock.t = T + 2 * H
+        store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=T + 2 * H)
+        clock.t = T + 5 * H
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n\n[usage]\nbucket_s = 1800\n'
+                          % store.where)
+        span = ["--since", _at(T + 0.25 * H), "--until", _at(T + 1.1 * H)]
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
+                                            "--json"])
+        assert code == 0, err
+        total = json.loads(out)["total"]
+        assert (total["held_gpu_hours"], total["online_gpu_hours"],
+                total["held_online_gpu_hours"], total["idle_gpu_hours"]) == pytest.approx(
+                    (0.85, 0.85, 0.85, 0.0))
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *span])
+        assert "GPUs online 0.85 GPU-h, held while online 0.85 (100 %), idle with nothing on " \
+            "them 0.00 (0 %)" in out, out
+        # the screen's range ends now: its last 1.25 h at 2.5 h, [1.25 h, 2.5 h), held 0.75
+        # h; the bucket that begins in it, 0.5 h online
+        source = Source([])
+        source.store = store
+        screen = compute(source, Span("x", "x", 1.25 * H, 10), "team", T + 2.5 * H, 1800)
+        assert screen is not None
+        t = screen.report.total
+        assert (t.held_h, t.online_h, t.held_online_h) == pytest.approx((0.75, 0.75, 0.75))
     finally:
         store.close()

@@ -301,7 +301,7 @@ def test_the_report_screen_shows_the_same_numbers(fleet):
     from fractui.usage.sentences import Waiting
 
     class Source:  # what the screen reads of its source: the store's usage and jobs
-        def read_usage(self, since, until):
+        def read_usage(self, since, until, bucket_s=0.0):
             return fleet.store.usage(since, until), fleet.store.gpu_time(since, until)
 
         def read_ended(self, since):

@@ -27,7 +27,7 @@ from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import STATES, frozen_app, pilot_test, settled
+from tests.tui_frozen import STATES, pilot_test, settled, settled_app
 
 
 def fleet(app) -> FleetScreen:
@@ -63,9 +63,7 @@ def busiest(screen: FleetScreen) -> GpuLine:
 
 @pilot_test
 async def test_keys_reach_every_slice_of_a_gpu_and_enter_opens_that_slice_s_job():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         target = busiest(screen)
@@ -121,9 +119,7 @@ async def test_the_cursor_starts_on_the_first_gpu_whichever_host_comes_online_fi
 
 @pilot_test
 async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_error_in_full():
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         while smap.chosen()[0].host != "l4-1":
@@ -133,7 +129,7 @@ async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_err
         text = plain(app.screen.query_one("#gpu-head").content)
         assert STATES["l4-1"][1] in text  # the whole error, which the map cuts at 80 columns
         health = plain(app.screen.query_one("#health-lines").content)
-        assert health.startswith("health  temp ") and "power" in health and "XID" in health
+        assert health.startswith("health   temp ") and "power" in health and "XID" in health
         labels = [plain(app.screen.query_one("#%s-label" % n).content) for n in ("first",
                                                                                 "second")]
         assert labels[0].startswith("util") and labels[1].startswith("memory"), labels
@@ -148,10 +144,9 @@ async def test_enter_on_a_free_slice_and_d_open_the_gpu_detail_with_the_host_err
 
 @pilot_test
 async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whose_cordon():
-    app = frozen_app(cordons=[Cordon("a10-1", 1, CORDON, "ops", "", 1.0),
-                              Cordon("h100-1", None, DRAIN, "ops", "", 1.0)])
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 36), cordons=[Cordon("a10-1", 1, CORDON, "ops", "", 1.0),
+                                               Cordon("h100-1", None, DRAIN, "ops", "", 1.0)]
+                           ) as (app, pilot):
         for host, index, said in (("a10-1", 1, "service  cordoned"),
                                   ("h100-1", 0, "service  draining (its host's drain)"),
                                   ("a10-1", 0, None)):
@@ -165,9 +160,7 @@ async def test_the_gpu_detail_says_whether_the_gpu_is_out_of_service_and_by_whos
 
 @pilot_test
 async def test_a_click_selects_the_slice_clicked_not_the_first_job_of_its_gpu():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         target = busiest(screen)
@@ -188,9 +181,7 @@ async def test_a_click_selects_the_slice_clicked_not_the_first_job_of_its_gpu():
 
 @pilot_test
 async def test_pages_move_the_cursor_and_the_host_header_stays_on_top():
-    app = frozen_app(gpus=64)
-    async with app.run_test(size=(160, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 24), gpus=64) as (app, pilot):
         screen = fleet(app)
         smap = screen.map
         await pressed(pilot, "z")  # one GPU a line: more lines than rows
@@ -211,9 +202,7 @@ async def test_pages_move_the_cursor_and_the_host_header_stays_on_top():
 
 @pilot_test
 async def test_jobs_view_sorts_filters_and_opens_a_job():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         await pressed(pilot, "J")
         view = app.screen
         assert isinstance(view, JobsScreen)
@@ -254,9 +243,7 @@ async def test_jobs_view_sorts_filters_and_opens_a_job():
 
 @pilot_test
 async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         await pressed(pilot, "J")
         view = app.screen
         await pressed(pilot, "p")  # the top row runs: nothing to place
@@ -267,9 +254,7 @@ async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
         screen = fleet(app)
         assert app.screen is screen and screen.placement.job.id == job_id
         assert screen.query_one(QueuePanel).selected == job_id
-    app = frozen_app(readonly=True)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48), readonly=True) as (app, pilot):
         await pressed(pilot, "J", "slash", *"pending", "enter", "p")
         assert isinstance(app.screen, JobsScreen) and fleet(app).placement is None
         assert "jobs.place" not in {b.binding.id for b in app.screen.active_bindings.values()}
@@ -277,9 +262,7 @@ async def test_p_in_the_jobs_view_places_the_row_s_pending_job_and_only_that():
 
 @pilot_test
 async def test_placement_mode_ends_when_its_job_is_placed_by_someone_else_meanwhile():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         panel = screen.query_one(QueuePanel)
         await pressed(pilot, "tab", "p")
@@ -300,16 +283,12 @@ async def test_placement_mode_ends_when_its_job_is_placed_by_someone_else_meanwh
 
 @pilot_test
 async def test_jobs_view_keeps_the_columns_that_fit():
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pressed(pilot, "J")
         narrow = list(app.screen.table.keys)
         head = str(app.screen.query_one("#jobs-head").content)
         assert head.split()[:2] == ["id", "name"] and "reason" in head
-    app = frozen_app()
-    async with app.run_test(size=(220, 60)) as pilot:
-        await settled(pilot)
+    async with settled_app((220, 60)) as (app, pilot):
         await pressed(pilot, "J")
         wide = list(app.screen.table.keys)
     assert len(narrow) < len(wide) == 11
@@ -318,9 +297,7 @@ async def test_jobs_view_keeps_the_columns_that_fit():
 
 @pilot_test
 async def test_pending_list_shows_four_rows_at_80x24_and_never_loses_the_selection():
-    app = frozen_app(gpus=16)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24), gpus=16) as (app, pilot):
         panel = fleet(app).query_one(QueuePanel)
         await pressed(pilot, "tab")
         assert len(panel._rows) >= 4
@@ -349,9 +326,7 @@ async def test_a_short_terminal_keeps_half_for_the_map_and_the_pending_jobs_in_s
     """Under 24 rows the panel under the map takes half of them, not 12 at least (which left
     the map a line or two); with no room for the pending jobs under the queues and teams,
     they come first, and only rows in sight are drawn: ``p`` places what is seen."""
-    app = frozen_app(gpus=16)
-    async with app.run_test(size=size) as pilot:
-        await settled(pilot)
+    async with settled_app(size, gpus=16) as (app, pilot):
         panel = fleet(app).query_one(QueuePanel)
         assert fleet(app).map.size.height >= panel.size.height - 1 >= 3
         assert plain(panel.render(), panel.content_size.width).lstrip().startswith("Pending")
@@ -361,9 +336,7 @@ async def test_a_short_terminal_keeps_half_for_the_map_and_the_pending_jobs_in_s
 
 @pilot_test
 async def test_the_legend_names_each_colour_and_follows_the_colour_mode():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         legend = fleet(app).query_one(Legend)
         text = str(legend.render())
         assert text.startswith("team:") and all(t in text for t in ("vision", "nlp", "speech"))
@@ -374,9 +347,7 @@ async def test_the_legend_names_each_colour_and_follows_the_colour_mode():
 
 @pilot_test
 async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pressed(pilot, "tab", "down", "p")
         screen = fleet(app)
         bar = screen.query_one(PreviewBar)
@@ -393,9 +364,7 @@ async def test_the_placement_plan_wraps_to_its_full_text_at_80_columns():
 
 @pilot_test
 async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
-    app = frozen_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 40)) as (app, pilot):
         await pressed(pilot, "question_mark")
         ids = {row[2] for row in app.screen.keys}
         assert {"map.left", "map.right", "map.up", "map.down", "map.page_up",

@@ -35,7 +35,8 @@ from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from tests.test_tui_small import open_job_1
-from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, screen_lines, settled
+from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
+                               settled_app)
 
 
 def said(app: FractuiApp) -> list[str]:
@@ -74,9 +75,7 @@ GPU_KEYS = ("esc back", "C cordon", "D drain", "U uncordon", "M MIG mode", "X de
 @pilot_test
 async def test_the_gpu_view_shows_its_keys_at_80x24_and_only_back_when_readonly():
     for readonly in (False, True):
-        app = frozen_app(readonly=readonly)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settled(pilot)
+        async with settled_app((80, 24), readonly=readonly) as (app, pilot):
             app.open_gpu("h100-1", 0)
             await pilot.pause()
             assert isinstance(app.screen, GpuScreen)
@@ -90,9 +89,7 @@ async def test_the_gpu_view_shows_its_keys_at_80x24_and_only_back_when_readonly(
 async def test_the_key_lines_wrap_again_as_the_terminal_is_resized():
     """The GPU view's and the MIG picker's key lines (``actions.KeyLine``) wrap to the width
     the terminal has now, every key whole: on one line at 160 columns, on more at 26."""
-    app = frozen_app()
-    async with app.run_test(size=(160, 30)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 30)) as (app, pilot):
         app.open_gpu("h100-1", 0)
         await pilot.pause()
         for keys in (GPU_KEYS, ("⏎ choose", "esc cancel", "? help")):
@@ -117,9 +114,7 @@ async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_e
     """The map's and the jobs view's filter are one box (``filterbox.FilterBox``): ``enter``
     keeps the filter and hides the box, ``/`` opens it on the filter as it is, ``esc`` there
     empties it, hides it and clears the filter."""
-    app = frozen_app()
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 36)) as (app, pilot):
         if where == "jobs":
             await pilot.press("J")
             await pilot.pause()
@@ -142,9 +137,7 @@ async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_e
 async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
     """``:`` "keys" opened Textual's key panel beside the map (two thirds of the map gone at
     120 columns, each key's words wrapped over lines, no ids): it opens ``?`` instead."""
-    app = frozen_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 40)) as (app, pilot):
         await pilot.press("colon", *"keys")
         await pilot.pause(0.3)
         await pilot.press("enter")
@@ -157,9 +150,7 @@ async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
 @pilot_test
 async def test_copy_in_a_job_with_no_output_says_so():
     """``y`` on a pending job's screen (no output yet) did nothing and said nothing."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         app.open_job(27)
         await pilot.pause()
         await app.workers.wait_for_complete()
@@ -215,9 +206,7 @@ async def test_placing_by_keyboard_at_80x24_gives_the_map_the_panels_rows():
     """At 80 columns the queue panel sits under the map; with the plan's bar under both, the
     map kept a line or two and the ghost's GPU went out of sight. While a placement by
     keyboard lasts the panel gives its rows to the map; it is back, with the focus, after."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         screen = app.fleet
         panel = screen.query_one(QueuePanel)
         before = screen.map.size.height
@@ -299,9 +288,7 @@ async def test_the_palette_reaches_the_fleet_from_the_jobs_view_the_job_and_the_
     its screen) and the fleet's, which go back to the map first."""
     from tests.test_tui_pilot import palette
 
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = app.fleet
         for where in ("jobs view", "job screen", "gpu view"):
             if where == "jobs view":
@@ -345,9 +332,7 @@ async def test_the_header_says_what_each_key_does_in_each_mode_of_the_fleet_scre
     moving a job, a check under way, no slot to go to, a filter to clear; a key that would
     do nothing is not offered (``esc`` with nothing to clear, ``tab`` that took the focus
     off the plan's keys)."""
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = app.fleet
         assert "esc" not in hints(app)  # nothing to clear or leave
         await pilot.press("slash", *"a100", "enter")
@@ -382,9 +367,7 @@ async def test_a_filter_while_placing_gives_the_focus_back_to_the_plan():
     the focus back to the plan's bar, whose keys move the ghost, and ``esc`` there closes the
     filter, not the placement. The map had the focus, so ``enter`` opened the job under its
     cursor with the plan still drawn, and ``esc`` in the filter ended the placement."""
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = app.fleet
         await pilot.press("tab", "p")
         await settled(pilot)
@@ -415,9 +398,7 @@ async def test_f_in_a_jobs_output_says_whether_it_follows_or_stops_following():
 @pilot_test
 async def test_t_says_which_theme_it_switched_to():
     """Nothing on the screen names the theme; the config keeps one by its name."""
-    app = frozen_app()
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 36)) as (app, pilot):
         await pilot.press("t")
         assert said(app) == ['theme %s ([tui] theme = "%s" keeps it)' % (app.theme, app.theme)]
         assert app.theme != "dark"
@@ -495,9 +476,7 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
     """Under the stop's y/n the job screen's line no longer reads "s stop …" (its keys do
     nothing there), nor the fleet header its hints under ``?``; each is back once the screen
     over it is gone."""
-    app = frozen_app()
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 36)) as (app, pilot):
         assert hints(app)["?"] == "help"
         await pilot.press("question_mark")
         await pilot.pause()
@@ -528,9 +507,7 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
     and NEXT, from the same reads; from 120 to 169 columns, where the panel is 46 wide, with
     two heads shortened (``?`` says them) and each name whole. At 80x24 the table has no room
     for them beside the queues and keeps the teams' names whole instead."""
-    app = frozen_app()
-    async with app.run_test(size=(width, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((width, 48)) as (app, pilot):
         fleet = app.fleet
         jobs = fleet.model.store.jobs
         shown, starved = standing(jobs, fleet.config, fleet._usage, fleet.clock())
@@ -558,9 +535,7 @@ async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt(
     """An admin who opened a waiting job to see why it waits places it from there: ``P``
     starts the queue panel's placement mode for it, on the map; it is offered only while the
     job is pending (not ``--readonly``), and ``p`` is still preempt, on a running job."""
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         fleet = app.fleet
         job = next(j for j in fleet.model.store.jobs if j.state == PENDING)
         app.open_job(job.id)
@@ -593,9 +568,7 @@ async def test_a_pending_jobs_screen_places_it_with_shift_p_and_p_stays_preempt(
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         assert app.screen.question.startswith("Preempt job #1 ")
-    app = frozen_app(readonly=True)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48), readonly=True) as (app, pilot):
         app.open_job(job.id)
         await settled(pilot)
         offered = {bid for _, _, bid, _ in shown_bindings(app.screen)}
@@ -617,9 +590,7 @@ async def test_the_header_says_who_holds_the_lease_whole_at_120_and_80_columns()
               "scheduler: ops@head:1234 · its passes fail: the store is slow;"))
     for size, keys in (((120, 36), ("z",)), ((80, 24), ())):
         for holder, trouble, expected in cases:
-            app = frozen_app(holder=holder, trouble=trouble)
-            async with app.run_test(size=size) as pilot:
-                await settled(pilot)
+            async with settled_app(size, holder=holder, trouble=trouble) as (app, pilot):
                 await pilot.press(*keys)
                 await pilot.pause()
                 assert app.fleet.compact_now()

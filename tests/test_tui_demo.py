@@ -9,6 +9,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -376,6 +377,37 @@ def test_in_the_demo_a_host_cordoned_from_the_palette_takes_no_new_work():
         if root and os.path.isdir(os.path.join(root, "hosts")):  # a failed run: clean up
             for name in os.listdir(os.path.join(root, "hosts")):
                 stop_host(os.path.join(root, "hosts", name))
+
+
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_while_the_store_never_answers_ends_the_tui_as_q_does(tmp_path, sent):
+    """The store is a server that takes the connection and never answers (and the URL gives
+    the connection no time limit): the TUI's start waits on it. A SIGTERM or SIGHUP then was
+    noted and left to act once that step ended, which was never: the TUI went on waiting
+    until a SIGKILL. It ends as `q` does, exit 0, what was started taken down."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "postgresql://fractui@127.0.0.1:%d/fractui?connect_timeout'
+                      '=0"\n' % server.getsockname()[1])
+    term = Terminal([sys.executable, "-m", "fractui", "--config", str(config)])
+    taken = []
+    try:
+        ready, _, _ = select.select([server], [], [], 60)
+        assert ready, term.output[-3000:]
+        taken.append(server.accept()[0])  # its start waits on this connection from now on
+        term.proc.send_signal(sent)
+        term.drain(60)
+        assert term.proc.returncode == 0, term.output[-3000:]
+        assert b"Traceback" not in term.output, term.output[-3000:]
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+        for connection in taken:
+            connection.close()
+        server.close()
 
 
 def test_stopping_the_demo_starts_no_agent_again(monkeypatch):

@@ -171,13 +171,11 @@ def test_the_palette_waits_on_no_store_read_while_the_stores_reads_fail():
     """The palette waits for its read of the ended jobs before it lists anything: with the
     store down (the map's reads failing, the header saying why) it reads nothing, so its jumps
     are there at once."""
-    from tests.tui_frozen import frozen_app, settled
+    from tests.tui_frozen import settled_app
 
     @pilot_test
     async def drive() -> None:
-        app = frozen_app()
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settled(pilot)
+        async with settled_app((160, 48)) as (app, pilot):
 
             def down() -> tuple:
                 raise AssertionError("the palette read a store whose reads fail")
@@ -201,7 +199,7 @@ def test_the_palette_opens_while_a_store_that_has_just_gone_down_keeps_its_read(
     from textual.command import CommandList
 
     from tests.test_tui_pilot import typed
-    from tests.tui_frozen import frozen_app, settled
+    from tests.tui_frozen import settled_app
 
     held = threading.Event()
 
@@ -211,9 +209,7 @@ def test_the_palette_opens_while_a_store_that_has_just_gone_down_keeps_its_read(
 
     @pilot_test
     async def drive() -> None:
-        app = frozen_app()
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settled(pilot)
+        async with settled_app((160, 48)) as (app, pilot):
             app.source.read_newest_ended = hanging
 
             def listed() -> int:

@@ -5,6 +5,8 @@ marks its GPU on the map with the reason, and the job screen says it too."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import sys
 
 from textual.widgets import Sparkline
@@ -15,7 +17,8 @@ from fractui.tui.jobs import JobScreen
 from tests import localfleet
 from tests.test_tui_cursor_pilot import plain
 from tests.test_tui_jobs import text_of
-from tests.tui_frozen import frozen_app, pilot_test, settled
+from fractui.tui.sample import NOW
+from tests.tui_frozen import frozen_app, pilot_test, screen_lines, settled, settled_app
 from tests.tui_live import gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -72,9 +75,7 @@ def test_the_job_screen_shows_live_memory_against_its_cap_and_a_changing_sparkli
 def test_a_pending_job_has_no_gpu_to_show_health_or_memory_of():
     @pilot_test
     async def drive():
-        app = frozen_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await settled(pilot)
+        async with settled_app((120, 36)) as (app, pilot):
             pending = next(j for j in app.fleet.model.store.jobs if j.state == "pending")
             app.open_job(pending.id)
             await pilot.pause()
@@ -99,3 +100,46 @@ def test_health_in_words_says_what_is_not_measured_and_what_is_not_reported():
                     "XID none  (not measured here: ECC errors)")
     older = health_text({"index": 0}, 0.0, "yellow").plain  # an agent from before health
     assert older == "health: not reported by this host's agent"
+
+
+async def xid_on_a100_1_gpu_0(pilot) -> None:
+    """a100-1's first GPU reports two uncorrected ECC errors and an XID (a snapshot through
+    the source, as an agent's push arrives), and its detail view is opened."""
+    app = pilot.app
+    await settled(pilot)
+    first = app.fleet.statuses["a100-1"]
+    snap = copy.deepcopy(first.snapshot)
+    snap["time"] = NOW + 5
+    gpu = snap["gpus"][0]
+    gpu["health"]["ecc_volatile"]["uncorrected"] = 2
+    gpu["health"]["xid"] = [{"time": NOW + 3, "xid": 79, "gi_id": None, "ci_id": None}]
+    app.source.changed(dataclasses.replace(first, snapshot=snap))
+    await settled(pilot)
+    app.open_gpu("a100-1", 0)
+    await settled(pilot)
+
+
+def test_the_gpu_views_health_lines_begin_where_its_other_lines_words_do():
+    """The GPU view's health sat in its own panel, one cell further in than the lines above
+    it, its words two further than theirs, and its wrapped parts and its reason for being
+    unhealthy went on under its label: each line's words now begin in one column."""
+    @pilot_test
+    async def drive():
+        for width in (80, 120):
+            app = frozen_app()
+            async with app.run_test(size=(width, 24)) as pilot:
+                await xid_on_a100_1_gpu_0(pilot)
+                lines = screen_lines(app)
+                at = lines.index(next(line for line in lines if line.startswith(" host ")))
+                health = next(i for i, line in enumerate(lines) if "temp 35" in line)
+                unhealthy = next(i for i, line in enumerate(lines) if "unhealthy:" in line)
+                words = lines[at].index("a100-1")
+                assert lines[health].startswith(" health ") and \
+                    lines[health].index("temp") == words, lines
+                for line in lines[at:unhealthy + 1]:  # host, gpu, uuid, health, its lines
+                    first = len(line) - len(line.lstrip())
+                    assert first in (1, words), (line, lines)
+                    assert line[words - 1] == " " and line[words] != " ", (line, lines)
+                assert lines[unhealthy].index("unhealthy:") == words, lines
+
+    drive()

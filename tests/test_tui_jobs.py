@@ -22,7 +22,7 @@ from fractui.tui.queues import QueuePanel
 from tests import localfleet
 from tests.localfleet import POLITE
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import frozen_app, pilot_test, settled
+from tests.tui_frozen import frozen_app, pilot_test, settled, settled_app
 from tests.tui_live import fleet, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -240,9 +240,7 @@ def _ids(node) -> set:
 
 @pilot_test
 async def test_readonly_binds_no_dangerous_action_and_help_lacks_them():
-    app = frozen_app(readonly=True)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48), readonly=True) as (app, pilot):
         panel = fleet(app).query_one(QueuePanel)
         assert "queue.place" not in _ids(panel) and "queue.job" in _ids(panel)
         await pilot.press("tab", "p")
@@ -269,9 +267,7 @@ async def test_readonly_binds_no_dangerous_action_and_help_lacks_them():
 
 @pilot_test
 async def test_not_readonly_binds_them():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         assert "queue.place" in _ids(fleet(app).query_one(QueuePanel))
         await pilot.press("tab", "enter")
         await pilot.pause()

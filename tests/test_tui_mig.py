@@ -15,7 +15,7 @@ from fractui.tui.jobs import ConfirmScreen
 from tests import localfleet
 from tests.test_mig_by_hand import SMALL, gpu_record, said
 from tests.test_tui_cordons import to_host
-from tests.tui_frozen import frozen_app, pilot_test, settled
+from tests.tui_frozen import pilot_test, settled_app
 from tests.tui_live import live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -245,9 +245,7 @@ async def test_a_change_that_fails_unforeseen_is_said_and_frees_the_gpu_for_the_
 async def test_n_and_x_on_a_gpu_without_mig_say_it_has_none():
     """``N`` on a GPU without MIG (an A10) told the admin to turn MIG on with ``M``, which
     then said the GPU does not support it: both say so, as ``M`` does."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await to_host(app, pilot, "a10-1")
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, GpuScreen), "the GPU's view")

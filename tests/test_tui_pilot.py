@@ -20,7 +20,7 @@ from fractui.tui.model import GpuLine, HostLine
 from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
-from tests.tui_frozen import frozen_app, pilot_test, settled
+from tests.tui_frozen import frozen_app, pilot_test, settled, settled_app
 
 
 def fleet(app) -> FleetScreen:
@@ -51,9 +51,7 @@ async def palette(pilot, text: str) -> None:
 
 @pilot_test
 async def test_filter_keeps_matching_gpus_and_esc_clears_it():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         assert shown_hosts(app) == ["a100-1", "h100-1", "l4-1", "a10-1"]
         await pilot.press("slash", *"L4", "enter")
         assert shown_hosts(app) == ["l4-1"]
@@ -68,9 +66,7 @@ async def test_filter_keeps_matching_gpus_and_esc_clears_it():
 @pilot_test
 async def test_a_filter_that_matches_nothing_says_so_on_the_map():
     """Not a blank map, which reads as a fleet gone."""
-    app = frozen_app()
-    async with app.run_test(size=(100, 30)) as pilot:
-        await settled(pilot)
+    async with settled_app((100, 30)) as (app, pilot):
         await pilot.press("slash", *"(no such", "enter")
         await pilot.pause()
         first = fleet(app).map.render_line(0).text
@@ -83,9 +79,7 @@ async def test_a_filter_that_matches_nothing_says_so_on_the_map():
 
 @pilot_test
 async def test_filter_on_a_team_keeps_only_its_gpus():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         await pilot.press("slash", *"speech", "enter")
         gpus = [line for line in fleet(app).map.lines if isinstance(line, GpuLine)]
         assert gpus and all(any(b.team == "speech" for b in g.blocks) for g in gpus)
@@ -93,9 +87,7 @@ async def test_filter_on_a_team_keeps_only_its_gpus():
 
 @pilot_test
 async def test_palette_jumps_to_a_host_and_to_a_queue():
-    app = frozen_app(gpus=32)
-    async with app.run_test(size=(160, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 24), gpus=32) as (app, pilot):
         await pilot.press("z")  # one GPU per line: 40 lines, more than fit
         await palette(pilot, "host a10-2")
         screen = fleet(app)
@@ -111,9 +103,7 @@ async def test_palette_jumps_to_a_host_and_to_a_queue():
 
 @pilot_test
 async def test_palette_jumps_to_a_running_job_on_its_gpu():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         screen = fleet(app)
         job = next(j for j in screen.model.store.jobs if j.slot and j.slot.host == "a10-1")
         await palette(pilot, "job #%d %s" % (job.id, job.name))
@@ -125,9 +115,7 @@ async def test_palette_jumps_to_a_running_job_on_its_gpu():
 
 @pilot_test
 async def test_theme_switch_by_palette_and_by_key():
-    app = frozen_app()
-    async with app.run_test(size=(120, 30)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 30)) as (app, pilot):
         assert app.theme == "dark"
         await palette(pilot, "theme light")
         assert app.theme == "light"
@@ -138,9 +126,8 @@ async def test_theme_switch_by_palette_and_by_key():
 
 @pilot_test
 async def test_key_remapped_from_config():
-    app = frozen_app(keys=(("fleet.filter", "f"), ("app.quit", "x")))
-    async with app.run_test(size=(120, 30)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 30), keys=(("fleet.filter", "f"), ("app.quit", "x"))) as (
+            app, pilot):
         filter_box = app.screen.query_one("#filter")
         await pilot.press("slash")
         assert not filter_box.display  # / is no longer the filter
@@ -184,9 +171,7 @@ def test_unknown_theme_points_at_its_line(tmp_path):
 
 @pilot_test
 async def test_host_updates_from_another_thread_reach_the_map():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):
         source = app.source
         before = next(s for s in fleet(app).statuses.values() if s.name == "l4-1")
         back = dataclasses.replace(before, state="online", error=None)
@@ -204,9 +189,7 @@ async def test_host_updates_from_another_thread_reach_the_map():
 
 @pilot_test
 async def test_compact_toggles_and_is_automatic_when_gpus_outnumber_rows():
-    app = frozen_app()
-    async with app.run_test(size=(160, 48)) as pilot:  # 20 rows fit: one GPU per line
-        await settled(pilot)
+    async with settled_app((160, 48)) as (app, pilot):  # 20 rows fit: one GPU per line
         assert not fleet(app).compact_now()
         await pilot.press("z")
         assert fleet(app).compact_now()
@@ -244,9 +227,7 @@ def test_the_palettes_screenshot_is_saved_and_says_where(tmp_path, monkeypatch, 
 
     @pilot_test
     async def drive():
-        app = frozen_app()
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settled(pilot)
+        async with settled_app((80, 24)) as (app, pilot):
             await screenshot(pilot)
             [shot] = os.listdir(folder)
             path = str(folder / shot)
@@ -270,9 +251,7 @@ def test_screenshots_in_the_same_second_are_each_saved_under_a_name_of_its_own(
 
     @pilot_test
     async def drive():
-        app = frozen_app()
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settled(pilot)
+        async with settled_app((80, 24)) as (app, pilot):
             await screenshot(pilot)
             [first] = os.listdir(tmp_path)
             stem = first[:-len(".svg")]
@@ -298,9 +277,7 @@ async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, 
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()  # the current folder removed from under the TUI
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await screenshot(pilot)
         assert [n.message for n in app._notifications] == [
             "screenshot not saved: [Errno 2] No such file or directory"]
@@ -310,9 +287,7 @@ async def test_the_palettes_screenshot_says_why_it_could_not_be_saved(tmp_path, 
 async def test_a_part_maximized_from_the_palette_is_put_back_when_the_focus_leaves_it():
     """The palette's "Maximize" shows the focused part alone; ``tab`` (or ``/``) then moved
     the focus to a part hidden under it, whose keys acted unseen: it is put back first."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         screen = fleet(app)
         await palette(pilot, "Maximize")
         assert screen.maximized is screen.map and app.focused is screen.map

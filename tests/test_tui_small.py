@@ -25,7 +25,8 @@ from fractui.tui.source import Source
 from fractui.words import count
 from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
-from tests.tui_frozen import LOGS, STATES, frozen_app, pilot_test, screen_lines, settled
+from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
+                               settled_app)
 
 
 def app_with_job_1_as(state: str, **changes) -> FractuiApp:
@@ -52,9 +53,7 @@ async def open_job_1(app, pilot) -> JobScreen:
 @pilot_test
 async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
     for where in ("fleet", "help", "job"):
-        app = frozen_app()
-        async with app.run_test(size=(120, 36)) as pilot:
-            await settled(pilot)
+        async with settled_app((120, 36)) as (app, pilot):
             if where == "help":
                 await pilot.press("question_mark")
                 await pilot.pause()
@@ -70,9 +69,7 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
 @pilot_test
 async def test_the_help_shows_every_key_and_id_whole_on_a_narrow_terminal(width):
     """Under about 44 columns a key and its id take a line, what it does the next ones."""
-    app = frozen_app()
-    async with app.run_test(size=(width, 60)) as pilot:
-        await settled(pilot)
+    async with settled_app((width, 60)) as (app, pilot):
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
@@ -101,9 +98,7 @@ async def test_the_job_screen_of_a_job_on_a_host_gone_offline_says_so_not_its_la
 
 @pilot_test
 async def test_the_jobs_view_says_when_the_store_cannot_be_read():
-    app = frozen_app()
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settled(pilot)
+    async with settled_app((120, 36)) as (app, pilot):
         app.fleet.store_error = "store postgresql://db/fractui: could not connect"
         await pilot.press("J")
         await settled(pilot)
@@ -329,9 +324,7 @@ def _written(tmp_path, config: Config) -> str:
 async def test_the_jobs_views_cursor_stays_in_sight_on_its_job_when_the_rows_move(keys):
     """Sorted again (by id, longest first; or the other way), the cursor stays on its job,
     and the table scrolls to it: ``enter`` opens a job the admin sees."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pilot.press("J")
         await settled(pilot)
         table = app.screen.table
@@ -349,9 +342,7 @@ async def test_the_jobs_views_cursor_stays_in_sight_on_its_job_when_the_rows_mov
 async def test_the_jobs_view_scrolled_away_from_its_cursor_stays_as_its_rows_age():
     """Scrolled (the wheel) away from the cursor, the view stays there as its rows are read
     again in place, each second with their ages: it was brought back to the cursor at each."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pilot.press("J")
         await settled(pilot)
         view, table = app.screen, app.screen.table
@@ -372,9 +363,7 @@ async def test_the_jobs_views_keys_are_its_key_line_and_say_what_esc_does_now():
     """The jobs view's title listed sort, filter and ``a`` only: ``enter``, ``p``, ``m`` and
     ``esc`` were found only through ``?``. Its keys are its ``KeyLine``, at its bottom; while
     the filter is typed, what ``esc`` does there (it clears it), and the view's again after."""
-    app = frozen_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settled(pilot)
+    async with settled_app((80, 24)) as (app, pilot):
         await pilot.press("J")
         await settled(pilot)
         keys = app.screen.query_one(KeyLine)

@@ -10,6 +10,7 @@ import dataclasses
 
 from fractui.store.model import CORDON, DRAIN, Cordon
 from fractui.tui.sample import NOW
+from tests.test_tui_health import xid_on_a100_1_gpu_0
 from tests.test_tui_report import waiting
 from tests.tui_frozen import STARVED, frozen_app, settled, usage_store
 
@@ -199,6 +200,12 @@ def test_gpu_detail_of_shares_at_160x48(snap_compare):
 def test_gpu_detail_of_shares_at_220x60(snap_compare):
     assert snap_compare(frozen_app(), terminal_size=(220, 60),
                         run_before=_gpu_detail("l4-1", 0))
+
+
+def test_gpu_detail_of_an_unhealthy_gpu_at_80x24(snap_compare):
+    """a100-1's first GPU with ECC errors and an XID: its health's lines, wrapped and the
+    reason it is unhealthy, begin where the other lines' words do."""
+    assert snap_compare(frozen_app(), terminal_size=(80, 24), run_before=xid_on_a100_1_gpu_0)
 
 
 async def _report(pilot) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fractui.tui.queues import PENDING_KEYS
-from tests.tui_frozen import STATES, frozen_app, pilot_test, screen_lines, settled
+from tests.tui_frozen import STATES, pilot_test, screen_lines, settled_app
 
 SIZES = [(80, 24), (100, 30), (120, 40), (160, 50)]
 
@@ -16,9 +16,7 @@ SIZES = [(80, 24), (100, 30), (120, 40), (160, 50)]
 async def test_a_hosts_line_cut_at_the_maps_edge_ends_in_an_ellipsis(size):
     """h100-1's error (the agent's words) is longer than its line at 80 and 120 columns:
     it ends in "…" there, as a cut reason does, and is whole where it fits."""
-    app = frozen_app()
-    async with app.run_test(size=size) as pilot:
-        await settled(pilot)
+    async with settled_app(size) as (app, pilot):
         error = STATES["h100-1"][1]
         line = next(ln for ln in screen_lines(app) if ln.startswith("▌h100-1 "))
         drawn = line.split("  ", 2)[2].split("▏")[0].rstrip()
@@ -30,9 +28,7 @@ async def test_a_hosts_line_cut_at_the_maps_edge_ends_in_an_ellipsis(size):
 async def test_the_pending_lists_keys_are_whole_or_left_out(size):
     """The pending list's title: at 120 to 169 columns (a panel of 43 cells) "drag to a
     GPU" was cut to "drag to …"; a key that does not fit is left out whole."""
-    app = frozen_app()
-    async with app.run_test(size=size) as pilot:
-        await settled(pilot)
+    async with settled_app(size) as (app, pilot):
         line = next(ln for ln in screen_lines(app) if " Pending " in ln)
         title = line.split(" Pending ", 1)[1].split("  ", 1)
         assert len(title) == 2 and "…" not in line, line
@@ -45,9 +41,7 @@ async def test_the_pending_lists_keys_are_whole_or_left_out(size):
 async def test_the_jobs_views_title_wraps_between_its_parts(size):
     """With the ended jobs asked for (``a``) the title is longer than 80 columns: it went on
     mid-part ("sorted by age/wait" above, its "↓" below); each part stays on one line."""
-    app = frozen_app()
-    async with app.run_test(size=size) as pilot:
-        await settled(pilot)
+    async with settled_app(size) as (app, pilot):
         await pilot.press("J", "a")
         await pilot.pause()
         lines = screen_lines(app)
@@ -65,9 +59,7 @@ async def test_a_gpus_lines_go_on_between_their_parts(size, screen):
     """The health line of the GPU view and of the job screen at 80 columns went on inside a
     part: "ECC 0 corrected, 0" over "uncorrected", read as two figures; so did the GPU view's
     own line ("util n/a (not reported by" over "NVML for MIG instances)")."""
-    app = frozen_app()
-    async with app.run_test(size=size) as pilot:
-        await settled(pilot)
+    async with settled_app(size) as (app, pilot):
         if screen == "gpu":
             app.open_gpu("a100-1", 0)
         else:

@@ -564,7 +564,7 @@ def test_a_researcher_reports_their_own_jobs_and_their_teams(tmp_path, capfd):
         assert everyone["total"]["held_gpu_hours"] == pytest.approx(3.5)
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span, "--csv"])
         header = out.split("\n", 1)[0].split(",")
-        assert code == 0 and header[-4:-2] == ["whose_user", "whose_team"], err
+        assert code == 0 and header[-5:-3] == ["whose_user", "whose_team"], err
         assert {(r["whose_user"], r["whose_team"]) for r in csv.DictReader(io.StringIO(out))
                 } == {("", "")}  # everyone's
         assert everyone["total"]["online_gpu_hours"] == pytest.approx(1.0)

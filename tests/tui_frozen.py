@@ -5,11 +5,12 @@ that ran a known job stream up to that clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import html
 import re
-from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Sequence
 
 from fractui.cells import each_cell
 from fractui.config import Config, TuiSettings, UsageSettings
@@ -164,6 +165,17 @@ async def settled(pilot: Any) -> None:
     await pilot.pause()
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+@contextlib.asynccontextmanager
+async def settled_app(size: tuple[int, int], **frozen: Any
+                      ) -> AsyncIterator[tuple[FractuiApp, Any]]:
+    """The pilot tests' start: ``frozen_app(**frozen)`` run at ``size`` under a pilot, its
+    first store read drawn (``settled``); the app and its pilot."""
+    app = frozen_app(**frozen)
+    async with app.run_test(size=size) as pilot:
+        await settled(pilot)
+        yield app, pilot
 
 
 def pilot_test(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:

@@ -54,6 +54,9 @@ from remote_agent.mig.layout import Geometry
 
 REFRESH_S = 1.0
 MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mode change)
+LABEL_W = max(len(label) for label in ("host", "error", "gpu 0", "uuid", "service", "health"))
+"""The view's labels' column (its lines above the health's and the health's own), so every
+line's words begin in one column whichever labels the GPU has."""
 log = logging.getLogger("fractui.tui")
 
 
@@ -75,7 +78,7 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
     if status is None:
         return Text("no such host", style=warning), Text("")
     head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold", no_wrap=True)
+    head.add_column(style="bold", no_wrap=True, min_width=LABEL_W)
     head.add_column(overflow="fold")
     head.add_row("host", Text.assemble((status.name, "bold"), "  " + status.state))
     if status.error:
@@ -248,7 +251,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
     BINDINGS = bindings(ACTIONS)
     DEFAULT_CSS = """
     GpuScreen #gpu-body { background: $surface; padding: 0 1; }
-    GpuScreen #health { height: auto; }
+    GpuScreen #health { height: auto; padding: 0 1 0 0; }
     """
 
     def __init__(self, host: str, index: int,
@@ -299,7 +302,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         panel.display = gpu is not None
         if gpu is not None:
             panel.show("health", gpu, (status.snapshot or {}).get("time") or 0.0,
-                       *gpu_series(self.history, self.host, gpu))
+                       *gpu_series(self.history, self.host, gpu), title_width=LABEL_W)
 
     def action_back(self) -> None:
         self.dismiss()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -95,13 +96,18 @@ class HealthPanel(Vertical):
             yield Sparkline(id="second")
 
     def show(self, title: str, gpu: Optional[Mapping[str, Any]], now: float,
-             first: Series, second: Series) -> None:
-        """``title`` says which GPU; ``now`` is its snapshot's time."""
+             first: Series, second: Series, title_width: int = 0) -> None:
+        """``title`` says which GPU, in a column of at least ``title_width`` cells (the
+        label column of the lines above it); ``now`` is its snapshot's time. The health's
+        lines, wrapped ones and the reason it is unhealthy too, begin where its first does,
+        as a label's value does on the lines above (they began under the title)."""
         warning = RichVariables(self.app).get("warning", "yellow")
-        text = Text(title + "  ", style="bold")
-        text.append_text(health_text(gpu, now, warning) if gpu is not None else
-                         Text("not in its host's snapshot", style="dim"))
-        self.query_one("#health-lines", Static).update(BetweenParts(text))
+        lines = Table.grid(padding=(0, 2))
+        lines.add_column(style="bold", no_wrap=True, min_width=title_width)
+        lines.add_column(overflow="fold")
+        lines.add_row(title, BetweenParts(health_text(gpu, now, warning)) if gpu is not None
+                      else Text("not in its host's snapshot", style="dim"))
+        self.query_one("#health-lines", Static).update(lines)
         for name, series in (("first", first), ("second", second)):
             self.query_one("#%s-label" % name, Static).update(series.caption())
             # one value alone would be drawn as a full bar (its own maximum): show it flat

@@ -91,22 +91,26 @@ def compute(source: Source, span: Span, by: str, now: float,
     """The report of ``span`` ending ``now`` (worker thread): None without a store. All that
     is kept starts at the oldest record kept; ``bucket_s``: the config's [usage] bucket_s,
     which the GPUs' time is kept by."""
-    read = source.read_usage(0.0 if span.seconds is None else now - span.seconds, now)
+    read = source.read_usage(0.0 if span.seconds is None else now - span.seconds, now,
+                             bucket_s)
     if read is None:
         return None
     records, gpu_time = read
     first = earliest(records, gpu_time)
     since = now - span.seconds if span.seconds is not None else (
         first if first is not None else now)
-    report = build(records, gpu_time, since, now, by, now, source.read_ended(since))
-    teams = report if by == "team" else build(records, gpu_time, since, now, "team", now)
+    report = build(records, gpu_time, since, now, by, now, source.read_ended(since),
+                   bucket_s=bucket_s)
+    teams = report if by == "team" else build(records, gpu_time, since, now, "team", now,
+                                              bucket_s=bucket_s)
     return Computed(report, teams, series(records, report.start, now, span.steps, now),
                     len(records), Coverage.of(report, bucket_s, now),
                     Waiting.of(source.read_waiting(), by, now))
 
 
 def util(g: Group) -> str:
-    """What the group used of the GPU time measured; a dash where nothing was measured."""
+    """What the group used of the GPU time measured; a dash where nothing was measured, or
+    what was reads 0.00 GPU-h (``sentences.busy``)."""
     percent = busy(g)
     return "—" if percent is None else "%.0f%%" % percent
 

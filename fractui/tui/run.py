@@ -11,7 +11,7 @@ import select
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 from fractui.config import Config
 from fractui.outcome import UsageError
@@ -19,9 +19,11 @@ from fractui.tui.themes import theme_names
 from fractui.words import count
 
 if TYPE_CHECKING:
+    from fractui.store.base import Store
     from fractui.tui.app import FractuiApp
 
 WATCH_MS = 500  # how often the terminal's watch looks whether the app has ended
+WAIT_MS = 100  # how often a start's step that waits looks whether it was asked to end
 ENDS = (signal.SIGHUP, signal.SIGTERM)  # what ends the app as `q` does (_Ending)
 KEYS_FD = 0  # the terminal Textual reads keys from (sys.__stdin__: None when fd 0 is closed)
 
@@ -48,37 +50,45 @@ def _need_terminal(what: str) -> None:
 
 
 def _fleet(config: Config, readonly: bool) -> int:
-    with _signals_kept(), _ends_cleanly() as ending, \
-            fleet_app(config, readonly, lambda: _need_terminal("the TUI")) as app:
-        ending.run(app)
+    with _signals_kept(), _ends_cleanly() as ending:
+        try:
+            with fleet_app(config, readonly, lambda: _need_terminal("the TUI"),
+                           ending.waiting) as app:
+                ending.run(app)
+        except _Ended:  # asked while a step of the start waited: all it started is down
+            pass
     return 0
 
 
+R = TypeVar("R")
+Waiter = Callable[[Callable[[], R]], R]
+"""Runs a step of the start that may wait on the network, and returns what it returns."""
+
+
+def _now(step: Callable[[], R]) -> R:
+    return step()
+
+
 @contextmanager
-def fleet_app(config: Config, readonly: bool,
-              ready: Callable[[], None] = lambda: None) -> Iterator["FractuiApp"]:
+def fleet_app(config: Config, readonly: bool, ready: Callable[[], None] = lambda: None,
+              wait: Waiter = _now) -> Iterator["FractuiApp"]:
     """The app on the configured fleet, and what it needs around it, taken down on the way
     out; ``ready``: a last check, once the store and the files are checked, before anything
-    starts. With a store (and not --readonly) that means a scheduler: ``fractui scheduler`` on
-    the same config, as a child process (fractui.scheduler.child) — no pass runs on the TUI's
-    interpreter. It acts only while it holds the store's lease, and is a standby while another
-    scheduler does; the header says which. A user who is no admin runs none (the store's rule
-    does not let them): their TUI only records."""
-    from fractui.checked_store import open_checked_store
+    starts; ``wait`` runs the steps that may wait on the network (the store opened and
+    asked, ``_Ending.waiting``). With a store (and not --readonly) that means a scheduler:
+    ``fractui scheduler`` on the same config, as a child process (fractui.scheduler.child) —
+    no pass runs on the TUI's interpreter. It acts only while it holds the store's lease,
+    and is a standby while another scheduler does; the header says which. A user who is no
+    admin runs none (the store's rule does not let them): their TUI only records."""
     from fractui.config import state_home
     from fractui.scheduler.child import ChildScheduler
     from fractui.scheduler.service import default_holder
-    from fractui.store.access import SCHEDULE
-    from fractui.store.intents import Asker, allowed
     from fractui.tui.app import FractuiApp
-    from fractui.store.url import store_exists
     from fractui.tui.source import LiveSource
 
-    has_store = config.queues or store_exists(config.store.url)
-    store = open_checked_store(config) if has_store else None
+    store, schedules = wait(lambda: _open_store(config, readonly))
     source = LiveSource(config, store)
-    if store is not None and not readonly and config.path is not None and allowed(
-            store, Asker.here(config.teams), SCHEDULE):
+    if schedules and config.path is not None:
         source.scheduler = ChildScheduler(config.path, "%s (tui)" % default_holder(),
                                           os.path.join(state_home(), "scheduler-tui.log"))
     try:
@@ -97,6 +107,24 @@ def fleet_app(config: Config, readonly: bool,
             store.close()
 
 
+def _open_store(config: Config, readonly: bool) -> tuple[Optional["Store"], bool]:
+    """The store, if the config has one, and whether this TUI runs a scheduler on it (an
+    admin's, not --readonly): both ask the store, a server that may not answer."""
+    from fractui.checked_store import open_checked_store
+    from fractui.store.access import SCHEDULE
+    from fractui.store.intents import Asker, allowed
+    from fractui.store.url import store_exists
+
+    has_store = config.queues or store_exists(config.store.url)
+    store = open_checked_store(config) if has_store else None
+    return store, store is not None and not readonly and config.path is not None and allowed(
+        store, Asker.here(config.teams), SCHEDULE)
+
+
+class _Ended(Exception):
+    """A signal asked the TUI to end while a step of its start waited (_Ending.waiting)."""
+
+
 @contextmanager
 def _signals_kept() -> Iterator[None]:
     """SIGHUP and SIGTERM (and SIGINT) put back as they were once all is done: the app ended,
@@ -112,12 +140,14 @@ def _signals_kept() -> Iterator[None]:
 @dataclasses.dataclass
 class _Ending:
     """Whether SIGHUP or SIGTERM asked the TUI to end, and the app it ends. Asked while the
-    store is opened and the scheduler, agents and demo are started, the start goes on to its
-    end, and the app, not run, ends at once: those starts are not cut short (a SystemExit
-    raised in one left a child started and not yet known to its owner, the default action
-    left them all, and the demo's directory), and what they started is then taken down as
-    after `q`. Asked while the app runs: it ends as `q` ends it. Asked once it has ended,
-    while all is taken down: noted, nothing more (a second kill cut that clean-up short)."""
+    scheduler, agents and demo are started, the start goes on to its end, and the app, not
+    run, ends at once: those starts are local and are not cut short (a SystemExit raised in
+    one left a child started and not yet known to its owner, the default action left them
+    all, and the demo's directory), and what they started is then taken down as after `q`.
+    Asked while a step that may wait on others waits (the store opened and asked:
+    ``waiting``), the start ends there, that step left to its thread. Asked while the app
+    runs: it ends as `q` ends it. Asked once it has ended, while all is taken down: noted,
+    nothing more (a second kill cut that clean-up short)."""
 
     asked: bool = False
     app: Optional["FractuiApp"] = None
@@ -133,6 +163,32 @@ class _Ending:
         except RuntimeError:  # the app is not running (yet, or any more)
             return
         loop.call_soon_threadsafe(self.app.exit)  # wakes the loop, which may wait on input
+
+    def waiting(self, step: Callable[[], R]) -> R:
+        """``step`` (one that may wait on the network: the store opened and asked) run on a
+        thread of its own, and what it returns or raises, while this one looks every
+        WAIT_MS whether ENDS asked the TUI to end: then _Ended, and what was started before
+        it is taken down as after `q`, however long ``step`` still waits (a store that
+        never answers held the TUI until a SIGKILL). What ``step`` makes once abandoned goes
+        with the process, its thread a daemon: it only opens, never starts anything."""
+        done = threading.Event()
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                out["value"] = step()
+            except BaseException as err:  # (said on this thread, as if run here)
+                out["error"] = err
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="fractui-start", daemon=True).start()
+        while not done.wait(WAIT_MS / 1000):
+            if self.asked:
+                raise _Ended()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
 
     def run(self, app: "FractuiApp") -> None:
         """Runs ``app`` unless asked to end already; asked as it starts (its loop not running

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
+from fractui.config import UsageSettings
 from fractui.store.model import CANCELLED, FAILED, OUTCOMES, GpuTime, Job, UsageRecord
 from fractui.usage import BY
 from fractui.words import count
@@ -165,8 +166,8 @@ class Report:
     whose: Whose = Whose()
     """Whose jobs it counts (everyone's: the GPUs' time too)."""
     gpu_buckets: FrozenSet[float] = frozenset()
-    """The GPU time buckets that begin in the range and hold a look at a GPU: none, and the
-    GPUs' time is not known (None), never 0."""
+    """The GPU time buckets with time in the range (``bucket_part``) that hold a look at a
+    GPU: none, and the GPUs' time is not known (None), never 0."""
 
     def ended_waiting(self) -> str:
         """The jobs that ended waiting, in words ("3 jobs (2 cancelled, 1 failed)"), or ""."""
@@ -185,21 +186,25 @@ class Report:
 
 def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: float,
           until: float, by: str, now: float, ended: Iterable[Job] = (),
-          whose: Whose = Whose()) -> Report:
+          whose: Whose = Whose(), bucket_s: float = UsageSettings.bucket_s) -> Report:
     """The report of [since, until) grouped ``by`` one of BY; ``now`` ends running attempts;
     ``ended``: jobs that ended (any may be given), for ``unstarted_jobs``; ``whose``: the
-    attempts and jobs counted (everyone's: the GPUs' time too).
+    attempts and jobs counted (everyone's: the GPUs' time too); ``bucket_s``: the length of
+    the GPU time's buckets ([usage] bucket_s), each counted for its part in the range
+    (``bucket_part``), as an attempt's held time is clipped to it.
     Its means over time start where the store keeps anything in the range (``start``): a
     store younger than the range (the demo's, a new fleet's) is not averaged with the time
     before it existed — the store's, whoever's jobs are counted."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
-    records, gpu_time = list(records), list(gpu_time)
-    first = earliest(records, [t for t in gpu_time if since <= t.bucket < until])
+    records = list(records)
+    parts = [(t, bucket_part(t.bucket, bucket_s, since, until, now)) for t in gpu_time]
+    in_range = [(t, part) for t, part in parts if part > 0]
+    first = earliest(records, [t for t, _ in in_range])
     start = since if first is None else min(max(since, first), until)
     if not whose.everyone:
         records = [r for r in records if whose.has(r.user, r.team)]
-        gpu_time, ended = [], [j for j in ended if whose.has(j.user, j.team)]
+        in_range, ended = [], [j for j in ended if whose.has(j.user, j.team)]
     groups: Dict[str, Group] = {}
     total = Group("total")
     for r in records:
@@ -207,18 +212,30 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
             _add(groups.setdefault(key, Group(key)), r, share, since, until, now)
         _add(total, r, 1.0, since, until, now)
     gpu_keys = by in ("host", "model", "gpu")
-    for t in gpu_time:
-        if not since <= t.bucket < until:
-            continue
-        _add_gpu_time(total, t)
+    for t, part in in_range:
+        _add_gpu_time(total, t, part)
         if gpu_keys:
-            _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t)
+            _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t, part)
     # the GPUs' time of a report of some jobs (none of theirs), or of a range where no look
     # at a GPU is kept, stays None: not known, never 0
     return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
                   unstarted_jobs(ended, since, until), whose,
-                  frozenset(t.bucket for t in gpu_time if since <= t.bucket < until))
+                  frozenset(t.bucket for t, _ in in_range))
+
+
+def bucket_part(bucket: float, bucket_s: float, since: float, until: float,
+                now: float) -> float:
+    """The part of a GPU time bucket's seconds that is in [since, until): of the time it
+    covers (from its start to its end, or to ``now`` while it is being filled), the part in
+    the range, its seconds taken as spread evenly over it — the finest its sums say. Counted
+    whole where they begin in the range instead, a range that began mid-bucket lost the
+    bucket's first part, and its GPUs read online for less than its jobs held (held time is
+    clipped to the range); one ending mid-bucket counted time after its end."""
+    end = min(bucket + bucket_s, now)
+    if end <= bucket:  # begun at now or after, by the holder's clock: all of it is there
+        return 1.0 if since <= bucket < until else 0.0
+    return max(0.0, min(end, until) - max(bucket, since)) / (end - bucket)
 
 
 UNSTARTED = (CANCELLED, FAILED)
@@ -248,10 +265,11 @@ def _keys(r: UsageRecord, by: str) -> List[Tuple[str, float]]:
     return [(value or NONE, 1.0)]
 
 
-def _add_gpu_time(g: Group, t: GpuTime) -> None:
-    g.online_h = (g.online_h or 0.0) + t.online_s / HOUR
-    g.held_online_h = (g.held_online_h or 0.0) + t.held_s / HOUR
-    g.idle_h = (g.idle_h or 0.0) + t.idle_s / HOUR
+def _add_gpu_time(g: Group, t: GpuTime, part: float) -> None:
+    """Adds ``part`` of a bucket's seconds (``bucket_part``)."""
+    g.online_h = (g.online_h or 0.0) + part * t.online_s / HOUR
+    g.held_online_h = (g.held_online_h or 0.0) + part * t.held_s / HOUR
+    g.idle_h = (g.idle_h or 0.0) + part * t.idle_s / HOUR
 
 
 def _gpu_key(t: GpuTime, by: str) -> str:

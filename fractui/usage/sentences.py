@@ -22,10 +22,23 @@ def hours(value: Optional[float]) -> str:
     return "—" if value is None else "%.2f" % value
 
 
+def reads_zero(value: float) -> bool:
+    """Whether ``value`` hours read 0.00 as the report says them. No percentage is given of
+    such an amount: "(47 % busy)" beside "used 0.00 of 0.00" says more than the numbers the
+    reader can check, and 18 s of one GPU says nothing of how busy it is. The sentences say
+    so (TOO_LITTLE); the table's util cell is a dash."""
+    return float(hours(value)) == 0
+
+
+TOO_LITTLE = "too little for a percentage"
+
+
 def busy(g: Group) -> Optional[float]:
     """Percent of the GPU-hours ``g`` held where NVML measured them that its jobs kept busy;
-    None where nothing was measured (MIG slices only: not known, never 0)."""
-    return None if g.measured_h <= 0 else 100 * g.used_h / g.measured_h
+    None where nothing was measured (MIG slices only: not known, never 0), or what was reads
+    0.00 (``reads_zero``)."""
+    return None if g.measured_h <= 0 or reads_zero(g.measured_h) else (
+        100 * g.used_h / g.measured_h)
 
 
 def saving_words(r: Report) -> str:
@@ -45,6 +58,9 @@ def online_words(t: Group) -> List[str]:
     if not t.online_h:
         return []
     held, idle = t.held_online_h or 0.0, t.idle_h or 0.0
+    if reads_zero(t.online_h):
+        return ["GPUs online %.2f GPU-h, held while online %.2f, idle with nothing on them "
+                "%.2f (%s)" % (t.online_h, held, idle, TOO_LITTLE)]
     return ["GPUs online %.2f GPU-h, held while online %.2f (%.0f %%), idle with nothing on "
             "them %.2f (%.0f %%)" % (t.online_h, held, 100 * held / t.online_h, idle,
                                      100 * idle / t.online_h)]
@@ -53,12 +69,13 @@ def online_words(t: Group) -> List[str]:
 def busy_words(t: Group) -> List[str]:
     """How busy the jobs kept what they held, of what NVML measured: the admin's "how
     utilised"; none where nothing was measured."""
-    percent = busy(t)
-    if percent is None:
+    if t.measured_h <= 0:
         return []
-    return ["used %.2f GPU-h of the %.2f held where NVML measured it (%.0f %% busy%s)" % (
-        t.used_h, t.measured_h, percent, "; a share's processes may keep its GPU busier "
-        "than its charge" if percent > 100 else "")]
+    percent = busy(t)
+    return ["used %.2f GPU-h of the %.2f held where NVML measured it (%s)" % (
+        t.used_h, t.measured_h, TOO_LITTLE if percent is None else "%.0f %% busy%s" % (
+            percent, "; a share's processes may keep its GPU busier than its charge"
+            if percent > 100 else ""))]
 
 
 def unmeasured_words(t: Group, column: str) -> List[str]:
@@ -133,7 +150,9 @@ class Coverage:
     """How much of a range the GPUs' time is kept for, in buckets of [usage] ``bucket_s``:
     of those that begin in it (``begin``), those written by now (``due``: ended a write
     interval ago) where the store keeps anything (``Report.start``: before it, the report
-    says so already) and, of these, those that hold a look at a GPU (``kept``). A bucket with
+    says so already) and, of these, those that hold a look at a GPU (``kept``); the bucket
+    it begins in, counted for its part in it (``report.bucket_part``), is not one of them. A
+    bucket with
     none is time when no scheduler looked at a reachable GPU (none held the lease, every host
     was away, or the holder was paused): the GPUs' online and idle hours leave it out."""
 
@@ -149,7 +168,7 @@ class Coverage:
         return cls(bucket_s, max(0, end - math.ceil(r.since / bucket_s)),
                    max(0, min(end, math.floor(written / bucket_s) + 1) -
                        math.ceil(r.start / bucket_s)),
-                   sum(1 for b in r.gpu_buckets if b <= written))
+                   sum(1 for b in r.gpu_buckets if r.since <= b <= written))
 
     def record(self) -> Dict[str, float]:
         return {"bucket_s": self.bucket_s, "begin": self.begin, "due": self.due,
@@ -157,11 +176,13 @@ class Coverage:
 
     def words(self, r: Report) -> List[str]:
         """What the report cannot say of the GPUs' time, and why; [] where it is all kept."""
-        every = "GPU time is kept per bucket of [usage] bucket_s (%g s) and counted by the " \
-            "buckets that begin in a range" % self.bucket_s
+        every = "GPU time is kept per bucket of [usage] bucket_s (%g s), each counted for " \
+            "its part in a range" % self.bucket_s
         if not r.gpu_buckets:
             if not self.begin:
-                why = "none begins in this one"
+                why = ("the one it falls in holds no look at a GPU: not written yet (a "
+                       "scheduler holding the lease writes them every %g s), or %s" % (
+                           min(FLUSH_S, self.bucket_s), UNSEEN))
             elif not self.due:
                 why = ("none of this one's holds a look at a GPU yet (a scheduler holding the "
                        "lease writes them every %g s)" % min(FLUSH_S, self.bucket_s))
