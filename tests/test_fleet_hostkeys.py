@@ -11,10 +11,13 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -678,7 +681,7 @@ def test_an_ssh_agent_of_a_user_whose_uid_is_past_2_to_the_31_is_used(agents):
         sock = agents(folder / "sock", big)
         os.seteuid(big)
         try:
-            agent_connection(str(sock)).close()
+            agent_connection(str(sock), 5.0).close()
         finally:
             os.seteuid(0)
     finally:
@@ -697,3 +700,93 @@ def test_an_ssh_auth_sock_that_names_no_agent_is_said_in_what_was_tried(ssh_env,
         connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key")).close()
     assert str(err.value).endswith(
         ", ssh-agent (SSH_AUTH_SOCK %s: No such file or directory))" % gone), str(err.value)
+
+
+def _in_a_thread(call) -> BaseException:
+    """What ``call`` raised, run on a thread waited on for a minute: a connect that waits
+    without a bound fails the test rather than hanging the suite."""
+    caught = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as err:  # (handed to the test, which checks it)
+            caught.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the connect is still waiting on the ssh-agent"
+    assert caught, "the connect did not fail"
+    return caught[0]
+
+
+def _frozen_agent(path: Path, answer_list: Optional[bytes] = None) -> socket.socket:
+    """A socket at ``path`` that takes connections and never answers (an ssh-agent stopped
+    with SIGSTOP, or wedged): with ``answer_list``, one connection is taken, its request for
+    keys answered so, and then nothing more (a freeze between listing and signing)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)  # one connection waits unaccepted; a second's connect waits for room
+    if answer_list is not None:
+        def serve() -> None:
+            conn, _ = listener.accept()
+            size = struct.unpack(">I", conn.recv(4))[0]
+            conn.recv(size)
+            conn.sendall(struct.pack(">I", len(answer_list)) + answer_list)
+            while conn.recv(65536):  # the sign request, never answered, till the link ends
+                pass
+            conn.close()
+        threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_a_frozen_ssh_agent_is_said_and_the_other_keys_are_tried(ssh_env, tmp_path,
+                                                               monkeypatch):
+    """An agent that takes the connection and never answers held the connect for good, and
+    with it the host's thread. Each wait on it has the connect timeout: the key that lets us
+    in still does; where none does, what was tried says the agent did not answer. The second
+    connect meets an agent whose backlog is full, so its connect to the socket waits too."""
+    server = ssh_env.new_server("frozen-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        no_key = str(tmp_path / "no-such-key")
+        for said in ("did not answer within 5 s",
+                     "takes no more connections: it accepts none of those waiting; is it "
+                     "stopped?"):
+            err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+            assert isinstance(err, LinkError), repr(err)
+            assert str(err).endswith(", ssh-agent (ssh-agent at %s %s))" % (sock, said)), err
+        connect(ssh_env, server).close()  # its own key: the agent is never asked
+    finally:
+        listener.close()
+
+
+def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
+        ssh_env, tmp_path, monkeypatch):
+    """The agent lists its key, then never signs: the signature is asked for on the link's
+    own thread, which waited for good; now the connect ends naming the agent and the wait."""
+    server = ssh_env.new_server("frozen-sign")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    blob = base64.b64decode(ssh_env.user_pubkey.split()[1])
+    answer = paramiko.Message()
+    answer.add_byte(bytes([12]))  # SSH2_AGENT_IDENTITIES_ANSWER, one key
+    answer.add_int(1)
+    answer.add_string(blob)
+    answer.add_string("the user's key")
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock, answer.asbytes())
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        no_key = str(tmp_path / "no-such-key")
+        err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+        assert isinstance(err, LinkError), repr(err)
+        assert str(err).startswith(
+            "root@%s:%d: the link ended waiting on the ssh-agent: ssh-agent at %s did not "
+            "answer within 5 s (tried before: %s (" % (sshd.LOOPBACK, server.port, sock, no_key)
+        ), str(err)
+    finally:
+        listener.close()
