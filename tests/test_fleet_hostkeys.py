@@ -703,7 +703,7 @@ def test_an_ssh_auth_sock_that_names_no_agent_is_said_in_what_was_tried(ssh_env,
 
 
 def _in_a_thread(call) -> BaseException:
-    """What ``call`` raised, run on a thread waited on for a minute: a connect that waits
+    """What ``call`` raised, run on a thread waited on for a minute: a call that waits
     without a bound fails the test rather than hanging the suite."""
     caught = []
 
@@ -716,7 +716,7 @@ def _in_a_thread(call) -> BaseException:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(60)
-    assert not thread.is_alive(), "the connect is still waiting on the ssh-agent"
+    assert not thread.is_alive(), "still waiting, with no bound"
     assert caught, "the connect did not fail"
     return caught[0]
 
@@ -790,3 +790,20 @@ def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
         ), str(err)
     finally:
         listener.close()
+
+
+def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
+    """The server's answer to the request that starts a command never comes (the proxy holds
+    everything coming down once the request, padded past what the connect sent, went up):
+    paramiko waited for it for good, and with it the host's thread. Now the wait has the
+    connect timeout, and the link is closed. (SFTP's start is the same wait.)"""
+    server = ssh_env.new_server("stall")
+    proxy = ssh_env.proxy(server.port)
+    ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
+                                                     server.host_public_key))
+    proxy.hold_down_after(32000)
+    link = connect(ssh_env, server, port=proxy.port)
+    err = _in_a_thread(lambda: link.exec(["true", "x" * 48000]))
+    assert str(err) == "%s:%d: cannot start true: no answer within 5 s; the link is closed" % (
+        sshd.LOOPBACK, proxy.port), str(err)
+    assert isinstance(err, LinkError) and not link.alive and proxy.holding.is_set()

@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -461,12 +461,40 @@ class SshLink:
 
     def exec(self, words: Sequence[str]) -> paramiko.Channel:
         """Start a command (quoted word by word) and return its channel."""
+        line = command_line(words)
+        return self._session(words[0], lambda channel: channel.exec_command(line))
+
+    def _session(self, what: str, request: Callable[[paramiko.Channel], None]
+                 ) -> paramiko.Channel:
+        """A new session channel, once the server answered ``request`` on it (exec, a
+        subsystem). paramiko waits for that answer without a bound, and a link that stalls
+        (SSH keepalives only send) held the caller for good: it is waited on for the connect
+        timeout here, past which the link is closed, which ends paramiko's wait."""
+        where = self.route.target.address
+        failed: List[BaseException] = []
+
+        def ask(channel: paramiko.Channel) -> None:
+            try:
+                request(channel)
+            except NETWORK_ERRORS as err:
+                failed.append(err)
+
         try:
             channel = self.transport.open_session(timeout=self.timeout_s)
-            channel.exec_command(command_line(words))
         except NETWORK_ERRORS as err:
+            failed.append(err)
+        else:
+            asking = threading.Thread(target=ask, args=(channel,), name="fractui-ssh-request",
+                                      daemon=True)
+            asking.start()
+            asking.join(self.timeout_s)
+            if asking.is_alive():
+                self.close()
+                raise LinkError("%s: cannot start %s: no answer within %s; the link is closed"
+                                % (where, what, seconds(self.timeout_s)))
+        if failed:
             raise LinkError("%s: cannot start %s: %s" % (
-                self.route.target.address, words[0], err or type(err).__name__)) from None
+                where, what, failed[0] or type(failed[0]).__name__))
         return channel
 
     def run(self, words: Sequence[str], timeout_s: float = 30.0) -> Tuple[int, str, str]:
@@ -488,9 +516,18 @@ class SshLink:
             channel.close()
 
     def sftp(self) -> paramiko.SFTPClient:
+        """An SFTP client whose every wait on the server is bounded by the connect timeout
+        (``from_transport``'s are not: a stalled link held a deploy for good)."""
+        channel = self._session("SFTP", lambda channel: channel.invoke_subsystem("sftp"))
+        channel.settimeout(self.timeout_s)
         try:
-            return paramiko.SFTPClient.from_transport(self.transport)
+            return paramiko.SFTPClient(channel)
+        except socket.timeout:
+            channel.close()
+            raise LinkError("%s: SFTP did not start: no answer within %s" % (
+                self.route.target.address, seconds(self.timeout_s))) from None
         except NETWORK_ERRORS as err:
+            channel.close()
             raise LinkError("%s: SFTP did not start: %s" % (
                 self.route.target.address, err or type(err).__name__)) from None
 
