@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import stat
 import struct
@@ -32,7 +31,6 @@ from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink, agent_connection
 from fractui.fleet.sshconfig import resolve
-from remote_agent.daemon.trust import UnsafePath
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
@@ -831,3 +829,47 @@ def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
     assert str(err) == "%s:%d: cannot start true: no answer within 5 s; the link is closed" % (
         sshd.LOOPBACK, proxy.port), str(err)
     assert isinstance(err, LinkError) and not link.alive and proxy.holding.is_set()
+
+
+def openssh(env: sshd.SshEnv, host: str, port: int) -> subprocess.CompletedProcess:
+    """OpenSSH's own ssh to ``host``, strict, with the test's known_hosts and key only."""
+    return subprocess.run(
+        ["ssh", "-F", "none", "-p", str(port), "-l", "root", "-i", str(env.user_key_path),
+         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+         "-o", "IdentityAgent=none", "-o", "UserKnownHostsFile=%s" % env.known_hosts,
+         "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", host, "true"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_a_key_known_for_one_address_family_is_unknown_under_another_name_as_for_openssh(
+        ssh_env):
+    """A server on both loopbacks, its key on file for [127.0.0.1]:PORT only. Reached as ::1
+    or as localhost, OpenSSH looks the key up by the name dialled (CheckHostIP is off) and
+    refuses it; so does fractui, as unknown, and says the same key is on file under the
+    other name. On file for [::1]:PORT, both go in by ::1."""
+    server = ssh_env.new_server("families", listen=(sshd.LOOPBACK, "::1"))
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    for host in ("::1", "localhost"):
+        err = refused(ssh_env, server, host=host)
+        assert err.kind == "unknown" and err.name == "[%s]:%d" % (host, server.port)
+        assert ("%s holds this very key for %s (line 1): the same host under another name or "
+                "address family? The key is looked up by the name dialled alone, as OpenSSH "
+                "looks it up; check it, then run fractui trust gpu-k" % (
+                    ssh_env.known_hosts, name(server))) in str(err), str(err)
+        ran = openssh(ssh_env, host, server.port)
+        assert ran.returncode == 255 and "Host key verification failed" in ran.stderr, ran
+    ssh_env.known_hosts.write_text("[::1]:%d %s\n" % (server.port, server.host_public_key))
+    connect(ssh_env, server, host="::1").close()
+    ran = openssh(ssh_env, "::1", server.port)
+    assert ran.returncode == 0, ran
+
+
+def test_a_host_whose_sshd_listens_on_the_other_family_only_is_named_as_known_hosts_names_it(
+        ssh_env):
+    """sshd on 127.0.0.1 only, the host given as ::1: refused, and the address is written as
+    known_hosts and OpenSSH write it ([::1]:PORT), not as ::1:PORT, which reads as a port of
+    another address."""
+    server = ssh_env.new_server("v4-only")
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, host="::1").close()
+    assert str(err.value) == "cannot reach [::1]:%d: Connection refused" % server.port

@@ -137,7 +137,8 @@ def _parse(number: int, line: str, passed: List[str]) -> Optional[KnownLine]:
 
 class UntrustedHostKey(Exception):
     """The server's key is not one known_hosts vouches for: ``kind`` is "unknown" (no line
-    names the host), "changed" (lines name it, none holds this key), "revoked" (a matching
+    names the host; ``on_file``: the lines that hold its key for other names), "changed"
+    (lines name it, none holds this key), "revoked" (a matching
     @revoked line holds it) or "unreadable" (a matching @revoked line cannot be read)."""
 
     def __init__(self, kind: str, name: str, key: paramiko.PKey, path: str, host: str,
@@ -146,8 +147,8 @@ class UntrustedHostKey(Exception):
         self.on_file = tuple(on_file)
         offered = "%s %s" % (key.get_name(), fingerprint(key))
         if kind == "unknown":
-            text = "unknown host key for %s: %s; check it, then run fractui trust %s" % (
-                name, offered, host)
+            text = "unknown host key for %s: %s; %scheck it, then run fractui trust %s" % (
+                name, offered, self.elsewhere(), host)
         elif kind == "unreadable":
             text = ("%s has an @revoked line for %s that cannot be read (%s): whether the key "
                     "it offers (%s) is revoked cannot be told; fix or remove that line" % (
@@ -165,6 +166,19 @@ class UntrustedHostKey(Exception):
                                                             self.on_file),
                             self.removal(), host))
         super().__init__(text)
+
+    def elsewhere(self) -> str:
+        """For an unknown key: the lines that hold it for other names (given as ``on_file``),
+        as "localhost" is another name of 127.0.0.1 and of ::1, and [::1]:2222 another of
+        [127.0.0.1]:2222. OpenSSH looks a key up by the name dialled alone (CheckHostIP is
+        off by default), and so does fractui: these lines say why it is unknown all the same."""
+        if not self.on_file:
+            return ""
+        return ("%s holds this very key for %s: the same host under another name or address "
+                "family? The key is looked up by the name dialled alone, as OpenSSH looks it "
+                "up; " % (self.path, ", ".join("%s (line %d)" % (
+                    "a hashed name" if line.names.startswith("|") else line.names, line.number)
+                    for line in self.on_file)))
 
     @property
     def trustable(self) -> bool:
@@ -257,8 +271,10 @@ class KnownHosts:
             raise UntrustedHostKey("unreadable", name, key, self.path, host, unreadable)
         if any(line.blob == blob for line in on_file):
             return
-        raise UntrustedHostKey("changed" if on_file else "unknown", name, key, self.path, host,
-                               on_file)
+        if on_file:
+            raise UntrustedHostKey("changed", name, key, self.path, host, on_file)
+        raise UntrustedHostKey("unknown", name, key, self.path, host, [
+            line for line in self.lines() if line.marker is None and line.blob == blob])
 
     def append(self, name: str, key: paramiko.PKey) -> str:
         """Add one line for this key at the end of the file, in place, as OpenSSH's ``ssh``
