@@ -787,6 +787,34 @@ def test_a_frozen_ssh_agent_is_said_and_the_other_keys_are_tried(ssh_env, tmp_pa
         listener.close()
 
 
+def test_an_ssh_agent_key_paramiko_cannot_read_is_named_in_what_was_tried(ssh_env, tmp_path,
+                                                                        monkeypatch):
+    """A key the agent holds that paramiko does not read (a FIDO ``-sk`` key here) is passed
+    over and said, with its comment; paramiko's own client offered it to the server all the
+    same, and asked the agent to sign with it."""
+    server = ssh_env.new_server("sk-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    blob = paramiko.Message()
+    blob.add_string("sk-ssh-ed25519@openssh.com")
+    blob.add_string(b"\x01" * 32)
+    blob.add_string("ssh:")
+    answer = paramiko.Message()
+    answer.add_byte(bytes([12]))  # SSH2_AGENT_IDENTITIES_ANSWER, one key
+    answer.add_int(1)
+    answer.add_string(blob.asbytes())
+    answer.add_string("yubikey")
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock, answer.asbytes())
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        with pytest.raises(LinkError) as err:
+            connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key")).close()
+        assert str(err.value).endswith(", ssh-agent key yubikey (a sk-ssh-ed25519@openssh.com "
+                                       "key, which paramiko does not read))"), str(err.value)
+    finally:
+        listener.close()
+
+
 def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
         ssh_env, tmp_path, monkeypatch):
     """The agent lists its key, then never signs: the signature is asked for on the link's

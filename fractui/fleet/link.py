@@ -236,7 +236,10 @@ class AgentClient:
             blob, comment = answer.get_binary(), answer.get_text()
             try:
                 keys.append(AgentKey(self, blob))
-            except (UnknownKeyType, paramiko.SSHException, ValueError) as err:
+            except UnknownKeyType as err:  # a FIDO -sk key, a certificate, ...
+                tried.append("ssh-agent key %s (a %s key, which paramiko does not read)" % (
+                    printable(comment) or "?", printable(str(err.key_type))))
+            except (paramiko.SSHException, ValueError) as err:
                 tried.append("ssh-agent key %s (%s)" % (printable(comment) or "?", err))
         return keys
 
