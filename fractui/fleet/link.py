@@ -4,9 +4,11 @@ Each hop is a paramiko Transport whose host key is checked against known_hosts b
 authentication; a later hop rides a ``direct-tcpip`` channel of the one before. Every stage has
 the connect timeout and its own words when it fails: a port that takes TCP but never speaks SSH
 ("no SSH banner from HOST:PORT within N s"), one that closes at once or sends something else, a
-key exchange that stalls, an authentication that gets no answer. What paramiko's threads say
-meanwhile is kept with the link (fractui.fleet.sshlog), never printed. Commands are built from
-``shlex.quote``d words, so nothing a user typed is ever read by a remote shell.
+key exchange that stalls, an authentication that gets no answer, an ssh-agent that does not
+answer (asked by fractui's own client, ``AgentClient``), a command or SFTP whose start gets no
+answer. What paramiko's threads say meanwhile is kept with the link (fractui.fleet.sshlog),
+never printed. Commands are built from ``shlex.quote``d words, so nothing a user typed is ever
+read by a remote shell.
 """
 
 from __future__ import annotations
