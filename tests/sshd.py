@@ -128,11 +128,14 @@ class SshServer:
     Passing the ``host_key`` of an earlier server lets a test restart "the same host"; a
     fresh server gets a fresh key, which is how a changed host key is simulated.
     ``key_types`` gives a fresh server host keys of those types instead (e.g. only "rsa").
+    ``listen`` names the loopback addresses it listens on (both families: "127.0.0.1", "::1").
     """
 
     def __init__(self, workdir: Path, user_pubkey: str, host_key: Optional[Path] = None,
-                 key_types: Tuple[str, ...] = ("ed25519",)):
+                 key_types: Tuple[str, ...] = ("ed25519",),
+                 listen: Tuple[str, ...] = (LOOPBACK,)):
         self.workdir = Path(workdir)
+        self.listen = listen
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.user_pubkey = user_pubkey.strip()
         if host_key is not None:
@@ -188,7 +191,7 @@ class SshServer:
     def _write_config(self, port: int) -> None:
         self.authorized_keys_path.write_text(self.user_pubkey + "\n")
         lines = [
-            "ListenAddress %s" % LOOPBACK,
+            *("ListenAddress %s" % address for address in self.listen),
             "Port %d" % port,
             *("HostKey %s" % p.resolve() for p in self.host_key_paths),
             "PidFile %s" % self.pid_path.resolve(),
@@ -237,7 +240,8 @@ class SshServer:
             if self._proc.poll() is not None:
                 return False
             try:
-                socket.create_connection((LOOPBACK, port), timeout=0.5).close()
+                for address in self.listen:
+                    socket.create_connection((address, port), timeout=0.5).close()
                 return True
             except OSError:
                 time.sleep(0.02)
@@ -619,11 +623,13 @@ class SshEnv:
         self.clients: List[paramiko.SSHClient] = []
 
     def new_server(self, name: str, host_key: Optional[Path] = None,
-                   key_types: Tuple[str, ...] = ("ed25519",)) -> SshServer:
+                   key_types: Tuple[str, ...] = ("ed25519",),
+                   listen: Tuple[str, ...] = (LOOPBACK,)) -> SshServer:
         """Start a server in ``root/name``; ``host_key`` reuses a key (same host identity),
-        ``key_types`` chooses the types of a fresh server's host keys."""
+        ``key_types`` chooses the types of a fresh server's host keys, ``listen`` its
+        addresses."""
         server = SshServer(self.root / name, self.user_pubkey, host_key=host_key,
-                           key_types=key_types)
+                           key_types=key_types, listen=listen)
         self.servers.append(server)
         return server.start()
 

@@ -10,11 +10,13 @@ import json
 import logging
 import os
 import shutil
-import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -29,7 +31,6 @@ from fractui.config import HostConfig
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink, agent_connection
 from fractui.fleet.sshconfig import resolve
-from remote_agent.daemon.trust import UnsafePath
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
@@ -260,8 +261,8 @@ def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
 
 # One of the processes the next tests start: it adds ``count`` lines named ``who``-N once the
 # test closes its stdin, and prints which it added. A failing one is refused every byte it
-# writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC). A killed one may write
-# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) as it writes more.
+# writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC). A limited one may write
+# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) if it writes more.
 APPENDER = """
 import json, os, resource, signal, sys
 import paramiko
@@ -271,7 +272,7 @@ known, key = KnownHosts(path), paramiko.Ed25519Key(filename=key_file)
 if failing == "yes":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
-if failing == "killed":
+if failing == "limited":
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # (Python's own start ignores it)
     limit = os.path.getsize(path) + 10
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -283,7 +284,7 @@ for i in range(int(count)):
         known.append("%s-%d" % (who, i), key)
         added.append(i)
     except OSError as err:
-        assert failing == "yes", err
+        assert failing in ("yes", "limited"), err
 print(json.dumps(added))
 """
 
@@ -297,19 +298,38 @@ def appender(known: Path, key: Path, who: str, count: int,
         env=dict(os.environ, PYTHONPATH=REPO))
 
 
+# What OpenSSH's ssh does to add a host (StrictHostKeyChecking=accept-new, or a "yes"): open
+# known_hosts to append, one line, close; no lock of fractui's. ``count`` lines, once stdin ends.
+OPENSSH_APPENDER = """
+echo ready
+cat >/dev/null
+i=0
+while [ "$i" -lt "$2" ]; do
+    echo "ssh-$i $3" >> "$1"
+    i=$((i + 1))
+done
+echo '"done"'
+"""
+
+
 def test_appends_at_once_lose_no_line_though_one_of_them_fails(small_fs, tmp_path):
     """Three processes adding lines for distinct hosts to one known_hosts at once (started
     together: each waits on its stdin, closed for all of them when all are ready) while a
-    fourth's writes fail. Every line the three were told was added is there, whole, once.
-    Without the lock beside the file, two that read the file at once each wrote it anew
-    without the other's line."""
+    fourth's writes fail, and a fifth appends as OpenSSH's ssh does, taking no lock of ours.
+    Every line the others were told was added is there, whole, once. When trust wrote the
+    file anew and renamed it over the old one, a line ssh appended meanwhile was lost (and,
+    without the lock beside the file, one of another trust's)."""
     known = small_fs / "known_hosts"  # (a tmpfs: the appends' fsyncs cost nothing)
     known.write_text("# fleet\n")
     key = tmp_path / "key" / "id"
     sshd._keygen(key, "a-host")
     count = 1000
+    pub = sshd.public_key_line(key)
     writers = {who: appender(known, key, who, count, "yes" if who == "failing" else "no")
                for who in ("failing", "a", "b", "c")}
+    writers["ssh"] = subprocess.Popen(
+        ["sh", "-c", OPENSSH_APPENDER, "sh", str(known), str(count), pub],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     for writer in writers.values():
         assert writer.stdout.readline() == "ready\n"
     for writer in writers.values():
@@ -319,18 +339,48 @@ def test_appends_at_once_lose_no_line_though_one_of_them_fails(small_fs, tmp_pat
         assert writer.wait(120) == 0
         added[who] = json.loads(writer.stdout.read())
         writer.stdout.close()
-    assert added == {"failing": [], **{who: list(range(count)) for who in "abc"}}
-    pub = sshd.public_key_line(key)
-    want = ["# fleet"] + ["%s-%d %s" % (who, i, pub) for who in "abc" for i in range(count)]
-    assert sorted(known.read_text().split("\n")) == sorted(want + [""])
+    assert added == {"failing": [], "ssh": "done",
+                     **{who: list(range(count)) for who in "abc"}}
+    want = ["# fleet"] + ["%s-%d %s" % (who, i, pub) for who in ("a", "b", "c", "ssh")
+                          for i in range(count)]
+    # (a blank line, which every reader passes over, where a writer saw another's line half
+    # written and began its own with a newline, as OpenSSH's ssh does)
+    assert sorted(line for line in known.read_text().split("\n") if line) == sorted(want)
+    assert known.read_text().endswith("\n")
 
 
-def test_a_trust_killed_while_writing_leaves_known_hosts_whole(tmp_path):
-    """A process killed part way through writing the line (here by the kernel, at its file
-    size limit; as well a SIGKILL or a power cut) leaves known_hosts as it was, its mode kept:
-    a line cut short would name the host with no key it offers, which reads as CHANGED
-    ("someone may be impersonating the host") and is never trustable. Before, the line was
-    appended to the file itself, and a writer killed part way left half of it there."""
+@pytest.mark.parametrize("link", ["a hard link", "a symlink of ours"])
+def test_trust_writes_known_hosts_through_its_links_and_leaves_nothing_beside_it(
+        tmp_path, link):
+    """A known_hosts that is a hard link (or a symlink a dotfiles manager made) is written,
+    not replaced: the line is seen under every name of the file, the link is still one, and
+    no lock or temporary file is left beside it. Before, the file was written anew and renamed
+    over the old one, which broke a hard link, and left a lock file beside it."""
+    folder, dotfiles = tmp_path / "ssh", tmp_path / "dotfiles"
+    for path in (folder, dotfiles):
+        path.mkdir(mode=0o700)
+    known, kept = folder / "known_hosts", dotfiles / "known_hosts"
+    kept.write_text("# fleet\n")
+    if link == "a hard link":
+        os.link(kept, known)
+    else:
+        known.symlink_to(kept)
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    KnownHosts(str(known)).append("gpu-new", paramiko.Ed25519Key(filename=str(key)))
+    want = "# fleet\ngpu-new %s\n" % sshd.public_key_line(key)
+    assert (known.read_text(), kept.read_text()) == (want, want)
+    assert known.is_symlink() if link == "a symlink of ours" else \
+        os.path.samefile(known, kept) and kept.stat().st_nlink == 2
+    assert (os.listdir(folder), os.listdir(dotfiles)) == (["known_hosts"], ["known_hosts"])
+
+
+def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
+    """A write of the line cut short (here at the process's file size limit, 10 bytes in; as
+    well a full disk) is taken back, and is not followed by one of the rest, at which the
+    kernel would kill the process (SIGXFSZ) with part of the line written: a line cut short
+    would name the host with no key it offers, which reads as CHANGED ("someone may be
+    impersonating the host") and is never trustable. known_hosts is as it was, its mode too."""
     folder = tmp_path / "ssh"
     folder.mkdir(mode=0o700)
     known = folder / "known_hosts"
@@ -339,25 +389,24 @@ def test_a_trust_killed_while_writing_leaves_known_hosts_whole(tmp_path):
     before = known.read_bytes()
     key = tmp_path / "key" / "id"
     sshd._keygen(key, "a-host")
-    killed = appender(known, key, "killed", 1, "killed")
-    out, _ = killed.communicate(timeout=60)
-    assert killed.returncode == -signal.SIGXFSZ, (killed.returncode, out)
+    limited = appender(known, key, "limited", 1, "limited")
+    out, _ = limited.communicate(timeout=60)
+    assert (limited.returncode, out) == (0, "ready\n[]\n")
     assert known.read_bytes() == before
     added = appender(known, key, "added", 1)
     out, _ = added.communicate(timeout=60)
     assert (added.returncode, out) == (0, "ready\n[0]\n")
     assert known.read_text() == "# fleet\nadded-0 %s\n" % sshd.public_key_line(key)
     assert stat.S_IMODE(known.stat().st_mode) == 0o644
-    lock = folder / "known_hosts.lock"  # the admin's alone
-    assert (lock.stat().st_uid, stat.S_IMODE(lock.stat().st_mode)) == (os.getuid(), 0o600)
+    assert os.listdir(folder) == ["known_hosts"]  # nothing beside it
 
 
 def test_trusts_of_distinct_hosts_at_once_each_add_their_key(fleet_env, tmp_path):
     """Three `fractui trust --yes` processes at once, each of its own host behind a real sshd,
     into a known_hosts not there yet, in a folder not there yet (each process makes what is
     missing): every host's key is there once, the file and the lock beside it the admin's
-    alone. (The lock's own failing test is test_appends_at_once_...: three processes seldom
-    meet here.)"""
+    alone, nothing beside it. (Their failing test is test_appends_at_once_...: three processes
+    seldom meet here.)"""
     names = ["gpu-t%d" % n for n in range(3)]
     for host in names:
         fleet_env.add(host, None, trust=False)
@@ -374,7 +423,8 @@ def test_trusts_of_distinct_hosts_at_once_each_add_their_key(fleet_env, tmp_path
     want = ["[%s]:%d %s" % (sshd.LOOPBACK, fleet_env.proxies[host].port,
                             fleet_env.servers[host].host_public_key) for host in names]
     assert sorted(known.read_text().splitlines()) == sorted(want)
-    for path in (known, known.parent / "known_hosts.lock", known.parent):
+    assert os.listdir(known.parent) == ["known_hosts"]
+    for path in (known, known.parent):
         st = path.stat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.getuid(), 0o700 if path.is_dir()
                                                           else 0o600), path
@@ -457,31 +507,6 @@ def test_trust_adds_no_key_where_another_user_could_change_known_hosts(fleet_env
         known, why) in said, said
     assert "Traceback" not in done.stderr
     assert not target.exists() and (attack.startswith("their") or not known.exists())
-
-
-@pytest.mark.parametrize("attack", ["of another user", "a symlink"])
-def test_no_key_is_added_where_another_user_made_the_lock_beside_known_hosts(tmp_path, attack):
-    """The lock file beside known_hosts is the admin's alone: one another user made, or a link
-    in its place, is refused, named, and the file is left as it was (whoever holds that lock
-    could keep every trust waiting, or have it made where they point)."""
-    folder = tmp_path / "ssh"
-    folder.mkdir(mode=0o700)
-    known = folder / "known_hosts"
-    known.write_text("# fleet\n")
-    lock = folder / "known_hosts.lock"
-    if attack == "a symlink":
-        lock.symlink_to(tmp_path / "elsewhere")
-        why = "it is a symlink"
-    else:
-        lock.write_text("")
-        os.chown(lock, 54321, 54321)
-        why = "it is owned by uid 54321, not by uid %d (the user fractui runs as)" % os.getuid()
-    key = tmp_path / "key" / "id"
-    sshd._keygen(key, "a-host")
-    with pytest.raises(UnsafePath) as refused:
-        KnownHosts(str(known)).append("gpu-new", paramiko.Ed25519Key(filename=str(key)))
-    assert str(refused.value).startswith("refusing known_hosts lock file %s: %s" % (lock, why))
-    assert known.read_text() == "# fleet\n" and not (tmp_path / "elsewhere").exists()
 
 
 def test_an_identity_file_that_is_not_a_regular_file_is_passed_over_never_read(
@@ -678,7 +703,7 @@ def test_an_ssh_agent_of_a_user_whose_uid_is_past_2_to_the_31_is_used(agents):
         sock = agents(folder / "sock", big)
         os.seteuid(big)
         try:
-            agent_connection(str(sock)).close()
+            agent_connection(str(sock), 5.0).close()
         finally:
             os.seteuid(0)
     finally:
@@ -697,3 +722,182 @@ def test_an_ssh_auth_sock_that_names_no_agent_is_said_in_what_was_tried(ssh_env,
         connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key")).close()
     assert str(err.value).endswith(
         ", ssh-agent (SSH_AUTH_SOCK %s: No such file or directory))" % gone), str(err.value)
+
+
+def _in_a_thread(call) -> BaseException:
+    """What ``call`` raised, run on a thread waited on for a minute: a call that waits
+    without a bound fails the test rather than hanging the suite."""
+    caught = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as err:  # (handed to the test, which checks it)
+            caught.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "still waiting, with no bound"
+    assert caught, "the connect did not fail"
+    return caught[0]
+
+
+def _frozen_agent(path: Path, answer_list: Optional[bytes] = None) -> socket.socket:
+    """A socket at ``path`` that takes connections and never answers (an ssh-agent stopped
+    with SIGSTOP, or wedged): with ``answer_list``, one connection is taken, its request for
+    keys answered so, and then nothing more (a freeze between listing and signing)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)  # one connection waits unaccepted; a second's connect waits for room
+    if answer_list is not None:
+        def serve() -> None:
+            conn, _ = listener.accept()
+            size = struct.unpack(">I", conn.recv(4))[0]
+            conn.recv(size)
+            conn.sendall(struct.pack(">I", len(answer_list)) + answer_list)
+            while conn.recv(65536):  # the sign request, never answered, till the link ends
+                pass
+            conn.close()
+        threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_a_frozen_ssh_agent_is_said_and_the_other_keys_are_tried(ssh_env, tmp_path,
+                                                               monkeypatch):
+    """An agent that takes the connection and never answers held the connect for good, and
+    with it the host's thread. Each wait on it has the connect timeout: the key that lets us
+    in still does; where none does, what was tried says the agent did not answer. The second
+    connect meets an agent whose backlog is full, so its connect to the socket waits too."""
+    server = ssh_env.new_server("frozen-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        no_key = str(tmp_path / "no-such-key")
+        for said in ("did not answer within 5 s",
+                     "takes no more connections: it accepts none of those waiting; is it "
+                     "stopped?"):
+            err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+            assert isinstance(err, LinkError), repr(err)
+            assert str(err).endswith(", ssh-agent (ssh-agent at %s %s))" % (sock, said)), err
+        connect(ssh_env, server).close()  # its own key: the agent is never asked
+    finally:
+        listener.close()
+
+
+def test_an_ssh_agent_key_paramiko_cannot_read_is_named_in_what_was_tried(ssh_env, tmp_path,
+                                                                        monkeypatch):
+    """A key the agent holds that paramiko does not read (a FIDO ``-sk`` key here) is passed
+    over and said, with its comment; paramiko's own client offered it to the server all the
+    same, and asked the agent to sign with it."""
+    server = ssh_env.new_server("sk-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    blob = paramiko.Message()
+    blob.add_string("sk-ssh-ed25519@openssh.com")
+    blob.add_string(b"\x01" * 32)
+    blob.add_string("ssh:")
+    answer = paramiko.Message()
+    answer.add_byte(bytes([12]))  # SSH2_AGENT_IDENTITIES_ANSWER, one key
+    answer.add_int(1)
+    answer.add_string(blob.asbytes())
+    answer.add_string("yubikey")
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock, answer.asbytes())
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        with pytest.raises(LinkError) as err:
+            connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key")).close()
+        assert str(err.value).endswith(", ssh-agent key yubikey (a sk-ssh-ed25519@openssh.com "
+                                       "key, which paramiko does not read))"), str(err.value)
+    finally:
+        listener.close()
+
+
+def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
+        ssh_env, tmp_path, monkeypatch):
+    """The agent lists its key, then never signs: the signature is asked for on the link's
+    own thread, which waited for good; now the connect ends naming the agent and the wait."""
+    server = ssh_env.new_server("frozen-sign")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    blob = base64.b64decode(ssh_env.user_pubkey.split()[1])
+    answer = paramiko.Message()
+    answer.add_byte(bytes([12]))  # SSH2_AGENT_IDENTITIES_ANSWER, one key
+    answer.add_int(1)
+    answer.add_string(blob)
+    answer.add_string("the user's key")
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock, answer.asbytes())
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        no_key = str(tmp_path / "no-such-key")
+        err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+        assert isinstance(err, LinkError), repr(err)
+        assert str(err).startswith(
+            "root@%s:%d: the link ended waiting on the ssh-agent: ssh-agent at %s did not "
+            "answer within 5 s (tried before: %s (" % (sshd.LOOPBACK, server.port, sock, no_key)
+        ), str(err)
+    finally:
+        listener.close()
+
+
+def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
+    """The server's answer to the request that starts a command never comes (the proxy holds
+    everything coming down once the request, padded past what the connect sent, went up):
+    paramiko waited for it for good, and with it the host's thread. Now the wait has the
+    connect timeout, and the link is closed. (SFTP's start is the same wait.)"""
+    server = ssh_env.new_server("stall")
+    proxy = ssh_env.proxy(server.port)
+    ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
+                                                     server.host_public_key))
+    proxy.hold_down_after(32000)
+    link = connect(ssh_env, server, port=proxy.port)
+    err = _in_a_thread(lambda: link.exec(["true", "x" * 48000]))
+    assert str(err) == "%s:%d: cannot start true: no answer within 5 s; the link is closed" % (
+        sshd.LOOPBACK, proxy.port), str(err)
+    assert isinstance(err, LinkError) and not link.alive and proxy.holding.is_set()
+
+
+def openssh(env: sshd.SshEnv, host: str, port: int) -> subprocess.CompletedProcess:
+    """OpenSSH's own ssh to ``host``, strict, with the test's known_hosts and key only."""
+    return subprocess.run(
+        ["ssh", "-F", "none", "-p", str(port), "-l", "root", "-i", str(env.user_key_path),
+         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+         "-o", "IdentityAgent=none", "-o", "UserKnownHostsFile=%s" % env.known_hosts,
+         "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", host, "true"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_a_key_known_for_one_address_family_is_unknown_under_another_name_as_for_openssh(
+        ssh_env):
+    """A server on both loopbacks, its key on file for [127.0.0.1]:PORT only. Reached as ::1
+    or as localhost, OpenSSH looks the key up by the name dialled (CheckHostIP is off) and
+    refuses it; so does fractui, as unknown, and says the same key is on file under the
+    other name. On file for [::1]:PORT, both go in by ::1."""
+    server = ssh_env.new_server("families", listen=(sshd.LOOPBACK, "::1"))
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    for host in ("::1", "localhost"):
+        err = refused(ssh_env, server, host=host)
+        assert err.kind == "unknown" and err.name == "[%s]:%d" % (host, server.port)
+        assert ("%s holds this very key for %s (line 1): the same host under another name or "
+                "address family? The key is looked up by the name dialled alone, as OpenSSH "
+                "looks it up; check it, then run fractui trust gpu-k" % (
+                    ssh_env.known_hosts, name(server))) in str(err), str(err)
+        ran = openssh(ssh_env, host, server.port)
+        assert ran.returncode == 255 and "Host key verification failed" in ran.stderr, ran
+    ssh_env.known_hosts.write_text("[::1]:%d %s\n" % (server.port, server.host_public_key))
+    connect(ssh_env, server, host="::1").close()
+    ran = openssh(ssh_env, "::1", server.port)
+    assert ran.returncode == 0, ran
+
+
+def test_a_host_whose_sshd_listens_on_the_other_family_only_is_named_as_known_hosts_names_it(
+        ssh_env):
+    """sshd on 127.0.0.1 only, the host given as ::1: refused, and the address is written as
+    known_hosts and OpenSSH write it ([::1]:PORT), not as ::1:PORT, which reads as a port of
+    another address."""
+    server = ssh_env.new_server("v4-only")
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, host="::1").close()
+    assert str(err.value) == "cannot reach [::1]:%d: Connection refused" % server.port

@@ -8,7 +8,7 @@ a new host of one known by its ed25519 key); a line that names the host but cann
 counts as on file, since nothing says the offered key is the one it held. A key on a matching
 ``@revoked`` line is refused always. Only a host that no line names is UNKNOWN, and only an
 unknown key can be trusted: ``fractui trust HOST`` adds exactly one line after the admin
-confirms: the file is written anew with that line after the others, as they were;
+confirms, appended in place as OpenSSH's ``ssh`` appends (the other lines as they were);
 ``@cert-authority`` lines are left as they are (fractui does not check host certificates).
 
 So that a host known by one type of key is not asked for another, the link offers the key types
@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
+import errno
 import hashlib
 import hmac
 import logging
 import os
 import shlex
-import stat
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 from fractui.fleet.patterns import matches_list
 from fractui.small_file import NotRead, read_small_file
 from fractui.state_files import open_append
-from remote_agent.daemon.trust import check_tree, write_private
+from remote_agent.daemon.trust import check_tree
 from remote_agent.failing import Failures
 
 if TYPE_CHECKING:  # keys come from the link; a fleet with no SSH host never loads paramiko
@@ -138,7 +137,8 @@ def _parse(number: int, line: str, passed: List[str]) -> Optional[KnownLine]:
 
 class UntrustedHostKey(Exception):
     """The server's key is not one known_hosts vouches for: ``kind`` is "unknown" (no line
-    names the host), "changed" (lines name it, none holds this key), "revoked" (a matching
+    names the host; ``on_file``: the lines that hold its key for other names), "changed"
+    (lines name it, none holds this key), "revoked" (a matching
     @revoked line holds it) or "unreadable" (a matching @revoked line cannot be read)."""
 
     def __init__(self, kind: str, name: str, key: paramiko.PKey, path: str, host: str,
@@ -147,8 +147,8 @@ class UntrustedHostKey(Exception):
         self.on_file = tuple(on_file)
         offered = "%s %s" % (key.get_name(), fingerprint(key))
         if kind == "unknown":
-            text = "unknown host key for %s: %s; check it, then run fractui trust %s" % (
-                name, offered, host)
+            text = "unknown host key for %s: %s; %scheck it, then run fractui trust %s" % (
+                name, offered, self.elsewhere(), host)
         elif kind == "unreadable":
             text = ("%s has an @revoked line for %s that cannot be read (%s): whether the key "
                     "it offers (%s) is revoked cannot be told; fix or remove that line" % (
@@ -166,6 +166,19 @@ class UntrustedHostKey(Exception):
                                                             self.on_file),
                             self.removal(), host))
         super().__init__(text)
+
+    def elsewhere(self) -> str:
+        """For an unknown key: the lines that hold it for other names (given as ``on_file``),
+        as "localhost" is another name of 127.0.0.1 and of ::1, and [::1]:2222 another of
+        [127.0.0.1]:2222. OpenSSH looks a key up by the name dialled alone (CheckHostIP is
+        off by default), and so does fractui: these lines say why it is unknown all the same."""
+        if not self.on_file:
+            return ""
+        return ("%s holds this very key for %s: the same host under another name or address "
+                "family? The key is looked up by the name dialled alone, as OpenSSH looks it "
+                "up; " % (self.path, ", ".join("%s (line %d)" % (
+                    "a hashed name" if line.names.startswith("|") else line.names, line.number)
+                    for line in self.on_file)))
 
     @property
     def trustable(self) -> bool:
@@ -258,44 +271,51 @@ class KnownHosts:
             raise UntrustedHostKey("unreadable", name, key, self.path, host, unreadable)
         if any(line.blob == blob for line in on_file):
             return
-        raise UntrustedHostKey("changed" if on_file else "unknown", name, key, self.path, host,
-                               on_file)
+        if on_file:
+            raise UntrustedHostKey("changed", name, key, self.path, host, on_file)
+        raise UntrustedHostKey("unknown", name, key, self.path, host, [
+            line for line in self.lines() if line.marker is None and line.blob == blob])
 
     def append(self, name: str, key: paramiko.PKey) -> str:
-        """Add one line for this key, leaving every other line as it was. The file is written
-        anew beside itself, fsync'd, and renamed over the old one (its mode kept), so no reader
-        ever sees it half written, nor does a writer killed part way leave it so; OSError: the
-        file as it was. fractui's writes to one file are one at a time: each holds an flock on
-        the lock file beside it (``<file>.lock``, 0600) while it reads the file anew and
-        replaces it, so none loses a line another added meanwhile. UnsafePath where another
-        user could have made the file, its folder or the lock, or could change them: they
-        could pass their machine off as a host, or have the line written through a link of
-        theirs (a known_hosts not there yet is not checked by reading it)."""
+        """Add one line for this key at the end of the file, in place, as OpenSSH's ``ssh``
+        adds one: a single write to the file opened O_APPEND, which the kernel puts at the end
+        whole, after whatever another writer (a second fractui, an ``ssh`` that takes no lock
+        of ours) added meanwhile, and which keeps the file itself: a hard link, or the target
+        of a symlink of ours (a dotfiles checkout's), is written, not replaced; nothing is left
+        beside it. fsync'd before it returns. A write cut short (a full disk, a file size
+        limit) is taken back and is an OSError, the file as it was. UnsafePath where another
+        user could have made the file or its folder, or could change them: they could pass
+        their machine off as a host, or have the line written through a link of theirs."""
         line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
         check_tree(self.path, "known_hosts file", runner="fractui")  # then no one else's
-        # link is on the way, and ours (a dotfiles checkout's) are followed
+        # link is on the way, and ours are followed; the file itself is opened with no link
         real = os.path.realpath(self.path)
-        lock = open_append(real + ".lock", "known_hosts lock file")  # (its folder checked)
+        made = not os.path.lexists(real)
+        fd = open_append(real, "known_hosts file", os.O_RDWR, readable=True)
         try:
-            # another trust (a second fractui, the TUI's prompt) waits, then reads this one's
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            check_tree(real, "known_hosts file", runner="fractui")  # as it is now
-            try:
-                old = read_small_file(real, MAX_KNOWN_HOSTS_BYTES, "a known_hosts file")
-                mode = stat.S_IMODE(os.stat(real).st_mode)
-            except FileNotFoundError:
-                old, mode = b"", 0o600
-            except NotRead as err:
-                raise KnownHostsUnreadable("known_hosts %s: %s" % (real, err)) from None
-            newline = b"\n" if old and not old.endswith(b"\n") else b""
-            write_private(real, old + newline + line.encode(), durable=True, mode=mode)
+            size = os.fstat(fd).st_size
+            if size > MAX_KNOWN_HOSTS_BYTES:
+                raise KnownHostsUnreadable("known_hosts %s: over %d MiB: not a known_hosts "
+                                           "file" % (real, MAX_KNOWN_HOSTS_BYTES >> 20))
+            data = (b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b"") + \
+                line.encode()
+            written = os.write(fd, data)
+            if written < len(data):  # (writing the rest would fail, or at a file size
+                # limit have the kernel kill us with the part written)
+                disk = os.fstatvfs(fd)
+                room = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail
+                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR) - written)  # (past our part)
+                why = errno.ENOSPC if room * disk.f_frsize < len(data) - written else errno.EFBIG
+                raise OSError(why, os.strerror(why))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if made:  # its name too, before trust says the key is added
             folder = os.open(os.path.dirname(real), os.O_RDONLY | os.O_DIRECTORY)
             try:
-                os.fsync(folder)  # the rename too, before trust says the key is added
+                os.fsync(folder)
             finally:
                 os.close(folder)
-        finally:
-            os.close(lock)  # (and with it the lock)
         return line
 
 

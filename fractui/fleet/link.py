@@ -4,9 +4,11 @@ Each hop is a paramiko Transport whose host key is checked against known_hosts b
 authentication; a later hop rides a ``direct-tcpip`` channel of the one before. Every stage has
 the connect timeout and its own words when it fails: a port that takes TCP but never speaks SSH
 ("no SSH banner from HOST:PORT within N s"), one that closes at once or sends something else, a
-key exchange that stalls, an authentication that gets no answer. What paramiko's threads say
-meanwhile is kept with the link (fractui.fleet.sshlog), never printed. Commands are built from
-``shlex.quote``d words, so nothing a user typed is ever read by a remote shell.
+key exchange that stalls, an authentication that gets no answer, an ssh-agent that does not
+answer (asked by fractui's own client, ``AgentClient``), a command or SFTP whose start gets no
+answer. What paramiko's threads say meanwhile is kept with the link (fractui.fleet.sshlog),
+never printed. Commands are built from ``shlex.quote``d words, so nothing a user typed is ever
+read by a remote shell.
 """
 
 from __future__ import annotations
@@ -20,16 +22,15 @@ import struct
 import threading
 import time
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import paramiko
-import paramiko.agent
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 from paramiko.pkey import UnknownKeyType
 
 from fractui.fleet import sshlog
-from fractui.fleet.hostkeys import KnownHosts, host_id, preferred_algorithms
+from fractui.fleet.hostkeys import KnownHosts, fingerprint, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
 from fractui.fleet.transport.base import TransportError
 from fractui.small_file import not_regular
@@ -166,24 +167,127 @@ def unusable(path: str, err: Exception) -> str:
 AGENT_REFUSED = Failures(log, TRIES)
 """The ssh-agent socket refused, said once while it is refused for the same reason."""
 
-
-class _Agent(paramiko.agent.AgentSSH):
-    """paramiko's ``Agent`` on a connection already made (and checked) by us: its own connects
-    to whatever $SSH_AUTH_SOCK names."""
-
-    def __init__(self, conn: socket.socket):
-        super().__init__()
-        self._connect(conn)
+# The ssh-agent protocol's messages fractui sends and reads (draft-miller-ssh-agent).
+AGENT_LIST, AGENT_KEYS, AGENT_SIGN, AGENT_SIGNATURE = 11, 12, 13, 14
+AGENT_RSA_FLAGS = {"rsa-sha2-256": 2, "rsa-sha2-512": 4}  # SSH_AGENT_RSA_SHA2_256, _512
+AGENT_MAX_BYTES = 256 << 10  # of one answer (OpenSSH's AGENT_MAX_LEN): more is not an agent
 
 
-def agent_connection(path: str) -> socket.socket:
+class AgentFailed(paramiko.SSHException):
+    """The ssh-agent did not answer within the bound, hung up, or answered nonsense; the
+    message names it and says which."""
+
+
+class AgentClient:
+    """The two requests fractui makes of an ssh-agent (its keys; a signature), over a
+    connection ``agent_connection`` made and checked, each answer awaited ``timeout_s`` at most:
+    an agent that takes the connection and never answers would otherwise hold the connect
+    for good (paramiko's own client waits without a bound)."""
+
+    def __init__(self, path: str, conn: socket.socket, timeout_s: float):
+        self.path, self.conn, self.timeout_s = path, conn, timeout_s
+        self.lock = threading.Lock()  # (a signature is asked for on the transport's thread)
+        self.asking = False  # a request is waiting on its answer
+        conn.settimeout(timeout_s)
+
+    def silent(self) -> str:
+        return "ssh-agent at %s did not answer within %s" % (self.path, seconds(self.timeout_s))
+
+    def ask(self, kind: int, *strings: bytes, flags: Optional[int] = None) -> paramiko.Message:
+        """Send one request; its answer, the type byte read."""
+        msg = paramiko.Message()
+        msg.add_byte(bytes([kind]))
+        for value in strings:
+            msg.add_string(value)
+        if flags is not None:
+            msg.add_int(flags)
+        data = msg.asbytes()
+        with self.lock:
+            self.asking = True
+            try:
+                self.conn.sendall(struct.pack(">I", len(data)) + data)
+                size = struct.unpack(">I", self._read(4))[0]
+                if size > AGENT_MAX_BYTES:
+                    raise AgentFailed("ssh-agent at %s sent an answer of %d bytes, not an "
+                                      "agent's" % (self.path, size))
+                return paramiko.Message(self._read(size))
+            except socket.timeout:
+                raise AgentFailed(self.silent()) from None
+            except OSError as err:
+                raise AgentFailed("ssh-agent at %s: %s" % (
+                    self.path, err.strerror or err)) from None
+            finally:
+                self.asking = False
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            more = self.conn.recv(size - len(data))
+            if not more:
+                raise AgentFailed("ssh-agent at %s hung up" % self.path)
+            data += more
+        return data
+
+    def keys(self, tried: List[str]) -> List["AgentKey"]:
+        """The keys the agent holds; one paramiko cannot read is said in ``tried``."""
+        answer = self.ask(AGENT_LIST)
+        if answer.get_byte() != bytes([AGENT_KEYS]):
+            raise AgentFailed("ssh-agent at %s refused to list its keys" % self.path)
+        keys = []
+        for _ in range(answer.get_int()):
+            blob, comment = answer.get_binary(), answer.get_text()
+            try:
+                keys.append(AgentKey(self, blob))
+            except UnknownKeyType as err:  # a FIDO -sk key, a certificate, ...
+                tried.append("ssh-agent key %s (a %s key, which paramiko does not read)" % (
+                    printable(comment) or "?", printable(str(err.key_type))))
+            except (paramiko.SSHException, ValueError) as err:
+                tried.append("ssh-agent key %s (%s)" % (printable(comment) or "?", err))
+        return keys
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class AgentKey(paramiko.PKey):
+    """A key the ssh-agent holds: its public half read by paramiko (``from_type_string``), its
+    signatures asked of the agent."""
+
+    def __init__(self, agent: AgentClient, blob: bytes):
+        self.agent, self.blob, self.public_blob = agent, blob, None
+        self.key = paramiko.PKey.from_type_string(paramiko.Message(blob).get_text(), blob)
+
+    def asbytes(self) -> bytes:
+        return self.blob
+
+    def get_name(self) -> str:
+        return self.key.get_name()
+
+    def get_bits(self) -> int:
+        return self.key.get_bits()
+
+    def can_sign(self) -> bool:
+        return True
+
+    def sign_ssh_data(self, data: bytes, algorithm: Optional[str] = None) -> bytes:
+        answer = self.agent.ask(AGENT_SIGN, self.blob, data,
+                                flags=AGENT_RSA_FLAGS.get(algorithm or "", 0))
+        if answer.get_byte() != bytes([AGENT_SIGNATURE]):
+            raise AgentFailed("ssh-agent at %s refused to sign with its key %s" % (
+                self.agent.path, fingerprint(self)))
+        return answer.get_binary()
+
+
+def agent_connection(path: str, timeout_s: float) -> socket.socket:
     """A connection to the ssh-agent at ``path`` ($SSH_AUTH_SOCK), once it is seen to be ours:
     an agent signs with every key it holds for whoever asks, and learns which keys we use and
     when, so one another user answers could sign as us, or watch us, or stand in for our own.
     UnsafePath where the socket is another user's, or is reached through a folder or link
     another user could change (a sticky folder such as /tmp is fine: no one else can remove or
     rename our socket in it), or where the process listening on it is another user's (the
-    kernel says whose: SO_PEERCRED); OSError where it cannot be reached (no agent there)."""
+    kernel says whose: SO_PEERCRED); OSError where it cannot be reached (no agent there), or
+    the socket's backlog is full (BlockingIOError: an agent that accepts no one, where a
+    blocking connect would wait for good)."""
     what = "ssh-agent socket (SSH_AUTH_SOCK)"
     check_tree(path, what, runner="fractui", socket=True)
     mode = os.stat(path).st_mode
@@ -191,6 +295,7 @@ def agent_connection(path: str) -> socket.socket:
         raise UnsafePath("refusing %s %s: not a socket: %s" % (what, path, kind_of(mode)))
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        conn.settimeout(timeout_s)
         conn.connect(path)
         if not hasattr(socket, "SO_PEERCRED"):  # (Linux's: elsewhere the path's checks alone)
             return conn
@@ -206,30 +311,38 @@ def agent_connection(path: str) -> socket.socket:
     return conn
 
 
-def _agent_keys(tried: List[str]) -> Sequence[paramiko.PKey]:
-    """The keys of the ssh-agent $SSH_AUTH_SOCK names, tried last; where there are none, why
+def _agent(tried: List[str], timeout_s: float) -> Tuple[Optional[AgentClient], List[AgentKey]]:
+    """The ssh-agent $SSH_AUTH_SOCK names and its keys, tried last; where there are none, why
     is added to ``tried`` (a refused agent also said once in the log)."""
     path = os.environ.get("SSH_AUTH_SOCK")
     if not path:
-        return ()
+        return None, []
     try:
-        keys: Sequence[paramiko.PKey] = _Agent(agent_connection(path)).get_keys()
+        agent = AgentClient(path, agent_connection(path, timeout_s), timeout_s)
     except UnsafePath as err:
         AGENT_REFUSED.failed(path, "%s; its keys are not used" % err)
         tried.append("ssh-agent (%s)" % err)
-        return ()
-    except (OSError, paramiko.SSHException) as err:  # gone: a stale variable
-        tried.append("ssh-agent (SSH_AUTH_SOCK %s: %s)" % (path, getattr(err, "strerror", None)
-                                                            or err))
-        return ()
+        return None, []
+    except BlockingIOError:  # its backlog full: a blocking connect would wait for good
+        tried.append("ssh-agent (ssh-agent at %s takes no more connections: it accepts none of "
+                     "those waiting; is it stopped?)" % path)
+        return None, []
+    except OSError as err:  # gone: a stale variable
+        tried.append("ssh-agent (SSH_AUTH_SOCK %s: %s)" % (path, err.strerror or err))
+        return None, []
     AGENT_REFUSED.worked(path, "ssh-agent socket %s (SSH_AUTH_SOCK) is used again" % path)
-    return keys
+    try:
+        return agent, agent.keys(tried)
+    except AgentFailed as err:
+        agent.close()
+        tried.append("ssh-agent (%s)" % err)
+        return None, []
 
 
 def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> None:
     tried: List[str] = []
 
-    def attempt(key: paramiko.PKey, label: str) -> bool:
+    def attempt(key: paramiko.PKey, label: str, agent: Optional[AgentClient] = None) -> bool:
         started = time.monotonic()
         try:
             transport.auth_publickey(hop.user, key)
@@ -238,6 +351,8 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
             raise LinkError("%s@%s takes no key login (it allows: %s)" % (
                 hop.user, hop.address, ", ".join(err.allowed_types) or "nothing")) from None
         except paramiko.AuthenticationException:
+            if agent is not None and agent.asking:  # paramiko's timer ended as the agent's did
+                raise AgentFailed(agent.silent()) from None
             if not transport.is_active():
                 raise LinkError("%s closed the connection during authentication" %
                                 hop.address) from None
@@ -267,9 +382,17 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
             continue
         if attempt(key, path):
             return
-    for key in _agent_keys(tried):
-        if attempt(key, "an ssh-agent key"):
-            return
+    agent, keys = _agent(tried, timeout_s)
+    try:
+        for key in keys:
+            if attempt(key, "an ssh-agent key", agent):
+                return
+    except AgentFailed as err:  # asked to sign on the transport's thread, which it ended
+        raise LinkError("%s@%s: the link ended waiting on the ssh-agent: %s (tried before: %s)"
+                        % (hop.user, hop.address, err, ", ".join(tried) or "nothing")) from None
+    finally:
+        if agent is not None:
+            agent.close()
     raise LinkError("%s@%s accepted none of our keys (tried: %s)" % (
         hop.user, hop.address, ", ".join(tried) or "no keys: set identity_file"))
 
@@ -343,12 +466,40 @@ class SshLink:
 
     def exec(self, words: Sequence[str]) -> paramiko.Channel:
         """Start a command (quoted word by word) and return its channel."""
+        line = command_line(words)
+        return self._session(words[0], lambda channel: channel.exec_command(line))
+
+    def _session(self, what: str, request: Callable[[paramiko.Channel], None]
+                 ) -> paramiko.Channel:
+        """A new session channel, once the server answered ``request`` on it (exec, a
+        subsystem). paramiko waits for that answer without a bound, and a link that stalls
+        (SSH keepalives only send) held the caller for good: it is waited on for the connect
+        timeout here, past which the link is closed, which ends paramiko's wait."""
+        where = self.route.target.address
+        failed: List[BaseException] = []
+
+        def ask(channel: paramiko.Channel) -> None:
+            try:
+                request(channel)
+            except NETWORK_ERRORS as err:
+                failed.append(err)
+
         try:
             channel = self.transport.open_session(timeout=self.timeout_s)
-            channel.exec_command(command_line(words))
         except NETWORK_ERRORS as err:
+            failed.append(err)
+        else:
+            asking = threading.Thread(target=ask, args=(channel,), name="fractui-ssh-request",
+                                      daemon=True)
+            asking.start()
+            asking.join(self.timeout_s)
+            if asking.is_alive():
+                self.close()
+                raise LinkError("%s: cannot start %s: no answer within %s; the link is closed"
+                                % (where, what, seconds(self.timeout_s)))
+        if failed:
             raise LinkError("%s: cannot start %s: %s" % (
-                self.route.target.address, words[0], err or type(err).__name__)) from None
+                where, what, failed[0] or type(failed[0]).__name__))
         return channel
 
     def run(self, words: Sequence[str], timeout_s: float = 30.0) -> Tuple[int, str, str]:
@@ -370,9 +521,18 @@ class SshLink:
             channel.close()
 
     def sftp(self) -> paramiko.SFTPClient:
+        """An SFTP client whose every wait on the server is bounded by the connect timeout
+        (``from_transport``'s are not: a stalled link held a deploy for good)."""
+        channel = self._session("SFTP", lambda channel: channel.invoke_subsystem("sftp"))
+        channel.settimeout(self.timeout_s)
         try:
-            return paramiko.SFTPClient.from_transport(self.transport)
+            return paramiko.SFTPClient(channel)
+        except socket.timeout:
+            channel.close()
+            raise LinkError("%s: SFTP did not start: no answer within %s" % (
+                self.route.target.address, seconds(self.timeout_s))) from None
         except NETWORK_ERRORS as err:
+            channel.close()
             raise LinkError("%s: SFTP did not start: %s" % (
                 self.route.target.address, err or type(err).__name__)) from None
 

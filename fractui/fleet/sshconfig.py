@@ -56,7 +56,9 @@ class Hop:
 
     @property
     def address(self) -> str:
-        return "%s:%d" % (self.host, self.port)
+        """host:port, an IPv6 address in brackets ([::1]:2222), as known_hosts writes it."""
+        return "[%s]:%d" % (self.host, self.port) if ":" in self.host else "%s:%d" % (
+            self.host, self.port)
 
 
 @dataclass(frozen=True)

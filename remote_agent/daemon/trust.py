@@ -242,10 +242,11 @@ def _check_kind(st: os.stat_result, path: str, what: str, fifo: bool) -> None:
 
 
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
-                 runner: str = "the agent") -> int:
+                 runner: str = "the agent", readable: bool = False) -> int:
     """``os.open`` for a file the agent (``runner``) trusts: never through a symlink, created
     0600, and refused unless it is a regular file (or a FIFO, with ``fifo``) of its user that
-    nobody else can write. Read bits for others are taken away. The open never waits: a FIFO
+    nobody else can write. Read bits for others are taken away (kept with ``readable``: a file
+    other tools made readable, such as OpenSSH's known_hosts). The open never waits: a FIFO
     or a device put where a regular file belongs is refused as it is seen, not opened, and the
     open is non-blocking (the descriptor is made blocking again unless ``flags`` asked
     otherwise), so one swapped in meanwhile is refused too: a plain open of a FIFO waits for
@@ -275,7 +276,7 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
         st = os.fstat(fd)
         _check_kind(st, path, what, fifo)
         _check_owned(st, path, what, runner, fd)
-        if st.st_mode & 0o077:
+        if st.st_mode & 0o077 and not readable:
             os.fchmod(fd, 0o600)
         if not flags & os.O_NONBLOCK:
             os.set_blocking(fd, True)
