@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Sequen
 
 from fractui.arguments import (STORE_VARIABLES, default_name, gpu_index, job_number, job_problem,
                                parse_env)
-from fractui.config import Config, default_config_path
+from fractui.config import Config, default_config_path, shown_path
 from fractui.job_commands import job_record
 from fractui.kept_output import final_tail
 from fractui.checked_store import heard_inventory, open_checked_store
@@ -36,7 +36,7 @@ from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
-from fractui.store.base import JobNotFound, KeyTaken
+from fractui.store.base import JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
                                  ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
@@ -87,6 +87,12 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                                  env=env, image=args.image or queue.image, key=key)
         except KeyTaken as err:
             raise UsageError("--key %s: %s; a new job takes a new key" % (key, err)) from None
+        except WaitingFull as err:
+            raise Failed("%s: nothing was queued; submit again once some have started, cancel "
+                         "some of them (fractui jobs --me lists yours; fractui cancel JOB...), or "
+                         "ask an admin to raise max_waiting of team %s in %s" % (
+                             err, err.team, shown_path(config.path) if config.path
+                             else "the config")) from None
         except (StoreUnavailable, StoreBusy) as err:  # maybe recorded: found again by its key
             raise type(err)(err.where, "%s; %s" % (err.what, _again(key))) from err
         except KeyboardInterrupt:  # (Ctrl-C, SIGTERM: Terminated) mid-write: maybe recorded
