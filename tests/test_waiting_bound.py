@@ -10,6 +10,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -20,11 +21,15 @@ import pytest
 
 from fractui.config import QueueConfig, TeamConfig, load_config
 from fractui.scheduler import Scheduler
-from fractui.store import open_store, postgres
+from fractui.store import SqliteStore, open_store, postgres
 from fractui.store.base import WaitingFull
+from fractui.store.intents import Asker, submit
 from fractui.store.model import PENDING
 from tests.conftest import REPO
 from tests.localfleet import local_fleet, wait  # noqa: F401 - local_fleet: a fixture
+from tests.test_access_cli import refused as cli_refused, shared_store, write_config
+from tests.test_pg_guard import LEAST, Guarded, _guarded, any_grants, refused  # noqa: F401
+from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
 
 # A process's submit as a team member: ready once its store is open, then the submit, then
 # what became of it ("queued" or the refusal's words).
@@ -62,8 +67,8 @@ def test_a_members_submit_past_the_bound_is_refused_and_nothing_queued_changes(s
                              key="3:ann:k%d" % i) for i in range(2)]
         with pytest.raises(WaitingFull) as err:
             store.submit("v", "vision", "c", ["x"], {}, "ann@h", bounded_as="ann")
-        assert str(err.value) == ("refused: you are ann, not an admin; team vision may have at "
-                                  "most 2 jobs waiting (max_waiting) and 2 wait")
+        assert str(err.value) == ("refused: you are ann, not an admin; team vision has 2 jobs "
+                                  "waiting and may have at most 2 (max_waiting)")
         assert (err.value.team, err.value.bound, err.value.waiting) == ("vision", 2, 2)
         # the same submit made again (its answer lost) finds its job: no second place taken
         again = store.submit("v", "vision", "a0", ["x"], {}, "ann@h", bounded_as="ann",
@@ -76,7 +81,7 @@ def test_a_members_submit_past_the_bound_is_refused_and_nothing_queued_changes(s
         before = pending(store)
         store.keep_waiting_bounds({"vision": 1})  # lowered below what waits: nothing changes
         assert pending(store) == before and len(before) == 3
-        with pytest.raises(WaitingFull, match="at most 1 jobs waiting .* and 3 wait"):
+        with pytest.raises(WaitingFull, match="has 3 jobs waiting and may have at most 1 "):
             store.submit("v", "vision", "d", ["x"], {}, "ann@h", bounded_as="ann")
         # a job that no longer waits frees its place
         store.ended(kept[0].id, (PENDING,), "cancelled", "by ann", "ann@h", "by ann", "cancel")
@@ -151,8 +156,8 @@ def test_submits_racing_for_the_last_places_take_them_once(store_url):
             if racer.poll() is None:
                 racer.kill()
                 racer.wait()
-    refusal = ("refused: you are ann, not an admin; team vision may have at most 3 jobs "
-               "waiting (max_waiting) and 3 wait\n")
+    refusal = ("refused: you are ann, not an admin; team vision has 3 jobs waiting and may "
+               "have at most 3 (max_waiting)\n")
     assert said == ["queued\n"] * 2 + [refusal] * 2, said
     store = open_store(store_url, make=False)
     try:
@@ -195,3 +200,121 @@ def test_max_waiting_is_read_from_the_config_and_bounded(tmp_path):
         assert done.returncode == 2 and "max_waiting" in done.stderr and says in done.stderr, \
             done.stderr
         assert "Traceback" not in done.stderr
+
+
+def member_submits(guarded: Guarded, jobs: int = 1) -> str:
+    """``jobs`` jobs of ann's in team vision as one INSERT on psql, each audited as the guard
+    wants (migration 0016)."""
+    now = "extract(epoch FROM transaction_timestamp())"
+    rows = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+            "updated_at, submitted_by, run_as) SELECT 'v', '%s', 'x', '[\"x\"]', '{}', "
+            "'pending', %s, %s, '%s', '%s' FROM generate_series(1, %d)" % (
+                guarded.vision, now, now, guarded.ann, guarded.ann, jobs))
+    return ("%s; INSERT INTO audit (time, actor, action, job, why) SELECT extract(epoch FROM "
+            "clock_timestamp()), '%s', 'submit', id, 'by psql' FROM jobs WHERE submitted_by = "
+            "'%s' AND id NOT IN (SELECT job FROM audit WHERE job IS NOT NULL)" % (
+                rows, guarded.ann, guarded.ann))
+
+
+def held(guarded: Guarded, waiting: int, bound: int) -> str:
+    return ("refused by the store's guard: role %s (not in fractui_admin) may not submit a job "
+            "to team %s: it has %d job%s waiting and may have at most %d (max_waiting)" % (
+                guarded.ann, guarded.vision, waiting, "" if waiting == 1 else "s", bound))
+
+
+def test_a_member_on_psql_is_held_to_the_bound_in_the_database(any_grants):
+    guarded = any_grants
+    admin = guarded.store()
+    mine = guarded.store(guarded.ann)
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 2})
+        admin.submit("v", guarded.vision, "ops", ["x"], {}, "ops@h")
+        guarded.sql(guarded.ann, member_submits(guarded))
+        refused(guarded, member_submits(guarded), held(guarded, 2, 2))
+        admin.keep_waiting_bounds({guarded.vision: 4})
+        # one INSERT of three rows: its third counts the two before it, and none is kept
+        refused(guarded, member_submits(guarded, 3), held(guarded, 4, 4))
+        assert len(pending(admin, guarded.vision)) == 2
+        # counted only under read committed, where the count sees what the lock waited for
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="may not submit a job in a repeatable read transaction"):
+                conn.execute(member_submits(guarded))
+        # the bound is the admin's to write, hers to read
+        for write in ("UPDATE waiting_bounds SET max_waiting = 99",
+                      "INSERT INTO waiting_bounds VALUES ('%s', 99)" % guarded.nlp,
+                      "DELETE FROM waiting_bounds"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="waiting_bounds"):
+                guarded.sql(guarded.ann, write)
+        assert mine.waiting_bounds() == {guarded.vision: 4}
+        # through fractui, she is told the same by the store's own count; an admin is not held
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        with pytest.raises(WaitingFull, match="you are %s, not an admin; team %s has 2 jobs "
+                           "waiting and may have at most 1" % (guarded.ann, guarded.vision)):
+            submit(mine, "v", guarded.vision, "x", ["x"], {}, Asker("here"))
+        submit(admin, "v", guarded.vision, "x", ["x"], {}, Asker("here"))
+        assert len(pending(admin, guarded.vision)) == 3
+    finally:
+        mine.close()
+        admin.close()
+
+
+def test_two_members_inserting_on_psql_for_the_last_place_take_it_once(pg_server):
+    """ann's insert holds the last place in an open transaction; a second insert of hers, on
+    another connection, waits for the store's write lock the guard takes, then counts the
+    first: refused. (Without the lock it counted in a snapshot without the first: both kept.)"""
+    guarded = _guarded(pg_server, LEAST)
+    admin = guarded.store()
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        outcome: List[BaseException] = []
+
+        def second() -> None:
+            try:
+                guarded.sql(guarded.ann, member_submits(guarded))
+            except psycopg.Error as err:
+                outcome.append(err)
+
+        with psycopg.connect(guarded.url(guarded.ann)) as first:
+            first.execute(member_submits(guarded))
+            racer = threading.Thread(target=second)
+            racer.start()
+            wait(lambda: not racer.is_alive() or pg_server.sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND objid = %d" % postgres.WRITE_LOCK, db=guarded.db)[0][0] == 1,
+                lambda: "the second insert never waited for the lock")
+            first.commit()
+        racer.join()
+        assert [type(e) for e in outcome] == [psycopg.errors.InsufficientPrivilege], outcome
+        assert held(guarded, 1, 1) in str(outcome[0])
+        assert len(pending(admin, guarded.vision)) == 1
+    finally:
+        admin.close()
+
+
+def test_a_researcher_past_the_bound_is_told_what_to_do(plain_dir, plain_user):
+    """On SQLite, as a real OS user of team vision sharing root's store: exit 1, the team, how
+    many wait, the bound and what to do; root, the store's owner and so an admin, is not held,
+    and nothing queued changed."""
+    name, _home = plain_user
+    store_path = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store_path, {"vision": [name]})
+    admin = SqliteStore(str(store_path))
+    try:
+        admin.keep_waiting_bounds({"vision": 1})
+        admin.submit("v", "vision", "roots", ["x"], {"gpu": 0.5}, "root@test")
+    finally:
+        admin.close()
+    done = fractui(config, ["submit", "--queue", "v", "--", "x"], name)
+    cli_refused(done, "refused: you are %s, not an admin; team vision has 1 job waiting and may "
+            "have at most 1 (max_waiting): nothing was queued; submit again once some have "
+            "started, cancel some of them (fractui jobs --me lists yours; fractui cancel "
+            "JOB...), or ask an admin to raise max_waiting of team vision in %s"
+            % (name, config))
+    assert fractui(config, ["submit", "--queue", "v", "--", "x"]).returncode == 0  # root's
+    admin = SqliteStore(str(store_path))
+    try:
+        assert [j.name for j in pending(admin)] == ["roots", "x"]
+    finally:
+        admin.close()

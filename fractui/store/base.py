@@ -16,6 +16,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from fractui.words import count
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord)
@@ -46,8 +47,9 @@ class WaitingFull(Exception):
     nothing was written. A refusal by the store's rule, not a fault of the store (exit 1)."""
 
     def __init__(self, user: str, team: str, bound: int, waiting: int):
-        super().__init__("refused: you are %s, not an admin; team %s may have at most %d "
-                         "jobs waiting (max_waiting) and %d wait" % (user, team, bound, waiting))
+        super().__init__("refused: you are %s, not an admin; team %s has %s waiting and may "
+                         "have at most %d (max_waiting)" % (user, team, count(waiting, "job"),
+                                                            bound))
         self.user, self.team, self.bound, self.waiting = user, team, bound, waiting
 
 

@@ -39,9 +39,10 @@ BEGIN
     bound := coalesce((SELECT max_waiting FROM waiting_bounds WHERE team = NEW.team), 10000);
     SELECT count(*) INTO waiting FROM jobs WHERE state = 'pending' AND team = NEW.team;
     IF waiting >= bound THEN
-        PERFORM fractui_guard_refuse(format('submit a job to team %s: it may have at most %s '
-                                            'jobs waiting (max_waiting) and %s wait',
-                                            NEW.team, bound, waiting));
+        PERFORM fractui_guard_refuse(format('submit a job to team %s: it has %s job%s '
+                                            'waiting and may have at most %s (max_waiting)',
+                                            NEW.team, waiting,
+                                            CASE WHEN waiting = 1 THEN '' ELSE 's' END, bound));
     END IF;
     RETURN NEW;
 END
