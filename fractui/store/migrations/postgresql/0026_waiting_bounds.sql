@@ -10,6 +10,10 @@ CREATE TABLE waiting_bounds (
     max_waiting BIGINT NOT NULL
 );
 
+-- What each submit counts: one team's pending jobs, read by the index, not by a walk of every
+-- team's.
+CREATE INDEX jobs_team_state ON jobs (team, state);
+
 -- The lease holder's record: the guard (0004) holds everyone else off the table.
 CREATE TRIGGER fractui_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON waiting_bounds
     FOR EACH STATEMENT EXECUTE FUNCTION fractui_guard_admins_only();
