@@ -204,6 +204,13 @@ class QueueConfig:
         return f"{self.gpu:g} GPU"
 
 
+# How many pending jobs a team may have waiting where its [[teams]] entry says nothing, and
+# where the store holds no bound for it: the scheduler reads every pending job at each pass,
+# so each team's are bounded (docs/decisions.md, "How many jobs a team may have waiting").
+# PostgreSQL migration 0026's guard says the same number.
+DEFAULT_MAX_WAITING = 10_000
+
+
 @dataclass(frozen=True)
 class TeamConfig:
     """A team: how many GPUs it is guaranteed (fractions count) and whether it may borrow."""
@@ -217,6 +224,9 @@ class TeamConfig:
     members: tuple[str, ...] = ()
     """OS user names in the team, for a store that keeps no membership of its own (SQLite):
     they may submit to it and cancel and requeue its jobs (fractui.store.access)."""
+    max_waiting: int = DEFAULT_MAX_WAITING
+    """How many of its jobs may wait (pending) at once: a member's submit past it is refused;
+    an admin's is not. The scheduler writes it into the store, which holds members to it."""
 
 
 @dataclass(frozen=True)
@@ -551,7 +561,7 @@ _QUEUE_KEYS = {
     "image": "string",
 }
 _TEAM_KEYS = {"name": "string", "quota_gpus": "number", "over_quota": "boolean",
-              "weight": "number", "members": "strings"}
+              "weight": "number", "members": "strings", "max_waiting": "integer"}
 _SCHEDULER_KEYS = {"store": "string", "lease_s": "number", "host_lost_s": "number",
                    "preempt_grace_s": "number", "interval_s": "number",
                    "call_timeout_s": "number", "max_attempts": "integer"}
@@ -591,6 +601,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("queues", "priority"): (-1_000_000, 1_000_000, ""),
     ("teams", "quota_gpus"): (0, 1_000_000, " GPUs"),
     ("teams", "weight"): (0.001, 1000, ""),
+    ("teams", "max_waiting"): (0, 1_000_000, " jobs"),
     ("scheduler", "lease_s"): (1, 3600, " seconds"),
     ("scheduler", "host_lost_s"): (1, 7 * 86400, " seconds"),
     ("scheduler", "preempt_grace_s"): (1, 3600, " seconds"),

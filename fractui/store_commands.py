@@ -36,7 +36,7 @@ from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
-from fractui.store.base import Identity, JobNotFound, KeyTaken
+from fractui.store.base import Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
                                  ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
@@ -87,6 +87,11 @@ def submit(config: Config, args: argparse.Namespace) -> int:
                                  env=env, image=args.image or queue.image, key=key)
         except KeyTaken as err:
             raise UsageError("--key %s: %s; a new job takes a new key" % (key, err)) from None
+        except WaitingFull as err:
+            raise Failed("%s: nothing was queued; submit again once some have started, cancel "
+                         "some of them (fractui jobs --me lists yours; fractui cancel JOB...), or "
+                         "ask an admin to raise team %s's max_waiting in the config the "
+                         "scheduler runs on" % (err, err.team)) from None
         except (StoreUnavailable, StoreBusy) as err:  # maybe recorded: found again by its key
             raise type(err)(err.where, "%s; %s" % (err.what, _again(key))) from err
         except KeyboardInterrupt:  # (Ctrl-C, SIGTERM: Terminated) mid-write: maybe recorded

@@ -8,10 +8,10 @@ again here."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 from fractui.checked_store import open_checked_store
-from fractui.config import Config
+from fractui.config import DEFAULT_MAX_WAITING, Config
 from fractui.sched.quota import TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE
@@ -20,7 +20,7 @@ from fractui.sched.standing import UsageRead, next_of, next_order, standing
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
-CAPS = (32, 9, 9, 9, 7, 7, 9, 9)  # the widest each column but the last (NEXT) may be
+CAPS = (32, 9, 9, 9, 7, 15, 9, 9)  # the widest each column but the last (NEXT) may be
 NO_TEAMS = ("the config has no [[teams]]: no quotas, so no team's standing to show (fractui "
             "jobs shows what runs and waits)")
 
@@ -44,9 +44,11 @@ def teams(config: Config, args: argparse.Namespace) -> int:
         usage = UsageRead.of(store.usage(now - fair.window_s, now), config, now)
         trouble = store.trouble()
         lease = store.lease_holder()
+        held = store.waiting_bounds()
     finally:
         store.close()
     shown, starved = standing(jobs, config, usage, now)
+    bounds = {u.name: held.get(u.name, DEFAULT_MAX_WAITING) for u in shown}
     order = next_order(jobs, config, usage)
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
@@ -56,24 +58,25 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     if lease is None and jobs:  # nothing placed or launched: the order is only a standing
         say(NO_SCHEDULER)
     if args.json:
-        print_json({"teams": [_record(u, starved, order, fair.usage_weight) for u in shown],
+        print_json({"teams": [_record(u, starved, order, fair.usage_weight, bounds[u.name])
+                              for u in shown],
                     "as_of": now, "scheduler": lease[0] if lease else None,
                     "usage_weight": fair.usage_weight})
     else:
-        for line in lines(shown, starved, order, fair.usage_weight):
+        for line in lines(shown, starved, order, fair.usage_weight, bounds):
             print(line)
     return 0
 
 
 def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequence[str],
-          usage_weight: float) -> List[str]:
-    """The table, a line for each starved team (the TUI's words), and what SHARE and NEXT
-    are: the ranking's numbers read as a promise would mislead."""
+          usage_weight: float, bounds: Mapping[str, int]) -> List[str]:
+    """The table, a line for each starved team (the TUI's words), and what SHARE, NEXT and
+    PENDING's bound are: the ranking's numbers read as a promise would mislead."""
     rows = []
     for u in shown:
         place = next_of(u.name, order)
         rows.append([u.name, "%g" % u.quota, "%.2f" % u.used, "%.2f" % u.borrowed,
-                     str(u.running), str(u.pending), "%.2f" % u.recent,
+                     str(u.running), "%d/%d" % (u.pending, bounds[u.name]), "%.2f" % u.recent,
                      "%.2f" % u.share(usage_weight), "-" if place is None else str(place)])
     out = table(HEADER, rows, CAPS, width())
     out += ["starved " + s.words() for s in starved]
@@ -81,16 +84,18 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
              if usage_weight > 0 else "(RECENT does not count: [fairshare] usage_weight 0)")
     out.append("SHARE: GPUs held within quota %s, over the team's weight; NEXT: the order the "
                "scheduler takes up the teams' waiting jobs now, lowest SHARE first (it ranks "
-               "again after each placement)" % blend)
+               "again after each placement); PENDING: the team's jobs waiting / how many may "
+               "(its max_waiting, as the scheduler last wrote it to the store)" % blend)
     return out
 
 
 def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],
-            usage_weight: float) -> Dict[str, Any]:
+            usage_weight: float, max_waiting: int) -> Dict[str, Any]:
     """A team as ``teams --json`` prints it (docs/cli.md, JSON output)."""
     s = next((s for s in starved if s.team == u.name), None)
     return {"name": u.name, "quota": u.quota, "held": u.used, "borrowed": u.borrowed,
             "within": u.within, "running": u.running, "pending": u.pending,
+            "max_waiting": max_waiting,
             "recent": u.recent, "weight": u.weight, "over_quota": u.over_quota,
             "share": u.share(usage_weight), "next": next_of(u.name, order),
             "starved": None if s is None else {"waiting": s.waiting, "waited_s": s.waited_s,

@@ -126,6 +126,7 @@ def test_a_researcher_sees_each_teams_standing_as_the_tui_shows_it(tmp_path, cap
     db = tmp_path / "store.db"
     store = open_store("sqlite://%s" % db)
     ids = fill(store, "vision", "nlp")
+    store.keep_waiting_bounds({"nlp": 5})  # as a scheduler of nlp's max_waiting 5 writes it
     store.close()
     with sqlite3.connect(str(db)) as conn:  # h has waited 15 minutes for the fleet
         conn.execute("UPDATE jobs SET submitted_at = submitted_at - 900 WHERE id = ?",
@@ -138,6 +139,7 @@ def test_a_researcher_sees_each_teams_standing_as_the_tui_shows_it(tmp_path, cap
                               "runs (fractui scheduler, an admin's)\n"), err
     record = json.loads(out)
     assert record["scheduler"] is None and record["usage_weight"] == 0.0
+    assert [t["max_waiting"] for t in record["teams"]] == [10000, 5]  # vision's the default
     store = open_store("sqlite://%s" % db, make=False)
     try:
         check_against_the_tui(record, store, config, {"vision": "vision", "nlp": "nlp"})
@@ -152,8 +154,9 @@ def test_a_researcher_sees_each_teams_standing_as_the_tui_shows_it(tmp_path, cap
     rows = _rows(out)
     recent = {r["name"]: "%.2f" % r["recent"] for r in record["teams"]}
     assert rows == {
-        "vision": ["vision", "1.5", "1.50", "0.50", "4", "1", recent["vision"], "1.00", "2"],
-        "nlp": ["nlp", "2", "0.25", "0.00", "1", "2", recent["nlp"], "0.25", "1"]}, out
+        "vision": ["vision", "1.5", "1.50", "0.50", "4", "1/10000", recent["vision"], "1.00",
+                   "2"],
+        "nlp": ["nlp", "2", "0.25", "0.00", "1", "2/5", recent["nlp"], "0.25", "1"]}, out
     assert re.search(r"^starved nlp: 2 waiting 1[5-9]m[0-9]{2}s, 1\.75 of its quota free: "
                      r"%s$" % NO_ROOM, out, re.M), out
     assert out.splitlines()[-1].startswith("SHARE: GPUs held within quota (RECENT does not "
@@ -174,6 +177,7 @@ def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd,
     store = open_store(pg_server.url(db))  # the superuser's: it makes the tables
     try:
         ids = fill(store, names["vision"], names["nlp"])
+        store.keep_waiting_bounds({names["vision"]: 7})
     finally:
         store.close()
     member = "cat_" + tag
@@ -191,6 +195,7 @@ def test_a_team_member_on_postgresql_reads_every_teams_standing(tmp_path, capfd,
         member, names["nlp"]) in err, err
     code, out, err = in_process(capfd, ["--config", str(config), "teams", "--json"])
     assert code == 0 and not leaks(err), err
+    assert [t["max_waiting"] for t in json.loads(out)["teams"]] == [7, 10000]  # the store's
     store = open_store(pg_server.url(db), make=False)
     try:
         check_against_the_tui(json.loads(out), store, config, names)

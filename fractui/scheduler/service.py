@@ -151,6 +151,7 @@ class Scheduler:
         self._kept_clocks: Tuple[Dict[str, float], Dict[int, float]] = ({}, {})
         """The two above as the store holds them (written when they differ)."""
         self._kept_holds: Dict[str, ModeHold] = {}  # the mode-change holds, as the store has them
+        self._kept_bounds: Optional[Dict[str, int]] = None  # the store's waiting bounds
         self._kept_trouble: Optional[str] = None  # what fails the passes, as the store has it
         self._recalled = 0  # the epoch whose holders' memory this one read from the store
         self._inventory: Dict[str, Dict[str, Any]] = {}  # host -> facts as kept (_recall)
@@ -423,6 +424,7 @@ class Scheduler:
         self._forget_unlisted(unlisted)
         self._keep_clocks()
         self._keep_holds()
+        self._keep_bounds()
         if requeued:
             jobs = self._active_jobs()
         stale = self.store.stale()
@@ -496,6 +498,7 @@ class Scheduler:
         self.executor.recall(memory.stops_sent)
         self.executor.backoff.recall(memory.mode_holds)
         self._kept_holds = dict(memory.mode_holds)
+        self._kept_bounds = None  # (another holder's config may have written others)
         self.usage.taken_over()
         self._recent = (None, self._recent[1])
         self._kept_trouble = None  # the store clears it as the lease changes hands
@@ -548,6 +551,26 @@ class Scheduler:
             self.failures.worked("holds", "the GPUs held back from mode changes are kept in "
                                  "the store")
             self._kept_holds = holds
+
+    def _keep_bounds(self) -> None:
+        """Writes each team's bound on its waiting jobs (TeamConfig.max_waiting) to the store,
+        which holds members' submits to it (on PostgreSQL, in the database, where only an admin
+        may write it): once a lease, and again only if the store's differ."""
+        bounds = {t.name: t.max_waiting for t in self.config.teams}
+        if bounds == self._kept_bounds:
+            return
+        try:
+            if self.store.waiting_bounds() != bounds:
+                self.store.keep_waiting_bounds(bounds, epoch=self.epoch)
+        except LeaseLost:
+            raise
+        except StoreError as err:  # the pass goes on: the store holds the bounds it had
+            self.failures.failed("bounds", "cannot keep in the store the teams' bounds on "
+                                 "waiting jobs: %s" % err)
+            return
+        self.failures.worked("bounds", "the teams' bounds on waiting jobs are kept in the "
+                             "store")
+        self._kept_bounds = bounds
 
     def _renew(self, force: bool = False) -> bool:
         """Takes or renews the lease: every pass, and on the lanes before each call once a

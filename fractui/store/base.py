@@ -16,6 +16,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from fractui.words import count
 from fractui.store.model import (AuditEntry, Cordon, GpuTime, HolderMemory, Job, LogTail,
                                  LateCopy, ModeHold, Refusal, Sampled, Slot, StaleCopy,
                                  UsageRecord)
@@ -39,6 +40,17 @@ class QuotaTaken(StateConflict):
     """A placement decided within its team's quota would now take the team past it: another
     placement of the team (the scheduler's, another admin's by hand) landed since the quota was
     read. Nothing was written; the job stays pending."""
+
+
+class WaitingFull(Exception):
+    """A team member's submit would take their team past its bound on waiting (pending) jobs:
+    nothing was written. A refusal by the store's rule, not a fault of the store (exit 1)."""
+
+    def __init__(self, user: str, team: str, bound: int, waiting: int):
+        super().__init__("refused: you are %s, not an admin; team %s has %s waiting and may "
+                         "have at most %d (max_waiting)" % (user, team, count(waiting, "job"),
+                                                            bound))
+        self.user, self.team, self.bound, self.waiting = user, team, bound, waiting
 
 
 class StoreError(Exception):
@@ -162,11 +174,14 @@ class Store(abc.ABC):
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
                request: dict[str, Any], actor: str, cwd: Optional[str] = None,
                env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
-               key: Optional[str] = None, run_as: Optional[str] = None) -> Job:
+               key: Optional[str] = None, run_as: Optional[str] = None,
+               bounded_as: Optional[str] = None) -> Job:
         """A new pending job (audited as ``submit``); ``env``, ``image`` and ``run_as`` as
         Job's. With ``key`` (intents.submit_key), a submit made again finds the job the first
         made, and one whose answer was lost while committing is made again at once: KeyTaken
-        if the key names a job submitted otherwise."""
+        if the key names a job submitted otherwise. ``bounded_as``: the user (no admin) whose
+        submit is held to the team's bound on waiting jobs (``waiting_bounds``), counted in
+        the insert's own transaction: WaitingFull, and nothing written, past it."""
 
     @abc.abstractmethod
     def get(self, job_id: int) -> Job:
@@ -385,6 +400,17 @@ class Store(abc.ABC):
         make."""
 
     @abc.abstractmethod
+    def keep_waiting_bounds(self, bounds: dict[str, int], epoch: Optional[int] = None) -> None:
+        """Replaces the bounds on each team's waiting jobs with the config's (TeamConfig
+        max_waiting): the lease holder's write, fenced by ``epoch``, made only when they
+        changed. On PostgreSQL only an admin may write them; the guard reads them."""
+
+    @abc.abstractmethod
+    def waiting_bounds(self) -> dict[str, int]:
+        """Each team's bound on its waiting jobs as the store holds it; a team not listed is
+        held to config.DEFAULT_MAX_WAITING."""
+
+    @abc.abstractmethod
     def keep_trouble(self, trouble: Optional[str], epoch: Optional[int] = None) -> None:
         """What fails the lease holder's passes now (None: they go fine again): the holder's
         write, fenced by ``epoch``; cleared when the lease changes hands."""
@@ -501,4 +527,4 @@ class Store(abc.ABC):
 __all__ = ["EVERYTHING", "FEED_WAIT_S", "Feed", "HOSTS", "Identity", "JOBS", "KeyTaken",
            "LEASE", "LOGS", "TOPICS", "JobNotFound", "LeaseLost", "QuotaTaken", "StateConflict",
            "Store", "StoreBusy", "StoreDamaged", "StoreDenied", "StoreError", "StoreExposed",
-           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot"]
+           "StoreFull", "StoreReadOnly", "StoreUnavailable", "Slot", "WaitingFull"]

@@ -77,12 +77,15 @@ def submit(store: Store, queue: str, team: Optional[str], name: str, argv: Seque
     the submitter's own name for this submit, so that making it again finds its job. A team
     member's job runs on the hosts as the member (``run_as``), never with the agent's rights,
     which may be root's; an admin's as the agent's user, as an admin's launch does, except on
-    a store others can write by hand (whose rows vouch for no admin): there as the admin."""
+    a store others can write by hand (whose rows vouch for no admin): there as the admin.
+    A member's submit is held to the team's bound on waiting jobs (WaitingFull); an admin's
+    is not."""
     identity, actor = _authorized(store, asker, SUBMIT, team, "to queue %s" % queue)
     as_agent = identity.admin and store.hand_writers() is None
     return store.submit(queue, team, name, argv, request, actor, cwd=cwd, env=env, image=image,
                         key=None if key is None else submit_key(actor, key),
-                        run_as=None if as_agent else identity.user)
+                        run_as=None if as_agent else identity.user,
+                        bounded_as=None if identity.admin else identity.user)
 
 
 def submit_key(actor: str, key: str) -> str:

@@ -23,12 +23,13 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
+from fractui.config import DEFAULT_MAX_WAITING
 from fractui.store import usage_rows
 from fractui.words import quoted
 from fractui.store.rows import FLAG, INT, NUM, TEXT, Unreadable, check, maybe, value_problem
 from fractui.store.base import (HOSTS, JOBS, LEASE as LEASE_TOPIC, LOGS, JobNotFound,
                                 KeyTaken, LeaseLost, QuotaTaken, StateConflict, Store,
-                                StoreDamaged, StoreError, StoreRefused)
+                                StoreDamaged, StoreError, StoreRefused, WaitingFull)
 from fractui.store.model import (CORDON, CORDON_MODES, ENDED, MOVE, ON_HOST,
                                  OUT_OF_CONFIG, PENDING, PLACED, PREEMPTED, QUOTA_EPSILON,
                                  REQUEUED, RUNNING, STATES, STOP_INTENTS, STOPPING, WHOLE_HOST,
@@ -267,7 +268,8 @@ class SqlStore(Store):
     def submit(self, queue: str, team: Optional[str], name: str, argv: Sequence[str],
                request: dict[str, Any], actor: str, cwd: Optional[str] = None,
                env: Optional[Mapping[str, str]] = None, image: Optional[str] = None,
-               key: Optional[str] = None, run_as: Optional[str] = None) -> Job:
+               key: Optional[str] = None, run_as: Optional[str] = None,
+               bounded_as: Optional[str] = None) -> Job:
         env = dict(env or {})
         detail: dict[str, Any] = {"team": team, "argv": list(argv)}
         detail.update({k: v for k, v in (("env", env), ("image", image)) if v})
@@ -286,6 +288,8 @@ class SqlStore(Store):
                         raise KeyTaken("job %d was submitted with that key and another %s" % (
                             job.id, " and ".join(differ)))
                     return job
+            if bounded_as is not None and team is not None:
+                self._within_bound(db, bounded_as, team)
             now = self.dialect.now(db)
             row = self._run(
                 db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
@@ -300,6 +304,36 @@ class SqlStore(Store):
             self.dialect.announce(db, JOBS)
             return self._get(db, job_id)
         return self._write(work, again=key is not None)
+
+    def _within_bound(self, db: Any, user: str, team: str) -> None:
+        """WaitingFull if ``team`` has as many jobs waiting as its bound: read under the
+        write's lock, so two submits never both take the last place (PostgreSQL's guard,
+        migration 0026, holds a member on psql to the same bound)."""
+        bound = self._waiting_bounds(db).get(team, DEFAULT_MAX_WAITING)
+        waiting = self._run(db, "SELECT count(*) AS n FROM jobs WHERE state = ? AND team = ?",
+                            (PENDING, team)).fetchone()["n"]
+        if waiting >= bound:
+            raise WaitingFull(user, team, bound, int(waiting))
+
+    def keep_waiting_bounds(self, bounds: dict[str, int], epoch: Optional[int] = None) -> None:
+        def work(db: Any) -> None:
+            self._fence(db, epoch)
+            self._run(db, "DELETE FROM waiting_bounds")
+            for team, bound in bounds.items():
+                self._run(db, "INSERT INTO waiting_bounds (team, max_waiting) VALUES (?, ?)",
+                          (team, bound))
+        self._write(work)
+
+    def waiting_bounds(self) -> dict[str, int]:
+        return self._read(self._waiting_bounds)
+
+    def _waiting_bounds(self, db: Any) -> dict[str, int]:
+        found = {}
+        for r in self._run(db, "SELECT team, max_waiting FROM waiting_bounds"):
+            check("the bound on team %s's waiting jobs" % r["team"], r,
+                  {"team": TEXT, "max_waiting": INT})
+            found[r["team"]] = r["max_waiting"]
+        return found
 
     def get(self, job_id: int) -> Job:
         return self._read(lambda db: self._get(db, job_id))

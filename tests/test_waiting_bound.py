@@ -1,0 +1,320 @@
+"""How many jobs a team may have waiting (``[[teams]] max_waiting``, docs/decisions.md): a team
+member's submit past the bound is refused, counted in the insert's own transaction, on both
+stores; an admin's is not; lowering it changes nothing queued. Real stores, real processes
+racing for the last place, the scheduler writing the config's bounds, and a researcher told
+what to do."""
+
+from __future__ import annotations
+
+import platform
+import sqlite3
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator, List
+
+import psycopg
+import pytest
+
+from fractui.config import QueueConfig, TeamConfig, load_config
+from fractui.scheduler import Scheduler
+from fractui.store import SqliteStore, open_store, postgres
+from fractui.store.base import WaitingFull
+from fractui.store.intents import Asker, submit
+from fractui.store.model import PENDING
+from tests.conftest import REPO
+from tests.localfleet import local_fleet, wait  # noqa: F401 - local_fleet: a fixture
+from tests.test_access_cli import refused as cli_refused, shared_store, write_config
+from tests.test_pg_guard import LEAST, Guarded, _guarded, any_grants, refused  # noqa: F401
+from tests.test_store_damage import fractui, plain_dir  # noqa: F401 - plain_dir: a fixture
+
+# A process's submit as a team member: ready once its store is open, then the submit, then
+# what became of it ("queued" or the refusal's words).
+RACER = """
+import sys
+from fractui.store import open_store
+from fractui.store.base import WaitingFull
+store = open_store(sys.argv[1], make=False)
+store.jobs()
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    store.submit("v", "vision", "racer", ["x"], {}, "ann@here", bounded_as="ann")
+    print("queued", flush=True)
+except WaitingFull as err:
+    print(err, flush=True)
+finally:
+    store.close()
+"""
+# clock_nanosleep, by machine: where SQLite's busy handler waits for the write lock
+_NANOSLEEP = {"x86_64": 230, "aarch64": 115}
+
+
+def pending(store, team: str = "vision") -> list:
+    return [j for j in store.jobs([PENDING]) if j.team == team]
+
+
+def test_a_members_submit_past_the_bound_is_refused_and_nothing_queued_changes(store_url):
+    store = open_store(store_url)
+    try:
+        assert store.waiting_bounds() == {}
+        store.keep_waiting_bounds({"vision": 2, "nlp": 5})
+        assert store.waiting_bounds() == {"vision": 2, "nlp": 5}
+        kept = [store.submit("v", "vision", "a%d" % i, ["x"], {}, "ann@h", bounded_as="ann",
+                             key="3:ann:k%d" % i) for i in range(2)]
+        with pytest.raises(WaitingFull) as err:
+            store.submit("v", "vision", "c", ["x"], {}, "ann@h", bounded_as="ann")
+        assert str(err.value) == ("refused: you are ann, not an admin; team vision has 2 jobs "
+                                  "waiting and may have at most 2 (max_waiting)")
+        assert (err.value.team, err.value.bound, err.value.waiting) == ("vision", 2, 2)
+        # the same submit made again (its answer lost) finds its job: no second place taken
+        again = store.submit("v", "vision", "a0", ["x"], {}, "ann@h", bounded_as="ann",
+                             key="3:ann:k0")
+        assert again.id == kept[0].id
+        # an admin's submit, another team's, and a job of no team are not held by vision's
+        store.submit("v", "vision", "ops", ["x"], {}, "ops@h")
+        store.submit("n", "nlp", "b", ["x"], {}, "bob@h", bounded_as="bob")
+        store.submit("o", None, "open", ["x"], {}, "ops@h")
+        before = pending(store)
+        store.keep_waiting_bounds({"vision": 1})  # lowered below what waits: nothing changes
+        assert pending(store) == before and len(before) == 3
+        with pytest.raises(WaitingFull, match="has 3 jobs waiting and may have at most 1 "):
+            store.submit("v", "vision", "d", ["x"], {}, "ann@h", bounded_as="ann")
+        # a job that no longer waits frees its place
+        store.ended(kept[0].id, (PENDING,), "cancelled", "by ann", "ann@h", "by ann", "cancel")
+        store.keep_waiting_bounds({"vision": 3})
+        store.submit("v", "vision", "e", ["x"], {}, "ann@h", bounded_as="ann")
+        assert len(pending(store)) == 3
+        # nlp is no longer listed: held to the default, far above its one job
+        store.submit("n", "nlp", "f", ["x"], {}, "bob@h", bounded_as="bob")
+    finally:
+        store.close()
+
+
+def _waiting_on_the_lock(store_url: str, pids: List[int]) -> bool:
+    """Whether every one of ``pids`` waits for the store's write lock: on PostgreSQL an
+    advisory lock not granted (the server's word), on SQLite asleep in the busy handler."""
+    if store_url.startswith("postgresql"):
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            waiting = {pid for pid, in conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND "
+                "objid = %s", (postgres.WRITE_LOCK,))}
+        return len(waiting) == len(pids)
+    call = _NANOSLEEP[platform.machine()]
+    return all(Path("/proc/%d/syscall" % pid).read_text().split()[0] == str(call)
+               for pid in pids)
+
+
+@contextmanager
+def write_lock_held(store_url: str) -> Iterator[None]:
+    """The store's write lock, taken as another client's write takes it, until the block
+    ends."""
+    if store_url.startswith("postgresql"):
+        with psycopg.connect(store_url) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+            yield
+            conn.rollback()
+        return
+    conn = sqlite3.connect(store_url[len("sqlite://"):], isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def test_submits_racing_for_the_last_places_take_them_once(store_url):
+    """Four processes submit at once for two places: each counts what waits only once it holds
+    the write lock, so two are queued and two refused, whatever order the lock gives them."""
+    if not store_url.startswith("postgresql") and platform.machine() not in _NANOSLEEP:
+        pytest.skip("no known clock_nanosleep number for %s" % platform.machine())
+    store = open_store(store_url)
+    try:
+        store.keep_waiting_bounds({"vision": 3})
+        store.submit("v", "vision", "first", ["x"], {}, "ann@h", bounded_as="ann")
+    finally:
+        store.close()
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, store_url], cwd=REPO,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    try:
+        for racer in racers:
+            assert racer.stdout.readline() == "ready\n"
+        with write_lock_held(store_url):
+            for racer in racers:
+                racer.stdin.write("go\n")
+                racer.stdin.flush()
+            wait(lambda: _waiting_on_the_lock(store_url, [r.pid for r in racers]),
+                 lambda: "the racers never all waited for the write lock")
+        said = sorted(racer.communicate()[0] for racer in racers)
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.kill()
+                racer.wait()
+    refusal = ("refused: you are ann, not an admin; team vision has 3 jobs waiting and may "
+               "have at most 3 (max_waiting)\n")
+    assert said == ["queued\n"] * 2 + [refusal] * 2, said
+    store = open_store(store_url, make=False)
+    try:
+        assert len(pending(store)) == 3
+    finally:
+        store.close()
+
+
+def test_the_scheduler_writes_the_configs_bounds_and_a_lower_one_keeps_what_waits(
+        local_fleet, tmp_path):
+    """The lease holder writes each team's max_waiting to the store (only an admin may, on
+    PostgreSQL); run again on a config with a lower bound, it writes that one, and the jobs
+    waiting past it still wait."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="big", gpus=4)],
+                    [TeamConfig("t", 1, max_waiting=4), TeamConfig("u", 1)])
+    f.scheduler.step()
+    assert f.store.waiting_bounds() == {"t": 4, "u": 10000}
+    jobs = [f.submit("big", "t") for _ in range(3)]  # no host fits them: they wait
+    f.scheduler.step()
+    f.scheduler.stop()
+    lower = replace(f.config, teams=(TeamConfig("t", 1, max_waiting=2),))
+    sched = Scheduler(lower, f.store, f.fleet, name="again")
+    try:
+        sched.step()
+        assert f.store.waiting_bounds() == {"t": 2}
+        assert [f.store.get(j.id).state for j in jobs] == [PENDING] * 3
+    finally:
+        sched.stop()
+
+
+def test_max_waiting_is_read_from_the_config_and_bounded(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[[teams]]\nname = "t"\nmax_waiting = 50\n[[teams]]\nname = "u"\n')
+    assert [t.max_waiting for t in load_config(str(path)).teams] == [50, 10000]
+    for bad, says in (("-1", "from 0 to 1000000 jobs, got -1"), ("2.5", "an integer"),
+                      ('"9"', "an integer")):
+        path.write_text('[[teams]]\nname = "t"\nmax_waiting = %s\n' % bad)
+        done = subprocess.run([sys.executable, "-m", "fractui", "--config", str(path), "teams"],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "max_waiting" in done.stderr and says in done.stderr, \
+            done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def member_submits(guarded: Guarded, jobs: int = 1) -> str:
+    """``jobs`` jobs of ann's in team vision as one INSERT on psql, each audited as the guard
+    wants (migration 0016)."""
+    now = "extract(epoch FROM transaction_timestamp())"
+    rows = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+            "updated_at, submitted_by, run_as) SELECT 'v', '%s', 'x', '[\"x\"]', '{}', "
+            "'pending', %s, %s, '%s', '%s' FROM generate_series(1, %d)" % (
+                guarded.vision, now, now, guarded.ann, guarded.ann, jobs))
+    return ("%s; INSERT INTO audit (time, actor, action, job, why) SELECT extract(epoch FROM "
+            "clock_timestamp()), '%s', 'submit', id, 'by psql' FROM jobs WHERE submitted_by = "
+            "'%s' AND id NOT IN (SELECT job FROM audit WHERE job IS NOT NULL)" % (
+                rows, guarded.ann, guarded.ann))
+
+
+def held(guarded: Guarded, waiting: int, bound: int) -> str:
+    return ("refused by the store's guard: role %s (not in fractui_admin) may not submit a job "
+            "to team %s: it has %d job%s waiting and may have at most %d (max_waiting)" % (
+                guarded.ann, guarded.vision, waiting, "" if waiting == 1 else "s", bound))
+
+
+def test_a_member_on_psql_is_held_to_the_bound_in_the_database(any_grants):
+    guarded = any_grants
+    admin = guarded.store()
+    mine = guarded.store(guarded.ann)
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 2})
+        admin.submit("v", guarded.vision, "ops", ["x"], {}, "ops@h")
+        guarded.sql(guarded.ann, member_submits(guarded))
+        refused(guarded, member_submits(guarded), held(guarded, 2, 2))
+        admin.keep_waiting_bounds({guarded.vision: 4})
+        # one INSERT of three rows: its third counts the two before it, and none is kept
+        refused(guarded, member_submits(guarded, 3), held(guarded, 4, 4))
+        assert len(pending(admin, guarded.vision)) == 2
+        # counted only under read committed, where the count sees what the lock waited for
+        with psycopg.connect(guarded.url(guarded.ann)) as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="may not submit a job in a repeatable read transaction"):
+                conn.execute(member_submits(guarded))
+        # the bound is the admin's to write, hers to read
+        for write in ("UPDATE waiting_bounds SET max_waiting = 99",
+                      "INSERT INTO waiting_bounds VALUES ('%s', 99)" % guarded.nlp,
+                      "DELETE FROM waiting_bounds"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="waiting_bounds"):
+                guarded.sql(guarded.ann, write)
+        assert mine.waiting_bounds() == {guarded.vision: 4}
+        # through fractui, she is told the same by the store's own count; an admin is not held
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        with pytest.raises(WaitingFull, match="you are %s, not an admin; team %s has 2 jobs "
+                           "waiting and may have at most 1" % (guarded.ann, guarded.vision)):
+            submit(mine, "v", guarded.vision, "x", ["x"], {}, Asker("here"))
+        submit(admin, "v", guarded.vision, "x", ["x"], {}, Asker("here"))
+        assert len(pending(admin, guarded.vision)) == 3
+    finally:
+        mine.close()
+        admin.close()
+
+
+def test_two_members_inserting_on_psql_for_the_last_place_take_it_once(pg_server):
+    """ann's insert holds the last place in an open transaction; a second insert of hers, on
+    another connection, waits for the store's write lock the guard takes, then counts the
+    first: refused. (Without the lock it counted in a snapshot without the first: both kept.)"""
+    guarded = _guarded(pg_server, LEAST)
+    admin = guarded.store()
+    try:
+        admin.keep_waiting_bounds({guarded.vision: 1})
+        outcome: List[BaseException] = []
+
+        def second() -> None:
+            try:
+                guarded.sql(guarded.ann, member_submits(guarded))
+            except psycopg.Error as err:
+                outcome.append(err)
+
+        with psycopg.connect(guarded.url(guarded.ann)) as first:
+            first.execute(member_submits(guarded))
+            racer = threading.Thread(target=second)
+            racer.start()
+            wait(lambda: not racer.is_alive() or pg_server.sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND objid = %d" % postgres.WRITE_LOCK, db=guarded.db)[0][0] == 1,
+                lambda: "the second insert never waited for the lock")
+            first.commit()
+        racer.join()
+        assert [type(e) for e in outcome] == [psycopg.errors.InsufficientPrivilege], outcome
+        assert held(guarded, 1, 1) in str(outcome[0])
+        assert len(pending(admin, guarded.vision)) == 1
+    finally:
+        admin.close()
+
+
+def test_a_researcher_past_the_bound_is_told_what_to_do(plain_dir, plain_user):
+    """On SQLite, as a real OS user of team vision sharing root's store: exit 1, the team, how
+    many wait, the bound and what to do; root, the store's owner and so an admin, is not held,
+    and nothing queued changed."""
+    name, _home = plain_user
+    store_path = shared_store(plain_dir, name)
+    config = write_config(plain_dir, store_path, {"vision": [name]})
+    admin = SqliteStore(str(store_path))
+    try:
+        admin.keep_waiting_bounds({"vision": 1})
+        admin.submit("v", "vision", "roots", ["x"], {"gpu": 0.5}, "root@test")
+    finally:
+        admin.close()
+    done = fractui(config, ["submit", "--queue", "v", "--", "x"], name)
+    cli_refused(done, "refused: you are %s, not an admin; team vision has 1 job waiting and may "
+            "have at most 1 (max_waiting): nothing was queued; submit again once some have "
+            "started, cancel some of them (fractui jobs --me lists yours; fractui cancel "
+            "JOB...), or ask an admin to raise team vision's max_waiting in the config the "
+            "scheduler runs on" % name)
+    assert fractui(config, ["submit", "--queue", "v", "--", "x"]).returncode == 0  # root's
+    admin = SqliteStore(str(store_path))
+    try:
+        assert [j.name for j in pending(admin)] == ["roots", "x"]
+    finally:
+        admin.close()
