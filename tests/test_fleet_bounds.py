@@ -100,6 +100,68 @@ def test_a_host_flooding_jobs_processes_and_xids_has_the_rest_left_out_and_said(
     assert status.error == cut % 59
 
 
+# Relays the admin's lines to the agent and the agent's back; each subscribe answer lists N
+# ended jobs before the agent's own, as an agent that kept them (its retention) lists them:
+# by id, the oldest first.
+KEPT_MANY = """\
+import json, subprocess, sys, threading
+N = %d
+agent = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+asked = set()
+def up():
+    for line in agent.stdout:
+        answer = json.loads(line) if line.strip() else None
+        if isinstance(answer, dict) and answer.get("id") in asked:
+            answer["result"]["jobs"][:0] = [
+                {"id": "j0%%d" %% n, "key": "k%%d" %% n, "state": "exited", "gpus": [0],
+                 "pid": None, "ended_at": 1.0 + n} for n in range(N)]
+            line = json.dumps(answer).encode() + b"\\n"
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+reader = threading.Thread(target=up)
+reader.start()
+for line in sys.stdin.buffer:
+    asked.update(m["id"] for m in [json.loads(line)] if m.get("method") == "subscribe")
+    agent.stdin.write(line)
+    agent.stdin.flush()
+agent.stdin.close()
+reader.join()
+agent.wait()
+"""
+
+
+def test_a_host_that_kept_more_ended_jobs_than_taken_keeps_its_running_ones(
+        local_fleet, tmp_path, monkeypatch):
+    """An agent lists its jobs oldest first and keeps the ended ones for its retention (a
+    week, or as long as its admin likes): past the most taken of one answer, those of jobs
+    that run are taken, then those that ended last. Before: the first were taken, and a job
+    that runs, listed last, was left out as the host connected again: the scheduler ended it
+    as lost ("the agent on gpu-a has no record of it") while it ran."""
+    proxy = tmp_path / "kept.py"
+    proxy.write_text(KEPT_MANY % answers.JOBS_MOST)
+    monkeypatch.setattr(LocalTransport, "agent_command", lambda self, archive: (
+        [sys.executable, str(proxy), sys.executable, "-m", "remote_agent"], None))
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == RUNNING)
+    session = f.fleet.session("gpu-a")
+    connected = session._conn
+    session._drop()  # as a host that hangs up: connected again at once, subscribing again
+    f.until(lambda: session._conn not in (None, connected) and session.status.state in (
+        "online", "degraded"))
+    ident = f.store.get(job.id).agent_job
+    assert session.status.jobs[ident]["state"] == "running"
+    assert len(session.status.jobs) == answers.JOBS_MOST
+    assert "j00" not in session.status.jobs and "j0%d" % (answers.JOBS_MOST - 1) in \
+        session.status.jobs  # the ended job that ended first gave way
+    assert session.status.error == (
+        "its agent's answer to subscribe was cut: subscribe.jobs: %d listed, past the %d taken: "
+        "1 of the jobs that ended first left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST))
+    for _ in range(3):
+        f.scheduler.step()
+    assert f.store.get(job.id).state == RUNNING, f.store.get(job.id)
+
+
 def test_an_answer_listing_more_jobs_than_taken_has_the_rest_left_out(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
@@ -111,7 +173,7 @@ def test_an_answer_listing_more_jobs_than_taken_has_the_rest_left_out(local_flee
     assert len(listed["jobs"][0]["argv"]) == answers.ARGV_MOST
     assert session.status.error == (
         "its agent's answer to job.list was cut: job.list.jobs: %d listed, past the %d taken: "
-        "the last 1 left out; job.list.jobs[].argv: %d listed, past the %d taken: the last 1 "
+        "1 of the jobs that ended first left out; job.list.jobs[].argv: %d listed, past the %d taken: the last 1 "
         "left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST, answers.ARGV_MOST + 1,
                       answers.ARGV_MOST))
 
