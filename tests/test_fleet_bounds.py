@@ -226,6 +226,19 @@ def test_a_job_record_for_another_job_or_with_an_id_mending_would_change_is_refu
     assert session._checked("job.get", good, {"job": good["id"]}) is good
 
 
+def test_a_job_asked_for_by_its_number_is_answered_by_its_record(local_fleet):
+    """Its agent finds a job by its id or by its number (``j1``, ``1``, ``01``: docs/protocol.md)
+    and answers the job's record, whose id is ``j1``: that is the record of the job asked for
+    (``fractui stop gpu-a/1``). Before: refused as an answer for another job, after the
+    agent had stopped it, and the host read degraded."""
+    session, good = one_job_running_unheard(local_fleet)
+    number = good["id"][1:]
+    for ref in (number, "0" + number, "j0" + number):
+        assert session.call("job.get", {"job": ref})["id"] == good["id"]
+    assert session.call("job.stop", {"job": number, "grace": 0})["id"] == good["id"]
+    assert (session.status.state, session.status.error) == ("online", None)
+
+
 def test_a_host_answering_one_call_after_another_malformed_reads_failing_until_each_mends(
         local_fleet, caplog):
     """An agent whose answers fail, one call after another, reads degraded with each, and a

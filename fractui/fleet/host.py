@@ -9,6 +9,7 @@ unknown, changed or revoked: nothing is sent until the admin has trusted a new h
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -692,10 +693,24 @@ def _for_another(method: str, params: Any, result: Dict[str, Any]) -> Optional[s
     if answers.SHAPES.get(method) is not answers.JOB or not isinstance(params, dict):
         return None
     for asked, named in (("job", "id"), ("key", "key")):
-        if isinstance(params.get(asked), str) and result[named] != params[asked]:
+        if isinstance(params.get(asked), str) and not _names(params[asked], result[named]):
             return "%s.%s: %s answers for job %s" % (method, named, host_words(
                 result[named]), host_words(params[asked]))
     return None
+
+
+_AGENT_REF = re.compile("j?([0-9]{1,18})")  # how its agent looks a job up (``Supervisor.find``)
+
+
+def _names(asked: str, named: str) -> bool:
+    """Whether a call that asked for job ``asked`` is answered by the record ``named``: its
+    agent finds a job by its id or its number (``j12``, ``12``, ``012``), as docs/protocol.md
+    says, and answers its record, whose id is ``j12`` (``fractui stop gpu-a/12``)."""
+    if asked == named:
+        return True
+    ours, theirs = _AGENT_REF.fullmatch(asked), _AGENT_REF.fullmatch(named)
+    return ours is not None and theirs is not None and int(ours.group(1)) == int(
+        theirs.group(1))
 
 
 def _malformed(method: str, about: Optional[str]) -> Tuple[str, ...]:
