@@ -239,6 +239,21 @@ def test_a_job_asked_for_by_its_number_is_answered_by_its_record(local_fleet):
     assert (session.status.state, session.status.error) == ("online", None)
 
 
+def test_a_mark_of_an_answer_about_a_job_goes_when_its_agent_forgets_the_job(local_fleet):
+    """A launch answered malformed marks the host degraded until a launch of that key is
+    answered well; the job runs (its records come well formed), ends, and is forgotten past
+    its retention, and no launch of its key is to come: the mark goes with it. Before: the
+    host read degraded by it until it connected again, months maybe."""
+    session, good = one_job_running_unheard(local_fleet)
+    with pytest.raises(AnswerMalformed):
+        session._checked("job.launch", dict(good, state=5), {"key": good["key"]})
+    session._notify("job", good)
+    assert session.status.state == "degraded"
+    session._notify("job", dict(good, state="exited", ended_at=1.0))  # forgotten as it comes
+    assert good["id"] not in session.status.jobs
+    assert (session.status.state, session.status.error) == ("online", None)
+
+
 def test_a_host_answering_one_call_after_another_malformed_reads_failing_until_each_mends(
         local_fleet, caplog):
     """An agent whose answers fail, one call after another, reads degraded with each, and a

@@ -311,7 +311,18 @@ class HostSession:
         agent forgets them, or not among its records as it connects): no call, record or
         notification about them is to come, so none would mend it, and failing for ever they
         would fill the SAID_ONE_BY_ONE said of their kind, leaving every later failure of it
-        unsaid over a connection of months."""
+        unsaid over a connection of months. The marks of its answers and records about them
+        in the host's state go too: else the host read degraded for as long, by a launch
+        answered malformed whose job then ran and ended, never to be launched again."""
+        with self._lock:
+            marks = [key for key in self._malformed for name in gone
+                     if key == "job " + name or (key.startswith("answer ") and key.endswith(
+                         _of(name)))]
+            for key in marks:
+                del self._malformed[key]
+            if marks and self.status.state in ("online", "degraded") and (
+                    self.status.hello is not None):
+                self._set_problem_locked()
         for kind in _ABOUT_JOBS if gone else ():
             for name in self._failures.failing(kind):
                 if name[-1] in gone:
