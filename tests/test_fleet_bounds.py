@@ -174,8 +174,8 @@ def test_an_answer_listing_more_jobs_than_taken_has_the_rest_left_out(local_flee
     assert session.status.error == (
         "its agent's answer to job.list was cut: job.list.jobs: %d listed, past the %d taken: "
         "1 of the jobs that ended first left out; job.list.jobs[].argv: %d listed, past the "
-        "%d taken: the last 1 left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST, answers.ARGV_MOST + 1,
-                      answers.ARGV_MOST))
+        "%d taken: the last 1 left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST,
+                                            answers.ARGV_MOST + 1, answers.ARGV_MOST))
 
 
 def test_a_mig_plan_past_any_gpus_bounds_is_malformed(local_fleet):
