@@ -100,6 +100,68 @@ def test_a_host_flooding_jobs_processes_and_xids_has_the_rest_left_out_and_said(
     assert status.error == cut % 59
 
 
+# Relays the admin's lines to the agent and the agent's back; each subscribe answer lists N
+# ended jobs before the agent's own, as an agent that kept them (its retention) lists them:
+# by id, the oldest first.
+KEPT_MANY = """\
+import json, subprocess, sys, threading
+N = %d
+agent = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+asked = set()
+def up():
+    for line in agent.stdout:
+        answer = json.loads(line) if line.strip() else None
+        if isinstance(answer, dict) and answer.get("id") in asked:
+            answer["result"]["jobs"][:0] = [
+                {"id": "j0%%d" %% n, "key": "k%%d" %% n, "state": "exited", "gpus": [0],
+                 "pid": None, "ended_at": 1.0 + n} for n in range(N)]
+            line = json.dumps(answer).encode() + b"\\n"
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+reader = threading.Thread(target=up)
+reader.start()
+for line in sys.stdin.buffer:
+    asked.update(m["id"] for m in [json.loads(line)] if m.get("method") == "subscribe")
+    agent.stdin.write(line)
+    agent.stdin.flush()
+agent.stdin.close()
+reader.join()
+agent.wait()
+"""
+
+
+def test_a_host_that_kept_more_ended_jobs_than_taken_keeps_its_running_ones(
+        local_fleet, tmp_path, monkeypatch):
+    """An agent lists its jobs oldest first and keeps the ended ones for its retention (a
+    week, or as long as its admin likes): past the most taken of one answer, those of jobs
+    that run are taken, then those that ended last. Before: the first were taken, and a job
+    that runs, listed last, was left out as the host connected again: the scheduler ended it
+    as lost ("the agent on gpu-a has no record of it") while it ran."""
+    proxy = tmp_path / "kept.py"
+    proxy.write_text(KEPT_MANY % answers.JOBS_MOST)
+    monkeypatch.setattr(LocalTransport, "agent_command", lambda self, archive: (
+        [sys.executable, str(proxy), sys.executable, "-m", "remote_agent"], None))
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    job = f.submit("whole", argv=localfleet.sleeper(600))
+    f.until(lambda: f.store.get(job.id).state == RUNNING)
+    session = f.fleet.session("gpu-a")
+    connected = session._conn
+    session._drop()  # as a host that hangs up: connected again at once, subscribing again
+    f.until(lambda: session._conn not in (None, connected) and session.status.state in (
+        "online", "degraded"))
+    ident = f.store.get(job.id).agent_job
+    assert session.status.jobs[ident]["state"] == "running"
+    assert len(session.status.jobs) == answers.JOBS_MOST
+    assert "j00" not in session.status.jobs and "j0%d" % (answers.JOBS_MOST - 1) in \
+        session.status.jobs  # the ended job that ended first gave way
+    assert session.status.error == (
+        "its agent's answer to subscribe was cut: subscribe.jobs: %d listed, past the %d taken: "
+        "1 of the jobs that ended first left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST))
+    for _ in range(3):
+        f.scheduler.step()
+    assert f.store.get(job.id).state == RUNNING, f.store.get(job.id)
+
+
 def test_an_answer_listing_more_jobs_than_taken_has_the_rest_left_out(local_fleet):
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
@@ -111,9 +173,9 @@ def test_an_answer_listing_more_jobs_than_taken_has_the_rest_left_out(local_flee
     assert len(listed["jobs"][0]["argv"]) == answers.ARGV_MOST
     assert session.status.error == (
         "its agent's answer to job.list was cut: job.list.jobs: %d listed, past the %d taken: "
-        "the last 1 left out; job.list.jobs[].argv: %d listed, past the %d taken: the last 1 "
-        "left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST, answers.ARGV_MOST + 1,
-                      answers.ARGV_MOST))
+        "1 of the jobs that ended first left out; job.list.jobs[].argv: %d listed, past the "
+        "%d taken: the last 1 left out" % (answers.JOBS_MOST + 1, answers.JOBS_MOST,
+                                            answers.ARGV_MOST + 1, answers.ARGV_MOST))
 
 
 def test_a_mig_plan_past_any_gpus_bounds_is_malformed(local_fleet):
@@ -162,6 +224,34 @@ def test_a_job_record_for_another_job_or_with_an_id_mending_would_change_is_refu
     with pytest.raises(AnswerMalformed):
         session._checked("job.launch", good, {"key": "another key"})
     assert session._checked("job.get", good, {"job": good["id"]}) is good
+
+
+def test_a_job_asked_for_by_its_number_is_answered_by_its_record(local_fleet):
+    """Its agent finds a job by its id or by its number (``j1``, ``1``, ``01``: docs/protocol.md)
+    and answers the job's record, whose id is ``j1``: that is the record of the job asked for
+    (``fractui stop gpu-a/1``). Before: refused as an answer for another job, after the
+    agent had stopped it, and the host read degraded."""
+    session, good = one_job_running_unheard(local_fleet)
+    number = good["id"][1:]
+    for ref in (number, "0" + number, "j0" + number):
+        assert session.call("job.get", {"job": ref})["id"] == good["id"]
+    assert session.call("job.stop", {"job": number, "grace": 0})["id"] == good["id"]
+    assert (session.status.state, session.status.error) == ("online", None)
+
+
+def test_a_mark_of_an_answer_about_a_job_goes_when_its_agent_forgets_the_job(local_fleet):
+    """A launch answered malformed marks the host degraded until a launch of that key is
+    answered well; the job runs (its records come well formed), ends, and is forgotten past
+    its retention, and no launch of its key is to come: the mark goes with it. Before: the
+    host read degraded by it until it connected again, months maybe."""
+    session, good = one_job_running_unheard(local_fleet)
+    with pytest.raises(AnswerMalformed):
+        session._checked("job.launch", dict(good, state=5), {"key": good["key"]})
+    session._notify("job", good)
+    assert session.status.state == "degraded"
+    session._notify("job", dict(good, state="exited", ended_at=1.0))  # forgotten as it comes
+    assert good["id"] not in session.status.jobs
+    assert (session.status.state, session.status.error) == ("online", None)
 
 
 def test_a_host_answering_one_call_after_another_malformed_reads_failing_until_each_mends(

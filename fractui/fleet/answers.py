@@ -22,6 +22,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tupl
 
 from fractui.fleet.client import host_words
 from fractui.store.model import storable
+from remote_agent.jobs.store import FINISHED
 
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
 COLUMN_MOST = 2 ** 31 - 1  # the most a store's 32-bit column (PostgreSQL's INTEGER) keeps
@@ -152,21 +153,54 @@ class ListOf(_Parts):
     most: int = 256
     whole: bool = False
 
+    LEFT_OUT: ClassVar[str] = "the last %d left out"
+
     def parts(self, value: Any, where: str) -> Optional[str]:
         if self.whole and len(value) > self.most:
             return "%s: %d listed, more than the %d any host has" % (where, len(value),
                                                                    self.most)
-        return _first((self.item, item, "%s[%d]" % (where, i))
-                      for i, item in enumerate(value[:self.most]))
+        return _first((self.item, value[i], "%s[%d]" % (where, i)) for i in self.taken(value))
+
+    def taken(self, value: List[Any]) -> Iterable[int]:
+        """The indexes of the items taken, in order: past ``most``, the first."""
+        return range(min(len(value), self.most))
 
     def parts_mended(self, value: Any, where: str, said: Said) -> Any:
-        taken = value[:self.most]
+        taken = [value[i] for i in self.taken(value)]
         if len(value) > self.most:
-            said.append((where, "%s: %d listed, past the %d taken: the last %d left out" % (
-                where, len(value), self.most, len(value) - self.most), True))
+            said.append((where, "%s: %d listed, past the %d taken: %s" % (
+                where, len(value), self.most, self.LEFT_OUT % (len(value) - self.most)), True))
         items = [self.item.mended(item, where + "[]", said) for item in taken]
         return value if len(taken) == len(value) and all(
             a is b for a, b in zip(items, value)) else items
+
+
+@dataclass(frozen=True)
+class JobsOf(ListOf):
+    """A list of job records, of which past ``most`` those of jobs not ended are taken
+    first, then those that ended last, as a host's status keeps them (``HostStatus.take``):
+    an agent lists its jobs oldest first, and keeps the ended ones for days (its retention),
+    so the first ``most`` taken left out the newest, those that run among them, which would
+    read as jobs the agent does not have (the scheduler fails them)."""
+
+    LEFT_OUT: ClassVar[str] = "%d of the jobs that ended first left out"
+
+    def taken(self, value: List[Any]) -> Iterable[int]:
+        if len(value) <= self.most:
+            return range(len(value))
+        return sorted(sorted(range(len(value)), key=lambda i: _ended_last(value[i]))[
+            :self.most])
+
+
+def _ended_last(record: Any) -> Tuple[int, float]:
+    """How a job record ranks to be taken (lowest first): a job not ended, then those that
+    ended last; what is no record, or says no end, last of all."""
+    if not isinstance(record, dict):
+        return 2, 0.0
+    if record.get("state") not in FINISHED:
+        return 0, 0.0
+    when = record.get("ended_at")
+    return 1, -when if type(when) in (int, float) and math.isfinite(when) else 0.0
 
 
 @dataclass(frozen=True)
@@ -292,7 +326,7 @@ JOB = Record({
                      "util_samples": Within(COUNT, "samples"), "util_mean": NUM_,
                      "util_note": STR_}, maybe=True),
 }, needs=("id", "key", "state", "gpus", "pid"))
-JOBS = ListOf(JOB, most=JOBS_MOST)
+JOBS = JobsOf(JOB, most=JOBS_MOST)
 
 SUBSCRIBED = Record({"snapshot": Record(SNAPSHOT.keys, SNAPSHOT.needs, maybe=True),
                      "jobs": JOBS}, needs=("jobs",))

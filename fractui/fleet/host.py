@@ -9,6 +9,7 @@ unknown, changed or revoked: nothing is sent until the admin has trusted a new h
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -310,7 +311,18 @@ class HostSession:
         agent forgets them, or not among its records as it connects): no call, record or
         notification about them is to come, so none would mend it, and failing for ever they
         would fill the SAID_ONE_BY_ONE said of their kind, leaving every later failure of it
-        unsaid over a connection of months."""
+        unsaid over a connection of months. The marks of its answers and records about them
+        in the host's state go too: else the host read degraded for as long, by a launch
+        answered malformed whose job then ran and ended, never to be launched again."""
+        with self._lock:
+            marks = [key for key in self._malformed for name in gone
+                     if key == "job " + name or (key.startswith("answer ") and key.endswith(
+                         _of(name)))]
+            for key in marks:
+                del self._malformed[key]
+            if marks and self.status.state in ("online", "degraded") and (
+                    self.status.hello is not None):
+                self._set_problem_locked()
         for kind in _ABOUT_JOBS if gone else ():
             for name in self._failures.failing(kind):
                 if name[-1] in gone:
@@ -692,10 +704,24 @@ def _for_another(method: str, params: Any, result: Dict[str, Any]) -> Optional[s
     if answers.SHAPES.get(method) is not answers.JOB or not isinstance(params, dict):
         return None
     for asked, named in (("job", "id"), ("key", "key")):
-        if isinstance(params.get(asked), str) and result[named] != params[asked]:
+        if isinstance(params.get(asked), str) and not _names(params[asked], result[named]):
             return "%s.%s: %s answers for job %s" % (method, named, host_words(
                 result[named]), host_words(params[asked]))
     return None
+
+
+_AGENT_REF = re.compile("j?([0-9]{1,18})")  # how its agent looks a job up (``Supervisor.find``)
+
+
+def _names(asked: str, named: str) -> bool:
+    """Whether a call that asked for job ``asked`` is answered by the record ``named``: its
+    agent finds a job by its id or its number (``j12``, ``12``, ``012``), as docs/protocol.md
+    says, and answers its record, whose id is ``j12`` (``fractui stop gpu-a/12``)."""
+    if asked == named:
+        return True
+    ours, theirs = _AGENT_REF.fullmatch(asked), _AGENT_REF.fullmatch(named)
+    return ours is not None and theirs is not None and int(ours.group(1)) == int(
+        theirs.group(1))
 
 
 def _malformed(method: str, about: Optional[str]) -> Tuple[str, ...]:
