@@ -165,11 +165,20 @@ class ListOf(_Parts):
         """The indexes of the items taken, in order: past ``most``, the first."""
         return range(min(len(value), self.most))
 
+    def history(self, left: List[Any]) -> bool:
+        """Whether the items ``left`` out are history only, said in the log but not in the
+        host's state (a host that keeps much of it is not failing): none here."""
+        return False
+
     def parts_mended(self, value: Any, where: str, said: Said) -> Any:
-        taken = [value[i] for i in self.taken(value)]
+        kept = list(self.taken(value))
+        taken = [value[i] for i in kept]
         if len(value) > self.most:
+            chosen = set(kept)
+            left = [item for i, item in enumerate(value) if i not in chosen]
             said.append((where, "%s: %d listed, past the %d taken: %s" % (
-                where, len(value), self.most, self.LEFT_OUT % (len(value) - self.most)), True))
+                where, len(value), self.most, self.LEFT_OUT % (len(value) - self.most)),
+                not self.history(left)))
         items = [self.item.mended(item, where + "[]", said) for item in taken]
         return value if len(taken) == len(value) and all(
             a is b for a, b in zip(items, value)) else items
@@ -183,7 +192,14 @@ class JobsOf(ListOf):
     so the first ``most`` taken left out the newest, those that run among them, which would
     read as jobs the agent does not have (the scheduler fails them)."""
 
-    LEFT_OUT: ClassVar[str] = "%d of the jobs that ended first left out"
+    LEFT_OUT: ClassVar[str] = "%d left out (taken first: the records of jobs not ended, then " \
+        "of those that ended last)"
+
+    def history(self, left: List[Any]) -> bool:
+        """Records of jobs that ended are history: a busy host keeps more of them than are
+        taken for all of its retention, and read failing for that, it would read so for
+        days while every job of it is known."""
+        return all(_ended_last(record)[0] == 1 for record in left)
 
     def taken(self, value: List[Any]) -> Iterable[int]:
         if len(value) <= self.most:
