@@ -26,10 +26,8 @@ from tests.conftest import REPO
 MIN_RUN_S = 30.0
 LONGEST_S = 120.0
 # What of a run its GPUs' online time may leave uncounted: the lease holder's start and first
-# look, the last bucket not yet written (the demo writes GPU time every 10 s), and the bucket
-# the range ends in, which counts only its part in the range (report.bucket_part) of what of
-# it was written.
-SLACK_S = 30.0
+# look, and the last bucket not yet written (the demo writes GPU time every 10 s).
+SLACK_S = 20.0
 
 
 @dataclass
