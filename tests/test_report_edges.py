@@ -760,3 +760,26 @@ def test_a_range_that_begins_and_ends_mid_bucket_counts_online_as_it_counts_held
         assert (t.held_h, t.online_h, t.held_online_h) == pytest.approx((0.75, 0.75, 0.75))
     finally:
         store.close()
+
+
+def test_a_bucket_still_being_filled_counts_over_the_time_its_sums_reach(store_url):
+    """One L4 looked at every 30 s from T to 0.75 h, buckets of 30 min, when its scheduler
+    stopped; read at 0.95 h, the bucket of 0.5 h is still being filled and holds 0.25 h, all
+    of it from 0.5 h to 0.75 h. [0, 0.6 h) had the GPU online all along: 0.6 h. Spread over
+    the bucket's time to now (0.45 h), its part before 0.6 h read 0.06 h, not 0.1; spread
+    over the 0.25 h its sums reach, 0.1. A range from after they reach has none of them."""
+    store = open_store(store_url)
+    try:
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 2701, 30):
+            gpus.observe([HostView("l4", "online", hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": "NVIDIA L4", "processes": []}]})], [], T + look)
+        store.keep_gpu_time(gpus.take())
+        now = T + 0.95 * H
+        kept = store.gpu_time(T - 1800, now)
+        made = build([], kept, T, T + 0.6 * H, "team", now, bucket_s=1800)
+        assert made.total.online_h == pytest.approx(0.6)
+        late = build([], kept, T + 0.8 * H, now, "team", now, bucket_s=1800)
+        assert (late.total.online_h, late.gpu_buckets) == (None, frozenset())
+    finally:
+        store.close()

@@ -293,17 +293,20 @@ async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
 
 
 @pilot_test
-async def test_the_headline_wraps_whole_words_at_80x24_and_200x50(tmp_path):
-    """Every word of every line is drawn whole, within the screen's width, at both sizes."""
+async def test_the_headline_wraps_whole_words_at_75x24_80x24_and_200x50(tmp_path):
+    """Every word of every line is drawn whole, within the screen's width, at each size. Its
+    lines are read over the whole of its region (``outer_size``: its padding too): over its
+    content's size they lose their last cell, a word that ends there read as cut (at 75
+    columns, a line's last word)."""
     path = os.path.join(tmp_path, "store.db")
     store = usage_store(path)
     waiting(path, NOW - 600, "vision", "quarter", "wait-a")
-    for size in ((80, 24), (200, 50)):
+    for size in ((75, 24), (80, 24), (200, 50)):
         app = frozen_app(usage=store)
         async with app.run_test(size=size) as pilot:
             part = (await opened(app, pilot)).query_one("#report-headline")
             drawn = [strip.text.rstrip() for strip in part.render_lines(
-                Region(0, 0, part.size.width, part.size.height))]
+                Region(0, 0, part.outer_size.width, part.outer_size.height))]
             assert all(cell_len(line) <= size[0] for line in drawn), drawn
             words = " ".join(lines(report(app))).split()
             assert " ".join(drawn).split() == words, (size, drawn)

@@ -197,8 +197,12 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     before it existed — the store's, whoever's jobs are counted."""
     if by not in BY:
         raise ValueError("cannot group by %r (one of %s)" % (by, ", ".join(BY)))
-    records = list(records)
-    parts = [(t, bucket_part(t.bucket, bucket_s, since, until, now)) for t in gpu_time]
+    records, gpu_time = list(records), list(gpu_time)
+    reach: Dict[float, float] = {}  # each bucket's longest time online of one GPU
+    for t in gpu_time:
+        reach[t.bucket] = max(reach.get(t.bucket, 0.0), t.online_s)
+    parts = [(t, bucket_part(t.bucket, bucket_s, since, until, now, reach[t.bucket]))
+             for t in gpu_time]
     in_range = [(t, part) for t, part in parts if part > 0]
     first = earliest(records, [t for t, _ in in_range])
     start = since if first is None else min(max(since, first), until)
@@ -224,15 +228,21 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
                   frozenset(t.bucket for t, _ in in_range))
 
 
-def bucket_part(bucket: float, bucket_s: float, since: float, until: float,
-                now: float) -> float:
+def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now: float,
+                reach_s: float = 0.0) -> float:
     """The part of a GPU time bucket's seconds that is in [since, until): of the time it
-    covers (from its start to its end, or to ``now`` while it is being filled), the part in
-    the range, its seconds taken as spread evenly over it — the finest its sums say. Counted
-    whole where they begin in the range instead, a range that began mid-bucket lost the
-    bucket's first part, and its GPUs read online for less than its jobs held (held time is
-    clipped to the range); one ending mid-bucket counted time after its end."""
+    covers (from its start to its end), the part in the range, its seconds taken as spread
+    evenly over it — the finest its sums say. Counted whole where they begin in the range
+    instead, a range that began mid-bucket lost the bucket's first part, and its GPUs read
+    online for less than its jobs held (held time is clipped to the range); one ending
+    mid-bucket counted time after its end. A bucket still being filled covers the time its
+    sums are known to reach, ``reach_s`` (the longest one GPU was online in it), not all of
+    it to ``now``: they are written every FLUSH_S or less, and stop where no scheduler looks
+    any more, and spread to ``now`` they read a range ending before now as having had less
+    of them than they hold."""
     end = min(bucket + bucket_s, now)
+    if end < bucket + bucket_s:
+        end = min(end, bucket + reach_s)
     if end <= bucket:  # begun at now or after, by the holder's clock: all of it is there
         return 1.0 if since <= bucket < until else 0.0
     return max(0.0, min(end, until) - max(bucket, since)) / (end - bucket)
