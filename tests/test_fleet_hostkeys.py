@@ -603,6 +603,12 @@ def test_a_dsa_identity_file_reads_the_host_offline_with_why_and_nothing_else_sa
 NOBODY = 65534  # a real user of the machine, to run another user's ssh-agent as
 
 
+def ssh_add(sock: Path, *words: str) -> None:
+    """OpenSSH's ``ssh-add WORDS`` on the agent at ``sock``."""
+    subprocess.run(["ssh-add", *words], check=True, capture_output=True,
+                   env=dict(os.environ, SSH_AUTH_SOCK=str(sock)))
+
+
 @pytest.fixture
 def agents(ssh_env, monkeypatch):
     """Starts real ssh-agents holding the test's user key (``start(path, as_uid)``), each
@@ -615,8 +621,7 @@ def agents(ssh_env, monkeypatch):
                                  stderr=subprocess.DEVNULL)
         started.append(agent)
         assert agent.stdout.readline().startswith("SSH_AUTH_SOCK=%s;" % path)  # listening
-        subprocess.run(["ssh-add", str(ssh_env.user_key_path)], check=True, capture_output=True,
-                       env=dict(os.environ, SSH_AUTH_SOCK=str(path)))
+        ssh_add(path, str(ssh_env.user_key_path))
         monkeypatch.setenv("SSH_AUTH_SOCK", str(path))
         return path
 
@@ -840,6 +845,60 @@ def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
         ), str(err)
     finally:
         listener.close()
+
+
+def test_a_key_the_ssh_agent_refuses_to_sign_with_is_passed_over_for_the_next(
+        ssh_env, agents, tmp_path, monkeypatch):
+    """An agent refuses to sign with a key added ``ssh-add -c`` whose use no one confirmed
+    (its askpass fails here). The signature is asked for on the link's own thread, where the
+    refusal ended the link; now the next key is tried, as OpenSSH's ``ssh`` tries it, and the
+    refused key is said in what was tried."""
+    server = ssh_env.new_server("refused-sign")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    monkeypatch.setenv("SSH_ASKPASS", "/bin/false")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    sock = agents(tmp_path / "agent.sock")
+
+    other = tmp_path / "other" / "key"
+    sshd._keygen(other, "to-confirm", "rsa")
+    ssh_add(sock, "-D")
+    ssh_add(sock, "-c", str(other))  # listed first, so asked first
+    ssh_add(sock, str(ssh_env.user_key_path))
+    no_key = str(tmp_path / "no-such-key")
+    link = connect(ssh_env, server, identity_file=no_key)
+    assert link.run(["echo", "in"])[:2] == (0, "in\n")
+    link.close()
+    ssh_add(sock, "-D")
+    ssh_add(sock, "-c", str(ssh_env.user_key_path))  # the one key that lets us in, refused
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, identity_file=no_key).close()
+    user_key = paramiko.PKey.from_path(str(ssh_env.user_key_path))
+    assert str(err.value).endswith(", ssh-agent key %s (the ssh-agent refused to sign with "
+                                   "it))" % user_key.fingerprint), str(err.value)
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "rsa"])
+def test_a_certificate_in_the_ssh_agent_lets_us_in_where_its_authority_is_trusted(
+        ssh_env, agents, tmp_path, key_type):
+    """``ssh-add`` adds a key's certificate beside it; a server that trusts the certificate's
+    authority, and not the key, lets OpenSSH's ``ssh`` in with it, and now fractui: an ed25519
+    certificate was passed over as a key paramiko does not read, and an RSA one offered under
+    the plain key's algorithm, which the server refuses."""
+    server = ssh_env.new_server("cert-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    sock = agents(tmp_path / "agent.sock")
+    authority, key = tmp_path / "ca" / "key", tmp_path / "certified" / "key"
+    sshd._keygen(authority, "authority", "ed25519")
+    sshd._keygen(key, "certified", key_type)
+    subprocess.run(["ssh-keygen", "-q", "-s", str(authority), "-I", "certified", "-n", "root",
+                    "%s.pub" % key], check=True, capture_output=True)
+    ssh_add(sock, "-D")
+    ssh_add(sock, str(key))  # the key and its certificate
+    server.authorized_keys_path.write_text(
+        "cert-authority %s\n" % sshd.public_key_line(authority))
+    link = connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key"))
+    assert link.run(["echo", "in"])[:2] == (0, "in\n")
+    link.close()
 
 
 def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
