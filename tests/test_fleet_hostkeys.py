@@ -27,10 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
 from cryptography.utils import CryptographyDeprecationWarning
 
-from fractui.config import HostConfig
+from fractui.config import HostConfig, SshSettings
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink, agent_connection
 from fractui.fleet.sshconfig import resolve
+from fractui.fleet.transport.base import AgentProcessError
+from fractui.fleet.transport.ssh import SshTransport
+from fractui.fleet.zipapp import build_agent_archive
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
@@ -916,6 +919,42 @@ def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
     assert str(err) == "%s:%d: cannot start true: no answer within 5 s; the link is closed" % (
         sshd.LOOPBACK, proxy.port), str(err)
     assert isinstance(err, LinkError) and not link.alive and proxy.holding.is_set()
+
+
+def test_an_agent_upload_whose_answers_stop_coming_says_so_and_uses_nothing_half_sent(
+        ssh_env, tmp_path):
+    """The link stalls part way through the agent's upload (the proxy holds everything coming
+    down once 100 kB went up): SFTP's wait for an answer ends at the connect timeout, and the
+    failure says that, not that the cache is not writable (with no reason: the timeout's
+    words are none). The part sent is never the agent, and the next deploy puts it whole."""
+    server = ssh_env.new_server("stall-upload")
+    proxy = ssh_env.proxy(server.port)
+    ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
+                                                     server.host_public_key))
+    cache = tmp_path / "cache"
+    host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=proxy.port, user="root",
+                      identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
+    transport = SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
+                                               connect_timeout=5.0,
+                                               config_file=str(tmp_path / "no-ssh-config")))
+    archive = build_agent_archive()
+    proxy.hold_down_after(100000)
+    for stalls in (True, False):
+        transport.open()
+        try:
+            if stalls:
+                err = _in_a_thread(lambda: transport.deploy(archive))
+            else:
+                assert transport.deploy(archive) == ("%s/%s" % (cache, archive.name), True)
+        finally:
+            transport.close()
+        if stalls:
+            assert str(err) == "cannot put the agent in %s on gpu-k: no answer from SFTP " \
+                "within 5 s" % cache, str(err)
+            assert isinstance(err, AgentProcessError) and proxy.holding.is_set()
+            assert not (cache / archive.name).exists()
+            proxy.hold_down_after(None)
+    assert (cache / archive.name).read_bytes() == archive.data
 
 
 def openssh(env: sshd.SshEnv, host: str, port: int) -> subprocess.CompletedProcess:

@@ -468,7 +468,7 @@ class SshLink:
                                                     ("127.0.0.1", 0), timeout=self.timeout_s)
         except NETWORK_ERRORS as err:
             raise LinkError("jump host %s could not open a channel to %s: %s" % (
-                hop.address, nxt.address, err or type(err).__name__)) from None
+                hop.address, nxt.address, str(err) or type(err).__name__)) from None
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -517,7 +517,7 @@ class SshLink:
                                 % (where, what, seconds(self.timeout_s)))
         if failed:
             raise LinkError("%s: cannot start %s: %s" % (
-                where, what, failed[0] or type(failed[0]).__name__))
+                where, what, str(failed[0]) or type(failed[0]).__name__))
         return channel
 
     def run(self, words: Sequence[str], timeout_s: float = 30.0) -> Tuple[int, str, str]:
@@ -534,7 +534,7 @@ class SshLink:
                 self.route.target.address, words[0], seconds(timeout_s))) from None
         except NETWORK_ERRORS as err:
             raise LinkError("%s: %s: %s" % (self.route.target.address, words[0],
-                                            err or type(err).__name__)) from None
+                                            str(err) or type(err).__name__)) from None
         finally:
             channel.close()
 
@@ -552,7 +552,7 @@ class SshLink:
         except NETWORK_ERRORS as err:
             channel.close()
             raise LinkError("%s: SFTP did not start: %s" % (
-                self.route.target.address, err or type(err).__name__)) from None
+                self.route.target.address, str(err) or type(err).__name__)) from None
 
     def close(self) -> None:
         for transport in reversed(self.transports):
