@@ -823,6 +823,24 @@ def test_an_ssh_agent_key_paramiko_cannot_read_is_named_in_what_was_tried(ssh_en
         listener.close()
 
 
+def test_an_ssh_agent_answer_listing_more_keys_than_it_holds_is_said_never_looped_on(
+        ssh_env, tmp_path, monkeypatch):
+    """An answer that says it lists 2**32 - 1 keys and holds none: each missing key was read
+    as an empty one, said in what was tried, for hours and without a bound on memory."""
+    server = ssh_env.new_server("lying-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock, bytes([12]) + struct.pack(">I", 2**32 - 1))
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        no_key = str(tmp_path / "no-such-key")
+        err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+        assert str(err).endswith(", ssh-agent (ssh-agent at %s listed 4294967295 keys in an "
+                                 "answer of 5 bytes: not an agent's))" % sock), str(err)
+    finally:
+        listener.close()
+
+
 def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
         ssh_env, tmp_path, monkeypatch):
     """The agent lists its key, then never signs: the signature is asked for on the link's

@@ -234,8 +234,11 @@ class AgentClient:
         answer = self.ask(AGENT_LIST)
         if answer.get_byte() != bytes([AGENT_KEYS]):
             raise AgentFailed("ssh-agent at %s refused to list its keys" % self.path)
-        keys = []
-        for _ in range(answer.get_int()):
+        count, keys = answer.get_int(), []
+        if count * 8 > len(answer.asbytes()):  # (each key's two lengths alone are 8 bytes)
+            raise AgentFailed("ssh-agent at %s listed %d keys in an answer of %d bytes: not an "
+                              "agent's" % (self.path, count, len(answer.asbytes())))
+        for _ in range(count):
             blob, comment = answer.get_binary(), answer.get_text()
             try:
                 keys.append(AgentKey(self, blob))
