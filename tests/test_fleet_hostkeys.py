@@ -27,10 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
 from cryptography.utils import CryptographyDeprecationWarning
 
-from fractui.config import HostConfig
+from fractui.config import HostConfig, SshSettings
 from fractui.fleet.hostkeys import KnownHosts, UntrustedHostKey
 from fractui.fleet.link import LinkError, SshLink, agent_connection
 from fractui.fleet.sshconfig import resolve
+from fractui.fleet.transport.base import AgentProcessError
+from fractui.fleet.transport.ssh import SshTransport
+from fractui.fleet.zipapp import build_agent_archive
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
@@ -603,6 +606,12 @@ def test_a_dsa_identity_file_reads_the_host_offline_with_why_and_nothing_else_sa
 NOBODY = 65534  # a real user of the machine, to run another user's ssh-agent as
 
 
+def ssh_add(sock: Path, *words: str) -> None:
+    """OpenSSH's ``ssh-add WORDS`` on the agent at ``sock``."""
+    subprocess.run(["ssh-add", *words], check=True, capture_output=True,
+                   env=dict(os.environ, SSH_AUTH_SOCK=str(sock)))
+
+
 @pytest.fixture
 def agents(ssh_env, monkeypatch):
     """Starts real ssh-agents holding the test's user key (``start(path, as_uid)``), each
@@ -615,8 +624,7 @@ def agents(ssh_env, monkeypatch):
                                  stderr=subprocess.DEVNULL)
         started.append(agent)
         assert agent.stdout.readline().startswith("SSH_AUTH_SOCK=%s;" % path)  # listening
-        subprocess.run(["ssh-add", str(ssh_env.user_key_path)], check=True, capture_output=True,
-                       env=dict(os.environ, SSH_AUTH_SOCK=str(path)))
+        ssh_add(path, str(ssh_env.user_key_path))
         monkeypatch.setenv("SSH_AUTH_SOCK", str(path))
         return path
 
@@ -815,6 +823,24 @@ def test_an_ssh_agent_key_paramiko_cannot_read_is_named_in_what_was_tried(ssh_en
         listener.close()
 
 
+def test_an_ssh_agent_answer_listing_more_keys_than_it_holds_is_said_never_looped_on(
+        ssh_env, tmp_path, monkeypatch):
+    """An answer that says it lists 2**32 - 1 keys and holds none: each missing key was read
+    as an empty one, said in what was tried, for hours and without a bound on memory."""
+    server = ssh_env.new_server("lying-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    sock = tmp_path / "agent.sock"
+    listener = _frozen_agent(sock, bytes([12]) + struct.pack(">I", 2**32 - 1))
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        no_key = str(tmp_path / "no-such-key")
+        err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+        assert str(err).endswith(", ssh-agent (ssh-agent at %s listed 4294967295 keys in an "
+                                 "answer of 5 bytes: not an agent's))" % sock), str(err)
+    finally:
+        listener.close()
+
+
 def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
         ssh_env, tmp_path, monkeypatch):
     """The agent lists its key, then never signs: the signature is asked for on the link's
@@ -842,6 +868,60 @@ def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
         listener.close()
 
 
+def test_a_key_the_ssh_agent_refuses_to_sign_with_is_passed_over_for_the_next(
+        ssh_env, agents, tmp_path, monkeypatch):
+    """An agent refuses to sign with a key added ``ssh-add -c`` whose use no one confirmed
+    (its askpass fails here). The signature is asked for on the link's own thread, where the
+    refusal ended the link; now the next key is tried, as OpenSSH's ``ssh`` tries it, and the
+    refused key is said in what was tried."""
+    server = ssh_env.new_server("refused-sign")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    monkeypatch.setenv("SSH_ASKPASS", "/bin/false")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    sock = agents(tmp_path / "agent.sock")
+
+    other = tmp_path / "other" / "key"
+    sshd._keygen(other, "to-confirm", "rsa")
+    ssh_add(sock, "-D")
+    ssh_add(sock, "-c", str(other))  # listed first, so asked first
+    ssh_add(sock, str(ssh_env.user_key_path))
+    no_key = str(tmp_path / "no-such-key")
+    link = connect(ssh_env, server, identity_file=no_key)
+    assert link.run(["echo", "in"])[:2] == (0, "in\n")
+    link.close()
+    ssh_add(sock, "-D")
+    ssh_add(sock, "-c", str(ssh_env.user_key_path))  # the one key that lets us in, refused
+    with pytest.raises(LinkError) as err:
+        connect(ssh_env, server, identity_file=no_key).close()
+    user_key = paramiko.PKey.from_path(str(ssh_env.user_key_path))
+    assert str(err.value).endswith(", ssh-agent key %s (the ssh-agent refused to sign with "
+                                   "it))" % user_key.fingerprint), str(err.value)
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "rsa"])
+def test_a_certificate_in_the_ssh_agent_lets_us_in_where_its_authority_is_trusted(
+        ssh_env, agents, tmp_path, key_type):
+    """``ssh-add`` adds a key's certificate beside it; a server that trusts the certificate's
+    authority, and not the key, lets OpenSSH's ``ssh`` in with it, and now fractui: an ed25519
+    certificate was passed over as a key paramiko does not read, and an RSA one offered under
+    the plain key's algorithm, which the server refuses."""
+    server = ssh_env.new_server("cert-agent")
+    ssh_env.known_hosts.write_text("%s %s\n" % (name(server), server.host_public_key))
+    sock = agents(tmp_path / "agent.sock")
+    authority, key = tmp_path / "ca" / "key", tmp_path / "certified" / "key"
+    sshd._keygen(authority, "authority", "ed25519")
+    sshd._keygen(key, "certified", key_type)
+    subprocess.run(["ssh-keygen", "-q", "-s", str(authority), "-I", "certified", "-n", "root",
+                    "%s.pub" % key], check=True, capture_output=True)
+    ssh_add(sock, "-D")
+    ssh_add(sock, str(key))  # the key and its certificate
+    server.authorized_keys_path.write_text(
+        "cert-authority %s\n" % sshd.public_key_line(authority))
+    link = connect(ssh_env, server, identity_file=str(tmp_path / "no-such-key"))
+    assert link.run(["echo", "in"])[:2] == (0, "in\n")
+    link.close()
+
+
 def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
     """The server's answer to the request that starts a command never comes (the proxy holds
     everything coming down once the request, padded past what the connect sent, went up):
@@ -857,6 +937,42 @@ def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
     assert str(err) == "%s:%d: cannot start true: no answer within 5 s; the link is closed" % (
         sshd.LOOPBACK, proxy.port), str(err)
     assert isinstance(err, LinkError) and not link.alive and proxy.holding.is_set()
+
+
+def test_an_agent_upload_whose_answers_stop_coming_says_so_and_uses_nothing_half_sent(
+        ssh_env, tmp_path):
+    """The link stalls part way through the agent's upload (the proxy holds everything coming
+    down once 100 kB went up): SFTP's wait for an answer ends at the connect timeout, and the
+    failure says that, not that the cache is not writable (with no reason: the timeout's
+    words are none). The part sent is never the agent, and the next deploy puts it whole."""
+    server = ssh_env.new_server("stall-upload")
+    proxy = ssh_env.proxy(server.port)
+    ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
+                                                     server.host_public_key))
+    cache = tmp_path / "cache"
+    host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=proxy.port, user="root",
+                      identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
+    transport = SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
+                                               connect_timeout=5.0,
+                                               config_file=str(tmp_path / "no-ssh-config")))
+    archive = build_agent_archive()
+    proxy.hold_down_after(100000)
+    for stalls in (True, False):
+        transport.open()
+        try:
+            if stalls:
+                err = _in_a_thread(lambda: transport.deploy(archive))
+            else:
+                assert transport.deploy(archive) == ("%s/%s" % (cache, archive.name), True)
+        finally:
+            transport.close()
+        if stalls:
+            assert str(err) == "cannot put the agent in %s on gpu-k: no answer from SFTP " \
+                "within 5 s" % cache, str(err)
+            assert isinstance(err, AgentProcessError) and proxy.holding.is_set()
+            assert not (cache / archive.name).exists()
+            proxy.hold_down_after(None)
+    assert (cache / archive.name).read_bytes() == archive.data
 
 
 def openssh(env: sshd.SshEnv, host: str, port: int) -> subprocess.CompletedProcess:

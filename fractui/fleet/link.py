@@ -170,6 +170,7 @@ AGENT_REFUSED = Failures(log, TRIES)
 # The ssh-agent protocol's messages fractui sends and reads (draft-miller-ssh-agent).
 AGENT_LIST, AGENT_KEYS, AGENT_SIGN, AGENT_SIGNATURE = 11, 12, 13, 14
 AGENT_RSA_FLAGS = {"rsa-sha2-256": 2, "rsa-sha2-512": 4}  # SSH_AGENT_RSA_SHA2_256, _512
+CERT_SUFFIX = "-cert-v01@openssh.com"  # of a certificate's type, and of its algorithms
 AGENT_MAX_BYTES = 256 << 10  # of one answer (OpenSSH's AGENT_MAX_LEN): more is not an agent
 
 
@@ -233,12 +234,15 @@ class AgentClient:
         answer = self.ask(AGENT_LIST)
         if answer.get_byte() != bytes([AGENT_KEYS]):
             raise AgentFailed("ssh-agent at %s refused to list its keys" % self.path)
-        keys = []
-        for _ in range(answer.get_int()):
+        count, keys = answer.get_int(), []
+        if count * 8 > len(answer.asbytes()):  # (each key's two lengths alone are 8 bytes)
+            raise AgentFailed("ssh-agent at %s listed %d keys in an answer of %d bytes: not an "
+                              "agent's" % (self.path, count, len(answer.asbytes())))
+        for _ in range(count):
             blob, comment = answer.get_binary(), answer.get_text()
             try:
                 keys.append(AgentKey(self, blob))
-            except UnknownKeyType as err:  # a FIDO -sk key, a certificate, ...
+            except UnknownKeyType as err:  # a FIDO -sk key, ...
                 tried.append("ssh-agent key %s (a %s key, which paramiko does not read)" % (
                     printable(comment) or "?", printable(str(err.key_type))))
             except (paramiko.SSHException, ValueError) as err:
@@ -251,11 +255,18 @@ class AgentClient:
 
 class AgentKey(paramiko.PKey):
     """A key the ssh-agent holds: its public half read by paramiko (``from_type_string``), its
-    signatures asked of the agent."""
+    signatures asked of the agent. A certificate (``TYPE-cert-v01@openssh.com``, which
+    ``ssh-add`` adds beside its key) is read as its key's type, and offered as the certificate
+    (paramiko's ``public_blob``), as OpenSSH offers it: a server that trusts its authority
+    alone lets it in."""
 
     def __init__(self, agent: AgentClient, blob: bytes):
-        self.agent, self.blob, self.public_blob = agent, blob, None
-        self.key = paramiko.PKey.from_type_string(paramiko.Message(blob).get_text(), blob)
+        self.agent, self.blob = agent, blob
+        self.refused = False  # the agent refused to sign with it
+        kind = paramiko.Message(blob).get_text()
+        self.key = paramiko.PKey.from_type_string(
+            kind[:-len(CERT_SUFFIX)] if kind.endswith(CERT_SUFFIX) else kind, blob)
+        self.public_blob = self.key.public_blob  # (a certificate's; None for a plain key)
 
     def asbytes(self) -> bytes:
         return self.blob
@@ -270,12 +281,20 @@ class AgentKey(paramiko.PKey):
         return True
 
     def sign_ssh_data(self, data: bytes, algorithm: Optional[str] = None) -> bytes:
-        answer = self.agent.ask(AGENT_SIGN, self.blob, data,
-                                flags=AGENT_RSA_FLAGS.get(algorithm or "", 0))
-        if answer.get_byte() != bytes([AGENT_SIGNATURE]):
-            raise AgentFailed("ssh-agent at %s refused to sign with its key %s" % (
-                self.agent.path, fingerprint(self)))
-        return answer.get_binary()
+        """The agent's signature; where it refuses (a key added ``ssh-add -c`` whose use was
+        not confirmed, one it holds for other hosts only), an empty one, which the server
+        refuses as it refuses a key not authorized: the signature is asked for on the
+        transport's thread, and an exception there ended the link, not this key's attempt
+        alone (OpenSSH's ``ssh`` goes on to its next key). ``refused`` says so."""
+        answer = self.agent.ask(AGENT_SIGN, self.blob, data, flags=AGENT_RSA_FLAGS.get(
+            (algorithm or "").replace(CERT_SUFFIX, ""), 0))
+        if answer.get_byte() == bytes([AGENT_SIGNATURE]):
+            return answer.get_binary()
+        self.refused = True
+        empty = paramiko.Message()
+        empty.add_string(algorithm or self.get_name())
+        empty.add_string(b"")
+        return empty.asbytes()
 
 
 def agent_connection(path: str, timeout_s: float) -> socket.socket:
@@ -359,6 +378,8 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
             if time.monotonic() - started >= timeout_s:
                 raise LinkError("no answer to authentication from %s within %s" % (
                     hop.address, seconds(timeout_s))) from None
+            if isinstance(key, AgentKey) and key.refused:
+                label += " (the ssh-agent refused to sign with it)"
             tried.append(label)
             return False
 
@@ -385,7 +406,7 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, timeout_s: float) -> 
     agent, keys = _agent(tried, timeout_s)
     try:
         for key in keys:
-            if attempt(key, "an ssh-agent key", agent):
+            if attempt(key, "ssh-agent key %s" % fingerprint(key), agent):
                 return
     except AgentFailed as err:  # asked to sign on the transport's thread, which it ended
         raise LinkError("%s@%s: the link ended waiting on the ssh-agent: %s (tried before: %s)"
@@ -450,7 +471,7 @@ class SshLink:
                                                     ("127.0.0.1", 0), timeout=self.timeout_s)
         except NETWORK_ERRORS as err:
             raise LinkError("jump host %s could not open a channel to %s: %s" % (
-                hop.address, nxt.address, err or type(err).__name__)) from None
+                hop.address, nxt.address, str(err) or type(err).__name__)) from None
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -499,7 +520,7 @@ class SshLink:
                                 % (where, what, seconds(self.timeout_s)))
         if failed:
             raise LinkError("%s: cannot start %s: %s" % (
-                where, what, failed[0] or type(failed[0]).__name__))
+                where, what, str(failed[0]) or type(failed[0]).__name__))
         return channel
 
     def run(self, words: Sequence[str], timeout_s: float = 30.0) -> Tuple[int, str, str]:
@@ -516,7 +537,7 @@ class SshLink:
                 self.route.target.address, words[0], seconds(timeout_s))) from None
         except NETWORK_ERRORS as err:
             raise LinkError("%s: %s: %s" % (self.route.target.address, words[0],
-                                            err or type(err).__name__)) from None
+                                            str(err) or type(err).__name__)) from None
         finally:
             channel.close()
 
@@ -534,7 +555,7 @@ class SshLink:
         except NETWORK_ERRORS as err:
             channel.close()
             raise LinkError("%s: SFTP did not start: %s" % (
-                self.route.target.address, err or type(err).__name__)) from None
+                self.route.target.address, str(err) or type(err).__name__)) from None
 
     def close(self) -> None:
         for transport in reversed(self.transports):

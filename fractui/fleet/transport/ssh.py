@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import socket
 import uuid
 from typing import Optional, Sequence, Tuple
 
@@ -12,7 +13,7 @@ import paramiko
 
 from fractui.config import HostConfig, SshSettings
 from fractui.fleet.hostkeys import KnownHosts
-from fractui.fleet.link import SshLink
+from fractui.fleet.link import SshLink, seconds
 from fractui.fleet.sshconfig import resolve
 from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
                                           RemoteTransport, Stream)
@@ -72,10 +73,14 @@ class SshTransport(RemoteTransport):
             partial = "%s.part-%s" % (remote, uuid.uuid4().hex[:8])
             sftp.putfo(io.BytesIO(archive.data), partial)
             sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
+        except socket.timeout:  # (the SFTP channel's, per answer: SshLink.sftp)
+            raise AgentProcessError("cannot put the agent in %s on %s: no answer from SFTP "
+                                    "within %s" % (cache, cfg.name, seconds(
+                                        self.ssh.connect_timeout))) from None
         except (OSError, paramiko.SSHException, EOFError) as err:
             raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
-                                    "a writable directory)" % (cache, cfg.name, err or type(
-                                        err).__name__)) from err
+                                    "a writable directory)" % (cache, cfg.name, str(err) or
+                                                               type(err).__name__)) from err
         finally:
             sftp.close()
         self.check_upload(remote, archive)
