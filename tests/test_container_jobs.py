@@ -768,6 +768,9 @@ def test_a_running_container_job_whose_sigterm_is_unsent_gets_it_from_a_restarte
     assert (done["state"], done["reason"], done["exit_code"] in (7, 128 + 15)) == (
         "killed", "make room", True), done
     assert "kill --signal 9 %s" % name not in podman_calls(tmp_path)
+    assert log.read_text().count("job %s: stopped before its container %s was found; its "
+                                 "stop's SIGTERM is sent to it (again) once it is there" % (
+                                     job["id"], name)) == 1
 
 
 # Loaded by every Python process of an agent started from ``agent_whose_shim_dies``'s code (its

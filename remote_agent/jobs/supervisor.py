@@ -994,6 +994,9 @@ class Supervisor:
                         job.stop_reason is not None:
                     with self._lock:
                         self._unsent[job.id] = signal.SIGTERM
+                    log.info("job j%d: stopped before its container %s was found; its stop's "
+                             "SIGTERM is sent to it (again) once it is there", job.id,
+                             job.container)
         for path in self.cgroups.leftovers(j.id for j in adopted):
             procs.JobProcs(None, None, path).signal(signal.SIGKILL)
             if not self.cgroups.remove(path):
