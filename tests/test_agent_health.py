@@ -107,6 +107,36 @@ def test_a_restarted_agent_still_says_a_gpus_recent_xid(start_agent, tmp_path):
     assert [e["xid"] for e in after] == [79, 48]
 
 
+def test_an_xid_of_a_gpu_that_no_longer_says_its_uuid_is_kept_under_it(start_agent, tmp_path):
+    """XID 79: the GPU fell off the bus, and NVML answers GPU_IS_LOST for its UUID from then
+    on. The event is still said, of that GPU (its UUID read as it was registered). Before,
+    the UUID was read from the event's GPU: the read failed, and the event, taken out of the
+    set already, was lost, the one that says the GPU is gone among them."""
+    state = tmp_path / "state"
+    agent = start_agent(SPEC, str(state))
+    until_health(agent, 0, lambda h: "xid_note" not in h, "the XID watcher registered")
+    uuid = agent.call("inventory")["gpus"][0]["uuid"]
+    gate = tmp_path / "gate"  # the wait that takes the event out of the set held there
+    agent.call("sim.hold", function="nvmlEventSetWait_v2", gate=str(gate), after=True)
+    agent.call("sim.xid", gpu=0, xid=79)
+    deadline = time.time() + 20
+    while not (tmp_path / "gate.held").exists():
+        assert time.time() < deadline, "the watcher never took the event"
+        time.sleep(0.05)
+    agent.call("sim.fault", function="nvmlDeviceGetUUID", error="NVML_ERROR_GPU_IS_LOST",
+               count=1000)
+    gate.touch()
+    log = state / "daemon.log"
+    deadline = time.time() + 20
+    while "XID 79" not in log.read_text() and "waiting for XID events failed" not in \
+            log.read_text():
+        assert time.time() < deadline, "the watcher never said the event"
+        time.sleep(0.05)
+    agent.call("sim.clear_faults")
+    assert "GPU 0 (%s): XID 79" % uuid in log.read_text()
+    assert [e["xid"] for e in health_of(agent, 0)["xid"]] == [79]
+
+
 def test_xid_events_on_a_full_state_disk_are_said_unkept_once_and_kept_again(
         small_fs, start_agent, tmp_path):
     """The state disk full (a real tmpfs, to its last byte): each XID still reaches the

@@ -733,6 +733,46 @@ def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_ma
     assert said.count("so the container may yet be made: sent again once it is") == 1
 
 
+def test_a_running_container_job_whose_sigterm_is_unsent_gets_it_from_a_restarted_daemon(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A running container job stopped while its runtime's client had not made the container
+    yet (the test's podman holds ``run``, as a long image pull does), its daemon then killed
+    (-9) while the SIGTERM waited for the container. The next daemon sends it once the
+    container is made, and the job ends by it, not by the SIGKILL at the end of its grace.
+    Before, the SIGTERM waited in the first daemon's memory only, and was lost with it."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'run) while [ -e %s ]; do sleep 0.05; done;;' % hold)
+    state = tmp_path / "host"
+    name = "fractui-%s-j1" % AgentPaths(str(state)).digest
+    log = state / "daemon.log"
+    try:
+        agent = start_agent("1xL4", str(state))
+        job = agent.call("job.launch", key="k-c-unsent", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE, argv=[PYTHON, "-c", (
+                             "import signal, sys, time\n"
+                             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                             "time.sleep(600)")])
+        assert job["state"] == "running"
+        agent.call("job.stop", job=job["id"], grace=600, reason="make room")
+        wait_until(lambda: "so the container may yet be made" in log.read_text(),
+                   "the stop's SIGTERM to find no container")
+        os.kill(daemon_pid(agent), signal.SIGKILL)
+        agent.proc.wait(timeout=10)
+        later = start_agent(None, str(state))
+        hold.unlink()  # the runtime's client makes the container now
+        done = wait_job(later, job["id"], timeout=60)
+    finally:
+        podman.remove(name)
+    # by the SIGTERM: its handler's exit, or (sent before Python set the handler) SIGTERM's own
+    assert (done["state"], done["reason"], done["exit_code"] in (7, 128 + 15)) == (
+        "killed", "make room", True), done
+    assert "kill --signal 9 %s" % name not in podman_calls(tmp_path)
+    assert log.read_text().count("job %s: stopped before its container %s was found; its "
+                                 "stop's SIGTERM is sent to it (again) once it is there" % (
+                                     job["id"], name)) == 1
+
+
 # Loaded by every Python process of an agent started from ``agent_whose_shim_dies``'s code (its
 # PYTHONPATH): a shim SIGKILLs those of ``KILLED`` (itself, its daemon) just before it would
 # tell its daemon the pid of the job it started.

@@ -128,8 +128,7 @@ class Health:
 
 @dataclass(frozen=True)
 class XidEvent:
-    index: int
-    uuid: str  # the GPU's: its index may name another GPU once one falls off the bus
+    index: int  # in the NVML session of its set (remote_agent.gpu.xid keeps its GPU's UUID)
     xid: int
     gi_id: Optional[int]
     ci_id: Optional[int]
@@ -561,24 +560,31 @@ class GpuBackend:
         return mask
 
     @in_one_session
-    def xid_events(self, indexes: List[int]) -> Tuple[Any, Dict[int, str]]:
-        """An event set for the critical XID errors of these GPUs, and why a GPU could not be
-        registered (NVML does not deliver them there)."""
+    def xid_events(self, indexes: List[int]) -> Tuple[Any, Dict[int, str], Dict[int, str]]:
+        """An event set for the critical XID errors of these GPUs, why a GPU could not be
+        registered (NVML does not deliver them there), and the UUID of each registered one by
+        its index, which names it while the set lives (one NVML session): read as it is
+        registered, since the GPU of an event may not say it by then (NVML_ERROR_GPU_IS_LOST
+        once it fell off the bus, XID 79)."""
         events = self.call("nvmlEventSetCreate")
         refused: Dict[int, str] = {}
+        uuids: Dict[int, str] = {}
         for index in indexes:
             try:
-                self.register_xid(events, index)
+                uuids[index] = self.register_xid(events, index)
             except NvmlCallError as err:
                 refused[index] = str(err)
-        return events, refused
+        return events, refused, uuids
 
     @in_one_session
-    def register_xid(self, events: Any, index: int) -> None:
+    def register_xid(self, events: Any, index: int) -> str:
         """Add GPU ``index``'s critical XID errors to the event set (again: it adds the type
-        to what the set records of that GPU)."""
-        self.call("nvmlDeviceRegisterEvents", self.handle(index),
-                  self.nv.nvmlEventTypeXidCriticalError, events)
+        to what the set records of that GPU); its UUID, read first."""
+        handle = self.handle(index)
+        uuid = _text(self.call("nvmlDeviceGetUUID", handle))
+        self.call("nvmlDeviceRegisterEvents", handle, self.nv.nvmlEventTypeXidCriticalError,
+                  events)
+        return uuid
 
     def wait_xid(self, events: Any, timeout_ms: int,
                  generation: Optional[int] = None) -> Optional[XidEvent]:
@@ -600,7 +606,6 @@ class GpuBackend:
             return None
         gi, ci = int(data.gpuInstanceId), int(data.computeInstanceId)
         return XidEvent(index=int(self.call("nvmlDeviceGetIndex", data.device)),
-                        uuid=_text(self.call("nvmlDeviceGetUUID", data.device)),
                         xid=int(data.eventData), gi_id=None if gi == NOT_AVAILABLE_UINT else gi,
                         ci_id=None if ci == NOT_AVAILABLE_UINT else ci)
 

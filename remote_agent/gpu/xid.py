@@ -52,6 +52,7 @@ class XidWatcher:
         self._events: Events = {}
         self._path: Optional[str] = None  # where they are kept for the next daemon
         self._refused: Dict[int, str] = {}
+        self._uuids: Dict[int, str] = {}  # of the GPUs in the set, by their index in its session
         self._set: Any = None  # the event set the thread waits on, while it runs
         self._generation = 0  # of the NVML session the set was made in
         self._set_lock = threading.Lock()  # the set is made, read and freed one at a time
@@ -115,9 +116,10 @@ class XidWatcher:
             self._free()
 
     def _record(self, event: XidEvent) -> None:
-        log.warning("GPU %d (%s): XID %d", event.index, event.uuid, event.xid)
         with self._lock:
-            self._events.setdefault(event.uuid, collections.deque(maxlen=KEPT)).append(
+            uuid = self._uuids[event.index]  # (only a GPU registered in the set has events)
+            log.warning("GPU %d (%s): XID %d", event.index, uuid, event.xid)
+            self._events.setdefault(uuid, collections.deque(maxlen=KEPT)).append(
                 {"time": time.time(), "xid": event.xid, "gi_id": event.gi_id,
                  "ci_id": event.ci_id})
             if self._path is not None:  # not fsync'd: a crash that loses it is a reboot
@@ -136,15 +138,16 @@ class XidWatcher:
             if self._set is not None and self._generation == self.backend.session.generation:
                 return True
             try:
-                events, refused = self.backend.xid_events(list(range(self.backend.count())))
+                events, refused, uuids = self.backend.xid_events(
+                    list(range(self.backend.count())))
             except NvmlCallError as err:
                 with self._lock:
                     self.problem = "XID events cannot be watched: %s" % err
                 self.failures.failed("making", self.problem)
                 return False
             self._set, self._generation = events, self.backend.session.generation
-        with self._lock:
-            self.problem, self._refused = None, refused
+            with self._lock:  # before the set is waited on: its events are of these GPUs
+                self.problem, self._refused, self._uuids = None, refused, uuids
         self.failures.worked("making", "XID events are watched again")
         return True
 

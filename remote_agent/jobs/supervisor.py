@@ -980,11 +980,23 @@ class Supervisor:
 
     def adopt(self) -> List[Job]:
         """On daemon start: hold the output of every running job; remove the cgroups of jobs
-        that ended while no daemon ran. The watchdog looks at each job on its first pass."""
+        that ended while no daemon ran. The watchdog looks at each job on its first pass.
+        A running container job stopped before its container was found (its stop's SIGTERM
+        may have found none: a daemon before this one held it in memory only) is sent its
+        SIGTERM once the container takes it (``send_unsent``). One whose container was found
+        is sent no second (it most likely took the first): a program may take a second SIGTERM
+        as its cue to quit at once, its cleanup cut short."""
         adopted = self.store.active()
         for job in adopted:
             if job.state == "running":
                 self.outputs.hold(job.id)
+                if job.container and job.container_cgroup is None and \
+                        job.stop_reason is not None:
+                    with self._lock:
+                        self._unsent[job.id] = signal.SIGTERM
+                    log.info("job j%d: stopped before its container %s was found; its stop's "
+                             "SIGTERM is sent to it (again) once it is there", job.id,
+                             job.container)
         for path in self.cgroups.leftovers(j.id for j in adopted):
             procs.JobProcs(None, None, path).signal(signal.SIGKILL)
             if not self.cgroups.remove(path):
