@@ -537,40 +537,40 @@ class Scheduler:
 
     def _keep_holds(self) -> None:
         """Writes the GPUs held back from mode changes to the store when they changed since
-        (a change failed, or one succeeded): for the next lease holder and every preview."""
+        (a change failed, or one succeeded): for the next lease holder and every preview. The
+        pass goes on where it fails: the holds are kept in memory too."""
         holds = self.executor.backoff.holds()
-        if holds != self._kept_holds:
-            try:
-                self.store.keep_mode_holds(holds, epoch=self.epoch)
-            except LeaseLost:
-                raise
-            except StoreError as err:  # the pass goes on: the holds are kept in memory too
-                self.failures.failed("holds", "cannot keep in the store the GPUs held back "
-                                     "from mode changes: %s" % err)
-                return
-            self.failures.worked("holds", "the GPUs held back from mode changes are kept in "
-                                 "the store")
+        if holds != self._kept_holds and self._keep(
+                "holds", "the GPUs held back from mode changes",
+                lambda: self.store.keep_mode_holds(holds, epoch=self.epoch)):
             self._kept_holds = holds
 
     def _keep_bounds(self) -> None:
         """Writes each team's bound on its waiting jobs (TeamConfig.max_waiting) to the store,
         which holds members' submits to it (on PostgreSQL, in the database, where only an admin
-        may write it): once a lease, and again only if the store's differ."""
+        may write it): once a lease, and again only if the store's differ. The pass goes on
+        where it fails: the store holds the bounds it had."""
         bounds = {t.name: t.max_waiting for t in self.config.teams}
-        if bounds == self._kept_bounds:
-            return
-        try:
+
+        def write() -> None:
             if self.store.waiting_bounds() != bounds:
                 self.store.keep_waiting_bounds(bounds, epoch=self.epoch)
+        if bounds != self._kept_bounds and self._keep(
+                "bounds", "the teams' bounds on waiting jobs", write):
+            self._kept_bounds = bounds
+
+    def _keep(self, key: str, what: str, write: Callable[[], None]) -> bool:
+        """Writes ``what`` to the store by ``write``, whether it was: a failure is said once
+        while it lasts (``key``), and once when it is kept again; a lease lost is raised."""
+        try:
+            write()
         except LeaseLost:
             raise
-        except StoreError as err:  # the pass goes on: the store holds the bounds it had
-            self.failures.failed("bounds", "cannot keep in the store the teams' bounds on "
-                                 "waiting jobs: %s" % err)
-            return
-        self.failures.worked("bounds", "the teams' bounds on waiting jobs are kept in the "
-                             "store")
-        self._kept_bounds = bounds
+        except StoreError as err:
+            self.failures.failed(key, "cannot keep in the store %s: %s" % (what, err))
+            return False
+        self.failures.worked(key, "%s are kept in the store" % what)
+        return True
 
     def _renew(self, force: bool = False) -> bool:
         """Takes or renews the lease: every pass, and on the lanes before each call once a
