@@ -5,6 +5,7 @@ give, on a GPU model whose profiles are named otherwise too."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Dict, Optional
 
 import pytest
 
@@ -16,12 +17,16 @@ from fractui.store.model import PLACED, Job, Slot
 from tests.test_sched_charge import UID, view_of
 
 
-def placed_by_hand(model: str, profile: str, **asks: object) -> Slot:
+def placed_by_hand(model: str, profile: str, reported: Optional[Dict[str, int]] = None,
+                   **asks: object) -> Slot:
     """The slot the executor completes for a job of a queue asking ``asks`` placed by hand on
-    GPU 0 of an idle host of ``model``, MIG on, with ``profile``."""
+    GPU 0 of an idle host of ``model``, MIG on, with ``profile``; ``reported``: the profiles'
+    MiB as its agent reports them (mig_profile_mib)."""
     queue = QueueConfig(name="q", **asks)  # type: ignore[arg-type]
     job = Job(1, "q", "t", "n", ("x",), queue.request(), PLACED, 0.0, 0.0, manual=True)
     view = view_of(models()[model], True, 1)
+    if reported is not None:
+        view.gpu_records()[0]["mig_profile_mib"] = reported
     return complete(replace(job, slot=Slot("h", (0,), profile)), view, UID, [])
 
 
@@ -30,6 +35,16 @@ def test_a_larger_profile_of_a_model_without_the_queues_is_given(profile):
     """3g.40gb is no profile of an H100 NVL; its 3g.47gb holds as much compute and more
     memory (it was refused as if no profile of the GPU held what the queue asks for)."""
     assert placed_by_hand("NVIDIA H100 NVL", profile, mig="3g.40gb").profile == profile
+
+
+def test_the_memory_of_two_models_profiles_is_compared_as_their_table_gives_it():
+    """An A100 40GB's 7g.40gb, which its agent reports as 40192 MiB, holds what a 3g.40gb
+    does (40779 MiB on an H100, by the table, which reports none lower): compared with the
+    report, it was refused."""
+    assert placed_by_hand("NVIDIA A100-SXM4-40GB", "7g.40gb", {"7g.40gb": 40192},
+                          mig="3g.40gb").profile == "7g.40gb"
+    with pytest.raises(Unfit, match="3g.20gb holds less"):
+        placed_by_hand("NVIDIA A100-SXM4-40GB", "3g.20gb", {"7g.40gb": 40192}, mig="3g.40gb")
 
 
 @pytest.mark.parametrize("model,profile,says", [

@@ -116,16 +116,16 @@ def _as_much_as(job: Job, name: str, named: tuple[Geometry, Profile], geo: Geome
                 given: Profile, where: str) -> None:
     """Unfit where ``given`` holds less than profile ``name`` (the queue's ``mig``, which
     ``geo``'s model has not) holds on the model that has it: its share of the compute and its
-    memory. The profiles of a model of another size are named otherwise (an H100 NVL's
+    memory, both by the models' table. The profiles of a model of another size are named otherwise (an H100 NVL's
     3g.47gb holds all a 3g.40gb does), and a larger one stays the admin's to give."""
     other, asked = named
-    if mig.share(geo, given) >= mig.share(other, asked) and given.memory_mib >= asked.memory_mib:
+    mib = mig.table_mib(geo, given)
+    if mig.share(geo, given) >= mig.share(other, asked) and mib >= asked.memory_mib:
         return
     raise Unfit("job %d of queue %s asks for %s, which %s has not: it needs a profile holding "
                 "%s and %g GiB or more %s; %s holds less (%s, %g GiB)" % (
                     job.id, job.queue, name, geo.model, _compute(other, asked),
-                    gib(asked.memory_mib), where, given.name, _compute(geo, given),
-                    gib(given.memory_mib)))
+                    gib(asked.memory_mib), where, given.name, _compute(geo, given), gib(mib)))
 
 
 def _compute(geo: Geometry, profile: Profile) -> str:

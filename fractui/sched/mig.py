@@ -7,7 +7,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Optional, Tuple
 
-from remote_agent.gpu.models import models
+from remote_agent.gpu.models import mig_geometry, models
 from remote_agent.mig import planner
 from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
@@ -63,6 +63,15 @@ def as_named(name: str) -> Optional[Tuple[Geometry, Profile]]:
     found = [(g, p) for g, p in ((g, g.profile(name)) for g in (
         m.geometry() for m in models().values() if m.mig_capable)) if p is not None]
     return min(found, key=lambda f: (share(f[0], f[1]), f[1].memory_mib), default=None)
+
+
+def table_mib(geo: Geometry, profile: Profile) -> int:
+    """``profile``'s memory as its model's table gives it: what profiles of two models are
+    compared by (an agent's report of it, for most models below the table's estimate, is of
+    its own GPU alone)."""
+    table = mig_geometry(geo.model)
+    found = table.profile(profile.name) if table is not None else None
+    return (found or profile).memory_mib
 
 
 def share(geo: Geometry, profile: Profile) -> Fraction:
