@@ -13,7 +13,9 @@ from remote_agent.gpu.models import models
 
 from fractui.config import QueueConfig
 from fractui.sched.manual import Unfit, complete
-from fractui.store.model import PLACED, Job, Slot
+from fractui.sched.fleetview import facts
+from fractui.store.model import PENDING, PLACED, Job, Slot
+from fractui.store_commands import hand_slot
 from tests.test_sched_charge import UID, view_of
 
 
@@ -33,8 +35,15 @@ def placed_by_hand(model: str, profile: str, reported: Optional[Dict[str, int]] 
 @pytest.mark.parametrize("profile", ["3g.47gb", "4g.47gb", "7g.94gb"])
 def test_a_larger_profile_of_a_model_without_the_queues_is_given(profile):
     """3g.40gb is no profile of an H100 NVL; its 3g.47gb holds as much compute and more
-    memory (it was refused as if no profile of the GPU held what the queue asks for)."""
+    memory (it was refused as if no profile of the GPU held what the queue asks for), by the
+    executor and by `fractui place` alike."""
     assert placed_by_hand("NVIDIA H100 NVL", profile, mig="3g.40gb").profile == profile
+    job = Job(1, "q", "t", "n", ("x",), QueueConfig(name="q", mig="3g.40gb").request(),
+              PENDING, 0.0, 0.0)
+    view = view_of(models()["NVIDIA H100 NVL"], True, 1)
+    asked = Slot("h", (0,), profile)
+    assert hand_slot(job, asked, facts(view), UID) == replace(
+        asked, charge=round(int(profile[0]) / 7, 6))
 
 
 def test_the_memory_of_two_models_profiles_is_compared_as_their_table_gives_it():
