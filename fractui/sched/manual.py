@@ -116,8 +116,9 @@ def _as_much_as(job: Job, name: str, named: tuple[Geometry, Profile], geo: Geome
                 given: Profile, where: str) -> None:
     """Unfit where ``given`` holds less than profile ``name`` (the queue's ``mig``, which
     ``geo``'s model has not) holds on the model that has it: its share of the compute and its
-    memory, both by the models' table. The profiles of a model of another size are named otherwise (an H100 NVL's
-    3g.47gb holds all a 3g.40gb does), and a larger one stays the admin's to give."""
+    memory, both by the models' table. The profiles of a model of another size are named
+    otherwise (an H100 NVL's 3g.47gb holds all a 3g.40gb does), and a larger one stays the
+    admin's to give."""
     other, asked = named
     mib = mig.table_mib(geo, given)
     if mig.share(geo, given) >= mig.share(other, asked) and mib >= asked.memory_mib:
