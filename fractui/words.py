@@ -22,6 +22,11 @@ _REPR_BYTE = re.compile(r"\\(\\|udc([89a-f][0-9a-f]))")
 QUOTED_MOST = 40  # characters of a long word quoted; the rest is counted, not echoed
 
 
+def gib(mib: int) -> float:
+    """MiB as GiB to a tenth, as the words about a size give it."""
+    return round(mib / 1024, 1)
+
+
 def quoted(text: str, most: int = QUOTED_MOST) -> str:
     """A word someone gave (an argument, a path, a config value), as a message quotes it: in
     quotes with its escapes, so a terminal is shown no control character and a line break

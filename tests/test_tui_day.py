@@ -512,8 +512,9 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
         jobs = fleet.model.store.jobs
         shown, starved = standing(jobs, fleet.config, fleet._usage, fleet.clock())
         order = next_order(jobs, fleet.config, fleet._usage)
+        bounds = {t.name: t.max_waiting for t in fleet.config.teams}  # as the scheduler keeps
         cli = {row.split()[0]: row.split() for row in
-               team_lines(shown, starved, order, fleet.config.fairshare.usage_weight)}
+               team_lines(shown, starved, order, fleet.config.fairshare.usage_weight, bounds)}
         assert len(order) > 1 and any(u.running for u in shown), (order, shown)
         drawn = screen_lines(app)
         head = next(ln for ln in drawn if "Teams" in ln)

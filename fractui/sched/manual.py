@@ -16,6 +16,7 @@ from fractui.sched.fleetview import (HostView, build_hosts, gpu_geometry, record
                                      share_mib)
 from fractui.sched.model import Request
 from fractui.store.model import Cordon, Job, Slot
+from fractui.words import gib
 
 
 class Unfit(Exception):
@@ -93,6 +94,11 @@ def _holds(job: Job, req: Request, geo: Geometry, given: Profile, host: str, gpu
     or slower, and be charged as the smaller slice. A larger profile is the admin's to give
     (charged as it is); ``fractui move`` keeps to the queue's own profile."""
     needed = mig.profile_for(req, geo)
+    if needed is None and req.mig and req.isolation != "share":  # a profile of other models
+        named = mig.as_named(req.mig)
+        if named is not None:
+            _as_much_as(job, req.mig, named, geo, given, "on GPU %d of %s" % (gpu, host))
+            return
     if needed is None:
         raise Unfit("job %d of queue %s takes no MIG slice (its isolation is %s): place it "
                     "without --profile" % (job.id, job.queue, req.isolation)
@@ -104,6 +110,28 @@ def _holds(job: Job, req: Request, geo: Geometry, given: Profile, host: str, gpu
                     "take %s" % (job.id, job.queue, needed.name, gpu, host, given.name,
                                  given.compute_slices, geo.compute_slices, given.size,
                                  geo.memory_slices, needed.name))
+
+
+def _as_much_as(job: Job, name: str, named: tuple[Geometry, Profile], geo: Geometry,
+                given: Profile, where: str) -> None:
+    """Unfit where ``given`` holds less than profile ``name`` (the queue's ``mig``, which
+    ``geo``'s model has not) holds on the model that has it: its share of the compute and its
+    memory, both by the models' table. The profiles of a model of another size are named
+    otherwise (an H100 NVL's 3g.47gb holds all a 3g.40gb does), and a larger one stays the
+    admin's to give."""
+    other, asked = named
+    mib = mig.table_mib(geo, given)
+    if mig.share(geo, given) >= mig.share(other, asked) and mib >= asked.memory_mib:
+        return
+    raise Unfit("job %d of queue %s asks for %s, which %s has not: it needs a profile holding "
+                "%s and %g GiB or more %s; %s holds less (%s, %g GiB)" % (
+                    job.id, job.queue, name, geo.model, _compute(other, asked),
+                    gib(asked.memory_mib), where, given.name, _compute(geo, given), gib(mib)))
+
+
+def _compute(geo: Geometry, profile: Profile) -> str:
+    """A profile's compute said against its own GPU's (models differ in slices: A30's 4)."""
+    return "%d of %d compute slices" % (profile.compute_slices, geo.compute_slices)
 
 
 def mode_change(slot: Slot, gpus: Sequence[Mapping[str, Any]]) -> Optional[bool]:

@@ -3,9 +3,11 @@ it. The rules themselves are the planner's (remote_agent.mig), imported, never c
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import lru_cache
 from typing import Optional, Tuple
 
+from remote_agent.gpu.models import mig_geometry, models
 from remote_agent.mig import planner
 from remote_agent.mig.layout import Geometry, Instance, Layout, Profile
 
@@ -51,6 +53,30 @@ def profile_for(req: Request, geo: Geometry) -> Optional[Profile]:
     if req.gpu:
         return profile_for_fraction(geo, req.gpu)
     return None
+
+
+@lru_cache(maxsize=256)
+def as_named(name: str) -> Optional[Tuple[Geometry, Profile]]:
+    """Profile ``name`` on the GPU model that gives the least with it (compute share, then
+    memory), with that model's geometry; None if no model has it: what a queue's ``mig``
+    asks of a GPU of a model whose profiles are named otherwise (3g.40gb of an H100 NVL)."""
+    found = [(g, p) for g, p in ((g, g.profile(name)) for g in (
+        m.geometry() for m in models().values() if m.mig_capable)) if p is not None]
+    return min(found, key=lambda f: (share(f[0], f[1]), f[1].memory_mib), default=None)
+
+
+def table_mib(geo: Geometry, profile: Profile) -> int:
+    """``profile``'s memory as its model's table gives it: what profiles of two models are
+    compared by (an agent's report of it, for most models below the table's estimate, is of
+    its own GPU alone)."""
+    table = mig_geometry(geo.model)
+    found = table.profile(profile.name) if table is not None else None
+    return (found or profile).memory_mib
+
+
+def share(geo: Geometry, profile: Profile) -> Fraction:
+    """The part of its GPU's compute ``profile`` holds."""
+    return Fraction(profile.compute_slices, geo.compute_slices)
 
 
 def signature(layout: Layout) -> Signature:

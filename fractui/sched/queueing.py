@@ -26,6 +26,7 @@ from fractui.sched.place import Memos, Placer, typical_classes
 from fractui.sched.quota import (EPSILON, Recent, TeamUsage, fair_order, fair_rank,
                                  team_usage, within_quota)
 from fractui.store.model import PENDING, RUNNING, STOPPING, Cordon, Job, Slot
+from fractui.words import gib
 
 POLICY = "fractui"
 PREEMPT_CANDIDATES = 4  # starved jobs a pass tries to make room for (each costs a few plans)
@@ -335,8 +336,8 @@ def _beyond_hosts(allowed: FrozenSet[str], cpu_milli: int, memory_mib: int,
     return ("no host it may use has the CPUs and RAM its queue books (%g CPUs, %g GiB RAM); "
             "the largest, %s, has %g CPUs and %g GiB RAM: lower the queue's cpus or memory in "
             "the config, or add a larger host" % (
-                cpu_milli / 1000, _gib(memory_mib), most.name, most.cpu_milli / 1000,
-                _gib(most.memory_mib)))
+                cpu_milli / 1000, gib(memory_mib), most.name, most.cpu_milli / 1000,
+                gib(most.memory_mib)))
 
 
 def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
@@ -353,10 +354,6 @@ def _none_reachable(allowed: FrozenSet[str], views: Sequence[HostView],
     if not away:
         return None
     return "no host it may use is reachable now (%s): it waits for one" % _first_three(away)
-
-
-def _gib(mib: int) -> float:
-    return round(mib / 1024, 1)
 
 
 def _no_room(cordons: Sequence[Cordon], outside: Sequence[Tuple[str, int, int]]) -> str:
