@@ -23,10 +23,11 @@ from tests import localfleet
 local_fleet = localfleet.local_fleet
 
 # Relays the admin's lines to the agent and the agent's back; from the hello on ("words") or
-# once the admin has asked for a job.list, rewrites what comes back by MODE: "words": each GPU's name and each ended job's
-# reason LONG characters longer; "uuid": each pushed snapshot's GPU uuids of LONG characters;
-# "error": each error answer's message and data.reason LONG characters long, and its data
-# with a word of LONG characters that nothing reads.
+# once the admin has asked for a job.list, rewrites what comes back by MODE: "words": each
+# GPU's name and each ended job's reason LONG characters longer; "uuid": each pushed
+# snapshot's GPU uuids of LONG characters; "error": each error answer's message and
+# data.reason LONG characters long, and its data with a word of LONG characters that nothing
+# reads.
 RELAY = """\
 import json, subprocess, sys, threading
 MODE, LONG = %r, %d
@@ -99,8 +100,8 @@ def test_a_hosts_long_gpu_name_and_job_reason_are_cut_in_its_state_and_the_store
     caplog.set_level(logging.INFO, "fractui.fleet")
     long = answers.WHY_MOST + 10
     f, session = relayed(local_fleet, tmp_path, monkeypatch, "words", long)
-    name = cut("NVIDIA L4" + "n" * long, answers.WORDS_MOST, len("NVIDIA L4") + long -
-               answers.WORDS_MOST)
+    name = cut("NVIDIA L4" + "n" * long, answers.WORD_MOST, len("NVIDIA L4") + long -
+               answers.WORD_MOST)
     for _ in range(2):  # said once
         assert session.call("snapshot")["gpus"][0]["name"] == name
     assert [gpu["name"] for gpu in (session.status.hello["gpus"] +
@@ -113,7 +114,7 @@ def test_a_hosts_long_gpu_name_and_job_reason_are_cut_in_its_state_and_the_store
     said = [r.getMessage() for r in caplog.records if "cut there" in r.getMessage()]
     assert said.count("gpu-a: what its agent said: snapshot.gpus[].name: %d characters, past "
                       "the %d kept: cut there (said once)" % (
-                          len("NVIDIA L4") + long, answers.WORDS_MOST)) == 1, said
+                          len("NVIDIA L4") + long, answers.WORD_MOST)) == 1, said
     assert any("job.reason: %d characters, past the %d kept: cut there" % (
         long, answers.WHY_MOST) in words for words in said), said
 

@@ -321,18 +321,21 @@ SMALL_ = Kind("small", maybe=True)
 # sends there, and below what a flood of them costs each pass, the store and the TUI. Cut
 # past them, but for what names something, refused past them (docs/decisions.md).
 IDENT_MOST = MAX_ID  # a name: a uuid, a profile, a layout's version, a job's id or key, a key
-WORDS_MOST = MAX_TEXT  # a word or a path: a GPU's name, a state, a cwd (PATH_MAX), an image
+WORD_MOST = MAX_ID  # a word: a GPU's name (NVML's are at most 96 bytes), a feature, a method
+LINK_MOST = 16  # a link between two GPUs: NV18, NVSWITCH, PIX, SYS (docs/protocol.md)
+WORDS_MOST = MAX_TEXT  # other words, or a path: a state, a cwd (PATH_MAX), an image
 WHY_MOST = 64 * 1024  # words that say why: a job's reason (a runtime's stderr), a problem
 ARG_MOST = MAX_ARG  # a word of a job's argv (Linux's MAX_ARG_STRLEN)
 LINE_MOST = MAX_LOG_BYTES  # a log line: job.logs answers at most that many bytes
 DATA_MOST = (MAX_LOG_BYTES + 2) // 3 * 4  # job.logs' bytes in base64
 
 STR, STR_ = Text(), Text(maybe=True)
+WORD, WORDS = Text(WORD_MOST), ListOf(Text(WORD_MOST))
 WHY, WHY_ = Text(WHY_MOST), Text(WHY_MOST, maybe=True)
 IDENT, IDENT_ = Text(IDENT_MOST, whole=True), Text(IDENT_MOST, maybe=True, whole=True)
 NAME = Text(IDENT_MOST, whole=True, exact=True)  # a job's id or key: what calls and the
 # store name it by, never mended
-TEXTS, WHYS = ListOf(STR), ListOf(WHY)
+WHYS = ListOf(WHY)
 
 # The most of each list of one answer taken (ListOf.most; 256 where not named): far above
 # what a host has (NVML's GPUs, a GPU's MIG instances, the agent's 16 XID events), and below
@@ -352,8 +355,8 @@ INSTANCE = Record({
     needs=("gi_id", "profile", "start", "size"))
 
 GPU = Record({
-    "index": SMALL, "uuid": IDENT_, "name": STR, "memory_mib": COUNT, "mig_capable": BOOL,
-    "mig_mode": BOOL, "mig_pending": BOOL_, "cap_layers": TEXTS,
+    "index": SMALL, "uuid": IDENT_, "name": WORD, "memory_mib": COUNT, "mig_capable": BOOL,
+    "mig_mode": BOOL, "mig_pending": BOOL_, "cap_layers": WORDS,
     "cap_layers_unavailable": MapOf(WHY), "mig_profile_mib": MapOf(SMALL),
     "layout_version": IDENT_, "degraded": WHY_,
     "instances": ListOf(INSTANCE, most=INSTANCES_MOST),
@@ -376,8 +379,9 @@ HELLO = Record({
     "protocol": INT, "agent_version": STR_, "backend": STR_, "host": STR_, "cpus": NUM,
     "memory_mib": COUNT, "limits": MapOf(STR), "driver_version": STR_,
     "privileges": Record({"root": BOOL, "mig_changes": BOOL, "reason": WHY_}),
-    "gpus": GPUS, "links": ListOf(ListOf(STR, most=GPUS_MOST), maybe=True, most=GPUS_MOST),
-    "links_error": WHY_, "problems": WHYS, "methods": TEXTS, "features": TEXTS,
+    "gpus": GPUS, "links": ListOf(ListOf(Text(LINK_MOST, whole=True), most=GPUS_MOST),
+                    maybe=True, most=GPUS_MOST),
+    "links_error": WHY_, "problems": WHYS, "methods": WORDS, "features": WORDS,
     "runtimes": MapOf(STR_), "runtimes_unavailable": MapOf(WHY)},
     needs=("protocol", "agent_version", "backend", "gpus"))
 
@@ -388,7 +392,7 @@ JOB = Record({
     "cwd": STR_,
     "gpus": ListOf(COUNT, most=GPUS_MOST), "gpu_uuids": ListOf(IDENT, most=GPUS_MOST),
     "instance": IDENT_, "mig": Record({"profile": IDENT, "start": SMALL_}, maybe=True),
-    "memory_mib": COUNT_, "created_at": NUM_, "state": STR, "caps": TEXTS, "cap_notes": WHYS,
+    "memory_mib": COUNT_, "created_at": NUM_, "state": STR, "caps": WORDS, "cap_notes": WHYS,
     "exit_code": Within(INT_, "exit code a process returns", most=255, clamped=False),
     "reason": WHY_, "pid": COUNT_, "started_at": NUM_, "ended_at": NUM_, "run_as": STR_,
     "cgroup": STR_, "runtime": STR_, "image": STR_, "container": STR_,
