@@ -15,6 +15,7 @@ import pytest
 from fractui.config import QueueConfig
 from fractui.fleet import answers
 from fractui.fleet.client import AGENT_ERROR_MOST, AgentCallError
+from fractui.fleet.host import AnswerMalformed
 from fractui.fleet.transport.local import LocalTransport
 from fractui.store.model import FAILED
 from remote_agent.rpc.jsonrpc import JOB_NOT_FOUND
@@ -148,3 +149,34 @@ def test_an_agent_errors_words_and_data_are_kept_bounded(local_fleet, tmp_path, 
     assert err.value.message == words % ("e" * AGENT_ERROR_MOST, long)
     assert err.value.data == {"class": "request",
                               "reason": words % ("r" * AGENT_ERROR_MOST, long)}
+
+
+def test_what_names_something_past_its_bound_is_malformed_not_cut(local_fleet):
+    """A link word, an object's key, a plan's layout version and profile, and a log's bytes
+    in base64: cut, each would read as another (a link ``NV1…``, another layout) or not at
+    all; past its bound, or a link word not ASCII, the answer is malformed. Before: taken."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="slice", mig="1g.10gb")])
+    session = f.fleet.session("gpu-a")
+    hello = session.status.hello
+    plan = session.call("mig.plan", {"gpu": 0, "profile": "1g.10gb"})
+    long = "8" * 300
+    for method, answer, said in (
+            ("hello", dict(hello, links=[["NV1" + long]]),
+             "hello.links[0][0]: 'NV1%s... is 303 characters, more than the 16 any agent "
+             "sends there" % long[:33]),
+            ("hello", dict(hello, links=[["NV\u0661"]]),
+             "hello.links[0][0]: 'NV\u0661' is not ASCII"),
+            ("hello", dict(hello, limits={long: "x"}),
+             "hello.limits: a key of 300 characters, more than the 256 any agent sends there"),
+            ("mig.plan", dict(plan, layout_version=long),
+             "mig.plan.layout_version: '%s... is 300 characters, more than the 256 any agent "
+             "sends there" % long[:36]),
+            ("mig.plan", dict(plan, profile="1g.10gb" + long),
+             "mig.plan.profile: '1g.10gb%s... is 307 characters, more than the 256 any agent "
+             "sends there" % long[:29]),
+            ("job.logs", {"lines": [], "offset": 0, "data": "A" * (answers.DATA_MOST + 4)},
+             "job.logs.data: '%s... is %d characters, more than the %d any agent sends "
+             "there" % ("A" * 36, answers.DATA_MOST + 4, answers.DATA_MOST))):
+        with pytest.raises(AnswerMalformed) as refused:
+            session._checked(method, answer)
+        assert refused.value.reason == "malformed: " + said

@@ -110,12 +110,14 @@ class Text(Shape):
     for each place it is in) and in the text itself (``CUT``). Not where ``whole``: text that
     names something (a GPU's uuid, a profile, a layout's version, a job's id or key), which
     cut would name another, or that is read as a whole (a log's bytes in base64), is malformed
-    past ``most`` instead; where ``exact``, also where mending it would change it."""
+    past ``most`` instead; where ``exact``, also where mending it would change it; where
+    ``ascii``, where it is not ASCII (a word of the protocol's, as a link's)."""
 
     most: int = MAX_TEXT
     maybe: bool = False
     whole: bool = False
     exact: bool = False
+    ascii: bool = False
 
     CUT: ClassVar[str] = "\u2026 (cut: %d more characters)"
 
@@ -127,6 +129,8 @@ class Text(Shape):
         if self.whole and len(value) > self.most:
             return "%s: %s is %d characters, more than the %d any agent sends there" % (
                 where, _said(value), len(value), self.most)
+        if self.ascii and not value.isascii():
+            return "%s: %s is not ASCII" % (where, _said(value))
         if self.exact and storable(value) != value:
             return "%s: %s is not text with no NUL or lone surrogate (mended, it would name " \
                 "another job)" % (where, _said(value))
@@ -379,7 +383,7 @@ HELLO = Record({
     "protocol": INT, "agent_version": STR_, "backend": STR_, "host": STR_, "cpus": NUM,
     "memory_mib": COUNT, "limits": MapOf(STR), "driver_version": STR_,
     "privileges": Record({"root": BOOL, "mig_changes": BOOL, "reason": WHY_}),
-    "gpus": GPUS, "links": ListOf(ListOf(Text(LINK_MOST, whole=True), most=GPUS_MOST),
+    "gpus": GPUS, "links": ListOf(ListOf(Text(LINK_MOST, whole=True, ascii=True), most=GPUS_MOST),
                     maybe=True, most=GPUS_MOST),
     "links_error": WHY_, "problems": WHYS, "methods": WORDS, "features": WORDS,
     "runtimes": MapOf(STR_), "runtimes_unavailable": MapOf(WHY)},
