@@ -10,7 +10,8 @@ a key that is missing reads as absent, as every reader takes it.
 What is well formed is then mended (``mended``) to what every store keeps, so that no value
 a host sends is one the store refuses (``StoreRefused`` stays the last defence): its text with
 no NUL or lone surrogate, and each whole number the store keeps in a 32-bit column within it,
-by the field's own rule (docs/decisions.md, "A host's values mended where they come in").
+by the field's own rule (docs/decisions.md, "A host's values mended where they come in"). Its
+lists and texts are taken to bounds far above what a host has (``ListOf.most``, ``Text.most``).
 """
 
 from __future__ import annotations
