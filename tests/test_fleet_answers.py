@@ -651,24 +651,28 @@ def test_a_hostile_agent_naming_a_new_job_at_each_push_grows_no_mark_past_the_ca
 
 
 def test_a_hosts_long_job_id_is_said_cut_in_the_log_and_in_its_state(local_fleet, caplog):
-    """A malformed record of a job whose id is as long as a line may be: the log and the
-    host's state quote the id cut, with its length. Before: the whole MiB, in each."""
+    """A record of a job whose id is as long as a line may be, malformed by it (an id is
+    never cut, which would name another job): the log and the host's state quote the id cut,
+    with its length. Before: the whole MiB, in each."""
     caplog.set_level(logging.INFO, "fractui.fleet")
     f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
     session = f.fleet.session("gpu-a")
     session.call("unsubscribe")
     long = "j" * (2 ** 20)
-    session._notify("job", {"id": long, "key": "k", "state": 5, "gpus": [0], "pid": None})
+    session._notify("job", {"id": long, "key": "k", "state": "exited", "gpus": [0],
+                            "pid": None})
     cut = "job 'jjj"  # ... the first characters of it, then how many there are
+    why = "job.id: '%s... is %d characters, more than the 256 any agent sends there" % (
+        "j" * 36, len(long))
     [said] = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(said) < 300, said[:300]
-    assert said.startswith("gpu-a: ignoring a malformed record of %s" % cut), said[:300]
-    assert said.endswith("…' (%d characters) from its agent: job.state: 5 is not text" % (
-        len(long))), said[-300:]
+    assert len(said) < 400, said[:400]
+    assert said.startswith("gpu-a: ignoring a malformed record of %s" % cut), said[:400]
+    assert said.endswith("…' (%d characters) from its agent: %s" % (len(long), why)), \
+        said[-400:]
     error = session.status.error
-    assert len(error) < 300 and error.startswith(
+    assert len(error) < 400 and error.startswith(
         "its agent sent a malformed record of %s" % cut) and error.endswith(
-        "…' (%d characters), ignored: job.state: 5 is not text" % len(long)), error[:300]
+        "…' (%d characters), ignored: %s" % (len(long), why)), error[:400]
 
 
 def test_a_listener_failing_on_one_jobs_notifications_is_said_once_and_keeps_no_other_back(

@@ -10,7 +10,8 @@ a key that is missing reads as absent, as every reader takes it.
 What is well formed is then mended (``mended``) to what every store keeps, so that no value
 a host sends is one the store refuses (``StoreRefused`` stays the last defence): its text with
 no NUL or lone surrogate, and each whole number the store keeps in a 32-bit column within it,
-by the field's own rule (docs/decisions.md, "A host's values mended where they come in").
+by the field's own rule (docs/decisions.md, "A host's values mended where they come in"). Its
+lists and texts are taken to bounds far above what a host has (``ListOf.most``, ``Text.most``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tupl
 
 from fractui.fleet.client import host_words
 from fractui.store.model import storable
+from remote_agent.jobs.methods import MAX_LOG_BYTES
 from remote_agent.jobs.store import FINISHED
+from remote_agent.rpc.jsonrpc import MAX_ARG, MAX_ID, MAX_TEXT
 
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
 COLUMN_MOST = 2 ** 31 - 1  # the most a store's 32-bit column (PostgreSQL's INTEGER) keeps
@@ -46,8 +49,8 @@ class Shape(ABC):
 
 @dataclass(frozen=True)
 class Kind(Shape):
-    """One JSON kind: ``count`` (a whole number from 0), ``int``, ``num`` (finite), ``str``,
-    ``bool``; ``null`` allowed too where ``maybe``."""
+    """One JSON kind: ``count`` (a whole number from 0), ``int``, ``num`` (finite), ``bool``;
+    ``null`` allowed too where ``maybe``. (Text is ``Text``'s.)"""
 
     name: str
     maybe: bool = False
@@ -59,22 +62,15 @@ class Kind(Shape):
             return None
         return "%s: %s is not %s" % (where, _said(value), _WORDS[self.name])
 
-    def mended(self, value: Any, where: str, said: Said) -> Any:
-        return storable(value) if self.name == "str" and value is not None else value
-
 
 _WORDS = {"count": "a whole number from 0", "int": "a whole number", "num": "a number",
-          "str": "text", "bool": "true or false",
-          "name": "text with no NUL or lone surrogate (mended, it would name another job)",
-          "small": "a whole number from 0 to %d" % COLUMN_MOST}
+          "bool": "true or false", "small": "a whole number from 0 to %d" % COLUMN_MOST}
 _CHECKS: Dict[str, Callable[[Any], bool]] = {  # bool is not a number here, though Python's int
     "count": lambda v: type(v) is int and 0 <= v < BIG,
     "small": lambda v: type(v) is int and 0 <= v <= COLUMN_MOST,
     "int": lambda v: type(v) is int and -BIG < v < BIG,
     "num": lambda v: (type(v) is int and -BIG < v < BIG) or (
         type(v) is float and math.isfinite(v)),
-    "str": lambda v: isinstance(v, str),
-    "name": lambda v: isinstance(v, str) and storable(v) == v,
     "bool": lambda v: type(v) is bool}
 
 
@@ -105,6 +101,51 @@ class Within(Shape):
         said.append((where, "%s: malformed: %s is no %s (%d to %d): read as unknown" % (
             where, _said(value), self.what, self.least, self.most), False))
         return None
+
+
+@dataclass(frozen=True)
+class Text(Shape):
+    """Text (or null, where ``maybe``) of at most ``most`` characters, as every store keeps it.
+    What a host says is kept in memory, written to the store (read by every pass) and drawn by
+    the TUI: past ``most``, far above what an agent sends there, it is cut, saying so (once
+    for each place it is in) and in the text itself (``CUT``). Not where ``whole``: text that
+    names something (a GPU's uuid, a profile, a layout's version, a job's id or key), which
+    cut would name another, or that is read as a whole (a log's bytes in base64), is malformed
+    past ``most`` instead; where ``exact``, also where mending it would change it; where
+    ``ascii``, where it is not ASCII (a word of the protocol's, as a link's)."""
+
+    most: int = MAX_TEXT
+    maybe: bool = False
+    whole: bool = False
+    exact: bool = False
+    ascii: bool = False
+
+    CUT: ClassVar[str] = "\u2026 (cut: %d more characters)"
+
+    def problem(self, value: Any, where: str) -> Optional[str]:
+        if value is None:
+            return None if self.maybe else "%s: null is not text" % where
+        if not isinstance(value, str):
+            return "%s: %s is not text" % (where, _said(value))
+        if self.whole and len(value) > self.most:
+            return "%s: %s is %d characters, more than the %d any agent sends there" % (
+                where, _said(value), len(value), self.most)
+        if self.ascii and not value.isascii():
+            return "%s: %s is not ASCII" % (where, _said(value))
+        if self.exact and storable(value) != value:
+            return "%s: %s is not text with no NUL or lone surrogate (mended, it would name " \
+                "another job)" % (where, _said(value))
+        return None
+
+    def mended(self, value: Any, where: str, said: Said) -> Any:
+        if value is None:
+            return value
+        kept = storable(value)
+        if len(kept) <= self.most:
+            return kept
+        said.append((where, "%s: %d characters, past the %d kept: cut there" % (
+            where, len(kept), self.most), False))
+        return kept[:self.most] + self.CUT % (len(kept) - self.most)
 
 
 def _said(value: Any) -> str:
@@ -229,8 +270,13 @@ class MapOf(_Parts):
     most: int = 256
 
     def parts(self, value: Any, where: str) -> Optional[str]:
+        taken = list(value.items())[:self.most]
+        long = next((key for key, _item in taken if len(key) > IDENT_MOST), None)
+        if long is not None:  # a key names its value (a profile, a runtime): never cut
+            return "%s: a key of %d characters, more than the %d any agent sends there" % (
+                where, len(long), IDENT_MOST)
         return _first((self.value, item, "%s.%s" % (where, host_words(key, True)))
-                      for key, item in list(value.items())[:self.most])
+                      for key, item in taken)
 
     def parts_mended(self, value: Any, where: str, said: Said) -> Any:
         # (its keys as they are: none is kept in a store's column but as JSON, which escapes)
@@ -271,13 +317,30 @@ def _first(checks: Iterable[Tuple[Shape, Any, str]]) -> Optional[str]:
                  if said), None)
 
 
-COUNT, INT, NUM, STR, BOOL = (Kind(k) for k in ("count", "int", "num", "str", "bool"))
-COUNT_, INT_, NUM_, STR_, BOOL_ = (Kind(k, maybe=True)
-                                   for k in ("count", "int", "num", "str", "bool"))
+COUNT, INT, NUM, BOOL = (Kind(k) for k in ("count", "int", "num", "bool"))
+COUNT_, INT_, NUM_, BOOL_ = (Kind(k, maybe=True) for k in ("count", "int", "num", "bool"))
 SMALL = Kind("small")  # a GPU's index, a MIG slot, a profile's MiB: an INTEGER column's, if any
 SMALL_ = Kind("small", maybe=True)
-NAME = Kind("name")  # a job's id or key: what calls and the store name it by, never mended
-TEXTS = ListOf(STR)
+
+# The most characters of each text of one answer kept (Text.most): far above what an agent
+# sends there, and below what a flood of them costs each pass, the store and the TUI. Cut
+# past them, but for what names something, refused past them (docs/decisions.md).
+IDENT_MOST = MAX_ID  # a name: a uuid, a profile, a layout's version, a job's id or key, a key
+WORD_MOST = MAX_ID  # a word: a GPU's name (NVML's are at most 96 bytes), a feature, a method
+LINK_MOST = 16  # a link between two GPUs: NV18, NVSWITCH, PIX, SYS (docs/protocol.md)
+WORDS_MOST = MAX_TEXT  # other words, or a path: a state, a cwd (PATH_MAX), an image
+WHY_MOST = 64 * 1024  # words that say why: a job's reason (a runtime's stderr), a problem
+ARG_MOST = MAX_ARG  # a word of a job's argv (Linux's MAX_ARG_STRLEN)
+LINE_MOST = MAX_LOG_BYTES  # a log line: job.logs answers at most that many bytes
+DATA_MOST = (MAX_LOG_BYTES + 2) // 3 * 4  # job.logs' bytes in base64
+
+STR, STR_ = Text(), Text(maybe=True)
+WORD, WORDS = Text(WORD_MOST), ListOf(Text(WORD_MOST))
+WHY, WHY_ = Text(WHY_MOST), Text(WHY_MOST, maybe=True)
+IDENT, IDENT_ = Text(IDENT_MOST, whole=True), Text(IDENT_MOST, maybe=True, whole=True)
+NAME = Text(IDENT_MOST, whole=True, exact=True)  # a job's id or key: what calls and the
+# store name it by, never mended
+WHYS = ListOf(WHY)
 
 # The most of each list of one answer taken (ListOf.most; 256 where not named): far above
 # what a host has (NVML's GPUs, a GPU's MIG instances, the agent's 16 XID events), and below
@@ -291,20 +354,20 @@ ARGV_MOST = 4096  # the agent takes no longer argv
 LINES_MOST = 100000  # the most job.logs answers
 
 INSTANCE = Record({
-    "uuid": STR_, "gi_id": INT, "profile": STR, "start": SMALL, "size": SMALL,
+    "uuid": IDENT_, "gi_id": INT, "profile": IDENT, "start": SMALL, "size": SMALL,
     "memory_mib": COUNT, "memory_used_mib": COUNT_, "busy": BOOL,
     "pids": ListOf(COUNT, most=PROCESSES_MOST)},
     needs=("gi_id", "profile", "start", "size"))
 
 GPU = Record({
-    "index": SMALL, "uuid": STR_, "name": STR, "memory_mib": COUNT, "mig_capable": BOOL,
-    "mig_mode": BOOL, "mig_pending": BOOL_, "cap_layers": TEXTS,
-    "cap_layers_unavailable": MapOf(STR), "mig_profile_mib": MapOf(SMALL),
-    "layout_version": STR_, "degraded": STR_,
+    "index": SMALL, "uuid": IDENT_, "name": WORD, "memory_mib": COUNT, "mig_capable": BOOL,
+    "mig_mode": BOOL, "mig_pending": BOOL_, "cap_layers": WORDS,
+    "cap_layers_unavailable": MapOf(WHY), "mig_profile_mib": MapOf(SMALL),
+    "layout_version": IDENT_, "degraded": WHY_,
     "instances": ListOf(INSTANCE, most=INSTANCES_MOST),
-    "memory_used_mib": COUNT_, "utilization_gpu": NUM_, "utilization_note": STR_,
-    "processes": ListOf(Record({"pid": COUNT, "used_mib": COUNT_, "instance": STR_,
-                                "job": STR_, "service": STR_}, needs=("pid",)),
+    "memory_used_mib": COUNT_, "utilization_gpu": NUM_, "utilization_note": WHY_,
+    "processes": ListOf(Record({"pid": COUNT, "used_mib": COUNT_, "instance": IDENT_,
+                                "job": IDENT_, "service": STR_}, needs=("pid",)),
                         most=PROCESSES_MOST),
     "health": Record({
         "temperature_c": NUM_, "slowdown_c": NUM_, "power_mw": NUM_, "power_limit_mw": NUM_,
@@ -313,34 +376,36 @@ GPU = Record({
         "throttle": ListOf(STR, maybe=True),
         "xid": ListOf(Record({"time": NUM, "xid": INT, "gi_id": INT_, "ci_id": INT_},
                              needs=("time", "xid")), most=XID_MOST),
-        "xid_note": STR_, "unmeasured": TEXTS, "errors": TEXTS}, maybe=True),
+        "xid_note": WHY_, "unmeasured": WHYS, "errors": WHYS}, maybe=True),
 }, needs=("index", "name"))
 GPUS = ListOf(GPU, most=GPUS_MOST)
 
 HELLO = Record({
     "protocol": INT, "agent_version": STR_, "backend": STR_, "host": STR_, "cpus": NUM,
     "memory_mib": COUNT, "limits": MapOf(STR), "driver_version": STR_,
-    "privileges": Record({"root": BOOL, "mig_changes": BOOL, "reason": STR_}),
-    "gpus": GPUS, "links": ListOf(ListOf(STR, most=GPUS_MOST), maybe=True, most=GPUS_MOST),
-    "links_error": STR_, "problems": TEXTS, "methods": TEXTS, "features": TEXTS,
-    "runtimes": MapOf(STR_), "runtimes_unavailable": MapOf(STR)},
+    "privileges": Record({"root": BOOL, "mig_changes": BOOL, "reason": WHY_}),
+    "gpus": GPUS, "links": ListOf(ListOf(Text(LINK_MOST, whole=True, ascii=True), most=GPUS_MOST),
+                    maybe=True, most=GPUS_MOST),
+    "links_error": WHY_, "problems": WHYS, "methods": WORDS, "features": WORDS,
+    "runtimes": MapOf(STR_), "runtimes_unavailable": MapOf(WHY)},
     needs=("protocol", "agent_version", "backend", "gpus"))
 
 SNAPSHOT = Record({"host": STR_, "time": NUM_, "gpus": GPUS}, needs=("gpus",))
 
 JOB = Record({
-    "id": NAME, "key": NAME, "name": STR_, "argv": ListOf(STR, most=ARGV_MOST), "cwd": STR_,
-    "gpus": ListOf(COUNT, most=GPUS_MOST), "gpu_uuids": ListOf(STR, most=GPUS_MOST),
-    "instance": STR_, "mig": Record({"profile": STR, "start": SMALL_}, maybe=True),
-    "memory_mib": COUNT_, "created_at": NUM_, "state": STR, "caps": TEXTS, "cap_notes": TEXTS,
+    "id": NAME, "key": NAME, "name": STR_, "argv": ListOf(Text(ARG_MOST), most=ARGV_MOST),
+    "cwd": STR_,
+    "gpus": ListOf(COUNT, most=GPUS_MOST), "gpu_uuids": ListOf(IDENT, most=GPUS_MOST),
+    "instance": IDENT_, "mig": Record({"profile": IDENT, "start": SMALL_}, maybe=True),
+    "memory_mib": COUNT_, "created_at": NUM_, "state": STR, "caps": WORDS, "cap_notes": WHYS,
     "exit_code": Within(INT_, "exit code a process returns", most=255, clamped=False),
-    "reason": STR_, "pid": COUNT_, "started_at": NUM_, "ended_at": NUM_, "run_as": STR_,
+    "reason": WHY_, "pid": COUNT_, "started_at": NUM_, "ended_at": NUM_, "run_as": STR_,
     "cgroup": STR_, "runtime": STR_, "image": STR_, "container": STR_,
     "container_cgroup": STR_,
     "usage": Record({"since": NUM_, "until": NUM_, "samples": Within(COUNT, "samples"),
                      "memory_peak_mib": Within(COUNT_, "MiB"), "memory_mean_mib": NUM_,
                      "util_samples": Within(COUNT, "samples"), "util_mean": NUM_,
-                     "util_note": STR_}, maybe=True),
+                     "util_note": WHY_}, maybe=True),
 }, needs=("id", "key", "state", "gpus", "pid"))
 JOBS = JobsOf(JOB, most=JOBS_MOST)
 
@@ -351,19 +416,20 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
     "hello": HELLO, "subscribe": SUBSCRIBED, "snapshot": SNAPSHOT, "job": JOB,
     "job.launch": JOB, "job.get": JOB, "job.stop": JOB,
     "job.list": Record({"jobs": JOBS}, needs=("jobs",)),
-    "job.logs": Record({"lines": ListOf(STR, most=LINES_MOST), "offset": COUNT, "data": STR},
+    "job.logs": Record({"lines": ListOf(Text(LINE_MOST), most=LINES_MOST), "offset": COUNT,
+                        "data": Text(DATA_MOST, whole=True)},
                        needs=("lines", "offset")),
-    "mig.plan": Record({"gpu": SMALL, "gpu_uuid": STR_, "profile": STR, "start": SMALL,
+    "mig.plan": Record({"gpu": SMALL, "gpu_uuid": IDENT_, "profile": IDENT, "start": SMALL,
                         "size": SMALL, "destroy": ListOf(INSTANCE, most=INSTANCES_MOST,
                                                                whole=True),
-                        "description": STR, "layout_version": STR},
+                        "description": WHY, "layout_version": IDENT},
                        needs=("gpu", "start", "description", "layout_version")),
-    "mig.apply": Record({"profile": STR, "start": SMALL, "warning": STR_,
-                         "instance": Record({"uuid": STR_}, needs=("uuid",))},
+    "mig.apply": Record({"profile": IDENT, "start": SMALL, "warning": WHY_,
+                         "instance": Record({"uuid": IDENT_}, needs=("uuid",))},
                         needs=("profile", "start", "instance")),
-    "mig.destroy": Record({"destroyed": Record(INSTANCE.keys, maybe=True), "warning": STR_}),
+    "mig.destroy": Record({"destroyed": Record(INSTANCE.keys, maybe=True), "warning": WHY_}),
     "mig.set_mode": Record({"mig_mode": BOOL_, "reset_required": BOOL_, "reset": BOOL_,
-                            "changed": BOOL_, "warning": STR_}),
+                            "changed": BOOL_, "warning": WHY_}),
     "sim.add_process": Record({"pid": COUNT}, needs=("pid",))}  # the demo's load
 
 

@@ -67,15 +67,31 @@ def _error_words(words: str) -> str:
     return words if len(words) <= AGENT_ERROR_MOST else host_words(words, most=AGENT_ERROR_MOST)
 
 
+ERROR_DATA_READ = ("class", "reason")
+"""What of an agent error's ``data`` the admin reads (docs/protocol.md): its class, and a
+failed start's exact reason."""
+
+
+def _error_data(data: Any) -> Dict[str, str]:
+    """Of an agent error's ``data``, the texts the admin reads (``ERROR_DATA_READ``), cut as its
+    message (``_error_words``): the rest, which nothing reads, is left out (kept whole, a
+    hostile agent's data was as long as its answer line, held with the error and its job)."""
+    if not isinstance(data, dict):
+        return {}
+    return {key: _error_words(data[key]) for key in ERROR_DATA_READ
+            if isinstance(data.get(key), str)}
+
+
 class AgentCallError(Exception):
     """The agent answered with a JSON-RPC error. ``message`` keeps the agent's words as it
     said them; shown (``str``), the agent's "this host" names the host it is."""
 
     def __init__(self, method: str, error: Dict[str, Any], host: Optional[str] = None):
         self.method = method
-        self.code = error.get("code")
-        self.message = _error_words(str(error.get("message") or "error %s" % self.code))
-        self.data = error.get("data")
+        code = error.get("code")
+        self.code = code if type(code) is int else None  # a code is a number, not words
+        self.message = _error_words(str(error.get("message") or "error %s" % (code,)))
+        self.data = _error_data(error.get("data"))
         self.host = host
         super().__init__(self.message.replace("this host", host) if host else self.message)
 
@@ -84,9 +100,8 @@ class AgentCallError(Exception):
         (``data.reason`` of START_FAILED, docs/protocol.md): "the job cannot start: cannot run
         x" said after our own "cannot start on HOST:" said it twice."""
         reason = self.data.get("reason") if isinstance(self.data, dict) else None
-        if self.code != START_FAILED or not isinstance(reason, str) or not reason:
+        if self.code != START_FAILED or not reason:
             return str(self)
-        reason = _error_words(reason)
         return reason.replace("this host", self.host) if self.host else reason
 
 

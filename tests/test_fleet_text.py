@@ -1,0 +1,182 @@
+"""What the admin side keeps of a host's text is bounded (fractui/fleet/answers.py, ``Text``;
+fractui/fleet/client.py, an agent error's words and data): a broken or hostile agent's GPU
+name or job reason as long as its answer line is cut past its bound, with a mark, in the
+host's state and in the store's rows, said once in the log; a GPU's uuid, which cut would name
+another GPU, is refused as malformed. Real agents over the local fleet; the long text comes
+from a real program that stands between the admin and the agent, rewriting its answers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from fractui.config import QueueConfig
+from fractui.fleet import answers
+from fractui.fleet.client import AGENT_ERROR_MOST, AgentCallError
+from fractui.fleet.host import AnswerMalformed
+from fractui.fleet.transport.local import LocalTransport
+from fractui.store.model import FAILED
+from remote_agent.rpc.jsonrpc import JOB_NOT_FOUND
+from tests import localfleet
+
+local_fleet = localfleet.local_fleet
+
+# Relays the admin's lines to the agent and the agent's back; from the hello on ("words") or
+# once the admin has asked for a job.list, rewrites what comes back by MODE: "words": each
+# GPU's name and each ended job's reason LONG characters longer; "uuid": each pushed
+# snapshot's GPU uuids of LONG characters; "error": each error answer's message and
+# data.reason LONG characters long, and its data with a word of LONG characters that nothing
+# reads.
+RELAY = """\
+import json, subprocess, sys, threading
+MODE, LONG = %r, %d
+agent = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+armed = threading.Event()
+if MODE == "words":  # from the hello on
+    armed.set()
+def rewrite(value, pushed):
+    if isinstance(value, list):
+        for item in value:
+            rewrite(item, pushed)
+    if not isinstance(value, dict):
+        return
+    if MODE == "words" and "mig_capable" in value:
+        value["name"] += "n" * LONG
+    if MODE == "words" and "key" in value and value.get("ended_at") is not None:
+        value["reason"] = "r" * LONG
+    if MODE == "uuid" and pushed == "snapshot" and "mig_capable" in value:
+        value["uuid"] = "GPU-" + "0" * LONG
+    for item in value.values():
+        rewrite(item, pushed)
+def rewritten(line):
+    message = json.loads(line)
+    error = message.get("error")
+    if MODE == "error" and isinstance(error, dict):
+        error["message"] = "e" * LONG
+        error["data"] = dict(error.get("data") or {}, reason="r" * LONG, unread="u" * LONG)
+    rewrite(message.get("result", message.get("params")), message.get("method"))
+    return json.dumps(message).encode() + b"\\n"
+def up():
+    for line in agent.stdout:
+        line = rewritten(line) if armed.is_set() and line.strip() else line
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+reader = threading.Thread(target=up)
+reader.start()
+for line in sys.stdin.buffer:
+    if line.strip() and json.loads(line).get("method") == "job.list":
+        armed.set()
+    agent.stdin.write(line)
+    agent.stdin.flush()
+agent.stdin.close()
+reader.join()
+agent.wait()
+"""
+
+
+def relayed(local_fleet, tmp_path, monkeypatch, mode: str, long: int):
+    """A fleet of one host, gpu-a, whose agent's answers the relay rewrites (``mode``), armed:
+    the fleet and the host's session."""
+    proxy = tmp_path / "relay.py"
+    proxy.write_text(RELAY % (mode, long))
+    monkeypatch.setattr(LocalTransport, "agent_command", lambda self, archive: (
+        [sys.executable, str(proxy), sys.executable, "-m", "remote_agent"], None))
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    session = f.fleet.session("gpu-a")
+    session.call("job.list")  # arms the relay
+    return f, session
+
+
+def cut(kept: str, most: int, more: int) -> str:
+    return kept[:most] + "… (cut: %d more characters)" % more
+
+
+def test_a_hosts_long_gpu_name_and_job_reason_are_cut_in_its_state_and_the_store(
+        local_fleet, tmp_path, monkeypatch, caplog):
+    """A GPU's name and a job's reason past their bounds are cut there, marked, said once in
+    the log. Before: kept whole, as long as the agent's answer line (16 MiB), in the host's
+    state, in the job's row (read by every pass, every ``fractui jobs``) and on the screen."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    long = answers.WHY_MOST + 10
+    f, session = relayed(local_fleet, tmp_path, monkeypatch, "words", long)
+    name = cut("NVIDIA L4" + "n" * long, answers.WORD_MOST, len("NVIDIA L4") + long -
+               answers.WORD_MOST)
+    for _ in range(2):  # said once
+        assert session.call("snapshot")["gpus"][0]["name"] == name
+    assert [gpu["name"] for gpu in (session.status.hello["gpus"] +
+                                    session.status.snapshot["gpus"])] == [name, name]
+    job = f.submit("whole", argv=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    f.until(lambda: f.store.get(job.id).state == FAILED)
+    reason = cut("r" * long, answers.WHY_MOST, 10)
+    assert f.store.get(job.id).reason == reason
+    assert session.status.jobs[f.store.get(job.id).agent_job]["reason"] == reason
+    said = [r.getMessage() for r in caplog.records if "cut there" in r.getMessage()]
+    assert said.count("gpu-a: what its agent said: snapshot.gpus[].name: %d characters, past "
+                      "the %d kept: cut there (said once)" % (
+                          len("NVIDIA L4") + long, answers.WORD_MOST)) == 1, said
+    assert any("job.reason: %d characters, past the %d kept: cut there" % (
+        long, answers.WHY_MOST) in words for words in said), said
+
+
+def test_a_hosts_gpu_uuid_past_any_is_malformed_not_cut(
+        local_fleet, tmp_path, monkeypatch):
+    """A uuid names a GPU: cut, it would name another (or none). Past the most any agent
+    sends, the snapshot is malformed and the last good one stands, the host saying why.
+    Before: taken whole, a uuid of a MiB kept and compared at every pass."""
+    f, session = relayed(local_fleet, tmp_path, monkeypatch, "uuid", 300)
+    good = session.status.snapshot["gpus"][0]["uuid"]
+    session.call("sim.add_process", {"gpu": 0, "used_mib": 1000})  # a snapshot pushed
+    f.until(lambda: session.status.state == "degraded")
+    assert session.status.error == (
+        "its agent sent a malformed snapshot, ignored: snapshot.gpus[0].uuid: 'GPU-%s... is "
+        "304 characters, more than the 256 any agent sends there" % ("0" * 32)), \
+        session.status.error
+    assert session.status.snapshot["gpus"][0]["uuid"] == good
+
+
+def test_an_agent_errors_words_and_data_are_kept_bounded(local_fleet, tmp_path, monkeypatch):
+    """An error answer's message and the data read of it (its class, a failed start's
+    reason) are kept cut; the rest of its data, which nothing reads, is left out. Before: its
+    data was kept whole with the error, as long as the agent's answer line."""
+    long = 2 ** 20
+    f, session = relayed(local_fleet, tmp_path, monkeypatch, "error", long)
+    with pytest.raises(AgentCallError) as err:
+        session.call("job.get", {"job": "j999"})
+    assert err.value.code == JOB_NOT_FOUND
+    words = "'%s…' (%d characters)"
+    assert err.value.message == words % ("e" * AGENT_ERROR_MOST, long)
+    assert err.value.data == {"class": "request",
+                              "reason": words % ("r" * AGENT_ERROR_MOST, long)}
+
+
+def test_what_names_something_past_its_bound_is_malformed_not_cut(local_fleet):
+    """A link word, an object's key, a plan's layout version and profile, and a log's bytes
+    in base64: cut, each would read as another (a link ``NV1…``, another layout) or not at
+    all; past its bound, or a link word not ASCII, the answer is malformed. Before: taken."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [QueueConfig(name="slice", mig="1g.10gb")])
+    session = f.fleet.session("gpu-a")
+    hello = session.status.hello
+    plan = session.call("mig.plan", {"gpu": 0, "profile": "1g.10gb"})
+    long = "8" * 300
+    for method, answer, said in (
+            ("hello", dict(hello, links=[["NV1" + long]]),
+             "hello.links[0][0]: 'NV1%s... is 303 characters, more than the 16 any agent "
+             "sends there" % long[:33]),
+            ("hello", dict(hello, links=[["NV\u0661"]]),
+             "hello.links[0][0]: 'NV\u0661' is not ASCII"),
+            ("hello", dict(hello, limits={long: "x"}),
+             "hello.limits: a key of 300 characters, more than the 256 any agent sends there"),
+            ("mig.plan", dict(plan, layout_version=long),
+             "mig.plan.layout_version: '%s... is 300 characters, more than the 256 any agent "
+             "sends there" % long[:36]),
+            ("mig.plan", dict(plan, profile="1g.10gb" + long),
+             "mig.plan.profile: '1g.10gb%s... is 307 characters, more than the 256 any agent "
+             "sends there" % long[:29]),
+            ("job.logs", {"lines": [], "offset": 0, "data": "A" * (answers.DATA_MOST + 4)},
+             "job.logs.data: '%s... is %d characters, more than the %d any agent sends "
+             "there" % ("A" * 36, answers.DATA_MOST + 4, answers.DATA_MOST))):
+        with pytest.raises(AnswerMalformed) as refused:
+            session._checked(method, answer)
+        assert refused.value.reason == "malformed: " + said
