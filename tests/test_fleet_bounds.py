@@ -222,7 +222,7 @@ def test_a_job_record_for_another_job_or_with_an_id_mending_would_change_is_refu
     assert "\x00" not in "".join(session.status.jobs)
     assert session.status.error == (
         "its agent sent a malformed record of job 'z\\x00', ignored: job.id: 'z\\x00' is not "
-        "text with no NUL or lone surrogate (mended, it would name another job)")
+        "text with no NUL or lone surrogate (mended, it would name another)")
     with pytest.raises(AnswerMalformed) as refused:
         session._checked("job.get", good, {"job": "z?"})
     assert refused.value.reason == "malformed: job.get.id: %r answers for job 'z?'" % good["id"]

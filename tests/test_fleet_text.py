@@ -174,6 +174,12 @@ def test_what_names_something_past_its_bound_is_malformed_not_cut(local_fleet):
             ("mig.plan", dict(plan, profile="1g.10gb" + long),
              "mig.plan.profile: '1g.10gb%s... is 307 characters, more than the 256 any agent "
              "sends there" % long[:29]),
+            ("mig.plan", dict(plan, gpu_uuid="GPU-1\x00"),  # mended, it names another
+             "mig.plan.gpu_uuid: 'GPU-1\\x00' is not text with no NUL or lone surrogate "
+             "(mended, it would name another)"),
+            ("mig.plan", dict(plan, profile="1g.10gb\ud800"),
+             "mig.plan.profile: '1g.10gb\\ud800' is not text with no NUL or lone surrogate "
+             "(mended, it would name another)"),
             ("job.logs", {"lines": [], "offset": 0, "data": "A" * (answers.DATA_MOST + 4)},
              "job.logs.data: '%s... is %d characters, more than the %d any agent sends "
              "there" % ("A" * 36, answers.DATA_MOST + 4, answers.DATA_MOST))):

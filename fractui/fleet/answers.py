@@ -134,7 +134,7 @@ class Text(Shape):
             return "%s: %s is not ASCII" % (where, _said(value))
         if self.exact and storable(value) != value:
             return "%s: %s is not text with no NUL or lone surrogate (mended, it would name " \
-                "another job)" % (where, _said(value))
+                "another)" % (where, _said(value))
         return None
 
     def mended(self, value: Any, where: str, said: Said) -> Any:
@@ -337,9 +337,11 @@ DATA_MOST = (MAX_LOG_BYTES + 2) // 3 * 4  # job.logs' bytes in base64
 STR, STR_ = Text(), Text(maybe=True)
 WORD, WORDS = Text(WORD_MOST), ListOf(Text(WORD_MOST))
 WHY, WHY_ = Text(WHY_MOST), Text(WHY_MOST, maybe=True)
-IDENT, IDENT_ = Text(IDENT_MOST, whole=True), Text(IDENT_MOST, maybe=True, whole=True)
-NAME = Text(IDENT_MOST, whole=True, exact=True)  # a job's id or key: what calls and the
-# store name it by, never mended
+# what names something (a GPU's or an instance's uuid, a profile, a layout's version), and
+# a job's id or key, what calls and the store name it by: never cut nor mended, as either
+# would name another
+IDENT = Text(IDENT_MOST, whole=True, exact=True)
+IDENT_ = Text(IDENT_MOST, maybe=True, whole=True, exact=True)
 WHYS = ListOf(WHY)
 
 # The most of each list of one answer taken (ListOf.most; 256 where not named): far above
@@ -393,7 +395,7 @@ HELLO = Record({
 SNAPSHOT = Record({"host": STR_, "time": NUM_, "gpus": GPUS}, needs=("gpus",))
 
 JOB = Record({
-    "id": NAME, "key": NAME, "name": STR_, "argv": ListOf(Text(ARG_MOST), most=ARGV_MOST),
+    "id": IDENT, "key": IDENT, "name": STR_, "argv": ListOf(Text(ARG_MOST), most=ARGV_MOST),
     "cwd": STR_,
     "gpus": ListOf(COUNT, most=GPUS_MOST), "gpu_uuids": ListOf(IDENT, most=GPUS_MOST),
     "instance": IDENT_, "mig": Record({"profile": IDENT, "start": SMALL_}, maybe=True),
