@@ -55,7 +55,7 @@ def test_a_fifo_in_place_of_a_followed_log_ends_its_follow_and_holds_up_no_other
         "refusing log %s: not a regular file: a FIFO" % log)}]
 
 
-@pytest.mark.parametrize("name,what", [("exit.json", "job file"), ("shim.lock", "shim lock")])
+@pytest.mark.parametrize("name,what", [("exit.json", "job %s's file"), ("shim.lock", "shim lock")])
 def test_a_fifo_in_place_of_a_job_file_the_watchdog_reads_holds_up_no_other_job(
         start_agent, tmp_path, name, what):
     """A job whose shim died, with a FIFO in place of the file the watchdog reads for it (how
@@ -77,7 +77,8 @@ def test_a_fifo_in_place_of_a_job_file_the_watchdog_reads_holds_up_no_other_job(
     done = wait_job(agent, ends["id"])
     assert (done["state"], done["exit_code"]) == ("exited", 3)
     daemon_log = state / "daemon.log"
-    refused = "refusing %s %s: not a regular file: a FIFO" % (what, fifo)
+    refused = "refusing %s %s: not a regular file: a FIFO" % (what.replace("%s", job["id"]),
+                                                               fifo)
     wait_until(lambda: refused in daemon_log.read_text(), "the watchdog to refuse the FIFO")
     fifo.unlink()
     release.touch()
