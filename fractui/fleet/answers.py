@@ -145,7 +145,14 @@ class Text(Shape):
             return kept
         said.append((where, "%s: %d characters, past the %d kept: cut there" % (
             where, len(kept), self.most), False))
-        return kept[:self.most] + self.CUT % (len(kept) - self.most)
+        return cut(kept, self.most)
+
+
+def cut(text: str, most: int, more: int = 0) -> str:
+    """``text`` kept to ``most`` characters: past them, or where ``more`` of it were left out
+    already (a line that came in parts), cut there with ``Text.CUT`` saying how many more."""
+    more += max(0, len(text) - most)
+    return text[:most] + Text.CUT % more if more else text
 
 
 def _said(value: Any) -> str:
@@ -432,7 +439,10 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
     "mig.destroy": Record({"destroyed": Record(INSTANCE.keys, maybe=True), "warning": WHY_}),
     "mig.set_mode": Record({"mig_mode": BOOL_, "reset_required": BOOL_, "reset": BOOL_,
                             "changed": BOOL_, "warning": WHY_}),
-    "sim.add_process": Record({"pid": COUNT}, needs=("pid",))}  # the demo's load
+    "sim.add_process": Record({"pid": COUNT}, needs=("pid",)),  # the demo's load
+    # a followed job's new output: at most MAX_LOG_BYTES of it a push (docs/protocol.md)
+    "log": Record({"job": IDENT, "data": Text(LINE_MOST), "eof": BOOL_, "error": WHY_},
+                  needs=("job",))}
 
 
 def mended(method: str, value: Any, said: Said) -> Any:
