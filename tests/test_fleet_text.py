@@ -17,7 +17,7 @@ from fractui.fleet import answers
 from fractui.fleet.client import AGENT_ERROR_MOST, AgentCallError
 from fractui.fleet.host import AnswerMalformed
 from fractui.fleet.transport.local import LocalTransport
-from fractui.store.model import FAILED, RUNNING
+from fractui.store.model import DONE, FAILED, RUNNING
 from remote_agent.rpc.jsonrpc import JOB_NOT_FOUND
 from tests import localfleet
 
@@ -230,3 +230,19 @@ def test_a_hosts_pushed_output_of_the_wrong_kind_is_ignored_and_past_its_bound_c
     assert cut == ["gpu-a: what its agent said about job %s: log.data: %d characters, past "
                    "the %d kept: cut there (said once)" % (agent_job, len(came) + long,
                                                           answers.LINE_MOST)], cut
+
+
+def test_a_jobs_line_longer_than_a_push_is_answered_whole_by_job_logs(local_fleet):
+    """``job.logs`` answers a job's last lines as they are, within its answer line (16 MiB),
+    however long one is: a line past 1 MiB (the most of a push, and of ``bytes``) is a job's
+    own, from a correct agent, and its end is what the store's tail of an older agent's
+    lines keeps (``tail_text``) and ``fractui logs`` prints. Before: cut at 1 MiB with the
+    mark, its end lost."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    line = "z" * answers.LINE_MOST + "the end"
+    job = f.submit("whole", argv=[sys.executable, "-c", "print('z' * %d + 'the end')" % (
+        answers.LINE_MOST)])
+    f.until(lambda: f.store.get(job.id).state == DONE)
+    answer = f.fleet.session("gpu-a").call("job.logs", {"job": f.store.get(job.id).agent_job,
+                                                        "lines": 1})
+    assert answer["lines"] == [line], answer["lines"][0][-80:]
