@@ -203,7 +203,7 @@ def test_a_hosts_pushed_output_of_the_wrong_kind_is_ignored_and_past_its_bound_c
         local_fleet, tmp_path, monkeypatch, caplog):
     """A followed job's output pushed as no text is ignored, said once for the host (and
     once when its pushes are well formed again); pushed longer than the agent ever pushes
-    (MAX_LOG_BYTES) it is cut, with the mark, said once. Before: passed on unread, a number
+    (PUSH_MAX_BYTES) it is cut, with the mark, said once. Before: passed on unread, a number
     written to the TUI's log view or to ``fractui logs -f``'s output (a traceback), and a
     chunk as long as the agent's answer line (16 MiB) kept."""
     caplog.set_level(logging.INFO, "fractui.fleet")

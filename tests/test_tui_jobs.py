@@ -307,7 +307,7 @@ async def test_keys_pressed_before_the_job_is_read_say_it_is_loading_and_act_onc
 
 
 def test_a_line_past_what_an_agent_pushes_is_cut_in_the_view_as_it_grows(local_fleet, tmp_path):
-    """A job writes more than the agent's most of one line (MAX_LOG_BYTES) with no newline:
+    """A job writes more than the agent pushes at once (PUSH_MAX_BYTES) with no newline:
     the view keeps that much of its unfinished line, cut with the mark saying how much more
     came, and so the line once ended. Before: the unfinished line grew without end (and
     each chunk took as long as all of it before), the line kept whole."""

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tupl
 from fractui.fleet.client import host_words
 from fractui.store.model import storable
 from remote_agent.jobs.methods import MAX_LOG_BYTES
+from remote_agent.jobs.output import PUSH_MAX_BYTES
 from remote_agent.jobs.store import FINISHED
 from remote_agent.rpc.jsonrpc import MAX_ANSWER_BYTES, MAX_ARG, MAX_ID, MAX_TEXT
 
@@ -338,7 +339,7 @@ LINK_MOST = 16  # a link between two GPUs: NV18, NVSWITCH, PIX, SYS (docs/protoc
 WORDS_MOST = MAX_TEXT  # other words, or a path: a state, a cwd (PATH_MAX), an image
 WHY_MOST = 64 * 1024  # words that say why: a job's reason (a runtime's stderr), a problem
 ARG_MOST = MAX_ARG  # a word of a job's argv (Linux's MAX_ARG_STRLEN)
-LINE_MOST = MAX_LOG_BYTES  # a push of a job's output (and a line of it kept to read): its most
+LINE_MOST = PUSH_MAX_BYTES  # a push of a job's output (and a line of it kept to read): its most
 ANSWERED_MOST = MAX_ANSWER_BYTES  # a line job.logs answers: a job's own, in one answer line
 DATA_MOST = (MAX_LOG_BYTES + 2) // 3 * 4  # job.logs' bytes in base64
 

@@ -78,10 +78,10 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.lines, self.tail, self.tail_more, self.ended = [], "", 0, False
 
     def write(self, data: str) -> None:
-        """New output (any chunk of it). Each line is kept to the most a job's agent answers
-        of one (``answers.LINE_MOST``), cut past it with the mark, as its answers' lines are;
-        so is the unfinished last one (else a job that writes no newline grew it, and the
-        time each chunk takes, without end)."""
+        """New output (any chunk of it). Each line is kept to the most its agent pushes at
+        once (``answers.LINE_MOST``), cut past it with the mark, as a push is; so is the
+        unfinished last one (else a job that writes no newline grew it, and the time each
+        chunk takes, without end)."""
         most = answers.LINE_MOST
         *ended, last = (self.tail + data).split("\n")
         more = self.tail_more  # (left out of the first part)
