@@ -442,7 +442,7 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
     "mig.set_mode": Record({"mig_mode": BOOL_, "reset_required": BOOL_, "reset": BOOL_,
                             "changed": BOOL_, "warning": WHY_}),
     "sim.add_process": Record({"pid": COUNT}, needs=("pid",)),  # the demo's load
-    # a followed job's new output: at most MAX_LOG_BYTES of it a push (docs/protocol.md)
+    # a followed job's new output: at most PUSH_MAX_BYTES of it a push (docs/protocol.md)
     "log": Record({"job": IDENT, "data": Text(LINE_MOST), "eof": BOOL_, "error": WHY_},
                   needs=("job",))}
 
