@@ -17,7 +17,7 @@ from fractui.fleet import answers
 from fractui.fleet.client import AGENT_ERROR_MOST, AgentCallError
 from fractui.fleet.host import AnswerMalformed
 from fractui.fleet.transport.local import LocalTransport
-from fractui.store.model import FAILED
+from fractui.store.model import DONE, FAILED, RUNNING
 from remote_agent.rpc.jsonrpc import JOB_NOT_FOUND
 from tests import localfleet
 
@@ -28,10 +28,12 @@ local_fleet = localfleet.local_fleet
 # GPU's name and each ended job's reason LONG characters longer; "uuid": each pushed
 # snapshot's GPU uuids of LONG characters; "error": each error answer's message and
 # data.reason LONG characters long, and its data with a word of LONG characters that nothing
-# reads.
+# reads; "log": the data of its first pushed log is a number, of the second a list, of the
+# third LONG characters longer ("x"), and of the others as the agent pushes it.
 RELAY = """\
 import json, subprocess, sys, threading
 MODE, LONG = %r, %d
+logs = []
 agent = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 armed = threading.Event()
 if MODE == "words":  # from the hello on
@@ -56,6 +58,10 @@ def rewritten(line):
     if MODE == "error" and isinstance(error, dict):
         error["message"] = "e" * LONG
         error["data"] = dict(error.get("data") or {}, reason="r" * LONG, unread="u" * LONG)
+    if MODE == "log" and message.get("method") == "log" and "data" in message["params"]:
+        logs.append(message["params"]["data"])
+        message["params"]["data"] = {1: 7, 2: ["x"], 3: logs[-1] + "x" * LONG}.get(
+            len(logs), logs[-1])
     rewrite(message.get("result", message.get("params")), message.get("method"))
     return json.dumps(message).encode() + b"\\n"
 def up():
@@ -186,3 +192,57 @@ def test_what_names_something_past_its_bound_is_malformed_not_cut(local_fleet):
         with pytest.raises(AnswerMalformed) as refused:
             session._checked(method, answer)
         assert refused.value.reason == "malformed: " + said
+
+
+# prints a line every 0.1 s for a while: output pushed to its followers as it comes
+TICKER = [sys.executable, "-c", "import time\nfor i in range(600):\n    print('tick %d' % i, "
+          "flush=True)\n    time.sleep(0.1)"]
+
+
+def test_a_hosts_pushed_output_of_the_wrong_kind_is_ignored_and_past_its_bound_cut(
+        local_fleet, tmp_path, monkeypatch, caplog):
+    """A followed job's output pushed as no text is ignored, said once for the host (and
+    once when its pushes are well formed again); pushed longer than the agent ever pushes
+    (PUSH_MAX_BYTES) it is cut, with the mark, said once. Before: passed on unread, a number
+    written to the TUI's log view or to ``fractui logs -f``'s output (a traceback), and a
+    chunk as long as the agent's answer line (16 MiB) kept."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    long = answers.LINE_MOST + 10
+    f, session = relayed(local_fleet, tmp_path, monkeypatch, "log", long)
+    job = f.submit("whole", argv=TICKER)
+    f.until(lambda: f.store.get(job.id).state == RUNNING)
+    agent_job = f.store.get(job.id).agent_job
+    pushed = []
+    session.listeners.append(lambda method, params: pushed.append(params.get("data")) if (
+        method == "log" and params.get("job") == agent_job) else None)
+    session.call("job.logs", {"job": agent_job, "lines": 0, "follow": True})
+    f.until(lambda: len(pushed) >= 2)
+    assert all(isinstance(data, str) for data in pushed), pushed[:2]
+    came = pushed[0].split("x")[0]  # the third push, as the agent pushed it
+    assert came.startswith("tick ") and pushed[0] == answers.cut(
+        came + "x" * long, answers.LINE_MOST), pushed[0][-80:]
+    said = [r.getMessage() for r in caplog.records if "push of" in r.getMessage()]
+    assert said == ["gpu-a: ignoring a malformed push of job %s's output from its agent: "
+                    "log.data: 7 is not text" % agent_job,
+                    "gpu-a: its agent's push of a job's output is well formed again after 2 "
+                    "failed tries"], said
+    cut = [r.getMessage() for r in caplog.records if "cut there" in r.getMessage()]
+    assert cut == ["gpu-a: what its agent said about job %s: log.data: %d characters, past "
+                   "the %d kept: cut there (said once)" % (agent_job, len(came) + long,
+                                                          answers.LINE_MOST)], cut
+
+
+def test_a_jobs_line_longer_than_a_push_is_answered_whole_by_job_logs(local_fleet):
+    """``job.logs`` answers a job's last lines as they are, within its answer line (16 MiB),
+    however long one is: a line past 1 MiB (the most of a push, and of ``bytes``) is a job's
+    own, from a correct agent, and its end is what the store's tail of an older agent's
+    lines keeps (``tail_text``) and ``fractui logs`` prints. Before: cut at 1 MiB with the
+    mark, its end lost."""
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="whole", gpus=1)])
+    line = "z" * answers.LINE_MOST + "the end"
+    job = f.submit("whole", argv=[sys.executable, "-c", "print('z' * %d + 'the end')" % (
+        answers.LINE_MOST)])
+    f.until(lambda: f.store.get(job.id).state == DONE)
+    answer = f.fleet.session("gpu-a").call("job.logs", {"job": f.store.get(job.id).agent_job,
+                                                        "lines": 1})
+    assert answer["lines"] == [line], answer["lines"][0][-80:]

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from fractui.config import QueueConfig
 from fractui.demo import _read_pid
+from fractui.fleet import answers
 from fractui.store.intents import Asker, ask_stop
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
@@ -303,3 +304,33 @@ async def test_keys_pressed_before_the_job_is_read_say_it_is_loading_and_act_onc
         await pilot.press("s")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
+
+
+def test_a_line_past_what_an_agent_pushes_is_cut_in_the_view_as_it_grows(local_fleet, tmp_path):
+    """A job writes more than the agent pushes at once (PUSH_MAX_BYTES) with no newline:
+    the view keeps that much of its unfinished line, cut with the mark saying how much more
+    came, and so the line once ended. Before: the unfinished line grew without end (and
+    each chunk took as long as all of it before), the line kept whole."""
+    go = tmp_path / "go"
+    long = answers.LINE_MOST + 10
+    f, job = a_job(local_fleet, [sys.executable, "-c", (
+        "import os, sys, time\nprint('ready', flush=True)\nwhile not os.path.exists(%r):\n"
+        "    time.sleep(0.05)\nsys.stdout.write('y' * %d)\nsys.stdout.flush()\n"
+        "while not os.path.exists(%r + '2'):\n    time.sleep(0.05)\nprint('\\nend', flush=True)"
+        "\ntime.sleep(600)") % (str(go), long, str(go))])
+    cut = answers.cut("y" * long, answers.LINE_MOST)
+
+    @pilot_test
+    async def drive():
+        async with live_app(f) as (app, pilot):
+            await open_job(app, pilot, job.id)
+            log = job_screen(app).logview
+            await until(pilot, lambda: log.count >= 1, "the first line")
+            go.touch()
+            await until(pilot, lambda: log.count == 2 and log.line(1) == cut, "the tail, cut")
+            assert (len(log.tail), log.tail_more) == (answers.LINE_MOST, 10)
+            (tmp_path / "go2").touch()
+            await until(pilot, lambda: log.count == 3, "the line ended")
+            assert log.lines[1:] == [cut, "end"]
+
+    drive()

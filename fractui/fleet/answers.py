@@ -24,8 +24,9 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tupl
 from fractui.fleet.client import host_words
 from fractui.store.model import storable
 from remote_agent.jobs.methods import MAX_LOG_BYTES
+from remote_agent.jobs.output import PUSH_MAX_BYTES
 from remote_agent.jobs.store import FINISHED
-from remote_agent.rpc.jsonrpc import MAX_ARG, MAX_ID, MAX_TEXT
+from remote_agent.rpc.jsonrpc import MAX_ANSWER_BYTES, MAX_ARG, MAX_ID, MAX_TEXT
 
 BIG = 2 ** 63  # larger whole numbers than a 64-bit counter holds are nobody's MiB or pid
 COLUMN_MOST = 2 ** 31 - 1  # the most a store's 32-bit column (PostgreSQL's INTEGER) keeps
@@ -145,7 +146,14 @@ class Text(Shape):
             return kept
         said.append((where, "%s: %d characters, past the %d kept: cut there" % (
             where, len(kept), self.most), False))
-        return kept[:self.most] + self.CUT % (len(kept) - self.most)
+        return cut(kept, self.most)
+
+
+def cut(text: str, most: int, more: int = 0) -> str:
+    """``text`` kept to ``most`` characters: past them, or where ``more`` of it were left out
+    already (a line that came in parts), cut there with ``Text.CUT`` saying how many more."""
+    more += max(0, len(text) - most)
+    return text[:most] + Text.CUT % more if more else text
 
 
 def _said(value: Any) -> str:
@@ -331,7 +339,8 @@ LINK_MOST = 16  # a link between two GPUs: NV18, NVSWITCH, PIX, SYS (docs/protoc
 WORDS_MOST = MAX_TEXT  # other words, or a path: a state, a cwd (PATH_MAX), an image
 WHY_MOST = 64 * 1024  # words that say why: a job's reason (a runtime's stderr), a problem
 ARG_MOST = MAX_ARG  # a word of a job's argv (Linux's MAX_ARG_STRLEN)
-LINE_MOST = MAX_LOG_BYTES  # a log line: job.logs answers at most that many bytes
+LINE_MOST = PUSH_MAX_BYTES  # a push of a job's output (and a line of it kept to read): its most
+ANSWERED_MOST = MAX_ANSWER_BYTES  # a line job.logs answers: a job's own, in one answer line
 DATA_MOST = (MAX_LOG_BYTES + 2) // 3 * 4  # job.logs' bytes in base64
 
 STR, STR_ = Text(), Text(maybe=True)
@@ -418,7 +427,7 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
     "hello": HELLO, "subscribe": SUBSCRIBED, "snapshot": SNAPSHOT, "job": JOB,
     "job.launch": JOB, "job.get": JOB, "job.stop": JOB,
     "job.list": Record({"jobs": JOBS}, needs=("jobs",)),
-    "job.logs": Record({"lines": ListOf(Text(LINE_MOST), most=LINES_MOST), "offset": COUNT,
+    "job.logs": Record({"lines": ListOf(Text(ANSWERED_MOST), most=LINES_MOST), "offset": COUNT,
                         "data": Text(DATA_MOST, whole=True)},
                        needs=("lines", "offset")),
     "mig.plan": Record({"gpu": SMALL, "gpu_uuid": IDENT_, "profile": IDENT, "start": SMALL,
@@ -432,7 +441,10 @@ SHAPES: Dict[str, Shape] = {  # by method: a call's answer, or a notification's 
     "mig.destroy": Record({"destroyed": Record(INSTANCE.keys, maybe=True), "warning": WHY_}),
     "mig.set_mode": Record({"mig_mode": BOOL_, "reset_required": BOOL_, "reset": BOOL_,
                             "changed": BOOL_, "warning": WHY_}),
-    "sim.add_process": Record({"pid": COUNT}, needs=("pid",))}  # the demo's load
+    "sim.add_process": Record({"pid": COUNT}, needs=("pid",)),  # the demo's load
+    # a followed job's new output: at most PUSH_MAX_BYTES of it a push (docs/protocol.md)
+    "log": Record({"job": IDENT, "data": Text(LINE_MOST), "eof": BOOL_, "error": WHY_},
+                  needs=("job",))}
 
 
 def mended(method: str, value: Any, said: Said) -> Any:

@@ -266,8 +266,9 @@ class HostSession:
             setattr(self.status, name, value)
 
     def _notify(self, method: str, params: Dict[str, Any]) -> None:
-        judged = method in ("snapshot", "job")
-        said = answers.problem(method, params) if judged else None
+        judged = method in ("snapshot", "job")  # kept in the host's state
+        checked = judged or method == "log"  # (a followed job's output: read, not kept)
+        said = answers.problem(method, params) if checked else None
         about = _about(params) if method != "snapshot" else None
         if said is not None:  # kept from everyone: the last good one stands, the host says why
             # (said once while they come malformed, in whatever way: each push may quote
@@ -277,7 +278,7 @@ class HostSession:
                                   "its agent: %s" % (self.cfg.name, _what(method, about), said),
                                   same=method, cap=SAID_ONE_BY_ONE)
         else:
-            if judged:
+            if checked:
                 for name in {_malformed(method, about), _malformed(method, None)}:
                     self._failures.worked(name, "%s: its agent's %s is well formed again" % (
                         self.cfg.name, _what(method, name[-1])))
@@ -724,15 +725,23 @@ def _names(asked: str, named: str) -> bool:
         theirs.group(1))
 
 
-def _malformed(method: str, about: Optional[str]) -> Tuple[str, ...]:
-    """The name a malformed notification is said by: a snapshot's, or one job's record."""
-    return ("malformed", method) if method == "snapshot" else ("malformed", method, about)
+def _malformed(method: str, about: Optional[str]) -> Tuple[Optional[str], ...]:
+    """The name a malformed notification is said by: a snapshot's, one job's record, or a
+    push of any job's output (one name for the host: a host that pushes as often as it
+    likes for as many jobs as it likes is said once)."""
+    if method == "snapshot":
+        return "malformed", method
+    return "malformed", method, about if method == "job" else None
 
 
 def _what(method: str, about: Optional[str]) -> str:
-    """A notification's words: the snapshot, the record of job ``about`` or a job record."""
+    """A notification's words: the snapshot, the record of job ``about`` or a job record, a
+    push of job ``about``'s output or of a job's."""
     if method == "snapshot":
         return "snapshot"
+    if method == "log":
+        return "push of %s output" % (
+            "job %s's" % host_words(about, True) if about is not None else "a job's")
     return "record of job %s" % host_words(about, True) if about is not None else "job record"
 
 

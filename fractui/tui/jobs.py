@@ -347,7 +347,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         self._unfollow()
         self.followed = (host, agent_job, since)
-        self.logview.lines, self.logview.tail, self.logview.ended = [], "", False
+        self.logview.clear()
         self.log_error = None
         self.follow(host, agent_job, team)
 

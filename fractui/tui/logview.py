@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from fractui.fleet import answers
 from fractui.terminal import as_shown_line
 from fractui.tui.actions import Action, Modal, bindings
 from fractui.tui.themes import RichVariables
@@ -54,7 +55,9 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.lines: list[str] = []
         self.tail = ""
-        """Output after the last newline."""
+        """Output after the last newline, its first ``answers.LINE_MOST`` characters."""
+        self.tail_more = 0
+        """How many characters of that unfinished line are left out past them."""
         self.cursor = -1
         self.following = True
         self.pattern: Optional[re.Pattern[str]] = None
@@ -67,13 +70,24 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
     def line(self, i: int) -> str:
         """Line ``i`` as shown, searched and copied: as a terminal would leave it drawn, with
         no escape sequence or other control character in it (fractui.terminal)."""
-        return as_shown_line(self.lines[i] if i < len(self.lines) else self.tail)
+        return as_shown_line(self.lines[i] if i < len(self.lines) else answers.cut(
+            self.tail, answers.LINE_MOST, self.tail_more))
+
+    def clear(self) -> None:
+        """No output yet (another job's, or the same job's asked anew)."""
+        self.lines, self.tail, self.tail_more, self.ended = [], "", 0, False
 
     def write(self, data: str) -> None:
-        """New output (any chunk of it)."""
-        parts = (self.tail + data).split("\n")
-        self.lines += parts[:-1]
-        self.tail = parts[-1]
+        """New output (any chunk of it). Each line is kept to the most its agent pushes at
+        once (``answers.LINE_MOST``), cut past it with the mark, as a push is; so is the
+        unfinished last one (else a job that writes no newline grew it, and the time each
+        chunk takes, without end)."""
+        most = answers.LINE_MOST
+        *ended, last = (self.tail + data).split("\n")
+        more = self.tail_more  # (left out of the first part)
+        self.lines += [answers.cut(line, most, 0 if n else more) for n, line in enumerate(ended)]
+        more = 0 if ended else more
+        self.tail, self.tail_more = last[:most], more + max(0, len(last) - most)
         if len(self.lines) > MAX_LINES:
             drop = len(self.lines) - MAX_LINES
             del self.lines[:drop]
