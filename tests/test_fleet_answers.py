@@ -824,3 +824,23 @@ def test_what_failed_about_jobs_the_agent_no_longer_has_on_reconnect_is_said_no_
                         "job.get.state: 5 is not text" % cap), said
     assert session._failures.failing("answer") == [("answer", "job.list", None), (
         "answer", "job.get", "j%d" % cap)], caplog.text
+
+
+def test_a_malformed_snapshot_on_reconnect_is_no_job_said_no_more(local_fleet, caplog):
+    """A malformed snapshot, then the host connects again: the snapshot's failure is about no
+    job, so it is not forgotten as a job the agent does not have, and a good snapshot says it
+    mended. Before: its name ended in "snapshot", read as a job's, and the log said "job
+    snapshot is not among its agent's jobs as it connects: ... is said no more"."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    f = local_fleet({"gpu-a": "1xL4"}, [QueueConfig(name="half", gpu=0.5)])
+    session = f.fleet.session("gpu-a")
+    session.call("unsubscribe")  # no snapshot of the agent's comes between the test's
+    good = session.call("snapshot")
+    session._notify("snapshot", {"gpus": 5})
+    connected = session._conn
+    session._drop()  # as a host that hangs up: connected again at once
+    f.until(lambda: session._conn not in (None, connected) and session.status.state == "online")
+    session._notify("snapshot", good)
+    assert "is said no more" not in caplog.text, caplog.text
+    assert caplog.text.count("gpu-a: its agent's snapshot is well formed again after 1 failed "
+                             "try") == 1, caplog.text

@@ -728,9 +728,8 @@ def _names(asked: str, named: str) -> bool:
 def _malformed(method: str, about: Optional[str]) -> Tuple[Optional[str], ...]:
     """The name a malformed notification is said by: a snapshot's, one job's record, or a
     push of any job's output (one name for the host: a host that pushes as often as it
-    likes for as many jobs as it likes is said once)."""
-    if method == "snapshot":
-        return "malformed", method
+    likes for as many jobs as it likes is said once). A name about no job ends in None, as
+    every failure's about no job does: one ending in text is about the job it names."""
     return "malformed", method, about if method == "job" else None
 
 
