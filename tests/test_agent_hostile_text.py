@@ -5,6 +5,7 @@ on as they are, may hold any character but NUL."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 import pytest
@@ -57,3 +58,20 @@ def test_arguments_and_environment_values_pass_on_as_given(serving_agent, tmp_pa
     assert job["name"] == "run?me"
     assert wait_job(serving_agent, job["id"])["exit_code"] == 0
     assert out.read_text() == "a\x1b[31m\nb|x\ty\x07"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run_as needs an agent running as root")
+def test_a_name_made_from_a_long_program_path_is_cut_to_the_agents_bound(serving_agent):
+    """A program's path may be 128 KiB (an argv word's bound): the name the agent makes of it
+    is kept within its bound on a given one (MAX_TEXT), the mark saying how much was cut. A
+    run_as job's program is looked at as its user, so the job is recorded (ended: no such
+    program). Before: the whole word was its name."""
+    program = "/nonexistent/" + "x" * 10000
+    with pytest.raises(AgentError) as err:
+        serving_agent.call("job.launch", key="k-long", gpu=1, memory_mib=10, run_as="nobody",
+                           argv=[program])
+    assert err.value.code == rpc.START_FAILED, err.value.message
+    name = err.value.data["job"]["name"]
+    kept = name.find("\u2026")
+    assert name == "x" * kept + "\u2026 (cut: %d more characters)" % (10000 - kept), name[-40:]
+    assert rpc.MAX_TEXT - 2 <= len(name) <= rpc.MAX_TEXT, len(name)

@@ -157,9 +157,7 @@ def parse_launch(p: Params) -> LaunchRequest:
                        "without MIG); got %s" % (", ".join(chosen) or "none"))
     if (instance is not None or mig is not None) and len(gpus) != 1:
         raise RpcError(rpc.INVALID_PARAMS, "a MIG job runs on one instance of one GPU")
-    # a name is shown: one made from the program's path has its unprintable characters as '?'
-    name = p.text("name", None) or "".join(c if c.isprintable() else "?"
-                                           for c in os.path.basename(argv[0]))
+    name = p.text("name", None) or program_name(argv[0])
     image = p.text("image", None, max_len=MAX_IMAGE_LEN)
     why = image_problem(image) if image is not None else None
     if why:
@@ -170,6 +168,20 @@ def parse_launch(p: Params) -> LaunchRequest:
                          instance=instance, mig=mig, memory_mib=memory_mib,
                          torch_fraction=p.flag("torch_fraction", False),
                          run_as=p.text("run_as", None), image=image)
+
+
+NAME_CUT = "\u2026 (cut: %d more characters)"  # the mark the admin's cut text ends in
+
+
+def program_name(program: str) -> str:
+    """A job's name made from its program's path, as a name given is bounded: shown, its
+    unprintable characters are '?'; an argv word may be 128 KiB, so past rpc.MAX_TEXT it is
+    cut, the mark saying how much (the whole with its mark within MAX_TEXT)."""
+    name = "".join(c if c.isprintable() else "?" for c in os.path.basename(program))
+    if len(name) <= rpc.MAX_TEXT:
+        return name
+    keep = rpc.MAX_TEXT - len(NAME_CUT % len(name))
+    return name[:keep] + NAME_CUT % (len(name) - keep)
 
 
 def start_failed(reason: str, job: Optional[Job] = None) -> RpcError:
