@@ -975,6 +975,54 @@ def test_an_agent_upload_whose_answers_stop_coming_says_so_and_uses_nothing_half
     assert (cache / archive.name).read_bytes() == archive.data
 
 
+def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
+        ssh_env, tmp_path, caplog):
+    """An upload cut short (the link stalls) leaves its partial in agent_cache; the next
+    upload removes it, said in the log, and leaves what is not such a partial of the login
+    user's: a file of another user's of that name, one of another name, a link. Before:
+    nothing removed them, and a link that drops often filled the folder."""
+    caplog.set_level(logging.INFO, "fractui.fleet")
+    server = ssh_env.new_server("stale-parts")
+    proxy = ssh_env.proxy(server.port)
+    ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
+                                                     server.host_public_key))
+    cache = tmp_path / "cache"
+    host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=proxy.port, user="root",
+                      identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
+    transport = SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
+                                               connect_timeout=5.0,
+                                               config_file=str(tmp_path / "no-ssh-config")))
+    archive = build_agent_archive()
+    proxy.hold_down_after(100000)
+    transport.open()
+    try:
+        assert isinstance(_in_a_thread(lambda: transport.deploy(archive)), AgentProcessError)
+    finally:
+        transport.close()
+    proxy.hold_down_after(None)
+    [left] = [p.name for p in cache.iterdir()]
+    assert left.startswith(archive.name + ".part-"), left
+    others = cache / ("agent-%s.pyz.part-0123abcd" % ("0" * 16))
+    others.write_bytes(b"half")
+    os.chown(others, 65534, 65534)
+    kept = [others, cache / ("%s.part-x" % archive.name), cache / "notes.part-0123abcd"]
+    kept[1].write_bytes(b"mine")
+    kept[2].write_bytes(b"mine")
+    kept.append(cache / ("agent-%s.pyz.part-4567cdef" % ("1" * 16)))
+    kept[3].symlink_to(cache / left)
+    transport.open()
+    try:
+        assert transport.deploy(archive) == ("%s/%s" % (cache, archive.name), True)
+    finally:
+        transport.close()
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [archive.name] + [p.name for p in kept])
+    assert (cache / archive.name).read_bytes() == archive.data
+    removed = [r.getMessage() for r in caplog.records if "half uploaded" in r.getMessage()]
+    assert removed == ["gpu-k: removed %s/%s, an agent left half uploaded" % (cache, left)], \
+        removed
+
+
 def openssh(env: sshd.SshEnv, host: str, port: int) -> subprocess.CompletedProcess:
     """OpenSSH's own ssh to ``host``, strict, with the test's known_hosts and key only."""
     return subprocess.run(

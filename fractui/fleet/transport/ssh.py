@@ -4,8 +4,11 @@ hop by hop with host keys checked, the agent uploaded over SFTP."""
 from __future__ import annotations
 
 import io
+import logging
 import posixpath
+import re
 import socket
+import stat
 import uuid
 from typing import Optional, Sequence, Tuple
 
@@ -18,6 +21,13 @@ from fractui.fleet.sshconfig import resolve
 from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
                                           RemoteTransport, Stream)
 from fractui.fleet.zipapp import AgentArchive
+
+log = logging.getLogger("fractui.fleet")
+
+# An agent being uploaded (``zipapp``'s name, then our own suffix): renamed into place once
+# whole, left behind where the upload was cut short (a timeout, a link that dropped)
+PARTIAL = "%s.part-%s"
+PARTIAL_NAME = re.compile(r"agent-[0-9a-f]{16}\.pyz\.part-[0-9a-f]{8}")
 
 
 def remote_path(path: str) -> str:
@@ -70,8 +80,9 @@ class SshTransport(RemoteTransport):
                     sftp.stat(path)
                 except FileNotFoundError:
                     sftp.mkdir(path, 0o700)
-            partial = "%s.part-%s" % (remote, uuid.uuid4().hex[:8])
+            partial = PARTIAL % (remote, uuid.uuid4().hex[:8])
             sftp.putfo(io.BytesIO(archive.data), partial)
+            self._remove_partials(sftp, cache, partial)
             sftp.posix_rename(partial, remote)  # atomic: never a half-written agent
         except socket.timeout:  # (the SFTP channel's, per answer: SshLink.sftp)
             raise AgentProcessError("cannot put the agent in %s on %s: no answer from SFTP "
@@ -85,6 +96,19 @@ class SshTransport(RemoteTransport):
             sftp.close()
         self.check_upload(remote, archive)
         return remote, True
+
+    def _remove_partials(self, sftp: paramiko.SFTPClient, cache: str, ours: str) -> None:
+        """Removes the agents left half uploaded in ``cache`` by uploads cut short, which
+        nothing else would ever remove (a link that drops often would fill the folder): each
+        file named as our partials are (``PARTIAL_NAME``) and owned by the login user (as the
+        one just written, ``ours``, is), said in the log. Never the agent, nor another's."""
+        uid = sftp.stat(ours).st_uid
+        for entry in sftp.listdir_attr(cache):
+            path = posixpath.join(cache, entry.filename)
+            if (path != ours and PARTIAL_NAME.fullmatch(entry.filename) and entry.st_uid == uid
+                    and stat.S_ISREG(entry.st_mode or 0)):
+                sftp.remove(path)
+                log.info("%s: removed %s, an agent left half uploaded", self.cfg.name, path)
 
     def said(self) -> Optional[str]:
         said = self.link.said() if self.link is not None else None
