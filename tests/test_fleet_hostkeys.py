@@ -984,22 +984,24 @@ def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
     caplog.set_level(logging.INFO, "fractui.fleet")
     server = ssh_env.new_server("stale-parts")
     proxy = ssh_env.proxy(server.port)
-    ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
-                                                     server.host_public_key))
+    for port in (proxy.port, server.port):
+        ssh_env.trust(server, port)
     cache = tmp_path / "cache"
-    host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=proxy.port, user="root",
-                      identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
-    transport = SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
-                                               connect_timeout=5.0,
-                                               config_file=str(tmp_path / "no-ssh-config")))
+
+    def transport_by(port: int) -> SshTransport:
+        host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=port, user="root",
+                          identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
+        return SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
+                                              connect_timeout=5.0,
+                                              config_file=str(tmp_path / "no-ssh-config")))
     archive = build_agent_archive()
     proxy.hold_down_after(100000)
+    transport = transport_by(proxy.port)
     transport.open()
     try:
         assert isinstance(_in_a_thread(lambda: transport.deploy(archive)), AgentProcessError)
     finally:
         transport.close()
-    proxy.hold_down_after(None)
     [left] = [p.name for p in cache.iterdir()]
     assert left.startswith(archive.name + ".part-"), left
     others = cache / ("agent-%s.pyz.part-0123abcd" % ("0" * 16))
@@ -1010,6 +1012,7 @@ def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
     kept[2].write_bytes(b"mine")
     kept.append(cache / ("agent-%s.pyz.part-4567cdef" % ("1" * 16)))
     kept[3].symlink_to(cache / left)
+    transport = transport_by(server.port)  # (the held link holds any other through the proxy)
     transport.open()
     try:
         assert transport.deploy(archive) == ("%s/%s" % (cache, archive.name), True)
