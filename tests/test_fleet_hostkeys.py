@@ -1012,18 +1012,27 @@ def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
     kept[2].write_bytes(b"mine")
     kept.append(cache / ("agent-%s.pyz.part-4567cdef" % ("1" * 16)))
     kept[3].symlink_to(cache / left)
+    stuck = cache / ("agent-%s.pyz.part-89abcdef" % ("2" * 16))  # ours, but not removable:
+    stuck.write_bytes(b"half")  # said and left, the upload goes on
+    kept.append(stuck)
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
     transport = transport_by(server.port)  # (the held link holds any other through the proxy)
     transport.open()
     try:
         assert transport.deploy(archive) == ("%s/%s" % (cache, archive.name), True)
     finally:
         transport.close()
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         [archive.name] + [p.name for p in kept])
     assert (cache / archive.name).read_bytes() == archive.data
     removed = [r.getMessage() for r in caplog.records if "half uploaded" in r.getMessage()]
-    assert removed == ["gpu-k: removed %s/%s, an agent left half uploaded" % (cache, left)], \
-        removed
+    said_stuck = [line for line in removed if line.startswith("gpu-k: cannot remove ")]
+    assert len(said_stuck) == 1 and said_stuck[0].startswith(
+        "gpu-k: cannot remove %s, an agent left half uploaded (" % stuck) and said_stuck[
+        0].endswith("); it stays there, unused"), removed
+    assert [line for line in removed if line not in said_stuck] == [
+        "gpu-k: removed %s/%s, an agent left half uploaded" % (cache, left)], removed
 
 
 def openssh(env: sshd.SshEnv, host: str, port: int) -> subprocess.CompletedProcess:

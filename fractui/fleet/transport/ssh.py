@@ -101,13 +101,19 @@ class SshTransport(RemoteTransport):
         """Removes the agents left half uploaded in ``cache`` by uploads cut short, which
         nothing else would ever remove (a link that drops often would fill the folder): each
         file named as our partials are (``PARTIAL_NAME``) and owned by the login user (as the
-        one just written, ``ours``, is), said in the log. Never the agent, nor another's."""
+        one just written, ``ours``, is), said in the log; one that cannot be removed is said and
+        left, never failing the upload. Never the agent, nor another's."""
         uid = sftp.stat(ours).st_uid
         for entry in sftp.listdir_attr(cache):
             path = posixpath.join(cache, entry.filename)
             if (path != ours and PARTIAL_NAME.fullmatch(entry.filename) and entry.st_uid == uid
                     and stat.S_ISREG(entry.st_mode or 0)):
-                sftp.remove(path)
+                try:
+                    sftp.remove(path)
+                except OSError as err:  # (an immutable file, say) left: the upload goes on
+                    log.warning("%s: cannot remove %s, an agent left half uploaded (%s); it "
+                                "stays there, unused", self.cfg.name, path, err)
+                    continue
                 log.info("%s: removed %s, an agent left half uploaded", self.cfg.name, path)
 
     def said(self) -> Optional[str]:
