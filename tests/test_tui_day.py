@@ -12,9 +12,10 @@ import re
 
 import pytest
 
+from rich.style import Style
 from textual.widgets import Button
 
-from fractui.config import Config, TuiSettings
+from fractui.config import DEFAULT_MAX_WAITING, Config, TuiSettings
 from fractui.fleet.host import HostUnavailable
 from fractui.sched.standing import next_order, standing
 from fractui.scheduler.child import ChildScheduler
@@ -34,9 +35,10 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
+from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
-                               settled_app)
+                               settled_app, usage_store)
 
 
 def said(app: FractuiApp) -> list[str]:
@@ -502,11 +504,13 @@ async def test_no_screen_lists_its_keys_while_another_is_over_it():
 @pytest.mark.parametrize("width", [120, 140, 169, 180])
 @pilot_test
 async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wide_enough(width):
-    """In the panel beside the map each team's row ends in its jobs on hosts and its place in
-    the order the scheduler takes up waiting jobs: the numbers of ``fractui teams``' RUNNING
-    and NEXT, from the same reads; from 120 to 169 columns, where the panel is 46 wide, with
-    two heads shortened (``?`` says them) and each name whole. At 80x24 the table has no room
-    for them beside the queues and keeps the teams' names whole instead."""
+    """In the panel beside the map each team's row says its jobs waiting / its bound, and
+    where wide enough (from 170 columns, where the panel is 54 wide) ends in its jobs on hosts
+    and its place in the order the scheduler takes up waiting jobs: the numbers of ``fractui
+    teams``' PENDING, RUNNING and NEXT, from the same reads. From 120 to 169 columns, where the
+    panel is 46 wide, two heads are shortened (``?`` says them) and run and next give way to
+    the bound, each name kept whole. At 80x24 the table has no room for them beside the queues
+    and keeps the teams' names whole instead."""
     async with settled_app((width, 48)) as (app, pilot):
         fleet = app.fleet
         jobs = fleet.model.store.jobs
@@ -516,19 +520,49 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
         cli = {row.split()[0]: row.split() for row in
                team_lines(shown, starved, order, fleet.config.fairshare.usage_weight, bounds)}
         assert len(order) > 1 and any(u.running for u in shown), (order, shown)
+        wide = width >= 170
         drawn = screen_lines(app)
         head = next(ln for ln in drawn if "Teams" in ln)
-        assert head.split()[-3:] == ["pend", "run", "next"], head
-        assert head.split("▏")[-1].split()[1:3] == (["used/quota", "borrow"] if width >= 170
+        assert head.split()[-3:] == (["pend", "run", "next"] if wide
+                                     else ["borr", "recent", "pend"]), head
+        assert head.split("▏")[-1].split()[1:3] == (["used/quota", "borrow"] if wide
                                                     else ["used/q", "borr"]), head
         assert re.search(r"▏ Teams {4,}\S", head), head  # a name keeps 8 cells at least
         for u in shown:
             row = next(ln for ln in drawn if re.search(r"▏ %s " % u.name, ln)).split()
-            assert row[-2:] == [cli[u.name][4], cli[u.name][-1]], (row, cli[u.name])
+            want = [cli[u.name][5]] + ([cli[u.name][4], cli[u.name][-1]] if wide else [])
+            assert row[-len(want):] == want, (row, cli[u.name])  # PENDING (RUNNING, NEXT)
     async with frozen_app().run_test(size=(80, 24)) as pilot:
         await settled(pilot)
         head = next(ln for ln in screen_lines(pilot.app) if "Teams" in ln)
         assert head.split()[-1] == "pend", head
+
+
+@pilot_test
+async def test_the_teams_table_says_the_stores_bound_and_a_team_at_it_in_the_warning_colour(
+        tmp_path):
+    """``pend`` is ``waiting/bound`` as ``fractui teams`` says it, the bound the store's (what
+    the scheduler wrote and a member's submit is held to), not the admin's config's (each team
+    there at the default); a team at its bound, whose members' submits are refused, is in the
+    theme's warning colour, one under it is not."""
+    store = usage_store(str(tmp_path / "store.db"))
+    store.keep_waiting_bounds({"nlp": 2, "vision": 50})  # the sample's nlp has 2 waiting
+    async with settled_app((180, 48), usage=store) as (app, pilot):
+        panel = app.screen.query_one(QueuePanel)
+        warning = Style.parse(RichVariables(app)["warning"]).color
+        rows = {}
+        for y in range(panel.size.height):
+            strip = panel.render_line(y)
+            words = strip.text.split()
+            if words and words[0] in ("vision", "nlp", "speech"):
+                rows[words[0]] = (words, {seg.text.strip(): seg.style for seg in strip})
+        assert sorted(rows) == ["nlp", "speech", "vision"], rows
+        # name, used/quota, borrow, recent, pend, run, next
+        assert rows["nlp"][0][4] == "2/2" and rows["vision"][0][4] == "2/50", rows
+        assert rows["speech"][0][4] == "1/%d" % DEFAULT_MAX_WAITING, rows  # the store lists none
+        assert rows["nlp"][1]["2/2"].color == warning, rows["nlp"]
+        assert rows["vision"][1]["2/50"].color != warning, rows["vision"]
+    store.close()
 
 
 @pilot_test

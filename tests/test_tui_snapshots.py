@@ -38,6 +38,13 @@ def test_a_starved_team_marked_at_80x24(snap_compare):
                         run_before=settled)
 
 
+def test_a_team_at_its_bound_on_waiting_jobs_at_80x24(snap_compare):
+    """nlp's 2 waiting jobs are all the store's bound lets it have: its pend in the warning
+    colour, beside the queues, the names whole."""
+    assert snap_compare(frozen_app(bounds={"nlp": 2, "vision": 50}), terminal_size=(80, 24),
+                        run_before=settled)
+
+
 def test_drain_and_cordon_on_the_map_and_header_160x48(snap_compare):
     assert snap_compare(frozen_app(cordons=OUT_OF_SERVICE), terminal_size=(160, 48),
                         run_before=settled)

@@ -9,7 +9,7 @@ everywhere else."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -23,6 +23,7 @@ from fractui.sched.quota import TeamUsage
 from fractui.sched.standing import next_of
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
+from fractui.team_commands import at_bound, bounds_of, waiting
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.model import QueueStat
 from fractui.tui.themes import RichVariables
@@ -30,17 +31,22 @@ from fractui.words import duration
 
 
 SIDE_BY_SIDE = 70  # at least this wide, queues and teams sit side by side
-TEAMS_WIDE = 48
+TEAMS_WIDE = 51
 """At least this wide, the teams table has ``run`` and ``next`` too: its other columns and
-padding take 40 cells, and a team's name keeps the 8 it has beside the queues at 80 columns
-(under the map, beside the queues, from 100 columns; beside the map where the panel is wide)."""
-TEAMS_SHORT = 42
-"""At least this wide (the panel beside the map from 120 to 169 columns is 43), ``run`` and
-``next`` too, with two heads shortened (SHORT_HEADS, which ``?`` says) for a name's 8 cells."""
+padding take 43 cells (``pend`` as ``waiting/bound``, 7 under the default bound), and a team's
+name keeps 8 (under the map beside the queues where the terminal is wide enough; beside the
+map where the panel is wide)."""
+TEAMS_SHORT = 45
+"""At least this wide, ``run`` and ``next`` too, with two heads shortened (SHORT_HEADS, which
+``?`` says) for a name's 8 cells. Narrower (the panel beside the map from 120 to 169 columns is
+43, beside the queues at 80 columns 38), the heads are shortened and ``run`` and ``next`` left
+out: the name keeps its cells rather than the bound cutting it."""
 SHORT_HEADS = {"used/quota": "used/q", "borrow": "borr"}
 TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and its quota; "
               "borrow (borr) what it holds past its quota; recent its use over the "
-              "[fairshare] window; pend its jobs waiting, run those on a host; next the order "
+              "[fairshare] window; pend its jobs waiting / how many may (its max_waiting, as the "
+              "scheduler last wrote it to the store; at it, in the warning colour, a member's "
+              "submit is refused), run those on a host; next the order "
               "the scheduler takes up the teams' waiting jobs now (it ranks again after each "
               "placement), as `fractui teams` says them. A name marked ! is starved.")
 """What the teams table's columns are, for ``?`` on the fleet screen."""
@@ -111,6 +117,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.starved: Sequence[Starved] = ()
         self.order: Sequence[str] = ()
         """The teams with a job waiting, in the order a pass takes them up now."""
+        self.bounds: Mapping[str, int] = {}
+        """The teams' bounds on waiting jobs the store lists (its ``waiting_bounds``)."""
         self.marked: Optional[str] = None
         """A queue a jump landed on, drawn reversed."""
         self.store_note: Optional[str] = None
@@ -118,15 +126,17 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
              store_note: Optional[str] = None, pending: Sequence[Job] = (),
              now: float = 0.0, starved: Sequence[Starved] = (),
-             order: Sequence[str] = ()) -> None:
+             order: Sequence[str] = (), bounds: Mapping[str, int] = {}) -> None:
         """``pending``: the jobs to list, their waits as of ``now``; ``starved``: the teams
-        to say are starved; ``order``: the teams in the order a pass takes them up."""
+        to say are starved; ``order``: the teams in the order a pass takes them up;
+        ``bounds``: the store's bounds on waiting jobs (``pend`` says ``waiting/bound``)."""
         self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
-        if (queues, teams, store_note, pending, starved, order) != (self.queues, self.teams,
-                self.store_note, self.pending, self.starved, self.order):
+        if (queues, teams, store_note, pending, starved, order, bounds) != (
+                self.queues, self.teams, self.store_note, self.pending, self.starved,
+                self.order, self.bounds):
             self.queues, self.teams, self.store_note = queues, teams, store_note
-            self.starved, self.order = starved, order
+            self.starved, self.order, self.bounds = starved, order, bounds
             ids = [j.id for j in pending]
             if self.selected not in ids:
                 old = [j.id for j in self.pending]
@@ -239,23 +249,26 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         t = Table(box=None, padding=(0, 1, 0, 0), expand=True, header_style="bold")
         t.add_column("Teams", no_wrap=True, ratio=1, overflow="ellipsis")
         for head in ("used/quota", "borrow", "recent", "pend"):
-            t.add_column(SHORT_HEADS.get(head, head) if wide and room < TEAMS_WIDE else head,
+            t.add_column(SHORT_HEADS.get(head, head) if room < TEAMS_WIDE else head,
                          justify="right", no_wrap=True)
         if wide:
             t.add_column("run", justify="right", no_wrap=True)
             t.add_column("next", justify="right", no_wrap=True)
         warning = RichVariables(self.app)["warning"]
         starved = {s.team for s in self.starved}
+        bounds = bounds_of(self.teams, self.bounds)
         for team in self.teams:
             over = team.used > team.quota + 1e-9
             name = Text(team.name)
             if team.name in starved:  # starved: marked, and said why where there is room
                 name = Text.assemble((team.name, "bold " + warning), ("!", "bold " + warning))
             place = next_of(team.name, self.order)
+            bound = bounds[team.name]  # at it, a member's submit to the team is refused
             t.add_row(name, Text("%.2f/%g" % (team.used, team.quota),
                                  style=warning if over else ""),
                       "%.2f" % team.borrowed if team.borrowed else "—",
-                      "%.2f" % team.recent, str(team.pending),
+                      "%.2f" % team.recent,
+                      Text(waiting(team, bound), style=warning if at_bound(team, bound) else ""),
                       *([str(team.running), "—" if place is None else str(place)]
                         if wide else []))
         note = Text(self.store_note or "", style=muted)
