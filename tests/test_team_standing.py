@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from fractui.config import Config, TeamConfig, TuiSettings
+from fractui.config import DEFAULT_MAX_WAITING, Config, TeamConfig, TuiSettings
 from fractui.sched.quota import team_usage
-from fractui.sched.standing import next_of
 from fractui.sched.starved import STARVED_S, Starved, last_starts, starved
 from fractui.store.model import Job, Slot, UsageRecord
 from fractui.tui.queues import QueuePanel
@@ -74,15 +73,21 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
 
 
 class CountingSource(Source):
-    """The frozen source, counting its reads of usage records and the threads they ran on."""
+    """The frozen source, counting its reads of usage records and of the teams' bounds on
+    waiting jobs, and the threads they ran on."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.usage_reads: list[str] = []
+        self.bounds_reads: list[str] = []
 
     def read_usage(self, since: float, until: float):
         self.usage_reads.append(threading.current_thread().name)
         return super().read_usage(since, until)
+
+    def read_bounds(self) -> dict[str, int]:
+        self.bounds_reads.append(threading.current_thread().name)
+        return super().read_bounds()
 
 
 @pilot_test
@@ -92,7 +97,8 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
     store = dataclasses.replace(fleet.store, jobs=tuple(
         dataclasses.replace(j, reason=STARVED[j.id]) if j.id in STARVED else j
         for j in fleet.store.jobs))
-    source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records)
+    source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records,
+                            bounds={"nlp": 2, "vision": 40})
     clock = [NOW]
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
     app = FractuiApp(source, config, clock=lambda: clock[0], ticks=lambda: clock[0])
@@ -106,16 +112,17 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
         for team in panel.teams:  # a starved team is marked "!"
             mark = team.name + ("!" if team.name == "nlp" else "")
             line = next(x for x in shown.splitlines() if x.split()[:1] == [mark])
-            place = next_of(team.name, panel.order)  # run and next: room for them at 160
+            bound = {"nlp": 2, "vision": 40}.get(team.name, DEFAULT_MAX_WAITING)
+            # at 160 the bound takes the room of run and next
             assert line.split()[1:] == ["%.2f/%g" % (team.used, team.quota), "—",
                                         "%.2f" % recent.get(team.name, 0.0),
-                                        str(team.pending), str(team.running),
-                                        "—" if place is None else str(place)], line
+                                        "%d/%d" % (team.pending, bound)], line
         # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes for the fleet, nothing
         # started since (the panel is narrow at 160 columns: the reason on a line of its own)
         assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  no room: no GPU in " \
                "the fleet has a free slice for it\n" in shown, shown
         assert len(source.usage_reads) == 1 and "MainThread" not in source.usage_reads
+        assert source.bounds_reads and "MainThread" not in source.bounds_reads
         assert len(panel._rows) == 2 * len(panel.pending)  # all five, two lines each
         for _ in range(3):  # more store reads within the minute: no more usage reads
             app.screen.read_store()
