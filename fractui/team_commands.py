@@ -100,9 +100,18 @@ def waiting(u: TeamUsage, bound: int) -> str:
     return "%d/%d" % (u.pending, bound)
 
 
-def at_bound(u: TeamUsage, bound: int) -> bool:
-    """Whether a member's submit to the team is refused now (the store's rule, WaitingFull)."""
-    return u.pending >= bound
+NEAR_SHARE = 0.1
+NEAR_JOBS = 10
+"""A team is near its bound on waiting jobs within this share of it or this many jobs of it,
+whichever is more (docs/decisions.md, "How many jobs a team may have waiting")."""
+
+
+def near_bound(u: TeamUsage, bound: int) -> bool:
+    """Whether the team is at its bound (a member's submit is refused, WaitingFull) or near it
+    with a job waiting: worth an admin's eye, where one far from it is noise."""
+    if u.pending >= bound:
+        return True
+    return u.pending > 0 and bound - u.pending <= max(bound * NEAR_SHARE, NEAR_JOBS)
 
 
 def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from fractui.config import DEFAULT_MAX_WAITING, Config, TeamConfig, TuiSettings
-from fractui.sched.quota import team_usage
+from fractui.config import Config, TeamConfig, TuiSettings
+from fractui.sched.quota import TeamUsage, team_usage
+from fractui.sched.standing import next_of
 from fractui.sched.starved import STARVED_S, Starved, last_starts, starved
 from fractui.store.model import Job, Slot, UsageRecord
+from fractui.team_commands import near_bound
 from fractui.tui.queues import QueuePanel
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
@@ -72,6 +74,18 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
     assert said([pending(1, "nlp", 900)], [record("nlp", 1200)]) != []
 
 
+def test_a_team_is_near_its_bound_within_a_tenth_of_it_or_ten_jobs_whichever_is_more():
+    """Near: within a tenth of the bound or 10 jobs of it, whichever is more, with a job
+    waiting; at it (a bound of 0 too: every submit of a member refused) always."""
+    def near(pending: int, bound: int) -> bool:
+        return near_bound(TeamUsage("t", 1.0, 0.0, 0.0, pending), bound)
+
+    assert [near(n, 10_000) for n in (8999, 9000, 10_000, 12_000)] == [False, True, True, True]
+    assert [near(n, 50) for n in (39, 40, 49)] == [False, True, True]
+    assert [near(n, 5) for n in (0, 1)] == [False, True]
+    assert near(0, 0)
+
+
 class CountingSource(Source):
     """The frozen source, counting its reads of usage records and of the teams' bounds on
     waiting jobs, and the threads they ran on."""
@@ -112,11 +126,12 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
         for team in panel.teams:  # a starved team is marked "!"
             mark = team.name + ("!" if team.name == "nlp" else "")
             line = next(x for x in shown.splitlines() if x.split()[:1] == [mark])
-            bound = {"nlp": 2, "vision": 40}.get(team.name, DEFAULT_MAX_WAITING)
-            # at 160 the bound takes the room of run and next
+            place = next_of(team.name, panel.order)  # run and next: room for them at 160
+            pend = {"nlp": "2/2"}.get(team.name, str(team.pending))  # at its bound: said so
             assert line.split()[1:] == ["%.2f/%g" % (team.used, team.quota), "—",
-                                        "%.2f" % recent.get(team.name, 0.0),
-                                        "%d/%d" % (team.pending, bound)], line
+                                        "%.2f" % recent.get(team.name, 0.0), pend,
+                                        str(team.running),
+                                        "—" if place is None else str(place)], line
         # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes for the fleet, nothing
         # started since (the panel is narrow at 160 columns: the reason on a line of its own)
         assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  no room: no GPU in " \

@@ -39,8 +39,9 @@ def test_a_starved_team_marked_at_80x24(snap_compare):
 
 
 def test_a_team_at_its_bound_on_waiting_jobs_at_80x24(snap_compare):
-    """nlp's 2 waiting jobs are all the store's bound lets it have: its pend in the warning
-    colour, beside the queues, the names whole."""
+    """nlp's 2 waiting jobs are all the store's bound lets it have: its pend 2/2 in the
+    warning colour, beside the queues, the names whole; vision's 2 of 50, far from it, the
+    count alone, the table as with no bounds."""
     assert snap_compare(frozen_app(bounds={"nlp": 2, "vision": 50}), terminal_size=(80, 24),
                         run_before=settled)
 
