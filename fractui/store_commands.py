@@ -36,7 +36,7 @@ from fractui.store_url import sqlite_path
 from fractui.store import (Store, StoreBusy, StoreError, StoreUnavailable, intents,
                            open_store)
 from fractui.store.access import CANCEL, MOVE, PLACE, SCHEDULE, Denied, teams_of
-from fractui.store.base import Identity, JobNotFound, KeyTaken, WaitingFull
+from fractui.store.base import NO_STORE, Identity, JobNotFound, KeyTaken, WaitingFull
 from fractui.store.intents import Asker, Refused
 from fractui.store.model import (ACTIVE, CANCELLED, CORDON, DONE, DRAIN, ENDED, FAILED,
                                  ON_HOST, PENDING, PLACED, RUNNING, STOPPING, Job, LogTail,
@@ -137,6 +137,7 @@ def _teams_to_give(config: Config) -> str:
     (its roles) on PostgreSQL, the config's members on SQLite, as the rule of who may submit
     reads them (access.teams_of). An admin in none may charge any: told so, not to ask one."""
     roster = Asker.here(config.teams).roster
+    unmade = False
     try:
         store = open_store(config.store.url, make=False, origin=config.store.origin)
         try:
@@ -146,15 +147,19 @@ def _teams_to_give(config: Config) -> str:
     except StoreError as err:
         if config.store.url is not None and sqlite_path(config.store.url) is None:
             return "which of them you are in, the store did not say (%s)" % err
-        identity = None  # an SQLite store not made yet: its maker will own it, root or not
+        identity = None  # the config's members say (an SQLite store, not made yet or unread)
+        unmade = err.what == NO_STORE  # its maker will own it, so be its admin, root or not
     teams = teams_of(identity, roster) if identity else roster.teams_of(os_user())
     mine = [t.name for t in config.teams if t.name in teams]
     if mine:
         return "%s (you are in %s)" % (" or ".join("--team " + t for t in mine),
                                        ", ".join(mine))
+    every = " or ".join("--team " + t.name for t in config.teams)
+    if unmade:  # its maker owns the file, so is its admin (sqlite._is_admin)
+        return ("you are in none of them, and no store is made yet: your submit makes it, and "
+                "you its admin, who may charge any: %s" % every)
     if identity.admin if identity else os.geteuid() == 0:
-        return "you are in none of them, and as an admin may charge any: %s" % " or ".join(
-            "--team " + t.name for t in config.teams)
+        return "you are in none of them, and as an admin may charge any: %s" % every
     return "you are in none of them: an admin adds you to the one to charge"
 
 

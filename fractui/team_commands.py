@@ -48,7 +48,7 @@ def teams(config: Config, args: argparse.Namespace) -> int:
     finally:
         store.close()
     shown, starved = standing(jobs, config, usage, now)
-    bounds = {u.name: held.get(u.name, DEFAULT_MAX_WAITING) for u in shown}
+    bounds = bounds_of(shown, held)
     order = next_order(jobs, config, usage)
     if args.team is not None:
         shown = [u for u in shown if u.name == args.team]
@@ -76,7 +76,7 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
     for u in shown:
         place = next_of(u.name, order)
         rows.append([u.name, "%g" % u.quota, "%.2f" % u.used, "%.2f" % u.borrowed,
-                     str(u.running), "%d/%d" % (u.pending, bounds[u.name]), "%.2f" % u.recent,
+                     str(u.running), waiting(u, bounds[u.name]), "%.2f" % u.recent,
                      "%.2f" % u.share(usage_weight), "-" if place is None else str(place)])
     out = table(HEADER, rows, CAPS, width())
     out += ["starved " + s.words() for s in starved]
@@ -87,6 +87,31 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
                "again after each placement); PENDING: the team's jobs waiting / how many may "
                "(its max_waiting, as the scheduler last wrote it to the store)" % blend)
     return out
+
+
+def bounds_of(shown: Sequence[TeamUsage], held: Mapping[str, int]) -> Dict[str, int]:
+    """Each team's bound on waiting jobs as the store holds it (``held``, its
+    ``waiting_bounds``): a team it does not list is held to the default, as a submit is."""
+    return {u.name: held.get(u.name, DEFAULT_MAX_WAITING) for u in shown}
+
+
+def waiting(u: TeamUsage, bound: int) -> str:
+    """PENDING as ``waiting/bound``: the team's jobs waiting, and how many may."""
+    return "%d/%d" % (u.pending, bound)
+
+
+NEAR_SHARE = 0.1
+NEAR_JOBS = 10
+"""A team is near its bound on waiting jobs within this share of it or this many jobs of it,
+whichever is more (docs/decisions.md, "How many jobs a team may have waiting")."""
+
+
+def near_bound(u: TeamUsage, bound: int) -> bool:
+    """Whether the team is at its bound (a member's submit is refused, WaitingFull) or near it
+    with a job waiting: worth an admin's eye, where one far from it is noise."""
+    if u.pending >= bound:
+        return True
+    return u.pending > 0 and bound - u.pending <= max(bound * NEAR_SHARE, NEAR_JOBS)
 
 
 def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],

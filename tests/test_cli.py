@@ -27,7 +27,7 @@ from fractui.outcome import Terminated
 from fractui.store import Slot, sqlite_url
 from fractui.terminal import TerminalText
 from fractui.whoami import os_user
-from tests import localfleet
+from tests import as_user, localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
 from tests.test_tui_demo import Terminal
@@ -775,14 +775,39 @@ def test_a_submit_with_no_command_shows_one_that_runs_in_a_config_of_teams(tmp_p
         code, out, said[bool(team)] = in_process(capfd, ["--config", str(config), "submit",
                                                          "--queue", "q", *team])
         assert (code, out) == (2, ""), said
-    hint = ("you are in none of them, and as an admin may charge any: --team vision"
-            if os.geteuid() == 0 else  # root: the store's admin, whoever made it
-            "you are in none of them: an admin adds you to the one to charge")
     assert said == {False: "fractui: submit needs --team: the config has teams (vision) and "
-                           "queue q names none; %s\n" % hint,
+                           "queue q names none; %s\n" % NO_STORE_YET,
                     True: "fractui: submit needs the program to run after --, e.g. fractui "
                           "submit --queue q --team vision -- python train.py\n"}
     assert not (tmp_path / "s").exists()
+
+
+NO_STORE_YET = ("you are in none of them, and no store is made yet: your submit makes it, and "
+                "you its admin, who may charge any: --team vision")
+"""What a submit without --team says to whoever is in no team, where no SQLite store is made
+yet: root or not, its maker owns it, so is its admin."""
+
+
+def test_a_plain_user_with_no_store_yet_is_told_their_submit_makes_them_its_admin(plain_user):
+    """A plain OS user in none of the teams, with no SQLite store made yet, was told "an admin
+    adds you to the one to charge", yet their own submit makes the store, theirs, and them its
+    admin: told so, and it holds — the submit with --team is recorded, the file theirs."""
+    name, home = plain_user
+    config = os.path.join(home, "config.toml")
+    store = os.path.join(home, "s", "store.db")
+    with open(config, "w") as f:
+        f.write('[store]\nurl = "sqlite://%s"\n[[teams]]\nname = "vision"\nmembers = '
+                '["someone-else"]\n[[queues]]\nname = "q"\ngpu = 0.5\n' % store)
+    os.chmod(config, 0o644)
+    done = as_user.run(name, ["--config", config, "submit", "--queue", "q", "--", "true"])
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", "fractui: submit needs --team: the config has teams (vision) and queue q names "
+        "none; %s\n" % NO_STORE_YET), done
+    assert not os.path.exists(os.path.dirname(store))
+    done = as_user.run(name, ["--config", config, "submit", "--queue", "q", "--team", "vision",
+                              "--", "true"])
+    assert done.returncode == 0 and "in queue q" in done.stdout, done
+    assert os.stat(store).st_uid == pwd.getpwnam(name).pw_uid
 
 
 def test_a_submit_needing_team_says_the_teams_the_user_is_in_to_paste(tmp_path, capfd):

@@ -8,10 +8,11 @@ import dataclasses
 import threading
 
 from fractui.config import Config, TeamConfig, TuiSettings
-from fractui.sched.quota import team_usage
+from fractui.sched.quota import TeamUsage, team_usage
 from fractui.sched.standing import next_of
 from fractui.sched.starved import STARVED_S, Starved, last_starts, starved
 from fractui.store.model import Job, Slot, UsageRecord
+from fractui.team_commands import near_bound
 from fractui.tui.queues import QueuePanel
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
@@ -73,16 +74,34 @@ def test_not_starved_at_its_quota_nor_waiting_briefly_nor_with_a_start_lately():
     assert said([pending(1, "nlp", 900)], [record("nlp", 1200)]) != []
 
 
+def test_a_team_is_near_its_bound_within_a_tenth_of_it_or_ten_jobs_whichever_is_more():
+    """Near: within a tenth of the bound or 10 jobs of it, whichever is more, with a job
+    waiting; at it (a bound of 0 too: every submit of a member refused) always."""
+    def near(pending: int, bound: int) -> bool:
+        return near_bound(TeamUsage("t", 1.0, 0.0, 0.0, pending), bound)
+
+    assert [near(n, 10_000) for n in (8999, 9000, 10_000, 12_000)] == [False, True, True, True]
+    assert [near(n, 50) for n in (39, 40, 49)] == [False, True, True]
+    assert [near(n, 5) for n in (0, 1)] == [False, True]
+    assert near(0, 0)
+
+
 class CountingSource(Source):
-    """The frozen source, counting its reads of usage records and the threads they ran on."""
+    """The frozen source, counting its reads of usage records and of the teams' bounds on
+    waiting jobs, and the threads they ran on."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.usage_reads: list[str] = []
+        self.bounds_reads: list[str] = []
 
     def read_usage(self, since: float, until: float):
         self.usage_reads.append(threading.current_thread().name)
         return super().read_usage(since, until)
+
+    def read_bounds(self) -> dict[str, int]:
+        self.bounds_reads.append(threading.current_thread().name)
+        return super().read_bounds()
 
 
 @pilot_test
@@ -92,7 +111,8 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
     store = dataclasses.replace(fleet.store, jobs=tuple(
         dataclasses.replace(j, reason=STARVED[j.id]) if j.id in STARVED else j
         for j in fleet.store.jobs))
-    source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records)
+    source = CountingSource(fleet.statuses, store, logs=LOGS, usage=records,
+                            bounds={"nlp": 2, "vision": 40})
     clock = [NOW]
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings())
     app = FractuiApp(source, config, clock=lambda: clock[0], ticks=lambda: clock[0])
@@ -107,15 +127,17 @@ async def test_the_panel_shows_each_teams_standing_and_who_is_starved():
             mark = team.name + ("!" if team.name == "nlp" else "")
             line = next(x for x in shown.splitlines() if x.split()[:1] == [mark])
             place = next_of(team.name, panel.order)  # run and next: room for them at 160
+            pend = {"nlp": "2/2"}.get(team.name, str(team.pending))  # at its bound: said so
             assert line.split()[1:] == ["%.2f/%g" % (team.used, team.quota), "—",
-                                        "%.2f" % recent.get(team.name, 0.0),
-                                        str(team.pending), str(team.running),
+                                        "%.2f" % recent.get(team.name, 0.0), pend,
+                                        str(team.running),
                                         "—" if place is None else str(place)], line
         # nlp: 2.12 of 3 held, two jobs waiting, the oldest 5 minutes for the fleet, nothing
         # started since (the panel is narrow at 160 columns: the reason on a line of its own)
         assert "starved nlp: 2 waiting 5m00s, 0.88 of its quota free:\n  no room: no GPU in " \
                "the fleet has a free slice for it\n" in shown, shown
         assert len(source.usage_reads) == 1 and "MainThread" not in source.usage_reads
+        assert source.bounds_reads and "MainThread" not in source.bounds_reads
         assert len(panel._rows) == 2 * len(panel.pending)  # all five, two lines each
         for _ in range(3):  # more store reads within the minute: no more usage reads
             app.screen.read_store()

@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from rich.style import Style
 from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
@@ -34,9 +35,10 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
+from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
-                               settled_app)
+                               settled_app, usage_store)
 
 
 def said(app: FractuiApp) -> list[str]:
@@ -529,6 +531,77 @@ async def test_the_teams_table_says_run_and_next_as_fractui_teams_does_where_wid
         await settled(pilot)
         head = next(ln for ln in screen_lines(pilot.app) if "Teams" in ln)
         assert head.split()[-1] == "pend", head
+
+
+def team_rows(app: FractuiApp) -> dict[str, tuple[list[str], dict[str, Style]]]:
+    """The teams table's rows as drawn (beside the queues or not): each team's words from its
+    name on (a name, then its used/quota) and its cells' styles."""
+    panel = app.screen.query_one(QueuePanel)
+    rows = {}
+    for y in range(panel.size.height):
+        strip = panel.render_line(y)
+        words = strip.text.split()
+        for i, word in enumerate(words[:-1]):
+            if word in ("vision", "nlp", "speech") and re.match(r"\d+\.\d\d/", words[i + 1]):
+                rows[word] = (words[i:], {seg.text.strip(): seg.style for seg in strip})
+    return rows
+
+
+@pilot_test
+async def test_the_teams_table_says_the_stores_bound_and_a_team_at_it_in_the_warning_colour(
+        tmp_path):
+    """A team at or near its bound on waiting jobs has ``pend`` as ``waiting/bound`` as
+    ``fractui teams`` says it, in the theme's warning colour, the bound the store's (what the
+    scheduler wrote and a member's submit is held to), not the admin's config's (each team
+    there at the default): nlp at it (its members' submits refused), vision near it."""
+    store = usage_store(str(tmp_path / "store.db"))
+    store.keep_waiting_bounds({"nlp": 2, "vision": 12})  # the sample's nlp and vision have 2
+    async with settled_app((180, 48), usage=store) as (app, pilot):
+        warning = Style.parse(RichVariables(app)["warning"]).color
+        rows = team_rows(app)
+        assert sorted(rows) == ["nlp", "speech", "vision"], rows
+        # name, used/quota, borrow, recent, pend, run, next
+        assert rows["nlp"][0][4] == "2/2" and rows["vision"][0][4] == "2/12", rows
+        assert rows["nlp"][1]["2/2"].color == warning, rows["nlp"]
+        assert rows["vision"][1]["2/12"].color == warning, rows["vision"]
+    store.close()
+
+
+@pytest.mark.parametrize("width", [80, 120, 180])
+@pilot_test
+async def test_a_team_far_from_its_bound_shows_its_count_alone(tmp_path, width):
+    """A bound far off is noise on every row: vision (2 of 50) and speech (1, the store lists
+    no bound: the default) show the count alone, not in the warning colour, and the table's
+    heads are those it has with no bound near (run and next from 120 columns)."""
+    store = usage_store(str(tmp_path / "store.db"))
+    store.keep_waiting_bounds({"vision": 50})
+    async with settled_app((width, 48), usage=store) as (app, pilot):
+        warning = Style.parse(RichVariables(app)["warning"]).color
+        rows = team_rows(app)
+        assert rows["vision"][0][4] == "2" and rows["speech"][0][4] == "1", rows
+        assert rows["vision"][1]["2"].color != warning, rows["vision"]
+        assert len(rows["vision"][0]) == (5 if width < 120 else 7), rows
+    store.close()
+
+
+@pytest.mark.parametrize("width", [80, 120, 180])
+@pilot_test
+async def test_a_bound_with_no_room_beside_a_name_leaves_the_count_in_the_warning_colour(width):
+    """Near a bound of 100,000, ``99995/100000`` is wider than the table can give ``pend``
+    with each name keeping 8 cells: the count alone, in the warning colour still, the names
+    whole; nlp's ``2/2`` fits beside it."""
+    async with settled_app((width, 48)) as (app, pilot):
+        panel = app.screen.query_one(QueuePanel)
+        teams = [dataclasses.replace(t, pending=99995) if t.name == "vision" else t
+                 for t in panel.teams]
+        panel.show(panel.queues, teams, panel.store_note, panel.pending, panel.now,
+                   panel.starved, panel.order, {"vision": 100_000, "nlp": 2})
+        await pilot.pause()
+        warning = Style.parse(RichVariables(app)["warning"]).color
+        rows = team_rows(app)
+        assert rows["vision"][0][4] == "99995" and rows["nlp"][0][4] == "2/2", rows
+        assert rows["vision"][1]["99995"].color == warning, rows["vision"]
+        assert re.search(r"\bTeams {3,}\S", " ".join(screen_lines(app))), screen_lines(app)
 
 
 @pilot_test

@@ -38,6 +38,14 @@ def test_a_starved_team_marked_at_80x24(snap_compare):
                         run_before=settled)
 
 
+def test_a_team_at_its_bound_on_waiting_jobs_at_80x24(snap_compare):
+    """nlp's 2 waiting jobs are all the store's bound lets it have: its pend 2/2 in the
+    warning colour, beside the queues, the names whole; vision's 2 of 50, far from it, the
+    count alone, the table as with no bounds."""
+    assert snap_compare(frozen_app(bounds={"nlp": 2, "vision": 50}), terminal_size=(80, 24),
+                        run_before=settled)
+
+
 def test_drain_and_cordon_on_the_map_and_header_160x48(snap_compare):
     assert snap_compare(frozen_app(cordons=OUT_OF_SERVICE), terminal_size=(160, 48),
                         run_before=settled)

@@ -38,12 +38,14 @@ STARVED = {27: "no room: no GPU in the fleet has a free slice for it"}
 def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon] = (),
                usage: Optional[Store] = None, reasons: Optional[Mapping[int, str]] = None,
                sampled: bool = True, holder: Optional[str] = None,
-               trouble: Optional[str] = None, **tui: Any) -> FractuiApp:
+               trouble: Optional[str] = None, bounds: Optional[Mapping[str, int]] = None,
+               **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
     why some pending jobs wait instead (by id); ``holder``: who holds the store's lease, and
-    ``trouble`` what fails its passes. The map and the queues show the sample fleet's jobs as
-    ever. Its config keeps GPU time by the hour, as usage_store's is kept."""
+    ``trouble`` what fails its passes; ``bounds``: the teams' bounds on waiting jobs the
+    store lists (none: each team held to the default). The map and the queues show the sample
+    fleet's jobs as ever. Its config keeps GPU time by the hour, as usage_store's is kept."""
     reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
     config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui),
@@ -53,7 +55,7 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
     store = dataclasses.replace(fleet.store, jobs=jobs, cordons=tuple(cordons), holder=holder,
                                 trouble=trouble)
     source = Source(fleet.statuses, store, logs=LOGS,
-                    usage=fleet.usage() if sampled and usage is None else ())
+                    usage=fleet.usage() if sampled and usage is None else (), bounds=bounds)
     source.store = usage
     return FractuiApp(source, config, clock=lambda: NOW, readonly=readonly)
 

@@ -136,9 +136,12 @@ class ServiceChanged(Message):
 
 class StoreRead(Message):
     def __init__(self, number: int, view: Optional[StoreView],
-                 error: Optional[str] = None, usage: Optional[UsageRead] = None) -> None:
+                 error: Optional[str] = None, usage: Optional[UsageRead] = None,
+                 bounds: Optional[dict[str, int]] = None) -> None:
         super().__init__()
         self.view = view
+        self.bounds = bounds
+        """The teams' bounds on waiting jobs as the store holds them (None: not read)."""
         self.error = error
         self.usage = usage
         """The usage records as read this time (None: not due, the last stands)."""
@@ -187,6 +190,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self._usage_due = float("-inf")  # when the usage records are next read (worker), by
         # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
+        self._bounds: dict[str, int] = {}  # the store's bounds on waiting jobs, as last read
         self.ended_wanted = False
         """Whether store reads take the newest ended jobs too: only while a view shows them
         (the jobs view's ``a``), not every second for no one."""
@@ -234,7 +238,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                     kept = self.source.read_usage(now - fair.window_s, now)
                     usage = UsageRead.of(kept[0] if kept else [], self.config, now)
                     self._usage_due = self.ticks() + USAGE_EVERY_S
-                read = StoreRead(self._reads, view, usage=usage)
+                bounds = self.source.read_bounds() if self.config.teams else None
+                read = StoreRead(self._reads, view, usage=usage, bounds=bounds)
             except StoreError as err:  # a locked or damaged store: say so, keep the fleet
                 read = StoreRead(self._reads, None, str(err))
         self.post_message(read)
@@ -298,6 +303,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self._placement_still_pending(view)
         if message.usage is not None:
             self._usage = message.usage
+        if message.bounds is not None:
+            self._bounds = message.bounds
         jobs = self.model.store.jobs if self.model.store else ()
         note = message.error or (None if self.model.store else "no store: queues are empty")
         now = self.clock()
@@ -305,7 +312,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.query_one(QueuePanel).show(
             queue_stats(self.config.queues, jobs, now), teams, note,
             [j for j in jobs if j.state == PENDING], now, starved,
-            next_order(jobs, self.config, self._usage))
+            next_order(jobs, self.config, self._usage), self._bounds)
         self.show_header()
 
     # -- drawing --

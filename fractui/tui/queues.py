@@ -9,7 +9,7 @@ everywhere else."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -23,6 +23,7 @@ from fractui.sched.quota import TeamUsage
 from fractui.sched.standing import next_of
 from fractui.sched.starved import Starved
 from fractui.store.model import Job
+from fractui.team_commands import bounds_of, near_bound, waiting
 from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.model import QueueStat
 from fractui.tui.themes import RichVariables
@@ -37,12 +38,19 @@ padding take 40 cells, and a team's name keeps the 8 it has beside the queues at
 TEAMS_SHORT = 42
 """At least this wide (the panel beside the map from 120 to 169 columns is 43), ``run`` and
 ``next`` too, with two heads shortened (SHORT_HEADS, which ``?`` says) for a name's 8 cells."""
+NAME_KEPT = 8
+"""The cells a team's name keeps where ``waiting/bound`` is wider than ``pend``: past them the
+count is shown alone (in the warning colour still)."""
+PEND = 4
+"""The teams table's ``pend`` column, by its place."""
 SHORT_HEADS = {"used/quota": "used/q", "borrow": "borr"}
 TEAM_WORDS = ("Teams: used/quota (used/q where narrow) the GPUs a team holds and its quota; "
               "borrow (borr) what it holds past its quota; recent its use over the "
               "[fairshare] window; pend its jobs waiting, run those on a host; next the order "
               "the scheduler takes up the teams' waiting jobs now (it ranks again after each "
-              "placement), as `fractui teams` says them. A name marked ! is starved.")
+              "placement), as `fractui teams` says them. A name marked ! is starved; pend as "
+              "waiting/bound, in the warning colour, is a team near its max_waiting (at it, "
+              "a member's submit is refused).")
 """What the teams table's columns are, for ``?`` on the fleet screen."""
 PENDING_KEYS = ("p place", "enter open", "drag to a GPU")
 """What the pending list's title says may be done to a job, first what matters most."""
@@ -111,6 +119,8 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
         self.starved: Sequence[Starved] = ()
         self.order: Sequence[str] = ()
         """The teams with a job waiting, in the order a pass takes them up now."""
+        self.bounds: Mapping[str, int] = {}
+        """The teams' bounds on waiting jobs the store lists (its ``waiting_bounds``)."""
         self.marked: Optional[str] = None
         """A queue a jump landed on, drawn reversed."""
         self.store_note: Optional[str] = None
@@ -118,15 +128,17 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
     def show(self, queues: Sequence[QueueStat], teams: Sequence[TeamUsage],
              store_note: Optional[str] = None, pending: Sequence[Job] = (),
              now: float = 0.0, starved: Sequence[Starved] = (),
-             order: Sequence[str] = ()) -> None:
+             order: Sequence[str] = (), bounds: Mapping[str, int] = {}) -> None:
         """``pending``: the jobs to list, their waits as of ``now``; ``starved``: the teams
-        to say are starved; ``order``: the teams in the order a pass takes them up."""
+        to say are starved; ``order``: the teams in the order a pass takes them up;
+        ``bounds``: the store's bounds on waiting jobs (``pend`` near one: ``waiting/bound``)."""
         self.now = now
         pending = tuple(sorted(pending, key=lambda j: (j.submitted_at, j.id)))
-        if (queues, teams, store_note, pending, starved, order) != (self.queues, self.teams,
-                self.store_note, self.pending, self.starved, self.order):
+        if (queues, teams, store_note, pending, starved, order, bounds) != (
+                self.queues, self.teams, self.store_note, self.pending, self.starved,
+                self.order, self.bounds):
             self.queues, self.teams, self.store_note = queues, teams, store_note
-            self.starved, self.order = starved, order
+            self.starved, self.order, self.bounds = starved, order, bounds
             ids = [j.id for j in pending]
             if self.selected not in ids:
                 old = [j.id for j in self.pending]
@@ -246,18 +258,29 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
             t.add_column("next", justify="right", no_wrap=True)
         warning = RichVariables(self.app)["warning"]
         starved = {s.team for s in self.starved}
+        bounds = bounds_of(self.teams, self.bounds)
+        rows: list[list[Text]] = []
         for team in self.teams:
             over = team.used > team.quota + 1e-9
             name = Text(team.name)
             if team.name in starved:  # starved: marked, and said why where there is room
                 name = Text.assemble((team.name, "bold " + warning), ("!", "bold " + warning))
             place = next_of(team.name, self.order)
-            t.add_row(name, Text("%.2f/%g" % (team.used, team.quota),
-                                 style=warning if over else ""),
-                      "%.2f" % team.borrowed if team.borrowed else "—",
-                      "%.2f" % team.recent, str(team.pending),
-                      *([str(team.running), "—" if place is None else str(place)]
-                        if wide else []))
+            bound = bounds[team.name]  # the count alone, but near it (at it: submits refused)
+            near = near_bound(team, bound)
+            rows.append([name, Text("%.2f/%g" % (team.used, team.quota),
+                                    style=warning if over else ""),
+                         Text("%.2f" % team.borrowed if team.borrowed else "—"),
+                         Text("%.2f" % team.recent),
+                         Text(waiting(team, bound) if near else str(team.pending),
+                              style=warning if near else ""),
+                         *([Text(str(team.running)), Text("—" if place is None else str(place))]
+                           if wide else [])])
+        fits = _pend_room(t, rows, room)
+        for row, team in zip(rows, self.teams):
+            if row[PEND].cell_len > fits:  # the name keeps its cells
+                row[PEND] = Text(str(team.pending), style=row[PEND].style)
+            t.add_row(*row)
         note = Text(self.store_note or "", style=muted)
         if side_by_side:  # under the map on a narrow terminal
             grid = Table.grid(expand=True, padding=(0, 2, 0, 0))
@@ -342,3 +365,11 @@ class QueuePanel(Widget, can_focus=True, inherit_bindings=False):
                 lines.append("\n  ")
             lines.append(job.reason or "", style="dim")
         return Group(lines, Text(""), top) if first else Group(top, lines)
+
+
+def _pend_room(table: Table, rows: Sequence[Sequence[Text]], room: int) -> int:
+    """The cells ``pend`` may take in a teams table ``room`` wide, each other column as wide
+    as its head and cells (and its padding), a name keeping NAME_KEPT."""
+    others = sum(max([len(str(column.header))] + [row[i].cell_len for row in rows]) + 1
+                 for i, column in enumerate(table.columns) if i not in (0, PEND))
+    return room - others - (NAME_KEPT + 1) - 1

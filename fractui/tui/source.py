@@ -57,9 +57,11 @@ class Source:
     def __init__(self, statuses: list[HostStatus], store: Optional[StoreView] = None,
                  simulated: Optional[dict[str, frozenset[str]]] = None,
                  logs: Optional[dict[str, list[str]]] = None,
-                 usage: Sequence[UsageRecord] = ()) -> None:
+                 usage: Sequence[UsageRecord] = (),
+                 bounds: Optional[Mapping[str, int]] = None) -> None:
         self._lock = threading.Lock()
         self._usage = tuple(usage)
+        self._bounds = dict(bounds or {})
         self._current = {s.name: s for s in statuses}
         self._logs = logs or {}
         self._latest = {s.name: s for s in statuses}
@@ -117,6 +119,12 @@ class Source:
         """The newest ended jobs (as ``fractui jobs --all``): for a view that shows them (the
         jobs view's ``a``, the palette), in a worker thread."""
         return (self._store.ended or ()) if self._store is not None else ()
+
+    def read_bounds(self) -> dict[str, int]:
+        """The teams' bounds on waiting jobs as the store holds them (``waiting_bounds``, what
+        a member's submit is refused by; in a worker thread): the store's, or those a frozen
+        fleet was given; none listed where there is no store."""
+        return self.store.waiting_bounds() if self.store is not None else dict(self._bounds)
 
     def read_job(self, job_id: int) -> tuple[Optional[Job], Optional[str]]:
         """One job as the store has it now, active or ended, and the store's uid (to match
