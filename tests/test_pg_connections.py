@@ -97,7 +97,8 @@ def test_a_server_with_no_slot_left_is_said_and_the_scheduler_loses_nothing(
         controller = held[-1]
         while fractuis(controller):
             for pid in fractuis(controller):
-                controller.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                # (waits for it to end: a slot it frees after the fill below is the scheduler's)
+                controller.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
             fill(small_server, db, held)
         go.touch()  # the first job ends on its host while no scheduler can record it
         wait(lambda: any(j["state"] != "running" for j in f.agent_jobs()), f.agent_jobs)
