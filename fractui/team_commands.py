@@ -11,12 +11,13 @@ import argparse
 from typing import Any, Dict, List, Mapping, Sequence
 
 from fractui.checked_store import open_checked_store
-from fractui.config import DEFAULT_MAX_WAITING, Config
+from fractui.config import Config
 from fractui.sched.quota import TeamUsage
 from fractui.sched.starved import Starved
 from fractui.store.model import ACTIVE
 from fractui.terminal import print_json, say, table, width
-from fractui.sched.standing import UsageRead, next_of, next_order, standing
+from fractui.sched.standing import (UsageRead, bounds_of, next_of, next_order,
+                                   standing, waiting)
 from fractui.words import NO_SCHEDULER, failing_passes
 
 HEADER = ("TEAM", "QUOTA", "HELD", "BORROWED", "RUNNING", "PENDING", "RECENT", "SHARE", "NEXT")
@@ -87,31 +88,6 @@ def lines(shown: Sequence[TeamUsage], starved: Sequence[Starved], order: Sequenc
                "again after each placement); PENDING: the team's jobs waiting / how many may "
                "(its max_waiting, as the scheduler last wrote it to the store)" % blend)
     return out
-
-
-def bounds_of(shown: Sequence[TeamUsage], held: Mapping[str, int]) -> Dict[str, int]:
-    """Each team's bound on waiting jobs as the store holds it (``held``, its
-    ``waiting_bounds``): a team it does not list is held to the default, as a submit is."""
-    return {u.name: held.get(u.name, DEFAULT_MAX_WAITING) for u in shown}
-
-
-def waiting(u: TeamUsage, bound: int) -> str:
-    """PENDING as ``waiting/bound``: the team's jobs waiting, and how many may."""
-    return "%d/%d" % (u.pending, bound)
-
-
-NEAR_SHARE = 0.1
-NEAR_JOBS = 10
-"""A team is near its bound on waiting jobs within this share of it or this many jobs of it,
-whichever is more (docs/decisions.md, "How many jobs a team may have waiting")."""
-
-
-def near_bound(u: TeamUsage, bound: int) -> bool:
-    """Whether the team is at its bound (a member's submit is refused, WaitingFull) or near it
-    with a job waiting: worth an admin's eye, where one far from it is noise."""
-    if u.pending >= bound:
-        return True
-    return u.pending > 0 and bound - u.pending <= max(bound * NEAR_SHARE, NEAR_JOBS)
 
 
 def _record(u: TeamUsage, starved: Sequence[Starved], order: Sequence[str],

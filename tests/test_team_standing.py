@@ -12,7 +12,7 @@ from fractui.sched.quota import TeamUsage, team_usage
 from fractui.sched.standing import next_of
 from fractui.sched.starved import STARVED_S, Starved, last_starts, starved
 from fractui.store.model import Job, Slot, UsageRecord
-from fractui.team_commands import near_bound
+from fractui.sched.standing import near_bound
 from fractui.tui.queues import QueuePanel
 from fractui.tui.app import FractuiApp
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet

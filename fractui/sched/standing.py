@@ -7,9 +7,9 @@ never on the UI thread; the rest comes from each read of the store's active jobs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
-from fractui.config import Config
+from fractui.config import DEFAULT_MAX_WAITING, Config
 from fractui.sched.queueing import team_order
 from fractui.sched.quota import Recent, TeamUsage, team_usage
 from fractui.sched.starved import Starved, last_starts, starved
@@ -57,3 +57,28 @@ def next_of(team: str, order: Sequence[str]) -> Optional[int]:
     """The team's place in ``order`` (1: its waiting job is taken up first), None where it
     has no job waiting."""
     return order.index(team) + 1 if team in order else None
+
+
+def bounds_of(shown: Sequence[TeamUsage], held: Mapping[str, int]) -> Dict[str, int]:
+    """Each team's bound on waiting jobs as the store holds it (``held``, its
+    ``waiting_bounds``): a team it does not list is held to the default, as a submit is."""
+    return {u.name: held.get(u.name, DEFAULT_MAX_WAITING) for u in shown}
+
+
+def waiting(u: TeamUsage, bound: int) -> str:
+    """PENDING as ``waiting/bound``: the team's jobs waiting, and how many may."""
+    return "%d/%d" % (u.pending, bound)
+
+
+NEAR_SHARE = 0.1
+NEAR_JOBS = 10
+"""A team is near its bound on waiting jobs within this share of it or this many jobs of it,
+whichever is more (docs/decisions.md, "How many jobs a team may have waiting")."""
+
+
+def near_bound(u: TeamUsage, bound: int) -> bool:
+    """Whether the team is at its bound (a member's submit is refused, WaitingFull) or near it
+    with a job waiting: worth an admin's eye, where one far from it is noise."""
+    if u.pending >= bound:
+        return True
+    return u.pending > 0 and bound - u.pending <= max(bound * NEAR_SHARE, NEAR_JOBS)
