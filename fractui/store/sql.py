@@ -316,12 +316,20 @@ class SqlStore(Store):
             raise WaitingFull(user, team, bound, int(waiting))
 
     def keep_waiting_bounds(self, bounds: dict[str, int], epoch: Optional[int] = None) -> None:
+        self._replace("waiting_bounds", ("team", "max_waiting"), list(bounds.items()), epoch)
+
+    def _replace(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
+                 epoch: Optional[int]) -> None:
+        """Every row of ``table`` made ``rows``: what the lease holder keeps in memory, written
+        whole (fenced by ``epoch``) for the next holder and every reader."""
+        insert = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(columns),
+                                                      ", ".join("?" * len(columns)))
+
         def work(db: Any) -> None:
             self._fence(db, epoch)
-            self._run(db, "DELETE FROM waiting_bounds")
-            for team, bound in bounds.items():
-                self._run(db, "INSERT INTO waiting_bounds (team, max_waiting) VALUES (?, ?)",
-                          (team, bound))
+            self._run(db, "DELETE FROM %s" % table)
+            for row in rows:
+                self._run(db, insert, row)
         self._write(work)
 
     def waiting_bounds(self) -> dict[str, int]:
@@ -791,13 +799,9 @@ class SqlStore(Store):
         return self._write(work)
 
     def keep_mode_holds(self, holds: dict[str, ModeHold], epoch: Optional[int] = None) -> None:
-        def work(db: Any) -> None:
-            self._fence(db, epoch)
-            self._run(db, "DELETE FROM mode_holds")
-            for gpu, hold in holds.items():
-                self._run(db, "INSERT INTO mode_holds (uuid, failures, until) VALUES (?, ?, ?)",
-                          (gpu, hold.failures, float(hold.until)))
-        self._write(work)
+        self._replace("mode_holds", ("uuid", "failures", "until"),
+                      [(gpu, hold.failures, float(hold.until)) for gpu, hold in holds.items()],
+                      epoch)
 
     def mode_holds(self) -> dict[str, ModeHold]:
         return self._read(self._mode_holds)
