@@ -690,6 +690,15 @@ def test_a_container_made_just_after_its_runtime_said_none_is_killed_through_it(
         "pass" % job["id"])]) == 1
 
 
+def launch_ending_7_on_sigterm(agent, podman, key: str) -> dict:
+    """A container job that runs ten minutes unless a SIGTERM reaches it (exit 7 then)."""
+    return agent.call("job.launch", key=key, gpu=0, memory_mib=100, image=podman.image,
+                      env=IN_IMAGE, argv=[PYTHON, "-c", (
+                          "import signal, sys, time\n"
+                          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                          "time.sleep(600)")])
+
+
 def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_made(
         podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
     """A container job stopped while it was starting (the stop recorded, its SIGKILL ten
@@ -705,11 +714,7 @@ def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_ma
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
     try:
         agent = start_agent("1xL4", str(state))
-        job = agent.call("job.launch", key="k-c-adopted", gpu=0, memory_mib=100,
-                         image=podman.image, env=IN_IMAGE, argv=[PYTHON, "-c", (
-                             "import signal, sys, time\n"
-                             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
-                             "time.sleep(600)")])
+        job = launch_ending_7_on_sigterm(agent, podman, "k-c-adopted")
         crash_before_start_was_recorded(agent, str(state))
         with sqlite3.connect(str(state / "jobs.db")) as db:  # as job.stop records it
             db.execute("UPDATE jobs SET stop_reason = 'make room', kill_at = ?",
@@ -748,11 +753,7 @@ def test_a_running_container_job_whose_sigterm_is_unsent_gets_it_from_a_restarte
     log = state / "daemon.log"
     try:
         agent = start_agent("1xL4", str(state))
-        job = agent.call("job.launch", key="k-c-unsent", gpu=0, memory_mib=100,
-                         image=podman.image, env=IN_IMAGE, argv=[PYTHON, "-c", (
-                             "import signal, sys, time\n"
-                             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
-                             "time.sleep(600)")])
+        job = launch_ending_7_on_sigterm(agent, podman, "k-c-unsent")
         assert job["state"] == "running"
         agent.call("job.stop", job=job["id"], grace=600, reason="make room")
         wait_until(lambda: "so the container may yet be made" in log.read_text(),
