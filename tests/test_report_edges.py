@@ -146,6 +146,15 @@ def fleet(tmp_path):
 R = ["--since", _at(T + H), "--until", _at(T + 3 * H)]
 
 
+
+def _on_an_l4(store, started_at: float):
+    """Vision's job holding a whole L4 of host l4, started at ``started_at``."""
+    job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
+    store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
+    store.started(job.id, "a1", started_at, "sched", "started", model="NVIDIA L4")
+    return job
+
+
 def test_the_range_reads_attempts_clipped_at_its_edges_as_worked_by_hand(fleet, capfd):
     got = json.loads(fleet.report(capfd, *R, "--json"))
     teams = {g["key"]: g for g in got["groups"]}
@@ -332,9 +341,7 @@ def test_gpu_time_counts_whole_buckets_and_nothing_while_away_or_unseen(tmp_path
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
-        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
-        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
-        store.started(job.id, "a1", T, "sched", "started", model="NVIDIA L4")
+        job = _on_an_l4(store, T)
         running = [store.get(job.id)]
         gpus = GpuClock(bucket_s=1800)
         for look in range(0, 7201, 30):
@@ -388,9 +395,7 @@ def test_a_local_day_as_the_clocks_go_back_is_25_hours(tmp_path, capfd, berlin):
     clock.t = start
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
-        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
-        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
-        store.started(job.id, "a1", start, "sched", "started", model="NVIDIA L4")
+        job = _on_an_l4(store, start)
         end = datetime.datetime(2026, 10, 27, 12).timestamp()
         clock.t = end
         store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=end)
@@ -724,9 +729,7 @@ def test_a_range_that_begins_and_ends_mid_bucket_counts_online_as_it_counts_held
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
-        job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
-        store.place(job.id, Slot("l4", (0,), None, None, None, 1.0), "sched", "fits")
-        store.started(job.id, "a1", T, "sched", "started", model="NVIDIA L4")
+        job = _on_an_l4(store, T)
         gpus = GpuClock(bucket_s=1800)
         for look in range(0, 7201, 30):
             gpus.observe([HostView("l4", "online", hello={"gpus": []}, snapshot={"gpus": [
