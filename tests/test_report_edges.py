@@ -146,7 +146,6 @@ def fleet(tmp_path):
 R = ["--since", _at(T + H), "--until", _at(T + 3 * H)]
 
 
-
 def _on_an_l4(store, started_at: float):
     """Vision's job holding a whole L4 of host l4, started at ``started_at``."""
     job = store.submit("q", "vision", "train", ["x"], {}, "ann@laptop")
