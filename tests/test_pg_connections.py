@@ -6,6 +6,7 @@ the test's own, with a low max_connections."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -93,13 +94,18 @@ def test_a_server_with_no_slot_left_is_said_and_the_scheduler_loses_nothing(
         # is placed and launched
         second = f.submit("q")
         wait(lambda: f.states()[second.id] == "running", f.states, alive=sched)
-        # cut off: its connections ended, and each slot they left taken before it takes one
+        # cut off: its connections ended, and each slot they left taken, while it is stopped:
+        # else it may take a slot back in between, and that is two outages, each said
         controller = held[-1]
-        while fractuis(controller):
-            for pid in fractuis(controller):
-                # (waits for it to end: a slot it frees after the fill below is the scheduler's)
-                controller.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
-            fill(small_server, db, held)
+        sched.send_signal(signal.SIGSTOP)
+        try:
+            while fractuis(controller):
+                for pid in fractuis(controller):
+                    # (waits for it to end: its slot free for the fill below)
+                    controller.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+                fill(small_server, db, held)
+        finally:
+            sched.send_signal(signal.SIGCONT)
         go.touch()  # the first job ends on its host while no scheduler can record it
         wait(lambda: any(j["state"] != "running" for j in f.agent_jobs()), f.agent_jobs)
         with open(small_server.log) as log:
