@@ -7,8 +7,6 @@ the test's own, with a low max_connections."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Iterator, List
 

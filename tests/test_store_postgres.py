@@ -1006,20 +1006,20 @@ def test_a_requeue_whose_commit_answer_was_lost_is_asked_again_and_answered_as_d
     cutter = CommitCutter(pg_server.port, meanwhile)
     store = open_store(pg_server.url(db).replace(":%d/" % pg_server.port, ":%d/" % cutter.port))
     try:
-        for carry_out in (False, True):
+        for requeued_meanwhile in (False, True):
             job = holder.submit("q", None, "j", ["true"], {}, "alice")
             holder.place(job.id, Slot("h", (0,), memory_mib=512), "sched", "decided")
             holder.started(job.id, "a%d" % job.id, None, "sched", "launched")
-            carried_out[:] = [job.id] if carry_out else []
+            carried_out[:] = [job.id] if requeued_meanwhile else []
             cutter.cut.clear()
             cutter.armed.set()
             answer = ask_stop(store, store.get(job.id), "requeue", Asker("here"))
             assert cutter.cut.is_set()  # its commit's answer was lost
-            assert (answer.state, answer.attempt) == (("pending", 1) if carry_out else
+            assert (answer.state, answer.attempt) == (("pending", 1) if requeued_meanwhile else
                                                      ("stopping", 0))
             assert answer == holder.get(job.id)
             assert [e.action for e in holder.audit_log(job.id)] == [
-                "submit", "decide", "launch", "requeue"] + ["requeued"] * carry_out
+                "submit", "decide", "launch", "requeue"] + ["requeued"] * requeued_meanwhile
     finally:
         store.close()
         holder.close()
