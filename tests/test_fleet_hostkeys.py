@@ -50,12 +50,17 @@ def other_key(tmp: Path, key_type: str = "ed25519") -> str:
     return sshd.public_key_line(path)
 
 
+# The connect timeout where a test waits it out (a stall is the behaviour under test): short,
+# yet long past what the real sshd on loopback takes for each step it also bounds
+STALL_S = 2.0
+
+
 def connect(env: sshd.SshEnv, server: sshd.SshServer, ssh_config: Optional[Path] = None,
-            **extra) -> SshLink:
+            timeout_s: float = 5.0, **extra) -> SshLink:
     host = HostConfig(**{**dict(name="gpu-k", host=sshd.LOOPBACK, port=server.port, user="root",
                                 identity_file=str(env.user_key_path)), **extra})
     route = resolve(host, str(ssh_config or env.root / "no-ssh-config"))
-    return SshLink(route, KnownHosts(str(env.known_hosts)), 5.0).connect()
+    return SshLink(route, KnownHosts(str(env.known_hosts)), timeout_s).connect()
 
 
 def refused(env: sshd.SshEnv, server: sshd.SshServer, **extra) -> UntrustedHostKey:
@@ -784,10 +789,11 @@ def test_a_frozen_ssh_agent_is_said_and_the_other_keys_are_tried(ssh_env, tmp_pa
     monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
     try:
         no_key = str(tmp_path / "no-such-key")
-        for said in ("did not answer within 5 s",
+        for said in ("did not answer within 2 s",
                      "takes no more connections: it accepts none of those waiting; is it "
                      "stopped?"):
-            err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+            err = _in_a_thread(lambda: connect(ssh_env, server, timeout_s=STALL_S,
+                                               identity_file=no_key).close())
             assert isinstance(err, LinkError), repr(err)
             assert str(err).endswith(", ssh-agent (ssh-agent at %s %s))" % (sock, said)), err
         connect(ssh_env, server).close()  # its own key: the agent is never asked
@@ -858,11 +864,12 @@ def test_an_ssh_agent_that_freezes_before_signing_ends_the_connect_saying_so(
     monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
     try:
         no_key = str(tmp_path / "no-such-key")
-        err = _in_a_thread(lambda: connect(ssh_env, server, identity_file=no_key).close())
+        err = _in_a_thread(lambda: connect(ssh_env, server, timeout_s=STALL_S,
+                                           identity_file=no_key).close())
         assert isinstance(err, LinkError), repr(err)
         assert str(err).startswith(
             "root@%s:%d: the link ended waiting on the ssh-agent: ssh-agent at %s did not "
-            "answer within 5 s (tried before: %s (" % (sshd.LOOPBACK, server.port, sock, no_key)
+            "answer within 2 s (tried before: %s (" % (sshd.LOOPBACK, server.port, sock, no_key)
         ), str(err)
     finally:
         listener.close()
@@ -932,11 +939,21 @@ def test_a_link_that_stalls_as_a_command_starts_ends_saying_so(ssh_env):
     ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
                                                      server.host_public_key))
     proxy.hold_down_after(32000)
-    link = connect(ssh_env, server, port=proxy.port)
+    link = connect(ssh_env, server, timeout_s=STALL_S, port=proxy.port)
     err = _in_a_thread(lambda: link.exec(["true", "x" * 48000]))
-    assert str(err) == "%s:%d: cannot start true: no answer within 5 s; the link is closed" % (
+    assert str(err) == "%s:%d: cannot start true: no answer within 2 s; the link is closed" % (
         sshd.LOOPBACK, proxy.port), str(err)
     assert isinstance(err, LinkError) and not link.alive and proxy.holding.is_set()
+
+
+def uploader(env: sshd.SshEnv, tmp_path: Path, port: int) -> SshTransport:
+    """gpu-k's transport by ``port``, its agent_cache ``tmp_path/cache``, the connect timeout
+    (which bounds each SFTP answer) ``STALL_S``: these tests wait it out."""
+    host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=port, user="root",
+                      identity_file=str(env.user_key_path), agent_cache=str(tmp_path / "cache"))
+    return SshTransport(host, SshSettings(known_hosts=str(env.known_hosts),
+                                          connect_timeout=STALL_S,
+                                          config_file=str(tmp_path / "no-ssh-config")))
 
 
 def test_an_agent_upload_whose_answers_stop_coming_says_so_and_uses_nothing_half_sent(
@@ -950,11 +967,7 @@ def test_an_agent_upload_whose_answers_stop_coming_says_so_and_uses_nothing_half
     ssh_env.known_hosts.write_text("[%s]:%d %s\n" % (sshd.LOOPBACK, proxy.port,
                                                      server.host_public_key))
     cache = tmp_path / "cache"
-    host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=proxy.port, user="root",
-                      identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
-    transport = SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
-                                               connect_timeout=5.0,
-                                               config_file=str(tmp_path / "no-ssh-config")))
+    transport = uploader(ssh_env, tmp_path, proxy.port)
     archive = build_agent_archive()
     proxy.hold_down_after(100000)
     for stalls in (True, False):
@@ -968,7 +981,7 @@ def test_an_agent_upload_whose_answers_stop_coming_says_so_and_uses_nothing_half
             transport.close()
         if stalls:
             assert str(err) == "cannot put the agent in %s on gpu-k: no answer from SFTP " \
-                "within 5 s" % cache, str(err)
+                "within 2 s" % cache, str(err)
             assert isinstance(err, AgentProcessError) and proxy.holding.is_set()
             assert not (cache / archive.name).exists()
             proxy.hold_down_after(None)
@@ -987,16 +1000,9 @@ def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
     for port in (proxy.port, server.port):
         ssh_env.trust(server, port)
     cache = tmp_path / "cache"
-
-    def transport_by(port: int) -> SshTransport:
-        host = HostConfig(name="gpu-k", host=sshd.LOOPBACK, port=port, user="root",
-                          identity_file=str(ssh_env.user_key_path), agent_cache=str(cache))
-        return SshTransport(host, SshSettings(known_hosts=str(ssh_env.known_hosts),
-                                              connect_timeout=5.0,
-                                              config_file=str(tmp_path / "no-ssh-config")))
     archive = build_agent_archive()
     proxy.hold_down_after(100000)
-    transport = transport_by(proxy.port)
+    transport = uploader(ssh_env, tmp_path, proxy.port)
     transport.open()
     try:
         assert isinstance(_in_a_thread(lambda: transport.deploy(archive)), AgentProcessError)
@@ -1016,7 +1022,8 @@ def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
     stuck.write_bytes(b"half")  # said and left, the upload goes on
     kept.append(stuck)
     subprocess.run(["chattr", "+i", str(stuck)], check=True)
-    transport = transport_by(server.port)  # (the held link holds any other through the proxy)
+    # (the held link holds any other through the proxy)
+    transport = uploader(ssh_env, tmp_path, server.port)
     transport.open()
     try:
         assert transport.deploy(archive) == ("%s/%s" % (cache, archive.name), True)
