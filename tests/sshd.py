@@ -279,7 +279,9 @@ class _Link:
     """One proxied TCP connection: a reader and a (delaying) sender thread per direction.
 
     With ``hold_after`` set, once that many bytes went up, nothing more comes down: the mark
-    is set before those bytes are passed on, so no answer to them can ever get through."""
+    is set before those bytes are passed on, so no answer to them can ever get through. The
+    mark is the link's own (``held``); ``holding``, the proxy's, only tells the test: a held
+    link that still sends up after the test cleared it must not hold a later link."""
 
     def __init__(self, client: socket.socket, upstream: socket.socket, delay_s: float,
                  hold_after: Optional[int] = None,
@@ -289,6 +291,7 @@ class _Link:
         self.delay_s = delay_s
         self.hold_after = hold_after
         self.holding = holding or threading.Event()
+        self.held = threading.Event()
         self.sent_up = 0
         self.closed = threading.Event()
         self._lock = threading.Lock()
@@ -318,6 +321,7 @@ class _Link:
             if up and self.hold_after is not None:
                 self.sent_up += len(data)
                 if self.sent_up >= self.hold_after:
+                    self.held.set()
                     self.holding.set()
             q.put((time.monotonic() + self.delay_s, data))
         q.put(None)
@@ -329,7 +333,7 @@ class _Link:
                 item = q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if down and self.holding.is_set():
+            if down and self.held.is_set():
                 self.closed.wait()  # held: what came down stays here until the link ends
                 return
             if item is None:

@@ -1022,7 +1022,7 @@ def test_agents_left_half_uploaded_are_removed_at_the_next_upload_and_only_they(
     stuck.write_bytes(b"half")  # said and left, the upload goes on
     kept.append(stuck)
     subprocess.run(["chattr", "+i", str(stuck)], check=True)
-    # (the held link holds any other through the proxy)
+    # (not through the proxy: still armed, it would hold this upload too)
     transport = uploader(ssh_env, tmp_path, server.port)
     transport.open()
     try:
