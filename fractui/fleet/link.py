@@ -41,6 +41,7 @@ from remote_agent.failing import TRIES, Failures
 log = logging.getLogger("fractui.fleet")
 
 KEEPALIVE_S = 5
+HANDSHAKE_POLL_S = 0.05  # how often the handshake looks for the banner that starts its own wait
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
@@ -99,15 +100,21 @@ def _handshake(transport: paramiko.Transport, wire: _Wire, hop: Hop, timeout_s: 
 
     paramiko's own timers end a silent banner wait and a key exchange that never starts; a
     key exchange that stalls after the server's first packet has no timer of paramiko's, so
-    this one waits ``timeout_s`` past the banner and gives up itself."""
+    this one gives up ``timeout_s`` after the banner came (as the words say: not a second
+    ``timeout_s`` after the first, whenever the banner came in it)."""
     done = threading.Event()
     started = time.monotonic()
     transport.start_client(event=done)
-    finished = done.wait(timeout_s)
-    if not finished and not transport.remote_version:
-        finished = done.wait(1.0)  # paramiko's banner timer, of the same length, ends it
-    if not finished and transport.remote_version:
-        finished = done.wait(timeout_s)
+    # (a silent port: paramiko's banner timer, of the same length, ends it; a second more)
+    give_up = started + timeout_s + 1.0
+    banner_seen = False
+    while not done.wait(min(HANDSHAKE_POLL_S, max(0.0, give_up - time.monotonic()))):
+        if transport.remote_version and not banner_seen:
+            banner_seen = True
+            give_up = time.monotonic() + timeout_s
+        if time.monotonic() >= give_up:
+            break
+    finished = done.is_set()
     if finished and transport.is_active():
         return
     error = transport.get_exception()
@@ -129,6 +136,30 @@ def _handshake(transport: paramiko.Transport, wire: _Wire, hop: Hop, timeout_s: 
         raise LinkError("%s (%s) closed the connection during the SSH key exchange" % (
             where, banner))
     raise LinkError("the SSH key exchange with %s (%s) failed: %s" % (where, banner, error))
+
+
+class _BoundedSftp(paramiko.SFTPClient):
+    """Once an answer did not come in time, waits for none again: paramiko, cut short writing
+    a file, still asks the server to close it (and takes no answer as closed) and then for the
+    file's size, and waited as long for each."""
+
+    late = False
+
+    def _read_packet(self) -> Tuple[int, bytes]:
+        self._not_late()
+        try:
+            return super()._read_packet()
+        except socket.timeout:
+            self.late = True
+            raise
+
+    def _send_packet(self, t: int, packet: Any) -> None:
+        self._not_late()
+        super()._send_packet(t, packet)
+
+    def _not_late(self) -> None:
+        if self.late:
+            raise socket.timeout("an earlier answer did not come in time")
 
 
 def unprotected(path: str) -> Optional[str]:
@@ -547,7 +578,7 @@ class SshLink:
         channel = self._session("SFTP", lambda channel: channel.invoke_subsystem("sftp"))
         channel.settimeout(self.timeout_s)
         try:
-            return paramiko.SFTPClient(channel)
+            return _BoundedSftp(channel)
         except socket.timeout:
             channel.close()
             raise LinkError("%s: SFTP did not start: no answer within %s" % (

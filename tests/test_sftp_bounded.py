@@ -1,0 +1,62 @@
+"""The SFTP client fractui uploads the agent with: once the server left an answer unsent past
+the timeout, the client asks nothing more and waits for nothing more. Before, paramiko, cut
+short writing the agent, still asked the server to close the file and then for its size, and
+waited the timeout again for each: an upload stalled for twice the time its words said."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from fractui.fleet.link import _BoundedSftp
+
+SFTP_VERSION = 2  # the server's answer to the client's SSH_FXP_INIT
+
+
+class Plain:
+    """One end of a socket pair as paramiko's SFTP takes a channel: not a ``socket.socket``,
+    which it polls with select and never lets time out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, data: bytes) -> int:
+        return self.sock.send(data)
+
+    def recv(self, n: int) -> bytes:
+        return self.sock.recv(n)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def get_name(self) -> str:  # (in paramiko's log lines)
+        return "pair"
+
+
+def packet(kind: int, body: bytes) -> bytes:
+    return struct.pack(">IB", len(body) + 1, kind) + body
+
+
+def test_an_answer_not_come_in_time_ends_every_later_wait_and_asks_nothing_more():
+    ours, server = socket.socketpair()
+    try:
+        ours.settimeout(0.2)
+        server.settimeout(5)
+        server.sendall(packet(SFTP_VERSION, struct.pack(">I", 3)))  # answered before it asks
+        sftp = _BoundedSftp(Plain(ours))
+        server.recv(1024)  # its INIT
+        with pytest.raises(socket.timeout):
+            sftp.stat("/agent.part")  # asked, and never answered
+        asked = server.recv(1024)
+        assert b"/agent.part" in asked
+        for later in (lambda: sftp.stat("/agent"), lambda: sftp.remove("/agent.part")):
+            with pytest.raises(socket.timeout, match="an earlier answer did not come in time"):
+                later()
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.recv(1024)  # nothing more was asked
+    finally:
+        ours.close()
+        server.close()
