@@ -94,8 +94,8 @@ def test_logs_of_a_job_that_printed_nothing_says_so_on_stderr(local_fleet):
                              *localfleet.sleeper(600))
         assert launched.returncode == 0, launched
         ref = json.loads(launched.stdout)["ref"]
-        since = {str(quiet.id): f.store.get(quiet.id).started_at,
-                 ref: f.fleet.session("gpu-a").call("job.get", {"job": ref.split("/")[1]})["started_at"]}
+        direct = f.fleet.session("gpu-a").call("job.get", {"job": ref.split("/")[1]})
+        since = {str(quiet.id): f.store.get(quiet.id).started_at, ref: direct["started_at"]}
         yet = {word: "fractui: %s has printed nothing yet (running on gpu-a since %s)" % (
             "job " + word if "/" not in word else word,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))) for word, at in since.items()}
