@@ -14,7 +14,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import pytest
 
@@ -94,8 +94,8 @@ def test_logs_of_a_job_that_printed_nothing_says_so_on_stderr(local_fleet):
                              *localfleet.sleeper(600))
         assert launched.returncode == 0, launched
         ref = json.loads(launched.stdout)["ref"]
-        since = {str(quiet.id): f.store.get(quiet.id).started_at,
-                 ref: f.fleet.session("gpu-a").call("job.get", {"job": ref.split("/")[1]})["started_at"]}
+        direct = f.fleet.session("gpu-a").call("job.get", {"job": ref.split("/")[1]})
+        since = {str(quiet.id): f.store.get(quiet.id).started_at, ref: direct["started_at"]}
         yet = {word: "fractui: %s has printed nothing yet (running on gpu-a since %s)" % (
             "job " + word if "/" not in word else word,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))) for word, at in since.items()}
@@ -168,9 +168,16 @@ def _counting(go: Path, burst: int = 0) -> list[str]:
         """ % (str(go), burst))]
 
 
-def _following(config: str, job: int) -> subprocess.Popen:
-    """``fractui logs -f JOB`` with ``config``, in its own process, its output piped."""
-    return subprocess.Popen([sys.executable, "-m", "fractui", "--config", config, "logs", "-f",
+# ``python -m fractui`` with its wait for a lease holder's answer (LOG_WAIT_S) set to argv[1]
+SHORT_WAIT = ("import sys\nfrom fractui import kept_output\nfrom fractui.cli import main\n"
+              "kept_output.LOG_WAIT_S = float(sys.argv.pop(1))\nsys.exit(main())")
+
+
+def _following(config: str, job: int, wait_s: Optional[float] = None) -> subprocess.Popen:
+    """``fractui logs -f JOB`` with ``config``, in its own process, its output piped; its
+    wait for a lease holder's answer ``wait_s`` where given, else the product's."""
+    program = ["-m", "fractui"] if wait_s is None else ["-c", SHORT_WAIT, str(wait_s)]
+    return subprocess.Popen([sys.executable, *program, "--config", config, "logs", "-f",
                              str(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO, stdin=subprocess.DEVNULL)
 
@@ -238,12 +245,13 @@ def test_a_follower_outrun_by_the_job_says_how_many_bytes_the_store_did_not_keep
 
 def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
     """The lease holder goes away while a job is followed: the follower stops after its wait,
-    saying no scheduler answered, and does not block for ever."""
+    saying no scheduler answered, and does not block for ever. Its wait is 3 s here (the
+    product's is 10 s): long enough for the lease holder's answers while it is there."""
     f = local_fleet({"gpu-a": "1xL4"}, [QUARTER])
     head = f.scheduler_process("head")
     try:
         job = f.submit("quarter", argv=TALK)
-        follower = _following(_store_only(f), job.id)
+        follower = _following(_store_only(f), job.id, wait_s=3.0)
         try:
             first = [follower.stdout.readline() for _ in range(2)]  # type: ignore[union-attr]
         finally:
@@ -261,7 +269,7 @@ def test_a_follower_stops_when_no_scheduler_answers_and_says_so(local_fleet):
             head.wait(30)
     assert (follower.returncode, "".join(first) + out) == (1, "hello\nline two\n"), err
     assert err.endswith(
-        "fractui: stopped following job %d: no scheduler answered within 10 s (is one "
+        "fractui: stopped following job %d: no scheduler answered within 3 s (is one "
         "running, holding the lease, able to reach gpu-a?)\n" % job.id), err
 
 

@@ -690,13 +690,19 @@ class Supervisor:
             line = _read_line(read_fd, START_TIMEOUT_S)
         finally:
             os.close(read_fd)
-        return json.loads(line) if line else self._wait_started(job)
+        return json.loads(line) if line else self._wait_started(job, shim)
 
-    def _wait_started(self, job: Job) -> Optional[Dict[str, Any]]:
+    def _wait_started(self, job: Job,
+                      shim: Optional[subprocess.Popen] = None) -> Optional[Dict[str, Any]]:
         """What a shim recorded about the start, waiting a while for one still starting; None
-        if it is still under way after that."""
+        if it is still under way after that, or at once where ``shim`` (the one this launch
+        started) ended without claiming the job and the daemon's own claim cannot be written
+        (a full disk): no claim can come any more, and the wait would hold the launch for
+        nothing but room freed meanwhile."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
+            # before the reads: whatever an ended shim wrote is seen by them
+            ended = shim is not None and shim.poll() is not None
             failed = self.read_job_file(job, "exit.json")
             if failed is not None and "error" in failed:
                 return failed
@@ -715,6 +721,10 @@ class Supervisor:
                     raise RpcError(rpc.HOST_FAILED, "job j%d: %s" % (job.id, why))
                 if fenced is False:
                     return {"lost": self.lost_start(job)}
+                if ended:
+                    log.warning("job j%d: its shim ended without claiming it, and its start "
+                                "cannot be fenced off now; the watchdog follows it", job.id)
+                    return None
             if time.monotonic() > deadline:
                 log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
                             job.id, START_TIMEOUT_S)
