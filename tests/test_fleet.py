@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 
@@ -93,9 +93,27 @@ class SshFleet:
 
     def fractui(self, *args: str, timeout: float = 120,
                 env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fractui", "--config", self.write_config(),
-                               *args], capture_output=True, text=True, timeout=timeout,
-                              cwd=REPO, stdin=subprocess.DEVNULL, env=env)
+        return self.side_by_side([args], env, timeout)[0]
+
+    def side_by_side(self, calls: Sequence[Sequence[str]],
+                     env: Optional[Dict[str, str]] = None,
+                     timeout: float = 120) -> List[subprocess.CompletedProcess]:
+        """``fractui`` run with each of ``calls`` at once, as admins at their terminals would
+        (where each waits out a port's timeout, together they take about one)."""
+        config = self.write_config()  # once: a process may read it as another writes it
+        running = [subprocess.Popen([sys.executable, "-m", "fractui", "--config", config, *args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=REPO, stdin=subprocess.DEVNULL, env=env)
+                   for args in calls]
+        try:
+            said = [p.communicate(timeout=timeout) for p in running]
+            return [subprocess.CompletedProcess(p.args, p.returncode, out, err)
+                    for p, (out, err) in zip(running, said)]
+        finally:
+            for p in running:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
 
     def status(self) -> dict:
         """``fractui status --json``, by host name."""

@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
 
 import pytest
 
@@ -50,25 +49,6 @@ def clean(done: subprocess.CompletedProcess) -> str:
     return out
 
 
-def side_by_side(fleet_env: SshFleet, calls: Sequence[Sequence[str]],
-                 env: Optional[Dict[str, str]] = None) -> List[subprocess.CompletedProcess]:
-    """``fractui`` run with each of ``calls`` at once, as admins at their terminals would: each
-    waits out the port's timeout on its own, so together they take about one."""
-    config = fleet_env.write_config()  # once: a process may read it as another writes it
-    running = [subprocess.Popen([sys.executable, "-m", "fractui", "--config", config, *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=REPO, stdin=subprocess.DEVNULL, env=env) for args in calls]
-    try:
-        said = [p.communicate(timeout=120) for p in running]
-        return [subprocess.CompletedProcess(p.args, p.returncode, out, err)
-                for p, (out, err) in zip(running, said)]
-    finally:
-        for p in running:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
 def line_about(text: str, words: str) -> str:
     """The one line of ``text`` that holds ``words``."""
     lines = [line for line in text.splitlines() if words in line]
@@ -90,7 +70,7 @@ def test_every_verb_says_what_the_port_did_and_goes_on(fleet_env, tmp_path, mode
         assert line_about(clean(status), says).split()[:2] == ["gpu-bad", "offline"]
         assert line_about(status.stdout, "gpu-ok").split()[1] == "online"
 
-        doctor, *others = side_by_side(fleet_env, [
+        doctor, *others = fleet_env.side_by_side([
             ("doctor", "--json"), ("trust", "gpu-bad", "--yes"),
             ("launch", "gpu-bad", "0", "--memory-mib", "10", "--", "true")], env)
         assert doctor.returncode == 1
@@ -115,7 +95,7 @@ def test_the_host_verbs_on_a_silent_port_name_it_and_exit_1(fleet_env):
     with sshd.HostileListener("silent") as bad:
         fleet_env.add_port("gpu-mute", bad.port)
         says = SAYS["silent"].format(port=bad.port)
-        for done in side_by_side(fleet_env, [
+        for done in fleet_env.side_by_side([
                 ("jobs", "gpu-mute"), ("mig", "gpu-mute", "0", "1g.10gb", "--yes"),
                 ("stop", "gpu-mute/j1"), ("logs", "gpu-mute/j1")]):
             assert done.returncode == 1, done
