@@ -43,7 +43,15 @@ def test_a_launch_that_runs_out_of_room_anywhere_runs_once_when_there_is_room(
         said = (small_fs / "state" / "daemon.log").read_text()
         assert "its shim ended without claiming it" in said, said
         assert "still starting" not in said, said
-    filler.unlink()
+        filler.unlink()  # room: the watchdog ends it as never started, saying why
+        ended = wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(
+            agent.call("job.get", job=first["id"])), "the watchdog to end the start", 30)
+        assert ended["state"] == "exited" and ended["reason"].startswith(
+            "never started: its shim could not claim the job (a full disk?), so nothing ran "
+            "(see ") and ended["reason"].endswith(
+                "/shim.log); launching the same key again starts it"), ended
+    else:
+        filler.unlink()
     job = agent.call("job.launch", **launch)
     assert first is None or job["id"] == first["id"]
     job = wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(

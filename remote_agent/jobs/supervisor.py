@@ -217,6 +217,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)  # a launch in flight has ended
         self._launching: Set[int] = set()  # jobs a launch of this daemon is starting
+        self._unclaimed: Set[int] = set()  # left starting: their shims ended, claiming none
         self._shims: Dict[int, subprocess.Popen] = {}  # shims this daemon started, to reap
         self._cgroups_left: Set[str] = set()  # of ended jobs, removed once empty
         self._containers_left: Dict[str, LeftContainer] = {}  # of ended jobs, by name
@@ -294,6 +295,7 @@ class Supervisor:
                         self.store.update(job, container="fractui-%s-j%d" % (
                             self.paths.digest, job.id))
                 self._launching.add(job.id)
+                self._unclaimed.discard(job.id)  # (said again by this launch, if so)
                 return job, False
 
     def _instance_lock(self, req: LaunchRequest, infos: List[GpuInfo]) -> ContextManager[Any]:
@@ -710,11 +712,9 @@ class Supervisor:
             if started is not None:
                 return started
             if not shim_alive(self.job_dir(job)):
-                said = os.path.join(self.job_dir(job), "shim.log")
                 fenced = self._fence(job)  # a shim that gave its claim up (a full disk), or
                 if fenced:  # one not there yet: fenced off either way, so nothing runs
-                    why = "its shim could not claim the job (a full disk?), so nothing ran " \
-                          "(see %s); launching the same key again starts it" % said
+                    why = self._unclaimed_why(job)
                     with self._lock:
                         self.store.update(job, state="exited", exit_code=None, reason=why,
                                           ended_at=time.time(), kill_at=None)
@@ -724,12 +724,29 @@ class Supervisor:
                 if ended:
                     log.warning("job j%d: its shim ended without claiming it, and its start "
                                 "cannot be fenced off now; the watchdog follows it", job.id)
+                    with self._lock:
+                        self._unclaimed.add(job.id)
                     return None
             if time.monotonic() > deadline:
                 log.warning("job j%d: still starting after %.0f s; the watchdog follows it",
                             job.id, START_TIMEOUT_S)
                 return None
             time.sleep(0.02)
+
+    def _unclaimed_why(self, job: Job) -> str:
+        return "its shim could not claim the job (a full disk?), so nothing ran (see %s); " \
+            "launching the same key again starts it" % os.path.join(self.job_dir(job),
+                                                                    "shim.log")
+
+    def never_started_why(self, job: Job) -> str:
+        """Why a start the watchdog ends as never started was not: its launch saw its shim
+        end without claiming it, or (not seen by this daemon) the agent stopped mid-launch."""
+        with self._lock:
+            unclaimed = job.id in self._unclaimed
+        if unclaimed:
+            return "never started: " + self._unclaimed_why(job)
+        return "never started: the agent stopped while launching it, before its program " \
+            "ran; nothing ran (launching the same key again starts it)"
 
     def lost_start(self, job: Job) -> str:
         """Why a job whose shim died before anything recorded its start (its pid) is lost. A
