@@ -31,6 +31,7 @@ import pytest
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.jobs.runtime.base import cgroup_of
+from remote_agent.jobs.store import Job
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
 from tests.conftest import REPO, AgentError, AgentProcess
@@ -979,7 +980,6 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
     leave its runtime's client (and the container it makes) alone: the job is active again.
     Before, the pass killed the new client by the name, and so the job it had just started.
     The daemon's parts run here, so the pass follows the launch exactly so."""
-    from remote_agent.jobs.store import Job
     from tests.test_launch_concurrency import launch_request
 
     hold, clients = tmp_path / "hold", tmp_path / "clients"
@@ -1008,7 +1008,7 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
         hold.unlink()
 
 
-def launched_in_process(sup, podman, key: str):
+def launched_in_process(sup, podman, key: str) -> Job:
     """A container job of ``sup`` (the daemon's parts in the test's process, no watchdog
     running) that sleeps ten minutes, launched: the launch's answer."""
     from tests.test_launch_concurrency import launch_request
