@@ -31,6 +31,7 @@ import pytest
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.jobs.procs import cgroup_pids
 from remote_agent.jobs.runtime.base import cgroup_of
+from remote_agent.jobs.store import Job
 from remote_agent.rpc import jsonrpc as rpc
 from tests.cli_run import in_process
 from tests.conftest import REPO, AgentError, AgentProcess
@@ -421,6 +422,7 @@ def test_a_container_whose_cgroup_holds_the_agent_seen_on_a_full_state_disk_is_s
                              image=podman.image, env=IN_IMAGE,
                              argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
             assert job["container"] == name and job["container_cgroup"] is None
+            wait_until(lambda: running(real, name), "the container to run")
             pid = subprocess.run([real, "inspect", "--format", "{{.State.Pid}}", name],
                                  capture_output=True, text=True, check=True).stdout.strip()
             below = os.path.join(cgroup_of(int(pid)), "agent")
@@ -690,13 +692,24 @@ def test_a_container_made_just_after_its_runtime_said_none_is_killed_through_it(
         "pass" % job["id"])]) == 1
 
 
-def launch_ending_7_on_sigterm(agent, podman, key: str) -> dict:
-    """A container job that runs ten minutes unless a SIGTERM reaches it (exit 7 then)."""
-    return agent.call("job.launch", key=key, gpu=0, memory_mib=100, image=podman.image,
-                      env=IN_IMAGE, argv=[PYTHON, "-c", (
-                          "import signal, sys, time\n"
-                          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
-                          "time.sleep(600)")])
+def launching_ending_7_on_sigterm(start_agent, podman, state: pathlib.Path,
+                                  key: str) -> Tuple[AgentProcess, str]:
+    """A container job that runs ten minutes unless a SIGTERM reaches it (exit 7 then), its
+    launch sent on a new host's first connection and its start recorded. The launch's answer
+    waits for the container (up to the launch's 15 s), which the test's podman does not make
+    yet: the test goes on without it, on a second connection to the same daemon. (That
+    connection, the job's id.)"""
+    agent = start_agent("1xL4", str(state))
+    agent.call("daemon.version")  # its daemon up, the host's spec its own: the second joins it
+    other = start_agent(None, str(state))
+    agent.send("job.launch", key=key, gpu=0, memory_mib=100, image=podman.image, env=IN_IMAGE,
+               argv=[PYTHON, "-c", (
+                   "import signal, sys, time\n"
+                   "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                   "time.sleep(600)")])
+    return other, wait_until(lambda: next((j["id"] for j in other.call("job.list")["jobs"]
+                                           if (j["key"], j["state"]) == (key, "running")), None),
+                             "the job's start to be recorded")
 
 
 def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_made(
@@ -713,9 +726,8 @@ def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_ma
     state = tmp_path / "host"
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
     try:
-        agent = start_agent("1xL4", str(state))
-        job = launch_ending_7_on_sigterm(agent, podman, "k-c-adopted")
-        crash_before_start_was_recorded(agent, str(state))
+        other, job_id = launching_ending_7_on_sigterm(start_agent, podman, state, "k-c-adopted")
+        crash_before_start_was_recorded(other, str(state))  # (its launch never answers)
         with sqlite3.connect(str(state / "jobs.db")) as db:  # as job.stop records it
             db.execute("UPDATE jobs SET stop_reason = 'make room', kill_at = ?",
                        (time.monotonic() + 600,))
@@ -725,7 +737,7 @@ def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_ma
         wait_until(lambda: "so the container may yet be made" in log.read_text(),
                    "the adopted job's SIGTERM to find no container")
         hold.unlink()  # the runtime's client makes the container now
-        done = wait_job(later, job["id"], timeout=60)
+        done = wait_job(later, job_id, timeout=60)
         said = log.read_text()
     finally:
         podman.remove(name)
@@ -734,7 +746,7 @@ def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_ma
         "killed", "make room", True), done
     assert "kill --signal 9 %s" % name not in podman_calls(tmp_path)
     assert said.count("job %s: SIGTERM to container %s, made after its stop, after " % (
-        job["id"], name)) == 1
+        job_id, name)) == 1
     assert said.count("so the container may yet be made: sent again once it is") == 1
 
 
@@ -752,17 +764,16 @@ def test_a_running_container_job_whose_sigterm_is_unsent_gets_it_from_a_restarte
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
     log = state / "daemon.log"
     try:
-        agent = start_agent("1xL4", str(state))
-        job = launch_ending_7_on_sigterm(agent, podman, "k-c-unsent")
-        assert job["state"] == "running"
-        agent.call("job.stop", job=job["id"], grace=600, reason="make room")
+        other, job_id = launching_ending_7_on_sigterm(start_agent, podman, state, "k-c-unsent")
+        assert other.call("job.get", job=job_id)["state"] == "running"
+        other.call("job.stop", job=job_id, grace=600, reason="make room")
         wait_until(lambda: "so the container may yet be made" in log.read_text(),
                    "the stop's SIGTERM to find no container")
-        os.kill(daemon_pid(agent), signal.SIGKILL)
-        agent.proc.wait(timeout=10)
+        os.kill(daemon_pid(other), signal.SIGKILL)
+        other.proc.wait(timeout=10)
         later = start_agent(None, str(state))
         hold.unlink()  # the runtime's client makes the container now
-        done = wait_job(later, job["id"], timeout=60)
+        done = wait_job(later, job_id, timeout=60)
     finally:
         podman.remove(name)
     # by the SIGTERM: its handler's exit, or (sent before Python set the handler) SIGTERM's own
@@ -771,7 +782,7 @@ def test_a_running_container_job_whose_sigterm_is_unsent_gets_it_from_a_restarte
     assert "kill --signal 9 %s" % name not in podman_calls(tmp_path)
     assert log.read_text().count("job %s: stopped before its container %s was found; its "
                                  "stop's SIGTERM is sent to it (again) once it is there" % (
-                                     job["id"], name)) == 1
+                                     job_id, name)) == 1
 
 
 # Loaded by every Python process of an agent started from ``agent_whose_shim_dies``'s code (its
@@ -969,7 +980,6 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
     leave its runtime's client (and the container it makes) alone: the job is active again.
     Before, the pass killed the new client by the name, and so the job it had just started.
     The daemon's parts run here, so the pass follows the launch exactly so."""
-    from remote_agent.jobs.store import Job
     from tests.test_launch_concurrency import launch_request
 
     hold, clients = tmp_path / "hold", tmp_path / "clients"
@@ -996,6 +1006,65 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
         assert sup.store.get(job.id).state == "running"
     finally:
         hold.unlink()
+
+
+def launched_in_process(sup, podman, key: str) -> Job:
+    """A container job of ``sup`` (the daemon's parts in the test's process, no watchdog
+    running) that sleeps ten minutes, launched: the launch's answer."""
+    from tests.test_launch_concurrency import launch_request
+
+    return sup.launch(launch_request(key=key, gpu=0, memory_mib=100, image=podman.image,
+                                     env=IN_IMAGE,
+                                     argv=[PYTHON, "-c", "import time\ntime.sleep(600)"]))
+
+
+def test_a_launch_waits_for_its_container_while_its_runtime_has_none_of_its_name(
+        podman, supervisor_parts, tmp_path, monkeypatch):  # noqa: F811
+    """A container job's launch waits for the runtime to make its container, so that its
+    cgroup is recorded with the job: the runtime's ``inspect`` saying it has nothing of that
+    name (the real podman's answer while the test's holds ``run``) is asked again, until the
+    runtime's client ends (here at the second ``inspect``, as a failed pull does)."""
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, (
+        'inspect) if [ "$(grep -c \'^inspect \' "$CALLS")" -ge 2 ]; then rm -f %s; fi;;\n'
+        'run) while [ -e %s ]; do sleep 0.05; done; exit 1;;') % (hold, hold))
+    sup, _ = supervisor_parts("1xL4")
+    try:
+        job = launched_in_process(sup, podman, "k-c-made-late")
+        assert job.container_cgroup is None
+        asked = [c for c in podman_calls(tmp_path) if c.startswith("inspect ")]
+        # (a third, where the launch asked again before it saw the client end)
+        assert len(asked) >= 2 and set(asked) == {
+            "inspect --format {{.State.Pid}} %s" % job.container}, asked
+    finally:
+        hold.unlink(missing_ok=True)
+
+
+def test_a_launch_whose_runtime_cannot_say_where_its_container_is_answers_at_once(
+        podman, supervisor_parts, tmp_path, monkeypatch, caplog):  # noqa: F811
+    """Where the runtime's ``inspect`` fails (not for want of the container), the launch
+    answers after asking once, saying so, while the runtime's client runs on (held by the
+    test's podman, as a pull holds it): the watchdog asks again at each pass. Before, the
+    launch asked again and again until its 15 s were up, at every launch on such a runtime,
+    and said nothing of it."""
+    caplog.set_level(logging.WARNING, logger="remote_agent.jobs")
+    hold = tmp_path / "hold"
+    hold.touch()
+    podman_wrapped(tmp_path, monkeypatch, 'inspect) %s;;\nrun) while [ -e %s ]; do sleep 0.05; '
+                   'done; exit 1;;' % (REFUSE, hold))
+    sup, _ = supervisor_parts("1xL4")
+    try:
+        job = launched_in_process(sup, podman, "k-c-uninspected")
+        assert (job.state, job.container_cgroup) == ("running", None)
+        assert job.procs().leader_alive()  # its client, still making the container
+        inspect = "inspect --format {{.State.Pid}} %s" % job.container
+        assert [c for c in podman_calls(tmp_path) if c.startswith("inspect ")] == [inspect]
+    finally:
+        hold.unlink()
+    assert [r.getMessage() for r in caplog.records] == [
+        "job j1: podman %s failed (exit 125): Error: inspect refused (the test's); its "
+        "container is looked for at each pass" % inspect]
 
 
 def test_the_containers_left_by_ended_jobs_are_listed_once_a_daemon(

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -138,16 +138,20 @@ class States:
                     if state == "offline" and words in (error or ""))
 
 
-def until_true(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> None:
+def until_true(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """What ``check`` returns once it is true (asked every 0.2 s, up to ``timeout_s``)."""
     deadline = time.time() + timeout_s
-    while not check():
+    while True:
+        value = check()
+        if value:
+            return value
         assert time.time() < deadline, "never happened: %s" % what
         time.sleep(0.2)
 
 
-def job_record(config: str, ref: str) -> dict:
-    listed = json.loads(fractui(config, "jobs", "--json").stdout)["jobs"]
-    return next(j for j in listed if j["ref"] == ref)
+def job_records(config: str) -> Dict[str, dict]:
+    """Every job ``fractui jobs`` lists, by its ref."""
+    return {j["ref"]: j for j in json.loads(fractui(config, "jobs", "--json").stdout)["jobs"]}
 
 
 @pytest.mark.parametrize("agent", [pytest.param("image", marks=pytest.mark.slow), "upload"])
@@ -182,18 +186,13 @@ def test_a_host_in_a_container_runs_mig_and_capped_jobs_and_survives_its_stream_
     assert launched.returncode == 0, launched.stderr
     job = json.loads(launched.stdout)
     assert job["state"] == "running"
-    until_true(lambda: in_box(podman, box, "remote_agent.simload", "600"), "the job runs "
-               "inside the container")
-    [(job_pid, _)] = in_box(podman, box, "remote_agent.simload", "600")
+    [(job_pid, _)] = until_true(lambda: in_box(podman, box, "remote_agent.simload", "600"),
+                                "the job runs inside the container")
     greedy = fractui(config, "launch", name, "1", "--memory-mib", "1024", "--env",
                      "PYTHONPATH=%s" % IMAGE_CODE, "--json", "--", *SIMLOAD, "--mem-mib", "900",
                      "--grow-to", "4000", "--seconds", "30", "--util-swing", "0")  # over 1 s in
     assert greedy.returncode == 0, greedy.stderr
-    greedy_ref = json.loads(greedy.stdout)["ref"]
-    until_true(lambda: job_record(config, greedy_ref)["state"] != "running",
-               "the greedy job stopped", 60)
-    stopped = job_record(config, greedy_ref)
-    assert "exceeded its 1024 MiB cap" in (stopped.get("reason") or ""), stopped
+    greedy_ref = json.loads(greedy.stdout)["ref"]  # (its stop is looked for at the end)
 
     with Fleet(load_config(config), reconnect_max_s=0.5) as fleet:
         fleet.wait_settled(60)
@@ -219,7 +218,14 @@ def test_a_host_in_a_container_runs_mig_and_capped_jobs_and_survives_its_stream_
         assert in_box(podman, box, "remote_agent.simload", "600")[0][0] == job_pid
         assert session.call("inventory")["gpus"][1]["name"] == "NVIDIA L4"
 
-    assert job_record(config, job["ref"])["state"] == "running"
+    def greedy_stopped() -> Optional[Dict[str, dict]]:
+        listed = job_records(config)
+        return listed if listed[greedy_ref]["state"] != "running" else None
+
+    jobs = until_true(greedy_stopped, "the greedy job stopped", 60)
+    assert jobs[job["ref"]]["state"] == "running"
+    stopped = jobs[greedy_ref]
+    assert "exceeded its 1024 MiB cap" in (stopped.get("reason") or ""), stopped
     assert fractui(config, "stop", job["ref"], "--grace", "1").returncode == 0
 
 

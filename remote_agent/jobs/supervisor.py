@@ -436,12 +436,14 @@ class Supervisor:
 
     def find_container(self, job: Job, wait_s: float = 0.0) -> None:
         """Record the cgroup of a running job's container once the runtime has made it (waiting
-        up to ``wait_s`` while the runtime's client still runs): from then on the daemon finds
-        the container's processes without the shim or the runtime."""
+        up to ``wait_s`` while the runtime's client still runs and the runtime answers): from
+        then on the daemon finds the container's processes without the shim or the runtime. A
+        runtime that cannot say (its ``inspect`` failing) is asked again by the watchdog at
+        each pass, not again and again here: the launch answers meanwhile."""
         deadline = time.monotonic() + wait_s
         how = self.runtimes.get(job.runtime)
         while job.container and job.container_cgroup is None:
-            found, refused = how.cgroup(job.container)
+            found, refused, failed = how.cgroup(job.container)
             if found is not None:
                 with self._lock:
                     self.store.update(job, container_cgroup=found)
@@ -451,6 +453,11 @@ class Supervisor:
                     with self._lock:  # (a full state disk) is said by the caller, once
                         self.store.update(job, cap_notes=job.cap_notes + [refused])
                     log.warning("job j%d: %s", job.id, refused)
+                return
+            if failed is not None:
+                if wait_s:  # the launch's look (the watchdog's, at each pass, says nothing)
+                    log.warning("job j%d: %s; its container is looked for at each pass",
+                                job.id, failed)
                 return
             if time.monotonic() >= deadline or not job.procs().leader_alive():
                 return

@@ -81,12 +81,13 @@ class Runtime(ABC):
         or None where they do."""
         return None
 
-    def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str]]:
-        """(the host directory of the running container ``name``'s own cgroup, None) once it
-        runs; (None, None) where it is not running yet, gone, or the runtime's processes stay
-        in the job's session; (None, why) where its cgroup is one that can never be taken as
-        the container's own."""
-        return None, None
+    def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+        """(the host directory of the running container ``name``'s own cgroup, None, None)
+        once it runs; (None, None, None) where it is not running yet, gone, or the runtime's
+        processes stay in the job's session; (None, why, None) where its cgroup is one that
+        can never be taken as the container's own; (None, None, what failed) where the runtime
+        could not say (its answer failed, and not for want of a container of that name)."""
+        return None, None, None
 
     def signal(self, name: str, sig: int) -> Optional[str]:
         """Send ``sig`` to the container ``name`` through the runtime (nothing for a bare job);

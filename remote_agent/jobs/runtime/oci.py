@@ -57,6 +57,7 @@ from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch,
 CALL_TIMEOUT_S = 10.0  # a runtime's command at a job (info, inspect, kill, rm): not at startup
 ENV_FILE = "container.env"  # in the job's directory: its variables, for --env-file
 GONE = "no such container"  # in what podman and docker say of a container not there
+NO_OBJECT = "no such object"  # ... and their ``inspect`` of a name they have nothing of
 MAX_ENV_LINE = 65535  # bytes of one NAME=VALUE line: both runtimes read it with Go's bufio.Scanner
 
 
@@ -150,12 +151,17 @@ class Oci(ContainerRuntime):
         found = env_file_problem(env)
         return "its variable %s %s" % found if found else None
 
-    def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str]]:
-        code, out, _ = run_tool([self.tool, "inspect", "--format", "{{.State.Pid}}", name],
-                                CALL_TIMEOUT_S)
-        if code != 0 or not out.isdigit() or int(out) <= 0:
-            return None, None
-        return container_cgroup(int(out), os.getpid())
+    def cgroup(self, name: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+        argv = [self.tool, "inspect", "--format", "{{.State.Pid}}", name]
+        code, out, err = run_tool(argv, CALL_TIMEOUT_S)
+        if code != 0:
+            why = last_line(err or out)
+            if NO_OBJECT in why.lower() or self.not_there(why):
+                return None, None, None  # not made yet, or gone
+            return None, None, "%s failed (exit %d): %s" % (" ".join(argv), code, why)
+        if not out.isdigit() or int(out) <= 0:
+            return None, None, None  # made, not running (yet)
+        return (*container_cgroup(int(out), os.getpid()), None)
 
     def signal(self, name: str, sig: int) -> Optional[str]:
         return self._failure([self.tool, "kill", "--signal", str(sig), name])
