@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 import pytest
 
 from fractui.fleet.link import _BoundedSftp
 
 SFTP_VERSION = 2  # the server's answer to the client's SSH_FXP_INIT
+SFTP_OPEN = 3
+SFTP_HANDLE = 102  # the server's answer to SSH_FXP_OPEN
 
 
 class Plain:
@@ -60,3 +63,47 @@ def test_an_answer_not_come_in_time_ends_every_later_wait_and_asks_nothing_more(
     finally:
         ours.close()
         server.close()
+
+
+def test_a_request_the_server_took_no_more_of_in_time_ends_every_later_wait_too():
+    """The server stops taking what is sent (an SSH server's window that does not open again
+    reads the same): the agent's write gives up at the timeout, half a request sent. Before,
+    the client then wrote the file's close after that half, and waited the timeout again for
+    room to; now it asks nothing more."""
+    ours, server = socket.socketpair()
+    try:
+        ours.settimeout(0.2)
+        server.settimeout(5)
+        server.sendall(packet(SFTP_VERSION, struct.pack(">I", 3)))
+        sftp = _BoundedSftp(Plain(ours))
+        assert server.recv(1024)  # its INIT
+        reply = threading.Thread(target=lambda: server.sendall(packet(SFTP_HANDLE, open_id(
+            server) + struct.pack(">I", 1) + b"h")))
+        reply.start()
+        remote = sftp.open("/agent.part", "wb")
+        reply.join()
+        with pytest.raises(socket.timeout):
+            with remote:  # as paramiko's putfo writes: its close asks the server too
+                remote.set_pipelined(True)
+                remote.write(b"x" * (8 << 20))  # more than the pair holds: never all taken
+        with pytest.raises(socket.timeout, match="an earlier answer did not come in time"):
+            sftp.stat("/agent.part")
+    finally:
+        ours.close()
+        server.close()
+
+
+def open_id(server: socket.socket) -> bytes:
+    """The request id of the client's SSH_FXP_OPEN, read whole from ``server``."""
+    body = exactly(server, struct.unpack(">I", exactly(server, 4))[0])
+    assert body[0] == SFTP_OPEN, body
+    return body[1:5]
+
+
+def exactly(server: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = server.recv(size - len(data))
+        assert chunk, "the client hung up"
+        data += chunk
+    return data

@@ -13,6 +13,7 @@ read by a remote shell.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
@@ -141,25 +142,26 @@ def _handshake(transport: paramiko.Transport, wire: _Wire, hop: Hop, timeout_s: 
 class _BoundedSftp(paramiko.SFTPClient):
     """Once an answer did not come in time, waits for none again: paramiko, cut short writing
     a file, still asks the server to close it (and takes no answer as closed) and then for the
-    file's size, and waited as long for each."""
+    file's size, and waited as long for each. A request the server took no more of in time (its
+    window did not open again) is such an answer: what would follow it is half a request's
+    tail."""
 
     late = False
 
     def _read_packet(self) -> Tuple[int, bytes]:
-        self._not_late()
+        return self._bounded(super()._read_packet)
+
+    def _send_packet(self, t: int, packet: Any) -> None:
+        self._bounded(functools.partial(super()._send_packet, t, packet))
+
+    def _bounded(self, call: Callable[[], Any]) -> Any:
+        if self.late:
+            raise socket.timeout("an earlier answer did not come in time")
         try:
-            return super()._read_packet()
+            return call()
         except socket.timeout:
             self.late = True
             raise
-
-    def _send_packet(self, t: int, packet: Any) -> None:
-        self._not_late()
-        super()._send_packet(t, packet)
-
-    def _not_late(self) -> None:
-        if self.late:
-            raise socket.timeout("an earlier answer did not come in time")
 
 
 def unprotected(path: str) -> Optional[str]:
