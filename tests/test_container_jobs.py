@@ -996,7 +996,9 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
             memory_mib=100, created_at=0.0, runtime="podman", image=req.image))
         name = "fractui-%s-j%d" % (sup.paths.digest, cut.id)
         sup.store.update(cut, container=name)
-        assert sup.never_started(cut, "never started: the agent stopped while launching it")
+        assert sup.never_started(cut)
+        assert sup.store.get(cut.id).reason.startswith(
+            "never started: the agent stopped while launching it")
         assert ("container", name) in sup.failures.failing("container")  # (rm refused)
         job = sup.launch(req)
         assert (job.id, job.state, job.container) == (cut.id, "running", name)
@@ -1065,6 +1067,39 @@ def test_a_launch_whose_runtime_cannot_say_where_its_container_is_answers_at_onc
     assert [r.getMessage() for r in caplog.records] == [
         "job j1: podman %s failed (exit 125): Error: inspect refused (the test's); its "
         "container is looked for at each pass" % inspect]
+
+
+def test_a_runtime_that_cannot_say_where_a_container_is_is_said_once_and_once_mended(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """The runtime's ``inspect`` fails for the launch's look and the watchdog's next passes,
+    then answers: that it fails is said once (not at each pass, nor never, as the watchdog's
+    looks were), that it answers again once with the passes it failed, and the container's
+    cgroup is recorded then."""
+    refused = "inspect --format {{.State.Pid}} "
+    podman_refusing(tmp_path, monkeypatch, "inspect",
+                    '"$(grep -c \'^%s\' "$CALLS")" -le 4' % refused)
+    state = tmp_path / "host"
+    agent = start_agent("1xL4", str(state))
+    try:
+        job = agent.call("job.launch", key="k-c-unfound", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE,
+                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        log = state / "daemon.log"
+        mended = "job %s: its runtime answers where its container is again after " % job["id"]
+        wait_until(lambda: mended in log.read_text(), "the runtime's inspect to answer")
+        found = wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
+                           "the container's cgroup to be recorded")
+        said = log.read_text()
+    finally:
+        podman.remove(job["container"])
+    assert found.startswith("/sys/fs/cgroup")
+    failed = [line for line in said.splitlines() if refused in line]
+    assert len(failed) == 1 and failed[0].endswith(
+        "failed (exit 125): Error: inspect refused (the test's); its container is looked for "
+        "at each pass"), failed
+    assert said.count(mended) == 1 and podman_calls(tmp_path).count(
+        refused + job["container"]) >= 5
+    assert re.search(re.escape(mended) + r"(\d+) failed passes$", said, re.M)
 
 
 def test_the_containers_left_by_ended_jobs_are_listed_once_a_daemon(

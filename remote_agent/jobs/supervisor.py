@@ -70,6 +70,7 @@ JOB_FILES = {
 }
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 UNSENT = "unsent"  # a stop's signal its container was not made yet to take: (it, job id)
+UNFOUND = "unfound"  # a running job's container its runtime cannot say where is: (it, job id)
 
 
 @dataclass
@@ -444,6 +445,12 @@ class Supervisor:
         how = self.runtimes.get(job.runtime)
         while job.container and job.container_cgroup is None:
             found, refused, failed = how.cgroup(job.container)
+            if failed is not None:  # said once while it lasts, the launch's or a pass's
+                self.failures.failed((UNFOUND, job.id), "job j%d: %s; its container is "
+                                     "looked for at each pass" % (job.id, failed))
+                return
+            self.failures.worked((UNFOUND, job.id), "job j%d: its runtime answers where its "
+                                 "container is again" % job.id)
             if found is not None:
                 with self._lock:
                     self.store.update(job, container_cgroup=found)
@@ -453,11 +460,6 @@ class Supervisor:
                     with self._lock:  # (a full state disk) is said by the caller, once
                         self.store.update(job, cap_notes=job.cap_notes + [refused])
                     log.warning("job j%d: %s", job.id, refused)
-                return
-            if failed is not None:
-                if wait_s:  # the launch's look (the watchdog's, at each pass, says nothing)
-                    log.warning("job j%d: %s; its container is looked for at each pass",
-                                job.id, failed)
                 return
             if time.monotonic() >= deadline or not job.procs().leader_alive():
                 return
@@ -745,12 +747,11 @@ class Supervisor:
             "launching the same key again starts it" % os.path.join(self.job_dir(job),
                                                                     "shim.log")
 
-    def never_started_why(self, job: Job) -> str:
-        """Why a start the watchdog ends as never started was not: its launch saw its shim
-        end without claiming it, or (not seen by this daemon) the agent stopped mid-launch."""
-        with self._lock:
-            unclaimed = job.id in self._unclaimed
-        if unclaimed:
+    def _never_started_why(self, job: Job) -> str:
+        """Why a start the watchdog ends as never started was not (under the lock): its launch
+        saw its shim end without claiming it, or (not seen by this daemon) the agent stopped
+        mid-launch."""
+        if job.id in self._unclaimed:
             return "never started: " + self._unclaimed_why(job)
         return "never started: the agent stopped while launching it, before its program " \
             "ran; nothing ran (launching the same key again starts it)"
@@ -872,16 +873,18 @@ class Supervisor:
         else:
             log.warning("job j%d: %s", job.id, why)
 
-    def never_started(self, job: Job, reason: str) -> Optional[bool]:
-        """End a start no shim has claimed as never started (the daemon stopped mid-launch):
-        the daemon's own claim, so no shim still on its way can start it, and the record are
-        made in one step under the lock, so a launch of its key either finds it ended (and
-        starts it again) or is starting it already (None: it is left to that launch). False
-        if a shim has claimed it."""
+    def never_started(self, job: Job) -> Optional[bool]:
+        """End a start no shim has claimed as never started (the daemon stopped mid-launch, or
+        the launch saw its shim end unclaimed): the daemon's own claim, so no shim still on its
+        way can start it, and the record, its words chosen then, are made in one step under
+        the lock, so a launch of its key either finds it ended (and starts it again) or is
+        starting it already (None: it is left to that launch). False if a shim has claimed
+        it."""
         with self._lock:
             fresh = self.store.get(job.id)
             if fresh is None or fresh.state != "starting" or job.id in self._launching:
                 return None
+            reason = self._never_started_why(job)
             fenced = self._fence(job)
             if not fenced:
                 return fenced
@@ -955,6 +958,8 @@ class Supervisor:
             self._unsent.pop(job.id, None)
         self.failures.worked((UNSENT, job.id), "job j%d ended before its container took the "
                              "signal of its stop" % job.id)
+        self.failures.worked((UNFOUND, job.id), "job j%d ended while its runtime could not "
+                             "say where its container is" % job.id)
         self.outputs.release(job.id)
         self._release(job)
         self.notify(job)

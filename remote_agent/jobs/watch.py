@@ -186,7 +186,7 @@ class Watchdog:
         job_dir = sup.job_dir(job)
         if shim_alive(job_dir):
             return  # its shim is starting it
-        ended = sup.never_started(job, sup.never_started_why(job))
+        ended = sup.never_started(job)
         if ended is False and not shim_alive(job_dir) and \
                 sup.read_job_file(job, "started.json") is None:
             sup.finish(job, state="lost", reason=sup.lost_start(job))
