@@ -62,11 +62,12 @@ def daemon_pid(agent) -> int:
 
 
 def alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent to reap it has ended)."""
+    """Running (a zombie waiting for its parent to reap it has ended; so has one reaped between
+    the open of its stat and the read, which the kernel answers with ESRCH)."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
