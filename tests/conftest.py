@@ -44,6 +44,11 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCAC
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Between two looks of a wait at what it waits for (a job's start, stop or record: an event of
+# another process, seen at the next look). A look costs about a millisecond, so a short step
+# wastes little of a loaded machine, and the wait ends soon after its event.
+STEP_S = 0.02
+
 
 class AgentError(Exception):
     def __init__(self, error: Dict[str, Any]):

@@ -18,7 +18,7 @@ from fractui.fleet.fleet import Fleet
 from fractui.scheduler import Scheduler
 from fractui.store import open_store, sqlite_url
 from fractui.store.model import Job
-from tests.conftest import REPO, stop_host
+from tests.conftest import REPO, STEP_S, stop_host
 
 # A job that says when it is asked to stop, and takes a moment to do so (its grace).
 POLITE = [sys.executable, "-c",
@@ -80,7 +80,7 @@ class LocalFleet:
         while not check():
             assert time.time() < deadline, "never happened; jobs: %s" % self.states()
             self.scheduler.step()
-            time.sleep(0.1)
+            time.sleep(STEP_S)
 
     def states(self) -> Dict[int, str]:
         return {j.id: j.state for j in self.store.jobs()}
@@ -149,7 +149,7 @@ def local_fleet(tmp_path):
 
 
 def wait(check: Callable[[], bool], what: Callable[[], object], timeout_s: float = 30.0,
-         alive: Optional[subprocess.Popen] = None, step_s: float = 0.1) -> None:
+         alive: Optional[subprocess.Popen] = None, step_s: float = STEP_S) -> None:
     """Until ``check()`` holds, while a scheduler process runs (the test does not step)."""
     deadline = time.time() + timeout_s
     while not check():

@@ -21,7 +21,7 @@ from remote_agent.daemon.paths import AgentPaths
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.jobs.output import PUSH_MAX_BYTES
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import REPO, AgentError
+from tests.conftest import REPO, STEP_S, AgentError
 
 PY = sys.executable
 
@@ -54,7 +54,7 @@ def wait_job(agent, job_id, states=("exited", "killed", "lost"), timeout=20.0):
         if job["state"] in states:
             return job
         assert time.time() < deadline, "job %s still %s" % (job_id, job["state"])
-        time.sleep(0.1)
+        time.sleep(STEP_S)
 
 
 def daemon_pid(agent) -> int:
