@@ -23,7 +23,7 @@ import pytest
 from remote_agent.failing import Failures
 from remote_agent.jobs.watch import OUTLIVED
 from remote_agent.rpc import jsonrpc as rpc
-from tests.conftest import AgentError, stop_host
+from tests.conftest import STEP_S, AgentError, stop_host
 from tests.stuck_mount import stuck_mount
 from tests.test_jobs import (alive, daemon_pid, script, simload, slow_to_stop_simload, until_file,
                              wait_job)
@@ -63,7 +63,7 @@ def wait_until(done, what: str, timeout: float = 20.0):
         if value:
             return value
         assert time.time() < deadline, "timed out waiting for %s" % what
-        time.sleep(0.05)
+        time.sleep(STEP_S)
 
 
 TAKE_OVER = "[fractui: the job's shim ended; the agent keeps its output from here]"
