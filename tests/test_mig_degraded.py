@@ -159,8 +159,9 @@ def test_a_damaged_kept_file_is_set_aside_once_and_the_agent_serves(start_agent,
 
 def test_marks_an_older_agent_kept_by_gpu_index_are_not_taken_and_said(start_agent, tmp_path):
     """Marks kept by an agent before this one (version 1), in this boot, by GPU index: not
-    taken, since the index may name another GPU by now, and the log says so; the GPU is judged
-    afresh."""
+    taken, since the index may name another GPU by now, and the log says so once (the file set
+    aside: said at each start before, until the daemon kept marks of its own); the GPU is
+    judged afresh."""
     state = tmp_path / "host"
     state.mkdir(mode=0o700)
     kept = state / "gpu-health.json"
@@ -169,9 +170,16 @@ def test_marks_an_older_agent_kept_by_gpu_index_are_not_taken_and_said(start_age
     kept.chmod(0o600)
     agent = start_agent("1xA100-80GB:mig", str(state))
     assert agent.call("hello")["problems"] == []
-    assert "WARNING the GPU health marks kept in %s are of another version of the agent (1, " \
-        "not 2, which keeps them by GPU UUID): not taken; " % kept in (
-            state / "daemon.log").read_text()
+    said = (state / "daemon.log").read_text()
+    older = "WARNING the GPU health marks kept in %s are of another version of the agent " \
+        "(1, not 2, which keeps them by GPU UUID): not taken; " % kept
+    assert older in said and said.split(older, 1)[1].split("\n", 1)[0].endswith(
+        "; set aside as %s.v1" % kept), said
+    aside = state / "gpu-health.json.v1"
+    assert not kept.exists() and aside.stat().st_mode & 0o777 == 0o600
+    assert json.loads(aside.read_text())["version"] == 1  # as it was, for whoever looks
+    restart(agent, start_agent, state).call("hello")  # said once, not at each start
+    assert (state / "daemon.log").read_text().count(older) == 1
 
 
 def test_marks_are_not_taken_where_the_boot_cannot_be_read(tmp_path, monkeypatch, caplog):

@@ -56,16 +56,24 @@ def set_aside(path: str, what: str, why: str, then: str) -> None:
     """A damaged file renamed beside itself, said once. Where it cannot be renamed, that is
     said once while it stays (each read finds it again, and reads it as nothing kept)."""
     aside = path + DAMAGED
-    try:
-        os.replace(path, aside)
-        os.chmod(aside, 0o600)
-    except OSError as err:
+    err = _moved(path, aside)
+    if err is not None:
         unmoved.failed(path, "%s (the %s) is damaged (%s) and cannot be set aside (%s: %s); "
                        "%s" % (path, what, why, type(err).__name__, err, then),
                        level=logging.ERROR, same=why)
         return
     log.error("%s (the %s) is damaged (%s); set aside as %s, and %s", path, what, why, aside,
               then)
+
+
+def _moved(path: str, aside: str) -> Optional[OSError]:
+    """``path`` renamed to ``aside``, 0600 (for whoever looks into it); or why not."""
+    try:
+        os.replace(path, aside)
+        os.chmod(aside, 0o600)
+    except OSError as err:
+        return err
+    return None
 
 
 def record(types: Dict[str, Tuple[type, ...]],
@@ -114,9 +122,15 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
     if boot != boot_id():
         return None
     if version != VERSION:  # 1: by GPU index, which may name another GPU by now
+        # set aside, so that the next start finds none to say of again (until this daemon
+        # keeps its own, which may be long)
+        aside = "%s.v%d" % (path, version)
+        err = _moved(path, aside)
         log.warning("the %s kept in %s are of another version of the agent (%d, not %d, "
-                    "which keeps them by GPU UUID): not taken; %s", what, path, version,
-                    VERSION, lost)
+                    "which keeps them by GPU UUID): not taken; %s; %s", what, path, version,
+                    VERSION, lost, "set aside as %s" % aside if err is None else (
+                        "it cannot be set aside (%s: %s), so each start says this until "
+                        "they are kept again" % (type(err).__name__, err)))
         return None
     return taken
 
