@@ -318,3 +318,30 @@ def test_every_error_code_is_documented_with_its_class():
     for code, cls in rpc.ERROR_CLASSES.items():
         assert (str(code) if code < 0 else names[code]) in classes[cls], (code, cls)
     assert sum(len(codes) for codes in classes.values()) == len(rpc.ERROR_CLASSES)
+
+
+@pytest.mark.parametrize("damage", [
+    b"", b'{"format": 1, "spec": "1xL4", "gpus": [', b"[]", b'{"format": 1}',
+    b'{"format": 1, "spec": "1xL4", "next_pid": 1, "gpus": [{"model": "NVIDIA Q1"}]}',
+    b'{"format": 1, "spec": "1xL4", "next_pid": 1, "gpus": "all", "procs": []}'],
+    ids=["empty", "cut-short", "a-list", "no-spec", "unknown-model", "gpus-a-string"])
+def test_a_damaged_simulator_state_is_said_by_name_and_kept_at_start(start_agent, tmp_path,
+                                                                     damage):
+    """The simulated host's state file damaged (cut short, edited by hand): the agent's start
+    says which file and what is wrong and exits 2, with no traceback, and leaves the file
+    as it was for whoever looks; moved away, the host starts afresh from its spec."""
+    state = tmp_path / "host"
+    start_agent("1xL4", str(state)).close()
+    stop_host(str(state))
+    kept = state / "sim" / "gpus.json"
+    kept.write_bytes(damage)
+    again = start_agent("1xL4", str(state))
+    assert again.proc.wait(timeout=10) == 2
+    said = again.proc.stderr.read().decode()
+    first, then = said.splitlines()
+    assert first.startswith("remote_agent: the simulated host's state %s is damaged (" % kept)
+    assert first.endswith("); move it away to start the host afresh from its spec"), said
+    assert then == "remote_agent: the agent daemon did not start (exit 2)", said
+    assert "Traceback" not in said and kept.read_bytes() == damage
+    kept.rename(state / "sim" / "gpus.json.old")
+    assert start_agent("1xL4", str(state)).call("hello")["backend"] == "sim"

@@ -651,6 +651,28 @@ def _new_state(spec: str) -> Dict[str, Any]:
             "next_pid": SYNTHETIC_PID_BASE + 1}
 
 
+def _checked(path: str, data: bytes) -> Dict[str, Any]:
+    """The simulated host's state as kept at ``path``, or ValueError naming the file and
+    what is wrong with it (cut short, edited by hand): not a traceback at some NVML call."""
+    try:
+        state = json.loads(data.decode())
+        if not isinstance(state, dict) or state.get("format") != 1:
+            raise TypeError("not a simulated host of format 1")
+        _models.parse_sim_host(state["spec"])
+        if not isinstance(state["next_pid"], int) or not all(
+                isinstance(state.get(k, []), list) for k in ("gpus", "procs", "clients")):
+            raise TypeError("next_pid, gpus, procs or clients of another type")
+        for i, g in enumerate(state["gpus"]):
+            if not (isinstance(g, dict) and g["model"] in _models.models() and isinstance(
+                    g["uuid"], str) and g["mig"] in (0, 1) and isinstance(g["gis"], list)):
+                raise TypeError("GPU %d is not a simulated GPU" % i)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError("the simulated host's state %s is damaged (%s: %s); move it away to "
+                         "start the host afresh from its spec" % (
+                             path, type(err).__name__, err)) from None
+    return state
+
+
 class _Store:
     """The host's GPU state: one JSON file, locked for writes, re-read when another process
     changed it; or a dict in memory. The file, its lock and the copy that replaces it are
@@ -693,7 +715,7 @@ class _Store:
                 self._state = {}
             else:
                 data = read_private(self.path, "simulator state")
-                self._state = {} if data is None else json.loads(data)
+                self._state = {} if data is None else _checked(self.path, data)
             self._stamp = stamp
 
     def read(self) -> Dict[str, Any]:
