@@ -1102,6 +1102,30 @@ def test_a_runtime_that_cannot_say_where_a_container_is_is_said_once_and_once_me
     assert re.search(re.escape(mended) + r"(\d+) failed passes$", said, re.M)
 
 
+def test_a_look_for_a_container_that_fails_as_its_job_ends_is_not_kept_failing(
+        supervisor_parts, tmp_path, monkeypatch):  # noqa: F811
+    """A look for a job's container (a snapshot's, a launch's booking) takes the job from the
+    table and then asks its runtime, whose ``inspect`` fails; the job ends in between (the
+    watchdog saw it end), and that end says it mended. That the runtime cannot say where its
+    container is must not stay said failing after that end: before, it did for as long as the
+    daemon ran, as no later look asks and no other end comes to say it mended."""
+    from remote_agent.jobs.supervisor import UNFOUND
+
+    podman_refusing(tmp_path, monkeypatch, "inspect", "1")
+    sup, _ = supervisor_parts("1xL4")
+    job = sup.store.insert(Job(
+        id=0, key="k-c-ends", fingerprint="f", name="ends", argv=["true"], env={}, cwd=None,
+        gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=None, memory_mib=100,
+        created_at=0.0, runtime="podman", image="image"))
+    sup.store.update(job, state="running", container="fractui-%s-j%d" % (
+        sup.paths.digest, job.id))
+    looked = sup.store.get(job.id)  # as the look took it, before the job ended
+    sup.finish(sup.store.get(job.id), state="exited", exit_code=0, reason="ended")
+    sup.find_container(looked)
+    assert sup.store.get(job.id).state == "exited"
+    assert sup.failures.failing(UNFOUND) == []
+
+
 def test_the_containers_left_by_ended_jobs_are_listed_once_a_daemon(
         podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
     """A daemon asks its runtime for the containers ended jobs left once it has listed them

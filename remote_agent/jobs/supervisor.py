@@ -448,6 +448,10 @@ class Supervisor:
             if failed is not None:  # said once while it lasts, the launch's or a pass's
                 self.failures.failed((UNFOUND, job.id), "job j%d: %s; its container is "
                                      "looked for at each pass" % (job.id, failed))
+                with self._lock:  # (its end, recorded first, may have cleared it before)
+                    fresh = self.store.get(job.id)
+                if fresh is None or fresh.state not in ("starting", "running"):
+                    self._unfound_ended(job)
                 return
             self.failures.worked((UNFOUND, job.id), "job j%d: its runtime answers where its "
                                  "container is again" % job.id)
@@ -958,11 +962,16 @@ class Supervisor:
             self._unsent.pop(job.id, None)
         self.failures.worked((UNSENT, job.id), "job j%d ended before its container took the "
                              "signal of its stop" % job.id)
-        self.failures.worked((UNFOUND, job.id), "job j%d ended while its runtime could not "
-                             "say where its container is" % job.id)
+        self._unfound_ended(job)
         self.outputs.release(job.id)
         self._release(job)
         self.notify(job)
+
+    def _unfound_ended(self, job: Job) -> None:
+        """A job's end clears that its runtime cannot say where its container is: no look
+        asks any more, so none would say it mended."""
+        self.failures.worked((UNFOUND, job.id), "job j%d ended while its runtime could not "
+                             "say where its container is" % job.id)
 
     def watched(self) -> List[Job]:
         """The active jobs no launch of this daemon is starting, in one look at the table and
