@@ -323,8 +323,10 @@ def test_every_error_code_is_documented_with_its_class():
 @pytest.mark.parametrize("damage", [
     b"", b'{"format": 1, "spec": "1xL4", "gpus": [', b"[]", b'{"format": 1}',
     b'{"format": 1, "spec": "1xL4", "next_pid": 1, "gpus": [{"model": "NVIDIA Q1"}]}',
-    b'{"format": 1, "spec": "1xL4", "next_pid": 1, "gpus": "all", "procs": []}'],
-    ids=["empty", "cut-short", "a-list", "no-spec", "unknown-model", "gpus-a-string"])
+    b'{"format": 1, "spec": "1xL4", "next_pid": 1, "gpus": "all", "procs": []}',
+    b'{"format": 1, "spec": 1, "next_pid": 1, "gpus": [], "procs": []}'],
+    ids=["empty", "cut-short", "a-list", "no-spec", "unknown-model", "gpus-a-string",
+         "spec-a-number"])
 def test_a_damaged_simulator_state_is_said_by_name_and_kept_at_start(start_agent, tmp_path,
                                                                      damage):
     """The simulated host's state file damaged (cut short, edited by hand): the agent's start

@@ -658,6 +658,8 @@ def _checked(path: str, data: bytes) -> Dict[str, Any]:
         state = json.loads(data.decode())
         if not isinstance(state, dict) or state.get("format") != 1:
             raise TypeError("not a simulated host of format 1")
+        if not isinstance(state["spec"], str):
+            raise TypeError("spec of another type")
         _models.parse_sim_host(state["spec"])
         if not isinstance(state["next_pid"], int) or not all(
                 isinstance(state.get(k, []), list) for k in ("gpus", "procs", "clients")):
