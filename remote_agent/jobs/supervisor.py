@@ -960,6 +960,7 @@ class Supervisor:
         with self._lock:
             self._held_stops.pop(job.id, None)  # its end, recorded, says why it stopped
             self._unsent.pop(job.id, None)
+            self._unclaimed.discard(job.id)  # (its words are recorded)
         self.failures.worked((UNSENT, job.id), "job j%d ended before its container took the "
                              "signal of its stop" % job.id)
         self._unfound_ended(job)
