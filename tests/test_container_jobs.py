@@ -24,7 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -418,9 +418,7 @@ def test_a_container_whose_cgroup_holds_the_agent_seen_on_a_full_state_disk_is_s
                 log_on_a_disk_of_its_own(state, tmp_path) as log:
             # its usage sampled at the first pass only: no sample fails on the full disk
             agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
-            job = agent.call("job.launch", key="k-c-no-cgroup", gpu=0, memory_mib=100,
-                             image=podman.image, env=IN_IMAGE,
-                             argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+            job = agent.call("job.launch", **asleep(podman, "k-c-no-cgroup"))
             assert job["container"] == name and job["container_cgroup"] is None
             wait_until(lambda: running(real, name), "the container to run")
             pid = subprocess.run([real, "inspect", "--format", "{{.State.Pid}}", name],
@@ -539,6 +537,13 @@ def test_a_container_job_on_an_mps_and_hami_host_gets_their_limits_and_their_fil
     assert (pipes / "reached").exists()  # the MPS daemon's pipes are the host's
 
 
+def asleep(podman, key: str) -> Dict[str, Any]:
+    """A container job's launch, ``key``: ten minutes asleep in the test's image, with 100 MiB
+    of GPU 0."""
+    return dict(key=key, gpu=0, memory_mib=100, image=podman.image, env=IN_IMAGE,
+                argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+
+
 @contextlib.contextmanager
 def stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
                                    real_podman: Optional[str] = None, held: bool = False
@@ -557,9 +562,7 @@ def stopped_with_its_end_unwritten(podman, start_agent, tmp_path,
     try:
         with first_job_dir_on_a_disk_of_its_own(state) as folder:
             agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
-            job = agent.call("job.launch", key="k-c-kill", gpu=0, memory_mib=100,
-                             image=podman.image, env=IN_IMAGE,
-                             argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+            job = agent.call("job.launch", **asleep(podman, "k-c-kill"))
             if real_podman is None:
                 wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
                            "the container's cgroup to be recorded")
@@ -847,9 +850,7 @@ def test_a_container_job_whose_shim_died_before_its_start_was_recorded_leaves_no
         with first_job_dir_on_a_disk_of_its_own(state, INODES_BEFORE_STARTED) as folder:
             agent = start_agent("1xL4", str(state), code_root=code)
             with pytest.raises((AgentError, EOFError)) as err:
-                agent.call("job.launch", key="k-c-unrecorded", gpu=0, memory_mib=100,
-                           image=podman.image, env=IN_IMAGE,
-                           argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+                agent.call("job.launch", **asleep(podman, "k-c-unrecorded"))
             assert not (folder / "started.json").exists()
             pid = int(client.read_text())
             if killed == "shim and daemon":
@@ -892,9 +893,7 @@ def test_a_container_its_runtime_could_not_remove_is_removed_later_by_its_name(
     log = state / "daemon.log"
     try:
         agent = start_agent("1xL4", str(state), "--usage-sample-s", "3600")
-        job = agent.call("job.launch", key="k-c-left", gpu=0, memory_mib=100,
-                         image=podman.image, env=IN_IMAGE,
-                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        job = agent.call("job.launch", **asleep(podman, "k-c-left"))
         wait_until(lambda: running(real, name), "the container to run")
         assert agent.call("job.get", job=job["id"])["container_cgroup"] is None
         os.kill(job["pid"], signal.SIGKILL)  # its runtime's client: the container runs on
@@ -951,9 +950,7 @@ def test_a_container_whose_agent_was_killed_while_removing_it_is_removed_by_the_
     name = "fractui-%s-j1" % AgentPaths(str(state)).digest
     try:
         agent = start_agent("1xL4", str(state))
-        job = agent.call("job.launch", key="k-c-mid-rm", gpu=0, memory_mib=100,
-                         image=podman.image, env=IN_IMAGE,
-                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        job = agent.call("job.launch", **asleep(podman, "k-c-mid-rm"))
         wait_until(lambda: agent.call("job.get", job=job["id"])["container_cgroup"],
                    "the container's cgroup to be recorded")
         pids = cgroup_pids(agent.call("job.get", job=job["id"])["container_cgroup"])
@@ -988,8 +985,7 @@ def test_a_container_name_its_job_takes_again_is_no_longer_removed_as_left(
                    '  while [ -e %s ]; do sleep 0.05; done; exit 0;;' % (REFUSE, clients, hold))
     sup, _ = supervisor_parts("1xL4")
     try:
-        req = launch_request(key="k-c-again", gpu=0, memory_mib=100, image=podman.image,
-                             env=IN_IMAGE, argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        req = launch_request(**asleep(podman, "k-c-again"))
         cut = sup.store.insert(Job(  # as a daemon killed mid-launch left it
             id=0, key=req.key, fingerprint=req.fingerprint(), name=req.name, argv=req.argv,
             env=req.env, cwd=None, gpus=[0], gpu_uuids=["GPU-x"], instance=None, mig=None,
@@ -1015,9 +1011,7 @@ def launched_in_process(sup, podman, key: str) -> Job:
     running) that sleeps ten minutes, launched: the launch's answer."""
     from tests.test_launch_concurrency import launch_request
 
-    return sup.launch(launch_request(key=key, gpu=0, memory_mib=100, image=podman.image,
-                                     env=IN_IMAGE,
-                                     argv=[PYTHON, "-c", "import time\ntime.sleep(600)"]))
+    return sup.launch(launch_request(**asleep(podman, key)))
 
 
 def test_a_launch_waits_for_its_container_while_its_runtime_has_none_of_its_name(
@@ -1081,9 +1075,7 @@ def test_a_runtime_that_cannot_say_where_a_container_is_is_said_once_and_once_me
     state = tmp_path / "host"
     agent = start_agent("1xL4", str(state))
     try:
-        job = agent.call("job.launch", key="k-c-unfound", gpu=0, memory_mib=100,
-                         image=podman.image, env=IN_IMAGE,
-                         argv=[PYTHON, "-c", "import time\ntime.sleep(600)"])
+        job = agent.call("job.launch", **asleep(podman, "k-c-unfound"))
         log = state / "daemon.log"
         mended = "job %s: its runtime answers where its container is again after " % job["id"]
         wait_until(lambda: mended in log.read_text(), "the runtime's inspect to answer")
