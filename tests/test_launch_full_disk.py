@@ -44,8 +44,7 @@ def test_a_launch_that_runs_out_of_room_anywhere_runs_once_when_there_is_room(
         assert "its shim ended without claiming it" in said, said
         assert "still starting" not in said, said
         filler.unlink()  # room: the watchdog ends it as never started, saying why
-        ended = wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(
-            agent.call("job.get", job=first["id"])), "the watchdog to end the start", 30)
+        ended = out_of_starting(agent, first["id"], "the watchdog to end the start")
         assert ended["state"] == "exited" and ended["reason"].startswith(
             "never started: its shim could not claim the job (a full disk?), so nothing ran "
             "(see ") and ended["reason"].endswith(
@@ -54,10 +53,16 @@ def test_a_launch_that_runs_out_of_room_anywhere_runs_once_when_there_is_room(
         filler.unlink()
     job = agent.call("job.launch", **launch)
     assert first is None or job["id"] == first["id"]
-    job = wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(
-        agent.call("job.get", job=job["id"])), "the job to leave starting", 30)
+    job = out_of_starting(agent, job["id"], "the job to leave starting")
     assert job["state"] == "running", job
     release.touch()
     done = wait_job(agent, job["id"])
     assert (done["state"], done["exit_code"]) == ("exited", 0), done
     assert runs.read_text() == "ran\n"
+
+
+def out_of_starting(agent, job_id: str, what: str) -> dict:
+    """The job as the agent has it once it is no longer starting (``what``: what that waits
+    for)."""
+    return wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(
+        agent.call("job.get", job=job_id)), what, 30)
