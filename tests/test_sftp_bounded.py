@@ -5,9 +5,11 @@ waited the timeout again for each: an upload stalled for twice the time its word
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -42,14 +44,25 @@ def packet(kind: int, body: bytes) -> bytes:
     return struct.pack(">IB", len(body) + 1, kind) + body
 
 
-def test_an_answer_not_come_in_time_ends_every_later_wait_and_asks_nothing_more():
+@contextlib.contextmanager
+def connected() -> Iterator[Tuple[_BoundedSftp, socket.socket]]:
+    """A client whose every answer is waited on 0.2 s, and the server's end of its socket
+    pair, the SFTP versions exchanged."""
     ours, server = socket.socketpair()
     try:
         ours.settimeout(0.2)
         server.settimeout(5)
         server.sendall(packet(SFTP_VERSION, struct.pack(">I", 3)))  # answered before it asks
         sftp = _BoundedSftp(Plain(ours))
-        server.recv(1024)  # its INIT
+        assert server.recv(1024)  # its INIT
+        yield sftp, server
+    finally:
+        ours.close()
+        server.close()
+
+
+def test_an_answer_not_come_in_time_ends_every_later_wait_and_asks_nothing_more():
+    with connected() as (sftp, server):
         with pytest.raises(socket.timeout):
             sftp.stat("/agent.part")  # asked, and never answered
         asked = server.recv(1024)
@@ -60,9 +73,6 @@ def test_an_answer_not_come_in_time_ends_every_later_wait_and_asks_nothing_more(
         server.setblocking(False)
         with pytest.raises(BlockingIOError):
             server.recv(1024)  # nothing more was asked
-    finally:
-        ours.close()
-        server.close()
 
 
 def test_a_request_the_server_took_no_more_of_in_time_ends_every_later_wait_too():
@@ -70,13 +80,7 @@ def test_a_request_the_server_took_no_more_of_in_time_ends_every_later_wait_too(
     reads the same): the agent's write gives up at the timeout, half a request sent. Before,
     the client then wrote the file's close after that half, and waited the timeout again for
     room to; now it asks nothing more."""
-    ours, server = socket.socketpair()
-    try:
-        ours.settimeout(0.2)
-        server.settimeout(5)
-        server.sendall(packet(SFTP_VERSION, struct.pack(">I", 3)))
-        sftp = _BoundedSftp(Plain(ours))
-        assert server.recv(1024)  # its INIT
+    with connected() as (sftp, server):
         reply = threading.Thread(target=lambda: server.sendall(packet(SFTP_HANDLE, open_id(
             server) + struct.pack(">I", 1) + b"h")))
         reply.start()
@@ -88,9 +92,6 @@ def test_a_request_the_server_took_no_more_of_in_time_ends_every_later_wait_too(
                 remote.write(b"x" * (8 << 20))  # more than the pair holds: never all taken
         with pytest.raises(socket.timeout, match="an earlier answer did not come in time"):
             sftp.stat("/agent.part")
-    finally:
-        ours.close()
-        server.close()
 
 
 def open_id(server: socket.socket) -> bytes:
