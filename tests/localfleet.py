@@ -85,6 +85,17 @@ class LocalFleet:
     def states(self) -> Dict[int, str]:
         return {j.id: j.state for j in self.store.jobs()}
 
+    def said(self, job: Job) -> List[str]:
+        """The lines of the job's output so far, as its host's agent keeps them."""
+        job = self.store.get(job.id)
+        return self.fleet.session(job.slot.host).call("job.logs", {"job": job.agent_job})[
+            "lines"]
+
+    def until_up(self, job: Job) -> None:
+        """Until the job (POLITE, or one like it) says ``up``: it hears SIGTERM from then, so
+        a stop has its grace; one sent before it set its handler ends it at once."""
+        self.until(lambda: "up" in self.said(job))
+
     def agent_jobs(self) -> List[dict]:
         """Every job record of every host's agent, with its host."""
         out = []

@@ -99,6 +99,7 @@ def test_a_team_within_quota_preempts_a_borrower_with_grace_and_the_borrower_is_
     own = f.submit("whole", "nlp", sleeper(600))
     borrower = f.submit("whole", "nlp", POLITE)
     f.until(lambda: set(f.states().values()) == {"running"})
+    f.until_up(borrower)
     assert f.store.get(borrower.id).preemptible
     victim_host_job = f.store.get(borrower.id)
     needy = f.submit("whole", "vision")

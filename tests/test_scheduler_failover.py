@@ -155,12 +155,6 @@ def test_a_standby_that_takes_over_goes_on_with_a_missing_gpus_clock(local_fleet
         second_store.close()
 
 
-def _said(f, job) -> List[str]:
-    """The lines of the job's output so far."""
-    job = f.store.get(job.id)
-    return f.fleet.session(job.slot.host).call("job.logs", {"job": job.agent_job})["lines"]
-
-
 def test_a_stop_sent_by_the_first_holder_is_not_sent_again_by_the_next(local_fleet, store_url):
     """A job asked to stop (its grace running) when the holder fails over: the next holder's
     passes find it still running and stopping, and send no second SIGTERM (a second SIGTERM
@@ -169,10 +163,10 @@ def test_a_stop_sent_by_the_first_holder_is_not_sent_again_by_the_next(local_fle
                     store_url=store_url)
     job = f.submit("quarter", argv=STUBBORN)
     f.until(lambda: f.store.get(job.id).state == "running")
-    wait(lambda: "up" in _said(f, job), lambda: _said(f, job))  # it hears SIGTERM from now
+    f.until_up(job)
     ask_stop(f.store, f.store.get(job.id), "cancel", Asker("test"))
     assert f.scheduler.step() and f.scheduler.settle()
-    wait(lambda: "got SIGTERM" in _said(f, job), lambda: _said(f, job))
+    wait(lambda: "got SIGTERM" in f.said(job), lambda: f.said(job))
     key = f.store.get(job.id).key(f.store.uid)
     assert f.store.holder_memory().stops_sent == {("gpu-a", key)}
     wait(lambda: f.store.lease_holder() is None, f.states)  # the first says nothing more
@@ -184,7 +178,7 @@ def test_a_stop_sent_by_the_first_holder_is_not_sent_again_by_the_next(local_fle
         assert second.epoch == f.scheduler.epoch + 1
         assert f.store.get(job.id).state == "stopping"
         assert [j["state"] for j in f.agent_jobs() if j["key"] == key] == ["running"]
-        assert _said(f, job) == ["up", "got SIGTERM"]
+        assert f.said(job) == ["up", "got SIGTERM"]
     finally:
         second.stop()
         store.close()

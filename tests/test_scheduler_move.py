@@ -38,6 +38,7 @@ def test_a_running_job_moved_by_hand_stops_then_runs_there_and_nothing_takes_its
                     store_url=store_url)
     job = f.submit("whole", argv=SLOW_STOP)
     f.until(lambda: f.store.get(job.id).state == "running")
+    f.until_up(job)  # its grace from now: passes run during it
     here = f.store.get(job.id).slot.host
     there = "gpu-b" if here == "gpu-a" else "gpu-a"
 
@@ -159,6 +160,7 @@ def test_a_held_slot_taken_around_the_store_sends_the_moved_job_back_to_its_queu
     f = local_fleet({"gpu-a": "1xL4", "gpu-b": "1xL4"}, [WHOLE], preempt_grace_s=10.0)
     job = f.submit("whole", argv=SLOW_STOP)
     f.until(lambda: f.store.get(job.id).state == "running")
+    f.until_up(job)  # its grace from now: passes run during it
     first = f.store.get(job.id)
     there = "gpu-b" if first.slot.host == "gpu-a" else "gpu-a"
     move_by_hand(f.store, first, replace(first.slot, host=there), Asker("test"))
