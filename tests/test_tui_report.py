@@ -45,6 +45,14 @@ def lines(screen: ReportScreen) -> list[str]:
     return str(screen.query_one("#report-headline").render()).splitlines()
 
 
+def drawn(part) -> list[str]:
+    """``part``'s lines as drawn, read over the whole of its region (``outer_size``: its
+    padding too): over its content's size they lose their last cell, a word that ends there
+    read as cut."""
+    return [strip.text.rstrip() for strip in part.render_lines(
+        Region(0, 0, part.outer_size.width, part.outer_size.height))]
+
+
 def held(screen: ReportScreen) -> dict[str, str]:
     """The table's held column, by group (the total included)."""
     at = screen.titles.index("held GPU-h")
@@ -86,7 +94,7 @@ async def test_r_opens_the_report_ranges_and_groupings_switch_and_esc_returns(tm
             "used 13.30 GPU-h of the 14.00 held where NVML measured it (95 % busy)",
             "no measure: GPU-hours held where NVML gives no utilisation (MIG slices, or not "
             "sampled yet): 11.42 of 25.42"]
-        assert "nlp 11.42" in str(screen.query_one("#report-unmeasured").render())
+        assert "nlp 11.42" in "\n".join(drawn(screen.query_one("#report-unmeasured")))
 
         # a job that started 2 h ago on a quarter, written after the screen read: r reads it
         job = store.submit("quarter", "vision", "late", ["true"], {}, "alice@ws")
@@ -294,22 +302,18 @@ async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
 
 @pilot_test
 async def test_the_headline_wraps_whole_words_at_75x24_80x24_and_200x50(tmp_path):
-    """Every word of every line is drawn whole, within the screen's width, at each size. Its
-    lines are read over the whole of its region (``outer_size``: its padding too): over its
-    content's size they lose their last cell, a word that ends there read as cut (at 75
-    columns, a line's last word)."""
+    """Every word of every line is drawn whole, within the screen's width, at each size (read
+    as ``drawn``: at 75 columns a line's last word read as cut over its content's size)."""
     path = os.path.join(tmp_path, "store.db")
     store = usage_store(path)
     waiting(path, NOW - 600, "vision", "quarter", "wait-a")
     for size in ((75, 24), (80, 24), (200, 50)):
         app = frozen_app(usage=store)
         async with app.run_test(size=size) as pilot:
-            part = (await opened(app, pilot)).query_one("#report-headline")
-            drawn = [strip.text.rstrip() for strip in part.render_lines(
-                Region(0, 0, part.outer_size.width, part.outer_size.height))]
-            assert all(cell_len(line) <= size[0] for line in drawn), drawn
+            headline = drawn((await opened(app, pilot)).query_one("#report-headline"))
+            assert all(cell_len(line) <= size[0] for line in headline), headline
             words = " ".join(lines(report(app))).split()
-            assert " ".join(drawn).split() == words, (size, drawn)
+            assert " ".join(headline).split() == words, (size, headline)
             assert "1 job waiting to start now (vision 1)" in " ".join(words)
     store.close()
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from fractui.tui.queues import PENDING_KEYS
-from tests.tui_frozen import STATES, pilot_test, screen_lines, settled_app
+from tests.test_tui_report import drawn
+from tests.tui_frozen import STATES, pilot_test, screen_lines, settled, settled_app, usage_store
 
 SIZES = [(80, 24), (100, 30), (120, 40), (160, 50)]
 
@@ -73,3 +74,46 @@ async def test_a_gpus_lines_go_on_between_their_parts(size, screen):
                          "10.8G used of 80.0G", "util n/a (not reported by NVML for MIG "
                          "instances)") * (screen == "gpu"):
             assert part in drawn, drawn
+
+
+REPORT_KEYS = ["esc back", "h hour", "d 24 h", "w 7 days", "a all", "g group", "r refresh"]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_the_reports_keys_are_listed_whole_and_as_remapped(size, tmp_path):
+    """The report's title listed its keys as fixed words ("h d w a: range · g: group · r:
+    refresh"), without esc, cut to "r:" at 80 columns while it read the store by GPU model,
+    and the same after ``[tui] keys`` remapped them: the keys are listed on a line of their
+    own at the bottom, from the bindings, each whole; the title keeps the range and the
+    grouping."""
+    store = usage_store(str(tmp_path / "store.db"))
+    async with settled_app(size, usage=store, keys=(("report.hour", "H"),)) as (app, pilot):
+        await pilot.press("R", "w", *"gggg")
+        await settled(pilot)
+        app.screen.draw_title(reading=True)  # (as it draws while its read is under way)
+        await pilot.pause()
+        lines = screen_lines(app)
+        title = lines[0].split(" · ")
+        assert title == [" report", "last 7 days", "by model", "reading…"], lines
+        keys = [k for line in lines[-2:] for k in line.strip().split("  ")]
+        assert sorted(keys[-len(REPORT_KEYS):]) == sorted(
+            k.replace("h hour", "H hour") for k in REPORT_KEYS), lines  # (a remapped key last)
+    store.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pilot_test
+async def test_the_reports_unmeasured_gpu_hours_go_on_between_groups(size, tmp_path):
+    """Under the utilisation plot, the GPU-hours no measure covers, by team: at 120 columns
+    (the plot half the width) the line went on inside a team's part, "GPU-h: nlp" over
+    "11.42", read as a figure of its own; it goes on between its parts."""
+    store = usage_store(str(tmp_path / "store.db"))
+    async with settled_app(size, usage=store) as (app, pilot):
+        await pilot.press("R")
+        await settled(pilot)
+        lines = [line.strip() for line in drawn(app.screen.query_one("#report-unmeasured"))]
+        assert any(line.endswith("nlp 11.42") for line in lines), lines
+        assert ", ".join(lines) == (  # (a line ends where a ", " was)
+            "not measurable on MIG (or not sampled yet), GPU-h: nlp 11.42"), lines
+    store.close()

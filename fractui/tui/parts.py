@@ -30,20 +30,21 @@ def wrap_parts(parts: Sequence[Text], width: int, sep_style: str = "", indent: s
 
 
 class BetweenParts:
-    """``text`` drawn with each of its lines wrapped between its parts (``SEP`` apart) to the
+    """``text`` drawn with each of its lines wrapped between its parts (``sep`` apart) to the
     width it is drawn at; a part wider than that wraps as Rich wraps words."""
 
-    def __init__(self, text: Text) -> None:
+    def __init__(self, text: Text, sep: str = SEP) -> None:
         self.text = text
+        self.sep = sep
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         """At least its widest part (in a table's cell), at most its longest line."""
         lines = self.text.plain.split("\n")
-        return Measurement(max(cell_len(p) for line in lines for p in line.split(SEP)),
+        return Measurement(max(cell_len(p) for line in lines for p in line.split(self.sep)),
                            max(cell_len(line) for line in lines)).clamp(
             max_width=options.max_width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         for line in self.text.split("\n"):
-            for row in wrap_parts(list(line.split(SEP)), options.max_width):
+            for row in wrap_parts(list(line.split(self.sep)), options.max_width, sep=self.sep):
                 yield row

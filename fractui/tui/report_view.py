@@ -31,7 +31,8 @@ from fractui.config import Config
 from fractui.store.base import StoreError
 from fractui.store.model import OUTCOMES
 from fractui.tui import report_plots
-from fractui.tui.actions import Action, bindings
+from fractui.tui.actions import Action, KeyLine, Keyed, bindings
+from fractui.tui.parts import BetweenParts
 from fractui.words import duration
 from fractui.tui.source import Source
 from fractui.tui.themes import owner_colour, palette_for
@@ -228,7 +229,7 @@ class ReportBody(VerticalScroll, inherit_bindings=False):
     ]
 
 
-class ReportScreen(Screen[None], inherit_bindings=False):
+class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("report.back", "escape,q", "back", "back", "Back to the fleet"),
         Action("report.hour", "h", "span('hour')", "hour", "The last hour"),
@@ -281,6 +282,7 @@ class ReportScreen(Screen[None], inherit_bindings=False):
                         yield PlotextPlot(id="plot-" + name)
                         if name == "util":
                             yield Static(id="report-unmeasured", markup=False)
+        yield KeyLine(("report.",), id="report-keys")
 
     def on_mount(self) -> None:
         self.query_one(ReportBody).focus()
@@ -334,9 +336,10 @@ class ReportScreen(Screen[None], inherit_bindings=False):
     # -- drawing --
 
     def draw_title(self, reading: bool = False) -> None:
+        """The range and the grouping shown; the keys are on the key line, as bound."""
         self.query_one("#report-title", Static).update(
-            "report · %s · by %s%s · h d w a: range · g: group · r: refresh"
-            % (self.span.name, self.by, " · reading…" if reading else ""))
+            "report · %s · by %s%s" % (self.span.name, self.by,
+                                       " · reading…" if reading else ""))
 
     def draw(self) -> None:
         self.draw_title()
@@ -359,8 +362,8 @@ class ReportScreen(Screen[None], inherit_bindings=False):
         for i, row in enumerate(self.rows):  # the total last, in bold
             table.add_row(*row, style="bold" if i == len(self.rows) - 1 else None)
         self.query_one("#report-table", Static).update(table)
-        self.query_one("#report-unmeasured", Static).update(
-            unmeasured_note(self.computed.teams))
+        self.query_one("#report-unmeasured", Static).update(  # ("nlp" never over "11.42")
+            BetweenParts(Text(unmeasured_note(self.computed.teams)), sep=", "))
         self.draw_plots()
 
     def colours(self, names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
