@@ -3,8 +3,11 @@ cut says it was cut, and a key hint is listed whole or not at all."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from fractui.tui.legend import Legend
 from fractui.tui.queues import PENDING_KEYS
 from tests.test_tui_report import drawn
 from tests.tui_frozen import STATES, pilot_test, screen_lines, settled, settled_app, usage_store
@@ -117,3 +120,28 @@ async def test_the_reports_unmeasured_gpu_hours_go_on_between_groups(size, tmp_p
         assert ", ".join(lines) == (  # (a line ends where a ", " was)
             "not measurable on MIG (or not sampled yet), GPU-h: nlp 11.42"), lines
     store.close()
+
+
+MORE_TEAMS = ("robotics", "genomics", "climate", "recsys", "platform", "interns", "physics",
+              "chemistry", "astro", "neuro", "finance")
+NO_ONES = ["outside", "idle", "being made", "free"]
+
+
+@pytest.mark.parametrize("size, more", [(size, 11) for size in SIZES] + [((80, 24), 2)])
+@pilot_test
+async def test_the_legend_keeps_each_colour_whole_and_says_what_it_leaves_out(size, more):
+    """With 14 teams the legend needed three lines at 80 columns and kept two: "free" and
+    the other colours that are no one's were not drawn, and nothing said so; with 5 at 80
+    columns "being made" went on mid-name, "being" over "made". Each colour's name is whole;
+    the teams that do not fit in two lines are counted instead."""
+    async with settled_app(size, more_teams=MORE_TEAMS[:more]) as (app, pilot):
+        lines = [line.strip() for line in drawn(app.screen.query_one(Legend))]
+        assert 1 <= len(lines) <= 2 and lines[0].startswith("team: "), lines
+        names = re.split(r"\s{2,}", "  ".join(lines)[len("team: "):].strip())
+        teams = [t.name for t in app.config.teams]
+        counted = [n for n in names if n.startswith("+")]
+        shown = [n for n in names if n not in NO_ONES and n not in counted]
+        assert names[-len(NO_ONES):] == NO_ONES, lines
+        assert shown == teams[:len(shown)] and shown, lines
+        assert counted == ([] if len(shown) == len(teams) else
+                           ["+%d more" % (len(teams) - len(shown))]), lines

@@ -13,7 +13,7 @@ import re
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Sequence
 
 from fractui.cells import each_cell
-from fractui.config import Config, TuiSettings, UsageSettings
+from fractui.config import Config, TeamConfig, TuiSettings, UsageSettings
 from fractui.store.base import Store
 from fractui.store.model import Cordon, GpuTime, Sampled, Slot, UsageRecord
 from fractui.store.sqlite import SqliteStore
@@ -39,16 +39,18 @@ def frozen_app(gpus: int = 16, readonly: bool = False, cordons: Sequence[Cordon]
                usage: Optional[Store] = None, reasons: Optional[Mapping[int, str]] = None,
                sampled: bool = True, holder: Optional[str] = None,
                trouble: Optional[str] = None, bounds: Optional[Mapping[str, int]] = None,
-               **tui: Any) -> FractuiApp:
+               more_teams: Sequence[str] = (), **tui: Any) -> FractuiApp:
     """``usage``: a store the report screen and the team standing read (usage_store), else
     the sample fleet's usage records (``sampled``; none: as without a store); ``reasons``:
     why some pending jobs wait instead (by id); ``holder``: who holds the store's lease, and
     ``trouble`` what fails its passes; ``bounds``: the teams' bounds on waiting jobs the
-    store lists (none: each team held to the default). The map and the queues show the sample
-    fleet's jobs as ever. Its config keeps GPU time by the hour, as usage_store's is kept."""
+    store lists (none: each team held to the default); ``more_teams``: teams the config lists
+    after the sample's, with no job. The map and the queues show the sample fleet's jobs as
+    ever. Its config keeps GPU time by the hour, as usage_store's is kept."""
     reasons = reasons or {}
     fleet = sample_fleet(gpus, states=STATES)
-    config = Config(path=None, queues=QUEUES, teams=TEAMS, tui=TuiSettings(**tui),
+    teams = TEAMS + tuple(TeamConfig(name) for name in more_teams)
+    config = Config(path=None, queues=QUEUES, teams=teams, tui=TuiSettings(**tui),
                     usage=UsageSettings(bucket_s=H))
     jobs = tuple(dataclasses.replace(j, reason=reasons[j.id]) if j.id in reasons else j
                  for j in fleet.store.jobs)

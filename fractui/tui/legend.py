@@ -6,34 +6,47 @@ from __future__ import annotations
 from typing import Optional
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.widget import Widget
 
 from fractui.tui.bars import Paint
+from fractui.tui.parts import wrap_parts
 from fractui.tui.themes import label_colour
 
+MOST_LINES = 2
+"""The map keeps its room: owners past these lines are counted ("+3 more"), not drawn."""
 
-def legend(paint: Paint, simulated: bool) -> Text:
+
+def legend(paint: Paint, simulated: bool, width: int) -> list[Text]:
     """One swatch and name per team (or queue), then outside fractui (processes it did not
-    start), idle MIG instances, being made, free (and the demo's simulated load): wraps where
-    the width ends."""
+    start), idle MIG instances, being made, free (and the demo's simulated load), in lines of
+    ``width`` cells that go on between two swatches, never inside one ("being" over "made");
+    the owners that leave the colours no one's no room in ``MOST_LINES`` are counted instead,
+    the last first: what no one's colours mean is found nowhere else."""
     s = paint.slices
-    out = Text(paint.by + ":", style="bold", no_wrap=False)
-    pairs = [(paint.owner_colour(name), name) for name in paint.owners]
-    pairs += [(s.other, "outside"), (s.idle, "idle"),
-              (s.placing, "being made"), (s.free, "free")]
+    owners = [_swatch(paint.owner_colour(name), name) for name in paint.owners]
+    others = [_swatch(s.other, "outside"), _swatch(s.idle, "idle"),
+              _swatch(s.placing, "being made"), _swatch(s.free, "free")]
     if simulated:
-        pairs.append((s.simulated, "simulated"))
-    for colour, name in pairs:
-        out.append(" ")
-        out.append(" %s " % name, style="%s on %s" % (label_colour(colour), colour))
-    return out
+        others.append(_swatch(s.simulated, "simulated"))
+    head = Text(paint.by + ":", style="bold")
+    for shown in range(len(owners), -1, -1):
+        left = len(owners) - shown
+        more = [Text("+%d more" % left, style="dim")] if left else []
+        lines = wrap_parts([head] + owners[:shown] + more + others, width, sep=" ")
+        if len(lines) <= MOST_LINES:
+            break
+    return lines
+
+
+def _swatch(colour: str, name: str) -> Text:
+    return Text(" %s " % name, style="%s on %s" % (label_colour(colour), colour))
 
 
 class Legend(Widget):
     DEFAULT_CSS = """
     Legend {
         height: auto;
-        max-height: 2;
         background: $surface;
         padding: 0 1;
     }
@@ -49,5 +62,11 @@ class Legend(Widget):
             self.paint, self.simulated = paint, simulated
             self.refresh(layout=True)
 
+    def lines(self, width: int) -> list[Text]:
+        return legend(self.paint, self.simulated, width) if self.paint is not None else []
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return max(1, len(self.lines(width)))
+
     def render(self) -> Text:
-        return legend(self.paint, self.simulated) if self.paint is not None else Text("")
+        return Text("\n").join(self.lines(self.size.width))
