@@ -145,3 +145,28 @@ async def test_the_legend_keeps_each_colour_whole_and_says_what_it_leaves_out(si
         assert shown == teams[:len(shown)] and shown, lines
         assert counted == ([] if len(shown) == len(teams) else
                            ["+%d more" % (len(teams) - len(shown))]), lines
+
+
+PROFILES = {"1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"}
+
+
+@pytest.mark.parametrize("size", SIZES + [(140, 40)])
+@pilot_test
+async def test_a_mig_blocks_label_is_whole_or_shorter_never_cut(size):
+    """A MIG instance's block says the longest of its labels that fits: at 120 columns a
+    1g.10gb's block of four cells read "1g.1" (and "1g.10g" at 140), another profile's name,
+    and at 80 a 2g.20gb of vision's "2g.20gb v"; it says "1g" there, its compute slices, or
+    "2g.20gb", and where not even the slices fit, nothing."""
+    async with settled_app(size) as (app, pilot):
+        if app.fleet.compact_now():  # (no labels: one GPU a line, as from 120 columns)
+            await pilot.press("z")
+            await pilot.pause()
+        bars = [line.split("▏", 1)[1].rsplit("GiB", 1)[0] for line in screen_lines(app)
+                if re.match(r" +\d (A100|H100) ", line)]
+        assert bars, screen_lines(app)
+        owners = {t.name for t in app.config.teams} | {"other", "sim"}
+        for bar in bars:
+            for name in re.findall(r"\d+g\.[\w+]*", bar):
+                assert name in PROFILES, bar
+            for name in re.findall(r"(?<![\w.#])[a-z]+(?![\w.])", bar):
+                assert name in owners, bar

@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
-from fractui.cells import cell_len, each_cell, padded
+from fractui.cells import cell_len, each_cell
 from fractui.tui.model import (GHOST, IDLE, JOB, OTHER, PLACING, SIMULATED, Block,
                                GpuGroupLine, GpuLine, HostLine, Line)
 from fractui.tui.themes import SlicePalette, label_colour, owner_colour
@@ -113,9 +113,17 @@ def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
     return (owner or block.label,)
 
 
+def _mig_labels(block: Block, paint: Paint) -> tuple[str, ...]:
+    """A MIG block's labels, then its profile alone and its compute slices ("1g" of a
+    1g.10gb), marked as a placement's are: a label cut to its block ("1g.1", "2g.20gb v")
+    read as another profile, or another owner."""
+    mark = {PLACING: "→", GHOST: "▶"}.get(block.kind, "")
+    return _labels(block, paint, True) + (mark + block.label, mark + block.label.split(".")[0])
+
+
 def _fitting(labels: tuple[str, ...], room: int) -> list[str]:
-    """The first label that fits ``room`` cells (else the last, cut), one cell to an item."""
-    return each_cell(next((t for t in labels if cell_len(t) <= room), padded(labels[-1], room)))
+    """The first label that fits ``room`` cells, one cell to an item; none where none does."""
+    return each_cell(next((t for t in labels if cell_len(t) <= room), ""))
 
 
 def _fill(block: Block) -> str:
@@ -156,7 +164,7 @@ def mig_bar(line: GpuLine, width: int, paint: Paint, labels: bool = True
         bg = paint.colour(block, line.stale)
         fg = label_colour(bg)
         fill = _fill(block)
-        text = _fitting(_labels(block, paint, True), e - a - 1) if labels else []
+        text = _fitting(_mig_labels(block, paint), e - a - 1) if labels else []
         body = _style(fg, bg)
         cells[a] = ("▏", _style(paint.background, bg))
         for i in range(a + 1, e):
