@@ -20,9 +20,9 @@ MOST_LINES = 2
 def legend(paint: Paint, simulated: bool, width: int) -> list[Text]:
     """One swatch and name per team (or queue), then outside fractui (processes it did not
     start), idle MIG instances, being made, free (and the demo's simulated load), in lines of
-    ``width`` cells that go on between two swatches, never inside one ("being" over "made");
-    the owners that leave the colours no one's no room in ``MOST_LINES`` are counted instead,
-    the last first: what no one's colours mean is found nowhere else."""
+    ``width`` cells that go on between two swatches, never inside one ("being" over "made").
+    Where they need more than ``MOST_LINES``, the last owners give way to their count: what
+    the colours no one owns mean is said nowhere else."""
     s = paint.slices
     owners = [_swatch(paint.owner_colour(name), name) for name in paint.owners]
     others = [_swatch(s.other, "outside"), _swatch(s.idle, "idle"),
