@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.test_job_supervision import kill_shim, wait_until
 from tests.test_jobs import script, until_file, wait_job
 from tests.test_shim_full_disk import _job_dir, _shim
@@ -105,3 +108,32 @@ def test_a_shim_whose_log_is_a_fifo_drops_the_output_and_records_the_end(tmp_pat
             shim.kill()
             shim.wait()
     assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+
+
+# the shim, its output FIFO swapped for another (no reader) the moment it has opened its read end
+SWAPPED_SHIM = ("import os, sys\nfrom remote_agent.jobs import shim\n"
+                "def swapped(path):\n    fd = opened(path)\n    os.unlink(path)\n"
+                "    os.mkfifo(path, 0o600)\n    return fd\n"
+                "opened, shim.open_reader = shim.open_reader, swapped\n"
+                "sys.exit(shim.run(sys.argv[1], None))")
+
+
+def test_a_fifo_swapped_in_for_the_shims_output_pipe_holds_up_no_start(tmp_path):
+    """A FIFO swapped in for ``output.pipe`` after the shim opened its read end: the job's
+    output goes to the pipe the shim reads, and the job runs to its recorded end; the FIFO
+    swapped in is left as it is. Before, the shim opened the job's write end by name, of the
+    FIFO no one reads: that open waited for a reader for good, and the job never started."""
+    job_dir = Path(_job_dir(tmp_path, [sys.executable, "-c", "print('hello')"]))
+    with open(tmp_path / "shim.err", "w") as err:
+        shim = subprocess.Popen([sys.executable, "-c", SWAPPED_SHIM, str(job_dir)], cwd=REPO,
+                                env=dict(os.environ, PYTHONPATH=REPO),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        assert shim.wait(30) == 0
+    finally:  # (a shim stuck on its open is not left behind)
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert json.loads((job_dir / "exit.json").read_text())["code"] == 0
+    assert (job_dir / "output.log").read_text() == "hello\n"
+    assert stat.S_ISFIFO(os.lstat(job_dir / "output.pipe").st_mode)
