@@ -37,7 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
-from remote_agent.daemon.kept import read_json, record
+from remote_agent.daemon.kept import DAMAGED, read_json, record
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
@@ -1092,6 +1092,16 @@ class Supervisor:
         return read_json(os.path.join(self.job_dir(job), name), "job j%d's file" % job.id,
                          JOB_FILES[name], "job j%d is watched on as if it were not there"
                          % job.id)
+
+    def damaged(self, job: Job, name: str) -> Optional[str]:
+        """Where the job's file ``name``, read as none, lies damaged, in words: set aside (its
+        reader said so once), or left where it could not be; None where it is not there. A job
+        ended on what it could not read says why, not that the file was never written."""
+        path = os.path.join(self.job_dir(job), name)
+        for found, where in ((path + DAMAGED, "set aside as %s"), (path, "left at %s")):
+            if os.path.lexists(found):
+                return where % found
+        return None
 
 
 def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]:
