@@ -401,6 +401,34 @@ def crash_before_start_was_recorded(agent, state: str) -> None:
                    "start_ticks = NULL")
 
 
+def test_a_damaged_start_record_of_a_start_never_recorded_is_said_in_the_jobs_words(
+        start_agent, tmp_path):
+    """A start the daemon never recorded (killed -9 first), whose shim then died and whose
+    started.json was damaged: the next daemon sets the record aside, saying so once, and ends
+    the job lost saying that its start record is damaged and where it lies. Before, the job's
+    words were that its shim ended before it recorded the start, which it had."""
+    state, release = str(tmp_path / "host"), tmp_path / "release"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-damaged-start", gpu=0, memory_mib=10,
+                     argv=until_file(release, 0))
+    crash_before_start_was_recorded(agent, state)
+    kill_shim(state, job["id"])
+    release.touch()
+    wait_until(lambda: not alive(job["pid"]), "the job to end")
+    started = os.path.join(job_dir(state, job["id"]), "started.json")
+    with open(started, "wb") as f:
+        f.write(b"\0" * 16)
+    done = wait_job(start_agent(None, state), job["id"])
+    assert (done["state"], done["reason"]) == ("lost", (
+        "its shim ended, and its record of the job's start (started.json) is damaged (set "
+        "aside as %s.damaged); whether it ran cannot be known (see %s)" % (
+            started, os.path.join(job_dir(state, job["id"]), "shim.log"))))
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1 and "ERROR %s (the job %s's file) is damaged (" % (
+        started, job["id"]) in said[0], said
+
+
 @pytest.mark.parametrize("shim", ["alive", "killed"])
 def test_a_start_the_daemon_never_recorded_is_adopted_and_watched(start_agent, tmp_path, shim):
     state = str(tmp_path / "host")

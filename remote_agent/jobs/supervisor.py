@@ -763,9 +763,13 @@ class Supervisor:
     def lost_start(self, job: Job) -> str:
         """Why a job whose shim died before anything recorded its start (its pid) is lost. A
         container job's container is ended first, by its name (its runtime's client, whose
-        pid nothing holds, may be making it still), and the words say what was found."""
-        why = "its shim ended before it recorded starting the job; whether it ran cannot be " \
-              "known (see %s)" % os.path.join(self.job_dir(job), "shim.log")
+        pid nothing holds, may be making it still), and the words say what was found: a record
+        of the start found damaged is said, not taken for none written."""
+        damaged = self.damaged(job, "started.json")
+        why = "its shim %s; whether it ran cannot be known (see %s)" % (
+            "ended before it recorded starting the job" if damaged is None else
+            "ended, and its record of the job's start (started.json) is damaged (%s)" % damaged,
+            os.path.join(self.job_dir(job), "shim.log"))
         if not job.container:
             return why
         return "%s; %s" % (why, self.end_container(LeftContainer(
