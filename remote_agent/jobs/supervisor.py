@@ -1127,7 +1127,7 @@ def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]
 def _log_end(path: str, last: Optional[int]) -> Tuple[bytes, int]:
     """A log's last ``last`` bytes (all of it with None) and its size; nothing if it is gone."""
     try:
-        fd = open_private(path, os.O_RDONLY, "job log")
+        fd = output.open_log(path)
     except FileNotFoundError:
         return b"", 0
     except UnsafePath as err:
