@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-if TYPE_CHECKING:  # (failing.py imports this module's RpcError)
+if TYPE_CHECKING:
     from remote_agent.failing import Failures
 
 log = logging.getLogger("remote_agent.rpc")
@@ -334,15 +334,17 @@ class Dispatcher:
     """Turns request lines into response lines using a table of methods. ``failures`` maps
     exception types that are the host's own failures, not bugs (a full disk, a file another
     hand changed), to the code they answer; any other exception is an internal error. A method
-    that fails is logged (its traceback only where it is a bug): by ``said``, where given, once
-    while it fails the same way, and once when it works again, as a client that retries each
-    pass (the scheduler's launch on a full disk) would else log it at each call."""
+    that fails is logged (its traceback only where it is a bug) by ``said`` (the daemon's, for
+    all its connections), once while it fails the same way and once when it works again: a
+    client that retries each pass (the scheduler's launch on a full disk) logged it each call."""
 
     def __init__(self, methods: Dict[str, Method], failures: Optional[Dict[type, int]] = None,
                  said: Optional[Failures] = None):
+        from remote_agent.failing import Failures  # (it imports RpcError from here)
+
         self.methods = methods
         self.failures = failures or {}
-        self.said = said
+        self.said = said if said is not None else Failures(log, ("call", "calls"))
 
     def handle_line(self, line: Union[bytes, str]) -> Optional[str]:
         """The response line for one request line, or None when nothing is owed (notifications)."""
@@ -435,19 +437,15 @@ class Dispatcher:
             raise
         except Exception as err:  # tell the client; the trace is in the log
             code = next((c for kind, c in self.failures.items() if isinstance(err, kind)), None)
-            if self.said is None:
-                log.exception("method %s failed", method)
-            else:
-                self.said.failed(("method", method), "method %s failed: %s: %s; said once "
-                                 "until it is carried out again" % (method, type(err).__name__, err),
-                                 trace=code is None)
+            self.said.failed(("method", method), "method %s failed: %s: %s; said once until "
+                             "it is carried out again" % (method, type(err).__name__, err),
+                             trace=code is None)
             if code is not None:
                 raise RpcError(code, "%s could not be carried out on this host: %s" % (
                     method, err)) from err
             raise RpcError(INTERNAL_ERROR, "%s failed inside the agent: %s: %s" % (
                 method, type(err).__name__, err)) from err
-        if self.said is not None:
-            self.said.worked(("method", method), "method %s is carried out again" % method)
+        self.said.worked(("method", method), "method %s is carried out again" % method)
         return result
 
 
