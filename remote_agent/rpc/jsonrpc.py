@@ -388,12 +388,15 @@ class Dispatcher:
         reply = self._handle(message)
         if reply is None:
             return None, False
+        method = str(message.get("method"))[:64]
         try:
             text = dump(reply)
         except ValueError as err:  # a result that is not JSON (NaN): a bug of ours
-            log.exception("answering %r", message.get("method"))
+            self.said.failed(("answer", method), "the answer to %s is not valid JSON: %s; said "
+                             "once until it is again" % (method, err), trace=True)
             return dump(error_response(reply["id"], RpcError(
                 INTERNAL_ERROR, "the agent's answer is not valid JSON: %s" % err))), False
+        self.said.worked(("answer", method), "the answer to %s is valid JSON again" % method)
         if len(text) <= room:
             return text, False
         return dump(error_response(reply["id"], RpcError(ANSWER_TOO_LARGE, (
