@@ -388,7 +388,7 @@ class Dispatcher:
         reply = self._handle(message)
         if reply is None:
             return None, False
-        method = str(message.get("method"))[:64]
+        method = message["method"] if "result" in reply else None  # (a method's, carried out)
         try:
             text = dump(reply)
         except ValueError as err:  # a result that is not JSON (NaN): a bug of ours
@@ -396,7 +396,8 @@ class Dispatcher:
                              "once until it is again" % (method, err), trace=True)
             return dump(error_response(reply["id"], RpcError(
                 INTERNAL_ERROR, "the agent's answer is not valid JSON: %s" % err))), False
-        self.said.worked(("answer", method), "the answer to %s is valid JSON again" % method)
+        if method is not None:
+            self.said.worked(("answer", method), "the answer to %s is valid JSON again" % method)
         if len(text) <= room:
             return text, False
         return dump(error_response(reply["id"], RpcError(ANSWER_TOO_LARGE, (
