@@ -14,6 +14,7 @@ import pytest
 
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.daemon.paths import AgentPaths
+from remote_agent.failing import Failures
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES
 from tests.conftest import REPO, AgentError, AgentProcess, stop_host
@@ -361,7 +362,7 @@ def test_a_method_failing_or_answering_no_json_at_each_call_is_logged_once_and_o
         "nan": rpc.Method(lambda p: float("nan") if broken[0] else 1.0),
         "bug": rpc.Method(lambda p: {}["missing"] if broken[0] else 1),
     }
-    dispatcher = rpc.Dispatcher(methods)
+    dispatcher = rpc.Dispatcher(methods, Failures(rpc.log, ("call", "calls")))
     caplog.set_level(logging.INFO, "remote_agent.rpc")
     for call in range(4):
         broken[0] = call < 3

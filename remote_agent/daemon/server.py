@@ -182,8 +182,8 @@ class Connection:
     def serve(self) -> None:
         try:
             with self.sock.makefile("rb") as reader:
-                serve_stream(Dispatcher(self.methods(), HOST_FAILURES,
-                                        self.daemon.calls_failing), reader, self)
+                serve_stream(Dispatcher(self.methods(), self.daemon.calls_failing,
+                                        HOST_FAILURES), reader, self)
         except OSError as err:
             log.info("connection ended: %s", err)
         finally:

@@ -338,13 +338,11 @@ class Dispatcher:
     all its connections), once while it fails the same way and once when it works again: a
     client that retries each pass (the scheduler's launch on a full disk) logged it each call."""
 
-    def __init__(self, methods: Dict[str, Method], failures: Optional[Dict[type, int]] = None,
-                 said: Optional[Failures] = None):
-        from remote_agent.failing import Failures  # (it imports RpcError from here)
-
+    def __init__(self, methods: Dict[str, Method], said: "Failures",
+                 failures: Optional[Dict[type, int]] = None):
         self.methods = methods
         self.failures = failures or {}
-        self.said = said if said is not None else Failures(log, ("call", "calls"))
+        self.said = said
 
     def handle_line(self, line: Union[bytes, str]) -> Optional[str]:
         """The response line for one request line, or None when nothing is owed (notifications)."""
