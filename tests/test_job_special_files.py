@@ -5,13 +5,23 @@ never waits on its open, and goes on serving and watching every other job."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import stat
+import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Callable, List
 
 import pytest
 
+from remote_agent.daemon.trust import UnsafePath
+from remote_agent.jobs.output import read_from
+from remote_agent.jobs.supervisor import log_bytes
+from remote_agent.rpc.jsonrpc import RpcError
+from tests.conftest import REPO
 from tests.test_job_supervision import kill_shim, wait_until
 from tests.test_jobs import script, until_file, wait_job
 from tests.test_shim_full_disk import _job_dir, _shim
@@ -53,6 +63,9 @@ def test_a_fifo_in_place_of_a_followed_log_ends_its_follow_and_holds_up_no_other
                "the other job's line, and the end of the FIFO's follow")
     assert pushed(jobs[0]["id"]) == [{"job": jobs[0]["id"], "eof": True, "error": (
         "refusing log %s: not a regular file: a FIFO" % log)}]
+    said = [line for line in (state / "daemon.log").read_text().splitlines() if "FIFO" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "WARNING refusing log %s: not a regular file: a FIFO; it is not read until it is" % log)
 
 
 @pytest.mark.parametrize("name,what", [("exit.json", "job %s's file"), ("shim.lock", "shim lock")])
@@ -105,3 +118,67 @@ def test_a_shim_whose_log_is_a_fifo_drops_the_output_and_records_the_end(tmp_pat
             shim.kill()
             shim.wait()
     assert json.loads((Path(job_dir) / "exit.json").read_text())["code"] == 0
+
+
+# the shim, its output FIFO swapped for another (no reader) the moment it has opened its read end
+SWAPPED_SHIM = ("import os, sys\nfrom remote_agent.jobs import shim\n"
+                "def swapped(path):\n    fd = opened(path)\n    os.unlink(path)\n"
+                "    os.mkfifo(path, 0o600)\n    return fd\n"
+                "opened, shim.open_reader = shim.open_reader, swapped\n"
+                "sys.exit(shim.run(sys.argv[1], None))")
+
+
+def test_a_fifo_swapped_in_for_the_shims_output_pipe_holds_up_no_start(tmp_path):
+    """A FIFO swapped in for ``output.pipe`` after the shim opened its read end: the job's
+    output goes to the pipe the shim reads, and the job runs to its recorded end; the FIFO
+    swapped in is left as it is. Before, the shim opened the job's write end by name, of the
+    FIFO no one reads: that open waited for a reader for good, and the job never started."""
+    job_dir = Path(_job_dir(tmp_path, [sys.executable, "-c", "print('hello')"]))
+    with open(tmp_path / "shim.err", "w") as err:
+        shim = subprocess.Popen([sys.executable, "-c", SWAPPED_SHIM, str(job_dir)], cwd=REPO,
+                                env=dict(os.environ, PYTHONPATH=REPO),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        assert shim.wait(30) == 0
+    finally:  # (a shim stuck on its open is not left behind)
+        if shim.poll() is None:
+            shim.kill()
+            shim.wait()
+    assert json.loads((job_dir / "exit.json").read_text())["code"] == 0
+    assert (job_dir / "output.log").read_text() == "hello\n"
+    assert stat.S_ISFIFO(os.lstat(job_dir / "output.pipe").st_mode)
+
+
+def test_a_fifo_in_place_of_a_log_is_refused_by_each_reader_said_once_and_never_waited_on(
+        tmp_path, caplog):
+    """A FIFO where a job's log is, read by the log pusher (``read_from``) and by ``job.logs``
+    (``log_bytes``), twice each, each read in a thread of its own: each ends, refusing the FIFO
+    by name; the daemon's log says so once, and once more when a log is read there again.
+    Before, only the reader's client was told: the daemon's log said nothing of it."""
+    log = tmp_path / "output.log"
+    os.mkfifo(log, 0o600)
+    reads: List[Callable[[], object]] = [lambda: read_from(str(log), 0),
+                                         lambda: log_bytes([str(log)])] * 2
+    refused: List[str] = []
+
+    def read(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except UnsafePath as err:
+            refused.append(str(err))
+        except RpcError as err:
+            refused.append(err.message)
+
+    caplog.set_level(logging.INFO, "remote_agent.jobs")
+    for step in reads:
+        reader = threading.Thread(target=read, args=(step,), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert not reader.is_alive(), "a read of the FIFO is waiting on it"
+    assert refused == ["refusing log %s: not a regular file: a FIFO" % log] * 4
+    log.unlink()
+    log.write_text("up\n")
+    assert read_from(str(log), 0) == (b"up\n", 3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refusing log %s: not a regular file: a FIFO; it is not read until it is" % log,
+        "%s is read again after 4 failed reads" % log]

@@ -291,6 +291,37 @@ def test_a_damaged_file_that_cannot_be_set_aside_is_said_once_and_read_as_none(s
                                                 outlived + ".damaged", job["id"])), said
 
 
+def test_a_damaged_end_record_is_said_once_and_the_job_ends_saying_so(start_agent, tmp_path):
+    """The job's exit.json, written by its shim while no daemon ran, then damaged: the next
+    daemon says so once, sets it aside, and ends the job lost, saying that its end record is
+    damaged and where it lies, its other files kept. Before, the job's words were that its
+    shim died before it recorded how the job ended, which it had not."""
+    state, release = str(tmp_path / "host"), tmp_path / "release"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-damaged-end", gpu=0, memory_mib=10,
+                     argv=until_file(release, 5))
+    with open(os.path.join(job_dir(state, job["id"]), "shim.claim")) as f:
+        shim = int(f.read())
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    release.touch()
+    wait_until(lambda: not alive(shim), "the shim to record the end and exit")
+    ended = os.path.join(job_dir(state, job["id"]), "exit.json")
+    with open(ended, "wb") as f:
+        f.write(b'{"code": 5, "ended_at": 17')
+    done = wait_job(start_agent(None, state), job["id"])
+    assert (done["state"], done["reason"]) == ("lost", (
+        "its shim's record of how the job ended (exit.json) is damaged (set aside as "
+        "%s.damaged), so its exit status cannot be known; all its processes have ended" % ended))
+    with open(ended + ".damaged", "rb") as f:
+        assert f.read() == b'{"code": 5, "ended_at": 17'
+    assert os.path.exists(os.path.join(job_dir(state, job["id"]), "started.json"))
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1 and "ERROR %s (the job %s's file) is damaged (JSONDecodeError: " % (
+        ended, job["id"]) in said[0], said
+
+
 @pytest.mark.parametrize("killed", ["shim", "shim and daemon"])
 def test_a_job_keeps_its_output_and_its_life_after_its_shim_died(tracked_host, tmp_path,
                                                                  start_agent, killed):
@@ -368,6 +399,34 @@ def crash_before_start_was_recorded(agent, state: str) -> None:
     with sqlite3.connect(os.path.join(state, "jobs.db")) as db:
         db.execute("UPDATE jobs SET state = 'starting', pid = NULL, started_at = NULL, "
                    "start_ticks = NULL")
+
+
+def test_a_damaged_start_record_of_a_start_never_recorded_is_said_in_the_jobs_words(
+        start_agent, tmp_path):
+    """A start the daemon never recorded (killed -9 first), whose shim then died and whose
+    started.json was damaged: the next daemon sets the record aside, saying so once, and ends
+    the job lost saying that its start record is damaged and where it lies. Before, the job's
+    words were that its shim ended before it recorded the start, which it had."""
+    state, release = str(tmp_path / "host"), tmp_path / "release"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-damaged-start", gpu=0, memory_mib=10,
+                     argv=until_file(release, 0))
+    crash_before_start_was_recorded(agent, state)
+    kill_shim(state, job["id"])
+    release.touch()
+    wait_until(lambda: not alive(job["pid"]), "the job to end")
+    started = os.path.join(job_dir(state, job["id"]), "started.json")
+    with open(started, "wb") as f:
+        f.write(b"\0" * 16)
+    done = wait_job(start_agent(None, state), job["id"])
+    assert (done["state"], done["reason"]) == ("lost", (
+        "its shim ended, and its record of the job's start (started.json) is damaged (set "
+        "aside as %s.damaged); whether it ran cannot be known (see %s)" % (
+            started, os.path.join(job_dir(state, job["id"]), "shim.log"))))
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "damaged" in line]
+    assert len(said) == 1 and "ERROR %s (the job %s's file) is damaged (" % (
+        started, job["id"]) in said[0], said
 
 
 @pytest.mark.parametrize("shim", ["alive", "killed"])

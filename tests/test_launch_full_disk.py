@@ -10,7 +10,8 @@ import pytest
 
 from remote_agent.rpc import jsonrpc as rpc
 from tests.conftest import AgentError
-from tests.test_job_supervision import fill, wait_until
+from tests.test_job_supervision import (cut_the_wal, fill, gpus_on_a_disk_of_their_own,
+                                        log_on_a_disk_of_its_own, wait_until)
 from tests.test_jobs import until_file, wait_job
 
 PAGE = 4096
@@ -66,3 +67,39 @@ def out_of_starting(agent, job_id: str, what: str) -> dict:
     for)."""
     return wait_until(lambda: (lambda j: j if j["state"] != "starting" else None)(
         agent.call("job.get", job=job_id)), what, 30)
+
+
+def test_a_request_that_fails_at_each_call_on_a_full_disk_is_logged_once_and_once_mended(
+        small_fs, start_agent, tmp_path):
+    """A launch and a stop asked three times each while the job table takes no write (a real
+    full tmpfs, its WAL cut first; the daemon's log on a disk of its own): each call answers
+    HOST_FAILED, and the log says each method's failure once, without a traceback, and once
+    more when it is carried out again, with how many calls failed. Before, each call logged
+    its traceback: a scheduler that retries each pass wrote some 30 lines a pass."""
+    state = small_fs / "state"
+    with gpus_on_a_disk_of_their_own(state), log_on_a_disk_of_its_own(state, tmp_path) as log:
+        agent = start_agent("1xL4", str(state))
+        argv = until_file(tmp_path / "release", 0)
+        job = agent.call("job.launch", key="k-up", gpu=0, memory_mib=10, argv=argv)
+        cut_the_wal(state)
+        fill(small_fs / "filler")
+        for _ in range(3):
+            for method, params in (("job.launch", dict(key="k-full", gpu=0, memory_mib=10,
+                                                       argv=argv)),
+                                   ("job.stop", dict(job=job["id"], grace=5))):
+                with pytest.raises(AgentError) as refused:
+                    agent.call(method, **params)
+                assert refused.value.code == rpc.HOST_FAILED
+        (small_fs / "filler").unlink()
+        agent.call("job.launch", key="k-full", gpu=0, memory_mib=10, argv=argv)
+        agent.call("job.stop", job=job["id"], grace=5)
+        said = log.read_text().splitlines()
+    table = "the job table %s: database or disk is full" % (state / "jobs.db")
+    for method in ("job.launch", "job.stop"):
+        failed = [line for line in said if "method %s failed" % method in line]
+        assert len(failed) == 1 and failed[0].endswith(
+            "WARNING method %s failed: StoreError: %s; said once until it is carried out "
+            "again" % (method, table)), failed
+        mended = [line for line in said if "method %s is carried out again" % method in line]
+        assert len(mended) == 1 and mended[0].endswith("after 3 failed calls"), mended
+    assert not [line for line in said if "Traceback" in line]

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remote_agent.failing import Failures
 from remote_agent.gpu import fake_pynvml as nv
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import Dispatcher, RpcError
@@ -57,7 +58,7 @@ def served(agent: Agent) -> Dispatcher:
     """The agent's GPU methods with hello, as the daemon serves them."""
     table = agent.methods()
     table["hello"] = agent.hello_method(lambda: table)
-    return Dispatcher(table)
+    return Dispatcher(table, Failures(rpc.log, ("call", "calls")))
 
 
 def rpc_call(method: str, **params: Any) -> Callable[[Agent], Any]:

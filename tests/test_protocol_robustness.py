@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ import pytest
 
 from remote_agent import PROTOCOL_VERSION
 from remote_agent.daemon.paths import AgentPaths
+from remote_agent.failing import Failures
 from remote_agent.rpc import jsonrpc as rpc
 from remote_agent.rpc.jsonrpc import MAX_LINE_BYTES
 from tests.conftest import REPO, AgentError, AgentProcess, stop_host
@@ -347,3 +349,34 @@ def test_a_damaged_simulator_state_is_said_by_name_and_kept_at_start(start_agent
     assert "Traceback" not in said and kept.read_bytes() == damage
     kept.rename(state / "sim" / "gpus.json.old")
     assert start_agent("1xL4", str(state)).call("hello")["backend"] == "sim"
+
+
+def test_a_method_failing_or_answering_no_json_at_each_call_is_logged_once_and_once_mended(
+        caplog):
+    """A method whose answer is no JSON (NaN), then one that raises a bug's error, three calls
+    each, then both working: each answers an internal error at each call, and the log says
+    each once, with its traceback, and once more when it works, with how many calls failed.
+    Before, each call logged its traceback: a client that asks each pass, a stack a pass."""
+    broken = [True]
+    methods = {
+        "nan": rpc.Method(lambda p: float("nan") if broken[0] else 1.0),
+        "bug": rpc.Method(lambda p: {}["missing"] if broken[0] else 1),
+    }
+    dispatcher = rpc.Dispatcher(methods, Failures(rpc.log, ("call", "calls")))
+    caplog.set_level(logging.INFO, "remote_agent.rpc")
+    for call in range(4):
+        broken[0] = call < 3
+        for method in methods:
+            answer = json.loads(dispatcher.handle_line(json.dumps(
+                {"jsonrpc": "2.0", "id": call, "method": method})))
+            assert ("error" in answer) == broken[0], answer
+            assert broken[0] is False or answer["error"]["code"] == rpc.INTERNAL_ERROR
+    said = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert said[0][0].startswith("the answer to nan is not valid JSON: Out of range float ")
+    assert said[0][0].endswith("; said once until it is again")  # (the words: Python's)
+    assert said == [
+        (said[0][0], True),
+        ("method bug failed: KeyError: 'missing'; said once until it is carried out again",
+         True),
+        ("the answer to nan is valid JSON again after 3 failed calls", False),
+        ("method bug is carried out again after 3 failed calls", False)]

@@ -182,7 +182,8 @@ class Connection:
     def serve(self) -> None:
         try:
             with self.sock.makefile("rb") as reader:
-                serve_stream(Dispatcher(self.methods(), HOST_FAILURES), reader, self)
+                serve_stream(Dispatcher(self.methods(), self.daemon.calls_failing,
+                                        HOST_FAILURES), reader, self)
         except OSError as err:
             log.info("connection ended: %s", err)
         finally:
@@ -224,6 +225,7 @@ class Daemon:
         self._conn_lock = threading.Lock()
         self._snapshot: Optional[Dict[str, Any]] = None
         self.failures = Failures(log)  # of its loops' steps: each said once, not each pass
+        self.calls_failing = Failures(log, ("call", "calls"))  # by method, on any connection
         self._jobs_to_tell: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         # a simulated host's workloads reach its GPUs through the simulator in the agent's code
         job_env = {"FRACTUI_SIM_STATE": paths.sim_state,

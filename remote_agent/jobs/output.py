@@ -17,16 +17,23 @@ why.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 from typing import Callable, Dict, Optional, Tuple
 
 from remote_agent.daemon.trust import UnsafePath, open_private
+from remote_agent.failing import Failures
 
 PIPE_NAME = "output.pipe"
 LOG_NAME = "output.log"
 CHUNK = 65536
 SPLICE_F_NONBLOCK = 2
+
+
+# a log refused where it is read (a FIFO, a socket or a symlink in its place): said once in the
+# daemon's log while it stays so, however many pushes and reads meet it, and once when it is read
+REFUSED = Failures(logging.getLogger("remote_agent.jobs"), ("read", "reads"))
 
 
 def dropped_note(count: int, why: str) -> str:
@@ -181,7 +188,7 @@ PUSH_MAX_BYTES = 1 << 20  # of a log, in one `log` notification: a line stays fa
 def read_from(path: str, offset: int) -> Tuple[bytes, int]:
     """A followed job's log from ``offset`` (from its start if it is shorter: it rotated): at
     most PUSH_MAX_BYTES, ending on a whole UTF-8 character, and the offset to follow on from."""
-    fd = open_private(path, os.O_RDONLY, "log")
+    fd = open_log(path)
     try:
         size = os.fstat(fd).st_size
         start = offset if offset <= size else 0
@@ -191,6 +198,19 @@ def read_from(path: str, offset: int) -> Tuple[bytes, int]:
     if start + len(data) < size:
         data = data[:whole_characters(data)]
     return data, start + len(data)
+
+
+def open_log(path: str) -> int:
+    """A job's log (or its rotated part) opened to be read, for a push or ``job.logs``: one
+    that is not the agent's own regular file is refused as it is seen, never waited on
+    (``open_private``), and the refusal, raised to the reader, is said in the daemon's log."""
+    try:
+        fd = open_private(path, os.O_RDONLY, "log")
+    except UnsafePath as err:
+        REFUSED.failed(path, "%s; it is not read until it is" % err)
+        raise
+    REFUSED.worked(path, "%s is read again" % path)
+    return fd
 
 
 def whole_characters(data: bytes) -> int:

@@ -138,11 +138,15 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
             os._exit(127)
 
 
-def _spawn(spec: Dict[str, Any], pipe: str, job_dir: str) -> Tuple[int, str]:
-    """Fork and exec the job with ``pipe`` as its output: (pid, "") once it runs its program,
-    or (0, why it could not)."""
-    out_fd = os.open(pipe, os.O_WRONLY | os.O_NOFOLLOW)  # the shim reads it: never blocks
-    spare_fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+def _spawn(spec: Dict[str, Any], reader: int, job_dir: str) -> Tuple[int, str]:
+    """Fork and exec the job with the FIFO the shim reads (``reader``) as its output: (pid, "")
+    once it runs its program, or (0, why it could not). Its ends are opened from the shim's
+    own descriptor, never by name: a FIFO swapped in at the name since the shim opened it has
+    no reader, and a write end opened there would wait for one for good (the job never
+    started, its shim hung)."""
+    pipe = "/proc/self/fd/%d" % reader
+    out_fd = os.open(pipe, os.O_WRONLY)  # the shim reads it: never blocks
+    spare_fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
     errors_r, errors_w = os.pipe()  # both close on exec: EOF with nothing said means it ran
     pid = os.fork()
     if pid == 0:
@@ -197,7 +201,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     make_pipe(pipe)
     reader = open_reader(pipe)
     os.set_blocking(reader, True)
-    pid, why = _spawn(spec, pipe, job_dir)
+    pid, why = _spawn(spec, reader, job_dir)
     if not pid:
         log.note(why)
         log.close()

@@ -37,7 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Set, Tuple
 
-from remote_agent.daemon.kept import read_json, record
+from remote_agent.daemon.kept import DAMAGED, read_json, record
 from remote_agent.daemon.paths import AgentPaths, agent_command, agent_env
 from remote_agent.daemon.trust import UnsafePath, open_private, private_dir, read_private, \
     write_private
@@ -763,9 +763,13 @@ class Supervisor:
     def lost_start(self, job: Job) -> str:
         """Why a job whose shim died before anything recorded its start (its pid) is lost. A
         container job's container is ended first, by its name (its runtime's client, whose
-        pid nothing holds, may be making it still), and the words say what was found."""
-        why = "its shim ended before it recorded starting the job; whether it ran cannot be " \
-              "known (see %s)" % os.path.join(self.job_dir(job), "shim.log")
+        pid nothing holds, may be making it still), and the words say what was found: a record
+        of the start found damaged is said, not taken for none written."""
+        damaged = self.damaged(job, "started.json")
+        why = "its shim %s; whether it ran cannot be known (see %s)" % (
+            "ended before it recorded starting the job" if damaged is None else
+            "ended, and its record of the job's start (started.json) is damaged (%s)" % damaged,
+            os.path.join(self.job_dir(job), "shim.log"))
         if not job.container:
             return why
         return "%s; %s" % (why, self.end_container(LeftContainer(
@@ -1093,6 +1097,16 @@ class Supervisor:
                          JOB_FILES[name], "job j%d is watched on as if it were not there"
                          % job.id)
 
+    def damaged(self, job: Job, name: str) -> Optional[str]:
+        """Where the job's file ``name``, read as none, lies damaged, in words: set aside (its
+        reader said so once), or left where it could not be; None where it is not there. A job
+        ended on what it could not read says why, not that the file was never written."""
+        path = os.path.join(self.job_dir(job), name)
+        for found, where in ((path + DAMAGED, "set aside as %s"), (path, "left at %s")):
+            if os.path.lexists(found):
+                return where % found
+        return None
+
 
 def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]:
     """The rotated and current log, one after the other (only their last ``last`` bytes where
@@ -1113,7 +1127,7 @@ def log_bytes(paths: List[str], last: Optional[int] = None) -> Tuple[bytes, int]
 def _log_end(path: str, last: Optional[int]) -> Tuple[bytes, int]:
     """A log's last ``last`` bytes (all of it with None) and its size; nothing if it is gone."""
     try:
-        fd = open_private(path, os.O_RDONLY, "job log")
+        fd = output.open_log(path)
     except FileNotFoundError:
         return b"", 0
     except UnsafePath as err:

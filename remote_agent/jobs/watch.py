@@ -156,7 +156,12 @@ class Watchdog:
         known: that the shim died before the job ended where this daemon saw the job run on
         after its shim's death; else the job had ended by the time the daemon found the shim
         dead (before or after the shim died: a shim killed between reaping the job and writing
-        exit.json, as on a full disk, leaves no trace of which)."""
+        exit.json, as on a full disk, leaves no trace of which). Where it did record it, in an
+        exit.json found damaged, that is what is said."""
+        damaged = self.sup.damaged(job, "exit.json")
+        if damaged is not None:
+            return ("its shim's record of how the job ended (exit.json) is damaged (%s), so its "
+                    "exit status cannot be known; all its processes have ended" % damaged)
         if job.id in self._outlived or self.sup.read_job_file(job, OUTLIVED) is not None:
             return ("its shim died before the job ended, so how it ended cannot be known; all "
                     "its processes have ended")

@@ -11,7 +11,10 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from remote_agent.failing import Failures
 
 log = logging.getLogger("remote_agent.rpc")
 
@@ -330,11 +333,16 @@ def _deeper_than(value: Any, limit: int) -> bool:
 class Dispatcher:
     """Turns request lines into response lines using a table of methods. ``failures`` maps
     exception types that are the host's own failures, not bugs (a full disk, a file another
-    hand changed), to the code they answer; any other exception is an internal error."""
+    hand changed), to the code they answer; any other exception is an internal error. A method
+    that fails is logged (its traceback only where it is a bug) by ``said`` (the daemon's, for
+    all its connections), once while it fails the same way and once when it works again: a
+    client that retries each pass (the scheduler's launch on a full disk) logged it each call."""
 
-    def __init__(self, methods: Dict[str, Method], failures: Optional[Dict[type, int]] = None):
+    def __init__(self, methods: Dict[str, Method], said: "Failures",
+                 failures: Optional[Dict[type, int]] = None):
         self.methods = methods
         self.failures = failures or {}
+        self.said = said
 
     def handle_line(self, line: Union[bytes, str]) -> Optional[str]:
         """The response line for one request line, or None when nothing is owed (notifications)."""
@@ -378,12 +386,16 @@ class Dispatcher:
         reply = self._handle(message)
         if reply is None:
             return None, False
+        method = message["method"] if "result" in reply else None  # (a method's, carried out)
         try:
             text = dump(reply)
         except ValueError as err:  # a result that is not JSON (NaN): a bug of ours
-            log.exception("answering %r", message.get("method"))
+            self.said.failed(("answer", method), "the answer to %s is not valid JSON: %s; said "
+                             "once until it is again" % (method, err), trace=True)
             return dump(error_response(reply["id"], RpcError(
                 INTERNAL_ERROR, "the agent's answer is not valid JSON: %s" % err))), False
+        if method is not None:
+            self.said.worked(("answer", method), "the answer to %s is valid JSON again" % method)
         if len(text) <= room:
             return text, False
         return dump(error_response(reply["id"], RpcError(ANSWER_TOO_LARGE, (
@@ -422,17 +434,21 @@ class Dispatcher:
             raise RpcError(METHOD_NOT_FOUND, "no method %r; methods: %s" % (
                 method[:64], ", ".join(sorted(self.methods))))
         try:
-            return entry.handler(Params(method, params, entry.params))
+            result = entry.handler(Params(method, params, entry.params))
         except RpcError:
             raise
         except Exception as err:  # tell the client; the trace is in the log
-            log.exception("method %s failed", method)
             code = next((c for kind, c in self.failures.items() if isinstance(err, kind)), None)
+            self.said.failed(("method", method), "method %s failed: %s: %s; said once until "
+                             "it is carried out again" % (method, type(err).__name__, err),
+                             trace=code is None)
             if code is not None:
                 raise RpcError(code, "%s could not be carried out on this host: %s" % (
                     method, err)) from err
             raise RpcError(INTERNAL_ERROR, "%s failed inside the agent: %s: %s" % (
                 method, type(err).__name__, err)) from err
+        self.said.worked(("method", method), "method %s is carried out again" % method)
+        return result
 
 
 def _reply_id(message: Dict[str, Any]) -> Union[str, int, None]:
