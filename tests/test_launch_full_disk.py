@@ -5,6 +5,7 @@ job exactly once, and the agent never leaves it starting with nothing following 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -103,3 +104,39 @@ def test_a_request_that_fails_at_each_call_on_a_full_disk_is_logged_once_and_onc
         mended = [line for line in said if "method %s is carried out again" % method in line]
         assert len(mended) == 1 and mended[0].endswith("after 3 failed calls"), mended
     assert not [line for line in said if "Traceback" in line]
+
+
+def test_a_launch_failing_on_a_new_job_directory_at_each_call_is_logged_once(
+        small_fs, start_agent, tmp_path):
+    """A launch asked three times while the state disk has no inode left (a real tmpfs, its
+    inodes cut to those in use): each try is a new job whose directory cannot be made, so each
+    answer names another directory; the log says the launch's failure once, and once more
+    when it is carried out again. Before, the words of each call differed by the directory
+    they named, and each call was logged as a new failure: a line a pass of the scheduler's."""
+    state = small_fs / "state"
+    with gpus_on_a_disk_of_their_own(state), log_on_a_disk_of_its_own(state, tmp_path) as log:
+        agent = start_agent("1xL4", str(state))
+        argv = until_file(tmp_path / "release", 0)
+        agent.call("job.launch", key="k-up", gpu=0, memory_mib=10, argv=argv)
+        disk = os.statvfs(small_fs)
+        inodes(small_fs, disk.f_files - disk.f_ffree)  # none left
+        refused = []
+        for _ in range(3):
+            with pytest.raises(AgentError) as err:
+                agent.call("job.launch", key="k-full", gpu=0, memory_mib=10, argv=argv)
+            assert err.value.code == rpc.HOST_FAILED and "No space left" in err.value.message
+            refused.append(err.value.message)
+        inodes(small_fs, disk.f_files)
+        agent.call("job.launch", key="k-full", gpu=0, memory_mib=10, argv=argv)
+        said = log.read_text().splitlines()
+    assert len(set(refused)) == 3, refused  # (each names its own job's directory)
+    failed = [line for line in said if "method job.launch failed" in line]
+    assert len(failed) == 1 and "OSError: [Errno 28] No space left on device: " in failed[0], \
+        failed
+    mended = [line for line in said if "method job.launch is carried out again" in line]
+    assert len(mended) == 1 and mended[0].endswith("after 3 failed calls"), mended
+
+
+def inodes(mount, count: int) -> None:
+    """The tmpfs at ``mount`` remounted to hold at most ``count`` files and directories."""
+    subprocess.run(["mount", "-o", "remount,nr_inodes=%d" % count, str(mount)], check=True)

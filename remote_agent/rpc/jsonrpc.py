@@ -441,7 +441,7 @@ class Dispatcher:
             code = next((c for kind, c in self.failures.items() if isinstance(err, kind)), None)
             self.said.failed(("method", method), "method %s failed: %s: %s; said once until "
                              "it is carried out again" % (method, type(err).__name__, err),
-                             trace=code is None)
+                             trace=code is None, same=_failed_the_same(err))
             if code is not None:
                 raise RpcError(code, "%s could not be carried out on this host: %s" % (
                     method, err)) from err
@@ -449,6 +449,15 @@ class Dispatcher:
                 method, type(err).__name__, err)) from err
         self.said.worked(("method", method), "method %s is carried out again" % method)
         return result
+
+
+def _failed_the_same(err: Exception) -> str:
+    """What two failures of a method must share to be one: the error's kind and, for a system
+    call's, its errno, not the file it names (a launch tried again is a new job, and its
+    directory's name is new at each call); any other error's words too."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return "%s [Errno %d]" % (type(err).__name__, err.errno)
+    return "%s: %s" % (type(err).__name__, err)
 
 
 def _reply_id(message: Dict[str, Any]) -> Union[str, int, None]:
