@@ -7,8 +7,15 @@ import re
 
 import pytest
 
-from fractui.tui.legend import Legend
+from rich.text import Text
+from textual.theme import BUILTIN_THEMES
+
+from fractui.tui import legend as legend_module
+from fractui.tui.bars import Paint
+from fractui.tui.legend import Legend, legend
+from fractui.tui.parts import wrap_parts
 from fractui.tui.queues import PENDING_KEYS
+from fractui.tui.themes import palette_for
 from tests.test_tui_report import drawn
 from tests.tui_frozen import STATES, pilot_test, screen_lines, settled, settled_app, usage_store
 
@@ -145,6 +152,38 @@ async def test_the_legend_keeps_each_colour_whole_and_says_what_it_leaves_out(si
         assert shown == teams[:len(shown)] and shown, lines
         assert counted == ([] if len(shown) == len(teams) else
                            ["+%d more" % (len(teams) - len(shown))]), lines
+
+
+def test_the_legend_is_laid_out_once_however_many_teams(monkeypatch):
+    """The legend of 0 to 300 teams at 0 to 200 cells: the teams it shows are the most that go
+    in two lines with the count of the rest and the colours no one owns (none where even those
+    take more), as wrapping each count in turn finds them; and it is wrapped once. Before, it
+    was wrapped again for each team left out: 300 teams at 80 columns, some 290 wraps of
+    some 300 parts for each layout of the map (a third of a second at each resize)."""
+    wraps = []
+
+    def counted(*args, **kwargs):
+        wraps.append(args)
+        return wrap_parts(*args, **kwargs)
+
+    monkeypatch.setattr(legend_module, "wrap_parts", counted)
+    for teams in (0, 1, 14, 300):
+        paint = Paint(palette_for(BUILTIN_THEMES["textual-dark"]), "#ffffff", "#000000",
+                      "#808080", (), tuple("t%d" % i for i in range(teams)))
+        for width in (0, 5, 20, 39, 80, 200):
+            del wraps[:]
+            lines = legend(paint, teams == 1, width)
+            assert len(wraps) == 1, (teams, width)
+            parts = wraps[0][0]
+            shown = sum(1 for p in parts[1:] if p.plain.strip() in paint.owners)
+            assert lines == wrap_parts(parts, width, sep=" ")
+            assert len(lines) <= 2 or not shown, (teams, width, lines)
+            if shown < teams:  # (one more would not go in two lines)
+                more = [Text("+%d more" % (teams - shown - 1))] if teams - shown - 1 else []
+                fuller = wrap_parts(list(parts[:shown + 1]) + [
+                    Text(" %s " % paint.owners[shown])] + more + list(parts[shown + 2:]),
+                                    width, sep=" ")
+                assert len(fuller) > 2, (teams, width, lines)
 
 
 PROFILES = {"1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"}

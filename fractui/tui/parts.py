@@ -21,12 +21,18 @@ def wrap_parts(parts: Sequence[Text], width: int, sep_style: str = "", indent: s
     caller cuts or wraps it)."""
     lines = [parts[0].copy()] if parts else []
     for part in parts[1:]:
-        if cell_len(lines[-1].plain) + cell_len(sep) + cell_len(part.plain) <= width:
+        if fits(cell_len(lines[-1].plain), cell_len(part.plain), width, sep):
             lines[-1].append(sep, style=sep_style)
             lines[-1].append_text(part)
         else:
             lines.append(Text(indent) + part)
     return lines
+
+
+def fits(used: int, cells: int, width: int, sep: str = SEP) -> bool:
+    """Whether a part of ``cells`` goes on, ``sep`` before it, on a line of ``width`` that has
+    ``used`` cells: ``wrap_parts``' rule, for a caller that lays parts out by their widths."""
+    return used + cell_len(sep) + cells <= width
 
 
 class BetweenParts:
