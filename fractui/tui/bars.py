@@ -94,8 +94,8 @@ class Paint:
 
 
 def _labels(block: Block, paint: Paint, mig: bool) -> tuple[str, ...]:
-    """What a block may say, the fullest first: the first that fits is drawn (the last one,
-    cut, where none does). A store job's id comes before its owner, whose colour says it."""
+    """What a block may say, the fullest first: the first that fits is drawn (nothing where
+    none does). A store job's id comes before its owner, whose colour says it."""
     owner = paint.owner(block)
     tag = (block.job or "").split(" ")[0] if (block.job or "").startswith("#") else ""
     if block.kind == PLACING:
