@@ -155,35 +155,35 @@ async def test_the_legend_keeps_each_colour_whole_and_says_what_it_leaves_out(si
 
 
 def test_the_legend_is_laid_out_once_however_many_teams(monkeypatch):
-    """The legend of 0 to 300 teams at 0 to 200 cells: the teams it shows are the most that go
-    in two lines with the count of the rest and the colours no one owns (none where even those
-    take more), as wrapping each count in turn finds them; and it is wrapped once. Before, it
-    was wrapped again for each team left out: 300 teams at 80 columns, some 290 wraps of
-    some 300 parts for each layout of the map (a third of a second at each resize)."""
+    """The legend of 0 to 300 teams (some named in wide characters) at 0 to 200 cells: it
+    shows the most teams that go in two lines with the count of the rest and the colours no
+    one owns (none where even those take more), as wrapping each count in turn finds them,
+    and it is wrapped once. Before, it was wrapped again for each team left out: with 300
+    teams at 80 columns, some 290 wraps of 300 parts a layout (a third of a second a resize)."""
     wraps = []
 
-    def counted(*args, **kwargs):
-        wraps.append(args)
-        return wrap_parts(*args, **kwargs)
+    def counted(parts, width, **how):
+        wraps.append(parts)
+        return wrap_parts(parts, width, **how)
 
     monkeypatch.setattr(legend_module, "wrap_parts", counted)
     for teams in (0, 1, 14, 300):
+        owners = tuple(("t%d" if i % 3 else "研究%d") % i for i in range(teams))
         paint = Paint(palette_for(BUILTIN_THEMES["textual-dark"]), "#ffffff", "#000000",
-                      "#808080", (), tuple("t%d" % i for i in range(teams)))
+                      "#808080", (), owners)
         for width in (0, 5, 20, 39, 80, 200):
             del wraps[:]
             lines = legend(paint, teams == 1, width)
             assert len(wraps) == 1, (teams, width)
-            parts = wraps[0][0]
-            shown = sum(1 for p in parts[1:] if p.plain.strip() in paint.owners)
-            assert lines == wrap_parts(parts, width, sep=" ")
+            head, parts = wraps[0][0], wraps[0][1:]
+            shown = [p for p in parts if p.plain.strip() in owners]
+            assert lines == wrap_parts(wraps[0], width, sep=" ")
             assert len(lines) <= 2 or not shown, (teams, width, lines)
-            if shown < teams:  # (one more would not go in two lines)
-                more = [Text("+%d more" % (teams - shown - 1))] if teams - shown - 1 else []
-                fuller = wrap_parts(list(parts[:shown + 1]) + [
-                    Text(" %s " % paint.owners[shown])] + more + list(parts[shown + 2:]),
-                                    width, sep=" ")
-                assert len(fuller) > 2, (teams, width, lines)
+            if len(shown) < teams:  # one more would not go in two lines
+                left = teams - len(shown) - 1
+                fuller = [head] + shown + [Text(" %s " % owners[len(shown)])] + (
+                    [Text("+%d more" % left)] if left else []) + parts[len(shown) + 1:]
+                assert len(wrap_parts(fuller, width, sep=" ")) > 2, (teams, width, lines)
 
 
 PROFILES = {"1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"}
