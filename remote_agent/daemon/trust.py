@@ -25,6 +25,7 @@ import os
 import pwd
 import stat
 import struct
+import sys
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
@@ -34,6 +35,16 @@ _ACL_ENTRY = struct.Struct("<HHI")  # tag, permission bits (rwx = 4|2|1), user o
 # short, bytes not UTF-8), nested past the parser's depth, or not of the shape its reader takes
 DAMAGE = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08  # the group class, less the mask
+
+
+# How ``python_module`` starts a module: ``python -m`` (and ``-c``) put the working directory
+# first on the module path (``-P``, which does not, is Python 3.11's), so a child started in a
+# folder another user may write, such as /tmp or a team's project folder, imports their
+# ``remote_agent`` or ``fractui`` (or ``runpy``) in place of ours. The entry is dropped before
+# anything is imported (``sys`` is built in), and runpy runs the module as ``-m`` does.
+_RUN_MODULE = ("import sys; getattr(sys.flags, 'safe_path', 0) or sys.path.pop(0); "
+               "del sys.argv[0]; import runpy; "
+               "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
 
 
 class UnsafePath(Exception):
@@ -110,6 +121,12 @@ def check_tree(path: str, what: str, root_may_own: bool = False,
                 "reads there; fix it with: chmod go-w %s%s" % (
                     what, path, step, writers, _mode(st), runner, step, sticky))
         current = step
+
+
+def python_module(module: str) -> List[str]:
+    """The command line of ``python -m MODULE`` (this interpreter), which imports nothing from
+    its working directory: what it imports is only what its module path names."""
+    return [sys.executable, "-c", _RUN_MODULE, module]
 
 
 def grantees(st: os.stat_result, target: Union[str, int], perm: int) -> str:
