@@ -277,19 +277,21 @@ PLANT = "open(%r, 'a').write('ran\\n')\nraise SystemExit(3)\n"
 
 def _planted(folder: Path) -> Tuple[Path, Path]:
     """A folder all users may write (as /tmp, or a team's), where nobody has put packages named
-    as ours, each of which says so in a file when it runs: (the folder, that file)."""
+    as ours and a module named as one of Python's, each of which says so in a file when it
+    runs: (the folder, that file)."""
     said = folder / "ran"
     source = folder / "theirs"
     for package in ("remote_agent", "fractui"):
         (source / package).mkdir(parents=True)
         (source / package / "__init__.py").write_text("")
         (source / package / "__main__.py").write_text(PLANT % str(said))
+    (source / "hashlib.py").write_text(PLANT % str(said))
     subprocess.run(["chmod", "-R", "a+rX", str(source)], check=True)
     shared = folder / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
-    for package in ("remote_agent", "fractui"):
-        assert _as_nobody(["cp", "-r", str(source / package), str(shared)]).returncode == 0
+    for name in ("remote_agent", "fractui", "hashlib.py"):
+        assert _as_nobody(["cp", "-r", str(source / name), str(shared)]).returncode == 0
     return shared, said
 
 
@@ -333,3 +335,26 @@ def test_the_tuis_scheduler_started_from_a_folder_others_write_runs_none_of_thei
     assert not said.exists(), "another user's fractui ran"
     assert "scheduler me (tui): store %s/store.db" % plain_dir in log.read_text(), \
         log.read_text()
+
+
+def test_the_checks_run_on_an_exec_host_from_a_folder_others_write_run_none_of_theirs(
+        plain_dir, monkeypatch, capfd):
+    """An exec host whose program runs the agent's words on this machine (``env`` here; ``sudo
+    -n`` for a root agent): the check of the agent's file and its upload (``python -c``) ran in
+    fractui's working directory, and imported the ``hashlib`` another user put there."""
+    shared, said = _planted(plain_dir)
+    state = plain_dir / "gpu-e"
+    config = plain_dir / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s/store.db"\n\n[[queues]]\nname = "q"\n'
+                      'gpu = 0.5\n\n[[hosts]]\nname = "gpu-e"\ntransport = "exec"\n'
+                      'exec = ["env"]\npython = "%s"\nsim = "1xL4"\nstate_dir = "%s"\n'
+                      'agent_cache = "%s/cache"\n' % (plain_dir, sys.executable, state,
+                                                       plain_dir))
+    monkeypatch.chdir(shared)
+    try:
+        code = main(["--config", str(config), "status"])
+        out, err = capfd.readouterr()
+    finally:
+        stop_host(str(state))
+    assert not said.exists(), "another user's hashlib ran"
+    assert code == 0 and "online" in out, out + err
