@@ -17,11 +17,12 @@ from typing import Tuple
 
 import pytest
 
+from fractui.cli import main
 from fractui.fleet import sshlog
 from fractui.scheduler.child import ChildScheduler
 from fractui.store import SqliteStore
 from remote_agent.daemon.trust import UnsafePath
-from tests.conftest import REPO
+from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
 
 OTHER_UID = 54321  # a uid with no account: "another user" root hands files to
@@ -267,3 +268,93 @@ def test_a_store_others_may_read_is_kept_to_its_writers(plain_dir, mode, group, 
     assert stat.S_IMODE(store.stat().st_mode) == after
     refused = _as_nobody(read)
     assert refused.returncode == 1 and "Permission denied" in refused.stderr, refused
+
+
+# --- The Python children fractui starts (trust.python_module) -------------------------------
+
+PLANT = "open(%r, 'a').write('ran\\n')\nraise SystemExit(3)\n"
+
+
+def _planted(folder: Path) -> Tuple[Path, Path]:
+    """A folder all users may write (as /tmp, or a team's), where nobody has put packages named
+    as ours and a module named as one of Python's, each of which says so in a file when it
+    runs: (the folder, that file)."""
+    said = folder / "ran"
+    source = folder / "theirs"
+    for package in ("remote_agent", "fractui"):
+        (source / package).mkdir(parents=True)
+        (source / package / "__init__.py").write_text("")
+        (source / package / "__main__.py").write_text(PLANT % str(said))
+    (source / "hashlib.py").write_text(PLANT % str(said))
+    subprocess.run(["chmod", "-R", "a+rX", str(source)], check=True)
+    shared = folder / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    for name in ("remote_agent", "fractui", "hashlib.py"):
+        assert _as_nobody(["cp", "-r", str(source / name), str(shared)]).returncode == 0
+    return shared, said
+
+
+def test_a_local_hosts_agent_run_from_a_folder_others_write_runs_none_of_theirs(
+        plain_dir, monkeypatch, capfd):
+    """fractui run in /tmp (or any folder another user writes) started the local host's agent
+    as ``python -m remote_agent`` there, which imports from its working directory first: the
+    package another user put there ran as the admin (as root under sudo)."""
+    shared, said = _planted(plain_dir)
+    state = plain_dir / "gpu-a"
+    config = plain_dir / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s/store.db"\n\n[[queues]]\nname = "q"\n'
+                      'gpu = 0.5\n\n[[hosts]]\nname = "gpu-a"\ntransport = "local"\n'
+                      'sim = "1xL4"\nstate_dir = "%s"\n' % (plain_dir, state))
+    monkeypatch.chdir(shared)
+    try:
+        code = main(["--config", str(config), "status"])
+        out, err = capfd.readouterr()
+    finally:
+        stop_host(str(state))
+    assert not said.exists(), "another user's remote_agent ran"
+    assert code == 0 and "online" in out, out + err
+
+
+def test_the_tuis_scheduler_started_from_a_folder_others_write_runs_none_of_theirs(
+        plain_dir, monkeypatch):
+    """The TUI's scheduler (``python -m fractui scheduler``), from a TUI run in such a folder,
+    was the ``fractui`` another user put there."""
+    shared, said = _planted(plain_dir)
+    config = plain_dir / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s/store.db"\n\n[[queues]]\nname = "q"\n'
+                      'gpu = 0.5\n' % plain_dir)
+    log = plain_dir / "scheduler.log"
+    monkeypatch.chdir(shared)
+    child = ChildScheduler(str(config), "me (tui)", str(log)).start()
+    try:
+        while child.exit_code() is None and "scheduler me (tui): store" not in log.read_text():
+            threading.Event().wait(0.02)
+    finally:
+        child.stop()
+    assert not said.exists(), "another user's fractui ran"
+    assert "scheduler me (tui): store %s/store.db" % plain_dir in log.read_text(), \
+        log.read_text()
+
+
+def test_the_checks_run_on_an_exec_host_from_a_folder_others_write_run_none_of_theirs(
+        plain_dir, monkeypatch, capfd):
+    """An exec host whose program runs the agent's words on this machine (``env`` here; ``sudo
+    -n`` for a root agent): the check of the agent's file and its upload (``python -c``) ran in
+    fractui's working directory, and imported the ``hashlib`` another user put there."""
+    shared, said = _planted(plain_dir)
+    state = plain_dir / "gpu-e"
+    config = plain_dir / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s/store.db"\n\n[[queues]]\nname = "q"\n'
+                      'gpu = 0.5\n\n[[hosts]]\nname = "gpu-e"\ntransport = "exec"\n'
+                      'exec = ["env"]\npython = "%s"\nsim = "1xL4"\nstate_dir = "%s"\n'
+                      'agent_cache = "%s/cache"\n' % (plain_dir, sys.executable, state,
+                                                       plain_dir))
+    monkeypatch.chdir(shared)
+    try:
+        code = main(["--config", str(config), "status"])
+        out, err = capfd.readouterr()
+    finally:
+        stop_host(str(state))
+    assert not said.exists(), "another user's hashlib ran"
+    assert code == 0 and "online" in out, out + err

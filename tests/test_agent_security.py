@@ -638,3 +638,34 @@ def test_a_job_for_a_member_who_started_the_agent_with_sudo_is_refused(start_age
     powers_refused(again, login, "a user who reached the agent through sudo (a login that can "
                    "become root again)")
     assert again.call("daemon.version")["pid"] != pid
+
+
+def test_each_job_counts_its_memory_in_a_hami_core_region_of_its_users_alone(
+        start_agent, tmp_path, plain_user):
+    """HAMi-core's region (/tmp/cudevshr.cache unless a job is told another) is a file every
+    process that preloads it maps and writes, with the limits: every job of every user on the
+    host shared that one, which any local user could make first, and then change what the
+    others' jobs are held to. Each job now has its own, made as its user, removed at its end."""
+    name, home = plain_user
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    agent = start_agent("1xL4", str(tmp_path / "state"), "--hami-core-lib", str(lib))
+    show = ("import os\npath = os.environ['CUDA_DEVICE_MEMORY_SHARED_CACHE']\n"
+            "open(path, 'w').close()  # as HAMi-core makes it\n"
+            "st = os.stat(os.path.dirname(path))\nprint(path, st.st_uid, oct(st.st_mode))")
+    regions = []
+    for key, run_as in (("k-agents", {}), ("k-users", {"run_as": name})):
+        job = agent.call("job.launch", key=key, gpu=0, memory_mib=1000, **run_as,
+                         argv=["/usr/bin/python3", "-c", show])
+        assert "hami" in job["caps"], job["caps"]
+        wait_job(agent, job["id"])
+        # (the stand-in library is empty, so ld.so warns that it cannot preload it)
+        lines = [line for line in agent.call("job.logs", job=job["id"])["lines"]
+                 if not line.startswith("ERROR: ld.so")]
+        assert len(lines) == 1, lines
+        path, owner, mode = lines[0].split()
+        assert (int(owner), mode) == (os.stat(home).st_uid if run_as else 0, "0o40700")
+        assert os.path.basename(path) == "cudevshr.cache" and os.path.dirname(path) != "/tmp"
+        assert not os.path.lexists(os.path.dirname(path))  # removed as the job ended
+        regions.append(path)
+    assert regions[0] != regions[1]

@@ -20,6 +20,7 @@ from fractui.fleet.transport.exec import ExecTransport
 from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import build_agent_archive
 from fractui.words import count
+from remote_agent.daemon.trust import python_code
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb2", "smb3", "smbfs", "fuse.sshfs", "lustre",
                        "gpfs", "ceph", "glusterfs", "fuse.glusterfs", "9p")
@@ -318,8 +319,8 @@ def _check_state_dir(host: HostConfig, transport: Transport, report: Report) -> 
     path = transport.state_dir
     # this runs as the login; with become the state dir is root's, which the login may not
     # reach: the agent, root, made it (its check came first), so only its mount is looked up
-    code, out, err = transport.run([transport.python, "-c", _STATE_DIR, path,
-                                    "look" if host.become else "make"])
+    code, out, err = transport.run(python_code(transport.python, _STATE_DIR) + [
+        path, "look" if host.become else "make"])
     fstype = out.strip()
     if code != 0:
         lines = err.strip().splitlines()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from typing import IO, Optional
 
 import fractui
 from fractui.state_files import open_append
+from remote_agent.daemon.trust import python_module
 
 STOP_S = 30.0  # a clean stop waits for the calls in flight (each within a third of the lease)
 
@@ -44,8 +44,8 @@ class ChildScheduler:
         env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
         self.open_log()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fractui", "--config", self.config_path, "scheduler",
-             "--name", self.name, "--until-stdin-closes"],
+            python_module("fractui") + ["--config", self.config_path, "scheduler", "--name",
+                                        self.name, "--until-stdin-closes"],
             stdin=subprocess.PIPE, stdout=self._out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         return self

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from remote_agent.daemon.trust import (UnsafePath, check_private, grantees, private_dir,
-                                        private_tree)
+                                        private_tree, python_module)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def agent_command() -> List[str]:
     root = _code_root()
     if os.path.isfile(root):  # .../agent-<hash>.pyz
         return [sys.executable, root]
-    return [sys.executable, "-m", "remote_agent"]
+    return python_module("remote_agent")
 
 
 def agent_env(base: Dict[str, str]) -> Dict[str, str]:

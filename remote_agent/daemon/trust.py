@@ -25,6 +25,7 @@ import os
 import pwd
 import stat
 import struct
+import sys
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
@@ -34,6 +35,16 @@ _ACL_ENTRY = struct.Struct("<HHI")  # tag, permission bits (rwx = 4|2|1), user o
 # short, bytes not UTF-8), nested past the parser's depth, or not of the shape its reader takes
 DAMAGE = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
 _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08  # the group class, less the mask
+
+
+# ``python -m`` and ``-c`` put the working directory first on the module path (``-P``, which
+# does not, is Python 3.11's), so a child started in a folder another user may write, such as
+# /tmp or a team's project folder, imports their ``remote_agent``, ``fractui``, ``hashlib`` or
+# ``typing`` in place of ours. This line, run first, drops that entry (``sys`` is built in).
+_NO_WORKING_DIR = "import sys; getattr(sys.flags, 'safe_path', 0) or sys.path.pop(0)\n"
+_FUTURE = "from __future__ import annotations\n"  # (Python takes it only at the top)
+_RUN_MODULE = "del sys.argv[0]; import runpy; " \
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
 
 
 class UnsafePath(Exception):
@@ -110,6 +121,19 @@ def check_tree(path: str, what: str, root_may_own: bool = False,
                 "reads there; fix it with: chmod go-w %s%s" % (
                     what, path, step, writers, _mode(st), runner, step, sticky))
         current = step
+
+
+def python_code(python: str, code: str) -> List[str]:
+    """The command line of ``python -c CODE``, which imports nothing from its working
+    directory: what it imports is only what its module path names."""
+    head = _FUTURE if _FUTURE in code else ""
+    return [python, "-c", head + _NO_WORKING_DIR + code.replace(_FUTURE, "", 1)]
+
+
+def python_module(module: str) -> List[str]:
+    """The command line of ``python -m MODULE`` (this interpreter), as ``python_code``'s: runpy
+    runs the module as ``-m`` does."""
+    return python_code(sys.executable, _RUN_MODULE) + [module]
 
 
 def grantees(st: os.stat_result, target: Union[str, int], perm: int) -> str:

@@ -24,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -38,6 +39,13 @@ from remote_agent.jobs.procs import JobProcs, proc_info
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
+# HAMi-core's region (/tmp/cudevshr.cache by default) is a file every process that preloads it
+# maps and writes: the memory each process holds and the limits. Left at the default, every
+# job of every user on the host shared one, and any local user could make it first and change
+# what others' jobs are held to. Each job gets its own instead, in a directory its child makes
+# here as the job's user (0700, named by chance, so no one else can have made it), removed as
+# the job ends.
+REGION_DIR = "/tmp"
 
 
 def write_json(path: str, data: Dict[str, Any], durable: bool = True) -> None:
@@ -90,7 +98,7 @@ def write_json_until_done(path: str, data: Dict[str, Any]) -> None:
 
 
 def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
-           errors: int) -> None:
+           errors: int, region: Optional[str]) -> None:
     """In the forked child: become the job, then exec it. Never returns; a failed step writes
     its reason to ``errors`` (closed by a successful exec). The job keeps ``spare_fd``, a read
     end of its own output pipe: while any of its processes lives the pipe has a reader, so its
@@ -126,6 +134,10 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
             os.initgroups(user["name"], user["gid"])
             os.setgid(user["gid"])
             os.setuid(user["uid"])
+        if region:
+            step = "make the directory of its HAMi-core region %s" % region
+            os.mkdir(region, 0o700)
+            spec["env"][spec["hami_region"]] = os.path.join(region, "cudevshr.cache")
         step = "enter its cwd %s" % spec["cwd"]
         os.chdir(spec["cwd"])
         step = "run %s" % spec["argv"][0]
@@ -138,7 +150,8 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
             os._exit(127)
 
 
-def _spawn(spec: Dict[str, Any], reader: int, job_dir: str) -> Tuple[int, str]:
+def _spawn(spec: Dict[str, Any], reader: int, job_dir: str,
+           region: Optional[str]) -> Tuple[int, str]:
     """Fork and exec the job with the FIFO the shim reads (``reader``) as its output: (pid, "")
     once it runs its program, or (0, why it could not). Its ends are opened from the shim's
     own descriptor, never by name: a FIFO swapped in at the name since the shim opened it has
@@ -151,7 +164,7 @@ def _spawn(spec: Dict[str, Any], reader: int, job_dir: str) -> Tuple[int, str]:
     pid = os.fork()
     if pid == 0:
         os.close(errors_r)
-        _child(spec, out_fd, spare_fd, job_dir, errors_w)
+        _child(spec, out_fd, spare_fd, job_dir, errors_w, region)
     os.close(errors_w)
     os.close(out_fd)
     os.close(spare_fd)
@@ -201,8 +214,11 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     make_pipe(pipe)
     reader = open_reader(pipe)
     os.set_blocking(reader, True)
-    pid, why = _spawn(spec, reader, job_dir)
+    region = os.path.join(REGION_DIR, "fractui-hami-" + os.urandom(8).hex()) \
+        if spec.get("hami_region") else None
+    pid, why = _spawn(spec, reader, job_dir, region)
     if not pid:
+        _remove_region(region)
         log.note(why)
         log.close()
         write_json_until_done(os.path.join(job_dir, "exit.json"),
@@ -224,6 +240,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     _, status = os.waitpid(pid, 0)
     ended_at = time.time()
     job.signal(signal.SIGKILL)  # what the job left behind ends with it
+    _remove_region(region)
     copier.join(DRAIN_AFTER_END_S)
     if not copier.is_alive():  # else a process that left the job holds the pipe: leave it be
         log.close()
@@ -236,6 +253,19 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         result["code"] = code
     write_json_until_done(os.path.join(job_dir, "exit.json"), result)
     return 0
+
+
+def _remove_region(region: Optional[str]) -> None:
+    """The job's HAMi-core region, with whatever its user put beside it (rmtree follows no
+    link, and refuses a link put in the directory's place)."""
+    if region is None:
+        return
+    try:
+        shutil.rmtree(region)
+    except FileNotFoundError:
+        pass  # (its child failed before it made it)
+    except OSError as err:
+        _say("cannot remove the job's HAMi-core region %s: %s" % (region, err))
 
 
 def _recorded(path: str, started: Dict[str, Any]) -> threading.Thread:

@@ -393,11 +393,12 @@ class Supervisor:
             run_as=job.run_as is not None, image=job.image, cgroup=cgroup,
             devices=[] if self.sim_state else (
                 [job.instance] if job.instance else job.gpu_uuids),
-            mounts=shared, read_only=read_only, job_dir=job_dir))
+            mounts=shared, read_only=read_only, job_dir=job_dir, hami="hami" in applied))
         for path, data in shim.files.items():
             write_private(path, data, True)
         spec = {"argv": shim.argv, "env": shim.env, "cwd": shim.cwd, "cgroup": shim.cgroup,
-                "log_max_bytes": self.settings.log_max_bytes, "user": shim.user}
+                "log_max_bytes": self.settings.log_max_bytes, "user": shim.user,
+                "hami_region": shim.region_env}
         write_private(os.path.join(job_dir, "spec.json"), json.dumps(spec).encode(), True)
         return self._record_start(job, self._spawn_shim(job))
 

@@ -155,7 +155,7 @@ class RemoteTransport(Transport):
         change it: a file there by that name is checked, not trusted (another user may have
         put it there, a full disk may have cut it). AgentProcessError when its folder is one
         another user could change, since the agent runs from it (as root, with sudo)."""
-        code, out, err = self.run([self.python, "-c", _HAVE, path, archive.sha256])
+        code, out, err = self.run(trust.python_code(self.python, _HAVE) + [path, archive.sha256])
         if code == 0 and out.strip() in ("yes", "no"):
             return out.strip() == "yes"
         cache = posixpath.dirname(path)
@@ -169,8 +169,7 @@ class RemoteTransport(Transport):
 
 def python_problem(cfg: HostConfig, run: Runner) -> Optional[str]:
     """Why the host's python cannot run the agent, or None if it can."""
-    code, out, err = run([cfg.python, "-c",
-                          "import sys; print('%d.%d' % sys.version_info[:2])"])
+    code, out, err = run(trust.python_code(cfg.python, "print('%d.%d' % sys.version_info[:2])"))
     if code == 127:
         return "%s has no %s (set python = ... for this host)" % (cfg.name, cfg.python)
     if code != 0:

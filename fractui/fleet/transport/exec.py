@@ -23,6 +23,7 @@ from fractui.fleet.transport.base import (RUN_TIMEOUT_S, AgentProcessError, Ran,
                                           last_line, run_process)
 from fractui.fleet.transport.local import process_stream
 from fractui.fleet.zipapp import AgentArchive
+from remote_agent.daemon.trust import python_code
 
 # The agent's bytes from stdin (argv[3] of them: an exec program that never passes on the end
 # of stdin cannot hang it) to the path in argv[1], checked against the sha256 in argv[2],
@@ -88,8 +89,8 @@ class ExecTransport(RemoteTransport):
         path = posixpath.join(cfg.agent_cache, archive.name)
         if self.has_agent(path, archive):
             return path, False
-        code, out, err = self.run([cfg.python, "-c", _PUT, path, archive.sha256,
-                                   str(len(archive.data))], stdin=archive.data)
+        code, out, err = self.run(python_code(cfg.python, _PUT) + [
+            path, archive.sha256, str(len(archive.data))], stdin=archive.data)
         if code == 0:
             self.check_upload(path, archive)
             return path, True

@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from fractui.fleet.transport.base import RUN_TIMEOUT_S, Ran, Stream, Transport, run_process
 from fractui.fleet.zipapp import AgentArchive
+from remote_agent.daemon.trust import python_module
 
 
 class LocalTransport(Transport):
@@ -29,7 +30,7 @@ class LocalTransport(Transport):
 
     def agent_command(self, archive: Callable[[], AgentArchive]) -> Tuple[List[str],
                                                                           Optional[bool]]:
-        return [sys.executable, "-m", "remote_agent"], None
+        return python_module("remote_agent"), None
 
     def start(self, words: Sequence[str]) -> Stream:
         return process_stream(words)

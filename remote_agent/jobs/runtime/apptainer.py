@@ -20,8 +20,8 @@ import os
 from typing import Optional, Tuple
 
 from remote_agent.jobs.env import base_env
-from remote_agent.jobs.runtime.base import ContainerRuntime, JobRun, ShimLaunch, last_line, \
-    run_tool
+from remote_agent.jobs.runtime.base import HAMI_REGION, ContainerRuntime, JobRun, ShimLaunch, \
+    last_line, run_tool
 
 
 class Apptainer(ContainerRuntime):
@@ -46,4 +46,5 @@ class Apptainer(ContainerRuntime):
         env = base_env(os.environ, run.user)
         env.update({"APPTAINERENV_%s" % k: v for k, v in run.env.items()})
         return ShimLaunch(argv=argv + [run.image or "", *run.argv], env=env,
-                          cwd=run.user.default_cwd(), user=run.shim_user(), cgroup=run.cgroup)
+                          cwd=run.user.default_cwd(), user=run.shim_user(), cgroup=run.cgroup,
+                          region_env="APPTAINERENV_" + HAMI_REGION if run.hami else None)

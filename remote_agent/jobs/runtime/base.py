@@ -30,6 +30,7 @@ class JobRun:
     read_only: List[str] = field(default_factory=list)  # the same, read-only
     cgroup: Optional[str] = None  # the job's own cgroup, where the host gives it one
     job_dir: str = ""  # the job's private directory (0700, the agent's): files the runtime reads
+    hami: bool = False  # whether HAMi-core is preloaded in it (its "hami" cap layer)
 
     def shim_user(self) -> Optional[Dict[str, object]]:
         """The user the shim's child becomes (None: it stays the agent's), for a runtime whose
@@ -39,12 +40,19 @@ class JobRun:
         return {"name": self.user.name, "uid": self.user.uid, "gid": self.user.gid}
 
 
+# Where HAMi-core keeps the region its processes count their memory in: by default the file
+# /tmp/cudevshr.cache, one for every process that preloads it on the host, whatever its user.
+HAMI_REGION = "CUDA_DEVICE_MEMORY_SHARED_CACHE"
+
+
 @dataclass(frozen=True)
 class ShimLaunch:
     """What the shim runs: its argv, environment, cwd and user; ``cgroup`` the one its child
     joins before it execs (None: it joins none, a container gets its cgroup from the runtime);
     ``files`` (path -> content) written 0600 in the job's directory before the shim starts, for
-    what the runtime reads that must not be on its command line (every local user reads that)."""
+    what the runtime reads that must not be on its command line (every local user reads that);
+    ``region_env`` the variable through which the job gets a HAMi-core region of its own, which
+    the shim's child makes as the job's user (``HAMI_REGION``, as the runtime passes it on)."""
 
     argv: List[str]
     env: Dict[str, str]
@@ -52,6 +60,7 @@ class ShimLaunch:
     user: Optional[Dict[str, object]]
     cgroup: Optional[str]
     files: Dict[str, bytes] = field(default_factory=dict)
+    region_env: Optional[str] = None
 
 
 class Runtime(ABC):

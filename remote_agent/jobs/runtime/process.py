@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from remote_agent.jobs.env import base_env
-from remote_agent.jobs.runtime.base import JobRun, Runtime, ShimLaunch
+from remote_agent.jobs.runtime.base import HAMI_REGION, JobRun, Runtime, ShimLaunch
 
 
 class Process(Runtime):
@@ -16,4 +16,5 @@ class Process(Runtime):
         env = base_env(os.environ, run.user)
         env.update(run.env)
         return ShimLaunch(argv=run.argv, env=env, cwd=run.cwd or run.user.default_cwd(),
-                          user=run.shim_user(), cgroup=run.cgroup)
+                          user=run.shim_user(), cgroup=run.cgroup,
+                          region_env=HAMI_REGION if run.hami else None)
