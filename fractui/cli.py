@@ -43,8 +43,10 @@ TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a sim
 # verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until
 # they do, its default action ends them, as a service manager counts clean, never exit 143
 OWN_SIGNALS = ("scheduler",)
-# verbs that run without a config file (one that is there is still checked)
-NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")
+# verbs that run without a config file (one that is there is still checked: its [tui])
+NO_CONFIG_NEEDED = ("demo", "themes")
+# verbs that use nothing of a config: none is read, so a wrong one never stops them
+NO_CONFIG_READ = ("agent-archive",)
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
@@ -408,9 +410,11 @@ def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:
 
 def _config(args: argparse.Namespace) -> Config:
     """The admin's config, checked, queues included (fractui.servable). The demo and themes
-    need none: only its [tui] table is used, when there is a file."""
+    need none: only its [tui] table is used, when there is a file; agent-archive reads none."""
     from fractui.servable import load_checked
 
+    if args.verb in NO_CONFIG_READ:
+        return Config(path=None)
     path = args.config or default_config_path()
     if args.verb in NO_CONFIG_NEEDED and args.config is None and not os.path.exists(path):
         return Config(path=None)
