@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import textwrap
 import threading
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -58,12 +59,25 @@ READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues
                  "job, cordons, drains or uncordons, or changes MIG")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a path or an option with a hyphen in it
+    (/home/jean-luc/..., --destroy-idle) stays in one piece, to be copied."""
+
+    def _split_lines(self, text: str, width: int) -> List[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, but printing as Python 3.11's does on every Python: --help or
     --version into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError
     out: 141); and a word that is none of an argument's choices (a verb, --by) is named back
     as every word given is (``words.quoted``): argparse said it whole, a 100,000-character
-    one too."""
+    one too. Its help is wrapped by ``_Formatter``, its verbs' too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
