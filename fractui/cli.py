@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import textwrap
 import threading
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -43,8 +44,10 @@ TUI = (None, "demo")  # no verb: the TUI on the configured fleet; demo: on a sim
 # verbs that handle SIGTERM themselves (the scheduler hands its lease over, exit 0): until
 # they do, its default action ends them, as a service manager counts clean, never exit 143
 OWN_SIGNALS = ("scheduler",)
-# verbs that run without a config file (one that is there is still checked)
-NO_CONFIG_NEEDED = ("demo", "themes", "agent-archive")
+# verbs that run without a config file (one that is there is still checked: its [tui])
+NO_CONFIG_NEEDED = ("demo", "themes")
+# verbs that use nothing of a config: none is read, so a wrong one never stops them
+NO_CONFIG_READ = ("agent-archive",)
 MAX_LINES = 1_000_000  # --limit, -n: more than any screen or script reads at once
 MAX_GRACE_S = 3600
 ENV_HELP = "a variable for the job (repeatable); the value is passed as is, never by a shell"
@@ -56,12 +59,25 @@ READONLY_HELP = ("the TUI changes nothing: no key places, moves, stops, requeues
                  "job, cordons, drains or uncordons, or changes MIG")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a path or an option with a hyphen in it
+    (/home/jean-luc/..., --destroy-idle) stays in one piece, to be copied."""
+
+    def _split_lines(self, text: str, width: int) -> List[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, but printing as Python 3.11's does on every Python: --help or
     --version into a pipe whose reader is gone exits 0, quietly (3.10's let BrokenPipeError
     out: 141); and a word that is none of an argument's choices (a verb, --by) is named back
     as every word given is (``words.quoted``): argparse said it whole, a 100,000-character
-    one too."""
+    one too. Its help is wrapped by ``_Formatter``, its verbs' too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
@@ -408,9 +424,11 @@ def _verb(name: str) -> Callable[[Config, argparse.Namespace], int]:
 
 def _config(args: argparse.Namespace) -> Config:
     """The admin's config, checked, queues included (fractui.servable). The demo and themes
-    need none: only its [tui] table is used, when there is a file."""
+    need none: only its [tui] table is used, when there is a file; agent-archive reads none."""
     from fractui.servable import load_checked
 
+    if args.verb in NO_CONFIG_READ:
+        return Config(path=None)
     path = args.config or default_config_path()
     if args.verb in NO_CONFIG_NEEDED and args.config is None and not os.path.exists(path):
         return Config(path=None)

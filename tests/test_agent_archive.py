@@ -41,3 +41,17 @@ def test_without_dir_is_a_usage_error():
     done = subprocess_run(["agent-archive"])
     assert done.returncode == 2
     assert "DIR" in done.stderr and not leaks(done.stderr)
+
+
+def test_a_wrong_config_does_not_stop_it(tmp_path):
+    """agent-archive uses nothing of a config: one at the default path that is wrong (a key
+    mistyped while it is being written) or a --config that is missing stops no image build."""
+    (tmp_path / "fractui").mkdir(mode=0o700)
+    (tmp_path / "fractui" / "config.toml").write_text("[[hosts]]\nnmae = 'gpu-a'\n")
+    (tmp_path / "fractui" / "config.toml").chmod(0o600)
+    for words in (["agent-archive"], ["--config", str(tmp_path / "none.toml"), "agent-archive"]):
+        out = tmp_path / "ctx"
+        done = subprocess_run(words + [str(out)], env_extra={"XDG_CONFIG_HOME": str(tmp_path)})
+        assert (done.returncode, done.stderr) == (0, ""), words
+        assert (out / "agent.pyz").read_bytes() == build_agent_archive().data
+        (out / "agent.pyz").unlink()

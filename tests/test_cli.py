@@ -1179,6 +1179,16 @@ def test_every_verbs_help_says_what_it_does_each_option_and_where_the_command_go
     assert "cordons, drains or uncordons, or changes MIG" in " ".join(out.split())
 
 
+def test_help_keeps_a_path_with_a_hyphen_in_one_piece(capfd, monkeypatch):
+    """--help names the default config by its path, which a newcomer copies: wrapped at its
+    hyphens (a home as /home/jean-luc), it was cut into two lines, neither of them a path."""
+    path = "/home/jean-luc/.config/fractui/config.toml"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/home/jean-luc/.config")
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = in_process(capfd, ["--help"])
+    assert code == 0 and path + ")" in out.split(), out
+
+
 def test_a_mistyped_option_is_answered_with_its_verbs_usage_and_the_close_one(capsys):
     """``fractui jobs --mine``: the verb's usage (fractui's own lists only the verbs) and the
     option meant, where one is close; exit 2, before any config is read."""

@@ -359,6 +359,23 @@ def test_doctor_says_one_cpu_in_the_singular(cpus, said):
         "%s (cpuset), 512 MiB RAM: what jobs here may use" % said
 
 
+def test_doctor_says_nothing_of_mig_where_nvml_did_not_start():
+    """An agent whose NVML did not start knows no GPU: its MIG check waits for NVML (skipped,
+    as a check after a failed one is), never "no MIG-capable GPU" of a host full of them."""
+    from fractui.fleet.doctor import Report, _check_hello
+    from remote_agent.gpu import fake_pynvml as nv
+    from remote_agent.rpc.jsonrpc import Params
+    from remote_agent.service import Agent
+    nv.sim_open(None, "2xA100-80GB:mig")
+    nv.sim_inject_fault("nvmlInitWithFlags", nv.NVML_ERROR_DRIVER_NOT_LOADED)
+    agent = Agent(nv, "sim", nv)
+    report = Report("gpu-a")
+    _check_hello(agent.hello(Params("hello", {}, ()), []), HostConfig(name="gpu-a"), report)
+    checks = {c.name: c for c in report.checks}
+    assert checks["nvml"].status == "fail" and "NVML did not start" in checks["nvml"].detail
+    assert (checks["mig"].status, checks["mig"].detail) == ("skip", "needs NVML")
+
+
 def test_an_unreachable_host_is_reported_for_that_host_not_as_a_traceback(fleet_env):
     fleet_env.add("gpu-ok", "1xL4")
     fleet_env.add("gpu-gone", "1xL4")

@@ -241,7 +241,10 @@ def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> Non
     if hello.get("cpus") is not None:
         report.add("resources", "ok", _resources(hello))
     gpus = hello.get("gpus", [])
-    if mig_capable:
+    if hello.get("driver_version") is None and hello.get("problems"):
+        # NVML did not start: the agent knows no GPU, so none it lists says nothing of MIG
+        report.add("mig", "skip", "needs NVML")
+    elif mig_capable:
         off = [g for g in mig_capable if not g.get("mig_mode")]
         report.add("mig", "warn" if off else "ok", ", ".join(
             "gpu%d %s" % (g["index"], "MIG on" if g.get("mig_mode") else "MIG off")
