@@ -359,9 +359,11 @@ def test_doctor_says_one_cpu_in_the_singular(cpus, said):
         "%s (cpuset), 512 MiB RAM: what jobs here may use" % said
 
 
-def test_doctor_says_nothing_of_mig_where_nvml_did_not_start():
+@pytest.mark.parametrize("root", [True, False])
+def test_doctor_says_nothing_of_mig_where_nvml_did_not_start(root):
     """An agent whose NVML did not start knows no GPU: its MIG check waits for NVML (skipped,
-    as a check after a failed one is), never "no MIG-capable GPU" of a host full of them."""
+    as a check after a failed one is), never "no MIG-capable GPU" of a host full of them; and
+    one not root is not told that no GPU there needs MIG changes, which it cannot know."""
     from fractui.fleet.doctor import Report, _check_hello
     from remote_agent.gpu import fake_pynvml as nv
     from remote_agent.rpc.jsonrpc import Params
@@ -370,10 +372,16 @@ def test_doctor_says_nothing_of_mig_where_nvml_did_not_start():
     nv.sim_inject_fault("nvmlInitWithFlags", nv.NVML_ERROR_DRIVER_NOT_LOADED)
     agent = Agent(nv, "sim", nv)
     report = Report("gpu-a")
-    _check_hello(agent.hello(Params("hello", {}, ()), []), HostConfig(name="gpu-a"), report)
+    hello = agent.hello(Params("hello", {}, ()), [])
+    if not root:  # as an agent on a real host, not root, says it
+        hello["privileges"] = {"root": False, "mig_changes": False, "reason": (
+            "the agent runs as uid 1000 without root, and MIG changes need root")}
+    _check_hello(hello, HostConfig(name="gpu-a"), report)
     checks = {c.name: c for c in report.checks}
     assert checks["nvml"].status == "fail" and "NVML did not start" in checks["nvml"].detail
     assert (checks["mig"].status, checks["mig"].detail) == ("skip", "needs NVML")
+    assert root or (checks["privileges"].status, checks["privileges"].detail) == (
+        "skip", "not root; whether a GPU here needs MIG changes needs NVML")
 
 
 def test_an_unreachable_host_is_reported_for_that_host_not_as_a_traceback(fleet_env):

@@ -224,12 +224,17 @@ def _resources(hello: Dict[str, Any]) -> str:
 def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> None:
     privileges = hello.get("privileges") or {}
     mig_capable = [g for g in hello.get("gpus", []) if g.get("mig_capable")]
+    # NVML did not start: the agent knows no GPU, so what it lists says nothing of MIG
+    no_nvml = hello.get("driver_version") is None and bool(hello.get("problems"))
     if privileges.get("mig_changes"):
         report.add("privileges", "ok", "root" if privileges.get("root") else
                    "MIG changes allowed (simulated host)")
     elif mig_capable:
         report.add("privileges", "fail", "MIG is read-only: %s" % privileges.get("reason"),
                    'set become = "sudo" (with passwordless sudo) or reach the host as root')
+    elif no_nvml:
+        report.add("privileges", "skip", "not root; whether a GPU here needs MIG changes "
+                   "needs NVML")
     else:
         report.add("privileges", "ok", "not root; no GPU here needs MIG changes")
     if hello.get("problems"):
@@ -241,8 +246,7 @@ def _check_hello(hello: Dict[str, Any], host: HostConfig, report: Report) -> Non
     if hello.get("cpus") is not None:
         report.add("resources", "ok", _resources(hello))
     gpus = hello.get("gpus", [])
-    if hello.get("driver_version") is None and hello.get("problems"):
-        # NVML did not start: the agent knows no GPU, so none it lists says nothing of MIG
+    if no_nvml:
         report.add("mig", "skip", "needs NVML")
     elif mig_capable:
         off = [g for g in mig_capable if not g.get("mig_mode")]
