@@ -75,12 +75,12 @@ def as_user(plain_user, tmp_path):
     socket_dir = "/tmp/fractui-%d" % uid
     subprocess.run(["rm", "-rf", socket_dir], check=True)  # an earlier account's, of this uid
 
-    def run():
+    def run(**env: str):
         proc = subprocess.run(
             ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", paths.state_dir,
              "--sim", "1xL4"], input=b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n',
             capture_output=True, user=uid, group=gid, extra_groups=[], cwd=home,
-            env={"HOME": home, "PATH": "/usr/bin:/bin"}, timeout=60)
+            env=dict({"HOME": home, "PATH": "/usr/bin:/bin"}, **env), timeout=60)
         return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
     yield run, uid, socket_dir, paths
@@ -133,6 +133,110 @@ def test_the_bridge_never_talks_to_a_socket_another_user_could_have_planted(as_u
     assert "remove it" in err.lower() or "rm -r" in err
     assert "Traceback" not in err
     assert not trap.connected.is_set()  # not one byte went to it
+
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="/run/fractui, and a planted "
+                               "/tmp/fractui-0, are root's agent's")
+
+
+def runtime_dir_of(uid: int, home: str, mode: int, owner: int = -1) -> str:
+    """A runtime dir (as systemd's /run/user/UID) in ``home`` for ``uid``, of ``mode`` and
+    ``owner`` (``uid`` unless given)."""
+    folder = os.path.join(home, "run")
+    os.mkdir(folder)
+    os.chown(folder, uid if owner == -1 else owner, -1)
+    os.chmod(folder, mode)
+    return folder
+
+
+@ROOT_ONLY
+def test_a_user_agent_keeps_its_socket_in_its_own_runtime_dir(as_user):
+    run, uid, socket_dir, paths = as_user
+    home = os.path.dirname(paths.state_dir)
+    xdg = runtime_dir_of(uid, home, 0o700)
+    for _ in range(2):  # the second bridge finds the daemon the first started
+        code, out, err = run(XDG_RUNTIME_DIR=xdg)
+        assert (code, err) == (0, "") and '"result"' in out
+    st = os.lstat(os.path.join(xdg, "fractui", os.path.basename(paths.socket)))
+    assert stat.S_ISSOCK(st.st_mode) and st.st_uid == uid
+    st = os.lstat(os.path.join(xdg, "fractui"))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o700)
+    assert not os.path.lexists(socket_dir)
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("owner, mode, words", [
+    (OTHER_UID, 0o700, "{xdg} is owned by uid %d, not by uid {uid}" % OTHER_UID),
+    (-1, 0o750, "its mode is 0750, not 0700, so its group can reach it"),
+    (-1, 0o777, "{xdg} is writable by its group and all users (mode 0777)"),
+], ids=["owned by another user", "open to its group", "writable by all"])
+def test_a_runtime_dir_another_user_could_reach_is_passed_by_and_said_once(as_user, owner,
+                                                                           mode, words):
+    run, uid, socket_dir, paths = as_user
+    home = os.path.dirname(paths.state_dir)
+    xdg = runtime_dir_of(uid, home, mode, owner)
+    for _ in range(2):
+        code, out, err = run(XDG_RUNTIME_DIR=xdg)
+        assert (code, err) == (0, "") and '"result"' in out
+    assert stat.S_ISSOCK(os.lstat(os.path.join(socket_dir, os.path.basename(
+        paths.socket))).st_mode)
+    assert not os.path.lexists(os.path.join(xdg, "fractui"))
+    with open(paths.log_file) as f:
+        said = [line for line in f if "not under XDG_RUNTIME_DIR" in line]
+    assert len(said) == 1, said
+    assert "the agent's sockets are in %s, not under XDG_RUNTIME_DIR %s: " % (
+        socket_dir, xdg) in said[0]
+    assert words.format(uid=uid, xdg=xdg) in said[0], said[0]
+
+
+@contextlib.contextmanager
+def tmp_socket_dir_of_root_made_by(owner: int, tmp_path) -> Iterator[List[str]]:
+    """The command prefix that runs a command where /tmp/fractui-0 is a 0700 directory another
+    user made first: a directory of ``owner`` mounted there in a mount namespace of its own
+    (the machine's /tmp/fractui-0 may be in use, and is left as it is)."""
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o700)
+    os.chown(planted, owner, -1)
+    made = not os.path.lexists("/tmp/fractui-0")
+    if made:  # a mount point (where root's agents up to now made it)
+        os.mkdir("/tmp/fractui-0", 0o700)
+    try:
+        yield ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount --bind "$0" /tmp/fractui-0 && exec "$@"', str(planted)]
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # (unless an agent of the old place uses it)
+                os.rmdir("/tmp/fractui-0")
+
+
+@ROOT_ONLY
+def test_a_tmp_dir_another_user_made_first_stops_no_root_agent(tmp_path):
+    """Any local user can make /tmp/fractui-0; root's agent keeps its socket in /run/fractui,
+    which only root can make, so it starts all the same."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    state = str(tmp_path / "state")
+    paths = AgentPaths(state)
+    with tmp_socket_dir_of_root_made_by(nobody, tmp_path) as prefix:
+        try:
+            proc = subprocess.run(
+                prefix + [sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                          "--state-dir", state, "--sim", "1xL4"],
+                input=b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n',
+                capture_output=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
+                timeout=60)
+        finally:
+            stop_host(state)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0 and b'"result"' in proc.stdout, err
+    assert paths.socket_dir == "/run/fractui"
+    st = os.lstat("/run/fractui")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
+    # the old place is only looked in for an earlier agent's daemon, and passed by
+    assert err == ("remote_agent: not looking for an earlier agent's daemon in /tmp/fractui-0: "
+                   "refusing the agent's socket directory /tmp/fractui-0: it is owned by uid "
+                   "%d, not by uid 0; another user may have made it to read the agent's "
+                   "traffic. Remove it (rm -r /tmp/fractui-0, as root if you must) and connect "
+                   "again\n" % nobody)
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 """Where a host agent keeps its files, derived from the state dir so every bridge finds its daemon.
 
-The socket lives under /tmp in a 0700 directory with a short name: unix socket paths are limited
-to 108 bytes, and a state dir in a long home path would not fit. /tmp is shared with every local
-user, so both ends check that directory before using it, as tmux does: a real directory (not a
-symlink) of the agent's user, mode 0700, and a socket of the same user.
+The socket lives in a 0700 directory with a short name: unix socket paths are limited to 108
+bytes, and a state dir in a long home path would not fit. That directory is made where no other
+user can make it first (``runtime_dir``): /run/fractui for root, $XDG_RUNTIME_DIR/fractui for a
+user with a runtime dir of its own; else /tmp/fractui-UID, in /tmp, which is shared with every
+local user (who could make it first: the agent then refuses it, and cannot start). Both ends
+check that directory before using it, as tmux does: a real directory (not a symlink) of the
+agent's user, mode 0700, and a socket of the same user.
 """
 
 from __future__ import annotations
@@ -15,8 +18,62 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from remote_agent.daemon.trust import (UnsafePath, check_private, grantees, private_dir,
-                                        private_tree, python_module)
+from remote_agent.daemon.trust import (UnsafePath, check_private, check_tree, grantees,
+                                        private_dir, private_tree, python_module)
+
+ROOT_RUNTIME_BASE = "/run"
+SOCKET_NAME_BYTES = 22  # "/" and a digest's "<16 hex>.sock", after the socket dir
+SOCKET_PATH_MAX = 107  # sun_path's 108 bytes, less the terminating NUL
+
+
+@dataclass(frozen=True)
+class RuntimeDir:
+    """The socket dir of this user's agents, and why the safer place was not used ("" where it
+    was, or where there is none to use: a user with no XDG_RUNTIME_DIR)."""
+    path: str
+    why_not: str
+
+
+def tmp_socket_dir() -> str:
+    """The socket dir in /tmp: the fallback, and where agents up to 0.1.0 put every socket."""
+    return "/tmp/fractui-%d" % os.getuid()
+
+
+def runtime_dir() -> RuntimeDir:
+    """Where this user's agents keep their sockets: a place no other user can make first,
+    where there is one; else /tmp/fractui-UID. Read afresh on each use: bridge and daemon
+    agree as long as they run with the same XDG_RUNTIME_DIR (a user's logins get the same)."""
+    if os.getuid() == 0:
+        base, what = ROOT_RUNTIME_BASE, ROOT_RUNTIME_BASE
+    else:
+        base = os.environ.get("XDG_RUNTIME_DIR", "")
+        if not base:
+            return RuntimeDir(tmp_socket_dir(), "")
+        what = "XDG_RUNTIME_DIR %s" % base
+    try:
+        _check_runtime_base(base)
+    except (UnsafePath, OSError) as err:
+        return RuntimeDir(tmp_socket_dir(), "the agent's sockets are in %s, not under %s: %s"
+                          % (tmp_socket_dir(), what, err.strerror if isinstance(err, OSError)
+                             and err.strerror else err))
+    return RuntimeDir(os.path.join(base, "fractui"), "")
+
+
+def _check_runtime_base(base: str) -> None:
+    """Refuse (UnsafePath) a runtime dir another user could reach or change, or one whose
+    sockets' paths would not fit in a unix socket address."""
+    if not os.path.isabs(base):
+        raise UnsafePath("it is not an absolute path")
+    if len(os.fsencode(os.path.join(base, "fractui"))) + SOCKET_NAME_BYTES > SOCKET_PATH_MAX:
+        raise UnsafePath("it is too long for a unix socket's path in it")
+    check_tree(base, "the runtime dir")
+    st = os.stat(base)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath("it is not a directory")
+    others = grantees(st, base, 0o7)
+    if base != ROOT_RUNTIME_BASE and others:  # (/run is root's alone to write, and 0755)
+        raise UnsafePath("its mode is %04o, not 0700, so %s can reach it" % (
+            stat.S_IMODE(st.st_mode), others))
 
 
 @dataclass(frozen=True)
@@ -25,7 +82,13 @@ class AgentPaths:
 
     @property
     def socket_dir(self) -> str:
-        return "/tmp/fractui-%d" % os.getuid()
+        return runtime_dir().path
+
+    @property
+    def old_socket_dirs(self) -> List[str]:
+        """Where an agent of an earlier version may still listen: its daemon is found there, and
+        handed over from."""
+        return [d for d in (tmp_socket_dir(),) if d != self.socket_dir]
 
     @property
     def digest(self) -> str:
@@ -34,7 +97,11 @@ class AgentPaths:
 
     @property
     def socket(self) -> str:
-        return os.path.join(self.socket_dir, self.digest + ".sock")
+        return self.socket_in(self.socket_dir)
+
+    def socket_in(self, folder: str) -> str:
+        """This state dir's socket in the socket dir ``folder``."""
+        return os.path.join(folder, self.digest + ".sock")
 
     @property
     def pid_file(self) -> str:
@@ -123,39 +190,43 @@ class AgentPaths:
             pass
         self.check_socket_dir()
 
-    def check_socket_dir(self) -> bool:
-        """Whether the socket directory exists; UnsafePath if it is not one we can trust."""
+    def check_socket_dir(self, folder: str = "") -> bool:
+        """Whether the socket directory (or ``folder``, another one) exists; UnsafePath if it
+        is not one we can trust."""
+        folder = folder or self.socket_dir
         try:
-            st = os.lstat(self.socket_dir)
+            st = os.lstat(folder)
         except FileNotFoundError:
             return False
-        fix = "remove it (rm -r %s, as root if you must) and connect again" % self.socket_dir
+        fix = "remove it (rm -r %s, as root if you must) and connect again" % folder
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafePath("refusing the agent's socket directory %s: it is %s, not a "
-                             "directory; %s" % (self.socket_dir, "a symlink" if stat.S_ISLNK(
+                             "directory; %s" % (folder, "a symlink" if stat.S_ISLNK(
                                  st.st_mode) else "not a directory", fix))
         if st.st_uid != os.getuid():
             raise UnsafePath("refusing the agent's socket directory %s: it is owned by uid %d, "
                              "not by uid %d; another user may have made it to read the agent's "
-                             "traffic. %s" % (self.socket_dir, st.st_uid, os.getuid(),
+                             "traffic. %s" % (folder, st.st_uid, os.getuid(),
                                               fix[0].upper() + fix[1:]))
-        others = grantees(st, self.socket_dir, 0o7)
+        others = grantees(st, folder, 0o7)
         if others:
             raise UnsafePath("refusing the agent's socket directory %s: its mode is %04o, not "
                              "0700, so %s can reach the socket in it; %s" % (
-                                 self.socket_dir, stat.S_IMODE(st.st_mode), others, fix))
+                                 folder, stat.S_IMODE(st.st_mode), others, fix))
         return True
 
-    def check_socket(self) -> Optional[os.stat_result]:
-        """The socket's stat if there is one; UnsafePath if it is not a socket of ours."""
+    def check_socket(self, folder: str = "") -> Optional[os.stat_result]:
+        """The socket's stat (in ``folder``, where given) if there is one; UnsafePath if it is
+        not a socket of ours."""
+        path = self.socket_in(folder or self.socket_dir)
         try:
-            st = os.lstat(self.socket)
+            st = os.lstat(path)
         except FileNotFoundError:
             return None
         if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
             raise UnsafePath("refusing %s: it is %s owned by uid %d, not a socket of uid %d (the "
                              "agent's user); remove it and connect again" % (
-                                 self.socket, "a socket" if stat.S_ISSOCK(st.st_mode)
+                                 path, "a socket" if stat.S_ISSOCK(st.st_mode)
                                  else "not a socket", st.st_uid, os.getuid()))
         return st
 
