@@ -10,6 +10,7 @@ import errno
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -773,3 +774,54 @@ def test_each_job_counts_its_memory_in_a_hami_core_region_of_its_users_alone(
         assert not os.path.lexists(os.path.dirname(path))  # removed as the job ended
         regions.append(path)
     assert regions[0] != regions[1]
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["left as made", "a symlink put there"])
+def test_a_hami_core_region_a_killed_shim_left_is_removed_as_the_job_ends(
+        start_agent, tmp_path, plain_user, swapped):
+    """A shim killed (SIGKILL) cannot remove its job's region: the daemon does, from the
+    shim's record, as it ends the job; only a directory of the job's user, never through a
+    link the user put in its place (a victim of root's stays as it is), saying so in its log."""
+    name, home = plain_user
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
+    victim = tmp_path / "victim"  # root's, with a file in it
+    victim.mkdir()
+    (victim / "keep").write_text("root's")
+    release = os.path.join(home, "release")
+    swap = ("os.rename(region, region + '-moved')\nos.symlink(%r, region)\n" % str(victim)
+            if swapped else "")
+    program = ("import os, time\nregion = os.path.dirname(os.environ["
+               "'CUDA_DEVICE_MEMORY_SHARED_CACHE'])\nprint(region, flush=True)\n"
+               "while not os.path.exists(%r):\n    time.sleep(0.05)\n%s" % (release, swap))
+    job = agent.call("job.launch", key="k-region", gpu=0, memory_mib=1000, run_as=name,
+                     argv=["/usr/bin/python3", "-c", program])
+    region = wait_until(lambda: next((line for line in agent.call(
+        "job.logs", job=job["id"])["lines"] if line.startswith("/tmp/")), None),
+                        "the job to say its region")
+    assert os.path.isdir(region)
+    job_dir = os.path.join(str(state), "jobs", job["id"])  # ("j1")
+    with open(os.path.join(job_dir, "shim.claim")) as f:
+        shim = int(f.read())
+    os.kill(shim, signal.SIGKILL)
+    wait_until(lambda: not alive(shim), "the shim to die")
+    try:
+        with open(release, "w"):
+            pass
+        ended = wait_job(agent, job["id"])
+        assert ended["state"] == "lost", ended
+        with open(os.path.join(str(state), "daemon.log")) as f:
+            said = f.read()
+        if swapped:
+            assert os.path.islink(region) and os.listdir(victim) == ["keep"]
+            assert ("job %s: its HAMi-core region is left: refusing to remove %s: it is a "
+                    "symlink of uid %d, not the job's directory of uid %d; it is left as it is"
+                    % (job["id"], region, os.stat(home).st_uid, os.stat(home).st_uid)) in said
+        else:
+            assert not os.path.lexists(region)
+            assert ("job %s: removed its HAMi-core region %s, which its shim did not (it "
+                    "died)" % (job["id"], region)) in said
+    finally:
+        subprocess.run(["rm", "-rf", region, region + "-moved"], check=False)
