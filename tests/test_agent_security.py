@@ -9,6 +9,7 @@ import contextlib
 import errno
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -16,7 +17,7 @@ import stat
 import subprocess
 import sys
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -190,46 +191,51 @@ def test_a_runtime_dir_another_user_could_reach_is_passed_by_and_said_once(as_us
     assert words.format(uid=uid, xdg=xdg) in said[0], said[0]
 
 
-@contextlib.contextmanager
-def tmp_socket_dir_of_root_made_by(owner: int, tmp_path) -> Iterator[List[str]]:
-    """The command prefix that runs a command where /tmp/fractui-0 is a 0700 directory another
-    user made first: a directory of ``owner`` mounted there in a mount namespace of its own
-    (the machine's /tmp/fractui-0 may be in use, and is left as it is)."""
-    planted = tmp_path / "planted"
-    planted.mkdir(mode=0o700)
-    os.chown(planted, owner, -1)
-    made = not os.path.lexists("/tmp/fractui-0")
-    if made:  # a mount point (where root's agents up to now made it)
-        os.mkdir("/tmp/fractui-0", 0o700)
+def in_mount_namespace(*mounts: List[str]) -> List[str]:
+    """The command prefix that runs a command in a mount namespace of its own, after
+    ``mounts`` (each a mount command's arguments): the machine's other processes see none."""
+    script = " && ".join(shlex.join(["mount"] + list(m)) for m in mounts)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            script + ' && exec "$@"', "sh"]
+
+
+def root_bridge(prefix: List[str], state: str, *methods: str) -> Tuple[int, str, str]:
+    """A root bridge to the sim host in ``state``, run after ``prefix``, asked ``methods``:
+    (exit code, stdout, stderr); the host is stopped after."""
+    asked = "".join('{"jsonrpc": "2.0", "id": %d, "method": "%s"}\n' % (n, method)
+                    for n, method in enumerate(methods))
     try:
-        yield ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount --bind "$0" /tmp/fractui-0 && exec "$@"', str(planted)]
+        proc = subprocess.run(prefix + [sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                                        "--state-dir", state, "--sim", "1xL4"],
+                              input=asked.encode(), capture_output=True, cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
     finally:
-        if made:
-            with contextlib.suppress(OSError):  # (unless an agent of the old place uses it)
-                os.rmdir("/tmp/fractui-0")
+        stop_host(state)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 @ROOT_ONLY
 def test_a_tmp_dir_another_user_made_first_stops_no_root_agent(tmp_path):
     """Any local user can make /tmp/fractui-0; root's agent keeps its socket in /run/fractui,
-    which only root can make, so it starts all the same."""
+    which only root can make, so it starts all the same. The planted directory is mounted at
+    /tmp/fractui-0 in a mount namespace of the test's own (the machine's may be in use)."""
     nobody = pwd.getpwnam("nobody").pw_uid
-    state = str(tmp_path / "state")
-    paths = AgentPaths(state)
-    with tmp_socket_dir_of_root_made_by(nobody, tmp_path) as prefix:
-        try:
-            proc = subprocess.run(
-                prefix + [sys.executable, "-m", "remote_agent", "serve", "--stdio",
-                          "--state-dir", state, "--sim", "1xL4"],
-                input=b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n',
-                capture_output=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
-                timeout=60)
-        finally:
-            stop_host(state)
-    err = proc.stderr.decode()
-    assert proc.returncode == 0 and b'"result"' in proc.stdout, err
-    assert paths.socket_dir == "/run/fractui"
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o700)
+    os.chown(planted, nobody, -1)
+    made = not os.path.lexists("/tmp/fractui-0")
+    if made:  # a mount point (where root's agents up to now made it)
+        os.mkdir("/tmp/fractui-0", 0o700)
+    try:
+        code, out, err = root_bridge(in_mount_namespace(
+            ["--bind", str(planted), "/tmp/fractui-0"]), str(tmp_path / "state"),
+            "daemon.version")
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # (unless an agent of the old place uses it)
+                os.rmdir("/tmp/fractui-0")
+    assert code == 0 and '"result"' in out, err
+    assert AgentPaths(str(tmp_path / "state")).socket_dir == "/run/fractui"
     st = os.lstat("/run/fractui")
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
     # the old place is only looked in for an earlier agent's daemon, and passed by
@@ -238,6 +244,26 @@ def test_a_tmp_dir_another_user_made_first_stops_no_root_agent(tmp_path):
                    "%d, not by uid 0; another user may have made it to read the agent's "
                    "traffic. Remove it (rm -r /tmp/fractui-0, as root if you must) and connect "
                    "again\n" % nobody)
+
+
+@ROOT_ONLY
+def test_a_root_agent_where_run_is_read_only_keeps_its_socket_in_tmp(tmp_path):
+    """A read-only /run (a container's read-only root filesystem) has no room for
+    /run/fractui: the agent falls back to /tmp/fractui-0, and its log says why, once."""
+    state = tmp_path / "state"
+    left = os.path.join("/tmp/fractui-0", os.path.basename(AgentPaths(str(state)).socket))
+    try:
+        code, out, err = root_bridge(in_mount_namespace(
+            ["-t", "tmpfs", "-o", "ro,mode=0755", "tmpfs", "/run"]), str(state), "daemon.version")
+    finally:  # (the daemon is killed: its socket is left in the machine's /tmp/fractui-0)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(left)
+    assert code == 0 and '"result"' in out, err
+    said = (state / "daemon.log").read_text()
+    assert said.count("not under /run") == 1, said
+    assert "the agent's sockets are in /tmp/fractui-0, not under /run: no directory can be " \
+        "made in it (a read-only filesystem?)" in said
+    assert "serving /tmp/fractui-0/%s" % os.path.basename(AgentPaths(str(state)).socket) in said
 
 
 @pytest.fixture

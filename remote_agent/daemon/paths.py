@@ -70,6 +70,8 @@ def _check_runtime_base(base: str) -> None:
     st = os.stat(base)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath("it is not a directory")
+    if not os.path.lexists(os.path.join(base, "fractui")) and not os.access(base, os.W_OK):
+        raise UnsafePath("no directory can be made in it (a read-only filesystem?)")
     others = grantees(st, base, 0o7)
     if base != ROOT_RUNTIME_BASE and others:  # (/run is root's alone to write, and 0755)
         raise UnsafePath("its mode is %04o, not 0700, so %s can reach it" % (
