@@ -256,7 +256,8 @@ def _region(spec: Dict[str, Any], job_dir: str) -> Tuple[Optional[str], str]:
         return None, ""
     region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
     try:
-        write_json(os.path.join(job_dir, REGION_RECORD), {"path": region, "uid": _job_uid(spec)})
+        write_json(os.path.join(job_dir, REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
+                   durable=False)  # (as started.json: no fsync holds up a launch)
     except OSError as err:
         return None, "cannot record its HAMi-core region %s: %s" % (region, err)
     return region, ""
