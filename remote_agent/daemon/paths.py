@@ -1,12 +1,11 @@
 """Where a host agent keeps its files, derived from the state dir so every bridge finds its daemon.
 
 The socket lives in a 0700 directory with a short name: unix socket paths are limited to 108
-bytes, and a state dir in a long home path would not fit. That directory is made where no other
-user can make it first (``runtime_dir``): /run/fractui for root, $XDG_RUNTIME_DIR/fractui for a
-user with a runtime dir of its own; else /tmp/fractui-UID, in /tmp, which is shared with every
-local user (who could make it first: the agent then refuses it, and cannot start). Both ends
-check that directory before using it, as tmux does: a real directory (not a symlink) of the
-agent's user, mode 0700, and a socket of the same user.
+bytes, and a state dir in a long home path would not fit. Root's is /run/fractui, which no other
+user can make first (``runtime_dir``); another user's is /tmp/fractui-UID, in /tmp, which is
+shared with every local user (who could make it first: the agent then refuses it, and cannot
+start). Both ends check that directory before using it, as tmux does: a real directory (not a
+symlink) of the agent's user, mode 0700, and a socket of the same user.
 """
 
 from __future__ import annotations
@@ -22,60 +21,47 @@ from remote_agent.daemon.trust import (UnsafePath, check_private, check_tree, gr
                                         private_dir, private_tree, python_module)
 
 ROOT_RUNTIME_BASE = "/run"
-SOCKET_NAME_BYTES = 22  # "/" and a digest's "<16 hex>.sock", after the socket dir
-SOCKET_PATH_MAX = 107  # sun_path's 108 bytes, less the terminating NUL
 
 
 @dataclass(frozen=True)
 class RuntimeDir:
-    """The socket dir of this user's agents, and why the safer place was not used ("" where it
-    was, or where there is none to use: a user with no XDG_RUNTIME_DIR)."""
+    """The socket dir of this user's agents, and why root's safer place was not used ("" where
+    it was, and for every other user)."""
     path: str
     why_not: str
 
 
 def tmp_socket_dir() -> str:
-    """The socket dir in /tmp: the fallback, and where agents up to 0.1.0 put every socket."""
+    """The socket dir in /tmp: a user's, root's fallback, and where agents up to 0.1.0 put
+    every socket."""
     return "/tmp/fractui-%d" % os.getuid()
 
 
 def runtime_dir() -> RuntimeDir:
-    """Where this user's agents keep their sockets: a place no other user can make first,
-    where there is one; else /tmp/fractui-UID. Read afresh on each use: bridge and daemon
-    agree as long as they run with the same XDG_RUNTIME_DIR (a user's logins get the same)."""
-    if os.getuid() == 0:
-        base, what = ROOT_RUNTIME_BASE, ROOT_RUNTIME_BASE
-    else:
-        base = os.environ.get("XDG_RUNTIME_DIR", "")
-        if not base:
-            return RuntimeDir(tmp_socket_dir(), "")
-        what = "XDG_RUNTIME_DIR %s" % base
+    """Where this user's agents keep their sockets: root's in /run/fractui, which no other
+    user can make first, where /run takes it; else /tmp/fractui-UID. Not $XDG_RUNTIME_DIR:
+    logind removes it at the user's last logout (no linger), and with it the socket of a
+    daemon that outlives every session, which no bridge would then find."""
+    if os.getuid() != 0:
+        return RuntimeDir(tmp_socket_dir(), "")
     try:
-        _check_runtime_base(base)
+        _check_root_runtime_base()
     except (UnsafePath, OSError) as err:
         return RuntimeDir(tmp_socket_dir(), "the agent's sockets are in %s, not under %s: %s"
-                          % (tmp_socket_dir(), what, err.strerror if isinstance(err, OSError)
-                             and err.strerror else err))
-    return RuntimeDir(os.path.join(base, "fractui"), "")
+                          % (tmp_socket_dir(), ROOT_RUNTIME_BASE, err.strerror
+                             if isinstance(err, OSError) and err.strerror else err))
+    return RuntimeDir(os.path.join(ROOT_RUNTIME_BASE, "fractui"), "")
 
 
-def _check_runtime_base(base: str) -> None:
-    """Refuse (UnsafePath) a runtime dir another user could reach or change, or one whose
-    sockets' paths would not fit in a unix socket address."""
-    if not os.path.isabs(base):
-        raise UnsafePath("it is not an absolute path")
-    if len(os.fsencode(os.path.join(base, "fractui"))) + SOCKET_NAME_BYTES > SOCKET_PATH_MAX:
-        raise UnsafePath("it is too long for a unix socket's path in it")
-    check_tree(base, "the runtime dir")
-    st = os.stat(base)
-    if not stat.S_ISDIR(st.st_mode):
+def _check_root_runtime_base() -> None:
+    """Refuse (UnsafePath) a /run another user could change, or one where no directory can be
+    made (a container's read-only root filesystem)."""
+    check_tree(ROOT_RUNTIME_BASE, "the runtime dir")
+    if not stat.S_ISDIR(os.stat(ROOT_RUNTIME_BASE).st_mode):
         raise UnsafePath("it is not a directory")
-    if not os.path.lexists(os.path.join(base, "fractui")) and not os.access(base, os.W_OK):
+    if not os.path.lexists(os.path.join(ROOT_RUNTIME_BASE, "fractui")) and \
+            not os.access(ROOT_RUNTIME_BASE, os.W_OK):
         raise UnsafePath("no directory can be made in it (a read-only filesystem?)")
-    others = grantees(st, base, 0o7)
-    if base != ROOT_RUNTIME_BASE and others:  # (/run is root's alone to write, and 0755)
-        raise UnsafePath("its mode is %04o, not 0700, so %s can reach it" % (
-            stat.S_IMODE(st.st_mode), others))
 
 
 @dataclass(frozen=True)
