@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from fractui.config import HostConfig
 from fractui.fleet.host import agent_args
-from remote_agent.daemon.paths import code_hash
+from remote_agent.daemon.paths import AgentPaths, code_hash, runtime_dir, tmp_socket_dir
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.jobs import store as job_store
 from tests.conftest import REPO, AgentProcess
@@ -24,13 +25,13 @@ from tests.test_job_supervision import daemon_pid_of, fill, wait_until
 from tests.test_jobs import alive, assert_adopted_then_exit, launch_held_jobs, script, wait_job
 
 
-def copy_of_the_agent(tmp_path, change: str = "") -> str:
+def copy_of_the_agent(tmp_path, change: str = "", module: str = "jobs/env.py") -> str:
     """The agent's code in another place, with ``change`` appended to one module."""
     root = tmp_path / "code"
     shutil.copytree(os.path.join(REPO, "remote_agent"), root / "remote_agent",
                     ignore=shutil.ignore_patterns("__pycache__"))
     if change:
-        with open(root / "remote_agent" / "jobs" / "env.py", "a") as f:
+        with open(root / "remote_agent" / module, "a") as f:
             f.write(change)
     return str(root)
 
@@ -62,6 +63,32 @@ def test_changed_code_of_the_same_version_takes_over_and_adopts_every_job(start_
     assert info["pid"] != old["pid"] and not alive(old["pid"])
     assert "it runs other code" in handover_words(changed)
     assert_adopted_then_exit(start_agent(None, state, code_root=code), release, launched)
+
+
+@pytest.mark.skipif(runtime_dir().path == tmp_socket_dir(),
+                    reason="agents here keep their sockets in /tmp/fractui-UID, as earlier ones")
+def test_a_daemon_of_an_earlier_agent_listening_in_tmp_is_found_and_handed_over(start_agent,
+                                                                                tmp_path):
+    """Agents up to 0.1.0 kept every socket in /tmp/fractui-UID: a daemon of one still running
+    there is found, and the bridge hands over from it (its jobs re-adopted) as from any other
+    code, to a daemon listening in the runtime dir."""
+    state = str(tmp_path / "host")
+    earlier = copy_of_the_agent(tmp_path, "AgentPaths.socket_dir = property("
+                                "lambda self: tmp_socket_dir())\n", "daemon/paths.py")
+    agent = start_agent("1xA100-80GB:mig,1xL4", state, code_root=earlier)
+    old = agent.call("daemon.version")
+    paths = AgentPaths(state)
+    assert stat.S_ISSOCK(os.lstat(paths.socket_in(tmp_socket_dir())).st_mode)
+    release = tmp_path / "release"
+    launched = launch_held_jobs(agent, release, (0, 5))
+    current = start_agent(None, state)
+    info = current.call("daemon.version")
+    assert info["pid"] != old["pid"] and not alive(old["pid"])
+    assert "it runs other code" in handover_words(current)
+    assert stat.S_ISSOCK(os.lstat(paths.socket).st_mode)
+    assert paths.socket_dir == runtime_dir().path
+    assert not os.path.lexists(paths.socket_in(tmp_socket_dir()))  # the old daemon took it
+    assert_adopted_then_exit(start_agent(None, state), release, launched)
 
 
 def handover_words(agent: AgentProcess) -> str:

@@ -9,13 +9,15 @@ import contextlib
 import errno
 import os
 import pwd
+import shlex
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -75,12 +77,12 @@ def as_user(plain_user, tmp_path):
     socket_dir = "/tmp/fractui-%d" % uid
     subprocess.run(["rm", "-rf", socket_dir], check=True)  # an earlier account's, of this uid
 
-    def run():
+    def run(**env: str):
         proc = subprocess.run(
             ["/usr/bin/python3", archive, "serve", "--stdio", "--state-dir", paths.state_dir,
              "--sim", "1xL4"], input=b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.version"}\n',
             capture_output=True, user=uid, group=gid, extra_groups=[], cwd=home,
-            env={"HOME": home, "PATH": "/usr/bin:/bin"}, timeout=60)
+            env=dict({"HOME": home, "PATH": "/usr/bin:/bin"}, **env), timeout=60)
         return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
     yield run, uid, socket_dir, paths
@@ -133,6 +135,99 @@ def test_the_bridge_never_talks_to_a_socket_another_user_could_have_planted(as_u
     assert "remove it" in err.lower() or "rm -r" in err
     assert "Traceback" not in err
     assert not trap.connected.is_set()  # not one byte went to it
+
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="/run/fractui, and a planted "
+                               "/tmp/fractui-0, are root's agent's")
+
+
+@ROOT_ONLY
+def test_a_user_agent_keeps_its_socket_in_tmp_whatever_its_runtime_dir(as_user):
+    """logind removes a user's XDG_RUNTIME_DIR at the last logout: a daemon's socket there
+    would go with the SSH session that started it, and the next bridge find none."""
+    run, uid, socket_dir, paths = as_user
+    xdg = os.path.join(os.path.dirname(paths.state_dir), "run")
+    os.mkdir(xdg, 0o700)
+    os.chown(xdg, uid, -1)
+    code, out, err = run(XDG_RUNTIME_DIR=xdg)
+    assert (code, err) == (0, "") and '"result"' in out
+    assert stat.S_ISSOCK(os.lstat(paths.socket_in(socket_dir)).st_mode)
+    assert not os.path.lexists(os.path.join(xdg, "fractui"))  # (podman, probed, uses it)
+
+
+def in_mount_namespace(*mounts: List[str]) -> List[str]:
+    """The command prefix that runs a command in a mount namespace of its own, after
+    ``mounts`` (each a mount command's arguments): the machine's other processes see none."""
+    script = " && ".join(shlex.join(["mount"] + list(m)) for m in mounts)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            script + ' && exec "$@"', "sh"]
+
+
+def root_bridge(prefix: List[str], state: str, *methods: str) -> Tuple[int, str, str]:
+    """A root bridge to the sim host in ``state``, run after ``prefix``, asked ``methods``:
+    (exit code, stdout, stderr); the host is stopped after."""
+    asked = "".join('{"jsonrpc": "2.0", "id": %d, "method": "%s"}\n' % (n, method)
+                    for n, method in enumerate(methods))
+    try:
+        proc = subprocess.run(prefix + [sys.executable, "-m", "remote_agent", "serve", "--stdio",
+                                        "--state-dir", state, "--sim", "1xL4"],
+                              input=asked.encode(), capture_output=True, cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    finally:
+        stop_host(state)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+@ROOT_ONLY
+def test_a_tmp_dir_another_user_made_first_stops_no_root_agent(tmp_path):
+    """Any local user can make /tmp/fractui-0; root's agent keeps its socket in /run/fractui,
+    which only root can make, so it starts all the same. The planted directory is mounted at
+    /tmp/fractui-0 in a mount namespace of the test's own (the machine's may be in use)."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o700)
+    os.chown(planted, nobody, -1)
+    made = not os.path.lexists("/tmp/fractui-0")
+    if made:  # a mount point (where root's agents up to now made it)
+        os.mkdir("/tmp/fractui-0", 0o700)
+    try:
+        code, out, err = root_bridge(in_mount_namespace(
+            ["--bind", str(planted), "/tmp/fractui-0"]), str(tmp_path / "state"),
+            "daemon.version")
+    finally:
+        if made:
+            with contextlib.suppress(OSError):  # (unless an agent of the old place uses it)
+                os.rmdir("/tmp/fractui-0")
+    assert code == 0 and '"result"' in out, err
+    assert AgentPaths(str(tmp_path / "state")).socket_dir == "/run/fractui"
+    st = os.lstat("/run/fractui")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
+    # the old place is only looked in for an earlier agent's daemon, and passed by
+    assert err == ("remote_agent: not looking for an earlier agent's daemon in /tmp/fractui-0: "
+                   "refusing the agent's socket directory /tmp/fractui-0: it is owned by uid "
+                   "%d, not by uid 0; another user may have made it to read the agent's "
+                   "traffic. Remove it (rm -r /tmp/fractui-0, as root if you must) and connect "
+                   "again\n" % nobody)
+
+
+@ROOT_ONLY
+def test_a_root_agent_where_run_is_read_only_keeps_its_socket_in_tmp(tmp_path):
+    """A read-only /run (a container's read-only root filesystem) has no room for
+    /run/fractui: the agent falls back to /tmp/fractui-0, and its log says why, once."""
+    state = tmp_path / "state"
+    left = os.path.join("/tmp/fractui-0", os.path.basename(AgentPaths(str(state)).socket))
+    try:
+        code, out, err = root_bridge(in_mount_namespace(
+            ["-t", "tmpfs", "-o", "ro,mode=0755", "tmpfs", "/run"]), str(state), "daemon.version")
+    finally:  # (the daemon is killed: its socket is left in the machine's /tmp/fractui-0)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(left)
+    assert code == 0 and '"result"' in out, err
+    said = (state / "daemon.log").read_text()
+    assert said.count("not under /run") == 1, said
+    assert "the agent's sockets are in /tmp/fractui-0, not under /run: no directory can be " \
+        "made in it (a read-only filesystem?)" in said
+    assert "serving /tmp/fractui-0/%s" % os.path.basename(AgentPaths(str(state)).socket) in said
 
 
 @pytest.fixture
@@ -669,3 +764,56 @@ def test_each_job_counts_its_memory_in_a_hami_core_region_of_its_users_alone(
         assert not os.path.lexists(os.path.dirname(path))  # removed as the job ended
         regions.append(path)
     assert regions[0] != regions[1]
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["left as made", "a symlink put there"])
+def test_a_hami_core_region_a_killed_shim_left_is_removed_as_the_job_ends(
+        start_agent, tmp_path, plain_user, swapped):
+    """A shim killed (SIGKILL) cannot remove its job's region: the daemon does, from the
+    shim's record, as it ends the job; only a directory of the job's user, never through a
+    link the user put in its place (a victim of root's stays as it is), saying so in its log."""
+    name, home = plain_user
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
+    victim = tmp_path / "victim"  # root's, with a file in it
+    victim.mkdir()
+    (victim / "keep").write_text("root's")
+    release = os.path.join(home, "release")
+    swap = ("os.rename(region, region + '-moved')\nos.symlink(%r, region)\n" % str(victim)
+            if swapped else "")
+    program = ("import os, time\nregion = os.path.dirname(os.environ["
+               "'CUDA_DEVICE_MEMORY_SHARED_CACHE'])\nprint(region, flush=True)\n"
+               "while not os.path.exists(%r):\n    time.sleep(0.05)\n%s" % (release, swap))
+    job = agent.call("job.launch", key="k-region", gpu=0, memory_mib=1000, run_as=name,
+                     argv=["/usr/bin/python3", "-c", program])
+    region = wait_until(lambda: next((line for line in agent.call(
+        "job.logs", job=job["id"])["lines"] if line.startswith("/tmp/")), None),
+                        "the job to say its region")
+    assert os.path.isdir(region)
+    job_dir = os.path.join(str(state), "jobs", job["id"])  # ("j1")
+    with open(os.path.join(job_dir, "shim.claim")) as f:
+        shim = int(f.read())
+    os.kill(shim, signal.SIGKILL)
+    wait_until(lambda: not alive(shim), "the shim to die")
+    try:
+        with open(release, "w"):
+            pass
+        ended = wait_job(agent, job["id"])
+        assert ended["state"] == "lost", ended
+        uid = os.stat(home).st_uid
+        words = ("job %s: its HAMi-core region is left: refusing to remove %s: it is a symlink "
+                 "of uid %d, not the job's directory of uid %d; it is left as it is" % (
+                     job["id"], region, uid, uid) if swapped else
+                 "job %s: removed its HAMi-core region %s, which its shim did not (it died)" % (
+                     job["id"], region))
+        # (said as the daemon gives back what the job held, just after it records the end)
+        wait_until(lambda: words in (state / "daemon.log").read_text(),
+                   "the daemon to say: %s" % words)
+        if swapped:
+            assert os.path.islink(region) and os.listdir(victim) == ["keep"]
+        else:
+            assert not os.path.lexists(region)
+    finally:
+        subprocess.run(["rm", "-rf", region, region + "-moved"], check=False)

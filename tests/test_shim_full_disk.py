@@ -18,12 +18,12 @@ from tests.test_store_damage import _fill, small_fs  # noqa: F401 - the fixture
 PAGE = 4096
 
 
-def _job_dir(folder: Path, argv: list) -> str:
+def _job_dir(folder: Path, argv: list, **more: str) -> str:
     job_dir = str(folder / "j1")
     private_dir(job_dir, "job directory")
-    write_private(os.path.join(job_dir, "spec.json"), json.dumps({
+    write_private(os.path.join(job_dir, "spec.json"), json.dumps(dict({
         "argv": argv, "env": dict(os.environ), "cwd": "/", "cgroup": None,
-        "log_max_bytes": 1 << 20, "user": None}).encode(), True)
+        "log_max_bytes": 1 << 20, "user": None}, **more)).encode(), True)
     return job_dir
 
 
@@ -93,6 +93,32 @@ def test_a_claim_that_cannot_be_written_is_given_up_and_nothing_runs(small_fs, t
     assert "cannot claim the job" in said.read_text()
     assert not os.path.exists(os.path.join(job_dir, "shim.claim"))  # the job may be started
     assert not ran.exists()
+
+
+def test_a_hami_core_region_that_cannot_be_recorded_is_never_made_and_nothing_runs(small_fs,
+                                                                                    tmp_path):
+    """The shim records the job's region before the job can make it, so that a daemon removes
+    it where the shim is killed; where the record cannot be written, the job does not start."""
+    ran = tmp_path / "ran"
+    job_dir = _job_dir(small_fs, ["touch", str(ran)],
+                       hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
+    filler = _fill(small_fs)
+    os.truncate(filler, os.path.getsize(filler) - PAGE)  # room for the claim's pid alone
+    said = tmp_path / "shim.err"
+    shim = _shim(job_dir, said)
+    ended = Path(job_dir) / "exit.json"
+    try:
+        wait_until(lambda: "cannot write %s yet" % ended in said.read_text(),
+                   "the shim to find no room for exit.json", 30)
+    finally:
+        os.unlink(filler)
+        assert shim.wait(30) == 0
+    error = json.loads(ended.read_text())["error"]
+    assert error.startswith("cannot record its HAMi-core region /tmp/fractui-hami-"), error
+    assert error.endswith(": [Errno 28] No space left on device"), error
+    assert not os.path.lexists(error.split()[5].rstrip(":"))
+    assert not ran.exists()
+    assert not os.path.exists(os.path.join(job_dir, "hami-region.json"))
 
 
 def test_an_end_that_cannot_be_written_is_said_once_however_often_it_is_tried(small_fs, tmp_path):

@@ -39,18 +39,40 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
-def connect(paths: AgentPaths) -> socket.socket:
-    """Connect to the daemon's socket once it and its directory are checked (UnsafePath if
-    another user could have made them); OSError when there is none to connect to."""
-    if not paths.check_socket_dir() or paths.check_socket() is None:
-        raise FileNotFoundError("no socket at %s" % paths.socket)
+def connect(paths: AgentPaths, folder: str = "") -> socket.socket:
+    """Connect to the daemon's socket (in the socket dir ``folder``, where given) once it and
+    its directory are checked (UnsafePath if another user could have made them); OSError when
+    there is none to connect to."""
+    folder = folder or paths.socket_dir
+    if not paths.check_socket_dir(folder) or paths.check_socket(folder) is None:
+        raise FileNotFoundError("no socket at %s" % paths.socket_in(folder))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(paths.socket)
+        sock.connect(paths.socket_in(folder))
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def connect_any(paths: AgentPaths) -> socket.socket:
+    """``connect``, else to a daemon of an earlier agent that listens where it put its socket
+    (/tmp/fractui-UID), so it is found and handed over from. That place is only looked in:
+    where another user made it, it is passed by, and said so (a daemon of ours never listened
+    there), so it stops no agent."""
+    try:
+        return connect(paths)
+    except OSError as err:
+        missing = err
+    for folder in paths.old_socket_dirs:
+        try:
+            return connect(paths, folder)
+        except UnsafePath as err:
+            print("remote_agent: not looking for an earlier agent's daemon in %s: %s" % (
+                folder, err), file=sys.stderr)
+        except OSError:
+            continue  # no earlier daemon there: the usual case
+    raise missing
 
 
 def _start_daemon(paths: AgentPaths, daemon_args: List[str]) -> None:
@@ -66,9 +88,9 @@ def _start_daemon(paths: AgentPaths, daemon_args: List[str]) -> None:
 
 def connect_or_start(paths: AgentPaths, daemon_args: List[str]) -> socket.socket:
     try:
-        return connect(paths)
+        return connect_any(paths)
     except OSError:
-        pass
+        pass  # none runs: one is started, and listens in the socket dir
     _start_daemon(paths, daemon_args)
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:

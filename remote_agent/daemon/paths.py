@@ -1,8 +1,10 @@
 """Where a host agent keeps its files, derived from the state dir so every bridge finds its daemon.
 
-The socket lives under /tmp in a 0700 directory with a short name: unix socket paths are limited
-to 108 bytes, and a state dir in a long home path would not fit. /tmp is shared with every local
-user, so both ends check that directory before using it, as tmux does: a real directory (not a
+The socket lives in a 0700 directory with a short name: unix socket paths are limited to 108
+bytes, and a state dir in a long home path would not fit. Root's is /run/fractui, which no other
+user can make first (``runtime_dir``); another user's is /tmp/fractui-UID, in /tmp, which is
+shared with every local user (who could make it first: the agent then refuses it, and cannot
+start). Both ends check that directory before using it, as tmux does: a real directory (not a
 symlink) of the agent's user, mode 0700, and a socket of the same user.
 """
 
@@ -15,8 +17,51 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from remote_agent.daemon.trust import (UnsafePath, check_private, grantees, private_dir,
-                                        private_tree, python_module)
+from remote_agent.daemon.trust import (UnsafePath, check_private, check_tree, grantees,
+                                        private_dir, private_tree, python_module)
+
+ROOT_RUNTIME_BASE = "/run"
+
+
+@dataclass(frozen=True)
+class RuntimeDir:
+    """The socket dir of this user's agents, and why root's safer place was not used ("" where
+    it was, and for every other user)."""
+    path: str
+    why_not: str
+
+
+def tmp_socket_dir() -> str:
+    """The socket dir in /tmp: a user's, root's fallback, and where agents up to 0.1.0 put
+    every socket."""
+    return "/tmp/fractui-%d" % os.getuid()
+
+
+def runtime_dir() -> RuntimeDir:
+    """Where this user's agents keep their sockets: root's in /run/fractui, which no other
+    user can make first, where /run takes it; else /tmp/fractui-UID. Not $XDG_RUNTIME_DIR:
+    logind removes it at the user's last logout (no linger), and with it the socket of a
+    daemon that outlives every session, which no bridge would then find."""
+    if os.getuid() != 0:
+        return RuntimeDir(tmp_socket_dir(), "")
+    try:
+        _check_root_runtime_base()
+    except (UnsafePath, OSError) as err:
+        return RuntimeDir(tmp_socket_dir(), "the agent's sockets are in %s, not under %s: %s"
+                          % (tmp_socket_dir(), ROOT_RUNTIME_BASE, err.strerror
+                             if isinstance(err, OSError) and err.strerror else err))
+    return RuntimeDir(os.path.join(ROOT_RUNTIME_BASE, "fractui"), "")
+
+
+def _check_root_runtime_base() -> None:
+    """Refuse (UnsafePath) a /run another user could change, or one where no directory can be
+    made (a container's read-only root filesystem)."""
+    check_tree(ROOT_RUNTIME_BASE, "the runtime dir")
+    if not stat.S_ISDIR(os.stat(ROOT_RUNTIME_BASE).st_mode):
+        raise UnsafePath("it is not a directory")
+    if not os.path.lexists(os.path.join(ROOT_RUNTIME_BASE, "fractui")) and \
+            not os.access(ROOT_RUNTIME_BASE, os.W_OK):
+        raise UnsafePath("no directory can be made in it (a read-only filesystem?)")
 
 
 @dataclass(frozen=True)
@@ -25,7 +70,13 @@ class AgentPaths:
 
     @property
     def socket_dir(self) -> str:
-        return "/tmp/fractui-%d" % os.getuid()
+        return runtime_dir().path
+
+    @property
+    def old_socket_dirs(self) -> List[str]:
+        """Where an agent of an earlier version may still listen: its daemon is found there, and
+        handed over from."""
+        return [d for d in (tmp_socket_dir(),) if d != self.socket_dir]
 
     @property
     def digest(self) -> str:
@@ -34,7 +85,11 @@ class AgentPaths:
 
     @property
     def socket(self) -> str:
-        return os.path.join(self.socket_dir, self.digest + ".sock")
+        return self.socket_in(self.socket_dir)
+
+    def socket_in(self, folder: str) -> str:
+        """This state dir's socket in the socket dir ``folder``."""
+        return os.path.join(folder, self.digest + ".sock")
 
     @property
     def pid_file(self) -> str:
@@ -123,39 +178,43 @@ class AgentPaths:
             pass
         self.check_socket_dir()
 
-    def check_socket_dir(self) -> bool:
-        """Whether the socket directory exists; UnsafePath if it is not one we can trust."""
+    def check_socket_dir(self, folder: str = "") -> bool:
+        """Whether the socket directory (or ``folder``, another one) exists; UnsafePath if it
+        is not one we can trust."""
+        folder = folder or self.socket_dir
         try:
-            st = os.lstat(self.socket_dir)
+            st = os.lstat(folder)
         except FileNotFoundError:
             return False
-        fix = "remove it (rm -r %s, as root if you must) and connect again" % self.socket_dir
+        fix = "remove it (rm -r %s, as root if you must) and connect again" % folder
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafePath("refusing the agent's socket directory %s: it is %s, not a "
-                             "directory; %s" % (self.socket_dir, "a symlink" if stat.S_ISLNK(
+                             "directory; %s" % (folder, "a symlink" if stat.S_ISLNK(
                                  st.st_mode) else "not a directory", fix))
         if st.st_uid != os.getuid():
             raise UnsafePath("refusing the agent's socket directory %s: it is owned by uid %d, "
                              "not by uid %d; another user may have made it to read the agent's "
-                             "traffic. %s" % (self.socket_dir, st.st_uid, os.getuid(),
+                             "traffic. %s" % (folder, st.st_uid, os.getuid(),
                                               fix[0].upper() + fix[1:]))
-        others = grantees(st, self.socket_dir, 0o7)
+        others = grantees(st, folder, 0o7)
         if others:
             raise UnsafePath("refusing the agent's socket directory %s: its mode is %04o, not "
                              "0700, so %s can reach the socket in it; %s" % (
-                                 self.socket_dir, stat.S_IMODE(st.st_mode), others, fix))
+                                 folder, stat.S_IMODE(st.st_mode), others, fix))
         return True
 
-    def check_socket(self) -> Optional[os.stat_result]:
-        """The socket's stat if there is one; UnsafePath if it is not a socket of ours."""
+    def check_socket(self, folder: str = "") -> Optional[os.stat_result]:
+        """The socket's stat (in ``folder``, where given) if there is one; UnsafePath if it is
+        not a socket of ours."""
+        path = self.socket_in(folder or self.socket_dir)
         try:
-            st = os.lstat(self.socket)
+            st = os.lstat(path)
         except FileNotFoundError:
             return None
         if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
             raise UnsafePath("refusing %s: it is %s owned by uid %d, not a socket of uid %d (the "
                              "agent's user); remove it and connect again" % (
-                                 self.socket, "a socket" if stat.S_ISSOCK(st.st_mode)
+                                 path, "a socket" if stat.S_ISSOCK(st.st_mode)
                                  else "not a socket", st.st_uid, os.getuid()))
         return st
 

@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from remote_agent import PROTOCOL_VERSION, __version__
-from remote_agent.daemon.paths import AgentPaths, agent_env
+from remote_agent.daemon.paths import AgentPaths, agent_env, runtime_dir
 from remote_agent.daemon.settings import AgentSettings
 from remote_agent.daemon.trust import UnsafePath
 from remote_agent.failing import Failures
@@ -416,6 +416,9 @@ def run_daemon(paths: AgentPaths, agent: Agent, settings: AgentSettings, code_ha
                sim_spec: Optional[str]) -> int:
     daemon = Daemon(paths, agent, settings, code_hash, sim_spec)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
+    why_not = runtime_dir().why_not
+    if why_not:  # said once per daemon: its bridges find it in the same place
+        log.warning("%s", why_not)
     listener = bind(paths)
     ino = os.stat(paths.socket).st_ino
     try:

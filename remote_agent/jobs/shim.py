@@ -15,7 +15,8 @@ start-up time is part of every launch.
 
 Files in JOB_DIR: ``shim.claim`` (the one shim that may run this job: created exclusively),
 ``shim.lock`` (held for the shim's life: a daemon tells a live shim by failing to lock it),
-``started.json``, ``output.pipe``, ``output.log`` and ``output.log.1``, ``exit.json``.
+``started.json``, ``output.pipe``, ``output.log`` and ``output.log.1``, ``exit.json``;
+``hami-region.json`` (REGION_RECORD), where the job has a HAMi-core region.
 """
 
 from __future__ import annotations
@@ -24,28 +25,21 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from remote_agent.daemon.trust import open_private, read_private, write_private
+from remote_agent.daemon.trust import UnsafePath, open_private, read_private, write_private
 from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
 from remote_agent.jobs.output import LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader
 from remote_agent.jobs.procs import JobProcs, proc_info
+from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
-# HAMi-core's region (/tmp/cudevshr.cache by default) is a file every process that preloads it
-# maps and writes: the memory each process holds and the limits. Left at the default, every
-# job of every user on the host shared one, and any local user could make it first and change
-# what others' jobs are held to. Each job gets its own instead, in a directory its child makes
-# here as the job's user (0700, named by chance, so no one else can have made it), removed as
-# the job ends.
-REGION_DIR = "/tmp"
 
 
 def write_json(path: str, data: Dict[str, Any], durable: bool = True) -> None:
@@ -214,11 +208,10 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     make_pipe(pipe)
     reader = open_reader(pipe)
     os.set_blocking(reader, True)
-    region = os.path.join(REGION_DIR, "fractui-hami-" + os.urandom(8).hex()) \
-        if spec.get("hami_region") else None
-    pid, why = _spawn(spec, reader, job_dir, region)
+    region, why = _region(spec, job_dir)
+    pid, why = (0, why) if why else _spawn(spec, reader, job_dir, region)
     if not pid:
-        _remove_region(region)
+        _remove_region(region, _job_uid(spec))
         log.note(why)
         log.close()
         write_json_until_done(os.path.join(job_dir, "exit.json"),
@@ -240,7 +233,7 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     _, status = os.waitpid(pid, 0)
     ended_at = time.time()
     job.signal(signal.SIGKILL)  # what the job left behind ends with it
-    _remove_region(region)
+    _remove_region(region, _job_uid(spec))
     copier.join(DRAIN_AFTER_END_S)
     if not copier.is_alive():  # else a process that left the job holds the pipe: leave it be
         log.close()
@@ -255,17 +248,34 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
     return 0
 
 
-def _remove_region(region: Optional[str]) -> None:
-    """The job's HAMi-core region, with whatever its user put beside it (rmtree follows no
-    link, and refuses a link put in the directory's place)."""
+def _region(spec: Dict[str, Any], job_dir: str) -> Tuple[Optional[str], str]:
+    """The directory of the job's HAMi-core region (None where it has none), recorded in
+    ``job_dir`` before the job can make it, so a daemon removes it where this shim dies; or
+    why it cannot be recorded (nothing then runs)."""
+    if not spec.get("hami_region"):
+        return None, ""
+    region = os.path.join(REGION_DIR, REGION_PREFIX + os.urandom(8).hex())
+    try:
+        write_json(os.path.join(job_dir, REGION_RECORD), {"path": region, "uid": _job_uid(spec)},
+                   durable=False)  # (as started.json: no fsync holds up a launch)
+    except OSError as err:
+        return None, "cannot record its HAMi-core region %s: %s" % (region, err)
+    return region, ""
+
+
+def _remove_region(region: Optional[str], uid: int) -> None:
+    """The job's HAMi-core region (``remove_region``), as the job ends."""
     if region is None:
         return
     try:
-        shutil.rmtree(region)
-    except FileNotFoundError:
-        pass  # (its child failed before it made it)
-    except OSError as err:
+        remove_region(region, uid)
+    except (UnsafePath, OSError) as err:
         _say("cannot remove the job's HAMi-core region %s: %s" % (region, err))
+
+
+def _job_uid(spec: Dict[str, Any]) -> int:
+    """The uid the job runs as: its user's, else the agent's."""
+    return spec["user"]["uid"] if spec.get("user") else os.getuid()
 
 
 def _recorded(path: str, started: Dict[str, Any]) -> threading.Thread:

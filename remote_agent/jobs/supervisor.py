@@ -48,6 +48,7 @@ from remote_agent.jobs.cgroups import JobCgroups
 from remote_agent.jobs.env import JobUser, base_env
 from remote_agent.jobs.runtime import JobRun, Runtime
 from remote_agent.jobs.runtime.image import MAX_IMAGE_LEN, image_problem
+from remote_agent.jobs.region import REGION_RECORD, remove_region
 from remote_agent.jobs.store import Job, JobStore, StoreError
 from remote_agent.jobs.usage import USAGE_SAMPLE_S
 from remote_agent.rpc import jsonrpc as rpc
@@ -67,6 +68,7 @@ JOB_FILES = {
     "exit.json": record({"ended_at": NUMBER, "code": (int, type(None)), "signal": (int,),
                          "error": (str,)}),
     OUTLIVED: record({"seen_at": NUMBER}, ("seen_at",)),
+    REGION_RECORD: record({"path": (str,), "uid": (int,)}, ("path", "uid")),
 }
 FENCE = b"0"  # a shim claim the daemon made: no shim may start that job
 UNSENT = "unsent"  # a stop's signal its container was not made yet to take: (it, job id)
@@ -523,6 +525,7 @@ class Supervisor:
         """An ended job gives back its container, its cgroup (killing anything left in it) and
         driver limits. The container is removed here whoever else would (the runtime's --rm
         needs its client or its monitor alive to do it)."""
+        self._remove_left_region(job)
         if job.container:
             self.end_container(LeftContainer(job.container, job.runtime, job.container_cgroup,
                                              "job j%d" % job.id))
@@ -533,6 +536,20 @@ class Supervisor:
         if not self.cgroups.remove(job.cgroup):
             with self._lock:
                 self._cgroups_left.add(job.cgroup)
+
+    def _remove_left_region(self, job: Job) -> None:
+        """The HAMi-core region of an ended job whose shim died (a live shim removes its own as
+        the job ends), from the shim's record, only where it is still the job's user's own
+        directory (``shim.remove_region``)."""
+        left = self.read_job_file(job, REGION_RECORD)
+        if left is None or shim_alive(self.job_dir(job)):
+            return
+        try:
+            if remove_region(left["path"], left["uid"]):
+                log.info("job j%d: removed its HAMi-core region %s, which its shim did not "
+                         "(it died)", job.id, left["path"])
+        except (UnsafePath, OSError) as err:
+            log.warning("job j%d: its HAMi-core region is left: %s", job.id, err)
 
     def end_container(self, left: LeftContainer) -> str:
         """Stop and remove an ended job's container by its name, whatever recorded it: first a
