@@ -19,9 +19,10 @@ import pytest
 
 from fractui.cli import main
 from fractui.fleet import sshlog
+from fractui.fleet.transport.base import _HAVE
 from fractui.scheduler.child import ChildScheduler
 from fractui.store import SqliteStore
-from remote_agent.daemon.trust import UnsafePath
+from remote_agent.daemon.trust import UnsafePath, python_code
 from tests.conftest import REPO, stop_host
 from tests.test_store_damage import fractui, plain_dir, write_config  # noqa: F401 - a fixture
 
@@ -277,20 +278,21 @@ PLANT = "open(%r, 'a').write('ran\\n')\nraise SystemExit(3)\n"
 
 def _planted(folder: Path) -> Tuple[Path, Path]:
     """A folder all users may write (as /tmp, or a team's), where nobody has put packages named
-    as ours and a module named as one of Python's, each of which says so in a file when it
-    runs: (the folder, that file)."""
+    as ours and modules named as Python's, each of which says so in a file when it runs:
+    (the folder, that file)."""
     said = folder / "ran"
     source = folder / "theirs"
     for package in ("remote_agent", "fractui"):
         (source / package).mkdir(parents=True)
         (source / package / "__init__.py").write_text("")
         (source / package / "__main__.py").write_text(PLANT % str(said))
-    (source / "hashlib.py").write_text(PLANT % str(said))
+    for module in ("hashlib.py", "__future__.py"):
+        (source / module).write_text(PLANT % str(said))
     subprocess.run(["chmod", "-R", "a+rX", str(source)], check=True)
     shared = folder / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
-    for name in ("remote_agent", "fractui", "hashlib.py"):
+    for name in ("remote_agent", "fractui", "hashlib.py", "__future__.py"):
         assert _as_nobody(["cp", "-r", str(source / name), str(shared)]).returncode == 0
     return shared, said
 
@@ -358,3 +360,17 @@ def test_the_checks_run_on_an_exec_host_from_a_folder_others_write_run_none_of_t
         stop_host(str(state))
     assert not said.exists(), "another user's hashlib ran"
     assert code == 0 and "online" in out, out + err
+
+
+def test_a_check_whose_code_imports_from_the_future_run_there_runs_none_of_theirs(plain_dir):
+    """A ``from __future__`` line must come first, and it imports the module ``__future__`` as
+    it runs: put above the line that drops the working directory, the check of the agent's
+    file (trust.py's source, which has one) imported the ``__future__`` another user put there.
+    Run with ``-S``: the site of this test's Python (an editable install) imports
+    ``__future__`` first, as a host's python need not."""
+    shared, said = _planted(plain_dir)
+    python, *words = python_code(sys.executable, _HAVE)
+    done = subprocess.run([python, "-S", *words, str(plain_dir / "agent.pyz"), "0" * 64],
+                          cwd=str(shared), capture_output=True, text=True, timeout=60)
+    assert not said.exists(), "another user's __future__ ran"
+    assert done.returncode == 0 and done.stdout == "no\n", done

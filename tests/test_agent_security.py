@@ -817,3 +817,38 @@ def test_a_hami_core_region_a_killed_shim_left_is_removed_as_the_job_ends(
             assert not os.path.lexists(region)
     finally:
         subprocess.run(["rm", "-rf", region, region + "-moved"], check=False)
+
+
+def test_a_jobs_hami_core_region_is_removed_as_its_user_whatever_it_put_in_its_place(
+        start_agent, tmp_path, plain_user):
+    """The shim (root) removed the region's directory as root, and the job's user owns that
+    name in /tmp: it may put in its place any folder of its own it may move (in a team's
+    folder), holding what only root could remove (another's folder in it), which went too.
+    Removed as the job's user, nothing goes that the user could not remove."""
+    name, home = plain_user
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    agent = start_agent("1xL4", str(tmp_path / "state"), "--hami-core-lib", str(lib))
+    moved = os.path.join(home, "moved")  # the user's, on /tmp's filesystem, as its home is
+    os.mkdir(moved)
+    os.chown(moved, os.stat(home).st_uid, os.stat(home).st_gid)
+    kept = os.path.join(moved, "theirs", "kept")  # root's: the user cannot remove it
+    os.mkdir(os.path.dirname(kept), 0o755)
+    open(kept, "w").close()
+    swap = ("import os, sys\nregion = os.path.dirname(os.environ["
+            "'CUDA_DEVICE_MEMORY_SHARED_CACHE'])\nos.rmdir(region)\n"
+            "os.rename(sys.argv[1], region)\nprint(region)")
+    job = agent.call("job.launch", key="k", gpu=0, memory_mib=1000, run_as=name,
+                     argv=["/usr/bin/python3", "-c", swap, moved])
+    wait_job(agent, job["id"])
+    lines = [line for line in agent.call("job.logs", job=job["id"])["lines"]
+             if not line.startswith("ERROR: ld.so")]
+    assert len(lines) == 1 and lines[0].startswith("/tmp/fractui-hami-"), lines
+    try:
+        assert os.path.exists(os.path.join(lines[0], "theirs", "kept"))
+        with open(tmp_path / "state" / "jobs" / job["id"] / "shim.log") as f:
+            said = f.read()
+        assert "cannot remove the job's HAMi-core region %s: %s was not all removed, as uid " \
+            "%d: " % (lines[0], lines[0], os.stat(home).st_uid) in said, said
+    finally:
+        shutil.rmtree(lines[0], ignore_errors=True)

@@ -41,8 +41,7 @@ _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08  # the group class, les
 # does not, is Python 3.11's), so a child started in a folder another user may write, such as
 # /tmp or a team's project folder, imports their ``remote_agent``, ``fractui``, ``hashlib`` or
 # ``typing`` in place of ours. This line, run first, drops that entry (``sys`` is built in).
-_NO_WORKING_DIR = "import sys; getattr(sys.flags, 'safe_path', 0) or sys.path.pop(0)\n"
-_FUTURE = "from __future__ import annotations\n"  # (Python takes it only at the top)
+_NO_WORKING_DIR = "import sys; getattr(sys.flags, 'safe_path', 0) or sys.path.pop(0); "
 _RUN_MODULE = "del sys.argv[0]; import runpy; " \
     "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
 
@@ -125,15 +124,17 @@ def check_tree(path: str, what: str, root_may_own: bool = False,
 
 def python_code(python: str, code: str) -> List[str]:
     """The command line of ``python -c CODE``, which imports nothing from its working
-    directory: what it imports is only what its module path names."""
-    head = _FUTURE if _FUTURE in code else ""
-    return [python, "-c", head + _NO_WORKING_DIR + code.replace(_FUTURE, "", 1)]
+    directory: what it imports is only what its module path names. CODE is compiled once
+    that entry is gone: a ``from __future__`` line, which must come before any other line,
+    imports the module ``__future__`` as it runs. (Put in ASCII, whatever the locale.)"""
+    return [python, "-c", _NO_WORKING_DIR + "exec(compile(%s, '<string>', 'exec'))"
+            % ascii(code)]
 
 
 def python_module(module: str) -> List[str]:
     """The command line of ``python -m MODULE`` (this interpreter), as ``python_code``'s: runpy
     runs the module as ``-m`` does."""
-    return python_code(sys.executable, _RUN_MODULE) + [module]
+    return [sys.executable, "-c", _NO_WORKING_DIR + _RUN_MODULE, module]
 
 
 def grantees(st: os.stat_result, target: Union[str, int], perm: int) -> str:

@@ -13,22 +13,26 @@ can run.
 from __future__ import annotations
 
 import os
-import shutil
+import pwd
 import stat
+import subprocess
 
 from remote_agent.daemon.trust import UnsafePath, kind_of
 
 REGION_DIR = "/tmp"
 REGION_PREFIX = "fractui-hami-"
 REGION_RECORD = "hami-region.json"  # {"path": its directory, "uid": the job's user's}
+REMOVE_S = 10.0  # a removal as the job's user, who may hold it up (stop it, a FUSE mount)
 
 
 def remove_region(region: str, uid: int) -> bool:
     """Remove a job's HAMi-core region ``region`` with whatever its user put in it, where it
     is a directory of that user's (``uid``); False where it is gone already. UnsafePath where
     it is not one (a symlink or a directory of another user's put in its place): it is left.
-    rmtree removes through descriptors and follows no link; a link put in the directory's
-    place after the look is refused by rmtree too."""
+    It is removed as that user (``rm -rf``, which follows no link, in its primary group
+    alone): the name is theirs, and they may put in its place any folder of theirs they may
+    move (in a team's folder), holding what only root could remove, such as another user's
+    folder in it. OSError where not all of it is removed."""
     if os.path.dirname(region) != REGION_DIR or \
             not os.path.basename(region).startswith(REGION_PREFIX):
         raise UnsafePath("refusing %s: not a HAMi-core region's directory" % region)
@@ -40,5 +44,21 @@ def remove_region(region: str, uid: int) -> bool:
         raise UnsafePath("refusing to remove %s: it is %s of uid %d, not the job's directory of "
                          "uid %d; it is left as it is" % (region, kind_of(st.st_mode), st.st_uid,
                                                           uid))
-    shutil.rmtree(region)
+    try:
+        as_them = {} if uid == os.geteuid() else {
+            "user": uid, "group": pwd.getpwuid(uid).pw_gid, "extra_groups": []}
+    except KeyError:
+        raise UnsafePath("refusing to remove %s: its user, uid %d, is no more; it is left as "
+                         "it is" % (region, uid)) from None
+    try:
+        done = subprocess.run(["rm", "-rf", "--", region], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
+                              timeout=REMOVE_S, **as_them)
+    except subprocess.TimeoutExpired:
+        raise OSError("%s was not removed within %g s, as uid %d" % (
+            region, REMOVE_S, uid)) from None
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise OSError("%s was not all removed, as uid %d: %s" % (
+            region, uid, said[-1] if said else "rm exit status %d" % done.returncode))
     return True
