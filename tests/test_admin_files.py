@@ -297,6 +297,18 @@ def _planted(folder: Path) -> Tuple[Path, Path]:
     return shared, said
 
 
+def _status_in(folder, config, state, monkeypatch, capfd):
+    """``fractui status`` run in ``folder`` with ``config``, whose one host keeps ``state``
+    (stopped after): its exit code, stdout and stderr."""
+    monkeypatch.chdir(folder)
+    try:
+        code = main(["--config", str(config), "status"])
+        out, err = capfd.readouterr()
+    finally:
+        stop_host(str(state))
+    return code, out, err
+
+
 def test_a_local_hosts_agent_run_from_a_folder_others_write_runs_none_of_theirs(
         plain_dir, monkeypatch, capfd):
     """fractui run in /tmp (or any folder another user writes) started the local host's agent
@@ -308,12 +320,7 @@ def test_a_local_hosts_agent_run_from_a_folder_others_write_runs_none_of_theirs(
     config.write_text('[store]\nurl = "sqlite://%s/store.db"\n\n[[queues]]\nname = "q"\n'
                       'gpu = 0.5\n\n[[hosts]]\nname = "gpu-a"\ntransport = "local"\n'
                       'sim = "1xL4"\nstate_dir = "%s"\n' % (plain_dir, state))
-    monkeypatch.chdir(shared)
-    try:
-        code = main(["--config", str(config), "status"])
-        out, err = capfd.readouterr()
-    finally:
-        stop_host(str(state))
+    code, out, err = _status_in(shared, config, state, monkeypatch, capfd)
     assert not said.exists(), "another user's remote_agent ran"
     assert code == 0 and "online" in out, out + err
 
@@ -352,12 +359,7 @@ def test_the_checks_run_on_an_exec_host_from_a_folder_others_write_run_none_of_t
                       'exec = ["env"]\npython = "%s"\nsim = "1xL4"\nstate_dir = "%s"\n'
                       'agent_cache = "%s/cache"\n' % (plain_dir, sys.executable, state,
                                                        plain_dir))
-    monkeypatch.chdir(shared)
-    try:
-        code = main(["--config", str(config), "status"])
-        out, err = capfd.readouterr()
-    finally:
-        stop_host(str(state))
+    code, out, err = _status_in(shared, config, state, monkeypatch, capfd)
     assert not said.exists(), "another user's hashlib ran"
     assert code == 0 and "online" in out, out + err
 

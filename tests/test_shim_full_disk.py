@@ -35,12 +35,19 @@ def _shim(job_dir: str, said: Path) -> subprocess.Popen:
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
+def _room_for_the_claim(small_fs) -> str:
+    """Fills ``small_fs`` but for a page, the room of the shim's claim (its pid) alone: the
+    filler's path, to be removed when there is to be room again."""
+    filler = _fill(small_fs)
+    os.truncate(filler, os.path.getsize(filler) - PAGE)
+    return filler
+
+
 def test_a_job_whose_start_cannot_be_written_is_recorded_once_there_is_room(small_fs, tmp_path):
     release = tmp_path / "release"
     job_dir = _job_dir(small_fs, [sys.executable, "-c", "import os, time\nwhile not "
                                   "os.path.exists(%r):\n    time.sleep(0.05)" % str(release)])
-    filler = _fill(small_fs)
-    os.truncate(filler, os.path.getsize(filler) - PAGE)  # room for the claim's pid alone
+    filler = _room_for_the_claim(small_fs)
     said = tmp_path / "shim.err"
     shim = _shim(job_dir, said)
     started = Path(job_dir) / "started.json"
@@ -66,8 +73,7 @@ def test_a_shim_whose_own_log_is_full_still_records_the_start_once_there_is_room
     job_dir = _job_dir(small_fs, [sys.executable, "-c", "import os, time\nopen(%r, 'w')\nwhile "
                                   "not os.path.exists(%r):\n    time.sleep(0.05)" % (
                                       str(ran), str(release))])
-    filler = _fill(small_fs)
-    os.truncate(filler, os.path.getsize(filler) - PAGE)  # room for the claim's pid alone
+    filler = _room_for_the_claim(small_fs)
     shim = _shim(job_dir, Path(job_dir) / "shim.log")
     started = Path(job_dir) / "started.json"
     try:
@@ -102,8 +108,7 @@ def test_a_hami_core_region_that_cannot_be_recorded_is_never_made_and_nothing_ru
     ran = tmp_path / "ran"
     job_dir = _job_dir(small_fs, ["touch", str(ran)],
                        hami_region="CUDA_DEVICE_MEMORY_SHARED_CACHE")
-    filler = _fill(small_fs)
-    os.truncate(filler, os.path.getsize(filler) - PAGE)  # room for the claim's pid alone
+    filler = _room_for_the_claim(small_fs)
     said = tmp_path / "shim.err"
     shim = _shim(job_dir, said)
     ended = Path(job_dir) / "exit.json"
