@@ -155,6 +155,20 @@ def test_a_user_agent_keeps_its_socket_in_tmp_whatever_its_runtime_dir(as_user):
     assert not os.path.lexists(os.path.join(xdg, "fractui"))  # (podman, probed, uses it)
 
 
+def test_a_socket_dir_that_cannot_be_made_is_named_not_taken_for_the_state_dir(tmp_path,
+                                                                              monkeypatch):
+    """The daemon's start said "the state dir … cannot be used" where its socket dir could not
+    be made (a read-only /tmp, no room): the state dir was fine, and the words sent the admin
+    to the wrong place."""
+    from remote_agent.daemon import paths as agent_paths
+    folder = str(tmp_path / "gone" / "fractui")  # (its parent missing: mkdir fails)
+    monkeypatch.setattr(agent_paths, "runtime_dir", lambda: agent_paths.RuntimeDir(folder, ""))
+    with pytest.raises(UnsafePath) as refused:
+        AgentPaths(str(tmp_path / "state")).make_socket_dir()
+    assert str(refused.value) == ("the agent's socket directory %s cannot be made: No such file "
+                                  "or directory" % folder)
+
+
 def in_mount_namespace(*mounts: List[str]) -> List[str]:
     """The command prefix that runs a command in a mount namespace of its own, after
     ``mounts`` (each a mount command's arguments): the machine's other processes see none."""

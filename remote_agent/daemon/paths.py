@@ -171,12 +171,16 @@ class AgentPaths:
 
     def make_socket_dir(self) -> None:
         """Create the 0700 socket directory, or check the one there (UnsafePath if another
-        user could reach it)."""
+        user could reach it, or if it cannot be made: named, not taken for the state dir)."""
+        folder = self.socket_dir
         try:
-            os.mkdir(self.socket_dir, 0o700)
+            os.mkdir(folder, 0o700)
         except FileExistsError:
             pass
-        self.check_socket_dir()
+        except OSError as err:
+            raise UnsafePath("the agent's socket directory %s cannot be made: %s" % (
+                folder, err.strerror or err)) from err
+        self.check_socket_dir(folder)
 
     def check_socket_dir(self, folder: str = "") -> bool:
         """Whether the socket directory (or ``folder``, another one) exists; UnsafePath if it
