@@ -871,6 +871,55 @@ def test_a_database_where_every_role_may_create_in_public_is_refused(pg_server):
     admin.close()
 
 
+
+@pytest.mark.parametrize("grantee", ["team", "ann"])
+def test_a_database_where_a_team_or_member_may_create_in_public_is_refused(pg_server, grantee):
+    """PUBLIC's CREATE on the schema public given to a team's role (GRANT ALL ON SCHEMA) or to
+    a member's own role instead: ann puts the same functions there and forges an audit entry
+    as the admin, as on a server before 15. fractui refuses such a database on every open,
+    for every role, saying the REVOKE; an admin's grant, or the owner's, is no one else's."""
+    tag = uuid.uuid4().hex[:6]
+    db = pg_server.new_database()
+    open_store(pg_server.url(db)).close()
+    ann, team, ops = "ann_" + tag, "fractui_team_v" + tag, "ops_" + tag
+    pg_server.admin_role()
+    pg_server.sql("CREATE ROLE %s" % team)
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE %s" % (ann, team))
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_admin" % ops)
+    for grant in LEAST:
+        pg_server.sql(grant.format(admin="fractui_admin", teams=team), db=db)
+    pg_server.sql("GRANT CREATE ON SCHEMA public TO fractui_admin, %s" % ops, db=db)
+    open_store(pg_server.url(db)).close()  # an admin may create there
+    given = {"team": team, "ann": ann}[grantee]
+    pg_server.sql("GRANT ALL ON SCHEMA public TO %s" % given, db=db)
+    job = pg_server.sql("INSERT INTO jobs (queue, team, name, argv, request, state, "
+                        "submitted_at, updated_at) VALUES ('v', 'v%s', 'x', '[\"x\"]', '{}', "
+                        "'pending', 1, 1) RETURNING id" % tag, db=db)[0][0]
+    forge = ("INSERT INTO audit (time, actor, action, job, why) VALUES (extract(epoch FROM "
+             "clock_timestamp()), 'postgres@host', 'cancel', %d, 'forged')" % job)
+    plant = ("CREATE FUNCTION public.length(name) RETURNS bigint LANGUAGE sql AS "
+             "'SELECT 1::bigint'; CREATE FUNCTION public.left(text, bigint) RETURNS text "
+             "LANGUAGE sql AS $$ SELECT session_user || '@' $$")
+    with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
+        conn.execute(plant)
+        conn.execute(forge)  # the hole the refusal points at
+        conn.execute("DROP FUNCTION public.length(name), public.left(text, bigint)")
+    for role in ("postgres", ops, ann):
+        with pytest.raises(StoreDamaged) as err:
+            open_store(pg_server.url(db, user=role))
+        assert ("role %s, not an admin, may create objects in the schema public" % given
+                in str(err.value)), err.value
+        revoke = re.search(r"runs (REVOKE CREATE ON SCHEMA public FROM \S+ CASCADE) in the "
+                           r"database", str(err.value))
+        assert revoke is not None, err.value
+    pg_server.sql(revoke.group(1), db=db)
+    open_store(pg_server.url(db, user=ann)).close()
+    with psycopg.connect(pg_server.url(db, user=ann), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(plant)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(forge)
+
 def test_a_team_members_row_is_at_most_4_mib(guarded):
     """Migration 0025: ann's job of 5 MiB (a command no host takes: an agent's request line is
     1 MiB, and fractui's submit refuses more than 960 KiB), through fractui's store or psql,

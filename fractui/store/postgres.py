@@ -133,6 +133,16 @@ SCHEMA_TO = ("a superuser, or a role in both role %s (the schema's owner) and ro
 """What ALTER DATABASE/SCHEMA ... OWNER asks (PostgreSQL 15; from 16 SET ROLE to the new owner
 in place of membership): to be the old owner or in it, to be in the new, and CREATEDB, or
 CREATE on the database, respectively. Not "an admin": fractui_admin gives none of it."""
+OTHER_CREATES = ("%s, not an admin, may create objects in the schema public (the CREATE "
+                 "privilege on it, which GRANT ALL ON SCHEMA gives): a function put there with "
+                 "argument types closer than PostgreSQL's own is the one the guard calls in a "
+                 "member's write, so a team member could pass for an admin; the schema's owner "
+                 "(or a member of it) or a superuser runs REVOKE CREATE ON SCHEMA public FROM %s "
+                 "CASCADE in the database (docs/decisions.md, \"No role but an admin may "
+                 "create in the schema public\")")
+"""Where a role that is neither an admin nor the store's owner holds CREATE on the schema
+public, given to it rather than to PUBLIC (which migrate refuses with its own words): refused on
+every open, as TRIGGER is. A member of the role may create there as well."""
 TEAM_TRIGGERS = ("%s, not an admin, may add triggers to %s (the TRIGGER privilege, which "
                  "GRANT ALL gives): a trigger runs as whoever writes the table, the scheduler "
                  "too, so a member's own (on a function in pg_temp) could change any team's "
@@ -309,6 +319,7 @@ class PostgresDialect(Dialect):
                                "functions there that the guard would call in place of "
                                "PostgreSQL's own; an admin runs REVOKE CREATE ON SCHEMA public "
                                "FROM PUBLIC in the database")
+        self._no_other_creates(db)
         self._no_team_owns(db)
         self._no_team_triggers(db)
         known = migrations("postgresql")
@@ -367,6 +378,15 @@ class PostgresDialect(Dialect):
                     _owners_words(owners))) from err
             db.execute("UPDATE %s SET version = %%s" % VERSION_TABLE, (number,))
         db.execute("SELECT set_config('role', %s, true)", (was,))  # (what follows: as before)
+
+    def _no_other_creates(self, db: psycopg.Connection) -> None:
+        """Refuses a store where a role that is not an admin may create objects in the schema
+        public (docs/decisions.md, "No role but an admin may create in the schema public"):
+        PUBLIC's own grant, refused above, given to a team's role or a member instead."""
+        rows = db.execute(_CREATES).fetchall()
+        if rows:
+            raise StoreDamaged(self.where, OTHER_CREATES % (
+                _roles([r["grantee"] for r in rows]), _grantees(rows)))
 
     def _no_team_owns(self, db: psycopg.Connection) -> None:
         """Refuses a store whose owner a team's role or member may act as (docs/decisions.md,
@@ -657,6 +677,26 @@ ORDER BY grp, member
 _TABLES = sorted({VERSION_TABLE} | {
     name for _, sql in migrations("postgresql")
     for name in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql, re.IGNORECASE)})
+
+# Who may create objects in the schema public by a grant of it (PUBLIC aside: refused on
+# its own), but the schema's owner, superusers, admins and the store's owner (as _OWNER) or a
+# role that may act as it (a team's among them is refused by _TEAM_OWNS); a member of a
+# grantee may as well.
+_CREATES = """
+WITH owner AS (
+    SELECT coalesce(
+        (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.fractui_schema')),
+        (SELECT datdba FROM pg_database WHERE datname = current_database())) AS oid
+)
+SELECT DISTINCT r.rolname AS grantee
+FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+JOIN pg_roles r ON r.oid = a.grantee
+WHERE n.nspname = 'public' AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+  AND NOT r.rolsuper AND NOT pg_has_role(r.oid, (SELECT oid FROM owner), 'MEMBER')
+  AND NOT EXISTS (SELECT FROM pg_roles ad WHERE ad.rolname = 'fractui_admin'
+                                            AND pg_has_role(r.oid, ad.oid, 'MEMBER'))
+ORDER BY grantee
+"""
 
 # Who may add triggers where (grantee: the roles, not superusers, admins nor the table's
 # owner; PUBLIC too, grantee 0; a member of one may as well), with the store's owner (as
