@@ -21,6 +21,8 @@ from fractui.store.base import Store
 from fractui.store.intents import Asker, ask_stop, submit
 from fractui.store.model import CANCELLED, PENDING, STOPPING, Slot
 from remote_agent.jobs.runtime.image import image_problem
+from fractui.config import QueueConfig
+from fractui.sched.fleetview import request_of
 from tests.conftest import REPO
 
 # The grants docs/decisions.md tells an admin to run, with its team's role names (UPDATE on
@@ -732,6 +734,46 @@ def test_a_team_member_submits_env_and_an_image_of_fractuis_shape_and_never_chan
         ann.close()
         admin.close()
 
+
+
+def test_a_team_members_request_is_a_queues_portion_that_every_reader_takes(guarded):
+    """Migration 0027: a request fractui's config gives (each GPU portion, hosts, an image) is
+    submitted as a member through fractui and on psql; on psql one of a kind the readers call
+    damaged (which stopped every read of the jobs, the scheduler's passes too), a number the
+    pass cannot use, or more than any config asks for is refused, and the jobs read as before."""
+    ann, admin = guarded.store(guarded.ann), guarded.store()
+    try:
+        for queue in (QueueConfig("a", gpu=0.25, priority=-5), QueueConfig("b", mig="1g.10gb"),
+                      QueueConfig("c", memory_gib=10, cpus=2, memory=8.5),
+                      QueueConfig("d", gpus=2, hosts=("gpu-a",), gpu_models=("H100",),
+                                  isolation="share", image="img", team=guarded.vision)):
+            submit(ann, queue.name, guarded.vision, "x", ["true"], queue.request(),
+                   Asker("here"))
+        insert = ("INSERT INTO jobs (queue, team, name, argv, request, state, submitted_at, "
+                  "updated_at, submitted_by, run_as) VALUES ('v', '%s', 'x', '[\"x\"]', '%%s', "
+                  "'pending', extract(epoch FROM transaction_timestamp()), extract(epoch FROM "
+                  "transaction_timestamp()), '%s', '%s')" % (guarded.vision, guarded.ann,
+                                                             guarded.ann))
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        for request, said in (('{"gpus": "x"}', 'gpus is "x"'),
+                              ('{"gpu": 0.5, "hosts": [1]}', "hosts is [1]"),
+                              ('{"gpu": 0.5, "gpu_models": "H100"}', 'gpu_models is "H100"'),
+                              ('{"gpu": 0.5, "isolation": "all"}', 'isolation is "all"'),
+                              ('{"gpu": 0.5, "mig": 7}', "mig is 7"),
+                              ('{"gpu": 0.5, "cpus": 1e400}', "cpus is 1e400"),
+                              ('{"gpu": -1}', "gpu is -1"), ('{"gpus": 2.0}', "gpus is 2.0"),
+                              ('{"gpus": 2, "gpus": "x"}', 'gpus is "x"'),
+                              ('{"gpu": 0.5, "priority": 10000000}', "priority is 10000000"),
+                              ('{"gpu": 0.5, "gpus": 8}', "2 of gpu, mig, memory_gib, gpus asked")):
+            refused(guarded, audited(insert % request, guarded.ann, "submit"), guard,
+                    "whose request is not a queue's portion as fractui writes it (%s)" % said)
+        guarded.sql(guarded.ann, audited(insert % '{"gpus": 1, "cpus": 0.5}', guarded.ann,
+                                         "submit"))
+        jobs = admin.jobs()  # not damaged: each reads, and each is a request the pass takes
+        assert len(jobs) == 5 and [request_of(j).gpus for j in jobs] == [0, 0, 0, 2, 1]
+    finally:
+        ann.close()
+        admin.close()
 
 def guard_image_class() -> "re.Pattern[str]":
     """The character class migration 0010 refuses in an image, as Python reads the same escapes."""
