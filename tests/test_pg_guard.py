@@ -764,6 +764,10 @@ def test_a_team_members_request_is_a_queues_portion_that_every_reader_takes(guar
                               ('{"gpu": -1}', "gpu is -1"), ('{"gpus": 2.0}', "gpus is 2.0"),
                               ('{"gpus": 2, "gpus": "x"}', 'gpus is "x"'),
                               ('{"gpu": 0.5, "priority": 10000000}', "priority is 10000000"),
+                              ('{"mig": "7g.80gb", "isolation": "share"}',
+                               "mig with isolation share"),
+                              ('{"gpus": 2, "isolation": "mig"}',
+                               "gpus above 1 with isolation mig"),
                               ('{"gpu": 0.5, "gpus": 8}', "2 of gpu, mig, memory_gib, gpus asked")):
             refused(guarded, audited(insert % request, guarded.ann, "submit"), guard,
                     "whose request is not a queue's portion as fractui writes it (%s)" % said)

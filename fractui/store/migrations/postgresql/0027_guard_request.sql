@@ -4,13 +4,14 @@
 -- '{"gpus": "x"}', and every read of the jobs (the scheduler's at each pass, each user's
 -- `jobs` and TUI) said the store damaged until an admin removed the row, so no team's job
 -- was placed; '{"cpus": 1e400}' is read as Python's infinity, which the pass's request_of
--- cannot round; and a share of -1 GPU, or 0.5 of one and 8 whole ones, asks for what no
--- config gives. A request of none of gpu, mig, memory_gib and gpus is let through, read as
--- before (an older fractui's; a config always gives one). Each pair of the text is read, a
--- key given twice too (the readers keep the last). A number's kind is its text's: an integer
--- has no '.' or exponent, as Python's json reads one. An admin's job is not held (the
--- scheduler's, a move's). A trigger of its own, as 0010's: the request never changes after
--- the submit (0009's rule), so a check on INSERT is the whole of it.
+-- cannot round; a MIG profile with isolation "share" failed every pass (the placer raises);
+-- and a share of -1 GPU, or 0.5 of one and 8 whole ones, asks for what no config gives. A
+-- request of none of gpu, mig, memory_gib and gpus is let through, read as before (an older
+-- fractui's; a config always gives one). Each pair of the text is read, a key given twice
+-- too (the readers keep the last). A number's kind is its text's: an integer has no '.' or
+-- exponent, as Python's json reads one. An admin's job is not held (the scheduler's, a
+-- move's). A trigger of its own, as 0010's: the request never changes after the submit
+-- (0009's rule), so a check on INSERT is the whole of it.
 CREATE FUNCTION fractui_guard_job_request() RETURNS TRIGGER
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
@@ -41,6 +42,13 @@ BEGIN
     SELECT count(*) INTO forms FROM jsonb_each(NEW.request::jsonb) p
     WHERE (p.key IN ('gpu', 'memory_gib', 'gpus') AND p.value <> '0')
        OR (p.key = 'mig' AND p.value NOT IN ('null', '""'));
+    IF bad IS NULL AND NEW.request::jsonb ->> 'isolation' = 'share'
+            AND coalesce(NEW.request::jsonb ->> 'mig', '') <> '' THEN
+        bad := 'mig with isolation share';  -- (the pass's placer raised on it: every pass)
+    ELSIF bad IS NULL AND NEW.request::jsonb ->> 'isolation' = 'mig'
+            AND (NEW.request::jsonb ->> 'gpus')::numeric > 1 THEN
+        bad := 'gpus above 1 with isolation mig';
+    END IF;
     IF bad IS NOT NULL OR forms > 1 THEN
         PERFORM fractui_guard_refuse(format(
             'submit a job whose request is not a queue''s portion as fractui writes it (%s): '
