@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from fractui.fleet.host import AnswerLost
 from fractui.sched.mig_change import MigChange, outcome
 from fractui.store import Store, StoreError
 from fractui.store.access import MIG
@@ -21,12 +22,23 @@ def carry_out(store: Store, asker: Asker, call: Callable[[str, Mapping[str, Any]
     if change.refusal is not None:
         raise ValueError("a refused plan is not carried out: %s" % change.refusal)
     actor = authorize(store, asker, MIG, None, "%s gpu %d" % (change.host, change.gpu))
-    answer = call(change.method, change.params)
-    said = outcome(change, answer)
+    detail = {"host": change.host, "change": change.action, **change.params}
     try:
-        store.audit(actor, "mig", None, said, {"host": change.host, "change": change.action,
-                                               **change.params})
-    except StoreError as err:  # done all the same: said, so that no one makes it again
-        raise type(err)(err.where, "%s; the change was made all the same, and is not in the "
-                        "audit: %s" % (err.what, said)) from err
+        answer = call(change.method, change.params)
+    except AnswerLost as err:  # it may have been made: audited as asked, as the scheduler's
+        _audit(store, actor, "asked to %s; the answer was lost (%s): it may have been made"
+               % (change.text, err.reason), detail, "the change may have been made")
+        raise
+    said = outcome(change, answer)
+    _audit(store, actor, said, detail, "the change was made all the same")
     return said, answer
+
+
+def _audit(store: Store, actor: str, said: str, detail: Mapping[str, Any], made: str) -> None:
+    """The audit entry of a change the agent was asked to make: one the store cannot take is
+    said with ``made`` and what it would have said, so that no one makes the change again."""
+    try:
+        store.audit(actor, "mig", None, said, detail)
+    except StoreError as err:
+        raise type(err)(err.where, "%s; %s, and is not in the audit: %s" % (
+            err.what, made, said)) from err

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from fractui.fleet.fleet import Fleet
 from tests import sshd
 from tests.conftest import REPO
 from tests.test_fleet import SshFleet
@@ -164,6 +165,51 @@ def test_a_repeated_mig_launch_reuses_its_job_and_instance(fleet_env):
     assert json.loads(other.stdout)["earlier"] is False
     gpu = fleet_env.status()["gpu-p"]["gpus"][0]
     assert [i["profile"] for i in gpu["instances"]] == ["2g.10gb", "2g.10gb"]
+
+
+def test_a_mig_change_by_hand_whose_answer_is_lost_is_audited_and_not_made_twice(fleet_env,
+                                                                                 tmp_path):
+    """The SSH link drops while the agent is inside NVML destroying the instance asked: the
+    verb says the change may have been made, and the audit says who asked it and that its
+    answer was lost (a GPU changed with nothing in the audit before); the agent carries it
+    out, and the same destroy asked again is refused as nothing left to destroy."""
+    fleet_env.add("gpu-m", "1xA100-40GB:mig")
+    made = fleet_env.fractui("mig", "gpu-m", "0", "3g.20gb", "--yes", "--json")
+    assert made.returncode == 0, made.stderr
+    uuid = json.loads(made.stdout)["instance"]["uuid"]
+    gate = tmp_path / "gate"
+    with Fleet(fleet_env.config(), reconnect_max_s=0.5) as fleet:
+        fleet.wait_settled(60)
+        fleet.session("gpu-m").call("sim.hold", {"function": "nvmlGpuInstanceDestroy",
+                                                 "gate": str(gate)})
+    words = ("mig", "gpu-m", "0", "--destroy", uuid, "--yes")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fractui", "--config", fleet_env.write_config(), *words],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(str(gate) + ".held"), "the destroy held in NVML")
+        fleet_env.proxies["gpu-m"].cut()
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 1 and "Traceback" not in err, err
+    assert out.startswith("destroy idle 3g.20gb at slot ")  # the plan shown, nothing more
+    assert "gpu-m: the connection was lost waiting for the answer to mig.destroy" in err
+    assert "The change may have been made on gpu-m: look at gpu 0 there" in err
+    gate.touch()  # the agent, whose caller is gone, carries the destroy out
+    fleet_env.proxies["gpu-m"].restore()
+    wait_until(lambda: fleet_env.status()["gpu-m"]["gpus"][0]["instances"] == [],
+               "the destroy carried out")
+    audit = json.loads(fleet_env.fractui("audit", "--json").stdout)["audit"]
+    assert [(e["action"], e["detail"]["change"]) for e in audit] == [
+        ("mig", "create"), ("mig", "destroy")]
+    assert audit[1]["why"].startswith("asked to destroy idle 3g.20gb at slot ")
+    assert "; the answer was lost (" in audit[1]["why"], audit[1]
+    again = refusal(fleet_env.fractui(*words))
+    assert "gpu-m gpu 0 has no MIG instance %s" % uuid in again, again
+    assert len(json.loads(fleet_env.fractui("audit", "--json").stdout)["audit"]) == 2
 
 
 OSC_52 = "\x1b]52;c;SGk=\x07"  # sets the terminal's clipboard

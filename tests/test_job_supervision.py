@@ -153,6 +153,53 @@ def test_stop_ends_every_process_of_a_job_whose_shim_was_killed(tracked_host, tm
     assert not alive(leader) and not alive(kid)
 
 
+def signals_seen(seen: Path) -> str:
+    """A job's code that blocks SIGTERM and SIGUSR1 and writes a line for each it takes, in
+    the order sent: a SIGTERM still pending when a SIGUSR1 is taken is written before it
+    (standard signals pending at once are taken lowest number first: SIGUSR1 first)."""
+    return ("import os, signal\n"
+            "sigs = {signal.SIGTERM, signal.SIGUSR1}\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, sigs)\n"
+            "out = open(%r, 'a', buffering=1)\n"
+            "out.write('pid %%d\\n' %% os.getpid())\n"
+            "while True:\n"
+            "    got = signal.sigwaitinfo(sigs).si_signo\n"
+            "    if got == signal.SIGUSR1 and signal.SIGTERM in signal.sigpending():\n"
+            "        signal.sigwaitinfo({signal.SIGTERM})\n"
+            "        out.write('TERM\\n')\n"
+            "    out.write('TERM\\n' if got == signal.SIGTERM else 'USR1\\n')\n" % str(seen))
+
+
+def signals_taken(seen: Path, pid: int, marks: int) -> list:
+    """The signals the job of ``signals_seen`` took, once every one sent before now reached
+    it: its ``marks``-th SIGUSR1, sent now, is taken after them (or with them)."""
+    os.kill(pid, signal.SIGUSR1)
+    wait_until(lambda: seen.read_text().count("USR1") == marks, "the job's SIGUSR1")
+    return seen.read_text().split()[2:]
+
+
+def test_a_stop_asked_again_sends_no_second_sigterm(start_agent, tmp_path):
+    """A caller whose stop's answer was lost (an SSH session dropped after the agent acted, a
+    lease holder killed before it recorded the stop) asks again: the same record, and the job
+    hears one SIGTERM, which many programs take as "checkpoint and quit" where a second is
+    "quit now". A later stop with a shorter grace shortens it, and sends none either."""
+    agent = start_agent("1xL4", str(tmp_path / "host"))
+    seen = tmp_path / "seen"
+    job = agent.call("job.launch", key="k-stop-twice", gpu=0, memory_mib=10,
+                     argv=script(signals_seen(seen)))
+    wait_until(lambda: seen.exists() and seen.read_text().startswith("pid "), "the job")
+    pid = int(seen.read_text().split()[1])
+    first = agent.call("job.stop", job=job["id"], grace=600, reason="make room")
+    assert signals_taken(seen, pid, 1) == ["TERM", "USR1"]
+    again = agent.call("job.stop", job=job["id"], grace=600, reason="make room")
+    assert (again["state"], again["reason"]) == (first["state"], first["reason"])
+    assert signals_taken(seen, pid, 2) == ["TERM", "USR1", "USR1"]
+    agent.call("job.stop", job=job["id"], grace=0, reason="now")
+    done = wait_job(agent, job["id"])
+    assert (done["state"], done["reason"]) == ("killed", "make room")
+    assert seen.read_text().split()[2:] == ["TERM", "USR1", "USR1"]
+
+
 def leaves_a_child(pids, go) -> str:
     """A job's code that starts a child that would run on after it, writes the child's pid to
     ``pids``, and ends once ``go`` exists."""

@@ -228,6 +228,10 @@ class Supervisor:
         # job -> the signal (SIGTERM) a stop sent before its container was made: sent again
         # at each watchdog pass until the container takes it (``send_unsent``)
         self._unsent: Dict[int, int] = {}
+        # jobs this daemon sent their stop's SIGTERM: a stop asked again (its answer lost)
+        # sends none, as a second SIGTERM is "quit now" to many programs; a daemon
+        # restarted since sends it again (at least once, never unsent)
+        self._termed: Set[int] = set()
         self._held_stops: Dict[int, Dict[str, Any]] = {}
         """The watchdog's stops the table could not take (a full state disk): carried out all
         the same, by this daemon, and written at each pass until the table takes them."""
@@ -432,11 +436,12 @@ class Supervisor:
         """SIGTERM to a job just seen running that was stopped while it was starting (``stop``
         signals only a running job), by this launch or before a daemon restart: as the table
         (or a stop held for it) says now, so a stop that came while the caller read the job is
-        not missed; one that came after the start signalled it itself (twice is harmless)."""
+        not missed; one that came after the start signalled it itself, and is not sent
+        another."""
         with self._lock:
             fresh = self._with_held_stop(self.store.get(job.id) or job)
         if fresh.stop_reason is not None:
-            self.signal(fresh, signal.SIGTERM)
+            self._term_once(fresh)
 
     def find_container(self, job: Job, wait_s: float = 0.0) -> None:
         """Record the cgroup of a running job's container once the runtime has made it (waiting
@@ -827,8 +832,16 @@ class Supervisor:
                     self._held_stops[fresh.id] = held
                     fresh = self._with_held_stop(fresh)
         if fresh.state == "running":
-            self.signal(fresh, signal.SIGTERM)
+            self._term_once(fresh)
         return fresh
+
+    def _term_once(self, job: Job) -> None:
+        """The stop's SIGTERM to ``job``, unless this daemon sent it already."""
+        with self._lock:
+            if job.id in self._termed:
+                return
+            self._termed.add(job.id)
+        self.signal(job, signal.SIGTERM)
 
     def signal(self, job: Job, sig: int, say: bool = True) -> bool:
         """``sig`` to every process of the job; to a container through its runtime (its init
@@ -982,6 +995,7 @@ class Supervisor:
         with self._lock:
             self._held_stops.pop(job.id, None)  # its end, recorded, says why it stopped
             self._unsent.pop(job.id, None)
+            self._termed.discard(job.id)
             self._unclaimed.discard(job.id)  # (its words are recorded)
         self.failures.worked((UNSENT, job.id), "job j%d ended before its container took the "
                              "signal of its stop" % job.id)
