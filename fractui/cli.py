@@ -279,8 +279,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds from SIGTERM to SIGKILL (default 10)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     for name, p in verbs.choices.items():  # after the verb too: fractui report --config FILE
+        # taken by every verb alike, but not offered in the help of one that reads none
         p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                       help="config file, as before the verb")
+                       help=argparse.SUPPRESS if name in NO_CONFIG_READ else
+                       "config file, as before the verb")
         if name in ("launch", "submit"):  # the job's command, cut off before argparse reads
             p.usage = p.format_usage()[len("usage: "):].rstrip("\n") + " -- ARGV..."
     return parser

@@ -49,9 +49,20 @@ def test_a_wrong_config_does_not_stop_it(tmp_path):
     (tmp_path / "fractui").mkdir(mode=0o700)
     (tmp_path / "fractui" / "config.toml").write_text("[[hosts]]\nnmae = 'gpu-a'\n")
     (tmp_path / "fractui" / "config.toml").chmod(0o600)
-    for words in (["agent-archive"], ["--config", str(tmp_path / "none.toml"), "agent-archive"]):
+    missing = str(tmp_path / "none.toml")
+    for words in (["agent-archive"], ["--config", missing, "agent-archive"],
+                  ["agent-archive", "--config", missing]):
         out = tmp_path / "ctx"
         done = subprocess_run(words + [str(out)], env_extra={"XDG_CONFIG_HOME": str(tmp_path)})
         assert (done.returncode, done.stderr) == (0, ""), words
         assert (out / "agent.pyz").read_bytes() == build_agent_archive().data
         (out / "agent.pyz").unlink()
+
+
+def test_its_help_offers_no_config():
+    """It reads no config, so its help does not list --config, which every verb that reads
+    one offers; a --config given to it anyway is still taken, and unused, as above."""
+    done = subprocess_run(["agent-archive", "--help"])
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "DIR" in done.stdout and "--config" not in done.stdout
+    assert "--config" in subprocess_run(["status", "--help"]).stdout
