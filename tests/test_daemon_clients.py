@@ -5,6 +5,7 @@ else unread; running out of descriptors under many connections ends no one's ser
 
 from __future__ import annotations
 
+import json
 import resource
 import select
 import socket
@@ -16,7 +17,7 @@ import pytest
 from remote_agent.daemon.paths import AgentPaths
 from remote_agent.daemon.server import MAX_UNSENT_BYTES, Connection
 from tests.test_job_supervision import wait_until
-from tests.test_jobs import PY
+from tests.test_jobs import PY, wait_job
 from tests.test_launch_concurrency import Client
 
 
@@ -127,3 +128,29 @@ def test_running_out_of_descriptors_ends_no_ones_service(start_agent, tmp_path):
             time.sleep(0.5)
     assert answer["result"]["pid"] == pid  # the same daemon, accepting again
     held.close()
+
+
+def test_a_shutdown_asked_behind_an_answer_not_read_yet_is_answered_before_the_daemon_exits(
+        start_agent, tmp_path):
+    """A bridge handing over asks daemon.shutdown and waits for its answer. The daemon stopped
+    as the method ran, and could exit before the answer was written: here, queued behind a
+    megabyte its client had not read yet, it was lost for good (a handover on a loaded host
+    failed with "the agent daemon closed the connection"). The daemon now stops once the
+    answer is queued, and sends what is queued before it exits."""
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-megabyte", gpu=0, memory_mib=10,
+                     argv=[PY, "-c", "import sys\nsys.stdout.write('x' * (1 << 20))"])
+    wait_job(agent, job["id"])
+    client = Client(state)
+    asked = [("job.logs", {"job": job["id"], "lines": 0, "bytes": 1 << 20}),
+             ("daemon.shutdown", {})]
+    client.sock.sendall(b"".join(json.dumps({"jsonrpc": "2.0", "id": n, "method": method,
+                                             "params": params}).encode() + b"\n"
+                                 for n, (method, params) in enumerate(asked)))
+    wait_until(lambda: _logged(state, "daemon stopping"), "the daemon to stop serving", 30)
+    answers = [json.loads(client.reader.readline() or b"null") for _ in asked]
+    assert [a and a.get("id") for a in answers] == [0, 1], answers[-1]
+    assert len(answers[0]["result"]["data"]) > 1 << 20  # (its base64)
+    assert answers[1]["result"]["stopping"] is True
+    client.close()

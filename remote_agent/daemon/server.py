@@ -67,6 +67,7 @@ class Connection:
         self._unsent_bytes = 0
         self._queued = threading.Condition()  # guards the above, closed and ending
         self._ending = False  # the client's requests ended: send what is queued, then close
+        self._stop_once_answered = False  # it asked daemon.shutdown (``flush``)
         self.closed = False
         self._sender = threading.Thread(target=self._send, name="conn-send", daemon=True)
         self._sender.start()
@@ -86,7 +87,12 @@ class Connection:
             self._queued.notify_all()
 
     def flush(self) -> None:
-        pass
+        """(serve_stream's, once an answer is queued.) A ``daemon.shutdown`` answered here
+        stops the daemon now, not as it is asked: the daemon sends what is queued before it
+        exits (``Daemon.serve``), so its asker (a bridge handing over) gets the answer, where
+        a daemon that stopped as the method ran could exit before it was written."""
+        if self._stop_once_answered:
+            self.daemon.stopping.set()
 
     def unsent(self) -> int:
         """Bytes queued for the client and not yet taken by it."""
@@ -143,7 +149,7 @@ class Connection:
         table.update(job_methods(daemon.supervisor, self.follow))
         table.update({
             "subscribe": Method(self.subscribe), "unsubscribe": Method(self.unsubscribe),
-            "daemon.version": Method(daemon.version), "daemon.shutdown": Method(daemon.shutdown),
+            "daemon.version": Method(daemon.version), "daemon.shutdown": Method(self.shutdown),
         })
         table["hello"] = daemon.agent.hello_method(lambda: table)
         return table
@@ -152,6 +158,13 @@ class Connection:
         self.subscribed = True
         return {"snapshot": self.daemon.last_snapshot(),
                 "jobs": [j.record() for j in self.daemon.supervisor.store.all()]}
+
+    def shutdown(self, p: Params) -> Dict[str, Any]:
+        """Stop serving, once this answer is queued (``flush``); jobs keep running under their
+        shims for the next daemon to adopt."""
+        self._stop_once_answered = True
+        return {"stopping": True,
+                "jobs_left_running": len(self.daemon.supervisor.store.active())}
 
     def unsubscribe(self, p: Params) -> Dict[str, Any]:
         self.subscribed = False
@@ -252,11 +265,6 @@ class Daemon:
                 "protocol": PROTOCOL_VERSION, "pid": os.getpid(),
                 "backend": self.agent.backend_kind, "sim_spec": self.sim_spec,
                 "state_dir": self.paths.state_dir, "started_at": self.started_at}
-
-    def shutdown(self, p: Params) -> Dict[str, Any]:
-        """Stop serving; jobs keep running under their shims for the next daemon to adopt."""
-        self.stopping.set()
-        return {"stopping": True, "jobs_left_running": len(self.supervisor.store.active())}
 
     # -- notifications --
 
@@ -397,6 +405,11 @@ class Daemon:
                 self.connections.append(conn)
         log.info("daemon stopping; %d job(s) keep running under their shims",
                  len(self.supervisor.store.active()))
+        with self._conn_lock:
+            connections = list(self.connections)
+        deadline = time.monotonic() + FLUSH_S  # what is queued goes out: daemon.shutdown's
+        for conn in connections:  # answer among it, before the process exits
+            conn.finish(max(0.0, deadline - time.monotonic()))
 
 
 def bind(paths: AgentPaths) -> socket.socket:
