@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import List
+from typing import Dict, List
 
 import pytest
 
@@ -23,27 +23,32 @@ STRACE = shutil.which("strace")
 pytestmark = pytest.mark.skipif(STRACE is None, reason="the system calls are seen by strace, "
                                 "which is not installed")
 # A sync in one line, or begun in one and ended in another (strace -f: another task's call
-# came between); each line starts with its task's id.
+# came between); each line starts with its task's id. A write: its start.
 SYNC = re.compile(r"^(?P<task>\d+) +f(?:data)?sync\(\d+<(?P<path>[^>]*)>"
                   r"(?:\)\s+= 0| <unfinished \.\.\.>)")
 RESUMED = re.compile(r"^(?P<task>\d+) +<\.\.\. f(?:data)?sync resumed>\)\s+= 0")
+WRITE = re.compile(r"^\d+ +p?write(?:64)?\(\d+<(?P<path>[^>]*)>")
 
 
 def synced_before(calls: List[str], answer: re.Pattern) -> List[str]:
     """The paths fsync'd (or fdatasync'd) in ``calls`` (strace's lines) before the first call
-    that writes ``answer``, a sync's end counting (its task's next line resuming it); failing
-    if none writes it."""
-    synced, begun = [], {}
+    that writes ``answer``, each after the last write to it before then (a sync another
+    thread made before a later commit's write is none for that commit); a sync counts at
+    its end (its task's next line resuming it). Failing if no call writes the answer."""
+    synced: Dict[str, bool] = {}  # path -> synced since its last write
+    begun: Dict[str, str] = {}  # task -> the path its sync under way syncs
     for line in calls:
         if answer.search(line):
-            return synced
-        sync, resumed = SYNC.search(line), RESUMED.search(line)
+            return sorted(path for path, done in synced.items() if done)
+        sync, resumed, write = SYNC.search(line), RESUMED.search(line), WRITE.search(line)
         if sync and line.endswith("<unfinished ...>"):
             begun[sync.group("task")] = sync.group("path")
         elif sync:
-            synced.append(sync.group("path"))
+            synced[sync.group("path")] = True
         elif resumed and resumed.group("task") in begun:
-            synced.append(begun.pop(resumed.group("task")))
+            synced[begun.pop(resumed.group("task"))] = True
+        elif write:
+            synced[write.group("path")] = False
     raise AssertionError("no call wrote the answer %r: %s" % (answer.pattern, calls[-20:]))
 
 
@@ -75,7 +80,7 @@ def test_a_verb_says_its_change_only_once_the_store_has_synced_it(tmp_path, verb
     try:
         beside.submit("quarter", None, "beside", ["true"], {}, "sched")
         done = subprocess.run([STRACE, "-f", "-y", "-s", "200", "-o", str(trace), "-e",
-                               "trace=fsync,fdatasync,write"] + base + words,
+                               "trace=fsync,fdatasync,write,pwrite64"] + base + words,
                               capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
     finally:
         beside.close()
@@ -94,7 +99,7 @@ def test_the_agent_answers_a_launch_and_a_stop_once_its_job_table_has_synced_the
     wal = str(state / "jobs.db") + "-wal"
     trace = tmp_path / "trace"
     tracer = subprocess.Popen([STRACE, "-f", "-y", "-s", "8192", "-o", str(trace), "-e",
-                               "trace=fsync,fdatasync,write,sendto,sendmsg", "-p",
+                               "trace=fsync,fdatasync,write,pwrite64,sendto,sendmsg", "-p",
                                str(daemon_pid(agent))], stderr=subprocess.PIPE, text=True)
     try:
         said = tracer.stderr.readline()
@@ -156,3 +161,26 @@ def test_a_sync_another_thread_cut_in_on_counts_once_it_ended(tmp_path):
     ended = next(n for n, line in enumerate(calls) if "<... fdatasync resumed>" in line)
     answered = [line for line in calls if answer.search(line)]
     assert synced_before(calls[:ended] + answered, answer) == []  # begun, not ended: none
+
+
+def test_a_write_after_the_last_sync_is_not_synced(tmp_path):
+    """A sync counts for what was written before it only: a program that syncs its file,
+    writes it again and answers answered unsynced (a sync of another thread's commit before
+    the answer's own commit, with synchronous=NORMAL on its connection, reads so)."""
+    data, trace = tmp_path / "data", tmp_path / "trace"
+    code = ("import os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)\n"
+            "os.pwrite(fd, b'commit', 0)\n"
+            "os.fdatasync(fd)\n"
+            "for _ in sys.argv[2:]:\n"
+            "    os.pwrite(fd, b'commit', 6)\n"
+            "os.write(1, b'answered\\n')\n")
+    answer = re.compile(r'write\(1<[^>]*>, "answered')
+    for again, synced in (([], [str(data)]), (["again"], [])):
+        done = subprocess.run([STRACE, "-f", "-y", "-o", str(trace), "-e",
+                               "trace=fdatasync,write,pwrite64", sys.executable, "-c", code,
+                               str(data), *again], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        traceable(done.stderr)
+        assert done.returncode == 0, done.stderr
+        assert synced_before(trace.read_text().splitlines(), answer) == synced, again
