@@ -715,6 +715,38 @@ def launching_ending_7_on_sigterm(start_agent, podman, state: pathlib.Path,
                              "the job's start to be recorded")
 
 
+def test_a_stop_asked_again_sends_the_sigterm_its_runtime_refused_before(
+        podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
+    """A running container job's stop whose SIGTERM the runtime refused (``kill`` failing,
+    not "no such container"): the SIGTERM reached nothing, so the stop asked again (its answer
+    lost) sends it, and the job ends by it, not by the SIGKILL at the end of its grace. Before,
+    the first stop counted as sent: the second sent none, and the job had no clean end."""
+    refuse = tmp_path / "refuse-kill"
+    podman_refusing(tmp_path, monkeypatch, "kill", "-e %s" % refuse)
+    state = str(tmp_path / "host")
+    agent = start_agent("1xL4", state)
+    name = "fractui-%s-j1" % AgentPaths(state).digest
+    try:
+        job = agent.call("job.launch", key="k-c-term-again", gpu=0, memory_mib=100,
+                         image=podman.image, env=IN_IMAGE, argv=[PYTHON, "-c", (
+                             "import signal, sys, time\n"
+                             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                             "print('up', flush=True)\n"
+                             "time.sleep(600)")])
+        wait_until(lambda: "up" in read_log(state, job["id"]), "the job to run")
+        refuse.touch()
+        agent.call("job.stop", job=job["id"], grace=600, reason="make room")
+        assert podman_calls(tmp_path).count("kill --signal 15 %s" % name) == 1
+        refuse.unlink()
+        agent.call("job.stop", job=job["id"], grace=600, reason="make room")
+        done = wait_job(agent, job["id"], timeout=60)
+    finally:
+        podman.remove(name)
+    assert (done["state"], done["reason"], done["exit_code"]) == ("killed", "make room", 7)
+    assert podman_calls(tmp_path).count("kill --signal 15 %s" % name) == 2
+    assert "kill --signal 9 %s" % name not in podman_calls(tmp_path)
+
+
 def test_a_container_job_stopped_while_starting_and_adopted_gets_sigterm_once_made(
         podman, start_agent, tmp_path, monkeypatch):  # noqa: F811
     """A container job stopped while it was starting (the stop recorded, its SIGKILL ten

@@ -836,12 +836,20 @@ class Supervisor:
         return fresh
 
     def _term_once(self, job: Job) -> None:
-        """The stop's SIGTERM to ``job``, unless this daemon sent it already."""
+        """The stop's SIGTERM to ``job``, unless this daemon sent it already. One that reached
+        nothing (its runtime refused it) is not sent: a stop asked again sends it; one held
+        for a container not made yet is sent by the watchdog (``send_unsent``)."""
         with self._lock:
             if job.id in self._termed:
                 return
             self._termed.add(job.id)
-        self.signal(job, signal.SIGTERM)
+        sent = False
+        try:
+            sent = self.signal(job, signal.SIGTERM)
+        finally:
+            if not sent:
+                with self._lock:
+                    self._termed.discard(job.id)
 
     def signal(self, job: Job, sig: int, say: bool = True) -> bool:
         """``sig`` to every process of the job; to a container through its runtime (its init
@@ -849,14 +857,16 @@ class Supervisor:
         SIGKILL to the container's processes and the client (found without the runtime; the
         watchdog sends the runtime's own SIGKILL itself, once it works: ``kill_container``).
         How many processes it went to is said in the log where ``say``; whether there were
-        any (a container's signal goes through its runtime all the same)."""
+        any (a container's: whether its runtime took it, or holds it until the container is
+        made)."""
         if job.container:
             if sig != signal.SIGKILL:
                 why = self.kill_container(job, sig)
                 if why is not None:
                     self._signal_failed(job, why)
                 log.info("job j%d: %s to container %s", job.id, signal_name(sig), job.container)
-                return True
+                with self._lock:
+                    return why is None or job.id in self._unsent
         count = job.procs().signal(sig)
         if count and say:
             log.info("job j%d: %s to %d process(es)", job.id, signal_name(sig), count)
