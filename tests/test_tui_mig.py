@@ -5,7 +5,9 @@ asked."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 
 from textual.widgets import OptionList
@@ -239,6 +241,53 @@ async def test_a_change_that_fails_unforeseen_is_said_and_frees_the_gpu_for_the_
         app.source.call = call
         await pilot.press("N")
         await until(pilot, lambda: isinstance(app.screen, ProfileScreen), "offered again")
+
+
+def bridges_of(state_dir: str) -> list:
+    """The pids of this process's own bridges to the agent in ``state_dir`` (a local host's
+    ``serve --stdio``, one a session): killing them ends the links, as an SSH drop does."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                words = f.read().decode(errors="replace").split("\0")
+        except (OSError, ValueError, IndexError):
+            continue  # (gone meanwhile)
+        if parent == os.getpid() and "--stdio" in words and state_dir in words:
+            found.append(int(pid))
+    assert found, "no bridge of this process to %s" % state_dir
+    return found
+
+
+@pilot_test
+async def test_a_destroy_whose_answer_is_lost_says_it_may_have_been_made(local_fleet, tmp_path):
+    """The link ends while the agent is inside NVML destroying the instance: the view says
+    the change may have been made and to look before asking again, where it said only that
+    the connection was lost (the admin would ask again for what was done)."""
+    f = local_fleet({"gpu-a": "1xA100-80GB:mig"}, [SMALL])
+    made = f.fractui("mig", "gpu-a", "0", "1g.10gb", "--yes")
+    assert made.returncode == 0, said(made)
+    gate = tmp_path / "gate"
+    async with live_app(f) as (app, pilot):
+        await until(pilot, lambda: (app.fleet.statuses["gpu-a"].snapshot or {}).get(
+            "gpus", [{}])[0].get("instances"), "the instance on the screen")
+        app.source.call("gpu-a", "sim.hold", {"function": "nvmlGpuInstanceDestroy",
+                                              "gate": str(gate)})
+        await to_host(app, pilot, "gpu-a")
+        await pilot.press("d", "X")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the plan asked")
+        await pilot.press("y")
+        await until(pilot, lambda: os.path.exists(str(gate) + ".held"), "the destroy held")
+        for pid in bridges_of(f.config.hosts[0].state_dir):
+            os.kill(pid, signal.SIGKILL)
+        await until(pilot, lambda: notes(app), "the lost answer said")
+        gate.touch()
+    assert "the connection was lost waiting for the answer to mig.destroy" in notes(app)[-1]
+    assert notes(app)[-1].endswith("; the change may have been made: look at the GPU here, "
+                                   "read again as its agent answers, before asking for it "
+                                   "again"), notes(app)
 
 
 @pilot_test

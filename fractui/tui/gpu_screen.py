@@ -30,7 +30,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from fractui.fleet.client import AgentCallError
-from fractui.fleet.host import HostStatus, HostUnavailable
+from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.cordons import CORDONED, marks
 from fractui.sched.fleetview import gpu_geometry, lists, mps_layer
@@ -423,6 +423,11 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
             said, _answer = carry_out(store, self.asker, lambda method, params:
                                       self.source.call(self.host, method, params, MIG_CALL_S),
                                       change)
+        except AnswerLost as err:  # (audited as asked: carry_out)
+            self.post_message(MigDone(change, "%s; the change may have been made: look at the "
+                                      "GPU here, read again as its agent answers, before "
+                                      "asking for it again" % err, True))
+            return
         except (Denied, StoreError, HostUnavailable, AgentCallError) as err:
             self.post_message(MigDone(change, str(err), True))
             return
