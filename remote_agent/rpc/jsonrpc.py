@@ -11,10 +11,8 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
-
-if TYPE_CHECKING:
-    from remote_agent.failing import Failures
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Protocol, Tuple, \
+    Union
 
 log = logging.getLogger("remote_agent.rpc")
 
@@ -330,6 +328,17 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+class Said(Protocol):
+    """What says a dispatcher's failures once while they last (``remote_agent.failing``'s
+    ``Failures``, which sits above this module: it names RpcError among the host's own)."""
+
+    def failed(self, name: Hashable, said: str, level: Optional[int] = None,
+               trace: bool = False, same: Optional[str] = None,
+               cap: Optional[int] = None) -> None: ...
+
+    def worked(self, name: Hashable, said: str) -> None: ...
+
+
 class Dispatcher:
     """Turns request lines into response lines using a table of methods. ``failures`` maps
     exception types that are the host's own failures, not bugs (a full disk, a file another
@@ -338,7 +347,7 @@ class Dispatcher:
     all its connections), once while it fails the same way and once when it works again: a
     client that retries each pass (the scheduler's launch on a full disk) logged it each call."""
 
-    def __init__(self, methods: Dict[str, Method], said: "Failures",
+    def __init__(self, methods: Dict[str, Method], said: "Said",
                  failures: Optional[Dict[type, int]] = None):
         self.methods = methods
         self.failures = failures or {}
