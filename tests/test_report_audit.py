@@ -325,3 +325,31 @@ def test_a_local_time_the_clocks_skip_is_read_with_the_offset_before_the_change(
         assert got["total"]["held_gpu_hours"] == pytest.approx(0.5)
     finally:
         store.close()
+
+
+def test_a_range_not_begun_says_no_job_waiting_in_it(tmp_path, capfd):
+    """A range in the future has nothing in it yet: no attempt runs at its end (RUNNING 0),
+    and no job waits in it either — the jobs waiting now are said under a range that reaches
+    now only (its end now or later, its start before now), in every form."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        store.submit("q", "speech", "waits", ["x"], {}, "eve")
+        config = tmp_path / "config.toml"
+        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        later = datetime.datetime.fromtimestamp(store.now() + 7 * 86400).date()
+
+        def report(*argv: str) -> str:
+            code, out, err = in_process(capfd, ["--config", str(config), "report", *argv])
+            assert code == 0, err
+            return out
+        future = ["--since", later.isoformat(), "--until",
+                  (later + datetime.timedelta(days=1)).isoformat()]
+        assert "waiting to start" not in report(*future)
+        assert json.loads(report(*future, "--json"))["waiting_now"] is None
+        assert [r["waiting_now"] for r in csv.DictReader(io.StringIO(report(
+            *future, "--csv")))] == [""]
+        # (the same job under a range that reaches now)
+        assert json.loads(report("--since", "1h", "--until", future[1],
+                                 "--json"))["waiting_now"]["jobs"] == 1
+    finally:
+        store.close()

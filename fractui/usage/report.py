@@ -313,6 +313,14 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.running += 1
 
 
+def reaches_now(since: float, until: float, now: float) -> bool:
+    """Whether the range [since, until) has begun by ``now`` and not ended before it: the
+    only ranges whose end is now as the report is made, of which the jobs waiting to start
+    then are said. One that has not begun has nothing in it yet, running (``running_at_end``)
+    or waiting; one that ended before now had waiting jobs the store does not keep."""
+    return since < now <= until
+
+
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:
     """Whether the attempt held its slice at the range's end — ``now`` for a range not over
     yet; none for a range that has not begun, of which nothing is known. An attempt the store
