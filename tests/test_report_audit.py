@@ -329,11 +329,16 @@ def test_a_local_time_the_clocks_skip_is_read_with_the_offset_before_the_change(
 
 def test_a_range_not_begun_says_no_job_waiting_in_it(tmp_path, capfd):
     """A range in the future has nothing in it yet: no attempt runs at its end (RUNNING 0),
-    and no job waits in it either — the jobs waiting now are said under a range that reaches
-    now only (its end now or later, its start before now), in every form."""
+    no job waits in it — the jobs waiting now are said under a range that reaches now only
+    (its end now or later, its start before now), in every form — and the attempt running
+    now, which the store reads for it (still open), is no group of zeros in --json and
+    --csv where the table says no job held a GPU."""
     store = SqliteStore(str(tmp_path / "store.db"))
     try:
         store.submit("q", "speech", "waits", ["x"], {}, "eve")
+        runs = store.submit("q", "vision", "runs", ["x"], {}, "ann")
+        store.place(runs.id, share("h1", 0), "sched", "fits")
+        store.started(runs.id, "a1", store.now(), "sched", "started", model="NVIDIA L4")
         config = tmp_path / "config.toml"
         config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
         later = datetime.datetime.fromtimestamp(store.now() + 7 * 86400).date()
@@ -344,8 +349,10 @@ def test_a_range_not_begun_says_no_job_waiting_in_it(tmp_path, capfd):
             return out
         future = ["--since", later.isoformat(), "--until",
                   (later + datetime.timedelta(days=1)).isoformat()]
-        assert "waiting to start" not in report(*future)
-        assert json.loads(report(*future, "--json"))["waiting_now"] is None
+        table = report(*future)
+        assert "waiting to start" not in table and "no job held a GPU" in table, table
+        got = json.loads(report(*future, "--json"))
+        assert (got["waiting_now"], got["groups"], got["total"]["running"]) == (None, [], 0)
         assert [r["waiting_now"] for r in csv.DictReader(io.StringIO(report(
             *future, "--csv")))] == [""]
         # (the same job under a range that reaches now)
