@@ -43,7 +43,6 @@ from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.sentences import Waiting
 from tests.cli_run import in_process
-from tests.test_report_edges import berlin  # noqa: F401 (a fixture)
 from tests.test_report_truth import TEAMS, Clock, metric, sampled, samples
 
 T = 1_700_006_400.0  # a multiple of 3600: the first bucket starts at T
