@@ -1052,8 +1052,9 @@ def test_a_member_locks_no_job_but_her_teams(any_grants):
     """Migration 0029: the UPDATE ann is granted lets her SELECT ... FOR UPDATE (or SHARE),
     and on psql she held every team's job rows so, for as long as her session lived: every
     write to another team's job waited and failed (RowsLocked), pass after pass. Her lock of
-    a row of team nlp, or of no team, is refused in the guard's words and holds nothing; her
-    own team's she may hold, and the admin's writes of the others go through meanwhile."""
+    a row of team nlp, or of no team, is refused in the guard's words and holds nothing, and so
+    is her lock of a request for the output of nlp's job (log_requests); her own team's she
+    may hold, and the admin's writes of the others go through meanwhile."""
     guarded = any_grants
     admin = guarded.store()
     conn = psycopg.connect(guarded.url(guarded.ann))
@@ -1072,9 +1073,20 @@ def test_a_member_locks_no_job_but_her_teams(any_grants):
                         "" if job is None else "WHERE id = %d" % job.id, lock))
                 assert guard in str(err.value) and words in str(err.value), (lock, err.value)
                 conn.rollback()
+        for job in (mine, theirs[1]):
+            admin.ask_log(job.id, "ops")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.execute("SELECT job FROM log_requests FOR UPDATE")
+        assert guard in str(err.value) and "ask for the output of job %d of team %s" % (
+            theirs[1].id, guarded.nlp) in str(err.value), err.value
+        conn.rollback()
+        assert conn.execute("SELECT job FROM log_requests WHERE job = %s FOR UPDATE",
+                            (mine.id,)).fetchall() == [(mine.id,)]
         held = conn.execute("SELECT id FROM jobs WHERE team = %s FOR UPDATE",
                             (guarded.vision,)).fetchall()
         assert held == [(mine.id,)]  # her session holds it, open, as the writes below run
+        admin.keep_log(theirs[1].id, "out", True)  # the other team's request served
+        assert admin.log_requests() == [mine.id]
         done = admin.ended(theirs[0].id, (PENDING,), CANCELLED, "cancelled by ops", "ops",
                            "cancelled by ops", "cancel")
         assert done.state == CANCELLED

@@ -6,8 +6,10 @@
 -- the rows an UPDATE, or a SELECT ... FOR UPDATE/SHARE, reaches pass the policy below, which
 -- refuses a member another team's row, or a row of no team, in the guard's own words (0004:
 -- the guard's trigger then never sees such a row), so her lock statement fails whole and
--- holds nothing. Admins and the scheduler are not held; the table's owner ran this.
--- The policy calls a function of a fixed search_path (0011, 0021 say why).
+-- holds nothing. The same for log_requests, whose two columns a member may update: a request
+-- for the output of another team's job she may not lock either (0021's words). Admins and
+-- the scheduler are not held; the tables' owner ran this.
+-- The policies call functions of a fixed search_path (0011, 0021 say why).
 CREATE FUNCTION fractui_guard_changes_job(team TEXT, id BIGINT) RETURNS BOOLEAN
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
@@ -23,3 +25,20 @@ CREATE POLICY fractui_submits ON jobs FOR INSERT WITH CHECK (true);
 CREATE POLICY fractui_deletes ON jobs FOR DELETE USING (true);
 CREATE POLICY fractui_changes ON jobs FOR UPDATE
     USING (fractui_guard_changes_job(team, id)) WITH CHECK (true);
+
+CREATE FUNCTION fractui_guard_asks_output(asked BIGINT) RETURNS BOOLEAN
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+BEGIN
+    IF NOT fractui_guard_admin() THEN
+        PERFORM fractui_guard_team((SELECT team FROM jobs WHERE id = asked),
+                                   format('ask for the output of job %s', asked));
+    END IF;
+    RETURN true;
+END
+$$;
+ALTER TABLE log_requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY fractui_reads ON log_requests FOR SELECT USING (true);
+CREATE POLICY fractui_asks ON log_requests FOR INSERT WITH CHECK (true);
+CREATE POLICY fractui_deletes ON log_requests FOR DELETE USING (true);
+CREATE POLICY fractui_asks_again ON log_requests FOR UPDATE
+    USING (fractui_guard_asks_output(job)) WITH CHECK (true);
