@@ -28,6 +28,7 @@ from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
 from tests import acl
 from tests.conftest import REPO, AgentError, AgentProcess, stop_host
+from tests.sshd import in_mount_namespace
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
 
@@ -167,14 +168,6 @@ def test_a_socket_dir_that_cannot_be_made_is_named_not_taken_for_the_state_dir(t
         AgentPaths(str(tmp_path / "state")).make_socket_dir()
     assert str(refused.value) == ("the agent's socket directory %s cannot be made: No such file "
                                   "or directory" % folder)
-
-
-def in_mount_namespace(*mounts: List[str]) -> List[str]:
-    """The command prefix that runs a command in a mount namespace of its own, after
-    ``mounts`` (each a mount command's arguments): the machine's other processes see none."""
-    script = " && ".join(shlex.join(["mount"] + list(m)) for m in mounts)
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            script + ' && exec "$@"', "sh"]
 
 
 def root_bridge(prefix: List[str], state: str, *methods: str) -> Tuple[int, str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fractui.config import HostConfig
 from fractui.fleet.host import HostSession, hello_problem
 from fractui.fleet.zipapp import build_agent_archive
 from tests import sshd
-from tests.conftest import stop_host
+from tests.conftest import accounts, stop_host
 from tests.test_fleet import SshFleet, wait_state
 
 ssh_env = sshd.ssh_env
@@ -171,6 +172,32 @@ def test_a_plain_user_runs_the_agent_as_itself_and_sudo_refusal_is_plain(ssh_env
                 "\"How hosts are reached\", gives the sudoers line), or reach the host as root")
         finally:
             sudo.stop()
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def test_a_login_whose_shell_runs_no_command_says_so(ssh_env, plain_user, tmp_path):
+    """A login whose shell is nologin: what the shell said was taken for the Python check's
+    own failure, whose fix named the python setting. The login shell is named now."""
+    name, home = plain_user
+    with accounts():
+        subprocess.run(["usermod", "--shell", "/usr/sbin/nologin", name], check=True)
+    server = user_server(ssh_env, ssh_env.user_pubkey)
+    try:
+        ssh_env.trust(server)
+        host = HostConfig(name="gpu-nologin", host="127.0.0.1", port=server.port, user=name,
+                          identity_file=str(ssh_env.user_key_path), python="/usr/bin/python3",
+                          state_dir=os.path.join(home, "state"), sim="1xL4")
+        session = HostSession(host, SshFleet(ssh_env, tmp_path).settings(), build_agent_archive)
+        session.start()
+        try:
+            session.settled.wait(60)
+            assert (session.status.state, session.status.error) == (
+                "offline", "127.0.0.1:%d: the login shell of %s ran no command: This account "
+                "is currently not available." % (server.port, name))
+        finally:
+            session.stop()
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
