@@ -773,6 +773,33 @@ def test_each_job_counts_its_memory_in_a_hami_core_region_of_its_users_alone(
     assert regions[0] != regions[1]
 
 
+def test_a_hami_core_region_rm_is_not_found_for_is_said_with_the_path_it_was_looked_on(
+        start_agent, tmp_path, monkeypatch):
+    """The region is removed with ``rm``, looked up on the agent's PATH, which is whatever its
+    login or service gave it: where rm is not on it, the shim said errno's words alone ("No
+    such file or directory: 'rm'"); it names the PATH now, and the region is left."""
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    bare = tmp_path / "bin"  # a PATH without rm
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
+    job = agent.call("job.launch", key="k-no-rm", gpu=0, memory_mib=1000, argv=[
+        "/usr/bin/python3", "-c",
+        "import os; print(os.path.dirname(os.environ['CUDA_DEVICE_MEMORY_SHARED_CACHE']))"])
+    wait_job(agent, job["id"])
+    region = next(line for line in agent.call("job.logs", job=job["id"])["lines"]
+                  if line.startswith("/tmp/"))
+    try:
+        said = (state / "jobs" / job["id"] / "shim.log").read_text()
+        assert ("shim: cannot remove the job's HAMi-core region %s: rm is not installed, or not "
+                "on the agent's PATH (%s)\n" % (region, bare)) in said, said
+        assert os.path.isdir(region)
+    finally:
+        shutil.rmtree(region, ignore_errors=True)
+
+
 @pytest.mark.parametrize("swapped", [False, True], ids=["left as made", "a symlink put there"])
 def test_a_hami_core_region_a_killed_shim_left_is_removed_as_the_job_ends(
         start_agent, tmp_path, plain_user, swapped):
