@@ -205,9 +205,10 @@ class SshServer:
         lines = [
             *("ListenAddress %s" % address for address in self.listen),
             "Port %d" % port,
-            *("HostKey %s" % p.resolve() for p in self.host_key_paths),
-            "PidFile %s" % self.pid_path.resolve(),
-            "AuthorizedKeysFile %s" % self.authorized_keys_path.resolve(),
+            # (quoted: sshd splits a value at blanks, and a test's folder may have some)
+            *('HostKey "%s"' % p.resolve() for p in self.host_key_paths),
+            'PidFile "%s"' % self.pid_path.resolve(),
+            'AuthorizedKeysFile "%s"' % self.authorized_keys_path.resolve(),
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
