@@ -177,27 +177,28 @@ def test_a_plain_user_runs_the_agent_as_itself_and_sudo_refusal_is_plain(ssh_env
         shutil.rmtree(server.workdir, ignore_errors=True)
 
 
-def test_a_login_whose_shell_runs_no_command_says_so(ssh_env, plain_user, tmp_path):
+def test_a_login_whose_shell_runs_no_command_says_so(fleet_env, plain_user):
     """A login whose shell is nologin: what the shell said was taken for the Python check's
-    own failure, whose fix named the python setting. The login shell is named now."""
+    own failure, whose fix named the python setting. The login shell is named now, and doctor's
+    fix is the login's."""
     name, home = plain_user
     with accounts():
         subprocess.run(["usermod", "--shell", "/usr/sbin/nologin", name], check=True)
-    server = user_server(ssh_env, ssh_env.user_pubkey)
+    server = user_server(fleet_env.env, fleet_env.env.user_pubkey)
     try:
-        ssh_env.trust(server)
-        host = HostConfig(name="gpu-nologin", host="127.0.0.1", port=server.port, user=name,
-                          identity_file=str(ssh_env.user_key_path), python="/usr/bin/python3",
-                          state_dir=os.path.join(home, "state"), sim="1xL4")
-        session = HostSession(host, SshFleet(ssh_env, tmp_path).settings(), build_agent_archive)
-        session.start()
-        try:
-            session.settled.wait(60)
-            assert (session.status.state, session.status.error) == (
-                "offline", "127.0.0.1:%d: the login shell of %s ran no command: This account "
-                "is currently not available." % (server.port, name))
-        finally:
-            session.stop()
+        fleet_env.env.trust(server)
+        fleet_env.add_port("gpu-nologin", server.port, user=name, python="/usr/bin/python3",
+                           state_dir=os.path.join(home, "state"),
+                           agent_cache=os.path.join(home, "cache"))
+        said = ("127.0.0.1:%d: the login shell of %s ran no command: This account is currently "
+                "not available." % (server.port, name))
+        host = fleet_env.status()["gpu-nologin"]
+        assert (host["state"], host["error"]) == ("offline", said), host
+        doctor = fleet_env.fractui("doctor", "gpu-nologin")
+        assert doctor.returncode == 1, doctor.stderr
+        assert ("  [FAIL] python       %s\n       fix: give %s a login shell that runs commands, "
+                "with rc files quiet where there is no terminal, or reach the host as another "
+                "user\n" % (said, name)) in doctor.stdout, doctor.stdout
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)

@@ -55,6 +55,11 @@ class LinkError(TransportError):
     """The host cannot be reached or will not let us in; the message says which hop and why."""
 
 
+class LoginShellError(LinkError):
+    """The login's shell ran no command (nologin, an rc file that exits) or printed without
+    end before it: the link is up, the login is what to change."""
+
+
 def command_line(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
@@ -555,14 +560,15 @@ class SshLink:
                 byte = channel.recv(1)
                 if not byte:
                     said = last_words(bytes(seen) + channel.makefile_stderr("rb").read())
-                    raise LinkError("%s: the login shell of %s ran no command: %s" % (
+                    raise LoginShellError("%s: the login shell of %s ran no command: %s" % (
                         target.address, target.user, said or "it ended, saying nothing"))
                 seen += byte
                 if len(seen) > LOGIN_OUTPUT_MAX:
-                    raise LinkError("%s: the login shell printed more than %d bytes before it "
-                                    "ran %s (its rc files, e.g. ~/.bashrc, print on a login "
-                                    "that is no terminal: make them quiet there)" % (
-                                        target.address, LOGIN_OUTPUT_MAX, what))
+                    raise LoginShellError("%s: the login shell printed more than %d bytes "
+                                          "before it ran %s (its rc files, e.g. ~/.bashrc, "
+                                          "print on a login that is no terminal: make them "
+                                          "quiet there)" % (
+                                              target.address, LOGIN_OUTPUT_MAX, what))
         except socket.timeout:
             raise LinkError("%s: the login shell did not run %s within %s" % (
                 target.address, what, seconds(timeout_s))) from None
