@@ -301,3 +301,14 @@ def small_fs(tmp_path):
     for name in os.listdir(mount):  # its agents first: a lazy unmount would hide them
         stop_host(str(mount / name))
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def berlin(monkeypatch):
+    """This process's local time is Berlin's (summer time ends 2026-10-25, begins
+    2026-03-29): the reports' days and ranges as the clocks there say them."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
