@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional
 from fractui.config import Config, HostConfig, SshSettings
 from fractui.fleet.host import SUDO_FIX, HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
-from fractui.fleet.link import LoginShellError
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.fleet.transport.base import Runner, Transport, TransportError, python_problem
+from fractui.fleet.transport.base import (LoginShellError, Runner, Transport, TransportError,
+                                          python_problem)
 from fractui.fleet.transport.exec import ExecTransport
 from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import build_agent_archive

@@ -33,7 +33,7 @@ from paramiko.pkey import UnknownKeyType
 from fractui.fleet import sshlog
 from fractui.fleet.hostkeys import KnownHosts, fingerprint, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
-from fractui.fleet.transport.base import TransportError
+from fractui.fleet.transport.base import LoginShellError, TransportError
 from fractui.small_file import not_regular
 from fractui.words import printable
 from remote_agent.daemon.trust import UnsafePath, check_tree, kind_of
@@ -53,11 +53,6 @@ LOGIN_OUTPUT_MAX = 64 * 1024
 
 class LinkError(TransportError):
     """The host cannot be reached or will not let us in; the message says which hop and why."""
-
-
-class LoginShellError(LinkError):
-    """The login's shell ran no command (nologin, an rc file that exits) or printed without
-    end before it: the link is up, the login is what to change."""
 
 
 def command_line(words: Sequence[str]) -> str:
