@@ -27,6 +27,7 @@ from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
 from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
                                settled_app)
+from tests.tui_live import until
 
 
 def app_with_job_1_as(state: str, **changes) -> FractuiApp:
@@ -407,9 +408,7 @@ async def test_a_followed_output_shows_its_newest_line_once_the_details_are_in()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_job_1(app, pilot)
         assert screen.logview.following
-        for _ in range(40):  # (on a loaded machine the log's resize may come frames later;
-            drawn = screen_lines(app)  # without the fix the newest line never comes)
-            if LOGS["a100-1/j1"][-1] in drawn:
-                break
-            await pilot.pause(0.05)
-        assert LOGS["a100-1/j1"][-1] in drawn, drawn
+        # (on a loaded machine the log's resize may come many frames later; without the fix
+        # the newest line never comes)
+        await until(pilot, lambda: LOGS["a100-1/j1"][-1] in screen_lines(app),
+                    "the newest line drawn")
