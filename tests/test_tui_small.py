@@ -19,7 +19,7 @@ from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOP
 from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
-from fractui.tui.jobs import ConfirmScreen, JobScreen, Loaded
+from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.words import count
@@ -237,10 +237,13 @@ def test_a_verbs_key_on_a_job_that_has_just_ended_says_why_it_does_nothing(ended
         app = app_with_job_1_as(RUNNING)
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
-            screen.post_message(Loaded(dataclasses.replace(screen.job, state=ended),
-                                       screen.history, screen.uid))
-            await pilot.pause()
-            assert screen.job.state == ended and screen.stops() == ()
+            source = app.source  # it ends in the store: the screen's reload each second says so
+            source._store = dataclasses.replace(source._store, jobs=tuple(
+                dataclasses.replace(j, state=ended) if j.id == 1 else j
+                for j in source._store.jobs))
+            screen.load()
+            await until(pilot, lambda: screen.job.state == ended, "the job read ended")
+            assert screen.stops() == ()
             for key, said in (("s", "nothing to cancel"), ("r", "nothing to requeue"),
                               ("p", "nothing to preempt"),
                               ("m", "only a placed or running job is moved"),
