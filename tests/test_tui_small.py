@@ -415,3 +415,21 @@ async def test_a_followed_output_shows_its_newest_line_once_the_details_are_in()
         # the newest line never comes)
         await until(pilot, lambda: LOGS["a100-1/j1"][-1] in screen_lines(app),
                     "the newest line drawn")
+
+
+@pilot_test
+async def test_a_followed_output_that_outgrows_its_view_at_once_shows_its_newest_line():
+    """Output that fit its view, then more than it holds in one chunk (a job's first words,
+    or an ended job's whole output read at once): the view scrolled to its end before its
+    scrollbar was laid out, which Textual ignores, and stayed at the top till more came. It
+    was seen only under load, where the output came after the details' resize."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = (await open_job_1(app, pilot)).logview
+        view.clear()
+        view.write("")
+        await pilot.pause()
+        assert view.following and not view.show_vertical_scrollbar
+        view.write("".join("line %d\n" % n for n in range(40)))
+        await pilot.pause()
+        assert "line 39" in screen_lines(app) and view.is_vertical_scroll_end

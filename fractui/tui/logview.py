@@ -95,7 +95,9 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
             self.cursor = self.count - 1
-            self.scroll_end(animate=False, immediate=True)
+            # once laid out: a view its lines fit till now has no scrollbar yet, and Textual
+            # ignores a scroll there (it stayed at the top till more output came)
+            self.scroll_end(animate=False)
         self.refresh()
 
     def on_resize(self) -> None:
