@@ -19,7 +19,7 @@ from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOP
 from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
-from fractui.tui.jobs import ConfirmScreen, JobScreen, Loaded
+from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.sample import NOW, QUEUES, TEAMS, sample_fleet
 from fractui.tui.source import Source
 from fractui.words import count
@@ -27,6 +27,7 @@ from tests.cli_run import in_process
 from tests.test_tui_jobs import text_of
 from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
                                settled_app)
+from tests.tui_live import until
 
 
 def app_with_job_1_as(state: str, **changes) -> FractuiApp:
@@ -236,10 +237,13 @@ def test_a_verbs_key_on_a_job_that_has_just_ended_says_why_it_does_nothing(ended
         app = app_with_job_1_as(RUNNING)
         async with app.run_test(size=(120, 36)) as pilot:
             screen = await open_job_1(app, pilot)
-            screen.post_message(Loaded(dataclasses.replace(screen.job, state=ended),
-                                       screen.history, screen.uid))
-            await pilot.pause()
-            assert screen.job.state == ended and screen.stops() == ()
+            source = app.source  # it ends in the store: the screen's reload each second says so
+            source._store = dataclasses.replace(source._store, jobs=tuple(
+                dataclasses.replace(j, state=ended) if j.id == 1 else j
+                for j in source._store.jobs))
+            screen.load()
+            await until(pilot, lambda: screen.job.state == ended, "the job read ended")
+            assert screen.stops() == ()
             for key, said in (("s", "nothing to cancel"), ("r", "nothing to requeue"),
                               ("p", "nothing to preempt"),
                               ("m", "only a placed or running job is moved"),
@@ -407,9 +411,25 @@ async def test_a_followed_output_shows_its_newest_line_once_the_details_are_in()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_job_1(app, pilot)
         assert screen.logview.following
-        for _ in range(40):  # (on a loaded machine the log's resize may come frames later;
-            drawn = screen_lines(app)  # without the fix the newest line never comes)
-            if LOGS["a100-1/j1"][-1] in drawn:
-                break
-            await pilot.pause(0.05)
-        assert LOGS["a100-1/j1"][-1] in drawn, drawn
+        # (on a loaded machine the log's resize may come many frames later; without the fix
+        # the newest line never comes)
+        await until(pilot, lambda: LOGS["a100-1/j1"][-1] in screen_lines(app),
+                    "the newest line drawn")
+
+
+@pilot_test
+async def test_a_followed_output_that_outgrows_its_view_at_once_shows_its_newest_line():
+    """Output that fit its view, then more than it holds in one chunk (a job's first words,
+    or an ended job's whole output read at once): the view scrolled to its end before its
+    scrollbar was laid out, which Textual ignores, and stayed at the top till more came. It
+    was seen only under load, where the output came after the details' resize."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = (await open_job_1(app, pilot)).logview
+        view.clear()
+        view.write("")
+        await pilot.pause()
+        assert view.following and not view.show_vertical_scrollbar
+        view.write("".join("line %d\n" % n for n in range(40)))
+        await pilot.pause()
+        assert "line 39" in screen_lines(app) and view.is_vertical_scroll_end

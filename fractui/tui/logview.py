@@ -95,8 +95,15 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
             self.cursor = self.count - 1
-            self.scroll_end(animate=False, immediate=True)
+            # once laid out: a view its lines fit till now has no scrollbar yet, and Textual
+            # ignores a scroll there (it stayed at the top till more output came)
+            self.call_after_refresh(self._keep_end)
         self.refresh()
+
+    def _keep_end(self) -> None:
+        """The newest line in sight, unless a key stopped the following meanwhile."""
+        if self.following:
+            self.scroll_end(animate=False, immediate=True)
 
     def on_resize(self) -> None:
         """Its height changes as the screen's parts above it fill in (the job's details, its
