@@ -51,7 +51,9 @@ def test_changes_made_together_are_told_together_and_own_writes_count(store_url)
     try:
         store.submit("q", None, "a", ["true"], {}, "alice")
         store.record_inventory("h", {"gpus": [1]})
-        time.sleep(0.1)
+        # (PostgreSQL hands each committed change to the listening session as that session
+        # gets to it: the wake below is to come after both arrived, which takes milliseconds)
+        time.sleep(1.0)
         assert feed.wait(5) == {JOBS, HOSTS}  # both, in one wake: a reader re-reads once
         assert feed.wait(0.2) == frozenset()
     finally:
