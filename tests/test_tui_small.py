@@ -5,6 +5,7 @@ its state allows, histories' columns line up (the job screen's, `fractui audit`'
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 from textual.selection import Selection
@@ -416,3 +417,35 @@ async def test_a_followed_output_shows_its_newest_line_once_the_details_are_in()
                 break
             await pilot.pause(0.05)
         assert LOGS["a100-1/j1"][-1] in drawn, drawn
+
+
+@pilot_test
+async def test_a_followed_output_that_comes_after_the_details_shows_its_newest_line():
+    """The other order: the job's details are in and the log has shrunk under them before its
+    lines come (an agent slower to answer than the store). Those lines were the first to
+    overflow the view, which Textual does not scroll until a layout has given it its
+    scrollbar: "following" showed the first lines, the newest below its edge."""
+    app = frozen_app()
+    lines_come = threading.Event()
+    follow = app.source.follow_logs
+
+    def slow_follow(host, agent_job, sink):  # (in the job screen's worker thread)
+        lines_come.wait()
+        return follow(host, agent_job, sink)
+
+    app.source.follow_logs = slow_follow
+    async with app.run_test(size=(80, 24)) as pilot:
+        try:
+            await settled(pilot)
+            app.open_job(1)
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, JobScreen)
+            for _ in range(20):  # the details in, and the view laid out under them
+                await pilot.pause()
+            assert screen.job is not None and screen.logview.count == 0
+        finally:
+            lines_come.set()
+        await settled(pilot)
+        assert screen.logview.following
+        assert LOGS["a100-1/j1"][-1] in screen_lines(app), screen_lines(app)

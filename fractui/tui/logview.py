@@ -95,7 +95,7 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
             self.cursor = self.count - 1
-            self.scroll_end(animate=False, immediate=True)
+            self._to_end()
         self.refresh()
 
     def on_resize(self) -> None:
@@ -103,7 +103,15 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         GPU's health): a view that follows keeps the newest line in sight."""
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
-            self.scroll_end(animate=False, immediate=True)
+            self._to_end()
+
+    def _to_end(self) -> None:
+        """The newest line in sight, now and again once laid out: lines that first overflow
+        the view were not scrolled to (Textual scrolls a view only once it knows it has a
+        scrollbar, which the next layout gives it), so a view that had shrunk before its
+        lines came said "following" over its first lines, the newest out of sight."""
+        self.scroll_end(animate=False, immediate=True, force=True)
+        self.scroll_end(animate=False, force=True)
 
     def render_line(self, y: int) -> Strip:
         index = y + self.scroll_offset.y
