@@ -725,3 +725,23 @@ async def test_a_mig_plan_refused_names_the_host_once():
             await pilot.pause()
         assert isinstance(app.screen, GpuScreen)
         assert said(app) == ["a100-1 is offline: connection lost", "a100-1: no room for it"]
+
+
+@pilot_test
+async def test_the_jobs_views_cursor_stays_in_sight_as_its_filter_is_cleared():
+    """``/wait`` lists the five waiting jobs, ``G`` goes to the last; ``esc`` in the box clears
+    the filter and the cursor stays on that job, 27 rows down: the table did not scroll to it
+    (rows that had just begun to overflow it were not scrolled to), and it was out of sight."""
+    async with settled_app((80, 24)) as (app, pilot):
+        await pilot.press("J")
+        await settled(pilot)
+        table = app.screen.table
+        await pilot.press("slash", *"wait", "enter", "G")
+        await pilot.pause()
+        ref = table.row.ref
+        assert len(table.rows) == 5 and table.cursor == 4
+        await pilot.press("slash", "escape")
+        await pilot.pause()
+        top = table.scroll_offset.y
+        assert len(table.rows) == 27 and table.row.ref == ref
+        assert top <= table.cursor < top + table.size.height, (top, table.cursor)

@@ -21,6 +21,7 @@ from textual.strip import Strip
 from fractui.fleet import answers
 from fractui.terminal import as_shown_line
 from fractui.tui.actions import Action, Modal, bindings
+from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
 
 MAX_LINES = 100_000  # older lines are dropped past this: the agent keeps the whole log
@@ -106,10 +107,9 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
             self._to_end()
 
     def _to_end(self) -> None:
-        """The newest line in sight, now and again once laid out: lines that first overflow
-        the view were not scrolled to (Textual scrolls a view only once it knows it has a
-        scrollbar, which the next layout gives it), so a view that had shrunk before its
-        lines came said "following" over its first lines, the newest out of sight."""
+        """The newest line in sight, now (fractui/tui/scrolling.py says why ``force``) and
+        again once laid out (a scrollbar that comes with the lines takes a row): a view that
+        had shrunk before its lines came said "following" over its first lines."""
         self.scroll_end(animate=False, immediate=True, force=True)
         self.scroll_end(animate=False, force=True)
 
@@ -137,7 +137,7 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.cursor = max(0, min(self.count - 1, index))
         top, height = self.scroll_offset.y, self.scrollable_content_region.height
         if not top <= self.cursor < top + height:
-            self.scroll_to(y=max(0, self.cursor - height // 2), animate=False, immediate=True)
+            scroll_now(self, max(0, self.cursor - height // 2))
         self.refresh()
         self.post_message(self.Moved())
 
