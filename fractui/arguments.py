@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import posixpath
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -39,7 +41,21 @@ def check_words(words: Sequence[str]) -> None:
         try:
             word.encode("utf-8")
         except UnicodeEncodeError:
-            raise UsageError("argument %d is not UTF-8 text: %s" % (n, quoted(word))) from None
+            raise UsageError(_not_utf8(n, word)) from None
+
+
+def _not_utf8(n: int, word: str) -> str:
+    """Why argument ``n`` is refused: bytes that are not UTF-8, or UTF-8 that the locale's
+    encoding could not read (ASCII, where PYTHONUTF8=0 keeps Python from its own UTF-8 under
+    the C locale): that word is as the user typed it, and the locale is what to change."""
+    encoding = sys.getfilesystemencoding()
+    try:
+        os.fsencode(word).decode("utf-8")
+    except UnicodeError:
+        return "argument %d is not UTF-8 text: %s" % (n, quoted(word))
+    return ("argument %d is UTF-8 text that this locale's encoding, %s, cannot read: %s (run "
+            "fractui in a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or without PYTHONUTF8=0)" % (
+                n, encoding, quoted(word)))
 
 
 def bounded(lo: int, hi: int) -> Callable[[str], int]:

@@ -16,7 +16,7 @@ from fractui.config import Config
 from fractui.outcome import UsageError
 from fractui.store.model import OUTCOMES
 from fractui.terminal import print_json, table, width
-from fractui.usage.report import UNSTARTED, Group, Report, Whose, build
+from fractui.usage.report import UNSTARTED, Group, Report, Whose, build, reaches_now
 from fractui.usage.sentences import (Coverage, Waiting, busy_words, hours, online_words,
                                      saving_words, unmeasured_words, unstarted_words)
 from fractui.words import duration
@@ -40,7 +40,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
         waits = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)] if (
-            until >= now) else None
+            reaches_now(since, until, now)) else None
         if whose.team is not None and not waits and all(r.team != whose.team
                                                         for r in records):
             config.team(whose.team)  # a typo is said with the close name (a team since

@@ -233,8 +233,8 @@ def store_url(request, tmp_path) -> str:
 
 
 @contextlib.contextmanager
-def _accounts() -> Iterator[None]:
-    """One useradd or userdel at a time on this machine, of every test process (two xdist
+def accounts() -> Iterator[None]:
+    """One useradd, usermod or userdel at a time on this machine, of every test process (two xdist
     workers): each locks /etc/passwd, and one that finds it locked by another fails ("cannot
     lock /etc/passwd; try again later"), which failed a test's set-up or tear-down at random."""
     with open(os.path.join(tempfile.gettempdir(), "fractui-tests-accounts.lock"), "a") as lock:
@@ -266,7 +266,7 @@ def plain_users():
         home = tempfile.mkdtemp(prefix="fractui-home-")
         os.chmod(home, 0o755)
         # "*": no password, yet not locked (sshd refuses a locked account even with a key)
-        with _accounts():
+        with accounts():
             subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell",
                             "/bin/sh", "--password", "*", name], check=True)
         made.append((name, home))
@@ -277,7 +277,7 @@ def plain_users():
     yield make
     for name, home in made:
         _ended_all_of(name)
-        with _accounts():
+        with accounts():
             subprocess.run(["userdel", name], check=True)
         shutil.rmtree(home, ignore_errors=True)
 
@@ -301,3 +301,14 @@ def small_fs(tmp_path):
     for name in os.listdir(mount):  # its agents first: a lazy unmount would hide them
         stop_host(str(mount / name))
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def berlin(monkeypatch):
+    """This process's local time is Berlin's (summer time ends 2026-10-25, begins
+    2026-03-29): the reports' days and ranges as the clocks there say them."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

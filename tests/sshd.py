@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import os
 import queue
+import shlex
 import signal
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import paramiko
 import pytest
@@ -122,6 +123,14 @@ def _wait_gone(pids: List[int], timeout_s: float) -> bool:
     return True
 
 
+def in_mount_namespace(*mounts: List[str]) -> List[str]:
+    """The command prefix that runs a command in a mount namespace of its own, after
+    ``mounts`` (each a mount command's arguments): the machine's other processes see none."""
+    script = " && ".join(shlex.join(["mount"] + list(m)) for m in mounts)
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            script + ' && exec "$@"', "sh"]
+
+
 class SshServer:
     """One ``sshd -D`` on 127.0.0.1 at a free port, everything it needs kept in ``workdir``.
 
@@ -129,13 +138,16 @@ class SshServer:
     fresh server gets a fresh key, which is how a changed host key is simulated.
     ``key_types`` gives a fresh server host keys of those types instead (e.g. only "rsa").
     ``listen`` names the loopback addresses it listens on (both families: "127.0.0.1", "::1").
+    ``prefix`` is a command sshd is run by (``in_mount_namespace``: a host whose files differ
+    from this machine's for its logins alone).
     """
 
     def __init__(self, workdir: Path, user_pubkey: str, host_key: Optional[Path] = None,
                  key_types: Tuple[str, ...] = ("ed25519",),
-                 listen: Tuple[str, ...] = (LOOPBACK,)):
+                 listen: Tuple[str, ...] = (LOOPBACK,), prefix: Sequence[str] = ()):
         self.workdir = Path(workdir)
         self.listen = listen
+        self.prefix = list(prefix)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.user_pubkey = user_pubkey.strip()
         if host_key is not None:
@@ -193,9 +205,10 @@ class SshServer:
         lines = [
             *("ListenAddress %s" % address for address in self.listen),
             "Port %d" % port,
-            *("HostKey %s" % p.resolve() for p in self.host_key_paths),
-            "PidFile %s" % self.pid_path.resolve(),
-            "AuthorizedKeysFile %s" % self.authorized_keys_path.resolve(),
+            # (quoted: sshd splits a value at blanks, and a test's folder may have some)
+            *('HostKey "%s"' % p.resolve() for p in self.host_key_paths),
+            'PidFile "%s"' % self.pid_path.resolve(),
+            'AuthorizedKeysFile "%s"' % self.authorized_keys_path.resolve(),
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes",
@@ -221,7 +234,7 @@ class SshServer:
             self._write_config(port)
             with open(self.log_path, "wb") as log:
                 self._proc = subprocess.Popen(
-                    [SSHD, "-D", "-e", "-f", str(self.config_path.resolve())],
+                    self.prefix + [SSHD, "-D", "-e", "-f", str(self.config_path.resolve())],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(self.workdir))
             self._port = port
             if self._wait_listening(port):
@@ -628,12 +641,13 @@ class SshEnv:
 
     def new_server(self, name: str, host_key: Optional[Path] = None,
                    key_types: Tuple[str, ...] = ("ed25519",),
-                   listen: Tuple[str, ...] = (LOOPBACK,)) -> SshServer:
+                   listen: Tuple[str, ...] = (LOOPBACK,),
+                   prefix: Sequence[str] = ()) -> SshServer:
         """Start a server in ``root/name``; ``host_key`` reuses a key (same host identity),
         ``key_types`` chooses the types of a fresh server's host keys, ``listen`` its
-        addresses."""
+        addresses, ``prefix`` what runs it."""
         server = SshServer(self.root / name, self.user_pubkey, host_key=host_key,
-                           key_types=key_types, listen=listen)
+                           key_types=key_types, listen=listen, prefix=prefix)
         self.servers.append(server)
         return server.start()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from fractui.fleet.transport.base import MIN_PYTHON
 from fractui.fleet.zipapp import build_agent_archive
 from remote_agent.jobs.store import FINISHED
 from tests.conftest import REPO
+from tests.sshd import in_mount_namespace
 from tests.test_fleet import fleet_env, ssh_env, wait_state  # noqa: F401 - fixtures
 
 AGENT = os.path.join(REPO, "remote_agent")
@@ -106,3 +108,22 @@ def test_the_agent_runs_under_the_oldest_python_it_supports(fleet_env):  # noqa:
         assert session.call("job.logs", {"job": job["id"]})["lines"] == [str(MIN_PYTHON)]
     finally:
         session.stop()
+
+
+
+def test_the_agent_runs_whatever_a_login_shells_rc_file_prints(fleet_env, tmp_path):  # noqa: F811
+    """Root's ~/.bashrc greets on every login, a terminal or not (bash reads it for a command
+    sshd runs too), set up for the host's sshd alone, in a mount namespace of its own. What
+    it printed came first on each command's stdout: the Python check read "Welcome...\n3.11"
+    as the version, and the host stayed offline. It is skipped now."""
+    rc = tmp_path / "bashrc"
+    rc.write_text("echo 'Welcome to gpu-chatty!'\nprintf 'no newline'\necho to stderr >&2\n")
+    fleet_env.add("gpu-chatty", "1xL4",
+                  prefix=in_mount_namespace(["--bind", str(rc), "/root/.bashrc"]))
+    host = fleet_env.status()["gpu-chatty"]
+    assert (host["state"], host["error"]) == ("online", None), host
+    job = json.loads(fleet_env.fractui("launch", "gpu-chatty", "0", "--memory-mib", "10",
+                                       "--json", "--", "/bin/echo", "ran").stdout)
+    followed = fleet_env.fractui("logs", job["ref"], "-f", timeout=60)
+    assert (followed.returncode, followed.stdout) == (0, "ran\n"), followed.stderr
+

@@ -28,6 +28,7 @@ from remote_agent.mig.journal import MigJournal
 from remote_agent.rpc import jsonrpc as rpc
 from tests import acl
 from tests.conftest import REPO, AgentError, AgentProcess, stop_host
+from tests.sshd import in_mount_namespace
 from tests.test_job_supervision import wait_until
 from tests.test_jobs import alive, script, wait_job
 
@@ -167,14 +168,6 @@ def test_a_socket_dir_that_cannot_be_made_is_named_not_taken_for_the_state_dir(t
         AgentPaths(str(tmp_path / "state")).make_socket_dir()
     assert str(refused.value) == ("the agent's socket directory %s cannot be made: No such file "
                                   "or directory" % folder)
-
-
-def in_mount_namespace(*mounts: List[str]) -> List[str]:
-    """The command prefix that runs a command in a mount namespace of its own, after
-    ``mounts`` (each a mount command's arguments): the machine's other processes see none."""
-    script = " && ".join(shlex.join(["mount"] + list(m)) for m in mounts)
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            script + ' && exec "$@"', "sh"]
 
 
 def root_bridge(prefix: List[str], state: str, *methods: str) -> Tuple[int, str, str]:
@@ -778,6 +771,33 @@ def test_each_job_counts_its_memory_in_a_hami_core_region_of_its_users_alone(
         assert not os.path.lexists(os.path.dirname(path))  # removed as the job ended
         regions.append(path)
     assert regions[0] != regions[1]
+
+
+def test_a_hami_core_region_rm_is_not_found_for_is_said_with_the_path_it_was_looked_on(
+        start_agent, tmp_path, monkeypatch):
+    """The region is removed with ``rm``, looked up on the agent's PATH, which is whatever its
+    login or service gave it: where rm is not on it, the shim said errno's words alone ("No
+    such file or directory: 'rm'"); it names the PATH now, and the region is left."""
+    lib = tmp_path / "libvgpu.so"
+    lib.write_bytes(b"")
+    bare = tmp_path / "bin"  # a PATH without rm
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    state = tmp_path / "state"
+    agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
+    job = agent.call("job.launch", key="k-no-rm", gpu=0, memory_mib=1000, argv=[
+        "/usr/bin/python3", "-c",
+        "import os; print(os.path.dirname(os.environ['CUDA_DEVICE_MEMORY_SHARED_CACHE']))"])
+    wait_job(agent, job["id"])
+    region = next(line for line in agent.call("job.logs", job=job["id"])["lines"]
+                  if line.startswith("/tmp/"))
+    try:
+        said = (state / "jobs" / job["id"] / "shim.log").read_text()
+        assert ("shim: cannot remove the job's HAMi-core region %s: rm is not installed, or not "
+                "on the agent's PATH (%s)\n" % (region, bare)) in said, said
+        assert os.path.isdir(region)
+    finally:
+        shutil.rmtree(region, ignore_errors=True)
 
 
 @pytest.mark.parametrize("swapped", [False, True], ids=["left as made", "a symlink put there"])

@@ -343,30 +343,41 @@ def test_hello_says_why_jobs_get_no_cgroup_where_one_was_asked_for(start_agent, 
 
 
 def _running(argv0: str, **kw) -> subprocess.Popen:
-    """A real process whose program name (argv[0]) is ``argv0``: sleep under another name."""
-    return subprocess.Popen([argv0, "600"], executable=shutil.which("sleep"), **kw)
+    """A real process whose program name (argv[0]) is ``argv0``: cat under another name, handed
+    back once it has echoed a line, i.e. runs. Popen returns as soon as the exec closes its
+    pipe, before the kernel has set the new program's arguments: /proc/PID/cmdline reads empty
+    till then, and a loaded machine's reader saw that."""
+    proc = subprocess.Popen([argv0], executable=shutil.which("cat"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, **kw)
+    proc.stdin.write(b"running\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"running\n", "%s ended at once" % argv0
+    return proc
 
 
 def _stopped(*procs: subprocess.Popen) -> None:
     for proc in procs:
-        proc.kill()
-        proc.wait()
+        with proc:  # closes its pipes and waits for it
+            proc.kill()
 
 
 def test_an_mps_server_is_known_by_its_program_and_owner():
-    named, at_path, plain = (_running("nvidia-cuda-mps-server"),
-                             _running("/usr/bin/nvidia-cuda-mps-server"), _running("sleep"))
+    """Each is asked of as soon as it is handed back: one that runs is known from the start."""
+    procs = []
     try:
-        assert caps.mps_server(named.pid, 66) and caps.mps_server(at_path.pid, 66)
-        assert not caps.mps_server(plain.pid, 66)
+        for argv0, server in (("nvidia-cuda-mps-server", True),
+                              ("/usr/bin/nvidia-cuda-mps-server", True), ("cat", False)):
+            procs.append(_running(argv0))
+            assert caps.mps_server(procs[-1].pid, 66) == server, argv0
+        named = procs[0]
         # holding more than a CUDA context, or an amount NVML did not say, it is anyone's: a
         # process of the jobs' own user that names itself so hides no more than that
         assert caps.mps_server(named.pid, caps.CUDA_CONTEXT_MIB)
         assert not caps.mps_server(named.pid, caps.CUDA_CONTEXT_MIB + 1)
         assert not caps.mps_server(named.pid, None)
     finally:
-        _stopped(named, at_path, plain)
-    assert not caps.mps_server(named.pid, 66)  # gone
+        _stopped(*procs)
+    assert not caps.mps_server(procs[0].pid, 66)  # gone
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="starting another user's process needs root")
@@ -384,7 +395,7 @@ def test_the_jobs_mps_server_keeps_no_whole_gpu_from_them(start_agent, tmp_path)
     small, is counted: the whole GPU is refused beside it, and said so; so is one of that name
     that holds more than an MPS server does."""
     agent = start_agent("3xL4", str(tmp_path / "host"))
-    server, other, big = (_running("nvidia-cuda-mps-server"), _running("sleep"),
+    server, other, big = (_running("nvidia-cuda-mps-server"), _running("cat"),
                           _running("nvidia-cuda-mps-server"))
     try:
         agent.call("sim.add_process", gpu=0, used_mib=66, pid=server.pid)

@@ -27,6 +27,7 @@ from fractui.outcome import Terminated
 from fractui.store import Slot, sqlite_url
 from fractui.terminal import TerminalText
 from fractui.whoami import os_user
+from fractui.words import quoted
 from tests import as_user, localfleet
 from tests.cli_run import closed_port, in_process, leaks, subprocess_run
 from tests.localfleet import local_fleet, sleeper  # noqa: F401 - the fixture
@@ -1393,6 +1394,23 @@ def test_a_store_path_where_no_file_is_is_the_stores_failure_not_the_configs(
     code, out, err = in_process(capfd, ["--config", config, "doctor"])
     assert (code, err) == (0, "fractui: the config lists no hosts ([[hosts]]): nothing to "
                               "show\n"), err
+
+
+def test_a_utf8_word_in_a_locale_python_reads_as_ascii_is_said_as_the_locales(tmp_path):
+    """Under LC_ALL=C with PYTHONUTF8=0, Python reads the command line as ASCII: a config path
+    in UTF-8 was refused as "not UTF-8 text", which it is. The locale is named now, with what
+    to change; bytes that are no UTF-8 are still said to be so."""
+    ascii_locale = {"LC_ALL": "C", "PYTHONUTF8": "0"}
+    path = str(tmp_path / "café" / "config.toml")
+    done = subprocess_run(["--config", path, "jobs"], ascii_locale)
+    read = path.encode("utf-8").decode("ascii", "surrogateescape")  # as that Python reads it
+    said = ("fractui: argument 2 is UTF-8 text that this locale's encoding, ascii, cannot read: "
+            "%s (run fractui in a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or without PYTHONUTF8=0)\n"
+            % quoted(read))
+    assert (done.returncode, done.stderr) == (2, said.encode("ascii", "backslashreplace").decode())
+    done = subprocess_run(["--config", os.fsdecode(b"/tmp/\xfe\xff"), "jobs"], ascii_locale)
+    assert (done.returncode, done.stderr) == (
+        2, "fractui: argument 2 is not UTF-8 text: '/tmp/\\xfe\\xff'\n")
 
 
 def test_every_word_given_is_named_back_as_the_user_would_know_it(tmp_path, capfd,

@@ -141,7 +141,11 @@ def test_utilisation_is_not_supported_under_mig(gpu):
     assert nv.nvmlDeviceGetUtilizationRates(l4).gpu == 100
 
 
-def test_process_utilisation_samples_the_busy_processes_newer_than_asked(gpu):
+def test_process_utilisation_samples_the_busy_processes_newer_than_asked(gpu, monkeypatch):
+    """On a clock the test moves: with the real one, a pause between two asks (a loaded
+    machine's) crossed into the next sample period, which has a newer sample."""
+    now = [time.time()]
+    monkeypatch.setattr(nv.time, "time", lambda: now[0])
     l4 = nv.nvmlDeviceGetHandleByIndex(1)
     with pytest.raises(nv.NVMLError_NotFound):  # no process at all
         nv.nvmlDeviceGetProcessUtilization(l4, 0)
@@ -150,17 +154,13 @@ def test_process_utilisation_samples_the_busy_processes_newer_than_asked(gpu):
     samples = nv.nvmlDeviceGetProcessUtilization(l4, 0)
     assert [(s.pid, s.smUtil, s.memUtil) for s in samples] == [(busy, 30, 0)]  # idle: left out
     assert isinstance(samples[0], nv.c_nvmlProcessUtilizationSample_t)
-    last = samples[0].timeStamp
-    assert abs(last / 1e6 - time.time()) < 1  # microseconds of the CPU clock
+    last = samples[0].timeStamp  # microseconds of the CPU clock: its period's start
+    assert now[0] * 1e6 - nv.SIM_UTIL_PERIOD_US < last <= now[0] * 1e6
     with pytest.raises(nv.NVMLError_NotFound):  # nothing newer than what was seen
         nv.nvmlDeviceGetProcessUtilization(l4, last)
     nv.sim_set_process_util(idle, 55)
-    while True:  # the next sample period
-        try:
-            newer = nv.nvmlDeviceGetProcessUtilization(l4, last)
-            break
-        except nv.NVMLError_NotFound:
-            time.sleep(0.02)
+    now[0] += nv.SIM_UTIL_PERIOD_US / 1e6  # the next sample period
+    newer = nv.nvmlDeviceGetProcessUtilization(l4, last)
     assert sorted((s.pid, s.smUtil) for s in newer) == [(busy, 30), (idle, 55)]
     assert all(s.timeStamp > last for s in newer)
     assert nv.nvmlDeviceGetUtilizationRates(l4).gpu == 85  # the whole GPU: their sum

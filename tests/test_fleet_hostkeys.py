@@ -245,10 +245,10 @@ def test_status_says_untrusted_and_trust_refuses_a_changed_key(fleet_env):
 def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
         fleet_env, small_fs):
     """known_hosts on a real filesystem filled to the last byte, with room in its last page
-    for part of the line ``trust`` adds: exit 1 naming the file and why, the file as it was;
-    with room, the key is added and the host is reached. A line cut short names the host with
-    no key it offers: the host then read CHANGED ("someone may be impersonating the host")
-    and ``trust`` refused it for good."""
+    for part of the line ``trust`` adds: exit 1 naming the file and why, the part written a
+    comment line; with room, the key is added and the host is reached. A line cut short names
+    the host with no key it offers: the host then read CHANGED ("someone may be impersonating
+    the host") and ``trust`` refused it for good."""
     known = small_fs / "known_hosts"
     known.write_text("# fleet\n%s\n" % ("#" * 4030))  # 57 bytes left in its one page
     before = known.read_bytes()
@@ -259,20 +259,24 @@ def test_trust_on_a_full_disk_adds_nothing_and_the_key_whole_once_there_is_room(
     refused = fleet_env.fractui("trust", "gpu-full", "--yes")
     assert (refused.returncode, refused.stderr) == (1, "fractui: gpu-full: its key is not added "
                                                        "to %s: No space left on device\n" % known)
-    assert known.read_bytes() == before
+    refused_left = known.read_bytes()
+    assert refused_left == before + b"\n" + b"#" * 55 + b"\n"  # (the page's 57 bytes)
     filler.unlink()  # room again
     trusted = fleet_env.fractui("trust", "gpu-full", "--yes")
     assert trusted.returncode == 0, trusted.stderr
-    assert known.read_bytes().startswith(before) and known.read_bytes().count(b"\n") == 3
+    assert known.read_bytes().startswith(refused_left)
+    assert known.read_bytes().count(b"\n") == refused_left.count(b"\n") + 1
     assert fleet_env.status()["gpu-full"]["state"] in ("online", "degraded")
 
 
 # One of the processes the next tests start: it adds ``count`` lines named ``who``-N once the
 # test closes its stdin, and prints which it added. A failing one is refused every byte it
 # writes (a file size limit of 1 byte: EFBIG, as a full disk's ENOSPC). A limited one may write
-# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) if it writes more.
+# 10 bytes past the file's size, and is killed by the kernel (SIGXFSZ) if it writes more. A
+# racing one is limited, and the instant its write returns, an ``ssh`` (a shell's ``>>``, no
+# file size limit) appends a line "ssh-0 KEY" after the part it wrote.
 APPENDER = """
-import json, os, resource, signal, sys
+import json, os, resource, signal, subprocess, sys
 import paramiko
 from fractui.fleet.hostkeys import KnownHosts
 path, key_file, who, count, failing = sys.argv[1:]
@@ -280,10 +284,19 @@ known, key = KnownHosts(path), paramiko.Ed25519Key(filename=key_file)
 if failing == "yes":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
-if failing == "limited":
+if failing in ("limited", "racing"):
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # (Python's own start ignores it)
     limit = os.path.getsize(path) + 10
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+def ssh_appends(frame, event, arg):
+    if event == "c_return" and arg is os.write:
+        sys.setprofile(None)
+        line = "ssh-0 %s %s" % (key.get_name(), key.get_base64())
+        subprocess.run(["sh", "-c", 'echo "$2" >> "$1"', "sh", path, line], check=True,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard)))
+if failing == "racing":
+    sys.setprofile(ssh_appends)
 print("ready", flush=True)
 sys.stdin.read()
 added = []
@@ -292,7 +305,7 @@ for i in range(int(count)):
         known.append("%s-%d" % (who, i), key)
         added.append(i)
     except OSError as err:
-        assert failing in ("yes", "limited"), err
+        assert failing in ("yes", "limited", "racing"), err
 print(json.dumps(added))
 """
 
@@ -383,30 +396,54 @@ def test_trust_writes_known_hosts_through_its_links_and_leaves_nothing_beside_it
     assert (os.listdir(folder), os.listdir(dotfiles)) == (["known_hosts"], ["known_hosts"])
 
 
+# What a line cut short 10 bytes in is left as: a comment line, in the bytes it took
+CUT_SHORT = "\n########\n"
+
+
 def test_a_trust_cut_short_while_writing_leaves_known_hosts_whole(tmp_path):
     """A write of the line cut short (here at the process's file size limit, 10 bytes in; as
-    well a full disk) is taken back, and is not followed by one of the rest, at which the
-    kernel would kill the process (SIGXFSZ) with part of the line written: a line cut short
+    well a full disk) is made a comment line, and is not followed by one of the rest, at which
+    the kernel would kill the process (SIGXFSZ) with part of the line written: a line cut short
     would name the host with no key it offers, which reads as CHANGED ("someone may be
-    impersonating the host") and is never trustable. known_hosts is as it was, its mode too."""
+    impersonating the host") and is never trustable. known_hosts' lines are as they were, its
+    mode too."""
     folder = tmp_path / "ssh"
     folder.mkdir(mode=0o700)
     known = folder / "known_hosts"
     known.write_text("# fleet\n")
     known.chmod(0o644)  # OpenSSH's own mode for it
-    before = known.read_bytes()
     key = tmp_path / "key" / "id"
     sshd._keygen(key, "a-host")
     limited = appender(known, key, "limited", 1, "limited")
     out, _ = limited.communicate(timeout=60)
     assert (limited.returncode, out) == (0, "ready\n[]\n")
-    assert known.read_bytes() == before
+    assert known.read_text() == "# fleet\n" + CUT_SHORT
     added = appender(known, key, "added", 1)
     out, _ = added.communicate(timeout=60)
     assert (added.returncode, out) == (0, "ready\n[0]\n")
-    assert known.read_text() == "# fleet\nadded-0 %s\n" % sshd.public_key_line(key)
+    assert known.read_text() == "# fleet\n%sadded-0 %s\n" % (CUT_SHORT,
+                                                              sshd.public_key_line(key))
     assert stat.S_IMODE(known.stat().st_mode) == 0o644
     assert os.listdir(folder) == ["known_hosts"]  # nothing beside it
+
+
+def test_a_trust_cut_short_keeps_the_line_another_writer_added_after_it(tmp_path):
+    """A write cut short, then, before trust can take it back, an ``ssh`` appends its line
+    after the part written: that line is kept whole, and the part is a comment line that ends
+    before it. When trust truncated the file back to where its line began, the ssh's line went
+    with it."""
+    folder = tmp_path / "ssh"
+    folder.mkdir(mode=0o700)
+    known = folder / "known_hosts"
+    known.write_text("# fleet\n")
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    racing = appender(known, key, "racing", 1, "racing")
+    out, _ = racing.communicate(timeout=60)
+    assert (racing.returncode, out) == (0, "ready\n[]\n")
+    assert known.read_text() == "# fleet\n%sssh-0 %s\n" % (CUT_SHORT,
+                                                            sshd.public_key_line(key))
+    assert [line.names for line in KnownHosts(str(known)).lines()] == ["ssh-0"]
 
 
 def test_trusts_of_distinct_hosts_at_once_each_add_their_key(fleet_env, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fractui.config import HostConfig
 from fractui.fleet.host import HostSession, hello_problem
 from fractui.fleet.zipapp import build_agent_archive
 from tests import sshd
-from tests.conftest import stop_host
+from tests.conftest import accounts, stop_host
 from tests.test_fleet import SshFleet, wait_state
 
 ssh_env = sshd.ssh_env
@@ -171,6 +172,33 @@ def test_a_plain_user_runs_the_agent_as_itself_and_sudo_refusal_is_plain(ssh_env
                 "\"How hosts are reached\", gives the sudoers line), or reach the host as root")
         finally:
             sudo.stop()
+    finally:
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def test_a_login_whose_shell_runs_no_command_says_so(fleet_env, plain_user):
+    """A login whose shell is nologin: what the shell said was taken for the Python check's
+    own failure, whose fix named the python setting. The login shell is named now, and doctor's
+    fix is the login's."""
+    name, home = plain_user
+    with accounts():
+        subprocess.run(["usermod", "--shell", "/usr/sbin/nologin", name], check=True)
+    server = user_server(fleet_env.env, fleet_env.env.user_pubkey)
+    try:
+        fleet_env.env.trust(server)
+        fleet_env.add_port("gpu-nologin", server.port, user=name, python="/usr/bin/python3",
+                           state_dir=os.path.join(home, "state"),
+                           agent_cache=os.path.join(home, "cache"))
+        said = ("127.0.0.1:%d: the login shell of %s ran no command: This account is currently "
+                "not available." % (server.port, name))
+        host = fleet_env.status()["gpu-nologin"]
+        assert (host["state"], host["error"]) == ("offline", said), host
+        doctor = fleet_env.fractui("doctor", "gpu-nologin")
+        assert doctor.returncode == 1, doctor.stderr
+        assert ("  [FAIL] python       %s\n       fix: give %s a login shell that runs commands, "
+                "with rc files quiet where there is no terminal, or reach the host as another "
+                "user\n" % (said, name)) in doctor.stdout, doctor.stdout
     finally:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)

@@ -23,7 +23,7 @@ from remote_agent.jobs.supervisor import log_bytes
 from remote_agent.rpc.jsonrpc import RpcError
 from tests.conftest import REPO
 from tests.test_job_supervision import kill_shim, wait_until
-from tests.test_jobs import script, until_file, wait_job
+from tests.test_jobs import daemon_pid, script, until_file, wait_job
 from tests.test_shim_full_disk import _job_dir, _shim
 
 UP_THEN_MORE = ("import os, time\nprint('up', flush=True)\nwhile not os.path.exists(%r):\n"
@@ -122,7 +122,8 @@ def test_a_shim_whose_log_is_a_fifo_drops_the_output_and_records_the_end(tmp_pat
 
 # the shim, its output FIFO swapped for another (no reader) the moment it has opened its read end
 SWAPPED_SHIM = ("import os, sys\nfrom remote_agent.jobs import shim\n"
-                "def swapped(path):\n    fd = opened(path)\n    os.unlink(path)\n"
+                "def swapped(job_dir):\n    fd = opened(job_dir)\n"
+                "    path = os.path.join(job_dir, 'output.pipe')\n    os.unlink(path)\n"
                 "    os.mkfifo(path, 0o600)\n    return fd\n"
                 "opened, shim.open_reader = shim.open_reader, swapped\n"
                 "sys.exit(shim.run(sys.argv[1], None))")
@@ -182,3 +183,32 @@ def test_a_fifo_in_place_of_a_log_is_refused_by_each_reader_said_once_and_never_
     assert [r.getMessage() for r in caplog.records] == [
         "refusing log %s: not a regular file: a FIFO; it is not read until it is" % log,
         "%s is read again after 4 failed reads" % log]
+
+
+def test_a_daemon_started_where_a_jobs_pipe_was_swapped_serves_and_says_so(start_agent,
+                                                                              tmp_path):
+    """A running job's ``output.pipe`` replaced by another FIFO of the agent's user while no
+    daemon ran: the next daemon starts, serves, says once that the job's output pipe is not
+    held and why, and the job runs to its recorded end. The pipe is refused (not the FIFO
+    the shim recorded), never held in its place, and one job's refusal stops no daemon."""
+    state, go = str(tmp_path / "host"), tmp_path / "go"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-swapped", gpu=0, memory_mib=10,
+                     argv=script("import os, time\nwhile not os.path.exists(%r):\n"
+                                 "    time.sleep(0.02)\n" % str(go)))
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    pipe = Path(state) / "jobs" / job["id"] / "output.pipe"
+    fifo_in_place_of(pipe)
+    later = start_agent(None, state)
+    assert later.call("hello")["problems"] == []
+    go.touch()
+    done = wait_job(later, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 0)
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "output pipe" in line]
+    assert len(said) == 1 and said[0].endswith(
+        " ERROR job %s: its output pipe is not held: refusing output pipe %s: it is not the "
+        "FIFO the job's shim made (its device and inode %r), another was put in its place" % (
+            job["id"], pipe, json.loads((pipe.parent / "started.json").read_text())["pipe"])
+    ), said

@@ -26,6 +26,7 @@ from typing import List
 
 import pytest
 
+from remote_agent.daemon.trust import UnsafePath
 from remote_agent.jobs import output
 from remote_agent.jobs.output import CappedLog, Outputs, drain, make_pipe, open_reader
 from tests.conftest import REPO
@@ -156,7 +157,7 @@ def test_where_tee_is_refused_the_output_is_copied_all_the_same(tmp_path):
     writes instead (forced here)."""
     pipe, path = str(tmp_path / "output.pipe"), str(tmp_path / "output.log")
     make_pipe(pipe)
-    reader = open_reader(pipe)
+    reader = open_reader(os.path.dirname(pipe))
     writer = os.open(pipe, os.O_WRONLY)
     log = CappedLog(path, 16384)
     log.peeks = False
@@ -180,7 +181,7 @@ def test_output_that_comes_once_a_full_disk_has_room_is_kept(small_fs):
     was dropped, whole (the copier waits for output before it decides to drop any)."""
     pipe, path = str(small_fs / "output.pipe"), str(small_fs / "output.log")
     make_pipe(pipe)
-    reader = open_reader(pipe)
+    reader = open_reader(os.path.dirname(pipe))
     os.set_blocking(reader, True)  # as the shim reads it
     writer = os.open(pipe, os.O_WRONLY)
     log = CappedLog(path, 1 << 30)
@@ -214,8 +215,8 @@ def pipe_pair(tmp_path: Path):
     daemon's), the job's write end, and a log with a 1 MiB cap."""
     pipe = str(tmp_path / "output.pipe")
     make_pipe(pipe)
-    return open_reader(pipe), os.open(pipe, os.O_WRONLY), CappedLog(str(tmp_path / "output.log"),
-                                                                     1 << 20)
+    return open_reader(str(tmp_path)), os.open(pipe, os.O_WRONLY), \
+        CappedLog(str(tmp_path / "output.log"), 1 << 20)
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["shim", "daemon"])
@@ -284,3 +285,43 @@ def test_one_drain_copies_a_bounded_amount(tmp_path, monkeypatch):
         os.close(writer)
         os.close(reader)
     assert (tmp_path / "output.log").read_bytes() == data[:8 * output.CHUNK]
+
+
+@pytest.mark.parametrize("swapped", ["the pipe", "the job dir"])
+def test_a_pipe_name_swapped_after_the_shim_made_it_is_not_followed(tmp_path, jobs, swapped):
+    """A running job's ``output.pipe`` replaced by another FIFO of the agent's user, or its
+    job directory by a symlink to one holding such a FIFO, after its shim made the pipe: the
+    daemon opening the job's output refuses it, naming it, rather than holding a pipe no job
+    writes (and, the shim gone, copying into another directory's log). Before, it opened the
+    name: a FIFO of its user was taken whichever it was, and the directory's symlink was
+    followed."""
+    path = job_dir(tmp_path)
+    finish = tmp_path / "finish"
+    shim = start_shim(path, "import os, time\n" + waits_for(finish))
+    jobs.append(job_pid(path))
+    made = json.loads((path / "started.json").read_text())["pipe"]
+    pipe = os.stat(path / "output.pipe")
+    assert made == [pipe.st_dev, pipe.st_ino]  # what the shim recorded
+    if swapped == "the pipe":
+        os.mkfifo(tmp_path / "other.pipe", 0o600)
+        os.rename(tmp_path / "other.pipe", path / "output.pipe")
+        said = "refusing output pipe %s: it is not the FIFO the job's shim made" % (
+            path / "output.pipe")
+    else:
+        other = tmp_path / "other"
+        other.mkdir(mode=0o700)
+        os.mkfifo(other / "output.pipe", 0o600)
+        os.rename(path, tmp_path / "jobs" / "moved")
+        path.symlink_to(other)
+        said = "refusing job directory %s: it is a symlink, not a directory" % path
+    outputs = Outputs(str(tmp_path / "jobs"), 1 << 20)
+    try:
+        with pytest.raises(UnsafePath) as refused:
+            outputs.hold(1, made)
+        assert str(refused.value).startswith(said)
+        with pytest.raises(UnsafePath):  # (the shim gone: refused again, nothing copied)
+            outputs.take_over(1, made)
+    finally:
+        finish.touch()
+        assert shim.wait(timeout=20) == 0
+    assert not (tmp_path / "other" / "output.log").exists()

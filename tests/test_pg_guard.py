@@ -1048,6 +1048,57 @@ def test_the_least_grants_keep_a_member_from_locking_out_the_jobs(pg_server):
             admin.close()
 
 
+def test_a_member_locks_no_job_but_her_teams(any_grants):
+    """Migration 0029: the UPDATE ann is granted lets her SELECT ... FOR UPDATE (or SHARE),
+    and on psql she held every team's job rows so, for as long as her session lived: every
+    write to another team's job waited and failed (RowsLocked), pass after pass. Her lock of
+    a row of team nlp, or of no team, is refused in the guard's words and holds nothing, and so
+    is her lock of a request for the output of nlp's job (log_requests); her own team's she
+    may hold, and the admin's writes of the others go through meanwhile."""
+    guarded = any_grants
+    admin = guarded.store()
+    conn = psycopg.connect(guarded.url(guarded.ann))
+    try:
+        mine = admin.submit("v", guarded.vision, "mine", ["true"], {}, "x")
+        theirs = [admin.submit("n", guarded.nlp, "theirs", ["true"], {}, "x") for _ in "ab"]
+        nobodys = admin.submit("q", None, "nobody's", ["true"], {}, "x")
+        guard = "refused by the store's guard: role %s" % guarded.ann
+        for lock in ("UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"):
+            for job, words in ((None, "of team %s: it is not a member" % guarded.nlp),
+                               (theirs[0], "change job %d of team %s" % (theirs[0].id,
+                                                                          guarded.nlp)),
+                               (nobodys, "change job %d of no team" % nobodys.id)):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+                    conn.execute("SELECT id FROM jobs %s FOR %s" % (
+                        "" if job is None else "WHERE id = %d" % job.id, lock))
+                assert guard in str(err.value) and words in str(err.value), (lock, err.value)
+                conn.rollback()
+        for job in (mine, theirs[1]):
+            admin.ask_log(job.id, "ops")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+            conn.execute("SELECT job FROM log_requests FOR UPDATE")
+        assert guard in str(err.value) and "ask for the output of job %d of team %s" % (
+            theirs[1].id, guarded.nlp) in str(err.value), err.value
+        conn.rollback()
+        assert conn.execute("SELECT job FROM log_requests WHERE job = %s FOR UPDATE",
+                            (mine.id,)).fetchall() == [(mine.id,)]
+        held = conn.execute("SELECT id FROM jobs WHERE team = %s FOR UPDATE",
+                            (guarded.vision,)).fetchall()
+        assert held == [(mine.id,)]  # her session holds it, open, as the writes below run
+        admin.keep_log(theirs[1].id, "out", True)  # the other team's request served
+        assert admin.log_requests() == [mine.id]
+        done = admin.ended(theirs[0].id, (PENDING,), CANCELLED, "cancelled by ops", "ops",
+                           "cancelled by ops", "cancel")
+        assert done.state == CANCELLED
+        for job, gpu in ((theirs[1], 0), (nobodys, 1)):
+            placed = admin.place(job.id, replace(SLOT, gpus=(gpu,)), "sched", "decided")
+            assert (placed.state, placed.slot) == ("placed", replace(SLOT, gpus=(gpu,)))
+        with pytest.raises(RowsLocked, match="held by role %s" % guarded.ann):
+            admin.place(mine.id, replace(SLOT, gpus=(2,)), "sched", "decided")
+    finally:
+        conn.close()
+        admin.close()
+
 def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guarded):
     """GRANT ALL gives TRIGGER too: ann adds a trigger to jobs on a function of her session's
     pg_temp, and it runs as whoever writes the table, so the admin's next write of any job

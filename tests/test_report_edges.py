@@ -375,15 +375,6 @@ def test_gpu_time_counts_whole_buckets_and_nothing_while_away_or_unseen(tmp_path
         store.close()
 
 
-@pytest.fixture
-def berlin(monkeypatch):
-    monkeypatch.setenv("TZ", "Europe/Berlin")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 def test_a_local_day_as_the_clocks_go_back_is_25_hours(tmp_path, capfd, berlin):
     """In Berlin 2026-10-25 has 25 hours (03:00 summer time is 02:00 again): a whole GPU held
     from the day before to the day after counts 25 GPU-hours of it, and the range is said

@@ -149,7 +149,7 @@ def test_a_whole_gpu_is_given_beside_the_jobs_mps_server_not_beside_others(local
     """The MPS server stays after its clients, holding a little of each GPU they used: a
     whole-GPU job still goes there, never refused; beside anyone else's process it waits."""
     f = local_fleet(TWO_HOSTS, [WHOLE])
-    server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
+    server, other = _running("nvidia-cuda-mps-server"), _running("cat")
     try:
         for host, proc in (("gpu-a", server), ("gpu-b", other)):
             f.fleet.session(host).call("sim.add_process",

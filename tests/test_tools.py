@@ -58,7 +58,7 @@ def test_the_device_checks_whole_gpu_beside_the_mps_server_on_the_simulator(tmp_
     where no MPS server is listed."""
     check = _device_check()
     agent = check.Agent(["--state-dir", str(tmp_path / "host"), "--sim", "3xL4"])
-    server, other = _running("nvidia-cuda-mps-server"), _running("sleep")
+    server, other = _running("nvidia-cuda-mps-server"), _running("cat")
     try:
         agent.call("sim.add_process", gpu=0, used_mib=66, pid=server.pid)
         assert check.whole_gpu_beside_mps_server(agent, 0)

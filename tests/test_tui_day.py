@@ -40,6 +40,7 @@ from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
 from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
                                settled_app, usage_store)
+from tests.tui_live import until
 
 
 def said(app: FractuiApp) -> list[str]:
@@ -140,12 +141,11 @@ async def test_the_filter_box_keeps_on_enter_reopens_on_its_text_and_clears_on_e
 async def test_the_palettes_keys_is_the_help_not_textuals_key_panel():
     """``:`` "keys" opened Textual's key panel beside the map (two thirds of the map gone at
     120 columns, each key's words wrapped over lines, no ids): it opens ``?`` instead."""
+    from tests.test_tui_pilot import palette
+
     async with settled_app((120, 40)) as (app, pilot):
-        await pilot.press("colon", *"keys")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause(0.3)
-        assert isinstance(app.screen, HelpScreen), app.screen
+        await palette(pilot, "keys")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help opened")
         assert not app.fleet.query("HelpPanel")
         assert any(bid == "map.open" for _, _, bid in app.screen.keys)
 

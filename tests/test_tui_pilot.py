@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from textual import events
+from textual.command import CommandInput, CommandPalette
 from textual.keys import _character_to_key
 from textual.widgets import Input
 
@@ -21,6 +22,7 @@ from fractui.tui.queues import QueuePanel
 from fractui.tui.themes import theme_names
 from tests.conftest import REPO
 from tests.tui_frozen import frozen_app, pilot_test, settled, settled_app
+from tests.tui_live import until
 
 
 def fleet(app) -> FleetScreen:
@@ -41,12 +43,22 @@ def typed(app, text: str) -> None:
 
 
 async def palette(pilot, text: str) -> None:
+    """Run the palette's first hit for ``text`` once its search for all of it has ended (it
+    searches in a worker: a fixed 0.3 s was a guess a loaded machine may outlast)."""
     await pilot.press("colon")
     await pilot.pause()
     typed(pilot.app, text)
-    await pilot.pause(0.3)  # the palette searches in the background
+    await until(pilot, lambda: searched(pilot.app, text), "the palette's search for %r" % text)
     await pilot.press("enter")
     await pilot.pause()
+
+
+def searched(app, text: str) -> bool:
+    """Whether the command palette holds ``text`` and none of its searches runs (the one
+    ``text`` started has ended)."""
+    screen = app.screen
+    return (isinstance(screen, CommandPalette) and screen.query_one(CommandInput).value == text
+            and not any(w.group == CommandPalette._GATHER_COMMANDS_GROUP for w in app.workers))
 
 
 @pilot_test

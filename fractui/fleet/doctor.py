@@ -15,7 +15,8 @@ from fractui.config import Config, HostConfig, SshSettings
 from fractui.fleet.host import SUDO_FIX, HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
-from fractui.fleet.transport.base import Runner, Transport, TransportError, python_problem
+from fractui.fleet.transport.base import (LoginShellError, Runner, Transport, TransportError,
+                                          python_problem)
 from fractui.fleet.transport.exec import ExecTransport
 from fractui.fleet.transport.kinds import transport_for
 from fractui.fleet.zipapp import build_agent_archive
@@ -97,6 +98,11 @@ def diagnose(config: Config, host: HostConfig) -> Report:
             _check_lingering(host, transport.run, report)
         step = "state dir"
         _check_state_dir(host, transport, report)
+    except LoginShellError as err:  # the login's shell, not the link: the login to change
+        report.add(step, "fail", str(err), "give %s a login shell that runs commands, with rc "
+                   "files quiet where there is no terminal, or reach the host as another user"
+                   % (host.user or "the login"))
+        _skip_from(report, step, "the login shell ran no command")
     except TransportError as err:  # the link broke under a later check: say so there
         report.add(step, "fail", str(err), "check the host's network and sshd; run fractui "
                    "doctor %s again" % host.name if host.transport == "ssh" else

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -283,7 +284,8 @@ class KnownHosts:
         of ours) added meanwhile, and which keeps the file itself: a hard link, or the target
         of a symlink of ours (a dotfiles checkout's), is written, not replaced; nothing is left
         beside it. fsync'd before it returns. A write cut short (a full disk, a file size
-        limit) is taken back and is an OSError, the file as it was. UnsafePath where another
+        limit) is an OSError, the part written made a comment line in place (never cut off:
+        another writer's line may follow it already). UnsafePath where another
         user could have made the file or its folder, or could change them: they could pass
         their machine off as a host, or have the line written through a link of theirs."""
         line = "%s %s %s\n" % (name, key.get_name(), key.get_base64())
@@ -304,7 +306,7 @@ class KnownHosts:
                 # limit have the kernel kill us with the part written)
                 disk = os.fstatvfs(fd)
                 room = disk.f_bfree if os.geteuid() == 0 else disk.f_bavail
-                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR) - written)  # (past our part)
+                _comment_out(fd, os.lseek(fd, 0, os.SEEK_CUR) - written, written)
                 why = errno.ENOSPC if room * disk.f_frsize < len(data) - written else errno.EFBIG
                 raise OSError(why, os.strerror(why))
             os.fsync(fd)
@@ -317,6 +319,17 @@ class KnownHosts:
             finally:
                 os.close(folder)
         return line
+
+
+def _comment_out(fd: int, start: int, size: int) -> None:
+    """Make the ``size`` bytes of a line cut short at ``start`` a comment line in place: a
+    newline, '#'s, a newline (one newline where only one byte was written). Truncating the
+    file back to ``start`` would cut a line another writer (a ``ssh``, which takes no lock of
+    ours) appended after them meanwhile; written over, they take no room the disk lacks, and
+    end their line whether or not the next writer began its own with a newline."""
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_APPEND)  # (else
+    # Linux's pwrite appends)
+    os.pwrite(fd, b"\n" if size == 1 else b"\n" + b"#" * (size - 2) + b"\n", start)
 
 
 def preferred_algorithms(known_types: Sequence[str], available: Sequence[str]) -> List[str]:

@@ -33,7 +33,7 @@ from paramiko.pkey import UnknownKeyType
 from fractui.fleet import sshlog
 from fractui.fleet.hostkeys import KnownHosts, fingerprint, host_id, preferred_algorithms
 from fractui.fleet.sshconfig import Hop, Route
-from fractui.fleet.transport.base import TransportError
+from fractui.fleet.transport.base import LoginShellError, TransportError
 from fractui.small_file import not_regular
 from fractui.words import printable
 from remote_agent.daemon.trust import UnsafePath, check_tree, kind_of
@@ -44,6 +44,11 @@ log = logging.getLogger("fractui.fleet")
 KEEPALIVE_S = 5
 HANDSHAKE_POLL_S = 0.05  # how often the handshake looks for the banner that starts its own wait
 NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+# Echoed by the login shell just before it runs a command: what it printed before is its rc
+# files' (``SshLink._past_login_output``), never the command's.
+BEGINS = "fractui-command-begins-7f3a"
+BEGINS_LINE = BEGINS.encode() + b"\n"
+LOGIN_OUTPUT_MAX = 64 * 1024
 
 
 class LinkError(TransportError):
@@ -52,6 +57,11 @@ class LinkError(TransportError):
 
 def command_line(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
+
+
+def last_words(said: bytes) -> str:
+    """What a far program printed, as one printable line of at most 200 characters."""
+    return printable(" ".join(said.decode("utf-8", "replace").split()))[:200]
 
 
 def seconds(value: float) -> str:
@@ -518,10 +528,53 @@ class SshLink:
         """What paramiko last warned of on this link, if anything."""
         return self.log.said()
 
-    def exec(self, words: Sequence[str]) -> paramiko.Channel:
-        """Start a command (quoted word by word) and return its channel."""
-        line = command_line(words)
-        return self._session(words[0], lambda channel: channel.exec_command(line))
+    def exec(self, words: Sequence[str], timeout_s: float = 30.0) -> paramiko.Channel:
+        """Start a command (quoted word by word): its channel, past what the login shell
+        printed before it ran the command within ``timeout_s`` (``_past_login_output``)."""
+        line = "echo %s; exec %s" % (BEGINS, command_line(words))
+        channel = self._session(words[0], lambda channel: channel.exec_command(line))
+        try:
+            self._past_login_output(channel, words[0], timeout_s)
+        except BaseException:
+            channel.close()
+            raise
+        return channel
+
+    def _past_login_output(self, channel: paramiko.Channel, what: str,
+                           timeout_s: float) -> None:
+        """Read the channel up to BEGINS, which the login shell echoes just before it runs the
+        command: what came first is what its rc files printed on a login that is no terminal
+        (a ~/.bashrc that greets), which would have been read as the command's output (a
+        Python version, the agent's first answer); it is skipped, and said in the log.
+        LinkError where the shell ends first, saying what it said (a nologin shell)."""
+        target = self.route.target
+        seen = bytearray()
+        channel.settimeout(timeout_s)
+        try:
+            while not seen.endswith(BEGINS_LINE):
+                byte = channel.recv(1)
+                if not byte:
+                    said = last_words(bytes(seen) + channel.makefile_stderr("rb").read())
+                    raise LoginShellError("%s: the login shell of %s ran no command: %s" % (
+                        target.address, target.user, said or "it ended, saying nothing"))
+                seen += byte
+                if len(seen) > LOGIN_OUTPUT_MAX:
+                    raise LoginShellError("%s: the login shell printed more than %d bytes "
+                                          "before it ran %s (its rc files, e.g. ~/.bashrc, "
+                                          "print on a login that is no terminal: make them "
+                                          "quiet there)" % (
+                                              target.address, LOGIN_OUTPUT_MAX, what))
+        except socket.timeout:
+            raise LinkError("%s: the login shell did not run %s within %s" % (
+                target.address, what, seconds(timeout_s))) from None
+        except NETWORK_ERRORS as err:
+            raise LinkError("%s: %s: %s" % (target.address, what,
+                                            str(err) or type(err).__name__)) from None
+        channel.settimeout(None)
+        printed = last_words(bytes(seen[:-len(BEGINS_LINE)]))
+        if printed:
+            log.warning("%s: the login shell printed %s before it ran %s; skipped (its rc files "
+                        "print on a login that is no terminal)", target.address, printed, what)
 
     def _session(self, what: str, request: Callable[[paramiko.Channel], None]
                  ) -> paramiko.Channel:
@@ -558,7 +611,7 @@ class SshLink:
 
     def run(self, words: Sequence[str], timeout_s: float = 30.0) -> Tuple[int, str, str]:
         """A short command to completion: (exit status, stdout, stderr)."""
-        channel = self.exec(words)
+        channel = self.exec(words, timeout_s)
         try:
             channel.settimeout(timeout_s)
             channel.shutdown_write()

@@ -202,6 +202,16 @@ def _session(server_version: int) -> dict[str, str]:
                 **({"idle_session_timeout": "0"} if server_version >= 140000 else {}))
 
 
+# A commit answered only once the server has flushed it to its own disk, whatever the
+# server's, the database's or the role's synchronous_commit says: under "off" (an admin's
+# tuning for speed, or a member's ALTER ROLE of her own role) a submit or cancel fractui had
+# said was made was lost with the server's crash. Only "off" is raised: every other value
+# ("local", "remote_write", "on", "remote_apply") flushes locally before the commit answers,
+# and the stronger ones wait for a synchronous standby as the admin asked.
+_DURABLE = ("SELECT set_config('synchronous_commit', 'on', false) "
+            "WHERE current_setting('synchronous_commit') = 'off'")
+
+
 def _target(url: str) -> tuple[str, str]:
     """(role, where) as libpq will use them, read from the URL and the PG* variables (libpq's
     defaults where neither says: the OS user, localhost, 5432); never the password. The OS user
@@ -247,6 +257,7 @@ class PostgresDialect(Dialect):
         db.execute("SELECT set_config(name, value, false) FROM (VALUES %s) AS s (name, value)"
                    % ", ".join(["(%s, %s)"] * len(session)),
                    [x for item in session.items() for x in item])
+        db.execute(_DURABLE)
         return db
 
     def sql(self, text: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import math
 import threading
 import uuid
 from functools import lru_cache
@@ -1053,11 +1054,42 @@ def _request(what: str, text: str) -> dict[str, Any]:
     return request
 
 
+class Beyond(float):
+    """A number of a request no float holds (1e400, 10**400), as its text: no key a request
+    holds takes it (``REQUEST_KEYS``), so a request that gives one to such a key is said with
+    the number as written ("cpus is 1e400"), not read as infinity, which the pass cannot use;
+    under a key fractui does not read it is passed over, as before."""
+
+    text: str
+
+    def __new__(cls, text: str) -> "Beyond":
+        made = super().__new__(cls, text)  # (inf: a float of any digits is one)
+        made.text = text
+        return made
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else Beyond(text)
+
+
+def _int(text: str) -> Union[int, Beyond]:
+    try:
+        value = int(text)
+        float(value)
+    except (ValueError, OverflowError):  # (over Python's digits for a text, a float's range)
+        return Beyond(text)
+    return value
+
+
 @lru_cache(maxsize=1024)
 def _request_text(text: str) -> tuple[dict[str, Any], Optional[str]]:
     """What ``_request`` reads of ``text``: the request, and what is wrong with it (or None)."""
     try:
-        request = json.loads(text)
+        request = json.loads(text, parse_float=_float, parse_int=_int)
     except ValueError:
         return {}, " holds %r, not JSON" % text
     if not isinstance(request, dict):

@@ -96,22 +96,22 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
             self.cursor = self.count - 1
-            self._to_end()
+            # once laid out: a view its lines fit till now has no scrollbar yet, and Textual
+            # ignores a scroll there (it stayed at the top till more output came)
+            self.call_after_refresh(self._keep_end)
         self.refresh()
+
+    def _keep_end(self) -> None:
+        """The newest line in sight, unless a key stopped the following meanwhile."""
+        if self.following:
+            self.scroll_end(animate=False, immediate=True)
 
     def on_resize(self) -> None:
         """Its height changes as the screen's parts above it fill in (the job's details, its
         GPU's health): a view that follows keeps the newest line in sight."""
         self.virtual_size = Size(self.size.width, self.count)
         if self.following:
-            self._to_end()
-
-    def _to_end(self) -> None:
-        """The newest line in sight, now (fractui/tui/scrolling.py says why ``force``) and
-        again once laid out (a scrollbar that comes with the lines takes a row): a view that
-        had shrunk before its lines came said "following" over its first lines."""
-        self.scroll_end(animate=False, immediate=True, force=True)
-        self.scroll_end(animate=False, force=True)
+            self.scroll_end(animate=False, immediate=True)
 
     def render_line(self, y: int) -> Strip:
         index = y + self.scroll_offset.y

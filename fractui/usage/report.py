@@ -84,6 +84,15 @@ class Group:
     def wait_p95_s(self) -> Optional[float]:
         return percentile(self.waits_s, 95)
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing of the range is in the group: no hour held, no wait, outcome or
+        attempt running at its end, and no GPU time — the attempts still open read for a
+        range that has not begun. Such a group is none: the table says "no job held a GPU",
+        and --json and --csv said the same groups as rows of zeros."""
+        return not (self.held_h or self.used_h or self.memory_gib_h or self.waits_s or
+                    self.outcomes or self.running) and self.online_h is None
+
     def record(self) -> Dict[str, object]:
         return {"key": self.key, "held_gpu_hours": round(self.held_h, 6),
                 "used_gpu_hours": _rounded(self.used),
@@ -222,7 +231,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
             _add_gpu_time(groups.setdefault(_gpu_key(t, by), Group(_gpu_key(t, by))), t, part)
     # the GPUs' time of a report of some jobs (none of theirs), or of a range where no look
     # at a GPU is kept, stays None: not known, never 0
-    return Report(since, until, by, sorted(groups.values(), key=lambda g: (-g.held_h, g.key)),
+    kept = [g for g in groups.values() if not g.empty]
+    return Report(since, until, by, sorted(kept, key=lambda g: (-g.held_h, g.key)),
                   total, saving(records, start, until, now), start,
                   unstarted_jobs(ended, since, until), whose,
                   frozenset(t.bucket for t, _ in in_range))
@@ -311,6 +321,14 @@ def _add(g: Group, r: UsageRecord, share: float, since: float, until: float,
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
     if running_at_end(r, since, until, now):
         g.running += 1
+
+
+def reaches_now(since: float, until: float, now: float) -> bool:
+    """Whether the range [since, until) has begun by ``now`` and not ended before it: the
+    only ranges whose end is now as the report is made, of which the jobs waiting to start
+    then are said. One that has not begun has nothing in it yet, running (``running_at_end``)
+    or waiting; one that ended before now had waiting jobs the store does not keep."""
+    return since < now <= until
 
 
 def running_at_end(r: UsageRecord, since: float, until: float, now: float) -> bool:

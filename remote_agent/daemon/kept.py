@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
-from remote_agent.daemon.trust import DAMAGE, read_private, write_private
+from remote_agent.daemon.trust import DAMAGE, open_private, write_private
 from remote_agent.failing import Failures
 from remote_agent.mig.journal import BOOT_ID, boot_id
 
@@ -36,41 +37,95 @@ unkept = Failures(log, ("write", "writes"))
 unmoved = Failures(log, ("read", "reads"))
 
 
+Seen = Tuple[int, int]  # (st_dev, st_ino): which file was read, whatever names it by then
+
+
+class Replaced(OSError):
+    """The name no longer holds the file read: another process set it aside, or wrote a new
+    one in its place (each writer replaces the file whole), which is left where it is."""
+
+
 def read_json(path: str, what: str, shape: Callable[[Any], T], then: str) -> Optional[T]:
     """The JSON at ``path`` as ``shape`` reads it (which raises one of DAMAGE where the
     content is not what it expects), or None where there is none. A damaged file is said once
     (``then``: what the agent does without it) and set aside beside itself (``DAMAGED``, 0600)
     for whoever looks into why, so the next read finds none. OSError (the disk) and UnsafePath
     (someone else's file) are raised, as for any of the agent's files."""
-    data = read_private(path, what)
+    return _read_json(path, what, shape, then)[0]
+
+
+def _read_json(path: str, what: str, shape: Callable[[Any], T],
+               then: str) -> Tuple[Optional[T], Optional[Seen]]:
+    """``read_json``'s answer, and which file gave it (None where none did). A damaged file
+    that another process replaced or set aside before this one could set it aside is read
+    again: what is there by then is the answer (a new file a writer put in its place)."""
+    while True:
+        data, seen = _read(path, what)
+        try:
+            read = None if data is None else shape(json.loads(data.decode()))
+        except DAMAGE as err:
+            if set_aside(path, what, "%s: %s" % (type(err).__name__, err), then, seen):
+                return None, None
+            continue
+        unmoved.worked(path, "%s (the %s), damaged, is gone or mended" % (path, what))
+        return read, seen
+
+
+def _read(path: str, what: str) -> Tuple[Optional[bytes], Optional[Seen]]:
+    """``read_private``'s answer, and which file it read."""
     try:
-        read = None if data is None else shape(json.loads(data.decode()))
-    except DAMAGE as err:
-        set_aside(path, what, "%s: %s" % (type(err).__name__, err), then)
-        return None
-    unmoved.worked(path, "%s (the %s), damaged, is gone or mended" % (path, what))
-    return read
+        fd = open_private(path, os.O_RDONLY, what)
+    except FileNotFoundError:
+        return None, None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        return f.read(), (st.st_dev, st.st_ino)
 
 
-def set_aside(path: str, what: str, why: str, then: str) -> None:
-    """A damaged file renamed beside itself, said once. Where it cannot be renamed, that is
-    said once while it stays (each read finds it again, and reads it as nothing kept)."""
+def set_aside(path: str, what: str, why: str, then: str, seen: Seen) -> bool:
+    """The damaged file read (``seen``) renamed beside itself, said once; False where
+    ``path`` no longer holds it (``Replaced``): nothing is said, and the caller reads again.
+    Where it cannot be renamed, that is said once while it stays (each read finds it again,
+    and reads it as nothing kept)."""
     aside = path + DAMAGED
-    err = _moved(path, aside)
+    err = _moved(path, aside, seen)
+    if isinstance(err, Replaced):
+        return False
     if err is not None:
         unmoved.failed(path, "%s (the %s) is damaged (%s) and cannot be set aside (%s: %s); "
                        "%s" % (path, what, why, type(err).__name__, err, then),
                        level=logging.ERROR, same=why)
-        return
+        return True
     log.error("%s (the %s) is damaged (%s); set aside as %s, and %s", path, what, why, aside,
               then)
+    return True
 
 
-def _moved(path: str, aside: str) -> Optional[OSError]:
-    """``path`` renamed to ``aside``, 0600 (for whoever looks into it); or why not."""
+def _moved(path: str, aside: str, seen: Seen) -> Optional[OSError]:
+    """``path`` renamed to ``aside``, 0600 (for whoever looks into it), where it is still the
+    file read (``seen``); Replaced where it is not; or why not. Renamed first to a name of
+    this thread's, then looked at: a look before a rename of ``path`` itself could be followed
+    by a writer's new file, which the rename would take. One taken so is put back, unless a
+    still newer one is there by then; meanwhile a reader finds none, as while a file is set
+    aside."""
+    taken = "%s.%d.%d" % (aside, os.getpid(), threading.get_ident())
     try:
-        os.replace(path, aside)
-        os.chmod(aside, 0o600)
+        os.rename(path, taken)
+    except FileNotFoundError:
+        return Replaced("set aside or removed meanwhile")
+    except OSError as err:  # (said as the move it is part of)
+        return type(err)(err.errno, err.strerror, path, None, aside)
+    try:
+        st = os.lstat(taken)
+        if (st.st_dev, st.st_ino) != seen:
+            try:
+                os.link(taken, path)  # (never over a newer one, as a rename would be)
+            except FileExistsError:
+                pass
+            os.unlink(taken)
+            return Replaced("replaced meanwhile")
+        os.chmod(taken, 0o600)
+        os.replace(taken, aside)
     except OSError as err:
         return err
     return None
@@ -106,7 +161,7 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
         return data["version"], data["boot"], \
             parse(data["kept"]) if data["version"] == VERSION else None
     try:
-        kept = read_json(path, what, shape, lost)
+        kept, seen = _read_json(path, what, shape, lost)
     except OSError as err:
         log.error("the %s kept in %s cannot be read (%s: %s); %s", what, path,
                   type(err).__name__, err, lost)
@@ -125,10 +180,11 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
         # set aside, so that the next start finds none to say of again (until this daemon
         # keeps its own, which may be long)
         aside = "%s.v%d" % (path, version)
-        err = _moved(path, aside)
+        err = _moved(path, aside, seen)
         log.warning("the %s kept in %s are of another version of the agent (%d, not %d, "
                     "which keeps them by GPU UUID): not taken; %s; %s", what, path, version,
-                    VERSION, lost, "set aside as %s" % aside if err is None else (
+                    VERSION, lost, "set aside as %s" % aside if err is None else
+                    "%s, and left as it is" % err if isinstance(err, Replaced) else (
                         "it cannot be set aside (%s: %s), so each start says this until "
                         "they are kept again" % (type(err).__name__, err)))
         return None

@@ -229,6 +229,25 @@ def private_dir(path: str, what: str = "directory") -> str:
     return path
 
 
+def open_dir(path: str, what: str = "directory") -> int:
+    """A descriptor of a directory of the agent's own, to open files in (``open_private``'s
+    ``dir_fd``): never through a symlink, refused unless a directory of its user that nobody
+    else can write. A name swapped after this open is never followed by the opens in it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise UnsafePath("refusing %s %s: it is %s, not a directory" % (
+            what, path, kind_of(os.lstat(path).st_mode))) from err
+    try:
+        _check_owned(os.fstat(fd), path, what, fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _check_owned(st: os.stat_result, path: str, what: str, runner: str = "the agent",
                  fd: Optional[int] = None) -> None:
     """Refuse ``path`` (open as ``fd`` where given) unless it is ours and nobody else writes
@@ -267,7 +286,8 @@ def _check_kind(st: os.stat_result, path: str, what: str, fifo: bool) -> None:
 
 
 def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
-                 runner: str = "the agent", readable: bool = False) -> int:
+                 runner: str = "the agent", readable: bool = False,
+                 dir_fd: Optional[int] = None) -> int:
     """``os.open`` for a file the agent (``runner``) trusts: never through a symlink, created
     0600, and refused unless it is a regular file (or a FIFO, with ``fifo``) of its user that
     nobody else can write. Read bits for others are taken away (kept with ``readable``: a file
@@ -278,22 +298,25 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
     its other end for good, holding up whichever of the daemon's loops opened it. A regular file
     whose lease is being broken is waited for, as a plain open waits (at most the kernel's
     lease-break-time): that open is of the file seen to be one (``_reopen_seen``), never of
-    whatever the path names by then."""
+    whatever the path names by then. With ``dir_fd`` (``path``'s folder, opened already, as
+    ``open_dir`` opens one) the file is opened in that folder, never through its name again."""
+    name = path if dir_fd is None else os.path.basename(path)
     try:
-        _check_kind(os.lstat(path), path, what, fifo)
+        _check_kind(os.lstat(name, dir_fd=dir_fd), path, what, fifo)
     except FileNotFoundError:
         pass  # (made by this open, where ``flags`` say so)
     try:
         try:
-            fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600,
+                         dir_fd=dir_fd)
         except BlockingIOError:  # a regular file under a lease (a file server's), being broken
-            fd = _reopen_seen(path, flags, what, fifo)
+            fd = _reopen_seen(name, flags, path, what, fifo, dir_fd)
     except OSError as err:
         if err.errno == errno.ELOOP:  # the last component is a symlink
             raise UnsafePath("refusing %s %s: it is a symlink" % (what, path)) from err
         if err.errno != errno.ENOENT:  # (a FIFO with no reader swapped in: ENXIO)
             try:
-                _check_kind(os.lstat(path), path, what, fifo)
+                _check_kind(os.lstat(name, dir_fd=dir_fd), path, what, fifo)
             except FileNotFoundError:
                 pass
         raise
@@ -311,13 +334,14 @@ def open_private(path: str, flags: int, what: str = "file", fifo: bool = False,
     return fd
 
 
-def _reopen_seen(path: str, flags: int, what: str, fifo: bool) -> int:
-    """``path`` opened with ``flags``, waiting as a plain open waits, once it is seen to be a
-    regular file (a FIFO, with ``fifo``): the file is held by an ``O_PATH`` descriptor, which
-    opens nothing, and the open that may wait is of that very file through /proc. An open by
-    name after a look would open what was swapped in between: a FIFO, whose open waits for
-    its other end for good."""
-    held = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _reopen_seen(name: str, flags: int, path: str, what: str, fifo: bool,
+                 dir_fd: Optional[int]) -> int:
+    """``name`` (``path``, in ``dir_fd`` where given) opened with ``flags``, waiting as a
+    plain open waits, once it is seen to be a regular file (a FIFO, with ``fifo``): the file
+    is held by an ``O_PATH`` descriptor, which opens nothing, and the open that may wait is of
+    that very file through /proc. An open by name after a look would open what was swapped in
+    between: a FIFO, whose open waits for its other end for good."""
+    held = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         _check_kind(os.fstat(held), path, what, fifo)
         return os.open("/proc/self/fd/%d" % held,

@@ -14,6 +14,8 @@ import subprocess
 from abc import ABC, abstractmethod
 from types import ModuleType
 
+from remote_agent.programs import not_found
+
 RESET_TIMEOUT_S = 120  # a reset takes seconds; one that has not ended by then is reported
 OUTPUT_CHARS = 400  # of nvidia-smi's words kept in an error
 
@@ -39,7 +41,7 @@ class SmiReset(GpuReset):
                                   stderr=subprocess.STDOUT, universal_newlines=True,
                                   timeout=RESET_TIMEOUT_S, check=False)
         except FileNotFoundError:
-            raise ResetFailed("%s: nvidia-smi is not on the agent's PATH" % shown) from None
+            raise ResetFailed("%s: %s" % (shown, not_found("nvidia-smi"))) from None
         except subprocess.TimeoutExpired:
             raise ResetFailed("%s had not ended after %d s" % (shown, RESET_TIMEOUT_S)) from None
         except OSError as err:

@@ -20,9 +20,9 @@ import errno
 import logging
 import os
 import threading
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from remote_agent.daemon.trust import UnsafePath, open_private
+from remote_agent.daemon.trust import UnsafePath, open_dir, open_private
 from remote_agent.failing import Failures
 
 PIPE_NAME = "output.pipe"
@@ -233,9 +233,32 @@ def make_pipe(path: str) -> None:
         pass
 
 
-def open_reader(path: str) -> int:
-    """A non-blocking read end of the job's output FIFO (never blocks, even with no writer)."""
-    return open_private(path, os.O_RDONLY | os.O_NONBLOCK, "output pipe", fifo=True)
+def open_reader(job_dir: str, made: Optional[Sequence[int]] = None) -> int:
+    """A non-blocking read end of the output FIFO in ``job_dir`` (never blocks, even with no
+    writer): the directory opened once, never through a symlink, the agent's that nobody else
+    may write, and the FIFO opened in it as ``open_private`` opens one (no symlink; the
+    agent's, nobody else's to read or write); with ``made`` (``pipe_id`` of the one its shim
+    made, as the shim recorded it), refused unless it is that very FIFO. A name swapped since
+    the shim made it (the directory, or another FIFO of the agent's user put in its place) is
+    never followed."""
+    folder = open_dir(job_dir, "job directory")
+    try:
+        fd = open_private(os.path.join(job_dir, PIPE_NAME), os.O_RDONLY | os.O_NONBLOCK,
+                          "output pipe", fifo=True, dir_fd=folder)
+    finally:
+        os.close(folder)
+    if made is not None and pipe_id(fd) != list(made):
+        os.close(fd)
+        raise UnsafePath("refusing output pipe %s: it is not the FIFO the job's shim made "
+                         "(its device and inode %.80r), another was put in its place" % (
+                             os.path.join(job_dir, PIPE_NAME), list(made)))
+    return fd
+
+
+def pipe_id(fd: int) -> List[int]:
+    """Which FIFO ``fd`` is an end of ([device, inode]), as the shim records it."""
+    st = os.fstat(fd)
+    return [st.st_dev, st.st_ino]
 
 
 DRAIN_CHUNKS = 64  # a daemon's copy of one job's pipe in one go: 4 MiB, then the next pass
@@ -273,21 +296,22 @@ class Outputs:
     def _dir(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, "j%d" % job_id)
 
-    def hold(self, job_id: int) -> None:
-        """Open the job's pipe (once); a job whose pipe is gone has nothing to hold."""
+    def hold(self, job_id: int, made: Optional[Sequence[int]] = None) -> None:
+        """Open the job's pipe (once; ``made``: which FIFO its shim made, where it recorded
+        it); a job whose pipe is gone has nothing to hold."""
         with self._lock:
             if job_id in self._held:
                 return
             try:
-                fd = open_reader(os.path.join(self._dir(job_id), PIPE_NAME))
+                fd = open_reader(self._dir(job_id), made)
             except FileNotFoundError:
                 return
             self._held[job_id] = _Held(fd)
 
-    def take_over(self, job_id: int) -> bool:
+    def take_over(self, job_id: int, made: Optional[Sequence[int]] = None) -> bool:
         """Copy what the job's pipe holds into its log, as its dead shim did; True the first
-        time (the log says from where the agent keeps it)."""
-        self.hold(job_id)
+        time (the log says from where the agent keeps it). ``made``: as for ``hold``."""
+        self.hold(job_id, made)
         with self._lock:
             held = self._held.get(job_id)
             if held is None:

@@ -18,6 +18,7 @@ import stat
 import subprocess
 
 from remote_agent.daemon.trust import UnsafePath, kind_of
+from remote_agent.programs import not_found
 
 REGION_DIR = "/tmp"
 REGION_PREFIX = "fractui-hami-"
@@ -54,6 +55,8 @@ def remove_region(region: str, uid: int) -> bool:
         done = subprocess.run(["rm", "-rf", "--", region], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
                               timeout=REMOVE_S, **as_them)
+    except FileNotFoundError:
+        raise OSError(not_found("rm")) from None
     except subprocess.TimeoutExpired:
         raise OSError("%s was not removed within %g s, as uid %d" % (
             region, REMOVE_S, uid)) from None

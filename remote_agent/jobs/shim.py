@@ -34,7 +34,8 @@ from typing import Any, Dict, Optional, Tuple
 from remote_agent.daemon.trust import UnsafePath, open_private, read_private, write_private
 from remote_agent.failing import Failures
 from remote_agent.jobs.env import JOB_UMASK
-from remote_agent.jobs.output import LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader
+from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe, open_reader,
+                                      pipe_id)
 from remote_agent.jobs.procs import JobProcs, proc_info
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
 
@@ -110,7 +111,7 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
         try:  # the daemon finds the job by it even if this shim dies at once
             write_json(os.path.join(job_dir, "started.json"), {
                 "pid": os.getpid(), "start_ticks": me.start_ticks if me else None,
-                "started_at": time.time()}, durable=False)
+                "started_at": time.time(), "pipe": pipe_id(spare_fd)}, durable=False)
         except OSError:
             pass  # a full disk: the shim reports the pid too
         step = "open its stdin and output"
@@ -204,9 +205,8 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
 
     spec = json.loads(read_private(os.path.join(job_dir, "spec.json"), "job spec") or b"{}")
     log = CappedLog(os.path.join(job_dir, LOG_NAME), int(spec["log_max_bytes"]))
-    pipe = os.path.join(job_dir, PIPE_NAME)
-    make_pipe(pipe)
-    reader = open_reader(pipe)
+    make_pipe(os.path.join(job_dir, PIPE_NAME))
+    reader = open_reader(job_dir)
     os.set_blocking(reader, True)
     region, why = _region(spec, job_dir)
     pid, why = (0, why) if why else _spawn(spec, reader, job_dir, region)
@@ -220,7 +220,8 @@ def run(job_dir: str, report_fd: Optional[int]) -> int:
         return 0
     me = proc_info(pid, ended_too=True)  # its start time names it even if it ended already
     job = JobProcs(pid, me.start_ticks if me else None, spec.get("cgroup"))
-    started = {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time()}
+    started = {"pid": pid, "start_ticks": job.start_ticks, "started_at": time.time(),
+               "pipe": pipe_id(reader)}
     _report(report_fd, started)
     recorded = _recorded(os.path.join(job_dir, "started.json"), started)
 

@@ -64,7 +64,8 @@ NUMBER = (int, float)
 # the job files the daemon reads, as their writers write them (the shim: remote_agent.jobs.shim)
 JOB_FILES = {
     "started.json": record({"pid": (int,), "started_at": NUMBER,
-                            "start_ticks": (int, type(None))}, ("pid", "started_at")),
+                            "start_ticks": (int, type(None)), "pipe": (list,)},
+                           ("pid", "started_at")),
     "exit.json": record({"ended_at": NUMBER, "code": (int, type(None)), "signal": (int,),
                          "error": (str,)}),
     OUTLIVED: record({"seen_at": NUMBER}, ("seen_at",)),
@@ -425,7 +426,7 @@ class Supervisor:
             self.store.update(job, state="running", pid=report["pid"],
                               start_ticks=report.get("start_ticks"),
                               started_at=report["started_at"])
-        self.outputs.hold(job.id)
+        self.hold_output(job, report.get("pipe"))
         if job.container:
             self.find_container(job, START_TIMEOUT_S)
         self.notify(job)
@@ -1096,7 +1097,8 @@ class Supervisor:
         adopted = self.store.active()
         for job in adopted:
             if job.state == "running":
-                self.outputs.hold(job.id)
+                started = self.read_job_file(job, "started.json")
+                self.hold_output(job, started.get("pipe") if started else None)
                 if job.container and job.container_cgroup is None and \
                         job.stop_reason is not None:
                     with self._lock:
@@ -1130,6 +1132,16 @@ class Supervisor:
     def log_paths(self, job: Job) -> List[str]:
         base = os.path.join(self.job_dir(job), output.LOG_NAME)
         return [p for p in (base + ".1", base) if os.path.exists(p)]
+
+    def hold_output(self, job: Job, made: Optional[List[int]]) -> None:
+        """Hold the job's output pipe (``Outputs.hold``; ``made``: which FIFO its shim
+        recorded). One refused (another FIFO, a symlink in its place) is said, and the job goes
+        on with its pipe unheld: a launch is answered, a daemon starts, every other job is
+        held; the watchdog, taking over from a dead shim, meets it again (said once)."""
+        try:
+            self.outputs.hold(job.id, made)
+        except UnsafePath as err:
+            log.error("job j%d: its output pipe is not held: %s", job.id, err)
 
     def read_job_file(self, job: Job, name: str) -> Optional[Dict[str, Any]]:
         """One of the job's files its shim or the watchdog wrote (JOB_FILES), or None where

@@ -123,7 +123,8 @@ class Watchdog:
         if ended is None:
             if shim_alive(sup.job_dir(job)):
                 return
-            if sup.outputs.take_over(job.id):
+            started = sup.read_job_file(job, "started.json")  # (which pipe the shim made)
+            if sup.outputs.take_over(job.id, started.get("pipe") if started else None):
                 log.warning("job j%d: its shim died; the agent now watches its processes itself "
                             "(%s)", job.id, job.cgroup or "session %s" % job.pid)
             if job.procs().leader_alive():
@@ -184,7 +185,7 @@ class Watchdog:
                               start_ticks=started.get("start_ticks"),
                               started_at=started["started_at"]):
                 log.info("job j%d: adopted, running as pid %d", job.id, job.pid)
-                sup.outputs.hold(job.id)
+                sup.hold_output(job, started.get("pipe"))
                 sup.notify(job)
                 sup.term_if_stopped(job)  # SIGTERM first, as any stop; SIGKILL at kill_at
             return

@@ -60,6 +60,11 @@ class TransportError(Exception):
     """The host cannot be reached, or its link broke; the message says where and why."""
 
 
+class LoginShellError(TransportError):
+    """The login's shell ran no command (nologin, an rc file that exits) or printed without
+    end before it: the link is up, the login is what to change."""
+
+
 class AgentProcessError(Exception):
     """The agent would not start on the host; the message says why and what to do."""
 

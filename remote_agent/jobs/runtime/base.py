@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from remote_agent.jobs.env import JobUser
+from remote_agent.programs import not_found
 
 PROBE_TIMEOUT_S = 5.0  # a runtime that does not answer its version by then is unusable
 
@@ -141,7 +142,7 @@ def run_tool(argv: List[str], timeout: float = PROBE_TIMEOUT_S) -> Tuple[int, st
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        return 127, "", "%s is not installed (not on the agent's PATH)" % argv[0]
+        return 127, "", not_found(argv[0])
     except subprocess.TimeoutExpired:
         return 127, "", "%s did not answer in %.0f s" % (" ".join(argv), timeout)
     except OSError as err:
