@@ -16,6 +16,7 @@ from rich.style import Style
 from textual.widgets import Button
 
 from fractui.config import Config, TuiSettings
+from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
 from fractui.sched.standing import next_order, standing
 from fractui.scheduler.child import ChildScheduler
@@ -699,3 +700,48 @@ async def test_the_pending_list_says_when_no_job_waits(size):
         await settled(pilot)
         drawn = [line for line in screen_lines(app) if "Pending" in line]
         assert len(drawn) == 1 and drawn[0].rstrip().endswith("Pending 0  no job waits"), drawn
+
+
+@pilot_test
+async def test_a_mig_plan_refused_names_the_host_once():
+    """``N`` on a GPU whose host cannot be asked said ``a100-1: a100-1 is offline…``: the
+    host's refusal names it already. The agent's own refusal (no room) is said after the
+    host's name, as before."""
+    app = frozen_app()
+    refusals = [HostUnavailable("a100-1 is offline: connection lost"),
+                AgentCallError("mig.plan", {"code": -32000, "message": "no room for it"})]
+
+    def refused(host, method, params, timeout_s=30.0):
+        raise refusals.pop(0)
+
+    app.source.call = refused
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app.open_gpu("a100-1", 1)
+        await pilot.pause()
+        for _ in range(2):
+            await pilot.press("N", "enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        assert isinstance(app.screen, GpuScreen)
+        assert said(app) == ["a100-1 is offline: connection lost", "a100-1: no room for it"]
+
+
+@pilot_test
+async def test_the_jobs_views_cursor_stays_in_sight_as_its_filter_is_cleared():
+    """``/wait`` lists the five waiting jobs, ``G`` goes to the last; ``esc`` in the box clears
+    the filter and the cursor stays on that job, 27 rows down: the table did not scroll to it
+    (rows that had just begun to overflow it were not scrolled to), and it was out of sight."""
+    async with settled_app((80, 24)) as (app, pilot):
+        await pilot.press("J")
+        await settled(pilot)
+        table = app.screen.table
+        await pilot.press("slash", *"wait", "enter", "G")
+        await pilot.pause()
+        ref = table.row.ref
+        assert len(table.rows) == 5 and table.cursor == 4
+        await pilot.press("slash", "escape")
+        await pilot.pause()
+        top = table.scroll_offset.y
+        assert len(table.rows) == 27 and table.row.ref == ref
+        assert top <= table.cursor < top + table.size.height, (top, table.cursor)

@@ -14,12 +14,13 @@ from fractui.config import Config, QueueConfig
 from fractui.store.model import ACTIVE, ENDED
 from fractui.store.sqlite import SqliteStore
 from fractui.tui import fleet_screen
+from fractui.tui import jobs as jobs_screen
 from fractui.tui.app import FractuiApp
 from fractui.tui.jobs import JobScreen
 from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.source import LiveSource
 from tests.test_tui_pilot import palette
-from tests.tui_frozen import pilot_test
+from tests.tui_frozen import pilot_test, settled
 from tests.tui_live import fleet, until
 
 QUEUES = (QueueConfig(name="quarter", gpu=0.25),)
@@ -145,6 +146,7 @@ def test_the_job_screen_reads_its_one_job_not_every_active_one(tmp_path, monkeyp
     """Left open (following a job's output for hours), the job screen reads the job's row each
     second, not the store's every active job as the map does."""
     monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # the map reads on changes only
+    monkeypatch.setattr(jobs_screen, "REFRESH_S", 3600.0)  # the job screen as asked below only
     store = Counted(str(tmp_path / "store.db"))
     jobs = [store.submit("quarter", None, "j%d" % i, ["true"], {}, "ann@ws") for i in range(3)]
 
@@ -154,7 +156,7 @@ def test_the_job_screen_reads_its_one_job_not_every_active_one(tmp_path, monkeyp
             app.open_job(jobs[1].id)
             await until(pilot, lambda: isinstance(app.screen, JobScreen)
                         and app.screen.job is not None, "the job screen")
-            await app.workers.wait_for_complete()
+            await settled(pilot)
             active, one = store.active_reads, store.one_reads
             for _ in range(3):
                 app.screen.load()

@@ -16,6 +16,7 @@ from fractui.store_url import sqlite_url
 from fractui.store.intents import stop_refusal
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, RUNNING, STOPPING,
                                  AuditEntry, stops_offered)
+from fractui.tui import fleet_screen
 from fractui.tui.actions import KeyLine
 from fractui.tui.app import FractuiApp
 from fractui.tui.help import HelpScreen
@@ -44,9 +45,7 @@ def app_with_job_1_as(state: str, **changes) -> FractuiApp:
 async def open_job_1(app, pilot) -> JobScreen:
     await settled(pilot)
     app.open_job(1)
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await settled(pilot)
     assert isinstance(app.screen, JobScreen) and app.screen.job is not None
     return app.screen
 
@@ -98,7 +97,8 @@ async def test_the_job_screen_of_a_job_on_a_host_gone_offline_says_so_not_its_la
 
 
 @pilot_test
-async def test_the_jobs_view_says_when_the_store_cannot_be_read():
+async def test_the_jobs_view_says_when_the_store_cannot_be_read(monkeypatch):
+    monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # (a read would clear it)
     async with settled_app((120, 36)) as (app, pilot):
         app.fleet.store_error = "store postgresql://db/fractui: could not connect"
         await pilot.press("J")

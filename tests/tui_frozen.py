@@ -165,10 +165,13 @@ def gpu_time(records: Sequence[UsageRecord], host: str, gpu: int, model: str,
 
 
 async def settled(pilot: Any) -> None:
-    """Until the first store read has landed and the screen has drawn it."""
+    """Until the reads under way have landed and the screen has drawn them, and a read asked
+    meanwhile too: a screen makes it once the one under way has ended (``OneAtATime``), so
+    it starts only as that one's end is seen."""
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    for _ in range(2):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
 
 
 @contextlib.asynccontextmanager

@@ -9,8 +9,8 @@ thread workers too, which answer with messages.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from collections import deque
 from typing import Callable, Optional, Protocol, Sequence
 
 from textual import work
@@ -21,6 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Input
+from textual.worker import Worker
 
 from fractui.config import Config
 from fractui.fleet.client import AgentCallError
@@ -46,6 +47,7 @@ from fractui.tui.model import (GHOST, Block, FleetModel, GpuGroupLine, GpuLine, 
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
+from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
@@ -135,7 +137,7 @@ class ServiceChanged(Message):
 
 
 class StoreRead(Message):
-    def __init__(self, number: int, view: Optional[StoreView],
+    def __init__(self, view: Optional[StoreView],
                  error: Optional[str] = None, usage: Optional[UsageRead] = None,
                  bounds: Optional[dict[str, int]] = None) -> None:
         super().__init__()
@@ -145,9 +147,6 @@ class StoreRead(Message):
         self.error = error
         self.usage = usage
         """The usage records as read this time (None: not due, the last stands)."""
-        self.number = number
-        """Reads are numbered in the order they read: one that arrives after a later one is
-        older than what is shown, and is dropped."""
 
 
 class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
@@ -184,9 +183,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.colour_by = "team"
         self.store_error: Optional[str] = None
         self._read_at: Optional[float] = None  # when the store was last read
-        self._read_lock = threading.Lock()
-        self._reads = 0  # store reads made
-        self._shown = 0  # the number of the read shown
+        self._reads = OneAtATime(self._read)
+        self._service_asked: deque[tuple[str, Optional[int], Optional[str]]] = deque()
+        """Cordons, drains and uncordons asked, carried out in that order (``set_service``)."""
+        self._services = OneAtATime(self._set_services)
         self._usage_due = float("-inf")  # when the usage records are next read (worker), by
         # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
@@ -226,23 +226,29 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     # -- data in --
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="store")
     def read_store(self) -> None:
-        with self._read_lock:  # one at a time, numbered in the order they read
-            self._reads += 1
-            try:
-                view = self.source.read_store(ended=self.ended_wanted)
-                usage, now = None, self.clock()
-                if self.config.teams and self.ticks() >= self._usage_due:
-                    fair = self.config.fairshare
-                    kept = self.source.read_usage(now - fair.window_s, now)
-                    usage = UsageRead.of(kept[0] if kept else [], self.config, now)
-                    self._usage_due = self.ticks() + USAGE_EVERY_S
-                bounds = self.source.read_bounds() if self.config.teams else None
-                read = StoreRead(self._reads, view, usage=usage, bounds=bounds)
-            except StoreError as err:  # a locked or damaged store: say so, keep the fleet
-                read = StoreRead(self._reads, None, str(err))
+        """The store read again, in a thread worker, one read at a time (``OneAtATime``)."""
+        self._reads.ask()
+
+    @work(thread=True, exit_on_error=False, group="store")
+    def _read(self) -> None:
+        try:
+            view = self.source.read_store(ended=self.ended_wanted)
+            usage, now = None, self.clock()
+            if self.config.teams and self.ticks() >= self._usage_due:
+                fair = self.config.fairshare
+                kept = self.source.read_usage(now - fair.window_s, now)
+                usage = UsageRead.of(kept[0] if kept else [], self.config, now)
+                self._usage_due = self.ticks() + USAGE_EVERY_S
+            bounds = self.source.read_bounds() if self.config.teams else None
+            read = StoreRead(view, usage=usage, bounds=bounds)
+        except StoreError as err:  # a locked or damaged store: say so, keep the fleet
+            read = StoreRead(None, str(err))
         self.post_message(read)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self._reads.changed(event)
+        self._services.changed(event)
 
     def on_store_changed(self, _message: StoreChanged) -> None:
         self.read_store()
@@ -285,9 +291,6 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             self.relayout()
 
     def on_store_read(self, message: StoreRead) -> None:
-        if message.number < self._shown:
-            return  # a read that ended after a later one: what is shown is newer
-        self._shown = message.number
         self.store_error = message.error
         if message.error is None:
             self._read_at = self.clock()
@@ -828,10 +831,21 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if not self._jump_to(holds):
             self.jump_queue(queue)
 
-    @work(thread=True, exit_on_error=False, group="service")
     def set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
         """Cordons or drains (``mode``) a host or one GPU, or puts it back in service (None),
-        by the one rule (an admin's; a refusal is said as it is)."""
+        in a thread worker, after those asked before it (``OneAtATime``): an uncordon
+        pressed while the store was slow to take the cordon is never made before it."""
+        self._service_asked.append((host, gpu, mode))
+        self._services.ask()
+
+    @work(thread=True, exit_on_error=False, group="service")
+    def _set_services(self) -> None:
+        while self._service_asked:
+            self._set_service(*self._service_asked.popleft())
+
+    def _set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
+        """One cordon, drain or uncordon, by the one rule (an admin's; a refusal is said as
+        it is)."""
         store = self.source.store
         if store is None:
             self.post_message(ServiceChanged("no store here: nothing can be recorded", True))

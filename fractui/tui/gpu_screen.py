@@ -400,7 +400,10 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         params = {"gpu": self.index, "profile": profile, "destroy_idle": False}
         try:
             answer = self.source.call(self.host, "mig.plan", params, MIG_CALL_S)
-        except (HostUnavailable, AgentCallError) as err:
+        except HostUnavailable as err:  # (its words begin with the host's name)
+            self.post_message(MigPlanned(None, str(err)))
+            return
+        except AgentCallError as err:
             self.post_message(MigPlanned(None, "%s: %s" % (self.host, create_refused(
                 str(err), "X on an idle instance in the way destroys it, or fractui mig %s %d "
                 "%s --destroy-idle makes it" % (self.host, self.index, profile)))))

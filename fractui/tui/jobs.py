@@ -21,6 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Static
+from textual.worker import Worker
 
 from fractui.config import ConfigError
 from fractui.fleet.client import AgentCallError
@@ -39,6 +40,7 @@ from fractui.sched.fleetview import job_memory_mib
 from fractui.tui.history import job_key
 from fractui.tui.jobrows import connected
 from fractui.tui.logview import LogView
+from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from fractui.words import count, duration
@@ -198,6 +200,7 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.log_error: Optional[str] = None
         """Why the output followed is not shown (refused, or not reached), said on the log's
         state line until it is asked anew."""
+        self._loads = OneAtATime(self._load)
 
     def compose(self) -> ComposeResult:
         yield Static(id="details", markup=False)
@@ -223,8 +226,16 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
 
     # -- data in --
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="job")
     def load(self) -> None:
+        """The job and its history read again, in a thread worker, one read at a time
+        (``OneAtATime``)."""
+        self._loads.ask()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self._loads.changed(event)
+
+    @work(thread=True, exit_on_error=False, group="job")
+    def _load(self) -> None:
         try:
             job, uid = self.source.read_job(self.job_id)
             self.post_message(Loaded(job, self.source.audit(self.job_id), uid))

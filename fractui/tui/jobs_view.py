@@ -36,6 +36,7 @@ from fractui.tui.filterbox import FilterBox
 from fractui.tui.jobrows import (COLUMNS, PADDING, Column, JobRow, filter_rows, fit, job_rows,
                                  memory, sort_rows)
 from fractui.tui.model import StoreView, compile_filter
+from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
 from fractui.words import duration
 
@@ -135,9 +136,9 @@ class JobTable(ScrollView, can_focus=True, inherit_bindings=False):
         self.cursor = max(0, min(at, len(self.rows) - 1))
         top, height = self.scroll_offset.y, self.size.height
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            scroll_now(self, self.cursor)
         elif height and self.cursor >= top + height:  # (none before its first layout)
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+            scroll_now(self, self.cursor - height + 1)
         self.refresh()
 
     def action_move(self, by: int) -> None:

@@ -21,6 +21,7 @@ from textual.strip import Strip
 from fractui.fleet import answers
 from fractui.terminal import as_shown_line
 from fractui.tui.actions import Action, Modal, bindings
+from fractui.tui.scrolling import scroll_now
 from fractui.tui.themes import RichVariables
 
 MAX_LINES = 100_000  # older lines are dropped past this: the agent keeps the whole log
@@ -136,7 +137,7 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         self.cursor = max(0, min(self.count - 1, index))
         top, height = self.scroll_offset.y, self.scrollable_content_region.height
         if not top <= self.cursor < top + height:
-            self.scroll_to(y=max(0, self.cursor - height // 2), animate=False, immediate=True)
+            scroll_now(self, max(0, self.cursor - height // 2))
         self.refresh()
         self.post_message(self.Moved())
 

@@ -24,6 +24,7 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
+from textual.worker import Worker
 from textual_plotext import PlotextPlot
 
 from fractui.cells import cell_len
@@ -32,6 +33,7 @@ from fractui.store.base import StoreError
 from fractui.store.model import OUTCOMES
 from fractui.tui import report_plots
 from fractui.tui.actions import Action, KeyLine, Keyed, bindings
+from fractui.tui.oneatatime import OneAtATime
 from fractui.tui.parts import BetweenParts
 from fractui.words import duration
 from fractui.tui.source import Source
@@ -262,6 +264,8 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
         self.clock = clock
         self.span = SPANS[1]
         self.by = "team"
+        self._reads = OneAtATime(lambda: self.read(self.span, self.by, self.clock()))
+        """One read at a time: one asked meanwhile is of the range and grouping then."""
         self.computed: Optional[Computed] = None
         """What is shown: the last read of the span and grouping shown."""
         self.computed_for: tuple[Optional[Span], str] = (None, "")
@@ -308,9 +312,12 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
         if not self.is_current:
             return
         self.draw_title(reading=True)
-        self.read(self.span, self.by, self.clock())
+        self._reads.ask()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="report")
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self._reads.changed(event)
+
+    @work(thread=True, exit_on_error=False, group="report")
     def read(self, span: Span, by: str, now: float) -> None:
         try:
             answer = ReportRead(span, by, compute(self.source, span, by, now,

@@ -23,6 +23,7 @@ from fractui.tui.actions import Action, bind, bindings
 from fractui.tui.bars import Mark, Paint, bar_at, render
 from fractui.tui.cursor import Cursor, Moves, Slice, cursor_at
 from fractui.tui.model import GpuLine, HostLine, Line
+from fractui.tui.scrolling import scroll_now
 
 
 class SliceChosen(Message):
@@ -164,11 +165,11 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
 
     def action_first(self) -> None:
         self._set_cursor(self.moves.first())
-        self.scroll_to(y=0, animate=False, immediate=True)
+        scroll_now(self, 0)
 
     def action_last(self) -> None:
         self._set_cursor(self.moves.last())
-        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        scroll_now(self, self.max_scroll_y)
 
     def action_choose(self, detail: bool) -> None:
         hit = self.chosen()
@@ -184,7 +185,7 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
 
     def jump(self, index: int) -> None:
         """Put line ``index`` at the top of the view (a palette jump)."""
-        self.scroll_to(y=index, animate=False, immediate=True)
+        scroll_now(self, index)
 
     def reveal(self, index: int) -> None:
         """Scroll line ``index`` into sight if it is out of it or under the sticky header."""
@@ -193,9 +194,9 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         if top <= index < top + height and not under:
             return
         if index <= top:
-            self.scroll_to(y=max(0, index - 1), animate=False, immediate=True)
+            scroll_now(self, max(0, index - 1))
         else:
-            self.scroll_to(y=max(0, index - height + 1), animate=False, immediate=True)
+            scroll_now(self, max(0, index - height + 1))
 
     # -- the mouse --
 

@@ -1,0 +1,137 @@
+"""An admin's day while the store is slow to answer (a PostgreSQL server restarting, a locked
+SQLite file): the keys answer at once, reads do not pile up behind it one a second, and what
+the admin asked of it is done in the order asked. A real SQLite store behind a door the test
+holds shut (``Held``), on the frozen fleet."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from fractui.store.sqlite import SqliteStore
+from fractui.tui import fleet_screen
+from fractui.tui.jobs import JobScreen
+from tests.tui_frozen import frozen_app, pilot_test, settled, usage_store
+
+
+class Held:
+    """A store whose calls named in ``held`` wait, each at a door of its own, until the test
+    opens it; those held now are listed in ``waiting`` (name, door), the latest last."""
+
+    def __init__(self, store: SqliteStore, held: set[str]) -> None:
+        self._store = store
+        self.held = held
+        self.shut = True
+        """Whether a call held waits (else it is only counted)."""
+        self.calls: list[str] = []
+        self.waiting: list[tuple[str, threading.Event]] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr) or name not in self.held:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            door = threading.Event()
+            with self._lock:
+                self.calls.append(name)
+                if self.shut:
+                    self.waiting.append((name, door))
+                else:
+                    door.set()
+            door.wait()
+            return attr(*args, **kwargs)
+        return call
+
+    def open_latest(self) -> str:
+        """The latest call held goes on; its name."""
+        with self._lock:
+            name, door = self.waiting.pop()
+        door.set()
+        return name
+
+    def open_all(self) -> None:
+        """Every call held goes on, and those made from now on do not wait."""
+        with self._lock:
+            self.shut = False
+            doors, self.waiting = self.waiting, []
+        for _, door in doors:
+            door.set()
+
+
+async def until(pilot: Any, done: Callable[[], bool], tries: int = 200) -> bool:
+    """Whether ``done`` came true while the app ran on (at most ``tries`` short pauses)."""
+    for _ in range(tries):
+        if done():
+            return True
+        await pilot.pause(0.01)
+    return done()
+
+
+@pilot_test
+async def test_a_store_that_hangs_holds_one_read_and_reads_once_more_when_it_answers(
+        tmp_path, monkeypatch):
+    """Each second's read of the fleet's and of a job's screen started a thread beside the
+    one still waiting on the store: one more thread a second, until asyncio's pool (a few
+    threads) had none left for an agent's call, then every read queued ran in turn. One read
+    waits now, and one more is made once it ends."""
+    monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # the reads asked here only
+    store = Held(usage_store(str(tmp_path / "store.db")), set())
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        try:
+            await settled(pilot)
+            store.held = {"waiting_bounds", "get", "audit_log"}
+            store.calls.clear()
+            for _ in range(10):  # the store's change feed, ten times
+                app.fleet.read_store()
+            app.open_job(1)
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, JobScreen)
+            for _ in range(10):
+                screen.load()
+            assert await until(pilot, lambda: len(store.waiting) == 2), store.calls
+            await until(pilot, lambda: len(store.waiting) > 2, tries=20)
+            assert sorted(store.calls) == ["audit_log", "waiting_bounds"], store.calls
+            await pilot.press("escape")  # the keys answer meanwhile
+            await pilot.pause()
+            assert app.screen is app.fleet
+            store.open_all()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            assert store.calls.count("waiting_bounds") == 2, store.calls
+        finally:  # (a failed assertion leaves no thread waiting at a door)
+            store.open_all()
+
+
+@pilot_test
+async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_order(tmp_path):
+    """``C`` then ``U`` on a host while the store is slow to take the cordon: each ran in a
+    thread of its own, and the store took whichever came first; the undo first left the host
+    cordoned, the admin told it was back in service. Here the store lets the later call in
+    first wherever two wait: the uncordon waits for the cordon now."""
+    sqlite = usage_store(str(tmp_path / "store.db"))
+    store = Held(sqlite, {"cordon", "uncordon"})
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        try:
+            await settled(pilot)
+            said: list[str] = []
+            app.notify = lambda message, **_kw: said.append(message)  # (none expires)
+            await pilot.press("C", "U")
+            opened = []
+            for _ in range(2):
+                assert await until(pilot, lambda: bool(store.waiting)), opened
+                await until(pilot, lambda: len(store.waiting) > 1, tries=20)
+                opened.append(store.open_latest())
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert opened == ["cordon", "uncordon"]
+            assert sqlite.cordons() == []
+            assert said == ["a100-1 cordoned: no new work lands there",
+                            "back in service: a100-1"]
+        finally:
+            store.open_all()
