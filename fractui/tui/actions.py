@@ -123,10 +123,15 @@ def wrapped(keys: Sequence[str], width: int, sep: str = "  ") -> str:
                                                         sep=sep))
 
 
+APP_HINTS = ("app.help", "app.command")
+"""The app's keys every key line ends with, as the fleet header lists them: where every other
+key is (``?``) and the palette (``:``), on every screen where they are bound."""
+
+
 class KeyLine(Static):
     """A screen's keys at its bottom (the job screen's, the GPU view's, the MIG profile
-    picker's), wrapped to its width: what may be pressed there is seen, not only found in
-    ``?``."""
+    picker's), wrapped to its width, then ``APP_HINTS``: what may be pressed there is seen,
+    not only found in ``?``."""
 
     DEFAULT_CSS = """
     KeyLine { dock: bottom; height: auto; background: $panel; padding: 0 1;
@@ -149,7 +154,7 @@ class KeyLine(Static):
         """The keys bound now: as it is mounted and resized, and as its screen asks (another
         screen comes over it or goes, its bindings change)."""
         width = (self.screen.size.width or self.app.size.width) - 2  # (its padding)
-        keys = hints(self.screen, self.prefixes)
+        keys = hints(self.screen, self.prefixes) + hints(self.screen, APP_HINTS)
         self.display = bool(keys)  # (none while the screen is covered: no empty line)
         self.update(wrapped(keys, width))
 

@@ -24,7 +24,7 @@ from fractui.tui import controls
 from fractui.tui.actions import shown_bindings
 from fractui.tui.commands import FleetCommands, from_fleet
 from fractui.tui.fleet_screen import FleetScreen
-from fractui.tui.gpu_screen import GpuScreen, ProfileList, ProfileScreen
+from fractui.tui.gpu_screen import GpuBody, GpuScreen, ProfileList, ProfileScreen
 from fractui.tui.help import HelpScreen
 from fractui.tui.jobs import ConfirmScreen, JobScreen
 from fractui.tui.jobs_view import JobsScreen, JobTable
@@ -134,7 +134,8 @@ class FractuiApp(App[None], inherit_bindings=False):
         fleet = self.fleet
         self.push_screen(GpuScreen(host, index, lambda: fleet.statuses,
                                    lambda: fleet.model.store, self.source.history, self.source,
-                                   self.asker, fleet.set_service, self.readonly))
+                                   self.asker, fleet.set_service, self.open_job,
+                                   self.readonly))
 
     def open_jobs(self) -> None:
         """The jobs view: every job, sorted and filtered. Made once and kept (installed), so
@@ -235,7 +236,7 @@ def binding_ids() -> list[str]:
     ids = []
     for cls in (FractuiApp, FleetScreen, SliceMap, QueuePanel, PreviewBar, JobScreen, LogView,
                 ConfirmScreen, HelpScreen, JobsScreen, JobTable, GpuScreen, ProfileScreen,
-                ProfileList, ReportScreen, ReportBody):
+                ProfileList, ReportScreen, ReportBody, GpuBody):
         ids += [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
     return ids
 

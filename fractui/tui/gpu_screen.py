@@ -15,6 +15,7 @@ fractui.sched.mig_change, shown and confirmed, carried out and audited as ``frac
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from rich.console import Group, RenderableType
@@ -60,23 +61,40 @@ line's words begin in one column whichever labels the GPU has."""
 log = logging.getLogger("fractui.tui")
 
 
-def _job_names(status: HostStatus, store: Optional[StoreView]) -> dict[str, str]:
-    """Agent job id -> "#12 train-3" (the store's job) or "host/j3 name" (launched by hand)."""
+@dataclass(frozen=True)
+class Holder:
+    """What the cursor's row of the instances or shares holds: ``enter`` opens ``job_id``'s
+    screen, or says ``why`` there is none."""
+    job_id: Optional[int]
+    why: str = ""
+
+
+def _job_names(status: HostStatus, store: Optional[StoreView]
+               ) -> dict[str, tuple[str, Optional[int]]]:
+    """Agent job id -> ("#12 train-3", 12) (the store's job) or ("host/j3 name", None)
+    (launched by hand)."""
     by_key = {j.key(store.uid): j for j in store.jobs} if store else {}
-    out = {}
+    out: dict[str, tuple[str, Optional[int]]] = {}
     for record in status.jobs.values():
         job: Optional[Job] = by_key.get(record.get("key") or "")
-        out[str(record.get("id"))] = "#%d %s" % (job.id, job.name) if job else "%s/%s %s" % (
-            status.name, record.get("id"), record.get("name") or "")
+        out[str(record.get("id"))] = ("#%d %s" % (job.id, job.name), job.id) if job else (
+            "%s/%s %s" % (status.name, record.get("id"), record.get("name") or ""), None)
     return out
 
 
+def _holder(name: str, job_id: Optional[int]) -> Holder:
+    return Holder(job_id, "" if job_id is not None else "%s was launched on its host, not "
+                  "through the store: it has no job screen" % name)
+
+
 def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView],
-             warning: str) -> tuple[RenderableType, RenderableType]:
+             warning: str, cursor: Optional[int] = None
+             ) -> tuple[RenderableType, RenderableType, list[Holder]]:
     """The view's text: the GPU and its host (above the health widget); its instances or
-    shares and its processes (below it)."""
+    shares and its processes (below it), the row ``cursor`` of the instances or shares drawn
+    reversed; and what each of those rows holds, in order (``enter`` opens its job)."""
     if status is None:
-        return Text("no such host", style=warning), Text("")
+        return Text("no such host", style=warning), Text(""), []
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold", no_wrap=True, min_width=LABEL_W)
     head.add_column(overflow="fold")
@@ -86,7 +104,7 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
     gpu = gpu_of(status, index)
     if gpu is None:
         head.add_row("gpu %d" % index, Text("not reported by the host", style=warning))
-        return head, Text("")
+        return head, Text(""), []
     util = gpu.get("utilization_gpu")
     head.add_row("gpu %d" % index, BetweenParts(Text("%s · %s · %s used of %s · util %s" % (
         short_model(gpu.get("name", "?")), "MIG on" if gpu.get("mig_mode") else "MIG off"
@@ -104,9 +122,11 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
     names = _job_names(status, store)
     live = [r for r in status.jobs.values() if r.get("state") in ("starting", "running")
             and index in (r.get("gpus") or ())]
-    by_pid = {r.get("pid"): names[str(r.get("id"))] for r in live}
+    by_pid = {r.get("pid"): names[str(r.get("id"))][0] for r in live}
     by_instance = {r.get("instance"): names[str(r.get("id"))] for r in live
                    if r.get("instance")}
+    place = "%s gpu %d" % (status.name, index)
+    held: list[Holder] = []
     parts: list[RenderableType] = [Text("")]
     if gpu.get("mig_mode"):
         t = Table(title="instances", title_justify="left", box=None, padding=(0, 2, 0, 0),
@@ -114,16 +134,23 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         for col in ("profile", "slices", "memory used/total", "job", "pids"):
             t.add_column(col, no_wrap=True)
         for inst in sorted(gpu.get("instances") or (), key=lambda i: i.get("start", 0)):
-            job = by_instance.get(inst.get("uuid")) or (
+            slots = "%d-%d" % (inst.get("start", 0),
+                               inst.get("start", 0) + inst.get("size", 1) - 1)
+            holder = by_instance.get(inst.get("uuid"))
+            job = holder[0] if holder else (
                 "being made" if inst.get("uuid") is None else
                 "in use outside fractui" if inst.get("busy") else "idle")
-            t.add_row(inst.get("profile", "?"), "%d-%d" % (
-                inst.get("start", 0), inst.get("start", 0) + inst.get("size", 1) - 1),
-                "%s/%s" % (mib_text(inst.get("memory_used_mib")),
-                           mib_text(inst.get("memory_mib"))),
-                job, ",".join(map(str, inst.get("pids") or ())) or "—")
+            held.append(_holder(*holder) if holder else Holder(
+                None, "no job on %s's %s at slices %s: it is %s" % (
+                    place, inst.get("profile", "?"), slots, job)))
+            t.add_row(inst.get("profile", "?"), slots,
+                      "%s/%s" % (mib_text(inst.get("memory_used_mib")),
+                                 mib_text(inst.get("memory_mib"))),
+                      job, ",".join(map(str, inst.get("pids") or ())) or "—",
+                      style=_at(cursor, len(held) - 1))
         if not gpu.get("instances"):
-            t.add_row("none", "", "", "", "")
+            held.append(Holder(None, "no job on %s: it has no MIG instance" % place))
+            t.add_row("none", "", "", "", "", style=_at(cursor, 0))
         parts.append(t)
     else:
         t = Table(title="shares", title_justify="left", box=None, padding=(0, 2, 0, 0),
@@ -131,10 +158,14 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         for col in ("job", "share", "pid"):
             t.add_column(col, no_wrap=True)
         for r in live:
-            t.add_row(names[str(r.get("id"))], mib_text(r.get("memory_mib")) if r.get(
-                "memory_mib") else "whole GPU", str(r.get("pid") or "—"))
+            name, job_id = names[str(r.get("id"))]
+            held.append(_holder(name, job_id))
+            t.add_row(name, mib_text(r.get("memory_mib")) if r.get(
+                "memory_mib") else "whole GPU", str(r.get("pid") or "—"),
+                style=_at(cursor, len(held) - 1))
         if not live:
-            t.add_row("none", "", "")
+            held.append(Holder(None, "no job on %s: nothing holds a share of it" % place))
+            t.add_row("none", "", "", style=_at(cursor, 0))
         parts.append(t)
     parts.append(Text(""))
     p = Table(title="processes", title_justify="left", box=None, padding=(0, 2, 0, 0),
@@ -147,15 +178,20 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         inst = proc.get("instance")
         p.add_row(str(proc.get("pid")), "—", mib_text(proc.get("used_mib")),
                   "—" if inst is None else where.get(inst, str(inst)),
-                  by_pid.get(proc.get("pid")) or by_instance.get(inst)
-                  or names.get(str(proc.get("job"))) or Text(
+                  by_pid.get(proc.get("pid")) or by_instance.get(inst, ("",))[0]
+                  or names.get(str(proc.get("job")), ("",))[0] or Text(
                       "the jobs' MPS server" if mps_layer(proc)
                       else "outside fractui", style="dim"))
     if not gpu.get("processes"):
         p.add_row("none", "", "", "", "")
     parts.append(p)
     parts.append(Text("user: the agent does not report processes' users", style="dim"))
-    return head, Group(*parts)
+    return head, Group(*parts), held
+
+
+def _at(cursor: Optional[int], row: int) -> str:
+    """The style of ``row``: reversed under the cursor, as the map's cursor is drawn."""
+    return "reverse bold" if row == cursor else ""
 
 
 class MigDone(Message):
@@ -230,9 +266,25 @@ class ProfileScreen(ModalScreen[Optional[str]], Keyed, inherit_bindings=False):
         self.dismiss(event.option.id)
 
 
+class GpuBody(VerticalScroll, inherit_bindings=False):
+    """The view's text, scrolled by page: ``up``/``down`` move the cursor over its instances
+    or shares (the screen's), as they move it on the map, not the text a line."""
+
+    BINDINGS = bindings((
+        Action("gpu.page_up", "pageup", "page_up", "page up", show=False),
+        Action("gpu.page_down", "pagedown,space", "page_down", "page down", show=False),
+        Action("gpu.top", "home", "scroll_home", "top", show=False),
+        Action("gpu.bottom", "end", "scroll_end", "bottom", show=False),
+    ))
+
+
 class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
     ACTIONS = (
         Action("gpu.back", "escape,q", "back", "back", "Back to the fleet"),
+        Action("gpu.open", "enter", "open", "open job",
+               "The job screen of the job on the instance or share under the cursor"),
+        Action("gpu.down", "down,j", "move(1)", "next instance or share", show=False),
+        Action("gpu.up", "up,k", "move(-1)", "previous instance or share", show=False),
         Action("gpu.cordon", "C", "service('cordon')", "cordon",
                "Cordon this GPU: no new work lands on it", dangerous=True),
         Action("gpu.drain", "D", "service('drain')", "drain",
@@ -259,9 +311,15 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
                  store: Callable[[], Optional[StoreView]], history: History,
                  source: Source, asker: Asker,
                  service: Callable[[str, Optional[int], Optional[str]], None],
-                 readonly: bool) -> None:
+                 open_job: Callable[[int], None], readonly: bool) -> None:
         super().__init__()
         bind(self, self.ACTIONS, readonly)
+        self.open_job = open_job
+        self.cursor = 0
+        """The row of the instances or shares under the cursor: kept while a job screen
+        opened from it is over the view, so ``esc`` there comes back to the same row."""
+        self.held: list[Holder] = []
+        """What each of those rows holds, as last drawn."""
         self.source = source
         self.asker = asker
         self.service = service
@@ -279,7 +337,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         still lists them."""
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="gpu-body"):
+        with GpuBody(id="gpu-body"):
             yield Static(id="gpu-head", markup=False)
             yield HealthPanel(id="health")
             yield Static(id="gpu-tables", markup=False)
@@ -294,7 +352,13 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
     def reload(self) -> None:
         v = RichVariables(self.app)
         status = self.statuses().get(self.host)
-        head, tables = describe(status, self.index, self.store(), v["warning"])
+        store = self.store()
+        head, tables, self.held = describe(status, self.index, store, v["warning"],
+                                           self.cursor)
+        if 0 < len(self.held) <= self.cursor:  # rows gone (a job ended): the last one
+            self.cursor = len(self.held) - 1
+            head, tables, self.held = describe(status, self.index, store, v["warning"],
+                                               self.cursor)
         self.query_one("#gpu-head", Static).update(head)
         self.query_one("#gpu-tables", Static).update(tables)
         gpu = gpu_of(status, self.index) if status is not None else None
@@ -306,6 +370,24 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
 
     def action_back(self) -> None:
         self.dismiss()
+
+    def action_move(self, by: int) -> None:
+        """The cursor to the next (``by`` 1) or previous row of the instances or shares."""
+        self.cursor = max(0, min(self.cursor + by, len(self.held) - 1))
+        self.reload()
+
+    def action_open(self) -> None:
+        """The job on the cursor's row, over this view (whose ``esc`` comes back here); a
+        row that holds no job of the store's says so."""
+        if not self.held:
+            self.notify("no job to open: %s gpu %d is not in its host's snapshot" % (
+                self.host, self.index), severity="warning")
+            return
+        holder = self.held[self.cursor]
+        if holder.job_id is None:
+            self.notify(holder.why, severity="warning")
+            return
+        self.open_job(holder.job_id)
 
     def action_service(self, mode: str) -> None:
         self.service(self.host, self.index, mode or None)

@@ -1,0 +1,109 @@
+"""From the GPU detail view to the job on an instance or share, and back: ``j``/``k`` move a
+cursor over the GPU's instances (MIG) or shares, ``enter`` opens the job on the row (a row
+with none says so), and ``esc`` from the job comes back to the same row. And every screen's
+key line ends with ``?`` help and ``:`` the palette, as the fleet header lists them."""
+
+from __future__ import annotations
+
+from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.jobs import JobScreen
+from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
+
+
+def said(app) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def _enter(app, pilot) -> None:
+    await pilot.press("enter")
+    await settled(pilot)
+
+
+@pilot_test
+async def test_enter_on_an_instance_opens_its_job_and_esc_comes_back_to_the_same_row():
+    async with settled_app((100, 40)) as (app, pilot):
+        await pilot.press("d")  # the map's cursor starts on a100-1 gpu 0
+        await settled(pilot)
+        gpu = app.screen
+        assert isinstance(gpu, GpuScreen) and (gpu.host, gpu.index) == ("a100-1", 0)
+        app.pop_screen()
+        app.open_gpu("a100-1", 2)  # 2g.20gb at 0 (#3), 1g.10gb at 2 (#4), 3g.40gb at 4 (#2)
+        await settled(pilot)
+        gpu = app.screen
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 3
+        await pilot.press("escape")
+        await pilot.press("j")
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 4
+        await pilot.press("escape")
+        await settled(pilot)
+        assert app.screen is gpu and gpu.cursor == 1
+        row = next(ln for ln in screen_lines(app) if "#4 train-4" in ln and "1g.10gb" in ln)
+        assert row.lstrip().startswith("1g.10gb"), row  # (the instances' row, not a pid's)
+        await pilot.press("down", "down", "down")  # (stops on the last row)
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 2
+        await pilot.press("escape")
+        await pilot.press("k", "up", "up")
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 3
+        assert said(app) == []
+
+
+@pilot_test
+async def test_enter_on_a_share_opens_its_job_and_a_gpu_with_none_says_so():
+    async with settled_app((100, 40)) as (app, pilot):
+        app.open_gpu("a10-1", 0)  # shares of #13, #14, #15
+        await settled(pilot)
+        await pilot.press("j")
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 14
+        await pilot.press("escape")
+        await settled(pilot)
+        for host, index, words in (
+                ("l4-1", 1, "no job on l4-1 gpu 1: nothing holds a share of it"),
+                ("a100-1", 1, "no job on a100-1 gpu 1: it has no MIG instance")):
+            app.clear_notifications()
+            app.open_gpu(host, index)
+            await settled(pilot)
+            await _enter(app, pilot)
+            assert isinstance(app.screen, GpuScreen) and said(app) == [words], said(app)
+            app.pop_screen()
+
+
+@pilot_test
+async def test_enter_on_an_idle_instance_says_it_holds_no_job():
+    async with settled_app((100, 40)) as (app, pilot):
+        status = next(s for s in app.fleet.statuses.values() if s.name == "h100-1")
+        for record in status.jobs.values():  # the jobs on gpu 3 gone, their instances left
+            if record.get("gpus") == [3]:
+                record["state"] = "exited"
+        app.open_gpu("h100-1", 3)
+        await settled(pilot)
+        await _enter(app, pilot)
+        assert isinstance(app.screen, GpuScreen)
+        assert said(app) == ["no job on h100-1 gpu 3's 2g.20gb at slices 0-1: it is "
+                             "in use outside fractui"], said(app)
+
+
+async def _last_lines(app, pilot, open_) -> str:
+    open_(app)
+    await settled(pilot)
+    return "\n".join(screen_lines(app)[-2:])
+
+
+@pilot_test
+async def test_every_screen_s_key_line_ends_with_help_and_the_palette(tmp_path):
+    store = usage_store(str(tmp_path / "usage.db"))
+    for keys, help_, palette in (((), "? help", ": command"),
+                                 ((("app.help", "f1"), ("app.command", "ctrl+p")),
+                                  "f1 help", "^p command")):
+        async with settled_app((120, 30), usage=store, keys=keys) as (app, pilot):
+            for open_ in (lambda a: a.open_gpu("a100-1", 0), lambda a: a.open_job(1),
+                          lambda a: a.open_jobs(), lambda a: a.open_report()):
+                shown = await _last_lines(app, pilot, open_)
+                words = " ".join(shown.split())  # (the line wraps where it would be cut)
+                assert words.endswith("%s %s" % (help_, palette)), shown
+                app.pop_screen()
+                await settled(pilot)
