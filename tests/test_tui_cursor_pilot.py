@@ -377,6 +377,7 @@ async def test_help_lists_every_key_of_the_map_the_jobs_view_and_the_gpu_view():
                 "jobs.place", "jobs.up", "jobs.down", "jobs.page_up", "jobs.page_down", "jobs.top",
                 "jobs.bottom"} <= ids
         await pressed(pilot, "escape", "escape", "d", "question_mark")
-        assert "gpu.back" in {row[2] for row in app.screen.keys}
+        assert {"gpu.back", "gpu.open", "gpu.up", "gpu.down", "gpu.page_up", "gpu.page_down",
+                "gpu.top", "gpu.bottom"} <= {row[2] for row in app.screen.keys}
         fixed = {row[1]: row[2] for row in app.screen.keys if "." not in row[2]}
-        assert "Page Down" in fixed and set(fixed.values()) == {"(Textual's: fixed)"}, fixed
+        assert fixed == {}, fixed  # (its scroll keys are fractui's: each may be remapped)
