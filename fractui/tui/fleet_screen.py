@@ -42,8 +42,9 @@ from fractui.tui.commands import Entry
 from fractui.tui.cursor import Cursor, block_job_id
 from fractui.tui.filterbox import FilterBox
 from fractui.tui.header import Header, HeaderInfo
-from fractui.tui.model import (GHOST, Block, FleetModel, GpuGroupLine, GpuLine, HostLine, Line,
-                               StoreView, compile_filter, queue_stats, with_ghost)
+from fractui.tui.model import (GHOST, ORDERS, Block, FleetModel, GpuGroupLine, GpuLine, HostLine,
+                               Line, StoreView, after, compile_filter, queue_stats, unmeasured,
+                               with_ghost)
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
@@ -167,6 +168,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 tooltip="Every job in a table: sort, filter, open"),
         Binding("R", "report", "report", id="fleet.report", show=False,
                 tooltip="Usage over a range: GPUs held and used, waits, what sharing saved"),
+        Binding("o", "order", "order", id="fleet.order", show=False,
+                tooltip="Order the GPUs by the next of: hosts as configured, utilisation, "
+                        "memory used, free room"),
     ]
 
     def __init__(self, app: "FleetApp") -> None:
@@ -181,6 +185,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.compact: Optional[bool] = None
         """None: automatic; True/False: the admin's choice."""
         self.colour_by = "team"
+        self.order = ORDERS[0]
+        """The map's order of GPUs (``o``): a reorder of what is drawn, never a read."""
         self.store_error: Optional[str] = None
         self._read_at: Optional[float] = None  # when the store was last read
         self._reads = OneAtATime(self._read)
@@ -338,7 +344,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         cursor put on it and scrolled into sight, as when it moved)."""
         pattern, inverse = compile_filter(self.filter_text)
         per = per_line(self.map.line_width) if self.compact_now() else 0
-        lines = self.model.lines(pattern, inverse, per)
+        lines = self.model.lines(pattern, inverse, per, self.order)
         where = self.placement.current if self.placement else None
         follow: Optional[Cursor] = None  # the cursor onto the ghost, which moved
         if where is not None and self.placement is not None:
@@ -415,6 +421,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if self.filter_text:
             view.append("filter /%s/" % self.filter_text)
         view.append("colour by " + self.colour_by)
+        if self.order.measure is not None:
+            n = unmeasured(self.model.hosts.values(), self.order)
+            view.append(self.order.name + (", %d unmeasured last" % n if n else ""))
         if self.compact_now():
             view.append("compact")
         shown = listed(self)
@@ -487,6 +496,14 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def action_compact(self) -> None:
         self.compact = not self.compact_now()
         self.relayout()
+
+    def action_order(self) -> None:
+        """The GPUs in the next order, the cursor kept on its GPU (scrolled to it)."""
+        self.order = after(self.order)
+        cursor = self.map.cursor if self.map.placed else None
+        self.relayout()
+        if cursor is not None:
+            self.map.move_to(cursor)
 
     def action_colour_by(self) -> None:
         self.colour_by = "queue" if self.colour_by == "team" else "team"
@@ -932,6 +949,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         other = "queue" if self.colour_by == "team" else "team"
         entries.append(Entry("colour by %s" % other, "colour slices by %s" % other,
                              self.action_colour_by))
+        entries.append(Entry("order %s" % after(self.order).name,
+                             "the map's GPUs in this order (o)",
+                             self.action_order))
         entries.append(Entry("compact %s" % ("off" if self.compact_now() else "on"),
                              "several GPUs per line, or one", self.action_compact))
         return entries

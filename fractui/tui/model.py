@@ -11,7 +11,7 @@ import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 from fractui.config import QueueConfig
 from fractui.sched.health import unhealthy
@@ -312,6 +312,63 @@ class QueueStat:
     """How long its oldest pending job has waited."""
 
 
+@dataclass(frozen=True)
+class Order:
+    """An order of the map's GPUs (``o`` cycles them): ``measure`` of a GPU, highest first;
+    None for the config's order of hosts and the agent's of GPUs."""
+
+    name: str
+    """As the header says it, e.g. "busiest first (util)"."""
+    measure: Optional[Callable[[GpuLine], Optional[float]]] = None
+    """None for a GPU it has no measure of: such GPUs go last, as do hosts with none."""
+
+
+def _measured(of: Callable[[GpuLine], Optional[float]]) -> Callable[[GpuLine], Optional[float]]:
+    """``of`` on a GPU whose host answers; none on one whose host does not (its figures are
+    its last known ones, not a measure of now)."""
+    return lambda g: None if g.stale else of(g)
+
+
+ORDERS = (
+    Order("hosts as configured"),
+    Order("busiest first (util)", _measured(lambda g: g.util)),
+    Order("most memory used first", _measured(lambda g: g.used_mib)),
+    Order("most free room first", _measured(lambda g: 1.0 - g.allocated)),
+)
+"""The orders ``o`` goes through, in turn. Utilisation is what NVML reports per GPU; a MIG GPU
+has none (NVML gives none for MIG), so it goes last. Memory used is the agent's figure for the
+whole GPU; free room what no job, instance or process holds (``GpuLine.allocated``)."""
+
+
+def after(order: Order) -> Order:
+    """The order ``o`` goes to from ``order`` (the first after the last)."""
+    return ORDERS[(ORDERS.index(order) + 1) % len(ORDERS)]
+
+
+def ordered(views: Sequence[HostView], order: Order) -> list[HostView]:
+    """``views`` with their GPUs in ``order`` (highest measure first, GPUs with none last, in
+    the agent's order), and the hosts by their first GPU's measure (those with none last, in
+    the config's order): the busiest GPU of the fleet is the map's first. Pure: what is drawn,
+    reordered."""
+    measure = order.measure
+    if measure is None:
+        return list(views)
+
+    def key(g: GpuLine) -> tuple[bool, float]:
+        m = measure(g)
+        return (m is None, -(m or 0.0))
+
+    out = [HostView(v.header, tuple(sorted(v.gpus, key=key))) for v in views]
+    return sorted(out, key=lambda v: key(v.gpus[0]) if v.gpus else (True, 0.0))
+
+
+def unmeasured(views: Iterable[HostView], order: Order) -> int:
+    """How many GPUs ``order`` has no measure of (they are last)."""
+    measure = order.measure
+    return 0 if measure is None else sum(1 for v in views for g in v.gpus
+                                          if measure(g) is None)
+
+
 @dataclass
 class FleetModel:
     """Every host's view, kept by name in config order; rebuilt per host as updates arrive."""
@@ -378,14 +435,12 @@ class FleetModel:
                       tuple((s, n) for s, n in out.items() if n))
 
     def lines(self, pattern: Optional[re.Pattern[str]] = None, inverse: bool = False,
-              per_line: int = 0) -> list[Line]:
-        """The map's lines: each host, then its GPUs (that match the filter). ``per_line`` > 0
-        is compact mode: that many GPUs share a line."""
+              per_line: int = 0, order: Order = ORDERS[0]) -> list[Line]:
+        """The map's lines: each host, then its GPUs (that match the filter), in ``order``.
+        ``per_line`` > 0 is compact mode: that many GPUs share a line."""
         out: list[Line] = []
-        for name in self.order:
-            view = self.hosts.get(name)
-            if view is None:
-                continue
+        for view in ordered([self.hosts[n] for n in self.order if n in self.hosts], order):
+            name = view.header.name
             gpus = view.gpus
             if pattern is not None:
                 host_hit = bool(pattern.search(name + " " + view.header.state))

@@ -1,0 +1,58 @@
+"""The map's order (``o``): hosts as configured, then busiest first by utilisation, most memory
+used, most free room, in turn; the header says which and how many GPUs have no measure (last);
+the cursor stays on its GPU."""
+
+from __future__ import annotations
+
+from fractui.tui.model import GpuLine, HostLine
+from tests.tui_frozen import pilot_test, settled, settled_app
+
+
+def drawn(app) -> list[str]:
+    """The map's GPUs in the order drawn, "host/index"."""
+    return ["%s/%d" % (line.host, line.index) for line in app.screen.map.lines
+            if isinstance(line, GpuLine)]
+
+
+def hosts(app) -> list[str]:
+    return [line.name for line in app.screen.map.lines if isinstance(line, HostLine)]
+
+
+def view(app) -> tuple[str, ...]:
+    return app.screen.query_one("Header").info.view
+
+
+@pilot_test
+async def test_o_cycles_the_map_s_order_says_it_and_keeps_the_cursor_on_its_gpu():
+    async with settled_app((120, 50)) as (app, pilot):
+        fleet = app.screen
+        configured = drawn(app)
+        assert hosts(app) == ["a100-1", "h100-1", "l4-1", "a10-1"]
+        await pilot.press("j", "j")  # the cursor on a100-1 gpu 2
+        assert fleet.map.chosen()[0].index == 2
+        await pilot.press("o")
+        await pilot.pause()
+        # by utilisation: only a10-1's answer with one (l4-1 is offline: its last figures are
+        # no measure now; MIG GPUs have none), busiest first
+        assert drawn(app)[:4] == ["a10-1/3", "a10-1/2", "a10-1/1", "a10-1/0"], drawn(app)
+        assert view(app)[-1] == "busiest first (util), 12 unmeasured last", view(app)
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a100-1", 2)
+        top = fleet.map.scroll_offset.y
+        assert top <= fleet.map.cursor_line < top + fleet.map.size.height
+        await pilot.press("o")
+        await pilot.pause()
+        assert hosts(app) == ["a100-1", "h100-1", "a10-1", "l4-1"], hosts(app)
+        assert drawn(app)[:4] == ["a100-1/2", "a100-1/0", "a100-1/1", "a100-1/3"], drawn(app)
+        assert view(app)[-1] == "most memory used first, 4 unmeasured last", view(app)
+        await pilot.press("o")
+        await pilot.pause()
+        assert drawn(app)[:2] == ["a100-1/1", "a100-1/3"], drawn(app)  # empty: most room
+        assert view(app)[-1] == "most free room first, 4 unmeasured last", view(app)
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a100-1", 2)
+        await pilot.press("o")
+        await pilot.pause()
+        assert drawn(app) == configured
+        assert not any("first" in part for part in view(app)), view(app)
+        await pilot.press("enter")  # the cursor's slice is still a100-1 gpu 2's
+        await settled(pilot)
+        assert app.screen.job_id in (2, 3, 4), app.screen
