@@ -68,8 +68,9 @@ async def test_ctrl_c_quits_from_the_fleet_the_help_and_the_job_screen():
 @pytest.mark.parametrize("width", [34, 43, 60, 80])
 @pilot_test
 async def test_the_help_shows_every_key_and_id_whole_on_a_narrow_terminal(width):
-    """Under about 44 columns a key and its id take a line, what it does the next ones."""
-    async with settled_app((width, 60)) as (app, pilot):
+    """Under about 44 columns a key and its id take a line, what it does the next ones (70 rows
+    hold every key of the fleet at 34 columns)."""
+    async with settled_app((width, 70)) as (app, pilot):
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
