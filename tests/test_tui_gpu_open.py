@@ -107,3 +107,15 @@ async def test_every_screen_s_key_line_ends_with_help_and_the_palette(tmp_path):
                 assert words.endswith("%s %s" % (help_, palette)), shown
                 app.pop_screen()
                 await settled(pilot)
+
+
+@pilot_test
+async def test_the_cursor_s_row_is_scrolled_into_sight_on_a_short_terminal():
+    async with settled_app((80, 10)) as (app, pilot):
+        app.open_gpu("a10-1", 3)  # shares of #20, #21, #22, below the health at 10 rows
+        await settled(pilot)
+        assert not any("#22 train-22" in ln for ln in screen_lines(app)), screen_lines(app)
+        await pilot.press("j", "j")
+        await settled(pilot)
+        assert any(ln.startswith(" #22 train-22") for ln in screen_lines(app)), \
+            screen_lines(app)

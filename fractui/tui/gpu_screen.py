@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.containers import VerticalScroll
+from textual.geometry import Region
 from textual.screen import ModalScreen, Screen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
@@ -54,6 +55,9 @@ from remote_agent import MODE_RESET
 from remote_agent.mig.layout import Geometry
 
 REFRESH_S = 1.0
+TABLE_TOP = 3
+"""The lines of the tables' text above the first row of the instances or shares: a blank
+line, the table's title, its columns' names."""
 MIG_CALL_S = 120.0  # a MIG change may wait on NVML (creating, destroying, a mode change)
 LABEL_W = max(len(label) for label in ("host", "error", "gpu 0", "uuid", "service", "health"))
 """The view's labels' column (its lines above the health's and the health's own), so every
@@ -375,6 +379,9 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         """The cursor to the next (``by`` 1) or previous row of the instances or shares."""
         self.cursor = max(0, min(self.cursor + by, len(self.held) - 1))
         self.reload()
+        tables = self.query_one("#gpu-tables", Static)  # its row in sight (at 80x24 too)
+        row = tables.virtual_region.y + TABLE_TOP + self.cursor
+        self.query_one(GpuBody).scroll_to_region(Region(0, row, 1, 1), animate=False)
 
     def action_open(self) -> None:
         """The job on the cursor's row, over this view (whose ``esc`` comes back here); a
