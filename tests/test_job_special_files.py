@@ -212,3 +212,29 @@ def test_a_daemon_started_where_a_jobs_pipe_was_swapped_serves_and_says_so(start
         "FIFO the job's shim made (its device and inode %r), another was put in its place" % (
             job["id"], pipe, json.loads((pipe.parent / "started.json").read_text())["pipe"])
     ), said
+
+
+def test_a_job_whose_swapped_pipe_was_refused_ends_when_its_shim_died(start_agent, tmp_path):
+    """A running job's ``output.pipe`` replaced by another FIFO while no daemon ran, then its
+    shim killed: the watchdog, taking over from the dead shim, refuses the pipe (said once)
+    and goes on watching the job, which ends (lost: its end was not recorded). Before, the
+    refusal failed the watchdog's whole look at the job each pass: the job read as running
+    for good after it ended."""
+    state, go = str(tmp_path / "host"), tmp_path / "go"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-swapped-dead", gpu=0, memory_mib=10,
+                     argv=script("import os, time\nwhile not os.path.exists(%r):\n"
+                                 "    time.sleep(0.02)\n" % str(go)))
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    pipe = Path(state) / "jobs" / job["id"] / "output.pipe"
+    fifo_in_place_of(pipe)
+    later = start_agent(None, state)
+    kill_shim(state, job["id"])
+    go.touch()
+    done = wait_job(later, job["id"])
+    assert done["state"] == "lost", done
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "its output pipe is not" in line]
+    assert len(said) == 2 and "its shim died and its output pipe is not taken over: " \
+        "refusing output pipe %s" % pipe in said[1], said
