@@ -127,3 +127,26 @@ def test_the_agent_runs_whatever_a_login_shells_rc_file_prints(fleet_env, tmp_pa
     followed = fleet_env.fractui("logs", job["ref"], "-f", timeout=60)
     assert (followed.returncode, followed.stdout) == (0, "ran\n"), followed.stderr
 
+
+
+def test_an_agent_put_over_sftp_through_a_greeting_login_shell_says_why_it_cannot(
+        fleet_env, tmp_path):  # noqa: F811
+    """The host's sshd runs its SFTP server through the login shell, as OpenSSH's own
+    configuration does (``Subsystem sftp /usr/lib/openssh/sftp-server``), and root's ~/.bashrc
+    greets: the greeting comes first on the SFTP channel too, where no marker can skip it. The
+    host is offline saying so, and what to change; it was "internal error: SFTPError: Garbage
+    packet received", naming neither the host nor the cause."""
+    rc = tmp_path / "bashrc"
+    rc.write_text("echo 'Welcome to gpu-chatty!'\n")
+    fleet_env.add("gpu-chatty", "1xL4", sftp="/usr/lib/openssh/sftp-server",
+                  prefix=in_mount_namespace(["--bind", str(rc), "/root/.bashrc"]))
+    host = fleet_env.status()["gpu-chatty"]
+    port = fleet_env.proxies["gpu-chatty"].port
+    said = ("127.0.0.1:%d: SFTP did not start: its first answer was no SFTP (Garbage packet "
+            "received): sshd runs the SFTP server through the login shell of root, whose rc "
+            "files (e.g. ~/.bashrc) print on a login that is no terminal: make them quiet "
+            "there" % port)
+    assert (host["state"], host["error"]) == ("offline", said), host
+    doctor = fleet_env.fractui("doctor", "gpu-chatty")
+    assert doctor.returncode == 1, doctor.stderr
+    assert "  [FAIL] agent        %s\n" % said in doctor.stdout, doctor.stdout

@@ -642,6 +642,14 @@ class SshLink:
             channel.close()
             raise LinkError("%s: SFTP did not start: %s" % (
                 self.route.target.address, str(err) or type(err).__name__)) from None
+        except paramiko.SFTPError as err:  # (text where its first answer's length would be)
+            channel.close()
+            target = self.route.target
+            raise LoginShellError(
+                "%s: SFTP did not start: its first answer was no SFTP (%s): sshd runs the SFTP "
+                "server through the login shell of %s, whose rc files (e.g. ~/.bashrc) print "
+                "on a login that is no terminal: make them quiet there" % (
+                    target.address, err, target.user)) from None
 
     def close(self) -> None:
         for transport in reversed(self.transports):
