@@ -564,9 +564,12 @@ class SshLink:
                                           "print on a login that is no terminal: make them "
                                           "quiet there)" % (
                                               target.address, LOGIN_OUTPUT_MAX, what))
-        except socket.timeout:
-            raise LinkError("%s: the login shell did not run %s within %s" % (
-                target.address, what, seconds(timeout_s))) from None
+        except socket.timeout:  # (the shell runs: sshd answered the request to start it)
+            raise LoginShellError(
+                "%s: the login shell of %s did not run %s within %s: its rc files (e.g. "
+                "~/.bashrc) wait where there is no terminal (for input, a prompt, a slow "
+                "command): make them go on at once there" % (
+                    target.address, target.user, what, seconds(timeout_s))) from None
         except NETWORK_ERRORS as err:
             raise LinkError("%s: %s: %s" % (target.address, what,
                                             str(err) or type(err).__name__)) from None
