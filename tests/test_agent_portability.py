@@ -152,6 +152,39 @@ def test_an_agent_put_over_sftp_through_a_greeting_login_shell_says_why_it_canno
     assert "  [FAIL] agent        %s\n" % said in doctor.stdout, doctor.stdout
 
 
+GARBLING_SFTP = """import os, struct, subprocess, sys
+server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
+def read(n):
+    data = b""
+    while len(data) < n:
+        more = os.read(server.stdout.fileno(), n - len(data))
+        if not more:
+            sys.exit(0)
+        data += more
+    return data
+for _ in range(%d):  # the server's first answers as they are, then no SFTP
+    head = read(4)
+    os.write(1, head + read(struct.unpack(">I", head)[0]))
+os.write(1, b"\\xffthe server broke\\n")
+"""
+
+
+def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
+        fleet_env, tmp_path):  # noqa: F811
+    """The SFTP server starts well, then answers what is no SFTP while the agent is put: the
+    host is offline naming the host, the folder and what came; it was "internal error:
+    SFTPError: Garbage packet received"."""
+    script = tmp_path / "garbling-sftp"
+    script.write_text("#!%s\n%s" % (sys.executable, GARBLING_SFTP % 3))
+    script.chmod(0o755)
+    fleet_env.add("gpu-garbled", "1xL4", sftp=str(script))
+    host = fleet_env.status()["gpu-garbled"]
+    assert host["state"] == "offline", host
+    assert "on gpu-garbled: the SFTP server's answer was no SFTP (Garbage packet received)" \
+        in host["error"], host
+    assert "internal error" not in host["error"], host
+
+
 @pytest.mark.slow  # (the Python check's own timeout, 30 s, runs out)
 def test_a_login_shell_whose_rc_file_waits_for_input_is_the_logins_to_fix(
         fleet_env, tmp_path):  # noqa: F811
