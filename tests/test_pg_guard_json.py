@@ -80,3 +80,13 @@ def test_a_kept_row_nested_deeper_than_fractui_reads_is_damage(guarded, where):
             store.jobs() if where == "request" else store.audit_log()
     finally:
         store.close()
+
+
+def test_an_audit_detail_holding_a_number_numeric_cannot_hold_is_refused(guarded):
+    """Migration 0030: 0028 asked json whether an audit detail was a JSON object, and one
+    holding a number numeric cannot hold was kept (before 0028 PostgreSQL refused it); fractui's
+    reads of the audit then said the store damaged, quoting the whole detail."""
+    guarded.sql(guarded.ann, audited(insert(guarded, '{"gpu": 0.5}'), guarded.ann, "submit"))
+    refused(guarded, detail(guarded, '{"a": [1, 1%s]}' % ("0" * 140000)),
+            "refused by the store's guard: role %s" % guarded.ann,
+            "(a[1] is 1%s)" % ("0" * 39))

@@ -48,6 +48,28 @@ EXCEPTION WHEN numeric_value_out_of_range THEN
 END
 $$;
 
+-- Nor is an audit entry's detail holding such a number (fractui writes none) kept: 0028's
+-- json took it, where PostgreSQL had refused it, and fractui's reads of the audit then said
+-- the store damaged, quoting the whole detail. Refused, naming the number as 0028 does.
+CREATE FUNCTION fractui_guard_audit_detail() RETURNS TRIGGER
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    bad TEXT;
+BEGIN
+    IF NOT fractui_guard_admin() AND NEW.detail IS NOT NULL THEN
+        bad := fractui_guard_numeric_overflow(NEW.detail::json);
+        IF bad IS NOT NULL THEN
+            PERFORM fractui_guard_refuse(format('add an audit entry whose detail holds a '
+                                                'number PostgreSQL''s numeric cannot hold (%s)',
+                                                bad));
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER fractui_guard_audit_detail BEFORE INSERT ON audit
+    FOR EACH ROW EXECUTE FUNCTION fractui_guard_audit_detail();
+
 -- 0029's UPDATE policies asked each row whether the statement's role is an admin: an admin's
 -- or the scheduler's update of many jobs called the policy's function on every row. Asked
 -- once per statement (a subquery PostgreSQL runs once), a member's row still goes to the
