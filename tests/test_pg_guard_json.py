@@ -8,7 +8,7 @@ import pytest
 
 from fractui.store.base import StoreDamaged
 from tests import test_pg_guard
-from tests.test_pg_guard import audited, refused
+from tests.test_pg_guard import Guarded, audited, refused
 from tests.test_pg_guard_numbers import insert
 
 guarded = test_pg_guard.guarded
@@ -20,7 +20,7 @@ def nested(depth: int) -> str:
     return '{"gpu": 0.5, "x": %s1%s}' % ("[" * (depth - 1), "]" * (depth - 1))
 
 
-def detail(guarded, text: str) -> str:
+def detail(guarded: Guarded, text: str) -> str:
     """ann's audit entry about the newest job, its detail ``text``."""
     return ("INSERT INTO audit (time, actor, action, job, why, detail) VALUES (extract(epoch "
             "FROM clock_timestamp()), '%s', 'submit', (SELECT max(id) FROM jobs), 'x', '%s')"
