@@ -9,6 +9,7 @@ thread workers too, which answer with messages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Callable, Optional, Protocol, Sequence
@@ -73,6 +74,9 @@ PLACING_ORDER = ("app.help", "placement.confirm", "placement.cancel", "placement
                  "placement.down", "placement.up") + HINT_ORDER
 """In a placement its own keys come first, after help, quit and the palette after them: at 80
 columns the one column of hints says how to place, how to leave and where the rest are."""
+
+
+log = logging.getLogger("fractui.tui")
 
 
 class FleetApp(Protocol):
@@ -841,7 +845,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     @work(thread=True, exit_on_error=False, group="service")
     def _set_services(self) -> None:
         while self._service_asked:
-            self._set_service(*self._service_asked.popleft())
+            host, gpu, mode = self._service_asked.popleft()
+            try:
+                self._set_service(host, gpu, mode)
+            except Exception as err:  # not foreseen (a bug): said and logged (the worker
+                # ended unsaid: the admin saw nothing of it), and those asked after it made
+                where = host if gpu is None else "%s gpu%d" % (host, gpu)
+                log.error("%s of %s failed", mode or "uncordon", where, exc_info=err)
+                self.post_message(ServiceChanged(
+                    "the %s of %s failed: %s: %s (fractui's log has the rest); look at the "
+                    "map before asking again" % (mode or "uncordon", where,
+                                                 type(err).__name__, err), True))
 
     def _set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
         """One cordon, drain or uncordon, by the one rule (an admin's; a refusal is said as
