@@ -168,3 +168,49 @@ async def test_a_cordon_that_fails_unforeseen_is_said_and_the_undo_asked_after_i
                             "a100-1 was in service"]
         finally:
             store.open_all()
+
+
+def broken(*_args: Any, **_kwargs: Any) -> None:
+    """A store call that raises what no store call should (a bug of fractui's)."""
+    raise RuntimeError("a bug")
+
+
+@pilot_test
+async def test_a_fleet_read_that_fails_unforeseen_is_said_on_the_header_until_it_mends(
+        tmp_path, monkeypatch):
+    """A read of the store that raised what no one foresaw ended its worker unsaid, and the
+    map went on showing the jobs as last read with nothing said: it is said where a store
+    that cannot be read is, with how old the jobs shown are, until a read works again."""
+    monkeypatch.setattr(fleet_screen, "STORE_EVERY_S", 3600.0)  # the reads asked here only
+    sqlite = usage_store(str(tmp_path / "store.db"))
+    app = frozen_app(usage=sqlite)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        mended = sqlite.waiting_bounds
+        sqlite.waiting_bounds = broken  # type: ignore[method-assign]
+        app.fleet.read_store()
+        assert await until(pilot, lambda: app.fleet.store_error is not None)
+        note = app.fleet.store_note()
+        assert note is not None and note.startswith(
+            "reading the store failed: RuntimeError: a bug (a fault of fractui's; its log has "
+            "the rest) (jobs shown as read at "), note
+        sqlite.waiting_bounds = mended  # type: ignore[method-assign]
+        app.fleet.read_store()
+        assert await until(pilot, lambda: app.fleet.store_error is None)
+
+
+@pilot_test
+async def test_a_report_read_that_fails_unforeseen_is_said_not_read_for_good(tmp_path):
+    """The report's read raising what no one foresaw left its title "reading…" until the
+    next read, 30 s on, with nothing said; it is said as a store that cannot be read is."""
+    sqlite = usage_store(str(tmp_path / "store.db"))
+    sqlite.usage = broken  # type: ignore[method-assign]
+    app = frozen_app(usage=sqlite)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        said: list[str] = []
+        app.notify = lambda message, **_kw: said.append(message)  # (none expires)
+        await pilot.press("R")
+        failed = ("reading the report failed: RuntimeError: a bug (a fault of fractui's; its "
+                  "log has the rest)")
+        assert await until(pilot, lambda: failed in said), said

@@ -187,10 +187,12 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.colour_by = "team"
         self.store_error: Optional[str] = None
         self._read_at: Optional[float] = None  # when the store was last read
-        self._reads = OneAtATime(self._read)
+        self._reads = OneAtATime(self._read, "reading the store", lambda said: self.post_message(
+            StoreRead(None, said)))
         self._service_asked: deque[tuple[str, Optional[int], Optional[str]]] = deque()
         """Cordons, drains and uncordons asked, carried out in that order (``set_service``)."""
-        self._services = OneAtATime(self._set_services)
+        self._services = OneAtATime(self._set_services, "putting hosts in or out of service",
+                                    lambda said: self.post_message(ServiceChanged(said, True)))
         self._usage_due = float("-inf")  # when the usage records are next read (worker), by
         # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
