@@ -144,8 +144,10 @@ class SshServer:
 
     def __init__(self, workdir: Path, user_pubkey: str, host_key: Optional[Path] = None,
                  key_types: Tuple[str, ...] = ("ed25519",),
-                 listen: Tuple[str, ...] = (LOOPBACK,), prefix: Sequence[str] = ()):
+                 listen: Tuple[str, ...] = (LOOPBACK,), prefix: Sequence[str] = (),
+                 sftp: str = "internal-sftp"):
         self.workdir = Path(workdir)
+        self.sftp = sftp
         self.listen = listen
         self.prefix = list(prefix)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +218,7 @@ class SshServer:
             "UsePAM no",
             "StrictModes no",
             "AllowTcpForwarding yes",
-            "Subsystem sftp internal-sftp",
+            "Subsystem sftp %s" % self.sftp,
             "LogLevel ERROR",
             "MaxStartups 100",
             "MaxSessions 100",
@@ -642,12 +644,12 @@ class SshEnv:
     def new_server(self, name: str, host_key: Optional[Path] = None,
                    key_types: Tuple[str, ...] = ("ed25519",),
                    listen: Tuple[str, ...] = (LOOPBACK,),
-                   prefix: Sequence[str] = ()) -> SshServer:
+                   prefix: Sequence[str] = (), sftp: str = "internal-sftp") -> SshServer:
         """Start a server in ``root/name``; ``host_key`` reuses a key (same host identity),
         ``key_types`` chooses the types of a fresh server's host keys, ``listen`` its
-        addresses, ``prefix`` what runs it."""
+        addresses, ``prefix`` what runs it, ``sftp`` its SFTP subsystem."""
         server = SshServer(self.root / name, self.user_pubkey, host_key=host_key,
-                           key_types=key_types, listen=listen, prefix=prefix)
+                           key_types=key_types, listen=listen, prefix=prefix, sftp=sftp)
         self.servers.append(server)
         return server.start()
 

@@ -127,3 +127,81 @@ def test_the_agent_runs_whatever_a_login_shells_rc_file_prints(fleet_env, tmp_pa
     followed = fleet_env.fractui("logs", job["ref"], "-f", timeout=60)
     assert (followed.returncode, followed.stdout) == (0, "ran\n"), followed.stderr
 
+
+
+def test_an_agent_put_over_sftp_through_a_greeting_login_shell_says_why_it_cannot(
+        fleet_env, tmp_path):  # noqa: F811
+    """The host's sshd runs its SFTP server through the login shell, as OpenSSH's own
+    configuration does (``Subsystem sftp /usr/lib/openssh/sftp-server``), and root's ~/.bashrc
+    greets: the greeting comes first on the SFTP channel too, where no marker can skip it. The
+    host is offline saying so, and what to change; it was "internal error: SFTPError: Garbage
+    packet received", naming neither the host nor the cause."""
+    rc = tmp_path / "bashrc"
+    rc.write_text("echo 'Welcome to gpu-chatty!'\n")
+    fleet_env.add("gpu-chatty", "1xL4", sftp="/usr/lib/openssh/sftp-server",
+                  prefix=in_mount_namespace(["--bind", str(rc), "/root/.bashrc"]))
+    host = fleet_env.status()["gpu-chatty"]
+    port = fleet_env.proxies["gpu-chatty"].port
+    said = ("127.0.0.1:%d: SFTP did not start: its first answer was no SFTP (Garbage packet "
+            "received): sshd runs the SFTP server through the login shell of root, whose rc "
+            "files (e.g. ~/.bashrc) print on a login that is no terminal: make them quiet "
+            "there" % port)
+    assert (host["state"], host["error"]) == ("offline", said), host
+    doctor = fleet_env.fractui("doctor", "gpu-chatty")
+    assert doctor.returncode == 1, doctor.stderr
+    assert "  [FAIL] agent        %s\n" % said in doctor.stdout, doctor.stdout
+
+
+GARBLING_SFTP = """import os, struct, subprocess, sys
+server = subprocess.Popen(["/usr/lib/openssh/sftp-server"], stdout=subprocess.PIPE)
+def read(n):
+    data = b""
+    while len(data) < n:
+        more = os.read(server.stdout.fileno(), n - len(data))
+        if not more:
+            sys.exit(0)
+        data += more
+    return data
+for _ in range(%d):  # the server's first answers as they are, then no SFTP
+    head = read(4)
+    os.write(1, head + read(struct.unpack(">I", head)[0]))
+os.write(1, b"\\xffthe server broke\\n")
+"""
+
+
+def test_an_sftp_server_whose_answers_break_mid_upload_is_said_with_the_host(
+        fleet_env, tmp_path):  # noqa: F811
+    """The SFTP server starts well, then answers what is no SFTP while the agent is put: the
+    host is offline naming the host, the folder and what came; it was "internal error:
+    SFTPError: Garbage packet received"."""
+    script = tmp_path / "garbling-sftp"
+    script.write_text("#!%s\n%s" % (sys.executable, GARBLING_SFTP % 3))
+    script.chmod(0o755)
+    fleet_env.add("gpu-garbled", "1xL4", sftp=str(script))
+    host = fleet_env.status()["gpu-garbled"]
+    assert host["state"] == "offline", host
+    assert "on gpu-garbled: the SFTP server's answer was no SFTP (Garbage packet received)" \
+        in host["error"], host
+    assert "internal error" not in host["error"], host
+
+
+@pytest.mark.slow  # (the Python check's own timeout, 30 s, runs out)
+def test_a_login_shell_whose_rc_file_waits_for_input_is_the_logins_to_fix(
+        fleet_env, tmp_path):  # noqa: F811
+    """Root's ~/.bashrc reads a line of stdin before the command runs, which no one writes
+    while the command is awaited (fractui writes to the agent only once the shell ran it): the
+    Python check's time runs out, said as the login shell's, with doctor's fix the login's.
+    It was said as the link's: "check the host's network and sshd"."""
+    rc = tmp_path / "bashrc"
+    rc.write_text("read line\n")
+    fleet_env.add("gpu-waits", "1xL4",
+                  prefix=in_mount_namespace(["--bind", str(rc), "/root/.bashrc"]))
+    doctor = fleet_env.fractui("doctor", "gpu-waits", timeout=120)
+    assert doctor.returncode == 1, doctor.stderr
+    said = ("127.0.0.1:%d: the login shell of root did not run %s within 30 s: its rc files "
+            "(e.g. ~/.bashrc) wait where there is no terminal (for input, a prompt, a slow "
+            "command): make them go on at once there" % (fleet_env.proxies["gpu-waits"].port,
+                                                          sys.executable))
+    assert ("  [FAIL] python       %s\n       fix: give root a login shell that runs commands, "
+            "with rc files quiet where there is no terminal" % said) in doctor.stdout, \
+        doctor.stdout

@@ -45,9 +45,11 @@ class SshFleet:
         self.connect_timeout = 5.0
 
     def add(self, name: str, spec: Optional[str], trust: bool = True, delay_s: float = 0.0,
-            key_types=("ed25519",), prefix: Sequence[str] = (), **extra) -> HostConfig:
-        """A host behind its own sshd (run by ``prefix``: ``SshServer``) and a proxy."""
-        server = self.env.new_server(name, key_types=key_types, prefix=prefix)
+            key_types=("ed25519",), prefix: Sequence[str] = (), sftp: str = "internal-sftp",
+            **extra) -> HostConfig:
+        """A host behind its own sshd (run by ``prefix``, its SFTP subsystem ``sftp``:
+        ``SshServer``) and a proxy."""
+        server = self.env.new_server(name, key_types=key_types, prefix=prefix, sftp=sftp)
         proxy = self.env.proxy(server.port, delay_s=delay_s)
         if trust:
             self.env.trust(server, known_hosts_port=proxy.port)

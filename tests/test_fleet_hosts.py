@@ -197,7 +197,8 @@ def test_a_login_whose_shell_runs_no_command_says_so(fleet_env, plain_user):
         doctor = fleet_env.fractui("doctor", "gpu-nologin")
         assert doctor.returncode == 1, doctor.stderr
         assert ("  [FAIL] python       %s\n       fix: give %s a login shell that runs commands, "
-                "with rc files quiet where there is no terminal, or reach the host as another "
+                "with rc files quiet where there is no terminal, and no forced command (sshd's "
+                "ForceCommand, an authorized_keys command=), or reach the host as another "
                 "user\n" % (said, name)) in doctor.stdout, doctor.stdout
     finally:
         server.stop()

@@ -212,3 +212,57 @@ def test_a_daemon_started_where_a_jobs_pipe_was_swapped_serves_and_says_so(start
         "FIFO the job's shim made (its device and inode %r), another was put in its place" % (
             job["id"], pipe, json.loads((pipe.parent / "started.json").read_text())["pipe"])
     ), said
+
+
+def test_a_job_whose_swapped_pipe_was_refused_ends_when_its_shim_died(start_agent, tmp_path):
+    """A running job's ``output.pipe`` replaced by another FIFO while no daemon ran, then its
+    shim killed: the watchdog, taking over from the dead shim, refuses the pipe (said once)
+    and goes on watching the job, which ends (lost: its end was not recorded). Before, the
+    refusal failed the watchdog's whole look at the job each pass: the job read as running
+    for good after it ended."""
+    state, go = str(tmp_path / "host"), tmp_path / "go"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-swapped-dead", gpu=0, memory_mib=10,
+                     argv=script("import os, time\nwhile not os.path.exists(%r):\n"
+                                 "    time.sleep(0.02)\n" % str(go)))
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    pipe = Path(state) / "jobs" / job["id"] / "output.pipe"
+    fifo_in_place_of(pipe)
+    later = start_agent(None, state)
+    kill_shim(state, job["id"])
+    go.touch()
+    done = wait_job(later, job["id"])
+    assert done["state"] == "lost", done
+    said = [line for line in (Path(state) / "daemon.log").read_text().splitlines()
+            if "its output pipe is not" in line]
+    assert len(said) == 2 and "its shim died and its output pipe is not taken over: " \
+        "refusing output pipe %s" % pipe in said[1], said
+
+
+def test_a_started_record_whose_pipe_names_no_fifo_is_damage_not_a_swapped_pipe(start_agent,
+                                                                                 tmp_path):
+    """A running job's ``started.json`` whose ``pipe`` is no device and inode (damaged while
+    no daemon ran): the next daemon says the file is damaged and sets it aside, and holds the
+    job's pipe; the job runs to its recorded end. Before, the pipe was refused as "another
+    put in its place", which it was not, and the job's output went unheld."""
+    state, go = str(tmp_path / "host"), tmp_path / "go"
+    agent = start_agent("1xL4", state)
+    job = agent.call("job.launch", key="k-bad-pipe", gpu=0, memory_mib=10,
+                     argv=script("import os, time\nwhile not os.path.exists(%r):\n"
+                                 "    time.sleep(0.02)\n" % str(go)))
+    os.kill(daemon_pid(agent), signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    started = Path(state) / "jobs" / job["id"] / "started.json"
+    damaged = dict(json.loads(started.read_text()), pipe=["a", "b"])
+    started.with_name("damaged.tmp").write_text(json.dumps(damaged))
+    os.rename(started.with_name("damaged.tmp"), started)
+    later = start_agent(None, state)
+    assert later.call("hello")["problems"] == []
+    go.touch()
+    done = wait_job(later, job["id"])
+    assert (done["state"], done["exit_code"]) == ("exited", 0)
+    log = (Path(state) / "daemon.log").read_text()
+    assert "output pipe" not in log, log
+    assert "%s (the job %s's file) is damaged (TypeError: pipe is ['a', 'b']); set aside as " \
+        "%s.damaged" % (started, job["id"], started) in log, log

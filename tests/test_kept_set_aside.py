@@ -104,3 +104,51 @@ def test_a_file_of_this_version_written_while_an_older_one_is_set_aside_is_left(
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and said[0].endswith("read as none; replaced meanwhile, and left as "
                                                "it is"), said
+
+
+@pytest.fixture
+def few_inodes(tmp_path):
+    """A real tmpfs of 64 inodes, unmounted afterwards: on tmpfs a hard link takes one, a
+    rename none."""
+    mount = tmp_path / "few"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64,mode=0700",
+                           "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail("this test mounts a tmpfs, which needs root: %s" % made.stderr)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_file_written_meanwhile_is_put_back_where_no_link_can_be_made(few_inodes, caplog):
+    """A damaged file read; before it is set aside, another process writes a whole one in its
+    place, and then the filesystem has no inode left, which a hard link takes (tmpfs): the
+    new file, taken by the rename that sets the damaged one aside, is put back all the same,
+    read, and nothing is said. Before, it was left under the reader's private name, none at
+    the file's own, and the log said the file was damaged and could not be set aside."""
+    path = state_file(few_inodes, b"[]")
+    fill = few_inodes / "fill"
+    fill.mkdir()
+    ran: List[int] = []
+
+    def hook(frame, event, arg) -> None:
+        if event == "c_call" and arg is os.rename and not ran:
+            ran.append(subprocess.run([sys.executable, "-c", OTHER, str(path), "write"],
+                                      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO)
+                                      ).returncode)
+            try:
+                for n in range(64):
+                    (fill / str(n)).touch()
+            except OSError:
+                pass  # (no inode left: as meant)
+    caplog.set_level(logging.ERROR, logger="remote_agent.daemon.kept")
+    sys.setprofile(hook)
+    try:
+        read = read_json(str(path), "test file", SHAPE, "read as none")
+    finally:
+        sys.setprofile(None)
+    assert ran == [0] and len(os.listdir(fill)) < 64
+    assert read == {"n": 1}
+    assert json.loads(path.read_bytes()) == {"n": 1}
+    assert sorted(os.listdir(path.parent)) == [path.name]
+    assert [r.getMessage() for r in caplog.records] == []

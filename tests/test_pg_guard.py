@@ -1099,6 +1099,40 @@ def test_a_member_locks_no_job_but_her_teams(any_grants):
         conn.close()
         admin.close()
 
+def test_an_admins_update_of_many_jobs_asks_no_row_of_the_policy(guarded):
+    """Migration 0030: 0029's UPDATE policy called its function on every row an admin's or
+    the scheduler's statement reached, each asking again whether the role is an admin; it is
+    asked once, and no row's function runs. Ann's own row still goes to it, and hers alone
+    where her statement names it by id as fractui's do (PostgreSQL weighs a leakproof
+    condition first), with the planner held to reading every row of the table."""
+    admin = guarded.store()
+    try:
+        for team in (guarded.nlp, guarded.vision, None):
+            admin.submit("v", team, "x", ["true"], {}, "x")
+        mine = admin.submit("v", guarded.vision, "mine", ["true"], {}, "x")
+        admin.submit("v", guarded.nlp, "x", ["true"], {}, "x")
+    finally:
+        admin.close()
+    for role in (guarded.ops, guarded.ann):
+        guarded.server.sql("ALTER ROLE %s SET track_functions = 'all'" % role)
+    for scan in ("indexscan", "indexonlyscan", "bitmapscan"):
+        guarded.server.sql("ALTER ROLE %s SET enable_%s = off" % (guarded.ann, scan))
+    asked = ("SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions "
+             "WHERE funcname IN ('fractui_guard_changes_job', 'fractui_guard_asks_output')")
+    with psycopg.connect(guarded.url(guarded.ops)) as conn:
+        conn.execute("UPDATE jobs SET reason = 'x'; UPDATE log_requests SET actor = 'x'")
+        conn.execute("SELECT id FROM jobs FOR UPDATE")
+        assert conn.execute(asked).fetchone()[0] == 0
+    with psycopg.connect(guarded.url(guarded.ann)) as conn:
+        conn.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (mine.id,))
+        assert conn.execute(asked).fetchone()[0] == 1
+    ann = guarded.store(guarded.ann)
+    try:
+        assert ask_stop(ann, ann.get(mine.id), CANCEL, Asker("here")).state == CANCELLED
+    finally:
+        ann.close()
+
+
 def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guarded):
     """GRANT ALL gives TRIGGER too: ann adds a trigger to jobs on a function of her session's
     pg_temp, and it runs as whoever writes the table, so the admin's next write of any job

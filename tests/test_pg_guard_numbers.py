@@ -4,6 +4,7 @@ fixtures start: refused in the guard's words, and read as damage said with the n
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from fractui.store.base import StoreDamaged
@@ -73,3 +74,23 @@ def test_a_kept_request_with_a_number_no_float_holds_is_said_with_that_number(gu
     assert "job 1's request's cpus is %s, not what fractui writes there" % shown in str(
         damaged.value), damaged.value
     assert len(str(damaged.value)) < 2000
+
+
+def calls(conn: psycopg.Connection, function: str) -> int:
+    """How many times ``function`` ran in ``conn``'s open transaction (track_functions)."""
+    row = conn.execute("SELECT sum(calls) FROM pg_stat_xact_user_functions WHERE funcname = %s",
+                       (function,)).fetchone()
+    return int(row[0] or 0)
+
+
+def test_a_request_jsonb_reads_is_not_walked_number_by_number(guarded):
+    """Migration 0030: 0028 walked each value of each member's request, several microseconds
+    each, so one of a million small arrays took its statement seconds; the walk is made only
+    for a request jsonb cannot read for a number, and that one is still named."""
+    guarded.server.sql("ALTER ROLE %s SET track_functions = 'all'" % guarded.ann)
+    wide = '{"gpu": 0.5, "x": [%s]}' % ", ".join(["[1]"] * 200)
+    with psycopg.connect(guarded.url(guarded.ann)) as conn:
+        conn.execute(audited(insert(guarded, wide), guarded.ann, "submit"))
+        assert calls(conn, "fractui_guard_numeric_holds") == 0
+    refused(guarded, audited(insert(guarded, '{"gpu": 0.5, "x": [1, 1e200000]}'), guarded.ann,
+                             "submit"), "(x[1] is 1e200000)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from textual import events
 from textual.selection import Selection
 from textual.widgets import Input
 
@@ -437,3 +438,28 @@ async def test_a_followed_output_that_outgrows_its_view_at_once_shows_its_newest
         view.write("".join("line %d\n" % n for n in range(40)))
         await pilot.pause()
         assert "line 39" in screen_lines(app) and view.is_vertical_scroll_end
+
+
+@pilot_test
+async def test_a_wheel_turned_up_over_a_followed_output_stops_following_it():
+    """The wheel turned up to read older output, and the job wrote one line more: the view
+    was taken back down to the end, so output that keeps coming could not be read back with
+    the mouse. The wheel stops the following, as a key up does; f follows again."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        view = screen.logview
+        view.clear()
+        view.write("".join("line %d\n" % n for n in range(60)))
+        await until(pilot, lambda: "line 59" in screen_lines(app), "the newest line drawn")
+        for _ in range(3):
+            view.post_message(events.MouseScrollUp(view, 0, 0, 0, -1, 0, False, False, False))
+        await until(pilot, lambda: "line 59" not in screen_lines(app), "older lines drawn")
+        top = view.scroll_offset.y
+        view.write("one more\n")
+        await pilot.pause()
+        await pilot.pause()
+        assert not view.following and view.scroll_offset.y == top
+        assert "following" not in screen.query_one("#logstate").render().plain
+        await pilot.press("f")
+        await until(pilot, lambda: "one more" in screen_lines(app), "the newest line drawn")

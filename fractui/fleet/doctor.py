@@ -100,8 +100,9 @@ def diagnose(config: Config, host: HostConfig) -> Report:
         _check_state_dir(host, transport, report)
     except LoginShellError as err:  # the login's shell, not the link: the login to change
         report.add(step, "fail", str(err), "give %s a login shell that runs commands, with rc "
-                   "files quiet where there is no terminal, or reach the host as another user"
-                   % (host.user or "the login"))
+                   "files quiet where there is no terminal, and no forced command (sshd's "
+                   "ForceCommand, an authorized_keys command=), or reach the host as another "
+                   "user" % (host.user or "the login"))
         _skip_from(report, step, "the login shell ran no command")
     except TransportError as err:  # the link broke under a later check: say so there
         report.add(step, "fail", str(err), "check the host's network and sshd; run fractui "

@@ -564,9 +564,12 @@ class SshLink:
                                           "print on a login that is no terminal: make them "
                                           "quiet there)" % (
                                               target.address, LOGIN_OUTPUT_MAX, what))
-        except socket.timeout:
-            raise LinkError("%s: the login shell did not run %s within %s" % (
-                target.address, what, seconds(timeout_s))) from None
+        except socket.timeout:  # (the shell runs: sshd answered the request to start it)
+            raise LoginShellError(
+                "%s: the login shell of %s did not run %s within %s: its rc files (e.g. "
+                "~/.bashrc) wait where there is no terminal (for input, a prompt, a slow "
+                "command): make them go on at once there" % (
+                    target.address, target.user, what, seconds(timeout_s))) from None
         except NETWORK_ERRORS as err:
             raise LinkError("%s: %s: %s" % (target.address, what,
                                             str(err) or type(err).__name__)) from None
@@ -642,6 +645,14 @@ class SshLink:
             channel.close()
             raise LinkError("%s: SFTP did not start: %s" % (
                 self.route.target.address, str(err) or type(err).__name__)) from None
+        except paramiko.SFTPError as err:  # (text where its first answer's length would be)
+            channel.close()
+            target = self.route.target
+            raise LoginShellError(
+                "%s: SFTP did not start: its first answer was no SFTP (%s): sshd runs the SFTP "
+                "server through the login shell of %s, whose rc files (e.g. ~/.bashrc) print "
+                "on a login that is no terminal: make them quiet there" % (
+                    target.address, err, target.user)) from None
 
     def close(self) -> None:
         for transport in reversed(self.transports):

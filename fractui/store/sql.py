@@ -1044,6 +1044,11 @@ CORDON_COLUMNS = {"host": TEXT, "gpu": INT, "mode": TEXT, "actor": TEXT, "why": 
                   "since": NUM}
 
 
+# JSON nested deeper than Python's reader recurses (a thousand levels): fractui writes two,
+# and before migration 0030 a team member's psql could keep more, which every read then met.
+NESTED = " is JSON nested deeper than fractui reads"
+
+
 def _request(what: str, text: str) -> dict[str, Any]:
     """A job's request as kept: a JSON object of what a queue's portion holds, or Unreadable.
     Most of a queue's jobs keep the same text, which is read and checked once (``text`` is
@@ -1092,6 +1097,8 @@ def _request_text(text: str) -> tuple[dict[str, Any], Optional[str]]:
         request = json.loads(text, parse_float=_float, parse_int=_int)
     except ValueError:
         return {}, " holds %r, not JSON" % text
+    except RecursionError:
+        return {}, NESTED
     if not isinstance(request, dict):
         return {}, " is %r, not an object" % text
     problem = value_problem(request, REQUEST_KEYS)
@@ -1155,6 +1162,8 @@ def _decoded(what: str, text: Any) -> Any:
         return json.loads(text)
     except (TypeError, ValueError) as err:
         raise Unreadable("%s holds %r, not JSON" % (what, text)) from err
+    except RecursionError as err:
+        raise Unreadable(what + NESTED) from err
 
 
 def _env(what: str, text: Any) -> dict[str, str]:

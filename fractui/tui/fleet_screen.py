@@ -9,6 +9,7 @@ thread workers too, which answer with messages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Callable, Optional, Protocol, Sequence
@@ -74,6 +75,9 @@ PLACING_ORDER = ("app.help", "placement.confirm", "placement.cancel", "placement
                  "placement.down", "placement.up") + HINT_ORDER
 """In a placement its own keys come first, after help, quit and the palette after them: at 80
 columns the one column of hints says how to place, how to leave and where the rest are."""
+
+
+log = logging.getLogger("fractui.tui")
 
 
 class FleetApp(Protocol):
@@ -189,10 +193,12 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         """The map's order of GPUs (``o``): a reorder of what is drawn, never a read."""
         self.store_error: Optional[str] = None
         self._read_at: Optional[float] = None  # when the store was last read
-        self._reads = OneAtATime(self._read)
+        self._reads = OneAtATime(self._read, "reading the store", lambda said: self.post_message(
+            StoreRead(None, said)))
         self._service_asked: deque[tuple[str, Optional[int], Optional[str]]] = deque()
         """Cordons, drains and uncordons asked, carried out in that order (``set_service``)."""
-        self._services = OneAtATime(self._set_services)
+        self._services = OneAtATime(self._set_services, "putting hosts in or out of service",
+                                    lambda said: self.post_message(ServiceChanged(said, True)))
         self._usage_due = float("-inf")  # when the usage records are next read (worker), by
         # ticks: a wall clock set back would hold them back as long
         self._usage: Optional[UsageRead] = None  # the last usage read shown
@@ -858,7 +864,17 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     @work(thread=True, exit_on_error=False, group="service")
     def _set_services(self) -> None:
         while self._service_asked:
-            self._set_service(*self._service_asked.popleft())
+            host, gpu, mode = self._service_asked.popleft()
+            try:
+                self._set_service(host, gpu, mode)
+            except Exception as err:  # not foreseen (a bug): said and logged (the worker
+                # ended unsaid: the admin saw nothing of it), and those asked after it made
+                where = host if gpu is None else "%s gpu%d" % (host, gpu)
+                log.error("%s of %s failed", mode or "uncordon", where, exc_info=err)
+                self.post_message(ServiceChanged(
+                    "the %s of %s failed: %s: %s (fractui's log has the rest); look at the "
+                    "map before asking again" % (mode or "uncordon", where,
+                                                 type(err).__name__, err), True))
 
     def _set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
         """One cordon, drain or uncordon, by the one rule (an admin's; a refusal is said as

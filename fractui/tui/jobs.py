@@ -200,7 +200,8 @@ class JobScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self.log_error: Optional[str] = None
         """Why the output followed is not shown (refused, or not reached), said on the log's
         state line until it is asked anew."""
-        self._loads = OneAtATime(self._load)
+        self._loads = OneAtATime(self._load, "reading the job", lambda said: self.post_message(
+            Loaded(self.job, self.history, self.uid, said)))
 
     def compose(self) -> ComposeResult:
         yield Static(id="details", markup=False)

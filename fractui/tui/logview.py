@@ -12,6 +12,7 @@ from typing import Optional
 
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -105,6 +106,13 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
         """The newest line in sight, unless a key stopped the following meanwhile."""
         if self.following:
             self.scroll_end(animate=False, immediate=True)
+
+    def on_mouse_scroll_up(self, _event: events.MouseScrollUp) -> None:
+        """The wheel turned up to read older output stops the following, as a key up does:
+        else the next line the job wrote took the reader back down to the end."""
+        if self.following and self.max_scroll_y > 0:
+            self.following = False
+            self.post_message(self.Moved())
 
     def on_resize(self) -> None:
         """Its height changes as the screen's parts above it fill in (the job's details, its

@@ -14,22 +14,42 @@ two threads, the later (``U``, the undo) sometimes first, so the host ended cord
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Optional
 
 from textual.worker import Worker, WorkerState
 
 ENDED = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
 
+log = logging.getLogger("fractui.tui")
+
+
+def unforeseen(what: str, err: BaseException) -> str:
+    """Words for ``what`` that failed in a way no one foresaw (a fault of fractui's)."""
+    return "%s failed: %s: %s (a fault of fractui's; its log has the rest)" % (
+        what, type(err).__name__, err)
+
 
 class OneAtATime:
     """``start`` (a ``@work(thread=True)`` method) run one at a time: ``ask`` starts it, or,
     while one runs, has it run once more when that one ends. The screen that owns it hands
-    it its workers' state changes (``changed``); all of it is called on the UI thread."""
+    it its workers' state changes (``changed``); all of it is called on the UI thread.
 
-    def __init__(self, start: Callable[[], Worker[None]]) -> None:
+    A run that ends in an exception its worker does not catch (a fault of fractui's: the
+    foreseen ones, a store that cannot be read, are answered as messages) is logged with its
+    traceback, once while the same one recurs, and handed to ``failed`` in words
+    (``unforeseen``), which says it where the owner says its foreseen failures: a worker
+    started with ``exit_on_error=False`` ends silently otherwise, and the view went on showing
+    what it had with nothing said ("reading…" for good, on the report)."""
+
+    def __init__(self, start: Callable[[], Worker[None]], what: str,
+                 failed: Callable[[str], None]) -> None:
         self._start = start
+        self._what = what
+        self._failed = failed
         self._running: Optional[Worker[None]] = None
         self._again = False
+        self._logged: Optional[str] = None  # the failure logged last, while it recurs
 
     def ask(self) -> None:
         if self._running is not None:
@@ -43,6 +63,15 @@ class OneAtATime:
         if event.worker is not self._running or event.state not in ENDED:
             return
         self._running = None
+        err = event.worker.error
+        if event.state == WorkerState.ERROR and err is not None:
+            said = unforeseen(self._what, err)
+            if said != self._logged:
+                log.error("%s", said, exc_info=err)
+                self._logged = said
+            self._failed(said)
+        elif event.state == WorkerState.SUCCESS:
+            self._logged = None
         if self._again:
             self._again = False
             self.ask()

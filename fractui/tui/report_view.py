@@ -78,7 +78,7 @@ class Computed:
 
 class ReportRead(Message):
     """A worker read the store and computed the report of ``span`` by ``by`` (or failed:
-    ``error``; no store: ``computed`` None and no error)."""
+    ``error``, in words to say; no store: ``computed`` None and no error)."""
 
     def __init__(self, span: Span, by: str, computed: Optional[Computed],
                  error: Optional[str] = None) -> None:
@@ -264,7 +264,9 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
         self.clock = clock
         self.span = SPANS[1]
         self.by = "team"
-        self._reads = OneAtATime(lambda: self.read(self.span, self.by, self.clock()))
+        self._reads = OneAtATime(lambda: self.read(self.span, self.by, self.clock()),
+                                 "reading the report", lambda said: self.post_message(
+                                     ReportRead(self.span, self.by, None, said)))
         """One read at a time: one asked meanwhile is of the range and grouping then."""
         self.computed: Optional[Computed] = None
         """What is shown: the last read of the span and grouping shown."""
@@ -323,14 +325,14 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
             answer = ReportRead(span, by, compute(self.source, span, by, now,
                                                   self.config.usage.bucket_s))
         except StoreError as err:  # a locked or unreachable store: said, the last kept
-            answer = ReportRead(span, by, None, str(err))
+            answer = ReportRead(span, by, None, "the store could not be read: %s" % err)
         self.post_message(answer)
 
     def on_report_read(self, message: ReportRead) -> None:
         if (message.span, message.by) != (self.span, self.by):
             return  # asked before the admin switched: a newer read is on its way
         if message.error is not None:  # the last report stays, if it is of this range
-            said = "the store could not be read: %s" % message.error
+            said = message.error
             self.notify(said, title="report", severity="warning")
             if self.computed_for != (self.span, self.by):
                 self.note = said

@@ -2,8 +2,9 @@
 
 Textual scrolls a view only once a layout has shown it its scrollbar: rows that have just
 begun to overflow it (the jobs view's rows as its filter is cleared, a log's first lines) were
-not scrolled to, and the cursor's row, or a followed log's newest line, stayed out of sight.
-``force`` scrolls it all the same, within the rows it has now.
+not scrolled to, and the cursor's row stayed out of sight. ``force`` scrolls it all the same,
+within the rows it has now. (A followed log's newest line is scrolled to once laid out
+instead: ``LogView._keep_end``.)
 """
 
 from __future__ import annotations

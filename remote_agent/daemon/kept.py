@@ -118,17 +118,31 @@ def _moved(path: str, aside: str, seen: Seen) -> Optional[OSError]:
     try:
         st = os.lstat(taken)
         if (st.st_dev, st.st_ino) != seen:
-            try:
-                os.link(taken, path)  # (never over a newer one, as a rename would be)
-            except FileExistsError:
-                pass
-            os.unlink(taken)
+            _put_back(taken, path)
             return Replaced("replaced meanwhile")
         os.chmod(taken, 0o600)
         os.replace(taken, aside)
     except OSError as err:
         return err
     return None
+
+
+def _put_back(taken: str, path: str) -> None:
+    """The file at ``taken`` (a writer's, taken by a rename meant for a damaged one) back at
+    ``path``, unless a still newer one is there by then: by a hard link, which never replaces
+    one. Where no link can be made (no inode left on a tmpfs, which a link takes; a filesystem
+    without links) it is renamed back where ``path`` is still free: only a writer in the
+    instant between the look and the rename would lose its file, where else the file taken
+    would be lost for good, under a name nobody reads."""
+    try:
+        os.link(taken, path)
+    except FileExistsError:
+        pass
+    except OSError:
+        if not os.path.lexists(path):
+            os.rename(taken, path)
+            return
+    os.unlink(taken)
 
 
 def record(types: Dict[str, Tuple[type, ...]],

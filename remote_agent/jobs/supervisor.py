@@ -62,10 +62,23 @@ START_TIMEOUT_S = 15.0  # a launch answers by then; a start still under way goes
 OUTLIVED = "outlived-shim.json"
 NUMBER = (int, float)
 # the job files the daemon reads, as their writers write them (the shim: remote_agent.jobs.shim)
+_STARTED = record({"pid": (int,), "started_at": NUMBER, "start_ticks": (int, type(None)),
+                   "pipe": (list,)}, ("pid", "started_at"))
+
+
+def _started(data: Any) -> Dict[str, Any]:
+    """started.json, its ``pipe`` (where there: an older shim wrote none) a device and an
+    inode, as ``output.pipe_id`` gives them: any other is damage, never taken for a FIFO put in
+    the place of the one it names."""
+    started = _STARTED(data)
+    pipe = started.get("pipe")
+    if pipe is not None and (len(pipe) != 2 or any(type(n) is not int for n in pipe)):
+        raise TypeError("pipe is %.80r" % (pipe,))  # (cut: it may be long)
+    return started
+
+
 JOB_FILES = {
-    "started.json": record({"pid": (int,), "started_at": NUMBER,
-                            "start_ticks": (int, type(None)), "pipe": (list,)},
-                           ("pid", "started_at")),
+    "started.json": _started,
     "exit.json": record({"ended_at": NUMBER, "code": (int, type(None)), "signal": (int,),
                          "error": (str,)}),
     OUTLIVED: record({"seen_at": NUMBER}, ("seen_at",)),

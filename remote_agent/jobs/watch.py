@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from remote_agent.daemon.trust import write_private
+from remote_agent.daemon.trust import UnsafePath, write_private
 from remote_agent.gpu.backend import MIG_UTIL_NOTE, NvmlCallError
 from remote_agent.jobs import procs, usage
 from remote_agent.jobs.store import Job
@@ -28,6 +28,7 @@ from remote_agent.rpc.jsonrpc import RpcError
 log = logging.getLogger("remote_agent.jobs")
 
 RUNTIME_KILL = "runtime kill"  # a job's runtime's SIGKILL, as a step that fails: (it, job id)
+OUTPUT = "output taken over"  # a dead shim's job's output pipe, refused: (it, job id)
 TICK_S = 0.5  # every job looked at, and NVML polled for the caps, at least this often
 
 
@@ -54,6 +55,10 @@ class Watchdog:
         shims = sup.reap_shims()
         jobs = sup.watched()
         self._outlived &= {j.id for j in jobs}
+        for name in self.failures.failing(OUTPUT):  # (OUTPUT, job id)
+            if name[1] not in self._outlived:
+                self.failures.worked(name, "job j%d ended, its output pipe never taken over "
+                                     "from its dead shim" % name[1])
         for job in jobs:  # a container the launch did not see running yet
             if job.state == "running" and job.container and job.container_cgroup is None:
                 self._step("finding job j%d's container" % job.id,
@@ -123,8 +128,7 @@ class Watchdog:
         if ended is None:
             if shim_alive(sup.job_dir(job)):
                 return
-            started = sup.read_job_file(job, "started.json")  # (which pipe the shim made)
-            if sup.outputs.take_over(job.id, started.get("pipe") if started else None):
+            if self._take_over(job):
                 log.warning("job j%d: its shim died; the agent now watches its processes itself "
                             "(%s)", job.id, job.cgroup or "session %s" % job.pid)
             if job.procs().leader_alive():
@@ -151,6 +155,20 @@ class Watchdog:
         else:
             changes.update(state="exited", exit_code=ended.get("code"))
         sup.finish(job, **changes)
+
+    def _take_over(self, job: Job) -> bool:
+        """``Outputs.take_over`` of a job whose shim died, with the FIFO its shim made. A pipe
+        refused (another FIFO, a symlink in its place) is said once while the job runs, and
+        the job is watched on all the same: its end is still seen, and recorded."""
+        started = self.sup.read_job_file(job, "started.json")  # (which pipe the shim made)
+        try:
+            return self.sup.outputs.take_over(job.id, started.get("pipe") if started else None)
+        except UnsafePath as err:
+            self.failures.failed((OUTPUT, job.id), "job j%d: its shim died and its output pipe "
+                                 "is not taken over: %s; its output is not kept, and a job "
+                                 "that writes more than the pipe holds waits for good" % (
+                                     job.id, err), level=logging.ERROR, same=str(err))
+            return False
 
     def _lost_why(self, job: Job) -> str:
         """Why a job whose shim died without recording its end is lost, saying only what is

@@ -88,6 +88,9 @@ class SshTransport(RemoteTransport):
             raise AgentProcessError("cannot put the agent in %s on %s: no answer from SFTP "
                                     "within %s" % (cache, cfg.name, seconds(
                                         self.ssh.connect_timeout))) from None
+        except paramiko.SFTPError as err:  # (an answer that is no SFTP: not the folder's)
+            raise AgentProcessError("cannot put the agent in %s on %s: the SFTP server's "
+                                    "answer was no SFTP (%s)" % (cache, cfg.name, err)) from err
         except (OSError, paramiko.SSHException, EOFError) as err:
             raise AgentProcessError("cannot put the agent in %s on %s: %s (set agent_cache to "
                                     "a writable directory)" % (cache, cfg.name, str(err) or

@@ -1,0 +1,92 @@
+"""JSON a team member's psql writes that fractui's readers could not read, against the real
+PostgreSQL the fixtures start (migration 0030): text jsonb refuses, and JSON nested deeper than
+fractui reads, refused in the guard's words; such a row kept from before is read as damage."""
+
+from __future__ import annotations
+
+import pytest
+
+from fractui.store.base import StoreDamaged
+from tests import test_pg_guard
+from tests.test_pg_guard import Guarded, audited, refused
+from tests.test_pg_guard_numbers import insert
+
+guarded = test_pg_guard.guarded
+DEEP = "refused by the store's guard: role %s (not in fractui_admin) may not write JSON nested "
+
+
+def nested(depth: int) -> str:
+    """A request whose innermost value is at ``depth`` levels below it (fractui's: 2)."""
+    return '{"gpu": 0.5, "x": %s1%s}' % ("[" * (depth - 1), "]" * (depth - 1))
+
+
+def detail(guarded: Guarded, text: str) -> str:
+    """ann's audit entry about the newest job, its detail ``text``."""
+    return ("INSERT INTO audit (time, actor, action, job, why, detail) VALUES (extract(epoch "
+            "FROM clock_timestamp()), '%s', 'submit', (SELECT max(id) FROM jobs), 'x', '%s')"
+            % (guarded.ann, text))
+
+
+@pytest.mark.parametrize("column, value, said", [
+    ("argv", '["\\ud800"]', "whose argv is not a JSON list of strings"),
+    ("env", '{"A": "\\ud800"}', "whose env is not a JSON object of strings"),
+])
+def test_json_that_jsonb_refuses_is_refused_in_the_guards_words(guarded, column, value, said):
+    """Migration 0030: 0028 asked json, not jsonb, whether argv and env were JSON, and a lone
+    surrogate, which json takes and jsonb refuses, failed the submit in PostgreSQL's words
+    ("invalid input syntax for type json"), not the guard's."""
+    statement = insert(guarded, '{"gpu": 0.5}').replace(
+        "(queue, ", "(%s, queue, " % column, 1).replace("VALUES (", "VALUES ('%s', " % value, 1)
+    if column == "argv":  # (given first: insert's own argv is taken out)
+        statement = statement.replace("name, argv, ", "name, ", 1).replace("'x', '[\"x\"]', ",
+                                                                          "'x', ", 1)
+    refused(guarded, audited(statement, guarded.ann, "submit"), said)
+
+
+def test_an_audit_detail_jsonb_refuses_is_refused(guarded):
+    """Migration 0030: after 0028 a member's audit entry whose detail holds a lone surrogate
+    (JSON to json, not to jsonb, nor a text any reader holds) was kept."""
+    guarded.sql(guarded.ann, audited(insert(guarded, '{"gpu": 0.5}'), guarded.ann, "submit"))
+    refused(guarded, detail(guarded, '{"a": "\\ud800"}'), "a detail that is not a JSON object")
+
+
+def test_json_nested_deeper_than_fractui_reads_is_refused(guarded):
+    """Migration 0030: a member's request (under a key fractui does not read) or audit detail
+    nested a thousand deep was kept, and every read of the jobs or the audit then failed on
+    Python's recursion, the scheduler's pass first. 64 levels are taken, 65 refused."""
+    guarded.sql(guarded.ann, audited(insert(guarded, nested(64)), guarded.ann, "submit"))
+    for depth in (65, 2000):
+        refused(guarded, audited(insert(guarded, nested(depth)), guarded.ann, "submit"),
+                DEEP % guarded.ann)
+        refused(guarded, detail(guarded, nested(depth)), DEEP % guarded.ann)
+    store = guarded.store()
+    try:
+        assert [job.name for job in store.jobs()] == ["x"]  # (the 64 levels' job, read)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("where", ["request", "detail"])
+def test_a_kept_row_nested_deeper_than_fractui_reads_is_damage(guarded, where):
+    """Such a row kept from before 0030 (written here by an admin, whom the guard does not
+    hold): each read says the store damaged, naming the row, where it was a traceback."""
+    guarded.sql(guarded.ops, audited(insert(guarded, nested(2000) if where == "request" else
+                                            '{"gpu": 0.5}'), guarded.ops, "submit"))
+    if where == "detail":
+        guarded.sql(guarded.ops, detail(guarded, nested(2000)).replace(guarded.ann, guarded.ops))
+    store = guarded.store()
+    try:
+        with pytest.raises(StoreDamaged, match="is JSON nested deeper than fractui reads"):
+            store.jobs() if where == "request" else store.audit_log()
+    finally:
+        store.close()
+
+
+def test_an_audit_detail_holding_a_number_numeric_cannot_hold_is_refused(guarded):
+    """Migration 0030: 0028 asked json whether an audit detail was a JSON object, and one
+    holding a number numeric cannot hold was kept (before 0028 PostgreSQL refused it); fractui's
+    reads of the audit then said the store damaged, quoting the whole detail."""
+    guarded.sql(guarded.ann, audited(insert(guarded, '{"gpu": 0.5}'), guarded.ann, "submit"))
+    refused(guarded, detail(guarded, '{"a": [1, 1%s]}' % ("0" * 140000)),
+            "refused by the store's guard: role %s" % guarded.ann,
+            "(a[1] is 1%s)" % ("0" * 39))
