@@ -8,7 +8,8 @@ import os
 import socket
 import subprocess
 import sys
-from typing import List, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, List, Sequence, Tuple
 
 from fractui.cli import main
 from tests.conftest import REPO
@@ -30,6 +31,21 @@ def subprocess_run(argv: Sequence[str], env_extra: dict | None = None,
     return subprocess.run([sys.executable, "-m", "fractui", *argv], capture_output=True,
                           text=True, cwd=REPO, timeout=timeout, stdin=subprocess.DEVNULL,
                           env=dict(os.environ, **(env_extra or {})))
+
+
+def store_report(capfd: Any, tmp_path: Path, where: str, more: str = "",
+                 first: Sequence[str] = ()) -> Callable[..., str]:
+    """``fractui report`` run in this process on a config naming the SQLite store at
+    ``where`` (and ``more`` of the config): its output for ``first`` and the words given,
+    once it exited 0 with nothing of NEVER said."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n%s' % (where, more))
+
+    def report(*argv: str) -> str:
+        code, out, err = in_process(capfd, ["--config", str(config), "report", *first, *argv])
+        assert code == 0 and not leaks(err), err
+        return out
+    return report
 
 
 def leaks(err: str) -> List[str]:

@@ -185,12 +185,10 @@ def test_a_fifo_in_place_of_a_log_is_refused_by_each_reader_said_once_and_never_
         "%s is read again after 4 failed reads" % log]
 
 
-def test_a_daemon_started_where_a_jobs_pipe_was_swapped_serves_and_says_so(start_agent,
-                                                                              tmp_path):
-    """A running job's ``output.pipe`` replaced by another FIFO of the agent's user while no
-    daemon ran: the next daemon starts, serves, says once that the job's output pipe is not
-    held and why, and the job runs to its recorded end. The pipe is refused (not the FIFO
-    the shim recorded), never held in its place, and one job's refusal stops no daemon."""
+def _swapped_while_down(start_agent, tmp_path):
+    """A job that runs till ``go`` is made, its daemon killed and its ``output.pipe`` replaced
+    by another FIFO of the agent's user meanwhile, and the next daemon started: (state dir,
+    go, the job, its pipe's path, that daemon)."""
     state, go = str(tmp_path / "host"), tmp_path / "go"
     agent = start_agent("1xL4", state)
     job = agent.call("job.launch", key="k-swapped", gpu=0, memory_mib=10,
@@ -200,7 +198,16 @@ def test_a_daemon_started_where_a_jobs_pipe_was_swapped_serves_and_says_so(start
     agent.proc.wait(timeout=10)
     pipe = Path(state) / "jobs" / job["id"] / "output.pipe"
     fifo_in_place_of(pipe)
-    later = start_agent(None, state)
+    return state, go, job, pipe, start_agent(None, state)
+
+
+def test_a_daemon_started_where_a_jobs_pipe_was_swapped_serves_and_says_so(start_agent,
+                                                                              tmp_path):
+    """A running job's ``output.pipe`` replaced by another FIFO of the agent's user while no
+    daemon ran: the next daemon starts, serves, says once that the job's output pipe is not
+    held and why, and the job runs to its recorded end. The pipe is refused (not the FIFO
+    the shim recorded), never held in its place, and one job's refusal stops no daemon."""
+    state, go, job, pipe, later = _swapped_while_down(start_agent, tmp_path)
     assert later.call("hello")["problems"] == []
     go.touch()
     done = wait_job(later, job["id"])
@@ -220,16 +227,7 @@ def test_a_job_whose_swapped_pipe_was_refused_ends_when_its_shim_died(start_agen
     and goes on watching the job, which ends (lost: its end was not recorded). Before, the
     refusal failed the watchdog's whole look at the job each pass: the job read as running
     for good after it ended."""
-    state, go = str(tmp_path / "host"), tmp_path / "go"
-    agent = start_agent("1xL4", state)
-    job = agent.call("job.launch", key="k-swapped-dead", gpu=0, memory_mib=10,
-                     argv=script("import os, time\nwhile not os.path.exists(%r):\n"
-                                 "    time.sleep(0.02)\n" % str(go)))
-    os.kill(daemon_pid(agent), signal.SIGKILL)
-    agent.proc.wait(timeout=10)
-    pipe = Path(state) / "jobs" / job["id"] / "output.pipe"
-    fifo_in_place_of(pipe)
-    later = start_agent(None, state)
+    state, go, job, pipe, later = _swapped_while_down(start_agent, tmp_path)
     kill_shim(state, job["id"])
     go.touch()
     done = wait_job(later, job["id"])

@@ -42,7 +42,7 @@ from fractui.store.model import (CANCELLED, DONE, FAILED, PLACED, RUNNING, STOPP
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.sentences import Waiting
-from tests.cli_run import in_process
+from tests.cli_run import in_process, store_report
 from tests.test_report_truth import TEAMS, Clock, metric, sampled, samples
 
 T = 1_700_006_400.0  # a multiple of 3600: the first bucket starts at T
@@ -305,13 +305,7 @@ def test_a_local_time_the_clocks_skip_is_read_with_the_offset_before_the_change(
         store.started(job.id, "a1", start, "sched", "started", model="NVIDIA L4")
         clock.t = end = datetime.datetime(2026, 3, 30, 12).timestamp()
         store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=end)
-        config = tmp_path / "config.toml"
-        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
-
-        def report(*argv: str) -> str:
-            code, out, err = in_process(capfd, ["--config", str(config), "report", *argv])
-            assert code == 0, err
-            return out
+        report = store_report(capfd, tmp_path, store.where)
 
         day = json.loads(report("--since", "2026-03-29", "--until", "2026-03-30", "--json"))
         assert day["total"]["held_gpu_hours"] == pytest.approx(23.0)
@@ -338,14 +332,8 @@ def test_a_range_not_begun_says_no_job_waiting_in_it(tmp_path, capfd):
         runs = store.submit("q", "vision", "runs", ["x"], {}, "ann")
         store.place(runs.id, share("h1", 0), "sched", "fits")
         store.started(runs.id, "a1", store.now(), "sched", "started", model="NVIDIA L4")
-        config = tmp_path / "config.toml"
-        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        report = store_report(capfd, tmp_path, store.where)
         later = datetime.datetime.fromtimestamp(store.now() + 7 * 86400).date()
-
-        def report(*argv: str) -> str:
-            code, out, err = in_process(capfd, ["--config", str(config), "report", *argv])
-            assert code == 0, err
-            return out
         future = ["--since", later.isoformat(), "--until",
                   (later + datetime.timedelta(days=1)).isoformat()]
         table = report(*future)

@@ -43,7 +43,7 @@ from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.report import build, saving
 from fractui.usage.sentences import Coverage
-from tests.cli_run import in_process, leaks
+from tests.cli_run import in_process, leaks, store_report
 from tests.test_report_truth import (HALF, MIG, QUARTER, TEAMS, Clock, metric, sampled,
                                      samples)
 
@@ -389,13 +389,7 @@ def test_a_local_day_as_the_clocks_go_back_is_25_hours(tmp_path, capfd, berlin):
         end = datetime.datetime(2026, 10, 27, 12).timestamp()
         clock.t = end
         store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=end)
-        config = tmp_path / "config.toml"
-        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
-
-        def report(*argv: str) -> str:
-            code, out, err = in_process(capfd, ["--config", str(config), "report", *argv])
-            assert code == 0, err
-            return out
+        report = store_report(capfd, tmp_path, store.where)
 
         day = ["--since", "2026-10-25", "--until", "2026-10-26"]
         assert json.loads(report(*day, "--json"))["total"]["held_gpu_hours"] == \
@@ -597,8 +591,7 @@ def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, ca
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     now = int(time.time()) // 60 * 60.0  # the minute the report is made in
     try:
-        config = tmp_path / "config.toml"
-        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        report = store_report(capfd, tmp_path, store.where, first=["--since", _at(now - 3 * H)])
         clock.t = now - 2 * H
         stuck = store.submit("q", "vision", "stuck", ["x"], {}, "ann@laptop").id
         ran = store.submit("q", "vision", "ran", ["x"], {}, "ann@laptop").id
@@ -608,12 +601,6 @@ def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, ca
         placed = store.submit("q", "nlp", "placed", ["x"], {}, "bo@laptop").id
         store.place(placed, QUARTER, "sched", "fits")  # placed, not started: still waiting
         store.ended(ran, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=clock.t)
-
-        def report(*argv: str) -> str:
-            code, out, err = in_process(capfd, ["--config", str(config), "report", "--since",
-                                                _at(now - 3 * H), *argv])
-            assert code == 0 and not leaks(err), err
-            return out
         assert report().splitlines()[-1] == (
             "2 jobs waiting to start now (nlp 1, vision 1), the longest for 2h00m (job %d): "
             "WAIT counts a wait once it ends in a start" % stuck)

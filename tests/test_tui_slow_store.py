@@ -69,6 +69,13 @@ async def until(pilot: Any, done: Callable[[], bool], tries: int = 200) -> bool:
     return done()
 
 
+def noted(app: Any) -> list[str]:
+    """What the app notifies from now on, each notice's words in turn (none expires)."""
+    said: list[str] = []
+    app.notify = lambda message, **_kw: said.append(message)
+    return said
+
+
 @pilot_test
 async def test_a_store_that_hangs_holds_one_read_and_reads_once_more_when_it_answers(
         tmp_path, monkeypatch):
@@ -119,8 +126,7 @@ async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_orde
     async with app.run_test(size=(120, 36)) as pilot:
         try:
             await settled(pilot)
-            said: list[str] = []
-            app.notify = lambda message, **_kw: said.append(message)  # (none expires)
+            said = noted(app)
             await pilot.press("C", "U")
             opened = []
             for _ in range(2):
@@ -154,8 +160,7 @@ async def test_a_cordon_that_fails_unforeseen_is_said_and_the_undo_asked_after_i
     async with app.run_test(size=(120, 36)) as pilot:
         try:
             await settled(pilot)
-            said: list[str] = []
-            app.notify = lambda message, **_kw: said.append(message)  # (none expires)
+            said = noted(app)
             await pilot.press("C", "U")
             assert await until(pilot, lambda: bool(store.waiting))
             assert store.open_latest() == "cordon"
@@ -208,8 +213,7 @@ async def test_a_report_read_that_fails_unforeseen_is_said_not_read_for_good(tmp
     app = frozen_app(usage=sqlite)
     async with app.run_test(size=(120, 36)) as pilot:
         await settled(pilot)
-        said: list[str] = []
-        app.notify = lambda message, **_kw: said.append(message)  # (none expires)
+        said = noted(app)
         await pilot.press("R")
         failed = ("reading the report failed: RuntimeError: a bug (a fault of fractui's; its "
                   "log has the rest)")
