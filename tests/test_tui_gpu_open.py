@@ -1,7 +1,9 @@
 """From the GPU detail view to the job on an instance or share, and back: ``j``/``k`` move a
 cursor over the GPU's instances (MIG) or shares, ``enter`` opens the job on the row (a row
 with none says so), and ``esc`` from the job comes back to the same row. And every screen's
-key line ends with ``?`` help and ``:`` the palette, as the fleet header lists them."""
+key line ends with ``?`` help and ``:`` the palette, as the fleet header lists them. A copy of
+a store job that no active job holds has no job screen: ``enter`` says what it is, here and in
+the jobs view, never that it was launched by hand."""
 
 from __future__ import annotations
 
@@ -89,6 +91,15 @@ async def test_enter_on_an_idle_instance_says_it_holds_no_job():
                              "in use outside fractui"], said(app)
 
 
+async def _without_13(app, pilot) -> None:
+    """#13 gone from the store's active jobs (ended, requeued), its copy left on a10-1."""
+    view = app.source._store
+    app.source._store = dataclasses.replace(view, jobs=tuple(
+        j for j in view.jobs if j.id != 13))
+    app.fleet.read_store()
+    await settled(pilot)
+
+
 async def _last_lines(app, pilot, open_) -> str:
     open_(app)
     await settled(pilot)
@@ -150,9 +161,7 @@ async def test_the_cursor_stays_on_its_row_as_a_row_above_it_goes():
 @pilot_test
 async def test_enter_on_a_copy_of_a_job_the_store_no_longer_holds_says_what_it_is():
     async with settled_app((100, 40)) as (app, pilot):
-        store = app.fleet.model.store  # #13 gone from the store's active jobs, its copy left
-        app.fleet.model.store = dataclasses.replace(
-            store, jobs=tuple(j for j in store.jobs if j.id != 13))
+        await _without_13(app, pilot)
         app.open_gpu("a10-1", 0)
         await settled(pilot)
         await _enter(app, pilot)
@@ -161,3 +170,17 @@ async def test_enter_on_a_copy_of_a_job_the_store_no_longer_holds_says_what_it_i
                              "active job of the store holds: a late one is killed by the "
                              "lease holder, any other left running (fractui jobs 13 says "
                              "which): it has no job screen of its own"], said(app)
+
+
+@pilot_test
+async def test_enter_on_the_jobs_view_s_copy_of_a_job_says_what_it_is():
+    async with settled_app((120, 40)) as (app, pilot):
+        await _without_13(app, pilot)
+        app.open_jobs()
+        await settled(pilot)
+        await pilot.press("slash", *"train-13", "enter")
+        await _enter(app, pilot)
+        assert said(app) == ["a10-1/j1 has no job screen: a copy of job 13's attempt 0 that "
+                             "no active job of the store holds: a late one is killed by the "
+                             "lease holder, any other left running (fractui jobs 13 says "
+                             "which) (fractui logs a10-1/j1)"], said(app)
