@@ -77,3 +77,20 @@ async def test_a_placement_s_j_goes_to_the_gpu_drawn_below_in_the_map_s_order():
         first = seen.index(min(seen))
         assert seen[first:] + seen[:first] == sorted(seen), (seen, gpus)
         assert "h100-1/3" in [gpus[n] for n in seen]
+
+
+@pilot_test
+async def test_the_cursor_stays_on_its_gpu_as_live_figures_reorder_the_map():
+    async with settled_app((120, 50)) as (app, pilot):
+        fleet = app.screen
+        await pilot.press("o")  # busiest first: a10-1's 3, 2, 1, 0
+        await pilot.press("j")  # on a10-1 gpu 2
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 2)
+        status = fleet.statuses["a10-1"]
+        for gpu in status.snapshot["gpus"]:  # the agent's next word: gpu 0 busiest, 2 idle
+            gpu["utilization_gpu"] = {0: 99, 2: 0}.get(gpu["index"], gpu["utilization_gpu"])
+        fleet.model.update(status)
+        fleet.relayout()
+        await pilot.pause()
+        assert drawn(app)[0] == "a10-1/0" and drawn(app)[3] == "a10-1/2", drawn(app)
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 2)
