@@ -1,9 +1,13 @@
 """From the GPU detail view to the job on an instance or share, and back: ``j``/``k`` move a
 cursor over the GPU's instances (MIG) or shares, ``enter`` opens the job on the row (a row
 with none says so), and ``esc`` from the job comes back to the same row. And every screen's
-key line ends with ``?`` help and ``:`` the palette, as the fleet header lists them."""
+key line ends with ``?`` help and ``:`` the palette, as the fleet header lists them. A copy of
+a store job that no active job holds has no job screen: ``enter`` says what it is, here and in
+the jobs view, never that it was launched by hand."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from fractui.tui.gpu_screen import GpuScreen
 from fractui.tui.jobs import JobScreen
@@ -87,6 +91,15 @@ async def test_enter_on_an_idle_instance_says_it_holds_no_job():
                              "in use outside fractui"], said(app)
 
 
+async def _without_13(app, pilot) -> None:
+    """#13 gone from the store's active jobs (ended, requeued), its copy left on a10-1."""
+    view = app.source._store
+    app.source._store = dataclasses.replace(view, jobs=tuple(
+        j for j in view.jobs if j.id != 13))
+    app.fleet.read_store()
+    await settled(pilot)
+
+
 async def _last_lines(app, pilot, open_) -> str:
     open_(app)
     await settled(pilot)
@@ -119,3 +132,55 @@ async def test_the_cursor_s_row_is_scrolled_into_sight_on_a_short_terminal():
         await settled(pilot)
         assert any(ln.startswith(" #22 train-22") for ln in screen_lines(app)), \
             screen_lines(app)
+
+
+@pilot_test
+async def test_the_cursor_stays_on_its_row_as_a_row_above_it_goes():
+    async with settled_app((100, 40)) as (app, pilot):
+        app.open_gpu("a10-1", 0)  # shares of #13, #14, #15
+        await settled(pilot)
+        await pilot.press("j")  # on #14
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a10-1")
+        status.jobs["j1"]["state"] = "exited"  # #13 ends, its row above the cursor's goes
+        app.screen.reload()
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 14, app.screen
+        app.pop_screen()
+        app.pop_screen()
+        app.open_gpu("a100-1", 2)  # 2g.20gb at 0 (#3), 1g.10gb at 2 (#4), 3g.40gb at 4 (#2)
+        await settled(pilot)
+        await pilot.press("j")  # on #4's instance
+        status = next(s for s in app.fleet.statuses.values() if s.name == "a100-1")
+        gpu = next(g for g in status.snapshot["gpus"] if g["index"] == 2)
+        gpu["instances"] = [i for i in gpu["instances"] if i["start"] != 0]  # #3's destroyed
+        app.screen.reload()
+        await _enter(app, pilot)
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 4, app.screen
+
+
+@pilot_test
+async def test_enter_on_a_copy_of_a_job_the_store_no_longer_holds_says_what_it_is():
+    async with settled_app((100, 40)) as (app, pilot):
+        await _without_13(app, pilot)
+        app.open_gpu("a10-1", 0)
+        await settled(pilot)
+        await _enter(app, pilot)
+        assert isinstance(app.screen, GpuScreen)
+        assert said(app) == ["a10-1/j1 train-13 is a copy of job 13's attempt 0 that no "
+                             "active job of the store holds: a late one is killed by the "
+                             "lease holder, any other left running (fractui jobs 13 says "
+                             "which): it has no job screen of its own"], said(app)
+
+
+@pilot_test
+async def test_enter_on_the_jobs_view_s_copy_of_a_job_says_what_it_is():
+    async with settled_app((120, 40)) as (app, pilot):
+        await _without_13(app, pilot)
+        app.open_jobs()
+        await settled(pilot)
+        await pilot.press("slash", *"train-13", "enter")
+        await _enter(app, pilot)
+        assert said(app) == ["a10-1/j1 has no job screen: a copy of job 13's attempt 0 that "
+                             "no active job of the store holds: a late one is killed by the "
+                             "lease holder, any other left running (fractui jobs 13 says "
+                             "which) (fractui logs a10-1/j1)"], said(app)

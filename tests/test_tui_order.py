@@ -56,3 +56,41 @@ async def test_o_cycles_the_map_s_order_says_it_and_keeps_the_cursor_on_its_gpu(
         await pilot.press("enter")  # the cursor's slice is still a100-1 gpu 2's
         await settled(pilot)
         assert app.screen.job_id in (2, 3, 4), app.screen
+
+
+@pilot_test
+async def test_a_placement_s_j_goes_to_the_gpu_drawn_below_in_the_map_s_order():
+    async with settled_app((120, 50)) as (app, pilot):
+        fleet = app.screen
+        await pilot.press("o", "o")  # most memory used first: h100-1 gpu 3 above its 0, 1, 2
+        fleet.place_job(23)
+        await settled(pilot)
+        gpus = drawn(app)
+        p = fleet.placement
+        seen = []
+        for _ in range(len({(c.host, c.gpus) for c in p.candidates})):
+            seen.append(gpus.index("%s/%d" % (p.current.host, p.current.gpus[0])))
+            await pilot.press("j")
+            await settled(pilot)
+        # each GPU with a slot, top to bottom as drawn, once (from the scheduler's choice,
+        # wrapping at the bottom): j took h100-1 gpu 2 to its gpu 3, drawn above it
+        first = seen.index(min(seen))
+        assert seen[first:] + seen[:first] == sorted(seen), (seen, gpus)
+        assert "h100-1/3" in [gpus[n] for n in seen]
+
+
+@pilot_test
+async def test_the_cursor_stays_on_its_gpu_as_live_figures_reorder_the_map():
+    async with settled_app((120, 50)) as (app, pilot):
+        fleet = app.screen
+        await pilot.press("o")  # busiest first: a10-1's 3, 2, 1, 0
+        await pilot.press("j")  # on a10-1 gpu 2
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 2)
+        status = fleet.statuses["a10-1"]
+        for gpu in status.snapshot["gpus"]:  # the agent's next word: gpu 0 busiest, 2 idle
+            gpu["utilization_gpu"] = {0: 99, 2: 0}.get(gpu["index"], gpu["utilization_gpu"])
+        fleet.model.update(status)
+        fleet.relayout()
+        await pilot.pause()
+        assert drawn(app)[0] == "a10-1/0" and drawn(app)[3] == "a10-1/2", drawn(app)
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 2)

@@ -351,6 +351,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         pattern, inverse = compile_filter(self.filter_text)
         per = per_line(self.map.line_width) if self.compact_now() else 0
         lines = self.model.lines(pattern, inverse, per, self.order)
+        if self.placement is not None:
+            self.placement.in_order(self.model.gpu_rank(self.order))
         where = self.placement.current if self.placement else None
         follow: Optional[Cursor] = None  # the cursor onto the ghost, which moved
         if where is not None and self.placement is not None:
@@ -593,7 +595,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return
         jobs = self.model.store.jobs if self.model.store else ()
         usage = {u.name: u for u in team_usage(jobs, self.config.teams)}
-        p = Placement.of(message.job, message.found, self.model.order, usage)
+        p = Placement.of(message.job, message.found, self.model.gpu_rank(self.order), usage)
         p.note = message.note
         if message.near is not None:
             near = message.near

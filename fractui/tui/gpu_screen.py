@@ -14,6 +14,7 @@ fractui.sched.mig_change, shown and confirmed, carried out and audited as ``frac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
@@ -34,6 +35,7 @@ from textual.widgets.option_list import Option
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
+from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import CORDONED, marks
 from fractui.sched.fleetview import gpu_geometry, lists, mps_layer
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
@@ -67,28 +69,36 @@ log = logging.getLogger("fractui.tui")
 
 @dataclass(frozen=True)
 class Holder:
-    """What the cursor's row of the instances or shares holds: ``enter`` opens ``job_id``'s
-    screen, or says ``why`` there is none."""
+    """What a row of the instances or shares holds: ``enter`` opens ``job_id``'s screen, or
+    says ``why`` there is none. ``row`` names the row (its instance, its agent job), so the
+    cursor stays on it while rows above it come and go."""
     job_id: Optional[int]
     why: str = ""
+    row: str = ""
 
 
 def _job_names(status: HostStatus, store: Optional[StoreView]
-               ) -> dict[str, tuple[str, Optional[int]]]:
-    """Agent job id -> ("#12 train-3", 12) (the store's job) or ("host/j3 name", None)
-    (launched by hand)."""
+               ) -> dict[str, tuple[str, Holder]]:
+    """Agent job id -> its name and what its row holds: "#12 train-3", the store's job 12;
+    else "host/j3 name", with no job screen: a copy of a store job that no active job of the
+    store holds (a late or stale one, in ``copies.judged``'s words, as the jobs view says
+    it), or a job launched by hand."""
     by_key = {j.key(store.uid): j for j in store.jobs} if store else {}
-    out: dict[str, tuple[str, Optional[int]]] = {}
+    shown = {j.id: j for j in store.jobs + (store.ended or ())} if store else {}
+    out: dict[str, tuple[str, Holder]] = {}
     for record in status.jobs.values():
+        agent_id = str(record.get("id"))
         job: Optional[Job] = by_key.get(record.get("key") or "")
-        out[str(record.get("id"))] = ("#%d %s" % (job.id, job.name), job.id) if job else (
-            "%s/%s %s" % (status.name, record.get("id"), record.get("name") or ""), None)
+        if job is not None:
+            out[agent_id] = ("#%d %s" % (job.id, job.name), Holder(job.id, row=agent_id))
+            continue
+        name = "%s/%s %s" % (status.name, agent_id, record.get("name") or "")
+        copy = judged(unheld(status.name, (record,), set(), store.uid), shown, store.stale,
+                      store.uid, after=False) if store else []
+        out[agent_id] = (name, Holder(None, "%s is %s: it has no job screen of its own" % (
+            name, copy[0][1]) if copy else "%s was launched on its host, not through the "
+            "store: it has no job screen" % name, agent_id))
     return out
-
-
-def _holder(name: str, job_id: Optional[int]) -> Holder:
-    return Holder(job_id, "" if job_id is not None else "%s was launched on its host, not "
-                  "through the store: it has no job screen" % name)
 
 
 def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView],
@@ -144,9 +154,10 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
             job = holder[0] if holder else (
                 "being made" if inst.get("uuid") is None else
                 "in use outside fractui" if inst.get("busy") else "idle")
-            held.append(_holder(*holder) if holder else Holder(
+            row = inst.get("uuid") or "slices " + slots  # (one being made has no uuid)
+            held.append(dataclasses.replace(holder[1], row=row) if holder else Holder(
                 None, "no job on %s's %s at slices %s: it is %s" % (
-                    place, inst.get("profile", "?"), slots, job)))
+                    place, inst.get("profile", "?"), slots, job), row))
             t.add_row(inst.get("profile", "?"), slots,
                       "%s/%s" % (mib_text(inst.get("memory_used_mib")),
                                  mib_text(inst.get("memory_mib"))),
@@ -162,8 +173,8 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
         for col in ("job", "share", "pid"):
             t.add_column(col, no_wrap=True)
         for r in live:
-            name, job_id = names[str(r.get("id"))]
-            held.append(_holder(name, job_id))
+            name, holder = names[str(r.get("id"))]
+            held.append(holder)
             t.add_row(name, mib_text(r.get("memory_mib")) if r.get(
                 "memory_mib") else "whole GPU", str(r.get("pid") or "—"),
                 style=_at(cursor, len(held) - 1))
@@ -357,12 +368,17 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         v = RichVariables(self.app)
         status = self.statuses().get(self.host)
         store = self.store()
-        head, tables, self.held = describe(status, self.index, store, v["warning"],
-                                           self.cursor)
-        if 0 < len(self.held) <= self.cursor:  # rows gone (a job ended): the last one
-            self.cursor = len(self.held) - 1
-            head, tables, self.held = describe(status, self.index, store, v["warning"],
-                                               self.cursor)
+        was = self.held[self.cursor].row if self.cursor < len(self.held) else None
+        head, tables, held = describe(status, self.index, store, v["warning"], self.cursor)
+        rows = [h.row for h in held]
+        # the cursor stays on its row as rows above it come and go (a job ended, an instance
+        # made): else enter would open the job that slid under it; where its row went, the
+        # same place (the last row if that is gone too)
+        cursor = rows.index(was) if was in rows else min(self.cursor, max(0, len(held) - 1))
+        if cursor != self.cursor:
+            self.cursor = cursor
+            head, tables, held = describe(status, self.index, store, v["warning"], cursor)
+        self.held = held
         self.query_one("#gpu-head", Static).update(head)
         self.query_one("#gpu-tables", Static).update(tables)
         gpu = gpu_of(status, self.index) if status is not None else None

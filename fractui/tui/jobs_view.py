@@ -386,8 +386,10 @@ class JobsScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 " (a lists the ended too)" if not self.ended else ""), severity="warning")
             return
         if row.job_id is None:
-            self.notify("%s was launched on its host, not through the store: it has no job "
-                        "screen (fractui logs %s)" % (row.ref, row.ref), severity="warning")
+            # what it is as its reason says it: a job launched by hand, or a copy of a
+            # store job that no active job holds (which is no launch by hand)
+            self.notify("%s has no job screen: %s (fractui logs %s)" % (
+                row.ref, row.reason, row.ref), severity="warning")
             return
         self.open_job(row.job_id)
 

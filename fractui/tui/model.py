@@ -434,6 +434,12 @@ class FleetModel:
                       sum(v.header.jobs for v in views), pending,
                       tuple((s, n) for s, n in out.items() if n))
 
+    def gpu_rank(self, order: Order) -> dict[tuple[str, int], int]:
+        """Each GPU's place in ``order``, (host, index) -> n: what a placement's ``j``/``k``
+        go through, as the map draws the GPUs (a filter aside)."""
+        views = ordered([self.hosts[n] for n in self.order if n in self.hosts], order)
+        return {(g.host, g.index): n for n, g in enumerate(g for v in views for g in v.gpus)}
+
     def lines(self, pattern: Optional[re.Pattern[str]] = None, inverse: bool = False,
               per_line: int = 0, order: Order = ORDERS[0]) -> list[Line]:
         """The map's lines: each host, then its GPUs (that match the filter), in ``order``.

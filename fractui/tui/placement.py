@@ -39,7 +39,7 @@ def same_slot(a: Candidate, b: Candidate) -> bool:
 class Placement:
     job: Job
     candidates: list[Candidate] = field(default_factory=list)
-    """In map order: host (as the map lists them), GPU, start."""
+    """In map order: GPU (as the map draws them now: ``in_order``), start."""
     at: int = 0
     note: Optional[str] = None
     """What the admin must know before confirming (e.g. the GPU changed: a new plan)."""
@@ -51,14 +51,22 @@ class Placement:
     """The slot the admin agreed to place past the team's quota (a second confirm)."""
 
     @classmethod
-    def of(cls, job: Job, found: Sequence[Candidate], order: Sequence[str],
+    def of(cls, job: Job, found: Sequence[Candidate], rank: Mapping[tuple[str, int], int],
            usage: Mapping[str, TeamUsage]) -> "Placement":
         """The ghost starts on the scheduler's choice."""
-        rank = {name: i for i, name in enumerate(order)}
-        ranked = sorted(found, key=lambda c: (rank.get(c.host, len(rank)), c.host, c.gpus,
-                                              c.start or 0))
-        at = next((i for i, c in enumerate(ranked) if c.chosen), 0)
-        return cls(job, ranked, at, usage=usage)
+        p = cls(job, list(found), usage=usage)
+        p.in_order(rank)
+        p.at = next((i for i, c in enumerate(p.candidates) if c.chosen), 0)
+        return p
+
+    def in_order(self, rank: Mapping[tuple[str, int], int]) -> None:
+        """The candidates in the map's order of GPUs (``rank``: each GPU's place as drawn,
+        ``FleetModel.gpu_rank``), the ghost kept on its slot: ``j``/``k`` go to the GPU drawn
+        below or above it whichever order ``o`` set, and as live updates reorder the map."""
+        here = self.current
+        self.candidates.sort(key=lambda c: (rank.get((c.host, c.gpus[0]), len(rank)),
+                                            c.host, c.gpus, c.start or 0))
+        self.at = next((i for i, c in enumerate(self.candidates) if c is here), 0)
 
     @property
     def current(self) -> Optional[Candidate]:
