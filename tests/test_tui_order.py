@@ -94,3 +94,27 @@ async def test_the_cursor_stays_on_its_gpu_as_live_figures_reorder_the_map():
         await pilot.pause()
         assert drawn(app)[0] == "a10-1/0" and drawn(app)[3] == "a10-1/2", drawn(app)
         assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 2)
+
+
+@pilot_test
+async def test_a_gpu_in_sight_that_live_figures_move_out_of_it_is_followed():
+    """A short map, busiest first, the cursor on the top GPU in sight: the agent's next word
+    has no utilisation for its host's GPUs, which sends it last, out of the view. The map scrolls to it
+    (it stayed where it was, the cursor's GPU out of sight, the keys acting on it unseen)."""
+    async with settled_app((120, 14)) as (app, pilot):
+        fleet = app.screen
+        fleet.compact = False  # (the admin's choice: one GPU a line, the map scrolls)
+        fleet.relayout()
+        await pilot.press("o", *["k"] * 20)  # busiest first; the cursor on the top GPU
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 3)
+        assert fleet.map.in_sight(fleet.map.cursor_line)
+        status = fleet.statuses["a10-1"]
+        for gpu in status.snapshot["gpus"]:  # its host's GPUs no measure: the host last
+            gpu["utilization_gpu"] = None
+        fleet.model.update(status)
+        fleet.relayout()
+        await pilot.pause()
+        assert drawn(app)[-1] == "a10-1/3", drawn(app)
+        assert (fleet.map.chosen()[0].host, fleet.map.chosen()[0].index) == ("a10-1", 3)
+        assert fleet.map.in_sight(fleet.map.cursor_line), (
+            fleet.map.cursor_line, fleet.map.scroll_offset.y, fleet.map.size.height)

@@ -113,6 +113,8 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         if empty != self.empty:
             self.empty = empty
             self.refresh()
+        was = self.cursor_line
+        seen = was >= 0 and self.in_sight(was)
         old, self.lines = self.lines, lines
         self.moves = Moves(lines)
         host = 0
@@ -122,6 +124,14 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
             self._host_of.append(host)
         self._set_cursor(self.moves.on(self.cursor) if self.placed else self.moves.first(),
                          reveal=False, placed=self.placed)
+        self._redraw(old)
+        now = self.cursor_line
+        if seen and now not in (was, -1):  # (its GPU drawn elsewhere: another order, a filter)
+            self.reveal(now)
+
+    def _redraw(self, old: list[Line]) -> None:
+        """The rows whose line is not as in ``old``, drawn again."""
+        lines = self.lines
         if len(old) != len(lines):
             self.virtual_size = Size(self.line_width, len(lines))
             self.refresh()
@@ -187,12 +197,17 @@ class SliceMap(ScrollView, can_focus=True, inherit_bindings=False):
         """Put line ``index`` at the top of the view (a palette jump)."""
         scroll_now(self, index)
 
-    def reveal(self, index: int) -> None:
-        """Scroll line ``index`` into sight if it is out of it or under the sticky header."""
+    def in_sight(self, index: int) -> bool:
+        """Whether line ``index`` is in the view, not under the sticky header."""
         top, height = self.scroll_offset.y, self.size.height
         under = index == top > 0 and not isinstance(self.lines[index], HostLine)
-        if top <= index < top + height and not under:
+        return top <= index < top + height and not under
+
+    def reveal(self, index: int) -> None:
+        """Scroll line ``index`` into sight if it is out of it or under the sticky header."""
+        if self.in_sight(index):
             return
+        top, height = self.scroll_offset.y, self.size.height
         if index <= top:
             scroll_now(self, max(0, index - 1))
         else:
