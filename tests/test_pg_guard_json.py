@@ -90,3 +90,39 @@ def test_an_audit_detail_holding_a_number_numeric_cannot_hold_is_refused(guarded
     refused(guarded, detail(guarded, '{"a": [1, 1%s]}' % ("0" * 140000)),
             "refused by the store's guard: role %s" % guarded.ann,
             "(a[1] is 1%s)" % ("0" * 39))
+
+
+def argv_or_env(guarded: Guarded, column: str, value: str) -> str:
+    """ann's submit (with its audit entry) whose ``column`` (argv or env) is ``value``."""
+    statement = insert(guarded, '{"gpu": 0.5}')
+    if column == "argv":
+        statement = statement.replace("'[\"x\"]'", "'%s'" % value, 1)
+    else:
+        statement = statement.replace("(queue, ", "(env, queue, ", 1).replace(
+            "VALUES (", "VALUES ('%s', " % value, 1)
+    return audited(statement, guarded.ann, "submit")
+
+
+@pytest.mark.parametrize("where, value, said", [
+    ("argv", '["\\u0000"]', "whose argv is not a JSON list of strings"),
+    ("env", '{"A": "\\u0000"}', "whose env is not a JSON object of strings"),
+    ("detail", '{"a": "\\u0000"}', "a detail that is not a JSON object"),
+    ("request", '{"gpu": 0.5, "x": "\\u0000"}', "whose argv is not a JSON list of strings"),
+    ("argv", '[1e999999, ', "whose argv is not a JSON list of strings"),
+    ("env", '{"A": 1e999999 ', "whose env is not a JSON object of strings"),
+    ("detail", '{"a": 1e999999 ', "a detail that is not a JSON object"),
+    ("request", '{"gpu": 0.5, "x": 1e999999 ', "whose argv is not a JSON list of strings"),
+    ("argv", '["x", 1e999999]', "whose argv or env holds a number PostgreSQL's numeric cannot "
+     "hold (argv: [1] is 1e999999)"),
+    ("env", '{"A": "x", "B": [1e-999999]}', "whose argv or env holds a number PostgreSQL's "
+     "numeric cannot hold (env: B[0] is 1e-999999)"),
+])
+def test_json_jsonb_cannot_read_is_refused_in_the_guards_words(guarded, where, value, said):
+    """Migration 0031: after 0030 an escape jsonb's text cannot hold (\\u0000), a text whose
+    number numeric cannot hold comes before its syntax error, and such a number in argv or env
+    each failed a member's write in PostgreSQL's words, not the guard's."""
+    guarded.sql(guarded.ann, audited(insert(guarded, '{"gpu": 0.5}'), guarded.ann, "submit"))
+    statement = (detail(guarded, value) if where == "detail" else
+                 audited(insert(guarded, value), guarded.ann, "submit") if where == "request"
+                 else argv_or_env(guarded, where, value))
+    refused(guarded, statement, "role %s (not in fractui_admin) may not" % guarded.ann, said)
