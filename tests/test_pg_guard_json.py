@@ -116,11 +116,16 @@ def argv_or_env(guarded: Guarded, column: str, value: str) -> str:
      "hold (argv: [1] is 1e999999)"),
     ("env", '{"A": "x", "B": [1e-999999]}', "whose argv or env holds a number PostgreSQL's "
      "numeric cannot hold (env: B[0] is 1e-999999)"),
+    ("request", '{"gpus": 1e999999, "\\u0000": 1}', "whose argv is not a JSON list of strings"),
+    ("detail", '{"a": 1e999999, "b": "\\u0000"}', "a detail that is not a JSON object"),
+    ("env", '{"A": 1e999999, "\\u0000": "x"}', "whose env is not a JSON object of strings"),
+    ("request", '{"gpus": 1e999999, "x": "\\\\u0000"}', "gpus is 1e999999"),  # (no escape)
 ])
 def test_json_jsonb_cannot_read_is_refused_in_the_guards_words(guarded, where, value, said):
     """Migration 0031: after 0030 an escape jsonb's text cannot hold (\\u0000), a text whose
-    number numeric cannot hold comes before its syntax error, and such a number in argv or env
-    each failed a member's write in PostgreSQL's words, not the guard's."""
+    number numeric cannot hold comes before its syntax error (or before a \\u0000), and such a
+    number in argv or env each failed a member's write in PostgreSQL's words, not the
+    guard's. A backslash written as such before u0000 is no escape: the number is named."""
     guarded.sql(guarded.ann, audited(insert(guarded, '{"gpu": 0.5}'), guarded.ann, "submit"))
     statement = (detail(guarded, value) if where == "detail" else
                  audited(insert(guarded, value), guarded.ann, "submit") if where == "request"

@@ -2,7 +2,8 @@
 -- jsonb's text cannot hold, nor any reader's) failed a member's submit or audit entry in
 -- PostgreSQL's words, "unsupported Unicode escape sequence", as before 0028; and a text whose
 -- number jsonb cannot hold comes before its own syntax error ('[1e999999, ') was read again
--- as json outside any handler, failing in PostgreSQL's words where 0028 refused it. Both are
+-- as json outside any handler, failing in PostgreSQL's words where 0028 refused it; nor
+-- did such a number with a \u0000 after it, which the number's walk failed on. All are
 -- false again, so the guard refuses them in its own words.
 CREATE OR REPLACE FUNCTION fractui_guard_json(t TEXT, kind TEXT) RETURNS BOOLEAN
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, public, pg_temp AS $$
@@ -14,8 +15,9 @@ BEGIN
     EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
         RETURN false;
     WHEN numeric_value_out_of_range THEN  -- (the request's guard names the number)
-        BEGIN
-            RETURN coalesce(json_typeof(t::json) = kind, false);
+        BEGIN  -- (nor \u0000 past the number, which the number's walk reads as text)
+            RETURN coalesce(json_typeof(t::json) = kind, false)
+                   AND t !~ '(^|[^\\])(\\\\)*\\u0000';
         EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
             RETURN false;
         END;
