@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from fractui.store import open_store
 from fractui.store.base import StoreDamaged
+from fractui.store.sql import migrations, statements
 from tests import test_pg_guard
 from tests.test_pg_guard import Guarded, audited, refused
 from tests.test_pg_guard_numbers import insert
@@ -131,3 +133,38 @@ def test_json_jsonb_cannot_read_is_refused_in_the_guards_words(guarded, where, v
                  audited(insert(guarded, value), guarded.ann, "submit") if where == "request"
                  else argv_or_env(guarded, where, value))
     refused(guarded, statement, "role %s (not in fractui_admin) may not" % guarded.ann, said)
+
+
+def test_a_store_at_0029_holding_rows_the_new_rules_refuse_is_migrated_unchanged(pg_server):
+    """Migrations 0030 and 0031 only change what a member's later write is asked: a store at
+    0029 whose rows (two teams', written before) hold JSON they refuse is migrated, each row's
+    text as it was; a read of such a row says the store damaged, naming it."""
+    db = pg_server.new_database()
+    pg_server.sql("CREATE TABLE fractui_schema (version INTEGER NOT NULL)", db=db)
+    pg_server.sql("INSERT INTO fractui_schema VALUES (29)", db=db)
+    for number, sql in migrations("postgresql"):
+        if number <= 29:
+            for statement in statements(sql):
+                pg_server.sql(statement, db=db)
+    rows = [("a", '["\\ud800"]', nested(2000), '{"A": 1e999999}'),
+            ("b", '["x"]', '{"gpus": 1e999999}', '{"\\u0000": "x"}')]
+    for team, argv, request, env in rows:
+        pg_server.sql("INSERT INTO jobs (queue, team, name, argv, request, env, state, "
+                      "submitted_at, updated_at) VALUES ('q', '%s', 'old', '%s', '%s', '%s', "
+                      "'pending', 1, 1)" % (team, argv, request, env), db=db)
+        pg_server.sql("INSERT INTO audit (time, actor, action, job, why, detail) VALUES (1, "
+                      "'ann', 'submit', (SELECT max(id) FROM jobs), 'x', '%s')" % request, db=db)
+    pg_server.sql("INSERT INTO log_requests (job, actor, asked_at) VALUES (1, 'ann', 1)", db=db)
+    kept = "SELECT team, argv, request, env FROM jobs ORDER BY id"
+    assert pg_server.sql(kept, db=db) == rows
+    store = open_store(pg_server.url(db))
+    try:
+        assert pg_server.sql("SELECT version FROM fractui_schema", db=db) == [
+            (migrations("postgresql")[-1][0],)]
+        assert pg_server.sql(kept, db=db) == rows
+        assert pg_server.sql("SELECT detail FROM audit ORDER BY id", db=db) == [
+            (r[2],) for r in rows]
+        with pytest.raises(StoreDamaged, match="is JSON nested deeper than fractui reads"):
+            store.jobs()
+    finally:
+        store.close()
