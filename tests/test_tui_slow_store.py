@@ -197,8 +197,8 @@ async def test_a_fleet_read_that_fails_unforeseen_is_said_on_the_header_until_it
         assert await until(pilot, lambda: app.fleet.store_error is not None)
         note = app.fleet.store_note()
         assert note is not None and note.startswith(
-            "reading the store failed: RuntimeError: a bug (a fault of fractui's; its log has "
-            "the rest) (jobs shown as read at "), note
+            "reading the store failed: RuntimeError: a bug (fractui's log has the rest) (jobs "
+            "shown as read at "), note
         sqlite.waiting_bounds = mended  # type: ignore[method-assign]
         app.fleet.read_store()
         assert await until(pilot, lambda: app.fleet.store_error is None)
@@ -215,6 +215,5 @@ async def test_a_report_read_that_fails_unforeseen_is_said_not_read_for_good(tmp
         await settled(pilot)
         said = noted(app)
         await pilot.press("R")
-        failed = ("reading the report failed: RuntimeError: a bug (a fault of fractui's; its "
-                  "log has the rest)")
+        failed = "reading the report failed: RuntimeError: a bug (fractui's log has the rest)"
         assert await until(pilot, lambda: failed in said), said

@@ -49,7 +49,7 @@ from fractui.tui.model import (GHOST, ORDERS, Block, FleetModel, GpuGroupLine, G
 from fractui.tui.placement import GhostMoved, Placement, PlacementDone, PreviewBar, same_slot
 from fractui.tui.queues import Dragging, JobPicked, QueuePanel
 from fractui.tui.legend import Legend
-from fractui.tui.oneatatime import OneAtATime
+from fractui.tui.oneatatime import OneAtATime, unforeseen
 from fractui.tui.slicemap import ServiceAsked, SliceChosen, SliceMap
 from fractui.tui.source import Source
 from fractui.sched.standing import USAGE_EVERY_S, UsageRead, next_order, standing
@@ -873,10 +873,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 # ended unsaid: the admin saw nothing of it), and those asked after it made
                 where = host if gpu is None else "%s gpu%d" % (host, gpu)
                 log.error("%s of %s failed", mode or "uncordon", where, exc_info=err)
-                self.post_message(ServiceChanged(
-                    "the %s of %s failed: %s: %s (fractui's log has the rest); look at the "
-                    "map before asking again" % (mode or "uncordon", where,
-                                                 type(err).__name__, err), True))
+                self.post_message(ServiceChanged(unforeseen(
+                    "the %s of %s" % (mode or "uncordon", where), err,
+                    "look at the map before asking again"), True))
 
     def _set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
         """One cordon, drain or uncordon, by the one rule (an admin's; a refusal is said as

@@ -50,6 +50,7 @@ from fractui.tui.history import History
 from fractui.tui.jobrows import gpu_of, mib_text
 from fractui.tui.jobs import ConfirmScreen
 from fractui.tui.model import StoreView, short_model
+from fractui.tui.oneatatime import unforeseen
 from fractui.tui.parts import BetweenParts
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
@@ -550,9 +551,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
             log.error("a MIG change on %s gpu %d failed", self.host, self.index,
                       exc_info=worker.error)
             self.under_way = None
-            self.notify("the MIG change on %s gpu %d failed: %s: %s (fractui's log has the "
-                        "rest); look at the GPU before asking again" % (
-                            self.host, self.index, type(worker.error).__name__, worker.error),
+            self.notify(unforeseen("the MIG change on %s gpu %d" % (self.host, self.index),
+                                   worker.error, "look at the GPU before asking again"),
                         severity="error")
 
     def on_mig_done(self, message: MigDone) -> None:

@@ -24,10 +24,11 @@ ENDED = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
 log = logging.getLogger("fractui.tui")
 
 
-def unforeseen(what: str, err: BaseException) -> str:
-    """Words for ``what`` that failed in a way no one foresaw (a fault of fractui's)."""
-    return "%s failed: %s: %s (a fault of fractui's; its log has the rest)" % (
-        what, type(err).__name__, err)
+def unforeseen(what: str, err: BaseException, then: str = "") -> str:
+    """Words for ``what`` that failed in a way no one foresaw (a fault of fractui's, whose
+    traceback its log has), with what to do ``then`` where there is something."""
+    return "%s failed: %s: %s (fractui's log has the rest)%s" % (
+        what, type(err).__name__, err, "; " + then if then else "")
 
 
 class OneAtATime:
