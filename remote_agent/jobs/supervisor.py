@@ -1110,8 +1110,7 @@ class Supervisor:
         adopted = self.store.active()
         for job in adopted:
             if job.state == "running":
-                started = self.read_job_file(job, "started.json")
-                self.hold_output(job, started.get("pipe") if started else None)
+                self.hold_output(job, self.made_pipe(job))
                 if job.container and job.container_cgroup is None and \
                         job.stop_reason is not None:
                     with self._lock:
@@ -1145,6 +1144,12 @@ class Supervisor:
     def log_paths(self, job: Job) -> List[str]:
         base = os.path.join(self.job_dir(job), output.LOG_NAME)
         return [p for p in (base + ".1", base) if os.path.exists(p)]
+
+    def made_pipe(self, job: Job) -> Optional[List[int]]:
+        """Which FIFO the job's shim made, as it recorded it in started.json (None where there
+        is no such record: an older shim's, or none yet)."""
+        started = self.read_job_file(job, "started.json")
+        return started.get("pipe") if started else None
 
     def hold_output(self, job: Job, made: Optional[List[int]]) -> None:
         """Hold the job's output pipe (``Outputs.hold``; ``made``: which FIFO its shim

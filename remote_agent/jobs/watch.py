@@ -160,9 +160,8 @@ class Watchdog:
         """``Outputs.take_over`` of a job whose shim died, with the FIFO its shim made. A pipe
         refused (another FIFO, a symlink in its place) is said once while the job runs, and
         the job is watched on all the same: its end is still seen, and recorded."""
-        started = self.sup.read_job_file(job, "started.json")  # (which pipe the shim made)
         try:
-            return self.sup.outputs.take_over(job.id, started.get("pipe") if started else None)
+            return self.sup.outputs.take_over(job.id, self.sup.made_pipe(job))
         except UnsafePath as err:
             self.failures.failed((OUTPUT, job.id), "job j%d: its shim died and its output pipe "
                                  "is not taken over: %s; its output is not kept, and a job "
