@@ -16,11 +16,12 @@ its end, that it outlived its shim) is read as nothing kept, said once and set a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
-import threading
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, TypeVar
 
 from remote_agent.daemon.trust import DAMAGE, open_private, write_private
 from remote_agent.failing import Failures
@@ -37,7 +38,8 @@ unkept = Failures(log, ("write", "writes"))
 unmoved = Failures(log, ("read", "reads"))
 
 
-Seen = Tuple[int, int]  # (st_dev, st_ino): which file was read, whatever names it by then
+TAKING = ".taking"  # the name a file being set aside has between its two renames, beside itself
+TRIES = 3  # reads of a damaged file replaced each time before it could be set aside
 
 
 class Replaced(OSError):
@@ -51,44 +53,86 @@ def read_json(path: str, what: str, shape: Callable[[Any], T], then: str) -> Opt
     (``then``: what the agent does without it) and set aside beside itself (``DAMAGED``, 0600)
     for whoever looks into why, so the next read finds none. OSError (the disk) and UnsafePath
     (someone else's file) are raised, as for any of the agent's files."""
-    return _read_json(path, what, shape, then)[0]
+    with _reading(path, what, shape, then) as (read, _held):
+        return read
 
 
-def _read_json(path: str, what: str, shape: Callable[[Any], T],
-               then: str) -> Tuple[Optional[T], Optional[Seen]]:
-    """``read_json``'s answer, and which file gave it (None where none did). A damaged file
-    that another process replaced or set aside before this one could set it aside is read
-    again: what is there by then is the answer (a new file a writer put in its place)."""
-    while True:
-        data, seen = _read(path, what)
+@contextmanager
+def _reading(path: str, what: str, shape: Callable[[Any], T],
+             then: str) -> Iterator[Tuple[Optional[T], Optional[int]]]:
+    """``read_json``'s answer, and the file that gave it, held open (None where none did):
+    while it is open its inode number is not another file's, so ``_moved`` can tell it from
+    a file written in its place. A damaged file that another process replaced or set aside
+    before this one could set it aside is read again: what is there by then is the answer (a
+    new file a writer put in its place); at most TRIES times, then read as none, said."""
+    for _ in range(TRIES):
+        fd = _open(path, what)
+        if fd is None:
+            yield None, None
+            return
         try:
-            read = None if data is None else shape(json.loads(data.decode()))
-        except DAMAGE as err:
-            if set_aside(path, what, "%s: %s" % (type(err).__name__, err), then, seen):
-                return None, None
-            continue
-        unmoved.worked(path, "%s (the %s), damaged, is gone or mended" % (path, what))
-        return read, seen
+            with open(fd, "rb", closefd=False) as f:
+                data = f.read()
+            try:
+                read = shape(json.loads(data.decode()))
+            except DAMAGE as err:
+                aside = set_aside(path, what, "%s: %s" % (type(err).__name__, err), then, fd)
+            else:
+                unmoved.worked(path, "%s (the %s), damaged, is gone or mended" % (path, what))
+                yield read, fd
+                return
+            if aside:
+                yield None, None
+                return
+        finally:
+            os.close(fd)
+    unmoved.failed(path, "%s (the %s) was damaged at each of %d reads, and each time replaced "
+                   "by another file before it could be set aside: read as none this time, and "
+                   "%s" % (path, what, TRIES, then), level=logging.ERROR, same="replaced")
+    yield None, None
 
 
-def _read(path: str, what: str) -> Tuple[Optional[bytes], Optional[Seen]]:
-    """``read_private``'s answer, and which file it read."""
+def _open(path: str, what: str) -> Optional[int]:
+    """``path`` opened to read (``open_private``), or None where there is none. A file found
+    missing is looked for again with the folder's lock held: a reader between the two renames
+    of one set aside waits for them (the file may be put back), and a file a reader killed
+    between them left under its own name (``TAKING``) is put back first."""
     try:
-        fd = open_private(path, os.O_RDONLY, what)
+        return open_private(path, os.O_RDONLY, what)
     except FileNotFoundError:
-        return None, None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        return f.read(), (st.st_dev, st.st_ino)
+        pass
+    try:
+        with _locked(path):
+            taken = path + TAKING
+            if os.path.lexists(taken):
+                _put_back(taken, path)
+                log.warning("%s (the %s) was found under %s, where a reader stopped while "
+                            "setting it aside left it; put back", path, what, taken)
+            return open_private(path, os.O_RDONLY, what)
+    except FileNotFoundError:  # (no file, or no folder)
+        return None
 
 
-def set_aside(path: str, what: str, why: str, then: str, seen: Seen) -> bool:
-    """The damaged file read (``seen``) renamed beside itself, said once; False where
+@contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """The lock of ``path``'s folder, held while a file of it is set aside (``_moved``) and
+    while a reader that found none looks again: a lock dies with its holder, so a name it
+    left behind is known to be no one's once the lock is taken."""
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def set_aside(path: str, what: str, why: str, then: str, held: int) -> bool:
+    """The damaged file read (``held``, open) renamed beside itself, said once; False where
     ``path`` no longer holds it (``Replaced``): nothing is said, and the caller reads again.
     Where it cannot be renamed, that is said once while it stays (each read finds it again,
     and reads it as nothing kept)."""
     aside = path + DAMAGED
-    err = _moved(path, aside, seen)
+    err = _moved(path, aside, held)
     if isinstance(err, Replaced):
         return False
     if err is not None:
@@ -101,28 +145,28 @@ def set_aside(path: str, what: str, why: str, then: str, seen: Seen) -> bool:
     return True
 
 
-def _moved(path: str, aside: str, seen: Seen) -> Optional[OSError]:
+def _moved(path: str, aside: str, held: int) -> Optional[OSError]:
     """``path`` renamed to ``aside``, 0600 (for whoever looks into it), where it is still the
-    file read (``seen``); Replaced where it is not; or why not. Renamed first to a name of
-    this thread's, then looked at: a look before a rename of ``path`` itself could be followed
-    by a writer's new file, which the rename would take. One taken so is put back, unless a
-    still newer one is there by then; meanwhile a reader finds none, as while a file is set
-    aside."""
-    taken = "%s.%d.%d" % (aside, os.getpid(), threading.get_ident())
+    file read (``held``: open, so no other file has its inode number); Replaced where it is
+    not; or why not. Renamed first to ``TAKING`` beside it, then looked at: a look before a
+    rename of ``path`` itself could be followed by a writer's new file, which the rename would
+    take. One taken so is put back, unless a still newer one is there by then. The folder's
+    lock is held throughout: a reader finding no file meanwhile waits for it (``_open``)."""
+    taken = path + TAKING
     try:
-        os.rename(path, taken)
-    except FileNotFoundError:
-        return Replaced("set aside or removed meanwhile")
-    except OSError as err:  # (said as the move it is part of)
-        return type(err)(err.errno, err.strerror, path, None, aside)
-    try:
-        st = os.lstat(taken)
-        if (st.st_dev, st.st_ino) != seen:
-            _put_back(taken, path)
-            return Replaced("replaced meanwhile")
-        os.chmod(taken, 0o600)
-        os.replace(taken, aside)
-    except OSError as err:
+        with _locked(path):
+            try:
+                os.rename(path, taken)
+            except FileNotFoundError:
+                return Replaced("set aside or removed meanwhile")
+            except OSError as err:  # (said as the move it is part of)
+                return type(err)(err.errno, err.strerror, path, None, aside)
+            if not os.path.samestat(os.lstat(taken), os.fstat(held)):
+                _put_back(taken, path)
+                return Replaced("replaced meanwhile")
+            os.chmod(taken, 0o600)
+            os.replace(taken, aside)
+    except OSError as err:  # (a file left as ``taken`` is put back by the next reader)
         return err
     return None
 
@@ -131,9 +175,10 @@ def _put_back(taken: str, path: str) -> None:
     """The file at ``taken`` (a writer's, taken by a rename meant for a damaged one) back at
     ``path``, unless a still newer one is there by then: by a hard link, which never replaces
     one. Where no link can be made (no inode left on a tmpfs, which a link takes; a filesystem
-    without links) it is renamed back where ``path`` is still free: only a writer in the
-    instant between the look and the rename would lose its file, where else the file taken
-    would be lost for good, under a name nobody reads."""
+    without links) it is renamed back where ``path`` is still free (the folder's lock is held,
+    but a writer takes none: only one in the instant between the look and the rename would
+    lose its file, where else the file taken would be lost for good, under a name nobody
+    reads)."""
     try:
         os.link(taken, path)
     except FileExistsError:
@@ -175,12 +220,19 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
         return data["version"], data["boot"], \
             parse(data["kept"]) if data["version"] == VERSION else None
     try:
-        kept, seen = _read_json(path, what, shape, lost)
+        with _reading(path, what, shape, lost) as (kept, held):
+            return _taken(path, what, kept, held, lost)
     except OSError as err:
         log.error("the %s kept in %s cannot be read (%s: %s); %s", what, path,
                   type(err).__name__, err, lost)
         return None
-    if kept is None:
+
+
+def _taken(path: str, what: str, kept: Optional[Tuple[int, Optional[str], Optional[T]]],
+           held: Optional[int], lost: str) -> Optional[T]:
+    """What ``read_kept`` takes of the file read (``held``, open): nothing of another boot,
+    and nothing of another version, which is set aside."""
+    if kept is None or held is None:
         return None
     version, boot, taken = kept
     if boot_id() is None:
@@ -194,7 +246,7 @@ def read_kept(path: str, what: str, parse: Callable[[Any], T], lost: str) -> Opt
         # set aside, so that the next start finds none to say of again (until this daemon
         # keeps its own, which may be long)
         aside = "%s.v%d" % (path, version)
-        err = _moved(path, aside, seen)
+        err = _moved(path, aside, held)
         log.warning("the %s kept in %s are of another version of the agent (%d, not %d, "
                     "which keeps them by GPU UUID): not taken; %s; %s", what, path, version,
                     VERSION, lost, "set aside as %s" % aside if err is None else
