@@ -6,6 +6,7 @@ sync is what outlives a power loss or a kernel crash, which no test here can mak
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ import pytest
 
 from fractui.store import sqlite_url
 from fractui.store.sqlite import SqliteStore
+from tests import sshd
 from tests.conftest import REPO
+from tests.test_fleet_hostkeys import APPENDER, CUT_SHORT
 from tests.test_jobs import daemon_pid, script
 
 STRACE = shutil.which("strace")
@@ -184,3 +187,30 @@ def test_a_write_after_the_last_sync_is_not_synced(tmp_path):
         traceable(done.stderr)
         assert done.returncode == 0, done.stderr
         assert synced_before(trace.read_text().splitlines(), answer) == synced, again
+
+
+def test_a_known_hosts_line_cut_short_is_synced_as_a_comment_before_trust_says_it_failed(
+        tmp_path):
+    """A trust's line cut short (a file size limit 10 bytes in, as a full disk) is written
+    over as a comment line in place, and that is fsync'd before the append says it failed:
+    else a crash could leave the part written, a line naming the host with no key it offers,
+    which reads as a changed key. Before, the comment was written and the file closed
+    unsynced."""
+    folder = tmp_path / "ssh"
+    folder.mkdir(mode=0o700)
+    known = folder / "known_hosts"
+    known.write_text("# fleet\n")
+    key = tmp_path / "key" / "id"
+    sshd._keygen(key, "a-host")
+    trace = tmp_path / "trace"
+    done = subprocess.run([STRACE, "-f", "-y", "-o", str(trace), "-e",
+                           "trace=fsync,fdatasync,write,pwrite64", sys.executable, "-c",
+                           APPENDER, str(known), str(key), "limited", "1", "limited"],
+                          input="", capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+    traceable(done.stderr)
+    assert (done.returncode, done.stdout) == (0, "ready\n[]\n"), done.stderr
+    assert known.read_text() == "# fleet\n" + CUT_SHORT
+    calls = trace.read_text().splitlines()
+    assert str(known) in synced_before(calls, re.compile(r'write\(1<[^>]*>, "\[\]')), \
+        calls[-20:]

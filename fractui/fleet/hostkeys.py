@@ -326,10 +326,13 @@ def _comment_out(fd: int, start: int, size: int) -> None:
     newline, '#'s, a newline (one newline where only one byte was written). Truncating the
     file back to ``start`` would cut a line another writer (a ``ssh``, which takes no lock of
     ours) appended after them meanwhile; written over, they take no room the disk lacks, and
-    end their line whether or not the next writer began its own with a newline."""
+    end their line whether or not the next writer began its own with a newline. fsync'd, as
+    a line added is: else a crash could leave the part written, a line naming the host with
+    no key it offers (read as a changed key), on disk without the comment over it."""
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_APPEND)  # (else
     # Linux's pwrite appends)
     os.pwrite(fd, b"\n" if size == 1 else b"\n" + b"#" * (size - 2) + b"\n", start)
+    os.fsync(fd)
 
 
 def preferred_algorithms(known_types: Sequence[str], available: Sequence[str]) -> List[str]:
