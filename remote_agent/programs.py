@@ -1,19 +1,45 @@
 """The host's programs the agent runs by name (rm, nvidia-smi, a container runtime's CLI) are
 looked up on the agent's PATH alone, which is whatever the login, sudo's secure_path or a
 service unit gave it. Where one is not found, what is said names that PATH, so that a PATH
-which leaves out the program's directory is told apart from a host without the program."""
+which leaves out the program's directory is told apart from a host without the program. A
+script that is there whose first line names an interpreter that is not fails its exec the
+same way (ENOENT): that is said as what it is, naming the script and the interpreter."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from typing import Optional
 
 PATH_SHOWN = 200  # characters of the PATH said: a long one is cut
 
 
 def not_found(program: str) -> str:
-    """Words for ``program`` not found on the agent's PATH."""
+    """Words for ``program`` not found on the agent's PATH (exec's ENOENT)."""
+    missing = missing_interpreter(program, os.environ.get("PATH"))
+    if missing:
+        return "%s cannot run: %s" % (program, missing)
     path = os.environ.get("PATH")
     shown = "unset, so %s" % os.defpath if path is None else path or "empty"
     if len(shown) > PATH_SHOWN:
         shown = shown[:PATH_SHOWN] + "..."
     return "%s is not installed, or not on the agent's PATH (%s)" % (program, shown)
+
+
+def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:
+    """Words for ``program`` found (looked up on ``path`` as exec looks it up; os.defpath
+    where None) whose first line ("#!") names an interpreter that is not there, or None:
+    exec's ENOENT for a script that is there, which else reads as the script missing."""
+    found = shutil.which(program, path=os.defpath if path is None else path)
+    if found is None:
+        return None
+    try:
+        with open(found, "rb") as script:
+            first = script.readline(PATH_SHOWN)
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith(b"#!") else []
+    if not words or os.path.exists(words[0]):
+        return None
+    return "its first line names the interpreter %s, which is missing%s" % (
+        words[0].decode(errors="replace"), "" if found == program else " (%s)" % found)

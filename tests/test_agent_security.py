@@ -773,15 +773,22 @@ def test_each_job_counts_its_memory_in_a_hami_core_region_of_its_users_alone(
     assert regions[0] != regions[1]
 
 
+@pytest.mark.parametrize("rm", ["absent", "bad-interpreter"])
 def test_a_hami_core_region_rm_is_not_found_for_is_said_with_the_path_it_was_looked_on(
-        start_agent, tmp_path, monkeypatch):
+        start_agent, tmp_path, monkeypatch, rm):
     """The region is removed with ``rm``, looked up on the agent's PATH, which is whatever its
     login or service gave it: where rm is not on it, the shim said errno's words alone ("No
-    such file or directory: 'rm'"); it names the PATH now, and the region is left."""
+    such file or directory: 'rm'"); it names the PATH now, and the region is left. An rm
+    there, a script whose first line names an interpreter that is not, fails its exec the
+    same way: it is said as that, naming the script and the interpreter (before, as rm not
+    on the PATH)."""
     lib = tmp_path / "libvgpu.so"
     lib.write_bytes(b"")
-    bare = tmp_path / "bin"  # a PATH without rm
+    bare = tmp_path / "bin"  # a PATH without rm, or with an rm that cannot run
     bare.mkdir()
+    if rm == "bad-interpreter":
+        (bare / "rm").write_text("#!/no/such/sh\n")
+        (bare / "rm").chmod(0o755)
     monkeypatch.setenv("PATH", str(bare))
     state = tmp_path / "state"
     agent = start_agent("1xL4", str(state), "--hami-core-lib", str(lib))
@@ -793,8 +800,11 @@ def test_a_hami_core_region_rm_is_not_found_for_is_said_with_the_path_it_was_loo
                   if line.startswith("/tmp/"))
     try:
         said = (state / "jobs" / job["id"] / "shim.log").read_text()
-        assert ("shim: cannot remove the job's HAMi-core region %s: rm is not installed, or not "
-                "on the agent's PATH (%s)\n" % (region, bare)) in said, said
+        why = {"absent": "rm is not installed, or not on the agent's PATH (%s)" % bare,
+               "bad-interpreter": "rm cannot run: its first line names the interpreter "
+               "/no/such/sh, which is missing (%s)" % (bare / "rm")}[rm]
+        assert ("shim: cannot remove the job's HAMi-core region %s: %s\n" % (region, why)
+                ) in said, said
         assert os.path.isdir(region)
     finally:
         shutil.rmtree(region, ignore_errors=True)

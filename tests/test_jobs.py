@@ -535,9 +535,11 @@ def test_a_job_that_can_never_start_is_a_job_fault_with_the_agents_words(host, t
          "cannot enter its cwd %s: Not a directory" % plain, False),
         (dict(argv=["true"], run_as="no-such-user-xyz"),
          "no user 'no-such-user-xyz' on this host", False),
-        # found and executable, yet exec fails: only the started process can tell
+        # found and executable, yet exec fails: only the started process can tell, and says
+        # it as the missing interpreter's (the script is there)
         (dict(argv=[str(bad_interpreter)]),
-         "cannot run %s: No such file or directory" % bad_interpreter, True),
+         "cannot run %s: its first line names the interpreter /no/such/interpreter, which "
+         "is missing" % bad_interpreter, True),
     ]
     for n, (params, reason, recorded) in enumerate(cases):
         for attempt in range(2):  # a retry of the same key answers the same way

@@ -38,6 +38,7 @@ from remote_agent.jobs.output import (LOG_NAME, PIPE_NAME, CappedLog, make_pipe,
                                       pipe_id)
 from remote_agent.jobs.procs import JobProcs, proc_info
 from remote_agent.jobs.region import REGION_DIR, REGION_PREFIX, REGION_RECORD, remove_region
+from remote_agent.programs import missing_interpreter
 
 RETRY_S = 1.0  # how often a record that could not be written is tried again
 DRAIN_AFTER_END_S = 5.0  # output still arriving after the job ended (a process that escaped)
@@ -139,6 +140,9 @@ def _child(spec: Dict[str, Any], out_fd: int, spare_fd: int, job_dir: str,
         os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
     except BaseException as err:  # noqa: B902 - whatever it is, the daemon gets its words
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        if isinstance(err, FileNotFoundError) and step == "run %s" % spec["argv"][0]:
+            why = missing_interpreter(spec["argv"][0], os.pathsep.join(
+                os.get_exec_path(spec["env"]))) or why
         try:
             os.write(errors, ("cannot %s: %s" % (step, why)).encode())
         finally:
