@@ -129,6 +129,35 @@ def test_the_agent_runs_whatever_a_login_shells_rc_file_prints(fleet_env, tmp_pa
 
 
 
+def test_doctor_says_sudo_is_missing_on_a_become_host_whose_path_has_none(
+        fleet_env, tmp_path):  # noqa: F811
+    """A host with become = "sudo" whose login's PATH has no sudo (root's ~/.bashrc sets a
+    PATH of every program of the host's but sudo, for its sshd alone): the host is offline
+    saying sudo is not found there, and doctor's fix is to install sudo there (or put it on
+    the PATH), or reach the host as root without become. Before, the fix was the sudoers
+    line, which a host without sudo cannot use."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        for name in os.listdir(folder):
+            if name != "sudo" and not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to(os.path.join(folder, name))
+    rc = tmp_path / "bashrc"
+    rc.write_text("PATH=%s\n" % bin_dir)
+    fleet_env.add("gpu-nosudo", "1xL4", become="sudo",
+                  prefix=in_mount_namespace(["--bind", str(rc), "/root/.bashrc"]))
+    host = fleet_env.status()["gpu-nosudo"]
+    fix = ("install sudo on the host, on the login's PATH there, or reach the host as root "
+           "and drop become")
+    assert host["state"] == "offline", host
+    assert host["error"].startswith('sudo is not found on gpu-nosudo (become = "sudo"; it '
+                                    'said: bash: ') and host["error"].endswith("): " + fix), host
+    doctor = fleet_env.fractui("doctor", "gpu-nosudo")
+    assert doctor.returncode == 1, doctor.stderr
+    assert "sudoers" not in doctor.stdout, doctor.stdout
+    assert "       fix: %s\n" % fix in doctor.stdout, doctor.stdout
+
+
 def test_an_agent_put_over_sftp_through_a_greeting_login_shell_says_why_it_cannot(
         fleet_env, tmp_path):  # noqa: F811
     """The host's sshd runs its SFTP server through the login shell, as OpenSSH's own

@@ -86,7 +86,7 @@ class SshFleet:
         for h in self.hosts:
             lines.append("[[hosts]]")
             for key in ("name", "host", "port", "user", "identity_file", "proxy_jump",
-                        "python", "state_dir", "agent_cache", "sim"):
+                        "python", "state_dir", "agent_cache", "sim", "become"):
                 value = getattr(h, key)
                 if value is not None:
                     lines.append("%s = %s" % (key, json.dumps(value)))

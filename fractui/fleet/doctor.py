@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from fractui.config import Config, HostConfig, SshSettings
-from fractui.fleet.host import SUDO_FIX, HostSession
+from fractui.fleet.host import SUDO_FIX, SUDO_MISSING, SUDO_MISSING_FIX, HostSession
 from fractui.fleet.hostkeys import UntrustedHostKey
 from fractui.fleet.sshconfig import SshConfigError, resolve
 from fractui.fleet.transport.base import (LoginShellError, Runner, Transport, TransportError,
@@ -197,8 +197,10 @@ def _check_agent(config: Config, host: HostConfig,
         session.settled.wait(config.ssh.settle_s)
         status = session.status
         if status.state not in ("online", "degraded") or status.hello is None:
-            fix = SUDO_FIX if "sudo" in (status.error or "") else (
-                "see the error; the agent logs to %s/daemon.log on the host" % host.state_dir)
+            error = status.error or ""
+            fix = SUDO_MISSING_FIX if error.startswith(SUDO_MISSING % host.name) else \
+                SUDO_FIX if "sudo" in error else (
+                    "see the error; the agent logs to %s/daemon.log on the host" % host.state_dir)
             report.add("agent", "fail", status.error or status.state, fix)
             return None
         hello = status.hello

@@ -146,6 +146,10 @@ def agent_args(cfg: HostConfig, state_dir: str) -> List[str]:
 # What to do when sudo -n refuses the agent's command.
 SUDO_FIX = ("allow the login passwordless sudo for the agent's command (docs/cli.md, \"How hosts "
             "are reached\", gives the sudoers line), or reach the host as root")
+# A become host's error where its login finds no sudo to run, and what to do then.
+SUDO_MISSING = "sudo is not found on %s"
+SUDO_MISSING_FIX = ("install sudo on the host, on the login's PATH there, or reach the host as "
+                    "root and drop become")
 
 
 class _Conn:
@@ -503,6 +507,20 @@ class HostSession:
                     return "the agent did not answer for %.0f s" % (
                         time.monotonic() - client.heard_at)
 
+    def _sudo_missing(self) -> bool:
+        """Whether the login finds no sudo to run (status 127, as the transport says a
+        program the far side does not have): asked where a become host's agent ended at once,
+        which its sudo's words alone do not tell (each shell says it its own way)."""
+        with self._lock:
+            transport = self._transport
+        if transport is None:
+            return False
+        try:
+            return transport.run(["sudo", "-V"])[0] == 127
+        except TransportError as err:
+            log.debug("%s: whether sudo is there cannot be asked: %s", self.cfg.name, err)
+            return False
+
     def _lost_why(self, reason: str) -> str:
         """How a connection ended, with what its transport says about it (what paramiko
         warned of, how an exec program exited) if it says anything."""
@@ -535,6 +553,9 @@ class HostSession:
             if self.cfg.become is not None and "password is required" in said:
                 raise AgentProcessError(
                     "sudo -n was refused on %s (%s): %s" % (self.cfg.name, said, SUDO_FIX)) from err
+            if self.cfg.become is not None and self._sudo_missing():
+                raise AgentProcessError((SUDO_MISSING + ' (become = "sudo"; it said: %s): %s') % (
+                    self.cfg.name, said or "nothing", SUDO_MISSING_FIX)) from err
             raise AgentProcessError("the agent on %s did not answer: %s%s" % (
                 self.cfg.name, self._lost_why(str(err)), " (it said: %s)" % said if said
                 else "")) from err
