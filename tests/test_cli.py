@@ -719,6 +719,39 @@ def test_the_verbs_that_only_read_never_make_a_store(tmp_path):
     assert done.returncode == 0 and done.stdout.startswith("JOB "), done.stderr
 
 
+@pytest.fixture
+def read_only_home(tmp_path):
+    """An empty home on a real read-only filesystem (a tmpfs mounted ro, which root cannot
+    write either), unmounted afterwards."""
+    home = tmp_path / "home"
+    home.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(home)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail("this test mounts a tmpfs, which needs root: %s" % made.stderr)
+    yield home
+    subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_no_store_in_a_read_only_home_is_said_one_way_by_every_verb(tmp_path, read_only_home):
+    """A home on a read-only filesystem, no store in it (the default store's place), and a
+    config of one host: jobs (whose hosts' listing makes the store), report (which never
+    makes one) and submit say the same, naming the store and the folder that cannot be
+    written, exit 1. Before, jobs said the temporary file SQLite's store is made in could not
+    be created ("[Errno 30] Read-only file system: '.store.db.XXXX.new'") and report that
+    nothing was ever submitted (a submit makes the store)."""
+    config = tmp_path / "config.toml"
+    config.write_text('[[queues]]\nname = "q"\ngpu = 0.25\n[[hosts]]\nname = "gpu-a"\n'
+                      'host = "127.0.0.1"\nport = %d\n' % closed_port())
+    store = read_only_home / ".local" / "state" / "fractui" / "store.db"
+    said = ("fractui: store %s: there is no store here yet, and none can be made there: %s is "
+            "on a read-only filesystem\n" % (store, read_only_home))
+    for verb in (["jobs"], ["report"], ["submit", "--queue", "q", "--", "true"]):
+        done = subprocess_run(["--config", str(config), *verb],
+                              {"HOME": str(read_only_home), "XDG_STATE_HOME": ""})
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", said), verb
+
+
 def test_the_verbs_that_name_a_job_never_make_a_store(tmp_path):
     """cancel, requeue, preempt, place and move ask of a job the store must already hold: on a
     mistyped [store] url each made the file and its folders, and its user that store's owner

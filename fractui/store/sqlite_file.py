@@ -150,6 +150,20 @@ def _read_only_fs(folder: str) -> bool:
     return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
 
 
+def unmakeable(path: str) -> Optional[str]:
+    """Why no store can be made at ``path`` (where none is), as seen without making anything:
+    the nearest folder on its way that is there is on a read-only filesystem, or not
+    writable by this user; None where nothing says so (making one may fail all the same)."""
+    folder = os.path.dirname(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if _read_only_fs(folder):
+        return "%s is on a read-only filesystem" % folder
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE):
+        return "%s is not writable by %s (%s)" % (folder, user(), _mode(folder))
+    return None
+
+
 # The store files (device, inode) a store of this process has open, and how many stores: its
 # header is not read again while one is. Closing any descriptor of a file drops every POSIX
 # lock this process holds on it, SQLite's included (SQLite defers closing only the descriptors

@@ -6,7 +6,7 @@ import os
 from typing import Optional
 
 from fractui.store import sqlite_file
-from fractui.store.base import NO_STORE, Store, StoreUnavailable
+from fractui.store.base import NO_STORE, Store, StoreError, StoreReadOnly, StoreUnavailable
 from fractui.store.sqlite import SqliteStore, default_store_path
 from fractui.store_url import sqlite_path, url_problem
 
@@ -30,11 +30,24 @@ def open_store(url: Optional[str] = None, make: bool = True,
     config gives the URL (StoreSettings.origin), named where the URL is what was refused."""
     path = default_store_path() if url is None else sqlite_path(url)
     if path is not None:
-        if not make and sqlite_file.absent(os.path.abspath(path)):
-            raise StoreUnavailable(os.path.abspath(path), NO_STORE)
+        path = os.path.abspath(path)
+        if sqlite_file.absent(path) and (not make or sqlite_file.unmakeable(path)):
+            raise no_store(path)
         return SqliteStore(path)
     problem = url_problem(url)
     if problem is not None:
         raise ValueError("store url %s" % problem)
     from fractui.store.postgres import PostgresStore  # psycopg is loaded for PostgreSQL only
     return PostgresStore(url, make=make, origin=origin)
+
+
+def no_store(path: str) -> StoreError:
+    """The SQLite store at ``path`` is not there (NO_STORE), said one way by every verb, one
+    that only reads (``make`` False) as one that would make it (a submit, the hosts' listing
+    of ``jobs``): with why none can be made there where that is seen (a read-only home), a
+    StoreReadOnly then."""
+    why = sqlite_file.unmakeable(path)
+    if why is None:
+        return StoreUnavailable(path, NO_STORE)
+    return StoreReadOnly(path, "there is no store here yet, and none can be made there: %s"
+                         % why)
