@@ -209,6 +209,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self._palette_ended: tuple[Job, ...] = ()  # as read when the palette last opened
         self.fleet_app = app
         self.placement: Optional[Placement] = None
+        self.came_from: Optional[Callable[[], None]] = None
+        """What reopens the view a placement was started in (the jobs view), for ``esc`` to
+        go back to; None where it began on the map."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -530,18 +533,19 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         elif message.job.state == PENDING:
             self.start_placement(message.job, message.drag)
 
-    def place_job(self, job_id: int) -> None:
-        """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
+    def place_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
+        """Placement mode on pending job ``job_id`` (the jobs view's ``p``); ``back``: what
+        reopens the view it was started in, for ``esc``."""
         job = self._job_now(job_id, lambda j: j.state == PENDING, "pending")
         if job is not None:
             self.query_one(QueuePanel).select_job(job_id)
-            self.start_placement(job)
+            self.start_placement(job, back=back)
 
-    def move_job(self, job_id: int) -> None:
+    def move_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode on placed or running job ``job_id``, to move it (``m``)."""
         job = self._job_now(job_id, lambda j: movable(j.state), "placed or running")
         if job is not None:
-            self.start_placement(job)
+            self.start_placement(job, back=back)
 
     def _job_now(self, job_id: int, fits: Callable[[Job], bool], what: str) -> Optional[Job]:
         """Job ``job_id`` as the store was last read, if it ``fits``; else None, said."""
@@ -554,8 +558,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return None
         return job
 
-    def start_placement(self, job: Job, drag: bool = False) -> None:
+    def start_placement(self, job: Job, drag: bool = False,
+                        back: Optional[Callable[[], None]] = None) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
+        self.came_from = back
         self.drag = (0, 0, False) if drag else None
         # by keyboard, the map takes the queue panel's rows where it sits under the map (80
         # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
@@ -719,8 +725,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
         pending jobs, not on the job moved). ``left``: the admin left it (``esc``): a move's
         cursor goes back onto the job, as k9s returns to the row left, not where the ghost
-        was on a slot the job never took."""
+        was on a slot the job never took; and one started in the jobs view goes back there,
+        its cursor on the job still (not to the map, which the admin did not come from)."""
         p = self.placement
+        back, self.came_from = self.came_from, None
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
@@ -729,6 +737,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if p is not None and p.moving and left:
             self.map.move_to(self._on_job(p.job))
         (self.map if p is not None and p.moving else self.query_one(QueuePanel)).focus()
+        if left and back is not None:
+            back()
 
     def _on_job(self, job: Job) -> Optional[Cursor]:
         """The cursor on ``job``'s slice as the map draws it; else on its slot's first GPU."""
