@@ -34,8 +34,8 @@ from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import quota_of, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
-from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,
-                                   uncordon)
+from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
+                                   place_by_hand, uncordon)
 from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
@@ -869,7 +869,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
         """Cordons or drains (``mode``) a host or one GPU, or puts it back in service (None),
         in a thread worker, after those asked before it (``OneAtATime``): an uncordon
-        pressed while the store was slow to take the cordon is never made before it."""
+        pressed while the store was slow to take the cordon is never made before it. What is
+        being written is said at once (a slow store said nothing till it answered, and the
+        admin could not tell the key was taken), its outcome once the store answers."""
+        self.notify("%s %s…" % ({CORDON: "cordoning", DRAIN: "draining"}.get(
+            mode or "", "uncordoning"), host_or_gpu(host, gpu)))
         self._service_asked.append((host, gpu, mode))
         self._services.ask()
 
@@ -881,7 +885,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 self._set_service(host, gpu, mode)
             except Exception as err:  # not foreseen (a bug): said and logged (the worker
                 # ended unsaid: the admin saw nothing of it), and those asked after it made
-                where = host if gpu is None else "%s gpu%d" % (host, gpu)
+                where = host_or_gpu(host, gpu)
                 log.error("%s of %s failed", mode or "uncordon", where, exc_info=err)
                 self.post_message(ServiceChanged(unforeseen(
                     "the %s of %s" % (mode or "uncordon", where), err,
@@ -907,8 +911,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                     self.post_message(ServiceChanged(said, True))
                     return
                 said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
-                    if lifted else "%s was in service" % (
-                        host if gpu is None else "%s gpu%d" % (host, gpu))
+                    if lifted else "%s was in service" % host_or_gpu(host, gpu)
             else:
                 made = cordon(store, host, gpu, mode, self.fleet_app.asker)
                 said = "%s %s: no new work lands there" % (
