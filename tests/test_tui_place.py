@@ -461,6 +461,15 @@ async def test_esc_out_of_a_placement_begun_in_the_jobs_view_goes_back_there_on_
         await pilot.pause()
         assert app.screen is view and fleet(app).placement is None
         assert (view.table.row.job_id, view.table.cursor) == (job_id, at)
+        # one refused on confirm while the admin has opened the jobs view again meanwhile
+        # (J in placement mode): they are left where they are, the view not opened twice
+        await pilot.press("p")
+        await until(pilot, lambda: fleet(app).placement is not None, "placement mode")
+        await pilot.press("J")
+        await until(pilot, lambda: app.screen is view, "the jobs view over the placement")
+        fleet(app).end_placement(left=True)  # (as on_placed ends one refused)
+        await pilot.pause()
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view]
         await pilot.press("escape")
         assert isinstance(app.focused, QueuePanel)
         await pilot.press("p")  # from the map: back to the map

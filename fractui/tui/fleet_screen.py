@@ -737,7 +737,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if p is not None and p.moving and left:
             self.map.move_to(self._on_job(p.job))
         (self.map if p is not None and p.moving else self.query_one(QueuePanel)).focus()
-        if left and back is not None:
+        if left and back is not None and self.is_active:  # (not under a screen opened since)
             back()
 
     def _on_job(self, job: Job) -> Optional[Cursor]:
