@@ -147,6 +147,20 @@ async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_orde
 
 
 @pilot_test
+async def test_a_cordon_with_no_store_says_only_that_nothing_can_be_recorded():
+    """Without a store nothing is being written: no "cordoning a100-1…" before the words
+    that say so."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        said = noted(app)
+        await pilot.press("C")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert said == ["no store here: nothing can be recorded"]
+
+
+@pilot_test
 async def test_a_cordon_that_fails_unforeseen_is_said_and_the_undo_asked_after_it_is_made(
         tmp_path):
     """A cordon that fails in a way not foreseen (a bug: here the store raises what it never

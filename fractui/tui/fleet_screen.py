@@ -871,9 +871,11 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         in a thread worker, after those asked before it (``OneAtATime``): an uncordon
         pressed while the store was slow to take the cordon is never made before it. What is
         being written is said at once (a slow store said nothing till it answered, and the
-        admin could not tell the key was taken), its outcome once the store answers."""
-        self.notify("%s %s…" % ({CORDON: "cordoning", DRAIN: "draining"}.get(
-            mode or "", "uncordoning"), host_or_gpu(host, gpu)))
+        admin could not tell the key was taken), its outcome once the store answers; with no
+        store, only that nothing can be recorded."""
+        if self.source.store is not None:
+            self.notify("%s %s…" % ({CORDON: "cordoning", DRAIN: "draining"}.get(
+                mode or "", "uncordoning"), host_or_gpu(host, gpu)))
         self._service_asked.append((host, gpu, mode))
         self._services.ask()
 
