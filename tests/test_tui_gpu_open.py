@@ -68,7 +68,8 @@ async def test_enter_on_a_share_opens_its_job_and_a_gpu_with_none_says_so():
         for host, index, words in (
                 ("l4-1", 1, "no job on the free memory of l4-1 gpu 1 (nothing holds a "
                  "share of it): 22.5G left for a share"),
-                ("a100-1", 1, "no job on a100-1 gpu 1: it has no MIG instance")):
+                ("a100-1", 1, "no job on a100-1 gpu 1's slices 0-7: no instance holds "
+                 "them, they are free")):
             app.clear_notifications()
             app.open_gpu(host, index)
             await settled(pilot)
@@ -99,6 +100,26 @@ async def test_a_shared_gpu_s_free_memory_is_a_row_of_its_own():
     gpu = {"memory_mib": 23028, "processes": [{"pid": 9, "used_mib": 3000, "job": None}]}
     assert free_share(gpu, [{"memory_mib": 6144}]) == 23028 - 6144 - 3000
     assert free_share(gpu, [{"memory_mib": 6144}, {"memory_mib": None}]) == 0  # a whole GPU
+
+
+@pilot_test
+async def test_a_mig_gpu_s_free_slices_are_rows_among_its_instances():
+    """h100-1 gpu 0: a 2g.20gb at slices 0-1, 1g.10gb at 5 and 6, slices 2-4 and 7 in no
+    instance. The map draws them free; the view listed only the instances, so the room left
+    was not in it. Each run of free slices is a row in slice order, enter on it says so."""
+    async with settled_app((100, 40)) as (app, pilot):
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        lines = screen_lines(app)
+        at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["instances"])
+        assert [line.split()[:2] + line.split()[-2:] for line in lines[at + 2:at + 7]] == [
+            ["2g.20gb", "0-1", "train-6", "1002"], ["—", "2-4", "free", "—"],
+            ["1g.10gb", "5-5", "idle", "—"], ["1g.10gb", "6-6", "train-5", "1001"],
+            ["—", "7-7", "free", "—"]], lines[at:at + 7]
+        await pilot.press("j")
+        await _enter(app, pilot)
+        assert said(app) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
+                             "they are free"], said(app)
 
 
 @pilot_test

@@ -123,6 +123,25 @@ def free_share(gpu: Mapping[str, Any], live: list[dict]) -> int:
     return max(0, int(gpu.get("memory_mib") or 0) - booked - outside_mib(gpu))
 
 
+def free_slices(gpu: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The first and last of each run of a MIG GPU's memory slices no instance holds, as the
+    map draws them free; none where fractui has no MIG table for the model."""
+    geo = gpu_geometry(gpu)
+    if geo is None:
+        return []
+    held = {s for i in gpu.get("instances") or ()
+            for s in range(i.get("start", 0), i.get("start", 0) + i.get("size", 1))}
+    runs: list[tuple[int, int]] = []
+    for s in range(geo.memory_slices):
+        if s in held:
+            continue
+        if runs and runs[-1][1] == s - 1:
+            runs[-1] = (runs[-1][0], s)
+        else:
+            runs.append((s, s))
+    return runs
+
+
 def describe(status: Optional[HostStatus], host: str, index: int, store: Optional[StoreView],
              warning: str, cursor: Optional[int] = None
              ) -> tuple[RenderableType, RenderableType, list[Holder]]:
@@ -169,9 +188,17 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                   header_style="bold")
         for col in ("profile", "slices", "memory used/total", "job", "pids"):
             t.add_column(col, no_wrap=True)
-        for inst in sorted(gpu.get("instances") or (), key=lambda i: i.get("start", 0)):
+        # the slices no instance holds are rows among them, as the map draws them: free
+        free = [{"start": a, "size": b - a + 1, "free": True} for a, b in free_slices(gpu)]
+        for inst in sorted(list(gpu.get("instances") or ()) + free,
+                           key=lambda i: i.get("start", 0)):
             slots = "%d-%d" % (inst.get("start", 0),
                                inst.get("start", 0) + inst.get("size", 1) - 1)
+            if inst.get("free"):
+                held.append(Holder(None, "no job on %s's slices %s: no instance holds them, "
+                                   "they are free" % (place, slots), "free " + slots))
+                t.add_row("—", slots, "—", "free", "—", style=_at(cursor, len(held) - 1))
+                continue
             holder = by_instance.get(inst.get("uuid"))
             job = holder[0] if holder else (
                 "being made" if inst.get("uuid") is None else
@@ -185,7 +212,7 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                                  mib_text(inst.get("memory_mib"))),
                       job, ",".join(map(str, inst.get("pids") or ())) or "—",
                       style=_at(cursor, len(held) - 1))
-        if not gpu.get("instances"):
+        if not held:  # (no instance, and no MIG table to say which slices are free)
             held.append(Holder(None, "no job on %s: it has no MIG instance" % place))
             t.add_row("none", "", "", "", "", style=_at(cursor, 0))
         parts.append(t)
