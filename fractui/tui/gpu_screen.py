@@ -228,10 +228,10 @@ def describe(status: Optional[HostStatus], host: str, index: int, store: Optiona
                 "memory_mib") else "whole GPU", str(r.get("pid") or "—"),
                 style=_at(cursor, len(held) - 1))
         # the room left, a row as an idle MIG instance is: what another share could take
-        free = mib_text(free_share(gpu, live))
+        room = mib_text(free_share(gpu, live))
         held.append(Holder(None, "no job on the free memory of %s%s: %s left for a share" % (
-            place, " (nothing holds a share of it)" if not live else "", free), "free"))
-        t.add_row("free", free, "—", style=_at(cursor, len(held) - 1))
+            place, " (nothing holds a share of it)" if not live else "", room), "free"))
+        t.add_row("free", room, "—", style=_at(cursor, len(held) - 1))
         parts.append(t)
     parts.append(Text(""))
     p = Table(title="processes", title_justify="left", box=None, padding=(0, 2, 0, 0),
