@@ -180,9 +180,9 @@ async def test_uncordoning_a_gpu_of_a_drained_host_says_the_host_still_holds_it(
                 await until(pilot, lambda: len(f.store.cordons()) == 2, "its own cordon")
             app.clear_notifications()
             await pilot.press("U")
-            await until(pilot, lambda: list(app._notifications), "an answer")
+            await until(pilot, lambda: len(app._notifications) > 1, "an answer")
             said = [(n.severity, n.message) for n in app._notifications]
-            assert said == [("warning", "%sgpu-a is still being drained as a whole, and this "
+            assert said == [("information", "uncordoning gpu-a gpu%d…" % index), ("warning", "%sgpu-a is still being drained as a whole, and this "
                              "GPU with it: uncordon the host (U on the map) to put it back" % (
                                  "back in service: gpu-a gpu%d; but " % index if own else
                                  "gpu-a gpu%d has no cordon of its own; " % index))], said

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from fractui.tui.gpu_screen import GpuScreen
+from fractui.tui.gpu_screen import GpuScreen, free_share
 from fractui.tui.jobs import JobScreen
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
 
@@ -66,14 +66,87 @@ async def test_enter_on_a_share_opens_its_job_and_a_gpu_with_none_says_so():
         await pilot.press("escape")
         await settled(pilot)
         for host, index, words in (
-                ("l4-1", 1, "no job on l4-1 gpu 1: nothing holds a share of it"),
-                ("a100-1", 1, "no job on a100-1 gpu 1: it has no MIG instance")):
+                ("l4-1", 1, "no job on the free memory of l4-1 gpu 1 (nothing holds a "
+                 "share of it): 22.5G left for a share"),
+                ("a100-1", 1, "no job on a100-1 gpu 1's slices 0-7: no instance holds "
+                 "them, they are free")):
             app.clear_notifications()
             app.open_gpu(host, index)
             await settled(pilot)
             await _enter(app, pilot)
             assert isinstance(app.screen, GpuScreen) and said(app) == [words], said(app)
             app.pop_screen()
+
+
+@pilot_test
+async def test_a_shared_gpu_s_free_memory_is_a_row_of_its_own():
+    """a10-1 gpu 2 holds shares of 6, 10 and 2 GiB of its 22.5: the room left, 4.5G, was
+    no row (the admin added the shares up); it is one now, after the shares, as an idle MIG
+    instance is, and enter on it says it holds no job. Beside a whole-GPU job none is left;
+    a process outside fractui takes its memory from it, as placement counts it."""
+    async with settled_app((100, 40)) as (app, pilot):
+        app.open_gpu("a10-1", 2)
+        await settled(pilot)
+        lines = screen_lines(app)
+        at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["shares"])
+        assert [line.split() for line in lines[at + 2:at + 6]] == [
+            ["#17", "train-17", "6.0G", "1005"], ["#18", "train-18", "10.0G", "1006"],
+            ["#19", "train-19", "2.0G", "1007"], ["free", "4.5G", "—"]], lines[at:at + 6]
+        await pilot.press("j", "j", "j")
+        await _enter(app, pilot)
+        assert isinstance(app.screen, GpuScreen)
+        assert said(app) == ["no job on the free memory of a10-1 gpu 2: 4.5G left for a "
+                             "share"], said(app)
+    gpu = {"memory_mib": 23028, "processes": [{"pid": 9, "used_mib": 3000, "job": None}]}
+    assert free_share(gpu, [{"memory_mib": 6144}]) == 23028 - 6144 - 3000
+    assert free_share(gpu, [{"memory_mib": 6144}, {"memory_mib": None}]) == 0  # a whole GPU
+
+
+@pilot_test
+async def test_a_mig_gpu_s_free_slices_are_rows_among_its_instances():
+    """h100-1 gpu 0: a 2g.20gb at slices 0-1, 1g.10gb at 5 and 6, slices 2-4 and 7 in no
+    instance. The map draws them free; the view listed only the instances, so the room left
+    was not in it. Each run of free slices is a row in slice order, enter on it says so."""
+    async with settled_app((100, 40)) as (app, pilot):
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        lines = screen_lines(app)
+        at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["instances"])
+        assert [line.split()[:2] + line.split()[-2:] for line in lines[at + 2:at + 7]] == [
+            ["2g.20gb", "0-1", "train-6", "1002"], ["—", "2-4", "free", "—"],
+            ["1g.10gb", "5-5", "idle", "—"], ["1g.10gb", "6-6", "train-5", "1001"],
+            ["—", "7-7", "free", "—"]], lines[at:at + 7]
+        await pilot.press("j")
+        await _enter(app, pilot)
+        assert said(app) == ["no job on h100-1 gpu 0's slices 2-4: no instance holds them, "
+                             "they are free"], said(app)
+
+
+@pilot_test
+async def test_the_gpu_view_of_a_host_not_in_the_fleet_or_not_reachable_says_so():
+    """A GPU view of a host the fleet no longer lists (or never did) said "no such host",
+    and enter that its GPU was not in its host's snapshot; a host with no snapshot (not
+    reachable) the same. Each names the host and says which it is, as M and N do."""
+    async with settled_app((100, 40)) as (app, pilot):
+        app.open_gpu("gone-1", 0)
+        await settled(pilot)
+        assert "gone-1 is not in the fleet" in "\n".join(screen_lines(app))
+        for key in ("enter", "M", "N"):
+            app.clear_notifications()
+            await pilot.press(key)
+            await settled(pilot)
+            assert isinstance(app.screen, GpuScreen)
+            assert said(app) and all("gone-1 is not in the fleet" in m for m in said(app)), \
+                said(app)
+        app.pop_screen()
+        status = next(s for s in app.fleet.statuses.values() if s.name == "l4-1")
+        status.snapshot = None  # (offline, its snapshot not yet taken)
+        app.open_gpu("l4-1", 0)
+        await settled(pilot)
+        app.clear_notifications()
+        await _enter(app, pilot)
+        assert said(app) == ["no job to open: l4-1 is not reachable now (offline): its GPUs "
+                             "are not known"], said(app)
 
 
 @pilot_test

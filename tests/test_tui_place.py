@@ -16,13 +16,14 @@ from fractui.sched.quota import team_usage
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import Job, Slot
 from fractui.tui.cursor import block_job_id
+from fractui.tui.jobs_view import JobsScreen
 from fractui.tui.model import GHOST, PLACING
 from fractui.tui.placement import Placement, PreviewBar
 from fractui.tui.queues import QueuePanel
 from fractui.tui.slicemap import SliceMap
 from tests import localfleet
 from tests.test_tui_cursor_pilot import shown_words
-from tests.tui_frozen import pilot_test
+from tests.tui_frozen import pilot_test, settled_app
 from tests.tui_live import fleet, gpu_line, live_app, until
 
 local_fleet = localfleet.local_fleet
@@ -415,9 +416,11 @@ def test_move_a_running_job_from_the_jobs_view_stops_it_then_runs_it_where_chose
     assert agent_record(f, job)["host"] == there
 
 
-def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
-    """``esc`` leaves a move with the map's cursor on the job moved, as k9s returns to the
-    row left: not where the ghost was, on a slot the job never took."""
+def test_esc_out_of_a_move_goes_back_to_the_jobs_view_on_the_job(local_fleet):
+    """``esc`` leaves a move started in the jobs view back there, its cursor on the job
+    moved, as k9s returns to the row left (it went to the map, where the admin had not
+    been); the map behind it has its cursor on the job too: not where the ghost was, on a
+    slot the job never took."""
     f, job, here, there = whole_job_running(local_fleet)
 
     @pilot_test
@@ -426,13 +429,55 @@ def test_esc_out_of_a_move_puts_the_map_cursor_back_on_the_job(local_fleet):
             screen = await moving(app, pilot, there)
             await pilot.press("escape")
             await pilot.pause()
-            assert screen.placement is None and isinstance(app.focused, SliceMap)
+            assert screen.placement is None and isinstance(app.screen, JobsScreen)
+            assert app.screen.table.row.job_id == job.id
+            assert app.focused is app.screen.table
             cursor = screen.map.cursor
             assert (cursor.host, cursor.gpu) == (here.host, here.gpus[0]), cursor
             assert block_job_id(screen.map.moves.slice(cursor).block) == job.id
 
     drive()
     assert f.store.get(job.id).state == "running"  # left as it was
+
+
+@pilot_test
+async def test_esc_out_of_a_placement_begun_in_the_jobs_view_goes_back_there_on_its_row():
+    """``p`` on a pending job's row some way down the jobs view, then ``esc``: the admin was
+    left on the map, the jobs view's place lost; back in the view now, the cursor on the same
+    job. A placement begun on the map (the queue panel's ``p``) still ends on the map."""
+    async with settled_app((160, 48)) as (app, pilot):
+        await pilot.press("J")
+        await until(pilot, lambda: isinstance(app.screen, JobsScreen)
+                    and app.screen.table.row is not None, "the jobs view")
+        view = app.screen
+        while view.table.cursor == 0 or view.table.row.state != "pending":
+            await pilot.press("j")
+        job_id, at = view.table.row.job_id, view.table.cursor
+        await pilot.press("p")
+        await until(pilot, lambda: fleet(app).placement is not None
+                    and not fleet(app).placement.busy, "its slots looked for")
+        assert app.screen is fleet(app) and fleet(app).placement.job.id == job_id
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is view and fleet(app).placement is None
+        assert (view.table.row.job_id, view.table.cursor) == (job_id, at)
+        # one refused on confirm while the admin has opened the jobs view again meanwhile
+        # (J in placement mode): they are left where they are, the view not opened twice
+        await pilot.press("p")
+        await until(pilot, lambda: fleet(app).placement is not None, "placement mode")
+        await pilot.press("J")
+        await until(pilot, lambda: app.screen is view, "the jobs view over the placement")
+        fleet(app).end_placement(left=True)  # (as on_placed ends one refused)
+        await pilot.pause()
+        assert app.screen_stack == [app.screen_stack[0], fleet(app), view]
+        await pilot.press("escape")
+        assert isinstance(app.focused, QueuePanel)
+        await pilot.press("p")  # from the map: back to the map
+        await until(pilot, lambda: fleet(app).placement is not None
+                    and not fleet(app).placement.busy, "its slots looked for")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is fleet(app) and fleet(app).placement is None
 
 
 def test_a_move_refused_on_confirm_says_why_and_puts_the_cursor_back_on_the_job(local_fleet):

@@ -128,6 +128,9 @@ async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_orde
             await settled(pilot)
             said = noted(app)
             await pilot.press("C", "U")
+            assert await until(pilot, lambda: bool(store.waiting))
+            # each said at once, the store not yet answering (it said nothing till it did)
+            assert said == ["cordoning a100-1…", "uncordoning a100-1…"]
             opened = []
             for _ in range(2):
                 assert await until(pilot, lambda: bool(store.waiting)), opened
@@ -137,10 +140,24 @@ async def test_a_cordon_and_its_undo_asked_of_a_slow_store_are_made_in_that_orde
             await pilot.pause()
             assert opened == ["cordon", "uncordon"]
             assert sqlite.cordons() == []
-            assert said == ["a100-1 cordoned: no new work lands there",
-                            "back in service: a100-1"]
+            assert said[2:] == ["a100-1 cordoned: no new work lands there",
+                                "back in service: a100-1"]
         finally:
             store.open_all()
+
+
+@pilot_test
+async def test_a_cordon_with_no_store_says_only_that_nothing_can_be_recorded():
+    """Without a store nothing is being written: no "cordoning a100-1…" before the words
+    that say so."""
+    app = frozen_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settled(pilot)
+        said = noted(app)
+        await pilot.press("C")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert said == ["no store here: nothing can be recorded"]
 
 
 @pilot_test
@@ -168,7 +185,8 @@ async def test_a_cordon_that_fails_unforeseen_is_said_and_the_undo_asked_after_i
             assert store.open_latest() == "uncordon"
             await app.workers.wait_for_complete()
             await pilot.pause()
-            assert said == ["the cordon of a100-1 failed: RuntimeError: a bug (fractui's log has "
+            assert said == ["cordoning a100-1…", "uncordoning a100-1…",
+                            "the cordon of a100-1 failed: RuntimeError: a bug (fractui's log has "
                             "the rest); look at the map before asking again",
                             "a100-1 was in service"]
         finally:

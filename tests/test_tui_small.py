@@ -463,3 +463,35 @@ async def test_a_wheel_turned_up_over_a_followed_output_stops_following_it():
         assert "following" not in screen.query_one("#logstate").render().plain
         await pilot.press("f")
         await until(pilot, lambda: "one more" in screen_lines(app), "the newest line drawn")
+
+
+@pilot_test
+async def test_a_wheel_that_stops_following_leaves_the_cursor_on_a_line_in_sight():
+    """The wheel turned up from the end: the cursor stayed on the newest line, out of sight,
+    so y copied a line the reader could not see and j went on from the end. It is kept on a
+    line in sight as the wheel turns, the nearest to where it was (the lowest going up, the
+    highest coming back down)."""
+    app = frozen_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_job_1(app, pilot)
+        view = screen.logview
+        view.clear()
+        view.write("".join("line %d\n" % n for n in range(60)))
+        await until(pilot, lambda: "line 59" in screen_lines(app), "the newest line drawn")
+        for _ in range(3):
+            view.post_message(events.MouseScrollUp(view, 0, 0, 0, -1, 0, False, False, False))
+        await until(pilot, lambda: "line 59" not in screen_lines(app), "older lines drawn")
+        await pilot.pause()
+        top, height = view.scroll_offset.y, view.scrollable_content_region.height
+        assert view.cursor == top + height - 1, (view.cursor, top, height)
+        assert "line %d" % view.cursor in screen_lines(app)
+        await pilot.press("k")  # from the line in sight, not from the end
+        assert view.cursor == top + height - 2
+        await pilot.press("y")
+        assert app.clipboard == "line %d" % (top + height - 2)
+        for _ in range(2):
+            view.post_message(events.MouseScrollDown(view, 0, 0, 0, 1, 0, False, False, False))
+        await until(pilot, lambda: view.scroll_offset.y > top, "newer lines drawn")
+        await pilot.pause()
+        assert view.scroll_offset.y <= view.cursor < view.scroll_offset.y + height
+        assert not view.following

@@ -332,7 +332,8 @@ def placed_there(job: Job, host: str, gpus: Sequence[int], profile: Optional[str
             and profile in (None, slot.profile))
 
 
-def _where(host: str, gpu: Optional[int]) -> str:
+def host_or_gpu(host: str, gpu: Optional[int]) -> str:
+    """A host, or one of its GPUs, as a cordon's words name it (``Cordon.where``)."""
     return host if gpu is None else "%s gpu%d" % (host, gpu)
 
 
@@ -341,7 +342,7 @@ def cordon(store: Store, host: str, gpu: Optional[int], mode: str, asker: Asker)
     places and launches nothing new there; what runs there runs on."""
     if mode not in CORDON_MODES:
         raise ValueError("unknown cordon mode %r" % mode)
-    actor = authorize(store, asker, CORDON, None, _where(host, gpu))
+    actor = authorize(store, asker, CORDON, None, host_or_gpu(host, gpu))
     what = "cordoned" if mode == "cordon" else "drained"
     return store.cordon(host, gpu, mode, actor, "%s by %s" % (what, actor))
 
@@ -349,5 +350,5 @@ def cordon(store: Store, host: str, gpu: Optional[int], mode: str, asker: Asker)
 def uncordon(store: Store, host: str, gpu: Optional[int], asker: Asker) -> list[Cordon]:
     """Puts a host (and each of its GPUs) or one GPU back in service; returns what was lifted
     (none: it was in service)."""
-    actor = authorize(store, asker, CORDON, None, _where(host, gpu))
+    actor = authorize(store, asker, CORDON, None, host_or_gpu(host, gpu))
     return store.uncordon(host, gpu, actor, "uncordoned by %s" % actor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from platformdirs import user_downloads_path
 from textual import events
@@ -114,20 +114,21 @@ class FractuiApp(App[None], inherit_bindings=False):
         self.push_screen(JobScreen(job_id, self.source, lambda: fleet.statuses, self.asker,
                                    self.clock, self.readonly, self.move_job, self.place_job))
 
-    def move_job(self, job_id: int) -> None:
+    def move_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode to move store job ``job_id``, on the map: the jobs view's and the
-        job screen's ``m``."""
-        self._on_map(FleetScreen.move_job, job_id)
+        job screen's ``m``; ``back`` reopens the view it was started in, for ``esc``."""
+        self._on_map(FleetScreen.move_job, job_id, back)
 
     def place_job(self, job_id: int) -> None:
         """Placement mode on pending store job ``job_id``, on the map: the job screen's
         ``P`` (the queue panel's ``p`` and the jobs view's start the same mode)."""
-        self._on_map(FleetScreen.place_job, job_id)
+        self._on_map(FleetScreen.place_job, job_id, None)
 
-    def _on_map(self, start: Callable[[FleetScreen, int], None], job_id: int) -> None:
+    def _on_map(self, start: Callable[[FleetScreen, int, Optional[Callable[[], None]]], None],
+                job_id: int, back: Optional[Callable[[], None]]) -> None:
         """``start`` on the fleet screen, the screens over it closed as ``esc`` closes them."""
         fleet = self.fleet
-        from_fleet(fleet, lambda: start(fleet, job_id))
+        from_fleet(fleet, lambda: start(fleet, job_id, back))
 
     def open_gpu(self, host: str, index: int) -> None:
         """The detail view of ``host``'s GPU ``index``."""
@@ -142,9 +143,14 @@ class FractuiApp(App[None], inherit_bindings=False):
         opening it again costs a reload, not a new screen; it keeps its sort and filter."""
         if not self.is_screen_installed("jobs"):
             fleet = self.fleet
+            # a placement started there goes back there on esc, its cursor on the job
             self.install_screen(JobsScreen(lambda: fleet.model.store, lambda: fleet.statuses,
-                                           self.clock, self.open_job, fleet.place_job,
-                                           self.move_job, self.readonly, fleet.store_note,
+                                           self.clock, self.open_job,
+                                           lambda job_id: fleet.place_job(job_id,
+                                                                          self.open_jobs),
+                                           lambda job_id: self.move_job(job_id,
+                                                                        self.open_jobs),
+                                           self.readonly, fleet.store_note,
                                            fleet.want_ended), "jobs")
         self.push_screen("jobs")
 

@@ -34,8 +34,8 @@ from fractui.sched.preview import Candidate, candidates
 from fractui.sched.quota import quota_of, team_usage
 from fractui.store.base import StoreError
 from fractui.store.access import Denied
-from fractui.store.intents import (Asker, Refused, cordon, move_by_hand, place_by_hand,
-                                   uncordon)
+from fractui.store.intents import (Asker, Refused, cordon, host_or_gpu, move_by_hand,
+                                   place_by_hand, uncordon)
 from fractui.store.model import CORDON, DRAIN, PENDING, Job, movable
 from fractui.tui.actions import Keyed, Modal, listed
 from fractui.tui.bars import Paint, per_line
@@ -209,6 +209,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         self._palette_ended: tuple[Job, ...] = ()  # as read when the palette last opened
         self.fleet_app = app
         self.placement: Optional[Placement] = None
+        self.came_from: Optional[Callable[[], None]] = None
+        """What reopens the view a placement was started in (the jobs view), for ``esc`` to
+        go back to; None where it began on the map."""
         self.drag: Optional[tuple[int, int, bool]] = None
         """While a drag lasts: the pointer's last screen cell, and whether it was released."""
 
@@ -530,18 +533,19 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         elif message.job.state == PENDING:
             self.start_placement(message.job, message.drag)
 
-    def place_job(self, job_id: int) -> None:
-        """Placement mode on pending job ``job_id`` (the jobs view's ``p``)."""
+    def place_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
+        """Placement mode on pending job ``job_id`` (the jobs view's ``p``); ``back``: what
+        reopens the view it was started in, for ``esc``."""
         job = self._job_now(job_id, lambda j: j.state == PENDING, "pending")
         if job is not None:
             self.query_one(QueuePanel).select_job(job_id)
-            self.start_placement(job)
+            self.start_placement(job, back=back)
 
-    def move_job(self, job_id: int) -> None:
+    def move_job(self, job_id: int, back: Optional[Callable[[], None]] = None) -> None:
         """Placement mode on placed or running job ``job_id``, to move it (``m``)."""
         job = self._job_now(job_id, lambda j: movable(j.state), "placed or running")
         if job is not None:
-            self.start_placement(job)
+            self.start_placement(job, back=back)
 
     def _job_now(self, job_id: int, fits: Callable[[Job], bool], what: str) -> Optional[Job]:
         """Job ``job_id`` as the store was last read, if it ``fits``; else None, said."""
@@ -554,8 +558,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
             return None
         return job
 
-    def start_placement(self, job: Job, drag: bool = False) -> None:
+    def start_placement(self, job: Job, drag: bool = False,
+                        back: Optional[Callable[[], None]] = None) -> None:
         self.placement = Placement(job, busy="finding the slots it could take…")
+        self.came_from = back
         self.drag = (0, 0, False) if drag else None
         # by keyboard, the map takes the queue panel's rows where it sits under the map (80
         # columns): with the plan's bar too, the map kept a line or two, and the ghost's GPU
@@ -719,8 +725,10 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         begins in the jobs view or on a job's screen, which it closed: the panel's keys act on
         pending jobs, not on the job moved). ``left``: the admin left it (``esc``): a move's
         cursor goes back onto the job, as k9s returns to the row left, not where the ghost
-        was on a slot the job never took."""
+        was on a slot the job never took; and one started in the jobs view goes back there,
+        its cursor on the job still (not to the map, which the admin did not come from)."""
         p = self.placement
+        back, self.came_from = self.came_from, None
         self.placement = None
         self.drag = None
         self.query_one("#body").remove_class("placing")
@@ -729,6 +737,8 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
         if p is not None and p.moving and left:
             self.map.move_to(self._on_job(p.job))
         (self.map if p is not None and p.moving else self.query_one(QueuePanel)).focus()
+        if left and back is not None and self.is_active:  # (not under a screen opened since)
+            back()
 
     def _on_job(self, job: Job) -> Optional[Cursor]:
         """The cursor on ``job``'s slice as the map draws it; else on its slot's first GPU."""
@@ -859,7 +869,13 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def set_service(self, host: str, gpu: Optional[int], mode: Optional[str]) -> None:
         """Cordons or drains (``mode``) a host or one GPU, or puts it back in service (None),
         in a thread worker, after those asked before it (``OneAtATime``): an uncordon
-        pressed while the store was slow to take the cordon is never made before it."""
+        pressed while the store was slow to take the cordon is never made before it. What is
+        being written is said at once (a slow store said nothing till it answered, and the
+        admin could not tell the key was taken), its outcome once the store answers; with no
+        store, only that nothing can be recorded."""
+        if self.source.store is not None:
+            self.notify("%s %s…" % ({CORDON: "cordoning", DRAIN: "draining"}.get(
+                mode or "", "uncordoning"), host_or_gpu(host, gpu)))
         self._service_asked.append((host, gpu, mode))
         self._services.ask()
 
@@ -871,7 +887,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                 self._set_service(host, gpu, mode)
             except Exception as err:  # not foreseen (a bug): said and logged (the worker
                 # ended unsaid: the admin saw nothing of it), and those asked after it made
-                where = host if gpu is None else "%s gpu%d" % (host, gpu)
+                where = host_or_gpu(host, gpu)
                 log.error("%s of %s failed", mode or "uncordon", where, exc_info=err)
                 self.post_message(ServiceChanged(unforeseen(
                     "the %s of %s" % (mode or "uncordon", where), err,
@@ -897,8 +913,7 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
                     self.post_message(ServiceChanged(said, True))
                     return
                 said = "back in service: %s" % ", ".join(c.where() for c in lifted) \
-                    if lifted else "%s was in service" % (
-                        host if gpu is None else "%s gpu%d" % (host, gpu))
+                    if lifted else "%s was in service" % host_or_gpu(host, gpu)
             else:
                 made = cordon(store, host, gpu, mode, self.fleet_app.asker)
                 said = "%s %s: no new work lands there" % (

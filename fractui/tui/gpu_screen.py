@@ -37,7 +37,7 @@ from fractui.fleet.host import AnswerLost, HostStatus, HostUnavailable
 from fractui.mig_by_hand import carry_out
 from fractui.sched.copies import judged, unheld
 from fractui.sched.cordons import CORDONED, marks
-from fractui.sched.fleetview import gpu_geometry, lists, mps_layer
+from fractui.sched.fleetview import gpu_geometry, lists, mps_layer, outside_mib
 from fractui.sched.mig_change import (MigChange, create_refused, plan_create, plan_destroy,
                                       plan_mode)
 from fractui.store.access import Denied
@@ -102,14 +102,54 @@ def _job_names(status: HostStatus, store: Optional[StoreView]
     return out
 
 
-def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView],
+def absent(status: Optional[HostStatus], host: str, index: int) -> str:
+    """Why GPU ``index`` of ``host`` is not shown, naming what is missing: the host (not in
+    the fleet: a name no config lists, or one taken out of it), its snapshot (the host not
+    reachable now), or the GPU in it. ``enter`` and the MIG keys said the GPU was not in its
+    host's snapshot when there was no host."""
+    if status is None:
+        return "%s is not in the fleet" % host
+    if status.snapshot is None:
+        return "%s is not reachable now (%s): its GPUs are not known" % (host, status.state)
+    return "gpu %d is not in %s's snapshot" % (index, host)
+
+
+def free_share(gpu: Mapping[str, Any], live: list[dict]) -> int:
+    """The MiB of a GPU without MIG that no share holds, nor a process outside fractui
+    (``outside_mib``): the room left for another share; none beside a whole-GPU job."""
+    if any(not r.get("memory_mib") for r in live):
+        return 0
+    booked = sum(int(r["memory_mib"]) for r in live)
+    return max(0, int(gpu.get("memory_mib") or 0) - booked - outside_mib(gpu))
+
+
+def free_slices(gpu: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The first and last of each run of a MIG GPU's memory slices no instance holds, as the
+    map draws them free; none where fractui has no MIG table for the model."""
+    geo = gpu_geometry(gpu)
+    if geo is None:
+        return []
+    held = {s for i in gpu.get("instances") or ()
+            for s in range(i.get("start", 0), i.get("start", 0) + i.get("size", 1))}
+    runs: list[tuple[int, int]] = []
+    for s in range(geo.memory_slices):
+        if s in held:
+            continue
+        if runs and runs[-1][1] == s - 1:
+            runs[-1] = (runs[-1][0], s)
+        else:
+            runs.append((s, s))
+    return runs
+
+
+def describe(status: Optional[HostStatus], host: str, index: int, store: Optional[StoreView],
              warning: str, cursor: Optional[int] = None
              ) -> tuple[RenderableType, RenderableType, list[Holder]]:
     """The view's text: the GPU and its host (above the health widget); its instances or
     shares and its processes (below it), the row ``cursor`` of the instances or shares drawn
     reversed; and what each of those rows holds, in order (``enter`` opens its job)."""
     if status is None:
-        return Text("no such host", style=warning), Text(""), []
+        return Text(absent(status, host, index), style=warning), Text(""), []
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold", no_wrap=True, min_width=LABEL_W)
     head.add_column(overflow="fold")
@@ -148,9 +188,17 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
                   header_style="bold")
         for col in ("profile", "slices", "memory used/total", "job", "pids"):
             t.add_column(col, no_wrap=True)
-        for inst in sorted(gpu.get("instances") or (), key=lambda i: i.get("start", 0)):
+        # the slices no instance holds are rows among them, as the map draws them: free
+        free = [{"start": a, "size": b - a + 1, "free": True} for a, b in free_slices(gpu)]
+        for inst in sorted(list(gpu.get("instances") or ()) + free,
+                           key=lambda i: i.get("start", 0)):
             slots = "%d-%d" % (inst.get("start", 0),
                                inst.get("start", 0) + inst.get("size", 1) - 1)
+            if inst.get("free"):
+                held.append(Holder(None, "no job on %s's slices %s: no instance holds them, "
+                                   "they are free" % (place, slots), "free " + slots))
+                t.add_row("—", slots, "—", "free", "—", style=_at(cursor, len(held) - 1))
+                continue
             holder = by_instance.get(inst.get("uuid"))
             job = holder[0] if holder else (
                 "being made" if inst.get("uuid") is None else
@@ -164,7 +212,7 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
                                  mib_text(inst.get("memory_mib"))),
                       job, ",".join(map(str, inst.get("pids") or ())) or "—",
                       style=_at(cursor, len(held) - 1))
-        if not gpu.get("instances"):
+        if not held:  # (no instance, and no MIG table to say which slices are free)
             held.append(Holder(None, "no job on %s: it has no MIG instance" % place))
             t.add_row("none", "", "", "", "", style=_at(cursor, 0))
         parts.append(t)
@@ -179,9 +227,11 @@ def describe(status: Optional[HostStatus], index: int, store: Optional[StoreView
             t.add_row(name, mib_text(r.get("memory_mib")) if r.get(
                 "memory_mib") else "whole GPU", str(r.get("pid") or "—"),
                 style=_at(cursor, len(held) - 1))
-        if not live:
-            held.append(Holder(None, "no job on %s: nothing holds a share of it" % place))
-            t.add_row("none", "", "", style=_at(cursor, 0))
+        # the room left, a row as an idle MIG instance is: what another share could take
+        room = mib_text(free_share(gpu, live))
+        held.append(Holder(None, "no job on the free memory of %s%s: %s left for a share" % (
+            place, " (nothing holds a share of it)" if not live else "", room), "free"))
+        t.add_row("free", room, "—", style=_at(cursor, len(held) - 1))
         parts.append(t)
     parts.append(Text(""))
     p = Table(title="processes", title_justify="left", box=None, padding=(0, 2, 0, 0),
@@ -370,7 +420,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         status = self.statuses().get(self.host)
         store = self.store()
         was = self.held[self.cursor].row if self.cursor < len(self.held) else None
-        head, tables, held = describe(status, self.index, store, v["warning"], self.cursor)
+        head, tables, held = describe(status, self.host, self.index, store, v["warning"],
+                                      self.cursor)
         rows = [h.row for h in held]
         # the cursor stays on its row as rows above it come and go (a job ended, an instance
         # made): else enter would open the job that slid under it; where its row went, the
@@ -378,7 +429,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         cursor = rows.index(was) if was in rows else min(self.cursor, max(0, len(held) - 1))
         if cursor != self.cursor:
             self.cursor = cursor
-            head, tables, held = describe(status, self.index, store, v["warning"], cursor)
+            head, tables, held = describe(status, self.host, self.index, store,
+                                          v["warning"], cursor)
         self.held = held
         self.query_one("#gpu-head", Static).update(head)
         self.query_one("#gpu-tables", Static).update(tables)
@@ -404,8 +456,9 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         """The job on the cursor's row, over this view (whose ``esc`` comes back here); a
         row that holds no job of the store's says so."""
         if not self.held:
-            self.notify("no job to open: %s gpu %d is not in its host's snapshot" % (
-                self.host, self.index), severity="warning")
+            self.notify("no job to open: %s" % absent(self.statuses().get(self.host),
+                                                      self.host, self.index),
+                        severity="warning")
             return
         holder = self.held[self.cursor]
         if holder.job_id is None:
@@ -448,7 +501,7 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         made by the agent (``fractui mig --mode --reset``), so the pending mode takes effect."""
         gpu, jobs = self._gpu()
         if gpu is None:
-            self.notify("gpu %d is not in %s's snapshot" % (self.index, self.host),
+            self.notify(absent(self.statuses().get(self.host), self.host, self.index),
                         severity="warning")
             return
         current = bool(gpu.get("mig_mode"))
@@ -485,7 +538,8 @@ class GpuScreen(Screen[None], Keyed, inherit_bindings=False):
         gpu, _jobs = self._gpu()
         where = "%s gpu %d" % (self.host, self.index)
         geo = gpu_geometry(gpu) if gpu is not None else None
-        refused = ("%s is not in %s's snapshot" % (where, self.host) if gpu is None else
+        refused = (absent(self.statuses().get(self.host), self.host, self.index)
+                   if gpu is None else
                    self._no_mig(gpu) if not gpu.get("mig_capable") else
                    "%s is not in MIG mode (M turns it on, on an idle GPU)" % where
                    if not gpu.get("mig_mode") else "fractui has no MIG table for %s (%s)" % (

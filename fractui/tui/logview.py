@@ -114,6 +114,19 @@ class LogView(ScrollView, Modal, can_focus=True, inherit_bindings=False):
             self.following = False
             self.post_message(self.Moved())
 
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        """Scrolled (the wheel, the scrollbar) while not following: the cursor kept on a line
+        in sight, the nearest to where it was, so ``y`` copies and ``j``/``k`` go on from what
+        the reader is looking at (it stayed on the newest line, out of sight)."""
+        super().watch_scroll_y(old_value, new_value)
+        if self.following or not 0 <= self.cursor < self.count:
+            return
+        top, height = round(new_value), self.scrollable_content_region.height
+        if height and not top <= self.cursor < top + height:
+            self.cursor = max(top, min(self.cursor, top + height - 1, self.count - 1))
+            self.refresh()
+            self.post_message(self.Moved())
+
     def on_resize(self) -> None:
         """Its height changes as the screen's parts above it fill in (the job's details, its
         GPU's health): a view that follows keeps the newest line in sight."""
