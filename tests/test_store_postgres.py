@@ -883,6 +883,51 @@ def test_a_session_of_ours_paused_inside_a_write_lets_the_lock_go(pg_url, monkey
         store.close()
 
 
+def test_a_session_an_admin_ends_is_said_so_and_tried_once_more(pg_server, pg_url):
+    """pg_terminate_backend of the store's connection: the call is made once more on a new one
+    where nothing was recorded (here, as it waited for the write lock), so one end goes
+    unseen; ended again on the new one, it is said as what it is (the server ended this
+    connection: an admin, or a shutdown), not as a server fractui cannot reach, and nothing
+    was recorded. The store's next call works."""
+    store = open_store(pg_url)
+    holder = pg_server.connect(pg_url.rsplit("/", 1)[1])
+    ended: list = []
+    done = threading.Event()
+
+    def terminator() -> None:  # ends each session of the store that waits for the lock
+        while not done.is_set() and len(ended) < 2:
+            for pid, in pg_server.sql(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'relation' AND NOT granted AND "
+                    "relation = 'public.write_lock'::regclass", db=pg_url.rsplit("/", 1)[1]):
+                if pid not in ended:  # (one ended may still show, waiting, for a moment)
+                    pg_server.sql("SELECT pg_terminate_backend(%d)" % pid)
+                    ended.append(pid)
+            time.sleep(0.05)
+
+    try:
+        assert store.jobs() == []  # (its connection is made: the first try is not a fresh one's)
+        holder.execute("BEGIN")
+        holder.execute("SELECT public.fractui_write_turn()")
+        ending = threading.Thread(target=terminator)
+        ending.start()
+        with pytest.raises(StoreUnavailable) as err:
+            store.submit("q", None, "ended", ["true"], {}, "alice")
+        done.set()
+        ending.join()
+        assert len(ended) == 2 and ended[0] != ended[1], ended  # once more, on a new one
+        said = str(err.value)
+        assert "the PostgreSQL server ended this connection (an admin's pg_terminate_backend, " \
+            "or the server shutting down): terminating connection due to administrator " \
+            "command" in said and "cannot reach" not in said, said
+        holder.execute("ROLLBACK")
+        assert store.jobs() == []
+        assert store.submit("q", None, "then", ["true"], {}, "alice").name == "then"
+    finally:
+        done.set()
+        holder.close()
+        store.close()
+
+
 def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkeypatch):
     """Another client holding the store's write lock (a transaction left open) keeps a write
     waiting at most the lock timeout: then StoreBusy naming the role and session that hold it

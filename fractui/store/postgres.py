@@ -553,6 +553,10 @@ class PostgresDialect(Dialect):
             return StoreUnavailable(self.where, "the server cancelled the statement (an "
                                     "admin's pg_cancel_backend?): %s; nothing was recorded"
                                     % text)
+        if state == "57P01":  # reached: it ended this session, and the next call connects anew
+            return StoreUnavailable(self.where, "the PostgreSQL server ended this connection "
+                                    "(an admin's pg_terminate_backend, or the server shutting "
+                                    "down): %s" % (err.diag.message_primary or text))
         if state.startswith("55"):  # (psycopg's OperationalError too): the server is reached
             return StoreUnavailable(self.where, "the PostgreSQL server cannot do this now: %s; "
                                     "nothing was recorded" % text)
