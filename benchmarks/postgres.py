@@ -31,4 +31,5 @@ def postgres_server() -> Iterator[tuple[Callable[[], str], str]]:
 def described(version: str) -> str:
     return ("PostgreSQL %s: a server the script started itself (tests/pg.py's PgServer: initdb "
             "and pg_ctl as the postgres OS user in a temporary directory), TCP on 127.0.0.1, "
-            "fsync on; every write takes the store's one advisory lock." % version)
+            "fsync on; every admin's write takes the store's one write lock (LOCK TABLE "
+            "write_lock)." % version)

@@ -14,7 +14,8 @@ number of its own.
 
 SQLite: a file in a temporary directory (WAL, synchronous=FULL, as the store opens it).
 PostgreSQL: a server this script starts itself (benchmarks/postgres.py), stopped at the end;
-every write takes the store's one advisory lock (docs/decisions.md).
+every write (as the server's superuser, an admin) takes the store's one write lock
+(docs/decisions.md).
 
 ``--seen`` measures instead how soon one admin's TUI shows another's placement: a real TUI app
 (Textual's headless pilot, no hosts, its timed re-read put off so only the store's change feed

@@ -1133,6 +1133,34 @@ def test_an_admins_update_of_many_jobs_asks_no_row_of_the_policy(guarded):
         ann.close()
 
 
+def test_an_admins_update_of_many_jobs_queues_no_audit_check_and_reads_no_role_by_name(
+        guarded):
+    """Migration 0034: an admin's UPDATE of every job asked fractui_guard_admin() four times a
+    row, each a SQL function that read pg_roles by name and was planned anew (10,000 rows:
+    6.4 s, a superuser's 0.55 s), and queued the audit check (0016) of each row until the
+    commit, where it returned at once. Now no row's audit check is queued for an admin, and
+    whether she is one is asked of her membership without reading a role by its name
+    (fractui_guard_member, which a team's check still uses). A member's change is still
+    checked at commit: ann's stop with no audit entry is refused."""
+    admin = guarded.store()
+    try:
+        jobs = [admin.submit("v", guarded.vision, "x", ["true"], {}, "x") for _ in range(3)]
+        running = admin.place(jobs[0].id, SLOT, "sched", "decided")
+        running = admin.started(running.id, "a1", None, "sched", "started")
+    finally:
+        admin.close()
+    guarded.server.sql("ALTER ROLE %s SET track_functions = 'all'" % guarded.ops)
+    asked = ("SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname IN "
+             "('fractui_guard_job_audited', 'fractui_guard_member') ORDER BY funcname")
+    with psycopg.connect(guarded.url(guarded.ops)) as conn:
+        assert conn.execute("UPDATE jobs SET reason = 'x'").rowcount == 3
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # (the deferred checks: run now)
+        assert conn.execute(asked).fetchall() == []
+    refused(guarded, "UPDATE jobs SET state = 'stopping', stop_intent = 'requeue', reason = "
+            "'requeued by %s', updated_at = extract(epoch FROM clock_timestamp()) WHERE id = "
+            "%d" % (guarded.ann, running.id), "without an audit entry")
+
+
 def test_a_store_where_a_team_may_add_triggers_is_refused_saying_the_revoke(guarded):
     """GRANT ALL gives TRIGGER too: ann adds a trigger to jobs on a function of her session's
     pg_temp, and it runs as whoever writes the table, so the admin's next write of any job

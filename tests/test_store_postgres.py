@@ -767,7 +767,7 @@ def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg
         # a write of the old epoch that waited for the lock while the lease changed hands:
         # its fence must see the change (a snapshot from before the wait did not)
         blocker.execute("BEGIN")
-        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        blocker.execute("SELECT public.fractui_write_turn()")
         blocker.execute("UPDATE public.lease SET holder = 's3', epoch = epoch + 1, expires_at = "
                         "extract(epoch FROM clock_timestamp()) + 600")
         outcome: list = []
@@ -775,8 +775,8 @@ def test_the_databases_and_roles_defaults_leave_the_store_as_it_is(pg_server, pg
             lambda: other.stop_sent("h", "k", epoch=old + 1))))
         waiting.start()
         for _ in range(200):  # until the write waits for the lock (past the 200 ms timeout)
-            if pg_server.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
-                             "NOT granted", db=db) == [(1,)]:
+            if pg_server.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND "
+                             "NOT granted AND relation = 'public.write_lock'::regclass", db=db) == [(1,)]:
                 break
             time.sleep(0.05)
         time.sleep(0.5)
@@ -867,7 +867,7 @@ def test_a_session_of_ours_paused_inside_a_write_lets_the_lock_go(pg_url, monkey
     paused = postgres.PostgresDialect(pg_url).connect()  # as the store's own connections are
     try:
         paused.execute("BEGIN")
-        paused.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        paused.execute("SELECT public.fractui_write_turn()")
         paused.execute("INSERT INTO meta (key, value) VALUES ('paused', 'never')")
         # ... and nothing more from it, as a SIGSTOPped process sends nothing
         assert store.submit("q", None, "goes on", ["true"], {}, "alice").id == 1
@@ -883,6 +883,51 @@ def test_a_session_of_ours_paused_inside_a_write_lets_the_lock_go(pg_url, monkey
         store.close()
 
 
+def test_a_session_an_admin_ends_is_said_so_and_tried_once_more(pg_server, pg_url):
+    """pg_terminate_backend of the store's connection: the call is made once more on a new one
+    where nothing was recorded (here, as it waited for the write lock), so one end goes
+    unseen; ended again on the new one, it is said as what it is (the server ended this
+    connection: an admin, or a shutdown), not as a server fractui cannot reach, and nothing
+    was recorded. The store's next call works."""
+    store = open_store(pg_url)
+    holder = pg_server.connect(pg_url.rsplit("/", 1)[1])
+    ended: list = []
+    done = threading.Event()
+
+    def terminator() -> None:  # ends each session of the store that waits for the lock
+        while not done.is_set() and len(ended) < 2:
+            for pid, in pg_server.sql(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'relation' AND NOT granted AND "
+                    "relation = 'public.write_lock'::regclass", db=pg_url.rsplit("/", 1)[1]):
+                if pid not in ended:  # (one ended may still show, waiting, for a moment)
+                    pg_server.sql("SELECT pg_terminate_backend(%d)" % pid)
+                    ended.append(pid)
+            time.sleep(0.05)
+
+    try:
+        assert store.jobs() == []  # (its connection is made: the first try is not a fresh one's)
+        holder.execute("BEGIN")
+        holder.execute("SELECT public.fractui_write_turn()")
+        ending = threading.Thread(target=terminator)
+        ending.start()
+        with pytest.raises(StoreUnavailable) as err:
+            store.submit("q", None, "ended", ["true"], {}, "alice")
+        done.set()
+        ending.join()
+        assert len(ended) == 2 and ended[0] != ended[1], ended  # once more, on a new one
+        said = str(err.value)
+        assert "the PostgreSQL server ended this connection (an admin's pg_terminate_backend, " \
+            "or the server shutting down): terminating connection due to administrator " \
+            "command" in said and "cannot reach" not in said, said
+        holder.execute("ROLLBACK")
+        assert store.jobs() == []
+        assert store.submit("q", None, "then", ["true"], {}, "alice").name == "then"
+    finally:
+        done.set()
+        holder.close()
+        store.close()
+
+
 def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkeypatch):
     """Another client holding the store's write lock (a transaction left open) keeps a write
     waiting at most the lock timeout: then StoreBusy naming the role and session that hold it
@@ -892,7 +937,7 @@ def test_a_write_waits_for_the_write_lock_only_so_long(pg_server, pg_url, monkey
     holder = pg_server.connect(pg_url.rsplit("/", 1)[1])
     try:
         holder.execute("BEGIN")
-        holder.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+        holder.execute("SELECT public.fractui_write_turn()")
         with pytest.raises(StoreBusy) as busy:
             store.submit("q", None, "blocked", ["true"], {}, "alice")
         pid = holder.info.backend_pid

@@ -96,12 +96,13 @@ def test_a_members_submit_past_the_bound_is_refused_and_nothing_queued_changes(s
 
 def _waiting_on_the_lock(store_url: str, pids: List[int]) -> bool:
     """Whether every one of ``pids`` waits for the store's write lock: on PostgreSQL an
-    advisory lock not granted (the server's word), on SQLite asleep in the busy handler."""
+    lock of the write lock's table not granted (the server's word), on SQLite asleep in the
+    busy handler."""
     if store_url.startswith("postgresql"):
         with psycopg.connect(store_url, autocommit=True) as conn:
             waiting = {pid for pid, in conn.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND "
-                "objid = %s", (postgres.WRITE_LOCK,))}
+                "SELECT pid FROM pg_locks WHERE locktype = 'relation' AND NOT granted AND "
+                "relation = to_regclass('public.%s')" % postgres.WRITE_LOCK_TABLE)}
         return len(waiting) == len(pids)
     call = _NANOSLEEP[platform.machine()]
     return all(Path("/proc/%d/syscall" % pid).read_text().split()[0] == str(call)
@@ -114,7 +115,7 @@ def write_lock_held(store_url: str) -> Iterator[None]:
     ends."""
     if store_url.startswith("postgresql"):
         with psycopg.connect(store_url) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (postgres.WRITE_LOCK,))
+            conn.execute("SELECT public.fractui_write_turn()")
             yield
             conn.rollback()
         return
@@ -262,8 +263,9 @@ def test_a_member_on_psql_is_held_to_the_bound_in_the_database(any_grants):
 
 def test_two_members_inserting_on_psql_for_the_last_place_take_it_once(pg_server):
     """ann's insert holds the last place in an open transaction; a second insert of hers, on
-    another connection, waits for the store's write lock the guard takes, then counts the
-    first: refused. (Without the lock it counted in a snapshot without the first: both kept.)"""
+    another connection, waits for her team's turn to submit that the guard takes (0032; the
+    store's write lock before), then counts the first: refused. (Without a lock it counted in a
+    snapshot without the first: both kept.)"""
     guarded = _guarded(pg_server, LEAST)
     admin = guarded.store()
     try:
@@ -281,8 +283,8 @@ def test_two_members_inserting_on_psql_for_the_last_place_take_it_once(pg_server
             racer = threading.Thread(target=second)
             racer.start()
             wait(lambda: not racer.is_alive() or pg_server.sql(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND objid = %d" % postgres.WRITE_LOCK, db=guarded.db)[0][0] == 1,
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '%s' AND "
+                "wait_event_type = 'Lock'" % guarded.ann, db=guarded.db)[0][0] == 1,
                 lambda: "the second insert never waited for the lock")
             first.commit()
         racer.join()

@@ -1,9 +1,11 @@
 """The store in a PostgreSQL database, shared by a team's users, TUIs and schedulers (psycopg 3).
 
 What PostgreSQL does its own way for the SQL core (fractui.store.sql): schema changes are
-numbered SQL files in migrations/postgresql/, counted in the ``fractui_schema`` table; a write
-takes one transaction-scoped advisory lock up front, so writes are serialised as SQLite's are
-and a compare-and-set or a fenced write never races another client; time — the lease's expiry
+numbered SQL files in migrations/postgresql/, counted in the ``fractui_schema`` table; an
+admin's write takes the store's write lock up front (the table write_lock's, which only the
+admins may take), so writes are serialised as SQLite's are and a compare-and-set or a fenced
+write never races another client, and a team member's write holds the job rows it changes and
+its team's turn to submit, so nothing she holds on psql stalls another team; time — the lease's expiry
 above all — is the server's clock, never a client's, so schedulers on machines whose clocks
 disagree still agree on who holds the lease; a change is announced by NOTIFY in the change's
 own transaction (delivered only if it commits), which PostgresFeed hears by LISTEN.
@@ -38,7 +40,10 @@ from fractui.whoami import os_user
 
 # the NOTIFY channel (fractui_announce, migration 0005 sends on it); the payload is the topic
 CHANNEL = "fractui_changes"
-WRITE_LOCK = 0x66726163  # the advisory lock every write holds ("frac")
+WRITE_LOCK_TABLE = "write_lock"  # whose EXCLUSIVE lock is the store's write lock (0032)
+# The advisory lock every write held before migration 0032 ("frac"), which any role could
+# take; a store from before it is migrated under it, as the fractui that wrote it writes.
+WRITE_LOCK = 0x66726163
 ADMIN_ROLE = "fractui_admin"
 TEAM_ROLE = "fractui_team_"
 CONNECT_TIMEOUT_S = 10  # unless the URL or PGCONNECT_TIMEOUT says otherwise
@@ -232,6 +237,11 @@ class PostgresDialect(Dialect):
         """Whether a database with no store in it yet is made one (else NO_STORE)."""
         self.origin = origin
         """Where the config gives the URL (StoreSettings.origin), or None."""
+        self.turns = False
+        """Whether the store has its write lock of fractui's roles (migration 0032)."""
+        self.whole = True
+        """Whether the write begun last holds the store's write lock: false for a team
+        member's, which holds the rows it changes and its team's turn instead."""
 
     def connect(self) -> psycopg.Connection:
         """A connection in autocommit (a write opens its own transaction), with what the URL
@@ -268,8 +278,16 @@ class PostgresDialect(Dialect):
         # inside the transaction, and only a snapshot taken after it sees the writes of the one
         # before (under repeatable read a deposed leader's fenced write passed the fence)
         db.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        if not self.turns:  # (known once seen: a store never goes back below 0032)
+            self.turns = db.execute("SELECT to_regprocedure('public.fractui_write_turn()') "
+                                    "IS NOT NULL AS made").fetchone()["made"]
         try:
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            if self.turns:
+                self.whole = db.execute("SELECT fractui_write_turn() AS whole"
+                                        ).fetchone()["whole"]
+            else:  # a store before 0032, being migrated: as the fractui that wrote it
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                self.whole = True
         except psycopg.errors.LockNotAvailable as err:
             db.execute("ROLLBACK")
             raise StoreBusy(self.where, "no write for %g s: %s; try again" % (
@@ -277,13 +295,20 @@ class PostgresDialect(Dialect):
         db.execute("SELECT set_config('lock_timeout', %s, true)",  # this transaction's
                    ("%dms" % (ROW_WAIT_S * 1000),))
 
+    def team_turn(self, db: psycopg.Connection, team: str) -> None:
+        if not self.whole:  # (the write lock orders every team's submits already)
+            db.execute("SELECT fractui_team_turn(%s)", (team,))
+
+    def locked(self) -> str:
+        return " FOR UPDATE"
+
     def _lock_holder(self, db: psycopg.Connection) -> str:
         """Who holds the write lock, from the server's own views (every role may read who
-        is connected): any role may take an advisory lock, so a session that keeps it is
-        named, with the way to end it."""
-        row = db.execute(
-            _HOLDER % "l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND "
-            "l.objid::bigint = %s", (WRITE_LOCK,)).fetchone()
+        is connected): an admin's session that keeps it (or a member's, where a broad grant
+        gave her UPDATE on every table) is named, with the way to end it. Before 0032 the lock
+        was advisory, which any role may take."""
+        row = db.execute(*((_HOLDER % _WRITER,) if self.turns else
+                           (_HOLDER % _ADVISORY_WRITER, (WRITE_LOCK,)))).fetchone()
         if row is None:
             return "the store's write lock was held by a session that has let it go"
         return "the store's write lock is held by %s" % _holder_words(row)
@@ -295,12 +320,13 @@ class PostgresDialect(Dialect):
         if not isinstance(err, RowsLocked):
             return err
         try:
-            row = db.execute(
-                _HOLDER % "l.locktype = 'relation' AND l.granted AND l.pid <> "
-                "pg_backend_pid() AND l.relation IN (SELECT oid FROM pg_class WHERE "
-                "relnamespace = 'public'::regnamespace) AND NOT EXISTS (SELECT 1 FROM pg_locks "
-                "w WHERE w.pid = l.pid AND w.locktype = 'advisory' AND w.granted AND w.classid "
-                "= 0 AND w.objid::bigint = %s)", (WRITE_LOCK,)).fetchone()
+            outside = ("l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid() "
+                       "AND l.relation IN (SELECT oid FROM pg_class WHERE relnamespace = "
+                       "'public'::regnamespace) AND NOT EXISTS (SELECT 1 FROM pg_locks w "
+                       "WHERE w.pid = l.pid AND %s)" % (
+                           _WRITER if self.turns else _ADVISORY_WRITER).replace("l.", "w."))
+            row = db.execute(_HOLDER % outside, () if self.turns else (WRITE_LOCK,)
+                             ).fetchone()
         except psycopg.Error:
             return err  # (the words it has are still true)
         who = ("held by %s" % _holder_words(row) if row is not None else
@@ -527,6 +553,10 @@ class PostgresDialect(Dialect):
             return StoreUnavailable(self.where, "the server cancelled the statement (an "
                                     "admin's pg_cancel_backend?): %s; nothing was recorded"
                                     % text)
+        if state == "57P01":  # reached: it ended this session, and the next call connects anew
+            return StoreUnavailable(self.where, "the PostgreSQL server ended this connection "
+                                    "(an admin's pg_terminate_backend, or the server shutting "
+                                    "down): %s" % (err.diag.message_primary or text))
         if state.startswith("55"):  # (psycopg's OperationalError too): the server is reached
             return StoreUnavailable(self.where, "the PostgreSQL server cannot do this now: %s; "
                                     "nothing was recorded" % text)
@@ -539,6 +569,13 @@ class PostgresDialect(Dialect):
                             "database from a backup" % what)
 
 
+# A fractui writer in its turn (on pg_locks l): one holding the write lock, more than a read's
+# lock on its table; before 0032, the advisory lock (its key the one parameter).
+_WRITER = ("l.granted AND l.locktype = 'relation' AND l.mode <> 'AccessShareLock' AND "
+           "l.relation = to_regclass('public.%s')" % WRITE_LOCK_TABLE)
+_ADVISORY_WRITER = ("l.granted AND l.locktype = 'advisory' AND l.classid = 0 AND "
+                    "l.objid::bigint = %s")
+
 # A session holding a lock (the condition is the caller's, on pg_locks l), the oldest first,
 # and the strongest lock first: a read's AccessShareLock blocks only a migration.
 _HOLDER = (
@@ -549,9 +586,11 @@ _HOLDER = (
 
 
 def _holder_words(row: dict[str, Any]) -> str:
-    """A session that holds a lock as an admin finds it, with the way to end it."""
-    known = [row["app"] or "no application name"] + [row["state"]] * bool(row["state"]) + [
-        "for %.0f s" % row["held_s"]] * (row["held_s"] is not None)  # (hidden from some roles)
+    """A session that holds a lock as an admin finds it, with the way to end it. Another
+    role's times and state are hidden from a role that is not a superuser nor in
+    pg_read_all_stats (a team member's turn waited for another's): said without them."""
+    known = [row["app"] or "no application name"] + [row["state"]] * bool(row["state"]) + (
+        [] if row["held_s"] is None else ["for %.0f s" % row["held_s"]])
     return ("role %s (pid %d, %s); if that session hangs, an admin ends it with SELECT "
             "pg_terminate_backend(%d)" % (row["role"], row["pid"], ", ".join(known), row["pid"]))
 

@@ -119,6 +119,16 @@ class Dialect(abc.ABC):
         """The store's error for a driver's error; None for an error that is not the
         driver's (it is raised as it is)."""
 
+    def team_turn(self, db: Any, team: str) -> None:
+        """Waits for ``team``'s turn to submit where the write begun does not hold the
+        store's write lock (a team member's on PostgreSQL); nothing by default."""
+
+    def locked(self) -> str:
+        """What a read of a job that the write then changes ends with, to hold its row until
+        the commit where writes do not all take the one lock (a team member's on PostgreSQL
+        takes none that every team waits for); nothing by default."""
+        return ""
+
     def explained(self, db: Any, err: StoreError) -> StoreError:
         """``err`` with what the still-open connection can tell of it (who holds what the call
         waited for); as it is by default."""
@@ -277,6 +287,8 @@ class SqlStore(Store):
         asked = (queue, team, name, tuple(argv), cwd, env, image, run_as)
 
         def work(db: Any) -> Job:
+            if team is not None:  # (a key's first try, and the team's bound, in its turn)
+                self.dialect.team_turn(db, team)
             if key is not None:
                 row = self._run(db, "SELECT id FROM jobs WHERE submit_key = ?", (key,)
                                 ).fetchone()
@@ -958,9 +970,10 @@ class SqlStore(Store):
 
     def version(self, topic: str) -> int:
         def work(db: Any) -> int:
-            row = self._run(db, "SELECT version FROM changes WHERE topic = ?", (topic,)
-                            ).fetchone()
-            if row is None:
+            # (the sum of its rows: on PostgreSQL one per role that announced it, 0033)
+            row = self._run(db, "SELECT CAST(sum(version) AS BIGINT) AS version, count(*) AS n "
+                            "FROM changes WHERE topic = ?", (topic,)).fetchone()
+            if not row["n"]:
                 raise self.dialect.damaged("no change counter for %r" % topic)
             check("the change counter of %r" % topic, row, {"version": INT})
             return int(row["version"])
@@ -972,14 +985,17 @@ class SqlStore(Store):
 
     # -- inside a transaction --
 
-    def _get(self, db: Any, job_id: int) -> Job:
-        row = self._run(db, "SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def _get(self, db: Any, job_id: int, held: bool = False) -> Job:
+        """The job; ``held``: its row held until the commit, so that a member's cancel and
+        the scheduler's placement of one job take turns by it (Dialect.locked)."""
+        row = self._run(db, "SELECT * FROM jobs WHERE id = ?" + (
+            self.dialect.locked() if held else ""), (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
         return _job(row)
 
     def _expect(self, db: Any, job_id: int, expect: tuple[str, ...]) -> Job:
-        job = self._get(db, job_id)
+        job = self._get(db, job_id, held=True)
         if job.state not in expect:
             raise StateConflict("job %d is %s, not %s" % (job_id, job.state,
                                                          " or ".join(expect)))

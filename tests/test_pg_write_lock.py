@@ -1,0 +1,80 @@
+"""The store's write lock on PostgreSQL is one only fractui's admins may take (migration 0032):
+a team member on psql who holds what she can of it stalls no other team. Before 0032 it was
+an advisory lock, which PostgreSQL lets any role take: a member who took it in a transaction
+left open made every other team's writes, and the scheduler's, wait and fail StoreBusy."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from fractui.store import RowsLocked, StoreDenied, postgres
+from fractui.store.access import CANCEL
+from fractui.store.intents import Asker, ask_stop, submit
+from fractui.store.model import CANCELLED
+from tests.test_pg_guard import LEAST, SLOT, _guarded
+
+OLD_LOCK = 0x66726163  # the advisory key every write took before 0032
+
+
+def test_a_member_holding_what_she_can_of_the_write_lock_stalls_no_other_team(
+        pg_server, monkeypatch):
+    """ann (team vision), on psql with the least grants, takes the advisory lock fractui's
+    writes took (in her transaction and her session) and moves every change counter (whose
+    row she held until 0033, which gave each role its own), may not lock the write lock's table in
+    any mode that stalls a write, nor take team nlp's turn to submit (the guard's words), and
+    holds her own team's turn. Meanwhile bob's submit and cancel (team nlp, through fractui)
+    and the admin's submit and placement (the scheduler's kind of write) go through; only her
+    own team's submit (cy's) waits for her, and is told it is her session."""
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT_S", 1.0)  # (before 0032: StoreBusy in 1 s)
+    monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.5)
+    guarded = _guarded(pg_server, LEAST)
+    bob_role, cy_role = "bob_" + guarded.tag, "cy_" + guarded.tag
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (bob_role, guarded.nlp))
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (cy_role, guarded.vision))
+    admin, bob, cy = guarded.store(), guarded.store(bob_role), guarded.store(cy_role)
+    hostile = psycopg.connect(guarded.url(guarded.ann))
+    try:
+        hostile.execute("SELECT pg_advisory_lock(%s)", (OLD_LOCK,))
+        hostile.execute("SELECT pg_advisory_xact_lock(%s)", (OLD_LOCK,))
+        for topic in ("jobs", "logs", "hosts", "lease"):  # (each counter's, before 0033)
+            hostile.execute("SELECT fractui_announce(%s)", (topic,))
+        theirs = submit(bob, "n", guarded.nlp, "theirs", ["true"], {}, Asker("here"))
+        other = admin.submit("n", guarded.nlp, "other", ["true"], {}, "ops")
+        assert admin.place(other.id, SLOT, "sched", "decided").state == "placed"
+        assert ask_stop(bob, theirs, CANCEL, Asker("here")).state == CANCELLED
+        bob.ask_log(theirs.id, bob_role)
+        assert admin.acquire_lease("sched", 60) is not None
+        admin.record_inventory("gpu-a", {"gpus": []})
+        with psycopg.connect(guarded.url(guarded.ann)) as tries:
+            for mode in ("ROW SHARE", "SHARE", "EXCLUSIVE", "ACCESS EXCLUSIVE"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                                   match="permission denied for table write_lock"):
+                    tries.execute("LOCK TABLE write_lock IN %s MODE" % mode)
+                tries.rollback()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="refused by the store's guard: role %s .* may not take "
+                               "the turn to submit of team %s" % (guarded.ann, guarded.nlp)):
+                tries.execute("SELECT fractui_team_turn(%s)", (guarded.nlp,))
+        hostile.execute("SELECT fractui_team_turn(%s)", (guarded.vision,))
+        hostile.execute("LOCK TABLE write_lock IN ACCESS SHARE MODE")  # (her SELECT's)
+        assert submit(bob, "n", guarded.nlp, "again", ["true"], {}, Asker("here")).id
+        with pytest.raises(RowsLocked, match="held by role %s \\(pid %d" % (
+                guarded.ann, hostile.info.backend_pid)):
+            submit(cy, "v", guarded.vision, "mine", ["true"], {}, Asker("here"))
+    finally:
+        hostile.close()
+        cy.close()
+        bob.close()
+        admin.close()
+
+
+def test_an_admin_who_may_not_take_the_write_lock_is_told_what_to_grant(pg_server):
+    """An admin's writes are not held by the guard, so each must hold the write lock: a
+    member of fractui_admin without UPDATE on write_lock (the GRANTs run before 0032, then
+    revoked) is refused, not let write unordered."""
+    guarded = _guarded(pg_server, LEAST)
+    pg_server.sql("REVOKE UPDATE ON write_lock FROM fractui_admin", db=guarded.db)
+    with pytest.raises(StoreDenied, match="role %s is an admin but may not take the store's "
+                       "write lock .*GRANT UPDATE ON write_lock TO fractui_admin" % guarded.ops):
+        guarded.store(guarded.ops)
