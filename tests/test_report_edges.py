@@ -634,6 +634,24 @@ def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, ca
         store.close()
 
 
+def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, capfd):
+    """A team out of the config whose only jobs wait: --team names it for a range not begun
+    (or one that ended) as for one that reaches now — none of its jobs held a GPU there,
+    exit 0 — where it was an unknown team (exit 2) but for the ranges that reach now."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    now = int(time.time()) // 60 * 60.0
+    try:
+        store.submit("q", "ghost", "waits", ["x"], {}, "ann@laptop")
+        report = store_report(capfd, tmp_path, store.where,
+                              '[[teams]]\nname = "vision"\nquota_gpus = 1\n')
+        for span in (("--since", _at(now + H), "--until", _at(now + 2 * H)),
+                     ("--since", _at(now - 2 * H), "--until", _at(now - H)), ()):
+            out = report("--team", "ghost", *span)
+            assert "none of the jobs in team ghost held a GPU in this range" in out, (span, out)
+    finally:
+        store.close()
+
+
 def test_an_attempt_ended_as_the_range_begins_is_in_its_table_and_held_nothing(tmp_path,
                                                                                 capfd):
     """One job, ended at --since: the table has its outcome (DONE 1), and the range says no
