@@ -46,10 +46,10 @@ def report(config: Config, args: argparse.Namespace) -> int:
             config.team(whose.team)  # a typo is said with the close name (a team since
             # left out of the config is still reported while the store keeps its usage or
             # its jobs wait, whatever the range: one not begun has none of either)
-        bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it)
-        made = build(records, store.gpu_time(since - bucket_s, until) if whose.everyone else
-                     [], since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
-                     whose, bucket_s)
+        bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
+        # read for a report of some jobs too: where the store's usage begins is the store's)
+        made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
+                     now, store.jobs(UNSTARTED, ended_since=since), whose, bucket_s)
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()

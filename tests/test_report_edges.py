@@ -38,7 +38,7 @@ from fractui.metrics.state import MetricsState
 from fractui.sched.fleetview import HostView
 from fractui.store import open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNING, STOPPING,
-                                 LateCopy, Sampled, Slot, UsageRecord)
+                                 GpuTime, LateCopy, Sampled, Slot, UsageRecord)
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.report import build, saving
@@ -648,6 +648,29 @@ def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, c
                      ("--since", _at(now - 2 * H), "--until", _at(now - H)), ()):
             out = report("--team", "ghost", *span)
             assert "none of the jobs in team ghost held a GPU in this range" in out, (span, out)
+    finally:
+        store.close()
+
+
+def test_a_report_of_some_jobs_starts_where_the_store_keeps_anything(tmp_path, capfd):
+    """GPU time kept from 3 h ago, ann's only attempt from 1 h ago: --user ann's means start
+    where everyone's do, 3 h ago (the store's, whoever's jobs: docs/usage.md), not at her
+    attempt, which left the GPU time unread and averaged her hour over itself alone."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    now = int(time.time()) // 3600 * 3600.0
+    try:
+        store.keep_gpu_time([GpuTime("l4", 0, now - 3 * H, "NVIDIA L4", online_s=300,
+                                     idle_s=300)])
+        clock.t = now - H
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop").id
+        store.place(job, QUARTER, "sched", "fits")
+        store.started(job, "a1", clock.t, "sched", "started", model="NVIDIA L4")
+        report = store_report(capfd, tmp_path, store.where,
+                              first=["--since", _at(now - 4 * H), "--json"])
+        everyone, ann = json.loads(report()), json.loads(report("--user", "ann"))
+        assert everyone["start"] == ann["start"] == now - 3 * H, (everyone, ann)
+        assert ann["saving"]["mean_demand_gpus"] == everyone["saving"]["mean_demand_gpus"]
     finally:
         store.close()
 
