@@ -39,16 +39,17 @@ def report(config: Config, args: argparse.Namespace) -> int:
                 _local(since), _local(until)))
         whose = Whose(store.identity().user if args.me else args.user, args.team)
         records = store.usage(since, until)
-        waits = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)] if (
-            reaches_now(since, until, now)) else None
-        if whose.team is not None and not waits and all(r.team != whose.team
-                                                        for r in records):
+        waiting_jobs = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)]
+        waits = waiting_jobs if reaches_now(since, until, now) else None
+        if whose.team is not None and not waiting_jobs and all(r.team != whose.team
+                                                               for r in records):
             config.team(whose.team)  # a typo is said with the close name (a team since
-            # left out of the config is still reported while the store keeps its usage)
-        bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it)
-        made = build(records, store.gpu_time(since - bucket_s, until) if whose.everyone else
-                     [], since, until, args.by, now, store.jobs(UNSTARTED, ended_since=since),
-                     whose, bucket_s)
+            # left out of the config is still reported while the store keeps its usage or
+            # its jobs wait, whatever the range: one not begun has none of either)
+        bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
+        # read for a report of some jobs too: where the store's usage begins is the store's)
+        made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
+                     now, store.jobs(UNSTARTED, ended_since=since), whose, bucket_s)
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()

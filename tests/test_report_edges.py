@@ -38,7 +38,7 @@ from fractui.metrics.state import MetricsState
 from fractui.sched.fleetview import HostView
 from fractui.store import open_store
 from fractui.store.model import (CANCELLED, DONE, FAILED, PENDING, PLACED, RUNNING, STOPPING,
-                                 LateCopy, Sampled, Slot, UsageRecord)
+                                 GpuTime, LateCopy, Sampled, Slot, UsageRecord)
 from fractui.store.sqlite import SqliteStore
 from fractui.usage.gputime import GpuClock
 from fractui.usage.report import build, saving
@@ -334,9 +334,10 @@ def test_gpu_time_counts_whole_buckets_and_nothing_while_away_or_unseen(tmp_path
     """Two L4s, GPU 0 held whole by one job from T to 2 h, GPU 1 idle; buckets of 30 min,
     looks every 30 s; the host away 0.5 -> 0.75 h (the look as it returns counts nothing),
     the holder paused 1 h -> 1 h 2 min (the look after the pause counts nothing).
-    [0.25 h, 1.75 h) counts the buckets that begin in it, whole: 0.5 h (seen 0.75 -> 1 h: 900
-    s), 1 h (1680 s: 120 s unseen), 1.5 h (1800 s: past the range's end) — 4380 s each GPU;
-    the job's HELD is its 1.5 h in the range exactly, its host away or not."""
+    [0.25 h, 1.75 h) counts each bucket's time where it was seen: 0 h (seen 0 -> 29.5 min, the
+    look at 30 min away: 870 s of it in the range), 0.5 h (seen 0.75 -> 1 h: 900 s), 1 h (1680
+    s: 120 s unseen), 1.5 h (seen all of it: its first 900 s) — 4350 s each GPU; the job's
+    HELD is its 1.5 h in the range exactly, its host away or not."""
     clock = Clock()
     store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
     try:
@@ -354,7 +355,8 @@ def test_gpu_time_counts_whole_buckets_and_nothing_while_away_or_unseen(tmp_path
         clock.t = T + 2 * H
         store.ended(job.id, (RUNNING,), DONE, None, "sched", "done", "end", ended_at=T + 2 * H)
         config = tmp_path / "config.toml"
-        config.write_text('[store]\nurl = "sqlite://%s"\n' % store.where)
+        config.write_text('[store]\nurl = "sqlite://%s"\n[usage]\nbucket_s = 1800\n'
+                          % store.where)
         span = ["--since", _at(T + 0.25 * H), "--until", _at(T + 1.75 * H)]
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span,
                                             "--json", "--by", "gpu"])
@@ -362,15 +364,42 @@ def test_gpu_time_counts_whole_buckets_and_nothing_while_away_or_unseen(tmp_path
         got = json.loads(out)
         gpu = {g["key"]: g for g in got["groups"]}
         assert (gpu["l4 gpu0"]["online_gpu_hours"], gpu["l4 gpu0"]["held_online_gpu_hours"],
-                gpu["l4 gpu0"]["idle_gpu_hours"]) == pytest.approx((4380 / H, 4380 / H, 0))
+                gpu["l4 gpu0"]["idle_gpu_hours"]) == pytest.approx((4350 / H, 4350 / H, 0))
         assert (gpu["l4 gpu1"]["online_gpu_hours"], gpu["l4 gpu1"]["held_online_gpu_hours"],
-                gpu["l4 gpu1"]["idle_gpu_hours"]) == pytest.approx((4380 / H, 0, 4380 / H))
+                gpu["l4 gpu1"]["idle_gpu_hours"]) == pytest.approx((4350 / H, 0, 4350 / H))
         assert got["total"]["held_gpu_hours"] == pytest.approx(1.5)
-        assert got["total"]["online_gpu_hours"] == pytest.approx(8760 / H)
+        assert got["total"]["online_gpu_hours"] == pytest.approx(8700 / H)
         code, out, err = in_process(capfd, ["--config", str(config), "report", *span])
         assert code == 0, err
-        assert "GPUs online 2.43 GPU-h, held while online 1.22 (50 %), idle with nothing on " \
-            "them 1.22 (50 %)" in out, out
+        assert "GPUs online 2.42 GPU-h, held while online 1.21 (50 %), idle with nothing on " \
+            "them 1.21 (50 %)" in out, out
+    finally:
+        store.close()
+
+
+def test_a_model_whose_gpus_came_or_went_within_the_first_bucket_is_counted_where_it_was(
+        tmp_path, capfd):
+    """One bucket of 30 min, read from its middle, [15 min, 30 min), by model: an L4 seen all
+    of it is online 15 min of the range; an A10 seen only from 20 min on (no GPU of its model
+    at the range's start) all its 10 min; a V100 seen only until 10 min (gone before the range
+    began) none of it, and has no group. Spread over the whole bucket, the A10 read 5 min and
+    the V100 a group of 5 min online in a range it was never in."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    try:
+        gpus = GpuClock(bucket_s=1800)
+        for look in range(0, 1801, 30):
+            hosts = [("l4", "NVIDIA L4")] + [("v100", "Tesla V100")] * (look <= 600) + [
+                ("a10", "NVIDIA A10")] * (look >= 1200)
+            gpus.observe([HostView(h, "online", hello={"gpus": []}, snapshot={"gpus": [
+                {"index": 0, "name": name, "processes": []}]}) for h, name in hosts], [],
+                T + look)
+        store.keep_gpu_time(gpus.take())
+        report = store_report(capfd, tmp_path, store.where, "[usage]\nbucket_s = 1800\n")
+        got = json.loads(report("--since", _at(T + 900), "--until", _at(T + 1800), "--json",
+                                "--by", "model"))
+        online = {g["key"]: g["online_gpu_hours"] * H for g in got["groups"]}
+        assert online == pytest.approx({"NVIDIA L4": 900, "NVIDIA A10": 600}, abs=0.01), online
     finally:
         store.close()
 
@@ -630,6 +659,48 @@ def test_jobs_still_waiting_are_said_under_a_range_that_reaches_now(tmp_path, ca
             QUARTER.host: "", "total": "2"}
         assert {r["waiting_now"] for r in csv.DictReader(io.StringIO(report(
             "--csv", "--until", _at(now - H))))} == {""}
+    finally:
+        store.close()
+
+
+def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, capfd):
+    """A team out of the config whose only jobs wait: --team names it for a range not begun
+    (or one that ended) as for one that reaches now — none of its jobs held a GPU there,
+    exit 0 — where it was an unknown team (exit 2) but for the ranges that reach now."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    now = int(time.time()) // 60 * 60.0
+    try:
+        store.submit("q", "ghost", "waits", ["x"], {}, "ann@laptop")
+        report = store_report(capfd, tmp_path, store.where,
+                              '[[teams]]\nname = "vision"\nquota_gpus = 1\n')
+        for span in (("--since", _at(now + H), "--until", _at(now + 2 * H)),
+                     ("--since", _at(now - 2 * H), "--until", _at(now - H)), ()):
+            out = report("--team", "ghost", *span)
+            assert "none of the jobs in team ghost held a GPU in this range" in out, (span, out)
+    finally:
+        store.close()
+
+
+def test_a_report_of_some_jobs_starts_where_the_store_keeps_anything(tmp_path, capfd):
+    """GPU time kept from 3 h ago, ann's only attempt from 1 h ago: --user ann's means start
+    where everyone's do, 3 h ago (the store's, whoever's jobs: docs/usage.md), not at her
+    attempt, which left the GPU time unread and averaged her hour over itself alone."""
+    clock = Clock()
+    store = SqliteStore(str(tmp_path / "store.db"), clock=clock)
+    now = int(time.time()) // 3600 * 3600.0
+    try:
+        store.keep_gpu_time([GpuTime("l4", 0, now - 3 * H, "NVIDIA L4", online_s=300,
+                                     idle_s=300)])
+        clock.t = now - H
+        job = store.submit("q", "vision", "j", ["x"], {}, "ann@laptop").id
+        store.place(job, QUARTER, "sched", "fits")
+        store.started(job, "a1", clock.t, "sched", "started", model="NVIDIA L4")
+        report = store_report(capfd, tmp_path, store.where,
+                              first=["--since", _at(now - 4 * H), "--json"])
+        everyone, ann = json.loads(report()), json.loads(report("--user", "ann"))
+        assert everyone["start"] == ann["start"] == now - 3 * H, (everyone, ann)
+        assert ann["saving"]["mean_demand_gpus"] == pytest.approx(  # (read a moment apart)
+            everyone["saving"]["mean_demand_gpus"], abs=1e-3)
     finally:
         store.close()
 

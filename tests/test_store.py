@@ -307,7 +307,7 @@ def test_a_store_of_an_older_version_is_migrated_in_place_and_keeps_its_jobs(tmp
     assert store.get(1).move_to is None  # 0017: no job of before moves
     assert store.waiting_bounds() == {}  # 0018: every team held to the default bound
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(
-        _migrations()) == 18
+        _migrations()) == 19
 
 
 def test_the_identity_is_the_os_user_by_uid_and_the_files_owner_is_admin(tmp_path, monkeypatch):

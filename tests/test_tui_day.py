@@ -18,9 +18,10 @@ from textual.widgets import Button
 from fractui.config import Config, TuiSettings
 from fractui.fleet.client import AgentCallError
 from fractui.fleet.host import HostUnavailable
-from fractui.sched.standing import next_order, standing
+from fractui.sched.standing import UsageRead, next_order, standing
 from fractui.scheduler.child import ChildScheduler
 from fractui.store.model import PENDING
+from fractui.store.sqlite import SqliteStore
 from fractui.team_commands import lines as team_lines
 from fractui.tui.actions import KeyLine, shown_bindings
 from fractui.tui.app import FractuiApp
@@ -38,7 +39,7 @@ from fractui.tui.slicemap import SliceMap
 from fractui.tui.source import Source
 from fractui.tui.themes import RichVariables
 from tests.test_tui_small import open_job_1
-from tests.tui_frozen import (LOGS, STATES, frozen_app, pilot_test, screen_lines, settled,
+from tests.tui_frozen import (LOGS, STATES, H, frozen_app, pilot_test, screen_lines, settled,
                                settled_app, usage_store)
 from tests.tui_live import until
 
@@ -567,6 +568,27 @@ async def test_the_teams_table_says_the_stores_bound_and_a_team_at_it_in_the_war
         assert rows["nlp"][1]["2/2"].color == warning, rows["nlp"]
         assert rows["vision"][1]["2/12"].color == warning, rows["vision"]
     store.close()
+
+
+@pilot_test
+async def test_the_teams_recent_usage_is_counted_to_the_stores_now(tmp_path):
+    """The store's clock is 3 days ahead of the TUI's (NOW): the Teams table's recent GPUs are
+    the store's usage up to the store's now, as fractui teams counts them, not up to NOW."""
+    path = str(tmp_path / "store.db")
+    usage_store(path).close()
+    store = SqliteStore(path, clock=lambda: NOW + 72 * H)
+    try:
+        async with settled_app((180, 48), usage=store) as (app, pilot):
+            fair = app.config.fairshare
+
+            def recent(now: float) -> dict[str, str]:
+                read = UsageRead.of(store.usage(now - fair.window_s, now), app.config, now)
+                return {t: "%.2f" % read.recent.get(t, 0.0) for t in ("nlp", "vision")}
+            rows = team_rows(app)
+            shown = {t: rows[t][0][3] for t in ("nlp", "vision")}  # name, used/quota, borrow
+            assert shown == recent(NOW + 72 * H) != recent(NOW), (shown, recent(NOW))
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("width", [80, 120, 180])

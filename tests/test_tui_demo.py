@@ -93,16 +93,20 @@ def _controlled() -> None:
 
 
 @pytest.mark.parametrize("leave", ["q", "terminal closed", "terminal gone unsaid",
-                                   "killed twice", "killed, then ctrl-c"])
+                                   "killed twice", "killed, then ctrl-c",
+                                   "killed, then terminal closed"])
 def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
     """``terminal closed``: the admin's SSH session drops, sshd closes the pty and the kernel
     hangs the demo up. ``terminal gone unsaid``: the pty closes with no SIGHUP sent (it was not
     the demo's controlling terminal); its input then reads end of file, which ends it too.
     ``killed twice``: SIGTERM, and again while the demo stops what it started (a service
     manager's stop, an impatient admin): the second must not cut the clean-up short; nor must
-    ``killed, then ctrl-c``, Ctrl-C in its terminal (back from the app's raw mode) meanwhile."""
+    ``killed, then ctrl-c``, Ctrl-C in its terminal (back from the app's raw mode) meanwhile;
+    nor ``killed, then terminal closed``: the hang-up's SIGCONT, which Textual's handler (left
+    in place once the app ended) took for a return to the app, raising "no running event
+    loop" in the clean-up (exit 70, the agents and jobs left running)."""
     term = Terminal([sys.executable, "-m", "fractui", "demo", "--gpus", "4", "--seed", "3"],
-                    controlling=leave == "terminal closed")
+                    controlling=leave.endswith("terminal closed"))
     closed = False
     root = ""
     try:
@@ -129,9 +133,12 @@ def test_demo_shows_gpus_runs_jobs_and_leaving_leaves_nothing_behind(leave):
             assert term.proc.returncode == 0, term.output[-3000:]
             assert b"stopped;" in term.output
         else:  # the admin's SSH session dies: its terminal goes
+            if leave == "killed, then terminal closed":
+                term.proc.send_signal(signal.SIGTERM)
+                assert term.read_until(b"stopping jobs and agents", 30), term.output[-3000:]
             os.close(term.master)
             closed = True
-            term.proc.wait(60)
+            assert term.proc.wait(60) == 0
         assert _processes_naming(root) == []
         assert not os.path.exists(root)
     finally:

@@ -187,7 +187,7 @@ async def test_jobs_that_ended_waiting_are_said_on_the_screen_as_by_fractui_repo
     and beside the totals where one did."""
     path = os.path.join(tmp_path, "store.db")
     cancelled_waiting(path, NOW - 3600, "a", "b")
-    note = await shown(SqliteStore(path), "#report-note")
+    note = await shown(SqliteStore(path, clock=lambda: NOW), "#report-note")
     assert "2 jobs (2 cancelled) ended in this range while waiting to start: waits and " \
         "outcomes count only attempts that started." in note, note
     used = usage_store(os.path.join(tmp_path, "used.db"))
@@ -201,7 +201,7 @@ async def test_jobs_that_ended_waiting_are_said_on_the_screen_as_by_fractui_repo
 async def test_gpu_time_with_no_job_says_how_much_of_it_was_idle_not_all_of_it(tmp_path):
     """No job held a slice, but a process outside fractui ran on one of two GPUs for the
     bucket: online 600 s, idle 300 s — never "all of it idle"."""
-    store = SqliteStore(os.path.join(tmp_path, "store.db"))
+    store = SqliteStore(os.path.join(tmp_path, "store.db"), clock=lambda: NOW)
     store.keep_gpu_time([GpuTime("h", 0, NOW - 3600, "L4", online_s=300, idle_s=300),
                          GpuTime("h", 1, NOW - 3600, "L4", online_s=300, idle_s=0)])
     note = await shown(store, "#report-note")
@@ -269,11 +269,33 @@ async def test_the_jobs_waiting_now_are_said_by_group_with_the_longest_wait(tmp_
 
 
 @pilot_test
+async def test_the_screen_counts_to_the_stores_now_as_fractui_report_does(tmp_path):
+    """The store's clock is two hours ahead of this machine's (the TUI's clock, NOW): the
+    screen's range ends at the store's now, as fractui report's does (docs/decisions.md, "The
+    report's now is the store's"), so #8 has waited 2h10m, not the 10m00s of the local
+    clock, and the held hours are build's at the store's now."""
+    path = os.path.join(tmp_path, "store.db")
+    usage_store(path).close()
+    waiting(path, NOW - 600, "vision", "quarter", "wait-a")
+    store = SqliteStore(path, clock=lambda: NOW + 2 * H)
+    app = frozen_app(usage=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await opened(app, pilot)
+        assert lines(screen)[-1] == ("1 job waiting to start now (vision 1), the longest for "
+                                     "2h10m (job 8): WAIT counts a wait once it ends in a start")
+        now = NOW + 2 * H
+        r = build(store.usage(now - 24 * H, now), store.gpu_time(now - 25 * H, now),
+                  now - 24 * H, now, "team", now, bucket_s=H)
+        assert held(screen) == {g.key: hours(g.held_h) for g in r.groups + [r.total]}
+    store.close()
+
+
+@pilot_test
 async def test_a_store_whose_jobs_all_wait_says_them_in_its_note(tmp_path):
     """No job held a slice: the note says so, and who waits (never "nothing was asked for")."""
     path = os.path.join(tmp_path, "store.db")
     waiting(path, NOW - 90, "speech", "10g", "asr")
-    note = await shown(SqliteStore(path), "#report-note")
+    note = await shown(SqliteStore(path, clock=lambda: NOW), "#report-note")
     assert note.endswith(" 1 job waiting to start now (speech 1), the longest for 1m30s "
                          "(job 1): WAIT counts a wait once it ends in a start."), note
 
@@ -292,7 +314,7 @@ async def test_gpu_time_kept_for_part_of_the_range_is_said(tmp_path):
     db.execute("DELETE FROM gpu_time WHERE bucket < ?", (NOW - 2 * H,))
     db.commit()
     db.close()
-    headline = await shown(SqliteStore(path), "#report-headline")
+    headline = await shown(SqliteStore(path, clock=lambda: NOW), "#report-headline")
     assert "GPUs online 8.00 GPU-h, held while online 5.04 (63 %), idle with nothing on them " \
         "2.00 (25 %) GPU time is kept for 1 of the 19 buckets of 3600 s that began in this " \
         "range and are written: in the others no scheduler looked at a reachable GPU (none " \

@@ -31,10 +31,10 @@ def test_time_between_looks_is_split_at_bucket_boundaries_with_what_each_gpu_did
     clock.observe([view()], [JOB], 70.0)
     rows = {(r.gpu, r.bucket): r for r in clock.take()}
     assert rows[0, 0.0] == GpuTime("h", 0, 0.0, "L4", online_s=10, idle_s=0, held_s=2.5,
-                                   util_s=4.0, measured_s=10)
-    assert rows[0, 60.0] == GpuTime("h", 0, 60.0, "L4", 10, 0, 2.5, 4.0, 10)
+                                   util_s=4.0, measured_s=10, seen_from=50, seen_to=60)
+    assert rows[0, 60.0] == GpuTime("h", 0, 60.0, "L4", 10, 0, 2.5, 4.0, 10, 60, 70)
     # GPU 1: no job, no process: idle; its utilisation not reported: not measured
-    assert rows[1, 0.0] == GpuTime("h", 1, 0.0, "L4", 10, 10, 0, 0, 0)
+    assert rows[1, 0.0] == GpuTime("h", 1, 0.0, "L4", 10, 10, 0, 0, 0, 50, 60)
     assert clock.take() == []  # handed over once
 
 

@@ -232,6 +232,24 @@ def test_gpu_time_adds_up_per_bucket_and_retention_forgets_what_ended_before_it(
         store.close()
 
 
+def test_gpu_time_widens_when_it_was_seen_and_a_bucket_kept_without_it_stays_unknown(
+        store_url):
+    """Two holders' sums of one bucket: seen 610 -> 640 and 700 -> 760 read as seen 610 ->
+    760 (the report counts its seconds over that); one sum of a bucket kept before migration
+    0019/0032 (seen not known) leaves that bucket's not known whatever is added to it, as its
+    earlier seconds may lie anywhere in it."""
+    store = open_store(store_url)
+    try:
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 30, seen_from=610, seen_to=640),
+                             GpuTime("h1", 1, 600.0, "L4", 30)])
+        store.keep_gpu_time([GpuTime("h1", 0, 600.0, "L4", 60, seen_from=700, seen_to=760),
+                             GpuTime("h1", 1, 600.0, "L4", 60, seen_from=700, seen_to=760)])
+        assert [(t.gpu, t.online_s, t.seen_from, t.seen_to) for t in store.gpu_time(0, 9e12)
+                ] == [(0, 90.0, 610.0, 760.0), (1, 90.0, None, None)]
+    finally:
+        store.close()
+
+
 def test_a_usage_row_held_leaves_only_its_jobs_samples_for_the_next_write(pg_server, caplog):
     """PostgreSQL, a psql session left open on one attempt's usage record: what the agents
     sampled of the other running jobs is kept at the lease holder's write, the held one's is

@@ -526,7 +526,10 @@ class LateCopy:
 class GpuTime:
     """What one GPU did in one time bucket (starting at ``bucket``): seconds it was seen online,
     seconds nothing was on it, GPU-seconds charged to jobs on it, and its own utilisation
-    (``util_s``: busy-seconds, out of ``measured_s`` seconds NVML reported it for)."""
+    (``util_s``: busy-seconds, out of ``measured_s`` seconds NVML reported it for).
+    ``seen_from`` and ``seen_to``: when in the bucket the time counted begins and ends, so a
+    range that cuts the bucket counts the part of it that was there (None: not known, a bucket
+    kept before they were, read as spread over the bucket)."""
 
     host: str
     gpu: int
@@ -537,6 +540,8 @@ class GpuTime:
     held_s: float = 0.0
     util_s: float = 0.0
     measured_s: float = 0.0
+    seen_from: float | None = None
+    seen_to: float | None = None
 
 
 def submitter(actor: str) -> str:

@@ -29,7 +29,7 @@ USAGE_COLUMNS = {
     "util_samples": INT, "util_mean": maybe(NUM), "util_note": maybe(TEXT)}
 GPU_TIME_COLUMNS = {"host": TEXT, "gpu": INT, "bucket": NUM, "model": maybe(TEXT),
                     "online_s": NUM, "idle_s": NUM, "held_s": NUM, "util_s": NUM,
-                    "measured_s": NUM}
+                    "measured_s": NUM, "seen_from": maybe(NUM), "seen_to": maybe(NUM)}
 
 
 def open_attempt(run: Run, db: Any, job: Job, started_at: float,
@@ -110,18 +110,26 @@ def read(run: Run, db: Any, since: float, until: float) -> list[UsageRecord]:
 
 def add_gpu_time(run: Run, db: Any, rows: Iterable[GpuTime]) -> None:
     """Adds each row's seconds to its GPU's bucket (so two holders in turn, each adding what
-    it saw, never overwrite each other's)."""
+    it saw, never overwrite each other's), and widens when in the bucket they were seen
+    (gputime.seen_over: not known where either is not)."""
     for r in rows:
         run(db, "INSERT INTO gpu_time (host, gpu, bucket, model, online_s, idle_s, held_s, "
-                "util_s, measured_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "util_s, measured_s, seen_from, seen_to) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (host, gpu, bucket) DO UPDATE SET model = excluded.model, "
                 "online_s = gpu_time.online_s + excluded.online_s, "
                 "idle_s = gpu_time.idle_s + excluded.idle_s, "
                 "held_s = gpu_time.held_s + excluded.held_s, "
                 "util_s = gpu_time.util_s + excluded.util_s, "
-                "measured_s = gpu_time.measured_s + excluded.measured_s",
+                "measured_s = gpu_time.measured_s + excluded.measured_s, "
+                "seen_from = CASE WHEN gpu_time.seen_to IS NULL OR excluded.seen_to IS NULL "
+                "THEN NULL WHEN excluded.seen_from < gpu_time.seen_from THEN excluded.seen_from "
+                "ELSE gpu_time.seen_from END, "
+                "seen_to = CASE WHEN gpu_time.seen_from IS NULL OR excluded.seen_from IS NULL "
+                "THEN NULL WHEN excluded.seen_to > gpu_time.seen_to THEN excluded.seen_to "
+                "ELSE gpu_time.seen_to END",
             (r.host, r.gpu, r.bucket, r.model, r.online_s, r.idle_s, r.held_s, r.util_s,
-             r.measured_s))
+             r.measured_s, r.seen_from, r.seen_to))
 
 
 def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime]:
@@ -136,7 +144,9 @@ def _gpu_time(r: Any) -> GpuTime:
           GPU_TIME_COLUMNS)
     return GpuTime(r["host"], int(r["gpu"]), float(r["bucket"]), r["model"],
                    float(r["online_s"]), float(r["idle_s"]), float(r["held_s"]),
-                   float(r["util_s"]), float(r["measured_s"]))
+                   float(r["util_s"]), float(r["measured_s"]),
+                   None if r["seen_from"] is None else float(r["seen_from"]),
+                   None if r["seen_to"] is None else float(r["seen_to"]))
 
 
 def prune(run: Run, db: Any, before: float) -> int:

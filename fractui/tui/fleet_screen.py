@@ -249,9 +249,9 @@ class FleetScreen(Screen[None], Modal, Keyed, inherit_bindings=False):
     def _read(self) -> None:
         try:
             view = self.source.read_store(ended=self.ended_wanted)
-            usage, now = None, self.clock()
+            usage = None
             if self.config.teams and self.ticks() >= self._usage_due:
-                fair = self.config.fairshare
+                fair, now = self.config.fairshare, self.source.read_now(self.clock)
                 kept = self.source.read_usage(now - fair.window_s, now)
                 usage = UsageRead.of(kept[0] if kept else [], self.config, now)
                 self._usage_due = self.ticks() + USAGE_EVERY_S

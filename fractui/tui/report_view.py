@@ -264,7 +264,7 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
         self.clock = clock
         self.span = SPANS[1]
         self.by = "team"
-        self._reads = OneAtATime(lambda: self.read(self.span, self.by, self.clock()),
+        self._reads = OneAtATime(lambda: self.read(self.span, self.by),
                                  "reading the report", lambda said: self.post_message(
                                      ReportRead(self.span, self.by, None, said)))
         """One read at a time: one asked meanwhile is of the range and grouping then."""
@@ -320,9 +320,10 @@ class ReportScreen(Screen[None], Keyed, inherit_bindings=False):
         self._reads.changed(event)
 
     @work(thread=True, exit_on_error=False, group="report")
-    def read(self, span: Span, by: str, now: float) -> None:
+    def read(self, span: Span, by: str) -> None:
         try:
-            answer = ReportRead(span, by, compute(self.source, span, by, now,
+            answer = ReportRead(span, by, compute(self.source, span, by,
+                                                  self.source.read_now(self.clock),
                                                   self.config.usage.bucket_s))
         except StoreError as err:  # a locked or unreachable store: said, the last kept
             answer = ReportRead(span, by, None, "the store could not be read: %s" % err)

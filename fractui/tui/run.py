@@ -194,14 +194,20 @@ class _Ending:
         """Runs ``app`` unless asked to end already; asked as it starts (its loop not running
         yet: nothing to wake), it ends once mounted (``FractuiApp.asked_to_end``). Once it
         has ended, Ctrl-C too is only noted: the terminal, out of the app's raw mode, sends
-        SIGINT again, and its KeyboardInterrupt cut the clean-up short as a second kill did."""
+        SIGINT again, and its KeyboardInterrupt cut the clean-up short as a second kill did.
+        SIGTSTP and SIGCONT are put back as they were: Textual's driver sets them and leaves
+        them, and a hang-up's SIGCONT (the kernel sends it with the SIGHUP) then raised "no
+        running event loop" from its handler in the clean-up, which stopped there."""
         self.app = app
         app.asked_to_end = lambda: self.asked
+        textual = {sig: signal.getsignal(sig) for sig in (signal.SIGTSTP, signal.SIGCONT)}
         try:
             if not self.asked:
                 app.run()
         finally:
             signal.signal(signal.SIGINT, self.ask)
+            for sig, handler in textual.items():
+                signal.signal(sig, handler)
 
 
 @contextmanager

@@ -151,6 +151,13 @@ class Source:
         return [r for r in self._usage if r.started_at < until and
                 (r.ended_at is None or r.ended_at >= since)], []  # (the store's rule)
 
+    def read_now(self, local: Callable[[], float]) -> float:
+        """The store's clock, which its times are dated by (one read, in a worker thread):
+        what the report screen and the team standing count up to, as fractui report and
+        fractui teams do (docs/decisions.md, "The report's now is the store's"); without a
+        store, ``local``'s."""
+        return self.store.now() if self.store is not None else local()
+
     def read_ended(self, since: float) -> list[Job]:
         """The jobs that ended since ``since`` without having started (the report screen's,
         in a worker thread): the store's; a frozen fleet has none."""

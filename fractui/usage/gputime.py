@@ -31,8 +31,8 @@ class GpuClock:
     bucket_s: float
     last: Dict[Key, float] = field(default_factory=dict)  # when each GPU was last seen online
     pending: Dict[Tuple[str, int, float], List[Any]] = field(default_factory=dict)
-    """(host, GPU, bucket) -> [model, online, idle, held, util, measured seconds]: plain
-    lists while summing (a look at 10,000 GPUs makes no object per GPU)."""
+    """(host, GPU, bucket) -> [model, online, idle, held, util, measured seconds, seen from,
+    seen to]: plain lists while summing (a look at 10,000 GPUs makes no object per GPU)."""
 
     def observe(self, views: Sequence[HostView], jobs: Iterable[Job], now: float) -> None:
         """One look at the fleet at ``now``: each GPU of a reachable host counts the time
@@ -61,25 +61,26 @@ class GpuClock:
                 util = gpu.get("utilization_gpu")
                 measured = isinstance(util, (int, float)) and not isinstance(util, bool)
                 busy = float(util) / 100 if measured else 0.0
-                for bucket, dt in _split(before, now, self.bucket_s):
-                    self._sum(view.name, index, bucket, gpu.get("name"), dt, idle * dt,
-                              charge * dt, busy * dt, dt if measured else 0.0)
+                for bucket, start, dt in _split(before, now, self.bucket_s):
+                    self._sum(view.name, index, bucket, gpu.get("name"), (start, start + dt),
+                              dt, idle * dt, charge * dt, busy * dt, dt if measured else 0.0)
         self.last = seen
 
     def add(self, row: GpuTime) -> None:
         """Adds a row's seconds to what is pending for its GPU and bucket."""
-        self._sum(row.host, row.gpu, row.bucket, row.model, row.online_s, row.idle_s,
-                  row.held_s, row.util_s, row.measured_s)
+        self._sum(row.host, row.gpu, row.bucket, row.model, (row.seen_from, row.seen_to),
+                  row.online_s, row.idle_s, row.held_s, row.util_s, row.measured_s)
 
     def _sum(self, host: str, gpu: int, bucket: float, model: Optional[str],
-             *seconds: float) -> None:
+             seen: Tuple[Optional[float], Optional[float]], *seconds: float) -> None:
         was = self.pending.get((host, gpu, bucket))
         if was is None:
-            self.pending[host, gpu, bucket] = [model, *seconds]
+            self.pending[host, gpu, bucket] = [model, *seconds, *seen]
             return
         was[0] = model or was[0]
         for i, value in enumerate(seconds, start=1):
             was[i] += value
+        was[-2:] = seen_over(was[-2], was[-1], *seen)
 
     def take(self) -> List[GpuTime]:
         rows = [GpuTime(host, gpu, bucket, *summed)
@@ -100,10 +101,19 @@ def bucket_of(t: float, bucket_s: float) -> float:
     return math.floor(t / bucket_s) * bucket_s
 
 
-def _split(start: float, end: float, bucket_s: float) -> List[Tuple[float, float]]:
-    """(bucket, seconds) of the interval [start, end) in each bucket it crosses."""
+def seen_over(a_from: Optional[float], a_to: Optional[float], b_from: Optional[float],
+              b_to: Optional[float]) -> List[Optional[float]]:
+    """When two sums of a GPU's bucket were seen, together: from the earlier start to the later
+    end; not known (None) where either is not (a bucket kept before they were)."""
+    if a_from is None or a_to is None or b_from is None or b_to is None:
+        return [None, None]
+    return [min(a_from, b_from), max(a_to, b_to)]
+
+
+def _split(start: float, end: float, bucket_s: float) -> List[Tuple[float, float, float]]:
+    """(bucket, start, seconds) of the interval [start, end) in each bucket it crosses."""
     if bucket_of(start, bucket_s) + bucket_s > end:  # most looks: within one bucket
-        return [(bucket_of(start, bucket_s), end - start)]
+        return [(bucket_of(start, bucket_s), start, end - start)]
     out = []
     t = start
     while t < end:
@@ -111,6 +121,6 @@ def _split(start: float, end: float, bucket_s: float) -> List[Tuple[float, float
         if bucket + bucket_s <= t:  # t on a boundary that division rounded down
             bucket += bucket_s
         stop = min(end, bucket + bucket_s)
-        out.append((bucket, stop - t))
+        out.append((bucket, t, stop - t))
         t = stop
     return out

@@ -210,7 +210,8 @@ def build(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime], since: fl
     reach: Dict[float, float] = {}  # each bucket's longest time online of one GPU
     for t in gpu_time:
         reach[t.bucket] = max(reach.get(t.bucket, 0.0), t.online_s)
-    parts = [(t, bucket_part(t.bucket, bucket_s, since, until, now, reach[t.bucket]))
+    parts = [(t, seen_part(t, since, until) if t.seen_to is not None else
+              bucket_part(t.bucket, bucket_s, since, until, now, reach[t.bucket]))
              for t in gpu_time]
     in_range = [(t, part) for t, part in parts if part > 0]
     first = earliest(records, [t for t, _ in in_range])
@@ -256,6 +257,18 @@ def bucket_part(bucket: float, bucket_s: float, since: float, until: float, now:
     if end <= bucket:  # begun at now or after, by the holder's clock: all of it is there
         return 1.0 if since <= bucket < until else 0.0
     return max(0.0, min(end, until) - max(bucket, since)) / (end - bucket)
+
+
+def seen_part(t: GpuTime, since: float, until: float) -> float:
+    """The part of a GPU time bucket's seconds that is in [since, until), where it says when
+    they were seen (``seen_from`` to ``seen_to``): spread over that time, not over the bucket,
+    so a GPU that came or went within it is counted where it was (bucket_part's spread read a
+    GPU gone before a range began as online in it)."""
+    start, end = t.seen_from, t.seen_to
+    assert start is not None and end is not None
+    if end <= start:
+        return 1.0 if since <= start < until else 0.0
+    return max(0.0, min(end, until) - max(start, since)) / (end - start)
 
 
 UNSTARTED = (CANCELLED, FAILED)
