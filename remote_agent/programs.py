@@ -38,8 +38,23 @@ def missing_interpreter(program: str, path: Optional[str]) -> Optional[str]:
             first = script.readline(PATH_SHOWN)
     except OSError:
         return None
-    words = first[2:].split() if first.startswith(b"#!") else []
-    if not words or os.path.exists(words[0]):
+    interpreter = _interpreter(first)
+    if not interpreter or os.path.exists(interpreter):
         return None
+    name = interpreter.decode(errors="replace")
+    if name.endswith("\r"):
+        name = "%s\\r (it ends in a carriage return, as a line written on Windows does)" % (
+            name[:-1])
     return "its first line names the interpreter %s, which is missing%s" % (
-        words[0].decode(errors="replace"), "" if found == program else " (%s)" % found)
+        name, "" if found == program else " (%s)" % found)
+
+
+def _interpreter(first: bytes) -> Optional[bytes]:
+    """The interpreter a script's first line names, as Linux reads it: after "#!" and any
+    spaces or tabs, up to the next space, tab or the line's end; only those end it, so a
+    line written on Windows names one ending in a carriage return (exec's ENOENT for a
+    script that looks right)."""
+    if not first.startswith(b"#!"):
+        return None
+    line = first[2:].split(b"\n", 1)[0].replace(b"\t", b" ").lstrip(b" ")
+    return line.split(b" ", 1)[0] or None

@@ -522,6 +522,9 @@ def test_a_job_that_can_never_start_is_a_job_fault_with_the_agents_words(host, t
     bad_interpreter = tmp_path / "script"
     bad_interpreter.write_text("#!/no/such/interpreter\n")
     bad_interpreter.chmod(0o755)
+    windows = tmp_path / "windows-script"  # its lines end in "\r\n": the kernel's interpreter
+    windows.write_bytes(b"#!/bin/sh\r\ntrue\r\n")  # is "/bin/sh\r" (spaces and tabs end
+    windows.chmod(0o755)  # it, nothing else)
     cases = [  # (params, the agent's exact reason, recorded as an exited job)
         (dict(argv=["/no/such/program", "x"]),
          "cannot run /no/such/program: No such file or directory", False),
@@ -540,6 +543,10 @@ def test_a_job_that_can_never_start_is_a_job_fault_with_the_agents_words(host, t
         (dict(argv=[str(bad_interpreter)]),
          "cannot run %s: its first line names the interpreter /no/such/interpreter, which "
          "is missing" % bad_interpreter, True),
+        (dict(argv=[str(windows)]),
+         "cannot run %s: its first line names the interpreter /bin/sh\\r (it ends in a "
+         "carriage return, as a line written on Windows does), which is missing" % windows,
+         True),
     ]
     for n, (params, reason, recorded) in enumerate(cases):
         for attempt in range(2):  # a retry of the same key answers the same way
@@ -554,8 +561,8 @@ def test_a_job_that_can_never_start_is_a_job_fault_with_the_agents_words(host, t
             else:
                 assert "job" not in err.value.data
     listed = agent.call("job.list")["jobs"]
-    assert [(j["key"], j["state"], j["exit_code"]) for j in listed] == [
-        ("k-never-%d" % (len(cases) - 1), "exited", 127)]
+    assert sorted((j["key"], j["state"], j["exit_code"]) for j in listed) == [
+        ("k-never-%d" % n, "exited", 127) for n, case in enumerate(cases) if case[2]]
     # a GPU that cannot take it now is another class: capacity, not the job's fault
     with pytest.raises(AgentError) as err:
         agent.call("job.launch", key="k-too-big", gpu=1, memory_mib=10 ** 6, argv=["true"])

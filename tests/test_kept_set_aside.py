@@ -317,3 +317,24 @@ def test_a_file_replaced_by_a_damaged_one_at_each_read_is_read_as_none_and_said(
         "%s (the test file) was damaged at each of 3 reads, and each time replaced by another "
         "file before it could be set aside: read as none this time, and read as none" % path]
     assert path.read_bytes() == b"[]" and os.listdir(path.parent) == [path.name]
+
+
+def test_a_damaged_file_that_cannot_be_renamed_on_stays_where_it_is_said_once(tmp_path,
+                                                                               caplog):
+    """A damaged file whose second rename fails (here ``<name>.damaged`` is a folder; a full
+    disk where the folder must grow, an I/O error) is put back at once: it stays at its name
+    between reads, said once however often it is read, as one that cannot be set aside.
+    Before, it was left as ``<name>.taking``, found at neither name by whoever looks (a job's
+    end said as never recorded), and each later read put it back saying a reader had stopped
+    while setting it aside."""
+    path = state_file(tmp_path, b"[]")
+    (tmp_path / "state" / "kept.json.damaged" / "in").mkdir(parents=True)
+    caplog.set_level(logging.WARNING, logger="remote_agent.daemon.kept")
+    for _ in range(3):
+        assert read_json(str(path), "test file", SHAPE, "read as none") is None
+        assert path.read_bytes() == b"[]"
+        assert sorted(os.listdir(path.parent)) == [path.name, path.name + ".damaged"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith(
+        "%s (the test file) is damaged (TypeError: not an object but list) and cannot be set "
+        "aside (" % path), said

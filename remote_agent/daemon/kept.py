@@ -150,8 +150,10 @@ def _moved(path: str, aside: str, held: int) -> Optional[OSError]:
     file read (``held``: open, so no other file has its inode number); Replaced where it is
     not; or why not. Renamed first to ``TAKING`` beside it, then looked at: a look before a
     rename of ``path`` itself could be followed by a writer's new file, which the rename would
-    take. One taken so is put back, unless a still newer one is there by then. The folder's
-    lock is held throughout: a reader finding no file meanwhile waits for it (``_open``)."""
+    take. One taken so is put back, unless a still newer one is there by then; so is the file
+    read where it cannot be renamed on (it stays where it was, as one that cannot be set
+    aside). The folder's lock is held throughout: a reader finding no file meanwhile waits
+    for it (``_open``)."""
     taken = path + TAKING
     try:
         with _locked(path):
@@ -159,16 +161,25 @@ def _moved(path: str, aside: str, held: int) -> Optional[OSError]:
                 os.rename(path, taken)
             except FileNotFoundError:
                 return Replaced("set aside or removed meanwhile")
-            except OSError as err:  # (said as the move it is part of)
-                return type(err)(err.errno, err.strerror, path, None, aside)
+            except OSError as err:
+                return _as_move(err, path, aside)
             if not os.path.samestat(os.lstat(taken), os.fstat(held)):
                 _put_back(taken, path)
                 return Replaced("replaced meanwhile")
-            os.chmod(taken, 0o600)
-            os.replace(taken, aside)
+            try:
+                os.chmod(taken, 0o600)
+                os.replace(taken, aside)
+            except OSError as err:
+                _put_back(taken, path)
+                return _as_move(err, path, aside)
     except OSError as err:  # (a file left as ``taken`` is put back by the next reader)
         return err
     return None
+
+
+def _as_move(err: OSError, path: str, aside: str) -> OSError:
+    """``err`` of either rename said as the move it is part of, ``path`` to ``aside``."""
+    return type(err)(err.errno, err.strerror, path, None, aside)
 
 
 def _put_back(taken: str, path: str) -> None:
