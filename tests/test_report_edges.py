@@ -28,6 +28,7 @@ import csv
 import datetime
 import io
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -679,6 +680,26 @@ def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, c
             assert "none of the jobs in team ghost held a GPU in this range" in out, (span, out)
     finally:
         store.close()
+
+
+def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd):
+    """A bucket's row with one end of when it was seen and not the other (fractui writes
+    both or neither): the report names the row and exits 1 — where it stopped on an
+    assertion, exit 70, "a bug in fractui"."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    now = store.now()
+    store.keep_gpu_time([GpuTime("l4", 0, now // 300 * 300 - 600, "L4", 90, 90,
+                                 seen_from=now - 590, seen_to=now - 500)])
+    store.close()
+    db = sqlite3.connect(str(tmp_path / "store.db"))
+    db.execute("UPDATE gpu_time SET seen_from = NULL")
+    db.commit()
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since", "1h"])
+    assert code == 1 and "is damaged: the GPU time of l4 gpu 0 at" in err, (code, err)
+    assert "was seen from None to" in err and not leaks(err), err
 
 
 def test_a_report_of_some_jobs_starts_where_the_store_keeps_anything(tmp_path, capfd):
