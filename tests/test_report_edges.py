@@ -702,6 +702,25 @@ def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd):
     assert "was seen from None to" in err and not leaks(err), err
 
 
+def test_a_team_known_only_by_its_jobs_that_ended_waiting_is_known(tmp_path, capfd):
+    """A team taken out of the config, its one job cancelled while it waited: --team names it
+    (exit 0, its cancelled job said) as everyone's report counts that job — where it was an
+    unknown team (exit 2) though the store holds its job, ended in the range."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", "ghost", "waits", ["x"], {}, "ann@laptop")
+        store.ended(job.id, (PENDING,), CANCELLED, None, "ann@laptop", "cancelled", "cancel")
+        report = store_report(capfd, tmp_path, store.where,
+                              '[[teams]]\nname = "vision"\nquota_gpus = 1\n')
+        said = "1 job (1 cancelled) ended in this range while waiting to start"
+        assert said in report("--since", "1h"), said
+        out = report("--team", "ghost", "--since", "1h")
+        assert "none of the jobs in team ghost held a GPU in this range" in out, out
+        assert said in out, out
+    finally:
+        store.close()
+
+
 def test_a_report_of_some_jobs_starts_where_the_store_keeps_anything(tmp_path, capfd):
     """GPU time kept from 3 h ago, ann's only attempt from 1 h ago: --user ann's means start
     where everyone's do, 3 h ago (the store's, whoever's jobs: docs/usage.md), not at her
