@@ -682,6 +682,28 @@ def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, c
         store.close()
 
 
+def test_the_store_keeps_gpu_time_from_its_first_look_not_from_its_bucket(tmp_path, capfd):
+    """Buckets of 1 h; the one GPU first looked at 50 min into the bucket 3 h ago, seen to
+    its end, then nothing for the next; [4 h ago, 1 h ago): the store keeps anything from
+    that look (where means over time start), not from the bucket's start 50 min earlier, and
+    the bucket after it, kept for none of its hour, is said: 0 of the 1 bucket written from
+    there (counted from the bucket's start, the first one read as 1 of 1: nothing said)."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    hour = store.now() // H * H
+    try:
+        store.keep_gpu_time([GpuTime("l4", 0, hour - 3 * H, "NVIDIA L4", 600, 600,
+                                     seen_from=hour - 3 * H + 3000, seen_to=hour - 2 * H)])
+        report = store_report(capfd, tmp_path, store.where, "[usage]\nbucket_s = 3600\n",
+                              first=["--since", _at(hour - 4 * H), "--until", _at(hour - H)])
+        got = json.loads(report("--json"))
+        assert got["start"] == hour - 3 * H + 3000, (got["start"] - hour) / H
+        assert got["gpu_time_buckets"] == {"bucket_s": 3600, "begin": 3, "due": 1, "kept": 0}
+        assert got["total"]["online_gpu_hours"] == pytest.approx(600 / H, abs=1e-6)
+        assert "GPU time is kept for 0 of the 1 buckets of 3600 s" in report(), report()
+    finally:
+        store.close()
+
+
 def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd):
     """A bucket's row with one end of when it was seen and not the other (fractui writes
     both or neither): the report names the row and exits 1 — where it stopped on an
