@@ -41,15 +41,16 @@ def report(config: Config, args: argparse.Namespace) -> int:
         records = store.usage(since, until)
         waiting_jobs = [j for j in store.jobs(Waiting.STATES) if whose.has(j.user, j.team)]
         waits = waiting_jobs if reaches_now(since, until, now) else None
-        if whose.team is not None and not waiting_jobs and all(r.team != whose.team
-                                                               for r in records):
+        ended = store.jobs(UNSTARTED, ended_since=since)
+        if whose.team is not None and all(j.team != whose.team for j in (
+                *records, *waiting_jobs, *ended)):
             config.team(whose.team)  # a typo is said with the close name (a team since
-            # left out of the config is still reported while the store keeps its usage or
-            # its jobs wait, whatever the range: one not begun has none of either)
+            # left out of the config is still reported while the store keeps its usage, its
+            # jobs wait or ended waiting, whatever the range: one not begun has none of them)
         bucket_s = config.usage.bucket_s  # (the bucket begun before since has time in it;
         # read for a report of some jobs too: where the store's usage begins is the store's)
         made = build(records, store.gpu_time(since - bucket_s, until), since, until, args.by,
-                     now, store.jobs(UNSTARTED, ended_since=since), whose, bucket_s)
+                     now, ended, whose, bucket_s)
         waiting = None if waits is None else Waiting.of(waits, args.by, now)
     finally:
         store.close()

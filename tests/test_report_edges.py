@@ -28,6 +28,7 @@ import csv
 import datetime
 import io
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -677,6 +678,67 @@ def test_a_team_known_only_by_its_waiting_jobs_is_known_in_any_range(tmp_path, c
                      ("--since", _at(now - 2 * H), "--until", _at(now - H)), ()):
             out = report("--team", "ghost", *span)
             assert "none of the jobs in team ghost held a GPU in this range" in out, (span, out)
+    finally:
+        store.close()
+
+
+def test_the_store_keeps_gpu_time_from_its_first_look_not_from_its_bucket(tmp_path, capfd):
+    """Buckets of 1 h; the one GPU first looked at 50 min into the bucket 3 h ago, seen to
+    its end, then nothing for the next; [4 h ago, 1 h ago): the store keeps anything from
+    that look (where means over time start), not from the bucket's start 50 min earlier, and
+    the bucket after it, kept for none of its hour, is said: 0 of the 1 bucket written from
+    there (counted from the bucket's start, the first one read as 1 of 1: nothing said)."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    hour = store.now() // H * H
+    try:
+        store.keep_gpu_time([GpuTime("l4", 0, hour - 3 * H, "NVIDIA L4", 600, 600,
+                                     seen_from=hour - 3 * H + 3000, seen_to=hour - 2 * H)])
+        report = store_report(capfd, tmp_path, store.where, "[usage]\nbucket_s = 3600\n",
+                              first=["--since", _at(hour - 4 * H), "--until", _at(hour - H)])
+        got = json.loads(report("--json"))
+        assert got["start"] == hour - 3 * H + 3000, (got["start"] - hour) / H
+        assert got["gpu_time_buckets"] == {"bucket_s": 3600, "begin": 3, "due": 1, "kept": 0}
+        assert got["total"]["online_gpu_hours"] == pytest.approx(600 / H, abs=1e-6)
+        assert "GPU time is kept for 0 of the 1 buckets of 3600 s" in report(), report()
+    finally:
+        store.close()
+
+
+def test_a_gpu_time_row_seen_only_from_or_to_is_said_damaged(tmp_path, capfd):
+    """A bucket's row with one end of when it was seen and not the other (fractui writes
+    both or neither): the report names the row and exits 1 — where it stopped on an
+    assertion, exit 70, "a bug in fractui"."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    now = store.now()
+    store.keep_gpu_time([GpuTime("l4", 0, now // 300 * 300 - 600, "L4", 90, 90,
+                                 seen_from=now - 590, seen_to=now - 500)])
+    store.close()
+    db = sqlite3.connect(str(tmp_path / "store.db"))
+    db.execute("UPDATE gpu_time SET seen_from = NULL")
+    db.commit()
+    db.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "sqlite://%s"\n' % (tmp_path / "store.db"))
+    code, out, err = in_process(capfd, ["--config", str(config), "report", "--since", "1h"])
+    assert code == 1 and "is damaged: the GPU time of l4 gpu 0 at" in err, (code, err)
+    assert "was seen from None to" in err and not leaks(err), err
+
+
+def test_a_team_known_only_by_its_jobs_that_ended_waiting_is_known(tmp_path, capfd):
+    """A team taken out of the config, its one job cancelled while it waited: --team names it
+    (exit 0, its cancelled job said) as everyone's report counts that job — where it was an
+    unknown team (exit 2) though the store holds its job, ended in the range."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    try:
+        job = store.submit("q", "ghost", "waits", ["x"], {}, "ann@laptop")
+        store.ended(job.id, (PENDING,), CANCELLED, None, "ann@laptop", "cancelled", "cancel")
+        report = store_report(capfd, tmp_path, store.where,
+                              '[[teams]]\nname = "vision"\nquota_gpus = 1\n')
+        said = "1 job (1 cancelled) ended in this range while waiting to start"
+        assert said in report("--since", "1h"), said
+        out = report("--team", "ghost", "--since", "1h")
+        assert "none of the jobs in team ghost held a GPU in this range" in out, out
+        assert said in out, out
     finally:
         store.close()
 

@@ -236,7 +236,7 @@ def test_gpu_time_widens_when_it_was_seen_and_a_bucket_kept_without_it_stays_unk
         store_url):
     """Two holders' sums of one bucket: seen 610 -> 640 and 700 -> 760 read as seen 610 ->
     760 (the report counts its seconds over that); one sum of a bucket kept before migration
-    0019/0032 (seen not known) leaves that bucket's not known whatever is added to it, as its
+    0019/0035 (seen not known) leaves that bucket's not known whatever is added to it, as its
     earlier seconds may lie anywhere in it."""
     store = open_store(store_url)
     try:

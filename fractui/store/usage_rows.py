@@ -140,8 +140,12 @@ def read_gpu_time(run: Run, db: Any, since: float, until: float) -> list[GpuTime
 
 
 def _gpu_time(r: Any) -> GpuTime:
-    check("the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"]), r,
-          GPU_TIME_COLUMNS)
+    what = "the GPU time of %s gpu %s at %s" % (r["host"], r["gpu"], r["bucket"])
+    check(what, r, GPU_TIME_COLUMNS)
+    if (r["seen_from"] is None) != (r["seen_to"] is None) or (
+            r["seen_from"] is not None and r["seen_from"] > r["seen_to"]):
+        raise Unreadable("%s was seen from %r to %r: both or neither are written, the first "
+                         "no later than the last" % (what, r["seen_from"], r["seen_to"]))
     return GpuTime(r["host"], int(r["gpu"]), float(r["bucket"]), r["model"],
                    float(r["online_s"]), float(r["idle_s"]), float(r["held_s"]),
                    float(r["util_s"]), float(r["measured_s"]),

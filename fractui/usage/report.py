@@ -448,9 +448,11 @@ def series(records: Sequence[UsageRecord], since: float, until: float, steps: in
 
 
 def earliest(records: Iterable[UsageRecord], gpu_time: Iterable[GpuTime]) -> Optional[float]:
-    """When the oldest usage kept begins (an attempt's start, a GPU's time bucket): where a
-    range of "all that is kept" starts. None when nothing is kept."""
-    return min([r.started_at for r in records] + [t.bucket for t in gpu_time], default=None)
+    """When the oldest usage kept begins (an attempt's start, a GPU's first look in its time
+    bucket, or the bucket's start where that is not known): where a range of "all that is
+    kept" starts. None when nothing is kept."""
+    return min([r.started_at for r in records] + [
+        t.bucket if t.seen_from is None else t.seen_from for t in gpu_time], default=None)
 
 
 def percentile(values: Sequence[float], p: float) -> Optional[float]:

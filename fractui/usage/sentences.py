@@ -151,9 +151,8 @@ class Coverage:
     of those that begin in it (``begin``), those written by now (``due``: ended a write
     interval ago) where the store keeps anything (``Report.start``: before it, the report
     says so already) and, of these, those that hold a look at a GPU (``kept``); the bucket
-    it begins in, counted for its part in it (``report.bucket_part``), is not one of them. A
-    bucket with
-    none is time when no scheduler looked at a reachable GPU (none held the lease, every host
+    it begins in, or the one the store's first look is in, counted for its part, is not one
+    of them. A bucket with none is time when no scheduler looked at a reachable GPU (none held the lease, every host
     was away, or the holder was paused): the GPUs' online and idle hours leave it out."""
 
     bucket_s: float
@@ -168,7 +167,7 @@ class Coverage:
         return cls(bucket_s, max(0, end - math.ceil(r.since / bucket_s)),
                    max(0, min(end, math.floor(written / bucket_s) + 1) -
                        math.ceil(r.start / bucket_s)),
-                   sum(1 for b in r.gpu_buckets if r.since <= b <= written))
+                   sum(1 for b in r.gpu_buckets if r.start <= b <= written))
 
     def record(self) -> Dict[str, float]:
         return {"bucket_s": self.bucket_s, "begin": self.begin, "due": self.due,
