@@ -132,3 +132,25 @@ def test_one_key_submitted_to_two_teams_at_once_is_said_taken(pg_server):
         first.close()
         second.close()
 
+
+def test_an_admin_deletes_a_teams_turn_and_a_member_may_not(pg_server):
+    """A team's turn is a row of team_turns, made at its first submit; an admin removes a
+    gone team's by DELETE. The guard's row trigger returned NEW, null on a DELETE, which
+    PostgreSQL takes for "skip this row": the admin's and the superuser's DELETE said 0 rows
+    and kept it. A member's DELETE is refused in the guard's words, as before."""
+    guarded = _guarded(pg_server, LEAST)
+    ann = guarded.store(guarded.ann)
+    try:
+        submit(ann, "v", guarded.vision, "first", ["true"], {}, Asker("here"))
+    finally:
+        ann.close()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for "
+                       "table team_turns|refused by the store's guard"):
+        guarded.sql(guarded.ann, "DELETE FROM team_turns")
+    for role in (guarded.ops, "postgres"):
+        pg_server.sql("INSERT INTO team_turns VALUES ('%s') ON CONFLICT DO NOTHING"
+                      % guarded.vision, db=guarded.db)
+        with psycopg.connect(guarded.url(role), autocommit=True) as conn:
+            assert conn.execute("DELETE FROM team_turns WHERE team = %s",
+                                (guarded.vision,)).rowcount == 1, role
+        assert pg_server.sql("SELECT team FROM team_turns", db=guarded.db) == []
