@@ -5,11 +5,15 @@ left open made every other team's writes, and the scheduler's, wait and fail Sto
 
 from __future__ import annotations
 
+import threading
+import time
+
 import psycopg
 import pytest
 
 from fractui.store import RowsLocked, StoreDenied, postgres
 from fractui.store.access import CANCEL
+from fractui.store.base import KeyTaken
 from fractui.store.intents import Asker, ask_stop, submit
 from fractui.store.model import CANCELLED
 from tests.test_pg_guard import LEAST, SLOT, _guarded
@@ -78,3 +82,75 @@ def test_an_admin_who_may_not_take_the_write_lock_is_told_what_to_grant(pg_serve
     with pytest.raises(StoreDenied, match="role %s is an admin but may not take the store's "
                        "write lock .*GRANT UPDATE ON write_lock TO fractui_admin" % guarded.ops):
         guarded.store(guarded.ops)
+
+
+def test_one_key_submitted_to_two_teams_at_once_is_said_taken(pg_server):
+    """A member's submits take their team's turn, not one lock: ann's two submits of one key,
+    to her two teams at once, each looked for the key and found none. The one that came second
+    waited for the first's row in the key's index and then broke it (said as a store fractui
+    cannot use: "duplicate key value"); it is told the key's job was submitted to another
+    team (KeyTaken), as when one lock ordered them. Her counter's row, held on psql, keeps the
+    first from committing until the second waits on its key."""
+    guarded = _guarded(pg_server, LEAST)
+    pg_server.sql("GRANT fractui_team_%s TO %s" % (guarded.nlp, guarded.ann))
+    first, second = guarded.store(guarded.ann), guarded.store(guarded.ann)
+    hostile = psycopg.connect(guarded.url(guarded.ann))
+    made: dict = {}
+
+    def submits(store, team: str) -> None:
+        try:
+            made[team] = submit(store, "q", team, "once", ["true"], {}, Asker("here"),
+                                key="k1")
+        except Exception as err:  # (said below)
+            made[team] = err
+
+    def waiting(n: int) -> None:
+        for _ in range(500):
+            if pg_server.sql("SELECT count(*) FROM pg_locks WHERE NOT granted",
+                             db=guarded.db) == [(n,)]:
+                return
+            time.sleep(0.01)
+        raise AssertionError("%d sessions never waited" % n)
+
+    threads = [threading.Thread(target=submits, args=(store, team))
+               for store, team in ((first, guarded.vision), (second, guarded.nlp))]
+    try:
+        hostile.execute("SELECT fractui_announce('jobs')")  # (her role's counter, held)
+        threads[0].start()
+        waiting(1)  # the first, at its announce
+        threads[1].start()
+        waiting(2)  # the second, at the first's key
+        hostile.commit()
+        for thread in threads:
+            thread.join()
+        assert made[guarded.vision].team == guarded.vision, made
+        assert isinstance(made[guarded.nlp], KeyTaken), made
+        assert str(made[guarded.nlp]) == "job %d was submitted with that key and another " \
+            "team" % made[guarded.vision].id
+    finally:
+        hostile.close()
+        first.close()
+        second.close()
+
+
+def test_an_admin_deletes_a_teams_turn_and_a_member_may_not(pg_server):
+    """A team's turn is a row of team_turns, made at its first submit; an admin removes a
+    gone team's by DELETE. The guard's row trigger returned NEW, null on a DELETE, which
+    PostgreSQL takes for "skip this row": the admin's and the superuser's DELETE said 0 rows
+    and kept it. A member's DELETE is refused in the guard's words, as before."""
+    guarded = _guarded(pg_server, LEAST)
+    ann = guarded.store(guarded.ann)
+    try:
+        submit(ann, "v", guarded.vision, "first", ["true"], {}, Asker("here"))
+    finally:
+        ann.close()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for "
+                       "table team_turns|refused by the store's guard"):
+        guarded.sql(guarded.ann, "DELETE FROM team_turns")
+    for role in (guarded.ops, "postgres"):
+        pg_server.sql("INSERT INTO team_turns VALUES ('%s') ON CONFLICT DO NOTHING"
+                      % guarded.vision, db=guarded.db)
+        with psycopg.connect(guarded.url(role), autocommit=True) as conn:
+            assert conn.execute("DELETE FROM team_turns WHERE team = %s",
+                                (guarded.vision,)).rowcount == 1, role
+        assert pg_server.sql("SELECT team FROM team_turns", db=guarded.db) == []

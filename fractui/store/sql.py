@@ -286,20 +286,27 @@ class SqlStore(Store):
         detail.update({k: v for k, v in (("env", env), ("image", image)) if v})
         asked = (queue, team, name, tuple(argv), cwd, env, image, run_as)
 
+        def keyed(db: Any) -> Optional[Job]:
+            """The job made by this submit's first try (its key's), or None; KeyTaken if that
+            job was submitted otherwise."""
+            row = self._run(db, "SELECT id FROM jobs WHERE submit_key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            job = self._get(db, int(row["id"]))
+            had = (job.queue, job.team, job.name, job.argv, job.cwd, job.env, job.image,
+                   job.run_as)
+            differ = [what for what, was, now in zip(SUBMITTED, had, asked) if was != now]
+            if differ:
+                raise KeyTaken("job %d was submitted with that key and another %s" % (
+                    job.id, " and ".join(differ)))
+            return job
+
         def work(db: Any) -> Job:
             if team is not None:  # (a key's first try, and the team's bound, in its turn)
                 self.dialect.team_turn(db, team)
             if key is not None:
-                row = self._run(db, "SELECT id FROM jobs WHERE submit_key = ?", (key,)
-                                ).fetchone()
-                if row is not None:  # made by this submit's first try
-                    job = self._get(db, int(row["id"]))
-                    had = (job.queue, job.team, job.name, job.argv, job.cwd, job.env,
-                           job.image, job.run_as)
-                    differ = [what for what, was, now in zip(SUBMITTED, had, asked) if was != now]
-                    if differ:
-                        raise KeyTaken("job %d was submitted with that key and another %s" % (
-                            job.id, " and ".join(differ)))
+                job = keyed(db)
+                if job is not None:
                     return job
             if bounded_as is not None and team is not None:
                 self._within_bound(db, bounded_as, team)
@@ -307,10 +314,17 @@ class SqlStore(Store):
             row = self._run(
                 db, "INSERT INTO jobs (queue, team, name, argv, cwd, request, state, "
                 "submitted_at, updated_at, env, image, submit_key, submitted_by, run_as) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (submit_key) DO NOTHING "
+                "RETURNING id",
                 (queue, team, name, json.dumps(list(argv)), cwd, json.dumps(request), PENDING,
                  now, now, json.dumps(env, sort_keys=True), image, key, actor, run_as)
                 ).fetchone()
+            if row is None:  # its key's job was made meanwhile: a team member's submits of
+                # one key to two teams take two teams' turns, not one lock (PostgreSQL, 0032)
+                job = keyed(db)
+                if job is None:
+                    raise StateConflict("the job submitted with key %r meanwhile is gone" % key)
+                return job
             job_id = int(row["id"])
             self._audit(db, now, actor, "submit", job_id, "submitted to queue %s" % queue,
                         detail)
