@@ -21,6 +21,15 @@ from tests.test_pg_guard import LEAST, SLOT, _guarded
 OLD_LOCK = 0x66726163  # the advisory key every write took before 0032
 
 
+def waiting(pg_server, db: str, n: int) -> None:
+    """Returns once ``n`` sessions of the store's database wait for a lock."""
+    for _ in range(500):
+        if pg_server.sql("SELECT count(*) FROM pg_locks WHERE NOT granted", db=db) == [(n,)]:
+            return
+        time.sleep(0.01)
+    raise AssertionError("%d sessions never waited" % n)
+
+
 def test_a_member_holding_what_she_can_of_the_write_lock_stalls_no_other_team(
         pg_server, monkeypatch):
     """ann (team vision), on psql with the least grants, takes the advisory lock fractui's
@@ -104,22 +113,14 @@ def test_one_key_submitted_to_two_teams_at_once_is_said_taken(pg_server):
         except Exception as err:  # (said below)
             made[team] = err
 
-    def waiting(n: int) -> None:
-        for _ in range(500):
-            if pg_server.sql("SELECT count(*) FROM pg_locks WHERE NOT granted",
-                             db=guarded.db) == [(n,)]:
-                return
-            time.sleep(0.01)
-        raise AssertionError("%d sessions never waited" % n)
-
     threads = [threading.Thread(target=submits, args=(store, team))
                for store, team in ((first, guarded.vision), (second, guarded.nlp))]
     try:
         hostile.execute("SELECT fractui_announce('jobs')")  # (her role's counter, held)
         threads[0].start()
-        waiting(1)  # the first, at its announce
+        waiting(pg_server, guarded.db, 1)  # the first, at its announce
         threads[1].start()
-        waiting(2)  # the second, at the first's key
+        waiting(pg_server, guarded.db, 2)  # the second, at the first's key
         hostile.commit()
         for thread in threads:
             thread.join()
@@ -154,3 +155,37 @@ def test_an_admin_deletes_a_teams_turn_and_a_member_may_not(pg_server):
             assert conn.execute("DELETE FROM team_turns WHERE team = %s",
                                 (guarded.vision,)).rowcount == 1, role
         assert pg_server.sql("SELECT team FROM team_turns", db=guarded.db) == []
+
+
+def test_a_teammates_submit_waits_its_turn_past_the_row_wait(pg_server, monkeypatch):
+    """A member's submit waits for her team's turn as a write waits for the write lock, not
+    ROW_WAIT_S as for a row held outside fractui's turns: a teammate's submit in its turn is
+    one of fractui's writers, and a burst of one team's submits queues there. A turn held
+    three times ROW_WAIT_S (ann's, on psql, let go by the test) is waited for: cy's submit is
+    made once it is let go, where it was refused RowsLocked after ROW_WAIT_S."""
+    monkeypatch.setattr(postgres, "ROW_WAIT_S", 0.3)
+    guarded = _guarded(pg_server, LEAST)
+    cy_role = "cy_" + guarded.tag
+    pg_server.sql("CREATE ROLE %s LOGIN IN ROLE fractui_team_%s" % (cy_role, guarded.vision))
+    cy = guarded.store(cy_role)
+    turn = psycopg.connect(guarded.url(guarded.ann))
+    made: list = []
+
+    def submits() -> None:
+        try:
+            made.append(submit(cy, "v", guarded.vision, "mine", ["true"], {}, Asker("here")))
+        except Exception as err:  # (said below)
+            made.append(err)
+
+    thread = threading.Thread(target=submits)
+    try:
+        turn.execute("SELECT fractui_team_turn(%s)", (guarded.vision,))
+        thread.start()
+        waiting(pg_server, guarded.db, 1)  # cy's submit, for the turn
+        time.sleep(3 * postgres.ROW_WAIT_S)  # (held past a row's wait)
+        turn.commit()
+        thread.join()
+        assert [getattr(job, "team", job) for job in made] == [guarded.vision]
+    finally:
+        turn.close()
+        cy.close()

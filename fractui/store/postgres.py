@@ -292,12 +292,21 @@ class PostgresDialect(Dialect):
             db.execute("ROLLBACK")
             raise StoreBusy(self.where, "no write for %g s: %s; try again" % (
                 LOCK_TIMEOUT_S, self._lock_holder(db))) from err
-        db.execute("SELECT set_config('lock_timeout', %s, true)",  # this transaction's
-                   ("%dms" % (ROW_WAIT_S * 1000),))
+        self._lock_wait(db, ROW_WAIT_S)
 
     def team_turn(self, db: psycopg.Connection, team: str) -> None:
+        """A member's submit waits for her team's turn as long as a write waits for the write
+        lock (her teammates' submits are fractui's writers in their turn, not sessions
+        outside them: a burst of one team's submits queues there as it did on the write
+        lock), then for rows ROW_WAIT_S again."""
         if not self.whole:  # (the write lock orders every team's submits already)
+            self._lock_wait(db, LOCK_TIMEOUT_S)
             db.execute("SELECT fractui_team_turn(%s)", (team,))
+            self._lock_wait(db, ROW_WAIT_S)
+
+    def _lock_wait(self, db: psycopg.Connection, seconds: float) -> None:
+        """How long this transaction's statements wait for a lock (lock_timeout)."""
+        db.execute("SELECT set_config('lock_timeout', %s, true)", ("%dms" % (seconds * 1000),))
 
     def locked(self) -> str:
         return " FOR UPDATE"
