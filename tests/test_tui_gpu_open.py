@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from fractui.store.model import PENDING, PLACED, Slot
 from fractui.tui.gpu_screen import GpuScreen, free_share
 from fractui.tui.jobs import JobScreen
 from tests.tui_frozen import pilot_test, screen_lines, settled, settled_app, usage_store
@@ -257,3 +258,40 @@ async def test_enter_on_the_jobs_view_s_copy_of_a_job_says_what_it_is():
                              "no active job of the store holds: a late one is killed by the "
                              "lease holder, any other left running (fractui jobs 13 says "
                              "which) (fractui logs a10-1/j1)"], said(app)
+
+
+@pilot_test
+async def test_the_free_rows_leave_out_the_room_a_placed_job_holds():
+    """A job placed on a GPU and not yet started there holds its room (placement books it,
+    the map draws it being placed): the free rows counted only what ran, so a share's free
+    row said 4.5G where 2.5G was left, and slice 7 of a MIG GPU read free under a placed
+    1g.10gb."""
+    async with settled_app((100, 40)) as (app, pilot):
+        view = app.source._store
+        pending = [j for j in view.jobs if j.state == PENDING][:2]
+        placed = (dataclasses.replace(pending[0], state=PLACED, slot=Slot(
+                      "a10-1", (2,), memory_mib=2048, charge=0.1)),
+                  dataclasses.replace(pending[1], state=PLACED, slot=Slot(
+                      "h100-1", (0,), profile="1g.10gb", start=7, charge=0.1)))
+        done = {j.id for j in placed}
+        app.source._store = dataclasses.replace(view, jobs=tuple(
+            j for j in view.jobs if j.id not in done) + placed)
+        app.fleet.read_store()
+        await settled(pilot)
+        app.open_gpu("a10-1", 2)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["free", "2.5G", "—"] in rows, rows
+        app.pop_screen()
+        app.open_gpu("h100-1", 0)
+        await settled(pilot)
+        rows = [line.split() for line in screen_lines(app)]
+        assert ["—", "2-4", "—", "free", "—"] in rows, rows
+        assert ["—", "7-7", "—", "free", "—"] not in rows, rows
+
+
+def test_the_room_of_a_gpu_with_no_memory_figure_is_not_known():
+    """A snapshot without the GPU's memory: its free row said 0M left, as if it were full."""
+    assert free_share({"memory_mib": None}, []) is None
+    assert free_share({}, [{"memory_mib": 1024}]) is None
+
